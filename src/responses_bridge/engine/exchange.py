@@ -1,0 +1,259 @@
+"""One ``POST /v1/responses`` exchange, from the client's body to the stored response.
+
+The exchange knows nothing of sockets, aiohttp or gRPC. A door drives it in the order the bytes move:
+
+    upstream = await exchange.begin(body)           # parse, load history, build the Chat Completions body
+    head = exchange.on_upstream_headers(status, ct) # bytes to open the client's SSE stream now, or None
+    out = exchange.on_upstream_chunk(chunk)         # per upstream body chunk: bytes to forward (maybe b"")
+    reply = await exchange.finish()                 # at end of the upstream body: the rest, after persisting
+    reply = await exchange.fail(error)              # instead of finish, when the upstream call itself failed
+
+Whatever happens, ``finish``/``fail`` return a :class:`Reply` whose bytes the door must deliver: every failure
+becomes an OpenAI-shaped error or a ``response.failed`` event, so a client never hangs and never sees raw chat
+chunks. The response is persisted *before* its terminal bytes are returned, so a client that saw
+``response.completed`` can always retrieve it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import structlog
+
+from .. import ids
+from ..protocol.errors import APIError, not_found
+from ..protocol.request import ResponsesRequest, parse_request
+from ..store.base import ResponseStore
+from .options import EngineOptions
+from .output_builder import OutputBuilder, UpstreamProtocolError, completion_as_chunk
+from .request_translation import build_chat_request
+from .response_object import new_response
+from .sse import DONE, DONE_FRAME, SSEDecoder, encode_event
+
+log = structlog.get_logger("responses_bridge.exchange")
+
+SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"
+JSON_CONTENT_TYPE = "application/json"
+UPSTREAM_PATH = "chat/completions"
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamRequest:
+    """The Chat Completions call to make, relative to the upstream base URL (which ends in ``/v1``)."""
+
+    path: str
+    body: bytes
+    stream: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The end of the exchange. When ``continues_stream`` is true the client's SSE stream is already open
+    (status and content type were sent with the head) and ``body`` is its remaining bytes."""
+
+    status: int
+    content_type: str
+    body: bytes
+    continues_stream: bool = False
+
+
+class Exchange:
+    __slots__ = ("_store", "_options", "request", "response", "_builder", "_decoder", "_upstream_status",
+                 "_upstream_sse", "_buffer", "_head_sent", "_error", "_ended")
+
+    def __init__(self, store: ResponseStore, options: EngineOptions) -> None:
+        self._store = store
+        self._options = options
+        self.request: ResponsesRequest | None = None
+        self.response: dict[str, Any] | None = None
+        self._builder: OutputBuilder | None = None
+        self._decoder: SSEDecoder | None = None
+        self._upstream_status = 0
+        self._upstream_sse = False
+        self._buffer: list[bytes] = []
+        self._head_sent = False
+        self._error: APIError | None = None
+        self._ended = False
+
+    @property
+    def streaming(self) -> bool:
+        """Does the client get an event stream (as opposed to one JSON body)?"""
+        return self.request is not None and self.request.params.stream
+
+    @property
+    def response_id(self) -> str | None:
+        return self.response["id"] if self.response else None
+
+    # --- request -------------------------------------------------------------------------------------------------
+
+    async def begin(self, body: bytes) -> UpstreamRequest:
+        """Raises :class:`APIError` for a request that cannot be served; nothing is stored then."""
+        request = parse_request(body)
+        p = request.params
+        if p.conversation is not None:
+            raise APIError(400, "'conversation' is not supported by this deployment yet; use "
+                           "'previous_response_id'.", param="conversation", code="unsupported_parameter")
+        if p.background:
+            raise APIError(400, "'background' responses are not supported by this deployment yet.",
+                           param="background", code="unsupported_parameter")
+        history: list[dict[str, Any]] = []
+        if p.previous_response_id is not None:
+            loaded = await self._store.load_history(p.previous_response_id)
+            if loaded is None:
+                raise not_found(f"Previous response with id '{p.previous_response_id}' not found.",
+                                param="previous_response_id", code="previous_response_not_found")
+            history = loaded
+        chat = build_chat_request(request, history, self._options)
+        self.request = request
+        self.response = new_response(ids.response_id(), request)
+        self._builder = OutputBuilder(self.response, encode_event if p.stream else None)
+        return UpstreamRequest(UPSTREAM_PATH, orjson.dumps(chat), bool(p.stream))
+
+    # --- upstream answer -----------------------------------------------------------------------------------------
+
+    def on_upstream_headers(self, status: int, content_type: str | None) -> bytes | None:
+        """Returns the bytes that open the client's event stream, or None when the client's status is not
+        known yet (a JSON answer, or an upstream 4xx that is passed through as an error)."""
+        self._upstream_status = status
+        self._upstream_sse = status < 400 and content_type is not None and "text/event-stream" in content_type
+        if self._upstream_sse:
+            self._decoder = SSEDecoder()
+        if self.streaming and (status < 400 or status >= 500):
+            return self._open_stream()
+        return None
+
+    def _open_stream(self) -> bytes:
+        self._head_sent = True
+        builder = self._builder
+        builder.lifecycle("response.created")  # type: ignore[union-attr]
+        builder.lifecycle("response.in_progress")  # type: ignore[union-attr]
+        return builder.take()  # type: ignore[union-attr]
+
+    def on_upstream_chunk(self, chunk: bytes) -> bytes:
+        if not self._upstream_sse:
+            self._buffer.append(chunk)
+            return b""
+        if self._error is not None:
+            return b""  # already failed: swallow the rest until the upstream body ends
+        try:
+            self._feed_payloads(self._decoder.feed(chunk))  # type: ignore[union-attr]
+        except UpstreamProtocolError as exc:
+            self._error = APIError(502, str(exc), type="server_error", code="server_error")
+            return b""
+        return self._builder.take() if self._head_sent else b""  # type: ignore[union-attr]
+
+    def _feed_payloads(self, payloads: list[bytes]) -> None:
+        builder = self._builder
+        for payload in payloads:
+            if payload == DONE:
+                builder.saw_done = True  # type: ignore[union-attr]
+                continue
+            try:
+                chunk = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                raise UpstreamProtocolError("The upstream sent an event that is not JSON.") from None
+            if not isinstance(chunk, dict):
+                raise UpstreamProtocolError("The upstream sent an event that is not a JSON object.")
+            builder.feed(chunk)  # type: ignore[union-attr]
+
+    async def finish(self) -> Reply:
+        """The upstream body ended. Completes, persists and returns the rest of the client's bytes."""
+        if self._error is not None:
+            return await self._fail(self._error)
+        if self._upstream_status >= 400:
+            return await self._fail(_upstream_error(self._upstream_status, b"".join(self._buffer)))
+        builder = self._builder
+        try:
+            if self._upstream_sse:
+                self._feed_payloads(self._decoder.flush())  # type: ignore[union-attr]
+                if not builder.complete:  # type: ignore[union-attr]
+                    raise UpstreamProtocolError("The upstream stream ended before the response was complete.")
+            else:
+                try:
+                    completion = orjson.loads(b"".join(self._buffer))
+                except orjson.JSONDecodeError:
+                    raise UpstreamProtocolError("The upstream answer is not valid JSON.") from None
+                builder.feed(completion_as_chunk(completion))  # type: ignore[union-attr]
+        except UpstreamProtocolError as exc:
+            return await self._fail(APIError(502, str(exc), type="server_error", code="server_error"))
+        self._buffer = []
+        builder.finish(int(time.time()))  # type: ignore[union-attr]
+        if not await self._persist():
+            builder.take()  # type: ignore[union-attr]  # drop the unsent completed event: it would be a lie
+            return await self._fail(APIError(500, "The response could not be stored.", code="server_error"),
+                                    persist=False)
+        return self._success_reply()
+
+    def _success_reply(self) -> Reply:
+        self._ended = True
+        if self.streaming:
+            return Reply(200, SSE_CONTENT_TYPE, self._builder.take() + DONE_FRAME,  # type: ignore[union-attr]
+                         continues_stream=True)
+        return Reply(200, JSON_CONTENT_TYPE, orjson.dumps(self.response))
+
+    async def fail(self, error: APIError) -> Reply:
+        """The upstream call failed before its body ended (unreachable, timed out, cut)."""
+        return await self._fail(error)
+
+    async def _fail(self, error: APIError, *, persist: bool = True) -> Reply:
+        self._ended = True
+        builder = self._builder
+        if builder is None or not self.streaming:
+            return Reply(error.status, JSON_CONTENT_TYPE, error.body())
+        if error.status < 500 and not self._head_sent:
+            # the upstream refused the request itself (4xx): the client gets that error, as OpenAI would
+            return Reply(error.status, JSON_CONTENT_TYPE, error.body())
+        head = b"" if self._head_sent else self._open_stream()
+        builder.fail(error.code or "server_error", error.message)
+        if persist:
+            await self._persist()
+        return Reply(200, SSE_CONTENT_TYPE, head + builder.take() + DONE_FRAME, continues_stream=head == b"")
+
+    async def abandon(self) -> None:
+        """The client went away mid-stream: record the response as failed rather than leave it unwritten."""
+        if self._ended or self._builder is None or not self._head_sent:
+            return
+        self._ended = True
+        self._builder.fail("client_disconnected", "The client disconnected before the response completed.")
+        self._builder.take()
+        await asyncio.shield(self._persist())
+
+    async def _persist(self) -> bool:
+        request = self.request
+        if request is None or not request.params.store:
+            return True
+        try:
+            await self._store.save_response(self.response, request.input_items)  # type: ignore[arg-type]
+        except Exception:  # the client must learn that its response is not retrievable
+            log.exception("store_failed", response_id=self.response_id)
+            return False
+        return True
+
+
+def _upstream_error(status: int, body: bytes) -> APIError:
+    """An upstream error answer as the client's error: 4xx keep their status and message (the client's request
+    was at fault), 5xx become 502 (the bridge's upstream is at fault, not the client)."""
+    message, param, code, kind = None, None, None, None
+    try:
+        parsed = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        parsed = None
+    if isinstance(parsed, dict):
+        error = parsed.get("error", parsed)
+        if isinstance(error, dict):
+            message = error.get("message") if isinstance(error.get("message"), str) else None
+            param = error.get("param") if isinstance(error.get("param"), str) else None
+            code = error.get("code") if isinstance(error.get("code"), str) else None
+            kind = error.get("type") if isinstance(error.get("type"), str) else None
+        elif isinstance(error, str):
+            message = error
+    if message is None:
+        message = body[:500].decode("utf-8", "replace").strip() or f"HTTP {status}"
+    if status < 500:
+        return APIError(status, message, type=kind, param=param, code=code)
+    return APIError(502, f"The upstream model server failed (HTTP {status}): {message}", type="server_error",
+                    code="server_error")

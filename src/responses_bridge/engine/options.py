@@ -1,0 +1,24 @@
+"""What the engine needs to know about the upstream's dialect of Chat Completions.
+
+Backends differ in small ways (``max_tokens`` or ``max_completion_tokens``, whether a ``developer`` role or
+reasoning in history is accepted). These switches live in one frozen object built from the settings, so the
+translation functions stay pure and a test can state the dialect it means.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOptions:
+    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+    # OpenAI accepts "developer"; vLLM, Ollama and llama.cpp templates know only "system".
+    developer_role: Literal["developer", "system"] = "system"
+    # Where earlier reasoning goes when history is replayed: dropped (safe everywhere), or sent back as the
+    # assistant message's ``reasoning_content`` (DeepSeek-style backends that want it).
+    reasoning_history: Literal["drop", "reasoning_content"] = "drop"
+    # A Response's echoed ``model`` when the request names none is never needed (model is required), but the
+    # upstream's own model name is what clients see, as OpenAI reports the snapshot that served them.
+    echo_upstream_model: bool = True

@@ -1,0 +1,394 @@
+"""Chat Completions deltas → Response output items and the semantic Responses event stream.
+
+This is the hot path: it runs once per upstream chunk. It works on plain dicts, appends text pieces to lists and
+joins them once when an item closes, and serialises each event straight to bytes; nothing is validated or copied
+per chunk. A non-streamed completion is fed through the same machine as one delta (with events switched off),
+so a stored JSON answer and a streamed answer can never disagree.
+
+Items open in the order the upstream starts them (reasoning, message text, refusal, tool calls) and a change of
+kind closes the open item, so every item gets ``output_item.added`` … ``output_item.done`` in order. Tool calls
+of one turn stay open together until the turn moves on, because some upstreams interleave the argument pieces of
+parallel calls by ``index``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .. import ids
+from .response_object import convert_usage
+
+Encoder = Callable[[dict[str, Any]], bytes]
+
+FINISH_INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
+
+
+class UpstreamProtocolError(Exception):
+    """The upstream sent something that is not a Chat Completions answer, or reported an error mid-stream."""
+
+    def __init__(self, message: str, code: str = "upstream_error") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _ToolCall:
+    __slots__ = ("item", "pieces", "output_index", "call_id")
+
+    def __init__(self) -> None:
+        self.item: dict[str, Any] | None = None
+        self.pieces: list[str] = []
+        self.output_index = -1
+        self.call_id: str | None = None
+
+
+class OutputBuilder:
+    """Accumulates one response's output and, when given an encoder, emits its events."""
+
+    def __init__(self, response: dict[str, Any], encode: Encoder | None) -> None:
+        self.response = response
+        self.output: list[dict[str, Any]] = response["output"]
+        self._encode = encode
+        self._frames: list[bytes] = []
+        self._sequence = 0
+        self.finish_reason: str | None = None
+        self.usage: dict[str, Any] | None = None
+        self.saw_done = False
+        self.saw_chunk = False
+        # the open item, if any: "reasoning", "message" or "tools"
+        self._open: str | None = None
+        self._item: dict[str, Any] | None = None
+        self._index = -1
+        self._part: dict[str, Any] | None = None
+        self._part_index = -1
+        self._pieces: list[str] = []
+        self._logprobs: list[dict[str, Any]] | None = None
+        self._tool_calls: dict[int, _ToolCall] = {}
+
+    # --- event plumbing ------------------------------------------------------------------------------------------
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        event["sequence_number"] = self._sequence
+        self._sequence += 1
+        self._frames.append(self._encode(event))  # type: ignore[misc]
+
+    def take(self) -> bytes:
+        """The bytes of every event emitted since the last call."""
+        if not self._frames:
+            return b""
+        frames, self._frames = self._frames, []
+        return frames[0] if len(frames) == 1 else b"".join(frames)
+
+    @property
+    def sequence_number(self) -> int:
+        return self._sequence
+
+    def lifecycle(self, kind: str) -> None:
+        """``response.created`` / ``in_progress`` / ``completed`` / …: the whole response as it stands now."""
+        if self._encode is not None:
+            self._emit({"type": kind, "sequence_number": 0, "response": self.response})
+
+    # --- input ---------------------------------------------------------------------------------------------------
+
+    def feed(self, chunk: dict[str, Any]) -> None:
+        self.saw_chunk = True
+        error = chunk.get("error")
+        if error is not None:
+            message = error.get("message") if isinstance(error, dict) else str(error)
+            raise UpstreamProtocolError(f"The upstream reported an error mid-stream: {message}")
+        usage = chunk.get("usage")
+        if usage:
+            self.usage = usage
+        choices = chunk.get("choices")
+        if not choices:
+            return
+        choice = choices[0]
+        delta = choice.get("delta")
+        if delta:
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if reasoning and isinstance(reasoning, str):
+                self._reasoning_delta(reasoning)
+            content = delta.get("content")
+            if content:
+                logprobs = choice.get("logprobs")
+                self._text_delta(content, logprobs.get("content") if logprobs else None)
+            refusal = delta.get("refusal")
+            if refusal:
+                self._refusal_delta(refusal)
+            annotations = delta.get("annotations")
+            if annotations:
+                self._annotations(annotations)
+            tool_calls = delta.get("tool_calls")
+            if tool_calls:
+                for call in tool_calls:
+                    self._tool_call_delta(call)
+        finish_reason = choice.get("finish_reason")
+        if finish_reason:
+            self.finish_reason = finish_reason
+
+    # --- items ---------------------------------------------------------------------------------------------------
+
+    def _open_item(self, kind: str, item: dict[str, Any]) -> None:
+        self._close_open()
+        self._open = kind
+        self._item = item
+        self._index = len(self.output)
+        self.output.append(item)
+        self._part = None
+        self._part_index = -1
+        if self._encode is not None:
+            self._emit({"type": "response.output_item.added", "sequence_number": 0, "output_index": self._index,
+                        "item": item})
+
+    def _open_part(self, part: dict[str, Any]) -> None:
+        self._part = part
+        self._part_index += 1
+        self._pieces = []
+        self._item["content"].append(part)  # type: ignore[index]
+        if self._encode is not None:
+            self._emit({"type": "response.content_part.added", "sequence_number": 0, "item_id": self._item["id"],
+                        "output_index": self._index, "content_index": self._part_index, "part": dict(part)})
+
+    def _reasoning_delta(self, text: str) -> None:
+        if self._open != "reasoning":
+            self._open_item("reasoning", {"id": ids.reasoning_id(), "type": "reasoning", "summary": [],
+                                          "content": []})
+            self._open_part({"type": "reasoning_text", "text": ""})
+        self._pieces.append(text)
+        if self._encode is not None:
+            self._emit({"type": "response.reasoning.delta", "sequence_number": 0, "item_id": self._item["id"],
+                        "output_index": self._index, "content_index": self._part_index, "delta": text})
+
+    def _ensure_message(self) -> None:
+        if self._open != "message":
+            self._open_item("message", {"id": ids.message_id(), "type": "message", "status": "in_progress",
+                                        "role": "assistant", "content": []})
+
+    def _text_delta(self, text: str, logprobs: list[dict[str, Any]] | None) -> None:
+        self._ensure_message()
+        if self._part is None or self._part["type"] != "output_text":
+            self._close_part()
+            self._open_part({"type": "output_text", "text": "", "annotations": [], "logprobs": []})
+            self._logprobs = []
+        self._pieces.append(text)
+        converted = [_logprob(entry) for entry in logprobs] if logprobs else []
+        if converted:
+            self._logprobs.extend(converted)  # type: ignore[union-attr]
+        if self._encode is not None:
+            self._emit({"type": "response.output_text.delta", "sequence_number": 0, "item_id": self._item["id"],
+                        "output_index": self._index, "content_index": self._part_index, "delta": text,
+                        "logprobs": converted})
+
+    def _refusal_delta(self, text: str) -> None:
+        self._ensure_message()
+        if self._part is None or self._part["type"] != "refusal":
+            self._close_part()
+            self._open_part({"type": "refusal", "refusal": ""})
+        self._pieces.append(text)
+        if self._encode is not None:
+            self._emit({"type": "response.refusal.delta", "sequence_number": 0, "item_id": self._item["id"],
+                        "output_index": self._index, "content_index": self._part_index, "delta": text})
+
+    def _annotations(self, annotations: list[dict[str, Any]]) -> None:
+        if self._part is None or self._part["type"] != "output_text":
+            return
+        for annotation in annotations:
+            converted = _annotation(annotation)
+            if converted is None:
+                continue
+            self._part["annotations"].append(converted)
+            if self._encode is not None:
+                self._emit({"type": "response.output_text.annotation.added", "sequence_number": 0,
+                            "item_id": self._item["id"], "output_index": self._index,
+                            "content_index": self._part_index,
+                            "annotation_index": len(self._part["annotations"]) - 1, "annotation": converted})
+
+    def _tool_call_delta(self, delta: dict[str, Any]) -> None:
+        if self._open != "tools":
+            self._close_open()
+            self._open = "tools"
+            self._tool_calls = {}
+        index = delta.get("index", len(self._tool_calls))
+        call = self._tool_calls.get(index)
+        if call is None:
+            call = self._tool_calls[index] = _ToolCall()
+        function = delta.get("function") or {}
+        if call.item is None:
+            if delta.get("id"):
+                call.call_id = delta["id"]
+            name = function.get("name")
+            if not name:  # ids and names may arrive late; hold the arguments until the call can be announced
+                if function.get("arguments"):
+                    call.pieces.append(function["arguments"])
+                return
+            self._announce_call(call, name)
+        arguments = function.get("arguments")
+        if arguments:
+            call.pieces.append(arguments)
+            if self._encode is not None:
+                self._emit({"type": "response.function_call_arguments.delta", "sequence_number": 0,
+                            "item_id": call.item["id"], "output_index": call.output_index, "delta": arguments})
+
+    def _announce_call(self, call: _ToolCall, name: str) -> None:
+        call.item = {"id": ids.function_call_id(), "type": "function_call", "status": "in_progress",
+                     "call_id": call.call_id or ids.call_id(), "name": name, "arguments": ""}
+        call.output_index = len(self.output)
+        self.output.append(call.item)
+        if self._encode is not None:
+            self._emit({"type": "response.output_item.added", "sequence_number": 0,
+                        "output_index": call.output_index, "item": dict(call.item)})
+            if call.pieces:  # arguments that came before the name
+                self._emit({"type": "response.function_call_arguments.delta", "sequence_number": 0,
+                            "item_id": call.item["id"], "output_index": call.output_index,
+                            "delta": "".join(call.pieces)})
+
+    # --- closing -------------------------------------------------------------------------------------------------
+
+    def _close_part(self) -> None:
+        part = self._part
+        if part is None:
+            return
+        text = "".join(self._pieces)
+        self._pieces = []
+        self._part = None
+        kind = part["type"]
+        item_id = self._item["id"]  # type: ignore[index]
+        if kind == "refusal":
+            part["refusal"] = text
+            done = {"type": "response.refusal.done", "sequence_number": 0, "item_id": item_id,
+                    "output_index": self._index, "content_index": self._part_index, "refusal": text}
+        else:
+            part["text"] = text
+            if kind == "output_text":
+                part["logprobs"] = self._logprobs or []
+                done = {"type": "response.output_text.done", "sequence_number": 0, "item_id": item_id,
+                        "output_index": self._index, "content_index": self._part_index, "text": text,
+                        "logprobs": part["logprobs"]}
+            else:
+                done = {"type": "response.reasoning.done", "sequence_number": 0, "item_id": item_id,
+                        "output_index": self._index, "content_index": self._part_index, "text": text}
+        if self._encode is not None:
+            self._emit(done)
+            self._emit({"type": "response.content_part.done", "sequence_number": 0, "item_id": item_id,
+                        "output_index": self._index, "content_index": self._part_index, "part": part})
+
+    def _close_open(self, status: str = "completed") -> None:
+        kind = self._open
+        if kind is None:
+            return
+        self._open = None
+        if kind == "tools":
+            self._close_tool_calls(status)
+            return
+        self._close_part()
+        item = self._item
+        if kind == "message":
+            item["status"] = status  # type: ignore[index]
+        if self._encode is not None:
+            self._emit({"type": "response.output_item.done", "sequence_number": 0, "output_index": self._index,
+                        "item": item})
+        self._item = None
+
+    def _close_tool_calls(self, status: str) -> None:
+        calls = self._tool_calls
+        self._tool_calls = {}
+        for call in calls.values():
+            if call.item is None:
+                self._announce_call(call, "")
+        for call in sorted(calls.values(), key=lambda c: c.output_index):
+            item = call.item
+            arguments = "".join(call.pieces)
+            item["arguments"] = arguments  # type: ignore[index]
+            item["status"] = status  # type: ignore[index]
+            if self._encode is not None:
+                self._emit({"type": "response.function_call_arguments.done", "sequence_number": 0,
+                            "item_id": item["id"], "output_index": call.output_index, "arguments": arguments})
+                self._emit({"type": "response.output_item.done", "sequence_number": 0,
+                            "output_index": call.output_index, "item": item})
+
+    # --- endings -------------------------------------------------------------------------------------------------
+
+    @property
+    def complete(self) -> bool:
+        """Did the upstream say the turn ended? A stream cut before that is a failure, not a short answer."""
+        return self.finish_reason is not None or self.saw_done
+
+    def finish(self, completed_at: int) -> None:
+        """Close every item and set the terminal status; emits ``response.completed`` or ``.incomplete``."""
+        reason = FINISH_INCOMPLETE.get(self.finish_reason or "")
+        self._close_open("incomplete" if reason else "completed")
+        response = self.response
+        response["usage"] = convert_usage(self.usage)
+        if reason:
+            response["status"] = "incomplete"
+            response["incomplete_details"] = {"reason": reason}
+            self.lifecycle("response.incomplete")
+        else:
+            response["status"] = "completed"
+            response["completed_at"] = completed_at
+            self.lifecycle("response.completed")
+
+    def fail(self, code: str, message: str) -> None:
+        """Mark the response failed, keeping the partial output (items marked incomplete); emits
+        ``response.failed``. Open items get no ``.done`` events: the response they belong to did not finish."""
+        encode, self._encode = self._encode, None
+        self._close_open("incomplete")
+        self._encode = encode
+        response = self.response
+        response["status"] = "failed"
+        response["error"] = {"code": code, "message": message}
+        response["usage"] = convert_usage(self.usage)
+        self.lifecycle("response.failed")
+
+
+def completion_as_chunk(completion: Any) -> dict[str, Any]:
+    """A non-streamed ``chat.completion`` as one ``chat.completion.chunk``, for :class:`OutputBuilder`."""
+    if not isinstance(completion, dict):
+        raise UpstreamProtocolError("The upstream answer is not a JSON object.")
+    if "error" in completion and "choices" not in completion:
+        return completion  # feed() reports it
+    choices = completion.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise UpstreamProtocolError("The upstream answer has no choices.")
+    choice = choices[0]
+    message = choice.get("message")
+    if not isinstance(message, dict):
+        raise UpstreamProtocolError("The upstream answer's first choice has no message.")
+    delta: dict[str, Any] = {
+        "reasoning_content": message.get("reasoning_content") or message.get("reasoning"),
+        "content": message.get("content"),
+        "refusal": message.get("refusal"),
+        "annotations": message.get("annotations"),
+    }
+    tool_calls = message.get("tool_calls")
+    if tool_calls:
+        delta["tool_calls"] = [dict(call, index=index) for index, call in enumerate(tool_calls)
+                               if isinstance(call, dict)]
+    return {
+        "choices": [{"index": 0, "delta": delta, "logprobs": choice.get("logprobs"),
+                     "finish_reason": choice.get("finish_reason") or "stop"}],
+        "usage": completion.get("usage"),
+    }
+
+
+def _logprob(entry: dict[str, Any]) -> dict[str, Any]:
+    token = entry.get("token", "")
+    return {
+        "token": token,
+        "logprob": entry.get("logprob", 0.0),
+        "bytes": entry.get("bytes") or list(token.encode()),
+        "top_logprobs": [
+            {"token": top.get("token", ""), "logprob": top.get("logprob", 0.0),
+             "bytes": top.get("bytes") or list(top.get("token", "").encode())}
+            for top in entry.get("top_logprobs") or ()
+        ],
+    }
+
+
+def _annotation(annotation: dict[str, Any]) -> dict[str, Any] | None:
+    if annotation.get("type") == "url_citation":
+        citation = annotation.get("url_citation") or annotation
+        return {"type": "url_citation", "start_index": citation.get("start_index", 0),
+                "end_index": citation.get("end_index", 0), "url": citation.get("url", ""),
+                "title": citation.get("title", "")}
+    return None

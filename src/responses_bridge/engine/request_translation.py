@@ -1,0 +1,255 @@
+"""Responses request (+ replayed history) → Chat Completions request body.
+
+Pure functions over dicts: no I/O, no settings lookups, so the mapping table can be unit-tested row by row.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from ..protocol.errors import invalid_request
+from ..protocol.request import ResponsesRequest
+from .options import EngineOptions
+
+# Media types whose file_data is sent to the model as text: every backend reads text, few read files.
+_TEXT_MEDIA_PREFIXES = ("text/", "application/json", "application/xml", "application/x-yaml", "application/yaml")
+_TEXT_FILE_SUFFIXES = (".txt", ".md", ".csv", ".json", ".xml", ".yaml", ".yml", ".py", ".log", ".html", ".tsv")
+
+
+def build_chat_request(
+    request: ResponsesRequest, history: list[dict[str, Any]], options: EngineOptions
+) -> dict[str, Any]:
+    p = request.params
+    messages: list[dict[str, Any]] = []
+    if p.instructions:
+        messages.append({"role": "system", "content": p.instructions})
+    items_to_messages(history, messages, options)
+    items_to_messages(request.input_items, messages, options)
+    if not messages:
+        raise invalid_request("The request has no input: send 'input', 'instructions' or a "
+                              "'previous_response_id'.", param="input", code="missing_required_parameter")
+
+    body: dict[str, Any] = {"model": p.model, "messages": messages}
+    if p.stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty", "seed", "stop", "user",
+                 "safety_identifier", "prompt_cache_key"):
+        value = getattr(p, name)
+        if value is not None:
+            body[name] = value
+    if p.service_tier is not None and p.service_tier != "auto":
+        body["service_tier"] = p.service_tier
+    if p.max_output_tokens is not None:
+        body[options.max_tokens_field] = p.max_output_tokens
+    if p.top_logprobs:
+        body["logprobs"] = True
+        body["top_logprobs"] = p.top_logprobs
+    elif p.include and "message.output_text.logprobs" in p.include:
+        body["logprobs"] = True
+    if p.reasoning is not None and p.reasoning.effort:
+        body["reasoning_effort"] = p.reasoning.effort
+    if p.text is not None and p.text.format:
+        response_format = _response_format(p.text.format)
+        if response_format is not None:
+            body["response_format"] = response_format
+    _add_tools(body, request)
+    return body
+
+
+# --- messages ----------------------------------------------------------------------------------------------------
+
+
+def items_to_messages(items: list[dict[str, Any]], messages: list[dict[str, Any]], options: EngineOptions) -> None:
+    """Append the chat messages for ``items``; consecutive assistant output folds into one assistant message,
+    because Chat Completions carries text and tool calls of one turn on a single message."""
+    pending_reasoning: str | None = None
+    for item in items:
+        kind = item["type"]
+        if kind == "message":
+            role = item["role"]
+            if role == "assistant":
+                message = _assistant_message(messages, fresh=True)
+                _fill_assistant(message, item["content"])
+            else:
+                if role == "developer":
+                    role = options.developer_role
+                messages.append({"role": role, "content": _user_content(item["content"])})
+        elif kind == "function_call":
+            message = _assistant_message(messages, fresh=False)
+            message.setdefault("tool_calls", []).append({
+                "id": item["call_id"],
+                "type": "function",
+                "function": {"name": item["name"], "arguments": item["arguments"]},
+            })
+        elif kind == "function_call_output":
+            messages.append({"role": "tool", "tool_call_id": item["call_id"],
+                             "content": _tool_output(item["output"])})
+        elif kind == "reasoning":
+            if options.reasoning_history == "reasoning_content":
+                text = "".join(part["text"] for part in item.get("content") or item.get("summary") or [])
+                pending_reasoning = (pending_reasoning or "") + text
+            continue
+        else:  # stored history only ever holds the kinds above; anything else is not for the model
+            continue
+        if pending_reasoning and messages and messages[-1]["role"] == "assistant":
+            messages[-1]["reasoning_content"] = pending_reasoning
+            pending_reasoning = None
+
+
+def _assistant_message(messages: list[dict[str, Any]], *, fresh: bool) -> dict[str, Any]:
+    """The assistant message to add to: a new one for a new text item, the last one for its tool calls."""
+    if messages:
+        last = messages[-1]
+        if last["role"] == "assistant" and (not fresh or "tool_calls" not in last):
+            return last
+    message: dict[str, Any] = {"role": "assistant", "content": None}
+    messages.append(message)
+    return message
+
+
+def _fill_assistant(message: dict[str, Any], parts: list[dict[str, Any]]) -> None:
+    texts = [part["text"] for part in parts if part["type"] in ("output_text", "input_text")]
+    refusals = [part["refusal"] for part in parts if part["type"] == "refusal"]
+    if texts:
+        earlier = message.get("content")
+        text = "".join(texts)
+        message["content"] = f"{earlier}\n\n{text}" if earlier else text
+    if refusals:
+        message["refusal"] = "".join(refusals)
+        if message.get("content") is None:
+            message["content"] = ""
+
+
+def _user_content(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+    if len(parts) == 1 and parts[0]["type"] in ("input_text", "output_text"):
+        return parts[0]["text"]  # a plain string is what every chat template accepts
+    return [_chat_part(part) for part in parts]
+
+
+def _chat_part(part: dict[str, Any]) -> dict[str, Any]:
+    kind = part["type"]
+    if kind in ("input_text", "output_text"):
+        return {"type": "text", "text": part["text"]}
+    if kind == "refusal":
+        return {"type": "text", "text": part["refusal"]}
+    if kind == "input_image":
+        return {"type": "image_url", "image_url": {"url": part["image_url"], "detail": part.get("detail", "auto")}}
+    if kind == "input_file":
+        return _file_part(part)
+    raise invalid_request(f"Content part type '{kind}' cannot be sent to the model.", code="unsupported_content_type")
+
+
+def _file_part(part: dict[str, Any]) -> dict[str, Any]:
+    filename = part.get("filename")
+    data = part.get("file_data")
+    if data is None:
+        url = part["file_url"]
+        if url.startswith("data:"):
+            data = url
+        else:
+            raise invalid_request(
+                "input_file.file_url must be a data: URL; Chat Completions upstreams cannot fetch files. "
+                "Send the content as 'file_data'.", param="input_file.file_url", code="unsupported_parameter")
+    media_type, payload = _split_data_url(data)
+    if _is_text(media_type, filename):
+        try:
+            text = base64.b64decode(payload, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            raise invalid_request("input_file.file_data is not valid base64-encoded UTF-8 text.",
+                                  param="input_file.file_data") from None
+        header = f"[file: {filename}]\n" if filename else ""
+        return {"type": "text", "text": header + text}
+    file: dict[str, Any] = {"file_data": data if data.startswith("data:") else
+                            f"data:{media_type or 'application/octet-stream'};base64,{payload}"}
+    if filename:
+        file["filename"] = filename
+    return {"type": "file", "file": file}
+
+
+def _split_data_url(data: str) -> tuple[str | None, str]:
+    if data.startswith("data:") and "," in data:
+        head, payload = data[5:].split(",", 1)
+        return head.split(";", 1)[0] or None, payload
+    return None, data
+
+
+def _is_text(media_type: str | None, filename: str | None) -> bool:
+    if media_type:
+        return media_type.startswith(_TEXT_MEDIA_PREFIXES)
+    return bool(filename) and filename.lower().endswith(_TEXT_FILE_SUFFIXES)
+
+
+def _tool_output(output: str | list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+    if isinstance(output, str):
+        return output
+    if all(part["type"] in ("input_text", "output_text") for part in output):
+        return "".join(part["text"] for part in output)
+    return [_chat_part(part) for part in output]
+
+
+# --- tools and formats -------------------------------------------------------------------------------------------
+
+
+def _add_tools(body: dict[str, Any], request: ResponsesRequest) -> None:
+    p = request.params
+    tools = [tool for tool in (p.tools or []) if tool["type"] == "function"]
+    unsupported = sorted({tool["type"] for tool in (p.tools or []) if tool["type"] != "function"})
+    if unsupported:
+        raise invalid_request(
+            f"Tool type(s) {', '.join(unsupported)} cannot run on this deployment: only 'function' tools are "
+            "supported.", param="tools", code="unsupported_tool_type")
+    choice = p.tool_choice
+    if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
+        allowed = {t.get("name") for t in choice.get("tools") or [] if isinstance(t, dict)}
+        tools = [tool for tool in tools if tool["name"] in allowed]
+        choice = choice.get("mode") or "auto"
+    if not tools:
+        return  # an empty tools list (or tool_choice without tools) is rejected by OpenAI-compatible servers
+    body["tools"] = [_chat_tool(tool) for tool in tools]
+    if choice is not None:
+        body["tool_choice"] = _chat_tool_choice(choice)
+    if p.parallel_tool_calls is not None:
+        body["parallel_tool_calls"] = p.parallel_tool_calls
+
+
+def _chat_tool(tool: dict[str, Any]) -> dict[str, Any]:
+    function: dict[str, Any] = {"name": tool["name"]}
+    if tool.get("description") is not None:
+        function["description"] = tool["description"]
+    function["parameters"] = tool.get("parameters") or {"type": "object", "properties": {}}
+    if tool.get("strict") is not None:
+        function["strict"] = tool["strict"]
+    return {"type": "function", "function": function}
+
+
+def _chat_tool_choice(choice: str | dict[str, Any]) -> str | dict[str, Any]:
+    if isinstance(choice, str):
+        if choice not in ("auto", "none", "required"):
+            raise invalid_request(f"Invalid value for 'tool_choice': '{choice}'.", param="tool_choice")
+        return choice
+    if choice.get("type") == "function" and isinstance(choice.get("name"), str):
+        return {"type": "function", "function": {"name": choice["name"]}}
+    raise invalid_request("Invalid value for 'tool_choice': expected 'auto', 'none', 'required', "
+                          "{'type': 'function', 'name': …} or {'type': 'allowed_tools', …}.", param="tool_choice")
+
+
+def _response_format(fmt: dict[str, Any]) -> dict[str, Any] | None:
+    kind = fmt.get("type")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return {"type": "json_object"}
+    if kind == "json_schema":
+        if not isinstance(fmt.get("schema"), dict):
+            raise invalid_request("Missing required parameter: 'text.format.schema'.", param="text.format.schema",
+                                  code="missing_required_parameter")
+        schema: dict[str, Any] = {"name": fmt.get("name") or "response", "schema": fmt["schema"]}
+        if fmt.get("description") is not None:
+            schema["description"] = fmt["description"]
+        if fmt.get("strict") is not None:
+            schema["strict"] = fmt["strict"]
+        return {"type": "json_schema", "json_schema": schema}
+    raise invalid_request(f"Invalid value for 'text.format.type': '{kind}'.", param="text.format.type")

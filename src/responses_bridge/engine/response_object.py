@@ -1,0 +1,91 @@
+"""The Response object: all 31 fields, nullable ones present as ``null``.
+
+The skeleton is built once per exchange from the request; the stream translator fills ``output``, ``status`` and
+``usage`` in place, so every lifecycle event serialises the same dict rather than a copy.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..protocol.request import ResponsesRequest
+
+
+def new_response(response_id: str, request: ResponsesRequest, *, created_at: int | None = None) -> dict[str, Any]:
+    p = request.params
+    return {
+        "id": response_id,
+        "object": "response",
+        "created_at": created_at if created_at is not None else int(time.time()),
+        "completed_at": None,
+        "status": "in_progress",
+        "incomplete_details": None,
+        "model": p.model,
+        "previous_response_id": p.previous_response_id,
+        "instructions": p.instructions,
+        "output": [],
+        "error": None,
+        "tools": [echo_tool(tool) for tool in p.tools or []],
+        "tool_choice": p.tool_choice if p.tool_choice is not None else "auto",
+        "truncation": p.truncation or "disabled",
+        "parallel_tool_calls": True if p.parallel_tool_calls is None else p.parallel_tool_calls,
+        "text": echo_text(request),
+        "top_p": 1.0 if p.top_p is None else p.top_p,
+        "presence_penalty": p.presence_penalty or 0.0,
+        "frequency_penalty": p.frequency_penalty or 0.0,
+        "top_logprobs": p.top_logprobs or 0,
+        "temperature": 1.0 if p.temperature is None else p.temperature,
+        "reasoning": ({"effort": p.reasoning.effort, "summary": p.reasoning.summary or p.reasoning.generate_summary}
+                      if p.reasoning is not None else None),
+        "usage": None,
+        "max_output_tokens": p.max_output_tokens,
+        "max_tool_calls": p.max_tool_calls,
+        "store": p.store,
+        "background": p.background,
+        "service_tier": p.service_tier or "default",
+        "metadata": p.metadata or {},
+        "safety_identifier": p.safety_identifier,
+        "prompt_cache_key": p.prompt_cache_key,
+    }
+
+
+def echo_tool(tool: dict[str, Any]) -> dict[str, Any]:
+    """Function tools are echoed with every key present, as the spec requires; others as sent."""
+    if tool.get("type") != "function":
+        return tool
+    return {
+        "type": "function",
+        "name": tool["name"],
+        "description": tool.get("description"),
+        "parameters": tool.get("parameters"),
+        "strict": tool.get("strict"),
+    }
+
+
+def echo_text(request: ResponsesRequest) -> dict[str, Any]:
+    text = request.params.text
+    fmt = dict(text.format) if text is not None and text.format else {"type": "text"}
+    if fmt.get("type") == "json_schema":
+        fmt.setdefault("description", None)
+        fmt.setdefault("strict", None)
+    echoed: dict[str, Any] = {"format": fmt}
+    if text is not None and text.verbosity is not None:
+        echoed["verbosity"] = text.verbosity
+    return echoed
+
+
+def convert_usage(usage: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not usage:
+        return None
+    prompt = usage.get("prompt_tokens") or 0
+    completion = usage.get("completion_tokens") or 0
+    return {
+        "input_tokens": prompt,
+        "input_tokens_details": {"cached_tokens": (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0},
+        "output_tokens": completion,
+        "output_tokens_details": {
+            "reasoning_tokens": (usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
+        },
+        "total_tokens": usage.get("total_tokens") or prompt + completion,
+    }

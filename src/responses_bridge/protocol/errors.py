@@ -1,0 +1,67 @@
+"""OpenAI-shaped errors.
+
+Every failure a client can see leaves the bridge as ``{"error": {"message", "type", "param", "code"}}`` with a
+status that matches its type. Raising :class:`APIError` anywhere below an adapter is enough: both doors turn it
+into that shape, so no code path has to build error bodies by hand.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+_TYPE_FOR_STATUS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found",
+    409: "conflict",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "too_many_requests",
+}
+
+
+def error_type_for_status(status: int) -> str:
+    if status in _TYPE_FOR_STATUS:
+        return _TYPE_FOR_STATUS[status]
+    return "server_error" if status >= 500 else "invalid_request_error"
+
+
+class APIError(Exception):
+    """An error with everything needed to answer the client in the OpenAI error shape."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str | None = None,
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type or error_type_for_status(status)
+        self.param = param
+        self.code = code
+
+    def payload(self) -> dict[str, Any]:
+        """The inner ``error`` object, as used in bodies, ``response.error`` and ``error`` events."""
+        return {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
+
+    def body(self) -> bytes:
+        return orjson.dumps({"error": self.payload()})
+
+    def __repr__(self) -> str:
+        return f"APIError({self.status}, {self.message!r}, code={self.code!r}, param={self.param!r})"
+
+
+def invalid_request(message: str, *, param: str | None = None, code: str | None = None) -> APIError:
+    return APIError(400, message, param=param, code=code or "invalid_value" if param else code)
+
+
+def not_found(message: str, *, param: str | None = None, code: str | None = None) -> APIError:
+    return APIError(404, message, param=param, code=code)

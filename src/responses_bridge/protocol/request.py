@@ -1,0 +1,365 @@
+"""Parsing of ``POST /v1/responses`` bodies.
+
+Real clients send more than the spec: missing item ids, messages without ``type``, ``phase`` on assistant
+messages, fields from newer API versions. The parser is lenient about all of that and exact about what it
+cannot honour: a wrong type or an unknown item type is a 400 that names the offending ``param``.
+
+Top-level fields go through one pydantic model (strict types, unknown fields ignored); input items are
+normalised by hand, because their leniency rules (a ``role`` implies a message, ids are optional) do not fit a
+discriminated union, and because the normalised form is what gets stored and listed by ``input_items``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .. import ids
+from .errors import APIError, invalid_request
+
+MESSAGE_ROLES = frozenset({"user", "system", "developer", "assistant"})
+INPUT_PART_TYPES = frozenset({"input_text", "input_image", "input_file", "output_text", "refusal"})
+
+
+class _Reasoning(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+    effort: str | None = None
+    summary: str | None = None
+    generate_summary: str | None = None
+
+
+class _Text(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+    format: dict[str, Any] | None = None
+    verbosity: str | None = None
+
+
+class CreateParams(BaseModel):
+    """Top-level fields of a create request, with the types the API documents."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    model: str | None = None
+    input: str | list[Any] | None = None
+    instructions: str | None = None
+    stream: bool = False
+    store: bool = True
+    background: bool = False
+    previous_response_id: str | None = None
+    conversation: str | dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    max_tool_calls: int | None = Field(default=None, ge=0)
+    text: _Text | None = None
+    reasoning: _Reasoning | None = None
+    metadata: dict[str, str] | None = None
+    include: list[str] | None = None
+    truncation: Literal["auto", "disabled"] | None = None
+    service_tier: str | None = None
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
+    user: str | None = None
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    stream_options: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class ResponsesRequest:
+    """A parsed create request: the validated parameters plus the normalised input items."""
+
+    params: CreateParams
+    input_items: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def model(self) -> str:
+        return self.params.model or ""
+
+
+def parse_request(body: bytes) -> ResponsesRequest:
+    """Parse and validate a request body; every failure is an :class:`APIError` with status 400."""
+    try:
+        raw = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise invalid_request(f"The request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(raw, dict):
+        raise invalid_request("The request body must be a JSON object.", code="invalid_type")
+    return parse_request_object(raw)
+
+
+def parse_request_object(raw: dict[str, Any]) -> ResponsesRequest:
+    try:
+        params = CreateParams.model_validate(raw)
+    except ValidationError as exc:
+        raise _validation_error(exc) from None
+    if not params.model:
+        raise invalid_request("Missing required parameter: 'model'.", param="model", code="missing_required_parameter")
+    _check_metadata(params.metadata)
+    items = normalize_input(params.input)
+    if params.tools is not None:
+        for index, tool in enumerate(params.tools):
+            _check_tool(tool, f"tools[{index}]")
+    return ResponsesRequest(params=params, input_items=items)
+
+
+def _validation_error(exc: ValidationError) -> APIError:
+    first = exc.errors(include_url=False)[0]
+    param = _loc_to_param(first.get("loc", ()))
+    message = first.get("msg", "Invalid value")
+    kind = first.get("type", "")
+    code = "invalid_type" if kind.endswith("_type") or kind in {"model_attributes_type", "dict_type"} else "invalid_value"
+    return invalid_request(f"Invalid value for '{param}': {message}.", param=param, code=code)
+
+
+def _loc_to_param(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for piece in loc:
+        if isinstance(piece, int):
+            parts.append(f"[{piece}]")
+        elif piece in {"str", "list[any]", "dict[str,any]", "function-after[...]"}:
+            continue  # pydantic names union branches in the location; clients know only the field
+        else:
+            parts.append(("." if parts else "") + str(piece))
+    return "".join(parts)
+
+
+def _check_metadata(metadata: dict[str, str] | None) -> None:
+    if metadata is None:
+        return
+    if len(metadata) > 16:
+        raise invalid_request("'metadata' may have at most 16 keys.", param="metadata")
+    for key, value in metadata.items():
+        if len(key) > 64:
+            raise invalid_request(f"metadata key '{key[:70]}' is longer than 64 characters.", param="metadata")
+        if len(value) > 512:
+            raise invalid_request(f"metadata value for '{key}' is longer than 512 characters.", param="metadata")
+
+
+def _check_tool(tool: dict[str, Any], param: str) -> None:
+    kind = tool.get("type")
+    if not isinstance(kind, str):
+        raise invalid_request(f"Missing or invalid '{param}.type'.", param=f"{param}.type")
+    if kind == "function":
+        name = tool.get("name")
+        if not isinstance(name, str) or not name:
+            raise invalid_request(f"Missing required parameter: '{param}.name'.", param=f"{param}.name")
+        parameters = tool.get("parameters")
+        if parameters is not None and not isinstance(parameters, dict):
+            raise invalid_request(f"'{param}.parameters' must be a JSON Schema object.", param=f"{param}.parameters")
+
+
+# --- input items -------------------------------------------------------------------------------------------------
+
+
+def normalize_input(value: str | list[Any] | None) -> list[dict[str, Any]]:
+    """Turn ``input`` into the list of items the bridge stores and translates."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [_message(ids.message_id(), "user", [{"type": "input_text", "text": value}])]
+    return [_normalize_item(item, f"input[{index}]") for index, item in enumerate(value)]
+
+
+def _message(item_id: str, role: str, content: list[dict[str, Any]], phase: str | None = None) -> dict[str, Any]:
+    item = {"type": "message", "id": item_id, "status": "completed", "role": role, "content": content}
+    if phase is not None:
+        item["phase"] = phase
+    return item
+
+
+def _normalize_item(item: Any, param: str) -> dict[str, Any]:
+    if not isinstance(item, dict):
+        raise invalid_request(f"Invalid type for '{param}': expected an object.", param=param, code="invalid_type")
+    kind = item.get("type")
+    if kind is None and "role" in item:
+        kind = "message"
+    if kind == "message":
+        return _normalize_message(item, param)
+    if kind == "function_call":
+        return _normalize_function_call(item, param)
+    if kind == "function_call_output":
+        return _normalize_function_call_output(item, param)
+    if kind == "reasoning":
+        return _normalize_reasoning(item, param)
+    if kind is None:
+        raise invalid_request(f"Missing required parameter: '{param}.type'.", param=f"{param}.type",
+                              code="missing_required_parameter")
+    raise invalid_request(
+        f"Unsupported input item type '{kind}' at '{param}'. Supported: message, function_call, "
+        "function_call_output, reasoning.",
+        param=f"{param}.type",
+        code="unsupported_item_type",
+    )
+
+
+def _require_str(item: dict[str, Any], key: str, param: str) -> str:
+    value = item.get(key)
+    if not isinstance(value, str):
+        if value is None:
+            raise invalid_request(f"Missing required parameter: '{param}.{key}'.", param=f"{param}.{key}",
+                                  code="missing_required_parameter")
+        raise invalid_request(f"Invalid type for '{param}.{key}': expected a string.", param=f"{param}.{key}",
+                              code="invalid_type")
+    return value
+
+
+def _optional_id(item: dict[str, Any], param: str, make: Any) -> str:
+    value = item.get("id")
+    if value is None or value == "":
+        return make()
+    if not isinstance(value, str):
+        raise invalid_request(f"Invalid type for '{param}.id': expected a string.", param=f"{param}.id",
+                              code="invalid_type")
+    return value
+
+
+def _normalize_message(item: dict[str, Any], param: str) -> dict[str, Any]:
+    role = _require_str(item, "role", param)
+    if role not in MESSAGE_ROLES:
+        raise invalid_request(
+            f"Invalid value for '{param}.role': '{role}'. Supported: assistant, developer, system, user.",
+            param=f"{param}.role",
+        )
+    content = item.get("content")
+    text_type = "output_text" if role == "assistant" else "input_text"
+    if isinstance(content, str):
+        parts = [_text_part(text_type, content)]
+    elif isinstance(content, list):
+        parts = [_normalize_part(part, f"{param}.content[{i}]", role) for i, part in enumerate(content)]
+    elif content is None:
+        raise invalid_request(f"Missing required parameter: '{param}.content'.", param=f"{param}.content",
+                              code="missing_required_parameter")
+    else:
+        raise invalid_request(f"Invalid type for '{param}.content': expected a string or an array.",
+                              param=f"{param}.content", code="invalid_type")
+    phase = item.get("phase")
+    return _message(_optional_id(item, param, ids.message_id), role, parts,
+                    phase if isinstance(phase, str) else None)
+
+
+def _text_part(kind: str, text: str) -> dict[str, Any]:
+    if kind == "output_text":
+        return {"type": "output_text", "text": text, "annotations": []}
+    return {"type": kind, "text": text}
+
+
+def _normalize_part(part: Any, param: str, role: str) -> dict[str, Any]:
+    if isinstance(part, str):
+        return _text_part("output_text" if role == "assistant" else "input_text", part)
+    if not isinstance(part, dict):
+        raise invalid_request(f"Invalid type for '{param}': expected an object.", param=param, code="invalid_type")
+    kind = part.get("type")
+    if kind in {"input_text", "output_text", "text"}:
+        text = _require_str(part, "text", param)
+        if kind == "text":
+            kind = "output_text" if role == "assistant" else "input_text"
+        normalized = _text_part(kind, text)
+        if kind == "output_text" and isinstance(part.get("annotations"), list):
+            normalized["annotations"] = part["annotations"]
+        return normalized
+    if kind == "refusal":
+        return {"type": "refusal", "refusal": _require_str(part, "refusal", param)}
+    if kind == "input_image":
+        url = part.get("image_url")
+        if not isinstance(url, str) or not url:
+            if part.get("file_id"):
+                raise invalid_request(f"'{param}.file_id' is not supported here: send 'image_url' (an URL or a "
+                                      "data: URL).", param=f"{param}.file_id", code="unsupported_parameter")
+            raise invalid_request(f"Missing required parameter: '{param}.image_url'.", param=f"{param}.image_url",
+                                  code="missing_required_parameter")
+        detail = part.get("detail") if part.get("detail") in {"low", "high", "auto"} else "auto"
+        return {"type": "input_image", "image_url": url, "detail": detail}
+    if kind == "input_file":
+        normalized: dict[str, Any] = {"type": "input_file"}
+        for key in ("filename", "file_data", "file_url"):
+            value = part.get(key)
+            if value is not None:
+                if not isinstance(value, str):
+                    raise invalid_request(f"Invalid type for '{param}.{key}': expected a string.",
+                                          param=f"{param}.{key}", code="invalid_type")
+                normalized[key] = value
+        if "file_data" not in normalized and "file_url" not in normalized:
+            raise invalid_request(f"'{param}' needs 'file_data' or 'file_url'.", param=param,
+                                  code="missing_required_parameter")
+        return normalized
+    raise invalid_request(
+        f"Unsupported content part type '{kind}' at '{param}'. Supported: input_text, output_text, refusal, "
+        "input_image, input_file.",
+        param=f"{param}.type",
+        code="unsupported_content_type",
+    )
+
+
+def _normalize_function_call(item: dict[str, Any], param: str) -> dict[str, Any]:
+    arguments = item.get("arguments", "")
+    if isinstance(arguments, (dict, list)):
+        arguments = orjson.dumps(arguments).decode()
+    elif not isinstance(arguments, str):
+        raise invalid_request(f"Invalid type for '{param}.arguments': expected a string.",
+                              param=f"{param}.arguments", code="invalid_type")
+    normalized = {
+        "type": "function_call",
+        "id": _optional_id(item, param, ids.function_call_id),
+        "call_id": _require_str(item, "call_id", param),
+        "name": _require_str(item, "name", param),
+        "arguments": arguments,
+        "status": item.get("status") if item.get("status") in {"in_progress", "completed", "incomplete"}
+        else "completed",
+    }
+    if isinstance(item.get("namespace"), str):
+        normalized["namespace"] = item["namespace"]
+    return normalized
+
+
+def _normalize_function_call_output(item: dict[str, Any], param: str) -> dict[str, Any]:
+    output = item.get("output")
+    if isinstance(output, list):
+        output = [_normalize_part(part, f"{param}.output[{i}]", "user") for i, part in enumerate(output)]
+    elif isinstance(output, (dict, int, float, bool)):
+        output = orjson.dumps(output).decode()  # lenient: some clients send the tool's JSON result unserialised
+    elif not isinstance(output, str):
+        raise invalid_request(f"Missing required parameter: '{param}.output'.", param=f"{param}.output",
+                              code="missing_required_parameter")
+    return {
+        "type": "function_call_output",
+        "id": _optional_id(item, param, ids.function_call_output_id),
+        "call_id": _require_str(item, "call_id", param),
+        "output": output,
+        "status": "completed",
+    }
+
+
+def _normalize_reasoning(item: dict[str, Any], param: str) -> dict[str, Any]:
+    summary = item.get("summary") or []
+    if not isinstance(summary, list):
+        raise invalid_request(f"Invalid type for '{param}.summary': expected an array.", param=f"{param}.summary",
+                              code="invalid_type")
+    normalized: dict[str, Any] = {
+        "type": "reasoning",
+        "id": _optional_id(item, param, ids.reasoning_id),
+        "summary": [_reasoning_text(p, "summary_text", f"{param}.summary[{i}]") for i, p in enumerate(summary)],
+    }
+    content = item.get("content")
+    if isinstance(content, list):
+        normalized["content"] = [_reasoning_text(p, "reasoning_text", f"{param}.content[{i}]")
+                                 for i, p in enumerate(content)]
+    if isinstance(item.get("encrypted_content"), str):
+        normalized["encrypted_content"] = item["encrypted_content"]
+    return normalized
+
+
+def _reasoning_text(part: Any, kind: str, param: str) -> dict[str, Any]:
+    if isinstance(part, dict) and isinstance(part.get("text"), str):
+        return {"type": part.get("type") or kind, "text": part["text"]}
+    raise invalid_request(f"Invalid value for '{param}': expected an object with 'text'.", param=param,
+                          code="invalid_type")

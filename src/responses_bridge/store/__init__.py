@@ -1,0 +1,17 @@
+"""Persistence of responses for retrieval, deletion, ``input_items`` and ``previous_response_id`` chains."""
+
+from .base import MAX_PAGE_LIMIT, ItemPage, ResponseStore, StoredResponse
+from .migrations import LATEST_VERSION, MIGRATIONS, migrate
+from .sqlite import SQLiteResponseStore, default_db_path
+
+__all__ = [
+    "LATEST_VERSION",
+    "MAX_PAGE_LIMIT",
+    "MIGRATIONS",
+    "ItemPage",
+    "ResponseStore",
+    "SQLiteResponseStore",
+    "StoredResponse",
+    "default_db_path",
+    "migrate",
+]

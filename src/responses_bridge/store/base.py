@@ -1,0 +1,74 @@
+"""The storage contract the engine relies on.
+
+Callers only see :class:`ResponseStore`, so the embedded SQLite store can be swapped for a shared database
+(PostgreSQL, for several bridge replicas) without touching the engine or the adapters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+MAX_PAGE_LIMIT = 100
+"""Upper bound of ``limit`` for ``input_items`` pages, as in the OpenAI API."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    """A response as persisted.
+
+    ``response`` is the full Response object exactly as sent to the client, so ``GET /v1/responses/{id}`` can
+    replay it byte-for-byte. ``input_items`` are that request's own input items (normalised, each with an
+    ``"id"``), not the expanded history. Instructions live only inside ``response``: they belong to one turn and
+    must not leak into the history of the next.
+    """
+
+    response: dict
+    input_items: list[dict]
+
+
+@dataclass(frozen=True, slots=True)
+class ItemPage:
+    """One page of ``GET /v1/responses/{id}/input_items``, already in the order the client asked for."""
+
+    data: list[dict]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+@runtime_checkable
+class ResponseStore(Protocol):
+    async def open(self) -> None:
+        """Connect and bring the schema up to date; must be awaited before any other call."""
+
+    async def close(self) -> None: ...
+
+    async def save_response(self, response: dict, input_items: list[dict]) -> None:
+        """Insert, or replace if the id exists (``in_progress`` -> ``completed``), response and items atomically."""
+
+    async def get_response(self, response_id: str) -> dict | None: ...
+
+    async def delete_response(self, response_id: str) -> bool:
+        """Delete a response and its items; False if it was unknown."""
+
+    async def list_input_items(
+        self,
+        response_id: str,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+        limit: int = 20,
+        order: str = "desc",
+    ) -> ItemPage | None:
+        """A cursor page of the response's input items; None if the response is unknown.
+
+        ``after``/``before`` are item ids, exclusive, interpreted in the requested ``order``. An unknown cursor id
+        raises ``APIError(400)`` with ``param`` naming the cursor.
+        """
+
+    async def load_history(self, response_id: str) -> list[dict] | None:
+        """Input then output items of every turn from the oldest reachable ancestor up to ``response_id``.
+
+        None if ``response_id`` is unknown. A deleted ancestor cuts the chain: history starts after it.
+        """
