@@ -132,6 +132,8 @@ class SQLiteResponseStore:
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
+        self._pending: list[tuple[tuple, list[tuple], asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     @property
     def _shared(self) -> bool:
@@ -178,6 +180,8 @@ class SQLiteResponseStore:
         return conn
 
     async def close(self) -> None:
+        if self._flusher is not None and not self._flusher.done():
+            await self._flusher  # writes already queued are committed before the connections go
         writer, reader = self._writer, self._reader
         self._writer = self._reader = None
         if reader is not None and reader is not writer:
@@ -219,16 +223,45 @@ class SQLiteResponseStore:
     # -- ResponseStore ---------------------------------------------------------------------------------------
 
     async def save_response(self, response: dict, input_items: list[dict]) -> None:
+        """Queue the write and wait until its transaction commits.
+
+        Saves that arrive while a transaction is running are committed together in the next one (group
+        commit): under load the cost per response is a share of one transaction, not a transaction of its own,
+        and each caller still returns only once its own response is durable.
+        """
+        self._require_open()
         row = _response_row(response)
-        response_id = row[0]
-        items = _item_rows(response_id, "input", input_items) + _item_rows(
-            response_id, "output", response.get("output") or []
-        )
-        async with self._write() as conn:
-            await conn.execute(_UPSERT_RESPONSE, row)
-            await conn.execute("DELETE FROM response_items WHERE response_id = ?", (response_id,))
-            if items:
-                await conn.executemany(_INSERT_ITEM, items)
+        items = _item_rows(row[0], "input", input_items) + _item_rows(row[0], "output", response.get("output") or [])
+        done = asyncio.get_running_loop().create_future()
+        self._pending.append((row, items, done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_pending())
+        await done
+
+    async def _flush_pending(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            latest: dict[str, tuple[tuple, list[tuple]]] = {}
+            for row, items, _ in batch:  # a later save of the same id supersedes an earlier one
+                latest[row[0]] = (row, items)
+            try:
+                async with self._write() as conn:
+                    await conn.executemany(_UPSERT_RESPONSE, [row for row, _ in latest.values()])
+                    await conn.executemany("DELETE FROM response_items WHERE response_id = ?",
+                                           [(response_id,) for response_id in latest])
+                    item_rows = [item for _, items in latest.values() for item in items]
+                    if item_rows:
+                        await conn.executemany(_INSERT_ITEM, item_rows)
+            except BaseException as exc:
+                for _, _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc if isinstance(exc, Exception) else RuntimeError("store closed"))
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for _, _, done in batch:
+                if not done.done():
+                    done.set_result(None)
 
     async def get_response(self, response_id: str) -> dict | None:
         async with self._read() as conn:

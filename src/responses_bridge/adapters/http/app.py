@@ -1,0 +1,62 @@
+"""The aiohttp application: every route of the HTTP door."""
+
+from __future__ import annotations
+
+import orjson
+from aiohttp import web
+
+from ...protocol.errors import APIError
+from ...runtime import Runtime
+from .errors import error_middleware
+from .responses_routes import ResponsesRoutes
+from .upstream import UpstreamClient, UpstreamFailure
+
+RUNTIME = web.AppKey("runtime", Runtime)
+UPSTREAM = web.AppKey("upstream", UpstreamClient)
+
+
+def create_app(runtime: Runtime) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=runtime.settings.max_request_bytes)
+    upstream = UpstreamClient(runtime.settings)
+    app[RUNTIME] = runtime
+    app[UPSTREAM] = upstream
+
+    async def upstream_session(app: web.Application):  # type: ignore[no-untyped-def]
+        await upstream.start()
+        yield
+        await upstream.close()
+
+    app.cleanup_ctx.append(upstream_session)
+    ResponsesRoutes(runtime, upstream).register(app)
+    app.router.add_get("/health", health)
+    app.router.add_get("/v1/models", models)
+    app.router.add_get("/models", models)
+    return app
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.Response(body=b'{"status":"ok"}', content_type="application/json")
+
+
+async def models(request: web.Request) -> web.Response:
+    """The upstream's model list, passed through: the bridge serves whatever models the backend has."""
+    runtime = request.app[RUNTIME]
+    authorization = runtime.upstream_authorization(request.headers.get("Authorization"))
+    try:
+        async with request.app[UPSTREAM].get("models", authorization) as response:
+            body = await response.read()
+            status = response.status
+    except UpstreamFailure as failure:
+        raise failure.error from None
+    if status >= 400:
+        raise _models_error(status, body)
+    return web.Response(body=body, content_type="application/json")
+
+
+def _models_error(status: int, body: bytes) -> APIError:
+    try:
+        error = orjson.loads(body).get("error") or {}
+        message = error.get("message") or f"HTTP {status}"
+    except (orjson.JSONDecodeError, AttributeError):
+        message = f"HTTP {status}"
+    return APIError(status if status < 500 else 502, f"Listing the upstream's models failed: {message}")

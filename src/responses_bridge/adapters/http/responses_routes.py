@@ -1,0 +1,117 @@
+"""``/v1/responses`` routes of the HTTP door (also served without the ``/v1`` prefix)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import structlog
+from aiohttp import web
+
+from ...engine.exchange import Exchange, Reply
+from ...protocol.errors import APIError, not_found
+from ...runtime import Runtime
+from .upstream import UpstreamClient, UpstreamFailure
+
+log = structlog.get_logger("responses_bridge.http")
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+class ResponsesRoutes:
+    def __init__(self, runtime: Runtime, upstream: UpstreamClient) -> None:
+        self.runtime = runtime
+        self.upstream = upstream
+
+    def register(self, app: web.Application) -> None:
+        for prefix in ("/v1", ""):
+            app.router.add_post(f"{prefix}/responses", self.create)
+            app.router.add_get(f"{prefix}/responses/{{response_id}}", self.retrieve)
+            app.router.add_delete(f"{prefix}/responses/{{response_id}}", self.delete)
+            app.router.add_get(f"{prefix}/responses/{{response_id}}/input_items", self.input_items)
+
+    async def create(self, request: web.Request) -> web.StreamResponse:
+        exchange = self.runtime.new_exchange()
+        call = await exchange.begin(await request.read())
+        authorization = self.runtime.upstream_authorization(request.headers.get("Authorization"))
+        stream: web.StreamResponse | None = None
+        try:
+            try:
+                async with self.upstream.chat(call, authorization) as answer:
+                    head = exchange.on_upstream_headers(answer.status, answer.content_type)
+                    if head is not None:
+                        stream = await _open_stream(request, head)
+                    async for chunk in answer.chunks():
+                        out = exchange.on_upstream_chunk(chunk)
+                        if out and stream is not None:
+                            await stream.write(out)
+                reply = await exchange.finish()
+            except UpstreamFailure as failure:
+                reply = await exchange.fail(failure.error)
+            return await _deliver(request, reply, stream)
+        except (asyncio.CancelledError, ConnectionResetError):
+            # the client went away: the upstream call was cancelled with us; record what happened
+            await exchange.abandon()
+            raise
+
+    async def retrieve(self, request: web.Request) -> web.Response:
+        response_id = request.match_info["response_id"]
+        response = await self.runtime.store.get_response(response_id)
+        if response is None:
+            raise _response_not_found(response_id)
+        return web.Response(body=orjson.dumps(response), content_type="application/json")
+
+    async def delete(self, request: web.Request) -> web.Response:
+        response_id = request.match_info["response_id"]
+        if not await self.runtime.store.delete_response(response_id):
+            raise _response_not_found(response_id)
+        return web.Response(body=orjson.dumps({"id": response_id, "object": "response", "deleted": True}),
+                            content_type="application/json")
+
+    async def input_items(self, request: web.Request) -> web.Response:
+        response_id = request.match_info["response_id"]
+        query = request.query
+        limit = _int_query(query.get("limit"), "limit", default=20)
+        order = query.get("order", "desc")
+        page = await self.runtime.store.list_input_items(
+            response_id, after=query.get("after"), before=query.get("before"), limit=limit, order=order)
+        if page is None:
+            raise _response_not_found(response_id)
+        body = {"object": "list", "data": page.data, "first_id": page.first_id, "last_id": page.last_id,
+                "has_more": page.has_more}
+        return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+
+async def _open_stream(request: web.Request, head: bytes) -> web.StreamResponse:
+    stream = web.StreamResponse(status=200, headers=SSE_HEADERS)
+    stream.content_type = "text/event-stream"
+    stream.charset = "utf-8"
+    await stream.prepare(request)
+    await stream.write(head)
+    return stream
+
+
+async def _deliver(request: web.Request, reply: Reply, stream: web.StreamResponse | None) -> web.StreamResponse:
+    if stream is None:
+        if reply.content_type.startswith("text/event-stream"):
+            stream = await _open_stream(request, reply.body)
+            await stream.write_eof()
+            return stream
+        return web.Response(status=reply.status, body=reply.body, content_type=reply.content_type.split(";")[0])
+    await stream.write(reply.body)
+    await stream.write_eof()
+    return stream
+
+
+def _response_not_found(response_id: str) -> APIError:
+    return not_found(f"No response found with id '{response_id}'.", param="response_id", code="not_found")
+
+
+def _int_query(value: str | None, name: str, *, default: int) -> int:
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise APIError(400, f"Invalid value for '{name}': expected an integer.", param=name,
+                       code="invalid_type") from None

