@@ -1,0 +1,20 @@
+# Sourced by the scripts in this folder: make sure .venv exists and holds this project with the given extras.
+# Re-installs only when pyproject.toml changed, so a second run starts at once.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${RESPONSES_BRIDGE_VENV:-$ROOT/.venv}"
+EXTRAS="${1:-}"
+PYTHON="${PYTHON:-python3}"
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "creating $VENV" >&2
+  "$PYTHON" -m venv "$VENV"
+fi
+stamp="$VENV/.installed-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)${EXTRAS:+-$EXTRAS}"
+if [ ! -f "$stamp" ]; then
+  echo "installing responses-bridge${EXTRAS:+[$EXTRAS]} into $VENV" >&2
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT${EXTRAS:+[$EXTRAS]}"
+  touch "$stamp"
+fi
+export PATH="$VENV/bin:$PATH"
