@@ -43,6 +43,27 @@ MIGRATIONS: list[Migration] = [
             ) WITHOUT ROWID
             """,
             "CREATE INDEX response_items_item_id ON response_items(response_id, item_id)",
+            # The write path: inserting into this view saves a response and replaces its items in one statement.
+            """
+            CREATE VIEW response_writes (id, created_at, status, model, previous_response_id, response,
+                                         input_items, output_items)
+            AS SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL WHERE 0
+            """,
+            """
+            CREATE TRIGGER response_writes_insert INSTEAD OF INSERT ON response_writes
+            BEGIN
+                INSERT INTO responses (id, created_at, status, model, previous_response_id, response)
+                VALUES (NEW.id, NEW.created_at, NEW.status, NEW.model, NEW.previous_response_id, NEW.response)
+                ON CONFLICT (id) DO UPDATE SET
+                    created_at = excluded.created_at, status = excluded.status, model = excluded.model,
+                    previous_response_id = excluded.previous_response_id, response = excluded.response;
+                DELETE FROM response_items WHERE response_id = NEW.id;
+                INSERT INTO response_items (response_id, kind, position, item_id, item)
+                SELECT NEW.id, 'input', key, json_extract(value, '$.id'), value FROM json_each(NEW.input_items);
+                INSERT INTO response_items (response_id, kind, position, item_id, item)
+                SELECT NEW.id, 'output', key, json_extract(value, '$.id'), value FROM json_each(NEW.output_items);
+            END
+            """,
         ],
     ),
 ]

@@ -1,8 +1,9 @@
 """Embedded response store on SQLite, through aiosqlite so no query ever blocks the event loop.
 
 A file database runs in WAL mode with one write connection and one read connection: readers never wait for a
-writer, and writes are serialised by an :class:`asyncio.Lock` because several coroutines share the write
-connection and a transaction must never pick up another coroutine's statements. ``":memory:"`` databases exist
+writer. Every write is a single autocommit statement (a save inserts into a view whose trigger does the rest), so
+it is atomic without an explicit transaction, and saves queued while one runs are sent together in one
+``executemany``: one round trip to the database thread per batch, not five per response. ``":memory:"`` databases exist
 per connection, so there a single connection serves both, and reads take the same lock to never observe a
 half-written transaction.
 """
@@ -11,11 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiosqlite
 import orjson
@@ -30,18 +29,9 @@ BUSY_TIMEOUT_MS = 5_000
 MAX_CHAIN_DEPTH = 100_000
 """Guards the recursive walk against a (corrupt) cycle in ``previous_response_id``; real chains are far shorter."""
 
-_UPSERT_RESPONSE = """
-INSERT INTO responses (id, created_at, status, model, previous_response_id, response)
-VALUES (?, ?, ?, ?, ?, ?)
-ON CONFLICT(id) DO UPDATE SET
-    created_at = excluded.created_at,
-    status = excluded.status,
-    model = excluded.model,
-    previous_response_id = excluded.previous_response_id,
-    response = excluded.response
-"""
-
-_INSERT_ITEM = "INSERT INTO response_items (response_id, kind, position, item_id, item) VALUES (?, ?, ?, ?, ?)"
+# One statement per response: the view's INSTEAD OF trigger (see migrations) upserts the row and replaces its
+# items atomically, so a batch of saves is one executemany, one round trip to the database thread.
+_WRITE_RESPONSE = "INSERT INTO response_writes VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 
 # One statement for the whole chain: walk up from the requested response through previous_response_id (each step
 # is a primary-key lookup, and a missing/deleted ancestor simply ends the recursion), then fetch every turn's items
@@ -76,15 +66,7 @@ def default_db_path() -> str:
     return str(directory / "responses-bridge.db")
 
 
-def _dumps(value: Any) -> bytes:
-    return orjson.dumps(value)
-
-
-def _item_rows(response_id: str, kind: str, items: Iterable[dict]) -> list[tuple[str, str, int, str | None, bytes]]:
-    return [(response_id, kind, position, item.get("id"), _dumps(item)) for position, item in enumerate(items)]
-
-
-def _response_row(response: dict) -> tuple[str, int, str | None, str | None, str | None, bytes]:
+def _write_row(response: dict, input_items: list[dict]) -> tuple:
     try:
         response_id = response["id"]
     except KeyError:
@@ -96,7 +78,10 @@ def _response_row(response: dict) -> tuple[str, int, str | None, str | None, str
         response.get("status"),
         response.get("model"),
         response.get("previous_response_id"),
-        _dumps(response),
+        orjson.dumps(response),
+        # text, not bytes: SQLite reads a BLOB argument to json_each as its binary JSONB format
+        orjson.dumps(input_items).decode(),
+        orjson.dumps(response.get("output") or []).decode(),
     )
 
 
@@ -132,7 +117,7 @@ class SQLiteResponseStore:
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
-        self._pending: list[tuple[tuple, list[tuple], asyncio.Future[None]]] = []
+        self._pending: list[tuple[tuple, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
     @property
@@ -197,21 +182,6 @@ class SQLiteResponseStore:
         return self._writer, self._reader
 
     @contextlib.asynccontextmanager
-    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
-        """A serialised ``BEGIN IMMEDIATE`` transaction: taking the file lock up front avoids a late SQLITE_BUSY
-        when another process writes, and the asyncio lock keeps other coroutines out of our transaction."""
-        writer, _ = self._require_open()
-        async with self._write_lock:
-            await writer.execute("BEGIN IMMEDIATE")
-            try:
-                yield writer
-                await writer.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    await writer.execute("ROLLBACK")
-                raise
-
-    @contextlib.asynccontextmanager
     async def _read(self) -> AsyncIterator[aiosqlite.Connection]:
         _, reader = self._require_open()
         if self._shared:
@@ -230,36 +200,30 @@ class SQLiteResponseStore:
         and each caller still returns only once its own response is durable.
         """
         self._require_open()
-        row = _response_row(response)
-        items = _item_rows(row[0], "input", input_items) + _item_rows(row[0], "output", response.get("output") or [])
+        row = _write_row(response, input_items)
         done = asyncio.get_running_loop().create_future()
-        self._pending.append((row, items, done))
+        self._pending.append((row, done))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_pending())
         await done
 
     async def _flush_pending(self) -> None:
+        writer, _ = self._require_open()
         while self._pending:
             batch, self._pending = self._pending, []
-            latest: dict[str, tuple[tuple, list[tuple]]] = {}
-            for row, items, _ in batch:  # a later save of the same id supersedes an earlier one
-                latest[row[0]] = (row, items)
             try:
-                async with self._write() as conn:
-                    await conn.executemany(_UPSERT_RESPONSE, [row for row, _ in latest.values()])
-                    await conn.executemany("DELETE FROM response_items WHERE response_id = ?",
-                                           [(response_id,) for response_id in latest])
-                    item_rows = [item for _, items in latest.values() for item in items]
-                    if item_rows:
-                        await conn.executemany(_INSERT_ITEM, item_rows)
+                # Autocommit: each row is its own atomic statement (the trigger runs inside it), and the whole
+                # batch still costs a single hop to the database thread.
+                async with self._write_lock:
+                    await writer.executemany(_WRITE_RESPONSE, [row for row, _ in batch])
             except BaseException as exc:
-                for _, _, done in batch:
+                for _, done in batch:
                     if not done.done():
                         done.set_exception(exc if isinstance(exc, Exception) else RuntimeError("store closed"))
                 if not isinstance(exc, Exception):
                     raise
                 continue
-            for _, _, done in batch:
+            for _, done in batch:
                 if not done.done():
                     done.set_result(None)
 
@@ -270,8 +234,9 @@ class SQLiteResponseStore:
 
     async def delete_response(self, response_id: str) -> bool:
         # Items go with the row through ON DELETE CASCADE (foreign_keys is on for the write connection).
-        async with self._write() as conn:
-            async with conn.execute("DELETE FROM responses WHERE id = ?", (response_id,)) as cursor:
+        writer, _ = self._require_open()
+        async with self._write_lock:  # one autocommit statement: atomic on its own
+            async with writer.execute("DELETE FROM responses WHERE id = ?", (response_id,)) as cursor:
                 return cursor.rowcount > 0
 
     async def list_input_items(
