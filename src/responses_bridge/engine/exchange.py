@@ -36,6 +36,10 @@ from .sse import DONE, DONE_FRAME, SSEDecoder, encode_event
 
 log = structlog.get_logger("responses_bridge.exchange")
 
+# What a chunk of the wrong shape (``"choices": {}``, ``"delta": "x"``, a list where an object belongs) raises
+# inside the output builder; it is the upstream's fault, so it fails the response like any protocol error.
+_MALFORMED = (AttributeError, TypeError, KeyError, IndexError, ValueError)
+
 SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"
 JSON_CONTENT_TYPE = "application/json"
 UPSTREAM_PATH = "chat/completions"
@@ -148,17 +152,20 @@ class Exchange:
 
     def _feed_payloads(self, payloads: list[bytes]) -> None:
         builder = self._builder
-        for payload in payloads:
-            if payload == DONE:
-                builder.saw_done = True  # type: ignore[union-attr]
-                continue
-            try:
-                chunk = orjson.loads(payload)
-            except orjson.JSONDecodeError:
-                raise UpstreamProtocolError("The upstream sent an event that is not JSON.") from None
-            if not isinstance(chunk, dict):
-                raise UpstreamProtocolError("The upstream sent an event that is not a JSON object.")
-            builder.feed(chunk)  # type: ignore[union-attr]
+        try:
+            for payload in payloads:
+                if payload == DONE:
+                    builder.saw_done = True  # type: ignore[union-attr]
+                    continue
+                try:
+                    chunk = orjson.loads(payload)
+                except orjson.JSONDecodeError:
+                    raise UpstreamProtocolError("The upstream sent an event that is not JSON.") from None
+                if not isinstance(chunk, dict):
+                    raise UpstreamProtocolError("The upstream sent an event that is not a JSON object.")
+                builder.feed(chunk)  # type: ignore[union-attr]
+        except _MALFORMED as exc:
+            raise _malformed(exc) from None
 
     async def finish(self) -> Reply:
         """The upstream body ended. Completes, persists and returns the rest of the client's bytes."""
@@ -177,7 +184,10 @@ class Exchange:
                     completion = orjson.loads(b"".join(self._buffer))
                 except orjson.JSONDecodeError:
                     raise UpstreamProtocolError("The upstream answer is not valid JSON.") from None
-                builder.feed(completion_as_chunk(completion))  # type: ignore[union-attr]
+                try:
+                    builder.feed(completion_as_chunk(completion))  # type: ignore[union-attr]
+                except _MALFORMED as exc:
+                    raise _malformed(exc) from None
         except UpstreamProtocolError as exc:
             return await self._fail(APIError(502, str(exc), type="server_error", code="server_error"))
         self._buffer = []
@@ -232,6 +242,11 @@ class Exchange:
             log.exception("store_failed", response_id=self.response_id)
             return False
         return True
+
+
+def _malformed(exc: Exception) -> UpstreamProtocolError:
+    log.warning("upstream_malformed_chunk", error=repr(exc))
+    return UpstreamProtocolError("The upstream sent a chunk that is not a valid Chat Completions chunk.")
 
 
 def _upstream_error(status: int, body: bytes) -> APIError:

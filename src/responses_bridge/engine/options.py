@@ -19,6 +19,3 @@ class EngineOptions:
     # Where earlier reasoning goes when history is replayed: dropped (safe everywhere), or sent back as the
     # assistant message's ``reasoning_content`` (DeepSeek-style backends that want it).
     reasoning_history: Literal["drop", "reasoning_content"] = "drop"
-    # A Response's echoed ``model`` when the request names none is never needed (model is required), but the
-    # upstream's own model name is what clients see, as OpenAI reports the snapshot that served them.
-    echo_upstream_model: bool = True

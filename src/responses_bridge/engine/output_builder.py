@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 from .. import ids
 from .response_object import convert_usage
 
@@ -97,7 +99,7 @@ class OutputBuilder:
             message = error.get("message") if isinstance(error, dict) else str(error)
             raise UpstreamProtocolError(f"The upstream reported an error mid-stream: {message}")
         usage = chunk.get("usage")
-        if usage:
+        if usage and isinstance(usage, dict):
             self.usage = usage
         choices = chunk.get("choices")
         if not choices:
@@ -110,10 +112,14 @@ class OutputBuilder:
                 self._reasoning_delta(reasoning)
             content = delta.get("content")
             if content:
+                if type(content) is not str:
+                    content = _text_of_parts(content)
                 logprobs = choice.get("logprobs")
                 self._text_delta(content, logprobs.get("content") if logprobs else None)
             refusal = delta.get("refusal")
             if refusal:
+                if type(refusal) is not str:
+                    raise UpstreamProtocolError("The upstream sent a refusal delta that is not a string.")
                 self._refusal_delta(refusal)
             annotations = delta.get("annotations")
             if annotations:
@@ -213,16 +219,22 @@ class OutputBuilder:
         if call is None:
             call = self._tool_calls[index] = _ToolCall()
         function = delta.get("function") or {}
+        arguments = function.get("arguments")
+        if arguments and type(arguments) is not str:
+            if not isinstance(arguments, (dict, list)):
+                raise UpstreamProtocolError("The upstream sent tool call arguments that are not a string.")
+            arguments = orjson.dumps(arguments).decode()  # some servers send the arguments as a JSON object
         if call.item is None:
-            if delta.get("id"):
+            if delta.get("id") and type(delta["id"]) is str:
                 call.call_id = delta["id"]
             name = function.get("name")
             if not name:  # ids and names may arrive late; hold the arguments until the call can be announced
-                if function.get("arguments"):
-                    call.pieces.append(function["arguments"])
+                if arguments:
+                    call.pieces.append(arguments)
                 return
+            if type(name) is not str:
+                raise UpstreamProtocolError("The upstream sent a tool call name that is not a string.")
             self._announce_call(call, name)
-        arguments = function.get("arguments")
         if arguments:
             call.pieces.append(arguments)
             if self._encode is not None:
@@ -332,10 +344,14 @@ class OutputBuilder:
         """Mark the response failed, keeping the partial output (items marked incomplete); emits
         ``response.failed``. Open items get no ``.done`` events: the response they belong to did not finish."""
         encode, self._encode = self._encode, None
+        if self._open == "tools":  # a call still waiting for its name was never announced: leave it out
+            self._tool_calls = {index: call for index, call in self._tool_calls.items() if call.item is not None}
         self._close_open("incomplete")
         self._encode = encode
         response = self.response
         response["status"] = "failed"
+        response["completed_at"] = None  # finish() may have run before a late failure (the store refused it)
+        response["incomplete_details"] = None
         response["error"] = {"code": code, "message": message}
         response["usage"] = convert_usage(self.usage)
         self.lifecycle("response.failed")
@@ -369,6 +385,14 @@ def completion_as_chunk(completion: Any) -> dict[str, Any]:
                      "finish_reason": choice.get("finish_reason") or "stop"}],
         "usage": completion.get("usage"),
     }
+
+
+def _text_of_parts(content: Any) -> str:
+    """Some servers (Mistral's among them) send content as a list of parts; their text is the delta."""
+    if isinstance(content, list) and all(isinstance(part, dict) for part in content):
+        return "".join(part["text"] for part in content if part.get("type") == "text" and type(part.get("text"))
+                       is str)
+    raise UpstreamProtocolError("The upstream sent a content delta that is neither a string nor a list of parts.")
 
 
 def _logprob(entry: dict[str, Any]) -> dict[str, Any]:

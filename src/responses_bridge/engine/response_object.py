@@ -27,7 +27,7 @@ def new_response(response_id: str, request: ResponsesRequest, *, created_at: int
         "output": [],
         "error": None,
         "tools": [echo_tool(tool) for tool in p.tools or []],
-        "tool_choice": p.tool_choice if p.tool_choice is not None else "auto",
+        "tool_choice": echo_tool_choice(p.tool_choice),
         "truncation": p.truncation or "disabled",
         "parallel_tool_calls": True if p.parallel_tool_calls is None else p.parallel_tool_calls,
         "text": echo_text(request),
@@ -65,14 +65,30 @@ def echo_tool(tool: dict[str, Any]) -> dict[str, Any]:
 
 def echo_text(request: ResponsesRequest) -> dict[str, Any]:
     text = request.params.text
-    fmt = dict(text.format) if text is not None and text.format else {"type": "text"}
-    if fmt.get("type") == "json_schema":
-        fmt.setdefault("description", None)
-        fmt.setdefault("strict", None)
+    sent = text.format if text is not None and text.format else {"type": "text"}
+    if sent.get("type") == "json_schema":
+        # every key the spec lists, and only those: the name the upstream was sent (see request_translation) and
+        # the upstream's default for strict
+        fmt = {"type": "json_schema", "name": sent.get("name") or "response", "description": sent.get("description"),
+               "schema": sent.get("schema"), "strict": bool(sent.get("strict"))}
+    else:
+        fmt = {"type": sent.get("type")}
     echoed: dict[str, Any] = {"format": fmt}
     if text is not None and text.verbosity is not None:
         echoed["verbosity"] = text.verbosity
     return echoed
+
+
+def echo_tool_choice(choice: str | dict[str, Any] | None) -> str | dict[str, Any]:
+    """The parsed request already checked the shape; the echo keeps only the keys the spec defines."""
+    if choice is None:
+        return "auto"
+    if isinstance(choice, str):
+        return choice
+    if choice.get("type") == "allowed_tools":
+        return {"type": "allowed_tools", "mode": choice.get("mode") or "auto",
+                "tools": [{"type": "function", "name": tool.get("name")} for tool in choice.get("tools") or []]}
+    return {"type": choice.get("type"), "name": choice.get("name")}
 
 
 def convert_usage(usage: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -18,19 +18,25 @@ DONE_FRAME = b"data: [DONE]\n\n"
 class SSEDecoder:
     """Feeds raw bytes in, returns the ``data`` payloads of the events completed so far."""
 
-    __slots__ = ("_buffer",)
+    __slots__ = ("_buffer", "_after_cr")
 
     def __init__(self) -> None:
-        self._buffer = b""
+        self._buffer = b""  # the unfinished tail, line endings already normalised to LF
+        self._after_cr = False  # the last chunk ended with CR: an LF that starts the next one belongs to it
 
     def feed(self, chunk: bytes) -> list[bytes]:
+        if self._after_cr:
+            if not chunk:
+                return []
+            self._after_cr = False
+            if chunk[:1] == b"\n":
+                chunk = chunk[1:]
+        if b"\r" in chunk:
+            # A CR ends a line whatever follows, so the event it completes goes out now; only an LF at the start
+            # of the next chunk (the second half of a CRLF) must then be dropped.
+            self._after_cr = chunk.endswith(b"\r")
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         buffer = self._buffer + chunk if self._buffer else chunk
-        if b"\r" in buffer:
-            # A CR at the very end may be the first half of a CRLF; keep it until the next chunk says.
-            held = b"\r" if buffer.endswith(b"\r") else b""
-            if held:
-                buffer = buffer[:-1]
-            buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n") + held
         events = buffer.split(b"\n\n")
         self._buffer = events.pop()
         payloads: list[bytes] = []
@@ -42,7 +48,7 @@ class SSEDecoder:
 
     def flush(self) -> list[bytes]:
         """At end of stream: an event that lacks only its closing blank line still counts."""
-        tail, self._buffer = self._buffer.rstrip(b"\r\n"), b""
+        tail, self._buffer, self._after_cr = self._buffer.rstrip(b"\n"), b"", False
         data = _event_data(tail) if tail else None
         return [data] if data is not None else []
 

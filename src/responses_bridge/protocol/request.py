@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .. import ids
 from .errors import APIError, invalid_request
@@ -73,6 +73,12 @@ class CreateParams(BaseModel):
     stop: str | list[str] | None = None
     stream_options: dict[str, Any] | None = None
 
+    @field_validator("stream", "store", "background", mode="before")
+    @classmethod
+    def _null_is_default(cls, value: Any, info: Any) -> Any:
+        # The spec makes these nullable (clients that serialise every field send null): null means the default.
+        return cls.model_fields[info.field_name].default if value is None else value
+
 
 @dataclass(slots=True)
 class ResponsesRequest:
@@ -109,6 +115,8 @@ def parse_request_object(raw: dict[str, Any]) -> ResponsesRequest:
     if params.tools is not None:
         for index, tool in enumerate(params.tools):
             _check_tool(tool, f"tools[{index}]")
+    if params.tool_choice is not None:
+        _check_tool_choice(params.tool_choice)
     return ResponsesRequest(params=params, input_items=items)
 
 
@@ -156,6 +164,44 @@ def _check_tool(tool: dict[str, Any], param: str) -> None:
         parameters = tool.get("parameters")
         if parameters is not None and not isinstance(parameters, dict):
             raise invalid_request(f"'{param}.parameters' must be a JSON Schema object.", param=f"{param}.parameters")
+        # echoed in every Response and sent upstream: a wrong type here would reach both
+        if tool.get("description") is not None and not isinstance(tool["description"], str):
+            raise invalid_request(f"Invalid type for '{param}.description': expected a string.",
+                                  param=f"{param}.description", code="invalid_type")
+        if tool.get("strict") is not None and not isinstance(tool["strict"], bool):
+            raise invalid_request(f"Invalid type for '{param}.strict': expected a boolean.",
+                                  param=f"{param}.strict", code="invalid_type")
+
+
+def _check_tool_choice(choice: str | dict[str, Any]) -> None:
+    """``tool_choice`` is echoed in the Response even when there are no tools, so it is checked here."""
+    if isinstance(choice, str):
+        if choice not in ("auto", "none", "required"):
+            raise invalid_request(f"Invalid value for 'tool_choice': '{choice[:100]}'. Supported: 'auto', 'none', "
+                                  "'required' or an object.", param="tool_choice")
+        return
+    kind = choice.get("type")
+    if kind == "function":
+        if not isinstance(choice.get("name"), str) or not choice["name"]:
+            raise invalid_request("Missing required parameter: 'tool_choice.name'.", param="tool_choice.name",
+                                  code="missing_required_parameter")
+    elif kind == "allowed_tools":
+        if choice.get("mode") not in (None, "auto", "required", "none"):
+            raise invalid_request("Invalid value for 'tool_choice.mode': expected 'auto', 'required' or 'none'.",
+                                  param="tool_choice.mode")
+        tools = choice.get("tools")
+        if not isinstance(tools, list):
+            raise invalid_request("Invalid type for 'tool_choice.tools': expected an array.",
+                                  param="tool_choice.tools", code="invalid_type")
+        for index, tool in enumerate(tools):
+            if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
+                raise invalid_request(f"Invalid value for 'tool_choice.tools[{index}]': expected "
+                                      "{'type': 'function', 'name': …}.", param=f"tool_choice.tools[{index}]")
+    elif isinstance(kind, str):
+        pass  # a hosted tool's choice; the tool itself is refused when the request is translated
+    else:
+        raise invalid_request("Missing required parameter: 'tool_choice.type'.", param="tool_choice.type",
+                              code="missing_required_parameter")
 
 
 # --- input items -------------------------------------------------------------------------------------------------
@@ -259,7 +305,7 @@ def _normalize_part(part: Any, param: str, role: str) -> dict[str, Any]:
     if not isinstance(part, dict):
         raise invalid_request(f"Invalid type for '{param}': expected an object.", param=param, code="invalid_type")
     kind = part.get("type")
-    if kind in {"input_text", "output_text", "text"}:
+    if kind in ("input_text", "output_text", "text"):  # tuples: ``kind`` may be any JSON value, even a list
         text = _require_str(part, "text", param)
         if kind == "text":
             kind = "output_text" if role == "assistant" else "input_text"
@@ -277,7 +323,7 @@ def _normalize_part(part: Any, param: str, role: str) -> dict[str, Any]:
                                       "data: URL).", param=f"{param}.file_id", code="unsupported_parameter")
             raise invalid_request(f"Missing required parameter: '{param}.image_url'.", param=f"{param}.image_url",
                                   code="missing_required_parameter")
-        detail = part.get("detail") if part.get("detail") in {"low", "high", "auto"} else "auto"
+        detail = part.get("detail") if part.get("detail") in ("low", "high", "auto") else "auto"
         return {"type": "input_image", "image_url": url, "detail": detail}
     if kind == "input_file":
         normalized: dict[str, Any] = {"type": "input_file"}
@@ -313,7 +359,7 @@ def _normalize_function_call(item: dict[str, Any], param: str) -> dict[str, Any]
         "call_id": _require_str(item, "call_id", param),
         "name": _require_str(item, "name", param),
         "arguments": arguments,
-        "status": item.get("status") if item.get("status") in {"in_progress", "completed", "incomplete"}
+        "status": item.get("status") if item.get("status") in ("in_progress", "completed", "incomplete")
         else "completed",
     }
     if isinstance(item.get("namespace"), str):
@@ -360,6 +406,7 @@ def _normalize_reasoning(item: dict[str, Any], param: str) -> dict[str, Any]:
 
 def _reasoning_text(part: Any, kind: str, param: str) -> dict[str, Any]:
     if isinstance(part, dict) and isinstance(part.get("text"), str):
-        return {"type": part.get("type") or kind, "text": part["text"]}
+        return {"type": part["type"] if isinstance(part.get("type"), str) and part["type"] else kind,
+                "text": part["text"]}
     raise invalid_request(f"Invalid value for '{param}': expected an object with 'text'.", param=param,
                           code="invalid_type")
