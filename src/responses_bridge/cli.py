@@ -45,9 +45,9 @@ def _add_fake_upstream(commands: argparse._SubParsersAction) -> None:
 
 def _add_optional_commands(commands: argparse._SubParsersAction) -> None:
     """Commands whose modules register themselves: the Envoy configuration, the demo and the benchmark."""
-    from . import bench
+    from . import bench, demo, envoy_config
 
-    for module in (bench,):
+    for module in (envoy_config, demo, bench):
         module.add_parser(commands)
 
 

@@ -1,0 +1,143 @@
+"""Builders for the ``ProcessingResponse`` messages the servicer sends to Envoy.
+
+Messages are built by setting fields on one fresh message (no nested constructors, no copies of bodies beyond
+the one protobuf makes). Replies that never change are built once and reused: a message is only read when
+gRPC serializes it, so sharing one instance between streams is safe as long as nobody mutates it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from envoy.config.core.v3.base_pb2 import HeaderValueOption
+from envoy.extensions.filters.http.ext_proc.v3.processing_mode_pb2 import ProcessingMode
+from envoy.service.ext_proc.v3.external_processor_pb2 import (
+    CommonResponse,
+    HeaderMutation,
+    HttpHeaders,
+    ProcessingResponse,
+)
+
+from ...envoy_config import IMMEDIATE_RESPONSE_DETAILS
+
+OVERWRITE = HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+STREAMED = ProcessingMode.STREAMED
+BUFFERED = ProcessingMode.BUFFERED
+CONTINUE_AND_REPLACE = CommonResponse.CONTINUE_AND_REPLACE
+
+Headers = Iterable[tuple[str, str]]
+
+
+def header_map(headers: HttpHeaders) -> dict[str, str]:
+    """Envoy's headers as a dict of lower-case names (Envoy sends ``raw_value``; older ones ``value``)."""
+    out: dict[str, str] = {}
+    for header in headers.headers.headers:
+        raw = header.raw_value
+        out[header.key] = raw.decode("utf-8", "replace") if raw else header.value
+    return out
+
+
+def mutate(mutation: HeaderMutation, set_headers: Headers = (), remove: Iterable[str] = ()) -> None:
+    for key, value in set_headers:
+        option = mutation.set_headers.add()
+        option.header.key = key
+        option.header.raw_value = value.encode()
+        option.append_action = OVERWRITE
+    if remove:
+        mutation.remove_headers.extend(remove)
+
+
+def _continue(phase: str) -> ProcessingResponse:
+    response = ProcessingResponse()
+    getattr(response, phase).SetInParent()
+    return response
+
+
+# Replies that change nothing: built once.
+CONTINUE_REQUEST_HEADERS = _continue("request_headers")
+CONTINUE_REQUEST_BODY = _continue("request_body")
+CONTINUE_RESPONSE_HEADERS = _continue("response_headers")
+CONTINUE_RESPONSE_BODY = _continue("response_body")
+CONTINUE_REQUEST_TRAILERS = _continue("request_trailers")
+CONTINUE_RESPONSE_TRAILERS = _continue("response_trailers")
+
+CONTINUE_BY_PHASE = {
+    "request_headers": CONTINUE_REQUEST_HEADERS,
+    "request_body": CONTINUE_REQUEST_BODY,
+    "response_headers": CONTINUE_RESPONSE_HEADERS,
+    "response_body": CONTINUE_RESPONSE_BODY,
+    "request_trailers": CONTINUE_REQUEST_TRAILERS,
+    "response_trailers": CONTINUE_RESPONSE_TRAILERS,
+}
+
+_EMPTY_BODY = ProcessingResponse()
+_EMPTY_BODY.response_body.response.body_mutation.body = b""
+
+
+def request_headers_reply(set_headers: Headers = (), remove: Iterable[str] = ()) -> ProcessingResponse:
+    if not set_headers and not remove:
+        return CONTINUE_REQUEST_HEADERS
+    response = ProcessingResponse()
+    mutate(response.request_headers.response.header_mutation, set_headers, remove)
+    return response
+
+
+def request_body_reply(body: bytes, set_headers: Headers, remove: Iterable[str]) -> ProcessingResponse:
+    """The request rewritten: new headers (``:path``, ``content-length``, ...) and the new body."""
+    response = ProcessingResponse()
+    common = response.request_body.response
+    mutate(common.header_mutation, set_headers, remove)
+    common.body_mutation.body = body
+    return response
+
+
+def response_headers_reply(mode: int, set_headers: Headers = (), remove: Iterable[str] = ()) -> ProcessingResponse:
+    """Headers reply that also picks the body mode for the rest of the response."""
+    response = ProcessingResponse()
+    if set_headers or remove:
+        mutate(response.response_headers.response.header_mutation, set_headers, remove)
+    else:
+        response.response_headers.SetInParent()
+    response.mode_override.response_body_mode = mode
+    return response
+
+
+def response_headers_replace(body: bytes, set_headers: Headers, remove: Iterable[str] = ()) -> ProcessingResponse:
+    """For a response without a body: headers and the whole body in the headers reply."""
+    response = ProcessingResponse()
+    common = response.response_headers.response
+    common.status = CONTINUE_AND_REPLACE
+    mutate(common.header_mutation, set_headers, remove)
+    common.body_mutation.body = body
+    return response
+
+
+def response_body_reply(body: bytes) -> ProcessingResponse:
+    """Replaces one response body chunk (``b""`` drops it: the raw upstream chunk never passes)."""
+    if not body:
+        return _EMPTY_BODY
+    response = ProcessingResponse()
+    response.response_body.response.body_mutation.body = body
+    return response
+
+
+def response_body_final(body: bytes, set_headers: Headers, remove: Iterable[str] = ()) -> ProcessingResponse:
+    """The whole buffered body replaced, with the headers that go with it (still unsent in BUFFERED mode)."""
+    response = ProcessingResponse()
+    common = response.response_body.response
+    mutate(common.header_mutation, set_headers, remove)
+    common.body_mutation.body = body
+    return response
+
+
+def immediate_response(status: int, body: bytes, content_type: str,
+                       extra_headers: Headers = ()) -> ProcessingResponse:
+    """Answers the client directly. ``details`` marks it as ours, so Envoy's ``local_reply_config`` (which
+    reshapes Envoy's own error replies) leaves this body alone."""
+    response = ProcessingResponse()
+    immediate = response.immediate_response
+    immediate.status.code = status
+    mutate(immediate.headers, [("content-type", content_type), *extra_headers])
+    immediate.body = body
+    immediate.details = IMMEDIATE_RESPONSE_DETAILS
+    return response

@@ -1,0 +1,47 @@
+"""Start the ext_proc door: a ``grpc.aio`` server with the processor and the gRPC health service."""
+
+from __future__ import annotations
+
+import grpc
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from ...envoy_config import EXTPROC_SERVICE, upstream_path_prefix
+from ...runtime import Runtime
+from .servicer import ExtProcServicer
+
+MIN_MESSAGE_BYTES = 128 * 1024 * 1024
+"""gRPC's default 4 MiB cap would refuse big request bodies; a translated body (with replayed history) can be
+larger than the request itself, hence the headroom over ``max_request_bytes``."""
+
+
+async def start_extproc_server(runtime: Runtime, host: str, port: int, *,
+                               upstream_path_prefix_override: str | None = None) -> grpc.aio.Server:
+    """Starts and returns the server (the caller stops it). ``port`` 0 picks a free port; the bound port is
+    ``server.bound_port``. The rewritten request's path is ``<upstream base path>/chat/completions``, the base
+    path taken from ``runtime.settings.upstream`` unless overridden."""
+    limit = max(MIN_MESSAGE_BYTES, 2 * runtime.settings.max_request_bytes + 1024 * 1024)
+    server = grpc.aio.server(options=[
+        ("grpc.max_receive_message_length", limit),
+        ("grpc.max_send_message_length", limit),
+        ("grpc.so_reuseport", 0),  # a second server on a taken port must fail, not share it
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ])
+    prefix = (upstream_path_prefix_override if upstream_path_prefix_override is not None
+              else upstream_path_prefix(runtime.settings.upstream))
+    external_processor_pb2_grpc.add_ExternalProcessorServicer_to_server(ExtProcServicer(runtime, prefix), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for service in ("", EXTPROC_SERVICE):
+        await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError as exc:  # grpc's way of saying the port is taken
+        raise OSError(f"the ext_proc server could not listen on {address} (port in use?)") from exc
+    if not bound:
+        raise OSError(f"the ext_proc server could not listen on {address}")
+    await server.start()
+    server.bound_port = bound  # type: ignore[attr-defined]
+    return server

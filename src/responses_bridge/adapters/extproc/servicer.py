@@ -1,0 +1,359 @@
+"""The ext_proc servicer: one gRPC ``Process`` stream is one HTTP request is one :class:`Exchange`.
+
+Envoy sends, in order: the request headers (only if the bootstrap asks for them; ours skips them), the buffered
+request body, the upstream's response headers, and the response body (one buffered message for JSON, or one
+message per upstream chunk for SSE; ``end_of_stream`` may come on a last, empty chunk). The servicer answers
+each with the rewrite the exchange computes.
+
+Two rules keep clients safe:
+
+* Nothing untranslated reaches the client. Every response body message is answered with a body mutation
+  (``b""`` to drop a chunk), and the stream is never closed early: after a failure the servicer sends the
+  exchange's failure bytes once and keeps answering with empty mutations until ``end_of_stream``.
+* Every failure produces bytes: before the upstream call an OpenAI-shaped immediate response; after it, the
+  exchange's ``fail`` reply (a ``response.failed`` event in an open stream, or an error body).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import structlog
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc
+from envoy.service.ext_proc.v3.external_processor_pb2 import (
+    ProcessingRequest,
+    ProcessingResponse,
+)
+
+from ...engine.exchange import SSE_CONTENT_TYPE, Exchange, Reply
+from ...protocol.errors import APIError
+from ...runtime import Runtime
+from . import messages as m
+
+log = structlog.get_logger("responses_bridge.extproc")
+
+RESPONSES_PATHS = frozenset(("/v1/responses", "/responses"))
+JSON = "application/json"
+_REQUEST_REMOVE = ("accept-encoding",)
+
+
+class ExtProcServicer(external_processor_pb2_grpc.ExternalProcessorServicer):
+    """``upstream_path_prefix`` is the path of the upstream's base URL (``/v1`` for ``http://host/v1``): the
+    rewritten request goes to ``<prefix>/chat/completions`` on the route's upstream cluster."""
+
+    def __init__(self, runtime: Runtime, upstream_path_prefix: str) -> None:
+        self._runtime = runtime
+        self._prefix = upstream_path_prefix.rstrip("/")
+
+    async def Process(self, request_iterator: object, context: grpc.aio.ServicerContext) -> None:
+        stream = _Stream(self._runtime, self._prefix)
+        read, write = context.read, context.write
+        try:
+            while True:
+                request = await read()
+                if request is grpc.aio.EOF:
+                    break
+                await write(await stream.handle(request))
+        except asyncio.CancelledError:
+            await stream.abandon()  # Envoy reset the stream: the client went away
+            raise
+        except Exception:  # the gRPC stream itself broke (handle() never raises); nothing can be sent any more
+            log.warning("extproc_stream_broken", exc_info=True)
+            await stream.abandon()
+        else:
+            if not stream.done:
+                await stream.abandon()
+
+
+class _Stream:
+    """Per-request state: what the client asked for and where the answer stands."""
+
+    __slots__ = (
+        "authorization",
+        "done",
+        "exchange",
+        "failed",
+        "ours",
+        "pending",
+        "prefix",
+        "request_body",
+        "runtime",
+        "sse",
+    )
+
+    def __init__(self, runtime: Runtime, prefix: str) -> None:
+        self.runtime = runtime
+        self.prefix = prefix
+        self.exchange: Exchange | None = None
+        # Is this a POST /v1/responses to translate? None until known: the bootstrap skips the request headers
+        # (one processor round trip less), so the first message is then the buffered body, which means yes.
+        self.ours: bool | None = None
+        self.authorization: str | None = None  # the client's, when the request headers were sent to us
+        self.sse = False  # the client gets an event stream, the response body is STREAMED
+        self.pending = b""  # bytes to put before the next response body chunk (the stream's head)
+        self.failed = False  # failure bytes were sent: drop everything else
+        self.done = False  # the terminal bytes were sent
+        self.request_body: list[bytes] = []
+
+    async def handle(self, request: ProcessingRequest) -> ProcessingResponse:
+        try:
+            return await self._dispatch(request)
+        except Exception as exc:  # noqa: BLE001 - a bug must still give Envoy an answer that keeps it with us
+            return await self._recover(request.WhichOneof("request"), exc)
+
+    async def _recover(self, phase: str | None, exc: Exception) -> ProcessingResponse:
+        log.exception("extproc_handler_failed", phase=phase, exc_info=exc)
+        if phase in ("request_headers", "request_body", None):
+            self.done = True
+            error = APIError(500, "The request could not be translated.", code="server_error")
+            return m.immediate_response(500, error.body(), JSON)
+        if self.ours is False:
+            return m.CONTINUE_BY_PHASE.get(phase, m.CONTINUE_RESPONSE_BODY)
+        if phase == "response_headers" or (phase == "response_body" and not self.sse):
+            # nothing has left Envoy yet: answer the client directly
+            self.done = True
+            if self.exchange is not None and not self.failed:
+                return await self._fail_immediately(exc)
+            error = APIError(502, "The bridge failed while translating the upstream's answer.",
+                             code="server_error")
+            return m.immediate_response(502, error.body(), JSON)
+        if phase != "response_body":  # trailers: nothing of ours in them
+            return m.CONTINUE_BY_PHASE.get(phase, m.CONTINUE_RESPONSE_BODY)
+        if self.exchange is None or self.failed or self.done:
+            return m.response_body_reply(b"")
+        # the event stream is open: close it with the failure, then drop the rest
+        reply = await self._fail(exc)
+        head, self.pending = self.pending, b""
+        return m.response_body_reply(head + reply.body)
+
+    async def _dispatch(self, request: ProcessingRequest) -> ProcessingResponse:
+        phase = request.WhichOneof("request")
+        if phase == "response_body":
+            if self.ours is False:
+                return m.CONTINUE_RESPONSE_BODY
+            return await self._response_body(request.response_body.body, request.response_body.end_of_stream)
+        if phase == "request_body":
+            if self.ours is False:
+                return m.CONTINUE_REQUEST_BODY
+            if self.exchange is None:
+                self.ours = True
+                self.exchange = self.runtime.new_exchange()
+            return await self._request_body(request.request_body.body, request.request_body.end_of_stream)
+        if phase == "response_headers":
+            if self.ours is False:
+                return m.CONTINUE_RESPONSE_HEADERS
+            if self.exchange is None or self.exchange.response is None:
+                return await self._untranslated(request)
+            return await self._response_headers(request)
+        if phase == "request_headers":
+            return await self._request_headers(request)
+        return m.CONTINUE_BY_PHASE.get(phase or "", m.CONTINUE_REQUEST_HEADERS)
+
+    # --- request ----------------------------------------------------------------------------------------------
+
+    async def _request_headers(self, request: ProcessingRequest) -> ProcessingResponse:
+        message = request.request_headers
+        headers = m.header_map(message)
+        path = headers.get(":path", "").split("?", 1)[0]
+        if headers.get(":method") != "POST" or path not in RESPONSES_PATHS:
+            # A passthrough route that sends us its headers: only the upstream credentials change.
+            self.ours = False
+            configured = self.runtime.upstream_authorization(headers.get("authorization"))
+            if configured is not None and configured != headers.get("authorization"):
+                return m.request_headers_reply([("authorization", configured)])
+            return m.CONTINUE_REQUEST_HEADERS
+        self.ours = True
+        self.authorization = headers.get("authorization")
+        self.exchange = self.runtime.new_exchange()
+        if message.end_of_stream:  # no body at all: begin() says what is wrong with that
+            return await self._begin(b"")
+        return m.CONTINUE_REQUEST_HEADERS
+
+    async def _request_body(self, chunk: bytes, end_of_stream: bool) -> ProcessingResponse:
+        if not end_of_stream:  # only if the route streams the request body: hold it until the end
+            self.request_body.append(chunk)
+            response = ProcessingResponse()
+            response.request_body.response.body_mutation.body = b""
+            return response
+        if self.request_body:
+            self.request_body.append(chunk)
+            chunk = b"".join(self.request_body)
+            self.request_body = []
+        return await self._begin(chunk)
+
+    async def _begin(self, body: bytes) -> ProcessingResponse:
+        exchange = self.exchange
+        assert exchange is not None
+        limit = self.runtime.settings.max_request_bytes
+        if len(body) > limit:  # the same ceiling as the HTTP door's
+            self.done = True
+            error = APIError(413, f"The request body is larger than this deployment accepts ({limit} bytes).",
+                             code="request_too_large")
+            return m.immediate_response(413, error.body(), JSON)
+        try:
+            upstream = await exchange.begin(body)
+        except APIError as error:
+            self.done = True
+            return m.immediate_response(error.status, error.body(), JSON)
+        except Exception:
+            log.exception("extproc_request_translation_failed")
+            self.done = True
+            error = APIError(500, "The request could not be translated.", code="server_error")
+            return m.immediate_response(500, error.body(), JSON)
+        set_headers = [
+            (":path", f"{self.prefix}/{upstream.path}"),
+            ("content-length", str(len(upstream.body))),
+            ("content-type", JSON),
+        ]
+        # The configured upstream key replaces the client's; without one the client's own header goes through.
+        authorization = self.runtime.upstream_authorization(self.authorization)
+        if authorization is not None and authorization != self.authorization:
+            set_headers.append(("authorization", authorization))
+        return m.request_body_reply(upstream.body, set_headers, _REQUEST_REMOVE)
+
+    async def _untranslated(self, request: ProcessingRequest) -> ProcessingResponse:
+        """Response headers for a request whose body this processor never translated. Either Envoy refused the
+        body itself (413: over its buffer limit; a local reply that still passes through this filter), or the
+        request had no body at all and (with request headers skipped) went to the upstream's chat/completions
+        empty. The client gets the matching OpenAI-shaped error, not whatever came back."""
+        self.ours = True
+        self.done = True
+        status = m.header_map(request.response_headers).get(":status")
+        if status == "413":
+            error = APIError(413, "The request body is too large.", code="request_too_large")
+            return m.immediate_response(413, error.body(), JSON)
+        try:
+            await self.runtime.new_exchange().begin(b"")
+            error = APIError(400, "A request body is required.")
+        except APIError as exc:
+            error = exc
+        except Exception:
+            log.exception("extproc_untranslated_failed")
+            error = APIError(400, "A request body is required.")
+        return m.immediate_response(error.status, error.body(), JSON)
+
+    # --- response ---------------------------------------------------------------------------------------------
+
+    async def _response_headers(self, request: ProcessingRequest) -> ProcessingResponse:
+        exchange = self.exchange
+        assert exchange is not None
+        message = request.response_headers
+        headers = m.header_map(message)
+        try:
+            status = int(headers.get(":status", "0") or 0)
+            head = exchange.on_upstream_headers(status, headers.get("content-type"))
+        except Exception as exc:
+            log.exception("extproc_response_headers_failed", response_id=exchange.response_id)
+            return await self._fail_immediately(exc)
+        if head is not None:
+            self.pending = head  # goes out in front of the first body chunk
+        if message.end_of_stream:  # an answer without a body: finish right here
+            reply = await self._finish()
+            if head is not None:
+                body, self.pending = self.pending + reply.body, b""
+                return m.response_headers_replace(body, _sse_headers(status), ("content-length",))
+            return m.response_headers_replace(reply.body, _json_headers(reply))
+        if head is not None:
+            self.sse = True
+            return m.response_headers_reply(m.STREAMED, _sse_headers(status), ("content-length",))
+        return m.response_headers_reply(m.BUFFERED)
+
+    async def _fail_immediately(self, exc: Exception) -> ProcessingResponse:
+        """Nothing has left Envoy yet: the failure reply (with the stream's head, if it was made) as an immediate
+        response."""
+        reply = await self._fail(exc)
+        if reply.content_type == SSE_CONTENT_TYPE:
+            body, self.pending = self.pending + reply.body, b""
+            return m.immediate_response(reply.status, body, reply.content_type, [("cache-control", "no-cache")])
+        return m.immediate_response(reply.status, reply.body, reply.content_type)
+
+    async def _response_body(self, chunk: bytes, end_of_stream: bool) -> ProcessingResponse:
+        if self.done:
+            return m.response_body_reply(b"")
+        exchange = self.exchange
+        assert exchange is not None
+        if not self.sse:
+            if not end_of_stream:  # BUFFERED gives one message; anything else is held until the end
+                exchange.on_upstream_chunk(chunk)
+                return m.response_body_reply(b"")
+            try:
+                exchange.on_upstream_chunk(chunk)
+                reply = await exchange.finish()
+            except Exception as exc:
+                log.exception("extproc_response_failed", response_id=exchange.response_id)
+                reply = await self._fail(exc)
+            self.done = True
+            return m.response_body_final(reply.body, _json_headers(reply))
+        if self.failed:
+            self.done = end_of_stream
+            return m.response_body_reply(b"")
+        head, self.pending = self.pending, b""  # the stream's opening events go out with the first chunk
+        out = b""
+        try:
+            out = exchange.on_upstream_chunk(chunk)
+            if end_of_stream:
+                out += (await exchange.finish()).body
+                self.done = True
+            return m.response_body_reply(head + out if head else out)
+        except Exception as exc:
+            log.exception("extproc_stream_failed", response_id=exchange.response_id)
+            reply = await self._fail(exc)
+            self.done = end_of_stream
+            return m.response_body_reply(head + out + reply.body)
+
+    async def _finish(self) -> Reply:
+        self.done = True
+        try:
+            return await self.exchange.finish()  # type: ignore[union-attr]
+        except Exception as exc:
+            log.exception("extproc_finish_failed")
+            return await self._fail(exc)
+
+    async def _fail(self, exc: Exception) -> Reply:
+        """The exchange's failure reply; if even that breaks, a bare error the client can still read."""
+        self.failed = True
+        error = exc if isinstance(exc, APIError) else APIError(
+            502, "The bridge failed while translating the upstream's answer.", type="server_error",
+            code="server_error")
+        try:
+            return await self.exchange.fail(error)  # type: ignore[union-attr]
+        except Exception:
+            log.exception("extproc_fail_failed")
+            if self.sse:
+                payload = (b'{"type":"error","code":"server_error","message":"The bridge failed while translating '
+                           b'the upstream\'s answer.","param":null}')
+                return Reply(200, SSE_CONTENT_TYPE, b"event: error\ndata: " + payload + b"\n\ndata: [DONE]\n\n",
+                             continues_stream=True)
+            return Reply(error.status, JSON, error.body())
+
+    async def abandon(self) -> None:
+        """Envoy dropped the stream (client gone, upstream reset): record the response as failed. The write runs
+        as its own task, so a second cancellation of this handler cannot cut it short."""
+        if self.done or self.exchange is None:
+            return
+        self.done = True
+        task = asyncio.ensure_future(self.exchange.abandon())
+        _BACKGROUND.add(task)
+        task.add_done_callback(_BACKGROUND.discard)
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            pass  # the task goes on; the handler is being torn down anyway
+        except Exception:
+            log.warning("extproc_abandon_failed", exc_info=True)
+
+
+_BACKGROUND: set[asyncio.Future[None]] = set()
+
+
+def _sse_headers(upstream_status: int) -> list[tuple[str, str]]:
+    headers = [("content-type", SSE_CONTENT_TYPE), ("cache-control", "no-cache")]
+    if upstream_status >= 300:  # an upstream failure is reported inside the stream, which itself is fine
+        headers.append((":status", "200"))
+    return headers
+
+
+def _json_headers(reply: Reply) -> list[tuple[str, str]]:
+    return [(":status", str(reply.status)), ("content-type", reply.content_type),
+            ("content-length", str(len(reply.body)))]

@@ -1,0 +1,241 @@
+"""``responses-bridge demo``: the whole ext_proc deployment on this machine, in one command.
+
+Starts three child processes, waits until each is ready, prints ``curl`` commands that go through Envoy, and
+stops everything on Ctrl-C (SIGINT) or SIGTERM:
+
+1. the fake Chat Completions upstream (``responses-bridge fake-upstream``), unless ``--upstream`` names a real one;
+2. the sidecar (``responses-bridge serve``): the ext_proc processor and the HTTP door;
+3. Envoy, with the bootstrap from :func:`responses_bridge.envoy_config.render_bootstrap` in a temporary file.
+
+Default ports (8080 for clients, 8081 HTTP door, 50051 ext_proc, 8090 fake upstream, 9901 Envoy admin) are used
+when free; a taken one is replaced by a free port, and the ports in use are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shlex
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+import aiohttp
+import orjson
+
+from .envoy_config import EXTPROC_SERVICE, render_bootstrap
+from .procs import ManagedProcess, envoy_binary, free_port, port_is_free, wait_http
+
+READY_TIMEOUT = 60.0
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("demo", help="run fake upstream + sidecar + Envoy locally and print curl commands")
+    parser.add_argument("--upstream", default=None,
+                        help="a real Chat Completions base URL (default: start the fake upstream)")
+    parser.add_argument("--port", type=int, default=8080, help="port clients call Envoy on (default 8080)")
+    parser.add_argument("--db", default=None, help="SQLite file for stored responses (default: a temporary file)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return asyncio.run(demo(args.upstream, args.port, args.db))
+    except KeyboardInterrupt:
+        return 130
+
+
+@dataclass
+class Ports:
+    listen: int
+    http: int
+    extproc: int
+    upstream: int
+    admin: int
+
+
+def pick_port(preferred: int, taken: set[int]) -> int:
+    """The preferred port when it is free, else one the kernel picks."""
+    port = preferred
+    if port in taken or not port_is_free(port):
+        port = free_port()
+        while port in taken:
+            port = free_port()
+    taken.add(port)
+    return port
+
+
+def choose_ports(listen: int) -> Ports:
+    taken: set[int] = set()
+    return Ports(listen=pick_port(listen, taken), http=pick_port(8081, taken), extproc=pick_port(50051, taken),
+                 upstream=pick_port(8090, taken), admin=pick_port(9901, taken))
+
+
+async def demo(upstream: str | None, listen_port: int, db: str | None) -> int:
+    ports = choose_ports(listen_port)
+    workdir = tempfile.mkdtemp(prefix="responses-bridge-demo-")
+    fake = upstream is None
+    upstream_url = upstream or f"http://127.0.0.1:{ports.upstream}/v1"
+    db_path = db or os.path.join(workdir, "responses.sqlite")
+    me = [sys.executable, "-m", "responses_bridge"]
+    processes: list[ManagedProcess] = []
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        if fake:
+            processes.append(_start(me + ["fake-upstream", "--port", str(ports.upstream)], "fake upstream"))
+            await _ready(wait_http(f"http://127.0.0.1:{ports.upstream}/health", READY_TIMEOUT, processes[-1]), stop)
+        sidecar = _start(me + ["serve", "--upstream", upstream_url, "--http-port", str(ports.http),
+                               "--extproc-port", str(ports.extproc), "--db", db_path, "--log-level", "warning"],
+                         "sidecar", quiet=False)
+        processes.append(sidecar)
+        await _ready(wait_http(f"http://127.0.0.1:{ports.http}/health", READY_TIMEOUT, sidecar), stop)
+        await _ready(wait_grpc_health(ports.extproc, READY_TIMEOUT, sidecar), stop)
+
+        config = os.path.join(workdir, "envoy.yaml")
+        with open(config, "w") as file:
+            file.write(render_bootstrap(listen_port=ports.listen, extproc_port=ports.extproc, http_port=ports.http,
+                                        upstream=upstream_url, admin_port=ports.admin))
+        envoy = _start([envoy_binary(), "-c", config, "--log-level", "warn", "--disable-hot-restart",
+                        "--base-id", str(os.getpid())], "envoy", quiet=False)
+        processes.append(envoy)
+        await _ready(wait_http(f"http://127.0.0.1:{ports.admin}/ready", READY_TIMEOUT, envoy), stop)
+        await _ready(wait_http(f"http://127.0.0.1:{ports.listen}/health", READY_TIMEOUT, envoy), stop)
+        model = "fake-model" if fake else await _first_model(ports.listen)
+        if fake:
+            await _ready(_wait_translation(ports.listen, model), stop)
+
+        print(_banner(ports, upstream_url, config, db_path, model, fake, db_kept=db is not None), flush=True)
+        while not stop.is_set():
+            dead = [p for p in processes if not p.alive()]
+            if dead:
+                print(f"demo: {dead[0].name} exited unexpectedly; stopping.", file=sys.stderr)
+                return 1
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=1.0)
+            except TimeoutError:
+                pass
+        print("\nstopping...", flush=True)
+        return 0
+    except _Stopped:
+        return 130
+    except (RuntimeError, TimeoutError, FileNotFoundError) as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        for process in reversed(processes):
+            process.stop()
+        # the bootstrap, and the database unless --db named one elsewhere, go with the demo
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+class _Stopped(Exception):
+    pass
+
+
+def _start(argv: list[str], name: str, *, quiet: bool = True) -> ManagedProcess:
+    process = ManagedProcess(argv, name, quiet=quiet)
+    process.start()
+    return process
+
+
+async def _ready(waiting: object, stop: asyncio.Event) -> None:
+    """Wait for a readiness check, unless Ctrl-C comes first."""
+    task = asyncio.ensure_future(waiting)  # type: ignore[arg-type]
+    stopper = asyncio.ensure_future(stop.wait())
+    done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    if task not in done:
+        task.cancel()
+        raise _Stopped
+    task.result()
+
+
+async def wait_grpc_health(port: int, timeout: float, process: ManagedProcess | None = None) -> None:
+    """Until the ext_proc server reports SERVING on the gRPC health service."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            if process is not None and not process.alive():
+                raise RuntimeError(f"{process.name} exited before it was ready")
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(service=EXTPROC_SERVICE), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the ext_proc server on port {port} was not ready after {timeout:.0f} s")
+            await asyncio.sleep(0.1)
+
+
+async def _first_model(port: int) -> str:
+    """A model the real upstream serves, for the printed examples (through Envoy's /v1/models route)."""
+    key = os.environ.get("OPENAI_API_KEY")
+    headers = {"authorization": f"Bearer {key}"} if key else {}
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+            async with session.get(f"http://127.0.0.1:{port}/v1/models", headers=headers) as response:
+                data = await response.json(content_type=None)
+                return str(data["data"][0]["id"])
+    except Exception:  # noqa: BLE001 - only a nicer example depends on it
+        return "MODEL"
+
+
+async def _wait_translation(port: int, model: str) -> None:
+    """A real /v1/responses round trip through Envoy, the processor and the upstream."""
+    body = orjson.dumps({"model": model, "input": "ready?", "store": False})
+    deadline = time.monotonic() + READY_TIMEOUT
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        while True:
+            try:
+                async with session.post(f"http://127.0.0.1:{port}/v1/responses", data=body,
+                                        headers={"content-type": "application/json"}) as response:
+                    if response.status == 200:
+                        return
+            except (TimeoutError, aiohttp.ClientError):
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("requests through Envoy did not succeed in time")
+            await asyncio.sleep(0.2)
+
+
+def _banner(ports: Ports, upstream: str, config: str, db: str, model: str, fake: bool, db_kept: bool = True) -> str:
+    url = f"http://127.0.0.1:{ports.listen}/v1/responses"
+    auth = "" if fake else ' -H "Authorization: Bearer $OPENAI_API_KEY"'
+    key = '"x"' if fake else 'os.environ["OPENAI_API_KEY"]'
+    plain = orjson.dumps({"model": model, "input": "Hello from the Responses API!"}).decode()
+    stream = orjson.dumps({"model": model, "input": "Stream this, please.", "stream": True}).decode()
+    lines = [
+        "",
+        "responses-bridge demo is ready.",
+        f"  Envoy (clients call this)  http://127.0.0.1:{ports.listen}    admin http://127.0.0.1:{ports.admin}",
+        f"  sidecar HTTP door          http://127.0.0.1:{ports.http}    ext_proc 127.0.0.1:{ports.extproc}",
+        f"  upstream                   {upstream}{'  (fake)' if fake else ''}",
+        f"  Envoy bootstrap            {config}",
+        f"  stored responses           {db}{'' if db_kept else '  (temporary)'}",
+        "",
+        "Non-streaming:",
+        f"  curl -s {url} -H 'content-type: application/json'{auth} -d {shlex.quote(plain)}",
+        "",
+        "Streaming (Server-Sent Events):",
+        f"  curl -N {url} -H 'content-type: application/json'{auth} -d {shlex.quote(stream)}",
+        "",
+        "With the OpenAI SDK (Python):",
+        "  from openai import OpenAI" if fake else "  import os; from openai import OpenAI",
+        f"  client = OpenAI(base_url=\"http://127.0.0.1:{ports.listen}/v1\", api_key={key})",
+        f"  print(client.responses.create(model=\"{model}\", input=\"Hi!\").output_text)",
+        "",
+        "Press Ctrl-C to stop.",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,462 @@
+"""The Envoy bootstrap that puts the bridge in front of a Chat Completions upstream.
+
+``render_bootstrap`` builds the whole Envoy v3 bootstrap from Python dicts and writes it as YAML (a small emitter
+below, so no YAML library is needed). What it sets up, and why:
+
+* ``POST /v1/responses`` and ``POST /responses`` (exact paths) go to the **upstream LLM cluster** with the
+  ext_proc filter on: the processor rewrites the request into a Chat Completions call (path, body, auth) and the
+  answer back into a Response or a Responses event stream. Envoy makes the upstream call and streams it.
+* ``GET /v1/models[/...]`` and ``POST /v1/chat/completions`` go straight to the upstream (ext_proc off), with
+  the ``/v1`` prefix rewritten to the upstream's base path.
+* Everything else (``/v1/responses/{id}``, ``/health``, WebSocket upgrades, ...) goes to the **sidecar's HTTP
+  door**, ext_proc off.
+* ``failure_mode_allow: false``: when the processor is unreachable the client gets a 503, never the
+  untranslated request sent upstream. ``local_reply_config`` turns every reply Envoy makes itself (no healthy
+  upstream, processor down, timeouts, 413) into an OpenAI-shaped ``{"error": {...}}`` JSON body; the
+  processor's own immediate responses (already OpenAI-shaped) are recognised by their response code details
+  and left alone.
+* Buffers and timeouts sized for LLM traffic: bodies of tens of MB, streams that last minutes.
+
+The ``responses-bridge envoy-config`` command prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import re
+import sys
+from typing import Any
+from urllib.parse import urlsplit
+
+EXTPROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
+IMMEDIATE_RESPONSE_DETAILS = "responses_bridge"
+"""``ImmediateResponse.details`` of every reply the processor makes itself; Envoy records it as the response
+code details, which is how ``local_reply_config`` tells the processor's replies from Envoy's own."""
+
+UPSTREAM_CLUSTER = "llm_upstream"
+EXTPROC_CLUSTER = "responses_bridge_extproc"
+HTTP_CLUSTER = "responses_bridge_http"
+
+MAX_DOWNSTREAM_CONNECTIONS = 50_000
+BUFFER_LIMIT_BYTES = 64 * 1024 * 1024 + 1024 * 1024  # the bridge's 64 MiB request limit, plus headroom
+CA_BUNDLES = (
+    "/etc/ssl/certs/ca-certificates.crt",  # Debian, Ubuntu, Alpine (ca-certificates)
+    "/etc/pki/tls/certs/ca-bundle.crt",  # RHEL, Fedora, Amazon Linux
+    "/etc/ssl/ca-bundle.pem",  # openSUSE
+    "/etc/ssl/cert.pem",  # macOS, Alpine
+)
+
+_EXT_PROC = "envoy.filters.http.ext_proc"
+_TYPE = "type.googleapis.com/"
+
+
+# ------------------------------------------------------------------------------------------------- upstream URL
+
+
+class UpstreamURL:
+    """The parts of the upstream base URL Envoy needs: where to connect, whether TLS, and the base path."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"upstream must be an http:// or https:// URL with a host, got {url!r}")
+        self.url = url
+        self.tls = parts.scheme == "https"
+        self.host = parts.hostname
+        self.port = parts.port or (443 if self.tls else 80)
+        self.base_path = parts.path.rstrip("/")  # "/v1", or "" for an upstream served at the root
+        try:
+            ipaddress.ip_address(self.host)
+            self.is_ip = True
+        except ValueError:
+            self.is_ip = False
+
+    @property
+    def authority(self) -> str:
+        default = 443 if self.tls else 80
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.port == default else f"{host}:{self.port}"
+
+
+def upstream_path_prefix(upstream: str) -> str:
+    """The path the upstream's API lives under, e.g. ``/v1`` for ``http://vllm:8000/v1``."""
+    return urlsplit(upstream.strip()).path.rstrip("/")
+
+
+# -------------------------------------------------------------------------------------------------- bootstrap
+
+
+def render_bootstrap(*, listen_port: int, extproc_port: int, http_port: int, upstream: str,
+                     admin_port: int = 9901, listen_address: str = "127.0.0.1",
+                     extproc_address: str = "127.0.0.1", sidecar_address: str = "127.0.0.1",
+                     ca_file: str | None = None) -> str:
+    """A complete Envoy v3 bootstrap, as YAML. ``ca_file`` (https upstreams only) defaults to the system CA
+    bundle."""
+    return to_yaml(bootstrap_dict(
+        listen_port=listen_port, extproc_port=extproc_port, http_port=http_port, upstream=upstream,
+        admin_port=admin_port, listen_address=listen_address, extproc_address=extproc_address,
+        sidecar_address=sidecar_address, ca_file=ca_file,
+    ), header=_header(upstream))
+
+
+def _header(upstream: str) -> str:
+    return ("# Envoy bootstrap for responses-bridge, rendered by `responses-bridge envoy-config`.\n"
+            f"# Upstream: {upstream}\n"
+            "# /v1/responses -> upstream via the ext_proc processor; /v1/models, /v1/chat/completions -> upstream;\n"
+            "# everything else -> the sidecar's HTTP door.\n")
+
+
+def bootstrap_dict(*, listen_port: int, extproc_port: int, http_port: int, upstream: str, admin_port: int = 9901,
+                   listen_address: str = "127.0.0.1", extproc_address: str = "127.0.0.1",
+                   sidecar_address: str = "127.0.0.1", ca_file: str | None = None) -> dict[str, Any]:
+    up = UpstreamURL(upstream)
+    return {
+        "node": {"id": "responses-bridge", "cluster": "responses-bridge"},
+        "admin": {"address": _socket(_loopback_like(listen_address), admin_port)},
+        "overload_manager": {"resource_monitors": [{
+            "name": "envoy.resource_monitors.global_downstream_max_connections",
+            "typed_config": {
+                "@type": _TYPE + "envoy.extensions.resource_monitors.downstream_connections.v3."
+                                 "DownstreamConnectionsConfig",
+                "max_active_downstream_connections": MAX_DOWNSTREAM_CONNECTIONS,
+            },
+        }]},
+        "static_resources": {
+            "listeners": [_listener(listen_address, listen_port, up)],
+            "clusters": [
+                _upstream_cluster(up, ca_file),
+                _extproc_cluster(extproc_address, extproc_port),
+                _http_cluster(sidecar_address, http_port),
+            ],
+        },
+    }
+
+
+def _loopback_like(listen_address: str) -> str:
+    """The admin interface stays on loopback, of the same IP family as the listener."""
+    try:
+        return "::1" if ipaddress.ip_address(listen_address).version == 6 else "127.0.0.1"
+    except ValueError:
+        return "127.0.0.1"
+
+
+def _socket(address: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": address, "port_value": port}}
+
+
+def _listener(address: str, port: int, up: UpstreamURL) -> dict[str, Any]:
+    return {
+        "name": "responses_bridge",
+        "address": _socket(address, port),
+        "per_connection_buffer_limit_bytes": BUFFER_LIMIT_BYTES,
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": _TYPE + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": "responses_bridge",
+                "codec_type": "AUTO",
+                "stream_idle_timeout": "300s",  # the longest silence allowed mid-stream
+                "request_timeout": "0s",  # no ceiling on a whole request: LLM streams may last minutes
+                "normalize_path": True,
+                "merge_slashes": True,
+                "route_config": _route_config(up),
+                "http_filters": [_ext_proc_filter(), {
+                    "name": "envoy.filters.http.router",
+                    "typed_config": {"@type": _TYPE + "envoy.extensions.filters.http.router.v3.Router"},
+                }],
+                "local_reply_config": _local_reply_config(),
+            },
+        }]}],
+    }
+
+
+def _ext_proc_filter() -> dict[str, Any]:
+    return {
+        "name": _EXT_PROC,
+        "typed_config": {
+            "@type": _TYPE + "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
+            "grpc_service": {"envoy_grpc": {"cluster_name": EXTPROC_CLUSTER}},
+            # Never send an untranslated /v1/responses request upstream: a dead processor is a 503.
+            "failure_mode_allow": False,
+            "status_on_error": {"code": 503},
+            "processing_mode": {
+                # The processor needs no request headers (the route says it is a POST /v1/responses, and the
+                # client's Authorization passes unless the bridge holds the upstream key): skipping them saves
+                # one processor round trip per request.
+                "request_header_mode": "SKIP",
+                "request_body_mode": "BUFFERED",
+                "request_trailer_mode": "SKIP",
+                "response_header_mode": "SEND",
+                # The processor picks STREAMED (SSE) or BUFFERED (JSON) per response, in its headers reply.
+                "response_body_mode": "NONE",
+                "response_trailer_mode": "SKIP",
+            },
+            "allow_mode_override": True,
+            "route_cache_action": "RETAIN",  # the :path rewrite must not re-route the request
+            "message_timeout": "30s",
+            "max_message_timeout": "300s",
+        },
+    }
+
+
+def _disabled() -> dict[str, Any]:
+    return {_EXT_PROC: {"@type": _TYPE + "envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
+                        "disabled": True}}
+
+
+def _route_config(up: UpstreamURL) -> dict[str, Any]:
+    post = [{"name": ":method", "string_match": {"exact": "POST"}}]
+    get = [{"name": ":method", "string_match": {"exact": "GET"}}]
+    upstream_action = {"cluster": UPSTREAM_CLUSTER, "timeout": "0s", **_host_rewrite(up)}
+    routes: list[dict[str, Any]] = [
+        # The processor rewrites the body; the route rewrites the path (the processor sets the same :path), so
+        # even a request the processor never saw a body for (a POST without one) cannot reach the upstream's own
+        # /v1/responses: the processor answers it with the error for an empty request.
+        {"name": name, "match": {"path": path, "headers": post},
+         "route": {**upstream_action, "prefix_rewrite": f"{up.base_path}/chat/completions"},
+         "request_body_buffer_limit": BUFFER_LIMIT_BYTES}
+        for name, path in (("responses", "/v1/responses"), ("responses_unversioned", "/responses"))
+    ]
+    routes += [
+        {"name": "models", "match": {"path_separated_prefix": "/v1/models", "headers": get},
+         "route": {**upstream_action, "prefix_rewrite": f"{up.base_path}/models"},
+         "typed_per_filter_config": _disabled()},
+        {"name": "chat_completions", "match": {"path": "/v1/chat/completions", "headers": post},
+         "route": {**upstream_action, "prefix_rewrite": f"{up.base_path}/chat/completions"},
+         "typed_per_filter_config": _disabled(), "request_body_buffer_limit": BUFFER_LIMIT_BYTES},
+        {"name": "sidecar", "match": {"prefix": "/"},
+         "route": {"cluster": HTTP_CLUSTER, "timeout": "0s", "upgrade_configs": [{"upgrade_type": "websocket"}]},
+         "typed_per_filter_config": _disabled(), "request_body_buffer_limit": BUFFER_LIMIT_BYTES},
+    ]
+    return {"name": "responses_bridge", "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]}
+
+
+def _host_rewrite(up: UpstreamURL) -> dict[str, Any]:
+    # A hostname upstream (a provider, a Kubernetes service) expects its own name in Host / :authority.
+    return {} if up.is_ip else {"host_rewrite_literal": up.authority}
+
+
+def _local_reply_config() -> dict[str, Any]:
+    """Envoy's own replies as OpenAI-shaped errors; the processor's immediate responses pass untouched."""
+    not_ours = {"extension_filter": {
+        "name": "envoy.access_loggers.extension_filters.cel",
+        "typed_config": {
+            "@type": _TYPE + "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+            "expression": f"!response.code_details.startsWith('{IMMEDIATE_RESPONSE_DETAILS}')",
+        },
+    }}
+    processor_failed = {"extension_filter": {
+        "name": "envoy.access_loggers.extension_filters.cel",
+        "typed_config": {
+            "@type": _TYPE + "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+            "expression": "response.code_details.startsWith('ext_proc_error')",
+        },
+    }}
+
+    def mapper(filters: list[dict[str, Any]], message: str, kind: str, code: str) -> dict[str, Any]:
+        return {
+            "filter": {"and_filter": {"filters": [not_ours, *filters]}},
+            "body_format_override": {
+                "json_format": {"error": {"message": message, "type": kind, "param": None, "code": code}},
+                "content_type": "application/json",
+            },
+        }
+
+    def status(op: str, value: int) -> dict[str, Any]:
+        return {"status_code_filter": {"comparison": {
+            "op": op, "value": {"default_value": value, "runtime_key": f"responses_bridge.local_reply.{op}{value}"},
+        }}}
+
+    late_reset = {"extension_filter": {
+        "name": "envoy.access_loggers.extension_filters.cel",
+        "typed_config": {
+            "@type": _TYPE + "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+            "expression": "response.code_details.startsWith('upstream_reset_after_response_started')",
+        },
+    }}
+    return {"mappers": [
+        mapper([processor_failed, status("GE", 500)],
+               "The Responses API processor is unavailable (%RESPONSE_CODE_DETAILS%).", "server_error",
+               "processor_unavailable"),
+        mapper([late_reset, status("GE", 500)],
+               "The upstream model server dropped the connection before its answer was complete "
+               "(%RESPONSE_CODE_DETAILS%).", "server_error", "upstream_disconnected"),
+        mapper([status("GE", 500)], "%LOCAL_REPLY_BODY% (%RESPONSE_CODE_DETAILS%)", "server_error",
+               "gateway_error"),
+        mapper([status("EQ", 413)], "The request body is too large.", "invalid_request_error",
+               "request_too_large"),
+        mapper([status("GE", 400)], "%LOCAL_REPLY_BODY% (%RESPONSE_CODE_DETAILS%)", "invalid_request_error",
+               "invalid_request"),
+    ]}
+
+
+def _cluster_base(name: str, address: str, port: int, *, dns: bool) -> dict[str, Any]:
+    return {
+        "name": name,
+        "type": "STRICT_DNS" if dns else "STATIC",
+        **({"dns_lookup_family": "V4_PREFERRED", "respect_dns_ttl": True} if dns else {}),
+        "connect_timeout": "5s",
+        "per_connection_buffer_limit_bytes": BUFFER_LIMIT_BYTES,
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": _socket(address, port)}},
+        ]}]},
+    }
+
+
+def _is_ip(address: str) -> bool:
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return True
+
+
+def _http_protocol_options(http2: bool = False) -> dict[str, Any]:
+    explicit = {"http2_protocol_options": {}} if http2 else {"http_protocol_options": {}}
+    return {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+        "@type": _TYPE + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+        "explicit_http_config": explicit,
+    }}
+
+
+def _upstream_cluster(up: UpstreamURL, ca_file: str | None) -> dict[str, Any]:
+    cluster = _cluster_base(UPSTREAM_CLUSTER, up.host, up.port, dns=not up.is_ip)
+    cluster["typed_extension_protocol_options"] = _http_protocol_options()
+    if up.tls:
+        validation: dict[str, Any] = {"trusted_ca": {"filename": ca_file or _system_ca_bundle()}}
+        # Envoy checks the chain against the CAs, and the name only when told to: the upstream's certificate must
+        # name the host we connect to.
+        validation["match_typed_subject_alt_names"] = [
+            {"san_type": "IP_ADDRESS" if up.is_ip else "DNS", "matcher": {"exact": up.host}},
+        ]
+        cluster["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": _TYPE + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                **({"sni": up.host} if not up.is_ip else {}),
+                "common_tls_context": {"validation_context": validation},
+            },
+        }
+    return cluster
+
+
+def _system_ca_bundle() -> str:
+    for path in CA_BUNDLES:
+        if os.path.exists(path):
+            return path
+    return CA_BUNDLES[0]
+
+
+def _extproc_cluster(address: str, port: int) -> dict[str, Any]:
+    cluster = _cluster_base(EXTPROC_CLUSTER, address, port, dns=not _is_ip(address))
+    cluster["typed_extension_protocol_options"] = _http_protocol_options(http2=True)
+    cluster["health_checks"] = [_health_check({"grpc_health_check": {"service_name": EXTPROC_SERVICE}})]
+    return cluster
+
+
+def _http_cluster(address: str, port: int) -> dict[str, Any]:
+    cluster = _cluster_base(HTTP_CLUSTER, address, port, dns=not _is_ip(address))
+    cluster["typed_extension_protocol_options"] = _http_protocol_options()
+    cluster["health_checks"] = [_health_check({"http_health_check": {"path": "/health"}})]
+    return cluster
+
+
+def _health_check(kind: dict[str, Any]) -> dict[str, Any]:
+    return {"timeout": "1s", "interval": "2s", "no_traffic_interval": "5s", "unhealthy_threshold": 2,
+            "healthy_threshold": 1, **kind}
+
+
+# ------------------------------------------------------------------------------------------------------ YAML
+
+
+_PLAIN = re.compile(r"^[A-Za-z_/][A-Za-z0-9_./@-]*$")
+_YAML_WORDS = {"y", "n", "yes", "no", "on", "off", "true", "false", "null", "~"}
+
+
+def _scalar(value: Any) -> str:
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, (int, float)):
+        return json.dumps(value)
+    text = str(value)
+    if _PLAIN.match(text) and text.lower() not in _YAML_WORDS:
+        return text
+    return json.dumps(text)  # a JSON string is a valid YAML double-quoted scalar
+
+
+def to_yaml(value: Any, *, header: str = "") -> str:
+    """Block-style YAML for dicts, lists and scalars (the subset a bootstrap needs)."""
+    lines: list[str] = []
+    _emit(value, 0, lines)
+    return header + "\n".join(lines) + "\n"
+
+
+def _emit(value: Any, indent: int, lines: list[str]) -> None:
+    pad = " " * indent
+    if isinstance(value, dict):
+        if not value:
+            lines.append(pad + "{}")
+        for key, item in value.items():
+            _emit_entry(pad + _scalar(key) + ":", item, indent, lines)
+    elif isinstance(value, list):
+        if not value:
+            lines.append(pad + "[]")
+        for item in value:
+            if isinstance(item, dict) and item:
+                first = len(lines)
+                _emit(item, indent + 2, lines)
+                lines[first] = pad + "- " + lines[first][indent + 2:]
+            else:
+                _emit_entry(pad + "-", item, indent, lines)
+    else:
+        lines.append(pad + _scalar(value))
+
+
+def _emit_entry(prefix: str, item: Any, indent: int, lines: list[str]) -> None:
+    if isinstance(item, (dict, list)) and item:
+        lines.append(prefix)
+        _emit(item, indent + 2, lines)
+    elif isinstance(item, dict):
+        lines.append(prefix + " {}")
+    elif isinstance(item, list):
+        lines.append(prefix + " []")
+    else:
+        lines.append(prefix + " " + _scalar(item))
+
+
+# ------------------------------------------------------------------------------------------------------- CLI
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("envoy-config", help="print the Envoy bootstrap YAML that fronts the bridge")
+    parser.add_argument("--listen-port", type=int, default=8080, help="port clients call (default 8080)")
+    parser.add_argument("--extproc-port", type=int, default=50051, help="the bridge's ext_proc gRPC port")
+    parser.add_argument("--http-port", type=int, default=8081, help="the bridge's HTTP door port")
+    parser.add_argument("--upstream", default="http://127.0.0.1:8090/v1",
+                        help="Chat Completions base URL, e.g. http://vllm:8000/v1 or https://api.openai.com/v1")
+    parser.add_argument("--admin-port", type=int, default=9901, help="Envoy admin port, on loopback")
+    parser.add_argument("--listen-address", default="127.0.0.1", help="0.0.0.0 to accept outside connections")
+    parser.add_argument("--extproc-address", default="127.0.0.1", help="where the bridge's ext_proc door is")
+    parser.add_argument("--sidecar-address", default="127.0.0.1", help="where the bridge's HTTP door is")
+    parser.add_argument("--ca-file", default=None, help="CA bundle for an https upstream (default: the system's)")
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        text = render_bootstrap(listen_port=args.listen_port, extproc_port=args.extproc_port,
+                                http_port=args.http_port, upstream=args.upstream, admin_port=args.admin_port,
+                                listen_address=args.listen_address, extproc_address=args.extproc_address,
+                                sidecar_address=args.sidecar_address, ca_file=args.ca_file)
+    except ValueError as exc:
+        print(f"envoy-config: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(text)
+    return 0

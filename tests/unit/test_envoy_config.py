@@ -1,0 +1,175 @@
+"""Every Envoy bootstrap in the repository, and freshly rendered ones, must pass ``envoy --mode validate``."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, for tests.support
+
+from responses_bridge import envoy_config
+from responses_bridge.envoy_config import bootstrap_dict, render_bootstrap, to_yaml
+from tests.support.envoy import have_envoy, validate_config
+
+ROOT = Path(__file__).resolve().parents[2]
+ENVOY_DIR = ROOT / "envoy"
+needs_envoy = pytest.mark.skipif(not have_envoy(), reason="no envoy binary")
+
+DEMO = {"listen_port": 8080, "extproc_port": 50051, "http_port": 8081, "upstream": "http://127.0.0.1:8090/v1"}
+KUBERNETES = {"listen_port": 8080, "extproc_port": 50051, "http_port": 8081,
+              "upstream": "http://vllm.llm.svc.cluster.local:8000/v1", "listen_address": "0.0.0.0"}
+RENDERED = {
+    "http-ip": dict(DEMO),
+    "https-openai": dict(DEMO, upstream="https://api.openai.com/v1"),
+    "https-ip-custom-port": dict(DEMO, upstream="https://10.0.0.7:8443/v1"),
+    "http-hostname-root": dict(DEMO, upstream="http://ollama:11434"),
+    "https-nested-path": dict(DEMO, upstream="https://gateway.example.com/openai/v1/"),
+    "ipv6": dict(DEMO, upstream="http://[::1]:8090/v1", listen_address="::", extproc_address="::1",
+                 sidecar_address="::1"),
+    "kubernetes": dict(KUBERNETES),
+}
+
+
+def kubernetes_bootstrap() -> str:
+    """The bootstrap embedded in the ConfigMap of envoy/kubernetes/sidecar.yaml (a literal block)."""
+    lines = (ENVOY_DIR / "kubernetes" / "sidecar.yaml").read_text().splitlines()
+    start = lines.index("  envoy.yaml: |") + 1
+    block = []
+    for line in lines[start:]:
+        if line.strip() and not line.startswith("    "):
+            break
+        block.append(line)
+    return textwrap.dedent("\n".join(block)).strip("\n") + "\n"
+
+
+def _validate(path: Path) -> None:
+    result = validate_config(path)
+    assert result.returncode == 0, f"{path.name}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+
+
+@needs_envoy
+@pytest.mark.parametrize("path", sorted(ENVOY_DIR.glob("*.yaml")), ids=lambda p: p.name)
+def test_repository_configs_validate(path: Path) -> None:
+    _validate(path)
+
+
+@needs_envoy
+def test_kubernetes_bootstrap_validates(tmp_path: Path) -> None:
+    path = tmp_path / "kubernetes-envoy.yaml"
+    path.write_text(kubernetes_bootstrap())
+    _validate(path)
+
+
+@needs_envoy
+@pytest.mark.parametrize("name", sorted(RENDERED))
+def test_rendered_configs_validate(name: str, tmp_path: Path) -> None:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(render_bootstrap(**RENDERED[name]))  # type: ignore[arg-type]
+    _validate(path)
+
+
+def test_repository_configs_are_current() -> None:
+    """The committed files are exactly what the renderer makes today (regenerate them when this fails)."""
+    assert (ENVOY_DIR / "envoy-demo.yaml").read_text() == render_bootstrap(**DEMO)  # type: ignore[arg-type]
+    assert kubernetes_bootstrap() == render_bootstrap(**KUBERNETES)  # type: ignore[arg-type]
+
+
+def _routes(config: dict) -> list[dict]:
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    return hcm["route_config"]["virtual_hosts"][0]["routes"]
+
+
+def _clusters(config: dict) -> dict[str, dict]:
+    return {c["name"]: c for c in config["static_resources"]["clusters"]}
+
+
+def test_routes_and_processor_settings() -> None:
+    config = bootstrap_dict(**RENDERED["https-nested-path"])  # type: ignore[arg-type]
+    routes = {r["name"]: r for r in _routes(config)}
+    assert list(routes) == ["responses", "responses_unversioned", "models", "chat_completions", "sidecar"]
+    assert routes["responses"]["match"]["path"] == "/v1/responses"
+    assert routes["responses_unversioned"]["match"]["path"] == "/responses"
+    for name in ("responses", "responses_unversioned"):
+        assert routes[name]["route"]["cluster"] == envoy_config.UPSTREAM_CLUSTER
+        assert routes[name]["route"]["prefix_rewrite"] == "/openai/v1/chat/completions"
+        assert routes[name]["route"]["timeout"] == "0s"
+        assert "typed_per_filter_config" not in routes[name]
+    assert routes["models"]["route"]["prefix_rewrite"] == "/openai/v1/models"
+    assert routes["models"]["route"]["host_rewrite_literal"] == "gateway.example.com"
+    for name in ("models", "chat_completions", "sidecar"):
+        per_route = routes[name]["typed_per_filter_config"]["envoy.filters.http.ext_proc"]
+        assert per_route["disabled"] is True
+    assert routes["sidecar"]["route"]["cluster"] == envoy_config.HTTP_CLUSTER
+    assert routes["sidecar"]["route"]["upgrade_configs"] == [{"upgrade_type": "websocket"}]
+
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    ext_proc = hcm["http_filters"][0]["typed_config"]
+    assert ext_proc["failure_mode_allow"] is False
+    assert ext_proc["allow_mode_override"] is True
+    assert ext_proc["processing_mode"]["request_body_mode"] == "BUFFERED"
+    assert ext_proc["processing_mode"]["response_body_mode"] == "NONE"
+    assert ext_proc["route_cache_action"] == "RETAIN"
+    assert hcm["request_timeout"] == "0s"
+    assert config["static_resources"]["listeners"][0]["per_connection_buffer_limit_bytes"] >= 64 * 1024 * 1024
+
+
+def test_upstream_cluster_tls() -> None:
+    cluster = _clusters(bootstrap_dict(**RENDERED["https-openai"]))[envoy_config.UPSTREAM_CLUSTER]  # type: ignore[arg-type]
+    assert cluster["type"] == "STRICT_DNS"
+    tls = cluster["transport_socket"]["typed_config"]
+    assert tls["sni"] == "api.openai.com"
+    validation = tls["common_tls_context"]["validation_context"]
+    assert validation["match_typed_subject_alt_names"] == [{"san_type": "DNS", "matcher": {"exact": "api.openai.com"}}]
+    assert validation["trusted_ca"]["filename"]
+    endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+    assert endpoint == {"address": "api.openai.com", "port_value": 443}
+
+    plain = _clusters(bootstrap_dict(**RENDERED["http-ip"]))  # type: ignore[arg-type]
+    assert plain[envoy_config.UPSTREAM_CLUSTER]["type"] == "STATIC"
+    assert "transport_socket" not in plain[envoy_config.UPSTREAM_CLUSTER]
+    assert "grpc_health_check" in plain[envoy_config.EXTPROC_CLUSTER]["health_checks"][0]
+    assert plain[envoy_config.HTTP_CLUSTER]["health_checks"][0]["http_health_check"]["path"] == "/health"
+
+
+def test_bad_upstream_is_refused() -> None:
+    for bad in ("127.0.0.1:8090/v1", "ftp://host/v1", "http:///v1"):
+        with pytest.raises(ValueError):
+            render_bootstrap(**dict(DEMO, upstream=bad))  # type: ignore[arg-type]
+
+
+def test_yaml_scalars_are_quoted_when_needed() -> None:
+    text = to_yaml({"a": "yes", "b": "%X%", "c": "*", "d": None, "e": True, "f": 3, "g": "plain_word",
+                    "h": [], "i": {}, "j": [{"k": 1, "l": [2]}], "m": "it's: tricky #1"})
+    assert text == textwrap.dedent('''\
+        a: "yes"
+        b: "%X%"
+        c: "*"
+        d: null
+        e: true
+        f: 3
+        g: plain_word
+        h: []
+        i: {}
+        j:
+          - k: 1
+            l:
+              - 2
+        m: "it's: tricky #1"
+        ''')
+
+
+def test_cli_prints_the_bootstrap() -> None:
+    parser = argparse.ArgumentParser()
+    envoy_config.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["envoy-config", "--listen-port", "8080", "--extproc-port", "50051", "--http-port",
+                              "8081", "--upstream", "http://127.0.0.1:8090/v1", "--admin-port", "9901"])
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert args.func(args) == 0
+    assert out.getvalue() == render_bootstrap(**DEMO)  # type: ignore[arg-type]
