@@ -8,7 +8,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from ...engine.exchange import Exchange, Reply
+from ...engine.exchange import Reply
 from ...protocol.errors import APIError, not_found
 from ...runtime import Runtime
 from .upstream import UpstreamClient, UpstreamFailure

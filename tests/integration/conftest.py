@@ -1,0 +1,89 @@
+"""The integration suite runs every test through both doors: ``http`` (the sidecar's own HTTP server) and
+``envoy`` (a real Envoy with the sidecar as its external processor). All servers are real processes on free
+loopback ports, started once per test session through the same CLI users run."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+import openai
+import pytest
+
+from responses_bridge.envoy_config import render_bootstrap
+from responses_bridge.procs import ManagedProcess, envoy_binary, free_port, wait_http
+from tests.support.bridge import PYTHON, Sidecar, UpstreamLog, start_sidecar
+
+@pytest.fixture(scope="session")
+async def fake_upstream() -> AsyncIterator[str]:
+    port = free_port()
+    process = ManagedProcess([PYTHON, "-m", "responses_bridge", "fake-upstream", "--port", str(port)],
+                             "fake-upstream")
+    process.start()
+    try:
+        await wait_http(f"http://127.0.0.1:{port}/health", process=process)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="session")
+async def sidecar(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sidecar]:
+    process, http_port, extproc_port = start_sidecar(str(tmp_path_factory.mktemp("sidecar")), fake_upstream)
+    try:
+        await wait_http(f"http://127.0.0.1:{http_port}/health", process=process)
+        yield Sidecar(fake_upstream, f"http://127.0.0.1:{http_port}", extproc_port, process)
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="session")
+async def envoy_url(sidecar: Sidecar, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+
+    listen_port, admin_port = free_port(), free_port()
+    path = tmp_path_factory.mktemp("envoy") / "envoy.yaml"
+    path.write_text(render_bootstrap(listen_port=listen_port, extproc_port=sidecar.extproc_port,
+                                     http_port=int(sidecar.http_url.rsplit(":", 1)[1]),
+                                     upstream=sidecar.upstream_url, admin_port=admin_port))
+    process = ManagedProcess([envoy_binary(), "-c", str(path), "--log-level", "warn", "--base-id",
+                              str(listen_port), "--concurrency", "2"], "envoy", quiet=False)
+    process.start()
+    try:
+        await wait_http(f"http://127.0.0.1:{admin_port}/ready", process=process)
+        yield f"http://127.0.0.1:{listen_port}"
+    finally:
+        process.stop()
+
+
+@pytest.fixture(params=["http", "envoy"])
+def door(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def base_url(door: str, request: pytest.FixtureRequest, sidecar: Sidecar) -> str:
+    """The client's base URL (without /v1) for the door under test."""
+    if door == "envoy":
+        return request.getfixturevalue("envoy_url")
+    return sidecar.http_url
+
+
+@pytest.fixture
+async def client(base_url: str) -> AsyncIterator[openai.AsyncOpenAI]:
+    async with openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="sk-client", max_retries=0,
+                                  timeout=60) as sdk:
+        yield sdk
+
+
+@pytest.fixture
+async def http(base_url: str) -> AsyncIterator[aiohttp.ClientSession]:
+    """Raw HTTP, for what the SDK hides: exact bytes, status codes, malformed bodies."""
+    async with aiohttp.ClientSession(base_url=base_url, timeout=aiohttp.ClientTimeout(total=60)) as session:
+        yield session
+
+
+@pytest.fixture
+async def upstream_log(sidecar: Sidecar) -> AsyncIterator[UpstreamLog]:
+    log = UpstreamLog(sidecar.upstream_url.removesuffix("/v1"))
+    await log.clear()
+    yield log
