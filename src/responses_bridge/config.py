@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
     developer_role: Literal["developer", "system"] = "system"
     reasoning_history: Literal["drop", "reasoning_content"] = "drop"
+    sealing_key: str | None = None  # urlsafe base64 of 32 bytes; see sealing.py
     log_level: str = "info"
     log_format: Literal["json", "console"] = "json"
 

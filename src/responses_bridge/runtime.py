@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from .config import Settings
 from .engine.exchange import Exchange
 from .engine.options import EngineOptions
+from .sealing import Sealer, load_or_create_key
 from .store import ResponseStore, SQLiteResponseStore
 
 
@@ -15,12 +16,15 @@ class Runtime:
     settings: Settings
     store: ResponseStore
     options: EngineOptions = field(default_factory=EngineOptions)
+    sealer: Sealer | None = None
 
     @classmethod
     async def open(cls, settings: Settings) -> "Runtime":
-        store = SQLiteResponseStore(settings.db_path())
+        db_path = settings.db_path()
+        sealer = Sealer(load_or_create_key(settings.sealing_key, db_path))
+        store = SQLiteResponseStore(db_path)
         await store.open()
-        return cls(settings=settings, store=store, options=settings.engine_options())
+        return cls(settings=settings, store=store, options=settings.engine_options(), sealer=sealer)
 
     async def close(self) -> None:
         await self.store.close()

@@ -1,0 +1,81 @@
+"""Sealed blobs: state a client carries for us (``encrypted_content`` of reasoning and compaction items).
+
+A blob is ``rb1.`` + urlsafe-base64(nonce ‖ AES-256-GCM(ciphertext ‖ tag)), with the blob's purpose as
+associated data, so a reasoning blob cannot be replayed as a compaction blob. Only a deployment holding the same
+key can open it; a changed byte, a foreign blob or another key is refused as a 400, never a crash.
+
+The key comes from ``RESPONSES_BRIDGE_SEALING_KEY`` (urlsafe base64 of 32 bytes); without it a key is created
+once in a file beside the database (``sealing.key``, mode 600), which is right for one replica. Replicas
+behind one load balancer must share a configured key, or a blob sealed by one is refused by the next.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from .protocol.errors import APIError
+
+PREFIX = "rb1."
+_NONCE_BYTES = 12
+
+
+class Sealer:
+    def __init__(self, key: bytes) -> None:
+        if len(key) != 32:
+            raise ValueError("the sealing key must be 32 bytes")
+        self._aead = AESGCM(key)
+
+    def seal(self, purpose: str, value: Any) -> str:
+        nonce = os.urandom(_NONCE_BYTES)
+        sealed = self._aead.encrypt(nonce, orjson.dumps(value), purpose.encode())
+        return PREFIX + base64.urlsafe_b64encode(nonce + sealed).decode()
+
+    def open(self, purpose: str, blob: Any, *, param: str | None = None) -> Any:
+        """The sealed value, or a 400 naming ``param`` when the blob is not one of ours or was altered."""
+        try:
+            if not isinstance(blob, str) or not blob.startswith(PREFIX):
+                raise ValueError("not a sealed blob")
+            raw = base64.urlsafe_b64decode(blob[len(PREFIX):].encode())
+            if len(raw) <= _NONCE_BYTES + 16:
+                raise ValueError("too short")
+            plain = self._aead.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], purpose.encode())
+            return orjson.loads(plain)
+        except (ValueError, InvalidTag, binascii.Error, orjson.JSONDecodeError):
+            raise APIError(400, "The encrypted content could not be verified: it was altered, or sealed by "
+                           "another deployment (check RESPONSES_BRIDGE_SEALING_KEY).", param=param,
+                           code="invalid_encrypted_content") from None
+
+
+def decode_key(text: str) -> bytes:
+    try:
+        key = base64.urlsafe_b64decode(text.strip().encode())
+    except (binascii.Error, ValueError):
+        raise ValueError("RESPONSES_BRIDGE_SEALING_KEY must be urlsafe base64 of 32 bytes") from None
+    if len(key) != 32:
+        raise ValueError("RESPONSES_BRIDGE_SEALING_KEY must decode to 32 bytes")
+    return key
+
+
+def load_or_create_key(configured: str | None, db_path: str) -> bytes:
+    if configured:
+        return decode_key(configured)
+    directory = Path(db_path).parent if db_path != ":memory:" else None
+    if directory is None:
+        return AESGCM.generate_key(bit_length=256)  # nothing persists with an in-memory store either
+    path = directory / "sealing.key"
+    if path.exists():
+        return decode_key(path.read_text())
+    key = AESGCM.generate_key(bit_length=256)
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(base64.urlsafe_b64encode(key).decode())
+    return key
