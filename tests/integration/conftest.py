@@ -11,8 +11,10 @@ import openai
 import pytest
 
 from responses_bridge.envoy_config import render_bootstrap
-from responses_bridge.procs import ManagedProcess, envoy_binary, free_port, wait_http
+from responses_bridge.procs import ManagedProcess, free_port, wait_http
 from tests.support.bridge import PYTHON, Sidecar, UpstreamLog, start_sidecar
+from tests.support.envoy import start_envoy
+
 
 @pytest.fixture(scope="session")
 async def fake_upstream() -> AsyncIterator[str]:
@@ -38,21 +40,15 @@ async def sidecar(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) 
 
 
 @pytest.fixture(scope="session")
-async def envoy_url(sidecar: Sidecar, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
-
-    listen_port, admin_port = free_port(), free_port()
-    path = tmp_path_factory.mktemp("envoy") / "envoy.yaml"
-    path.write_text(render_bootstrap(listen_port=listen_port, extproc_port=sidecar.extproc_port,
-                                     http_port=int(sidecar.http_url.rsplit(":", 1)[1]),
-                                     upstream=sidecar.upstream_url, admin_port=admin_port))
-    process = ManagedProcess([envoy_binary(), "-c", str(path), "--log-level", "warn", "--base-id",
-                              str(listen_port), "--concurrency", "2"], "envoy", quiet=False)
-    process.start()
+async def envoy_url(sidecar: Sidecar) -> AsyncIterator[str]:
+    listen_port = free_port()
+    envoy = await start_envoy(render_bootstrap(listen_port=listen_port, extproc_port=sidecar.extproc_port,
+                                               http_port=int(sidecar.http_url.rsplit(":", 1)[1]),
+                                               upstream=sidecar.upstream_url, admin_port=0))
     try:
-        await wait_http(f"http://127.0.0.1:{admin_port}/ready", process=process)
         yield f"http://127.0.0.1:{listen_port}"
     finally:
-        process.stop()
+        envoy.stop()
 
 
 @pytest.fixture(params=["http", "envoy"])

