@@ -1,7 +1,6 @@
 """The Envoy bootstrap that puts the bridge in front of a Chat Completions upstream.
 
-``render_bootstrap`` builds the whole Envoy v3 bootstrap from Python dicts and writes it as YAML (a small emitter
-below, so no YAML library is needed). What it sets up, and why:
+``render_bootstrap`` builds the whole Envoy v3 bootstrap from Python dicts and writes it as YAML. What it sets up, and why:
 
 * ``POST /v1/responses`` and ``POST /responses`` (exact paths) go to the **upstream LLM cluster** with the
   ext_proc filter on: the processor rewrites the request into a Chat Completions call (path, body, auth) and the
@@ -24,12 +23,12 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import json
 import os
-import re
 import sys
 from typing import Any
 from urllib.parse import urlsplit
+
+import yaml
 
 EXTPROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
 IMMEDIATE_RESPONSE_DETAILS = "responses_bridge"
@@ -372,63 +371,9 @@ def _health_check(kind: dict[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------------ YAML
 
 
-_PLAIN = re.compile(r"^[A-Za-z_/][A-Za-z0-9_./@-]*$")
-_YAML_WORDS = {"y", "n", "yes", "no", "on", "off", "true", "false", "null", "~"}
-
-
-def _scalar(value: Any) -> str:
-    if value is None:
-        return "null"
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if isinstance(value, (int, float)):
-        return json.dumps(value)
-    text = str(value)
-    if _PLAIN.match(text) and text.lower() not in _YAML_WORDS:
-        return text
-    return json.dumps(text)  # a JSON string is a valid YAML double-quoted scalar
-
-
 def to_yaml(value: Any, *, header: str = "") -> str:
-    """Block-style YAML for dicts, lists and scalars (the subset a bootstrap needs)."""
-    lines: list[str] = []
-    _emit(value, 0, lines)
-    return header + "\n".join(lines) + "\n"
-
-
-def _emit(value: Any, indent: int, lines: list[str]) -> None:
-    pad = " " * indent
-    if isinstance(value, dict):
-        if not value:
-            lines.append(pad + "{}")
-        for key, item in value.items():
-            _emit_entry(pad + _scalar(key) + ":", item, indent, lines)
-    elif isinstance(value, list):
-        if not value:
-            lines.append(pad + "[]")
-        for item in value:
-            if isinstance(item, dict) and item:
-                first = len(lines)
-                _emit(item, indent + 2, lines)
-                lines[first] = pad + "- " + lines[first][indent + 2:]
-            else:
-                _emit_entry(pad + "-", item, indent, lines)
-    else:
-        lines.append(pad + _scalar(value))
-
-
-def _emit_entry(prefix: str, item: Any, indent: int, lines: list[str]) -> None:
-    if isinstance(item, (dict, list)) and item:
-        lines.append(prefix)
-        _emit(item, indent + 2, lines)
-    elif isinstance(item, dict):
-        lines.append(prefix + " {}")
-    elif isinstance(item, list):
-        lines.append(prefix + " []")
-    else:
-        lines.append(prefix + " " + _scalar(item))
+    """Block-style YAML in the dicts' own key order, as people write Envoy configs."""
+    return header + yaml.safe_dump(value, sort_keys=False, default_flow_style=False, width=120)
 
 
 # ------------------------------------------------------------------------------------------------------- CLI
