@@ -1,9 +1,10 @@
-# Sourced by the scripts in this folder: make sure .venv exists and holds this project with the given extras.
+# Sourced by the scripts in this folder: make sure .venv exists and holds this project, with the extras named
+# in VENV_EXTRAS (e.g. "test"). Not an argument: a sourced file sees its caller's arguments as its own.
 # Re-installs only when pyproject.toml changed, so a second run starts at once.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${RESPONSES_BRIDGE_VENV:-$ROOT/.venv}"
-EXTRAS="${1:-}"
+EXTRAS="${VENV_EXTRAS:-}"
 PYTHON="${PYTHON:-python3}"
 
 if [ ! -x "$VENV/bin/python" ]; then
