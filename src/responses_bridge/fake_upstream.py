@@ -72,6 +72,9 @@ text that gets echoed. Unknown bracketed text is left alone.
    ``tool_choice: {"type": "function", "function": {"name": X}}`` forces one call to X whatever the
    text says; ``"required"`` calls the first tool when none is mentioned; ``"none"`` never calls.
    ``[think]`` combines with tool calls (reasoning first).
+   ``[args=JSON]`` gives every call exactly these arguments (a JSON object without ``]`` in it), e.g.
+   ``call exec_command [args={"cmd": "echo hi"}]`` scripts Codex's shell tool; a namespace function is
+   offered by the bridge as ``<namespace>__<name>``, so ``call <namespace>__<name>`` calls it.
 5. ``[refuse]``: ``refusal: "I can't help with that."`` with ``content: null``; streamed as
    ``delta.refusal`` pieces, one per word.
 6. ``[length]`` cuts the answer to 3 words; a ``max_completion_tokens`` (or else ``max_tokens``)
@@ -150,7 +153,7 @@ _RESPONSES_ONLY_FIELDS = (
     "include",
 )
 _FLAG_DIRECTIVES = ("think", "refuse", "length", "filter", "garbage")
-_VALUE_DIRECTIVES = ("think_field", "stall_after", "chunks", "delay", "error", "stall", "cut")
+_VALUE_DIRECTIVES = ("think_field", "stall_after", "chunks", "delay", "error", "stall", "cut", "args")
 _DIRECTIVE_RE = re.compile(
     r"\s*\[(" + "|".join(_VALUE_DIRECTIVES + _FLAG_DIRECTIVES) + r")(?:=([^\]]*))?\]"
 )
@@ -315,6 +318,7 @@ class Directives:
     stall_after: tuple[int, float] | None = None
     cut: int | None = None
     garbage: bool = False
+    args: str | None = None  # [args=JSON]: the arguments of every tool call, verbatim
 
 
 def _bad_directive(raw: str, why: str) -> FakeError:
@@ -357,6 +361,14 @@ def _apply_directive(d: Directives, name: str, value: str | None, raw: str) -> N
         if value not in ("reasoning_content", "reasoning"):
             raise _bad_directive(raw, "expected reasoning_content or reasoning")
         d.think, d.think_field = True, value
+    elif name == "args":
+        try:
+            parsed = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise _bad_directive(raw, "expected a JSON object (without ']')")
+        d.args = orjson.dumps(parsed).decode()
 
 
 def parse_directives(text: str) -> tuple[Directives, str]:
@@ -786,6 +798,8 @@ def build_answer(body: dict[str, Any], functions: list[dict[str, Any]], d: Direc
     names = _chosen_tools(body, functions, user_text, messages[-1].get("role") == "user")
     if names:
         answer.tool_calls = _tool_calls(names, functions, user_text)
+        if d.args is not None:
+            answer.tool_calls = [ToolCall(call.id, call.name, d.args) for call in answer.tool_calls]
         answer.finish_reason = "tool_calls"
         answer.completion_tokens += sum(_word_count(f"{c.name} {c.arguments}") for c in answer.tool_calls)
         return answer

@@ -172,7 +172,6 @@ def test_mapping(request_fields: dict[str, Any], options: EngineOptions, expecte
 @pytest.mark.parametrize(("request_fields", "param"), [
     ({"input": "x", "text": {"format": {"type": "json_schema", "name": "a"}}}, "text.format.schema"),
     ({"input": "x", "text": {"format": {"type": "yaml"}}}, "text.format.type"),
-    ({"input": "x", "tools": [WEATHER, {"type": "web_search"}]}, "tools"),
     ({"input": [], "instructions": None}, "input"),
     ({}, "input"),
 ])
@@ -180,9 +179,13 @@ def test_untranslatable_requests_are_400(request_fields: dict[str, Any], param: 
     assert rejected(request_fields).param == param
 
 
-def test_hosted_tools_are_named_in_the_error() -> None:
-    error = rejected({"input": "x", "tools": [{"type": "web_search"}, {"type": "file_search"}]})
-    assert error.code == "unsupported_tool_type"
+def test_hosted_tools_are_named_in_the_error_when_the_policy_rejects_them() -> None:
+    # the default policy (drop) is tested in tests/unit/test_tools.py
+    with pytest.raises(APIError) as caught:
+        build_chat_request(parse_request(orjson.dumps({"model": "m", "input": "x", "tools": [
+            {"type": "web_search"}, {"type": "file_search"}]})), [], EngineOptions(unsupported_tools="reject"))
+    error = caught.value
+    assert error.status == 400 and error.code == "unsupported_tool_type" and error.param == "tools"
     assert "file_search" in error.message and "web_search" in error.message
 
 

@@ -19,3 +19,6 @@ class EngineOptions:
     # Where earlier reasoning goes when history is replayed: dropped (safe everywhere), or sent back as the
     # assistant message's ``reasoning_content`` (DeepSeek-style backends that want it).
     reasoning_history: Literal["drop", "reasoning_content"] = "drop"
+    # Server-side tools the deployment cannot run (web_search, file_search, …): left out of what the model is
+    # offered ("drop", a warning is logged), or refused with a 400 ("reject"). See engine/tools.py.
+    unsupported_tools: Literal["drop", "reject"] = "drop"

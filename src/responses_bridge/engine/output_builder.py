@@ -47,7 +47,15 @@ class _ToolCall:
 class OutputBuilder:
     """Accumulates one response's output and, when given an encoder, emits its events."""
 
-    def __init__(self, response: dict[str, Any], encode: Encoder | None) -> None:
+    def __init__(self, response: dict[str, Any], encode: Encoder | None, *,
+                 namespaces: dict[str, tuple[str, str]] | None = None, summary: bool = False,
+                 seal: Callable[[dict[str, Any]], str] | None = None) -> None:
+        # namespaces: flat tool name → (namespace, inner name), see engine/tools.py; summary: the reasoning text
+        # is also given as a summary part (``reasoning.summary`` was asked for); seal: makes a reasoning item's
+        # ``encrypted_content`` (``include: ["reasoning.encrypted_content"]``)
+        self._namespaces = namespaces or {}
+        self._summary = summary
+        self._seal = seal
         self.response = response
         self.output: list[dict[str, Any]] = response["output"]
         self._encode = encode
@@ -80,6 +88,10 @@ class OutputBuilder:
             return b""
         frames, self._frames = self._frames, []
         return frames[0] if len(frames) == 1 else b"".join(frames)
+
+    def pending(self) -> list[bytes]:
+        """The frames ``take`` would return, without taking them (background runs persist them first)."""
+        return list(self._frames)
 
     @property
     def sequence_number(self) -> int:
@@ -160,10 +172,20 @@ class OutputBuilder:
             self._open_item("reasoning", {"id": ids.reasoning_id(), "type": "reasoning", "summary": [],
                                           "content": []})
             self._open_part({"type": "reasoning_text", "text": ""})
+            if self._summary:  # Codex and OpenAI clients show reasoning from the summary events
+                self._item["summary"].append({"type": "summary_text", "text": ""})  # type: ignore[index]
+                if self._encode is not None:
+                    self._emit({"type": "response.reasoning_summary_part.added", "sequence_number": 0,
+                                "item_id": self._item["id"], "output_index": self._index, "summary_index": 0,
+                                "part": {"type": "summary_text", "text": ""}})
         self._pieces.append(text)
         if self._encode is not None:
             self._emit({"type": "response.reasoning.delta", "sequence_number": 0, "item_id": self._item["id"],
                         "output_index": self._index, "content_index": self._part_index, "delta": text})
+            if self._summary:
+                self._emit({"type": "response.reasoning_summary_text.delta", "sequence_number": 0,
+                            "item_id": self._item["id"], "output_index": self._index, "summary_index": 0,
+                            "delta": text})
 
     def _ensure_message(self) -> None:
         if self._open != "message":
@@ -244,6 +266,8 @@ class OutputBuilder:
     def _announce_call(self, call: _ToolCall, name: str) -> None:
         call.item = {"id": ids.function_call_id(), "type": "function_call", "status": "in_progress",
                      "call_id": call.call_id or ids.call_id(), "name": name, "arguments": ""}
+        if name in self._namespaces:  # a namespace tool's function: named as the client declared it
+            call.item["namespace"], call.item["name"] = self._namespaces[name]
         call.output_index = len(self.output)
         self.output.append(call.item)
         if self._encode is not None:
@@ -283,6 +307,15 @@ class OutputBuilder:
             self._emit(done)
             self._emit({"type": "response.content_part.done", "sequence_number": 0, "item_id": item_id,
                         "output_index": self._index, "content_index": self._part_index, "part": part})
+        if kind == "reasoning_text" and self._item["summary"]:  # type: ignore[index]
+            summary = self._item["summary"][0]  # type: ignore[index]
+            summary["text"] = text
+            if self._encode is not None:
+                self._emit({"type": "response.reasoning_summary_text.done", "sequence_number": 0,
+                            "item_id": item_id, "output_index": self._index, "summary_index": 0, "text": text})
+                self._emit({"type": "response.reasoning_summary_part.done", "sequence_number": 0,
+                            "item_id": item_id, "output_index": self._index, "summary_index": 0,
+                            "part": summary})
 
     def _close_open(self, status: str = "completed") -> None:
         kind = self._open
@@ -296,6 +329,8 @@ class OutputBuilder:
         item = self._item
         if kind == "message":
             item["status"] = status  # type: ignore[index]
+        elif kind == "reasoning" and self._seal is not None:
+            item["encrypted_content"] = self._seal(item)  # type: ignore[index]
         if self._encode is not None:
             self._emit({"type": "response.output_item.done", "sequence_number": 0, "output_index": self._index,
                         "item": item})
@@ -355,6 +390,22 @@ class OutputBuilder:
         response["error"] = {"code": code, "message": message}
         response["usage"] = convert_usage(self.usage)
         self.lifecycle("response.failed")
+
+    def cancel(self) -> None:
+        """A background response cancelled by its owner: like ``fail`` (partial output kept, open items
+        incomplete) but ``status: cancelled`` and no error; emits ``response.cancelled``."""
+        encode, self._encode = self._encode, None
+        if self._open == "tools":
+            self._tool_calls = {index: call for index, call in self._tool_calls.items() if call.item is not None}
+        self._close_open("incomplete")
+        self._encode = encode
+        response = self.response
+        response["status"] = "cancelled"
+        response["completed_at"] = None
+        response["incomplete_details"] = None
+        response["error"] = None
+        response["usage"] = convert_usage(self.usage)
+        self.lifecycle("response.cancelled")
 
 
 def completion_as_chunk(completion: Any) -> dict[str, Any]:

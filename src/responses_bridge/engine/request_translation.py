@@ -12,6 +12,7 @@ from typing import Any
 from ..protocol.errors import invalid_request
 from ..protocol.request import ResponsesRequest
 from .options import EngineOptions
+from .tools import plan_tools, upstream_name
 
 # Media types whose file_data is sent to the model as text: every backend reads text, few read files.
 _TEXT_MEDIA_PREFIXES = ("text/", "application/json", "application/xml", "application/x-yaml", "application/yaml")
@@ -55,7 +56,7 @@ def build_chat_request(
         response_format = _response_format(p.text.format)
         if response_format is not None:
             body["response_format"] = response_format
-    _add_tools(body, request)
+    _add_tools(body, request, options)
     return body
 
 
@@ -82,7 +83,7 @@ def items_to_messages(items: list[dict[str, Any]], messages: list[dict[str, Any]
             message.setdefault("tool_calls", []).append({
                 "id": item["call_id"],
                 "type": "function",
-                "function": {"name": item["name"], "arguments": item["arguments"]},
+                "function": {"name": upstream_name(item), "arguments": item["arguments"]},
             })
         elif kind == "function_call_output":
             messages.append({"role": "tool", "tool_call_id": item["call_id"],
@@ -193,19 +194,16 @@ def _tool_output(output: str | list[dict[str, Any]]) -> str | list[dict[str, Any
 # --- tools and formats -------------------------------------------------------------------------------------------
 
 
-def _add_tools(body: dict[str, Any], request: ResponsesRequest) -> None:
+def _add_tools(body: dict[str, Any], request: ResponsesRequest, options: EngineOptions) -> None:
     p = request.params
-    tools = [tool for tool in (p.tools or []) if tool["type"] == "function"]
-    unsupported = sorted({tool["type"] for tool in (p.tools or []) if tool["type"] != "function"})
-    if unsupported:
-        raise invalid_request(
-            f"Tool type(s) {', '.join(unsupported)} cannot run on this deployment: only 'function' tools are "
-            "supported.", param="tools", code="unsupported_tool_type")
+    tools = plan_tools(p.tools, options.unsupported_tools).functions  # namespaces flattened, hosted tools dropped
     choice = p.tool_choice
     if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
         allowed = {t.get("name") for t in choice.get("tools") or [] if isinstance(t, dict)}
         tools = [tool for tool in tools if tool["name"] in allowed]
         choice = choice.get("mode") or "auto"
+    if isinstance(choice, dict) and choice.get("type") not in ("function", "allowed_tools"):
+        choice = "auto" if tools else None  # a dropped hosted tool's choice: let the model pick among the rest
     if not tools:
         return  # an empty tools list (or tool_choice without tools) is rejected by OpenAI-compatible servers
     body["tools"] = [_chat_tool(tool) for tool in tools]
