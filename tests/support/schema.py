@@ -57,6 +57,8 @@ RESPONSE_FIELDS: tuple[str, ...] = (
     "prompt_cache_key",
 )
 assert len(RESPONSE_FIELDS) == 31 and set(RESPONSE_FIELDS) == set(spec.ResponseResource.model_fields)
+# OpenAI fields the spec does not have, present only when the request used them (checked by the SDK types).
+OPTIONAL_RESPONSE_FIELDS: tuple[str, ...] = ("conversation", "prompt")
 
 # Every event type the bridge may emit, mapped to its spec model. A type missing here fails validation.
 EVENT_MODELS: dict[str, type[BaseModel]] = {
@@ -167,7 +169,7 @@ def _sdk_validate_response(response: dict[str, Any], where: str) -> None:
 def _spec_response_view(response: dict[str, Any]) -> dict[str, Any]:
     """The response as the spec types can judge it: they type ``json_schema.schema`` as null and model only
     function tools (both are checked against the SDK types instead)."""
-    view = dict(response)
+    view = {key: value for key, value in response.items() if key not in OPTIONAL_RESPONSE_FIELDS}
     text = view.get("text")
     if isinstance(text, dict) and isinstance(text.get("format"), dict) and text["format"].get("type") == "json_schema":
         view["text"] = dict(text, format=dict(text["format"], schema=None))
@@ -219,7 +221,8 @@ def validate_response(obj: dict[str, Any], *, where: str = "response") -> None:
     if not isinstance(obj, dict):
         raise SchemaError(f"{where}: expected a JSON object, got {type(obj).__name__}")
     missing = [name for name in RESPONSE_FIELDS if name not in obj]
-    unexpected = sorted(set(obj) - set(RESPONSE_FIELDS))
+    unexpected = sorted(set(obj) - set(RESPONSE_FIELDS) - set(OPTIONAL_RESPONSE_FIELDS))
+    _check_optional_fields(obj, where)
     if missing or unexpected:
         raise SchemaError(f"{where}: missing fields {missing}, unexpected fields {unexpected}")
     if obj["object"] != "response":
@@ -227,6 +230,19 @@ def validate_response(obj: dict[str, Any], *, where: str = "response") -> None:
     _round_trip(spec.ResponseResource, _spec_response_view(obj), where)
     _sdk_validate_response(obj, where)
     _check_response_consistency(obj, where)
+
+
+def _check_optional_fields(obj: dict[str, Any], where: str) -> None:
+    """``conversation`` / ``prompt`` (OpenAI fields the spec types lack; the SDK types check their values):
+    present only when the request used them, with exactly the keys OpenAI gives them."""
+    if "conversation" in obj:
+        conversation = obj["conversation"]
+        if not isinstance(conversation, dict) or set(conversation) != {"id"} or not isinstance(conversation["id"], str):
+            raise SchemaError(f"{where}.conversation: expected {{'id': str}}, got {conversation!r}")
+    if "prompt" in obj:
+        prompt = obj["prompt"]
+        if not isinstance(prompt, dict) or set(prompt) != {"id", "version", "variables"}:
+            raise SchemaError(f"{where}.prompt: expected the keys id, version, variables, got {prompt!r}")
 
 
 def _check_response_consistency(obj: dict[str, Any], where: str) -> None:

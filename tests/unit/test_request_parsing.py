@@ -296,6 +296,8 @@ WRONG_TYPES: list[tuple[str, Any]] = [
     ("metadata", {"k": 5}), ("include", "x"), ("include", [5]), ("truncation", "sometimes"), ("truncation", 1),
     ("service_tier", 5), ("safety_identifier", 5), ("prompt_cache_key", {}), ("user", 5), ("seed", "1"),
     ("seed", 1.5), ("stop", 5), ("stop", [1]), ("stream_options", 5), ("stream_options", "include_usage"),
+    ("prompt", "pmpt_1"), ("prompt", {"version": "1"}), ("prompt", {"id": "p", "version": 2}),
+    ("prompt", {"id": "p", "variables": []}), ("conversation", {"id": 5}),
 ]
 OUT_OF_RANGE: list[tuple[str, Any]] = [
     ("temperature", 2.5), ("temperature", -0.1), ("top_p", 1.01), ("top_p", -1), ("presence_penalty", 3),

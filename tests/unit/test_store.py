@@ -397,7 +397,7 @@ async def test_migrates_version_zero_file(tmp_path: Path, kind: str) -> None:
         await s.save_response(make_response("r"), [user_item("u")])
         assert (await s.get_response("r"))["id"] == "r"
     with raw(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == LATEST_VERSION == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == LATEST_VERSION
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"responses", "response_items"} <= tables
@@ -423,10 +423,10 @@ async def test_refuses_database_from_newer_version(tmp_path: Path) -> None:
 async def test_upgrades_older_schema_in_place(db_path: Path) -> None:
     async with SQLiteResponseStore(str(db_path)) as s:
         await s.save_response(make_response("r"), [user_item("u")])
-    future = [*MIGRATIONS, (2, ["ALTER TABLE responses ADD COLUMN note TEXT"])]
+    future = [*MIGRATIONS, (LATEST_VERSION + 1, ["ALTER TABLE responses ADD COLUMN note TEXT"])]
     async with aiosqlite.connect(db_path, isolation_level=None) as conn:
-        assert await migrate(conn, future) == 2
-        assert await migrate(conn, future) == 2  # already there: nothing re-applied
+        assert await migrate(conn, future) == LATEST_VERSION + 1
+        assert await migrate(conn, future) == LATEST_VERSION + 1  # already there: nothing re-applied
         rows = list(await conn.execute_fetchall("SELECT id, note FROM responses"))
         assert rows == [("r", None)]
 
@@ -434,11 +434,11 @@ async def test_upgrades_older_schema_in_place(db_path: Path) -> None:
 async def test_failed_migration_leaves_previous_version(db_path: Path) -> None:
     async with SQLiteResponseStore(str(db_path)) as s:
         await s.save_response(make_response("r"), [user_item("u")])
-    broken = [*MIGRATIONS, (2, ["CREATE TABLE half_done (x)", "THIS IS NOT SQL"])]
+    broken = [*MIGRATIONS, (LATEST_VERSION + 1, ["CREATE TABLE half_done (x)", "THIS IS NOT SQL"])]
     async with aiosqlite.connect(db_path, isolation_level=None) as conn:
         with pytest.raises(sqlite3.OperationalError):
             await migrate(conn, broken)
-        assert list(await conn.execute_fetchall("PRAGMA user_version")) == [(1,)]
+        assert list(await conn.execute_fetchall("PRAGMA user_version")) == [(LATEST_VERSION,)]
         assert not list(await conn.execute_fetchall("SELECT name FROM sqlite_master WHERE name = 'half_done'"))
     async with SQLiteResponseStore(str(db_path)) as s:
         assert await s.get_response("r") is not None

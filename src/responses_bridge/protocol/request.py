@@ -50,6 +50,7 @@ class CreateParams(BaseModel):
     background: bool = False
     previous_response_id: str | None = None
     conversation: str | dict[str, Any] | None = None
+    prompt: dict[str, Any] | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
@@ -92,15 +93,20 @@ class ResponsesRequest:
         return self.params.model or ""
 
 
-def parse_request(body: bytes) -> ResponsesRequest:
-    """Parse and validate a request body; every failure is an :class:`APIError` with status 400."""
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    """A request body that must be a JSON object; anything else is a 400, never an exception of another kind."""
     try:
         raw = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise invalid_request(f"The request body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(raw, dict):
         raise invalid_request("The request body must be a JSON object.", code="invalid_type")
-    return parse_request_object(raw)
+    return raw
+
+
+def parse_request(body: bytes) -> ResponsesRequest:
+    """Parse and validate a request body; every failure is an :class:`APIError` with status 400."""
+    return parse_request_object(parse_json_object(body))
 
 
 def parse_request_object(raw: dict[str, Any]) -> ResponsesRequest:
@@ -111,6 +117,7 @@ def parse_request_object(raw: dict[str, Any]) -> ResponsesRequest:
     if not params.model:
         raise invalid_request("Missing required parameter: 'model'.", param="model", code="missing_required_parameter")
     _check_metadata(params.metadata)
+    _check_conversation_and_prompt(params)
     items = normalize_input(params.input)
     if params.tools is not None:
         for index, tool in enumerate(params.tools):
@@ -139,6 +146,39 @@ def _loc_to_param(loc: tuple[Any, ...]) -> str:
         else:
             parts.append(("." if parts else "") + str(piece))
     return "".join(parts)
+
+
+def _check_conversation_and_prompt(params: CreateParams) -> None:
+    """Shapes only; the conversation / prompt themselves are looked up by the engine."""
+    conversation = params.conversation
+    if isinstance(conversation, dict) and (not isinstance(conversation.get("id"), str) or not conversation["id"]):
+        raise invalid_request("Missing required parameter: 'conversation.id'.", param="conversation.id",
+                              code="missing_required_parameter")
+    if isinstance(conversation, str) and not conversation:
+        raise invalid_request("Invalid value for 'conversation': empty id.", param="conversation")
+    prompt = params.prompt
+    if prompt is None:
+        return
+    if not isinstance(prompt.get("id"), str) or not prompt["id"]:
+        raise invalid_request("Missing required parameter: 'prompt.id'.", param="prompt.id",
+                              code="missing_required_parameter")
+    if prompt.get("version") is not None and not isinstance(prompt["version"], str):
+        raise invalid_request("Invalid type for 'prompt.version': expected a string.", param="prompt.version",
+                              code="invalid_type")
+    variables = prompt.get("variables")
+    if variables is not None and not isinstance(variables, dict):
+        raise invalid_request("Invalid type for 'prompt.variables': expected an object.", param="prompt.variables",
+                              code="invalid_type")
+
+
+def check_metadata(metadata: Any, param: str = "metadata") -> None:
+    """``metadata`` of any object: at most 16 string keys of <= 64 characters, string values of <= 512."""
+    if metadata is None:
+        return
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise invalid_request(f"Invalid type for '{param}': expected an object of strings.", param=param,
+                              code="invalid_type")
+    _check_metadata(metadata)
 
 
 def _check_metadata(metadata: dict[str, str] | None) -> None:
@@ -171,6 +211,18 @@ def _check_tool(tool: dict[str, Any], param: str) -> None:
         if tool.get("strict") is not None and not isinstance(tool["strict"], bool):
             raise invalid_request(f"Invalid type for '{param}.strict': expected a boolean.",
                                   param=f"{param}.strict", code="invalid_type")
+    elif kind == "namespace":  # a group of functions (Codex's MCP tools); see engine/tools.py
+        if not isinstance(tool.get("name"), str) or not tool["name"]:
+            raise invalid_request(f"Missing required parameter: '{param}.name'.", param=f"{param}.name")
+        inner = tool.get("tools")
+        if not isinstance(inner, list):
+            raise invalid_request(f"Invalid type for '{param}.tools': expected an array.", param=f"{param}.tools",
+                                  code="invalid_type")
+        for index, function in enumerate(inner):
+            if not isinstance(function, dict):
+                raise invalid_request(f"Invalid type for '{param}.tools[{index}]': expected an object.",
+                                      param=f"{param}.tools[{index}]", code="invalid_type")
+            _check_tool({"type": "function", **function}, f"{param}.tools[{index}]")
 
 
 def _check_tool_choice(choice: str | dict[str, Any]) -> None:
@@ -198,7 +250,7 @@ def _check_tool_choice(choice: str | dict[str, Any]) -> None:
                 raise invalid_request(f"Invalid value for 'tool_choice.tools[{index}]': expected "
                                       "{'type': 'function', 'name': …}.", param=f"tool_choice.tools[{index}]")
     elif isinstance(kind, str):
-        pass  # a hosted tool's choice; the tool itself is refused when the request is translated
+        pass  # a hosted tool's choice: dropped or refused with its tool (engine/tools.py)
     else:
         raise invalid_request("Missing required parameter: 'tool_choice.type'.", param="tool_choice.type",
                               code="missing_required_parameter")
@@ -237,12 +289,15 @@ def _normalize_item(item: Any, param: str) -> dict[str, Any]:
         return _normalize_function_call_output(item, param)
     if kind == "reasoning":
         return _normalize_reasoning(item, param)
+    if kind == "compaction":  # from POST /v1/responses/compact; its sealed summary is opened by the engine
+        return {"type": "compaction", "id": _optional_id(item, param, lambda: ids.new_id("cmp")),
+                "encrypted_content": _require_str(item, "encrypted_content", param)}
     if kind is None:
         raise invalid_request(f"Missing required parameter: '{param}.type'.", param=f"{param}.type",
                               code="missing_required_parameter")
     raise invalid_request(
         f"Unsupported input item type '{kind}' at '{param}'. Supported: message, function_call, "
-        "function_call_output, reasoning.",
+        "function_call_output, reasoning, compaction.",
         param=f"{param}.type",
         code="unsupported_item_type",
     )

@@ -1,6 +1,13 @@
 """Persistence of responses for retrieval, deletion, ``input_items`` and ``previous_response_id`` chains."""
 
-from .base import MAX_PAGE_LIMIT, ItemPage, ResponseStore, StoredResponse
+from .base import (  # noqa: E402  (conversations and prompts: same database)
+    MAX_PAGE_LIMIT,
+    ConversationStore,
+    ItemPage,
+    PromptStore,
+    ResponseStore,
+    StoredResponse,
+)
 from .migrations import LATEST_VERSION, MIGRATIONS, migrate
 from .sqlite import SQLiteResponseStore, default_db_path
 
@@ -8,7 +15,9 @@ __all__ = [
     "LATEST_VERSION",
     "MAX_PAGE_LIMIT",
     "MIGRATIONS",
+    "ConversationStore",
     "ItemPage",
+    "PromptStore",
     "ResponseStore",
     "SQLiteResponseStore",
     "StoredResponse",

@@ -72,3 +72,82 @@ class ResponseStore(Protocol):
 
         None if ``response_id`` is unknown. A deleted ancestor cuts the chain: history starts after it.
         """
+
+
+# --- conversations and prompts (same database as the responses) --------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StoredConversation:
+    id: str
+    created_at: int
+    metadata: dict
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPromptVersion:
+    """One immutable version of a prompt, with the prompt's current bookkeeping."""
+
+    id: str
+    created_at: int  # the prompt's
+    version: int
+    version_created_at: int
+    latest_version: int
+    default_version: int | None  # None: the latest version is the default
+    body: dict  # name, instructions, variables, metadata
+
+
+@runtime_checkable
+class ConversationStore(Protocol):
+    async def create_conversation(self, conversation_id: str, created_at: int, metadata: dict,
+                                  items: list[dict]) -> None:
+        """Create the conversation with its first items atomically."""
+
+    async def get_conversation(self, conversation_id: str) -> StoredConversation | None: ...
+
+    async def update_conversation(self, conversation_id: str, metadata: dict) -> StoredConversation | None: ...
+
+    async def delete_conversation(self, conversation_id: str) -> bool:
+        """Delete a conversation and its items; False if it was unknown."""
+
+    async def append_items(self, conversation_id: str, items: list[dict]) -> bool:
+        """Append items at the end, atomically; False if the conversation is unknown."""
+
+    async def load_items(self, conversation_id: str) -> list[dict] | None:
+        """Every item in order (one query), for the model; None if the conversation is unknown."""
+
+    async def list_items(self, conversation_id: str, *, after: str | None = None, limit: int = 20,
+                         order: str = "desc") -> ItemPage | None:
+        """A cursor page of items; None if the conversation is unknown; unknown ``after`` -> APIError(400)."""
+
+    async def get_item(self, conversation_id: str, item_id: str) -> dict | None: ...
+
+    async def delete_item(self, conversation_id: str, item_id: str) -> bool: ...
+
+
+class PromptVersionConflict(Exception):
+    """An update named a base version that is no longer the latest."""
+
+
+@runtime_checkable
+class PromptStore(Protocol):
+    async def create_prompt(self, prompt_id: str, created_at: int, body: dict) -> None: ...
+
+    async def add_version(self, prompt_id: str, created_at: int, body: dict,
+                          expected_version: int | None = None) -> StoredPromptVersion | None:
+        """A new latest version; None if the prompt is unknown; raises PromptVersionConflict when
+        ``expected_version`` is given and is not the latest."""
+
+    async def get_prompt(self, prompt_id: str, version: int | None = None) -> StoredPromptVersion | None:
+        """The given version, or the default one; None if the prompt or the version is unknown."""
+
+    async def list_prompts(self, *, after: str | None = None, limit: int = 20,
+                           order: str = "desc") -> tuple[list[StoredPromptVersion], bool]:
+        """Prompts (each at its default version) by creation time, and whether there are more."""
+
+    async def list_versions(self, prompt_id: str) -> list[StoredPromptVersion] | None: ...
+
+    async def set_default_version(self, prompt_id: str, version: int) -> StoredPromptVersion | None:
+        """None if the prompt or the version is unknown."""
+
+    async def delete_prompt(self, prompt_id: str) -> bool: ...

@@ -190,6 +190,20 @@ class SQLiteResponseStore:
         else:
             yield reader
 
+    # -- shared connections, for the other stores on this database file (conversations, prompts) ------------
+
+    @contextlib.asynccontextmanager
+    async def writing(self) -> AsyncIterator[aiosqlite.Connection]:
+        """The one write connection, under the one write lock: every statement run here must be a single
+        autocommit statement (or a transaction the caller finishes before leaving the block)."""
+        writer, _ = self._require_open()
+        async with self._write_lock:
+            yield writer
+
+    def reading(self) -> contextlib.AbstractAsyncContextManager[aiosqlite.Connection]:
+        """The read connection (the write connection under the lock for ``:memory:``)."""
+        return self._read()
+
     # -- ResponseStore ---------------------------------------------------------------------------------------
 
     async def save_response(self, response: dict, input_items: list[dict]) -> None:

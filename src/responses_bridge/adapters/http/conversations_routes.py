@@ -1,0 +1,56 @@
+"""``/v1/conversations`` routes of the HTTP door (OpenAI Conversations API shapes; also without ``/v1``)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ...services.conversations import ConversationService
+from .params import include_query, int_query, json_object, json_reply
+
+
+class ConversationRoutes:
+    def __init__(self, service: ConversationService) -> None:
+        self.service = service
+
+    def register(self, app: web.Application) -> None:
+        for prefix in ("/v1", ""):
+            base = f"{prefix}/conversations"
+            app.router.add_post(base, self.create)
+            app.router.add_get(f"{base}/{{conversation_id}}", self.retrieve)
+            app.router.add_post(f"{base}/{{conversation_id}}", self.update)
+            app.router.add_delete(f"{base}/{{conversation_id}}", self.delete)
+            app.router.add_post(f"{base}/{{conversation_id}}/items", self.add_items)
+            app.router.add_get(f"{base}/{{conversation_id}}/items", self.list_items)
+            app.router.add_get(f"{base}/{{conversation_id}}/items/{{item_id}}", self.retrieve_item)
+            app.router.add_delete(f"{base}/{{conversation_id}}/items/{{item_id}}", self.delete_item)
+
+    async def create(self, request: web.Request) -> web.Response:
+        return json_reply(await self.service.create(await json_object(request, optional=True)))
+
+    async def retrieve(self, request: web.Request) -> web.Response:
+        return json_reply(await self.service.get(request.match_info["conversation_id"]))
+
+    async def update(self, request: web.Request) -> web.Response:
+        return json_reply(await self.service.update(request.match_info["conversation_id"],
+                                                    await json_object(request)))
+
+    async def delete(self, request: web.Request) -> web.Response:
+        return json_reply(await self.service.delete(request.match_info["conversation_id"]))
+
+    async def add_items(self, request: web.Request) -> web.Response:
+        return json_reply(await self.service.add_items(request.match_info["conversation_id"],
+                                                       await json_object(request), include_query(request)))
+
+    async def list_items(self, request: web.Request) -> web.Response:
+        return json_reply(await self.service.list_items(
+            request.match_info["conversation_id"], after=request.query.get("after"),
+            limit=int_query(request, "limit", 20), order=request.query.get("order", "desc"),
+            include=include_query(request)))
+
+    async def retrieve_item(self, request: web.Request) -> web.Response:
+        return json_reply(await self.service.get_item(request.match_info["conversation_id"],
+                                                      request.match_info["item_id"], include_query(request)))
+
+    async def delete_item(self, request: web.Request) -> web.Response:
+        return json_reply(await self.service.delete_item(request.match_info["conversation_id"],
+                                                         request.match_info["item_id"]))

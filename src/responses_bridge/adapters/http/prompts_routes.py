@@ -1,0 +1,48 @@
+"""``/v1/prompts`` routes of the HTTP door: reusable, versioned prompt templates (shapes in the README)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ...services.prompts import PromptService
+from .params import int_query, json_object, json_reply
+
+
+class PromptRoutes:
+    def __init__(self, service: PromptService) -> None:
+        self.service = service
+
+    def register(self, app: web.Application) -> None:
+        for prefix in ("/v1", ""):
+            base = f"{prefix}/prompts"
+            app.router.add_post(base, self.create)
+            app.router.add_get(base, self.list)
+            app.router.add_get(f"{base}/{{prompt_id}}", self.retrieve)
+            app.router.add_post(f"{base}/{{prompt_id}}", self.update)
+            app.router.add_delete(f"{base}/{{prompt_id}}", self.delete)
+            app.router.add_get(f"{base}/{{prompt_id}}/versions", self.versions)
+            app.router.add_post(f"{base}/{{prompt_id}}/default_version", self.set_default_version)
+
+    async def create(self, request: web.Request) -> web.Response:
+        return json_reply(await self.service.create(await json_object(request)))
+
+    async def list(self, request: web.Request) -> web.Response:
+        return json_reply(await self.service.list(after=request.query.get("after"),
+                                                  limit=int_query(request, "limit", 20),
+                                                  order=request.query.get("order", "desc")))
+
+    async def retrieve(self, request: web.Request) -> web.Response:
+        return json_reply(await self.service.get(request.match_info["prompt_id"], request.query.get("version")))
+
+    async def update(self, request: web.Request) -> web.Response:
+        return json_reply(await self.service.update(request.match_info["prompt_id"], await json_object(request)))
+
+    async def delete(self, request: web.Request) -> web.Response:
+        return json_reply(await self.service.delete(request.match_info["prompt_id"]))
+
+    async def versions(self, request: web.Request) -> web.Response:
+        return json_reply(await self.service.versions(request.match_info["prompt_id"]))
+
+    async def set_default_version(self, request: web.Request) -> web.Response:
+        return json_reply(await self.service.set_default_version(request.match_info["prompt_id"],
+                                                                 await json_object(request)))

@@ -1,0 +1,147 @@
+"""Conversations: validation, ids, rendering and pagination, shared by both doors.
+
+A conversation is an ordered list of items (the same normalised items ``input`` accepts, plus the output items of
+every response that used it). The engine reads them as history through :class:`ConversationHistory`; the HTTP door
+serves the OpenAI Conversations API from here.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .. import ids
+from ..protocol.errors import APIError, invalid_request, not_found
+from ..protocol.request import check_metadata, normalize_input
+from ..store.base import ConversationStore, ItemPage, StoredConversation
+
+MAX_ITEMS_PER_CALL = 20
+LOGPROBS_INCLUDE = "message.output_text.logprobs"
+
+
+def conversation_id() -> str:
+    return ids.new_id("conv")
+
+
+def render_conversation(conversation: StoredConversation) -> dict[str, Any]:
+    return {"id": conversation.id, "object": "conversation", "created_at": conversation.created_at,
+            "metadata": conversation.metadata}
+
+
+def render_item(item: dict[str, Any], include: list[str] | None) -> dict[str, Any]:
+    """An item as listed: logprobs of output_text parts only when ``include`` asks for them."""
+    if item.get("type") != "message" or (include and LOGPROBS_INCLUDE in include):
+        return item
+    content = item.get("content")
+    if not isinstance(content, list) or not any(isinstance(p, dict) and p.get("logprobs") for p in content):
+        return item
+    parts = [dict(part, logprobs=[]) if isinstance(part, dict) and part.get("logprobs") else part for part in content]
+    return dict(item, content=parts)
+
+
+def _items(value: Any, param: str = "items") -> list[dict[str, Any]]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise invalid_request(f"Invalid type for '{param}': expected an array.", param=param, code="invalid_type")
+    if len(value) > MAX_ITEMS_PER_CALL:
+        raise invalid_request(f"'{param}' may have at most {MAX_ITEMS_PER_CALL} items; got {len(value)}.",
+                              param=param, code="array_above_max_length")
+    try:
+        return normalize_input(value)
+    except APIError as error:  # the parser names input[i]; here the list is called items
+        if error.param and error.param.startswith("input"):
+            error.param = param + error.param[len("input"):]
+            error.message = error.message.replace("'input[", f"'{param}[")
+        raise
+
+
+def _not_found(conversation_id: str) -> APIError:
+    return not_found(f"Conversation with id '{conversation_id}' not found.", param="conversation_id",
+                     code="not_found")
+
+
+class ConversationService:
+    """Implements the engine's :class:`~responses_bridge.engine.state.ConversationHistory` too."""
+
+    def __init__(self, store: ConversationStore) -> None:
+        self.store = store
+
+    # -- engine ------------------------------------------------------------------------------------------------
+
+    async def load_items(self, conversation_id: str) -> list[dict[str, Any]] | None:
+        return await self.store.load_items(conversation_id)
+
+    async def append_items(self, conversation_id: str, items: list[dict[str, Any]]) -> bool:
+        return await self.store.append_items(conversation_id, items)
+
+    # -- API ---------------------------------------------------------------------------------------------------
+
+    async def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        metadata = body.get("metadata")
+        check_metadata(metadata)
+        items = _items(body.get("items"))
+        conversation = StoredConversation(id=conversation_id(), created_at=int(time.time()),
+                                          metadata=metadata or {})
+        await self.store.create_conversation(conversation.id, conversation.created_at, conversation.metadata, items)
+        return render_conversation(conversation)
+
+    async def get(self, conversation_id: str) -> dict[str, Any]:
+        conversation = await self.store.get_conversation(conversation_id)
+        if conversation is None:
+            raise _not_found(conversation_id)
+        return render_conversation(conversation)
+
+    async def update(self, conversation_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        if "metadata" not in body:
+            raise invalid_request("Missing required parameter: 'metadata'.", param="metadata",
+                                  code="missing_required_parameter")
+        metadata = body["metadata"]
+        check_metadata(metadata)
+        conversation = await self.store.update_conversation(conversation_id, metadata or {})
+        if conversation is None:
+            raise _not_found(conversation_id)
+        return render_conversation(conversation)
+
+    async def delete(self, conversation_id: str) -> dict[str, Any]:
+        if not await self.store.delete_conversation(conversation_id):
+            raise _not_found(conversation_id)
+        return {"id": conversation_id, "object": "conversation.deleted", "deleted": True}
+
+    async def add_items(self, conversation_id: str, body: dict[str, Any],
+                        include: list[str] | None = None) -> dict[str, Any]:
+        if "items" not in body:
+            raise invalid_request("Missing required parameter: 'items'.", param="items",
+                                  code="missing_required_parameter")
+        items = _items(body["items"])
+        if not await self.store.append_items(conversation_id, items):
+            raise _not_found(conversation_id)
+        return _page(ItemPage(data=items, first_id=items[0]["id"] if items else None,
+                              last_id=items[-1]["id"] if items else None, has_more=False), include)
+
+    async def list_items(self, conversation_id: str, *, after: str | None, limit: int, order: str,
+                         include: list[str] | None = None) -> dict[str, Any]:
+        page = await self.store.list_items(conversation_id, after=after, limit=limit, order=order)
+        if page is None:
+            raise _not_found(conversation_id)
+        return _page(page, include)
+
+    async def get_item(self, conversation_id: str, item_id: str, include: list[str] | None = None) -> dict[str, Any]:
+        item = await self.store.get_item(conversation_id, item_id)
+        if item is None:
+            await self.get(conversation_id)  # 404 for the conversation first
+            raise not_found(f"Item with id '{item_id}' not found in conversation '{conversation_id}'.",
+                            param="item_id", code="not_found")
+        return render_item(item, include)
+
+    async def delete_item(self, conversation_id: str, item_id: str) -> dict[str, Any]:
+        if not await self.store.delete_item(conversation_id, item_id):
+            await self.get(conversation_id)
+            raise not_found(f"Item with id '{item_id}' not found in conversation '{conversation_id}'.",
+                            param="item_id", code="not_found")
+        return await self.get(conversation_id)
+
+
+def _page(page: ItemPage, include: list[str] | None) -> dict[str, Any]:
+    return {"object": "list", "data": [render_item(item, include) for item in page.data],
+            "first_id": page.first_id, "last_id": page.last_id, "has_more": page.has_more}

@@ -1,0 +1,137 @@
+"""Conversations on the response store's SQLite database: same file, same write connection and lock.
+
+Every write is one autocommit statement: appends go through the ``conversation_item_writes`` view, whose trigger
+numbers the items from the conversation's own counter (see migration 2). Reading a whole conversation for the model
+is one query.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+import orjson
+
+from ..protocol.errors import APIError
+from .base import MAX_PAGE_LIMIT, ItemPage, StoredConversation
+from .sqlite import SQLiteResponseStore
+
+_APPEND = "INSERT INTO conversation_item_writes (conversation_id, items) VALUES (?, ?)"
+
+# Existence and every item in one statement: the LEFT JOIN keeps a row for an empty conversation.
+_LOAD = """
+SELECT i.item FROM conversations AS c LEFT JOIN conversation_items AS i ON i.conversation_id = c.id
+WHERE c.id = ? ORDER BY i.seq
+"""
+
+_RESOLVE_AFTER = """
+SELECT EXISTS (SELECT 1 FROM conversations WHERE id = :id),
+       (SELECT min(seq) FROM conversation_items WHERE conversation_id = :id AND item_id = :after)
+"""
+
+
+def _items_json(items: list[dict]) -> str:
+    # text, not bytes: SQLite reads a BLOB argument to json_each as JSONB
+    return orjson.dumps(items).decode()
+
+
+class SQLiteConversationStore:
+    """:class:`~responses_bridge.store.base.ConversationStore` sharing a :class:`SQLiteResponseStore`'s
+    connections."""
+
+    def __init__(self, db: SQLiteResponseStore) -> None:
+        self._db = db
+
+    async def create_conversation(self, conversation_id: str, created_at: int, metadata: dict,
+                                  items: list[dict]) -> None:
+        async with self._db.writing() as conn:
+            # one transaction: the conversation never exists without its first items
+            await conn.execute("BEGIN IMMEDIATE")
+            try:
+                await conn.execute("INSERT INTO conversations (id, created_at, metadata) VALUES (?, ?, ?)",
+                                   (conversation_id, created_at, orjson.dumps(metadata).decode()))
+                if items:
+                    await conn.execute(_APPEND, (conversation_id, _items_json(items)))
+                await conn.execute("COMMIT")
+            except BaseException:
+                await conn.execute("ROLLBACK")
+                raise
+
+    async def get_conversation(self, conversation_id: str) -> StoredConversation | None:
+        async with self._db.reading() as conn:
+            rows = list(await conn.execute_fetchall(
+                "SELECT id, created_at, metadata FROM conversations WHERE id = ?", (conversation_id,)))
+        return _conversation(rows[0]) if rows else None
+
+    async def update_conversation(self, conversation_id: str, metadata: dict) -> StoredConversation | None:
+        async with self._db.writing() as conn:
+            rows = list(await conn.execute_fetchall(
+                "UPDATE conversations SET metadata = ? WHERE id = ? RETURNING id, created_at, metadata",
+                (orjson.dumps(metadata).decode(), conversation_id)))
+        return _conversation(rows[0]) if rows else None
+
+    async def delete_conversation(self, conversation_id: str) -> bool:
+        sql = "DELETE FROM conversations WHERE id = ?"
+        async with self._db.writing() as conn, conn.execute(sql, (conversation_id,)) as cursor:
+            return cursor.rowcount > 0
+
+    async def append_items(self, conversation_id: str, items: list[dict]) -> bool:
+        if not items:
+            return await self.get_conversation(conversation_id) is not None
+        try:
+            async with self._db.writing() as conn:
+                await conn.execute(_APPEND, (conversation_id, _items_json(items)))
+        except sqlite3.IntegrityError as exc:
+            if "conversation_not_found" in str(exc):
+                return False
+            raise
+        return True
+
+    async def load_items(self, conversation_id: str) -> list[dict] | None:
+        async with self._db.reading() as conn:
+            rows = list(await conn.execute_fetchall(_LOAD, (conversation_id,)))
+        if not rows:
+            return None
+        return [orjson.loads(item) for (item,) in rows if item is not None]
+
+    async def list_items(self, conversation_id: str, *, after: str | None = None, limit: int = 20,
+                         order: str = "desc") -> ItemPage | None:
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_PAGE_LIMIT:
+            raise APIError(400, f"limit must be an integer between 1 and {MAX_PAGE_LIMIT}", param="limit",
+                           code="invalid_value")
+        if order not in ("asc", "desc"):
+            raise APIError(400, "order must be 'asc' or 'desc'", param="order", code="invalid_value")
+        ascending = order == "asc"
+        async with self._db.reading() as conn:
+            exists, after_seq = next(iter(await conn.execute_fetchall(
+                _RESOLVE_AFTER, {"id": conversation_id, "after": after})))
+            if not exists:
+                return None
+            if after is not None and after_seq is None:
+                raise APIError(400, f"No item found with id '{after}'", param="after", code="invalid_value")
+            sql = "SELECT item FROM conversation_items WHERE conversation_id = :id"
+            if after_seq is not None:
+                sql += " AND seq > :after" if ascending else " AND seq < :after"
+            sql += f" ORDER BY seq {'ASC' if ascending else 'DESC'} LIMIT :fetch"
+            rows = await conn.execute_fetchall(sql, {"id": conversation_id, "after": after_seq,
+                                                     "fetch": limit + 1})
+        data = [orjson.loads(row[0]) for row in rows]
+        has_more = len(data) > limit
+        del data[limit:]
+        return ItemPage(data=data, first_id=data[0].get("id") if data else None,
+                        last_id=data[-1].get("id") if data else None, has_more=has_more)
+
+    async def get_item(self, conversation_id: str, item_id: str) -> dict | None:
+        async with self._db.reading() as conn:
+            rows = list(await conn.execute_fetchall(
+                "SELECT item FROM conversation_items WHERE conversation_id = ? AND item_id = ? ORDER BY seq LIMIT 1",
+                (conversation_id, item_id)))
+        return orjson.loads(rows[0][0]) if rows else None
+
+    async def delete_item(self, conversation_id: str, item_id: str) -> bool:
+        sql = "DELETE FROM conversation_items WHERE conversation_id = ? AND item_id = ?"
+        async with self._db.writing() as conn, conn.execute(sql, (conversation_id, item_id)) as cursor:
+            return cursor.rowcount > 0
+
+
+def _conversation(row: tuple) -> StoredConversation:
+    return StoredConversation(id=row[0], created_at=int(row[1]), metadata=orjson.loads(row[2]))

@@ -1,0 +1,106 @@
+"""Prompt templates and their immutable versions, on the response store's SQLite database (same connections).
+
+Creating a prompt and adding a version are one statement each, through the ``prompt_writes`` and
+``prompt_version_writes`` views (migration 2); the version check of an update happens inside that statement, so two
+concurrent updates based on the same version cannot both win.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+import orjson
+
+from .base import PromptVersionConflict, StoredPromptVersion
+from .sqlite import SQLiteResponseStore
+
+_COLUMNS = ("p.id, p.created_at, v.version, v.created_at, p.latest_version, p.default_version, v.body")
+_FROM = "FROM prompts AS p JOIN prompt_versions AS v ON v.prompt_id = p.id"
+_DEFAULT = "v.version = coalesce(p.default_version, p.latest_version)"
+
+
+def _row(row: tuple) -> StoredPromptVersion:
+    return StoredPromptVersion(id=row[0], created_at=int(row[1]), version=int(row[2]),
+                               version_created_at=int(row[3]), latest_version=int(row[4]),
+                               default_version=None if row[5] is None else int(row[5]), body=orjson.loads(row[6]))
+
+
+class SQLitePromptStore:
+    """:class:`~responses_bridge.store.base.PromptStore` sharing a :class:`SQLiteResponseStore`'s connections."""
+
+    def __init__(self, db: SQLiteResponseStore) -> None:
+        self._db = db
+
+    async def create_prompt(self, prompt_id: str, created_at: int, body: dict) -> None:
+        async with self._db.writing() as conn:
+            await conn.execute("INSERT INTO prompt_writes (id, created_at, body) VALUES (?, ?, ?)",
+                               (prompt_id, created_at, orjson.dumps(body).decode()))
+
+    async def add_version(self, prompt_id: str, created_at: int, body: dict,
+                          expected_version: int | None = None) -> StoredPromptVersion | None:
+        try:
+            async with self._db.writing() as conn:
+                await conn.execute(
+                    "INSERT INTO prompt_version_writes (prompt_id, expected_version, created_at, body) "
+                    "VALUES (?, ?, ?, ?)", (prompt_id, expected_version, created_at, orjson.dumps(body).decode()))
+        except sqlite3.IntegrityError as exc:
+            if "prompt_not_found" in str(exc):
+                return None
+            if "prompt_version_conflict" in str(exc):
+                raise PromptVersionConflict(prompt_id) from None
+            raise
+        return await self._get(prompt_id, "v.version = p.latest_version")
+
+    async def get_prompt(self, prompt_id: str, version: int | None = None) -> StoredPromptVersion | None:
+        if version is None:
+            return await self._get(prompt_id, _DEFAULT)
+        return await self._get(prompt_id, "v.version = ?", version)
+
+    async def _get(self, prompt_id: str, condition: str, *args: object) -> StoredPromptVersion | None:
+        async with self._db.reading() as conn:
+            rows = list(await conn.execute_fetchall(
+                f"SELECT {_COLUMNS} {_FROM} WHERE p.id = ? AND {condition}", (prompt_id, *args)))
+        return _row(rows[0]) if rows else None
+
+    async def list_prompts(self, *, after: str | None = None, limit: int = 20,
+                           order: str = "desc") -> tuple[list[StoredPromptVersion], bool]:
+        ascending = order == "asc"
+        sql = f"SELECT {_COLUMNS} {_FROM} WHERE {_DEFAULT}"
+        params: dict[str, object] = {"fetch": limit + 1}
+        if after is not None:
+            comparison = ">" if ascending else "<"
+            sql += f" AND p.rowid {comparison} (SELECT rowid FROM prompts WHERE id = :after)"
+            params["after"] = after
+        # rowid: creation order, also within one second (created_at has second resolution)
+        sql += f" ORDER BY p.rowid {'ASC' if ascending else 'DESC'} LIMIT :fetch"
+        async with self._db.reading() as conn:
+            rows = list(await conn.execute_fetchall(sql, params))
+        prompts = [_row(row) for row in rows]
+        return prompts[:limit], len(prompts) > limit
+
+    async def prompt_exists(self, prompt_id: str) -> bool:
+        async with self._db.reading() as conn:
+            rows = list(await conn.execute_fetchall("SELECT 1 FROM prompts WHERE id = ?", (prompt_id,)))
+        return bool(rows)
+
+    async def list_versions(self, prompt_id: str) -> list[StoredPromptVersion] | None:
+        async with self._db.reading() as conn:
+            rows = list(await conn.execute_fetchall(
+                f"SELECT {_COLUMNS} {_FROM} WHERE p.id = ? ORDER BY v.version", (prompt_id,)))
+        if not rows:
+            return None  # every prompt has version 1, so no rows means no prompt
+        return [_row(row) for row in rows]
+
+    async def set_default_version(self, prompt_id: str, version: int) -> StoredPromptVersion | None:
+        async with self._db.writing() as conn:
+            rows = list(await conn.execute_fetchall(
+                "UPDATE prompts SET default_version = :version WHERE id = :id AND EXISTS "
+                "(SELECT 1 FROM prompt_versions WHERE prompt_id = :id AND version = :version) RETURNING id",
+                {"id": prompt_id, "version": version}))
+        if not rows:
+            return None
+        return await self.get_prompt(prompt_id, version)
+
+    async def delete_prompt(self, prompt_id: str) -> bool:
+        async with self._db.writing() as conn, conn.execute("DELETE FROM prompts WHERE id = ?", (prompt_id,)) as cursor:
+            return cursor.rowcount > 0
