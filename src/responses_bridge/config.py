@@ -26,6 +26,10 @@ class Settings(BaseSettings):
     api_key: str | None = Field(
         default=None, validation_alias=AliasChoices("RESPONSES_BRIDGE_API_KEY", "OPENAI_API_KEY", "api_key")
     )
+    # Where the sidecar's own upstream calls go (background runs, WebSocket turns, compaction, the HTTP door):
+    # in Envoy mode Envoy's listener (``http://127.0.0.1:<port>/v1``, its passthrough /v1/chat/completions
+    # route), so they get Envoy's retries, TLS and stats too. None: the upstream itself.
+    upstream_via: str | None = None
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     extproc_host: str = "127.0.0.1"
@@ -38,6 +42,7 @@ class Settings(BaseSettings):
     max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
     developer_role: Literal["developer", "system"] = "system"
     reasoning_history: Literal["drop", "reasoning_content"] = "drop"
+    unsupported_tools: Literal["drop", "reject"] = "drop"  # server-side tools it cannot run; see engine/tools.py
     sealing_key: str | None = None  # urlsafe base64 of 32 bytes; see sealing.py
     log_level: str = "info"
     log_format: Literal["json", "console"] = "json"
@@ -47,11 +52,17 @@ class Settings(BaseSettings):
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
 
+    @field_validator("upstream_via")
+    @classmethod
+    def _strip_via_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else None
+
     def engine_options(self) -> EngineOptions:
         return EngineOptions(
             max_tokens_field=self.max_tokens_field,
             developer_role=self.developer_role,
             reasoning_history=self.reasoning_history,
+            unsupported_tools=self.unsupported_tools,
         )
 
     def db_path(self) -> str:

@@ -92,6 +92,7 @@ async def demo(upstream: str | None, listen_port: int, db: str | None) -> int:
             processes.append(_start(me + ["fake-upstream", "--port", str(ports.upstream)], "fake upstream"))
             await _ready(wait_http(f"http://127.0.0.1:{ports.upstream}/health", READY_TIMEOUT, processes[-1]), stop)
         sidecar = _start(me + ["serve", "--upstream", upstream_url, "--http-port", str(ports.http),
+                               "--upstream-via", f"http://127.0.0.1:{ports.listen}/v1",
                                "--extproc-port", str(ports.extproc), "--db", db_path, "--log-level", "warning"],
                          "sidecar", quiet=False)
         processes.append(sidecar)

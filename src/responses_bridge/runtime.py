@@ -4,11 +4,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import structlog
+
 from .config import Settings
-from .engine.exchange import Exchange
+from .engine.exchange import Exchange, Framing
 from .engine.options import EngineOptions
 from .sealing import Sealer, load_or_create_key
+from .services.background import BackgroundService
+from .services.conversations import ConversationService
+from .services.prompts import PromptService
 from .store import ResponseStore, SQLiteResponseStore
+from .store.conversations import SQLiteConversationStore
+from .store.events import SQLiteEventLog
+from .store.prompts import SQLitePromptStore
+from .upstream import UpstreamClient
+
+log = structlog.get_logger("responses_bridge.runtime")
 
 
 @dataclass
@@ -17,6 +28,27 @@ class Runtime:
     store: ResponseStore
     options: EngineOptions = field(default_factory=EngineOptions)
     sealer: Sealer | None = None
+    conversations: ConversationService | None = None  # same database and connections as ``store``
+    prompts: PromptService | None = None
+    upstream: UpstreamClient | None = None  # the sidecar's own upstream calls (``upstream_via`` when set)
+    background: BackgroundService | None = None
+
+    async def _open_background(self, store: SQLiteResponseStore) -> None:
+        """Background runs of a previous process that never ended are marked failed (none can be running now),
+        then the service that runs new ones starts."""
+        events = SQLiteEventLog(store)
+        interrupted = await events.fail_interrupted()
+        if interrupted:
+            log.warning("background_interrupted", count=len(interrupted), response_ids=interrupted[:20])
+        self.upstream = UpstreamClient(self.settings)
+        await self.upstream.start()
+        self.background = BackgroundService(store, events, self.upstream)
+
+    def new_exchange_framed(self, framing: Framing, store: ResponseStore | None = None) -> Exchange:
+        """An exchange whose events are always emitted, framed as asked (``"json"``: WebSocket mode), optionally
+        over another store (a WebSocket connection's cache of ``store: false`` turns in front of this one)."""
+        return Exchange(store or self.store, self.options, self.sealer, framing=framing,
+                        conversations=self.conversations, prompts=self.prompts)
 
     @classmethod
     async def open(cls, settings: Settings) -> "Runtime":
@@ -24,13 +56,22 @@ class Runtime:
         sealer = Sealer(load_or_create_key(settings.sealing_key, db_path))
         store = SQLiteResponseStore(db_path)
         await store.open()
-        return cls(settings=settings, store=store, options=settings.engine_options(), sealer=sealer)
+        runtime = cls(settings=settings, store=store, options=settings.engine_options(), sealer=sealer,
+                      conversations=ConversationService(SQLiteConversationStore(store)),
+                      prompts=PromptService(SQLitePromptStore(store)))
+        await runtime._open_background(store)
+        return runtime
 
     async def close(self) -> None:
+        if self.background is not None:
+            await self.background.close()  # runs still going are stored as failed before the store closes
+        if self.upstream is not None:
+            await self.upstream.close()
         await self.store.close()
 
     def new_exchange(self) -> Exchange:
-        return Exchange(self.store, self.options)
+        return Exchange(self.store, self.options, self.sealer, conversations=self.conversations,
+                        prompts=self.prompts)
 
     def upstream_authorization(self, client_authorization: str | None) -> str | None:
         """The configured key wins; without one, the client's own credentials go upstream (a gateway in front

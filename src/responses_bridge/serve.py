@@ -23,6 +23,9 @@ log = structlog.get_logger("responses_bridge.serve")
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("serve", help="run the sidecar: the ext_proc door and the HTTP door")
     parser.add_argument("--upstream", help="Chat Completions base URL, ending in /v1 (env: OPENAI_BASE_URL)")
+    parser.add_argument("--upstream-via", help="base URL for the sidecar's own upstream calls (background runs, "
+                        "WebSocket, compaction), e.g. Envoy's listener http://127.0.0.1:8080/v1 "
+                        "(env: RESPONSES_BRIDGE_UPSTREAM_VIA; default: the upstream itself)")
     parser.add_argument("--api-key", help="key sent upstream as Authorization: Bearer (env: OPENAI_API_KEY)")
     parser.add_argument("--http-host", help="HTTP door address (default 127.0.0.1)")
     parser.add_argument("--http-port", type=int, help="HTTP door port (default 8080)")
@@ -39,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     if args.no_http and args.no_extproc:
         raise SystemExit("serve: --no-http and --no-extproc leave nothing to run")
     settings = load_settings(
-        upstream=args.upstream, api_key=args.api_key, http_host=args.http_host, http_port=args.http_port,
+        upstream=args.upstream, upstream_via=args.upstream_via, api_key=args.api_key, http_host=args.http_host,
+        http_port=args.http_port,
         extproc_host=args.extproc_host, extproc_port=args.extproc_port, db=args.db, log_level=args.log_level,
     )
     configure_logging(settings.log_level, settings.log_format)

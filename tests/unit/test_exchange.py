@@ -363,7 +363,7 @@ async def test_a_response_that_cannot_be_stored_is_not_reported_completed() -> N
 
 @pytest.mark.parametrize(("fields", "status", "param"), [
     ({"conversation": "conv_1"}, 400, "conversation"),
-    ({"background": True}, 400, "background"),
+    ({"background": True, "store": False}, 400, "background"),  # background needs store
     ({"previous_response_id": "resp_missing"}, 404, "previous_response_id"),
     ({"model": None}, 400, "model"),
     ({"input": 5}, 400, "input"),

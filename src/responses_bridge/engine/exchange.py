@@ -18,21 +18,26 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 import orjson
 import structlog
 
 from .. import ids
-from ..protocol.errors import APIError, not_found
+from ..protocol.errors import APIError, invalid_request, not_found
 from ..protocol.request import ResponsesRequest, parse_request
+from ..sealing import Sealer
 from ..store.base import ResponseStore
+from . import compaction, reasoning
 from .options import EngineOptions
 from .output_builder import OutputBuilder, UpstreamProtocolError, completion_as_chunk
 from .request_translation import build_chat_request
 from .response_object import new_response
 from .sse import DONE, DONE_FRAME, SSEDecoder, encode_event
+from .state import ConversationHistory, PromptRenderer, RenderedPrompt
+from .tools import namespace_map
 
 log = structlog.get_logger("responses_bridge.exchange")
 
@@ -42,6 +47,18 @@ _MALFORMED = (AttributeError, TypeError, KeyError, IndexError, ValueError)
 
 SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"
 JSON_CONTENT_TYPE = "application/json"
+EVENTS_JSON_CONTENT_TYPE = "application/x-ndjson"
+"""Events framed as JSON lines (one event object per line, no SSE framing, no ``[DONE]``): WebSocket mode."""
+
+Framing = Literal["sse", "json"]
+BeforePersist = Callable[[list[bytes], int], Awaitable[None]]
+"""Awaited before a stored response is written, with the event frames not yet taken and the sequence number
+after the last of them: a background run makes its events durable before the response says it ended."""
+
+
+def encode_json_event(event: dict[str, Any]) -> bytes:
+    """One event as one JSON line (orjson never writes a raw newline inside a document)."""
+    return orjson.dumps(event) + b"\n"
 UPSTREAM_PATH = "chat/completions"
 
 
@@ -66,12 +83,25 @@ class Reply:
 
 
 class Exchange:
-    __slots__ = ("_store", "_options", "request", "response", "_builder", "_decoder", "_upstream_status",
-                 "_upstream_sse", "_buffer", "_head_sent", "_error", "_ended")
+    __slots__ = ("_conversations", "_prompts", "_conversation_id",  # conversations and prompts
+                 "_store", "_options", "request", "response", "_builder", "_decoder", "_upstream_status",
+                 "_upstream_sse", "_buffer", "_head_sent", "_error", "_ended", "_sealer", "_framing", "_events",
+                 "before_persist")
 
-    def __init__(self, store: ResponseStore, options: EngineOptions) -> None:
+    def __init__(self, store: ResponseStore, options: EngineOptions, sealer: Sealer | None = None, *,
+                 framing: Framing | None = None, conversations: ConversationHistory | None = None,
+                 prompts: PromptRenderer | None = None) -> None:
+        self._conversations = conversations  # None: 'conversation' is refused
+        self._prompts = prompts  # None: 'prompt' is refused
+        self._conversation_id: str | None = None
+        # framing: None gives events (SSE) only to requests with ``stream: true``; "json" always emits events as
+        # JSON lines (WebSocket mode). Background requests always get SSE events (they are stored for replay).
+        self._framing = framing
+        self._events: Framing | None = None
+        self.before_persist: BeforePersist | None = None
         self._store = store
         self._options = options
+        self._sealer = sealer  # opens and makes reasoning ``encrypted_content``; without one, blobs are ignored
         self.request: ResponsesRequest | None = None
         self.response: dict[str, Any] | None = None
         self._builder: OutputBuilder | None = None
@@ -86,7 +116,16 @@ class Exchange:
     @property
     def streaming(self) -> bool:
         """Does the client get an event stream (as opposed to one JSON body)?"""
-        return self.request is not None and self.request.params.stream
+        return self._events is not None
+
+    @property
+    def background(self) -> bool:
+        return self.request is not None and self.request.params.background
+
+    @property
+    def sequence_number(self) -> int:
+        """The sequence number the next event will get."""
+        return self._builder.sequence_number if self._builder is not None else 0
 
     @property
     def response_id(self) -> str | None:
@@ -98,24 +137,40 @@ class Exchange:
         """Raises :class:`APIError` for a request that cannot be served; nothing is stored then."""
         request = parse_request(body)
         p = request.params
-        if p.conversation is not None:
-            raise APIError(400, "'conversation' is not supported by this deployment yet; use "
-                           "'previous_response_id'.", param="conversation", code="unsupported_parameter")
-        if p.background:
-            raise APIError(400, "'background' responses are not supported by this deployment yet.",
-                           param="background", code="unsupported_parameter")
-        history: list[dict[str, Any]] = []
+        if p.background and not p.store:
+            raise APIError(400, "Background responses require 'store' to be true.", param="background",
+                           code="invalid_value")
+        history, prompt = await self._conversation_and_prompt(request)  # conversation items, rendered prompt
         if p.previous_response_id is not None:
             loaded = await self._store.load_history(p.previous_response_id)
             if loaded is None:
                 raise not_found(f"Previous response with id '{p.previous_response_id}' not found.",
                                 param="previous_response_id", code="previous_response_not_found")
             history = loaded
-        chat = build_chat_request(request, history, self._options)
+        reasoning.unseal_input(request.input_items, self._sealer)
+        # compaction items (from /v1/responses/compact) become their summary, for the upstream only
+        history = compaction.expand(history, self._sealer, "history")
+        expanded = compaction.expand(request.input_items, self._sealer)
+        translated = request if expanded is request.input_items else replace(request, input_items=expanded)
+        chat = build_chat_request(translated, history + prompt.input_items if prompt else history, self._options)
         self.request = request
         self.response = new_response(ids.response_id(), request)
-        self._builder = OutputBuilder(self.response, encode_event if p.stream else None)
-        return UpstreamRequest(UPSTREAM_PATH, orjson.dumps(chat), bool(p.stream))
+        if self._conversation_id is not None:
+            self.response["conversation"] = {"id": self._conversation_id}
+        if prompt is not None:
+            self.response["prompt"] = prompt.echo
+        seal = (reasoning.sealer_for_items(self._sealer)
+                if self._sealer is not None and reasoning.wants_encrypted(p.include) else None)
+        self._events = "sse" if p.background else self._framing or ("sse" if p.stream else None)
+        if p.background:
+            self.response["status"] = "queued"
+        if self._events is not None and not p.stream:  # background / WebSocket: events as the upstream streams
+            chat["stream"] = True
+            chat["stream_options"] = {"include_usage": True}
+        self._builder = OutputBuilder(self.response, _ENCODERS[self._events],
+                                      namespaces=namespace_map(p.tools), summary=reasoning.wants_summary(p.reasoning),
+                                      seal=seal)
+        return UpstreamRequest(UPSTREAM_PATH, orjson.dumps(chat), self._events is not None)
 
     # --- upstream answer -----------------------------------------------------------------------------------------
 
@@ -130,11 +185,22 @@ class Exchange:
             return self._open_stream()
         return None
 
+    def queued(self) -> bytes:
+        """A background response was accepted: ``response.created`` and ``response.queued`` (status queued)."""
+        self._builder.lifecycle("response.created")  # type: ignore[union-attr]
+        self._builder.lifecycle("response.queued")  # type: ignore[union-attr]
+        return self._builder.take()  # type: ignore[union-attr]
+
     def _open_stream(self) -> bytes:
         self._head_sent = True
         builder = self._builder
-        builder.lifecycle("response.created")  # type: ignore[union-attr]
+        if self.background:  # created and queued went out when it was accepted
+            self.response["status"] = "in_progress"  # type: ignore[index]
+        else:
+            builder.lifecycle("response.created")  # type: ignore[union-attr]
         builder.lifecycle("response.in_progress")  # type: ignore[union-attr]
+        if self.background and self._ended:  # failing or cancelling: keep them pending, so before_persist makes
+            return b""  # them durable together with the terminal event (they come out with it)
         return builder.take()  # type: ignore[union-attr]
 
     def on_upstream_chunk(self, chunk: bytes) -> bytes:
@@ -201,9 +267,17 @@ class Exchange:
     def _success_reply(self) -> Reply:
         self._ended = True
         if self.streaming:
-            return Reply(200, SSE_CONTENT_TYPE, self._builder.take() + DONE_FRAME,  # type: ignore[union-attr]
+            return Reply(200, self._events_content_type, self._builder.take() + self._done_frame,  # type: ignore[union-attr]
                          continues_stream=True)
         return Reply(200, JSON_CONTENT_TYPE, orjson.dumps(self.response))
+
+    @property
+    def _events_content_type(self) -> str:
+        return SSE_CONTENT_TYPE if self._events == "sse" else EVENTS_JSON_CONTENT_TYPE
+
+    @property
+    def _done_frame(self) -> bytes:
+        return DONE_FRAME if self._events == "sse" else b""
 
     async def fail(self, error: APIError) -> Reply:
         """The upstream call failed before its body ended (unreachable, timed out, cut)."""
@@ -214,14 +288,26 @@ class Exchange:
         builder = self._builder
         if builder is None or not self.streaming:
             return Reply(error.status, JSON_CONTENT_TYPE, error.body())
-        if error.status < 500 and not self._head_sent:
+        if error.status < 500 and not self._head_sent and not self.background:
             # the upstream refused the request itself (4xx): the client gets that error, as OpenAI would
             return Reply(error.status, JSON_CONTENT_TYPE, error.body())
         head = b"" if self._head_sent else self._open_stream()
         builder.fail(error.code or "server_error", error.message)
         if persist:
             await self._persist()
-        return Reply(200, SSE_CONTENT_TYPE, head + builder.take() + DONE_FRAME, continues_stream=head == b"")
+        return Reply(200, self._events_content_type, head + builder.take() + self._done_frame,
+                     continues_stream=head == b"")
+
+    async def cancel(self) -> Reply:
+        """A background response cancelled by its owner: ``status: cancelled``, persisted, terminal events."""
+        self._ended = True
+        builder = self._builder
+        assert builder is not None
+        head = b"" if self._head_sent else self._open_stream()
+        builder.cancel()
+        await self._persist()
+        return Reply(200, self._events_content_type, head + builder.take() + self._done_frame,
+                     continues_stream=head == b"")
 
     async def abandon(self) -> None:
         """The client went away mid-stream: record the response as failed rather than leave it unwritten."""
@@ -234,14 +320,69 @@ class Exchange:
 
     async def _persist(self) -> bool:
         request = self.request
+        if not await self._join_conversation():  # first: a turn that cannot join its conversation is not stored
+            return False
         if request is None or not request.params.store:
             return True
         try:
+            if self.before_persist is not None:
+                await self.before_persist(self._builder.pending(), self._builder.sequence_number)  # type: ignore[union-attr]
             await self._store.save_response(self.response, request.input_items)  # type: ignore[arg-type]
         except Exception:  # the client must learn that its response is not retrievable
             log.exception("store_failed", response_id=self.response_id)
             return False
         return True
+
+    # --- conversations and prompts (engine/state.py) --------------------------------------------------------------
+
+    async def _conversation_and_prompt(
+            self, request: ResponsesRequest) -> tuple[list[dict[str, Any]], RenderedPrompt | None]:
+        """The conversation's items as history, and the rendered prompt (whose instructions come first)."""
+        p = request.params
+        history: list[dict[str, Any]] = []
+        if p.conversation is not None:
+            if self._conversations is None:
+                raise APIError(400, "'conversation' is not supported by this deployment.", param="conversation",
+                               code="unsupported_parameter")
+            if p.previous_response_id is not None:
+                raise invalid_request("'conversation' and 'previous_response_id' cannot be used together.",
+                                      param="conversation", code="invalid_value")
+            conversation_id = p.conversation if isinstance(p.conversation, str) else p.conversation["id"]
+            loaded = await self._conversations.load_items(conversation_id)
+            if loaded is None:
+                raise not_found(f"Conversation with id '{conversation_id}' not found.", param="conversation",
+                                code="conversation_not_found")
+            history, self._conversation_id = loaded, conversation_id
+        prompt = None
+        if p.prompt is not None:
+            if self._prompts is None:
+                raise APIError(400, "'prompt' is not supported by this deployment.", param="prompt",
+                               code="unsupported_parameter")
+            prompt = await self._prompts.render(p.prompt)
+            p.instructions = (f"{prompt.instructions}\n\n{p.instructions}" if p.instructions and prompt.instructions
+                              else prompt.instructions or p.instructions)
+        return history, prompt
+
+    async def _join_conversation(self) -> bool:
+        """A finished turn (completed or incomplete, never failed) appends its input and output items to its
+        conversation, once; ``store: false`` does not matter: the conversation is the client's own state."""
+        conversation_id = self._conversation_id
+        if conversation_id is None or self.response is None or self.response["status"] not in ("completed",
+                                                                                                 "incomplete"):
+            return True
+        self._conversation_id = None
+        items = self.request.input_items + self.response["output"]  # type: ignore[union-attr]
+        try:
+            joined = await self._conversations.append_items(conversation_id, items)  # type: ignore[union-attr]
+        except Exception:
+            log.exception("conversation_append_failed", response_id=self.response_id)
+            return False
+        if not joined:  # deleted while the response ran: the response itself is still good
+            log.warning("conversation_gone", response_id=self.response_id, conversation_id=conversation_id)
+        return True
+
+
+_ENCODERS = {None: None, "sse": encode_event, "json": encode_json_event}
 
 
 def _malformed(exc: Exception) -> UpstreamProtocolError:

@@ -66,6 +66,120 @@ MIGRATIONS: list[Migration] = [
             """,
         ],
     ),
+    (
+        2,
+        [
+            # Conversations: items are ordered by ``seq``, handed out from the conversation's own counter, so an
+            # append is one statement whatever its size and never reads the items table.
+            """
+            CREATE TABLE conversations (
+                id         TEXT PRIMARY KEY,
+                created_at INTEGER NOT NULL,
+                metadata   TEXT NOT NULL,
+                next_seq   INTEGER NOT NULL DEFAULT 0
+            )
+            """,
+            """
+            CREATE TABLE conversation_items (
+                conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+                seq             INTEGER NOT NULL,
+                item_id         TEXT,
+                item            BLOB NOT NULL,
+                PRIMARY KEY (conversation_id, seq)
+            ) WITHOUT ROWID
+            """,
+            "CREATE INDEX conversation_items_item_id ON conversation_items(conversation_id, item_id)",
+            # Appending items: one INSERT into this view (items as a JSON array); unknown conversation -> ABORT.
+            """
+            CREATE VIEW conversation_item_writes (conversation_id, items)
+            AS SELECT NULL, NULL WHERE 0
+            """,
+            """
+            CREATE TRIGGER conversation_item_writes_insert INSTEAD OF INSERT ON conversation_item_writes
+            BEGIN
+                SELECT RAISE(ABORT, 'conversation_not_found')
+                WHERE NOT EXISTS (SELECT 1 FROM conversations WHERE id = NEW.conversation_id);
+                INSERT INTO conversation_items (conversation_id, seq, item_id, item)
+                SELECT NEW.conversation_id,
+                       (SELECT next_seq FROM conversations WHERE id = NEW.conversation_id) + key,
+                       json_extract(value, '$.id'), value
+                FROM json_each(NEW.items);
+                UPDATE conversations SET next_seq = next_seq + json_array_length(NEW.items)
+                WHERE id = NEW.conversation_id;
+            END
+            """,
+            # Prompts: a prompt and its immutable versions. default_version NULL means "the latest".
+            """
+            CREATE TABLE prompts (
+                id              TEXT PRIMARY KEY,
+                created_at      INTEGER NOT NULL,
+                latest_version  INTEGER NOT NULL,
+                default_version INTEGER
+            )
+            """,
+            """
+            CREATE TABLE prompt_versions (
+                prompt_id  TEXT NOT NULL REFERENCES prompts(id) ON DELETE CASCADE,
+                version    INTEGER NOT NULL,
+                created_at INTEGER NOT NULL,
+                body       TEXT NOT NULL,
+                PRIMARY KEY (prompt_id, version)
+            ) WITHOUT ROWID
+            """,
+            # Creating a prompt (row + version 1) in one statement.
+            "CREATE VIEW prompt_writes (id, created_at, body) AS SELECT NULL, NULL, NULL WHERE 0",
+            """
+            CREATE TRIGGER prompt_writes_insert INSTEAD OF INSERT ON prompt_writes
+            BEGIN
+                INSERT INTO prompts (id, created_at, latest_version, default_version)
+                VALUES (NEW.id, NEW.created_at, 1, NULL);
+                INSERT INTO prompt_versions (prompt_id, version, created_at, body)
+                VALUES (NEW.id, 1, NEW.created_at, NEW.body);
+            END
+            """,
+            # A new version in one statement: expected_version (NULL = don't care) must still be the latest.
+            """
+            CREATE VIEW prompt_version_writes (prompt_id, expected_version, created_at, body)
+            AS SELECT NULL, NULL, NULL, NULL WHERE 0
+            """,
+            """
+            CREATE TRIGGER prompt_version_writes_insert INSTEAD OF INSERT ON prompt_version_writes
+            BEGIN
+                SELECT RAISE(ABORT, 'prompt_not_found')
+                WHERE NOT EXISTS (SELECT 1 FROM prompts WHERE id = NEW.prompt_id);
+                SELECT RAISE(ABORT, 'prompt_version_conflict')
+                WHERE NEW.expected_version IS NOT NULL
+                  AND NEW.expected_version <> (SELECT latest_version FROM prompts WHERE id = NEW.prompt_id);
+                UPDATE prompts SET latest_version = latest_version + 1 WHERE id = NEW.prompt_id;
+                INSERT INTO prompt_versions (prompt_id, version, created_at, body)
+                SELECT NEW.prompt_id, latest_version, NEW.created_at, NEW.body FROM prompts WHERE id = NEW.prompt_id;
+            END
+            """,
+        ],
+    ),
+    (
+        3,
+        [
+            # The event stream of each background response, for ``GET /v1/responses/{id}?stream=true`` and
+            # ``starting_after``: one row per event, written in batches while the response runs. Not a foreign key
+            # (a batch may land after the response was deleted); the trigger below removes them with it.
+            """
+            CREATE TABLE response_events (
+                response_id     TEXT NOT NULL,
+                sequence_number INTEGER NOT NULL,
+                event           BLOB NOT NULL,
+                PRIMARY KEY (response_id, sequence_number)
+            ) WITHOUT ROWID
+            """,
+            """
+            CREATE TRIGGER responses_delete_events AFTER DELETE ON responses
+            BEGIN
+                DELETE FROM response_events WHERE response_id = OLD.id;
+            END
+            """,
+            "CREATE INDEX responses_status ON responses(status) WHERE status IN ('queued', 'in_progress')",
+        ],
+    ),
 ]
 
 LATEST_VERSION: int = MIGRATIONS[-1][0]

@@ -26,7 +26,7 @@ from envoy.service.ext_proc.v3.external_processor_pb2 import (
     ProcessingResponse,
 )
 
-from ...engine.exchange import SSE_CONTENT_TYPE, Exchange, Reply
+from ...engine.exchange import SSE_CONTENT_TYPE, Exchange, Reply, UpstreamRequest
 from ...protocol.errors import APIError
 from ...runtime import Runtime
 from . import messages as m
@@ -34,6 +34,7 @@ from . import messages as m
 log = structlog.get_logger("responses_bridge.extproc")
 
 RESPONSES_PATHS = frozenset(("/v1/responses", "/responses"))
+BACKGROUND_STREAM_WAIT = 25.0  # seconds; below the filter's 30 s message_timeout
 JSON = "application/json"
 _REQUEST_REMOVE = ("accept-encoding",)
 
@@ -201,6 +202,9 @@ class _Stream:
             self.done = True
             error = APIError(500, "The request could not be translated.", code="server_error")
             return m.immediate_response(500, error.body(), JSON)
+        if exchange.background:  # runs in the sidecar; Envoy gets the answer now, the upstream is not called
+            self.done = True
+            return await self._background(exchange, upstream)
         set_headers = [
             (":path", f"{self.prefix}/{upstream.path}"),
             ("content-length", str(len(upstream.body))),
@@ -211,6 +215,38 @@ class _Stream:
         if authorization is not None and authorization != self.authorization:
             set_headers.append(("authorization", authorization))
         return m.request_body_reply(upstream.body, set_headers, _REQUEST_REMOVE)
+
+    async def _background(self, exchange: Exchange, upstream: UpstreamRequest) -> ProcessingResponse:
+        """``background: true``: the run starts in the sidecar (its own upstream call goes through Envoy's
+        passthrough route when ``upstream_via`` points there) and the client gets an immediate response: the
+        queued response, or with ``stream: true`` the events. An immediate response cannot stream, so those are
+        the events up to the end of the run or ``BACKGROUND_STREAM_WAIT`` seconds, whichever comes first; a client
+        cut short resumes with ``GET /v1/responses/{id}?stream=true&starting_after=N``."""
+        service = self.runtime.background
+        if service is None:
+            error = APIError(400, "Background responses are not available in this deployment.",
+                             param="background", code="unsupported_parameter")
+            return m.immediate_response(400, error.body(), JSON)
+        try:
+            run = await service.start(exchange, upstream, self.runtime.upstream_authorization(self.authorization))
+        except Exception:
+            log.exception("extproc_background_start_failed")
+            error = APIError(500, "The background response could not be started.", code="server_error")
+            return m.immediate_response(500, error.body(), JSON)
+        if not exchange.request.params.stream:  # type: ignore[union-attr]
+            return m.immediate_response(200, run.accepted, JSON)
+        frames: list[bytes] = []
+
+        async def collect() -> None:
+            async for chunk in service.events_after(run.response_id, -1):
+                frames.append(chunk)
+
+        try:
+            await asyncio.wait_for(collect(), BACKGROUND_STREAM_WAIT)
+            frames.append(b"data: [DONE]\n\n")
+        except TimeoutError:
+            pass
+        return m.immediate_response(200, b"".join(frames), SSE_CONTENT_TYPE, [("cache-control", "no-cache")])
 
     async def _untranslated(self, request: ProcessingRequest) -> ProcessingResponse:
         """Response headers for a request whose body this processor never translated. Either Envoy refused the

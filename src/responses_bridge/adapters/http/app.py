@@ -7,7 +7,10 @@ from aiohttp import web
 
 from ...protocol.errors import APIError
 from ...runtime import Runtime
+from . import background_routes
+from .conversations_routes import ConversationRoutes
 from .errors import error_middleware
+from .prompts_routes import PromptRoutes
 from .responses_routes import ResponsesRoutes
 from .upstream import UpstreamClient, UpstreamFailure
 
@@ -28,10 +31,23 @@ def create_app(runtime: Runtime) -> web.Application:
 
     app.cleanup_ctx.append(upstream_session)
     ResponsesRoutes(runtime, upstream).register(app)
+    background_routes.register(app, runtime, upstream)  # cancel, WebSocket mode, compact, input_tokens
+    if runtime.conversations is not None:
+        ConversationRoutes(runtime.conversations).register(app)
+    if runtime.prompts is not None:
+        PromptRoutes(runtime.prompts).register(app)
     app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/models", models)
     return app
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text format: the process's counters (e.g. server-side tools dropped, engine/tools.py)."""
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def health(request: web.Request) -> web.Response:

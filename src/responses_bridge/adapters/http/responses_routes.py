@@ -11,6 +11,8 @@ from aiohttp import web
 from ...engine.exchange import Reply
 from ...protocol.errors import APIError, not_found
 from ...runtime import Runtime
+from . import background_routes
+from .params import int_query
 from .upstream import UpstreamClient, UpstreamFailure
 
 log = structlog.get_logger("responses_bridge.http")
@@ -33,6 +35,8 @@ class ResponsesRoutes:
     async def create(self, request: web.Request) -> web.StreamResponse:
         exchange = self.runtime.new_exchange()
         call = await exchange.begin(await request.read())
+        if exchange.background:
+            return await background_routes.start(request, self.runtime, exchange, call)
         authorization = self.runtime.upstream_authorization(request.headers.get("Authorization"))
         stream: web.StreamResponse | None = None
         try:
@@ -54,8 +58,10 @@ class ResponsesRoutes:
             await exchange.abandon()
             raise
 
-    async def retrieve(self, request: web.Request) -> web.Response:
+    async def retrieve(self, request: web.Request) -> web.StreamResponse:
         response_id = request.match_info["response_id"]
+        if background_routes.wants_stream(request):
+            return await background_routes.stream_events(request, self.runtime, response_id)
         response = await self.runtime.store.get_response(response_id)
         if response is None:
             raise _response_not_found(response_id)
@@ -63,6 +69,8 @@ class ResponsesRoutes:
 
     async def delete(self, request: web.Request) -> web.Response:
         response_id = request.match_info["response_id"]
+        if self.runtime.background is not None:  # a running background response stops before it is deleted
+            await self.runtime.background.forget(response_id)
         if not await self.runtime.store.delete_response(response_id):
             raise _response_not_found(response_id)
         return web.Response(body=orjson.dumps({"id": response_id, "object": "response", "deleted": True}),
@@ -71,7 +79,7 @@ class ResponsesRoutes:
     async def input_items(self, request: web.Request) -> web.Response:
         response_id = request.match_info["response_id"]
         query = request.query
-        limit = _int_query(query.get("limit"), "limit", default=20)
+        limit = int_query(request, "limit", 20)
         order = query.get("order", "desc")
         page = await self.runtime.store.list_input_items(
             response_id, after=query.get("after"), before=query.get("before"), limit=limit, order=order)
@@ -107,11 +115,3 @@ def _response_not_found(response_id: str) -> APIError:
     return not_found(f"No response found with id '{response_id}'.", param="response_id", code="not_found")
 
 
-def _int_query(value: str | None, name: str, *, default: int) -> int:
-    if value is None:
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise APIError(400, f"Invalid value for '{name}': expected an integer.", param=name,
-                       code="invalid_type") from None

@@ -1,0 +1,77 @@
+"""HTTP door routes for background responses: start (from ``POST /v1/responses``), stream/resume, cancel."""
+
+from __future__ import annotations
+
+import orjson
+from aiohttp import web
+
+from ...engine.exchange import Exchange, UpstreamRequest
+from ...protocol.errors import APIError
+from ...runtime import Runtime
+from ...services.background import BackgroundService
+from ...upstream import UpstreamClient
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+DONE_FRAME = b"data: [DONE]\n\n"
+
+
+def _service(runtime: Runtime) -> BackgroundService:
+    if runtime.background is None:
+        raise APIError(400, "Background responses are not available in this deployment.", param="background",
+                       code="unsupported_parameter")
+    return runtime.background
+
+
+async def start(request: web.Request, runtime: Runtime, exchange: Exchange,
+                call: UpstreamRequest) -> web.StreamResponse:
+    """``POST /v1/responses`` with ``background: true``: the queued response (JSON), or with ``stream: true`` the
+    events as they happen."""
+    service = _service(runtime)
+    authorization = runtime.upstream_authorization(request.headers.get("Authorization"))
+    run = await service.start(exchange, call, authorization)
+    if not exchange.request.params.stream:  # type: ignore[union-attr]
+        return web.Response(body=run.accepted, content_type="application/json")
+    return await _stream(request, service, run.response_id, -1)
+
+
+async def stream_events(request: web.Request, runtime: Runtime, response_id: str) -> web.StreamResponse:
+    """``GET /v1/responses/{id}?stream=true[&starting_after=N]``: stored events after N, then live ones."""
+    service = _service(runtime)
+    after = request.query.get("starting_after")
+    try:
+        starting_after = int(after) if after not in (None, "") else -1
+    except ValueError:
+        raise APIError(400, "Invalid value for 'starting_after': expected an integer.", param="starting_after",
+                       code="invalid_type") from None
+    await service.check_streamable(response_id)
+    return await _stream(request, service, response_id, starting_after)
+
+
+async def _stream(request: web.Request, service: BackgroundService, response_id: str,
+                  after: int) -> web.StreamResponse:
+    response = web.StreamResponse(status=200, headers=SSE_HEADERS)
+    response.content_type = "text/event-stream"
+    response.charset = "utf-8"
+    await response.prepare(request)
+    async for frames in service.events_after(response_id, after):
+        await response.write(frames)
+    await response.write(DONE_FRAME)
+    await response.write_eof()
+    return response
+
+
+def register(app: web.Application, runtime: Runtime, upstream: UpstreamClient) -> None:
+    """Cancel, WebSocket mode (``GET /v1/responses`` with Upgrade), compaction and input token counting."""
+    from .stateful_routes import StatefulRoutes
+
+    async def cancel(request: web.Request) -> web.Response:
+        response = await _service(runtime).cancel(request.match_info["response_id"])
+        return web.Response(body=orjson.dumps(response), content_type="application/json")
+
+    for prefix in ("/v1", ""):
+        app.router.add_post(f"{prefix}/responses/{{response_id}}/cancel", cancel)
+    StatefulRoutes(runtime, upstream).register(app)
+
+
+def wants_stream(request: web.Request) -> bool:
+    return request.query.get("stream", "").lower() in ("true", "1")

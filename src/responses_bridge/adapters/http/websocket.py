@@ -1,0 +1,213 @@
+"""WebSocket mode: ``GET /v1/responses`` (or ``/responses``) with ``Upgrade: websocket``.
+
+The client sends text frames ``{"type": "response.create", ...the fields of a POST /v1/responses body}`` and gets
+the same events a streamed POST gets, one JSON object per text frame (no ``event:`` lines, no ``[DONE]``). Turns
+run one after another on a socket; each is one :class:`~responses_bridge.engine.exchange.Exchange` with JSON-line
+framing, so nothing is re-parsed on the way out.
+
+``store: false`` turns are remembered by the connection (up to ``CACHE_SIZE`` of them), so a later turn on the
+same socket can continue them with ``previous_response_id``; another socket cannot (``previous_response_not_found``).
+A turn that fails evicts the response it continued from the cache, and a failed response is never cached. A
+``stream_id`` sent with ``response.create`` is echoed on every event (and error) of that turn; ``generate: false``
+prepares a turn (stored or cached, continuable) without calling the model: it completes with no output.
+Errors are ``{"type": "error", "status": N, "error": {"code", "message", "param", "type"}}`` frames; the socket
+stays open for the next turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import WSMsgType, web
+
+from ...engine.exchange import JSON_CONTENT_TYPE, Exchange
+from ...protocol.errors import APIError
+from ...runtime import Runtime
+from ...store.base import ResponseStore
+from ...upstream import UpstreamClient, UpstreamFailure
+
+log = structlog.get_logger("responses_bridge.websocket")
+
+CACHE_SIZE = 64
+
+
+class ConnectionStore:
+    """The runtime's store, with this connection's ``store: false`` turns in front of it for history loads."""
+
+    def __init__(self, store: ResponseStore) -> None:
+        self._store = store
+        self.cache: OrderedDict[str, list[dict]] = OrderedDict()
+        self.loaded: list[dict] = []  # the chain history the current turn continued
+
+    async def load_history(self, response_id: str) -> list[dict] | None:
+        cached = self.cache.get(response_id)
+        history = list(cached) if cached is not None else await self._store.load_history(response_id)
+        self.loaded = list(history) if history is not None else []
+        return history
+
+    def remember(self, response_id: str, history: list[dict]) -> None:
+        self.cache[response_id] = history
+        self.cache.move_to_end(response_id)
+        while len(self.cache) > CACHE_SIZE:
+            self.cache.popitem(last=False)
+
+    def __getattr__(self, name: str) -> Any:  # save_response, get_response, ...: the real store
+        return getattr(self._store, name)
+
+
+def error_frame(error: APIError) -> str:
+    status = error.status
+    if error.code == "previous_response_not_found":
+        status = 400  # as the spec's WebSocket mode reports it (HTTP says 404)
+    return orjson.dumps({"type": "error", "status": status,
+                         "error": {"code": error.code, "message": error.message, "param": error.param,
+                                   "type": error.type if status == error.status else "invalid_request_error"}}).decode()
+
+
+class WebSocketSession:
+    def __init__(self, runtime: Runtime, upstream: UpstreamClient, ws: web.WebSocketResponse,
+                 authorization: str | None) -> None:
+        self.runtime = runtime
+        self.upstream = upstream
+        self.ws = ws
+        self.authorization = authorization
+        self.store = ConnectionStore(runtime.store)
+        self.stream_id_suffix = b""  # ',"stream_id":"…"}' when the current turn has a stream_id to echo
+
+    async def send_lines(self, data: bytes) -> None:
+        suffix = self.stream_id_suffix
+        for line in data.split(b"\n"):
+            if line:
+                if suffix:  # every event is a JSON object: add the key before its closing brace
+                    line = line[:-1] + suffix
+                await self.ws.send_str(line.decode())
+
+    async def send_error(self, error: APIError) -> None:
+        frame = error_frame(error)
+        if self.stream_id_suffix:
+            frame = frame[:-1] + self.stream_id_suffix.decode()
+        await self.ws.send_str(frame)
+
+    async def turn(self, text: str | bytes) -> None:
+        self.stream_id_suffix = b""
+        try:
+            raw = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            await self.ws.send_str(error_frame(APIError(400, "The message is not valid JSON.",
+                                                        code="invalid_json")))
+            return
+        if not isinstance(raw, dict):
+            await self.ws.send_str(error_frame(APIError(400, "The message must be a JSON object.",
+                                                        code="invalid_type")))
+            return
+        kind = raw.pop("type", None)
+        if kind != "response.create":
+            await self.ws.send_str(error_frame(APIError(
+                400, f"Unsupported event type {kind!r}: send 'response.create'.", param="type",
+                code="unsupported_event_type")))
+            return
+        stream_id = raw.pop("stream_id", None)  # echoed on every event of this turn
+        self.stream_id_suffix = (b',"stream_id":' + orjson.dumps(stream_id) + b"}"
+                                 if isinstance(stream_id, str) else b"")
+        generate = raw.pop("generate", True) is not False
+        for key in ("stream", "stream_options"):  # streaming is implicit here
+            raw.pop(key, None)
+        if raw.get("background"):
+            await self.send_error(APIError(400, "'background' is not supported in WebSocket mode.",
+                                           param="background", code="unsupported_parameter"))
+            return
+        previous = raw.get("previous_response_id") if isinstance(raw.get("previous_response_id"), str) else None
+        exchange = self.runtime.new_exchange_framed("json", self.store)  # type: ignore[arg-type]
+        self.store.loaded = []
+        try:
+            call = await exchange.begin(orjson.dumps(raw))
+        except APIError as error:
+            self._evict(previous)
+            await self.send_error(error)
+            return
+        try:
+            if generate:
+                await self._run(exchange, call)
+            else:  # warm-up: the turn's state is prepared (and cached) without asking the model anything
+                head = exchange.on_upstream_headers(200, "text/event-stream") or b""
+                await self.send_lines(head + exchange.on_upstream_chunk(b"data: [DONE]\n\n")
+                                      + (await exchange.finish()).body)
+        except (asyncio.CancelledError, ConnectionResetError):
+            await exchange.abandon()
+            raise
+        response = exchange.response or {}
+        if response.get("status") in ("completed", "incomplete"):
+            self.store.remember(response["id"], self.store.loaded + exchange.request.input_items  # type: ignore[union-attr]
+                                + list(response.get("output") or []))
+        else:
+            self._evict(previous)
+
+    async def _run(self, exchange: Exchange, call: Any) -> None:
+        try:
+            async with self.upstream.chat(call, self.authorization) as answer:
+                head = exchange.on_upstream_headers(answer.status, answer.content_type)
+                if head:
+                    await self.send_lines(head)
+                async for chunk in answer.chunks():
+                    out = exchange.on_upstream_chunk(chunk)
+                    if out:
+                        await self.send_lines(out)
+            reply = await exchange.finish()
+        except UpstreamFailure as failure:
+            reply = await exchange.fail(failure.error)
+        if reply.content_type == JSON_CONTENT_TYPE and reply.status >= 400:  # refused before any event
+            try:
+                error = orjson.loads(reply.body)["error"]
+                api_error = APIError(reply.status, error.get("message") or "Request failed.", type=error.get("type"),
+                                     param=error.get("param"), code=error.get("code"))
+            except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+                api_error = APIError(reply.status, "The request failed.", code="server_error")
+            await self.send_error(api_error)
+            return
+        await self.send_lines(reply.body)
+
+    def _evict(self, previous: str | None) -> None:
+        if previous is not None:
+            self.store.cache.pop(previous, None)
+
+
+async def handle(request: web.Request, runtime: Runtime, upstream: UpstreamClient) -> web.StreamResponse:
+    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=runtime.settings.max_request_bytes)
+    if not ws.can_prepare(request).ok:
+        raise APIError(400, "GET /v1/responses is WebSocket mode: open it with 'Upgrade: websocket', or create "
+                       "a response with POST /v1/responses.", code="websocket_upgrade_required")
+    await ws.prepare(request)
+    session = WebSocketSession(runtime, upstream, ws,
+                               runtime.upstream_authorization(request.headers.get("Authorization")))
+    # Turns run one at a time in a worker while this loop keeps reading, so pings, pongs and a close are seen
+    # even during a long turn (a close cancels the turn, which is then recorded as abandoned).
+    queue: asyncio.Queue[str | bytes] = asyncio.Queue()
+    worker = asyncio.create_task(_turns(session, queue))
+    try:
+        async for message in ws:
+            if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                queue.put_nowait(message.data)
+            elif message.type == WSMsgType.ERROR:
+                break
+    finally:
+        worker.cancel()
+        await asyncio.gather(worker, return_exceptions=True)
+    return ws
+
+
+async def _turns(session: WebSocketSession, queue: asyncio.Queue[str | bytes]) -> None:
+    while True:
+        data = await queue.get()
+        try:
+            await session.turn(data)
+        except (asyncio.CancelledError, ConnectionResetError):
+            raise
+        except Exception:
+            log.exception("websocket_turn_failed")
+            if not session.ws.closed:
+                await session.ws.send_str(error_frame(APIError(500, "The server had an error while processing "
+                                                               "the request.", code="server_error")))

@@ -1,0 +1,268 @@
+"""Background responses (``background: true``): accepted at once, run to completion inside the sidecar.
+
+A run is one :class:`~responses_bridge.engine.exchange.Exchange` driven by a task of its own, with the sidecar's
+:class:`~responses_bridge.upstream.UpstreamClient` (through Envoy when ``upstream_via`` points there). Both doors
+start runs here: the HTTP door answers the POST itself, the ext_proc door with an immediate response.
+
+Events. The exchange emits SSE frames, numbered by ``sequence_number`` from 0 with no gaps, so a frame's index in
+``BackgroundRun.frames`` is its sequence number. Frames are kept in memory while the run lasts (live readers
+follow them) and written to ``response_events`` in batches by a writer task, off the hot path: the upstream
+chunk loop never waits for the database. Before the response's terminal state is stored, every event up to and
+including the terminal one is made durable (the exchange's ``before_persist`` hook), and live readers are only
+shown a frame once the exchange has returned it, so a reader that saw ``response.completed`` can always replay
+the whole stream, and ``GET /v1/responses/{id}`` never says ``completed`` before the stream is stored.
+
+Lifecycle in the store: ``queued`` (written before the POST is answered), ``in_progress`` (when the upstream
+answers), then ``completed`` / ``incomplete`` / ``failed`` / ``cancelled``. A process that dies mid-run leaves
+``queued``/``in_progress`` rows; the next start marks them ``failed`` (``SQLiteEventLog.fail_interrupted``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import orjson
+import structlog
+
+from ..engine.exchange import Exchange, UpstreamRequest
+from ..protocol.errors import APIError, not_found
+from ..store.base import ResponseStore
+from ..store.events import SQLiteEventLog
+from ..upstream import UpstreamClient, UpstreamFailure
+
+log = structlog.get_logger("responses_bridge.background")
+
+_DONE_FRAME = b"data: [DONE]\n\n"
+SHUTDOWN_GRACE_SECONDS = 5.0
+
+
+def split_frames(data: bytes) -> list[bytes]:
+    """SSE bytes from the exchange into single event frames (``[DONE]`` dropped). Our frames are
+    ``event: …\\ndata: <one-line JSON>\\n\\n``, so a blank line only ever ends a frame."""
+    if not data:
+        return []
+    return [part + b"\n\n" for part in data.split(b"\n\n") if part and part != b"data: [DONE]"]
+
+
+class BackgroundRun:
+    def __init__(self, service: BackgroundService, exchange: Exchange, call: UpstreamRequest,
+                 authorization: str | None) -> None:
+        self.service = service
+        self.exchange = exchange
+        self.call = call
+        self.authorization = authorization
+        self.response_id: str = exchange.response_id  # type: ignore[assignment]
+        self.frames: list[bytes] = []  # index == sequence_number
+        self.visible = 0  # frames[:visible] have been reported (readers may see them)
+        self.saved = 0  # frames[:saved] are durable
+        self.done = False
+        self.finishing = False  # finish() has begun: a cancel now comes too late
+        self.stop_reason: str | None = None  # "cancel" or "shutdown" when the task is cancelled on purpose
+        self.accepted = b""  # the queued response, as the POST answers it
+        self.task: asyncio.Task[None] | None = None
+        self.started = False  # run() has begun: cancelling the task now goes through its handlers
+        self._changed = asyncio.Event()
+        self._flush_lock = asyncio.Lock()
+        self._writer: asyncio.Task[None] | None = None
+
+    # --- frames ----------------------------------------------------------------------------------------------
+
+    def _record(self, data: bytes) -> None:
+        """Keep frames the exchange produced; ``exchange.sequence_number`` is one past the last of them."""
+        frames = split_frames(data)
+        first = self.exchange.sequence_number - len(frames)
+        for offset, frame in enumerate(frames):
+            if first + offset == len(self.frames):
+                self.frames.append(frame)
+
+    def add(self, data: bytes) -> None:
+        """Frames the exchange returned: reported to readers now, written to the store soon."""
+        if data:
+            self._record(data)
+        if self.visible != len(self.frames):
+            self.visible = len(self.frames)
+            self._wake()
+        if self.saved < len(self.frames) and (self._writer is None or self._writer.done()):
+            self._writer = asyncio.ensure_future(self._flush_quietly())
+
+    def _wake(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def wait(self) -> None:
+        await self._changed.wait()
+
+    async def _flush(self) -> None:
+        async with self._flush_lock:
+            while self.saved < len(self.frames):
+                end = len(self.frames)
+                batch = [(sequence, self.frames[sequence]) for sequence in range(self.saved, end)]
+                await self.service.events.append(self.response_id, batch)
+                self.saved = end
+
+    async def _flush_quietly(self) -> None:
+        try:
+            await self._flush()
+        except Exception:  # the next batch retries them; before_persist reports a lasting failure
+            log.exception("background_events_write_failed", response_id=self.response_id)
+
+    async def _before_persist(self, pending: list[bytes], end: int) -> None:
+        """The exchange is about to store the response: its unreported frames (the terminal event among them)
+        and everything before them become durable first."""
+        first = end - len(pending)
+        for offset, frame in enumerate(pending):
+            if first + offset == len(self.frames):
+                self.frames.append(frame)
+        await self._flush()
+
+    # --- the run ---------------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self.started = True
+        exchange = self.exchange
+        try:
+            try:
+                try:
+                    async with self.service.upstream.chat(self.call, self.authorization) as answer:
+                        head = exchange.on_upstream_headers(answer.status, answer.content_type)
+                        if head is not None:
+                            self.add(head)
+                            await self.service.store.save_response(exchange.response,  # type: ignore[arg-type]
+                                                                   exchange.request.input_items)  # type: ignore[union-attr]
+                        async for chunk in answer.chunks():
+                            out = exchange.on_upstream_chunk(chunk)
+                            if out:
+                                self.add(out)
+                    self.finishing = True
+                    reply = await exchange.finish()
+                except UpstreamFailure as failure:
+                    self.finishing = True
+                    reply = await exchange.fail(failure.error)
+            except asyncio.CancelledError:
+                self.finishing = True
+                if self.stop_reason == "deleted":  # DELETE /v1/responses/{id}: nothing more to store
+                    return
+                if self.stop_reason == "cancel":
+                    reply = await exchange.cancel()
+                else:
+                    reply = await exchange.fail(APIError(
+                        503, "The server shut down before this background response completed.",
+                        type="server_error", code="server_shutdown"))
+            except Exception as exc:
+                log.exception("background_run_failed", response_id=self.response_id)
+                self.finishing = True
+                reply = await exchange.fail(exc if isinstance(exc, APIError) else APIError(
+                    500, "The background response failed inside the bridge.", code="server_error"))
+            self.add(reply.body)
+            if self._writer is not None:
+                await asyncio.shield(self._writer)
+        finally:
+            self.done = True
+            self._wake()
+            self.service.runs.pop(self.response_id, None)
+
+
+async def _until_started(run: BackgroundRun) -> None:
+    """A task cancelled before its first step never runs its ``except``/``finally``: let it start first."""
+    while not run.started and run.task is not None and not run.task.done():
+        await asyncio.sleep(0)
+
+
+class BackgroundService:
+    def __init__(self, store: ResponseStore, events: SQLiteEventLog, upstream: UpstreamClient) -> None:
+        self.store = store
+        self.events = events
+        self.upstream = upstream
+        self.runs: dict[str, BackgroundRun] = {}
+
+    async def start(self, exchange: Exchange, call: UpstreamRequest, authorization: str | None) -> BackgroundRun:
+        """``exchange`` has begun (a background request). Stores it as ``queued`` and starts its run."""
+        run = BackgroundRun(self, exchange, call, authorization)
+        exchange.before_persist = run._before_persist
+        run.add(exchange.queued())
+        run.accepted = orjson.dumps(exchange.response)
+        await self.store.save_response(exchange.response, exchange.request.input_items)  # type: ignore[arg-type,union-attr]
+        self.runs[run.response_id] = run
+        run.task = asyncio.create_task(run.run(), name=f"background:{run.response_id}")
+        log.info("background_started", response_id=run.response_id)
+        return run
+
+    async def events_after(self, response_id: str, after: int) -> AsyncIterator[bytes]:
+        """The response's event frames with ``sequence_number > after``, then live ones until it ends."""
+        run = self.runs.get(response_id)
+        if run is None:
+            for _, frame in await self.events.after(response_id, after):
+                yield frame
+            return
+        position = max(after + 1, 0)
+        while True:
+            visible = run.visible
+            if position < visible:
+                chunk = b"".join(run.frames[position:visible])
+                position = visible
+                yield chunk
+                continue
+            if run.done:
+                return
+            await run.wait()
+
+    async def check_streamable(self, response_id: str) -> dict:
+        response = await self.store.get_response(response_id)
+        if response is None:
+            raise not_found(f"No response found with id '{response_id}'.", param="response_id", code="not_found")
+        if not response.get("background"):
+            raise APIError(400, "This response was not created with 'background: true', so its events were not "
+                           "kept; retrieve it without 'stream'.", param="stream", code="invalid_request")
+        return response
+
+    async def cancel(self, response_id: str) -> dict:
+        run = self.runs.get(response_id)
+        if run is not None:
+            await _until_started(run)
+        if run is not None and not run.finishing and run.task is not None:
+            run.stop_reason = "cancel"
+            run.task.cancel()
+        if run is not None and run.task is not None:
+            await asyncio.wait([run.task])
+            if run.exchange.response and run.exchange.response.get("status") == "cancelled":
+                return run.exchange.response
+        response = await self.store.get_response(response_id)
+        if response is None:
+            raise not_found(f"No response found with id '{response_id}'.", param="response_id", code="not_found")
+        if not response.get("background"):
+            raise APIError(400, "Only background responses can be cancelled.", param="response_id",
+                           code="invalid_request")
+        status = response.get("status")
+        if status == "cancelled":
+            return response
+        if status in ("queued", "in_progress"):  # no run for it in this process (should not happen): close it
+            response["status"] = "cancelled"
+            await self.events.update_response(response)
+            return response
+        raise APIError(400, f"Cannot cancel a {status} response.", param="response_id", code="invalid_request")
+
+    async def forget(self, response_id: str) -> None:
+        """The response is being deleted: stop its run first, without storing anything more for it."""
+        run = self.runs.get(response_id)
+        if run is None or run.task is None:
+            return
+        await _until_started(run)
+        if not run.finishing:
+            run.stop_reason = "deleted"
+            run.task.cancel()
+        await asyncio.wait([run.task])
+        if run._writer is not None:
+            await asyncio.wait([run._writer])
+
+    async def close(self) -> None:
+        """Shutdown: runs still going are ended as failed (stored), so none is left ``in_progress``."""
+        runs = [run for run in self.runs.values() if run.task is not None and not run.task.done()]
+        for run in runs:
+            await _until_started(run)
+        for run in runs:
+            if not run.finishing:
+                run.stop_reason = "shutdown"
+                run.task.cancel()  # type: ignore[union-attr]
+        if runs:
+            await asyncio.wait([run.task for run in runs], timeout=SHUTDOWN_GRACE_SECONDS)  # type: ignore[misc]

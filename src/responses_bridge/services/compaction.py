@@ -1,0 +1,150 @@
+"""``POST /v1/responses/compact``: the older part of a conversation, summarised by the upstream model and sealed.
+
+The conversation is the request's ``input`` after the history of ``previous_response_id`` (either may be absent,
+not both). The most recent user message(s) stay as plain items; everything else is summarised by one Chat
+Completions call (non-streamed, through the sidecar's upstream client) and sealed with the deployment's key
+(purpose ``"compaction"``), so only this deployment can open it. The answer::
+
+    {"id": "cmp_…", "object": "response.compaction", "created_at": …,
+     "output": [<kept user messages…>, {"type": "compaction", "id": "cmp_…", "encrypted_content": "rb1.…"}],
+     "usage": {…the summarising call's usage…}}
+
+Sending the output back as input (with new items after it) gives the model the kept messages and the summary
+(see :mod:`responses_bridge.engine.compaction`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+
+from .. import ids
+from ..engine import compaction
+from ..engine.options import EngineOptions
+from ..engine.request_translation import items_to_messages
+from ..engine.response_object import convert_usage
+from ..protocol.errors import APIError, invalid_request, not_found
+from ..protocol.request import parse_json_object, parse_request_object
+from ..sealing import Sealer
+from ..store.base import ResponseStore
+from ..upstream import UpstreamClient, UpstreamFailure
+
+SUMMARY_INSTRUCTIONS = (
+    "You compact conversations. Summarise the conversation transcript the user sends so that an assistant can "
+    "continue it without the original: keep every fact, name, number, decision, user preference, tool call and "
+    "tool result that may matter later, and the open questions or tasks. Write plain prose or short bullet "
+    "points, in the conversation's language. Output only the summary."
+)
+ZERO_USAGE = {"input_tokens": 0, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": 0,
+              "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 0}
+
+
+def split_kept(items: list[dict[str, Any]]) -> tuple[list[int], list[int]]:
+    """Indices of the items kept plain (the user messages after the last non-user item, or else the last user
+    message) and of those summarised (all others), each in order."""
+    last_other = max((i for i, item in enumerate(items) if not _is_user_message(item)), default=-1)
+    kept = [i for i in range(last_other + 1, len(items)) if _is_user_message(items[i])]
+    if not kept:
+        users = [i for i, item in enumerate(items) if _is_user_message(item)]
+        kept = users[-1:]
+    kept_set = set(kept)
+    return kept, [i for i in range(len(items)) if i not in kept_set]
+
+
+def _is_user_message(item: dict[str, Any]) -> bool:
+    return item.get("type") == "message" and item.get("role") == "user"
+
+
+def transcript(messages: list[dict[str, Any]]) -> str:
+    lines: list[str] = []
+    for message in messages:
+        role = message.get("role", "user")
+        content = message.get("content")
+        if isinstance(content, list):
+            content = " ".join(part.get("text", "") if part.get("type") == "text" else f"[{part.get('type')}]"
+                               for part in content if isinstance(part, dict))
+        if content:
+            label = f"tool result ({message.get('tool_call_id', '')})" if role == "tool" else role
+            lines.append(f"{label}: {content}")
+        for call in message.get("tool_calls") or ():
+            function = call.get("function") or {}
+            lines.append(f"{role} called tool {function.get('name')}({function.get('arguments', '')}) "
+                         f"[call id {call.get('id')}]")
+    return "\n".join(lines)
+
+
+class CompactionService:
+    def __init__(self, store: ResponseStore, sealer: Sealer, upstream: UpstreamClient,
+                 options: EngineOptions) -> None:
+        self.store = store
+        self.sealer = sealer
+        self.upstream = upstream
+        self.options = options
+
+    async def compact(self, body: bytes, authorization: str | None) -> dict[str, Any]:
+        raw = parse_json_object(body)
+        for key in ("stream", "background", "store", "conversation", "prompt"):
+            raw.pop(key, None)
+        request = parse_request_object(raw)  # 400 without 'model', and for malformed input
+        model = request.model
+        items: list[dict[str, Any]] = []
+        previous = request.params.previous_response_id
+        if previous is not None:
+            loaded = await self.store.load_history(previous)
+            if loaded is None:
+                raise not_found(f"Previous response with id '{previous}' not found.", param="previous_response_id",
+                                code="previous_response_not_found")
+            items = loaded
+        items = items + request.input_items
+        if not items:
+            raise invalid_request("Nothing to compact: send 'input' and/or 'previous_response_id'.", param="input",
+                                  code="missing_required_parameter")
+        expanded = compaction.expand(items, self.sealer)  # an earlier compaction is summarised again
+        kept, older = split_kept(items)
+        summary, usage = "", dict(ZERO_USAGE)
+        if older:
+            summary, usage = await self._summarise([expanded[i] for i in older], model, authorization)
+        blob = self.sealer.seal(compaction.PURPOSE, {"v": 1, "summary": summary, "model": model,
+                                                      "items": len(older), "created_at": int(time.time())})
+        output = [items[i] for i in kept]
+        output.append({"type": "compaction", "id": ids.new_id("cmp"), "encrypted_content": blob})
+        return {"id": ids.new_id("cmp"), "object": "response.compaction", "created_at": int(time.time()),
+                "output": output, "usage": usage}
+
+    async def _summarise(self, items: list[dict[str, Any]], model: str,
+                         authorization: str | None) -> tuple[str, dict[str, Any]]:
+        messages: list[dict[str, Any]] = []
+        items_to_messages(items, messages, self.options)
+        chat = {"model": model, "messages": [
+            {"role": "system", "content": SUMMARY_INSTRUCTIONS},
+            {"role": "user", "content": "Conversation transcript:\n\n" + transcript(messages)},
+        ]}
+        try:
+            async with self.upstream.post_json("chat/completions", orjson.dumps(chat), authorization) as answer:
+                status, payload = answer.status, await answer.read()
+        except UpstreamFailure as failure:
+            raise failure.error from None
+        try:
+            completion = orjson.loads(payload) if payload else None
+        except orjson.JSONDecodeError:
+            completion = None
+        if status >= 400 or not isinstance(completion, dict):
+            message = None
+            if isinstance(completion, dict) and isinstance(completion.get("error"), dict):
+                message = completion["error"].get("message")
+            message = message or f"HTTP {status}"
+            if status < 500 and status >= 400:
+                raise APIError(status, f"The upstream refused the compaction request: {message}",
+                               code="upstream_error")
+            raise APIError(502, f"The upstream model server failed to summarise: {message}", type="server_error",
+                           code="server_error")
+        try:
+            text = completion["choices"][0]["message"]["content"] or ""
+        except (KeyError, IndexError, TypeError):
+            raise APIError(502, "The upstream's summary answer has no message content.", type="server_error",
+                           code="server_error") from None
+        if not isinstance(text, str):
+            text = str(text)
+        return text.strip(), convert_usage(completion.get("usage")) or dict(ZERO_USAGE)

