@@ -23,6 +23,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 import orjson
@@ -38,6 +39,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--throughput-requests", type=int, default=2000,
                         help="non-stream requests per target in the concurrency test")
     parser.add_argument("--envoy", action="store_true", help="also measure through Envoy (ext_proc vs direct)")
+    parser.add_argument("--replay", metavar="FILE",
+                        help="instead of the synthetic requests, replay this recorded /v1/responses body (and its "
+                        "Chat Completions translation for the direct targets); latency only")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.set_defaults(func=run)
 
@@ -47,7 +51,7 @@ class Target:
     name: str
     url: str
     responses_api: bool
-    samples: dict[str, list[float]] = field(default_factory=lambda: {"json": [], "stream": []})
+    samples: dict[str, list[float]] = field(default_factory=dict)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -106,7 +110,21 @@ async def _start_envoy(tmp: str, upstream_port: int, http_port: int, extproc_por
     return envoy, envoy_port
 
 
-def _body(target: Target, stream: bool, chunks: int) -> bytes:
+def _bodies(args: argparse.Namespace, targets: list[Target]) -> dict[tuple[str, str], bytes]:
+    """The request body for each (target, kind): the same question asked of the bridge and of the upstream."""
+    if args.replay:
+        from .engine.options import EngineOptions
+        from .engine.request_translation import build_chat_request
+        from .protocol.request import parse_request
+
+        recorded = Path(args.replay).read_bytes()
+        translated = orjson.dumps(build_chat_request(parse_request(recorded), [], EngineOptions()))
+        return {(t.name, "replay"): recorded if t.responses_api else translated for t in targets}
+    return {(t.name, kind): _synthetic_body(t, kind == "stream", args.chunks) for t in targets
+            for kind in ("json", "stream")}
+
+
+def _synthetic_body(target: Target, stream: bool, chunks: int) -> bytes:
     text = f"[chunks={chunks}] benchmark" if stream else "benchmark"
     if target.responses_api:
         return orjson.dumps({"model": "fake-model", "input": text, "stream": stream})
@@ -128,30 +146,31 @@ async def _one(session: aiohttp.ClientSession, target: Target, body: bytes) -> f
 
 async def _measure(args: argparse.Namespace, targets: list[Target], sidecar: ManagedProcess,
                    idle_rss: float) -> dict:
+    bodies = _bodies(args, targets)
+    kinds = sorted({kind for _, kind in bodies})
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
-        bodies = {(t.name, kind): _body(t, kind == "stream", args.chunks) for t in targets
-                  for kind in ("json", "stream")}
-        for target in targets:  # warm-up: connections, caches, the JIT-less but cache-heavy first calls
-            for kind in ("json", "stream"):
+        for target in targets:  # warm-up: connections, caches, the first calls of every code path
+            for kind in kinds:
                 for _ in range(10):
                     await _one(session, target, bodies[(target.name, kind)])
         for _ in range(args.requests):
-            for kind in ("json", "stream"):
+            for kind in kinds:
                 for target in targets:
-                    target.samples[kind].append(await _one(session, target, bodies[(target.name, kind)]))
+                    sample = await _one(session, target, bodies[(target.name, kind)])
+                    target.samples.setdefault(kind, []).append(sample)
         throughput: dict[str, float] = {}
         peak_rss = idle_rss
-        for target in targets:
-            body = bodies[(target.name, "json")]
-            rss_probe: Callable[[], None] = lambda: None  # noqa: E731
-            if target.name in ("http", "envoy"):
-                def rss_probe() -> None:
-                    nonlocal peak_rss
-                    peak_rss = max(peak_rss, sidecar.rss_mb())
-            throughput[target.name] = await _throughput(session, target, body, args.concurrency,
-                                                        args.throughput_requests, rss_probe)
-    return _summarise(args, targets, throughput, idle_rss, peak_rss)
+        if not args.replay:
+            for target in targets:
+                rss_probe: Callable[[], None] = lambda: None  # noqa: E731
+                if target.name in ("http", "envoy"):
+                    def rss_probe() -> None:
+                        nonlocal peak_rss
+                        peak_rss = max(peak_rss, sidecar.rss_mb())
+                throughput[target.name] = await _throughput(session, target, bodies[(target.name, "json")],
+                                                            args.concurrency, args.throughput_requests, rss_probe)
+    return _summarise(args, targets, kinds, throughput, idle_rss, peak_rss)
 
 
 async def _throughput(session: aiohttp.ClientSession, target: Target, body: bytes, concurrency: int,
@@ -176,8 +195,8 @@ def _percentile(samples: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
 
-def _summarise(args: argparse.Namespace, targets: list[Target], throughput: dict[str, float], idle_rss: float,
-               peak_rss: float) -> dict:
+def _summarise(args: argparse.Namespace, targets: list[Target], kinds: list[str], throughput: dict[str, float],
+               idle_rss: float, peak_rss: float) -> dict:
     by_name = {t.name: t for t in targets}
     latency = {
         t.name: {kind: {"median_ms": statistics.median(s), "p99_ms": _percentile(s, 0.99)}
@@ -190,22 +209,25 @@ def _summarise(args: argparse.Namespace, targets: list[Target], throughput: dict
             added[f"{bridge} over {baseline}"] = {
                 kind: {"median_ms": latency[bridge][kind]["median_ms"] - latency[baseline][kind]["median_ms"],
                        "p99_ms": latency[bridge][kind]["p99_ms"] - latency[baseline][kind]["p99_ms"]}
-                for kind in ("json", "stream")
+                for kind in kinds
             }
     return {"requests": args.requests, "chunks": args.chunks, "concurrency": args.concurrency,
-            "latency": latency, "added": added, "requests_per_second": throughput,
-            "sidecar_rss_mb": {"idle": idle_rss, "under_load": peak_rss}}
+            "replay": args.replay, "kinds": kinds, "latency": latency, "added": added,
+            "requests_per_second": throughput, "sidecar_rss_mb": {"idle": idle_rss, "under_load": peak_rss}}
 
 
 def print_report(results: dict) -> None:
-    print(f"{results['requests']} sequential requests per target; streams of {results['chunks']} chunks")
-    print(f"{'target':<14}{'json p50':>10}{'json p99':>10}{'stream p50':>12}{'stream p99':>12}{'req/s@' + str(results['concurrency']):>12}")
+    what = f"replaying {results['replay']}" if results["replay"] else f"streams of {results['chunks']} chunks"
+    print(f"{results['requests']} sequential requests per target and kind; {what}")
+    header = "".join(f"{kind + ' p50':>13}{kind + ' p99':>13}" for kind in results["kinds"])
+    rps = f"req/s@{results['concurrency']}" if results["requests_per_second"] else ""
+    print(f"{'target':<14}{header}{rps:>12}")
     for name, kinds in results["latency"].items():
-        print(f"{name:<14}{kinds['json']['median_ms']:>10.2f}{kinds['json']['p99_ms']:>10.2f}"
-              f"{kinds['stream']['median_ms']:>12.2f}{kinds['stream']['p99_ms']:>12.2f}"
-              f"{results['requests_per_second'][name]:>12.0f}")
+        cells = "".join(f"{kinds[k]['median_ms']:>13.2f}{kinds[k]['p99_ms']:>13.2f}" for k in results["kinds"])
+        rate = results["requests_per_second"].get(name)
+        print(f"{name:<14}{cells}{'' if rate is None else f'{rate:>12.0f}'}")
     for label, kinds in results["added"].items():
-        print(f"added, {label}: json median {kinds['json']['median_ms']:+.2f} ms (p99 {kinds['json']['p99_ms']:+.2f}),"
-              f" stream median {kinds['stream']['median_ms']:+.2f} ms (p99 {kinds['stream']['p99_ms']:+.2f})")
+        print(f"added, {label}: " + ", ".join(
+            f"{kind} median {v['median_ms']:+.2f} ms (p99 {v['p99_ms']:+.2f})" for kind, v in kinds.items()))
     rss = results["sidecar_rss_mb"]
     print(f"sidecar RSS: idle {rss['idle']:.1f} MB, under load {rss['under_load']:.1f} MB")
