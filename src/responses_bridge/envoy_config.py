@@ -28,8 +28,6 @@ import sys
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
-
 EXTPROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
 IMMEDIATE_RESPONSE_DETAILS = "responses_bridge"
 """``ImmediateResponse.details`` of every reply the processor makes itself; Envoy records it as the response
@@ -373,6 +371,8 @@ def _health_check(kind: dict[str, Any]) -> dict[str, Any]:
 
 def to_yaml(value: Any, *, header: str = "") -> str:
     """Block-style YAML in the dicts' own key order, as people write Envoy configs."""
+    import yaml  # only the envoy-config and demo commands need it, not a running sidecar
+
     return header + yaml.safe_dump(value, sort_keys=False, default_flow_style=False, width=120)
 
 

@@ -18,8 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .protocol.errors import APIError
 
@@ -28,10 +26,22 @@ _NONCE_BYTES = 12
 
 
 class Sealer:
+    """The cipher is built on first use: a deployment whose clients never send sealed state does not pay the
+    cryptography library's memory (about 7 MB)."""
+
     def __init__(self, key: bytes) -> None:
         if len(key) != 32:
             raise ValueError("the sealing key must be 32 bytes")
-        self._aead = AESGCM(key)
+        self._key = key
+        self._cipher: Any = None
+
+    @property
+    def _aead(self) -> Any:
+        if self._cipher is None:
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+            self._cipher = AESGCM(self._key)
+        return self._cipher
 
     def seal(self, purpose: str, value: Any) -> str:
         nonce = os.urandom(_NONCE_BYTES)
@@ -48,10 +58,16 @@ class Sealer:
                 raise ValueError("too short")
             plain = self._aead.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], purpose.encode())
             return orjson.loads(plain)
-        except (ValueError, InvalidTag, binascii.Error, orjson.JSONDecodeError):
+        except (ValueError, binascii.Error, orjson.JSONDecodeError, _invalid_tag()):
             raise APIError(400, "The encrypted content could not be verified: it was altered, or sealed by "
                            "another deployment (check RESPONSES_BRIDGE_SEALING_KEY).", param=param,
                            code="invalid_encrypted_content") from None
+
+
+def _invalid_tag() -> type[Exception]:
+    from cryptography.exceptions import InvalidTag
+
+    return InvalidTag
 
 
 def decode_key(text: str) -> bytes:
@@ -69,11 +85,11 @@ def load_or_create_key(configured: str | None, db_path: str) -> bytes:
         return decode_key(configured)
     directory = Path(db_path).parent if db_path != ":memory:" else None
     if directory is None:
-        return AESGCM.generate_key(bit_length=256)  # nothing persists with an in-memory store either
+        return os.urandom(32)  # nothing persists with an in-memory store either
     path = directory / "sealing.key"
     if path.exists():
         return decode_key(path.read_text())
-    key = AESGCM.generate_key(bit_length=256)
+    key = os.urandom(32)
     directory.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as file:
