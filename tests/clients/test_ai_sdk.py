@@ -11,7 +11,6 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 
 from tests.support.bridge import UpstreamLog
 

@@ -59,6 +59,8 @@ after the last of them: a background run makes its events durable before the res
 def encode_json_event(event: dict[str, Any]) -> bytes:
     """One event as one JSON line (orjson never writes a raw newline inside a document)."""
     return orjson.dumps(event) + b"\n"
+
+
 UPSTREAM_PATH = "chat/completions"
 
 
