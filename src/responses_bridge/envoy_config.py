@@ -160,13 +160,34 @@ def _listener(address: str, port: int, up: UpstreamURL) -> dict[str, Any]:
                 "normalize_path": True,
                 "merge_slashes": True,
                 "route_config": _route_config(up),
-                "http_filters": [_ext_proc_filter(), {
+                "http_filters": [_client_credentials_filter(), _ext_proc_filter(), {
                     "name": "envoy.filters.http.router",
                     "typed_config": {"@type": _TYPE + "envoy.extensions.filters.http.router.v3.Router"},
                 }],
                 "local_reply_config": _local_reply_config(),
             },
         }]}],
+    }
+
+
+CREDENTIALS_NAMESPACE = "responses_bridge"
+
+
+def _client_credentials_filter() -> dict[str, Any]:
+    """The client's Authorization, copied into dynamic metadata that Envoy forwards to the processor with the
+    request body: the one request the processor answers itself (a background run, which the sidecar then sends
+    upstream on its own) still carries the client's credentials, without a round trip for the headers."""
+    return {
+        "name": "envoy.filters.http.header_to_metadata",
+        "typed_config": {
+            "@type": _TYPE + "envoy.extensions.filters.http.header_to_metadata.v3.Config",
+            "request_rules": [{
+                "header": "authorization",
+                "on_header_present": {"metadata_namespace": CREDENTIALS_NAMESPACE, "key": "authorization",
+                                      "type": "STRING"},
+                "remove": False,
+            }],
+        },
     }
 
 
@@ -192,6 +213,7 @@ def _ext_proc_filter() -> dict[str, Any]:
                 "response_trailer_mode": "SKIP",
             },
             "allow_mode_override": True,
+            "metadata_options": {"forwarding_namespaces": {"untyped": [CREDENTIALS_NAMESPACE]}},
             "route_cache_action": "RETAIN",  # the :path rewrite must not re-route the request
             "message_timeout": "30s",
             "max_message_timeout": "300s",

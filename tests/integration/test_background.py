@@ -55,6 +55,14 @@ async def test_background_returns_queued_then_completes(client: openai.AsyncOpen
     assert done.background is True
 
 
+async def test_background_run_sends_the_clients_key_upstream(client: openai.AsyncOpenAI, upstream_log) -> None:
+    # through Envoy the processor never sees the request headers: the bootstrap forwards the credentials to it
+    response = await client.responses.create(model=MODEL, input="whose key?", background=True)
+    assert (await wait_status(client, response.id, {"completed", "failed"})).status == "completed"
+    sent = [e for e in await upstream_log.entries() if "whose key?" in str(e["body"])]
+    assert sent and sent[-1]["headers"]["authorization"] == "Bearer sk-client"
+
+
 async def test_background_shows_in_progress_while_running(client: openai.AsyncOpenAI) -> None:
     response = await client.responses.create(model=MODEL, input="slow [chunks=20] [delay=100]", background=True)
     running = await wait_status(client, response.id, {"in_progress"}, timeout=5)

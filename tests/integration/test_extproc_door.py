@@ -522,7 +522,8 @@ async def test_configured_key_and_request_headers_mode(stack: Stack, tmp_path: P
     listener = config["static_resources"]["listeners"][0]
     port = listener["address"]["socket_address"]["port_value"]
     hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
-    hcm["http_filters"][0]["typed_config"]["processing_mode"]["request_header_mode"] = "SEND"
+    ext_proc = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.ext_proc")
+    ext_proc["typed_config"]["processing_mode"]["request_header_mode"] = "SEND"
     chat_route = next(r for r in hcm["route_config"]["virtual_hosts"][0]["routes"] if r["name"] == "chat_completions")
     chat_route["typed_per_filter_config"]["envoy.filters.http.ext_proc"] = {  # as envoy/README.md suggests
         "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",

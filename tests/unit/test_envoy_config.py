@@ -110,7 +110,7 @@ def test_routes_and_processor_settings() -> None:
     assert routes["sidecar"]["route"]["upgrade_configs"] == [{"upgrade_type": "websocket"}]
 
     hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-    ext_proc = hcm["http_filters"][0]["typed_config"]
+    ext_proc = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.ext_proc")["typed_config"]
     assert ext_proc["failure_mode_allow"] is False
     assert ext_proc["allow_mode_override"] is True
     assert ext_proc["processing_mode"]["request_body_mode"] == "BUFFERED"

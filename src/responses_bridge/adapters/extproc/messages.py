@@ -15,10 +15,11 @@ from envoy.service.ext_proc.v3.external_processor_pb2 import (
     CommonResponse,
     HeaderMutation,
     HttpHeaders,
+    ProcessingRequest,
     ProcessingResponse,
 )
 
-from ...envoy_config import IMMEDIATE_RESPONSE_DETAILS
+from ...envoy_config import CREDENTIALS_NAMESPACE, IMMEDIATE_RESPONSE_DETAILS
 
 OVERWRITE = HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 STREAMED = ProcessingMode.STREAMED
@@ -26,6 +27,17 @@ BUFFERED = ProcessingMode.BUFFERED
 CONTINUE_AND_REPLACE = CommonResponse.CONTINUE_AND_REPLACE
 
 Headers = Iterable[tuple[str, str]]
+
+
+def forwarded_authorization(request: ProcessingRequest) -> str | None:
+    """The client's Authorization as the bootstrap's header_to_metadata filter forwards it (see envoy_config)."""
+    metadata = request.metadata_context.filter_metadata
+    if CREDENTIALS_NAMESPACE not in metadata:
+        return None
+    fields = metadata[CREDENTIALS_NAMESPACE].fields
+    if "authorization" not in fields:
+        return None
+    return fields["authorization"].string_value or None
 
 
 def header_map(headers: HttpHeaders) -> dict[str, str]:

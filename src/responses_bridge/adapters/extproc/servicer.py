@@ -140,6 +140,8 @@ class _Stream:
             if self.exchange is None:
                 self.ours = True
                 self.exchange = self.runtime.new_exchange()
+            if self.authorization is None:  # request headers are skipped: Envoy forwards the credentials
+                self.authorization = m.forwarded_authorization(request)
             return await self._request_body(request.request_body.body, request.request_body.end_of_stream)
         if phase == "response_headers":
             if self.ours is False:
