@@ -187,10 +187,10 @@ async def test_everything_survives_a_restart(fake_upstream: str, tmp_path: Path,
             await client.responses.create(model="fake-model", input="gamma", conversation=conversation.id)
             async with http.post("/v1/prompts", json={"instructions": "v1 {{x}}"}) as raw:
                 prompt = await raw.json()
-            async with http.post(f"/v1/prompts/{prompt['id']}", json={"instructions": "v2 {{x}}"}):
-                pass
-            async with http.post(f"/v1/prompts/{prompt['id']}/default_version", json={"version": "1"}):
-                pass
+            async with http.post(f"/v1/prompts/{prompt['id']}", json={"instructions": "v2 {{x}}"}) as raw:
+                assert raw.status == 200
+            async with http.post(f"/v1/prompts/{prompt['id']}/default_version", json={"version": "1"}) as raw:
+                assert raw.status == 200
     finally:
         process.stop()
     assert os.path.exists(db)

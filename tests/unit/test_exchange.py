@@ -7,7 +7,6 @@ ends in a terminal event and ``[DONE]``. What is stored is exactly what the clie
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -19,13 +18,15 @@ from responses_bridge.protocol.errors import APIError
 from responses_bridge.store import SQLiteResponseStore
 from tests.support.schema import check_stream, parse_sse, validate_response
 from tests.unit import recordings
-from tests.unit.recordings import JSON, SSE, drive, drive_failure, load, load_json, request
-
-
-@pytest.fixture
-async def store() -> AsyncIterator[SQLiteResponseStore]:
-    async with SQLiteResponseStore(":memory:") as opened:
-        yield opened
+from tests.unit.recordings import (
+    JSON,
+    SSE,
+    drive,
+    drive_failure,
+    load,
+    load_json,
+    request,
+)
 
 
 def frames(raw: bytes) -> list[bytes]:

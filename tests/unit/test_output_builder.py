@@ -9,7 +9,6 @@ text after tool calls, …).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import orjson
@@ -79,18 +78,6 @@ def item_text(item: dict[str, Any], part_type: str) -> str:
 
 
 # --- fixtures ---------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def determinism() -> Iterator[recordings.Determinism]:
-    with recordings.deterministic() as state:
-        yield state
-
-
-@pytest.fixture
-async def store() -> AsyncIterator[SQLiteResponseStore]:
-    async with SQLiteResponseStore(":memory:") as opened:
-        yield opened
 
 
 async def stream_run(store: SQLiteResponseStore, name: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:

@@ -4,7 +4,6 @@ the deployment's key for ``include: ["reasoning.encrypted_content"]``, and unsea
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -20,12 +19,6 @@ from tests.unit import recordings
 
 SEALER = Sealer(os.urandom(32))
 THINK = {"model": "fake-reasoner", "input": "Why is the sky blue? [think]", "stream": True}
-
-
-@pytest.fixture
-async def store() -> AsyncIterator[SQLiteResponseStore]:
-    async with SQLiteResponseStore(":memory:") as opened:
-        yield opened
 
 
 async def run(store: SQLiteResponseStore, body: dict[str, Any], *, sealer: Sealer | None = SEALER,

@@ -18,7 +18,11 @@ from responses_bridge.engine.options import EngineOptions
 from responses_bridge.engine.request_translation import build_chat_request
 from responses_bridge.engine.response_object import new_response
 from responses_bridge.protocol.errors import APIError
-from responses_bridge.protocol.request import CreateParams, ResponsesRequest, parse_request
+from responses_bridge.protocol.request import (
+    CreateParams,
+    ResponsesRequest,
+    parse_request,
+)
 
 ID_RE = {prefix: re.compile(rf"^{prefix}_[0-9a-f]{{32}}$") for prefix in ("msg", "fc", "fco", "rs")}
 

@@ -8,8 +8,6 @@ deterministic), and those bytes must pass the framing, schema and order checks o
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-
 import orjson
 import pytest
 
@@ -143,18 +141,6 @@ def test_parse_sse_rejects_bad_framing(raw: bytes) -> None:
 
 
 # --- whole exchanges, cut anywhere ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def determinism() -> Iterator[recordings.Determinism]:
-    with recordings.deterministic() as state:
-        yield state
-
-
-@pytest.fixture
-async def store() -> AsyncIterator[SQLiteResponseStore]:
-    async with SQLiteResponseStore(":memory:") as opened:
-        yield opened
 
 
 @pytest.mark.parametrize("name", recordings.names())
