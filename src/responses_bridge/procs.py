@@ -52,15 +52,18 @@ def envoy_binary() -> str:
 class ManagedProcess:
     """A child process in its own process group, so stopping it also stops anything it started."""
 
-    def __init__(self, argv: Sequence[str], name: str, *, quiet: bool = True) -> None:
+    def __init__(self, argv: Sequence[str], name: str, *, quiet: bool = True,
+                 env: dict[str, str] | None = None) -> None:
         self.argv = list(argv)
         self.name = name
         self.quiet = quiet
+        self.env = env  # added to (and overriding) this process's environment
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         output = subprocess.DEVNULL if self.quiet else None
-        self.process = subprocess.Popen(self.argv, stdout=output, stderr=output, start_new_session=True)
+        env = {**os.environ, **self.env} if self.env else None
+        self.process = subprocess.Popen(self.argv, stdout=output, stderr=output, start_new_session=True, env=env)
 
     @property
     def pid(self) -> int:

@@ -16,7 +16,15 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import (  # noqa: F401
-    base_url, client, door, envoy_url, fake_upstream, http, sidecar, upstream_log)
+    base_url,
+    client,
+    door,
+    envoy_url,
+    fake_upstream,
+    http,
+    sidecar,
+    upstream_log,
+)
 
 NODE_DIR = Path(__file__).parent / "node"
 

@@ -11,7 +11,6 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-
 from tests.support.bridge import UpstreamLog
 
 SCRIPT = Path(__file__).parent / "node" / "ai_sdk_check.mjs"

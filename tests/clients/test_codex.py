@@ -19,10 +19,9 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-
-from tests.support.bridge import Sidecar, UpstreamLog
 from openai.types.responses import ResponseFunctionToolCall
 
+from tests.support.bridge import Sidecar, UpstreamLog
 from tests.support.schema import check_sequence, check_stream, parse_sse, validate_event
 
 RECORDING = Path(__file__).parent / "recordings" / "codex_request.json"

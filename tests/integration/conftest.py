@@ -12,7 +12,7 @@ import pytest
 
 from responses_bridge.envoy_config import render_bootstrap
 from responses_bridge.procs import ManagedProcess, free_port, wait_http
-from tests.support.bridge import PYTHON, Sidecar, UpstreamLog, start_sidecar
+from tests.support.bridge import PYTHON, Sidecar, UpstreamLog, running_sidecar
 from tests.support.envoy import start_envoy
 
 
@@ -31,12 +31,8 @@ async def fake_upstream() -> AsyncIterator[str]:
 
 @pytest.fixture(scope="session")
 async def sidecar(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sidecar]:
-    process, http_port, extproc_port = start_sidecar(str(tmp_path_factory.mktemp("sidecar")), fake_upstream)
-    try:
-        await wait_http(f"http://127.0.0.1:{http_port}/health", process=process)
-        yield Sidecar(fake_upstream, f"http://127.0.0.1:{http_port}", extproc_port, process)
-    finally:
-        process.stop()
+    async with running_sidecar(str(tmp_path_factory.mktemp("sidecar")), fake_upstream) as started:
+        yield started
 
 
 @pytest.fixture(scope="session")

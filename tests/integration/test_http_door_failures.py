@@ -10,35 +10,26 @@ import aiohttp
 import openai
 import pytest
 
-from responses_bridge.procs import free_port, wait_http
+from responses_bridge.procs import free_port
+from tests.support.bridge import UpstreamLog, running_sidecar
 from tests.support.schema import check_sequence, parse_sse
-
-from tests.support.bridge import UpstreamLog, start_sidecar
 
 
 @pytest.fixture(scope="module")
 async def impatient(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
     """A sidecar with a 1 s upstream idle timeout and its own upstream key."""
-    process, port, _ = start_sidecar(str(tmp_path_factory.mktemp("impatient")), fake_upstream, "--api-key",
-                                     "sk-configured", extproc=False,
-                                     env={"RESPONSES_BRIDGE_UPSTREAM_IDLE_TIMEOUT": "1"})
-    try:
-        await wait_http(f"http://127.0.0.1:{port}/health", process=process)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.stop()
+    async with running_sidecar(str(tmp_path_factory.mktemp("impatient")), fake_upstream, "--api-key",
+                               "sk-configured", extproc=False,
+                               env={"RESPONSES_BRIDGE_UPSTREAM_IDLE_TIMEOUT": "1"}) as started:
+        yield started.http_url
 
 
 @pytest.fixture(scope="module")
 async def orphan(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
     """A sidecar whose upstream port has nothing listening."""
-    process, port, _ = start_sidecar(str(tmp_path_factory.mktemp("orphan")), f"http://127.0.0.1:{free_port()}/v1",
-                                     extproc=False)
-    try:
-        await wait_http(f"http://127.0.0.1:{port}/health", process=process)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.stop()
+    async with running_sidecar(str(tmp_path_factory.mktemp("orphan")), f"http://127.0.0.1:{free_port()}/v1",
+                               extproc=False) as started:
+        yield started.http_url
 
 
 async def test_unreachable_upstream(orphan: str) -> None:

@@ -9,7 +9,12 @@ import openai
 import orjson
 import pytest
 
-from tests.support.schema import check_sequence, parse_sse, validate_event, validate_response
+from tests.support.schema import (
+    check_sequence,
+    parse_sse,
+    validate_event,
+    validate_response,
+)
 
 WEATHER_TOOL = {
     "type": "function",

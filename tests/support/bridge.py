@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import aiohttp
 
-from responses_bridge.procs import ManagedProcess, free_port
+from responses_bridge.procs import ManagedProcess, free_port, wait_http
 
 PYTHON = sys.executable
 
@@ -28,21 +30,21 @@ def start_sidecar(tmp_dir: str, upstream_url: str, *extra: str, env: dict[str, s
             "--extproc-port", str(extproc_port), "--db", os.path.join(tmp_dir, f"bridge-{http_port}.db"), *extra]
     if not extproc:
         argv.append("--no-extproc")
-    process = ManagedProcess(argv, f"sidecar:{http_port}", quiet=False)
-    if env:
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        try:
-            process.start()
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
-    else:
-        process.start()
+    process = ManagedProcess(argv, f"sidecar:{http_port}", quiet=False, env=env)
+    process.start()
     return process, http_port, extproc_port
+
+
+@asynccontextmanager
+async def running_sidecar(tmp_dir: str, upstream_url: str, *extra: str, env: dict[str, str] | None = None,
+                          extproc: bool = True) -> AsyncIterator[Sidecar]:
+    """A started sidecar, ready (its HTTP door answers), stopped on exit."""
+    process, http_port, extproc_port = start_sidecar(tmp_dir, upstream_url, *extra, env=env, extproc=extproc)
+    try:
+        await wait_http(f"http://127.0.0.1:{http_port}/health", process=process)
+        yield Sidecar(upstream_url, f"http://127.0.0.1:{http_port}", extproc_port, process)
+    finally:
+        process.stop()
 
 
 class UpstreamLog:
