@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     sealing_key: str | None = None  # urlsafe base64 of 32 bytes; see sealing.py
     log_level: str = "info"
     log_format: Literal["json", "console"] = "json"
+    # SIGTERM/SIGINT: how long live streams may run on before each is ended with response.failed
+    # (code server_shutdown); the process exits shortly after.
+    drain_timeout: float = Field(default=30.0, ge=0)
 
     @field_validator("upstream")
     @classmethod

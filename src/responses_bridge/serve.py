@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def serve(settings: Settings, *, http: bool = True, extproc: bool = True) -> None:
-    """Run until SIGINT/SIGTERM, then close the doors first and the store last, so in-flight writes land."""
+    """Run until SIGINT/SIGTERM, then drain (see :func:`shutdown`) and close the store last, so in-flight
+    writes land."""
     runtime = await Runtime.open(settings)
     stoppers: list[Callable[[], Awaitable[None]]] = []
     try:
@@ -64,20 +65,52 @@ async def serve(settings: Settings, *, http: bool = True, extproc: bool = True) 
             from .adapters.extproc.server import start_extproc_server
 
             server = await start_extproc_server(runtime, settings.extproc_host, settings.extproc_port)
-            stoppers.append(lambda: server.stop(grace=5))
+            stoppers.append(lambda: server.stop(grace=settings.drain_timeout + 1.0))
         log.info("serving", upstream=settings.upstream, db=settings.db_path(),
                  http=f"{settings.http_host}:{settings.http_port}" if http else None,
                  extproc=f"{settings.extproc_host}:{settings.extproc_port}" if extproc else None)
         await _wait_for_signal()
     finally:
-        for stop in reversed(stoppers):
-            await stop()
+        await shutdown(runtime, stoppers)
+
+
+async def shutdown(runtime: Runtime, stoppers: list[Callable[[], Awaitable[None]]]) -> None:
+    """Stop taking new work at once (``runtime.draining``: both doors refuse new requests, readiness fails),
+    then drain the doors and the background runs together, so the whole shutdown takes the drain timeout
+    plus a moment rather than one drain after another. Each door ends its own streams still running at the
+    deadline with ``response.failed``; background runs still going then are failed (``server_shutdown``),
+    which also ends the streams following them. The store closes last."""
+    runtime.draining = True
+    timeout = runtime.settings.drain_timeout
+    log.info("draining", timeout_seconds=timeout)
+    try:
+        results = await asyncio.gather(*(stop() for stop in stoppers), _drain_background(runtime, timeout),
+                                       return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                log.error("drain_failed", error=repr(result))
+    finally:
         await runtime.close()
+    log.info("stopped")
+
+
+async def _drain_background(runtime: Runtime, timeout: float) -> None:
+    """Background runs may finish within the drain timeout; those still running then are failed and stored."""
+    service = runtime.background
+    if service is None:
+        return
+    tasks = [run.task for run in service.runs.values() if run.task is not None and not run.task.done()]
+    if tasks:
+        await asyncio.wait(tasks, timeout=timeout)
+    await service.close()
 
 
 async def _wait_for_signal() -> None:
+    """Returns at the first SIGINT/SIGTERM; a second one gets the default action (stop at once, no drain)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.remove_signal_handler(sig)
