@@ -424,8 +424,9 @@ def to_yaml(value: Any, *, header: str = "") -> str:
 
 
 def _no_alias_dumper() -> type:
-    """(Built on first use, so PyYAML loads only when YAML is written.) A SafeDumper that writes a shared dict out again instead of as an anchor (``&id002``) and alias: a part
-    of the YAML copied out on its own must still be complete."""
+    """A SafeDumper that writes a shared dict out again instead of as an anchor (``&id002``) and alias: a part
+    of the YAML copied out on its own must still be complete. Built on first use, so PyYAML loads only when YAML
+    is written."""
     import yaml
 
     class NoAliasDumper(yaml.SafeDumper):
