@@ -29,7 +29,7 @@ DRAIN_SECONDS = 2
 EXIT_BOUND_SECONDS = 30  # generous: a loaded machine must not fail the test, a hang still must
 STREAMS = 20
 SHORT = "short [chunks=4] [delay=100]"  # ends well within the drain timeout
-LONG = "long [chunks=200] [delay=100]"  # 20 s: still running at the drain deadline
+LONG = "long [chunks=600] [delay=100]"  # 60 s: still running at the drain deadline, and past EXIT_BOUND_SECONDS
 DRAIN_ENV = {"RESPONSES_BRIDGE_DRAIN_TIMEOUT": str(DRAIN_SECONDS)}
 
 
