@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -61,8 +63,17 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings({field: flag for flag, field, _, _ in FLAGS},
                              **{field: getattr(args, field) for _, field, _, _ in FLAGS})
     configure_logging(settings.log_level, settings.log_format)
-    asyncio.run(serve(settings, http=not args.no_http, extproc=not args.no_extproc))
+    try:
+        asyncio.run(serve(settings, http=not args.no_http, extproc=not args.no_extproc))
+    except StartupError as exc:
+        print(f"responses-bridge serve: {exc}", file=sys.stderr)
+        return 1
     return 0
+
+
+class StartupError(Exception):
+    """A door could not open (its port taken, its address wrong): the user gets one line naming the setting,
+    not a traceback."""
 
 
 async def serve(settings: Settings, *, http: bool = True, extproc: bool = True) -> None:
@@ -74,11 +85,18 @@ async def serve(settings: Settings, *, http: bool = True, extproc: bool = True) 
         if http:
             from .adapters.http.server import start_http_server
 
-            stoppers.append(await start_http_server(runtime, settings.http_host, settings.http_port))
+            try:
+                stoppers.append(await start_http_server(runtime, settings.http_host, settings.http_port))
+            except OSError as exc:
+                raise StartupError(f"the HTTP door cannot listen on {settings.http_host}:{settings.http_port}: "
+                                   f"{os.strerror(exc.errno) if exc.errno else exc} (--http-port / RESPONSES_BRIDGE_HTTP_PORT)") from exc
         if extproc:
             from .adapters.extproc.server import start_extproc_server
 
-            server = await start_extproc_server(runtime, settings.extproc_host, settings.extproc_port)
+            try:
+                server = await start_extproc_server(runtime, settings.extproc_host, settings.extproc_port)
+            except OSError as exc:
+                raise StartupError(f"{exc} (--extproc-port / RESPONSES_BRIDGE_EXTPROC_PORT)") from exc
             stoppers.append(lambda: server.stop(grace=settings.drain_timeout + 1.0))
         log.info("serving", upstream=settings.upstream, db=settings.db_path(),
                  http=f"{settings.http_host}:{settings.http_port}" if http else None,

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 import sys
 import tomllib
@@ -114,3 +115,17 @@ def test_demo_installs_the_sdk_it_prints() -> None:
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert any(requirement.startswith("openai") for requirement in extras["demo"])
     assert "VENV_EXTRAS=demo" in (ROOT / "scripts" / "demo").read_text()
+
+
+def test_a_taken_port_is_one_line() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "responses_bridge", "serve", "--no-extproc", "--http-port",
+                                 str(port), "--db", ":memory:", "--log-level", "error"],
+                                capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"responses-bridge serve: the HTTP door cannot listen on 127.0.0.1:{port}: Address already in use "
+        "(--http-port / RESPONSES_BRIDGE_HTTP_PORT)"]

@@ -22,7 +22,11 @@ async def start_http_server(runtime: Runtime, host: str, port: int) -> Callable[
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=CLOSE_TIMEOUT_SECONDS)
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
-    await site.start()
+    try:
+        await site.start()
+    except OSError:
+        await runner.cleanup()  # the app's upstream session was opened by setup()
+        raise
 
     async def stop() -> None:
         await app[DRAIN].run(runtime.settings.drain_timeout)
