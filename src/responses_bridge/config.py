@@ -86,7 +86,7 @@ class SettingsError(ValueError):
 def load_settings(flags: dict[str, str] | None = None, **overrides: object) -> Settings:
     """Flags given on the command line (not None) win over the environment. ``flags`` maps a field to the flag
     that sets it, to name the flag rather than the variable when the bad value came from the command line."""
-    given = {key: value for key, value in overrides.items() if value is not None}
+    given: dict[str, Any] = {key: value for key, value in overrides.items() if value is not None}
     try:
         return Settings(**given)
     except ValidationError as exc:

@@ -28,10 +28,11 @@ PROBE_TIMEOUT_SECONDS = 5.0
 # default, taken from Settings, and the epilog lists the settings that have no flag.
 FLAGS: tuple[tuple[str, str, str, type], ...] = (
     ("--upstream", "upstream", "Chat Completions base URL, ending in /v1", str),
-    ("--upstream-via", "upstream_via", "base URL for the sidecar's own upstream calls (background runs, WebSocket, "
-     "compaction), e.g. Envoy's listener http://127.0.0.1:10000/v1; default: the upstream itself", str),
-    ("--api-key", "api_key", "key sent upstream as Authorization: Bearer; without it the client's own "
-     "Authorization is forwarded", str),
+    ("--upstream-via", "upstream_via", ("base URL for the sidecar's own upstream calls (background runs, "
+                                        "WebSocket, compaction), e.g. Envoy's listener http://127.0.0.1:10000/v1; "
+                                        "default: the upstream itself"), str),
+    ("--api-key", "api_key", ("key sent upstream as Authorization: Bearer; without it the client's own "
+                              "Authorization is forwarded"), str),
     ("--http-host", "http_host", "HTTP door address", str),
     ("--http-port", "http_port", "HTTP door port", int),
     ("--extproc-host", "extproc_host", "ext_proc gRPC address", str),
@@ -116,10 +117,10 @@ async def probe_upstream(settings: Settings, timeout: float = PROBE_TIMEOUT_SECO
     url = f"{settings.upstream}/models"
     headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
-            async with session.get(url, headers=headers) as response:
-                log.info("upstream_reachable", url=url, status=response.status)
-                return True
+        async with (aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
+                    session.get(url, headers=headers) as response):
+            log.info("upstream_reachable", url=url, status=response.status)
+            return True
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         log.warning("upstream_unreachable", url=url, error=str(exc) or type(exc).__name__,
                     hint="check --upstream / RESPONSES_BRIDGE_UPSTREAM; requests will fail with 502 until it answers")

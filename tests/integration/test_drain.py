@@ -128,21 +128,21 @@ async def test_sigterm_ends_20_live_streams_on_the_http_door(draining_sidecar: S
 
 
 async def test_sigterm_ends_a_websocket_turn_then_closes_the_socket(draining_sidecar: Sidecar) -> None:
-    async with aiohttp.ClientSession(base_url=draining_sidecar.http_url) as session:
-        async with session.ws_connect("/v1/responses") as busy, session.ws_connect("/v1/responses") as idle:
-            await busy.send_str(json.dumps({"type": "response.create", "model": MODEL, "input": LONG}))
-            first = json.loads((await busy.receive(timeout=EXIT_BOUND_SECONDS)).data)
-            assert first["type"] == "response.created"
-            os.kill(draining_sidecar.process.pid, signal.SIGTERM)
-            closed = await idle.receive(timeout=EXIT_BOUND_SECONDS)  # an idle socket is closed at once
-            assert closed.type == aiohttp.WSMsgType.CLOSE and closed.data == aiohttp.WSCloseCode.GOING_AWAY
-            events = []
-            while True:
-                message = await busy.receive(timeout=EXIT_BOUND_SECONDS)
-                if message.type != aiohttp.WSMsgType.TEXT:
-                    break
-                events.append(json.loads(message.data))
-            assert message.type == aiohttp.WSMsgType.CLOSE and message.data == aiohttp.WSCloseCode.GOING_AWAY
+    async with (aiohttp.ClientSession(base_url=draining_sidecar.http_url) as session,
+                session.ws_connect("/v1/responses") as busy, session.ws_connect("/v1/responses") as idle):
+        await busy.send_str(json.dumps({"type": "response.create", "model": MODEL, "input": LONG}))
+        first = json.loads((await busy.receive(timeout=EXIT_BOUND_SECONDS)).data)
+        assert first["type"] == "response.created"
+        os.kill(draining_sidecar.process.pid, signal.SIGTERM)
+        closed = await idle.receive(timeout=EXIT_BOUND_SECONDS)  # an idle socket is closed at once
+        assert closed.type == aiohttp.WSMsgType.CLOSE and closed.data == aiohttp.WSCloseCode.GOING_AWAY
+        events = []
+        while True:
+            message = await busy.receive(timeout=EXIT_BOUND_SECONDS)
+            if message.type != aiohttp.WSMsgType.TEXT:
+                break
+            events.append(json.loads(message.data))
+        assert message.type == aiohttp.WSMsgType.CLOSE and message.data == aiohttp.WSCloseCode.GOING_AWAY
     assert events[-1]["type"] == "response.failed"
     assert events[-1]["response"]["error"]["code"] == "server_shutdown"
     assert await wait_exit(draining_sidecar.process.process) == 0
@@ -151,13 +151,13 @@ async def test_sigterm_ends_a_websocket_turn_then_closes_the_socket(draining_sid
 
 
 async def test_sigterm_fails_a_followed_background_run(draining_sidecar: Sidecar) -> None:
-    async with aiohttp.ClientSession(base_url=draining_sidecar.http_url) as session:
-        async with session.post("/v1/responses", json={"model": MODEL, "input": LONG, "background": True,
-                                                       "stream": True}) as r:
-            assert r.status == 200
-            raw = await r.content.readuntil(b"\n\n")
-            os.kill(draining_sidecar.process.pid, signal.SIGTERM)
-            raw += await r.read()
+    body = {"model": MODEL, "input": LONG, "background": True, "stream": True}
+    async with (aiohttp.ClientSession(base_url=draining_sidecar.http_url) as session,
+                session.post("/v1/responses", json=body) as r):
+        assert r.status == 200
+        raw = await r.content.readuntil(b"\n\n")
+        os.kill(draining_sidecar.process.pid, signal.SIGTERM)
+        raw += await r.read()
     events = check_stream(raw)
     assert events[-1]["type"] == "response.failed"
     assert events[-1]["response"]["error"]["code"] == "server_shutdown"

@@ -43,9 +43,9 @@ async def test_envoy_pointed_at_the_wrong_http_door_says_so(sidecar: Sidecar) ->
     envoy = await start_envoy(render_bootstrap(listen_port=listen_port, extproc_port=sidecar.extproc_port,
                                                http_port=wrong_port, upstream=sidecar.upstream_url, admin_port=0))
     try:
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"http://127.0.0.1:{listen_port}/v1/responses/resp_123") as answer:
-                status, body = answer.status, await answer.json()
+        async with (aiohttp.ClientSession() as session,
+                    session.get(f"http://127.0.0.1:{listen_port}/v1/responses/resp_123") as answer):
+            status, body = answer.status, await answer.json()
     finally:
         envoy.stop()
     assert status == 503

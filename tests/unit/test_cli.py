@@ -70,13 +70,13 @@ def test_a_bad_flag_value_names_the_flag(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_a_bad_environment_value_from_the_shell() -> None:
     """What the user sees in a terminal: one line on stderr, exit status 2, nothing on stdout."""
     result = subprocess.run([sys.executable, "-m", "responses_bridge", "serve", "--db", ":memory:"],
-                            capture_output=True, text=True, timeout=60,
+                            capture_output=True, text=True, timeout=60, check=False,
                             env={"PATH": "/usr/bin:/bin", "RESPONSES_BRIDGE_HTTP_PORT": "abc"})
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr.splitlines() == [
-        "responses-bridge serve: RESPONSES_BRIDGE_HTTP_PORT='abc': Input should be a valid integer, unable to "
-        "parse string as an integer"]
+        ("responses-bridge serve: RESPONSES_BRIDGE_HTTP_PORT='abc': Input should be a valid integer, unable to "
+         "parse string as an integer")]
 
 
 def test_envoy_config_defaults_fit_serve_defaults() -> None:
@@ -124,8 +124,8 @@ def test_a_taken_port_is_one_line() -> None:
         port = taken.getsockname()[1]
         result = subprocess.run([sys.executable, "-m", "responses_bridge", "serve", "--no-extproc", "--http-port",
                                  str(port), "--db", ":memory:", "--log-level", "error"],
-                                capture_output=True, text=True, timeout=60)
+                                capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
-        f"responses-bridge serve: the HTTP door cannot listen on 127.0.0.1:{port}: Address already in use "
-        "(--http-port / RESPONSES_BRIDGE_HTTP_PORT)"]
+        (f"responses-bridge serve: the HTTP door cannot listen on 127.0.0.1:{port}: Address already in use "
+         "(--http-port / RESPONSES_BRIDGE_HTTP_PORT)")]

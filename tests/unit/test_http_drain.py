@@ -1,5 +1,6 @@
 """The HTTP door's drain in-process: which requests it refuses, and how a stream is ended at the deadline.
-(The whole shutdown, with signals and real processes, is tests/integration/test_drain.py.)"""
+(The whole shutdown, with signals and real processes, is tests/integration/test_drain.py; this file has another
+name because pytest imports test modules by basename here.)"""
 
 from __future__ import annotations
 
