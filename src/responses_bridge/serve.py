@@ -89,8 +89,9 @@ async def serve(settings: Settings, *, http: bool = True, extproc: bool = True) 
             try:
                 stoppers.append(await start_http_server(runtime, settings.http_host, settings.http_port))
             except OSError as exc:
+                reason = os.strerror(exc.errno) if exc.errno else str(exc)
                 raise StartupError(f"the HTTP door cannot listen on {settings.http_host}:{settings.http_port}: "
-                                   f"{os.strerror(exc.errno) if exc.errno else exc} (--http-port / RESPONSES_BRIDGE_HTTP_PORT)") from exc
+                                   f"{reason} (--http-port / RESPONSES_BRIDGE_HTTP_PORT)") from exc
         if extproc:
             from .adapters.extproc.server import start_extproc_server
 
