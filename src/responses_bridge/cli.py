@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 
 from . import serve
+from .config import SettingsError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="responses-bridge",
         description="The Open Responses API in front of any Chat Completions backend.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve.add_parser(commands)
     _add_fake_upstream(commands)
@@ -51,9 +54,20 @@ def _add_optional_commands(commands: argparse._SubParsersAction) -> None:
         module.add_parser(commands)
 
 
+def _version() -> str:
+    try:
+        return version("responses-bridge")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except SettingsError as exc:  # one line naming the variable, not a validation traceback
+        print(f"responses-bridge {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -8,12 +8,16 @@ and key also fall back to the names every OpenAI client already knows, ``OPENAI_
 from __future__ import annotations
 
 import os
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .engine.options import EngineOptions
+
+DEFAULT_HTTP_PORT = 8080
+DEFAULT_EXTPROC_PORT = 50051
+"""Also the defaults of ``envoy-config``, whose listener (10000) must not collide with them."""
 
 
 class Settings(BaseSettings):
@@ -31,9 +35,9 @@ class Settings(BaseSettings):
     # route), so they get Envoy's retries, TLS and stats too. None: the upstream itself.
     upstream_via: str | None = None
     http_host: str = "127.0.0.1"
-    http_port: int = 8080
+    http_port: int = DEFAULT_HTTP_PORT
     extproc_host: str = "127.0.0.1"
-    extproc_port: int = 50051
+    extproc_port: int = DEFAULT_EXTPROC_PORT
     db: str | None = None  # None: a file under the user's data directory
     upstream_timeout: float = 600.0  # whole-request ceiling; streams are also bounded by idle_timeout
     upstream_connect_timeout: float = 10.0
@@ -46,6 +50,8 @@ class Settings(BaseSettings):
     sealing_key: str | None = None  # urlsafe base64 of 32 bytes; see sealing.py
     log_level: str = "info"
     log_format: Literal["json", "console"] = "json"
+    drain_timeout: float = Field(default=30.0, ge=0, description="seconds live streams may run on after "
+                                 "SIGTERM/SIGINT before each ends with response.failed (server_shutdown)")
 
     @field_validator("upstream")
     @classmethod
@@ -73,9 +79,61 @@ class Settings(BaseSettings):
         return default_db_path()
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Flags given on the command line (not None) win over the environment."""
-    return Settings(**{key: value for key, value in overrides.items() if value is not None})
+class SettingsError(ValueError):
+    """A setting with a value it cannot take; the message is one line naming the variable (or flag)."""
+
+
+def load_settings(flags: dict[str, str] | None = None, **overrides: object) -> Settings:
+    """Flags given on the command line (not None) win over the environment. ``flags`` maps a field to the flag
+    that sets it, to name the flag rather than the variable when the bad value came from the command line."""
+    given: dict[str, Any] = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        raise SettingsError(_one_line(exc, given, flags or {})) from None
+
+
+def _one_line(exc: ValidationError, given: dict[str, object], flags: dict[str, str]) -> str:
+    problems = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else ""
+        if field in given:
+            source, value = flags.get(field, field), given[field]
+        else:
+            names = [name for name in env_names(field) if name in os.environ] or env_names(field) or [field]
+            source, value = names[0], os.environ.get(names[0], error.get("input"))
+        problems.append(f"{source}={value!r}: {error['msg']}")
+    return "; ".join(problems)
+
+
+def env_names(field: str) -> list[str]:
+    """The environment variables that set a field, in the order they are looked up."""
+    info = Settings.model_fields.get(field)
+    if info is None:
+        return []
+    alias = info.validation_alias
+    if isinstance(alias, AliasChoices):
+        return [name for name in alias.choices if isinstance(name, str) and name.isupper()]
+    if isinstance(alias, str):
+        return [alias]
+    return [f"RESPONSES_BRIDGE_{field.upper()}"]
+
+
+def field_default(field: str) -> Any:
+    return Settings.model_fields[field].default
+
+
+def environment_help(skip: set[str]) -> str:
+    """Every setting not in ``skip`` (those have flags) as ``NAME (default D)`` lines, from the model itself so
+    the list stays current; a field's ``description`` is shown when it has one."""
+    lines = []
+    for field, info in Settings.model_fields.items():
+        if field in skip:
+            continue
+        default = "none" if info.default is None else info.default
+        line = f"  {' / '.join(env_names(field))} (default {default})"
+        lines.append(f"{line}: {info.description}" if info.description else line)
+    return "\n".join(lines)
 
 
 def environ_has_upstream() -> bool:

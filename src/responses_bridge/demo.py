@@ -7,14 +7,19 @@ stops everything on Ctrl-C (SIGINT) or SIGTERM:
 2. the sidecar (``responses-bridge serve``): the ext_proc processor and the HTTP door;
 3. Envoy, with the bootstrap from :func:`responses_bridge.envoy_config.render_bootstrap` in a temporary file.
 
-Default ports (8080 for clients, 8081 HTTP door, 50051 ext_proc, 8090 fake upstream, 9901 Envoy admin) are used
-when free; a taken one is replaced by a free port, and the ports in use are printed.
+Default ports (10000 for clients, 8080 HTTP door, 50051 ext_proc, 8090 fake upstream, 9901 Envoy admin: the
+defaults of ``serve`` and ``envoy-config``) are used when free; a taken one is replaced by a free port, and the ports
+in use are printed.
+
+The printed SDK example is a command that runs as printed: this Python with the ``openai`` package, which
+``scripts/demo`` installs (the ``demo`` extra); without it the banner says how to install it first.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
 import shlex
 import shutil
@@ -27,7 +32,8 @@ from dataclasses import dataclass
 import aiohttp
 import orjson
 
-from .envoy_config import EXTPROC_SERVICE, render_bootstrap
+from .config import DEFAULT_EXTPROC_PORT, DEFAULT_HTTP_PORT
+from .envoy_config import EXTPROC_SERVICE, LISTEN_PORT, render_bootstrap
 from .procs import ManagedProcess, envoy_binary, free_port, port_is_free, wait_http
 
 READY_TIMEOUT = 60.0
@@ -37,7 +43,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("demo", help="run fake upstream + sidecar + Envoy locally and print curl commands")
     parser.add_argument("--upstream", default=None,
                         help="a real Chat Completions base URL (default: start the fake upstream)")
-    parser.add_argument("--port", type=int, default=8080, help="port clients call Envoy on (default 8080)")
+    parser.add_argument("--port", type=int, default=LISTEN_PORT,
+                        help=f"port clients call Envoy on (default {LISTEN_PORT})")
     parser.add_argument("--db", default=None, help="SQLite file for stored responses (default: a temporary file)")
     parser.set_defaults(func=run)
 
@@ -71,8 +78,9 @@ def pick_port(preferred: int, taken: set[int]) -> int:
 
 def choose_ports(listen: int) -> Ports:
     taken: set[int] = set()
-    return Ports(listen=pick_port(listen, taken), http=pick_port(8081, taken), extproc=pick_port(50051, taken),
-                 upstream=pick_port(8090, taken), admin=pick_port(9901, taken))
+    return Ports(listen=pick_port(listen, taken), http=pick_port(DEFAULT_HTTP_PORT, taken),
+                 extproc=pick_port(DEFAULT_EXTPROC_PORT, taken), upstream=pick_port(8090, taken),
+                 admin=pick_port(9901, taken))
 
 
 async def demo(upstream: str | None, listen_port: int, db: str | None) -> int:
@@ -232,11 +240,20 @@ def _banner(ports: Ports, upstream: str, config: str, db: str, model: str, fake:
         "Streaming (Server-Sent Events):",
         f"  curl -N {url} -H 'content-type: application/json'{auth} -d {shlex.quote(stream)}",
         "",
-        "With the OpenAI SDK (Python):",
-        "  from openai import OpenAI" if fake else "  import os; from openai import OpenAI",
-        f"  client = OpenAI(base_url=\"http://127.0.0.1:{ports.listen}/v1\", api_key={key})",
-        f"  print(client.responses.create(model=\"{model}\", input=\"Hi!\").output_text)",
+        *sdk_example(ports.listen, model, key),
         "",
         "Press Ctrl-C to stop.",
     ]
     return "\n".join(lines)
+
+
+def sdk_example(port: int, model: str, key: str) -> list[str]:
+    """The OpenAI SDK example as a command to paste: this interpreter has the SDK (or is told to get it)."""
+    code = (f'import os; from openai import OpenAI; '
+            f'client = OpenAI(base_url="http://127.0.0.1:{port}/v1", api_key={key}); '
+            f'print(client.responses.create(model="{model}", input="Hi!").output_text)')
+    lines = ["With the OpenAI SDK (Python):"]
+    if importlib.util.find_spec("openai") is None:
+        lines.append(f"  {shlex.quote(sys.executable)} -m pip install openai   # not installed here yet")
+    lines.append(f"  {shlex.quote(sys.executable)} -c {shlex.quote(code)}")
+    return lines

@@ -28,10 +28,16 @@ import sys
 from typing import Any
 from urllib.parse import urlsplit
 
+from .config import DEFAULT_EXTPROC_PORT, DEFAULT_HTTP_PORT
+
 EXTPROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
 IMMEDIATE_RESPONSE_DETAILS = "responses_bridge"
 """``ImmediateResponse.details`` of every reply the processor makes itself; Envoy records it as the response
 code details, which is how ``local_reply_config`` tells the processor's replies from Envoy's own."""
+
+LISTEN_PORT = 10000
+"""Envoy's listener by default (as in Envoy's own examples): not the sidecar's HTTP door port (8080), so the two
+commands run side by side with their defaults."""
 
 UPSTREAM_CLUSTER = "llm_upstream"
 EXTPROC_CLUSTER = "responses_bridge_extproc"
@@ -122,7 +128,7 @@ def bootstrap_dict(*, listen_port: int, extproc_port: int, http_port: int, upstr
             },
         }]},
         "static_resources": {
-            "listeners": [_listener(listen_address, listen_port, up)],
+            "listeners": [_listener(listen_address, listen_port, up, (sidecar_address, http_port))],
             "clusters": [
                 _upstream_cluster(up, ca_file),
                 _extproc_cluster(extproc_address, extproc_port),
@@ -144,7 +150,7 @@ def _socket(address: str, port: int) -> dict[str, Any]:
     return {"socket_address": {"address": address, "port_value": port}}
 
 
-def _listener(address: str, port: int, up: UpstreamURL) -> dict[str, Any]:
+def _listener(address: str, port: int, up: UpstreamURL, sidecar: tuple[str, int]) -> dict[str, Any]:
     return {
         "name": "responses_bridge",
         "address": _socket(address, port),
@@ -164,7 +170,7 @@ def _listener(address: str, port: int, up: UpstreamURL) -> dict[str, Any]:
                     "name": "envoy.filters.http.router",
                     "typed_config": {"@type": _TYPE + "envoy.extensions.filters.http.router.v3.Router"},
                 }],
-                "local_reply_config": _local_reply_config(),
+                "local_reply_config": _local_reply_config(sidecar),
             },
         }]}],
     }
@@ -258,8 +264,11 @@ def _host_rewrite(up: UpstreamURL) -> dict[str, Any]:
     return {} if up.is_ip else {"host_rewrite_literal": up.authority}
 
 
-def _local_reply_config() -> dict[str, Any]:
-    """Envoy's own replies as OpenAI-shaped errors; the processor's immediate responses pass untouched."""
+def _local_reply_config(sidecar: tuple[str, int]) -> dict[str, Any]:
+    """Envoy's own replies as OpenAI-shaped errors; the processor's immediate responses pass untouched. A 5xx on
+    the route to the sidecar's HTTP door names that door (``sidecar``: address and port), not the model server: it
+    is what a wrong ``--http-port`` looks like."""
+    sidecar_host, sidecar_port = sidecar
     not_ours = {"extension_filter": {
         "name": "envoy.access_loggers.extension_filters.cel",
         "typed_config": {
@@ -296,7 +305,18 @@ def _local_reply_config() -> dict[str, Any]:
             "expression": "response.code_details.startsWith('upstream_reset_after_response_started')",
         },
     }}
+    sidecar_route = {"extension_filter": {
+        "name": "envoy.access_loggers.extension_filters.cel",
+        "typed_config": {
+            "@type": _TYPE + "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+            "expression": "xds.route_name == 'sidecar'",
+        },
+    }}
     return {"mappers": [
+        mapper([sidecar_route, status("GE", 500)],
+               f"The responses-bridge sidecar's HTTP door at {_host_port(sidecar_host, sidecar_port)} did not answer "
+               f"(%RESPONSE_CODE_DETAILS%): is `responses-bridge serve` running with --http-port {sidecar_port}?",
+               "server_error", "sidecar_unavailable"),
         mapper([processor_failed, status("GE", 500)],
                "The Responses API processor is unavailable (%RESPONSE_CODE_DETAILS%).", "server_error",
                "processor_unavailable"),
@@ -310,6 +330,10 @@ def _local_reply_config() -> dict[str, Any]:
         mapper([status("GE", 400)], "%LOCAL_REPLY_BODY% (%RESPONSE_CODE_DETAILS%)", "invalid_request_error",
                "invalid_request"),
     ]}
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _cluster_base(name: str, address: str, port: int, *, dns: bool) -> dict[str, Any]:
@@ -395,7 +419,21 @@ def to_yaml(value: Any, *, header: str = "") -> str:
     """Block-style YAML in the dicts' own key order, as people write Envoy configs."""
     import yaml  # only the envoy-config and demo commands need it, not a running sidecar
 
-    return header + yaml.safe_dump(value, sort_keys=False, default_flow_style=False, width=120)
+    return header + yaml.dump(value, Dumper=_no_alias_dumper(), sort_keys=False, default_flow_style=False,
+                              width=120)
+
+
+def _no_alias_dumper() -> type:
+    """A SafeDumper that writes a shared dict out again instead of as an anchor (``&id002``) and alias: a part
+    of the YAML copied out on its own must still be complete. Built on first use, so PyYAML loads only when YAML
+    is written."""
+    import yaml
+
+    class NoAliasDumper(yaml.SafeDumper):
+        def ignore_aliases(self, data: Any) -> bool:
+            return True
+
+    return NoAliasDumper
 
 
 # ------------------------------------------------------------------------------------------------------- CLI
@@ -403,9 +441,12 @@ def to_yaml(value: Any, *, header: str = "") -> str:
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("envoy-config", help="print the Envoy bootstrap YAML that fronts the bridge")
-    parser.add_argument("--listen-port", type=int, default=8080, help="port clients call (default 8080)")
-    parser.add_argument("--extproc-port", type=int, default=50051, help="the bridge's ext_proc gRPC port")
-    parser.add_argument("--http-port", type=int, default=8081, help="the bridge's HTTP door port")
+    parser.add_argument("--listen-port", type=int, default=LISTEN_PORT,
+                        help=f"port clients call (default {LISTEN_PORT})")
+    parser.add_argument("--extproc-port", type=int, default=DEFAULT_EXTPROC_PORT,
+                        help=f"the bridge's ext_proc gRPC port (default {DEFAULT_EXTPROC_PORT}, as `serve`)")
+    parser.add_argument("--http-port", type=int, default=DEFAULT_HTTP_PORT,
+                        help=f"the bridge's HTTP door port (default {DEFAULT_HTTP_PORT}, as `serve`)")
     parser.add_argument("--upstream", default="http://127.0.0.1:8090/v1",
                         help="Chat Completions base URL, e.g. http://vllm:8000/v1 or https://api.openai.com/v1")
     parser.add_argument("--admin-port", type=int, default=9901, help="Envoy admin port, on loopback")

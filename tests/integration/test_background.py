@@ -223,9 +223,13 @@ async def test_background_objects_match_the_spec(http: aiohttp.ClientSession) ->
 
 
 async def test_delete_stops_a_running_background_response(client: openai.AsyncOpenAI) -> None:
-    response = await client.responses.create(model=MODEL, input="doomed [chunks=50] [delay=50]", background=True)
+    script = "[chunks=40] [delay=50]"
+    response = await client.responses.create(model=MODEL, input=f"doomed {script}", background=True)
+    twin = await client.responses.create(model=MODEL, input=f"twin {script}", background=True)
     await wait_status(client, response.id, {"in_progress"}, timeout=5)
     await client.responses.delete(response.id)
-    await asyncio.sleep(0.3)  # a run still going would store the response again
+    # a run still going would store the response again when it ends: by the time its twin (same script,
+    # started with it) has ended, it would have
+    await wait_status(client, twin.id, {"completed"})
     with pytest.raises(openai.NotFoundError):
         await client.responses.retrieve(response.id)

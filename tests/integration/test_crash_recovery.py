@@ -21,7 +21,8 @@ from tests.support.bridge import start_sidecar
 
 MODEL = "fake-model"
 CONCURRENCY = 200
-KILL_AFTER_SECONDS = 1.2
+KILL_WHEN_COMPLETED = 20  # kill once this many responses completed ...
+KILL_WHEN_IN_FLIGHT = 50  # ... while at least this many requests are still running
 
 
 def prompt(index: int) -> str:
@@ -68,6 +69,21 @@ async def background_one(session: aiohttp.ClientSession, base: str, index: int, 
             return
 
 
+async def until_mid_way(tasks: list[asyncio.Task], seen: dict, timeout: float = 60) -> None:
+    """Returns once enough responses completed and enough are still running: a condition, not a timer, so a
+    slow machine shifts the moment of the kill instead of making the test prove nothing."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        running = sum(not task.done() for task in tasks)
+        if len(seen["completed"]) >= KILL_WHEN_COMPLETED and running >= KILL_WHEN_IN_FLIGHT:
+            return
+        failed = [task.exception() for task in tasks if task.done() and task.exception() is not None]
+        assert not failed, f"a request failed before the kill: {failed[0]!r}"
+        assert running >= KILL_WHEN_IN_FLIGHT, "too few requests left running to kill mid-way"
+        assert asyncio.get_running_loop().time() < deadline, "the responses did not progress"
+        await asyncio.sleep(0.01)
+
+
 async def test_kill_9_during_200_concurrent_responses(tmp_path, fake_upstream: str) -> None:
     db = str(tmp_path / "crash.db")
     process, http_port, _ = start_sidecar(str(tmp_path), fake_upstream, "--db", db, extproc=False)
@@ -78,7 +94,7 @@ async def test_kill_9_during_200_concurrent_responses(tmp_path, fake_upstream: s
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
         tasks = [asyncio.create_task(kinds[i % len(kinds)](session, base, i, seen)) for i in range(CONCURRENCY)]
-        await asyncio.sleep(KILL_AFTER_SECONDS)
+        await until_mid_way(tasks, seen)
         os.kill(process.pid, signal.SIGKILL)
         process.process.wait()
         results = await asyncio.gather(*tasks, return_exceptions=True)

@@ -309,7 +309,7 @@ async def test_cut_mid_stream(stack: Stack) -> None:
 
 async def _stored_status(stack: Stack, response_id: str) -> str | None:
     stored = None
-    for _ in range(100):
+    for _ in range(600):
         stored = await stack.runtime.store.get_response(response_id)
         if stored is not None and stored["status"] != "in_progress":
             break
@@ -486,7 +486,7 @@ async def test_client_disconnect_marks_response_failed(stack: Stack) -> None:
         first = await response.content.readuntil(b"\n\n")
         response.close()  # drop the connection mid-stream
     response_id = orjson.loads(first.split(b"data: ", 1)[1])["response"]["id"]
-    for _ in range(100):
+    for _ in range(600):
         stored = await stack.runtime.store.get_response(response_id)
         if stored is not None and stored["status"] != "in_progress":
             break

@@ -27,11 +27,13 @@ def chunk(delta: dict, finish: str | None = None) -> bytes:
 
 
 class ScriptedUpstream:
-    """Streams ``words`` as content chunks; each waits for ``gate`` when one is given."""
+    """Streams ``words`` as content chunks; each waits for ``gate`` when one is given (``at_gate`` is set
+    once the stream is waiting there: the run is live, mid-way)."""
 
     def __init__(self, words: list[str], gate: asyncio.Event | None = None) -> None:
         self.words = words
         self.gate = gate
+        self.at_gate = asyncio.Event()
 
     @asynccontextmanager
     async def chat(self, call, authorization):
@@ -45,6 +47,7 @@ class ScriptedUpstream:
                 yield chunk({"role": "assistant", "content": ""})
                 for word in upstream.words:
                     if upstream.gate is not None:
+                        upstream.at_gate.set()
                         await upstream.gate.wait()
                     yield chunk({"content": word})
                 yield chunk({}, "stop")
@@ -102,16 +105,18 @@ async def test_events_are_durable_before_the_terminal_state(store: SQLiteRespons
 
 async def test_live_reader_then_stored_replay(store: SQLiteResponseStore) -> None:
     gate = asyncio.Event()
-    service = BackgroundService(store, SQLiteEventLog(store), ScriptedUpstream(["a ", "b"], gate))  # type: ignore[arg-type]
+    upstream = ScriptedUpstream(["a ", "b"], gate)
+    service = BackgroundService(store, SQLiteEventLog(store), upstream)  # type: ignore[arg-type]
     run = await start(service, store)
 
     async def read(after: int) -> bytes:
         return b"".join([frames async for frames in service.events_after(run.response_id, after)])
 
-    reader = asyncio.create_task(read(1))
-    await asyncio.sleep(0.05)
+    await upstream.at_gate.wait()
+    following = service.events_after(run.response_id, 1)
+    first = await anext(following)  # the reader follows the live run from here
     gate.set()
-    live = await reader
+    live = first + b"".join([frames async for frames in following])
     assert live == b"".join(run.frames[2:])
     assert run.response_id not in service.runs
     assert await read(1) == live  # from the store now
@@ -119,9 +124,10 @@ async def test_live_reader_then_stored_replay(store: SQLiteResponseStore) -> Non
 
 async def test_cancel_mid_run(store: SQLiteResponseStore) -> None:
     gate = asyncio.Event()
-    service = BackgroundService(store, SQLiteEventLog(store), ScriptedUpstream(["a ", "b"], gate))  # type: ignore[arg-type]
+    upstream = ScriptedUpstream(["a ", "b"], gate)
+    service = BackgroundService(store, SQLiteEventLog(store), upstream)  # type: ignore[arg-type]
     run = await start(service, store)
-    await asyncio.sleep(0.05)
+    await upstream.at_gate.wait()
     cancelled = await service.cancel(run.response_id)
     assert cancelled["status"] == "cancelled"
     assert (await store.get_response(run.response_id))["status"] == "cancelled"
@@ -130,9 +136,10 @@ async def test_cancel_mid_run(store: SQLiteResponseStore) -> None:
 
 
 async def test_shutdown_fails_running_responses(store: SQLiteResponseStore) -> None:
-    service = BackgroundService(store, SQLiteEventLog(store), ScriptedUpstream(["a"], asyncio.Event()))  # type: ignore[arg-type]
+    upstream = ScriptedUpstream(["a"], asyncio.Event())
+    service = BackgroundService(store, SQLiteEventLog(store), upstream)  # type: ignore[arg-type]
     run = await start(service, store)
-    await asyncio.sleep(0.05)
+    await upstream.at_gate.wait()
     await service.close()
     stored = await store.get_response(run.response_id)
     assert stored["status"] == "failed" and stored["error"]["code"] == "server_shutdown"
@@ -141,9 +148,10 @@ async def test_shutdown_fails_running_responses(store: SQLiteResponseStore) -> N
 async def test_fail_interrupted(store: SQLiteResponseStore) -> None:
     gate = asyncio.Event()
     log = SQLiteEventLog(store)
-    service = BackgroundService(store, log, ScriptedUpstream(["a"], gate))  # type: ignore[arg-type]
+    upstream = ScriptedUpstream(["a"], gate)
+    service = BackgroundService(store, log, upstream)  # type: ignore[arg-type]
     run = await start(service, store)
-    await asyncio.sleep(0.05)
+    await upstream.at_gate.wait()
     await run._flush()
     events_before = await log.after(run.response_id, -1)
     assert (await store.get_response(run.response_id))["status"] == "in_progress"

@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 ENVOY_DIR = ROOT / "envoy"
 needs_envoy = pytest.mark.skipif(not have_envoy(), reason="no envoy binary")
 
-DEMO = {"listen_port": 8080, "extproc_port": 50051, "http_port": 8081, "upstream": "http://127.0.0.1:8090/v1"}
-KUBERNETES = {"listen_port": 8080, "extproc_port": 50051, "http_port": 8081,
+DEMO = {"listen_port": 10000, "extproc_port": 50051, "http_port": 8080, "upstream": "http://127.0.0.1:8090/v1"}
+KUBERNETES = {"listen_port": 10000, "extproc_port": 50051, "http_port": 8080,
               "upstream": "http://vllm.llm.svc.cluster.local:8000/v1", "listen_address": "0.0.0.0"}
 RENDERED = {
     "http-ip": dict(DEMO),
@@ -153,8 +153,8 @@ def test_yaml_round_trips_tricky_scalars() -> None:
 def test_cli_prints_the_bootstrap() -> None:
     parser = argparse.ArgumentParser()
     envoy_config.add_parser(parser.add_subparsers())
-    args = parser.parse_args(["envoy-config", "--listen-port", "8080", "--extproc-port", "50051", "--http-port",
-                              "8081", "--upstream", "http://127.0.0.1:8090/v1", "--admin-port", "9901"])
+    args = parser.parse_args(["envoy-config", "--listen-port", "10000", "--extproc-port", "50051", "--http-port",
+                              "8080", "--upstream", "http://127.0.0.1:8090/v1", "--admin-port", "9901"])
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         assert args.func(args) == 0

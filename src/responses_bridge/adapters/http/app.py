@@ -9,6 +9,7 @@ from ...protocol.errors import APIError
 from ...runtime import Runtime
 from . import background_routes
 from .conversations_routes import ConversationRoutes
+from .drain import DRAIN, Drain
 from .errors import error_middleware
 from .prompts_routes import PromptRoutes
 from .responses_routes import ResponsesRoutes
@@ -19,7 +20,10 @@ UPSTREAM = web.AppKey("upstream", UpstreamClient)
 
 
 def create_app(runtime: Runtime) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=runtime.settings.max_request_bytes)
+    drain = Drain(runtime)  # outermost middleware: while draining, new requests get a 503 before anything else
+    app = web.Application(middlewares=[drain.middleware, error_middleware],
+                          client_max_size=runtime.settings.max_request_bytes)
+    app[DRAIN] = drain
     upstream = UpstreamClient(runtime.settings)
     app[RUNTIME] = runtime
     app[UPSTREAM] = upstream

@@ -12,6 +12,7 @@ from ...engine.exchange import Reply
 from ...protocol.errors import APIError, not_found
 from ...runtime import Runtime
 from . import background_routes
+from .drain import DRAIN, ShutdownDeadline, shutdown_error
 from .params import int_query
 from .upstream import UpstreamClient, UpstreamFailure
 
@@ -41,7 +42,7 @@ class ResponsesRoutes:
         stream: web.StreamResponse | None = None
         try:
             try:
-                async with self.upstream.chat(call, authorization) as answer:
+                async with request.app[DRAIN].deadline(), self.upstream.chat(call, authorization) as answer:
                     head = exchange.on_upstream_headers(answer.status, answer.content_type)
                     if head is not None:
                         stream = await _open_stream(request, head)
@@ -52,6 +53,8 @@ class ResponsesRoutes:
                 reply = await exchange.finish()
             except UpstreamFailure as failure:
                 reply = await exchange.fail(failure.error)
+            except ShutdownDeadline:  # the server is stopping: stored as failed, the client gets the terminal event
+                reply = await exchange.fail(shutdown_error())
             return await _deliver(request, reply, stream)
         except (asyncio.CancelledError, ConnectionResetError):
             # the client went away: the upstream call was cancelled with us; record what happened

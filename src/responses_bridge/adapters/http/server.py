@@ -8,13 +8,28 @@ from aiohttp import web
 
 from ...runtime import Runtime
 from .app import create_app
+from .drain import DRAIN
+
+CLOSE_TIMEOUT_SECONDS = 1.0
+"""Once drained, what aiohttp still waits for handlers that did not end (they are cancelled after it)."""
 
 
 async def start_http_server(runtime: Runtime, host: str, port: int) -> Callable[[], Awaitable[None]]:
-    """Returns the coroutine function that stops it. Handlers are cancelled when their client disconnects,
-    which cancels the upstream call they are waiting on."""
-    runner = web.AppRunner(create_app(runtime), handler_cancellation=True, access_log=None)
+    """Returns the coroutine function that stops it: it drains the door (see ``drain.py``; up to
+    ``settings.drain_timeout`` plus a short grace) and then closes it. Handlers are cancelled when their client
+    disconnects, which cancels the upstream call they are waiting on."""
+    app = create_app(runtime)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=CLOSE_TIMEOUT_SECONDS)
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
-    await site.start()
-    return runner.cleanup
+    try:
+        await site.start()
+    except OSError:
+        await runner.cleanup()  # the app's upstream session was opened by setup()
+        raise
+
+    async def stop() -> None:
+        await app[DRAIN].run(runtime.settings.drain_timeout)
+        await runner.cleanup()
+
+    return stop

@@ -11,24 +11,27 @@ A turn that fails evicts the response it continued from the cache, and a failed 
 ``stream_id`` sent with ``response.create`` is echoed on every event (and error) of that turn; ``generate: false``
 prepares a turn (stored or cached, continuable) without calling the model: it completes with no output.
 Errors are ``{"type": "error", "status": N, "error": {"code", "message", "param", "type"}}`` frames; the socket
-stays open for the next turn.
+stays open for the next turn. When the door drains (shutdown, ``drain.py``) a socket closes (1001, going away)
+after its running turn, which the drain deadline may end with ``response.failed``; an idle socket closes at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any
 
 import orjson
 import structlog
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from ...engine.exchange import JSON_CONTENT_TYPE, Exchange
 from ...protocol.errors import APIError
 from ...runtime import Runtime
 from ...store.base import ResponseStore
 from ...upstream import UpstreamClient, UpstreamFailure
+from .drain import DRAIN, Drain, ShutdownDeadline, shutdown_error
 
 log = structlog.get_logger("responses_bridge.websocket")
 
@@ -70,13 +73,15 @@ def error_frame(error: APIError) -> str:
 
 class WebSocketSession:
     def __init__(self, runtime: Runtime, upstream: UpstreamClient, ws: web.WebSocketResponse,
-                 authorization: str | None) -> None:
+                 authorization: str | None, drain: Drain | None = None) -> None:
         self.runtime = runtime
         self.upstream = upstream
         self.ws = ws
         self.authorization = authorization
         self.store = ConnectionStore(runtime.store)
         self.stream_id_suffix = b""  # ',"stream_id":"…"}' when the current turn has a stream_id to echo
+        self.drain = drain  # None: no deadline (a session driven outside the HTTP door)
+        self.closing = False  # the door drains: the socket is closing itself after its turn
 
     async def send_lines(self, data: bytes) -> None:
         suffix = self.stream_id_suffix
@@ -148,7 +153,7 @@ class WebSocketSession:
 
     async def _run(self, exchange: Exchange, call: Any) -> None:
         try:
-            async with self.upstream.chat(call, self.authorization) as answer:
+            async with self._deadline(), self.upstream.chat(call, self.authorization) as answer:
                 head = exchange.on_upstream_headers(answer.status, answer.content_type)
                 if head:
                     await self.send_lines(head)
@@ -159,6 +164,8 @@ class WebSocketSession:
             reply = await exchange.finish()
         except UpstreamFailure as failure:
             reply = await exchange.fail(failure.error)
+        except ShutdownDeadline:  # the server is stopping: the turn ends with response.failed, then the socket
+            reply = await exchange.fail(shutdown_error())
         if reply.content_type == JSON_CONTENT_TYPE and reply.status >= 400:  # refused before any event
             try:
                 error = orjson.loads(reply.body)["error"]
@@ -169,6 +176,13 @@ class WebSocketSession:
             await self.send_error(api_error)
             return
         await self.send_lines(reply.body)
+
+    def _deadline(self) -> AbstractAsyncContextManager[None]:
+        return self.drain.deadline() if self.drain is not None else nullcontext()
+
+    async def close_for_shutdown(self) -> None:
+        self.closing = True
+        await self.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
 
     def _evict(self, previous: str | None) -> None:
         if previous is not None:
@@ -181,12 +195,14 @@ async def handle(request: web.Request, runtime: Runtime, upstream: UpstreamClien
         raise APIError(400, "GET /v1/responses is WebSocket mode: open it with 'Upgrade: websocket', or create "
                        "a response with POST /v1/responses.", code="websocket_upgrade_required")
     await ws.prepare(request)
+    drain = request.app[DRAIN]
     session = WebSocketSession(runtime, upstream, ws,
-                               runtime.upstream_authorization(request.headers.get("Authorization")))
+                               runtime.upstream_authorization(request.headers.get("Authorization")), drain)
     # Turns run one at a time in a worker while this loop keeps reading, so pings, pongs and a close are seen
     # even during a long turn (a close cancels the turn, which is then recorded as abandoned).
-    queue: asyncio.Queue[str | bytes] = asyncio.Queue()
+    queue: asyncio.Queue[str | bytes | None] = asyncio.Queue()  # None: the door drains, close after the turn
     worker = asyncio.create_task(_turns(session, queue))
+    forget = drain.on_drain(lambda: queue.put_nowait(None))
     try:
         async for message in ws:
             if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
@@ -194,14 +210,19 @@ async def handle(request: web.Request, runtime: Runtime, upstream: UpstreamClien
             elif message.type == WSMsgType.ERROR:
                 break
     finally:
-        worker.cancel()
+        forget()
+        if not session.closing:  # else the worker is sending the close frame: let it finish
+            worker.cancel()
         await asyncio.gather(worker, return_exceptions=True)
     return ws
 
 
-async def _turns(session: WebSocketSession, queue: asyncio.Queue[str | bytes]) -> None:
+async def _turns(session: WebSocketSession, queue: asyncio.Queue[str | bytes | None]) -> None:
     while True:
         data = await queue.get()
+        if data is None or session.runtime.draining:
+            await session.close_for_shutdown()
+            return
         try:
             await session.turn(data)
         except (asyncio.CancelledError, ConnectionResetError):

@@ -1,0 +1,126 @@
+"""Graceful shutdown of the HTTP door: refuse new work, let live streams finish, end the rest properly.
+
+On SIGTERM/SIGINT ``serve`` sets ``runtime.draining``; from then on the door answers every new request with a
+503 (``server_shutting_down``) except ``/health…`` and ``/metrics`` (load balancers and probes must still see
+it), open WebSockets are closed once their running turn has ended, and :meth:`Drain.run` waits for the requests
+already in flight. A stream still running at the deadline (``RESPONSES_BRIDGE_DRAIN_TIMEOUT``) is ended from
+inside its own handler: its upstream read is interrupted (an ``asyncio.timeout`` scope the drain expires), the
+exchange stores the response as failed and the client gets ``response.failed`` (code ``server_shutdown``) and
+``[DONE]``, or in WebSocket mode the turn's ``response.failed`` and then a close frame. Interrupting the handler
+rather than cancelling it keeps one code path for the terminal bytes: the exchange's own ``fail``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from aiohttp import web
+
+from ...protocol.errors import APIError
+from ...runtime import Runtime
+from .errors import Handler, error_response
+
+FINAL_WRITE_GRACE_SECONDS = 1.0
+"""After the deadline: how long the interrupted handlers get to store their response and write its last bytes
+before the server closes what is left."""
+
+
+def shutdown_error() -> APIError:
+    """What a stream still running at the drain deadline ends with."""
+    return APIError(503, "The server is shutting down: this response was ended before it completed.",
+                    type="server_error", code="server_shutdown")
+
+
+def shutting_down_error() -> APIError:
+    """What a request arriving while the door drains gets."""
+    return APIError(503, "The server is shutting down and takes no new requests; retry on another instance.",
+                    type="server_error", code="server_shutting_down")
+
+
+class ShutdownDeadline(Exception):
+    """The drain deadline passed while this stream was still reading its upstream."""
+
+
+def _exempt(path: str) -> bool:
+    """Probes and metrics keep answering while the door drains (readiness says 503 itself)."""
+    return path == "/metrics" or path == "/health" or path.startswith("/health/")
+
+
+class Drain:
+    """The HTTP door's in-flight requests, the deadline scopes of its streams and its open WebSockets."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._scopes: set[asyncio.Timeout] = set()
+        self._expired = False
+        self._on_drain: set[Callable[[], None]] = set()
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self.runtime.draining and not _exempt(request.path):
+            response = error_response(shutting_down_error())
+            response.force_close()  # a keep-alive client should reconnect, to an instance that is not stopping
+            return response
+        self.in_flight += 1
+        self._idle.clear()
+        try:
+            return await handler(request)
+        finally:
+            self.in_flight -= 1
+            if not self.in_flight:
+                self._idle.set()
+
+    @asynccontextmanager
+    async def deadline(self) -> AsyncIterator[None]:
+        """Around a stream's upstream read: raises :class:`ShutdownDeadline` when the drain deadline passes."""
+        scope = asyncio.timeout(None)
+        try:
+            async with scope:
+                self._scopes.add(scope)
+                if self._expired:
+                    scope.reschedule(asyncio.get_running_loop().time())
+                try:
+                    yield
+                finally:
+                    self._scopes.discard(scope)
+        except TimeoutError:
+            if scope.expired():
+                raise ShutdownDeadline() from None
+            raise
+
+    def on_drain(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` when the drain starts (a WebSocket closes itself after its turn); returns the
+        function that unregisters it."""
+        self._on_drain.add(callback)
+        if self.runtime.draining:
+            callback()
+        return lambda: self._on_drain.discard(callback)
+
+    async def run(self, timeout: float) -> None:
+        """Refuse new work, wait up to ``timeout`` seconds for what is in flight, then interrupt the streams
+        still running and give them :data:`FINAL_WRITE_GRACE_SECONDS` to write their terminal events."""
+        self.runtime.draining = True
+        for callback in list(self._on_drain):
+            callback()
+        if await self._until_idle(timeout):
+            return
+        self._expired = True
+        now = asyncio.get_running_loop().time()
+        for scope in list(self._scopes):
+            scope.reschedule(now)
+        await self._until_idle(FINAL_WRITE_GRACE_SECONDS)
+
+    async def _until_idle(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+
+DRAIN = web.AppKey("drain", Drain)

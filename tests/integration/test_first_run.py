@@ -1,0 +1,62 @@
+"""A new user's first minutes, with real processes: a dead upstream is reported at start, a bootstrap pointed at
+the wrong HTTP door says so, and the SDK example the demo prints runs as printed."""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import subprocess
+
+import aiohttp
+import pytest
+
+from responses_bridge.demo import sdk_example
+from responses_bridge.envoy_config import render_bootstrap
+from responses_bridge.procs import free_port
+from tests.support.bridge import PYTHON, Sidecar
+from tests.support.envoy import start_envoy
+
+
+async def test_an_unreachable_upstream_is_reported_at_start(tmp_path) -> None:
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([PYTHON, "-m", "responses_bridge", "serve", "--upstream", dead, "--no-extproc",
+                                    "--http-port", str(free_port()), "--db", ":memory:"],
+                                   stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = asyncio.get_running_loop().time() + 30
+        while "upstream_unreachable" not in log_path.read_text():
+            assert process.poll() is None, log_path.read_text()
+            assert asyncio.get_running_loop().time() < deadline, log_path.read_text()
+            await asyncio.sleep(0.05)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    warning = next(line for line in log_path.read_text().splitlines() if "upstream_unreachable" in line)
+    assert f"{dead}/models" in warning and '"level": "warning"' in warning
+
+
+@pytest.mark.envoy
+async def test_envoy_pointed_at_the_wrong_http_door_says_so(sidecar: Sidecar) -> None:
+    listen_port, wrong_port = free_port(), free_port()
+    envoy = await start_envoy(render_bootstrap(listen_port=listen_port, extproc_port=sidecar.extproc_port,
+                                               http_port=wrong_port, upstream=sidecar.upstream_url, admin_port=0))
+    try:
+        async with (aiohttp.ClientSession() as session,
+                    session.get(f"http://127.0.0.1:{listen_port}/v1/responses/resp_123") as answer):
+            status, body = answer.status, await answer.json()
+    finally:
+        envoy.stop()
+    assert status == 503
+    assert body["error"]["code"] == "sidecar_unavailable"
+    assert f"--http-port {wrong_port}" in body["error"]["message"]
+
+
+async def test_the_printed_sdk_example_runs(sidecar: Sidecar) -> None:
+    port = int(sidecar.http_url.rsplit(":", 1)[1])
+    command = sdk_example(port, "fake-model", '"x"')[-1]
+    result = await asyncio.to_thread(subprocess.run, shlex.split(command), capture_output=True, text=True,
+                                     timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "Echo: Hi!"
