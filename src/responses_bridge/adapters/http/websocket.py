@@ -148,14 +148,16 @@ class WebSocketSession:
 
     async def _run(self, exchange: Exchange, call: Any) -> None:
         try:
-            async with self.upstream.chat(call, self.authorization) as answer:
-                head = exchange.on_upstream_headers(answer.status, answer.content_type)
-                if head:
-                    await self.send_lines(head)
-                async for chunk in answer.chunks():
-                    out = exchange.on_upstream_chunk(chunk)
-                    if out:
-                        await self.send_lines(out)
+            while call is not None:  # a second attempt only for truncation "auto" (retry_request)
+                async with self.upstream.chat(call, self.authorization) as answer:
+                    head = exchange.on_upstream_headers(answer.status, answer.content_type)
+                    if head:
+                        await self.send_lines(head)
+                    async for chunk in answer.chunks():
+                        out = exchange.on_upstream_chunk(chunk)
+                        if out:
+                            await self.send_lines(out)
+                call = exchange.retry_request()
             reply = await exchange.finish()
         except UpstreamFailure as failure:
             reply = await exchange.fail(failure.error)
