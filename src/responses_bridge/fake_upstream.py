@@ -75,6 +75,8 @@ text that gets echoed. Unknown bracketed text is left alone.
    ``[args=JSON]`` gives every call exactly these arguments (a JSON object without ``]`` in it), e.g.
    ``call exec_command [args={"cmd": "echo hi"}]`` scripts Codex's shell tool; a namespace function is
    offered by the bridge as ``<namespace>__<name>``, so ``call <namespace>__<name>`` calls it.
+   ``[args64=BASE64]`` is the same with the JSON object base64-encoded (for arguments that hold arrays,
+   whose ``]`` would end the directive).
 5. ``[refuse]``: ``refusal: "I can't help with that."`` with ``content: null``; streamed as
    ``delta.refusal`` pieces, one per word.
 6. ``[length]`` cuts the answer to 3 words; a ``max_completion_tokens`` (or else ``max_tokens``)
@@ -158,7 +160,8 @@ _RESPONSES_ONLY_FIELDS = (
     "include",
 )
 _FLAG_DIRECTIVES = ("think", "refuse", "length", "filter", "garbage")
-_VALUE_DIRECTIVES = ("think_field", "stall_after", "chunks", "delay", "error", "stall", "cut", "args", "context")
+_VALUE_DIRECTIVES = ("think_field", "stall_after", "chunks", "delay", "error", "stall", "cut", "args", "args64",
+                     "context")
 _DIRECTIVE_RE = re.compile(
     r"\s*\[(" + "|".join(_VALUE_DIRECTIVES + _FLAG_DIRECTIVES) + r")(?:=([^\]]*))?\]"
 )
@@ -353,6 +356,12 @@ def _apply_directive(d: Directives, name: str, value: str | None, raw: str) -> N
         d.stall_ms = _non_negative_int(raw, value)
     elif name == "cut":
         d.cut = _non_negative_int(raw, value)
+    elif name == "args64":
+        try:
+            decoded = base64.b64decode(value, validate=True).decode()
+        except (ValueError, UnicodeDecodeError):
+            raise _bad_directive(raw, "expected base64") from None
+        _apply_directive(d, "args", decoded, raw)
     elif name == "context":
         d.context = _non_negative_int(raw, value, minimum=1)
     elif name == "error":
