@@ -66,6 +66,8 @@ def build_chat_request(
         response_format = _response_format(p.text.format)
         if response_format is not None:
             body["response_format"] = response_format
+    if p.text is not None and p.text.verbosity is not None:
+        body["verbosity"] = p.text.verbosity  # OpenAI's Chat Completions has it; other servers ignore it
     _add_tools(body, request, plan)
     return body
 

@@ -35,7 +35,7 @@ class _Reasoning(BaseModel):
 class _Text(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
     format: dict[str, Any] | None = None
-    verbosity: str | None = None
+    verbosity: Literal["low", "medium", "high"] | None = None  # forwarded as Chat Completions' ``verbosity``
 
 
 class CreateParams(BaseModel):
