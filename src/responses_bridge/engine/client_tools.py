@@ -175,19 +175,21 @@ class ShellCallReader(CallReader):
 
     def close(self, arguments: str, status: str) -> list[Event]:
         parsed = parse_arguments(arguments)
+        commands: list[str]
         if isinstance(parsed, dict):
-            commands = parsed.get("commands")
-            if isinstance(commands, str):
-                commands = [commands]
-            commands = [str(command) for command in commands] if isinstance(commands, list) else []
-            action = {"commands": commands, "timeout_ms": _int_or_none(parsed.get("timeout_ms")),
+            given = parsed.get("commands")
+            if isinstance(given, str):
+                given = [given]
+            commands = [str(command) for command in given] if isinstance(given, list) else []
+            action: dict[str, Any] = {"commands": commands, "timeout_ms": _int_or_none(parsed.get("timeout_ms")),
                       "max_output_length": _int_or_none(parsed.get("max_output_length"))}
         else:  # not the JSON offered: the text is the command
-            action = {"commands": [arguments] if arguments else [], "timeout_ms": None, "max_output_length": None}
+            commands = [arguments] if arguments else []
+            action = {"commands": commands, "timeout_ms": None, "max_output_length": None}
         self.item["action"] = action
         self.item["status"] = status
         events: list[Event] = []
-        for index, command in enumerate(action["commands"]):
+        for index, command in enumerate(commands):
             common = {"sequence_number": 0, "output_index": self.output_index, "command_index": index}
             events.append({"type": "response.shell_call_command.added", **common, "command": ""})
             events.append({"type": "response.shell_call_command.delta", **common, "delta": command})

@@ -12,9 +12,8 @@ the same blob (:func:`seal_summary`).
 
 from __future__ import annotations
 
-from typing import Any
-
 import time
+from typing import Any
 
 from ..protocol.errors import APIError
 from ..sealing import Sealer

@@ -230,6 +230,7 @@ def _add_custom(plan: ToolPlan, tool: dict[str, Any], taken: set[str], namespace
 
 def _add_builtin(plan: ToolPlan, tool: dict[str, Any], taken: set[str]) -> None:
     kind = tool["type"]
+    parameters: dict[str, Any]
     key = (kind, None, None)
     if key in plan.names:
         return
@@ -241,7 +242,8 @@ def _add_builtin(plan: ToolPlan, tool: dict[str, Any], taken: set[str]) -> None:
     elif kind == "apply_patch":
         parameters, description = APPLY_PATCH_PARAMETERS, APPLY_PATCH_DESCRIPTION
     else:
-        parameters = tool.get("parameters") if isinstance(tool.get("parameters"), dict) else TOOL_SEARCH_PARAMETERS
+        given = tool.get("parameters")
+        parameters = given if isinstance(given, dict) else TOOL_SEARCH_PARAMETERS
         description = tool.get("description") or TOOL_SEARCH_DESCRIPTION
     plan.functions.append({"type": "function", "name": name, "description": description, "parameters": parameters})
 
