@@ -3,6 +3,7 @@ client tool search, Codex's compaction_trigger; and ``truncation`` against a mod
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from typing import Any
 
@@ -175,3 +176,29 @@ async def test_truncation_disabled_is_a_clear_400(stream: bool, client: openai.A
     assert error.value.status_code == 400
     assert error.value.code == "context_length_exceeded" and error.value.param == "input"
     assert error.value.type == "invalid_request_error"
+
+
+async def test_truncation_auto_in_a_background_run(client: openai.AsyncOpenAI) -> None:
+    response = await client.responses.create(model=MODEL, background=True, truncation="auto", input=[
+        *LONG, {"role": "user", "content": "newest [context=200]"}])
+    deadline = asyncio.get_running_loop().time() + 20
+    while response.status in ("queued", "in_progress"):
+        assert asyncio.get_running_loop().time() < deadline, "the background run never ended"
+        await asyncio.sleep(0.05)
+        response = await client.responses.retrieve(response.id)
+    assert response.status == "completed" and response.output_text == "Echo: newest"
+
+
+async def test_truncation_in_websocket_turns(base_url: str) -> None:
+    async with aiohttp.ClientSession(base_url=base_url) as session, session.ws_connect("/v1/responses") as ws:
+        for truncation, expected in (("auto", "response.completed"), ("disabled", "error")):
+            await ws.send_str(orjson.dumps({"type": "response.create", "model": MODEL, "truncation": truncation,
+                                            "input": [*LONG, {"role": "user", "content": "newest [context=200]"}]
+                                            }).decode())
+            while True:
+                event = orjson.loads((await ws.receive(timeout=30)).data)
+                if event["type"] in ("response.completed", "response.failed", "error"):
+                    break
+            assert event["type"] == expected, event
+            if expected == "error":
+                assert event["error"]["code"] == "context_length_exceeded" and event["status"] == 400
