@@ -175,7 +175,8 @@ def _sdk_validate_response(response: dict[str, Any], where: str) -> None:
 
 def _spec_response_view(response: dict[str, Any]) -> dict[str, Any]:
     """The response as the spec types can judge it: they type ``json_schema.schema`` as null and model only
-    function tools (both are checked against the SDK types instead)."""
+    function tools, function tool choices and the core output items (all checked against the SDK types
+    instead)."""
     view = {key: value for key, value in response.items() if key not in OPTIONAL_RESPONSE_FIELDS}
     text = view.get("text")
     if isinstance(text, dict) and isinstance(text.get("format"), dict) and text["format"].get("type") == "json_schema":
@@ -183,6 +184,9 @@ def _spec_response_view(response: dict[str, Any]) -> dict[str, Any]:
     tools = view.get("tools")
     if isinstance(tools, list):
         view["tools"] = [tool for tool in tools if not isinstance(tool, dict) or tool.get("type") == "function"]
+    choice = view.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("type") not in ("function", "allowed_tools"):
+        view["tool_choice"] = "auto"  # a custom / shell / apply_patch / hosted tool's choice: the SDK judges it
     output = view.get("output")
     if isinstance(output, list):
         view["output"] = [item for item in output if not isinstance(item, dict) or item.get("type") in SPEC_ITEM_TYPES]

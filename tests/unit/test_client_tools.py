@@ -262,3 +262,11 @@ def test_string_field_decoder_waits_for_split_escapes() -> None:
     decoder = StringFieldDecoder()
     out = [decoder.feed(piece) for piece in ['{"in', 'put": "a\\', 'n\\u00', 'e9\\ud83d', '\\ude00b"', ', "x": "y"}']]
     assert out == ["", "a", "\n", "é", "😀b", ""]
+
+
+@pytest.mark.parametrize("choice", [{"type": "shell"}, {"type": "apply_patch"}, {"type": "custom", "name": "code_exec"}])
+def test_client_tool_choices_are_echoed_in_the_sdk_shape(choice: dict[str, Any]) -> None:
+    response = new_response("resp_1", request_of({"input": "x", "tools": [SHELL, PATCH, CUSTOM], "tool_choice": choice}))
+    response.update(status="completed", completed_at=1)
+    validate_response(response)
+    assert response["tool_choice"] == choice
