@@ -264,9 +264,35 @@ def test_string_field_decoder_waits_for_split_escapes() -> None:
     assert out == ["", "a", "\n", "é", "😀b", ""]
 
 
-@pytest.mark.parametrize("choice", [{"type": "shell"}, {"type": "apply_patch"}, {"type": "custom", "name": "code_exec"}])
+@pytest.mark.parametrize("choice", [{"type": "shell"}, {"type": "apply_patch"},
+                                    {"type": "custom", "name": "code_exec"}])
 def test_client_tool_choices_are_echoed_in_the_sdk_shape(choice: dict[str, Any]) -> None:
-    response = new_response("resp_1", request_of({"input": "x", "tools": [SHELL, PATCH, CUSTOM], "tool_choice": choice}))
+    request = request_of({"input": "x", "tools": [SHELL, PATCH, CUSTOM], "tool_choice": choice})
+    response = new_response("resp_1", request)
     response.update(status="completed", completed_at=1)
     validate_response(response)
     assert response["tool_choice"] == choice
+
+
+def test_a_stream_cut_mid_call_fails_with_the_partial_items() -> None:
+    request = request_of({"input": "x", "stream": True, "tools": [CUSTOM, SHELL]})
+    plan = plan_request_tools(request, [], EngineOptions())
+    response = new_response("resp_1", request)
+    builder = OutputBuilder(response, encode_event, targets=plan.targets)
+    builder.lifecycle("response.created")
+    builder.feed({"choices": [{"index": 0, "delta": {"tool_calls": [
+        {"index": 0, "id": "c0", "type": "function", "function": {"name": "code_exec", "arguments": '{"input": "ab'}},
+        {"index": 1, "id": "c1", "type": "function", "function": {"name": "shell", "arguments": '{"comm'}}]}}]})
+    builder.fail("upstream_connection_error", "cut")
+    events = check_stream(builder.take() + DONE_FRAME)
+    assert events[-1]["type"] == "response.failed"
+    custom, shell = events[-1]["response"]["output"]
+    assert custom["input"] == "ab"  # what had been decoded, not the raw JSON
+    assert shell["status"] == "incomplete" and shell["action"]["commands"] == []
+
+
+def test_a_shell_call_in_plain_text_is_one_command() -> None:
+    response, events = run_builder({"tools": [SHELL]}, [("shell", ["ls ", "-la"])])
+    assert response["output"][0]["action"]["commands"] == ["ls -la"]
+    response, events = run_builder({"tools": [SHELL]}, [("shell", ['{"commands": ["rm -rf /tmp/x"'])])
+    assert response["output"][0]["action"]["commands"] == []  # broken JSON: nothing is made up from it

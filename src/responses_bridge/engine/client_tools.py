@@ -159,8 +159,11 @@ class CustomCallReader(CallReader):
         return [self._delta(text)]
 
     def close(self, arguments: str, status: str) -> list[Event]:
-        final = custom_input(arguments)
         streamed = "".join(self._streamed)
+        if self._streamed and parse_arguments(arguments) is None:
+            final = streamed  # cut off mid-value: what was decoded, never the raw JSON
+        else:
+            final = custom_input(arguments)
         self.item["input"] = final
         events = []
         if len(final) > len(streamed) and final.startswith(streamed):
@@ -176,16 +179,18 @@ class ShellCallReader(CallReader):
     def close(self, arguments: str, status: str) -> list[Event]:
         parsed = parse_arguments(arguments)
         commands: list[str]
+        limits: dict[str, Any] = parsed if isinstance(parsed, dict) else {}
         if isinstance(parsed, dict):
             given = parsed.get("commands")
             if isinstance(given, str):
                 given = [given]
             commands = [str(command) for command in given] if isinstance(given, list) else []
-            action: dict[str, Any] = {"commands": commands, "timeout_ms": _int_or_none(parsed.get("timeout_ms")),
-                      "max_output_length": _int_or_none(parsed.get("max_output_length"))}
-        else:  # not the JSON offered: the text is the command
-            commands = [arguments] if arguments else []
-            action = {"commands": commands, "timeout_ms": None, "max_output_length": None}
+        elif status == "completed" and arguments.strip() and not arguments.lstrip().startswith("{"):
+            commands = [arguments]  # not the JSON offered but plain text: the text is the command
+        else:  # cut off, or broken JSON: no command is made up from a fragment
+            commands = []
+        action = {"commands": commands, "timeout_ms": _int_or_none(limits.get("timeout_ms")),
+                  "max_output_length": _int_or_none(limits.get("max_output_length"))}
         self.item["action"] = action
         self.item["status"] = status
         events: list[Event] = []
