@@ -202,3 +202,18 @@ async def test_truncation_in_websocket_turns(base_url: str) -> None:
             assert event["type"] == expected, event
             if expected == "error":
                 assert event["error"]["code"] == "context_length_exceeded" and event["status"] == 400
+
+
+async def test_a_compaction_turn_on_a_websocket_is_not_continuable(base_url: str) -> None:
+    async with aiohttp.ClientSession(base_url=base_url) as session, session.ws_connect("/v1/responses") as ws:
+        events = []
+        await ws.send_str(orjson.dumps({"type": "response.create", "model": MODEL, "store": False, "input": [
+            *CONVERSATION, {"type": "compaction_trigger"}]}).decode())
+        while not events or events[-1]["type"] not in ("response.completed", "response.failed", "error"):
+            events.append(orjson.loads((await ws.receive(timeout=30)).data))
+        assert events[-1]["type"] == "response.completed", events[-1]
+        assert [item["type"] for item in events[-1]["response"]["output"]] == ["compaction"]
+        await ws.send_str(orjson.dumps({"type": "response.create", "model": MODEL, "input": "more",
+                                        "previous_response_id": events[-1]["response"]["id"]}).decode())
+        error = orjson.loads((await ws.receive(timeout=30)).data)
+        assert error["type"] == "error" and error["error"]["code"] == "previous_response_not_found"

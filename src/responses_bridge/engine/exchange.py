@@ -135,6 +135,11 @@ class Exchange:
         return self._builder.sequence_number if self._builder is not None else 0
 
     @property
+    def compaction_turn(self) -> bool:
+        """Does this turn answer a ``compaction_trigger``? Such a turn is never history anywhere."""
+        return self._compacting is not None
+
+    @property
     def response_id(self) -> str | None:
         return self.response["id"] if self.response else None
 

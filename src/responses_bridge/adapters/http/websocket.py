@@ -140,7 +140,7 @@ class WebSocketSession:
             await exchange.abandon()
             raise
         response = exchange.response or {}
-        if response.get("status") in ("completed", "incomplete"):
+        if response.get("status") in ("completed", "incomplete") and not exchange.compaction_turn:
             self.store.remember(response["id"], self.store.loaded + exchange.request.input_items  # type: ignore[union-attr]
                                 + list(response.get("output") or []))
         else:
