@@ -296,3 +296,16 @@ def test_a_shell_call_in_plain_text_is_one_command() -> None:
     assert response["output"][0]["action"]["commands"] == ["ls -la"]
     response, events = run_builder({"tools": [SHELL]}, [("shell", ['{"commands": ["rm -rf /tmp/x"'])])
     assert response["output"][0]["action"]["commands"] == []  # broken JSON: nothing is made up from it
+
+
+def test_a_custom_tool_inside_a_namespace() -> None:
+    namespace = {"type": "namespace", "name": "mcp", "description": "Server tools.",
+                 "tools": [{"type": "custom", "name": "query"}, {"type": "function", "name": "query_fn"}]}
+    assert set(offered(chat({"input": "x", "tools": [namespace]}))) == {"mcp__query", "mcp__query_fn"}
+    response, events = run_builder({"tools": [namespace]}, [("mcp__query", ['{"input": "select 1"}'])])
+    item = response["output"][0]
+    assert (item["type"], item["namespace"], item["name"], item["input"]) == ("custom_tool_call", "mcp", "query",
+                                                                              "select 1")
+    replayed = chat({"tools": [namespace], "input": "next"}, [
+        item, {"type": "custom_tool_call_output", "call_id": item["call_id"], "output": "1"}])
+    assert replayed["messages"][0]["tool_calls"][0]["function"]["name"] == "mcp__query"

@@ -193,7 +193,8 @@ def _plain_names(tools: list[dict[str, Any]]) -> set[str]:
             names.add(tool["name"])
         elif tool.get("type") == "namespace":
             names.update(flat_name(tool.get("name") or "", inner["name"]) for inner in tool.get("tools") or ()
-                         if isinstance(inner, dict) and isinstance(inner.get("name"), str))
+                         if isinstance(inner, dict) and isinstance(inner.get("name"), str)
+                         and inner.get("type", "function") == "function")
     return names
 
 
