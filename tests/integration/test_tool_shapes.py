@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from responses_bridge.engine.compaction import SUMMARY_PREFIX
-from tests.support.bridge import UpstreamLog
+from tests.support.bridge import UpstreamLog, running_sidecar
 from tests.support.schema import check_stream, validate_response
 
 MODEL = "fake-model"
@@ -217,3 +217,18 @@ async def test_a_compaction_turn_on_a_websocket_is_not_continuable(base_url: str
                                         "previous_response_id": events[-1]["response"]["id"]}).decode())
         error = orjson.loads((await ws.receive(timeout=30)).data)
         assert error["type"] == "error" and error["error"]["code"] == "previous_response_not_found"
+
+
+async def test_a_declared_context_window_shrinks_the_first_call(fake_upstream: str, tmp_path,
+                                                                upstream_log: UpstreamLog) -> None:
+    async with running_sidecar(str(tmp_path), fake_upstream, env={"RESPONSES_BRIDGE_CONTEXT_WINDOW": "300"},
+                               extproc=False) as sidecar, aiohttp.ClientSession(base_url=sidecar.http_url) as http:
+        body = {"model": MODEL, "truncation": "auto", "input": [*LONG, {"role": "user", "content": "newest"}]}
+        async with http.post("/v1/responses", json=body) as answer:
+            assert answer.status == 200 and (await answer.json())["status"] == "completed"
+        (entry,) = await upstream_log.entries()  # one call, already short enough
+        sent = entry["body"]["messages"]
+        assert len(orjson.dumps(entry["body"])) <= 300 * 4 and sent[-1]["content"] == "newest"
+        async with http.post("/v1/responses", json=dict(body, truncation="disabled")) as answer:
+            assert answer.status == 200
+        assert len((await upstream_log.last_body())["messages"]) == len(LONG) + 1  # disabled sends it all
