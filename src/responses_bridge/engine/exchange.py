@@ -217,12 +217,12 @@ class Exchange:
         window = self._options.context_window
         if window is not None:
             fitted = truncation.fit_window(chat["messages"], len(orjson.dumps(chat)), window,
-                                           self.request_max_output(chat))
+                                           self._max_output(chat))
             if fitted is not None:
                 chat["messages"] = fitted
         return chat
 
-    def request_max_output(self, chat: dict[str, Any]) -> int | None:
+    def _max_output(self, chat: dict[str, Any]) -> int | None:
         value = chat.get(self._options.max_tokens_field)
         return value if isinstance(value, int) else None
 
