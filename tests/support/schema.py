@@ -187,6 +187,9 @@ def _spec_response_view(response: dict[str, Any]) -> dict[str, Any]:
     choice = view.get("tool_choice")
     if isinstance(choice, dict) and choice.get("type") not in ("function", "allowed_tools"):
         view["tool_choice"] = "auto"  # a custom / shell / apply_patch / hosted tool's choice: the SDK judges it
+    elif isinstance(choice, dict) and choice.get("type") == "allowed_tools" and isinstance(choice.get("tools"), list):
+        view["tool_choice"] = dict(choice, tools=[tool for tool in choice["tools"]
+                                                  if not isinstance(tool, dict) or tool.get("type") == "function"])
     output = view.get("output")
     if isinstance(output, list):
         view["output"] = [item for item in output if not isinstance(item, dict) or item.get("type") in SPEC_ITEM_TYPES]

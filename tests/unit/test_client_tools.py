@@ -309,3 +309,16 @@ def test_a_custom_tool_inside_a_namespace() -> None:
     replayed = chat({"tools": [namespace], "input": "next"}, [
         item, {"type": "custom_tool_call_output", "call_id": item["call_id"], "output": "1"}])
     assert replayed["messages"][0]["tool_calls"][0]["function"]["name"] == "mcp__query"
+
+
+def test_allowed_tools_may_name_client_tools_of_every_kind() -> None:
+    body = chat({"input": "x", "tools": [FN, SHELL, PATCH, CUSTOM], "tool_choice": {
+        "type": "allowed_tools", "mode": "required", "tools": [{"type": "shell"}, {"type": "custom",
+                                                                                   "name": "code_exec"}]}})
+    assert [tool["function"]["name"] for tool in body["tools"]] == ["shell_2", "code_exec"]
+    assert body["tool_choice"] == "required"
+    choice = {"type": "allowed_tools", "mode": "auto", "tools": [{"type": "shell"}, {"type": "custom", "name": "x"}]}
+    response = new_response("resp_1", request_of({"input": "x", "tools": [SHELL, CUSTOM], "tool_choice": choice}))
+    response.update(status="completed", completed_at=1)
+    validate_response(response)
+    assert response["tool_choice"] == choice
