@@ -141,6 +141,20 @@ def test_client_tool_items_become_tool_calls_and_tool_messages() -> None:
     assert outputs == ["hi", "a.txt\n\n(exit code 0)\nstderr:\nslow\n(timed out)", "failed: no such line"]
 
 
+@pytest.mark.parametrize(("tool", "param"), [
+    ({"type": "custom"}, "tools[0].name"),
+    ({"type": "custom", "name": "x", "format": {"type": "grammar", "syntax": "ebnf", "definition": "x"}},
+     "tools[0].format"),
+    ({"type": "custom", "name": "x", "description": 5}, "tools[0].description"),
+    ({"type": "tool_search", "execution": "client", "parameters": "query"}, "tools[0].parameters"),
+    ({"type": "tool_search", "execution": "client", "description": ["x"]}, "tools[0].description"),
+])
+def test_malformed_client_tools_are_400s_naming_the_field(tool: dict[str, Any], param: str) -> None:
+    with pytest.raises(APIError) as error:
+        request_of({"input": "x", "tools": [tool]})
+    assert error.value.status == 400 and error.value.param == param
+
+
 @pytest.mark.parametrize(("item", "param"), [
     ({"type": "shell_call", "call_id": "c", "action": {"commands": "ls"}}, "input[0].action.commands"),
     ({"type": "apply_patch_call", "call_id": "c", "operation": {"type": "rename"}}, "input[0].operation"),

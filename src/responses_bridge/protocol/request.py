@@ -226,6 +226,12 @@ def _check_tool(tool: dict[str, Any], param: str) -> None:
             _check_tool({"type": "function", **function}, f"{param}.tools[{index}]")
     elif kind == "custom":
         _check_custom_tool(tool, param)
+    elif kind == "tool_search":  # its description and parameters are what the model is offered
+        if tool.get("description") is not None and not isinstance(tool["description"], str):
+            raise invalid_request(f"Invalid type for '{param}.description': expected a string.",
+                                  param=f"{param}.description", code="invalid_type")
+        if tool.get("parameters") is not None and not isinstance(tool["parameters"], dict):
+            raise invalid_request(f"'{param}.parameters' must be a JSON Schema object.", param=f"{param}.parameters")
 
 
 def _check_custom_tool(tool: dict[str, Any], param: str) -> None:
