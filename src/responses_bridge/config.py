@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     developer_role: Literal["developer", "system"] = "system"
     reasoning_history: Literal["drop", "reasoning_content"] = "drop"
     unsupported_tools: Literal["drop", "reject"] = "drop"  # server-side tools it cannot run; see engine/tools.py
+    context_window: int | None = Field(default=None, ge=1)  # tokens; see engine/truncation.py
     sealing_key: str | None = None  # urlsafe base64 of 32 bytes; see sealing.py
     log_level: str = "info"
     log_format: Literal["json", "console"] = "json"
@@ -69,6 +70,7 @@ class Settings(BaseSettings):
             developer_role=self.developer_role,
             reasoning_history=self.reasoning_history,
             unsupported_tools=self.unsupported_tools,
+            context_window=self.context_window,
         )
 
     def db_path(self) -> str:

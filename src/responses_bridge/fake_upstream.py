@@ -75,6 +75,8 @@ text that gets echoed. Unknown bracketed text is left alone.
    ``[args=JSON]`` gives every call exactly these arguments (a JSON object without ``]`` in it), e.g.
    ``call exec_command [args={"cmd": "echo hi"}]`` scripts Codex's shell tool; a namespace function is
    offered by the bridge as ``<namespace>__<name>``, so ``call <namespace>__<name>`` calls it.
+   ``[args64=BASE64]`` is the same with the JSON object base64-encoded (for arguments that hold arrays,
+   whose ``]`` would end the directive).
 5. ``[refuse]``: ``refusal: "I can't help with that."`` with ``content: null``; streamed as
    ``delta.refusal`` pieces, one per word.
 6. ``[length]`` cuts the answer to 3 words; a ``max_completion_tokens`` (or else ``max_tokens``)
@@ -94,6 +96,11 @@ text that gets echoed. Unknown bracketed text is left alone.
    ``rate_limit_exceeded``, 5xx ``server_error``), also for streaming requests.
    ``[stall=MS]`` -> sleep MS ms before sending anything, headers included.
    ``[stall_after=K:MS]`` -> in a stream, send K payload chunks then sleep MS ms.
+   ``[context=N]`` -> a model whose context window is N tokens: when ``prompt_tokens`` (see 10) plus
+   the requested ``max_completion_tokens``/``max_tokens`` exceed N, the answer is vLLM's 400 for it:
+   ``{"error": {"message": "This model's maximum context length is N tokens. However, you requested M
+   tokens (P in the messages, C in the completion). Please reduce the length of the messages or
+   completion.", "type": "BadRequestError", "param": null, "code": 400}}`` (also for streaming requests).
    ``[cut=K]`` -> in a stream, send K payload chunks then drop the connection: no finish chunk, no
    ``[DONE]``, no chunked-encoding terminator, so the client sees a broken body.
    ``[garbage]`` -> in a stream, one non-JSON ``data:`` line right after the first chunk.
@@ -153,7 +160,8 @@ _RESPONSES_ONLY_FIELDS = (
     "include",
 )
 _FLAG_DIRECTIVES = ("think", "refuse", "length", "filter", "garbage")
-_VALUE_DIRECTIVES = ("think_field", "stall_after", "chunks", "delay", "error", "stall", "cut", "args")
+_VALUE_DIRECTIVES = ("think_field", "stall_after", "chunks", "delay", "error", "stall", "cut", "args", "args64",
+                     "context")
 _DIRECTIVE_RE = re.compile(
     r"\s*\[(" + "|".join(_VALUE_DIRECTIVES + _FLAG_DIRECTIVES) + r")(?:=([^\]]*))?\]"
 )
@@ -166,7 +174,7 @@ _WORD_PIECE_RE = re.compile(r"\s*\S+\s*")
 class FakeError(Exception):
     """Carries everything needed for an OpenAI-shaped error answer, so handlers can just raise."""
 
-    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
+    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | int | None = None,
                  type: str | None = None) -> None:
         super().__init__(message)
         self.status = status
@@ -319,6 +327,7 @@ class Directives:
     cut: int | None = None
     garbage: bool = False
     args: str | None = None  # [args=JSON]: the arguments of every tool call, verbatim
+    context: int | None = None  # [context=N]: the model's context window, in prompt tokens
 
 
 def _bad_directive(raw: str, why: str) -> FakeError:
@@ -347,6 +356,14 @@ def _apply_directive(d: Directives, name: str, value: str | None, raw: str) -> N
         d.stall_ms = _non_negative_int(raw, value)
     elif name == "cut":
         d.cut = _non_negative_int(raw, value)
+    elif name == "args64":
+        try:
+            decoded = base64.b64decode(value, validate=True).decode()
+        except (ValueError, UnicodeDecodeError):
+            raise _bad_directive(raw, "expected base64") from None
+        _apply_directive(d, "args", decoded, raw)
+    elif name == "context":
+        d.context = _non_negative_int(raw, value, minimum=1)
     elif name == "error":
         code = _non_negative_int(raw, value)
         if not 400 <= code <= 599:
@@ -986,6 +1003,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         await asyncio.sleep(d.stall_ms / 1000)
     if d.error is not None:
         raise FakeError(d.error, f"fake upstream error {d.error}", code=_ERROR_CODES.get(d.error))
+    if d.context is not None:
+        _check_context(body, d.context)
     answer = build_answer(body, functions, d, cleaned, state.chunk_count)
     meta = {"id": f"chatcmpl-{next(state.ids)}", "object": "chat.completion", "created": int(time.time()),
             "model": body["model"], "system_fingerprint": "fp_fake", "service_tier": "default"}
@@ -995,6 +1014,17 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     resp = _json_response(_completion_json(answer, meta, body))
     resp.headers["X-Request-Id"] = meta["id"]
     return resp
+
+
+def _check_context(body: dict[str, Any], window: int) -> None:
+    """``[context=N]``: vLLM's answer to a prompt (plus the requested completion) longer than the model's context."""
+    prompt = _prompt_tokens(body["messages"])
+    completion = body.get("max_completion_tokens") or body.get("max_tokens") or 0
+    if prompt + completion > window:
+        raise FakeError(400, f"This model's maximum context length is {window} tokens. However, you requested "
+                        f"{prompt + completion} tokens ({prompt} in the messages, {completion} in the completion). "
+                        "Please reduce the length of the messages or completion.", type="BadRequestError",
+                        code=400)
 
 
 def _model_object(name: str) -> dict[str, Any]:

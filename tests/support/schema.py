@@ -88,6 +88,13 @@ EVENT_MODELS: dict[str, type[BaseModel]] = {
     "error": spec.ErrorStreamingEvent,
 }
 assert len(EVENT_MODELS) == 24
+# Events of client-executed tools the spec does not model (custom, shell): judged by the openai SDK's types alone.
+SDK_ONLY_EVENTS = frozenset({"response.custom_tool_call_input.delta", "response.custom_tool_call_input.done",
+                             "response.shell_call_command.added", "response.shell_call_command.delta",
+                             "response.shell_call_command.done"})
+# Output item types the spec types know; the others (custom_tool_call, shell_call, apply_patch_call,
+# tool_search_call) are judged by the openai SDK's types alone.
+SPEC_ITEM_TYPES = frozenset({"message", "function_call", "function_call_output", "reasoning", "compaction"})
 
 LIFECYCLE_EVENTS = frozenset({"response.created", "response.queued", "response.in_progress", "response.completed",
                               "response.failed", "response.incomplete"})
@@ -168,7 +175,8 @@ def _sdk_validate_response(response: dict[str, Any], where: str) -> None:
 
 def _spec_response_view(response: dict[str, Any]) -> dict[str, Any]:
     """The response as the spec types can judge it: they type ``json_schema.schema`` as null and model only
-    function tools (both are checked against the SDK types instead)."""
+    function tools, function tool choices and the core output items (all checked against the SDK types
+    instead)."""
     view = {key: value for key, value in response.items() if key not in OPTIONAL_RESPONSE_FIELDS}
     text = view.get("text")
     if isinstance(text, dict) and isinstance(text.get("format"), dict) and text["format"].get("type") == "json_schema":
@@ -176,6 +184,15 @@ def _spec_response_view(response: dict[str, Any]) -> dict[str, Any]:
     tools = view.get("tools")
     if isinstance(tools, list):
         view["tools"] = [tool for tool in tools if not isinstance(tool, dict) or tool.get("type") == "function"]
+    choice = view.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("type") not in ("function", "allowed_tools"):
+        view["tool_choice"] = "auto"  # a custom / shell / apply_patch / hosted tool's choice: the SDK judges it
+    elif isinstance(choice, dict) and choice.get("type") == "allowed_tools" and isinstance(choice.get("tools"), list):
+        view["tool_choice"] = dict(choice, tools=[tool for tool in choice["tools"]
+                                                  if not isinstance(tool, dict) or tool.get("type") == "function"])
+    output = view.get("output")
+    if isinstance(output, list):
+        view["output"] = [item for item in output if not isinstance(item, dict) or item.get("type") in SPEC_ITEM_TYPES]
     return view
 
 
@@ -269,11 +286,14 @@ def validate_event(event: dict[str, Any]) -> None:
         raise SchemaError(f"event: expected a JSON object, got {type(event).__name__}")
     kind = event.get("type")
     where = f"event {kind!r} #{event.get('sequence_number')}"
+    if type(event.get("sequence_number")) is not int:
+        raise SchemaError(f"{where}: sequence_number must be an integer")
+    if kind in SDK_ONLY_EVENTS or _sdk_only_item_event(event):
+        _validate_sdk_only(event, where)
+        return
     model = EVENT_MODELS.get(kind) if isinstance(kind, str) else None
     if model is None:
         raise SchemaError(f"{where}: unknown event type {kind!r}")
-    if type(event.get("sequence_number")) is not int:
-        raise SchemaError(f"{where}: sequence_number must be an integer")
     if kind in LIFECYCLE_EVENTS:
         if set(event) != _LIFECYCLE_KEYS:
             raise SchemaError(f"{where}: keys {sorted(event)}, expected {sorted(_LIFECYCLE_KEYS)}")
@@ -302,6 +322,33 @@ def validate_event(event: dict[str, Any]) -> None:
             raise
         if parsed.type != kind:
             raise SchemaError(f"{where}: the SDK reads it as {parsed.type!r}")
+
+
+def _sdk_only_item_event(event: dict[str, Any]) -> bool:
+    item = event.get("item")
+    return (event.get("type") in ("response.output_item.added", "response.output_item.done")
+            and isinstance(item, dict) and item.get("type") not in SPEC_ITEM_TYPES)
+
+
+def _validate_sdk_only(event: dict[str, Any], where: str) -> None:
+    """An event the spec types cannot judge: valid for its SDK model, with no key that model lacks (at the top
+    and in its item)."""
+    sdk_model = _sdk_event_models().get(event["type"])
+    if sdk_model is None:
+        raise SchemaError(f"{where}: unknown event type {event['type']!r}")
+    try:
+        parsed = _sdk_event_adapter().validate_python(event)
+    except ValidationError as exc:
+        raise SchemaError(f"{where}: not a valid {sdk_model.__name__} (openai SDK):\n{exc}") from None
+    if parsed.type != event["type"]:
+        raise SchemaError(f"{where}: the SDK reads it as {parsed.type!r}")
+    extra = sorted(set(event) - set(sdk_model.model_fields))
+    item = getattr(parsed, "item", None)
+    if item is not None:
+        extra += [f"item.{key}" for key in sorted(set(event["item"]) - {
+            field.alias or name for name, field in type(item).model_fields.items()})]
+    if extra:
+        raise SchemaError(f"{where}: keys the SDK does not define: {extra}")
 
 
 # --- public: wire ------------------------------------------------------------------------------------------------
@@ -471,6 +518,7 @@ class _ItemState:
         self.summary: list[_Part] = []
         self.arguments: list[str] = []
         self.arguments_done: str | None = None
+        self.commands: list[tuple[list[str], str | None]] = []  # shell_call: (pieces, done command)
         self.done: dict[str, Any] | None = None
 
     def _open_part(self, parts: list[_Part], index: Any, where: str, name: str) -> _Part:
@@ -540,10 +588,43 @@ class _ItemState:
             if event["arguments"] != text:
                 raise SchemaError(f"{where}: arguments {event['arguments']!r} but the deltas make {text!r}")
             self.arguments_done = text
+        elif kind == "response.custom_tool_call_input.delta":
+            if self.kind != "custom_tool_call" or self.arguments_done is not None:
+                raise SchemaError(f"{where}: input delta for a {self.kind} (done: {self.arguments_done!r})")
+            self.arguments.append(event["delta"])
+        elif kind == "response.custom_tool_call_input.done":
+            if self.kind != "custom_tool_call" or self.arguments_done is not None:
+                raise SchemaError(f"{where}: input done for a {self.kind} (done: {self.arguments_done!r})")
+            text = "".join(self.arguments)
+            if event["input"] != text:
+                raise SchemaError(f"{where}: input {event['input']!r} but the deltas make {text!r}")
+            self.arguments_done = text
+        elif kind.startswith("response.shell_call_command."):
+            self._shell_command(event, kind.rsplit(".", 1)[1], where)
         elif kind == "response.output_item.done":
             self._finish_item(event["item"], where)
         else:
             raise SchemaError(f"{where}: check_sequence does not know this event type")
+
+    def _shell_command(self, event: dict[str, Any], step: str, where: str) -> None:
+        """``added`` at the next command_index, deltas, ``done`` with the concatenated deltas."""
+        if self.kind != "shell_call":
+            raise SchemaError(f"{where}: a shell command event for a {self.kind}")
+        index = event["command_index"]
+        if step == "added":
+            if index != len(self.commands) or (self.commands and self.commands[-1][1] is None):
+                raise SchemaError(f"{where}: command_index {index} while {len(self.commands)} were added")
+            self.commands.append(([event["command"]], None))
+            return
+        if not 0 <= index < len(self.commands) or self.commands[index][1] is not None:
+            raise SchemaError(f"{where}: command {index} is not open")
+        pieces, _ = self.commands[index]
+        if step == "delta":
+            pieces.append(event["delta"])
+        else:
+            if event["command"] != "".join(pieces):
+                raise SchemaError(f"{where}: command {event['command']!r} but the deltas make {''.join(pieces)!r}")
+            self.commands[index] = (pieces, event["command"])
 
     def _finish_part(self, part: _Part, final: dict[str, Any], where: str) -> None:
         if final.get("type") != part.added.get("type"):
@@ -579,6 +660,17 @@ class _ItemState:
             for key in ("call_id", "name"):
                 if item[key] != self.added[key]:
                     raise SchemaError(f"{where}: {key} changed from {self.added[key]!r} to {item[key]!r}")
+        if self.kind == "custom_tool_call":
+            if self.arguments_done is None or item["input"] != self.arguments_done:
+                raise SchemaError(f"{where}: custom tool call input {item['input']!r}, done as "
+                                  f"{self.arguments_done!r}")
+        if self.kind == "shell_call":
+            done = [command for _, command in self.commands]
+            if done != item["action"]["commands"]:
+                raise SchemaError(f"{where}: shell commands {item['action']['commands']!r}, done as {done!r}")
+        if self.kind != "message" and self.kind not in SPEC_ITEM_TYPES and item.get("call_id") != self.added.get(
+                "call_id"):
+            raise SchemaError(f"{where}: call_id changed")
         self.done = item
 
 

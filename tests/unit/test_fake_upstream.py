@@ -511,3 +511,27 @@ async def test_openai_sdk_errors(client):
         await client.chat.completions.create(model="m", messages=user("[error=429]"))
     with pytest.raises(openai.BadRequestError):
         await client.chat.completions.create(model="m", messages=[])
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_context_directive_answers_like_vllm(session, base_url, stream):
+    short = {"model": "m", "messages": user("hi there [context=5]"), "stream": stream}
+    status, _ = await post_json(session, base_url, dict(short, stream=False))
+    assert status == 200  # 3 words (the directive is one) + 1 message = 4 tokens
+    status, body = await post_json(session, base_url, {**short, "max_tokens": 2})
+    assert status == 400  # 4 + 2 > 5
+    assert body == {"error": {"message": "This model's maximum context length is 5 tokens. However, you requested 6 "
+                                         "tokens (4 in the messages, 2 in the completion). Please reduce the length "
+                                         "of the messages or completion.", "type": "BadRequestError", "param": None,
+                              "code": 400}}
+
+
+async def test_args64_directive_carries_arrays(session, base_url):
+    arguments = {"commands": ["ls", "pwd"]}
+    text = f"call shell [args64={base64.b64encode(orjson.dumps(arguments)).decode()}]"
+    tools = [{"type": "function", "function": {"name": "shell", "parameters": {"type": "object"}}}]
+    status, body = await post_json(session, base_url, {"model": "m", "messages": user(text), "tools": tools})
+    assert status == 200
+    assert orjson.loads(body["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]) == arguments
+    status, _ = await post_json(session, base_url, {"model": "m", "messages": user("x [args64=!!]")})
+    assert status == 400

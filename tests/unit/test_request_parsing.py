@@ -304,6 +304,7 @@ WRONG_TYPES: list[tuple[str, Any]] = [
     ("prompt", {"id": "p", "variables": []}), ("conversation", {"id": 5}),
 ]
 OUT_OF_RANGE: list[tuple[str, Any]] = [
+    ("text", {"verbosity": "loud"}),
     ("temperature", 2.5), ("temperature", -0.1), ("top_p", 1.01), ("top_p", -1), ("presence_penalty", 3),
     ("frequency_penalty", -2.5), ("top_logprobs", 21), ("top_logprobs", -1), ("max_output_tokens", 0),
     ("max_tool_calls", -1),

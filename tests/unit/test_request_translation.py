@@ -24,7 +24,7 @@ CHAT_KEYS = {
     "model", "messages", "stream", "stream_options", "temperature", "top_p", "presence_penalty",
     "frequency_penalty", "seed", "stop", "user", "safety_identifier", "prompt_cache_key", "service_tier",
     "max_tokens", "max_completion_tokens", "logprobs", "top_logprobs", "reasoning_effort", "response_format",
-    "tools", "tool_choice", "parallel_tool_calls",
+    "tools", "tool_choice", "parallel_tool_calls", "verbosity",
 }
 WEATHER = {"type": "function", "name": "get_weather", "description": "Weather for a city", "strict": True,
            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
@@ -118,7 +118,9 @@ ROWS: list[tuple[str, dict[str, Any], EngineOptions, dict[str, Any]]] = [
     ("text format json_schema, minimal", {"input": "x", "text": {"format": {
         "type": "json_schema", "schema": {"type": "object"}}}}, DEFAULT,
      {"response_format": {"type": "json_schema", "json_schema": {"name": "response", "schema": {"type": "object"}}}}),
-    ("text verbosity only", {"input": "x", "text": {"verbosity": "low"}}, DEFAULT, {"response_format": ABSENT}),
+    ("text verbosity only", {"input": "x", "text": {"verbosity": "low"}}, DEFAULT,
+     {"response_format": ABSENT, "verbosity": "low"}),
+    ("no verbosity", {"input": "x", "text": {"format": {"type": "text"}}}, DEFAULT, {"verbosity": ABSENT}),
     ("tools flat → nested", {"input": "x", "tools": [WEATHER, TIME]}, DEFAULT,
      {"tools": [NESTED_WEATHER, NESTED_TIME], "tool_choice": ABSENT, "parallel_tool_calls": ABSENT}),
     ("strict false kept", {"input": "x", "tools": [dict(TIME, strict=False)]}, DEFAULT,

@@ -4,17 +4,77 @@ A compaction item is ``{"type": "compaction", "id", "encrypted_content"}``; the 
 (purpose ``"compaction"``) over ``{"v": 1, "summary": ..., "model": ..., "items": N}``. In a request it stands for
 the conversation it replaced, so before translation it becomes one user message carrying the summary. A blob
 that was altered or sealed elsewhere is a 400 naming the item.
+
+The summarising call itself is built here too (:func:`summary_request`), for ``POST /v1/responses/compact``
+and for a ``compaction_trigger`` input item on ``POST /v1/responses`` (Codex's remote compaction): both seal
+the same blob (:func:`seal_summary`).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from ..protocol.errors import APIError
 from ..sealing import Sealer
+from .options import EngineOptions
+from .request_translation import items_to_messages
 
 PURPOSE = "compaction"
 SUMMARY_PREFIX = "Summary of the earlier conversation (compacted):\n"
+
+
+SUMMARY_INSTRUCTIONS = (
+    "You compact conversations. Summarise the conversation transcript the user sends so that an assistant can "
+    "continue it without the original: keep every fact, name, number, decision, user preference, tool call and "
+    "tool result that may matter later, and the open questions or tasks. Write plain prose or short bullet "
+    "points, in the conversation's language. Output only the summary."
+)
+
+
+def transcript(messages: list[dict[str, Any]]) -> str:
+    lines: list[str] = []
+    for message in messages:
+        role = message.get("role", "user")
+        content = message.get("content")
+        if isinstance(content, list):
+            content = " ".join(part.get("text", "") if part.get("type") == "text" else f"[{part.get('type')}]"
+                               for part in content if isinstance(part, dict))
+        if content:
+            label = f"tool result ({message.get('tool_call_id', '')})" if role == "tool" else role
+            lines.append(f"{label}: {content}")
+        for call in message.get("tool_calls") or ():
+            function = call.get("function") or {}
+            lines.append(f"{role} called tool {function.get('name')}({function.get('arguments', '')}) "
+                         f"[call id {call.get('id')}]")
+    return "\n".join(lines)
+
+
+def summary_request(items: list[dict[str, Any]], model: str, options: EngineOptions) -> dict[str, Any]:
+    """The Chat Completions body (non-streamed) that summarises ``items`` (compaction items already expanded)."""
+    messages: list[dict[str, Any]] = []
+    items_to_messages(items, messages, options)
+    return {"model": model, "messages": [
+        {"role": "system", "content": SUMMARY_INSTRUCTIONS},
+        {"role": "user", "content": "Conversation transcript:\n\n" + transcript(messages)},
+    ]}
+
+
+def seal_summary(sealer: Sealer, summary: str, model: str, items: int) -> str:
+    return sealer.seal(PURPOSE, {"v": 1, "summary": summary, "model": model, "items": items,
+                                 "created_at": int(time.time())})
+
+
+def has_trigger(items: list[dict[str, Any]]) -> bool:
+    return any(item.get("type") == "compaction_trigger" for item in items)
+
+
+def check_trigger(items: list[dict[str, Any]]) -> None:
+    """A ``compaction_trigger`` asks for the whole conversation before it to be compacted: it must come last."""
+    for index, item in enumerate(items[:-1]):
+        if item.get("type") == "compaction_trigger":
+            raise APIError(400, "A compaction_trigger item must be the last input item.",
+                           param=f"input[{index}]", code="invalid_value")
 
 
 def summary_message(item_id: str, summary: str) -> dict[str, Any]:

@@ -8,6 +8,10 @@ The exchange knows nothing of sockets, aiohttp or gRPC. A door drives it in the 
     reply = await exchange.finish()                 # at end of the upstream body: the rest, after persisting
     reply = await exchange.fail(error)              # instead of finish, when the upstream call itself failed
 
+Before ``finish`` a door asks ``exchange.retry_request()``: with ``truncation: "auto"`` and an upstream
+context-length error it returns a shorter call to make instead, once (engine/truncation.py); the door then
+drives that call's answer through the same methods, as if it were the first.
+
 Whatever happens, ``finish``/``fail`` return a :class:`Reply` whose bytes the door must deliver: every failure
 becomes an OpenAI-shaped error or a ``response.failed`` event, so a client never hangs and never sees raw chat
 chunks. The response is persisted *before* its terminal bytes are returned, so a client that saw
@@ -30,14 +34,13 @@ from ..protocol.errors import APIError, invalid_request, not_found
 from ..protocol.request import ResponsesRequest, parse_request
 from ..sealing import Sealer
 from ..store.base import ResponseStore
-from . import compaction, reasoning
+from . import compaction, reasoning, truncation
 from .options import EngineOptions
 from .output_builder import OutputBuilder, UpstreamProtocolError, completion_as_chunk
-from .request_translation import build_chat_request
+from .request_translation import build_chat_request, plan_request_tools
 from .response_object import new_response
 from .sse import DONE, DONE_FRAME, SSEDecoder, encode_event
 from .state import ConversationHistory, PromptRenderer, RenderedPrompt
-from .tools import namespace_map
 
 log = structlog.get_logger("responses_bridge.exchange")
 
@@ -88,7 +91,7 @@ class Exchange:
     __slots__ = ("_conversations", "_prompts", "_conversation_id",  # conversations and prompts
                  "_store", "_options", "request", "response", "_builder", "_decoder", "_upstream_status",
                  "_upstream_sse", "_buffer", "_head_sent", "_error", "_ended", "_sealer", "_framing", "_events",
-                 "before_persist")
+                 "before_persist", "_retry_chat", "_compacting")
 
     def __init__(self, store: ResponseStore, options: EngineOptions, sealer: Sealer | None = None, *,
                  framing: Framing | None = None, conversations: ConversationHistory | None = None,
@@ -114,6 +117,8 @@ class Exchange:
         self._head_sent = False
         self._error: APIError | None = None
         self._ended = False
+        self._retry_chat: dict[str, Any] | None = None  # truncation "auto": the call, kept for one shorter retry
+        self._compacting: int | None = None  # a compaction_trigger turn: how many items its one sealed item replaces
 
     @property
     def streaming(self) -> bool:
@@ -128,6 +133,11 @@ class Exchange:
     def sequence_number(self) -> int:
         """The sequence number the next event will get."""
         return self._builder.sequence_number if self._builder is not None else 0
+
+    @property
+    def compaction_turn(self) -> bool:
+        """Does this turn answer a ``compaction_trigger``? Such a turn is never history anywhere."""
+        return self._compacting is not None
 
     @property
     def response_id(self) -> str | None:
@@ -154,7 +164,16 @@ class Exchange:
         history = compaction.expand(history, self._sealer, "history")
         expanded = compaction.expand(request.input_items, self._sealer)
         translated = request if expanded is request.input_items else replace(request, input_items=expanded)
-        chat = build_chat_request(translated, history + prompt.input_items if prompt else history, self._options)
+        targets = None
+        if compaction.has_trigger(request.input_items):
+            chat = self._compaction_request(request, history + expanded)
+        else:
+            context = history + prompt.input_items if prompt else history
+            plan = plan_request_tools(translated, context, self._options)
+            chat = build_chat_request(translated, context, self._options, plan)
+            targets = plan.targets
+            if p.truncation == "auto":
+                chat = self._fit_window(chat)
         self.request = request
         self.response = new_response(ids.response_id(), request)
         if self._conversation_id is not None:
@@ -166,12 +185,67 @@ class Exchange:
         self._events = "sse" if p.background else self._framing or ("sse" if p.stream else None)
         if p.background:
             self.response["status"] = "queued"
-        if self._events is not None and not p.stream:  # background / WebSocket: events as the upstream streams
-            chat["stream"] = True
+        if self._events is not None and not p.stream and self._compacting is None:
+            chat["stream"] = True  # background / WebSocket: events as the upstream streams
             chat["stream_options"] = {"include_usage": True}
         self._builder = OutputBuilder(self.response, _ENCODERS[self._events],
-                                      namespaces=namespace_map(p.tools), summary=reasoning.wants_summary(p.reasoning),
-                                      seal=seal)
+                                      targets=targets,
+                                      summary=reasoning.wants_summary(p.reasoning), seal=seal)
+        return UpstreamRequest(UPSTREAM_PATH, orjson.dumps(chat), self._events is not None and self._compacting is None)
+
+    def _compaction_request(self, request: ResponsesRequest, items: list[dict[str, Any]]) -> dict[str, Any]:
+        """A terminal ``compaction_trigger`` (Codex's remote compaction): the call is the summarising one, and
+        the answer becomes exactly one ``compaction`` item (see :meth:`finish`)."""
+        p = request.params
+        compaction.check_trigger(request.input_items)
+        if p.background:
+            raise invalid_request("A compaction_trigger cannot run in the background.", param="background")
+        if self._sealer is None:
+            raise APIError(400, "Compaction is not available in this deployment.", param="input",
+                           code="unsupported_parameter")
+        items = [item for item in items if item["type"] != "compaction_trigger"]
+        if not items:
+            raise invalid_request("Nothing to compact: send the conversation before the compaction_trigger item.",
+                                  param="input", code="missing_required_parameter")
+        self._compacting = len(items)
+        return compaction.summary_request(items, request.model, self._options)
+
+    def _fit_window(self, chat: dict[str, Any]) -> dict[str, Any]:
+        """``truncation: "auto"``: keep the call for one shorter retry, and shrink it now when the deployment's
+        declared context window says it cannot fit (no cost when no window is declared)."""
+        self._retry_chat = chat
+        window = self._options.context_window
+        if window is not None:
+            fitted = truncation.fit_window(chat["messages"], len(orjson.dumps(chat)), window,
+                                           self._max_output(chat))
+            if fitted is not None:
+                chat["messages"] = fitted
+        return chat
+
+    def _max_output(self, chat: dict[str, Any]) -> int | None:
+        value = chat.get(self._options.max_tokens_field)
+        return value if isinstance(value, int) else None
+
+    def retry_request(self) -> UpstreamRequest | None:
+        """Call when the upstream's answer has ended, before :meth:`finish`. With ``truncation: "auto"`` and a
+        context-length error from the upstream: the same call without its oldest items, once; the answer state
+        is reset, so the door drives the new call's answer through ``on_upstream_headers`` … ``finish``.
+        None otherwise (and always the second time)."""
+        chat, status = self._retry_chat, self._upstream_status
+        if chat is None or status < 400 or self._upstream_sse:
+            return None
+        self._retry_chat = None
+        error = _upstream_error(status, b"".join(self._buffer))
+        if error.code != "context_length_exceeded":
+            return None
+        messages = truncation.drop_oldest(chat["messages"], int(truncation.size_of(chat["messages"])
+                                                                 * truncation.shrink_ratio(error.message)))
+        if messages is None:
+            return None
+        log.info("truncation_retry", response_id=self.response_id, messages_before=len(chat["messages"]),
+                 messages_after=len(messages))
+        chat["messages"] = messages
+        self._upstream_status, self._buffer, self._decoder = 0, [], None
         return UpstreamRequest(UPSTREAM_PATH, orjson.dumps(chat), self._events is not None)
 
     # --- upstream answer -----------------------------------------------------------------------------------------
@@ -253,7 +327,10 @@ class Exchange:
                 except orjson.JSONDecodeError:
                     raise UpstreamProtocolError("The upstream answer is not valid JSON.") from None
                 try:
-                    builder.feed(completion_as_chunk(completion))  # type: ignore[union-attr]
+                    if self._compacting is not None:
+                        self._add_compaction(completion)
+                    else:
+                        builder.feed(completion_as_chunk(completion))  # type: ignore[union-attr]
                 except _MALFORMED as exc:
                     raise _malformed(exc) from None
         except UpstreamProtocolError as exc:
@@ -265,6 +342,19 @@ class Exchange:
             return await self._fail(APIError(500, "The response could not be stored.", code="server_error"),
                                     persist=False)
         return self._success_reply()
+
+    def _add_compaction(self, completion: Any) -> None:
+        """The summarising call's answer as the response's one output item, sealed like /v1/responses/compact."""
+        chunk = completion_as_chunk(completion)
+        builder = self._builder
+        builder.feed(dict(chunk, choices=[]))  # type: ignore[union-attr]  # its usage (or its error)
+        summary = chunk["choices"][0]["delta"].get("content")
+        if not isinstance(summary, str):
+            raise UpstreamProtocolError("The upstream's summary answer has no message content.")
+        blob = compaction.seal_summary(self._sealer, summary.strip(),  # type: ignore[arg-type]
+                                       self.request.model, self._compacting or 0)  # type: ignore[union-attr]
+        builder.add_item({"type": "compaction", "id": ids.new_id("cmp"), "encrypted_content": blob})  # type: ignore[union-attr]
+        builder.finish_reason = "stop"  # type: ignore[union-attr]
 
     def _success_reply(self) -> Reply:
         self._ended = True
@@ -321,6 +411,8 @@ class Exchange:
         await asyncio.shield(self._persist())
 
     async def _persist(self) -> bool:
+        if self._compacting is not None:  # a compaction turn is never history: nothing to store, nothing to append
+            return True
         request = self.request
         if not await self._join_conversation():  # first: a turn that cannot join its conversation is not stored
             return False
@@ -411,6 +503,8 @@ def _upstream_error(status: int, body: bytes) -> APIError:
             message = error
     if message is None:
         message = body[:500].decode("utf-8", "replace").strip() or f"HTTP {status}"
+    if truncation.is_context_length_error(status, message, code, kind):
+        return APIError(400, message, type="invalid_request_error", param="input", code="context_length_exceeded")
     if status < 500:
         return APIError(status, message, type=kind, param=param, code=code)
     return APIError(502, f"The upstream model server failed (HTTP {status}): {message}", type="server_error",

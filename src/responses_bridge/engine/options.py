@@ -22,3 +22,7 @@ class EngineOptions:
     # Server-side tools the deployment cannot run (web_search, file_search, …): left out of what the model is
     # offered ("drop", a warning is logged), or refused with a 400 ("reject"). See engine/tools.py.
     unsupported_tools: Literal["drop", "reject"] = "drop"
+    # The model's context window in tokens, when the deployment declares it: a ``truncation: "auto"`` request
+    # that would not fit drops its oldest items before the first call (engine/truncation.py). None: only the
+    # upstream's own context-length error triggers truncation.
+    context_window: int | None = None

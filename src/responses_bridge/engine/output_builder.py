@@ -19,7 +19,9 @@ from typing import Any
 import orjson
 
 from .. import ids
+from .client_tools import CallReader, reader_for
 from .response_object import convert_usage
+from .tools import CallTarget
 
 Encoder = Callable[[dict[str, Any]], bytes]
 
@@ -35,13 +37,14 @@ class UpstreamProtocolError(Exception):
 
 
 class _ToolCall:
-    __slots__ = ("item", "pieces", "output_index", "call_id")
+    __slots__ = ("item", "pieces", "output_index", "call_id", "reader")
 
     def __init__(self) -> None:
         self.item: dict[str, Any] | None = None
         self.pieces: list[str] = []
         self.output_index = -1
         self.call_id: str | None = None
+        self.reader: CallReader | None = None  # a call of a custom / shell / apply_patch / tool_search tool
 
 
 class OutputBuilder:
@@ -49,11 +52,14 @@ class OutputBuilder:
 
     def __init__(self, response: dict[str, Any], encode: Encoder | None, *,
                  namespaces: dict[str, tuple[str, str]] | None = None, summary: bool = False,
-                 seal: Callable[[dict[str, Any]], str] | None = None) -> None:
+                 seal: Callable[[dict[str, Any]], str] | None = None,
+                 targets: dict[str, CallTarget] | None = None) -> None:
         # namespaces: flat tool name → (namespace, inner name), see engine/tools.py; summary: the reasoning text
         # is also given as a summary part (``reasoning.summary`` was asked for); seal: makes a reasoning item's
-        # ``encrypted_content`` (``include: ["reasoning.encrypted_content"]``)
+        # ``encrypted_content`` (``include: ["reasoning.encrypted_content"]``); targets: upstream function name →
+        # the kind of item its calls become (``ToolPlan.targets``; namespaced functions are among them)
         self._namespaces = namespaces or {}
+        self._targets = targets or {}
         self._summary = summary
         self._seal = seal
         self.response = response
@@ -259,24 +265,50 @@ class OutputBuilder:
             self._announce_call(call, name)
         if arguments:
             call.pieces.append(arguments)
-            if self._encode is not None:
+            if call.reader is not None:
+                if self._encode is not None:
+                    for event in call.reader.feed(arguments):
+                        self._emit(event)
+            elif self._encode is not None:
                 self._emit({"type": "response.function_call_arguments.delta", "sequence_number": 0,
                             "item_id": call.item["id"], "output_index": call.output_index, "delta": arguments})
 
     def _announce_call(self, call: _ToolCall, name: str) -> None:
-        call.item = {"id": ids.function_call_id(), "type": "function_call", "status": "in_progress",
-                     "call_id": call.call_id or ids.call_id(), "name": name, "arguments": ""}
-        if name in self._namespaces:  # a namespace tool's function: named as the client declared it
-            call.item["namespace"], call.item["name"] = self._namespaces[name]
+        target = self._targets.get(name)
         call.output_index = len(self.output)
+        if target is not None and target.kind != "function":  # a custom / shell / apply_patch / tool search call
+            call.reader = reader_for(target, call.call_id or ids.call_id(), call.output_index)
+            call.item = call.reader.item
+        else:
+            call.item = {"id": ids.function_call_id(), "type": "function_call", "status": "in_progress",
+                         "call_id": call.call_id or ids.call_id(), "name": name, "arguments": ""}
+            if target is not None:  # a namespace tool's function: named as the client declared it
+                call.item["namespace"], call.item["name"] = target.namespace, target.name
+            elif name in self._namespaces:
+                call.item["namespace"], call.item["name"] = self._namespaces[name]
         self.output.append(call.item)
         if self._encode is not None:
             self._emit({"type": "response.output_item.added", "sequence_number": 0,
                         "output_index": call.output_index, "item": dict(call.item)})
             if call.pieces:  # arguments that came before the name
-                self._emit({"type": "response.function_call_arguments.delta", "sequence_number": 0,
-                            "item_id": call.item["id"], "output_index": call.output_index,
-                            "delta": "".join(call.pieces)})
+                early = "".join(call.pieces)
+                if call.reader is not None:
+                    for event in call.reader.feed(early):
+                        self._emit(event)
+                else:
+                    self._emit({"type": "response.function_call_arguments.delta", "sequence_number": 0,
+                                "item_id": call.item["id"], "output_index": call.output_index, "delta": early})
+
+    def add_item(self, item: dict[str, Any]) -> None:
+        """A whole item the bridge made itself (a compaction item): ``output_item.added`` then ``.done``."""
+        self._close_open()
+        index = len(self.output)
+        self.output.append(item)
+        if self._encode is not None:
+            self._emit({"type": "response.output_item.added", "sequence_number": 0, "output_index": index,
+                        "item": item})
+            self._emit({"type": "response.output_item.done", "sequence_number": 0, "output_index": index,
+                        "item": item})
 
     # --- closing -------------------------------------------------------------------------------------------------
 
@@ -345,6 +377,14 @@ class OutputBuilder:
         for call in sorted(calls.values(), key=lambda c: c.output_index):
             item = call.item
             arguments = "".join(call.pieces)
+            if call.reader is not None:
+                events = call.reader.close(arguments, status)
+                if self._encode is not None:
+                    for event in events:
+                        self._emit(event)
+                    self._emit({"type": "response.output_item.done", "sequence_number": 0,
+                                "output_index": call.output_index, "item": item})
+                continue
             item["arguments"] = arguments  # type: ignore[index]
             item["status"] = status  # type: ignore[index]
             if self._encode is not None:

@@ -9,25 +9,35 @@ import base64
 import binascii
 from typing import Any
 
+import orjson
+
 from ..protocol.errors import invalid_request
 from ..protocol.request import ResponsesRequest
 from .options import EngineOptions
-from .tools import plan_tools, upstream_name
+from .tools import CUSTOM_INPUT, ToolPlan, loaded_tools, plan_tools
 
 # Media types whose file_data is sent to the model as text: every backend reads text, few read files.
 _TEXT_MEDIA_PREFIXES = ("text/", "application/json", "application/xml", "application/x-yaml", "application/yaml")
 _TEXT_FILE_SUFFIXES = (".txt", ".md", ".csv", ".json", ".xml", ".yaml", ".yml", ".py", ".log", ".html", ".tsv")
 
 
+def plan_request_tools(request: ResponsesRequest, history: list[dict[str, Any]], options: EngineOptions) -> ToolPlan:
+    """The tools this request offers: its own, plus those earlier ``tool_search_output`` items loaded."""
+    return plan_tools(request.params.tools, options.unsupported_tools,
+                      loaded=loaded_tools(history, request.input_items) or None)
+
+
 def build_chat_request(
-    request: ResponsesRequest, history: list[dict[str, Any]], options: EngineOptions
+    request: ResponsesRequest, history: list[dict[str, Any]], options: EngineOptions, plan: ToolPlan | None = None
 ) -> dict[str, Any]:
     p = request.params
+    if plan is None:
+        plan = plan_request_tools(request, history, options)
     messages: list[dict[str, Any]] = []
     if p.instructions:
         messages.append({"role": "system", "content": p.instructions})
-    items_to_messages(history, messages, options)
-    items_to_messages(request.input_items, messages, options)
+    items_to_messages(history, messages, options, plan)
+    items_to_messages(request.input_items, messages, options, plan)
     if not messages:
         raise invalid_request("The request has no input: send 'input', 'instructions' or a "
                               "'previous_response_id'.", param="input", code="missing_required_parameter")
@@ -56,16 +66,22 @@ def build_chat_request(
         response_format = _response_format(p.text.format)
         if response_format is not None:
             body["response_format"] = response_format
-    _add_tools(body, request, options)
+    if p.text is not None and p.text.verbosity is not None:
+        body["verbosity"] = p.text.verbosity  # OpenAI's Chat Completions has it; other servers ignore it
+    _add_tools(body, request, plan)
     return body
 
 
 # --- messages ----------------------------------------------------------------------------------------------------
 
 
-def items_to_messages(items: list[dict[str, Any]], messages: list[dict[str, Any]], options: EngineOptions) -> None:
+def items_to_messages(items: list[dict[str, Any]], messages: list[dict[str, Any]], options: EngineOptions,
+                      plan: ToolPlan | None = None) -> None:
     """Append the chat messages for ``items``; consecutive assistant output folds into one assistant message,
-    because Chat Completions carries text and tool calls of one turn on a single message."""
+    because Chat Completions carries text and tool calls of one turn on a single message. Calls of every
+    client-executed kind become tool calls of the function they were offered as (``plan``), their outputs
+    tool messages."""
+    plan = plan or _NO_TOOLS
     pending_reasoning: str | None = None
     for item in items:
         kind = item["type"]
@@ -78,16 +94,16 @@ def items_to_messages(items: list[dict[str, Any]], messages: list[dict[str, Any]
                 if role == "developer":
                     role = options.developer_role
                 messages.append({"role": role, "content": _user_content(item["content"])})
-        elif kind == "function_call":
+        elif kind in _CALL_KINDS:
+            name, arguments = _call_of(item, plan)
             message = _assistant_message(messages, fresh=False)
             message.setdefault("tool_calls", []).append({
                 "id": item["call_id"],
                 "type": "function",
-                "function": {"name": upstream_name(item), "arguments": item["arguments"]},
+                "function": {"name": name, "arguments": arguments},
             })
-        elif kind == "function_call_output":
-            messages.append({"role": "tool", "tool_call_id": item["call_id"],
-                             "content": _tool_output(item["output"])})
+        elif kind in _OUTPUT_KINDS:
+            messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": _output_of(item)})
         elif kind == "reasoning":
             if options.reasoning_history == "reasoning_content":
                 text = "".join(part["text"] for part in item.get("content") or item.get("summary") or [])
@@ -98,6 +114,57 @@ def items_to_messages(items: list[dict[str, Any]], messages: list[dict[str, Any]
         if pending_reasoning and messages and messages[-1]["role"] == "assistant":
             messages[-1]["reasoning_content"] = pending_reasoning
             pending_reasoning = None
+
+
+_NO_TOOLS = ToolPlan()
+_CALL_KINDS = frozenset({"function_call", "custom_tool_call", "shell_call", "apply_patch_call", "tool_search_call"})
+_OUTPUT_KINDS = frozenset({"function_call_output", "custom_tool_call_output", "shell_call_output",
+                           "apply_patch_call_output", "tool_search_output"})
+
+
+def _call_of(item: dict[str, Any], plan: ToolPlan) -> tuple[str, str]:
+    """A replayed call item as (upstream function name, JSON arguments)."""
+    kind = item["type"]
+    if kind == "function_call":
+        return plan.upstream_name("function", item["name"], item.get("namespace")), item["arguments"]
+    if kind == "custom_tool_call":
+        return (plan.upstream_name("custom", item["name"], item.get("namespace")),
+                orjson.dumps({CUSTOM_INPUT: item["input"]}).decode())
+    if kind == "shell_call":
+        action = {key: value for key, value in item["action"].items() if value is not None}
+        return plan.upstream_name("shell"), orjson.dumps(action).decode()
+    if kind == "apply_patch_call":
+        return plan.upstream_name("apply_patch"), orjson.dumps(item["operation"]).decode()
+    return plan.upstream_name("tool_search"), orjson.dumps(item.get("arguments") or {}).decode()
+
+
+def _output_of(item: dict[str, Any]) -> str | list[dict[str, Any]]:
+    """A replayed output item as a tool message's content."""
+    kind = item["type"]
+    if kind in ("function_call_output", "custom_tool_call_output"):
+        return _tool_output(item["output"])
+    if kind == "shell_call_output":
+        return _shell_output(item["output"])
+    if kind == "apply_patch_call_output":
+        text = item.get("output") or ""
+        return f"{item['status']}: {text}" if text else item["status"]
+    names = [tool.get("name") or tool.get("type") for tool in item.get("tools") or ()]
+    return "Tools loaded: " + (", ".join(str(name) for name in names) if names else "none")
+
+
+def _shell_output(chunks: list[dict[str, Any]]) -> str:
+    lines: list[str] = []
+    for chunk in chunks:
+        if chunk.get("stdout"):
+            lines.append(chunk["stdout"])
+        if chunk.get("stderr"):
+            lines.append(f"stderr:\n{chunk['stderr']}")
+        outcome = chunk.get("outcome") or {}
+        if outcome.get("type") == "timeout":
+            lines.append("(timed out)")
+        elif outcome.get("type") == "exit":
+            lines.append(f"(exit code {outcome.get('exit_code')})")
+    return "\n".join(lines)
 
 
 def _assistant_message(messages: list[dict[str, Any]], *, fresh: bool) -> dict[str, Any]:
@@ -194,14 +261,16 @@ def _tool_output(output: str | list[dict[str, Any]]) -> str | list[dict[str, Any
 # --- tools and formats -------------------------------------------------------------------------------------------
 
 
-def _add_tools(body: dict[str, Any], request: ResponsesRequest, options: EngineOptions) -> None:
+def _add_tools(body: dict[str, Any], request: ResponsesRequest, plan: ToolPlan) -> None:
     p = request.params
-    tools = plan_tools(p.tools, options.unsupported_tools).functions  # namespaces flattened, hosted tools dropped
+    tools = plan.functions  # namespaces flattened, client tools as functions, hosted tools dropped
     choice = p.tool_choice
     if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
-        allowed = {t.get("name") for t in choice.get("tools") or [] if isinstance(t, dict)}
+        allowed = {_choice_name(t, plan) for t in choice.get("tools") or [] if isinstance(t, dict)}
         tools = [tool for tool in tools if tool["name"] in allowed]
         choice = choice.get("mode") or "auto"
+    if isinstance(choice, dict) and choice.get("type") in ("custom", "shell", "apply_patch"):
+        choice = {"type": "function", "name": _choice_name(choice, plan)}
     if isinstance(choice, dict) and choice.get("type") not in ("function", "allowed_tools"):
         choice = "auto" if tools else None  # a dropped hosted tool's choice: let the model pick among the rest
     if not tools:
@@ -211,6 +280,16 @@ def _add_tools(body: dict[str, Any], request: ResponsesRequest, options: EngineO
         body["tool_choice"] = _chat_tool_choice(choice)
     if p.parallel_tool_calls is not None:
         body["parallel_tool_calls"] = p.parallel_tool_calls
+
+
+def _choice_name(choice: dict[str, Any], plan: ToolPlan) -> str | None:
+    """The upstream name a ``tool_choice`` (or an ``allowed_tools`` entry) names."""
+    kind = choice.get("type")
+    if kind in ("shell", "apply_patch", "tool_search"):
+        return plan.upstream_name(kind)
+    if kind == "custom":
+        return plan.upstream_name("custom", choice.get("name"))
+    return choice.get("name")
 
 
 def _chat_tool(tool: dict[str, Any]) -> dict[str, Any]:

@@ -87,8 +87,18 @@ def echo_tool_choice(choice: str | dict[str, Any] | None) -> str | dict[str, Any
         return choice
     if choice.get("type") == "allowed_tools":
         return {"type": "allowed_tools", "mode": choice.get("mode") or "auto",
-                "tools": [{"type": "function", "name": tool.get("name")} for tool in choice.get("tools") or []]}
-    return {"type": choice.get("type"), "name": choice.get("name")}
+                "tools": [_echo_allowed(tool) for tool in choice.get("tools") or []]}
+    if choice.get("type") in ("function", "custom"):
+        return {"type": choice.get("type"), "name": choice.get("name")}
+    # shell, apply_patch and hosted tools: the SDK's shapes have no name (mcp has server_label and maybe one)
+    return {key: value for key, value in choice.items() if key in ("type", "server_label", "name")}
+
+
+def _echo_allowed(tool: dict[str, Any]) -> dict[str, Any]:
+    kind = tool.get("type") or "function"
+    if kind in ("function", "custom"):
+        return {"type": kind, "name": tool.get("name")}
+    return {"type": kind}
 
 
 def convert_usage(usage: dict[str, Any] | None) -> dict[str, Any] | None:

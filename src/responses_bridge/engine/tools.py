@@ -36,7 +36,53 @@ _INVALID = re.compile(r"[^a-zA-Z0-9_-]")
 UnsupportedPolicy = Literal["drop", "reject"]
 
 # Tool types the bridge translates itself; every other type is a server-side tool it cannot run.
-TRANSLATED = frozenset({"function", "namespace"})
+TRANSLATED = frozenset({"function", "namespace", "custom", "shell", "apply_patch", "tool_search"})
+BUILTIN_KINDS = ("shell", "apply_patch", "tool_search")  # client-executed tools without a name of their own
+
+SHELL_PARAMETERS: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "commands": {"type": "array", "items": {"type": "string"},
+                     "description": "The shell commands to run, in order."},
+        "timeout_ms": {"type": "integer", "description": "Optional wall-clock limit for the commands, in ms."},
+        "max_output_length": {"type": "integer",
+                              "description": "Optional limit on the characters of output to return."},
+    },
+    "required": ["commands"],
+}
+SHELL_DESCRIPTION = ("Runs shell commands on the user's machine and returns their stdout, stderr and exit code. "
+                     "Use it to inspect files, run programs and tests.")
+APPLY_PATCH_PARAMETERS: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "type": {"type": "string", "enum": ["create_file", "update_file", "delete_file"],
+                 "description": "What to do with the file."},
+        "path": {"type": "string", "description": "The file's path."},
+        "diff": {"type": "string", "description": "For create_file and update_file: the diff to apply, in the "
+                                                  "V4A format (lines starting with '+', '-' or ' ')."},
+    },
+    "required": ["type", "path"],
+}
+APPLY_PATCH_DESCRIPTION = "Creates, updates or deletes one file of the user's workspace with a diff."
+TOOL_SEARCH_PARAMETERS: dict[str, Any] = {
+    "type": "object",
+    "properties": {"query": {"type": "string", "description": "What the needed tool should do."}},
+    "required": ["query"],
+}
+TOOL_SEARCH_DESCRIPTION = ("Searches for more tools. Call it when none of the offered tools fits the task; the "
+                           "tools it finds are offered from the next turn on.")
+CUSTOM_INPUT = "input"
+
+
+@dataclass(frozen=True, slots=True)
+class CallTarget:
+    """What a call of one upstream function name becomes: ``kind`` is the output item's tool kind
+    (``function``, ``custom``, ``shell``, ``apply_patch``, ``tool_search``); ``name`` / ``namespace`` are the
+    client's names for a function or custom tool."""
+
+    kind: str
+    name: str | None = None
+    namespace: str | None = None
 
 _warned: set[str] = set()
 
@@ -66,30 +112,63 @@ class ToolPlan:
     functions: list[dict[str, Any]] = field(default_factory=list)  # Responses-shaped function tools, flat names
     namespaced: dict[str, tuple[str, str]] = field(default_factory=dict)  # flat name → (namespace, inner name)
     dropped: list[str] = field(default_factory=list)  # server-side tool types left out
+    targets: dict[str, CallTarget] = field(default_factory=dict)  # upstream name → item kind, when not a function
+    names: dict[tuple[str, str | None, str | None], str] = field(default_factory=dict)  # (kind, ns, name) → upstream
+
+    def upstream_name(self, kind: str, name: str | None = None, namespace: str | None = None) -> str:
+        """The name a replayed call of this kind goes upstream under (what this request offers it as)."""
+        found = self.names.get((kind, namespace, name))
+        if found is not None:
+            return found
+        if kind == "function" and namespace:
+            return flat_name(namespace, name or "")
+        return name or kind
 
 
-def plan_tools(tools: list[dict[str, Any]] | None, policy: UnsupportedPolicy = "drop") -> ToolPlan:
+def plan_tools(tools: list[dict[str, Any]] | None, policy: UnsupportedPolicy = "drop",
+               loaded: list[dict[str, Any]] | None = None) -> ToolPlan:
+    """``loaded``: tools returned by ``tool_search_output`` items (offered, deferred or not)."""
     plan = ToolPlan()
     unsupported: list[str] = []
-    for tool in tools or ():
+    tools = list(tools or ())
+    client_search = any(tool.get("type") == "tool_search" and tool.get("execution") == "client" for tool in tools)
+    loaded_names = {tool.get("name") for tool in loaded or () if isinstance(tool, dict)}
+    taken = _plain_names(tools) | _plain_names(loaded or [])
+    for tool in [*tools, *(tool for tool in loaded or () if isinstance(tool, dict))]:
         kind = tool.get("type")
+        if kind in ("function", "custom", "namespace") and client_search and tool.get("defer_loading") is True \
+                and tool.get("name") not in loaded_names:
+            continue  # discovered through the client's tool search first
         if kind == "function":
-            plan.functions.append(tool)
+            if ("function", None, tool["name"]) not in plan.names:
+                plan.functions.append(tool)
+                plan.names[("function", None, tool["name"])] = tool["name"]
         elif kind == "namespace":
             namespace = tool.get("name") or ""
             for inner in tool.get("tools") or ():
-                if not isinstance(inner, dict) or inner.get("type", "function") != "function":
+                if not isinstance(inner, dict) or inner.get("type", "function") not in ("function", "custom"):
+                    continue
+                if inner.get("type") == "custom":
+                    _add_custom(plan, inner, taken, namespace)
                     continue
                 name = flat_name(namespace, inner["name"])
+                if name in plan.namespaced:
+                    continue
                 plan.namespaced[name] = (namespace, inner["name"])
+                plan.targets[name] = CallTarget("function", inner["name"], namespace)
                 plan.functions.append(dict(inner, type="function", name=name))
+        elif kind == "custom":
+            _add_custom(plan, tool, taken, None)
+        elif kind in ("shell", "apply_patch") or (kind == "tool_search" and tool.get("execution") == "client"):
+            _add_builtin(plan, tool, taken)
         elif isinstance(kind, str) and kind not in unsupported:
             unsupported.append(kind)
     if unsupported:
         if policy == "reject":
             raise invalid_request(
                 f"Tool type(s) {', '.join(sorted(unsupported))} cannot run on this deployment: it runs only "
-                "'function' (and 'namespace') tools. Remove them from 'tools', or set "
+                "client-executed tools ('function', 'namespace', 'custom', 'shell', 'apply_patch', and "
+                "'tool_search' with execution 'client'). Remove them from 'tools', or set "
                 "RESPONSES_BRIDGE_UNSUPPORTED_TOOLS=drop to have them left out of what the model is offered.",
                 param="tools", code="unsupported_tool_type")
         for kind in unsupported:
@@ -102,6 +181,82 @@ def plan_tools(tools: list[dict[str, Any]] | None, policy: UnsupportedPolicy = "
                 DROPPED.labels(tool_type=kind).inc()
         plan.dropped = unsupported
     return plan
+
+
+def _plain_names(tools: list[dict[str, Any]]) -> set[str]:
+    """Names functions are offered under as they are: the new kinds must not take them."""
+    names: set[str] = set()
+    for tool in tools:
+        if not isinstance(tool, dict):
+            continue
+        if tool.get("type") == "function" and isinstance(tool.get("name"), str):
+            names.add(tool["name"])
+        elif tool.get("type") == "namespace":
+            names.update(flat_name(tool.get("name") or "", inner["name"]) for inner in tool.get("tools") or ()
+                         if isinstance(inner, dict) and isinstance(inner.get("name"), str)
+                         and inner.get("type", "function") == "function")
+    return names
+
+
+def _unique(base: str, taken: set[str]) -> str:
+    base = _INVALID.sub("_", base)[:MAX_NAME - 4] or "tool"
+    name, number = base, 1
+    while name in taken:
+        number += 1
+        name = f"{base}_{number}"
+    taken.add(name)
+    return name
+
+
+def _add_custom(plan: ToolPlan, tool: dict[str, Any], taken: set[str], namespace: str | None) -> None:
+    key = ("custom", namespace, tool["name"])
+    if key in plan.names:
+        return
+    base = flat_name(namespace, tool["name"]) if namespace else tool["name"]
+    name = _unique(base, taken)
+    plan.names[key] = name
+    plan.targets[name] = CallTarget("custom", tool["name"], namespace)
+    description = tool.get("description") or ""
+    fmt = tool.get("format")
+    if isinstance(fmt, dict) and fmt.get("type") == "grammar":
+        description = (f"{description}\n\n" if description else "") + (
+            f"The input must match this {fmt.get('syntax') or ''} grammar:\n{fmt.get('definition') or ''}")
+    plan.functions.append({
+        "type": "function", "name": name, "description": description or None,
+        "parameters": {"type": "object", "properties": {CUSTOM_INPUT: {
+            "type": "string", "description": "The tool's input, as free-form text."}},
+            "required": [CUSTOM_INPUT], "additionalProperties": False},
+    })
+
+
+def _add_builtin(plan: ToolPlan, tool: dict[str, Any], taken: set[str]) -> None:
+    kind = tool["type"]
+    parameters: dict[str, Any]
+    key = (kind, None, None)
+    if key in plan.names:
+        return
+    name = _unique(kind, taken)
+    plan.names[key] = name
+    plan.targets[name] = CallTarget(kind)
+    if kind == "shell":
+        parameters, description = SHELL_PARAMETERS, SHELL_DESCRIPTION
+    elif kind == "apply_patch":
+        parameters, description = APPLY_PATCH_PARAMETERS, APPLY_PATCH_DESCRIPTION
+    else:
+        given = tool.get("parameters")
+        parameters = given if isinstance(given, dict) else TOOL_SEARCH_PARAMETERS
+        description = tool.get("description") or TOOL_SEARCH_DESCRIPTION
+    plan.functions.append({"type": "function", "name": name, "description": description, "parameters": parameters})
+
+
+def loaded_tools(*item_lists: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The tools every ``tool_search_output`` item in these items returned, in order."""
+    found: list[dict[str, Any]] = []
+    for items in item_lists:
+        for item in items:
+            if item.get("type") == "tool_search_output":
+                found.extend(tool for tool in item.get("tools") or () if isinstance(tool, dict))
+    return found
 
 
 def namespace_map(tools: list[dict[str, Any]] | None) -> dict[str, tuple[str, str]]:

@@ -18,6 +18,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .. import ids
+from . import tool_items
 from .errors import APIError, invalid_request
 
 MESSAGE_ROLES = frozenset({"user", "system", "developer", "assistant"})
@@ -34,7 +35,7 @@ class _Reasoning(BaseModel):
 class _Text(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
     format: dict[str, Any] | None = None
-    verbosity: str | None = None
+    verbosity: Literal["low", "medium", "high"] | None = None  # forwarded as Chat Completions' ``verbosity``
 
 
 class CreateParams(BaseModel):
@@ -223,6 +224,35 @@ def _check_tool(tool: dict[str, Any], param: str) -> None:
                 raise invalid_request(f"Invalid type for '{param}.tools[{index}]': expected an object.",
                                       param=f"{param}.tools[{index}]", code="invalid_type")
             _check_tool({"type": "function", **function}, f"{param}.tools[{index}]")
+    elif kind == "custom":
+        _check_custom_tool(tool, param)
+    elif kind == "tool_search":  # its description and parameters are what the model is offered
+        if tool.get("description") is not None and not isinstance(tool["description"], str):
+            raise invalid_request(f"Invalid type for '{param}.description': expected a string.",
+                                  param=f"{param}.description", code="invalid_type")
+        if tool.get("parameters") is not None and not isinstance(tool["parameters"], dict):
+            raise invalid_request(f"'{param}.parameters' must be a JSON Schema object.", param=f"{param}.parameters")
+
+
+def _check_custom_tool(tool: dict[str, Any], param: str) -> None:
+    """A ``custom`` tool: a name, and a ``format`` that is text or a grammar (engine/tools.py offers it)."""
+    name = tool.get("name")
+    if not isinstance(name, str) or not name:
+        raise invalid_request(f"Missing required parameter: '{param}.name'.", param=f"{param}.name",
+                              code="missing_required_parameter")
+    if tool.get("description") is not None and not isinstance(tool["description"], str):
+        raise invalid_request(f"Invalid type for '{param}.description': expected a string.",
+                              param=f"{param}.description", code="invalid_type")
+    fmt = tool.get("format")
+    if fmt is None:
+        return
+    if not isinstance(fmt, dict) or fmt.get("type") not in ("text", "grammar"):
+        raise invalid_request(f"Invalid value for '{param}.format': expected {{'type': 'text'}} or "
+                              "{'type': 'grammar', 'syntax', 'definition'}.", param=f"{param}.format")
+    if fmt["type"] == "grammar" and (fmt.get("syntax") not in ("lark", "regex")
+                                     or not isinstance(fmt.get("definition"), str)):
+        raise invalid_request(f"Invalid value for '{param}.format': a grammar needs 'syntax' ('lark' or "
+                              "'regex') and a string 'definition'.", param=f"{param}.format")
 
 
 def _check_tool_choice(choice: str | dict[str, Any]) -> None:
@@ -233,7 +263,7 @@ def _check_tool_choice(choice: str | dict[str, Any]) -> None:
                                   "'required' or an object.", param="tool_choice")
         return
     kind = choice.get("type")
-    if kind == "function":
+    if kind in ("function", "custom"):
         if not isinstance(choice.get("name"), str) or not choice["name"]:
             raise invalid_request("Missing required parameter: 'tool_choice.name'.", param="tool_choice.name",
                                   code="missing_required_parameter")
@@ -246,6 +276,8 @@ def _check_tool_choice(choice: str | dict[str, Any]) -> None:
             raise invalid_request("Invalid type for 'tool_choice.tools': expected an array.",
                                   param="tool_choice.tools", code="invalid_type")
         for index, tool in enumerate(tools):
+            if isinstance(tool, dict) and tool.get("type") in ("shell", "apply_patch", "tool_search"):
+                continue  # tools without a name of their own
             if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
                 raise invalid_request(f"Invalid value for 'tool_choice.tools[{index}]': expected "
                                       "{'type': 'function', 'name': …}.", param=f"tool_choice.tools[{index}]")
@@ -292,15 +324,34 @@ def _normalize_item(item: Any, param: str) -> dict[str, Any]:
     if kind == "compaction":  # from POST /v1/responses/compact; its sealed summary is opened by the engine
         return {"type": "compaction", "id": _optional_id(item, param, lambda: ids.new_id("cmp")),
                 "encrypted_content": _require_str(item, "encrypted_content", param)}
+    if isinstance(kind, str) and (kind in tool_items.NORMALIZERS or kind == "custom_tool_call_output"):
+        return _normalize_client_tool_item(kind, item, param)
     if kind is None:
         raise invalid_request(f"Missing required parameter: '{param}.type'.", param=f"{param}.type",
                               code="missing_required_parameter")
     raise invalid_request(
         f"Unsupported input item type '{kind}' at '{param}'. Supported: message, function_call, "
-        "function_call_output, reasoning, compaction.",
+        "function_call_output, reasoning, compaction, compaction_trigger, custom_tool_call, "
+        "custom_tool_call_output, shell_call, shell_call_output, apply_patch_call, apply_patch_call_output, "
+        "tool_search_call, tool_search_output.",
         param=f"{param}.type",
         code="unsupported_item_type",
     )
+
+
+def _normalize_client_tool_item(kind: str, item: dict[str, Any], param: str) -> dict[str, Any]:
+    """Calls and outputs of custom, shell, apply_patch and tool_search tools (protocol/tool_items.py)."""
+    if kind == "custom_tool_call_output":
+        normalized = _normalize_function_call_output(item, param)
+        normalized["type"] = kind
+        normalized["id"] = _optional_id(item, param, lambda: ids.new_id("ctco"))
+        del normalized["status"]
+        return normalized
+    normalized = tool_items.NORMALIZERS[kind](item, param)
+    if kind == "tool_search_output":  # the tools it returns are offered to the model: same checks as 'tools'
+        for index, tool in enumerate(normalized["tools"]):
+            _check_tool(tool, f"{param}.tools[{index}]")
+    return normalized
 
 
 def _require_str(item: dict[str, Any], key: str, param: str) -> str:

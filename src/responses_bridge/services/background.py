@@ -124,16 +124,19 @@ class BackgroundRun:
         try:
             try:
                 try:
-                    async with self.service.upstream.chat(self.call, self.authorization) as answer:
-                        head = exchange.on_upstream_headers(answer.status, answer.content_type)
-                        if head is not None:
-                            self.add(head)
-                            await self.service.store.save_response(exchange.response,  # type: ignore[arg-type]
-                                                                   exchange.request.input_items)  # type: ignore[union-attr]
-                        async for chunk in answer.chunks():
-                            out = exchange.on_upstream_chunk(chunk)
-                            if out:
-                                self.add(out)
+                    call: UpstreamRequest | None = self.call
+                    while call is not None:  # a second attempt only for truncation "auto" (retry_request)
+                        async with self.service.upstream.chat(call, self.authorization) as answer:
+                            head = exchange.on_upstream_headers(answer.status, answer.content_type)
+                            if head is not None:
+                                self.add(head)
+                                await self.service.store.save_response(exchange.response,  # type: ignore[arg-type]
+                                                                       exchange.request.input_items)  # type: ignore[union-attr]
+                            async for chunk in answer.chunks():
+                                out = exchange.on_upstream_chunk(chunk)
+                                if out:
+                                    self.add(out)
+                        call = exchange.retry_request()
                     self.finishing = True
                     reply = await exchange.finish()
                 except UpstreamFailure as failure:

@@ -23,7 +23,6 @@ import orjson
 from .. import ids
 from ..engine import compaction
 from ..engine.options import EngineOptions
-from ..engine.request_translation import items_to_messages
 from ..engine.response_object import convert_usage
 from ..protocol.errors import APIError, invalid_request, not_found
 from ..protocol.request import parse_json_object, parse_request_object
@@ -31,12 +30,6 @@ from ..sealing import Sealer
 from ..store.base import ResponseStore
 from ..upstream import UpstreamClient, UpstreamFailure
 
-SUMMARY_INSTRUCTIONS = (
-    "You compact conversations. Summarise the conversation transcript the user sends so that an assistant can "
-    "continue it without the original: keep every fact, name, number, decision, user preference, tool call and "
-    "tool result that may matter later, and the open questions or tasks. Write plain prose or short bullet "
-    "points, in the conversation's language. Output only the summary."
-)
 ZERO_USAGE = {"input_tokens": 0, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": 0,
               "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 0}
 
@@ -55,24 +48,6 @@ def split_kept(items: list[dict[str, Any]]) -> tuple[list[int], list[int]]:
 
 def _is_user_message(item: dict[str, Any]) -> bool:
     return item.get("type") == "message" and item.get("role") == "user"
-
-
-def transcript(messages: list[dict[str, Any]]) -> str:
-    lines: list[str] = []
-    for message in messages:
-        role = message.get("role", "user")
-        content = message.get("content")
-        if isinstance(content, list):
-            content = " ".join(part.get("text", "") if part.get("type") == "text" else f"[{part.get('type')}]"
-                               for part in content if isinstance(part, dict))
-        if content:
-            label = f"tool result ({message.get('tool_call_id', '')})" if role == "tool" else role
-            lines.append(f"{label}: {content}")
-        for call in message.get("tool_calls") or ():
-            function = call.get("function") or {}
-            lines.append(f"{role} called tool {function.get('name')}({function.get('arguments', '')}) "
-                         f"[call id {call.get('id')}]")
-    return "\n".join(lines)
 
 
 class CompactionService:
@@ -106,8 +81,7 @@ class CompactionService:
         summary, usage = "", dict(ZERO_USAGE)
         if older:
             summary, usage = await self._summarise([expanded[i] for i in older], model, authorization)
-        blob = self.sealer.seal(compaction.PURPOSE, {"v": 1, "summary": summary, "model": model,
-                                                      "items": len(older), "created_at": int(time.time())})
+        blob = compaction.seal_summary(self.sealer, summary, model, len(older))
         output = [items[i] for i in kept]
         output.append({"type": "compaction", "id": ids.new_id("cmp"), "encrypted_content": blob})
         return {"id": ids.new_id("cmp"), "object": "response.compaction", "created_at": int(time.time()),
@@ -115,12 +89,7 @@ class CompactionService:
 
     async def _summarise(self, items: list[dict[str, Any]], model: str,
                          authorization: str | None) -> tuple[str, dict[str, Any]]:
-        messages: list[dict[str, Any]] = []
-        items_to_messages(items, messages, self.options)
-        chat = {"model": model, "messages": [
-            {"role": "system", "content": SUMMARY_INSTRUCTIONS},
-            {"role": "user", "content": "Conversation transcript:\n\n" + transcript(messages)},
-        ]}
+        chat = compaction.summary_request(items, model, self.options)
         try:
             async with self.upstream.post_json("chat/completions", orjson.dumps(chat), authorization) as answer:
                 status, payload = answer.status, await answer.read()

@@ -30,6 +30,7 @@ from ...engine.exchange import SSE_CONTENT_TYPE, Exchange, Reply, UpstreamReques
 from ...protocol.errors import APIError
 from ...runtime import Runtime
 from . import messages as m
+from .retry import retried_reply
 
 log = structlog.get_logger("responses_bridge.extproc")
 
@@ -317,7 +318,9 @@ class _Stream:
                 return m.response_body_reply(b"")
             try:
                 exchange.on_upstream_chunk(chunk)
-                reply = await exchange.finish()
+                retry = exchange.retry_request()  # truncation "auto" after a context-length error: retry.py
+                reply = await (exchange.finish() if retry is None
+                               else retried_reply(self.runtime, exchange, retry, self.authorization))
             except Exception as exc:
                 log.exception("extproc_response_failed", response_id=exchange.response_id)
                 reply = await self._fail(exc)

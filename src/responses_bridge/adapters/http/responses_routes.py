@@ -8,7 +8,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from ...engine.exchange import Reply
+from ...engine.exchange import Reply, UpstreamRequest
 from ...protocol.errors import APIError, not_found
 from ...runtime import Runtime
 from . import background_routes
@@ -42,14 +42,18 @@ class ResponsesRoutes:
         stream: web.StreamResponse | None = None
         try:
             try:
-                async with request.app[DRAIN].deadline(), self.upstream.chat(call, authorization) as answer:
-                    head = exchange.on_upstream_headers(answer.status, answer.content_type)
-                    if head is not None:
-                        stream = await _open_stream(request, head)
-                    async for chunk in answer.chunks():
-                        out = exchange.on_upstream_chunk(chunk)
-                        if out and stream is not None:
-                            await stream.write(out)
+                attempt: UpstreamRequest | None = call
+                async with request.app[DRAIN].deadline():
+                    while attempt is not None:  # a second attempt only for truncation "auto" (retry_request)
+                        async with self.upstream.chat(attempt, authorization) as answer:
+                            head = exchange.on_upstream_headers(answer.status, answer.content_type)
+                            if head is not None:
+                                stream = await _open_stream(request, head)
+                            async for chunk in answer.chunks():
+                                out = exchange.on_upstream_chunk(chunk)
+                                if out and stream is not None:
+                                    await stream.write(out)
+                        attempt = exchange.retry_request()
                 reply = await exchange.finish()
             except UpstreamFailure as failure:
                 reply = await exchange.fail(failure.error)

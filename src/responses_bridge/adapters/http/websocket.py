@@ -145,7 +145,7 @@ class WebSocketSession:
             await exchange.abandon()
             raise
         response = exchange.response or {}
-        if response.get("status") in ("completed", "incomplete"):
+        if response.get("status") in ("completed", "incomplete") and not exchange.compaction_turn:
             self.store.remember(response["id"], self.store.loaded + exchange.request.input_items  # type: ignore[union-attr]
                                 + list(response.get("output") or []))
         else:
@@ -153,14 +153,17 @@ class WebSocketSession:
 
     async def _run(self, exchange: Exchange, call: Any) -> None:
         try:
-            async with self._deadline(), self.upstream.chat(call, self.authorization) as answer:
-                head = exchange.on_upstream_headers(answer.status, answer.content_type)
-                if head:
-                    await self.send_lines(head)
-                async for chunk in answer.chunks():
-                    out = exchange.on_upstream_chunk(chunk)
-                    if out:
-                        await self.send_lines(out)
+            async with self._deadline():
+                while call is not None:  # a second attempt only for truncation "auto" (retry_request)
+                    async with self.upstream.chat(call, self.authorization) as answer:
+                        head = exchange.on_upstream_headers(answer.status, answer.content_type)
+                        if head:
+                            await self.send_lines(head)
+                        async for chunk in answer.chunks():
+                            out = exchange.on_upstream_chunk(chunk)
+                            if out:
+                                await self.send_lines(out)
+                    call = exchange.retry_request()
             reply = await exchange.finish()
         except UpstreamFailure as failure:
             reply = await exchange.fail(failure.error)

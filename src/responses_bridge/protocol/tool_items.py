@@ -1,0 +1,177 @@
+"""Input items of the client-executed tools besides functions: their calls and their outputs.
+
+``custom_tool_call`` / ``custom_tool_call_output``, ``shell_call`` / ``shell_call_output``, ``apply_patch_call`` /
+``apply_patch_call_output``, ``tool_search_call`` / ``tool_search_output`` (shapes of the ``openai`` SDK's
+``ResponseInputItemParam``), and Codex's ``compaction_trigger``. Each is normalised to the shape the bridge
+emits for it, so a stored item, an echoed item and a replayed item look the same; the engine turns them into
+chat tool calls and tool messages (engine/request_translation.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from .. import ids
+from .errors import invalid_request
+
+_CALL_STATUSES = ("in_progress", "completed", "incomplete")
+_PATCH_OPERATIONS = ("create_file", "update_file", "delete_file")
+
+
+def _str(item: dict[str, Any], key: str, param: str, *, required: bool = True) -> str | None:
+    value = item.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str):
+        if value is None:
+            raise invalid_request(f"Missing required parameter: '{param}.{key}'.", param=f"{param}.{key}",
+                                  code="missing_required_parameter")
+        raise invalid_request(f"Invalid type for '{param}.{key}': expected a string.", param=f"{param}.{key}",
+                              code="invalid_type")
+    return value
+
+
+def _int(value: Any, param: str) -> int | None:
+    if value is None:
+        return None
+    if type(value) is not int:
+        raise invalid_request(f"Invalid type for '{param}': expected an integer.", param=param, code="invalid_type")
+    return value
+
+
+def _id(item: dict[str, Any], param: str, prefix: str) -> str:
+    value = item.get("id")
+    if value is None or value == "":
+        return ids.new_id(prefix)
+    if not isinstance(value, str):
+        raise invalid_request(f"Invalid type for '{param}.id': expected a string.", param=f"{param}.id",
+                              code="invalid_type")
+    return value
+
+
+def _status(item: dict[str, Any], allowed: tuple[str, ...] = _CALL_STATUSES, default: str = "completed") -> str:
+    status = item.get("status")
+    return status if status in allowed else default
+
+
+def custom_tool_call(item: dict[str, Any], param: str) -> dict[str, Any]:
+    normalized: dict[str, Any] = {"type": "custom_tool_call", "id": _id(item, param, "ctc"),
+                                  "call_id": _str(item, "call_id", param), "name": _str(item, "name", param),
+                                  "input": _str(item, "input", param)}
+    namespace = _str(item, "namespace", param, required=False)
+    if namespace:
+        normalized["namespace"] = namespace
+    return normalized
+
+
+def shell_call(item: dict[str, Any], param: str) -> dict[str, Any]:
+    action = item.get("action")
+    if not isinstance(action, dict):
+        raise invalid_request(f"Missing required parameter: '{param}.action'.", param=f"{param}.action",
+                              code="missing_required_parameter")
+    commands = action.get("commands")
+    if not isinstance(commands, list) or not all(isinstance(command, str) for command in commands):
+        raise invalid_request(f"Invalid type for '{param}.action.commands': expected an array of strings.",
+                              param=f"{param}.action.commands", code="invalid_type")
+    return {"type": "shell_call", "id": _id(item, param, "sh"), "call_id": _str(item, "call_id", param),
+            "action": {"commands": list(commands),
+                       "timeout_ms": _int(action.get("timeout_ms"), f"{param}.action.timeout_ms"),
+                       "max_output_length": _int(action.get("max_output_length"),
+                                                 f"{param}.action.max_output_length")},
+            "status": _status(item)}
+
+
+def shell_call_output(item: dict[str, Any], param: str) -> dict[str, Any]:
+    output = item.get("output")
+    if not isinstance(output, list):
+        raise invalid_request(f"Invalid type for '{param}.output': expected an array.", param=f"{param}.output",
+                              code="invalid_type")
+    chunks = []
+    for index, chunk in enumerate(output):
+        where = f"{param}.output[{index}]"
+        if not isinstance(chunk, dict):
+            raise invalid_request(f"Invalid type for '{where}': expected an object.", param=where,
+                                  code="invalid_type")
+        outcome = chunk.get("outcome")
+        if isinstance(outcome, dict) and outcome.get("type") == "exit":
+            outcome = {"type": "exit", "exit_code": _int(outcome.get("exit_code"), f"{where}.outcome.exit_code")
+                       or 0}
+        elif isinstance(outcome, dict) and outcome.get("type") == "timeout":
+            outcome = {"type": "timeout"}
+        else:
+            raise invalid_request(f"Invalid value for '{where}.outcome': expected {{'type': 'exit', 'exit_code'}} "
+                                  "or {'type': 'timeout'}.", param=f"{where}.outcome")
+        chunks.append({"stdout": _str(chunk, "stdout", where, required=False) or "",
+                       "stderr": _str(chunk, "stderr", where, required=False) or "", "outcome": outcome})
+    return {"type": "shell_call_output", "id": _id(item, param, "sho"), "call_id": _str(item, "call_id", param),
+            "output": chunks, "max_output_length": _int(item.get("max_output_length"), f"{param}.max_output_length"),
+            "status": _status(item)}
+
+
+def apply_patch_call(item: dict[str, Any], param: str) -> dict[str, Any]:
+    operation = item.get("operation")
+    if not isinstance(operation, dict) or operation.get("type") not in _PATCH_OPERATIONS:
+        raise invalid_request(f"Invalid value for '{param}.operation': expected an object whose 'type' is "
+                              "create_file, update_file or delete_file.", param=f"{param}.operation")
+    where = f"{param}.operation"
+    normalized = {"type": operation["type"], "path": _str(operation, "path", where)}
+    if operation["type"] != "delete_file":
+        normalized["diff"] = _str(operation, "diff", where)
+    return {"type": "apply_patch_call", "id": _id(item, param, "apc"), "call_id": _str(item, "call_id", param),
+            "operation": normalized, "status": _status(item, ("in_progress", "completed"))}
+
+
+def apply_patch_call_output(item: dict[str, Any], param: str) -> dict[str, Any]:
+    status = item.get("status")
+    if status not in ("completed", "failed"):
+        raise invalid_request(f"Invalid value for '{param}.status': expected 'completed' or 'failed'.",
+                              param=f"{param}.status")
+    normalized = {"type": "apply_patch_call_output", "id": _id(item, param, "apco"),
+                  "call_id": _str(item, "call_id", param), "status": status}
+    output = _str(item, "output", param, required=False)
+    if output is not None:
+        normalized["output"] = output
+    return normalized
+
+
+def tool_search_call(item: dict[str, Any], param: str) -> dict[str, Any]:
+    arguments = item.get("arguments")
+    if isinstance(arguments, str):  # lenient: the JSON text of the arguments
+        try:
+            arguments = orjson.loads(arguments)
+        except orjson.JSONDecodeError:
+            arguments = {"query": arguments}
+    if arguments is None:
+        arguments = {}
+    return {"type": "tool_search_call", "id": _id(item, param, "tsc"), "call_id": _str(item, "call_id", param),
+            "execution": "client", "arguments": arguments, "status": _status(item)}
+
+
+def tool_search_output(item: dict[str, Any], param: str) -> dict[str, Any]:
+    tools = item.get("tools")
+    if not isinstance(tools, list) or not all(isinstance(tool, dict) and isinstance(tool.get("type"), str)
+                                              for tool in tools):
+        raise invalid_request(f"Invalid type for '{param}.tools': expected an array of tools.",
+                              param=f"{param}.tools", code="invalid_type")
+    return {"type": "tool_search_output", "id": _id(item, param, "tso"), "call_id": _str(item, "call_id", param),
+            "execution": "client", "tools": tools, "status": _status(item)}
+
+
+def compaction_trigger(item: dict[str, Any], param: str) -> dict[str, Any]:
+    return {"type": "compaction_trigger"}
+
+
+NORMALIZERS: dict[str, Callable[[dict[str, Any], str], dict[str, Any]]] = {
+    "custom_tool_call": custom_tool_call,
+    "shell_call": shell_call,
+    "shell_call_output": shell_call_output,
+    "apply_patch_call": apply_patch_call,
+    "apply_patch_call_output": apply_patch_call_output,
+    "tool_search_call": tool_search_call,
+    "tool_search_output": tool_search_output,
+    "compaction_trigger": compaction_trigger,
+}
+"""Item type → normaliser; ``custom_tool_call_output`` is normalised like ``function_call_output``."""
