@@ -67,6 +67,14 @@ def test_results_for_model_numbers_sources_and_asks_for_links() -> None:
     assert results_for_model([]) == "The web search found no results."
 
 
+def test_numbering_goes_on_across_searches() -> None:
+    second = [SearchResult("https://later.example/x", "Later", "")]
+    assert "[4] Later\nURL: https://later.example/x" in results_for_model(second, first_number=4)
+    text = "Both [1] and [4]."
+    assert cited(text, find_citations(text, RESULTS + second)) == [
+        ("[1]", "https://example.com/eclipse"), ("[4]", "https://later.example/x")]
+
+
 @pytest.mark.parametrize("include_sources", [True, False])
 @pytest.mark.parametrize("status", ["in_progress", "searching", "completed", "failed"])
 def test_web_search_call_items_validate(include_sources: bool, status: str) -> None:

@@ -6,8 +6,8 @@ How the model cites: :func:`results_for_model` numbers the sources and asks for 
 
 * a markdown link ``[label](URL)`` — the annotation spans the whole link;
 * a bare ``URL`` — the annotation spans the URL (trailing punctuation and an unbalanced ``)`` left out);
-* a ``[n]`` marker for the n-th source (small models often write these despite being asked for links) —
-  the annotation spans the marker.
+* a ``[n]`` marker for the n-th source of ``results`` (small models often write these despite being asked for
+  links) — the annotation spans the marker.
 
 Only URLs that are among the results become annotations (compared without fragment, trailing ``/`` or case of
 scheme and host), so a URL the model made up is not presented as a source. Indices count Python ``str``
@@ -83,13 +83,16 @@ def find_citations(text: str, results: list[SearchResult]) -> list[dict[str, Any
     return annotations
 
 
-def results_for_model(results: list[SearchResult]) -> str:
-    """The tool output the model reads: numbered sources (title, URL, snippet) and how to cite them."""
+def results_for_model(results: list[SearchResult], *, first_number: int = 1) -> str:
+    """The tool output the model reads: numbered sources (title, URL, snippet) and how to cite them.
+
+    When one response searches several times, number on (``first_number`` = sources shown so far + 1) and pass
+    every search's results, in order, to :func:`find_citations`, so that an ``[n]`` marker means one source."""
     if not results:
         return "The web search found no results."
     lines = ["Web search results. Where you use a source, cite it with a markdown link to its URL, "
              "e.g. [title](URL); cite only URLs listed here."]
-    for number, result in enumerate(results, 1):
+    for number, result in enumerate(results, first_number):
         lines.append("")
         lines.append(f"[{number}] {result.title}")
         lines.append(f"URL: {result.url}")
