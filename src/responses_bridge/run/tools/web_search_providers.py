@@ -105,7 +105,10 @@ class _HTTPProvider:
             self._failed(exc, started)
             raise
         except TimeoutError as exc:  # aiohttp's timeouts subclass TimeoutError (and ClientError): check first
-            error = WebSearchError(f"{self.name} did not answer within {self._settings.timeout:g} s")
+            error = WebSearchError(
+                f"{self.name} could not be connected to within {self._settings.connect_timeout:g} s"
+                if isinstance(exc, aiohttp.ConnectionTimeoutError)
+                else f"{self.name} did not answer within {self._settings.timeout:g} s")
             self._failed(error, started)
             raise error from exc
         except (aiohttp.ClientError, OSError, ValueError) as exc:
