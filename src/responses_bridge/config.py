@@ -8,12 +8,15 @@ and key also fall back to the names every OpenAI client already knows, ``OPENAI_
 from __future__ import annotations
 
 import os
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .engine.options import EngineOptions
+
+if TYPE_CHECKING:
+    from .run.tools.web_search_base import WebSearchSettings
 
 DEFAULT_HTTP_PORT = 8080
 DEFAULT_EXTPROC_PORT = 50051
@@ -49,6 +52,17 @@ class Settings(BaseSettings):
     unsupported_tools: Literal["drop", "reject"] = "drop"  # server-side tools it cannot run; see engine/tools.py
     context_window: int | None = Field(default=None, ge=1)  # tokens; see engine/truncation.py
     sealing_key: str | None = None  # urlsafe base64 of 32 bytes; see sealing.py
+    # The web_search tool (run/tools/web_search.py): "searxng:URL", "brave" or "tavily"; None: no web search,
+    # and a request's web_search tool falls under unsupported_tools.
+    web_search: str | None = None
+    web_search_url: str | None = None  # Brave's / Tavily's API base instead of the public one (a proxy, a fake)
+    brave_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("RESPONSES_BRIDGE_BRAVE_API_KEY", "BRAVE_API_KEY", "brave_api_key"))
+    tavily_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("RESPONSES_BRIDGE_TAVILY_API_KEY", "TAVILY_API_KEY", "tavily_api_key"))
+    web_search_timeout: float = 15.0  # one search, seconds
+    web_search_max_bytes: int = 2 * 1024 * 1024  # largest search answer read
     log_level: str = "info"
     log_format: Literal["json", "console"] = "json"
     drain_timeout: float = Field(default=30.0, ge=0, description="seconds live streams may run on after "
@@ -63,6 +77,41 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_via_slash(cls, value: str | None) -> str | None:
         return value.rstrip("/") if value else None
+
+    @field_validator("web_search")
+    @classmethod
+    def _check_web_search(cls, value: str | None) -> str | None:
+        if not value or not value.strip():
+            return None
+        from .run.tools.web_search_base import parse_provider_spec
+
+        parse_provider_spec(value)  # a typo stops the start-up, not the first search
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _web_search_key(self) -> Settings:
+        if self.web_search in ("brave", "tavily") and self._web_search_key_value() is None:
+            name = "BRAVE_API_KEY" if self.web_search == "brave" else "TAVILY_API_KEY"
+            raise ValueError(f"RESPONSES_BRIDGE_WEB_SEARCH={self.web_search} needs {name} "
+                             f"(or RESPONSES_BRIDGE_{name}) in the environment")
+        return self
+
+    def _web_search_key_value(self) -> str | None:
+        secret = {"brave": self.brave_api_key, "tavily": self.tavily_api_key}.get(self.web_search or "")
+        return (secret.get_secret_value() or None) if secret is not None else None
+
+    def web_search_settings(self) -> WebSearchSettings | None:
+        """What the web search provider needs; None when no provider is configured."""
+        if not self.web_search:
+            return None
+        from .run.tools.web_search_base import BRAVE_DEFAULT_BASE, TAVILY_DEFAULT_BASE, WebSearchSettings, \
+            parse_provider_spec
+
+        kind, searxng_url = parse_provider_spec(self.web_search)
+        default_base = {"brave": BRAVE_DEFAULT_BASE, "tavily": TAVILY_DEFAULT_BASE}.get(kind, "")
+        return WebSearchSettings(provider=kind, base_url=searxng_url or self.web_search_url or default_base,
+                                 api_key=self._web_search_key_value(), timeout=self.web_search_timeout,
+                                 max_response_bytes=self.web_search_max_bytes)
 
     def engine_options(self) -> EngineOptions:
         return EngineOptions(

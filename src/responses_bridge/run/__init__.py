@@ -1,0 +1,1 @@
+"""The asynchronous run of one response: history, upstream turns, server-side tools, persistence."""

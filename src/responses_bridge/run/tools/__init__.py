@@ -1,0 +1,1 @@
+"""Server-side tools the run executes between model turns."""
