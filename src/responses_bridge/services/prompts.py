@@ -63,6 +63,10 @@ def _declared_variables(value: Any) -> dict[str, Any]:
     if value is None:
         return {}
     if isinstance(value, list):
+        for index, name in enumerate(value):  # names become dict keys: a list or an object here is a 400, not a 500
+            if not isinstance(name, str):
+                raise invalid_request(f"Invalid type for 'variables[{index}]': expected a variable name (a string).",
+                                      param=f"variables[{index}]", code="invalid_type")
         value = {name: None for name in value}
     if not isinstance(value, dict):
         raise invalid_request("Invalid type for 'variables': expected an array of names or an object of defaults.",

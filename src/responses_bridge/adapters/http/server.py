@@ -8,13 +8,15 @@ from aiohttp import web
 
 from ...runtime import Runtime
 from .app import create_app
+from .protocol_errors import PARSER_OPTIONS, use_openai_errors
 
 
 async def start_http_server(runtime: Runtime, host: str, port: int) -> Callable[[], Awaitable[None]]:
     """Returns the coroutine function that stops it. Handlers are cancelled when their client disconnects,
     which cancels the upstream call they are waiting on."""
-    runner = web.AppRunner(create_app(runtime), handler_cancellation=True, access_log=None)
+    runner = web.AppRunner(create_app(runtime), handler_cancellation=True, access_log=None, **PARSER_OPTIONS)
     await runner.setup()
+    use_openai_errors(runner)  # even what aiohttp's parser refuses is answered in the OpenAI shape
     site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
     await site.start()
     return runner.cleanup
