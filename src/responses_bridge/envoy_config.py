@@ -348,6 +348,8 @@ def _local_reply_config() -> dict[str, Any]:
                "invalid_request_error", "request_header_fields_too_large"),
         mapper([details("path_normalization_failed"), status("EQ", 400)], "The request path is not valid.",
                "invalid_request_error", "invalid_path"),
+        mapper([details("http1."), status("EQ", 400)], "The request is not valid HTTP (%RESPONSE_CODE_DETAILS%).",
+               "invalid_request_error", "invalid_http_request"),
         mapper([status("GE", 400)], "%LOCAL_REPLY_BODY% (%RESPONSE_CODE_DETAILS%)", "invalid_request_error",
                "invalid_request"),
     ]}

@@ -192,3 +192,20 @@ async def test_deep_nesting_over_websocket(base_url: str) -> None:
         event = json.loads((await ws.receive(timeout=30)).data)
     assert event["type"] == "error" and event["status"] == 400
     assert event["error"]["code"] == "nesting_too_deep"
+
+
+@pytest.mark.parametrize("raw", [b"GARBAGE\r\n\r\n", b"GET /v1/responses/x HTTP/1.1\r\nHost: a\r\nX: \x01\r\n\r\n"])
+async def test_malformed_http_gets_an_openai_error(base_url: str, raw: bytes) -> None:
+    import asyncio
+
+    host, port = URL(base_url).host, URL(base_url).port
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(raw)
+        answer = await asyncio.wait_for(reader.read(), 30)  # the server closes the connection after it
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split(b" ")[1] == b"400", answer
+    error = json.loads(body)["error"]
+    assert set(error) == ERROR_KEYS and error["code"] == "invalid_http_request"
