@@ -92,16 +92,16 @@ async def test_oversized_request_heads(base_url: str, case: str) -> None:
         headers["X-Big"] = "a" * 65536
     else:
         headers.update({f"X-H{index}": "v" for index in range(500)})
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        async with session.get(URL(base_url + path, encoded=True), headers=headers) as r:
-            error = await error_of(r, 431)
+    async with (aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session,
+                session.get(URL(base_url + path, encoded=True), headers=headers) as r):
+        error = await error_of(r, 431)
     assert error["code"] == "request_header_fields_too_large"
 
 
 async def test_nul_in_the_path_is_the_same_400(base_url: str) -> None:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        async with session.get(URL(base_url + "/v1/responses/resp_%00abc", encoded=True)) as r:
-            assert (await error_of(r, 400))["code"] == "invalid_path"
+    async with (aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session,
+                session.get(URL(base_url + "/v1/responses/resp_%00abc", encoded=True)) as r):
+        assert (await error_of(r, 400))["code"] == "invalid_path"
 
 
 @pytest.mark.parametrize(("field", "value", "param"), [

@@ -340,8 +340,8 @@ class Tally:
 
     def summary(self, door: str) -> str:
         statuses = ", ".join(f"{status}: {count}" for status, count in sorted(self.statuses.items()))
-        lines = [f"{door}: {self.sent} requests; statuses >= 500: {len(self.server_errors)}; error bodies outside "
-                 f"the OpenAI shape: {len(self.bad_shapes)}; hangs: {len(self.hangs)}  ({statuses})"]
+        lines = [(f"{door}: {self.sent} requests; statuses >= 500: {len(self.server_errors)}; error bodies outside "
+                  f"the OpenAI shape: {len(self.bad_shapes)}; hangs: {len(self.hangs)}  ({statuses})")]
         lines += [f"  {kind}: {example}" for kind, examples in (("5xx", self.server_errors),
                                                                  ("shape", self.bad_shapes), ("hang", self.hangs))
                   for example in examples[:5]]

@@ -50,7 +50,7 @@ def check_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> None:
                                   code="nesting_too_deep")
         children = node.values() if isinstance(node, dict) else node
         for child in children:
-            if isinstance(child, (dict, list)) and child:
+            if isinstance(child, (dict, list)):
                 stack.append((child, depth + 1))
 
 
