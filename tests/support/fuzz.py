@@ -99,7 +99,7 @@ def _schema(model_name: str) -> dict[str, Any]:
 # --- hostile mutations -------------------------------------------------------------------------------------------
 
 ODD_SHORT = st.sampled_from(["", "\x00", "a\x00b", "\ud800", "\u202e\u0635", "\U0001f600" * 5, "{{x}}", "%00",
-                             "../../etc/passwd", "' OR 1=1 --", "\r\nX-Injected: 1", "null", "a" * 9000])
+                             "../../etc/passwd", "' OR 1=1 --", "\r\nX-Injected: 1", "null", "a" * 9000, "a" * 70_000])
 ODD_TEXT = st.one_of(ODD_SHORT, st.sampled_from([70_000, 1_000_000]).map(lambda size: "a" * size))
 HUGE_NUMBERS = st.sampled_from([10**30, -(10**30), 2**63, -(2**63) - 1, 1e308, -1e308, 5e-324, 0, -1])
 
@@ -280,6 +280,7 @@ def listed_inputs() -> list[Request]:
         post("/v1/responses", zlib.compress(create), ("Content-Encoding", "deflate")),
         post("/v1/responses", create, ("Content-Encoding", "br")),
         Request("GET", "/v1/responses/resp_x?q=" + "a" * 9000),
+        Request("GET", "/v1/responses/resp_x?q=" + "a" * 70_000),
         Request("GET", "/v1/responses/resp_x", None, (("X-Big", "a" * 65536),)),
         Request("GET", "/v1/responses/resp_x", None, tuple((f"X-H{index}", "v") for index in range(500))),
         Request("GET", "/v1/responses/resp_%00abc"),

@@ -1,6 +1,6 @@
 """Requests refused before any route or middleware sees them, answered in the OpenAI error shape too.
 
-aiohttp's HTTP parser rejects a request line over 8190 bytes, a header over 8190 bytes or more than 128
+aiohttp's HTTP parser rejects a request line or a header over its limits (64 KiB here) or more than 128
 headers, and answers with a text/plain 400 of its own from ``RequestHandler.handle_error``, which no middleware
 wraps. The handler class here answers those in the same ``{"error": {...}}`` shape as every other error, with
 the status Envoy gives the same requests (431 for a head over its limits), so both doors agree.
@@ -12,6 +12,8 @@ failing somewhere inside the parser or the payload stream.
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.web_protocol import RequestHandler
@@ -19,7 +21,13 @@ from aiohttp.web_request import BaseRequest
 
 from ...protocol.errors import APIError
 
-PARSER_OPTIONS = {"auto_decompress": False}
+MAX_HEAD_LINE_BYTES = 64 * 1024
+"""Longest request line or header line accepted. Above Envoy's limit for the whole head (HCM
+``max_request_headers_kb: 60``, envoy_config.py), so whatever Envoy forwards is read: a sidecar that refused a
+forwarded head would answer early and close while Envoy still sends the body, which Envoy reports as a 503."""
+
+PARSER_OPTIONS: dict[str, Any] = {"auto_decompress": False, "max_line_size": MAX_HEAD_LINE_BYTES,
+                                  "max_field_size": MAX_HEAD_LINE_BYTES}
 
 
 def protocol_error(status: int, exc: BaseException | None) -> APIError:
