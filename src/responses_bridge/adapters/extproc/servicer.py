@@ -255,15 +255,9 @@ class _Stream:
         body itself (413: over its buffer limit; a local reply that still passes through this filter), or the
         request had no body at all and (with request headers skipped) went to the upstream's chat/completions
         empty. The client gets the matching OpenAI-shaped error, not whatever came back."""
-        headers = m.header_map(request.response_headers)
-        if "x-envoy-upstream-service-time" not in headers:
-            # Envoy's own reply (a path its normalisation rejects, headers over its limits, a body over its
-            # buffer): no upstream answered, this was never a create; local_reply_config has shaped it already.
-            self.ours = False
-            return m.CONTINUE_RESPONSE_HEADERS
         self.ours = True
         self.done = True
-        status = headers.get(":status")
+        status = m.header_map(request.response_headers).get(":status")
         if status == "413":
             error = APIError(413, "The request body is too large.", code="request_too_large")
             return m.immediate_response(413, error.body(), JSON)
