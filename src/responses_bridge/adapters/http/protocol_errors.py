@@ -1,6 +1,6 @@
 """Requests refused before any route or middleware sees them, answered in the OpenAI error shape too.
 
-aiohttp's HTTP parser rejects a request line or a header over its limits (64 KiB here) or more than 128
+aiohttp's HTTP parser rejects a request line or a header over its limits (60 KiB here) or more than 128
 headers, and answers with a text/plain 400 of its own from ``RequestHandler.handle_error``, which no middleware
 wraps. The handler class here answers those in the same ``{"error": {...}}`` shape as every other error, with
 the status Envoy gives the same requests (431 for a head over its limits), so both doors agree.
@@ -21,10 +21,11 @@ from aiohttp.web_request import BaseRequest
 
 from ...protocol.errors import APIError
 
-MAX_HEAD_LINE_BYTES = 64 * 1024
-"""Longest request line or header line accepted. Above Envoy's limit for the whole head (HCM
-``max_request_headers_kb: 60``, envoy_config.py), so whatever Envoy forwards is read: a sidecar that refused a
-forwarded head would answer early and close while Envoy still sends the body, which Envoy reports as a 503."""
+MAX_HEAD_LINE_BYTES = 60 * 1024
+"""Longest request line or header line accepted: Envoy's limit for the whole head (HCM
+``max_request_headers_kb: 60``, envoy_config.py), so whatever Envoy forwards is read (a sidecar that refused a
+forwarded head would answer early and close while Envoy still sends the body, which Envoy reports as a 503), and
+a line over it is a 431 on both doors. (aiohttp's 128 headers stay above Envoy's 100 plus the few it adds.)"""
 
 PARSER_OPTIONS: dict[str, Any] = {"auto_decompress": False, "max_line_size": MAX_HEAD_LINE_BYTES,
                                   "max_field_size": MAX_HEAD_LINE_BYTES}
