@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.support.fuzz import Tally, listed_inputs, run
+from tests.support.fuzz import SocketTally, Tally, listed_inputs, run, run_websocket
 
 EXAMPLES = 300
 
@@ -24,3 +24,8 @@ async def test_listed_hostile_inputs_get_openai_shaped_4xx(base_url: str) -> Non
     for request in listed_inputs():
         await asyncio.to_thread(tally.send, request)
     assert all(400 <= status < 500 for status in tally.statuses), tally.statuses
+
+
+async def test_generated_websocket_turns_keep_the_socket_and_the_shape(base_url: str) -> None:
+    tally = await asyncio.to_thread(run_websocket, SocketTally(base_url), EXAMPLES // 3)
+    assert tally.turns >= EXAMPLES // 3 and tally.kinds["response.completed"] > 0

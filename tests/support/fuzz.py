@@ -68,7 +68,9 @@ def from_schema(schema: dict[str, Any], defs: dict[str, Any] | None = None, dept
     if kind == "integer":
         return st.integers(schema.get("minimum", -1000), schema.get("maximum", 100_000))
     if kind == "number":
-        return st.floats(schema.get("minimum", -1000.0), schema.get("maximum", 1000.0), allow_nan=False)
+        # unbounded numbers in the schema are sampling parameters (temperature, top_p): mostly in range, the
+        # mutations below send the rest
+        return st.floats(schema.get("minimum", 0.0), schema.get("maximum", 1.0), allow_nan=False)
     if kind == "boolean":
         return st.booleans()
     if kind == "null":
@@ -177,8 +179,9 @@ def _path(template: str, ident: str, query: dict[str, str]) -> str:
 
 def _create_bodies() -> st.SearchStrategy[dict[str, Any]]:
     def with_model(body: dict[str, Any]) -> dict[str, Any]:
-        # mostly a model the fake upstream serves, so the request goes all the way through
-        return {**body, "model": MODEL} if isinstance(body, dict) and body.get("model") is not None else body
+        # a model the fake upstream serves, so the request can go all the way through (mutations drop or
+        # damage it often enough)
+        return {**body, "model": MODEL} if isinstance(body, dict) else body
 
     return from_schema(_schema("CreateResponseBody")).map(with_model)
 
@@ -373,6 +376,76 @@ def run(tally: Tally, examples: int) -> Tally:
     return tally
 
 
+# --- WebSocket mode ---------------------------------------------------------------------------------------------
+
+TERMINAL = frozenset({"response.completed", "response.failed", "response.incomplete", "error"})
+
+
+@dataclass
+class SocketTally:
+    """WebSocket mode (``GET /v1/responses`` upgraded): every message is answered by a terminal event or an
+    ``error`` frame whose ``status`` is below 500 and whose ``error`` is OpenAI-shaped, and the socket stays open
+    for the next turn."""
+
+    base_url: str
+    strict: bool = True
+    turns: int = 0
+    kinds: Counter[str] = field(default_factory=Counter)
+    broken: list[str] = field(default_factory=list)
+
+    def check(self, message: str, frames: list[dict[str, Any]] | None) -> None:
+        self.turns += 1
+        what = None
+        if frames is None:
+            what = f"no terminal frame in {TIMEOUT:.0f} s for {message[:300]!r}"
+        else:
+            last = frames[-1]
+            self.kinds[last.get("type", "?")] += 1
+            if last.get("type") == "error":
+                error = last.get("error")
+                if not isinstance(last.get("status"), int) or last["status"] >= 500:
+                    what = f"error frame with status {last.get('status')!r} for {message[:300]!r}: {last}"
+                elif not isinstance(error, dict) or set(error) != ERROR_KEYS:
+                    what = f"error frame outside the OpenAI shape for {message[:300]!r}: {last}"
+        if what is not None:
+            self.broken.append(what)
+            if self.strict:
+                raise AssertionError(what)
+
+    def summary(self, door: str) -> str:
+        kinds = ", ".join(f"{kind}: {count}" for kind, count in sorted(self.kinds.items()))
+        lines = [f"{door}: {self.turns} WebSocket turns; broken: {len(self.broken)}  ({kinds})"]
+        return "\n".join(lines + [f"  {example}" for example in self.broken[:5]])
+
+
+def run_websocket(tally: SocketTally, examples: int) -> SocketTally:
+    """``examples`` generated create events (or damaged ones) sent as turns on one socket, one after another."""
+    from websockets.sync.client import connect
+
+    url = "ws" + tally.base_url.removeprefix("http") + "/v1/responses"
+    events = mutated(_create_bodies().map(lambda body: {"type": "response.create", **body}),
+                     ("type", *CREATE_FIELDS))
+    with connect(url, max_size=None, open_timeout=TIMEOUT) as socket:
+
+        @settings(max_examples=examples, derandomize=True, database=None, deadline=None, print_blob=False,
+                  suppress_health_check=list(HealthCheck))
+        @given(events)
+        def one(event: Any) -> None:
+            message = json.dumps(event)
+            socket.send(message)
+            frames: list[dict[str, Any]] = []
+            try:
+                while not frames or frames[-1].get("type") not in TERMINAL:
+                    frames.append(json.loads(socket.recv(timeout=TIMEOUT)))
+            except TimeoutError:
+                tally.check(message, None)
+                return
+            tally.check(message, frames)
+
+        one()
+    return tally
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Fuzz the bridge's doors with schema-generated requests.")
     parser.add_argument("--examples", type=int, default=10_000, help="requests per door (default 10000)")
@@ -389,6 +462,9 @@ def main(argv: list[str] | None = None) -> int:
         tally = run(Tally(url, strict=False), args.examples)
         print(tally.summary(f"{door}, generated"), f"\n  {time.monotonic() - started:.0f} s", flush=True)
         failed = failed or bool(listed.server_errors or listed.bad_shapes or listed.hangs)
+        sockets = run_websocket(SocketTally(url, strict=False), max(1, args.examples // 10))
+        print(sockets.summary(f"{door}, WebSocket mode"), flush=True)
+        failed = failed or bool(sockets.broken)
         failed = failed or bool(tally.server_errors or tally.bad_shapes or tally.hangs)
     return 1 if failed else 0
 
