@@ -163,6 +163,9 @@ def _listener(address: str, port: int, up: UpstreamURL, sidecar: tuple[str, int]
                 "codec_type": "AUTO",
                 "stream_idle_timeout": "300s",  # the longest silence allowed mid-stream
                 "request_timeout": "0s",  # no ceiling on a whole request: LLM streams may last minutes
+                # the whole request head (URL and headers); over it, a 431. The sidecar reads longer lines
+                # (adapters/http/protocol_errors.py), so it never refuses a head that Envoy forwarded.
+                "max_request_headers_kb": 60,
                 "normalize_path": True,
                 "merge_slashes": True,
                 "route_config": _route_config(up),
@@ -200,6 +203,9 @@ def _client_credentials_filter() -> dict[str, Any]:
 def _ext_proc_filter() -> dict[str, Any]:
     return {
         "name": _EXT_PROC,
+        # Off unless a route turns it on (the Responses routes): a reply Envoy makes before routing (headers over
+        # its limits, a path it cannot normalise) must not wait on the processor, or the connection closes first.
+        "disabled": True,
         "typed_config": {
             "@type": _TYPE + "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
             "grpc_service": {"envoy_grpc": {"cluster_name": EXTPROC_CLUSTER}},
@@ -232,17 +238,39 @@ def _disabled() -> dict[str, Any]:
                         "disabled": True}}
 
 
+def _enabled() -> dict[str, Any]:
+    # FilterConfig turns on a filter that is off by default; it must carry a per-route config: no overrides
+    return {_EXT_PROC: {"@type": _TYPE + "envoy.config.route.v3.FilterConfig", "disabled": False, "config": {
+        "@type": _TYPE + "envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute", "overrides": {}}}}
+
+
+UNSUPPORTED_ENCODING_STATUS = 415
+
+
+def _encoded_body_routes() -> list[dict[str, Any]]:
+    """A Responses create with a compressed body is refused before the processor, as the HTTP door refuses it:
+    the processor reads bodies as JSON, and Envoy would forward the ``Content-Encoding`` with the rewritten body."""
+    encoded = [{"name": ":method", "string_match": {"exact": "POST"}},
+               {"name": "content-encoding", "present_match": True},
+               {"name": "content-encoding", "string_match": {"exact": "identity", "ignore_case": True},
+                "invert_match": True}]
+    return [{"name": f"{name}_encoded", "match": {"path": path, "headers": encoded},
+             "direct_response": {"status": UNSUPPORTED_ENCODING_STATUS}, "typed_per_filter_config": _disabled()}
+            for name, path in (("responses", "/v1/responses"), ("responses_unversioned", "/responses"))]
+
+
 def _route_config(up: UpstreamURL) -> dict[str, Any]:
     post = [{"name": ":method", "string_match": {"exact": "POST"}}]
     get = [{"name": ":method", "string_match": {"exact": "GET"}}]
     upstream_action = {"cluster": UPSTREAM_CLUSTER, "timeout": "0s", **_host_rewrite(up)}
-    routes: list[dict[str, Any]] = [
+    routes: list[dict[str, Any]] = [*_encoded_body_routes()]
+    routes += [
         # The processor rewrites the body; the route rewrites the path (the processor sets the same :path), so
         # even a request the processor never saw a body for (a POST without one) cannot reach the upstream's own
         # /v1/responses: the processor answers it with the error for an empty request.
         {"name": name, "match": {"path": path, "headers": post},
          "route": {**upstream_action, "prefix_rewrite": f"{up.base_path}/chat/completions"},
-         "request_body_buffer_limit": BUFFER_LIMIT_BYTES}
+         "typed_per_filter_config": _enabled(), "request_body_buffer_limit": BUFFER_LIMIT_BYTES}
         for name, path in (("responses", "/v1/responses"), ("responses_unversioned", "/responses"))
     ]
     routes += [
@@ -312,6 +340,16 @@ def _local_reply_config(sidecar: tuple[str, int]) -> dict[str, Any]:
             "expression": "xds.route_name == 'sidecar'",
         },
     }}
+
+    def details(prefix: str) -> dict[str, Any]:
+        return {"extension_filter": {
+            "name": "envoy.access_loggers.extension_filters.cel",
+            "typed_config": {
+                "@type": _TYPE + "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+                "expression": f"response.code_details.startsWith('{prefix}')",
+            },
+        }}
+
     return {"mappers": [
         mapper([sidecar_route, status("GE", 500)],
                f"The responses-bridge sidecar's HTTP door at {_host_port(sidecar_host, sidecar_port)} did not answer "
@@ -327,6 +365,15 @@ def _local_reply_config(sidecar: tuple[str, int]) -> dict[str, Any]:
                "gateway_error"),
         mapper([status("EQ", 413)], "The request body is too large.", "invalid_request_error",
                "request_too_large"),
+        # the same answers as the HTTP door's (adapters/http/errors.py, protocol_errors.py)
+        mapper([status("EQ", UNSUPPORTED_ENCODING_STATUS)], "This Content-Encoding is not supported: send the "
+               "request body uncompressed.", "invalid_request_error", "unsupported_content_encoding"),
+        mapper([status("EQ", 431)], "The request line or headers are larger than this server accepts.",
+               "invalid_request_error", "request_header_fields_too_large"),
+        mapper([details("path_normalization_failed"), status("EQ", 400)], "The request path is not valid.",
+               "invalid_request_error", "invalid_path"),
+        mapper([details("http1."), status("EQ", 400)], "The request is not valid HTTP (%RESPONSE_CODE_DETAILS%).",
+               "invalid_request_error", "invalid_http_request"),
         mapper([status("GE", 400)], "%LOCAL_REPLY_BODY% (%RESPONSE_CODE_DETAILS%)", "invalid_request_error",
                "invalid_request"),
     ]}

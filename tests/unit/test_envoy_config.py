@@ -93,14 +93,20 @@ def _clusters(config: dict) -> dict[str, dict]:
 def test_routes_and_processor_settings() -> None:
     config = bootstrap_dict(**RENDERED["https-nested-path"])  # type: ignore[arg-type]
     routes = {r["name"]: r for r in _routes(config)}
-    assert list(routes) == ["responses", "responses_unversioned", "models", "chat_completions", "sidecar"]
+    assert list(routes) == ["responses_encoded", "responses_unversioned_encoded", "responses",
+                            "responses_unversioned", "models", "chat_completions", "sidecar"]
+    for name in ("responses_encoded", "responses_unversioned_encoded"):  # a compressed create: 415 from Envoy
+        assert routes[name]["direct_response"]["status"] == 415
+        assert routes[name]["match"]["headers"][1] == {"name": "content-encoding", "present_match": True}
     assert routes["responses"]["match"]["path"] == "/v1/responses"
     assert routes["responses_unversioned"]["match"]["path"] == "/responses"
     for name in ("responses", "responses_unversioned"):
         assert routes[name]["route"]["cluster"] == envoy_config.UPSTREAM_CLUSTER
         assert routes[name]["route"]["prefix_rewrite"] == "/openai/v1/chat/completions"
         assert routes[name]["route"]["timeout"] == "0s"
-        assert "typed_per_filter_config" not in routes[name]
+        # the processor is off by default (Envoy's own early replies never wait on it) and on for these routes
+        per_route = routes[name]["typed_per_filter_config"]["envoy.filters.http.ext_proc"]
+        assert per_route["disabled"] is False
     assert routes["models"]["route"]["prefix_rewrite"] == "/openai/v1/models"
     assert routes["models"]["route"]["host_rewrite_literal"] == "gateway.example.com"
     for name in ("models", "chat_completions", "sidecar"):
@@ -111,6 +117,7 @@ def test_routes_and_processor_settings() -> None:
 
     hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     ext_proc = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.ext_proc")["typed_config"]
+    assert next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.ext_proc")["disabled"] is True
     assert ext_proc["failure_mode_allow"] is False
     assert ext_proc["allow_mode_override"] is True
     assert ext_proc["processing_mode"]["request_body_mode"] == "BUFFERED"

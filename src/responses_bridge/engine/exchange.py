@@ -32,6 +32,7 @@ import structlog
 from .. import ids
 from ..protocol.errors import APIError, invalid_request, not_found
 from ..protocol.request import ResponsesRequest, parse_request
+from ..protocol.request_checks import check_call_outputs
 from ..sealing import Sealer
 from ..store.base import ResponseStore
 from . import compaction, reasoning, truncation
@@ -159,6 +160,7 @@ class Exchange:
                 raise not_found(f"Previous response with id '{p.previous_response_id}' not found.",
                                 param="previous_response_id", code="previous_response_not_found")
             history = loaded
+        check_call_outputs(history, request.input_items)
         reasoning.unseal_input(request.input_items, self._sealer)
         # compaction items (from /v1/responses/compact) become their summary, for the upstream only
         history = compaction.expand(history, self._sealer, "history")

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .. import ids
 from . import tool_items
 from .errors import APIError, invalid_request
+from .request_checks import check_depth, check_include, check_model_name, check_tool_choice_type
 
 MESSAGE_ROLES = frozenset({"user", "system", "developer", "assistant"})
 INPUT_PART_TYPES = frozenset({"input_text", "input_image", "input_file", "output_text", "refusal"})
@@ -102,6 +103,7 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
         raise invalid_request(f"The request body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(raw, dict):
         raise invalid_request("The request body must be a JSON object.", code="invalid_type")
+    check_depth(raw)  # every route's body: what is accepted here can be serialised again
     return raw
 
 
@@ -117,6 +119,8 @@ def parse_request_object(raw: dict[str, Any]) -> ResponsesRequest:
         raise _validation_error(exc) from None
     if not params.model:
         raise invalid_request("Missing required parameter: 'model'.", param="model", code="missing_required_parameter")
+    check_model_name(params.model)
+    check_include(params.include)
     _check_metadata(params.metadata)
     _check_conversation_and_prompt(params)
     items = normalize_input(params.input)
@@ -282,7 +286,7 @@ def _check_tool_choice(choice: str | dict[str, Any]) -> None:
                 raise invalid_request(f"Invalid value for 'tool_choice.tools[{index}]': expected "
                                       "{'type': 'function', 'name': …}.", param=f"tool_choice.tools[{index}]")
     elif isinstance(kind, str):
-        pass  # a hosted tool's choice: dropped or refused with its tool (engine/tools.py)
+        check_tool_choice_type(kind)  # a hosted tool's choice: dropped or refused with its tool (engine/tools.py)
     else:
         raise invalid_request("Missing required parameter: 'tool_choice.type'.", param="tool_choice.type",
                               code="missing_required_parameter")

@@ -63,6 +63,10 @@ def _declared_variables(value: Any) -> dict[str, Any]:
     if value is None:
         return {}
     if isinstance(value, list):
+        for index, name in enumerate(value):  # names become dict keys: a list or an object here is a 400, not a 500
+            if not isinstance(name, str):
+                raise invalid_request(f"Invalid type for 'variables[{index}]': expected a variable name (a string).",
+                                      param=f"variables[{index}]", code="invalid_type")
         value = {name: None for name in value}
     if not isinstance(value, dict):
         raise invalid_request("Invalid type for 'variables': expected an array of names or an object of defaults.",
@@ -77,10 +81,11 @@ def _declared_variables(value: Any) -> dict[str, Any]:
 
 
 def _version_number(value: Any, param: str) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+    # ASCII digits only (int() refuses "²"), and within SQLite's 64-bit integers
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value < 2**63:
         return value
-    if isinstance(value, str) and value.isdigit() and int(value) >= 1:
-        return int(value)
     raise invalid_request(f"Invalid value for '{param}': expected a version such as \"1\".", param=param,
                           code="invalid_value")
 

@@ -10,6 +10,7 @@ from ...protocol.errors import APIError
 from ...runtime import Runtime
 from ...services.background import BackgroundService
 from ...upstream import UpstreamClient
+from .params import int_query
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 DONE_FRAME = b"data: [DONE]\n\n"
@@ -37,12 +38,7 @@ async def start(request: web.Request, runtime: Runtime, exchange: Exchange,
 async def stream_events(request: web.Request, runtime: Runtime, response_id: str) -> web.StreamResponse:
     """``GET /v1/responses/{id}?stream=true[&starting_after=N]``: stored events after N, then live ones."""
     service = _service(runtime)
-    after = request.query.get("starting_after")
-    try:
-        starting_after = int(after) if after not in (None, "") else -1
-    except ValueError:
-        raise APIError(400, "Invalid value for 'starting_after': expected an integer.", param="starting_after",
-                       code="invalid_type") from None
+    starting_after = int_query(request, "starting_after", -1) if request.query.get("starting_after") else -1
     await service.check_streamable(response_id)
     return await _stream(request, service, response_id, starting_after)
 

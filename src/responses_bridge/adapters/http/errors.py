@@ -21,6 +21,7 @@ def error_response(error: APIError) -> web.Response:
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
+        _refuse_unreadable(request)
         return await handler(request)
     except APIError as error:
         return error_response(error)
@@ -32,6 +33,21 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         log.exception("unhandled_error", path=request.path, method=request.method)
         return error_response(APIError(500, "The server had an error while processing your request.",
                                        code="server_error"))
+
+
+ACCEPTED_ENCODINGS = frozenset({"", "identity"})
+
+
+def _refuse_unreadable(request: web.Request) -> None:
+    """Requests no route can serve faithfully, refused the way Envoy's routes refuse them (envoy_config.py):
+    a compressed body (bodies are read as sent, never inflated: no decompression bomb can reach the bridge),
+    and a path with a NUL byte, which Envoy's path normalisation rejects before routing."""
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in ACCEPTED_ENCODINGS and request.body_exists:
+        raise APIError(415, f"Content-Encoding '{encoding[:40]}' is not supported: send the request body "
+                       "uncompressed.", code="unsupported_content_encoding")
+    if "\x00" in request.path:
+        raise APIError(400, "The request path is not valid.", code="invalid_path")
 
 
 def _from_http_exception(request: web.Request, exc: web.HTTPException) -> APIError:

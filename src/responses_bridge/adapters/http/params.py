@@ -22,15 +22,21 @@ async def json_object(request: web.Request, *, optional: bool = False) -> dict[s
     return parse_json_object(raw)
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
 def int_query(request: web.Request, name: str, default: int) -> int:
     value = request.query.get(name)
     if value is None:
         return default
     try:
-        return int(value)
+        number = int(value)
     except ValueError:
         raise APIError(400, f"Invalid value for '{name}': expected an integer.", param=name,
                        code="invalid_type") from None
+    if not INT64_MIN <= number <= INT64_MAX:  # SQLite's integers: a larger one would fail in the store
+        raise APIError(400, f"Invalid value for '{name}': out of range.", param=name, code="invalid_value")
+    return number
 
 
 def include_query(request: web.Request) -> list[str]:

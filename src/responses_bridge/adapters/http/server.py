@@ -9,6 +9,7 @@ from aiohttp import web
 from ...runtime import Runtime
 from .app import create_app
 from .drain import DRAIN
+from .protocol_errors import PARSER_OPTIONS, use_openai_errors
 
 CLOSE_TIMEOUT_SECONDS = 1.0
 """Once drained, what aiohttp still waits for handlers that did not end (they are cancelled after it)."""
@@ -19,8 +20,10 @@ async def start_http_server(runtime: Runtime, host: str, port: int) -> Callable[
     ``settings.drain_timeout`` plus a short grace) and then closes it. Handlers are cancelled when their client
     disconnects, which cancels the upstream call they are waiting on."""
     app = create_app(runtime)
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=CLOSE_TIMEOUT_SECONDS)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=CLOSE_TIMEOUT_SECONDS,
+                           **PARSER_OPTIONS)
     await runner.setup()
+    use_openai_errors(runner)  # even what aiohttp's parser refuses is answered in the OpenAI shape
     site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
     try:
         await site.start()

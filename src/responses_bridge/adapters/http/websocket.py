@@ -28,6 +28,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from ...engine.exchange import JSON_CONTENT_TYPE, Exchange
 from ...protocol.errors import APIError
+from ...protocol.request_checks import check_depth
 from ...runtime import Runtime
 from ...store.base import ResponseStore
 from ...upstream import UpstreamClient, UpstreamFailure
@@ -108,6 +109,11 @@ class WebSocketSession:
         if not isinstance(raw, dict):
             await self.ws.send_str(error_frame(APIError(400, "The message must be a JSON object.",
                                                         code="invalid_type")))
+            return
+        try:
+            check_depth(raw)  # before it is serialised again for the exchange
+        except APIError as error:
+            await self.ws.send_str(error_frame(error))
             return
         kind = raw.pop("type", None)
         if kind != "response.create":

@@ -1,0 +1,48 @@
+"""``scripts/fuzz``: the fake upstream, the sidecar (both doors) and a real Envoy on free loopback ports, then
+the fuzzer of tests/support/fuzz.py through each door, then everything stopped."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+
+from responses_bridge.envoy_config import render_bootstrap
+from responses_bridge.procs import ManagedProcess, free_port, wait_http
+from tests.support import fuzz
+from tests.support.bridge import PYTHON, running_sidecar
+from tests.support.envoy import start_envoy
+
+
+async def _main(examples: int) -> int:
+    port = free_port()
+    upstream = ManagedProcess([PYTHON, "-m", "responses_bridge", "fake-upstream", "--port", str(port)],
+                              "fake-upstream")
+    upstream.start()
+    try:
+        await wait_http(f"http://127.0.0.1:{port}/health", process=upstream)
+        with tempfile.TemporaryDirectory(prefix="fuzz-") as tmp:
+            async with running_sidecar(tmp, f"http://127.0.0.1:{port}/v1") as sidecar:
+                listen = free_port()
+                envoy = await start_envoy(render_bootstrap(
+                    listen_port=listen, extproc_port=sidecar.extproc_port,
+                    http_port=int(sidecar.http_url.rsplit(":", 1)[1]), upstream=sidecar.upstream_url, admin_port=0))
+                try:
+                    argv = ["--examples", str(examples), f"http={sidecar.http_url}",
+                            f"envoy=http://127.0.0.1:{listen}"]
+                    return await asyncio.to_thread(fuzz.main, argv)
+                finally:
+                    envoy.stop()
+    finally:
+        upstream.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Fuzz both doors of a fresh bridge with generated requests.")
+    parser.add_argument("--examples", type=int, default=10_000, help="generated requests per door")
+    return asyncio.run(_main(parser.parse_args().examples))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
