@@ -8,12 +8,15 @@ and key also fall back to the names every OpenAI client already knows, ``OPENAI_
 from __future__ import annotations
 
 import os
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .engine.options import EngineOptions
+
+if TYPE_CHECKING:
+    from .run.tools.mcp_config import MCPLimits
 
 
 class Settings(BaseSettings):
@@ -44,6 +47,13 @@ class Settings(BaseSettings):
     reasoning_history: Literal["drop", "reasoning_content"] = "drop"
     unsupported_tools: Literal["drop", "reject"] = "drop"  # server-side tools it cannot run; see engine/tools.py
     sealing_key: str | None = None  # urlsafe base64 of 32 bytes; see sealing.py
+    # The remote MCP tool (run/tools/mcp.py): hosts beyond the public internet it may reach, and its limits.
+    mcp_allowed_hosts: str = ""  # comma-separated host names, IPs or CIDRs; private/loopback denied unless listed
+    mcp_connect_timeout: float = Field(default=10.0, gt=0)
+    mcp_call_timeout: float = Field(default=60.0, gt=0)
+    mcp_total_timeout: float = Field(default=90.0, gt=0)
+    mcp_list_ttl: float = Field(default=300.0, ge=0)  # 0: list the server's tools on every request
+    mcp_max_output_bytes: int = Field(default=256 * 1024, gt=0)
     log_level: str = "info"
     log_format: Literal["json", "console"] = "json"
 
@@ -63,6 +73,18 @@ class Settings(BaseSettings):
             developer_role=self.developer_role,
             reasoning_history=self.reasoning_history,
             unsupported_tools=self.unsupported_tools,
+        )
+
+    def mcp_limits(self) -> MCPLimits:
+        from .run.tools.mcp_config import MCPLimits
+
+        return MCPLimits(
+            allowed_hosts=self.mcp_allowed_hosts,
+            connect_timeout=self.mcp_connect_timeout,
+            call_timeout=self.mcp_call_timeout,
+            total_timeout=self.mcp_total_timeout,
+            list_ttl=self.mcp_list_ttl,
+            max_output_bytes=self.mcp_max_output_bytes,
         )
 
     def db_path(self) -> str:

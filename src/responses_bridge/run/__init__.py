@@ -1,0 +1,1 @@
+"""The asynchronous run of one response: model turns, server-side tools, persistence."""
