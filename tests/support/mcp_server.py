@@ -5,10 +5,10 @@ its threads and its logs stay out of the test process. Both ports serve the same
 
 - ``add(a, b)``, ``echo(text)``; ``lookup(key)`` is annotated read-only;
 - ``slow(seconds)`` sleeps, to outlast the client's call timeout;
-- ``fail(message)`` raises, which MCP reports as a result with ``isError``;
+- ``fail(message)`` raises, which MCP reports as a result with ``isError`` and the message;
 - ``big(size)`` returns ``size`` bytes of text (1 MB by default);
-- ``whoami()`` returns the ``Authorization`` and ``X-Api-Key`` headers the request came with, so a test can see
-  what the client sent.
+- ``whoami()`` returns the ``Authorization``, ``X-Api-Key`` and ``Host`` headers the request came with, so a test
+  can see what the client sent.
 
 ``GET /health`` answers 200 once the server is up. The SSE app serves its stream at ``/sse`` and also at
 ``/events``, so a URL that does not end in ``/sse`` can exercise the client's fallback from Streamable HTTP.
@@ -23,6 +23,7 @@ from contextlib import asynccontextmanager
 
 import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ToolAnnotations
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -54,7 +55,7 @@ def build_server() -> MCPServer:
 
     @server.tool(description="Always fails.")
     def fail(message: str = "the tool failed on purpose") -> str:
-        raise RuntimeError(message)
+        raise ToolError(message)  # an anticipated failure: its text reaches the client
 
     @server.tool(description="Return a lot of text.")
     def big(size: int = BIG_DEFAULT) -> str:
@@ -64,7 +65,8 @@ def build_server() -> MCPServer:
     def whoami(ctx: Context) -> str:
         request = ctx.request_context.request
         headers = getattr(request, "headers", {}) or {}
-        return f"authorization={headers.get('authorization')} x-api-key={headers.get('x-api-key')}"
+        return (f"authorization={headers.get('authorization')} x-api-key={headers.get('x-api-key')} "
+                f"host={headers.get('host')}")
 
     @server.custom_route("/health", methods=["GET"])
     async def health(_: Request) -> Response:

@@ -237,8 +237,8 @@ class MCPTools:
             log.info("mcp_call_failed", server_label=server.server_label, tool=name, error=str(failure))
             return MCPCallResult(error=str(failure))
         text = _cap(render_content(result), self.limits.max_output_bytes)
-        if result.is_error:
-            return MCPCallResult(error=text or f"Tool '{name}' reported an error without a message.")
+        if result.is_error:  # the server's own text, so redacted like every error text
+            return MCPCallResult(error=_redact(text, server) or f"Tool '{name}' reported an error without a message.")
         return MCPCallResult(output=text)
 
     async def _operate(self, server: MCPServer, what: str, operation: Callable[[Client], Awaitable[T]]) -> T:
@@ -281,7 +281,7 @@ class MCPTools:
                         if not sse and watch.failure is None and isinstance(refused, MCPError):
                             raise _NotStreamable(_redact(
                                 f"MCP server '{server.server_label}' did not answer as an MCP server: "
-                                f"{refused.error.message}", server)) from None
+                                f"{_first_line(refused.error.message)}", server)) from None
                         raise
                     watch.connected = True
                     result = await operation(client)
@@ -485,7 +485,7 @@ def _describe(error: BaseException, server: MCPServer) -> str:
     if isinstance(leaf, httpx2.HTTPStatusError):
         return f"{label} answered HTTP {leaf.response.status_code}."
     if isinstance(leaf, MCPError):
-        return f"{label} answered with an error: {leaf.error.message}"
+        return f"{label} answered with an error: {_first_line(leaf.error.message)}"
     if isinstance(leaf, httpx2.SSEError) and "exceeded" in str(leaf):
         return f"{label} sent an answer too large to read: {_reason(leaf)}"
     if isinstance(leaf, (ValidationError, ValueError, httpx2.SSEError, orjson.JSONDecodeError)):
@@ -505,8 +505,14 @@ def _leaf(error: BaseException) -> BaseException:
 
 
 def _reason(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text[:200]
+    return _first_line(str(error)) or type(error).__name__
+
+
+def _first_line(text: str, limit: int = 200) -> str:
+    """Messages from libraries and servers can run to pages (a validation error per field): an item's error text
+    keeps their first line, bounded."""
+    line = text.strip().split("\n", 1)[0].strip()
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def _redact(text: str, server: MCPServer) -> str:
