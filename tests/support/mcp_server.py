@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -97,7 +98,7 @@ class MCPTestServer:
         self.http_port = free_port()
         self.sse_port = free_port()
         self.process = ManagedProcess(
-            ["python", "-m", "tests.support.mcp_server", "--http-port", str(self.http_port),
+            [sys.executable, "-m", "tests.support.mcp_server", "--http-port", str(self.http_port),
              "--sse-port", str(self.sse_port)], "mcp test server")
 
     @property

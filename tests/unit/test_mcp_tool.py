@@ -32,6 +32,7 @@ from tests.support.mcp_server import MCPTestServer, running_mcp_server
 
 SECRET_HEADER = "hdr-secret-8d1f0c"
 SECRET_TOKEN = "tok-secret-51ab77"
+SECRET_IN_URL = "url-secret-0c93e2"  # MCP server URLs often carry a key in their query or path
 LOCAL = "127.0.0.1,::1"
 ALL_TOOLS = ["add", "echo", "lookup", "slow", "fail", "big", "whoami"]
 
@@ -79,7 +80,7 @@ class GarbageServer:
         app.router.add_route("*", "/json", json)
         app.router.add_route("*", "/hang", hang)
         app.router.add_route("*", "/cut", cut)
-        self.runner = web.AppRunner(app, handle_signals=False)
+        self.runner = web.AppRunner(app, handle_signals=False, access_log=None)  # its log is not the client's
         await self.runner.setup()
         await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
 
@@ -387,15 +388,15 @@ def test_a_previous_list_item_stands_in_for_a_listing() -> None:
 
 async def test_secrets_are_in_no_log_and_no_error(mcp_server: MCPTestServer, garbage: GarbageServer,
                                                   caplog: pytest.LogCaptureFixture) -> None:
-    """Every path, including the MCP and HTTP libraries' own debug logs. (The tools called here do not echo the
-    credentials back: what a server chooses to answer is its own business, see the next test.)"""
+    """Every path, with every log captured down to DEBUG. (The tools called here do not echo the credentials
+    back: what a server chooses to answer is its own business, see the next test.)"""
     caplog.set_level(logging.DEBUG)
     secret_fields = {"headers": {"X-Api-Key": SECRET_HEADER}, "authorization": SECRET_TOKEN}
     texts: list[str] = []
     with structlog.testing.capture_logs() as logs:
         tools = MCPTools(limits(call_timeout=0.5, total_timeout=1))
         for url in (mcp_server.http_url, mcp_server.sse_url):
-            server = server_for(url, **secret_fields)
+            server = server_for(f"{url}?key={SECRET_IN_URL}", **secret_fields)
             await tools.list_tools(server)
             for name, arguments in (("add", {"a": 1, "b": 2}), ("fail", {}), ("slow", {"seconds": 30})):
                 result = await tools.call_tool(server, name, arguments)
@@ -403,7 +404,7 @@ async def test_secrets_are_in_no_log_and_no_error(mcp_server: MCPTestServer, gar
                     texts.append(result.error)
         for url in (closed_port_url(), garbage.url("/plain"), garbage.url("/hang"), garbage.url("/cut")):
             try:
-                await tools.list_tools(server_for(url, **secret_fields))
+                await tools.list_tools(server_for(f"{url}?key={SECRET_IN_URL}", **secret_fields))
             except MCPToolError as failure:
                 texts.append(str(failure))
         try:
@@ -412,7 +413,9 @@ async def test_secrets_are_in_no_log_and_no_error(mcp_server: MCPTestServer, gar
             texts.append(refused.message)
     assert len(texts) == 9
     everything = "\n".join(texts) + repr(logs) + caplog.text
-    assert SECRET_HEADER not in everything and SECRET_TOKEN not in everything
+    for secret in (SECRET_HEADER, SECRET_TOKEN, SECRET_IN_URL):
+        assert secret not in everything
+    assert any(entry["event"] == "mcp_list_tools_failed" for entry in logs)
 
 
 async def test_a_credential_quoted_back_in_an_error_is_redacted(mcp_server: MCPTestServer) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 import time
 from collections import OrderedDict
@@ -175,6 +176,7 @@ class MCPTools:
     """The MCP client of one bridge process: its limits, its host policy and its tool-list cache."""
 
     def __init__(self, limits: MCPLimits, *, clock: Callable[[], float] = time.monotonic) -> None:
+        _quiet_library_logs()
         self.limits = limits
         self.policy = HostPolicy.parse(limits.allowed_hosts)
         self.cache = _ListCache(limits.list_ttl, clock)
@@ -212,7 +214,11 @@ class MCPTools:
         """
         tools = self.cache.get(server)
         if tools is None:
-            tools = tuple(await self._operate(server, "list tools", _list_all))
+            try:
+                tools = tuple(await self._operate(server, "list tools", _list_all))
+            except MCPToolError as failure:
+                log.info("mcp_list_tools_failed", server_label=server.server_label, error=str(failure))
+                raise
             self.cache.put(server, tools)
             log.info("mcp_tools_listed", server_label=server.server_label, tools=len(tools))
         return [tool for tool in tools if server.allows(tool.name, tool.read_only)]
@@ -316,6 +322,20 @@ class MCPTools:
             return sse_client(server.server_url, headers=headers, timeout=limits.total_timeout,
                               sse_read_timeout=limits.total_timeout, httpx_client_factory=http_client)
         return _streamable(server.server_url, http_client(headers), limits.max_message_bytes)
+
+
+def _quiet_library_logs() -> None:
+    """Keep the MCP client's libraries from logging what this module reports itself, unless configured otherwise.
+
+    httpx logs every request line at INFO with the full URL, and MCP server URLs often carry a key in their path
+    or query; the MCP client logs transport failures as ERROR tracebacks whose messages may quote the URL too.
+    Every failure is reported once here instead, as a structured event with a redacted text. A level an operator
+    set on those loggers is left alone.
+    """
+    for name, level in (("httpx2", logging.WARNING), ("httpcore2", logging.WARNING), ("mcp", logging.CRITICAL)):
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(level)
 
 
 async def _list_all(client: Client) -> list[MCPToolInfo]:
