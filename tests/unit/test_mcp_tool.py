@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -169,6 +171,17 @@ async def test_a_tool_outside_allowed_tools_is_not_called(mcp_server: MCPTestSer
     result = await MCPTools(limits()).call_tool(server_for(mcp_server.http_url, allowed_tools=["echo"]),
                                                 "add", {"a": 1, "b": 1})
     assert result.output is None and "allowed_tools" in (result.error or "")
+
+
+async def test_a_read_only_filter_holds_for_calls(mcp_server: MCPTestServer) -> None:
+    tools = MCPTools(limits())
+    server = server_for(mcp_server.http_url, allowed_tools={"read_only": True})
+    unlisted = await tools.call_tool(server, "lookup", {"key": "k"})
+    assert unlisted.output is None and "allowed_tools" in (unlisted.error or "")  # nothing listed yet
+    assert [tool.name for tool in await tools.list_tools(server)] == ["lookup"]
+    assert await tools.call_tool(server, "lookup", {"key": "k"}) == MCPCallResult(output="value of k")
+    refused = await tools.call_tool(server, "add", {"a": 1, "b": 2})
+    assert refused.output is None and "allowed_tools" in (refused.error or "")
 
 
 async def test_output_past_the_cap_is_truncated_with_a_marker(mcp_server: MCPTestServer) -> None:
@@ -422,3 +435,11 @@ async def test_a_credential_quoted_back_in_an_error_is_redacted(mcp_server: MCPT
     server = server_for(mcp_server.http_url, headers={"X-Api-Key": SECRET_HEADER}, authorization=SECRET_TOKEN)
     result = await MCPTools(limits()).call_tool(server, "fail", {"message": f"{SECRET_TOKEN} / {SECRET_HEADER}"})
     assert result == MCPCallResult(error="Error executing tool fail: [redacted] / [redacted]")
+
+
+def test_the_mcp_client_library_loads_on_first_use() -> None:
+    """It weighs about 50 MB: a bridge that never sees an mcp tool does not pay for it."""
+    code = ("import sys, responses_bridge.run.tools.mcp, responses_bridge.config; "
+            "print(sorted(name for name in ('mcp', 'mcp.client', 'httpx2', 'httpcore2') if name in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"

@@ -6,24 +6,20 @@ private, loopback, link-local and every other non-global address (and multicast)
 ``RESPONSES_BRIDGE_MCP_ALLOWED_HOSTS`` lists the host name, the address, or a network (CIDR) holding it.
 
 Checking a name and then letting the HTTP client resolve it again would let a DNS answer change in between
-(DNS rebinding). So the check lives in :class:`GuardedNetworkBackend`, the socket layer under the HTTP client: it
-resolves the name, checks every address, and connects to the checked address itself, while the HTTP layer above
-keeps the original host name for the ``Host`` header and TLS (SNI and certificate checks). :func:`check_host` runs
-the same check up front, so a refused host is a 400 before anything is sent.
+(DNS rebinding). So :func:`check_host` is also what ``mcp_session.GuardedNetworkBackend``, the socket layer under
+the HTTP client, calls: it resolves the name, checks every address, and the backend connects to a checked address
+itself, while the HTTP layer above keeps the original host name for the ``Host`` header and TLS (SNI and
+certificate checks). The same check runs up front, so a refused host is a 400 before anything is sent.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
-from contextlib import nullcontext
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import anyio
-import httpcore2
-from httpcore2._backends.auto import AutoBackend
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -119,40 +115,4 @@ async def check_host(policy: HostPolicy, host: str, port: int) -> list[IPAddress
     addresses = await resolve(host, port)
     policy.check(host, addresses)
     return addresses
-
-
-class GuardedNetworkBackend(httpcore2.AsyncNetworkBackend):
-    """The socket layer of the MCP client's HTTP connections: resolve, check, connect to the checked address.
-
-    httpcore hands ``connect_tcp`` the URL's host; this backend never passes that name on, only an address that
-    passed :class:`HostPolicy`, so the resolver cannot be asked twice and answer differently. TLS still names the
-    original host (httpcore takes the server name for SNI and certificate checks from the request, not from the
-    socket), and the ``Host`` header is built from the URL.
-    """
-
-    def __init__(self, policy: HostPolicy) -> None:
-        self._policy = policy
-        self._inner = AutoBackend()
-
-    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
-                          local_address: str | None = None,
-                          socket_options: Iterable[Any] | None = None) -> httpcore2.AsyncNetworkStream:
-        with anyio.fail_after(timeout) if timeout is not None else nullcontext():
-            addresses = await check_host(self._policy, host, port)
-        last_error: Exception | None = None
-        for address in addresses:
-            try:
-                return await self._inner.connect_tcp(str(address), port, timeout=timeout,
-                                                      local_address=local_address, socket_options=socket_options)
-            except (httpcore2.ConnectError, httpcore2.ConnectTimeout) as error:
-                last_error = error
-        assert last_error is not None  # resolve() never returns an empty list
-        raise last_error
-
-    async def connect_unix_socket(self, path: str, timeout: float | None = None,
-                                  socket_options: Iterable[Any] | None = None) -> httpcore2.AsyncNetworkStream:
-        raise HostNotAllowed("MCP servers are reached over TCP only")
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
 
