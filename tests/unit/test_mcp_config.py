@@ -112,12 +112,14 @@ def addr(text: str) -> Any:
 
 @pytest.mark.parametrize("address", ["127.0.0.1", "127.8.9.10", "10.1.2.3", "172.16.0.1", "192.168.1.1",
                                      "169.254.169.254", "100.64.0.1", "0.0.0.0", "224.0.0.1", "::1",
-                                     "fe80::1", "fc00::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1"])
+                                     "fe80::1", "fc00::1", "fec0::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1",
+                                     "::127.0.0.1", "64:ff9b::a00:1", "2002:7f00:1::", "2002:a9fe:a9fe::1"])
 def test_non_public_addresses_are_denied_by_default(address: str) -> None:
     assert not HostPolicy.parse("").allows_address(addr(address))
 
 
-@pytest.mark.parametrize("address", ["8.8.8.8", "93.184.216.34", "2606:4700:4700::1111"])
+@pytest.mark.parametrize("address", ["8.8.8.8", "93.184.216.34", "2606:4700:4700::1111", "64:ff9b::808:808",
+                                     "2002:808:808::1"])
 def test_public_addresses_are_allowed(address: str) -> None:
     assert HostPolicy.parse("").allows_address(addr(address))
 

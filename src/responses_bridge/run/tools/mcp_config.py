@@ -13,7 +13,7 @@ package never imports the configuration.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -23,6 +23,7 @@ _LABEL = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # RFC 7230 token for header names; values may hold any visible character, spaces and tabs, never CR/LF/NUL.
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _HEADER_VALUE_FORBIDDEN = re.compile(r"[\r\n\x00]")
+_Bad = Callable[..., APIError]  # (field, message[, code]) -> the 400 to raise
 _KNOWN_FIELDS = frozenset({
     "type", "server_label", "server_url", "headers", "authorization", "allowed_tools", "require_approval",
     "server_description", "connector_id", "tunnel_id", "defer_loading", "allowed_callers",
@@ -170,7 +171,7 @@ def parse_mcp_tool(tool: Mapping[str, Any], index: int) -> MCPServer:
     )
 
 
-def _parse_headers(value: Any, bad: Any) -> dict[str, str]:
+def _parse_headers(value: Any, bad: _Bad) -> dict[str, str]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
@@ -186,7 +187,7 @@ def _parse_headers(value: Any, bad: Any) -> dict[str, str]:
     return headers
 
 
-def _parse_filter(value: Any, bad: Any, param: str) -> ToolFilter:
+def _parse_filter(value: Any, bad: _Bad, param: str) -> ToolFilter:
     if not isinstance(value, Mapping):
         raise bad(param, f"{param} must be an object with 'tool_names' and/or 'read_only'.")
     unknown = sorted(key for key in value if key not in ("tool_names", "read_only"))
@@ -201,7 +202,7 @@ def _parse_filter(value: Any, bad: Any, param: str) -> ToolFilter:
     return ToolFilter(tool_names=frozenset(names) if names is not None else None, read_only=read_only)
 
 
-def _parse_allowed_tools(value: Any, bad: Any) -> ToolFilter | None:
+def _parse_allowed_tools(value: Any, bad: _Bad) -> ToolFilter | None:
     if value is None:
         return None
     if isinstance(value, list):
@@ -211,7 +212,7 @@ def _parse_allowed_tools(value: Any, bad: Any) -> ToolFilter | None:
     return _parse_filter(value, bad, "allowed_tools")
 
 
-def _parse_require_approval(value: Any, bad: Any) -> ApprovalRule:
+def _parse_require_approval(value: Any, bad: _Bad) -> ApprovalRule:
     if value is None:
         return ApprovalRule()
     if value in ("always", "never"):

@@ -60,12 +60,19 @@ class HostPolicy:
         return host.lower().rstrip(".") in self.names
 
     def allows_address(self, address: IPAddress) -> bool:
-        """Public addresses pass; any other passes only inside a listed network."""
-        if address.version == 6 and address.ipv4_mapped is not None:
+        """Public addresses pass; any other passes only inside a listed network. An IPv6 address that carries an
+        IPv4 one (mapped, compatible, 6to4, Teredo, NAT64) passes only if the IPv4 address would too."""
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
             address = address.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
         if any(address in network for network in self.networks):
             return True
-        return address.is_global and not address.is_multicast
+        if not address.is_global or address.is_multicast:
+            return False
+        if isinstance(address, ipaddress.IPv6Address):
+            if address.is_site_local:
+                return False
+            return all(self.allows_address(embedded) for embedded in _embedded_ipv4(address))
+        return True
 
     def check(self, host: str, addresses: Iterable[IPAddress]) -> None:
         """Raise :class:`HostNotAllowed` unless ``host`` is listed by name or every one of its addresses passes.
@@ -84,6 +91,22 @@ class HostPolicy:
                     f"MCP server host '{host}' is a private, loopback or otherwise non-public address; list it "
                     "in RESPONSES_BRIDGE_MCP_ALLOWED_HOSTS to allow it"
                 )
+
+
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address stands for, in the transition formats a network may route."""
+    embedded: list[ipaddress.IPv4Address] = []
+    if address.sixtofour is not None:
+        embedded.append(address.sixtofour)
+    if address.teredo is not None:
+        embedded.extend(address.teredo)
+    if address in _NAT64 or address in _IPV4_COMPATIBLE:
+        embedded.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    return embedded
 
 
 async def resolve(host: str, port: int) -> list[IPAddress]:
