@@ -379,7 +379,7 @@ async def test_the_cache_holds_no_secret() -> None:
     tools = MCPTools(limits())
     url = f"http://user:{SECRET_TOKEN}@127.0.0.1:9/mcp?key={SECRET_TOKEN}"
     tools.seed(server_for(url, headers={"X-Api-Key": SECRET_HEADER}, authorization=SECRET_TOKEN), SEEDED)
-    stored = repr(tools.cache._entries).encode() + b"".join(tools.cache.keys())  # noqa: SLF001
+    stored = repr(tools.cache._entries).encode() + b"".join(tools.cache.keys())
     for secret in (SECRET_HEADER, SECRET_TOKEN, "127.0.0.1"):
         assert secret.encode() not in stored
 
@@ -443,3 +443,22 @@ def test_the_mcp_client_library_loads_on_first_use() -> None:
             "print(sorted(name for name in ('mcp', 'mcp.client', 'httpx2', 'httpcore2') if name in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
+
+
+def test_content_other_than_text_is_named_briefly() -> None:
+    from mcp_types import (BlobResourceContents, CallToolResult, EmbeddedResource, ImageContent, ResourceLink,
+                           TextContent, TextResourceContents)
+
+    from responses_bridge.run.tools.mcp_session import render_content
+
+    result = CallToolResult(content=[
+        TextContent(text="first"),
+        ImageContent(data="aGVsbG8=", mime_type="image/png"),
+        ResourceLink(name="report", uri="file:///report.pdf"),
+        EmbeddedResource(resource=TextResourceContents(uri="file:///a.txt", text="inline text")),
+        EmbeddedResource(resource=BlobResourceContents(uri="file:///b.bin", blob="AAE=")),
+    ])
+    assert render_content(result).split("\n") == [
+        "first", "[image content, image/png]", "[resource link: file:///report.pdf]", "inline text",
+        "[resource file:///b.bin, binary]"]
+    assert render_content(CallToolResult(content=[], structured_content={"n": 1})) == '{"n":1}'

@@ -33,7 +33,16 @@ from mcp.client import Client
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
-from mcp_types import CallToolResult, Implementation
+from mcp_types import (
+    AudioContent,
+    CallToolResult,
+    EmbeddedResource,
+    ImageContent,
+    Implementation,
+    ResourceLink,
+    TextContent,
+    TextResourceContents,
+)
 from pydantic import ValidationError
 
 from .mcp_config import MCPLimits, MCPServer
@@ -86,20 +95,18 @@ def render_content(result: CallToolResult) -> str:
     JSON when there is no text at all."""
     parts: list[str] = []
     for block in result.content:
-        kind = getattr(block, "type", "")
-        if kind == "text":
+        if isinstance(block, TextContent):
             parts.append(block.text)
-        elif kind in ("image", "audio"):
-            parts.append(f"[{kind} content, {block.mime_type}]")
-        elif kind == "resource_link":
+        elif isinstance(block, (ImageContent, AudioContent)):
+            parts.append(f"[{block.type} content, {block.mime_type}]")
+        elif isinstance(block, ResourceLink):
             parts.append(f"[resource link: {block.uri}]")
-        elif kind == "resource":
+        elif isinstance(block, EmbeddedResource):
             resource = block.resource
-            text = getattr(resource, "text", None)
-            parts.append(text if isinstance(text, str)
+            parts.append(resource.text if isinstance(resource, TextResourceContents)
                          else f"[resource {resource.uri}, {resource.mime_type or 'binary'}]")
         else:
-            parts.append(f"[{kind or 'unknown'} content]")
+            parts.append(f"[{getattr(block, 'type', 'unknown')} content]")
     if not parts and result.structured_content is not None:
         return orjson.dumps(result.structured_content).decode()
     return "\n".join(parts)
@@ -156,7 +163,7 @@ async def _attempt(server: MCPServer, limits: MCPLimits, policy: HostPolicy,
                 return result
     except (_NotStreamable, MCPToolError):
         raise
-    except Exception as error:  # every failure of a remote server, whatever the library raised
+    except Exception as error:  # noqa: BLE001 -- every failure of a remote server, whatever the library raised
         raise MCPToolError(redact(_describe(watch.failure or error, server), server),
                            connected=watch.connected) from None
     if watch.failure is not None:
@@ -240,7 +247,7 @@ def _guarded_transport(policy: HostPolicy) -> httpx2.AsyncHTTPTransport:
     TLS settings plus the backend; the rest of the transport (request and response mapping) stays httpx's.
     """
     transport = httpx2.AsyncHTTPTransport(trust_env=False)
-    transport._pool = httpcore2.AsyncConnectionPool(  # noqa: SLF001
+    transport._pool = httpcore2.AsyncConnectionPool(
         ssl_context=httpx2.create_ssl_context(trust_env=False),
         max_connections=8,
         max_keepalive_connections=4,
