@@ -16,6 +16,15 @@ import anyio
 import pytest
 import structlog
 from aiohttp import web
+from mcp_types import (
+    BlobResourceContents,
+    CallToolResult,
+    EmbeddedResource,
+    ImageContent,
+    ResourceLink,
+    TextContent,
+    TextResourceContents,
+)
 from openai.types.responses.response_output_item import McpListToolsTool
 
 from responses_bridge.procs import free_port
@@ -30,6 +39,7 @@ from responses_bridge.run.tools.mcp import (
     parse_mcp_tool,
     tools_from_list_item,
 )
+from responses_bridge.run.tools.mcp_session import render_content
 from tests.support.mcp_server import MCPTestServer, running_mcp_server
 
 SECRET_HEADER = "hdr-secret-8d1f0c"
@@ -446,11 +456,6 @@ def test_the_mcp_client_library_loads_on_first_use() -> None:
 
 
 def test_content_other_than_text_is_named_briefly() -> None:
-    from mcp_types import (BlobResourceContents, CallToolResult, EmbeddedResource, ImageContent, ResourceLink,
-                           TextContent, TextResourceContents)
-
-    from responses_bridge.run.tools.mcp_session import render_content
-
     result = CallToolResult(content=[
         TextContent(text="first"),
         ImageContent(data="aGVsbG8=", mime_type="image/png"),
