@@ -151,6 +151,21 @@ async def test_call_returns_the_text_output(mcp_server: MCPTestServer) -> None:
     assert await tools.call_tool(server, "echo", {"text": "héllo"}) == MCPCallResult(output="héllo")
 
 
+async def test_parallel_calls_are_independent(mcp_server: MCPTestServer) -> None:
+    """A loop with parallel_tool_calls runs several calls at once, a slow one among them: each gets its own
+    answer, and the slow one's timeout ends only that call."""
+    tools = MCPTools(limits(call_timeout=1.0))
+    server = server_for(mcp_server.http_url)
+    sse = server_for(mcp_server.sse_url)
+    results = await asyncio.gather(
+        *(tools.call_tool(server, "add", {"a": n, "b": 1}) for n in range(4)),
+        tools.call_tool(sse, "echo", {"text": "over sse"}),
+        tools.call_tool(server, "slow", {"seconds": 30}),
+    )
+    assert results[:5] == [MCPCallResult(output=str(n + 1)) for n in range(4)] + [MCPCallResult(output="over sse")]
+    assert results[5] == MCPCallResult(error="MCP server 'test' did not answer the tool call within 1 s.")
+
+
 async def test_a_failing_tool_is_an_error_result(mcp_server: MCPTestServer) -> None:
     result = await MCPTools(limits()).call_tool(server_for(mcp_server.http_url), "fail", {"message": "boom"})
     assert result == MCPCallResult(error="Error executing tool fail: boom")
