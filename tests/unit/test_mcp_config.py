@@ -152,6 +152,10 @@ def test_settings_give_the_limits(monkeypatch: pytest.MonkeyPatch) -> None:
                                                 max_output_bytes=1000)
 
 
+def test_settings_defaults_are_the_limits_defaults() -> None:
+    assert Settings().mcp_limits() == MCPLimits()
+
+
 def test_settings_refuse_a_zero_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RESPONSES_BRIDGE_MCP_CALL_TIMEOUT", "0")
     with pytest.raises(ValueError):

@@ -316,6 +316,30 @@ async def test_a_public_host_passes() -> None:
     await MCPTools(limits(allowed_hosts="")).check_server(server_for("https://93.184.216.34/mcp"))
 
 
+async def test_an_ipv6_loopback_server_is_reached_only_when_listed() -> None:
+    """End to end over IPv6: the socket layer connects to the checked ``::1`` itself."""
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+        probe.bind(("::1", 0))
+        port = probe.getsockname()[1]
+
+    async def plain(_: web.Request) -> web.Response:
+        return web.Response(text="not MCP either")
+
+    app = web.Application()
+    app.router.add_route("*", "/mcp", plain)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "::1", port).start()
+    try:
+        server = server_for(f"http://[::1]:{port}/mcp")
+        with pytest.raises(MCPToolError, match="non-public address"):
+            await MCPTools(limits(allowed_hosts="")).list_tools(server)
+        with pytest.raises(MCPToolError, match="did not answer as an MCP server: Unexpected content type"):
+            await MCPTools(limits(allowed_hosts="::1")).list_tools(server)
+    finally:
+        await runner.cleanup()
+
+
 async def test_the_connection_itself_is_checked(mcp_server: MCPTestServer) -> None:
     """Without the up-front check (a loop that forgot it, or a name whose answer changed), the connection is
     refused by the socket layer: nothing reaches the server."""
