@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from .engine.options import EngineOptions
 
 if TYPE_CHECKING:
+    from .run.tools.mcp_config import MCPLimits
     from .run.tools.web_search_base import WebSearchSettings
 
 DEFAULT_HTTP_PORT = 8080
@@ -63,6 +64,13 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("RESPONSES_BRIDGE_TAVILY_API_KEY", "TAVILY_API_KEY", "tavily_api_key"))
     web_search_timeout: float = 15.0  # one search, seconds
     web_search_max_bytes: int = 2 * 1024 * 1024  # largest search answer read
+    # The remote MCP tool (run/tools/mcp.py): hosts beyond the public internet it may reach, and its limits.
+    mcp_allowed_hosts: str = ""  # comma-separated host names, IPs or CIDRs; private/loopback denied unless listed
+    mcp_connect_timeout: float = Field(default=10.0, gt=0)
+    mcp_call_timeout: float = Field(default=60.0, gt=0)
+    mcp_total_timeout: float = Field(default=90.0, gt=0)
+    mcp_list_ttl: float = Field(default=300.0, ge=0)  # 0: list the server's tools on every request
+    mcp_max_output_bytes: int = Field(default=256 * 1024, gt=0)
     log_level: str = "info"
     log_format: Literal["json", "console"] = "json"
     drain_timeout: float = Field(default=30.0, ge=0, description="seconds live streams may run on after "
@@ -120,6 +128,18 @@ class Settings(BaseSettings):
             reasoning_history=self.reasoning_history,
             unsupported_tools=self.unsupported_tools,
             context_window=self.context_window,
+        )
+
+    def mcp_limits(self) -> MCPLimits:
+        from .run.tools.mcp_config import MCPLimits
+
+        return MCPLimits(
+            allowed_hosts=self.mcp_allowed_hosts,
+            connect_timeout=self.mcp_connect_timeout,
+            call_timeout=self.mcp_call_timeout,
+            total_timeout=self.mcp_total_timeout,
+            list_ttl=self.mcp_list_ttl,
+            max_output_bytes=self.mcp_max_output_bytes,
         )
 
     def db_path(self) -> str:

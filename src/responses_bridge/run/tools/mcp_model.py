@@ -1,0 +1,72 @@
+"""The values the MCP tool hands to the tool loop: a server's tools, a call's outcome, and the error of a server
+that could not be used. Kept apart from the I/O so that the loop can hold them without loading the MCP client."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .mcp_config import MCPServer
+
+EMPTY_SCHEMA: Mapping[str, Any] = {"type": "object", "properties": {}}
+
+
+class MCPToolError(Exception):
+    """An MCP server could not be used. ``str()`` is a sentence fit for the ``error`` of an ``mcp_list_tools`` or
+    ``mcp_call`` item: it never holds the request's headers or authorization."""
+
+    def __init__(self, message: str, *, connected: bool = False) -> None:
+        super().__init__(message)
+        self.connected = connected  # the MCP handshake had succeeded before the failure
+
+
+@dataclass(frozen=True, slots=True)
+class MCPToolInfo:
+    """One tool a server offers, as OpenAI's ``mcp_list_tools`` item lists it."""
+
+    name: str
+    description: str | None
+    input_schema: Mapping[str, Any]
+    annotations: Mapping[str, Any] | None = None
+
+    @property
+    def read_only(self) -> bool | None:
+        """The tool's ``readOnlyHint``, what ``read_only`` filters match against (a hint the server gives)."""
+        if not self.annotations:
+            return None
+        hint = self.annotations.get("readOnlyHint")
+        return hint if isinstance(hint, bool) else None
+
+    def as_item(self) -> dict[str, Any]:
+        """The entry of ``mcp_list_tools.tools`` (``openai`` SDK: ``McpListToolsTool``)."""
+        return {"name": self.name, "description": self.description, "input_schema": dict(self.input_schema),
+                "annotations": dict(self.annotations) if self.annotations is not None else None}
+
+
+@dataclass(frozen=True, slots=True)
+class MCPCallResult:
+    """The outcome of one ``tools/call``: exactly one of ``output`` and ``error`` is set."""
+
+    output: str | None = None
+    error: str | None = None
+
+
+def redact(text: str, server: MCPServer) -> str:
+    """Remove any header value (and bearer token) of the request from ``text``: the last guard on error texts,
+    which may quote what a library or a server said."""
+    for value in server.headers.values():
+        candidates = [value]
+        if value.lower().startswith("bearer "):
+            candidates.append(value[7:])
+        for secret in candidates:
+            if len(secret) >= 4:
+                text = text.replace(secret, "[redacted]")
+    return text
+
+
+def first_line(text: str, limit: int = 200) -> str:
+    """Messages from libraries and servers can run to pages (a validation error per field): an item's error text
+    keeps their first line, bounded."""
+    line = text.strip().split("\n", 1)[0].strip()
+    return line if len(line) <= limit else line[: limit - 1] + "…"
