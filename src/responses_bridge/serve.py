@@ -63,8 +63,7 @@ async def serve(settings: Settings, *, http: bool = True, extproc: bool = True) 
         if extproc:
             from .adapters.extproc.server import start_extproc_server
 
-            server = await start_extproc_server(runtime, settings.extproc_host, settings.extproc_port)
-            stoppers.append(lambda: server.stop(grace=5))
+            stoppers.append(await start_extproc_server(runtime, settings.extproc_host, settings.extproc_port))
         log.info("serving", upstream=settings.upstream, db=settings.db_path(),
                  http=f"{settings.http_host}:{settings.http_port}" if http else None,
                  extproc=f"{settings.extproc_host}:{settings.extproc_port}" if extproc else None)
