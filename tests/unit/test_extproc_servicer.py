@@ -600,3 +600,48 @@ async def test_a_drain_ends_live_streams_before_the_server_stops(runtime: Runtim
     await asyncio.wait_for(stopping, 30)
     stored = await runtime.store.get_response(response_id)
     assert stored is not None and stored["status"] == "failed"
+
+
+# --- the outbox ------------------------------------------------------------------------------------------------
+
+
+async def test_the_outbox_joins_body_bytes_that_pile_up_and_keeps_the_order() -> None:
+    from responses_bridge.adapters.extproc.messages import CONTINUE_RESPONSE_TRAILERS, response_headers_reply, \
+        streamed_body
+    from responses_bridge.adapters.extproc.outbox import Outbox
+
+    written: list[ProcessingResponse] = []
+    release = asyncio.Event()
+
+    async def slow_write(message: ProcessingResponse) -> None:
+        written.append(message)
+        await release.wait()  # the first write is still under way while the rest piles up
+
+    outbox = Outbox(slow_write, merge=True)
+    headers = response_headers_reply(None, [("content-type", SSE)])
+    outbox.put([headers])
+    while not written:
+        await asyncio.sleep(0)
+    outbox.put([streamed_body(b"a", False)])
+    outbox.put([streamed_body(b"b", False), streamed_body(b"c", True), CONTINUE_RESPONSE_TRAILERS])
+    release.set()
+    await outbox.flush()
+    assert written[0] is headers
+    assert [streamed(r) for r in written[1:2]] == [(b"abc", True)]
+    assert written[2] is CONTINUE_RESPONSE_TRAILERS and len(written) == 3
+
+
+async def test_the_outbox_reports_a_broken_stream() -> None:
+    from responses_bridge.adapters.extproc.messages import streamed_body
+    from responses_bridge.adapters.extproc.outbox import Outbox
+
+    async def broken(message: ProcessingResponse) -> None:
+        raise RuntimeError("stream gone")
+
+    outbox = Outbox(broken, merge=True)
+    outbox.put([streamed_body(b"a", False)])
+    with pytest.raises(RuntimeError):
+        await outbox.flush()
+    with pytest.raises(RuntimeError):
+        outbox.put([streamed_body(b"b", False)])
+    await outbox.close()

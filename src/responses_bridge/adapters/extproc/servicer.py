@@ -41,6 +41,7 @@ from ...engine.exchange import SSE_CONTENT_TYPE, Exchange, Reply, UpstreamReques
 from ...protocol.errors import APIError
 from ...runtime import Runtime
 from . import messages as m
+from .outbox import Outbox
 
 log = structlog.get_logger("responses_bridge.extproc")
 
@@ -69,19 +70,27 @@ class ExtProcServicer(external_processor_pb2_grpc.ExternalProcessorServicer):
         self._changed = asyncio.Event()  # a stream finished its work or went away: a drain looks again
 
     async def Process(self, request_iterator: object, context: grpc.aio.ServicerContext) -> None:
-        stream = _Stream(self._runtime, self._prefix, context.write)
+        outbox = Outbox(context.write)
+
+        async def write_now(response: ProcessingResponse) -> None:
+            outbox.put((response,))
+            await outbox.flush()
+
+        stream = _Stream(self._runtime, self._prefix, write_now)
         self._live.add(stream)
-        read, write, lock = context.read, context.write, stream.lock
+        read, lock, put = context.read, stream.lock, outbox.put
         try:
             while True:
                 request = await read()
                 if request is grpc.aio.EOF:
                     break
                 async with lock:
-                    for response in await stream.handle(request):
-                        await write(response)
+                    replies = await stream.handle(request)
+                outbox.merge = stream.full_duplex
+                put(replies)
                 if stream.done:
                     self._changed.set()
+            await outbox.flush()  # returning ends the gRPC stream: not before every reply is written
         except asyncio.CancelledError:
             await stream.abandon()  # Envoy reset the stream: the client went away
             raise
@@ -92,6 +101,7 @@ class ExtProcServicer(external_processor_pb2_grpc.ExternalProcessorServicer):
             if not stream.done:
                 await stream.abandon()
         finally:
+            await outbox.close()
             self._live.discard(stream)
             self._changed.set()
 
