@@ -84,10 +84,10 @@ class ExtProcServicer(external_processor_pb2_grpc.ExternalProcessorServicer):
                 request = await read()
                 if request is grpc.aio.EOF:
                     break
-                async with lock:
+                async with lock:  # queued under the lock: a drain's last words never overtake these replies
                     replies = await stream.handle(request)
-                outbox.merge = stream.full_duplex
-                put(replies)
+                    outbox.merge = stream.full_duplex
+                    put(replies)
                 if stream.done:
                     self._changed.set()
             await outbox.flush()  # returning ends the gRPC stream: not before every reply is written
@@ -117,7 +117,11 @@ class ExtProcServicer(external_processor_pb2_grpc.ExternalProcessorServicer):
         remaining = self._unfinished()
         if remaining:
             log.warning("extproc_drain_timeout", streams=len(remaining))
-            await asyncio.gather(*(stream.shut_down() for stream in remaining))
+            ending = asyncio.gather(*(stream.shut_down() for stream in remaining))
+            try:  # a write Envoy does not take (flow control) must not hold the shutdown forever
+                await asyncio.wait_for(ending, CLOSE_WAIT)
+            except TimeoutError:
+                log.warning("extproc_drain_writes_timed_out")
         await self._wait(lambda: list(self._live), CLOSE_WAIT)
 
     async def _wait(self, pending: Callable[[], list[_Stream]], timeout: float) -> None:
@@ -147,7 +151,6 @@ class _Stream:
         "exchange",
         "failed",
         "full_duplex",
-        "held_headers",
         "lock",
         "ours",
         "pending",
@@ -172,7 +175,6 @@ class _Stream:
         self.authorization: str | None = None  # the client's, when the request headers were sent to us
         self.full_duplex = False  # the response body comes FULL_DUPLEX_STREAMED (from the first message)
         self.sse = False  # the client's event stream is open: its headers have been answered
-        self.held_headers = False  # FULL_DUPLEX_STREAMED JSON answer: headers answered with the body, at its end
         self.pending = b""  # bytes to put before the next response body chunk (the stream's head)
         self.failed = False  # failure bytes were sent: drop everything else
         self.done = False  # the terminal bytes were sent
@@ -418,8 +420,7 @@ class _Stream:
                                              ("content-length",))
             self.sse = True  # only once the reply exists: until it is sent, a failure is an immediate response
             return [reply]
-        if self.full_duplex:  # the status depends on the body: the headers are answered with it
-            self.held_headers = True
+        if self.full_duplex:  # the status depends on the body: the headers are answered with it, at its end
             return []
         return [m.response_headers_reply(m.BUFFERED)]
 
@@ -465,7 +466,6 @@ class _Stream:
                 return [await self._fail_immediately(exc)]
             reply = await self._fail(exc)
         if not self.sse:
-            self.held_headers = False
             return [m.response_headers_reply(None, _json_headers(reply)), m.streamed_body(reply.body, True)]
         head, self.pending = self.pending, b""
         return [m.streamed_body(head + out + reply.body, True)]
