@@ -9,6 +9,7 @@ suite (tests/integration/test_extproc_door.py) checks the same behaviour end to 
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -233,6 +234,27 @@ async def test_a_streamed_body_is_refused_as_soon_as_it_outgrows_the_limit(runti
     status, _, _ = immediate(reply)
     assert status == 413
     assert stream.request_body == [] and stream.done
+
+
+async def test_a_large_body_is_held_once_while_it_is_translated(runtime: Runtime,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the bytes being parsed are alive during the translation: no extra references from the servicer's
+    frames or its chunk list keep them (or the message they came in) beyond it."""
+    original = Exchange.begin
+    references: list[int] = []
+
+    async def begin(self: Exchange, body: bytes) -> Any:
+        # getrefcount's argument, this parameter, and the one local of _begin that passed it
+        references.append(sys.getrefcount(body))
+        return await original(self, body)
+
+    monkeypatch.setattr(Exchange, "begin", begin)
+    await new_stream(runtime).handle(request_body({**REQUEST, "input": "x" * 100_000}))  # whole
+    raw = orjson.dumps({**REQUEST, "input": "y" * 100_000})
+    stream = new_stream(runtime)
+    await stream.handle(request_body(raw[:10], False))  # in two chunks, joined
+    await stream.handle(request_body(raw[10:], True, mode=None))
+    assert references == [3, 3] and stream.request_body == []
 
 
 async def test_background_without_the_service_is_a_400(runtime: Runtime) -> None:

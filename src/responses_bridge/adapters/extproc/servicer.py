@@ -85,7 +85,9 @@ class ExtProcServicer(external_processor_pb2_grpc.ExternalProcessorServicer):
                 if request is grpc.aio.EOF:
                     break
                 async with lock:  # queued under the lock: a drain's last words never overtake these replies
-                    replies = await stream.handle(request)
+                    handling = stream.handle(request)
+                    del request  # a request body message is let go as soon as its bytes are taken
+                    replies = await handling
                     outbox.merge = stream.full_duplex
                     put(replies)
                 if stream.done:
@@ -183,10 +185,13 @@ class _Stream:
         self.request_bytes = 0
 
     async def handle(self, request: ProcessingRequest) -> Responses:
+        phase = request.WhichOneof("request")
+        dispatch = self._dispatch(request)
+        del request  # only _dispatch holds the message now, so it can let a large one go early
         try:
-            return await self._dispatch(request)
+            return await dispatch
         except Exception as exc:  # noqa: BLE001 - a bug must still give Envoy an answer that keeps it with us
-            return await self._recover(request.WhichOneof("request"), exc)
+            return await self._recover(phase, exc)
 
     async def _recover(self, phase: str | None, exc: Exception) -> Responses:
         log.exception("extproc_handler_failed", phase=phase, exc_info=exc)
@@ -238,9 +243,13 @@ class _Stream:
                 self.exchange = self.runtime.new_exchange()
             if self.authorization is None:  # request headers are skipped: Envoy forwards the credentials
                 self.authorization = m.forwarded_authorization(request)
-            body, end_of_stream = request.request_body.body, request.request_body.end_of_stream
-            request.ClearField("request_body")  # no second copy of a large body while it is translated
-            return [await self._request_body(body, end_of_stream)]
+            # The body moves into this stream's list, and the message (which keeps its own copy of the body
+            # until it is freed; clearing the field frees nothing) is let go before the translation starts: see
+            # handle() and Process().
+            self.request_body.append(request.request_body.body)
+            end_of_stream = request.request_body.end_of_stream
+            del request
+            return [await self._request_body(end_of_stream)]
         if phase == "response_headers":
             if self.ours is False:
                 return [m.CONTINUE_RESPONSE_HEADERS]
@@ -285,23 +294,24 @@ class _Stream:
             return await self._begin(b"")
         return m.CONTINUE_REQUEST_HEADERS
 
-    async def _request_body(self, chunk: bytes, end_of_stream: bool) -> ProcessingResponse:
-        """A buffered body comes whole; a streamed one (a route that asks for it) is held until its end, and
-        refused as soon as it outgrows the limit rather than after it was all collected."""
-        self.request_bytes += len(chunk)
+    async def _request_body(self, end_of_stream: bool) -> ProcessingResponse:
+        """The chunk just added to ``request_body``. A buffered body comes whole; a streamed one (a route that
+        asks for it) is held until its end, and refused as soon as it outgrows the limit rather than after it was
+        all collected."""
+        self.request_bytes += len(self.request_body[-1])
         if self.request_bytes > self.runtime.settings.max_request_bytes:
             self.request_body = []
             return self._too_large()
         if not end_of_stream:
-            self.request_body.append(chunk)
             response = ProcessingResponse()
             response.request_body.response.body_mutation.body = b""
             return response
-        if self.request_body:
-            self.request_body.append(chunk)
-            chunk = b"".join(self.request_body)
-            self.request_body = []
-        return await self._begin(chunk)
+        chunks, self.request_body = self.request_body, []
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        del chunks
+        begin = self._begin(body)
+        del body  # _begin lets it go once it is parsed
+        return await begin
 
     def _too_large(self) -> ProcessingResponse:
         self.done = True
