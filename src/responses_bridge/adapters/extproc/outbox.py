@@ -4,7 +4,8 @@ A ``grpc.aio`` write completes only once gRPC's core has taken the message, a ho
 Writing from a task of its own lets the message loop read (and translate) Envoy's next message meanwhile. In
 FULL_DUPLEX_STREAMED mode the processor may answer with as few messages as it likes, so body bytes that pile up
 while a write is under way leave as one message: fewer gRPC writes when upstream chunks come back to back, and
-no wait added when they do not (a lone reply is written at once).
+no wait added when they do not (a lone reply is written at once). Replies that no other message can follow
+until Envoy has them (the request's, a JSON answer's) are written directly.
 """
 
 from __future__ import annotations
@@ -31,6 +32,18 @@ class Outbox:
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
+
+    async def send(self, replies: Iterable[ProcessingResponse], *, queued: bool) -> None:
+        """``queued``: leave the replies to the writing task (an event stream's body, where the next upstream
+        chunk is likely already waiting); otherwise write them now, after anything queued before (a request or a
+        JSON answer, where nothing else is coming until Envoy hears back: a task would only add a hop)."""
+        if queued:
+            self.put(replies)
+            return
+        if self._task is not None:
+            await self.flush()
+        for reply in replies:
+            await self._write(reply)
 
     def put(self, replies: Iterable[ProcessingResponse]) -> None:
         """Queues replies; raises what broke an earlier write (the gRPC stream is gone)."""

@@ -73,23 +73,22 @@ class ExtProcServicer(external_processor_pb2_grpc.ExternalProcessorServicer):
         outbox = Outbox(context.write)
 
         async def write_now(response: ProcessingResponse) -> None:
-            outbox.put((response,))
-            await outbox.flush()
+            await outbox.send((response,), queued=False)
 
         stream = _Stream(self._runtime, self._prefix, write_now)
         self._live.add(stream)
-        read, lock, put = context.read, stream.lock, outbox.put
+        read, lock, send = context.read, stream.lock, outbox.send
         try:
             while True:
                 request = await read()
                 if request is grpc.aio.EOF:
                     break
-                async with lock:  # queued under the lock: a drain's last words never overtake these replies
+                async with lock:  # sent under the lock: a drain's last words never overtake these replies
                     handling = stream.handle(request)
                     del request  # a request body message is let go as soon as its bytes are taken
                     replies = await handling
                     outbox.merge = stream.full_duplex
-                    put(replies)
+                    await send(replies, queued=stream.sse)
                 if stream.done:
                     self._changed.set()
             await outbox.flush()  # returning ends the gRPC stream: not before every reply is written
