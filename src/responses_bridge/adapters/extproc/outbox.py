@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 
-from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingResponse
+from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingResponse, StreamedBodyResponse
 
 from . import messages as m
 
@@ -111,7 +111,7 @@ def _joined(batch: list[ProcessingResponse]) -> list[ProcessingResponse]:
     return out
 
 
-def _streamed(reply: ProcessingResponse):  # type: ignore[no-untyped-def]
+def _streamed(reply: ProcessingResponse) -> StreamedBodyResponse | None:
     if reply.WhichOneof("response") != "response_body":
         return None
     mutation = reply.response_body.response.body_mutation
