@@ -220,11 +220,14 @@ def _ext_proc_filter() -> dict[str, Any]:
                 "request_body_mode": "BUFFERED",
                 "request_trailer_mode": "SKIP",
                 "response_header_mode": "SEND",
-                # The processor picks STREAMED (SSE) or BUFFERED (JSON) per response, in its headers reply.
-                "response_body_mode": "NONE",
-                "response_trailer_mode": "SKIP",
+                # Envoy sends the response body along with the headers, without waiting for the processor's reply
+                # to them (no round trip for the headers), and the processor answers when it has bytes: per batch
+                # of whole events for SSE, headers and body together at the end for JSON, and on its own when it
+                # must end a stream (a failure, a shutdown). The mode requires trailers to be sent; a chunked
+                # SSE or JSON upstream has none, so this costs nothing.
+                "response_body_mode": "FULL_DUPLEX_STREAMED",
+                "response_trailer_mode": "SEND",
             },
-            "allow_mode_override": True,
             "metadata_options": {"forwarding_namespaces": {"untyped": [CREDENTIALS_NAMESPACE]}},
             "route_cache_action": "RETAIN",  # the :path rewrite must not re-route the request
             "message_timeout": "30s",

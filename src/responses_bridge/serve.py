@@ -96,10 +96,9 @@ async def serve(settings: Settings, *, http: bool = True, extproc: bool = True) 
             from .adapters.extproc.server import start_extproc_server
 
             try:
-                server = await start_extproc_server(runtime, settings.extproc_host, settings.extproc_port)
+                stoppers.append(await start_extproc_server(runtime, settings.extproc_host, settings.extproc_port))
             except OSError as exc:
                 raise StartupError(f"{exc} (--extproc-port / RESPONSES_BRIDGE_EXTPROC_PORT)") from exc
-            stoppers.append(lambda: server.stop(grace=settings.drain_timeout + 1.0))
         log.info("serving", upstream=settings.upstream, db=settings.db_path(),
                  http=f"{settings.http_host}:{settings.http_port}" if http else None,
                  extproc=f"{settings.extproc_host}:{settings.extproc_port}" if extproc else None)

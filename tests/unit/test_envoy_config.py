@@ -119,9 +119,10 @@ def test_routes_and_processor_settings() -> None:
     ext_proc = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.ext_proc")["typed_config"]
     assert next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.ext_proc")["disabled"] is True
     assert ext_proc["failure_mode_allow"] is False
-    assert ext_proc["allow_mode_override"] is True
     assert ext_proc["processing_mode"]["request_body_mode"] == "BUFFERED"
-    assert ext_proc["processing_mode"]["response_body_mode"] == "NONE"
+    # no processor round trip waits on the response headers; the processor can end a stream on its own
+    assert ext_proc["processing_mode"]["response_body_mode"] == "FULL_DUPLEX_STREAMED"
+    assert ext_proc["processing_mode"]["response_trailer_mode"] == "SEND"  # required by that mode
     assert ext_proc["route_cache_action"] == "RETAIN"
     assert hcm["request_timeout"] == "0s"
     assert config["static_resources"]["listeners"][0]["per_connection_buffer_limit_bytes"] >= 64 * 1024 * 1024

@@ -24,6 +24,7 @@ from ...envoy_config import CREDENTIALS_NAMESPACE, IMMEDIATE_RESPONSE_DETAILS
 OVERWRITE = HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 STREAMED = ProcessingMode.STREAMED
 BUFFERED = ProcessingMode.BUFFERED
+FULL_DUPLEX_STREAMED = ProcessingMode.FULL_DUPLEX_STREAMED
 CONTINUE_AND_REPLACE = CommonResponse.CONTINUE_AND_REPLACE
 
 Headers = Iterable[tuple[str, str]]
@@ -103,14 +104,17 @@ def request_body_reply(body: bytes, set_headers: Headers, remove: Iterable[str])
     return response
 
 
-def response_headers_reply(mode: int, set_headers: Headers = (), remove: Iterable[str] = ()) -> ProcessingResponse:
-    """Headers reply that also picks the body mode for the rest of the response."""
+def response_headers_reply(mode: int | None, set_headers: Headers = (),
+                           remove: Iterable[str] = ()) -> ProcessingResponse:
+    """Headers reply; with a ``mode``, it also picks the body mode for the rest of the response (a bootstrap
+    whose response body mode is NONE with ``allow_mode_override``)."""
     response = ProcessingResponse()
     if set_headers or remove:
         mutate(response.response_headers.response.header_mutation, set_headers, remove)
     else:
         response.response_headers.SetInParent()
-    response.mode_override.response_body_mode = mode
+    if mode is not None:
+        response.mode_override.response_body_mode = mode
     return response
 
 
@@ -130,6 +134,16 @@ def response_body_reply(body: bytes) -> ProcessingResponse:
         return _EMPTY_BODY
     response = ProcessingResponse()
     response.response_body.response.body_mutation.body = body
+    return response
+
+
+def streamed_body(body: bytes, end_of_stream: bool) -> ProcessingResponse:
+    """FULL_DUPLEX_STREAMED: bytes for the client, sent whenever the processor has them (not one reply per
+    upstream chunk); ``end_of_stream`` ends the client's response there and then."""
+    response = ProcessingResponse()
+    streamed = response.response_body.response.body_mutation.streamed_response
+    streamed.body = body
+    streamed.end_of_stream = end_of_stream
     return response
 
 

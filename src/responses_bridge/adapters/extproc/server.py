@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grpc
+import structlog
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
@@ -10,16 +11,42 @@ from ...envoy_config import EXTPROC_SERVICE, upstream_path_prefix
 from ...runtime import Runtime
 from .servicer import ExtProcServicer
 
+log = structlog.get_logger("responses_bridge.extproc")
+
 MIN_MESSAGE_BYTES = 128 * 1024 * 1024
 """gRPC's default 4 MiB cap would refuse big request bodies; a translated body (with replayed history) can be
 larger than the request itself, hence the headroom over ``max_request_bytes``."""
 
 
+class ExtProcDoor:
+    """The running door. Awaiting it (``await door()``) is the graceful stop: it sets ``runtime.draining`` (new
+    responses get a 503), lets the responses in flight run for up to ``settings.drain_timeout`` seconds, ends the
+    rest with ``response.failed`` (``server_shutdown``) and ``[DONE]``, and only then stops the gRPC server, so
+    those terminal bytes reach Envoy. ``stop(grace)`` stops the server at once, as ``grpc.aio.Server.stop``."""
+
+    def __init__(self, server: grpc.aio.Server, servicer: ExtProcServicer, runtime: Runtime, bound_port: int) -> None:
+        self.server = server
+        self.servicer = servicer
+        self.runtime = runtime
+        self.bound_port = bound_port
+
+    async def __call__(self) -> None:
+        self.runtime.draining = True
+        timeout = self.runtime.settings.drain_timeout
+        log.info("extproc_draining", timeout=timeout)
+        await self.servicer.drain(timeout)
+        await self.server.stop(grace=1)
+
+    async def stop(self, grace: float | None = None) -> None:
+        await self.server.stop(grace)
+
+
 async def start_extproc_server(runtime: Runtime, host: str, port: int, *,
-                               upstream_path_prefix_override: str | None = None) -> grpc.aio.Server:
-    """Starts and returns the server (the caller stops it). ``port`` 0 picks a free port; the bound port is
-    ``server.bound_port``. The rewritten request's path is ``<upstream base path>/chat/completions``, the base
-    path taken from ``runtime.settings.upstream`` unless overridden."""
+                               upstream_path_prefix_override: str | None = None) -> ExtProcDoor:
+    """Starts the server and returns the door, whose call drains and stops it (see :class:`ExtProcDoor`).
+    ``port`` 0 picks a free port; the bound port is ``door.bound_port``. The rewritten request's path is
+    ``<upstream base path>/chat/completions``, the base path taken from ``runtime.settings.upstream`` unless
+    overridden."""
     limit = max(MIN_MESSAGE_BYTES, 2 * runtime.settings.max_request_bytes + 1024 * 1024)
     server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", limit),
@@ -30,7 +57,8 @@ async def start_extproc_server(runtime: Runtime, host: str, port: int, *,
     ])
     prefix = (upstream_path_prefix_override if upstream_path_prefix_override is not None
               else upstream_path_prefix(runtime.settings.upstream))
-    external_processor_pb2_grpc.add_ExternalProcessorServicer_to_server(ExtProcServicer(runtime, prefix), server)
+    servicer = ExtProcServicer(runtime, prefix)
+    external_processor_pb2_grpc.add_ExternalProcessorServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for service in ("", EXTPROC_SERVICE):
@@ -43,5 +71,4 @@ async def start_extproc_server(runtime: Runtime, host: str, port: int, *,
     if not bound:
         raise OSError(f"the ext_proc server could not listen on {address}")
     await server.start()
-    server.bound_port = bound  # type: ignore[attr-defined]
-    return server
+    return ExtProcDoor(server, servicer, runtime, bound)

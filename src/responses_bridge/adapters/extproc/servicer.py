@@ -1,15 +1,24 @@
 """The ext_proc servicer: one gRPC ``Process`` stream is one HTTP request is one :class:`Exchange`.
 
 Envoy sends, in order: the request headers (only if the bootstrap asks for them; ours skips them), the buffered
-request body, the upstream's response headers, and the response body (one buffered message for JSON, or one
-message per upstream chunk for SSE; ``end_of_stream`` may come on a last, empty chunk). The servicer answers
-each with the rewrite the exchange computes.
+request body, the upstream's response headers, and the response body. The servicer answers with the rewrite the
+exchange computes. Two response body modes are served, whichever the bootstrap chose (Envoy names it in the
+first message's ``protocol_config``):
+
+* ``FULL_DUPLEX_STREAMED`` (what ``envoy-config`` renders): Envoy sends the body without waiting for the reply to
+  the headers, and the processor answers when it has something to say. An SSE answer gets its headers reply at
+  once and then one ``streamed_response`` per batch of whole events (a chunk that completes no event gets no
+  reply); a JSON answer gets its headers reply together with the translated body, once the upstream's body has
+  ended, so its status can still become a 502. No round trip waits on the headers, and the processor can end the
+  client's response on its own (a failure, or a shutdown) without waiting for the upstream.
+* ``NONE`` with ``allow_mode_override`` (older bootstraps): the headers reply picks ``STREAMED`` (SSE) or
+  ``BUFFERED`` (JSON); then exactly one reply per body message.
 
 Two rules keep clients safe:
 
-* Nothing untranslated reaches the client. Every response body message is answered with a body mutation
-  (``b""`` to drop a chunk), and the stream is never closed early: after a failure the servicer sends the
-  exchange's failure bytes once and keeps answering with empty mutations until ``end_of_stream``.
+* Nothing untranslated reaches the client. Every body byte the client gets is the exchange's, and the stream is
+  never closed early: after a failure the servicer sends the exchange's failure bytes once and then, in STREAMED
+  mode, keeps answering with empty mutations until ``end_of_stream``.
 * Every failure produces bytes: before the upstream call an OpenAI-shaped immediate response; after it, the
   exchange's ``fail`` reply (a ``response.failed`` event in an open stream, or an error body).
 """
@@ -17,6 +26,8 @@ Two rules keep clients safe:
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Awaitable, Callable
 
 import grpc
 import structlog
@@ -30,6 +41,7 @@ from ...engine.exchange import SSE_CONTENT_TYPE, Exchange, Reply, UpstreamReques
 from ...protocol.errors import APIError
 from ...runtime import Runtime
 from . import messages as m
+from .outbox import Outbox
 from .retry import retried_reply
 
 log = structlog.get_logger("responses_bridge.extproc")
@@ -40,6 +52,14 @@ JSON = "application/json"
 _REQUEST_REMOVE = ("accept-encoding",)
 
 
+SHUTDOWN_ERROR = APIError(503, "The server is shutting down; retry the request.", type="server_error",
+                          code="server_shutdown")
+"""What a request gets when it arrives during a drain, and what a response still running when the drain
+timeout ends is failed with (``response.failed`` with code ``server_shutdown`` in an open stream)."""
+CLOSE_WAIT = 5.0
+"""Seconds a drain waits, after ending the remaining streams, for Envoy to close them."""
+
+
 class ExtProcServicer(external_processor_pb2_grpc.ExternalProcessorServicer):
     """``upstream_path_prefix`` is the path of the upstream's base URL (``/v1`` for ``http://host/v1``): the
     rewritten request goes to ``<prefix>/chat/completions`` on the route's upstream cluster."""
@@ -47,16 +67,32 @@ class ExtProcServicer(external_processor_pb2_grpc.ExternalProcessorServicer):
     def __init__(self, runtime: Runtime, upstream_path_prefix: str) -> None:
         self._runtime = runtime
         self._prefix = upstream_path_prefix.rstrip("/")
+        self._live: set[_Stream] = set()
+        self._changed = asyncio.Event()  # a stream finished its work or went away: a drain looks again
 
     async def Process(self, request_iterator: object, context: grpc.aio.ServicerContext) -> None:
-        stream = _Stream(self._runtime, self._prefix)
-        read, write = context.read, context.write
+        outbox = Outbox(context.write)
+
+        async def write_now(response: ProcessingResponse) -> None:
+            await outbox.send((response,), queued=False)
+
+        stream = _Stream(self._runtime, self._prefix, write_now)
+        self._live.add(stream)
+        read, lock, send = context.read, stream.lock, outbox.send
         try:
             while True:
                 request = await read()
                 if request is grpc.aio.EOF:
                     break
-                await write(await stream.handle(request))
+                async with lock:  # sent under the lock: a drain's last words never overtake these replies
+                    handling = stream.handle(request)
+                    del request  # a request body message is let go as soon as its bytes are taken
+                    replies = await handling
+                    outbox.merge = stream.full_duplex
+                    await send(replies, queued=stream.sse)
+                if stream.done:
+                    self._changed.set()
+            await outbox.flush()  # returning ends the gRPC stream: not before every reply is written
         except asyncio.CancelledError:
             await stream.abandon()  # Envoy reset the stream: the client went away
             raise
@@ -66,95 +102,177 @@ class ExtProcServicer(external_processor_pb2_grpc.ExternalProcessorServicer):
         else:
             if not stream.done:
                 await stream.abandon()
+        finally:
+            await outbox.close()
+            self._live.discard(stream)
+            self._changed.set()
+
+    def _unfinished(self) -> list[_Stream]:
+        return [stream for stream in self._live if stream.exchange is not None and not stream.done]
+
+    async def drain(self, timeout: float) -> None:
+        """Let the responses in flight finish for up to ``timeout`` seconds (new ones are refused meanwhile: see
+        ``Runtime.draining``), then end every one still running with ``response.failed`` (code
+        ``server_shutdown``) and ``[DONE]``, and wait a little for Envoy to close those streams. Returns when the
+        processor has written every terminal byte it can; the caller stops the gRPC server after that."""
+        await self._wait(self._unfinished, timeout)
+        remaining = self._unfinished()
+        if remaining:
+            log.warning("extproc_drain_timeout", streams=len(remaining))
+            ending = asyncio.gather(*(stream.shut_down() for stream in remaining))
+            try:  # a write Envoy does not take (flow control) must not hold the shutdown forever
+                await asyncio.wait_for(ending, CLOSE_WAIT)
+            except TimeoutError:
+                log.warning("extproc_drain_writes_timed_out")
+        await self._wait(lambda: list(self._live), CLOSE_WAIT)
+
+    async def _wait(self, pending: Callable[[], list[_Stream]], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            self._changed.clear()  # before looking: a change from here on wakes the wait below
+            left = deadline - time.monotonic()
+            if not pending() or left <= 0:
+                return
+            try:
+                await asyncio.wait_for(self._changed.wait(), left)
+            except TimeoutError:
+                return
+
+
+Responses = list[ProcessingResponse]
+Write = Callable[[ProcessingResponse], Awaitable[None]]
 
 
 class _Stream:
-    """Per-request state: what the client asked for and where the answer stands."""
+    """Per-request state: what the client asked for and where the answer stands. ``handle`` answers one message
+    from Envoy with the messages to send back (none, one, or several in FULL_DUPLEX_STREAMED mode)."""
 
     __slots__ = (
         "authorization",
         "done",
         "exchange",
         "failed",
+        "full_duplex",
+        "lock",
         "ours",
         "pending",
         "prefix",
         "request_body",
+        "request_bytes",
         "runtime",
+        "shutdown_requested",
         "sse",
+        "write",
     )
 
-    def __init__(self, runtime: Runtime, prefix: str) -> None:
+    def __init__(self, runtime: Runtime, prefix: str, write: Write | None = None) -> None:
         self.runtime = runtime
         self.prefix = prefix
+        self.write = write  # the gRPC stream's, for what the processor sends on its own (a drain's last words)
+        self.lock = asyncio.Lock()  # one writer at a time: the message loop, or a drain ending the stream
         self.exchange: Exchange | None = None
         # Is this a POST /v1/responses to translate? None until known: the bootstrap skips the request headers
         # (one processor round trip less), so the first message is then the buffered body, which means yes.
         self.ours: bool | None = None
         self.authorization: str | None = None  # the client's, when the request headers were sent to us
-        self.sse = False  # the client gets an event stream, the response body is STREAMED
+        self.full_duplex = False  # the response body comes FULL_DUPLEX_STREAMED (from the first message)
+        self.sse = False  # the client's event stream is open: its headers have been answered
         self.pending = b""  # bytes to put before the next response body chunk (the stream's head)
         self.failed = False  # failure bytes were sent: drop everything else
         self.done = False  # the terminal bytes were sent
-        self.request_body: list[bytes] = []
+        self.shutdown_requested = False  # STREAMED mode: fail the stream at the next upstream chunk
+        self.request_body: list[bytes] = []  # a streamed request body, until its end
+        self.request_bytes = 0
 
-    async def handle(self, request: ProcessingRequest) -> ProcessingResponse:
+    async def handle(self, request: ProcessingRequest) -> Responses:
+        phase = request.WhichOneof("request")
+        dispatch = self._dispatch(request)
+        del request  # only _dispatch holds the message now, so it can let a large one go early
         try:
-            return await self._dispatch(request)
+            return await dispatch
         except Exception as exc:  # noqa: BLE001 - a bug must still give Envoy an answer that keeps it with us
-            return await self._recover(request.WhichOneof("request"), exc)
+            return await self._recover(phase, exc)
 
-    async def _recover(self, phase: str | None, exc: Exception) -> ProcessingResponse:
+    async def _recover(self, phase: str | None, exc: Exception) -> Responses:
         log.exception("extproc_handler_failed", phase=phase, exc_info=exc)
         if phase in ("request_headers", "request_body", None):
             self.done = True
             error = APIError(500, "The request could not be translated.", code="server_error")
-            return m.immediate_response(500, error.body(), JSON)
+            return [m.immediate_response(500, error.body(), JSON)]
         if self.ours is False:
-            return m.CONTINUE_BY_PHASE.get(phase, m.CONTINUE_RESPONSE_BODY)
-        if phase == "response_headers" or (phase == "response_body" and not self.sse):
-            # nothing has left Envoy yet: answer the client directly
+            return [m.CONTINUE_BY_PHASE.get(phase, m.CONTINUE_RESPONSE_BODY)]
+        if not self.sse:  # nothing has left Envoy yet: answer the client directly
             self.done = True
             if self.exchange is not None and not self.failed:
-                return await self._fail_immediately(exc)
+                return [await self._fail_immediately(exc)]
             error = APIError(502, "The bridge failed while translating the upstream's answer.",
                              code="server_error")
-            return m.immediate_response(502, error.body(), JSON)
-        if phase != "response_body":  # trailers: nothing of ours in them
-            return m.CONTINUE_BY_PHASE.get(phase, m.CONTINUE_RESPONSE_BODY)
+            return [m.immediate_response(502, error.body(), JSON)]
+        if phase != "response_body" and not self.full_duplex:
+            return [m.CONTINUE_BY_PHASE.get(phase, m.CONTINUE_RESPONSE_BODY)]
+        trailers = [m.CONTINUE_RESPONSE_TRAILERS] if phase == "response_trailers" else []
         if self.exchange is None or self.failed or self.done:
-            return m.response_body_reply(b"")
+            return trailers if self.full_duplex else [m.response_body_reply(b"")]
         # the event stream is open: close it with the failure, then drop the rest
         reply = await self._fail(exc)
         head, self.pending = self.pending, b""
-        return m.response_body_reply(head + reply.body)
+        if self.full_duplex:
+            self.done = True
+            return [m.streamed_body(head + reply.body, True), *trailers]
+        return [m.response_body_reply(head + reply.body)]
 
-    async def _dispatch(self, request: ProcessingRequest) -> ProcessingResponse:
+    async def _dispatch(self, request: ProcessingRequest) -> Responses:
         phase = request.WhichOneof("request")
         if phase == "response_body":
+            message = request.response_body
             if self.ours is False:
-                return m.CONTINUE_RESPONSE_BODY
-            return await self._response_body(request.response_body.body, request.response_body.end_of_stream)
+                return [m.streamed_body(message.body, message.end_of_stream) if self.full_duplex
+                        else m.CONTINUE_RESPONSE_BODY]
+            if self.full_duplex:
+                return await self._duplex_body(message.body, message.end_of_stream)
+            return [await self._response_body(message.body, message.end_of_stream)]
+        if request.HasField("protocol_config"):  # the first message only
+            self.full_duplex = request.protocol_config.response_body_mode == m.FULL_DUPLEX_STREAMED
         if phase == "request_body":
             if self.ours is False:
-                return m.CONTINUE_REQUEST_BODY
+                return [m.CONTINUE_REQUEST_BODY]
             if self.exchange is None:
+                if self.runtime.draining:
+                    return [self._refuse()]
                 self.ours = True
                 self.exchange = self.runtime.new_exchange()
             if self.authorization is None:  # request headers are skipped: Envoy forwards the credentials
                 self.authorization = m.forwarded_authorization(request)
-            return await self._request_body(request.request_body.body, request.request_body.end_of_stream)
+            # The body moves into this stream's list, and the message (which keeps its own copy of the body
+            # until it is freed; clearing the field frees nothing) is let go before the translation starts: see
+            # handle() and Process().
+            self.request_body.append(request.request_body.body)
+            end_of_stream = request.request_body.end_of_stream
+            del request
+            return [await self._request_body(end_of_stream)]
         if phase == "response_headers":
             if self.ours is False:
-                return m.CONTINUE_RESPONSE_HEADERS
+                return [m.CONTINUE_RESPONSE_HEADERS]
             if self.exchange is None or self.exchange.response is None:
-                return await self._untranslated(request)
+                return [await self._untranslated(request)]
             return await self._response_headers(request)
+        if phase == "response_trailers":
+            if self.full_duplex and self.ours is not False and not self.done and self.exchange is not None:
+                # the upstream's body ended with trailers, not end_of_stream: the end of the client's bytes, then
+                # the trailers (unchanged)
+                return [*await self._duplex_end(), m.CONTINUE_RESPONSE_TRAILERS]
+            return [m.CONTINUE_RESPONSE_TRAILERS]
         if phase == "request_headers":
-            return await self._request_headers(request)
-        return m.CONTINUE_BY_PHASE.get(phase or "", m.CONTINUE_REQUEST_HEADERS)
+            return [await self._request_headers(request)]
+        return [m.CONTINUE_BY_PHASE.get(phase or "", m.CONTINUE_REQUEST_HEADERS)]
 
     # --- request ----------------------------------------------------------------------------------------------
+
+    def _refuse(self) -> ProcessingResponse:
+        """A new response while the sidecar drains: 503 at once, before anything is sent upstream."""
+        self.ours = True
+        self.done = True
+        return m.immediate_response(SHUTDOWN_ERROR.status, SHUTDOWN_ERROR.body(), JSON)
 
     async def _request_headers(self, request: ProcessingRequest) -> ProcessingResponse:
         message = request.request_headers
@@ -167,6 +285,8 @@ class _Stream:
             if configured is not None and configured != headers.get("authorization"):
                 return m.request_headers_reply([("authorization", configured)])
             return m.CONTINUE_REQUEST_HEADERS
+        if self.runtime.draining:
+            return self._refuse()
         self.ours = True
         self.authorization = headers.get("authorization")
         self.exchange = self.runtime.new_exchange()
@@ -174,27 +294,37 @@ class _Stream:
             return await self._begin(b"")
         return m.CONTINUE_REQUEST_HEADERS
 
-    async def _request_body(self, chunk: bytes, end_of_stream: bool) -> ProcessingResponse:
-        if not end_of_stream:  # only if the route streams the request body: hold it until the end
-            self.request_body.append(chunk)
+    async def _request_body(self, end_of_stream: bool) -> ProcessingResponse:
+        """The chunk just added to ``request_body``. A buffered body comes whole; a streamed one (a route that
+        asks for it) is held until its end, and refused as soon as it outgrows the limit rather than after it was
+        all collected."""
+        self.request_bytes += len(self.request_body[-1])
+        if self.request_bytes > self.runtime.settings.max_request_bytes:
+            self.request_body = []
+            return self._too_large()
+        if not end_of_stream:
             response = ProcessingResponse()
             response.request_body.response.body_mutation.body = b""
             return response
-        if self.request_body:
-            self.request_body.append(chunk)
-            chunk = b"".join(self.request_body)
-            self.request_body = []
-        return await self._begin(chunk)
+        chunks, self.request_body = self.request_body, []
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        del chunks
+        begin = self._begin(body)
+        del body  # _begin lets it go once it is parsed
+        return await begin
+
+    def _too_large(self) -> ProcessingResponse:
+        self.done = True
+        limit = self.runtime.settings.max_request_bytes
+        error = APIError(413, f"The request body is larger than this deployment accepts ({limit} bytes).",
+                         code="request_too_large")
+        return m.immediate_response(413, error.body(), JSON)
 
     async def _begin(self, body: bytes) -> ProcessingResponse:
         exchange = self.exchange
         assert exchange is not None
-        limit = self.runtime.settings.max_request_bytes
-        if len(body) > limit:  # the same ceiling as the HTTP door's
-            self.done = True
-            error = APIError(413, f"The request body is larger than this deployment accepts ({limit} bytes).",
-                             code="request_too_large")
-            return m.immediate_response(413, error.body(), JSON)
+        if len(body) > self.runtime.settings.max_request_bytes:  # the same ceiling as the HTTP door's
+            return self._too_large()
         try:
             upstream = await exchange.begin(body)
         except APIError as error:
@@ -205,6 +335,7 @@ class _Stream:
             self.done = True
             error = APIError(500, "The request could not be translated.", code="server_error")
             return m.immediate_response(500, error.body(), JSON)
+        del body  # parsed: only the translated body is needed from here on
         if exchange.background:  # runs in the sidecar; Envoy gets the answer now, the upstream is not called
             self.done = True
             return await self._background(exchange, upstream)
@@ -274,7 +405,7 @@ class _Stream:
 
     # --- response ---------------------------------------------------------------------------------------------
 
-    async def _response_headers(self, request: ProcessingRequest) -> ProcessingResponse:
+    async def _response_headers(self, request: ProcessingRequest) -> Responses:
         exchange = self.exchange
         assert exchange is not None
         message = request.response_headers
@@ -284,19 +415,24 @@ class _Stream:
             head = exchange.on_upstream_headers(status, headers.get("content-type"))
         except Exception as exc:
             log.exception("extproc_response_headers_failed", response_id=exchange.response_id)
-            return await self._fail_immediately(exc)
+            self.done = True
+            return [await self._fail_immediately(exc)]
         if head is not None:
             self.pending = head  # goes out in front of the first body chunk
         if message.end_of_stream:  # an answer without a body: finish right here
             reply = await self._finish()
             if head is not None:
                 body, self.pending = self.pending + reply.body, b""
-                return m.response_headers_replace(body, _sse_headers(status), ("content-length",))
-            return m.response_headers_replace(reply.body, _json_headers(reply))
+                return [m.response_headers_replace(body, _sse_headers(status), ("content-length",))]
+            return [m.response_headers_replace(reply.body, _json_headers(reply))]
         if head is not None:
-            self.sse = True
-            return m.response_headers_reply(m.STREAMED, _sse_headers(status), ("content-length",))
-        return m.response_headers_reply(m.BUFFERED)
+            reply = m.response_headers_reply(None if self.full_duplex else m.STREAMED, _sse_headers(status),
+                                             ("content-length",))
+            self.sse = True  # only once the reply exists: until it is sent, a failure is an immediate response
+            return [reply]
+        if self.full_duplex:  # the status depends on the body: the headers are answered with it, at its end
+            return []
+        return [m.response_headers_reply(m.BUFFERED)]
 
     async def _fail_immediately(self, exc: Exception) -> ProcessingResponse:
         """Nothing has left Envoy yet: the failure reply (with the stream's head, if it was made) as an immediate
@@ -307,7 +443,53 @@ class _Stream:
             return m.immediate_response(reply.status, body, reply.content_type, [("cache-control", "no-cache")])
         return m.immediate_response(reply.status, reply.body, reply.content_type)
 
+    async def _duplex_body(self, chunk: bytes, end_of_stream: bool) -> Responses:
+        """FULL_DUPLEX_STREAMED: answer only when there are bytes for the client, or at the end."""
+        if self.done:
+            return []
+        exchange = self.exchange
+        assert exchange is not None
+        if not self.sse:  # a JSON answer (or an error): held until the upstream's body ends
+            exchange.on_upstream_chunk(chunk)
+            return await self._duplex_end() if end_of_stream else []
+        out = exchange.on_upstream_chunk(chunk)
+        if end_of_stream:
+            return await self._duplex_end(out)
+        if self.shutdown_requested:
+            return await self._duplex_shutdown(out)
+        if not out and not self.pending:
+            return []
+        head, self.pending = self.pending, b""
+        return [m.streamed_body(head + out if head else out, False)]
+
+    async def _duplex_end(self, out: bytes = b"") -> Responses:
+        """The upstream's body ended (``end_of_stream``, or its trailers): the rest of the client's bytes, and the
+        end of the client's response."""
+        self.done = True
+        exchange = self.exchange
+        assert exchange is not None
+        try:
+            retry = None if self.sse else exchange.retry_request()  # truncation "auto": see retry.py
+            reply = await (exchange.finish() if retry is None
+                           else retried_reply(self.runtime, exchange, retry, self.authorization))
+        except Exception as exc:
+            log.exception("extproc_response_failed", response_id=exchange.response_id)
+            if not self.sse:
+                return [await self._fail_immediately(exc)]
+            reply = await self._fail(exc)
+        if not self.sse:
+            return [m.response_headers_reply(None, _json_headers(reply)), m.streamed_body(reply.body, True)]
+        head, self.pending = self.pending, b""
+        return [m.streamed_body(head + out + reply.body, True)]
+
+    async def _duplex_shutdown(self, out: bytes = b"") -> Responses:
+        self.done = True
+        reply = await self._fail(SHUTDOWN_ERROR)
+        head, self.pending = self.pending, b""
+        return [m.streamed_body(head + out + reply.body, True)]
+
     async def _response_body(self, chunk: bytes, end_of_stream: bool) -> ProcessingResponse:
+        """STREAMED or BUFFERED mode: exactly one reply per body message."""
         if self.done:
             return m.response_body_reply(b"")
         exchange = self.exchange
@@ -333,6 +515,10 @@ class _Stream:
         out = b""
         try:
             out = exchange.on_upstream_chunk(chunk)
+            if self.shutdown_requested:  # a drain ran out of time: this reply is the stream's last
+                reply = await self._fail(SHUTDOWN_ERROR)
+                self.done = end_of_stream
+                return m.response_body_reply(head + out + reply.body)
             if end_of_stream:
                 out += (await exchange.finish()).body
                 self.done = True
@@ -367,6 +553,36 @@ class _Stream:
                 return Reply(200, SSE_CONTENT_TYPE, b"event: error\ndata: " + payload + b"\n\ndata: [DONE]\n\n",
                              continues_stream=True)
             return Reply(error.status, JSON, error.body())
+
+    # --- shutdown ---------------------------------------------------------------------------------------------
+
+    async def shut_down(self) -> None:
+        """A drain ran out of time with this response still running: end it now with ``response.failed``
+        (``server_shutdown``) and ``[DONE]``, or the 503 error when nothing has left Envoy yet. In STREAMED mode
+        the processor may only answer an upstream chunk, so the stream ends at its next one."""
+        async with self.lock:
+            try:
+                responses = await self._shutdown_responses()
+                for response in responses:
+                    await self.write(response)  # type: ignore[misc]
+            except Exception:  # the stream went away meanwhile: nothing left to end
+                log.warning("extproc_shutdown_write_failed", exc_info=True)
+
+    async def _shutdown_responses(self) -> Responses:
+        if self.done or self.exchange is None:
+            return []
+        if self.exchange.response is None:  # the request itself is still being received
+            self.done = True
+            return [m.immediate_response(SHUTDOWN_ERROR.status, SHUTDOWN_ERROR.body(), JSON)]
+        if not self.sse:  # nothing has left Envoy: the whole answer as an immediate response
+            self.done = True
+            return [await self._fail_immediately(SHUTDOWN_ERROR)]
+        if self.failed:
+            return []  # the failure already went out; STREAMED mode waits for the upstream's end
+        if self.full_duplex:
+            return await self._duplex_shutdown()
+        self.shutdown_requested = True
+        return []
 
     async def abandon(self) -> None:
         """Envoy dropped the stream (client gone, upstream reset): record the response as failed. The write runs

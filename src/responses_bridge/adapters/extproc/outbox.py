@@ -1,0 +1,118 @@
+"""The replies of one ext_proc stream, written to Envoy in order by one task.
+
+A ``grpc.aio`` write completes only once gRPC's core has taken the message, a hop through its poller thread.
+Writing from a task of its own lets the message loop read (and translate) Envoy's next message meanwhile. In
+FULL_DUPLEX_STREAMED mode the processor may answer with as few messages as it likes, so body bytes that pile up
+while a write is under way leave as one message: fewer gRPC writes when upstream chunks come back to back, and
+no wait added when they do not (a lone reply is written at once). Replies that no other message can follow
+until Envoy has them (the request's, a JSON answer's) are written directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
+
+from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingResponse, StreamedBodyResponse
+
+from . import messages as m
+
+Write = Callable[[ProcessingResponse], Awaitable[None]]
+
+
+class Outbox:
+    __slots__ = ("_error", "_idle", "_queue", "_task", "_wake", "_write", "merge")
+
+    def __init__(self, write: Write, *, merge: bool = False) -> None:
+        self._write = write
+        self.merge = merge  # FULL_DUPLEX_STREAMED: body replies may be joined
+        self._queue: list[ProcessingResponse] = []
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task[None] | None = None
+        self._error: BaseException | None = None
+
+    async def send(self, replies: Iterable[ProcessingResponse], *, queued: bool) -> None:
+        """``queued``: leave the replies to the writing task (an event stream's body, where the next upstream
+        chunk is likely already waiting); otherwise write them now, after anything queued before (a request or a
+        JSON answer, where nothing else is coming until Envoy hears back: a task would only add a hop)."""
+        if queued:
+            self.put(replies)
+            return
+        if self._task is not None:
+            await self.flush()
+        for reply in replies:
+            await self._write(reply)
+
+    def put(self, replies: Iterable[ProcessingResponse]) -> None:
+        """Queues replies; raises what broke an earlier write (the gRPC stream is gone)."""
+        if self._error is not None:
+            raise self._error
+        before = len(self._queue)
+        self._queue.extend(replies)
+        if len(self._queue) == before:
+            return
+        self._idle.clear()
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        self._wake.set()
+
+    async def flush(self) -> None:
+        """Returns once everything queued so far has been written."""
+        await self._idle.wait()
+        if self._error is not None:
+            raise self._error
+
+    async def close(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    async def _run(self) -> None:
+        write = self._write
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while self._queue:
+                    batch, self._queue = self._queue, []
+                    for reply in _joined(batch) if self.merge and len(batch) > 1 else batch:
+                        await write(reply)
+                self._idle.set()
+        except Exception as exc:  # the stream broke: the message loop learns it at its next put or flush
+            self._error = exc
+            self._idle.set()
+
+
+def _joined(batch: list[ProcessingResponse]) -> list[ProcessingResponse]:
+    """Consecutive ``streamed_response`` body replies as one (its ``end_of_stream`` is the last one's); every other
+    reply keeps its place."""
+    out: list[ProcessingResponse] = []
+    bodies: list[bytes] = []
+    for reply in batch:
+        streamed = _streamed(reply)
+        if streamed is None:
+            if bodies:
+                out.append(m.streamed_body(b"".join(bodies), False))
+                bodies = []
+            out.append(reply)
+        elif streamed.end_of_stream:
+            bodies.append(streamed.body)
+            out.append(m.streamed_body(b"".join(bodies), True))
+            bodies = []
+        else:
+            bodies.append(streamed.body)
+    if bodies:
+        out.append(m.streamed_body(b"".join(bodies), False))
+    return out
+
+
+def _streamed(reply: ProcessingResponse) -> StreamedBodyResponse | None:
+    if reply.WhichOneof("response") != "response_body":
+        return None
+    mutation = reply.response_body.response.body_mutation
+    return mutation.streamed_response if mutation.HasField("streamed_response") else None

@@ -1,0 +1,669 @@
+"""The ext_proc door without Envoy: ``ProcessingRequest`` messages fed to the servicer, its replies checked.
+
+Most tests drive one ``_Stream`` (one gRPC stream, one HTTP request) directly, message by message, the way Envoy
+1.40 sends them; the last ones run the real ``grpc.aio`` server on a loopback port and talk to it over a real
+channel, for what only a live gRPC stream shows (a client reset, a stream closed early, a drain). The real-Envoy
+suite (tests/integration/test_extproc_door.py) checks the same behaviour end to end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import orjson
+import pytest
+from envoy.extensions.filters.http.ext_proc.v3.processing_mode_pb2 import ProcessingMode
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc
+from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingRequest, ProcessingResponse
+
+from responses_bridge.adapters.extproc import servicer as servicer_module
+from responses_bridge.adapters.extproc import start_extproc_server
+from responses_bridge.adapters.extproc.servicer import _Stream
+from responses_bridge.config import Settings
+from responses_bridge.engine.exchange import Exchange
+from responses_bridge.runtime import Runtime
+from responses_bridge.store import SQLiteResponseStore
+from tests.support.schema import check_stream
+from tests.unit.recordings import load, load_json
+
+FD = ProcessingMode.FULL_DUPLEX_STREAMED
+NONE = ProcessingMode.NONE
+SSE = "text/event-stream"
+JSON = "application/json"
+REQUEST = {"model": "fake-model", "input": "Hello there, how are you today?"}
+TEXT = "Echo: Hello there, how are you today?"
+
+
+# --- messages as Envoy sends them ------------------------------------------------------------------------------
+
+
+def _first(message: ProcessingRequest, mode: int) -> ProcessingRequest:
+    message.protocol_config.request_body_mode = ProcessingMode.BUFFERED
+    message.protocol_config.response_body_mode = mode  # type: ignore[assignment]
+    return message
+
+
+def request_body(body: bytes | dict[str, Any], end_of_stream: bool = True, *, mode: int | None = FD,
+                 authorization: str | None = None) -> ProcessingRequest:
+    message = ProcessingRequest()
+    message.request_body.body = body if isinstance(body, bytes) else orjson.dumps(body)
+    message.request_body.end_of_stream = end_of_stream
+    if authorization is not None:
+        fields = message.metadata_context.filter_metadata["responses_bridge"].fields
+        fields["authorization"].string_value = authorization
+    return _first(message, mode) if mode is not None else message
+
+
+def request_headers(method: str, path: str, *, end_of_stream: bool = False, authorization: str | None = None,
+                    mode: int = FD) -> ProcessingRequest:
+    message = ProcessingRequest()
+    headers = [(":method", method), (":path", path)] + ([("authorization", authorization)] if authorization else [])
+    for key, value in headers:
+        header = message.request_headers.headers.headers.add()
+        header.key, header.raw_value = key, value.encode()
+    message.request_headers.end_of_stream = end_of_stream
+    return _first(message, mode)
+
+
+def response_headers(status: int, content_type: str | None, *, end_of_stream: bool = False) -> ProcessingRequest:
+    message = ProcessingRequest()
+    for key, value in [(":status", str(status))] + ([("content-type", content_type)] if content_type else []):
+        header = message.response_headers.headers.headers.add()
+        header.key, header.raw_value = key, value.encode()
+    message.response_headers.end_of_stream = end_of_stream
+    return message
+
+
+def response_body(chunk: bytes, end_of_stream: bool = False) -> ProcessingRequest:
+    message = ProcessingRequest()
+    message.response_body.body = chunk
+    message.response_body.end_of_stream = end_of_stream
+    return message
+
+
+def response_trailers() -> ProcessingRequest:
+    message = ProcessingRequest()
+    message.response_trailers.SetInParent()
+    return message
+
+
+# --- reading the replies ---------------------------------------------------------------------------------------
+
+
+def kinds(replies: list[ProcessingResponse]) -> list[str | None]:
+    return [reply.WhichOneof("response") for reply in replies]
+
+
+def set_headers(reply: ProcessingResponse, phase: str) -> dict[str, str]:
+    mutation = getattr(reply, phase).response.header_mutation
+    return {h.header.key: h.header.raw_value.decode() for h in mutation.set_headers}
+
+
+def streamed(reply: ProcessingResponse) -> tuple[bytes, bool]:
+    body = reply.response_body.response.body_mutation.streamed_response
+    return body.body, body.end_of_stream
+
+
+def immediate(reply: ProcessingResponse) -> tuple[int, dict[str, str], bytes]:
+    assert reply.WhichOneof("response") == "immediate_response"
+    message = reply.immediate_response
+    headers = {h.header.key: h.header.raw_value.decode() for h in message.headers.set_headers}
+    assert message.details == "responses_bridge"
+    return message.status.code, headers, message.body
+
+
+def error_of(body: bytes) -> dict[str, Any]:
+    error = orjson.loads(body)["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    return error
+
+
+def sse_terminal(data: bytes) -> dict[str, Any]:
+    assert b"chat.completion.chunk" not in data
+    assert data.endswith(b"data: [DONE]\n\n")
+    return check_stream(data)[-1]
+
+
+# --- fixtures --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def runtime(store: SQLiteResponseStore) -> Runtime:
+    return Runtime(settings=Settings(upstream="http://127.0.0.1:9/v1", db=":memory:", api_key=None), store=store)
+
+
+def new_stream(runtime: Runtime) -> _Stream:
+    return _Stream(runtime, "/v1")
+
+
+async def begun(runtime: Runtime, body: dict[str, Any], *, mode: int = FD) -> _Stream:
+    stream = new_stream(runtime)
+    assert kinds(await stream.handle(request_body(body, mode=mode))) == ["request_body"]
+    return stream
+
+
+async def stored_status(runtime: Runtime, stream: _Stream) -> str | None:
+    assert stream.exchange is not None and stream.exchange.response_id is not None
+    stored = await runtime.store.get_response(stream.exchange.response_id)
+    return stored["status"] if stored else None
+
+
+# --- request ---------------------------------------------------------------------------------------------------
+
+
+async def test_body_without_request_headers_is_rewritten(runtime: Runtime) -> None:
+    stream = new_stream(runtime)
+    [reply] = await stream.handle(request_body(REQUEST, authorization="Bearer sk-client"))
+    common = reply.request_body.response
+    headers = set_headers(reply, "request_body")
+    assert headers[":path"] == "/v1/chat/completions"
+    assert int(headers["content-length"]) == len(common.body_mutation.body)
+    assert "authorization" not in headers  # no configured key: the client's own goes upstream
+    assert list(common.header_mutation.remove_headers) == ["accept-encoding"]
+    chat = orjson.loads(common.body_mutation.body)
+    assert chat["messages"][-1]["content"] == REQUEST["input"]
+    assert stream.full_duplex and stream.authorization == "Bearer sk-client"
+
+
+async def test_request_headers_then_body_with_the_configured_key(store: SQLiteResponseStore) -> None:
+    runtime = Runtime(settings=Settings(upstream="http://127.0.0.1:9/v1", db=":memory:", api_key="sk-up"),
+                      store=store)
+    stream = new_stream(runtime)
+    [reply] = await stream.handle(request_headers("POST", "/v1/responses?x=1", authorization="Bearer sk-client"))
+    assert reply == servicer_module.m.CONTINUE_REQUEST_HEADERS
+    [reply] = await stream.handle(request_body(REQUEST, mode=None))
+    assert set_headers(reply, "request_body")["authorization"] == "Bearer sk-up"
+
+
+async def test_another_route_passes_untouched(store: SQLiteResponseStore) -> None:
+    runtime = Runtime(settings=Settings(upstream="http://127.0.0.1:9/v1", db=":memory:", api_key="sk-up"),
+                      store=store)
+    stream = new_stream(runtime)
+    [reply] = await stream.handle(request_headers("GET", "/v1/models"))
+    assert set_headers(reply, "request_headers") == {"authorization": "Bearer sk-up"}
+    assert await stream.handle(response_headers(200, JSON)) == [servicer_module.m.CONTINUE_RESPONSE_HEADERS]
+    [reply] = await stream.handle(response_body(b'{"data": []}', True))
+    assert streamed(reply) == (b'{"data": []}', True)  # full duplex: passed on as it came
+
+
+async def test_a_post_without_a_body_is_a_400(runtime: Runtime) -> None:
+    [reply] = await new_stream(runtime).handle(request_headers("POST", "/v1/responses", end_of_stream=True))
+    status, headers, body = immediate(reply)
+    assert status == 400 and headers["content-type"] == JSON
+    assert error_of(body)["type"] == "invalid_request_error"
+
+
+async def test_a_body_in_several_chunks(runtime: Runtime) -> None:
+    raw = orjson.dumps(REQUEST)
+    stream = new_stream(runtime)
+    [reply] = await stream.handle(request_body(raw[:10], False))
+    assert reply.request_body.response.body_mutation.body == b"" and reply.request_body.response.HasField(
+        "body_mutation")
+    [reply] = await stream.handle(request_body(raw[10:20], False, mode=None))
+    [reply] = await stream.handle(request_body(raw[20:], True, mode=None))
+    chat = orjson.loads(reply.request_body.response.body_mutation.body)
+    assert chat["messages"][-1]["content"] == REQUEST["input"]
+
+
+async def test_an_invalid_body_is_a_400(runtime: Runtime) -> None:
+    stream = new_stream(runtime)
+    [reply] = await stream.handle(request_body(b"{not json"))
+    status, _, body = immediate(reply)
+    assert status == 400 and error_of(body)["type"] == "invalid_request_error"
+    assert stream.done
+
+
+async def test_a_body_over_the_limit_is_a_413(runtime: Runtime) -> None:
+    runtime.settings.max_request_bytes = 100
+    [reply] = await new_stream(runtime).handle(request_body({**REQUEST, "input": "x" * 200}))
+    status, _, body = immediate(reply)
+    assert status == 413 and error_of(body)["code"] == "request_too_large"
+
+
+async def test_a_streamed_body_is_refused_as_soon_as_it_outgrows_the_limit(runtime: Runtime) -> None:
+    """Not after every chunk was collected and joined: the chunk that crosses the limit gets the 413."""
+    runtime.settings.max_request_bytes = 100
+    stream = new_stream(runtime)
+    [reply] = await stream.handle(request_body(b"x" * 60, False))
+    assert reply.WhichOneof("response") == "request_body"
+    [reply] = await stream.handle(request_body(b"x" * 60, False, mode=None))
+    status, _, _ = immediate(reply)
+    assert status == 413
+    assert stream.request_body == [] and stream.done
+
+
+async def test_a_large_body_is_held_once_while_it_is_translated(runtime: Runtime,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the bytes being parsed are alive during the translation: no extra references from the servicer's
+    frames or its chunk list keep them (or the message they came in) beyond it."""
+    original = Exchange.begin
+    references: list[int] = []
+
+    async def begin(self: Exchange, body: bytes) -> Any:
+        # getrefcount's argument, this parameter, and the one local of _begin that passed it
+        references.append(sys.getrefcount(body))
+        return await original(self, body)
+
+    monkeypatch.setattr(Exchange, "begin", begin)
+    await new_stream(runtime).handle(request_body({**REQUEST, "input": "x" * 100_000}))  # whole
+    raw = orjson.dumps({**REQUEST, "input": "y" * 100_000})
+    stream = new_stream(runtime)
+    await stream.handle(request_body(raw[:10], False))  # in two chunks, joined
+    await stream.handle(request_body(raw[10:], True, mode=None))
+    assert references == [3, 3] and stream.request_body == []
+
+
+async def test_background_without_the_service_is_a_400(runtime: Runtime) -> None:
+    [reply] = await new_stream(runtime).handle(request_body({**REQUEST, "background": True}))
+    status, _, body = immediate(reply)
+    assert status == 400 and error_of(body)["param"] == "background"
+
+
+# --- response, full duplex -------------------------------------------------------------------------------------
+
+
+async def test_a_json_answer_gets_headers_and_body_at_its_end(runtime: Runtime) -> None:
+    stream = await begun(runtime, REQUEST)
+    completion = load_json("text_usage")
+    assert await stream.handle(response_headers(200, JSON)) == []  # the status depends on the body
+    assert await stream.handle(response_body(completion[:100])) == []
+    assert await stream.handle(response_body(completion[100:])) == []
+    headers_reply, body_reply = await stream.handle(response_body(b"", True))
+    headers = set_headers(headers_reply, "response_headers")
+    assert headers[":status"] == "200" and headers["content-type"] == JSON
+    body, end = streamed(body_reply)
+    assert end and orjson.loads(body)["output"][0]["content"][0]["text"] == TEXT
+    assert await stored_status(runtime, stream) == "completed"
+
+
+@pytest.mark.parametrize("client_streams", [False, True])
+async def test_an_upstream_4xx_passes_through_as_an_error(runtime: Runtime, client_streams: bool) -> None:
+    stream = await begun(runtime, {**REQUEST, "stream": client_streams})
+    assert await stream.handle(response_headers(429, JSON)) == []
+    error = b'{"error": {"message": "slow down", "type": "rate_limit_error", "code": "rate_limit_exceeded"}}'
+    headers_reply, body_reply = await stream.handle(response_body(error, True))
+    assert set_headers(headers_reply, "response_headers")[":status"] == "429"
+    body, end = streamed(body_reply)
+    assert end and error_of(body)["message"] == "slow down"
+
+
+async def test_an_upstream_5xx_is_a_502_for_a_json_client(runtime: Runtime) -> None:
+    stream = await begun(runtime, REQUEST)
+    assert await stream.handle(response_headers(500, JSON)) == []
+    headers_reply, body_reply = await stream.handle(response_body(b'{"error": {"message": "boom"}}', True))
+    assert set_headers(headers_reply, "response_headers")[":status"] == "502"
+    assert "boom" in error_of(streamed(body_reply)[0])["message"]
+
+
+async def test_an_upstream_5xx_fails_an_event_stream(runtime: Runtime) -> None:
+    stream = await begun(runtime, {**REQUEST, "stream": True})
+    [reply] = await stream.handle(response_headers(503, JSON))
+    headers = set_headers(reply, "response_headers")
+    assert headers[":status"] == "200" and headers["content-type"].startswith(SSE)
+    [reply] = await stream.handle(response_body(b'{"error": "down"}'))  # the stream's head, nothing else
+    head, end = streamed(reply)
+    assert not end and b"response.in_progress" in head and b"down" not in head
+    [reply] = await stream.handle(response_body(b"", True))
+    body, end = streamed(reply)
+    assert end and sse_terminal(head + body)["type"] == "response.failed"
+    assert await stored_status(runtime, stream) == "failed"
+
+
+@pytest.mark.parametrize("size", [1, 7, 64, 333, 100_000])
+@pytest.mark.parametrize("end_on_empty_chunk", [True, False])
+async def test_sse_chunks_split_anywhere(runtime: Runtime, size: int, end_on_empty_chunk: bool) -> None:
+    """Whatever the cut, the client gets whole events in order; a chunk that completes no event gets no reply;
+    only the last message ends the client's response."""
+    stream = await begun(runtime, {**REQUEST, "stream": True})
+    [reply] = await stream.handle(response_headers(200, SSE))
+    assert set_headers(reply, "response_headers")["content-type"].startswith(SSE)
+    raw = load("text_usage")
+    pieces = [raw[i:i + size] for i in range(0, len(raw), size)]
+    messages = [response_body(p) for p in pieces]
+    if end_on_empty_chunk:
+        messages.append(response_body(b"", True))
+    else:
+        messages[-1] = response_body(pieces[-1], True)
+    client = b""
+    ends = []
+    for message in messages:
+        for reply in await stream.handle(message):
+            body, end = streamed(reply)
+            assert body, "an empty reply costs a message and says nothing"
+            client += body
+            ends.append(end)
+    assert ends[-1] and not any(ends[:-1])
+    events = check_stream(client)
+    assert events[-1]["type"] == "response.completed"
+    assert events[-1]["response"]["output"][0]["content"][0]["text"] == TEXT
+    assert await stored_status(runtime, stream) == "completed"
+
+
+async def test_trailers_end_the_body(runtime: Runtime) -> None:
+    stream = await begun(runtime, {**REQUEST, "stream": True})
+    await stream.handle(response_headers(200, SSE))
+    client = b"".join(streamed(r)[0] for r in await stream.handle(response_body(load("text_usage"))))
+    body_reply, trailers_reply = await stream.handle(response_trailers())
+    body, end = streamed(body_reply)
+    assert end and trailers_reply.WhichOneof("response") == "response_trailers"
+    assert sse_terminal(client + body)["type"] == "response.completed"
+
+    stream = await begun(runtime, REQUEST)
+    await stream.handle(response_headers(200, JSON))
+    assert await stream.handle(response_body(load_json("text_usage"))) == []
+    assert kinds(await stream.handle(response_trailers())) == ["response_headers", "response_body",
+                                                               "response_trailers"]
+
+
+async def test_an_upstream_cut_leaves_a_failed_response(runtime: Runtime) -> None:
+    """Envoy resets the gRPC stream when the upstream drops its connection: the handler abandons the stream."""
+    stream = await begun(runtime, {**REQUEST, "stream": True})
+    await stream.handle(response_headers(200, SSE))
+    raw = load("text_usage")
+    await stream.handle(response_body(raw[: len(raw) // 2]))
+    await stream.abandon()
+    assert await stored_status(runtime, stream) == "failed"
+
+
+async def test_a_response_headers_message_with_end_of_stream(runtime: Runtime) -> None:
+    stream = await begun(runtime, {**REQUEST, "stream": True})
+    [reply] = await stream.handle(response_headers(503, None, end_of_stream=True))
+    common = reply.response_headers.response
+    assert common.status == common.CONTINUE_AND_REPLACE
+    assert sse_terminal(common.body_mutation.body)["type"] == "response.failed"
+
+
+# --- a bug in any phase still answers -------------------------------------------------------------------------
+
+
+def _broken(*args: Any) -> Any:
+    raise RuntimeError("injected")
+
+
+async def _broken_async(*args: Any) -> Any:
+    raise RuntimeError("injected")
+
+
+async def test_a_bug_in_the_request_phase_is_a_500(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Exchange, "begin", _broken_async)
+    [reply] = await new_stream(runtime).handle(request_body(REQUEST))
+    status, _, body = immediate(reply)
+    assert status == 500 and error_of(body)["type"] == "server_error"
+    monkeypatch.setattr(servicer_module._Stream, "_request_body", _broken_async)
+    [reply] = await new_stream(runtime).handle(request_body(REQUEST))
+    assert immediate(reply)[0] == 500
+
+
+@pytest.mark.parametrize("client_streams", [False, True])
+async def test_a_bug_at_the_response_headers(runtime: Runtime, monkeypatch: pytest.MonkeyPatch,
+                                             client_streams: bool) -> None:
+    stream = await begun(runtime, {**REQUEST, "stream": client_streams})
+    monkeypatch.setattr(servicer_module, "_sse_headers", _broken)
+    monkeypatch.setattr(Exchange, "on_upstream_headers", _broken) if not client_streams else None
+    [reply] = await stream.handle(response_headers(200, SSE if client_streams else JSON))
+    status, headers, body = immediate(reply)  # nothing had left Envoy: the whole answer
+    if client_streams:
+        assert status == 200 and sse_terminal(body)["type"] == "response.failed"
+        assert await stored_status(runtime, stream) == "failed"
+    else:
+        assert status == 502 and error_of(body)["type"] == "server_error"
+
+
+async def test_a_bug_mid_stream_ends_it_with_response_failed(runtime: Runtime,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = await begun(runtime, {**REQUEST, "stream": True})
+    await stream.handle(response_headers(200, SSE))
+    frames = load("text_usage").split(b"\n\n")
+    [reply] = await stream.handle(response_body(frames[0] + b"\n\n" + frames[1] + b"\n\n"))
+    client, end = streamed(reply)
+    assert not end
+    monkeypatch.setattr(Exchange, "on_upstream_chunk", _broken)
+    [reply] = await stream.handle(response_body(frames[2] + b"\n\n"))
+    body, end = streamed(reply)
+    assert end and sse_terminal(client + body)["type"] == "response.failed"
+    assert await stream.handle(response_body(b"more")) == []  # the rest is dropped
+    assert await stream.handle(response_trailers()) == [servicer_module.m.CONTINUE_RESPONSE_TRAILERS]
+    assert await stored_status(runtime, stream) == "failed"
+
+
+async def test_a_bug_at_the_end_of_a_json_answer(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = await begun(runtime, REQUEST)
+    await stream.handle(response_headers(200, JSON))
+    monkeypatch.setattr(Exchange, "finish", _broken_async)
+    [reply] = await stream.handle(response_body(load_json("text_usage"), True))
+    status, _, body = immediate(reply)
+    assert status == 502 and error_of(body)["type"] == "server_error"
+
+
+async def test_a_bug_at_the_end_of_a_stream(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = await begun(runtime, {**REQUEST, "stream": True})
+    await stream.handle(response_headers(200, SSE))
+    client = b"".join(streamed(r)[0] for r in await stream.handle(response_body(load("text_usage"))))
+    monkeypatch.setattr(Exchange, "finish", _broken_async)
+    [reply] = await stream.handle(response_body(b"", True))
+    body, end = streamed(reply)
+    assert end and sse_terminal(client + body)["type"] == "response.failed"
+
+
+# --- older bootstraps: response body NONE, mode chosen in the headers reply -------------------------------------
+
+
+async def test_streamed_mode_answers_every_chunk(runtime: Runtime) -> None:
+    stream = await begun(runtime, {**REQUEST, "stream": True}, mode=NONE)
+    [reply] = await stream.handle(response_headers(200, SSE))
+    assert reply.mode_override.response_body_mode == ProcessingMode.STREAMED
+    raw = load("text_usage")
+    client = b""
+    for i in range(0, len(raw), 50):
+        [reply] = await stream.handle(response_body(raw[i:i + 50]))
+        assert reply.response_body.response.HasField("body_mutation")  # never the raw chunk
+        client += reply.response_body.response.body_mutation.body
+    [reply] = await stream.handle(response_body(b"", True))
+    client += reply.response_body.response.body_mutation.body
+    assert sse_terminal(client)["type"] == "response.completed"
+
+
+async def test_buffered_mode_for_a_json_answer(runtime: Runtime) -> None:
+    stream = await begun(runtime, REQUEST, mode=NONE)
+    [reply] = await stream.handle(response_headers(200, JSON))
+    assert reply.mode_override.response_body_mode == ProcessingMode.BUFFERED
+    [reply] = await stream.handle(response_body(load_json("text_usage"), True))
+    assert set_headers(reply, "response_body")[":status"] == "200"
+    assert orjson.loads(reply.response_body.response.body_mutation.body)["status"] == "completed"
+
+
+# --- draining --------------------------------------------------------------------------------------------------
+
+
+async def test_a_draining_runtime_refuses_new_responses(runtime: Runtime) -> None:
+    runtime.draining = True
+    for message in (request_body(REQUEST), request_headers("POST", "/v1/responses")):
+        [reply] = await new_stream(runtime).handle(message)
+        status, _, body = immediate(reply)
+        assert status == 503 and error_of(body)["code"] == "server_shutdown"
+    [reply] = await new_stream(runtime).handle(request_headers("GET", "/v1/models"))  # not new work of ours
+    assert reply == servicer_module.m.CONTINUE_REQUEST_HEADERS
+
+
+class Sent:
+    """Stands in for the gRPC stream's ``write``."""
+
+    def __init__(self) -> None:
+        self.messages: list[ProcessingResponse] = []
+
+    async def __call__(self, message: ProcessingResponse) -> None:
+        self.messages.append(message)
+
+
+async def test_shutting_down_an_open_stream_ends_it_now(runtime: Runtime) -> None:
+    sent = Sent()
+    stream = _Stream(runtime, "/v1", sent)
+    await stream.handle(request_body({**REQUEST, "stream": True}))
+    await stream.handle(response_headers(200, SSE))
+    raw = load("text_usage")
+    client = b"".join(streamed(r)[0] for r in await stream.handle(response_body(raw[:600])))
+    await stream.shut_down()
+    [reply] = sent.messages
+    body, end = streamed(reply)
+    assert end
+    last = sse_terminal(client + body)
+    assert last["type"] == "response.failed" and last["response"]["error"]["code"] == "server_shutdown"
+    assert await stream.handle(response_body(raw[600:], True)) == []
+    assert await stored_status(runtime, stream) == "failed"
+
+
+@pytest.mark.parametrize("client_streams", [False, True])
+async def test_shutting_down_before_the_upstream_answered(runtime: Runtime, client_streams: bool) -> None:
+    sent = Sent()
+    stream = _Stream(runtime, "/v1", sent)
+    await stream.handle(request_body({**REQUEST, "stream": client_streams}))
+    await stream.shut_down()
+    [reply] = sent.messages
+    status, _, body = immediate(reply)
+    if client_streams:
+        assert status == 200
+        assert sse_terminal(body)["response"]["error"]["code"] == "server_shutdown"
+        assert await stored_status(runtime, stream) == "failed"
+    else:
+        assert status == 503 and error_of(body)["code"] == "server_shutdown"
+
+
+async def test_shutting_down_in_streamed_mode_waits_for_the_next_chunk(runtime: Runtime) -> None:
+    sent = Sent()
+    stream = _Stream(runtime, "/v1", sent)
+    await stream.handle(request_body({**REQUEST, "stream": True}, mode=NONE))
+    await stream.handle(response_headers(200, SSE))
+    raw = load("text_usage")
+    [reply] = await stream.handle(response_body(raw[:600]))
+    client = reply.response_body.response.body_mutation.body
+    await stream.shut_down()
+    assert sent.messages == []  # STREAMED mode: the processor may only answer a chunk
+    [reply] = await stream.handle(response_body(raw[600:900]))
+    client += reply.response_body.response.body_mutation.body
+    assert sse_terminal(client)["response"]["error"]["code"] == "server_shutdown"
+    [reply] = await stream.handle(response_body(raw[900:], True))
+    assert reply.response_body.response.body_mutation.body == b"" and stream.done
+
+
+# --- over a real gRPC channel ----------------------------------------------------------------------------------
+
+
+class Call:
+    """One ``Process`` call from the client side, as Envoy makes it."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.call = external_processor_pb2_grpc.ExternalProcessorStub(channel).Process()
+
+    async def send(self, message: ProcessingRequest, replies: int) -> list[ProcessingResponse]:
+        await self.call.write(message)
+        return [await self.call.read() for _ in range(replies)]
+
+
+@pytest.fixture
+async def served(runtime: Runtime) -> AsyncIterator[tuple[Any, grpc.aio.Channel]]:
+    door = await start_extproc_server(runtime, "127.0.0.1", 0)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{door.bound_port}")
+    try:
+        yield door, channel
+    finally:
+        await channel.close()
+        await door.stop(0)
+
+
+async def _open_stream(channel: grpc.aio.Channel) -> tuple[Call, str]:
+    call = Call(channel)
+    [reply] = await call.send(request_body({**REQUEST, "stream": True}), 1)
+    assert reply.WhichOneof("response") == "request_body"
+    await call.send(response_headers(200, SSE), 1)
+    [reply] = await call.send(response_body(load("text_usage")[:600]), 1)
+    head = streamed(reply)[0]
+    response_id = orjson.loads(head.split(b"data: ", 1)[1].split(b"\n", 1)[0])["response"]["id"]
+    return call, response_id
+
+
+async def _status_becomes(runtime: Runtime, response_id: str, status: str) -> bool:
+    for _ in range(200):  # a condition with a generous bound, not a timing assertion
+        stored = await runtime.store.get_response(response_id)
+        if stored is not None and stored["status"] == status:
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
+async def test_a_client_reset_mid_stream_fails_the_response(runtime: Runtime, served: Any) -> None:
+    _, channel = served
+    call, response_id = await _open_stream(channel)
+    call.call.cancel()  # what Envoy does when the client goes away
+    assert await _status_becomes(runtime, response_id, "failed")
+
+
+async def test_a_stream_closed_early_fails_the_response(runtime: Runtime, served: Any) -> None:
+    _, channel = served
+    call, response_id = await _open_stream(channel)
+    await call.call.done_writing()  # the request iterator ends before the response did
+    assert await call.call.read() == grpc.aio.EOF
+    assert await _status_becomes(runtime, response_id, "failed")
+
+
+async def test_a_drain_ends_live_streams_before_the_server_stops(runtime: Runtime, served: Any) -> None:
+    door, channel = served
+    runtime.settings.drain_timeout = 0.2
+    call, response_id = await _open_stream(channel)
+    stopping = asyncio.create_task(door())
+    reply = await call.call.read()  # sent by the processor on its own: no upstream chunk came
+    body, end = streamed(reply)
+    assert end and b'"code":"server_shutdown"' in body and body.endswith(b"data: [DONE]\n\n")
+    assert runtime.draining
+    await call.call.done_writing()  # Envoy closes the stream once the response ended
+    await asyncio.wait_for(stopping, 30)
+    stored = await runtime.store.get_response(response_id)
+    assert stored is not None and stored["status"] == "failed"
+
+
+# --- the outbox ------------------------------------------------------------------------------------------------
+
+
+async def test_the_outbox_joins_body_bytes_that_pile_up_and_keeps_the_order() -> None:
+    from responses_bridge.adapters.extproc.messages import CONTINUE_RESPONSE_TRAILERS, response_headers_reply, \
+        streamed_body
+    from responses_bridge.adapters.extproc.outbox import Outbox
+
+    written: list[ProcessingResponse] = []
+    release = asyncio.Event()
+
+    async def slow_write(message: ProcessingResponse) -> None:
+        written.append(message)
+        await release.wait()  # the first write is still under way while the rest piles up
+
+    outbox = Outbox(slow_write, merge=True)
+    headers = response_headers_reply(None, [("content-type", SSE)])
+    outbox.put([headers])
+    while not written:
+        await asyncio.sleep(0)
+    outbox.put([streamed_body(b"a", False)])
+    outbox.put([streamed_body(b"b", False), streamed_body(b"c", True), CONTINUE_RESPONSE_TRAILERS])
+    release.set()
+    await outbox.flush()
+    assert written[0] is headers
+    assert [streamed(r) for r in written[1:2]] == [(b"abc", True)]
+    assert written[2] is CONTINUE_RESPONSE_TRAILERS and len(written) == 3
+
+
+async def test_the_outbox_reports_a_broken_stream() -> None:
+    from responses_bridge.adapters.extproc.messages import streamed_body
+    from responses_bridge.adapters.extproc.outbox import Outbox
+
+    async def broken(message: ProcessingResponse) -> None:
+        raise RuntimeError("stream gone")
+
+    outbox = Outbox(broken, merge=True)
+    outbox.put([streamed_body(b"a", False)])
+    with pytest.raises(RuntimeError):
+        await outbox.flush()
+    with pytest.raises(RuntimeError):
+        outbox.put([streamed_body(b"b", False)])
+    await outbox.close()
