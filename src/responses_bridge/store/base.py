@@ -44,8 +44,12 @@ class ResponseStore(Protocol):
 
     async def close(self) -> None: ...
 
-    async def save_response(self, response: dict, input_items: list[dict]) -> None:
-        """Insert, or replace if the id exists (``in_progress`` -> ``completed``), response and items atomically."""
+    async def save_response(self, response: dict, input_items: list[dict], *,
+                            conversation_id: str | None = None) -> None:
+        """Insert, or replace if the id exists (``in_progress`` -> ``completed``), response and items atomically.
+
+        With ``conversation_id``, the response's input then output items are appended to that conversation (on
+        the same database) in the same transaction; a conversation that no longer exists is skipped."""
 
     async def get_response(self, response_id: str) -> dict | None: ...
 
