@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     reasoning_history: Literal["drop", "reasoning_content"] = "drop"
     unsupported_tools: Literal["drop", "reject"] = "drop"  # server-side tools it cannot run; see engine/tools.py
     sealing_key: str | None = None  # urlsafe base64 of 32 bytes; see sealing.py
+    store_stall_seconds: float = 10.0  # a write waiting longer than this makes GET /health/ready answer 503
     log_level: str = "info"
     log_format: Literal["json", "console"] = "json"
 

@@ -32,6 +32,7 @@ class Runtime:
     prompts: PromptService | None = None
     upstream: UpstreamClient | None = None  # the sidecar's own upstream calls (``upstream_via`` when set)
     background: BackgroundService | None = None
+    draining: bool = False  # shutting down: readiness answers 503 so load balancers stop sending new work
 
     async def _open_background(self, store: SQLiteResponseStore) -> None:
         """Background runs of a previous process that never ended are marked failed (none can be running now),

@@ -44,6 +44,17 @@ class ResponseStore(Protocol):
 
     async def close(self) -> None: ...
 
+    @property
+    def is_open(self) -> bool:
+        """Open and migrated to the schema this code expects (readiness)."""
+
+    @property
+    def write_queue_depth(self) -> int:
+        """Writes queued or running."""
+
+    def write_stall_seconds(self) -> float:
+        """How long the oldest queued or running write has been waiting; 0 when none is (readiness)."""
+
     async def save_response(self, response: dict, input_items: list[dict], *,
                             conversation_id: str | None = None) -> None:
         """Insert, or replace if the id exists (``in_progress`` -> ``completed``), response and items atomically.

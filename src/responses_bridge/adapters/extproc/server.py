@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from ...services.readiness import check_readiness
 
 from ...envoy_config import EXTPROC_SERVICE, upstream_path_prefix
 from ...runtime import Runtime
@@ -35,6 +39,7 @@ async def start_extproc_server(runtime: Runtime, host: str, port: int, *,
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for service in ("", EXTPROC_SERVICE):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    server.readiness_task = asyncio.create_task(_report_readiness(runtime, health_servicer))  # type: ignore[attr-defined]
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         bound = server.add_insecure_port(address)
@@ -45,3 +50,23 @@ async def start_extproc_server(runtime: Runtime, host: str, port: int, *,
     await server.start()
     server.bound_port = bound  # type: ignore[attr-defined]
     return server
+
+
+READINESS_INTERVAL_SECONDS = 1.0
+
+
+async def _report_readiness(runtime: Runtime, health_servicer: health.aio.HealthServicer) -> None:
+    """Keep the gRPC health status in step with readiness (Envoy's health checks of the processor see a stalled
+    store or a draining process as NOT_SERVING). Ends once the store has closed."""
+    serving: bool | None = True
+    while True:
+        ready = check_readiness(runtime.store, stall_limit_seconds=runtime.settings.store_stall_seconds,
+                                draining=runtime.draining).ready
+        if ready != serving:
+            status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+            for service in ("", EXTPROC_SERVICE):
+                await health_servicer.set(service, status)
+            serving = ready
+        if not runtime.store.is_open:
+            return
+        await asyncio.sleep(READINESS_INTERVAL_SECONDS)
