@@ -235,8 +235,9 @@ async def test_ready_turns_503_while_a_write_is_stalled_and_when_draining(db: SQ
 
             holder = asyncio.create_task(stuck_writer())
             waiting = asyncio.create_task(db.save_response(response("resp_waits"), []))
-            while db.write_stall_seconds() <= 0.2:  # wait for the condition, not a fixed time
-                await asyncio.sleep(0.02)
+            async with asyncio.timeout(30):
+                while db.write_stall_seconds() <= 0.2:  # wait for the condition, not a fixed time
+                    await asyncio.sleep(0.02)
             status, body = await get("/health/ready")
             assert status == 503 and body["failed"] == ["store_writes"]
             assert body["checks"]["store_writes"]["stall_seconds"] > 0.2
@@ -266,3 +267,31 @@ async def test_a_closed_store_is_not_ready(tmp_path) -> None:
     assert check_readiness(store, stall_limit_seconds=10, draining=False).failed == ["store_open", "store_writes"]
     async with store:
         assert check_readiness(store, stall_limit_seconds=10, draining=False).ready
+
+
+async def test_grpc_health_follows_readiness(db: SQLiteResponseStore) -> None:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from responses_bridge.adapters.extproc.server import start_extproc_server
+
+    runtime = Runtime(settings=Settings(), store=db)
+    server = await start_extproc_server(runtime, "127.0.0.1", 0)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.bound_port}") as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+
+            async def status() -> int:
+                return (await stub.Check(health_pb2.HealthCheckRequest(service=""))).status
+
+            assert await status() == health_pb2.HealthCheckResponse.SERVING
+            async with asyncio.timeout(30):  # a broken update fails the test instead of hanging it
+                runtime.draining = True
+                while await status() != health_pb2.HealthCheckResponse.NOT_SERVING:  # updated within a second
+                    await asyncio.sleep(0.05)
+                runtime.draining = False
+                while await status() != health_pb2.HealthCheckResponse.SERVING:
+                    await asyncio.sleep(0.05)
+    finally:
+        server.readiness_task.cancel()
+        await server.stop(None)
