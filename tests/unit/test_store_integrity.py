@@ -295,3 +295,19 @@ async def test_grpc_health_follows_readiness(db: SQLiteResponseStore) -> None:
     finally:
         server.readiness_task.cancel()
         await server.stop(None)
+
+
+async def test_loading_a_chain_sorts_no_item_through_sqlite(db: SQLiteResponseStore, tmp_path) -> None:
+    """One statement for the whole chain, and no temporary b-tree: sorting there would copy every item's JSON."""
+    from responses_bridge.store.sqlite import _LOAD_HISTORY
+
+    with sqlite3.connect(str(tmp_path / "store.db")) as conn:
+        plan = [row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + _LOAD_HISTORY, {"id": "x", "max_depth": 9})]
+    assert not any("TEMP B-TREE" in step for step in plan), plan
+    await db.save_response(response("resp_1", output=[{"type": "message", "id": "out_1"}]),
+                           [message("a", "in_1a"), message("b", "in_1b")])
+    second = response("resp_2", output=[{"type": "message", "id": "out_2"}])
+    second["previous_response_id"] = "resp_1"
+    await db.save_response(second, [message("c", "in_2")])
+    history = await db.load_history("resp_2")
+    assert [item["id"] for item in history] == ["in_1a", "in_1b", "out_1", "in_2", "out_2"]

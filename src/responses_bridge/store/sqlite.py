@@ -59,7 +59,8 @@ and a huge one in the ``(response_id, item_id)`` index would bring back the big-
 # One statement for the whole chain: walk up from the requested response through previous_response_id (each step
 # is a primary-key lookup, and a missing/deleted ancestor simply ends the recursion), then fetch every turn's items
 # in one join. The LEFT JOIN keeps a row for a known response without items, so "no rows" means "unknown id".
-# 'input' sorts before 'output', which gives "inputs, then outputs" per turn; oldest turn (deepest) first.
+# The rows come back unsorted and are ordered in Python (oldest turn, i.e. deepest, first; 'input' before 'output';
+# by position): an ORDER BY here would copy every item's JSON, however large, through SQLite's sorter.
 _LOAD_HISTORY = """
 WITH RECURSIVE chain(id, previous_response_id, depth) AS (
     SELECT id, previous_response_id, 0 FROM responses WHERE id = :id
@@ -68,9 +69,8 @@ WITH RECURSIVE chain(id, previous_response_id, depth) AS (
     FROM chain JOIN responses AS r ON r.id = chain.previous_response_id
     WHERE chain.depth < :max_depth
 )
-SELECT i.item
+SELECT chain.depth, i.kind, i.position, i.item
 FROM chain LEFT JOIN response_items AS i ON i.response_id = chain.id
-ORDER BY chain.depth DESC, i.kind, i.position
 """
 
 # Resolves existence and both cursors in one round trip so a page costs two statements however it is asked for.
@@ -480,7 +480,9 @@ class SQLiteResponseStore:
             )
         if not rows:
             return None
-        return [orjson.loads(item) for (item,) in rows if item is not None]
+        found = [row for row in rows if row[3] is not None]
+        found.sort(key=lambda row: (-row[0], row[1], row[2]))
+        return [orjson.loads(row[3]) for row in found]
 
 
 async def _on_db_thread(conn: aiosqlite.Connection, function: Callable[[sqlite3.Connection], T]) -> T:
