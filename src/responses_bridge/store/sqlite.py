@@ -309,7 +309,8 @@ class SQLiteResponseStore:
         huge statement shows here (and so in readiness) however quickly reads are still answered."""
         if not self._write_waits:
             return 0.0
-        return max(0.0, time.monotonic() - min(self._write_waits.values()))
+        oldest = next(iter(self._write_waits.values()))  # tokens are handed out in time order; dicts keep it
+        return max(0.0, time.monotonic() - oldest)
 
     def _wait_begins(self) -> int:
         token = next(self._tokens)
