@@ -15,6 +15,7 @@ import pytest
 
 from responses_bridge.engine.exchange import Exchange
 from responses_bridge.engine.options import EngineOptions
+from responses_bridge.protocol.errors import APIError
 from responses_bridge.services.background import BackgroundService, split_frames
 from responses_bridge.store import SQLiteResponseStore
 from responses_bridge.store.events import INTERRUPTED_CODE, SQLiteEventLog
@@ -310,3 +311,19 @@ async def test_cancelling_a_run_left_in_progress_writes_a_terminal_event(store: 
     assert [sequence for sequence, _ in replay] == [0, 1]
     assert replay[-1][1].startswith(b"event: response.cancelled\n")
     assert (await store.get_response(response["id"]))["status"] == "cancelled"
+
+
+async def test_a_run_retrying_its_terminal_save_can_be_deleted_and_shut_down(tmp_path) -> None:
+    async with TerminalSavesFail(str(tmp_path / "broken.db")) as store:
+        service = BackgroundService(store, SQLiteEventLog(store), ScriptedUpstream(["a"]))  # type: ignore[arg-type]
+        first, second = await start(service, store), await start(service, store)
+        for run in (first, second):
+            while not run.done:
+                await run.wait()
+        with pytest.raises(APIError) as refused:  # it ended (failed): too late to cancel
+            await service.cancel(first.response_id)
+        assert refused.value.status == 400
+        await service.forget(first.response_id)  # DELETE does not wait for the store to recover
+        assert first.task.done()
+        await service.close()  # neither does shutdown
+        assert second.task.done()

@@ -286,9 +286,12 @@ class BackgroundService:
         run = self.runs.get(response_id)
         if run is not None:
             await _until_started(run)
-        if run is not None and run.done:  # ended, its terminal state still being stored: it was not cancelled
-            status = (run.exchange.response or {}).get("status")
-            raise APIError(400, f"Cannot cancel a {status} response.", param="response_id", code="invalid_request")
+        if run is not None and run.done:  # ended, its terminal state still being stored (see BackgroundRun._settle)
+            final = run.exchange.response or {}
+            if final.get("status") == "cancelled":
+                return final
+            raise APIError(400, f"Cannot cancel a {final.get('status')} response.", param="response_id",
+                           code="invalid_request")
         if run is not None and not run.finishing and run.task is not None:
             run.stop_reason = "cancel"
             run.task.cancel()
@@ -317,7 +320,7 @@ class BackgroundService:
         if run is None or run.task is None:
             return
         await _until_started(run)
-        if not run.finishing:
+        if not run.finishing or run.done:  # running, or ended and still retrying its terminal save
             run.stop_reason = "deleted"
             run.task.cancel()
         await asyncio.wait([run.task])
@@ -330,7 +333,7 @@ class BackgroundService:
         for run in runs:
             await _until_started(run)
         for run in runs:
-            if not run.finishing:
+            if not run.finishing or run.done:  # a run still retrying its terminal save is failed by the next start
                 run.stop_reason = "shutdown"
                 run.task.cancel()  # type: ignore[union-attr]
         if runs:
