@@ -54,7 +54,8 @@ _ADVANCE_SEQ = "UPDATE conversations SET next_seq = next_seq + ? WHERE id = ?"
 
 MAX_INDEXED_ITEM_ID = 512
 """Longer item ids are stored without their id column (they cannot be a pagination cursor): an id is client input,
-and a huge one in the ``(response_id, item_id)`` index would bring back the big-key b-tree cost migration 4 removed."""
+and a huge one in the ``(conversation_id, item_id)`` index would bring back the big-key b-tree cost migration 4
+removed."""
 
 # One statement for the whole chain: walk up from the requested response through previous_response_id (each step
 # is a primary-key lookup, and a missing/deleted ancestor simply ends the recursion), then fetch every turn's items
@@ -74,6 +75,7 @@ FROM chain LEFT JOIN response_items AS i ON i.response_id = chain.id
 """
 
 # Resolves existence and both cursors in one round trip so a page costs two statements however it is asked for.
+# A cursor is found by scanning the response's input rows in order (no index on item ids: see migration 4).
 _RESOLVE_CURSORS = """
 SELECT
     EXISTS (SELECT 1 FROM responses WHERE id = :id),
