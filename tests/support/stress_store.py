@@ -49,7 +49,7 @@ async def _post(session: aiohttp.ClientSession, url: str, body: bytes, timeout: 
                                 timeout=aiohttp.ClientTimeout(total=timeout)) as response:
             await response.read()
             return response.status, time.monotonic() - started
-    except (aiohttp.ClientError, asyncio.TimeoutError):
+    except (TimeoutError, aiohttp.ClientError):
         return 0, time.monotonic() - started
 
 

@@ -59,7 +59,7 @@ def _load_key_at_barrier(barrier, db: str, results) -> None:  # a child process
     barrier.wait()
     try:
         results.put(("ok", load_or_create_key(None, db)))
-    except Exception as exc:  # reported to the test, not lost in the child
+    except Exception as exc:  # noqa: BLE001  (reported to the test, not lost in the child)
         results.put(("error", repr(exc)))
 
 

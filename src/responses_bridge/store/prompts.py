@@ -10,6 +10,7 @@ right after it.
 from __future__ import annotations
 
 import sqlite3
+from typing import Any
 
 import orjson
 
@@ -42,7 +43,7 @@ class SQLitePromptStore:
                           expected_version: int | None = None) -> StoredPromptVersion | None:
         body_json = orjson.dumps(body).decode()
 
-        def write_and_read(conn: sqlite3.Connection) -> tuple | None:
+        def write_and_read(conn: sqlite3.Connection) -> tuple[Any, ...] | None:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.execute("INSERT INTO prompt_version_writes (prompt_id, expected_version, created_at, body) "

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiosqlite
 import orjson
@@ -95,7 +96,7 @@ ItemRow = tuple[str | None, bytes]
 """One item as stored: its id (None when it has none, or one too long to index) and its JSON."""
 
 
-def item_rows(items: list[dict]) -> list[ItemRow]:
+def item_rows(items: list[dict[str, Any]]) -> list[ItemRow]:
     """Serialise items one by one: each becomes its own row, so no JSON text of the whole list is ever built."""
     rows: list[ItemRow] = []
     for item in items:
@@ -110,7 +111,7 @@ def item_rows(items: list[dict]) -> list[ItemRow]:
 class _Save:
     """One queued save: the response's columns, its items serialised, and the caller waiting for it."""
 
-    response: tuple
+    response: tuple[object, ...]
     inputs: list[ItemRow]
     outputs: list[ItemRow]
     conversation_id: str | None
@@ -118,7 +119,7 @@ class _Save:
     token: int = 0
 
 
-def _save_row(response: dict, input_items: list[dict], conversation_id: str | None,
+def _save_row(response: dict[str, Any], input_items: list[dict[str, Any]], conversation_id: str | None,
               done: asyncio.Future[None]) -> _Save:
     try:
         response_id = response["id"]
@@ -182,7 +183,7 @@ def _write_saves(conn: sqlite3.Connection, saves: list[_Save]) -> list[Exception
             conn.execute("SAVEPOINT save_response")
             try:
                 _write_one(conn, save)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001  (whatever failed this response is its caller's error alone)
                 conn.execute("ROLLBACK TO save_response")
                 outcomes.append(exc)
             else:
@@ -398,7 +399,7 @@ class SQLiteResponseStore:
             try:
                 async with self._write_lock:
                     try:
-                        outcomes = await _on_db_thread(writer, lambda conn: _write_saves(conn, batch))
+                        outcomes = await _on_db_thread(writer, functools.partial(_write_saves, saves=batch))
                     except Exception:
                         if len(batch) == 1:
                             raise
@@ -407,8 +408,8 @@ class SQLiteResponseStore:
                         outcomes = []
                         for save in batch:
                             try:
-                                outcomes.extend(await _on_db_thread(writer, lambda conn, s=save: _write_saves(conn, [s])))
-                            except Exception as exc:
+                                outcomes += await _on_db_thread(writer, functools.partial(_write_saves, saves=[save]))
+                            except Exception as exc:  # noqa: BLE001  (reported to that response's caller)
                                 outcomes.append(exc)
             except BaseException as exc:
                 for save in batch:
@@ -434,9 +435,10 @@ class SQLiteResponseStore:
 
     async def delete_response(self, response_id: str) -> bool:
         # Items go with the row through ON DELETE CASCADE (foreign_keys is on for the write connection).
-        async with self._write("delete") as writer:  # one autocommit statement: atomic on its own
-            async with writer.execute("DELETE FROM responses WHERE id = ?", (response_id,)) as cursor:
-                return cursor.rowcount > 0
+        # one autocommit statement: atomic on its own
+        async with self._write("delete") as writer, writer.execute("DELETE FROM responses WHERE id = ?",
+                                                                   (response_id,)) as cursor:
+            return cursor.rowcount > 0
 
     async def list_input_items(
         self,
@@ -492,7 +494,7 @@ async def _on_db_thread(conn: aiosqlite.Connection, function: Callable[[sqlite3.
     """Run ``function`` with the underlying sqlite3 connection on aiosqlite's own thread (where every statement
     of that connection runs): a whole batch of statements costs one hop instead of one per statement."""
     raw = conn._conn  # aiosqlite exposes no public way to run a function on its thread with its connection
-    return await conn._execute(function, raw)  # type: ignore[no-any-return]
+    return await conn._execute(function, raw)  # type: ignore[no-any-return,no-untyped-call]
 
 
 __all__ = ["SQLiteResponseStore", "default_db_path"]

@@ -8,10 +8,9 @@ import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from ...services.readiness import check_readiness
-
 from ...envoy_config import EXTPROC_SERVICE, upstream_path_prefix
 from ...runtime import Runtime
+from ...services.readiness import check_readiness
 from .servicer import ExtProcServicer
 
 MIN_MESSAGE_BYTES = 128 * 1024 * 1024
