@@ -149,6 +149,10 @@ async def test_group_commit_fails_only_the_failing_save(db: SQLiteResponseStore)
         if stored is not None:
             assert await db.load_history(rid) == [message(rid, f"msg_{rid}")]
     assert db.write_queue_depth == 0 and db.write_stall_seconds() == 0.0
+    with pytest.raises(sqlite3.IntegrityError):  # alone in its batch, too
+        await db.save_response(response("resp_bad"), [message("x", "msg_x")])
+    await db.save_response(response("resp_after"), [])  # and the store goes on
+    assert await db.get_response("resp_bad") is None and await db.get_response("resp_after") is not None
 
 
 # --- prompts: concurrent updates each get back their own version ---------------------------------------------------

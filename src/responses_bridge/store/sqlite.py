@@ -166,8 +166,9 @@ def _write_one(conn: sqlite3.Connection, save: _Save) -> None:
     conn.execute(_UPSERT_RESPONSE, save.response)
     conn.execute(_DELETE_ITEMS, (response_id,))
     for kind, rows in (("input", save.inputs), ("output", save.outputs)):
-        conn.executemany(_INSERT_ITEM, ((response_id, kind, position, item_id, blob)
-                                        for position, (item_id, blob) in enumerate(rows)))
+        if rows:
+            conn.executemany(_INSERT_ITEM, ((response_id, kind, position, item_id, blob)
+                                            for position, (item_id, blob) in enumerate(rows)))
     if save.conversation_id is not None:
         # a conversation deleted while the response ran simply does not get the turn; the response is still good
         append_conversation_rows(conn, save.conversation_id, [*save.inputs, *save.outputs])
@@ -175,11 +176,17 @@ def _write_one(conn: sqlite3.Connection, save: _Save) -> None:
 
 def _write_saves(conn: sqlite3.Connection, saves: list[_Save]) -> list[Exception | None]:
     """One transaction for the batch, one savepoint per response: a response whose statements fail is rolled back
-    alone and reported to its own caller; the others commit. Runs on the database thread."""
+    alone and reported to its own caller; the others commit. Runs on the database thread. (A batch of one needs
+    no savepoint: its transaction is its unit.)"""
     outcomes: list[Exception | None] = []
+    alone = len(saves) == 1
     conn.execute("BEGIN IMMEDIATE")
     try:
         for save in saves:
+            if alone:
+                _write_one(conn, save)
+                outcomes.append(None)
+                continue
             conn.execute("SAVEPOINT save_response")
             try:
                 _write_one(conn, save)
@@ -190,6 +197,12 @@ def _write_saves(conn: sqlite3.Connection, saves: list[_Save]) -> list[Exception
                 outcomes.append(None)
             conn.execute("RELEASE save_response")
         conn.execute("COMMIT")
+    except Exception as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        if alone and not outcomes:
+            return [exc]  # that response's own statement failed: its caller's error
+        raise
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
