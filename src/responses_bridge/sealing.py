@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -89,9 +90,25 @@ def load_or_create_key(configured: str | None, db_path: str) -> bytes:
     path = directory / "sealing.key"
     if path.exists():
         return decode_key(path.read_text())
-    key = os.urandom(32)
     directory.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as file:
-        file.write(base64.urlsafe_b64encode(key).decode())
+    return _create_key_file(path)
+
+
+def _create_key_file(path: Path) -> bytes:
+    """Write a new key to a private temporary file, then link it into place: the link either creates
+    ``sealing.key`` whole or fails because another process got there first, so no one ever reads a half-written
+    key, and the process that lost the race uses the winner's key (both then seal with the same one)."""
+    key = os.urandom(32)
+    fd, temporary = tempfile.mkstemp(prefix=".sealing.key.", dir=path.parent)  # mode 600
+    try:
+        with os.fdopen(fd, "w") as file:
+            file.write(base64.urlsafe_b64encode(key).decode())
+            file.flush()
+            os.fsync(file.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            return decode_key(path.read_text())
+    finally:
+        os.unlink(temporary)
     return key

@@ -15,6 +15,7 @@ import pytest
 
 from responses_bridge.engine.exchange import Exchange
 from responses_bridge.engine.options import EngineOptions
+from responses_bridge.protocol.errors import APIError
 from responses_bridge.services.background import BackgroundService, split_frames
 from responses_bridge.store import SQLiteResponseStore
 from responses_bridge.store.events import INTERRUPTED_CODE, SQLiteEventLog
@@ -263,3 +264,74 @@ async def test_cancel_and_shutdown_right_after_start(store: SQLiteResponseStore)
     await service.close()
     assert (await store.get_response(other.response_id))["status"] == "failed"
     assert not service.runs
+
+
+# --- a terminal save that fails ----------------------------------------------------------------------------------
+
+
+class TerminalSavesFail(SQLiteResponseStore):
+    """Saves of a terminal state fail while ``broken`` is set (a full disk, a locked file)."""
+
+    broken = True
+
+    async def save_response(self, response: dict, input_items: list[dict], **kwargs: object) -> None:
+        if self.broken and response.get("status") in ("completed", "incomplete", "failed", "cancelled"):
+            raise OSError("disk full")
+        await super().save_response(response, input_items, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_a_failed_terminal_save_ends_the_run_and_is_stored_once_the_store_recovers(tmp_path) -> None:
+    async with TerminalSavesFail(str(tmp_path / "broken.db")) as store:
+        log = SQLiteEventLog(store)
+        service = BackgroundService(store, log, ScriptedUpstream(["one ", "two"]))  # type: ignore[arg-type]
+        run = await start(service, store)
+        while not run.done:  # readers are told the run ended although the store still refuses it
+            await run.wait()
+        assert run.frames[-1].startswith(b"event: response.failed\n")
+        assert not any(frame.startswith(b"event: response.completed\n") for frame in run.frames)
+        assert (await store.get_response(run.response_id))["status"] == "in_progress"
+        assert not run.task.done()  # still retrying
+        store.broken = False
+        await run.task
+        stored = await store.get_response(run.response_id)
+        assert stored["status"] == "failed"
+        replay = await log.after(run.response_id, -1)
+        assert [sequence for sequence, _ in replay] == list(range(len(replay)))  # no gap, none twice
+        assert [frame for _, frame in replay] == run.frames
+        assert replay[-1][1].startswith(b"event: response.failed\n")
+        assert not any(frame.startswith(b"event: response.completed\n") for _, frame in replay)
+        for sequence, frame in replay:
+            assert orjson.loads(frame.split(b"\ndata: ", 1)[1])["sequence_number"] == sequence
+
+
+async def test_cancelling_a_run_left_in_progress_writes_a_terminal_event(store: SQLiteResponseStore) -> None:
+    log = SQLiteEventLog(store)
+    service = BackgroundService(store, log, ScriptedUpstream(["a"]))  # type: ignore[arg-type]
+    exchange = Exchange(store, EngineOptions())
+    await exchange.begin(orjson.dumps({"model": "m", "input": "x", "background": True}))
+    exchange.queued()
+    response = dict(exchange.response, status="in_progress")
+    await store.save_response(response, exchange.request.input_items)
+    await log.append(response["id"], [(0, b'event: response.created\ndata: {"sequence_number":0}\n\n')])
+    cancelled = await service.cancel(response["id"])  # no run of this process holds it
+    assert cancelled["status"] == "cancelled"
+    replay = await log.after(response["id"], -1)
+    assert [sequence for sequence, _ in replay] == [0, 1]
+    assert replay[-1][1].startswith(b"event: response.cancelled\n")
+    assert (await store.get_response(response["id"]))["status"] == "cancelled"
+
+
+async def test_a_run_retrying_its_terminal_save_can_be_deleted_and_shut_down(tmp_path) -> None:
+    async with TerminalSavesFail(str(tmp_path / "broken.db")) as store:
+        service = BackgroundService(store, SQLiteEventLog(store), ScriptedUpstream(["a"]))  # type: ignore[arg-type]
+        first, second = await start(service, store), await start(service, store)
+        for run in (first, second):
+            while not run.done:
+                await run.wait()
+        with pytest.raises(APIError) as refused:  # it ended (failed): too late to cancel
+            await service.cancel(first.response_id)
+        assert refused.value.status == 400
+        await service.forget(first.response_id)  # DELETE does not wait for the store to recover
+        assert first.task.done()
+        await service.close()  # neither does shutdown
+        assert second.task.done()

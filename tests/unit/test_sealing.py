@@ -53,3 +53,33 @@ def test_key_file_is_created_once_private(tmp_path: Path) -> None:
     assert load_or_create_key(configured, db) == decode_key(configured)
     with pytest.raises(ValueError):
         decode_key(base64.urlsafe_b64encode(b"short").decode())
+
+
+def _load_key_at_barrier(barrier, db: str, results) -> None:  # a child process
+    barrier.wait()
+    try:
+        results.put(("ok", load_or_create_key(None, db)))
+    except Exception as exc:  # noqa: BLE001  (reported to the test, not lost in the child)
+        results.put(("error", repr(exc)))
+
+
+def test_processes_starting_at_once_share_one_key(tmp_path) -> None:
+    """Several processes create the key file at the same instant: none fails, none reads a half-written file,
+    and all of them end up with the key that is in the file."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    for round_number in range(4):
+        db = str(tmp_path / f"round{round_number}" / "bridge.db")
+        count = 6
+        barrier, results = context.Barrier(count), context.Queue()
+        processes = [context.Process(target=_load_key_at_barrier, args=(barrier, db, results)) for _ in range(count)]
+        for process in processes:
+            process.start()
+        outcomes = [results.get(timeout=60) for _ in processes]
+        for process in processes:
+            process.join(timeout=60)
+        assert [kind for kind, _ in outcomes] == ["ok"] * count, outcomes
+        on_disk = decode_key((tmp_path / f"round{round_number}" / "sealing.key").read_text())
+        assert {key for _, key in outcomes} == {on_disk}
+        assert sorted(p.name for p in (tmp_path / f"round{round_number}").iterdir()) == ["sealing.key"]

@@ -401,7 +401,7 @@ async def test_migrates_version_zero_file(tmp_path: Path, kind: str) -> None:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"responses", "response_items"} <= tables
-    assert {"responses_previous_response_id", "response_items_item_id"} <= indexes
+    assert {"responses_previous_response_id", "response_items_order"} <= indexes
 
 
 async def test_refuses_database_from_newer_version(tmp_path: Path) -> None:

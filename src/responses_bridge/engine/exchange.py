@@ -416,14 +416,19 @@ class Exchange:
         if self._compacting is not None:  # a compaction turn is never history: nothing to store, nothing to append
             return True
         request = self.request
-        if not await self._join_conversation():  # first: a turn that cannot join its conversation is not stored
-            return False
         if request is None or not request.params.store:
-            return True
+            return await self._join_conversation()
+        # The turn joins its conversation in the same transaction as the response is saved: a response that
+        # fails to save adds nothing to the conversation, and a stored turn is never missing from it.
+        joining = self._take_conversation()
         try:
             if self.before_persist is not None:
                 await self.before_persist(self._builder.pending(), self._builder.sequence_number)  # type: ignore[union-attr]
-            await self._store.save_response(self.response, request.input_items)  # type: ignore[arg-type]
+            if joining is None:
+                await self._store.save_response(self.response, request.input_items)  # type: ignore[arg-type]
+            else:
+                await self._store.save_response(self.response, request.input_items,  # type: ignore[arg-type]
+                                                conversation_id=joining)
         except Exception:  # the client must learn that its response is not retrievable
             log.exception("store_failed", response_id=self.response_id)
             return False
@@ -459,14 +464,21 @@ class Exchange:
                               else prompt.instructions or p.instructions)
         return history, prompt
 
-    async def _join_conversation(self) -> bool:
-        """A finished turn (completed or incomplete, never failed) appends its input and output items to its
-        conversation, once; ``store: false`` does not matter: the conversation is the client's own state."""
+    def _take_conversation(self) -> str | None:
+        """The conversation a finished turn (completed or incomplete, never failed) joins, once."""
         conversation_id = self._conversation_id
         if conversation_id is None or self.response is None or self.response["status"] not in ("completed",
                                                                                                  "incomplete"):
-            return True
+            return None
         self._conversation_id = None
+        return conversation_id
+
+    async def _join_conversation(self) -> bool:
+        """A ``store: false`` turn still appends its input and output items to its conversation: the
+        conversation is the client's own state (a stored turn joins it inside ``save_response``)."""
+        conversation_id = self._take_conversation()
+        if conversation_id is None:
+            return True
         items = self.request.input_items + self.response["output"]  # type: ignore[union-attr]
         try:
             joined = await self._conversations.append_items(conversation_id, items)  # type: ignore[union-attr]

@@ -15,12 +15,18 @@ the whole stream, and ``GET /v1/responses/{id}`` never says ``completed`` before
 Lifecycle in the store: ``queued`` (written before the POST is answered), ``in_progress`` (when the upstream
 answers), then ``completed`` / ``incomplete`` / ``failed`` / ``cancelled``. A process that dies mid-run leaves
 ``queued``/``in_progress`` rows; the next start marks them ``failed`` (``SQLiteEventLog.fail_interrupted``).
+
+A terminal save that fails (the store is full, locked, broken) must not leave the row ``in_progress``: the run
+ends for its readers at once (in memory, with the exchange's ``response.failed``), and then keeps retrying, with
+backoff, to store that terminal state and its events; the events made durable for a terminal state that was never
+stored (a ``response.completed`` whose save failed) are taken back first, so a replay never shows it.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import orjson
 import structlog
@@ -35,6 +41,9 @@ log = structlog.get_logger("responses_bridge.background")
 
 _DONE_FRAME = b"data: [DONE]\n\n"
 SHUTDOWN_GRACE_SECONDS = 5.0
+SETTLE_FIRST_DELAY = 0.05
+SETTLE_MAX_DELAY = 5.0
+_TERMINAL = ("completed", "incomplete", "failed", "cancelled")
 
 
 def split_frames(data: bytes) -> list[bytes]:
@@ -65,6 +74,7 @@ class BackgroundRun:
         self._changed = asyncio.Event()
         self._flush_lock = asyncio.Lock()
         self._writer: asyncio.Task[None] | None = None
+        self._tentative: int | None = None  # sequence number of the first frame made durable by before_persist
 
     # --- frames ----------------------------------------------------------------------------------------------
 
@@ -111,6 +121,8 @@ class BackgroundRun:
         """The exchange is about to store the response: its unreported frames (the terminal event among them)
         and everything before them become durable first."""
         first = end - len(pending)
+        if self._tentative is None:
+            self._tentative = first
         for offset, frame in enumerate(pending):
             if first + offset == len(self.frames):
                 self.frames.append(frame)
@@ -157,13 +169,67 @@ class BackgroundRun:
                 self.finishing = True
                 reply = await exchange.fail(exc if isinstance(exc, APIError) else APIError(
                     500, "The background response failed inside the bridge.", code="server_error"))
-            self.add(reply.body)
-            if self._writer is not None:
-                await asyncio.shield(self._writer)
+            stored = await self._stored_status()
+            if stored is None or stored in _TERMINAL:
+                self.add(reply.body)
+                if self._writer is not None:
+                    await asyncio.shield(self._writer)
+                return
+            # the terminal save failed: end the run for its readers now, then store the truth when the store can
+            self._take_back_unstored(reply.body)
+            self.done = True
+            self._wake()
+            await self._settle()
         finally:
             self.done = True
             self._wake()
             self.service.runs.pop(self.response_id, None)
+
+    async def _stored_status(self) -> str | None:
+        """The status the store holds now (None: deleted), or ``"unknown"`` when the store cannot be read."""
+        try:
+            stored = await self.service.store.get_response(self.response_id)
+        except Exception:
+            log.exception("background_status_read_failed", response_id=self.response_id)
+            return "unknown"
+        return None if stored is None else str(stored.get("status"))
+
+    def _take_back_unstored(self, body: bytes) -> None:
+        """Replace the frames written for a terminal state that was never stored by the exchange's final frames,
+        renumbered to follow on from what was really stored (``sequence_number`` stays the frame's index)."""
+        start = self._tentative if self._tentative is not None else len(self.frames)
+        del self.frames[start:]
+        self.saved = min(self.saved, start)
+        for offset, frame in enumerate(split_frames(body)):
+            event: dict[str, Any] = orjson.loads(frame[frame.index(b"\ndata: ") + 7:])
+            event["sequence_number"] = start + offset
+            self.frames.append(b"event: " + str(event["type"]).encode() + b"\ndata: " + orjson.dumps(event)
+                               + b"\n\n")
+        self.visible = len(self.frames)
+        self._tentative = start
+
+    async def _settle(self) -> None:
+        """Retry, with backoff, until the run's terminal state and its events are stored. Stopped only by
+        shutdown (the next start then marks the row failed, see ``SQLiteEventLog.fail_interrupted``)."""
+        delay = SETTLE_FIRST_DELAY
+        start = self._tentative if self._tentative is not None else self.saved
+        while True:
+            try:
+                await self.service.events.truncate(self.response_id, start)
+                async with self._flush_lock:
+                    self.saved = min(self.saved, start)
+                await self._flush()
+                await self.service.store.save_response(self.exchange.response,  # type: ignore[arg-type]
+                                                       self.exchange.request.input_items)  # type: ignore[union-attr]
+            except Exception:
+                log.warning("background_terminal_save_retry", response_id=self.response_id, delay=delay,
+                            exc_info=True)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, SETTLE_MAX_DELAY)
+                continue
+            log.info("background_terminal_state_stored", response_id=self.response_id,
+                     status=(self.exchange.response or {}).get("status"))
+            return
 
 
 async def _until_started(run: BackgroundRun) -> None:
@@ -223,6 +289,12 @@ class BackgroundService:
         run = self.runs.get(response_id)
         if run is not None:
             await _until_started(run)
+        if run is not None and run.done:  # ended, its terminal state still being stored (see BackgroundRun._settle)
+            final = run.exchange.response or {}
+            if final.get("status") == "cancelled":
+                return final
+            raise APIError(400, f"Cannot cancel a {final.get('status')} response.", param="response_id",
+                           code="invalid_request")
         if run is not None and not run.finishing and run.task is not None:
             run.stop_reason = "cancel"
             run.task.cancel()
@@ -241,7 +313,7 @@ class BackgroundService:
             return response
         if status in ("queued", "in_progress"):  # no run for it in this process (should not happen): close it
             response["status"] = "cancelled"
-            await self.events.update_response(response)
+            await self.events.end_response(response, "response.cancelled")  # with a terminal event: replays end
             return response
         raise APIError(400, f"Cannot cancel a {status} response.", param="response_id", code="invalid_request")
 
@@ -251,7 +323,7 @@ class BackgroundService:
         if run is None or run.task is None:
             return
         await _until_started(run)
-        if not run.finishing:
+        if not run.finishing or run.done:  # running, or ended and still retrying its terminal save
             run.stop_reason = "deleted"
             run.task.cancel()
         await asyncio.wait([run.task])
@@ -264,7 +336,7 @@ class BackgroundService:
         for run in runs:
             await _until_started(run)
         for run in runs:
-            if not run.finishing:
+            if not run.finishing or run.done:  # a run still retrying its terminal save is failed by the next start
                 run.stop_reason = "shutdown"
                 run.task.cancel()  # type: ignore[union-attr]
         if runs:

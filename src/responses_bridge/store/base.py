@@ -44,8 +44,23 @@ class ResponseStore(Protocol):
 
     async def close(self) -> None: ...
 
-    async def save_response(self, response: dict, input_items: list[dict]) -> None:
-        """Insert, or replace if the id exists (``in_progress`` -> ``completed``), response and items atomically."""
+    @property
+    def is_open(self) -> bool:
+        """Open and migrated to the schema this code expects (readiness)."""
+
+    @property
+    def write_queue_depth(self) -> int:
+        """Writes queued or running."""
+
+    def write_stall_seconds(self) -> float:
+        """How long the oldest queued or running write has been waiting; 0 when none is (readiness)."""
+
+    async def save_response(self, response: dict, input_items: list[dict], *,
+                            conversation_id: str | None = None) -> None:
+        """Insert, or replace if the id exists (``in_progress`` -> ``completed``), response and items atomically.
+
+        With ``conversation_id``, the response's input then output items are appended to that conversation (on
+        the same database) in the same transaction; a conversation that no longer exists is skipped."""
 
     async def get_response(self, response_id: str) -> dict | None: ...
 

@@ -1,21 +1,21 @@
 """Conversations on the response store's SQLite database: same file, same write connection and lock.
 
-Every write is one autocommit statement: appends go through the ``conversation_item_writes`` view, whose trigger
-numbers the items from the conversation's own counter (see migration 2). Reading a whole conversation for the model
-is one query.
+Items are numbered from the conversation's own counter and written one row each (``append_conversation_rows``,
+shared with the response store, which appends a finished turn in the same transaction as its response). Reading a
+whole conversation for the model is one query.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+from collections.abc import Iterator
 
 import orjson
 
 from ..protocol.errors import APIError
 from .base import MAX_PAGE_LIMIT, ItemPage, StoredConversation
-from .sqlite import SQLiteResponseStore
-
-_APPEND = "INSERT INTO conversation_item_writes (conversation_id, items) VALUES (?, ?)"
+from .sqlite import SQLiteResponseStore, append_conversation_rows, item_rows
 
 # Existence and every item in one statement: the LEFT JOIN keeps a row for an empty conversation.
 _LOAD = """
@@ -29,11 +29,6 @@ SELECT EXISTS (SELECT 1 FROM conversations WHERE id = :id),
 """
 
 
-def _items_json(items: list[dict]) -> str:
-    # text, not bytes: SQLite reads a BLOB argument to json_each as JSONB
-    return orjson.dumps(items).decode()
-
-
 class SQLiteConversationStore:
     """:class:`~responses_bridge.store.base.ConversationStore` sharing a :class:`SQLiteResponseStore`'s
     connections."""
@@ -43,18 +38,16 @@ class SQLiteConversationStore:
 
     async def create_conversation(self, conversation_id: str, created_at: int, metadata: dict,
                                   items: list[dict]) -> None:
-        async with self._db.writing() as conn:
-            # one transaction: the conversation never exists without its first items
-            await conn.execute("BEGIN IMMEDIATE")
-            try:
-                await conn.execute("INSERT INTO conversations (id, created_at, metadata) VALUES (?, ?, ?)",
-                                   (conversation_id, created_at, orjson.dumps(metadata).decode()))
-                if items:
-                    await conn.execute(_APPEND, (conversation_id, _items_json(items)))
-                await conn.execute("COMMIT")
-            except BaseException:
-                await conn.execute("ROLLBACK")
-                raise
+        rows = item_rows(items)
+        metadata_json = orjson.dumps(metadata).decode()
+
+        def create(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):  # the conversation never exists without its first items
+                conn.execute("INSERT INTO conversations (id, created_at, metadata) VALUES (?, ?, ?)",
+                             (conversation_id, created_at, metadata_json))
+                append_conversation_rows(conn, conversation_id, rows)
+
+        await self._db.run_write("create_conversation", create)
 
     async def get_conversation(self, conversation_id: str) -> StoredConversation | None:
         async with self._db.reading() as conn:
@@ -77,14 +70,13 @@ class SQLiteConversationStore:
     async def append_items(self, conversation_id: str, items: list[dict]) -> bool:
         if not items:
             return await self.get_conversation(conversation_id) is not None
-        try:
-            async with self._db.writing() as conn:
-                await conn.execute(_APPEND, (conversation_id, _items_json(items)))
-        except sqlite3.IntegrityError as exc:
-            if "conversation_not_found" in str(exc):
-                return False
-            raise
-        return True
+        rows = item_rows(items)
+
+        def append(conn: sqlite3.Connection) -> bool:
+            with _transaction(conn):
+                return append_conversation_rows(conn, conversation_id, rows)
+
+        return await self._db.run_write("append_conversation_items", append)
 
     async def load_items(self, conversation_id: str) -> list[dict] | None:
         async with self._db.reading() as conn:
@@ -131,6 +123,18 @@ class SQLiteConversationStore:
         sql = "DELETE FROM conversation_items WHERE conversation_id = ? AND item_id = ?"
         async with self._db.writing() as conn, conn.execute(sql, (conversation_id, item_id)) as cursor:
             return cursor.rowcount > 0
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` on the database thread, rolled back on any error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 def _conversation(row: tuple) -> StoredConversation:

@@ -39,11 +39,30 @@ class SQLiteEventLog:
             rows = await conn.execute_fetchall(_AFTER, (response_id, after))
         return [(int(sequence), bytes(frame)) for sequence, frame in rows]
 
-    async def update_response(self, response: dict) -> None:
-        """Rewrite a stored response object and its status, leaving its items alone."""
+    async def truncate(self, response_id: str, first: int) -> None:
+        """Forget the events from sequence number ``first`` on (written for a terminal state that was never
+        stored, about to be replaced)."""
         async with self._store.writing() as conn:
-            await conn.execute("UPDATE responses SET status = ?, response = ? WHERE id = ?",
-                               (response.get("status"), orjson.dumps(response), response["id"]))
+            await conn.execute("DELETE FROM response_events WHERE response_id = ? AND sequence_number >= ?",
+                               (response_id, first))
+
+    async def end_response(self, response: dict, event_type: str) -> None:
+        """Store ``response`` (already in its terminal status) and append its terminal event after the last
+        stored one, in one transaction: a replay of its stream then ends."""
+        response_id = response["id"]
+        async with self._store.writing() as conn:
+            last = next(iter(await conn.execute_fetchall(_LAST, (response_id,))))[0]
+            event = {"type": event_type, "sequence_number": int(last) + 1, "response": response}
+            frame = b"event: " + event_type.encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
+            await conn.execute("BEGIN IMMEDIATE")
+            try:
+                await conn.execute("UPDATE responses SET status = ?, response = ? WHERE id = ?",
+                                   (response.get("status"), orjson.dumps(response), response_id))
+                await conn.execute(_APPEND, (response_id, int(last) + 1, frame))
+                await conn.execute("COMMIT")
+            except BaseException:
+                await conn.execute("ROLLBACK")
+                raise
 
     async def fail_interrupted(self) -> list[str]:
         """Mark every response still ``queued``/``in_progress`` as failed, and end its event stream with
@@ -59,18 +78,7 @@ class SQLiteEventLog:
             for item in response.get("output") or ():
                 if isinstance(item, dict) and item.get("status") == "in_progress":
                     item["status"] = "incomplete"
-            async with self._store.writing() as conn:
-                last = next(iter(await conn.execute_fetchall(_LAST, (response_id,))))[0]
-                event = {"type": "response.failed", "sequence_number": int(last) + 1, "response": response}
-                await conn.execute("BEGIN IMMEDIATE")
-                try:
-                    await conn.execute("UPDATE responses SET status = 'failed', response = ? WHERE id = ?",
-                                       (orjson.dumps(response), response_id))
-                    await conn.execute(_APPEND, (response_id, int(last) + 1, b"event: response.failed\ndata: " + orjson.dumps(event) + b"\n\n"))
-                    await conn.execute("COMMIT")
-                except BaseException:
-                    await conn.execute("ROLLBACK")
-                    raise
+            await self.end_response(response, "response.failed")
             failed.append(response_id)
         return failed
 

@@ -2,12 +2,15 @@
 
 Creating a prompt and adding a version are one statement each, through the ``prompt_writes`` and
 ``prompt_version_writes`` views (migration 2); the version check of an update happens inside that statement, so two
-concurrent updates based on the same version cannot both win.
+concurrent updates based on the same version cannot both win. The new version is read back in the same
+transaction as it is written, so each caller gets the version it wrote, never one a concurrent update wrote
+right after it.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from typing import Any
 
 import orjson
 
@@ -38,18 +41,30 @@ class SQLitePromptStore:
 
     async def add_version(self, prompt_id: str, created_at: int, body: dict,
                           expected_version: int | None = None) -> StoredPromptVersion | None:
+        body_json = orjson.dumps(body).decode()
+
+        def write_and_read(conn: sqlite3.Connection) -> tuple[Any, ...] | None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("INSERT INTO prompt_version_writes (prompt_id, expected_version, created_at, body) "
+                             "VALUES (?, ?, ?, ?)", (prompt_id, expected_version, created_at, body_json))
+                row = conn.execute(f"SELECT {_COLUMNS} {_FROM} WHERE p.id = ? AND v.version = p.latest_version",
+                                   (prompt_id,)).fetchone()
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return row  # type: ignore[no-any-return]
+
         try:
-            async with self._db.writing() as conn:
-                await conn.execute(
-                    "INSERT INTO prompt_version_writes (prompt_id, expected_version, created_at, body) "
-                    "VALUES (?, ?, ?, ?)", (prompt_id, expected_version, created_at, orjson.dumps(body).decode()))
+            row = await self._db.run_write("add_prompt_version", write_and_read)
         except sqlite3.IntegrityError as exc:
             if "prompt_not_found" in str(exc):
                 return None
             if "prompt_version_conflict" in str(exc):
                 raise PromptVersionConflict(prompt_id) from None
             raise
-        return await self._get(prompt_id, "v.version = p.latest_version")
+        return _row(row) if row is not None else None
 
     async def get_prompt(self, prompt_id: str, version: int | None = None) -> StoredPromptVersion | None:
         if version is None:

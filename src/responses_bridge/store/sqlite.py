@@ -1,42 +1,68 @@
 """Embedded response store on SQLite, through aiosqlite so no query ever blocks the event loop.
 
 A file database runs in WAL mode with one write connection and one read connection: readers never wait for a
-writer. Every write is a single autocommit statement (a save inserts into a view whose trigger does the rest), so
-it is atomic without an explicit transaction, and saves queued while one runs are sent together in one
-``executemany``: one round trip to the database thread per batch, not five per response. ``":memory:"`` databases exist
-per connection, so there a single connection serves both, and reads take the same lock to never observe a
-half-written transaction.
+writer. Saves queued while one runs are committed together (group commit): one transaction and one hop to the
+database thread per batch, each response inside its own savepoint so a row that fails fails only its own caller.
+Items are written one row each with ``executemany`` (no JSON array of the whole input is built), into rowid tables
+whose blobs never sit in an index b-tree (see migration 4), so the cost of a save does not depend on its
+neighbours. ``":memory:"`` databases exist per connection, so there a single connection serves both, and reads
+take the same lock to never observe a half-written transaction.
+
+The store also measures itself: how long each operation takes and how long the oldest queued or running write
+has been waiting (``write_stall_seconds``), which readiness and ``/metrics`` report (store/metrics.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import itertools
+import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import aiosqlite
 import orjson
 import platformdirs
 
 from ..protocol.errors import APIError
+from . import metrics
 from .base import MAX_PAGE_LIMIT, ItemPage
-from .migrations import migrate
+from .migrations import LATEST_VERSION, migrate
+
+T = TypeVar("T")
 
 MEMORY = ":memory:"
 BUSY_TIMEOUT_MS = 5_000
 MAX_CHAIN_DEPTH = 100_000
 """Guards the recursive walk against a (corrupt) cycle in ``previous_response_id``; real chains are far shorter."""
 
-# One statement per response: the view's INSTEAD OF trigger (see migrations) upserts the row and replaces its
-# items atomically, so a batch of saves is one executemany, one round trip to the database thread.
-_WRITE_RESPONSE = "INSERT INTO response_writes VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+_UPSERT_RESPONSE = """
+INSERT INTO responses (id, created_at, status, model, previous_response_id, response) VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET
+    created_at = excluded.created_at, status = excluded.status, model = excluded.model,
+    previous_response_id = excluded.previous_response_id, response = excluded.response
+"""
+_DELETE_ITEMS = "DELETE FROM response_items WHERE response_id = ?"
+_INSERT_ITEM = "INSERT INTO response_items (response_id, kind, position, item_id, item) VALUES (?, ?, ?, ?, ?)"
+_NEXT_SEQ = "SELECT next_seq FROM conversations WHERE id = ?"
+_INSERT_CONVERSATION_ITEM = "INSERT INTO conversation_items (conversation_id, seq, item_id, item) VALUES (?, ?, ?, ?)"
+_ADVANCE_SEQ = "UPDATE conversations SET next_seq = next_seq + ? WHERE id = ?"
+
+MAX_INDEXED_ITEM_ID = 512
+"""Longer item ids are stored without their id column (they cannot be a pagination cursor): an id is client input,
+and a huge one in the ``(conversation_id, item_id)`` index would bring back the big-key b-tree cost migration 4
+removed."""
 
 # One statement for the whole chain: walk up from the requested response through previous_response_id (each step
 # is a primary-key lookup, and a missing/deleted ancestor simply ends the recursion), then fetch every turn's items
 # in one join. The LEFT JOIN keeps a row for a known response without items, so "no rows" means "unknown id".
-# 'input' sorts before 'output', which gives "inputs, then outputs" per turn; oldest turn (deepest) first.
+# The rows come back unsorted and are ordered in Python (oldest turn, i.e. deepest, first; 'input' before 'output';
+# by position): an ORDER BY here would copy every item's JSON, however large, through SQLite's sorter.
 _LOAD_HISTORY = """
 WITH RECURSIVE chain(id, previous_response_id, depth) AS (
     SELECT id, previous_response_id, 0 FROM responses WHERE id = :id
@@ -45,12 +71,12 @@ WITH RECURSIVE chain(id, previous_response_id, depth) AS (
     FROM chain JOIN responses AS r ON r.id = chain.previous_response_id
     WHERE chain.depth < :max_depth
 )
-SELECT i.item
+SELECT chain.depth, i.kind, i.position, i.item
 FROM chain LEFT JOIN response_items AS i ON i.response_id = chain.id
-ORDER BY chain.depth DESC, i.kind, i.position
 """
 
 # Resolves existence and both cursors in one round trip so a page costs two statements however it is asked for.
+# A cursor is found by scanning the response's input rows in order (no index on item ids: see migration 4).
 _RESOLVE_CURSORS = """
 SELECT
     EXISTS (SELECT 1 FROM responses WHERE id = :id),
@@ -66,23 +92,122 @@ def default_db_path() -> str:
     return str(directory / "responses-bridge.db")
 
 
-def _write_row(response: dict, input_items: list[dict]) -> tuple:
+ItemRow = tuple[str | None, bytes]
+"""One item as stored: its id (None when it has none, or one too long to index) and its JSON."""
+
+
+def item_rows(items: list[dict[str, Any]]) -> list[ItemRow]:
+    """Serialise items one by one: each becomes its own row, so no JSON text of the whole list is ever built."""
+    rows: list[ItemRow] = []
+    for item in items:
+        item_id = item.get("id")
+        if not isinstance(item_id, str) or len(item_id) > MAX_INDEXED_ITEM_ID:
+            item_id = None
+        rows.append((item_id, orjson.dumps(item)))
+    return rows
+
+
+@dataclass(slots=True)
+class _Save:
+    """One queued save: the response's columns, its items serialised, and the caller waiting for it."""
+
+    response: tuple[object, ...]
+    inputs: list[ItemRow]
+    outputs: list[ItemRow]
+    conversation_id: str | None
+    done: asyncio.Future[None]
+    token: int = 0
+
+
+def _save_row(response: dict[str, Any], input_items: list[dict[str, Any]], conversation_id: str | None,
+              done: asyncio.Future[None]) -> _Save:
     try:
         response_id = response["id"]
     except KeyError:
         raise ValueError("cannot store a response without an 'id'") from None
     created_at = response.get("created_at")
-    return (
+    columns = (
         response_id,
         int(created_at) if created_at is not None else int(time.time()),
         response.get("status"),
         response.get("model"),
         response.get("previous_response_id"),
         orjson.dumps(response),
-        # text, not bytes: SQLite reads a BLOB argument to json_each as its binary JSONB format
-        orjson.dumps(input_items).decode(),
-        orjson.dumps(response.get("output") or []).decode(),
     )
+    return _Save(columns, item_rows(input_items), item_rows(response.get("output") or []), conversation_id, done)
+
+
+def append_conversation_rows(conn: sqlite3.Connection, conversation_id: str, rows: Iterator[ItemRow] | list[ItemRow]
+                             ) -> bool:
+    """Append items at the end of a conversation, numbered from its own counter; False if it is unknown.
+
+    Runs on the database thread inside the caller's transaction (the counter read and its update must commit
+    together)."""
+    found = conn.execute(_NEXT_SEQ, (conversation_id,)).fetchone()
+    if found is None:
+        return False
+    first = int(found[0])
+    count = 0
+
+    def numbered() -> Iterator[tuple[str, int, str | None, bytes]]:
+        nonlocal count
+        for item_id, blob in rows:
+            yield conversation_id, first + count, item_id, blob
+            count += 1
+
+    conn.executemany(_INSERT_CONVERSATION_ITEM, numbered())
+    if count:
+        conn.execute(_ADVANCE_SEQ, (count, conversation_id))
+    return True
+
+
+def _write_one(conn: sqlite3.Connection, save: _Save) -> None:
+    response_id = save.response[0]
+    conn.execute(_UPSERT_RESPONSE, save.response)
+    conn.execute(_DELETE_ITEMS, (response_id,))
+    for kind, rows in (("input", save.inputs), ("output", save.outputs)):
+        if rows:
+            conn.executemany(_INSERT_ITEM, ((response_id, kind, position, item_id, blob)
+                                            for position, (item_id, blob) in enumerate(rows)))
+    if save.conversation_id is not None:
+        # a conversation deleted while the response ran simply does not get the turn; the response is still good
+        append_conversation_rows(conn, save.conversation_id, [*save.inputs, *save.outputs])
+
+
+def _write_saves(conn: sqlite3.Connection, saves: list[_Save]) -> list[Exception | None]:
+    """One transaction for the batch, one savepoint per response: a response whose statements fail is rolled back
+    alone and reported to its own caller; the others commit. Runs on the database thread. (A batch of one needs
+    no savepoint: its transaction is its unit.)"""
+    outcomes: list[Exception | None] = []
+    alone = len(saves) == 1
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for save in saves:
+            if alone:
+                _write_one(conn, save)
+                outcomes.append(None)
+                continue
+            conn.execute("SAVEPOINT save_response")
+            try:
+                _write_one(conn, save)
+            except Exception as exc:  # noqa: BLE001  (whatever failed this response is its caller's error alone)
+                conn.execute("ROLLBACK TO save_response")
+                outcomes.append(exc)
+            else:
+                outcomes.append(None)
+            conn.execute("RELEASE save_response")
+        conn.execute("COMMIT")
+    except Exception as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        if alone and not outcomes:
+            return [exc]  # that response's own statement failed: its caller's error
+        raise
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return outcomes
 
 
 def _validate_page_args(limit: int, order: str) -> None:
@@ -117,8 +242,12 @@ class SQLiteResponseStore:
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
-        self._pending: list[tuple[tuple, asyncio.Future[None]]] = []
+        self._pending: list[_Save] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._schema_version = 0
+        # writes queued or running (token -> when it was queued): the stall and the queue depth are read from it
+        self._write_waits: dict[int, float] = {}
+        self._tokens = itertools.count(1)
 
     @property
     def _shared(self) -> bool:
@@ -142,7 +271,9 @@ class SQLiteResponseStore:
         reader: aiosqlite.Connection | None = None
         try:
             await writer.execute("PRAGMA foreign_keys = ON")
-            await migrate(writer)
+            version = await migrate(writer)
+            if version != LATEST_VERSION:  # migrate() raises first for a newer file; this is a broken migration list
+                raise RuntimeError(f"response store schema is at version {version}, expected {LATEST_VERSION}")
             if self._shared:
                 reader = writer
             else:
@@ -157,6 +288,8 @@ class SQLiteResponseStore:
             await writer.close()
             raise
         self._writer, self._reader = writer, reader
+        self._schema_version = LATEST_VERSION
+        metrics.track(self)
 
     async def _connect(self) -> aiosqlite.Connection:
         # isolation_level=None: we issue BEGIN/COMMIT ourselves instead of sqlite3's implicit transactions.
@@ -169,10 +302,39 @@ class SQLiteResponseStore:
             await self._flusher  # writes already queued are committed before the connections go
         writer, reader = self._writer, self._reader
         self._writer = self._reader = None
+        metrics.untrack(self)
         if reader is not None and reader is not writer:
             await reader.close()
         if writer is not None:
             await writer.close()
+
+    # -- health ----------------------------------------------------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        """Open, and its schema is the one this code was written for (every migration applied)."""
+        return self._writer is not None and self._schema_version == LATEST_VERSION
+
+    @property
+    def write_queue_depth(self) -> int:
+        """Writes queued or running on the one write connection."""
+        return len(self._write_waits)
+
+    def write_stall_seconds(self) -> float:
+        """How long the oldest queued or running write has been waiting; 0 when none is. A writer stuck on one
+        huge statement shows here (and so in readiness) however quickly reads are still answered."""
+        if not self._write_waits:
+            return 0.0
+        oldest = next(iter(self._write_waits.values()))  # tokens are handed out in time order; dicts keep it
+        return max(0.0, time.monotonic() - oldest)
+
+    def _wait_begins(self) -> int:
+        token = next(self._tokens)
+        self._write_waits[token] = time.monotonic()
+        return token
+
+    def _wait_ends(self, token: int) -> None:
+        self._write_waits.pop(token, None)
 
     # -- connection discipline -------------------------------------------------------------------------------
 
@@ -182,13 +344,32 @@ class SQLiteResponseStore:
         return self._writer, self._reader
 
     @contextlib.asynccontextmanager
-    async def _read(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def _read(self, operation: str = "read") -> AsyncIterator[aiosqlite.Connection]:
         _, reader = self._require_open()
-        if self._shared:
-            async with self._write_lock:
+        with metrics.timed(operation):
+            if self._shared:
+                async with self._write_lock:
+                    yield reader
+            else:
                 yield reader
-        else:
-            yield reader
+
+    @contextlib.asynccontextmanager
+    async def _write(self, operation: str) -> AsyncIterator[aiosqlite.Connection]:
+        """The write connection under the write lock, counted as a pending write from the moment it is asked for."""
+        writer, _ = self._require_open()
+        token = self._wait_begins()
+        try:
+            with metrics.timed(operation):
+                async with self._write_lock:
+                    yield writer
+        finally:
+            self._wait_ends(token)
+
+    async def run_write(self, operation: str, function: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``function(connection)`` on the database thread with the write connection, under the write lock:
+        several statements in one hop (the caller manages its transaction inside ``function``)."""
+        async with self._write(operation) as writer:
+            return await _on_db_thread(writer, function)
 
     # -- shared connections, for the other stores on this database file (conversations, prompts) ------------
 
@@ -196,8 +377,7 @@ class SQLiteResponseStore:
     async def writing(self) -> AsyncIterator[aiosqlite.Connection]:
         """The one write connection, under the one write lock: every statement run here must be a single
         autocommit statement (or a transaction the caller finishes before leaving the block)."""
-        writer, _ = self._require_open()
-        async with self._write_lock:
+        async with self._write("write") as writer:
             yield writer
 
     def reading(self) -> contextlib.AbstractAsyncContextManager[aiosqlite.Connection]:
@@ -206,52 +386,72 @@ class SQLiteResponseStore:
 
     # -- ResponseStore ---------------------------------------------------------------------------------------
 
-    async def save_response(self, response: dict, input_items: list[dict]) -> None:
+    async def save_response(self, response: dict, input_items: list[dict], *,
+                            conversation_id: str | None = None) -> None:
         """Queue the write and wait until its transaction commits.
 
         Saves that arrive while a transaction is running are committed together in the next one (group
         commit): under load the cost per response is a share of one transaction, not a transaction of its own,
-        and each caller still returns only once its own response is durable.
+        and each caller still returns only once its own response is durable. With ``conversation_id``, the
+        response's input and output items are appended to that conversation in the same transaction, so a
+        conversation never gains the turn of a response that was not stored (nor the other way round).
         """
         self._require_open()
-        row = _write_row(response, input_items)
-        done = asyncio.get_running_loop().create_future()
-        self._pending.append((row, done))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush_pending())
-        await done
+        with metrics.timed("save"):
+            save = _save_row(response, input_items, conversation_id, asyncio.get_running_loop().create_future())
+            save.token = self._wait_begins()
+            self._pending.append(save)
+            if self._flusher is None or self._flusher.done():
+                self._flusher = asyncio.create_task(self._flush_pending())
+            await save.done
 
     async def _flush_pending(self) -> None:
         writer, _ = self._require_open()
         while self._pending:
             batch, self._pending = self._pending, []
             try:
-                # Autocommit: each row is its own atomic statement (the trigger runs inside it), and the whole
-                # batch still costs a single hop to the database thread.
                 async with self._write_lock:
-                    await writer.executemany(_WRITE_RESPONSE, [row for row, _ in batch])
+                    try:
+                        outcomes = await _on_db_thread(writer, functools.partial(_write_saves, saves=batch))
+                    except Exception:
+                        if len(batch) == 1:
+                            raise
+                        # the batch's transaction itself failed (e.g. at COMMIT): retry each response alone, so
+                        # only the ones that fail again report it
+                        outcomes = []
+                        for save in batch:
+                            try:
+                                outcomes += await _on_db_thread(writer, functools.partial(_write_saves, saves=[save]))
+                            except Exception as exc:  # noqa: BLE001  (reported to that response's caller)
+                                outcomes.append(exc)
             except BaseException as exc:
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc if isinstance(exc, Exception) else RuntimeError("store closed"))
+                for save in batch:
+                    self._wait_ends(save.token)
+                    if not save.done.done():
+                        save.done.set_exception(exc if isinstance(exc, Exception) else RuntimeError("store closed"))
                 if not isinstance(exc, Exception):
                     raise
                 continue
-            for _, done in batch:
-                if not done.done():
-                    done.set_result(None)
+            for save, outcome in zip(batch, outcomes, strict=True):
+                self._wait_ends(save.token)
+                if save.done.done():
+                    continue
+                if outcome is None:
+                    save.done.set_result(None)
+                else:
+                    save.done.set_exception(outcome)
 
     async def get_response(self, response_id: str) -> dict | None:
-        async with self._read() as conn:
+        async with self._read("get") as conn:
             rows = list(await conn.execute_fetchall("SELECT response FROM responses WHERE id = ?", (response_id,)))
         return orjson.loads(rows[0][0]) if rows else None
 
     async def delete_response(self, response_id: str) -> bool:
         # Items go with the row through ON DELETE CASCADE (foreign_keys is on for the write connection).
-        writer, _ = self._require_open()
-        async with self._write_lock:  # one autocommit statement: atomic on its own
-            async with writer.execute("DELETE FROM responses WHERE id = ?", (response_id,)) as cursor:
-                return cursor.rowcount > 0
+        # one autocommit statement: atomic on its own
+        async with self._write("delete") as writer, writer.execute("DELETE FROM responses WHERE id = ?",
+                                                                   (response_id,)) as cursor:
+            return cursor.rowcount > 0
 
     async def list_input_items(
         self,
@@ -264,7 +464,7 @@ class SQLiteResponseStore:
     ) -> ItemPage | None:
         _validate_page_args(limit, order)
         ascending = order == "asc"
-        async with self._read() as conn:
+        async with self._read("list_input_items") as conn:
             params = {"id": response_id, "after": after, "before": before}
             exists, after_pos, before_pos = next(iter(await conn.execute_fetchall(_RESOLVE_CURSORS, params)))
             if not exists:
@@ -292,13 +492,22 @@ class SQLiteResponseStore:
         )
 
     async def load_history(self, response_id: str) -> list[dict] | None:
-        async with self._read() as conn:
+        async with self._read("load_history") as conn:
             rows = list(
                 await conn.execute_fetchall(_LOAD_HISTORY, {"id": response_id, "max_depth": MAX_CHAIN_DEPTH})
             )
         if not rows:
             return None
-        return [orjson.loads(item) for (item,) in rows if item is not None]
+        found = [row for row in rows if row[3] is not None]
+        found.sort(key=lambda row: (-row[0], row[1], row[2]))
+        return [orjson.loads(row[3]) for row in found]
+
+
+async def _on_db_thread(conn: aiosqlite.Connection, function: Callable[[sqlite3.Connection], T]) -> T:
+    """Run ``function`` with the underlying sqlite3 connection on aiosqlite's own thread (where every statement
+    of that connection runs): a whole batch of statements costs one hop instead of one per statement."""
+    raw = conn._conn  # aiosqlite exposes no public way to run a function on its thread with its connection
+    return await conn._execute(function, raw)  # type: ignore[no-any-return,no-untyped-call]
 
 
 __all__ = ["SQLiteResponseStore", "default_db_path"]

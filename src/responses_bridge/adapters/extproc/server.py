@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import structlog
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc
@@ -9,6 +11,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from ...envoy_config import EXTPROC_SERVICE, upstream_path_prefix
 from ...runtime import Runtime
+from ...services.readiness import check_readiness
 from .servicer import ExtProcServicer
 
 log = structlog.get_logger("responses_bridge.extproc")
@@ -29,15 +32,18 @@ class ExtProcDoor:
         self.servicer = servicer
         self.runtime = runtime
         self.bound_port = bound_port
+        self.readiness_task: asyncio.Task[None] | None = None  # keeps gRPC health in step with readiness
 
     async def __call__(self) -> None:
         self.runtime.draining = True
         timeout = self.runtime.settings.drain_timeout
         log.info("extproc_draining", timeout=timeout)
         await self.servicer.drain(timeout)
-        await self.server.stop(grace=1)
+        await self.stop(grace=1)
 
     async def stop(self, grace: float | None = None) -> None:
+        if self.readiness_task is not None:
+            self.readiness_task.cancel()
         await self.server.stop(grace)
 
 
@@ -71,4 +77,26 @@ async def start_extproc_server(runtime: Runtime, host: str, port: int, *,
     if not bound:
         raise OSError(f"the ext_proc server could not listen on {address}")
     await server.start()
-    return ExtProcDoor(server, servicer, runtime, bound)
+    door = ExtProcDoor(server, servicer, runtime, bound)
+    door.readiness_task = asyncio.create_task(_report_readiness(runtime, health_servicer))
+    return door
+
+
+READINESS_INTERVAL_SECONDS = 1.0
+
+
+async def _report_readiness(runtime: Runtime, health_servicer: health.aio.HealthServicer) -> None:
+    """Keep the gRPC health status in step with readiness (Envoy's health checks of the processor see a stalled
+    store or a draining process as NOT_SERVING). Ends once the store has closed."""
+    serving: bool | None = True
+    while True:
+        ready = check_readiness(runtime.store, stall_limit_seconds=runtime.settings.store_stall_seconds,
+                                draining=runtime.draining).ready
+        if ready != serving:
+            status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+            for service in ("", EXTPROC_SERVICE):
+                await health_servicer.set(service, status)
+            serving = ready
+        if not runtime.store.is_open:
+            return
+        await asyncio.sleep(READINESS_INTERVAL_SECONDS)

@@ -7,6 +7,7 @@ from aiohttp import web
 
 from ...protocol.errors import APIError
 from ...runtime import Runtime
+from ...services.readiness import check_readiness
 from . import background_routes
 from .conversations_routes import ConversationRoutes
 from .drain import DRAIN, Drain
@@ -41,6 +42,8 @@ def create_app(runtime: Runtime) -> web.Application:
     if runtime.prompts is not None:
         PromptRoutes(runtime.prompts).register(app)
     app.router.add_get("/health", health)
+    app.router.add_get("/health/live", health_live)
+    app.router.add_get("/health/ready", health_ready)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/models", models)
@@ -56,6 +59,21 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def health(request: web.Request) -> web.Response:
     return web.Response(body=b'{"status":"ok"}', content_type="application/json")
+
+
+async def health_live(request: web.Request) -> web.Response:
+    """The process answers: always 200 (restart it only when this stops answering)."""
+    return web.Response(body=b'{"status":"live"}', content_type="application/json")
+
+
+async def health_ready(request: web.Request) -> web.Response:
+    """200 when new work can be taken (store open and migrated, writes not stalled, not draining); else 503 with
+    the failed checks named in the body."""
+    runtime = request.app[RUNTIME]
+    readiness = check_readiness(runtime.store, stall_limit_seconds=runtime.settings.store_stall_seconds,
+                                draining=runtime.draining)
+    return web.Response(body=orjson.dumps(readiness.body()), status=200 if readiness.ready else 503,
+                        content_type="application/json")
 
 
 async def models(request: web.Request) -> web.Response:

@@ -1,0 +1,56 @@
+"""Prometheus metrics of the SQLite store: how long each operation takes, and whether writes are piling up.
+
+The queue depth and the stall are read from the open stores when ``/metrics`` is scraped (not pushed on every
+write), so an idle scrape of a stuck writer still shows how long it has been stuck.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Protocol
+
+from prometheus_client import Gauge, Histogram
+
+
+class _WriteQueue(Protocol):
+    @property
+    def write_queue_depth(self) -> int: ...
+
+    def write_stall_seconds(self) -> float: ...
+
+
+_OPEN: weakref.WeakSet[_WriteQueue] = weakref.WeakSet()
+
+OPERATION_SECONDS = Histogram(
+    "responses_bridge_store_operation_seconds",
+    "Time of one store operation as its caller saw it (a save includes waiting for its group commit)",
+    ["operation"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)
+WRITE_QUEUE_DEPTH = Gauge("responses_bridge_store_write_queue_depth",
+                          "Writes queued or running on the store's one write connection")
+WRITE_STALL_SECONDS = Gauge("responses_bridge_store_write_stall_seconds",
+                            "How long the oldest queued or running write has been waiting (0 when none)")
+WRITE_QUEUE_DEPTH.set_function(lambda: float(sum(store.write_queue_depth for store in list(_OPEN))))
+WRITE_STALL_SECONDS.set_function(lambda: max((store.write_stall_seconds() for store in list(_OPEN)), default=0.0))
+
+
+def track(store: _WriteQueue) -> None:
+    """Report this store's write queue in the gauges while it is open."""
+    _OPEN.add(store)
+
+
+def untrack(store: _WriteQueue) -> None:
+    _OPEN.discard(store)
+
+
+@contextmanager
+def timed(operation: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        OPERATION_SECONDS.labels(operation).observe(time.perf_counter() - started)
