@@ -47,7 +47,6 @@ class Settings(BaseSettings):
     upstream_connect_timeout: float = 10.0
     upstream_idle_timeout: float = 300.0  # the longest silence allowed between two upstream chunks
     max_request_bytes: int = 64 * 1024 * 1024
-    drain_timeout: float = 30.0  # seconds running responses get after SIGTERM before they are failed
     max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
     developer_role: Literal["developer", "system"] = "system"
     reasoning_history: Literal["drop", "reasoning_content"] = "drop"
