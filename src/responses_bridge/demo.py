@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.util
 import os
 import shlex
@@ -28,6 +29,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 import orjson
@@ -97,9 +99,9 @@ async def demo(upstream: str | None, listen_port: int, db: str | None) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         if fake:
-            processes.append(_start(me + ["fake-upstream", "--port", str(ports.upstream)], "fake upstream"))
+            processes.append(_start([*me, "fake-upstream", "--port", str(ports.upstream)], "fake upstream"))
             await _ready(wait_http(f"http://127.0.0.1:{ports.upstream}/health", READY_TIMEOUT, processes[-1]), stop)
-        sidecar = _start(me + ["serve", "--upstream", upstream_url, "--http-port", str(ports.http),
+        sidecar = _start([*me, "serve", "--upstream", upstream_url, "--http-port", str(ports.http),
                                "--upstream-via", f"http://127.0.0.1:{ports.listen}/v1",
                                "--extproc-port", str(ports.extproc), "--db", db_path, "--log-level", "warning"],
                          "sidecar", quiet=False)
@@ -108,9 +110,9 @@ async def demo(upstream: str | None, listen_port: int, db: str | None) -> int:
         await _ready(wait_grpc_health(ports.extproc, READY_TIMEOUT, sidecar), stop)
 
         config = os.path.join(workdir, "envoy.yaml")
-        with open(config, "w") as file:
-            file.write(render_bootstrap(listen_port=ports.listen, extproc_port=ports.extproc, http_port=ports.http,
-                                        upstream=upstream_url, admin_port=ports.admin))
+        bootstrap = render_bootstrap(listen_port=ports.listen, extproc_port=ports.extproc, http_port=ports.http,
+                                     upstream=upstream_url, admin_port=ports.admin)
+        await asyncio.to_thread(Path(config).write_text, bootstrap)
         envoy = _start([envoy_binary(), "-c", config, "--log-level", "warn", "--disable-hot-restart",
                         "--base-id", str(os.getpid())], "envoy", quiet=False)
         processes.append(envoy)
@@ -126,10 +128,8 @@ async def demo(upstream: str | None, listen_port: int, db: str | None) -> int:
             if dead:
                 print(f"demo: {dead[0].name} exited unexpectedly; stopping.", file=sys.stderr)
                 return 1
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=1.0)
-            except TimeoutError:
-                pass
         print("\nstopping...", flush=True)
         return 0
     except _Stopped:

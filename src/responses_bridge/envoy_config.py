@@ -1,6 +1,7 @@
 """The Envoy bootstrap that puts the bridge in front of a Chat Completions upstream.
 
-``render_bootstrap`` builds the whole Envoy v3 bootstrap from Python dicts and writes it as YAML. What it sets up, and why:
+``render_bootstrap`` builds the whole Envoy v3 bootstrap from Python dicts and writes it as YAML. What it sets up,
+and why:
 
 * ``POST /v1/responses`` and ``POST /responses`` (exact paths) go to the **upstream LLM cluster** with the
   ext_proc filter on: the processor rewrites the request into a Chat Completions call (path, body, auth) and the

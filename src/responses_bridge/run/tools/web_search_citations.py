@@ -44,9 +44,7 @@ def _url_key(url: str) -> str:
 def _trim_bare(url: str) -> str:
     """A URL written in prose ends before trailing punctuation and before a ``)`` it did not open."""
     while url:
-        if url[-1] in _TRAILING:
-            url = url[:-1]
-        elif url[-1] == ")" and url.count("(") < url.count(")"):
+        if url[-1] in _TRAILING or (url[-1] == ")" and url.count("(") < url.count(")")):
             url = url[:-1]
         else:
             break
