@@ -28,6 +28,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,9 +155,9 @@ def _start(argv: list[str], name: str, *, quiet: bool = True) -> ManagedProcess:
     return process
 
 
-async def _ready(waiting: object, stop: asyncio.Event) -> None:
+async def _ready(waiting: Awaitable[None], stop: asyncio.Event) -> None:
     """Wait for a readiness check, unless Ctrl-C comes first."""
-    task = asyncio.ensure_future(waiting)  # type: ignore[arg-type]
+    task = asyncio.ensure_future(waiting)
     stopper = asyncio.ensure_future(stop.wait())
     done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
     stopper.cancel()

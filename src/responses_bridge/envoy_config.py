@@ -409,7 +409,7 @@ def _is_ip(address: str) -> bool:
 
 
 def _http_protocol_options(http2: bool = False) -> dict[str, Any]:
-    explicit = {"http2_protocol_options": {}} if http2 else {"http_protocol_options": {}}
+    explicit: dict[str, Any] = {"http2_protocol_options": {}} if http2 else {"http_protocol_options": {}}
     return {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
         "@type": _TYPE + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
         "explicit_http_config": explicit,
