@@ -100,9 +100,9 @@ async def _start_envoy(tmp: str, upstream_port: int, http_port: int, extproc_por
 
     envoy_port, admin_port = free_port(), free_port()
     path = os.path.join(tmp, "envoy.yaml")
-    with open(path, "w") as file:
-        file.write(render_bootstrap(listen_port=envoy_port, extproc_port=extproc_port, http_port=http_port,
-                                    upstream=f"http://127.0.0.1:{upstream_port}/v1", admin_port=admin_port))
+    bootstrap = render_bootstrap(listen_port=envoy_port, extproc_port=extproc_port, http_port=http_port,
+                                 upstream=f"http://127.0.0.1:{upstream_port}/v1", admin_port=admin_port)
+    await asyncio.to_thread(Path(path).write_text, bootstrap)
     envoy = ManagedProcess([envoy_binary(), "-c", path, "--log-level", "error", "--base-id", str(envoy_port),
                             "--concurrency", "1"], "envoy")
     envoy.start()
@@ -192,7 +192,7 @@ async def _throughput(session: aiohttp.ClientSession, target: Target, body: byte
 
 def _percentile(samples: list[float], fraction: float) -> float:
     ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 def _summarise(args: argparse.Namespace, targets: list[Target], kinds: list[str], throughput: dict[str, float],

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.util
 import os
 import shlex
@@ -27,7 +28,9 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 import orjson
@@ -97,9 +100,9 @@ async def demo(upstream: str | None, listen_port: int, db: str | None) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         if fake:
-            processes.append(_start(me + ["fake-upstream", "--port", str(ports.upstream)], "fake upstream"))
+            processes.append(_start([*me, "fake-upstream", "--port", str(ports.upstream)], "fake upstream"))
             await _ready(wait_http(f"http://127.0.0.1:{ports.upstream}/health", READY_TIMEOUT, processes[-1]), stop)
-        sidecar = _start(me + ["serve", "--upstream", upstream_url, "--http-port", str(ports.http),
+        sidecar = _start([*me, "serve", "--upstream", upstream_url, "--http-port", str(ports.http),
                                "--upstream-via", f"http://127.0.0.1:{ports.listen}/v1",
                                "--extproc-port", str(ports.extproc), "--db", db_path, "--log-level", "warning"],
                          "sidecar", quiet=False)
@@ -108,9 +111,9 @@ async def demo(upstream: str | None, listen_port: int, db: str | None) -> int:
         await _ready(wait_grpc_health(ports.extproc, READY_TIMEOUT, sidecar), stop)
 
         config = os.path.join(workdir, "envoy.yaml")
-        with open(config, "w") as file:
-            file.write(render_bootstrap(listen_port=ports.listen, extproc_port=ports.extproc, http_port=ports.http,
-                                        upstream=upstream_url, admin_port=ports.admin))
+        bootstrap = render_bootstrap(listen_port=ports.listen, extproc_port=ports.extproc, http_port=ports.http,
+                                     upstream=upstream_url, admin_port=ports.admin)
+        await asyncio.to_thread(Path(config).write_text, bootstrap)
         envoy = _start([envoy_binary(), "-c", config, "--log-level", "warn", "--disable-hot-restart",
                         "--base-id", str(os.getpid())], "envoy", quiet=False)
         processes.append(envoy)
@@ -126,10 +129,8 @@ async def demo(upstream: str | None, listen_port: int, db: str | None) -> int:
             if dead:
                 print(f"demo: {dead[0].name} exited unexpectedly; stopping.", file=sys.stderr)
                 return 1
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=1.0)
-            except TimeoutError:
-                pass
         print("\nstopping...", flush=True)
         return 0
     except _Stopped:
@@ -154,9 +155,9 @@ def _start(argv: list[str], name: str, *, quiet: bool = True) -> ManagedProcess:
     return process
 
 
-async def _ready(waiting: object, stop: asyncio.Event) -> None:
+async def _ready(waiting: Awaitable[None], stop: asyncio.Event) -> None:
     """Wait for a readiness check, unless Ctrl-C comes first."""
-    task = asyncio.ensure_future(waiting)  # type: ignore[arg-type]
+    task = asyncio.ensure_future(waiting)
     stopper = asyncio.ensure_future(stop.wait())
     done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
     stopper.cancel()

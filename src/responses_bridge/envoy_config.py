@@ -1,6 +1,7 @@
 """The Envoy bootstrap that puts the bridge in front of a Chat Completions upstream.
 
-``render_bootstrap`` builds the whole Envoy v3 bootstrap from Python dicts and writes it as YAML. What it sets up, and why:
+``render_bootstrap`` builds the whole Envoy v3 bootstrap from Python dicts and writes it as YAML. What it sets up,
+and why:
 
 * ``POST /v1/responses`` and ``POST /responses`` (exact paths) go to the **upstream LLM cluster** with the
   ext_proc filter on: the processor rewrites the request into a Chat Completions call (path, body, auth) and the
@@ -408,7 +409,7 @@ def _is_ip(address: str) -> bool:
 
 
 def _http_protocol_options(http2: bool = False) -> dict[str, Any]:
-    explicit = {"http2_protocol_options": {}} if http2 else {"http_protocol_options": {}}
+    explicit: dict[str, Any] = {"http2_protocol_options": {}} if http2 else {"http_protocol_options": {}}
     return {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
         "@type": _TYPE + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
         "explicit_http_config": explicit,

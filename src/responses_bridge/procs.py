@@ -109,7 +109,7 @@ async def wait_http(url: str, timeout: float = 30.0, process: ManagedProcess | N
                 async with session.get(url) as response:
                     if response.status == 200:
                         return
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 pass
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{url} was not ready after {timeout:.0f} s")

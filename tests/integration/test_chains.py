@@ -49,7 +49,7 @@ async def build_chain(client: openai.AsyncOpenAI, turns: int) -> tuple[list[str]
                                                  instructions=f"rules of turn {turn}")
         assert response.previous_response_id == previous
         if turn == turns:
-            return ids + [response.id], expected
+            return [*ids, response.id], expected
         expected.append(expected_input)
         pending_call = None
         if answer is None:

@@ -161,7 +161,7 @@ async def test_request_mapping_reaches_upstream(client: openai.AsyncOpenAI, upst
 
 
 async def test_stream_asks_upstream_for_usage(http: aiohttp.ClientSession, upstream_log) -> None:
-    status, raw = await raw_stream(http, {"model": "fake-model", "input": "usage please"})
+    _status, raw = await raw_stream(http, {"model": "fake-model", "input": "usage please"})
     sent = await upstream_log.last_body()
     assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
     assert parse_sse(raw)[-1]["response"]["usage"]["output_tokens"] == 3  # "Echo: usage please"
@@ -248,7 +248,7 @@ async def test_upstream_5xx(client: openai.AsyncOpenAI, http: aiohttp.ClientSess
         await client.responses.create(model="fake-model", input="[error=500]")
     assert caught.value.status_code == 502
     assert "fake upstream error 500" in caught.value.body["message"]
-    status, raw = await raw_stream(http, {"model": "fake-model", "input": "[error=503]"})
+    _status, raw = await raw_stream(http, {"model": "fake-model", "input": "[error=503]"})
     events = parse_sse(raw)
     check_sequence(events)
     assert [e["type"] for e in events] == ["response.created", "response.in_progress", "response.failed"]
@@ -273,7 +273,7 @@ async def test_stream_cut_mid_way_fails_and_is_stored_failed(client: openai.Asyn
 
 
 async def test_garbage_mid_stream_fails(http: aiohttp.ClientSession) -> None:
-    status, raw = await raw_stream(http, {"model": "fake-model", "input": "[garbage] hello"})
+    _status, raw = await raw_stream(http, {"model": "fake-model", "input": "[garbage] hello"})
     events = parse_sse(raw)
     assert events[-1]["type"] == "response.failed"
     assert_no_chat_chunks(raw)

@@ -136,7 +136,7 @@ async def start_envoy(bootstrap_yaml: str, *, timeout: float = 30.0, concurrency
     directory = Path(tempfile.mkdtemp(prefix="envoy-test-"))
     (directory / "envoy.yaml").write_text(bootstrap_yaml)
     base_id = next(_BASE_IDS)
-    log = open(directory / "envoy.log", "wb")
+    log = open(directory / "envoy.log", "wb")  # noqa: SIM115  (EnvoyProcess closes it when Envoy stops)
     argv = [envoy_binary(), "-c", str(directory / "envoy.yaml"), "--base-id", str(base_id),
             "--admin-address-path", str(directory / "admin.address"), "--concurrency", str(concurrency),
             "--log-level", log_level, "--disable-hot-restart", *extra_args]

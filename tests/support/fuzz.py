@@ -18,6 +18,7 @@ subset of JSON Schema that pydantic emits is small enough to translate here.)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import sys
@@ -162,8 +163,8 @@ IDS = st.one_of(st.sampled_from(["resp_missing", "conv_missing", "pmpt_missing",
                 st.text(max_size=12), ODD_SHORT)
 QUERY = st.dictionaries(st.sampled_from(["limit", "order", "after", "before", "include", "stream",
                                          "starting_after", "version"]),
-                        st.one_of(st.text(max_size=10), st.integers(-5, 1000).map(str), HUGE_NUMBERS.map(str), st.just("\u00b2"),
-                                  ODD_SHORT), max_size=3)
+                        st.one_of(st.text(max_size=10), st.integers(-5, 1000).map(str), HUGE_NUMBERS.map(str),
+                                  st.just("\u00b2"), ODD_SHORT), max_size=3)
 
 
 def _quote(text: str) -> str:
@@ -317,10 +318,9 @@ class Tally:
         parts = urlsplit(self.base_url)
         connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=TIMEOUT)
         try:
-            try:
+            # the server may answer early (e.g. a 431 for the head) and close while the body is going out
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 connection.request(request.method, request.path, body=request.body, headers=dict(request.headers))
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the server answered early (e.g. a 431 for the head) and closed while the body was going out
             response = connection.getresponse()
             status, content_type, body = response.status, response.getheader("Content-Type", ""), response.read()
         except TimeoutError:

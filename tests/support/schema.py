@@ -660,10 +660,8 @@ class _ItemState:
             for key in ("call_id", "name"):
                 if item[key] != self.added[key]:
                     raise SchemaError(f"{where}: {key} changed from {self.added[key]!r} to {item[key]!r}")
-        if self.kind == "custom_tool_call":
-            if self.arguments_done is None or item["input"] != self.arguments_done:
-                raise SchemaError(f"{where}: custom tool call input {item['input']!r}, done as "
-                                  f"{self.arguments_done!r}")
+        if self.kind == "custom_tool_call" and (self.arguments_done is None or item["input"] != self.arguments_done):
+            raise SchemaError(f"{where}: custom tool call input {item['input']!r}, done as {self.arguments_done!r}")
         if self.kind == "shell_call":
             done = [command for _, command in self.commands]
             if done != item["action"]["commands"]:

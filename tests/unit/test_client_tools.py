@@ -221,7 +221,7 @@ def test_custom_tool_call_input_streams_as_it_is_decoded(size: int) -> None:
 
 
 def test_custom_input_that_is_not_the_offered_json_is_taken_as_is() -> None:
-    response, events = run_builder({"tools": [CUSTOM]}, [("code_exec", ["1 + ", "1"])])
+    response, _events = run_builder({"tools": [CUSTOM]}, [("code_exec", ["1 + ", "1"])])
     assert response["output"][0]["input"] == "1 + 1"
 
 
@@ -306,9 +306,9 @@ def test_a_stream_cut_mid_call_fails_with_the_partial_items() -> None:
 
 
 def test_a_shell_call_in_plain_text_is_one_command() -> None:
-    response, events = run_builder({"tools": [SHELL]}, [("shell", ["ls ", "-la"])])
+    response, _events = run_builder({"tools": [SHELL]}, [("shell", ["ls ", "-la"])])
     assert response["output"][0]["action"]["commands"] == ["ls -la"]
-    response, events = run_builder({"tools": [SHELL]}, [("shell", ['{"commands": ["rm -rf /tmp/x"'])])
+    response, _events = run_builder({"tools": [SHELL]}, [("shell", ['{"commands": ["rm -rf /tmp/x"'])])
     assert response["output"][0]["action"]["commands"] == []  # broken JSON: nothing is made up from it
 
 
@@ -316,7 +316,7 @@ def test_a_custom_tool_inside_a_namespace() -> None:
     namespace = {"type": "namespace", "name": "mcp", "description": "Server tools.",
                  "tools": [{"type": "custom", "name": "query"}, {"type": "function", "name": "query_fn"}]}
     assert set(offered(chat({"input": "x", "tools": [namespace]}))) == {"mcp__query", "mcp__query_fn"}
-    response, events = run_builder({"tools": [namespace]}, [("mcp__query", ['{"input": "select 1"}'])])
+    response, _events = run_builder({"tools": [namespace]}, [("mcp__query", ['{"input": "select 1"}'])])
     item = response["output"][0]
     assert (item["type"], item["namespace"], item["name"], item["input"]) == ("custom_tool_call", "mcp", "query",
                                                                               "select 1")

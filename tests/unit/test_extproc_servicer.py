@@ -405,7 +405,7 @@ async def test_a_bug_at_the_response_headers(runtime: Runtime, monkeypatch: pyte
     monkeypatch.setattr(servicer_module, "_sse_headers", _broken)
     monkeypatch.setattr(Exchange, "on_upstream_headers", _broken) if not client_streams else None
     [reply] = await stream.handle(response_headers(200, SSE if client_streams else JSON))
-    status, headers, body = immediate(reply)  # nothing had left Envoy: the whole answer
+    status, _headers, body = immediate(reply)  # nothing had left Envoy: the whole answer
     if client_streams:
         assert status == 200 and sse_terminal(body)["type"] == "response.failed"
         assert await stored_status(runtime, stream) == "failed"
@@ -628,22 +628,25 @@ async def test_a_drain_ends_live_streams_before_the_server_stops(runtime: Runtim
 
 
 async def test_the_outbox_joins_body_bytes_that_pile_up_and_keeps_the_order() -> None:
-    from responses_bridge.adapters.extproc.messages import CONTINUE_RESPONSE_TRAILERS, response_headers_reply, \
-        streamed_body
+    from responses_bridge.adapters.extproc.messages import (
+        CONTINUE_RESPONSE_TRAILERS,
+        response_headers_reply,
+        streamed_body,
+    )
     from responses_bridge.adapters.extproc.outbox import Outbox
 
     written: list[ProcessingResponse] = []
-    release = asyncio.Event()
+    release, first_written = asyncio.Event(), asyncio.Event()
 
     async def slow_write(message: ProcessingResponse) -> None:
         written.append(message)
+        first_written.set()
         await release.wait()  # the first write is still under way while the rest piles up
 
     outbox = Outbox(slow_write, merge=True)
     headers = response_headers_reply(None, [("content-type", SSE)])
     outbox.put([headers])
-    while not written:
-        await asyncio.sleep(0)
+    await first_written.wait()
     outbox.put([streamed_body(b"a", False)])
     outbox.put([streamed_body(b"b", False), streamed_body(b"c", True), CONTINUE_RESPONSE_TRAILERS])
     release.set()

@@ -24,7 +24,7 @@ from tests.support.tool_catalog import catalog
 
 @pytest.fixture(scope="module")
 def index() -> ToolIndex:
-    built = ToolIndex(catalog(200) + [{"type": "function", "name": "always_there", "parameters": None,
+    built = ToolIndex([*catalog(200), {"type": "function", "name": "always_there", "parameters": None,
                                        "strict": None, "description": "weather forecast everywhere"}])
     yield built
     built.close()

@@ -130,7 +130,7 @@ async def test_results_outside_allowed_domains_are_dropped_even_from_the_provide
     class Careless:
         name = "careless"
 
-        async def search(self, query, *, max_results, user_location, allowed_domains):  # noqa: ANN001, ANN202
+        async def search(self, query, *, max_results, user_location, allowed_domains):
             from responses_bridge.run.tools.web_search import SearchResult
             return [SearchResult("https://evil.example/x", "x", "x"), SearchResult("https://notgood.org/y", "y", "y"),
                     SearchResult("https://a.good.org/z", "z", "z")]
@@ -176,7 +176,7 @@ async def test_a_slow_provider_times_out(kind: str, server: SearchServer) -> Non
 async def test_searxng_without_json_format_gets_a_hint(server: SearchServer,
                                                        providers: dict[str, SearchProvider]) -> None:
     server.mode = "forbidden"
-    with pytest.raises(WebSearchError, match="HTTP 403 .*format=json"):
+    with pytest.raises(WebSearchError, match=r"HTTP 403 .*format=json"):
         await run_web_search(providers["searxng"], "anything", WebSearchToolOptions())
 
 

@@ -74,8 +74,8 @@ def check_model_name(model: str) -> None:
 
 
 def check_call_outputs(history: list[dict[str, Any]], items: list[dict[str, Any]]) -> None:
-    """Every ``function_call_output`` of the input answers a call made earlier in the history (chain or conversation) or in
-    the input itself, as OpenAI requires; an output for a call nobody made is a 400 before anything is stored.
+    """Every ``function_call_output`` of the input answers a call made earlier in the history (chain or conversation) or
+    in the input itself, as OpenAI requires; an output for a call nobody made is a 400 before anything is stored.
     Calls hidden in a compaction's summary cannot be seen, so once a ``compaction`` item has been met the outputs
     are not checked."""
     calls: set[str] = set()

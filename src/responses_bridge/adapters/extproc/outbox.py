@@ -11,6 +11,7 @@ until Envoy has them (the request's, a JSON answer's) are written directly.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Iterable
 
 from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingResponse, StreamedBodyResponse
@@ -67,10 +68,9 @@ class Outbox:
     async def close(self) -> None:
         if self._task is not None and not self._task.done():
             self._task.cancel()
-            try:
+            # Closing must not raise: the writer's own failure was already kept for the message loop.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
 
     async def _run(self) -> None:
         write = self._write
@@ -83,7 +83,7 @@ class Outbox:
                     for reply in _joined(batch) if self.merge and len(batch) > 1 else batch:
                         await write(reply)
                 self._idle.set()
-        except Exception as exc:  # the stream broke: the message loop learns it at its next put or flush
+        except Exception as exc:  # noqa: BLE001  (the stream broke: the message loop learns it at its next put or flush)
             self._error = exc
             self._idle.set()
 

@@ -82,7 +82,7 @@ class ExtProcServicer(external_processor_pb2_grpc.ExternalProcessorServicer):
         try:
             while True:
                 request = await read()
-                if request is grpc.aio.EOF:
+                if request is grpc.aio.EOF:  # type: ignore[attr-defined]  # grpc exports it; grpc-stubs lack it
                     break
                 async with lock:  # sent under the lock: a drain's last words never overtake these replies
                     handling = stream.handle(request)
@@ -333,8 +333,8 @@ class _Stream:
         except Exception:
             log.exception("extproc_request_translation_failed")
             self.done = True
-            error = APIError(500, "The request could not be translated.", code="server_error")
-            return m.immediate_response(500, error.body(), JSON)
+            failure = APIError(500, "The request could not be translated.", code="server_error")
+            return m.immediate_response(500, failure.body(), JSON)
         del body  # parsed: only the translated body is needed from here on
         if exchange.background:  # runs in the sidecar; Envoy gets the answer now, the upstream is not called
             self.done = True

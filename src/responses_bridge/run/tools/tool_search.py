@@ -45,7 +45,8 @@ def is_server_tool_search(tool: Mapping[str, Any]) -> bool:
 
 
 def _deferred(tool: Any) -> bool:
-    return isinstance(tool, Mapping) and tool.get("type", "function") == "function" and tool.get("defer_loading") is True
+    return (isinstance(tool, Mapping) and tool.get("type", "function") == "function"
+            and tool.get("defer_loading") is True)
 
 
 def split_deferred(tools: Iterable[Mapping[str, Any]] | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

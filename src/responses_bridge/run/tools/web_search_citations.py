@@ -44,9 +44,7 @@ def _url_key(url: str) -> str:
 def _trim_bare(url: str) -> str:
     """A URL written in prose ends before trailing punctuation and before a ``)`` it did not open."""
     while url:
-        if url[-1] in _TRAILING:
-            url = url[:-1]
-        elif url[-1] == ")" and url.count("(") < url.count(")"):
+        if url[-1] in _TRAILING or (url[-1] == ")" and url.count("(") < url.count(")")):
             url = url[:-1]
         else:
             break
@@ -68,14 +66,14 @@ def find_citations(text: str, results: list[SearchResult]) -> list[dict[str, Any
     annotations: list[dict[str, Any]] = []
     for match in _CITATION.finditer(text):
         if match.group("link") is not None:
-            result = by_url.get(_url_key(match.group("link")))
-            if result is not None:
-                annotations.append(_annotation(match.start(), match.end(), result))
+            cited = by_url.get(_url_key(match.group("link")))
+            if cited is not None:
+                annotations.append(_annotation(match.start(), match.end(), cited))
         elif match.group("bare") is not None:
             url = _trim_bare(match.group("bare"))
-            result = by_url.get(_url_key(url))
-            if result is not None:
-                annotations.append(_annotation(match.start(), match.start() + len(url), result))
+            cited = by_url.get(_url_key(url))
+            if cited is not None:
+                annotations.append(_annotation(match.start(), match.start() + len(url), cited))
         else:
             number = int(match.group("number"))
             if 1 <= number <= len(results):

@@ -34,9 +34,11 @@ MAX_QUERY_CHARS = 400  # Brave refuses longer queries; no search engine needs mo
 BRAVE_MAX_COUNT = 20
 TAVILY_MAX_RESULTS = 20
 # Brave's ``country`` accepts only these (anything else is a 422); others are searched without a country.
-BRAVE_COUNTRIES = frozenset(
-    "AR AU AT BE BR CA CL DK FI FR DE HK IN ID IT JP KR MY MX NL NZ NO CN PL PT PH RU SA ZA ES SE CH TW TR GB US"
-    .split())
+BRAVE_COUNTRIES = frozenset((
+    "AR", "AU", "AT", "BE", "BR", "CA", "CL", "DK", "FI", "FR", "DE", "HK",
+    "IN", "ID", "IT", "JP", "KR", "MY", "MX", "NL", "NZ", "NO", "CN", "PL",
+    "PT", "PH", "RU", "SA", "ZA", "ES", "SE", "CH", "TW", "TR", "GB", "US",
+))
 # Brave's ``search_lang`` uses a few codes of its own.
 BRAVE_LANGUAGE = {"ja": "jp", "zh": "zh-hans", "pt": "pt-br", "nb": "nb"}
 
