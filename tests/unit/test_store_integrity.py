@@ -98,7 +98,8 @@ async def test_migration_4_moves_existing_rows(tmp_path) -> None:
     await conn.execute("INSERT INTO conversations (id, created_at, metadata) VALUES ('conv_a', 1, '{}')")
     await conn.execute("INSERT INTO conversation_item_writes VALUES ('conv_a', ?)",
                        (orjson.dumps([message("c1", "msg_c1")]).decode(),))
-    await conn.execute("INSERT INTO prompt_writes VALUES ('pmpt_a', 1, ?)", (orjson.dumps({"instructions": "x"}).decode(),))
+    await conn.execute("INSERT INTO prompt_writes VALUES ('pmpt_a', 1, ?)",
+                       (orjson.dumps({"instructions": "x"}).decode(),))
     await conn.execute("INSERT INTO response_events VALUES ('resp_a', 0, x'6576')")
     await conn.close()
 

@@ -479,7 +479,8 @@ class Exchange:
         conversation_id = self._take_conversation()
         if conversation_id is None:
             return True
-        items = self.request.input_items + self.response["output"]  # type: ignore[union-attr]
+        assert self.request is not None and self.response is not None  # a conversation is taken only after begin()
+        items = self.request.input_items + self.response["output"]
         try:
             joined = await self._conversations.append_items(conversation_id, items)  # type: ignore[union-attr]
         except Exception:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import grpc
 import structlog
@@ -85,8 +86,9 @@ async def start_extproc_server(runtime: Runtime, host: str, port: int, *,
 READINESS_INTERVAL_SECONDS = 1.0
 
 
-async def _report_readiness(runtime: Runtime, health_servicer: health.aio.HealthServicer) -> None:
-    """Keep the gRPC health status in step with readiness (Envoy's health checks of the processor see a stalled
+async def _report_readiness(runtime: Runtime, health_servicer: Any) -> None:
+    """``health_servicer`` is a ``grpc_health.v1.health.aio.HealthServicer`` (its stubs do not declare ``aio``).
+    Keep the gRPC health status in step with readiness (Envoy's health checks of the processor see a stalled
     store or a draining process as NOT_SERVING). Ends once the store has closed."""
     serving: bool | None = True
     while True:
