@@ -53,6 +53,8 @@ class ResponsesRoutes:
                                 out = exchange.on_upstream_chunk(chunk)
                                 if out and stream is not None:
                                     await stream.write(out)
+                                elif exchange.upstream_failed:  # e.g. an event over the size limit: stop now
+                                    break
                         attempt = exchange.retry_request()
                 reply = await exchange.finish()
             except UpstreamFailure as failure:

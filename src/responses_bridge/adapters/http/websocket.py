@@ -169,6 +169,8 @@ class WebSocketSession:
                             out = exchange.on_upstream_chunk(chunk)
                             if out:
                                 await self.send_lines(out)
+                            elif exchange.upstream_failed:  # e.g. an event over the size limit: stop now
+                                break
                     call = exchange.retry_request()
             reply = await exchange.finish()
         except UpstreamFailure as failure:
