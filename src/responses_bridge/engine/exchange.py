@@ -156,6 +156,7 @@ class Exchange:
     async def begin(self, body: bytes) -> UpstreamRequest:
         """Raises :class:`APIError` for a request that cannot be served; nothing is stored then."""
         request = parse_request(body)
+        del body  # a large body is let go now, not after the history loads and the upstream call
         p = request.params
         if p.background and not p.store:
             raise APIError(400, "Background responses require 'store' to be true.", param="background",

@@ -35,10 +35,10 @@ class SSEDecoder:
 
     Work is linear in the bytes received. The unfinished tail never contains a blank line (every one found was
     split on). A tail no longer than four chunks is searched again with the next chunk, as the simplest code would;
-    a longer one only grows in place (the new chunk searched alone, and for a separator that straddles it and the
-    tail's last byte) until its event ends, when it is searched once more. A long event arriving in small reads
-    therefore costs a few passes over its bytes, not one pass over the whole tail per read. The common case, a
-    chunk that arrives with no tail, is one ``split`` of the chunk.
+    a longer one is never searched again: only the new chunk is (and the one byte where a separator may straddle
+    the two), the chunk is appended in place, and the event is cut out where its blank line was found. A long event
+    arriving in small reads therefore costs a couple of copies of its bytes, not one pass over the whole tail per
+    read. The common case, a chunk that arrives with no tail, is one ``split`` of the chunk.
     """
 
     __slots__ = ("_buffer", "_after_cr", "_max", "scanned")
@@ -47,7 +47,7 @@ class SSEDecoder:
         self._buffer: bytes | bytearray = b""  # the unfinished tail, line endings already normalised to LF
         self._after_cr = False  # the last chunk ended with CR: an LF that starts the next one belongs to it
         self._max = max_event_bytes
-        self.scanned = 0  # bytes of long tails searched again: at most once each, when their event ends
+        self.scanned = 0  # bytes searched while a long tail was pending: each new byte once, the tail never
 
     def feed(self, chunk: bytes) -> list[bytes]:
         """Raises :class:`EventTooLarge` when one event (finished or not) exceeds the limit."""
@@ -63,28 +63,38 @@ class SSEDecoder:
             self._after_cr = chunk.endswith(b"\r")
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         tail = self._buffer
+        payloads: list[bytes] = []
         if tail:
             if len(tail) <= len(chunk) << 2:
                 # a short tail: searching it again with the chunk costs no more than the chunk itself
                 chunk = tail + chunk if type(tail) is bytes else bytes(tail) + chunk
-            elif b"\n\n" not in chunk and not (tail[-1] == 10 and chunk[:1] == b"\n"):
-                # a long tail and no end of its event yet: grow it in place, never search it again
+            else:  # a long tail: only the new bytes are searched
+                self.scanned += len(chunk)
+                if tail[-1] == 10 and chunk[:1] == b"\n":  # the blank line straddles the tail and the chunk
+                    end = len(tail) - 1
+                else:
+                    found = chunk.find(b"\n\n")
+                    end = len(tail) + found if found >= 0 else -1
                 if type(tail) is bytes:
                     tail = self._buffer = bytearray(tail)
                 tail += chunk  # type: ignore[operator]
-                if len(tail) > self._max:
+                if end < 0:  # its event goes on: the tail grew in place, one copy of the new bytes
+                    if len(tail) > self._max:
+                        raise EventTooLarge(self._max)
+                    return payloads
+                if end > self._max:
                     raise EventTooLarge(self._max)
-                return []
-            else:  # the long tail's event ends in this chunk: it is searched once more, with it
-                self.scanned += len(tail)
-                tail += chunk  # type: ignore[operator]
-                chunk = bytes(tail)
+                view = memoryview(tail)
+                data = _event_data(bytes(view[:end]))
+                chunk = bytes(view[end + 2:])
+                view.release()
+                if data is not None:
+                    payloads.append(data)
         events = chunk.split(b"\n\n")
         self._buffer = events.pop()
         if len(chunk) > self._max:  # rare: only a chunk this long can hold an event this long
             if any(len(event) > self._max for event in events) or len(self._buffer) > self._max:
                 raise EventTooLarge(self._max)
-        payloads: list[bytes] = []
         for event in events:
             data = _event_data(event)
             if data is not None:
