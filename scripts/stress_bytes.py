@@ -71,6 +71,18 @@ async def start(tmp: str, bridge_src: str | None, extra_env: list[str]) -> Proce
 
 
 SETTLE_SECONDS = 15  # the sidecar trims memory within 2 s of growing, and again every 10 s while it stays high
+LARGE_CLIENT = """
+import sys, urllib.request
+request = urllib.request.Request(sys.argv[1], data=sys.stdin.buffer.read(),
+                                 headers={"Content-Type": "application/json"})
+completed, last = False, b""
+with urllib.request.urlopen(request, timeout=600) as response:
+    while chunk := response.read(65536):
+        window = last + chunk
+        completed = completed or b"event: response.completed\\n" in window
+        last = window[-64:]
+print("completed" if completed and last.endswith(b"data: [DONE]\\n\\n") else last)
+"""
 PROBE = orjson.dumps({"model": "fake-model", "input": "ping", "store": False})
 
 
@@ -85,25 +97,26 @@ async def probe(session: aiohttp.ClientSession, base: str) -> float:
 
 
 async def stall(session: aiohttp.ClientSession, big_base: str, probe_base: str, event_bytes: int,
-                write: int) -> dict[str, float]:
+                write: int, pause_ms: int) -> dict[str, float]:
     idle = [await probe(session, probe_base) for _ in range(60)]
-    body = orjson.dumps({"model": "fake-model", "input": f"large event [huge={event_bytes}:{write}]",
+    body = orjson.dumps({"model": "fake-model", "input": f"large event [huge={event_bytes}:{write}:{pause_ms}]",
                          "stream": True, "store": False})
 
     async def large() -> tuple[float, bytes]:
+        """Read by a client process of its own, so that reading megabytes does not delay this one's probes."""
         started = time.perf_counter()
-        async with session.post(f"{big_base}/v1/responses", data=body,
-                                headers={"Content-Type": "application/json"}) as response:
-            raw = await response.read()
-        return (time.perf_counter() - started) * 1000, raw
+        reader = await asyncio.create_subprocess_exec(sys.executable, "-c", LARGE_CLIENT, f"{big_base}/v1/responses",
+                                                      stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        outcome, _ = await reader.communicate(body)
+        return (time.perf_counter() - started) * 1000, outcome
 
     task = asyncio.create_task(large())
     during: list[float] = []
     while not task.done():
         during.append(await probe(session, probe_base))
-    took, raw = await task
-    if b"event: response.completed\n" not in raw:
-        raise RuntimeError(f"the large event's response did not complete: {raw[-400:]!r}")
+    took, outcome = await task
+    if outcome.strip() != b"completed":
+        raise RuntimeError(f"the large event's response did not complete: {outcome[-400:]!r}")
     median = statistics.median(idle)
     worst = max(during) if during else 0.0
     return {"idle_median_ms": median, "idle_max_ms": max(idle), "during_max_ms": worst,
@@ -163,14 +176,15 @@ async def main(args: argparse.Namespace) -> dict:
                     for _ in range(20):
                         await probe(session, base)
                 results: dict = {"bridge_src": args.bridge_src or "this checkout", "sidecar_env": args.sidecar_env,
-                                 "event_bytes": args.event_bytes, "write_bytes": args.write}
+                                 "event_bytes": args.event_bytes, "write_bytes": args.write,
+                                 "pause_ms": args.pause_ms}
                 if args.only in (None, "stall"):
                     for key, big, probes in (("stall_large_on_http_probes_on_envoy", processes.http_url,
                                               processes.envoy_url),
                                              ("stall_large_on_envoy_probes_on_http", processes.envoy_url,
                                               processes.http_url)):
-                        results[key] = [await stall(session, big, probes, args.event_bytes, args.write)
-                                        for _ in range(args.repeat)]
+                        results[key] = [await stall(session, big, probes, args.event_bytes, args.write,
+                                                    args.pause_ms) for _ in range(args.repeat)]
                 if args.only == "stall":
                     return results
                 body = large_body(args.mib)
@@ -189,8 +203,9 @@ def report(results: dict) -> None:
     print(f"bridge: {results['bridge_src']}" + (f" (sidecar env {results['sidecar_env']})"
                                                   if results["sidecar_env"] else ""))
     if "stall_large_on_http_probes_on_envoy" in results:
-        print(f"stall: one {results['event_bytes']} B upstream event in {results['write_bytes']} B writes; "
-              "delay = a probe's worst latency while it streams - the probes' idle median")
+        print(f"stall: one {results['event_bytes']} B upstream event in {results['write_bytes']} B writes "
+              f"{results['pause_ms']} ms apart; delay = a probe's worst latency while it streams - the probes' idle "
+              "median")
     for key, label in (("stall_large_on_http_probes_on_envoy", "large on HTTP door, probes through Envoy"),
                        ("stall_large_on_envoy_probes_on_http", "large through Envoy, probes on HTTP door")):
         if key not in results:
@@ -225,6 +240,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--write", type=int, default=512, help="bytes per upstream write of the large event")
     parser.add_argument("--requests", type=int, default=10, help="sequential large requests per door")
     parser.add_argument("--mib", type=int, default=30, help="size of each large request, MiB")
+    parser.add_argument("--pause-ms", type=int, default=1, help="pause between the writes of the large event, so "
+                        "that they arrive as separate reads (0: just yield)")
     parser.add_argument("--repeat", type=int, default=5, help="stall measurements per direction")
     parser.add_argument("--only", choices=("stall", "memory"), help="measure only one of the two")
     parser.add_argument("--sidecar-env", action="append", default=[], metavar="NAME=VALUE",
