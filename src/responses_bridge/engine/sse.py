@@ -77,7 +77,7 @@ class SSEDecoder:
                     end = len(tail) + found if found >= 0 else -1
                 if type(tail) is bytes:
                     tail = self._buffer = bytearray(tail)
-                tail += chunk  # type: ignore[operator]
+                tail += chunk
                 if end < 0:  # its event goes on: the tail grew in place, one copy of the new bytes
                     if len(tail) > self._max:
                         raise EventTooLarge(self._max)
