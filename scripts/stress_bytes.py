@@ -83,6 +83,43 @@ with urllib.request.urlopen(request, timeout=600) as response:
         last = window[-64:]
 print("completed" if completed and last.endswith(b"data: [DONE]\\n\\n") else last)
 """
+IN_PROCESS = """
+import asyncio, time, orjson
+from responses_bridge.engine.exchange import Exchange
+from responses_bridge.engine.options import EngineOptions
+from responses_bridge.engine.sse import SSEDecoder
+from responses_bridge.store import SQLiteResponseStore
+
+def frame(delta, finish=None):
+    chunk = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+             "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+    return b"data: " + orjson.dumps(chunk) + b"\\n\\n"
+
+big = frame({"content": "x" * (2 * 1024 * 1024)})
+decoder, started = SSEDecoder(), time.perf_counter()
+out = [p for i in range(0, len(big), 512) for p in decoder.feed(big[i:i + 512])]
+big_ms = (time.perf_counter() - started) * 1000
+assert len(out) == 1
+frames = [frame({"role": "assistant", "content": ""})] + [frame({"content": f"w{i} "}) for i in range(1000)]
+frames += [frame({}, "stop"), b"data: [DONE]\\n\\n"]
+halves = [p for f in frames for p in (f[:len(f) // 2], f[len(f) // 2:])]
+
+async def per_event(pieces):
+    best = float("inf")
+    async with SQLiteResponseStore(":memory:") as store:
+        for _ in range(30):
+            exchange = Exchange(store, EngineOptions())
+            await exchange.begin(orjson.dumps({"model": "m", "input": "hi", "stream": True, "store": False}))
+            exchange.on_upstream_headers(200, "text/event-stream")
+            started = time.perf_counter()
+            for piece in pieces:
+                exchange.on_upstream_chunk(piece)
+            best = min(best, (time.perf_counter() - started) / len(frames) * 1e6)
+    return best
+
+print(orjson.dumps({"big_event_ms": big_ms, "per_event_us": asyncio.run(per_event(frames)),
+                    "per_event_cut_us": asyncio.run(per_event(halves))}).decode())
+"""
 PROBE = orjson.dumps({"model": "fake-model", "input": "ping", "store": False})
 
 
@@ -166,6 +203,15 @@ async def memory(session: aiohttp.ClientSession, sidecar: ManagedProcess, base: 
             "settled_over_idle_mb": settled - idle}
 
 
+async def in_process(bridge_src: str | None) -> dict[str, float]:
+    """The decoder and the exchange alone, in a process of their own (running the same source as the sidecar)."""
+    env = {**os.environ, "PYTHONPATH": os.path.abspath(bridge_src)} if bridge_src else None
+    child = await asyncio.create_subprocess_exec(sys.executable, "-c", IN_PROCESS, env=env,
+                                                 stdout=asyncio.subprocess.PIPE)
+    output, _ = await child.communicate()
+    return orjson.loads(output)
+
+
 async def main(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="rb-stress-") as tmp:
         processes = await start(tmp, args.bridge_src, args.sidecar_env)
@@ -179,6 +225,7 @@ async def main(args: argparse.Namespace) -> dict:
                                  "event_bytes": args.event_bytes, "write_bytes": args.write,
                                  "pause_ms": args.pause_ms}
                 if args.only in (None, "stall"):
+                    results["in_process"] = await in_process(args.bridge_src)
                     for key, big, probes in (("stall_large_on_http_probes_on_envoy", processes.http_url,
                                               processes.envoy_url),
                                              ("stall_large_on_envoy_probes_on_http", processes.envoy_url,
@@ -202,6 +249,11 @@ async def main(args: argparse.Namespace) -> dict:
 def report(results: dict) -> None:
     print(f"bridge: {results['bridge_src']}" + (f" (sidecar env {results['sidecar_env']})"
                                                   if results["sidecar_env"] else ""))
+    if "in_process" in results:
+        r = results["in_process"]
+        print(f"in process: one 2 MB event in 512-byte reads decoded in {r['big_event_ms']:.1f} ms; small events "
+              f"through an exchange {r['per_event_us']:.2f} us each, {r['per_event_cut_us']:.2f} us each when "
+              "every one is cut in two")
     if "stall_large_on_http_probes_on_envoy" in results:
         print(f"stall: one {results['event_bytes']} B upstream event in {results['write_bytes']} B writes "
               f"{results['pause_ms']} ms apart; delay = a probe's worst latency while it streams - the probes' idle "
