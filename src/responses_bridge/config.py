@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     upstream_connect_timeout: float = 10.0
     upstream_idle_timeout: float = 300.0  # the longest silence allowed between two upstream chunks
     max_request_bytes: int = 64 * 1024 * 1024
+    max_event_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)  # one upstream event / JSON answer; engine/sse.py
     max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
     developer_role: Literal["developer", "system"] = "system"
     reasoning_history: Literal["drop", "reasoning_content"] = "drop"
@@ -129,6 +130,7 @@ class Settings(BaseSettings):
             reasoning_history=self.reasoning_history,
             unsupported_tools=self.unsupported_tools,
             context_window=self.context_window,
+            max_event_bytes=self.max_event_bytes,
         )
 
     def mcp_limits(self) -> MCPLimits:

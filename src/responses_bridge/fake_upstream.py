@@ -115,6 +115,10 @@ text that gets echoed. Unknown bracketed text is left alone.
 11. Ids are ``chatcmpl-<counter>``; ``created`` is the current Unix time, ``model`` echoes the request,
    ``system_fingerprint`` is ``fp_fake``.
 12. ``"stream": true`` always streams; anything else answers JSON.
+13. ``[huge=N:W]`` (or ``[huge=N:W:MS]``): the answer starts with one extra word of N ``x`` characters (and a
+   space), its own content chunk. In a stream that chunk's SSE event is written W bytes at a time, yielding to the
+   event loop after each write (or sleeping MS ms), as a slow network or a proxy delivers one large event in small
+   reads. Non-streamed, the JSON answer simply carries it. N is at most 64 MiB; the word counts as one token.
 
 Stream framing: the first chunk's delta is ``{"role": "assistant", "content": ""}``; then the payload
 chunks; then a chunk with an empty delta and the ``finish_reason``; then the optional usage chunk;
@@ -146,6 +150,7 @@ REFUSAL_TEXT = "I can't help with that."
 TOOL_ARGUMENT_PIECE = 8
 LENGTH_DIRECTIVE_WORDS = 3
 MAX_DIRECTIVE_VALUE = 1_000_000  # chunks, milliseconds: large enough for any benchmark, small enough to be safe
+MAX_HUGE_BYTES = 64 * 1024 * 1024  # [huge=N:W]: as large as the biggest request body the bridge accepts
 
 _ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 _TOOL_NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -161,7 +166,7 @@ _RESPONSES_ONLY_FIELDS = (
 )
 _FLAG_DIRECTIVES = ("think", "refuse", "length", "filter", "garbage")
 _VALUE_DIRECTIVES = ("think_field", "stall_after", "chunks", "delay", "error", "stall", "cut", "args", "args64",
-                     "context")
+                     "context", "huge")
 _DIRECTIVE_RE = re.compile(
     r"\s*\[(" + "|".join(_VALUE_DIRECTIVES + _FLAG_DIRECTIVES) + r")(?:=([^\]]*))?\]"
 )
@@ -328,6 +333,7 @@ class Directives:
     garbage: bool = False
     args: str | None = None  # [args=JSON]: the arguments of every tool call, verbatim
     context: int | None = None  # [context=N]: the model's context window, in prompt tokens
+    huge: tuple[int, int, int] | None = None  # [huge=N:W:MS]: an N-byte word first, streamed in W-byte writes
 
 
 def _bad_directive(raw: str, why: str) -> FakeError:
@@ -378,6 +384,13 @@ def _apply_directive(d: Directives, name: str, value: str | None, raw: str) -> N
         if value not in ("reasoning_content", "reasoning"):
             raise _bad_directive(raw, "expected reasoning_content or reasoning")
         d.think, d.think_field = True, value
+    elif name == "huge":
+        fields = value.split(":")
+        if len(fields) not in (2, 3):
+            raise _bad_directive(raw, "expected N:W or N:W:MS")
+        size = _non_negative_int(raw, fields[0], minimum=1, maximum=MAX_HUGE_BYTES)
+        write = _non_negative_int(raw, fields[1], minimum=1, maximum=MAX_HUGE_BYTES)
+        d.huge = (size, write, _non_negative_int(raw, fields[2]) if len(fields) == 3 else 0)
     elif name == "args":
         try:
             parsed = orjson.loads(value)
@@ -822,6 +835,9 @@ def build_answer(body: dict[str, Any], functions: list[dict[str, Any]], d: Direc
         return answer
     target = d.chunks if d.chunks is not None else default_chunks
     _text_answer(answer, _answer_text(body, messages, user_text, target), body, d, target)
+    if d.huge is not None:
+        answer.content_chunks = ["x" * d.huge[0] + " ", *(answer.content_chunks or ())]
+        answer.completion_tokens += 1
     return answer
 
 
@@ -890,11 +906,22 @@ class _StreamWriter:
     include_usage: bool
     written: int = 0
     payload: int = 0
+    huge_sent: bool = False
 
     async def _write(self, data: bytes) -> None:
         if self.written and self.delay:
             await asyncio.sleep(self.delay)
         await self.resp.write(data)
+        self.written += 1
+
+    async def _write_in_pieces(self, data: bytes, size: int, pause: float) -> None:
+        """[huge]: one event in ``size``-byte writes, each sent before the next is made."""
+        if self.written and self.delay:
+            await asyncio.sleep(self.delay)
+        view = memoryview(data)
+        for start in range(0, len(data), size):
+            await self.resp.write(view[start:start + size])
+            await asyncio.sleep(pause)
         self.written += 1
 
     def _chunk(self, choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> bytes:
@@ -906,7 +933,11 @@ class _StreamWriter:
     async def choice(self, delta: dict[str, Any], *, finish_reason: str | None = None,
                      logprobs: dict[str, Any] | None = None) -> None:
         choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
-        await self._write(self._chunk([choice]))
+        if self.d.huge is not None and not self.huge_sent and delta.get("content"):
+            self.huge_sent = True  # the first non-empty content chunk is the huge word
+            await self._write_in_pieces(self._chunk([choice]), self.d.huge[1], self.d.huge[2] / 1000)
+        else:
+            await self._write(self._chunk([choice]))
         if self.written == 1 and self.d.garbage:
             await self.resp.write(b"data: {this is not json\n\n")
 

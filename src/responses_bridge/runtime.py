@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from .allocator import MemoryTrimmer
 from .config import Settings
 from .engine.exchange import Exchange, Framing
 from .engine.options import EngineOptions
@@ -33,6 +34,7 @@ class Runtime:
     upstream: UpstreamClient | None = None  # the sidecar's own upstream calls (``upstream_via`` when set)
     background: BackgroundService | None = None
     draining: bool = False  # set first thing on SIGTERM/SIGINT: doors refuse new work, readiness fails
+    trimmer: MemoryTrimmer | None = None  # gives large requests' memory back to the system (allocator.py)
 
     async def _open_background(self, store: SQLiteResponseStore) -> None:
         """Background runs of a previous process that never ended are marked failed (none can be running now),
@@ -61,9 +63,13 @@ class Runtime:
                       conversations=ConversationService(SQLiteConversationStore(store)),
                       prompts=PromptService(SQLitePromptStore(store)))
         await runtime._open_background(store)
+        runtime.trimmer = MemoryTrimmer()
+        runtime.trimmer.start()
         return runtime
 
     async def close(self) -> None:
+        if self.trimmer is not None:
+            await self.trimmer.stop()
         if self.background is not None:
             await self.background.close()  # runs still going are stored as failed before the store closes
         if self.upstream is not None:

@@ -55,6 +55,7 @@ class UpstreamClient:
             sock_read=settings.upstream_idle_timeout,
         )
         self._session: aiohttp.ClientSession | None = None
+        self.max_answer_bytes = settings.max_event_bytes  # a whole JSON answer read by read_answer()
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=60, enable_cleanup_closed=True)
@@ -74,6 +75,22 @@ class UpstreamClient:
             headers["Authorization"] = authorization
         async with self._request("POST", call.path, headers=headers, data=call.body) as response:
             yield UpstreamAnswer(response.status, response.headers.get("Content-Type"), response)
+
+    async def read_answer(self, response: aiohttp.ClientResponse) -> bytes:
+        """A whole upstream answer (compaction's summary, a tokenizer's count, the model list), at most
+        ``RESPONSES_BRIDGE_MAX_EVENT_BYTES``: an upstream cannot make the sidecar hold more than that."""
+        limit = self.max_answer_bytes
+        declared = response.content_length
+        if declared is not None and declared > limit:
+            raise UpstreamFailure(_too_large(limit))
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.content.iter_any():
+            size += len(chunk)
+            if size > limit:
+                raise UpstreamFailure(_too_large(limit))
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     @asynccontextmanager
     async def post_json(self, path: str, body: bytes, authorization: str | None, *,
@@ -111,3 +128,8 @@ class UpstreamClient:
         except aiohttp.ClientError as exc:
             raise UpstreamFailure(APIError(502, f"The upstream model server failed: {exc}", type="server_error",
                                            code="upstream_connection_error")) from None
+
+
+def _too_large(limit: int) -> APIError:
+    return APIError(502, f"The upstream model server sent an answer larger than {limit} bytes, the limit set by "
+                    "RESPONSES_BRIDGE_MAX_EVENT_BYTES.", type="server_error", code="upstream_too_large")

@@ -226,6 +226,43 @@ async def test_malformed_json_answers_are_502(completion: bytes, store: SQLiteRe
     assert check_stream(streamed.body)[-1]["type"] == "response.failed"
 
 
+def oversized(limit: int) -> bytes:
+    """A content chunk (an SSE event, LF-framed) a little longer than ``limit``."""
+    return (b'data: {"choices":[{"index":0,"delta":{"content":"' + b"x" * limit
+            + b'"},"finish_reason":null}]}\n\n')
+
+
+async def test_an_upstream_event_over_the_limit_fails_the_response(store: SQLiteResponseStore) -> None:
+    options = EngineOptions(max_event_bytes=8192)
+    parts = frames(load("text_usage"))
+    big = oversized(8192)
+    pieces = [b"".join(parts[:2])] + [big[i:i + 512] for i in range(0, len(big), 512)] + [b"".join(parts[2:])]
+    run = await drive(store, request("text_usage", stream=True), pieces, options=options)
+    events = check_stream(run.body)
+    failed = events[-1]
+    assert failed["type"] == "response.failed" and failed["response"]["status"] == "failed"
+    error = failed["response"]["error"]
+    assert error["code"] == "upstream_too_large"
+    assert "8192 bytes" in error["message"] and "RESPONSES_BRIDGE_MAX_EVENT_BYTES" in error["message"]
+    assert run.exchange.upstream_failed
+    assert (await store.get_response(failed["response"]["id"]))["status"] == "failed"
+    as_json = await drive(store, request("text_usage"), pieces, options=options)  # a JSON client: one 502
+    assert as_json.status == 502 and as_json.json["error"]["code"] == "upstream_too_large"
+
+
+async def test_a_json_answer_over_the_limit_is_a_502(store: SQLiteResponseStore) -> None:
+    completion = load_json("text_usage")
+    limit = len(completion) - 1
+    pieces = [completion[i:i + 100] for i in range(0, len(completion), 100)]
+    run = await drive(store, request("text_usage"), pieces, content_type=JSON,
+                      options=EngineOptions(max_event_bytes=limit))
+    assert run.status == 502 and run.json["error"]["code"] == "upstream_too_large"
+    assert f"{limit} bytes" in run.json["error"]["message"]
+    fits = await drive(store, request("text_usage"), pieces, content_type=JSON,
+                       options=EngineOptions(max_event_bytes=len(completion)))
+    assert fits.status == 200 and fits.json["status"] == "completed"
+
+
 # --- the upstream refuses -------------------------------------------------------------------------------------------
 
 UPSTREAM_400 = orjson.dumps({"error": {"message": "Invalid 'messages[0].content': too long.",

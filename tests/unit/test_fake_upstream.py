@@ -356,6 +356,33 @@ async def test_garbage_line(session, base_url):
     assert events[-2] == "data: [DONE]"
 
 
+async def test_huge_word_streamed_in_small_writes(session, base_url):
+    request = {"model": "m", "messages": user("hi there [huge=5000:512]")}
+    _, body = await post_json(session, base_url, request)
+    assert body["choices"][0]["message"]["content"] == "x" * 5000 + " Echo: hi there"
+    content = deltas(await post_stream(session, base_url, request), "content")
+    assert content == ["x" * 5000 + " ", "Echo: ", "hi ", "there"]
+    http_chunks: list[bytes] = []  # every write of a chunked body is one HTTP chunk
+    async with session.post(f"{base_url}/v1/chat/completions", json={**request, "stream": True}) as resp:
+        piece = b""
+        async for data, end_of_chunk in resp.content.iter_chunks():
+            piece += data
+            if end_of_chunk:
+                http_chunks.append(piece)
+                piece = b""
+    first = next(i for i, chunk in enumerate(http_chunks) if b"xxxx" in chunk)
+    last = next(i for i in range(first, len(http_chunks)) if http_chunks[i].endswith(b"\n\n"))
+    assert {len(chunk) for chunk in http_chunks[first:last]} == {512} and len(http_chunks[last]) <= 512
+    assert b'"content":"' + b"x" * 5000 + b' "' in b"".join(http_chunks[first:last + 1])
+
+
+@pytest.mark.parametrize("directive",
+                         ["[huge=5]", "[huge=0:5]", "[huge=5:0]", "[huge=1:2:3:4]", "[huge=99999999999:5]"])
+async def test_bad_huge_directive_is_400(session, base_url, directive):
+    status, body = await post_json(session, base_url, {"model": "m", "messages": user(f"x {directive}")})
+    assert status == 400 and "huge" in body["error"]["message"]
+
+
 BAD_BODIES: list[tuple[Any, str | None]] = [
     ({"messages": user("x")}, "model"),
     ({"model": 3, "messages": user("x")}, "model"),

@@ -8,10 +8,12 @@ deterministic), and those bytes must pass the framing, schema and order checks o
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import pytest
 
-from responses_bridge.engine.sse import DONE, DONE_FRAME, SSEDecoder, encode_event
+from responses_bridge.engine.sse import DONE, DONE_FRAME, EventTooLarge, SSEDecoder, encode_event
 from responses_bridge.store import SQLiteResponseStore
 from tests.support.schema import SchemaError, check_stream, parse_sse
 from tests.unit import recordings
@@ -109,6 +111,66 @@ def test_flush_without_trailing_blank_line() -> None:
 
 def test_blank_lines_between_events() -> None:
     assert decode(b"\n\ndata: a\n\n\n\ndata: b\n\n\n") == [b"a", b"b"]
+
+
+def big_event(size: int, ending: bytes = b"\n") -> tuple[bytes, bytes]:
+    """One ``data:`` event whose payload is ``size`` bytes, framed with ``ending``; and that payload."""
+    payload = b'{"choices":[{"index":0,"delta":{"content":"' + b"x" * (size - 45) + b'"}}]}'
+    return b"data: " + payload + ending + ending, payload
+
+
+@pytest.mark.parametrize("ending", [b"\n", b"\r\n", b"\r"])
+def test_a_long_event_in_small_reads_is_searched_a_bounded_number_of_times(ending: bytes) -> None:
+    """2 MB in 512-byte reads: each read is searched on its own; the tail is searched again only once, when its
+    event ends (searching the whole tail on every read would make ~4,000 passes over up to 2 MB)."""
+    raw, payload = big_event(2 * 1024 * 1024, ending)
+    raw = b"data: a" + ending + ending + raw + b"data: b" + ending + ending
+    decoder = SSEDecoder()
+    out: list[bytes] = []
+    for start in range(0, len(raw), 512):
+        out.extend(decoder.feed(raw[start:start + 512]))
+    out.extend(decoder.flush())
+    assert out == [b"a", payload, b"b"]
+    assert decoder.scanned <= len(raw)
+
+
+def test_a_long_event_cut_anywhere_near_its_end_decodes_the_same() -> None:
+    """The separator of a long event may straddle two reads, or sit at the start or end of one."""
+    raw, payload = big_event(64 * 1024)
+    raw += b"data: next\n\n"
+    for cut in range(len(raw) - 30, len(raw) + 1):
+        pieces = [raw[i:min(i + 100, cut)] for i in range(0, cut, 100)] + [raw[cut:]]
+        assert decode(*pieces) == [payload, b"next"], cut
+
+
+def test_an_event_over_the_limit_is_refused_while_it_arrives() -> None:
+    decoder = SSEDecoder(max_event_bytes=4096)
+    raw, _ = big_event(10_000)
+    with pytest.raises(EventTooLarge) as refused:
+        for start in range(0, len(raw), 512):
+            decoder.feed(raw[start:start + 512])
+    assert refused.value.limit == 4096
+    assert decoder.pending <= 4096 + 512  # refused as soon as the tail passed the limit, not at the event's end
+
+
+@pytest.mark.parametrize("pieces", [
+    lambda raw: [raw],  # whole, in one read
+    lambda raw: [raw[:100], raw[100:]],  # a short tail, then the rest at once
+    lambda raw: [b"data: a\n\n" + raw],  # after a small event in the same read
+])
+def test_an_event_over_the_limit_in_one_read_is_refused(pieces: Any) -> None:
+    raw, _ = big_event(10_000)
+    decoder = SSEDecoder(max_event_bytes=4096)
+    with pytest.raises(EventTooLarge):
+        for piece in pieces(raw):
+            decoder.feed(piece)
+
+
+def test_events_up_to_the_limit_pass() -> None:
+    raw, payload = big_event(4000)
+    decoder = SSEDecoder(max_event_bytes=len(raw) - 2)  # the event without its blank line
+    assert decoder.feed(raw + raw) == [payload, payload]
+    assert [p for start in range(0, len(raw), 300) for p in decoder.feed(raw[start:start + 300])] == [payload]
 
 
 # --- encoder -------------------------------------------------------------------------------------------------

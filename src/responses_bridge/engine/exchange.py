@@ -40,7 +40,7 @@ from .options import EngineOptions
 from .output_builder import OutputBuilder, UpstreamProtocolError, completion_as_chunk
 from .request_translation import build_chat_request, plan_request_tools
 from .response_object import new_response
-from .sse import DONE, DONE_FRAME, SSEDecoder, encode_event
+from .sse import DONE, DONE_FRAME, EventTooLarge, SSEDecoder, encode_event
 from .state import ConversationHistory, PromptRenderer, RenderedPrompt
 
 log = structlog.get_logger("responses_bridge.exchange")
@@ -92,7 +92,7 @@ class Exchange:
     __slots__ = ("_conversations", "_prompts", "_conversation_id",  # conversations and prompts
                  "_store", "_options", "request", "response", "_builder", "_decoder", "_upstream_status",
                  "_upstream_sse", "_buffer", "_head_sent", "_error", "_ended", "_sealer", "_framing", "_events",
-                 "before_persist", "_retry_chat", "_compacting")
+                 "before_persist", "_retry_chat", "_compacting", "_buffered")
 
     def __init__(self, store: ResponseStore, options: EngineOptions, sealer: Sealer | None = None, *,
                  framing: Framing | None = None, conversations: ConversationHistory | None = None,
@@ -114,7 +114,8 @@ class Exchange:
         self._decoder: SSEDecoder | None = None
         self._upstream_status = 0
         self._upstream_sse = False
-        self._buffer: list[bytes] = []
+        self._buffer: list[bytes] = []  # a non-streamed upstream answer, joined once at the end
+        self._buffered = 0  # its size so far: capped like one event (options.max_event_bytes)
         self._head_sent = False
         self._error: APIError | None = None
         self._ended = False
@@ -141,6 +142,12 @@ class Exchange:
         return self._compacting is not None
 
     @property
+    def upstream_failed(self) -> bool:
+        """The upstream's answer already failed (too large, not SSE, not JSON): the rest of its body would be
+        dropped, so a door that can stop reading it may do so and call :meth:`finish` at once."""
+        return self._error is not None
+
+    @property
     def response_id(self) -> str | None:
         return self.response["id"] if self.response else None
 
@@ -149,6 +156,7 @@ class Exchange:
     async def begin(self, body: bytes) -> UpstreamRequest:
         """Raises :class:`APIError` for a request that cannot be served; nothing is stored then."""
         request = parse_request(body)
+        del body  # a large body is let go now, not after the history loads and the upstream call
         p = request.params
         if p.background and not p.store:
             raise APIError(400, "Background responses require 'store' to be true.", param="background",
@@ -247,7 +255,7 @@ class Exchange:
         log.info("truncation_retry", response_id=self.response_id, messages_before=len(chat["messages"]),
                  messages_after=len(messages))
         chat["messages"] = messages
-        self._upstream_status, self._buffer, self._decoder = 0, [], None
+        self._upstream_status, self._buffer, self._buffered, self._decoder = 0, [], 0, None
         return UpstreamRequest(UPSTREAM_PATH, orjson.dumps(chat), self._events is not None)
 
     # --- upstream answer -----------------------------------------------------------------------------------------
@@ -258,7 +266,7 @@ class Exchange:
         self._upstream_status = status
         self._upstream_sse = status < 400 and content_type is not None and "text/event-stream" in content_type
         if self._upstream_sse:
-            self._decoder = SSEDecoder()
+            self._decoder = SSEDecoder(self._options.max_event_bytes)
         if self.streaming and (status < 400 or status >= 500):
             return self._open_stream()
         return None
@@ -282,15 +290,24 @@ class Exchange:
         return builder.take()  # type: ignore[union-attr]
 
     def on_upstream_chunk(self, chunk: bytes) -> bytes:
-        if not self._upstream_sse:
-            self._buffer.append(chunk)
-            return b""
         if self._error is not None:
             return b""  # already failed: swallow the rest until the upstream body ends
+        if not self._upstream_sse:
+            self._buffered += len(chunk)
+            if self._buffered > self._options.max_event_bytes:
+                self._buffer = []
+                self._error = _too_large("answer", self._options.max_event_bytes)
+                return b""
+            self._buffer.append(chunk)
+            return b""
         try:
             self._feed_payloads(self._decoder.feed(chunk))  # type: ignore[union-attr]
         except UpstreamProtocolError as exc:
             self._error = APIError(502, str(exc), type="server_error", code="server_error")
+            return b""
+        except EventTooLarge as exc:
+            self._decoder = None  # its buffer is released now, not when the upstream body ends
+            self._error = _too_large("event", exc.limit)
             return b""
         return self._builder.take() if self._head_sent else b""  # type: ignore[union-attr]
 
@@ -316,7 +333,7 @@ class Exchange:
         if self._error is not None:
             return await self._fail(self._error)
         if self._upstream_status >= 400:
-            return await self._fail(_upstream_error(self._upstream_status, b"".join(self._buffer)))
+            return await self._fail(_upstream_error(self._upstream_status, self._take_buffer()))
         builder = self._builder
         try:
             if self._upstream_sse:
@@ -325,7 +342,7 @@ class Exchange:
                     raise UpstreamProtocolError("The upstream stream ended before the response was complete.")
             else:
                 try:
-                    completion = orjson.loads(b"".join(self._buffer))
+                    completion = orjson.loads(self._take_buffer())  # the joined bytes die with the call
                 except orjson.JSONDecodeError:
                     raise UpstreamProtocolError("The upstream answer is not valid JSON.") from None
                 try:
@@ -357,6 +374,11 @@ class Exchange:
                                        self.request.model, self._compacting or 0)  # type: ignore[union-attr]
         builder.add_item({"type": "compaction", "id": ids.new_id("cmp"), "encrypted_content": blob})  # type: ignore[union-attr]
         builder.finish_reason = "stop"  # type: ignore[union-attr]
+
+    def _take_buffer(self) -> bytes:
+        """The buffered answer in one piece; the pieces are let go at once, so it is never held twice."""
+        chunks, self._buffer = self._buffer, []
+        return b"".join(chunks)
 
     def _success_reply(self) -> Reply:
         self._ended = True
@@ -492,6 +514,12 @@ class Exchange:
 
 
 _ENCODERS = {None: None, "sse": encode_event, "json": encode_json_event}
+
+
+def _too_large(what: Literal["event", "answer"], limit: int) -> APIError:
+    subject = "one event" if what == "event" else "an answer"
+    return APIError(502, f"The upstream model server sent {subject} larger than {limit} bytes, the limit set by "
+                    "RESPONSES_BRIDGE_MAX_EVENT_BYTES.", type="server_error", code="upstream_too_large")
 
 
 def _malformed(exc: Exception) -> UpstreamProtocolError:

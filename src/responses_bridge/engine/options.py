@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from .sse import DEFAULT_MAX_EVENT_BYTES
+
 
 @dataclass(frozen=True, slots=True)
 class EngineOptions:
@@ -26,3 +28,6 @@ class EngineOptions:
     # that would not fit drops its oldest items before the first call (engine/truncation.py). None: only the
     # upstream's own context-length error triggers truncation.
     context_window: int | None = None
+    # The largest single upstream SSE event, and the largest non-streamed upstream answer, held in memory; an
+    # upstream that sends more fails that response (502 / ``response.failed``). See engine/sse.py.
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES

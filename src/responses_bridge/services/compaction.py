@@ -92,7 +92,7 @@ class CompactionService:
         chat = compaction.summary_request(items, model, self.options)
         try:
             async with self.upstream.post_json("chat/completions", orjson.dumps(chat), authorization) as answer:
-                status, payload = answer.status, await answer.read()
+                status, payload = answer.status, await self.upstream.read_answer(answer)
         except UpstreamFailure as failure:
             raise failure.error from None
         try:

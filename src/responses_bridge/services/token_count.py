@@ -139,7 +139,7 @@ class TokenCounter:
         try:
             async with self.upstream.post_json(self.url, orjson.dumps(body), authorization,
                                                timeout=TOKENIZE_TIMEOUT_SECONDS) as answer:
-                status, payload = answer.status, await answer.read()
+                status, payload = answer.status, await self.upstream.read_answer(answer)
         except UpstreamFailure:
             self._no_tokenizer_until = time.monotonic() + RETRY_AFTER_SECONDS
             return None

@@ -82,7 +82,7 @@ async def models(request: web.Request) -> web.Response:
     authorization = runtime.upstream_authorization(request.headers.get("Authorization"))
     try:
         async with request.app[UPSTREAM].get("models", authorization) as response:
-            body = await response.read()
+            body = await request.app[UPSTREAM].read_answer(response)
             status = response.status
     except UpstreamFailure as failure:
         raise failure.error from None

@@ -15,8 +15,27 @@ def json_reply(body: Any, status: int = 200) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
 
 
+async def read_body(request: web.Request) -> bytes:
+    """The whole request body, at most the app's ``client_max_size`` (a 413 past it, as aiohttp's own), read once
+    and kept by nobody but the caller. aiohttp's ``request.read()`` keeps the bytes on the request for as long as
+    the handler runs (for ``POST /v1/responses`` the whole upstream call, minutes for a stream), next to what was
+    parsed from them; a large body is then held twice for no use."""
+    limit = request.client_max_size
+    declared = request.content_length
+    if limit and declared is not None and declared > limit:
+        raise web.HTTPRequestEntityTooLarge(limit, declared)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if limit and size > limit:
+            raise web.HTTPRequestEntityTooLarge(limit, size)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def json_object(request: web.Request, *, optional: bool = False) -> dict[str, Any]:
-    raw = await request.read()
+    raw = await read_body(request)
     if not raw.strip() and optional:
         return {}
     return parse_json_object(raw)

@@ -13,7 +13,7 @@ from ...protocol.errors import APIError, not_found
 from ...runtime import Runtime
 from . import background_routes
 from .drain import DRAIN, ShutdownDeadline, shutdown_error
-from .params import int_query
+from .params import int_query, read_body
 from .upstream import UpstreamClient, UpstreamFailure
 
 log = structlog.get_logger("responses_bridge.http")
@@ -35,7 +35,7 @@ class ResponsesRoutes:
 
     async def create(self, request: web.Request) -> web.StreamResponse:
         exchange = self.runtime.new_exchange()
-        call = await exchange.begin(await request.read())
+        call = await exchange.begin(await read_body(request))  # the raw bytes die once parsed
         if exchange.background:
             return await background_routes.start(request, self.runtime, exchange, call)
         authorization = self.runtime.upstream_authorization(request.headers.get("Authorization"))
@@ -53,6 +53,8 @@ class ResponsesRoutes:
                                 out = exchange.on_upstream_chunk(chunk)
                                 if out and stream is not None:
                                     await stream.write(out)
+                                elif exchange.upstream_failed:  # e.g. an event over the size limit: stop now
+                                    break
                         attempt = exchange.retry_request()
                 reply = await exchange.finish()
             except UpstreamFailure as failure:

@@ -12,6 +12,7 @@ from ...services.compaction import CompactionService
 from ...services.token_count import TokenCounter
 from ...upstream import UpstreamClient
 from . import websocket
+from .params import read_body
 
 
 class StatefulRoutes:
@@ -38,10 +39,10 @@ class StatefulRoutes:
             raise APIError(400, "Compaction needs a sealing key, and this deployment has none.",
                            code="unsupported_parameter")
         authorization = self.runtime.upstream_authorization(request.headers.get("Authorization"))
-        result = await self.compaction.compact(await request.read(), authorization)
+        result = await self.compaction.compact(await read_body(request), authorization)
         return web.Response(body=orjson.dumps(result), content_type="application/json")
 
     async def input_tokens(self, request: web.Request) -> web.Response:
         authorization = self.runtime.upstream_authorization(request.headers.get("Authorization"))
-        result = await self.tokens.count(self.runtime, await request.read(), authorization)
+        result = await self.tokens.count(self.runtime, await read_body(request), authorization)
         return web.Response(body=orjson.dumps(result), content_type="application/json")

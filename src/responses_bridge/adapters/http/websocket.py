@@ -18,7 +18,7 @@ after its running turn, which the drain deadline may end with ``response.failed`
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any
 
@@ -37,6 +37,45 @@ from .drain import DRAIN, Drain, ShutdownDeadline, shutdown_error
 log = structlog.get_logger("responses_bridge.websocket")
 
 CACHE_SIZE = 64
+
+
+class PendingTurns:
+    """Messages read from the socket but not yet run, bounded in bytes. A client may send its next turns while
+    one runs; past ``budget`` bytes waiting (one message is always let in, whatever its size) the reader stops
+    reading until a turn is taken, so the socket's buffers fill and TCP holds the client back, instead of the
+    process holding every frame a fast client sends. ``None`` (the door drains) goes in at once."""
+
+    def __init__(self, budget: int) -> None:
+        self._budget = budget
+        self._messages: deque[str | bytes | None] = deque()
+        self._bytes = 0
+        self._arrived = asyncio.Event()  # one reader, one worker: two events are all the signalling needed
+        self._taken = asyncio.Event()
+
+    @property
+    def waiting_bytes(self) -> int:
+        return self._bytes
+
+    def put_nowait(self, message: str | bytes | None) -> None:
+        """In at once, whatever is waiting."""
+        self._messages.append(message)
+        self._bytes += len(message) if message is not None else 0
+        self._arrived.set()
+
+    async def put(self, message: str | bytes) -> None:
+        while self._messages and self._bytes + len(message) > self._budget:
+            self._taken.clear()
+            await self._taken.wait()
+        self.put_nowait(message)
+
+    async def get(self) -> str | bytes | None:
+        while not self._messages:
+            self._arrived.clear()
+            await self._arrived.wait()
+        message = self._messages.popleft()
+        self._bytes -= len(message) if message is not None else 0
+        self._taken.set()
+        return message
 
 
 class ConnectionStore:
@@ -169,6 +208,8 @@ class WebSocketSession:
                             out = exchange.on_upstream_chunk(chunk)
                             if out:
                                 await self.send_lines(out)
+                            elif exchange.upstream_failed:  # e.g. an event over the size limit: stop now
+                                break
                     call = exchange.retry_request()
             reply = await exchange.finish()
         except UpstreamFailure as failure:
@@ -209,13 +250,13 @@ async def handle(request: web.Request, runtime: Runtime, upstream: UpstreamClien
                                runtime.upstream_authorization(request.headers.get("Authorization")), drain)
     # Turns run one at a time in a worker while this loop keeps reading, so pings, pongs and a close are seen
     # even during a long turn (a close cancels the turn, which is then recorded as abandoned).
-    queue: asyncio.Queue[str | bytes | None] = asyncio.Queue()  # None: the door drains, close after the turn
+    queue = PendingTurns(runtime.settings.max_request_bytes)  # None: the door drains, close after the turn
     worker = asyncio.create_task(_turns(session, queue))
     forget = drain.on_drain(lambda: queue.put_nowait(None))
     try:
         async for message in ws:
             if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                queue.put_nowait(message.data)
+                await queue.put(message.data)
             elif message.type == WSMsgType.ERROR:
                 break
     finally:
@@ -226,7 +267,7 @@ async def handle(request: web.Request, runtime: Runtime, upstream: UpstreamClien
     return ws
 
 
-async def _turns(session: WebSocketSession, queue: asyncio.Queue[str | bytes | None]) -> None:
+async def _turns(session: WebSocketSession, queue: PendingTurns) -> None:
     while True:
         data = await queue.get()
         if data is None or session.runtime.draining:

@@ -1,0 +1,72 @@
+"""The memory trimmer: when it gives memory back (glibc's ``malloc_trim``), driven here by a scripted RSS and
+clock, and that the real call exists and runs where the C library is glibc."""
+
+from __future__ import annotations
+
+import asyncio
+
+from responses_bridge.allocator import MemoryTrimmer, glibc_malloc_trim, resident_bytes
+
+MB = 1024 * 1024
+
+
+class Process:
+    """A scripted RSS: trimming brings it down to what is live."""
+
+    def __init__(self, rss: int) -> None:
+        self.rss = rss
+        self.live = rss
+        self.now = 0.0
+        self.trims = 0
+
+    def trim(self) -> None:
+        self.trims += 1
+        self.rss = self.live
+
+
+async def started(process: Process) -> MemoryTrimmer:
+    trimmer = MemoryTrimmer(process.trim, interval=3600, growth=32 * MB, retry=10,
+                            rss=lambda: process.rss, clock=lambda: process.now)
+    trimmer.start()
+    return trimmer
+
+
+async def test_growth_is_trimmed_and_small_changes_are_not() -> None:
+    process = Process(100 * MB)
+    trimmer = await started(process)
+    try:
+        process.rss = 120 * MB  # less than the growth worth a trim
+        assert not await trimmer.check()
+        process.rss = 400 * MB  # a large request came and went: its memory is free but still resident
+        assert await trimmer.check()
+        assert process.rss == 100 * MB and process.trims == 1
+        assert not await trimmer.check()  # back where it started: nothing to do
+    finally:
+        await trimmer.stop()
+
+
+async def test_memory_still_live_at_a_trim_is_trimmed_again_later() -> None:
+    process = Process(100 * MB)
+    trimmer = await started(process)
+    try:
+        process.rss = process.live = 400 * MB  # a large request is running: nothing can be given back yet
+        assert await trimmer.check() and process.rss == 400 * MB
+        process.live = 100 * MB  # it ended; the allocator keeps the pages
+        process.now = 5.0
+        assert not await trimmer.check()  # no new growth, and too soon to try again
+        process.now = 10.0
+        assert await trimmer.check() and process.rss == 100 * MB
+        process.now = 30.0
+        assert not await trimmer.check()  # back near the size at start: no more trims
+        assert trimmer.trims == process.trims == 2
+    finally:
+        await trimmer.stop()
+
+
+async def test_the_real_trim_runs() -> None:
+    trim = glibc_malloc_trim()
+    assert trim is not None  # the test machines run glibc
+    junk = [bytearray(1024 * 1024) for _ in range(64)]
+    del junk
+    await asyncio.to_thread(trim)
+    assert resident_bytes() > 0
