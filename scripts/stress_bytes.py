@@ -85,7 +85,7 @@ print("completed" if completed and last.endswith(b"data: [DONE]\\n\\n") else las
 """
 IN_PROCESS = """
 import asyncio, time, orjson
-from responses_bridge.engine.exchange import Exchange
+from responses_bridge.run.response_run import ResponseRun
 from responses_bridge.engine.options import EngineOptions
 from responses_bridge.engine.sse import SSEDecoder
 from responses_bridge.store import SQLiteResponseStore
@@ -108,12 +108,12 @@ async def per_event(pieces):
     best = float("inf")
     async with SQLiteResponseStore(":memory:") as store:
         for _ in range(30):
-            exchange = Exchange(store, EngineOptions())
-            await exchange.begin(orjson.dumps({"model": "m", "input": "hi", "stream": True, "store": False}))
-            exchange.on_upstream_headers(200, "text/event-stream")
+            run = ResponseRun(store, EngineOptions())
+            await run.begin(orjson.dumps({"model": "m", "input": "hi", "stream": True, "store": False}))
+            run.on_upstream_headers(200, "text/event-stream")
             started = time.perf_counter()
             for piece in pieces:
-                exchange.on_upstream_chunk(piece)
+                run.on_upstream_chunk(piece)
             best = min(best, (time.perf_counter() - started) / len(frames) * 1e6)
     return best
 
@@ -204,7 +204,7 @@ async def memory(session: aiohttp.ClientSession, sidecar: ManagedProcess, base: 
 
 
 async def in_process(bridge_src: str | None) -> dict[str, float]:
-    """The decoder and the exchange alone, in a process of their own (running the same source as the sidecar)."""
+    """The decoder and a response run alone, in a process of their own (running the same source as the sidecar)."""
     env = {**os.environ, "PYTHONPATH": os.path.abspath(bridge_src)} if bridge_src else None
     child = await asyncio.create_subprocess_exec(sys.executable, "-c", IN_PROCESS, env=env,
                                                  stdout=asyncio.subprocess.PIPE)
@@ -252,7 +252,7 @@ def report(results: dict) -> None:
     if "in_process" in results:
         r = results["in_process"]
         print(f"in process: one 2 MB event in 512-byte reads decoded in {r['big_event_ms']:.1f} ms; small events "
-              f"through an exchange {r['per_event_us']:.2f} us each, {r['per_event_cut_us']:.2f} us each when "
+              f"through a response run {r['per_event_us']:.2f} us each, {r['per_event_cut_us']:.2f} us each when "
               "every one is cut in two")
     if "stall_large_on_http_probes_on_envoy" in results:
         print(f"stall: one {results['event_bytes']} B upstream event in {results['write_bytes']} B writes "

@@ -1,4 +1,8 @@
-"""What both doors share inside one process: settings, the open store, the engine's options."""
+"""What both doors share inside one process: settings, the open store, the engine's options, the upstream client.
+
+The runtime makes the runs (:class:`~responses_bridge.run.response_run.ResponseRun`) the doors drive. It imports no
+adapter: the concrete upstream client is built by the composition root (``serve.open_runtime``) and handed in.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,10 @@ import structlog
 
 from .allocator import MemoryTrimmer
 from .config import Settings
-from .engine.exchange import Exchange, Framing
 from .engine.options import EngineOptions
+from .engine.wire import Framing
+from .run.response_run import ResponseRun
+from .run.upstream import UpstreamClient
 from .sealing import Sealer, load_or_create_key
 from .services.background import BackgroundService
 from .services.conversations import ConversationService
@@ -18,7 +24,6 @@ from .store import ResponseStore, SQLiteResponseStore
 from .store.conversations import SQLiteConversationStore
 from .store.events import SQLiteEventLog
 from .store.prompts import SQLitePromptStore
-from .upstream import UpstreamClient
 
 log = structlog.get_logger("responses_bridge.runtime")
 
@@ -36,25 +41,27 @@ class Runtime:
     draining: bool = False  # set first thing on SIGTERM/SIGINT: doors refuse new work, readiness fails
     trimmer: MemoryTrimmer | None = None  # gives large requests' memory back to the system (allocator.py)
 
-    async def _open_background(self, store: SQLiteResponseStore) -> None:
+    async def _open_background(self, store: SQLiteResponseStore, upstream: UpstreamClient) -> None:
         """Background runs of a previous process that never ended are marked failed (none can be running now),
-        then the service that runs new ones starts."""
+        then the service that runs new ones starts, with the upstream client it calls."""
         events = SQLiteEventLog(store)
         interrupted = await events.fail_interrupted()
         if interrupted:
             log.warning("background_interrupted", count=len(interrupted), response_ids=interrupted[:20])
-        self.upstream = UpstreamClient(self.settings)
-        await self.upstream.start()
-        self.background = BackgroundService(store, events, self.upstream)
+        self.upstream = upstream
+        await upstream.start()
+        self.background = BackgroundService(store, events, upstream)
 
-    def new_exchange_framed(self, framing: Framing, store: ResponseStore | None = None) -> Exchange:
-        """An exchange whose events are always emitted, framed as asked (``"json"``: WebSocket mode), optionally
+    def new_run_framed(self, framing: Framing, store: ResponseStore | None = None) -> ResponseRun:
+        """A run whose events are always emitted, framed as asked (``"json"``: WebSocket mode), optionally
         over another store (a WebSocket connection's cache of ``store: false`` turns in front of this one)."""
-        return Exchange(store or self.store, self.options, self.sealer, framing=framing,
-                        conversations=self.conversations, prompts=self.prompts)
+        return ResponseRun(store or self.store, self.options, self.sealer, framing=framing,
+                           conversations=self.conversations, prompts=self.prompts)
 
     @classmethod
-    async def open(cls, settings: Settings) -> "Runtime":
+    async def open(cls, settings: Settings, upstream: UpstreamClient) -> "Runtime":
+        """Open the store and the services over it; ``upstream`` (not started yet) is the client for the
+        sidecar's own upstream calls, started here and closed by :meth:`close`."""
         db_path = settings.db_path()
         sealer = Sealer(load_or_create_key(settings.sealing_key, db_path))
         store = SQLiteResponseStore(db_path)
@@ -62,7 +69,7 @@ class Runtime:
         runtime = cls(settings=settings, store=store, options=settings.engine_options(), sealer=sealer,
                       conversations=ConversationService(SQLiteConversationStore(store)),
                       prompts=PromptService(SQLitePromptStore(store)))
-        await runtime._open_background(store)
+        await runtime._open_background(store, upstream)
         runtime.trimmer = MemoryTrimmer()
         runtime.trimmer.start()
         return runtime
@@ -76,9 +83,10 @@ class Runtime:
             await self.upstream.close()
         await self.store.close()
 
-    def new_exchange(self) -> Exchange:
-        return Exchange(self.store, self.options, self.sealer, conversations=self.conversations,
-                        prompts=self.prompts)
+    def new_run(self) -> ResponseRun:
+        """The run of one ``POST /v1/responses``, over this process's store, conversations and prompts."""
+        return ResponseRun(self.store, self.options, self.sealer, conversations=self.conversations,
+                           prompts=self.prompts)
 
     def upstream_authorization(self, client_authorization: str | None) -> str | None:
         """The configured key wins; without one, the client's own credentials go upstream (a gateway in front

@@ -1,7 +1,9 @@
 """``responses-bridge serve``: the HTTP door and the ext_proc door in one process and one event loop.
 
 Both doors share one :class:`Runtime` (one store connection pair), so a response written through Envoy is
-immediately readable through the HTTP routes Envoy sends to this process.
+immediately readable through the HTTP routes Envoy sends to this process. This module is the composition root:
+it builds the concrete parts (the aiohttp upstream client, the doors) and hands them to the runtime, so that the
+runtime, the run and the services depend on interfaces only.
 """
 
 from __future__ import annotations
@@ -77,10 +79,17 @@ class StartupError(Exception):
     not a traceback."""
 
 
+async def open_runtime(settings: Settings) -> Runtime:
+    """The runtime with its concrete upstream client: aiohttp, to ``upstream_via`` when set, else the upstream."""
+    from .adapters.upstream_client import AiohttpUpstreamClient
+
+    return await Runtime.open(settings, AiohttpUpstreamClient(settings))
+
+
 async def serve(settings: Settings, *, http: bool = True, extproc: bool = True) -> None:
     """Run until SIGINT/SIGTERM, then drain (see :func:`shutdown`) and close the store last, so in-flight
     writes land."""
-    runtime = await Runtime.open(settings)
+    runtime = await open_runtime(settings)
     stoppers: list[Callable[[], Awaitable[None]]] = []
     try:
         if http:

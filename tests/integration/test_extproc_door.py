@@ -28,6 +28,7 @@ from responses_bridge.adapters.extproc import start_extproc_server
 from responses_bridge.config import Settings
 from responses_bridge.envoy_config import bootstrap_dict, render_bootstrap, to_yaml
 from responses_bridge.runtime import Runtime
+from responses_bridge.serve import open_runtime
 from tests.support.envoy import EnvoyProcess, free_port, have_envoy, start_envoy
 
 pytestmark = [pytest.mark.envoy, pytest.mark.skipif(not have_envoy(), reason="no envoy binary")]
@@ -63,7 +64,7 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
     runner, upstream_port = await fake_upstream.start()
     upstream = f"http://127.0.0.1:{upstream_port}/v1"
     db = tmp_path_factory.mktemp("extproc") / "bridge.sqlite"
-    runtime = await Runtime.open(Settings(upstream=upstream, db=str(db), api_key=None))
+    runtime = await open_runtime(Settings(upstream=upstream, db=str(db), api_key=None))
     server = await start_extproc_server(runtime, "127.0.0.1", 0)
     stop_http = None
     http_port = free_port()
@@ -430,21 +431,23 @@ async def test_servicer_bug_still_answers_cleanly(stack: Stack, monkeypatch: pyt
 async def test_processor_bug_still_answers_cleanly(stack: Stack, monkeypatch: pytest.MonkeyPatch,
                                                    where: str) -> None:
     """Whatever raises inside the processor, the client gets an error or a response.failed, never raw chunks."""
-    from responses_bridge.engine.exchange import Exchange
+    from responses_bridge.engine.translator import Translator
+    from responses_bridge.run.response_run import ResponseRun
 
-    original = getattr(Exchange, where)
+    owner = Translator if where == "on_upstream_chunk" else ResponseRun  # the run binds the translator's at begin
+    original = getattr(owner, where)
     calls = {"n": 0}
 
-    def broken(self: Exchange, *args: Any) -> Any:
+    def broken(self: Any, *args: Any) -> Any:
         calls["n"] += 1
         if where == "on_upstream_chunk" and self.streaming and calls["n"] < 2:
             return original(self, *args)  # let the stream start, then break
         raise RuntimeError("injected")
 
-    async def broken_async(self: Exchange, *args: Any) -> Any:
+    async def broken_async(self: ResponseRun, *args: Any) -> Any:
         raise RuntimeError("injected")
 
-    monkeypatch.setattr(Exchange, where, broken_async if where == "finish" else broken)
+    monkeypatch.setattr(owner, where, broken_async if where == "finish" else broken)
     status, _, data = await raw_post(stack, {"model": "fake-model", "input": "x"})
     assert status >= 500 and orjson.loads(data)["error"]["type"] == "server_error"
     status, _, data = await raw_post(stack, {"model": "fake-model", "input": "x [chunks=30]", "stream": True})
@@ -516,7 +519,7 @@ async def test_configured_key_and_request_headers_mode(stack: Stack, tmp_path: P
     headers (the other supported processing mode): the key replaces the client's, everything else as usual."""
     settings = Settings(upstream=stack.upstream, db=str(tmp_path / "keyed.sqlite"), api_key="sk-upstream",
                         max_request_bytes=1024 * 1024)
-    runtime = await Runtime.open(settings)
+    runtime = await open_runtime(settings)
     server = await start_extproc_server(runtime, "127.0.0.1", 0)
     config = bootstrap_dict(listen_port=free_port(), extproc_port=server.bound_port, http_port=free_port(),
                             upstream=stack.upstream, admin_port=0)

@@ -13,9 +13,9 @@ from contextlib import asynccontextmanager
 import orjson
 import pytest
 
-from responses_bridge.engine.exchange import Exchange
 from responses_bridge.engine.options import EngineOptions
 from responses_bridge.protocol.errors import APIError
+from responses_bridge.run.response_run import ResponseRun
 from responses_bridge.services.background import BackgroundService, split_frames
 from responses_bridge.store import SQLiteResponseStore
 from responses_bridge.store.events import INTERRUPTED_CODE, SQLiteEventLog
@@ -64,7 +64,7 @@ async def store(tmp_path) -> AsyncIterator[SQLiteResponseStore]:
 
 
 async def start(service: BackgroundService, store: SQLiteResponseStore, text: str = "hi"):
-    exchange = Exchange(store, EngineOptions())
+    exchange = ResponseRun(store, EngineOptions())
     call = await exchange.begin(orjson.dumps({"model": "m", "input": text, "background": True}))
     return await service.start(exchange, call, None)
 
@@ -168,9 +168,9 @@ async def test_fail_interrupted(store: SQLiteResponseStore) -> None:
 
 
 async def test_json_framing_for_websocket_mode(store: SQLiteResponseStore) -> None:
-    from responses_bridge.engine.exchange import EVENTS_JSON_CONTENT_TYPE
+    from responses_bridge.engine.wire import EVENTS_JSON_CONTENT_TYPE
 
-    exchange = Exchange(store, EngineOptions(), framing="json")
+    exchange = ResponseRun(store, EngineOptions(), framing="json")
     call = await exchange.begin(orjson.dumps({"model": "m", "input": "hi", "store": False}))
     assert call.stream and orjson.loads(call.body)["stream"] is True  # events need a streamed upstream
     out = exchange.on_upstream_headers(200, "text/event-stream") or b""
@@ -307,7 +307,7 @@ async def test_a_failed_terminal_save_ends_the_run_and_is_stored_once_the_store_
 async def test_cancelling_a_run_left_in_progress_writes_a_terminal_event(store: SQLiteResponseStore) -> None:
     log = SQLiteEventLog(store)
     service = BackgroundService(store, log, ScriptedUpstream(["a"]))  # type: ignore[arg-type]
-    exchange = Exchange(store, EngineOptions())
+    exchange = ResponseRun(store, EngineOptions())
     await exchange.begin(orjson.dumps({"model": "m", "input": "x", "background": True}))
     exchange.queued()
     response = dict(exchange.response, status="in_progress")

@@ -9,9 +9,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from responses_bridge.engine.exchange import Exchange
 from responses_bridge.engine.options import EngineOptions
 from responses_bridge.protocol.errors import APIError
+from responses_bridge.run.response_run import ResponseRun
 from responses_bridge.services.conversations import ConversationService, render_item
 from responses_bridge.store import SQLiteResponseStore
 from responses_bridge.store.base import ConversationStore
@@ -182,8 +182,8 @@ def _completion(text: str, finish_reason: str = "stop") -> bytes:
 
 
 async def _turn(db: SQLiteResponseStore, service: ConversationService, body: dict, status: int,
-                answer: bytes) -> tuple[Exchange, dict]:
-    exchange = Exchange(db, EngineOptions(), conversations=service)
+                answer: bytes) -> tuple[ResponseRun, dict]:
+    exchange = ResponseRun(db, EngineOptions(), conversations=service)
     call = await exchange.begin(orjson.dumps({"model": "m", **body}))
     exchange.on_upstream_headers(status, "application/json")
     exchange.on_upstream_chunk(answer)
@@ -212,7 +212,7 @@ async def test_exchange_conversation_errors(db: SQLiteResponseStore, service: Co
     for body, status in [({"conversation": "conv_nope"}, 404),
                          ({"conversation": cid, "previous_response_id": "resp_x"}, 400)]:
         with pytest.raises(APIError) as caught:
-            await Exchange(db, EngineOptions(), conversations=service).begin(
+            await ResponseRun(db, EngineOptions(), conversations=service).begin(
                 orjson.dumps({"model": "m", "input": "x", **body}))
         assert (caught.value.status, caught.value.param) == (status, "conversation")
 
@@ -220,7 +220,7 @@ async def test_exchange_conversation_errors(db: SQLiteResponseStore, service: Co
 async def test_conversation_deleted_during_the_response(db: SQLiteResponseStore,
                                                         service: ConversationService) -> None:
     cid = (await service.create({}))["id"]
-    exchange = Exchange(db, EngineOptions(), conversations=service)
+    exchange = ResponseRun(db, EngineOptions(), conversations=service)
     await exchange.begin(orjson.dumps({"model": "m", "input": "x", "conversation": cid}))
     await service.delete(cid)
     exchange.on_upstream_headers(200, "application/json")

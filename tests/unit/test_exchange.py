@@ -12,9 +12,9 @@ from typing import Any
 import orjson
 import pytest
 
-from responses_bridge.engine.exchange import Exchange
 from responses_bridge.engine.options import EngineOptions
 from responses_bridge.protocol.errors import APIError
+from responses_bridge.run.response_run import ResponseRun
 from responses_bridge.store import SQLiteResponseStore
 from tests.support.schema import check_stream, parse_sse, validate_response
 from tests.unit import recordings
@@ -102,14 +102,14 @@ async def test_finish_reason_without_done_completes(store: SQLiteResponseStore) 
 
 
 async def test_the_upstream_call(store: SQLiteResponseStore) -> None:
-    exchange = Exchange(store, EngineOptions(max_tokens_field="max_completion_tokens"))
+    exchange = ResponseRun(store, EngineOptions(max_tokens_field="max_completion_tokens"))
     call = await exchange.begin(orjson.dumps(request("length", stream=True)))
     assert call.path == "chat/completions" and call.stream
     body = orjson.loads(call.body)
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
     assert body["max_completion_tokens"] == 3 and body["messages"][-1]["role"] == "user"
     assert exchange.streaming and exchange.response_id and exchange.response_id.startswith("resp_")
-    call = await Exchange(store, EngineOptions()).begin(orjson.dumps(request("text_usage")))
+    call = await ResponseRun(store, EngineOptions()).begin(orjson.dumps(request("text_usage")))
     assert not call.stream and "stream" not in orjson.loads(call.body)
 
 
@@ -347,7 +347,7 @@ async def test_failure_mid_stream_keeps_the_partial_output(store: SQLiteResponse
 
 
 async def test_a_client_that_goes_away_leaves_a_failed_response(store: SQLiteResponseStore) -> None:
-    exchange = Exchange(store, EngineOptions())
+    exchange = ResponseRun(store, EngineOptions())
     await exchange.begin(orjson.dumps(request("text_usage", stream=True)))
     head = exchange.on_upstream_headers(200, SSE)
     assert head
@@ -367,7 +367,7 @@ async def test_abandon_after_the_end_or_before_the_stream_changes_nothing(store:
     run = await drive(store, request("text_usage", stream=True), [load("text_usage")])
     await run.exchange.abandon()
     assert (await store.get_response(run.exchange.response_id))["status"] == "completed"
-    exchange = Exchange(store, EngineOptions())
+    exchange = ResponseRun(store, EngineOptions())
     await exchange.begin(orjson.dumps(request("text_usage", stream=True)))
     await exchange.abandon()  # no head sent: the client never saw this response
     assert await store.get_response(exchange.response_id) is None
@@ -407,7 +407,7 @@ async def test_a_response_that_cannot_be_stored_is_not_reported_completed() -> N
     ({"input": 5}, 400, "input"),
 ])
 async def test_refused_requests(fields: dict[str, Any], status: int, param: str, store: SQLiteResponseStore) -> None:
-    exchange = Exchange(store, EngineOptions())
+    exchange = ResponseRun(store, EngineOptions())
     with pytest.raises(APIError) as caught:
         await exchange.begin(orjson.dumps({**request("text_usage", stream=True), **fields}))
     assert (caught.value.status, caught.value.param) == (status, param)

@@ -24,7 +24,7 @@ from responses_bridge.adapters.extproc import servicer as servicer_module
 from responses_bridge.adapters.extproc import start_extproc_server
 from responses_bridge.adapters.extproc.servicer import _Stream
 from responses_bridge.config import Settings
-from responses_bridge.engine.exchange import Exchange
+from responses_bridge.run.response_run import ResponseRun
 from responses_bridge.runtime import Runtime
 from responses_bridge.store import SQLiteResponseStore
 from tests.support.schema import check_stream
@@ -147,8 +147,8 @@ async def begun(runtime: Runtime, body: dict[str, Any], *, mode: int = FD) -> _S
 
 
 async def stored_status(runtime: Runtime, stream: _Stream) -> str | None:
-    assert stream.exchange is not None and stream.exchange.response_id is not None
-    stored = await runtime.store.get_response(stream.exchange.response_id)
+    assert stream.run is not None and stream.run.response_id is not None
+    stored = await runtime.store.get_response(stream.run.response_id)
     return stored["status"] if stored else None
 
 
@@ -240,15 +240,15 @@ async def test_a_large_body_is_held_once_while_it_is_translated(runtime: Runtime
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """Only the bytes being parsed are alive during the translation: no extra references from the servicer's
     frames or its chunk list keep them (or the message they came in) beyond it."""
-    original = Exchange.begin
+    original = ResponseRun.begin
     references: list[int] = []
 
-    async def begin(self: Exchange, body: bytes) -> Any:
+    async def begin(self: ResponseRun, body: bytes) -> Any:
         # getrefcount's argument, this parameter, and the one local of _begin that passed it
         references.append(sys.getrefcount(body))
         return await original(self, body)
 
-    monkeypatch.setattr(Exchange, "begin", begin)
+    monkeypatch.setattr(ResponseRun, "begin", begin)
     await new_stream(runtime).handle(request_body({**REQUEST, "input": "x" * 100_000}))  # whole
     raw = orjson.dumps({**REQUEST, "input": "y" * 100_000})
     stream = new_stream(runtime)
@@ -389,7 +389,7 @@ async def _broken_async(*args: Any) -> Any:
 
 
 async def test_a_bug_in_the_request_phase_is_a_500(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(Exchange, "begin", _broken_async)
+    monkeypatch.setattr(ResponseRun, "begin", _broken_async)
     [reply] = await new_stream(runtime).handle(request_body(REQUEST))
     status, _, body = immediate(reply)
     assert status == 500 and error_of(body)["type"] == "server_error"
@@ -403,7 +403,7 @@ async def test_a_bug_at_the_response_headers(runtime: Runtime, monkeypatch: pyte
                                              client_streams: bool) -> None:
     stream = await begun(runtime, {**REQUEST, "stream": client_streams})
     monkeypatch.setattr(servicer_module, "_sse_headers", _broken)
-    monkeypatch.setattr(Exchange, "on_upstream_headers", _broken) if not client_streams else None
+    monkeypatch.setattr(ResponseRun, "on_upstream_headers", _broken) if not client_streams else None
     [reply] = await stream.handle(response_headers(200, SSE if client_streams else JSON))
     status, _headers, body = immediate(reply)  # nothing had left Envoy: the whole answer
     if client_streams:
@@ -421,7 +421,7 @@ async def test_a_bug_mid_stream_ends_it_with_response_failed(runtime: Runtime,
     [reply] = await stream.handle(response_body(frames[0] + b"\n\n" + frames[1] + b"\n\n"))
     client, end = streamed(reply)
     assert not end
-    monkeypatch.setattr(Exchange, "on_upstream_chunk", _broken)
+    monkeypatch.setattr(stream.run, "on_upstream_chunk", _broken)  # the translator's, bound at begin
     [reply] = await stream.handle(response_body(frames[2] + b"\n\n"))
     body, end = streamed(reply)
     assert end and sse_terminal(client + body)["type"] == "response.failed"
@@ -433,7 +433,7 @@ async def test_a_bug_mid_stream_ends_it_with_response_failed(runtime: Runtime,
 async def test_a_bug_at_the_end_of_a_json_answer(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
     stream = await begun(runtime, REQUEST)
     await stream.handle(response_headers(200, JSON))
-    monkeypatch.setattr(Exchange, "finish", _broken_async)
+    monkeypatch.setattr(ResponseRun, "finish", _broken_async)
     [reply] = await stream.handle(response_body(load_json("text_usage"), True))
     status, _, body = immediate(reply)
     assert status == 502 and error_of(body)["type"] == "server_error"
@@ -443,7 +443,7 @@ async def test_a_bug_at_the_end_of_a_stream(runtime: Runtime, monkeypatch: pytes
     stream = await begun(runtime, {**REQUEST, "stream": True})
     await stream.handle(response_headers(200, SSE))
     client = b"".join(streamed(r)[0] for r in await stream.handle(response_body(load("text_usage"))))
-    monkeypatch.setattr(Exchange, "finish", _broken_async)
+    monkeypatch.setattr(ResponseRun, "finish", _broken_async)
     [reply] = await stream.handle(response_body(b"", True))
     body, end = streamed(reply)
     assert end and sse_terminal(client + body)["type"] == "response.failed"

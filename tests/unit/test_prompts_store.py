@@ -9,9 +9,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from responses_bridge.engine.exchange import Exchange
 from responses_bridge.engine.options import EngineOptions
 from responses_bridge.protocol.errors import APIError
+from responses_bridge.run.response_run import ResponseRun
 from responses_bridge.services.prompts import PromptService, placeholders
 from responses_bridge.store import SQLiteResponseStore
 from responses_bridge.store.base import PromptStore, PromptVersionConflict
@@ -139,14 +139,14 @@ async def test_render_text_media_and_missing(service: PromptService) -> None:
 async def test_exchange_combines_prompt_and_request_instructions(db: SQLiteResponseStore,
                                                                  service: PromptService) -> None:
     created = await service.create({"instructions": "Speak like {{who}}."})
-    exchange = Exchange(db, EngineOptions(), prompts=service)
+    exchange = ResponseRun(db, EngineOptions(), prompts=service)
     call = await exchange.begin(orjson.dumps({"model": "m", "input": "hi", "instructions": "Be brief.",
                                               "prompt": {"id": created["id"], "variables": {"who": "a pirate"}}}))
     messages = orjson.loads(call.body)["messages"]
     assert messages[0] == {"role": "system", "content": "Speak like a pirate.\n\nBe brief."}
     assert exchange.response["instructions"] == "Speak like a pirate.\n\nBe brief."
     assert exchange.response["prompt"] == {"id": created["id"], "version": "1", "variables": {"who": "a pirate"}}
-    without = Exchange(db, EngineOptions())
+    without = ResponseRun(db, EngineOptions())
     with pytest.raises(APIError) as caught:
         await without.begin(orjson.dumps({"model": "m", "input": "hi", "prompt": {"id": created["id"]}}))
     assert caught.value.param == "prompt"

@@ -9,9 +9,9 @@ from typing import Any
 import orjson
 import pytest
 
-from responses_bridge.engine.exchange import Exchange
 from responses_bridge.engine.options import EngineOptions
 from responses_bridge.protocol.errors import APIError
+from responses_bridge.run.response_run import ResponseRun
 from responses_bridge.sealing import Sealer
 from responses_bridge.store import SQLiteResponseStore
 from tests.support.schema import check_stream
@@ -22,8 +22,8 @@ THINK = {"model": "fake-reasoner", "input": "Why is the sky blue? [think]", "str
 
 
 async def run(store: SQLiteResponseStore, body: dict[str, Any], *, sealer: Sealer | None = SEALER,
-              options: EngineOptions | None = None) -> tuple[list[dict[str, Any]], dict[str, Any], Exchange]:
-    exchange = Exchange(store, options or EngineOptions(), sealer)
+              options: EngineOptions | None = None) -> tuple[list[dict[str, Any]], dict[str, Any], ResponseRun]:
+    exchange = ResponseRun(store, options or EngineOptions(), sealer)
     call = await exchange.begin(orjson.dumps(body))
     head = exchange.on_upstream_headers(200, recordings.SSE)
     out = exchange.on_upstream_chunk(recordings.load("think"))

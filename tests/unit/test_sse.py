@@ -1,7 +1,7 @@
 """SSE in both directions: the incremental decoder for upstream bytes, the encoder for ours, and the promise that
 the client's bytes do not depend on how TCP or Envoy cut the upstream body.
 
-Each recording in ``recordings/`` is replayed through a whole :class:`Exchange` unsplit, split in two at every
+Each recording in ``recordings/`` is replayed through a whole :class:`ResponseRun` unsplit, split in two at every
 byte offset, and in 1-byte pieces; every run must give the client the same bytes (ids and clocks are made
 deterministic), and those bytes must pass the framing, schema and order checks of ``tests.support.schema``.
 """
@@ -243,11 +243,11 @@ async def test_line_endings_do_not_change_the_client_bytes(
 async def test_events_reach_the_client_while_the_upstream_streams(
         store: SQLiteResponseStore, determinism: recordings.Determinism) -> None:
     """Each upstream event yields its client events in the same call: nothing waits for the end of the body."""
-    from responses_bridge.engine.exchange import Exchange
     from responses_bridge.engine.options import EngineOptions
+    from responses_bridge.run.response_run import ResponseRun
 
     raw = recordings.load("text_usage")
-    exchange = Exchange(store, EngineOptions())
+    exchange = ResponseRun(store, EngineOptions())
     await exchange.begin(orjson.dumps(recordings.request("text_usage", stream=True, store=False)))
     head = exchange.on_upstream_headers(200, recordings.SSE)
     assert head is not None and [e["type"] for e in parse_sse(head + DONE_FRAME)] == [

@@ -14,9 +14,9 @@ from aiohttp import web
 
 from responses_bridge.adapters.http.app import create_app
 from responses_bridge.config import Settings
-from responses_bridge.engine.exchange import Exchange
 from responses_bridge.engine.options import EngineOptions
 from responses_bridge.procs import free_port
+from responses_bridge.run.response_run import ResponseRun
 from responses_bridge.runtime import Runtime
 from responses_bridge.services.conversations import ConversationService
 from responses_bridge.services.prompts import PromptService
@@ -182,7 +182,7 @@ class SavesFail(SQLiteResponseStore):
 
 async def _turn(store: SQLiteResponseStore, conversations: ConversationService, conversation_id: str,
                 text: str) -> dict:
-    exchange = Exchange(store, EngineOptions(), conversations=conversations)
+    exchange = ResponseRun(store, EngineOptions(), conversations=conversations)
     await exchange.begin(orjson.dumps({"model": "m", "input": text, "conversation": conversation_id}))
     exchange.on_upstream_headers(200, "application/json")
     exchange.on_upstream_chunk(orjson.dumps({

@@ -1,4 +1,4 @@
-"""``truncation`` (engine/truncation.py) and Codex's ``compaction_trigger`` (engine/exchange.py): what is dropped,
+"""``truncation`` (engine/truncation.py) and Codex's ``compaction_trigger`` (engine/translator.py): what is dropped,
 what is kept, the retry an exchange offers its door, and the one sealed item a compaction turn answers with."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import orjson
 import pytest
 
 from responses_bridge.engine import compaction, truncation
-from responses_bridge.engine.exchange import Exchange
 from responses_bridge.engine.options import EngineOptions
 from responses_bridge.protocol.errors import APIError
+from responses_bridge.run.response_run import ResponseRun
 from responses_bridge.sealing import Sealer
 from responses_bridge.store import SQLiteResponseStore
 from tests.support.schema import check_stream, validate_response
@@ -58,7 +58,7 @@ def body(**fields: Any) -> bytes:
                          "tools": [{"type": "function", "name": "look"}], **fields})
 
 
-async def answer(exchange: Exchange, status: int, content: bytes, content_type: str = JSON) -> bytes:
+async def answer(exchange: ResponseRun, status: int, content: bytes, content_type: str = JSON) -> bytes:
     head = exchange.on_upstream_headers(status, content_type) or b""
     return head + exchange.on_upstream_chunk(content)
 
@@ -105,7 +105,7 @@ def test_drop_oldest_keeps_instructions_newest_and_pairs() -> None:
 
 async def test_disabled_gives_a_clear_400(store: SQLiteResponseStore) -> None:
     for stream in (False, True):
-        exchange = Exchange(store, EngineOptions())
+        exchange = ResponseRun(store, EngineOptions())
         await exchange.begin(body(stream=stream))
         await answer(exchange, 400, VLLM_ERROR)
         assert exchange.retry_request() is None
@@ -117,7 +117,7 @@ async def test_disabled_gives_a_clear_400(store: SQLiteResponseStore) -> None:
 
 
 async def test_other_upstream_400s_are_passed_through(store: SQLiteResponseStore) -> None:
-    exchange = Exchange(store, EngineOptions())
+    exchange = ResponseRun(store, EngineOptions())
     await exchange.begin(body(truncation="auto"))
     await answer(exchange, 400, orjson.dumps({"error": {"message": "bad temperature", "type": "invalid_request_error",
                                                         "param": "temperature", "code": None}}))
@@ -127,7 +127,7 @@ async def test_other_upstream_400s_are_passed_through(store: SQLiteResponseStore
 
 @pytest.mark.parametrize("stream", [False, True])
 async def test_auto_retries_once_without_the_oldest_items(stream: bool, store: SQLiteResponseStore) -> None:
-    exchange = Exchange(store, EngineOptions())
+    exchange = ResponseRun(store, EngineOptions())
     first = await exchange.begin(body(truncation="auto", stream=stream))
     before = orjson.loads(first.body)["messages"]
     assert await answer(exchange, 400, VLLM_ERROR) == b""
@@ -152,7 +152,7 @@ async def test_auto_retries_once_without_the_oldest_items(stream: bool, store: S
 
 
 async def test_the_second_context_error_is_the_400(store: SQLiteResponseStore) -> None:
-    exchange = Exchange(store, EngineOptions())
+    exchange = ResponseRun(store, EngineOptions())
     await exchange.begin(body(truncation="auto"))
     await answer(exchange, 400, VLLM_ERROR)
     assert exchange.retry_request() is not None
@@ -163,14 +163,14 @@ async def test_the_second_context_error_is_the_400(store: SQLiteResponseStore) -
 
 
 async def test_a_declared_window_shrinks_the_first_call(store: SQLiteResponseStore) -> None:
-    unlimited = orjson.loads((await Exchange(store, EngineOptions()).begin(body(truncation="auto"))).body)
+    unlimited = orjson.loads((await ResponseRun(store, EngineOptions()).begin(body(truncation="auto"))).body)
     options = EngineOptions(context_window=400)
-    fitted = orjson.loads((await Exchange(store, options).begin(body(truncation="auto",
+    fitted = orjson.loads((await ResponseRun(store, options).begin(body(truncation="auto",
                                                                      max_output_tokens=100))).body)
     assert len(orjson.dumps(fitted)) <= (400 - 100) * truncation.BYTES_PER_TOKEN
     assert len(fitted["messages"]) < len(unlimited["messages"])
     assert_kept_whole(fitted["messages"])
-    disabled = orjson.loads((await Exchange(store, options).begin(body())).body)
+    disabled = orjson.loads((await ResponseRun(store, options).begin(body())).body)
     assert disabled["messages"] == unlimited["messages"]  # "disabled" never drops anything itself
 
 
@@ -181,7 +181,7 @@ SEALER = Sealer(os.urandom(32))
 
 @pytest.mark.parametrize("stream", [False, True])
 async def test_compaction_trigger_answers_one_sealed_item(stream: bool, store: SQLiteResponseStore) -> None:
-    exchange = Exchange(store, EngineOptions(), SEALER)
+    exchange = ResponseRun(store, EngineOptions(), SEALER)
     items = [{"role": "user", "content": "my name is Ada"}, {"role": "assistant", "content": "Hi Ada"},
              {"type": "compaction_trigger"}]
     call = await exchange.begin(orjson.dumps({"model": "m", "input": items, "stream": stream,
@@ -213,10 +213,10 @@ async def test_compaction_trigger_answers_one_sealed_item(stream: bool, store: S
 
 async def test_compaction_trigger_must_come_last(store: SQLiteResponseStore) -> None:
     with pytest.raises(APIError) as error:
-        await Exchange(store, EngineOptions(), SEALER).begin(orjson.dumps({"model": "m", "input": [
+        await ResponseRun(store, EngineOptions(), SEALER).begin(orjson.dumps({"model": "m", "input": [
             {"type": "compaction_trigger"}, {"role": "user", "content": "x"}]}))
     assert error.value.status == 400 and error.value.param == "input[0]"
     with pytest.raises(APIError) as error:
-        await Exchange(store, EngineOptions(), SEALER).begin(orjson.dumps({"model": "m", "input": [
+        await ResponseRun(store, EngineOptions(), SEALER).begin(orjson.dumps({"model": "m", "input": [
             {"type": "compaction_trigger"}]}))
     assert error.value.code == "missing_required_parameter"

@@ -1,6 +1,6 @@
 """The Response object: all 31 fields, nullable ones present as ``null``.
 
-The skeleton is built once per exchange from the request; the stream translator fills ``output``, ``status`` and
+The skeleton is built once per response from the request; the stream translator fills ``output``, ``status`` and
 ``usage`` in place, so every lifecycle event serialises the same dict rather than a copy.
 """
 

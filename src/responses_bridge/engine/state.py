@@ -1,7 +1,8 @@
-"""What the engine asks of conversations and prompts: two small interfaces, implemented in ``services/``.
+"""Conversations and prompts as the run sees them: two small interfaces, implemented in ``services/``.
 
-The exchange never sees SQL or HTTP shapes: it asks for a conversation's items (history for the model), hands back
-the items of a finished turn, and asks for a prompt to be rendered into instructions (+ input items).
+The run (``run/response_run.py``) never sees SQL or HTTP shapes: it asks for a conversation's items (history for
+the model), hands back the items of a finished turn, and asks for a prompt to be rendered into instructions
+(+ input items). The rendered prompt is what the translator (``engine/translator.py``) takes.
 """
 
 from __future__ import annotations

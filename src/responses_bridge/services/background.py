@@ -1,15 +1,15 @@
 """Background responses (``background: true``): accepted at once, run to completion inside the sidecar.
 
-A run is one :class:`~responses_bridge.engine.exchange.Exchange` driven by a task of its own, with the sidecar's
-:class:`~responses_bridge.upstream.UpstreamClient` (through Envoy when ``upstream_via`` points there). Both doors
+A run is one :class:`~responses_bridge.run.response_run.ResponseRun` driven by a task of its own, with the sidecar's
+:class:`~responses_bridge.run.upstream.UpstreamClient` (through Envoy when ``upstream_via`` points there). Both doors
 start runs here: the HTTP door answers the POST itself, the ext_proc door with an immediate response.
 
-Events. The exchange emits SSE frames, numbered by ``sequence_number`` from 0 with no gaps, so a frame's index in
+Events. The response run emits SSE frames, numbered by ``sequence_number`` from 0 with no gaps, so a frame's index in
 ``BackgroundRun.frames`` is its sequence number. Frames are kept in memory while the run lasts (live readers
 follow them) and written to ``response_events`` in batches by a writer task, off the hot path: the upstream
 chunk loop never waits for the database. Before the response's terminal state is stored, every event up to and
-including the terminal one is made durable (the exchange's ``before_persist`` hook), and live readers are only
-shown a frame once the exchange has returned it, so a reader that saw ``response.completed`` can always replay
+including the terminal one is made durable (the response run's ``before_persist`` hook), and live readers are only
+shown a frame once the response run has returned it, so a reader that saw ``response.completed`` can always replay
 the whole stream, and ``GET /v1/responses/{id}`` never says ``completed`` before the stream is stored.
 
 Lifecycle in the store: ``queued`` (written before the POST is answered), ``in_progress`` (when the upstream
@@ -17,7 +17,7 @@ answers), then ``completed`` / ``incomplete`` / ``failed`` / ``cancelled``. A pr
 ``queued``/``in_progress`` rows; the next start marks them ``failed`` (``SQLiteEventLog.fail_interrupted``).
 
 A terminal save that fails (the store is full, locked, broken) must not leave the row ``in_progress``: the run
-ends for its readers at once (in memory, with the exchange's ``response.failed``), and then keeps retrying, with
+ends for its readers at once (in memory, with the response run's ``response.failed``), and then keeps retrying, with
 backoff, to store that terminal state and its events; the events made durable for a terminal state that was never
 stored (a ``response.completed`` whose save failed) are taken back first, so a replay never shows it.
 """
@@ -31,11 +31,12 @@ from typing import Any
 import orjson
 import structlog
 
-from ..engine.exchange import Exchange, UpstreamRequest
+from ..engine.wire import UpstreamRequest
 from ..protocol.errors import APIError, not_found
+from ..run.response_run import ResponseRun
+from ..run.upstream import UpstreamClient, UpstreamFailure
 from ..store.base import ResponseStore
 from ..store.events import SQLiteEventLog
-from ..upstream import UpstreamClient, UpstreamFailure
 
 log = structlog.get_logger("responses_bridge.background")
 
@@ -47,7 +48,7 @@ _TERMINAL = ("completed", "incomplete", "failed", "cancelled")
 
 
 def split_frames(data: bytes) -> list[bytes]:
-    """SSE bytes from the exchange into single event frames (``[DONE]`` dropped). Our frames are
+    """SSE bytes from the response run into single event frames (``[DONE]`` dropped). Our frames are
     ``event: …\\ndata: <one-line JSON>\\n\\n``, so a blank line only ever ends a frame."""
     if not data:
         return []
@@ -55,13 +56,13 @@ def split_frames(data: bytes) -> list[bytes]:
 
 
 class BackgroundRun:
-    def __init__(self, service: BackgroundService, exchange: Exchange, call: UpstreamRequest,
+    def __init__(self, service: BackgroundService, response_run: ResponseRun, call: UpstreamRequest,
                  authorization: str | None) -> None:
         self.service = service
-        self.exchange = exchange
+        self.response_run = response_run
         self.call = call
         self.authorization = authorization
-        self.response_id: str = exchange.response_id  # type: ignore[assignment]
+        self.response_id: str = response_run.response_id  # type: ignore[assignment]
         self.frames: list[bytes] = []  # index == sequence_number
         self.visible = 0  # frames[:visible] have been reported (readers may see them)
         self.saved = 0  # frames[:saved] are durable
@@ -79,15 +80,15 @@ class BackgroundRun:
     # --- frames ----------------------------------------------------------------------------------------------
 
     def _record(self, data: bytes) -> None:
-        """Keep frames the exchange produced; ``exchange.sequence_number`` is one past the last of them."""
+        """Keep frames the response run produced; ``response_run.sequence_number`` is one past the last of them."""
         frames = split_frames(data)
-        first = self.exchange.sequence_number - len(frames)
+        first = self.response_run.sequence_number - len(frames)
         for offset, frame in enumerate(frames):
             if first + offset == len(self.frames):
                 self.frames.append(frame)
 
     def add(self, data: bytes) -> None:
-        """Frames the exchange returned: reported to readers now, written to the store soon."""
+        """Frames the response run returned: reported to readers now, written to the store soon."""
         if data:
             self._record(data)
         if self.visible != len(self.frames):
@@ -118,7 +119,7 @@ class BackgroundRun:
             log.exception("background_events_write_failed", response_id=self.response_id)
 
     async def _before_persist(self, pending: list[bytes], end: int) -> None:
-        """The exchange is about to store the response: its unreported frames (the terminal event among them)
+        """The response run is about to store the response: its unreported frames (the terminal event among them)
         and everything before them become durable first."""
         first = end - len(pending)
         if self._tentative is None:
@@ -132,42 +133,42 @@ class BackgroundRun:
 
     async def run(self) -> None:
         self.started = True
-        exchange = self.exchange
+        response_run = self.response_run
         try:
             try:
                 try:
                     call: UpstreamRequest | None = self.call
                     while call is not None:  # a second attempt only for truncation "auto" (retry_request)
                         async with self.service.upstream.chat(call, self.authorization) as answer:
-                            head = exchange.on_upstream_headers(answer.status, answer.content_type)
+                            head = response_run.on_upstream_headers(answer.status, answer.content_type)
                             if head is not None:
                                 self.add(head)
-                                await self.service.store.save_response(exchange.response,  # type: ignore[arg-type]
-                                                                       exchange.request.input_items)  # type: ignore[union-attr]
+                                await self.service.store.save_response(response_run.response,  # type: ignore[arg-type]
+                                                                       response_run.request.input_items)  # type: ignore[union-attr]
                             async for chunk in answer.chunks():
-                                out = exchange.on_upstream_chunk(chunk)
+                                out = response_run.on_upstream_chunk(chunk)
                                 if out:
                                     self.add(out)
-                        call = exchange.retry_request()
+                        call = response_run.retry_request()
                     self.finishing = True
-                    reply = await exchange.finish()
+                    reply = await response_run.finish()
                 except UpstreamFailure as failure:
                     self.finishing = True
-                    reply = await exchange.fail(failure.error)
+                    reply = await response_run.fail(failure.error)
             except asyncio.CancelledError:
                 self.finishing = True
                 if self.stop_reason == "deleted":  # DELETE /v1/responses/{id}: nothing more to store
                     return
                 if self.stop_reason == "cancel":
-                    reply = await exchange.cancel()
+                    reply = await response_run.cancel()
                 else:
-                    reply = await exchange.fail(APIError(
+                    reply = await response_run.fail(APIError(
                         503, "The server shut down before this background response completed.",
                         type="server_error", code="server_shutdown"))
             except Exception as exc:
                 log.exception("background_run_failed", response_id=self.response_id)
                 self.finishing = True
-                reply = await exchange.fail(exc if isinstance(exc, APIError) else APIError(
+                reply = await response_run.fail(exc if isinstance(exc, APIError) else APIError(
                     500, "The background response failed inside the bridge.", code="server_error"))
             stored = await self._stored_status()
             if stored is None or stored in _TERMINAL:
@@ -195,7 +196,7 @@ class BackgroundRun:
         return None if stored is None else str(stored.get("status"))
 
     def _take_back_unstored(self, body: bytes) -> None:
-        """Replace the frames written for a terminal state that was never stored by the exchange's final frames,
+        """Replace the frames written for a terminal state that was never stored by the response run's final frames,
         renumbered to follow on from what was really stored (``sequence_number`` stays the frame's index)."""
         start = self._tentative if self._tentative is not None else len(self.frames)
         del self.frames[start:]
@@ -219,8 +220,8 @@ class BackgroundRun:
                 async with self._flush_lock:
                     self.saved = min(self.saved, start)
                 await self._flush()
-                await self.service.store.save_response(self.exchange.response,  # type: ignore[arg-type]
-                                                       self.exchange.request.input_items)  # type: ignore[union-attr]
+                await self.service.store.save_response(self.response_run.response,  # type: ignore[arg-type]
+                                                       self.response_run.request.input_items)  # type: ignore[union-attr]
             except Exception:
                 log.warning("background_terminal_save_retry", response_id=self.response_id, delay=delay,
                             exc_info=True)
@@ -228,7 +229,7 @@ class BackgroundRun:
                 delay = min(delay * 2, SETTLE_MAX_DELAY)
                 continue
             log.info("background_terminal_state_stored", response_id=self.response_id,
-                     status=(self.exchange.response or {}).get("status"))
+                     status=(self.response_run.response or {}).get("status"))
             return
 
 
@@ -245,13 +246,13 @@ class BackgroundService:
         self.upstream = upstream
         self.runs: dict[str, BackgroundRun] = {}
 
-    async def start(self, exchange: Exchange, call: UpstreamRequest, authorization: str | None) -> BackgroundRun:
-        """``exchange`` has begun (a background request). Stores it as ``queued`` and starts its run."""
-        run = BackgroundRun(self, exchange, call, authorization)
-        exchange.before_persist = run._before_persist
-        run.add(exchange.queued())
-        run.accepted = orjson.dumps(exchange.response)
-        await self.store.save_response(exchange.response, exchange.request.input_items)  # type: ignore[arg-type,union-attr]
+    async def start(self, response_run: ResponseRun, call: UpstreamRequest, authorization: str | None) -> BackgroundRun:
+        """``response_run`` has begun (a background request). Stores it as ``queued`` and starts its run."""
+        run = BackgroundRun(self, response_run, call, authorization)
+        response_run.before_persist = run._before_persist
+        run.add(response_run.queued())
+        run.accepted = orjson.dumps(response_run.response)
+        await self.store.save_response(response_run.response, response_run.request.input_items)  # type: ignore[arg-type,union-attr]
         self.runs[run.response_id] = run
         run.task = asyncio.create_task(run.run(), name=f"background:{run.response_id}")
         log.info("background_started", response_id=run.response_id)
@@ -290,7 +291,7 @@ class BackgroundService:
         if run is not None:
             await _until_started(run)
         if run is not None and run.done:  # ended, its terminal state still being stored (see BackgroundRun._settle)
-            final = run.exchange.response or {}
+            final = run.response_run.response or {}
             if final.get("status") == "cancelled":
                 return final
             raise APIError(400, f"Cannot cancel a {final.get('status')} response.", param="response_id",
@@ -300,8 +301,8 @@ class BackgroundService:
             run.task.cancel()
         if run is not None and run.task is not None:
             await asyncio.wait([run.task])
-            if run.exchange.response and run.exchange.response.get("status") == "cancelled":
-                return run.exchange.response
+            if run.response_run.response and run.response_run.response.get("status") == "cancelled":
+                return run.response_run.response
         response = await self.store.get_response(response_id)
         if response is None:
             raise not_found(f"No response found with id '{response_id}'.", param="response_id", code="not_found")

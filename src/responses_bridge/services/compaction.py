@@ -26,9 +26,9 @@ from ..engine.options import EngineOptions
 from ..engine.response_object import convert_usage
 from ..protocol.errors import APIError, invalid_request, not_found
 from ..protocol.request import parse_json_object, parse_request_object
+from ..run.upstream import UpstreamClient, UpstreamFailure
 from ..sealing import Sealer
 from ..store.base import ResponseStore
-from ..upstream import UpstreamClient, UpstreamFailure
 
 ZERO_USAGE = {"input_tokens": 0, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": 0,
               "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 0}

@@ -26,7 +26,7 @@ import orjson
 import structlog
 
 from ..protocol.request import parse_json_object
-from ..upstream import UpstreamClient, UpstreamFailure
+from ..run.upstream import UpstreamClient, UpstreamFailure
 
 log = structlog.get_logger("responses_bridge.token_count")
 
@@ -113,8 +113,7 @@ class TokenCounter:
         model_given = isinstance(raw.get("model"), str) and bool(raw["model"])
         if not model_given:
             raw["model"] = "default"  # optional here: only the tokenizer call would use it
-        exchange = runtime.new_exchange()
-        call = await exchange.begin(orjson.dumps(raw))  # the same translation as a real request
+        call = await runtime.new_run().begin(orjson.dumps(raw))  # the same translation as a real request
         chat = orjson.loads(call.body)
         tokens, method = await self._count(chat, model_given, authorization)
         return {"object": "response.input_tokens", "input_tokens": tokens, "method": method}

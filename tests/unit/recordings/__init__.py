@@ -1,4 +1,4 @@
-"""Recorded upstream answers and a driver that replays them through an :class:`Exchange`.
+"""Recorded upstream answers and a driver that replays them through an :class:`ResponseRun`.
 
 Each recording is a Chat Completions answer exactly as it came off the wire: ``<name>.sse`` is the streamed
 body (``chat.completion.chunk`` events), ``<name>.json`` the non-streamed ``chat.completion`` for the same
@@ -29,10 +29,11 @@ from typing import Any
 import orjson
 
 from responses_bridge import ids
-from responses_bridge.engine import exchange as exchange_module
 from responses_bridge.engine import response_object
-from responses_bridge.engine.exchange import Exchange, Reply
+from responses_bridge.engine import translator as translator_module
 from responses_bridge.engine.options import EngineOptions
+from responses_bridge.engine.wire import Reply
+from responses_bridge.run.response_run import ResponseRun
 from responses_bridge.store.base import ResponseStore
 
 HERE = Path(__file__).parent
@@ -112,14 +113,14 @@ class Determinism:
 def deterministic() -> Iterator[Determinism]:
     state = Determinism()
     clock = SimpleNamespace(time=lambda: float(FIXED_TIME))
-    saved = ids.new_id, response_object.time, exchange_module.time
+    saved = ids.new_id, response_object.time, translator_module.time
     ids.new_id = state.new_id
     response_object.time = clock  # type: ignore[assignment]
-    exchange_module.time = clock  # type: ignore[assignment]
+    translator_module.time = clock  # type: ignore[assignment]
     try:
         yield state
     finally:
-        ids.new_id, response_object.time, exchange_module.time = saved
+        ids.new_id, response_object.time, translator_module.time = saved
 
 
 # --- the driver ----------------------------------------------------------------------------------------------
@@ -133,7 +134,7 @@ class Run:
     content_type: str
     body: bytes  # every byte the client received, head included
     reply: Reply
-    exchange: Exchange
+    exchange: ResponseRun
     upstream_body: dict[str, Any]
 
     @property
@@ -151,7 +152,7 @@ async def drive(
     options: EngineOptions | None = None,
 ) -> Run:
     """Run one exchange the way the HTTP door does: begin, headers, every upstream piece, finish."""
-    exchange = Exchange(store, options or EngineOptions())
+    exchange = ResponseRun(store, options or EngineOptions())
     raw = body if isinstance(body, bytes) else orjson.dumps(body)
     call = await exchange.begin(raw)
     head = exchange.on_upstream_headers(status, content_type)
@@ -170,7 +171,7 @@ async def drive_failure(store: ResponseStore, body: dict[str, Any], error: Any, 
                         status: int | None = 200, content_type: str | None = SSE) -> Run:
     """Like :func:`drive`, but the upstream call breaks (``exchange.fail``) after ``pieces``; ``status=None``
     means it broke before any headers arrived."""
-    exchange = Exchange(store, EngineOptions())
+    exchange = ResponseRun(store, EngineOptions())
     call = await exchange.begin(orjson.dumps(body))
     head = exchange.on_upstream_headers(status, content_type) if status is not None else None
     out = [exchange.on_upstream_chunk(piece) for piece in pieces] if status is not None else []
@@ -178,7 +179,7 @@ async def drive_failure(store: ResponseStore, body: dict[str, Any], error: Any, 
     return _delivered(exchange, head, out, reply, orjson.loads(call.body))
 
 
-def _delivered(exchange: Exchange, head: bytes | None, out: list[bytes], reply: Reply,
+def _delivered(exchange: ResponseRun, head: bytes | None, out: list[bytes], reply: Reply,
                upstream_body: dict[str, Any]) -> Run:
     if head is not None:
         assert reply.continues_stream, "the client's stream is open but the reply wants to start a new answer"

@@ -1,7 +1,7 @@
 """A second upstream call made by the processor itself: ``truncation: "auto"`` after a context-length error.
 
 Through the Envoy door the first call is Envoy's; its error answer reaches the processor buffered (a 4xx never
-opens the client's stream). The shorter retry (``Exchange.retry_request``) goes through the sidecar's own
+opens the client's stream). The shorter retry (``ResponseRun.retry_request``) goes through the sidecar's own
 upstream client (``runtime.upstream``: Envoy's listener when ``upstream_via`` is set, so the retry still passes
 Envoy's upstream route), and its whole answer replaces that buffered body in one body mutation. A streaming
 client therefore gets the retried events all at once, at the end of the retried call, rather than as they
@@ -10,27 +10,28 @@ are generated.
 
 from __future__ import annotations
 
-from ...engine.exchange import Exchange, Reply, UpstreamRequest
+from ...engine.wire import Reply, UpstreamRequest
 from ...protocol.errors import APIError
+from ...run.response_run import ResponseRun
+from ...run.upstream import UpstreamFailure
 from ...runtime import Runtime
-from ...upstream import UpstreamFailure
 
 
-async def retried_reply(runtime: Runtime, exchange: Exchange, call: UpstreamRequest,
+async def retried_reply(runtime: Runtime, run: ResponseRun, call: UpstreamRequest,
                         client_authorization: str | None) -> Reply:
-    """Make ``call``, drive its answer through ``exchange`` and return everything the client gets."""
+    """Make ``call``, drive its answer through ``run`` and return everything the client gets."""
     if runtime.upstream is None:
-        return await exchange.fail(APIError(502, "The bridge cannot repeat the upstream call here.",
+        return await run.fail(APIError(502, "The bridge cannot repeat the upstream call here.",
                                             type="server_error", code="server_error"))
     head, parts = b"", []
     try:
         async with runtime.upstream.chat(call, runtime.upstream_authorization(client_authorization)) as answer:
-            head = exchange.on_upstream_headers(answer.status, answer.content_type) or b""
+            head = run.on_upstream_headers(answer.status, answer.content_type) or b""
             async for chunk in answer.chunks():
-                parts.append(exchange.on_upstream_chunk(chunk))
-        reply = await exchange.finish()
+                parts.append(run.on_upstream_chunk(chunk))
+        reply = await run.finish()
     except UpstreamFailure as failure:
-        reply = await exchange.fail(failure.error)
+        reply = await run.fail(failure.error)
     if not head:
         return reply
     return Reply(200, reply.content_type, head + b"".join(parts) + reply.body)

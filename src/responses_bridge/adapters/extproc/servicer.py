@@ -1,8 +1,8 @@
-"""The ext_proc servicer: one gRPC ``Process`` stream is one HTTP request is one :class:`Exchange`.
+"""The ext_proc servicer: one gRPC ``Process`` stream is one HTTP request is one :class:`ResponseRun`.
 
 Envoy sends, in order: the request headers (only if the bootstrap asks for them; ours skips them), the buffered
 request body, the upstream's response headers, and the response body. The servicer answers with the rewrite the
-exchange computes. Two response body modes are served, whichever the bootstrap chose (Envoy names it in the
+run computes. Two response body modes are served, whichever the bootstrap chose (Envoy names it in the
 first message's ``protocol_config``):
 
 * ``FULL_DUPLEX_STREAMED`` (what ``envoy-config`` renders): Envoy sends the body without waiting for the reply to
@@ -16,11 +16,11 @@ first message's ``protocol_config``):
 
 Two rules keep clients safe:
 
-* Nothing untranslated reaches the client. Every body byte the client gets is the exchange's, and the stream is
-  never closed early: after a failure the servicer sends the exchange's failure bytes once and then, in STREAMED
+* Nothing untranslated reaches the client. Every body byte the client gets is the run's, and the stream is
+  never closed early: after a failure the servicer sends the run's failure bytes once and then, in STREAMED
   mode, keeps answering with empty mutations until ``end_of_stream``.
 * Every failure produces bytes: before the upstream call an OpenAI-shaped immediate response; after it, the
-  exchange's ``fail`` reply (a ``response.failed`` event in an open stream, or an error body).
+  run's ``fail`` reply (a ``response.failed`` event in an open stream, or an error body).
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ from envoy.service.ext_proc.v3.external_processor_pb2 import (
     ProcessingResponse,
 )
 
-from ...engine.exchange import SSE_CONTENT_TYPE, Exchange, Reply, UpstreamRequest
+from ...engine.wire import SSE_CONTENT_TYPE, Reply, UpstreamRequest
 from ...protocol.errors import APIError
+from ...run.response_run import ResponseRun
 from ...runtime import Runtime
 from . import messages as m
 from .outbox import Outbox
@@ -108,7 +109,7 @@ class ExtProcServicer(external_processor_pb2_grpc.ExternalProcessorServicer):
             self._changed.set()
 
     def _unfinished(self) -> list[_Stream]:
-        return [stream for stream in self._live if stream.exchange is not None and not stream.done]
+        return [stream for stream in self._live if stream.run is not None and not stream.done]
 
     async def drain(self, timeout: float) -> None:
         """Let the responses in flight finish for up to ``timeout`` seconds (new ones are refused meanwhile: see
@@ -150,7 +151,6 @@ class _Stream:
     __slots__ = (
         "authorization",
         "done",
-        "exchange",
         "failed",
         "full_duplex",
         "lock",
@@ -159,6 +159,7 @@ class _Stream:
         "prefix",
         "request_body",
         "request_bytes",
+        "run",
         "runtime",
         "shutdown_requested",
         "sse",
@@ -170,7 +171,7 @@ class _Stream:
         self.prefix = prefix
         self.write = write  # the gRPC stream's, for what the processor sends on its own (a drain's last words)
         self.lock = asyncio.Lock()  # one writer at a time: the message loop, or a drain ending the stream
-        self.exchange: Exchange | None = None
+        self.run: ResponseRun | None = None
         # Is this a POST /v1/responses to translate? None until known: the bootstrap skips the request headers
         # (one processor round trip less), so the first message is then the buffered body, which means yes.
         self.ours: bool | None = None
@@ -203,7 +204,7 @@ class _Stream:
             return [m.CONTINUE_BY_PHASE.get(phase, m.CONTINUE_RESPONSE_BODY)]
         if not self.sse:  # nothing has left Envoy yet: answer the client directly
             self.done = True
-            if self.exchange is not None and not self.failed:
+            if self.run is not None and not self.failed:
                 return [await self._fail_immediately(exc)]
             error = APIError(502, "The bridge failed while translating the upstream's answer.",
                              code="server_error")
@@ -211,7 +212,7 @@ class _Stream:
         if phase != "response_body" and not self.full_duplex:
             return [m.CONTINUE_BY_PHASE.get(phase, m.CONTINUE_RESPONSE_BODY)]
         trailers = [m.CONTINUE_RESPONSE_TRAILERS] if phase == "response_trailers" else []
-        if self.exchange is None or self.failed or self.done:
+        if self.run is None or self.failed or self.done:
             return trailers if self.full_duplex else [m.response_body_reply(b"")]
         # the event stream is open: close it with the failure, then drop the rest
         reply = await self._fail(exc)
@@ -236,11 +237,11 @@ class _Stream:
         if phase == "request_body":
             if self.ours is False:
                 return [m.CONTINUE_REQUEST_BODY]
-            if self.exchange is None:
+            if self.run is None:
                 if self.runtime.draining:
                     return [self._refuse()]
                 self.ours = True
-                self.exchange = self.runtime.new_exchange()
+                self.run = self.runtime.new_run()
             if self.authorization is None:  # request headers are skipped: Envoy forwards the credentials
                 self.authorization = m.forwarded_authorization(request)
             # The body moves into this stream's list, and the message (which keeps its own copy of the body
@@ -253,11 +254,11 @@ class _Stream:
         if phase == "response_headers":
             if self.ours is False:
                 return [m.CONTINUE_RESPONSE_HEADERS]
-            if self.exchange is None or self.exchange.response is None:
+            if self.run is None or self.run.response is None:
                 return [await self._untranslated(request)]
             return await self._response_headers(request)
         if phase == "response_trailers":
-            if self.full_duplex and self.ours is not False and not self.done and self.exchange is not None:
+            if self.full_duplex and self.ours is not False and not self.done and self.run is not None:
                 # the upstream's body ended with trailers, not end_of_stream: the end of the client's bytes, then
                 # the trailers (unchanged)
                 return [*await self._duplex_end(), m.CONTINUE_RESPONSE_TRAILERS]
@@ -289,7 +290,7 @@ class _Stream:
             return self._refuse()
         self.ours = True
         self.authorization = headers.get("authorization")
-        self.exchange = self.runtime.new_exchange()
+        self.run = self.runtime.new_run()
         if message.end_of_stream:  # no body at all: begin() says what is wrong with that
             return await self._begin(b"")
         return m.CONTINUE_REQUEST_HEADERS
@@ -321,12 +322,12 @@ class _Stream:
         return m.immediate_response(413, error.body(), JSON)
 
     async def _begin(self, body: bytes) -> ProcessingResponse:
-        exchange = self.exchange
-        assert exchange is not None
+        run = self.run
+        assert run is not None
         if len(body) > self.runtime.settings.max_request_bytes:  # the same ceiling as the HTTP door's
             return self._too_large()
         try:
-            upstream = await exchange.begin(body)
+            upstream = await run.begin(body)
         except APIError as error:
             self.done = True
             return m.immediate_response(error.status, error.body(), JSON)
@@ -336,9 +337,9 @@ class _Stream:
             failure = APIError(500, "The request could not be translated.", code="server_error")
             return m.immediate_response(500, failure.body(), JSON)
         del body  # parsed: only the translated body is needed from here on
-        if exchange.background:  # runs in the sidecar; Envoy gets the answer now, the upstream is not called
+        if run.background:  # runs in the sidecar; Envoy gets the answer now, the upstream is not called
             self.done = True
-            return await self._background(exchange, upstream)
+            return await self._background(run, upstream)
         set_headers = [
             (":path", f"{self.prefix}/{upstream.path}"),
             ("content-length", str(len(upstream.body))),
@@ -350,7 +351,7 @@ class _Stream:
             set_headers.append(("authorization", authorization))
         return m.request_body_reply(upstream.body, set_headers, _REQUEST_REMOVE)
 
-    async def _background(self, exchange: Exchange, upstream: UpstreamRequest) -> ProcessingResponse:
+    async def _background(self, run: ResponseRun, upstream: UpstreamRequest) -> ProcessingResponse:
         """``background: true``: the run starts in the sidecar (its own upstream call goes through Envoy's
         passthrough route when ``upstream_via`` points there) and the client gets an immediate response: the
         queued response, or with ``stream: true`` the events. An immediate response cannot stream, so those are
@@ -362,17 +363,17 @@ class _Stream:
                              param="background", code="unsupported_parameter")
             return m.immediate_response(400, error.body(), JSON)
         try:
-            run = await service.start(exchange, upstream, self.runtime.upstream_authorization(self.authorization))
+            started = await service.start(run, upstream, self.runtime.upstream_authorization(self.authorization))
         except Exception:
             log.exception("extproc_background_start_failed")
             error = APIError(500, "The background response could not be started.", code="server_error")
             return m.immediate_response(500, error.body(), JSON)
-        if not exchange.request.params.stream:  # type: ignore[union-attr]
-            return m.immediate_response(200, run.accepted, JSON)
+        if not run.request.params.stream:  # type: ignore[union-attr]
+            return m.immediate_response(200, started.accepted, JSON)
         frames: list[bytes] = []
 
         async def collect() -> None:
-            async for chunk in service.events_after(run.response_id, -1):
+            async for chunk in service.events_after(started.response_id, -1):
                 frames.append(chunk)
 
         try:
@@ -394,7 +395,7 @@ class _Stream:
             error = APIError(413, "The request body is too large.", code="request_too_large")
             return m.immediate_response(413, error.body(), JSON)
         try:
-            await self.runtime.new_exchange().begin(b"")
+            await self.runtime.new_run().begin(b"")
             error = APIError(400, "A request body is required.")
         except APIError as exc:
             error = exc
@@ -406,15 +407,15 @@ class _Stream:
     # --- response ---------------------------------------------------------------------------------------------
 
     async def _response_headers(self, request: ProcessingRequest) -> Responses:
-        exchange = self.exchange
-        assert exchange is not None
+        run = self.run
+        assert run is not None
         message = request.response_headers
         headers = m.header_map(message)
         try:
             status = int(headers.get(":status", "0") or 0)
-            head = exchange.on_upstream_headers(status, headers.get("content-type"))
+            head = run.on_upstream_headers(status, headers.get("content-type"))
         except Exception as exc:
-            log.exception("extproc_response_headers_failed", response_id=exchange.response_id)
+            log.exception("extproc_response_headers_failed", response_id=run.response_id)
             self.done = True
             return [await self._fail_immediately(exc)]
         if head is not None:
@@ -447,12 +448,12 @@ class _Stream:
         """FULL_DUPLEX_STREAMED: answer only when there are bytes for the client, or at the end."""
         if self.done:
             return []
-        exchange = self.exchange
-        assert exchange is not None
+        run = self.run
+        assert run is not None
         if not self.sse:  # a JSON answer (or an error): held until the upstream's body ends
-            exchange.on_upstream_chunk(chunk)
+            run.on_upstream_chunk(chunk)
             return await self._duplex_end() if end_of_stream else []
-        out = exchange.on_upstream_chunk(chunk)
+        out = run.on_upstream_chunk(chunk)
         if end_of_stream:
             return await self._duplex_end(out)
         if self.shutdown_requested:
@@ -466,14 +467,14 @@ class _Stream:
         """The upstream's body ended (``end_of_stream``, or its trailers): the rest of the client's bytes, and the
         end of the client's response."""
         self.done = True
-        exchange = self.exchange
-        assert exchange is not None
+        run = self.run
+        assert run is not None
         try:
-            retry = None if self.sse else exchange.retry_request()  # truncation "auto": see retry.py
-            reply = await (exchange.finish() if retry is None
-                           else retried_reply(self.runtime, exchange, retry, self.authorization))
+            retry = None if self.sse else run.retry_request()  # truncation "auto": see retry.py
+            reply = await (run.finish() if retry is None
+                           else retried_reply(self.runtime, run, retry, self.authorization))
         except Exception as exc:
-            log.exception("extproc_response_failed", response_id=exchange.response_id)
+            log.exception("extproc_response_failed", response_id=run.response_id)
             if not self.sse:
                 return [await self._fail_immediately(exc)]
             reply = await self._fail(exc)
@@ -492,19 +493,19 @@ class _Stream:
         """STREAMED or BUFFERED mode: exactly one reply per body message."""
         if self.done:
             return m.response_body_reply(b"")
-        exchange = self.exchange
-        assert exchange is not None
+        run = self.run
+        assert run is not None
         if not self.sse:
             if not end_of_stream:  # BUFFERED gives one message; anything else is held until the end
-                exchange.on_upstream_chunk(chunk)
+                run.on_upstream_chunk(chunk)
                 return m.response_body_reply(b"")
             try:
-                exchange.on_upstream_chunk(chunk)
-                retry = exchange.retry_request()  # truncation "auto" after a context-length error: retry.py
-                reply = await (exchange.finish() if retry is None
-                               else retried_reply(self.runtime, exchange, retry, self.authorization))
+                run.on_upstream_chunk(chunk)
+                retry = run.retry_request()  # truncation "auto" after a context-length error: retry.py
+                reply = await (run.finish() if retry is None
+                               else retried_reply(self.runtime, run, retry, self.authorization))
             except Exception as exc:
-                log.exception("extproc_response_failed", response_id=exchange.response_id)
+                log.exception("extproc_response_failed", response_id=run.response_id)
                 reply = await self._fail(exc)
             self.done = True
             return m.response_body_final(reply.body, _json_headers(reply))
@@ -514,17 +515,17 @@ class _Stream:
         head, self.pending = self.pending, b""  # the stream's opening events go out with the first chunk
         out = b""
         try:
-            out = exchange.on_upstream_chunk(chunk)
+            out = run.on_upstream_chunk(chunk)
             if self.shutdown_requested:  # a drain ran out of time: this reply is the stream's last
                 reply = await self._fail(SHUTDOWN_ERROR)
                 self.done = end_of_stream
                 return m.response_body_reply(head + out + reply.body)
             if end_of_stream:
-                out += (await exchange.finish()).body
+                out += (await run.finish()).body
                 self.done = True
             return m.response_body_reply(head + out if head else out)
         except Exception as exc:
-            log.exception("extproc_stream_failed", response_id=exchange.response_id)
+            log.exception("extproc_stream_failed", response_id=run.response_id)
             reply = await self._fail(exc)
             self.done = end_of_stream
             return m.response_body_reply(head + out + reply.body)
@@ -532,19 +533,19 @@ class _Stream:
     async def _finish(self) -> Reply:
         self.done = True
         try:
-            return await self.exchange.finish()  # type: ignore[union-attr]
+            return await self.run.finish()  # type: ignore[union-attr]
         except Exception as exc:
             log.exception("extproc_finish_failed")
             return await self._fail(exc)
 
     async def _fail(self, exc: Exception) -> Reply:
-        """The exchange's failure reply; if even that breaks, a bare error the client can still read."""
+        """The run's failure reply; if even that breaks, a bare error the client can still read."""
         self.failed = True
         error = exc if isinstance(exc, APIError) else APIError(
             502, "The bridge failed while translating the upstream's answer.", type="server_error",
             code="server_error")
         try:
-            return await self.exchange.fail(error)  # type: ignore[union-attr]
+            return await self.run.fail(error)  # type: ignore[union-attr]
         except Exception:
             log.exception("extproc_fail_failed")
             if self.sse:
@@ -569,9 +570,9 @@ class _Stream:
                 log.warning("extproc_shutdown_write_failed", exc_info=True)
 
     async def _shutdown_responses(self) -> Responses:
-        if self.done or self.exchange is None:
+        if self.done or self.run is None:
             return []
-        if self.exchange.response is None:  # the request itself is still being received
+        if self.run.response is None:  # the request itself is still being received
             self.done = True
             return [m.immediate_response(SHUTDOWN_ERROR.status, SHUTDOWN_ERROR.body(), JSON)]
         if not self.sse:  # nothing has left Envoy: the whole answer as an immediate response
@@ -587,10 +588,10 @@ class _Stream:
     async def abandon(self) -> None:
         """Envoy dropped the stream (client gone, upstream reset): record the response as failed. The write runs
         as its own task, so a second cancellation of this handler cannot cut it short."""
-        if self.done or self.exchange is None:
+        if self.done or self.run is None:
             return
         self.done = True
-        task = asyncio.ensure_future(self.exchange.abandon())
+        task = asyncio.ensure_future(self.run.abandon())
         _BACKGROUND.add(task)
         task.add_done_callback(_BACKGROUND.discard)
         try:

@@ -6,18 +6,19 @@ import orjson
 from aiohttp import web
 
 from ...protocol.errors import APIError
+from ...run.upstream import UpstreamFailure
 from ...runtime import Runtime
 from ...services.readiness import check_readiness
+from ..upstream_client import AiohttpUpstreamClient
 from . import background_routes
 from .conversations_routes import ConversationRoutes
 from .drain import DRAIN, Drain
 from .errors import error_middleware
 from .prompts_routes import PromptRoutes
 from .responses_routes import ResponsesRoutes
-from .upstream import UpstreamClient, UpstreamFailure
 
 RUNTIME = web.AppKey("runtime", Runtime)
-UPSTREAM = web.AppKey("upstream", UpstreamClient)
+UPSTREAM = web.AppKey("upstream", AiohttpUpstreamClient)
 
 
 def create_app(runtime: Runtime) -> web.Application:
@@ -25,7 +26,7 @@ def create_app(runtime: Runtime) -> web.Application:
     app = web.Application(middlewares=[drain.middleware, error_middleware],
                           client_max_size=runtime.settings.max_request_bytes)
     app[DRAIN] = drain
-    upstream = UpstreamClient(runtime.settings)
+    upstream = AiohttpUpstreamClient(runtime.settings)  # the door's own calls, its own pool
     app[RUNTIME] = runtime
     app[UPSTREAM] = upstream
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
-from ...engine.exchange import Exchange, UpstreamRequest
+from ...engine.wire import UpstreamRequest
 from ...protocol.errors import APIError
+from ...run.response_run import ResponseRun
+from ...run.upstream import UpstreamClient
 from ...runtime import Runtime
 from ...services.background import BackgroundService
-from ...upstream import UpstreamClient
 from .params import int_query
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -23,14 +24,14 @@ def _service(runtime: Runtime) -> BackgroundService:
     return runtime.background
 
 
-async def start(request: web.Request, runtime: Runtime, exchange: Exchange,
+async def start(request: web.Request, runtime: Runtime, response_run: ResponseRun,
                 call: UpstreamRequest) -> web.StreamResponse:
     """``POST /v1/responses`` with ``background: true``: the queued response (JSON), or with ``stream: true`` the
     events as they happen."""
     service = _service(runtime)
     authorization = runtime.upstream_authorization(request.headers.get("Authorization"))
-    run = await service.start(exchange, call, authorization)
-    if not exchange.request.params.stream:  # type: ignore[union-attr]
+    run = await service.start(response_run, call, authorization)
+    if not response_run.request.params.stream:  # type: ignore[union-attr]
         return web.Response(body=run.accepted, content_type="application/json")
     return await _stream(request, service, run.response_id, -1)
 

@@ -5,9 +5,9 @@ On SIGTERM/SIGINT ``serve`` sets ``runtime.draining``; from then on the door ans
 it), open WebSockets are closed once their running turn has ended, and :meth:`Drain.run` waits for the requests
 already in flight. A stream still running at the deadline (``RESPONSES_BRIDGE_DRAIN_TIMEOUT``) is ended from
 inside its own handler: its upstream read is interrupted (an ``asyncio.timeout`` scope the drain expires), the
-exchange stores the response as failed and the client gets ``response.failed`` (code ``server_shutdown``) and
+run stores the response as failed and the client gets ``response.failed`` (code ``server_shutdown``) and
 ``[DONE]``, or in WebSocket mode the turn's ``response.failed`` and then a close frame. Interrupting the handler
-rather than cancelling it keeps one code path for the terminal bytes: the exchange's own ``fail``.
+rather than cancelling it keeps one code path for the terminal bytes: the run's own ``fail``.
 """
 
 from __future__ import annotations

@@ -8,13 +8,13 @@ import orjson
 import structlog
 from aiohttp import web
 
-from ...engine.exchange import Reply, UpstreamRequest
+from ...engine.wire import Reply, UpstreamRequest
 from ...protocol.errors import APIError, not_found
+from ...run.upstream import UpstreamClient, UpstreamFailure
 from ...runtime import Runtime
 from . import background_routes
 from .drain import DRAIN, ShutdownDeadline, shutdown_error
 from .params import int_query, read_body
-from .upstream import UpstreamClient, UpstreamFailure
 
 log = structlog.get_logger("responses_bridge.http")
 
@@ -34,10 +34,10 @@ class ResponsesRoutes:
             app.router.add_get(f"{prefix}/responses/{{response_id}}/input_items", self.input_items)
 
     async def create(self, request: web.Request) -> web.StreamResponse:
-        exchange = self.runtime.new_exchange()
-        call = await exchange.begin(await read_body(request))  # the raw bytes die once parsed
-        if exchange.background:
-            return await background_routes.start(request, self.runtime, exchange, call)
+        run = self.runtime.new_run()
+        call = await run.begin(await read_body(request))  # the raw bytes die once parsed
+        if run.background:
+            return await background_routes.start(request, self.runtime, run, call)
         authorization = self.runtime.upstream_authorization(request.headers.get("Authorization"))
         stream: web.StreamResponse | None = None
         try:
@@ -46,25 +46,25 @@ class ResponsesRoutes:
                 async with request.app[DRAIN].deadline():
                     while attempt is not None:  # a second attempt only for truncation "auto" (retry_request)
                         async with self.upstream.chat(attempt, authorization) as answer:
-                            head = exchange.on_upstream_headers(answer.status, answer.content_type)
+                            head = run.on_upstream_headers(answer.status, answer.content_type)
                             if head is not None:
                                 stream = await _open_stream(request, head)
                             async for chunk in answer.chunks():
-                                out = exchange.on_upstream_chunk(chunk)
+                                out = run.on_upstream_chunk(chunk)
                                 if out and stream is not None:
                                     await stream.write(out)
-                                elif exchange.upstream_failed:  # e.g. an event over the size limit: stop now
+                                elif run.upstream_failed:  # e.g. an event over the size limit: stop now
                                     break
-                        attempt = exchange.retry_request()
-                reply = await exchange.finish()
+                        attempt = run.retry_request()
+                reply = await run.finish()
             except UpstreamFailure as failure:
-                reply = await exchange.fail(failure.error)
+                reply = await run.fail(failure.error)
             except ShutdownDeadline:  # the server is stopping: stored as failed, the client gets the terminal event
-                reply = await exchange.fail(shutdown_error())
+                reply = await run.fail(shutdown_error())
             return await _deliver(request, reply, stream)
         except (asyncio.CancelledError, ConnectionResetError):
             # the client went away: the upstream call was cancelled with us; record what happened
-            await exchange.abandon()
+            await run.abandon()
             raise
 
     async def retrieve(self, request: web.Request) -> web.StreamResponse:

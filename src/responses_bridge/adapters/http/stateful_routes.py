@@ -7,10 +7,10 @@ import orjson
 from aiohttp import web
 
 from ...protocol.errors import APIError
+from ...run.upstream import UpstreamClient
 from ...runtime import Runtime
 from ...services.compaction import CompactionService
 from ...services.token_count import TokenCounter
-from ...upstream import UpstreamClient
 from . import websocket
 from .params import read_body
 

@@ -2,7 +2,7 @@
 
 The client sends text frames ``{"type": "response.create", ...the fields of a POST /v1/responses body}`` and gets
 the same events a streamed POST gets, one JSON object per text frame (no ``event:`` lines, no ``[DONE]``). Turns
-run one after another on a socket; each is one :class:`~responses_bridge.engine.exchange.Exchange` with JSON-line
+run one after another on a socket; each is one :class:`~responses_bridge.run.response_run.ResponseRun` with JSON-line
 framing, so nothing is re-parsed on the way out.
 
 ``store: false`` turns are remembered by the connection (up to ``CACHE_SIZE`` of them), so a later turn on the
@@ -26,12 +26,13 @@ import orjson
 import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from ...engine.exchange import JSON_CONTENT_TYPE, Exchange
+from ...engine.wire import JSON_CONTENT_TYPE
 from ...protocol.errors import APIError
 from ...protocol.request_checks import check_depth
+from ...run.response_run import ResponseRun
+from ...run.upstream import UpstreamClient, UpstreamFailure
 from ...runtime import Runtime
 from ...store.base import ResponseStore
-from ...upstream import UpstreamClient, UpstreamFailure
 from .drain import DRAIN, Drain, ShutdownDeadline, shutdown_error
 
 log = structlog.get_logger("responses_bridge.websocket")
@@ -150,7 +151,7 @@ class WebSocketSession:
                                                         code="invalid_type")))
             return
         try:
-            check_depth(raw)  # before it is serialised again for the exchange
+            check_depth(raw)  # before it is serialised again for the run
         except APIError as error:
             await self.ws.send_str(error_frame(error))
             return
@@ -171,51 +172,51 @@ class WebSocketSession:
                                            param="background", code="unsupported_parameter"))
             return
         previous = raw.get("previous_response_id") if isinstance(raw.get("previous_response_id"), str) else None
-        exchange = self.runtime.new_exchange_framed("json", self.store)  # type: ignore[arg-type]
+        run = self.runtime.new_run_framed("json", self.store)  # type: ignore[arg-type]
         self.store.loaded = []
         try:
-            call = await exchange.begin(orjson.dumps(raw))
+            call = await run.begin(orjson.dumps(raw))
         except APIError as error:
             self._evict(previous)
             await self.send_error(error)
             return
         try:
             if generate:
-                await self._run(exchange, call)
+                await self._run(run, call)
             else:  # warm-up: the turn's state is prepared (and cached) without asking the model anything
-                head = exchange.on_upstream_headers(200, "text/event-stream") or b""
-                await self.send_lines(head + exchange.on_upstream_chunk(b"data: [DONE]\n\n")
-                                      + (await exchange.finish()).body)
+                head = run.on_upstream_headers(200, "text/event-stream") or b""
+                await self.send_lines(head + run.on_upstream_chunk(b"data: [DONE]\n\n")
+                                      + (await run.finish()).body)
         except (asyncio.CancelledError, ConnectionResetError):
-            await exchange.abandon()
+            await run.abandon()
             raise
-        response = exchange.response or {}
-        if response.get("status") in ("completed", "incomplete") and not exchange.compaction_turn:
-            self.store.remember(response["id"], self.store.loaded + exchange.request.input_items  # type: ignore[union-attr]
+        response = run.response or {}
+        if response.get("status") in ("completed", "incomplete") and not run.compaction_turn:
+            self.store.remember(response["id"], self.store.loaded + run.request.input_items  # type: ignore[union-attr]
                                 + list(response.get("output") or []))
         else:
             self._evict(previous)
 
-    async def _run(self, exchange: Exchange, call: Any) -> None:
+    async def _run(self, run: ResponseRun, call: Any) -> None:
         try:
             async with self._deadline():
                 while call is not None:  # a second attempt only for truncation "auto" (retry_request)
                     async with self.upstream.chat(call, self.authorization) as answer:
-                        head = exchange.on_upstream_headers(answer.status, answer.content_type)
+                        head = run.on_upstream_headers(answer.status, answer.content_type)
                         if head:
                             await self.send_lines(head)
                         async for chunk in answer.chunks():
-                            out = exchange.on_upstream_chunk(chunk)
+                            out = run.on_upstream_chunk(chunk)
                             if out:
                                 await self.send_lines(out)
-                            elif exchange.upstream_failed:  # e.g. an event over the size limit: stop now
+                            elif run.upstream_failed:  # e.g. an event over the size limit: stop now
                                 break
-                    call = exchange.retry_request()
-            reply = await exchange.finish()
+                    call = run.retry_request()
+            reply = await run.finish()
         except UpstreamFailure as failure:
-            reply = await exchange.fail(failure.error)
+            reply = await run.fail(failure.error)
         except ShutdownDeadline:  # the server is stopping: the turn ends with response.failed, then the socket
-            reply = await exchange.fail(shutdown_error())
+            reply = await run.fail(shutdown_error())
         if reply.content_type == JSON_CONTENT_TYPE and reply.status >= 400:  # refused before any event
             try:
                 error = orjson.loads(reply.body)["error"]

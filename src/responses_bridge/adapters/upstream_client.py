@@ -1,11 +1,11 @@
-"""The sidecar's own client for the Chat Completions upstream (the HTTP door, background runs, WebSocket turns,
-compaction, token counting).
+"""The sidecar's own aiohttp client for the Chat Completions upstream (the HTTP door, background runs, WebSocket
+turns, compaction, token counting): the concrete :class:`~responses_bridge.run.upstream.UpstreamClient`.
 
 In Envoy mode Envoy makes the ext_proc door's calls; the sidecar's own calls go to ``upstream_via`` when it is set
 (Envoy's passthrough ``/v1/chat/completions`` route, so Envoy's retries, TLS and stats apply to them too), else
 straight to the upstream. Failures map the same way everywhere: a refused
 connection is a 502, silence longer than the idle timeout a 504, a body cut mid-way a 502, each as an
-:class:`APIError` the exchange turns into an error reply or a ``response.failed`` event.
+:class:`APIError` the run turns into an error reply or a ``response.failed`` event.
 """
 
 from __future__ import annotations
@@ -16,19 +16,14 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from .config import Settings
-from .engine.exchange import UpstreamRequest
-from .protocol.errors import APIError
-
-
-class UpstreamFailure(Exception):
-    def __init__(self, error: APIError) -> None:
-        super().__init__(error.message)
-        self.error = error
+from ..config import Settings
+from ..engine.wire import UpstreamRequest
+from ..protocol.errors import APIError
+from ..run.upstream import UpstreamFailure, UpstreamResponse
 
 
 @dataclass(slots=True)
-class UpstreamAnswer:
+class AiohttpUpstreamAnswer:
     status: int
     content_type: str | None
     _response: aiohttp.ClientResponse
@@ -46,7 +41,9 @@ class UpstreamAnswer:
                                            type="server_error", code="upstream_connection_error")) from None
 
 
-class UpstreamClient:
+class AiohttpUpstreamClient:
+    """One connection pool per client; :meth:`start` must be awaited before the first call."""
+
     def __init__(self, settings: Settings, base: str | None = None) -> None:
         self._base = (base or settings.upstream_via or settings.upstream).rstrip("/")
         self._timeout = aiohttp.ClientTimeout(
@@ -68,17 +65,18 @@ class UpstreamClient:
             await self._session.close()
 
     @asynccontextmanager
-    async def chat(self, call: UpstreamRequest, authorization: str | None) -> AsyncIterator[UpstreamAnswer]:
+    async def chat(self, call: UpstreamRequest, authorization: str | None) -> AsyncIterator[AiohttpUpstreamAnswer]:
         headers = {"Content-Type": "application/json",
                    "Accept": "text/event-stream" if call.stream else "application/json"}
         if authorization:
             headers["Authorization"] = authorization
         async with self._request("POST", call.path, headers=headers, data=call.body) as response:
-            yield UpstreamAnswer(response.status, response.headers.get("Content-Type"), response)
+            yield AiohttpUpstreamAnswer(response.status, response.headers.get("Content-Type"), response)
 
-    async def read_answer(self, response: aiohttp.ClientResponse) -> bytes:
+    async def read_answer(self, response: UpstreamResponse) -> bytes:
         """A whole upstream answer (compaction's summary, a tokenizer's count, the model list), at most
         ``RESPONSES_BRIDGE_MAX_EVENT_BYTES``: an upstream cannot make the sidecar hold more than that."""
+        assert isinstance(response, aiohttp.ClientResponse), "read_answer reads this client's own answers"
         limit = self.max_answer_bytes
         declared = response.content_length
         if declared is not None and declared > limit:
@@ -111,7 +109,7 @@ class UpstreamClient:
 
     @asynccontextmanager
     async def _request(self, method: str, path: str, **kwargs: object) -> AsyncIterator[aiohttp.ClientResponse]:
-        assert self._session is not None, "UpstreamClient.start() was not awaited"
+        assert self._session is not None, "AiohttpUpstreamClient.start() was not awaited"
         url = path if path.startswith(("http://", "https://")) else f"{self._base}/{path}"
         try:
             async with self._session.request(method, url, **kwargs) as response:  # type: ignore[arg-type]

@@ -1,0 +1,444 @@
+"""The translation of one ``POST /v1/responses``: synchronous, no I/O, one object per request.
+
+A :class:`Translator` is built from what the run has already gathered (the parsed request, the loaded history,
+the rendered prompt, the engine options and the sealer that seals and opens ``encrypted_content``) and is then
+fed the upstream's answer as it arrives:
+
+    translator = Translator(request, history, prompt, options, sealer)   # APIError: nothing is sent upstream
+    call = translator.take_first_request()          # the Chat Completions call to make
+    head = translator.on_upstream_headers(status, content_type)  # bytes that open the client's stream, or None
+    out = translator.on_upstream_chunk(chunk)       # per upstream body chunk: the client's bytes (maybe b"")
+    retry = translator.retry_request()              # truncation "auto" after a context-length error, once
+    error = translator.complete()                   # at the end of the upstream body: None, or why it failed
+
+Then the terminal events: :meth:`success_reply` after a completed (or incomplete) answer, :meth:`fail`,
+:meth:`cancel` or :meth:`abandon` otherwise. The events of a terminal state are built first and taken after
+the caller has persisted ``response`` (``pending()``/``sequence_number`` say which frames are not out yet),
+so a client never sees ``response.completed`` for a response that was not stored. The caller is the
+asynchronous run (``run/response_run.py``), which owns the store, conversations, prompts and the upstream.
+
+The per-chunk path is this class's own: a door's ``on_upstream_chunk`` is this object's bound method, with
+no layer in between.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Any, Literal
+
+import orjson
+import structlog
+
+from .. import ids
+from ..protocol.errors import APIError, invalid_request
+from ..protocol.request import ResponsesRequest
+from ..protocol.request_checks import check_call_outputs
+from ..sealing import Sealer
+from . import compaction, reasoning, truncation
+from .options import EngineOptions
+from .output_builder import Encoder, OutputBuilder, UpstreamProtocolError, completion_as_chunk
+from .request_translation import build_chat_request, plan_request_tools
+from .response_object import new_response
+from .sse import DONE, DONE_FRAME, EventTooLarge, SSEDecoder, encode_event
+from .state import RenderedPrompt
+from .wire import (
+    EVENTS_JSON_CONTENT_TYPE,
+    JSON_CONTENT_TYPE,
+    SSE_CONTENT_TYPE,
+    UPSTREAM_PATH,
+    Framing,
+    Reply,
+    UpstreamRequest,
+    encode_json_event,
+)
+
+log = structlog.get_logger("responses_bridge.translator")
+
+# What a chunk of the wrong shape (``"choices": {}``, ``"delta": "x"``, a list where an object belongs) raises
+# inside the output builder; it is the upstream's fault, so it fails the response like any protocol error.
+_MALFORMED = (AttributeError, TypeError, KeyError, IndexError, ValueError)
+
+
+class Translator:
+    __slots__ = ("_options", "request", "response", "_builder", "_decoder", "_upstream_status", "_upstream_sse",
+                 "_buffer", "_head_sent", "_error", "_ended", "_sealer", "_events", "_retry_chat", "_compacting",
+                 "_buffered", "_first", "_terminal_head")
+
+    def __init__(self, request: ResponsesRequest, history: list[dict[str, Any]], prompt: RenderedPrompt | None,
+                 options: EngineOptions, sealer: Sealer | None = None, *, framing: Framing | None = None,
+                 conversation_id: str | None = None) -> None:
+        """Raises :class:`APIError` for a request that cannot be served. ``framing``: None gives events (SSE)
+        only to requests with ``stream: true``; "json" always emits events as JSON lines (WebSocket mode).
+        Background requests always get SSE events (they are stored for replay)."""
+        p = request.params
+        self._options = options
+        self._sealer = sealer  # opens and makes reasoning ``encrypted_content``; without one, blobs are ignored
+        self._retry_chat: dict[str, Any] | None = None  # truncation "auto": the call, kept for one shorter retry
+        self._compacting: int | None = None  # a compaction_trigger turn: how many items its one sealed item replaces
+        if prompt is not None:  # the prompt's instructions come first
+            p.instructions = (f"{prompt.instructions}\n\n{p.instructions}" if p.instructions and prompt.instructions
+                              else prompt.instructions or p.instructions)
+        check_call_outputs(history, request.input_items)
+        reasoning.unseal_input(request.input_items, sealer)
+        # compaction items (from /v1/responses/compact) become their summary, for the upstream only
+        history = compaction.expand(history, sealer, "history")
+        expanded = compaction.expand(request.input_items, sealer)
+        translated = request if expanded is request.input_items else replace(request, input_items=expanded)
+        targets = None
+        if compaction.has_trigger(request.input_items):
+            chat = self._compaction_request(request, history + expanded)
+        else:
+            context = history + prompt.input_items if prompt else history
+            plan = plan_request_tools(translated, context, options)
+            chat = build_chat_request(translated, context, options, plan)
+            targets = plan.targets
+            if p.truncation == "auto":
+                chat = self._fit_window(chat)
+        self.request = request
+        self.response: dict[str, Any] = new_response(ids.response_id(), request)
+        if conversation_id is not None:
+            self.response["conversation"] = {"id": conversation_id}
+        if prompt is not None:
+            self.response["prompt"] = prompt.echo
+        seal = (reasoning.sealer_for_items(sealer)
+                if sealer is not None and reasoning.wants_encrypted(p.include) else None)
+        self._events: Framing | None = "sse" if p.background else framing or ("sse" if p.stream else None)
+        if p.background:
+            self.response["status"] = "queued"
+        if self._events is not None and not p.stream and self._compacting is None:
+            chat["stream"] = True  # background / WebSocket: events as the upstream streams
+            chat["stream_options"] = {"include_usage": True}
+        self._builder = OutputBuilder(self.response, _ENCODERS[self._events], targets=targets,
+                                      summary=reasoning.wants_summary(p.reasoning), seal=seal)
+        self._first: UpstreamRequest | None = UpstreamRequest(
+            UPSTREAM_PATH, orjson.dumps(chat), self._events is not None and self._compacting is None)
+        self._decoder: SSEDecoder | None = None
+        self._upstream_status = 0
+        self._upstream_sse = False
+        self._buffer: list[bytes] = []  # a non-streamed upstream answer, joined once at the end
+        self._buffered = 0  # its size so far: capped like one event (options.max_event_bytes)
+        self._head_sent = False
+        self._error: APIError | None = None
+        self._ended = False
+        self._terminal_head = b""  # the stream's opening events, when a terminal state opened it
+
+    def take_first_request(self) -> UpstreamRequest:
+        """The first upstream call, handed over once: the translator does not keep a large body alive."""
+        first, self._first = self._first, None
+        assert first is not None, "the first request was already taken"
+        return first
+
+    @property
+    def streaming(self) -> bool:
+        """Does the client get an event stream (as opposed to one JSON body)?"""
+        return self._events is not None
+
+    @property
+    def background(self) -> bool:
+        return self.request.params.background
+
+    @property
+    def sequence_number(self) -> int:
+        """The sequence number the next event will get."""
+        return self._builder.sequence_number
+
+    def pending(self) -> list[bytes]:
+        """The event frames built but not yet taken (the terminal event among them, before a persist)."""
+        return self._builder.pending()
+
+    @property
+    def compaction_turn(self) -> bool:
+        """Does this turn answer a ``compaction_trigger``? Such a turn is never history anywhere."""
+        return self._compacting is not None
+
+    @property
+    def upstream_failed(self) -> bool:
+        """The upstream's answer already failed (too large, not SSE, not JSON): the rest of its body would be
+        dropped, so a door that can stop reading it may do so and call ``finish`` at once."""
+        return self._error is not None
+
+    @property
+    def response_id(self) -> str:
+        return str(self.response["id"])
+
+    @property
+    def finished_turn(self) -> bool:
+        """Did the response end completed or incomplete (the turns that join a conversation)?"""
+        return self.response["status"] in ("completed", "incomplete")
+
+    # --- request -------------------------------------------------------------------------------------------------
+
+    def _compaction_request(self, request: ResponsesRequest, items: list[dict[str, Any]]) -> dict[str, Any]:
+        """A terminal ``compaction_trigger`` (Codex's remote compaction): the call is the summarising one, and
+        the answer becomes exactly one ``compaction`` item (see :meth:`complete`)."""
+        p = request.params
+        compaction.check_trigger(request.input_items)
+        if p.background:
+            raise invalid_request("A compaction_trigger cannot run in the background.", param="background")
+        if self._sealer is None:
+            raise APIError(400, "Compaction is not available in this deployment.", param="input",
+                           code="unsupported_parameter")
+        items = [item for item in items if item["type"] != "compaction_trigger"]
+        if not items:
+            raise invalid_request("Nothing to compact: send the conversation before the compaction_trigger item.",
+                                  param="input", code="missing_required_parameter")
+        self._compacting = len(items)
+        return compaction.summary_request(items, request.model, self._options)
+
+    def _fit_window(self, chat: dict[str, Any]) -> dict[str, Any]:
+        """``truncation: "auto"``: keep the call for one shorter retry, and shrink it now when the deployment's
+        declared context window says it cannot fit (no cost when no window is declared)."""
+        self._retry_chat = chat
+        window = self._options.context_window
+        if window is not None:
+            fitted = truncation.fit_window(chat["messages"], len(orjson.dumps(chat)), window,
+                                           self._max_output(chat))
+            if fitted is not None:
+                chat["messages"] = fitted
+        return chat
+
+    def _max_output(self, chat: dict[str, Any]) -> int | None:
+        value = chat.get(self._options.max_tokens_field)
+        return value if isinstance(value, int) else None
+
+    def retry_request(self) -> UpstreamRequest | None:
+        """Call when the upstream's answer has ended, before :meth:`complete`. With ``truncation: "auto"`` and a
+        context-length error from the upstream: the same call without its oldest items, once; the answer state
+        is reset, so the caller drives the new call's answer through ``on_upstream_headers`` … ``complete``.
+        None otherwise (and always the second time)."""
+        chat, status = self._retry_chat, self._upstream_status
+        if chat is None or status < 400 or self._upstream_sse:
+            return None
+        self._retry_chat = None
+        error = _upstream_error(status, b"".join(self._buffer))
+        if error.code != "context_length_exceeded":
+            return None
+        messages = truncation.drop_oldest(chat["messages"], int(truncation.size_of(chat["messages"])
+                                                                 * truncation.shrink_ratio(error.message)))
+        if messages is None:
+            return None
+        log.info("truncation_retry", response_id=self.response_id, messages_before=len(chat["messages"]),
+                 messages_after=len(messages))
+        chat["messages"] = messages
+        self._upstream_status, self._buffer, self._buffered, self._decoder = 0, [], 0, None
+        return UpstreamRequest(UPSTREAM_PATH, orjson.dumps(chat), self._events is not None)
+
+    # --- upstream answer -----------------------------------------------------------------------------------------
+
+    def on_upstream_headers(self, status: int, content_type: str | None) -> bytes | None:
+        """Returns the bytes that open the client's event stream, or None when the client's status is not
+        known yet (a JSON answer, or an upstream 4xx that is passed through as an error)."""
+        self._upstream_status = status
+        self._upstream_sse = status < 400 and content_type is not None and "text/event-stream" in content_type
+        if self._upstream_sse:
+            self._decoder = SSEDecoder(self._options.max_event_bytes)
+        if self.streaming and (status < 400 or status >= 500):
+            return self._open_stream()
+        return None
+
+    def queued(self) -> bytes:
+        """A background response was accepted: ``response.created`` and ``response.queued`` (status queued)."""
+        self._builder.lifecycle("response.created")
+        self._builder.lifecycle("response.queued")
+        return self._builder.take()
+
+    def _open_stream(self) -> bytes:
+        self._head_sent = True
+        builder = self._builder
+        if self.background:  # created and queued went out when it was accepted
+            self.response["status"] = "in_progress"
+        else:
+            builder.lifecycle("response.created")
+        builder.lifecycle("response.in_progress")
+        if self.background and self._ended:  # failing or cancelling: keep them pending, so before_persist makes
+            return b""  # them durable together with the terminal event (they come out with it)
+        return builder.take()
+
+    def on_upstream_chunk(self, chunk: bytes) -> bytes:
+        if self._error is not None:
+            return b""  # already failed: swallow the rest until the upstream body ends
+        if not self._upstream_sse:
+            self._buffered += len(chunk)
+            if self._buffered > self._options.max_event_bytes:
+                self._buffer = []
+                self._error = _too_large("answer", self._options.max_event_bytes)
+                return b""
+            self._buffer.append(chunk)
+            return b""
+        try:
+            self._feed_payloads(self._decoder.feed(chunk))  # type: ignore[union-attr]
+        except UpstreamProtocolError as exc:
+            self._error = APIError(502, str(exc), type="server_error", code="server_error")
+            return b""
+        except EventTooLarge as exc:
+            self._decoder = None  # its buffer is released now, not when the upstream body ends
+            self._error = _too_large("event", exc.limit)
+            return b""
+        return self._builder.take() if self._head_sent else b""
+
+    def _feed_payloads(self, payloads: list[bytes]) -> None:
+        builder = self._builder
+        try:
+            for payload in payloads:
+                if payload == DONE:
+                    builder.saw_done = True
+                    continue
+                try:
+                    chunk = orjson.loads(payload)
+                except orjson.JSONDecodeError:
+                    raise UpstreamProtocolError("The upstream sent an event that is not JSON.") from None
+                if not isinstance(chunk, dict):
+                    raise UpstreamProtocolError("The upstream sent an event that is not a JSON object.")
+                builder.feed(chunk)
+        except _MALFORMED as exc:
+            raise _malformed(exc) from None
+
+    def complete(self) -> APIError | None:
+        """The upstream body ended: builds the completed (or incomplete) response and its terminal events, still
+        pending, and returns None; or returns the error the response must fail with (see :meth:`fail`)."""
+        if self._error is not None:
+            return self._error
+        if self._upstream_status >= 400:
+            return _upstream_error(self._upstream_status, self._take_buffer())
+        builder = self._builder
+        try:
+            if self._upstream_sse:
+                self._feed_payloads(self._decoder.flush())  # type: ignore[union-attr]
+                if not builder.complete:
+                    raise UpstreamProtocolError("The upstream stream ended before the response was complete.")
+            else:
+                try:
+                    completion = orjson.loads(self._take_buffer())  # the joined bytes die with the call
+                except orjson.JSONDecodeError:
+                    raise UpstreamProtocolError("The upstream answer is not valid JSON.") from None
+                try:
+                    if self._compacting is not None:
+                        self._add_compaction(completion)
+                    else:
+                        builder.feed(completion_as_chunk(completion))
+                except _MALFORMED as exc:
+                    raise _malformed(exc) from None
+        except UpstreamProtocolError as exc:
+            return APIError(502, str(exc), type="server_error", code="server_error")
+        self._buffer = []
+        builder.finish(int(time.time()))
+        return None
+
+    def _add_compaction(self, completion: Any) -> None:
+        """The summarising call's answer as the response's one output item, sealed like /v1/responses/compact."""
+        chunk = completion_as_chunk(completion)
+        builder = self._builder
+        builder.feed(dict(chunk, choices=[]))  # its usage (or its error)
+        summary = chunk["choices"][0]["delta"].get("content")
+        if not isinstance(summary, str):
+            raise UpstreamProtocolError("The upstream's summary answer has no message content.")
+        blob = compaction.seal_summary(self._sealer, summary.strip(),  # type: ignore[arg-type]
+                                       self.request.model, self._compacting or 0)
+        builder.add_item({"type": "compaction", "id": ids.new_id("cmp"), "encrypted_content": blob})
+        builder.finish_reason = "stop"
+
+    def _take_buffer(self) -> bytes:
+        """The buffered answer in one piece; the pieces are let go at once, so it is never held twice."""
+        chunks, self._buffer = self._buffer, []
+        return b"".join(chunks)
+
+    # --- terminal states -----------------------------------------------------------------------------------------
+
+    def success_reply(self) -> Reply:
+        """After :meth:`complete` returned None and the response was persisted: the rest of the client's bytes."""
+        self._ended = True
+        if self.streaming:
+            return Reply(200, self._events_content_type, self._builder.take() + self._done_frame,
+                         continues_stream=True)
+        return Reply(200, JSON_CONTENT_TYPE, orjson.dumps(self.response))
+
+    def drop_pending(self) -> None:
+        """The completed response could not be stored: its unsent terminal event would be a lie."""
+        self._builder.take()
+
+    @property
+    def _events_content_type(self) -> str:
+        return SSE_CONTENT_TYPE if self._events == "sse" else EVENTS_JSON_CONTENT_TYPE
+
+    @property
+    def _done_frame(self) -> bytes:
+        return DONE_FRAME if self._events == "sse" else b""
+
+    def fail(self, error: APIError) -> Reply | None:
+        """The response fails with ``error``. Returns the client's whole reply when it is a plain error body
+        (nothing is persisted then); else None: ``response.failed`` is built, pending, and the caller persists
+        the response before taking :meth:`terminal_reply`."""
+        self._ended = True
+        if not self.streaming:
+            return Reply(error.status, JSON_CONTENT_TYPE, error.body())
+        if error.status < 500 and not self._head_sent and not self.background:
+            # the upstream refused the request itself (4xx): the client gets that error, as OpenAI would
+            return Reply(error.status, JSON_CONTENT_TYPE, error.body())
+        self._terminal_head = b"" if self._head_sent else self._open_stream()
+        self._builder.fail(error.code or "server_error", error.message)
+        return None
+
+    def cancel(self) -> None:
+        """A background response cancelled by its owner: ``status: cancelled``; the caller persists the response,
+        then takes :meth:`terminal_reply`."""
+        self._ended = True
+        self._terminal_head = b"" if self._head_sent else self._open_stream()
+        self._builder.cancel()
+
+    def terminal_reply(self) -> Reply:
+        """The stream's last bytes after :meth:`fail` or :meth:`cancel` (and the persist that follows them)."""
+        head, self._terminal_head = self._terminal_head, b""
+        return Reply(200, self._events_content_type, head + self._builder.take() + self._done_frame,
+                     continues_stream=head == b"")
+
+    def abandon(self) -> bool:
+        """The client went away mid-stream: the response becomes failed (its events are dropped). False when
+        there is nothing to record: it already ended, or the client never saw it begin."""
+        if self._ended or not self._head_sent:
+            return False
+        self._ended = True
+        self._builder.fail("client_disconnected", "The client disconnected before the response completed.")
+        self._builder.take()
+        return True
+
+
+_ENCODERS: dict[Framing | None, Encoder | None] = {None: None, "sse": encode_event, "json": encode_json_event}
+
+
+def _too_large(what: Literal["event", "answer"], limit: int) -> APIError:
+    subject = "one event" if what == "event" else "an answer"
+    return APIError(502, f"The upstream model server sent {subject} larger than {limit} bytes, the limit set by "
+                    "RESPONSES_BRIDGE_MAX_EVENT_BYTES.", type="server_error", code="upstream_too_large")
+
+
+def _malformed(exc: Exception) -> UpstreamProtocolError:
+    log.warning("upstream_malformed_chunk", error=repr(exc))
+    return UpstreamProtocolError("The upstream sent a chunk that is not a valid Chat Completions chunk.")
+
+
+def _upstream_error(status: int, body: bytes) -> APIError:
+    """An upstream error answer as the client's error: 4xx keep their status and message (the client's request
+    was at fault), 5xx become 502 (the bridge's upstream is at fault, not the client)."""
+    message, param, code, kind = None, None, None, None
+    try:
+        parsed = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        parsed = None
+    if isinstance(parsed, dict):
+        error = parsed.get("error", parsed)
+        if isinstance(error, dict):
+            message = error.get("message") if isinstance(error.get("message"), str) else None
+            param = error.get("param") if isinstance(error.get("param"), str) else None
+            code = error.get("code") if isinstance(error.get("code"), str) else None
+            kind = error.get("type") if isinstance(error.get("type"), str) else None
+        elif isinstance(error, str):
+            message = error
+    if message is None:
+        message = body[:500].decode("utf-8", "replace").strip() or f"HTTP {status}"
+    if truncation.is_context_length_error(status, message, code, kind):
+        return APIError(400, message, type="invalid_request_error", param="input", code="context_length_exceeded")
+    if status < 500:
+        return APIError(status, message, type=kind, param=param, code=code)
+    return APIError(502, f"The upstream model server failed (HTTP {status}): {message}", type="server_error",
+                    code="server_error")

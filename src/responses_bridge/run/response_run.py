@@ -1,0 +1,275 @@
+"""One ``POST /v1/responses`` run, from the client's body to the stored response.
+
+The run knows nothing of sockets, aiohttp or gRPC. It is the asynchronous half of a response: it loads what the
+request refers to (a ``previous_response_id`` chain, a conversation, a prompt), hands it to the synchronous
+:class:`~responses_bridge.engine.translator.Translator`, and persists the result before the terminal bytes go
+out. A door drives it in the order the bytes move:
+
+    upstream = await run.begin(body)              # parse, load history, build the Chat Completions body
+    head = run.on_upstream_headers(status, ct)    # bytes to open the client's SSE stream now, or None
+    out = run.on_upstream_chunk(chunk)            # per upstream body chunk: bytes to forward (maybe b"")
+    reply = await run.finish()                    # at end of the upstream body: the rest, after persisting
+    reply = await run.fail(error)                 # instead of finish, when the upstream call itself failed
+
+Before ``finish`` a door asks ``run.retry_request()``: with ``truncation: "auto"`` and an upstream
+context-length error it returns a shorter call to make instead, once (engine/truncation.py); the door then
+drives that call's answer through the same methods, as if it were the first.
+
+Whatever happens, ``finish``/``fail`` return a :class:`~responses_bridge.engine.wire.Reply` whose bytes the door
+must deliver: every failure becomes an OpenAI-shaped error or a ``response.failed`` event, so a client never
+hangs and never sees raw chat chunks. The response is persisted *before* its terminal bytes are returned, so a
+client that saw ``response.completed`` can always retrieve it.
+
+Who drives a run: the HTTP door (``adapters/http/responses_routes.py``), WebSocket mode
+(``adapters/http/websocket.py``), the ext_proc door (``adapters/extproc/servicer.py``, Envoy making the upstream
+call) and background runs (``services/background.py``). The upstream calls the sidecar makes itself go through
+the :class:`~responses_bridge.run.upstream.UpstreamClient` interface.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+
+from ..engine.options import EngineOptions
+from ..engine.state import ConversationHistory, PromptRenderer, RenderedPrompt
+from ..engine.translator import Translator
+from ..engine.wire import JSON_CONTENT_TYPE, Framing, Reply, UpstreamRequest
+from ..protocol.errors import APIError, invalid_request, not_found
+from ..protocol.request import ResponsesRequest, parse_request
+from ..sealing import Sealer
+from ..store.base import ResponseStore
+
+log = structlog.get_logger("responses_bridge.run")
+
+BeforePersist = Callable[[list[bytes], int], Awaitable[None]]
+"""Awaited before a stored response is written, with the event frames not yet taken and the sequence number
+after the last of them: a background run makes its events durable before the response says it ended."""
+
+
+def _not_begun(chunk: bytes) -> bytes:
+    raise RuntimeError("on_upstream_chunk before begin()")
+
+
+class ResponseRun:
+    on_upstream_chunk: Callable[[bytes], bytes]
+    """Per upstream body chunk: the client's bytes (maybe ``b""``). After :meth:`begin` this *is* the
+    translator's bound method, so the per-chunk path has no layer of its own here."""
+
+    def __init__(self, store: ResponseStore, options: EngineOptions, sealer: Sealer | None = None, *,
+                 framing: Framing | None = None, conversations: ConversationHistory | None = None,
+                 prompts: PromptRenderer | None = None) -> None:
+        self._conversations = conversations  # None: 'conversation' is refused
+        self._prompts = prompts  # None: 'prompt' is refused
+        self._conversation_id: str | None = None
+        # framing: None gives events (SSE) only to requests with ``stream: true``; "json" always emits events as
+        # JSON lines (WebSocket mode). Background requests always get SSE events (they are stored for replay).
+        self._framing = framing
+        self.before_persist: BeforePersist | None = None
+        self._store = store
+        self._options = options
+        self._sealer = sealer
+        self.translator: Translator | None = None
+        self.on_upstream_chunk = _not_begun
+
+    @property
+    def request(self) -> ResponsesRequest | None:
+        return self.translator.request if self.translator is not None else None
+
+    @property
+    def response(self) -> dict[str, Any] | None:
+        return self.translator.response if self.translator is not None else None
+
+    @property
+    def streaming(self) -> bool:
+        """Does the client get an event stream (as opposed to one JSON body)?"""
+        return self.translator is not None and self.translator.streaming
+
+    @property
+    def background(self) -> bool:
+        return self.translator is not None and self.translator.background
+
+    @property
+    def sequence_number(self) -> int:
+        """The sequence number the next event will get."""
+        return self.translator.sequence_number if self.translator is not None else 0
+
+    @property
+    def compaction_turn(self) -> bool:
+        """Does this turn answer a ``compaction_trigger``? Such a turn is never history anywhere."""
+        return self.translator is not None and self.translator.compaction_turn
+
+    @property
+    def upstream_failed(self) -> bool:
+        """The upstream's answer already failed (too large, not SSE, not JSON): the rest of its body would be
+        dropped, so a door that can stop reading it may do so and call :meth:`finish` at once."""
+        return self.translator is not None and self.translator.upstream_failed
+
+    @property
+    def response_id(self) -> str | None:
+        return self.translator.response_id if self.translator is not None else None
+
+    # --- request -------------------------------------------------------------------------------------------------
+
+    async def begin(self, body: bytes) -> UpstreamRequest:
+        """Raises :class:`APIError` for a request that cannot be served; nothing is stored then."""
+        request = parse_request(body)
+        del body  # a large body is let go now, not after the history loads and the upstream call
+        p = request.params
+        if p.background and not p.store:
+            raise APIError(400, "Background responses require 'store' to be true.", param="background",
+                           code="invalid_value")
+        history, prompt = await self._conversation_and_prompt(request)  # conversation items, rendered prompt
+        if p.previous_response_id is not None:
+            loaded = await self._store.load_history(p.previous_response_id)
+            if loaded is None:
+                raise not_found(f"Previous response with id '{p.previous_response_id}' not found.",
+                                param="previous_response_id", code="previous_response_not_found")
+            history = loaded
+        translator = Translator(request, history, prompt, self._options, self._sealer, framing=self._framing,
+                                conversation_id=self._conversation_id)
+        self.translator = translator
+        self.on_upstream_chunk = translator.on_upstream_chunk
+        return translator.take_first_request()
+
+    def retry_request(self) -> UpstreamRequest | None:
+        """Call when the upstream's answer has ended, before :meth:`finish`. With ``truncation: "auto"`` and a
+        context-length error from the upstream: the same call without its oldest items, once; the door drives
+        the new call's answer through ``on_upstream_headers`` … ``finish``. None otherwise."""
+        return self._begun().retry_request()
+
+    # --- upstream answer -----------------------------------------------------------------------------------------
+
+    def on_upstream_headers(self, status: int, content_type: str | None) -> bytes | None:
+        """Returns the bytes that open the client's event stream, or None when the client's status is not
+        known yet (a JSON answer, or an upstream 4xx that is passed through as an error)."""
+        return self._begun().on_upstream_headers(status, content_type)
+
+    def queued(self) -> bytes:
+        """A background response was accepted: ``response.created`` and ``response.queued`` (status queued)."""
+        return self._begun().queued()
+
+    async def finish(self) -> Reply:
+        """The upstream body ended. Completes, persists and returns the rest of the client's bytes."""
+        translator = self._begun()
+        error = translator.complete()
+        if error is not None:
+            return await self._fail(error)
+        if not await self._persist():
+            translator.drop_pending()  # the unsent completed event would be a lie
+            return await self._fail(APIError(500, "The response could not be stored.", code="server_error"),
+                                    persist=False)
+        return translator.success_reply()
+
+    async def fail(self, error: APIError) -> Reply:
+        """The upstream call failed before its body ended (unreachable, timed out, cut)."""
+        return await self._fail(error)
+
+    async def _fail(self, error: APIError, *, persist: bool = True) -> Reply:
+        translator = self.translator
+        if translator is None:
+            return Reply(error.status, JSON_CONTENT_TYPE, error.body())
+        reply = translator.fail(error)
+        if reply is not None:
+            return reply
+        if persist:
+            await self._persist()
+        return translator.terminal_reply()
+
+    async def cancel(self) -> Reply:
+        """A background response cancelled by its owner: ``status: cancelled``, persisted, terminal events."""
+        translator = self._begun()
+        translator.cancel()
+        await self._persist()
+        return translator.terminal_reply()
+
+    async def abandon(self) -> None:
+        """The client went away mid-stream: record the response as failed rather than leave it unwritten."""
+        if self.translator is None or not self.translator.abandon():
+            return
+        await asyncio.shield(self._persist())
+
+    def _begun(self) -> Translator:
+        translator = self.translator
+        assert translator is not None, "begin() was not awaited"
+        return translator
+
+    # --- persistence ---------------------------------------------------------------------------------------------
+
+    async def _persist(self) -> bool:
+        translator = self._begun()
+        if translator.compaction_turn:  # a compaction turn is never history: nothing to store, nothing to append
+            return True
+        request = translator.request
+        if not request.params.store:
+            return await self._join_conversation(translator)
+        # The turn joins its conversation in the same transaction as the response is saved: a response that
+        # fails to save adds nothing to the conversation, and a stored turn is never missing from it.
+        joining = self._take_conversation(translator)
+        try:
+            if self.before_persist is not None:
+                await self.before_persist(translator.pending(), translator.sequence_number)
+            if joining is None:
+                await self._store.save_response(translator.response, request.input_items)
+            else:
+                await self._store.save_response(translator.response, request.input_items, conversation_id=joining)
+        except Exception:  # the client must learn that its response is not retrievable
+            log.exception("store_failed", response_id=translator.response_id)
+            return False
+        return True
+
+    # --- conversations and prompts (engine/state.py) --------------------------------------------------------------
+
+    async def _conversation_and_prompt(
+            self, request: ResponsesRequest) -> tuple[list[dict[str, Any]], RenderedPrompt | None]:
+        """The conversation's items as history, and the rendered prompt (the translator puts its instructions
+        first)."""
+        p = request.params
+        history: list[dict[str, Any]] = []
+        if p.conversation is not None:
+            if self._conversations is None:
+                raise APIError(400, "'conversation' is not supported by this deployment.", param="conversation",
+                               code="unsupported_parameter")
+            if p.previous_response_id is not None:
+                raise invalid_request("'conversation' and 'previous_response_id' cannot be used together.",
+                                      param="conversation", code="invalid_value")
+            conversation_id = p.conversation if isinstance(p.conversation, str) else p.conversation["id"]
+            loaded = await self._conversations.load_items(conversation_id)
+            if loaded is None:
+                raise not_found(f"Conversation with id '{conversation_id}' not found.", param="conversation",
+                                code="conversation_not_found")
+            history, self._conversation_id = loaded, conversation_id
+        prompt = None
+        if p.prompt is not None:
+            if self._prompts is None:
+                raise APIError(400, "'prompt' is not supported by this deployment.", param="prompt",
+                               code="unsupported_parameter")
+            prompt = await self._prompts.render(p.prompt)
+        return history, prompt
+
+    def _take_conversation(self, translator: Translator) -> str | None:
+        """The conversation a finished turn (completed or incomplete, never failed) joins, once."""
+        conversation_id = self._conversation_id
+        if conversation_id is None or not translator.finished_turn:
+            return None
+        self._conversation_id = None
+        return conversation_id
+
+    async def _join_conversation(self, translator: Translator) -> bool:
+        """A ``store: false`` turn still appends its input and output items to its conversation: the
+        conversation is the client's own state (a stored turn joins it inside ``save_response``)."""
+        conversation_id = self._take_conversation(translator)
+        if conversation_id is None:
+            return True
+        items = translator.request.input_items + translator.response["output"]
+        try:
+            joined = await self._conversations.append_items(conversation_id, items)  # type: ignore[union-attr]
+        except Exception:
+            log.exception("conversation_append_failed", response_id=translator.response_id)
+            return False
+        if not joined:  # deleted while the response ran: the response itself is still good
+            log.warning("conversation_gone", response_id=translator.response_id, conversation_id=conversation_id)
+        return True
