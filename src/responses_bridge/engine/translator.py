@@ -163,6 +163,11 @@ class Translator:
         return str(self.response["id"])
 
     @property
+    def input_items(self) -> list[dict[str, Any]]:
+        """The request's input items as they are stored (with the response, and in its conversation)."""
+        return self.request.input_items
+
+    @property
     def finished_turn(self) -> bool:
         """Did the response end completed or incomplete (the turns that join a conversation)?"""
         return self.response["status"] in ("completed", "incomplete")

@@ -203,8 +203,7 @@ class ResponseRun:
         translator = self._begun()
         if translator.compaction_turn:  # a compaction turn is never history: nothing to store, nothing to append
             return True
-        request = translator.request
-        if not request.params.store:
+        if not translator.request.params.store:
             return await self._join_conversation(translator)
         # The turn joins its conversation in the same transaction as the response is saved: a response that
         # fails to save adds nothing to the conversation, and a stored turn is never missing from it.
@@ -213,9 +212,10 @@ class ResponseRun:
             if self.before_persist is not None:
                 await self.before_persist(translator.pending(), translator.sequence_number)
             if joining is None:
-                await self._store.save_response(translator.response, request.input_items)
+                await self._store.save_response(translator.response, translator.input_items)
             else:
-                await self._store.save_response(translator.response, request.input_items, conversation_id=joining)
+                await self._store.save_response(translator.response, translator.input_items,
+                                                conversation_id=joining)
         except Exception:  # the client must learn that its response is not retrievable
             log.exception("store_failed", response_id=translator.response_id)
             return False
@@ -264,7 +264,7 @@ class ResponseRun:
         conversation_id = self._take_conversation(translator)
         if conversation_id is None:
             return True
-        items = translator.request.input_items + translator.response["output"]
+        items = translator.input_items + translator.response["output"]
         try:
             joined = await self._conversations.append_items(conversation_id, items)  # type: ignore[union-attr]
         except Exception:
