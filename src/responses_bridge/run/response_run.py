@@ -35,13 +35,14 @@ from typing import Any
 import structlog
 
 from ..engine.options import EngineOptions
-from ..engine.state import ConversationHistory, PromptRenderer, RenderedPrompt
+from ..engine.state import RenderedPrompt
 from ..engine.translator import Translator
 from ..engine.wire import JSON_CONTENT_TYPE, Framing, Reply, UpstreamRequest
 from ..protocol.errors import APIError, invalid_request, not_found
 from ..protocol.request import ResponsesRequest, parse_request
 from ..sealing import Sealer
 from ..store.base import ResponseStore
+from .history import ConversationHistory, PromptRenderer
 
 log = structlog.get_logger("responses_bridge.run")
 
@@ -221,7 +222,7 @@ class ResponseRun:
             return False
         return True
 
-    # --- conversations and prompts (engine/state.py) --------------------------------------------------------------
+    # --- conversations and prompts (run/history.py) --------------------------------------------------------------
 
     async def _conversation_and_prompt(
             self, request: ResponsesRequest) -> tuple[list[dict[str, Any]], RenderedPrompt | None]:

@@ -1,7 +1,7 @@
 """Conversations: validation, ids, rendering and pagination, shared by both doors.
 
 A conversation is an ordered list of items (the same normalised items ``input`` accepts, plus the output items of
-every response that used it). The engine reads them as history through :class:`ConversationHistory`; the HTTP door
+every response that used it). A run reads them as history through :class:`ConversationHistory`; the HTTP door
 serves the OpenAI Conversations API from here.
 """
 
@@ -62,7 +62,7 @@ def _not_found(conversation_id: str) -> APIError:
 
 
 class ConversationService:
-    """Implements the engine's :class:`~responses_bridge.engine.state.ConversationHistory` too."""
+    """Implements the run's :class:`~responses_bridge.run.history.ConversationHistory` too."""
 
     def __init__(self, store: ConversationStore) -> None:
         self.store = store

@@ -114,7 +114,7 @@ def _not_found(prompt_id: str, version: int | None = None) -> APIError:
 
 
 class PromptService:
-    """CRUD for the HTTP door, and the engine's :class:`~responses_bridge.engine.state.PromptRenderer`."""
+    """CRUD for the HTTP door, and the run's :class:`~responses_bridge.run.history.PromptRenderer`."""
 
     def __init__(self, store: PromptStore) -> None:
         self.store = store
