@@ -38,7 +38,7 @@ def _add_fake_upstream(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between streamed chunks")
 
     def run(args: argparse.Namespace) -> int:
-        from .fake_upstream import run as run_fake
+        from .devtools.fake_upstream import run as run_fake
 
         run_fake(args.host, args.port, chunk_count=args.chunk_count, chunk_delay=args.chunk_delay)
         return 0
@@ -48,7 +48,8 @@ def _add_fake_upstream(commands: argparse._SubParsersAction) -> None:
 
 def _add_optional_commands(commands: argparse._SubParsersAction) -> None:
     """Commands whose modules register themselves: the Envoy configuration, the demo and the benchmark."""
-    from . import bench, demo, envoy_config
+    from . import envoy_config
+    from .devtools import bench, demo
 
     for module in (envoy_config, demo, bench):
         module.add_parser(commands)

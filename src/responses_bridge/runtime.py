@@ -11,7 +11,7 @@ from .config import Settings
 from .engine.exchange import Exchange, Framing
 from .engine.options import EngineOptions
 from .sealing import Sealer, load_or_create_key
-from .services.background import BackgroundService
+from .services.background import BackgroundService, fail_interrupted
 from .services.conversations import ConversationService
 from .services.prompts import PromptService
 from .store import ResponseStore, SQLiteResponseStore
@@ -40,7 +40,7 @@ class Runtime:
         """Background runs of a previous process that never ended are marked failed (none can be running now),
         then the service that runs new ones starts."""
         events = SQLiteEventLog(store)
-        interrupted = await events.fail_interrupted()
+        interrupted = await fail_interrupted(events)
         if interrupted:
             log.warning("background_interrupted", count=len(interrupted), response_ids=interrupted[:20])
         self.upstream = UpstreamClient(self.settings)

@@ -14,7 +14,7 @@ import openai
 import orjson
 import pytest
 
-from responses_bridge import fake_upstream
+from responses_bridge.devtools import fake_upstream
 
 WEATHER_TOOL = {
     "type": "function",

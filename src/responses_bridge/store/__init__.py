@@ -3,6 +3,8 @@
 from .base import (  # noqa: E402  (conversations and prompts: same database)
     MAX_PAGE_LIMIT,
     ConversationStore,
+    InvalidCursor,
+    InvalidPageArgs,
     ItemPage,
     PromptStore,
     ResponseStore,
@@ -16,6 +18,8 @@ __all__ = [
     "MAX_PAGE_LIMIT",
     "MIGRATIONS",
     "ConversationStore",
+    "InvalidCursor",
+    "InvalidPageArgs",
     "ItemPage",
     "PromptStore",
     "ResponseStore",

@@ -1,7 +1,8 @@
-"""The storage contract the engine relies on.
+"""The storage contract the rest of the bridge relies on.
 
 Callers only see :class:`ResponseStore`, so the embedded SQLite store can be swapped for a shared database
-(PostgreSQL, for several bridge replicas) without touching the engine or the adapters.
+(PostgreSQL, for several bridge replicas) without touching its callers. The store keeps data only: bad paging
+arguments raise the small exceptions below, and the callers turn them into the API's errors.
 """
 
 from __future__ import annotations
@@ -11,6 +12,32 @@ from typing import Protocol, runtime_checkable
 
 MAX_PAGE_LIMIT = 100
 """Upper bound of ``limit`` for ``input_items`` pages, as in the OpenAI API."""
+
+
+class InvalidPageArgs(ValueError):
+    """A page was asked for with a ``limit`` outside 1..MAX_PAGE_LIMIT or an ``order`` other than asc/desc."""
+
+    def __init__(self, param: str, value: object) -> None:
+        super().__init__(f"invalid {param}: {value!r}")
+        self.param = param
+        self.value = value
+
+
+class InvalidCursor(ValueError):
+    """A page cursor (``after``/``before``) names no item of the listed collection."""
+
+    def __init__(self, param: str, value: str) -> None:
+        super().__init__(f"no item with id {value!r} for {param}")
+        self.param = param
+        self.value = value
+
+
+def check_page_args(limit: int, order: str) -> None:
+    """Raise :class:`InvalidPageArgs` unless ``limit`` and ``order`` describe a page every store can serve."""
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_PAGE_LIMIT:
+        raise InvalidPageArgs("limit", limit)
+    if order not in ("asc", "desc"):
+        raise InvalidPageArgs("order", order)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +106,7 @@ class ResponseStore(Protocol):
         """A cursor page of the response's input items; None if the response is unknown.
 
         ``after``/``before`` are item ids, exclusive, interpreted in the requested ``order``. An unknown cursor id
-        raises ``APIError(400)`` with ``param`` naming the cursor.
+        raises :class:`InvalidCursor` naming the cursor; a bad ``limit``/``order`` :class:`InvalidPageArgs`.
         """
 
     async def load_history(self, response_id: str) -> list[dict] | None:
@@ -133,7 +160,7 @@ class ConversationStore(Protocol):
 
     async def list_items(self, conversation_id: str, *, after: str | None = None, limit: int = 20,
                          order: str = "desc") -> ItemPage | None:
-        """A cursor page of items; None if the conversation is unknown; unknown ``after`` -> APIError(400)."""
+        """A cursor page of items; None if the conversation is unknown; unknown ``after`` -> InvalidCursor."""
 
     async def get_item(self, conversation_id: str, item_id: str) -> dict | None: ...
 

@@ -13,8 +13,7 @@ from collections.abc import Iterator
 
 import orjson
 
-from ..protocol.errors import APIError
-from .base import MAX_PAGE_LIMIT, ItemPage, StoredConversation
+from .base import InvalidCursor, ItemPage, StoredConversation, check_page_args
 from .sqlite import SQLiteResponseStore, append_conversation_rows, item_rows
 
 # Existence and every item in one statement: the LEFT JOIN keeps a row for an empty conversation.
@@ -87,11 +86,7 @@ class SQLiteConversationStore:
 
     async def list_items(self, conversation_id: str, *, after: str | None = None, limit: int = 20,
                          order: str = "desc") -> ItemPage | None:
-        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_PAGE_LIMIT:
-            raise APIError(400, f"limit must be an integer between 1 and {MAX_PAGE_LIMIT}", param="limit",
-                           code="invalid_value")
-        if order not in ("asc", "desc"):
-            raise APIError(400, "order must be 'asc' or 'desc'", param="order", code="invalid_value")
+        check_page_args(limit, order)
         ascending = order == "asc"
         async with self._db.reading() as conn:
             exists, after_seq = next(iter(await conn.execute_fetchall(
@@ -99,7 +94,7 @@ class SQLiteConversationStore:
             if not exists:
                 return None
             if after is not None and after_seq is None:
-                raise APIError(400, f"No item found with id '{after}'", param="after", code="invalid_value")
+                raise InvalidCursor("after", after)
             sql = "SELECT item FROM conversation_items WHERE conversation_id = :id"
             if after_seq is not None:
                 sql += " AND seq > :after" if ascending else " AND seq < :after"

@@ -29,9 +29,8 @@ import aiosqlite
 import orjson
 import platformdirs
 
-from ..protocol.errors import APIError
 from . import metrics
-from .base import MAX_PAGE_LIMIT, ItemPage
+from .base import InvalidCursor, ItemPage, check_page_args
 from .migrations import LATEST_VERSION, migrate
 
 T = TypeVar("T")
@@ -208,14 +207,6 @@ def _write_saves(conn: sqlite3.Connection, saves: list[_Save]) -> list[Exception
             conn.execute("ROLLBACK")
         raise
     return outcomes
-
-
-def _validate_page_args(limit: int, order: str) -> None:
-    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_PAGE_LIMIT:
-        message = f"limit must be an integer between 1 and {MAX_PAGE_LIMIT}"
-        raise APIError(400, message, param="limit", code="invalid_value")
-    if order not in ("asc", "desc"):
-        raise APIError(400, "order must be 'asc' or 'desc'", param="order", code="invalid_value")
 
 
 def _page_query(ascending: bool, lower: int | None, upper: int | None, backward: bool) -> str:
@@ -462,7 +453,7 @@ class SQLiteResponseStore:
         limit: int = 20,
         order: str = "desc",
     ) -> ItemPage | None:
-        _validate_page_args(limit, order)
+        check_page_args(limit, order)
         ascending = order == "asc"
         async with self._read("list_input_items") as conn:
             params = {"id": response_id, "after": after, "before": before}
@@ -470,9 +461,9 @@ class SQLiteResponseStore:
             if not exists:
                 return None
             if after is not None and after_pos is None:
-                raise APIError(400, f"No input item found with id '{after}'", param="after", code="invalid_value")
+                raise InvalidCursor("after", after)
             if before is not None and before_pos is None:
-                raise APIError(400, f"No input item found with id '{before}'", param="before", code="invalid_value")
+                raise InvalidCursor("before", before)
             # In descending order "after" means a lower position and "before" a higher one.
             lower, upper = (after_pos, before_pos) if ascending else (before_pos, after_pos)
             backward = before is not None and after is None
