@@ -113,7 +113,7 @@ class OutputBuilder:
         # ``encrypted_content`` (``include: ["reasoning.encrypted_content"]``); targets: upstream function name →
         # the kind of item its calls become (``ToolPlan.targets``; namespaced functions are among them)
         self._namespaces = namespaces or {}
-        self._targets = targets or {}
+        self._targets = targets if targets is not None else {}
         self._summary = summary
         self._seal = seal
         self.response = response
@@ -410,6 +410,11 @@ class OutputBuilder:
         return index
 
     # --- the tool loop: turns ------------------------------------------------------------------------------------
+
+    def set_targets(self, targets: dict[str, CallTarget]) -> None:
+        """Read calls from now on with ``targets`` (``ToolPlan.targets`` after the run added server tools, or
+        re-planned with the tools a tool search loaded)."""
+        self._targets = targets
 
     def begin_turn(self) -> None:
         """Start the next upstream turn of the same response: the per-turn state is reset (the completeness

@@ -84,7 +84,8 @@ def items_to_messages(items: list[dict[str, Any]], messages: list[dict[str, Any]
     because Chat Completions carries text and tool calls of one turn on a single message. Calls of every
     client-executed kind become tool calls of the function they were offered as (``plan``), their outputs
     tool messages. Items of the tool loop replay the same way: an ``mcp_call`` or ``web_search_call`` is a tool
-    call followed by its result (the MCP output or error, the search's sources); ``mcp_list_tools`` and
+    call followed at once by its result (the MCP output or error, the search's sources; stored output does not
+    mark where one turn ended, so calls are never folded across their results); ``mcp_list_tools`` and
     ``mcp_approval_request`` / ``mcp_approval_response`` items are not for the model."""
     plan = plan or _NO_TOOLS
     pending_reasoning: str | None = None
