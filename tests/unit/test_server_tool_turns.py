@@ -24,6 +24,7 @@ from responses_bridge.engine.request_translation import (
     items_to_messages,
     mcp_result_text,
     plan_request_tools,
+    set_turn_tools,
     tool_search_result_text,
 )
 from responses_bridge.engine.response_object import new_response
@@ -719,3 +720,30 @@ def test_malformed_server_items_are_400s_naming_the_field(item: dict[str, Any], 
     with pytest.raises(APIError) as caught:
         parse_request(orjson.dumps({"model": "m", "input": [item]}))
     assert caught.value.status == 400 and caught.value.param == param
+
+
+def test_forcing_the_server_tool_search_and_dated_web_search_types() -> None:
+    plan = plan_tools([{"type": "web_search_2025_08_26"}, {"type": "tool_search"}], served=SERVED_TOOL_TYPES)
+    assert plan.dropped == []
+    plan.add_web_search()
+    plan.add_server_tool_search(search_tool_function())
+    for choice, name in (({"type": "tool_search"}, "tool_search"),
+                         ({"type": "web_search_preview_2025_03_11"}, "web_search")):
+        body: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+        set_turn_tools(body, choice, None, plan, first=True)
+        assert body["tool_choice"] == {"type": "function", "function": {"name": name}}
+
+
+@pytest.mark.parametrize(("history", "kept"), [("drop", False), ("reasoning_content", True)])
+def test_the_turns_reasoning_goes_back_only_when_the_upstream_wants_it(history: Any, kept: bool) -> None:
+    h = Harness(REQUEST, stream=True)
+    h.list_tools()
+    h.open()
+    h.first_body()
+    turn = h.turn([{"choices": [{"index": 0, "delta": {"reasoning_content": "Think."}, "finish_reason": None}]},
+                   tool(0, id="c1", name="web_search", arguments='{"query": "q"}'), *end("tool_calls", 1, 1)],
+                  first=True)
+    assert turn.message["reasoning_content"] == "Think."
+    body = follow_up_request(h.bodies[-1], turn, [ToolResult("c1", "r")], plan=h.plan,
+                             options=EngineOptions(reasoning_history=history))
+    assert ("reasoning_content" in body["messages"][-2]) is kept

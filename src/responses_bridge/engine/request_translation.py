@@ -15,7 +15,7 @@ import orjson
 from ..protocol.errors import invalid_request
 from ..protocol.request import ResponsesRequest
 from .options import EngineOptions
-from .tools import CUSTOM_INPUT, ToolPlan, loaded_tools, plan_tools
+from .tools import CUSTOM_INPUT, WEB_SEARCH_TYPES, ToolPlan, loaded_tools, plan_tools
 
 # Media types whose file_data is sent to the model as text: every backend reads text, few read files.
 _TEXT_MEDIA_PREFIXES = ("text/", "application/json", "application/xml", "application/x-yaml", "application/yaml")
@@ -323,7 +323,7 @@ def set_turn_tools(body: dict[str, Any], tool_choice: Any, parallel_tool_calls: 
     """Set (or leave out) ``tools``, ``tool_choice`` and ``parallel_tool_calls`` of one turn's chat body.
 
     A forced choice (``required``, a named tool, a server tool: ``{"type": "mcp", "server_label"[, "name"]}``,
-    ``{"type": "web_search"}``) holds for the first turn only; the tool loop's later turns are ``auto``, so the
+    ``{"type": "web_search"}``, ``{"type": "tool_search"}``) holds for the first turn only; the tool loop's later turns are ``auto``, so the
     model can answer after the forced call (``none`` stays ``none``). Forcing an MCP server without a tool name
     offers only that server's tools in the first turn, with ``required``."""
     tools = plan.functions  # namespaces flattened, client tools as functions, hosted tools dropped
@@ -353,7 +353,7 @@ def set_turn_tools(body: dict[str, Any], tool_choice: Any, parallel_tool_calls: 
         body["parallel_tool_calls"] = parallel_tool_calls
 
 
-_SERVER_CHOICES = frozenset({"mcp", "web_search", "web_search_preview"})
+_SERVER_CHOICES = frozenset({"mcp", "tool_search", *WEB_SEARCH_TYPES})
 
 
 def _server_choice(choice: dict[str, Any], plan: ToolPlan) -> tuple[Any, set[str] | None]:
@@ -364,6 +364,8 @@ def _server_choice(choice: dict[str, Any], plan: ToolPlan) -> tuple[Any, set[str
         names = plan.server_names("mcp", label if isinstance(label, str) else None)
         if isinstance(choice.get("name"), str):
             names = [name for name in names if plan.targets[name].name == choice["name"]]
+    elif choice["type"] == "tool_search":
+        names = plan.server_names("server_tool_search")
     else:
         names = plan.server_names("web_search")
     if len(names) == 1:

@@ -95,7 +95,9 @@ class CallTarget:
 
 SERVER_KINDS = frozenset({"mcp", "web_search", "server_tool_search"})
 """Call targets the bridge runs: an MCP server's tool, the web search, the server-side tool search."""
-SERVED_TOOL_TYPES = frozenset({"mcp", "web_search", "web_search_preview", "tool_search"})
+WEB_SEARCH_TYPES = frozenset({"web_search", "web_search_2025_08_26", "web_search_preview",
+                              "web_search_preview_2025_03_11"})
+SERVED_TOOL_TYPES = frozenset({"mcp", "tool_search", *WEB_SEARCH_TYPES})
 """Request tool types a tool loop can serve (``plan_tools(served=…)``); ``tool_search`` only with execution
 ``server`` or unset."""
 

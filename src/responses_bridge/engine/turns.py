@@ -22,9 +22,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .options import EngineOptions
 from .output_builder import TurnResult
 from .request_translation import set_turn_tools
 from .tools import ToolPlan
+
+
+_DEFAULT_OPTIONS = EngineOptions()
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,12 +47,16 @@ def tool_message(result: ToolResult) -> dict[str, Any]:
 
 def follow_up_request(body: dict[str, Any], turn: TurnResult, results: Sequence[ToolResult], *, plan: ToolPlan,
                       tool_choice: Any = None, parallel_tool_calls: bool | None = None,
-                      tools_exhausted: bool = False) -> dict[str, Any]:
+                      tools_exhausted: bool = False, options: EngineOptions = _DEFAULT_OPTIONS) -> dict[str, Any]:
     """The chat body of the turn after ``turn``: ``body`` (the previous turn's body) with the turn's assistant
     message and the results appended. ``plan``: the tools to offer (with any tools a tool search loaded);
     ``tool_choice`` / ``parallel_tool_calls``: the request's own values; ``tools_exhausted``: ``max_tool_calls``
-    is reached, so no tools are offered. ``body`` is not changed."""
-    messages = [*body["messages"], turn.message, *(tool_message(result) for result in results)]
+    is reached, so no tools are offered; ``options.reasoning_history``: whether the turn's reasoning goes back
+    as ``reasoning_content`` (as for replayed history). ``body`` is not changed."""
+    message = turn.message
+    if "reasoning_content" in message and options.reasoning_history != "reasoning_content":
+        message = {key: value for key, value in message.items() if key != "reasoning_content"}
+    messages = [*body["messages"], message, *(tool_message(result) for result in results)]
     follow_up = dict(body, messages=messages)
     if tools_exhausted:
         for key in ("tools", "tool_choice", "parallel_tool_calls"):
