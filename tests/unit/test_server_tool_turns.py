@@ -692,7 +692,8 @@ def test_server_items_sent_back_as_input_are_accepted_and_translated() -> None:
         {"type": "mcp_approval_response", "approval_request_id": "mcpr_1", "approve": True, "reason": "ok"},
     ]
     request = parse_request(orjson.dumps({"model": "m", "input": items}))
-    assert request.approval_responses == {"mcpr_1": {"type": "mcp_approval_response", "id": request.input_items[5]["id"],
+    answer_id = request.input_items[5]["id"]
+    assert request.approval_responses == {"mcpr_1": {"type": "mcp_approval_response", "id": answer_id,
                                                      "approval_request_id": "mcpr_1", "approve": True,
                                                      "reason": "ok"}}
     for item in request.input_items[1:5]:

@@ -323,9 +323,9 @@ def set_turn_tools(body: dict[str, Any], tool_choice: Any, parallel_tool_calls: 
     """Set (or leave out) ``tools``, ``tool_choice`` and ``parallel_tool_calls`` of one turn's chat body.
 
     A forced choice (``required``, a named tool, a server tool: ``{"type": "mcp", "server_label"[, "name"]}``,
-    ``{"type": "web_search"}``, ``{"type": "tool_search"}``) holds for the first turn only; the tool loop's later turns are ``auto``, so the
-    model can answer after the forced call (``none`` stays ``none``). Forcing an MCP server without a tool name
-    offers only that server's tools in the first turn, with ``required``."""
+    ``{"type": "web_search"}``, ``{"type": "tool_search"}``) holds for the first turn only; the tool loop's
+    later turns are ``auto``, so the model can answer after the forced call (``none`` stays ``none``). Forcing an
+    MCP server without a tool name offers only that server's tools in the first turn, with ``required``."""
     tools = plan.functions  # namespaces flattened, client tools as functions, hosted tools dropped
     choice = tool_choice
     for key in ("tools", "tool_choice", "parallel_tool_calls"):

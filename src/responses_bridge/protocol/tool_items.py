@@ -3,9 +3,9 @@
 ``custom_tool_call`` / ``custom_tool_call_output``, ``shell_call`` / ``shell_call_output``, ``apply_patch_call`` /
 ``apply_patch_call_output``, ``tool_search_call`` / ``tool_search_output`` (shapes of the ``openai`` SDK's
 ``ResponseInputItemParam``), Codex's ``compaction_trigger``, and the items of the server-side tool loop
-(``mcp_call``, ``mcp_list_tools``, ``mcp_approval_request``, ``mcp_approval_response``, ``web_search_call``). Each is normalised to the shape the bridge
-emits for it, so a stored item, an echoed item and a replayed item look the same; the engine turns them into
-chat tool calls and tool messages (engine/request_translation.py).
+(``mcp_call``, ``mcp_list_tools``, ``mcp_approval_request``, ``mcp_approval_response``, ``web_search_call``).
+Each is normalised to the shape the bridge emits for it, so a stored item, an echoed item and a replayed item look
+the same; the engine turns them into chat tool calls and tool messages (engine/request_translation.py).
 """
 
 from __future__ import annotations
