@@ -18,7 +18,7 @@ from pydantic import TypeAdapter
 
 from responses_bridge import fake_upstream
 from responses_bridge.engine.options import EngineOptions
-from responses_bridge.engine.output_builder import OutputBuilder, TurnResult, completion_as_chunk
+from responses_bridge.engine.output_builder import OutputBuilder, completion_as_chunk
 from responses_bridge.engine.request_translation import (
     build_chat_request,
     items_to_messages,
@@ -31,6 +31,7 @@ from responses_bridge.engine.response_object import new_response
 from responses_bridge.engine.server_tools import mcp_call_error
 from responses_bridge.engine.sse import DONE, SSEDecoder, encode_event
 from responses_bridge.engine.tools import MAX_NAME, SERVED_TOOL_TYPES, ToolPlan, plan_tools
+from responses_bridge.engine.turn_result import TurnResult
 from responses_bridge.engine.turns import ToolResult, follow_up_request
 from responses_bridge.protocol.request import parse_request
 from responses_bridge.run.tools.tool_search import search_tool_function, tool_search_output_item

@@ -27,7 +27,6 @@ through ``complete_*``. Items the run makes before the first turn (``mcp_list_to
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -37,6 +36,7 @@ from .client_tools import CallReader, reader_for
 from .response_object import convert_usage
 from .server_tools import ServerCallReader, mcp_call_error, mcp_call_item, server_reader_for
 from .tools import CallTarget
+from .turn_result import TurnCall, TurnResult, add_usage
 
 Encoder = Callable[[dict[str, Any]], bytes]
 
@@ -61,44 +61,6 @@ class _ToolCall:
         self.call_id: str | None = None
         self.reader: CallReader | None = None  # a call of a custom / shell / apply_patch / tool_search tool
         self.name = ""  # the upstream function name
-
-
-@dataclass(slots=True)
-class TurnCall:
-    """One tool call the model made in a turn. ``name`` and ``call_id`` are the upstream's (what the follow-up
-    turn's assistant message repeats); ``target`` is None for a plain client function; ``status`` is
-    ``incomplete`` when the turn was cut short (such a call is never run)."""
-
-    call_id: str
-    name: str
-    arguments: str
-    target: CallTarget | None
-    output_index: int
-    item: dict[str, Any]
-    status: str
-
-    @property
-    def server(self) -> bool:
-        """Does the bridge run this call (MCP, web search, server tool search)?"""
-        return self.target is not None and self.target.server
-
-
-@dataclass(slots=True)
-class TurnResult:
-    """What one upstream turn produced: its calls in output order, the assistant message that repeats the turn
-    to the upstream (text and every tool call), and the turn's ``finish_reason``."""
-
-    calls: list[TurnCall]
-    message: dict[str, Any]
-    finish_reason: str | None
-
-    @property
-    def server_calls(self) -> list[TurnCall]:
-        return [call for call in self.calls if call.server]
-
-    @property
-    def client_calls(self) -> list[TurnCall]:
-        return [call for call in self.calls if not call.server]
 
 
 class OutputBuilder:
@@ -714,29 +676,6 @@ class OutputBuilder:
         response["error"] = None
         response["usage"] = convert_usage(self.total_usage)
         self.lifecycle("response.cancelled")
-
-
-def add_usage(first: dict[str, Any] | None, second: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Two Chat Completions ``usage`` objects summed (tokens, cached prompt tokens, reasoning tokens)."""
-    if not first:
-        return second or None
-    if not second:
-        return first
-
-    def count(usage: dict[str, Any], key: str, detail: str | None = None) -> int:
-        value = usage.get(key) if detail is None else (usage.get(key) or {}).get(detail)
-        return value if isinstance(value, int) else 0
-
-    prompt = count(first, "prompt_tokens") + count(second, "prompt_tokens")
-    completion = count(first, "completion_tokens") + count(second, "completion_tokens")
-    total = (count(first, "total_tokens") or count(first, "prompt_tokens") + count(first, "completion_tokens")) + \
-        (count(second, "total_tokens") or count(second, "prompt_tokens") + count(second, "completion_tokens"))
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total,
-            "prompt_tokens_details": {"cached_tokens": count(first, "prompt_tokens_details", "cached_tokens")
-                                      + count(second, "prompt_tokens_details", "cached_tokens")},
-            "completion_tokens_details": {
-                "reasoning_tokens": count(first, "completion_tokens_details", "reasoning_tokens")
-                + count(second, "completion_tokens_details", "reasoning_tokens")}}
 
 
 def completion_as_chunk(completion: Any) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .options import EngineOptions
-from .output_builder import TurnResult
+from .turn_result import TurnResult
 from .request_translation import set_turn_tools
 from .tools import ToolPlan
 
