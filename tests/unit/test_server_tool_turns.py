@@ -434,6 +434,8 @@ def test_a_failed_mcp_call_is_a_failed_item_the_model_reads() -> None:
     assert item["error"] == {"type": "mcp_tool_execution_error",
                              "content": [{"type": "text", "text": "Tool 'search_docs' timed out after 5 s."}]}
     assert mcp_result_text(item["output"], item["error"]) == "Error: Tool 'search_docs' timed out after 5 s."
+    assert mcp_result_text(None, None) == "The tool call did not complete."  # cut off before its outcome
+    assert mcp_result_text("", None) == ""
     h.builder.begin_turn()
     feed_turn(h.builder, [text("Sorry."), *end("stop", 20, 2)], stream=True)
     h.builder.end_turn()
@@ -749,3 +751,32 @@ def test_the_turns_reasoning_goes_back_only_when_the_upstream_wants_it(history: 
     body = follow_up_request(h.bodies[-1], turn, [ToolResult("c1", "r")], plan=h.plan,
                              options=EngineOptions(reasoning_history=history))
     assert ("reasoning_content" in body["messages"][-2]) is kept
+
+
+def test_run_items_of_a_queued_background_response_follow_its_in_progress_event() -> None:
+    h = Harness(dict(REQUEST, background=True), stream=True)
+    h.response["status"] = "queued"
+    h.builder.lifecycle("response.created")
+    h.builder.lifecycle("response.queued")
+    h.take()
+    h.response["status"] = "in_progress"
+    index = h.builder.add_mcp_list_tools("docs")
+    assert h.builder.take() == b"" and h.response["output"] == []  # held: the stream has not reached in_progress
+    h.builder.complete_mcp_list_tools(index, tools=DOCS_TOOLS)
+    h.builder.lifecycle("response.in_progress")
+    h.builder.finish(1)
+    events = h.events()
+    assert [event["type"] for event in events] == [
+        "response.created", "response.queued", "response.in_progress", "response.output_item.added",
+        "response.mcp_list_tools.in_progress", "response.mcp_list_tools.completed", "response.output_item.done",
+        "response.completed"]
+    assert events[2]["response"]["output"] == [] and index == 0
+    check_item_order(events)
+
+
+def test_without_events_run_items_go_straight_to_the_output() -> None:
+    h = Harness(REQUEST, stream=False)
+    index = h.builder.add_mcp_list_tools("docs")
+    assert h.response["output"][index]["type"] == "mcp_list_tools"
+    h.builder.complete_mcp_list_tools(index, tools=DOCS_TOOLS)
+    assert h.builder.take() == b"" and h.response["output"][index]["tools"] == DOCS_TOOLS

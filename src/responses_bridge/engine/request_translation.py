@@ -167,7 +167,7 @@ def mcp_result_text(output: str | None, error: Any) -> str:
         else:
             message = str(error)
         return f"Error: {message or 'the tool call failed.'}"
-    return output if output is not None else ""
+    return output if output is not None else "The tool call did not complete."
 
 
 def tool_search_result_text(tools: list[dict[str, Any]]) -> str:
