@@ -317,12 +317,8 @@ def run_three_turns(stream: bool) -> tuple[Harness, list[dict[str, Any]]]:
     assert found.item["type"] == "tool_search_call" and found.item["arguments"] == {"query": "invoice"}
     output = tool_search_output_item("tso_1", call_id=found.call_id, tools=[DEFERRED])
     h.builder.add_item(output)
-    # the found tool is offered from the next turn on
-    h.plan = plan_request_tools(h.request, [output], OPTIONS, served=SERVED_TOOL_TYPES)
-    h.plan.add_mcp_tools("docs", DOCS_TOOLS)
-    h.plan.add_web_search()
-    h.plan.add_server_tool_search(search_tool_function())
-    h.builder.set_targets(h.plan.targets)
+    assert h.plan.add_loaded_tools(output["tools"]) == ["get_invoice"]  # offered from the next turn on
+    assert h.plan.add_loaded_tools(output["tools"]) == []
     body3 = h.follow_up(turn2, [ToolResult(found.call_id, tool_search_result_text([DEFERRED]))])
     assert "get_invoice" in {tool["function"]["name"] for tool in body3["tools"]}
     turn3 = h.turn([text("A is a letter, see [Page A](https://example.com/a)."), *end("stop", 200, 12)])
@@ -780,3 +776,15 @@ def test_without_events_run_items_go_straight_to_the_output() -> None:
     assert h.response["output"][index]["type"] == "mcp_list_tools"
     h.builder.complete_mcp_list_tools(index, tools=DOCS_TOOLS)
     assert h.builder.take() == b"" and h.response["output"][index]["tools"] == DOCS_TOOLS
+
+
+def test_loaded_namespace_functions_are_read_back_as_namespaced_calls() -> None:
+    h = Harness(REQUEST, stream=True)
+    h.list_tools()
+    h.open()
+    found = {"type": "namespace", "name": "crm", "description": "CRM", "tools": [
+        {"type": "function", "name": "merge", "defer_loading": True, "parameters": {"type": "object"}}]}
+    assert h.plan.add_loaded_tools([found]) == ["crm__merge"]
+    turn = h.turn([tool(0, id="c1", name="crm__merge", arguments="{}"), *end("tool_calls", 1, 1)], first=True)
+    (call,) = turn.client_calls
+    assert (call.item["type"], call.item["namespace"], call.item["name"]) == ("function_call", "crm", "merge")

@@ -212,6 +212,26 @@ class ToolPlan:
         self.functions.append(dict(function, type="function", name=name))
         return name
 
+    def add_loaded_tools(self, tools: Iterable[Mapping[str, Any]]) -> list[str]:
+        """Offer the tools a server-side tool search found (its ``tool_search_output.tools``), from the next turn
+        on, as a plan made with them among ``loaded`` would; ``targets`` is changed in place, so an output builder
+        reading this plan's targets reads their calls. Returns the names newly offered."""
+        extra = plan_tools(None, loaded=[dict(tool) for tool in tools if isinstance(tool, Mapping)])
+        offered = self._taken()
+        added: list[str] = []
+        for function in extra.functions:
+            if function["name"] not in offered:
+                offered.add(function["name"])
+                self.functions.append(function)
+                added.append(function["name"])
+        for name, target in extra.targets.items():
+            self.targets.setdefault(name, target)
+        for name, pair in extra.namespaced.items():
+            self.namespaced.setdefault(name, pair)
+        for key, name in extra.names.items():
+            self.names.setdefault(key, name)
+        return added
+
     def server_names(self, kind: str, namespace: str | None = None) -> list[str]:
         """The flat names offered for server tools of ``kind`` (of one MCP server, when ``namespace`` is given)."""
         return [name for name, target in self.targets.items()
