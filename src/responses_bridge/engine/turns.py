@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from .options import EngineOptions
-from .turn_result import TurnResult
 from .request_translation import set_turn_tools
 from .tools import ToolPlan
+from .turn_result import TurnResult
 
 
 _DEFAULT_OPTIONS = EngineOptions()
