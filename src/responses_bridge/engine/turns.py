@@ -27,7 +27,6 @@ from .request_translation import set_turn_tools
 from .tools import ToolPlan
 from .turn_result import TurnResult
 
-
 _DEFAULT_OPTIONS = EngineOptions()
 
 
