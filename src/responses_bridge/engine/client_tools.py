@@ -126,10 +126,15 @@ class CallReader(ABC):
     """One call's item, and the events its argument pieces and its end produce."""
 
     __slots__ = ("item", "output_index")
+    pending = False  # a server tool's call awaiting the run's outcome (engine/server_tools.py)
 
     def __init__(self, item: dict[str, Any], output_index: int) -> None:
         self.item = item
         self.output_index = output_index
+
+    def opened(self) -> list[Event]:
+        """Events that follow the item's ``output_item.added`` at once."""
+        return []
 
     def feed(self, piece: str) -> list[Event]:
         return []

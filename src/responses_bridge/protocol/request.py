@@ -94,6 +94,12 @@ class ResponsesRequest:
     def model(self) -> str:
         return self.params.model or ""
 
+    @property
+    def approval_responses(self) -> dict[str, dict[str, Any]]:
+        """The input's ``mcp_approval_response`` items by ``approval_request_id``: the tool loop runs (``approve``)
+        or skips the approved or refused MCP calls before the model's next turn."""
+        return tool_items.approval_responses(self.input_items)
+
 
 def parse_json_object(body: bytes) -> dict[str, Any]:
     """A request body that must be a JSON object; anything else is a 400, never an exception of another kind."""
@@ -337,7 +343,8 @@ def _normalize_item(item: Any, param: str) -> dict[str, Any]:
         f"Unsupported input item type '{kind}' at '{param}'. Supported: message, function_call, "
         "function_call_output, reasoning, compaction, compaction_trigger, custom_tool_call, "
         "custom_tool_call_output, shell_call, shell_call_output, apply_patch_call, apply_patch_call_output, "
-        "tool_search_call, tool_search_output.",
+        "tool_search_call, tool_search_output, mcp_call, mcp_list_tools, mcp_approval_request, "
+        "mcp_approval_response, web_search_call.",
         param=f"{param}.type",
         code="unsupported_item_type",
     )
