@@ -525,9 +525,9 @@ def _check_messages(messages: Any) -> None:
 def _check_tools(body: dict[str, Any]) -> list[dict[str, Any]]:
     tools = body.get("tools")
     if tools is None:
-        for name in ("tool_choice", "parallel_tool_calls"):
-            if body.get(name) is not None:
-                raise _invalid_value(name, f"'{name}' is only allowed when 'tools' are specified.")
+        for key in ("tool_choice", "parallel_tool_calls"):
+            if body.get(key) is not None:
+                raise _invalid_value(key, f"'{key}' is only allowed when 'tools' are specified.")
         return []
     if not isinstance(tools, list):
         raise _invalid_type("tools", "an array", tools)

@@ -165,10 +165,8 @@ class CustomCallReader(CallReader):
 
     def close(self, arguments: str, status: str) -> list[Event]:
         streamed = "".join(self._streamed)
-        if self._streamed and parse_arguments(arguments) is None:
-            final = streamed  # cut off mid-value: what was decoded, never the raw JSON
-        else:
-            final = custom_input(arguments)
+        # cut off mid-value: what was decoded, never the raw JSON
+        final = streamed if self._streamed and parse_arguments(arguments) is None else custom_input(arguments)
         self.item["input"] = final
         events = []
         if len(final) > len(streamed) and final.startswith(streamed):

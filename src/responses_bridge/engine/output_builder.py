@@ -89,7 +89,9 @@ class OutputBuilder:
         self.saw_chunk = False
         # the open item, if any: "reasoning", "message" or "tools"
         self._open: str | None = None
-        self._item: dict[str, Any] | None = None
+        # the open message or reasoning item, read only while _open names one; never None, so the per-chunk paths
+        # index it with no check (and no extra attribute: one more makes every attribute read here ~10% slower)
+        self._item: dict[str, Any] = {}
         self._index = -1
         self._part: dict[str, Any] | None = None
         self._part_index = -1
@@ -222,7 +224,7 @@ class OutputBuilder:
         self._part = part
         self._part_index += 1
         self._pieces = []
-        self._item["content"].append(part)  # type: ignore[index]
+        self._item["content"].append(part)
         if self._encode is not None:
             self._emit({"type": "response.content_part.added", "sequence_number": 0, "item_id": self._item["id"],
                         "output_index": self._index, "content_index": self._part_index, "part": dict(part)})
@@ -233,7 +235,7 @@ class OutputBuilder:
                                           "content": []})
             self._open_part({"type": "reasoning_text", "text": ""})
             if self._summary:  # Codex and OpenAI clients show reasoning from the summary events
-                self._item["summary"].append({"type": "summary_text", "text": ""})  # type: ignore[index]
+                self._item["summary"].append({"type": "summary_text", "text": ""})
                 if self._encode is not None:
                     self._emit({"type": "response.reasoning_summary_part.added", "sequence_number": 0,
                                 "item_id": self._item["id"], "output_index": self._index, "summary_index": 0,
@@ -306,7 +308,8 @@ class OutputBuilder:
             if not isinstance(arguments, (dict, list)):
                 raise UpstreamProtocolError("The upstream sent tool call arguments that are not a string.")
             arguments = orjson.dumps(arguments).decode()  # some servers send the arguments as a JSON object
-        if call.item is None:
+        item = call.item
+        if item is None:
             if delta.get("id") and type(delta["id"]) is str:
                 call.call_id = delta["id"]
             name = function.get("name")
@@ -316,7 +319,7 @@ class OutputBuilder:
                 return
             if type(name) is not str:
                 raise UpstreamProtocolError("The upstream sent a tool call name that is not a string.")
-            self._announce_call(call, name)
+            item = self._announce_call(call, name)
         if arguments:
             call.pieces.append(arguments)
             if call.reader is not None:
@@ -325,9 +328,9 @@ class OutputBuilder:
                         self._emit(event)
             elif self._encode is not None:
                 self._emit({"type": "response.function_call_arguments.delta", "sequence_number": 0,
-                            "item_id": call.item["id"], "output_index": call.output_index, "delta": arguments})
+                            "item_id": item["id"], "output_index": call.output_index, "delta": arguments})
 
-    def _announce_call(self, call: _ToolCall, name: str) -> None:
+    def _announce_call(self, call: _ToolCall, name: str) -> dict[str, Any]:
         target = self._targets.get(name)
         call.output_index = len(self.output)
         call.name = name
@@ -359,6 +362,7 @@ class OutputBuilder:
                 else:
                     self._emit({"type": "response.function_call_arguments.delta", "sequence_number": 0,
                                 "item_id": call.item["id"], "output_index": call.output_index, "delta": early})
+        return call.item
 
     def add_item(self, item: dict[str, Any]) -> int:
         """A whole item the bridge made itself (a compaction item, a ``tool_search_output``):
@@ -531,7 +535,7 @@ class OutputBuilder:
         self._pieces = []
         self._part = None
         kind = part["type"]
-        item_id = self._item["id"]  # type: ignore[index]
+        item_id = self._item["id"]
         if kind == "refusal":
             part["refusal"] = text
             done = {"type": "response.refusal.done", "sequence_number": 0, "item_id": item_id,
@@ -552,8 +556,8 @@ class OutputBuilder:
             self._emit(done)
             self._emit({"type": "response.content_part.done", "sequence_number": 0, "item_id": item_id,
                         "output_index": self._index, "content_index": self._part_index, "part": part})
-        if kind == "reasoning_text" and self._item["summary"]:  # type: ignore[index]
-            summary = self._item["summary"][0]  # type: ignore[index]
+        if kind == "reasoning_text" and self._item["summary"]:
+            summary = self._item["summary"][0]
             summary["text"] = text
             if self._encode is not None:
                 self._emit({"type": "response.reasoning_summary_text.done", "sequence_number": 0,
@@ -582,13 +586,12 @@ class OutputBuilder:
         self._close_part()
         item = self._item
         if kind == "message":
-            item["status"] = status  # type: ignore[index]
+            item["status"] = status
         elif kind == "reasoning" and self._seal is not None:
-            item["encrypted_content"] = self._seal(item)  # type: ignore[index]
+            item["encrypted_content"] = self._seal(item)
         if self._encode is not None:
             self._emit({"type": "response.output_item.done", "sequence_number": 0, "output_index": self._index,
                         "item": item})
-        self._item = None
 
     def _close_tool_calls(self, status: str) -> None:
         calls = self._tool_calls
@@ -598,8 +601,9 @@ class OutputBuilder:
                 self._announce_call(call, "")
         for call in sorted(calls.values(), key=lambda c: c.output_index):
             item = call.item
+            assert item is not None, "every call was announced by the loop above"
             arguments = "".join(call.pieces)
-            self._turn_calls.append(TurnCall(call.call_id or "", call.name, arguments,  # type: ignore[arg-type]
+            self._turn_calls.append(TurnCall(call.call_id or "", call.name, arguments,
                                              self._targets.get(call.name), call.output_index, item, status))
             if call.reader is not None:
                 events = call.reader.close(arguments, status)
@@ -612,8 +616,8 @@ class OutputBuilder:
                         self._emit({"type": "response.output_item.done", "sequence_number": 0,
                                     "output_index": call.output_index, "item": item})
                 continue
-            item["arguments"] = arguments  # type: ignore[index]
-            item["status"] = status  # type: ignore[index]
+            item["arguments"] = arguments
+            item["status"] = status
             if self._encode is not None:
                 self._emit({"type": "response.function_call_arguments.done", "sequence_number": 0,
                             "item_id": item["id"], "output_index": call.output_index, "arguments": arguments})

@@ -246,7 +246,8 @@ def _fill_assistant(message: dict[str, Any], parts: list[dict[str, Any]]) -> Non
 
 def _user_content(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
     if len(parts) == 1 and parts[0]["type"] in ("input_text", "output_text"):
-        return parts[0]["text"]  # a plain string is what every chat template accepts
+        text: str = parts[0]["text"]
+        return text  # a plain string is what every chat template accepts
     return [_chat_part(part) for part in parts]
 
 
@@ -300,7 +301,9 @@ def _split_data_url(data: str) -> tuple[str | None, str]:
 def _is_text(media_type: str | None, filename: str | None) -> bool:
     if media_type:
         return media_type.startswith(_TEXT_MEDIA_PREFIXES)
-    return bool(filename) and filename.lower().endswith(_TEXT_FILE_SUFFIXES)
+    if not filename:
+        return False
+    return filename.lower().endswith(_TEXT_FILE_SUFFIXES)
 
 
 def _tool_output(output: str | list[dict[str, Any]]) -> str | list[dict[str, Any]]:

@@ -116,9 +116,9 @@ _warned: set[str] = set()
 try:  # metrics are optional: the engine works without prometheus-client
     from prometheus_client import Counter
 
-    DROPPED = Counter("responses_bridge_unsupported_tools_dropped",
-                      "Server-side tools left out of requests because this deployment cannot run them",
-                      ["tool_type"])
+    DROPPED: Counter | None = Counter("responses_bridge_unsupported_tools_dropped",
+                                      "Server-side tools left out of requests because this deployment cannot run them",
+                                      ["tool_type"])
 except ImportError:  # pragma: no cover
     DROPPED = None
 
@@ -399,7 +399,8 @@ def namespace_map(tools: list[dict[str, Any]] | None) -> dict[str, tuple[str, st
 
 def upstream_name(item: dict[str, Any]) -> str:
     """The name a replayed ``function_call`` item had upstream."""
+    name: str = item["name"]
     namespace = item.get("namespace")
     if namespace:
-        return flat_name(namespace, item["name"])
-    return item["name"]
+        return flat_name(namespace, name)
+    return name

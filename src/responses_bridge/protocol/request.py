@@ -11,6 +11,7 @@ discriminated union, and because the normalised form is what gets stored and lis
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -143,7 +144,8 @@ def _validation_error(exc: ValidationError) -> APIError:
     param = _loc_to_param(first.get("loc", ()))
     message = first.get("msg", "Invalid value")
     kind = first.get("type", "")
-    code = "invalid_type" if kind.endswith("_type") or kind in {"model_attributes_type", "dict_type"} else "invalid_value"
+    code = ("invalid_type" if kind.endswith("_type") or kind in {"model_attributes_type", "dict_type"}
+            else "invalid_value")
     return invalid_request(f"Invalid value for '{param}': {message}.", param=param, code=code)
 
 
@@ -376,7 +378,7 @@ def _require_str(item: dict[str, Any], key: str, param: str) -> str:
     return value
 
 
-def _optional_id(item: dict[str, Any], param: str, make: Any) -> str:
+def _optional_id(item: dict[str, Any], param: str, make: Callable[[], str]) -> str:
     value = item.get("id")
     if value is None or value == "":
         return make()
@@ -443,7 +445,7 @@ def _normalize_part(part: Any, param: str, role: str) -> dict[str, Any]:
         detail = part.get("detail") if part.get("detail") in ("low", "high", "auto") else "auto"
         return {"type": "input_image", "image_url": url, "detail": detail}
     if kind == "input_file":
-        normalized: dict[str, Any] = {"type": "input_file"}
+        normalized = {"type": "input_file"}
         for key in ("filename", "file_data", "file_url"):
             value = part.get(key)
             if value is not None:

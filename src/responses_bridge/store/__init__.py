@@ -1,6 +1,6 @@
 """Persistence of responses for retrieval, deletion, ``input_items`` and ``previous_response_id`` chains."""
 
-from .base import (  # noqa: E402  (conversations and prompts: same database)
+from .base import (
     MAX_PAGE_LIMIT,
     ConversationStore,
     InvalidCursor,

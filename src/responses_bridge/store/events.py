@@ -8,6 +8,7 @@ Writes go through the response store's one write connection and lock (see ``SQLi
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 
@@ -44,7 +45,7 @@ class SQLiteEventLog:
             await conn.execute("DELETE FROM response_events WHERE response_id = ? AND sequence_number >= ?",
                                (response_id, first))
 
-    async def end_response(self, response: dict, terminal_frame: Callable[[int], bytes]) -> None:
+    async def end_response(self, response: dict[str, Any], terminal_frame: Callable[[int], bytes]) -> None:
         """Store ``response`` (already in its terminal status) and append ``terminal_frame(n)`` after the last
         stored event, ``n`` being its sequence number, in one transaction: a replay of its stream then ends."""
         response_id = response["id"]
@@ -61,7 +62,7 @@ class SQLiteEventLog:
                 await conn.execute("ROLLBACK")
                 raise
 
-    async def unfinished(self) -> list[dict]:
+    async def unfinished(self) -> list[dict[str, Any]]:
         """Every stored response still ``queued``/``in_progress``, as stored."""
         async with self._store.reading() as conn:
             rows = list(await conn.execute_fetchall(_UNFINISHED))

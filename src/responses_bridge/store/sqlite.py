@@ -377,7 +377,7 @@ class SQLiteResponseStore:
 
     # -- ResponseStore ---------------------------------------------------------------------------------------
 
-    async def save_response(self, response: dict, input_items: list[dict], *,
+    async def save_response(self, response: dict[str, Any], input_items: list[dict[str, Any]], *,
                             conversation_id: str | None = None) -> None:
         """Queue the write and wait until its transaction commits.
 
@@ -432,7 +432,7 @@ class SQLiteResponseStore:
                 else:
                     save.done.set_exception(outcome)
 
-    async def get_response(self, response_id: str) -> dict | None:
+    async def get_response(self, response_id: str) -> dict[str, Any] | None:
         async with self._read("get") as conn:
             rows = list(await conn.execute_fetchall("SELECT response FROM responses WHERE id = ?", (response_id,)))
         return orjson.loads(rows[0][0]) if rows else None
@@ -482,7 +482,7 @@ class SQLiteResponseStore:
             has_more=has_more,
         )
 
-    async def load_history(self, response_id: str) -> list[dict] | None:
+    async def load_history(self, response_id: str) -> list[dict[str, Any]] | None:
         async with self._read("load_history") as conn:
             rows = list(
                 await conn.execute_fetchall(_LOAD_HISTORY, {"id": response_id, "max_depth": MAX_CHAIN_DEPTH})
