@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 import aiohttp
 import orjson
 
+from responses_bridge.devtools.procs import ManagedProcess, envoy_binary, free_port, wait_http
 from responses_bridge.envoy_config import render_bootstrap
-from responses_bridge.procs import ManagedProcess, envoy_binary, free_port, wait_http
 
 
 @dataclass

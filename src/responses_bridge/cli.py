@@ -36,11 +36,15 @@ def _add_fake_upstream(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--chunk-count", type=int, default=None,
                         help="content chunks per streamed answer (default: one per word)")
     parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between streamed chunks")
+    parser.add_argument("--tool-topics", action="store_true",
+                        help="also call an offered tool whose name the user's message mentions (e.g. 'weather' "
+                        "calls get_weather), for test suites written for real models")
 
     def run(args: argparse.Namespace) -> int:
-        from .fake_upstream import run as run_fake
+        from .devtools.fake_upstream import run as run_fake
 
-        run_fake(args.host, args.port, chunk_count=args.chunk_count, chunk_delay=args.chunk_delay)
+        run_fake(args.host, args.port, chunk_count=args.chunk_count, chunk_delay=args.chunk_delay,
+                 tool_topics=args.tool_topics)
         return 0
 
     parser.set_defaults(func=run)
@@ -48,7 +52,8 @@ def _add_fake_upstream(commands: argparse._SubParsersAction) -> None:
 
 def _add_optional_commands(commands: argparse._SubParsersAction) -> None:
     """Commands whose modules register themselves: the Envoy configuration, the demo and the benchmark."""
-    from . import bench, demo, envoy_config
+    from . import envoy_config
+    from .devtools import bench, demo
 
     for module in (envoy_config, demo, bench):
         module.add_parser(commands)

@@ -114,8 +114,12 @@ class Settings(BaseSettings):
         """What the web search provider needs; None when no provider is configured."""
         if not self.web_search:
             return None
-        from .run.tools.web_search_base import BRAVE_DEFAULT_BASE, TAVILY_DEFAULT_BASE, WebSearchSettings, \
-            parse_provider_spec
+        from .run.tools.web_search_base import (
+            BRAVE_DEFAULT_BASE,
+            TAVILY_DEFAULT_BASE,
+            WebSearchSettings,
+            parse_provider_spec,
+        )
 
         kind, searxng_url = parse_provider_spec(self.web_search)
         default_base = {"brave": BRAVE_DEFAULT_BASE, "tavily": TAVILY_DEFAULT_BASE}.get(kind, "")

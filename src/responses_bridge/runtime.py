@@ -17,7 +17,7 @@ from .engine.wire import Framing
 from .run.response_run import ResponseRun
 from .run.upstream import UpstreamClient
 from .sealing import Sealer, load_or_create_key
-from .services.background import BackgroundService
+from .services.background import BackgroundService, fail_interrupted
 from .services.conversations import ConversationService
 from .services.prompts import PromptService
 from .store import ResponseStore, SQLiteResponseStore
@@ -45,7 +45,7 @@ class Runtime:
         """Background runs of a previous process that never ended are marked failed (none can be running now),
         then the service that runs new ones starts, with the upstream client it calls."""
         events = SQLiteEventLog(store)
-        interrupted = await events.fail_interrupted()
+        interrupted = await fail_interrupted(events)
         if interrupted:
             log.warning("background_interrupted", count=len(interrupted), response_ids=interrupted[:20])
         self.upstream = upstream

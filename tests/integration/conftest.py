@@ -10,8 +10,8 @@ import aiohttp
 import openai
 import pytest
 
+from responses_bridge.devtools.procs import ManagedProcess, free_port, wait_http
 from responses_bridge.envoy_config import render_bootstrap
-from responses_bridge.procs import ManagedProcess, free_port, wait_http
 from tests.support.bridge import PYTHON, Sidecar, UpstreamLog, running_sidecar
 from tests.support.envoy import start_envoy
 

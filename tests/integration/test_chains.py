@@ -12,7 +12,7 @@ import aiohttp
 import openai
 import pytest
 
-from responses_bridge.procs import wait_http
+from responses_bridge.devtools.procs import wait_http
 from responses_bridge.store import SQLiteResponseStore
 from tests.support.bridge import Sidecar, start_sidecar
 

@@ -7,8 +7,8 @@ import openai
 import pytest
 from aiohttp import web
 
+from responses_bridge.devtools.procs import free_port, wait_http
 from responses_bridge.engine.compaction import SUMMARY_PREFIX
-from responses_bridge.procs import free_port, wait_http
 from tests.support.bridge import UpstreamLog, start_sidecar
 
 MODEL = "fake-model"

@@ -16,7 +16,7 @@ import time
 
 import aiohttp
 
-from responses_bridge.procs import wait_http
+from responses_bridge.devtools.procs import wait_http
 from tests.support.bridge import start_sidecar
 
 MODEL = "fake-model"

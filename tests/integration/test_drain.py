@@ -18,8 +18,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
+from responses_bridge.devtools.procs import free_port
 from responses_bridge.envoy_config import render_bootstrap
-from responses_bridge.procs import free_port
 from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.envoy import start_envoy
 from tests.support.schema import check_stream

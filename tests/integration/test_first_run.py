@@ -10,9 +10,9 @@ import subprocess
 import aiohttp
 import pytest
 
-from responses_bridge.demo import sdk_example
+from responses_bridge.devtools.demo import sdk_example
+from responses_bridge.devtools.procs import free_port
 from responses_bridge.envoy_config import render_bootstrap
-from responses_bridge.procs import free_port
 from tests.support.bridge import PYTHON, Sidecar
 from tests.support.envoy import start_envoy
 

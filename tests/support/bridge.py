@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from responses_bridge.procs import ManagedProcess, free_port, wait_http
+from responses_bridge.devtools.procs import ManagedProcess, free_port, wait_http
 
 PYTHON = sys.executable
 

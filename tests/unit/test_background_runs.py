@@ -16,9 +16,9 @@ import pytest
 from responses_bridge.engine.options import EngineOptions
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.run.response_run import ResponseRun
-from responses_bridge.services.background import BackgroundService, split_frames
+from responses_bridge.services.background import INTERRUPTED_CODE, BackgroundService, fail_interrupted, split_frames
 from responses_bridge.store import SQLiteResponseStore
-from responses_bridge.store.events import INTERRUPTED_CODE, SQLiteEventLog
+from responses_bridge.store.events import SQLiteEventLog
 
 
 def chunk(delta: dict, finish: str | None = None) -> bytes:
@@ -156,14 +156,14 @@ async def test_fail_interrupted(store: SQLiteResponseStore) -> None:
     await run._flush()
     events_before = await log.after(run.response_id, -1)
     assert (await store.get_response(run.response_id))["status"] == "in_progress"
-    assert await log.fail_interrupted() == [run.response_id]
+    assert await fail_interrupted(log) == [run.response_id]
     stored = await store.get_response(run.response_id)
     assert stored["status"] == "failed" and stored["error"]["code"] == INTERRUPTED_CODE
     events = await log.after(run.response_id, -1)
     assert events[:-1] == events_before
     assert events[-1][0] == len(events_before)
     assert events[-1][1].startswith(b"event: response.failed\n")
-    assert await log.fail_interrupted() == []
+    assert await fail_interrupted(log) == []
     await service.close()
 
 

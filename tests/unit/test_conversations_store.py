@@ -14,7 +14,7 @@ from responses_bridge.protocol.errors import APIError
 from responses_bridge.run.response_run import ResponseRun
 from responses_bridge.services.conversations import ConversationService, render_item
 from responses_bridge.store import SQLiteResponseStore
-from responses_bridge.store.base import ConversationStore
+from responses_bridge.store.base import ConversationStore, InvalidCursor, InvalidPageArgs
 from responses_bridge.store.conversations import SQLiteConversationStore
 
 
@@ -69,11 +69,11 @@ async def test_pagination_both_orders(store: SQLiteConversationStore) -> None:
     assert ids_of(page.data) == ["i0"] and not page.has_more
     page = await store.list_items("conv_p", limit=10, order="asc", after="i2")
     assert ids_of(page.data) == ["i3", "i4"] and not page.has_more
-    with pytest.raises(APIError) as caught:
+    with pytest.raises(InvalidCursor) as caught:
         await store.list_items("conv_p", after="nope")
     assert caught.value.param == "after"
     for bad in ({"limit": 0}, {"limit": 101}, {"order": "up"}):
-        with pytest.raises(APIError):
+        with pytest.raises(InvalidPageArgs):
             await store.list_items("conv_p", **bad)
     assert await store.list_items("conv_missing") is None
 

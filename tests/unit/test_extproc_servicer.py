@@ -484,7 +484,7 @@ async def test_a_draining_runtime_refuses_new_responses(runtime: Runtime) -> Non
     for message in (request_body(REQUEST), request_headers("POST", "/v1/responses")):
         [reply] = await new_stream(runtime).handle(message)
         status, _, body = immediate(reply)
-        assert status == 503 and error_of(body)["code"] == "server_shutdown"
+        assert status == 503 and error_of(body)["code"] == "server_shutting_down"  # as the HTTP door says it
     [reply] = await new_stream(runtime).handle(request_headers("GET", "/v1/models"))  # not new work of ours
     assert reply == servicer_module.m.CONTINUE_REQUEST_HEADERS
 

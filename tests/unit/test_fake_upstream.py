@@ -14,7 +14,7 @@ import openai
 import orjson
 import pytest
 
-from responses_bridge import fake_upstream
+from responses_bridge.devtools import fake_upstream
 
 WEATHER_TOOL = {
     "type": "function",
@@ -273,6 +273,26 @@ async def test_tool_call_json_and_stream_agree(session, base_url):
     assert assemble_tool_calls(chunks) == calls
     assert choice_chunks(chunks)[-1]["finish_reason"] == "tool_calls"
     assert sum(1 for c in choice_chunks(chunks) if "tool_calls" in c["delta"]) > 2  # really in pieces
+
+
+async def test_tool_topics_calls_the_tool_a_question_is_about(session):
+    """--tool-topics: suites written for real models ask questions instead of scripting ``call <name>``."""
+    question = {"model": "m", "messages": user("What's the weather like in San Francisco?"),
+                "tools": [TIME_TOOL, WEATHER_TOOL]}
+    runner, port = await fake_upstream.start(tool_topics=True)
+    try:
+        _, body = await post_json(session, f"http://127.0.0.1:{port}", question)
+        assert [c["function"]["name"] for c in body["choices"][0]["message"]["tool_calls"]] == ["get_weather"]
+        _, body = await post_json(session, f"http://127.0.0.1:{port}", {**question, "tool_choice": "none"})
+        assert body["choices"][0]["message"]["content"].startswith("Echo: ")
+    finally:
+        await runner.cleanup()
+
+
+async def test_without_tool_topics_a_question_is_echoed(session, base_url):
+    question = {"model": "m", "messages": user("What's the weather like?"), "tools": [WEATHER_TOOL]}
+    _, body = await post_json(session, base_url, question)
+    assert body["choices"][0]["message"]["content"] == "Echo: What's the weather like?"
 
 
 async def test_parallel_and_forced_tool_calls(session, base_url):

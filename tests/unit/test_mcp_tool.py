@@ -27,7 +27,7 @@ from mcp_types import (
 )
 from openai.types.responses.response_output_item import McpListToolsTool
 
-from responses_bridge.procs import free_port
+from responses_bridge.devtools.procs import free_port
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.run.tools import mcp_policy
 from responses_bridge.run.tools.mcp import (

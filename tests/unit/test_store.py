@@ -12,10 +12,11 @@ import aiosqlite
 import platformdirs
 import pytest
 
-from responses_bridge.protocol.errors import APIError
 from responses_bridge.store import (
     LATEST_VERSION,
     MIGRATIONS,
+    InvalidCursor,
+    InvalidPageArgs,
     ItemPage,
     ResponseStore,
     SQLiteResponseStore,
@@ -296,23 +297,22 @@ async def test_input_items_of_response_without_input(store: SQLiteResponseStore)
 
 
 @pytest.mark.parametrize("param", ["after", "before"])
-async def test_unknown_cursor_is_400(paged: SQLiteResponseStore, param: str) -> None:
-    with pytest.raises(APIError) as info:
+async def test_unknown_cursor_is_refused(paged: SQLiteResponseStore, param: str) -> None:
+    with pytest.raises(InvalidCursor) as info:
         await paged.list_input_items("resp_p", **{param: "in_nope"})
-    assert info.value.status == 400
-    assert info.value.param == param
+    assert (info.value.param, info.value.value) == (param, "in_nope")
     # An output item id is not an input-item cursor either.
-    with pytest.raises(APIError):
+    with pytest.raises(InvalidCursor):
         await paged.list_input_items("resp_p", **{param: "msg_resp_p"})
 
 
 @pytest.mark.parametrize(
     ("kwargs", "param"), [({"limit": 0}, "limit"), ({"limit": 101}, "limit"), ({"order": "up"}, "order")]
 )
-async def test_bad_page_arguments_are_400(paged: SQLiteResponseStore, kwargs: dict, param: str) -> None:
-    with pytest.raises(APIError) as info:
+async def test_bad_page_arguments_are_refused(paged: SQLiteResponseStore, kwargs: dict, param: str) -> None:
+    with pytest.raises(InvalidPageArgs) as info:
         await paged.list_input_items("resp_p", **kwargs)
-    assert (info.value.status, info.value.param) == (400, param)
+    assert info.value.param == param
 
 
 # -- history ---------------------------------------------------------------------------------------------------

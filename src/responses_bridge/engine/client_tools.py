@@ -126,10 +126,15 @@ class CallReader(ABC):
     """One call's item, and the events its argument pieces and its end produce."""
 
     __slots__ = ("item", "output_index")
+    pending = False  # a server tool's call awaiting the run's outcome (engine/server_tools.py)
 
     def __init__(self, item: dict[str, Any], output_index: int) -> None:
         self.item = item
         self.output_index = output_index
+
+    def opened(self) -> list[Event]:
+        """Events that follow the item's ``output_item.added`` at once."""
+        return []
 
     def feed(self, piece: str) -> list[Event]:
         return []
@@ -160,10 +165,8 @@ class CustomCallReader(CallReader):
 
     def close(self, arguments: str, status: str) -> list[Event]:
         streamed = "".join(self._streamed)
-        if self._streamed and parse_arguments(arguments) is None:
-            final = streamed  # cut off mid-value: what was decoded, never the raw JSON
-        else:
-            final = custom_input(arguments)
+        # cut off mid-value: what was decoded, never the raw JSON
+        final = streamed if self._streamed and parse_arguments(arguments) is None else custom_input(arguments)
         self.item["input"] = final
         events = []
         if len(final) > len(streamed) and final.startswith(streamed):

@@ -9,6 +9,19 @@ Items open in the order the upstream starts them (reasoning, message text, refus
 kind closes the open item, so every item gets ``output_item.added`` … ``output_item.done`` in order. Tool calls
 of one turn stay open together until the turn moves on, because some upstreams interleave the argument pieces of
 parallel calls by ``index``.
+
+One builder spans every upstream turn of a response (the tool loop): one ``output_index`` and one
+``sequence_number`` counter, ``usage`` summed over the turns. The run drives it::
+
+    builder.begin_turn()                       # before each upstream turn after the first
+    … builder.feed(chunk) …                    # the turn's chunks, as for a single turn
+    turn = builder.end_turn()                  # closes the turn's items; its calls, with their targets
+    builder.complete_mcp_call(i, output=…)     # the outcome of each server call the run made
+    builder.finish(now)                        # only when the response ends
+
+Calls of server tools (engine/server_tools.py) stream as the tool's own items; the run reports their outcome
+through ``complete_*``. Items the run makes before the first turn (``mcp_list_tools``) are held until
+``response.in_progress`` has gone out, so they follow the response's lifecycle events.
 """
 
 from __future__ import annotations
@@ -21,7 +34,9 @@ import orjson
 from .. import ids
 from .client_tools import CallReader, reader_for
 from .response_object import convert_usage
+from .server_tools import ServerCallReader, mcp_call_error, mcp_call_item, server_reader_for
 from .tools import CallTarget
+from .turn_result import TurnCall, TurnResult, add_usage
 
 Encoder = Callable[[dict[str, Any]], bytes]
 
@@ -37,7 +52,7 @@ class UpstreamProtocolError(Exception):
 
 
 class _ToolCall:
-    __slots__ = ("item", "pieces", "output_index", "call_id", "reader")
+    __slots__ = ("item", "pieces", "output_index", "call_id", "reader", "name")
 
     def __init__(self) -> None:
         self.item: dict[str, Any] | None = None
@@ -45,6 +60,7 @@ class _ToolCall:
         self.output_index = -1
         self.call_id: str | None = None
         self.reader: CallReader | None = None  # a call of a custom / shell / apply_patch / tool_search tool
+        self.name = ""  # the upstream function name
 
 
 class OutputBuilder:
@@ -59,7 +75,7 @@ class OutputBuilder:
         # ``encrypted_content`` (``include: ["reasoning.encrypted_content"]``); targets: upstream function name →
         # the kind of item its calls become (``ToolPlan.targets``; namespaced functions are among them)
         self._namespaces = namespaces or {}
-        self._targets = targets or {}
+        self._targets = targets if targets is not None else {}
         self._summary = summary
         self._seal = seal
         self.response = response
@@ -73,13 +89,26 @@ class OutputBuilder:
         self.saw_chunk = False
         # the open item, if any: "reasoning", "message" or "tools"
         self._open: str | None = None
-        self._item: dict[str, Any] | None = None
+        # the open message or reasoning item, read only while _open names one; never None, so the per-chunk paths
+        # index it with no check (and no extra attribute: one more makes every attribute read here ~10% slower)
+        self._item: dict[str, Any] = {}
         self._index = -1
         self._part: dict[str, Any] | None = None
         self._part_index = -1
         self._pieces: list[str] = []
         self._logprobs: list[dict[str, Any]] | None = None
         self._tool_calls: dict[int, _ToolCall] = {}
+        # the tool loop: citations for output_text parts (set by the run after a web search), calls of this
+        # turn, where this turn's items start, usage of earlier turns, server calls awaiting their outcome,
+        # items made by the run (output_index → item), events and items held until the stream opens
+        self.cite: Callable[[str], list[dict[str, Any]]] | None = None
+        self._turn_calls: list[TurnCall] = []
+        self._turn_start = 0
+        self._usage_past: dict[str, Any] | None = None
+        self._pending: dict[int, ServerCallReader] = {}
+        self._run_items: dict[int, dict[str, Any]] = {}
+        self._held: list[dict[str, Any]] | None = [] if encode is not None else None
+        self._held_items: list[dict[str, Any]] = []
 
     # --- event plumbing ------------------------------------------------------------------------------------------
 
@@ -107,6 +136,33 @@ class OutputBuilder:
         """``response.created`` / ``in_progress`` / ``completed`` / …: the whole response as it stands now."""
         if self._encode is not None:
             self._emit({"type": kind, "sequence_number": 0, "response": self.response})
+            if kind == "response.in_progress" and self._held is not None:
+                self._release_held()
+
+    def _release_held(self) -> None:
+        held, self._held = self._held or [], None
+        self.output.extend(self._held_items)
+        self._held_items = []
+        for event in held:
+            self._emit(event)
+
+    def _emit_run(self, event: dict[str, Any]) -> None:
+        """An event of an item the run made: held while the client's stream is not open yet."""
+        if self._held is not None:
+            self._held.append(event)
+        elif self._encode is not None:
+            self._emit(event)
+
+    def _place(self, item: dict[str, Any]) -> int:
+        """Give an item the run made its output_index (held with its events until the stream opens)."""
+        if self._held is not None:
+            self._held_items.append(item)
+            index = len(self.output) + len(self._held_items) - 1
+        else:
+            index = len(self.output)
+            self.output.append(item)
+        self._run_items[index] = item
+        return index
 
     # --- input ---------------------------------------------------------------------------------------------------
 
@@ -168,7 +224,7 @@ class OutputBuilder:
         self._part = part
         self._part_index += 1
         self._pieces = []
-        self._item["content"].append(part)  # type: ignore[index]
+        self._item["content"].append(part)
         if self._encode is not None:
             self._emit({"type": "response.content_part.added", "sequence_number": 0, "item_id": self._item["id"],
                         "output_index": self._index, "content_index": self._part_index, "part": dict(part)})
@@ -179,7 +235,7 @@ class OutputBuilder:
                                           "content": []})
             self._open_part({"type": "reasoning_text", "text": ""})
             if self._summary:  # Codex and OpenAI clients show reasoning from the summary events
-                self._item["summary"].append({"type": "summary_text", "text": ""})  # type: ignore[index]
+                self._item["summary"].append({"type": "summary_text", "text": ""})
                 if self._encode is not None:
                     self._emit({"type": "response.reasoning_summary_part.added", "sequence_number": 0,
                                 "item_id": self._item["id"], "output_index": self._index, "summary_index": 0,
@@ -252,7 +308,8 @@ class OutputBuilder:
             if not isinstance(arguments, (dict, list)):
                 raise UpstreamProtocolError("The upstream sent tool call arguments that are not a string.")
             arguments = orjson.dumps(arguments).decode()  # some servers send the arguments as a JSON object
-        if call.item is None:
+        item = call.item
+        if item is None:
             if delta.get("id") and type(delta["id"]) is str:
                 call.call_id = delta["id"]
             name = function.get("name")
@@ -262,7 +319,7 @@ class OutputBuilder:
                 return
             if type(name) is not str:
                 raise UpstreamProtocolError("The upstream sent a tool call name that is not a string.")
-            self._announce_call(call, name)
+            item = self._announce_call(call, name)
         if arguments:
             call.pieces.append(arguments)
             if call.reader is not None:
@@ -271,17 +328,21 @@ class OutputBuilder:
                         self._emit(event)
             elif self._encode is not None:
                 self._emit({"type": "response.function_call_arguments.delta", "sequence_number": 0,
-                            "item_id": call.item["id"], "output_index": call.output_index, "delta": arguments})
+                            "item_id": item["id"], "output_index": call.output_index, "delta": arguments})
 
-    def _announce_call(self, call: _ToolCall, name: str) -> None:
+    def _announce_call(self, call: _ToolCall, name: str) -> dict[str, Any]:
         target = self._targets.get(name)
         call.output_index = len(self.output)
+        call.name = name
+        if call.call_id is None:
+            call.call_id = ids.call_id()
         if target is not None and target.kind != "function":  # a custom / shell / apply_patch / tool search call
-            call.reader = reader_for(target, call.call_id or ids.call_id(), call.output_index)
+            call.reader = (server_reader_for(target, call.call_id, call.output_index) if target.server
+                           else reader_for(target, call.call_id, call.output_index))
             call.item = call.reader.item
         else:
             call.item = {"id": ids.function_call_id(), "type": "function_call", "status": "in_progress",
-                         "call_id": call.call_id or ids.call_id(), "name": name, "arguments": ""}
+                         "call_id": call.call_id, "name": name, "arguments": ""}
             if target is not None:  # a namespace tool's function: named as the client declared it
                 call.item["namespace"], call.item["name"] = target.namespace, target.name
             elif name in self._namespaces:
@@ -290,6 +351,9 @@ class OutputBuilder:
         if self._encode is not None:
             self._emit({"type": "response.output_item.added", "sequence_number": 0,
                         "output_index": call.output_index, "item": dict(call.item)})
+            if call.reader is not None:
+                for event in call.reader.opened():
+                    self._emit(event)
             if call.pieces:  # arguments that came before the name
                 early = "".join(call.pieces)
                 if call.reader is not None:
@@ -298,17 +362,168 @@ class OutputBuilder:
                 else:
                     self._emit({"type": "response.function_call_arguments.delta", "sequence_number": 0,
                                 "item_id": call.item["id"], "output_index": call.output_index, "delta": early})
+        return call.item
 
-    def add_item(self, item: dict[str, Any]) -> None:
-        """A whole item the bridge made itself (a compaction item): ``output_item.added`` then ``.done``."""
+    def add_item(self, item: dict[str, Any]) -> int:
+        """A whole item the bridge made itself (a compaction item, a ``tool_search_output``):
+        ``output_item.added`` then ``.done``. Returns its output_index."""
         self._close_open()
-        index = len(self.output)
-        self.output.append(item)
-        if self._encode is not None:
-            self._emit({"type": "response.output_item.added", "sequence_number": 0, "output_index": index,
+        index = self._place(item)
+        self._emit_run({"type": "response.output_item.added", "sequence_number": 0, "output_index": index,
                         "item": item})
-            self._emit({"type": "response.output_item.done", "sequence_number": 0, "output_index": index,
+        self._emit_run({"type": "response.output_item.done", "sequence_number": 0, "output_index": index,
                         "item": item})
+        return index
+
+    # --- the tool loop: turns ------------------------------------------------------------------------------------
+
+    def set_targets(self, targets: dict[str, CallTarget]) -> None:
+        """Read calls from now on with ``targets`` (``ToolPlan.targets`` after the run added server tools, or
+        re-planned with the tools a tool search loaded)."""
+        self._targets = targets
+
+    def begin_turn(self) -> None:
+        """Start the next upstream turn of the same response: the per-turn state is reset (the completeness
+        check, the calls), the counters and the output go on. No lifecycle event is emitted."""
+        self._close_open()
+        self._usage_past = add_usage(self._usage_past, self.usage)
+        self.usage = None
+        self.finish_reason = None
+        self.saw_done = False
+        self.saw_chunk = False
+        self._tool_calls = {}
+        self._turn_calls = []
+        self._turn_start = len(self.output)
+
+    def end_turn(self) -> TurnResult:
+        """The upstream turn ended (check ``complete`` first): close its items and say what it called. Server
+        calls are left open for the run (``complete_mcp_call`` / ``complete_web_search``), except approval
+        requests and tool searches, which are done with their arguments."""
+        self._close_open("incomplete" if self.finish_reason in FINISH_INCOMPLETE else "completed")
+        calls = sorted(self._turn_calls, key=lambda call: call.output_index)
+        return TurnResult(calls, self._turn_message(calls), self.finish_reason)
+
+    def _turn_message(self, calls: list[TurnCall]) -> dict[str, Any]:
+        """The turn as one assistant chat message: its text (reasoning as ``reasoning_content``) and every call
+        under its upstream name and call id, so the upstream reads back exactly what it said."""
+        texts: list[str] = []
+        reasoning: list[str] = []
+        refusals: list[str] = []
+        for item in self.output[self._turn_start:]:
+            kind = item.get("type")
+            if kind == "message":
+                for part in item["content"]:
+                    if part["type"] == "output_text":
+                        texts.append(part["text"])
+                    elif part["type"] == "refusal":
+                        refusals.append(part["refusal"])
+            elif kind == "reasoning":
+                reasoning.extend(part["text"] for part in item["content"])
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) or None}
+        if refusals:
+            message["refusal"] = "".join(refusals)
+        if reasoning:
+            message["reasoning_content"] = "".join(reasoning)
+        if calls:
+            message["tool_calls"] = [{"id": call.call_id, "type": "function",
+                                      "function": {"name": call.name, "arguments": call.arguments}}
+                                     for call in calls]
+        return message
+
+    @property
+    def total_usage(self) -> dict[str, Any] | None:
+        """The upstream usage summed over every turn so far (Chat Completions shape)."""
+        return add_usage(self._usage_past, self.usage)
+
+    # --- the tool loop: items the run makes and outcomes it reports ----------------------------------------------
+
+    def add_mcp_list_tools(self, server_label: str) -> int:
+        """An ``mcp_list_tools`` item while the server is being listed: ``output_item.added`` and
+        ``response.mcp_list_tools.in_progress``. Returns its output_index, for :meth:`complete_mcp_list_tools`."""
+        self._close_open()
+        item: dict[str, Any] = {"id": ids.new_id("mcpl"), "type": "mcp_list_tools", "server_label": server_label,
+                                "tools": [], "error": None}
+        index = self._place(item)
+        self._emit_run({"type": "response.output_item.added", "sequence_number": 0, "output_index": index,
+                        "item": dict(item)})
+        self._emit_run({"type": "response.mcp_list_tools.in_progress", "sequence_number": 0,
+                        "item_id": item["id"], "output_index": index})
+        return index
+
+    def complete_mcp_list_tools(self, output_index: int, *, tools: list[dict[str, Any]] | None = None,
+                                error: str | None = None) -> None:
+        """The listing ended: ``tools`` (``MCPToolInfo.as_item()`` entries) or ``error`` (the failed item's
+        text); ``response.mcp_list_tools.completed`` / ``.failed``, then ``output_item.done``."""
+        item = self._run_items[output_index]
+        item["tools"] = list(tools or ())
+        item["error"] = error
+        self._emit_run({"type": "response.mcp_list_tools.failed" if error is not None
+                        else "response.mcp_list_tools.completed", "sequence_number": 0, "item_id": item["id"],
+                        "output_index": output_index})
+        self._emit_run({"type": "response.output_item.done", "sequence_number": 0, "output_index": output_index,
+                        "item": item})
+
+    def start_mcp_call(self, server_label: str, name: str, arguments: str, *,
+                       approval_request_id: str | None = None) -> int:
+        """An ``mcp_call`` the run makes without a model turn (an approved ``mcp_approval_request``): announced
+        with its arguments and ``in_progress``; finish it with :meth:`complete_mcp_call`."""
+        self._close_open()
+        item = mcp_call_item(server_label, name, "", approval_request_id)
+        index = self._place(item)
+        self._emit_run({"type": "response.output_item.added", "sequence_number": 0, "output_index": index,
+                        "item": dict(item)})
+        item["arguments"] = arguments
+        if arguments:
+            self._emit_run({"type": "response.mcp_call_arguments.delta", "sequence_number": 0,
+                            "item_id": item["id"], "output_index": index, "delta": arguments})
+        self._emit_run({"type": "response.mcp_call_arguments.done", "sequence_number": 0, "item_id": item["id"],
+                        "output_index": index, "arguments": arguments})
+        self._emit_run({"type": "response.mcp_call.in_progress", "sequence_number": 0, "item_id": item["id"],
+                        "output_index": index})
+        return index
+
+    def complete_mcp_call(self, output_index: int, *, output: str | None = None,
+                          error: str | dict[str, Any] | None = None) -> None:
+        """An MCP call's outcome: ``output``, or ``error`` (a text becomes an ``mcp_tool_execution_error``; pass
+        ``server_tools.mcp_call_error(…, protocol=True)`` for a server that could not be used). Emits
+        ``response.mcp_call.completed`` / ``.failed`` and ``output_item.done``."""
+        reader = self._pending.pop(output_index, None)
+        item = reader.item if reader is not None else self._run_items[output_index]
+        if error is not None:
+            item["error"] = mcp_call_error(error) if isinstance(error, str) else error
+            item["status"] = "failed"
+        else:
+            item["output"] = output if output is not None else ""
+            item["status"] = "completed"
+        self._emit_run({"type": "response.mcp_call.failed" if error is not None else "response.mcp_call.completed",
+                        "sequence_number": 0, "item_id": item["id"], "output_index": output_index})
+        self._emit_run({"type": "response.output_item.done", "sequence_number": 0, "output_index": output_index,
+                        "item": item})
+
+    def complete_web_search(self, output_index: int, *, action: dict[str, Any] | None = None,
+                            failed: bool = False) -> None:
+        """A web search's outcome: its final ``action`` (``web_search_action``: the query, and the sources when
+        asked for); ``response.web_search_call.completed`` and ``output_item.done``, or with ``failed`` only the
+        done item with ``status: failed`` (the SDK has no failed event)."""
+        reader = self._pending.pop(output_index)
+        item = reader.item
+        if action is not None:
+            item["action"] = action
+        item["status"] = "failed" if failed else "completed"
+        if not failed:
+            self._emit_run({"type": "response.web_search_call.completed", "sequence_number": 0,
+                            "item_id": item["id"], "output_index": output_index})
+        self._emit_run({"type": "response.output_item.done", "sequence_number": 0, "output_index": output_index,
+                        "item": item})
+
+    def _settle_pending(self, *, announce: bool) -> None:
+        """Server calls whose outcome never came (the response ends early): ``incomplete``."""
+        pending, self._pending = self._pending, {}
+        for index, reader in sorted(pending.items()):
+            reader.item["status"] = "incomplete"
+            if announce:
+                self._emit_run({"type": "response.output_item.done", "sequence_number": 0, "output_index": index,
+                                "item": reader.item})
 
     # --- closing -------------------------------------------------------------------------------------------------
 
@@ -320,7 +535,7 @@ class OutputBuilder:
         self._pieces = []
         self._part = None
         kind = part["type"]
-        item_id = self._item["id"]  # type: ignore[index]
+        item_id = self._item["id"]
         if kind == "refusal":
             part["refusal"] = text
             done = {"type": "response.refusal.done", "sequence_number": 0, "item_id": item_id,
@@ -329,6 +544,8 @@ class OutputBuilder:
             part["text"] = text
             if kind == "output_text":
                 part["logprobs"] = self._logprobs or []
+                if self.cite is not None:
+                    self._cite(part, text, item_id)
                 done = {"type": "response.output_text.done", "sequence_number": 0, "item_id": item_id,
                         "output_index": self._index, "content_index": self._part_index, "text": text,
                         "logprobs": part["logprobs"]}
@@ -339,8 +556,8 @@ class OutputBuilder:
             self._emit(done)
             self._emit({"type": "response.content_part.done", "sequence_number": 0, "item_id": item_id,
                         "output_index": self._index, "content_index": self._part_index, "part": part})
-        if kind == "reasoning_text" and self._item["summary"]:  # type: ignore[index]
-            summary = self._item["summary"][0]  # type: ignore[index]
+        if kind == "reasoning_text" and self._item["summary"]:
+            summary = self._item["summary"][0]
             summary["text"] = text
             if self._encode is not None:
                 self._emit({"type": "response.reasoning_summary_text.done", "sequence_number": 0,
@@ -348,6 +565,15 @@ class OutputBuilder:
                 self._emit({"type": "response.reasoning_summary_part.done", "sequence_number": 0,
                             "item_id": item_id, "output_index": self._index, "summary_index": 0,
                             "part": summary})
+
+    def _cite(self, part: dict[str, Any], text: str, item_id: str) -> None:
+        """The run's citations of a closing output_text part (``url_citation`` after a web search)."""
+        for annotation in self.cite(text):  # type: ignore[misc]
+            part["annotations"].append(annotation)
+            if self._encode is not None:
+                self._emit({"type": "response.output_text.annotation.added", "sequence_number": 0,
+                            "item_id": item_id, "output_index": self._index, "content_index": self._part_index,
+                            "annotation_index": len(part["annotations"]) - 1, "annotation": annotation})
 
     def _close_open(self, status: str = "completed") -> None:
         kind = self._open
@@ -360,13 +586,12 @@ class OutputBuilder:
         self._close_part()
         item = self._item
         if kind == "message":
-            item["status"] = status  # type: ignore[index]
+            item["status"] = status
         elif kind == "reasoning" and self._seal is not None:
-            item["encrypted_content"] = self._seal(item)  # type: ignore[index]
+            item["encrypted_content"] = self._seal(item)
         if self._encode is not None:
             self._emit({"type": "response.output_item.done", "sequence_number": 0, "output_index": self._index,
                         "item": item})
-        self._item = None
 
     def _close_tool_calls(self, status: str) -> None:
         calls = self._tool_calls
@@ -376,17 +601,23 @@ class OutputBuilder:
                 self._announce_call(call, "")
         for call in sorted(calls.values(), key=lambda c: c.output_index):
             item = call.item
+            assert item is not None, "every call was announced by the loop above"
             arguments = "".join(call.pieces)
+            self._turn_calls.append(TurnCall(call.call_id or "", call.name, arguments,
+                                             self._targets.get(call.name), call.output_index, item, status))
             if call.reader is not None:
                 events = call.reader.close(arguments, status)
+                if call.reader.pending:  # a server call: done when the run reports its outcome
+                    self._pending[call.output_index] = call.reader  # type: ignore[assignment]
                 if self._encode is not None:
                     for event in events:
                         self._emit(event)
-                    self._emit({"type": "response.output_item.done", "sequence_number": 0,
-                                "output_index": call.output_index, "item": item})
+                    if not call.reader.pending:
+                        self._emit({"type": "response.output_item.done", "sequence_number": 0,
+                                    "output_index": call.output_index, "item": item})
                 continue
-            item["arguments"] = arguments  # type: ignore[index]
-            item["status"] = status  # type: ignore[index]
+            item["arguments"] = arguments
+            item["status"] = status
             if self._encode is not None:
                 self._emit({"type": "response.function_call_arguments.done", "sequence_number": 0,
                             "item_id": item["id"], "output_index": call.output_index, "arguments": arguments})
@@ -404,8 +635,9 @@ class OutputBuilder:
         """Close every item and set the terminal status; emits ``response.completed`` or ``.incomplete``."""
         reason = FINISH_INCOMPLETE.get(self.finish_reason or "")
         self._close_open("incomplete" if reason else "completed")
+        self._settle_pending(announce=True)
         response = self.response
-        response["usage"] = convert_usage(self.usage)
+        response["usage"] = convert_usage(self.total_usage)
         if reason:
             response["status"] = "incomplete"
             response["incomplete_details"] = {"reason": reason}
@@ -422,13 +654,14 @@ class OutputBuilder:
         if self._open == "tools":  # a call still waiting for its name was never announced: leave it out
             self._tool_calls = {index: call for index, call in self._tool_calls.items() if call.item is not None}
         self._close_open("incomplete")
+        self._settle_pending(announce=False)
         self._encode = encode
         response = self.response
         response["status"] = "failed"
         response["completed_at"] = None  # finish() may have run before a late failure (the store refused it)
         response["incomplete_details"] = None
         response["error"] = {"code": code, "message": message}
-        response["usage"] = convert_usage(self.usage)
+        response["usage"] = convert_usage(self.total_usage)
         self.lifecycle("response.failed")
 
     def cancel(self) -> None:
@@ -438,13 +671,14 @@ class OutputBuilder:
         if self._open == "tools":
             self._tool_calls = {index: call for index, call in self._tool_calls.items() if call.item is not None}
         self._close_open("incomplete")
+        self._settle_pending(announce=False)
         self._encode = encode
         response = self.response
         response["status"] = "cancelled"
         response["completed_at"] = None
         response["incomplete_details"] = None
         response["error"] = None
-        response["usage"] = convert_usage(self.usage)
+        response["usage"] = convert_usage(self.total_usage)
         self.lifecycle("response.cancelled")
 
 

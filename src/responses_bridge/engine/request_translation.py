@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Collection
 from typing import Any
 
 import orjson
@@ -14,17 +15,19 @@ import orjson
 from ..protocol.errors import invalid_request
 from ..protocol.request import ResponsesRequest
 from .options import EngineOptions
-from .tools import CUSTOM_INPUT, ToolPlan, loaded_tools, plan_tools
+from .tools import CUSTOM_INPUT, WEB_SEARCH_TYPES, ToolPlan, loaded_tools, plan_tools
 
 # Media types whose file_data is sent to the model as text: every backend reads text, few read files.
 _TEXT_MEDIA_PREFIXES = ("text/", "application/json", "application/xml", "application/x-yaml", "application/yaml")
 _TEXT_FILE_SUFFIXES = (".txt", ".md", ".csv", ".json", ".xml", ".yaml", ".yml", ".py", ".log", ".html", ".tsv")
 
 
-def plan_request_tools(request: ResponsesRequest, history: list[dict[str, Any]], options: EngineOptions) -> ToolPlan:
-    """The tools this request offers: its own, plus those earlier ``tool_search_output`` items loaded."""
+def plan_request_tools(request: ResponsesRequest, history: list[dict[str, Any]], options: EngineOptions,
+                       served: Collection[str] = ()) -> ToolPlan:
+    """The tools this request offers: its own, plus those earlier ``tool_search_output`` items loaded.
+    ``served``: the server-side tool types the caller's tool loop runs (``tools.SERVED_TOOL_TYPES``)."""
     return plan_tools(request.params.tools, options.unsupported_tools,
-                      loaded=loaded_tools(history, request.input_items) or None)
+                      loaded=loaded_tools(history, request.input_items) or None, served=served)
 
 
 def build_chat_request(
@@ -80,9 +83,13 @@ def items_to_messages(items: list[dict[str, Any]], messages: list[dict[str, Any]
     """Append the chat messages for ``items``; consecutive assistant output folds into one assistant message,
     because Chat Completions carries text and tool calls of one turn on a single message. Calls of every
     client-executed kind become tool calls of the function they were offered as (``plan``), their outputs
-    tool messages."""
+    tool messages. Items of the tool loop replay the same way: an ``mcp_call`` or ``web_search_call`` is a tool
+    call followed at once by its result (the MCP output or error, the search's sources; stored output does not
+    mark where one turn ended, so calls are never folded across their results); ``mcp_list_tools`` and
+    ``mcp_approval_request`` / ``mcp_approval_response`` items are not for the model."""
     plan = plan or _NO_TOOLS
     pending_reasoning: str | None = None
+    server_search_id: str | None = None
     for item in items:
         kind = item["type"]
         if kind == "message":
@@ -96,21 +103,31 @@ def items_to_messages(items: list[dict[str, Any]], messages: list[dict[str, Any]
                 messages.append({"role": role, "content": _user_content(item["content"])})
         elif kind in _CALL_KINDS:
             name, arguments = _call_of(item, plan)
+            call_id = item.get("call_id") or item["id"]
+            if kind == "tool_search_call":
+                server_search_id = call_id
             message = _assistant_message(messages, fresh=False)
             message.setdefault("tool_calls", []).append({
-                "id": item["call_id"],
+                "id": call_id,
                 "type": "function",
                 "function": {"name": name, "arguments": arguments},
             })
         elif kind in _OUTPUT_KINDS:
-            messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": _output_of(item)})
+            call_id = item.get("call_id") or server_search_id  # a server tool search's output may have none
+            messages.append({"role": "tool", "tool_call_id": call_id, "content": _output_of(item)})
+        elif kind in _SERVER_CALL_KINDS:
+            call_id, name, arguments, output = _server_call_of(item, plan)
+            message = _assistant_message(messages, fresh=False)
+            message.setdefault("tool_calls", []).append({
+                "id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}})
+            messages.append({"role": "tool", "tool_call_id": call_id, "content": output})
         elif kind == "reasoning":
             if options.reasoning_history == "reasoning_content":
                 text = "".join(part["text"] for part in item.get("content") or item.get("summary") or [])
                 pending_reasoning = (pending_reasoning or "") + text
             continue
-        else:  # stored history only ever holds the kinds above; anything else is not for the model
-            continue
+        else:  # mcp_list_tools (its tools are offered as tools), approval requests and responses (the run acts on
+            continue  # them), and anything else stored history may hold: not for the model
         if pending_reasoning and messages and messages[-1]["role"] == "assistant":
             messages[-1]["reasoning_content"] = pending_reasoning
             pending_reasoning = None
@@ -120,6 +137,43 @@ _NO_TOOLS = ToolPlan()
 _CALL_KINDS = frozenset({"function_call", "custom_tool_call", "shell_call", "apply_patch_call", "tool_search_call"})
 _OUTPUT_KINDS = frozenset({"function_call_output", "custom_tool_call_output", "shell_call_output",
                            "apply_patch_call_output", "tool_search_output"})
+_SERVER_CALL_KINDS = frozenset({"mcp_call", "web_search_call"})
+
+
+def _server_call_of(item: dict[str, Any], plan: ToolPlan) -> tuple[str, str, str, str]:
+    """A replayed ``mcp_call`` / ``web_search_call`` as (call id, upstream name, arguments, tool message text).
+    Neither item has a call id of its own: the item id stands in for it."""
+    if item["type"] == "mcp_call":
+        name = plan.upstream_name("mcp", item["name"], item["server_label"])
+        return item["id"], name, item.get("arguments") or "{}", mcp_result_text(item.get("output"),
+                                                                                  item.get("error"))
+    action = item.get("action") or {}
+    query = action.get("query") or " ".join(action.get("queries") or ()) or action.get("url") or ""
+    if item.get("status") == "failed":
+        text = "The web search failed."
+    else:
+        sources = [source.get("url") for source in action.get("sources") or () if isinstance(source, dict)]
+        text = ("Web search results (sources): " + ", ".join(str(url) for url in sources) if sources
+                else "The web search was made; its results are not kept.")
+    return item["id"], plan.upstream_name("web_search"), orjson.dumps({"query": query}).decode(), text
+
+
+def mcp_result_text(output: str | None, error: Any) -> str:
+    """What the model reads of an MCP call: its output, or its error's text."""
+    if error:
+        if isinstance(error, dict):
+            texts = [part.get("text") for part in error.get("content") or () if isinstance(part, dict)]
+            message = error.get("message") or "".join(text for text in texts if isinstance(text, str))
+        else:
+            message = str(error)
+        return f"Error: {message or 'the tool call failed.'}"
+    return output if output is not None else "The tool call did not complete."
+
+
+def tool_search_result_text(tools: list[dict[str, Any]]) -> str:
+    """What the model reads of a tool search: the names of the tools it loaded (offered from the next turn)."""
+    names = [tool.get("name") or tool.get("type") for tool in tools]
+    return "Tools loaded: " + (", ".join(str(name) for name in names) if names else "none")
 
 
 def _call_of(item: dict[str, Any], plan: ToolPlan) -> tuple[str, str]:
@@ -148,8 +202,7 @@ def _output_of(item: dict[str, Any]) -> str | list[dict[str, Any]]:
     if kind == "apply_patch_call_output":
         text = item.get("output") or ""
         return f"{item['status']}: {text}" if text else item["status"]
-    names = [tool.get("name") or tool.get("type") for tool in item.get("tools") or ()]
-    return "Tools loaded: " + (", ".join(str(name) for name in names) if names else "none")
+    return tool_search_result_text(item.get("tools") or [])
 
 
 def _shell_output(chunks: list[dict[str, Any]]) -> str:
@@ -193,7 +246,8 @@ def _fill_assistant(message: dict[str, Any], parts: list[dict[str, Any]]) -> Non
 
 def _user_content(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
     if len(parts) == 1 and parts[0]["type"] in ("input_text", "output_text"):
-        return parts[0]["text"]  # a plain string is what every chat template accepts
+        text: str = parts[0]["text"]
+        return text  # a plain string is what every chat template accepts
     return [_chat_part(part) for part in parts]
 
 
@@ -247,7 +301,9 @@ def _split_data_url(data: str) -> tuple[str | None, str]:
 def _is_text(media_type: str | None, filename: str | None) -> bool:
     if media_type:
         return media_type.startswith(_TEXT_MEDIA_PREFIXES)
-    return bool(filename) and filename.lower().endswith(_TEXT_FILE_SUFFIXES)
+    if not filename:
+        return False
+    return filename.lower().endswith(_TEXT_FILE_SUFFIXES)
 
 
 def _tool_output(output: str | list[dict[str, Any]]) -> str | list[dict[str, Any]]:
@@ -262,24 +318,64 @@ def _tool_output(output: str | list[dict[str, Any]]) -> str | list[dict[str, Any
 
 
 def _add_tools(body: dict[str, Any], request: ResponsesRequest, plan: ToolPlan) -> None:
-    p = request.params
+    set_turn_tools(body, request.params.tool_choice, request.params.parallel_tool_calls, plan, first=True)
+
+
+def set_turn_tools(body: dict[str, Any], tool_choice: Any, parallel_tool_calls: bool | None, plan: ToolPlan, *,
+                   first: bool) -> None:
+    """Set (or leave out) ``tools``, ``tool_choice`` and ``parallel_tool_calls`` of one turn's chat body.
+
+    A forced choice (``required``, a named tool, a server tool: ``{"type": "mcp", "server_label"[, "name"]}``,
+    ``{"type": "web_search"}``, ``{"type": "tool_search"}``) holds for the first turn only; the tool loop's
+    later turns are ``auto``, so the model can answer after the forced call (``none`` stays ``none``). Forcing an
+    MCP server without a tool name offers only that server's tools in the first turn, with ``required``."""
     tools = plan.functions  # namespaces flattened, client tools as functions, hosted tools dropped
-    choice = p.tool_choice
+    choice = tool_choice
+    for key in ("tools", "tool_choice", "parallel_tool_calls"):
+        body.pop(key, None)
     if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
         allowed = {_choice_name(t, plan) for t in choice.get("tools") or [] if isinstance(t, dict)}
         tools = [tool for tool in tools if tool["name"] in allowed]
         choice = choice.get("mode") or "auto"
     if isinstance(choice, dict) and choice.get("type") in ("custom", "shell", "apply_patch"):
         choice = {"type": "function", "name": _choice_name(choice, plan)}
+    if isinstance(choice, dict) and choice.get("type") in _SERVER_CHOICES:
+        choice, only = _server_choice(choice, plan)
+        if only is not None and first:
+            tools = [tool for tool in tools if tool["name"] in only]
     if isinstance(choice, dict) and choice.get("type") not in ("function", "allowed_tools"):
         choice = "auto" if tools else None  # a dropped hosted tool's choice: let the model pick among the rest
+    if not first and choice is not None and choice != "none":
+        choice = "auto"
     if not tools:
         return  # an empty tools list (or tool_choice without tools) is rejected by OpenAI-compatible servers
     body["tools"] = [_chat_tool(tool) for tool in tools]
     if choice is not None:
         body["tool_choice"] = _chat_tool_choice(choice)
-    if p.parallel_tool_calls is not None:
-        body["parallel_tool_calls"] = p.parallel_tool_calls
+    if parallel_tool_calls is not None:
+        body["parallel_tool_calls"] = parallel_tool_calls
+
+
+_SERVER_CHOICES = frozenset({"mcp", "tool_search", *WEB_SEARCH_TYPES})
+
+
+def _server_choice(choice: dict[str, Any], plan: ToolPlan) -> tuple[Any, set[str] | None]:
+    """A server tool's ``tool_choice`` as (a chat choice, the only tools to offer with it or None). A server
+    tool this plan does not offer leaves the choice to the model (``auto``), like a dropped hosted tool."""
+    if choice["type"] == "mcp":
+        label = choice.get("server_label")
+        names = plan.server_names("mcp", label if isinstance(label, str) else None)
+        if isinstance(choice.get("name"), str):
+            names = [name for name in names if plan.targets[name].name == choice["name"]]
+    elif choice["type"] == "tool_search":
+        names = plan.server_names("server_tool_search")
+    else:
+        names = plan.server_names("web_search")
+    if len(names) == 1:
+        return {"type": "function", "name": names[0]}, None
+    if names:
+        return "required", set(names)
+    return "auto", None
 
 
 def _choice_name(choice: dict[str, Any], plan: ToolPlan) -> str | None:

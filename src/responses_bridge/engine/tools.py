@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -77,21 +78,47 @@ CUSTOM_INPUT = "input"
 @dataclass(frozen=True, slots=True)
 class CallTarget:
     """What a call of one upstream function name becomes: ``kind`` is the output item's tool kind
-    (``function``, ``custom``, ``shell``, ``apply_patch``, ``tool_search``); ``name`` / ``namespace`` are the
-    client's names for a function or custom tool."""
+    (``function``, ``custom``, ``shell``, ``apply_patch``, ``tool_search``, or one of :data:`SERVER_KINDS`);
+    ``name`` / ``namespace`` are the client's names for a function or custom tool, or the MCP tool's name and
+    its server's label (``namespace``); ``approval``: an MCP call that needs the client's approval first."""
 
     kind: str
     name: str | None = None
     namespace: str | None = None
+    approval: bool = False
+
+    @property
+    def server(self) -> bool:
+        """Is this a tool the bridge runs itself (the tool loop), rather than one the client runs?"""
+        return self.kind in SERVER_KINDS
+
+
+SERVER_KINDS = frozenset({"mcp", "web_search", "server_tool_search"})
+"""Call targets the bridge runs: an MCP server's tool, the web search, the server-side tool search."""
+WEB_SEARCH_TYPES = frozenset({"web_search", "web_search_2025_08_26", "web_search_preview",
+                              "web_search_preview_2025_03_11"})
+SERVED_TOOL_TYPES = frozenset({"mcp", "tool_search", *WEB_SEARCH_TYPES})
+"""Request tool types a tool loop can serve (``plan_tools(served=…)``); ``tool_search`` only with execution
+``server`` or unset."""
+
+WEB_SEARCH_NAME = "web_search"
+WEB_SEARCH_DESCRIPTION = ("Searches the web and returns numbered sources (title, URL, excerpt). Use it for current "
+                          "events and facts you are not sure of; cite the sources you use.")
+WEB_SEARCH_PARAMETERS: dict[str, Any] = {
+    "type": "object",
+    "properties": {"query": {"type": "string", "description": "The search query."}},
+    "required": ["query"],
+}
+_EMPTY_SCHEMA: dict[str, Any] = {"type": "object", "properties": {}}
 
 _warned: set[str] = set()
 
 try:  # metrics are optional: the engine works without prometheus-client
     from prometheus_client import Counter
 
-    DROPPED = Counter("responses_bridge_unsupported_tools_dropped",
-                      "Server-side tools left out of requests because this deployment cannot run them",
-                      ["tool_type"])
+    DROPPED: Counter | None = Counter("responses_bridge_unsupported_tools_dropped",
+                                      "Server-side tools left out of requests because this deployment cannot run them",
+                                      ["tool_type"])
 except ImportError:  # pragma: no cover
     DROPPED = None
 
@@ -120,25 +147,122 @@ class ToolPlan:
         found = self.names.get((kind, namespace, name))
         if found is not None:
             return found
-        if kind == "function" and namespace:
+        if kind in ("function", "mcp") and namespace:
             return flat_name(namespace, name or "")
         return name or kind
 
+    # --- tools the run serves (the tool loop adds them once it knows them) ---------------------------------------
+
+    def _taken(self) -> set[str]:
+        return {function["name"] for function in self.functions}
+
+    def add_mcp_tools(self, server_label: str, tools: Iterable[Mapping[str, Any]], *,
+                      approval: Collection[str] = ()) -> list[str]:
+        """Offer an MCP server's listed tools (``mcp_list_tools.tools`` entries: ``name``, ``description``,
+        ``input_schema``) as functions named ``<server_label>__<tool>`` (shortened like namespaced functions,
+        and made unique against every name already offered). ``approval``: the tools whose calls need the
+        client's approval (``require_approval``); their calls become ``mcp_approval_request`` items.
+        Returns the flat names, in the order of ``tools``."""
+        taken = self._taken()
+        names: list[str] = []
+        for tool in tools:
+            name = tool.get("name")
+            if not isinstance(name, str) or not name:
+                continue
+            key = ("mcp", server_label, name)
+            if key in self.names:
+                names.append(self.names[key])
+                continue
+            flat = flat_name(server_label, name)
+            if flat in taken:
+                flat = _unique(flat, taken)
+            taken.add(flat)
+            self.names[key] = flat
+            self.targets[flat] = CallTarget("mcp", name, server_label, approval=name in approval)
+            schema = tool.get("input_schema")
+            function: dict[str, Any] = {"type": "function", "name": flat,
+                                        "parameters": dict(schema) if isinstance(schema, Mapping) else _EMPTY_SCHEMA}
+            if isinstance(tool.get("description"), str):
+                function["description"] = tool["description"]
+            self.functions.append(function)
+            names.append(flat)
+        return names
+
+    def add_web_search(self) -> str:
+        """Offer the web search as a function (``{"query"}``); its calls become ``web_search_call`` items."""
+        key = ("web_search", None, None)
+        if key in self.names:
+            return self.names[key]
+        name = _unique(WEB_SEARCH_NAME, self._taken())
+        self.names[key] = name
+        self.targets[name] = CallTarget("web_search")
+        self.functions.append({"type": "function", "name": name, "description": WEB_SEARCH_DESCRIPTION,
+                               "parameters": WEB_SEARCH_PARAMETERS})
+        return name
+
+    def add_server_tool_search(self, function: Mapping[str, Any]) -> str:
+        """Offer the server-side tool search (``function``: the Responses-shaped function the run made for it);
+        its calls become ``tool_search_call`` items with ``execution: "server"``."""
+        key = ("tool_search", None, None)
+        if key in self.names:
+            return self.names[key]
+        name = _unique(str(function.get("name") or "tool_search"), self._taken())
+        self.names[key] = name
+        self.targets[name] = CallTarget("server_tool_search")
+        self.functions.append(dict(function, type="function", name=name))
+        return name
+
+    def add_loaded_tools(self, tools: Iterable[Mapping[str, Any]]) -> list[str]:
+        """Offer the tools a server-side tool search found (its ``tool_search_output.tools``), from the next turn
+        on, as a plan made with them among ``loaded`` would; ``targets`` is changed in place, so an output builder
+        reading this plan's targets reads their calls. Returns the names newly offered."""
+        extra = plan_tools(None, loaded=[dict(tool) for tool in tools if isinstance(tool, Mapping)])
+        offered = self._taken()
+        added: list[str] = []
+        for function in extra.functions:
+            if function["name"] not in offered:
+                offered.add(function["name"])
+                self.functions.append(function)
+                added.append(function["name"])
+        for name, target in extra.targets.items():
+            self.targets.setdefault(name, target)
+        for name, pair in extra.namespaced.items():
+            self.namespaced.setdefault(name, pair)
+        for key, name in extra.names.items():
+            self.names.setdefault(key, name)
+        return added
+
+    def server_names(self, kind: str, namespace: str | None = None) -> list[str]:
+        """The flat names offered for server tools of ``kind`` (of one MCP server, when ``namespace`` is given)."""
+        return [name for name, target in self.targets.items()
+                if target.kind == kind and (namespace is None or target.namespace == namespace)]
+
 
 def plan_tools(tools: list[dict[str, Any]] | None, policy: UnsupportedPolicy = "drop",
-               loaded: list[dict[str, Any]] | None = None) -> ToolPlan:
-    """``loaded``: tools returned by ``tool_search_output`` items (offered, deferred or not)."""
+               loaded: list[dict[str, Any]] | None = None, served: Collection[str] = ()) -> ToolPlan:
+    """``loaded``: tools returned by ``tool_search_output`` items (offered, deferred or not). ``served``: the
+    server-side tool types the caller's tool loop runs (from :data:`SERVED_TOOL_TYPES`); they are neither
+    dropped nor refused here, and the loop adds what the model is offered for them (``ToolPlan.add_*``).
+    With a served server-side ``tool_search``, functions marked ``defer_loading`` (also inside a namespace)
+    are offered only once a ``tool_search_output`` loaded them."""
     plan = ToolPlan()
     unsupported: list[str] = []
     tools = list(tools or ())
     client_search = any(tool.get("type") == "tool_search" and tool.get("execution") == "client" for tool in tools)
+    server_search = "tool_search" in served and any(
+        tool.get("type") == "tool_search" and tool.get("execution") in (None, "server") for tool in tools)
     loaded_names = {tool.get("name") for tool in loaded or () if isinstance(tool, dict)}
     taken = _plain_names(tools) | _plain_names(loaded or [])
-    for tool in [*tools, *(tool for tool in loaded or () if isinstance(tool, dict))]:
+    given = len(tools)
+    for position, tool in enumerate([*tools, *(tool for tool in loaded or () if isinstance(tool, dict))]):
         kind = tool.get("type")
-        if kind in ("function", "custom", "namespace") and client_search and tool.get("defer_loading") is True \
-                and tool.get("name") not in loaded_names:
-            continue  # discovered through the client's tool search first
+        if kind in ("function", "custom", "namespace") and (client_search or server_search) \
+                and tool.get("defer_loading") is True and tool.get("name") not in loaded_names:
+            continue  # discovered through the tool search first
+        if kind == "namespace" and server_search and position < given:
+            inner_tools = [inner for inner in tool.get("tools") or ()
+                           if not (isinstance(inner, dict) and inner.get("defer_loading") is True)]
+            tool = dict(tool, tools=inner_tools)  # its deferred functions come with a tool_search_output
         if kind == "function":
             if ("function", None, tool["name"]) not in plan.names:
                 plan.functions.append(tool)
@@ -161,6 +285,8 @@ def plan_tools(tools: list[dict[str, Any]] | None, policy: UnsupportedPolicy = "
             _add_custom(plan, tool, taken, None)
         elif kind in ("shell", "apply_patch") or (kind == "tool_search" and tool.get("execution") == "client"):
             _add_builtin(plan, tool, taken)
+        elif kind in served:
+            continue  # the tool loop runs it
         elif isinstance(kind, str) and kind not in unsupported:
             unsupported.append(kind)
     if unsupported:
@@ -273,7 +399,8 @@ def namespace_map(tools: list[dict[str, Any]] | None) -> dict[str, tuple[str, st
 
 def upstream_name(item: dict[str, Any]) -> str:
     """The name a replayed ``function_call`` item had upstream."""
+    name: str = item["name"]
     namespace = item.get("namespace")
     if namespace:
-        return flat_name(namespace, item["name"])
-    return item["name"]
+        return flat_name(namespace, name)
+    return name

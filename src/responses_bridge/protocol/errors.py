@@ -65,3 +65,15 @@ def invalid_request(message: str, *, param: str | None = None, code: str | None 
 
 def not_found(message: str, *, param: str | None = None, code: str | None = None) -> APIError:
     return APIError(404, message, param=param, code=code)
+
+
+def shutting_down() -> APIError:
+    """What a request arriving while the sidecar drains gets, on either door."""
+    return APIError(503, "The server is shutting down and takes no new requests; retry on another instance.",
+                    type="server_error", code="server_shutting_down")
+
+
+def shut_down_mid_response() -> APIError:
+    """What a response still running at the drain deadline ends with (``response.failed``), on either door."""
+    return APIError(503, "The server is shutting down: this response was ended before it completed.",
+                    type="server_error", code="server_shutdown")

@@ -11,6 +11,7 @@ discriminated union, and because the normalised form is what gets stored and lis
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -94,6 +95,12 @@ class ResponsesRequest:
     def model(self) -> str:
         return self.params.model or ""
 
+    @property
+    def approval_responses(self) -> dict[str, dict[str, Any]]:
+        """The input's ``mcp_approval_response`` items by ``approval_request_id``: the tool loop runs (``approve``)
+        or skips the approved or refused MCP calls before the model's next turn."""
+        return tool_items.approval_responses(self.input_items)
+
 
 def parse_json_object(body: bytes) -> dict[str, Any]:
     """A request body that must be a JSON object; anything else is a 400, never an exception of another kind."""
@@ -137,7 +144,8 @@ def _validation_error(exc: ValidationError) -> APIError:
     param = _loc_to_param(first.get("loc", ()))
     message = first.get("msg", "Invalid value")
     kind = first.get("type", "")
-    code = "invalid_type" if kind.endswith("_type") or kind in {"model_attributes_type", "dict_type"} else "invalid_value"
+    code = ("invalid_type" if kind.endswith("_type") or kind in {"model_attributes_type", "dict_type"}
+            else "invalid_value")
     return invalid_request(f"Invalid value for '{param}': {message}.", param=param, code=code)
 
 
@@ -337,7 +345,8 @@ def _normalize_item(item: Any, param: str) -> dict[str, Any]:
         f"Unsupported input item type '{kind}' at '{param}'. Supported: message, function_call, "
         "function_call_output, reasoning, compaction, compaction_trigger, custom_tool_call, "
         "custom_tool_call_output, shell_call, shell_call_output, apply_patch_call, apply_patch_call_output, "
-        "tool_search_call, tool_search_output.",
+        "tool_search_call, tool_search_output, mcp_call, mcp_list_tools, mcp_approval_request, "
+        "mcp_approval_response, web_search_call.",
         param=f"{param}.type",
         code="unsupported_item_type",
     )
@@ -369,7 +378,7 @@ def _require_str(item: dict[str, Any], key: str, param: str) -> str:
     return value
 
 
-def _optional_id(item: dict[str, Any], param: str, make: Any) -> str:
+def _optional_id(item: dict[str, Any], param: str, make: Callable[[], str]) -> str:
     value = item.get("id")
     if value is None or value == "":
         return make()
@@ -436,7 +445,7 @@ def _normalize_part(part: Any, param: str, role: str) -> dict[str, Any]:
         detail = part.get("detail") if part.get("detail") in ("low", "high", "auto") else "auto"
         return {"type": "input_image", "image_url": url, "detail": detail}
     if kind == "input_file":
-        normalized: dict[str, Any] = {"type": "input_file"}
+        normalized = {"type": "input_file"}
         for key in ("filename", "file_data", "file_url"):
             value = part.get(key)
             if value is not None:

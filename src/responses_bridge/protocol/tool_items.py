@@ -2,9 +2,10 @@
 
 ``custom_tool_call`` / ``custom_tool_call_output``, ``shell_call`` / ``shell_call_output``, ``apply_patch_call`` /
 ``apply_patch_call_output``, ``tool_search_call`` / ``tool_search_output`` (shapes of the ``openai`` SDK's
-``ResponseInputItemParam``), and Codex's ``compaction_trigger``. Each is normalised to the shape the bridge
-emits for it, so a stored item, an echoed item and a replayed item look the same; the engine turns them into
-chat tool calls and tool messages (engine/request_translation.py).
+``ResponseInputItemParam``), Codex's ``compaction_trigger``, and the items of the server-side tool loop
+(``mcp_call``, ``mcp_list_tools``, ``mcp_approval_request``, ``mcp_approval_response``, ``web_search_call``).
+Each is normalised to the shape the bridge emits for it, so a stored item, an echoed item and a replayed item look
+the same; the engine turns them into chat tool calls and tool messages (engine/request_translation.py).
 """
 
 from __future__ import annotations
@@ -146,8 +147,15 @@ def tool_search_call(item: dict[str, Any], param: str) -> dict[str, Any]:
             arguments = {"query": arguments}
     if arguments is None:
         arguments = {}
-    return {"type": "tool_search_call", "id": _id(item, param, "tsc"), "call_id": _str(item, "call_id", param),
-            "execution": "client", "arguments": arguments, "status": _status(item)}
+    execution = _execution(item)
+    return {"type": "tool_search_call", "id": _id(item, param, "tsc"),
+            "call_id": _str(item, "call_id", param, required=execution == "client"),
+            "execution": execution, "arguments": arguments, "status": _status(item)}
+
+
+def _execution(item: dict[str, Any]) -> str:
+    """``server`` for the items of a tool search the bridge ran (their call id may be null), else ``client``."""
+    return "server" if item.get("execution") == "server" else "client"
 
 
 def tool_search_output(item: dict[str, Any], param: str) -> dict[str, Any]:
@@ -156,8 +164,73 @@ def tool_search_output(item: dict[str, Any], param: str) -> dict[str, Any]:
                                               for tool in tools):
         raise invalid_request(f"Invalid type for '{param}.tools': expected an array of tools.",
                               param=f"{param}.tools", code="invalid_type")
-    return {"type": "tool_search_output", "id": _id(item, param, "tso"), "call_id": _str(item, "call_id", param),
-            "execution": "client", "tools": tools, "status": _status(item)}
+    execution = _execution(item)
+    return {"type": "tool_search_output", "id": _id(item, param, "tso"),
+            "call_id": _str(item, "call_id", param, required=execution == "client"),
+            "execution": execution, "tools": tools, "status": _status(item)}
+
+
+# --- items of the server-side tool loop (sent back as input, or replayed from a stored response) ------------------
+
+
+def _object_or_none(item: dict[str, Any], key: str, param: str) -> Any:
+    value = item.get(key)
+    if value is not None and not isinstance(value, (dict, str)):
+        raise invalid_request(f"Invalid type for '{param}.{key}': expected an object.", param=f"{param}.{key}",
+                              code="invalid_type")
+    return value
+
+
+def mcp_call(item: dict[str, Any], param: str) -> dict[str, Any]:
+    status = item.get("status")
+    return {"type": "mcp_call", "id": _id(item, param, "mcp"), "server_label": _str(item, "server_label", param),
+            "name": _str(item, "name", param), "arguments": _str(item, "arguments", param, required=False) or "",
+            "output": _str(item, "output", param, required=False), "error": _object_or_none(item, "error", param),
+            "status": status if status in ("in_progress", "completed", "incomplete", "calling", "failed")
+            else "completed",
+            "approval_request_id": _str(item, "approval_request_id", param, required=False)}
+
+
+def mcp_list_tools(item: dict[str, Any], param: str) -> dict[str, Any]:
+    tools = item.get("tools")
+    if not isinstance(tools, list) or not all(isinstance(tool, dict) and isinstance(tool.get("name"), str)
+                                              for tool in tools):
+        raise invalid_request(f"Invalid type for '{param}.tools': expected an array of tools with names.",
+                              param=f"{param}.tools", code="invalid_type")
+    return {"type": "mcp_list_tools", "id": _id(item, param, "mcpl"),
+            "server_label": _str(item, "server_label", param), "tools": tools,
+            "error": _str(item, "error", param, required=False)}
+
+
+def mcp_approval_request(item: dict[str, Any], param: str) -> dict[str, Any]:
+    return {"type": "mcp_approval_request", "id": _id(item, param, "mcpr"),
+            "server_label": _str(item, "server_label", param), "name": _str(item, "name", param),
+            "arguments": _str(item, "arguments", param, required=False) or ""}
+
+
+def mcp_approval_response(item: dict[str, Any], param: str) -> dict[str, Any]:
+    approve = item.get("approve")
+    if not isinstance(approve, bool):
+        raise invalid_request(f"Missing or invalid '{param}.approve': expected a boolean.", param=f"{param}.approve",
+                              code="invalid_type" if approve is not None else "missing_required_parameter")
+    return {"type": "mcp_approval_response", "id": _id(item, param, "mcpa"),
+            "approval_request_id": _str(item, "approval_request_id", param), "approve": approve,
+            "reason": _str(item, "reason", param, required=False)}
+
+
+def web_search_call(item: dict[str, Any], param: str) -> dict[str, Any]:
+    action = item.get("action")
+    if not isinstance(action, dict) or not isinstance(action.get("type"), str):
+        raise invalid_request(f"Missing or invalid '{param}.action': expected an object with a 'type'.",
+                              param=f"{param}.action")
+    return {"type": "web_search_call", "id": _id(item, param, "ws"), "action": action,
+            "status": _status(item, ("in_progress", "searching", "completed", "failed", "incomplete"))}
+
+
+def approval_responses(items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The ``mcp_approval_response`` items among ``items``, by the ``approval_request_id`` they answer (the
+    last answer wins): what the tool loop runs or skips before the model's next turn."""
+    return {item["approval_request_id"]: item for item in items if item.get("type") == "mcp_approval_response"}
 
 
 def compaction_trigger(item: dict[str, Any], param: str) -> dict[str, Any]:
@@ -173,5 +246,10 @@ NORMALIZERS: dict[str, Callable[[dict[str, Any], str], dict[str, Any]]] = {
     "tool_search_call": tool_search_call,
     "tool_search_output": tool_search_output,
     "compaction_trigger": compaction_trigger,
+    "mcp_call": mcp_call,
+    "mcp_list_tools": mcp_list_tools,
+    "mcp_approval_request": mcp_approval_request,
+    "mcp_approval_response": mcp_approval_response,
+    "web_search_call": web_search_call,
 }
 """Item type → normaliser; ``custom_tool_call_output`` is normalised like ``function_call_output``."""

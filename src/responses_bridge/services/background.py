@@ -14,7 +14,7 @@ the whole stream, and ``GET /v1/responses/{id}`` never says ``completed`` before
 
 Lifecycle in the store: ``queued`` (written before the POST is answered), ``in_progress`` (when the upstream
 answers), then ``completed`` / ``incomplete`` / ``failed`` / ``cancelled``. A process that dies mid-run leaves
-``queued``/``in_progress`` rows; the next start marks them ``failed`` (``SQLiteEventLog.fail_interrupted``).
+``queued``/``in_progress`` rows; the next start marks them ``failed`` (:func:`fail_interrupted`).
 
 A terminal save that fails (the store is full, locked, broken) must not leave the row ``in_progress``: the run
 ends for its readers at once (in memory, with the response run's ``response.failed``), and then keeps retrying, with
@@ -25,12 +25,13 @@ stored (a ``response.completed`` whose save failed) are taken back first, so a r
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
 import structlog
 
+from ..engine.sse import encode_event
 from ..engine.wire import UpstreamRequest
 from ..protocol.errors import APIError, not_found
 from ..run.response_run import ResponseRun
@@ -46,6 +47,10 @@ SETTLE_FIRST_DELAY = 0.05
 SETTLE_MAX_DELAY = 5.0
 _TERMINAL = ("completed", "incomplete", "failed", "cancelled")
 
+INTERRUPTED_CODE = "server_restarted"
+INTERRUPTED_MESSAGE = ("The server restarted before this background response completed; it was not finished and "
+                       "will not be resumed.")
+
 
 def split_frames(data: bytes) -> list[bytes]:
     """SSE bytes from the response run into single event frames (``[DONE]`` dropped). Our frames are
@@ -53,6 +58,28 @@ def split_frames(data: bytes) -> list[bytes]:
     if not data:
         return []
     return [part + b"\n\n" for part in data.split(b"\n\n") if part and part != b"data: [DONE]"]
+
+
+def terminal_frame(event_type: str, response: dict) -> Callable[[int], bytes]:
+    """The frame that ends a stored stream with ``response``, for the sequence number the event log assigns."""
+    return lambda sequence_number: encode_event(
+        {"type": event_type, "sequence_number": sequence_number, "response": response})
+
+
+async def fail_interrupted(events: SQLiteEventLog) -> list[str]:
+    """Mark every response still ``queued``/``in_progress`` as failed, and end its event stream with
+    ``response.failed``: called at startup, when no run of this process can be going on. Returns their ids."""
+    failed: list[str] = []
+    for response in await events.unfinished():
+        response["status"] = "failed"
+        response["completed_at"] = None
+        response["error"] = {"code": INTERRUPTED_CODE, "message": INTERRUPTED_MESSAGE}
+        for item in response.get("output") or ():
+            if isinstance(item, dict) and item.get("status") == "in_progress":
+                item["status"] = "incomplete"
+        await events.end_response(response, terminal_frame("response.failed", response))
+        failed.append(response["id"])
+    return failed
 
 
 class BackgroundRun:
@@ -211,7 +238,7 @@ class BackgroundRun:
 
     async def _settle(self) -> None:
         """Retry, with backoff, until the run's terminal state and its events are stored. Stopped only by
-        shutdown (the next start then marks the row failed, see ``SQLiteEventLog.fail_interrupted``)."""
+        shutdown (the next start then marks the row failed, see :func:`fail_interrupted`)."""
         delay = SETTLE_FIRST_DELAY
         start = self._tentative if self._tentative is not None else self.saved
         while True:
@@ -314,7 +341,8 @@ class BackgroundService:
             return response
         if status in ("queued", "in_progress"):  # no run for it in this process (should not happen): close it
             response["status"] = "cancelled"
-            await self.events.end_response(response, "response.cancelled")  # with a terminal event: replays end
+            # with a terminal event: replays end
+            await self.events.end_response(response, terminal_frame("response.cancelled", response))
             return response
         raise APIError(400, f"Cannot cancel a {status} response.", param="response_id", code="invalid_request")
 

@@ -14,6 +14,7 @@ from .. import ids
 from ..protocol.errors import APIError, invalid_request, not_found
 from ..protocol.request import check_metadata, normalize_input
 from ..store.base import ConversationStore, ItemPage, StoredConversation
+from .pagination import page_errors
 
 MAX_ITEMS_PER_CALL = 20
 LOGPROBS_INCLUDE = "message.output_text.logprobs"
@@ -121,7 +122,8 @@ class ConversationService:
 
     async def list_items(self, conversation_id: str, *, after: str | None, limit: int, order: str,
                          include: list[str] | None = None) -> dict[str, Any]:
-        page = await self.store.list_items(conversation_id, after=after, limit=limit, order=order)
+        with page_errors("item"):
+            page = await self.store.list_items(conversation_id, after=after, limit=limit, order=order)
         if page is None:
             raise _not_found(conversation_id)
         return _page(page, include)

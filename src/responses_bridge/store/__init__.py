@@ -1,8 +1,10 @@
 """Persistence of responses for retrieval, deletion, ``input_items`` and ``previous_response_id`` chains."""
 
-from .base import (  # noqa: E402  (conversations and prompts: same database)
+from .base import (
     MAX_PAGE_LIMIT,
     ConversationStore,
+    InvalidCursor,
+    InvalidPageArgs,
     ItemPage,
     PromptStore,
     ResponseStore,
@@ -16,6 +18,8 @@ __all__ = [
     "MAX_PAGE_LIMIT",
     "MIGRATIONS",
     "ConversationStore",
+    "InvalidCursor",
+    "InvalidPageArgs",
     "ItemPage",
     "PromptStore",
     "ResponseStore",

@@ -1,16 +1,43 @@
-"""The storage contract the engine relies on.
+"""The storage contract the rest of the bridge relies on.
 
 Callers only see :class:`ResponseStore`, so the embedded SQLite store can be swapped for a shared database
-(PostgreSQL, for several bridge replicas) without touching the engine or the adapters.
+(PostgreSQL, for several bridge replicas) without touching its callers. The store keeps data only: bad paging
+arguments raise the small exceptions below, and the callers turn them into the API's errors.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 MAX_PAGE_LIMIT = 100
 """Upper bound of ``limit`` for ``input_items`` pages, as in the OpenAI API."""
+
+
+class InvalidPageArgs(ValueError):
+    """A page was asked for with a ``limit`` outside 1..MAX_PAGE_LIMIT or an ``order`` other than asc/desc."""
+
+    def __init__(self, param: str, value: object) -> None:
+        super().__init__(f"invalid {param}: {value!r}")
+        self.param = param
+        self.value = value
+
+
+class InvalidCursor(ValueError):
+    """A page cursor (``after``/``before``) names no item of the listed collection."""
+
+    def __init__(self, param: str, value: str) -> None:
+        super().__init__(f"no item with id {value!r} for {param}")
+        self.param = param
+        self.value = value
+
+
+def check_page_args(limit: int, order: str) -> None:
+    """Raise :class:`InvalidPageArgs` unless ``limit`` and ``order`` describe a page every store can serve."""
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_PAGE_LIMIT:
+        raise InvalidPageArgs("limit", limit)
+    if order not in ("asc", "desc"):
+        raise InvalidPageArgs("order", order)
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,15 +50,15 @@ class StoredResponse:
     must not leak into the history of the next.
     """
 
-    response: dict
-    input_items: list[dict]
+    response: dict[str, Any]
+    input_items: list[dict[str, Any]]
 
 
 @dataclass(frozen=True, slots=True)
 class ItemPage:
     """One page of ``GET /v1/responses/{id}/input_items``, already in the order the client asked for."""
 
-    data: list[dict]
+    data: list[dict[str, Any]]
     first_id: str | None
     last_id: str | None
     has_more: bool
@@ -55,14 +82,14 @@ class ResponseStore(Protocol):
     def write_stall_seconds(self) -> float:
         """How long the oldest queued or running write has been waiting; 0 when none is (readiness)."""
 
-    async def save_response(self, response: dict, input_items: list[dict], *,
+    async def save_response(self, response: dict[str, Any], input_items: list[dict[str, Any]], *,
                             conversation_id: str | None = None) -> None:
         """Insert, or replace if the id exists (``in_progress`` -> ``completed``), response and items atomically.
 
         With ``conversation_id``, the response's input then output items are appended to that conversation (on
         the same database) in the same transaction; a conversation that no longer exists is skipped."""
 
-    async def get_response(self, response_id: str) -> dict | None: ...
+    async def get_response(self, response_id: str) -> dict[str, Any] | None: ...
 
     async def delete_response(self, response_id: str) -> bool:
         """Delete a response and its items; False if it was unknown."""
@@ -79,10 +106,10 @@ class ResponseStore(Protocol):
         """A cursor page of the response's input items; None if the response is unknown.
 
         ``after``/``before`` are item ids, exclusive, interpreted in the requested ``order``. An unknown cursor id
-        raises ``APIError(400)`` with ``param`` naming the cursor.
+        raises :class:`InvalidCursor` naming the cursor; a bad ``limit``/``order`` :class:`InvalidPageArgs`.
         """
 
-    async def load_history(self, response_id: str) -> list[dict] | None:
+    async def load_history(self, response_id: str) -> list[dict[str, Any]] | None:
         """Input then output items of every turn from the oldest reachable ancestor up to ``response_id``.
 
         None if ``response_id`` is unknown. A deleted ancestor cuts the chain: history starts after it.
@@ -96,7 +123,7 @@ class ResponseStore(Protocol):
 class StoredConversation:
     id: str
     created_at: int
-    metadata: dict
+    metadata: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,33 +136,34 @@ class StoredPromptVersion:
     version_created_at: int
     latest_version: int
     default_version: int | None  # None: the latest version is the default
-    body: dict  # name, instructions, variables, metadata
+    body: dict[str, Any]  # name, instructions, variables, metadata
 
 
 @runtime_checkable
 class ConversationStore(Protocol):
-    async def create_conversation(self, conversation_id: str, created_at: int, metadata: dict,
-                                  items: list[dict]) -> None:
+    async def create_conversation(self, conversation_id: str, created_at: int, metadata: dict[str, Any],
+                                  items: list[dict[str, Any]]) -> None:
         """Create the conversation with its first items atomically."""
 
     async def get_conversation(self, conversation_id: str) -> StoredConversation | None: ...
 
-    async def update_conversation(self, conversation_id: str, metadata: dict) -> StoredConversation | None: ...
+    async def update_conversation(self, conversation_id: str,
+                                  metadata: dict[str, Any]) -> StoredConversation | None: ...
 
     async def delete_conversation(self, conversation_id: str) -> bool:
         """Delete a conversation and its items; False if it was unknown."""
 
-    async def append_items(self, conversation_id: str, items: list[dict]) -> bool:
+    async def append_items(self, conversation_id: str, items: list[dict[str, Any]]) -> bool:
         """Append items at the end, atomically; False if the conversation is unknown."""
 
-    async def load_items(self, conversation_id: str) -> list[dict] | None:
+    async def load_items(self, conversation_id: str) -> list[dict[str, Any]] | None:
         """Every item in order (one query), for the model; None if the conversation is unknown."""
 
     async def list_items(self, conversation_id: str, *, after: str | None = None, limit: int = 20,
                          order: str = "desc") -> ItemPage | None:
-        """A cursor page of items; None if the conversation is unknown; unknown ``after`` -> APIError(400)."""
+        """A cursor page of items; None if the conversation is unknown; unknown ``after`` -> InvalidCursor."""
 
-    async def get_item(self, conversation_id: str, item_id: str) -> dict | None: ...
+    async def get_item(self, conversation_id: str, item_id: str) -> dict[str, Any] | None: ...
 
     async def delete_item(self, conversation_id: str, item_id: str) -> bool: ...
 
@@ -146,9 +174,9 @@ class PromptVersionConflict(Exception):
 
 @runtime_checkable
 class PromptStore(Protocol):
-    async def create_prompt(self, prompt_id: str, created_at: int, body: dict) -> None: ...
+    async def create_prompt(self, prompt_id: str, created_at: int, body: dict[str, Any]) -> None: ...
 
-    async def add_version(self, prompt_id: str, created_at: int, body: dict,
+    async def add_version(self, prompt_id: str, created_at: int, body: dict[str, Any],
                           expected_version: int | None = None) -> StoredPromptVersion | None:
         """A new latest version; None if the prompt is unknown; raises PromptVersionConflict when
         ``expected_version`` is given and is not the latest."""

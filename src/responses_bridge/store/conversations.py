@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import orjson
 
-from ..protocol.errors import APIError
-from .base import MAX_PAGE_LIMIT, ItemPage, StoredConversation
+from .base import InvalidCursor, ItemPage, StoredConversation, check_page_args
 from .sqlite import SQLiteResponseStore, append_conversation_rows, item_rows
 
 # Existence and every item in one statement: the LEFT JOIN keeps a row for an empty conversation.
@@ -36,8 +36,8 @@ class SQLiteConversationStore:
     def __init__(self, db: SQLiteResponseStore) -> None:
         self._db = db
 
-    async def create_conversation(self, conversation_id: str, created_at: int, metadata: dict,
-                                  items: list[dict]) -> None:
+    async def create_conversation(self, conversation_id: str, created_at: int, metadata: dict[str, Any],
+                                  items: list[dict[str, Any]]) -> None:
         rows = item_rows(items)
         metadata_json = orjson.dumps(metadata).decode()
 
@@ -55,7 +55,7 @@ class SQLiteConversationStore:
                 "SELECT id, created_at, metadata FROM conversations WHERE id = ?", (conversation_id,)))
         return _conversation(rows[0]) if rows else None
 
-    async def update_conversation(self, conversation_id: str, metadata: dict) -> StoredConversation | None:
+    async def update_conversation(self, conversation_id: str, metadata: dict[str, Any]) -> StoredConversation | None:
         async with self._db.writing() as conn:
             rows = list(await conn.execute_fetchall(
                 "UPDATE conversations SET metadata = ? WHERE id = ? RETURNING id, created_at, metadata",
@@ -67,7 +67,7 @@ class SQLiteConversationStore:
         async with self._db.writing() as conn, conn.execute(sql, (conversation_id,)) as cursor:
             return cursor.rowcount > 0
 
-    async def append_items(self, conversation_id: str, items: list[dict]) -> bool:
+    async def append_items(self, conversation_id: str, items: list[dict[str, Any]]) -> bool:
         if not items:
             return await self.get_conversation(conversation_id) is not None
         rows = item_rows(items)
@@ -78,7 +78,7 @@ class SQLiteConversationStore:
 
         return await self._db.run_write("append_conversation_items", append)
 
-    async def load_items(self, conversation_id: str) -> list[dict] | None:
+    async def load_items(self, conversation_id: str) -> list[dict[str, Any]] | None:
         async with self._db.reading() as conn:
             rows = list(await conn.execute_fetchall(_LOAD, (conversation_id,)))
         if not rows:
@@ -87,11 +87,7 @@ class SQLiteConversationStore:
 
     async def list_items(self, conversation_id: str, *, after: str | None = None, limit: int = 20,
                          order: str = "desc") -> ItemPage | None:
-        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_PAGE_LIMIT:
-            raise APIError(400, f"limit must be an integer between 1 and {MAX_PAGE_LIMIT}", param="limit",
-                           code="invalid_value")
-        if order not in ("asc", "desc"):
-            raise APIError(400, "order must be 'asc' or 'desc'", param="order", code="invalid_value")
+        check_page_args(limit, order)
         ascending = order == "asc"
         async with self._db.reading() as conn:
             exists, after_seq = next(iter(await conn.execute_fetchall(
@@ -99,7 +95,7 @@ class SQLiteConversationStore:
             if not exists:
                 return None
             if after is not None and after_seq is None:
-                raise APIError(400, f"No item found with id '{after}'", param="after", code="invalid_value")
+                raise InvalidCursor("after", after)
             sql = "SELECT item FROM conversation_items WHERE conversation_id = :id"
             if after_seq is not None:
                 sql += " AND seq > :after" if ascending else " AND seq < :after"
@@ -112,7 +108,7 @@ class SQLiteConversationStore:
         return ItemPage(data=data, first_id=data[0].get("id") if data else None,
                         last_id=data[-1].get("id") if data else None, has_more=has_more)
 
-    async def get_item(self, conversation_id: str, item_id: str) -> dict | None:
+    async def get_item(self, conversation_id: str, item_id: str) -> dict[str, Any] | None:
         async with self._db.reading() as conn:
             rows = list(await conn.execute_fetchall(
                 "SELECT item FROM conversation_items WHERE conversation_id = ? AND item_id = ? ORDER BY seq LIMIT 1",
@@ -137,5 +133,5 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute("COMMIT")
 
 
-def _conversation(row: tuple) -> StoredConversation:
+def _conversation(row: Sequence[Any]) -> StoredConversation:
     return StoredConversation(id=row[0], created_at=int(row[1]), metadata=orjson.loads(row[2]))

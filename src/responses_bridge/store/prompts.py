@@ -10,6 +10,7 @@ right after it.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -22,7 +23,7 @@ _FROM = "FROM prompts AS p JOIN prompt_versions AS v ON v.prompt_id = p.id"
 _DEFAULT = "v.version = coalesce(p.default_version, p.latest_version)"
 
 
-def _row(row: tuple) -> StoredPromptVersion:
+def _row(row: Sequence[Any]) -> StoredPromptVersion:
     return StoredPromptVersion(id=row[0], created_at=int(row[1]), version=int(row[2]),
                                version_created_at=int(row[3]), latest_version=int(row[4]),
                                default_version=None if row[5] is None else int(row[5]), body=orjson.loads(row[6]))
@@ -34,12 +35,12 @@ class SQLitePromptStore:
     def __init__(self, db: SQLiteResponseStore) -> None:
         self._db = db
 
-    async def create_prompt(self, prompt_id: str, created_at: int, body: dict) -> None:
+    async def create_prompt(self, prompt_id: str, created_at: int, body: dict[str, Any]) -> None:
         async with self._db.writing() as conn:
             await conn.execute("INSERT INTO prompt_writes (id, created_at, body) VALUES (?, ?, ?)",
                                (prompt_id, created_at, orjson.dumps(body).decode()))
 
-    async def add_version(self, prompt_id: str, created_at: int, body: dict,
+    async def add_version(self, prompt_id: str, created_at: int, body: dict[str, Any],
                           expected_version: int | None = None) -> StoredPromptVersion | None:
         body_json = orjson.dumps(body).decode()
 

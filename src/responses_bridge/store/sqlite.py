@@ -29,9 +29,8 @@ import aiosqlite
 import orjson
 import platformdirs
 
-from ..protocol.errors import APIError
 from . import metrics
-from .base import MAX_PAGE_LIMIT, ItemPage
+from .base import InvalidCursor, ItemPage, check_page_args
 from .migrations import LATEST_VERSION, migrate
 
 T = TypeVar("T")
@@ -210,14 +209,6 @@ def _write_saves(conn: sqlite3.Connection, saves: list[_Save]) -> list[Exception
     return outcomes
 
 
-def _validate_page_args(limit: int, order: str) -> None:
-    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_PAGE_LIMIT:
-        message = f"limit must be an integer between 1 and {MAX_PAGE_LIMIT}"
-        raise APIError(400, message, param="limit", code="invalid_value")
-    if order not in ("asc", "desc"):
-        raise APIError(400, "order must be 'asc' or 'desc'", param="order", code="invalid_value")
-
-
 def _page_query(ascending: bool, lower: int | None, upper: int | None, backward: bool) -> str:
     """Build the page statement from fixed fragments (all values stay bound parameters).
 
@@ -386,7 +377,7 @@ class SQLiteResponseStore:
 
     # -- ResponseStore ---------------------------------------------------------------------------------------
 
-    async def save_response(self, response: dict, input_items: list[dict], *,
+    async def save_response(self, response: dict[str, Any], input_items: list[dict[str, Any]], *,
                             conversation_id: str | None = None) -> None:
         """Queue the write and wait until its transaction commits.
 
@@ -441,7 +432,7 @@ class SQLiteResponseStore:
                 else:
                     save.done.set_exception(outcome)
 
-    async def get_response(self, response_id: str) -> dict | None:
+    async def get_response(self, response_id: str) -> dict[str, Any] | None:
         async with self._read("get") as conn:
             rows = list(await conn.execute_fetchall("SELECT response FROM responses WHERE id = ?", (response_id,)))
         return orjson.loads(rows[0][0]) if rows else None
@@ -462,7 +453,7 @@ class SQLiteResponseStore:
         limit: int = 20,
         order: str = "desc",
     ) -> ItemPage | None:
-        _validate_page_args(limit, order)
+        check_page_args(limit, order)
         ascending = order == "asc"
         async with self._read("list_input_items") as conn:
             params = {"id": response_id, "after": after, "before": before}
@@ -470,9 +461,9 @@ class SQLiteResponseStore:
             if not exists:
                 return None
             if after is not None and after_pos is None:
-                raise APIError(400, f"No input item found with id '{after}'", param="after", code="invalid_value")
+                raise InvalidCursor("after", after)
             if before is not None and before_pos is None:
-                raise APIError(400, f"No input item found with id '{before}'", param="before", code="invalid_value")
+                raise InvalidCursor("before", before)
             # In descending order "after" means a lower position and "before" a higher one.
             lower, upper = (after_pos, before_pos) if ascending else (before_pos, after_pos)
             backward = before is not None and after is None
@@ -491,7 +482,7 @@ class SQLiteResponseStore:
             has_more=has_more,
         )
 
-    async def load_history(self, response_id: str) -> list[dict] | None:
+    async def load_history(self, response_id: str) -> list[dict[str, Any]] | None:
         async with self._read("load_history") as conn:
             rows = list(
                 await conn.execute_fetchall(_LOAD_HISTORY, {"id": response_id, "max_depth": MAX_CHAIN_DEPTH})

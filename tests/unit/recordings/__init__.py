@@ -5,7 +5,7 @@ body (``chat.completion.chunk`` events), ``<name>.json`` the non-streamed ``chat
 turn. ``REQUESTS[name]`` is the Responses request that turn answers.
 
 * ``text_usage``, ``think``, ``parallel_tools``, ``refusal``, ``length``, ``content_filter``, ``logprobs``:
-  captured from ``responses_bridge.fake_upstream`` (which copies OpenAI's wire format), with
+  captured from ``responses_bridge.devtools.fake_upstream`` (which copies OpenAI's wire format), with
   ``stream_options.include_usage``.
 * ``vllm_reasoning``: vLLM style: reasoning in the ``reasoning`` field, ``stop_reason``, chunks without
   ``usage``, a usage chunk whose ``prompt_tokens_details`` is null.

@@ -38,7 +38,7 @@ from envoy.service.ext_proc.v3.external_processor_pb2 import (
 )
 
 from ...engine.wire import SSE_CONTENT_TYPE, Reply, UpstreamRequest
-from ...protocol.errors import APIError
+from ...protocol.errors import APIError, shut_down_mid_response, shutting_down
 from ...run.response_run import ResponseRun
 from ...runtime import Runtime
 from . import messages as m
@@ -53,10 +53,10 @@ JSON = "application/json"
 _REQUEST_REMOVE = ("accept-encoding",)
 
 
-SHUTDOWN_ERROR = APIError(503, "The server is shutting down; retry the request.", type="server_error",
-                          code="server_shutdown")
-"""What a request gets when it arrives during a drain, and what a response still running when the drain
-timeout ends is failed with (``response.failed`` with code ``server_shutdown`` in an open stream)."""
+SHUTDOWN_ERROR = shut_down_mid_response()
+"""What a response still running when the drain timeout ends is failed with (``response.failed`` with code
+``server_shutdown`` in an open stream); a request arriving during a drain gets ``REFUSED`` instead."""
+REFUSED = shutting_down()
 CLOSE_WAIT = 5.0
 """Seconds a drain waits, after ending the remaining streams, for Envoy to close them."""
 
@@ -273,7 +273,7 @@ class _Stream:
         """A new response while the sidecar drains: 503 at once, before anything is sent upstream."""
         self.ours = True
         self.done = True
-        return m.immediate_response(SHUTDOWN_ERROR.status, SHUTDOWN_ERROR.body(), JSON)
+        return m.immediate_response(REFUSED.status, REFUSED.body(), JSON)
 
     async def _request_headers(self, request: ProcessingRequest) -> ProcessingResponse:
         message = request.request_headers

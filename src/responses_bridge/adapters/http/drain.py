@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 
 from aiohttp import web
 
-from ...protocol.errors import APIError
+from ...protocol.errors import shut_down_mid_response, shutting_down
 from ...runtime import Runtime
 from .errors import Handler, error_response
 
@@ -27,16 +27,8 @@ FINAL_WRITE_GRACE_SECONDS = 1.0
 before the server closes what is left."""
 
 
-def shutdown_error() -> APIError:
-    """What a stream still running at the drain deadline ends with."""
-    return APIError(503, "The server is shutting down: this response was ended before it completed.",
-                    type="server_error", code="server_shutdown")
-
-
-def shutting_down_error() -> APIError:
-    """What a request arriving while the door drains gets."""
-    return APIError(503, "The server is shutting down and takes no new requests; retry on another instance.",
-                    type="server_error", code="server_shutting_down")
+shutdown_error = shut_down_mid_response  # what a stream still running at the drain deadline ends with
+shutting_down_error = shutting_down  # what a request arriving while the door drains gets
 
 
 class ShutdownDeadline(Exception):

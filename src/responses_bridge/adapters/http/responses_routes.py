@@ -12,6 +12,7 @@ from ...engine.wire import Reply, UpstreamRequest
 from ...protocol.errors import APIError, not_found
 from ...run.upstream import UpstreamClient, UpstreamFailure
 from ...runtime import Runtime
+from ...services.pagination import page_errors
 from . import background_routes
 from .drain import DRAIN, ShutdownDeadline, shutdown_error
 from .params import int_query, read_body
@@ -90,8 +91,9 @@ class ResponsesRoutes:
         query = request.query
         limit = int_query(request, "limit", 20)
         order = query.get("order", "desc")
-        page = await self.runtime.store.list_input_items(
-            response_id, after=query.get("after"), before=query.get("before"), limit=limit, order=order)
+        with page_errors("input item"):
+            page = await self.runtime.store.list_input_items(
+                response_id, after=query.get("after"), before=query.get("before"), limit=limit, order=order)
         if page is None:
             raise _response_not_found(response_id)
         body = {"object": "list", "data": page.data, "first_id": page.first_id, "last_id": page.last_id,

@@ -77,6 +77,9 @@ text that gets echoed. Unknown bracketed text is left alone.
    offered by the bridge as ``<namespace>__<name>``, so ``call <namespace>__<name>`` calls it.
    ``[args64=BASE64]`` is the same with the JSON object base64-encoded (for arguments that hold arrays,
    whose ``]`` would end the directive).
+   With ``--tool-topics`` (``create_app(tool_topics=True)``), for suites written for real models: when no
+   ``call <name>`` applies and ``tool_choice`` is absent or ``auto``, a user message that mentions a word of
+   4+ letters of an offered tool's name (split at ``_``/``-``: "weather" for ``get_weather``) calls that tool.
 5. ``[refuse]``: ``refusal: "I can't help with that."`` with ``content: null``; streamed as
    ``delta.refusal`` pieces, one per word.
 6. ``[length]`` cuts the answer to 3 words; a ``max_completion_tokens`` (or else ``max_tokens``)
@@ -255,6 +258,7 @@ def _invalid_value(param: str, message: str) -> FakeError:
 class _State:
     chunk_count: int | None
     chunk_delay: float
+    tool_topics: bool = False
     ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     requests: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECORDED_REQUESTS))
 
@@ -521,9 +525,9 @@ def _check_messages(messages: Any) -> None:
 def _check_tools(body: dict[str, Any]) -> list[dict[str, Any]]:
     tools = body.get("tools")
     if tools is None:
-        for name in ("tool_choice", "parallel_tool_calls"):
-            if body.get(name) is not None:
-                raise _invalid_value(name, f"'{name}' is only allowed when 'tools' are specified.")
+        for key in ("tool_choice", "parallel_tool_calls"):
+            if body.get(key) is not None:
+                raise _invalid_value(key, f"'{key}' is only allowed when 'tools' are specified.")
         return []
     if not isinstance(tools, list):
         raise _invalid_type("tools", "an array", tools)
@@ -761,6 +765,16 @@ def _chosen_tools(body: dict[str, Any], functions: list[dict[str, Any]], text: s
     return names
 
 
+def _topic_tools(functions: list[dict[str, Any]], text: str) -> list[str]:
+    """``--tool-topics``: the first offered tool one of whose name's words (4+ letters, split at ``_``/``-``) the
+    user's text mentions, e.g. ``get_weather`` for "What's the weather like?"; none otherwise."""
+    words = {word.lower() for word in re.findall(r"[A-Za-z]{4,}", text)}
+    for fn in functions:
+        if any(part.lower() in words for part in re.split(r"[_-]+", fn["name"]) if len(part) >= 4):
+            return [fn["name"]]
+    return []
+
+
 def _tool_calls(names: list[str], functions: list[dict[str, Any]], text: str) -> list[ToolCall]:
     by_name = {fn["name"]: fn for fn in functions}
     return [ToolCall(f"call_{name}_{i}", name, _build_arguments(by_name[name], text)) for i, name in enumerate(names)]
@@ -813,7 +827,7 @@ def _text_answer(answer: Answer, text: str, body: dict[str, Any], d: Directives,
 
 
 def build_answer(body: dict[str, Any], functions: list[dict[str, Any]], d: Directives, user_text: str,
-                 default_chunks: int | None) -> Answer:
+                 default_chunks: int | None, *, tool_topics: bool = False) -> Answer:
     """Decides the whole answer up front, so the JSON and SSE renderings cannot disagree."""
     messages = body["messages"]
     answer = Answer(prompt_tokens=_prompt_tokens(messages), reasoning_field=d.think_field)
@@ -825,7 +839,10 @@ def build_answer(body: dict[str, Any], functions: list[dict[str, Any]], d: Direc
         answer.refusal_chunks = _word_pieces(REFUSAL_TEXT)
         answer.completion_tokens += _word_count(REFUSAL_TEXT)
         return answer
-    names = _chosen_tools(body, functions, user_text, messages[-1].get("role") == "user")
+    last_is_user = messages[-1].get("role") == "user"
+    names = _chosen_tools(body, functions, user_text, last_is_user)
+    if not names and tool_topics and last_is_user and body.get("tool_choice") in (None, "auto"):
+        names = _topic_tools(functions, user_text)
     if names:
         answer.tool_calls = _tool_calls(names, functions, user_text)
         if d.args is not None:
@@ -1036,7 +1053,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         raise FakeError(d.error, f"fake upstream error {d.error}", code=_ERROR_CODES.get(d.error))
     if d.context is not None:
         _check_context(body, d.context)
-    answer = build_answer(body, functions, d, cleaned, state.chunk_count)
+    answer = build_answer(body, functions, d, cleaned, state.chunk_count, tool_topics=state.tool_topics)
     meta = {"id": f"chatcmpl-{next(state.ids)}", "object": "chat.completion", "created": int(time.time()),
             "model": body["model"], "system_fingerprint": "fp_fake", "service_tier": "default"}
     if body.get("stream") is True:
@@ -1166,12 +1183,14 @@ async def _openai_errors(request: web.Request,
 # ------------------------------------------------------------------------------------------ public API
 
 
-def create_app(*, chunk_count: int | None = None, chunk_delay: float = 0.0) -> web.Application:
-    """Builds the fake; ``chunk_count``/``chunk_delay`` are defaults the conversation can override."""
+def create_app(*, chunk_count: int | None = None, chunk_delay: float = 0.0,
+               tool_topics: bool = False) -> web.Application:
+    """Builds the fake; ``chunk_count``/``chunk_delay`` are defaults the conversation can override;
+    ``tool_topics`` also calls an offered tool whose name the user's text mentions (see :func:`_topic_tools`)."""
     if chunk_count is not None and chunk_count < 1:
         raise ValueError("chunk_count must be >= 1")
     app = web.Application(middlewares=[_openai_errors], client_max_size=64 * 1024 * 1024)
-    app[_STATE] = _State(chunk_count=chunk_count, chunk_delay=chunk_delay)
+    app[_STATE] = _State(chunk_count=chunk_count, chunk_delay=chunk_delay, tool_topics=tool_topics)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model}", get_model)

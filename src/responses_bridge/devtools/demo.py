@@ -35,8 +35,8 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from .config import DEFAULT_EXTPROC_PORT, DEFAULT_HTTP_PORT
-from .envoy_config import EXTPROC_SERVICE, LISTEN_PORT, render_bootstrap
+from ..config import DEFAULT_EXTPROC_PORT, DEFAULT_HTTP_PORT
+from ..envoy_config import EXTPROC_SERVICE, LISTEN_PORT, render_bootstrap
 from .procs import ManagedProcess, envoy_binary, free_port, port_is_free, wait_http
 
 READY_TIMEOUT = 60.0

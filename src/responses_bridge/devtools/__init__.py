@@ -1,0 +1,4 @@
+"""Tooling kept apart from the serving code: the demo, the benchmark, the fake upstream and process helpers.
+
+The sidecar never imports this package; the ``demo``, ``bench`` and ``fake-upstream`` commands and the tests do.
+"""

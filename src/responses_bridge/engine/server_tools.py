@@ -1,0 +1,135 @@
+"""Calls of tools the bridge runs itself (the tool loop), read from the function call the upstream streams.
+
+Like engine/client_tools.py, but the item a call becomes is the server tool's own, as the ``openai`` SDK types it:
+
+* an MCP server's tool → an ``mcp_call`` item: ``response.mcp_call_arguments.delta`` per argument piece, then
+  ``response.mcp_call_arguments.done`` and ``response.mcp_call.in_progress``. The item stays open (no
+  ``output_item.done``): the run calls the tool and reports the outcome through
+  ``OutputBuilder.complete_mcp_call``, which emits ``response.mcp_call.completed`` / ``.failed`` and the done item.
+* an MCP tool whose calls need approval → an ``mcp_approval_request`` item, done when its arguments are; the run
+  ends the response after it (the SDK has no argument events for it).
+* the web search → a ``web_search_call`` item: ``response.web_search_call.in_progress`` right after it is
+  announced, ``.searching`` once its query is known; it stays open until ``OutputBuilder.complete_web_search``.
+* the server-side tool search → a ``tool_search_call`` item (``execution: "server"``), done when its arguments
+  are; the run adds the ``tool_search_output`` item with the tools it found.
+
+A call cut short (the turn ended with ``finish_reason: length``) is closed ``incomplete`` and never run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import ids
+from .client_tools import CallReader, Event, parse_arguments
+from .tools import CallTarget
+
+
+def search_query_of(arguments: str) -> str:
+    """The query of a web search or tool search call; a model that sent plain text searched for that text."""
+    parsed = parse_arguments(arguments)
+    if isinstance(parsed, dict):
+        query = parsed.get("query")
+        return query if isinstance(query, str) else ""
+    if isinstance(parsed, str):
+        return parsed
+    return arguments.strip()
+
+
+def mcp_call_error(message: str, *, protocol: bool = False, code: int = -32603) -> dict[str, Any]:
+    """An ``mcp_call`` item's ``error`` as the SDK types it (``McpToolCallError``): the tool's own error text
+    (``mcp_tool_execution_error``), or with ``protocol`` a failure to reach or speak to the server
+    (``mcp_protocol_error``, JSON-RPC ``code``)."""
+    if protocol:
+        return {"type": "mcp_protocol_error", "code": code, "message": message}
+    return {"type": "mcp_tool_execution_error", "content": [{"type": "text", "text": message}]}
+
+
+class ServerCallReader(CallReader):
+    """A server tool's call. ``pending``: after ``close`` the item awaits the run's outcome (no done event yet)."""
+
+    __slots__ = ("pending",)
+
+    def __init__(self, item: dict[str, Any], output_index: int) -> None:
+        super().__init__(item, output_index)
+        self.pending = False
+
+
+class MCPCallReader(ServerCallReader):
+    __slots__ = ()
+
+    def feed(self, piece: str) -> list[Event]:
+        return [{"type": "response.mcp_call_arguments.delta", "sequence_number": 0, "item_id": self.item["id"],
+                 "output_index": self.output_index, "delta": piece}]
+
+    def close(self, arguments: str, status: str) -> list[Event]:
+        self.item["arguments"] = arguments
+        events: list[Event] = [{"type": "response.mcp_call_arguments.done", "sequence_number": 0,
+                                "item_id": self.item["id"], "output_index": self.output_index,
+                                "arguments": arguments}]
+        if status != "completed":
+            self.item["status"] = "incomplete"
+            return events
+        self.pending = True
+        events.append({"type": "response.mcp_call.in_progress", "sequence_number": 0, "item_id": self.item["id"],
+                       "output_index": self.output_index})
+        return events
+
+
+class MCPApprovalReader(ServerCallReader):
+    __slots__ = ()
+
+    def close(self, arguments: str, status: str) -> list[Event]:
+        self.item["arguments"] = arguments
+        return []
+
+
+class WebSearchReader(ServerCallReader):
+    __slots__ = ()
+
+    def opened(self) -> list[Event]:
+        return [{"type": "response.web_search_call.in_progress", "sequence_number": 0, "item_id": self.item["id"],
+                 "output_index": self.output_index}]
+
+    def close(self, arguments: str, status: str) -> list[Event]:
+        self.item["action"] = {"type": "search", "query": search_query_of(arguments)}
+        if status != "completed":
+            self.item["status"] = "incomplete"
+            return []
+        self.pending = True
+        self.item["status"] = "searching"
+        return [{"type": "response.web_search_call.searching", "sequence_number": 0, "item_id": self.item["id"],
+                 "output_index": self.output_index}]
+
+
+class ServerToolSearchReader(ServerCallReader):
+    __slots__ = ()
+
+    def close(self, arguments: str, status: str) -> list[Event]:
+        self.item["arguments"] = {"query": search_query_of(arguments)}
+        self.item["status"] = "completed" if status == "completed" else "incomplete"
+        return []
+
+
+def mcp_call_item(server_label: str, name: str, arguments: str = "",
+                  approval_request_id: str | None = None) -> dict[str, Any]:
+    """An ``mcp_call`` item as ``output_item.added`` shows it."""
+    return {"id": ids.new_id("mcp"), "type": "mcp_call", "server_label": server_label, "name": name,
+            "arguments": arguments, "output": None, "error": None, "status": "in_progress",
+            "approval_request_id": approval_request_id}
+
+
+def server_reader_for(target: CallTarget, call_id: str, output_index: int) -> ServerCallReader:
+    """The reader for a call of a server tool (``target.server``), its item as ``output_item.added`` shows it."""
+    kind = target.kind
+    if kind == "mcp":
+        if target.approval:
+            return MCPApprovalReader({"id": ids.new_id("mcpr"), "type": "mcp_approval_request",
+                                      "server_label": target.namespace or "", "name": target.name or "",
+                                      "arguments": ""}, output_index)
+        return MCPCallReader(mcp_call_item(target.namespace or "", target.name or ""), output_index)
+    if kind == "web_search":
+        return WebSearchReader({"id": ids.new_id("ws"), "type": "web_search_call", "status": "in_progress",
+                                "action": {"type": "search"}}, output_index)
+    return ServerToolSearchReader({"id": ids.new_id("tsc"), "type": "tool_search_call", "call_id": call_id,
+                                   "execution": "server", "arguments": {}, "status": "in_progress"}, output_index)
