@@ -59,7 +59,7 @@ class Runtime:
                            conversations=self.conversations, prompts=self.prompts)
 
     @classmethod
-    async def open(cls, settings: Settings, upstream: UpstreamClient) -> "Runtime":
+    async def open(cls, settings: Settings, upstream: UpstreamClient) -> Runtime:
         """Open the store and the services over it; ``upstream`` (not started yet) is the client for the
         sidecar's own upstream calls, started here and closed by :meth:`close`."""
         db_path = settings.db_path()

@@ -262,7 +262,8 @@ class BackgroundRun:
 
 async def _until_started(run: BackgroundRun) -> None:
     """A task cancelled before its first step never runs its ``except``/``finally``: let it start first."""
-    while not run.started and run.task is not None and not run.task.done():
+    # one loop turn at a time until the task's first step ran (no event exists for "a task has started")
+    while not run.started and run.task is not None and not run.task.done():  # noqa: ASYNC110
         await asyncio.sleep(0)
 
 
@@ -369,4 +370,4 @@ class BackgroundService:
                 run.stop_reason = "shutdown"
                 run.task.cancel()  # type: ignore[union-attr]
         if runs:
-            await asyncio.wait([run.task for run in runs], timeout=SHUTDOWN_GRACE_SECONDS)  # type: ignore[misc]
+            await asyncio.wait([run.task for run in runs if run.task is not None], timeout=SHUTDOWN_GRACE_SECONDS)

@@ -66,7 +66,7 @@ async def start_extproc_server(runtime: Runtime, host: str, port: int, *,
               else upstream_path_prefix(runtime.settings.upstream))
     servicer = ExtProcServicer(runtime, prefix)
     external_processor_pb2_grpc.add_ExternalProcessorServicer_to_server(servicer, server)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]  # at run time; not in the stubs
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for service in ("", EXTPROC_SERVICE):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import orjson
 from aiohttp import web
 
@@ -30,7 +32,7 @@ def create_app(runtime: Runtime) -> web.Application:
     app[RUNTIME] = runtime
     app[UPSTREAM] = upstream
 
-    async def upstream_session(app: web.Application):  # type: ignore[no-untyped-def]
+    async def upstream_session(app: web.Application) -> AsyncIterator[None]:
         await upstream.start()
         yield
         await upstream.close()

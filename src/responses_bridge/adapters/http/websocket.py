@@ -172,7 +172,7 @@ class WebSocketSession:
                                            param="background", code="unsupported_parameter"))
             return
         previous = raw.get("previous_response_id") if isinstance(raw.get("previous_response_id"), str) else None
-        run = self.runtime.new_run_framed("json", self.store)  # type: ignore[arg-type]
+        run = self.runtime.new_run_framed("json", self.store)
         self.store.loaded = []
         try:
             call = await run.begin(orjson.dumps(raw))
