@@ -113,6 +113,36 @@ async def test_the_upstream_call(store: SQLiteResponseStore) -> None:
     assert not call.stream and "stream" not in orjson.loads(call.body)
 
 
+async def test_a_large_body_is_parsed_and_translated_off_the_event_loop(
+        store: SQLiteResponseStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tens of thousands of items take the CPU for most of a second: the loop must keep serving meanwhile."""
+    import threading
+
+    from responses_bridge.run import response_run
+
+    threads: dict[str, str] = {}
+    real_parse, real_translator = response_run.parse_request, response_run.Translator
+
+    def parse(body: bytes) -> Any:
+        threads.setdefault("parse", threading.current_thread().name)
+        return real_parse(body)
+
+    def translator(*args: Any, **kwargs: Any) -> Any:
+        threads.setdefault("translate", threading.current_thread().name)
+        return real_translator(*args, **kwargs)
+
+    monkeypatch.setattr(response_run, "parse_request", parse)
+    monkeypatch.setattr(response_run, "Translator", translator)
+    main = threading.current_thread().name
+    await ResponseRun(store, EngineOptions()).begin(orjson.dumps(request("text_usage")))
+    assert threads == {"parse": main, "translate": main}  # small bodies: no thread hop
+    threads.clear()
+    items = [{"role": "user", "content": f"message {i} " + "x" * 64} for i in range(20_000)]
+    call = await ResponseRun(store, EngineOptions()).begin(orjson.dumps({"model": "m", "input": items}))
+    assert len(orjson.loads(call.body)["messages"]) == 20_000
+    assert threads["parse"] != main and threads["translate"] != main
+
+
 # --- the upstream answers in the other shape --------------------------------------------------------------------
 
 

@@ -29,6 +29,7 @@ the :class:`~responses_bridge.run.upstream.UpstreamClient` interface.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -43,6 +44,9 @@ from ..protocol.request import ResponsesRequest, parse_request
 from ..sealing import Sealer
 from ..store.base import ResponseStore
 from .history import ConversationHistory, PromptRenderer
+
+LARGE_BODY_BYTES = 1024 * 1024
+"""Request bodies above this are parsed and translated off the event loop (see ``begin``)."""
 
 log = structlog.get_logger("responses_bridge.run")
 
@@ -117,7 +121,11 @@ class ResponseRun:
 
     async def begin(self, body: bytes) -> UpstreamRequest:
         """Raises :class:`APIError` for a request that cannot be served; nothing is stored then."""
-        request = parse_request(body)
+        large = len(body) > LARGE_BODY_BYTES
+        # A large body (tens of thousands of items) takes the CPU for most of a second to parse and translate: in a
+        # worker thread the event loop keeps serving every other request meanwhile (it gets the GIL back every few
+        # milliseconds), instead of stalling both doors for that long.
+        request = await asyncio.to_thread(parse_request, body) if large else parse_request(body)
         del body  # a large body is let go now, not after the history loads and the upstream call
         p = request.params
         if p.background and not p.store:
@@ -130,8 +138,9 @@ class ResponseRun:
                 raise not_found(f"Previous response with id '{p.previous_response_id}' not found.",
                                 param="previous_response_id", code="previous_response_not_found")
             history = loaded
-        translator = Translator(request, history, prompt, self._options, self._sealer, framing=self._framing,
-                                conversation_id=self._conversation_id)
+        make = functools.partial(Translator, request, history, prompt, self._options, self._sealer,
+                                 framing=self._framing, conversation_id=self._conversation_id)
+        translator = await asyncio.to_thread(make) if large else make()
         self.translator = translator
         self.on_upstream_chunk = translator.on_upstream_chunk
         return translator.take_first_request()
