@@ -85,8 +85,11 @@ async def one_run(door: str, run: int, upstream: str, args: argparse.Namespace) 
                                                            http_port=http_port, upstream=upstream, admin_port=0))
                 base = f"http://127.0.0.1:{listen}"
             url = f"{base}/v1/responses"
+            # the big item is followed by a short question, so the (echoing) fake's answer stays small: an answer
+            # as large as the item would pass RESPONSES_BRIDGE_MAX_EVENT_BYTES and fail as upstream_too_large
             big = orjson.dumps({"model": MODEL, "store": True,
-                                "input": [{"role": "user", "content": "x" * (args.big_mb * 1_000_000)}]})
+                                "input": [{"role": "user", "content": "x" * (args.big_mb * 1_000_000)},
+                                          {"role": "user", "content": "How long was that?"}]})
             many = orjson.dumps({"model": MODEL, "store": True,
                                  "input": [{"role": "user", "content": f"item {i}"} for i in range(args.items)]})
             async with aiohttp.ClientSession() as session:
