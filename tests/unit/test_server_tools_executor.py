@@ -483,3 +483,35 @@ async def test_credentials_are_sent_to_the_server_and_never_echoed_or_stored(mcp
     everything = orjson.dumps(loop.response) + loop.raw
     assert SECRET.encode() not in everything and TOKEN.encode() not in everything
     assert loop.response["tools"][0] == stored[0]
+
+
+async def test_without_a_search_provider_web_search_falls_under_the_unsupported_tool_policy() -> None:
+    services = ServerToolServices(MCPTools(limits()))
+    assert "web_search" not in services.served and "mcp" in services.served
+    loop = Loop(services, {"input": "x", "tools": [{"type": "web_search"}]})
+    await loop.prepare()
+    assert loop.plan.dropped == ["web_search"] and loop.offered() == set()
+    loop.finish()
+    with pytest.raises(APIError) as refused:
+        plan_request_tools(loop.request, [], EngineOptions(unsupported_tools="reject"), served=services.served)
+    assert refused.value.status == 400
+
+
+async def test_two_mcp_tools_with_one_label_are_a_400() -> None:
+    services = ServerToolServices(MCPTools(limits()))
+    url = f"http://127.0.0.1:{free_port()}/mcp"
+    loop = Loop(services, {"input": "x", "tools": [mcp_tool(url), mcp_tool(url)]})
+    with pytest.raises(APIError) as refused:
+        await loop.prepare()
+    assert (refused.value.status, refused.value.param) == (400, "tools[1].server_label")
+
+
+async def test_services_from_settings_serve_web_search_only_with_a_provider() -> None:
+    from responses_bridge.config import Settings
+
+    plain = ServerToolServices.from_settings(Settings(mcp_allowed_hosts="10.0.0.0/8"))
+    assert plain.search is None and plain.mcp.limits.allowed_hosts == "10.0.0.0/8"
+    searching = ServerToolServices.from_settings(Settings(web_search="searxng:http://127.0.0.1:9"))
+    assert searching.search is not None and "web_search" in searching.served
+    await searching.aclose()
+    await plain.aclose()

@@ -29,7 +29,7 @@ cancellation propagates (and cancels the calls still running).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..engine.options import EngineOptions
 from ..engine.output_builder import OutputBuilder
@@ -40,7 +40,10 @@ from ..protocol.request import ResponsesRequest
 from .server_tools_calls import CallRunner, TurnOutcome
 from .server_tools_setup import SetUp, storable_tools
 from .tools.mcp import MCPTools
-from .tools.web_search import SearchProvider
+from .tools.web_search import SearchProvider, provider_from_settings
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 __all__ = ["ServerToolRun", "ServerToolServices", "ServerTools", "TurnOutcome", "storable_tools"]
 
@@ -55,6 +58,17 @@ class ServerToolServices:
     mcp: MCPTools
     search: SearchProvider | None = None
     max_parallel: int = DEFAULT_MAX_PARALLEL
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ServerToolServices:
+        """The process's services from its settings (``RESPONSES_BRIDGE_MCP_*``, ``RESPONSES_BRIDGE_WEB_SEARCH``).
+        Close them with :meth:`aclose` when the process stops."""
+        return cls(MCPTools(settings.mcp_limits()), provider_from_settings(settings.web_search_settings()))
+
+    async def aclose(self) -> None:
+        """Close the search provider's HTTP session (MCP sessions live only as long as each operation)."""
+        if self.search is not None:
+            await self.search.aclose()
 
     @property
     def served(self) -> frozenset[str]:
