@@ -311,6 +311,17 @@ async def test_an_approval_request_ends_the_response_and_the_next_request_runs_t
     assert third.response["output"] == [] and third.bodies[0]["messages"][-1]["role"] == "user"
     third.finish()
 
+    limited = Loop(services, {"input": [answer], "tools": tools, "max_tool_calls": 1}, history=history)
+    run = await limited.prepare()  # the approved call counts: the first turn must go without tools
+    assert run.tool_calls == 1 and run.tools_exhausted
+    limited.finish()
+
+    done = [*history, *second.request.input_items, *second.response["output"]]
+    again = Loop(services, {"input": [answer], "tools": tools}, history=done)
+    await again.prepare()  # the approved call was made already: not made twice
+    assert again.response["output"] == []
+    again.finish()
+
 
 async def test_an_answer_to_an_unknown_approval_request_is_a_400(mcp_server: MCPTestServer) -> None:
     services = ServerToolServices(MCPTools(limits()))

@@ -5,17 +5,20 @@ This is the layer between the run (which drives the upstream turns and the outpu
 
     tools = ServerTools(services)                              # once per process: ServerToolServices
     plan = plan_request_tools(request, history, options, served=services.served)
-    run = await tools.prepare(request, history, plan, builder) # 400s raised here, before anything is sent
-    body = build_chat_request(request, history, options, plan)
-    body["messages"] += run.first_turn_messages(options)      # approved MCP calls made at set-up
-    while True:
-        … feed the turn's chunks into builder …; turn = builder.end_turn()
-        outcome = await run.run_turn(turn)
-        if outcome.end: break                                  # then builder.finish(now)
-        builder.begin_turn()
-        body = follow_up_request(body, turn, outcome.results, plan=plan, tool_choice=…,
-                                 parallel_tool_calls=…, tools_exhausted=outcome.tools_exhausted)
-    run.close()
+    run = await tools.prepare(request, history, plan, builder) # before response.created; 400s raised here
+    try:
+        body = build_chat_request(request, history, options, plan)
+        body["messages"] += run.first_turn_messages(options)  # approved MCP calls made at set-up
+        if run.tools_exhausted: drop body's tools / tool_choice / parallel_tool_calls (max_tool_calls reached)
+        while True:
+            … feed the turn's chunks into builder …; turn = builder.end_turn()
+            outcome = await run.run_turn(turn)
+            if outcome.end: break                              # then builder.finish(now)
+            builder.begin_turn()
+            body = follow_up_request(body, turn, outcome.results, plan=plan, tool_choice=…,
+                                     parallel_tool_calls=…, tools_exhausted=outcome.tools_exhausted)
+    finally:
+        run.close()
 
 Set-up (:meth:`ServerTools.prepare`) parses and host-checks every ``mcp`` tool (a refused host is a 400 before any
 MCP server or upstream is contacted), lists each server's tools or reuses the previous ``mcp_list_tools`` item of
