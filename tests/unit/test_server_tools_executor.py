@@ -72,8 +72,8 @@ def searxng(server: SearchServer) -> SearchProvider:
     return provider
 
 
-def mcp_tool(url: str, approval: Any = "never", **fields: Any) -> dict[str, Any]:
-    return {"type": "mcp", "server_label": "tools", "server_url": url, "require_approval": approval, **fields}
+def mcp_tool(url: str, approval: Any = "never", label: str = "tools", **fields: Any) -> dict[str, Any]:
+    return {"type": "mcp", "server_label": label, "server_url": url, "require_approval": approval, **fields}
 
 
 class Loop:
@@ -256,6 +256,20 @@ async def test_an_unreachable_server_is_a_failed_listing_and_the_response_goes_o
     events = loop.finish()
     assert "response.mcp_list_tools.failed" in [event["type"] for event in events]
     assert loop.response["status"] == "completed"
+
+
+async def test_several_servers_are_listed_each_with_its_own_item(mcp_server: MCPTestServer) -> None:
+    services = ServerToolServices(MCPTools(limits()))
+    loop = Loop(services, {"input": "x", "tools": [
+        mcp_tool(mcp_server.http_url, label="streamable", allowed_tools=["add"]),
+        mcp_tool(f"http://127.0.0.1:{free_port()}/mcp", label="down"),
+        mcp_tool(mcp_server.sse_url, label="legacy", allowed_tools={"read_only": True})]})
+    await loop.prepare()
+    listed = [(entry["server_label"], [tool["name"] for tool in entry["tools"]], bool(entry["error"]))
+              for entry in loop.response["output"]]
+    assert listed == [("streamable", ["add"], False), ("down", [], True), ("legacy", ["lookup"], False)]
+    assert loop.offered() == {"streamable__add", "legacy__lookup"}
+    loop.finish()
 
 
 async def test_a_listing_in_the_conversation_is_reused_without_a_new_item() -> None:
