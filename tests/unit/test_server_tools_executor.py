@@ -35,6 +35,7 @@ from responses_bridge.run.tools.mcp import MCPLimits, MCPTools
 from responses_bridge.run.tools.web_search import (
     SearchProvider,
     SearchResult,
+    WebSearchError,
     WebSearchSettings,
     provider_from_settings,
 )
@@ -451,24 +452,56 @@ async def until(condition: Any, what: str, deadline: float = 20.0) -> None:
     assert condition(), what
 
 
-async def test_cancelling_a_turn_mid_call_closes_the_connection() -> None:
+@pytest.mark.parametrize("parallel", [True, False])
+async def test_cancelling_a_turn_mid_call_closes_the_connection(parallel: bool) -> None:
     async with running_mcp_server() as server:  # its own server: its connections are this test's alone
         services = ServerToolServices(MCPTools(limits(call_timeout=120.0, total_timeout=120.0)))
-        loop = Loop(services, {"input": "x", "tools": [mcp_tool(server.http_url)]})
+        loop = Loop(services, {"input": "x", "parallel_tool_calls": parallel, "tools": [mcp_tool(server.http_url)]})
         run = await loop.prepare()
         await until(lambda: established(server.http_port) == 0, "the listing's connections closed")
         turn = loop.turn([tool(0, id="c1", name="tools__slow", arguments='{"seconds": 600}'),
                           tool(1, id="c2", name="tools__slow", arguments='{"seconds": 600}'),
                           *end("tool_calls", 1, 1)])
         task = asyncio.create_task(run.run_turn(turn))
-        await until(lambda: established(server.http_port) >= 2, "both calls connected")
+        await until(lambda: established(server.http_port) >= (2 if parallel else 1), "the calls connected")
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await asyncio.wait_for(task, 20)
         await until(lambda: established(server.http_port) == 0, "the calls' connections closed")
+        assert [item(loop, call.output_index)["status"] for call in turn.calls] == ["in_progress", "in_progress"]
         loop.builder.cancel()
         run.close()
         assert [item(loop, call.output_index)["status"] for call in turn.calls] == ["incomplete", "incomplete"]
+        assert loop.response["status"] == "cancelled"
+
+
+class CancelAsError(Counting):
+    """A provider that reports its cancellation as an error of its own, as some client libraries do."""
+
+    async def search(self, query: str, *, max_results: int, user_location: dict[str, Any] | None,
+                     allowed_domains: list[str] | None) -> list[SearchResult]:
+        try:
+            return await super().search(query, max_results=max_results, user_location=user_location,
+                                        allowed_domains=allowed_domains)
+        except asyncio.CancelledError:
+            raise WebSearchError("the connection was closed") from None
+
+
+async def test_a_cancellation_reported_as_an_error_is_still_a_cancellation(search: SearchServer) -> None:
+    search.mode = "slow"
+    provider = CancelAsError(searxng(search))
+    services = ServerToolServices(MCPTools(limits()), provider)
+    loop = Loop(services, {"input": "x", "parallel_tool_calls": False, "tools": [{"type": "web_search"}]})
+    run = await loop.prepare()
+    turn = loop.turn([*THREE_SEARCHES, *end("tool_calls", 1, 1)])
+    task = asyncio.create_task(run.run_turn(turn))
+    await until(lambda: len(search.requests) == 1, "the first search reached the server")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 20)
+    assert len(search.requests) == 1  # the turn did not go on to its next search
+    assert [item(loop, call.output_index)["status"] for call in turn.calls] == ["searching"] * 3
+    await provider.aclose()
 
 
 # --- safety -------------------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from ..engine.tools import ToolPlan
 from ..engine.turn_result import TurnCall, TurnResult
 from ..engine.turns import ToolResult
 from ..protocol.request import ResponsesRequest
+from .cancellation import raise_if_cancelled
 from .server_tools_setup import ApprovedCall
 from .tools.mcp import MCPServer
 from .tools.tool_search import ToolIndex, search_query, tool_search_output_item
@@ -209,9 +210,11 @@ class CallRunner:
         try:
             result = await self.services.mcp.call_tool(server, name, parsed)
         except Exception as error:  # noqa: BLE001 - a failure below is this call's failure, not the response's
+            raise_if_cancelled()
             log.warning("mcp_call_error", server_label=server.server_label, tool=name,
                         error_type=type(error).__name__)
             return None, f"Calling tool '{name}' of MCP server '{server.server_label}' failed ({type(error).__name__})."
+        raise_if_cancelled()
         return result.output, result.error
 
     async def _web_search(self, call: TurnCall) -> ToolResult:
@@ -222,8 +225,10 @@ class CallRunner:
                 raise WebSearchError("no web search provider is configured")
             results = await run_web_search(provider, query, self.web_options)
         except WebSearchError as failure:
+            raise_if_cancelled()
             return self._search_failed(call, str(failure))
         except Exception as error:  # noqa: BLE001 - a failure below is this call's failure, not the response's
+            raise_if_cancelled()
             log.warning("web_search_error", error_type=type(error).__name__)
             return self._search_failed(call, f"the search failed ({type(error).__name__})")
         first = len(self.sources) + 1

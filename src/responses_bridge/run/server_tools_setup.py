@@ -24,6 +24,7 @@ from ..engine.output_builder import OutputBuilder
 from ..engine.tools import WEB_SEARCH_TYPES, ToolPlan
 from ..protocol.errors import APIError
 from ..protocol.request import ResponsesRequest
+from .cancellation import raise_if_cancelled
 from .tools.mcp import MCPServer, MCPToolError, MCPToolInfo, approval_required, parse_mcp_tool, tools_from_list_item
 from .tools.mcp_model import redact
 from .tools.tool_search import ToolIndex, is_server_tool_search, search_tool_function
@@ -169,13 +170,17 @@ class SetUp:
         """The server's tools, or the error text of its failed ``mcp_list_tools`` item. Never raises but for
         cancellation: a bug below is a failed listing too, not a failed response."""
         try:
-            return await self.services.mcp.list_tools(server), None
+            tools = await self.services.mcp.list_tools(server)
         except MCPToolError as failure:
+            raise_if_cancelled()
             return [], str(failure)
         except Exception as error:  # noqa: BLE001 - any failure of a server's listing is that item's failure
+            raise_if_cancelled()
             log.warning("mcp_list_tools_error", server_label=server.server_label, error_type=type(error).__name__)
             return [], redact(f"Listing the tools of MCP server '{server.server_label}' failed "
                               f"({type(error).__name__}).", server)
+        raise_if_cancelled()
+        return tools, None
 
     def _offer(self, server: MCPServer, tools: list[MCPToolInfo]) -> None:
         approval = [tool.name for tool in tools if approval_required(server, tool.name, read_only=tool.read_only)]
