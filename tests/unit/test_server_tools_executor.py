@@ -56,10 +56,15 @@ async def mcp_server() -> AsyncIterator[MCPTestServer]:
         yield server
 
 
+OPENED: dict[int, list[SearchProvider]] = {}  # per search server: the providers a test made, closed after it
+
+
 @pytest.fixture
 async def search() -> AsyncIterator[SearchServer]:
     async with SearchServer() as running:
         yield running
+        for provider in OPENED.pop(id(running), []):
+            await provider.aclose()
 
 
 def limits(**overrides: Any) -> MCPLimits:
@@ -70,6 +75,7 @@ def limits(**overrides: Any) -> MCPLimits:
 def searxng(server: SearchServer) -> SearchProvider:
     provider = provider_from_settings(WebSearchSettings(provider="searxng", base_url=server.url, timeout=5.0))
     assert provider is not None
+    OPENED.setdefault(id(server), []).append(provider)
     return provider
 
 
@@ -392,7 +398,6 @@ async def test_calls_run_concurrently_unless_parallel_tool_calls_is_false(
     assert [result.call_id for result in outcome.results] == ["c0", "c1", "c2"]
     if parallel is False:  # sources are numbered on across the searches, in the order they ran
         assert [result.content.split("\n")[2][:6] for result in outcome.results] == ["[1] q0", "[6] q1", "[11] q"]
-    await counting.aclose()
     loop.finish()
 
 
@@ -501,7 +506,6 @@ async def test_a_cancellation_reported_as_an_error_is_still_a_cancellation(searc
         await asyncio.wait_for(task, 20)
     assert len(search.requests) == 1  # the turn did not go on to its next search
     assert [item(loop, call.output_index)["status"] for call in turn.calls] == ["searching"] * 3
-    await provider.aclose()
 
 
 # --- safety -------------------------------------------------------------------------------------------------------
