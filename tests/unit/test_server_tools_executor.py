@@ -417,6 +417,17 @@ async def test_max_tool_calls_refuses_further_calls_and_the_next_turn_has_no_too
     loop.finish()
 
 
+async def test_max_tool_calls_zero_sends_the_first_turn_without_tools(search: SearchServer) -> None:
+    services = ServerToolServices(MCPTools(limits()), searxng(search))
+    loop = Loop(services, {"input": "x", "max_tool_calls": 0, "tools": [{"type": "web_search"}]})
+    run = await loop.prepare()
+    assert run.tools_exhausted and run.tool_calls == 0
+    turn, outcome = await loop.step([THREE_SEARCHES[0], *end("tool_calls", 1, 1)])  # a model that calls anyway
+    assert (outcome.end, outcome.reason) == (True, "tools_exhausted") and search.requests == []
+    assert item(loop, turn.calls[0].output_index)["status"] == "failed"
+    loop.finish()
+
+
 async def test_a_client_call_ends_the_response_after_the_server_calls_ran(mcp_server: MCPTestServer) -> None:
     services = ServerToolServices(MCPTools(limits()))
     weather = {"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}

@@ -195,6 +195,7 @@ class CallRunner:
             self.builder.complete_mcp_call(index, output=output, error=error)
             items.append({"type": "mcp_call", "id": call.approval_request_id, "server_label": call.server.server_label,
                           "name": call.name, "arguments": call.arguments, "output": output, "error": error})
+        self._exhausted_turn_sent = self.tools_exhausted  # then the first turn goes without tools
         return items
 
     async def _call_mcp(self, server: MCPServer | None, name: str, arguments: str) -> tuple[str | None, str | None]:
