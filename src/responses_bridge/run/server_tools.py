@@ -1,0 +1,148 @@
+"""The server-side tools of one response, run asynchronously between the model's turns (the tool loop).
+
+This is the layer between the run (which drives the upstream turns and the output builder) and the leaf tools in
+``run/tools/`` (MCP, web search, tool search). It knows no door and no store. For one response the run::
+
+    tools = ServerTools(services)                              # once per process: ServerToolServices
+    plan = plan_request_tools(request, history, options, served=services.served)
+    run = await tools.prepare(request, history, plan, builder) # before response.created; 400s raised here
+    try:
+        body = build_chat_request(request, history, options, plan)
+        body["messages"] += run.first_turn_messages(options)  # approved MCP calls made at set-up
+        if run.tools_exhausted: drop body's tools / tool_choice / parallel_tool_calls (max_tool_calls reached)
+        while True:
+            … feed the turn's chunks into builder …; turn = builder.end_turn()
+            outcome = await run.run_turn(turn)
+            if outcome.end: break                              # then builder.finish(now)
+            builder.begin_turn()
+            body = follow_up_request(body, turn, outcome.results, plan=plan, tool_choice=…,
+                                     parallel_tool_calls=…, tools_exhausted=outcome.tools_exhausted)
+    finally:
+        run.close()
+
+Set-up (:meth:`ServerTools.prepare`) parses and host-checks every ``mcp`` tool (a refused host is a 400 before any
+MCP server or upstream is contacted), lists each server's tools or reuses the previous ``mcp_list_tools`` item of
+the chain for that server (then no new item is made, as OpenAI does), offers the tools, the web search and the
+server tool search, and runs or skips the MCP calls the request's ``mcp_approval_response`` items answer.
+
+A tool's failure is a failed item and an error text the model reads, never an exception out of this module; only
+cancellation propagates (and cancels the calls still running).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..engine.options import EngineOptions
+from ..engine.output_builder import OutputBuilder
+from ..engine.request_translation import items_to_messages
+from ..engine.tools import SERVED_TOOL_TYPES, WEB_SEARCH_TYPES, ToolPlan
+from ..engine.turn_result import TurnResult
+from ..protocol.request import ResponsesRequest
+from .server_tools_calls import CallRunner, TurnOutcome
+from .server_tools_setup import SetUp, storable_tools
+from .tools.mcp import MCPTools
+from .tools.web_search import SearchProvider, provider_from_settings
+
+if TYPE_CHECKING:
+    from ..config import Settings
+
+__all__ = ["ServerToolRun", "ServerToolServices", "ServerTools", "TurnOutcome", "storable_tools"]
+
+DEFAULT_MAX_PARALLEL = 8
+
+
+@dataclass(slots=True)
+class ServerToolServices:
+    """What the process offers the tool loop: the MCP client (with its tool-list cache), the web search provider
+    (None: no search configured), and how many calls of one turn may run at once."""
+
+    mcp: MCPTools
+    search: SearchProvider | None = None
+    max_parallel: int = DEFAULT_MAX_PARALLEL
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ServerToolServices:
+        """The process's services from its settings (``RESPONSES_BRIDGE_MCP_*``, ``RESPONSES_BRIDGE_WEB_SEARCH``).
+        Close them with :meth:`aclose` when the process stops."""
+        return cls(MCPTools(settings.mcp_limits()), provider_from_settings(settings.web_search_settings()))
+
+    async def aclose(self) -> None:
+        """Close the search provider's HTTP session (MCP sessions live only as long as each operation)."""
+        if self.search is not None:
+            await self.search.aclose()
+
+    @property
+    def served(self) -> frozenset[str]:
+        """The tool types the loop runs, for ``plan_tools(served=…)``: without a search provider the web search
+        types are not served, so the unsupported-tool policy (drop or 400) applies to them, as before."""
+        if self.search is None:
+            return SERVED_TOOL_TYPES - WEB_SEARCH_TYPES
+        return SERVED_TOOL_TYPES
+
+
+class ServerTools:
+    """The entry point the run holds: one per process, :meth:`prepare` per response."""
+
+    def __init__(self, services: ServerToolServices) -> None:
+        self.services = services
+
+    async def prepare(self, request: ResponsesRequest, history: list[dict[str, Any]], plan: ToolPlan,
+                      builder: OutputBuilder) -> ServerToolRun:
+        """Set up the server tools of one response, before its first model turn. ``plan`` must come from
+        ``plan_request_tools(…, served=self.services.served)``; it is extended in place and the builder reads its
+        targets. Call it before ``response.created`` is emitted: it removes the MCP tools' ``headers`` and
+        ``authorization`` from the response's echo of ``tools`` (``builder.response``).
+
+        Raises ``APIError`` (400) for a malformed ``mcp`` tool, a refused MCP host, or an ``mcp_approval_response``
+        that answers no known approval request; nothing has been sent then (except the DNS lookups of the host
+        check)."""
+        if isinstance(builder.response.get("tools"), list):  # the echo must not carry MCP credentials
+            builder.response["tools"] = storable_tools(builder.response["tools"])
+        setup = SetUp(self.services, request, history, plan, builder)
+        await setup.run()
+        runner = CallRunner(self.services, request, plan, builder, setup.servers, setup.index, setup.web_options)
+        try:
+            first_turn_items = await runner.run_approved(setup.approved)
+        except BaseException:  # cancelled during an approved call: free the index before going
+            runner.close()
+            raise
+        return ServerToolRun(plan, builder, runner, first_turn_items)
+
+
+@dataclass(slots=True)
+class ServerToolRun:
+    """The server tools of one response after set-up: run each model turn's server calls."""
+
+    plan: ToolPlan
+    builder: OutputBuilder
+    runner: CallRunner
+    first_turn_items: list[dict[str, Any]] = field(default_factory=list)
+
+    def first_turn_messages(self, options: EngineOptions) -> list[dict[str, Any]]:
+        """The chat messages the first turn's body must end with: the MCP calls approved in this request and made
+        at set-up (an assistant tool call and its result each), so the model reads what they returned."""
+        messages: list[dict[str, Any]] = []
+        items_to_messages(self.first_turn_items, messages, options, self.plan)
+        return messages
+
+    @property
+    def tool_calls(self) -> int:
+        """Tool calls made so far in this response (what ``max_tool_calls`` counts)."""
+        return self.runner.calls_made
+
+    @property
+    def tools_exhausted(self) -> bool:
+        """``max_tool_calls`` is reached (also before the first turn: ``max_tool_calls: 0``, or approved calls
+        used it up): the next turn must be sent without tools."""
+        return self.runner.tools_exhausted
+
+    async def run_turn(self, turn: TurnResult) -> TurnOutcome:
+        """Run the server calls of ``turn`` (a ``TurnResult``) and say how the response goes on."""
+        return await self.runner.run_turn(turn)
+
+    def close(self) -> None:
+        """Free the tool search index (an in-memory SQLite database)."""
+        self.runner.close()
+

@@ -1,0 +1,256 @@
+"""Running the server calls of one model turn, and deciding how the response goes on after it.
+
+Calls run concurrently (asyncio tasks, at most ``max_parallel`` at once) unless the request set
+``parallel_tool_calls: false``; each reports its outcome to the output builder as it ends (``complete_*``), and the
+results come back in the order of the turn's calls, as the follow-up turn must list them. A call that fails —
+an MCP server down, a search provider refusing, a bug below — is a failed item and an error text for the model;
+nothing but cancellation leaves :meth:`CallRunner.run_turn` as an exception, and cancellation cancels the calls
+still running (their connections are closed by the clients' own context managers).
+
+``max_tool_calls`` counts every call made in the response, set-up's approved calls included. Calls of a turn past
+the limit are not made: each becomes a failed item saying so, so the model reads why. Once the limit is reached
+the next turn is sent without tools (engine/turns.py explains why that is what OpenAI does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import orjson
+import structlog
+
+from .. import ids
+from ..engine.output_builder import OutputBuilder
+from ..engine.request_translation import mcp_result_text, tool_search_result_text
+from ..engine.tools import ToolPlan
+from ..engine.turn_result import TurnCall, TurnResult
+from ..engine.turns import ToolResult
+from ..protocol.request import ResponsesRequest
+from .cancellation import raise_if_cancelled
+from .server_tools_setup import ApprovedCall
+from .tools.mcp import MCPServer
+from .tools.tool_search import ToolIndex, search_query, tool_search_output_item
+from .tools.web_search import (
+    SearchResult,
+    WebSearchError,
+    WebSearchToolOptions,
+    find_citations,
+    results_for_model,
+    run_web_search,
+    web_search_action,
+)
+
+if TYPE_CHECKING:
+    from .server_tools import ServerToolServices
+
+log = structlog.get_logger(__name__)
+
+SOURCES_INCLUDE = "web_search_call.action.sources"
+
+EndReason = Literal["answered", "client_calls", "approval_requested", "cut_short", "tools_exhausted"]
+
+
+@dataclass(frozen=True, slots=True)
+class TurnOutcome:
+    """How the response goes on after a turn.
+
+    ``end``: the response ends now (the run calls ``builder.finish``); ``reason`` says why — ``answered`` (the turn
+    made no call), ``client_calls`` (the client runs the turn's function/custom/… calls; the server calls of the
+    turn were made first), ``approval_requested`` (an MCP call waits for the client's approval), ``cut_short``
+    (the turn ended on the token limit or a content filter: its calls were never made), ``tools_exhausted`` (the
+    turn after the last allowed call still called tools). Otherwise the run asks the upstream again with
+    ``follow_up_request(…, results, tools_exhausted=tools_exhausted)``: ``results`` has one entry per call of the
+    turn, in order; ``tools_exhausted`` means ``max_tool_calls`` is reached, so no tools are offered."""
+
+    results: list[ToolResult]
+    end: bool
+    reason: EndReason | None = None
+    tools_exhausted: bool = False
+
+
+class CallRunner:
+    """The server calls of one response, turn after turn."""
+
+    def __init__(self, services: ServerToolServices, request: ResponsesRequest, plan: ToolPlan,
+                 builder: OutputBuilder, servers: dict[str, MCPServer], index: ToolIndex | None,
+                 web_options: WebSearchToolOptions | None) -> None:
+        params = request.params
+        self.services = services
+        self.plan = plan
+        self.builder = builder
+        self.servers = servers
+        self.index = index
+        self.web_options = web_options
+        self.max_tool_calls: int | None = params.max_tool_calls
+        self.parallel = params.parallel_tool_calls is not False
+        self.include_sources = SOURCES_INCLUDE in (params.include or ())
+        self.calls_made = 0
+        self.sources: list[SearchResult] = []  # every search's results, in the order the model saw them numbered
+        self._exhausted_turn_sent = False
+        if web_options is not None:
+            builder.cite = self.cite
+
+    @property
+    def tools_exhausted(self) -> bool:
+        """Has the response made ``max_tool_calls`` calls? (Then no turn offers tools any more.)"""
+        return self.max_tool_calls is not None and self.calls_made >= self.max_tool_calls
+
+    def cite(self, text: str) -> list[dict[str, Any]]:
+        """``url_citation`` annotations of an answer, against every source the response's searches found."""
+        return find_citations(text, self.sources) if self.sources else []
+
+    # --- one turn -------------------------------------------------------------------------------------------------
+
+    async def run_turn(self, turn: TurnResult) -> TurnOutcome:
+        if not turn.calls:
+            return TurnOutcome([], end=True, reason="answered")
+        if any(call.status != "completed" for call in turn.calls):
+            return TurnOutcome([], end=True, reason="cut_short")  # the builder marks its items incomplete
+        runnable = [call for call in turn.server_calls if not call.target.approval]  # type: ignore[union-attr]
+        over_limit = self._exhausted_turn_sent
+        jobs: list[tuple[TurnCall, Callable[[], Awaitable[ToolResult]]]] = []
+        for call in runnable:
+            if self.tools_exhausted:
+                jobs.append((call, self._refusal(call)))
+            else:
+                self.calls_made += 1
+                jobs.append((call, self._job(call)))
+        results = await self._run_all(jobs)
+        if len(runnable) < len(turn.calls):
+            ran = {id(call) for call in runnable}
+            approval = any(call.server for call in turn.calls if id(call) not in ran)
+            return TurnOutcome(results, end=True, reason="approval_requested" if approval else "client_calls")
+        if over_limit:
+            return TurnOutcome(results, end=True, reason="tools_exhausted")
+        if self.tools_exhausted:
+            self._exhausted_turn_sent = True
+        return TurnOutcome(results, end=False, tools_exhausted=self.tools_exhausted)
+
+    async def _run_all(self, jobs: list[tuple[TurnCall, Callable[[], Awaitable[ToolResult]]]]) -> list[ToolResult]:
+        if not self.parallel or len(jobs) < 2:
+            return [await job() for _, job in jobs]
+        limit = asyncio.Semaphore(max(1, self.services.max_parallel))
+
+        async def bounded(job: Callable[[], Awaitable[ToolResult]]) -> ToolResult:
+            async with limit:
+                return await job()
+
+        async with asyncio.TaskGroup() as group:  # cancelled with its caller: every running call is cancelled
+            tasks = [group.create_task(bounded(job)) for _, job in jobs]
+        return [task.result() for task in tasks]
+
+    def _job(self, call: TurnCall) -> Callable[[], Awaitable[ToolResult]]:
+        kind = call.target.kind  # type: ignore[union-attr]
+        if kind == "mcp":
+            return lambda: self._mcp_call(call)
+        if kind == "web_search":
+            return lambda: self._web_search(call)
+        return lambda: self._tool_search(call)
+
+    def _refusal(self, call: TurnCall) -> Callable[[], Awaitable[ToolResult]]:
+        message = (f"The call was not made: this response reached its limit of {self.max_tool_calls} tool "
+                   "calls (max_tool_calls).")
+
+        async def refuse() -> ToolResult:
+            kind = call.target.kind  # type: ignore[union-attr]
+            if kind == "mcp":
+                self.builder.complete_mcp_call(call.output_index, error=message)
+                return ToolResult(call.call_id, mcp_result_text(None, message))
+            if kind == "web_search":
+                self.builder.complete_web_search(call.output_index, failed=True)
+            else:
+                self.builder.add_item(tool_search_output_item(ids.new_id("tso"), call_id=call.call_id, tools=[]))
+            return ToolResult(call.call_id, message)
+
+        return refuse
+
+    # --- the tools ------------------------------------------------------------------------------------------------
+
+    async def _mcp_call(self, call: TurnCall) -> ToolResult:
+        target = call.target
+        assert target is not None
+        server = self.servers.get(target.namespace or "")
+        output, error = await self._call_mcp(server, target.name or "", call.arguments)
+        self.builder.complete_mcp_call(call.output_index, output=output, error=error)
+        return ToolResult(call.call_id, mcp_result_text(output, error))
+
+    async def run_approved(self, approved: list[ApprovedCall]) -> list[dict[str, Any]]:
+        """Make the MCP calls the request approved (set-up, before the first turn): each an ``mcp_call`` item with
+        its ``approval_request_id``. Returns the items, for the first turn's messages."""
+        items: list[dict[str, Any]] = []
+        for call in approved:
+            index = self.builder.start_mcp_call(call.server.server_label, call.name, call.arguments,
+                                                approval_request_id=call.approval_request_id)
+            output: str | None
+            error: str | None
+            if self.tools_exhausted:
+                output, error = None, (f"The call was not made: this response reached its limit of "
+                                       f"{self.max_tool_calls} tool calls (max_tool_calls).")
+            else:
+                self.calls_made += 1
+                output, error = await self._call_mcp(call.server, call.name, call.arguments)
+            self.builder.complete_mcp_call(index, output=output, error=error)
+            items.append({"type": "mcp_call", "id": call.approval_request_id, "server_label": call.server.server_label,
+                          "name": call.name, "arguments": call.arguments, "output": output, "error": error})
+        self._exhausted_turn_sent = self.tools_exhausted  # then the first turn goes without tools
+        return items
+
+    async def _call_mcp(self, server: MCPServer | None, name: str, arguments: str) -> tuple[str | None, str | None]:
+        """(output, error) of one MCP call; never raises but for cancellation."""
+        if server is None:
+            return None, f"The MCP server of tool '{name}' is not among this request's tools."
+        try:
+            parsed = orjson.loads(arguments or "{}")
+        except orjson.JSONDecodeError:
+            return None, f"The arguments of tool '{name}' are not valid JSON."
+        if not isinstance(parsed, dict):
+            return None, f"The arguments of tool '{name}' must be a JSON object."
+        try:
+            result = await self.services.mcp.call_tool(server, name, parsed)
+        except Exception as error:  # noqa: BLE001 - a failure below is this call's failure, not the response's
+            raise_if_cancelled()
+            log.warning("mcp_call_error", server_label=server.server_label, tool=name,
+                        error_type=type(error).__name__)
+            return None, f"Calling tool '{name}' of MCP server '{server.server_label}' failed ({type(error).__name__})."
+        raise_if_cancelled()
+        return result.output, result.error
+
+    async def _web_search(self, call: TurnCall) -> ToolResult:
+        query = str((call.item.get("action") or {}).get("query") or "")
+        provider = self.services.search
+        try:
+            if provider is None or self.web_options is None:
+                raise WebSearchError("no web search provider is configured")
+            results = await run_web_search(provider, query, self.web_options)
+        except WebSearchError as failure:
+            raise_if_cancelled()
+            return self._search_failed(call, str(failure))
+        except Exception as error:  # noqa: BLE001 - a failure below is this call's failure, not the response's
+            raise_if_cancelled()
+            log.warning("web_search_error", error_type=type(error).__name__)
+            return self._search_failed(call, f"the search failed ({type(error).__name__})")
+        first = len(self.sources) + 1
+        self.sources.extend(results)
+        self.builder.complete_web_search(call.output_index,
+                                         action=web_search_action(query, results, self.include_sources))
+        return ToolResult(call.call_id, results_for_model(results, first_number=first))
+
+    def _search_failed(self, call: TurnCall, reason: str) -> ToolResult:
+        self.builder.complete_web_search(call.output_index, failed=True)
+        return ToolResult(call.call_id, f"The web search failed: {reason}.")
+
+    async def _tool_search(self, call: TurnCall) -> ToolResult:
+        query = search_query(call.item.get("arguments"))
+        found = self.index.search(query) if self.index is not None and query else []
+        self.builder.add_item(tool_search_output_item(ids.new_id("tso"), call_id=call.call_id, tools=found))
+        self.plan.add_loaded_tools(found)
+        self.builder.set_targets(self.plan.targets)
+        return ToolResult(call.call_id, tool_search_result_text(found))
+
+    def close(self) -> None:
+        if self.index is not None:
+            self.index.close()
+            self.index = None

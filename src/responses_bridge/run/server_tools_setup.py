@@ -1,0 +1,187 @@
+"""Set-up of a response's server tools, before its first model turn: what the model is offered, and the MCP calls
+a client approved.
+
+Everything that can refuse the request is checked first — every ``mcp`` tool parsed and its host checked, every
+``mcp_approval_response`` matched to its approval request — so a 400 is raised before any MCP server (or the
+upstream) is contacted. Only then are the servers listed, concurrently; a server that cannot be listed is a failed
+``mcp_list_tools`` item, and the response goes on without its tools.
+
+A server whose ``mcp_list_tools`` item is already in the conversation (the previous response of the chain, or the
+input) is not listed again and gets no new item, as OpenAI does: the item's tools are offered, and remembered by
+the MCP client (``MCPTools.seed``) so that its calls know the tools' annotations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from ..engine.output_builder import OutputBuilder
+from ..engine.tools import WEB_SEARCH_TYPES, ToolPlan
+from ..protocol.errors import APIError
+from ..protocol.request import ResponsesRequest
+from .cancellation import raise_if_cancelled
+from .tools.mcp import MCPServer, MCPToolError, MCPToolInfo, approval_required, parse_mcp_tool, tools_from_list_item
+from .tools.mcp_model import redact
+from .tools.tool_search import ToolIndex, is_server_tool_search, search_tool_function
+from .tools.web_search import WebSearchToolOptions
+
+if TYPE_CHECKING:
+    from .server_tools import ServerToolServices
+
+log = structlog.get_logger(__name__)
+
+SECRET_FIELDS = ("headers", "authorization")
+
+
+def storable_tools(tools: Iterable[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
+    """The request's ``tools`` as they may be stored and echoed: ``mcp`` tools without ``headers`` and
+    ``authorization`` (credentials for the MCP server; OpenAI does not echo them either). Other tools are kept as
+    they are; the list given is not changed."""
+    return [{key: value for key, value in tool.items() if key not in SECRET_FIELDS}
+            if tool.get("type") == "mcp" else dict(tool) for tool in tools or ()]
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovedCall:
+    """An ``mcp_approval_request`` of the conversation that the request's input approved."""
+
+    approval_request_id: str
+    server: MCPServer
+    name: str
+    arguments: str
+
+
+class SetUp:
+    """One response's set-up; read its results (``servers``, ``index``, ``approved``, ``web_options``) after
+    :meth:`run`."""
+
+    def __init__(self, services: ServerToolServices, request: ResponsesRequest, history: list[dict[str, Any]],
+                 plan: ToolPlan, builder: OutputBuilder) -> None:
+        self.services = services
+        self.request = request
+        self.history = history
+        self.plan = plan
+        self.builder = builder
+        self.tools: list[dict[str, Any]] = list(request.params.tools or ())
+        self.servers: dict[str, MCPServer] = {}
+        self.index: ToolIndex | None = None
+        self.approved: list[ApprovedCall] = []
+        self.web_options: WebSearchToolOptions | None = None
+
+    async def run(self) -> None:
+        served = self.services.served
+        if "mcp" in served:
+            await self._check_servers()
+            self.approved = self._approved_calls()
+            await self._list_servers()
+        if self.services.search is not None:
+            web = next((tool for tool in self.tools if tool.get("type") in WEB_SEARCH_TYPES), None)
+            if web is not None:
+                self.web_options = WebSearchToolOptions.from_tool(web)
+                self.plan.add_web_search()
+        if "tool_search" in served and any(is_server_tool_search(tool) for tool in self.tools):
+            self.index = ToolIndex(self.tools)
+            self.plan.add_server_tool_search(search_tool_function(self.index))
+        self.builder.set_targets(self.plan.targets)
+
+    # --- checks: every refusal comes before anything is sent ----------------------------------------------------
+
+    async def _check_servers(self) -> None:
+        for position, tool in enumerate(self.tools):
+            if tool.get("type") != "mcp":
+                continue
+            server = parse_mcp_tool(tool, position)
+            if server.server_label in self.servers:
+                raise APIError(400, f"Two mcp tools have the server_label '{server.server_label}'; each MCP server "
+                               "needs a label of its own.", param=server.param("server_label"),
+                               code="invalid_value")
+            self.servers[server.server_label] = server
+        for server in self.servers.values():
+            await self.services.mcp.check_server(server)
+
+    def _approved_calls(self) -> list[ApprovedCall]:
+        """The approval requests this request's input approves, in input order. An answer to an unknown approval
+        request, or to one of a server this request does not declare, is a 400; a refusal (``approve: false``)
+        and an approval whose call was already made are skipped."""
+        answers = self.request.approval_responses
+        if not answers:
+            return []
+        conversation = [*self.history, *self.request.input_items]
+        asked = {item.get("id"): item for item in conversation if item.get("type") == "mcp_approval_request"}
+        made = {item.get("approval_request_id") for item in conversation if item.get("type") == "mcp_call"}
+        approved: list[ApprovedCall] = []
+        for request_id, answer in answers.items():
+            asked_item = asked.get(request_id)
+            if asked_item is None:
+                raise APIError(400, f"No mcp_approval_request with id '{request_id}' was found in the conversation "
+                               "this mcp_approval_response answers.", param="input", code="invalid_value")
+            server = self.servers.get(asked_item.get("server_label") or "")
+            if server is None:
+                raise APIError(400, f"The approval request '{request_id}' is for MCP server "
+                               f"'{asked_item.get('server_label')}', which is not among this request's tools: "
+                               "send its mcp tool again.", param="tools", code="invalid_value")
+            if answer.get("approve") is not True or request_id in made:
+                continue
+            approved.append(ApprovedCall(request_id, server, str(asked_item.get("name") or ""),
+                                         str(asked_item.get("arguments") or "{}")))
+        return approved
+
+    # --- listing ------------------------------------------------------------------------------------------------
+
+    def _previous_listings(self) -> dict[str, list[MCPToolInfo]]:
+        """Per server label, the tools of the last successful ``mcp_list_tools`` item of the conversation."""
+        found: dict[str, list[MCPToolInfo]] = {}
+        for item in [*self.history, *self.request.input_items]:
+            if item.get("type") != "mcp_list_tools":
+                continue
+            tools = tools_from_list_item(item)
+            if tools is not None and isinstance(item.get("server_label"), str):
+                found[item["server_label"]] = tools
+        return found
+
+    async def _list_servers(self) -> None:
+        previous = self._previous_listings()
+        fresh: list[tuple[MCPServer, int]] = []
+        for server in self.servers.values():
+            known = previous.get(server.server_label)
+            if known is not None:
+                self.services.mcp.seed(server, known)
+                self._offer(server, [tool for tool in known if server.allows(tool.name, tool.read_only)])
+            else:
+                fresh.append((server, self.builder.add_mcp_list_tools(server.server_label)))
+        if not fresh:
+            return
+        async with asyncio.TaskGroup() as group:
+            listings = [group.create_task(self._list(server)) for server, _ in fresh]
+        for (server, index), listing in zip(fresh, listings, strict=True):
+            tools, error = listing.result()
+            if error is not None:
+                self.builder.complete_mcp_list_tools(index, error=error)
+                continue
+            self.builder.complete_mcp_list_tools(index, tools=[tool.as_item() for tool in tools])
+            self._offer(server, tools)
+
+    async def _list(self, server: MCPServer) -> tuple[list[MCPToolInfo], str | None]:
+        """The server's tools, or the error text of its failed ``mcp_list_tools`` item. Never raises but for
+        cancellation: a bug below is a failed listing too, not a failed response."""
+        try:
+            tools = await self.services.mcp.list_tools(server)
+        except MCPToolError as failure:
+            raise_if_cancelled()
+            return [], str(failure)
+        except Exception as error:  # noqa: BLE001 - any failure of a server's listing is that item's failure
+            raise_if_cancelled()
+            log.warning("mcp_list_tools_error", server_label=server.server_label, error_type=type(error).__name__)
+            return [], redact(f"Listing the tools of MCP server '{server.server_label}' failed "
+                              f"({type(error).__name__}).", server)
+        raise_if_cancelled()
+        return tools, None
+
+    def _offer(self, server: MCPServer, tools: list[MCPToolInfo]) -> None:
+        approval = [tool.name for tool in tools if approval_required(server, tool.name, read_only=tool.read_only)]
+        self.plan.add_mcp_tools(server.server_label, [tool.as_item() for tool in tools], approval=approval)
