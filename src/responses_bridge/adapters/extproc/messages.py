@@ -19,7 +19,13 @@ from envoy.service.ext_proc.v3.external_processor_pb2 import (
     ProcessingResponse,
 )
 
-from ...envoy_config import CREDENTIALS_NAMESPACE, IMMEDIATE_RESPONSE_DETAILS
+from ...envoy_config import (
+    CREDENTIALS_NAMESPACE,
+    IMMEDIATE_RESPONSE_DETAILS,
+    ROUTE_KEY,
+    ROUTE_NAMESPACE,
+    ROUTE_TO_SIDECAR,
+)
 
 OVERWRITE = HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 STREAMED = ProcessingMode.STREAMED
@@ -102,6 +108,24 @@ def request_body_reply(body: bytes, set_headers: Headers, remove: Iterable[str])
     mutate(common.header_mutation, set_headers, remove)
     common.body_mutation.body = body
     return response
+
+
+def route_to_sidecar() -> ProcessingResponse:
+    """The request goes on unchanged (no mutation: the original Responses body), marked with the routing metadata,
+    and Envoy picks its route again: the bootstrap's route on that metadata sends it to the sidecar's HTTP door,
+    which runs the tool loop and makes each model turn through Envoy's listener."""
+    response = ProcessingResponse()
+    response.dynamic_metadata.update({ROUTE_NAMESPACE: {ROUTE_KEY: ROUTE_TO_SIDECAR}})
+    common = response.request_body.response
+    # Envoy clears the route cache only for a reply that carries a header mutation. With the request headers
+    # skipped, Envoy applies no header mutation in this phase any more (it logs that the headers are not
+    # available): this one only asks for the new route, and means nothing if it ever were applied.
+    common.header_mutation.remove_headers.append(_ROUTE_MARK)
+    common.clear_route_cache = True
+    return response
+
+
+_ROUTE_MARK = "x-responses-bridge-route"
 
 
 def response_headers_reply(mode: int | None, set_headers: Headers = (),
