@@ -14,6 +14,12 @@ first message's ``protocol_config``):
 * ``NONE`` with ``allow_mode_override`` (older bootstraps): the headers reply picks ``STREAMED`` (SSE) or
   ``BUFFERED`` (JSON); then exactly one reply per body message.
 
+A request whose tools include a server-side tool this deployment runs (``mcp``, server ``tool_search``, web search
+with a provider) is not translated: the tool loop makes several model turns, and runs in the HTTP door, which makes
+each of them through Envoy's listener. The servicer answers its body with routing metadata and a cleared route
+cache (Envoy then sends the unchanged body to the HTTP door) and closes the gRPC stream: Envoy goes on without the
+processor, and the door's answer reaches the client untouched. The scan looks only at the decoded ``tools``.
+
 Two rules keep clients safe:
 
 * Nothing untranslated reaches the client. Every body byte the client gets is the run's, and the stream is
