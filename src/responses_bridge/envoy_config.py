@@ -51,6 +51,10 @@ ROUTE_TO_SIDECAR = "sidecar"
 """The dynamic metadata (namespace, key, value) the processor sets on a Responses request with server-side tools
 the deployment runs, before Envoy picks the route again: the request then goes to the sidecar's HTTP door, which
 runs the tool loop. Metadata, not a header: nothing a client sends can pick that route."""
+ROUTE_OFFERED_KEY = "sidecar_route"
+"""Set to true in ``ROUTE_NAMESPACE`` by the bootstrap for every request and forwarded to the processor: this
+bootstrap has the route above. The processor routes only then, so a bootstrap rendered before the route existed
+keeps every request on the ext_proc path instead of sending an untranslated body upstream."""
 
 UPSTREAM_CLUSTER = "llm_upstream"
 EXTPROC_CLUSTER = "responses_bridge_extproc"
@@ -183,7 +187,8 @@ def _listener(address: str, port: int, up: UpstreamURL, sidecar: tuple[str, int]
                 "normalize_path": True,
                 "merge_slashes": True,
                 "route_config": _route_config(up),
-                "http_filters": [_client_credentials_filter(), _ext_proc_filter(), _hold_for_route_filter(), {
+                "http_filters": [_client_credentials_filter(), _route_offered_filter(), _ext_proc_filter(),
+                                 _hold_for_route_filter(), {
                     "name": "envoy.filters.http.router",
                     "typed_config": {"@type": _TYPE + "envoy.extensions.filters.http.router.v3.Router"},
                 }],
@@ -210,6 +215,17 @@ def _client_credentials_filter() -> dict[str, Any]:
                                       "type": "STRING"},
                 "remove": False,
             }],
+        },
+    }
+
+
+def _route_offered_filter() -> dict[str, Any]:
+    """Tells the processor, with each request body, that this bootstrap routes marked requests to the HTTP door."""
+    return {
+        "name": "envoy.filters.http.set_metadata",
+        "typed_config": {
+            "@type": _TYPE + "envoy.extensions.filters.http.set_metadata.v3.Config",
+            "metadata": [{"metadata_namespace": ROUTE_NAMESPACE, "value": {ROUTE_OFFERED_KEY: True}}],
         },
     }
 
@@ -242,7 +258,7 @@ def _ext_proc_filter() -> dict[str, Any]:
                 "response_body_mode": "FULL_DUPLEX_STREAMED",
                 "response_trailer_mode": "SEND",
             },
-            "metadata_options": {"forwarding_namespaces": {"untyped": [CREDENTIALS_NAMESPACE]},
+            "metadata_options": {"forwarding_namespaces": {"untyped": [CREDENTIALS_NAMESPACE, ROUTE_NAMESPACE]},
                                  "receiving_namespaces": {"untyped": [ROUTE_NAMESPACE]}},
             # The route is picked again only when the processor asks (clear_route_cache: a request with
             # server-side tools goes to the sidecar's HTTP door); the :path rewrite never re-routes a request.

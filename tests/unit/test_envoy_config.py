@@ -137,7 +137,11 @@ def test_routes_and_processor_settings() -> None:
     assert ext_proc["processing_mode"]["response_trailer_mode"] == "SEND"  # required by that mode
     assert ext_proc["route_cache_action"] == "DEFAULT"  # only the processor's clear_route_cache re-routes
     assert ext_proc["metadata_options"]["receiving_namespaces"] == {"untyped": ["responses_bridge.route"]}
+    assert ext_proc["metadata_options"]["forwarding_namespaces"] == {
+        "untyped": ["responses_bridge", "responses_bridge.route"]}
     names = [f["name"] for f in hcm["http_filters"]]
+    # the processor learns that this bootstrap has the route for server-side tools
+    assert names.index("envoy.filters.http.set_metadata") < names.index("envoy.filters.http.ext_proc")
     assert names.index("envoy.filters.http.buffer") == names.index("envoy.filters.http.ext_proc") + 1
     assert hcm["request_timeout"] == "0s"
     assert config["static_resources"]["listeners"][0]["per_connection_buffer_limit_bytes"] >= 64 * 1024 * 1024

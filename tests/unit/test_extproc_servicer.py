@@ -48,13 +48,16 @@ def _first(message: ProcessingRequest, mode: int) -> ProcessingRequest:
 
 
 def request_body(body: bytes | dict[str, Any], end_of_stream: bool = True, *, mode: int | None = FD,
-                 authorization: str | None = None) -> ProcessingRequest:
+                 authorization: str | None = None, sidecar_route: bool = False) -> ProcessingRequest:
+    """``sidecar_route``: the metadata a bootstrap with the route for server-side tools forwards."""
     message = ProcessingRequest()
     message.request_body.body = body if isinstance(body, bytes) else orjson.dumps(body)
     message.request_body.end_of_stream = end_of_stream
     if authorization is not None:
         fields = message.metadata_context.filter_metadata["responses_bridge"].fields
         fields["authorization"].string_value = authorization
+    if sidecar_route:
+        message.metadata_context.filter_metadata["responses_bridge.route"].fields["sidecar_route"].bool_value = True
     return _first(message, mode) if mode is not None else message
 
 
@@ -179,7 +182,7 @@ async def test_served_server_side_tools_route_the_request_to_the_http_door(runti
     """No translation and no run: the body goes on unchanged, marked for the sidecar's route, and the processor
     is done with the request (nothing stored, nothing to abandon)."""
     stream = new_stream(runtime)
-    [reply] = await stream.handle(request_body({**REQUEST, "tools": [tool]}))
+    [reply] = await stream.handle(request_body({**REQUEST, "tools": [tool]}, sidecar_route=True))
     common = reply.request_body.response
     assert common.clear_route_cache
     assert not common.HasField("body_mutation")
@@ -196,17 +199,36 @@ async def test_served_server_side_tools_route_the_request_to_the_http_door(runti
 ])
 async def test_requests_without_served_tools_are_translated(runtime: Runtime, tool: dict[str, Any]) -> None:
     stream = new_stream(runtime)
-    [reply] = await stream.handle(request_body({**REQUEST, "tools": [tool]}))
+    [reply] = await stream.handle(request_body({**REQUEST, "tools": [tool]}, sidecar_route=True))
     common = reply.request_body.response
     assert not common.clear_route_cache and not reply.HasField("dynamic_metadata")
     assert set_headers(reply, "request_body")[":path"] == "/v1/chat/completions"
     assert not stream.routed and stream.run is not None
 
 
+async def test_a_bootstrap_without_the_sidecar_route_keeps_server_tools_on_the_ext_proc_path(
+        runtime: Runtime) -> None:
+    """An older bootstrap would send a marked request's untranslated body upstream: it is translated instead."""
+    stream = new_stream(runtime)
+    [reply] = await stream.handle(request_body({**REQUEST, "tools": [{"type": "tool_search"}]}))
+    assert not reply.request_body.response.clear_route_cache
+    assert set_headers(reply, "request_body")[":path"] == "/v1/chat/completions"
+    assert not stream.routed
+
+
+async def test_a_body_in_chunks_is_routed_by_its_first_message_metadata(runtime: Runtime) -> None:
+    raw = orjson.dumps({**REQUEST, "tools": [{"type": "tool_search"}]})
+    stream = new_stream(runtime)
+    await stream.handle(request_body(raw[:10], False, sidecar_route=True))
+    [reply] = await stream.handle(request_body(raw[10:], True, mode=None))
+    assert reply.request_body.response.clear_route_cache and stream.routed
+
+
 async def test_web_search_with_a_provider_is_routed(store: SQLiteResponseStore) -> None:
     runtime = Runtime(settings=Settings(upstream="http://127.0.0.1:9/v1", db=":memory:", api_key=None,
                                         web_search="searxng:http://127.0.0.1:9"), store=store)
-    [reply] = await new_stream(runtime).handle(request_body({**REQUEST, "tools": [{"type": "web_search_preview"}]}))
+    [reply] = await new_stream(runtime).handle(request_body({**REQUEST, "tools": [{"type": "web_search_preview"}]},
+                                                            sidecar_route=True))
     assert reply.request_body.response.clear_route_cache
 
 

@@ -24,6 +24,7 @@ from ...envoy_config import (
     IMMEDIATE_RESPONSE_DETAILS,
     ROUTE_KEY,
     ROUTE_NAMESPACE,
+    ROUTE_OFFERED_KEY,
     ROUTE_TO_SIDECAR,
 )
 
@@ -45,6 +46,15 @@ def forwarded_authorization(request: ProcessingRequest) -> str | None:
     if "authorization" not in fields:
         return None
     return fields["authorization"].string_value or None
+
+
+def sidecar_route_offered(request: ProcessingRequest) -> bool:
+    """Does the bootstrap route requests marked by :func:`route_to_sidecar` to the HTTP door (see envoy_config)?"""
+    metadata = request.metadata_context.filter_metadata
+    if ROUTE_NAMESPACE not in metadata:
+        return False
+    fields = metadata[ROUTE_NAMESPACE].fields
+    return ROUTE_OFFERED_KEY in fields and fields[ROUTE_OFFERED_KEY].bool_value
 
 
 def header_map(headers: HttpHeaders) -> dict[str, str]:

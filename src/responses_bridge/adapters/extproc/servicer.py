@@ -18,7 +18,8 @@ A request whose tools include a server-side tool this deployment runs (``mcp``, 
 with a provider) is not translated: the tool loop makes several model turns, and runs in the HTTP door, which makes
 each of them through Envoy's listener. The servicer answers its body with routing metadata and a cleared route
 cache (Envoy then sends the unchanged body to the HTTP door) and closes the gRPC stream: Envoy goes on without the
-processor, and the door's answer reaches the client untouched. The scan looks only at the decoded ``tools``.
+processor, and the door's answer reaches the client untouched. The scan looks only at the decoded ``tools``; it
+is made only when the bootstrap says it has that route (older bootstraps keep every request on this path).
 
 Two rules keep clients safe:
 
@@ -173,6 +174,7 @@ class _Stream:
         "run",
         "runtime",
         "shutdown_requested",
+        "sidecar_route",
         "sse",
         "write",
     )
@@ -196,6 +198,7 @@ class _Stream:
         self.request_body: list[bytes] = []  # a streamed request body, until its end
         self.request_bytes = 0
         self.routed = False  # handed to the sidecar's HTTP door: the processor has nothing more to do
+        self.sidecar_route = False  # the bootstrap routes requests with server-side tools to the HTTP door
 
     async def handle(self, request: ProcessingRequest) -> Responses:
         phase = request.WhichOneof("request")
@@ -256,6 +259,8 @@ class _Stream:
                 self.run = self.runtime.new_run()
             if self.authorization is None:  # request headers are skipped: Envoy forwards the credentials
                 self.authorization = m.forwarded_authorization(request)
+            if not self.request_body:  # the first body message carries the metadata
+                self.sidecar_route = m.sidecar_route_offered(request)
             # The body moves into this stream's list, and the message (which keeps its own copy of the body
             # until it is freed; clearing the field frees nothing) is let go before the translation starts: see
             # handle() and Process().
@@ -342,7 +347,7 @@ class _Stream:
         try:
             decoded = await asyncio.to_thread(parse_json_object, body) if large else parse_json_object(body)
             del body  # decoded: the bytes are let go before the translation
-            if runs_server_tools(decoded.get("tools"), self.runtime.served_tools):
+            if self.sidecar_route and runs_server_tools(decoded.get("tools"), self.runtime.served_tools):
                 return self._route_to_sidecar()
             upstream = await run.begin(decoded, large=large)
         except APIError as error:
