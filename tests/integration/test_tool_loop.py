@@ -372,6 +372,19 @@ async def test_cancelling_a_background_loop(raw: aiohttp.ClientSession, mcp: MCP
     assert [item["type"] for item in stored["output"]][:2] == ["mcp_list_tools", "mcp_call"]
 
 
+async def test_deleting_a_background_loop_mid_call(raw: aiohttp.ClientSession, mcp: MCPTestServer) -> None:
+    body = {"model": "fake-model", "input": "call tools__slow", "background": True,
+            "tools": [mcp_tool(mcp.http_url, allowed_tools=["slow"])]}
+    response_id = (await (await raw.post("/v1/responses", json=body)).json())["id"]
+    async with raw.get(f"/v1/responses/{response_id}", params={"stream": "true"}) as events:
+        async for line in events.content:
+            if b"response.mcp_call.in_progress" in line:
+                break
+    deleted = await raw.delete(f"/v1/responses/{response_id}")
+    assert deleted.status == 200 and (await deleted.json())["deleted"] is True
+    assert (await raw.get(f"/v1/responses/{response_id}")).status == 404
+
+
 async def test_a_background_loop_completes(raw: aiohttp.ClientSession, mcp: MCPTestServer) -> None:
     body = {"model": "fake-model", "input": "call tools__add [then=tools__echo]", "background": True,
             "tools": [mcp_tool(mcp.http_url, allowed_tools=["add", "echo"])]}

@@ -210,6 +210,11 @@ class ResponseRun:
         pending, self._pending_bytes = self._pending_bytes, b""
         return pending
 
+    def release(self) -> None:
+        """The run stops with nothing more to store (a background response deleted while it ran): free what
+        the tool loop holds (the tool search index)."""
+        self._close_tools()
+
     def _close_tools(self) -> None:
         tool_run, self._tool_run = self._tool_run, None
         if tool_run is not None:

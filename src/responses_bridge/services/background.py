@@ -193,6 +193,7 @@ class BackgroundRun:
             except asyncio.CancelledError:
                 self.finishing = True
                 if self.stop_reason == "deleted":  # DELETE /v1/responses/{id}: nothing more to store
+                    response_run.release()
                     return
                 if self.stop_reason == "cancel":
                     reply = await response_run.cancel()
