@@ -5,7 +5,11 @@ the rendered prompt, the engine options and the sealer that seals and opens ``en
 fed the upstream's answer as it arrives:
 
     translator = Translator(request, history, prompt, options, sealer)   # APIError: nothing is sent upstream
-    call = translator.take_first_request()          # the Chat Completions call to make
+    call = translator.take_first_request()          # the Chat Completions call to make (once)
+
+A tool loop (``run/response_run.py``) builds the first call with :meth:`build_first_request` after setting up
+its server tools, then per turn: :meth:`end_turn` (the turn's calls), :meth:`follow_up` (the next call, into the
+same stream and response) — the per-chunk path is the same for every turn.
     head = translator.on_upstream_headers(status, content_type)  # bytes that open the client's stream, or None
     out = translator.on_upstream_chunk(chunk)       # per upstream body chunk: the client's bytes (maybe b"")
     retry = translator.retry_request()              # truncation "auto" after a context-length error, once
@@ -98,7 +102,8 @@ class Translator:
         self._chat: dict[str, Any] | None = None  # a compaction turn's call, made here
         self._body: dict[str, Any] | None = None  # the last turn's chat body, while a tool loop may follow it
         self._turn_closed = False  # the current turn's answer was read to its end (end_turn)
-        self._translated = translated  # the request with compaction items expanded, for the first body
+        # the request with compaction items expanded, for the first body (let go once it is built)
+        self._translated: ResponsesRequest | None = translated
         if compaction.has_trigger(request.input_items):
             self._chat = self._compaction_request(request, history + expanded)
         else:
@@ -136,8 +141,9 @@ class Translator:
         chat = self._chat
         self._chat = None
         if chat is None:
-            assert self.plan is not None
+            assert self.plan is not None and self._translated is not None, "the first request was already built"
             chat = build_chat_request(self._translated, self.context, self._options, self.plan)
+            self._translated = None
             if extra_messages:
                 chat["messages"].extend(extra_messages)
             if tools_exhausted:
