@@ -17,6 +17,7 @@ from .engine.options import EngineOptions
 from .engine.tools import served_tool_types
 from .engine.wire import Framing
 from .run.response_run import ResponseRun
+from .run.server_tools import ServerTools, ServerToolServices
 from .run.upstream import UpstreamClient
 from .sealing import Sealer, load_or_create_key
 from .services.background import BackgroundService, fail_interrupted
@@ -42,6 +43,7 @@ class Runtime:
     background: BackgroundService | None = None
     draining: bool = False  # set first thing on SIGTERM/SIGINT: doors refuse new work, readiness fails
     trimmer: MemoryTrimmer | None = None  # gives large requests' memory back to the system (allocator.py)
+    server_tools: ServerTools | None = None  # the tool loop's MCP client and web search (run/server_tools.py)
 
     async def _open_background(self, store: SQLiteResponseStore, upstream: UpstreamClient) -> None:
         """Background runs of a previous process that never ended are marked failed (none can be running now),
@@ -58,7 +60,8 @@ class Runtime:
         """A run whose events are always emitted, framed as asked (``"json"``: WebSocket mode), optionally
         over another store (a WebSocket connection's cache of ``store: false`` turns in front of this one)."""
         return ResponseRun(store or self.store, self.options, self.sealer, framing=framing,
-                           conversations=self.conversations, prompts=self.prompts)
+                           conversations=self.conversations, prompts=self.prompts, server_tools=self.server_tools,
+                           max_turns=self.settings.max_turns)
 
     @classmethod
     async def open(cls, settings: Settings, upstream: UpstreamClient) -> Runtime:
@@ -71,6 +74,7 @@ class Runtime:
         runtime = cls(settings=settings, store=store, options=settings.engine_options(), sealer=sealer,
                       conversations=ConversationService(SQLiteConversationStore(store)),
                       prompts=PromptService(SQLitePromptStore(store)))
+        runtime.server_tools = ServerTools(ServerToolServices.from_settings(settings))
         await runtime._open_background(store, upstream)
         runtime.trimmer = MemoryTrimmer()
         runtime.trimmer.start()
@@ -83,12 +87,17 @@ class Runtime:
             await self.background.close()  # runs still going are stored as failed before the store closes
         if self.upstream is not None:
             await self.upstream.close()
+        if self.server_tools is not None:
+            await self.server_tools.services.aclose()
         await self.store.close()
 
-    def new_run(self) -> ResponseRun:
-        """The run of one ``POST /v1/responses``, over this process's store, conversations and prompts."""
+    def new_run(self, *, tool_loop: bool = False) -> ResponseRun:
+        """The run of one ``POST /v1/responses``, over this process's store, conversations and prompts.
+        ``tool_loop``: the door drives ``next_turn``, so server-side tools are run (else they fall under the
+        unsupported-tool policy, as for Envoy's own upstream call)."""
         return ResponseRun(self.store, self.options, self.sealer, conversations=self.conversations,
-                           prompts=self.prompts)
+                           prompts=self.prompts, server_tools=self.server_tools if tool_loop else None,
+                           max_turns=self.settings.max_turns)
 
     @cached_property
     def served_tools(self) -> frozenset[str]:

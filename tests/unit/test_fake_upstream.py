@@ -582,3 +582,18 @@ async def test_args64_directive_carries_arrays(session, base_url):
     assert orjson.loads(body["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]) == arguments
     status, _ = await post_json(session, base_url, {"model": "m", "messages": user("x [args64=!!]")})
     assert status == 400
+
+
+async def test_then_directive_calls_one_tool_per_round_of_results(session, base_url):
+    base = {"model": "m", "tools": [WEATHER_TOOL, TIME_TOOL]}
+    opened = user("call get_time [then=get_weather]")
+    _, body = await post_json(session, base_url, {**base, "messages": opened})
+    first = body["choices"][0]["message"]
+    assert [c["function"]["name"] for c in first["tool_calls"]] == ["get_time"]
+    after_one = [*opened, first, {"role": "tool", "tool_call_id": "call_get_time_0", "content": "noon"}]
+    _, body = await post_json(session, base_url, {**base, "messages": after_one})
+    second = body["choices"][0]["message"]
+    assert [c["function"]["name"] for c in second["tool_calls"]] == ["get_weather"]
+    after_two = [*after_one, second, {"role": "tool", "tool_call_id": "call_get_weather_0", "content": "sun"}]
+    _, body = await post_json(session, base_url, {**base, "messages": after_two})
+    assert body["choices"][0]["message"]["content"] == "Tool result: sun"

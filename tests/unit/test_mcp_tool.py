@@ -387,7 +387,7 @@ async def test_a_listing_is_reused_within_the_ttl_and_not_after() -> None:
     clock = Clock()
     tools = MCPTools(limits(list_ttl=60), clock=clock)
     server = server_for(closed_port_url())
-    tools.seed(server, SEEDED)
+    tools.cache.put(server, SEEDED)
     clock.now += 59
     assert await tools.list_tools(server) == SEEDED
     clock.now += 1
@@ -398,7 +398,7 @@ async def test_a_listing_is_reused_within_the_ttl_and_not_after() -> None:
 async def test_the_cache_key_includes_the_headers() -> None:
     tools = MCPTools(limits())
     url = closed_port_url()
-    tools.seed(server_for(url, authorization="token-a"), SEEDED)
+    tools.cache.put(server_for(url, authorization="token-a"), SEEDED)
     assert await tools.list_tools(server_for(url, authorization="token-a")) == SEEDED
     for other in (server_for(url, authorization="token-b"), server_for(url),
                   server_for(url, headers={"Authorization": "Bearer token-a", "X-More": "1"})):
@@ -409,9 +409,18 @@ async def test_the_cache_key_includes_the_headers() -> None:
 async def test_a_ttl_of_zero_lists_every_time() -> None:
     tools = MCPTools(limits(list_ttl=0))
     server = server_for(closed_port_url())
-    tools.seed(server, SEEDED)
+    tools.cache.put(server, SEEDED)
     with pytest.raises(MCPToolError):
         await tools.list_tools(server)
+
+
+async def test_a_seeded_listing_does_not_hide_the_servers_other_tools(mcp_server: MCPTestServer) -> None:
+    """A previous response's mcp_list_tools item lists what its allowed_tools let through: a later request with
+    other allowed_tools must still get those (regression: the seeded item replaced the whole listing)."""
+    tools = MCPTools(limits())
+    tools.seed(server_for(mcp_server.http_url, allowed_tools=["add"]), [SEEDED[0]])
+    listed = await tools.list_tools(server_for(mcp_server.http_url, allowed_tools=["slow"]))
+    assert [tool.name for tool in listed] == ["slow"]
 
 
 async def test_a_real_listing_is_cached_once(mcp_server: MCPTestServer) -> None:

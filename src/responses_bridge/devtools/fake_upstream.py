@@ -75,6 +75,9 @@ text that gets echoed. Unknown bracketed text is left alone.
    ``[args=JSON]`` gives every call exactly these arguments (a JSON object without ``]`` in it), e.g.
    ``call exec_command [args={"cmd": "echo hi"}]`` scripts Codex's shell tool; a namespace function is
    offered by the bridge as ``<namespace>__<name>``, so ``call <namespace>__<name>`` calls it.
+   ``[then=NAME]`` (repeatable) scripts a plan across turns: after the k-th round of tool results that
+   follows the last user message, the answer is one call to the k-th ``then`` tool (if offered), e.g.
+   ``call a [then=b]`` calls ``a``, then ``b`` after ``a``'s result, then answers ``Tool result: …``.
    ``[args64=BASE64]`` is the same with the JSON object base64-encoded (for arguments that hold arrays,
    whose ``]`` would end the directive).
    With ``--tool-topics`` (``create_app(tool_topics=True)``), for suites written for real models: when no
@@ -169,7 +172,7 @@ _RESPONSES_ONLY_FIELDS = (
 )
 _FLAG_DIRECTIVES = ("think", "refuse", "length", "filter", "garbage")
 _VALUE_DIRECTIVES = ("think_field", "stall_after", "chunks", "delay", "error", "stall", "cut", "args", "args64",
-                     "context", "huge")
+                     "context", "huge", "then")
 _DIRECTIVE_RE = re.compile(
     r"\s*\[(" + "|".join(_VALUE_DIRECTIVES + _FLAG_DIRECTIVES) + r")(?:=([^\]]*))?\]"
 )
@@ -338,6 +341,7 @@ class Directives:
     args: str | None = None  # [args=JSON]: the arguments of every tool call, verbatim
     context: int | None = None  # [context=N]: the model's context window, in prompt tokens
     huge: tuple[int, int, int] | None = None  # [huge=N:W:MS]: an N-byte word first, streamed in W-byte writes
+    then: tuple[str, ...] = ()  # [then=NAME] (repeatable): the call made after each round of tool results
 
 
 def _bad_directive(raw: str, why: str) -> FakeError:
@@ -395,6 +399,10 @@ def _apply_directive(d: Directives, name: str, value: str | None, raw: str) -> N
         size = _non_negative_int(raw, fields[0], minimum=1, maximum=MAX_HUGE_BYTES)
         write = _non_negative_int(raw, fields[1], minimum=1, maximum=MAX_HUGE_BYTES)
         d.huge = (size, write, _non_negative_int(raw, fields[2]) if len(fields) == 3 else 0)
+    elif name == "then":
+        if not re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", value):
+            raise _bad_directive(raw, "expected a tool name")
+        d.then = (*d.then, value)
     elif name == "args":
         try:
             parsed = orjson.loads(value)
@@ -765,6 +773,24 @@ def _chosen_tools(body: dict[str, Any], functions: list[dict[str, Any]], text: s
     return names
 
 
+def _then_tools(body: dict[str, Any], functions: list[dict[str, Any]], then: tuple[str, ...]) -> list[str]:
+    """``[then=NAME]``: after the k-th round of tool results that follows the last user message, the k-th
+    ``then`` tool is called (when offered and ``tool_choice`` is not ``none``), as a model working through a
+    plan would; past the last one the model answers."""
+    if body.get("tool_choice") == "none" or body["messages"][-1].get("role") != "tool":
+        return []
+    rounds = 0
+    for message in reversed(body["messages"]):
+        if message.get("role") == "user":
+            break
+        if message.get("role") == "assistant" and message.get("tool_calls"):
+            rounds += 1
+    offered = {fn["name"] for fn in functions}
+    if 1 <= rounds <= len(then) and then[rounds - 1] in offered:
+        return [then[rounds - 1]]
+    return []
+
+
 def _topic_tools(functions: list[dict[str, Any]], text: str) -> list[str]:
     """``--tool-topics``: the first offered tool one of whose name's words (4+ letters, split at ``_``/``-``) the
     user's text mentions, e.g. ``get_weather`` for "What's the weather like?"; none otherwise."""
@@ -841,6 +867,8 @@ def build_answer(body: dict[str, Any], functions: list[dict[str, Any]], d: Direc
         return answer
     last_is_user = messages[-1].get("role") == "user"
     names = _chosen_tools(body, functions, user_text, last_is_user)
+    if not names and not last_is_user and d.then:
+        names = _then_tools(body, functions, d.then)
     if not names and tool_topics and last_is_user and body.get("tool_choice") in (None, "auto"):
         names = _topic_tools(functions, user_text)
     if names:

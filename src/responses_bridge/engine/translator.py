@@ -5,7 +5,11 @@ the rendered prompt, the engine options and the sealer that seals and opens ``en
 fed the upstream's answer as it arrives:
 
     translator = Translator(request, history, prompt, options, sealer)   # APIError: nothing is sent upstream
-    call = translator.take_first_request()          # the Chat Completions call to make
+    call = translator.take_first_request()          # the Chat Completions call to make (once)
+
+A tool loop (``run/response_run.py``) builds the first call with :meth:`build_first_request` after setting up
+its server tools, then per turn: :meth:`end_turn` (the turn's calls), :meth:`follow_up` (the next call, into the
+same stream and response) — the per-chunk path is the same for every turn.
     head = translator.on_upstream_headers(status, content_type)  # bytes that open the client's stream, or None
     out = translator.on_upstream_chunk(chunk)       # per upstream body chunk: the client's bytes (maybe b"")
     retry = translator.retry_request()              # truncation "auto" after a context-length error, once
@@ -42,6 +46,9 @@ from .request_translation import build_chat_request, plan_request_tools
 from .response_object import new_response
 from .sse import DONE, DONE_FRAME, EventTooLarge, SSEDecoder, encode_event
 from .state import RenderedPrompt
+from .tools import ToolPlan
+from .turn_result import TurnResult
+from .turns import ToolResult, follow_up_request
 from .wire import (
     EVENTS_JSON_CONTENT_TYPE,
     JSON_CONTENT_TYPE,
@@ -63,14 +70,18 @@ _MALFORMED = (AttributeError, TypeError, KeyError, IndexError, ValueError)
 class Translator:
     __slots__ = ("_options", "request", "response", "_builder", "_decoder", "_upstream_status", "_upstream_sse",
                  "_buffer", "_head_sent", "_error", "_ended", "_sealer", "_events", "_retry_chat", "_compacting",
-                 "_buffered", "_first", "_terminal_head")
+                 "_buffered", "_translated", "_terminal_head", "plan", "context", "_chat", "_body", "_turn_closed")
 
     def __init__(self, request: ResponsesRequest, history: list[dict[str, Any]], prompt: RenderedPrompt | None,
                  options: EngineOptions, sealer: Sealer | None = None, *, framing: Framing | None = None,
-                 conversation_id: str | None = None) -> None:
+                 conversation_id: str | None = None, served: frozenset[str] = frozenset()) -> None:
         """Raises :class:`APIError` for a request that cannot be served. ``framing``: None gives events (SSE)
         only to requests with ``stream: true``; "json" always emits events as JSON lines (WebSocket mode).
-        Background requests always get SSE events (they are stored for replay)."""
+        Background requests always get SSE events (they are stored for replay). ``served``: the server-side
+        tool types the caller's tool loop runs (empty: they fall under the unsupported-tool policy).
+
+        The first upstream body is built by :meth:`build_first_request` (or :meth:`take_first_request`), so a
+        tool loop can set up its server tools (which extend :attr:`plan`) in between."""
         p = request.params
         self._options = options
         self._sealer = sealer  # opens and makes reasoning ``encrypted_content``; without one, blobs are ignored
@@ -86,15 +97,18 @@ class Translator:
         expanded = compaction.expand(request.input_items, sealer)
         translated = request if expanded is request.input_items else replace(request, input_items=expanded)
         targets = None
+        self.plan: ToolPlan | None = None  # the tools offered; None for a compaction turn
+        self.context = history + prompt.input_items if prompt else history
+        self._chat: dict[str, Any] | None = None  # a compaction turn's call, made here
+        self._body: dict[str, Any] | None = None  # the last turn's chat body, while a tool loop may follow it
+        self._turn_closed = False  # the current turn's answer was read to its end (end_turn)
+        # the request with compaction items expanded, for the first body (let go once it is built)
+        self._translated: ResponsesRequest | None = translated
         if compaction.has_trigger(request.input_items):
-            chat = self._compaction_request(request, history + expanded)
+            self._chat = self._compaction_request(request, history + expanded)
         else:
-            context = history + prompt.input_items if prompt else history
-            plan = plan_request_tools(translated, context, options)
-            chat = build_chat_request(translated, context, options, plan)
-            targets = plan.targets
-            if p.truncation == "auto":
-                chat = self._fit_window(chat)
+            self.plan = plan_request_tools(translated, self.context, options, served)
+            targets = self.plan.targets
         self.request = request
         self.response: dict[str, Any] = new_response(ids.response_id(), request)
         if conversation_id is not None:
@@ -106,13 +120,8 @@ class Translator:
         self._events: Framing | None = "sse" if p.background else framing or ("sse" if p.stream else None)
         if p.background:
             self.response["status"] = "queued"
-        if self._events is not None and not p.stream and self._compacting is None:
-            chat["stream"] = True  # background / WebSocket: events as the upstream streams
-            chat["stream_options"] = {"include_usage": True}
         self._builder = OutputBuilder(self.response, _ENCODERS[self._events], targets=targets,
                                       summary=reasoning.wants_summary(p.reasoning), seal=seal)
-        self._first: UpstreamRequest | None = UpstreamRequest(
-            UPSTREAM_PATH, orjson.dumps(chat), self._events is not None and self._compacting is None)
         self._decoder: SSEDecoder | None = None
         self._upstream_status = 0
         self._upstream_sse = False
@@ -123,11 +132,36 @@ class Translator:
         self._ended = False
         self._terminal_head = b""  # the stream's opening events, when a terminal state opened it
 
+    def build_first_request(self, extra_messages: list[dict[str, Any]] | None = None, *,
+                            tools_exhausted: bool = False, loop: bool = False) -> UpstreamRequest:
+        """The first upstream call. ``extra_messages`` end its messages (the MCP calls a tool loop made at
+        set-up); ``tools_exhausted``: ``max_tool_calls`` is used up already, so no tools are offered; ``loop``:
+        a tool loop may follow, so the body is kept for :meth:`follow_up` (else it is not kept alive). Raises
+        :class:`APIError` for a request with nothing to send."""
+        chat = self._chat
+        self._chat = None
+        if chat is None:
+            assert self.plan is not None and self._translated is not None, "the first request was already built"
+            chat = build_chat_request(self._translated, self.context, self._options, self.plan)
+            self._translated = None
+            if extra_messages:
+                chat["messages"].extend(extra_messages)
+            if tools_exhausted:
+                for key in ("tools", "tool_choice", "parallel_tool_calls"):
+                    chat.pop(key, None)
+            if self.request.params.truncation == "auto":
+                chat = self._fit_window(chat)
+        if self._events is not None and not self.request.params.stream and self._compacting is None:
+            chat["stream"] = True  # background / WebSocket: events as the upstream streams
+            chat["stream_options"] = {"include_usage": True}
+        if loop:
+            self._body = chat
+        return UpstreamRequest(UPSTREAM_PATH, orjson.dumps(chat),
+                               self._events is not None and self._compacting is None)
+
     def take_first_request(self) -> UpstreamRequest:
-        """The first upstream call, handed over once: the translator does not keep a large body alive."""
-        first, self._first = self._first, None
-        assert first is not None, "the first request was already taken"
-        return first
+        """The first upstream call, with no tool loop."""
+        return self.build_first_request()
 
     @property
     def streaming(self) -> bool:
@@ -238,8 +272,8 @@ class Translator:
         self._upstream_sse = status < 400 and content_type is not None and "text/event-stream" in content_type
         if self._upstream_sse:
             self._decoder = SSEDecoder(self._options.max_event_bytes)
-        if self.streaming and (status < 400 or status >= 500):
-            return self._open_stream()
+        if self.streaming and not self._head_sent and (status < 400 or status >= 500):
+            return self._open_stream()  # a later turn of the tool loop writes into the stream already open
         return None
 
     def queued(self) -> bytes:
@@ -302,6 +336,48 @@ class Translator:
     def complete(self) -> APIError | None:
         """The upstream body ended: builds the completed (or incomplete) response and its terminal events, still
         pending, and returns None; or returns the error the response must fail with (see :meth:`fail`)."""
+        if not self._turn_closed:
+            error = self._read_answer()
+            if error is not None:
+                return error
+        self._builder.finish(int(time.time()))
+        return None
+
+    # --- the tool loop's turns -----------------------------------------------------------------------------------
+
+    def end_turn(self) -> TurnResult | None:
+        """A turn's upstream body ended and a tool loop may follow: the turn's items are closed and its calls
+        returned; None when the answer failed (then :meth:`complete` returns why)."""
+        error = self._read_answer()
+        if error is not None:
+            self._error = error
+            return None
+        self._turn_closed = True
+        return self._builder.end_turn()
+
+    def follow_up(self, turn: TurnResult, results: list[ToolResult], *, tools_exhausted: bool) -> UpstreamRequest:
+        """The next turn's call after ``turn``'s server calls gave ``results`` (engine/turns.py); the answer
+        state is reset for it, the output and both counters go on (one stream, one response)."""
+        assert self._body is not None and self.plan is not None, "build_first_request(loop=True) comes first"
+        p = self.request.params
+        self._body = follow_up_request(self._body, turn, results, plan=self.plan, tool_choice=p.tool_choice,
+                                       parallel_tool_calls=p.parallel_tool_calls, tools_exhausted=tools_exhausted,
+                                       options=self._options)
+        self._upstream_status, self._upstream_sse, self._buffer, self._buffered = 0, False, [], 0
+        self._decoder, self._retry_chat, self._turn_closed = None, None, False
+        self._builder.begin_turn()
+        return UpstreamRequest(UPSTREAM_PATH, orjson.dumps(self._body), self._events is not None)
+
+    def take_events(self) -> bytes:
+        """The events made between turns (the server calls' items), for a stream that is open."""
+        return self._builder.take() if self._head_sent else b""
+
+    @property
+    def builder(self) -> OutputBuilder:
+        return self._builder
+
+    def _read_answer(self) -> APIError | None:
+        """Read the rest of the turn's answer into the builder; the error it failed with, if any."""
         if self._error is not None:
             return self._error
         if self._upstream_status >= 400:
@@ -327,7 +403,6 @@ class Translator:
         except UpstreamProtocolError as exc:
             return APIError(502, str(exc), type="server_error", code="server_error")
         self._buffer = []
-        builder.finish(int(time.time()))
         return None
 
     def _add_compaction(self, completion: Any) -> None:

@@ -15,6 +15,12 @@ Before ``finish`` a door asks ``run.retry_request()``: with ``truncation: "auto"
 context-length error it returns a shorter call to make instead, once (engine/truncation.py); the door then
 drives that call's answer through the same methods, as if it were the first.
 
+The tool loop: after each upstream body ended (and ``retry_request`` returned None) a door calls
+``await run.next_turn()``: when the turn called server-side tools (MCP, web search, tool search) it runs them,
+and returns the next turn's call, which the door drives like the first; None when the response ends (then the
+door calls ``finish``). Between turns the door writes ``run.take_pending_bytes()`` (the tool calls' events) to
+the client's stream. ``run/server_tools.py`` is the executor it drives.
+
 Whatever happens, ``finish``/``fail`` return a :class:`~responses_bridge.engine.wire.Reply` whose bytes the door
 must deliver: every failure becomes an OpenAI-shaped error or a ``response.failed`` event, so a client never
 hangs and never sees raw chat chunks. The response is persisted *before* its terminal bytes are returned, so a
@@ -44,6 +50,10 @@ from ..protocol.request import ResponsesRequest, parse_request, parse_request_ob
 from ..sealing import Sealer
 from ..store.base import ResponseStore
 from .history import ConversationHistory, PromptRenderer
+from .server_tools import ServerToolRun, ServerTools
+
+DEFAULT_MAX_TURNS = 16
+"""Model turns one response may take (``RESPONSES_BRIDGE_MAX_TURNS``): the last is sent without tools."""
 
 LARGE_BODY_BYTES = 1024 * 1024
 """Request bodies above this are parsed and translated off the event loop (see ``begin``)."""
@@ -66,7 +76,14 @@ class ResponseRun:
 
     def __init__(self, store: ResponseStore, options: EngineOptions, sealer: Sealer | None = None, *,
                  framing: Framing | None = None, conversations: ConversationHistory | None = None,
-                 prompts: PromptRenderer | None = None) -> None:
+                 prompts: PromptRenderer | None = None, server_tools: ServerTools | None = None,
+                 max_turns: int = DEFAULT_MAX_TURNS) -> None:
+        # server_tools: None keeps server-side tools under the unsupported-tool policy (no tool loop)
+        self._server_tools = server_tools
+        self._max_turns = max_turns
+        self._tool_run: ServerToolRun | None = None  # the loop of this response, when it offers server tools
+        self._turns = 1  # the model turn under way
+        self._pending_bytes = b""  # events the tool phase made, for the door to write before the next turn
         self._conversations = conversations  # None: 'conversation' is refused
         self._prompts = prompts  # None: 'prompt' is refused
         self._conversation_id: str | None = None
@@ -143,12 +160,70 @@ class ResponseRun:
                 raise not_found(f"Previous response with id '{p.previous_response_id}' not found.",
                                 param="previous_response_id", code="previous_response_not_found")
             history = loaded
+        served = self._server_tools.services.served if self._server_tools is not None else frozenset()
         make = functools.partial(Translator, request, history, prompt, self._options, self._sealer,
-                                 framing=self._framing, conversation_id=self._conversation_id)
+                                 framing=self._framing, conversation_id=self._conversation_id, served=served)
         translator = await asyncio.to_thread(make) if large else make()
         self.translator = translator
         self.on_upstream_chunk = translator.on_upstream_chunk
-        return translator.take_first_request()
+        extra: list[dict[str, Any]] = []
+        exhausted = False
+        if self._server_tools is not None and translator.plan is not None and _offers_server_tools(request, served):
+            # set-up before anything is sent: a malformed or refused MCP tool is a 400 here
+            tool_run = await self._server_tools.prepare(translator.request, translator.context, translator.plan,
+                                                        translator.builder)
+            self._tool_run = tool_run
+            extra, exhausted = tool_run.first_turn_messages(self._options), tool_run.tools_exhausted
+        build = functools.partial(translator.build_first_request, extra, tools_exhausted=exhausted,
+                                  loop=self._tool_run is not None)
+        try:
+            return await asyncio.to_thread(build) if large else build()
+        except BaseException:
+            self._close_tools()
+            raise
+
+    async def next_turn(self, write: Callable[[bytes], Awaitable[None]] | None = None) -> UpstreamRequest | None:
+        """Call when a turn's upstream body ended and :meth:`retry_request` returned None. When the turn called
+        server-side tools: runs them and returns the next turn's call; None when the response ends now (then
+        call :meth:`finish`). ``write``: where the events that announce the calls go before they run (the
+        client sees ``mcp_call.in_progress`` while the call is under way); the events of their outcomes are
+        left for :meth:`take_pending_bytes`. Cancellation propagates (the calls still running are cancelled)."""
+        tool_run, translator = self._tool_run, self._begun()
+        if tool_run is None or translator.upstream_failed:
+            return None
+        turn = translator.end_turn()
+        if turn is None or not turn.calls or self._turns >= self._max_turns:
+            return None  # failed, answered, or the last turn (sent without tools) still called: it ends here
+        if write is not None:
+            announced = translator.take_events()
+            if announced:
+                await write(announced)
+        outcome = await tool_run.run_turn(turn)
+        self._pending_bytes += translator.take_events()
+        if outcome.end:
+            return None
+        self._turns += 1
+        # the last allowed turn goes without tools, so the model answers with what it has (as max_tool_calls)
+        exhausted = outcome.tools_exhausted or self._turns >= self._max_turns
+        call = translator.follow_up(turn, outcome.results, tools_exhausted=exhausted)
+        log.info("tool_loop_turn", response_id=translator.response_id, turn=self._turns,
+                 server_calls=len(turn.server_calls))
+        return call
+
+    def take_pending_bytes(self) -> bytes:
+        """The client's bytes the tool phase made (server call items and their events); b"" when none."""
+        pending, self._pending_bytes = self._pending_bytes, b""
+        return pending
+
+    def release(self) -> None:
+        """The run stops with nothing more to store (a background response deleted while it ran): free what
+        the tool loop holds (the tool search index)."""
+        self._close_tools()
+
+    def _close_tools(self) -> None:
+        tool_run, self._tool_run = self._tool_run, None
+        if tool_run is not None:
+            tool_run.close()
 
     def retry_request(self) -> UpstreamRequest | None:
         """Call when the upstream's answer has ended, before :meth:`finish`. With ``truncation: "auto"`` and a
@@ -170,6 +245,7 @@ class ResponseRun:
     async def finish(self) -> Reply:
         """The upstream body ended. Completes, persists and returns the rest of the client's bytes."""
         translator = self._begun()
+        self._close_tools()
         error = translator.complete()
         if error is not None:
             return await self._fail(error)
@@ -185,6 +261,7 @@ class ResponseRun:
 
     async def _fail(self, error: APIError, *, persist: bool = True) -> Reply:
         translator = self.translator
+        self._close_tools()
         if translator is None:
             return Reply(error.status, JSON_CONTENT_TYPE, error.body())
         reply = translator.fail(error)
@@ -197,12 +274,14 @@ class ResponseRun:
     async def cancel(self) -> Reply:
         """A background response cancelled by its owner: ``status: cancelled``, persisted, terminal events."""
         translator = self._begun()
+        self._close_tools()
         translator.cancel()
         await self._persist()
         return translator.terminal_reply()
 
     async def abandon(self) -> None:
         """The client went away mid-stream: record the response as failed rather than leave it unwritten."""
+        self._close_tools()
         if self.translator is None or not self.translator.abandon():
             return
         await asyncio.shield(self._persist())
@@ -288,3 +367,11 @@ class ResponseRun:
         if not joined:  # deleted while the response ran: the response itself is still good
             log.warning("conversation_gone", response_id=translator.response_id, conversation_id=conversation_id)
         return True
+
+
+def _offers_server_tools(request: ResponsesRequest, served: frozenset[str]) -> bool:
+    """Does the request offer a tool the loop runs, or answer an MCP approval request (the call runs now)?"""
+    tools = request.params.tools or ()
+    if any(isinstance(tool, dict) and tool.get("type") in served for tool in tools):
+        return True
+    return any(item.get("type") == "mcp_approval_response" for item in request.input_items)

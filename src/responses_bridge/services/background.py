@@ -124,6 +124,10 @@ class BackgroundRun:
         if self.saved < len(self.frames) and (self._writer is None or self._writer.done()):
             self._writer = asyncio.ensure_future(self._flush_quietly())
 
+    async def _add_now(self, data: bytes) -> None:
+        """``add`` for the tool loop: the calls' announcements reach readers before the calls run."""
+        self.add(data)
+
     def _wake(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
@@ -165,7 +169,8 @@ class BackgroundRun:
             try:
                 try:
                     call: UpstreamRequest | None = self.call
-                    while call is not None:  # a second attempt only for truncation "auto" (retry_request)
+                    # a second attempt for truncation "auto" (retry_request); the tool loop's turns (next_turn)
+                    while call is not None:
                         async with self.service.upstream.chat(call, self.authorization) as answer:
                             head = response_run.on_upstream_headers(answer.status, answer.content_type)
                             if head is not None:
@@ -176,7 +181,10 @@ class BackgroundRun:
                                 out = response_run.on_upstream_chunk(chunk)
                                 if out:
                                     self.add(out)
-                        call = response_run.retry_request()
+                        call = response_run.retry_request() or await response_run.next_turn(self._add_now)
+                        pending = response_run.take_pending_bytes()
+                        if pending:
+                            self.add(pending)
                     self.finishing = True
                     reply = await response_run.finish()
                 except UpstreamFailure as failure:
@@ -185,6 +193,7 @@ class BackgroundRun:
             except asyncio.CancelledError:
                 self.finishing = True
                 if self.stop_reason == "deleted":  # DELETE /v1/responses/{id}: nothing more to store
+                    response_run.release()
                     return
                 if self.stop_reason == "cancel":
                     reply = await response_run.cancel()

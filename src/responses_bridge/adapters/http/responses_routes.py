@@ -35,7 +35,7 @@ class ResponsesRoutes:
             app.router.add_get(f"{prefix}/responses/{{response_id}}/input_items", self.input_items)
 
     async def create(self, request: web.Request) -> web.StreamResponse:
-        run = self.runtime.new_run()
+        run = self.runtime.new_run(tool_loop=True)
         call = await run.begin(await read_body(request))  # the raw bytes die once parsed
         if run.background:
             return await background_routes.start(request, self.runtime, run, call)
@@ -45,7 +45,8 @@ class ResponsesRoutes:
             try:
                 attempt: UpstreamRequest | None = call
                 async with request.app[DRAIN].deadline():
-                    while attempt is not None:  # a second attempt only for truncation "auto" (retry_request)
+                    # a second attempt for truncation "auto" (retry_request); the tool loop's turns (next_turn)
+                    while attempt is not None:
                         async with self.upstream.chat(attempt, authorization) as answer:
                             head = run.on_upstream_headers(answer.status, answer.content_type)
                             if head is not None:
@@ -56,7 +57,11 @@ class ResponsesRoutes:
                                     await stream.write(out)
                                 elif run.upstream_failed:  # e.g. an event over the size limit: stop now
                                     break
-                        attempt = run.retry_request()
+                        attempt = run.retry_request() or await run.next_turn(
+                            stream.write if stream is not None else None)
+                        pending = run.take_pending_bytes()
+                        if pending and stream is not None:
+                            await stream.write(pending)
                 reply = await run.finish()
             except UpstreamFailure as failure:
                 reply = await run.fail(failure.error)

@@ -200,7 +200,8 @@ class WebSocketSession:
     async def _run(self, run: ResponseRun, call: Any) -> None:
         try:
             async with self._deadline():
-                while call is not None:  # a second attempt only for truncation "auto" (retry_request)
+                # a second attempt for truncation "auto" (retry_request); the tool loop's turns (next_turn)
+                while call is not None:
                     async with self.upstream.chat(call, self.authorization) as answer:
                         head = run.on_upstream_headers(answer.status, answer.content_type)
                         if head:
@@ -211,7 +212,10 @@ class WebSocketSession:
                                 await self.send_lines(out)
                             elif run.upstream_failed:  # e.g. an event over the size limit: stop now
                                 break
-                    call = run.retry_request()
+                    call = run.retry_request() or await run.next_turn(self.send_lines)
+                    pending = run.take_pending_bytes()
+                    if pending:
+                        await self.send_lines(pending)
             reply = await run.finish()
         except UpstreamFailure as failure:
             reply = await run.fail(failure.error)

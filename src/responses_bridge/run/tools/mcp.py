@@ -98,8 +98,11 @@ class MCPTools:
             return
 
     def seed(self, server: MCPServer, tools: Iterable[MCPToolInfo]) -> None:
-        """Remember ``tools`` as ``server``'s listing (from a previous response's ``mcp_list_tools`` item)."""
-        self.cache.put(server, tools)
+        """Remember ``tools`` (a previous response's ``mcp_list_tools`` item) for the ``read_only`` check of calls.
+        Such an item lists only what that request's ``allowed_tools`` let through, so it never stands in for the
+        server's whole listing: :meth:`list_tools` of a request with other ``allowed_tools`` still lists."""
+        if self.cache.get(server, partial=True) is None:
+            self.cache.put(server, tools, complete=False)
 
     async def list_tools(self, server: MCPServer) -> list[MCPToolInfo]:
         """The server's tools that ``allowed_tools`` lets through, from the cache when fresh.
@@ -146,7 +149,7 @@ class MCPTools:
             return False
         if server.allowed_tools.read_only is None:
             return True
-        listed = {tool.name: tool for tool in self.cache.get(server) or ()}
+        listed = {tool.name: tool for tool in self.cache.get(server, partial=True) or ()}
         return name in listed and server.allows(name, listed[name].read_only)
 
 
@@ -170,13 +173,15 @@ class _ListCache:
         self._ttl = ttl
         self._clock = clock
         self._secret = os.urandom(32)
-        self._entries: OrderedDict[bytes, tuple[float, tuple[MCPToolInfo, ...]]] = OrderedDict()
+        # key → (deadline, tools, complete): an incomplete entry is a seeded, maybe filtered, listing
+        self._entries: OrderedDict[bytes, tuple[float, tuple[MCPToolInfo, ...], bool]] = OrderedDict()
 
     def key(self, server: MCPServer) -> bytes:
         material = orjson.dumps([server.server_url, sorted((k.lower(), v) for k, v in server.headers.items())])
         return hmac.new(self._secret, material, hashlib.sha256).digest()
 
-    def get(self, server: MCPServer) -> tuple[MCPToolInfo, ...] | None:
+    def get(self, server: MCPServer, *, partial: bool = False) -> tuple[MCPToolInfo, ...] | None:
+        """The fresh listing of ``server``; a seeded (maybe filtered) one only with ``partial``."""
         key = self.key(server)
         entry = self._entries.get(key)
         if entry is None:
@@ -184,13 +189,13 @@ class _ListCache:
         if self._clock() >= entry[0]:
             del self._entries[key]
             return None
-        return entry[1]
+        return entry[1] if entry[2] or partial else None
 
-    def put(self, server: MCPServer, tools: Iterable[MCPToolInfo]) -> None:
+    def put(self, server: MCPServer, tools: Iterable[MCPToolInfo], *, complete: bool = True) -> None:
         if self._ttl <= 0:
             return
         key = self.key(server)
-        self._entries[key] = (self._clock() + self._ttl, tuple(tools))
+        self._entries[key] = (self._clock() + self._ttl, tuple(tools), complete)
         self._entries.move_to_end(key)
         while len(self._entries) > _CACHE_ENTRIES:
             self._entries.popitem(last=False)
