@@ -154,3 +154,30 @@ async def test_a_routed_request_keeps_its_body_and_its_errors(gateway: Gateway) 
     assert payload["error"]["param"] == "temperature"
     sidecar_after, model_after = await gateway.counts()
     assert (sidecar_after, model_after) == (sidecar_before + 1, model_before)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+async def test_every_turn_of_a_three_turn_loop_goes_through_envoy(gateway: Gateway, sdk: openai.AsyncOpenAI,
+                                                                 stream: bool) -> None:
+    """The HTTP door runs the loop; each of its three model turns is one more request on Envoy's upstream
+    cluster, and the client gets one response with both calls."""
+    tool = {**_mcp_tool(gateway), "allowed_tools": ["add", "echo"]}
+    sidecar_before, model_before = await gateway.counts()
+    if stream:
+        final = None
+        async with await sdk.responses.create(model="fake-model", input="call tools__add [then=tools__echo]",
+                                              tools=[tool], stream=True) as events:  # type: ignore[list-item]
+            kinds = []
+            async for event in events:
+                kinds.append(event.type)
+                if event.type == "response.completed":
+                    final = event.response
+        assert kinds.count("response.created") == 1 and kinds[-1] == "response.completed"
+    else:
+        final = await sdk.responses.create(model="fake-model", input="call tools__add [then=tools__echo]",
+                                           tools=[tool])  # type: ignore[list-item]
+    assert final is not None and final.status == "completed"
+    assert [item.type for item in final.output] == ["mcp_list_tools", "mcp_call", "mcp_call", "message"]
+    assert final.output_text == "Tool result: test"
+    sidecar_after, model_after = await gateway.counts()
+    assert (sidecar_after, model_after) == (sidecar_before + 1, model_before + 3)
