@@ -8,6 +8,11 @@ and why:
   answer back into a Response or a Responses event stream. Envoy makes the upstream call and streams it.
 * ``GET /v1/models[/...]`` and ``POST /v1/chat/completions`` go straight to the upstream (ext_proc off), with
   the ``/v1`` prefix rewritten to the upstream's base path.
+* A ``POST /v1/responses`` with server-side tools the deployment runs (``mcp``, ``web_search``, server
+  ``tool_search``) is marked by the processor (dynamic metadata ``responses_bridge.route: {to: sidecar}``, route
+  cache cleared) and goes, unchanged, to the **sidecar's HTTP door**, which runs the tool loop and makes every
+  model turn through this listener (``--upstream-via``). A buffer filter holds the request's headers until the
+  processor has read the body, so the router picks the route only then.
 * Everything else (``/v1/responses/{id}``, ``/health``, WebSocket upgrades, ...) goes to the **sidecar's HTTP
   door**, ext_proc off.
 * ``failure_mode_allow: false``: when the processor is unreachable the client gets a 503, never the
@@ -39,6 +44,17 @@ code details, which is how ``local_reply_config`` tells the processor's replies 
 LISTEN_PORT = 10000
 """Envoy's listener by default (as in Envoy's own examples): not the sidecar's HTTP door port (8080), so the two
 commands run side by side with their defaults."""
+
+ROUTE_NAMESPACE = "responses_bridge.route"
+ROUTE_KEY = "to"
+ROUTE_TO_SIDECAR = "sidecar"
+"""The dynamic metadata (namespace, key, value) the processor sets on a Responses request with server-side tools
+the deployment runs, before Envoy picks the route again: the request then goes to the sidecar's HTTP door, which
+runs the tool loop. Metadata, not a header: nothing a client sends can pick that route."""
+ROUTE_OFFERED_KEY = "sidecar_route"
+"""Set to true in ``ROUTE_NAMESPACE`` by the bootstrap for every request and forwarded to the processor: this
+bootstrap has the route above. The processor routes only then, so a bootstrap rendered before the route existed
+keeps every request on the ext_proc path instead of sending an untranslated body upstream."""
 
 UPSTREAM_CLUSTER = "llm_upstream"
 EXTPROC_CLUSTER = "responses_bridge_extproc"
@@ -109,7 +125,8 @@ def render_bootstrap(*, listen_port: int, extproc_port: int, http_port: int, ups
 def _header(upstream: str) -> str:
     return ("# Envoy bootstrap for responses-bridge, rendered by `responses-bridge envoy-config`.\n"
             f"# Upstream: {upstream}\n"
-            "# /v1/responses -> upstream via the ext_proc processor; /v1/models, /v1/chat/completions -> upstream;\n"
+            "# /v1/responses -> upstream via the ext_proc processor (with server-side tools: the sidecar's door);\n"
+            "# /v1/models, /v1/chat/completions -> upstream;\n"
             "# everything else -> the sidecar's HTTP door.\n")
 
 
@@ -170,7 +187,8 @@ def _listener(address: str, port: int, up: UpstreamURL, sidecar: tuple[str, int]
                 "normalize_path": True,
                 "merge_slashes": True,
                 "route_config": _route_config(up),
-                "http_filters": [_client_credentials_filter(), _ext_proc_filter(), {
+                "http_filters": [_client_credentials_filter(), _route_offered_filter(), _ext_proc_filter(),
+                                 _hold_for_route_filter(), {
                     "name": "envoy.filters.http.router",
                     "typed_config": {"@type": _TYPE + "envoy.extensions.filters.http.router.v3.Router"},
                 }],
@@ -197,6 +215,17 @@ def _client_credentials_filter() -> dict[str, Any]:
                                       "type": "STRING"},
                 "remove": False,
             }],
+        },
+    }
+
+
+def _route_offered_filter() -> dict[str, Any]:
+    """Tells the processor, with each request body, that this bootstrap routes marked requests to the HTTP door."""
+    return {
+        "name": "envoy.filters.http.set_metadata",
+        "typed_config": {
+            "@type": _TYPE + "envoy.extensions.filters.http.set_metadata.v3.Config",
+            "metadata": [{"metadata_namespace": ROUTE_NAMESPACE, "value": {ROUTE_OFFERED_KEY: True}}],
         },
     }
 
@@ -229,11 +258,31 @@ def _ext_proc_filter() -> dict[str, Any]:
                 "response_body_mode": "FULL_DUPLEX_STREAMED",
                 "response_trailer_mode": "SEND",
             },
-            "metadata_options": {"forwarding_namespaces": {"untyped": [CREDENTIALS_NAMESPACE]}},
-            "route_cache_action": "RETAIN",  # the :path rewrite must not re-route the request
+            "metadata_options": {"forwarding_namespaces": {"untyped": [CREDENTIALS_NAMESPACE, ROUTE_NAMESPACE]},
+                                 "receiving_namespaces": {"untyped": [ROUTE_NAMESPACE]}},
+            # The route is picked again only when the processor asks (clear_route_cache: a request with
+            # server-side tools goes to the sidecar's HTTP door); the :path rewrite never re-routes a request.
+            "route_cache_action": "DEFAULT",
             "message_timeout": "30s",
             "max_message_timeout": "300s",
         },
+    }
+
+
+_BUFFER = "envoy.filters.http.buffer"
+
+
+def _hold_for_route_filter() -> dict[str, Any]:
+    """Holds a Responses request's headers until its body has passed the processor, so that the router picks the
+    upstream only then: the processor may mark the request for the sidecar's HTTP door (server-side tools) and
+    ask for the route again. Without it the processor skips the request headers, they reach the router at once,
+    and the route is fixed before the body is read. The body is already held whole by the processor (BUFFERED),
+    so this adds no copy and no wait of its own; only the upstream connection is chosen a little later."""
+    return {
+        "name": _BUFFER,
+        "disabled": True,  # on only where the processor runs (the Responses routes), as the processor itself
+        "typed_config": {"@type": _TYPE + "envoy.extensions.filters.http.buffer.v3.Buffer",
+                         "max_request_bytes": BUFFER_LIMIT_BYTES},
     }
 
 
@@ -245,7 +294,10 @@ def _disabled() -> dict[str, Any]:
 def _enabled() -> dict[str, Any]:
     # FilterConfig turns on a filter that is off by default; it must carry a per-route config: no overrides
     return {_EXT_PROC: {"@type": _TYPE + "envoy.config.route.v3.FilterConfig", "disabled": False, "config": {
-        "@type": _TYPE + "envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute", "overrides": {}}}}
+        "@type": _TYPE + "envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute", "overrides": {}}},
+            _BUFFER: {"@type": _TYPE + "envoy.config.route.v3.FilterConfig", "disabled": False, "config": {
+                "@type": _TYPE + "envoy.extensions.filters.http.buffer.v3.BufferPerRoute",
+                "buffer": {"max_request_bytes": BUFFER_LIMIT_BYTES}}}}
 
 
 UNSUPPORTED_ENCODING_STATUS = 415
@@ -268,6 +320,17 @@ def _route_config(up: UpstreamURL) -> dict[str, Any]:
     get = [{"name": ":method", "string_match": {"exact": "GET"}}]
     upstream_action = {"cluster": UPSTREAM_CLUSTER, "timeout": "0s", **_host_rewrite(up)}
     routes: list[dict[str, Any]] = [*_encoded_body_routes()]
+    # A request the processor marked (server-side tools: the tool loop) goes, unchanged, to the sidecar's HTTP
+    # door, which makes every model turn through this listener (``--upstream-via``). The processor has read its
+    # body already; it sees nothing more of this request.
+    marked = [{"filter": ROUTE_NAMESPACE, "path": [{"key": ROUTE_KEY}],
+               "value": {"string_match": {"exact": ROUTE_TO_SIDECAR}}}]
+    routes += [
+        {"name": f"sidecar_{name}", "match": {"path": path, "headers": post, "dynamic_metadata": marked},
+         "route": {"cluster": HTTP_CLUSTER, "timeout": "0s"},
+         "typed_per_filter_config": _disabled(), "request_body_buffer_limit": BUFFER_LIMIT_BYTES}
+        for name, path in (("tools", "/v1/responses"), ("tools_unversioned", "/responses"))
+    ]
     routes += [
         # The processor rewrites the body; the route rewrites the path (the processor sets the same :path), so
         # even a request the processor never saw a body for (a POST without one) cannot reach the upstream's own
@@ -341,7 +404,7 @@ def _local_reply_config(sidecar: tuple[str, int]) -> dict[str, Any]:
         "name": "envoy.access_loggers.extension_filters.cel",
         "typed_config": {
             "@type": _TYPE + "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
-            "expression": "xds.route_name == 'sidecar'",
+            "expression": "xds.route_name.startsWith('sidecar')",
         },
     }}
 

@@ -7,12 +7,14 @@ adapter: the concrete upstream client is built by the composition root (``serve.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import structlog
 
 from .allocator import MemoryTrimmer
 from .config import Settings
 from .engine.options import EngineOptions
+from .engine.tools import served_tool_types
 from .engine.wire import Framing
 from .run.response_run import ResponseRun
 from .run.server_tools import ServerTools, ServerToolServices
@@ -96,6 +98,12 @@ class Runtime:
         return ResponseRun(self.store, self.options, self.sealer, conversations=self.conversations,
                            prompts=self.prompts, server_tools=self.server_tools if tool_loop else None,
                            max_turns=self.settings.max_turns)
+
+    @cached_property
+    def served_tools(self) -> frozenset[str]:
+        """The server-side tool types this deployment runs (web search only with a provider configured): a
+        request carrying one takes the tool loop, which the ext_proc door hands to the HTTP door."""
+        return served_tool_types(bool(self.settings.web_search))
 
     def upstream_authorization(self, client_authorization: str | None) -> str | None:
         """The configured key wins; without one, the client's own credentials go upstream (a gateway in front

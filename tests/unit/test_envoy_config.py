@@ -23,7 +23,7 @@ ENVOY_DIR = ROOT / "envoy"
 needs_envoy = pytest.mark.skipif(not have_envoy(), reason="no envoy binary")
 
 DEMO = {"listen_port": 10000, "extproc_port": 50051, "http_port": 8080, "upstream": "http://127.0.0.1:8090/v1"}
-KUBERNETES = {"listen_port": 10000, "extproc_port": 50051, "http_port": 8080,
+KUBERNETES = {"listen_port": 8080, "extproc_port": 50051, "http_port": 8081,  # the ports the Deployment uses
               "upstream": "http://vllm.llm.svc.cluster.local:8000/v1", "listen_address": "0.0.0.0"}
 RENDERED = {
     "http-ip": dict(DEMO),
@@ -93,8 +93,18 @@ def _clusters(config: dict) -> dict[str, dict]:
 def test_routes_and_processor_settings() -> None:
     config = bootstrap_dict(**RENDERED["https-nested-path"])  # type: ignore[arg-type]
     routes = {r["name"]: r for r in _routes(config)}
-    assert list(routes) == ["responses_encoded", "responses_unversioned_encoded", "responses",
-                            "responses_unversioned", "models", "chat_completions", "sidecar"]
+    assert list(routes) == ["responses_encoded", "responses_unversioned_encoded", "sidecar_tools",
+                            "sidecar_tools_unversioned", "responses", "responses_unversioned", "models",
+                            "chat_completions", "sidecar"]
+    for name, path in (("sidecar_tools", "/v1/responses"), ("sidecar_tools_unversioned", "/responses")):
+        # marked by the processor (server-side tools): to the HTTP door, unchanged, never seen by the processor
+        # again; the mark is dynamic metadata, which no client can send
+        assert routes[name]["match"]["path"] == path
+        assert routes[name]["match"]["dynamic_metadata"] == [{
+            "filter": "responses_bridge.route", "path": [{"key": "to"}],
+            "value": {"string_match": {"exact": "sidecar"}}}]
+        assert routes[name]["route"] == {"cluster": envoy_config.HTTP_CLUSTER, "timeout": "0s"}
+        assert routes[name]["typed_per_filter_config"]["envoy.filters.http.ext_proc"]["disabled"] is True
     for name in ("responses_encoded", "responses_unversioned_encoded"):  # a compressed create: 415 from Envoy
         assert routes[name]["direct_response"]["status"] == 415
         assert routes[name]["match"]["headers"][1] == {"name": "content-encoding", "present_match": True}
@@ -107,6 +117,8 @@ def test_routes_and_processor_settings() -> None:
         # the processor is off by default (Envoy's own early replies never wait on it) and on for these routes
         per_route = routes[name]["typed_per_filter_config"]["envoy.filters.http.ext_proc"]
         assert per_route["disabled"] is False
+        # the headers wait for the processor's answer to the body: the route may change then
+        assert routes[name]["typed_per_filter_config"]["envoy.filters.http.buffer"]["disabled"] is False
     assert routes["models"]["route"]["prefix_rewrite"] == "/openai/v1/models"
     assert routes["models"]["route"]["host_rewrite_literal"] == "gateway.example.com"
     for name in ("models", "chat_completions", "sidecar"):
@@ -123,7 +135,14 @@ def test_routes_and_processor_settings() -> None:
     # no processor round trip waits on the response headers; the processor can end a stream on its own
     assert ext_proc["processing_mode"]["response_body_mode"] == "FULL_DUPLEX_STREAMED"
     assert ext_proc["processing_mode"]["response_trailer_mode"] == "SEND"  # required by that mode
-    assert ext_proc["route_cache_action"] == "RETAIN"
+    assert ext_proc["route_cache_action"] == "DEFAULT"  # only the processor's clear_route_cache re-routes
+    assert ext_proc["metadata_options"]["receiving_namespaces"] == {"untyped": ["responses_bridge.route"]}
+    assert ext_proc["metadata_options"]["forwarding_namespaces"] == {
+        "untyped": ["responses_bridge", "responses_bridge.route"]}
+    names = [f["name"] for f in hcm["http_filters"]]
+    # the processor learns that this bootstrap has the route for server-side tools
+    assert names.index("envoy.filters.http.set_metadata") < names.index("envoy.filters.http.ext_proc")
+    assert names.index("envoy.filters.http.buffer") == names.index("envoy.filters.http.ext_proc") + 1
     assert hcm["request_timeout"] == "0s"
     assert config["static_resources"]["listeners"][0]["per_connection_buffer_limit_bytes"] >= 64 * 1024 * 1024
 

@@ -48,13 +48,16 @@ def _first(message: ProcessingRequest, mode: int) -> ProcessingRequest:
 
 
 def request_body(body: bytes | dict[str, Any], end_of_stream: bool = True, *, mode: int | None = FD,
-                 authorization: str | None = None) -> ProcessingRequest:
+                 authorization: str | None = None, sidecar_route: bool = False) -> ProcessingRequest:
+    """``sidecar_route``: the metadata a bootstrap with the route for server-side tools forwards."""
     message = ProcessingRequest()
     message.request_body.body = body if isinstance(body, bytes) else orjson.dumps(body)
     message.request_body.end_of_stream = end_of_stream
     if authorization is not None:
         fields = message.metadata_context.filter_metadata["responses_bridge"].fields
         fields["authorization"].string_value = authorization
+    if sidecar_route:
+        message.metadata_context.filter_metadata["responses_bridge.route"].fields["sidecar_route"].bool_value = True
     return _first(message, mode) if mode is not None else message
 
 
@@ -169,6 +172,66 @@ async def test_body_without_request_headers_is_rewritten(runtime: Runtime) -> No
     assert stream.full_duplex and stream.authorization == "Bearer sk-client"
 
 
+@pytest.mark.parametrize("tool", [
+    {"type": "mcp", "server_label": "docs", "server_url": "https://mcp.example.com/mcp"},
+    {"type": "tool_search"},
+    {"type": "tool_search", "execution": "server"},
+])
+async def test_served_server_side_tools_route_the_request_to_the_http_door(runtime: Runtime,
+                                                                          tool: dict[str, Any]) -> None:
+    """No translation and no run: the body goes on unchanged, marked for the sidecar's route, and the processor
+    is done with the request (nothing stored, nothing to abandon)."""
+    stream = new_stream(runtime)
+    [reply] = await stream.handle(request_body({**REQUEST, "tools": [tool]}, sidecar_route=True))
+    common = reply.request_body.response
+    assert common.clear_route_cache
+    assert not common.HasField("body_mutation")
+    assert list(common.header_mutation.set_headers) == []
+    route = reply.dynamic_metadata.fields["responses_bridge.route"].struct_value.fields
+    assert route["to"].string_value == "sidecar"
+    assert stream.routed and stream.done and stream.run is None
+
+
+@pytest.mark.parametrize("tool", [
+    {"type": "web_search"},  # no search provider in this deployment: the unsupported-tool policy, as before
+    {"type": "tool_search", "execution": "client"},
+    {"type": "function", "name": "mcp", "parameters": {"type": "object", "properties": {}}},
+])
+async def test_requests_without_served_tools_are_translated(runtime: Runtime, tool: dict[str, Any]) -> None:
+    stream = new_stream(runtime)
+    [reply] = await stream.handle(request_body({**REQUEST, "tools": [tool]}, sidecar_route=True))
+    common = reply.request_body.response
+    assert not common.clear_route_cache and not reply.HasField("dynamic_metadata")
+    assert set_headers(reply, "request_body")[":path"] == "/v1/chat/completions"
+    assert not stream.routed and stream.run is not None
+
+
+async def test_a_bootstrap_without_the_sidecar_route_keeps_server_tools_on_the_ext_proc_path(
+        runtime: Runtime) -> None:
+    """An older bootstrap would send a marked request's untranslated body upstream: it is translated instead."""
+    stream = new_stream(runtime)
+    [reply] = await stream.handle(request_body({**REQUEST, "tools": [{"type": "tool_search"}]}))
+    assert not reply.request_body.response.clear_route_cache
+    assert set_headers(reply, "request_body")[":path"] == "/v1/chat/completions"
+    assert not stream.routed
+
+
+async def test_a_body_in_chunks_is_routed_by_its_first_message_metadata(runtime: Runtime) -> None:
+    raw = orjson.dumps({**REQUEST, "tools": [{"type": "tool_search"}]})
+    stream = new_stream(runtime)
+    await stream.handle(request_body(raw[:10], False, sidecar_route=True))
+    [reply] = await stream.handle(request_body(raw[10:], True, mode=None))
+    assert reply.request_body.response.clear_route_cache and stream.routed
+
+
+async def test_web_search_with_a_provider_is_routed(store: SQLiteResponseStore) -> None:
+    runtime = Runtime(settings=Settings(upstream="http://127.0.0.1:9/v1", db=":memory:", api_key=None,
+                                        web_search="searxng:http://127.0.0.1:9"), store=store)
+    [reply] = await new_stream(runtime).handle(request_body({**REQUEST, "tools": [{"type": "web_search_preview"}]},
+                                                            sidecar_route=True))
+    assert reply.request_body.response.clear_route_cache
+
+
 async def test_request_headers_then_body_with_the_configured_key(store: SQLiteResponseStore) -> None:
     runtime = Runtime(settings=Settings(upstream="http://127.0.0.1:9/v1", db=":memory:", api_key="sk-up"),
                       store=store)
@@ -240,15 +303,15 @@ async def test_a_large_body_is_held_once_while_it_is_translated(runtime: Runtime
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """Only the bytes being parsed are alive during the translation: no extra references from the servicer's
     frames or its chunk list keep them (or the message they came in) beyond it."""
-    original = ResponseRun.begin
+    original = servicer_module.parse_json_object
     references: list[int] = []
 
-    async def begin(self: ResponseRun, body: bytes) -> Any:
+    def parse_json_object(body: bytes) -> Any:
         # getrefcount's argument, this parameter, and the one local of _begin that passed it
         references.append(sys.getrefcount(body))
-        return await original(self, body)
+        return original(body)
 
-    monkeypatch.setattr(ResponseRun, "begin", begin)
+    monkeypatch.setattr(servicer_module, "parse_json_object", parse_json_object)
     await new_stream(runtime).handle(request_body({**REQUEST, "input": "x" * 100_000}))  # whole
     raw = orjson.dumps({**REQUEST, "input": "y" * 100_000})
     stream = new_stream(runtime)

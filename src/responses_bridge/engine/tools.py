@@ -101,6 +101,25 @@ SERVED_TOOL_TYPES = frozenset({"mcp", "tool_search", *WEB_SEARCH_TYPES})
 """Request tool types a tool loop can serve (``plan_tools(served=…)``); ``tool_search`` only with execution
 ``server`` or unset."""
 
+
+def served_tool_types(web_search: bool) -> frozenset[str]:
+    """The tool types a deployment's tool loop runs: all of :data:`SERVED_TOOL_TYPES`, less the web search ones
+    when no search provider is configured (those then fall under the unsupported-tool policy)."""
+    return SERVED_TOOL_TYPES if web_search else SERVED_TOOL_TYPES - WEB_SEARCH_TYPES
+
+
+def runs_server_tools(tools: object, served: Collection[str]) -> bool:
+    """Does a request's raw ``tools`` value hold a tool the loop runs (a type in ``served``; a ``tool_search``
+    only with execution ``server`` or unset)? A scan of the decoded JSON, before any validation: the ext_proc door
+    asks it of every request, so it must cost nothing for the requests that have none."""
+    if not isinstance(tools, list):
+        return False
+    for tool in tools:
+        if isinstance(tool, dict) and tool.get("type") in served and (
+                tool.get("type") != "tool_search" or tool.get("execution") in (None, "server")):
+            return True
+    return False
+
 WEB_SEARCH_NAME = "web_search"
 WEB_SEARCH_DESCRIPTION = ("Searches the web and returns numbered sources (title, URL, excerpt). Use it for current "
                           "events and facts you are not sure of; cite the sources you use.")

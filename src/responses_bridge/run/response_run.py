@@ -46,7 +46,7 @@ from ..engine.state import RenderedPrompt
 from ..engine.translator import Translator
 from ..engine.wire import JSON_CONTENT_TYPE, Framing, Reply, UpstreamRequest
 from ..protocol.errors import APIError, invalid_request, not_found
-from ..protocol.request import ResponsesRequest, parse_request
+from ..protocol.request import ResponsesRequest, parse_request, parse_request_object
 from ..sealing import Sealer
 from ..store.base import ResponseStore
 from .history import ConversationHistory, PromptRenderer
@@ -136,13 +136,18 @@ class ResponseRun:
 
     # --- request -------------------------------------------------------------------------------------------------
 
-    async def begin(self, body: bytes) -> UpstreamRequest:
-        """Raises :class:`APIError` for a request that cannot be served; nothing is stored then."""
-        large = len(body) > LARGE_BODY_BYTES
+    async def begin(self, body: bytes | dict[str, Any], *, large: bool = False) -> UpstreamRequest:
+        """Raises :class:`APIError` for a request that cannot be served; nothing is stored then. ``body``: the
+        request's bytes, or its JSON object already decoded (the ext_proc door decodes it to look at its tools
+        first; ``large`` then says whether its bytes were over ``LARGE_BODY_BYTES``)."""
         # A large body (tens of thousands of items) takes the CPU for most of a second to parse and translate: in a
         # worker thread the event loop keeps serving every other request meanwhile (it gets the GIL back every few
         # milliseconds), instead of stalling both doors for that long.
-        request = await asyncio.to_thread(parse_request, body) if large else parse_request(body)
+        if isinstance(body, bytes):
+            large = len(body) > LARGE_BODY_BYTES
+            request = await asyncio.to_thread(parse_request, body) if large else parse_request(body)
+        else:
+            request = await asyncio.to_thread(parse_request_object, body) if large else parse_request_object(body)
         del body  # a large body is let go now, not after the history loads and the upstream call
         p = request.params
         if p.background and not p.store:

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from ..engine.options import EngineOptions
 from ..engine.output_builder import OutputBuilder
 from ..engine.request_translation import items_to_messages
-from ..engine.tools import SERVED_TOOL_TYPES, WEB_SEARCH_TYPES, ToolPlan
+from ..engine.tools import ToolPlan, served_tool_types
 from ..engine.turn_result import TurnResult
 from ..protocol.request import ResponsesRequest
 from .server_tools_calls import CallRunner, TurnOutcome
@@ -77,9 +77,7 @@ class ServerToolServices:
     def served(self) -> frozenset[str]:
         """The tool types the loop runs, for ``plan_tools(served=…)``: without a search provider the web search
         types are not served, so the unsupported-tool policy (drop or 400) applies to them, as before."""
-        if self.search is None:
-            return SERVED_TOOL_TYPES - WEB_SEARCH_TYPES
-        return SERVED_TOOL_TYPES
+        return served_tool_types(self.search is not None)
 
 
 class ServerTools:

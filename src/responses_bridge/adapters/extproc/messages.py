@@ -19,7 +19,14 @@ from envoy.service.ext_proc.v3.external_processor_pb2 import (
     ProcessingResponse,
 )
 
-from ...envoy_config import CREDENTIALS_NAMESPACE, IMMEDIATE_RESPONSE_DETAILS
+from ...envoy_config import (
+    CREDENTIALS_NAMESPACE,
+    IMMEDIATE_RESPONSE_DETAILS,
+    ROUTE_KEY,
+    ROUTE_NAMESPACE,
+    ROUTE_OFFERED_KEY,
+    ROUTE_TO_SIDECAR,
+)
 
 OVERWRITE = HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 STREAMED = ProcessingMode.STREAMED
@@ -39,6 +46,15 @@ def forwarded_authorization(request: ProcessingRequest) -> str | None:
     if "authorization" not in fields:
         return None
     return fields["authorization"].string_value or None
+
+
+def sidecar_route_offered(request: ProcessingRequest) -> bool:
+    """Does the bootstrap route requests marked by :func:`route_to_sidecar` to the HTTP door (see envoy_config)?"""
+    metadata = request.metadata_context.filter_metadata
+    if ROUTE_NAMESPACE not in metadata:
+        return False
+    fields = metadata[ROUTE_NAMESPACE].fields
+    return ROUTE_OFFERED_KEY in fields and fields[ROUTE_OFFERED_KEY].bool_value
 
 
 def header_map(headers: HttpHeaders) -> dict[str, str]:
@@ -102,6 +118,24 @@ def request_body_reply(body: bytes, set_headers: Headers, remove: Iterable[str])
     mutate(common.header_mutation, set_headers, remove)
     common.body_mutation.body = body
     return response
+
+
+def route_to_sidecar() -> ProcessingResponse:
+    """The request goes on unchanged (no mutation: the original Responses body), marked with the routing metadata,
+    and Envoy picks its route again: the bootstrap's route on that metadata sends it to the sidecar's HTTP door,
+    which runs the tool loop and makes each model turn through Envoy's listener."""
+    response = ProcessingResponse()
+    response.dynamic_metadata.update({ROUTE_NAMESPACE: {ROUTE_KEY: ROUTE_TO_SIDECAR}})
+    common = response.request_body.response
+    # Envoy clears the route cache only for a reply that carries a header mutation. With the request headers
+    # skipped, Envoy applies no header mutation in this phase any more (it logs that the headers are not
+    # available): this one only asks for the new route, and means nothing if it ever were applied.
+    common.header_mutation.remove_headers.append(_ROUTE_MARK)
+    common.clear_route_cache = True
+    return response
+
+
+_ROUTE_MARK = "x-responses-bridge-route"
 
 
 def response_headers_reply(mode: int | None, set_headers: Headers = (),

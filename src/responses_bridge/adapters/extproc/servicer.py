@@ -14,6 +14,13 @@ first message's ``protocol_config``):
 * ``NONE`` with ``allow_mode_override`` (older bootstraps): the headers reply picks ``STREAMED`` (SSE) or
   ``BUFFERED`` (JSON); then exactly one reply per body message.
 
+A request whose tools include a server-side tool this deployment runs (``mcp``, server ``tool_search``, web search
+with a provider) is not translated: the tool loop makes several model turns, and runs in the HTTP door, which makes
+each of them through Envoy's listener. The servicer answers its body with routing metadata and a cleared route
+cache (Envoy then sends the unchanged body to the HTTP door) and closes the gRPC stream: Envoy goes on without the
+processor, and the door's answer reaches the client untouched. The scan looks only at the decoded ``tools``; it
+is made only when the bootstrap says it has that route (older bootstraps keep every request on this path).
+
 Two rules keep clients safe:
 
 * Nothing untranslated reaches the client. Every body byte the client gets is the run's, and the stream is
@@ -37,9 +44,11 @@ from envoy.service.ext_proc.v3.external_processor_pb2 import (
     ProcessingResponse,
 )
 
+from ...engine.tools import runs_server_tools
 from ...engine.wire import SSE_CONTENT_TYPE, Reply, UpstreamRequest
 from ...protocol.errors import APIError, shut_down_mid_response, shutting_down
-from ...run.response_run import ResponseRun
+from ...protocol.request import parse_json_object
+from ...run.response_run import LARGE_BODY_BYTES, ResponseRun
 from ...runtime import Runtime
 from . import messages as m
 from .outbox import Outbox
@@ -93,6 +102,8 @@ class ExtProcServicer(external_processor_pb2_grpc.ExternalProcessorServicer):
                     await send(replies, queued=stream.sse)
                 if stream.done:
                     self._changed.set()
+                if stream.routed:  # closing the gRPC stream cleanly lets Envoy go on without the processor
+                    break
             await outbox.flush()  # returning ends the gRPC stream: not before every reply is written
         except asyncio.CancelledError:
             await stream.abandon()  # Envoy reset the stream: the client went away
@@ -159,9 +170,11 @@ class _Stream:
         "prefix",
         "request_body",
         "request_bytes",
+        "routed",
         "run",
         "runtime",
         "shutdown_requested",
+        "sidecar_route",
         "sse",
         "write",
     )
@@ -184,6 +197,8 @@ class _Stream:
         self.shutdown_requested = False  # STREAMED mode: fail the stream at the next upstream chunk
         self.request_body: list[bytes] = []  # a streamed request body, until its end
         self.request_bytes = 0
+        self.routed = False  # handed to the sidecar's HTTP door: the processor has nothing more to do
+        self.sidecar_route = False  # the bootstrap routes requests with server-side tools to the HTTP door
 
     async def handle(self, request: ProcessingRequest) -> Responses:
         phase = request.WhichOneof("request")
@@ -244,6 +259,8 @@ class _Stream:
                 self.run = self.runtime.new_run()
             if self.authorization is None:  # request headers are skipped: Envoy forwards the credentials
                 self.authorization = m.forwarded_authorization(request)
+            if not self.request_body:  # the first body message carries the metadata
+                self.sidecar_route = m.sidecar_route_offered(request)
             # The body moves into this stream's list, and the message (which keeps its own copy of the body
             # until it is freed; clearing the field frees nothing) is let go before the translation starts: see
             # handle() and Process().
@@ -326,8 +343,13 @@ class _Stream:
         assert run is not None
         if len(body) > self.runtime.settings.max_request_bytes:  # the same ceiling as the HTTP door's
             return self._too_large()
+        large = len(body) > LARGE_BODY_BYTES
         try:
-            upstream = await run.begin(body)
+            decoded = await asyncio.to_thread(parse_json_object, body) if large else parse_json_object(body)
+            del body  # decoded: the bytes are let go before the translation
+            if self.sidecar_route and runs_server_tools(decoded.get("tools"), self.runtime.served_tools):
+                return self._route_to_sidecar()
+            upstream = await run.begin(decoded, large=large)
         except APIError as error:
             self.done = True
             return m.immediate_response(error.status, error.body(), JSON)
@@ -336,7 +358,7 @@ class _Stream:
             self.done = True
             failure = APIError(500, "The request could not be translated.", code="server_error")
             return m.immediate_response(500, failure.body(), JSON)
-        del body  # parsed: only the translated body is needed from here on
+        del decoded  # translated: only the translated body is needed from here on
         if run.background:  # runs in the sidecar; Envoy gets the answer now, the upstream is not called
             self.done = True
             return await self._background(run, upstream)
@@ -350,6 +372,18 @@ class _Stream:
         if authorization is not None and authorization != self.authorization:
             set_headers.append(("authorization", authorization))
         return m.request_body_reply(upstream.body, set_headers, _REQUEST_REMOVE)
+
+    def _route_to_sidecar(self) -> ProcessingResponse:
+        """A request with server-side tools this deployment runs: the tool loop makes several model turns, and
+        each must go through Envoy (balancing, metering, rate limits). The HTTP door runs the loop and makes
+        every turn through Envoy's listener (``upstream_via``), so Envoy routes the request, unchanged, to that
+        door; this processor's part in the request ends here (``Process`` closes the gRPC stream, and Envoy
+        passes the door's answer through untouched)."""
+        self.ours = False
+        self.routed = True
+        self.done = True
+        self.run = None  # nothing was begun: no response to abandon or to end on a drain
+        return m.route_to_sidecar()
 
     async def _background(self, run: ResponseRun, upstream: UpstreamRequest) -> ProcessingResponse:
         """``background: true``: the run starts in the sidecar (its own upstream call goes through Envoy's

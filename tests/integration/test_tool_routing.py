@@ -1,0 +1,183 @@
+"""Requests with server-side tools go through Envoy to the sidecar's HTTP door, whose model calls go back through
+Envoy's listener; every other Responses request keeps the ext_proc path.
+
+One sidecar (its own upstream calls made through Envoy: ``--upstream-via``), one Envoy in front of it, and the
+real MCP test server. Envoy's admin counters show which cluster each request took: ``responses_bridge_http`` (the
+sidecar's HTTP door) and ``llm_upstream`` (every model call, the processor's translated ones and the sidecar's
+own alike).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+
+from responses_bridge.envoy_config import (
+    HTTP_CLUSTER,
+    UPSTREAM_CLUSTER,
+    render_bootstrap,
+)
+from tests.support.bridge import running_sidecar
+from tests.support.envoy import EnvoyProcess, free_port, have_envoy, start_envoy
+from tests.support.mcp_server import MCPTestServer, running_mcp_server
+
+pytestmark = pytest.mark.skipif(not have_envoy(), reason="envoy binary not available")
+
+SIDECAR_REQUESTS = f"cluster.{HTTP_CLUSTER}.upstream_rq_total"
+MODEL_CALLS = f"cluster.{UPSTREAM_CLUSTER}.upstream_rq_total"
+
+
+@dataclass
+class Gateway:
+    url: str
+    envoy: EnvoyProcess
+    mcp: MCPTestServer
+
+    async def counts(self) -> tuple[int, int]:
+        """(requests Envoy sent to the sidecar's HTTP door, model calls Envoy sent upstream)."""
+        stats = await self.envoy.stats("cluster.")
+        return int(stats.get(SIDECAR_REQUESTS, 0)), int(stats.get(MODEL_CALLS, 0))
+
+
+@pytest.fixture(scope="module")
+async def gateway(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gateway]:
+    listen_port = free_port()  # first: the sidecar makes its own model calls through this listener
+    env = {"RESPONSES_BRIDGE_MCP_ALLOWED_HOSTS": "127.0.0.1"}
+    async with running_mcp_server() as mcp, running_sidecar(
+            str(tmp_path_factory.mktemp("routing")), fake_upstream, "--upstream-via",
+            f"http://127.0.0.1:{listen_port}/v1", env=env) as sidecar:
+        envoy = await start_envoy(render_bootstrap(
+            listen_port=listen_port, extproc_port=sidecar.extproc_port,
+            http_port=int(sidecar.http_url.rsplit(":", 1)[1]), upstream=fake_upstream, admin_port=0))
+        try:
+            yield Gateway(f"http://127.0.0.1:{listen_port}", envoy, mcp)
+        finally:
+            envoy.stop()
+
+
+@pytest.fixture
+async def sdk(gateway: Gateway) -> AsyncIterator[openai.AsyncOpenAI]:
+    async with openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key="sk-client", max_retries=0,
+                                  timeout=60) as client:
+        yield client
+
+
+def _mcp_tool(gateway: Gateway) -> dict[str, Any]:
+    return {"type": "mcp", "server_label": "tools", "server_url": gateway.mcp.http_url, "require_approval": "never",
+            "allowed_tools": ["add"]}
+
+
+SERVER_SEARCH = [{"type": "tool_search"},
+                 {"type": "function", "name": "lookup_order", "description": "Look up an order by its number.",
+                  "parameters": {"type": "object", "properties": {"number": {"type": "string"}}},
+                  "defer_loading": True}]
+
+
+async def _create(sdk: openai.AsyncOpenAI, stream: bool, **params: Any) -> Any:
+    """The final Response, streamed or not (a streamed one from its terminal event)."""
+    if not stream:
+        return await sdk.responses.create(model="fake-model", input="Say hello.", **params)
+    final = None
+    async with await sdk.responses.create(model="fake-model", input="Say hello.", stream=True, **params) as events:
+        async for event in events:
+            if event.type in ("response.completed", "response.failed", "response.incomplete"):
+                final = event.response
+    assert final is not None, "the stream ended without a terminal event"
+    return final
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+@pytest.mark.parametrize("tools", ["mcp", "tool_search"])
+async def test_server_side_tools_go_to_the_http_door_and_its_model_call_through_envoy(
+        gateway: Gateway, sdk: openai.AsyncOpenAI, stream: bool, tools: str) -> None:
+    request_tools = [_mcp_tool(gateway)] if tools == "mcp" else SERVER_SEARCH
+    sidecar_before, model_before = await gateway.counts()
+    response = await _create(sdk, stream, tools=request_tools)
+    assert response.status == "completed"
+    assert response.output_text  # the model's answer reached the client through the HTTP door
+    sidecar_after, model_after = await gateway.counts()
+    assert sidecar_after == sidecar_before + 1  # Envoy sent the request to the sidecar's HTTP door
+    assert model_after > model_before  # and the sidecar's model call came back through Envoy's listener
+    if tools == "mcp":  # the echo of the tools never carries credentials, whichever door answered
+        echoed = [tool for tool in response.tools if tool.type == "mcp"]
+        assert echoed and echoed[0].server_label == "tools"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+@pytest.mark.parametrize("route_header", [False, True], ids=["plain", "client_route_header"])
+async def test_requests_without_server_side_tools_keep_the_ext_proc_path(
+        gateway: Gateway, stream: bool, route_header: bool) -> None:
+    """Nothing a client sends picks the sidecar's route (the processor marks a request with dynamic metadata, not
+    a header): a plain request that carries the header a header-routed design would use still takes the ext_proc
+    path. The processor translates the request (the fake upstream gets a Chat Completions body at
+    ``/v1/chat/completions``), and Envoy makes the one model call."""
+    headers = {"x-responses-bridge-route": "sidecar"} if route_header else {}
+    function = {"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}
+    async with openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key="sk-client", max_retries=0, timeout=60,
+                                  default_headers=headers) as sdk:
+        sidecar_before, model_before = await gateway.counts()
+        response = await _create(sdk, stream, tools=[function])
+    assert response.status == "completed"
+    assert response.output_text
+    sidecar_after, model_after = await gateway.counts()
+    assert sidecar_after == sidecar_before  # never through the sidecar's HTTP door
+    assert model_after == model_before + 1
+
+
+async def test_web_search_without_a_provider_keeps_the_ext_proc_path(gateway: Gateway,
+                                                                    sdk: openai.AsyncOpenAI) -> None:
+    """This deployment has no search provider: web search is not a tool it runs, so today's unsupported-tool
+    policy applies in the processor (the tool is dropped) and the request never reaches the sidecar's door."""
+    sidecar_before, model_before = await gateway.counts()
+    response = await _create(sdk, False, tools=[{"type": "web_search"}])
+    assert response.status == "completed"
+    sidecar_after, model_after = await gateway.counts()
+    assert (sidecar_after, model_after) == (sidecar_before, model_before + 1)
+
+
+async def test_a_routed_request_keeps_its_body_and_its_errors(gateway: Gateway) -> None:
+    """The routed request reaches the HTTP door unchanged: a parameter the door refuses is refused there, with
+    the same OpenAI-shaped 400 the processor would have given, and Envoy makes no model call."""
+    body = {"model": "fake-model", "input": "hi", "tools": SERVER_SEARCH, "temperature": "hot"}
+    sidecar_before, model_before = await gateway.counts()
+    async with aiohttp.ClientSession() as session, session.post(
+            f"{gateway.url}/v1/responses", data=json.dumps(body),
+            headers={"content-type": "application/json"}) as answer:
+        status, payload = answer.status, await answer.json()
+    assert status == 400
+    assert payload["error"]["param"] == "temperature"
+    sidecar_after, model_after = await gateway.counts()
+    assert (sidecar_after, model_after) == (sidecar_before + 1, model_before)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+async def test_every_turn_of_a_three_turn_loop_goes_through_envoy(gateway: Gateway, sdk: openai.AsyncOpenAI,
+                                                                 stream: bool) -> None:
+    """The HTTP door runs the loop; each of its three model turns is one more request on Envoy's upstream
+    cluster, and the client gets one response with both calls."""
+    tool = {**_mcp_tool(gateway), "allowed_tools": ["add", "echo"]}
+    sidecar_before, model_before = await gateway.counts()
+    if stream:
+        final = None
+        async with await sdk.responses.create(model="fake-model", input="call tools__add [then=tools__echo]",
+                                              tools=[tool], stream=True) as events:  # type: ignore[list-item]
+            kinds = []
+            async for event in events:
+                kinds.append(event.type)
+                if event.type == "response.completed":
+                    final = event.response
+        assert kinds.count("response.created") == 1 and kinds[-1] == "response.completed"
+    else:
+        final = await sdk.responses.create(model="fake-model", input="call tools__add [then=tools__echo]",
+                                           tools=[tool])  # type: ignore[list-item]
+    assert final is not None and final.status == "completed"
+    assert [item.type for item in final.output] == ["mcp_list_tools", "mcp_call", "mcp_call", "message"]
+    assert final.output_text == "Tool result: test"
+    sidecar_after, model_after = await gateway.counts()
+    assert (sidecar_after, model_after) == (sidecar_before + 1, model_before + 3)
