@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import openai
+import orjson
 import pytest
 
 from responses_bridge.envoy_config import (
@@ -181,3 +182,32 @@ async def test_every_turn_of_a_three_turn_loop_goes_through_envoy(gateway: Gatew
     assert final.output_text == "Tool result: test"
     sidecar_after, model_after = await gateway.counts()
     assert (sidecar_after, model_after) == (sidecar_before + 1, model_before + 3)
+
+
+async def test_the_first_event_reaches_the_client_before_the_second_model_turn_starts(gateway: Gateway) -> None:
+    """One stream, streamed: the client holds the opening events while turn 1's tool call is still running (a
+    slow MCP tool), so turn 2 has not been asked for yet; the upstream cluster then sees the second call."""
+    tool = {**_mcp_tool(gateway), "allowed_tools": ["slow"]}
+    body = {"model": "fake-model", "stream": True, "tools": [tool],
+            "input": 'call tools__slow [args={"seconds": 3}]'}
+    _, model_before = await gateway.counts()
+    events: list[dict[str, Any]] = []
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session, \
+            session.post(f"{gateway.url}/v1/responses", json=body) as answer:
+        assert answer.status == 200
+        buffer = b""
+        model_calls_at_first_event = None
+        async for chunk in answer.content.iter_any():
+            buffer += chunk
+            while b"\n\n" in buffer:
+                frame, buffer = buffer.split(b"\n\n", 1)
+                data = next((line[6:] for line in frame.split(b"\n") if line.startswith(b"data: ")), b"")
+                if data and data != b"[DONE]":
+                    events.append(orjson.loads(data))
+                    if model_calls_at_first_event is None:
+                        model_calls_at_first_event = (await gateway.counts())[1]
+    assert events[0]["type"] == "response.created" and events[-1]["type"] == "response.completed"
+    assert model_calls_at_first_event == model_before + 1  # turn 2 not started while the client had event 1
+    assert (await gateway.counts())[1] == model_before + 2
+    calls = [e["item"] for e in events if e["type"] == "response.output_item.done" and e["item"]["type"] == "mcp_call"]
+    assert len(calls) == 1 and calls[0]["error"] is None
