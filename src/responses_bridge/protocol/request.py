@@ -22,6 +22,7 @@ from .. import ids
 from . import tool_items
 from .errors import APIError, invalid_request
 from .request_checks import check_depth, check_include, check_model_name, check_tool_choice_type
+from .tool_items import require_str as _require_str
 
 MESSAGE_ROLES = frozenset({"user", "system", "developer", "assistant"})
 INPUT_PART_TYPES = frozenset({"input_text", "input_image", "input_file", "output_text", "refusal"})
@@ -365,17 +366,6 @@ def _normalize_client_tool_item(kind: str, item: dict[str, Any], param: str) -> 
         for index, tool in enumerate(normalized["tools"]):
             _check_tool(tool, f"{param}.tools[{index}]")
     return normalized
-
-
-def _require_str(item: dict[str, Any], key: str, param: str) -> str:
-    value = item.get(key)
-    if not isinstance(value, str):
-        if value is None:
-            raise invalid_request(f"Missing required parameter: '{param}.{key}'.", param=f"{param}.{key}",
-                                  code="missing_required_parameter")
-        raise invalid_request(f"Invalid type for '{param}.{key}': expected a string.", param=f"{param}.{key}",
-                              code="invalid_type")
-    return value
 
 
 def _optional_id(item: dict[str, Any], param: str, make: Callable[[], str]) -> str:

@@ -22,10 +22,9 @@ _CALL_STATUSES = ("in_progress", "completed", "incomplete")
 _PATCH_OPERATIONS = ("create_file", "update_file", "delete_file")
 
 
-def _str(item: dict[str, Any], key: str, param: str, *, required: bool = True) -> str | None:
+def require_str(item: dict[str, Any], key: str, param: str) -> str:
+    """A required string field: a 400 naming ``param.key`` when it is missing or not a string."""
     value = item.get(key)
-    if value is None and not required:
-        return None
     if not isinstance(value, str):
         if value is None:
             raise invalid_request(f"Missing required parameter: '{param}.{key}'.", param=f"{param}.{key}",
@@ -33,6 +32,12 @@ def _str(item: dict[str, Any], key: str, param: str, *, required: bool = True) -
         raise invalid_request(f"Invalid type for '{param}.{key}': expected a string.", param=f"{param}.{key}",
                               code="invalid_type")
     return value
+
+
+def _str(item: dict[str, Any], key: str, param: str, *, required: bool = True) -> str | None:
+    if not required and item.get(key) is None:
+        return None
+    return require_str(item, key, param)
 
 
 def _int(value: Any, param: str) -> int | None:
