@@ -74,7 +74,8 @@ class Runtime:
         runtime = cls(settings=settings, store=store, options=settings.engine_options(), sealer=sealer,
                       conversations=ConversationService(SQLiteConversationStore(store)),
                       prompts=PromptService(SQLitePromptStore(store)))
-        runtime.server_tools = ServerTools(ServerToolServices.from_settings(settings))
+        runtime.server_tools = ServerTools(ServerToolServices.configured(settings.mcp_limits(),
+                                                                           settings.web_search_settings()))
         await runtime._open_background(store, upstream)
         runtime.trimmer = MemoryTrimmer()
         runtime.trimmer.start()

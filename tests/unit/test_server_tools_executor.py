@@ -579,12 +579,17 @@ async def test_two_mcp_tools_with_one_label_are_a_400() -> None:
     assert (refused.value.status, refused.value.param) == (400, "tools[1].server_label")
 
 
+def services_of(settings: Any) -> ServerToolServices:
+    """As the runtime builds them (a ``Settings``)."""
+    return ServerToolServices.configured(settings.mcp_limits(), settings.web_search_settings())
+
+
 async def test_services_from_settings_serve_web_search_only_with_a_provider() -> None:
     from responses_bridge.config import Settings
 
-    plain = ServerToolServices.from_settings(Settings(mcp_allowed_hosts="10.0.0.0/8"))
+    plain = services_of(Settings(mcp_allowed_hosts="10.0.0.0/8"))
     assert plain.search is None and plain.mcp.limits.allowed_hosts == "10.0.0.0/8"
-    searching = ServerToolServices.from_settings(Settings(web_search="searxng:http://127.0.0.1:9"))
+    searching = services_of(Settings(web_search="searxng:http://127.0.0.1:9"))
     assert searching.search is not None and "web_search" in searching.served
     await searching.aclose()
     await plain.aclose()

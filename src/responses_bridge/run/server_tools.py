@@ -32,53 +32,19 @@ cancellation propagates (and cancels the calls still running).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..engine.options import EngineOptions
 from ..engine.output_builder import OutputBuilder
 from ..engine.request_translation import items_to_messages
-from ..engine.tools import ToolPlan, served_tool_types
+from ..engine.tools import ToolPlan
 from ..engine.turn_result import TurnResult
 from ..protocol.request import ResponsesRequest
+from .server_tool_services import ServerToolServices
 from .server_tools_calls import CallRunner, TurnOutcome
 from .server_tools_setup import SetUp, storable_tools
-from .tools.mcp import MCPTools
-from .tools.web_search import SearchProvider, provider_from_settings
-
-if TYPE_CHECKING:
-    from ..config import Settings
 
 __all__ = ["ServerToolRun", "ServerToolServices", "ServerTools", "TurnOutcome", "storable_tools"]
-
-DEFAULT_MAX_PARALLEL = 8
-
-
-@dataclass(slots=True)
-class ServerToolServices:
-    """What the process offers the tool loop: the MCP client (with its tool-list cache), the web search provider
-    (None: no search configured), and how many calls of one turn may run at once."""
-
-    mcp: MCPTools
-    search: SearchProvider | None = None
-    max_parallel: int = DEFAULT_MAX_PARALLEL
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ServerToolServices:
-        """The process's services from its settings (``RESPONSES_BRIDGE_MCP_*``, ``RESPONSES_BRIDGE_WEB_SEARCH``).
-        Close them with :meth:`aclose` when the process stops."""
-        return cls(MCPTools(settings.mcp_limits()), provider_from_settings(settings.web_search_settings()))
-
-    async def aclose(self) -> None:
-        """Close the search provider's HTTP session (MCP sessions live only as long as each operation)."""
-        if self.search is not None:
-            await self.search.aclose()
-
-    @property
-    def served(self) -> frozenset[str]:
-        """The tool types the loop runs, for ``plan_tools(served=…)``: without a search provider the web search
-        types are not served, so the unsupported-tool policy (drop or 400) applies to them, as before."""
-        return served_tool_types(self.search is not None)
-
 
 class ServerTools:
     """The entry point the run holds: one per process, :meth:`prepare` per response."""

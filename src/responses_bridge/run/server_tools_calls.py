@@ -44,7 +44,7 @@ from .tools.web_search import (
 )
 
 if TYPE_CHECKING:
-    from .server_tools import ServerToolServices
+    from .server_tool_services import ServerToolServices
 
 log = structlog.get_logger(__name__)
 

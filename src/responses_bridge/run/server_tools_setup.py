@@ -31,7 +31,7 @@ from .tools.tool_search import ToolIndex, is_server_tool_search, search_tool_fun
 from .tools.web_search import WebSearchToolOptions
 
 if TYPE_CHECKING:
-    from .server_tools import ServerToolServices
+    from .server_tool_services import ServerToolServices
 
 log = structlog.get_logger(__name__)
 

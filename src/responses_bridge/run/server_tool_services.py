@@ -1,0 +1,49 @@
+"""What the process offers the tool loop, built once from the settings: the MCP client, the web search provider.
+
+Apart from ``server_tools.py`` so that the set-up and the call runner, which both need it, import it without
+importing the module that imports them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..engine.tools import served_tool_types
+from .tools.mcp import MCPTools
+from .tools.web_search import SearchProvider, provider_from_settings
+
+if TYPE_CHECKING:
+    from .tools.mcp_config import MCPLimits
+    from .tools.web_search_base import WebSearchSettings
+
+
+DEFAULT_MAX_PARALLEL = 8
+
+
+@dataclass(slots=True)
+class ServerToolServices:
+    """What the process offers the tool loop: the MCP client (with its tool-list cache), the web search provider
+    (None: no search configured), and how many calls of one turn may run at once."""
+
+    mcp: MCPTools
+    search: SearchProvider | None = None
+    max_parallel: int = DEFAULT_MAX_PARALLEL
+
+    @classmethod
+    def configured(cls, mcp_limits: MCPLimits, web_search: WebSearchSettings | None) -> ServerToolServices:
+        """The process's services from what the settings derive (``Settings.mcp_limits()``,
+        ``Settings.web_search_settings()``; the run imports no configuration). Close them with :meth:`aclose`
+        when the process stops."""
+        return cls(MCPTools(mcp_limits), provider_from_settings(web_search))
+
+    async def aclose(self) -> None:
+        """Close the search provider's HTTP session (MCP sessions live only as long as each operation)."""
+        if self.search is not None:
+            await self.search.aclose()
+
+    @property
+    def served(self) -> frozenset[str]:
+        """The tool types the loop runs, for ``plan_tools(served=…)``: without a search provider the web search
+        types are not served, so the unsupported-tool policy (drop or 400) applies to them, as before."""
+        return served_tool_types(self.search is not None)
