@@ -163,12 +163,18 @@ def _execution(item: dict[str, Any]) -> str:
     return "server" if item.get("execution") == "server" else "client"
 
 
-def tool_search_output(item: dict[str, Any], param: str) -> dict[str, Any]:
+def _tools(item: dict[str, Any], param: str, key: str, expected: str) -> list[dict[str, Any]]:
+    """An item's ``tools``: a list of objects that each have the string ``key``, else a 400 naming the field."""
     tools = item.get("tools")
-    if not isinstance(tools, list) or not all(isinstance(tool, dict) and isinstance(tool.get("type"), str)
+    if not isinstance(tools, list) or not all(isinstance(tool, dict) and isinstance(tool.get(key), str)
                                               for tool in tools):
-        raise invalid_request(f"Invalid type for '{param}.tools': expected an array of tools.",
-                              param=f"{param}.tools", code="invalid_type")
+        raise invalid_request(f"Invalid type for '{param}.tools': expected {expected}.", param=f"{param}.tools",
+                              code="invalid_type")
+    return tools
+
+
+def tool_search_output(item: dict[str, Any], param: str) -> dict[str, Any]:
+    tools = _tools(item, param, "type", "an array of tools")
     execution = _execution(item)
     return {"type": "tool_search_output", "id": _id(item, param, "tso"),
             "call_id": _str(item, "call_id", param, required=execution == "client"),
@@ -197,11 +203,7 @@ def mcp_call(item: dict[str, Any], param: str) -> dict[str, Any]:
 
 
 def mcp_list_tools(item: dict[str, Any], param: str) -> dict[str, Any]:
-    tools = item.get("tools")
-    if not isinstance(tools, list) or not all(isinstance(tool, dict) and isinstance(tool.get("name"), str)
-                                              for tool in tools):
-        raise invalid_request(f"Invalid type for '{param}.tools': expected an array of tools with names.",
-                              param=f"{param}.tools", code="invalid_type")
+    tools = _tools(item, param, "name", "an array of tools with names")
     return {"type": "mcp_list_tools", "id": _id(item, param, "mcpl"),
             "server_label": _str(item, "server_label", param), "tools": tools,
             "error": _str(item, "error", param, required=False)}
