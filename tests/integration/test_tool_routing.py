@@ -151,8 +151,8 @@ async def test_a_routed_request_keeps_its_body_and_its_errors(gateway: Gateway) 
             f"{gateway.url}/v1/responses", data=json.dumps(body),
             headers={"content-type": "application/json"}) as answer:
         status, payload = answer.status, await answer.json()
-    assert status == 400
-    assert payload["error"]["param"] == "temperature"
+    assert status == 400, payload
+    assert payload["error"]["param"] == "temperature", payload
     sidecar_after, model_after = await gateway.counts()
     assert (sidecar_after, model_after) == (sidecar_before + 1, model_before)
 
