@@ -51,7 +51,13 @@ async function main() {
     const result = streamText({ model, system, prompt: "Fail please [cut=2]", maxRetries: 0,
                                 onError: ({ error }) => { errors.push(String(error?.message ?? error)); } });
     const deltas = [];
-    for await (const delta of result.textStream) deltas.push(delta);
+    try {
+      for await (const delta of result.textStream) deltas.push(delta);
+    } catch (error) {
+      // Through Envoy a broken upstream can reach the client as a cut body, which the SDK throws from the stream
+      // itself instead of passing to onError: the failure still reached the caller, once.
+      if (errors.length === 0) errors.push(String(error?.message ?? error));
+    }
     return { deltas, errors, finishReason: await result.finishReason.catch((e) => `rejected: ${e}`) };
   }
   throw new Error(`unknown scenario ${scenario}`);
