@@ -47,7 +47,8 @@ FLAGS: tuple[tuple[str, str, str, type], ...] = (
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "serve", help="run the sidecar: the ext_proc door and the HTTP door",
-        description="Run the sidecar. Flags win over environment variables, which win over defaults.",
+        description="Run the sidecar. Flags win over environment variables, which win over the configuration "
+                    "file (--config), which wins over defaults.",
         epilog="settings without a flag (environment only):\n" + environment_help({field for _, field, _, _ in FLAGS}),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     for flag, field, meaning, kind in FLAGS:
@@ -55,6 +56,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         shown = f"; default {default}" if default is not None and "default" not in meaning else ""
         parser.add_argument(flag, type=kind, dest=field,
                             help=f"{meaning} (env: {', '.join(env_names(field))}{shown})")
+    parser.add_argument("--config", metavar="FILE", help="YAML configuration file: settings by their names, e.g. "
+                        "'http_port: 8081' (env: RESPONSES_BRIDGE_CONFIG); check one with 'config check FILE'")
     parser.add_argument("--no-http", action="store_true", help="run the ext_proc door only")
     parser.add_argument("--no-extproc", action="store_true", help="run the HTTP door only")
     parser.set_defaults(func=run)
@@ -63,7 +66,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.no_http and args.no_extproc:
         raise SystemExit("serve: --no-http and --no-extproc leave nothing to run")
-    settings = load_settings({field: flag for flag, field, _, _ in FLAGS},
+    settings = load_settings({field: flag for flag, field, _, _ in FLAGS}, config=args.config,
                              **{field: getattr(args, field) for _, field, _, _ in FLAGS})
     configure_logging(settings.log_level, settings.log_format)
     try:
