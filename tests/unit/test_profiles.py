@@ -129,6 +129,13 @@ def test_tool_results_as_user_turns_name_the_tool_and_share_one_turn() -> None:
     assert [m["role"] for m in tool_form["messages"]] == ["user", "assistant", "tool", "tool"]
 
 
+def test_a_result_names_the_tool_its_call_in_stored_history_called() -> None:
+    history = [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Weather?"}]}, CALL]
+    body = build_chat_request(parse_request(orjson.dumps({"model": "m", "input": [OUTPUT], "tools": [WEATHER]})),
+                              history, LLAMACPP)
+    assert body["messages"][2] == {"role": "user", "content": "Tool get_weather returned (id call_1):\nRain, 8 C"}
+
+
 def test_a_tool_result_with_an_image_keeps_its_parts_in_the_user_turn() -> None:
     image = {"type": "input_image", "image_url": "data:image/png;base64,AAAA"}
     output = {"type": "function_call_output", "call_id": "call_1",

@@ -93,7 +93,6 @@ def items_to_messages(items: list[dict[str, Any]], messages: list[dict[str, Any]
     plan = plan or _NO_TOOLS
     pending_reasoning: str | None = None
     server_search_id: str | None = None
-    call_names: dict[str, str] = {}  # call id -> upstream function name, to name a result sent as a user turn
     for item in items:
         kind = item["type"]
         if kind == "message":
@@ -116,10 +115,9 @@ def items_to_messages(items: list[dict[str, Any]], messages: list[dict[str, Any]
                 "type": "function",
                 "function": {"name": name, "arguments": arguments},
             })
-            call_names[call_id] = name
         elif kind in _OUTPUT_KINDS:
             call_id = item.get("call_id") or server_search_id  # a server tool search's output may have none
-            append_tool_result(messages, call_id, call_names.get(call_id or ""), _output_of(item), options)
+            append_tool_result(messages, call_id, None, _output_of(item), options)
         elif kind in _SERVER_CALL_KINDS:
             call_id, name, arguments, output = _server_call_of(item, plan)
             message = _assistant_message(messages, options, fresh=False)
@@ -245,7 +243,7 @@ def append_tool_result(messages: list[dict[str, Any]], call_id: str | None, name
     if options.tool_result_role == "tool":
         messages.append({"role": "tool", "tool_call_id": call_id, "content": content})
         return
-    head = f"Tool {name or 'result'} returned (id {call_id}):"
+    head = f"Tool {name or _called_name(messages, call_id) or 'result'} returned (id {call_id}):"
     parts: list[dict[str, Any]] = [{"type": "text", "text": f"{head}\n{content}" if isinstance(content, str) else head}]
     if not isinstance(content, str):
         parts += content
@@ -255,6 +253,16 @@ def append_tool_result(messages: list[dict[str, Any]], call_id: str | None, name
         last["content"] = _joined([{"type": "text", "text": earlier}] if isinstance(earlier, str) else earlier, parts)
     else:
         messages.append({"role": "user", "content": _joined([], parts)})
+
+
+def _called_name(messages: list[dict[str, Any]], call_id: str | None) -> str | None:
+    """The function the assistant called under ``call_id``: the nearest call before its result."""
+    for message in reversed(messages):
+        for call in message.get("tool_calls") or ():
+            if call.get("id") == call_id:
+                name: str = call["function"]["name"]
+                return name
+    return None
 
 
 def _answers_calls(messages: list[dict[str, Any]]) -> bool:
