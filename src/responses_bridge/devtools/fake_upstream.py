@@ -20,6 +20,10 @@ Routes
 
 Unknown routes answer 404 with an OpenAI error body, never an HTML page.
 
+``create_app(quirks="llamacpp")`` (``--quirks``) puts on a real backend's departures from OpenAI before the
+checks below: llama.cpp's 500 on the ``developer`` role, 400 on ``content: null`` beside ``tool_calls``, … (see
+fake_quirks.py).
+
 Request validation (like OpenAI: always 400 with ``{"error": {"message", "type", "param", "code"}}``)
 ------------------------------------------------------------------------------------------------------
 * The body must be a JSON object; ``model`` must be a non-empty string; ``messages`` a non-empty array
