@@ -111,7 +111,7 @@ async def serve(settings: Settings, *, http: bool = True, extproc: bool = True) 
                 stoppers.append(await start_extproc_server(runtime, settings.extproc_host, settings.extproc_port))
             except OSError as exc:
                 raise StartupError(f"{exc} (--extproc-port / RESPONSES_BRIDGE_EXTPROC_PORT)") from exc
-        log.info("serving", upstream=settings.upstream, db=settings.db_path(),
+        log.info("serving", upstream=settings.upstream, profile=settings.profile, db=settings.db_path(),
                  http=f"{settings.http_host}:{settings.http_port}" if http else None,
                  extproc=f"{settings.extproc_host}:{settings.extproc_port}" if extproc else None)
         probe = asyncio.create_task(probe_upstream(settings))  # in the background: start is not delayed
