@@ -104,6 +104,11 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, dotenv_settings, config_file.ConfigFileSource(settings_cls, path),
                 file_secret_settings)
 
+    @field_validator("tool_call_content", mode="before")
+    @classmethod
+    def _yaml_null(cls, value: object) -> object:
+        return "null" if value is None else value  # ``tool_call_content: null`` in YAML reads as None
+
     @field_validator("upstream")
     @classmethod
     def _strip_slash(cls, value: str) -> str:

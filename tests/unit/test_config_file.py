@@ -61,6 +61,11 @@ def test_a_switch_set_in_the_file_wins_over_the_profile_of_the_environment(tmp_p
     assert options.tool_result_role == "tool" and options.tool_call_content == "empty"  # env profile: llamacpp
 
 
+def test_an_unquoted_null_switch_value_means_the_string(tmp_path: Path) -> None:
+    settings = load_settings(config=write(tmp_path, "profile: llamacpp\ntool_call_content: null\n"))
+    assert settings.engine_options().tool_call_content == "null"
+
+
 @pytest.mark.parametrize(("text", "expected"), [
     ("http_port: eighty\n", "http_port='eighty': Input should be a valid integer"),
     ("profile: lmstudio\n", "profile='lmstudio': Input should be 'vllm', 'ollama', 'llamacpp', 'openai' or 'generic'"),
