@@ -5,6 +5,7 @@ stage's ``scripts/image-venv`` makes a clean venv from the wheel, and the run st
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shlex
@@ -12,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+from collections.abc import Awaitable
 from pathlib import Path
 
 import openai
@@ -118,12 +120,15 @@ async def test_entry_point_serves_and_healthcheck_passes(image_venv: Path, tmp_p
     healthcheck = exec_form(instructions("HEALTHCHECK")[0].split(" CMD ", 1)[1].strip())
     probe_env = {**os.environ, **env}
     healthcheck[0] = str(bin_dir / healthcheck[0])  # the image's PATH puts the venv first
+
+    def probe() -> Awaitable[subprocess.CompletedProcess[bytes]]:
+        return asyncio.to_thread(subprocess.run, healthcheck, env=probe_env, capture_output=True)
     upstream.start()
     sidecar.start()
     try:
         await wait_http(f"http://127.0.0.1:{upstream_port}/health", process=upstream)
         await wait_http(f"http://127.0.0.1:{http_port}/health/ready", process=sidecar)
-        assert subprocess.run(healthcheck, env=probe_env, capture_output=True).returncode == 0
+        assert (await probe()).returncode == 0
         client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{http_port}/v1", api_key="unused")
         response = await client.responses.create(model="fake", input="hello from the image")
         assert response.status == "completed" and response.output_text
@@ -131,4 +136,4 @@ async def test_entry_point_serves_and_healthcheck_passes(image_venv: Path, tmp_p
     finally:
         sidecar.stop()
         upstream.stop()
-    assert subprocess.run(healthcheck, env=probe_env, capture_output=True).returncode != 0
+    assert (await probe()).returncode != 0
