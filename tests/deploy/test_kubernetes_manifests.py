@@ -111,4 +111,6 @@ def test_shared_store_variant_scales_out_with_the_database_url_from_a_secret() -
     env = {e["name"]: e for e in containers(SHARED)["responses-bridge"]["env"]}
     secret = env["RESPONSES_BRIDGE_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
     assert secret["name"] == "responses-bridge-database" and not secret.get("optional")
+    # a blob sealed by one replica must open on another: one key for all, from a Secret
+    assert env["RESPONSES_BRIDGE_SEALING_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "responses-bridge-sealing"
     assert docs["PodDisruptionBudget"]["spec"]["maxUnavailable"] == 1
