@@ -13,6 +13,8 @@ and why:
   cache cleared) and goes, unchanged, to the **sidecar's HTTP door**, which runs the tool loop and makes every
   model turn through this listener (``--upstream-via``). A buffer filter holds the request's headers until the
   processor has read the body, so the router picks the route only then.
+* ``/v1/files`` (the Files API) goes to the sidecar's HTTP door with ext_proc off and no route buffer, so
+  uploads stream through Envoy to the door's disk writer.
 * Everything else (``/v1/responses/{id}``, ``/health``, WebSocket upgrades, ...) goes to the **sidecar's HTTP
   door**, ext_proc off.
 * ``failure_mode_allow: false``: when the processor is unreachable the client gets a 503, never the
@@ -340,6 +342,7 @@ def _route_config(up: UpstreamURL) -> dict[str, Any]:
          "typed_per_filter_config": _enabled(), "request_body_buffer_limit": BUFFER_LIMIT_BYTES}
         for name, path in (("responses", "/v1/responses"), ("responses_unversioned", "/responses"))
     ]
+    routes += _files_routes()
     routes += [
         {"name": "models", "match": {"path_separated_prefix": "/v1/models", "headers": get},
          "route": {**upstream_action, "prefix_rewrite": f"{up.base_path}/models"},
@@ -352,6 +355,16 @@ def _route_config(up: UpstreamURL) -> dict[str, Any]:
          "typed_per_filter_config": _disabled(), "request_body_buffer_limit": BUFFER_LIMIT_BYTES},
     ]
     return {"name": "responses_bridge", "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]}
+
+
+def _files_routes() -> list[dict[str, Any]]:
+    """The Files API to the sidecar's HTTP door, ext_proc off and no body limit of the route's own: an upload of
+    hundreds of MB streams through, held back by flow control (the connection's buffer limit), never buffered
+    whole; the door enforces the file size limit (RESPONSES_BRIDGE_MAX_FILE_BYTES). Named ``sidecar_…`` so that
+    Envoy's own 5xx on it name the door (``_local_reply_config``)."""
+    return [{"name": f"sidecar_{name}", "match": {"path_separated_prefix": prefix},
+             "route": {"cluster": HTTP_CLUSTER, "timeout": "0s"}, "typed_per_filter_config": _disabled()}
+            for name, prefix in (("files", "/v1/files"), ("files_unversioned", "/files"))]
 
 
 def _host_rewrite(up: UpstreamURL) -> dict[str, Any]:

@@ -1,0 +1,52 @@
+"""``/v1/files`` routes of the HTTP door (OpenAI Files API shapes; also without ``/v1``).
+
+Through Envoy these routes come straight here with ext_proc off (envoy_config.py), so an upload streams through
+Envoy to this door without being held anywhere whole.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from aiohttp import web
+
+from ...services.files import MAX_LIST_LIMIT, FileService
+from .file_uploads import create_file
+from .params import int_query, json_reply
+
+
+class FileRoutes:
+    def __init__(self, service: FileService) -> None:
+        self.service = service
+
+    def register(self, app: web.Application) -> None:
+        for prefix in ("/v1", ""):
+            base = f"{prefix}/files"
+            app.router.add_post(base, self.create)
+            app.router.add_get(base, self.list)
+            app.router.add_get(f"{base}/{{file_id}}", self.retrieve)
+            app.router.add_delete(f"{base}/{{file_id}}", self.delete)
+            app.router.add_get(f"{base}/{{file_id}}/content", self.content)
+
+    async def create(self, request: web.Request) -> web.Response:
+        return json_reply(await create_file(request, self.service))
+
+    async def list(self, request: web.Request) -> web.Response:
+        return json_reply(await self.service.list(purpose=request.query.get("purpose"),
+                                                  after=request.query.get("after"),
+                                                  limit=int_query(request, "limit", MAX_LIST_LIMIT),
+                                                  order=request.query.get("order", "desc")))
+
+    async def retrieve(self, request: web.Request) -> web.Response:
+        return json_reply(await self.service.retrieve(request.match_info["file_id"]))
+
+    async def delete(self, request: web.Request) -> web.Response:
+        return json_reply(await self.service.delete(request.match_info["file_id"]))
+
+    async def content(self, request: web.Request) -> web.FileResponse:
+        """The bytes as uploaded, sent from the file (sendfile: never read into memory)."""
+        path, file = await self.service.content(request.match_info["file_id"])
+        return web.FileResponse(path, headers={
+            "Content-Type": "application/octet-stream",
+            "Content-Disposition": f"attachment; filename*=UTF-8''{quote(file['filename'], safe='')}",
+        })
