@@ -293,7 +293,9 @@ class FileService:
 
     async def create(self, upload: Upload, *, filename: str, purpose: str,
                      expires_after: int | None) -> dict[str, Any]:
-        """Publish a received upload under a new id and record it; the File object."""
+        """Publish a received upload under a new id and record it; the File object. ``filename`` is checked and
+        cut to its last component here too (:func:`clean_filename`), whoever calls."""
+        filename = clean_filename(filename)
         if expires_after is None and purpose == "batch":
             expires_after = BATCH_DEFAULT_EXPIRES_SECONDS
         now = self._now()

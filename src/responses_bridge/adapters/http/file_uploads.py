@@ -8,6 +8,7 @@ read. The request's own ``client_max_size`` does not apply here: the file's limi
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,7 @@ FORM_OVERHEAD = FIELDS_LIMIT + 64 * 1024
 limit plus this cannot hold an acceptable file, and is refused before its body is read."""
 FIELD_READ = 64 * 1024  # must exceed the boundary's length (the reader asserts it); boundaries are at most 70
 KNOWN_FIELDS = frozenset({"purpose", "expires_after", "expires_after[anchor]", "expires_after[seconds]"})
+DISCARD_MIN = 64 * 1024 * 1024
 ACCEPTED_PART_ENCODINGS = frozenset({"", "identity", "binary", "8bit", "7bit"})
 
 log = structlog.get_logger("responses_bridge.files")
@@ -44,7 +46,35 @@ class UploadForm:
 
 async def create_file(request: web.Request, service: FileService) -> dict[str, Any]:
     """Stream the form's file to disk and store it; the File object. Every failure is an OpenAI-shaped 4xx (a
-    full disk a 507), and the partial file is removed."""
+    full disk a 507), and the partial file is removed.
+
+    A refusal that comes before the body's end (a 413 at the limit, a bad purpose sent before the file) is
+    answered only after the rest of the body is read and dropped, up to :func:`discard_budget`: an HTTP/1.1
+    client reads the answer once it has sent its body, and a server (or Envoy in front of it) that closes
+    while the client still sends makes it see a reset instead of the error."""
+    try:
+        return await _create_file(request, service)
+    except APIError:
+        budget = discard_budget(service.max_bytes)
+        declared = request.content_length
+        if declared is None or declared <= service.max_bytes + FORM_OVERHEAD + budget:
+            await _discard_rest(request, budget)  # else it could not be read whole anyway: answer at once
+        raise
+
+
+def discard_budget(limit: int) -> int:
+    """How much of a refused upload's remaining body is read to deliver the refusal: as much again as the limit
+    (at least 64 MiB). Past it the connection is closed with the answer, and a client still sending may miss it."""
+    return max(limit, DISCARD_MIN)
+
+
+async def _discard_rest(request: web.Request, budget: int) -> None:
+    with contextlib.suppress(Exception):  # a client gone or a broken body: nothing left to answer on
+        while budget > 0 and (chunk := await request.content.readany()):
+            budget -= len(chunk)
+
+
+async def _create_file(request: web.Request, service: FileService) -> dict[str, Any]:
     _check_content_type(request)
     declared = request.content_length
     if declared is not None and declared > service.max_bytes + FORM_OVERHEAD:
@@ -146,8 +176,10 @@ def _check_content_type(request: web.Request) -> None:
 
 
 def _malformed(exc: BaseException) -> APIError:
-    return invalid_request(f"The multipart/form-data body could not be read: {str(exc)[:200] or type(exc).__name__}.",
-                           param=None, code="invalid_multipart")
+    reason = exc.message if isinstance(exc, HttpProcessingError) else str(exc)
+    reason = " ".join(str(reason).split())[:200] or type(exc).__name__
+    return invalid_request(f"The multipart/form-data body could not be read: {reason}.", param=None,
+                           code="invalid_multipart")
 
 
 def _disk_error(exc: OSError) -> APIError:
