@@ -254,3 +254,19 @@ def test_filenames_keep_only_their_last_component() -> None:
         with pytest.raises(APIError) as raised:
             clean_filename(bad)
         assert raised.value.status == 400 and raised.value.param == "file", bad
+
+
+async def test_open_content_survives_a_delete_and_is_a_404_when_the_bytes_are_gone(service: FileService) -> None:
+    created = await upload(service, b"still readable")
+    handle, found = await service.open_content(created["id"])
+    try:
+        assert found == created
+        await service.delete(created["id"])
+        assert handle.read() == b"still readable"  # opened before the delete: the read is not cut short
+    finally:
+        handle.close()
+    lost = await upload(service, b"bytes removed behind the store's back")
+    service.content_path(lost["id"]).unlink()
+    with pytest.raises(APIError) as raised:
+        await service.open_content(lost["id"])
+    assert raised.value.status == 404 and raised.value.param == "file_id"

@@ -338,6 +338,16 @@ class FileService:
         found = await self.retrieve(file_id)
         return self.content_path(file_id), found
 
+    async def open_content(self, file_id: str) -> tuple[IO[bytes], dict[str, Any]]:
+        """A live file's bytes, opened (the caller closes it), and its File object; 404 when unknown, expired or
+        deleted. Once open, a delete that comes meanwhile does not cut the read short."""
+        path, found = await self.content(file_id)
+        try:
+            handle = await asyncio.to_thread(open, path, "rb")
+        except FileNotFoundError:  # deleted between the lookup and the open
+            raise _not_found(file_id) from None
+        return handle, found
+
     async def list(self, *, purpose: str | None, after: str | None, limit: int, order: str) -> dict[str, Any]:
         if not 1 <= limit <= MAX_LIST_LIMIT:
             raise invalid_request(f"Invalid value for 'limit': expected an integer between 1 and {MAX_LIST_LIMIT}.",

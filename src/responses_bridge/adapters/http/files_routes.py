@@ -6,6 +6,8 @@ Envoy to this door without being held anywhere whole.
 
 from __future__ import annotations
 
+import asyncio
+import os
 from urllib.parse import quote
 
 from aiohttp import web
@@ -13,6 +15,8 @@ from aiohttp import web
 from ...services.files import MAX_LIST_LIMIT, FileService
 from .file_uploads import create_file
 from .params import int_query, json_reply
+
+CONTENT_CHUNK = 1 << 20
 
 
 class FileRoutes:
@@ -43,10 +47,20 @@ class FileRoutes:
     async def delete(self, request: web.Request) -> web.Response:
         return json_reply(await self.service.delete(request.match_info["file_id"]))
 
-    async def content(self, request: web.Request) -> web.FileResponse:
-        """The bytes as uploaded, sent from the file (sendfile: never read into memory)."""
-        path, file = await self.service.content(request.match_info["file_id"])
-        return web.FileResponse(path, headers={
-            "Content-Type": "application/octet-stream",
-            "Content-Disposition": f"attachment; filename*=UTF-8''{quote(file['filename'], safe='')}",
-        })
+    async def content(self, request: web.Request) -> web.StreamResponse:
+        """The bytes as uploaded, a chunk at a time (the write waits while the client is slower than the disk).
+        The file is opened before the answer starts, so a file deleted meanwhile is still a JSON 404."""
+        handle, file = await self.service.open_content(request.match_info["file_id"])
+        try:
+            response = web.StreamResponse(headers={
+                "Content-Type": "application/octet-stream",
+                "Content-Disposition": f"attachment; filename*=UTF-8''{quote(file['filename'], safe='')}",
+            })
+            response.content_length = os.fstat(handle.fileno()).st_size
+            await response.prepare(request)
+            while chunk := await asyncio.to_thread(handle.read, CONTENT_CHUNK):
+                await response.write(chunk)
+            await response.write_eof()
+            return response
+        finally:
+            await asyncio.to_thread(handle.close)
