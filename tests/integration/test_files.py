@@ -354,3 +354,16 @@ async def test_unknown_ids_and_paths_are_404s(http: aiohttp.ClientSession) -> No
         async with http.get(path) as answer:
             payload = await answer.json(content_type=None)
             assert answer.status in (400, 404) and set(payload["error"]) == ERROR_KEYS, (path, payload)
+
+
+async def test_files_survive_a_restart(fake_upstream: str, tmp_path: Path) -> None:
+    db = str(tmp_path / "restart.db")
+    async with running_sidecar(str(tmp_path), fake_upstream, "--db", db, extproc=False) as first:
+        async with openai.AsyncOpenAI(base_url=f"{first.http_url}/v1", api_key="k", max_retries=0) as sdk:
+            created = await sdk.files.create(file=("kept.txt", b"across restarts"), purpose="user_data")
+    async with running_sidecar(str(tmp_path), fake_upstream, "--db", db, extproc=False) as second:
+        async with openai.AsyncOpenAI(base_url=f"{second.http_url}/v1", api_key="k", max_retries=0) as sdk:
+            assert await sdk.files.retrieve(created.id) == created
+            assert (await sdk.files.content(created.id)).content == b"across restarts"
+            assert [file.id async for file in sdk.files.list(purpose="user_data")] == [created.id]
+    assert sorted(os.listdir(tmp_path / "files")) == [created.id]
