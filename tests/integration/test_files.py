@@ -17,7 +17,7 @@ import openai
 import pytest
 
 from responses_bridge.devtools.procs import free_port
-from responses_bridge.envoy_config import BUFFER_LIMIT_BYTES, render_bootstrap
+from responses_bridge.envoy_config import BUFFER_LIMIT_BYTES, FILES_CLUSTER, render_bootstrap
 from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.envoy import EnvoyProcess, start_envoy
 
@@ -252,8 +252,8 @@ async def test_uploads_through_envoy_never_reach_the_processor(limited: Limited)
         await sdk.files.delete(created.id)
     stats = await limited.envoy.stats("http.responses_bridge.ext_proc.")
     assert int(stats.get("http.responses_bridge.ext_proc.streams_started", "0")) == 0, stats
-    routed = await limited.envoy.stats("cluster.responses_bridge_http.upstream_rq_2xx")
-    assert int(routed["cluster.responses_bridge_http.upstream_rq_2xx"]) >= 3
+    routed = await limited.envoy.stats(f"cluster.{FILES_CLUSTER}.upstream_rq_2xx")
+    assert int(routed[f"cluster.{FILES_CLUSTER}.upstream_rq_2xx"]) >= 3
 
 
 # --- hostile forms, raw ------------------------------------------------------------------------------------------

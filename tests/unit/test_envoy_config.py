@@ -153,10 +153,17 @@ def test_files_go_to_the_http_door_unbuffered() -> None:
     routes = {r["name"]: r for r in _routes(bootstrap_dict(**DEMO))}  # type: ignore[arg-type]
     for name, prefix in (("sidecar_files", "/v1/files"), ("sidecar_files_unversioned", "/files")):
         assert routes[name]["match"] == {"path_separated_prefix": prefix}
-        assert routes[name]["route"] == {"cluster": envoy_config.HTTP_CLUSTER, "timeout": "0s"}
+        assert routes[name]["route"] == {"cluster": envoy_config.FILES_CLUSTER, "timeout": "0s"}
         assert routes[name]["typed_per_filter_config"]["envoy.filters.http.ext_proc"]["disabled"] is True
         assert "envoy.filters.http.buffer" not in routes[name]["typed_per_filter_config"]
         assert "request_body_buffer_limit" not in routes[name]
+    # the same door as the other sidecar routes, with a connection buffer of 1 MiB rather than 65 MiB: Envoy
+    # holds little of an upload the door writes slower than the client sends
+    clusters = _clusters(bootstrap_dict(**DEMO))  # type: ignore[arg-type]
+    files, door = clusters[envoy_config.FILES_CLUSTER], clusters[envoy_config.HTTP_CLUSTER]
+    assert files["load_assignment"]["endpoints"] == door["load_assignment"]["endpoints"]
+    assert files["per_connection_buffer_limit_bytes"] == 1024 * 1024
+    assert door["per_connection_buffer_limit_bytes"] == envoy_config.BUFFER_LIMIT_BYTES
 
 
 def test_upstream_cluster_tls() -> None:
