@@ -187,7 +187,7 @@ async def test_a_200_mb_upload_streams_with_the_sidecars_memory_bounded(client: 
 
 @pytest.fixture(scope="module")
 async def own_envoy(sidecar: Sidecar) -> AsyncIterator[tuple[EnvoyProcess, str]]:
-    """An Envoy of this module's own in front of the session's sidecar: its process is needed, not only its URL."""
+    """An Envoy of this module's own in front of the suite's shared sidecar: its process is needed, not only its URL."""
     port = free_port()
     envoy = await start_envoy(render_bootstrap(listen_port=port, extproc_port=sidecar.extproc_port,
                                                http_port=int(sidecar.http_url.rsplit(":", 1)[1]),
