@@ -16,6 +16,7 @@ from . import background_routes
 from .conversations_routes import ConversationRoutes
 from .drain import DRAIN, Drain
 from .errors import error_middleware
+from .files_routes import FileRoutes
 from .prompts_routes import PromptRoutes
 from .responses_routes import ResponsesRoutes
 
@@ -44,6 +45,8 @@ def create_app(runtime: Runtime) -> web.Application:
         ConversationRoutes(runtime.conversations).register(app)
     if runtime.prompts is not None:
         PromptRoutes(runtime.prompts).register(app)
+    if runtime.files is not None:
+        FileRoutes(runtime.files).register(app)
     app.router.add_get("/health", health)
     app.router.add_get("/health/live", health_live)
     app.router.add_get("/health/ready", health_ready)
