@@ -31,7 +31,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from responses_bridge.devtools.procs import free_port, wait_http
-from responses_bridge.envoy_config import render_bootstrap
+from responses_bridge.envoy_config import bootstrap_dict, render_bootstrap, to_yaml
 from tests.support.bridge import PYTHON, UpstreamLog
 from tests.support.envoy import start_envoy
 
@@ -89,6 +89,9 @@ class Collector:
 class Stack:
     http_url: str
     envoy_url: str
+    extproc_port: int
+    collector_port: int
+    fake_upstream: str
     log_path: Path
     collector: Collector
     upstream: UpstreamLog
@@ -131,7 +134,8 @@ async def stack(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) ->
         listen_port = free_port()
         envoy = await start_envoy(render_bootstrap(listen_port=listen_port, extproc_port=extproc_port,
                                                    http_port=http_port, upstream=fake_upstream, admin_port=0))
-        yield Stack(f"http://127.0.0.1:{http_port}", f"http://127.0.0.1:{listen_port}", log_path, collector,
+        yield Stack(f"http://127.0.0.1:{http_port}", f"http://127.0.0.1:{listen_port}", extproc_port,
+                    collector_port, fake_upstream, log_path, collector,
                     UpstreamLog(fake_upstream.removesuffix("/v1")), fake_upstream.split("/")[2])
     finally:
         if envoy is not None:
@@ -330,3 +334,48 @@ def assert_no_secrets(stack: Stack) -> None:
     for raw in text.splitlines():  # every line is one JSON object
         if raw.strip():
             orjson.loads(raw)
+
+
+def traced_bootstrap(stack: Stack, listen_port: int) -> str:
+    """The rendered bootstrap with Envoy's own OpenTelemetry tracer, exporting to the test's collector."""
+    config = bootstrap_dict(listen_port=listen_port, extproc_port=stack.extproc_port,
+                            http_port=int(stack.http_url.rsplit(":", 1)[1]), upstream=stack.fake_upstream,
+                            admin_port=0)
+    manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    manager["tracing"] = {"provider": {"name": "envoy.tracers.opentelemetry", "typed_config": {
+        "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
+        "http_service": {"http_uri": {"uri": f"http://127.0.0.1:{stack.collector_port}/v1/traces",
+                                      "cluster": "otel_collector", "timeout": "2s"}},
+        "service_name": "envoy"}}}
+    config["static_resources"]["clusters"].append({
+        "name": "otel_collector", "type": "STATIC", "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": "otel_collector", "endpoints": [{"lb_endpoints": [{"endpoint": {
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": stack.collector_port}}}}]}]}})
+    config["stats_flush_interval"] = "0.2s"  # Envoy's tracer exports its spans at each stats flush
+    return to_yaml(config)
+
+
+async def test_envoys_span_and_the_bridges_spans_join(stack: Stack) -> None:
+    """With Envoy tracing too, one trace holds the client's span, Envoy's and the bridge's."""
+    listen_port = free_port()
+    envoy = await start_envoy(traced_bootstrap(stack, listen_port))
+    try:
+        trace_id, parent_id = secrets.token_hex(16), secrets.token_hex(8)
+        async with openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{listen_port}/v1", api_key=SECRET_KEY,
+                                      max_retries=0, timeout=60,
+                                      default_headers={"traceparent": f"00-{trace_id}-{parent_id}-01"}) as client:
+            await stream_one(client, "trace through envoy")
+        spans = await stack.collector.trace(trace_id, "extproc", "extproc response_body", timeout=20)
+        deadline = time.monotonic() + 20
+        while not any(span.parent_span_id == parent_id and span.name != "extproc" for span in spans):
+            assert time.monotonic() < deadline, [(span.name, span.parent_span_id) for span in spans]
+            await asyncio.sleep(0.1)
+            spans = [span for span in stack.collector.spans if span.trace_id == trace_id]
+    finally:
+        envoy.stop()
+    envoys = {span.span_id: span for span in spans if not span.name.startswith(("extproc", "upstream ", "store "))}
+    (ingress,) = [span for span in envoys.values() if span.parent_span_id == parent_id]  # Envoy's request span
+    (bridge,) = [span for span in spans if span.name == "extproc"]
+    # the bridge's request span: a child of Envoy's span of its gRPC call, itself a child of Envoy's request span
+    assert bridge.parent_span_id in envoys, [(span.name, span.span_id, span.parent_span_id) for span in spans]
+    assert envoys[bridge.parent_span_id].parent_span_id == ingress.span_id
