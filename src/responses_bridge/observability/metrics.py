@@ -6,7 +6,7 @@ Cost rule: nothing here is called once per upstream chunk. A request resolves th
 and ends; the per-chunk path only tests a local flag for the time to the first event. ext_proc messages are
 timed one observation each (a message is already a gRPC round trip).
 
-Labels are bounded: ``door`` is ``http``, ``extproc`` or ``websocket``; ``route`` is the route's pattern
+Labels are bounded: ``door`` is ``http`` or ``extproc``; ``route`` is the route's pattern
 (``POST /v1/responses/{response_id}``), never the raw path; ``upstream`` is the configured upstream's host:port
 (or ``envoy`` for the calls Envoy makes for the ext_proc door); ``model`` is the model the upstream names.
 """
@@ -56,8 +56,8 @@ EXTPROC_MESSAGE = {phase: EXTPROC_MESSAGE_SECONDS.labels(phase) for phase in PHA
 """The per-phase children, resolved once: timing a message costs one dict lookup and one observation."""
 EXTPROC_OTHER = EXTPROC_MESSAGE_SECONDS.labels("other")
 
-FIRST_EVENT = {door: FIRST_EVENT_SECONDS.labels(door) for door in ("http", "extproc", "websocket")}
-ACTIVE = {door: ACTIVE_STREAMS.labels(door) for door in ("http", "extproc", "websocket")}
+FIRST_EVENT = {door: FIRST_EVENT_SECONDS.labels(door) for door in ("http", "extproc")}
+ACTIVE = {door: ACTIVE_STREAMS.labels(door) for door in ("http", "extproc")}
 
 
 def record_request(door: str, route: str, status: int, seconds: float) -> None:
