@@ -160,7 +160,7 @@ def test_the_dashboard_queries_only_metrics_the_bridge_serves() -> None:
     import re
     from pathlib import Path
 
-    import responses_bridge.adapters.http.app  # noqa: F401  # every module that defines metrics is loaded
+    import responses_bridge.adapters.http.app  # every module that defines metrics is loaded
     import responses_bridge.store.sqlite  # noqa: F401
 
     dashboard = json.loads((Path(__file__).resolve().parents[2] / "docs" / "grafana-dashboard.json").read_text())
