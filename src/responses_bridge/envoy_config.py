@@ -221,9 +221,21 @@ def _client_credentials_filter() -> dict[str, Any]:
                 "on_header_present": {"metadata_namespace": CREDENTIALS_NAMESPACE, "key": "authorization",
                                       "type": "STRING"},
                 "remove": False,
-            }],
+            }, *_request_context_rules()],
         },
     }
+
+
+OBSERVED_HEADERS = ("x-request-id", "traceparent", "tracestate", "b3", "x-b3-traceid", "x-b3-spanid",
+                    "x-b3-parentspanid", "x-b3-sampled", "x-b3-flags")
+"""Forwarded to the processor the same way, so its log lines carry Envoy's request id (which Envoy sets before
+any filter runs) and its spans join the request's trace (observability/tracing.py)."""
+
+
+def _request_context_rules() -> list[dict[str, Any]]:
+    return [{"header": header, "remove": False,
+             "on_header_present": {"metadata_namespace": CREDENTIALS_NAMESPACE, "key": header, "type": "STRING"}}
+            for header in OBSERVED_HEADERS]
 
 
 def _route_offered_filter() -> dict[str, Any]:
