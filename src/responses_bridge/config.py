@@ -75,7 +75,8 @@ class Settings(BaseSettings):
     max_turns: int = Field(default=16, ge=1)  # model turns of one tool loop; the last goes without tools
     # The Files API (services/files.py): the largest upload accepted; over it, a 413. Bytes are kept on disk in
     # files/ next to the database, never in memory.
-    max_file_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
+    max_file_bytes: int = Field(default=512 * 1024 * 1024, ge=1, description=(
+        "largest file `POST /v1/files` accepts, bytes; larger is a 413 `file_too_large`"))
     store_stall_seconds: float = 10.0  # a write waiting longer than this makes GET /health/ready answer 503
     log_level: str = "info"
     log_format: Literal["json", "console"] = "json"
