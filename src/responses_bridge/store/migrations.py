@@ -295,6 +295,60 @@ MIGRATIONS: list[Migration] = [
             """,
         ],
     ),
+    (
+        6,
+        [
+            # The chunk index of vector stores (store/chunks.py). One row per file of a store: its name and the
+            # attributes search filters test; the store's generation moves on every change, so a process's
+            # in-memory copy of the store's vectors knows when it is stale.
+            """
+            CREATE TABLE vector_store_chunk_files (
+                vector_store_id TEXT NOT NULL,
+                file_id         TEXT NOT NULL,
+                filename        TEXT NOT NULL,
+                attributes      TEXT NOT NULL,
+                PRIMARY KEY (vector_store_id, file_id)
+            ) WITHOUT ROWID
+            """,
+            """
+            CREATE TABLE vector_store_chunks (
+                id              INTEGER PRIMARY KEY,
+                vector_store_id TEXT NOT NULL,
+                file_id         TEXT NOT NULL,
+                position        INTEGER NOT NULL,
+                text            TEXT NOT NULL,
+                vector          BLOB NOT NULL
+            )
+            """,
+            "CREATE INDEX vector_store_chunks_file ON vector_store_chunks(vector_store_id, file_id, position)",
+            """
+            CREATE TABLE vector_store_chunk_generations (
+                vector_store_id TEXT PRIMARY KEY,
+                generation      INTEGER NOT NULL
+            ) WITHOUT ROWID
+            """,
+            # BM25 keyword search over the chunks' text, kept in step by triggers (external content: the text
+            # is stored once, in vector_store_chunks).
+            """
+            CREATE VIRTUAL TABLE vector_store_chunks_fts USING fts5(
+                text, content='vector_store_chunks', content_rowid='id', tokenize='porter unicode61'
+            )
+            """,
+            """
+            CREATE TRIGGER vector_store_chunks_fts_insert AFTER INSERT ON vector_store_chunks
+            BEGIN
+                INSERT INTO vector_store_chunks_fts (rowid, text) VALUES (NEW.id, NEW.text);
+            END
+            """,
+            """
+            CREATE TRIGGER vector_store_chunks_fts_delete AFTER DELETE ON vector_store_chunks
+            BEGIN
+                INSERT INTO vector_store_chunks_fts (vector_store_chunks_fts, rowid, text)
+                VALUES ('delete', OLD.id, OLD.text);
+            END
+            """,
+        ],
+    ),
 ]
 
 LATEST_VERSION: int = MIGRATIONS[-1][0]

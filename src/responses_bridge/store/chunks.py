@@ -1,0 +1,282 @@
+"""The chunk index of vector stores: chunk text, one float32 vector per chunk, BM25 keyword search, and the
+attributes search filters test.
+
+:class:`ChunkIndex` is the seam another database implements (PostgreSQL: pgvector's HNSW index for
+``dense_candidates``, ``tsvector`` for ``keyword_candidates``). Ranking stays in ``services/retrieval/search.py``
+on top of the two candidate lists, so every implementation ranks the same way.
+
+The SQLite implementation searches vectors by brute force: a store's vectors live in one contiguous numpy matrix
+per process, loaded on first search and reloaded when the store's generation (bumped in the same transaction as
+every change, so other processes see it too) has moved. Keyword search is FTS5's BM25 over the chunk text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import orjson
+
+from .sqlite import SQLiteResponseStore
+
+# Above this many multiply-adds a dense search leaves the event loop for a worker thread.
+_INLINE_FLOPS = 2_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class IndexedFile:
+    filename: str
+    attributes: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkRow:
+    chunk_id: int
+    file_id: str
+    text: str
+
+
+class DimensionMismatch(ValueError):
+    """A query vector of other dimensions than the store's vectors: the store was built by another embedder."""
+
+
+class ChunkIndex(Protocol):
+    async def replace_file_chunks(self, vector_store_id: str, file_id: str, filename: str, texts: Sequence[str],
+                                  vectors: np.ndarray, attributes: Mapping[str, Any]) -> None:
+        """The file's chunks become exactly ``texts`` (with ``vectors``, one row each), atomically."""
+        ...
+
+    async def delete_file_chunks(self, vector_store_id: str, file_id: str) -> None: ...
+
+    async def delete_store_chunks(self, vector_store_id: str) -> None: ...
+
+    async def set_file_attributes(self, vector_store_id: str, file_id: str, attributes: Mapping[str, Any]) -> None:
+        ...
+
+    async def file_chunks(self, vector_store_id: str, file_id: str) -> list[str]:
+        """The file's chunk texts in document order."""
+        ...
+
+    async def indexed_files(self, vector_store_id: str) -> dict[str, IndexedFile]:
+        """Every file with chunks in the store: its name and attributes (what filters are evaluated on)."""
+        ...
+
+    async def dense_candidates(self, vector_store_id: str, query: np.ndarray, file_ids: Sequence[str] | None,
+                               limit: int) -> list[tuple[int, float]]:
+        """Up to ``limit`` ``(chunk_id, cosine similarity)``, best first, among the files ``file_ids`` (None:
+        all). ``query`` is a unit vector of the store's dimensions (else :class:`DimensionMismatch`)."""
+        ...
+
+    async def keyword_candidates(self, vector_store_id: str, terms: Sequence[str], file_ids: Sequence[str] | None,
+                                 limit: int) -> list[tuple[int, float]]:
+        """Up to ``limit`` ``(chunk_id, BM25 score > 0)``, best first, of chunks holding any of ``terms``."""
+        ...
+
+    async def chunk_rows(self, chunk_ids: Sequence[int]) -> dict[int, ChunkRow]: ...
+
+
+@dataclass(slots=True)
+class _DenseCopy:
+    generation: int
+    chunk_ids: np.ndarray  # int64, one per row of ``matrix``
+    file_codes: np.ndarray  # int32 index into ``file_ids``
+    file_ids: list[str]
+    matrix: np.ndarray  # (rows, dimensions) float32
+
+
+_BUMP = """
+INSERT INTO vector_store_chunk_generations (vector_store_id, generation) VALUES (?, 1)
+ON CONFLICT (vector_store_id) DO UPDATE SET generation = generation + 1
+"""
+
+_KEYWORD = """
+SELECT c.id, -bm25(vector_store_chunks_fts) AS score
+FROM vector_store_chunks_fts JOIN vector_store_chunks AS c ON c.id = vector_store_chunks_fts.rowid
+WHERE vector_store_chunks_fts MATCH :match AND c.vector_store_id = :store {files}
+ORDER BY bm25(vector_store_chunks_fts) LIMIT :limit
+"""
+
+
+class SQLiteChunkIndex:
+    """:class:`ChunkIndex` on a :class:`SQLiteResponseStore`'s database file and connections."""
+
+    def __init__(self, db: SQLiteResponseStore) -> None:
+        self._db = db
+        self._dense: dict[str, _DenseCopy] = {}
+        self._loading: dict[str, asyncio.Lock] = {}
+
+    # -- writes ---------------------------------------------------------------------------------------------
+
+    async def replace_file_chunks(self, vector_store_id: str, file_id: str, filename: str, texts: Sequence[str],
+                                  vectors: np.ndarray, attributes: Mapping[str, Any]) -> None:
+        matrix = np.ascontiguousarray(vectors, dtype=np.float32)
+        if matrix.ndim != 2 or matrix.shape[0] != len(texts):
+            raise ValueError(f"{len(texts)} texts need as many vector rows, got shape {matrix.shape}")
+        rows = [(vector_store_id, file_id, position, text, matrix[position].tobytes())
+                for position, text in enumerate(texts)]
+        attributes_json = orjson.dumps(dict(attributes)).decode()
+
+        def replace(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                conn.execute("DELETE FROM vector_store_chunks WHERE vector_store_id = ? AND file_id = ?",
+                             (vector_store_id, file_id))
+                conn.executemany("INSERT INTO vector_store_chunks (vector_store_id, file_id, position, text, vector)"
+                                 " VALUES (?, ?, ?, ?, ?)", rows)
+                conn.execute("INSERT INTO vector_store_chunk_files (vector_store_id, file_id, filename, attributes)"
+                             " VALUES (?, ?, ?, ?) ON CONFLICT (vector_store_id, file_id) DO UPDATE SET"
+                             " filename = excluded.filename, attributes = excluded.attributes",
+                             (vector_store_id, file_id, filename, attributes_json))
+                conn.execute(_BUMP, (vector_store_id,))
+
+        await self._db.run_write("replace_file_chunks", replace)
+
+    async def delete_file_chunks(self, vector_store_id: str, file_id: str) -> None:
+        def delete(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                conn.execute("DELETE FROM vector_store_chunks WHERE vector_store_id = ? AND file_id = ?",
+                             (vector_store_id, file_id))
+                conn.execute("DELETE FROM vector_store_chunk_files WHERE vector_store_id = ? AND file_id = ?",
+                             (vector_store_id, file_id))
+                conn.execute(_BUMP, (vector_store_id,))
+
+        await self._db.run_write("delete_file_chunks", delete)
+
+    async def delete_store_chunks(self, vector_store_id: str) -> None:
+        def delete(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                conn.execute("DELETE FROM vector_store_chunks WHERE vector_store_id = ?", (vector_store_id,))
+                conn.execute("DELETE FROM vector_store_chunk_files WHERE vector_store_id = ?", (vector_store_id,))
+                conn.execute(_BUMP, (vector_store_id,))
+
+        await self._db.run_write("delete_store_chunks", delete)
+        self._dense.pop(vector_store_id, None)
+
+    async def set_file_attributes(self, vector_store_id: str, file_id: str, attributes: Mapping[str, Any]) -> None:
+        sql = "UPDATE vector_store_chunk_files SET attributes = ? WHERE vector_store_id = ? AND file_id = ?"
+        async with self._db.writing() as conn:
+            await conn.execute(sql, (orjson.dumps(dict(attributes)).decode(), vector_store_id, file_id))
+
+    # -- reads ----------------------------------------------------------------------------------------------
+
+    async def file_chunks(self, vector_store_id: str, file_id: str) -> list[str]:
+        async with self._db.reading() as conn:
+            rows = await conn.execute_fetchall(
+                "SELECT text FROM vector_store_chunks WHERE vector_store_id = ? AND file_id = ? ORDER BY position",
+                (vector_store_id, file_id))
+        return [row[0] for row in rows]
+
+    async def indexed_files(self, vector_store_id: str) -> dict[str, IndexedFile]:
+        async with self._db.reading() as conn:
+            rows = await conn.execute_fetchall(
+                "SELECT file_id, filename, attributes FROM vector_store_chunk_files WHERE vector_store_id = ?",
+                (vector_store_id,))
+        return {row[0]: IndexedFile(row[1], orjson.loads(row[2])) for row in rows}
+
+    async def chunk_rows(self, chunk_ids: Sequence[int]) -> dict[int, ChunkRow]:
+        if not chunk_ids:
+            return {}
+        async with self._db.reading() as conn:
+            rows = await conn.execute_fetchall(
+                "SELECT id, file_id, text FROM vector_store_chunks WHERE id IN (SELECT value FROM json_each(?))",
+                (orjson.dumps(list(chunk_ids)).decode(),))
+        return {row[0]: ChunkRow(row[0], row[1], row[2]) for row in rows}
+
+    async def keyword_candidates(self, vector_store_id: str, terms: Sequence[str], file_ids: Sequence[str] | None,
+                                 limit: int) -> list[tuple[int, float]]:
+        if not terms or (file_ids is not None and not file_ids):
+            return []
+        # each term a quoted FTS5 string: no operator or column name a query holds can reach the parser
+        match = " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
+        params: dict[str, Any] = {"match": match, "store": vector_store_id, "limit": limit}
+        files = ""
+        if file_ids is not None:
+            files = "AND c.file_id IN (SELECT value FROM json_each(:files))"
+            params["files"] = orjson.dumps(list(file_ids)).decode()
+        async with self._db.reading() as conn:
+            rows = await conn.execute_fetchall(_KEYWORD.format(files=files), params)
+        return [(int(row[0]), float(row[1])) for row in rows if row[1] > 0]
+
+    async def dense_candidates(self, vector_store_id: str, query: np.ndarray, file_ids: Sequence[str] | None,
+                               limit: int) -> list[tuple[int, float]]:
+        copy = await self._dense_copy(vector_store_id)
+        if copy is None or (file_ids is not None and not file_ids):
+            return []
+        if copy.matrix.shape[1] != query.shape[0]:
+            raise DimensionMismatch(f"the store's vectors have {copy.matrix.shape[1]} dimensions, the query "
+                             f"{query.shape[0]}")
+        if copy.matrix.size <= _INLINE_FLOPS:
+            return _top(copy, query, file_ids, limit)
+        return await asyncio.to_thread(_top, copy, query, file_ids, limit)
+
+    async def _generation(self, vector_store_id: str) -> int:
+        async with self._db.reading() as conn:
+            rows = list(await conn.execute_fetchall(
+                "SELECT generation FROM vector_store_chunk_generations WHERE vector_store_id = ?",
+                (vector_store_id,)))
+        return int(rows[0][0]) if rows else 0
+
+    async def _dense_copy(self, vector_store_id: str) -> _DenseCopy | None:
+        generation = await self._generation(vector_store_id)
+        copy = self._dense.get(vector_store_id)
+        if copy is not None and copy.generation == generation:
+            return copy
+        lock = self._loading.setdefault(vector_store_id, asyncio.Lock())
+        async with lock:  # one load per store at a time; searches arriving meanwhile take its result
+            copy = self._dense.get(vector_store_id)
+            generation = await self._generation(vector_store_id)
+            if copy is None or copy.generation != generation:
+                copy = await self._load(vector_store_id, generation)
+                self._dense[vector_store_id] = copy
+        return copy if len(copy.chunk_ids) else None
+
+    async def _load(self, vector_store_id: str, generation: int) -> _DenseCopy:
+        async with self._db.reading() as conn:
+            rows = await conn.execute_fetchall(
+                "SELECT id, file_id, vector FROM vector_store_chunks WHERE vector_store_id = ? ORDER BY id",
+                (vector_store_id,))
+            # the rows and the generation read in one transaction would be exact; read after, a change that
+            # landed in between only makes the next search reload
+        return await asyncio.to_thread(_dense_copy, list(rows), generation)
+
+
+def _dense_copy(rows: list[Any], generation: int) -> _DenseCopy:
+    codes: dict[str, int] = {}
+    chunk_ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+    file_codes = np.fromiter((codes.setdefault(row[1], len(codes)) for row in rows), dtype=np.int32,
+                             count=len(rows))
+    if rows:
+        matrix = np.frombuffer(b"".join(row[2] for row in rows), dtype=np.float32).reshape(len(rows), -1)
+    else:
+        matrix = np.zeros((0, 0), dtype=np.float32)
+    return _DenseCopy(generation, chunk_ids, file_codes, list(codes), matrix)
+
+
+def _top(copy: _DenseCopy, query: np.ndarray, file_ids: Sequence[str] | None, limit: int) -> list[tuple[int, float]]:
+    scores = copy.matrix @ query.astype(np.float32, copy=False)
+    if file_ids is not None:
+        wanted = set(file_ids)
+        allowed = np.fromiter((file_id in wanted for file_id in copy.file_ids), dtype=bool, count=len(copy.file_ids))
+        scores = np.where(allowed[copy.file_codes], scores, -np.inf)
+    count = min(limit, len(scores))
+    if count <= 0:
+        return []
+    best = np.argpartition(-scores, count - 1)[:count] if count < len(scores) else np.arange(len(scores))
+    best = best[np.argsort(-scores[best], kind="stable")]
+    return [(int(copy.chunk_ids[i]), float(scores[i])) for i in best if np.isfinite(scores[i])]
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` on the database thread, rolled back on any error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
