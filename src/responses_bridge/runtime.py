@@ -23,7 +23,9 @@ from .sealing import Sealer, load_or_create_key
 from .services.background import BackgroundService, fail_interrupted
 from .services.conversations import ConversationService
 from .services.prompts import PromptService
+from .services.retrieval.embedders import Embedder, embedder_from_settings
 from .store import ResponseStore, SQLiteResponseStore
+from .store.chunks import ChunkIndex, SQLiteChunkIndex
 from .store.conversations import SQLiteConversationStore
 from .store.events import SQLiteEventLog
 from .store.prompts import SQLitePromptStore
@@ -44,6 +46,9 @@ class Runtime:
     draining: bool = False  # set first thing on SIGTERM/SIGINT: doors refuse new work, readiness fails
     trimmer: MemoryTrimmer | None = None  # gives large requests' memory back to the system (allocator.py)
     server_tools: ServerTools | None = None  # the tool loop's MCP client and web search (run/server_tools.py)
+    # vector store search: the chunk index on the store's database and the embedder (services/retrieval/)
+    embedder: Embedder | None = None
+    chunks: ChunkIndex | None = None
 
     async def _open_background(self, store: SQLiteResponseStore, upstream: UpstreamClient) -> None:
         """Background runs of a previous process that never ended are marked failed (none can be running now),
@@ -76,6 +81,8 @@ class Runtime:
                       prompts=PromptService(SQLitePromptStore(store)))
         runtime.server_tools = ServerTools(ServerToolServices.configured(settings.mcp_limits(),
                                                                            settings.web_search_settings()))
+        runtime.embedder = embedder_from_settings(settings)
+        runtime.chunks = SQLiteChunkIndex(store)
         await runtime._open_background(store, upstream)
         runtime.trimmer = MemoryTrimmer()
         runtime.trimmer.start()
@@ -90,6 +97,8 @@ class Runtime:
             await self.upstream.close()
         if self.server_tools is not None:
             await self.server_tools.services.aclose()
+        if self.embedder is not None:
+            await self.embedder.aclose()
         await self.store.close()
 
     def new_run(self, *, tool_loop: bool = False) -> ResponseRun:
