@@ -113,6 +113,10 @@ async def test_the_vector_copy_follows_changes_from_another_connection(db: SQLit
                                                              vectors[1:], {})
     found = await index.dense_candidates("vs_1", vectors[2], None, 10)
     assert len(found) == 3 and found[0][1] == pytest.approx(1.0, abs=1e-5)
+    assert (await index.indexed_files("vs_1"))["file_b"].attributes == {}  # the files are cached now
+    async with SQLiteResponseStore(db.path) as other_db:
+        await SQLiteChunkIndex(other_db).set_file_attributes("vs_1", "file_b", {"seen": True})
+    assert (await index.indexed_files("vs_1"))["file_b"].attributes == {"seen": True}
 
 
 async def test_keyword_search_takes_terms_literally(index: SQLiteChunkIndex) -> None:

@@ -6,8 +6,10 @@ attributes search filters test.
 on top of the two candidate lists, so every implementation ranks the same way.
 
 The SQLite implementation searches vectors by brute force: a store's vectors live in one contiguous numpy matrix
-per process, loaded on first search and reloaded when the store's generation (bumped in the same transaction as
-every change, so other processes see it too) has moved. Keyword search is FTS5's BM25 over the chunk text.
+per process, loaded on first search and reloaded when the store's generation (moved in the same transaction as
+every change, so other processes see it too) has moved on. Keyword search is FTS5's BM25 over the chunk text.
+Each store's chunk ids form one rowid range (the store's number << 32 onwards), so a keyword search reads only
+its own store's postings however many other stores share the database.
 """
 
 from __future__ import annotations
@@ -89,17 +91,54 @@ class _DenseCopy:
     matrix: np.ndarray  # (rows, dimensions) float32
 
 
+# A store's number on first use (one more than the highest), its generation moved on every change.
 _BUMP = """
-INSERT INTO vector_store_chunk_generations (vector_store_id, generation) VALUES (?, 1)
+INSERT INTO vector_store_chunk_stores (vector_store_id, number, generation)
+VALUES (:store, (SELECT coalesce(max(number), 0) + 1 FROM vector_store_chunk_stores), 1)
 ON CONFLICT (vector_store_id) DO UPDATE SET generation = generation + 1
+RETURNING number
 """
 
+RANGE_BITS = 32  # chunk ids of store n: n << 32 … (n << 32) + 2**32 - 1
+
 _KEYWORD = """
-SELECT c.id, -bm25(vector_store_chunks_fts) AS score
-FROM vector_store_chunks_fts JOIN vector_store_chunks AS c ON c.id = vector_store_chunks_fts.rowid
-WHERE vector_store_chunks_fts MATCH :match AND c.vector_store_id = :store {files}
+SELECT rowid, -bm25(vector_store_chunks_fts) FROM vector_store_chunks_fts
+WHERE vector_store_chunks_fts MATCH :match AND rowid BETWEEN :low AND :high
 ORDER BY bm25(vector_store_chunks_fts) LIMIT :limit
 """
+
+# With a file filter the files' rows are picked before ranking, so the limit counts only rows that pass.
+_KEYWORD_IN_FILES = """
+SELECT c.id, -bm25(vector_store_chunks_fts)
+FROM vector_store_chunks_fts JOIN vector_store_chunks AS c ON c.id = vector_store_chunks_fts.rowid
+WHERE vector_store_chunks_fts MATCH :match AND vector_store_chunks_fts.rowid BETWEEN :low AND :high
+  AND c.file_id IN (SELECT value FROM json_each(:files))
+ORDER BY bm25(vector_store_chunks_fts) LIMIT :limit
+"""
+
+_COUNT = """
+SELECT count(*) FROM vector_store_chunks_fts
+WHERE vector_store_chunks_fts MATCH :match AND rowid BETWEEN :low AND :high
+"""
+
+# BM25 is computed for every chunk that matches any query term, so its cost grows with the matches. In a large
+# store the terms are taken rarest first until their matches reach this many; the common words left out carry
+# little weight (BM25's idf) and most of the cost.
+KEYWORD_MATCH_BUDGET = 2000
+
+
+def _quoted(text: str) -> str:
+    """An FTS5 string: no operator or column name inside a query can reach the parser."""
+    return '"' + text.replace('"', '""') + '"'
+
+
+def _id_range(number: int) -> tuple[int, int]:
+    return number << RANGE_BITS, (number << RANGE_BITS) + (1 << RANGE_BITS) - 1
+
+
+def _bump(conn: sqlite3.Connection, vector_store_id: str) -> int:
+    """Move the store's generation on (numbering the store on first use); its number."""
+    return int(conn.execute(_BUMP, {"store": vector_store_id}).fetchone()[0])
 
 
 class SQLiteChunkIndex:
@@ -109,6 +148,8 @@ class SQLiteChunkIndex:
         self._db = db
         self._dense: dict[str, _DenseCopy] = {}
         self._loading: dict[str, asyncio.Lock] = {}
+        self._numbers: dict[str, int] = {}
+        self._files: dict[str, tuple[tuple[int, int], dict[str, IndexedFile]]] = {}
 
     # -- writes ---------------------------------------------------------------------------------------------
 
@@ -117,21 +158,27 @@ class SQLiteChunkIndex:
         matrix = np.ascontiguousarray(vectors, dtype=np.float32)
         if matrix.ndim != 2 or matrix.shape[0] != len(texts):
             raise ValueError(f"{len(texts)} texts need as many vector rows, got shape {matrix.shape}")
-        rows = [(vector_store_id, file_id, position, text, matrix[position].tobytes())
-                for position, text in enumerate(texts)]
         attributes_json = orjson.dumps(dict(attributes)).decode()
 
         def replace(conn: sqlite3.Connection) -> None:
             with _transaction(conn):
+                low, high = _id_range(_bump(conn, vector_store_id))
                 conn.execute("DELETE FROM vector_store_chunks WHERE vector_store_id = ? AND file_id = ?",
                              (vector_store_id, file_id))
-                conn.executemany("INSERT INTO vector_store_chunks (vector_store_id, file_id, position, text, vector)"
-                                 " VALUES (?, ?, ?, ?, ?)", rows)
+                last = conn.execute("SELECT max(id) FROM vector_store_chunks WHERE id BETWEEN ? AND ?",
+                                    (low, high)).fetchone()[0]
+                first = low if last is None else last + 1
+                if first + len(texts) - 1 > high:
+                    raise OverflowError(f"vector store {vector_store_id} has used up its chunk ids")
+                conn.executemany(
+                    "INSERT INTO vector_store_chunks (id, vector_store_id, file_id, position, text, vector)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    ((first + position, vector_store_id, file_id, position, text, matrix[position].tobytes())
+                     for position, text in enumerate(texts)))
                 conn.execute("INSERT INTO vector_store_chunk_files (vector_store_id, file_id, filename, attributes)"
                              " VALUES (?, ?, ?, ?) ON CONFLICT (vector_store_id, file_id) DO UPDATE SET"
                              " filename = excluded.filename, attributes = excluded.attributes",
                              (vector_store_id, file_id, filename, attributes_json))
-                conn.execute(_BUMP, (vector_store_id,))
 
         await self._db.run_write("replace_file_chunks", replace)
 
@@ -142,7 +189,7 @@ class SQLiteChunkIndex:
                              (vector_store_id, file_id))
                 conn.execute("DELETE FROM vector_store_chunk_files WHERE vector_store_id = ? AND file_id = ?",
                              (vector_store_id, file_id))
-                conn.execute(_BUMP, (vector_store_id,))
+                _bump(conn, vector_store_id)
 
         await self._db.run_write("delete_file_chunks", delete)
 
@@ -151,15 +198,24 @@ class SQLiteChunkIndex:
             with _transaction(conn):
                 conn.execute("DELETE FROM vector_store_chunks WHERE vector_store_id = ?", (vector_store_id,))
                 conn.execute("DELETE FROM vector_store_chunk_files WHERE vector_store_id = ?", (vector_store_id,))
-                conn.execute(_BUMP, (vector_store_id,))
+                _bump(conn, vector_store_id)
 
         await self._db.run_write("delete_store_chunks", delete)
         self._dense.pop(vector_store_id, None)
 
     async def set_file_attributes(self, vector_store_id: str, file_id: str, attributes: Mapping[str, Any]) -> None:
-        sql = "UPDATE vector_store_chunk_files SET attributes = ? WHERE vector_store_id = ? AND file_id = ?"
-        async with self._db.writing() as conn:
-            await conn.execute(sql, (orjson.dumps(dict(attributes)).decode(), vector_store_id, file_id))
+        attributes_json = orjson.dumps(dict(attributes)).decode()
+
+        def update(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                changed = conn.execute("UPDATE vector_store_chunk_files SET attributes = ?"
+                                       " WHERE vector_store_id = ? AND file_id = ?",
+                                       (attributes_json, vector_store_id, file_id)).rowcount
+                if changed:
+                    conn.execute("UPDATE vector_store_chunk_stores SET attributes_generation = attributes_generation"
+                                 " + 1 WHERE vector_store_id = ?", (vector_store_id,))
+
+        await self._db.run_write("set_file_attributes", update)
 
     # -- reads ----------------------------------------------------------------------------------------------
 
@@ -171,11 +227,18 @@ class SQLiteChunkIndex:
         return [row[0] for row in rows]
 
     async def indexed_files(self, vector_store_id: str) -> dict[str, IndexedFile]:
+        """The same dict object while nothing changed (callers only read it)."""
+        generations = await self._generations(vector_store_id)
+        cached = self._files.get(vector_store_id)
+        if cached is not None and cached[0] == generations:
+            return cached[1]
         async with self._db.reading() as conn:
             rows = await conn.execute_fetchall(
                 "SELECT file_id, filename, attributes FROM vector_store_chunk_files WHERE vector_store_id = ?",
                 (vector_store_id,))
-        return {row[0]: IndexedFile(row[1], orjson.loads(row[2])) for row in rows}
+        files = {row[0]: IndexedFile(row[1], orjson.loads(row[2])) for row in rows}
+        self._files[vector_store_id] = (generations, files)
+        return files
 
     async def chunk_rows(self, chunk_ids: Sequence[int]) -> dict[int, ChunkRow]:
         if not chunk_ids:
@@ -190,16 +253,40 @@ class SQLiteChunkIndex:
                                  limit: int) -> list[tuple[int, float]]:
         if not terms or (file_ids is not None and not file_ids):
             return []
-        # each term a quoted FTS5 string: no operator or column name a query holds can reach the parser
-        match = " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
-        params: dict[str, Any] = {"match": match, "store": vector_store_id, "limit": limit}
-        files = ""
+        number = await self._number(vector_store_id)
+        if number is None:
+            return []
+        low, high = _id_range(number)
+        copy = self._dense.get(vector_store_id)
+        if copy is not None and len(copy.chunk_ids) > KEYWORD_MATCH_BUDGET and len(terms) > 1:
+            terms = await self._affordable_terms(terms, low, high)
+        params: dict[str, Any] = {"match": " OR ".join(_quoted(term) for term in terms), "low": low, "high": high,
+                                  "limit": limit}
+        sql = _KEYWORD
         if file_ids is not None:
-            files = "AND c.file_id IN (SELECT value FROM json_each(:files))"
+            sql = _KEYWORD_IN_FILES
             params["files"] = orjson.dumps(list(file_ids)).decode()
         async with self._db.reading() as conn:
-            rows = await conn.execute_fetchall(_KEYWORD.format(files=files), params)
+            rows = await conn.execute_fetchall(sql, params)
         return [(int(row[0]), float(row[1])) for row in rows if row[1] > 0]
+
+    async def _affordable_terms(self, terms: Sequence[str], low: int, high: int) -> list[str]:
+        """The rarest terms whose matches together stay within the budget (at least the rarest one)."""
+        counted: list[tuple[int, str]] = []
+        async with self._db.reading() as conn:
+            for term in terms:
+                rows = list(await conn.execute_fetchall(_COUNT, {"match": _quoted(term), "low": low, "high": high}))
+                if rows[0][0]:
+                    counted.append((int(rows[0][0]), term))
+        counted.sort()
+        kept: list[str] = []
+        total = 0
+        for matches, term in counted:
+            if kept and total + matches > KEYWORD_MATCH_BUDGET:
+                break
+            kept.append(term)
+            total += matches
+        return kept or list(terms)
 
     async def dense_candidates(self, vector_store_id: str, query: np.ndarray, file_ids: Sequence[str] | None,
                                limit: int) -> list[tuple[int, float]]:
@@ -213,12 +300,28 @@ class SQLiteChunkIndex:
             return _top(copy, query, file_ids, limit)
         return await asyncio.to_thread(_top, copy, query, file_ids, limit)
 
-    async def _generation(self, vector_store_id: str) -> int:
+    async def _generations(self, vector_store_id: str) -> tuple[int, int]:
+        """The store's chunk generation and attributes generation; (0, 0) for a store never indexed."""
         async with self._db.reading() as conn:
             rows = list(await conn.execute_fetchall(
-                "SELECT generation FROM vector_store_chunk_generations WHERE vector_store_id = ?",
+                "SELECT generation, attributes_generation FROM vector_store_chunk_stores WHERE vector_store_id = ?",
                 (vector_store_id,)))
-        return int(rows[0][0]) if rows else 0
+        return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
+
+    async def _generation(self, vector_store_id: str) -> int:
+        return (await self._generations(vector_store_id))[0]
+
+    async def _number(self, vector_store_id: str) -> int | None:
+        """The store's number (it never changes once given), None for a store never indexed."""
+        number = self._numbers.get(vector_store_id)
+        if number is None:
+            async with self._db.reading() as conn:
+                rows = list(await conn.execute_fetchall(
+                    "SELECT number FROM vector_store_chunk_stores WHERE vector_store_id = ?", (vector_store_id,)))
+            if not rows:
+                return None
+            number = self._numbers[vector_store_id] = int(rows[0][0])
+        return number
 
     async def _dense_copy(self, vector_store_id: str) -> _DenseCopy | None:
         generation = await self._generation(vector_store_id)
@@ -265,7 +368,7 @@ def _top(copy: _DenseCopy, query: np.ndarray, file_ids: Sequence[str] | None, li
     count = min(limit, len(scores))
     if count <= 0:
         return []
-    best = np.argpartition(-scores, count - 1)[:count] if count < len(scores) else np.arange(len(scores))
+    best = np.argpartition(scores, len(scores) - count)[-count:] if count < len(scores) else np.arange(len(scores))
     best = best[np.argsort(-scores[best], kind="stable")]
     return [(int(copy.chunk_ids[i]), float(scores[i])) for i in best if np.isfinite(scores[i])]
 

@@ -298,9 +298,19 @@ MIGRATIONS: list[Migration] = [
     (
         6,
         [
-            # The chunk index of vector stores (store/chunks.py). One row per file of a store: its name and the
-            # attributes search filters test; the store's generation moves on every change, so a process's
-            # in-memory copy of the store's vectors knows when it is stale.
+            # The chunk index of vector stores (store/chunks.py). Each store gets a number; its chunks' ids are
+            # number << 32 plus a counter, so one store's chunks are one rowid range, which FTS5 and the primary
+            # key search without touching other stores' rows. The generation moves with every change of chunks,
+            # attributes_generation with every change of a file's attributes, so a process's in-memory copies
+            # of a store's vectors and file attributes know when they are stale.
+            """
+            CREATE TABLE vector_store_chunk_stores (
+                vector_store_id TEXT PRIMARY KEY,
+                number          INTEGER NOT NULL UNIQUE,
+                generation      INTEGER NOT NULL,
+                attributes_generation INTEGER NOT NULL DEFAULT 0
+            )
+            """,
             """
             CREATE TABLE vector_store_chunk_files (
                 vector_store_id TEXT NOT NULL,
@@ -321,12 +331,6 @@ MIGRATIONS: list[Migration] = [
             )
             """,
             "CREATE INDEX vector_store_chunks_file ON vector_store_chunks(vector_store_id, file_id, position)",
-            """
-            CREATE TABLE vector_store_chunk_generations (
-                vector_store_id TEXT PRIMARY KEY,
-                generation      INTEGER NOT NULL
-            ) WITHOUT ROWID
-            """,
             # BM25 keyword search over the chunks' text, kept in step by triggers (external content: the text
             # is stored once, in vector_store_chunks).
             """
