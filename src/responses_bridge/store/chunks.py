@@ -359,18 +359,30 @@ def _dense_copy(rows: list[Any], generation: int) -> _DenseCopy:
     return _DenseCopy(generation, chunk_ids, file_codes, list(codes), matrix)
 
 
+def cosine_scan(matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Every row's dot product with ``query``, on the calling thread. Not ``matrix @ query``: OpenBLAS splits a
+    matrix-vector product across its threads, and waking them costs more than the product itself on a busy
+    host (a floor of about 8 ms measured here, against 0.15 ms for 10k x 64 this way)."""
+    scores: np.ndarray = np.einsum("ij,j->i", matrix, query.astype(np.float32, copy=False))
+    return scores
+
+
+def top_rows(scores: np.ndarray, limit: int) -> np.ndarray:
+    """Indices of the ``limit`` highest scores, best first."""
+    count = min(limit, len(scores))
+    if count <= 0:
+        return np.zeros(0, dtype=np.int64)
+    best = np.argpartition(scores, len(scores) - count)[-count:] if count < len(scores) else np.arange(len(scores))
+    return best[np.argsort(-scores[best], kind="stable")]
+
+
 def _top(copy: _DenseCopy, query: np.ndarray, file_ids: Sequence[str] | None, limit: int) -> list[tuple[int, float]]:
-    scores = copy.matrix @ query.astype(np.float32, copy=False)
+    scores = cosine_scan(copy.matrix, query)
     if file_ids is not None:
         wanted = set(file_ids)
         allowed = np.fromiter((file_id in wanted for file_id in copy.file_ids), dtype=bool, count=len(copy.file_ids))
         scores = np.where(allowed[copy.file_codes], scores, -np.inf)
-    count = min(limit, len(scores))
-    if count <= 0:
-        return []
-    best = np.argpartition(scores, len(scores) - count)[-count:] if count < len(scores) else np.arange(len(scores))
-    best = best[np.argsort(-scores[best], kind="stable")]
-    return [(int(copy.chunk_ids[i]), float(scores[i])) for i in best if np.isfinite(scores[i])]
+    return [(int(copy.chunk_ids[i]), float(scores[i])) for i in top_rows(scores, limit) if np.isfinite(scores[i])]
 
 
 @contextlib.contextmanager

@@ -32,7 +32,8 @@ if TYPE_CHECKING:
     from ...config import Settings
 
 UPSTREAM_BATCH = 256  # texts per /v1/embeddings call
-LOCAL_BATCH = 512  # texts per call into the static encoder
+LOCAL_BATCH = 256  # texts per call into the static encoder
+LOCAL_MAX_TOKENS = 512  # the model reads a text's first 512 tokens, as the package's own get_embeddings does
 
 
 class Embedder(Protocol):
@@ -61,7 +62,7 @@ def normalise(vectors: np.ndarray) -> np.ndarray:
 
 class LocalStaticEmbedder:
     """The static model shipped in ``tokenlearn-static-model``. Its encoder loads the model files on first use
-    (seconds: a 10 MB tokenizer) and keeps them; calls run in a worker thread, one at a time."""
+    (seconds: a 10 MB tokenizer) and keeps them; calls run in worker threads, a query's beside an ingestion's."""
 
     DIMENSIONS = 64
 
@@ -82,9 +83,9 @@ class LocalStaticEmbedder:
         with self._lock:
             if self._model_dir is None:
                 self._model_dir = _model_dir()
-            rows: list[list[float]] = []
-            for start in range(0, len(texts), LOCAL_BATCH):
-                rows.extend(encode_batch(self._model_dir, texts[start:start + LOCAL_BATCH], LOCAL_BATCH))
+        rows: list[list[float]] = []
+        for start in range(0, len(texts), LOCAL_BATCH):
+            rows.extend(encode_batch(self._model_dir, texts[start:start + LOCAL_BATCH], LOCAL_MAX_TOKENS))
         return normalise(np.asarray(rows, dtype=np.float32).reshape(len(texts), self.dimensions))
 
     async def embed(self, texts: list[str]) -> np.ndarray:
