@@ -29,6 +29,8 @@ async def test_local_model_gives_unit_vectors_that_know_topics() -> None:
     again = await embedder.embed(texts[:1])
     assert np.allclose(again[0], vectors[0], atol=1e-6)  # deterministic, batch or not
     assert (await embedder.embed([])).shape == (0, 64)
+    many = [f"sentence {n} about {'cats' if n % 2 else 'markets'}" for n in range(700)]  # split across threads
+    assert np.allclose(await embedder.embed(many), embedder.embed_sync(many), atol=1e-6)
     await embedder.aclose()
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.metadata
+import os
 import threading
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 
 UPSTREAM_BATCH = 256  # texts per /v1/embeddings call
 LOCAL_BATCH = 256  # texts per call into the static encoder
+LOCAL_THREADS = min(4, os.cpu_count() or 1)  # threads one large embed call is split across
 LOCAL_MAX_TOKENS = 512  # the model reads a text's first 512 tokens, as the package's own get_embeddings does
 
 
@@ -89,7 +91,14 @@ class LocalStaticEmbedder:
         return normalise(np.asarray(rows, dtype=np.float32).reshape(len(texts), self.dimensions))
 
     async def embed(self, texts: list[str]) -> np.ndarray:
-        return await asyncio.to_thread(self.embed_sync, texts)
+        """In worker threads: the encoder releases the GIL, so a large batch is split across the cores."""
+        parts = min(LOCAL_THREADS, -(-len(texts) // LOCAL_BATCH))
+        if parts <= 1:
+            return await asyncio.to_thread(self.embed_sync, texts)
+        size = -(-len(texts) // parts)
+        pieces = await asyncio.gather(*(asyncio.to_thread(self.embed_sync, texts[start:start + size])
+                                        for start in range(0, len(texts), size)))
+        return np.concatenate(pieces)
 
     async def aclose(self) -> None:
         return None
