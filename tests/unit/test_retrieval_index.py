@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from responses_bridge.store import SQLiteResponseStore
 from responses_bridge.store.chunks import DimensionMismatch, IndexedFile, SQLiteChunkIndex
@@ -125,3 +127,12 @@ async def test_keyword_search_takes_terms_literally(index: SQLiteChunkIndex) -> 
         await index.keyword_candidates("vs_1", [term], None, 5)  # operators and quotes are words, not syntax
     assert await keyword_files(index, "vs_1", "near") == {"file_a"}
     assert await index.keyword_candidates("vs_1", [], None, 5) == []
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.text(min_size=1, max_size=8), min_size=1, max_size=5))
+async def test_any_terms_are_searched_without_error(index: SQLiteChunkIndex, terms: list[str]) -> None:
+    if not await index.file_chunks("vs_1", "file_a"):
+        await index.replace_file_chunks("vs_1", "file_a", "a.txt", ["plain words here"], unit_rows(1), {})
+    found = await index.keyword_candidates("vs_1", terms, None, 5)
+    assert all(score > 0 for _, score in found)

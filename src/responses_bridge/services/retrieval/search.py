@@ -50,6 +50,7 @@ what when where which while who whom why will with would you your yours yourself
 """
 STOP_WORDS = frozenset(_STOP_WORDS.split())
 _WORD = re.compile(r"\w+")
+MAX_QUERY_TERMS = 32  # words of one query the keyword search looks for (the first ones)
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +193,7 @@ async def search(index: ChunkIndex, embedder: Embedder, vector_store_ids: Sequen
         for position, text in enumerate(queries):
             dense_task = (index.dense_candidates(store_id, vectors[position], allowed, limit)
                           if vectors is not None else _nothing())
-            keyword_task = (index.keyword_candidates(store_id, query_terms(text), allowed, limit)
+            keyword_task = (index.keyword_candidates(store_id, query_terms(text)[:MAX_QUERY_TERMS], allowed, limit)
                             if text_weight > 0 else _nothing())
             try:
                 dense, keyword = await asyncio.gather(dense_task, keyword_task)
@@ -213,7 +214,9 @@ async def search(index: ChunkIndex, embedder: Embedder, vector_store_ids: Sequen
             continue
         source = files.get(f"{store}\x00{row.file_id}", {"filename": "", "attributes": {}})
         results.append({"file_id": row.file_id, "filename": source["filename"], "score": round(score, 6),
-                        "attributes": source["attributes"], "content": [{"type": "text", "text": row.text}]})
+                        # a copy: the index's cached attributes stay untouched whatever the caller does
+                        "attributes": dict(source["attributes"]),
+                        "content": [{"type": "text", "text": row.text}]})
     return results
 
 
