@@ -136,3 +136,50 @@ async def test_any_terms_are_searched_without_error(index: SQLiteChunkIndex, ter
         await index.replace_file_chunks("vs_1", "file_a", "a.txt", ["plain words here"], unit_rows(1), {})
     found = await index.keyword_candidates("vs_1", terms, None, 5)
     assert all(score > 0 for _, score in found)
+
+
+async def test_own_changes_patch_the_vector_copy_without_reading_the_store(index: SQLiteChunkIndex,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    vectors = unit_rows(6, seed=9)
+    await index.replace_file_chunks("vs_1", "file_a", "a.txt", ["a0", "a1"], vectors[:2], {})
+    await index.replace_file_chunks("vs_1", "file_b", "b.txt", ["b0"], vectors[2:3], {})
+    assert len(await index.dense_candidates("vs_1", vectors[0], None, 10)) == 3
+    loads = 0
+    real_load = index._load
+
+    async def counted(*args: object) -> object:
+        nonlocal loads
+        loads += 1
+        return await real_load(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(index, "_load", counted)
+    await index.replace_file_chunks("vs_1", "file_a", "a.txt", ["a-new"], vectors[3:4], {})  # 2 rows become 1
+    await index.replace_file_chunks("vs_1", "file_c", "c.txt", ["c0", "c1"], vectors[4:6], {})  # a new file
+    found = await index.dense_candidates("vs_1", vectors[3], None, 10)
+    rows = await index.chunk_rows([chunk for chunk, _ in found])
+    assert rows[found[0][0]].text == "a-new" and len(found) == 4
+    assert sorted(row.text for row in rows.values()) == ["a-new", "b0", "c0", "c1"]
+    await index.delete_file_chunks("vs_1", "file_b")
+    found = await index.dense_candidates("vs_1", vectors[2], None, 10)
+    assert sorted(row.text for row in (await index.chunk_rows([c for c, _ in found])).values()) == [
+        "a-new", "c0", "c1"]
+    only_c = await index.dense_candidates("vs_1", vectors[4], ["file_c"], 10)
+    assert len(only_c) == 2 and only_c[0][1] == pytest.approx(1.0, abs=1e-5)
+    assert loads == 0  # every change was applied to the copy in memory
+    # a fresh index over the same file reads the store and agrees
+    fresh = await SQLiteChunkIndex(index._db).dense_candidates("vs_1", vectors[2], None, 10)
+    assert sorted(fresh) == sorted(found)
+
+
+async def test_vector_copies_beyond_the_bound_are_dropped_least_recent_first(
+        index: SQLiteChunkIndex, monkeypatch: pytest.MonkeyPatch) -> None:
+    from responses_bridge.store import chunks
+
+    vectors = unit_rows(30, seed=4)
+    for store in ("vs_1", "vs_2", "vs_3"):
+        await index.replace_file_chunks(store, "file_a", "a.txt", [f"t{n}" for n in range(10)], vectors[:10], {})
+    monkeypatch.setattr(chunks, "MAX_CACHED_BYTES", 2 * vectors[:10].nbytes)  # room for two stores' vectors
+    for store in ("vs_1", "vs_2", "vs_1", "vs_3"):
+        assert len(await index.dense_candidates(store, vectors[0], None, 5)) == 5
+    assert list(index._dense) == ["vs_1", "vs_3"]  # vs_2 was the least recently searched
+    assert len(await index.dense_candidates("vs_2", vectors[0], None, 5)) == 5  # and loads again when needed

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ from .sqlite import SQLiteResponseStore
 
 # Above this many multiply-adds a dense search leaves the event loop for a worker thread.
 _INLINE_FLOPS = 2_000_000
+# The vectors kept in memory across stores; the least recently searched stores' copies go first beyond it.
+MAX_CACHED_BYTES = 1 << 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +104,7 @@ _BUMP = """
 INSERT INTO vector_store_chunk_stores (vector_store_id, number, generation)
 VALUES (:store, (SELECT coalesce(max(number), 0) + 1 FROM vector_store_chunk_stores), 1)
 ON CONFLICT (vector_store_id) DO UPDATE SET generation = generation + 1
-RETURNING number
+RETURNING number, generation
 """
 
 RANGE_BITS = 32  # chunk ids of store n: n << 32 … (n << 32) + 2**32 - 1
@@ -141,9 +144,10 @@ def _id_range(number: int) -> tuple[int, int]:
     return number << RANGE_BITS, (number << RANGE_BITS) + (1 << RANGE_BITS) - 1
 
 
-def _bump(conn: sqlite3.Connection, vector_store_id: str) -> int:
-    """Move the store's generation on (numbering the store on first use); its number."""
-    return int(conn.execute(_BUMP, {"store": vector_store_id}).fetchone()[0])
+def _bump(conn: sqlite3.Connection, vector_store_id: str) -> tuple[int, int]:
+    """Move the store's generation on (numbering the store on first use); its number and new generation."""
+    number, generation = conn.execute(_BUMP, {"store": vector_store_id}).fetchone()
+    return int(number), int(generation)
 
 
 class SQLiteChunkIndex:
@@ -165,9 +169,10 @@ class SQLiteChunkIndex:
             raise ValueError(f"{len(texts)} texts need as many vector rows, got shape {matrix.shape}")
         attributes_json = orjson.dumps(dict(attributes)).decode()
 
-        def replace(conn: sqlite3.Connection) -> None:
+        def replace(conn: sqlite3.Connection) -> tuple[int, int]:
             with _transaction(conn):
-                low, high = _id_range(_bump(conn, vector_store_id))
+                number, generation = _bump(conn, vector_store_id)
+                low, high = _id_range(number)
                 conn.execute("DELETE FROM vector_store_chunks WHERE vector_store_id = ? AND file_id = ?",
                              (vector_store_id, file_id))
                 last = conn.execute("SELECT max(id) FROM vector_store_chunks WHERE id BETWEEN ? AND ?",
@@ -184,19 +189,39 @@ class SQLiteChunkIndex:
                              " VALUES (?, ?, ?, ?) ON CONFLICT (vector_store_id, file_id) DO UPDATE SET"
                              " filename = excluded.filename, attributes = excluded.attributes",
                              (vector_store_id, file_id, filename, attributes_json))
+            return generation, first
 
-        await self._db.run_write("replace_file_chunks", replace)
+        generation, first = await self._db.run_write("replace_file_chunks", replace)
+        new_ids = np.arange(first, first + len(texts), dtype=np.int64)
+        await self._follow(vector_store_id, generation, file_id, new_ids, matrix)
 
     async def delete_file_chunks(self, vector_store_id: str, file_id: str) -> None:
-        def delete(conn: sqlite3.Connection) -> None:
+        def delete(conn: sqlite3.Connection) -> int:
             with _transaction(conn):
                 conn.execute("DELETE FROM vector_store_chunks WHERE vector_store_id = ? AND file_id = ?",
                              (vector_store_id, file_id))
                 conn.execute("DELETE FROM vector_store_chunk_files WHERE vector_store_id = ? AND file_id = ?",
                              (vector_store_id, file_id))
-                _bump(conn, vector_store_id)
+                return _bump(conn, vector_store_id)[1]
 
-        await self._db.run_write("delete_file_chunks", delete)
+        generation = await self._db.run_write("delete_file_chunks", delete)
+        await self._follow(vector_store_id, generation, file_id, np.zeros(0, dtype=np.int64), None)
+
+    async def _follow(self, vector_store_id: str, generation: int, file_id: str, new_ids: np.ndarray,
+                      new_vectors: np.ndarray | None) -> None:
+        """This process's own change applied to the store's in-memory vectors, so the next search need not
+        read the whole store again; dropped instead when the copy is not the generation just before."""
+        copy = self._dense.get(vector_store_id)
+        if copy is None:
+            return
+        if copy.generation != generation - 1 or (new_vectors is not None and len(new_vectors)
+                                                 and copy.matrix.shape[1] != new_vectors.shape[1]):
+            self._dense.pop(vector_store_id, None)
+            return
+        patch = functools.partial(_patched, copy, generation, file_id, new_ids, new_vectors)
+        patched = patch() if copy.matrix.size <= _INLINE_FLOPS else await asyncio.to_thread(patch)
+        if self._dense.get(vector_store_id) is copy:  # no reload replaced it meanwhile
+            self._keep(vector_store_id, patched)
 
     async def delete_store_chunks(self, vector_store_id: str) -> None:
         def delete(conn: sqlite3.Connection) -> None:
@@ -332,24 +357,52 @@ class SQLiteChunkIndex:
         generation = await self._generation(vector_store_id)
         copy = self._dense.get(vector_store_id)
         if copy is not None and copy.generation == generation:
-            return copy
+            self._dense[vector_store_id] = self._dense.pop(vector_store_id)  # most recently used last
+            return copy if len(copy.chunk_ids) else None
         lock = self._loading.setdefault(vector_store_id, asyncio.Lock())
         async with lock:  # one load per store at a time; searches arriving meanwhile take its result
             copy = self._dense.get(vector_store_id)
             generation = await self._generation(vector_store_id)
             if copy is None or copy.generation != generation:
                 copy = await self._load(vector_store_id, generation)
-                self._dense[vector_store_id] = copy
+                self._keep(vector_store_id, copy)
         return copy if len(copy.chunk_ids) else None
+
+    def _keep(self, vector_store_id: str, copy: _DenseCopy) -> None:
+        """Cache ``copy`` as the most recently used, then drop the least recently used others over the bound."""
+        self._dense.pop(vector_store_id, None)
+        self._dense[vector_store_id] = copy
+        total = sum(kept.matrix.nbytes for kept in self._dense.values())
+        for other in list(self._dense):
+            if total <= MAX_CACHED_BYTES or other == vector_store_id:
+                break
+            total -= self._dense.pop(other).matrix.nbytes
 
     async def _load(self, vector_store_id: str, generation: int) -> _DenseCopy:
         async with self._db.reading() as conn:
             rows = await conn.execute_fetchall(
                 "SELECT id, file_id, vector FROM vector_store_chunks WHERE vector_store_id = ? ORDER BY id",
                 (vector_store_id,))
-            # the rows and the generation read in one transaction would be exact; read after, a change that
-            # landed in between only makes the next search reload
+            # ``generation`` was read before these rows: a change landing in between leaves newer rows under an
+            # older generation, which only makes the next search load again
         return await asyncio.to_thread(_dense_copy, list(rows), generation)
+
+
+def _patched(copy: _DenseCopy, generation: int, file_id: str, new_ids: np.ndarray,
+             new_vectors: np.ndarray | None) -> _DenseCopy:
+    """``copy`` without ``file_id``'s rows, plus its new ones (rows need not be in id order)."""
+    file_ids = list(copy.file_ids)
+    code = file_ids.index(file_id) if file_id in file_ids else -1
+    keep = copy.file_codes != code
+    if code < 0:
+        code = len(file_ids)
+        file_ids.append(file_id)
+    if new_vectors is None or not len(new_vectors):
+        return _DenseCopy(generation, copy.chunk_ids[keep], copy.file_codes[keep], file_ids, copy.matrix[keep])
+    matrix = new_vectors if not len(copy.chunk_ids) else np.concatenate([copy.matrix[keep], new_vectors])
+    return _DenseCopy(generation, np.concatenate([copy.chunk_ids[keep], new_ids]),
+                      np.concatenate([copy.file_codes[keep], np.full(len(new_ids), code, dtype=np.int32)]),
+                      file_ids, np.ascontiguousarray(matrix, dtype=np.float32))
 
 
 def _dense_copy(rows: list[Any], generation: int) -> _DenseCopy:
