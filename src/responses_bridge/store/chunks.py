@@ -136,8 +136,9 @@ KEYWORD_MATCH_BUDGET = 2000
 
 
 def _quoted(text: str) -> str:
-    """An FTS5 string: no operator or column name inside a query can reach the parser."""
-    return '"' + text.replace('"', '""') + '"'
+    """An FTS5 string: no operator or column name inside a query can reach the parser (nor a NUL, which ends
+    the query text early)."""
+    return '"' + text.replace("\x00", "").replace('"', '""') + '"'
 
 
 def _id_range(number: int) -> tuple[int, int]:
