@@ -57,12 +57,23 @@ class Settings(BaseSettings):
     reasoning_history: Literal["drop", "reasoning_content"] = "drop"
     # The upstream's compatibility profile (engine/profiles.py): its table of switches applies, and any switch
     # set here as well (the three above, the five below) wins over it. generic: the behaviour before profiles.
-    profile: ProfileName = "generic"
-    tool_call_content: Literal["null", "empty"] = "null"
-    tool_result_role: Literal["tool", "user"] = "tool"
-    json_schema_format: Literal["json_schema", "json_object"] = "json_schema"
-    stream_usage: bool = True
-    logprobs: bool = True
+    profile: ProfileName = Field(default="generic", description=(
+        "the upstream's compatibility profile: a table of the request-translation switches (`developer_role`, "
+        "`max_tokens_field`, `reasoning_history` and the five below); a switch set on its own wins over it. "
+        "`generic`: the behaviour without a profile"))
+    tool_call_content: Literal["null", "empty"] = Field(default="null", description=(
+        "the content of an assistant message that carries only tool calls; `empty` sends \"\" (llama.cpp "
+        "answers 400 to null)"))
+    tool_result_role: Literal["tool", "user"] = Field(default="tool", description=(
+        "a tool's result as a `tool` message, or as a `user` turn naming the tool (llama.cpp renders `tool` "
+        "messages as empty turns)"))
+    json_schema_format: Literal["json_schema", "json_object"] = Field(default="json_schema", description=(
+        "a `json_schema` text format as OpenAI's `json_schema` response_format, or as `{\"type\": "
+        "\"json_object\", \"schema\": …}` (llama.cpp answers 500 to the first)"))
+    stream_usage: bool = Field(default=True, description=(
+        "ask streams for usage (`stream_options.include_usage`); false for servers that refuse `stream_options`"))
+    logprobs: bool = Field(default=True, description=(
+        "pass `logprobs` / `top_logprobs` upstream; false for servers that refuse them"))
     unsupported_tools: Literal["drop", "reject"] = "drop"  # server-side tools it cannot run; see engine/tools.py
     context_window: int | None = Field(default=None, ge=1)  # tokens; see engine/truncation.py
     sealing_key: str | None = None  # urlsafe base64 of 32 bytes; see sealing.py
