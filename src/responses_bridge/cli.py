@@ -42,12 +42,14 @@ def _add_fake_upstream(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--quirks", default=None, help="put on a real backend's departures from OpenAI: "
                         "'llamacpp' (500 on the developer role, 400 on content null beside tool_calls, ...) or "
                         "comma-separated quirk names, see devtools/fake_quirks.py")
+    parser.add_argument("--native", action="store_true",
+                        help="also serve POST /v1/responses as a stateless backend does (vLLM, Ollama, llama.cpp)")
 
     def run(args: argparse.Namespace) -> int:
         from .devtools.fake_upstream import run as run_fake
 
         run_fake(args.host, args.port, chunk_count=args.chunk_count, chunk_delay=args.chunk_delay,
-                 tool_topics=args.tool_topics, quirks=args.quirks)
+                 tool_topics=args.tool_topics, quirks=args.quirks, native=args.native)
         return 0
 
     parser.set_defaults(func=run)

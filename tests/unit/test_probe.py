@@ -21,8 +21,8 @@ from responses_bridge.run import probe_cache
 from responses_bridge.run.probe import CHECKS, ProbeError, ProbeReport, probe_upstream
 
 
-async def start_fake(quirks: str | None = None) -> tuple[object, str]:
-    runner, port = await fake_upstream.start(quirks=quirks)
+async def start_fake(quirks: str | None = None, *, native: bool = False) -> tuple[object, str]:
+    runner, port = await fake_upstream.start(quirks=quirks, native=native)
     return runner, f"http://127.0.0.1:{port}/v1"
 
 
@@ -116,6 +116,20 @@ async def test_probe_upstream_makes_one_short_request_per_check_and_its_switches
     assert ProbeReport.from_dict(report.as_dict()) == report
     probe_cache.save(report)
     assert probe_cache.cached(llamacpp + "/") == report
+
+
+@pytest.mark.parametrize("quirks", [None, "llamacpp"])
+async def test_an_upstream_serving_responses_itself_is_native(quirks: str | None, tmp_path: Path) -> None:
+    runner, url = await start_fake(quirks, native=True)
+    try:
+        code, out, err = await cli("probe", url, "--model", "fake-model", data_dir=tmp_path)
+    finally:
+        await runner.cleanup()  # type: ignore[attr-defined]
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[-1] == "mode: native"
+    assert any(line.startswith("native /v1/responses") and "  yes  " in line for line in lines)
+    assert (lines[-2] == "switches: none needed") == (quirks is None)  # the chat dialect is still measured
 
 
 async def test_servers_without_stream_options_logprobs_or_reasoning_content(tmp_path: Path) -> None:

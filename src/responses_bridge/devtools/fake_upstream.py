@@ -1228,10 +1228,12 @@ async def _openai_errors(request: web.Request,
 
 
 def create_app(*, chunk_count: int | None = None, chunk_delay: float = 0.0,
-               tool_topics: bool = False, quirks: str | frozenset[str] | None = None) -> web.Application:
+               tool_topics: bool = False, quirks: str | frozenset[str] | None = None,
+               native: bool = False) -> web.Application:
     """Builds the fake; ``chunk_count``/``chunk_delay`` are defaults the conversation can override;
     ``tool_topics`` also calls an offered tool whose name the user's text mentions (see :func:`_topic_tools`);
-    ``quirks`` (e.g. ``"llamacpp"``) puts on a real backend's departures from OpenAI (fake_quirks.py)."""
+    ``quirks`` (e.g. ``"llamacpp"``) puts on a real backend's departures from OpenAI (fake_quirks.py);
+    ``native`` also serves ``/v1/responses`` as a stateless backend does (fake_native.py)."""
     if chunk_count is not None and chunk_count < 1:
         raise ValueError("chunk_count must be >= 1")
     app = web.Application(middlewares=[_openai_errors], client_max_size=64 * 1024 * 1024)
@@ -1244,6 +1246,10 @@ def create_app(*, chunk_count: int | None = None, chunk_delay: float = 0.0,
     app.router.add_get("/health", health)
     app.router.add_get("/_fake/requests", recorded_requests)
     app.router.add_delete("/_fake/requests", clear_requests)
+    if native:
+        from .fake_native import add_routes
+
+        add_routes(app)
     return app
 
 
