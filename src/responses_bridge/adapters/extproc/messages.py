@@ -26,6 +26,8 @@ from ...envoy_config import (
     ROUTE_NAMESPACE,
     ROUTE_OFFERED_KEY,
     ROUTE_TO_SIDECAR,
+    UPSTREAM_AUTHORIZATION_KEY,
+    UPSTREAM_HEADERS_NAMESPACE,
 )
 
 OVERWRITE = HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
@@ -121,12 +123,17 @@ def request_headers_reply(set_headers: Headers = (), remove: Iterable[str] = ())
     return response
 
 
-def request_body_reply(body: bytes, set_headers: Headers, remove: Iterable[str]) -> ProcessingResponse:
-    """The request rewritten: new headers (``:path``, ``content-length``, ...) and the new body."""
+def request_body_reply(body: bytes, set_headers: Headers, remove: Iterable[str],
+                       authorization: str | None = None) -> ProcessingResponse:
+    """The request rewritten: new headers (``:path``, ``content-length``, ...) and the new body. ``authorization``
+    (the configured upstream key) goes in dynamic metadata, which the route turns into the upstream request's
+    header: a header mutation in this phase is not applied when the request headers were skipped."""
     response = ProcessingResponse()
     common = response.request_body.response
     mutate(common.header_mutation, set_headers, remove)
     common.body_mutation.body = body
+    if authorization is not None:
+        response.dynamic_metadata.update({UPSTREAM_HEADERS_NAMESPACE: {UPSTREAM_AUTHORIZATION_KEY: authorization}})
     return response
 
 

@@ -389,11 +389,11 @@ class _Stream:
             ("content-length", str(len(upstream.body))),
             ("content-type", JSON),
         ]
-        # The configured upstream key replaces the client's; without one the client's own header goes through.
+        # The configured upstream key replaces the client's (the route sets it from the reply's metadata); without
+        # one the client's own header goes through untouched.
         authorization = self.runtime.upstream_authorization(self.authorization)
-        if authorization is not None and authorization != self.authorization:
-            set_headers.append(("authorization", authorization))
-        return m.request_body_reply(upstream.body, set_headers, _REQUEST_REMOVE)
+        configured = authorization if authorization is not None and authorization != self.authorization else None
+        return m.request_body_reply(upstream.body, set_headers, _REQUEST_REMOVE, configured)
 
     def _route_to_sidecar(self) -> ProcessingResponse:
         """A request with server-side tools this deployment runs: the tool loop makes several model turns, and
