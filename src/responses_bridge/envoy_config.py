@@ -239,23 +239,26 @@ def _request_context_rules() -> list[dict[str, Any]]:
 
 
 UPSTREAM_HEADERS_NAMESPACE = "responses_bridge.upstream"
-UPSTREAM_AUTHORIZATION_KEY = "authorization"
-"""The dynamic metadata (namespace, key) in which the processor leaves the ``Authorization`` for the upstream when
-the sidecar holds the upstream key (``RESPONSES_BRIDGE_API_KEY``), and the Responses routes' upstream request
-takes it from (``_upstream_headers_from_processor``)."""
+UPSTREAM_METADATA_HEADERS = ("authorization", "traceparent", "tracestate")
+"""The headers of Envoy's translated upstream call that the processor decides: the dynamic metadata namespace
+the processor leaves them in (each under its header's name), and which. ``authorization``: the configured
+upstream key (``RESPONSES_BRIDGE_API_KEY``); ``traceparent``/``tracestate``: the processor's span of that call,
+when the sidecar traces."""
 
 
 def _upstream_headers_from_processor() -> list[dict[str, Any]]:
-    """The configured upstream key, in place of the client's ``Authorization``, on Envoy's translated call.
+    """The processor's headers, in place of the client's, on Envoy's translated call.
 
     The processor skips the request headers (one round trip less per request), and Envoy applies no header
-    mutation from the body phase then: the processor leaves the header in dynamic metadata instead, and the route
-    sets it when the router builds the upstream request, after the processor has read the body (the route buffer
-    holds the headers until then). Without a configured key the processor sets nothing, the value is empty, and
-    Envoy adds no header (``keep_empty_value`` false): the client's own ``Authorization`` goes through."""
-    value = f"%DYNAMIC_METADATA({UPSTREAM_HEADERS_NAMESPACE}:{UPSTREAM_AUTHORIZATION_KEY})%"
-    return [{"header": {"key": "authorization", "value": value}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
-             "keep_empty_value": False}]
+    mutation from the body phase then: the processor leaves the headers in dynamic metadata instead, and the route
+    sets them when the router builds the upstream request, after the processor has read the body (the route
+    buffer holds the headers until then). A header the processor does not set has an empty value, and Envoy adds
+    nothing (``keep_empty_value`` false): without a configured key the client's own ``Authorization`` goes
+    through, and the client's trace context when the sidecar does not trace. Envoy's own tracer, when on, sets
+    the trace headers after these (its span is the upstream call's parent then)."""
+    return [{"header": {"key": name, "value": f"%DYNAMIC_METADATA({UPSTREAM_HEADERS_NAMESPACE}:{name})%"},
+             "append_action": "OVERWRITE_IF_EXISTS_OR_ADD", "keep_empty_value": False}
+            for name in UPSTREAM_METADATA_HEADERS]
 
 
 def _route_offered_filter() -> dict[str, Any]:

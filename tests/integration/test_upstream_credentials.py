@@ -121,3 +121,17 @@ async def test_server_side_tools_through_envoy_send_the_configured_key(keyed: De
     assert response.status == "completed"
     keys = await _sent_keys(upstream_log)
     assert keys and set(keys) == {f"Bearer {CONFIGURED}"}
+
+
+async def test_the_clients_trace_context_passes_envoy_when_the_sidecar_does_not_trace(
+        keyed: Deployment, upstream_log: UpstreamLog) -> None:
+    """The route sets only what the processor left in metadata (here the key): the client's ``traceparent`` goes
+    through Envoy untouched."""
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    async with openai.AsyncOpenAI(base_url=f"{keyed.envoy_url}/v1", api_key=CLIENT, max_retries=0, timeout=60,
+                                  default_headers={"traceparent": traceparent}) as sdk:
+        response = await sdk.responses.create(model=MODEL, input="Say hello.")
+    assert response.status == "completed"
+    [entry] = await upstream_log.entries()
+    assert entry["headers"]["authorization"] == f"Bearer {CONFIGURED}"
+    assert entry["headers"]["traceparent"] == traceparent
