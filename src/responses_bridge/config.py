@@ -234,7 +234,12 @@ def _one_line(exc: ValidationError, given: dict[str, object], flags: dict[str, s
               source_file: config_file.Reading | None = None) -> str:
     problems = []
     for error in exc.errors():
-        field = str(error["loc"][0]) if error["loc"] else ""
+        if not error["loc"]:  # a check across settings: its message names them
+            message = error["msg"].removeprefix("Value error, ")
+            read = f" (settings read from {source_file.path})" if source_file is not None else ""
+            problems.append(message + read)
+            continue
+        field = str(error["loc"][0])
         from_env = any(name in os.environ for name in env_names(field))
         if field in given:
             source, value = flags.get(field, field), given[field]

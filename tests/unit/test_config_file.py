@@ -83,6 +83,15 @@ def test_a_bad_file_stops_the_start_with_one_line_naming_the_file_and_the_field(
     assert err.count("\n") == 1 and "Traceback" not in err and "validation error" not in err
 
 
+def test_a_check_across_settings_says_the_file_was_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BRAVE_API_KEY", raising=False)
+    path = write(tmp_path, "web_search: brave\n")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(config=path)
+    assert str(caught.value) == ("RESPONSES_BRIDGE_WEB_SEARCH=brave needs BRAVE_API_KEY (or "
+                                 f"RESPONSES_BRIDGE_BRAVE_API_KEY) in the environment (settings read from {path})")
+
+
 def test_a_missing_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = str(tmp_path / "nowhere.yaml")
     assert main(["serve", "--config", missing, "--db", ":memory:"]) == 2
