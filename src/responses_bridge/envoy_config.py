@@ -347,8 +347,9 @@ def _route_config(up: UpstreamURL) -> dict[str, Any]:
         {"name": "chat_completions", "match": {"path": "/v1/chat/completions", "headers": post},
          "route": {**upstream_action, "prefix_rewrite": f"{up.base_path}/chat/completions"},
          "typed_per_filter_config": _disabled(), "request_body_buffer_limit": BUFFER_LIMIT_BYTES},
-        # The Vector Stores API is the sidecar's own (its HTTP door): never through the processor.
-        *({"name": name, "match": {"path_separated_prefix": path}, "route": {"cluster": HTTP_CLUSTER, "timeout": "0s"},
+        # The Vector Stores API is the sidecar's own (its HTTP door): never through the processor. Named
+        # ``sidecar_…`` so that Envoy's own 5xx on it name the door (``_local_reply_config``).
+        *({"name": f"sidecar_{name}", "match": {"path_separated_prefix": path}, "route": {"cluster": HTTP_CLUSTER, "timeout": "0s"},
            "typed_per_filter_config": _disabled(), "request_body_buffer_limit": BUFFER_LIMIT_BYTES}
           for name, path in (("vector_stores", "/v1/vector_stores"), ("vector_stores_unversioned", "/vector_stores"))),
         {"name": "sidecar", "match": {"prefix": "/"},
