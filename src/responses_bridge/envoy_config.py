@@ -340,6 +340,7 @@ def _route_config(up: UpstreamURL) -> dict[str, Any]:
          "typed_per_filter_config": _enabled(), "request_body_buffer_limit": BUFFER_LIMIT_BYTES}
         for name, path in (("responses", "/v1/responses"), ("responses_unversioned", "/responses"))
     ]
+    routes += _vector_store_routes()
     routes += [
         {"name": "models", "match": {"path_separated_prefix": "/v1/models", "headers": get},
          "route": {**upstream_action, "prefix_rewrite": f"{up.base_path}/models"},
@@ -347,16 +348,21 @@ def _route_config(up: UpstreamURL) -> dict[str, Any]:
         {"name": "chat_completions", "match": {"path": "/v1/chat/completions", "headers": post},
          "route": {**upstream_action, "prefix_rewrite": f"{up.base_path}/chat/completions"},
          "typed_per_filter_config": _disabled(), "request_body_buffer_limit": BUFFER_LIMIT_BYTES},
-        # The Vector Stores API is the sidecar's own (its HTTP door): never through the processor. Named
-        # ``sidecar_…`` so that Envoy's own 5xx on it name the door (``_local_reply_config``).
-        *({"name": f"sidecar_{name}", "match": {"path_separated_prefix": path}, "route": {"cluster": HTTP_CLUSTER, "timeout": "0s"},
-           "typed_per_filter_config": _disabled(), "request_body_buffer_limit": BUFFER_LIMIT_BYTES}
-          for name, path in (("vector_stores", "/v1/vector_stores"), ("vector_stores_unversioned", "/vector_stores"))),
         {"name": "sidecar", "match": {"prefix": "/"},
          "route": {"cluster": HTTP_CLUSTER, "timeout": "0s", "upgrade_configs": [{"upgrade_type": "websocket"}]},
          "typed_per_filter_config": _disabled(), "request_body_buffer_limit": BUFFER_LIMIT_BYTES},
     ]
     return {"name": "responses_bridge", "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]}
+
+
+def _vector_store_routes() -> list[dict[str, Any]]:
+    """The Vector Stores API is the sidecar's own (its HTTP door, every method): never through the processor.
+    Named ``sidecar_…`` so that Envoy's own 5xx on it name the door (``_local_reply_config``)."""
+    return [{"name": f"sidecar_{name}", "match": {"path_separated_prefix": prefix},
+             "route": {"cluster": HTTP_CLUSTER, "timeout": "0s"}, "typed_per_filter_config": _disabled(),
+             "request_body_buffer_limit": BUFFER_LIMIT_BYTES}
+            for name, prefix in (("vector_stores", "/v1/vector_stores"),
+                                 ("vector_stores_unversioned", "/vector_stores"))]
 
 
 def _host_rewrite(up: UpstreamURL) -> dict[str, Any]:

@@ -94,8 +94,9 @@ def test_routes_and_processor_settings() -> None:
     config = bootstrap_dict(**RENDERED["https-nested-path"])  # type: ignore[arg-type]
     routes = {r["name"]: r for r in _routes(config)}
     assert list(routes) == ["responses_encoded", "responses_unversioned_encoded", "sidecar_tools",
-                            "sidecar_tools_unversioned", "responses", "responses_unversioned", "models",
-                            "chat_completions", "sidecar_vector_stores", "sidecar_vector_stores_unversioned", "sidecar"]
+                            "sidecar_tools_unversioned", "responses", "responses_unversioned",
+                            "sidecar_vector_stores", "sidecar_vector_stores_unversioned", "models",
+                            "chat_completions", "sidecar"]
     for name, path in (("sidecar_tools", "/v1/responses"), ("sidecar_tools_unversioned", "/responses")):
         # marked by the processor (server-side tools): to the HTTP door, unchanged, never seen by the processor
         # again; the mark is dynamic metadata, which no client can send
