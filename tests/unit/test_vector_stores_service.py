@@ -209,7 +209,7 @@ async def test_bad_create_bodies_are_400s(service: VectorStoreService, body: dic
     with pytest.raises(APIError) as info:
         await service.create(body)
     assert info.value.status == 400 and info.value.param == param
-    assert (await service.list(limit=10, order="asc", after=None, before=None))["data"] == []
+    assert (await service.list_stores(limit=10, order="asc", after=None, before=None))["data"] == []
 
 
 async def test_bad_file_and_batch_bodies(harness: Harness, service: VectorStoreService) -> None:

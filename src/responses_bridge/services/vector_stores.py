@@ -239,7 +239,7 @@ class VectorStoreService:
         self.worker.enqueue(jobs_for(stored.id, [f.file_id for f in files], seqs))
         return render_store(await self._get(stored.id))
 
-    async def list(self, *, limit: int, order: str, after: str | None, before: str | None) -> dict[str, Any]:
+    async def list_stores(self, *, limit: int, order: str, after: str | None, before: str | None) -> dict[str, Any]:
         with page_errors("vector store"):
             page = await self.store.list_stores(limit=limit, order=order, after=after, before=before)
         return _list(page, render_store, lambda store: store.id)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -214,7 +214,7 @@ class SQLiteVectorStoreStore:
 
     async def update_store(self, vector_store_id: str, changes: Mapping[str, Any]) -> bool:
         """Set ``name``, ``metadata``, ``expires_after`` and/or ``last_active_at`` (only the keys given)."""
-        columns = {"name": lambda v: v, "metadata": _json, "last_active_at": int,
+        columns: dict[str, Callable[[Any], Any]] = {"name": lambda v: v, "metadata": _json, "last_active_at": int,
                    "expires_after": lambda v: None if v is None else _json(v)}
         sets = [(name, columns[name](value)) for name, value in changes.items()]
         if not sets:

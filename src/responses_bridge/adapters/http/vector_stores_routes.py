@@ -19,7 +19,7 @@ class VectorStoreRoutes:
             base = f"{prefix}/vector_stores"
             store = f"{base}/{{vector_store_id}}"
             app.router.add_post(base, self.create)
-            app.router.add_get(base, self.list)
+            app.router.add_get(base, self.list_stores)
             app.router.add_get(store, self.retrieve)
             app.router.add_post(store, self.update)
             app.router.add_delete(store, self.delete)
@@ -38,8 +38,8 @@ class VectorStoreRoutes:
     async def create(self, request: web.Request) -> web.Response:
         return json_reply(await self.service.create(await json_object(request, optional=True)))
 
-    async def list(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.list(**_page(request)))
+    async def list_stores(self, request: web.Request) -> web.Response:
+        return json_reply(await self.service.list_stores(**_page(request)))
 
     async def retrieve(self, request: web.Request) -> web.Response:
         return json_reply(await self.service.get(request.match_info["vector_store_id"]))
