@@ -247,3 +247,23 @@ async def test_bad_file_and_batch_bodies(harness: Harness, service: VectorStoreS
             got = param  # the chunking parser may name the field inside the strategy
         assert (info.value.status, got) == (status, param), info.value
     assert (await service.get(store["id"]))["file_counts"]["total"] == 0
+
+
+async def test_long_batches_log_their_progress(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    from structlog.testing import capture_logs
+
+    from responses_bridge.services import ingestion
+
+    monkeypatch.setattr(ingestion, "PROGRESS_EVERY_SECONDS", 0.0)  # every file counts as "a while" here
+    service = harness.service(concurrency=1)
+    ids = [harness.files.add(f"doc{n}.txt", TEXT) for n in range(3)] + [harness.files.add("x.png", b"\x89PNG")]
+    with capture_logs() as logs:
+        await service.start()
+        try:
+            await service.create({"file_ids": ids})
+            await service.worker.wait_idle()
+        finally:
+            await service.close()
+    progress = [entry for entry in logs if entry["event"] == "ingestion_progress"]
+    assert [entry["done"] for entry in progress] == [1, 2, 3, 4]
+    assert progress[-1]["failed"] == 1 and progress[-1]["remaining"] == 0

@@ -44,6 +44,9 @@ MAX_ATTRIBUTE_KEY = 64
 MAX_ATTRIBUTE_STRING = 512
 MAX_QUERIES = 10
 MAX_NAME = 256
+ACTIVITY_RESOLUTION_SECONDS = 60
+"""``last_active_at`` moves on a search only when it is older than this: expiry counts in days, and a busy store
+must not cost a write per search."""
 
 
 # -- rendering --------------------------------------------------------------------------------------------------
@@ -413,7 +416,8 @@ class VectorStoreService:
             if is_expired(store, now):
                 raise self._expired(vector_store_id, param)
             self._check_embedder(store, param)
-            await self.store.update_store(vector_store_id, {"last_active_at": now})
+            if now - store.last_active_at >= ACTIVITY_RESOLUTION_SECONDS:
+                await self.store.update_store(vector_store_id, {"last_active_at": now})
 
     # -- helpers ---------------------------------------------------------------------------------------------
 
