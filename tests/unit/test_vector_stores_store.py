@@ -84,6 +84,15 @@ async def test_batch_counts_and_cancel(stores: SQLiteVectorStoreStore) -> None:
     assert not await stores.cancel_batch("vs_b", "vsfb_1")
 
 
+async def test_cancelling_a_finished_batch_changes_nothing(stores: SQLiteVectorStoreStore) -> None:
+    await stores.create_store(_store("vs_a"), [])
+    seqs = await stores.add_files("vs_a", 150, _files("f1"), batch_id="vsfb_1")
+    assert seqs is not None and await stores.finish_file(seqs[0], "completed", usage_bytes=1)
+    assert await stores.cancel_batch("vs_a", "vsfb_1")
+    batch = await stores.get_batch("vs_a", "vsfb_1")
+    assert batch is not None and not batch.cancelled and batch.file_counts == FileCounts(completed=1)
+
+
 async def test_unknown_store_adds_nothing(stores: SQLiteVectorStoreStore) -> None:
     assert await stores.add_files("vs_missing", 1, _files("f1"), batch_id="vsfb_x") is None
     assert await stores.in_progress_files() == []

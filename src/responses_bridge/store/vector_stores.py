@@ -323,19 +323,21 @@ class SQLiteVectorStoreStore:
         return _batch(rows[0]) if rows else None
 
     async def cancel_batch(self, vector_store_id: str, batch_id: str) -> bool:
-        """Mark the batch cancelled and its files still in progress ``cancelled``, in one transaction."""
+        """Mark the batch's files still in progress ``cancelled``, and the batch cancelled if any were (a batch
+        already finished stays as it ended), in one transaction; False for an unknown batch."""
 
         def cancel(conn: sqlite3.Connection) -> bool:
             with _transaction(conn):
-                found = conn.execute("UPDATE vector_store_file_batches SET cancelled = 1 "
-                                     "WHERE id = ? AND vector_store_id = ?", (batch_id, vector_store_id)).rowcount
-                if not found:
+                if conn.execute("SELECT 1 FROM vector_store_file_batches WHERE id = ? AND vector_store_id = ?",
+                                (batch_id, vector_store_id)).fetchone() is None:
                     return False
-                conn.execute(
+                stopped = conn.execute(
                     "UPDATE vector_store_files SET status = 'cancelled' WHERE vector_store_id = ? "
                     "AND status = 'in_progress' "
                     "AND file_id IN (SELECT file_id FROM vector_store_batch_files WHERE batch_id = ?)",
-                    (vector_store_id, batch_id))
+                    (vector_store_id, batch_id)).rowcount
+                if stopped:
+                    conn.execute("UPDATE vector_store_file_batches SET cancelled = 1 WHERE id = ?", (batch_id,))
                 return True
 
         return await self._db.run_write("cancel_vector_store_file_batch", cancel)
