@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from responses_bridge.store import SQLiteResponseStore
 from responses_bridge.store.base import InvalidCursor, InvalidPageArgs
@@ -150,3 +152,44 @@ async def test_file_pages_filter_by_status_and_batch(stores: SQLiteVectorStoreSt
     assert [f.file_id for f in rest.data] == ["f1", "f9"] and not rest.has_more
     batch = await stores.list_files("vs_a", limit=10, order="desc", batch_id="vsfb_1")
     assert [f.file_id for f in batch.data] == ["f9", "f1"]
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(count=st.integers(0, 12), limit=st.integers(1, 5), order=st.sampled_from(["asc", "desc"]),
+       done=st.sets(st.integers(0, 11)))
+async def test_pages_walked_either_way_list_every_file_once_in_order(
+        tmp_path_factory: pytest.TempPathFactory, count: int, limit: int, order: str, done: set[int]) -> None:
+    async with SQLiteResponseStore(str(tmp_path_factory.mktemp("pages") / "bridge.db")) as db:
+        stores = SQLiteVectorStoreStore(db)
+        names = [f"f{n:02d}" for n in range(count)]
+        seqs = await stores.create_store(_store("vs_a"), _files(*names))
+        for n in done & set(range(count)):
+            await stores.finish_file(seqs[n], "completed", usage_bytes=n)
+        expected = names if order == "asc" else names[::-1]
+        for status in (None, "completed", "in_progress"):
+            wanted = [name for name in expected if status is None
+                      or (status == "completed") == (int(name[1:]) in done)]
+            forward: list[str] = []
+            after: str | None = None
+            while True:
+                page = await stores.list_files("vs_a", limit=limit, order=order, after=after, status=status)
+                assert len(page.data) <= limit
+                forward += [row.file_id for row in page.data]
+                if not page.has_more:
+                    break
+                after = page.data[-1].file_id
+            assert forward == wanted
+            if not wanted:
+                continue
+            backward: list[str] = []
+            before: str | None = wanted[-1]
+            while before is not None:
+                page = await stores.list_files("vs_a", limit=limit, order=order, before=before, status=status)
+                backward = [row.file_id for row in page.data] + backward
+                before = page.data[0].file_id if page.has_more else None
+            assert backward == wanted[:-1]
+        counted = await stores.get_store("vs_a")
+        assert counted is not None and counted.file_counts.total == count
+        assert counted.file_counts.completed == len(done & set(range(count)))
+        assert counted.usage_bytes == sum(done & set(range(count)))
