@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 
 from responses_bridge.protocol.errors import APIError
+from responses_bridge.services.retrieval.embedders import Embedder, LocalStaticEmbedder
+from responses_bridge.services.retrieval.search import SearchOptions
+from responses_bridge.services.vector_stores import VectorStoreService
 from responses_bridge.store import SQLiteResponseStore
+from responses_bridge.store.chunks import SQLiteChunkIndex
 from responses_bridge.store.vector_stores import SQLiteVectorStoreStore
-from tests.unit.vector_store_doubles import DirectoryFiles, HashEmbedder, MemoryChunkIndex, install_retrieval_stand_ins
-
-install_retrieval_stand_ins()
-
-from responses_bridge.services.vector_stores import VectorStoreService  # noqa: E402
+from tests.unit.vector_store_doubles import DirectoryFiles, HashEmbedder
 
 TEXT = b"alpha beta gamma delta epsilon " * 200
 
@@ -25,10 +25,10 @@ class Harness:
     def __init__(self, db: SQLiteResponseStore, root: Path) -> None:
         self.db = db
         self.files = DirectoryFiles(root)
-        self.chunks = MemoryChunkIndex()
-        self.embedder = HashEmbedder()
+        self.chunks = SQLiteChunkIndex(db)
+        self.embedder: Embedder = LocalStaticEmbedder()
 
-    def service(self, embedder: HashEmbedder | None = None, concurrency: int = 2) -> VectorStoreService:
+    def service(self, embedder: Embedder | None = None, concurrency: int = 2) -> VectorStoreService:
         return VectorStoreService(SQLiteVectorStoreStore(self.db), self.files, self.chunks,
                                   embedder or self.embedder, concurrency=concurrency)
 
@@ -104,7 +104,7 @@ async def test_files_left_in_progress_are_ingested_after_a_restart(harness: Harn
     finally:
         await second.close()
     assert done["status"] == "completed" and done["file_counts"]["completed"] == 5
-    assert len(harness.chunks.files) == 5
+    assert sorted(await harness.chunks.indexed_files(store["id"])) == sorted(ids)
 
 
 async def test_cancel_marks_waiting_files_cancelled_and_leaves_no_chunks(harness: Harness) -> None:
@@ -119,7 +119,7 @@ async def test_cancel_marks_waiting_files_cancelled_and_leaves_no_chunks(harness
         await service.worker.wait_idle()
     finally:
         await service.close()
-    assert harness.chunks.files == {}
+    assert await harness.chunks.indexed_files(store["id"]) == {}
     assert (await service.get(store["id"]))["file_counts"]["cancelled"] == 3
 
 
@@ -129,10 +129,10 @@ async def test_deleting_a_file_or_store_removes_its_chunks(harness: Harness, ser
     await _settled(service, store["id"])
     deleted = await service.delete_file(store["id"], ids[0])
     assert deleted == {"id": ids[0], "object": "vector_store.file.deleted", "deleted": True}
-    assert list(harness.chunks.files) == [(store["id"], ids[1])]
+    assert list(await harness.chunks.indexed_files(store["id"])) == [ids[1]]
     assert (await service.get(store["id"]))["file_counts"]["total"] == 1
     assert (await service.delete(store["id"]))["deleted"] is True
-    assert harness.chunks.files == {}
+    assert await harness.chunks.indexed_files(store["id"]) == {}
     with pytest.raises(APIError) as info:
         await service.get(store["id"])
     assert info.value.status == 404
@@ -145,7 +145,7 @@ async def test_attribute_updates_reach_the_chunks(harness: Harness, service: Vec
     await service.worker.wait_idle()
     updated = await service.update_file(store["id"], file_id, {"attributes": {"year": 2024, "draft": False}})
     assert updated["attributes"] == {"year": 2024, "draft": False}
-    assert harness.chunks.files[(store["id"], file_id)][3] == {"year": 2024, "draft": False}
+    assert (await harness.chunks.indexed_files(store["id"]))[file_id].attributes == {"year": 2024, "draft": False}
 
 
 async def test_search_page_and_searcher(harness: Harness, service: VectorStoreService) -> None:
@@ -156,8 +156,6 @@ async def test_search_page_and_searcher(harness: Harness, service: VectorStoreSe
     assert page["object"] == "vector_store.search_results.page" and page["search_query"] == ["gamma"]
     assert page["has_more"] is False and page["next_page"] is None
     assert page["data"] and page["data"][0]["file_id"] == file_id
-    from responses_bridge.services.retrieval.search import SearchOptions
-
     with pytest.raises(APIError) as info:
         await service.search([store["id"], "vs_missing"], "gamma", SearchOptions())
     assert info.value.status == 404 and info.value.param == "vector_store_ids"
@@ -172,7 +170,7 @@ async def test_a_store_built_by_another_embedder_is_refused(harness: Harness, se
         with pytest.raises(APIError) as info:
             await call
         assert info.value.status == 400 and info.value.code == "embedder_mismatch"
-        assert "test:hash" in info.value.message and "test:other" in info.value.message
+        assert harness.embedder.name in info.value.message and "test:other" in info.value.message
 
 
 async def test_an_expired_store_says_so_and_refuses_search(harness: Harness, service: VectorStoreService) -> None:
