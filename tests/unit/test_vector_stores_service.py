@@ -156,6 +156,8 @@ async def test_search_page_and_searcher(harness: Harness, service: VectorStoreSe
     assert page["object"] == "vector_store.search_results.page" and page["search_query"] == ["gamma"]
     assert page["has_more"] is False and page["next_page"] is None
     assert page["data"] and page["data"][0]["file_id"] == file_id
+    rewritten = await service.search_store(store["id"], {"query": "What is the gamma of it?", "rewrite_query": True})
+    assert rewritten["search_query"] == ["gamma"] and rewritten["data"][0]["file_id"] == file_id
     with pytest.raises(APIError) as info:
         await service.search([store["id"], "vs_missing"], "gamma", SearchOptions())
     assert info.value.status == 404 and info.value.param == "vector_store_ids"

@@ -33,7 +33,7 @@ from .ingestion import FileSource, IngestionWorker, jobs_for
 from .pagination import page_errors
 from .retrieval.chunking import chunking_strategy_object, parse_chunking_strategy
 from .retrieval.embedders import Embedder
-from .retrieval.search import SearchOptions, parse_search_options, search
+from .retrieval.search import SearchOptions, parse_search_options, search, search_queries
 
 DAY_SECONDS = 86_400
 MAX_EXPIRY_DAYS = 365
@@ -398,8 +398,9 @@ class VectorStoreService:
         await self._searchable([vector_store_id], "vector_store_id")
         results = await search(self.chunks, self.embedder, [vector_store_id],
                                queries[0] if len(queries) == 1 else queries, options)
-        return {"object": "vector_store.search_results.page", "search_query": queries, "data": results,
-                "has_more": False, "next_page": None}
+        # search_query: what was searched (the rewritten queries with rewrite_query), as OpenAI reports it
+        return {"object": "vector_store.search_results.page", "search_query": search_queries(queries, options),
+                "data": results, "has_more": False, "next_page": None}
 
     async def search(self, vector_store_ids: Sequence[str], query: str, options: SearchOptions
                      ) -> list[dict[str, Any]]:
