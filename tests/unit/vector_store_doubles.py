@@ -15,10 +15,8 @@ class HashEmbedder:
 
     def __init__(self, name: str = "test:hash") -> None:
         self.name = name
-        self.calls = 0
 
     async def embed(self, texts: list[str]) -> numpy.ndarray:
-        self.calls += 1
         rows = [numpy.frombuffer(hashlib.sha256(t.encode()).digest()[:8], dtype=numpy.uint8).astype(numpy.float32)
                 + 1.0 for t in texts]
         matrix = numpy.array(rows, dtype=numpy.float32).reshape(len(texts), self.dimensions)
