@@ -39,23 +39,29 @@ def _add_fake_upstream(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--tool-topics", action="store_true",
                         help="also call an offered tool whose name the user's message mentions (e.g. 'weather' "
                         "calls get_weather), for test suites written for real models")
+    parser.add_argument("--quirks", default=None, help="put on a real backend's departures from OpenAI: "
+                        "'llamacpp' (500 on the developer role, 400 on content null beside tool_calls, ...) or "
+                        "comma-separated quirk names, see devtools/fake_quirks.py")
+    parser.add_argument("--native", action="store_true",
+                        help="also serve POST /v1/responses as a stateless backend does (vLLM, Ollama, llama.cpp)")
 
     def run(args: argparse.Namespace) -> int:
         from .devtools.fake_upstream import run as run_fake
 
         run_fake(args.host, args.port, chunk_count=args.chunk_count, chunk_delay=args.chunk_delay,
-                 tool_topics=args.tool_topics)
+                 tool_topics=args.tool_topics, quirks=args.quirks, native=args.native)
         return 0
 
     parser.set_defaults(func=run)
 
 
 def _add_optional_commands(commands: argparse._SubParsersAction) -> None:
-    """Commands whose modules register themselves: the Envoy configuration, the demo and the benchmark."""
-    from . import envoy_config
+    """Commands whose modules register themselves: the Envoy configuration, the demo and the benchmark, the
+    configuration file's show/check and the upstream probe."""
+    from . import config_command, envoy_config, probe_command
     from .devtools import bench, demo
 
-    for module in (envoy_config, demo, bench):
+    for module in (envoy_config, demo, bench, config_command, probe_command):
         module.add_parser(commands)
 
 

@@ -1,8 +1,10 @@
-"""Settings, from command-line flags over environment variables over defaults.
+"""Settings, from command-line flags over environment variables over a YAML file over defaults.
 
 Environment variables use the ``RESPONSES_BRIDGE_`` prefix (``RESPONSES_BRIDGE_DB``, …). The upstream's base URL
 and key also fall back to the names every OpenAI client already knows, ``OPENAI_BASE_URL`` and
-``OPENAI_API_KEY``, so a deployment that already exports them needs no new configuration.
+``OPENAI_API_KEY``, so a deployment that already exports them needs no new configuration. The YAML file
+(``--config FILE`` or ``RESPONSES_BRIDGE_CONFIG``) takes the same settings under their field names
+(``http_port: 8081``); it is read by pydantic-settings' own YAML source (config_file.py).
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ import os
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from . import config_file
 from .engine.options import EngineOptions
+from .engine.profiles import SWITCHES, ProfileName, options_for
 
 if TYPE_CHECKING:
     from .run.tools.mcp_config import MCPLimits
@@ -51,6 +55,25 @@ class Settings(BaseSettings):
     max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
     developer_role: Literal["developer", "system"] = "system"
     reasoning_history: Literal["drop", "reasoning_content"] = "drop"
+    # The upstream's compatibility profile (engine/profiles.py): its table of switches applies, and any switch
+    # set here as well (the three above, the five below) wins over it. generic: the behaviour before profiles.
+    profile: ProfileName = Field(default="generic", description=(
+        "the upstream's compatibility profile: a table of the request-translation switches (`developer_role`, "
+        "`max_tokens_field`, `reasoning_history` and the five below); a switch set on its own wins over it. "
+        "`generic`: the behaviour without a profile"))
+    tool_call_content: Literal["null", "empty"] = Field(default="null", description=(
+        "the content of an assistant message that carries only tool calls; `empty` sends \"\" (llama.cpp "
+        "answers 400 to null)"))
+    tool_result_role: Literal["tool", "user"] = Field(default="tool", description=(
+        "a tool's result as a `tool` message, or as a `user` turn naming the tool (llama.cpp renders `tool` "
+        "messages as empty turns)"))
+    json_schema_format: Literal["json_schema", "json_object"] = Field(default="json_schema", description=(
+        "a `json_schema` text format as OpenAI's `json_schema` response_format, or as `{\"type\": "
+        "\"json_object\", \"schema\": …}` (llama.cpp answers 500 to the first)"))
+    stream_usage: bool = Field(default=True, description=(
+        "ask streams for usage (`stream_options.include_usage`); false for servers that refuse `stream_options`"))
+    logprobs: bool = Field(default=True, description=(
+        "pass `logprobs` / `top_logprobs` upstream; false for servers that refuse them"))
     unsupported_tools: Literal["drop", "reject"] = "drop"  # server-side tools it cannot run; see engine/tools.py
     context_window: int | None = Field(default=None, ge=1)  # tokens; see engine/truncation.py
     sealing_key: str | None = None  # urlsafe base64 of 32 bytes; see sealing.py
@@ -93,6 +116,24 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = "json"
     drain_timeout: float = Field(default=30.0, ge=0, description="seconds live streams may run on after "
                                  "SIGTERM/SIGINT before each ends with response.failed (server_shutdown)")
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Flags (the keyword arguments) over the environment over the configuration file, when one is given."""
+        path = config_file.current_path()
+        if path is None:
+            return init_settings, env_settings, dotenv_settings, file_secret_settings
+        return (init_settings, env_settings, dotenv_settings, config_file.ConfigFileSource(settings_cls, path),
+                file_secret_settings)
+
+    @field_validator("tool_call_content", mode="before")
+    @classmethod
+    def _yaml_null(cls, value: object) -> object:
+        return "null" if value is None else value  # ``tool_call_content: null`` in YAML reads as None
 
     @field_validator("upstream")
     @classmethod
@@ -144,14 +185,14 @@ class Settings(BaseSettings):
                                  max_response_bytes=self.web_search_max_bytes)
 
     def engine_options(self) -> EngineOptions:
-        return EngineOptions(
-            max_tokens_field=self.max_tokens_field,
-            developer_role=self.developer_role,
-            reasoning_history=self.reasoning_history,
-            unsupported_tools=self.unsupported_tools,
-            context_window=self.context_window,
-            max_event_bytes=self.max_event_bytes,
-        )
+        """The profile's switches, with those set explicitly (flag, environment or file) on top."""
+        base = EngineOptions(unsupported_tools=self.unsupported_tools, context_window=self.context_window,
+                             max_event_bytes=self.max_event_bytes)
+        return options_for(base, self.profile, self.switch_overrides())
+
+    def switch_overrides(self) -> dict[str, Any]:
+        """The profile switches given one by one (not left at their default)."""
+        return {name: getattr(self, name) for name in SWITCHES if name in self.model_fields_set}
 
     def mcp_limits(self) -> MCPLimits:
         from .run.tools.mcp_config import MCPLimits
@@ -177,22 +218,37 @@ class SettingsError(ValueError):
     """A setting with a value it cannot take; the message is one line naming the variable (or flag)."""
 
 
-def load_settings(flags: dict[str, str] | None = None, **overrides: object) -> Settings:
-    """Flags given on the command line (not None) win over the environment. ``flags`` maps a field to the flag
-    that sets it, to name the flag rather than the variable when the bad value came from the command line."""
+def load_settings(flags: dict[str, str] | None = None, config: str | None = None, **overrides: object) -> Settings:
+    """Flags given on the command line (not None) win over the environment, which wins over the configuration
+    file (``config``, else ``RESPONSES_BRIDGE_CONFIG``). ``flags`` maps a field to the flag that sets it, to name
+    the flag rather than the variable when the bad value came from the command line."""
     given: dict[str, Any] = {key: value for key, value in overrides.items() if value is not None}
-    try:
-        return Settings(**given)
-    except ValidationError as exc:
-        raise SettingsError(_one_line(exc, given, flags or {})) from None
+    with config_file.reading(config) as source:
+        try:
+            return Settings(**given)
+        except ValidationError as exc:
+            raise SettingsError(_one_line(exc, given, flags or {}, source)) from None
+        except config_file.ConfigFileError as exc:
+            raise SettingsError(str(exc)) from None
 
 
-def _one_line(exc: ValidationError, given: dict[str, object], flags: dict[str, str]) -> str:
+def _one_line(exc: ValidationError, given: dict[str, object], flags: dict[str, str],
+              source_file: config_file.Reading | None = None) -> str:
     problems = []
     for error in exc.errors():
-        field = str(error["loc"][0]) if error["loc"] else ""
+        if not error["loc"]:  # a check across settings: its message names them
+            message = error["msg"].removeprefix("Value error, ")
+            read = f" (settings read from {source_file.path})" if source_file is not None else ""
+            problems.append(message + read)
+            continue
+        field = str(error["loc"][0])
+        from_env = any(name in os.environ for name in env_names(field))
         if field in given:
             source, value = flags.get(field, field), given[field]
+        elif not from_env and source_file is not None and source_file.sets(field):
+            where = ".".join(str(part) for part in error["loc"])
+            problems.append(f"{source_file.path}: {where}={error.get('input')!r}: {error['msg']}")
+            continue
         else:
             names = [name for name in env_names(field) if name in os.environ] or env_names(field) or [field]
             source, value = names[0], os.environ.get(names[0], error.get("input"))

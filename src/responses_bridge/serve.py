@@ -49,7 +49,8 @@ FLAGS: tuple[tuple[str, str, str, type], ...] = (
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "serve", help="run the sidecar: the ext_proc door and the HTTP door",
-        description="Run the sidecar. Flags win over environment variables, which win over defaults.",
+        description="Run the sidecar. Flags win over environment variables, which win over the configuration "
+                    "file (--config), which wins over defaults.",
         epilog="settings without a flag (environment only):\n" + environment_help({field for _, field, _, _ in FLAGS}),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     for flag, field, meaning, kind in FLAGS:
@@ -57,6 +58,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         shown = f"; default {default}" if default is not None and "default" not in meaning else ""
         parser.add_argument(flag, type=kind, dest=field,
                             help=f"{meaning} (env: {', '.join(env_names(field))}{shown})")
+    parser.add_argument("--config", metavar="FILE", help="YAML configuration file: settings by their names, e.g. "
+                        "'http_port: 8081' (env: RESPONSES_BRIDGE_CONFIG); check one with 'config check FILE'")
     parser.add_argument("--no-http", action="store_true", help="run the ext_proc door only")
     parser.add_argument("--no-extproc", action="store_true", help="run the HTTP door only")
     parser.set_defaults(func=run)
@@ -65,7 +68,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.no_http and args.no_extproc:
         raise SystemExit("serve: --no-http and --no-extproc leave nothing to run")
-    settings = load_settings({field: flag for flag, field, _, _ in FLAGS},
+    settings = load_settings({field: flag for flag, field, _, _ in FLAGS}, config=args.config,
                              **{field: getattr(args, field) for _, field, _, _ in FLAGS})
     configure_logging(settings.log_level, settings.log_format)
     if configure_tracing():  # OTEL_EXPORTER_OTLP_ENDPOINT and the other standard OTEL_* variables
@@ -114,7 +117,7 @@ async def serve(settings: Settings, *, http: bool = True, extproc: bool = True) 
                 stoppers.append(await start_extproc_server(runtime, settings.extproc_host, settings.extproc_port))
             except OSError as exc:
                 raise StartupError(f"{exc} (--extproc-port / RESPONSES_BRIDGE_EXTPROC_PORT)") from exc
-        log.info("serving", upstream=settings.upstream, db=settings.db_path(),
+        log.info("serving", upstream=settings.upstream, profile=settings.profile, db=settings.db_path(),
                  http=f"{settings.http_host}:{settings.http_port}" if http else None,
                  extproc=f"{settings.extproc_host}:{settings.extproc_port}" if extproc else None)
         probe = asyncio.create_task(probe_upstream(settings))  # in the background: start is not delayed

@@ -133,7 +133,9 @@ def configuration_reference() -> str:
     lines = [
         "# Configuration reference", "", GENERATED_NOTE, "",
         "Every setting of `responses-bridge serve`. Command-line flags win over environment variables, which win "
-        "over the defaults. Where several variables are listed, the first one set is used. In the container image "
+        "over the YAML configuration file (`--config FILE` or `RESPONSES_BRIDGE_CONFIG`, keys as in the first column; "
+        "`responses-bridge config check FILE` validates one), which wins over the defaults. Where several variables "
+        "are listed, the first one set is used. In the container image "
         "(`Dockerfile`) the doors listen on `0.0.0.0` and the database is `/data/responses.sqlite`.", "",
         "| setting | flag | environment | type | default | meaning |",
         "| --- | --- | --- | --- | --- | --- |",

@@ -21,6 +21,10 @@ Routes
 
 Unknown routes answer 404 with an OpenAI error body, never an HTML page.
 
+``create_app(quirks="llamacpp")`` (``--quirks``) puts on a real backend's departures from OpenAI before the
+checks below: llama.cpp's 500 on the ``developer`` role, 400 on ``content: null`` beside ``tool_calls``, … (see
+fake_quirks.py).
+
 Request validation (like OpenAI: always 400 with ``{"error": {"message", "type", "param", "code"}}``)
 ------------------------------------------------------------------------------------------------------
 * The body must be a JSON object; ``model`` must be a non-empty string; ``messages`` a non-empty array
@@ -150,6 +154,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from . import fake_quirks
+
 MODELS = ("fake-model", "fake-reasoner")
 EMBEDDING_DIMENSIONS = 64
 RECORDED_REQUESTS = 50
@@ -265,6 +271,7 @@ class _State:
     chunk_count: int | None
     chunk_delay: float
     tool_topics: bool = False
+    quirks: frozenset[str] = frozenset()  # fake_quirks.py: a real backend's departures from OpenAI, put on
     ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     requests: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECORDED_REQUESTS))
 
@@ -508,7 +515,7 @@ def _unanswered(i: int, pending: list[str]) -> FakeError:
     )
 
 
-def _check_messages(messages: Any) -> None:
+def _check_messages(messages: Any, *, pairing: bool = True) -> None:
     if messages is None:
         raise _missing("messages")
     if not isinstance(messages, list):
@@ -520,6 +527,8 @@ def _check_messages(messages: Any) -> None:
     opener = 0
     for i, msg in enumerate(messages):
         opened = _check_message(msg, i)
+        if not pairing:
+            continue
         if msg["role"] == "tool":
             if msg["tool_call_id"] not in pending:
                 raise FakeError(400, "Invalid parameter: messages with role 'tool' must be a response to a "
@@ -644,8 +653,9 @@ def _check_logprobs(body: dict[str, Any]) -> None:
         raise _invalid_value("top_logprobs", "'logprobs' must be set to true when 'top_logprobs' is used.")
 
 
-def validate_chat_request(body: Any) -> list[dict[str, Any]]:
-    """Rejects what OpenAI rejects, with its messages; returns the offered functions."""
+def validate_chat_request(body: Any, *, pairing: bool = True) -> list[dict[str, Any]]:
+    """Rejects what OpenAI rejects, with its messages; returns the offered functions. ``pairing``: check that
+    tool calls and tool messages answer one another (llama.cpp does not)."""
     if not isinstance(body, dict):
         raise FakeError(400, f"Invalid type for request body: expected an object, but got {_type_name(body)} "
                         "instead.", code="invalid_type")
@@ -658,7 +668,7 @@ def validate_chat_request(body: Any) -> list[dict[str, Any]]:
         if name in body:
             raise FakeError(400, f"Unrecognized request argument supplied: {name}", param=name,
                             code="unknown_parameter")
-    _check_messages(body.get("messages"))
+    _check_messages(body.get("messages"), pairing=pairing)
     functions = _check_tools(body)
     _check_streaming(body)
     _check_range(body, "max_tokens", 1, None, integer=True)
@@ -1075,7 +1085,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     state.requests.append({"body": body, "headers": {name: request.headers.get(name) for name in RECORDED_HEADERS}})
     if not ok:
         raise _parse_error()
-    functions = validate_chat_request(body)
+    body, refusal = fake_quirks.apply(body, state.quirks)
+    if refusal is not None:
+        return _json_response(refusal.body(), refusal.status)
+    functions = validate_chat_request(body, pairing="no-pairing-check" not in state.quirks)
     user_text = _last_user_text(body["messages"])
     d, cleaned = parse_directives(user_text or "")
     if d.stall_ms:
@@ -1215,13 +1228,17 @@ async def _openai_errors(request: web.Request,
 
 
 def create_app(*, chunk_count: int | None = None, chunk_delay: float = 0.0,
-               tool_topics: bool = False) -> web.Application:
+               tool_topics: bool = False, quirks: str | frozenset[str] | None = None,
+               native: bool = False) -> web.Application:
     """Builds the fake; ``chunk_count``/``chunk_delay`` are defaults the conversation can override;
-    ``tool_topics`` also calls an offered tool whose name the user's text mentions (see :func:`_topic_tools`)."""
+    ``tool_topics`` also calls an offered tool whose name the user's text mentions (see :func:`_topic_tools`);
+    ``quirks`` (e.g. ``"llamacpp"``) puts on a real backend's departures from OpenAI (fake_quirks.py);
+    ``native`` also serves ``/v1/responses`` as a stateless backend does (fake_native.py)."""
     if chunk_count is not None and chunk_count < 1:
         raise ValueError("chunk_count must be >= 1")
     app = web.Application(middlewares=[_openai_errors], client_max_size=64 * 1024 * 1024)
-    app[_STATE] = _State(chunk_count=chunk_count, chunk_delay=chunk_delay, tool_topics=tool_topics)
+    app[_STATE] = _State(chunk_count=chunk_count, chunk_delay=chunk_delay, tool_topics=tool_topics,
+                         quirks=fake_quirks.parse(quirks))
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model}", get_model)
@@ -1229,6 +1246,10 @@ def create_app(*, chunk_count: int | None = None, chunk_delay: float = 0.0,
     app.router.add_get("/health", health)
     app.router.add_get("/_fake/requests", recorded_requests)
     app.router.add_delete("/_fake/requests", clear_requests)
+    if native:
+        from .fake_native import add_routes
+
+        add_routes(app)
     return app
 
 
@@ -1259,8 +1280,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chunk-count", type=int, default=None,
                         help="content chunks per streamed text answer (default: one per word)")
     parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between streamed chunks")
+    parser.add_argument("--quirks", default=None, help="a backend's departures from OpenAI: 'llamacpp' or "
+                        "comma-separated quirk names (see fake_quirks.py)")
     args = parser.parse_args(argv)
-    run(args.host, args.port, chunk_count=args.chunk_count, chunk_delay=args.chunk_delay)
+    run(args.host, args.port, chunk_count=args.chunk_count, chunk_delay=args.chunk_delay, quirks=args.quirks)
 
 
 if __name__ == "__main__":

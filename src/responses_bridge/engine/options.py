@@ -31,3 +31,10 @@ class EngineOptions:
     # The largest single upstream SSE event, and the largest non-streamed upstream answer, held in memory; an
     # upstream that sends more fails that response (502 / ``response.failed``). See engine/sse.py.
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    # The switches below (with the three dialect switches above) make up a compatibility profile: see
+    # engine/profiles.py for what each is for and which backend needs it. Their defaults are today's behaviour.
+    tool_call_content: Literal["null", "empty"] = "null"  # an assistant message with only tool calls
+    tool_result_role: Literal["tool", "user"] = "tool"  # how a tool's result is sent back
+    json_schema_format: Literal["json_schema", "json_object"] = "json_schema"  # a json_schema text.format
+    stream_usage: bool = True  # ask for usage in streams (stream_options.include_usage)
+    logprobs: bool = True  # pass logprobs / top_logprobs on; False leaves them out

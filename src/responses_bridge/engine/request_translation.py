@@ -48,7 +48,8 @@ def build_chat_request(
     body: dict[str, Any] = {"model": p.model, "messages": messages}
     if p.stream:
         body["stream"] = True
-        body["stream_options"] = {"include_usage": True}
+        if options.stream_usage:
+            body["stream_options"] = {"include_usage": True}
     for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty", "seed", "stop", "user",
                  "safety_identifier", "prompt_cache_key"):
         value = getattr(p, name)
@@ -58,7 +59,9 @@ def build_chat_request(
         body["service_tier"] = p.service_tier
     if p.max_output_tokens is not None:
         body[options.max_tokens_field] = p.max_output_tokens
-    if p.top_logprobs:
+    if not options.logprobs:
+        pass  # the profile says this upstream refuses them: the answer comes without logprobs
+    elif p.top_logprobs:
         body["logprobs"] = True
         body["top_logprobs"] = p.top_logprobs
     elif p.include and "message.output_text.logprobs" in p.include:
@@ -66,7 +69,7 @@ def build_chat_request(
     if p.reasoning is not None and p.reasoning.effort:
         body["reasoning_effort"] = p.reasoning.effort
     if p.text is not None and p.text.format:
-        response_format = _response_format(p.text.format)
+        response_format = _response_format(p.text.format, options)
         if response_format is not None:
             body["response_format"] = response_format
     if p.text is not None and p.text.verbosity is not None:
@@ -95,7 +98,7 @@ def items_to_messages(items: list[dict[str, Any]], messages: list[dict[str, Any]
         if kind == "message":
             role = item["role"]
             if role == "assistant":
-                message = _assistant_message(messages, fresh=True)
+                message = _assistant_message(messages, options, fresh=True)
                 _fill_assistant(message, item["content"])
             else:
                 if role == "developer":
@@ -106,7 +109,7 @@ def items_to_messages(items: list[dict[str, Any]], messages: list[dict[str, Any]
             call_id = item.get("call_id") or item["id"]
             if kind == "tool_search_call":
                 server_search_id = call_id
-            message = _assistant_message(messages, fresh=False)
+            message = _assistant_message(messages, options, fresh=False)
             message.setdefault("tool_calls", []).append({
                 "id": call_id,
                 "type": "function",
@@ -114,13 +117,13 @@ def items_to_messages(items: list[dict[str, Any]], messages: list[dict[str, Any]
             })
         elif kind in _OUTPUT_KINDS:
             call_id = item.get("call_id") or server_search_id  # a server tool search's output may have none
-            messages.append({"role": "tool", "tool_call_id": call_id, "content": _output_of(item)})
+            append_tool_result(messages, call_id, None, _output_of(item), options)
         elif kind in _SERVER_CALL_KINDS:
             call_id, name, arguments, output = _server_call_of(item, plan)
-            message = _assistant_message(messages, fresh=False)
+            message = _assistant_message(messages, options, fresh=False)
             message.setdefault("tool_calls", []).append({
                 "id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}})
-            messages.append({"role": "tool", "tool_call_id": call_id, "content": output})
+            append_tool_result(messages, call_id, name, output, options)
         elif kind == "reasoning":
             if options.reasoning_history == "reasoning_content":
                 text = "".join(part["text"] for part in item.get("content") or item.get("summary") or [])
@@ -220,15 +223,59 @@ def _shell_output(chunks: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _assistant_message(messages: list[dict[str, Any]], *, fresh: bool) -> dict[str, Any]:
-    """The assistant message to add to: a new one for a new text item, the last one for its tool calls."""
+def _assistant_message(messages: list[dict[str, Any]], options: EngineOptions, *, fresh: bool) -> dict[str, Any]:
+    """The assistant message to add to: a new one for a new text item, the last one for its tool calls. Its
+    content starts as ``null``, or ``""`` for backends that refuse ``null`` beside tool calls (profiles.py)."""
     if messages:
         last = messages[-1]
         if last["role"] == "assistant" and (not fresh or "tool_calls" not in last):
             return last
-    message: dict[str, Any] = {"role": "assistant", "content": None}
+    message: dict[str, Any] = {"role": "assistant", "content": "" if options.tool_call_content == "empty" else None}
     messages.append(message)
     return message
+
+
+def append_tool_result(messages: list[dict[str, Any]], call_id: str | None, name: str | None,
+                       content: str | list[dict[str, Any]], options: EngineOptions) -> None:
+    """Append one tool result: a ``tool`` message, or (``tool_result_role="user"``, for backends whose template
+    drops ``tool`` turns) a ``user`` turn naming the tool and the call; results that follow one another share that
+    turn, as they answer one assistant message."""
+    if options.tool_result_role == "tool":
+        messages.append({"role": "tool", "tool_call_id": call_id, "content": content})
+        return
+    head = f"Tool {name or _called_name(messages, call_id) or 'result'} returned (id {call_id}):"
+    parts: list[dict[str, Any]] = [{"type": "text", "text": f"{head}\n{content}" if isinstance(content, str) else head}]
+    if not isinstance(content, str):
+        parts += content
+    last = messages[-1] if messages else None
+    if last is not None and last["role"] == "user" and _answers_calls(messages):
+        earlier = last["content"]
+        last["content"] = _joined([{"type": "text", "text": earlier}] if isinstance(earlier, str) else earlier, parts)
+    else:
+        messages.append({"role": "user", "content": _joined([], parts)})
+
+
+def _called_name(messages: list[dict[str, Any]], call_id: str | None) -> str | None:
+    """The function the assistant called under ``call_id``: the nearest call before its result."""
+    for message in reversed(messages):
+        for call in message.get("tool_calls") or ():
+            if call.get("id") == call_id:
+                name: str = call["function"]["name"]
+                return name
+    return None
+
+
+def _answers_calls(messages: list[dict[str, Any]]) -> bool:
+    """Is the last message a user turn of tool results, i.e. does it follow an assistant message's tool calls?"""
+    return len(messages) >= 2 and messages[-2]["role"] == "assistant" and bool(messages[-2].get("tool_calls"))
+
+
+def _joined(earlier: list[dict[str, Any]], parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+    """Text parts only: one string (what every template reads); else the parts, text and media."""
+    merged = [*earlier, *parts]
+    if all(part["type"] == "text" for part in merged):
+        return "\n\n".join(part["text"] for part in merged)
+    return merged
 
 
 def _fill_assistant(message: dict[str, Any], parts: list[dict[str, Any]]) -> None:
@@ -409,7 +456,7 @@ def _chat_tool_choice(choice: str | dict[str, Any]) -> str | dict[str, Any]:
                           "{'type': 'function', 'name': …} or {'type': 'allowed_tools', …}.", param="tool_choice")
 
 
-def _response_format(fmt: dict[str, Any]) -> dict[str, Any] | None:
+def _response_format(fmt: dict[str, Any], options: EngineOptions) -> dict[str, Any] | None:
     kind = fmt.get("type")
     if kind == "text":
         return None
@@ -424,5 +471,7 @@ def _response_format(fmt: dict[str, Any]) -> dict[str, Any] | None:
             schema["description"] = fmt["description"]
         if fmt.get("strict") is not None:
             schema["strict"] = fmt["strict"]
+        if options.json_schema_format == "json_object":  # llama.cpp's form: the schema constrains a JSON object
+            return {"type": "json_object", "schema": fmt["schema"]}
         return {"type": "json_schema", "json_schema": schema}
     raise invalid_request(f"Invalid value for 'text.format.type': '{kind}'.", param="text.format.type")

@@ -153,7 +153,8 @@ class Translator:
                 chat = self._fit_window(chat)
         if self._events is not None and not self.request.params.stream and self._compacting is None:
             chat["stream"] = True  # background / WebSocket: events as the upstream streams
-            chat["stream_options"] = {"include_usage": True}
+            if self._options.stream_usage:
+                chat["stream_options"] = {"include_usage": True}
         if loop:
             self._body = chat
         return UpstreamRequest(UPSTREAM_PATH, orjson.dumps(chat),

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .options import EngineOptions
-from .request_translation import set_turn_tools
+from .request_translation import append_tool_result, set_turn_tools
 from .tools import ToolPlan
 from .turn_result import TurnResult
 
@@ -55,7 +55,15 @@ def follow_up_request(body: dict[str, Any], turn: TurnResult, results: Sequence[
     message = turn.message
     if "reasoning_content" in message and options.reasoning_history != "reasoning_content":
         message = {key: value for key, value in message.items() if key != "reasoning_content"}
-    messages = [*body["messages"], message, *(tool_message(result) for result in results)]
+    if message.get("content") is None and options.tool_call_content == "empty":
+        message = dict(message, content="")
+    messages = [*body["messages"], message]
+    if options.tool_result_role == "tool":
+        messages += (tool_message(result) for result in results)
+    else:
+        names = {call["id"]: call["function"]["name"] for call in message.get("tool_calls") or ()}
+        for result in results:
+            append_tool_result(messages, result.call_id, names.get(result.call_id), result.content, options)
     follow_up = dict(body, messages=messages)
     if tools_exhausted:
         for key in ("tools", "tool_choice", "parallel_tool_calls"):

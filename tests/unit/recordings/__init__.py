@@ -14,6 +14,15 @@ turn. ``REQUESTS[name]`` is the Responses request that turn answers.
 * ``args_before_name``: llama.cpp style with CRLF framing and no usage: the first call's arguments start before
   its name arrives; a second call follows.
 * ``annotations``: OpenAI search-preview style: ``url_citation`` annotations with the last content chunk.
+
+``llamacpp_quirks.json`` holds request/response pairs of another kind: Chat Completions requests the bridge sends
+and llama.cpp server's answers to them as the issue records them (status and behaviour; the error texts and the
+answers' wording are written out in llama.cpp's answer shape, not byte-exact captures), one per quirk the
+compatibility profiles exist for (engine/profiles.py):
+``content: null`` beside ``tool_calls`` (400), a ``tool`` message rendered as an empty turn, the ``developer`` role
+(500), ``json_schema`` response_format (500), ``max_completion_tokens`` ignored. Each entry names the Responses
+request, the switches in force when it was sent, and the fake upstream quirk that reproduces the answer
+(devtools/fake_quirks.py). Errors are in llama.cpp's shape (``code``, ``message``, ``type``).
 """
 
 from __future__ import annotations
@@ -87,6 +96,12 @@ def load(name: str) -> bytes:
 
 def load_json(name: str) -> bytes:
     return (HERE / f"{name}.json").read_bytes()
+
+
+def quirk_recordings() -> list[dict[str, Any]]:
+    """The entries of ``llamacpp_quirks.json``."""
+    entries: list[dict[str, Any]] = orjson.loads((HERE / "llamacpp_quirks.json").read_bytes())
+    return entries
 
 
 def request(name: str, **overrides: Any) -> dict[str, Any]:

@@ -1,0 +1,46 @@
+"""``responses-bridge probe URL [--model M]``: measure what an upstream supports and print the table.
+
+The table ends in ``mode: translate`` or ``mode: native``; the result is cached (run/probe_cache.py) and shown by
+``config show``. The checks themselves are in run/probe.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+
+from .run.probe import DEFAULT_TIMEOUT, ProbeError, probe_upstream
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "probe", help="ask an upstream what it supports (native /v1/responses, dialect quirks) with a few tiny "
+        "requests; prints a table ending in 'mode: translate' or 'mode: native'")
+    parser.add_argument("url", metavar="URL", help="the upstream's base URL, ending in /v1")
+    parser.add_argument("--model", help="the model to ask (default: the first GET /models lists)")
+    parser.add_argument("--api-key", help="key sent as Authorization: Bearer "
+                        "(default: RESPONSES_BRIDGE_API_KEY or OPENAI_API_KEY)")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+                        help=f"seconds each request may take (default {DEFAULT_TIMEOUT:g})")
+    parser.add_argument("--no-cache", action="store_true", help="do not keep the result for 'config show'")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .run import probe_cache
+
+    key = args.api_key or os.environ.get("RESPONSES_BRIDGE_API_KEY") or os.environ.get("OPENAI_API_KEY")
+    try:
+        report = asyncio.run(probe_upstream(args.url, model=args.model, api_key=key, timeout=args.timeout))
+    except ProbeError as exc:
+        print(f"responses-bridge probe: {exc}", file=sys.stderr)
+        return 1
+    if not args.no_cache:
+        try:
+            probe_cache.save(report)
+        except OSError as exc:  # the measurement stands without its cache
+            print(f"responses-bridge probe: result not cached: {exc}", file=sys.stderr)
+    print("\n".join(report.lines()))
+    return 0

@@ -1,0 +1,119 @@
+"""A llama.cpp-like upstream (the fake with ``--quirks llamacpp``) behind both doors: the sidecar started with a
+configuration file that says ``profile: llamacpp`` completes a tool round trip, a developer message and a JSON
+schema answer that the same upstream refuses (or answers blind) with the generic profile."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from responses_bridge.devtools.procs import ManagedProcess, free_port, wait_http
+from responses_bridge.envoy_config import render_bootstrap
+from tests.support.bridge import PYTHON, Sidecar, UpstreamLog, running_sidecar
+from tests.support.envoy import start_envoy
+
+WEATHER: Any = {"type": "function", "name": "get_weather", "description": "Weather for a city",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+
+
+@pytest.fixture(scope="module")
+async def quirky_upstream() -> AsyncIterator[str]:
+    port = free_port()
+    process = ManagedProcess([PYTHON, "-m", "responses_bridge", "fake-upstream", "--port", str(port),
+                              "--quirks", "llamacpp"], "fake-upstream-llamacpp")
+    process.start()
+    try:
+        await wait_http(f"http://127.0.0.1:{port}/health", process=process)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="module")
+async def profiled(quirky_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sidecar]:
+    """The sidecar with its profile from a configuration file (the upstream URL still from the flag)."""
+    directory = tmp_path_factory.mktemp("profiled")
+    config = Path(directory) / "bridge.yaml"
+    config.write_text("profile: llamacpp\nlog_level: warning\n")
+    async with running_sidecar(str(directory), quirky_upstream, "--config", str(config)) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+async def generic(quirky_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sidecar]:
+    async with running_sidecar(str(tmp_path_factory.mktemp("generic")), quirky_upstream, extproc=False) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+async def profiled_envoy(profiled: Sidecar) -> AsyncIterator[str]:
+    listen_port = free_port()
+    envoy = await start_envoy(render_bootstrap(listen_port=listen_port, extproc_port=profiled.extproc_port,
+                                               http_port=int(profiled.http_url.rsplit(":", 1)[1]),
+                                               upstream=profiled.upstream_url, admin_port=0))
+    try:
+        yield f"http://127.0.0.1:{listen_port}"
+    finally:
+        envoy.stop()
+
+
+@pytest.fixture(params=["http", "envoy"])
+def base_url(request: pytest.FixtureRequest, profiled: Sidecar) -> str:
+    return request.getfixturevalue("profiled_envoy") if request.param == "envoy" else profiled.http_url
+
+
+@pytest.fixture
+async def client(base_url: str) -> AsyncIterator[openai.AsyncOpenAI]:
+    base = base_url
+    async with openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="sk-client", max_retries=0, timeout=60) as sdk:
+        yield sdk
+
+
+async def weather_round_trip(client: openai.AsyncOpenAI) -> openai.types.responses.Response:
+    first = await client.responses.create(model="llama-3.1-8b-instruct", input="Please call get_weather Paris",
+                                          tools=[WEATHER])
+    call = next(item for item in first.output if item.type == "function_call")
+    return await client.responses.create(
+        model="llama-3.1-8b-instruct", previous_response_id=first.id, tools=[WEATHER],
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "Sunny, 21 C"}])
+
+
+async def test_a_tool_round_trip_reaches_the_model_with_the_llamacpp_profile(client: openai.AsyncOpenAI,
+                                                                             profiled: Sidecar) -> None:
+    log = UpstreamLog(profiled.upstream_url.removesuffix("/v1"))
+    second = await weather_round_trip(client)
+    assert second.status == "completed"
+    assert "Sunny, 21 C" in second.output_text  # the result reached the model as a user turn
+    sent = await log.last_body()
+    assistant, result = sent["messages"][-2:]
+    assert assistant["content"] == "" and assistant["tool_calls"][0]["function"]["name"] == "get_weather"
+    assert result["role"] == "user" and result["content"].startswith("Tool get_weather returned (id ")
+
+
+async def test_the_same_round_trip_with_the_generic_profile_is_refused_by_the_upstream(generic: Sidecar) -> None:
+    async with openai.AsyncOpenAI(base_url=f"{generic.http_url}/v1", api_key="sk-client", max_retries=0,
+                                  timeout=60) as sdk:
+        with pytest.raises(openai.APIStatusError) as caught:
+            await weather_round_trip(sdk)
+    assert "content" in str(caught.value) and "null" in str(caught.value)
+
+
+async def test_developer_messages_and_json_schema_get_through(client: openai.AsyncOpenAI) -> None:
+    answer = await client.responses.create(
+        model="llama-3.1-8b-instruct",
+        input=[{"role": "developer", "content": "Answer in JSON."}, {"role": "user", "content": "Is water wet?"}],
+        text={"format": {"type": "json_schema", "name": "answer", "strict": False,
+                         "schema": {"type": "object", "properties": {"wet": {"type": "boolean"}}}}})
+    assert answer.status == "completed" and answer.output_text.startswith("{")
+
+
+async def test_max_output_tokens_is_honoured_through_max_tokens(client: openai.AsyncOpenAI) -> None:
+    answer = await client.responses.create(model="llama-3.1-8b-instruct", max_output_tokens=16,
+                                           input="one two three four five six seven eight nine ten eleven twelve "
+                                                 "thirteen fourteen fifteen sixteen seventeen eighteen")
+    assert answer.status == "incomplete" and answer.incomplete_details is not None
+    assert answer.incomplete_details.reason == "max_output_tokens"

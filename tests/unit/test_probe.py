@@ -1,0 +1,175 @@
+"""``responses-bridge probe`` against the fake upstream in each of its modes, the CLI run as a user runs it
+(a subprocess), and ``probe_upstream`` itself: the mode, the switches, how few requests it makes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+import yaml
+
+from responses_bridge.devtools import fake_upstream
+from responses_bridge.engine.options import EngineOptions
+from responses_bridge.engine.profiles import options_for
+from responses_bridge.run import probe_cache
+from responses_bridge.run.probe import CHECKS, ProbeError, ProbeReport, probe_upstream
+
+
+async def start_fake(quirks: str | None = None, *, native: bool = False) -> tuple[object, str]:
+    runner, port = await fake_upstream.start(quirks=quirks, native=native)
+    return runner, f"http://127.0.0.1:{port}/v1"
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[str]:
+    runner, url = await start_fake()
+    try:
+        yield url
+    finally:
+        await runner.cleanup()  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+async def llamacpp() -> AsyncIterator[str]:
+    runner, url = await start_fake("llamacpp")
+    try:
+        yield url
+    finally:
+        await runner.cleanup()  # type: ignore[attr-defined]
+
+
+async def cli(*args: str, data_dir: Path) -> tuple[int, str, str]:
+    """The CLI in its own process; this test's loop keeps serving the fake meanwhile."""
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith("RESPONSES_BRIDGE_") and key != "OPENAI_API_KEY"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "responses_bridge", *args, env={**env, "XDG_DATA_HOME": str(data_dir)},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_an_openai_faithful_upstream_is_translated_with_no_switch_needed(fake: str, tmp_path: Path) -> None:
+    code, out, err = await cli("probe", fake, data_dir=tmp_path)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[-1] == "mode: translate"
+    assert lines[-2] == "switches: none needed"
+    assert "model: fake-model" in lines[0]  # the first model GET /models lists
+    rows = {line.split("  ")[0].strip(): line for line in lines[2:-2]}
+    assert len(rows) == len(CHECKS)
+    assert "no" in rows["native /v1/responses"] and "HTTP 404" in rows["native /v1/responses"]
+    for check in ("streaming usage", "tool calls with content: null", "developer role", "logprobs",
+                  "json_schema response_format", "reasoning_content in history", "max_completion_tokens"):
+        assert "  yes  " in rows[check], rows[check]
+
+
+async def test_llamacpp_quirks_are_found_and_the_switches_chosen(llamacpp: str, tmp_path: Path) -> None:
+    code, out, err = await cli("probe", llamacpp, "--model", "llama-3.1-8b-instruct", data_dir=tmp_path)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[-1] == "mode: translate"
+    switches = dict(item.split("=") for item in lines[-2].removeprefix("switches: ").split())
+    assert switches == {"tool_call_content": "empty", "developer_role": "system",
+                        "json_schema_format": "json_object", "max_tokens_field": "max_tokens"}
+    assert any("developer role" in line and "HTTP 500" in line for line in lines)
+    assert any("max_completion_tokens" in line and "ignored" in line for line in lines)
+
+
+async def test_the_probe_result_is_cached_and_shown_by_config_show(llamacpp: str, tmp_path: Path) -> None:
+    code, _, err = await cli("probe", llamacpp, data_dir=tmp_path)
+    assert code == 0, err
+    code, out, err = await cli("config", "show", data_dir=tmp_path)
+    assert code == 0, err
+    _, cached = yaml.safe_load_all(out)
+    entry = cached["probes"][llamacpp]
+    assert entry["mode"] == "translate" and entry["model"] == "fake-model"
+    assert entry["switches"]["tool_call_content"] == "empty" and isinstance(entry["probed_at"], int)
+    assert {row["check"] for row in entry["rows"]} >= {"developer role", "native /v1/responses"}
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    yield tmp_path
+
+
+async def test_probe_upstream_makes_one_short_request_per_check_and_its_switches_fix_the_quirks(
+        llamacpp: str, cache_dir: Path) -> None:
+    report = await probe_upstream(llamacpp, model="m", api_key="sk-probe", timeout=5)
+    async with aiohttp.ClientSession() as session, session.get(f"{llamacpp.removesuffix('/v1')}/_fake/requests") as r:
+        received = (await r.json())["data"]
+    assert len(received) == len(CHECKS) - 1  # one chat request per check; the native one is not a chat request
+    assert all(entry["headers"]["authorization"] == "Bearer sk-probe" for entry in received)
+    assert all(len(entry["body"]["messages"]) <= 3 for entry in received)
+    assert all((entry["body"].get("max_tokens") or entry["body"].get("max_completion_tokens")) <= 16
+               for entry in received)
+    options = options_for(EngineOptions(), "generic", report.switches)  # what a start with mode: auto does
+    assert options == options_for(EngineOptions(), "llamacpp", {"tool_result_role": "tool"})
+    assert ProbeReport.from_dict(report.as_dict()) == report
+    probe_cache.save(report)
+    assert probe_cache.cached(llamacpp + "/") == report
+
+
+@pytest.mark.parametrize("quirks", [None, "llamacpp"])
+async def test_an_upstream_serving_responses_itself_is_native(quirks: str | None, tmp_path: Path) -> None:
+    runner, url = await start_fake(quirks, native=True)
+    try:
+        code, out, err = await cli("probe", url, "--model", "fake-model", data_dir=tmp_path)
+    finally:
+        await runner.cleanup()  # type: ignore[attr-defined]
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[-1] == "mode: native"
+    assert any(line.startswith("native /v1/responses") and "  yes  " in line for line in lines)
+    assert (lines[-2] == "switches: none needed") == (quirks is None)  # the chat dialect is still measured
+
+
+async def test_servers_without_stream_options_logprobs_or_reasoning_content(tmp_path: Path) -> None:
+    runner, url = await start_fake("no-stream-options,no-logprobs,no-reasoning-content")
+    try:
+        code, out, err = await cli("probe", url, "--no-cache", data_dir=tmp_path)
+    finally:
+        await runner.cleanup()  # type: ignore[attr-defined]
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[-1] == "mode: translate"
+    assert lines[-2] == "switches: stream_usage=false reasoning_history=drop logprobs=false"
+    assert not (tmp_path / "responses-bridge" / "probes.json").exists()
+
+
+async def test_nothing_listening_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, not listening: connections are refused
+        code, out, err = await cli("probe", f"http://127.0.0.1:{port}/v1", "--model", "m", data_dir=tmp_path)
+    assert code == 1 and out == ""
+    assert err.startswith(f"responses-bridge probe: no answer from http://127.0.0.1:{port}/v1: ")
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+async def test_a_server_that_never_answers_is_given_up_on(cache_dir: Path) -> None:
+    """Connections are taken but no byte comes back: every check ends at its timeout, none hangs the probe."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(ProbeError, match=r"no answer within 0\.2s"):
+            await probe_upstream(f"http://127.0.0.1:{port}/v1", model="m", api_key=None, timeout=0.2)
+        assert len(held) == len(CHECKS)
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
