@@ -102,8 +102,11 @@ class Runtime:
 
     @cached_property
     def served_tools(self) -> frozenset[str]:
-        """The server-side tool types this deployment runs (web search only with a provider configured): a
-        request carrying one takes the tool loop, which the ext_proc door hands to the HTTP door."""
+        """The server-side tool types this deployment runs (web search only with a provider configured,
+        file search only with vector stores): a request carrying one takes the tool loop, which the ext_proc door
+        hands to the HTTP door."""
+        if self.server_tools is not None:
+            return self.server_tools.services.served
         return served_tool_types(bool(self.settings.web_search))
 
     def upstream_authorization(self, client_authorization: str | None) -> str | None:
