@@ -6,7 +6,6 @@ import argparse
 import contextlib
 import io
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,14 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, for tests.support
 
 from responses_bridge import envoy_config
+from responses_bridge.devtools.deploy_examples import (
+    BOOTSTRAPS,
+    DEMO,
+    KUBERNETES,
+    MANIFESTS,
+    embedded_bootstrap,
+    rendered,
+)
 from responses_bridge.envoy_config import bootstrap_dict, render_bootstrap, to_yaml
 from tests.support.envoy import have_envoy, validate_config
 
@@ -22,9 +29,6 @@ ROOT = Path(__file__).resolve().parents[2]
 ENVOY_DIR = ROOT / "envoy"
 needs_envoy = pytest.mark.skipif(not have_envoy(), reason="no envoy binary")
 
-DEMO = {"listen_port": 10000, "extproc_port": 50051, "http_port": 8080, "upstream": "http://127.0.0.1:8090/v1"}
-KUBERNETES = {"listen_port": 8080, "extproc_port": 50051, "http_port": 8081,  # the ports the Deployment uses
-              "upstream": "http://vllm.llm.svc.cluster.local:8000/v1", "listen_address": "0.0.0.0"}
 RENDERED = {
     "http-ip": dict(DEMO),
     "https-openai": dict(DEMO, upstream="https://api.openai.com/v1"),
@@ -37,33 +41,38 @@ RENDERED = {
 }
 
 
-def kubernetes_bootstrap() -> str:
-    """The bootstrap embedded in the ConfigMap of envoy/kubernetes/sidecar.yaml (a literal block)."""
-    lines = (ENVOY_DIR / "kubernetes" / "sidecar.yaml").read_text().splitlines()
-    start = lines.index("  envoy.yaml: |") + 1
-    block = []
-    for line in lines[start:]:
-        if line.strip() and not line.startswith("    "):
-            break
-        block.append(line)
-    return textwrap.dedent("\n".join(block)).strip("\n") + "\n"
-
-
 def _validate(path: Path) -> None:
     result = validate_config(path)
     assert result.returncode == 0, f"{path.name}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
 
 
+def _bootstrap_files() -> list[Path]:
+    """Every bootstrap file under envoy/ (the Kubernetes manifests hold theirs in a ConfigMap: below)."""
+    return sorted(path for path in ENVOY_DIR.rglob("*.yaml") if "kubernetes" not in path.parts)
+
+
+def _manifests() -> list[Path]:
+    return sorted((ENVOY_DIR / "kubernetes").glob("*.yaml"))
+
+
+def test_every_committed_bootstrap_is_listed() -> None:
+    """A new file under envoy/ is rendered and checked like the others, or this fails."""
+    listed = {ROOT / name for name in (*BOOTSTRAPS, *MANIFESTS)}
+    assert set(_bootstrap_files()) | set(_manifests()) == listed
+
+
 @needs_envoy
-@pytest.mark.parametrize("path", sorted(ENVOY_DIR.glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", _bootstrap_files(), ids=lambda p: str(p.relative_to(ENVOY_DIR)))
 def test_repository_configs_validate(path: Path) -> None:
     _validate(path)
 
 
 @needs_envoy
-def test_kubernetes_bootstrap_validates(tmp_path: Path) -> None:
-    path = tmp_path / "kubernetes-envoy.yaml"
-    path.write_text(kubernetes_bootstrap())
+@pytest.mark.parametrize("manifest", _manifests(), ids=lambda p: p.name)
+def test_kubernetes_bootstraps_validate(manifest: Path, tmp_path: Path) -> None:
+    """The bootstrap inside each manifest's ConfigMap, as Envoy reads it once mounted."""
+    path = tmp_path / "envoy.yaml"
+    path.write_text(embedded_bootstrap(manifest.read_text()))
     _validate(path)
 
 
@@ -77,8 +86,8 @@ def test_rendered_configs_validate(name: str, tmp_path: Path) -> None:
 
 def test_repository_configs_are_current() -> None:
     """The committed files are exactly what the renderer makes today (regenerate them when this fails)."""
-    assert (ENVOY_DIR / "envoy-demo.yaml").read_text() == render_bootstrap(**DEMO)  # type: ignore[arg-type]
-    assert kubernetes_bootstrap() == render_bootstrap(**KUBERNETES)  # type: ignore[arg-type]
+    for path, text in rendered(ROOT).items():
+        assert path.read_text() == text, f"{path.relative_to(ROOT)} is stale: run scripts/render-envoy-examples"
 
 
 def _routes(config: dict) -> list[dict]:
