@@ -22,10 +22,12 @@ from .run.upstream import UpstreamClient
 from .sealing import Sealer, load_or_create_key
 from .services.background import BackgroundService, fail_interrupted
 from .services.conversations import ConversationService
+from .services.files import FileService, files_directory
 from .services.prompts import PromptService
 from .store import ResponseStore, SQLiteResponseStore
 from .store.conversations import SQLiteConversationStore
 from .store.events import SQLiteEventLog
+from .store.files import SQLiteFileStore
 from .store.prompts import SQLitePromptStore
 
 log = structlog.get_logger("responses_bridge.runtime")
@@ -44,6 +46,7 @@ class Runtime:
     draining: bool = False  # set first thing on SIGTERM/SIGINT: doors refuse new work, readiness fails
     trimmer: MemoryTrimmer | None = None  # gives large requests' memory back to the system (allocator.py)
     server_tools: ServerTools | None = None  # the tool loop's MCP client and web search (run/server_tools.py)
+    files: FileService | None = None  # uploaded files: metadata in the store, bytes in files/ by the database
 
     async def _open_background(self, store: SQLiteResponseStore, upstream: UpstreamClient) -> None:
         """Background runs of a previous process that never ended are marked failed (none can be running now),
@@ -76,6 +79,8 @@ class Runtime:
                       prompts=PromptService(SQLitePromptStore(store)))
         runtime.server_tools = ServerTools(ServerToolServices.configured(settings.mcp_limits(),
                                                                            settings.web_search_settings()))
+        runtime.files = FileService(SQLiteFileStore(store), files_directory(db_path), settings.max_file_bytes)
+        await runtime.files.start()
         await runtime._open_background(store, upstream)
         runtime.trimmer = MemoryTrimmer()
         runtime.trimmer.start()
@@ -90,6 +95,8 @@ class Runtime:
             await self.upstream.close()
         if self.server_tools is not None:
             await self.server_tools.services.aclose()
+        if self.files is not None:
+            await self.files.aclose()
         await self.store.close()
 
     def new_run(self, *, tool_loop: bool = False) -> ResponseRun:

@@ -103,8 +103,8 @@ def test_routes_and_processor_settings() -> None:
     config = bootstrap_dict(**RENDERED["https-nested-path"])  # type: ignore[arg-type]
     routes = {r["name"]: r for r in _routes(config)}
     assert list(routes) == ["responses_encoded", "responses_unversioned_encoded", "sidecar_tools",
-                            "sidecar_tools_unversioned", "responses", "responses_unversioned", "models",
-                            "chat_completions", "sidecar"]
+                            "sidecar_tools_unversioned", "responses", "responses_unversioned", "sidecar_files",
+                            "sidecar_files_unversioned", "models", "chat_completions", "sidecar"]
     for name, path in (("sidecar_tools", "/v1/responses"), ("sidecar_tools_unversioned", "/responses")):
         # marked by the processor (server-side tools): to the HTTP door, unchanged, never seen by the processor
         # again; the mark is dynamic metadata, which no client can send
@@ -154,6 +154,25 @@ def test_routes_and_processor_settings() -> None:
     assert names.index("envoy.filters.http.buffer") == names.index("envoy.filters.http.ext_proc") + 1
     assert hcm["request_timeout"] == "0s"
     assert config["static_resources"]["listeners"][0]["per_connection_buffer_limit_bytes"] >= 64 * 1024 * 1024
+
+
+def test_files_go_to_the_http_door_unbuffered() -> None:
+    """Uploads stream through to the door: ext_proc off, no route body buffer (a buffered 200 MB upload would
+    pass Envoy's buffer limit and be a 413), and the ``sidecar`` name that makes Envoy's 5xx name the door."""
+    routes = {r["name"]: r for r in _routes(bootstrap_dict(**DEMO))}  # type: ignore[arg-type]
+    for name, prefix in (("sidecar_files", "/v1/files"), ("sidecar_files_unversioned", "/files")):
+        assert routes[name]["match"] == {"path_separated_prefix": prefix}
+        assert routes[name]["route"] == {"cluster": envoy_config.FILES_CLUSTER, "timeout": "0s"}
+        assert routes[name]["typed_per_filter_config"]["envoy.filters.http.ext_proc"]["disabled"] is True
+        assert "envoy.filters.http.buffer" not in routes[name]["typed_per_filter_config"]
+        assert "request_body_buffer_limit" not in routes[name]
+    # the same door as the other sidecar routes, with a connection buffer of 1 MiB rather than 65 MiB: Envoy
+    # holds little of an upload the door writes slower than the client sends
+    clusters = _clusters(bootstrap_dict(**DEMO))  # type: ignore[arg-type]
+    files, door = clusters[envoy_config.FILES_CLUSTER], clusters[envoy_config.HTTP_CLUSTER]
+    assert files["load_assignment"]["endpoints"] == door["load_assignment"]["endpoints"]
+    assert files["per_connection_buffer_limit_bytes"] == 1024 * 1024
+    assert door["per_connection_buffer_limit_bytes"] == envoy_config.BUFFER_LIMIT_BYTES
 
 
 def test_upstream_cluster_tls() -> None:
