@@ -26,6 +26,7 @@ from responses_bridge.run.tools.file_search import (
 from responses_bridge.run.tools.file_search_options import SearchOptions
 from responses_bridge.run.tools.mcp import MCPLimits, MCPTools
 from responses_bridge.run.tools.web_search_base import SearchResult
+from responses_bridge.services.retrieval.filters import parse_filters
 from tests.unit.test_server_tool_turns import end, text, tool
 from tests.unit.test_server_tools_executor import Loop, item
 
@@ -257,7 +258,7 @@ async def test_the_tool_options_reach_the_searcher() -> None:
                                               0)
     assert options.vector_store_ids == ("vs_manuals",)
     assert (options.options.max_num_results, options.options.score_threshold) == (3, 0.4)
-    assert options.options.filters == filters
+    assert options.options.filters == parse_filters(filters)
     searcher = MemorySearcher()
     sources = await run_file_search(searcher, ["pump primed water", "pump primed water", " "], options)
     assert len(searcher.calls) == 1 and [source.file_id for source in sources] == ["file-pump"]

@@ -82,7 +82,7 @@ class FileSearchToolOptions:
                                   "ids.", param=f"{where}.vector_store_ids",
                                   code="missing_required_parameter" if ids is None else "invalid_value")
         try:
-            options = parse_search_options(tool)
+            options = parse_search_options({key: value for key, value in tool.items() if value is not None})
         except APIError as error:
             if error.param is not None:
                 error.message = error.message.replace(f"'{error.param}", f"'{where}.{error.param}", 1)
