@@ -238,6 +238,29 @@ def _request_context_rules() -> list[dict[str, Any]]:
             for header in OBSERVED_HEADERS]
 
 
+UPSTREAM_HEADERS_NAMESPACE = "responses_bridge.upstream"
+UPSTREAM_METADATA_HEADERS = ("authorization", "traceparent", "tracestate")
+"""The headers of Envoy's translated upstream call that the processor decides: the dynamic metadata namespace
+the processor leaves them in (each under its header's name), and which. ``authorization``: the configured
+upstream key (``RESPONSES_BRIDGE_API_KEY``); ``traceparent``/``tracestate``: the processor's span of that call,
+when the sidecar traces."""
+
+
+def _upstream_headers_from_processor() -> list[dict[str, Any]]:
+    """The processor's headers, in place of the client's, on Envoy's translated call.
+
+    The processor skips the request headers (one round trip less per request), and Envoy applies no header
+    mutation from the body phase then: the processor leaves the headers in dynamic metadata instead, and the route
+    sets them when the router builds the upstream request, after the processor has read the body (the route
+    buffer holds the headers until then). A header the processor does not set has an empty value, and Envoy adds
+    nothing (``keep_empty_value`` false): without a configured key the client's own ``Authorization`` goes
+    through, and the client's trace context when the sidecar does not trace. Envoy's own tracer, when on, sets
+    the trace headers after these (its span is the upstream call's parent then)."""
+    return [{"header": {"key": name, "value": f"%DYNAMIC_METADATA({UPSTREAM_HEADERS_NAMESPACE}:{name})%"},
+             "append_action": "OVERWRITE_IF_EXISTS_OR_ADD", "keep_empty_value": False}
+            for name in UPSTREAM_METADATA_HEADERS]
+
+
 def _route_offered_filter() -> dict[str, Any]:
     """Tells the processor, with each request body, that this bootstrap routes marked requests to the HTTP door."""
     return {
@@ -262,9 +285,9 @@ def _ext_proc_filter() -> dict[str, Any]:
             "failure_mode_allow": False,
             "status_on_error": {"code": 503},
             "processing_mode": {
-                # The processor needs no request headers (the route says it is a POST /v1/responses, and the
-                # client's Authorization passes unless the bridge holds the upstream key): skipping them saves
-                # one processor round trip per request.
+                # The processor needs no request headers (the route says it is a POST /v1/responses; the
+                # client's Authorization passes unless the bridge holds the upstream key, which the route then
+                # sets from the processor's metadata): skipping them saves one processor round trip per request.
                 "request_header_mode": "SKIP",
                 "request_body_mode": "BUFFERED",
                 "request_trailer_mode": "SKIP",
@@ -278,7 +301,7 @@ def _ext_proc_filter() -> dict[str, Any]:
                 "response_trailer_mode": "SEND",
             },
             "metadata_options": {"forwarding_namespaces": {"untyped": [CREDENTIALS_NAMESPACE, ROUTE_NAMESPACE]},
-                                 "receiving_namespaces": {"untyped": [ROUTE_NAMESPACE]}},
+                                 "receiving_namespaces": {"untyped": [ROUTE_NAMESPACE, UPSTREAM_HEADERS_NAMESPACE]}},
             # The route is picked again only when the processor asks (clear_route_cache: a request with
             # server-side tools goes to the sidecar's HTTP door); the :path rewrite never re-routes a request.
             "route_cache_action": "DEFAULT",
@@ -356,6 +379,7 @@ def _route_config(up: UpstreamURL) -> dict[str, Any]:
         # /v1/responses: the processor answers it with the error for an empty request.
         {"name": name, "match": {"path": path, "headers": post},
          "route": {**upstream_action, "prefix_rewrite": f"{up.base_path}/chat/completions"},
+         "request_headers_to_add": _upstream_headers_from_processor(),
          "typed_per_filter_config": _enabled(), "request_body_buffer_limit": BUFFER_LIMIT_BYTES}
         for name, path in (("responses", "/v1/responses"), ("responses_unversioned", "/responses"))
     ]

@@ -145,7 +145,17 @@ def test_routes_and_processor_settings() -> None:
     assert ext_proc["processing_mode"]["response_body_mode"] == "FULL_DUPLEX_STREAMED"
     assert ext_proc["processing_mode"]["response_trailer_mode"] == "SEND"  # required by that mode
     assert ext_proc["route_cache_action"] == "DEFAULT"  # only the processor's clear_route_cache re-routes
-    assert ext_proc["metadata_options"]["receiving_namespaces"] == {"untyped": ["responses_bridge.route"]}
+    assert ext_proc["metadata_options"]["receiving_namespaces"] == {
+        "untyped": ["responses_bridge.route", "responses_bridge.upstream"]}
+    # the configured upstream key and the trace context: from the processor's metadata onto Envoy's translated
+    # call only, and nothing (the client's own header) when the processor sets none
+    for name in ("responses", "responses_unversioned"):
+        assert routes[name]["request_headers_to_add"] == [{
+            "header": {"key": header, "value": f"%DYNAMIC_METADATA(responses_bridge.upstream:{header})%"},
+            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD", "keep_empty_value": False}
+            for header in ("authorization", "traceparent", "tracestate")]
+    assert [name for name, route in routes.items() if "request_headers_to_add" in route] == [
+        "responses", "responses_unversioned"]
     assert ext_proc["metadata_options"]["forwarding_namespaces"] == {
         "untyped": ["responses_bridge", "responses_bridge.route"]}
     names = [f["name"] for f in hcm["http_filters"]]

@@ -53,7 +53,16 @@ def configure_tracing(environ: Mapping[str, str] = os.environ, *, exporter: Span
             return False
         if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
             return False
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        try:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        except ImportError as error:
+            # xds-protos (the ext_proc stubs) ships an older copy of ``opentelemetry/proto``; installed after
+            # opentelemetry-proto it replaces the exporter's message classes. The project's install scripts put
+            # them back; say how, rather than failing the start with a bare import error.
+            raise RuntimeError(
+                f"tracing is configured ({', '.join(ENDPOINT_VARIABLES)}) but the OTLP exporter cannot be imported "
+                f"({error}); reinstall its message classes: pip install --force-reinstall --no-deps "
+                "opentelemetry-proto") from error
 
         processor: SimpleSpanProcessor | BatchSpanProcessor = BatchSpanProcessor(OTLPSpanExporter())
     else:
@@ -92,10 +101,11 @@ def extract(carrier: Mapping[str, str]) -> Context | None:
     return None
 
 
-def inject(headers: MutableMapping[str, str]) -> None:
-    """Puts the current span's context in an outgoing call's headers (only when tracing is on)."""
+def inject(headers: MutableMapping[str, str], context: Context | None = None) -> None:
+    """Puts the current span's context (or ``context``'s) in an outgoing call's headers (only when tracing is
+    on)."""
     if ENABLED:
-        propagate.inject(headers)
+        propagate.inject(headers, context=context)
 
 
 def span(name: str, attributes: Mapping[str, Any] | None = None, *,

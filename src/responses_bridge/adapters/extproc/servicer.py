@@ -389,11 +389,13 @@ class _Stream:
             ("content-length", str(len(upstream.body))),
             ("content-type", JSON),
         ]
-        # The configured upstream key replaces the client's; without one the client's own header goes through.
+        # The route sets these from the reply's metadata: the configured upstream key in place of the client's
+        # (without one the client's own header goes through untouched), and the upstream span's trace context.
+        upstream_headers = self.observed.upstream_trace_headers() if self.observed is not None else {}
         authorization = self.runtime.upstream_authorization(self.authorization)
         if authorization is not None and authorization != self.authorization:
-            set_headers.append(("authorization", authorization))
-        return m.request_body_reply(upstream.body, set_headers, _REQUEST_REMOVE)
+            upstream_headers["authorization"] = authorization
+        return m.request_body_reply(upstream.body, set_headers, _REQUEST_REMOVE, upstream_headers)
 
     def _route_to_sidecar(self) -> ProcessingResponse:
         """A request with server-side tools this deployment runs: the tool loop makes several model turns, and
