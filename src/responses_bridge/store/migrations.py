@@ -373,6 +373,95 @@ MIGRATIONS: list[Migration] = [
             """,
         ],
     ),
+    (
+        7,
+        # Vector stores (OpenAI's Vector Stores API): the stores, the files attached to each with their ingestion
+        # status, and file batches. Counts, usage and status are never stored: they are aggregated from the file
+        # rows on every read, so they cannot drift from the files. ``seq`` (the rowid) orders pages and breaks
+        # ties between equal created_at; a row re-added after a delete gets a new seq, which is how a stale
+        # ingestion job finds out its row is gone. Chunks live in the chunk index, not here.
+        [
+            """
+            CREATE TABLE vector_stores (
+                seq            INTEGER PRIMARY KEY,
+                id             TEXT NOT NULL UNIQUE,
+                created_at     INTEGER NOT NULL,
+                name           TEXT NOT NULL,
+                description    TEXT,
+                metadata       TEXT NOT NULL,
+                expires_after  TEXT,
+                last_active_at INTEGER NOT NULL,
+                embedder       TEXT
+            )
+            """,
+            """
+            CREATE TABLE vector_store_files (
+                seq             INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: a seq names one row for good
+                vector_store_id TEXT NOT NULL REFERENCES vector_stores(id) ON DELETE CASCADE,
+                file_id         TEXT NOT NULL,
+                created_at      INTEGER NOT NULL,
+                status          TEXT NOT NULL
+                                CHECK (status IN ('in_progress', 'completed', 'failed', 'cancelled')),
+                last_error      TEXT,
+                attributes      TEXT NOT NULL,
+                chunking        TEXT NOT NULL,
+                usage_bytes     INTEGER NOT NULL DEFAULT 0,
+                UNIQUE (vector_store_id, file_id)
+            )
+            """,
+            "CREATE INDEX vector_store_files_status ON vector_store_files(vector_store_id, status)",
+            "CREATE INDEX vector_store_files_in_progress ON vector_store_files(seq) WHERE status = 'in_progress'",
+            """
+            CREATE TABLE vector_store_file_batches (
+                seq             INTEGER PRIMARY KEY,
+                id              TEXT NOT NULL UNIQUE,
+                vector_store_id TEXT NOT NULL REFERENCES vector_stores(id) ON DELETE CASCADE,
+                created_at      INTEGER NOT NULL,
+                cancelled       INTEGER NOT NULL DEFAULT 0
+            )
+            """,
+            """
+            CREATE TABLE vector_store_batch_files (
+                batch_id TEXT NOT NULL REFERENCES vector_store_file_batches(id) ON DELETE CASCADE,
+                file_id  TEXT NOT NULL,
+                PRIMARY KEY (batch_id, file_id)
+            ) WITHOUT ROWID
+            """,
+        ],
+    ),
+    (
+        9,
+        [
+            # Listing (``GET /v1/responses``, ``GET /v1/conversations``): pages in (created_at, id) order, each
+            # one index seek from its cursor. The model and status filters have their own index in list order, so
+            # a filter that matches few rows does not walk the whole list to fill a page.
+            "CREATE INDEX responses_listed ON responses(created_at, id)",
+            "CREATE INDEX responses_model_listed ON responses(model, created_at, id)",
+            "CREATE INDEX responses_status_listed ON responses(status, created_at, id)",
+            "CREATE INDEX conversations_listed ON conversations(created_at, id)",
+            # ``metadata[key]=value`` filters: one row per metadata pair of a stored response, in list order
+            # under (key, value), so the filter is an index range too; never read from the response's JSON blob.
+            # created_at is the response's, copied so the index alone orders the page.
+            """
+            CREATE TABLE response_metadata (
+                response_id TEXT NOT NULL REFERENCES responses(id) ON DELETE CASCADE,
+                key         TEXT NOT NULL,
+                value       TEXT NOT NULL,
+                created_at  INTEGER NOT NULL
+            )
+            """,
+            "CREATE UNIQUE INDEX response_metadata_owner ON response_metadata(response_id, key)",
+            "CREATE INDEX response_metadata_listed ON response_metadata(key, value, created_at, response_id)",
+            # Responses stored before this version get their rows once, here.
+            """
+            INSERT INTO response_metadata (response_id, key, value, created_at)
+            SELECT r.id, m.key, m.value, r.created_at
+            FROM responses AS r, json_each(CAST(r.response AS TEXT), '$.metadata') AS m
+            WHERE json_valid(CAST(r.response AS TEXT)) AND json_type(CAST(r.response AS TEXT), '$.metadata') = 'object'
+              AND m.type = 'text'
+            """,
+        ],
+    ),
 ]
 
 LATEST_VERSION: int = MIGRATIONS[-1][0]
