@@ -101,6 +101,7 @@ class Runtime:
         runtime.embedder = embedder_from_settings(settings)
         runtime.chunks = SQLiteChunkIndex(store)
         await runtime._open_vector_stores(store)
+        runtime.server_tools.services.file_search = runtime.vector_stores  # what the file_search tool searches
         await runtime._open_background(store, upstream)
         runtime.trimmer = MemoryTrimmer()
         runtime.trimmer.start()

@@ -27,7 +27,6 @@ from tests.support.schema import parse_sse, validate_response
 from tests.unit.test_server_tool_turns import _item_adapter, check_event, check_item_order
 
 pytestmark = pytest.mark.skipif(not have_envoy(), reason="envoy binary not available")
-pytest.importorskip("responses_bridge.services.vector_stores", reason="the vector store service is not here yet")
 
 PUMP = (b"# Pump manual\n\nBefore the first start the pump must be primed: fill the casing with water through "
         b"the priming plug, then open the suction valve. A dry start ruins the mechanical seal.\n")
