@@ -101,6 +101,7 @@ class Runtime:
         runtime.embedder = embedder_from_settings(settings)
         runtime.chunks = SQLiteChunkIndex(store)
         await runtime._open_vector_stores(store)
+        runtime.server_tools.services.file_search = runtime.vector_stores  # what the file_search tool searches
         await runtime._open_background(store, upstream)
         runtime.trimmer = MemoryTrimmer()
         runtime.trimmer.start()
@@ -133,8 +134,11 @@ class Runtime:
 
     @cached_property
     def served_tools(self) -> frozenset[str]:
-        """The server-side tool types this deployment runs (web search only with a provider configured): a
-        request carrying one takes the tool loop, which the ext_proc door hands to the HTTP door."""
+        """The server-side tool types this deployment runs (web search only with a provider configured,
+        file search only with vector stores): a request carrying one takes the tool loop, which the ext_proc door
+        hands to the HTTP door."""
+        if self.server_tools is not None:
+            return self.server_tools.services.served
         return served_tool_types(bool(self.settings.web_search))
 
     def upstream_authorization(self, client_authorization: str | None) -> str | None:

@@ -96,6 +96,9 @@ SDK_ONLY_EVENTS = frozenset({"response.custom_tool_call_input.delta", "response.
 # tool_search_call) are judged by the openai SDK's types alone.
 SPEC_ITEM_TYPES = frozenset({"message", "function_call", "function_call_output", "reasoning", "compaction"})
 
+# Annotation types the spec types do not model (they know only url_citation): judged by the openai SDK's types.
+SDK_ONLY_ANNOTATIONS = frozenset({"file_citation"})
+
 LIFECYCLE_EVENTS = frozenset({"response.created", "response.queued", "response.in_progress", "response.completed",
                               "response.failed", "response.incomplete"})
 TERMINAL_EVENTS = {"response.completed": "completed", "response.incomplete": "incomplete",
@@ -192,8 +195,33 @@ def _spec_response_view(response: dict[str, Any]) -> dict[str, Any]:
                                                   if not isinstance(tool, dict) or tool.get("type") == "function"])
     output = view.get("output")
     if isinstance(output, list):
-        view["output"] = [item for item in output if not isinstance(item, dict) or item.get("type") in SPEC_ITEM_TYPES]
+        view["output"] = [_spec_item_view(item) for item in output
+                          if not isinstance(item, dict) or item.get("type") in SPEC_ITEM_TYPES]
     return view
+
+
+def _spec_part_view(part: Any) -> Any:
+    """An output_text part without the annotations the spec does not model (``file_citation``: the SDK types
+    judge those)."""
+    if not isinstance(part, dict) or not isinstance(part.get("annotations"), list):
+        return part
+    kept = [entry for entry in part["annotations"] if not (isinstance(entry, dict)
+                                                           and entry.get("type") in SDK_ONLY_ANNOTATIONS)]
+    return part if len(kept) == len(part["annotations"]) else dict(part, annotations=kept)
+
+
+def _spec_item_view(item: Any) -> Any:
+    if not isinstance(item, dict) or item.get("type") != "message" or not isinstance(item.get("content"), list):
+        return item
+    return dict(item, content=[_spec_part_view(part) for part in item["content"]])
+
+
+def _spec_event_view(event: dict[str, Any]) -> dict[str, Any]:
+    if "item" in event:
+        return dict(event, item=_spec_item_view(event["item"]))
+    if "part" in event:
+        return dict(event, part=_spec_part_view(event["part"]))
+    return event
 
 
 def _round_trip(model: type[BaseModel], obj: dict[str, Any], where: str) -> None:
@@ -306,7 +334,7 @@ def validate_event(event: dict[str, Any]) -> None:
             raise SchemaError(f"{where}: response.status is {event['response']['status']!r}")
         sdk_event = dict(event, response=_sdk_response_view(event["response"]))
     else:
-        _round_trip(model, event, where)
+        _round_trip(model, _spec_event_view(event), where)
         sdk_event = event
     # response.reasoning.* are Open Responses names the SDK does not have; the SDK's ``error`` event is flat
     # (``code``/``message`` at the top) where the spec nests them under ``error``: the spec wins.
@@ -326,8 +354,11 @@ def validate_event(event: dict[str, Any]) -> None:
 
 def _sdk_only_item_event(event: dict[str, Any]) -> bool:
     item = event.get("item")
+    annotation = event.get("annotation")
     return (event.get("type") in ("response.output_item.added", "response.output_item.done")
-            and isinstance(item, dict) and item.get("type") not in SPEC_ITEM_TYPES)
+            and isinstance(item, dict) and item.get("type") not in SPEC_ITEM_TYPES) or (
+        event.get("type") == "response.output_text.annotation.added" and isinstance(annotation, dict)
+        and annotation.get("type") in SDK_ONLY_ANNOTATIONS)
 
 
 def _validate_sdk_only(event: dict[str, Any], where: str) -> None:

@@ -25,10 +25,13 @@ from responses_bridge.adapters.extproc import start_extproc_server
 from responses_bridge.adapters.extproc.servicer import _Stream
 from responses_bridge.config import Settings
 from responses_bridge.run.response_run import ResponseRun
+from responses_bridge.run.server_tools import ServerTools, ServerToolServices
+from responses_bridge.run.tools.mcp import MCPLimits, MCPTools
 from responses_bridge.runtime import Runtime
 from responses_bridge.store import SQLiteResponseStore
 from tests.support.schema import check_stream
 from tests.unit.recordings import load, load_json
+from tests.unit.test_file_search_tool import MemorySearcher
 
 FD = ProcessingMode.FULL_DUPLEX_STREAMED
 NONE = ProcessingMode.NONE
@@ -205,6 +208,24 @@ async def test_requests_without_served_tools_are_translated(runtime: Runtime, to
     assert not common.clear_route_cache and not reply.HasField("dynamic_metadata")
     assert set_headers(reply, "request_body")[":path"] == "/v1/chat/completions"
     assert not stream.routed and stream.run is not None
+
+
+async def test_file_search_routes_the_request_only_where_vector_stores_can_be_searched(
+        store: SQLiteResponseStore) -> None:
+    tool = {"type": "file_search", "vector_store_ids": ["vs_1"]}
+    settings = Settings(upstream="http://127.0.0.1:9/v1", db=":memory:", api_key=None)
+    without = Runtime(settings=settings, store=store,
+                      server_tools=ServerTools(ServerToolServices(MCPTools(MCPLimits()))))
+    stream = new_stream(without)
+    [reply] = await stream.handle(request_body({**REQUEST, "tools": [tool]}, sidecar_route=True))
+    assert not stream.routed and set_headers(reply, "request_body")[":path"] == "/v1/chat/completions"
+    assert "tools" not in orjson.loads(reply.request_body.response.body_mutation.body)  # dropped, as before
+
+    with_stores = Runtime(settings=settings, store=store, server_tools=ServerTools(
+        ServerToolServices(MCPTools(MCPLimits()), file_search=MemorySearcher())))
+    stream = new_stream(with_stores)
+    [reply] = await stream.handle(request_body({**REQUEST, "tools": [tool]}, sidecar_route=True))
+    assert reply.request_body.response.clear_route_cache and stream.routed and stream.run is None
 
 
 async def test_a_bootstrap_without_the_sidecar_route_keeps_server_tools_on_the_ext_proc_path(

@@ -289,6 +289,21 @@ async def test_tool_topics_calls_the_tool_a_question_is_about(session):
         await runner.cleanup()
 
 
+async def test_tool_topics_searches_for_the_question(session):
+    """A topic tool with a string ``query`` (the bridge's file_search / web_search functions) gets the question."""
+    search = {"type": "function", "function": {"name": "file_search", "parameters": {
+        "type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}}}
+    question = {"model": "m", "messages": user("Search the files: how is the pump primed? [chunks=2]"),
+                "tools": [search]}
+    runner, port = await fake_upstream.start(tool_topics=True)
+    try:
+        _, body = await post_json(session, f"http://127.0.0.1:{port}", question)
+        (call,) = body["choices"][0]["message"]["tool_calls"]
+        assert orjson.loads(call["function"]["arguments"]) == {"query": "Search the files: how is the pump primed?"}
+    finally:
+        await runner.cleanup()
+
+
 async def test_without_tool_topics_a_question_is_echoed(session, base_url):
     question = {"model": "m", "messages": user("What's the weather like?"), "tools": [WEATHER_TOOL]}
     _, body = await post_json(session, base_url, question)

@@ -30,7 +30,7 @@ from responses_bridge.engine.request_translation import (
 from responses_bridge.engine.response_object import new_response
 from responses_bridge.engine.server_tools import mcp_call_error
 from responses_bridge.engine.sse import DONE, SSEDecoder, encode_event
-from responses_bridge.engine.tools import MAX_NAME, SERVED_TOOL_TYPES, ToolPlan, plan_tools
+from responses_bridge.engine.tools import MAX_NAME, SERVED_TOOL_TYPES, ToolPlan, plan_tools, served_tool_types
 from responses_bridge.engine.turn_result import TurnResult
 from responses_bridge.engine.turns import ToolResult, follow_up_request
 from responses_bridge.protocol.request import parse_request
@@ -103,6 +103,8 @@ ITEM_EVENTS: dict[str, list[str]] = {
     "mcp_approval_request": [],
     "web_search_call": ["response.web_search_call.in_progress", "response.web_search_call.searching",
                         "response.web_search_call.completed?"],
+    "file_search_call": ["response.file_search_call.in_progress", "response.file_search_call.searching",
+                         "response.file_search_call.completed?"],
     "tool_search_call": [],
     "tool_search_output": [],
 }
@@ -558,7 +560,9 @@ def test_mcp_tools_get_flat_unique_names_of_at_most_64_characters() -> None:
 def test_served_tool_types_are_neither_dropped_nor_refused() -> None:
     tools = [{"type": "mcp", "server_label": "s", "server_url": "https://x"}, {"type": "web_search"},
              {"type": "tool_search"}, {"type": "file_search", "vector_store_ids": []}]
-    assert plan_tools(tools, "drop", served=SERVED_TOOL_TYPES).dropped == ["file_search"]
+    assert plan_tools(tools, "drop", served=SERVED_TOOL_TYPES).dropped == []
+    assert plan_tools(tools, "drop", served=served_tool_types(True)).dropped == ["file_search"]
+    assert plan_tools(tools, "drop", served=served_tool_types(True, file_search=True)).dropped == []
     assert plan_tools(tools, "drop").dropped == ["mcp", "web_search", "tool_search", "file_search"]
 
 

@@ -87,7 +87,9 @@ text that gets echoed. Unknown bracketed text is left alone.
    whose ``]`` would end the directive).
    With ``--tool-topics`` (``create_app(tool_topics=True)``), for suites written for real models: when no
    ``call <name>`` applies and ``tool_choice`` is absent or ``auto``, a user message that mentions a word of
-   4+ letters of an offered tool's name (split at ``_``/``-``: "weather" for ``get_weather``) calls that tool.
+   4+ letters of an offered tool's name (split at ``_``/``-``: "weather" for ``get_weather``) calls that tool;
+   a string ``query`` parameter gets the user's whole text (directives removed), as a model searching for the
+   question would (the bridge's ``web_search`` and ``file_search`` functions take one).
 5. ``[refuse]``: ``refusal: "I can't help with that."`` with ``content: null``; streamed as
    ``delta.refusal`` pieces, one per word.
 6. ``[length]`` cuts the answer to 3 words; a ``max_completion_tokens`` (or else ``max_tokens``)
@@ -814,6 +816,19 @@ def _topic_tools(functions: list[dict[str, Any]], text: str) -> list[str]:
     return []
 
 
+def _with_query(call: ToolCall, functions: list[dict[str, Any]], text: str) -> ToolCall:
+    """``--tool-topics``: a string ``query`` parameter searches for the user's question itself."""
+    fn = next(fn for fn in functions if fn["name"] == call.name)
+    params = fn.get("parameters")
+    props = params.get("properties") if isinstance(params, dict) else None
+    query = props.get("query") if isinstance(props, dict) else None
+    if not isinstance(query, dict) or query.get("type") != "string" or not text.strip():
+        return call
+    arguments = orjson.loads(call.arguments)
+    arguments["query"] = text.strip()
+    return ToolCall(call.id, call.name, orjson.dumps(arguments).decode())
+
+
 def _tool_calls(names: list[str], functions: list[dict[str, Any]], text: str) -> list[ToolCall]:
     by_name = {fn["name"]: fn for fn in functions}
     return [ToolCall(f"call_{name}_{i}", name, _build_arguments(by_name[name], text)) for i, name in enumerate(names)]
@@ -882,10 +897,14 @@ def build_answer(body: dict[str, Any], functions: list[dict[str, Any]], d: Direc
     names = _chosen_tools(body, functions, user_text, last_is_user)
     if not names and not last_is_user and d.then:
         names = _then_tools(body, functions, d.then)
+    topical = False
     if not names and tool_topics and last_is_user and body.get("tool_choice") in (None, "auto"):
         names = _topic_tools(functions, user_text)
+        topical = bool(names)
     if names:
         answer.tool_calls = _tool_calls(names, functions, user_text)
+        if topical:
+            answer.tool_calls = [_with_query(call, functions, user_text) for call in answer.tool_calls]
         if d.args is not None:
             answer.tool_calls = [ToolCall(call.id, call.name, d.args) for call in answer.tool_calls]
         answer.finish_reason = "tool_calls"

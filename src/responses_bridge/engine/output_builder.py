@@ -397,8 +397,9 @@ class OutputBuilder:
 
     def end_turn(self) -> TurnResult:
         """The upstream turn ended (check ``complete`` first): close its items and say what it called. Server
-        calls are left open for the run (``complete_mcp_call`` / ``complete_web_search``), except approval
-        requests and tool searches, which are done with their arguments."""
+        calls are left open for the run (``complete_mcp_call`` / ``complete_web_search`` /
+        ``complete_file_search``), except approval requests and tool searches, which are done with their
+        arguments."""
         self._close_open("incomplete" if self.finish_reason in FINISH_INCOMPLETE else "completed")
         calls = sorted(self._turn_calls, key=lambda call: call.output_index)
         return TurnResult(calls, self._turn_message(calls), self.finish_reason)
@@ -512,6 +513,23 @@ class OutputBuilder:
         item["status"] = "failed" if failed else "completed"
         if not failed:
             self._emit_run({"type": "response.web_search_call.completed", "sequence_number": 0,
+                            "item_id": item["id"], "output_index": output_index})
+        self._emit_run({"type": "response.output_item.done", "sequence_number": 0, "output_index": output_index,
+                        "item": item})
+
+    def complete_file_search(self, output_index: int, *, results: list[dict[str, Any]] | None = None,
+                             failed: bool = False) -> None:
+        """A file search's outcome: ``results`` (``file_search_results``; only when the request's ``include``
+        asks for them, else the item keeps ``results: null``); ``response.file_search_call.completed`` and
+        ``output_item.done``, or with ``failed`` only the done item with ``status: failed`` (the SDK has no failed
+        event)."""
+        reader = self._pending.pop(output_index)
+        item = reader.item
+        if results is not None:
+            item["results"] = results
+        item["status"] = "failed" if failed else "completed"
+        if not failed:
+            self._emit_run({"type": "response.file_search_call.completed", "sequence_number": 0,
                             "item_id": item["id"], "output_index": output_index})
         self._emit_run({"type": "response.output_item.done", "sequence_number": 0, "output_index": output_index,
                         "item": item})

@@ -86,10 +86,11 @@ def items_to_messages(items: list[dict[str, Any]], messages: list[dict[str, Any]
     """Append the chat messages for ``items``; consecutive assistant output folds into one assistant message,
     because Chat Completions carries text and tool calls of one turn on a single message. Calls of every
     client-executed kind become tool calls of the function they were offered as (``plan``), their outputs
-    tool messages. Items of the tool loop replay the same way: an ``mcp_call`` or ``web_search_call`` is a tool
-    call followed at once by its result (the MCP output or error, the search's sources; stored output does not
-    mark where one turn ended, so calls are never folded across their results); ``mcp_list_tools`` and
-    ``mcp_approval_request`` / ``mcp_approval_response`` items are not for the model."""
+    tool messages. Items of the tool loop replay the same way: an ``mcp_call``, ``web_search_call`` or
+    ``file_search_call`` is a tool call followed at once by its result (the MCP output or error, the search's
+    sources or results; stored output does not mark where one turn ended, so calls are never folded across their
+    results); ``mcp_list_tools`` and ``mcp_approval_request`` / ``mcp_approval_response`` items are not for the
+    model."""
     plan = plan or _NO_TOOLS
     pending_reasoning: str | None = None
     server_search_id: str | None = None
@@ -140,16 +141,18 @@ _NO_TOOLS = ToolPlan()
 _CALL_KINDS = frozenset({"function_call", "custom_tool_call", "shell_call", "apply_patch_call", "tool_search_call"})
 _OUTPUT_KINDS = frozenset({"function_call_output", "custom_tool_call_output", "shell_call_output",
                            "apply_patch_call_output", "tool_search_output"})
-_SERVER_CALL_KINDS = frozenset({"mcp_call", "web_search_call"})
+_SERVER_CALL_KINDS = frozenset({"mcp_call", "web_search_call", "file_search_call"})
 
 
 def _server_call_of(item: dict[str, Any], plan: ToolPlan) -> tuple[str, str, str, str]:
-    """A replayed ``mcp_call`` / ``web_search_call`` as (call id, upstream name, arguments, tool message text).
-    Neither item has a call id of its own: the item id stands in for it."""
+    """A replayed ``mcp_call`` / ``web_search_call`` / ``file_search_call`` as (call id, upstream name,
+    arguments, tool message text). None of these items has a call id of its own: the item id stands in for it."""
     if item["type"] == "mcp_call":
         name = plan.upstream_name("mcp", item["name"], item["server_label"])
         return item["id"], name, item.get("arguments") or "{}", mcp_result_text(item.get("output"),
                                                                                   item.get("error"))
+    if item["type"] == "file_search_call":
+        return file_search_replay(item, plan)
     action = item.get("action") or {}
     query = action.get("query") or " ".join(action.get("queries") or ()) or action.get("url") or ""
     if item.get("status") == "failed":
@@ -159,6 +162,30 @@ def _server_call_of(item: dict[str, Any], plan: ToolPlan) -> tuple[str, str, str
         text = ("Web search results (sources): " + ", ".join(str(url) for url in sources) if sources
                 else "The web search was made; its results are not kept.")
     return item["id"], plan.upstream_name("web_search"), orjson.dumps({"query": query}).decode(), text
+
+
+def file_search_replay(item: dict[str, Any], plan: ToolPlan) -> tuple[str, str, str, str]:
+    """A stored ``file_search_call`` as a tool call and its result. The call carries its queries (one as
+    ``query``, the shape the bridge offers; several as ``queries``). The result shows the stored ``results`` with
+    their sources, numbered as the search showed them (they are stored only when the request included
+    ``file_search_call.results``); without them the model reads that the search was made."""
+    queries = [query for query in item.get("queries") or () if isinstance(query, str)]
+    arguments = {"query": queries[0]} if len(queries) == 1 else {"queries": queries}
+    results = item.get("results")
+    if item.get("status") == "failed":
+        text = "The file search failed."
+    elif isinstance(results, list) and results:
+        lines = ["File search results:"]
+        for number, result in enumerate(results, 1):
+            if isinstance(result, dict):
+                lines += ["", f"[{number}] {result.get('filename')} (file id {result.get('file_id')})",
+                          str(result.get("text") or "")]
+        text = "\n".join(lines)
+    elif isinstance(results, list):
+        text = "The file search found no results."
+    else:
+        text = "The file search was made; its results are not kept."
+    return item["id"], plan.upstream_name("file_search"), orjson.dumps(arguments).decode(), text
 
 
 def mcp_result_text(output: str | None, error: Any) -> str:
@@ -403,7 +430,7 @@ def set_turn_tools(body: dict[str, Any], tool_choice: Any, parallel_tool_calls: 
         body["parallel_tool_calls"] = parallel_tool_calls
 
 
-_SERVER_CHOICES = frozenset({"mcp", "tool_search", *WEB_SEARCH_TYPES})
+_SERVER_CHOICES = frozenset({"mcp", "tool_search", "file_search", *WEB_SEARCH_TYPES})
 
 
 def _server_choice(choice: dict[str, Any], plan: ToolPlan) -> tuple[Any, set[str] | None]:
@@ -416,6 +443,8 @@ def _server_choice(choice: dict[str, Any], plan: ToolPlan) -> tuple[Any, set[str
             names = [name for name in names if plan.targets[name].name == choice["name"]]
     elif choice["type"] == "tool_search":
         names = plan.server_names("server_tool_search")
+    elif choice["type"] == "file_search":
+        names = plan.server_names("file_search")
     else:
         names = plan.server_names("web_search")
     if len(names) == 1:

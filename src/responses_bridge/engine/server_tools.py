@@ -10,6 +10,8 @@ Like engine/client_tools.py, but the item a call becomes is the server tool's ow
   ends the response after it (the SDK has no argument events for it).
 * the web search → a ``web_search_call`` item: ``response.web_search_call.in_progress`` right after it is
   announced, ``.searching`` once its query is known; it stays open until ``OutputBuilder.complete_web_search``.
+* the file search → a ``file_search_call`` item: ``response.file_search_call.in_progress`` right after it is
+  announced, ``.searching`` once its queries are known; it stays open until ``OutputBuilder.complete_file_search``.
 * the server-side tool search → a ``tool_search_call`` item (``execution: "server"``), done when its arguments
   are; the run adds the ``tool_search_output`` item with the tools it found.
 
@@ -102,6 +104,34 @@ class WebSearchReader(ServerCallReader):
                  "output_index": self.output_index}]
 
 
+def file_search_queries_of(arguments: str) -> list[str]:
+    """The queries of a file search call: ``query`` (what the bridge offers), or a ``queries`` array as OpenAI's
+    own item has them; a model that sent plain text searched for that text."""
+    parsed = parse_arguments(arguments)
+    if isinstance(parsed, dict) and isinstance(parsed.get("queries"), list):
+        return [query for query in parsed["queries"] if isinstance(query, str) and query.strip()]
+    query = search_query_of(arguments)
+    return [query] if query.strip() else []
+
+
+class FileSearchReader(ServerCallReader):
+    __slots__ = ()
+
+    def opened(self) -> list[Event]:
+        return [{"type": "response.file_search_call.in_progress", "sequence_number": 0,
+                 "item_id": self.item["id"], "output_index": self.output_index}]
+
+    def close(self, arguments: str, status: str) -> list[Event]:
+        self.item["queries"] = file_search_queries_of(arguments)
+        if status != "completed":
+            self.item["status"] = "incomplete"
+            return []
+        self.pending = True
+        self.item["status"] = "searching"
+        return [{"type": "response.file_search_call.searching", "sequence_number": 0, "item_id": self.item["id"],
+                 "output_index": self.output_index}]
+
+
 class ServerToolSearchReader(ServerCallReader):
     __slots__ = ()
 
@@ -131,5 +161,8 @@ def server_reader_for(target: CallTarget, call_id: str, output_index: int) -> Se
     if kind == "web_search":
         return WebSearchReader({"id": ids.new_id("ws"), "type": "web_search_call", "status": "in_progress",
                                 "action": {"type": "search"}}, output_index)
+    if kind == "file_search":
+        return FileSearchReader({"id": ids.new_id("fs"), "type": "file_search_call", "queries": [],
+                                 "status": "in_progress", "results": None}, output_index)
     return ServerToolSearchReader({"id": ids.new_id("tsc"), "type": "tool_search_call", "call_id": call_id,
                                    "execution": "server", "arguments": {}, "status": "in_progress"}, output_index)

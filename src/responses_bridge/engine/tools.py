@@ -93,19 +93,22 @@ class CallTarget:
         return self.kind in SERVER_KINDS
 
 
-SERVER_KINDS = frozenset({"mcp", "web_search", "server_tool_search"})
-"""Call targets the bridge runs: an MCP server's tool, the web search, the server-side tool search."""
+SERVER_KINDS = frozenset({"mcp", "web_search", "file_search", "server_tool_search"})
+"""Call targets the bridge runs: an MCP server's tool, the web search, the file search, the server-side tool
+search."""
 WEB_SEARCH_TYPES = frozenset({"web_search", "web_search_2025_08_26", "web_search_preview",
                               "web_search_preview_2025_03_11"})
-SERVED_TOOL_TYPES = frozenset({"mcp", "tool_search", *WEB_SEARCH_TYPES})
+SERVED_TOOL_TYPES = frozenset({"mcp", "tool_search", "file_search", *WEB_SEARCH_TYPES})
 """Request tool types a tool loop can serve (``plan_tools(served=…)``); ``tool_search`` only with execution
 ``server`` or unset."""
 
 
-def served_tool_types(web_search: bool) -> frozenset[str]:
+def served_tool_types(web_search: bool, file_search: bool = False) -> frozenset[str]:
     """The tool types a deployment's tool loop runs: all of :data:`SERVED_TOOL_TYPES`, less the web search ones
-    when no search provider is configured (those then fall under the unsupported-tool policy)."""
-    return SERVED_TOOL_TYPES if web_search else SERVED_TOOL_TYPES - WEB_SEARCH_TYPES
+    when no search provider is configured and ``file_search`` when there are no vector stores to search (those
+    then fall under the unsupported-tool policy)."""
+    served = SERVED_TOOL_TYPES if web_search else SERVED_TOOL_TYPES - WEB_SEARCH_TYPES
+    return served if file_search else served - {"file_search"}
 
 
 def runs_server_tools(tools: object, served: Collection[str]) -> bool:
@@ -126,6 +129,14 @@ WEB_SEARCH_DESCRIPTION = ("Searches the web and returns numbered sources (title,
 WEB_SEARCH_PARAMETERS: dict[str, Any] = {
     "type": "object",
     "properties": {"query": {"type": "string", "description": "The search query."}},
+    "required": ["query"],
+}
+FILE_SEARCH_NAME = "file_search"
+FILE_SEARCH_DESCRIPTION = ("Searches the user's uploaded files and returns numbered excerpts with their file names. "
+                           "Use it for questions the files may answer; cite the excerpts you use by their markers.")
+FILE_SEARCH_PARAMETERS: dict[str, Any] = {
+    "type": "object",
+    "properties": {"query": {"type": "string", "description": "What to look for in the files."}},
     "required": ["query"],
 }
 _EMPTY_SCHEMA: dict[str, Any] = {"type": "object", "properties": {}}
@@ -217,6 +228,18 @@ class ToolPlan:
         self.targets[name] = CallTarget("web_search")
         self.functions.append({"type": "function", "name": name, "description": WEB_SEARCH_DESCRIPTION,
                                "parameters": WEB_SEARCH_PARAMETERS})
+        return name
+
+    def add_file_search(self) -> str:
+        """Offer the file search as a function (``{"query"}``); its calls become ``file_search_call`` items."""
+        key = ("file_search", None, None)
+        if key in self.names:
+            return self.names[key]
+        name = _unique(FILE_SEARCH_NAME, self._taken())
+        self.names[key] = name
+        self.targets[name] = CallTarget("file_search")
+        self.functions.append({"type": "function", "name": name, "description": FILE_SEARCH_DESCRIPTION,
+                               "parameters": FILE_SEARCH_PARAMETERS})
         return name
 
     def add_server_tool_search(self, function: Mapping[str, Any]) -> str:

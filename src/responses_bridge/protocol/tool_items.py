@@ -3,7 +3,8 @@
 ``custom_tool_call`` / ``custom_tool_call_output``, ``shell_call`` / ``shell_call_output``, ``apply_patch_call`` /
 ``apply_patch_call_output``, ``tool_search_call`` / ``tool_search_output`` (shapes of the ``openai`` SDK's
 ``ResponseInputItemParam``), Codex's ``compaction_trigger``, and the items of the server-side tool loop
-(``mcp_call``, ``mcp_list_tools``, ``mcp_approval_request``, ``mcp_approval_response``, ``web_search_call``).
+(``mcp_call``, ``mcp_list_tools``, ``mcp_approval_request``, ``mcp_approval_response``, ``web_search_call``,
+``file_search_call``).
 Each is normalised to the shape the bridge emits for it, so a stored item, an echoed item and a replayed item look
 the same; the engine turns them into chat tool calls and tool messages (engine/request_translation.py).
 """
@@ -234,6 +235,21 @@ def web_search_call(item: dict[str, Any], param: str) -> dict[str, Any]:
             "status": _status(item, ("in_progress", "searching", "completed", "failed", "incomplete"))}
 
 
+def file_search_call(item: dict[str, Any], param: str) -> dict[str, Any]:
+    queries = item.get("queries")
+    if not isinstance(queries, list) or not all(isinstance(query, str) for query in queries):
+        raise invalid_request(f"Missing or invalid '{param}.queries': expected an array of strings.",
+                              param=f"{param}.queries")
+    results = item.get("results")
+    if results is not None and (not isinstance(results, list)
+                                or not all(isinstance(result, dict) for result in results)):
+        raise invalid_request(f"Invalid '{param}.results': expected an array of objects or null.",
+                              param=f"{param}.results")
+    return {"type": "file_search_call", "id": _id(item, param, "fs"), "queries": list(queries),
+            "status": _status(item, ("in_progress", "searching", "completed", "incomplete", "failed")),
+            "results": [dict(result) for result in results] if results is not None else None}
+
+
 def approval_responses(items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The ``mcp_approval_response`` items among ``items``, by the ``approval_request_id`` they answer (the
     last answer wins): what the tool loop runs or skips before the model's next turn."""
@@ -258,5 +274,6 @@ NORMALIZERS: dict[str, Callable[[dict[str, Any], str], dict[str, Any]]] = {
     "mcp_approval_request": mcp_approval_request,
     "mcp_approval_response": mcp_approval_response,
     "web_search_call": web_search_call,
+    "file_search_call": file_search_call,
 }
 """Item type → normaliser; ``custom_tool_call_output`` is normalised like ``function_call_output``."""

@@ -1,4 +1,5 @@
-"""What the process offers the tool loop, built once from the settings: the MCP client, the web search provider.
+"""What the process offers the tool loop, built once from the settings: the MCP client, the web search provider,
+the vector store search behind ``file_search``.
 
 Apart from ``server_tools.py`` so that the set-up and the call runner, which both need it, import it without
 importing the module that imports them.
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..engine.tools import served_tool_types
+from .tools.file_search import FileSearcher
 from .tools.mcp import MCPTools
 from .tools.web_search import SearchProvider, provider_from_settings
 
@@ -24,18 +26,22 @@ DEFAULT_MAX_PARALLEL = 8
 @dataclass(slots=True)
 class ServerToolServices:
     """What the process offers the tool loop: the MCP client (with its tool-list cache), the web search provider
-    (None: no search configured), and how many calls of one turn may run at once."""
+    (None: no search configured), the file searcher (None: no vector stores), and how many calls of one turn may
+    run at once."""
 
     mcp: MCPTools
     search: SearchProvider | None = None
     max_parallel: int = DEFAULT_MAX_PARALLEL
+    file_search: FileSearcher | None = None
 
     @classmethod
-    def configured(cls, mcp_limits: MCPLimits, web_search: WebSearchSettings | None) -> ServerToolServices:
+    def configured(cls, mcp_limits: MCPLimits, web_search: WebSearchSettings | None,
+                   file_search: FileSearcher | None = None) -> ServerToolServices:
         """The process's services from what the settings derive (``Settings.mcp_limits()``,
-        ``Settings.web_search_settings()``; the run imports no configuration). Close them with :meth:`aclose`
-        when the process stops."""
-        return cls(MCPTools(mcp_limits), provider_from_settings(web_search))
+        ``Settings.web_search_settings()``; the run imports no configuration) and the vector store service, when
+        the process has one. Close them with :meth:`aclose` when the process stops (the vector store service is
+        borrowed: its owner closes it)."""
+        return cls(MCPTools(mcp_limits), provider_from_settings(web_search), file_search=file_search)
 
     async def aclose(self) -> None:
         """Close the search provider's HTTP session (MCP sessions live only as long as each operation)."""
@@ -45,5 +51,6 @@ class ServerToolServices:
     @property
     def served(self) -> frozenset[str]:
         """The tool types the loop runs, for ``plan_tools(served=…)``: without a search provider the web search
-        types are not served, so the unsupported-tool policy (drop or 400) applies to them, as before."""
-        return served_tool_types(self.search is not None)
+        types are not served, nor ``file_search`` without a file searcher, so the unsupported-tool policy (drop or
+        400) applies to them, as before."""
+        return served_tool_types(self.search is not None, self.file_search is not None)

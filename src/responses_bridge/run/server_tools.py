@@ -22,8 +22,9 @@ This is the layer between the run (which drives the upstream turns and the outpu
 
 Set-up (:meth:`ServerTools.prepare`) parses and host-checks every ``mcp`` tool (a refused host is a 400 before any
 MCP server or upstream is contacted), lists each server's tools or reuses the previous ``mcp_list_tools`` item of
-the chain for that server (then no new item is made, as OpenAI does), offers the tools, the web search and the
-server tool search, and runs or skips the MCP calls the request's ``mcp_approval_response`` items answer.
+the chain for that server (then no new item is made, as OpenAI does), offers the tools, the web search, the file
+search and the server tool search, and runs or skips the MCP calls the request's ``mcp_approval_response``
+items answer.
 
 A tool's failure is a failed item and an error text the model reads, never an exception out of this module; only
 cancellation propagates (and cancels the calls still running).
@@ -59,14 +60,15 @@ class ServerTools:
         targets. Call it before ``response.created`` is emitted: it removes the MCP tools' ``headers`` and
         ``authorization`` from the response's echo of ``tools`` (``builder.response``).
 
-        Raises ``APIError`` (400) for a malformed ``mcp`` tool, a refused MCP host, or an ``mcp_approval_response``
-        that answers no known approval request; nothing has been sent then (except the DNS lookups of the host
-        check)."""
+        Raises ``APIError`` (400) for a malformed ``mcp`` or ``file_search`` tool, a refused MCP host, or an
+        ``mcp_approval_response`` that answers no known approval request; nothing has been sent then (except the
+        DNS lookups of the host check)."""
         if isinstance(builder.response.get("tools"), list):  # the echo must not carry MCP credentials
             builder.response["tools"] = storable_tools(builder.response["tools"])
         setup = SetUp(self.services, request, history, plan, builder)
         await setup.run()
-        runner = CallRunner(self.services, request, plan, builder, setup.servers, setup.index, setup.web_options)
+        runner = CallRunner(self.services, request, plan, builder, setup.servers, setup.index, setup.web_options,
+                            file_options=setup.file_options)
         try:
             first_turn_items = await runner.run_approved(setup.approved)
         except BaseException:  # cancelled during an approved call: free the index before going

@@ -32,6 +32,15 @@ from ..observability import metrics, tracing
 from ..protocol.request import ResponsesRequest
 from .cancellation import raise_if_cancelled
 from .server_tools_setup import ApprovedCall
+from .tools.file_search import (
+    FileSearchError,
+    FileSearchToolOptions,
+    FileSource,
+    file_search_results,
+    find_file_citations,
+    run_file_search,
+    sources_for_model,
+)
 from .tools.mcp import MCPServer
 from .tools.tool_search import ToolIndex, search_query, tool_search_output_item
 from .tools.web_search import (
@@ -50,6 +59,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 SOURCES_INCLUDE = "web_search_call.action.sources"
+RESULTS_INCLUDE = "file_search_call.results"
 
 EndReason = Literal["answered", "client_calls", "approval_requested", "cut_short", "tools_exhausted"]
 
@@ -77,7 +87,8 @@ class CallRunner:
 
     def __init__(self, services: ServerToolServices, request: ResponsesRequest, plan: ToolPlan,
                  builder: OutputBuilder, servers: dict[str, MCPServer], index: ToolIndex | None,
-                 web_options: WebSearchToolOptions | None) -> None:
+                 web_options: WebSearchToolOptions | None, *,
+                 file_options: FileSearchToolOptions | None = None) -> None:
         params = request.params
         self.services = services
         self.plan = plan
@@ -85,13 +96,16 @@ class CallRunner:
         self.servers = servers
         self.index = index
         self.web_options = web_options
+        self.file_options = file_options
         self.max_tool_calls: int | None = params.max_tool_calls
         self.parallel = params.parallel_tool_calls is not False
         self.include_sources = SOURCES_INCLUDE in (params.include or ())
+        self.include_results = RESULTS_INCLUDE in (params.include or ())
         self.calls_made = 0
-        self.sources: list[SearchResult] = []  # every search's results, in the order the model saw them numbered
+        self.sources: list[SearchResult] = []  # every web search's results, in the order they were numbered
+        self.numbered: list[SearchResult | FileSource] = []  # web and file sources: one numbering per response
         self._exhausted_turn_sent = False
-        if web_options is not None:
+        if web_options is not None or file_options is not None:
             builder.cite = self.cite
 
     @property
@@ -100,8 +114,12 @@ class CallRunner:
         return self.max_tool_calls is not None and self.calls_made >= self.max_tool_calls
 
     def cite(self, text: str) -> list[dict[str, Any]]:
-        """``url_citation`` annotations of an answer, against every source the response's searches found."""
-        return find_citations(text, self.sources) if self.sources else []
+        """``url_citation`` and ``file_citation`` annotations of an answer, against every source the response's
+        searches found, in order of position in the text."""
+        if not self.numbered:
+            return []
+        found = find_citations(text, self.sources, self.numbered) + find_file_citations(text, self.numbered)
+        return sorted(found, key=lambda annotation: annotation.get("start_index", annotation.get("index", 0)))
 
     # --- one turn -------------------------------------------------------------------------------------------------
 
@@ -149,6 +167,8 @@ class CallRunner:
             return lambda: _observed(kind, call, self._mcp_call)
         if kind == "web_search":
             return lambda: _observed(kind, call, self._web_search)
+        if kind == "file_search":
+            return lambda: _observed(kind, call, self._file_search)
         return lambda: _observed(kind, call, self._tool_search)
 
     def _refusal(self, call: TurnCall) -> Callable[[], Awaitable[ToolResult]]:
@@ -162,6 +182,8 @@ class CallRunner:
                 return ToolResult(call.call_id, mcp_result_text(None, message))
             if kind == "web_search":
                 self.builder.complete_web_search(call.output_index, failed=True)
+            elif kind == "file_search":
+                self.builder.complete_file_search(call.output_index, failed=True)
             else:
                 self.builder.add_item(tool_search_output_item(ids.new_id("tso"), call_id=call.call_id, tools=[]))
             return ToolResult(call.call_id, message)
@@ -233,8 +255,9 @@ class CallRunner:
             raise_if_cancelled()
             log.warning("web_search_error", error_type=type(error).__name__)
             return self._search_failed(call, f"the search failed ({type(error).__name__})")
-        first = len(self.sources) + 1
+        first = len(self.numbered) + 1
         self.sources.extend(results)
+        self.numbered.extend(results)
         self.builder.complete_web_search(call.output_index,
                                          action=web_search_action(query, results, self.include_sources))
         return ToolResult(call.call_id, results_for_model(results, first_number=first))
@@ -242,6 +265,30 @@ class CallRunner:
     def _search_failed(self, call: TurnCall, reason: str) -> ToolResult:
         self.builder.complete_web_search(call.output_index, failed=True)
         return ToolResult(call.call_id, f"The web search failed: {reason}.")
+
+    async def _file_search(self, call: TurnCall) -> ToolResult:
+        queries = [query for query in call.item.get("queries") or () if isinstance(query, str)]
+        searcher = self.services.file_search
+        try:
+            if searcher is None or self.file_options is None:
+                raise FileSearchError("no vector stores can be searched on this deployment")
+            sources = await run_file_search(searcher, queries, self.file_options)
+        except FileSearchError as failure:
+            raise_if_cancelled()
+            return self._file_search_failed(call, str(failure))
+        except Exception as error:  # noqa: BLE001 - a failure below is this call's failure, not the response's
+            raise_if_cancelled()
+            log.warning("file_search_error", error_type=type(error).__name__)
+            return self._file_search_failed(call, f"the search failed ({type(error).__name__})")
+        first = len(self.numbered) + 1
+        self.numbered.extend(sources)
+        self.builder.complete_file_search(
+            call.output_index, results=file_search_results(sources) if self.include_results else None)
+        return ToolResult(call.call_id, sources_for_model(sources, first_number=first))
+
+    def _file_search_failed(self, call: TurnCall, reason: str) -> ToolResult:
+        self.builder.complete_file_search(call.output_index, failed=True)
+        return ToolResult(call.call_id, f"The file search failed: {reason.rstrip('.')}.")
 
     async def _tool_search(self, call: TurnCall) -> ToolResult:
         query = search_query(call.item.get("arguments"))

@@ -25,6 +25,7 @@ from ..engine.tools import WEB_SEARCH_TYPES, ToolPlan
 from ..protocol.errors import APIError
 from ..protocol.request import ResponsesRequest
 from .cancellation import raise_if_cancelled
+from .tools.file_search import FileSearchToolOptions
 from .tools.mcp import MCPServer, MCPToolError, MCPToolInfo, approval_required, parse_mcp_tool, tools_from_list_item
 from .tools.mcp_model import redact
 from .tools.tool_search import ToolIndex, is_server_tool_search, search_tool_function
@@ -57,8 +58,8 @@ class ApprovedCall:
 
 
 class SetUp:
-    """One response's set-up; read its results (``servers``, ``index``, ``approved``, ``web_options``) after
-    :meth:`run`."""
+    """One response's set-up; read its results (``servers``, ``index``, ``approved``, ``web_options``,
+    ``file_options``) after :meth:`run`."""
 
     def __init__(self, services: ServerToolServices, request: ResponsesRequest, history: list[dict[str, Any]],
                  plan: ToolPlan, builder: OutputBuilder) -> None:
@@ -72,9 +73,12 @@ class SetUp:
         self.index: ToolIndex | None = None
         self.approved: list[ApprovedCall] = []
         self.web_options: WebSearchToolOptions | None = None
+        self.file_options: FileSearchToolOptions | None = None
 
     async def run(self) -> None:
         served = self.services.served
+        if "file_search" in served:
+            self._check_file_search()
         if "mcp" in served:
             await self._check_servers()
             self.approved = self._approved_calls()
@@ -84,12 +88,25 @@ class SetUp:
             if web is not None:
                 self.web_options = WebSearchToolOptions.from_tool(web)
                 self.plan.add_web_search()
+        if self.file_options is not None:
+            self.plan.add_file_search()
         if "tool_search" in served and any(is_server_tool_search(tool) for tool in self.tools):
             self.index = ToolIndex(self.tools)
             self.plan.add_server_tool_search(search_tool_function(self.index))
         self.builder.set_targets(self.plan.targets)
 
     # --- checks: every refusal comes before anything is sent ----------------------------------------------------
+
+    def _check_file_search(self) -> None:
+        """The ``file_search`` tool's vector stores and search options (a 400 naming the field); one such tool
+        per request, as its options could not otherwise say which search a call is."""
+        for position, tool in enumerate(self.tools):
+            if tool.get("type") != "file_search":
+                continue
+            if self.file_options is not None:
+                raise APIError(400, "A request may have only one file_search tool; list every vector store in "
+                               "its 'vector_store_ids'.", param=f"tools[{position}]", code="invalid_value")
+            self.file_options = FileSearchToolOptions.from_tool(tool, position)
 
     async def _check_servers(self) -> None:
         for position, tool in enumerate(self.tools):

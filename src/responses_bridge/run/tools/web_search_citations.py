@@ -18,6 +18,7 @@ cited span, as in OpenAI's answers.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
@@ -56,8 +57,11 @@ def _annotation(start: int, end: int, result: SearchResult) -> dict[str, Any]:
             "title": result.title}
 
 
-def find_citations(text: str, results: list[SearchResult]) -> list[dict[str, Any]]:
-    """``url_citation`` annotations for the sources ``text`` cites, in order of appearance."""
+def find_citations(text: str, results: list[SearchResult],
+                   numbered: Sequence[object] | None = None) -> list[dict[str, Any]]:
+    """``url_citation`` annotations for the sources ``text`` cites, in order of appearance. ``numbered``: when a
+    response's numbering also counts other sources (file search results share it), every source in numbering
+    order; a ``[n]`` marker then cites ``numbered[n - 1]`` if that is a web result."""
     if not results or not text:
         return []
     by_url: dict[str, SearchResult] = {}
@@ -76,8 +80,10 @@ def find_citations(text: str, results: list[SearchResult]) -> list[dict[str, Any
                 annotations.append(_annotation(match.start(), match.start() + len(url), cited))
         else:
             number = int(match.group("number"))
-            if 1 <= number <= len(results):
-                annotations.append(_annotation(match.start(), match.end(), results[number - 1]))
+            order: Sequence[object] = results if numbered is None else numbered
+            source = order[number - 1] if 1 <= number <= len(order) else None
+            if isinstance(source, SearchResult):
+                annotations.append(_annotation(match.start(), match.end(), source))
     return annotations
 
 
