@@ -14,6 +14,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .engine.options import EngineOptions
+from .upstreams import ModelRoute, Router, UpstreamSpec, check_references, single_upstream
 
 if TYPE_CHECKING:
     from .run.tools.mcp_config import MCPLimits
@@ -78,6 +79,11 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = "json"
     drain_timeout: float = Field(default=30.0, ge=0, description="seconds live streams may run on after "
                                  "SIGTERM/SIGINT before each ends with response.failed (server_shutdown)")
+    # Several upstreams, routed per model (upstreams.py); JSON in the environment. Empty: ``upstream`` alone
+    # serves every model, translated.
+    upstreams: list[UpstreamSpec] = Field(default_factory=list)
+    models: list[ModelRoute] = Field(default_factory=list)
+    default_upstream: str | None = None
 
     @field_validator("upstream")
     @classmethod
@@ -106,6 +112,18 @@ class Settings(BaseSettings):
             raise ValueError(f"RESPONSES_BRIDGE_WEB_SEARCH={self.web_search} needs {name} "
                              f"(or RESPONSES_BRIDGE_{name}) in the environment")
         return self
+
+    @model_validator(mode="after")
+    def _upstream_references(self) -> Settings:
+        check_references(self.upstreams, self.models, self.default_upstream)
+        return self
+
+    def router(self) -> Router:
+        """The per-model routes; without ``upstreams``, the one ``upstream`` for every model. Raises ValueError
+        when an ``api_key_env`` names a variable that is not set."""
+        if not self.upstreams:
+            return Router([single_upstream(self.upstream, self.api_key)], [], None, single=True)
+        return Router(self.upstreams, self.models, self.default_upstream)
 
     def _web_search_key_value(self) -> str | None:
         secret = {"brave": self.brave_api_key, "tavily": self.tavily_api_key}.get(self.web_search or "")

@@ -81,9 +81,17 @@ class StartupError(Exception):
 
 async def open_runtime(settings: Settings) -> Runtime:
     """The runtime with its concrete upstream client: aiohttp, to ``upstream_via`` when set, else the upstream."""
-    from .adapters.upstream_client import AiohttpUpstreamClient
+    from .adapters.upstream_client import AiohttpUpstreamClient, build_clients
 
-    return await Runtime.open(settings, AiohttpUpstreamClient(settings))
+    try:
+        router = settings.router()
+    except ValueError as exc:  # an api_key_env naming an unset variable
+        raise StartupError(str(exc)) from exc
+    if router.single:
+        return await Runtime.open(settings, AiohttpUpstreamClient(settings))
+    clients = build_clients(settings, router)
+    default = router.route(None).upstream.name if settings.default_upstream else next(iter(clients))
+    return await Runtime.open(settings, clients[default], dict(clients))
 
 
 async def serve(settings: Settings, *, http: bool = True, extproc: bool = True) -> None:

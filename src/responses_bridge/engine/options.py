@@ -31,3 +31,6 @@ class EngineOptions:
     # The largest single upstream SSE event, and the largest non-streamed upstream answer, held in memory; an
     # upstream that sends more fails that response (502 / ``response.failed``). See engine/sse.py.
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    # The model name sent upstream when the deployment renames it (a route's ``upstream_model``, upstreams.py);
+    # None: the client's own. The response still names the client's model.
+    upstream_model: str | None = None

@@ -24,13 +24,14 @@ def _service(runtime: Runtime) -> BackgroundService:
     return runtime.background
 
 
-async def start(request: web.Request, runtime: Runtime, response_run: ResponseRun,
-                call: UpstreamRequest) -> web.StreamResponse:
+async def start(request: web.Request, runtime: Runtime, response_run: ResponseRun, call: UpstreamRequest,
+                authorization: str | None = None, upstream: UpstreamClient | None = None) -> web.StreamResponse:
     """``POST /v1/responses`` with ``background: true``: the queued response (JSON), or with ``stream: true`` the
-    events as they happen."""
+    events as they happen. ``authorization`` and ``upstream``: a routed request's (default: the one upstream's)."""
     service = _service(runtime)
-    authorization = runtime.upstream_authorization(request.headers.get("Authorization"))
-    run = await service.start(response_run, call, authorization)
+    if upstream is None:
+        authorization = runtime.upstream_authorization(request.headers.get("Authorization"))
+    run = await service.start(response_run, call, authorization, upstream)
     if not response_run.request.params.stream:  # type: ignore[union-attr]
         return web.Response(body=run.accepted, content_type="application/json")
     return await _stream(request, service, run.response_id, -1)
