@@ -39,12 +39,14 @@ def _add_fake_upstream(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--tool-topics", action="store_true",
                         help="also call an offered tool whose name the user's message mentions (e.g. 'weather' "
                         "calls get_weather), for test suites written for real models")
+    parser.add_argument("--native", action="store_true",
+                        help="also serve POST /v1/responses as a stateless backend does (vLLM, Ollama, llama.cpp)")
 
     def run(args: argparse.Namespace) -> int:
         from .devtools.fake_upstream import run as run_fake
 
         run_fake(args.host, args.port, chunk_count=args.chunk_count, chunk_delay=args.chunk_delay,
-                 tool_topics=args.tool_topics)
+                 tool_topics=args.tool_topics, native=args.native)
         return 0
 
     parser.set_defaults(func=run)

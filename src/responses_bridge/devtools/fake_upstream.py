@@ -1212,9 +1212,10 @@ async def _openai_errors(request: web.Request,
 
 
 def create_app(*, chunk_count: int | None = None, chunk_delay: float = 0.0,
-               tool_topics: bool = False) -> web.Application:
+               tool_topics: bool = False, native: bool = False) -> web.Application:
     """Builds the fake; ``chunk_count``/``chunk_delay`` are defaults the conversation can override;
-    ``tool_topics`` also calls an offered tool whose name the user's text mentions (see :func:`_topic_tools`)."""
+    ``tool_topics`` also calls an offered tool whose name the user's text mentions (see :func:`_topic_tools`);
+    ``native`` also serves ``/v1/responses`` as a stateless backend does (devtools/fake_responses.py)."""
     if chunk_count is not None and chunk_count < 1:
         raise ValueError("chunk_count must be >= 1")
     app = web.Application(middlewares=[_openai_errors], client_max_size=64 * 1024 * 1024)
@@ -1226,6 +1227,10 @@ def create_app(*, chunk_count: int | None = None, chunk_delay: float = 0.0,
     app.router.add_get("/health", health)
     app.router.add_get("/_fake/requests", recorded_requests)
     app.router.add_delete("/_fake/requests", clear_requests)
+    if native:
+        from .fake_responses import add_routes
+
+        add_routes(app)
     return app
 
 
