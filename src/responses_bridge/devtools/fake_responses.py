@@ -247,7 +247,7 @@ async def _stream(request: web.Request, response: dict[str, Any], answer: fake.A
                        part=empty)
             kind = "output_text" if part["type"] == "output_text" else "refusal"
             for piece in (answer.content_chunks if kind == "output_text" else answer.refusal_chunks) or []:
-                extra = {"logprobs": []} if kind == "output_text" else {}
+                extra: dict[str, Any] = {"logprobs": []} if kind == "output_text" else {}
                 await send(f"response.{kind}.delta", item_id=item["id"], output_index=index, content_index=0,
                            delta=piece, **extra)
                 await pause()
