@@ -630,7 +630,17 @@ def _no_alias_dumper() -> type:
         def ignore_aliases(self, data: Any) -> bool:
             return True
 
+    def quote_yaml11_booleans(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+        # Envoy's YAML 1.1 parser reads a bare y / n as a boolean (PyYAML does not, so it leaves them bare): an
+        # upstream named "n" must stay a string in its cluster and route names
+        style = '"' if data in _YAML11_SHORT_BOOLEANS else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+    NoAliasDumper.add_representer(str, quote_yaml11_booleans)
     return NoAliasDumper
+
+
+_YAML11_SHORT_BOOLEANS = frozenset(("y", "Y", "n", "N"))
 
 
 # ------------------------------------------------------------------------------------------------------- CLI

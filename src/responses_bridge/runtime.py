@@ -145,6 +145,19 @@ class Runtime:
             run.use_options(self.route_options(route))
         return run
 
+    def native_run(self, route: Route) -> ResponseRun:
+        """The run of a request routed to a native backend (``mode: native``): run/native_run.py."""
+        from .run.native_run import NativeRun
+
+        return NativeRun(self.store, self.route_options(route), conversations=self.conversations,
+                         served=self.server_tools.services.served if self.server_tools is not None else frozenset())
+
+    def new_routed_run(self, route: Route, *, tool_loop: bool = False) -> ResponseRun:
+        """The run for ``route``: native, or translated (:meth:`routed_run`)."""
+        if route.upstream.mode == "native":
+            return self.native_run(route)
+        return self.routed_run(route, tool_loop=tool_loop)
+
     def route_options(self, route: Route) -> EngineOptions:
         """The engine's options for ``route``'s upstream (its model name)."""
         return dataclasses.replace(self.options, upstream_model=route.upstream_model)

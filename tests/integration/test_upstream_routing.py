@@ -1,9 +1,13 @@
-"""Two models on two upstreams, routed by the request's ``model``, through both doors.
+"""Two models on two upstreams, routed by the request's ``model``, through both doors; and a native route.
 
 Two fake upstreams (``a`` and ``b``), one sidecar configured with both (``RESPONSES_BRIDGE_UPSTREAMS`` /
 ``_MODELS``; its own upstream calls through Envoy's listener, ``--upstream-via``), and one real Envoy rendered
 from the same upstreams. Each fake records what it received; Envoy's admin counters
 (``cluster.upstream_<name>.upstream_rq_total``) show which cluster every request took.
+
+The native route (model ``native*`` -> upstream ``n``, the fake's ``--native`` mode): the backend answers
+``/v1/responses`` itself and stores nothing; the bridge adds storage, chains, conversations and background runs,
+under response ids of its own.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from tests.support.envoy import EnvoyProcess, free_port, have_envoy, start_envoy
 pytestmark = pytest.mark.skipif(not have_envoy(), reason="envoy binary not available")
 
 MODELS = [
+    {"match": "native*", "upstream": "n"},
     {"match": "alpha*", "upstream": "a"},
     {"match": "beta", "upstream": "b", "upstream_model": "fake-model"},
     {"match": "fake-*", "upstream": "a"},
@@ -41,7 +46,8 @@ class Deployment:
 
     async def cluster_requests(self) -> dict[str, int]:
         stats = await self.envoy.stats("cluster.")
-        names = {"a": upstream_cluster("a"), "b": upstream_cluster("b"), "sidecar": HTTP_CLUSTER}
+        names = {"a": upstream_cluster("a"), "b": upstream_cluster("b"), "n": upstream_cluster("n"),
+                 "sidecar": HTTP_CLUSTER}
         return {key: int(stats.get(f"cluster.{name}.upstream_rq_total", 0)) for key, name in names.items()}
 
     async def clear(self) -> None:
@@ -49,11 +55,12 @@ class Deployment:
             await log.clear()
 
     async def models_sent(self) -> dict[str, list[str]]:
-        return {name: [entry["body"]["model"] for entry in await log.entries()] for name, log in self.logs.items()}
+        return {name: [entry["body"]["model"] for entry in await log.entries()] for name, log in self.logs.items()
+                if name != "n"}
 
 
-async def _fake(port: int) -> ManagedProcess:
-    process = ManagedProcess([PYTHON, "-m", "responses_bridge", "fake-upstream", "--port", str(port)],
+async def _fake(port: int, *extra: str) -> ManagedProcess:
+    process = ManagedProcess([PYTHON, "-m", "responses_bridge", "fake-upstream", "--port", str(port), *extra],
                              f"fake-upstream:{port}")
     process.start()
     await wait_http(f"http://127.0.0.1:{port}/health", process=process)
@@ -62,9 +69,10 @@ async def _fake(port: int) -> ManagedProcess:
 
 @pytest.fixture(scope="module")
 async def deployment(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Deployment]:
-    ports = {"a": free_port(), "b": free_port()}
-    fakes = [await _fake(port) for port in ports.values()]
-    upstreams = [UpstreamSpec(name=name, url=f"http://127.0.0.1:{port}/v1") for name, port in ports.items()]
+    ports = {"a": free_port(), "b": free_port(), "n": free_port()}
+    fakes = [await _fake(port, *(["--native"] if name == "n" else [])) for name, port in ports.items()]
+    upstreams = [UpstreamSpec(name=name, url=f"http://127.0.0.1:{port}/v1", mode="native" if name == "n" else
+                              "translate") for name, port in ports.items()]
     listen_port = free_port()
     env = {"RESPONSES_BRIDGE_UPSTREAMS": json.dumps([spec.model_dump() for spec in upstreams]),
            "RESPONSES_BRIDGE_MODELS": json.dumps(MODELS)}
@@ -189,7 +197,7 @@ async def test_envoy_sends_each_model_to_its_cluster(deployment: Deployment) -> 
         await client.chat.completions.create(model="beta", messages=[{"role": "user", "content": "four"}])
         await client.chat.completions.create(model="fake-reasoner", messages=[{"role": "user", "content": "5"}])
     after = await deployment.cluster_requests()
-    assert {key: after[key] - before[key] for key in after} == {"a": 3, "b": 2, "sidecar": 0}
+    assert {key: after[key] - before[key] for key in after} == {"a": 3, "b": 2, "n": 0, "sidecar": 0}
 
 
 async def test_the_route_header_is_what_the_sidecars_own_calls_use(deployment: Deployment) -> None:
@@ -202,3 +210,116 @@ async def test_the_route_header_is_what_the_sidecars_own_calls_use(deployment: D
         assert (await response.json())["choices"][0]["message"]["content"] == "Echo: direct"
     after = await deployment.cluster_requests()
     assert (after["a"] - before["a"], after["b"] - before["b"]) == (0, 1)
+
+
+# --- the native route ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def native(deployment: Deployment, door: str) -> AsyncIterator[tuple[Deployment, openai.AsyncOpenAI]]:
+    await deployment.clear()
+    base = deployment.envoy_url if door == "envoy" else deployment.http_url
+    async with openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="sk-client", max_retries=0, timeout=60) as sdk:
+        yield deployment, sdk
+
+
+async def _sent(dep: Deployment) -> list[dict]:
+    entries = await dep.logs["n"].entries()
+    assert all(entry["path"] == "/v1/responses" for entry in entries)
+    return [entry["body"] for entry in entries]
+
+
+async def test_a_response_is_stored_under_the_bridges_own_id(native: tuple[Deployment, openai.AsyncOpenAI]) -> None:
+    dep, client = native
+    response = await client.responses.create(model="native-1", input="hello native")
+    assert response.output_text == "Echo: hello native"
+    assert response.id.startswith("resp_") and "fake" not in response.id
+    assert (response.model, response.store) == ("native-1", True)
+    stored = await client.responses.retrieve(response.id)
+    assert (stored.id, stored.output_text, stored.status) == (response.id, "Echo: hello native", "completed")
+    items = await client.responses.input_items.list(response.id)
+    assert [item.content[0].text for item in items.data] == ["hello native"]  # type: ignore[union-attr]
+    [sent] = await _sent(dep)
+    assert sent["store"] is False and "previous_response_id" not in sent
+    await client.responses.delete(response.id)
+    with pytest.raises(openai.NotFoundError):
+        await client.responses.retrieve(response.id)
+
+
+async def test_a_chain_across_a_backend_that_stores_nothing(native: tuple[Deployment, openai.AsyncOpenAI]) -> None:
+    dep, client = native
+    first = await client.responses.create(model="native-1", input="remember the cat")
+    second = await client.responses.create(model="native-1", input="what was it?", previous_response_id=first.id)
+    third = await client.responses.create(model="native-1", input="and again", previous_response_id=second.id)
+    assert (third.output_text, third.previous_response_id) == ("Echo: and again", second.id)
+    sent = await _sent(dep)
+    texts = [[item["content"] if isinstance(item["content"], str) else item["content"][0]["text"]
+              for item in body["input"]] for body in sent]
+    assert texts[2] == ["remember the cat", "Echo: remember the cat", "what was it?", "Echo: what was it?",
+                        "and again"]
+    assert all(body["store"] is False and "previous_response_id" not in body for body in sent)
+
+
+async def test_a_streamed_chain_carries_the_bridges_ids_in_every_event(
+        native: tuple[Deployment, openai.AsyncOpenAI]) -> None:
+    dep, client = native
+    events = [event async for event in await client.responses.create(
+        model="native-2", input="stream one two", stream=True)]
+    assert [event.sequence_number for event in events] == list(range(len(events)))
+    assert (events[0].type, events[-1].type) == ("response.created", "response.completed")
+    ids = {event.response.id for event in events if hasattr(event, "response")}  # type: ignore[union-attr]
+    assert len(ids) == 1 and "fake" not in next(iter(ids))
+    deltas = "".join(event.delta for event in events if event.type == "response.output_text.delta")
+    assert deltas == "Echo: stream one two"
+    first_id = events[-1].response.id  # type: ignore[union-attr]
+    follow = await client.responses.create(model="native-2", input="next", previous_response_id=first_id,
+                                           stream=True)
+    final = [event async for event in follow][-1]
+    assert final.response.output_text == "Echo: next"  # type: ignore[union-attr]
+    assert len((await _sent(dep))[-1]["input"]) == 3
+
+
+async def test_a_conversation_across_a_backend_that_stores_nothing(
+        native: tuple[Deployment, openai.AsyncOpenAI]) -> None:
+    dep, client = native
+    conversation = await client.conversations.create()
+    await client.responses.create(model="native-1", input="first turn", conversation=conversation.id)
+    second = await client.responses.create(model="native-1", input="second turn", conversation=conversation.id)
+    assert second.output_text == "Echo: second turn"
+    sent = await _sent(dep)
+    assert len(sent[1]["input"]) == 3 and "conversation" not in sent[1]
+    items = await client.conversations.items.list(conversation.id, order="asc")
+    assert len(items.data) == 4
+
+
+async def test_a_background_response_on_a_native_route(native: tuple[Deployment, openai.AsyncOpenAI]) -> None:
+    dep, client = native
+    queued = await client.responses.create(model="native-1", input="in the background", background=True)
+    assert queued.status == "queued"
+    for _ in range(200):
+        done = await client.responses.retrieve(queued.id)
+        if done.status not in ("queued", "in_progress"):
+            break
+        await asyncio.sleep(0.05)
+    assert (done.status, done.output_text) == ("completed", "Echo: in the background")
+    [sent] = await _sent(dep)
+    assert sent["store"] is False and "background" not in sent and sent["stream"] is True
+
+
+async def test_backend_errors_reach_the_client_as_they_are(native: tuple[Deployment, openai.AsyncOpenAI]) -> None:
+    _, client = native
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client.responses.create(model="native-1", input="x", tools=[{"type": "file_search",  # type: ignore[list-item]
+                                                                          "vector_store_ids": ["vs_1"]}])
+    assert caught.value.status_code == 400
+    with pytest.raises(openai.NotFoundError):
+        await client.responses.create(model="native-1", input="x", previous_response_id="resp_missing")
+
+
+async def test_envoy_sends_native_requests_to_the_native_cluster(deployment: Deployment) -> None:
+    before = await deployment.cluster_requests()
+    async with openai.AsyncOpenAI(base_url=f"{deployment.envoy_url}/v1", api_key="sk", max_retries=0) as client:
+        first = await client.responses.create(model="native-x", input="one")
+        await client.responses.create(model="native-x", input="two", previous_response_id=first.id, stream=True)
+    after = await deployment.cluster_requests()
+    assert {key: after[key] - before[key] for key in after} == {"a": 0, "b": 0, "n": 2, "sidecar": 0}

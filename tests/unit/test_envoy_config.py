@@ -38,7 +38,8 @@ RENDERED = {
     "several-upstreams": dict(DEMO, upstreams=[
         UpstreamSpec(name="local", url="http://127.0.0.1:8000/v1"),
         UpstreamSpec(name="cloud", url="https://api.openai.com/v1", mode="native", api_key_env="OPENAI_KEY"),
-        UpstreamSpec(name="ollama.box", url="http://ollama:11434")]),
+        UpstreamSpec(name="ollama.box", url="http://ollama:11434"),
+        UpstreamSpec(name="n", url="http://127.0.0.1:8001/v1", mode="native")]),  # "n": a YAML 1.1 boolean
 }
 
 
@@ -196,7 +197,7 @@ def test_cli_prints_the_bootstrap() -> None:
 def test_several_upstreams_get_one_cluster_each_and_routes_on_the_processors_choice() -> None:
     config = envoy_config.bootstrap_dict(**RENDERED["several-upstreams"])  # type: ignore[arg-type]
     clusters = _clusters(config)
-    assert {"upstream_local", "upstream_cloud", "upstream_ollama.box"} <= set(clusters)
+    assert {"upstream_local", "upstream_cloud", "upstream_ollama.box", "upstream_n"} <= set(clusters)
     assert envoy_config.UPSTREAM_CLUSTER not in clusters
     assert clusters["upstream_cloud"]["transport_socket"]["typed_config"]["sni"] == "api.openai.com"
     routes = {route["name"]: route for route in _routes(config)}
