@@ -212,6 +212,18 @@ async def test_the_route_header_is_what_the_sidecars_own_calls_use(deployment: D
     assert (after["a"] - before["a"], after["b"] - before["b"]) == (0, 1)
 
 
+async def test_a_truncation_retry_goes_to_the_same_upstream(setup: tuple[Deployment, openai.AsyncOpenAI]) -> None:
+    """``truncation: "auto"`` after b's context-length error: the shorter retry (made by the processor itself
+    through Envoy) goes to b again, not to the first upstream."""
+    deployment, client = setup
+    long = [{"role": "user" if turn % 2 == 0 else "assistant", "content": f"turn {turn} " + "filler " * 30}
+            for turn in range(12)]
+    response = await client.responses.create(model="beta", truncation="auto", input=[  # type: ignore[arg-type]
+        *long, {"role": "user", "content": "newest [context=200]"}])
+    assert response.output_text == "Echo: newest"
+    sent = await deployment.models_sent()
+    assert sent == {"a": [], "b": ["fake-model", "fake-model"]}
+
 # --- the native route ----------------------------------------------------------------------------------------
 
 

@@ -563,7 +563,7 @@ class _Stream:
         try:
             retry = None if self.sse else run.retry_request()  # truncation "auto": see retry.py
             reply = await (run.finish() if retry is None
-                           else retried_reply(self.runtime, run, retry, self.authorization))
+                           else retried_reply(self.runtime, run, retry, self.authorization, self.route))
         except Exception as exc:
             log.exception("extproc_response_failed", response_id=run.response_id)
             if not self.sse:
@@ -594,7 +594,7 @@ class _Stream:
                 run.on_upstream_chunk(chunk)
                 retry = run.retry_request()  # truncation "auto" after a context-length error: retry.py
                 reply = await (run.finish() if retry is None
-                               else retried_reply(self.runtime, run, retry, self.authorization))
+                               else retried_reply(self.runtime, run, retry, self.authorization, self.route))
             except Exception as exc:
                 log.exception("extproc_response_failed", response_id=run.response_id)
                 reply = await self._fail(exc)
