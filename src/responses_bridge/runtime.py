@@ -15,7 +15,7 @@ import structlog
 from .allocator import MemoryTrimmer
 from .config import Settings
 from .engine.options import EngineOptions
-from .engine.tools import served_tool_types
+from .engine.tools import runs_server_tools, served_tool_types
 from .engine.wire import Framing
 from .run.response_run import ResponseRun
 from .run.server_tools import ServerTools, ServerToolServices
@@ -152,9 +152,11 @@ class Runtime:
         return NativeRun(self.store, self.route_options(route), conversations=self.conversations,
                          served=self.server_tools.services.served if self.server_tools is not None else frozenset())
 
-    def new_routed_run(self, route: Route, *, tool_loop: bool = False) -> ResponseRun:
-        """The run for ``route``: native, or translated (:meth:`routed_run`)."""
-        if route.upstream.mode == "native":
+    def new_routed_run(self, route: Route, *, tool_loop: bool = False, tools: object = None) -> ResponseRun:
+        """The run for ``route``: native, or translated (:meth:`routed_run`). A native backend runs no server-side
+        tool: a request offering one the bridge runs (``tools``: the request's, with ``tool_loop``) is translated
+        to the same backend's Chat Completions instead, where the bridge's tool loop runs them."""
+        if route.upstream.mode == "native" and not (tool_loop and runs_server_tools(tools, self.served_tools)):
             return self.native_run(route)
         return self.routed_run(route, tool_loop=tool_loop)
 

@@ -26,6 +26,7 @@ from responses_bridge.envoy_config import HTTP_CLUSTER, render_bootstrap, upstre
 from responses_bridge.upstreams import UpstreamSpec
 from tests.support.bridge import PYTHON, UpstreamLog, running_sidecar
 from tests.support.envoy import EnvoyProcess, free_port, have_envoy, start_envoy
+from tests.support.mcp_server import running_mcp_server
 
 pytestmark = pytest.mark.skipif(not have_envoy(), reason="envoy binary not available")
 
@@ -43,6 +44,7 @@ class Deployment:
     envoy_url: str
     envoy: EnvoyProcess
     logs: dict[str, UpstreamLog]
+    mcp_url: str
 
     async def cluster_requests(self) -> dict[str, int]:
         stats = await self.envoy.stats("cluster.")
@@ -75,17 +77,19 @@ async def deployment(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
                               "translate") for name, port in ports.items()]
     listen_port = free_port()
     env = {"RESPONSES_BRIDGE_UPSTREAMS": json.dumps([spec.model_dump() for spec in upstreams]),
-           "RESPONSES_BRIDGE_MODELS": json.dumps(MODELS)}
+           "RESPONSES_BRIDGE_MODELS": json.dumps(MODELS), "RESPONSES_BRIDGE_MCP_ALLOWED_HOSTS": "127.0.0.1"}
     try:
-        async with running_sidecar(str(tmp_path_factory.mktemp("upstreams")), upstreams[0].url, "--upstream-via",
-                                   f"http://127.0.0.1:{listen_port}/v1", env=env) as sidecar:
+        async with running_mcp_server() as mcp, running_sidecar(
+                str(tmp_path_factory.mktemp("upstreams")), upstreams[0].url, "--upstream-via",
+                f"http://127.0.0.1:{listen_port}/v1", env=env) as sidecar:
             envoy = await start_envoy(render_bootstrap(
                 listen_port=listen_port, extproc_port=sidecar.extproc_port,
                 http_port=int(sidecar.http_url.rsplit(":", 1)[1]), upstream=upstreams[0].url, admin_port=0,
                 upstreams=upstreams))
             try:
                 yield Deployment(sidecar.http_url, f"http://127.0.0.1:{listen_port}", envoy,
-                                 {name: UpstreamLog(f"http://127.0.0.1:{port}") for name, port in ports.items()})
+                                 {name: UpstreamLog(f"http://127.0.0.1:{port}") for name, port in ports.items()},
+                                 mcp.http_url)
             finally:
                 envoy.stop()
     finally:
@@ -335,3 +339,18 @@ async def test_envoy_sends_native_requests_to_the_native_cluster(deployment: Dep
         await client.responses.create(model="native-x", input="two", previous_response_id=first.id, stream=True)
     after = await deployment.cluster_requests()
     assert {key: after[key] - before[key] for key in after} == {"a": 0, "b": 0, "n": 2, "sidecar": 0}
+
+
+async def test_server_side_tools_on_a_native_route_run_in_the_bridge(
+        native: tuple[Deployment, openai.AsyncOpenAI]) -> None:
+    """The backend runs no MCP tool: the bridge runs the loop over the same backend's Chat Completions."""
+    deployment, client = native
+    tool = {"type": "mcp", "server_label": "tools", "server_url": deployment.mcp_url, "require_approval": "never"}
+    response = await client.responses.create(model="native-1", input="call tools__add", tools=[tool])  # type: ignore[list-item]
+    assert [item.type for item in response.output] == ["mcp_list_tools", "mcp_call", "message"]
+    assert response.output_text.startswith("Tool result: ")
+    paths = [entry["path"] for entry in await deployment.logs["n"].entries()]
+    assert paths == ["/v1/chat/completions", "/v1/chat/completions"]
+    follow = await client.responses.create(model="native-1", input="thanks", previous_response_id=response.id)
+    assert follow.output_text == "Echo: thanks"  # and the chain goes on natively
+    assert (await deployment.logs["n"].entries())[-1]["path"] == "/v1/responses"

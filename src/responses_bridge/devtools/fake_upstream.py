@@ -14,7 +14,8 @@ Routes
   arrays; ``encoding_format: "base64"`` gives little-endian float32 bytes in base64, like OpenAI.
 * ``GET /health`` - ``{"status": "ok"}``.
 * ``GET /_fake/requests`` - ``{"data": [...]}``: the last 50 bodies received on
-  ``/v1/chat/completions``, oldest first, each as ``{"body": ..., "headers": {"authorization": ...}}``
+  ``/v1/chat/completions`` (and ``/v1/responses`` with ``--native``), oldest first, each as
+  ``{"body": ..., "path": ..., "headers": {"authorization": ...}}``
   (recorded before validation, so rejected requests show up too; a body that is not JSON is recorded
   as its raw text). ``DELETE /_fake/requests`` clears the record.
 
@@ -1069,7 +1070,8 @@ def _parse_error() -> FakeError:
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     state = request.app[_STATE]
     body, ok = await _read_json(request)
-    state.requests.append({"body": body, "headers": {"authorization": request.headers.get("Authorization")}})
+    state.requests.append({"body": body, "path": request.path,
+                           "headers": {"authorization": request.headers.get("Authorization")}})
     if not ok:
         raise _parse_error()
     functions = validate_chat_request(body)

@@ -76,7 +76,7 @@ class NativeRelay:
     def upstream_request(self) -> UpstreamRequest:
         """The backend's request: the client's, self-contained and unstored."""
         body = {key: value for key, value in self._raw.items() if key not in STATEFUL_FIELDS}
-        body["input"] = [*self._history, *self.request.input_items]
+        body["input"] = backend_items([*self._history, *self.request.input_items])
         body["store"] = False
         if self._upstream_model:
             body["model"] = self._upstream_model
@@ -237,6 +237,32 @@ class NativeRelay:
     def mark_completed_at(self) -> None:
         if self.response["status"] == "completed" and not self.response.get("completed_at"):
             self.response["completed_at"] = int(time.time())
+
+
+SERVER_TOOL_ITEMS = frozenset(("mcp_list_tools", "mcp_approval_request", "mcp_approval_response", "web_search_call",
+                               "tool_search_call", "tool_search_output"))
+"""History items of the bridge's own server-side tools, which a backend that runs none does not know."""
+
+
+def backend_items(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The input as a backend without server-side tools reads it: an ``mcp_call`` the bridge ran becomes the
+    function call and output it was for the model (named as the tool loop offers it, ``<label>__<name>``); the
+    other server-tool items are left out (their results are in the messages that followed them)."""
+    if not any(item.get("type") in SERVER_TOOL_ITEMS or item.get("type") == "mcp_call" for item in items):
+        return items
+    out: list[dict[str, Any]] = []
+    for item in items:
+        kind = item.get("type")
+        if kind == "mcp_call":
+            call_id = str(item.get("id"))
+            out.append({"type": "function_call", "call_id": call_id,
+                        "name": f"{item.get('server_label')}__{item.get('name')}",
+                        "arguments": item.get("arguments") or "{}"})
+            result = item.get("output") if item.get("error") is None else f"Error: {item.get('error')}"
+            out.append({"type": "function_call_output", "call_id": call_id, "output": str(result or "")})
+        elif kind not in SERVER_TOOL_ITEMS:
+            out.append(item)
+    return out
 
 
 def _too_large(limit: int) -> APIError:

@@ -8,8 +8,10 @@ no code of their own for it. What it adds to the backend: the history of a ``pre
 own id before its terminal bytes go out, so ``GET``/``DELETE``/``input_items`` work), background runs. The
 synchronous part, request and event rewriting, is :class:`~responses_bridge.engine.native_relay.NativeRelay`.
 
-A request offering a server-side tool the bridge runs (``mcp``, ``web_search`` with a provider) is refused on a
-native route: the backend runs none, and this path has no tool loop.
+A request offering a server-side tool the bridge runs (``mcp``, ``web_search`` with a provider) does not come here:
+the backend runs none, so the HTTP door (where Envoy sends such requests too) translates it to the same backend's
+Chat Completions and runs the tool loop (``Runtime.new_routed_run``). Should one still arrive (a bootstrap without
+the route to the HTTP door), it is refused with a 400.
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ class ResponsesRoutes:
             decoded = await asyncio.to_thread(parse_json_object, body) if large else parse_json_object(body)
             del body
             route = self.runtime.route(decoded.get("model"))
-            run = self.runtime.new_routed_run(route, tool_loop=True)  # native or translated
+            run = self.runtime.new_routed_run(route, tool_loop=True, tools=decoded.get("tools"))  # native, translated
             call = await run.begin(decoded, large=large)
             del decoded
             upstream = self.clients[route.upstream.name]
