@@ -13,88 +13,22 @@ under response ids of its own.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import aiohttp
 import openai
 import pytest
 
-from responses_bridge.devtools.procs import ManagedProcess, wait_http
-from responses_bridge.envoy_config import HTTP_CLUSTER, render_bootstrap, upstream_cluster
-from responses_bridge.upstreams import UpstreamSpec
-from tests.support.bridge import PYTHON, UpstreamLog, running_sidecar
-from tests.support.envoy import EnvoyProcess, free_port, have_envoy, start_envoy
-from tests.support.mcp_server import running_mcp_server
+from tests.support.envoy import have_envoy
+from tests.support.upstreams import Deployment, running_deployment
 
 pytestmark = pytest.mark.skipif(not have_envoy(), reason="envoy binary not available")
-
-MODELS = [
-    {"match": "native*", "upstream": "n"},
-    {"match": "alpha*", "upstream": "a"},
-    {"match": "beta", "upstream": "b", "upstream_model": "fake-model"},
-    {"match": "fake-*", "upstream": "a"},
-]
-
-
-@dataclass
-class Deployment:
-    http_url: str
-    envoy_url: str
-    envoy: EnvoyProcess
-    logs: dict[str, UpstreamLog]
-    mcp_url: str
-
-    async def cluster_requests(self) -> dict[str, int]:
-        stats = await self.envoy.stats("cluster.")
-        names = {"a": upstream_cluster("a"), "b": upstream_cluster("b"), "n": upstream_cluster("n"),
-                 "sidecar": HTTP_CLUSTER}
-        return {key: int(stats.get(f"cluster.{name}.upstream_rq_total", 0)) for key, name in names.items()}
-
-    async def clear(self) -> None:
-        for log in self.logs.values():
-            await log.clear()
-
-    async def models_sent(self) -> dict[str, list[str]]:
-        return {name: [entry["body"]["model"] for entry in await log.entries()] for name, log in self.logs.items()
-                if name != "n"}
-
-
-async def _fake(port: int, *extra: str) -> ManagedProcess:
-    process = ManagedProcess([PYTHON, "-m", "responses_bridge", "fake-upstream", "--port", str(port), *extra],
-                             f"fake-upstream:{port}")
-    process.start()
-    await wait_http(f"http://127.0.0.1:{port}/health", process=process)
-    return process
 
 
 @pytest.fixture(scope="module")
 async def deployment(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Deployment]:
-    ports = {"a": free_port(), "b": free_port(), "n": free_port()}
-    fakes = [await _fake(port, *(["--native"] if name == "n" else [])) for name, port in ports.items()]
-    upstreams = [UpstreamSpec(name=name, url=f"http://127.0.0.1:{port}/v1", mode="native" if name == "n" else
-                              "translate") for name, port in ports.items()]
-    listen_port = free_port()
-    env = {"RESPONSES_BRIDGE_UPSTREAMS": json.dumps([spec.model_dump() for spec in upstreams]),
-           "RESPONSES_BRIDGE_MODELS": json.dumps(MODELS), "RESPONSES_BRIDGE_MCP_ALLOWED_HOSTS": "127.0.0.1"}
-    try:
-        async with running_mcp_server() as mcp, running_sidecar(
-                str(tmp_path_factory.mktemp("upstreams")), upstreams[0].url, "--upstream-via",
-                f"http://127.0.0.1:{listen_port}/v1", env=env) as sidecar:
-            envoy = await start_envoy(render_bootstrap(
-                listen_port=listen_port, extproc_port=sidecar.extproc_port,
-                http_port=int(sidecar.http_url.rsplit(":", 1)[1]), upstream=upstreams[0].url, admin_port=0,
-                upstreams=upstreams))
-            try:
-                yield Deployment(sidecar.http_url, f"http://127.0.0.1:{listen_port}", envoy,
-                                 {name: UpstreamLog(f"http://127.0.0.1:{port}") for name, port in ports.items()},
-                                 mcp.http_url)
-            finally:
-                envoy.stop()
-    finally:
-        for fake in fakes:
-            fake.stop()
+    async with running_deployment(str(tmp_path_factory.mktemp("upstreams"))) as started:
+        yield started
 
 
 @pytest.fixture(params=["http", "envoy"])
