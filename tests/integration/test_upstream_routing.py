@@ -13,6 +13,7 @@ under response ids of its own.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -161,6 +162,38 @@ async def test_a_truncation_retry_goes_to_the_same_upstream(setup: tuple[Deploym
     assert response.output_text == "Echo: newest"
     sent = await deployment.models_sent()
     assert sent == {"a": [], "b": ["fake-model", "fake-model"]}
+
+async def test_websocket_turns_go_to_their_models_upstream(deployment: Deployment, door: str) -> None:
+    await deployment.clear()
+    base = deployment.envoy_url if door == "envoy" else deployment.http_url
+    async with aiohttp.ClientSession() as session, session.ws_connect(f"{base}/v1/responses") as ws:
+        for model in ("beta", "alpha-ws", "native-ws", "gamma"):
+            await ws.send_json({"type": "response.create", "model": model, "input": f"over the socket to {model}"})
+            while True:
+                event = json.loads((await ws.receive()).data)
+                if event["type"] in ("response.completed", "response.failed", "error"):
+                    break
+            if model == "gamma":
+                assert (event["type"], event["status"], event["error"]["code"]) == ("error", 404, "model_not_found")
+            else:
+                assert event["response"]["output"][0]["content"][0]["text"] == f"Echo: over the socket to {model}"
+    assert await deployment.models_sent() == {"a": ["alpha-ws"], "b": ["fake-model"]}
+    # a native backend also serves Chat Completions: WebSocket turns are translated for it
+    assert [entry["path"] for entry in await deployment.logs["n"].entries()] == ["/v1/chat/completions"]
+
+
+async def test_compaction_and_token_counts_go_to_the_models_upstream(
+        setup: tuple[Deployment, openai.AsyncOpenAI]) -> None:
+    deployment, client = setup
+    conversation = [{"role": "user", "content": "my name is Zed"}, {"role": "assistant", "content": "Hi Zed"},
+                    {"role": "user", "content": "what is my name?"}]
+    compacted = await client.responses.compact(model="beta", input=conversation)  # type: ignore[arg-type]
+    assert [item.type for item in compacted.output] == ["message", "compaction"]
+    assert await deployment.models_sent() == {"a": [], "b": ["fake-model"]}
+    counted = await client.responses.input_tokens.count(model="alpha-1", input="count these words")
+    assert counted.input_tokens > 0
+    with pytest.raises(openai.NotFoundError):
+        await client.responses.input_tokens.count(model="gamma", input="nowhere")
 
 # --- the native route ----------------------------------------------------------------------------------------
 

@@ -46,7 +46,7 @@ def create_app(runtime: Runtime) -> web.Application:
 
     app.cleanup_ctx.append(upstream_session)
     ResponsesRoutes(runtime, upstream, clients).register(app)
-    background_routes.register(app, runtime, upstream)  # cancel, WebSocket mode, compact, input_tokens
+    background_routes.register(app, runtime, upstream, clients)  # cancel, WebSocket mode, compact, input_tokens
     if runtime.conversations is not None:
         ConversationRoutes(runtime.conversations).register(app)
     if runtime.prompts is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import orjson
 from aiohttp import web
 
@@ -58,7 +60,8 @@ async def _stream(request: web.Request, service: BackgroundService, response_id:
     return response
 
 
-def register(app: web.Application, runtime: Runtime, upstream: UpstreamClient) -> None:
+def register(app: web.Application, runtime: Runtime, upstream: UpstreamClient,
+             clients: Mapping[str, UpstreamClient] | None = None) -> None:
     """Cancel, WebSocket mode (``GET /v1/responses`` with Upgrade), compaction and input token counting."""
     from .stateful_routes import StatefulRoutes
 
@@ -68,7 +71,7 @@ def register(app: web.Application, runtime: Runtime, upstream: UpstreamClient) -
 
     for prefix in ("/v1", ""):
         app.router.add_post(f"{prefix}/responses/{{response_id}}/cancel", cancel)
-    StatefulRoutes(runtime, upstream).register(app)
+    StatefulRoutes(runtime, upstream, clients).register(app)
 
 
 def wants_stream(request: web.Request) -> bool:
