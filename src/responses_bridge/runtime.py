@@ -149,7 +149,7 @@ class Runtime:
         """The run of a request routed to a native backend (``mode: native``): run/native_run.py."""
         from .run.native_run import NativeRun
 
-        return NativeRun(self.store, self.route_options(route), conversations=self.conversations,
+        return NativeRun(self.store, self.route_options(route), self.sealer, conversations=self.conversations,
                          served=self.server_tools.services.served if self.server_tools is not None else frozenset())
 
     def new_routed_run(self, route: Route, *, tool_loop: bool = False, tools: object = None) -> ResponseRun:

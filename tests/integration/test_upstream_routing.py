@@ -321,3 +321,21 @@ async def test_server_side_tools_on_a_native_route_run_in_the_bridge(
     follow = await client.responses.create(model="native-1", input="thanks", previous_response_id=response.id)
     assert follow.output_text == "Echo: thanks"  # and the chain goes on natively
     assert (await deployment.logs["n"].entries())[-1]["path"] == "/v1/responses"
+
+
+async def test_compaction_items_reach_a_native_backend_as_their_summary(
+        native: tuple[Deployment, openai.AsyncOpenAI]) -> None:
+    deployment, client = native
+    conversation = [{"role": "user", "content": "my name is Zed"}, {"role": "assistant", "content": "Hi Zed"},
+                    {"role": "user", "content": "what is my name?"}]
+    compacted = await client.responses.compact(model="native-1", input=conversation)  # type: ignore[arg-type]
+    items = [item.model_dump(exclude_none=True, warnings=False) for item in compacted.output]
+    await deployment.clear()
+    response = await client.responses.create(model="native-1", input=[*items, {"role": "user", "content": "go"}])
+    assert response.output_text == "Echo: go"
+    sent = (await _sent(deployment))[-1]["input"]
+    assert all(item.get("type") != "compaction" for item in sent)
+    assert any("Zed" in part.get("text", "") for item in sent if isinstance(item.get("content"), list)
+               for part in item["content"])
+    listed = await client.responses.input_items.list(response.id, order="asc")
+    assert [item.type for item in listed.data] == ["message", "compaction", "message"]  # stored as sent

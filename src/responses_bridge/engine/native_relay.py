@@ -21,6 +21,8 @@ import orjson
 from ..ids import response_id as new_response_id
 from ..protocol.errors import APIError
 from ..protocol.request import ResponsesRequest
+from ..sealing import Sealer
+from . import compaction
 from .response_object import new_response
 from .sse import DONE, DONE_FRAME, EventTooLarge, SSEDecoder, encode_event
 from .translator import _upstream_error
@@ -38,7 +40,13 @@ class NativeRelay:
 
     def __init__(self, request: ResponsesRequest, raw: dict[str, Any], history: list[dict[str, Any]], *,
                  upstream_model: str | None = None, conversation_id: str | None = None,
-                 max_event_bytes: int) -> None:
+                 max_event_bytes: int, sealer: Sealer | None = None) -> None:
+        if compaction.has_trigger(request.input_items):
+            raise APIError(400, "A compaction_trigger is not supported for this model: use POST "
+                           "/v1/responses/compact.", param="input", code="unsupported_parameter")
+        # the bridge's compaction items, opened: the backend gets the summaries they stand for (400 if forged)
+        self._input = backend_items([*compaction.expand(history, sealer, "history"),
+                                     *compaction.expand(request.input_items, sealer)])
         self.request = request
         p = request.params
         self.background = bool(p.background)
@@ -47,7 +55,6 @@ class NativeRelay:
         if conversation_id is not None:
             self.response["conversation"] = {"id": conversation_id}
         self._raw = raw
-        self._history = history
         self._upstream_model = upstream_model
         self._max = max_event_bytes
         self._decoder = SSEDecoder(max_event_bytes)
@@ -76,7 +83,7 @@ class NativeRelay:
     def upstream_request(self) -> UpstreamRequest:
         """The backend's request: the client's, self-contained and unstored."""
         body = {key: value for key, value in self._raw.items() if key not in STATEFUL_FIELDS}
-        body["input"] = backend_items([*self._history, *self.request.input_items])
+        body["input"] = self._input
         body["store"] = False
         if self._upstream_model:
             body["model"] = self._upstream_model

@@ -28,6 +28,7 @@ from ..engine.sse import DONE_FRAME
 from ..engine.wire import JSON_CONTENT_TYPE, SSE_CONTENT_TYPE, Reply, UpstreamRequest
 from ..protocol.errors import APIError, invalid_request, not_found
 from ..protocol.request import ResponsesRequest, parse_json_object, parse_request_object
+from ..sealing import Sealer
 from ..store.base import ResponseStore
 from .history import ConversationHistory
 from .response_run import ResponseRun
@@ -38,9 +39,10 @@ log = structlog.get_logger("responses_bridge.run.native")
 class NativeRun(ResponseRun):
     """A :class:`ResponseRun` in every way the doors and background runs see, over a native backend."""
 
-    def __init__(self, store: ResponseStore, options: EngineOptions, *, conversations: ConversationHistory | None,
-                 served: frozenset[str] = frozenset()) -> None:
-        super().__init__(store, options, conversations=conversations)
+    def __init__(self, store: ResponseStore, options: EngineOptions, sealer: Sealer | None = None, *,
+                 conversations: ConversationHistory | None, served: frozenset[str] = frozenset()) -> None:
+        super().__init__(store, options, sealer, conversations=conversations)
+        self._native_sealer = sealer
         self._upstream_model = options.upstream_model
         self._max_event_bytes = options.max_event_bytes
         self._served = served
@@ -99,7 +101,8 @@ class NativeRun(ResponseRun):
                                param=f"tools[{index}].type", code="unsupported_parameter")
         history = await self._history(request)
         self.relay = NativeRelay(request, raw, history, upstream_model=self._upstream_model,
-                                 conversation_id=self._conversation_id, max_event_bytes=self._max_event_bytes)
+                                 conversation_id=self._conversation_id, max_event_bytes=self._max_event_bytes,
+                                 sealer=self._native_sealer)
         self.on_upstream_chunk = self.relay.on_upstream_chunk  # the per-chunk path has no layer of its own
         return self.relay.upstream_request()
 
