@@ -119,11 +119,20 @@ async def serve(settings: Settings, *, http: bool = True, extproc: bool = True) 
         log.info("serving", upstream=settings.upstream, db=settings.db_path(),
                  http=f"{settings.http_host}:{settings.http_port}" if http else None,
                  extproc=f"{settings.extproc_host}:{settings.extproc_port}" if extproc else None)
-        probe = asyncio.create_task(probe_upstream(settings))  # in the background: start is not delayed
+        probe = asyncio.create_task(_probe_upstreams(settings))  # in the background: start is not delayed
         await _wait_for_signal()
         probe.cancel()
     finally:
         await shutdown(runtime, stoppers)
+
+
+async def _probe_upstreams(settings: Settings) -> None:
+    """Each configured upstream is checked the same way (the one ``--upstream`` when none are)."""
+    if not settings.upstreams:
+        await probe_upstream(settings)
+        return
+    await asyncio.gather(*(probe_upstream(settings.model_copy(update={"upstream": spec.url, "api_key": None}))
+                           for spec in settings.upstreams))
 
 
 async def probe_upstream(settings: Settings, timeout: float = PROBE_TIMEOUT_SECONDS) -> bool:
