@@ -204,7 +204,7 @@ def _listener(address: str, port: int, up: UpstreamURL, sidecar: tuple[str, int]
                 "normalize_path": True,
                 "merge_slashes": True,
                 "route_config": _route_config(up, upstreams),
-                "http_filters": [_client_credentials_filter(), _route_offered_filter(), _ext_proc_filter(),
+                "http_filters": [_client_credentials_filter(), _route_offered_filter(), _ext_proc_filter(upstreams),
                                  _hold_for_route_filter(), {
                     "name": "envoy.filters.http.router",
                     "typed_config": {"@type": _TYPE + "envoy.extensions.filters.http.router.v3.Router"},
@@ -247,7 +247,7 @@ def _route_offered_filter() -> dict[str, Any]:
     }
 
 
-def _ext_proc_filter() -> dict[str, Any]:
+def _ext_proc_filter(upstreams: Sequence[UpstreamSpec] = ()) -> dict[str, Any]:
     return {
         "name": _EXT_PROC,
         # Off unless a route turns it on (the Responses routes): a reply Envoy makes before routing (headers over
@@ -263,7 +263,9 @@ def _ext_proc_filter() -> dict[str, Any]:
                 # The processor needs no request headers (the route says it is a POST /v1/responses, and the
                 # client's Authorization passes unless the bridge holds the upstream key): skipping them saves
                 # one processor round trip per request.
-                "request_header_mode": "SKIP",
+                # An upstream whose key the bridge holds (upstreams.py) needs them after all: the processor sets
+                # its Authorization, and a header mutation applies only while Envoy still holds the headers.
+                "request_header_mode": "SEND" if any(_holds_key(spec) for spec in upstreams) else "SKIP",
                 "request_body_mode": "BUFFERED",
                 "request_trailer_mode": "SKIP",
                 "response_header_mode": "SEND",
@@ -382,6 +384,10 @@ def _route_config(up: UpstreamURL, upstreams: Sequence[UpstreamSpec] = ()) -> di
          "typed_per_filter_config": _disabled(), "request_body_buffer_limit": BUFFER_LIMIT_BYTES},
     ]
     return {"name": "responses_bridge", "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]}
+
+
+def _holds_key(spec: UpstreamSpec) -> bool:
+    return bool(spec.api_key_env) or bool(spec.api_key and spec.api_key != "forward")
 
 
 def upstream_cluster(name: str) -> str:

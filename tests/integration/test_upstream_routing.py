@@ -195,6 +195,16 @@ async def test_compaction_and_token_counts_go_to_the_models_upstream(
     with pytest.raises(openai.NotFoundError):
         await client.responses.input_tokens.count(model="gamma", input="nowhere")
 
+async def test_each_upstream_gets_its_own_key_or_the_clients(setup: tuple[Deployment, openai.AsyncOpenAI]) -> None:
+    deployment, client = setup
+    await client.responses.create(model="alpha-1", input="key?")
+    await client.responses.create(model="beta", input="key?")
+    await client.chat.completions.create(model="beta", messages=[{"role": "user", "content": "key?"}])
+    await client.responses.create(model="native-1", input="key?")
+    keys = {name: [entry["headers"]["authorization"] for entry in await log.entries()]
+            for name, log in deployment.logs.items()}
+    assert keys == {"a": ["Bearer sk-client"], "b": ["Bearer sk-upstream-b"] * 2, "n": ["Bearer sk-client"]}
+
 # --- the native route ----------------------------------------------------------------------------------------
 
 

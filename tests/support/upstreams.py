@@ -56,14 +56,18 @@ async def _fake(port: int, *extra: str) -> ManagedProcess:
 
 
 @asynccontextmanager
-async def running_deployment(tmp_dir: str) -> AsyncIterator[Deployment]:
+async def running_deployment(tmp_dir: str, *, keyed: bool = True) -> AsyncIterator[Deployment]:
+    """``keyed``: upstream b holds its key (``api_key_env``), so the bootstrap sends request headers to the
+    processor; without, every upstream gets the client's key and the processor sees bodies only."""
     ports = {"a": free_port(), "b": free_port(), "n": free_port()}
     fakes = [await _fake(port, *(["--native"] if name == "n" else [])) for name, port in ports.items()]
     upstreams = [UpstreamSpec(name=name, url=f"http://127.0.0.1:{port}/v1", mode="native" if name == "n" else
-                              "translate") for name, port in ports.items()]
+                              "translate", api_key_env="B_KEY" if name == "b" and keyed else None,
+                              api_key="forward" if name == "a" else None) for name, port in ports.items()]
     listen_port = free_port()
     env = {"RESPONSES_BRIDGE_UPSTREAMS": json.dumps([spec.model_dump() for spec in upstreams]),
-           "RESPONSES_BRIDGE_MODELS": json.dumps(MODELS), "RESPONSES_BRIDGE_MCP_ALLOWED_HOSTS": "127.0.0.1"}
+           "RESPONSES_BRIDGE_MODELS": json.dumps(MODELS), "RESPONSES_BRIDGE_MCP_ALLOWED_HOSTS": "127.0.0.1",
+           "B_KEY": "sk-upstream-b"}  # b's key; a forwards the client's, n has none (the client's goes too)
     try:
         async with running_mcp_server() as mcp, running_sidecar(
                 tmp_dir, upstreams[0].url, "--upstream-via",

@@ -215,6 +215,22 @@ def test_several_upstreams_get_one_cluster_each_and_routes_on_the_processors_cho
     assert names.index("cloud_responses") < names.index("responses")  # the processor's choice comes first
 
 
+def _processing_mode(config: dict) -> dict:
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    ext_proc = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.ext_proc")
+    return ext_proc["typed_config"]["processing_mode"]
+
+
+def test_request_headers_go_to_the_processor_only_when_it_sets_an_upstream_key() -> None:
+    keyed = envoy_config.bootstrap_dict(**RENDERED["several-upstreams"])  # type: ignore[arg-type]
+    assert _processing_mode(keyed)["request_header_mode"] == "SEND"  # "cloud" holds its key (api_key_env)
+    forwarded = envoy_config.bootstrap_dict(**dict(DEMO, upstreams=[  # type: ignore[arg-type]
+        UpstreamSpec(name="x", url="http://127.0.0.1:1/v1", api_key="forward"),
+        UpstreamSpec(name="y", url="http://127.0.0.1:2/v1")]))
+    assert _processing_mode(forwarded)["request_header_mode"] == "SKIP"
+    assert _processing_mode(envoy_config.bootstrap_dict(**DEMO))["request_header_mode"] == "SKIP"  # type: ignore[arg-type]
+
+
 def test_cli_renders_the_upstreams_of_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     import json
 
