@@ -63,6 +63,9 @@ keeps every request on the ext_proc path instead of sending an untranslated body
 UPSTREAM_KEY = "upstream"
 """Set in ``ROUTE_NAMESPACE`` by the processor to the name of the upstream a request's model routes to (several
 upstreams configured): the route on that value sends it to that upstream's cluster (:func:`upstream_cluster`)."""
+NATIVE_SUFFIX = ":native"
+"""Added to the upstream's name in ``UPSTREAM_KEY`` for a Responses request the backend answers natively (no
+upstream name holds a colon)."""
 ROUTE_HEADER = "x-responses-bridge-upstream"
 """The same choice on the sidecar's own calls through this listener (``--upstream-via``)."""
 
@@ -408,18 +411,22 @@ def _per_upstream_routes(upstreams: Sequence[UpstreamSpec]) -> list[dict[str, An
     for spec in upstreams:
         up = UpstreamURL(spec.url)
         action = {"cluster": upstream_cluster(spec.name), "timeout": "0s", **_host_rewrite(up)}
-        chosen = [{"filter": ROUTE_NAMESPACE, "path": [{"key": UPSTREAM_KEY}],
-                   "value": {"string_match": {"exact": spec.name}}}]
-        target = "responses" if spec.mode == "native" else "chat/completions"
+        chosen = _chosen(spec.name)
+        # a translated Responses request goes to chat/completions, a native one to the backend's own /responses;
+        # an "auto" upstream (probed when the sidecar starts) may be either, so it gets both routes
+        targets = {"translate": [("", "chat/completions")], "native": [(NATIVE_SUFFIX, "responses")],
+                   "auto": [("", "chat/completions"), (NATIVE_SUFFIX, "responses")]}[spec.mode]
         routes += [
             {"name": f"{spec.name}_via_sidecar", "match": {"prefix": "/v1/", "headers": [
                 {"name": ROUTE_HEADER, "string_match": {"exact": spec.name}}]},
              "route": {**action, "prefix_rewrite": f"{up.base_path}/"},
              "request_headers_to_remove": [ROUTE_HEADER],
              "typed_per_filter_config": _disabled(), "request_body_buffer_limit": BUFFER_LIMIT_BYTES},
-            *({"name": f"{spec.name}_{name}", "match": {"path": path, "headers": post, "dynamic_metadata": chosen},
+            *({"name": f"{spec.name}{suffix.replace(':', '_')}_{name}",
+               "match": {"path": path, "headers": post, "dynamic_metadata": _chosen(spec.name + suffix)},
                "route": {**action, "prefix_rewrite": f"{up.base_path}/{target}"},
                "typed_per_filter_config": _enabled(), "request_body_buffer_limit": BUFFER_LIMIT_BYTES}
+              for suffix, target in targets
               for name, path in (("responses", "/v1/responses"), ("responses_unversioned", "/responses"))),
             *({"name": f"{spec.name}_chat_completions{suffix}",
                "match": {"path": path, "headers": post, "dynamic_metadata": chosen},
@@ -428,6 +435,10 @@ def _per_upstream_routes(upstreams: Sequence[UpstreamSpec]) -> list[dict[str, An
               for suffix, path in (("", "/v1/chat/completions"), ("_unversioned", "/chat/completions"))),
         ]
     return routes
+
+
+def _chosen(value: str) -> list[dict[str, Any]]:
+    return [{"filter": ROUTE_NAMESPACE, "path": [{"key": UPSTREAM_KEY}], "value": {"string_match": {"exact": value}}}]
 
 
 def _routing_only() -> dict[str, Any]:

@@ -39,7 +39,8 @@ RENDERED = {
         UpstreamSpec(name="local", url="http://127.0.0.1:8000/v1"),
         UpstreamSpec(name="cloud", url="https://api.openai.com/v1", mode="native", api_key_env="OPENAI_KEY"),
         UpstreamSpec(name="ollama.box", url="http://ollama:11434"),
-        UpstreamSpec(name="n", url="http://127.0.0.1:8001/v1", mode="native")]),  # "n": a YAML 1.1 boolean
+        UpstreamSpec(name="n", url="http://127.0.0.1:8001/v1", mode="native"),  # "n": a YAML 1.1 boolean
+        UpstreamSpec(name="auto", url="http://127.0.0.1:8002/v1", mode="auto")]),
 }
 
 
@@ -201,8 +202,8 @@ def test_several_upstreams_get_one_cluster_each_and_routes_on_the_processors_cho
     assert envoy_config.UPSTREAM_CLUSTER not in clusters
     assert clusters["upstream_cloud"]["transport_socket"]["typed_config"]["sni"] == "api.openai.com"
     routes = {route["name"]: route for route in _routes(config)}
-    chosen = routes["cloud_responses"]
-    assert chosen["match"]["dynamic_metadata"][0]["value"]["string_match"]["exact"] == "cloud"
+    chosen = routes["cloud_native_responses"]
+    assert chosen["match"]["dynamic_metadata"][0]["value"]["string_match"]["exact"] == "cloud:native"
     assert chosen["route"]["cluster"] == "upstream_cloud"
     assert chosen["route"]["prefix_rewrite"] == "/v1/responses"  # native: its own /v1/responses
     assert routes["local_responses"]["route"]["prefix_rewrite"] == "/v1/chat/completions"
@@ -212,7 +213,9 @@ def test_several_upstreams_get_one_cluster_each_and_routes_on_the_processors_cho
     # the models list merges every upstream's: the sidecar's HTTP door answers it
     assert "models" not in routes
     names = list(routes)
-    assert names.index("cloud_responses") < names.index("responses")  # the processor's choice comes first
+    assert names.index("cloud_native_responses") < names.index("responses")  # the processor's choice first
+    assert "cloud_responses" not in routes and "local_native_responses" not in routes
+    assert {"auto_responses", "auto_native_responses"} <= set(routes)  # probed at start: either may be chosen
 
 
 def _processing_mode(config: dict) -> dict:

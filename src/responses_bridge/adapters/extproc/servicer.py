@@ -47,9 +47,10 @@ from envoy.service.ext_proc.v3.external_processor_pb2 import (
 
 from ...engine.tools import runs_server_tools
 from ...engine.wire import SSE_CONTENT_TYPE, Reply, UpstreamRequest
-from ...envoy_config import upstream_path_prefix
+from ...envoy_config import NATIVE_SUFFIX, upstream_path_prefix
 from ...protocol.errors import APIError, shut_down_mid_response, shutting_down
 from ...protocol.request import parse_json_object
+from ...run.native_run import NativeRun
 from ...run.response_run import LARGE_BODY_BYTES, ResponseRun
 from ...runtime import Runtime
 from ...upstreams import Route
@@ -397,7 +398,8 @@ class _Stream:
             set_headers.append(("authorization", authorization))
         reply = m.request_body_reply(upstream.body, set_headers, _REQUEST_REMOVE)
         if route is not None:  # Envoy picks the route again, on the upstream's name: that upstream's cluster
-            m.choose_upstream(reply, route.upstream.name)
+            native = isinstance(run, NativeRun)
+            m.choose_upstream(reply, route.upstream.name + (NATIVE_SUFFIX if native else ""))
         return reply
 
     def _route_chat(self, body: bytes) -> ProcessingResponse:
