@@ -100,6 +100,19 @@ async def test_chat_completions_pass_through_to_the_routed_upstream(
     assert (a_body["model"], a_body["stream"]) == ("alpha-2", True)
 
 
+async def test_chat_completions_errors_pass_through_as_the_upstream_sent_them(
+        setup: tuple[Deployment, openai.AsyncOpenAI]) -> None:
+    deployment, client = setup
+    with pytest.raises(openai.RateLimitError) as caught:
+        await client.chat.completions.create(model="alpha-1", messages=[{"role": "user", "content": "[error=429]"}])
+    assert caught.value.message.endswith("fake upstream error 429")
+    stream = await client.chat.completions.create(model="alpha-1", stream=True,
+                                                  messages=[{"role": "user", "content": "one two three [cut=2]"}])
+    with pytest.raises(openai.APIError):  # the upstream cut its stream: so does the client's
+        async for _ in stream:
+            pass
+    assert len(await deployment.logs["a"].entries()) == 2
+
 async def test_models_lists_the_routes_merged_with_the_upstreams(
         setup: tuple[Deployment, openai.AsyncOpenAI]) -> None:
     _, client = setup

@@ -57,6 +57,7 @@ class UpstreamRoutes:
         del decoded
         authorization = self.runtime.route_authorization(route, request.headers.get("Authorization"))
         call = UpstreamRequest(UPSTREAM_PATH, body, stream)
+        response: web.StreamResponse | None = None
         try:
             async with self._client(route).chat(call, authorization) as answer:
                 response = web.StreamResponse(status=answer.status)
@@ -64,10 +65,17 @@ class UpstreamRoutes:
                 await response.prepare(request)
                 async for chunk in answer.chunks():
                     await response.write(chunk)
-                await response.write_eof()
-                return response
         except UpstreamFailure as failure:
-            raise failure.error from None
+            if response is None:  # nothing sent yet: the client gets the error
+                raise failure.error from None
+            # the answer was already on its way: it ends cut, as the upstream's own did (a clean end would tell
+            # the client a truncated answer was whole)
+            log.warning("chat_completions_passthrough_cut", upstream=route.upstream.name, error=failure.error.message)
+            if request.transport is not None:
+                request.transport.abort()
+            return response
+        await response.write_eof()
+        return response
 
     async def list_models(self, request: web.Request) -> web.Response:
         """Every model a route names, then every model an upstream reports that a route sends to it."""
