@@ -362,3 +362,34 @@ async def test_compaction_items_reach_a_native_backend_as_their_summary(
                for part in item["content"])
     listed = await client.responses.input_items.list(response.id, order="asc")
     assert [item.type for item in listed.data] == ["message", "compaction", "message"]  # stored as sent
+
+
+async def test_a_native_stream_the_backend_cuts_ends_failed_and_is_stored_so(
+        native: tuple[Deployment, openai.AsyncOpenAI], door: str) -> None:
+    _, client = native
+    events = []
+    try:
+        async for event in await client.responses.create(model="native-1", input="one two three [cut=5]",
+                                                         stream=True):
+            events.append(event)
+    except openai.InternalServerError as error:  # Envoy may answer a reset upstream with its own 502 first
+        assert door == "envoy" and error.status_code == 502
+        return
+    assert [event.type for event in events][:2] == ["response.created", "response.in_progress"]
+    assert events[-1].type == "response.failed"
+    assert events[-1].response.error.code == "upstream_connection_error"  # type: ignore[union-attr]
+    stored = await client.responses.retrieve(events[0].response.id)  # type: ignore[union-attr]
+    assert stored.status == "failed"
+
+
+async def test_a_native_backend_error_reaches_the_client(native: tuple[Deployment, openai.AsyncOpenAI]) -> None:
+    _, client = native
+    with pytest.raises(openai.RateLimitError):
+        await client.responses.create(model="native-1", input="[error=429]")
+    with pytest.raises(openai.InternalServerError) as caught:  # a backend 5xx is the bridge's 502
+        await client.responses.create(model="native-1", input="[error=500]")
+    assert caught.value.status_code == 502
+    # streamed, as on a translated route: the stream opens and ends with response.failed
+    events = [event async for event in await client.responses.create(model="native-1", input="[error=503]",
+                                                                      stream=True)]
+    assert [event.type for event in events] == ["response.created", "response.in_progress", "response.failed"]

@@ -8,7 +8,8 @@ vLLM, Ollama and llama.cpp serve the Responses API themselves now, but keep noth
   (``response.created``, ``response.in_progress``, ``response.output_item.added``, ``response.content_part.added``,
   ``response.output_text.delta`` …, ``response.function_call_arguments.delta`` …, ``response.completed``), each with
   its ``sequence_number``, no ``[DONE]``. Output: reasoning (``[think]``), text or function calls, scripted by the
-  same directives as the Chat Completions answers (the last user message), and ``usage`` in the Responses shape.
+  same directives as the Chat Completions answers (the last user message), and ``usage`` in the Responses shape;
+  ``[error=N]`` answers with that status, ``[cut=K]`` drops the connection after K events.
 * It stores nothing, so it refuses what needs storage, with a 400 error body: ``previous_response_id``,
   ``conversation``, ``store: true``, ``background: true``; ``GET``/``DELETE /v1/responses/{id}`` are 404s. Tools
   other than ``function`` (``web_search``, ``mcp``, …) are refused: it runs no server-side tool.
@@ -193,20 +194,34 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     response = _response(body, new_id("resp"), "in_progress")
     if body.get("stream") is True:
         delay = directives.delay_ms / 1000 if directives.delay_ms is not None else state.chunk_delay
-        return await _stream(request, response, answer, new_id, delay)
+        return await _stream(request, response, answer, new_id, delay, directives.cut)
     response.update(status="completed", completed_at=int(time.time()), output=_output(answer, new_id),
                     usage=_usage(answer))
     return fake._json_response(response)
 
 
 async def _stream(request: web.Request, response: dict[str, Any], answer: fake.Answer, new_id: _Ids,
-                  delay: float) -> web.StreamResponse:
+                  delay: float, cut: int | None = None) -> web.StreamResponse:
+    """The events of ``answer``; ``cut`` (``[cut=K]``): the connection drops after K events, mid-stream."""
     stream = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await stream.prepare(request)
+    try:
+        await _events(stream, response, answer, new_id, delay, cut)
+    except fake._Cut:
+        fake._abort(request)
+        return stream
+    await stream.write_eof()
+    return stream
+
+
+async def _events(stream: web.StreamResponse, response: dict[str, Any], answer: fake.Answer, new_id: _Ids,
+                  delay: float, cut: int | None) -> None:
     sequence = 0
 
     async def send(kind: str, **fields: Any) -> None:
         nonlocal sequence
+        if cut is not None and sequence >= cut:
+            raise fake._Cut
         event = {"type": kind, "sequence_number": sequence, **fields}
         sequence += 1
         await stream.write(b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n")
@@ -258,8 +273,6 @@ async def _stream(request: web.Request, response: dict[str, Any], answer: fake.A
         await send("response.output_item.done", output_index=index, item=item)
     response.update(status="completed", completed_at=int(time.time()), output=items, usage=_usage(answer))
     await send("response.completed", response=response)
-    await stream.write_eof()
-    return stream
 
 
 async def stored_response(request: web.Request) -> web.Response:
