@@ -1,14 +1,17 @@
-"""The OpenAI Agents SDK (unmodified) through a native route, on both doors: the backend answers ``/v1/responses``
-itself and stores nothing (the fake's ``--native`` mode); a run with a function tool and
+"""The OpenAI Agents SDK and the Vercel AI SDK (unmodified) through a native route, on both doors: the backend
+answers ``/v1/responses`` itself and stores nothing (the fake's ``--native`` mode); a run with a function tool and
 ``auto_previous_response_id`` only works because the bridge stores each turn and expands the chain."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import openai
 import pytest
 
+from tests.clients.conftest import node_modules  # noqa: F401 - fixture
+from tests.clients.test_ai_sdk import run_sdk
 from tests.support.envoy import have_envoy
 from tests.support.upstreams import Deployment, running_deployment
 
@@ -26,9 +29,13 @@ async def deployment(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
 
 
 @pytest.fixture(params=["http", "envoy"])
-async def model(request: pytest.FixtureRequest, deployment: Deployment) -> AsyncIterator[agents.OpenAIResponsesModel]:
+async def base(request: pytest.FixtureRequest, deployment: Deployment) -> str:
     await deployment.clear()
-    base = deployment.envoy_url if request.param == "envoy" else deployment.http_url
+    return deployment.envoy_url if request.param == "envoy" else deployment.http_url
+
+
+@pytest.fixture
+async def model(base: str) -> AsyncIterator[agents.OpenAIResponsesModel]:
     async with openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="sk-client", max_retries=0, timeout=60) as client:
         yield agents.OpenAIResponsesModel(model="native-agent", openai_client=client)
 
@@ -75,3 +82,15 @@ async def test_function_tool_streamed(model: agents.OpenAIResponsesModel) -> Non
     async for _ in result.stream_events():
         pass
     assert calls == ["Lima"] and result.final_output == "Tool result: sunny in Lima"
+
+
+@pytest.mark.parametrize("scenario", ["generate", "stream", "tools", "stream-tools"])
+async def test_ai_sdk(node_modules: Path, base: str, deployment: Deployment, scenario: str) -> None:  # noqa: F811
+    out = await run_sdk(node_modules, base, scenario, model="native-ai")
+    expected = {"generate": "Echo: Hello from the AI SDK", "stream": "Echo: Stream me w1 w2",
+                "tools": 'Tool result: {"city":"Paris","forecast":"sunny"}',
+                "stream-tools": "Tool result: sunny in Rome"}
+    assert out["text"] == expected[scenario]
+    assert "fake" not in out.get("responseId", "")
+    sent = [entry["body"] for entry in await deployment.logs["n"].entries()]
+    assert sent and all(body["store"] is False for body in sent)
