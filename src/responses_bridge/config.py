@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     mcp_list_ttl: float = Field(default=300.0, ge=0)  # 0: list the server's tools on every request
     mcp_max_output_bytes: int = Field(default=256 * 1024, gt=0)
     max_turns: int = Field(default=16, ge=1)  # model turns of one tool loop; the last goes without tools
+    # The Files API (services/files.py): the largest upload accepted; over it, a 413. Bytes are kept on disk in
+    # files/ next to the database, never in memory.
+    max_file_bytes: int = Field(default=512 * 1024 * 1024, ge=1, description=(
+        "largest file `POST /v1/files` accepts, bytes; larger is a 413 `file_too_large`"))
     store_stall_seconds: float = 10.0  # a write waiting longer than this makes GET /health/ready answer 503
     log_level: str = "info"
     log_format: Literal["json", "console"] = "json"

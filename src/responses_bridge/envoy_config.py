@@ -13,6 +13,9 @@ and why:
   cache cleared) and goes, unchanged, to the **sidecar's HTTP door**, which runs the tool loop and makes every
   model turn through this listener (``--upstream-via``). A buffer filter holds the request's headers until the
   processor has read the body, so the router picks the route only then.
+* ``/v1/files`` (the Files API) goes to the sidecar's HTTP door with ext_proc off and no route buffer, through a
+  cluster of its own with 1 MiB connection buffers, so uploads stream through Envoy to the door's disk writer
+  and Envoy holds about a MiB of each, not tens.
 * Everything else (``/v1/responses/{id}``, ``/health``, WebSocket upgrades, ...) goes to the **sidecar's HTTP
   door**, ext_proc off.
 * ``failure_mode_allow: false``: when the processor is unreachable the client gets a 503, never the
@@ -72,6 +75,9 @@ ROUTE_HEADER = "x-responses-bridge-upstream"
 UPSTREAM_CLUSTER = "llm_upstream"
 EXTPROC_CLUSTER = "responses_bridge_extproc"
 HTTP_CLUSTER = "responses_bridge_http"
+FILES_CLUSTER = "responses_bridge_files"
+"""The same HTTP door, for the Files API only, with small connection buffers (``FILES_BUFFER_BYTES``)."""
+FILES_BUFFER_BYTES = 1024 * 1024
 
 MAX_DOWNSTREAM_CONNECTIONS = 50_000
 BUFFER_LIMIT_BYTES = 64 * 1024 * 1024 + 1024 * 1024  # the bridge's 64 MiB request limit, plus headroom
@@ -170,6 +176,7 @@ def bootstrap_dict(*, listen_port: int, extproc_port: int, http_port: int, upstr
                 *upstream_clusters,
                 _extproc_cluster(extproc_address, extproc_port),
                 _http_cluster(sidecar_address, http_port),
+                _files_cluster(sidecar_address, http_port),
             ],
         },
     }
@@ -234,9 +241,21 @@ def _client_credentials_filter() -> dict[str, Any]:
                 "on_header_present": {"metadata_namespace": CREDENTIALS_NAMESPACE, "key": "authorization",
                                       "type": "STRING"},
                 "remove": False,
-            }],
+            }, *_request_context_rules()],
         },
     }
+
+
+OBSERVED_HEADERS = ("x-request-id", "traceparent", "tracestate", "b3", "x-b3-traceid", "x-b3-spanid",
+                    "x-b3-parentspanid", "x-b3-sampled", "x-b3-flags")
+"""Forwarded to the processor the same way, so its log lines carry Envoy's request id (which Envoy sets before
+any filter runs) and its spans join the request's trace (observability/tracing.py)."""
+
+
+def _request_context_rules() -> list[dict[str, Any]]:
+    return [{"header": header, "remove": False,
+             "on_header_present": {"metadata_namespace": CREDENTIALS_NAMESPACE, "key": header, "type": "STRING"}}
+            for header in OBSERVED_HEADERS]
 
 
 def _route_offered_filter() -> dict[str, Any]:
@@ -365,6 +384,7 @@ def _route_config(up: UpstreamURL, upstreams: Sequence[UpstreamSpec] = ()) -> di
          "typed_per_filter_config": _enabled(), "request_body_buffer_limit": BUFFER_LIMIT_BYTES}
         for name, path in (("responses", "/v1/responses"), ("responses_unversioned", "/responses"))
     ]
+    routes += _files_routes()
     if upstreams:  # the sidecar's HTTP door merges the models of every upstream (the catch-all below)
         routes += [
             {"name": f"chat_completions{suffix}", "match": {"path": path, "headers": post},
@@ -452,6 +472,16 @@ def _routing_only() -> dict[str, Any]:
             _BUFFER: {"@type": _TYPE + "envoy.config.route.v3.FilterConfig", "disabled": False, "config": {
                 "@type": _TYPE + "envoy.extensions.filters.http.buffer.v3.BufferPerRoute",
                 "buffer": {"max_request_bytes": BUFFER_LIMIT_BYTES}}}}
+
+
+def _files_routes() -> list[dict[str, Any]]:
+    """The Files API to the sidecar's HTTP door, ext_proc off and no body limit of the route's own: an upload of
+    hundreds of MB streams through, held back by flow control (the connection's buffer limit), never buffered
+    whole; the door enforces the file size limit (RESPONSES_BRIDGE_MAX_FILE_BYTES). Named ``sidecar_…`` so that
+    Envoy's own 5xx on it name the door (``_local_reply_config``)."""
+    return [{"name": f"sidecar_{name}", "match": {"path_separated_prefix": prefix},
+             "route": {"cluster": FILES_CLUSTER, "timeout": "0s"}, "typed_per_filter_config": _disabled()}
+            for name, prefix in (("files", "/v1/files"), ("files_unversioned", "/files"))]
 
 
 def _host_rewrite(up: UpstreamURL) -> dict[str, Any]:
@@ -618,6 +648,17 @@ def _http_cluster(address: str, port: int) -> dict[str, Any]:
     cluster = _cluster_base(HTTP_CLUSTER, address, port, dns=not _is_ip(address))
     cluster["typed_extension_protocol_options"] = _http_protocol_options()
     cluster["health_checks"] = [_health_check({"http_health_check": {"path": "/health"}})]
+    return cluster
+
+
+def _files_cluster(address: str, port: int) -> dict[str, Any]:
+    """The HTTP door again, for uploads: a connection buffer of 1 MiB instead of the 65 MiB the other routes need
+    for whole Responses bodies, so Envoy holds about that much of an upload whose client sends faster than the
+    door writes to disk, not up to 65 MiB of it per upload. No health check of its own: the door is the one the
+    ``sidecar`` cluster checks."""
+    cluster = _cluster_base(FILES_CLUSTER, address, port, dns=not _is_ip(address))
+    cluster["per_connection_buffer_limit_bytes"] = FILES_BUFFER_BYTES
+    cluster["typed_extension_protocol_options"] = _http_protocol_options()
     return cluster
 
 

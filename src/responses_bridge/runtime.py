@@ -23,10 +23,12 @@ from .run.upstream import UpstreamClient
 from .sealing import Sealer, load_or_create_key
 from .services.background import BackgroundService, fail_interrupted
 from .services.conversations import ConversationService
+from .services.files import FileService, files_directory
 from .services.prompts import PromptService
 from .store import ResponseStore, SQLiteResponseStore
 from .store.conversations import SQLiteConversationStore
 from .store.events import SQLiteEventLog
+from .store.files import SQLiteFileStore
 from .store.prompts import SQLitePromptStore
 from .upstreams import Route, Router
 
@@ -48,6 +50,7 @@ class Runtime:
     server_tools: ServerTools | None = None  # the tool loop's MCP client and web search (run/server_tools.py)
     router: Router | None = None  # the per-model routes (upstreams.py); None: settings.router() on first use
     clients: dict[str, UpstreamClient] = field(default_factory=dict)  # the sidecar's own calls, per upstream
+    files: FileService | None = None  # uploaded files: metadata in the store, bytes in files/ by the database
 
     async def _open_background(self, store: SQLiteResponseStore, upstream: UpstreamClient) -> None:
         """Background runs of a previous process that never ended are marked failed (none can be running now),
@@ -87,6 +90,8 @@ class Runtime:
         for client in runtime.clients.values():
             if client is not upstream:
                 await client.start()
+        runtime.files = FileService(SQLiteFileStore(store), files_directory(db_path), settings.max_file_bytes)
+        await runtime.files.start()
         await runtime._open_background(store, upstream)
         runtime.trimmer = MemoryTrimmer()
         runtime.trimmer.start()
@@ -104,6 +109,8 @@ class Runtime:
                 await client.close()
         if self.server_tools is not None:
             await self.server_tools.services.aclose()
+        if self.files is not None:
+            await self.files.aclose()
         await self.store.close()
 
     def new_run(self, *, tool_loop: bool = False) -> ResponseRun:

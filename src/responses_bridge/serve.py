@@ -19,6 +19,7 @@ import structlog
 
 from .config import Settings, env_names, environment_help, field_default, load_settings
 from .observability import configure_logging
+from .observability.tracing import configure_tracing, shutdown_tracing
 from .runtime import Runtime
 
 log = structlog.get_logger("responses_bridge.serve")
@@ -66,11 +67,15 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings({field: flag for flag, field, _, _ in FLAGS},
                              **{field: getattr(args, field) for _, field, _, _ in FLAGS})
     configure_logging(settings.log_level, settings.log_format)
+    if configure_tracing():  # OTEL_EXPORTER_OTLP_ENDPOINT and the other standard OTEL_* variables
+        log.info("tracing_enabled")
     try:
         asyncio.run(serve(settings, http=not args.no_http, extproc=not args.no_extproc))
     except StartupError as exc:
         print(f"responses-bridge serve: {exc}", file=sys.stderr)
         return 1
+    finally:
+        shutdown_tracing()  # the spans still queued are exported before the process ends
     return 0
 
 

@@ -1,5 +1,5 @@
 """``scripts/fuzz``: the fake upstream, the sidecar (both doors) and a real Envoy on free loopback ports, then
-the fuzzer of tests/support/fuzz.py through each door, then everything stopped."""
+the fuzzers of tests/support/fuzz.py and fuzz_files.py through each door, then everything stopped."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from responses_bridge.envoy_config import render_bootstrap
 from tests.support import fuzz
 from tests.support.bridge import PYTHON, running_sidecar
 from tests.support.envoy import start_envoy
+from tests.support.fuzz_files import run_files
 
 
 async def _main(examples: int) -> int:
@@ -31,7 +32,13 @@ async def _main(examples: int) -> int:
                 try:
                     argv = ["--examples", str(examples), f"http={sidecar.http_url}",
                             f"envoy=http://127.0.0.1:{listen}"]
-                    return await asyncio.to_thread(fuzz.main, argv)
+                    failed = await asyncio.to_thread(fuzz.main, argv)
+                    for door, url in (("http", sidecar.http_url), ("envoy", f"http://127.0.0.1:{listen}")):
+                        files = await asyncio.to_thread(run_files, fuzz.Tally(url, strict=False),
+                                                        max(1, examples // 5))
+                        print(files.summary(f"{door}, Files API (tests/support/fuzz_files.py)"), flush=True)
+                        failed = failed or int(bool(files.server_errors or files.bad_shapes or files.hangs))
+                    return failed
                 finally:
                     envoy.stop()
     finally:

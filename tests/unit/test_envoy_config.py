@@ -6,7 +6,6 @@ import argparse
 import contextlib
 import io
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,14 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, for tests.support
 
 from responses_bridge import envoy_config
+from responses_bridge.devtools.deploy_examples import (
+    BOOTSTRAPS,
+    DEMO,
+    KUBERNETES,
+    MANIFESTS,
+    embedded_bootstrap,
+    rendered,
+)
 from responses_bridge.envoy_config import bootstrap_dict, render_bootstrap, to_yaml
 from responses_bridge.upstreams import UpstreamSpec
 from tests.support.envoy import have_envoy, validate_config
@@ -23,9 +30,6 @@ ROOT = Path(__file__).resolve().parents[2]
 ENVOY_DIR = ROOT / "envoy"
 needs_envoy = pytest.mark.skipif(not have_envoy(), reason="no envoy binary")
 
-DEMO = {"listen_port": 10000, "extproc_port": 50051, "http_port": 8080, "upstream": "http://127.0.0.1:8090/v1"}
-KUBERNETES = {"listen_port": 8080, "extproc_port": 50051, "http_port": 8081,  # the ports the Deployment uses
-              "upstream": "http://vllm.llm.svc.cluster.local:8000/v1", "listen_address": "0.0.0.0"}
 RENDERED = {
     "http-ip": dict(DEMO),
     "https-openai": dict(DEMO, upstream="https://api.openai.com/v1"),
@@ -44,33 +48,38 @@ RENDERED = {
 }
 
 
-def kubernetes_bootstrap() -> str:
-    """The bootstrap embedded in the ConfigMap of envoy/kubernetes/sidecar.yaml (a literal block)."""
-    lines = (ENVOY_DIR / "kubernetes" / "sidecar.yaml").read_text().splitlines()
-    start = lines.index("  envoy.yaml: |") + 1
-    block = []
-    for line in lines[start:]:
-        if line.strip() and not line.startswith("    "):
-            break
-        block.append(line)
-    return textwrap.dedent("\n".join(block)).strip("\n") + "\n"
-
-
 def _validate(path: Path) -> None:
     result = validate_config(path)
     assert result.returncode == 0, f"{path.name}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
 
 
+def _bootstrap_files() -> list[Path]:
+    """Every bootstrap file under envoy/ (the Kubernetes manifests hold theirs in a ConfigMap: below)."""
+    return sorted(path for path in ENVOY_DIR.rglob("*.yaml") if "kubernetes" not in path.parts)
+
+
+def _manifests() -> list[Path]:
+    return sorted((ENVOY_DIR / "kubernetes").glob("*.yaml"))
+
+
+def test_every_committed_bootstrap_is_listed() -> None:
+    """A new file under envoy/ is rendered and checked like the others, or this fails."""
+    listed = {ROOT / name for name in (*BOOTSTRAPS, *MANIFESTS)}
+    assert set(_bootstrap_files()) | set(_manifests()) == listed
+
+
 @needs_envoy
-@pytest.mark.parametrize("path", sorted(ENVOY_DIR.glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", _bootstrap_files(), ids=lambda p: str(p.relative_to(ENVOY_DIR)))
 def test_repository_configs_validate(path: Path) -> None:
     _validate(path)
 
 
 @needs_envoy
-def test_kubernetes_bootstrap_validates(tmp_path: Path) -> None:
-    path = tmp_path / "kubernetes-envoy.yaml"
-    path.write_text(kubernetes_bootstrap())
+@pytest.mark.parametrize("manifest", _manifests(), ids=lambda p: p.name)
+def test_kubernetes_bootstraps_validate(manifest: Path, tmp_path: Path) -> None:
+    """The bootstrap inside each manifest's ConfigMap, as Envoy reads it once mounted."""
+    path = tmp_path / "envoy.yaml"
+    path.write_text(embedded_bootstrap(manifest.read_text()))
     _validate(path)
 
 
@@ -84,8 +93,8 @@ def test_rendered_configs_validate(name: str, tmp_path: Path) -> None:
 
 def test_repository_configs_are_current() -> None:
     """The committed files are exactly what the renderer makes today (regenerate them when this fails)."""
-    assert (ENVOY_DIR / "envoy-demo.yaml").read_text() == render_bootstrap(**DEMO)  # type: ignore[arg-type]
-    assert kubernetes_bootstrap() == render_bootstrap(**KUBERNETES)  # type: ignore[arg-type]
+    for path, text in rendered(ROOT).items():
+        assert path.read_text() == text, f"{path.relative_to(ROOT)} is stale: run scripts/render-envoy-examples"
 
 
 def _routes(config: dict) -> list[dict]:
@@ -101,8 +110,8 @@ def test_routes_and_processor_settings() -> None:
     config = bootstrap_dict(**RENDERED["https-nested-path"])  # type: ignore[arg-type]
     routes = {r["name"]: r for r in _routes(config)}
     assert list(routes) == ["responses_encoded", "responses_unversioned_encoded", "sidecar_tools",
-                            "sidecar_tools_unversioned", "responses", "responses_unversioned", "models",
-                            "chat_completions", "sidecar"]
+                            "sidecar_tools_unversioned", "responses", "responses_unversioned", "sidecar_files",
+                            "sidecar_files_unversioned", "models", "chat_completions", "sidecar"]
     for name, path in (("sidecar_tools", "/v1/responses"), ("sidecar_tools_unversioned", "/responses")):
         # marked by the processor (server-side tools): to the HTTP door, unchanged, never seen by the processor
         # again; the mark is dynamic metadata, which no client can send
@@ -152,6 +161,25 @@ def test_routes_and_processor_settings() -> None:
     assert names.index("envoy.filters.http.buffer") == names.index("envoy.filters.http.ext_proc") + 1
     assert hcm["request_timeout"] == "0s"
     assert config["static_resources"]["listeners"][0]["per_connection_buffer_limit_bytes"] >= 64 * 1024 * 1024
+
+
+def test_files_go_to_the_http_door_unbuffered() -> None:
+    """Uploads stream through to the door: ext_proc off, no route body buffer (a buffered 200 MB upload would
+    pass Envoy's buffer limit and be a 413), and the ``sidecar`` name that makes Envoy's 5xx name the door."""
+    routes = {r["name"]: r for r in _routes(bootstrap_dict(**DEMO))}  # type: ignore[arg-type]
+    for name, prefix in (("sidecar_files", "/v1/files"), ("sidecar_files_unversioned", "/files")):
+        assert routes[name]["match"] == {"path_separated_prefix": prefix}
+        assert routes[name]["route"] == {"cluster": envoy_config.FILES_CLUSTER, "timeout": "0s"}
+        assert routes[name]["typed_per_filter_config"]["envoy.filters.http.ext_proc"]["disabled"] is True
+        assert "envoy.filters.http.buffer" not in routes[name]["typed_per_filter_config"]
+        assert "request_body_buffer_limit" not in routes[name]
+    # the same door as the other sidecar routes, with a connection buffer of 1 MiB rather than 65 MiB: Envoy
+    # holds little of an upload the door writes slower than the client sends
+    clusters = _clusters(bootstrap_dict(**DEMO))  # type: ignore[arg-type]
+    files, door = clusters[envoy_config.FILES_CLUSTER], clusters[envoy_config.HTTP_CLUSTER]
+    assert files["load_assignment"]["endpoints"] == door["load_assignment"]["endpoints"]
+    assert files["per_connection_buffer_limit_bytes"] == 1024 * 1024
+    assert door["per_connection_buffer_limit_bytes"] == envoy_config.BUFFER_LIMIT_BYTES
 
 
 def test_upstream_cluster_tls() -> None:

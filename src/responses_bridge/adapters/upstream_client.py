@@ -13,11 +13,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from time import perf_counter
+from urllib.parse import urlsplit
 
 import aiohttp
 
 from ..config import Settings
 from ..engine.wire import UpstreamRequest
+from ..observability import metrics, tracing
 from ..protocol.errors import APIError
 from ..run.upstream import UpstreamFailure, UpstreamResponse
 from ..upstreams import Router
@@ -32,6 +35,7 @@ class AiohttpUpstreamAnswer:
     status: int
     content_type: str | None
     _response: aiohttp.ClientResponse
+    _upstream: metrics.Upstream
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """Whatever bytes arrived, as they arrive: no re-chunking, so a token reaches the client at once."""
@@ -39,9 +43,11 @@ class AiohttpUpstreamAnswer:
             async for chunk in self._response.content.iter_any():
                 yield chunk
         except (TimeoutError, aiohttp.ServerTimeoutError):
+            self._upstream.failed("upstream_timeout")
             raise UpstreamFailure(APIError(504, "The upstream model server stopped sending data (idle timeout).",
                                            type="server_error", code="upstream_timeout")) from None
         except aiohttp.ClientError as exc:
+            self._upstream.failed("upstream_connection_error")
             raise UpstreamFailure(APIError(502, f"The connection to the upstream model server broke: {exc}",
                                            type="server_error", code="upstream_connection_error")) from None
 
@@ -52,6 +58,7 @@ class AiohttpUpstreamClient:
     def __init__(self, settings: Settings, base: str | None = None, headers: Mapping[str, str] | None = None) -> None:
         self._base = (base or settings.upstream_via or settings.upstream).rstrip("/")
         self._headers = dict(headers or {})  # sent on every call (the route header through Envoy)
+        self._metrics = metrics.Upstream(urlsplit(self._base).netloc or self._base)  # labelled host:port
         self._timeout = aiohttp.ClientTimeout(
             total=settings.upstream_timeout,
             connect=settings.upstream_connect_timeout,
@@ -77,7 +84,8 @@ class AiohttpUpstreamClient:
         if authorization:
             headers["Authorization"] = authorization
         async with self._request("POST", call.path, headers=headers, data=call.body) as response:
-            yield AiohttpUpstreamAnswer(response.status, response.headers.get("Content-Type"), response)
+            yield AiohttpUpstreamAnswer(response.status, response.headers.get("Content-Type"), response,
+                                        self._metrics)
 
     async def read_answer(self, response: UpstreamResponse) -> bytes:
         """A whole upstream answer (compaction's summary, a tokenizer's count, the model list), at most
@@ -119,21 +127,38 @@ class AiohttpUpstreamClient:
         url = path if path.startswith(("http://", "https://")) else f"{self._base}/{path}"
         if self._headers:
             kwargs["headers"] = {**self._headers, **kwargs.get("headers", {})}  # type: ignore[dict-item]
-        try:
-            async with self._session.request(method, url, **kwargs) as response:  # type: ignore[arg-type]
-                yield response
-        except UpstreamFailure:
-            raise
-        except (TimeoutError, aiohttp.ServerTimeoutError):
-            raise UpstreamFailure(APIError(504, f"The upstream model server at {self._base} did not answer in "
-                                           "time.", type="server_error", code="upstream_timeout")) from None
-        except aiohttp.ClientConnectorError as exc:
-            raise UpstreamFailure(APIError(502, f"Cannot connect to the upstream model server at {self._base}: "
-                                           f"{exc.os_error or exc}", type="server_error",
-                                           code="upstream_unreachable")) from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamFailure(APIError(502, f"The upstream model server failed: {exc}", type="server_error",
-                                           code="upstream_connection_error")) from None
+        upstream = self._metrics
+        with tracing.span(f"upstream {method} {path if '://' not in path else urlsplit(path).path}",
+                          {"server.address": upstream.name, "http.request.method": method},
+                          kind=tracing.SpanKind.CLIENT) as span:
+            if tracing.ENABLED:  # the upstream's own spans join this one
+                headers = dict(kwargs.get("headers") or {})  # type: ignore[call-overload]
+                tracing.inject(headers)
+                kwargs["headers"] = headers
+            started = perf_counter()
+            try:
+                async with self._session.request(method, url, **kwargs) as response:  # type: ignore[arg-type]
+                    upstream.latency.observe(perf_counter() - started)
+                    if response.status >= 500:
+                        upstream.failed("http_5xx")
+                    if span is not None:
+                        span.set_attribute("http.response.status_code", response.status)
+                    yield response
+            except UpstreamFailure:
+                raise
+            except (TimeoutError, aiohttp.ServerTimeoutError):
+                upstream.failed("upstream_timeout")
+                raise UpstreamFailure(APIError(504, f"The upstream model server at {self._base} did not answer in "
+                                               "time.", type="server_error", code="upstream_timeout")) from None
+            except aiohttp.ClientConnectorError as exc:
+                upstream.failed("upstream_unreachable")
+                raise UpstreamFailure(APIError(502, f"Cannot connect to the upstream model server at {self._base}: "
+                                               f"{exc.os_error or exc}", type="server_error",
+                                               code="upstream_unreachable")) from None
+            except aiohttp.ClientError as exc:
+                upstream.failed("upstream_connection_error")
+                raise UpstreamFailure(APIError(502, f"The upstream model server failed: {exc}", type="server_error",
+                                               code="upstream_connection_error")) from None
 
 
 def _too_large(limit: int) -> APIError:

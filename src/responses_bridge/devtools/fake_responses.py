@@ -177,7 +177,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         state.requests.append({"body": raw.decode("utf-8", "replace"), "path": request.path, "headers": {}})
         raise fake._parse_error() from None
     state.requests.append({"body": body, "path": request.path,
-                           "headers": {"authorization": request.headers.get("Authorization")}})
+                           "headers": {name: request.headers.get(name) for name in fake.RECORDED_HEADERS}})
     if not isinstance(body, dict):
         raise fake.FakeError(400, "The request body must be a JSON object.")
     if not isinstance(body.get("model"), str) or not body["model"]:

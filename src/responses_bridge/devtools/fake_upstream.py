@@ -15,7 +15,8 @@ Routes
 * ``GET /health`` - ``{"status": "ok"}``.
 * ``GET /_fake/requests`` - ``{"data": [...]}``: the last 50 bodies received on
   ``/v1/chat/completions`` (and ``/v1/responses`` with ``--native``), oldest first, each as
-  ``{"body": ..., "path": ..., "headers": {"authorization": ...}}``
+  ``{"body": ..., "path": ..., "headers": {"authorization": ...}}`` (also ``x-request-id`` and ``traceparent``:
+  what Envoy or the bridge passed on)
   (recorded before validation, so rejected requests show up too; a body that is not JSON is recorded
   as its raw text). ``DELETE /_fake/requests`` clears the record.
 
@@ -178,6 +179,8 @@ _DIRECTIVE_RE = re.compile(
     r"\s*\[(" + "|".join(_VALUE_DIRECTIVES + _FLAG_DIRECTIVES) + r")(?:=([^\]]*))?\]"
 )
 _WORD_PIECE_RE = re.compile(r"\s*\S+\s*")
+
+RECORDED_HEADERS = ("authorization", "x-request-id", "traceparent")
 
 
 # --------------------------------------------------------------------------------------------- errors
@@ -1071,7 +1074,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     state = request.app[_STATE]
     body, ok = await _read_json(request)
     state.requests.append({"body": body, "path": request.path,
-                           "headers": {"authorization": request.headers.get("Authorization")}})
+                           "headers": {name: request.headers.get(name) for name in RECORDED_HEADERS}})
     if not ok:
         raise _parse_error()
     functions = validate_chat_request(body)

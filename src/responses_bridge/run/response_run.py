@@ -45,6 +45,7 @@ from ..engine.options import EngineOptions
 from ..engine.state import RenderedPrompt
 from ..engine.translator import Translator
 from ..engine.wire import JSON_CONTENT_TYPE, Framing, Reply, UpstreamRequest
+from ..observability import metrics
 from ..protocol.errors import APIError, invalid_request, not_found
 from ..protocol.request import ResponsesRequest, parse_request, parse_request_object
 from ..sealing import Sealer
@@ -257,6 +258,7 @@ class ResponseRun:
             translator.drop_pending()  # the unsent completed event would be a lie
             return await self._fail(APIError(500, "The response could not be stored.", code="server_error"),
                                     persist=False)
+        metrics.record_usage(translator.response)
         return translator.success_reply()
 
     async def fail(self, error: APIError) -> Reply:

@@ -28,6 +28,7 @@ from ..engine.request_translation import mcp_result_text, tool_search_result_tex
 from ..engine.tools import ToolPlan
 from ..engine.turn_result import TurnCall, TurnResult
 from ..engine.turns import ToolResult
+from ..observability import metrics, tracing
 from ..protocol.request import ResponsesRequest
 from .cancellation import raise_if_cancelled
 from .server_tools_setup import ApprovedCall
@@ -145,10 +146,10 @@ class CallRunner:
     def _job(self, call: TurnCall) -> Callable[[], Awaitable[ToolResult]]:
         kind = call.target.kind  # type: ignore[union-attr]
         if kind == "mcp":
-            return lambda: self._mcp_call(call)
+            return lambda: _observed(kind, call, self._mcp_call)
         if kind == "web_search":
-            return lambda: self._web_search(call)
-        return lambda: self._tool_search(call)
+            return lambda: _observed(kind, call, self._web_search)
+        return lambda: _observed(kind, call, self._tool_search)
 
     def _refusal(self, call: TurnCall) -> Callable[[], Awaitable[ToolResult]]:
         message = (f"The call was not made: this response reached its limit of {self.max_tool_calls} tool "
@@ -254,3 +255,17 @@ class CallRunner:
         if self.index is not None:
             self.index.close()
             self.index = None
+
+
+async def _observed(kind: str, call: TurnCall, run: Callable[[TurnCall], Awaitable[ToolResult]]) -> ToolResult:
+    """One tool call, in its own span and counted (``responses_bridge_tool_calls_total``); ``error`` when it
+    raised (a failure the tool reports to the model is still a call made)."""
+    attributes = {"responses_bridge.tool": kind, "responses_bridge.tool.name": call.target.name or kind}  # type: ignore[union-attr]
+    with tracing.span(f"tool {kind}", attributes):
+        try:
+            result = await run(call)
+        except BaseException:
+            metrics.tool_call(kind, "error")
+            raise
+    metrics.tool_call(kind, "done")
+    return result

@@ -33,6 +33,7 @@ import structlog
 
 from ..engine.sse import encode_event
 from ..engine.wire import UpstreamRequest
+from ..observability import metrics
 from ..protocol.errors import APIError, not_found
 from ..run.response_run import ResponseRun
 from ..run.upstream import UpstreamClient, UpstreamFailure
@@ -283,6 +284,11 @@ class BackgroundService:
         self.events = events
         self.upstream = upstream
         self.runs: dict[str, BackgroundRun] = {}
+        metrics.watch_background(self)
+
+    def queue_depth(self) -> int:
+        """Background responses queued or running here (``responses_bridge_background_queue_depth``)."""
+        return sum(1 for run in self.runs.values() if not run.done)
 
     async def start(self, response_run: ResponseRun, call: UpstreamRequest, authorization: str | None,
                     upstream: UpstreamClient | None = None) -> BackgroundRun:

@@ -14,6 +14,8 @@ from typing import Protocol
 
 from prometheus_client import Gauge, Histogram
 
+from ..observability import tracing
+
 
 class _WriteQueue(Protocol):
     @property
@@ -49,8 +51,10 @@ def untrack(store: _WriteQueue) -> None:
 
 @contextmanager
 def timed(operation: str) -> Iterator[None]:
+    """Times the block, and traces it as a ``store <operation>`` span when tracing is on."""
     started = time.perf_counter()
     try:
-        yield
+        with tracing.span(f"store {operation}", {"db.system.name": "sqlite", "db.operation.name": operation}):
+            yield
     finally:
         OPERATION_SECONDS.labels(operation).observe(time.perf_counter() - started)

@@ -295,6 +295,26 @@ MIGRATIONS: list[Migration] = [
             """,
         ],
     ),
+    (
+        5,
+        [
+            # Uploaded files (the Files API): metadata only; the bytes live on disk next to the database, in
+            # ``files/<id>`` (store/files.py). A rowid table: rowid is the creation order pages are listed in.
+            # expires_at NULL: kept until deleted.
+            """
+            CREATE TABLE files (
+                id         TEXT NOT NULL UNIQUE,
+                created_at INTEGER NOT NULL,
+                bytes      INTEGER NOT NULL,
+                filename   TEXT NOT NULL,
+                purpose    TEXT NOT NULL,
+                expires_at INTEGER
+            )
+            """,
+            "CREATE INDEX files_purpose ON files(purpose)",
+            "CREATE INDEX files_expires_at ON files(expires_at) WHERE expires_at IS NOT NULL",
+        ],
+    ),
 ]
 
 LATEST_VERSION: int = MIGRATIONS[-1][0]

@@ -49,6 +49,16 @@ def forwarded_authorization(request: ProcessingRequest) -> str | None:
     return fields["authorization"].string_value or None
 
 
+def forwarded_headers(request: ProcessingRequest, names: Iterable[str]) -> dict[str, str]:
+    """The request headers among ``names`` that the bootstrap copies into the forwarded metadata (the request id
+    and the trace context: ``envoy_config.OBSERVED_HEADERS``)."""
+    metadata = request.metadata_context.filter_metadata
+    if CREDENTIALS_NAMESPACE not in metadata:
+        return {}
+    fields = metadata[CREDENTIALS_NAMESPACE].fields
+    return {name: fields[name].string_value for name in names if name in fields}
+
+
 def sidecar_route_offered(request: ProcessingRequest) -> bool:
     """Does the bootstrap route requests marked by :func:`route_to_sidecar` to the HTTP door (see envoy_config)?"""
     metadata = request.metadata_context.filter_metadata

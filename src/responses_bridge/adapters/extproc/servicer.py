@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from time import perf_counter
 
 import grpc
 import orjson
@@ -55,6 +56,7 @@ from ...run.response_run import LARGE_BODY_BYTES, ResponseRun
 from ...runtime import Runtime
 from ...upstreams import Route
 from . import messages as m
+from .observe import StreamObservation
 from .outbox import Outbox
 from .retry import retried_reply
 
@@ -94,22 +96,39 @@ class ExtProcServicer(external_processor_pb2_grpc.ExternalProcessorServicer):
         stream = _Stream(self._runtime, self._prefix, write_now)
         self._live.add(stream)
         read, lock, send = context.read, stream.lock, outbox.send
+        observed = stream.observed = StreamObservation()  # request id, metrics, spans (observe.py)
+        abandoned, first = True, True
         try:
             while True:
                 request = await read()
                 if request is grpc.aio.EOF:  # type: ignore[attr-defined]  # grpc exports it; grpc-stubs lack it
                     break
+                started = perf_counter()
+                phase = request.WhichOneof("request")
+                if phase != "response_body":  # a few messages per request: the per-chunk path skips all this
+                    if first:
+                        first = False
+                        observed.begin(phase, request, context)
+                    elif phase == "response_headers":
+                        observed.upstream_answered(request)
                 async with lock:  # sent under the lock: a drain's last words never overtake these replies
-                    handling = stream.handle(request)
-                    del request  # a request body message is let go as soon as its bytes are taken
-                    replies = await handling
+                    with observed.phase(phase):
+                        handling = stream.handle(request)
+                        del request  # a request body message is let go as soon as its bytes are taken
+                        replies = await handling
                     outbox.merge = stream.full_duplex
                     await send(replies, queued=stream.sse)
+                observed.message(phase, perf_counter() - started)
+                if phase != "response_body" or stream.done:
+                    observed.replied(replies, stream.sse)
+                    if phase == "request_body" and stream.ours and not stream.done:
+                        observed.upstream_called()
                 if stream.done:
                     self._changed.set()
                 if stream.routed:  # closing the gRPC stream cleanly lets Envoy go on without the processor
                     break
             await outbox.flush()  # returning ends the gRPC stream: not before every reply is written
+            abandoned = not stream.done
         except asyncio.CancelledError:
             await stream.abandon()  # Envoy reset the stream: the client went away
             raise
@@ -123,6 +142,7 @@ class ExtProcServicer(external_processor_pb2_grpc.ExternalProcessorServicer):
             await outbox.close()
             self._live.discard(stream)
             self._changed.set()
+            observed.finish(stream.ours, abandoned)
 
     def _unfinished(self) -> list[_Stream]:
         return [stream for stream in self._live if stream.run is not None and not stream.done]
@@ -171,6 +191,7 @@ class _Stream:
         "failed",
         "full_duplex",
         "lock",
+        "observed",
         "ours",
         "pending",
         "prefix",
@@ -208,6 +229,7 @@ class _Stream:
         self.sidecar_route = False  # the bootstrap routes requests with server-side tools to the HTTP door
         self.chat = False  # a POST /v1/chat/completions, with several upstreams: only its upstream is chosen
         self.route: Route | None = None  # with several upstreams: where the request's model goes (upstreams.py)
+        self.observed: StreamObservation | None = None  # set by Process: metrics and spans of this request
 
     async def handle(self, request: ProcessingRequest) -> Responses:
         phase = request.WhichOneof("request")
@@ -547,6 +569,8 @@ class _Stream:
             run.on_upstream_chunk(chunk)
             return await self._duplex_end() if end_of_stream else []
         out = run.on_upstream_chunk(chunk)
+        if out and self.observed is not None and not self.observed.first_event_at:
+            self.observed.first_event_at = perf_counter()
         if end_of_stream:
             return await self._duplex_end(out)
         if self.shutdown_requested:
@@ -609,6 +633,8 @@ class _Stream:
         out = b""
         try:
             out = run.on_upstream_chunk(chunk)
+            if out and self.observed is not None and not self.observed.first_event_at:
+                self.observed.first_event_at = perf_counter()
             if self.shutdown_requested:  # a drain ran out of time: this reply is the stream's last
                 reply = await self._fail(SHUTDOWN_ERROR)
                 self.done = end_of_stream

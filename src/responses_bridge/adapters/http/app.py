@@ -16,6 +16,8 @@ from . import background_routes
 from .conversations_routes import ConversationRoutes
 from .drain import DRAIN, Drain
 from .errors import error_middleware
+from .files_routes import FileRoutes
+from .observe import echo_request_id, observe_middleware
 from .prompts_routes import PromptRoutes
 from .responses_routes import ResponsesRoutes
 from .upstream_routes import UpstreamRoutes
@@ -27,8 +29,9 @@ UPSTREAMS = web.AppKey("upstreams", dict[str, AiohttpUpstreamClient])
 
 def create_app(runtime: Runtime) -> web.Application:
     drain = Drain(runtime)  # outermost middleware: while draining, new requests get a 503 before anything else
-    app = web.Application(middlewares=[drain.middleware, error_middleware],
+    app = web.Application(middlewares=[observe_middleware, drain.middleware, error_middleware],
                           client_max_size=runtime.settings.max_request_bytes)
+    app.on_response_prepare.append(echo_request_id)  # X-Request-Id on every answer (observe.py)
     app[DRAIN] = drain
     upstream = AiohttpUpstreamClient(runtime.settings)  # the door's own calls, its own pool
     app[RUNTIME] = runtime
@@ -51,6 +54,8 @@ def create_app(runtime: Runtime) -> web.Application:
         ConversationRoutes(runtime.conversations).register(app)
     if runtime.prompts is not None:
         PromptRoutes(runtime.prompts).register(app)
+    if runtime.files is not None:
+        FileRoutes(runtime.files).register(app)
     app.router.add_get("/health", health)
     app.router.add_get("/health/live", health_live)
     app.router.add_get("/health/ready", health_ready)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 
 import orjson
@@ -10,6 +11,7 @@ import structlog
 from aiohttp import web
 
 from ...engine.wire import Reply, UpstreamRequest
+from ...observability import metrics
 from ...protocol.errors import APIError, not_found
 from ...protocol.request import parse_json_object
 from ...run.response_run import LARGE_BODY_BYTES
@@ -18,10 +20,13 @@ from ...runtime import Runtime
 from ...services.pagination import page_errors
 from . import background_routes
 from .drain import DRAIN, ShutdownDeadline, shutdown_error
+from .observe import STARTED
 from .params import int_query, read_body
 
 log = structlog.get_logger("responses_bridge.http")
 
+ACTIVE_STREAMS = metrics.ACTIVE["http"]
+FIRST_EVENT = metrics.FIRST_EVENT["http"]
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -62,6 +67,8 @@ class ResponsesRoutes:
                 return await background_routes.start(request, self.runtime, run, call)
             authorization = self.runtime.upstream_authorization(request.headers.get("Authorization"))
         stream: web.StreamResponse | None = None
+        first_event = True  # the time to the first event is still to be recorded (metrics: one flag per chunk)
+        counted = False  # the open stream is counted in the active streams gauge
         try:
             try:
                 attempt: UpstreamRequest | None = call
@@ -72,10 +79,16 @@ class ResponsesRoutes:
                             head = run.on_upstream_headers(answer.status, answer.content_type)
                             if head is not None:
                                 stream = await _open_stream(request, head)
+                                if not counted:
+                                    counted = True
+                                    ACTIVE_STREAMS.inc()
                             async for chunk in answer.chunks():
                                 out = run.on_upstream_chunk(chunk)
                                 if out and stream is not None:
                                     await stream.write(out)
+                                    if first_event:
+                                        first_event = False
+                                        FIRST_EVENT.observe(time.perf_counter() - request[STARTED])
                                 elif run.upstream_failed:  # e.g. an event over the size limit: stop now
                                     break
                         attempt = run.retry_request() or await run.next_turn(
@@ -93,6 +106,9 @@ class ResponsesRoutes:
             # the client went away: the upstream call was cancelled with us; record what happened
             await run.abandon()
             raise
+        finally:
+            if counted:
+                ACTIVE_STREAMS.dec()
 
     async def retrieve(self, request: web.Request) -> web.StreamResponse:
         response_id = request.match_info["response_id"]

@@ -1,0 +1,40 @@
+# responses-bridge: the sidecar (ext_proc door on 50051, HTTP door on 8080), from its wheel.
+#   docker build -t responses-bridge .
+#   docker run -p 8080:8080 -p 50051:50051 -v bridge-data:/data responses-bridge --upstream http://HOST:8000/v1
+# Arguments after the image name go to `responses-bridge serve`; settings also come from RESPONSES_BRIDGE_*
+# variables (docs/configuration.md).
+
+ARG PYTHON_IMAGE=python:3.12-slim-bookworm
+
+# Build stage: the wheel and a virtual environment holding it and its dependencies (scripts/image-venv, the
+# same steps tests/deploy/test_image.py runs). Nothing of the source tree goes further than this stage.
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY src ./src
+COPY scripts/image-venv /usr/local/bin/image-venv
+RUN image-venv /src /opt/responses-bridge
+
+# Run stage: the same base (the venv's interpreter links to it), the venv, a non-root user, /data for SQLite.
+FROM ${PYTHON_IMAGE}
+RUN groupadd --system --gid 10001 responses-bridge \
+    && useradd --system --uid 10001 --gid responses-bridge --home-dir /data --no-create-home responses-bridge \
+    && mkdir /data \
+    && chown responses-bridge:responses-bridge /data
+COPY --from=build /opt/responses-bridge /opt/responses-bridge
+# In a container the doors listen on every interface (the container's network is the boundary); the Kubernetes
+# sidecar manifests set them back to loopback, where only Envoy in the same pod reaches them.
+ENV PATH=/opt/responses-bridge/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    RESPONSES_BRIDGE_HTTP_HOST=0.0.0.0 \
+    RESPONSES_BRIDGE_EXTPROC_HOST=0.0.0.0 \
+    RESPONSES_BRIDGE_DB=/data/responses.sqlite
+USER 10001:10001
+WORKDIR /data
+VOLUME ["/data"]
+EXPOSE 8080 50051
+# Ready, not just alive: store open and migrated, writes not stalled, not draining (docs/operations.md).
+HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('RESPONSES_BRIDGE_HTTP_PORT', '8080') + '/health/ready', timeout=2)"]
+ENTRYPOINT ["responses-bridge", "serve"]

@@ -1,0 +1,188 @@
+"""Reading a ``POST /v1/files`` body: ``multipart/form-data`` streamed part by part, never read whole.
+
+The ``file`` part goes chunk by chunk into the service's :class:`~responses_bridge.services.files.Upload` (a
+temporary file on disk); the other fields are small and read with a shared cap. Fields are checked as soon as they
+arrive, so a bad ``purpose`` sent before the file (as the SDK sends it) is refused before any byte of the file is
+read. The request's own ``client_max_size`` does not apply here: the file's limit is the service's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import BodyPartReader, web
+from aiohttp.helpers import parse_mimetype
+from aiohttp.http_exceptions import HttpProcessingError
+
+from ...protocol.errors import APIError, invalid_request
+from ...services.files import FileService, Upload, check_expires_after, check_purpose, clean_filename, too_large
+
+READ_CHUNK = 1 << 20
+"""Bytes asked of the multipart reader per read: large enough that a thread hop per write costs little, small
+enough that a few uploads at once hold a few MiB."""
+FIELDS_LIMIT = 64 * 1024
+"""All fields other than the file together: a purpose and an expiry need a few dozen bytes."""
+FORM_OVERHEAD = FIELDS_LIMIT + 64 * 1024
+"""What a form may add to its file (fields, part headers, boundaries): a declared Content-Length past the file
+limit plus this cannot hold an acceptable file, and is refused before its body is read."""
+FIELD_READ = 64 * 1024  # must exceed the boundary's length (the reader asserts it); boundaries are at most 70
+KNOWN_FIELDS = frozenset({"purpose", "expires_after", "expires_after[anchor]", "expires_after[seconds]"})
+DISCARD_MIN = 64 * 1024 * 1024
+ACCEPTED_PART_ENCODINGS = frozenset({"", "identity", "binary", "8bit", "7bit"})
+
+log = structlog.get_logger("responses_bridge.files")
+
+
+@dataclass
+class UploadForm:
+    filename: str | None = None
+    fields: dict[str, str] = field(default_factory=dict)
+    field_bytes: int = 0
+
+
+async def create_file(request: web.Request, service: FileService) -> dict[str, Any]:
+    """Stream the form's file to disk and store it; the File object. Every failure is an OpenAI-shaped 4xx (a
+    full disk a 507), and the partial file is removed.
+
+    A refusal that comes before the body's end (a 413 at the limit, a bad purpose sent before the file) is
+    answered only after the rest of the body is read and dropped, up to :func:`discard_budget`: an HTTP/1.1
+    client reads the answer once it has sent its body, and a server (or Envoy in front of it) that closes
+    while the client still sends makes it see a reset instead of the error."""
+    try:
+        return await _create_file(request, service)
+    except APIError:
+        budget = discard_budget(service.max_bytes)
+        declared = request.content_length
+        if declared is None or declared <= service.max_bytes + FORM_OVERHEAD + budget:
+            await _discard_rest(request, budget)  # else it could not be read whole anyway: answer at once
+        raise
+
+
+def discard_budget(limit: int) -> int:
+    """How much of a refused upload's remaining body is read to deliver the refusal: as much again as the limit
+    (at least 64 MiB). Past it the connection is closed with the answer, and a client still sending may miss it."""
+    return max(limit, DISCARD_MIN)
+
+
+async def _discard_rest(request: web.Request, budget: int) -> None:
+    with contextlib.suppress(Exception):  # a client gone or a broken body: nothing left to answer on
+        while budget > 0 and (chunk := await request.content.readany()):
+            budget -= len(chunk)
+
+
+async def _create_file(request: web.Request, service: FileService) -> dict[str, Any]:
+    _check_content_type(request)
+    declared = request.content_length
+    if declared is not None and declared > service.max_bytes + FORM_OVERHEAD:
+        raise too_large(service.max_bytes)
+    try:
+        reader = await request.multipart()
+    except (ValueError, AssertionError) as exc:
+        raise _malformed(exc) from None
+    form = UploadForm()
+    async with service.receive() as upload:
+        try:
+            while True:
+                part = await reader.next()
+                if part is None:
+                    break
+                if not isinstance(part, BodyPartReader):
+                    raise invalid_request("Nested multipart parts are not supported.", param=None,
+                                          code="invalid_multipart")
+                await _read_part(part, form, upload)
+        except (ValueError, AssertionError, HttpProcessingError) as exc:
+            raise _malformed(exc) from None
+        except OSError as exc:
+            raise _disk_error(exc) from None
+        if form.filename is None:
+            raise invalid_request("Missing required parameter: 'file'.", param="file",
+                                  code="missing_required_parameter")
+        purpose = check_purpose(form.fields.get("purpose"))
+        expires_after = _expires_after(form.fields)
+        try:
+            return await service.create(upload, filename=form.filename, purpose=purpose,
+                                        expires_after=expires_after)
+        except OSError as exc:
+            raise _disk_error(exc) from None
+
+
+async def _read_part(part: BodyPartReader, form: UploadForm, upload: Upload) -> None:
+    for header in ("Content-Encoding", "Content-Transfer-Encoding"):
+        encoding = part.headers.get(header, "").strip().lower()
+        if encoding not in ACCEPTED_PART_ENCODINGS:
+            raise invalid_request(f"{header} '{encoding[:40]}' is not supported in a form part: send it as is.",
+                                  param=part.name if part.name in KNOWN_FIELDS or part.name == "file" else None,
+                                  code="unsupported_content_encoding")
+    if part.name == "file":
+        if form.filename is not None:
+            raise invalid_request("Only one 'file' may be uploaded per request.", param="file",
+                                  code="invalid_value")
+        form.filename = clean_filename(part.filename)
+        while chunk := await part.read_chunk(READ_CHUNK):
+            await upload.write(chunk)
+        return
+    raw = await _read_field(part, FIELDS_LIMIT - form.field_bytes)
+    form.field_bytes += len(raw)
+    if part.name not in KNOWN_FIELDS:
+        return  # as OpenAI: unknown fields are ignored
+    try:
+        value = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise invalid_request(f"Invalid value for '{part.name}': not UTF-8 text.", param=part.name,
+                              code="invalid_value") from None
+    form.fields[part.name] = value
+    if part.name == "purpose":
+        check_purpose(value)  # before the file, when sent first: no byte of a refused file is read
+
+
+async def _read_field(part: BodyPartReader, budget: int) -> bytes:
+    data = bytearray()
+    while chunk := await part.read_chunk(FIELD_READ):
+        data += chunk
+        if len(data) > budget:
+            raise invalid_request(f"The form's fields other than 'file' exceed {FIELDS_LIMIT} bytes.",
+                                  param=part.name if part.name in KNOWN_FIELDS else None, code="invalid_value")
+    return bytes(data)
+
+
+def _expires_after(fields: dict[str, str]) -> int | None:
+    """``expires_after`` as the SDK sends it (``expires_after[anchor]``, ``expires_after[seconds]``), or as one
+    JSON object field."""
+    anchor: object = fields.get("expires_after[anchor]")
+    seconds: object = fields.get("expires_after[seconds]")
+    if "expires_after" in fields:
+        try:
+            value = orjson.loads(fields["expires_after"])
+        except orjson.JSONDecodeError:
+            value = None
+        if not isinstance(value, dict):
+            raise invalid_request("Invalid value for 'expires_after': expected an object with 'anchor' and "
+                                  "'seconds'.", param="expires_after", code="invalid_type")
+        anchor, seconds = value.get("anchor", anchor), value.get("seconds", seconds)
+    elif anchor is None and seconds is None:
+        return None
+    return check_expires_after(anchor, seconds)
+
+
+def _check_content_type(request: web.Request) -> None:
+    mimetype = parse_mimetype(request.headers.get("Content-Type", ""))
+    if (mimetype.type, mimetype.subtype) != ("multipart", "form-data") or not mimetype.parameters.get("boundary"):
+        raise invalid_request("Uploads must be sent as multipart/form-data (with a boundary), the file in a "
+                              "'file' field and its 'purpose' in another.", param=None, code="invalid_content_type")
+
+
+def _malformed(exc: BaseException) -> APIError:
+    reason = exc.message if isinstance(exc, HttpProcessingError) else str(exc)
+    reason = " ".join(str(reason).split())[:200] or type(exc).__name__
+    return invalid_request(f"The multipart/form-data body could not be read: {reason}.", param=None,
+                           code="invalid_multipart")
+
+
+def _disk_error(exc: OSError) -> APIError:
+    log.error("file_store_failed", error=str(exc))
+    return APIError(507, "The server could not store the file (out of disk space or the files directory is not "
+                    "writable).", type="server_error", code="storage_error")

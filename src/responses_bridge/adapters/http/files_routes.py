@@ -1,0 +1,72 @@
+"""``/v1/files`` routes of the HTTP door (OpenAI Files API shapes; also without ``/v1``).
+
+Through Envoy these routes come straight here with ext_proc off (envoy_config.py), so an upload streams through
+Envoy to this door without being held anywhere whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import warnings
+from urllib.parse import quote
+
+from aiohttp import web
+from aiohttp.multipart import BadContentDispositionHeader, BadContentDispositionParam
+
+from ...services.files import MAX_LIST_LIMIT, FileService
+from .file_uploads import create_file
+from .params import int_query, json_reply
+
+CONTENT_CHUNK = 1 << 20
+
+
+class FileRoutes:
+    def __init__(self, service: FileService) -> None:
+        self.service = service
+
+    def register(self, app: web.Application) -> None:
+        # a client's malformed part header is its own 400, not a warning line in this process's log for each
+        # distinct header a client cares to send
+        for category in (BadContentDispositionHeader, BadContentDispositionParam):
+            warnings.filterwarnings("ignore", category=category)
+        for prefix in ("/v1", ""):
+            base = f"{prefix}/files"
+            app.router.add_post(base, self.create)
+            app.router.add_get(base, self.list)
+            app.router.add_get(f"{base}/{{file_id}}", self.retrieve)
+            app.router.add_delete(f"{base}/{{file_id}}", self.delete)
+            app.router.add_get(f"{base}/{{file_id}}/content", self.content)
+
+    async def create(self, request: web.Request) -> web.Response:
+        return json_reply(await create_file(request, self.service))
+
+    async def list(self, request: web.Request) -> web.Response:
+        return json_reply(await self.service.list(purpose=request.query.get("purpose"),
+                                                  after=request.query.get("after"),
+                                                  limit=int_query(request, "limit", MAX_LIST_LIMIT),
+                                                  order=request.query.get("order", "desc")))
+
+    async def retrieve(self, request: web.Request) -> web.Response:
+        return json_reply(await self.service.retrieve(request.match_info["file_id"]))
+
+    async def delete(self, request: web.Request) -> web.Response:
+        return json_reply(await self.service.delete(request.match_info["file_id"]))
+
+    async def content(self, request: web.Request) -> web.StreamResponse:
+        """The bytes as uploaded, a chunk at a time (the write waits while the client is slower than the disk).
+        The file is opened before the answer starts, so a file deleted meanwhile is still a JSON 404."""
+        handle, file = await self.service.open_content(request.match_info["file_id"])
+        try:
+            response = web.StreamResponse(headers={
+                "Content-Type": "application/octet-stream",
+                "Content-Disposition": f"attachment; filename*=UTF-8''{quote(file['filename'], safe='')}",
+            })
+            response.content_length = os.fstat(handle.fileno()).st_size
+            await response.prepare(request)
+            while chunk := await asyncio.to_thread(handle.read, CONTENT_CHUNK):
+                await response.write(chunk)
+            await response.write_eof()
+            return response
+        finally:
+            await asyncio.to_thread(handle.close)

@@ -1,0 +1,76 @@
+"""Structured logs: one JSON object per line by default, so log shippers need no parsing rules.
+
+Every line written while a request is handled carries its ``request_id`` (the value of Envoy's ``x-request-id``,
+so a bridge line and Envoy's access log line of one request share it). The id lives in a context variable bound
+once per request (:func:`bind_request_id`): tasks the request starts inherit it, and nothing on the per-chunk
+path has to pass it along. Lines from the standard library's loggers (aiohttp, grpc, asyncio) are rendered as
+JSON too, with the same fields.
+
+What is logged at info level is metadata only (ids, routes, statuses, durations, token counts): request and
+response bodies and credentials never are.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import uuid
+from collections.abc import Mapping
+
+import structlog
+from structlog.contextvars import bind_contextvars, reset_contextvars
+
+REQUEST_ID_HEADER = "x-request-id"
+MAX_REQUEST_ID_LENGTH = 128
+
+
+def configure_logging(level: str = "info", fmt: str = "json") -> None:
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        numeric = logging.INFO
+    renderer = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer()
+    shared: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso"),
+    ]
+    # the standard library's records (aiohttp, grpc, asyncio) get the same fields and the same renderer
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.format_exc_info, renderer]))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(numeric)
+    structlog.configure(
+        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+
+def clean_request_id(value: str | None) -> str | None:
+    """A client's or Envoy's request id, if it is one worth logging: short printable ASCII without spaces (it
+    is echoed in a response header and written into every log line, so nothing else is taken)."""
+    if not value or len(value) > MAX_REQUEST_ID_LENGTH or not value.isascii() or not value.isprintable():
+        return None
+    if " " in value:
+        return None
+    return value
+
+
+def new_request_id() -> str:
+    """Envoy's format (a UUID4), so ids made here look like the ones Envoy makes."""
+    return str(uuid.uuid4())
+
+
+def bind_request_id(request_id: str) -> Mapping[str, object]:
+    """Binds ``request_id`` for every log line of the current context; give the result to
+    :func:`unbind_request_id` when the request ends."""
+    return bind_contextvars(request_id=request_id)
+
+
+def unbind_request_id(tokens: Mapping[str, object]) -> None:
+    reset_contextvars(**tokens)  # type: ignore[arg-type]

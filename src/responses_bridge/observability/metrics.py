@@ -1,0 +1,117 @@
+"""Prometheus metrics of both doors, served by the HTTP door's ``/metrics`` (the store's own are in
+``store/metrics.py``, the dropped-tools counter in ``engine/tools.py``).
+
+Cost rule: nothing here is called once per upstream chunk. A request resolves the label children it needs once
+(most are resolved here, at import, for the fixed label values), and records a handful of values when it starts
+and ends; the per-chunk path only tests a local flag for the time to the first event. ext_proc messages are
+timed one observation each (a message is already a gRPC round trip).
+
+Labels are bounded: ``door`` is ``http`` or ``extproc``; ``route`` is the route's pattern
+(``POST /v1/responses/{response_id}``), never the raw path; ``upstream`` is the configured upstream's host:port
+(or ``envoy`` for the calls Envoy makes for the ext_proc door); ``model`` is the model the upstream names.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+_MESSAGE_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+REQUESTS = Counter("responses_bridge_requests_total", "Requests answered, by door, route and status",
+                   ["door", "route", "status"])
+REQUEST_SECONDS = Histogram("responses_bridge_request_duration_seconds",
+                            "Time from a request's arrival to the end of its answer (a stream's last byte)",
+                            ["door", "route"], buckets=_LATENCY_BUCKETS)
+FIRST_EVENT_SECONDS = Histogram(
+    "responses_bridge_time_to_first_event_seconds",
+    "Time from a streamed request's arrival to the first event after the stream's opening ones (the model's first "
+    "output)", ["door"], buckets=_LATENCY_BUCKETS)
+ACTIVE_STREAMS = Gauge("responses_bridge_active_streams", "Client event streams open now, by door", ["door"])
+UPSTREAM_SECONDS = Histogram("responses_bridge_upstream_latency_seconds",
+                             "Time from sending an upstream call to its response headers, by upstream",
+                             ["upstream"], buckets=_LATENCY_BUCKETS)
+UPSTREAM_ERRORS = Counter("responses_bridge_upstream_errors_total",
+                          "Upstream calls that failed (unreachable, timed out, cut, or a 5xx), by upstream and kind",
+                          ["upstream", "kind"])
+TOKENS = Counter("responses_bridge_tokens_total", "Tokens of completed responses, by model and direction",
+                 ["model", "direction"])
+EXTPROC_STREAMS = Counter("responses_bridge_extproc_streams_total", "ext_proc gRPC streams Envoy opened")
+EXTPROC_ACTIVE = Gauge("responses_bridge_extproc_streams_active", "ext_proc gRPC streams open now")
+EXTPROC_MESSAGE_SECONDS = Histogram("responses_bridge_extproc_message_seconds",
+                                    "Time to handle one ext_proc message and write its replies, by phase",
+                                    ["phase"], buckets=_MESSAGE_BUCKETS)
+TOOL_CALLS = Counter("responses_bridge_tool_calls_total", "Server-side tool calls run, by tool and outcome",
+                     ["tool", "outcome"])
+BACKGROUND_ACTIVE = Gauge("responses_bridge_background_queue_depth",
+                          "Background responses queued or running in this process")
+
+PHASES = ("request_headers", "request_body", "request_trailers", "response_headers", "response_body",
+          "response_trailers")
+EXTPROC_MESSAGE = {phase: EXTPROC_MESSAGE_SECONDS.labels(phase) for phase in PHASES}
+"""The per-phase children, resolved once: timing a message costs one dict lookup and one observation."""
+EXTPROC_OTHER = EXTPROC_MESSAGE_SECONDS.labels("other")
+
+FIRST_EVENT = {door: FIRST_EVENT_SECONDS.labels(door) for door in ("http", "extproc")}
+ACTIVE = {door: ACTIVE_STREAMS.labels(door) for door in ("http", "extproc")}
+
+
+def record_request(door: str, route: str, status: int, seconds: float) -> None:
+    """Once per request, at its end."""
+    REQUESTS.labels(door, route, str(status)).inc()
+    REQUEST_SECONDS.labels(door, route).observe(seconds)
+
+
+class Upstream:
+    """One upstream's children, resolved when its client is made."""
+
+    __slots__ = ("latency", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.latency = UPSTREAM_SECONDS.labels(name)
+
+    def failed(self, kind: str) -> None:
+        UPSTREAM_ERRORS.labels(self.name, kind).inc()
+
+
+ENVOY_UPSTREAM = Upstream("envoy")
+"""The ext_proc door's upstream calls: Envoy makes them; the latency is from the rewritten request's reply to
+the upstream's response headers reaching the processor."""
+
+
+def record_usage(response: Mapping[str, Any]) -> None:
+    """The token counts of a finished response (its ``usage``), under the model the upstream named."""
+    usage = response.get("usage")
+    if not isinstance(usage, Mapping):
+        return
+    model = str(response.get("model") or "unknown")
+    input_tokens, output_tokens = usage.get("input_tokens"), usage.get("output_tokens")
+    if isinstance(input_tokens, int) and input_tokens > 0:
+        TOKENS.labels(model, "input").inc(input_tokens)
+    if isinstance(output_tokens, int) and output_tokens > 0:
+        TOKENS.labels(model, "output").inc(output_tokens)
+
+
+def tool_call(tool: str, outcome: str) -> None:
+    TOOL_CALLS.labels(tool, outcome).inc()
+
+
+class _Background(Protocol):
+    def queue_depth(self) -> int: ...
+
+
+_BACKGROUND: weakref.WeakSet[_Background] = weakref.WeakSet()
+
+
+def watch_background(service: _Background) -> None:
+    """Report the service's queued or running responses in the gauge while it lives (read when ``/metrics`` is
+    scraped, not pushed on every change)."""
+    _BACKGROUND.add(service)
+
+
+BACKGROUND_ACTIVE.set_function(lambda: float(sum(service.queue_depth() for service in list(_BACKGROUND))))

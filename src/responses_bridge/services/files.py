@@ -1,0 +1,391 @@
+"""The Files API's rules: validation in OpenAI's terms, uploads streamed to disk, expiry, File objects.
+
+An upload is written chunk by chunk to a temporary file in the files directory (``files/`` next to the database)
+and renamed to ``files/<file_id>`` once complete, so a file is never seen half-written and memory never holds more
+than a chunk of it, whatever its size. The bytes are only ever named by the id the bridge made: the client's
+filename is metadata, never part of a path. The metadata row is written after the rename; a crash between the two
+leaves an orphan on disk that the start-up sweep removes.
+
+Expired files are left out of every read at once (the store compares ``expires_at`` with the clock) and deleted,
+bytes and row, by a purge that runs at start and then periodically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import IO, Any
+
+import structlog
+
+from ..protocol.errors import APIError, invalid_request, not_found
+from ..store.files import FileStore, StoredFile, UnknownCursor
+
+log = structlog.get_logger("responses_bridge.files")
+
+PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
+"""What a client may upload for (the SDK's ``FilePurpose``); the ``*_output`` / ``-results`` purposes are the
+server's own."""
+MIN_EXPIRES_SECONDS = 3600
+MAX_EXPIRES_SECONDS = 30 * 24 * 3600
+BATCH_DEFAULT_EXPIRES_SECONDS = MAX_EXPIRES_SECONDS  # as OpenAI: batch files expire after 30 days unless told
+MAX_LIST_LIMIT = 10_000  # also the default, as OpenAI's
+MAX_FILENAME_CHARS = 1024
+
+FILE_ID = re.compile(r"file-[0-9a-f]{32}")
+UPLOAD_PREFIX = ".upload-"
+ORPHAN_GRACE_SECONDS = 3600.0
+"""A file on disk without a row is removed only once this old: another process sharing the directory may be
+between its rename and its insert."""
+STALE_UPLOAD_SECONDS = 24 * 3600.0
+"""A temporary upload file this old belongs to an upload that died with its process."""
+PURGE_BATCH = 1000
+
+
+def new_file_id() -> str:
+    return f"file-{os.urandom(16).hex()}"
+
+
+def files_directory(db_path: str) -> Path | None:
+    """``files/`` in the database's folder; None for an in-memory database (the service then uses a temporary
+    directory that lives as long as it does)."""
+    if db_path == ":memory:":
+        return None
+    return Path(db_path).resolve().parent / "files"
+
+
+# -- validation -------------------------------------------------------------------------------------------------
+
+
+def check_purpose(value: object) -> str:
+    if value is None or value == "":
+        raise invalid_request("Missing required parameter: 'purpose'.", param="purpose",
+                              code="missing_required_parameter")
+    if value not in PURPOSES:
+        shown = value[:100] if isinstance(value, str) else value
+        raise invalid_request(f"Invalid value for 'purpose': {shown!r}. Supported values are: "
+                              + ", ".join(f"'{purpose}'" for purpose in PURPOSES) + ".", param="purpose",
+                              code="invalid_value")
+    return str(value)
+
+
+def check_expires_after(anchor: object, seconds: object) -> int:
+    """``expires_after`` ({anchor: "created_at", seconds}) -> the seconds after creation the file expires."""
+    if anchor is None:
+        raise invalid_request("Missing required parameter: 'expires_after.anchor'.", param="expires_after.anchor",
+                              code="missing_required_parameter")
+    if anchor != "created_at":
+        raise invalid_request("Invalid value for 'expires_after.anchor': supported anchors: 'created_at'.",
+                              param="expires_after.anchor", code="invalid_value")
+    if seconds is None:
+        raise invalid_request("Missing required parameter: 'expires_after.seconds'.", param="expires_after.seconds",
+                              code="missing_required_parameter")
+    if isinstance(seconds, str) and seconds.isascii() and seconds.strip().isdigit():
+        seconds = int(seconds)
+    if not isinstance(seconds, int) or isinstance(seconds, bool) or not (
+            MIN_EXPIRES_SECONDS <= seconds <= MAX_EXPIRES_SECONDS):
+        raise invalid_request(f"Invalid value for 'expires_after.seconds': expected an integer between "
+                              f"{MIN_EXPIRES_SECONDS} (1 hour) and {MAX_EXPIRES_SECONDS} (30 days).",
+                              param="expires_after.seconds", code="invalid_value")
+    return seconds
+
+
+def clean_filename(name: str | None) -> str:
+    """The name kept as metadata: its last path component (a client's ``../../x`` is ``x``), refused when empty,
+    a dot name, longer than :data:`MAX_FILENAME_CHARS`, or holding control characters (NUL included)."""
+    if name is None:
+        raise invalid_request("The 'file' field must be a file upload with a filename.", param="file",
+                              code="invalid_value")
+    base = re.split(r"[/\\]", name)[-1]
+    if base in ("", ".", ".."):
+        raise invalid_request("Invalid filename: it names no file.", param="file", code="invalid_filename")
+    if len(base) > MAX_FILENAME_CHARS:
+        raise invalid_request(f"Invalid filename: longer than {MAX_FILENAME_CHARS} characters.", param="file",
+                              code="invalid_filename")
+    if any(ord(char) < 32 or ord(char) == 127 for char in base):
+        raise invalid_request("Invalid filename: control characters are not allowed.", param="file",
+                              code="invalid_filename")
+    try:
+        base.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, from bytes that were not UTF-8
+        raise invalid_request("Invalid filename: not valid UTF-8.", param="file", code="invalid_filename") from None
+    return base
+
+
+def too_large(limit: int) -> APIError:
+    return APIError(413, f"The file is too large: this server accepts files up to {_size(limit)} ({limit} bytes; "
+                    "set by RESPONSES_BRIDGE_MAX_FILE_BYTES).", param="file", code="file_too_large")
+
+
+def _size(count: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count >= scale:
+            return f"{count / scale:.4g} {unit}"
+    return f"{count} bytes"
+
+
+def file_object(file: StoredFile) -> dict[str, Any]:
+    """OpenAI's File object (``status`` is deprecated there and always ``processed`` for a stored upload)."""
+    return {"id": file.id, "object": "file", "bytes": file.bytes, "created_at": file.created_at,
+            "filename": file.filename, "purpose": file.purpose, "status": "processed",
+            "expires_at": file.expires_at, "status_details": None}
+
+
+def _not_found(file_id: str) -> APIError:
+    return not_found(f"No such File object: {file_id[:200]}", param="file_id", code="not_found")
+
+
+# -- uploads ----------------------------------------------------------------------------------------------------
+
+
+class Upload:
+    """One file being received: chunks go to a temporary file in the files directory, counted against the limit.
+    Made by :meth:`FileService.receive`, which removes the temporary file unless the upload was stored."""
+
+    def __init__(self, directory: Path, max_bytes: int) -> None:
+        self.path = directory / f"{UPLOAD_PREFIX}{os.urandom(12).hex()}.part"
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._file: IO[bytes] | None = None
+        self.stored = False
+
+    async def open(self) -> None:
+        self._file = await asyncio.to_thread(open, self.path, "xb")
+
+    async def write(self, chunk: bytes) -> None:
+        """Append a chunk (off the event loop's thread); a 413 once the file passes the limit."""
+        if self._file is None:
+            raise RuntimeError("upload is not open")
+        self.size += len(chunk)
+        if self.size > self.max_bytes:
+            raise too_large(self.max_bytes)
+        if chunk:
+            await asyncio.to_thread(self._file.write, chunk)
+
+    async def finish(self) -> None:
+        """Flush to stable storage before the file is published under its id."""
+        file, self._file = self._file, None
+        if file is not None:
+            await asyncio.to_thread(_flush_and_close, file)
+
+    async def discard(self) -> None:
+        file, self._file = self._file, None
+        if file is not None:
+            await asyncio.to_thread(file.close)
+        if not self.stored:
+            await asyncio.to_thread(self.path.unlink, missing_ok=True)
+
+
+def _flush_and_close(file: IO[bytes]) -> None:
+    try:
+        file.flush()
+        os.fsync(file.fileno())
+    finally:
+        file.close()
+
+
+# -- the service ------------------------------------------------------------------------------------------------
+
+
+class FileService:
+    """Files for the HTTP door's ``/v1/files`` routes, and for whatever reads stored files (vector stores)."""
+
+    def __init__(self, store: FileStore, directory: Path | None, max_bytes: int, *,
+                 purge_interval: float = 60.0, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self._directory = directory
+        self._own_directory = directory is None
+        self.max_bytes = max_bytes
+        self.purge_interval = purge_interval
+        self._clock = clock
+        self._purger: asyncio.Task[None] | None = None
+
+    @property
+    def directory(self) -> Path:
+        if self._directory is None:
+            raise RuntimeError("FileService is not started; await start() first")
+        return self._directory
+
+    def _now(self) -> int:
+        return int(self._clock())
+
+    # -- lifecycle ------------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Make the directory, remove what earlier processes left behind (dead uploads, orphans, expired files)
+        and start the periodic purge."""
+        if self._directory is None:
+            self._directory = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="responses-bridge-files-"))
+        await asyncio.to_thread(self._directory.mkdir, mode=0o700, parents=True, exist_ok=True)
+        await self.sweep()
+        await self.purge_expired()
+        if self.purge_interval > 0:
+            self._purger = asyncio.create_task(self._purge_forever(), name="files-purge")
+
+    async def aclose(self) -> None:
+        if self._purger is not None:
+            self._purger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._purger
+            self._purger = None
+        if self._own_directory and self._directory is not None:
+            await asyncio.to_thread(shutil.rmtree, self._directory, ignore_errors=True)
+            self._directory = None
+
+    async def _purge_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.purge_interval)
+            try:
+                await self.purge_expired()
+            except Exception:  # a failed purge is retried at the next interval
+                log.exception("files_purge_failed")
+
+    async def purge_expired(self) -> int:
+        """Delete every expired file, row then bytes; the number deleted."""
+        purged = 0
+        while True:
+            expired = await self.store.expired_files(self._now(), PURGE_BATCH)
+            for file_id in expired:
+                if await self.store.delete_file(file_id):
+                    purged += 1
+                await self._unlink(file_id)
+            if len(expired) < PURGE_BATCH:
+                break
+        if purged:
+            log.info("files_expired_purged", count=purged)
+        return purged
+
+    async def sweep(self) -> int:
+        """Remove temporary files of dead uploads and stored bytes without a row (older than their grace)."""
+        now = time.time()
+        entries = await asyncio.to_thread(_list_directory, self.directory)
+        removed = 0
+        stale = [name for name, mtime in entries if name.startswith(UPLOAD_PREFIX)
+                 and now - mtime > STALE_UPLOAD_SECONDS]
+        candidates = [name for name, mtime in entries if FILE_ID.fullmatch(name)
+                      and now - mtime > ORPHAN_GRACE_SECONDS]
+        known = await self.store.known_ids(candidates) if candidates else set()
+        for name in [*stale, *(name for name in candidates if name not in known)]:
+            await asyncio.to_thread((self.directory / name).unlink, missing_ok=True)
+            removed += 1
+        if removed:
+            log.info("files_swept", count=removed)
+        return removed
+
+    # -- create -----------------------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def receive(self) -> AsyncIterator[Upload]:
+        """A new :class:`Upload`; its temporary file is removed on leaving unless :meth:`create` stored it."""
+        upload = Upload(self.directory, self.max_bytes)
+        await upload.open()
+        try:
+            yield upload
+        finally:
+            await upload.discard()
+
+    async def create(self, upload: Upload, *, filename: str, purpose: str,
+                     expires_after: int | None) -> dict[str, Any]:
+        """Publish a received upload under a new id and record it; the File object. ``filename`` is checked and
+        cut to its last component here too (:func:`clean_filename`), whoever calls."""
+        filename = clean_filename(filename)
+        if expires_after is None and purpose == "batch":
+            expires_after = BATCH_DEFAULT_EXPIRES_SECONDS
+        now = self._now()
+        stored = StoredFile(id=new_file_id(), created_at=now, bytes=upload.size, filename=filename, purpose=purpose,
+                            expires_at=None if expires_after is None else now + expires_after)
+        await upload.finish()
+        final = self.content_path(stored.id)
+        await asyncio.to_thread(os.replace, upload.path, final)
+        upload.stored = True
+        try:
+            await self.store.add_file(stored)
+        except BaseException:
+            await asyncio.to_thread(final.unlink, missing_ok=True)
+            raise
+        return file_object(stored)
+
+    # -- read -------------------------------------------------------------------------------------------------
+
+    async def get(self, file_id: str) -> dict[str, Any] | None:
+        """The File object; None when unknown, expired or deleted."""
+        if not FILE_ID.fullmatch(file_id):
+            return None
+        stored = await self.store.get_file(file_id, self._now())
+        return file_object(stored) if stored is not None else None
+
+    async def retrieve(self, file_id: str) -> dict[str, Any]:
+        found = await self.get(file_id)
+        if found is None:
+            raise _not_found(file_id)
+        return found
+
+    def content_path(self, file_id: str) -> Path:
+        """Where a file's bytes are: ``<files directory>/<file_id>``, for ids the bridge makes only."""
+        if not FILE_ID.fullmatch(file_id):
+            raise ValueError(f"not a file id: {file_id[:80]!r}")
+        return self.directory / file_id
+
+    async def content(self, file_id: str) -> tuple[Path, dict[str, Any]]:
+        """The path of a live file's bytes and its File object; 404 when unknown, expired or deleted."""
+        found = await self.retrieve(file_id)
+        return self.content_path(file_id), found
+
+    async def open_content(self, file_id: str) -> tuple[IO[bytes], dict[str, Any]]:
+        """A live file's bytes, opened (the caller closes it), and its File object; 404 when unknown, expired or
+        deleted. Once open, a delete that comes meanwhile does not cut the read short."""
+        path, found = await self.content(file_id)
+        try:
+            handle = await asyncio.to_thread(open, path, "rb")
+        except FileNotFoundError:  # deleted between the lookup and the open
+            raise _not_found(file_id) from None
+        return handle, found
+
+    async def list(self, *, purpose: str | None, after: str | None, limit: int, order: str) -> dict[str, Any]:
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            raise invalid_request(f"Invalid value for 'limit': expected an integer between 1 and {MAX_LIST_LIMIT}.",
+                                  param="limit", code="invalid_value")
+        if order not in ("asc", "desc"):
+            raise invalid_request("Invalid value for 'order': expected 'asc' or 'desc'.", param="order",
+                                  code="invalid_value")
+        try:
+            files, has_more = await self.store.list_files(now=self._now(), purpose=purpose, after=after,
+                                                          limit=limit, order=order)
+        except UnknownCursor:
+            raise invalid_request(f"Invalid value for 'after': no file with id '{(after or '')[:200]}'.",
+                                  param="after", code="invalid_value") from None
+        data = [file_object(file) for file in files]
+        return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None, "has_more": has_more}
+
+    # -- delete -----------------------------------------------------------------------------------------------
+
+    async def delete(self, file_id: str) -> dict[str, Any]:
+        """Row first, then bytes: once the row is gone nobody can reach the bytes, and a failed unlink leaves
+        an orphan for the sweep rather than a row without content."""
+        if await self.get(file_id) is None or not await self.store.delete_file(file_id):
+            raise _not_found(file_id)
+        await self._unlink(file_id)
+        return {"id": file_id, "object": "file", "deleted": True}
+
+    async def _unlink(self, file_id: str) -> None:
+        try:
+            await asyncio.to_thread(self.content_path(file_id).unlink, missing_ok=True)
+        except OSError as exc:
+            log.warning("file_unlink_failed", file_id=file_id, error=str(exc))
+
+
+def _list_directory(directory: Path) -> list[tuple[str, float]]:
+    entries = []
+    with os.scandir(directory) as scan:
+        for entry in scan:
+            with contextlib.suppress(OSError):  # removed meanwhile
+                entries.append((entry.name, entry.stat(follow_symlinks=False).st_mtime))
+    return entries

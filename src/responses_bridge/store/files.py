@@ -1,0 +1,114 @@
+"""Metadata of uploaded files (the Files API) on the response store's SQLite database: same file, same connections.
+
+Only metadata lives here; the bytes are on disk, named by the file's id (services/files.py). Every read takes the
+current time and leaves out expired rows, so an expired file is never returned even before the purge that
+deletes it has run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from .sqlite import SQLiteResponseStore
+
+_COLUMNS = "id, created_at, bytes, filename, purpose, expires_at"
+_LIVE = "(expires_at IS NULL OR expires_at > :now)"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    id: str
+    created_at: int
+    bytes: int
+    filename: str
+    purpose: str
+    expires_at: int | None
+
+
+class UnknownCursor(ValueError):
+    """``after`` names no live file."""
+
+
+@runtime_checkable
+class FileStore(Protocol):
+    async def add_file(self, file: StoredFile) -> None: ...
+
+    async def get_file(self, file_id: str, now: int) -> StoredFile | None: ...
+
+    async def list_files(self, *, now: int, purpose: str | None, after: str | None, limit: int,
+                         order: str) -> tuple[list[StoredFile], bool]: ...
+
+    async def delete_file(self, file_id: str) -> bool: ...
+
+    async def expired_files(self, now: int, limit: int) -> list[str]: ...
+
+    async def known_ids(self, file_ids: Sequence[str]) -> set[str]: ...
+
+
+def _row(row: Sequence[Any]) -> StoredFile:
+    return StoredFile(id=row[0], created_at=int(row[1]), bytes=int(row[2]), filename=row[3], purpose=row[4],
+                      expires_at=None if row[5] is None else int(row[5]))
+
+
+class SQLiteFileStore:
+    """:class:`FileStore` sharing a :class:`SQLiteResponseStore`'s connections."""
+
+    def __init__(self, db: SQLiteResponseStore) -> None:
+        self._db = db
+
+    async def add_file(self, file: StoredFile) -> None:
+        async with self._db.writing() as conn:
+            await conn.execute(f"INSERT INTO files ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                               (file.id, file.created_at, file.bytes, file.filename, file.purpose, file.expires_at))
+
+    async def get_file(self, file_id: str, now: int) -> StoredFile | None:
+        async with self._db.reading() as conn:
+            rows = list(await conn.execute_fetchall(f"SELECT {_COLUMNS} FROM files WHERE id = :id AND {_LIVE}",
+                                                    {"id": file_id, "now": now}))
+        return _row(rows[0]) if rows else None
+
+    async def list_files(self, *, now: int, purpose: str | None, after: str | None, limit: int,
+                         order: str) -> tuple[list[StoredFile], bool]:
+        """A page in creation order (rowid: also within one second), ``limit`` rows and whether more follow.
+        Raises :class:`UnknownCursor` when ``after`` is not a live file."""
+        ascending = order == "asc"
+        params: dict[str, object] = {"now": now, "fetch": limit + 1, "purpose": purpose, "after": after}
+        sql = f"SELECT {_COLUMNS} FROM files WHERE {_LIVE}"
+        if purpose is not None:
+            sql += " AND purpose = :purpose"
+        async with self._db.reading() as conn:
+            if after is not None:
+                found = list(await conn.execute_fetchall(f"SELECT rowid FROM files WHERE id = :after AND {_LIVE}",
+                                                         params))
+                if not found:
+                    raise UnknownCursor(after)
+                params["after_rowid"] = found[0][0]
+                sql += " AND rowid > :after_rowid" if ascending else " AND rowid < :after_rowid"
+            sql += f" ORDER BY rowid {'ASC' if ascending else 'DESC'} LIMIT :fetch"
+            rows = list(await conn.execute_fetchall(sql, params))
+        files = [_row(row) for row in rows]
+        return files[:limit], len(files) > limit
+
+    async def delete_file(self, file_id: str) -> bool:
+        async with self._db.writing() as conn, conn.execute("DELETE FROM files WHERE id = ?", (file_id,)) as cursor:
+            return cursor.rowcount > 0
+
+    async def expired_files(self, now: int, limit: int) -> list[str]:
+        async with self._db.reading() as conn:
+            rows = await conn.execute_fetchall(
+                "SELECT id FROM files WHERE expires_at IS NOT NULL AND expires_at <= ? ORDER BY expires_at LIMIT ?",
+                (now, limit))
+        return [str(row[0]) for row in rows]
+
+    async def known_ids(self, file_ids: Sequence[str]) -> set[str]:
+        """Which of ``file_ids`` have a row (expired or not): the files on disk that are no orphans."""
+        known: set[str] = set()
+        async with self._db.reading() as conn:
+            for start in range(0, len(file_ids), 500):  # within SQLite's bound-parameter limit
+                batch = list(file_ids[start:start + 500])
+                marks = ", ".join("?" * len(batch))
+                rows = await conn.execute_fetchall(f"SELECT id FROM files WHERE id IN ({marks})", batch)
+                known.update(str(row[0]) for row in rows)
+        return known

