@@ -85,9 +85,14 @@ class Settings(BaseSettings):
                                  "SIGTERM/SIGINT before each ends with response.failed (server_shutdown)")
     # Several upstreams, routed per model (upstreams.py); JSON in the environment. Empty: ``upstream`` alone
     # serves every model, translated.
-    upstreams: list[UpstreamSpec] = Field(default_factory=list)
-    models: list[ModelRoute] = Field(default_factory=list)
-    default_upstream: str | None = None
+    upstreams: list[UpstreamSpec] = Field(default=[], description=(
+        "several upstreams, each `{name, url, mode: translate|native|auto, profile, api_key_env | api_key}` "
+        "(`api_key: forward` sends the client's own); JSON in the environment. Empty: `upstream` serves every model"))
+    models: list[ModelRoute] = Field(default=[], description=(
+        "which models go to which upstream: `{match: exact name or glob, upstream: NAME, upstream_model: optional "
+        "rename}`, exact names first, then globs in order"))
+    default_upstream: str | None = Field(default=None, description=(
+        "the upstream of a model no `models` entry matches; unset: such a model is a 404 `model_not_found`"))
 
     @field_validator("upstream")
     @classmethod
