@@ -73,6 +73,15 @@ class Settings(BaseSettings):
     mcp_total_timeout: float = Field(default=90.0, gt=0)
     mcp_list_ttl: float = Field(default=300.0, ge=0)  # 0: list the server's tools on every request
     mcp_max_output_bytes: int = Field(default=256 * 1024, gt=0)
+    # Embeddings for vector store search (services/retrieval/embedders.py): with a model named, the upstream's
+    # /v1/embeddings (at embedding_url, else the upstream's base URL); without, the local static model.
+    embedding_model: str | None = Field(default=None, description=(
+        "embedding model for vector stores, called at the upstream's `/v1/embeddings`; unset: the built-in local "
+        "embedder (no network)"))
+    embedding_url: str | None = Field(default=None, description=(
+        "base URL of the embeddings endpoint when it is not the upstream's"))
+    embedding_dimensions: int | None = Field(default=None, ge=1, description=(
+        "vector size asked of an upstream embedding model that can shorten its vectors"))
     max_turns: int = Field(default=16, ge=1)  # model turns of one tool loop; the last goes without tools
     # The Files API (services/files.py): the largest upload accepted; over it, a 413. Bytes are kept on disk in
     # files/ next to the database, never in memory.

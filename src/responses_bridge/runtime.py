@@ -25,7 +25,9 @@ from .services.background import BackgroundService, fail_interrupted
 from .services.conversations import ConversationService
 from .services.files import FileService, files_directory
 from .services.prompts import PromptService
+from .services.retrieval.embedders import Embedder, embedder_from_settings
 from .store import ResponseStore, SQLiteResponseStore
+from .store.chunks import ChunkIndex, SQLiteChunkIndex
 from .store.conversations import SQLiteConversationStore
 from .store.events import SQLiteEventLog
 from .store.files import SQLiteFileStore
@@ -51,6 +53,9 @@ class Runtime:
     router: Router | None = None  # the per-model routes (upstreams.py); None: settings.router() on first use
     clients: dict[str, UpstreamClient] = field(default_factory=dict)  # the sidecar's own calls, per upstream
     files: FileService | None = None  # uploaded files: metadata in the store, bytes in files/ by the database
+    # vector store search: the chunk index on the store's database and the embedder (services/retrieval/)
+    embedder: Embedder | None = None
+    chunks: ChunkIndex | None = None
 
     async def _open_background(self, store: SQLiteResponseStore, upstream: UpstreamClient) -> None:
         """Background runs of a previous process that never ended are marked failed (none can be running now),
@@ -92,6 +97,8 @@ class Runtime:
                 await client.start()
         runtime.files = FileService(SQLiteFileStore(store), files_directory(db_path), settings.max_file_bytes)
         await runtime.files.start()
+        runtime.embedder = embedder_from_settings(settings)
+        runtime.chunks = SQLiteChunkIndex(store)
         await runtime._open_background(store, upstream)
         runtime.trimmer = MemoryTrimmer()
         runtime.trimmer.start()
@@ -111,6 +118,8 @@ class Runtime:
             await self.server_tools.services.aclose()
         if self.files is not None:
             await self.files.aclose()
+        if self.embedder is not None:
+            await self.embedder.aclose()
         await self.store.close()
 
     def new_run(self, *, tool_loop: bool = False) -> ResponseRun:

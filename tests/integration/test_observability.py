@@ -160,11 +160,17 @@ async def settled(stack: Stack) -> dict[tuple[str, tuple[tuple[str, str], ...]],
     """A scrape once no ext_proc stream is open: Envoy closes a stream's gRPC call a moment after the client got
     the last byte, and the stream is recorded when it closes."""
     deadline = time.monotonic() + 10
+    previous = None
     while True:
         metrics = await scrape(stack)
-        if value(metrics, "responses_bridge_extproc_streams_active") == 0 or time.monotonic() > deadline:
+        # closed, and nothing still being recorded: two scrapes in a row agree on the bridge's own metrics
+        ours = {key: number for key, number in metrics.items() if key[0].startswith("responses_bridge_")}
+        if value(metrics, "responses_bridge_extproc_streams_active") == 0 and ours == previous:
             return metrics
-        await asyncio.sleep(0.05)
+        if time.monotonic() > deadline:
+            return metrics
+        previous = ours
+        await asyncio.sleep(0.1)
 
 
 def value(metrics: dict, name: str, **labels: str) -> float:

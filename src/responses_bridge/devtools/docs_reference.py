@@ -161,8 +161,9 @@ def deployment_snippets() -> dict[str, str]:
     return {
         "http_filters": to_yaml({"http_filters": hcm["http_filters"]}),
         "routes": to_yaml({"routes": routes}),
-        "clusters": to_yaml({"clusters": [clusters[name] for name in ("responses_bridge_extproc",
-                                                                       "responses_bridge_http")]}),
+        # the sidecar's own clusters (the processor, the HTTP door, the Files route's), however many there are
+        "clusters": to_yaml({"clusters": [cluster for name, cluster in clusters.items()
+                                          if name.startswith("responses_bridge_")]}),
         "upstream_cluster": to_yaml({"clusters": [clusters["llm_upstream"]]}),
         "connection_manager": to_yaml(settings),
         "local_reply_config": to_yaml({"local_reply_config": hcm["local_reply_config"]}),

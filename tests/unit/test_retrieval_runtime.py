@@ -1,0 +1,55 @@
+"""The runtime carries the chunk index (on its own database) and the configured embedder, and the two search
+together: with the local model, and with an embedding model served by the (fake) upstream."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from responses_bridge.config import Settings
+from responses_bridge.devtools import fake_upstream
+from responses_bridge.serve import open_runtime
+from responses_bridge.services.retrieval.embedders import LocalStaticEmbedder, UpstreamEmbedder
+from responses_bridge.services.retrieval.search import SearchOptions, search
+from responses_bridge.store.chunks import SQLiteChunkIndex
+
+TEXTS = ["The lighthouse keeper trims the lamp at dusk.", "Sourdough needs a starter fed with flour and water."]
+
+
+async def index_and_search(settings: Settings) -> list[dict]:
+    runtime = await open_runtime(settings)
+    try:
+        assert isinstance(runtime.chunks, SQLiteChunkIndex) and runtime.embedder is not None
+        await runtime.chunks.replace_file_chunks("vs_1", "file_a", "notes.txt", TEXTS,
+                                                 await runtime.embedder.embed(TEXTS), {"topic": "misc"})
+        return await search(runtime.chunks, runtime.embedder, ["vs_1"], "sourdough starter flour",
+                            SearchOptions(max_num_results=1))
+    finally:
+        await runtime.close()
+
+
+async def test_local_embedder_by_default(tmp_path: Path) -> None:
+    settings = Settings(upstream="http://127.0.0.1:9/v1", db=str(tmp_path / "bridge.db"))
+    runtime = await open_runtime(settings)
+    try:
+        assert isinstance(runtime.embedder, LocalStaticEmbedder)
+    finally:
+        await runtime.close()
+    results = await index_and_search(settings)
+    assert [result["content"][0]["text"] for result in results] == [TEXTS[1]]
+    assert results[0]["filename"] == "notes.txt" and results[0]["attributes"] == {"topic": "misc"}
+
+
+async def test_upstream_embedder_when_a_model_is_named(tmp_path: Path) -> None:
+    runner, port = await fake_upstream.start()
+    try:
+        settings = Settings(upstream=f"http://127.0.0.1:{port}/v1", db=str(tmp_path / "bridge.db"),
+                            embedding_model="text-embedding-3-small")
+        runtime = await open_runtime(settings)
+        try:
+            assert isinstance(runtime.embedder, UpstreamEmbedder)
+        finally:
+            await runtime.close()
+        results = await index_and_search(settings)
+        assert results and results[0]["file_id"] == "file_a" and 0 < results[0]["score"] <= 1
+    finally:
+        await runner.cleanup()
