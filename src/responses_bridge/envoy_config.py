@@ -214,7 +214,7 @@ def _listener(address: str, port: int, up: UpstreamURL, sidecar: tuple[str, int]
                 "normalize_path": True,
                 "merge_slashes": True,
                 "route_config": _route_config(up, upstreams),
-                "http_filters": [_client_credentials_filter(), _route_offered_filter(), _ext_proc_filter(upstreams),
+                "http_filters": [_client_credentials_filter(), _route_offered_filter(), _ext_proc_filter(),
                                  _hold_for_route_filter(), {
                     "name": "envoy.filters.http.router",
                     "typed_config": {"@type": _TYPE + "envoy.extensions.filters.http.router.v3.Router"},
@@ -258,6 +258,29 @@ def _request_context_rules() -> list[dict[str, Any]]:
             for header in OBSERVED_HEADERS]
 
 
+UPSTREAM_HEADERS_NAMESPACE = "responses_bridge.upstream"
+UPSTREAM_METADATA_HEADERS = ("authorization", "traceparent", "tracestate")
+"""The headers of Envoy's translated upstream call that the processor decides: the dynamic metadata namespace
+the processor leaves them in (each under its header's name), and which. ``authorization``: the configured
+upstream key (``RESPONSES_BRIDGE_API_KEY``); ``traceparent``/``tracestate``: the processor's span of that call,
+when the sidecar traces."""
+
+
+def _upstream_headers_from_processor() -> list[dict[str, Any]]:
+    """The processor's headers, in place of the client's, on Envoy's translated call.
+
+    The processor skips the request headers (one round trip less per request), and Envoy applies no header
+    mutation from the body phase then: the processor leaves the headers in dynamic metadata instead, and the route
+    sets them when the router builds the upstream request, after the processor has read the body (the route
+    buffer holds the headers until then). A header the processor does not set has an empty value, and Envoy adds
+    nothing (``keep_empty_value`` false): without a configured key the client's own ``Authorization`` goes
+    through, and the client's trace context when the sidecar does not trace. Envoy's own tracer, when on, sets
+    the trace headers after these (its span is the upstream call's parent then)."""
+    return [{"header": {"key": name, "value": f"%DYNAMIC_METADATA({UPSTREAM_HEADERS_NAMESPACE}:{name})%"},
+             "append_action": "OVERWRITE_IF_EXISTS_OR_ADD", "keep_empty_value": False}
+            for name in UPSTREAM_METADATA_HEADERS]
+
+
 def _route_offered_filter() -> dict[str, Any]:
     """Tells the processor, with each request body, that this bootstrap routes marked requests to the HTTP door."""
     return {
@@ -269,7 +292,7 @@ def _route_offered_filter() -> dict[str, Any]:
     }
 
 
-def _ext_proc_filter(upstreams: Sequence[UpstreamSpec] = ()) -> dict[str, Any]:
+def _ext_proc_filter() -> dict[str, Any]:
     return {
         "name": _EXT_PROC,
         # Off unless a route turns it on (the Responses routes): a reply Envoy makes before routing (headers over
@@ -282,12 +305,10 @@ def _ext_proc_filter(upstreams: Sequence[UpstreamSpec] = ()) -> dict[str, Any]:
             "failure_mode_allow": False,
             "status_on_error": {"code": 503},
             "processing_mode": {
-                # The processor needs no request headers (the route says it is a POST /v1/responses, and the
-                # client's Authorization passes unless the bridge holds the upstream key): skipping them saves
-                # one processor round trip per request.
-                # An upstream whose key the bridge holds (upstreams.py) needs them after all: the processor sets
-                # its Authorization, and a header mutation applies only while Envoy still holds the headers.
-                "request_header_mode": "SEND" if any(_holds_key(spec) for spec in upstreams) else "SKIP",
+                # The processor needs no request headers (the route says it is a POST /v1/responses; the
+                # client's Authorization passes unless the bridge holds the upstream key, which the route then
+                # sets from the processor's metadata): skipping them saves one processor round trip per request.
+                "request_header_mode": "SKIP",
                 "request_body_mode": "BUFFERED",
                 "request_trailer_mode": "SKIP",
                 "response_header_mode": "SEND",
@@ -300,7 +321,7 @@ def _ext_proc_filter(upstreams: Sequence[UpstreamSpec] = ()) -> dict[str, Any]:
                 "response_trailer_mode": "SEND",
             },
             "metadata_options": {"forwarding_namespaces": {"untyped": [CREDENTIALS_NAMESPACE, ROUTE_NAMESPACE]},
-                                 "receiving_namespaces": {"untyped": [ROUTE_NAMESPACE]}},
+                                 "receiving_namespaces": {"untyped": [ROUTE_NAMESPACE, UPSTREAM_HEADERS_NAMESPACE]}},
             # The route is picked again only when the processor asks (clear_route_cache: a request with
             # server-side tools goes to the sidecar's HTTP door); the :path rewrite never re-routes a request.
             "route_cache_action": "DEFAULT",
@@ -381,6 +402,7 @@ def _route_config(up: UpstreamURL, upstreams: Sequence[UpstreamSpec] = ()) -> di
         # /v1/responses: the processor answers it with the error for an empty request.
         {"name": name, "match": {"path": path, "headers": post},
          "route": {**upstream_action, "prefix_rewrite": f"{up.base_path}/chat/completions"},
+         "request_headers_to_add": _upstream_headers_from_processor(),
          "typed_per_filter_config": _enabled(), "request_body_buffer_limit": BUFFER_LIMIT_BYTES}
         for name, path in (("responses", "/v1/responses"), ("responses_unversioned", "/responses"))
     ]
@@ -407,10 +429,6 @@ def _route_config(up: UpstreamURL, upstreams: Sequence[UpstreamSpec] = ()) -> di
          "typed_per_filter_config": _disabled(), "request_body_buffer_limit": BUFFER_LIMIT_BYTES},
     ]
     return {"name": "responses_bridge", "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]}
-
-
-def _holds_key(spec: UpstreamSpec) -> bool:
-    return bool(spec.api_key_env) or bool(spec.api_key and spec.api_key != "forward")
 
 
 def upstream_cluster(name: str) -> str:
@@ -445,6 +463,7 @@ def _per_upstream_routes(upstreams: Sequence[UpstreamSpec]) -> list[dict[str, An
             *({"name": f"{spec.name}{suffix.replace(':', '_')}_{name}",
                "match": {"path": path, "headers": post, "dynamic_metadata": _chosen(spec.name + suffix)},
                "route": {**action, "prefix_rewrite": f"{up.base_path}/{target}"},
+               "request_headers_to_add": _upstream_headers_from_processor(),  # the upstream's key, if held
                "typed_per_filter_config": _enabled(), "request_body_buffer_limit": BUFFER_LIMIT_BYTES}
               for suffix, target in targets
               for name, path in (("responses", "/v1/responses"), ("responses_unversioned", "/responses"))),

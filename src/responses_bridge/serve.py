@@ -34,8 +34,9 @@ FLAGS: tuple[tuple[str, str, str, type], ...] = (
     ("--upstream-via", "upstream_via", ("base URL for the sidecar's own upstream calls (background runs, "
                                         "WebSocket, compaction), e.g. Envoy's listener http://127.0.0.1:10000/v1; "
                                         "default: the upstream itself"), str),
-    ("--api-key", "api_key", ("key sent upstream as Authorization: Bearer; without it the client's own "
-                              "Authorization is forwarded"), str),
+    ("--api-key", "api_key", ("key sent upstream as Authorization: Bearer, in place of the client's, through "
+                              "either door (Envoy's call too, with the bootstrap envoy-config renders); without "
+                              "it the client's own Authorization is forwarded"), str),
     ("--http-host", "http_host", "HTTP door address", str),
     ("--http-port", "http_port", "HTTP door port", int),
     ("--extproc-host", "extproc_host", "ext_proc gRPC address", str),

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.skipif(not have_envoy(), reason="envoy binary not avail
 
 @pytest.fixture(scope="module")
 async def deployment(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Deployment]:
-    # no upstream key held: the bootstrap skips request headers (the processor routes from the body alone)
+    # no upstream key held: every call carries the client's own
     async with running_deployment(str(tmp_path_factory.mktemp("native-clients")), keyed=False) as started:
         yield started
 

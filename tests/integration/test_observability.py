@@ -274,11 +274,11 @@ async def test_trace_joins_the_callers_traceparent(stack: Stack, door: str) -> N
     if door == "envoy":
         for phase in ("request_body", "response_headers", "response_body"):
             assert by_name[f"extproc {phase}"].parent_span_id == request_span.span_id
-    # the upstream's own spans join the same trace: the HTTP door's call carries its span's context; Envoy's
-    # call for the ext_proc door carries the request's own (Envoy applies no header the processor sets there)
+    # the upstream's own spans nest under the bridge's span of the call, through either door (Envoy's call
+    # carries the context the processor leaves in metadata for the route)
     sent = (await stack.upstream.entries())[-1]["headers"]["traceparent"]
     assert sent.split("-")[1] == trace_id
-    assert sent.split("-")[2] == (parent_id if door == "envoy" else by_name[upstream_span].span_id)
+    assert sent.split("-")[2] == by_name[upstream_span].span_id
 
 
 async def test_b3_headers_are_accepted(stack: Stack) -> None:
@@ -385,3 +385,7 @@ async def test_envoys_span_and_the_bridges_spans_join(stack: Stack) -> None:
     # the bridge's request span: a child of Envoy's span of its gRPC call, itself a child of Envoy's request span
     assert bridge.parent_span_id in envoys, [(span.name, span.span_id, span.parent_span_id) for span in spans]
     assert envoys[bridge.parent_span_id].parent_span_id == ingress.span_id
+    # Envoy's tracer sets the upstream call's trace context after the route's headers: its request span is the
+    # parent of the upstream's spans, not the bridge's span of the call
+    sent = (await stack.upstream.entries())[-1]["headers"]["traceparent"]
+    assert sent.split("-")[1:3] == [trace_id, ingress.span_id]

@@ -57,8 +57,8 @@ async def _fake(port: int, *extra: str) -> ManagedProcess:
 
 @asynccontextmanager
 async def running_deployment(tmp_dir: str, *, keyed: bool = True) -> AsyncIterator[Deployment]:
-    """``keyed``: upstream b holds its key (``api_key_env``), so the bootstrap sends request headers to the
-    processor; without, every upstream gets the client's key and the processor sees bodies only."""
+    """``keyed``: upstream b holds its key (``api_key_env``), which the processor sets on Envoy's call to b;
+    without, every upstream gets the client's key."""
     ports = {"a": free_port(), "b": free_port(), "n": free_port()}
     fakes = [await _fake(port, *(["--native"] if name == "n" else [])) for name, port in ports.items()]
     upstreams = [UpstreamSpec(name=name, url=f"http://127.0.0.1:{port}/v1", mode="native" if name == "n" else

@@ -152,7 +152,17 @@ def test_routes_and_processor_settings() -> None:
     assert ext_proc["processing_mode"]["response_body_mode"] == "FULL_DUPLEX_STREAMED"
     assert ext_proc["processing_mode"]["response_trailer_mode"] == "SEND"  # required by that mode
     assert ext_proc["route_cache_action"] == "DEFAULT"  # only the processor's clear_route_cache re-routes
-    assert ext_proc["metadata_options"]["receiving_namespaces"] == {"untyped": ["responses_bridge.route"]}
+    assert ext_proc["metadata_options"]["receiving_namespaces"] == {
+        "untyped": ["responses_bridge.route", "responses_bridge.upstream"]}
+    # the configured upstream key and the trace context: from the processor's metadata onto Envoy's translated
+    # call only, and nothing (the client's own header) when the processor sets none
+    for name in ("responses", "responses_unversioned"):
+        assert routes[name]["request_headers_to_add"] == [{
+            "header": {"key": header, "value": f"%DYNAMIC_METADATA(responses_bridge.upstream:{header})%"},
+            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD", "keep_empty_value": False}
+            for header in ("authorization", "traceparent", "tracestate")]
+    assert [name for name, route in routes.items() if "request_headers_to_add" in route] == [
+        "responses", "responses_unversioned"]
     assert ext_proc["metadata_options"]["forwarding_namespaces"] == {
         "untyped": ["responses_bridge", "responses_bridge.route"]}
     names = [f["name"] for f in hcm["http_filters"]]
@@ -252,14 +262,13 @@ def _processing_mode(config: dict) -> dict:
     return ext_proc["typed_config"]["processing_mode"]
 
 
-def test_request_headers_go_to_the_processor_only_when_it_sets_an_upstream_key() -> None:
-    keyed = envoy_config.bootstrap_dict(**RENDERED["several-upstreams"])  # type: ignore[arg-type]
-    assert _processing_mode(keyed)["request_header_mode"] == "SEND"  # "cloud" holds its key (api_key_env)
-    forwarded = envoy_config.bootstrap_dict(**dict(DEMO, upstreams=[  # type: ignore[arg-type]
-        UpstreamSpec(name="x", url="http://127.0.0.1:1/v1", api_key="forward"),
-        UpstreamSpec(name="y", url="http://127.0.0.1:2/v1")]))
-    assert _processing_mode(forwarded)["request_header_mode"] == "SKIP"
-    assert _processing_mode(envoy_config.bootstrap_dict(**DEMO))["request_header_mode"] == "SKIP"  # type: ignore[arg-type]
+def test_the_processor_sets_each_upstreams_key_through_the_route() -> None:
+    config = envoy_config.bootstrap_dict(**RENDERED["several-upstreams"])  # type: ignore[arg-type]
+    assert _processing_mode(config)["request_header_mode"] == "SKIP"  # still one round trip less per request
+    routes = {route["name"]: route for route in _routes(config)}
+    added = {entry["header"]["key"]: entry["header"]["value"]
+             for entry in routes["cloud_native_responses"]["request_headers_to_add"]}
+    assert added["authorization"] == "%DYNAMIC_METADATA(responses_bridge.upstream:authorization)%"
 
 
 def test_cli_renders_the_upstreams_of_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -92,10 +92,11 @@ def extract(carrier: Mapping[str, str]) -> Context | None:
     return None
 
 
-def inject(headers: MutableMapping[str, str]) -> None:
-    """Puts the current span's context in an outgoing call's headers (only when tracing is on)."""
+def inject(headers: MutableMapping[str, str], context: Context | None = None) -> None:
+    """Puts the current span's context (or ``context``'s) in an outgoing call's headers (only when tracing is
+    on)."""
     if ENABLED:
-        propagate.inject(headers)
+        propagate.inject(headers, context=context)
 
 
 def span(name: str, attributes: Mapping[str, Any] | None = None, *,

@@ -7,7 +7,7 @@ gRPC serializes it, so sharing one instance between streams is safe as long as n
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from envoy.config.core.v3.base_pb2 import HeaderValueOption
 from envoy.extensions.filters.http.ext_proc.v3.processing_mode_pb2 import ProcessingMode
@@ -26,6 +26,7 @@ from ...envoy_config import (
     ROUTE_NAMESPACE,
     ROUTE_OFFERED_KEY,
     ROUTE_TO_SIDECAR,
+    UPSTREAM_HEADERS_NAMESPACE,
     UPSTREAM_KEY,
 )
 
@@ -122,13 +123,19 @@ def request_headers_reply(set_headers: Headers = (), remove: Iterable[str] = ())
     return response
 
 
-def request_body_reply(body: bytes | None, set_headers: Headers, remove: Iterable[str]) -> ProcessingResponse:
-    """The request rewritten: new headers (``:path``, ``content-length``, ...) and the new body (None: unchanged)."""
+def request_body_reply(body: bytes | None, set_headers: Headers, remove: Iterable[str],
+                       upstream_headers: Mapping[str, str] | None = None) -> ProcessingResponse:
+    """The request rewritten: new headers (``:path``, ``content-length``, ...) and the new body (None: unchanged).
+    ``upstream_headers`` (the configured key's ``authorization``, the trace context) go in dynamic metadata, which
+    the route turns into the upstream request's headers: a header mutation in this phase is not applied when the
+    request headers were skipped."""
     response = ProcessingResponse()
     common = response.request_body.response
     mutate(common.header_mutation, set_headers, remove)
     if body is not None:
         common.body_mutation.body = body
+    if upstream_headers:
+        response.dynamic_metadata.update({UPSTREAM_HEADERS_NAMESPACE: upstream_headers})
     return response
 
 

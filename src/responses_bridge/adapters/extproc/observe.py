@@ -88,11 +88,19 @@ class StreamObservation:
             return tracing.use(self.body_span)
         if phase == "request_body" and self.upstream_span is None:
             # the call Envoy makes with the rewritten request. Ended once its answer ends; a request answered
-            # without a call never ends it, so it is never exported. (The upstream gets the request's own trace
-            # context: with the request headers skipped, Envoy applies no header the processor sets here.)
+            # without a call never ends it, so it is never exported. Its context goes upstream through the
+            # route's headers from metadata (upstream_trace_headers).
             self.upstream_span = tracing.start_span("upstream POST chat/completions", parent,
                                                     {"server.address": "envoy"}, kind=tracing.SpanKind.CLIENT)
         return tracing.span_in(f"extproc {phase}", parent)
+
+    def upstream_trace_headers(self) -> dict[str, str]:
+        """The upstream call's span as ``traceparent`` (and ``tracestate``), for Envoy to send with the call; none
+        when the sidecar does not trace."""
+        headers: dict[str, str] = {}
+        if self.upstream_span is not None:
+            tracing.inject(headers, tracing.context_with(self.upstream_span))
+        return headers
 
     def message(self, phase: str | None, seconds: float) -> None:
         MESSAGE.get(phase or "", OTHER).observe(seconds)

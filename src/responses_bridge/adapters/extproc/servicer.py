@@ -413,12 +413,14 @@ class _Stream:
             ("content-length", str(len(upstream.body))),
             ("content-type", JSON),
         ]
-        # The configured upstream key replaces the client's; without one the client's own header goes through.
+        # The route sets these from the reply's metadata: the configured upstream key in place of the client's
+        # (without one the client's own header goes through untouched), and the upstream span's trace context.
+        upstream_headers = self.observed.upstream_trace_headers() if self.observed is not None else {}
         authorization = (self.runtime.upstream_authorization(self.authorization) if route is None
                          else self.runtime.route_authorization(route, self.authorization))
         if authorization is not None and authorization != self.authorization:
-            set_headers.append(("authorization", authorization))
-        reply = m.request_body_reply(upstream.body, set_headers, _REQUEST_REMOVE)
+            upstream_headers["authorization"] = authorization
+        reply = m.request_body_reply(upstream.body, set_headers, _REQUEST_REMOVE, upstream_headers)
         if route is not None:  # Envoy picks the route again, on the upstream's name: that upstream's cluster
             native = isinstance(run, NativeRun)
             m.choose_upstream(reply, route.upstream.name + (NATIVE_SUFFIX if native else ""))
@@ -427,7 +429,8 @@ class _Stream:
     def _route_chat(self, body: bytes) -> ProcessingResponse:
         """``POST /v1/chat/completions`` with several upstreams: the model picks the upstream, Envoy sends the body
         (the model renamed when the route says so; nothing else changes) to its cluster, and the answer passes
-        through untouched (the processor closes its stream here)."""
+        through untouched (the processor closes its stream here). The bootstrap sends this route's request headers
+        to the processor, so its header mutations (the upstream's key) apply."""
         self.routed = True
         self.done = True
         try:
