@@ -137,3 +137,11 @@ async def test_entry_point_serves_and_healthcheck_passes(image_venv: Path, tmp_p
         sidecar.stop()
         upstream.stop()
     assert (await probe()).returncode != 0
+
+
+def test_the_venv_can_export_traces_and_serve_ext_proc(image_venv: Path) -> None:
+    """Both the OTLP exporter's message classes and the ext_proc stubs import, whichever order pip installed the
+    two packages that ship ``opentelemetry/proto`` in (scripts/restore_otel_proto.py)."""
+    subprocess.run([str(image_venv / "bin" / "python"), "-c",
+                    "import opentelemetry.exporter.otlp.proto.http.trace_exporter, "
+                    "envoy.service.ext_proc.v3.external_processor_pb2"], check=True)

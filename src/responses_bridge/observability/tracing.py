@@ -53,7 +53,16 @@ def configure_tracing(environ: Mapping[str, str] = os.environ, *, exporter: Span
             return False
         if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
             return False
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        try:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        except ImportError as error:
+            # xds-protos (the ext_proc stubs) ships an older copy of ``opentelemetry/proto``; installed after
+            # opentelemetry-proto it replaces the exporter's message classes. The project's install scripts put
+            # them back; say how, rather than failing the start with a bare import error.
+            raise RuntimeError(
+                f"tracing is configured ({', '.join(ENDPOINT_VARIABLES)}) but the OTLP exporter cannot be imported "
+                f"({error}); reinstall its message classes: pip install --force-reinstall --no-deps "
+                "opentelemetry-proto") from error
 
         processor: SimpleSpanProcessor | BatchSpanProcessor = BatchSpanProcessor(OTLPSpanExporter())
     else:
