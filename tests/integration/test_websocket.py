@@ -118,10 +118,13 @@ async def test_errors_keep_the_socket_open(ws_session: aiohttp.ClientSession) ->
         assert ok[-1]["type"] == "response.completed"
 
 
-async def test_plain_get_is_refused(http: aiohttp.ClientSession) -> None:
-    async with http.get("/v1/responses") as answer:
+async def test_an_incomplete_upgrade_is_refused_and_a_plain_get_lists(http: aiohttp.ClientSession) -> None:
+    # an upgrade without its handshake headers: WebSocket mode's own error, not the list
+    async with http.get("/v1/responses", headers={"Connection": "Upgrade", "Upgrade": "websocket"}) as answer:
         assert answer.status == 400
         assert (await answer.json())["error"]["code"] == "websocket_upgrade_required"
+    async with http.get("/v1/responses", params={"limit": "1"}) as answer:  # GET /v1/responses without Upgrade
+        assert answer.status == 200 and (await answer.json())["object"] == "list"
 
 
 async def test_sdk_connect(client: openai.AsyncOpenAI) -> None:

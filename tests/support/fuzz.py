@@ -162,7 +162,7 @@ def _encode(value: Any) -> bytes:
 IDS = st.one_of(st.sampled_from(["resp_missing", "conv_missing", "pmpt_missing", "msg_missing", "resp_", ""]),
                 st.text(max_size=12), ODD_SHORT)
 QUERY = st.dictionaries(st.sampled_from(["limit", "order", "after", "before", "include", "stream",
-                                         "starting_after", "version"]),
+                                         "starting_after", "version", "model", "status", "metadata[k]"]),
                         st.one_of(st.text(max_size=10), st.integers(-5, 1000).map(str), HUGE_NUMBERS.map(str),
                                   st.just("\u00b2"), ODD_SHORT), max_size=3)
 
@@ -231,7 +231,8 @@ def requests() -> st.SearchStrategy[Request]:
         "POST /v1/prompts/{id}/default_version": mutated(st.fixed_dictionaries({"version": st.text(max_size=3)}),
                                                          ("version",)),
     }
-    no_body = ["GET /v1/responses/{id}", "DELETE /v1/responses/{id}", "GET /v1/responses/{id}/input_items",
+    no_body = ["GET /v1/responses", "GET /v1/conversations",
+               "GET /v1/responses/{id}", "DELETE /v1/responses/{id}", "GET /v1/responses/{id}/input_items",
                "GET /v1/conversations/{id}", "DELETE /v1/conversations/{id}", "GET /v1/conversations/{id}/items",
                "GET /v1/conversations/{id}/items/{item}", "DELETE /v1/conversations/{id}/items/{item}",
                "GET /v1/prompts", "GET /v1/prompts/{id}", "GET /v1/prompts/{id}/versions",

@@ -282,3 +282,14 @@ def test_cli_renders_the_upstreams_of_the_environment(monkeypatch: pytest.Monkey
     with contextlib.redirect_stdout(out):
         assert args.func(args) == 0
     assert "name: upstream_x" in out.getvalue()
+def test_a_plain_get_on_responses_reaches_the_http_door() -> None:
+    """``GET /v1/responses`` (the list, or a WebSocket upgrade) must not match a create route: every route for that
+    exact path is for POST, so the GET falls through to the sidecar route, which also carries upgrades."""
+    routes = _routes(bootstrap_dict(**RENDERED["https-nested-path"]))  # type: ignore[arg-type]
+    for route in routes:
+        if route["match"].get("path") in ("/v1/responses", "/responses"):
+            methods = [h for h in route["match"]["headers"] if h["name"] == ":method"]
+            assert methods == [{"name": ":method", "string_match": {"exact": "POST"}}], route["name"]
+    catch_all = routes[-1]
+    assert catch_all["name"] == "sidecar" and catch_all["match"] == {"prefix": "/"}
+    assert catch_all["route"]["cluster"] == envoy_config.HTTP_CLUSTER

@@ -93,6 +93,15 @@ class ConversationService:
             raise _not_found(conversation_id)
         return render_conversation(conversation)
 
+    async def list_conversations(self, *, after: str | None, before: str | None, limit: int,
+                                 order: str) -> dict[str, Any]:
+        """``GET /v1/conversations``: a cursor page of Conversation objects (deleted ones are gone)."""
+        with page_errors("conversation"):
+            page = await self.store.list_conversations(after=after, before=before, limit=limit, order=order)
+        data = [render_conversation(conversation) for conversation in page.data]
+        return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None, "has_more": page.has_more}
+
     async def update(self, conversation_id: str, body: dict[str, Any]) -> dict[str, Any]:
         if "metadata" not in body:
             raise invalid_request("Missing required parameter: 'metadata'.", param="metadata",

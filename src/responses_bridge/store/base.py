@@ -64,6 +64,25 @@ class ItemPage:
     has_more: bool
 
 
+@dataclass(frozen=True, slots=True)
+class ResponseFilter:
+    """What ``GET /v1/responses`` narrows the list to; every field given must match (None: any)."""
+
+    model: str | None = None
+    status: str | None = None
+    metadata: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ResponsePage:
+    """One page of ``GET /v1/responses``: each response's stored JSON as is (the bytes ``GET /v1/responses/{id}``
+    answers with), in the order the client asked for, and their ids."""
+
+    data: list[bytes]
+    ids: list[str]
+    has_more: bool
+
+
 @runtime_checkable
 class ResponseStore(Protocol):
     async def open(self) -> None:
@@ -109,6 +128,15 @@ class ResponseStore(Protocol):
         raises :class:`InvalidCursor` naming the cursor; a bad ``limit``/``order`` :class:`InvalidPageArgs`.
         """
 
+    async def list_responses(self, *, after: str | None = None, before: str | None = None, limit: int = 20,
+                             order: str = "desc", where: ResponseFilter | None = None) -> ResponsePage:
+        """A cursor page of stored responses in (created_at, id) order, narrowed by ``where`` (None: every response).
+
+        Cursors are response ids, exclusive, interpreted in the requested ``order`` (as for input items); an id
+        that names no stored response raises :class:`InvalidCursor`, a bad ``limit``/``order``
+        :class:`InvalidPageArgs`. Deleted responses are gone from the list.
+        """
+
     async def load_history(self, response_id: str) -> list[dict[str, Any]] | None:
         """Input then output items of every turn from the oldest reachable ancestor up to ``response_id``.
 
@@ -139,6 +167,14 @@ class StoredPromptVersion:
     body: dict[str, Any]  # name, instructions, variables, metadata
 
 
+@dataclass(frozen=True, slots=True)
+class ConversationPage:
+    """One page of ``GET /v1/conversations``, in the order the client asked for."""
+
+    data: list[StoredConversation]
+    has_more: bool
+
+
 @runtime_checkable
 class ConversationStore(Protocol):
     async def create_conversation(self, conversation_id: str, created_at: int, metadata: dict[str, Any],
@@ -146,6 +182,10 @@ class ConversationStore(Protocol):
         """Create the conversation with its first items atomically."""
 
     async def get_conversation(self, conversation_id: str) -> StoredConversation | None: ...
+
+    async def list_conversations(self, *, after: str | None = None, before: str | None = None, limit: int = 20,
+                                 order: str = "desc") -> ConversationPage:
+        """A cursor page of conversations in (created_at, id) order; cursors as for ``list_responses``."""
 
     async def update_conversation(self, conversation_id: str,
                                   metadata: dict[str, Any]) -> StoredConversation | None: ...

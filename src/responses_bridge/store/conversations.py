@@ -14,8 +14,9 @@ from typing import Any
 
 import orjson
 
-from .base import InvalidCursor, ItemPage, StoredConversation, check_page_args
-from .sqlite import SQLiteResponseStore, append_conversation_rows, item_rows
+from .base import ConversationPage, InvalidCursor, ItemPage, StoredConversation, check_page_args
+from .listing import bound_params, bounds, page_sql
+from .sqlite import SQLiteResponseStore, append_conversation_rows, item_rows, resolve_keys
 
 # Existence and every item in one statement: the LEFT JOIN keeps a row for an empty conversation.
 _LOAD = """
@@ -54,6 +55,22 @@ class SQLiteConversationStore:
             rows = list(await conn.execute_fetchall(
                 "SELECT id, created_at, metadata FROM conversations WHERE id = ?", (conversation_id,)))
         return _conversation(rows[0]) if rows else None
+
+    async def list_conversations(self, *, after: str | None = None, before: str | None = None, limit: int = 20,
+                                 order: str = "desc") -> ConversationPage:
+        check_page_args(limit, order)
+        async with self._db.reading() as conn:
+            after_key, before_key = await resolve_keys(conn, "conversations", after, before)
+            page = bounds(order == "asc", after_key, before_key, after_given=after is not None,
+                          before_given=before is not None)
+            # An owner (tenant) filter is one more condition in this list.
+            sql = page_sql("id, created_at, metadata", "conversations", ("created_at", "id"), [], page)
+            rows = list(await conn.execute_fetchall(sql, bound_params(page, limit + 1)))
+        has_more = len(rows) > limit
+        del rows[limit:]
+        if page.backward:
+            rows.reverse()
+        return ConversationPage(data=[_conversation(row) for row in rows], has_more=has_more)
 
     async def update_conversation(self, conversation_id: str, metadata: dict[str, Any]) -> StoredConversation | None:
         async with self._db.writing() as conn:

@@ -373,6 +373,39 @@ MIGRATIONS: list[Migration] = [
             """,
         ],
     ),
+    (
+        9,
+        [
+            # Listing (``GET /v1/responses``, ``GET /v1/conversations``): pages in (created_at, id) order, each
+            # one index seek from its cursor. The model and status filters have their own index in list order, so
+            # a filter that matches few rows does not walk the whole list to fill a page.
+            "CREATE INDEX responses_listed ON responses(created_at, id)",
+            "CREATE INDEX responses_model_listed ON responses(model, created_at, id)",
+            "CREATE INDEX responses_status_listed ON responses(status, created_at, id)",
+            "CREATE INDEX conversations_listed ON conversations(created_at, id)",
+            # ``metadata[key]=value`` filters: one row per metadata pair of a stored response, in list order
+            # under (key, value), so the filter is an index range too; never read from the response's JSON blob.
+            # created_at is the response's, copied so the index alone orders the page.
+            """
+            CREATE TABLE response_metadata (
+                response_id TEXT NOT NULL REFERENCES responses(id) ON DELETE CASCADE,
+                key         TEXT NOT NULL,
+                value       TEXT NOT NULL,
+                created_at  INTEGER NOT NULL
+            )
+            """,
+            "CREATE UNIQUE INDEX response_metadata_owner ON response_metadata(response_id, key)",
+            "CREATE INDEX response_metadata_listed ON response_metadata(key, value, created_at, response_id)",
+            # Responses stored before this version get their rows once, here.
+            """
+            INSERT INTO response_metadata (response_id, key, value, created_at)
+            SELECT r.id, m.key, m.value, r.created_at
+            FROM responses AS r, json_each(CAST(r.response AS TEXT), '$.metadata') AS m
+            WHERE json_valid(CAST(r.response AS TEXT)) AND json_type(CAST(r.response AS TEXT), '$.metadata') = 'object'
+              AND m.type = 'text'
+            """,
+        ],
+    ),
 ]
 
 LATEST_VERSION: int = MIGRATIONS[-1][0]

@@ -30,7 +30,8 @@ import orjson
 import platformdirs
 
 from . import metrics
-from .base import InvalidCursor, ItemPage, check_page_args
+from .base import InvalidCursor, ItemPage, ResponseFilter, ResponsePage, check_page_args
+from .listing import Bounds, bound_params, bounds, page_sql
 from .migrations import LATEST_VERSION, migrate
 
 T = TypeVar("T")
@@ -48,6 +49,8 @@ ON CONFLICT (id) DO UPDATE SET
 """
 _DELETE_ITEMS = "DELETE FROM response_items WHERE response_id = ?"
 _INSERT_ITEM = "INSERT INTO response_items (response_id, kind, position, item_id, item) VALUES (?, ?, ?, ?, ?)"
+_DELETE_METADATA = "DELETE FROM response_metadata WHERE response_id = ?"
+_INSERT_METADATA = "INSERT INTO response_metadata (response_id, key, value, created_at) VALUES (?, ?, ?, ?)"
 _NEXT_SEQ = "SELECT next_seq FROM conversations WHERE id = ?"
 _INSERT_CONVERSATION_ITEM = "INSERT INTO conversation_items (conversation_id, seq, item_id, item) VALUES (?, ?, ?, ?)"
 _ADVANCE_SEQ = "UPDATE conversations SET next_seq = next_seq + ? WHERE id = ?"
@@ -115,6 +118,7 @@ class _Save:
     outputs: list[ItemRow]
     conversation_id: str | None
     done: asyncio.Future[None]
+    metadata: list[tuple[str, str]]
     token: int = 0
 
 
@@ -133,7 +137,11 @@ def _save_row(response: dict[str, Any], input_items: list[dict[str, Any]], conve
         response.get("previous_response_id"),
         orjson.dumps(response),
     )
-    return _Save(columns, item_rows(input_items), item_rows(response.get("output") or []), conversation_id, done)
+    metadata = response.get("metadata")
+    pairs = ([(key, value) for key, value in metadata.items() if isinstance(key, str) and isinstance(value, str)]
+             if isinstance(metadata, dict) else [])
+    return _Save(columns, item_rows(input_items), item_rows(response.get("output") or []), conversation_id, done,
+                 pairs)
 
 
 def append_conversation_rows(conn: sqlite3.Connection, conversation_id: str, rows: Iterator[ItemRow] | list[ItemRow]
@@ -168,6 +176,10 @@ def _write_one(conn: sqlite3.Connection, save: _Save) -> None:
         if rows:
             conn.executemany(_INSERT_ITEM, ((response_id, kind, position, item_id, blob)
                                             for position, (item_id, blob) in enumerate(rows)))
+    conn.execute(_DELETE_METADATA, (response_id,))  # a re-save (queued -> completed) replaces them
+    if save.metadata:
+        created_at = save.response[1]
+        conn.executemany(_INSERT_METADATA, ((response_id, key, value, created_at) for key, value in save.metadata))
     if save.conversation_id is not None:
         # a conversation deleted while the response ran simply does not get the turn; the response is still good
         append_conversation_rows(conn, save.conversation_id, [*save.inputs, *save.outputs])
@@ -482,6 +494,21 @@ class SQLiteResponseStore:
             has_more=has_more,
         )
 
+    async def list_responses(self, *, after: str | None = None, before: str | None = None, limit: int = 20,
+                             order: str = "desc", where: ResponseFilter | None = None) -> ResponsePage:
+        check_page_args(limit, order)
+        async with self._read("list_responses") as conn:
+            after_key, before_key = await resolve_keys(conn, "responses", after, before)
+            page = bounds(order == "asc", after_key, before_key, after_given=after is not None,
+                          before_given=before is not None)
+            sql, params = _responses_page(where or ResponseFilter(), page, limit + 1)
+            rows = list(await conn.execute_fetchall(sql, params))
+        has_more = len(rows) > limit
+        del rows[limit:]
+        if page.backward:
+            rows.reverse()
+        return ResponsePage(data=[row[1] for row in rows], ids=[row[0] for row in rows], has_more=has_more)
+
     async def load_history(self, response_id: str) -> list[dict[str, Any]] | None:
         async with self._read("load_history") as conn:
             rows = list(
@@ -494,6 +521,51 @@ class SQLiteResponseStore:
         return [orjson.loads(row[3]) for row in found]
 
 
+_RESPONSE_KEY = ("r.created_at", "r.id")
+_METADATA_KEY = ("m.created_at", "m.response_id")
+# A metadata filter drives the page from its own index (key, value, created_at, response_id); CROSS JOIN keeps
+# SQLite from starting at the responses table instead and sorting. Further pairs are checked per row by key.
+_METADATA_SOURCE = "response_metadata AS m CROSS JOIN responses AS r ON r.id = m.response_id"
+_MORE_METADATA = ("EXISTS (SELECT 1 FROM response_metadata WHERE response_id = r.id AND key = :mk{n} "
+                  "AND value = :mv{n})")
+
+
+def _responses_page(where: ResponseFilter, page: Bounds, fetch: int) -> tuple[str, dict[str, object]]:
+    """The page statement and its parameters. An owner (tenant) filter is one more condition here."""
+    params = bound_params(page, fetch)
+    conditions: list[str] = []
+    if where.model is not None:
+        conditions.append("r.model = :model")
+        params["model"] = where.model
+    if where.status is not None:
+        conditions.append("r.status = :status")
+        params["status"] = where.status
+    source, key = "responses AS r", _RESPONSE_KEY
+    for n, (name, value) in enumerate(where.metadata):
+        params[f"mk{n}"], params[f"mv{n}"] = name, value
+        if n == 0:
+            source, key = _METADATA_SOURCE, _METADATA_KEY
+            conditions.append("m.key = :mk0 AND m.value = :mv0")
+        else:
+            conditions.append(_MORE_METADATA.format(n=n))
+    return page_sql("r.id, r.response", source, key, conditions, page), params
+
+
+async def resolve_keys(conn: aiosqlite.Connection, table: str, after: str | None, before: str | None
+                        ) -> tuple[tuple[int, str] | None, tuple[int, str] | None]:
+    """Both cursors' (created_at, id) in one statement (primary-key lookups); an unknown one is InvalidCursor.
+    ``table`` is one of our own table names, never client input."""
+    sql = (f"SELECT (SELECT created_at FROM {table} WHERE id = :after), "
+           f"(SELECT created_at FROM {table} WHERE id = :before)")
+    after_at, before_at = next(iter(await conn.execute_fetchall(sql, {"after": after, "before": before})))
+    if after is not None and after_at is None:
+        raise InvalidCursor("after", after)
+    if before is not None and before_at is None:
+        raise InvalidCursor("before", before)
+    return (None if after is None else (int(after_at), after),
+            None if before is None else (int(before_at), before))
+
+
 async def _on_db_thread(conn: aiosqlite.Connection, function: Callable[[sqlite3.Connection], T]) -> T:
     """Run ``function`` with the underlying sqlite3 connection on aiosqlite's own thread (where every statement
     of that connection runs): a whole batch of statements costs one hop instead of one per statement."""
@@ -501,4 +573,4 @@ async def _on_db_thread(conn: aiosqlite.Connection, function: Callable[[sqlite3.
     return await conn._execute(function, raw)  # type: ignore[no-any-return,no-untyped-call]
 
 
-__all__ = ["SQLiteResponseStore", "default_db_path"]
+__all__ = ["SQLiteResponseStore", "default_db_path", "resolve_keys"]

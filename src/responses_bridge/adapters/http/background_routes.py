@@ -62,7 +62,7 @@ async def _stream(request: web.Request, service: BackgroundService, response_id:
 
 def register(app: web.Application, runtime: Runtime, upstream: UpstreamClient,
              clients: Mapping[str, UpstreamClient] | None = None) -> None:
-    """Cancel, WebSocket mode (``GET /v1/responses`` with Upgrade), compaction and input token counting."""
+    """Cancel, compaction and input token counting (WebSocket mode is in responses_routes.py)."""
     from .stateful_routes import StatefulRoutes
 
     async def cancel(request: web.Request) -> web.Response:

@@ -16,6 +16,7 @@ class ConversationRoutes:
         for prefix in ("/v1", ""):
             base = f"{prefix}/conversations"
             app.router.add_post(base, self.create)
+            app.router.add_get(base, self.list)
             app.router.add_get(f"{base}/{{conversation_id}}", self.retrieve)
             app.router.add_post(f"{base}/{{conversation_id}}", self.update)
             app.router.add_delete(f"{base}/{{conversation_id}}", self.delete)
@@ -26,6 +27,11 @@ class ConversationRoutes:
 
     async def create(self, request: web.Request) -> web.Response:
         return json_reply(await self.service.create(await json_object(request, optional=True)))
+
+    async def list(self, request: web.Request) -> web.Response:
+        return json_reply(await self.service.list_conversations(
+            after=request.query.get("after"), before=request.query.get("before"),
+            limit=int_query(request, "limit", 20), order=request.query.get("order", "desc")))
 
     async def retrieve(self, request: web.Request) -> web.Response:
         return json_reply(await self.service.get(request.match_info["conversation_id"]))

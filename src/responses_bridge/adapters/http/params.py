@@ -62,3 +62,15 @@ def include_query(request: web.Request) -> list[str]:
     """``include`` as the SDK sends it (``include=a&include=b``), also ``include[]=…`` and comma lists."""
     values = request.query.getall("include", []) + request.query.getall("include[]", [])
     return [part for value in values for part in value.split(",") if part]
+
+
+def metadata_query(request: web.Request) -> list[tuple[str, str]]:
+    """``metadata[key]=value`` filters of a list (the first value of a key given twice)."""
+    found: dict[str, str] = {}
+    for name, value in request.query.items():
+        if name.startswith("metadata[") and name.endswith("]"):
+            key = name[len("metadata["):-1]
+            if not key:
+                raise APIError(400, "A 'metadata[key]' filter needs a key.", param="metadata", code="invalid_value")
+            found.setdefault(key, value)
+    return list(found.items())

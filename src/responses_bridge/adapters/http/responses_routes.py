@@ -17,11 +17,12 @@ from ...protocol.request import parse_json_object
 from ...run.response_run import LARGE_BODY_BYTES
 from ...run.upstream import UpstreamClient, UpstreamFailure
 from ...runtime import Runtime
+from ...services import listing
 from ...services.pagination import page_errors
-from . import background_routes
+from . import background_routes, websocket
 from .drain import DRAIN, ShutdownDeadline, shutdown_error
 from .observe import STARTED
-from .params import int_query, read_body
+from .params import int_query, metadata_query, read_body
 
 log = structlog.get_logger("responses_bridge.http")
 
@@ -40,6 +41,7 @@ class ResponsesRoutes:
     def register(self, app: web.Application) -> None:
         for prefix in ("/v1", ""):
             app.router.add_post(f"{prefix}/responses", self.create)
+            app.router.add_get(f"{prefix}/responses", self.list_or_upgrade)
             app.router.add_get(f"{prefix}/responses/{{response_id}}", self.retrieve)
             app.router.add_delete(f"{prefix}/responses/{{response_id}}", self.delete)
             app.router.add_get(f"{prefix}/responses/{{response_id}}/input_items", self.input_items)
@@ -109,6 +111,18 @@ class ResponsesRoutes:
         finally:
             if counted:
                 ACTIVE_STREAMS.dec()
+
+    async def list_or_upgrade(self, request: web.Request) -> web.StreamResponse:
+        """One path, two things: with ``Upgrade: websocket`` it is WebSocket mode (websocket.py, which answers an
+        incomplete handshake with its own error); a plain GET lists the stored responses."""
+        if "websocket" in request.headers.get("Upgrade", "").lower():
+            return await websocket.handle(request, self.runtime, self.upstream, self.clients)
+        query = request.query
+        where = listing.response_filter(query.get("model"), query.get("status"), metadata_query(request))
+        body = await listing.list_responses(
+            self.runtime.store, after=query.get("after"), before=query.get("before"),
+            limit=int_query(request, "limit", 20), order=query.get("order", "desc"), where=where)
+        return web.Response(body=body, content_type="application/json")
 
     async def retrieve(self, request: web.Request) -> web.StreamResponse:
         response_id = request.match_info["response_id"]

@@ -1,4 +1,4 @@
-"""WebSocket mode, compaction and input token counting on the HTTP door (in Envoy mode too: these are non-LLM
+"""Compaction and input token counting on the HTTP door (in Envoy mode too: these are non-LLM
 routes Envoy sends to the sidecar)."""
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from ...runtime import Runtime
 from ...services.compaction import CompactionService
 from ...services.token_count import TokenCounter
 from ...upstreams import Route
-from . import websocket
 from .params import read_body
 
 
@@ -41,12 +40,8 @@ class StatefulRoutes:
 
     def register(self, app: web.Application) -> None:
         for prefix in ("/v1", ""):
-            app.router.add_get(f"{prefix}/responses", self.websocket)
             app.router.add_post(f"{prefix}/responses/compact", self.compact)
             app.router.add_post(f"{prefix}/responses/input_tokens", self.input_tokens)
-
-    async def websocket(self, request: web.Request) -> web.StreamResponse:
-        return await websocket.handle(request, self.runtime, self.upstream, self.clients)
 
     async def compact(self, request: web.Request) -> web.Response:
         if self.compaction is None:

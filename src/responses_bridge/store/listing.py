@@ -1,0 +1,63 @@
+"""Keyset pages over the objects a client lists (``GET /v1/responses``, ``GET /v1/conversations``).
+
+Both lists are ordered by ``(created_at, id)``: creation time as clients expect, the id breaking ties between
+objects created in the same second so the order is total and a cursor names one exact place in it. A cursor (an
+object id) is first resolved to its ``(created_at, id)`` pair by a primary-key lookup; the page is then one seek
+in an index in that order (migration 9) and a read of ``limit + 1`` rows: the cost of a page does not grow with
+the store, whichever page it is. Every statement is built from fixed fragments; values are always bound.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """Exclusive bounds in ascending ``(created_at, id)`` order, and in which direction the page is read.
+
+    Normally the scan starts at the beginning of the requested order; with only ``before`` it runs backwards
+    from that cursor, so the client gets the page right before it (the "previous page"), which the caller then
+    reverses into the requested order.
+    """
+
+    lower: tuple[int, str] | None
+    upper: tuple[int, str] | None
+    scan_ascending: bool
+    backward: bool
+
+
+def bounds(ascending: bool, after: tuple[int, str] | None, before: tuple[int, str] | None,
+           *, before_given: bool, after_given: bool) -> Bounds:
+    """In descending order "after" a cursor means an older object and "before" a newer one."""
+    lower, upper = (after, before) if ascending else (before, after)
+    backward = before_given and not after_given
+    return Bounds(lower, upper, ascending != backward, backward)
+
+
+def page_sql(select: str, source: str, key: tuple[str, str], conditions: Sequence[str], page: Bounds) -> str:
+    """``SELECT {select} FROM {source} WHERE …`` for one page; ``key`` names the (created_at, id) columns.
+
+    Bound parameters: ``:lower_at``/``:lower_id``, ``:upper_at``/``:upper_id`` when those bounds exist, and
+    ``:fetch`` (the page size plus one, to know whether there is more)."""
+    created, ident = key
+    where = list(conditions)
+    if page.lower is not None:
+        where.append(f"({created}, {ident}) > (:lower_at, :lower_id)")
+    if page.upper is not None:
+        where.append(f"({created}, {ident}) < (:upper_at, :upper_id)")
+    direction = "ASC" if page.scan_ascending else "DESC"
+    sql = f"SELECT {select} FROM {source}"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    return sql + f" ORDER BY {created} {direction}, {ident} {direction} LIMIT :fetch"
+
+
+def bound_params(page: Bounds, fetch: int) -> dict[str, object]:
+    params: dict[str, object] = {"fetch": fetch}
+    if page.lower is not None:
+        params["lower_at"], params["lower_id"] = page.lower
+    if page.upper is not None:
+        params["upper_at"], params["upper_id"] = page.upper
+    return params
