@@ -372,8 +372,10 @@ async def test_a_native_stream_the_backend_cuts_ends_failed_and_is_stored_so(
         async for event in await client.responses.create(model="native-1", input="one two three [cut=5]",
                                                          stream=True):
             events.append(event)
-    except openai.InternalServerError as error:  # Envoy may answer a reset upstream with its own 502 first
-        assert door == "envoy" and error.status_code == 502
+    except (openai.InternalServerError, openai.APIConnectionError):
+        # through Envoy a reset upstream may also reach the client as Envoy's own 502 or as a cut body, as on a
+        # translated route (tests/clients: the Codex and AI SDK failure checks)
+        assert door == "envoy"
         return
     assert [event.type for event in events][:2] == ["response.created", "response.in_progress"]
     assert events[-1].type == "response.failed"
