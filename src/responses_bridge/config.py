@@ -87,6 +87,8 @@ class Settings(BaseSettings):
     # files/ next to the database, never in memory.
     max_file_bytes: int = Field(default=512 * 1024 * 1024, ge=1, description=(
         "largest file `POST /v1/files` accepts, bytes; larger is a 413 `file_too_large`"))
+    ingest_concurrency: int = Field(default=2, ge=1, description="vector store files ingested (extracted, chunked, "
+                                    "embedded, indexed) at once; files left in progress resume on restart")
     store_stall_seconds: float = 10.0  # a write waiting longer than this makes GET /health/ready answer 503
     log_level: str = "info"
     log_format: Literal["json", "console"] = "json"

@@ -407,6 +407,7 @@ def _route_config(up: UpstreamURL, upstreams: Sequence[UpstreamSpec] = ()) -> di
         for name, path in (("responses", "/v1/responses"), ("responses_unversioned", "/responses"))
     ]
     routes += _files_routes()
+    routes += _vector_store_routes()
     if upstreams:  # the sidecar's HTTP door merges the models of every upstream (the catch-all below)
         routes += [
             {"name": f"chat_completions{suffix}", "match": {"path": path, "headers": post},
@@ -501,6 +502,16 @@ def _files_routes() -> list[dict[str, Any]]:
     return [{"name": f"sidecar_{name}", "match": {"path_separated_prefix": prefix},
              "route": {"cluster": FILES_CLUSTER, "timeout": "0s"}, "typed_per_filter_config": _disabled()}
             for name, prefix in (("files", "/v1/files"), ("files_unversioned", "/files"))]
+
+
+def _vector_store_routes() -> list[dict[str, Any]]:
+    """The Vector Stores API is the sidecar's own (its HTTP door, every method): never through the processor.
+    Named ``sidecar_…`` so that Envoy's own 5xx on it name the door (``_local_reply_config``)."""
+    return [{"name": f"sidecar_{name}", "match": {"path_separated_prefix": prefix},
+             "route": {"cluster": HTTP_CLUSTER, "timeout": "0s"}, "typed_per_filter_config": _disabled(),
+             "request_body_buffer_limit": BUFFER_LIMIT_BYTES}
+            for name, prefix in (("vector_stores", "/v1/vector_stores"),
+                                 ("vector_stores_unversioned", "/vector_stores"))]
 
 
 def _host_rewrite(up: UpstreamURL) -> dict[str, Any]:

@@ -26,12 +26,14 @@ from .services.conversations import ConversationService
 from .services.files import FileService, files_directory
 from .services.prompts import PromptService
 from .services.retrieval.embedders import Embedder, embedder_from_settings
+from .services.vector_stores import VectorStoreService
 from .store import ResponseStore, SQLiteResponseStore
 from .store.chunks import ChunkIndex, SQLiteChunkIndex
 from .store.conversations import SQLiteConversationStore
 from .store.events import SQLiteEventLog
 from .store.files import SQLiteFileStore
 from .store.prompts import SQLitePromptStore
+from .store.vector_stores import SQLiteVectorStoreStore
 from .upstreams import Route, Router
 
 log = structlog.get_logger("responses_bridge.runtime")
@@ -56,6 +58,7 @@ class Runtime:
     # vector store search: the chunk index on the store's database and the embedder (services/retrieval/)
     embedder: Embedder | None = None
     chunks: ChunkIndex | None = None
+    vector_stores: VectorStoreService | None = None  # the Vector Stores API; the file_search tool's searcher
 
     async def _open_background(self, store: SQLiteResponseStore, upstream: UpstreamClient) -> None:
         """Background runs of a previous process that never ended are marked failed (none can be running now),
@@ -67,6 +70,15 @@ class Runtime:
         self.upstream = upstream
         await upstream.start()
         self.background = BackgroundService(store, events, upstream)
+
+    async def _open_vector_stores(self, store: SQLiteResponseStore) -> None:
+        """The Vector Stores API over the files, the chunk index and the embedder; its ingestion starts with the
+        files a previous process left in progress."""
+        if self.files is None or self.chunks is None or self.embedder is None:
+            return
+        self.vector_stores = VectorStoreService(SQLiteVectorStoreStore(store), self.files, self.chunks,
+                                                self.embedder, concurrency=self.settings.ingest_concurrency)
+        await self.vector_stores.start()
 
     def new_run_framed(self, framing: Framing, store: ResponseStore | None = None) -> ResponseRun:
         """A run whose events are always emitted, framed as asked (``"json"``: WebSocket mode), optionally
@@ -99,6 +111,7 @@ class Runtime:
         await runtime.files.start()
         runtime.embedder = embedder_from_settings(settings)
         runtime.chunks = SQLiteChunkIndex(store)
+        await runtime._open_vector_stores(store)
         await runtime._open_background(store, upstream)
         runtime.trimmer = MemoryTrimmer()
         runtime.trimmer.start()
@@ -116,6 +129,8 @@ class Runtime:
                 await client.close()
         if self.server_tools is not None:
             await self.server_tools.services.aclose()
+        if self.vector_stores is not None:
+            await self.vector_stores.close()  # ingestion stops; files in progress resume on the next start
         if self.files is not None:
             await self.files.aclose()
         if self.embedder is not None:

@@ -111,7 +111,8 @@ def test_routes_and_processor_settings() -> None:
     routes = {r["name"]: r for r in _routes(config)}
     assert list(routes) == ["responses_encoded", "responses_unversioned_encoded", "sidecar_tools",
                             "sidecar_tools_unversioned", "responses", "responses_unversioned", "sidecar_files",
-                            "sidecar_files_unversioned", "models", "chat_completions", "sidecar"]
+                            "sidecar_files_unversioned", "sidecar_vector_stores", "sidecar_vector_stores_unversioned",
+                            "models", "chat_completions", "sidecar"]
     for name, path in (("sidecar_tools", "/v1/responses"), ("sidecar_tools_unversioned", "/responses")):
         # marked by the processor (server-side tools): to the HTTP door, unchanged, never seen by the processor
         # again; the mark is dynamic metadata, which no client can send
@@ -141,6 +142,12 @@ def test_routes_and_processor_settings() -> None:
         per_route = routes[name]["typed_per_filter_config"]["envoy.filters.http.ext_proc"]
         assert per_route["disabled"] is True
     assert routes["sidecar"]["route"]["cluster"] == envoy_config.HTTP_CLUSTER
+    for name, path in (("sidecar_vector_stores", "/v1/vector_stores"),
+                       ("sidecar_vector_stores_unversioned", "/vector_stores")):
+        # the Vector Stores API: the sidecar's HTTP door, never the processor, every method
+        assert routes[name]["match"] == {"path_separated_prefix": path}
+        assert routes[name]["route"] == {"cluster": envoy_config.HTTP_CLUSTER, "timeout": "0s"}
+        assert routes[name]["typed_per_filter_config"]["envoy.filters.http.ext_proc"]["disabled"] is True
     assert routes["sidecar"]["route"]["upgrade_configs"] == [{"upgrade_type": "websocket"}]
 
     hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]

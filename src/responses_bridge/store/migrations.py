@@ -374,6 +374,62 @@ MIGRATIONS: list[Migration] = [
         ],
     ),
     (
+        7,
+        # Vector stores (OpenAI's Vector Stores API): the stores, the files attached to each with their ingestion
+        # status, and file batches. Counts, usage and status are never stored: they are aggregated from the file
+        # rows on every read, so they cannot drift from the files. ``seq`` (the rowid) orders pages and breaks
+        # ties between equal created_at; a row re-added after a delete gets a new seq, which is how a stale
+        # ingestion job finds out its row is gone. Chunks live in the chunk index, not here.
+        [
+            """
+            CREATE TABLE vector_stores (
+                seq            INTEGER PRIMARY KEY,
+                id             TEXT NOT NULL UNIQUE,
+                created_at     INTEGER NOT NULL,
+                name           TEXT NOT NULL,
+                description    TEXT,
+                metadata       TEXT NOT NULL,
+                expires_after  TEXT,
+                last_active_at INTEGER NOT NULL,
+                embedder       TEXT
+            )
+            """,
+            """
+            CREATE TABLE vector_store_files (
+                seq             INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: a seq names one row for good
+                vector_store_id TEXT NOT NULL REFERENCES vector_stores(id) ON DELETE CASCADE,
+                file_id         TEXT NOT NULL,
+                created_at      INTEGER NOT NULL,
+                status          TEXT NOT NULL
+                                CHECK (status IN ('in_progress', 'completed', 'failed', 'cancelled')),
+                last_error      TEXT,
+                attributes      TEXT NOT NULL,
+                chunking        TEXT NOT NULL,
+                usage_bytes     INTEGER NOT NULL DEFAULT 0,
+                UNIQUE (vector_store_id, file_id)
+            )
+            """,
+            "CREATE INDEX vector_store_files_status ON vector_store_files(vector_store_id, status)",
+            "CREATE INDEX vector_store_files_in_progress ON vector_store_files(seq) WHERE status = 'in_progress'",
+            """
+            CREATE TABLE vector_store_file_batches (
+                seq             INTEGER PRIMARY KEY,
+                id              TEXT NOT NULL UNIQUE,
+                vector_store_id TEXT NOT NULL REFERENCES vector_stores(id) ON DELETE CASCADE,
+                created_at      INTEGER NOT NULL,
+                cancelled       INTEGER NOT NULL DEFAULT 0
+            )
+            """,
+            """
+            CREATE TABLE vector_store_batch_files (
+                batch_id TEXT NOT NULL REFERENCES vector_store_file_batches(id) ON DELETE CASCADE,
+                file_id  TEXT NOT NULL,
+                PRIMARY KEY (batch_id, file_id)
+            ) WITHOUT ROWID
+            """,
+        ],
+    ),
+    (
         9,
         [
             # Listing (``GET /v1/responses``, ``GET /v1/conversations``): pages in (created_at, id) order, each

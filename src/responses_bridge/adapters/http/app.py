@@ -21,6 +21,7 @@ from .observe import echo_request_id, observe_middleware
 from .prompts_routes import PromptRoutes
 from .responses_routes import ResponsesRoutes
 from .upstream_routes import UpstreamRoutes
+from .vector_stores_routes import VectorStoreRoutes
 
 RUNTIME = web.AppKey("runtime", Runtime)
 UPSTREAM = web.AppKey("upstream", AiohttpUpstreamClient)
@@ -56,6 +57,8 @@ def create_app(runtime: Runtime) -> web.Application:
         PromptRoutes(runtime.prompts).register(app)
     if runtime.files is not None:
         FileRoutes(runtime.files).register(app)
+    if runtime.vector_stores is not None:
+        VectorStoreRoutes(runtime.vector_stores).register(app)
     app.router.add_get("/health", health)
     app.router.add_get("/health/live", health_live)
     app.router.add_get("/health/ready", health_ready)

@@ -1,0 +1,103 @@
+"""``/v1/vector_stores`` routes of the HTTP door (OpenAI Vector Stores API shapes; also without ``/v1``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from ...services.vector_stores import VectorStoreService
+from .params import int_query, json_object, json_reply
+
+
+class VectorStoreRoutes:
+    def __init__(self, service: VectorStoreService) -> None:
+        self.service = service
+
+    def register(self, app: web.Application) -> None:
+        for prefix in ("/v1", ""):
+            base = f"{prefix}/vector_stores"
+            store = f"{base}/{{vector_store_id}}"
+            app.router.add_post(base, self.create)
+            app.router.add_get(base, self.list_stores)
+            app.router.add_get(store, self.retrieve)
+            app.router.add_post(store, self.update)
+            app.router.add_delete(store, self.delete)
+            app.router.add_post(f"{store}/search", self.search)
+            app.router.add_post(f"{store}/files", self.add_file)
+            app.router.add_get(f"{store}/files", self.list_files)
+            app.router.add_get(f"{store}/files/{{file_id}}", self.retrieve_file)
+            app.router.add_post(f"{store}/files/{{file_id}}", self.update_file)
+            app.router.add_delete(f"{store}/files/{{file_id}}", self.delete_file)
+            app.router.add_get(f"{store}/files/{{file_id}}/content", self.file_content)
+            app.router.add_post(f"{store}/file_batches", self.create_batch)
+            app.router.add_get(f"{store}/file_batches/{{batch_id}}", self.retrieve_batch)
+            app.router.add_post(f"{store}/file_batches/{{batch_id}}/cancel", self.cancel_batch)
+            app.router.add_get(f"{store}/file_batches/{{batch_id}}/files", self.list_batch_files)
+
+    async def create(self, request: web.Request) -> web.Response:
+        return json_reply(await self.service.create(await json_object(request, optional=True)))
+
+    async def list_stores(self, request: web.Request) -> web.Response:
+        return json_reply(await self.service.list_stores(**_page(request)))
+
+    async def retrieve(self, request: web.Request) -> web.Response:
+        return json_reply(await self.service.get(request.match_info["vector_store_id"]))
+
+    async def update(self, request: web.Request) -> web.Response:
+        return json_reply(await self.service.update(request.match_info["vector_store_id"],
+                                                    await json_object(request, optional=True)))
+
+    async def delete(self, request: web.Request) -> web.Response:
+        return json_reply(await self.service.delete(request.match_info["vector_store_id"]))
+
+    async def search(self, request: web.Request) -> web.Response:
+        return json_reply(await self.service.search_store(request.match_info["vector_store_id"],
+                                                          await json_object(request)))
+
+    async def add_file(self, request: web.Request) -> web.Response:
+        return json_reply(await self.service.add_file(request.match_info["vector_store_id"],
+                                                      await json_object(request)))
+
+    async def list_files(self, request: web.Request) -> web.Response:
+        return json_reply(await self.service.list_files(request.match_info["vector_store_id"],
+                                                        status=request.query.get("filter"), **_page(request)))
+
+    async def retrieve_file(self, request: web.Request) -> web.Response:
+        return json_reply(await self.service.get_file(request.match_info["vector_store_id"],
+                                                      request.match_info["file_id"]))
+
+    async def update_file(self, request: web.Request) -> web.Response:
+        return json_reply(await self.service.update_file(request.match_info["vector_store_id"],
+                                                         request.match_info["file_id"], await json_object(request)))
+
+    async def delete_file(self, request: web.Request) -> web.Response:
+        return json_reply(await self.service.delete_file(request.match_info["vector_store_id"],
+                                                         request.match_info["file_id"]))
+
+    async def file_content(self, request: web.Request) -> web.Response:
+        return json_reply(await self.service.file_content(request.match_info["vector_store_id"],
+                                                          request.match_info["file_id"]))
+
+    async def create_batch(self, request: web.Request) -> web.Response:
+        return json_reply(await self.service.create_batch(request.match_info["vector_store_id"],
+                                                          await json_object(request)))
+
+    async def retrieve_batch(self, request: web.Request) -> web.Response:
+        return json_reply(await self.service.get_batch(request.match_info["vector_store_id"],
+                                                       request.match_info["batch_id"]))
+
+    async def cancel_batch(self, request: web.Request) -> web.Response:
+        return json_reply(await self.service.cancel_batch(request.match_info["vector_store_id"],
+                                                          request.match_info["batch_id"]))
+
+    async def list_batch_files(self, request: web.Request) -> web.Response:
+        return json_reply(await self.service.list_files(
+            request.match_info["vector_store_id"], status=request.query.get("filter"),
+            batch_id=request.match_info["batch_id"], **_page(request)))
+
+
+def _page(request: web.Request) -> dict[str, Any]:
+    """``limit``, ``order``, ``after``, ``before`` as every OpenAI list takes them (checked by the store)."""
+    return {"limit": int_query(request, "limit", 20), "order": request.query.get("order", "desc"),
+            "after": request.query.get("after"), "before": request.query.get("before")}

@@ -1,0 +1,228 @@
+"""Background ingestion of vector store files: extract, chunk, embed, index, one file at a time per worker.
+
+Each attached file is a row ``in_progress`` (store/vector_stores.py); a job takes it to ``completed`` or ``failed``
+with ``last_error {code, message}``. One file failing never touches another, so a batch with a bad file still
+completes. Jobs live only in the database: at start every row still ``in_progress`` (a previous process stopped
+mid-way) is queued again, so ingestion resumes after a restart. At most ``concurrency`` files are processed at
+once; text extraction and chunking (CPU-bound, sync) run in a worker thread so the event loop keeps serving.
+A long queue writes a progress line to the log every few seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy
+import structlog
+
+from ..store.chunks import ChunkIndex
+from ..store.vector_stores import SQLiteVectorStoreStore, StoredVectorStoreFile
+from .retrieval.chunking import StaticChunking, chunk_text, parse_chunking_strategy
+from .retrieval.embedders import Embedder
+from .retrieval.extract import ExtractionError, extract_text
+
+log = structlog.get_logger("responses_bridge.ingestion")
+
+PROGRESS_EVERY_SECONDS = 10.0
+EMBED_BATCH = 256
+"""Texts per embedder call: bounds the memory of one call for a large file and lets other jobs interleave."""
+
+
+class FileSource(Protocol):
+    """What ingestion needs of the Files service (services/files.py)."""
+
+    async def get(self, file_id: str) -> dict[str, Any] | None: ...
+
+    def content_path(self, file_id: str) -> Path: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    seq: int
+    vector_store_id: str
+    file_id: str
+
+
+class IngestionFailure(Exception):
+    """A file that cannot be ingested, with the ``last_error`` code OpenAI uses."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(slots=True)
+class _Progress:
+    done: int = 0
+    failed: int = 0
+    started: float = 0.0
+    logged: float = 0.0
+
+
+class IngestionWorker:
+    def __init__(self, store: SQLiteVectorStoreStore, files: FileSource, chunks: ChunkIndex, embedder: Embedder,
+                 *, concurrency: int = 2) -> None:
+        self._store = store
+        self._files = files
+        self._chunks = chunks
+        self._embedder = embedder
+        self._concurrency = max(1, concurrency)
+        self._queue: asyncio.Queue[Job] = asyncio.Queue()
+        self._workers: list[asyncio.Task[None]] = []
+        self._running = 0
+        self._progress = _Progress()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        # one job at a time per (store, file): a job for a row replaced by a re-add must not write its chunks
+        # after the new row's job wrote them
+        self._file_locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
+
+    async def start(self) -> int:
+        """Start the workers and queue every file a previous process left in progress; how many were queued."""
+        for number in range(self._concurrency):
+            self._workers.append(asyncio.create_task(self._work(), name=f"ingestion-{number}"))
+        leftover = await self._store.in_progress_files()
+        if leftover:
+            log.info("ingestion_resumed", files=len(leftover))
+            self.enqueue(_job(row) for row in leftover)
+        return len(leftover)
+
+    def enqueue(self, jobs: Iterable[Job]) -> None:
+        for job in jobs:
+            if self._queue.empty() and self._running == 0:
+                self._progress = _Progress(started=time.monotonic(), logged=time.monotonic())
+            self._idle.clear()
+            self._queue.put_nowait(job)
+
+    @property
+    def pending(self) -> int:
+        """Files queued or being processed."""
+        return self._queue.qsize() + self._running
+
+    async def wait_idle(self) -> None:
+        """Until no file is queued or being processed."""
+        await self._idle.wait()
+
+    async def close(self) -> None:
+        """Stop at once: files being processed stay ``in_progress`` and are resumed by the next start."""
+        for task in self._workers:
+            task.cancel()
+        for task in self._workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._workers.clear()
+
+    async def _work(self) -> None:
+        while True:
+            job = await self._queue.get()
+            self._running += 1
+            key = (job.vector_store_id, job.file_id)
+            lock, users = self._file_locks.get(key) or (asyncio.Lock(), 0)
+            self._file_locks[key] = (lock, users + 1)
+            try:
+                async with lock:
+                    failed = await self._run(job)
+            except Exception:  # a store failure: the row stays in progress for the next start
+                log.exception("ingestion_job_error", vector_store_id=job.vector_store_id, file_id=job.file_id)
+                failed = True
+            finally:
+                lock, users = self._file_locks[key]
+                if users == 1:
+                    del self._file_locks[key]
+                else:
+                    self._file_locks[key] = (lock, users - 1)
+                self._running -= 1
+                self._queue.task_done()
+            self._count(failed)
+
+    def _count(self, failed: bool) -> None:
+        progress = self._progress
+        progress.done += 1
+        progress.failed += failed
+        now = time.monotonic()
+        idle = self.pending == 0
+        long_run = now - progress.started >= PROGRESS_EVERY_SECONDS
+        if now - progress.logged >= PROGRESS_EVERY_SECONDS or (idle and long_run):
+            progress.logged = now
+            log.info("ingestion_progress", done=progress.done, failed=progress.failed, remaining=self.pending,
+                     elapsed_seconds=round(now - progress.started, 1))
+        if idle:
+            self._idle.set()
+
+    async def _run(self, job: Job) -> bool:
+        """Ingest one file; True when it ended failed (or was dropped)."""
+        row = await self._store.get_file_by_seq(job.seq)
+        if row is None or row.status != "in_progress":
+            return False  # deleted, cancelled or re-added since it was queued
+        try:
+            usage = await self._ingest(row)
+        except IngestionFailure as failure:
+            await self._store.finish_file(job.seq, "failed", last_error={"code": failure.code,
+                                                                          "message": failure.message})
+            log.info("ingestion_file_failed", vector_store_id=job.vector_store_id, file_id=job.file_id,
+                     code=failure.code, message=failure.message)
+            return True
+        if not await self._store.finish_file(job.seq, "completed", usage_bytes=usage):
+            # cancelled or deleted while it ran: its chunks must not stay searchable
+            await self._drop_chunks_unless_current(job)
+            return False
+        return False
+
+    async def _ingest(self, row: StoredVectorStoreFile) -> int:
+        file = await self._files.get(row.file_id)
+        if file is None:
+            raise IngestionFailure("invalid_file", f"File '{row.file_id}' no longer exists.")
+        filename = str(file.get("filename") or row.file_id)
+        path = self._files.content_path(row.file_id)
+        strategy = parse_chunking_strategy(row.chunking)
+        try:
+            texts = await asyncio.to_thread(_extract_and_chunk, path, filename, strategy)
+        except ExtractionError as error:
+            raise IngestionFailure(error.code, error.message) from None
+        except (OSError, UnicodeError, ValueError) as error:
+            raise IngestionFailure("invalid_file", f"The file could not be read: {error}") from None
+        vectors = await self._embed(texts)
+        current = await self._store.get_file_by_seq(row.seq)
+        if current is None or current.status != "in_progress":
+            return 0
+        await self._chunks.replace_file_chunks(row.vector_store_id, row.file_id, filename, texts, vectors,
+                                               current.attributes)
+        latest = await self._store.get_file_by_seq(row.seq)
+        if latest is not None and latest.attributes != current.attributes:  # updated while the chunks were written
+            await self._chunks.set_file_attributes(row.vector_store_id, row.file_id, latest.attributes)
+        return sum(len(text.encode()) for text in texts) + int(vectors.nbytes)
+
+    async def _embed(self, texts: list[str]) -> numpy.ndarray:
+        if not texts:
+            return numpy.zeros((0, self._embedder.dimensions), dtype=numpy.float32)
+        try:
+            parts = [await self._embedder.embed(texts[start:start + EMBED_BATCH])
+                     for start in range(0, len(texts), EMBED_BATCH)]
+        except Exception as error:  # noqa: BLE001  (the embedder's failure is this file's failure)
+            raise IngestionFailure("server_error", f"Embedding the file's chunks failed: {error}") from None
+        return parts[0] if len(parts) == 1 else numpy.vstack(parts)
+
+    async def _drop_chunks_unless_current(self, job: Job) -> None:
+        current = await self._store.get_file(job.vector_store_id, job.file_id)
+        if current is None or current.seq == job.seq:
+            await self._chunks.delete_file_chunks(job.vector_store_id, job.file_id)
+
+
+def _extract_and_chunk(path: Path, filename: str, strategy: StaticChunking) -> list[str]:
+    return chunk_text(extract_text(path, filename), strategy)
+
+
+def _job(row: StoredVectorStoreFile) -> Job:
+    return Job(seq=row.seq, vector_store_id=row.vector_store_id, file_id=row.file_id)
+
+
+def jobs_for(vector_store_id: str, file_ids: Iterable[str], seqs: Iterable[int]) -> list[Job]:
+    return [Job(seq=seq, vector_store_id=vector_store_id, file_id=file_id) for file_id, seq in zip(file_ids, seqs,
+                                                                                                   strict=True)]

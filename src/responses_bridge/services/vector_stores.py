@@ -1,0 +1,486 @@
+"""OpenAI's Vector Stores API, shared by the HTTP door and the ``file_search`` tool.
+
+Validates requests, renders objects in OpenAI's shapes (``vector_store``, ``vector_store.file``,
+``vector_store.files_batch``, search result pages), queues ingestion (services/ingestion.py) and searches. Counts,
+usage and status are computed from the file rows at read time (store/vector_stores.py), so they are always true.
+
+Each vector store records the name of the embedder that built it. A store built by another embedder (the
+configuration changed) is refused for search and for new files with a 400 that says so: vectors of two models in
+one index would rank nonsense without any error.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .. import ids
+from ..protocol.errors import APIError, invalid_request, not_found
+from ..protocol.request import check_metadata
+from ..store.chunks import ChunkIndex
+from ..store.vector_stores import (
+    STATUSES,
+    FileCounts,
+    NewFile,
+    Page,
+    SQLiteVectorStoreStore,
+    StoredFileBatch,
+    StoredVectorStore,
+    StoredVectorStoreFile,
+)
+from .ingestion import FileSource, IngestionWorker, jobs_for
+from .pagination import page_errors
+from .retrieval.chunking import chunking_strategy_object, parse_chunking_strategy
+from .retrieval.embedders import Embedder
+from .retrieval.search import SearchOptions, parse_search_options, search, search_queries
+
+DAY_SECONDS = 86_400
+MAX_EXPIRY_DAYS = 365
+MAX_FILES_PER_CREATE = 500
+MAX_FILES_PER_BATCH = 2000
+MAX_ATTRIBUTES = 16
+MAX_ATTRIBUTE_KEY = 64
+MAX_ATTRIBUTE_STRING = 512
+MAX_QUERIES = 10
+MAX_NAME = 256
+ACTIVITY_RESOLUTION_SECONDS = 60
+"""``last_active_at`` moves on a search only when it is older than this: expiry counts in days, and a busy store
+must not cost a write per search."""
+
+
+# -- rendering --------------------------------------------------------------------------------------------------
+
+def _counts(counts: FileCounts) -> dict[str, int]:
+    return {"in_progress": counts.in_progress, "completed": counts.completed, "failed": counts.failed,
+            "cancelled": counts.cancelled, "total": counts.total}
+
+
+def expires_at(store: StoredVectorStore) -> int | None:
+    if store.expires_after is None:
+        return None
+    return store.last_active_at + int(store.expires_after["days"]) * DAY_SECONDS
+
+
+def is_expired(store: StoredVectorStore, now: float | None = None) -> bool:
+    deadline = expires_at(store)
+    return deadline is not None and (time.time() if now is None else now) >= deadline
+
+
+def store_status(store: StoredVectorStore, now: float | None = None) -> str:
+    if is_expired(store, now):
+        return "expired"
+    return "in_progress" if store.file_counts.in_progress else "completed"
+
+
+def render_store(store: StoredVectorStore) -> dict[str, Any]:
+    return {"id": store.id, "object": "vector_store", "created_at": store.created_at, "name": store.name,
+            "usage_bytes": store.usage_bytes, "file_counts": _counts(store.file_counts),
+            "status": store_status(store), "expires_after": store.expires_after, "expires_at": expires_at(store),
+            "last_active_at": store.last_active_at, "metadata": store.metadata}
+
+
+def render_file(row: StoredVectorStoreFile) -> dict[str, Any]:
+    return {"id": row.file_id, "object": "vector_store.file", "usage_bytes": row.usage_bytes,
+            "created_at": row.created_at, "vector_store_id": row.vector_store_id, "status": row.status,
+            "last_error": row.last_error, "chunking_strategy": row.chunking, "attributes": row.attributes}
+
+
+def batch_status(batch: StoredFileBatch) -> str:
+    """A failed file never fails its batch: the batch is ``completed`` once no file is in progress."""
+    if batch.cancelled:
+        return "cancelled"
+    return "in_progress" if batch.file_counts.in_progress else "completed"
+
+
+def render_batch(batch: StoredFileBatch) -> dict[str, Any]:
+    return {"id": batch.id, "object": "vector_store.files_batch", "created_at": batch.created_at,
+            "vector_store_id": batch.vector_store_id, "status": batch_status(batch),
+            "file_counts": _counts(batch.file_counts)}
+
+
+def _list(page: Page, render: Any, id_of: Any) -> dict[str, Any]:
+    data = [render(row) for row in page.data]
+    return {"object": "list", "data": data, "first_id": id_of(page.data[0]) if page.data else None,
+            "last_id": id_of(page.data[-1]) if page.data else None, "has_more": page.has_more}
+
+
+# -- validation -------------------------------------------------------------------------------------------------
+
+def check_attributes(value: Any, param: str = "attributes") -> dict[str, Any]:
+    """``attributes``: at most 16 keys of <= 64 characters; values strings (<= 512), numbers or booleans."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise invalid_request(f"Invalid type for '{param}': expected an object.", param=param, code="invalid_type")
+    if len(value) > MAX_ATTRIBUTES:
+        raise invalid_request(f"'{param}' may have at most {MAX_ATTRIBUTES} keys; got {len(value)}.", param=param)
+    for key, item in value.items():
+        if len(key) > MAX_ATTRIBUTE_KEY:
+            raise invalid_request(f"Keys of '{param}' may be at most {MAX_ATTRIBUTE_KEY} characters long.",
+                                  param=param)
+        if isinstance(item, str):
+            if len(item) > MAX_ATTRIBUTE_STRING:
+                raise invalid_request(f"String values of '{param}' may be at most {MAX_ATTRIBUTE_STRING} "
+                                      f"characters long ('{key[:64]}').", param=param)
+        elif not isinstance(item, int | float) or item != item or item in (float("inf"), float("-inf")):
+            raise invalid_request(f"Invalid value for '{param}.{key[:64]}': expected a string, a finite number "
+                                  "or a boolean.", param=param, code="invalid_type")
+    return dict(value)
+
+
+def _expires_after(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    param = "expires_after"
+    if not isinstance(value, dict):
+        raise invalid_request(f"Invalid type for '{param}': expected an object.", param=param, code="invalid_type")
+    if value.get("anchor") != "last_active_at":
+        raise invalid_request("Invalid value for 'expires_after.anchor': expected 'last_active_at'.",
+                              param="expires_after.anchor")
+    days = value.get("days")
+    if not isinstance(days, int) or isinstance(days, bool) or not 1 <= days <= MAX_EXPIRY_DAYS:
+        raise invalid_request(f"Invalid value for 'expires_after.days': expected an integer between 1 and "
+                              f"{MAX_EXPIRY_DAYS}.", param="expires_after.days")
+    return {"anchor": "last_active_at", "days": days}
+
+
+def _name(value: Any, param: str = "name") -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise invalid_request(f"Invalid type for '{param}': expected a string.", param=param, code="invalid_type")
+    if len(value) > MAX_NAME:
+        raise invalid_request(f"'{param}' may be at most {MAX_NAME} characters long.", param=param)
+    return value
+
+
+def _file_id(value: Any, param: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise invalid_request(f"Invalid value for '{param}': expected a file id.", param=param,
+                              code="invalid_type" if not isinstance(value, str) else "invalid_value")
+    return value
+
+
+def _file_ids(value: Any, param: str, limit: int) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise invalid_request(f"Invalid type for '{param}': expected an array of file ids.", param=param,
+                              code="invalid_type")
+    if len(value) > limit:
+        raise invalid_request(f"'{param}' may have at most {limit} items; got {len(value)}.", param=param,
+                              code="array_above_max_length")
+    return [_file_id(item, f"{param}[{index}]") for index, item in enumerate(value)]
+
+
+def _status_filter(value: str | None) -> str | None:
+    if value is None or value in STATUSES:
+        return value
+    raise invalid_request(f"Invalid value for 'filter': expected one of {', '.join(STATUSES)}.", param="filter")
+
+
+def _queries(value: Any) -> list[str]:
+    if isinstance(value, str):
+        queries = [value]
+    elif isinstance(value, list) and all(isinstance(item, str) for item in value):
+        queries = list(value)
+    elif value is None:
+        raise invalid_request("Missing required parameter: 'query'.", param="query",
+                              code="missing_required_parameter")
+    else:
+        raise invalid_request("Invalid type for 'query': expected a string or an array of strings.", param="query",
+                              code="invalid_type")
+    if not queries or len(queries) > MAX_QUERIES or not all(query.strip() for query in queries):
+        raise invalid_request(f"'query' must be a non-empty string or 1 to {MAX_QUERIES} non-empty strings.",
+                              param="query")
+    return queries
+
+
+def _store_not_found(vector_store_id: str, param: str = "vector_store_id") -> APIError:
+    return not_found(f"No vector store found with id '{vector_store_id}'.", param=param, code="not_found")
+
+
+class VectorStoreService:
+    """The Vector Stores API and, for the tool loop, the ``FileSearcher`` of run/tools/file_search.py."""
+
+    def __init__(self, store: SQLiteVectorStoreStore, files: FileSource, chunks: ChunkIndex, embedder: Embedder,
+                 *, concurrency: int = 2) -> None:
+        self.store = store
+        self.files = files
+        self.chunks = chunks
+        self.embedder = embedder
+        self.worker = IngestionWorker(store, files, chunks, embedder, concurrency=concurrency)
+
+    async def start(self) -> None:
+        """Start ingestion; files a previous process left in progress are queued again."""
+        await self.worker.start()
+
+    async def close(self) -> None:
+        await self.worker.close()
+
+    # -- vector stores ---------------------------------------------------------------------------------------
+
+    async def create(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        name = _name(body.get("name"))
+        description = body.get("description")
+        if description is not None and not isinstance(description, str):
+            raise invalid_request("Invalid type for 'description': expected a string.", param="description",
+                                  code="invalid_type")
+        metadata = body.get("metadata")
+        check_metadata(metadata)
+        expiry = _expires_after(body.get("expires_after"))
+        file_ids = _file_ids(body.get("file_ids"), "file_ids", MAX_FILES_PER_CREATE)
+        chunking = chunking_strategy_object(parse_chunking_strategy(body.get("chunking_strategy")))
+        await self._check_files_exist(file_ids, "file_ids")
+        now = int(time.time())
+        stored = StoredVectorStore(id=ids.new_id("vs"), created_at=now, name=name, description=description,
+                                   metadata=metadata or {}, expires_after=expiry, last_active_at=now,
+                                   embedder=self.embedder.name)
+        files = [NewFile(file_id, {}, chunking) for file_id in dict.fromkeys(file_ids)]
+        seqs = await self.store.create_store(stored, files)
+        self.worker.enqueue(jobs_for(stored.id, [f.file_id for f in files], seqs))
+        return render_store(await self._get(stored.id))
+
+    async def list_stores(self, *, limit: int, order: str, after: str | None, before: str | None) -> dict[str, Any]:
+        with page_errors("vector store"):
+            page = await self.store.list_stores(limit=limit, order=order, after=after, before=before)
+        return _list(page, render_store, lambda store: store.id)
+
+    async def get(self, vector_store_id: str) -> dict[str, Any]:
+        return render_store(await self._get(vector_store_id))
+
+    async def update(self, vector_store_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        changes: dict[str, Any] = {}
+        if "name" in body:
+            changes["name"] = _name(body["name"])
+        if "metadata" in body:
+            check_metadata(body["metadata"])
+            changes["metadata"] = body["metadata"] or {}
+        if "expires_after" in body:
+            changes["expires_after"] = _expires_after(body["expires_after"])
+        current = await self._get(vector_store_id)
+        if is_expired(current):
+            raise self._expired(vector_store_id)
+        changes["last_active_at"] = int(time.time())
+        if not await self.store.update_store(vector_store_id, changes):
+            raise _store_not_found(vector_store_id)
+        return await self.get(vector_store_id)
+
+    async def delete(self, vector_store_id: str) -> dict[str, Any]:
+        if not await self.store.delete_store(vector_store_id):
+            raise _store_not_found(vector_store_id)
+        await self.chunks.delete_store_chunks(vector_store_id)
+        return {"id": vector_store_id, "object": "vector_store.deleted", "deleted": True}
+
+    # -- files -----------------------------------------------------------------------------------------------
+
+    async def add_file(self, vector_store_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        if "file_id" not in body:
+            raise invalid_request("Missing required parameter: 'file_id'.", param="file_id",
+                                  code="missing_required_parameter")
+        file_id = _file_id(body["file_id"], "file_id")
+        attributes = check_attributes(body.get("attributes"))
+        chunking = chunking_strategy_object(parse_chunking_strategy(body.get("chunking_strategy")))
+        await self._writable(vector_store_id)
+        await self._check_files_exist([file_id], "file_id")
+        await self._attach(vector_store_id, [NewFile(file_id, attributes, chunking)])
+        return await self.get_file(vector_store_id, file_id)
+
+    async def list_files(self, vector_store_id: str, *, limit: int, order: str, after: str | None,
+                         before: str | None, status: str | None, batch_id: str | None = None) -> dict[str, Any]:
+        status = _status_filter(status)
+        await self._get(vector_store_id)
+        if batch_id is not None:
+            await self._get_batch(vector_store_id, batch_id)
+        with page_errors("vector store file"):
+            page = await self.store.list_files(vector_store_id, limit=limit, order=order, after=after,
+                                               before=before, status=status, batch_id=batch_id)
+        return _list(page, render_file, lambda row: row.file_id)
+
+    async def get_file(self, vector_store_id: str, file_id: str) -> dict[str, Any]:
+        return render_file(await self._get_file(vector_store_id, file_id))
+
+    async def update_file(self, vector_store_id: str, file_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        if "attributes" not in body:
+            raise invalid_request("Missing required parameter: 'attributes'.", param="attributes",
+                                  code="missing_required_parameter")
+        attributes = check_attributes(body["attributes"])
+        await self._get_file(vector_store_id, file_id)
+        if not await self.store.set_file_attributes(vector_store_id, file_id, attributes):
+            raise self._file_not_found(vector_store_id, file_id)
+        await self.chunks.set_file_attributes(vector_store_id, file_id, attributes)
+        return await self.get_file(vector_store_id, file_id)
+
+    async def delete_file(self, vector_store_id: str, file_id: str) -> dict[str, Any]:
+        if not await self.store.delete_file(vector_store_id, file_id):
+            await self._get(vector_store_id)
+            raise self._file_not_found(vector_store_id, file_id)
+        await self.chunks.delete_file_chunks(vector_store_id, file_id)
+        return {"id": file_id, "object": "vector_store.file.deleted", "deleted": True}
+
+    async def file_content(self, vector_store_id: str, file_id: str) -> dict[str, Any]:
+        """The parsed chunks of one file, in document order (OpenAI's file content page)."""
+        await self._get_file(vector_store_id, file_id)
+        texts = await self.chunks.file_chunks(vector_store_id, file_id)
+        return {"object": "vector_store.file_content.page", "data": [{"type": "text", "text": t} for t in texts],
+                "has_more": False, "next_page": None}
+
+    # -- batches ---------------------------------------------------------------------------------------------
+
+    async def create_batch(self, vector_store_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        has_ids, has_files = body.get("file_ids") is not None, body.get("files") is not None
+        if has_ids and has_files:
+            raise invalid_request("'file_ids' and 'files' are mutually exclusive: send one of them.",
+                                  param="files")
+        if not has_ids and not has_files:
+            raise invalid_request("Missing required parameter: 'file_ids' (or 'files').", param="file_ids",
+                                  code="missing_required_parameter")
+        if has_ids:
+            file_ids = _file_ids(body["file_ids"], "file_ids", MAX_FILES_PER_BATCH)
+            attributes = check_attributes(body.get("attributes"))
+            chunking = chunking_strategy_object(parse_chunking_strategy(body.get("chunking_strategy")))
+            files = [NewFile(file_id, attributes, chunking) for file_id in file_ids]
+            param = "file_ids"
+        else:
+            files = self._batch_files(body["files"])
+            param = "files"
+        if not files:
+            raise invalid_request(f"'{param}' must name at least one file.", param=param)
+        await self._writable(vector_store_id)
+        await self._check_files_exist([f.file_id for f in files], param)
+        batch_id = ids.new_id("vsfb")
+        await self._attach(vector_store_id, files, batch_id=batch_id)
+        return render_batch(await self._get_batch(vector_store_id, batch_id))
+
+    async def get_batch(self, vector_store_id: str, batch_id: str) -> dict[str, Any]:
+        return render_batch(await self._get_batch(vector_store_id, batch_id))
+
+    async def cancel_batch(self, vector_store_id: str, batch_id: str) -> dict[str, Any]:
+        if not await self.store.cancel_batch(vector_store_id, batch_id):
+            await self._get(vector_store_id)
+            raise self._batch_not_found(batch_id)
+        return await self.get_batch(vector_store_id, batch_id)
+
+    def _batch_files(self, value: Any) -> list[NewFile]:
+        if not isinstance(value, list):
+            raise invalid_request("Invalid type for 'files': expected an array of objects.", param="files",
+                                  code="invalid_type")
+        if len(value) > MAX_FILES_PER_BATCH:
+            raise invalid_request(f"'files' may have at most {MAX_FILES_PER_BATCH} items; got {len(value)}.",
+                                  param="files", code="array_above_max_length")
+        files = []
+        for index, entry in enumerate(value):
+            param = f"files[{index}]"
+            if not isinstance(entry, dict):
+                raise invalid_request(f"Invalid type for '{param}': expected an object.", param=param,
+                                      code="invalid_type")
+            if "file_id" not in entry:
+                raise invalid_request(f"Missing required parameter: '{param}.file_id'.", param=f"{param}.file_id",
+                                      code="missing_required_parameter")
+            file_id = _file_id(entry["file_id"], f"{param}.file_id")
+            attributes = check_attributes(entry.get("attributes"), f"{param}.attributes")
+            try:
+                strategy = parse_chunking_strategy(entry.get("chunking_strategy"))
+            except APIError as error:
+                if error.param:
+                    error.param = f"{param}.{error.param}"
+                raise
+            files.append(NewFile(file_id, attributes, chunking_strategy_object(strategy)))
+        return files
+
+    # -- search ----------------------------------------------------------------------------------------------
+
+    async def search_store(self, vector_store_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """``POST /v1/vector_stores/{id}/search``: a page of results in OpenAI's shape."""
+        queries = _queries(body.get("query"))
+        options = parse_search_options(body)
+        await self._searchable([vector_store_id], "vector_store_id")
+        results = await search(self.chunks, self.embedder, [vector_store_id],
+                               queries[0] if len(queries) == 1 else queries, options)
+        # search_query: what was searched (the rewritten queries with rewrite_query), as OpenAI reports it
+        return {"object": "vector_store.search_results.page", "search_query": search_queries(queries, options),
+                "data": results, "has_more": False, "next_page": None}
+
+    async def search(self, vector_store_ids: Sequence[str], query: str, options: SearchOptions
+                     ) -> list[dict[str, Any]]:
+        """``FileSearcher`` for the ``file_search`` tool: unknown ids are a 404 naming ``vector_store_ids``."""
+        await self._searchable(vector_store_ids, "vector_store_ids")
+        return await search(self.chunks, self.embedder, list(vector_store_ids), query, options)
+
+    async def _searchable(self, vector_store_ids: Sequence[str], param: str) -> None:
+        now = int(time.time())
+        for vector_store_id in dict.fromkeys(vector_store_ids):
+            store = await self.store.get_store(vector_store_id)
+            if store is None:
+                raise _store_not_found(vector_store_id, param)
+            if is_expired(store, now):
+                raise self._expired(vector_store_id, param)
+            self._check_embedder(store, param)
+            if now - store.last_active_at >= ACTIVITY_RESOLUTION_SECONDS:
+                await self.store.update_store(vector_store_id, {"last_active_at": now})
+
+    # -- helpers ---------------------------------------------------------------------------------------------
+
+    async def _attach(self, vector_store_id: str, files: list[NewFile], *, batch_id: str | None = None) -> None:
+        now = int(time.time())
+        unique = list({f.file_id: f for f in files}.values())
+        seqs = await self.store.add_files(vector_store_id, now, unique, batch_id=batch_id)
+        if seqs is None:  # deleted since it was checked
+            raise _store_not_found(vector_store_id)
+        await self.store.update_store(vector_store_id, {"last_active_at": now})
+        self.worker.enqueue(jobs_for(vector_store_id, [f.file_id for f in unique], seqs))
+
+    async def _get(self, vector_store_id: str) -> StoredVectorStore:
+        store = await self.store.get_store(vector_store_id)
+        if store is None:
+            raise _store_not_found(vector_store_id)
+        return store
+
+    async def _writable(self, vector_store_id: str) -> StoredVectorStore:
+        store = await self._get(vector_store_id)
+        if is_expired(store):
+            raise self._expired(vector_store_id)
+        self._check_embedder(store, "vector_store_id")
+        return store
+
+    def _check_embedder(self, store: StoredVectorStore, param: str) -> None:
+        if store.embedder is not None and store.embedder != self.embedder.name:
+            raise invalid_request(
+                f"Vector store '{store.id}' was built with the embedder '{store.embedder}', but this server embeds "
+                f"with '{self.embedder.name}'; vectors of different embedders cannot be mixed. Configure the "
+                "embedder it was built with, or create a new vector store.", param=param, code="embedder_mismatch")
+
+    @staticmethod
+    def _expired(vector_store_id: str, param: str = "vector_store_id") -> APIError:
+        return invalid_request(f"Vector store '{vector_store_id}' has expired.", param=param,
+                               code="vector_store_expired")
+
+    async def _get_file(self, vector_store_id: str, file_id: str) -> StoredVectorStoreFile:
+        row = await self.store.get_file(vector_store_id, file_id)
+        if row is None:
+            await self._get(vector_store_id)
+            raise self._file_not_found(vector_store_id, file_id)
+        return row
+
+    @staticmethod
+    def _file_not_found(vector_store_id: str, file_id: str) -> APIError:
+        return not_found(f"No file found with id '{file_id}' in vector store '{vector_store_id}'.",
+                         param="file_id", code="not_found")
+
+    async def _get_batch(self, vector_store_id: str, batch_id: str) -> StoredFileBatch:
+        batch = await self.store.get_batch(vector_store_id, batch_id)
+        if batch is None:
+            await self._get(vector_store_id)
+            raise self._batch_not_found(batch_id)
+        return batch
+
+    @staticmethod
+    def _batch_not_found(batch_id: str) -> APIError:
+        return not_found(f"No file batch found with id '{batch_id}'.", param="batch_id", code="not_found")
+
+    async def _check_files_exist(self, file_ids: Sequence[str], param: str) -> None:
+        for index, file_id in enumerate(file_ids):
+            if await self.files.get(file_id) is None:
+                where = param if param == "file_id" else f"{param}[{index}]"
+                raise not_found(f"No file found with id '{file_id}'.", param=where, code="not_found")

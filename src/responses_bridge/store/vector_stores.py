@@ -1,0 +1,370 @@
+"""Vector store metadata on the response store's SQLite database (same file, same connections).
+
+Holds the vector stores, the files attached to each (ingestion status, last error, attributes, chunking strategy,
+usage) and the file batches. ``file_counts``, ``usage_bytes`` and a batch's counts are aggregated from the file
+rows on every read, never kept as counters, so no crash or race can leave them disagreeing with the files. The
+chunks and their vectors live in the chunk index (store/chunks.py); this module keeps no text.
+
+Every file row has its own ``seq``: an ingestion job carries the seq of the row it was queued for and finishes only
+that row, so a job that outlived a delete, a cancel or a re-add of the same file changes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from .base import InvalidCursor, check_page_args
+from .sqlite import SQLiteResponseStore
+
+STATUSES = ("in_progress", "completed", "failed", "cancelled")
+
+
+@dataclass(frozen=True, slots=True)
+class FileCounts:
+    in_progress: int = 0
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.in_progress + self.completed + self.failed + self.cancelled
+
+
+@dataclass(frozen=True, slots=True)
+class StoredVectorStore:
+    id: str
+    created_at: int
+    name: str
+    description: str | None
+    metadata: dict[str, Any]
+    expires_after: dict[str, Any] | None
+    last_active_at: int
+    embedder: str | None
+    file_counts: FileCounts = field(default_factory=FileCounts)
+    usage_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StoredVectorStoreFile:
+    seq: int
+    vector_store_id: str
+    file_id: str
+    created_at: int
+    status: str
+    last_error: dict[str, Any] | None
+    attributes: dict[str, Any]
+    chunking: dict[str, Any]
+    usage_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFileBatch:
+    id: str
+    vector_store_id: str
+    created_at: int
+    cancelled: bool
+    file_counts: FileCounts
+
+
+@dataclass(frozen=True, slots=True)
+class NewFile:
+    """A file to attach: its id, attributes and the chunking strategy object it is ingested with."""
+
+    file_id: str
+    attributes: Mapping[str, Any]
+    chunking: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    data: list[Any]
+    has_more: bool
+
+
+_COUNTS = """
+coalesce(sum(f.status = 'in_progress'), 0), coalesce(sum(f.status = 'completed'), 0),
+coalesce(sum(f.status = 'failed'), 0), coalesce(sum(f.status = 'cancelled'), 0), coalesce(sum(f.usage_bytes), 0)
+"""
+_STORE_SELECT = f"""
+SELECT s.id, s.created_at, s.name, s.description, s.metadata, s.expires_after, s.last_active_at, s.embedder,
+       {_COUNTS}
+FROM vector_stores AS s LEFT JOIN vector_store_files AS f ON f.vector_store_id = s.id
+"""
+_FILE_COLUMNS = ("f.seq, f.vector_store_id, f.file_id, f.created_at, f.status, f.last_error, f.attributes, "
+                 "f.chunking, f.usage_bytes")
+_BATCH_SELECT = f"""
+SELECT b.id, b.vector_store_id, b.created_at, b.cancelled, {_COUNTS}
+FROM vector_store_file_batches AS b
+LEFT JOIN vector_store_batch_files AS bf ON bf.batch_id = b.id
+LEFT JOIN vector_store_files AS f ON f.vector_store_id = b.vector_store_id AND f.file_id = bf.file_id
+"""
+_INSERT_FILE = """
+INSERT INTO vector_store_files (vector_store_id, file_id, created_at, status, attributes, chunking)
+VALUES (?, ?, ?, 'in_progress', ?, ?)
+"""
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _store(row: Sequence[Any]) -> StoredVectorStore:
+    return StoredVectorStore(
+        id=row[0], created_at=int(row[1]), name=row[2], description=row[3], metadata=orjson.loads(row[4]),
+        expires_after=orjson.loads(row[5]) if row[5] is not None else None, last_active_at=int(row[6]),
+        embedder=row[7], file_counts=FileCounts(*(int(n) for n in row[8:12])), usage_bytes=int(row[12]))
+
+
+def _file(row: Sequence[Any]) -> StoredVectorStoreFile:
+    return StoredVectorStoreFile(
+        seq=int(row[0]), vector_store_id=row[1], file_id=row[2], created_at=int(row[3]), status=row[4],
+        last_error=orjson.loads(row[5]) if row[5] is not None else None, attributes=orjson.loads(row[6]),
+        chunking=orjson.loads(row[7]), usage_bytes=int(row[8]))
+
+
+def _batch(row: Sequence[Any]) -> StoredFileBatch:
+    return StoredFileBatch(id=row[0], vector_store_id=row[1], created_at=int(row[2]), cancelled=bool(row[3]),
+                           file_counts=FileCounts(*(int(n) for n in row[4:8])))
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _attach(conn: sqlite3.Connection, vector_store_id: str, created_at: int, files: Sequence[NewFile]) -> None:
+    """Attach files (a file already attached starts over: its old row goes, a new one with a new seq comes; a file
+    named twice is attached once, as last named)."""
+    files = list({f.file_id: f for f in files}.values())
+    conn.executemany("DELETE FROM vector_store_files WHERE vector_store_id = ? AND file_id = ?",
+                     [(vector_store_id, f.file_id) for f in files])
+    conn.executemany(_INSERT_FILE, [(vector_store_id, f.file_id, created_at, _json(dict(f.attributes)),
+                                     _json(dict(f.chunking))) for f in files])
+
+
+def _page_bounds(ascending: bool, after_seq: int | None, before_seq: int | None) -> tuple[str, bool]:
+    """The seq conditions and scan direction of a page: in descending order ``after`` means a lower seq; with only
+    ``before`` the scan runs backwards from the cursor, so the client gets the page right before it."""
+    lower, upper = (after_seq, before_seq) if ascending else (before_seq, after_seq)
+    sql = ""
+    if lower is not None:
+        sql += " AND {seq} > :lower"
+    if upper is not None:
+        sql += " AND {seq} < :upper"
+    backward = before_seq is not None and after_seq is None
+    return sql, ascending != backward
+
+
+class SQLiteVectorStoreStore:
+    """Vector store metadata sharing a :class:`SQLiteResponseStore`'s connections."""
+
+    def __init__(self, db: SQLiteResponseStore) -> None:
+        self._db = db
+
+    # -- vector stores ---------------------------------------------------------------------------------------
+
+    async def create_store(self, store: StoredVectorStore, files: Sequence[NewFile]) -> list[int]:
+        """Insert the store and its first files in one transaction; the files' seqs, in order."""
+
+        def create(conn: sqlite3.Connection) -> list[int]:
+            with _transaction(conn):
+                conn.execute(
+                    "INSERT INTO vector_stores (id, created_at, name, description, metadata, expires_after, "
+                    "last_active_at, embedder) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (store.id, store.created_at, store.name, store.description, _json(store.metadata),
+                     _json(store.expires_after) if store.expires_after is not None else None, store.last_active_at,
+                     store.embedder))
+                _attach(conn, store.id, store.created_at, files)
+                return _seqs(conn, store.id, files)
+
+        return await self._db.run_write("create_vector_store", create)
+
+    async def get_store(self, vector_store_id: str) -> StoredVectorStore | None:
+        async with self._db.reading() as conn:
+            rows = list(await conn.execute_fetchall(f"{_STORE_SELECT} WHERE s.id = ? GROUP BY s.seq",
+                                                    (vector_store_id,)))
+        return _store(rows[0]) if rows else None
+
+    async def list_stores(self, *, limit: int, order: str, after: str | None = None,
+                          before: str | None = None) -> Page:
+        check_page_args(limit, order)
+        async with self._db.reading() as conn:
+            after_seq = await _cursor(conn, "SELECT seq FROM vector_stores WHERE id = ?", (after,), "after", after)
+            before_seq = await _cursor(conn, "SELECT seq FROM vector_stores WHERE id = ?", (before,), "before",
+                                       before)
+            bounds, scan_ascending = _page_bounds(order == "asc", after_seq, before_seq)
+            sql = (f"{_STORE_SELECT} WHERE 1 {bounds.format(seq='s.seq')} GROUP BY s.seq "
+                   f"ORDER BY s.seq {'ASC' if scan_ascending else 'DESC'} LIMIT :fetch")
+            values = {"fetch": limit + 1, **_bound_values(order, after_seq, before_seq)}
+            rows = list(await conn.execute_fetchall(sql, values))
+        return _finish_page([_store(row) for row in rows], limit, backward=before is not None and after is None)
+
+    async def update_store(self, vector_store_id: str, changes: Mapping[str, Any]) -> bool:
+        """Set ``name``, ``metadata``, ``expires_after`` and/or ``last_active_at`` (only the keys given)."""
+        columns: dict[str, Callable[[Any], Any]] = {"name": lambda v: v, "metadata": _json, "last_active_at": int,
+                   "expires_after": lambda v: None if v is None else _json(v)}
+        sets = [(name, columns[name](value)) for name, value in changes.items()]
+        if not sets:
+            return await self.get_store(vector_store_id) is not None
+        sql = f"UPDATE vector_stores SET {', '.join(f'{name} = ?' for name, _ in sets)} WHERE id = ?"
+        async with self._db.writing() as conn, conn.execute(sql, (*[v for _, v in sets], vector_store_id)) as cur:
+            return cur.rowcount > 0
+
+    async def delete_store(self, vector_store_id: str) -> bool:
+        """Delete the store with its file rows and batches (ON DELETE CASCADE)."""
+        async with self._db.writing() as conn, conn.execute("DELETE FROM vector_stores WHERE id = ?",
+                                                            (vector_store_id,)) as cursor:
+            return cursor.rowcount > 0
+
+    # -- files -----------------------------------------------------------------------------------------------
+
+    async def add_files(self, vector_store_id: str, created_at: int, files: Sequence[NewFile], *,
+                        batch_id: str | None = None) -> list[int] | None:
+        """Attach files (optionally as a new batch) in one transaction; their seqs, or None for an unknown
+        store."""
+
+        def add(conn: sqlite3.Connection) -> list[int] | None:
+            with _transaction(conn):
+                if conn.execute("SELECT 1 FROM vector_stores WHERE id = ?", (vector_store_id,)).fetchone() is None:
+                    return None
+                _attach(conn, vector_store_id, created_at, files)
+                if batch_id is not None:
+                    conn.execute("INSERT INTO vector_store_file_batches (id, vector_store_id, created_at) "
+                                 "VALUES (?, ?, ?)", (batch_id, vector_store_id, created_at))
+                    conn.executemany("INSERT OR IGNORE INTO vector_store_batch_files (batch_id, file_id) "
+                                     "VALUES (?, ?)", [(batch_id, f.file_id) for f in files])
+                return _seqs(conn, vector_store_id, files)
+
+        return await self._db.run_write("add_vector_store_files", add)
+
+    async def get_file(self, vector_store_id: str, file_id: str) -> StoredVectorStoreFile | None:
+        async with self._db.reading() as conn:
+            rows = list(await conn.execute_fetchall(
+                f"SELECT {_FILE_COLUMNS} FROM vector_store_files AS f WHERE f.vector_store_id = ? AND f.file_id = ?",
+                (vector_store_id, file_id)))
+        return _file(rows[0]) if rows else None
+
+    async def get_file_by_seq(self, seq: int) -> StoredVectorStoreFile | None:
+        async with self._db.reading() as conn:
+            rows = list(await conn.execute_fetchall(
+                f"SELECT {_FILE_COLUMNS} FROM vector_store_files AS f WHERE f.seq = ?", (seq,)))
+        return _file(rows[0]) if rows else None
+
+    async def list_files(self, vector_store_id: str, *, limit: int, order: str, after: str | None = None,
+                         before: str | None = None, status: str | None = None,
+                         batch_id: str | None = None) -> Page:
+        """A page of a store's files (of one batch's files with ``batch_id``), optionally of one status."""
+        check_page_args(limit, order)
+        where = "f.vector_store_id = :store"
+        if batch_id is not None:
+            where += " AND f.file_id IN (SELECT file_id FROM vector_store_batch_files WHERE batch_id = :batch)"
+        if status is not None:
+            where += " AND f.status = :status"
+        resolve = "SELECT seq FROM vector_store_files WHERE vector_store_id = ? AND file_id = ?"
+        async with self._db.reading() as conn:
+            after_seq = await _cursor(conn, resolve, (vector_store_id, after), "after", after)
+            before_seq = await _cursor(conn, resolve, (vector_store_id, before), "before", before)
+            bounds, scan_ascending = _page_bounds(order == "asc", after_seq, before_seq)
+            sql = (f"SELECT {_FILE_COLUMNS} FROM vector_store_files AS f WHERE {where} {bounds.format(seq='f.seq')} "
+                   f"ORDER BY f.seq {'ASC' if scan_ascending else 'DESC'} LIMIT :fetch")
+            rows = list(await conn.execute_fetchall(sql, {
+                "store": vector_store_id, "batch": batch_id, "status": status, "fetch": limit + 1,
+                **_bound_values(order, after_seq, before_seq)}))
+        return _finish_page([_file(row) for row in rows], limit, backward=before is not None and after is None)
+
+    async def set_file_attributes(self, vector_store_id: str, file_id: str, attributes: Mapping[str, Any]) -> bool:
+        sql = "UPDATE vector_store_files SET attributes = ? WHERE vector_store_id = ? AND file_id = ?"
+        async with self._db.writing() as conn, conn.execute(sql, (_json(dict(attributes)), vector_store_id,
+                                                                  file_id)) as cursor:
+            return cursor.rowcount > 0
+
+    async def delete_file(self, vector_store_id: str, file_id: str) -> bool:
+        sql = "DELETE FROM vector_store_files WHERE vector_store_id = ? AND file_id = ?"
+        async with self._db.writing() as conn, conn.execute(sql, (vector_store_id, file_id)) as cursor:
+            return cursor.rowcount > 0
+
+    async def finish_file(self, seq: int, status: str, *, usage_bytes: int = 0,
+                          last_error: Mapping[str, Any] | None = None) -> bool:
+        """Move one in-progress row to ``completed``/``failed``; False when that row is gone or no longer in
+        progress (deleted, cancelled, re-added), in which case nothing changes."""
+        sql = ("UPDATE vector_store_files SET status = ?, usage_bytes = ?, last_error = ? "
+               "WHERE seq = ? AND status = 'in_progress'")
+        error = _json(dict(last_error)) if last_error is not None else None
+        async with self._db.writing() as conn, conn.execute(sql, (status, usage_bytes, error, seq)) as cursor:
+            return cursor.rowcount > 0
+
+    async def in_progress_files(self) -> list[StoredVectorStoreFile]:
+        """Every row still in progress, oldest first: what a restart must ingest again."""
+        async with self._db.reading() as conn:
+            rows = list(await conn.execute_fetchall(
+                f"SELECT {_FILE_COLUMNS} FROM vector_store_files AS f WHERE f.status = 'in_progress' ORDER BY f.seq"))
+        return [_file(row) for row in rows]
+
+    # -- batches ---------------------------------------------------------------------------------------------
+
+    async def get_batch(self, vector_store_id: str, batch_id: str) -> StoredFileBatch | None:
+        async with self._db.reading() as conn:
+            rows = list(await conn.execute_fetchall(
+                f"{_BATCH_SELECT} WHERE b.id = ? AND b.vector_store_id = ? GROUP BY b.seq",
+                (batch_id, vector_store_id)))
+        return _batch(rows[0]) if rows else None
+
+    async def cancel_batch(self, vector_store_id: str, batch_id: str) -> bool:
+        """Mark the batch's files still in progress ``cancelled``, and the batch cancelled if any were (a batch
+        already finished stays as it ended), in one transaction; False for an unknown batch."""
+
+        def cancel(conn: sqlite3.Connection) -> bool:
+            with _transaction(conn):
+                if conn.execute("SELECT 1 FROM vector_store_file_batches WHERE id = ? AND vector_store_id = ?",
+                                (batch_id, vector_store_id)).fetchone() is None:
+                    return False
+                stopped = conn.execute(
+                    "UPDATE vector_store_files SET status = 'cancelled' WHERE vector_store_id = ? "
+                    "AND status = 'in_progress' "
+                    "AND file_id IN (SELECT file_id FROM vector_store_batch_files WHERE batch_id = ?)",
+                    (vector_store_id, batch_id)).rowcount
+                if stopped:
+                    conn.execute("UPDATE vector_store_file_batches SET cancelled = 1 WHERE id = ?", (batch_id,))
+                return True
+
+        return await self._db.run_write("cancel_vector_store_file_batch", cancel)
+
+
+def _seqs(conn: sqlite3.Connection, vector_store_id: str, files: Sequence[NewFile]) -> list[int]:
+    return [int(conn.execute("SELECT seq FROM vector_store_files WHERE vector_store_id = ? AND file_id = ?",
+                             (vector_store_id, f.file_id)).fetchone()[0]) for f in files]
+
+
+async def _cursor(conn: Any, sql: str, args: tuple[Any, ...], param: str, value: str | None) -> int | None:
+    if value is None:
+        return None
+    rows = list(await conn.execute_fetchall(sql, args))
+    if not rows:
+        raise InvalidCursor(param, value)
+    return int(rows[0][0])
+
+
+def _bound_values(order: str, after_seq: int | None, before_seq: int | None) -> dict[str, int | None]:
+    lower, upper = (after_seq, before_seq) if order == "asc" else (before_seq, after_seq)
+    return {"lower": lower, "upper": upper}
+
+
+def _finish_page(data: list[Any], limit: int, *, backward: bool) -> Page:
+    has_more = len(data) > limit
+    del data[limit:]
+    if backward:
+        data.reverse()
+    return Page(data=data, has_more=has_more)
