@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from . import config_file
 from .engine.options import EngineOptions
 from .engine.profiles import SWITCHES, ProfileName, options_for
+from .upstreams import ModelRoute, Router, UpstreamSpec, check_references, single_upstream
 
 if TYPE_CHECKING:
     from .run.tools.mcp_config import MCPLimits
@@ -116,6 +117,16 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = "json"
     drain_timeout: float = Field(default=30.0, ge=0, description="seconds live streams may run on after "
                                  "SIGTERM/SIGINT before each ends with response.failed (server_shutdown)")
+    # Several upstreams, routed per model (upstreams.py); JSON in the environment. Empty: ``upstream`` alone
+    # serves every model, translated.
+    upstreams: list[UpstreamSpec] = Field(default=[], description=(
+        "several upstreams, each `{name, url, mode: translate|native|auto, profile, api_key_env | api_key}` "
+        "(`api_key: forward` sends the client's own); JSON in the environment. Empty: `upstream` serves every model"))
+    models: list[ModelRoute] = Field(default=[], description=(
+        "which models go to which upstream: `{match: exact name or glob, upstream: NAME, upstream_model: optional "
+        "rename}`, exact names first, then globs in order"))
+    default_upstream: str | None = Field(default=None, description=(
+        "the upstream of a model no `models` entry matches; unset: such a model is a 404 `model_not_found`"))
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
@@ -162,6 +173,18 @@ class Settings(BaseSettings):
             raise ValueError(f"RESPONSES_BRIDGE_WEB_SEARCH={self.web_search} needs {name} "
                              f"(or RESPONSES_BRIDGE_{name}) in the environment")
         return self
+
+    @model_validator(mode="after")
+    def _upstream_references(self) -> Settings:
+        check_references(self.upstreams, self.models, self.default_upstream)
+        return self
+
+    def router(self) -> Router:
+        """The per-model routes; without ``upstreams``, the one ``upstream`` for every model. Raises ValueError
+        when an ``api_key_env`` names a variable that is not set."""
+        if not self.upstreams:
+            return Router([single_upstream(self.upstream, self.api_key)], [], None, single=True)
+        return Router(self.upstreams, self.models, self.default_upstream)
 
     def _web_search_key_value(self) -> str | None:
         secret = {"brave": self.brave_api_key, "tavily": self.tavily_api_key}.get(self.web_search or "")

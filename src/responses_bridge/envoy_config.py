@@ -34,10 +34,14 @@ import argparse
 import ipaddress
 import os
 import sys
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from .config import DEFAULT_EXTPROC_PORT, DEFAULT_HTTP_PORT
+
+if TYPE_CHECKING:
+    from .upstreams import UpstreamSpec
 
 EXTPROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
 IMMEDIATE_RESPONSE_DETAILS = "responses_bridge"
@@ -58,6 +62,15 @@ ROUTE_OFFERED_KEY = "sidecar_route"
 """Set to true in ``ROUTE_NAMESPACE`` by the bootstrap for every request and forwarded to the processor: this
 bootstrap has the route above. The processor routes only then, so a bootstrap rendered before the route existed
 keeps every request on the ext_proc path instead of sending an untranslated body upstream."""
+
+UPSTREAM_KEY = "upstream"
+"""Set in ``ROUTE_NAMESPACE`` by the processor to the name of the upstream a request's model routes to (several
+upstreams configured): the route on that value sends it to that upstream's cluster (:func:`upstream_cluster`)."""
+NATIVE_SUFFIX = ":native"
+"""Added to the upstream's name in ``UPSTREAM_KEY`` for a Responses request the backend answers natively (no
+upstream name holds a colon)."""
+ROUTE_HEADER = "x-responses-bridge-upstream"
+"""The same choice on the sidecar's own calls through this listener (``--upstream-via``)."""
 
 UPSTREAM_CLUSTER = "llm_upstream"
 EXTPROC_CLUSTER = "responses_bridge_extproc"
@@ -118,14 +131,14 @@ def upstream_path_prefix(upstream: str) -> str:
 def render_bootstrap(*, listen_port: int, extproc_port: int, http_port: int, upstream: str,
                      admin_port: int = 9901, listen_address: str = "127.0.0.1",
                      extproc_address: str = "127.0.0.1", sidecar_address: str = "127.0.0.1",
-                     ca_file: str | None = None) -> str:
+                     ca_file: str | None = None, upstreams: Sequence[UpstreamSpec] = ()) -> str:
     """A complete Envoy v3 bootstrap, as YAML. ``ca_file`` (https upstreams only) defaults to the system CA
-    bundle."""
+    bundle. ``upstreams``: several upstreams routed per model (one cluster each); empty: ``upstream`` alone."""
     return to_yaml(bootstrap_dict(
         listen_port=listen_port, extproc_port=extproc_port, http_port=http_port, upstream=upstream,
         admin_port=admin_port, listen_address=listen_address, extproc_address=extproc_address,
-        sidecar_address=sidecar_address, ca_file=ca_file,
-    ), header=_header(upstream))
+        sidecar_address=sidecar_address, ca_file=ca_file, upstreams=upstreams,
+    ), header=_header(", ".join(f"{spec.name}={spec.url}" for spec in upstreams) or upstream))
 
 
 def _header(upstream: str) -> str:
@@ -138,8 +151,14 @@ def _header(upstream: str) -> str:
 
 def bootstrap_dict(*, listen_port: int, extproc_port: int, http_port: int, upstream: str, admin_port: int = 9901,
                    listen_address: str = "127.0.0.1", extproc_address: str = "127.0.0.1",
-                   sidecar_address: str = "127.0.0.1", ca_file: str | None = None) -> dict[str, Any]:
-    up = UpstreamURL(upstream)
+                   sidecar_address: str = "127.0.0.1", ca_file: str | None = None,
+                   upstreams: Sequence[UpstreamSpec] = ()) -> dict[str, Any]:
+    up = UpstreamURL(upstreams[0].url if upstreams else upstream)
+    if upstreams:
+        upstream_clusters = [_upstream_cluster(UpstreamURL(spec.url), ca_file, upstream_cluster(spec.name))
+                             for spec in upstreams]
+    else:
+        upstream_clusters = [_upstream_cluster(up, ca_file)]
     return {
         "node": {"id": "responses-bridge", "cluster": "responses-bridge"},
         "admin": {"address": _socket(_loopback_like(listen_address), admin_port)},
@@ -152,9 +171,9 @@ def bootstrap_dict(*, listen_port: int, extproc_port: int, http_port: int, upstr
             },
         }]},
         "static_resources": {
-            "listeners": [_listener(listen_address, listen_port, up, (sidecar_address, http_port))],
+            "listeners": [_listener(listen_address, listen_port, up, (sidecar_address, http_port), upstreams)],
             "clusters": [
-                _upstream_cluster(up, ca_file),
+                *upstream_clusters,
                 _extproc_cluster(extproc_address, extproc_port),
                 _http_cluster(sidecar_address, http_port),
                 _files_cluster(sidecar_address, http_port),
@@ -175,7 +194,8 @@ def _socket(address: str, port: int) -> dict[str, Any]:
     return {"socket_address": {"address": address, "port_value": port}}
 
 
-def _listener(address: str, port: int, up: UpstreamURL, sidecar: tuple[str, int]) -> dict[str, Any]:
+def _listener(address: str, port: int, up: UpstreamURL, sidecar: tuple[str, int],
+              upstreams: Sequence[UpstreamSpec] = ()) -> dict[str, Any]:
     return {
         "name": "responses_bridge",
         "address": _socket(address, port),
@@ -193,7 +213,7 @@ def _listener(address: str, port: int, up: UpstreamURL, sidecar: tuple[str, int]
                 "max_request_headers_kb": 60,
                 "normalize_path": True,
                 "merge_slashes": True,
-                "route_config": _route_config(up),
+                "route_config": _route_config(up, upstreams),
                 "http_filters": [_client_credentials_filter(), _route_offered_filter(), _ext_proc_filter(),
                                  _hold_for_route_filter(), {
                     "name": "envoy.filters.http.router",
@@ -357,11 +377,14 @@ def _encoded_body_routes() -> list[dict[str, Any]]:
             for name, path in (("responses", "/v1/responses"), ("responses_unversioned", "/responses"))]
 
 
-def _route_config(up: UpstreamURL) -> dict[str, Any]:
+def _route_config(up: UpstreamURL, upstreams: Sequence[UpstreamSpec] = ()) -> dict[str, Any]:
     post = [{"name": ":method", "string_match": {"exact": "POST"}}]
     get = [{"name": ":method", "string_match": {"exact": "GET"}}]
-    upstream_action = {"cluster": UPSTREAM_CLUSTER, "timeout": "0s", **_host_rewrite(up)}
+    cluster = upstream_cluster(upstreams[0].name) if upstreams else UPSTREAM_CLUSTER
+    upstream_action = {"cluster": cluster, "timeout": "0s", **_host_rewrite(up)}
     routes: list[dict[str, Any]] = [*_encoded_body_routes()]
+    if upstreams:
+        routes += _per_upstream_routes(upstreams)
     # A request the processor marked (server-side tools: the tool loop) goes, unchanged, to the sidecar's HTTP
     # door, which makes every model turn through this listener (``--upstream-via``). The processor has read its
     # body already; it sees nothing more of this request.
@@ -385,18 +408,90 @@ def _route_config(up: UpstreamURL) -> dict[str, Any]:
     ]
     routes += _files_routes()
     routes += _vector_store_routes()
+    if upstreams:  # the sidecar's HTTP door merges the models of every upstream (the catch-all below)
+        routes += [
+            {"name": f"chat_completions{suffix}", "match": {"path": path, "headers": post},
+             "route": {**upstream_action, "prefix_rewrite": f"{up.base_path}/chat/completions"},
+             "typed_per_filter_config": _routing_only(), "request_body_buffer_limit": BUFFER_LIMIT_BYTES}
+            for suffix, path in (("", "/v1/chat/completions"), ("_unversioned", "/chat/completions"))
+        ]
+    else:
+        routes += [
+            {"name": "models", "match": {"path_separated_prefix": "/v1/models", "headers": get},
+             "route": {**upstream_action, "prefix_rewrite": f"{up.base_path}/models"},
+             "typed_per_filter_config": _disabled()},
+            {"name": "chat_completions", "match": {"path": "/v1/chat/completions", "headers": post},
+             "route": {**upstream_action, "prefix_rewrite": f"{up.base_path}/chat/completions"},
+             "typed_per_filter_config": _disabled(), "request_body_buffer_limit": BUFFER_LIMIT_BYTES},
+        ]
     routes += [
-        {"name": "models", "match": {"path_separated_prefix": "/v1/models", "headers": get},
-         "route": {**upstream_action, "prefix_rewrite": f"{up.base_path}/models"},
-         "typed_per_filter_config": _disabled()},
-        {"name": "chat_completions", "match": {"path": "/v1/chat/completions", "headers": post},
-         "route": {**upstream_action, "prefix_rewrite": f"{up.base_path}/chat/completions"},
-         "typed_per_filter_config": _disabled(), "request_body_buffer_limit": BUFFER_LIMIT_BYTES},
         {"name": "sidecar", "match": {"prefix": "/"},
          "route": {"cluster": HTTP_CLUSTER, "timeout": "0s", "upgrade_configs": [{"upgrade_type": "websocket"}]},
          "typed_per_filter_config": _disabled(), "request_body_buffer_limit": BUFFER_LIMIT_BYTES},
     ]
     return {"name": "responses_bridge", "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]}
+
+
+def upstream_cluster(name: str) -> str:
+    """The Envoy cluster of a configured upstream (upstreams.py): its stats are ``cluster.upstream_<name>.*``."""
+    return f"upstream_{name}"
+
+
+def _per_upstream_routes(upstreams: Sequence[UpstreamSpec]) -> list[dict[str, Any]]:
+    """Several upstreams: for each, the routes that send a request to its cluster once its upstream is known.
+
+    * The processor read a Responses request's model and set ``ROUTE_NAMESPACE.upstream`` (and cleared the route
+      cache): the request goes to that upstream's cluster, translated (``chat/completions``) or, for a native
+      upstream, to its own ``/responses``; the processor stays on for the answer.
+    * The same for ``POST /v1/chat/completions``: the processor only chose the upstream; the body goes as it is.
+    * The sidecar's own calls (``--upstream-via``) name their upstream in ``ROUTE_HEADER``: straight through."""
+    post = [{"name": ":method", "string_match": {"exact": "POST"}}]
+    routes: list[dict[str, Any]] = []
+    for spec in upstreams:
+        up = UpstreamURL(spec.url)
+        action = {"cluster": upstream_cluster(spec.name), "timeout": "0s", **_host_rewrite(up)}
+        chosen = _chosen(spec.name)
+        # a translated Responses request goes to chat/completions, a native one to the backend's own /responses;
+        # an "auto" upstream (probed when the sidecar starts) may be either, so it gets both routes
+        targets = {"translate": [("", "chat/completions")], "native": [(NATIVE_SUFFIX, "responses")],
+                   "auto": [("", "chat/completions"), (NATIVE_SUFFIX, "responses")]}[spec.mode]
+        routes += [
+            {"name": f"{spec.name}_via_sidecar", "match": {"prefix": "/v1/", "headers": [
+                {"name": ROUTE_HEADER, "string_match": {"exact": spec.name}}]},
+             "route": {**action, "prefix_rewrite": f"{up.base_path}/"},
+             "request_headers_to_remove": [ROUTE_HEADER],
+             "typed_per_filter_config": _disabled(), "request_body_buffer_limit": BUFFER_LIMIT_BYTES},
+            *({"name": f"{spec.name}{suffix.replace(':', '_')}_{name}",
+               "match": {"path": path, "headers": post, "dynamic_metadata": _chosen(spec.name + suffix)},
+               "route": {**action, "prefix_rewrite": f"{up.base_path}/{target}"},
+               "request_headers_to_add": _upstream_headers_from_processor(),  # the upstream's key, if held
+               "typed_per_filter_config": _enabled(), "request_body_buffer_limit": BUFFER_LIMIT_BYTES}
+              for suffix, target in targets
+              for name, path in (("responses", "/v1/responses"), ("responses_unversioned", "/responses"))),
+            *({"name": f"{spec.name}_chat_completions{suffix}",
+               "match": {"path": path, "headers": post, "dynamic_metadata": chosen},
+               "route": {**action, "prefix_rewrite": f"{up.base_path}/chat/completions"},
+               "typed_per_filter_config": _disabled(), "request_body_buffer_limit": BUFFER_LIMIT_BYTES}
+              for suffix, path in (("", "/v1/chat/completions"), ("_unversioned", "/chat/completions"))),
+        ]
+    return routes
+
+
+def _chosen(value: str) -> list[dict[str, Any]]:
+    return [{"filter": ROUTE_NAMESPACE, "path": [{"key": UPSTREAM_KEY}], "value": {"string_match": {"exact": value}}}]
+
+
+def _routing_only() -> dict[str, Any]:
+    """``POST /v1/chat/completions`` with several upstreams: the processor sees the request's path and body, to pick
+    the upstream from the model (the route then changes), and nothing of the answer."""
+    return {_EXT_PROC: {"@type": _TYPE + "envoy.config.route.v3.FilterConfig", "disabled": False, "config": {
+        "@type": _TYPE + "envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute", "overrides": {
+            "processing_mode": {"request_header_mode": "SEND", "request_body_mode": "BUFFERED",
+                                "request_trailer_mode": "SKIP", "response_header_mode": "SKIP",
+                                "response_body_mode": "NONE", "response_trailer_mode": "SKIP"}}}},
+            _BUFFER: {"@type": _TYPE + "envoy.config.route.v3.FilterConfig", "disabled": False, "config": {
+                "@type": _TYPE + "envoy.extensions.filters.http.buffer.v3.BufferPerRoute",
+                "buffer": {"max_request_bytes": BUFFER_LIMIT_BYTES}}}}
 
 
 def _files_routes() -> list[dict[str, Any]]:
@@ -544,8 +639,8 @@ def _http_protocol_options(http2: bool = False) -> dict[str, Any]:
     }}
 
 
-def _upstream_cluster(up: UpstreamURL, ca_file: str | None) -> dict[str, Any]:
-    cluster = _cluster_base(UPSTREAM_CLUSTER, up.host, up.port, dns=not up.is_ip)
+def _upstream_cluster(up: UpstreamURL, ca_file: str | None, name: str = UPSTREAM_CLUSTER) -> dict[str, Any]:
+    cluster = _cluster_base(name, up.host, up.port, dns=not up.is_ip)
     cluster["typed_extension_protocol_options"] = _http_protocol_options()
     if up.tls:
         validation: dict[str, Any] = {"trusted_ca": {"filename": ca_file or _system_ca_bundle()}}
@@ -623,7 +718,17 @@ def _no_alias_dumper() -> type:
         def ignore_aliases(self, data: Any) -> bool:
             return True
 
+    def quote_yaml11_booleans(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+        # Envoy's YAML 1.1 parser reads a bare y / n as a boolean (PyYAML does not, so it leaves them bare): an
+        # upstream named "n" must stay a string in its cluster and route names
+        style = '"' if data in _YAML11_SHORT_BOOLEANS else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+    NoAliasDumper.add_representer(str, quote_yaml11_booleans)
     return NoAliasDumper
+
+
+_YAML11_SHORT_BOOLEANS = frozenset(("y", "Y", "n", "N"))
 
 
 # ------------------------------------------------------------------------------------------------------- CLI
@@ -648,11 +753,14 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from .config import load_settings
+
+    upstreams = load_settings().upstreams  # several upstreams: one cluster each (upstreams.py)
     try:
         text = render_bootstrap(listen_port=args.listen_port, extproc_port=args.extproc_port,
                                 http_port=args.http_port, upstream=args.upstream, admin_port=args.admin_port,
                                 listen_address=args.listen_address, extproc_address=args.extproc_address,
-                                sidecar_address=args.sidecar_address, ca_file=args.ca_file)
+                                sidecar_address=args.sidecar_address, ca_file=args.ca_file, upstreams=upstreams)
     except ValueError as exc:
         print(f"envoy-config: {exc}", file=sys.stderr)
         return 2

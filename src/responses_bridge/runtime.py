@@ -6,6 +6,7 @@ adapter: the concrete upstream client is built by the composition root (``serve.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -14,7 +15,7 @@ import structlog
 from .allocator import MemoryTrimmer
 from .config import Settings
 from .engine.options import EngineOptions
-from .engine.tools import served_tool_types
+from .engine.tools import runs_server_tools, served_tool_types
 from .engine.wire import Framing
 from .run.response_run import ResponseRun
 from .run.server_tools import ServerTools, ServerToolServices
@@ -33,6 +34,7 @@ from .store.events import SQLiteEventLog
 from .store.files import SQLiteFileStore
 from .store.prompts import SQLitePromptStore
 from .store.vector_stores import SQLiteVectorStoreStore
+from .upstreams import Route, Router
 
 log = structlog.get_logger("responses_bridge.runtime")
 
@@ -50,6 +52,8 @@ class Runtime:
     draining: bool = False  # set first thing on SIGTERM/SIGINT: doors refuse new work, readiness fails
     trimmer: MemoryTrimmer | None = None  # gives large requests' memory back to the system (allocator.py)
     server_tools: ServerTools | None = None  # the tool loop's MCP client and web search (run/server_tools.py)
+    router: Router | None = None  # the per-model routes (upstreams.py); None: settings.router() on first use
+    clients: dict[str, UpstreamClient] = field(default_factory=dict)  # the sidecar's own calls, per upstream
     files: FileService | None = None  # uploaded files: metadata in the store, bytes in files/ by the database
     # vector store search: the chunk index on the store's database and the embedder (services/retrieval/)
     embedder: Embedder | None = None
@@ -84,9 +88,11 @@ class Runtime:
                            max_turns=self.settings.max_turns)
 
     @classmethod
-    async def open(cls, settings: Settings, upstream: UpstreamClient) -> Runtime:
+    async def open(cls, settings: Settings, upstream: UpstreamClient,
+                   clients: dict[str, UpstreamClient] | None = None) -> Runtime:
         """Open the store and the services over it; ``upstream`` (not started yet) is the client for the
-        sidecar's own upstream calls, started here and closed by :meth:`close`."""
+        sidecar's own upstream calls, started here and closed by :meth:`close`. ``clients``: one per configured
+        upstream, by name (``upstream`` among them), for the routed calls."""
         db_path = settings.db_path()
         sealer = Sealer(load_or_create_key(settings.sealing_key, db_path))
         store = SQLiteResponseStore(db_path)
@@ -96,6 +102,11 @@ class Runtime:
                       prompts=PromptService(SQLitePromptStore(store)))
         runtime.server_tools = ServerTools(ServerToolServices.configured(settings.mcp_limits(),
                                                                            settings.web_search_settings()))
+        runtime.router = settings.router()
+        runtime.clients = dict(clients or {})
+        for client in runtime.clients.values():
+            if client is not upstream:
+                await client.start()
         runtime.files = FileService(SQLiteFileStore(store), files_directory(db_path), settings.max_file_bytes)
         await runtime.files.start()
         runtime.embedder = embedder_from_settings(settings)
@@ -114,6 +125,9 @@ class Runtime:
             await self.background.close()  # runs still going are stored as failed before the store closes
         if self.upstream is not None:
             await self.upstream.close()
+        for client in self.clients.values():
+            if client is not self.upstream:
+                await client.close()
         if self.server_tools is not None:
             await self.server_tools.services.aclose()
         if self.vector_stores is not None:
@@ -147,3 +161,48 @@ class Runtime:
         if self.settings.api_key:
             return f"Bearer {self.settings.api_key}"
         return client_authorization
+
+    # --- routing (upstreams.py) --------------------------------------------------------------------------------
+
+    def routes(self) -> Router:
+        if self.router is None:
+            self.router = self.settings.router()
+        return self.router
+
+    def route(self, model: object) -> Route:
+        """The route of a request naming ``model`` (404 ``model_not_found`` when none serves it)."""
+        return self.routes().route(model if isinstance(model, str) else None)
+
+    def routed_run(self, route: Route, *, tool_loop: bool = False) -> ResponseRun:
+        """:meth:`new_run` for a routed request: the upstream model name is the route's."""
+        run = self.new_run(tool_loop=tool_loop)
+        if route.upstream_model:
+            run.use_options(self.route_options(route))
+        return run
+
+    def native_run(self, route: Route) -> ResponseRun:
+        """The run of a request routed to a native backend (``mode: native``): run/native_run.py."""
+        from .run.native_run import NativeRun
+
+        return NativeRun(self.store, self.route_options(route), self.sealer, conversations=self.conversations,
+                         served=self.server_tools.services.served if self.server_tools is not None else frozenset())
+
+    def new_routed_run(self, route: Route, *, tool_loop: bool = False, tools: object = None) -> ResponseRun:
+        """The run for ``route``: native, or translated (:meth:`routed_run`). A native backend runs no server-side
+        tool: a request offering one the bridge runs (``tools``: the request's, with ``tool_loop``) is translated
+        to the same backend's Chat Completions instead, where the bridge's tool loop runs them."""
+        if route.upstream.mode == "native" and not (tool_loop and runs_server_tools(tools, self.served_tools)):
+            return self.native_run(route)
+        return self.routed_run(route, tool_loop=tool_loop)
+
+    def route_options(self, route: Route) -> EngineOptions:
+        """The engine's options for ``route``'s upstream (its model name)."""
+        return dataclasses.replace(self.options, upstream_model=route.upstream_model)
+
+    def route_authorization(self, route: Route, client_authorization: str | None) -> str | None:
+        """What goes upstream as ``Authorization`` for ``route``: its key, or the client's own."""
+        return self.routes().authorization(route.upstream, client_authorization)
+
+    def client_for(self, route: Route) -> UpstreamClient | None:
+        """The sidecar's own client for the route's upstream (None: the default one)."""
+        return self.clients.get(route.upstream.name)

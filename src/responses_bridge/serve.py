@@ -90,9 +90,17 @@ class StartupError(Exception):
 
 async def open_runtime(settings: Settings) -> Runtime:
     """The runtime with its concrete upstream client: aiohttp, to ``upstream_via`` when set, else the upstream."""
-    from .adapters.upstream_client import AiohttpUpstreamClient
+    from .adapters.upstream_client import AiohttpUpstreamClient, build_clients
 
-    return await Runtime.open(settings, AiohttpUpstreamClient(settings))
+    try:
+        router = settings.router()
+    except ValueError as exc:  # an api_key_env naming an unset variable
+        raise StartupError(str(exc)) from exc
+    if router.single:
+        return await Runtime.open(settings, AiohttpUpstreamClient(settings))
+    clients = build_clients(settings, router)
+    default = router.route(None).upstream.name if settings.default_upstream else next(iter(clients))
+    return await Runtime.open(settings, clients[default], dict(clients))
 
 
 async def serve(settings: Settings, *, http: bool = True, extproc: bool = True) -> None:
@@ -120,11 +128,20 @@ async def serve(settings: Settings, *, http: bool = True, extproc: bool = True) 
         log.info("serving", upstream=settings.upstream, profile=settings.profile, db=settings.db_path(),
                  http=f"{settings.http_host}:{settings.http_port}" if http else None,
                  extproc=f"{settings.extproc_host}:{settings.extproc_port}" if extproc else None)
-        probe = asyncio.create_task(probe_upstream(settings))  # in the background: start is not delayed
+        probe = asyncio.create_task(_probe_upstreams(settings))  # in the background: start is not delayed
         await _wait_for_signal()
         probe.cancel()
     finally:
         await shutdown(runtime, stoppers)
+
+
+async def _probe_upstreams(settings: Settings) -> None:
+    """Each configured upstream is checked the same way (the one ``--upstream`` when none are)."""
+    if not settings.upstreams:
+        await probe_upstream(settings)
+        return
+    await asyncio.gather(*(probe_upstream(settings.model_copy(update={"upstream": spec.url, "api_key": None}))
+                           for spec in settings.upstreams))
 
 
 async def probe_upstream(settings: Settings, timeout: float = PROBE_TIMEOUT_SECONDS) -> bool:

@@ -16,10 +16,10 @@ from tests.support.bridge import UpstreamLog
 SCRIPT = Path(__file__).parent / "node" / "ai_sdk_check.mjs"
 
 
-async def run_sdk(node_modules: Path, base_url: str, scenario: str) -> dict[str, Any]:
+async def run_sdk(node_modules: Path, base_url: str, scenario: str, model: str = "fake-model") -> dict[str, Any]:
     node = shutil.which("node")
     assert node is not None
-    result = await asyncio.to_thread(subprocess.run, [node, str(SCRIPT), f"{base_url}/v1", scenario],
+    result = await asyncio.to_thread(subprocess.run, [node, str(SCRIPT), f"{base_url}/v1", scenario, model],
                                      cwd=SCRIPT.parent, capture_output=True, text=True, timeout=120, check=False)
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     assert lines, (result.returncode, result.stdout[-2000:], result.stderr[-2000:])

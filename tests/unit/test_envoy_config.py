@@ -23,6 +23,7 @@ from responses_bridge.devtools.deploy_examples import (
     rendered,
 )
 from responses_bridge.envoy_config import bootstrap_dict, render_bootstrap, to_yaml
+from responses_bridge.upstreams import UpstreamSpec
 from tests.support.envoy import have_envoy, validate_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,6 +39,12 @@ RENDERED = {
     "ipv6": dict(DEMO, upstream="http://[::1]:8090/v1", listen_address="::", extproc_address="::1",
                  sidecar_address="::1"),
     "kubernetes": dict(KUBERNETES),
+    "several-upstreams": dict(DEMO, upstreams=[
+        UpstreamSpec(name="local", url="http://127.0.0.1:8000/v1"),
+        UpstreamSpec(name="cloud", url="https://api.openai.com/v1", mode="native", api_key_env="OPENAI_KEY"),
+        UpstreamSpec(name="ollama.box", url="http://ollama:11434"),
+        UpstreamSpec(name="n", url="http://127.0.0.1:8001/v1", mode="native"),  # "n": a YAML 1.1 boolean
+        UpstreamSpec(name="auto", url="http://127.0.0.1:8002/v1", mode="auto")]),
 }
 
 
@@ -233,6 +240,55 @@ def test_cli_prints_the_bootstrap() -> None:
     assert out.getvalue() == render_bootstrap(**DEMO)  # type: ignore[arg-type]
 
 
+def test_several_upstreams_get_one_cluster_each_and_routes_on_the_processors_choice() -> None:
+    config = envoy_config.bootstrap_dict(**RENDERED["several-upstreams"])  # type: ignore[arg-type]
+    clusters = _clusters(config)
+    assert {"upstream_local", "upstream_cloud", "upstream_ollama.box", "upstream_n"} <= set(clusters)
+    assert envoy_config.UPSTREAM_CLUSTER not in clusters
+    assert clusters["upstream_cloud"]["transport_socket"]["typed_config"]["sni"] == "api.openai.com"
+    routes = {route["name"]: route for route in _routes(config)}
+    chosen = routes["cloud_native_responses"]
+    assert chosen["match"]["dynamic_metadata"][0]["value"]["string_match"]["exact"] == "cloud:native"
+    assert chosen["route"]["cluster"] == "upstream_cloud"
+    assert chosen["route"]["prefix_rewrite"] == "/v1/responses"  # native: its own /v1/responses
+    assert routes["local_responses"]["route"]["prefix_rewrite"] == "/v1/chat/completions"
+    assert routes["ollama.box_chat_completions"]["route"]["prefix_rewrite"] == "/chat/completions"
+    via = routes["local_via_sidecar"]
+    assert via["match"]["headers"][0] == {"name": "x-responses-bridge-upstream", "string_match": {"exact": "local"}}
+    # the models list merges every upstream's: the sidecar's HTTP door answers it
+    assert "models" not in routes
+    names = list(routes)
+    assert names.index("cloud_native_responses") < names.index("responses")  # the processor's choice first
+    assert "cloud_responses" not in routes and "local_native_responses" not in routes
+    assert {"auto_responses", "auto_native_responses"} <= set(routes)  # probed at start: either may be chosen
+
+
+def _processing_mode(config: dict) -> dict:
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    ext_proc = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.ext_proc")
+    return ext_proc["typed_config"]["processing_mode"]
+
+
+def test_the_processor_sets_each_upstreams_key_through_the_route() -> None:
+    config = envoy_config.bootstrap_dict(**RENDERED["several-upstreams"])  # type: ignore[arg-type]
+    assert _processing_mode(config)["request_header_mode"] == "SKIP"  # still one round trip less per request
+    routes = {route["name"]: route for route in _routes(config)}
+    added = {entry["header"]["key"]: entry["header"]["value"]
+             for entry in routes["cloud_native_responses"]["request_headers_to_add"]}
+    assert added["authorization"] == "%DYNAMIC_METADATA(responses_bridge.upstream:authorization)%"
+
+
+def test_cli_renders_the_upstreams_of_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    monkeypatch.setenv("RESPONSES_BRIDGE_UPSTREAMS", json.dumps([{"name": "x", "url": "http://127.0.0.1:9/v1"}]))
+    parser = argparse.ArgumentParser()
+    envoy_config.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["envoy-config"])
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert args.func(args) == 0
+    assert "name: upstream_x" in out.getvalue()
 def test_a_plain_get_on_responses_reaches_the_http_door() -> None:
     """``GET /v1/responses`` (the list, or a WebSocket upgrade) must not match a create route: every route for that
     exact path is for POST, so the GET falls through to the sidecar route, which also carries upgrades."""

@@ -10,7 +10,7 @@ connection is a 502, silence longer than the idle timeout a 504, a body cut mid-
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from time import perf_counter
@@ -23,6 +23,11 @@ from ..engine.wire import UpstreamRequest
 from ..observability import metrics, tracing
 from ..protocol.errors import APIError
 from ..run.upstream import UpstreamFailure, UpstreamResponse
+from ..upstreams import Router
+
+ROUTE_HEADER = "x-responses-bridge-upstream"
+"""Names the upstream on the sidecar's own calls through Envoy's listener (``upstream_via``) when several are
+configured: ``envoy-config`` routes each value to that upstream's cluster (see envoy_config.py)."""
 
 
 @dataclass(slots=True)
@@ -50,8 +55,9 @@ class AiohttpUpstreamAnswer:
 class AiohttpUpstreamClient:
     """One connection pool per client; :meth:`start` must be awaited before the first call."""
 
-    def __init__(self, settings: Settings, base: str | None = None) -> None:
+    def __init__(self, settings: Settings, base: str | None = None, headers: Mapping[str, str] | None = None) -> None:
         self._base = (base or settings.upstream_via or settings.upstream).rstrip("/")
+        self._headers = dict(headers or {})  # sent on every call (the route header through Envoy)
         self._metrics = metrics.Upstream(urlsplit(self._base).netloc or self._base)  # labelled host:port
         self._timeout = aiohttp.ClientTimeout(
             total=settings.upstream_timeout,
@@ -119,6 +125,8 @@ class AiohttpUpstreamClient:
     async def _request(self, method: str, path: str, **kwargs: object) -> AsyncIterator[aiohttp.ClientResponse]:
         assert self._session is not None, "AiohttpUpstreamClient.start() was not awaited"
         url = path if path.startswith(("http://", "https://")) else f"{self._base}/{path}"
+        if self._headers:
+            kwargs["headers"] = {**self._headers, **kwargs.get("headers", {})}  # type: ignore[dict-item]
         upstream = self._metrics
         with tracing.span(f"upstream {method} {path if '://' not in path else urlsplit(path).path}",
                           {"server.address": upstream.name, "http.request.method": method},
@@ -156,3 +164,15 @@ class AiohttpUpstreamClient:
 def _too_large(limit: int) -> APIError:
     return APIError(502, f"The upstream model server sent an answer larger than {limit} bytes, the limit set by "
                     "RESPONSES_BRIDGE_MAX_EVENT_BYTES.", type="server_error", code="upstream_too_large")
+
+
+def build_clients(settings: Settings, router: Router) -> dict[str, AiohttpUpstreamClient]:
+    """One client (and connection pool) per configured upstream, by name. With ``upstream_via`` every call goes
+    to Envoy's listener, naming its upstream in :data:`ROUTE_HEADER`; else straight to the upstream's URL. The
+    single ``--upstream`` case is one client, as it always was."""
+    if router.single:
+        return {name: AiohttpUpstreamClient(settings) for name in router.upstreams}
+    if settings.upstream_via:
+        return {name: AiohttpUpstreamClient(settings, settings.upstream_via, {ROUTE_HEADER: name})
+                for name in router.upstreams}
+    return {name: AiohttpUpstreamClient(settings, spec.url) for name, spec in router.upstreams.items()}

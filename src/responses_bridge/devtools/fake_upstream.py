@@ -14,8 +14,9 @@ Routes
   arrays; ``encoding_format: "base64"`` gives little-endian float32 bytes in base64, like OpenAI.
 * ``GET /health`` - ``{"status": "ok"}``.
 * ``GET /_fake/requests`` - ``{"data": [...]}``: the last 50 bodies received on
-  ``/v1/chat/completions``, oldest first, each as ``{"body": ..., "headers": {"authorization": ...}}`` (also
-  ``x-request-id`` and ``traceparent``: what Envoy or the bridge passed on)
+  ``/v1/chat/completions`` (and ``/v1/responses`` with ``--native``), oldest first, each as
+  ``{"body": ..., "path": ..., "headers": {"authorization": ...}}`` (also ``x-request-id`` and ``traceparent``:
+  what Envoy or the bridge passed on)
   (recorded before validation, so rejected requests show up too; a body that is not JSON is recorded
   as its raw text). ``DELETE /_fake/requests`` clears the record.
 
@@ -1101,7 +1102,8 @@ def _parse_error() -> FakeError:
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     state = request.app[_STATE]
     body, ok = await _read_json(request)
-    state.requests.append({"body": body, "headers": {name: request.headers.get(name) for name in RECORDED_HEADERS}})
+    state.requests.append({"body": body, "path": request.path,
+                           "headers": {name: request.headers.get(name) for name in RECORDED_HEADERS}})
     if not ok:
         raise _parse_error()
     body, refusal = fake_quirks.apply(body, state.quirks)
@@ -1252,7 +1254,7 @@ def create_app(*, chunk_count: int | None = None, chunk_delay: float = 0.0,
     """Builds the fake; ``chunk_count``/``chunk_delay`` are defaults the conversation can override;
     ``tool_topics`` also calls an offered tool whose name the user's text mentions (see :func:`_topic_tools`);
     ``quirks`` (e.g. ``"llamacpp"``) puts on a real backend's departures from OpenAI (fake_quirks.py);
-    ``native`` also serves ``/v1/responses`` as a stateless backend does (fake_native.py)."""
+    ``native`` also serves ``/v1/responses`` as a stateless backend does (fake_responses.py)."""
     if chunk_count is not None and chunk_count < 1:
         raise ValueError("chunk_count must be >= 1")
     app = web.Application(middlewares=[_openai_errors], client_max_size=64 * 1024 * 1024)
@@ -1266,7 +1268,7 @@ def create_app(*, chunk_count: int | None = None, chunk_delay: float = 0.0,
     app.router.add_get("/_fake/requests", recorded_requests)
     app.router.add_delete("/_fake/requests", clear_requests)
     if native:
-        from .fake_native import add_routes
+        from .fake_responses import add_routes
 
         add_routes(app)
     return app

@@ -54,7 +54,7 @@ def summary_request(items: list[dict[str, Any]], model: str, options: EngineOpti
     """The Chat Completions body (non-streamed) that summarises ``items`` (compaction items already expanded)."""
     messages: list[dict[str, Any]] = []
     items_to_messages(items, messages, options)
-    return {"model": model, "messages": [
+    return {"model": options.upstream_model or model, "messages": [
         {"role": "system", "content": SUMMARY_INSTRUCTIONS},
         {"role": "user", "content": "Conversation transcript:\n\n" + transcript(messages)},
     ]}

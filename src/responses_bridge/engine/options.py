@@ -38,3 +38,6 @@ class EngineOptions:
     json_schema_format: Literal["json_schema", "json_object"] = "json_schema"  # a json_schema text.format
     stream_usage: bool = True  # ask for usage in streams (stream_options.include_usage)
     logprobs: bool = True  # pass logprobs / top_logprobs on; False leaves them out
+    # The model name sent upstream when the deployment renames it (a route's ``upstream_model``, upstreams.py);
+    # None: the client's own. The response still names the client's model.
+    upstream_model: str | None = None

@@ -45,7 +45,7 @@ def build_chat_request(
         raise invalid_request("The request has no input: send 'input', 'instructions' or a "
                               "'previous_response_id'.", param="input", code="missing_required_parameter")
 
-    body: dict[str, Any] = {"model": p.model, "messages": messages}
+    body: dict[str, Any] = {"model": options.upstream_model or p.model, "messages": messages}
     if p.stream:
         body["stream"] = True
         if options.stream_usage:

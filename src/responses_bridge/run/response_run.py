@@ -98,6 +98,10 @@ class ResponseRun:
         self.translator: Translator | None = None
         self.on_upstream_chunk = _not_begun
 
+    def use_options(self, options: EngineOptions) -> None:
+        """Another upstream dialect for this run (a routed request's), before :meth:`begin`."""
+        self._options = options
+
     @property
     def request(self) -> ResponsesRequest | None:
         return self.translator.request if self.translator is not None else None

@@ -85,8 +85,9 @@ async def fail_interrupted(events: SQLiteEventLog) -> list[str]:
 
 class BackgroundRun:
     def __init__(self, service: BackgroundService, response_run: ResponseRun, call: UpstreamRequest,
-                 authorization: str | None) -> None:
+                 authorization: str | None, upstream: UpstreamClient | None = None) -> None:
         self.service = service
+        self.upstream = upstream or service.upstream  # the routed upstream's client (upstreams.py)
         self.response_run = response_run
         self.call = call
         self.authorization = authorization
@@ -172,7 +173,7 @@ class BackgroundRun:
                     call: UpstreamRequest | None = self.call
                     # a second attempt for truncation "auto" (retry_request); the tool loop's turns (next_turn)
                     while call is not None:
-                        async with self.service.upstream.chat(call, self.authorization) as answer:
+                        async with self.upstream.chat(call, self.authorization) as answer:
                             head = response_run.on_upstream_headers(answer.status, answer.content_type)
                             if head is not None:
                                 self.add(head)
@@ -289,9 +290,11 @@ class BackgroundService:
         """Background responses queued or running here (``responses_bridge_background_queue_depth``)."""
         return sum(1 for run in self.runs.values() if not run.done)
 
-    async def start(self, response_run: ResponseRun, call: UpstreamRequest, authorization: str | None) -> BackgroundRun:
-        """``response_run`` has begun (a background request). Stores it as ``queued`` and starts its run."""
-        run = BackgroundRun(self, response_run, call, authorization)
+    async def start(self, response_run: ResponseRun, call: UpstreamRequest, authorization: str | None,
+                    upstream: UpstreamClient | None = None) -> BackgroundRun:
+        """``response_run`` has begun (a background request). Stores it as ``queued`` and starts its run, calling
+        ``upstream`` (the request's routed upstream; default: the service's)."""
+        run = BackgroundRun(self, response_run, call, authorization, upstream)
         response_run.before_persist = run._before_persist
         run.add(response_run.queued())
         run.accepted = orjson.dumps(response_run.response)

@@ -1,12 +1,12 @@
 // Drives the Vercel AI SDK (`ai` + `@ai-sdk/openai`, unmodified) against a Responses endpoint and prints one JSON
-// line with what the SDK returned. Usage: node ai_sdk_check.mjs BASE_URL (generate|stream|tools)
+// line with what the SDK returned. Usage: node ai_sdk_check.mjs BASE_URL (generate|stream|tools) [MODEL]
 import { createOpenAI } from "@ai-sdk/openai";
 import { generateText, streamText, tool, stepCountIs } from "ai";
 import { z } from "zod";
 
-const [baseURL, scenario] = process.argv.slice(2);
+const [baseURL, scenario, modelName = "fake-model"] = process.argv.slice(2);
 const openai = createOpenAI({ baseURL, apiKey: "sk-client" });
-const model = openai.responses("fake-model");
+const model = openai.responses(modelName);
 const system = "You are terse.";
 
 async function main() {

@@ -27,6 +27,7 @@ from ...envoy_config import (
     ROUTE_OFFERED_KEY,
     ROUTE_TO_SIDECAR,
     UPSTREAM_HEADERS_NAMESPACE,
+    UPSTREAM_KEY,
 )
 
 OVERWRITE = HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
@@ -122,19 +123,29 @@ def request_headers_reply(set_headers: Headers = (), remove: Iterable[str] = ())
     return response
 
 
-def request_body_reply(body: bytes, set_headers: Headers, remove: Iterable[str],
+def request_body_reply(body: bytes | None, set_headers: Headers, remove: Iterable[str],
                        upstream_headers: Mapping[str, str] | None = None) -> ProcessingResponse:
-    """The request rewritten: new headers (``:path``, ``content-length``, ...) and the new body.
+    """The request rewritten: new headers (``:path``, ``content-length``, ...) and the new body (None: unchanged).
     ``upstream_headers`` (the configured key's ``authorization``, the trace context) go in dynamic metadata, which
     the route turns into the upstream request's headers: a header mutation in this phase is not applied when the
     request headers were skipped."""
     response = ProcessingResponse()
     common = response.request_body.response
     mutate(common.header_mutation, set_headers, remove)
-    common.body_mutation.body = body
+    if body is not None:
+        common.body_mutation.body = body
     if upstream_headers:
         response.dynamic_metadata.update({UPSTREAM_HEADERS_NAMESPACE: upstream_headers})
     return response
+
+
+def choose_upstream(response: ProcessingResponse, upstream: str) -> None:
+    """Several upstreams: names the one this request goes to (dynamic metadata the route table matches, one route
+    per upstream cluster, see envoy_config) and asks Envoy to pick the route again."""
+    response.dynamic_metadata.update({ROUTE_NAMESPACE: {UPSTREAM_KEY: upstream}})
+    common = response.request_body.response
+    common.header_mutation.remove_headers.append(_ROUTE_MARK)  # a header mutation is what clears the cache
+    common.clear_route_cache = True
 
 
 def route_to_sidecar() -> ProcessingResponse:

@@ -15,17 +15,22 @@ from ...protocol.errors import APIError
 from ...run.response_run import ResponseRun
 from ...run.upstream import UpstreamFailure
 from ...runtime import Runtime
+from ...upstreams import Route
 
 
 async def retried_reply(runtime: Runtime, run: ResponseRun, call: UpstreamRequest,
-                        client_authorization: str | None) -> Reply:
-    """Make ``call``, drive its answer through ``run`` and return everything the client gets."""
-    if runtime.upstream is None:
+                        client_authorization: str | None, route: Route | None = None) -> Reply:
+    """Make ``call``, drive its answer through ``run`` and return everything the client gets. ``route``: the
+    request's, when several upstreams are configured (the retry goes to the same one)."""
+    upstream = runtime.upstream if route is None else runtime.client_for(route)
+    if upstream is None:
         return await run.fail(APIError(502, "The bridge cannot repeat the upstream call here.",
                                             type="server_error", code="server_error"))
+    authorization = (runtime.upstream_authorization(client_authorization) if route is None
+                     else runtime.route_authorization(route, client_authorization))
     head, parts = b"", []
     try:
-        async with runtime.upstream.chat(call, runtime.upstream_authorization(client_authorization)) as answer:
+        async with upstream.chat(call, authorization) as answer:
             head = run.on_upstream_headers(answer.status, answer.content_type) or b""
             async for chunk in answer.chunks():
                 parts.append(run.on_upstream_chunk(chunk))

@@ -38,6 +38,7 @@ from collections.abc import Awaitable, Callable
 from time import perf_counter
 
 import grpc
+import orjson
 import structlog
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc
 from envoy.service.ext_proc.v3.external_processor_pb2 import (
@@ -47,10 +48,13 @@ from envoy.service.ext_proc.v3.external_processor_pb2 import (
 
 from ...engine.tools import runs_server_tools
 from ...engine.wire import SSE_CONTENT_TYPE, Reply, UpstreamRequest
+from ...envoy_config import NATIVE_SUFFIX, upstream_path_prefix
 from ...protocol.errors import APIError, shut_down_mid_response, shutting_down
 from ...protocol.request import parse_json_object
+from ...run.native_run import NativeRun
 from ...run.response_run import LARGE_BODY_BYTES, ResponseRun
 from ...runtime import Runtime
+from ...upstreams import Route
 from . import messages as m
 from .observe import StreamObservation
 from .outbox import Outbox
@@ -59,6 +63,7 @@ from .retry import retried_reply
 log = structlog.get_logger("responses_bridge.extproc")
 
 RESPONSES_PATHS = frozenset(("/v1/responses", "/responses"))
+CHAT_PATHS = frozenset(("/v1/chat/completions", "/chat/completions"))
 BACKGROUND_STREAM_WAIT = 25.0  # seconds; below the filter's 30 s message_timeout
 JSON = "application/json"
 _REQUEST_REMOVE = ("accept-encoding",)
@@ -181,6 +186,7 @@ class _Stream:
 
     __slots__ = (
         "authorization",
+        "chat",
         "done",
         "failed",
         "full_duplex",
@@ -191,6 +197,7 @@ class _Stream:
         "prefix",
         "request_body",
         "request_bytes",
+        "route",
         "routed",
         "run",
         "runtime",
@@ -220,6 +227,8 @@ class _Stream:
         self.request_bytes = 0
         self.routed = False  # handed to the sidecar's HTTP door: the processor has nothing more to do
         self.sidecar_route = False  # the bootstrap routes requests with server-side tools to the HTTP door
+        self.chat = False  # a POST /v1/chat/completions, with several upstreams: only its upstream is chosen
+        self.route: Route | None = None  # with several upstreams: where the request's model goes (upstreams.py)
         self.observed: StreamObservation | None = None  # set by Process: metrics and spans of this request
 
     async def handle(self, request: ProcessingRequest) -> Responses:
@@ -272,6 +281,8 @@ class _Stream:
         if request.HasField("protocol_config"):  # the first message only
             self.full_duplex = request.protocol_config.response_body_mode == m.FULL_DUPLEX_STREAMED
         if phase == "request_body":
+            if self.chat:
+                return [self._route_chat(request.request_body.body)]
             if self.ours is False:
                 return [m.CONTINUE_REQUEST_BODY]
             if self.run is None:
@@ -318,6 +329,11 @@ class _Stream:
         message = request.request_headers
         headers = m.header_map(message)
         path = headers.get(":path", "").split("?", 1)[0]
+        if headers.get(":method") == "POST" and path in CHAT_PATHS and not self.runtime.routes().single:
+            self.chat = True  # the body names the model, hence the upstream: see _route_chat
+            self.ours = False
+            self.authorization = headers.get("authorization")
+            return m.CONTINUE_REQUEST_HEADERS
         if headers.get(":method") != "POST" or path not in RESPONSES_PATHS:
             # A passthrough route that sends us its headers: only the upstream credentials change.
             self.ours = False
@@ -371,6 +387,12 @@ class _Stream:
             del body  # decoded: the bytes are let go before the translation
             if self.sidecar_route and runs_server_tools(decoded.get("tools"), self.runtime.served_tools):
                 return self._route_to_sidecar()
+            if not self.runtime.routes().single:  # several upstreams: the model picks one (upstreams.py)
+                self.route = self.runtime.route(decoded.get("model"))
+                if self.route.upstream.mode == "native":  # Envoy sends it to the backend's own /v1/responses
+                    self.run = run = self.runtime.native_run(self.route)
+                elif self.route.upstream_model:
+                    run.use_options(self.runtime.route_options(self.route))
             upstream = await run.begin(decoded, large=large)
         except APIError as error:
             self.done = True
@@ -384,18 +406,50 @@ class _Stream:
         if run.background:  # runs in the sidecar; Envoy gets the answer now, the upstream is not called
             self.done = True
             return await self._background(run, upstream)
+        route = self.route
+        prefix = self.prefix if route is None else upstream_path_prefix(route.upstream.url)
         set_headers = [
-            (":path", f"{self.prefix}/{upstream.path}"),
+            (":path", f"{prefix}/{upstream.path}"),
             ("content-length", str(len(upstream.body))),
             ("content-type", JSON),
         ]
         # The route sets these from the reply's metadata: the configured upstream key in place of the client's
         # (without one the client's own header goes through untouched), and the upstream span's trace context.
         upstream_headers = self.observed.upstream_trace_headers() if self.observed is not None else {}
-        authorization = self.runtime.upstream_authorization(self.authorization)
+        authorization = (self.runtime.upstream_authorization(self.authorization) if route is None
+                         else self.runtime.route_authorization(route, self.authorization))
         if authorization is not None and authorization != self.authorization:
             upstream_headers["authorization"] = authorization
-        return m.request_body_reply(upstream.body, set_headers, _REQUEST_REMOVE, upstream_headers)
+        reply = m.request_body_reply(upstream.body, set_headers, _REQUEST_REMOVE, upstream_headers)
+        if route is not None:  # Envoy picks the route again, on the upstream's name: that upstream's cluster
+            native = isinstance(run, NativeRun)
+            m.choose_upstream(reply, route.upstream.name + (NATIVE_SUFFIX if native else ""))
+        return reply
+
+    def _route_chat(self, body: bytes) -> ProcessingResponse:
+        """``POST /v1/chat/completions`` with several upstreams: the model picks the upstream, Envoy sends the body
+        (the model renamed when the route says so; nothing else changes) to its cluster, and the answer passes
+        through untouched (the processor closes its stream here). The bootstrap sends this route's request headers
+        to the processor, so its header mutations (the upstream's key) apply."""
+        self.routed = True
+        self.done = True
+        try:
+            decoded = parse_json_object(body)
+            route = self.runtime.route(decoded.get("model"))
+        except APIError as error:
+            return m.immediate_response(error.status, error.body(), JSON)
+        set_headers: list[tuple[str, str]] = []
+        new_body: bytes | None = None
+        if route.upstream_model:
+            decoded["model"] = route.upstream_model
+            new_body = orjson.dumps(decoded)
+            set_headers.append(("content-length", str(len(new_body))))
+        authorization = self.runtime.route_authorization(route, self.authorization)
+        if authorization is not None and authorization != self.authorization:
+            set_headers.append(("authorization", authorization))
+        reply = m.request_body_reply(new_body, set_headers, ())
+        m.choose_upstream(reply, route.upstream.name)
+        return reply
 
     def _route_to_sidecar(self) -> ProcessingResponse:
         """A request with server-side tools this deployment runs: the tool loop makes several model turns, and
@@ -420,8 +474,14 @@ class _Stream:
             error = APIError(400, "Background responses are not available in this deployment.",
                              param="background", code="unsupported_parameter")
             return m.immediate_response(400, error.body(), JSON)
+        route = self.route
         try:
-            started = await service.start(run, upstream, self.runtime.upstream_authorization(self.authorization))
+            if route is None:
+                started = await service.start(run, upstream, self.runtime.upstream_authorization(self.authorization))
+            else:
+                started = await service.start(run, upstream,
+                                              self.runtime.route_authorization(route, self.authorization),
+                                              self.runtime.client_for(route))
         except Exception:
             log.exception("extproc_background_start_failed")
             error = APIError(500, "The background response could not be started.", code="server_error")
@@ -532,7 +592,7 @@ class _Stream:
         try:
             retry = None if self.sse else run.retry_request()  # truncation "auto": see retry.py
             reply = await (run.finish() if retry is None
-                           else retried_reply(self.runtime, run, retry, self.authorization))
+                           else retried_reply(self.runtime, run, retry, self.authorization, self.route))
         except Exception as exc:
             log.exception("extproc_response_failed", response_id=run.response_id)
             if not self.sse:
@@ -563,7 +623,7 @@ class _Stream:
                 run.on_upstream_chunk(chunk)
                 retry = run.retry_request()  # truncation "auto" after a context-length error: retry.py
                 reply = await (run.finish() if retry is None
-                               else retried_reply(self.runtime, run, retry, self.authorization))
+                               else retried_reply(self.runtime, run, retry, self.authorization, self.route))
             except Exception as exc:
                 log.exception("extproc_response_failed", response_id=run.response_id)
                 reply = await self._fail(exc)

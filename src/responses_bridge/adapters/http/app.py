@@ -11,7 +11,7 @@ from ...protocol.errors import APIError
 from ...run.upstream import UpstreamFailure
 from ...runtime import Runtime
 from ...services.readiness import check_readiness
-from ..upstream_client import AiohttpUpstreamClient
+from ..upstream_client import AiohttpUpstreamClient, build_clients
 from . import background_routes
 from .conversations_routes import ConversationRoutes
 from .drain import DRAIN, Drain
@@ -20,10 +20,12 @@ from .files_routes import FileRoutes
 from .observe import echo_request_id, observe_middleware
 from .prompts_routes import PromptRoutes
 from .responses_routes import ResponsesRoutes
+from .upstream_routes import UpstreamRoutes
 from .vector_stores_routes import VectorStoreRoutes
 
 RUNTIME = web.AppKey("runtime", Runtime)
 UPSTREAM = web.AppKey("upstream", AiohttpUpstreamClient)
+UPSTREAMS = web.AppKey("upstreams", dict[str, AiohttpUpstreamClient])
 
 
 def create_app(runtime: Runtime) -> web.Application:
@@ -35,15 +37,20 @@ def create_app(runtime: Runtime) -> web.Application:
     upstream = AiohttpUpstreamClient(runtime.settings)  # the door's own calls, its own pool
     app[RUNTIME] = runtime
     app[UPSTREAM] = upstream
+    router = runtime.routes()
+    clients = {} if router.single else build_clients(runtime.settings, router)  # per upstream (upstreams.py)
+    app[UPSTREAMS] = clients
 
     async def upstream_session(app: web.Application) -> AsyncIterator[None]:
-        await upstream.start()
+        for client in (upstream, *clients.values()):
+            await client.start()
         yield
-        await upstream.close()
+        for client in (upstream, *clients.values()):
+            await client.close()
 
     app.cleanup_ctx.append(upstream_session)
-    ResponsesRoutes(runtime, upstream).register(app)
-    background_routes.register(app, runtime, upstream)  # cancel, WebSocket mode, compact, input_tokens
+    ResponsesRoutes(runtime, upstream, clients).register(app)
+    background_routes.register(app, runtime, upstream, clients)  # cancel, WebSocket mode, compact, input_tokens
     if runtime.conversations is not None:
         ConversationRoutes(runtime.conversations).register(app)
     if runtime.prompts is not None:
@@ -56,8 +63,10 @@ def create_app(runtime: Runtime) -> web.Application:
     app.router.add_get("/health/live", health_live)
     app.router.add_get("/health/ready", health_ready)
     app.router.add_get("/metrics", metrics)
-    app.router.add_get("/v1/models", models)
-    app.router.add_get("/models", models)
+    UpstreamRoutes(runtime, upstream, clients).register(app)  # chat/completions; models over several upstreams
+    if not clients:
+        app.router.add_get("/v1/models", models)
+        app.router.add_get("/models", models)
     return app
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import orjson
 from aiohttp import web
 
@@ -24,13 +26,14 @@ def _service(runtime: Runtime) -> BackgroundService:
     return runtime.background
 
 
-async def start(request: web.Request, runtime: Runtime, response_run: ResponseRun,
-                call: UpstreamRequest) -> web.StreamResponse:
+async def start(request: web.Request, runtime: Runtime, response_run: ResponseRun, call: UpstreamRequest,
+                authorization: str | None = None, upstream: UpstreamClient | None = None) -> web.StreamResponse:
     """``POST /v1/responses`` with ``background: true``: the queued response (JSON), or with ``stream: true`` the
-    events as they happen."""
+    events as they happen. ``authorization`` and ``upstream``: a routed request's (default: the one upstream's)."""
     service = _service(runtime)
-    authorization = runtime.upstream_authorization(request.headers.get("Authorization"))
-    run = await service.start(response_run, call, authorization)
+    if upstream is None:
+        authorization = runtime.upstream_authorization(request.headers.get("Authorization"))
+    run = await service.start(response_run, call, authorization, upstream)
     if not response_run.request.params.stream:  # type: ignore[union-attr]
         return web.Response(body=run.accepted, content_type="application/json")
     return await _stream(request, service, run.response_id, -1)
@@ -57,7 +60,8 @@ async def _stream(request: web.Request, service: BackgroundService, response_id:
     return response
 
 
-def register(app: web.Application, runtime: Runtime, upstream: UpstreamClient) -> None:
+def register(app: web.Application, runtime: Runtime, upstream: UpstreamClient,
+             clients: Mapping[str, UpstreamClient] | None = None) -> None:
     """Cancel, compaction and input token counting (WebSocket mode is in responses_routes.py)."""
     from .stateful_routes import StatefulRoutes
 
@@ -67,7 +71,7 @@ def register(app: web.Application, runtime: Runtime, upstream: UpstreamClient) -
 
     for prefix in ("/v1", ""):
         app.router.add_post(f"{prefix}/responses/{{response_id}}/cancel", cancel)
-    StatefulRoutes(runtime, upstream).register(app)
+    StatefulRoutes(runtime, upstream, clients).register(app)
 
 
 def wants_stream(request: web.Request) -> bool:

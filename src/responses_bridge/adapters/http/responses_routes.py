@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 
 import orjson
 import structlog
@@ -12,6 +13,8 @@ from aiohttp import web
 from ...engine.wire import Reply, UpstreamRequest
 from ...observability import metrics
 from ...protocol.errors import APIError, not_found
+from ...protocol.request import parse_json_object
+from ...run.response_run import LARGE_BODY_BYTES
 from ...run.upstream import UpstreamClient, UpstreamFailure
 from ...runtime import Runtime
 from ...services import listing
@@ -29,9 +32,11 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 class ResponsesRoutes:
-    def __init__(self, runtime: Runtime, upstream: UpstreamClient) -> None:
+    def __init__(self, runtime: Runtime, upstream: UpstreamClient,
+                 clients: Mapping[str, UpstreamClient] | None = None) -> None:
         self.runtime = runtime
         self.upstream = upstream
+        self.clients = clients or {}  # the door's own, per configured upstream (upstreams.py)
 
     def register(self, app: web.Application) -> None:
         for prefix in ("/v1", ""):
@@ -42,11 +47,27 @@ class ResponsesRoutes:
             app.router.add_get(f"{prefix}/responses/{{response_id}}/input_items", self.input_items)
 
     async def create(self, request: web.Request) -> web.StreamResponse:
-        run = self.runtime.new_run(tool_loop=True)
-        call = await run.begin(await read_body(request))  # the raw bytes die once parsed
-        if run.background:
-            return await background_routes.start(request, self.runtime, run, call)
-        authorization = self.runtime.upstream_authorization(request.headers.get("Authorization"))
+        upstream = self.upstream
+        if self.clients:  # several upstreams: the request's model picks one (upstreams.py)
+            body = await read_body(request)
+            large = len(body) > LARGE_BODY_BYTES
+            decoded = await asyncio.to_thread(parse_json_object, body) if large else parse_json_object(body)
+            del body
+            route = self.runtime.route(decoded.get("model"))
+            run = self.runtime.new_routed_run(route, tool_loop=True, tools=decoded.get("tools"))  # native, translated
+            call = await run.begin(decoded, large=large)
+            del decoded
+            upstream = self.clients[route.upstream.name]
+            authorization = self.runtime.route_authorization(route, request.headers.get("Authorization"))
+            if run.background:
+                return await background_routes.start(request, self.runtime, run, call, authorization,
+                                                     self.runtime.client_for(route))
+        else:
+            run = self.runtime.new_run(tool_loop=True)
+            call = await run.begin(await read_body(request))  # the raw bytes die once parsed
+            if run.background:
+                return await background_routes.start(request, self.runtime, run, call)
+            authorization = self.runtime.upstream_authorization(request.headers.get("Authorization"))
         stream: web.StreamResponse | None = None
         first_event = True  # the time to the first event is still to be recorded (metrics: one flag per chunk)
         counted = False  # the open stream is counted in the active streams gauge
@@ -56,7 +77,7 @@ class ResponsesRoutes:
                 async with request.app[DRAIN].deadline():
                     # a second attempt for truncation "auto" (retry_request); the tool loop's turns (next_turn)
                     while attempt is not None:
-                        async with self.upstream.chat(attempt, authorization) as answer:
+                        async with upstream.chat(attempt, authorization) as answer:
                             head = run.on_upstream_headers(answer.status, answer.content_type)
                             if head is not None:
                                 stream = await _open_stream(request, head)
@@ -95,7 +116,7 @@ class ResponsesRoutes:
         """One path, two things: with ``Upgrade: websocket`` it is WebSocket mode (websocket.py, which answers an
         incomplete handshake with its own error); a plain GET lists the stored responses."""
         if "websocket" in request.headers.get("Upgrade", "").lower():
-            return await websocket.handle(request, self.runtime, self.upstream)
+            return await websocket.handle(request, self.runtime, self.upstream, self.clients)
         query = request.query
         where = listing.response_filter(query.get("model"), query.get("status"), metadata_query(request))
         body = await listing.list_responses(

@@ -3,26 +3,40 @@ routes Envoy sends to the sidecar)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import orjson
 from aiohttp import web
 
 from ...protocol.errors import APIError
+from ...protocol.request import parse_json_object
 from ...run.upstream import UpstreamClient
 from ...runtime import Runtime
 from ...services.compaction import CompactionService
 from ...services.token_count import TokenCounter
+from ...upstreams import Route
 from .params import read_body
 
 
 class StatefulRoutes:
-    def __init__(self, runtime: Runtime, upstream: UpstreamClient) -> None:
+    def __init__(self, runtime: Runtime, upstream: UpstreamClient,
+                 clients: Mapping[str, UpstreamClient] | None = None) -> None:
         self.runtime = runtime
         self.upstream = upstream
+        self.clients = clients or {}  # several upstreams: the door's own, by name; each request goes to its model's
         # the sidecar's own upstream client (through Envoy when upstream_via is set), else the door's
         own = runtime.upstream or upstream
         self.compaction = (CompactionService(runtime.store, runtime.sealer, own, runtime.options)
                            if runtime.sealer is not None else None)
         self.tokens = TokenCounter(own, runtime.settings.upstream)
+        self.counters = {name: TokenCounter(self._own(name), spec.url)
+                         for name, spec in runtime.routes().upstreams.items()} if self.clients else {}
+
+    def _own(self, name: str) -> UpstreamClient:
+        return self.runtime.clients.get(name) or self.clients[name]
+
+    def _route(self, body: bytes) -> Route:
+        return self.runtime.route(parse_json_object(body).get("model"))
 
     def register(self, app: web.Application) -> None:
         for prefix in ("/v1", ""):
@@ -33,11 +47,25 @@ class StatefulRoutes:
         if self.compaction is None:
             raise APIError(400, "Compaction needs a sealing key, and this deployment has none.",
                            code="unsupported_parameter")
-        authorization = self.runtime.upstream_authorization(request.headers.get("Authorization"))
-        result = await self.compaction.compact(await read_body(request), authorization)
+        body = await read_body(request)
+        if self.clients:  # the summary is asked of the model's own upstream, under its upstream name
+            route = self._route(body)
+            service = CompactionService(self.runtime.store, self.compaction.sealer, self._own(route.upstream.name),
+                                        self.runtime.route_options(route))
+            authorization = self.runtime.route_authorization(route, request.headers.get("Authorization"))
+            result = await service.compact(body, authorization)
+        else:
+            authorization = self.runtime.upstream_authorization(request.headers.get("Authorization"))
+            result = await self.compaction.compact(body, authorization)
         return web.Response(body=orjson.dumps(result), content_type="application/json")
 
     async def input_tokens(self, request: web.Request) -> web.Response:
-        authorization = self.runtime.upstream_authorization(request.headers.get("Authorization"))
-        result = await self.tokens.count(self.runtime, await read_body(request), authorization)
+        body = await read_body(request)
+        if self.clients:  # counted by the model's own upstream's tokenizer
+            route = self._route(body)
+            authorization = self.runtime.route_authorization(route, request.headers.get("Authorization"))
+            result = await self.counters[route.upstream.name].count(self.runtime, body, authorization)
+        else:
+            authorization = self.runtime.upstream_authorization(request.headers.get("Authorization"))
+            result = await self.tokens.count(self.runtime, body, authorization)
         return web.Response(body=orjson.dumps(result), content_type="application/json")

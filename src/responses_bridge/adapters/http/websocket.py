@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict, deque
+from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any
 
@@ -114,9 +115,13 @@ def error_frame(error: APIError) -> str:
 
 class WebSocketSession:
     def __init__(self, runtime: Runtime, upstream: UpstreamClient, ws: web.WebSocketResponse,
-                 authorization: str | None, drain: Drain | None = None) -> None:
+                 authorization: str | None, drain: Drain | None = None,
+                 clients: Mapping[str, UpstreamClient] | None = None,
+                 client_authorization: str | None = None) -> None:
         self.runtime = runtime
         self.upstream = upstream
+        self.clients = clients or {}  # several upstreams: each turn goes to its model's (upstreams.py)
+        self.client_authorization = client_authorization
         self.ws = ws
         self.authorization = authorization
         self.store = ConnectionStore(runtime.store)
@@ -173,6 +178,17 @@ class WebSocketSession:
             return
         previous = raw.get("previous_response_id") if isinstance(raw.get("previous_response_id"), str) else None
         run = self.runtime.new_run_framed("json", self.store)
+        upstream, authorization = self.upstream, self.authorization
+        if self.clients:  # translated here even on a native route: its backend also serves Chat Completions
+            try:
+                route = self.runtime.route(raw.get("model"))
+            except APIError as error:
+                await self.send_error(error)
+                return
+            upstream = self.clients[route.upstream.name]
+            authorization = self.runtime.route_authorization(route, self.client_authorization)
+            if route.upstream_model:
+                run.use_options(self.runtime.route_options(route))
         self.store.loaded = []
         try:
             call = await run.begin(orjson.dumps(raw))
@@ -182,7 +198,7 @@ class WebSocketSession:
             return
         try:
             if generate:
-                await self._run(run, call)
+                await self._run(run, call, upstream, authorization)
             else:  # warm-up: the turn's state is prepared (and cached) without asking the model anything
                 head = run.on_upstream_headers(200, "text/event-stream") or b""
                 await self.send_lines(head + run.on_upstream_chunk(b"data: [DONE]\n\n")
@@ -197,12 +213,12 @@ class WebSocketSession:
         else:
             self._evict(previous)
 
-    async def _run(self, run: ResponseRun, call: Any) -> None:
+    async def _run(self, run: ResponseRun, call: Any, upstream: UpstreamClient, authorization: str | None) -> None:
         try:
             async with self._deadline():
                 # a second attempt for truncation "auto" (retry_request); the tool loop's turns (next_turn)
                 while call is not None:
-                    async with self.upstream.chat(call, self.authorization) as answer:
+                    async with upstream.chat(call, authorization) as answer:
                         head = run.on_upstream_headers(answer.status, answer.content_type)
                         if head:
                             await self.send_lines(head)
@@ -244,7 +260,8 @@ class WebSocketSession:
             self.store.cache.pop(previous, None)
 
 
-async def handle(request: web.Request, runtime: Runtime, upstream: UpstreamClient) -> web.StreamResponse:
+async def handle(request: web.Request, runtime: Runtime, upstream: UpstreamClient,
+                 clients: Mapping[str, UpstreamClient] | None = None) -> web.StreamResponse:
     ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=runtime.settings.max_request_bytes)
     if not ws.can_prepare(request).ok:
         raise APIError(400, "GET /v1/responses is WebSocket mode: open it with 'Upgrade: websocket', or create "
@@ -252,7 +269,8 @@ async def handle(request: web.Request, runtime: Runtime, upstream: UpstreamClien
     await ws.prepare(request)
     drain = request.app[DRAIN]
     session = WebSocketSession(runtime, upstream, ws,
-                               runtime.upstream_authorization(request.headers.get("Authorization")), drain)
+                               runtime.upstream_authorization(request.headers.get("Authorization")), drain,
+                               clients, request.headers.get("Authorization"))
     # Turns run one at a time in a worker while this loop keeps reading, so pings, pongs and a close are seen
     # even during a long turn (a close cancels the turn, which is then recorded as abandoned).
     queue = PendingTurns(runtime.settings.max_request_bytes)  # None: the door drains, close after the turn

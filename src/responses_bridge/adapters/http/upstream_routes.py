@@ -1,0 +1,142 @@
+"""HTTP door routes that reach the upstreams as they are: ``POST /v1/chat/completions`` passed through to the
+routed upstream (streaming included), and ``GET /v1/models[/{id}]`` over the configured routes.
+
+One base URL then serves both APIs: a Chat Completions client is sent, unchanged, to the upstream its model routes
+to (only the model name is replaced when the route renames it). The model list is what the routes name, merged
+with what each upstream reports and the routes send it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import web
+
+from ...engine.wire import UPSTREAM_PATH, UpstreamRequest
+from ...protocol.errors import APIError
+from ...protocol.request import parse_json_object
+from ...run.upstream import UpstreamClient, UpstreamFailure
+from ...runtime import Runtime
+from ...upstreams import Route
+from .params import read_body
+
+log = structlog.get_logger("responses_bridge.http")
+
+class UpstreamRoutes:
+    """``clients``: the door's own, one per upstream by name; ``upstream``: the single ``--upstream``'s."""
+
+    def __init__(self, runtime: Runtime, upstream: UpstreamClient, clients: Mapping[str, UpstreamClient]) -> None:
+        self.runtime = runtime
+        self.upstream = upstream
+        self.clients = clients
+
+    def register(self, app: web.Application) -> None:
+        for prefix in ("/v1", ""):
+            app.router.add_post(f"{prefix}/chat/completions", self.chat_completions)
+            if self.clients:  # else app.py passes the one upstream's list through
+                app.router.add_get(f"{prefix}/models", self.list_models)
+            app.router.add_get(f"{prefix}/models/{{model_id}}", self.get_model)
+
+    def _client(self, route: Route) -> UpstreamClient:
+        return self.clients.get(route.upstream.name, self.upstream)
+
+    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+        """The body goes to the routed upstream's ``chat/completions`` unchanged (but for a renamed model), and
+        its answer comes back as it arrives: status, content type and bytes."""
+        body = await read_body(request)
+        decoded = parse_json_object(body)
+        route = self.runtime.route(decoded.get("model"))
+        stream = decoded.get("stream") is True
+        if route.upstream_model:
+            decoded["model"] = route.upstream_model
+            body = orjson.dumps(decoded)
+        del decoded
+        authorization = self.runtime.route_authorization(route, request.headers.get("Authorization"))
+        call = UpstreamRequest(UPSTREAM_PATH, body, stream)
+        response: web.StreamResponse | None = None
+        try:
+            async with self._client(route).chat(call, authorization) as answer:
+                response = web.StreamResponse(status=answer.status)
+                response.content_type = (answer.content_type or "application/json").split(";")[0]
+                await response.prepare(request)
+                async for chunk in answer.chunks():
+                    await response.write(chunk)
+        except UpstreamFailure as failure:
+            if response is None:  # nothing sent yet: the client gets the error
+                raise failure.error from None
+            # the answer was already on its way: it ends cut, as the upstream's own did (a clean end would tell
+            # the client a truncated answer was whole)
+            log.warning("chat_completions_passthrough_cut", upstream=route.upstream.name, error=failure.error.message)
+            if request.transport is not None:
+                request.transport.abort()
+            return response
+        await response.write_eof()
+        return response
+
+    async def list_models(self, request: web.Request) -> web.Response:
+        """Every model a route names, then every model an upstream reports that a route sends to it."""
+        router = self.runtime.routes()
+        authorization = request.headers.get("Authorization")
+        reported = await asyncio.gather(*(self._reported(name, authorization) for name in router.upstreams))
+        data: dict[str, dict[str, Any]] = {}
+        for model_id in router.configured_models():
+            data[model_id] = _model_object(model_id, router.route(model_id).upstream.name)
+        for name, models in zip(router.upstreams, reported, strict=True):
+            for model in models:
+                reported_id = model.get("id")
+                if not isinstance(reported_id, str) or reported_id in data:
+                    continue
+                model_id = reported_id
+                try:
+                    route = router.route(model_id)
+                except APIError:
+                    continue
+                if route.upstream.name == name and route.upstream_model is None:
+                    data[model_id] = {**model, "object": "model"}
+        body = {"object": "list", "data": list(data.values())}
+        return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+    async def get_model(self, request: web.Request) -> web.Response:
+        """One model: 404 ``model_not_found`` when no route serves it; what its upstream says of it, if anything."""
+        model_id = request.match_info["model_id"]
+        route = self.runtime.route(model_id)
+        upstream_id = route.upstream_model or model_id
+        for model in await self._reported(route.upstream.name, request.headers.get("Authorization")):
+            if model.get("id") == upstream_id:
+                return web.Response(body=orjson.dumps({**model, "id": model_id, "object": "model"}),
+                                    content_type="application/json")
+        if self.runtime.routes().single:  # the single upstream is the only authority on its models
+            raise _model_not_found(model_id)
+        return web.Response(body=orjson.dumps(_model_object(model_id, route.upstream.name)),
+                            content_type="application/json")
+
+    async def _reported(self, name: str, client_authorization: str | None) -> list[dict[str, Any]]:
+        """The upstream's own model list; empty when it cannot give one (logged: the configured routes stand)."""
+        router = self.runtime.routes()
+        authorization = router.authorization(router.upstreams[name], client_authorization)
+        client = self.clients.get(name, self.upstream)
+        try:
+            async with client.get("models", authorization) as response:
+                body = await client.read_answer(response)
+                status = response.status
+            data = orjson.loads(body).get("data") if status < 400 else None
+        except (UpstreamFailure, orjson.JSONDecodeError, AttributeError) as exc:
+            log.warning("upstream_models_failed", upstream=name, error=str(exc))
+            return []
+        if status >= 400 or not isinstance(data, list):
+            log.warning("upstream_models_failed", upstream=name, status=status)
+            return []
+        return [model for model in data if isinstance(model, dict)]
+
+
+def _model_object(model_id: str, upstream: str) -> dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": 0, "owned_by": upstream}
+
+
+def _model_not_found(model_id: str) -> APIError:
+    return APIError(404, f"The model '{model_id}' does not exist or you do not have access to it.",
+                    type="invalid_request_error", param="model", code="model_not_found")

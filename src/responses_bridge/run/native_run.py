@@ -1,0 +1,212 @@
+"""One ``POST /v1/responses`` on a native route: the backend answers the Responses API itself, statelessly.
+
+The doors drive it exactly as a :class:`~responses_bridge.run.response_run.ResponseRun` (``begin``,
+``on_upstream_headers``, ``on_upstream_chunk``, ``finish`` / ``fail``; background runs and aborts too), so the HTTP
+door, the ext_proc door (Envoy sending the request to the backend's own ``/v1/responses``) and background runs need
+no code of their own for it. What it adds to the backend: the history of a ``previous_response_id`` chain or a
+``conversation`` (loaded here and sent as input, ``store: false``), storage (the response saved under the bridge's
+own id before its terminal bytes go out, so ``GET``/``DELETE``/``input_items`` work), background runs. The
+synchronous part, request and event rewriting, is :class:`~responses_bridge.engine.native_relay.NativeRelay`.
+
+A request offering a server-side tool the bridge runs (``mcp``, ``web_search`` with a provider) does not come here:
+the backend runs none, so the HTTP door (where Envoy sends such requests too) translates it to the same backend's
+Chat Completions and runs the tool loop (``Runtime.new_routed_run``). Should one still arrive (a bootstrap without
+the route to the HTTP door), it is refused with a 400.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+
+from ..engine.native_relay import NativeRelay
+from ..engine.options import EngineOptions
+from ..engine.sse import DONE_FRAME
+from ..engine.wire import JSON_CONTENT_TYPE, SSE_CONTENT_TYPE, Reply, UpstreamRequest
+from ..protocol.errors import APIError, invalid_request, not_found
+from ..protocol.request import ResponsesRequest, parse_json_object, parse_request_object
+from ..sealing import Sealer
+from ..store.base import ResponseStore
+from .history import ConversationHistory
+from .response_run import ResponseRun
+
+log = structlog.get_logger("responses_bridge.run.native")
+
+
+class NativeRun(ResponseRun):
+    """A :class:`ResponseRun` in every way the doors and background runs see, over a native backend."""
+
+    def __init__(self, store: ResponseStore, options: EngineOptions, sealer: Sealer | None = None, *,
+                 conversations: ConversationHistory | None, served: frozenset[str] = frozenset()) -> None:
+        super().__init__(store, options, sealer, conversations=conversations)
+        self._native_sealer = sealer
+        self._upstream_model = options.upstream_model
+        self._max_event_bytes = options.max_event_bytes
+        self._served = served
+        self.relay: NativeRelay | None = None
+
+    # --- what the doors read -------------------------------------------------------------------------------------
+
+    @property
+    def request(self) -> ResponsesRequest | None:
+        return self.relay.request if self.relay is not None else None
+
+    @property
+    def response(self) -> dict[str, Any] | None:
+        return self.relay.response if self.relay is not None else None
+
+    @property
+    def streaming(self) -> bool:
+        return self.relay is not None and self.relay.streaming
+
+    @property
+    def background(self) -> bool:
+        return self.relay is not None and self.relay.background
+
+    @property
+    def sequence_number(self) -> int:
+        return self.relay.sequence_number if self.relay is not None else 0
+
+    @property
+    def compaction_turn(self) -> bool:
+        return False
+
+    @property
+    def upstream_failed(self) -> bool:
+        return self.relay is not None and self.relay.error is not None
+
+    @property
+    def response_id(self) -> str | None:
+        return self.relay.response_id if self.relay is not None else None
+
+    # --- request -------------------------------------------------------------------------------------------------
+
+    async def begin(self, body: bytes | dict[str, Any], *, large: bool = False) -> UpstreamRequest:
+        raw = parse_json_object(body) if isinstance(body, bytes) else body
+        request = await asyncio.to_thread(parse_request_object, dict(raw)) if large else parse_request_object(
+            dict(raw))
+        p = request.params
+        if p.background and not p.store:
+            raise APIError(400, "Background responses require 'store' to be true.", param="background",
+                           code="invalid_value")
+        if p.prompt is not None:
+            raise APIError(400, "'prompt' is not supported for this model.", param="prompt",
+                           code="unsupported_parameter")
+        for index, tool in enumerate(p.tools or ()):
+            if isinstance(tool, dict) and tool.get("type") in self._served:
+                raise APIError(400, f"Tool type '{tool['type']}' is not supported for this model.",
+                               param=f"tools[{index}].type", code="unsupported_parameter")
+        history = await self._history(request)
+        self.relay = NativeRelay(request, raw, history, upstream_model=self._upstream_model,
+                                 conversation_id=self._conversation_id, max_event_bytes=self._max_event_bytes,
+                                 sealer=self._native_sealer)
+        self.on_upstream_chunk = self.relay.on_upstream_chunk  # the per-chunk path has no layer of its own
+        return self.relay.upstream_request()
+
+    async def _history(self, request: ResponsesRequest) -> list[dict[str, Any]]:
+        p = request.params
+        if p.conversation is not None:
+            if self._conversations is None:
+                raise APIError(400, "'conversation' is not supported by this deployment.", param="conversation",
+                               code="unsupported_parameter")
+            if p.previous_response_id is not None:
+                raise invalid_request("'conversation' and 'previous_response_id' cannot be used together.",
+                                      param="conversation", code="invalid_value")
+            conversation_id = p.conversation if isinstance(p.conversation, str) else p.conversation["id"]
+            items = await self._conversations.load_items(conversation_id)
+            if items is None:
+                raise not_found(f"Conversation with id '{conversation_id}' not found.", param="conversation",
+                                code="conversation_not_found")
+            self._conversation_id = conversation_id
+            return items
+        if p.previous_response_id is not None:
+            loaded = await self._store.load_history(p.previous_response_id)
+            if loaded is None:
+                raise not_found(f"Previous response with id '{p.previous_response_id}' not found.",
+                                param="previous_response_id", code="previous_response_not_found")
+            return loaded
+        return []
+
+    # --- answer --------------------------------------------------------------------------------------------------
+
+    def on_upstream_headers(self, status: int, content_type: str | None) -> bytes | None:
+        return self._begun().on_upstream_headers(status, content_type)
+
+    def queued(self) -> bytes:
+        return self._begun().queued()
+
+    def retry_request(self) -> UpstreamRequest | None:
+        return None  # the backend's own truncation applies
+
+    async def next_turn(self, write: Callable[[bytes], Awaitable[None]] | None = None) -> UpstreamRequest | None:
+        return None  # no tool loop on a native route
+
+    def take_pending_bytes(self) -> bytes:
+        return b""
+
+    def release(self) -> None:
+        pass
+
+    async def finish(self) -> Reply:
+        relay = self._begun()
+        error = relay.complete()
+        if error is not None:
+            return await self.fail(error)
+        relay.mark_completed_at()
+        frames = relay.terminal_frames()
+        if not await self._save(frames):
+            return await self.fail(APIError(500, "The response could not be stored.", code="server_error"),
+                                   persist=False)
+        return relay.success_reply(frames)
+
+    async def fail(self, error: APIError, *, persist: bool = True) -> Reply:
+        relay = self.relay
+        if relay is None:
+            return Reply(error.status, JSON_CONTENT_TYPE, error.body())
+        reply = relay.fail(error)
+        if reply is not None:
+            return reply
+        return await self._end(persist)
+
+    async def cancel(self) -> Reply:
+        self._begun().cancel()
+        return await self._end(True)
+
+    async def _end(self, persist: bool) -> Reply:
+        """A failed or cancelled stream: stored, then its last events."""
+        relay = self._begun()
+        continues = relay.head_sent
+        frames = relay.terminal_frames()
+        if persist:
+            await self._save(frames)
+        return Reply(200, SSE_CONTENT_TYPE, b"".join(frames) + DONE_FRAME, continues_stream=continues)
+
+    async def abandon(self) -> None:
+        if self.relay is None or not self.relay.abandon():
+            return
+        await asyncio.shield(self._save([]))
+
+    def _begun(self) -> NativeRelay:  # type: ignore[override]  # the relay stands where the translator does
+        assert self.relay is not None, "begin() was not awaited"
+        return self.relay
+
+    async def _save(self, frames: list[bytes]) -> bool:
+        """Stored (``store: true``) under the bridge's id; a conversation gets the turn's items either way."""
+        relay = self._begun()
+        joining = self._conversation_id if relay.finished_turn else None
+        try:
+            if not relay.request.params.store:
+                if joining is not None and self._conversations is not None:
+                    await self._conversations.append_items(joining,
+                                                           relay.input_items + relay.response["output"])
+                return True
+            if self.before_persist is not None:
+                await self.before_persist(frames, relay.sequence_number)
+            await self._store.save_response(relay.response, relay.input_items, conversation_id=joining)
+        except Exception:
+            log.exception("store_failed", response_id=relay.response_id)
+            return False
+        return True
