@@ -94,6 +94,8 @@ def to_chat(body: dict[str, Any]) -> dict[str, Any]:
     for key in ("temperature", "top_p"):
         if body.get(key) is not None:
             chat[key] = body[key]
+    if body.get("max_output_tokens") is not None:
+        chat["max_tokens"] = body["max_output_tokens"]
     return chat
 
 
@@ -165,6 +167,10 @@ def _response(body: dict[str, Any], response_id: str, status: str) -> dict[str, 
         "tool_choice": body.get("tool_choice", "auto"), "tools": body.get("tools") or [],
         "top_p": body.get("top_p", 1.0), "truncation": body.get("truncation") or "disabled", "usage": None,
         "metadata": body.get("metadata") or {}, "service_tier": "default",
+        # the rest of a complete Response object, as vLLM's and OpenAI's carry them
+        "presence_penalty": body.get("presence_penalty", 0.0), "frequency_penalty": body.get("frequency_penalty", 0.0),
+        "top_logprobs": body.get("top_logprobs", 0), "max_tool_calls": body.get("max_tool_calls"),
+        "safety_identifier": body.get("safety_identifier"), "prompt_cache_key": body.get("prompt_cache_key"),
     }
 
 
@@ -195,9 +201,15 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     if body.get("stream") is True:
         delay = directives.delay_ms / 1000 if directives.delay_ms is not None else state.chunk_delay
         return await _stream(request, response, answer, new_id, delay, directives.cut)
-    response.update(status="completed", completed_at=int(time.time()), output=_output(answer, new_id),
-                    usage=_usage(answer))
+    response.update(output=_output(answer, new_id), usage=_usage(answer), **_ending(answer))
     return fake._json_response(response)
+
+
+def _ending(answer: fake.Answer) -> dict[str, Any]:
+    """How the response ended: cut by ``max_output_tokens`` (the chat answer's ``length``) is ``incomplete``."""
+    if answer.finish_reason == "length":
+        return {"status": "incomplete", "incomplete_details": {"reason": "max_output_tokens"}}
+    return {"status": "completed", "completed_at": int(time.time())}
 
 
 async def _stream(request: web.Request, response: dict[str, Any], answer: fake.Answer, new_id: _Ids,
@@ -271,8 +283,8 @@ async def _events(stream: web.StreamResponse, response: dict[str, Any], answer: 
             await send("response.content_part.done", item_id=item["id"], output_index=index, content_index=0,
                        part=part)
         await send("response.output_item.done", output_index=index, item=item)
-    response.update(status="completed", completed_at=int(time.time()), output=items, usage=_usage(answer))
-    await send("response.completed", response=response)
+    response.update(output=items, usage=_usage(answer), **_ending(answer))
+    await send(f"response.{response['status']}", response=response)
 
 
 async def stored_response(request: web.Request) -> web.Response:
