@@ -78,6 +78,7 @@ class Runtime:
             return
         self.vector_stores = VectorStoreService(SQLiteVectorStoreStore(store), self.files, self.chunks,
                                                 self.embedder, concurrency=self.settings.ingest_concurrency)
+        self.files.on_delete(self.vector_stores.forget_file)  # a deleted file leaves every vector store
         await self.vector_stores.start()
 
     def new_run_framed(self, framing: Framing, store: ResponseStore | None = None) -> ResponseRun:

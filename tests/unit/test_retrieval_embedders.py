@@ -3,6 +3,10 @@ socket to the fake upstream; and which one the settings choose."""
 
 from __future__ import annotations
 
+import importlib.metadata
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 from aiohttp import web
@@ -14,12 +18,13 @@ from responses_bridge.services.retrieval.embedders import (
     LocalStaticEmbedder,
     UpstreamEmbedder,
     embedder_from_settings,
+    local_embedder_name,
 )
 
 
 async def test_local_model_gives_unit_vectors_that_know_topics() -> None:
     embedder = LocalStaticEmbedder()
-    assert embedder.name.startswith("local:tokenlearn-static-model@") and embedder.dimensions == 64
+    assert embedder.name == local_embedder_name() and embedder.dimensions == 64
     texts = ["The cat sat on the warm mat and purred.", "A kitten naps on the rug.",
              "Quarterly revenue grew by eight percent."]
     vectors = await embedder.embed(texts)
@@ -29,9 +34,30 @@ async def test_local_model_gives_unit_vectors_that_know_topics() -> None:
     again = await embedder.embed(texts[:1])
     assert np.allclose(again[0], vectors[0], atol=1e-6)  # deterministic, batch or not
     assert (await embedder.embed([])).shape == (0, 64)
-    many = [f"sentence {n} about {'cats' if n % 2 else 'markets'}" for n in range(700)]  # split across threads
+    many = [f"sentence {n} about {'cats' if n % 2 else 'markets'}" for n in range(700)]  # in several encoder steps
     assert np.allclose(await embedder.embed(many), embedder.embed_sync(many), atol=1e-6)
     await embedder.aclose()
+
+
+def test_local_name_is_the_model_files_not_the_package_version(tmp_path: Path) -> None:
+    """An upgrade shipping the same model files keeps the name (stores keep working); changed weights (or
+    tokenizer) give another name, so stores built with the old vectors refuse it (embedder_mismatch)."""
+    from static_model import _model_dir
+
+    shipped = Path(_model_dir())
+    name = local_embedder_name()
+    assert name.startswith("local:tokenlearn-static-model@sha256:")
+    assert importlib.metadata.version("tokenlearn-static-model") not in name.split("@", 1)[1]
+    same = tmp_path / "same"
+    shutil.copytree(shipped, same)
+    assert local_embedder_name(str(same)) == name
+    for changed_file in ("model.safetensors", "tokenizer.json"):
+        changed = tmp_path / f"changed-{changed_file}"
+        shutil.copytree(shipped, changed)
+        data = bytearray((changed / changed_file).read_bytes())
+        data[-2] ^= 0x01
+        (changed / changed_file).write_bytes(bytes(data))
+        assert local_embedder_name(str(changed)) != name
 
 
 async def test_upstream_embeddings_in_batches() -> None:

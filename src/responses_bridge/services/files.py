@@ -19,7 +19,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -206,6 +206,16 @@ class FileService:
         self.purge_interval = purge_interval
         self._clock = clock
         self._purger: asyncio.Task[None] | None = None
+        self._deletion_hooks: list[Callable[[str], Awaitable[None]]] = []
+
+    def on_delete(self, hook: Callable[[str], Awaitable[None]]) -> None:
+        """Run ``hook(file_id)`` whenever a file is deleted (by a client or by expiry), after its row is gone:
+        whatever holds data derived from the file (vector stores) removes it, as OpenAI does."""
+        self._deletion_hooks.append(hook)
+
+    async def _deleted(self, file_id: str) -> None:
+        for hook in self._deletion_hooks:
+            await hook(file_id)
 
     @property
     def directory(self) -> Path:
@@ -255,6 +265,7 @@ class FileService:
             for file_id in expired:
                 if await self.store.delete_file(file_id):
                     purged += 1
+                    await self._deleted(file_id)
                 await self._unlink(file_id)
             if len(expired) < PURGE_BATCH:
                 break
@@ -372,6 +383,7 @@ class FileService:
         an orphan for the sweep rather than a row without content."""
         if await self.get(file_id) is None or not await self.store.delete_file(file_id):
             raise _not_found(file_id)
+        await self._deleted(file_id)
         await self._unlink(file_id)
         return {"id": file_id, "object": "file", "deleted": True}
 

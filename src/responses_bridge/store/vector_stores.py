@@ -296,6 +296,12 @@ class SQLiteVectorStoreStore:
         async with self._db.writing() as conn, conn.execute(sql, (vector_store_id, file_id)) as cursor:
             return cursor.rowcount > 0
 
+    async def delete_file_everywhere(self, file_id: str) -> list[str]:
+        """Detach the file from every vector store holding it; the ids of those stores."""
+        sql = "DELETE FROM vector_store_files WHERE file_id = ? RETURNING vector_store_id"
+        async with self._db.writing() as conn, conn.execute(sql, (file_id,)) as cursor:
+            return sorted({str(row[0]) for row in await cursor.fetchall()})
+
     async def finish_file(self, seq: int, status: str, *, usage_bytes: int = 0,
                           last_error: Mapping[str, Any] | None = None) -> bool:
         """Move one in-progress row to ``completed``/``failed``; False when that row is gone or no longer in

