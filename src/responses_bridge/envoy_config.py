@@ -364,7 +364,7 @@ def _route_config(up: UpstreamURL) -> dict[str, Any]:
     routes: list[dict[str, Any]] = [*_encoded_body_routes()]
     # A request the processor marked (server-side tools: the tool loop) goes, unchanged, to the sidecar's HTTP
     # door, which makes every model turn through this listener (``--upstream-via``). The processor has read its
-    # body already; it sees nothing more of this request.
+    # body already; it passes the door's answer through untouched (the filter stays on the response path).
     marked = [{"filter": ROUTE_NAMESPACE, "path": [{"key": ROUTE_KEY}],
                "value": {"string_match": {"exact": ROUTE_TO_SIDECAR}}}]
     routes += [
