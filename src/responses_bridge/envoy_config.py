@@ -387,7 +387,7 @@ def _route_config(up: UpstreamURL, upstreams: Sequence[UpstreamSpec] = ()) -> di
         routes += _per_upstream_routes(upstreams)
     # A request the processor marked (server-side tools: the tool loop) goes, unchanged, to the sidecar's HTTP
     # door, which makes every model turn through this listener (``--upstream-via``). The processor has read its
-    # body already; it sees nothing more of this request.
+    # body already; it passes the door's answer through untouched (the filter stays on the response path).
     marked = [{"filter": ROUTE_NAMESPACE, "path": [{"key": ROUTE_KEY}],
                "value": {"string_match": {"exact": ROUTE_TO_SIDECAR}}}]
     routes += [

@@ -211,3 +211,38 @@ async def test_the_first_event_reaches_the_client_before_the_second_model_turn_s
     assert (await gateway.counts())[1] == model_before + 2
     calls = [e["item"] for e in events if e["type"] == "response.output_item.done" and e["item"]["type"] == "mcp_call"]
     assert len(calls) == 1 and calls[0]["error"] is None
+
+
+
+ROUTED_ROUNDS = 100
+
+
+async def test_every_routed_answer_keeps_its_body(gateway: Gateway) -> None:
+    """Routed answers pass through the processor's still-open stream, whole. When the processor closed its gRPC
+    stream right after the routing reply, a fast answer from the HTTP door (a 400) sometimes reached Envoy first:
+    Envoy had already handed the FULL_DUPLEX_STREAMED body to the processor, the close dropped it, and the client
+    got the status with an empty body (1 to 14 in a hundred 400s). Three hundred quick 400s, a hundred JSON answers
+    and a hundred event streams, each body read and checked."""
+    refused = {"model": "fake-model", "input": "hi", "tools": SERVER_SEARCH, "temperature": "hot"}
+    answered = {"model": "fake-model", "input": "hi", "tools": SERVER_SEARCH}
+    streamed = {**answered, "stream": True}
+    sidecar_before, _ = await gateway.counts()
+    damaged: list[tuple[str, int, bytes]] = []
+    async with aiohttp.ClientSession() as session:
+        for _ in range(ROUTED_ROUNDS):
+            for kind, body in (("400", refused), ("400", refused), ("400", refused), ("json", answered),
+                               ("sse", streamed)):
+                async with session.post(f"{gateway.url}/v1/responses", json=body) as answer:
+                    status, raw = answer.status, await answer.read()
+                if kind == "400":
+                    whole = status == 400 and orjson.loads(raw or b"{}").get("error", {}).get("param") == "temperature"
+                elif kind == "json":
+                    whole = status == 200 and orjson.loads(raw or b"{}").get("status") == "completed"
+                else:
+                    whole = (status == 200 and b'"type":"response.completed"' in raw
+                             and raw.rstrip().endswith(b"data: [DONE]"))
+                if not whole:
+                    damaged.append((kind, status, raw[:200]))
+    assert not damaged, f"{len(damaged)} of {5 * ROUTED_ROUNDS} routed answers damaged: {damaged[:5]}"
+    sidecar_after, _ = await gateway.counts()
+    assert sidecar_after == sidecar_before + 5 * ROUTED_ROUNDS  # every one of them was routed to the HTTP door

@@ -711,6 +711,26 @@ async def test_a_drain_ends_live_streams_before_the_server_stops(runtime: Runtim
     assert stored is not None and stored["status"] == "failed"
 
 
+async def test_a_routed_request_keeps_its_stream_and_its_answer_passes_through(served: Any) -> None:
+    """After the routing reply the stream stays open: a close there races the HTTP door's answer, and an answer
+    whose FULL_DUPLEX_STREAMED body Envoy had already sent to the processor lost it to the close. The door's
+    headers and body come back as they were, and the stream ends when Envoy ends it."""
+    _, channel = served
+    call = Call(channel)
+    tools = [{"type": "mcp", "server_label": "docs", "server_url": "https://mcp.example.com/mcp"}]
+    [routed] = await call.send(request_body({**REQUEST, "tools": tools}, sidecar_route=True), 1)
+    assert routed.request_body.response.clear_route_cache
+    [headers] = await call.send(response_headers(400, JSON), 1)
+    assert headers.WhichOneof("response") == "response_headers"
+    assert not headers.response_headers.response.HasField("header_mutation")
+    error = b'{"error":{"message":"bad","type":"invalid_request_error","param":"temperature","code":null}}'
+    [first] = await call.send(response_body(error[:20]), 1)
+    [last] = await call.send(response_body(error[20:], True), 1)
+    assert streamed(first) == (error[:20], False) and streamed(last) == (error[20:], True)
+    await call.call.done_writing()
+    assert await call.call.read() == grpc.aio.EOF
+
+
 # --- the outbox ------------------------------------------------------------------------------------------------
 
 

@@ -17,9 +17,13 @@ first message's ``protocol_config``):
 A request whose tools include a server-side tool this deployment runs (``mcp``, server ``tool_search``, web search
 with a provider) is not translated: the tool loop makes several model turns, and runs in the HTTP door, which makes
 each of them through Envoy's listener. The servicer answers its body with routing metadata and a cleared route
-cache (Envoy then sends the unchanged body to the HTTP door) and closes the gRPC stream: Envoy goes on without the
-processor, and the door's answer reaches the client untouched. The scan looks only at the decoded ``tools``; it
-is made only when the bootstrap says it has that route (older bootstraps keep every request on this path).
+cache (Envoy then sends the unchanged body to the HTTP door) and passes the door's answer through untouched. The
+filter instance stays on the request's response path after the route changes, and the mode cannot be changed
+from the body phase, so the gRPC stream stays open until Envoy ends it: closing it after the routing reply races
+the door's answer, and when the answer wins, Envoy has already handed its FULL_DUPLEX_STREAMED body chunks to the
+processor and the close drops them (the client gets the door's status with an empty body). The scan looks only at
+the decoded ``tools``; it is made only when the bootstrap says it has that route (older bootstraps keep every
+request on this path).
 
 Two rules keep clients safe:
 
@@ -109,7 +113,7 @@ class ExtProcServicer(external_processor_pb2_grpc.ExternalProcessorServicer):
                     if first:
                         first = False
                         observed.begin(phase, request, context)
-                    elif phase == "response_headers":
+                    elif phase == "response_headers" and not stream.routed:  # the door's answer is no model call
                         observed.upstream_answered(request)
                 async with lock:  # sent under the lock: a drain's last words never overtake these replies
                     with observed.phase(phase):
@@ -117,7 +121,7 @@ class ExtProcServicer(external_processor_pb2_grpc.ExternalProcessorServicer):
                         del request  # a request body message is let go as soon as its bytes are taken
                         replies = await handling
                     outbox.merge = stream.full_duplex
-                    await send(replies, queued=stream.sse)
+                    await send(replies, queued=stream.sse or stream.routed)
                 observed.message(phase, perf_counter() - started)
                 if phase != "response_body" or stream.done:
                     observed.replied(replies, stream.sse)
@@ -125,8 +129,6 @@ class ExtProcServicer(external_processor_pb2_grpc.ExternalProcessorServicer):
                         observed.upstream_called()
                 if stream.done:
                     self._changed.set()
-                if stream.routed:  # closing the gRPC stream cleanly lets Envoy go on without the processor
-                    break
             await outbox.flush()  # returning ends the gRPC stream: not before every reply is written
             abandoned = not stream.done
         except asyncio.CancelledError:
@@ -225,7 +227,7 @@ class _Stream:
         self.shutdown_requested = False  # STREAMED mode: fail the stream at the next upstream chunk
         self.request_body: list[bytes] = []  # a streamed request body, until its end
         self.request_bytes = 0
-        self.routed = False  # handed to the sidecar's HTTP door: the processor has nothing more to do
+        self.routed = False  # handed to the sidecar's HTTP door: its answer passes through untouched
         self.sidecar_route = False  # the bootstrap routes requests with server-side tools to the HTTP door
         self.chat = False  # a POST /v1/chat/completions, with several upstreams: only its upstream is chosen
         self.route: Route | None = None  # with several upstreams: where the request's model goes (upstreams.py)
@@ -455,8 +457,8 @@ class _Stream:
         """A request with server-side tools this deployment runs: the tool loop makes several model turns, and
         each must go through Envoy (balancing, metering, rate limits). The HTTP door runs the loop and makes
         every turn through Envoy's listener (``upstream_via``), so Envoy routes the request, unchanged, to that
-        door; this processor's part in the request ends here (``Process`` closes the gRPC stream, and Envoy
-        passes the door's answer through untouched)."""
+        door; this processor only passes the door's answer through from here on (see the module docstring for why
+        the gRPC stream is not closed here)."""
         self.ours = False
         self.routed = True
         self.done = True
