@@ -199,8 +199,10 @@ async def own_envoy(sidecar: Sidecar) -> AsyncIterator[tuple[EnvoyProcess, str]]
 
 
 async def test_envoy_holds_little_of_an_upload(own_envoy: tuple[EnvoyProcess, str]) -> None:
-    """Envoy's peak RSS while passing a 200 MB upload grows by far less than its 65 MiB connection buffers of the
-    other routes: the files cluster's 1 MiB buffers push back on the client as soon as the door falls behind."""
+    """Envoy's peak RSS while passing a 200 MB upload grows by far less than the upload: nothing buffers the whole
+    body (no ext_proc, no buffer filter on the route). The files cluster's 1 MiB buffers push back as soon as the
+    door falls behind; the listener's own read buffer (65 MiB, sized for whole Responses bodies) can still fill
+    while a loaded machine slows the door, so the bound is half the upload, not the 10 MB a quiet run shows."""
     envoy, url = own_envoy
     size = 200 * MiB
     pid = envoy.process.pid
@@ -212,7 +214,7 @@ async def test_envoy_holds_little_of_an_upload(own_envoy: tuple[EnvoyProcess, st
         growth_mb = (_status_kb(pid, "VmHWM") - before_kb) / 1024
         await sdk.files.delete(created.id)
     assert created.bytes == size
-    assert growth_mb < 32, f"Envoy's peak RSS grew by {growth_mb:.0f} MB for a 200 MB upload"
+    assert growth_mb < size / MiB / 2, f"Envoy's peak RSS grew by {growth_mb:.0f} MB for a 200 MB upload"
 
 
 async def test_chunked_upload_without_a_length(client: openai.AsyncOpenAI) -> None:
