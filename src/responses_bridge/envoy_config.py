@@ -738,29 +738,42 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("envoy-config", help="print the Envoy bootstrap YAML that fronts the bridge")
     parser.add_argument("--listen-port", type=int, default=LISTEN_PORT,
                         help=f"port clients call (default {LISTEN_PORT})")
-    parser.add_argument("--extproc-port", type=int, default=DEFAULT_EXTPROC_PORT,
-                        help=f"the bridge's ext_proc gRPC port (default {DEFAULT_EXTPROC_PORT}, as `serve`)")
-    parser.add_argument("--http-port", type=int, default=DEFAULT_HTTP_PORT,
-                        help=f"the bridge's HTTP door port (default {DEFAULT_HTTP_PORT}, as `serve`)")
-    parser.add_argument("--upstream", default="http://127.0.0.1:8090/v1",
-                        help="Chat Completions base URL, e.g. http://vllm:8000/v1 or https://api.openai.com/v1")
+    parser.add_argument("--extproc-port", type=int, default=None,
+                        help=f"the bridge's ext_proc gRPC port (default: the configuration's `extproc_port`, else "
+                             f"{DEFAULT_EXTPROC_PORT}, as `serve`)")
+    parser.add_argument("--http-port", type=int, default=None,
+                        help=f"the bridge's HTTP door port (default: the configuration's `http_port`, else "
+                             f"{DEFAULT_HTTP_PORT}, as `serve`)")
+    parser.add_argument("--upstream", default=None,
+                        help="Chat Completions base URL, e.g. http://vllm:8000/v1 or https://api.openai.com/v1 "
+                             "(default: the configuration's `upstream`, else http://127.0.0.1:8090/v1)")
     parser.add_argument("--admin-port", type=int, default=9901, help="Envoy admin port, on loopback")
     parser.add_argument("--listen-address", default="127.0.0.1", help="0.0.0.0 to accept outside connections")
     parser.add_argument("--extproc-address", default="127.0.0.1", help="where the bridge's ext_proc door is")
     parser.add_argument("--sidecar-address", default="127.0.0.1", help="where the bridge's HTTP door is")
     parser.add_argument("--ca-file", default=None, help="CA bundle for an https upstream (default: the system's)")
+    parser.add_argument("--config", metavar="FILE", default=None,
+                        help="the YAML configuration file `serve` reads (env: RESPONSES_BRIDGE_CONFIG): one cluster "
+                             "per upstream of its `upstreams`, and its ports and upstream unless given here")
     parser.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .config import load_settings
+    from .config import SettingsError, load_settings
 
-    upstreams = load_settings().upstreams  # several upstreams: one cluster each (upstreams.py)
+    try:  # the settings `serve` starts with (flags > environment > file > defaults): the same upstreams and ports
+        settings = load_settings(config=args.config)
+    except SettingsError as exc:
+        print(f"envoy-config: {exc}", file=sys.stderr)
+        return 2
     try:
-        text = render_bootstrap(listen_port=args.listen_port, extproc_port=args.extproc_port,
-                                http_port=args.http_port, upstream=args.upstream, admin_port=args.admin_port,
-                                listen_address=args.listen_address, extproc_address=args.extproc_address,
-                                sidecar_address=args.sidecar_address, ca_file=args.ca_file, upstreams=upstreams)
+        text = render_bootstrap(
+            listen_port=args.listen_port,
+            extproc_port=settings.extproc_port if args.extproc_port is None else args.extproc_port,
+            http_port=settings.http_port if args.http_port is None else args.http_port,
+            upstream=settings.upstream if args.upstream is None else args.upstream, admin_port=args.admin_port,
+            listen_address=args.listen_address, extproc_address=args.extproc_address,
+            sidecar_address=args.sidecar_address, ca_file=args.ca_file, upstreams=settings.upstreams)
     except ValueError as exc:
         print(f"envoy-config: {exc}", file=sys.stderr)
         return 2
