@@ -1,9 +1,11 @@
 """``mode: auto``: the sidecar probes each such upstream at start and serves it in the mode it found.
 
-Three ``auto`` upstreams from one configuration file: a native fake (``--native``: it answers ``/v1/responses``),
-a chat-only fake, and one where nothing listens. The native one is served natively and the chat-only one is
-translated, through both doors (a real Envoy rendered from the same upstreams); each fake records the path it got.
-The dead one falls back to translate (the sidecar still starts). ``config show`` prints the cached probes.
+Four ``auto`` upstreams from one configuration file: a native fake (``--native``: it answers ``/v1/responses``),
+a chat-only fake, a llama.cpp-like one (``--quirks llamacpp``) and one where nothing listens. The native one is
+served natively and the chat-only one is translated, through both doors (a real Envoy rendered from the same
+upstreams); each fake records the path it got. The llama.cpp-like one gets the switches its probe found (under the
+generic profile), so a tool round trip it would refuse completes. The dead one falls back to translate (the
+sidecar still starts). ``config show`` prints the cached probes.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import yaml
 from responses_bridge.devtools.procs import ManagedProcess, free_port, wait_http
 from responses_bridge.envoy_config import render_bootstrap
 from responses_bridge.upstreams import UpstreamSpec
+from tests.integration.test_profile_upstream import weather_round_trip
 from tests.support.bridge import PYTHON, Sidecar, UpstreamLog, running_sidecar
 from tests.support.envoy import have_envoy, start_envoy
 
@@ -50,15 +53,17 @@ async def _fake(*extra: str) -> tuple[ManagedProcess, str]:
 async def auto(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Auto]:
     native, native_url = await _fake("--native")
     chat, chat_url = await _fake()
-    urls = {"native": native_url, "chat": chat_url, "dead": f"http://127.0.0.1:{free_port()}/v1"}
+    quirky, quirky_url = await _fake("--quirks", "llamacpp")
+    urls = {"native": native_url, "chat": chat_url, "quirky": quirky_url,
+            "dead": f"http://127.0.0.1:{free_port()}/v1"}
     upstreams = [{"name": name, "url": url, "mode": "auto"} for name, url in urls.items()]
     directory = Path(tmp_path_factory.mktemp("auto"))
     config = directory / "bridge.yaml"
     config.write_text(yaml.safe_dump({"log_level": "warning", "upstreams": upstreams, "models": [
         {"match": "n-model", "upstream": "native"}, {"match": "c-model", "upstream": "chat"},
-        {"match": "d-model", "upstream": "dead"}]}))
+        {"match": "q-model", "upstream": "quirky"}, {"match": "d-model", "upstream": "dead"}]}))
     env = {"XDG_DATA_HOME": str(directory / "data")}  # the probe cache, away from the user's own
-    logs = {"native": UpstreamLog(native_url.removesuffix("/v1")), "chat": UpstreamLog(chat_url.removesuffix("/v1"))}
+    logs = {name: UpstreamLog(urls[name].removesuffix("/v1")) for name in ("native", "chat", "quirky")}
     try:
         async with running_sidecar(str(directory), chat_url, "--config", str(config), env=env) as sidecar:
             listen_port = free_port()
@@ -73,6 +78,7 @@ async def auto(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Auto]:
     finally:
         native.stop()
         chat.stop()
+        quirky.stop()
 
 
 @pytest.fixture(params=["http", "envoy"])
@@ -103,6 +109,13 @@ async def test_a_chat_only_backend_is_translated(client: openai.AsyncOpenAI, aut
     assert await _paths(auto.logs["chat"]) == ["/v1/chat/completions"]
 
 
+async def test_the_probes_switches_apply_to_its_upstream(client: openai.AsyncOpenAI, auto: Auto) -> None:
+    second = await weather_round_trip(client, model="q-model")  # refused with content: null (generic alone)
+    assert second.status == "completed"
+    assistant = (await auto.logs["quirky"].last_body())["messages"][-2]
+    assert assistant["content"] == "" and assistant["tool_calls"]  # tool_call_content=empty, as probed
+
+
 async def test_an_upstream_that_could_not_be_probed_is_translated(client: openai.AsyncOpenAI) -> None:
     with pytest.raises(openai.APIStatusError) as caught:  # nothing listens: a 502 or 503, not a hang
         await client.responses.create(model="d-model", input="anyone?")
@@ -115,5 +128,6 @@ def test_config_show_prints_the_probes(auto: Auto) -> None:
     probes = yaml.safe_load(shown.split("\n---\n", 1)[1])["probes"]
     assert probes[auto.urls["native"]]["mode"] == "native"
     assert probes[auto.urls["chat"]]["mode"] == "translate"
+    assert probes[auto.urls["quirky"]]["switches"]["tool_call_content"] == "empty"
     assert auto.urls["dead"] not in probes
 
