@@ -120,7 +120,7 @@ class Settings(BaseSettings):
     # Several upstreams, routed per model (upstreams.py); JSON in the environment. Empty: ``upstream`` alone
     # serves every model, translated.
     upstreams: list[UpstreamSpec] = Field(default=[], description=(
-        "several upstreams, each `{name, url, mode: translate|native|auto, profile, api_key_env | api_key}` "
+        "several upstreams, each `{name, url, mode: translate|native|auto, profile, switches, api_key_env | api_key}` "
         "(`api_key: forward` sends the client's own); JSON in the environment. Empty: `upstream` serves every model"))
     models: list[ModelRoute] = Field(default=[], description=(
         "which models go to which upstream: `{match: exact name or glob, upstream: NAME, upstream_model: optional "

@@ -70,7 +70,12 @@ NATIVE_SUFFIX = ":native"
 """Added to the upstream's name in ``UPSTREAM_KEY`` for a Responses request the backend answers natively (no
 upstream name holds a colon)."""
 ROUTE_HEADER = "x-responses-bridge-upstream"
-"""The same choice on the sidecar's own calls through this listener (``--upstream-via``)."""
+"""The same choice on the sidecar's own calls (``--upstream-via``), which go to the internal listener: only there
+does this header pick a cluster. The client-facing listener has no route on it and strips it, so a client that
+sends it reaches no upstream unprocessed."""
+INTERNAL_LISTENER = "responses_bridge_internal"
+"""The listener for the sidecar's own upstream calls (several upstreams): on loopback, port ``listen_port + 1``
+unless given (``--internal-port``); the sidecar's ``--upstream-via`` points at it."""
 
 UPSTREAM_CLUSTER = "llm_upstream"
 EXTPROC_CLUSTER = "responses_bridge_extproc"
@@ -131,28 +136,40 @@ def upstream_path_prefix(upstream: str) -> str:
 def render_bootstrap(*, listen_port: int, extproc_port: int, http_port: int, upstream: str,
                      admin_port: int = 9901, listen_address: str = "127.0.0.1",
                      extproc_address: str = "127.0.0.1", sidecar_address: str = "127.0.0.1",
-                     ca_file: str | None = None, upstreams: Sequence[UpstreamSpec] = ()) -> str:
+                     ca_file: str | None = None, upstreams: Sequence[UpstreamSpec] = (),
+                     internal_port: int | None = None) -> str:
     """A complete Envoy v3 bootstrap, as YAML. ``ca_file`` (https upstreams only) defaults to the system CA
-    bundle. ``upstreams``: several upstreams routed per model (one cluster each); empty: ``upstream`` alone."""
+    bundle. ``upstreams``: several upstreams routed per model (one cluster each); empty: ``upstream`` alone.
+    ``internal_port``: the internal listener's (several upstreams only), by default ``listen_port + 1``."""
     return to_yaml(bootstrap_dict(
         listen_port=listen_port, extproc_port=extproc_port, http_port=http_port, upstream=upstream,
         admin_port=admin_port, listen_address=listen_address, extproc_address=extproc_address,
-        sidecar_address=sidecar_address, ca_file=ca_file, upstreams=upstreams,
-    ), header=_header(", ".join(f"{spec.name}={spec.url}" for spec in upstreams) or upstream))
+        sidecar_address=sidecar_address, ca_file=ca_file, upstreams=upstreams, internal_port=internal_port,
+    ), header=_header(", ".join(f"{spec.name}={spec.url}" for spec in upstreams) or upstream,
+                      internal_listener_port(listen_port, internal_port) if upstreams else None))
 
 
-def _header(upstream: str) -> str:
-    return ("# Envoy bootstrap for responses-bridge, rendered by `responses-bridge envoy-config`.\n"
+def internal_listener_port(listen_port: int, given: int | None = None) -> int:
+    """The internal listener's port: ``given``, else the one after the client-facing listener's."""
+    return given if given is not None else listen_port + 1
+
+
+def _header(upstream: str, internal: int | None = None) -> str:
+    text = ("# Envoy bootstrap for responses-bridge, rendered by `responses-bridge envoy-config`.\n"
             f"# Upstream: {upstream}\n"
             "# /v1/responses -> upstream via the ext_proc processor (with server-side tools: the sidecar's door);\n"
             "# /v1/models, /v1/chat/completions -> upstream;\n"
             "# everything else -> the sidecar's HTTP door.\n")
+    if internal is not None:
+        text += (f"# The sidecar's own upstream calls: --upstream-via http://127.0.0.1:{internal}/v1 (the internal\n"
+                 "# listener, on loopback).\n")
+    return text
 
 
 def bootstrap_dict(*, listen_port: int, extproc_port: int, http_port: int, upstream: str, admin_port: int = 9901,
                    listen_address: str = "127.0.0.1", extproc_address: str = "127.0.0.1",
                    sidecar_address: str = "127.0.0.1", ca_file: str | None = None,
-                   upstreams: Sequence[UpstreamSpec] = ()) -> dict[str, Any]:
+                   upstreams: Sequence[UpstreamSpec] = (), internal_port: int | None = None) -> dict[str, Any]:
     up = UpstreamURL(upstreams[0].url if upstreams else upstream)
     if upstreams:
         upstream_clusters = [_upstream_cluster(UpstreamURL(spec.url), ca_file, upstream_cluster(spec.name))
@@ -171,7 +188,11 @@ def bootstrap_dict(*, listen_port: int, extproc_port: int, http_port: int, upstr
             },
         }]},
         "static_resources": {
-            "listeners": [_listener(listen_address, listen_port, up, (sidecar_address, http_port), upstreams)],
+            "listeners": [
+                _listener(listen_address, listen_port, up, (sidecar_address, http_port), upstreams),
+                *([_internal_listener(_loopback_like(listen_address), internal_listener_port(
+                    listen_port, internal_port), upstreams)] if upstreams else []),
+            ],
             "clusters": [
                 *upstream_clusters,
                 _extproc_cluster(extproc_address, extproc_port),
@@ -220,6 +241,47 @@ def _listener(address: str, port: int, up: UpstreamURL, sidecar: tuple[str, int]
                     "typed_config": {"@type": _TYPE + "envoy.extensions.filters.http.router.v3.Router"},
                 }],
                 "local_reply_config": _local_reply_config(sidecar),
+            },
+        }]}],
+    }
+
+
+def _internal_listener(address: str, port: int, upstreams: Sequence[UpstreamSpec]) -> dict[str, Any]:
+    """The sidecar's own upstream calls (``--upstream-via``; several upstreams): ``ROUTE_HEADER`` names the
+    upstream, and the call goes straight to its cluster (no processor: the sidecar made the body itself). A
+    listener of its own, on loopback, because a route on that header in the client-facing listener would let any
+    client pick an upstream cluster and skip the processor; there, the header picks nothing and is stripped."""
+    routes: list[dict[str, Any]] = []
+    for spec in upstreams:
+        up = UpstreamURL(spec.url)
+        routes.append({"name": f"{spec.name}_via_sidecar", "match": {"prefix": "/v1/", "headers": [
+            {"name": ROUTE_HEADER, "string_match": {"exact": spec.name}}]},
+            "route": {"cluster": upstream_cluster(spec.name), "timeout": "0s", **_host_rewrite(up),
+                      "prefix_rewrite": f"{up.base_path}/"}})
+    routes.append({"name": "no_upstream_named", "match": {"prefix": "/"}, "direct_response": {
+        "status": 404, "body": {"inline_string": '{"error": {"message": "No upstream is named by the '
+                                f'{ROUTE_HEADER} header.", "type": "invalid_request_error", "param": null, '
+                                '"code": "upstream_not_found"}}'}},
+                   "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"},
+                                                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]})
+    return {
+        "name": INTERNAL_LISTENER,
+        "address": _socket(address, port),
+        "per_connection_buffer_limit_bytes": BUFFER_LIMIT_BYTES,
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": _TYPE + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": INTERNAL_LISTENER,
+                "codec_type": "AUTO",
+                "stream_idle_timeout": "300s",
+                "request_timeout": "0s",
+                "route_config": {"name": INTERNAL_LISTENER, "request_headers_to_remove": [ROUTE_HEADER],
+                                 "virtual_hosts": [{"name": "sidecar", "domains": ["*"], "routes": routes}]},
+                "http_filters": [{
+                    "name": "envoy.filters.http.router",
+                    "typed_config": {"@type": _TYPE + "envoy.extensions.filters.http.router.v3.Router"},
+                }],
             },
         }]}],
     }
@@ -429,7 +491,10 @@ def _route_config(up: UpstreamURL, upstreams: Sequence[UpstreamSpec] = ()) -> di
          "route": {"cluster": HTTP_CLUSTER, "timeout": "0s", "upgrade_configs": [{"upgrade_type": "websocket"}]},
          "typed_per_filter_config": _disabled(), "request_body_buffer_limit": BUFFER_LIMIT_BYTES},
     ]
-    return {"name": "responses_bridge", "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]}
+    config = {"name": "responses_bridge", "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]}
+    if upstreams:  # the sidecar's routing header means nothing here (_internal_listener): it goes nowhere
+        config["request_headers_to_remove"] = [ROUTE_HEADER]
+    return config
 
 
 def upstream_cluster(name: str) -> str:
@@ -444,7 +509,8 @@ def _per_upstream_routes(upstreams: Sequence[UpstreamSpec]) -> list[dict[str, An
       cache): the request goes to that upstream's cluster, translated (``chat/completions``) or, for a native
       upstream, to its own ``/responses``; the processor stays on for the answer.
     * The same for ``POST /v1/chat/completions``: the processor only chose the upstream; the body goes as it is.
-    * The sidecar's own calls (``--upstream-via``) name their upstream in ``ROUTE_HEADER``: straight through."""
+    The sidecar's own calls (``--upstream-via``, naming their upstream in ``ROUTE_HEADER``) go to the internal
+    listener (:func:`_internal_listener`), never to these routes."""
     post = [{"name": ":method", "string_match": {"exact": "POST"}}]
     routes: list[dict[str, Any]] = []
     for spec in upstreams:
@@ -456,11 +522,6 @@ def _per_upstream_routes(upstreams: Sequence[UpstreamSpec]) -> list[dict[str, An
         targets = {"translate": [("", "chat/completions")], "native": [(NATIVE_SUFFIX, "responses")],
                    "auto": [("", "chat/completions"), (NATIVE_SUFFIX, "responses")]}[spec.mode]
         routes += [
-            {"name": f"{spec.name}_via_sidecar", "match": {"prefix": "/v1/", "headers": [
-                {"name": ROUTE_HEADER, "string_match": {"exact": spec.name}}]},
-             "route": {**action, "prefix_rewrite": f"{up.base_path}/"},
-             "request_headers_to_remove": [ROUTE_HEADER],
-             "typed_per_filter_config": _disabled(), "request_body_buffer_limit": BUFFER_LIMIT_BYTES},
             *({"name": f"{spec.name}{suffix.replace(':', '_')}_{name}",
                "match": {"path": path, "headers": post, "dynamic_metadata": _chosen(spec.name + suffix)},
                "route": {**action, "prefix_rewrite": f"{up.base_path}/{target}"},
@@ -738,29 +799,46 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("envoy-config", help="print the Envoy bootstrap YAML that fronts the bridge")
     parser.add_argument("--listen-port", type=int, default=LISTEN_PORT,
                         help=f"port clients call (default {LISTEN_PORT})")
-    parser.add_argument("--extproc-port", type=int, default=DEFAULT_EXTPROC_PORT,
-                        help=f"the bridge's ext_proc gRPC port (default {DEFAULT_EXTPROC_PORT}, as `serve`)")
-    parser.add_argument("--http-port", type=int, default=DEFAULT_HTTP_PORT,
-                        help=f"the bridge's HTTP door port (default {DEFAULT_HTTP_PORT}, as `serve`)")
-    parser.add_argument("--upstream", default="http://127.0.0.1:8090/v1",
-                        help="Chat Completions base URL, e.g. http://vllm:8000/v1 or https://api.openai.com/v1")
+    parser.add_argument("--extproc-port", type=int, default=None,
+                        help=f"the bridge's ext_proc gRPC port (default: the configuration's `extproc_port`, else "
+                             f"{DEFAULT_EXTPROC_PORT}, as `serve`)")
+    parser.add_argument("--http-port", type=int, default=None,
+                        help=f"the bridge's HTTP door port (default: the configuration's `http_port`, else "
+                             f"{DEFAULT_HTTP_PORT}, as `serve`)")
+    parser.add_argument("--upstream", default=None,
+                        help="Chat Completions base URL, e.g. http://vllm:8000/v1 or https://api.openai.com/v1 "
+                             "(default: the configuration's `upstream`, else http://127.0.0.1:8090/v1)")
     parser.add_argument("--admin-port", type=int, default=9901, help="Envoy admin port, on loopback")
     parser.add_argument("--listen-address", default="127.0.0.1", help="0.0.0.0 to accept outside connections")
     parser.add_argument("--extproc-address", default="127.0.0.1", help="where the bridge's ext_proc door is")
     parser.add_argument("--sidecar-address", default="127.0.0.1", help="where the bridge's HTTP door is")
     parser.add_argument("--ca-file", default=None, help="CA bundle for an https upstream (default: the system's)")
+    parser.add_argument("--internal-port", type=int, default=None,
+                        help="several upstreams: the loopback listener for the sidecar's own upstream calls, which "
+                             "its --upstream-via names (default: --listen-port + 1)")
+    parser.add_argument("--config", metavar="FILE", default=None,
+                        help="the YAML configuration file `serve` reads (env: RESPONSES_BRIDGE_CONFIG): one cluster "
+                             "per upstream of its `upstreams`, and its ports and upstream unless given here")
     parser.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .config import load_settings
+    from .config import SettingsError, load_settings
 
-    upstreams = load_settings().upstreams  # several upstreams: one cluster each (upstreams.py)
+    try:  # the settings `serve` starts with (flags > environment > file > defaults): the same upstreams and ports
+        settings = load_settings(config=args.config)
+    except SettingsError as exc:
+        print(f"envoy-config: {exc}", file=sys.stderr)
+        return 2
     try:
-        text = render_bootstrap(listen_port=args.listen_port, extproc_port=args.extproc_port,
-                                http_port=args.http_port, upstream=args.upstream, admin_port=args.admin_port,
-                                listen_address=args.listen_address, extproc_address=args.extproc_address,
-                                sidecar_address=args.sidecar_address, ca_file=args.ca_file, upstreams=upstreams)
+        text = render_bootstrap(
+            listen_port=args.listen_port,
+            extproc_port=settings.extproc_port if args.extproc_port is None else args.extproc_port,
+            http_port=settings.http_port if args.http_port is None else args.http_port,
+            upstream=settings.upstream if args.upstream is None else args.upstream, admin_port=args.admin_port,
+            listen_address=args.listen_address, extproc_address=args.extproc_address,
+            sidecar_address=args.sidecar_address, ca_file=args.ca_file, upstreams=settings.upstreams,
+            internal_port=args.internal_port)
     except ValueError as exc:
         print(f"envoy-config: {exc}", file=sys.stderr)
         return 2

@@ -9,12 +9,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import structlog
 
 from .allocator import MemoryTrimmer
 from .config import Settings
 from .engine.options import EngineOptions
+from .engine.profiles import options_for
 from .engine.tools import runs_server_tools, served_tool_types
 from .engine.wire import Framing
 from .run.response_run import ResponseRun
@@ -54,6 +56,10 @@ class Runtime:
     server_tools: ServerTools | None = None  # the tool loop's MCP client and web search (run/server_tools.py)
     router: Router | None = None  # the per-model routes (upstreams.py); None: settings.router() on first use
     clients: dict[str, UpstreamClient] = field(default_factory=dict)  # the sidecar's own calls, per upstream
+    # ``mode: auto`` upstreams, as probed at start (run/probe_start.py): the chosen mode and measured switches
+    probed_modes: dict[str, str] = field(default_factory=dict)
+    probed_switches: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _upstream_options: dict[str, EngineOptions] = field(default_factory=dict, repr=False)  # route_options' cache
     files: FileService | None = None  # uploaded files: metadata in the store, bytes in files/ by the database
     # vector store search: the chunk index on the store's database and the embedder (services/retrieval/)
     embedder: Embedder | None = None
@@ -177,8 +183,7 @@ class Runtime:
     def routed_run(self, route: Route, *, tool_loop: bool = False) -> ResponseRun:
         """:meth:`new_run` for a routed request: the upstream model name is the route's."""
         run = self.new_run(tool_loop=tool_loop)
-        if route.upstream_model:
-            run.use_options(self.route_options(route))
+        run.use_options(self.route_options(route))
         return run
 
     def native_run(self, route: Route) -> ResponseRun:
@@ -192,13 +197,30 @@ class Runtime:
         """The run for ``route``: native, or translated (:meth:`routed_run`). A native backend runs no server-side
         tool: a request offering one the bridge runs (``tools``: the request's, with ``tool_loop``) is translated
         to the same backend's Chat Completions instead, where the bridge's tool loop runs them."""
-        if route.upstream.mode == "native" and not (tool_loop and runs_server_tools(tools, self.served_tools)):
+        if self.is_native(route) and not (tool_loop and runs_server_tools(tools, self.served_tools)):
             return self.native_run(route)
         return self.routed_run(route, tool_loop=tool_loop)
 
+    def is_native(self, route: Route) -> bool:
+        """Whether ``route``'s backend answers ``/v1/responses`` itself: ``mode: native``, or ``auto`` probed so."""
+        mode = route.upstream.mode
+        return mode == "native" or (mode == "auto" and self.probed_modes.get(route.upstream.name) == "native")
+
     def route_options(self, route: Route) -> EngineOptions:
-        """The engine's options for ``route``'s upstream (its model name)."""
-        return dataclasses.replace(self.options, upstream_model=route.upstream_model)
+        """The engine's options for ``route``'s upstream: its profile, under the switches measured by its probe
+        (``mode: auto``), those set one by one in the settings and the upstream's own ``switches``; and its model
+        name. The lone ``--upstream`` keeps the settings' own profile (``self.options``)."""
+        spec = route.upstream
+        options = self._upstream_options.get(spec.name)
+        if options is None:
+            if self.routes().single:
+                options = self.options
+            else:
+                overrides = {**self.probed_switches.get(spec.name, {}), **self.settings.switch_overrides(),
+                             **spec.switches}
+                options = options_for(self.options, spec.profile, overrides)
+            self._upstream_options[spec.name] = options
+        return dataclasses.replace(options, upstream_model=route.upstream_model)
 
     def route_authorization(self, route: Route, client_authorization: str | None) -> str | None:
         """What goes upstream as ``Authorization`` for ``route``: its key, or the client's own."""

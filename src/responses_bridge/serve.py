@@ -100,7 +100,20 @@ async def open_runtime(settings: Settings) -> Runtime:
         return await Runtime.open(settings, AiohttpUpstreamClient(settings))
     clients = build_clients(settings, router)
     default = router.route(None).upstream.name if settings.default_upstream else next(iter(clients))
-    return await Runtime.open(settings, clients[default], dict(clients))
+    runtime = await Runtime.open(settings, clients[default], dict(clients))
+    await _probe_auto(runtime)
+    return runtime
+
+
+async def _probe_auto(runtime: Runtime) -> None:
+    """``mode: auto`` upstreams are probed before the doors open: the mode they are served in, and the switches
+    their answers call for (run/probe_start.py); a failed probe leaves one translated."""
+    from .run.probe_start import probe_auto_upstreams
+
+    for name, report in (await probe_auto_upstreams(runtime.routes())).items():
+        runtime.probed_modes[name] = report.mode if report is not None else "translate"
+        if report is not None:
+            runtime.probed_switches[name] = dict(report.switches)
 
 
 async def serve(settings: Settings, *, http: bool = True, extproc: bool = True) -> None:

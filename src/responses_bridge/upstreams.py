@@ -15,12 +15,13 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from fnmatch import fnmatchcase
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
+from .engine.profiles import GENERIC, SWITCHES, ProfileSwitches
 from .protocol.errors import APIError
 
 Mode = Literal["translate", "native", "auto"]
@@ -46,6 +47,9 @@ class UpstreamSpec(BaseModel):
     profile: Profile = "generic"
     api_key_env: str | None = None
     api_key: str | None = Field(default=None, repr=False)  # "forward", or a literal key
+    # Profile switches set one by one for this upstream (engine/profiles.py), over its profile's table.
+    switches: dict[str, Any] = Field(default={}, description="profile switches over the profile, e.g. "
+                                     "`{tool_result_role: user}`")
 
     @field_validator("name")
     @classmethod
@@ -53,6 +57,17 @@ class UpstreamSpec(BaseModel):
         if not _NAME.match(value):
             raise ValueError("must be 1-63 letters, digits, '_', '.' or '-', starting with a letter or digit")
         return value
+
+    @field_validator("switches")
+    @classmethod
+    def _check_switches(cls, value: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(value) - set(SWITCHES))
+        if unknown:
+            raise ValueError(f"not a profile switch: {', '.join(unknown)}; switches are: {', '.join(SWITCHES)}")
+        if value.get("tool_call_content", "") is None:
+            value = {**value, "tool_call_content": "null"}  # ``tool_call_content: null`` in YAML reads as None
+        checked = TypeAdapter(ProfileSwitches).validate_python({**asdict(GENERIC), **value})  # values, too
+        return {name: getattr(checked, name) for name in value}
 
     @field_validator("url")
     @classmethod

@@ -73,12 +73,12 @@ async def client(base_url: str) -> AsyncIterator[openai.AsyncOpenAI]:
         yield sdk
 
 
-async def weather_round_trip(client: openai.AsyncOpenAI) -> openai.types.responses.Response:
-    first = await client.responses.create(model="llama-3.1-8b-instruct", input="Please call get_weather Paris",
-                                          tools=[WEATHER])
+async def weather_round_trip(client: openai.AsyncOpenAI,
+                             model: str = "llama-3.1-8b-instruct") -> openai.types.responses.Response:
+    first = await client.responses.create(model=model, input="Please call get_weather Paris", tools=[WEATHER])
     call = next(item for item in first.output if item.type == "function_call")
     return await client.responses.create(
-        model="llama-3.1-8b-instruct", previous_response_id=first.id, tools=[WEATHER],
+        model=model, previous_response_id=first.id, tools=[WEATHER],
         input=[{"type": "function_call_output", "call_id": call.call_id, "output": "Sunny, 21 C"}])
 
 

@@ -153,15 +153,60 @@ async def test_envoy_sends_each_model_to_its_cluster(deployment: Deployment) -> 
 
 
 async def test_the_route_header_is_what_the_sidecars_own_calls_use(deployment: Deployment) -> None:
-    """A call naming its upstream in the header goes to that cluster as it is (the ``--upstream-via`` path)."""
+    """On Envoy's internal listener (``--upstream-via``), a call naming its upstream in the header goes to that
+    cluster as it is; one naming none is a 404, not some upstream."""
     before = await deployment.cluster_requests()
-    async with aiohttp.ClientSession() as session, session.post(
-            f"{deployment.envoy_url}/v1/chat/completions", headers={"x-responses-bridge-upstream": "b"},
-            json={"model": "whatever", "messages": [{"role": "user", "content": "direct"}]}) as response:
-        assert response.status == 200
-        assert (await response.json())["choices"][0]["message"]["content"] == "Echo: direct"
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{deployment.internal_url}/v1/chat/completions",
+                                headers={"x-responses-bridge-upstream": "b"},
+                                json={"model": "whatever", "messages": [{"role": "user", "content": "direct"}]}
+                                ) as response:
+            assert response.status == 200
+            assert (await response.json())["choices"][0]["message"]["content"] == "Echo: direct"
+        async with session.post(f"{deployment.internal_url}/v1/chat/completions", json={"model": "beta"}) as response:
+            assert response.status == 404
+            assert (await response.json())["error"]["code"] == "upstream_not_found"
     after = await deployment.cluster_requests()
     assert (after["a"] - before["a"], after["b"] - before["b"]) == (0, 1)
+
+
+async def test_a_client_sending_the_route_header_reaches_no_upstream_unprocessed(deployment: Deployment) -> None:
+    """The client-facing listener has no route on the header and strips it: a Responses request naming ``b`` in it
+    is still translated and routed by its model, a Chat Completions one by its model (an unknown one is a 404),
+    and any other path goes to the sidecar, never to an upstream cluster."""
+    await deployment.clear()
+    before = await deployment.cluster_requests()
+    header = {"x-responses-bridge-upstream": "b", "Authorization": "Bearer sk-client"}
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{deployment.envoy_url}/v1/responses", headers=header,
+                                json={"model": "alpha-1", "input": "hi"}) as response:
+            assert response.status == 200 and (await response.json())["object"] == "response"
+        async with session.post(f"{deployment.envoy_url}/v1/chat/completions", headers=header,
+                                json={"model": "whatever", "messages": [{"role": "user", "content": "x"}]}
+                                ) as response:
+            assert response.status == 404 and (await response.json())["error"]["code"] == "model_not_found"
+        async with session.get(f"{deployment.envoy_url}/v1/anything", headers=header) as response:
+            assert response.status == 404
+    after = await deployment.cluster_requests()
+    assert {key: after[key] - before[key] for key in ("a", "b", "n")} == {"a": 1, "b": 0, "n": 0}
+    [entry] = await deployment.logs["a"].entries()
+    assert entry["path"] == "/v1/chat/completions" and entry["body"]["messages"] == [{"role": "user",
+                                                                                       "content": "hi"}]
+
+
+async def test_the_tool_loops_own_turns_go_through_envoy_to_the_models_cluster(deployment: Deployment) -> None:
+    """A request with a server-side tool goes through Envoy to the sidecar, which runs the loop; each of its model
+    turns goes back through Envoy (the internal listener) to the model's own cluster."""
+    await deployment.clear()
+    before = await deployment.cluster_requests()
+    tool = {"type": "mcp", "server_label": "tools", "server_url": deployment.mcp_url, "require_approval": "never"}
+    async with openai.AsyncOpenAI(base_url=f"{deployment.envoy_url}/v1", api_key="sk-client", max_retries=0,
+                                  timeout=60) as client:
+        response = await client.responses.create(model="beta", input="call tools__add", tools=[tool])  # type: ignore[list-item]
+    assert [item.type for item in response.output] == ["mcp_list_tools", "mcp_call", "message"]
+    after = await deployment.cluster_requests()
+    assert {key: after[key] - before[key] for key in after} == {"a": 0, "b": 2, "n": 0, "sidecar": 1}
+    assert await deployment.models_sent() == {"a": [], "b": ["fake-model", "fake-model"]}
 
 
 async def test_a_truncation_retry_goes_to_the_same_upstream(setup: tuple[Deployment, openai.AsyncOpenAI]) -> None:

@@ -1,6 +1,6 @@
 """Several upstreams behind one sidecar and one Envoy: two translated fake upstreams (``a``, ``b``) and a native
 one (``n``, the fake's ``--native`` mode), configured through ``RESPONSES_BRIDGE_UPSTREAMS`` / ``_MODELS``, with the
-sidecar's own calls through Envoy's listener (``--upstream-via``) and the real MCP test server."""
+sidecar's own calls through Envoy's internal listener (``--upstream-via``) and the real MCP test server."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ class Deployment:
     envoy: EnvoyProcess
     logs: dict[str, UpstreamLog]
     mcp_url: str
+    internal_url: str  # Envoy's internal listener, where the sidecar's own calls go (``--upstream-via``)
 
     async def cluster_requests(self) -> dict[str, int]:
         stats = await self.envoy.stats("cluster.")
@@ -64,22 +65,22 @@ async def running_deployment(tmp_dir: str, *, keyed: bool = True) -> AsyncIterat
     upstreams = [UpstreamSpec(name=name, url=f"http://127.0.0.1:{port}/v1", mode="native" if name == "n" else
                               "translate", api_key_env="B_KEY" if name == "b" and keyed else None,
                               api_key="forward" if name == "a" else None) for name, port in ports.items()]
-    listen_port = free_port()
+    listen_port, internal_port = free_port(), free_port()
     env = {"RESPONSES_BRIDGE_UPSTREAMS": json.dumps([spec.model_dump() for spec in upstreams]),
            "RESPONSES_BRIDGE_MODELS": json.dumps(MODELS), "RESPONSES_BRIDGE_MCP_ALLOWED_HOSTS": "127.0.0.1",
            "B_KEY": "sk-upstream-b"}  # b's key; a forwards the client's, n has none (the client's goes too)
     try:
         async with running_mcp_server() as mcp, running_sidecar(
                 tmp_dir, upstreams[0].url, "--upstream-via",
-                f"http://127.0.0.1:{listen_port}/v1", env=env) as sidecar:
+                f"http://127.0.0.1:{internal_port}/v1", env=env) as sidecar:  # Envoy's internal listener
             envoy = await start_envoy(render_bootstrap(
                 listen_port=listen_port, extproc_port=sidecar.extproc_port,
                 http_port=int(sidecar.http_url.rsplit(":", 1)[1]), upstream=upstreams[0].url, admin_port=0,
-                upstreams=upstreams))
+                upstreams=upstreams, internal_port=internal_port))
             try:
                 yield Deployment(sidecar.http_url, f"http://127.0.0.1:{listen_port}", envoy,
                                  {name: UpstreamLog(f"http://127.0.0.1:{port}") for name, port in ports.items()},
-                                 mcp.http_url)
+                                 mcp.http_url, f"http://127.0.0.1:{internal_port}")
             finally:
                 envoy.stop()
     finally:

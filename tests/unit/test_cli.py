@@ -82,7 +82,8 @@ def test_a_bad_environment_value_from_the_shell() -> None:
 def test_envoy_config_defaults_fit_serve_defaults() -> None:
     args = build_parser().parse_args(["envoy-config"])
     settings = Settings()
-    assert args.http_port == settings.http_port and args.extproc_port == settings.extproc_port
+    assert args.http_port is None and args.extproc_port is None  # taken from the settings `serve` reads
+    assert (settings.http_port, settings.extproc_port) == (8080, 50051)
     assert args.listen_port == envoy_config.LISTEN_PORT == 10000
     assert args.listen_port not in (settings.http_port, settings.extproc_port)
 

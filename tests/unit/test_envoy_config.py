@@ -253,8 +253,21 @@ def test_several_upstreams_get_one_cluster_each_and_routes_on_the_processors_cho
     assert chosen["route"]["prefix_rewrite"] == "/v1/responses"  # native: its own /v1/responses
     assert routes["local_responses"]["route"]["prefix_rewrite"] == "/v1/chat/completions"
     assert routes["ollama.box_chat_completions"]["route"]["prefix_rewrite"] == "/chat/completions"
-    via = routes["local_via_sidecar"]
-    assert via["match"]["headers"][0] == {"name": "x-responses-bridge-upstream", "string_match": {"exact": "local"}}
+    # the sidecar's own calls name their upstream in a header, matched only on the internal listener (loopback,
+    # the next port): on the client-facing one no route looks at it, and it is stripped
+    assert not any(header.get("name") == envoy_config.ROUTE_HEADER for route in routes.values()
+                   for header in route["match"].get("headers", []))
+    public, internal = config["static_resources"]["listeners"]
+    assert public["filter_chains"][0]["filters"][0]["typed_config"]["route_config"][
+        "request_headers_to_remove"] == [envoy_config.ROUTE_HEADER]
+    assert internal["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": DEMO["listen_port"] + 1}
+    hcm = internal["filter_chains"][0]["filters"][0]["typed_config"]
+    assert [f["name"] for f in hcm["http_filters"]] == ["envoy.filters.http.router"]  # no processor there
+    via = {route["name"]: route for route in hcm["route_config"]["virtual_hosts"][0]["routes"]}
+    assert via["local_via_sidecar"]["match"]["headers"][0] == {"name": "x-responses-bridge-upstream",
+                                                               "string_match": {"exact": "local"}}
+    assert via["local_via_sidecar"]["route"]["cluster"] == "upstream_local"
+    assert via["no_upstream_named"]["direct_response"]["status"] == 404
     # the models list merges every upstream's: the sidecar's HTTP door answers it
     assert "models" not in routes
     names = list(routes)

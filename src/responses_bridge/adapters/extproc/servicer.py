@@ -391,9 +391,9 @@ class _Stream:
                 return self._route_to_sidecar()
             if not self.runtime.routes().single:  # several upstreams: the model picks one (upstreams.py)
                 self.route = self.runtime.route(decoded.get("model"))
-                if self.route.upstream.mode == "native":  # Envoy sends it to the backend's own /v1/responses
+                if self.runtime.is_native(self.route):  # Envoy sends it to the backend's own /v1/responses
                     self.run = run = self.runtime.native_run(self.route)
-                elif self.route.upstream_model:
+                else:  # the upstream's profile and model name
                     run.use_options(self.runtime.route_options(self.route))
             upstream = await run.begin(decoded, large=large)
         except APIError as error:

@@ -187,8 +187,7 @@ class WebSocketSession:
                 return
             upstream = self.clients[route.upstream.name]
             authorization = self.runtime.route_authorization(route, self.client_authorization)
-            if route.upstream_model:
-                run.use_options(self.runtime.route_options(route))
+            run.use_options(self.runtime.route_options(route))
         self.store.loaded = []
         try:
             call = await run.begin(orjson.dumps(raw))
