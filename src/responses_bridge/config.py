@@ -110,6 +110,13 @@ class Settings(BaseSettings):
     # files/ next to the database, never in memory.
     max_file_bytes: int = Field(default=512 * 1024 * 1024, ge=1, description=(
         "largest file `POST /v1/files` accepts, bytes; larger is a 413 `file_too_large`"))
+    # --- tenancy (services/identity; adapters/http/identity.py, the ext_proc door) --------------------------------
+    auth: Literal["none", "keys", "header"] = Field(default="none", description=(
+        "who the caller is: none (one shared tenant; a warning at start when bound beyond loopback), keys (the "
+        "bridge's own API keys, made with `responses-bridge keys create`, sent as Authorization: Bearer), header "
+        "(a tenant header set by Envoy after jwt_authn or ext_authz; trusted only from Envoy)"))
+    tenant_header: str = Field(default="x-tenant-id", description=(
+        "the request header naming the tenant with auth: header (Envoy sets it; a client's own is stripped)"))
     ingest_concurrency: int = Field(default=2, ge=1, description="vector store files ingested (extracted, chunked, "
                                     "embedded, indexed) at once; files left in progress resume on restart")
     store_stall_seconds: float = 10.0  # a write waiting longer than this makes GET /health/ready answer 503

@@ -10,6 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+DEFAULT_TENANT = ""
+"""The tenant of every object when ``RESPONSES_BRIDGE_AUTH=none``, and of objects stored before tenancy existed.
+Every store method that reads or changes one tenant's objects takes ``tenant`` and matches it in its queries."""
+
 MAX_PAGE_LIMIT = 100
 """Upper bound of ``limit`` for ``input_items`` pages, as in the OpenAI API."""
 

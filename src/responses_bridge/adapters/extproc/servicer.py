@@ -58,6 +58,7 @@ from ...protocol.request import parse_json_object
 from ...run.native_run import NativeRun
 from ...run.response_run import LARGE_BODY_BYTES, ResponseRun
 from ...runtime import Runtime
+from ...store.base import DEFAULT_TENANT
 from ...upstreams import Route
 from . import messages as m
 from .observe import StreamObservation
@@ -206,6 +207,7 @@ class _Stream:
         "shutdown_requested",
         "sidecar_route",
         "sse",
+        "tenant",
         "write",
     )
 
@@ -232,6 +234,7 @@ class _Stream:
         self.chat = False  # a POST /v1/chat/completions, with several upstreams: only its upstream is chosen
         self.route: Route | None = None  # with several upstreams: where the request's model goes (upstreams.py)
         self.observed: StreamObservation | None = None  # set by Process: metrics and spans of this request
+        self.tenant = DEFAULT_TENANT  # the caller's, resolved from the forwarded credentials with the body
 
     async def handle(self, request: ProcessingRequest) -> Responses:
         phase = request.WhichOneof("request")

@@ -17,6 +17,7 @@ from .conversations_routes import ConversationRoutes
 from .drain import DRAIN, Drain
 from .errors import error_middleware
 from .files_routes import FileRoutes
+from .identity import identity_middleware
 from .observe import echo_request_id, observe_middleware
 from .prompts_routes import PromptRoutes
 from .responses_routes import ResponsesRoutes
@@ -30,7 +31,8 @@ UPSTREAMS = web.AppKey("upstreams", dict[str, AiohttpUpstreamClient])
 
 def create_app(runtime: Runtime) -> web.Application:
     drain = Drain(runtime)  # outermost middleware: while draining, new requests get a 503 before anything else
-    app = web.Application(middlewares=[observe_middleware, drain.middleware, error_middleware],
+    identify = identity_middleware(runtime.settings.auth, runtime.settings.tenant_header)
+    app = web.Application(middlewares=[observe_middleware, drain.middleware, error_middleware, identify],
                           client_max_size=runtime.settings.max_request_bytes)
     app.on_response_prepare.append(echo_request_id)  # X-Request-Id on every answer (observe.py)
     app[DRAIN] = drain
