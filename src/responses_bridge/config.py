@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from . import config_file
 from .engine.options import EngineOptions
 from .engine.profiles import SWITCHES, ProfileName, options_for
+from .tenants import TenantPolicy
 from .upstreams import ModelRoute, Router, UpstreamSpec, check_references, single_upstream
 
 if TYPE_CHECKING:
@@ -117,6 +118,18 @@ class Settings(BaseSettings):
         "(a tenant header set by Envoy after jwt_authn or ext_authz; trusted only from Envoy)"))
     tenant_header: str = Field(default="x-tenant-id", description=(
         "the request header naming the tenant with auth: header (Envoy sets it; a client's own is stripped)"))
+    tenant_max_concurrent_requests: int | None = Field(default=None, ge=1, description=(
+        "default per-tenant limit of requests in flight on one process (429 with Retry-After over it); none: no limit"))
+    tenant_max_request_bytes: int | None = Field(default=None, ge=1, description=(
+        "default per-tenant limit of one request body, in bytes (413); none: only max_request_bytes"))
+    tenant_max_stored_bytes: int | None = Field(default=None, ge=0, description=(
+        "default per-tenant limit of stored file bytes; none: no limit"))
+    retention_days: float | None = Field(default=None, gt=0, description=(
+        "default time-to-live of stored responses and conversations, purged in the background; none: kept until "
+        "deleted (OpenAI keeps 30 days)"))
+    tenants: dict[str, TenantPolicy] = Field(default_factory=dict, description=(
+        "per-tenant limits and retention by tenant name (keys: max_concurrent_requests, max_request_bytes, "
+        "max_stored_bytes, retention_days); unset values take the defaults above"))
     ingest_concurrency: int = Field(default=2, ge=1, description="vector store files ingested (extracted, chunked, "
                                     "embedded, indexed) at once; files left in progress resume on restart")
     store_stall_seconds: float = 10.0  # a write waiting longer than this makes GET /health/ready answer 503
@@ -235,6 +248,14 @@ class Settings(BaseSettings):
             list_ttl=self.mcp_list_ttl,
             max_output_bytes=self.mcp_max_output_bytes,
         )
+
+    def tenant_policy(self, tenant: str) -> TenantPolicy:
+        """The limits and retention of ``tenant``: its own entry under ``tenants`` over the defaults."""
+        defaults = TenantPolicy(max_concurrent_requests=self.tenant_max_concurrent_requests,
+                                max_request_bytes=self.tenant_max_request_bytes,
+                                max_stored_bytes=self.tenant_max_stored_bytes, retention_days=self.retention_days)
+        own = self.tenants.get(tenant)
+        return defaults if own is None else own.over(defaults)
 
     def db_path(self) -> str:
         if self.db:
