@@ -338,6 +338,8 @@ class _Stream:
             self.ours = True
             self.done = True
             return m.immediate_response(error.status, error.body(), JSON)
+        if self.observed is not None:
+            self.observed.tenant = self.tenant
         return None
 
     async def _identify_passthrough(self, headers: dict[str, str]) -> ProcessingResponse | None:

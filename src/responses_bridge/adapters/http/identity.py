@@ -43,11 +43,11 @@ def identity_middleware(identity: Identity) -> web.middleware:  # type: ignore[v
             return await handler(request)
         tenant = await identity.tenant(request.headers.get("Authorization"),
                                        request.headers.get(identity.tenant_header))
+        request[TENANT] = tenant  # before the clone below: the request log line (observe.py) reads the original
         if identity.mode == "keys":  # the bridge key stops here: routes see no Authorization to pass on
             headers = CIMultiDict(request.headers)
             headers.popall("Authorization", None)
             request = request.clone(headers=CIMultiDictProxy(headers))
-        request[TENANT] = tenant
         return await handler(request)
 
     return identify
