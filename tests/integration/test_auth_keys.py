@@ -62,6 +62,7 @@ class Stack:
     log_path: Path
     keys: Keys
     upstream: UpstreamLog
+    upstream_key: bool  # the sidecar holds UPSTREAM_KEY (--api-key)
 
     def url(self, door: str) -> str:
         return self.envoy_url if door == "envoy" else self.http_url
@@ -119,7 +120,7 @@ async def start_stack(tmp: Path, fake_upstream: str, *flags: str) -> AsyncIterat
                                                    http_port=http_port, upstream=fake_upstream, admin_port=0,
                                                    auth=Auth("keys")))
         yield Stack(f"http://127.0.0.1:{http_port}", f"http://127.0.0.1:{listen_port}", log_path, keys,
-                    UpstreamLog(fake_upstream.removesuffix("/v1")))
+                    UpstreamLog(fake_upstream.removesuffix("/v1")), "--api-key" in flags)
     finally:
         if envoy is not None:
             envoy.stop()
@@ -137,6 +138,12 @@ async def keyed(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) ->
 async def keyless(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
     async for stack in start_stack(tmp_path_factory.mktemp("keyless"), fake_upstream):
         yield stack
+
+
+@pytest.fixture(params=["keyed", "keyless"])
+def stack(request: pytest.FixtureRequest) -> Stack:
+    """Each deployment in turn (a sync fixture: the module's async ones are started outside the test's loop)."""
+    return request.getfixturevalue(request.param)  # type: ignore[no-any-return]
 
 
 async def _create(base_url: str, key: str, stream: bool = False, **params: Any) -> Any:
@@ -254,10 +261,7 @@ async def test_stored_state_routes_need_a_key_too(keyed: Stack, door: str) -> No
 
 
 @pytest.mark.parametrize("door", ["http", "envoy"])
-@pytest.mark.parametrize("deployment", ["keyed", "keyless"])
-async def test_passthrough_routes_need_a_valid_key(request: pytest.FixtureRequest, door: str,
-                                                   deployment: str) -> None:
-    stack: Stack = request.getfixturevalue(deployment)
+async def test_passthrough_routes_need_a_valid_key(stack: Stack, door: str) -> None:
     chat = {"model": MODEL, "messages": [{"role": "user", "content": "Say hello."}]}
     await stack.upstream.clear()
     for key in (None, stack.keys.revoked, stack.keys.expired, "sk-anything"):
@@ -271,7 +275,7 @@ async def test_passthrough_routes_need_a_valid_key(request: pytest.FixtureReques
     status, body = await _raw("GET", f"{stack.url(door)}/v1/models", stack.keys.acme)
     assert status == 200 and body["object"] == "list"
     [entry] = await stack.upstream.entries()
-    assert entry["headers"]["authorization"] == (f"Bearer {UPSTREAM_KEY}" if deployment == "keyed" else None)
+    assert entry["headers"]["authorization"] == (f"Bearer {UPSTREAM_KEY}" if stack.upstream_key else None)
 
 
 async def test_a_client_cannot_pass_as_the_sidecar(keyless: Stack) -> None:
@@ -284,19 +288,16 @@ async def test_a_client_cannot_pass_as_the_sidecar(keyless: Stack) -> None:
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
-@pytest.mark.parametrize("deployment", ["keyed", "keyless"])
-async def test_server_side_tools_through_envoy(request: pytest.FixtureRequest, deployment: str,
-                                               stream: bool) -> None:
+async def test_server_side_tools_through_envoy(stack: Stack, stream: bool) -> None:
     """Envoy hands this request to the sidecar's HTTP door, whose model turns come back through Envoy's
     passthrough route as the sidecar's own calls: let through, and neither the client's key nor the sidecar's
     credential reaches the upstream."""
-    stack: Stack = request.getfixturevalue(deployment)
     await stack.upstream.clear()
     response = await _create(stack.envoy_url, stack.keys.acme, stream, tools=SERVER_SEARCH)
     assert response.status == "completed"
     sent = [entry["headers"] for entry in await stack.upstream.entries()]
     assert sent
-    expected = f"Bearer {UPSTREAM_KEY}" if deployment == "keyed" else None
+    expected = f"Bearer {UPSTREAM_KEY}" if stack.upstream_key else None
     assert {headers["authorization"] for headers in sent} == {expected}
     assert {headers[SIDECAR_HEADER] for headers in sent} == {None}
 
@@ -321,3 +322,42 @@ async def test_keys_are_never_logged(keyed: Stack) -> None:
     assert "request_finished" in text
     for key in (keyed.keys.acme, keyed.keys.revoked, keyed.keys.expired, UPSTREAM_KEY):
         assert key not in text and key.split("_")[-1] not in text
+
+
+@pytest.mark.parametrize("door", ["http", "envoy"])
+async def test_background_runs_call_upstream_as_the_sidecar(stack: Stack, door: str) -> None:
+    """A background run's model call is the sidecar's own, through Envoy's passthrough route: let through, with
+    the upstream key or none."""
+    await stack.upstream.clear()
+    async with openai.AsyncOpenAI(base_url=f"{stack.url(door)}/v1", api_key=stack.keys.acme, max_retries=0,
+                                  timeout=60) as sdk:
+        response = await sdk.responses.create(model=MODEL, input="in the background", background=True)
+        for _ in range(400):
+            response = await sdk.responses.retrieve(response.id)
+            if response.status in ("completed", "failed", "cancelled", "incomplete"):
+                break
+            await asyncio.sleep(0.025)
+    assert response.status == "completed"
+    [entry] = await stack.upstream.entries()
+    assert entry["headers"]["authorization"] == (f"Bearer {UPSTREAM_KEY}" if stack.upstream_key else None)
+    assert entry["headers"][SIDECAR_HEADER] is None
+
+
+@pytest.mark.parametrize("door", ["http", "envoy"])
+async def test_websocket_mode_needs_a_key(keyless: Stack, door: str) -> None:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            async with session.ws_connect(f"{keyless.url(door)}/v1/responses"):
+                pass
+        assert refused.value.status == 401
+        await keyless.upstream.clear()
+        async with session.ws_connect(f"{keyless.url(door)}/v1/responses",
+                                      headers={"Authorization": f"Bearer {keyless.keys.acme}"}) as ws:
+            await ws.send_str(orjson.dumps({"type": "response.create", "model": MODEL, "input": "hi"}).decode())
+            while True:
+                event = orjson.loads((await ws.receive(timeout=30)).data)
+                if event["type"] in ("response.completed", "response.failed", "error"):
+                    break
+    assert event["type"] == "response.completed"
+    [entry] = await keyless.upstream.entries()
+    assert entry["headers"]["authorization"] is None
