@@ -960,7 +960,8 @@ def _auth(args: argparse.Namespace, configured_mode: str, configured_header: str
                          jwks=args.jwt_jwks, audiences=tuple(args.jwt_audience))
     elif args.jwt_jwks_file or args.jwt_jwks:
         raise ValueError("--jwt-jwks-file / --jwt-jwks need --jwt-issuer")
-    return Auth(mode=args.auth or configured_mode, tenant_header=args.tenant_header or configured_header, jwt=jwt)
+    return Auth(mode=args.auth or configured_mode, tenant_header=(args.tenant_header or configured_header).lower(),
+                jwt=jwt)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ flags and what they render, and the start-up warning for ``auth: none`` beyond l
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +15,11 @@ from responses_bridge.cli import main
 from responses_bridge.config import Settings
 from responses_bridge.envoy_config import Auth, JwtExample, bootstrap_dict
 from responses_bridge.keys_command import parse_expires
+from responses_bridge.protocol.errors import APIError
 from responses_bridge.serve import warn_if_open
+from responses_bridge.services.identity import Identity
+from responses_bridge.store import SQLiteResponseStore
+from responses_bridge.store.api_keys import SQLiteApiKeyStore
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC).timestamp()
 
@@ -114,3 +119,48 @@ def test_auth_none_beyond_loopback_is_one_warning(auth: str, http_host: str, ext
     expected = [{"event": "auth_none_beyond_loopback", "log_level": "warning", "doors": warned,
                  "hint": "every caller shares one tenant: set RESPONSES_BRIDGE_AUTH=keys or header"}]
     assert logs == (expected if warned else [])
+
+
+def test_keys_finds_the_database_as_serve_does(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--db`` over ``RESPONSES_BRIDGE_DB`` over the configuration file's ``db``."""
+    monkeypatch.delenv("RESPONSES_BRIDGE_DB", raising=False)
+    monkeypatch.delenv("RESPONSES_BRIDGE_CONFIG", raising=False)
+    from_env, from_file, from_flag = tmp_path / "env.db", tmp_path / "file.db", tmp_path / "flag.db"
+    config = tmp_path / "bridge.yaml"
+    config.write_text(f"db: {from_file}\n")
+    assert main(["keys", "create", "--tenant", "file", "--config", str(config)]) == 0
+    monkeypatch.setenv("RESPONSES_BRIDGE_DB", str(from_env))
+    assert main(["keys", "create", "--tenant", "env", "--config", str(config)]) == 0
+    assert main(["keys", "create", "--tenant", "flag", "--db", str(from_flag)]) == 0
+    capsys.readouterr()
+    for path, tenant in ((from_file, "file"), (from_env, "env"), (from_flag, "flag")):
+        assert main(["keys", "list", "--db", str(path)]) == 0
+        rows = capsys.readouterr().out.splitlines()
+        assert [row.split()[1] for row in rows[1:]] == [tenant]
+
+
+async def test_identity_resolves_keys_and_headers(tmp_path: Path) -> None:
+    async with SQLiteResponseStore(str(tmp_path / "keys.db")) as store:
+        keys = SQLiteApiKeyStore(store)
+        key, row = await keys.create_key("acme")
+        identity = Identity("keys", keys=keys, sidecar_token="t" * 64)
+        assert await identity.tenant(f"Bearer {key}", "other") == "acme"
+        assert await identity.tenant(f"bearer   {key}", None) == "acme"
+        for bad, code in ((None, "invalid_api_key"), ("Basic abc", "invalid_api_key"), ("Bearer ", "invalid_api_key"),
+                          (f"Bearer {key}x", "invalid_api_key"), (f"Bearer {key[:-1]}A", "invalid_api_key")):
+            with pytest.raises(APIError) as caught:
+                await identity.tenant(bad, "acme")
+            assert (caught.value.status, caught.value.code) == (401, code)
+            assert key not in caught.value.message
+        assert await keys.revoke_key(row.id) and await keys.revoke_key(row.id)  # twice: the first time stays
+        assert (await keys.list_keys())[0].revoked_at is not None
+        with pytest.raises(APIError, match="revoked"):
+            await identity.tenant(f"Bearer {key}", None)
+        assert identity.is_sidecar("t" * 64) and not identity.is_sidecar("t" * 63) and not identity.is_sidecar(None)
+    header = Identity("header", "X-Team")
+    assert await header.tenant(f"Bearer {key}", " beta ") == "beta"
+    with pytest.raises(APIError) as caught:
+        await header.tenant(None, "  ")
+    assert caught.value.code == "missing_tenant" and "x-team" in caught.value.message
+    assert await Identity().tenant(None, "someone") == "" and not Identity().is_sidecar("t" * 64)

@@ -74,7 +74,7 @@ class Identity:
         return DEFAULT_TENANT
 
     async def key_tenant(self, authorization: str | None) -> str:
-        if not authorization or not authorization[:len(_BEARER)].lower() == _BEARER:
+        if not authorization or authorization[:len(_BEARER)].lower() != _BEARER:
             raise MISSING_KEY
         key = authorization[len(_BEARER):].strip()
         if not key:
@@ -91,7 +91,9 @@ class Identity:
     def is_sidecar(self, value: str | None) -> bool:
         """Is ``value`` (of :data:`SIDECAR_HEADER`) this deployment's own credential?"""
         token = self._sidecar_token
-        return bool(value) and token is not None and hmac.compare_digest(value.encode(), token.encode())  # type: ignore[union-attr]
+        if not value or token is None:
+            return False
+        return hmac.compare_digest(value.encode(), token.encode())
 
 
 def header_tenant(value: str | None, header: str) -> str:
