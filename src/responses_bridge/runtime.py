@@ -26,10 +26,12 @@ from .sealing import Sealer, load_or_create_key
 from .services.background import BackgroundService, fail_interrupted
 from .services.conversations import ConversationService
 from .services.files import FileService, files_directory
+from .services.identity import Identity, sidecar_token
 from .services.prompts import PromptService
 from .services.retrieval.embedders import Embedder, embedder_from_settings
 from .services.vector_stores import VectorStoreService
 from .store import ResponseStore, SQLiteResponseStore
+from .store.api_keys import SQLiteApiKeyStore
 from .store.chunks import ChunkIndex, SQLiteChunkIndex
 from .store.conversations import SQLiteConversationStore
 from .store.events import SQLiteEventLog
@@ -65,6 +67,8 @@ class Runtime:
     embedder: Embedder | None = None
     chunks: ChunkIndex | None = None
     vector_stores: VectorStoreService | None = None  # the Vector Stores API; the file_search tool's searcher
+    # who the caller is (RESPONSES_BRIDGE_AUTH), for both doors: services/identity.py
+    identity: Identity = field(default_factory=Identity)
 
     async def _open_background(self, store: SQLiteResponseStore, upstream: UpstreamClient) -> None:
         """Background runs of a previous process that never ended are marked failed (none can be running now),
@@ -107,6 +111,8 @@ class Runtime:
         runtime = cls(settings=settings, store=store, options=settings.engine_options(), sealer=sealer,
                       conversations=ConversationService(SQLiteConversationStore(store)),
                       prompts=PromptService(SQLitePromptStore(store)))
+        runtime.identity = Identity(settings.auth, settings.tenant_header, SQLiteApiKeyStore(store),
+                                    sidecar_token(settings.sealing_key, db_path))
         runtime.server_tools = ServerTools(ServerToolServices.configured(settings.mcp_limits(),
                                                                            settings.web_search_settings()))
         runtime.router = settings.router()
@@ -164,10 +170,11 @@ class Runtime:
 
     def upstream_authorization(self, client_authorization: str | None) -> str | None:
         """The configured key wins; without one, the client's own credentials go upstream (a gateway in front
-        of a multi-tenant provider must not swap every caller's key for its own)."""
+        of a multi-tenant provider must not swap every caller's key for its own). With ``auth: keys`` the
+        client's Authorization is its key to this bridge, and never goes upstream."""
         if self.settings.api_key:
             return f"Bearer {self.settings.api_key}"
-        return client_authorization
+        return None if self.settings.auth == "keys" else client_authorization
 
     # --- routing (upstreams.py) --------------------------------------------------------------------------------
 
@@ -223,7 +230,10 @@ class Runtime:
         return dataclasses.replace(options, upstream_model=route.upstream_model)
 
     def route_authorization(self, route: Route, client_authorization: str | None) -> str | None:
-        """What goes upstream as ``Authorization`` for ``route``: its key, or the client's own."""
+        """What goes upstream as ``Authorization`` for ``route``: its key, or the client's own (never a bridge
+        key: ``auth: keys``)."""
+        if self.settings.auth == "keys":
+            client_authorization = None
         return self.routes().authorization(route.upstream, client_authorization)
 
     def client_for(self, route: Route) -> UpstreamClient | None:

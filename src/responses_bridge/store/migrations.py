@@ -462,6 +462,26 @@ MIGRATIONS: list[Migration] = [
             """,
         ],
     ),
+    (
+        12,
+        [
+            # The bridge's own API keys (RESPONSES_BRIDGE_AUTH=keys; store/api_keys.py). A key is
+            # ``rbk_<id>_<secret>``: the id is the primary key, so resolving a key is one indexed read; only a
+            # salted hash of the secret is kept. Revoked and expired keys stay listed (who had access, until when).
+            """
+            CREATE TABLE api_keys (
+                id          TEXT PRIMARY KEY,
+                tenant      TEXT NOT NULL,
+                salt        BLOB NOT NULL,
+                secret_hash BLOB NOT NULL,
+                created_at  INTEGER NOT NULL,
+                expires_at  INTEGER,
+                revoked_at  INTEGER
+            ) WITHOUT ROWID
+            """,
+            "CREATE INDEX api_keys_listed ON api_keys(created_at, id)",
+        ],
+    ),
 ]
 
 LATEST_VERSION: int = MIGRATIONS[-1][0]

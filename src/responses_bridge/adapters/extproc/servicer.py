@@ -58,6 +58,7 @@ from ...protocol.request import parse_json_object
 from ...run.native_run import NativeRun
 from ...run.response_run import LARGE_BODY_BYTES, ResponseRun
 from ...runtime import Runtime
+from ...services.identity import SIDECAR_HEADER
 from ...store.base import DEFAULT_TENANT
 from ...upstreams import Route
 from . import messages as m
@@ -293,6 +294,10 @@ class _Stream:
             if self.run is None:
                 if self.runtime.draining:
                     return [self._refuse()]
+                if not self.runtime.identity.anonymous:  # the tenant first: nothing is made for a stranger
+                    denied = await self._identify(m.forwarded_authorization(request), m.forwarded_tenant(request))
+                    if denied is not None:
+                        return [denied]
                 self.ours = True
                 self.run = self.runtime.new_run()
             if self.authorization is None:  # request headers are skipped: Envoy forwards the credentials
@@ -324,6 +329,27 @@ class _Stream:
 
     # --- request ----------------------------------------------------------------------------------------------
 
+    async def _identify(self, authorization: str | None, tenant_header: str | None) -> ProcessingResponse | None:
+        """Sets ``tenant`` from the request's credentials (services/identity.py), or returns the 401 that answers
+        the request instead (an immediate response: nothing goes upstream)."""
+        try:
+            self.tenant = await self.runtime.identity.tenant(authorization, tenant_header)
+        except APIError as error:
+            self.ours = True
+            self.done = True
+            return m.immediate_response(error.status, error.body(), JSON)
+        if self.observed is not None:
+            self.observed.tenant = self.tenant
+        return None
+
+    async def _identify_passthrough(self, headers: dict[str, str]) -> ProcessingResponse | None:
+        """A passthrough route (``/v1/chat/completions``, ``/v1/models``) with ``auth: keys``: the upstream gets the
+        configured key, so the caller must hold a bridge key, or be this sidecar's own call through Envoy."""
+        identity = self.runtime.identity
+        if identity.mode != "keys" or identity.is_sidecar(headers.get(SIDECAR_HEADER)):
+            return None
+        return await self._identify(headers.get("authorization"), None)
+
     def _refuse(self) -> ProcessingResponse:
         """A new response while the sidecar drains: 503 at once, before anything is sent upstream."""
         self.ours = True
@@ -335,19 +361,33 @@ class _Stream:
         headers = m.header_map(message)
         path = headers.get(":path", "").split("?", 1)[0]
         if headers.get(":method") == "POST" and path in CHAT_PATHS and not self.runtime.routes().single:
+            denied = await self._identify_passthrough(headers)
+            if denied is not None:
+                return denied
             self.chat = True  # the body names the model, hence the upstream: see _route_chat
             self.ours = False
             self.authorization = headers.get("authorization")
-            return m.CONTINUE_REQUEST_HEADERS
+            return m.request_headers_reply((), _sidecar_header(headers))
         if headers.get(":method") != "POST" or path not in RESPONSES_PATHS:
             # A passthrough route that sends us its headers: only the upstream credentials change.
+            denied = await self._identify_passthrough(headers)
+            if denied is not None:
+                return denied
             self.ours = False
-            configured = self.runtime.upstream_authorization(headers.get("authorization"))
-            if configured is not None and configured != headers.get("authorization"):
-                return m.request_headers_reply([("authorization", configured)])
-            return m.CONTINUE_REQUEST_HEADERS
+            client = headers.get("authorization")
+            configured = self.runtime.upstream_authorization(client)
+            if configured is not None and configured != client:
+                return m.request_headers_reply([("authorization", configured)], _sidecar_header(headers))
+            # auth: keys without an upstream key: the bridge key goes no further
+            drop = ("authorization",) if configured is None and client is not None else ()
+            return m.request_headers_reply((), (*drop, *_sidecar_header(headers)))
         if self.runtime.draining:
             return self._refuse()
+        if not self.runtime.identity.anonymous:
+            tenant_header = headers.get(self.runtime.identity.tenant_header)
+            denied = await self._identify(headers.get("authorization"), tenant_header)
+            if denied is not None:
+                return denied
         self.ours = True
         self.authorization = headers.get("authorization")
         self.run = self.runtime.new_run()
@@ -452,7 +492,9 @@ class _Stream:
         authorization = self.runtime.route_authorization(route, self.authorization)
         if authorization is not None and authorization != self.authorization:
             set_headers.append(("authorization", authorization))
-        reply = m.request_body_reply(new_body, set_headers, ())
+        # auth: keys without the upstream's own key: the client's bridge key goes no further
+        remove = ("authorization",) if authorization is None and self.authorization is not None else ()
+        reply = m.request_body_reply(new_body, set_headers, remove)
         m.choose_upstream(reply, route.upstream.name)
         return reply
 
@@ -730,6 +772,11 @@ class _Stream:
 
 
 _BACKGROUND: set[asyncio.Future[None]] = set()
+
+
+def _sidecar_header(headers: dict[str, str]) -> tuple[str, ...]:
+    """The sidecar's own credential, removed once checked: it never reaches the upstream."""
+    return (SIDECAR_HEADER,) if SIDECAR_HEADER in headers else ()
 
 
 def _sse_headers(upstream_status: int) -> list[tuple[str, str]]:

@@ -31,7 +31,7 @@ UPSTREAMS = web.AppKey("upstreams", dict[str, AiohttpUpstreamClient])
 
 def create_app(runtime: Runtime) -> web.Application:
     drain = Drain(runtime)  # outermost middleware: while draining, new requests get a 503 before anything else
-    identify = identity_middleware(runtime.settings.auth, runtime.settings.tenant_header)
+    identify = identity_middleware(runtime.identity)  # RESPONSES_BRIDGE_AUTH: services/identity.py
     app = web.Application(middlewares=[observe_middleware, drain.middleware, error_middleware, identify],
                           client_max_size=runtime.settings.max_request_bytes)
     app.on_response_prepare.append(echo_request_id)  # X-Request-Id on every answer (observe.py)
