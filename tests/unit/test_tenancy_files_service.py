@@ -12,8 +12,10 @@ from typing import Any
 
 import pytest
 
+from responses_bridge.devtools import fake_upstream
+from responses_bridge.engine.request_translation import build_chat_request
 from responses_bridge.protocol.errors import APIError
-from responses_bridge.run.server_tools import ServerToolServices
+from responses_bridge.run.server_tools import ServerToolRun, ServerTools, ServerToolServices
 from responses_bridge.run.tools.file_search import FileSearchToolOptions, run_file_search
 from responses_bridge.run.tools.mcp import MCPLimits, MCPTools
 from responses_bridge.services.files import FileService
@@ -24,7 +26,7 @@ from responses_bridge.store.chunks import SQLiteChunkIndex
 from responses_bridge.store.files import SQLiteFileStore
 from responses_bridge.store.vector_stores import SQLiteVectorStoreStore
 from tests.unit.test_server_tool_turns import end, text, tool
-from tests.unit.test_server_tools_executor import Loop, item
+from tests.unit.test_server_tools_executor import OPTIONS, Loop, item
 
 A, B = "tenant-a", "tenant-b"
 S = "tenant-small"  # may keep 100 bytes; the others have no limit
@@ -76,6 +78,25 @@ async def refusal(call: Awaitable[Any]) -> APIError:
 
 def on_disk(files: FileService) -> list[str]:
     return sorted(os.listdir(files.directory))
+
+
+class TenantLoop(Loop):
+    """The tool loop of a run owned by ``tenant``."""
+
+    def __init__(self, services: ServerToolServices, request: dict[str, Any], *, tenant: str) -> None:
+        super().__init__(services, request)
+        self.tenant = tenant
+
+    async def prepare(self) -> ServerToolRun:
+        self.run = await ServerTools(self.services).prepare(self.request, self.history, self.plan, self.builder,
+                                                            tenant=self.tenant)
+        self.builder.lifecycle("response.created")
+        self.builder.lifecycle("response.in_progress")
+        body = build_chat_request(self.request, self.history, OPTIONS, self.plan)
+        body["messages"].extend(self.run.first_turn_messages(OPTIONS))
+        fake_upstream.validate_chat_request(body)
+        self.bodies.append(body)
+        return self.run
 
 
 # -- files --------------------------------------------------------------------------------------------------------
@@ -225,7 +246,7 @@ async def test_the_file_search_tool_of_one_tenant_never_finds_anothers_chunks(
     services = ServerToolServices(MCPTools(MCPLimits()), file_search=vector_stores)
     outputs = []
     for ids in ([store_a, store_b], ["vs_unknown", store_b]):
-        loop = Loop(services, {"input": "x", "tools": [{"type": "file_search", "vector_store_ids": ids}],
+        loop = TenantLoop(services, {"input": "x", "tools": [{"type": "file_search", "vector_store_ids": ids}],
                                "include": ["file_search_call.results"]}, tenant=B)
         await loop.prepare()
         turn, outcome = await loop.step([tool(0, id="c1", name="file_search",
@@ -238,7 +259,7 @@ async def test_the_file_search_tool_of_one_tenant_never_finds_anothers_chunks(
     assert outputs[0] == outputs[1] == "The file search failed: No vector store found with id '<id>'."
     assert "falcon seven" not in loop.raw.decode()  # the query has the words; the chunk never shows
     # B's own store answers B, and never with A's chunk
-    loop = Loop(services, {"input": "x", "tools": [{"type": "file_search", "vector_store_ids": [store_b]}]},
+    loop = TenantLoop(services, {"input": "x", "tools": [{"type": "file_search", "vector_store_ids": [store_b]}]},
                 tenant=B)
     await loop.prepare()
     _, outcome = await loop.step([tool(0, id="c1", name="file_search",
