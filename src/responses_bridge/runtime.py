@@ -26,6 +26,7 @@ from .sealing import Sealer, load_or_create_key
 from .services.background import BackgroundService, fail_interrupted
 from .services.conversations import ConversationService
 from .services.files import FileService, files_directory
+from .services.limits import TenantLimits
 from .services.prompts import PromptService
 from .services.retrieval.embedders import Embedder, embedder_from_settings
 from .services.vector_stores import VectorStoreService
@@ -65,6 +66,11 @@ class Runtime:
     embedder: Embedder | None = None
     chunks: ChunkIndex | None = None
     vector_stores: VectorStoreService | None = None  # the Vector Stores API; the file_search tool's searcher
+    # per-tenant requests in flight and body size, one budget for both doors (services/limits.py)
+    limits: TenantLimits = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.limits = TenantLimits(self.settings)
 
     async def _open_background(self, store: SQLiteResponseStore, upstream: UpstreamClient) -> None:
         """Background runs of a previous process that never ended are marked failed (none can be running now),
