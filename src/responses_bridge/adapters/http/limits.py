@@ -1,8 +1,9 @@
 """The HTTP door's per-tenant limits (services/limits.py): a slot per request in flight, and the tenant's body size.
 
 Runs after the identity middleware (it needs the tenant) and around everything a route does, so a streamed answer
-holds its slot until its last byte, and a client that goes away or a handler that fails gives it back. Probes and
-``/metrics`` are not counted: a tenant at its limit must not make the process look dead.
+holds its slot until its last byte, and a client that goes away or a handler that fails gives it back. Not
+counted: probes and ``/metrics`` (a tenant at its limit must not make the process look dead), and the requests
+that end work, a cancel or a ``DELETE`` (a tenant at its limit must be able to stop what holds it).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ SLOT = "responses_bridge.slot"
 def limits_middleware(limits: TenantLimits) -> web.middleware:  # type: ignore[valid-type]
     @web.middleware
     async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if _exempt(request.path):
+        if _exempt(request.path) or request.method == "DELETE" or request.path.endswith("/cancel"):
             return await handler(request)
         tenant = request_tenant(request)
         request[BODY_LIMIT] = min(limits.max_request_bytes(tenant), request.client_max_size)
