@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import os
 import signal
 import sys
@@ -141,6 +142,7 @@ async def serve(settings: Settings, *, http: bool = True, extproc: bool = True) 
         log.info("serving", upstream=settings.upstream, profile=settings.profile, db=settings.db_path(),
                  http=f"{settings.http_host}:{settings.http_port}" if http else None,
                  extproc=f"{settings.extproc_host}:{settings.extproc_port}" if extproc else None)
+        warn_if_open(settings, http=http, extproc=extproc)
         probe = asyncio.create_task(_probe_upstreams(settings))  # in the background: start is not delayed
         await _wait_for_signal()
         probe.cancel()
@@ -215,3 +217,30 @@ async def _wait_for_signal() -> None:
     await stop.wait()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.remove_signal_handler(sig)
+
+
+# --- auth=none beyond loopback -------------------------------------------------------------------------------------
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name, or "" (every address): reachable from elsewhere as far as we know
+
+
+def warn_if_open(settings: Settings, *, http: bool, extproc: bool) -> bool:
+    """With ``RESPONSES_BRIDGE_AUTH=none`` every caller shares one tenant: anyone who can reach a door can read,
+    continue and delete everyone's stored responses. Fine on loopback (the demo, a sidecar beside Envoy); worth a
+    warning at start on any other address. Returns whether it warned."""
+    if settings.auth != "none":
+        return False
+    exposed = [f"{host}:{port}" for on, host, port in ((http, settings.http_host, settings.http_port),
+                                                       (extproc, settings.extproc_host, settings.extproc_port))
+               if on and not _loopback(host)]
+    if exposed:
+        log.warning("auth_none_beyond_loopback", listening=exposed,
+                    hint="every caller shares one tenant: set RESPONSES_BRIDGE_AUTH=keys or header")
+    return bool(exposed)

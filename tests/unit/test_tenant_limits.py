@@ -11,11 +11,13 @@ from typing import Any
 
 import grpc
 import pytest
+from structlog.testing import capture_logs
 
 from responses_bridge.adapters.extproc import start_extproc_server
 from responses_bridge.config import Settings
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.runtime import Runtime
+from responses_bridge.serve import warn_if_open
 from responses_bridge.services.limits import RETRY_AFTER_SECONDS, TenantLimits
 from responses_bridge.store import SQLiteResponseStore
 from responses_bridge.tenants import TenantPolicy
@@ -198,3 +200,29 @@ async def test_a_stream_gives_its_slot_back_when_it_ends_however(runtime: Runtim
     [reply] = await again.send(request_body(REQUEST), 1)
     assert reply.WhichOneof("response") == "request_body"
     again.call.cancel()
+
+
+# --- the start-up warning for auth=none beyond loopback ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("auth", "http_host", "extproc_host", "warned"), [
+    ("none", "127.0.0.1", "127.0.0.1", False),
+    ("none", "localhost", "::1", False),
+    ("none", "0.0.0.0", "127.0.0.1", True),
+    ("none", "127.0.0.1", "bridge.internal", True),
+    ("header", "0.0.0.0", "0.0.0.0", False),
+])
+def test_auth_none_warns_when_a_door_listens_beyond_loopback(auth: str, http_host: str, extproc_host: str,
+                                                             warned: bool) -> None:
+    settings = limited(auth=auth, http_host=http_host, extproc_host=extproc_host)
+    with capture_logs() as logs:
+        assert warn_if_open(settings, http=True, extproc=True) is warned
+    events = [entry for entry in logs if entry["event"] == "auth_none_beyond_loopback"]
+    assert bool(events) is warned
+    if warned:
+        assert events[0]["log_level"] == "warning"
+
+
+def test_a_door_that_is_not_served_is_not_warned_about() -> None:
+    settings = limited(http_host="0.0.0.0")
+    assert not warn_if_open(settings, http=False, extproc=True)
