@@ -240,3 +240,19 @@ async def test_probes_and_metrics_are_never_refused(tenants: str) -> None:
         finally:
             await held.close()
 
+
+
+async def test_a_websocket_holds_a_slot_while_open_and_its_messages_have_the_tenants_body_limit(
+        tenants: str) -> None:
+    async with aiohttp.ClientSession() as session, sdk(tenants, **{"x-tenant-id": "a"}) as a:
+        async with session.ws_connect(f"{tenants}/v1/responses", headers={"x-tenant-id": "a"}) as socket:
+            await socket.send_json({"type": "response.create", "model": MODEL, "input": "over the socket"})
+            async for message in socket:
+                if '"response.completed"' in message.data:
+                    break
+            await refused(a)  # the open connection is the tenant's one request in flight
+        assert await admitted_again(a)
+        async with session.ws_connect(f"{tenants}/v1/responses", headers={"x-tenant-id": "tiny"}) as socket:
+            await socket.send_json({"type": "response.create", "model": MODEL, "input": "z" * 600})
+            message = await socket.receive()
+            assert message.type == aiohttp.WSMsgType.CLOSE and message.data == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
