@@ -17,7 +17,7 @@ from .errors import Handler, error_response
 from .identity import request_tenant
 from .params import BODY_LIMIT
 
-SLOT = "responses_bridge.slot"
+SLOT = web.RequestKey("slot", Slot)
 """The request key of its :class:`Slot`, for a route that hands it on (a background response keeps it)."""
 
 
@@ -45,5 +45,4 @@ def limits_middleware(limits: TenantLimits) -> web.middleware:  # type: ignore[v
 
 def request_slot(request: web.Request) -> Slot | None:
     """The request's slot (None: the limits middleware is not installed, as in some tests' bare apps)."""
-    slot: Slot | None = request.get(SLOT)
-    return slot
+    return request.get(SLOT)

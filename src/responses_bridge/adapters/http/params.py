@@ -11,7 +11,7 @@ from ...protocol.errors import APIError
 from ...protocol.request import parse_json_object
 from ...services.limits import request_too_large
 
-BODY_LIMIT = "responses_bridge.body_limit"
+BODY_LIMIT = web.RequestKey("body_limit", int)
 """The request key of the caller's own body limit (limits.py: the tenant's, never above ``client_max_size``)."""
 
 
@@ -24,7 +24,7 @@ async def read_body(request: web.Request) -> bytes:
     and kept by nobody but the caller. aiohttp's ``request.read()`` keeps the bytes on the request for as long as
     the handler runs (for ``POST /v1/responses`` the whole upstream call, minutes for a stream), next to what was
     parsed from them; a large body is then held twice for no use."""
-    limit: int = request.get(BODY_LIMIT) or request.client_max_size
+    limit = request.get(BODY_LIMIT) or request.client_max_size
     declared = request.content_length
     if limit and declared is not None and declared > limit:
         raise request_too_large(limit)
