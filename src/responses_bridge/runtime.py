@@ -27,6 +27,7 @@ from .services.background import BackgroundService, fail_interrupted
 from .services.conversations import ConversationService
 from .services.files import FileService, files_directory
 from .services.identity import Identity, sidecar_token
+from .services.limits import TenantLimits
 from .services.prompts import PromptService
 from .services.retention import RetentionService
 from .services.retrieval.embedders import Embedder, embedder_from_settings
@@ -71,6 +72,11 @@ class Runtime:
     # who the caller is (RESPONSES_BRIDGE_AUTH), for both doors: services/identity.py
     identity: Identity = field(default_factory=Identity)
     retention: RetentionService | None = None  # purges what each tenant's retention_days has expired
+    # per-tenant requests in flight and body size, one budget for both doors (services/limits.py)
+    limits: TenantLimits = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.limits = TenantLimits(self.settings)
 
     async def _open_background(self, store: SQLiteResponseStore, upstream: UpstreamClient) -> None:
         """Background runs of a previous process that never ended are marked failed (none can be running now),

@@ -233,3 +233,4 @@ async def _wait_for_signal() -> None:
     await stop.wait()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.remove_signal_handler(sig)
+

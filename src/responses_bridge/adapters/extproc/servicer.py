@@ -59,6 +59,7 @@ from ...run.native_run import NativeRun
 from ...run.response_run import LARGE_BODY_BYTES, ResponseRun
 from ...runtime import Runtime
 from ...services.identity import SIDECAR_HEADER
+from ...services.limits import RETRY_AFTER_SECONDS, UNLIMITED, request_too_large
 from ...store.base import DEFAULT_TENANT
 from ...upstreams import Route
 from . import messages as m
@@ -143,6 +144,7 @@ class ExtProcServicer(external_processor_pb2_grpc.ExternalProcessorServicer):
             if not stream.done:
                 await stream.abandon()
         finally:
+            stream.slot.release()  # the tenant's slot (services/limits.py): this request has ended, however it did
             await outbox.close()
             self._live.discard(stream)
             self._changed.set()
@@ -195,6 +197,7 @@ class _Stream:
         "failed",
         "full_duplex",
         "lock",
+        "max_bytes",
         "observed",
         "ours",
         "pending",
@@ -207,6 +210,7 @@ class _Stream:
         "runtime",
         "shutdown_requested",
         "sidecar_route",
+        "slot",
         "sse",
         "tenant",
         "write",
@@ -236,6 +240,8 @@ class _Stream:
         self.route: Route | None = None  # with several upstreams: where the request's model goes (upstreams.py)
         self.observed: StreamObservation | None = None  # set by Process: metrics and spans of this request
         self.tenant = DEFAULT_TENANT  # the caller's, resolved from the forwarded credentials with the body
+        self.max_bytes = runtime.settings.max_request_bytes  # the tenant's own, once known (first body chunk)
+        self.slot = UNLIMITED  # the tenant's request in flight, taken when the run begins (services/limits.py)
 
     async def handle(self, request: ProcessingRequest) -> Responses:
         phase = request.WhichOneof("request")
@@ -399,8 +405,10 @@ class _Stream:
         """The chunk just added to ``request_body``. A buffered body comes whole; a streamed one (a route that
         asks for it) is held until its end, and refused as soon as it outgrows the limit rather than after it was
         all collected."""
+        if not self.request_bytes:  # the first chunk: the tenant is known now (it comes with the body)
+            self.max_bytes = self.runtime.limits.max_request_bytes(self.tenant)
         self.request_bytes += len(self.request_body[-1])
-        if self.request_bytes > self.runtime.settings.max_request_bytes:
+        if self.request_bytes > self.max_bytes:
             self.request_body = []
             return self._too_large()
         if not end_of_stream:
@@ -416,22 +424,21 @@ class _Stream:
 
     def _too_large(self) -> ProcessingResponse:
         self.done = True
-        limit = self.runtime.settings.max_request_bytes
-        error = APIError(413, f"The request body is larger than this deployment accepts ({limit} bytes).",
-                         code="request_too_large")
+        error = request_too_large(self.max_bytes)
         return m.immediate_response(413, error.body(), JSON)
 
     async def _begin(self, body: bytes) -> ProcessingResponse:
         run = self.run
         assert run is not None
-        if len(body) > self.runtime.settings.max_request_bytes:  # the same ceiling as the HTTP door's
+        if len(body) > self.max_bytes:  # the same ceiling as the HTTP door's
             return self._too_large()
         large = len(body) > LARGE_BODY_BYTES
         try:
             decoded = await asyncio.to_thread(parse_json_object, body) if large else parse_json_object(body)
             del body  # decoded: the bytes are let go before the translation
             if self.sidecar_route and runs_server_tools(decoded.get("tools"), self.runtime.served_tools):
-                return self._route_to_sidecar()
+                return self._route_to_sidecar()  # counted by the HTTP door, which runs it: no slot here
+            self.slot = self.runtime.limits.acquire(self.tenant)  # a 429 at the tenant's limit
             if not self.runtime.routes().single:  # several upstreams: the model picks one (upstreams.py)
                 self.route = self.runtime.route(decoded.get("model"))
                 if self.runtime.is_native(self.route):  # Envoy sends it to the backend's own /v1/responses
@@ -441,7 +448,8 @@ class _Stream:
             upstream = await run.begin(decoded, large=large)
         except APIError as error:
             self.done = True
-            return m.immediate_response(error.status, error.body(), JSON)
+            retry = [("retry-after", str(RETRY_AFTER_SECONDS))] if error.status == 429 else []
+            return m.immediate_response(error.status, error.body(), JSON, retry)
         except Exception:
             log.exception("extproc_request_translation_failed")
             self.done = True
@@ -533,6 +541,7 @@ class _Stream:
             log.exception("extproc_background_start_failed")
             error = APIError(500, "The background response could not be started.", code="server_error")
             return m.immediate_response(500, error.body(), JSON)
+        self.slot.hold_until(started.task)  # the run calls the upstream after this stream ends: it keeps the slot
         if not run.request.params.stream:  # type: ignore[union-attr]
             return m.immediate_response(200, started.accepted, JSON)
         frames: list[bytes] = []
