@@ -24,7 +24,7 @@ import orjson
 import pytest
 
 from responses_bridge.devtools.procs import free_port
-from responses_bridge.envoy_config import render_bootstrap
+from responses_bridge.envoy_config import Auth, render_bootstrap
 from tests.support.bridge import PYTHON, Sidecar, running_sidecar
 from tests.support.envoy import start_envoy
 
@@ -59,7 +59,7 @@ async def gateway(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) 
         envoy = await start_envoy(render_bootstrap(
             listen_port=listen_port, extproc_port=sidecar.extproc_port,
             http_port=int(sidecar.http_url.rsplit(":", 1)[1]), upstream=fake_upstream, admin_port=0,
-            auth="keys"))
+            auth=Auth(mode="keys")))
         try:
             yield Gateway(sidecar, f"http://127.0.0.1:{listen_port}", keys)
         finally:
