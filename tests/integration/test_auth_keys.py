@@ -321,7 +321,7 @@ async def test_keys_are_never_logged(keyed: Stack) -> None:
     text = keyed.log_path.read_text()
     assert "request_finished" in text
     for key in (keyed.keys.acme, keyed.keys.revoked, keyed.keys.expired, UPSTREAM_KEY):
-        assert key not in text and key.split("_")[-1] not in text
+        assert key not in text and key.split("_", 2)[-1] not in text
 
 
 @pytest.mark.parametrize("door", ["http", "envoy"])

@@ -149,7 +149,6 @@ def never_issued(identifier: str) -> str:
 
 def probes(o: Owned, own_store: str) -> list[tuple[str, str, Any]]:
     """Every route of B that names one of A's objects: (method, path, body); ``{x}`` marks A's ids in them."""
-    tool = {"type": "file_search", "vector_store_ids": [o.vector_store]}
     return [
         ("GET", f"/v1/responses/{o.response}", None),
         ("GET", f"/v1/responses/{o.response}?stream=true", None),
@@ -161,7 +160,6 @@ def probes(o: Owned, own_store: str) -> list[tuple[str, str, Any]]:
                                    "stream": True}),
         ("POST", "/v1/responses", {"model": MODEL, "input": "join", "conversation": o.conversation}),
         ("POST", "/v1/responses", {"model": MODEL, "input": "use", "prompt": {"id": o.prompt}}),
-        ("POST", "/v1/responses", {"model": MODEL, "input": "call file_search pump", "tools": [tool]}),
         ("POST", "/v1/responses/input_tokens", {"model": MODEL, "input": "count",
                                                 "previous_response_id": o.response}),
         ("POST", "/v1/responses/compact", {"model": MODEL, "input": "x", "previous_response_id": o.response}),
@@ -213,6 +211,19 @@ def swap_ids(text: str, ids: dict[str, str]) -> str:
     return text
 
 
+async def file_search_outcome(caller: Caller, vector_store: str) -> tuple[Any, ...]:
+    """What the run made of a file_search call over ``vector_store``: the call's status and results, the output's
+    item types, and whether the store's id or any of its file's text reached the answer."""
+    tool = {"type": "file_search", "vector_store_ids": [vector_store]}
+    status, raw = await caller.call("POST", "/v1/responses",
+                                    {"model": MODEL, "input": "call file_search pump", "tools": [tool]})
+    assert status == 200, raw[:300]
+    response = orjson.loads(raw)
+    [call] = [item for item in response["output"] if item["type"] == "file_search_call"]
+    return (call["status"], call.get("results"), [item["type"] for item in response["output"]],
+            response["status"], b"primed" in raw)
+
+
 async def test_neither_tenant_reaches_the_others_objects(callers: tuple[Caller, Caller]) -> None:
     a, b = callers
     owned = await create_everything(a)
@@ -238,6 +249,11 @@ async def test_neither_tenant_reaches_the_others_objects(callers: tuple[Caller, 
         assert status == 200, (listing, raw[:300])
         assert not any(real.encode() in raw for real in owned_ids(owned)), listing
 
+    # file_search over A's vector store fails in-band (after the listings: B's own
+    # response echoes the tool's vector_store_ids), exactly as over one that was never issued
+    searched = [await file_search_outcome(b, store) for store in (owned.vector_store, fakes[owned.vector_store])]
+    assert searched[0] == searched[1] and searched[0][0] == "failed", searched
+
     # and every one of A's objects is still whole
     response = await a.ok("GET", f"/v1/responses/{owned.response}")
     assert response["status"] == "completed" and response["metadata"] == {"owner": "alpha"}
@@ -248,7 +264,7 @@ async def test_neither_tenant_reaches_the_others_objects(callers: tuple[Caller, 
     items = await a.ok("GET", f"/v1/conversations/{owned.conversation}/items")
     assert [item["id"] for item in items["data"]] == [owned.conversation_item]
     prompt = await a.ok("GET", f"/v1/prompts/{owned.prompt}")
-    assert prompt["version"] == 1 and "alpha" in prompt["instructions"]
+    assert prompt["version"] == "1" and "alpha" in prompt["instructions"]
     assert (await a.ok("GET", f"/v1/files/{owned.file}"))["id"] == owned.file
     store = await a.ok("GET", f"/v1/vector_stores/{owned.vector_store}")
     assert store["name"] == "alpha store" and store["file_counts"]["completed"] == 1
