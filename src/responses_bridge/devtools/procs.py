@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import shutil
 import signal
 import socket
@@ -14,11 +15,35 @@ from collections.abc import Sequence
 
 import aiohttp
 
+_LOWEST_PORT = 10_000
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's range for outgoing connections (Linux), else the IANA range's start."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as ports:
+            return int(ports.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 49_152
+
 
 def free_port() -> int:
+    """A loopback port nothing listens on, for a server about to start. Picked below the range the kernel takes
+    outgoing connections' ports from: a port from that range (what binding port 0 gives) can be taken by any
+    process's next connection before our server binds it. Never the same port twice in one process."""
+    low = _ephemeral_low()
+    if low - _LOWEST_PORT >= 1_000:
+        for _ in range(100):
+            port = random.randrange(_LOWEST_PORT, low)
+            if port not in _handed_out and port_is_free(port):
+                _handed_out.add(port)
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port = int(sock.getsockname()[1])
+    _handed_out.add(port)
+    return port
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
