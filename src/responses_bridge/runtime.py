@@ -23,7 +23,7 @@ from .run.response_run import ResponseRun
 from .run.server_tools import ServerTools, ServerToolServices
 from .run.upstream import UpstreamClient
 from .sealing import Sealer, load_or_create_key
-from .services.background import BackgroundService, fail_interrupted
+from .services.background import BackgroundService
 from .services.conversations import ConversationService
 from .services.files import FileService, files_directory
 from .services.prompts import PromptService
@@ -70,12 +70,12 @@ class Runtime:
         """Background runs of a previous process that never ended are marked failed (none can be running now),
         then the service that runs new ones starts, with the upstream client it calls."""
         events = SQLiteEventLog(store)
-        interrupted = await fail_interrupted(events)
+        self.background = BackgroundService(store, events, upstream)
+        interrupted = await self.background.open()
         if interrupted:
             log.warning("background_interrupted", count=len(interrupted), response_ids=interrupted[:20])
         self.upstream = upstream
         await upstream.start()
-        self.background = BackgroundService(store, events, upstream)
 
     async def _open_vector_stores(self, store: SQLiteResponseStore) -> None:
         """The Vector Stores API over the files, the chunk index and the embedder; its ingestion starts with the
