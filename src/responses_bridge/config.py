@@ -132,6 +132,11 @@ class Settings(BaseSettings):
         "max_stored_bytes, retention_days); unset values take the defaults above"))
     ingest_concurrency: int = Field(default=2, ge=1, description="vector store files ingested (extracted, chunked, "
                                     "embedded, indexed) at once; files left in progress resume on restart")
+    # Background responses on a shared database (services/background.py): a replica's lease on each run it runs,
+    # renewed three times per period; a run whose lease ran out (its replica died) is failed by another replica.
+    background_lease_seconds: float = Field(default=30.0, gt=0, description=(
+        "with a shared database: how long a background response stays its replica's without a heartbeat; after "
+        "that another replica fails it (`server_restarted`)"))
     store_stall_seconds: float = 10.0  # a write waiting longer than this makes GET /health/ready answer 503
     log_level: str = "info"
     log_format: Literal["json", "console"] = "json"
