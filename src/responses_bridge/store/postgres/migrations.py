@@ -135,6 +135,33 @@ MIGRATIONS: list[Migration] = [
             """,
         ],
     ),
+    # Background responses across replicas (background_runs.py): each running one's owner and lease, and cancel
+    # requests; a trigger notifies followers on other replicas when events are appended.
+    (
+        9,
+        [
+            """
+            CREATE TABLE background_runs (
+                response_id      text PRIMARY KEY,
+                owner            text NOT NULL,
+                lease_until      timestamptz NOT NULL,
+                cancel_requested boolean NOT NULL DEFAULT false
+            )
+            """,
+            """
+            CREATE FUNCTION responses_bridge_events_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                PERFORM pg_notify('responses_bridge_events', NEW.response_id);
+                RETURN NULL;
+            END
+            $$
+            """,
+            """
+            CREATE TRIGGER response_events_notify AFTER INSERT ON response_events
+            FOR EACH ROW EXECUTE FUNCTION responses_bridge_events_notify()
+            """,
+        ],
+    ),
 ]
 
 
