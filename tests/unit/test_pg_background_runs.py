@@ -91,13 +91,14 @@ async def test_a_live_owner_keeps_its_run_and_renewal_extends_the_lease(database
     await expire(db_a, "resp_1")
     assert (await a.renew(["resp_1"])).lost == frozenset()  # renewed before anyone swept: live again
     assert await b.fail_abandoned(interrupted()) == []
-    assert await b.close_abandoned("resp_1", cancelled) is None
+    assert await b.close_abandoned("resp_1", cancelled, tenant="") is None
     await expire(db_a, "resp_1")
-    closed = await b.close_abandoned("resp_1", cancelled)
+    assert await b.close_abandoned("resp_1", cancelled, tenant="someone-else") is None
+    closed = await b.close_abandoned("resp_1", cancelled, tenant="")
     assert closed is not None and closed["status"] == "cancelled"
     response, events = await stored(db_a, "resp_1")
     assert response["status"] == "cancelled" and events[-1].startswith(b"event: response.cancelled\n")
-    assert await b.close_abandoned("resp_1", cancelled) is None  # ended: nothing more to close
+    assert await b.close_abandoned("resp_1", cancelled, tenant="") is None  # ended: nothing more to close
 
 
 async def test_a_cancel_request_reaches_the_owner(databases, postgres_url: str) -> None:
@@ -109,12 +110,13 @@ async def test_a_cancel_request_reaches_the_owner(databases, postgres_url: str) 
     try:
         await a.claim("resp_1")
         await add_run(db_a, "resp_1")
-        assert await b.request_cancel("resp_1") is True
+        assert await b.request_cancel("resp_1", tenant="") is True
         assert await asyncio.wait_for(asked.get(), timeout=10) == "resp_1"  # notified
         assert (await a.renew(["resp_1"])).cancel_requested == {"resp_1"}  # and seen by the heartbeat
-        assert await b.request_cancel("resp_unknown") is False
+        assert await b.request_cancel("resp_unknown", tenant="") is False
+        assert await b.request_cancel("resp_1", tenant="someone-else") is False  # not theirs: unknown to them
         await expire(db_a, "resp_1")
-        assert await b.request_cancel("resp_1") is False  # nobody live holds it
+        assert await b.request_cancel("resp_1", tenant="") is False  # nobody live holds it
     finally:
         await a.close()
         await b.close()

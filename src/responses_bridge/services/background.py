@@ -49,7 +49,7 @@ from ..protocol.errors import APIError, not_found
 from ..run.response_run import ResponseRun
 from ..run.upstream import UpstreamClient, UpstreamFailure
 from ..store.background_runs import Closer, EventLog, LocalRunLeases, RunLeases
-from ..store.base import ResponseStore
+from ..store.base import DEFAULT_TENANT, ResponseStore
 
 log = structlog.get_logger("responses_bridge.background")
 
@@ -502,7 +502,7 @@ class BackgroundService:
         if status == "cancelled":
             return response
         if status in ("queued", "in_progress") and self.leases.shared:  # another replica's run
-            return await self._cancel_elsewhere(response_id)
+            return await self._cancel_elsewhere(response_id, tenant=DEFAULT_TENANT)
         if status in ("queued", "in_progress"):  # no run for it in this process (should not happen): close it
             response["status"] = "cancelled"
             # with a terminal event: replays end
@@ -510,18 +510,18 @@ class BackgroundService:
             return response
         raise APIError(400, f"Cannot cancel a {status} response.", param="response_id", code="invalid_request")
 
-    async def _cancel_elsewhere(self, response_id: str) -> dict:
+    async def _cancel_elsewhere(self, response_id: str, *, tenant: str) -> dict:
         """Ask the replica running ``response_id`` to cancel it, then answer with the response as stored once it
         ended. If no live replica holds it (its lease expired), close it here, as cancelled. A replica that holds
         the lease acts within a notification or a heartbeat; one that died loses the lease within its period."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 3 * max(self.leases.lease_seconds, FOLLOW_POLL_SECONDS)
         async with self.leases.watch(response_id) as changed:
-            held = await self.leases.request_cancel(response_id)
+            held = await self.leases.request_cancel(response_id, tenant=tenant)
             while True:
                 changed.clear()
                 if not held:
-                    closed = await self.leases.close_abandoned(response_id, cancelled)
+                    closed = await self.leases.close_abandoned(response_id, cancelled, tenant=tenant)
                     if closed is not None:
                         return closed
                 response = await self.store.get_response(response_id)

@@ -85,12 +85,13 @@ class RunLeases(Protocol):
         """Across tenants: workers only. End every run no live process holds with ``close``, each exactly once
         (its terminal event written once); returns their ids."""
 
-    async def close_abandoned(self, response_id: str, close: Closer) -> dict[str, Any] | None:
-        """End ``response_id`` with ``close`` if it is unfinished and no live process holds it; the closed
-        response, or None when it is finished or still held."""
+    async def close_abandoned(self, response_id: str, close: Closer, *, tenant: str) -> dict[str, Any] | None:
+        """End ``tenant``'s ``response_id`` with ``close`` if it is unfinished and no live process holds it; the
+        closed response, or None when it is finished, still held, or not the tenant's."""
 
-    async def request_cancel(self, response_id: str) -> bool:
-        """Ask the process running ``response_id`` to cancel it; False when no live process holds it."""
+    async def request_cancel(self, response_id: str, *, tenant: str) -> bool:
+        """Ask the process running ``tenant``'s ``response_id`` to cancel it; False when no live process holds
+        it (or it is not the tenant's)."""
 
     def watch(self, response_id: str) -> AbstractAsyncContextManager[asyncio.Event]:
         """An event set whenever ``response_id``'s stored stream may have grown (cleared by the caller before
@@ -142,8 +143,9 @@ class LocalRunLeases:
             failed.append(response["id"])
         return failed
 
-    async def close_abandoned(self, response_id: str, close: Closer) -> dict[str, Any] | None:
-        """Only asked about a run this process does not have in memory: abandoned if unfinished."""
+    async def close_abandoned(self, response_id: str, close: Closer, *, tenant: str) -> dict[str, Any] | None:
+        """Only asked about a run this process does not have in memory, after the caller read it as ``tenant``'s:
+        abandoned if unfinished."""
         for stored in await self._events.unfinished():
             if stored.get("id") == response_id:
                 response, frame = close(stored)
@@ -151,7 +153,7 @@ class LocalRunLeases:
                 return response
         return None
 
-    async def request_cancel(self, response_id: str) -> bool:
+    async def request_cancel(self, response_id: str, *, tenant: str) -> bool:
         return False
 
     @asynccontextmanager

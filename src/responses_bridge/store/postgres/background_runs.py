@@ -57,14 +57,14 @@ _NOTIFY = "SELECT pg_notify($1, $2)"
 _ABANDONED = ("SELECT r.id, r.response FROM responses r WHERE r.status IN ('queued', 'in_progress') "
               "AND NOT EXISTS (SELECT 1 FROM background_runs b WHERE b.response_id = r.id AND b.lease_until > now())")
 _SWEEP = _ABANDONED + " ORDER BY r.id LIMIT $1 FOR UPDATE OF r SKIP LOCKED"
-_ONE = _ABANDONED + " AND r.id = $1 FOR UPDATE OF r SKIP LOCKED"
+_ONE = _ABANDONED + " AND r.id = $1 AND r.tenant = $2 FOR UPDATE OF r SKIP LOCKED"
 _LAST = "SELECT coalesce(max(sequence_number), -1) FROM response_events WHERE response_id = $1"
 _END = "UPDATE responses SET status = $2, response = $3 WHERE id = $1"
 _TERMINAL_EVENT = ("INSERT INTO response_events (response_id, sequence_number, event) VALUES ($1, $2, $3) "
                    "ON CONFLICT DO NOTHING")
 _FORGET = "DELETE FROM background_runs WHERE response_id = $1"
 _ASK_CANCEL = ("UPDATE background_runs SET cancel_requested = true WHERE response_id = $1 AND lease_until > now() "
-               "RETURNING owner")
+               "AND response_id IN (SELECT id FROM responses WHERE id = $1 AND tenant = $2) RETURNING owner")
 
 
 def new_owner_id() -> str:
@@ -185,16 +185,16 @@ class PostgresRunLeases:
             if len(rows) < SWEEP_BATCH:
                 return ended
 
-    async def close_abandoned(self, response_id: str, close: Closer) -> dict[str, Any] | None:
+    async def close_abandoned(self, response_id: str, close: Closer, *, tenant: str) -> dict[str, Any] | None:
         async with self._db.transaction("background_sweep") as conn:
-            row = await conn.fetchrow(_ONE, response_id)
+            row = await conn.fetchrow(_ONE, response_id, tenant)
             if row is None:
                 return None
             return await _end(conn, response_id, bytes(row["response"]), close)
 
-    async def request_cancel(self, response_id: str) -> bool:
+    async def request_cancel(self, response_id: str, *, tenant: str) -> bool:
         async with self._db.transaction("background_cancel") as conn:
-            owner = await conn.fetchval(_ASK_CANCEL, response_id)
+            owner = await conn.fetchval(_ASK_CANCEL, response_id, tenant)
             if owner is not None:
                 await conn.execute(_NOTIFY, CANCEL_CHANNEL, response_id)
         return owner is not None
