@@ -148,6 +148,10 @@ class ResponseStore(Protocol):
         """
 
 
+class ResponseIdTaken(Exception):
+    """``save_response`` was given an id another tenant's response already has."""
+
+
 # --- conversations and prompts (same database as the responses) --------------------------------------------------
 
 
