@@ -2,13 +2,11 @@
 
 ``open_stores(kind, ...)`` opens a fresh database of that kind (a SQLite file in the test's temporary directory, or
 a new database on the session's PostgreSQL server) and gives the responses, conversations, prompts and event log
-stores over it. Until the SQLite stores take the ``tenant`` keyword (the tenancy change), the SQLite side is
-skipped with that reason; the parametrisation is already in place for it.
+stores over it.
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -39,15 +37,9 @@ class Stores:
     events: Any
 
 
-def sqlite_takes_tenant() -> bool:
-    return "tenant" in inspect.signature(SQLiteResponseStore.get_response).parameters
-
-
 @asynccontextmanager
 async def open_stores(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stores]:
     if kind == "sqlite":
-        if not sqlite_takes_tenant():
-            pytest.skip("the SQLite stores take tenant= with the tenancy change; this contract runs on both then")
         sqlite = SQLiteResponseStore(str(tmp_path / "contract.db"))
         await sqlite.open()
         try:

@@ -207,10 +207,6 @@ class EventLog(Protocol):
         still ``queued``/``in_progress``."""
 
 
-class ResponseIdTaken(Exception):
-    """``save_response`` was given an id another tenant's response already has."""
-
-
 # --- conversations and prompts (same database as the responses) --------------------------------------------------
 
 
