@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 import time
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -197,7 +197,7 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 
 @pytest.fixture
-async def postgres_url(postgres_server: PostgresServer) -> AsyncIterator[str]:
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
     """A fresh database of the session's server, dropped after the test."""
     name = f"test_{os.getpid()}_{next(_databases)}"
     url = postgres_server.create_database(name)

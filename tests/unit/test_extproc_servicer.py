@@ -29,6 +29,7 @@ from responses_bridge.run.server_tools import ServerTools, ServerToolServices
 from responses_bridge.run.tools.mcp import MCPLimits, MCPTools
 from responses_bridge.runtime import Runtime
 from responses_bridge.store import SQLiteResponseStore
+from responses_bridge.store.base import DEFAULT_TENANT
 from tests.support.schema import check_stream
 from tests.unit.recordings import load, load_json
 from tests.unit.test_file_search_tool import MemorySearcher
@@ -154,7 +155,7 @@ async def begun(runtime: Runtime, body: dict[str, Any], *, mode: int = FD) -> _S
 
 async def stored_status(runtime: Runtime, stream: _Stream) -> str | None:
     assert stream.run is not None and stream.run.response_id is not None
-    stored = await runtime.store.get_response(stream.run.response_id)
+    stored = await runtime.store.get_response(stream.run.response_id, tenant=DEFAULT_TENANT)
     return stored["status"] if stored else None
 
 
@@ -674,7 +675,7 @@ async def _open_stream(channel: grpc.aio.Channel) -> tuple[Call, str]:
 
 async def _status_becomes(runtime: Runtime, response_id: str, status: str) -> bool:
     for _ in range(200):  # a condition with a generous bound, not a timing assertion
-        stored = await runtime.store.get_response(response_id)
+        stored = await runtime.store.get_response(response_id, tenant=DEFAULT_TENANT)
         if stored is not None and stored["status"] == status:
             return True
         await asyncio.sleep(0.02)
@@ -707,7 +708,7 @@ async def test_a_drain_ends_live_streams_before_the_server_stops(runtime: Runtim
     assert runtime.draining
     await call.call.done_writing()  # Envoy closes the stream once the response ended
     await asyncio.wait_for(stopping, 30)
-    stored = await runtime.store.get_response(response_id)
+    stored = await runtime.store.get_response(response_id, tenant=DEFAULT_TENANT)
     assert stored is not None and stored["status"] == "failed"
 
 

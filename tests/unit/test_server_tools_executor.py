@@ -39,6 +39,7 @@ from responses_bridge.run.tools.web_search import (
     WebSearchSettings,
     provider_from_settings,
 )
+from responses_bridge.store.base import DEFAULT_TENANT
 from tests.support.mcp_server import MCPTestServer, running_mcp_server
 from tests.support.schema import parse_sse, validate_response
 from tests.support.search_server import SearchServer
@@ -100,7 +101,8 @@ class Loop:
         self.run: ServerToolRun | None = None
 
     async def prepare(self) -> ServerToolRun:
-        self.run = await ServerTools(self.services).prepare(self.request, self.history, self.plan, self.builder)
+        self.run = await ServerTools(self.services).prepare(self.request, self.history, self.plan, self.builder,
+                                                            tenant=DEFAULT_TENANT)
         self.builder.lifecycle("response.created")
         self.builder.lifecycle("response.in_progress")
         body = build_chat_request(self.request, self.history, OPTIONS, self.plan)

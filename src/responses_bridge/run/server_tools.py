@@ -5,7 +5,7 @@ This is the layer between the run (which drives the upstream turns and the outpu
 
     tools = ServerTools(services)                              # once per process: ServerToolServices
     plan = plan_request_tools(request, history, options, served=services.served)
-    run = await tools.prepare(request, history, plan, builder) # before response.created; 400s raised here
+    run = await tools.prepare(request, history, plan, builder, tenant=tenant)  # before response.created; 400s here
     try:
         body = build_chat_request(request, history, options, plan)
         body["messages"] += run.first_turn_messages(options)  # approved MCP calls made at set-up
@@ -54,7 +54,7 @@ class ServerTools:
         self.services = services
 
     async def prepare(self, request: ResponsesRequest, history: list[dict[str, Any]], plan: ToolPlan,
-                      builder: OutputBuilder) -> ServerToolRun:
+                      builder: OutputBuilder, *, tenant: str) -> ServerToolRun:
         """Set up the server tools of one response, before its first model turn. ``plan`` must come from
         ``plan_request_tools(…, served=self.services.served)``; it is extended in place and the builder reads its
         targets. Call it before ``response.created`` is emitted: it removes the MCP tools' ``headers`` and
@@ -62,13 +62,14 @@ class ServerTools:
 
         Raises ``APIError`` (400) for a malformed ``mcp`` or ``file_search`` tool, a refused MCP host, or an
         ``mcp_approval_response`` that answers no known approval request; nothing has been sent then (except the
-        DNS lookups of the host check)."""
+        DNS lookups of the host check). ``tenant``: the response's owner, whose objects the tools may use (the
+        vector stores file_search searches)."""
         if isinstance(builder.response.get("tools"), list):  # the echo must not carry MCP credentials
             builder.response["tools"] = storable_tools(builder.response["tools"])
         setup = SetUp(self.services, request, history, plan, builder)
         await setup.run()
         runner = CallRunner(self.services, request, plan, builder, setup.servers, setup.index, setup.web_options,
-                            file_options=setup.file_options)
+                            file_options=setup.file_options, tenant=tenant)
         try:
             first_turn_items = await runner.run_approved(setup.approved)
         except BaseException:  # cancelled during an approved call: free the index before going

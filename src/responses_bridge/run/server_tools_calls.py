@@ -88,8 +88,9 @@ class CallRunner:
     def __init__(self, services: ServerToolServices, request: ResponsesRequest, plan: ToolPlan,
                  builder: OutputBuilder, servers: dict[str, MCPServer], index: ToolIndex | None,
                  web_options: WebSearchToolOptions | None, *,
-                 file_options: FileSearchToolOptions | None = None) -> None:
+                 file_options: FileSearchToolOptions | None = None, tenant: str) -> None:
         params = request.params
+        self.tenant = tenant  # the response's owner: the file_search tool searches only its vector stores
         self.services = services
         self.plan = plan
         self.builder = builder

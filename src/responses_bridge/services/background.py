@@ -48,8 +48,8 @@ from ..observability import metrics
 from ..protocol.errors import APIError, not_found
 from ..run.response_run import ResponseRun
 from ..run.upstream import UpstreamClient, UpstreamFailure
-from ..store.background_runs import Closer, EventLog, LocalRunLeases, RunLeases
-from ..store.base import DEFAULT_TENANT, ResponseStore
+from ..store.background_runs import Closer, LocalRunLeases, RunLeases
+from ..store.base import EventLog, ResponseStore
 
 log = structlog.get_logger("responses_bridge.background")
 
@@ -113,8 +113,8 @@ def is_terminal_frame(frame: bytes) -> bool:
 
 async def fail_interrupted(events: EventLog) -> list[str]:
     """Mark every response still ``queued``/``in_progress`` as failed, and end its event stream with
-    ``response.failed``: called at startup of a process alone on its database, when no run can be going on.
-    Returns their ids."""
+    ``response.failed``: called at startup of a process alone on its database, when no run can be going on
+    (across tenants, each response stored back as its own tenant's). Returns their ids."""
     return await LocalRunLeases(events).fail_abandoned(interrupted())
 
 
@@ -127,6 +127,7 @@ class BackgroundRun:
         self.call = call
         self.authorization = authorization
         self.response_id: str = response_run.response_id  # type: ignore[assignment]
+        self.tenant = response_run.tenant  # the owner, for its whole life: events, saves, cancel, replay
         self.frames: list[bytes] = []  # index == sequence_number
         self.visible = 0  # frames[:visible] have been reported (readers may see them)
         self.saved = 0  # frames[:saved] are durable
@@ -177,7 +178,7 @@ class BackgroundRun:
             while self.saved < len(self.frames):
                 end = len(self.frames)
                 batch = [(sequence, self.frames[sequence]) for sequence in range(self.saved, end)]
-                await self.service.events.append(self.response_id, batch)
+                await self.service.events.append(self.response_id, batch, tenant=self.tenant)
                 self.saved = end
 
     async def _flush_quietly(self) -> None:
@@ -212,8 +213,9 @@ class BackgroundRun:
                             head = response_run.on_upstream_headers(answer.status, answer.content_type)
                             if head is not None:
                                 self.add(head)
-                                await self.service.store.save_response(response_run.response,  # type: ignore[arg-type]
-                                                                       response_run.request.input_items)  # type: ignore[union-attr]
+                                await self.service.store.save_response(
+                                    response_run.response, response_run.request.input_items,  # type: ignore[arg-type,union-attr]
+                                    tenant=self.tenant)
                             async for chunk in answer.chunks():
                                 out = response_run.on_upstream_chunk(chunk)
                                 if out:
@@ -263,7 +265,7 @@ class BackgroundRun:
     async def _stored_status(self) -> str | None:
         """The status the store holds now (None: deleted), or ``"unknown"`` when the store cannot be read."""
         try:
-            stored = await self.service.store.get_response(self.response_id)
+            stored = await self.service.store.get_response(self.response_id, tenant=self.tenant)
         except Exception:
             log.exception("background_status_read_failed", response_id=self.response_id)
             return "unknown"
@@ -290,12 +292,13 @@ class BackgroundRun:
         start = self._tentative if self._tentative is not None else self.saved
         while True:
             try:
-                await self.service.events.truncate(self.response_id, start)
+                await self.service.events.truncate(self.response_id, start, tenant=self.tenant)
                 async with self._flush_lock:
                     self.saved = min(self.saved, start)
                 await self._flush()
-                await self.service.store.save_response(self.response_run.response,  # type: ignore[arg-type]
-                                                       self.response_run.request.input_items)  # type: ignore[union-attr]
+                await self.service.store.save_response(
+                    self.response_run.response, self.response_run.request.input_items,  # type: ignore[arg-type,union-attr]
+                    tenant=self.tenant)
             except Exception:
                 log.warning("background_terminal_save_retry", response_id=self.response_id, delay=delay,
                             exc_info=True)
@@ -407,7 +410,8 @@ class BackgroundService:
         self.runs[run.response_id] = run  # before the row exists: a follower finds the run, never an orphan
         try:
             await self.leases.claim(run.response_id)  # before the row: no sweep sees it unowned
-            await self.store.save_response(response_run.response, response_run.request.input_items)  # type: ignore[arg-type,union-attr]
+            await self.store.save_response(response_run.response, response_run.request.input_items,  # type: ignore[arg-type,union-attr]
+                                           tenant=run.tenant)
         except BaseException:
             self.runs.pop(run.response_id, None)
             await self.leases.release(run.response_id)
@@ -416,15 +420,20 @@ class BackgroundService:
         log.info("background_started", response_id=run.response_id)
         return run
 
-    async def events_after(self, response_id: str, after: int) -> AsyncIterator[bytes]:
-        """The response's event frames with ``sequence_number > after``, then live ones until it ends."""
+    def _run(self, response_id: str, tenant: str) -> BackgroundRun | None:
+        """The run of ``tenant``'s response here, if any: another tenant's run is no run at all for the caller."""
         run = self.runs.get(response_id)
+        return run if run is not None and run.tenant == tenant else None
+
+    async def events_after(self, response_id: str, after: int, *, tenant: str) -> AsyncIterator[bytes]:
+        """The response's event frames with ``sequence_number > after``, then live ones until it ends."""
+        run = self._run(response_id, tenant)
         if run is None and self.leases.shared:  # maybe running on another replica: follow its stored log
-            async for frames in self._follow_stored(response_id, after):
+            async for frames in self._follow_stored(response_id, after, tenant=tenant):
                 yield frames
             return
         if run is None:
-            for _, frame in await self.events.after(response_id, after):
+            for _, frame in await self.events.after(response_id, after, tenant=tenant):
                 yield frame
             return
         position = max(after + 1, 0)
@@ -439,7 +448,7 @@ class BackgroundService:
                 return
             await run.wait()
 
-    async def _follow_stored(self, response_id: str, after: int) -> AsyncIterator[bytes]:
+    async def _follow_stored(self, response_id: str, after: int, *, tenant: str) -> AsyncIterator[bytes]:
         """The stored events after ``after``, read again whenever the store says the log grew (or every
         ``FOLLOW_POLL_SECONDS``), until the terminal event, or until the response is finished (or gone) with
         nothing more stored. Each read starts after the last event yielded: no gap, no duplicate."""
@@ -447,27 +456,27 @@ class BackgroundService:
         async with self.leases.watch(response_id) as changed:
             while True:
                 changed.clear()  # before the read: a write committed after it sets it again
-                stored = await self.events.after(response_id, position)
+                stored = await self.events.after(response_id, position, tenant=tenant)
                 if stored:
                     position = stored[-1][0]
                     yield b"".join(frame for _, frame in stored)
                     if is_terminal_frame(stored[-1][1]):
                         return
                     continue
-                status = await self._stored_status_of(response_id)
+                status = await self._stored_status_of(response_id, tenant=tenant)
                 if status is None or status in _TERMINAL:
-                    for _, frame in await self.events.after(response_id, position):  # what came with the end
-                        yield frame
+                    for _, frame in await self.events.after(response_id, position, tenant=tenant):
+                        yield frame  # what came with the end
                     return
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(changed.wait(), FOLLOW_POLL_SECONDS)
 
-    async def _stored_status_of(self, response_id: str) -> str | None:
-        stored = await self.store.get_response(response_id)
+    async def _stored_status_of(self, response_id: str, *, tenant: str) -> str | None:
+        stored = await self.store.get_response(response_id, tenant=tenant)
         return None if stored is None else str(stored.get("status"))
 
-    async def check_streamable(self, response_id: str) -> dict:
-        response = await self.store.get_response(response_id)
+    async def check_streamable(self, response_id: str, *, tenant: str) -> dict:
+        response = await self.store.get_response(response_id, tenant=tenant)
         if response is None:
             raise not_found(f"No response found with id '{response_id}'.", param="response_id", code="not_found")
         if not response.get("background"):
@@ -475,8 +484,8 @@ class BackgroundService:
                            "kept; retrieve it without 'stream'.", param="stream", code="invalid_request")
         return response
 
-    async def cancel(self, response_id: str) -> dict:
-        run = self.runs.get(response_id)
+    async def cancel(self, response_id: str, *, tenant: str) -> dict:
+        run = self._run(response_id, tenant)
         if run is not None:
             await _until_started(run)
         if run is not None and run.done:  # ended, its terminal state still being stored (see BackgroundRun._settle)
@@ -492,7 +501,7 @@ class BackgroundService:
             await asyncio.wait([run.task])
             if run.response_run.response and run.response_run.response.get("status") == "cancelled":
                 return run.response_run.response
-        response = await self.store.get_response(response_id)
+        response = await self.store.get_response(response_id, tenant=tenant)
         if response is None:
             raise not_found(f"No response found with id '{response_id}'.", param="response_id", code="not_found")
         if not response.get("background"):
@@ -502,11 +511,11 @@ class BackgroundService:
         if status == "cancelled":
             return response
         if status in ("queued", "in_progress") and self.leases.shared:  # another replica's run
-            return await self._cancel_elsewhere(response_id, tenant=DEFAULT_TENANT)
+            return await self._cancel_elsewhere(response_id, tenant=tenant)
         if status in ("queued", "in_progress"):  # no run for it in this process (should not happen): close it
             response["status"] = "cancelled"
             # with a terminal event: replays end
-            await self.events.end_response(response, terminal_frame("response.cancelled", response))
+            await self.events.end_response(response, terminal_frame("response.cancelled", response), tenant=tenant)
             return response
         raise APIError(400, f"Cannot cancel a {status} response.", param="response_id", code="invalid_request")
 
@@ -524,7 +533,7 @@ class BackgroundService:
                     closed = await self.leases.close_abandoned(response_id, cancelled, tenant=tenant)
                     if closed is not None:
                         return closed
-                response = await self.store.get_response(response_id)
+                response = await self.store.get_response(response_id, tenant=tenant)
                 if response is None:
                     raise not_found(f"No response found with id '{response_id}'.", param="response_id",
                                     code="not_found")
@@ -542,9 +551,9 @@ class BackgroundService:
                 except TimeoutError:
                     held = False  # not ended yet: it may be an abandoned run (close_abandoned checks the lease)
 
-    async def forget(self, response_id: str) -> None:
-        """The response is being deleted: stop its run first, without storing anything more for it."""
-        run = self.runs.get(response_id)
+    async def forget(self, response_id: str, *, tenant: str) -> None:
+        """``tenant``'s response is being deleted: stop its run first, without storing anything more for it."""
+        run = self._run(response_id, tenant)
         if run is None or run.task is None:
             return
         await _until_started(run)

@@ -19,25 +19,13 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from .base import EventLog
+
 TerminalFrame = Callable[[int], bytes]
 """The SSE frame that ends a stream, for the sequence number the event log gives it."""
 
 Closer = Callable[[dict[str, Any]], tuple[dict[str, Any], TerminalFrame]]
 """Turns a stored unfinished response into its terminal form (status, error) and the frame that ends its stream."""
-
-
-class EventLog(Protocol):
-    """The stored event streams of background responses (``store/events.py``; the PostgreSQL store's too)."""
-
-    async def append(self, response_id: str, events: list[tuple[int, bytes]]) -> None: ...
-
-    async def after(self, response_id: str, after: int) -> list[tuple[int, bytes]]: ...
-
-    async def truncate(self, response_id: str, first: int) -> None: ...
-
-    async def end_response(self, response: dict[str, Any], terminal_frame: TerminalFrame) -> None: ...
-
-    async def unfinished(self) -> list[dict[str, Any]]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,19 +125,19 @@ class LocalRunLeases:
             return []
         self._swept = True
         failed: list[str] = []
-        for stored in await self._events.unfinished():
+        for tenant, stored in await self._events.unfinished():
             response, frame = close(stored)
-            await self._events.end_response(response, frame)
+            await self._events.end_response(response, frame, tenant=tenant)
             failed.append(response["id"])
         return failed
 
     async def close_abandoned(self, response_id: str, close: Closer, *, tenant: str) -> dict[str, Any] | None:
         """Only asked about a run this process does not have in memory, after the caller read it as ``tenant``'s:
         abandoned if unfinished."""
-        for stored in await self._events.unfinished():
-            if stored.get("id") == response_id:
+        for owner, stored in await self._events.unfinished():
+            if stored.get("id") == response_id and owner == tenant:
                 response, frame = close(stored)
-                await self._events.end_response(response, frame)
+                await self._events.end_response(response, frame, tenant=tenant)
                 return response
         return None
 

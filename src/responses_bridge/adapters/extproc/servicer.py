@@ -294,7 +294,7 @@ class _Stream:
                 if self.runtime.draining:
                     return [self._refuse()]
                 self.ours = True
-                self.run = self.runtime.new_run()
+                self.run = self.runtime.new_run(tenant=self.tenant)
             if self.authorization is None:  # request headers are skipped: Envoy forwards the credentials
                 self.authorization = m.forwarded_authorization(request)
             if not self.request_body:  # the first body message carries the metadata
@@ -350,7 +350,7 @@ class _Stream:
             return self._refuse()
         self.ours = True
         self.authorization = headers.get("authorization")
-        self.run = self.runtime.new_run()
+        self.run = self.runtime.new_run(tenant=self.tenant)
         if message.end_of_stream:  # no body at all: begin() says what is wrong with that
             return await self._begin(b"")
         return m.CONTINUE_REQUEST_HEADERS
@@ -395,7 +395,7 @@ class _Stream:
             if not self.runtime.routes().single:  # several upstreams: the model picks one (upstreams.py)
                 self.route = self.runtime.route(decoded.get("model"))
                 if self.runtime.is_native(self.route):  # Envoy sends it to the backend's own /v1/responses
-                    self.run = run = self.runtime.native_run(self.route)
+                    self.run = run = self.runtime.native_run(self.route, tenant=self.tenant)
                 else:  # the upstream's profile and model name
                     run.use_options(self.runtime.route_options(self.route))
             upstream = await run.begin(decoded, large=large)
@@ -496,7 +496,7 @@ class _Stream:
         frames: list[bytes] = []
 
         async def collect() -> None:
-            async for chunk in service.events_after(started.response_id, -1):
+            async for chunk in service.events_after(started.response_id, -1, tenant=run.tenant):
                 frames.append(chunk)
 
         try:
@@ -518,7 +518,7 @@ class _Stream:
             error = APIError(413, "The request body is too large.", code="request_too_large")
             return m.immediate_response(413, error.body(), JSON)
         try:
-            await self.runtime.new_run().begin(b"")
+            await self.runtime.new_run(tenant=self.tenant).begin(b"")
             error = APIError(400, "A request body is required.")
         except APIError as exc:
             error = exc

@@ -97,10 +97,13 @@ MIGRATIONS: list[Migration] = [
                 tenant     text NOT NULL DEFAULT '',
                 created_at bigint NOT NULL,
                 metadata   text NOT NULL,
-                next_seq   bigint NOT NULL DEFAULT 0
+                next_seq   bigint NOT NULL DEFAULT 0,
+                last_active_at bigint NOT NULL
             )
             """,
             "CREATE INDEX conversations_listed ON conversations (tenant, created_at, id)",
+            # retention: a conversation's age is its last activity (creation, appended items, metadata updates)
+            "CREATE INDEX conversations_active ON conversations (tenant, last_active_at)",
             """
             CREATE TABLE conversation_items (
                 conversation_id text NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
