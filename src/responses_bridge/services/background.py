@@ -405,7 +405,9 @@ class BackgroundService:
         ``upstream`` (the request's routed upstream; default: the service's)."""
         run = BackgroundRun(self, response_run, call, authorization, upstream)
         response_run.before_persist = run._before_persist
-        run.add(response_run.queued())
+        # kept, not written yet: an event log may store only the events of a stored response (PostgreSQL's
+        # checks the owner's row), so the writer starts once the queued row exists
+        run._record(response_run.queued())
         run.accepted = orjson.dumps(response_run.response)
         self.runs[run.response_id] = run  # before the row exists: a follower finds the run, never an orphan
         try:
@@ -416,6 +418,7 @@ class BackgroundService:
             self.runs.pop(run.response_id, None)
             await self.leases.release(run.response_id)
             raise
+        run.add(b"")  # created + queued: shown to readers, written by the writer
         run.task = asyncio.create_task(run.run(), name=f"background:{run.response_id}")
         log.info("background_started", response_id=run.response_id)
         return run
