@@ -39,7 +39,9 @@ class FileSource(Protocol):
 
     async def get(self, file_id: str) -> dict[str, Any] | None: ...
 
-    def content_path(self, file_id: str) -> Path: ...
+    def local_copy(self, file_id: str) -> contextlib.AbstractAsyncContextManager[Path]:
+        """A path holding the file's bytes while the block runs."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,10 +182,10 @@ class IngestionWorker:
         if file is None:
             raise IngestionFailure("invalid_file", f"File '{row.file_id}' no longer exists.")
         filename = str(file.get("filename") or row.file_id)
-        path = self._files.content_path(row.file_id)
         strategy = parse_chunking_strategy(row.chunking)
         try:
-            texts = await asyncio.to_thread(_extract_and_chunk, path, filename, strategy)
+            async with self._files.local_copy(row.file_id) as path:
+                texts = await asyncio.to_thread(_extract_and_chunk, path, filename, strategy)
         except ExtractionError as error:
             raise IngestionFailure(error.code, error.message) from None
         except (OSError, UnicodeError, ValueError) as error:
