@@ -21,6 +21,8 @@ from responses_bridge.services.files import (
 )
 from responses_bridge.store import SQLiteResponseStore
 from responses_bridge.store.files import FileStore, SQLiteFileStore, StoredFile, UnknownCursor
+from responses_bridge.store.postgres.files import PostgresFileStore
+from tests.unit.store_kinds import KINDS, postgres_database
 
 
 class Clock:
@@ -40,6 +42,15 @@ async def db(tmp_path: Path) -> AsyncIterator[SQLiteResponseStore]:
 @pytest.fixture
 def store(db: SQLiteResponseStore) -> SQLiteFileStore:
     return SQLiteFileStore(db)
+
+
+@pytest.fixture(params=KINDS)
+async def any_store(request: pytest.FixtureRequest, db: SQLiteResponseStore) -> AsyncIterator[FileStore]:
+    if request.param == "sqlite":
+        yield SQLiteFileStore(db)
+    else:
+        async with postgres_database(request) as pg:
+            yield PostgresFileStore(pg)
 
 
 @pytest.fixture
@@ -69,7 +80,8 @@ def stored(file_id: str, created_at: int = 100, purpose: str = "assistants", exp
                       expires_at=expires_at)
 
 
-async def test_store_pages_filters_and_hides_expired(store: SQLiteFileStore) -> None:
+async def test_store_pages_filters_and_hides_expired(any_store: FileStore) -> None:
+    store = any_store
     assert isinstance(store, FileStore)
     for index in range(5):
         await store.add_file(stored(f"file-{index}", purpose="batch" if index % 2 else "assistants"))
