@@ -21,15 +21,21 @@ _names = itertools.count(1)
 
 
 @contextlib.asynccontextmanager
-async def postgres_database(request: pytest.FixtureRequest, **options: int) -> AsyncIterator[PostgresDatabase]:
+async def postgres_database_url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """A fresh database on the session's server (several pools may open it: replicas), dropped afterwards."""
     server = request.getfixturevalue("postgres_server")  # skips, with the reason, when no server can start
     name = f"retrieval_{os.getpid()}_{next(_names)}"
     url = server.create_database(name)
     try:
-        async with PostgresDatabase(url, **options) as db:
-            yield db
+        yield url
     finally:
         server.drop_database(name)
+
+
+@contextlib.asynccontextmanager
+async def postgres_database(request: pytest.FixtureRequest, **options: int) -> AsyncIterator[PostgresDatabase]:
+    async with postgres_database_url(request) as url, PostgresDatabase(url, **options) as db:
+        yield db
 
 
 @contextlib.asynccontextmanager
