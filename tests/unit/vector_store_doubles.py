@@ -3,7 +3,9 @@ file source over a temporary directory (the Files API's part that ingestion uses
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -43,5 +45,6 @@ class DirectoryFiles:
     async def get(self, file_id: str) -> dict[str, Any] | None:
         return self.meta.get(file_id)
 
-    def content_path(self, file_id: str) -> Path:
-        return self.root / file_id
+    @contextlib.asynccontextmanager
+    async def local_copy(self, file_id: str) -> AsyncIterator[Path]:
+        yield self.root / file_id

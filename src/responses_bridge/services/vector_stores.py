@@ -24,10 +24,10 @@ from ..store.vector_stores import (
     FileCounts,
     NewFile,
     Page,
-    SQLiteVectorStoreStore,
     StoredFileBatch,
     StoredVectorStore,
     StoredVectorStoreFile,
+    VectorStoreStore,
 )
 from .ingestion import FileSource, IngestionWorker, jobs_for
 from .pagination import page_errors
@@ -204,13 +204,15 @@ def _store_not_found(vector_store_id: str, param: str = "vector_store_id") -> AP
 class VectorStoreService:
     """The Vector Stores API and, for the tool loop, the ``FileSearcher`` of run/tools/file_search.py."""
 
-    def __init__(self, store: SQLiteVectorStoreStore, files: FileSource, chunks: ChunkIndex, embedder: Embedder,
-                 *, concurrency: int = 2) -> None:
+    def __init__(self, store: VectorStoreStore, files: FileSource, chunks: ChunkIndex, embedder: Embedder,
+                 *, concurrency: int = 2, poll_interval: float | None = None) -> None:
         self.store = store
         self.files = files
         self.chunks = chunks
         self.embedder = embedder
-        self.worker = IngestionWorker(store, files, chunks, embedder, concurrency=concurrency)
+        # poll_interval: set when other processes share the database (their attached files, their leftovers)
+        self.worker = IngestionWorker(store, files, chunks, embedder, concurrency=concurrency,
+                                      poll_interval=poll_interval)
 
     async def start(self) -> None:
         """Start ingestion; files a previous process left in progress are queued again."""

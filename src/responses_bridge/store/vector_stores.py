@@ -15,7 +15,7 @@ import contextlib
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -86,6 +86,58 @@ class NewFile:
 class Page:
     data: list[Any]
     has_more: bool
+
+
+class VectorStoreStore(Protocol):
+    """Vector store metadata: this SQLite implementation and the PostgreSQL one (store/postgres/vector_stores.py).
+
+    The claim methods let ingestion workers of several processes share one database: a worker claims a file row
+    for a lease, renews it while it works and finishes the row only while it holds it. On SQLite one process
+    owns the database, so a claim always succeeds for a row in progress."""
+
+    async def create_store(self, store: StoredVectorStore, files: Sequence[NewFile]) -> list[int]: ...
+
+    async def get_store(self, vector_store_id: str) -> StoredVectorStore | None: ...
+
+    async def list_stores(self, *, limit: int, order: str, after: str | None = None,
+                          before: str | None = None) -> Page: ...
+
+    async def update_store(self, vector_store_id: str, changes: Mapping[str, Any]) -> bool: ...
+
+    async def delete_store(self, vector_store_id: str) -> bool: ...
+
+    async def add_files(self, vector_store_id: str, created_at: int, files: Sequence[NewFile], *,
+                        batch_id: str | None = None) -> list[int] | None: ...
+
+    async def get_file(self, vector_store_id: str, file_id: str) -> StoredVectorStoreFile | None: ...
+
+    async def get_file_by_seq(self, seq: int) -> StoredVectorStoreFile | None: ...
+
+    async def list_files(self, vector_store_id: str, *, limit: int, order: str, after: str | None = None,
+                         before: str | None = None, status: str | None = None,
+                         batch_id: str | None = None) -> Page: ...
+
+    async def set_file_attributes(self, vector_store_id: str, file_id: str,
+                                  attributes: Mapping[str, Any]) -> bool: ...
+
+    async def delete_file(self, vector_store_id: str, file_id: str) -> bool: ...
+
+    async def delete_file_everywhere(self, file_id: str) -> list[str]: ...
+
+    async def finish_file(self, seq: int, status: str, *, usage_bytes: int = 0,
+                          last_error: Mapping[str, Any] | None = None, owner: str | None = None) -> bool: ...
+
+    async def in_progress_files(self) -> list[StoredVectorStoreFile]: ...
+
+    async def claim_next(self, owner: str, lease_seconds: float, limit: int) -> list[StoredVectorStoreFile]: ...
+
+    async def claim_file(self, seq: int, owner: str, lease_seconds: float) -> bool: ...
+
+    async def release_claims(self, owner: str) -> int: ...
+
+    async def get_batch(self, vector_store_id: str, batch_id: str) -> StoredFileBatch | None: ...
+
+    async def cancel_batch(self, vector_store_id: str, batch_id: str) -> bool: ...
 
 
 _COUNTS = """
@@ -303,9 +355,10 @@ class SQLiteVectorStoreStore:
             return sorted({str(row[0]) for row in await cursor.fetchall()})
 
     async def finish_file(self, seq: int, status: str, *, usage_bytes: int = 0,
-                          last_error: Mapping[str, Any] | None = None) -> bool:
+                          last_error: Mapping[str, Any] | None = None, owner: str | None = None) -> bool:
         """Move one in-progress row to ``completed``/``failed``; False when that row is gone or no longer in
-        progress (deleted, cancelled, re-added), in which case nothing changes."""
+        progress (deleted, cancelled, re-added), in which case nothing changes. (``owner``: one process owns
+        the database, so every in-progress row is its own.)"""
         sql = ("UPDATE vector_store_files SET status = ?, usage_bytes = ?, last_error = ? "
                "WHERE seq = ? AND status = 'in_progress'")
         error = _json(dict(last_error)) if last_error is not None else None
@@ -318,6 +371,20 @@ class SQLiteVectorStoreStore:
             rows = list(await conn.execute_fetchall(
                 f"SELECT {_FILE_COLUMNS} FROM vector_store_files AS f WHERE f.status = 'in_progress' ORDER BY f.seq"))
         return [_file(row) for row in rows]
+
+    # -- ingestion claims (one process owns a SQLite database: no leases) ---------------------------------------
+
+    async def claim_next(self, owner: str, lease_seconds: float, limit: int) -> list[StoredVectorStoreFile]:
+        """The oldest ``limit`` rows in progress."""
+        return (await self.in_progress_files())[:limit]
+
+    async def claim_file(self, seq: int, owner: str, lease_seconds: float) -> bool:
+        """True while the row is in progress."""
+        row = await self.get_file_by_seq(seq)
+        return row is not None and row.status == "in_progress"
+
+    async def release_claims(self, owner: str) -> int:
+        return 0
 
     # -- batches ---------------------------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Literal
 from urllib.parse import unquote, urlsplit
 
 import asyncpg
+from pgvector.asyncpg import register_vector
 
 from .. import metrics
 from .migrations import MIGRATIONS, Migration, latest_version, migrate
@@ -105,12 +106,14 @@ class PostgresDatabase:
             return
         try:
             pool = await asyncpg.create_pool(self._url, min_size=self._min_size, max_size=self._max_size,
-                                             timeout=CONNECT_TIMEOUT_SECONDS, command_timeout=None)
+                                             timeout=CONNECT_TIMEOUT_SECONDS, command_timeout=None,
+                                             init=register_types)
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise DatabaseUnavailable(f"cannot open the PostgreSQL database at {self.target}: {_reason(exc)}") from None
         try:
             async with pool.acquire() as conn:
                 version = await migrate(conn, self._migrations)
+            await pool.expire_connections()  # made before the migration made the vector type: made again
         except BaseException:
             await pool.close()
             raise
@@ -175,6 +178,13 @@ class PostgresDatabase:
                     yield conn
         finally:
             self._write_waits.pop(token, None)
+
+
+async def register_types(conn: asyncpg.Connection) -> None:
+    """Every pool connection encodes pgvector's ``vector`` in binary from numpy arrays (once the extension
+    exists: the first connection of a new database migrates it into being)."""
+    if await conn.fetchval("SELECT to_regtype('vector') IS NOT NULL"):
+        await register_vector(conn)
 
 
 def _reason(exc: BaseException) -> str:

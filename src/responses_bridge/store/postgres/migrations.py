@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 Migration = tuple[int, Sequence[str]]
 
+from .retrieval_schema import RETRIEVAL_MIGRATIONS  # noqa: E402  (after Migration, which it follows)
+
 ADVISORY_LOCK_KEY = 0x7265_7370_6272_6467 & 0x7FFF_FFFF_FFFF_FFFF
 """The ``pg_advisory_lock`` key the migrating replica holds ("respbrdg"): any other holder of it is a replica
 of this bridge migrating the same database."""
@@ -166,6 +168,7 @@ MIGRATIONS: list[Migration] = [
         ],
     ),
 ]
+MIGRATIONS.extend(RETRIEVAL_MIGRATIONS)  # 10 onwards: files, file bytes, vector stores, the chunk index
 
 
 def latest_version(migrations: Sequence[Migration] = MIGRATIONS) -> int:
