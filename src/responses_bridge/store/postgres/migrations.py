@@ -136,6 +136,14 @@ MIGRATIONS: list[Migration] = [
                 PRIMARY KEY (prompt_id, version)
             )
             """,
+            # Values every replica must agree on, written once by the first replica that needs them (the sealing
+            # key of encrypted reasoning items when none is configured: a chain moves between replicas).
+            """
+            CREATE TABLE shared_values (
+                name  text PRIMARY KEY,
+                value text NOT NULL
+            )
+            """,
         ],
     ),
 ]
