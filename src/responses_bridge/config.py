@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     extproc_host: str = "127.0.0.1"
     extproc_port: int = DEFAULT_EXTPROC_PORT
     db: str | None = None  # None: a file under the user's data directory
+    # The PostgreSQL database every replica shares (store/postgres/): ``postgresql://user:password@host/db``. Set,
+    # it holds every store instead of the SQLite file, and an unreachable one fails the start. A secret: it
+    # carries the password.
+    database_url: SecretStr | None = None
     upstream_timeout: float = 600.0  # whole-request ceiling; streams are also bounded by idle_timeout
     upstream_connect_timeout: float = 10.0
     upstream_idle_timeout: float = 300.0  # the longest silence allowed between two upstream chunks

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from responses_bridge.devtools.procs import ManagedProcess, free_port, wait_http
+from tests.support.postgres import sidecar_env
 
 PYTHON = sys.executable
 
@@ -30,7 +31,9 @@ def start_sidecar(tmp_dir: str, upstream_url: str, *extra: str, env: dict[str, s
             "--extproc-port", str(extproc_port), "--db", os.path.join(tmp_dir, f"bridge-{http_port}.db"), *extra]
     if not extproc:
         argv.append("--no-extproc")
-    process = ManagedProcess(argv, f"sidecar:{http_port}", quiet=False, env=env)
+    db_path = argv[len(argv) - 1 - argv[::-1].index("--db") + 1]  # the last --db given wins, as in the CLI
+    env = {**sidecar_env(db_path), **(env or {})}  # PostgreSQL when the run asks for it (tests/support/postgres.py)
+    process = ManagedProcess(argv, f"sidecar:{http_port}", quiet=False, env=env or None)
     process.start()
     return process, http_port, extproc_port
 

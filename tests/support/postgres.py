@@ -15,6 +15,7 @@ never crash the server, and the store's correctness does not depend on fsync.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import shutil
@@ -205,3 +206,32 @@ def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
         yield url
     finally:
         postgres_server.drop_database(name)
+
+
+# -- the sidecar on PostgreSQL ---------------------------------------------------------------------------------------
+
+
+def store_from_env() -> str:
+    """``postgres`` when the run asks for PostgreSQL (``--store`` sets the variable for the whole session)."""
+    return os.environ.get(STORE_ENV) or "sqlite"
+
+
+def sidecar_env(db_path: str) -> dict[str, str]:
+    """The environment that puts a sidecar on PostgreSQL when the run asks for it; empty on SQLite.
+
+    A sidecar's ``--db`` path names its database: a sidecar restarted with the same path finds the same database
+    (as a restarted replica finds the shared one), and two sidecars with different paths never share state.
+    ``:memory:`` always gets a new database."""
+    if store_from_env() != "postgres":
+        return {}
+    try:
+        server = shared_server()
+    except ServerUnavailable as exc:
+        pytest.skip(f"no PostgreSQL server could be started: {exc}")
+    if db_path == ":memory:":
+        name = f"mem_{os.getpid()}_{next(_databases)}"
+    else:
+        name = "db_" + hashlib.sha256(os.path.abspath(db_path).encode()).hexdigest()[:24]
+    if not server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'"):
+        server.create_database(name)
+    return {"RESPONSES_BRIDGE_DATABASE_URL": server.url(name)}

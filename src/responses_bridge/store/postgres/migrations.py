@@ -138,6 +138,14 @@ MIGRATIONS: list[Migration] = [
                 PRIMARY KEY (prompt_id, version)
             )
             """,
+            # Values every replica must agree on, written once by the first replica that needs them (the sealing
+            # key of encrypted reasoning items when none is configured: a chain moves between replicas).
+            """
+            CREATE TABLE shared_values (
+                name  text PRIMARY KEY,
+                value text NOT NULL
+            )
+            """,
         ],
     ),
     # Background responses across replicas (background_runs.py): each running one's owner and lease, and cancel
