@@ -114,7 +114,8 @@ class Runtime:
         for client in runtime.clients.values():
             if client is not upstream:
                 await client.start()
-        runtime.files = FileService(SQLiteFileStore(store), files_directory(db_path), settings.max_file_bytes)
+        runtime.files = FileService(SQLiteFileStore(store), files_directory(db_path), settings.max_file_bytes,
+                                    max_stored_bytes=lambda tenant: settings.tenant_policy(tenant).max_stored_bytes)
         await runtime.files.start()
         runtime.embedder = embedder_from_settings(settings)
         runtime.chunks = SQLiteChunkIndex(store)

@@ -87,8 +87,9 @@ class Loop:
     """Plays the run around the executor: one builder, the plan, the model's turns, the follow-up bodies."""
 
     def __init__(self, services: ServerToolServices, request: dict[str, Any], *, stream: bool = True,
-                 history: list[dict[str, Any]] | None = None) -> None:
+                 history: list[dict[str, Any]] | None = None, tenant: str = "tenant-loop") -> None:
         self.services = services
+        self.tenant = tenant
         self.request = parse_request(orjson.dumps(dict(request, model="m", stream=stream)))
         self.history = history or []
         self.plan = plan_request_tools(self.request, self.history, OPTIONS, served=services.served)
@@ -100,7 +101,8 @@ class Loop:
         self.run: ServerToolRun | None = None
 
     async def prepare(self) -> ServerToolRun:
-        self.run = await ServerTools(self.services).prepare(self.request, self.history, self.plan, self.builder)
+        self.run = await ServerTools(self.services).prepare(self.request, self.history, self.plan, self.builder,
+                                                            tenant=self.tenant)
         self.builder.lifecycle("response.created")
         self.builder.lifecycle("response.in_progress")
         body = build_chat_request(self.request, self.history, OPTIONS, self.plan)

@@ -49,7 +49,7 @@ from ..observability import metrics
 from ..protocol.errors import APIError, invalid_request, not_found
 from ..protocol.request import ResponsesRequest, parse_request, parse_request_object
 from ..sealing import Sealer
-from ..store.base import ResponseStore
+from ..store.base import DEFAULT_TENANT, ResponseStore
 from .history import ConversationHistory, PromptRenderer
 from .server_tools import ServerToolRun, ServerTools
 
@@ -176,7 +176,7 @@ class ResponseRun:
         if self._server_tools is not None and translator.plan is not None and _offers_server_tools(request, served):
             # set-up before anything is sent: a malformed or refused MCP tool is a 400 here
             tool_run = await self._server_tools.prepare(translator.request, translator.context, translator.plan,
-                                                        translator.builder)
+                                                        translator.builder, tenant=DEFAULT_TENANT)
             self._tool_run = tool_run
             extra, exhausted = tool_run.first_turn_messages(self._options), tool_run.tools_exhausted
         build = functools.partial(translator.build_first_request, extra, tools_exhausted=exhausted,

@@ -5,7 +5,7 @@ This is the layer between the run (which drives the upstream turns and the outpu
 
     tools = ServerTools(services)                              # once per process: ServerToolServices
     plan = plan_request_tools(request, history, options, served=services.served)
-    run = await tools.prepare(request, history, plan, builder) # before response.created; 400s raised here
+    run = await tools.prepare(request, history, plan, builder, tenant=tenant)  # before response.created; 400s here
     try:
         body = build_chat_request(request, history, options, plan)
         body["messages"] += run.first_turn_messages(options)  # approved MCP calls made at set-up
@@ -54,10 +54,11 @@ class ServerTools:
         self.services = services
 
     async def prepare(self, request: ResponsesRequest, history: list[dict[str, Any]], plan: ToolPlan,
-                      builder: OutputBuilder) -> ServerToolRun:
+                      builder: OutputBuilder, *, tenant: str) -> ServerToolRun:
         """Set up the server tools of one response, before its first model turn. ``plan`` must come from
         ``plan_request_tools(…, served=self.services.served)``; it is extended in place and the builder reads its
-        targets. Call it before ``response.created`` is emitted: it removes the MCP tools' ``headers`` and
+        targets. ``tenant``: the run's, whose vector stores ``file_search`` may read. Call it before
+        ``response.created`` is emitted: it removes the MCP tools' ``headers`` and
         ``authorization`` from the response's echo of ``tools`` (``builder.response``).
 
         Raises ``APIError`` (400) for a malformed ``mcp`` or ``file_search`` tool, a refused MCP host, or an
@@ -68,7 +69,7 @@ class ServerTools:
         setup = SetUp(self.services, request, history, plan, builder)
         await setup.run()
         runner = CallRunner(self.services, request, plan, builder, setup.servers, setup.index, setup.web_options,
-                            file_options=setup.file_options)
+                            tenant=tenant, file_options=setup.file_options)
         try:
             first_turn_items = await runner.run_approved(setup.approved)
         except BaseException:  # cancelled during an approved call: free the index before going

@@ -87,10 +87,11 @@ class CallRunner:
 
     def __init__(self, services: ServerToolServices, request: ResponsesRequest, plan: ToolPlan,
                  builder: OutputBuilder, servers: dict[str, MCPServer], index: ToolIndex | None,
-                 web_options: WebSearchToolOptions | None, *,
+                 web_options: WebSearchToolOptions | None, *, tenant: str,
                  file_options: FileSearchToolOptions | None = None) -> None:
         params = request.params
         self.services = services
+        self.tenant = tenant  # whose vector stores file_search reads
         self.plan = plan
         self.builder = builder
         self.servers = servers
@@ -272,7 +273,7 @@ class CallRunner:
         try:
             if searcher is None or self.file_options is None:
                 raise FileSearchError("no vector stores can be searched on this deployment")
-            sources = await run_file_search(searcher, queries, self.file_options)
+            sources = await run_file_search(searcher, queries, self.file_options, tenant=self.tenant)
         except FileSearchError as failure:
             raise_if_cancelled()
             return self._file_search_failed(call, str(failure))

@@ -462,6 +462,21 @@ MIGRATIONS: list[Migration] = [
             """,
         ],
     ),
+    (
+        11,
+        [
+            # Tenancy of uploaded files and vector stores: each row belongs to a tenant, and rows stored before
+            # tenancy belong to the default tenant (''). A vector store's files, batches and chunks are owned
+            # through the store. Listing walks one tenant's rows in creation order: SQLite appends the rowid
+            # (the order files and vector stores are listed in) to every index, so (tenant) is (tenant, rowid).
+            "ALTER TABLE files ADD COLUMN tenant TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE vector_stores ADD COLUMN tenant TEXT NOT NULL DEFAULT ''",
+            "DROP INDEX files_purpose",
+            "CREATE INDEX files_listed ON files(tenant)",
+            "CREATE INDEX files_purpose_listed ON files(tenant, purpose)",
+            "CREATE INDEX vector_stores_listed ON vector_stores(tenant)",
+        ],
+    ),
 ]
 
 LATEST_VERSION: int = MIGRATIONS[-1][0]
