@@ -26,10 +26,14 @@ from .sealing import Sealer, load_or_create_key
 from .services.background import BackgroundService, fail_interrupted
 from .services.conversations import ConversationService
 from .services.files import FileService, files_directory
+from .services.identity import Identity, sidecar_token
+from .services.limits import TenantLimits
 from .services.prompts import PromptService
+from .services.retention import RetentionService
 from .services.retrieval.embedders import Embedder, embedder_from_settings
 from .services.vector_stores import VectorStoreService
 from .store import ResponseStore, SQLiteResponseStore
+from .store.api_keys import SQLiteApiKeyStore
 from .store.chunks import ChunkIndex, SQLiteChunkIndex
 from .store.conversations import SQLiteConversationStore
 from .store.events import SQLiteEventLog
@@ -65,6 +69,14 @@ class Runtime:
     embedder: Embedder | None = None
     chunks: ChunkIndex | None = None
     vector_stores: VectorStoreService | None = None  # the Vector Stores API; the file_search tool's searcher
+    # who the caller is (RESPONSES_BRIDGE_AUTH), for both doors: services/identity.py
+    identity: Identity = field(default_factory=Identity)
+    retention: RetentionService | None = None  # purges what each tenant's retention_days has expired
+    # per-tenant requests in flight and body size, one budget for both doors (services/limits.py)
+    limits: TenantLimits = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.limits = TenantLimits(self.settings)
 
     async def _open_background(self, store: SQLiteResponseStore, upstream: UpstreamClient) -> None:
         """Background runs of a previous process that never ended are marked failed (none can be running now),
@@ -87,12 +99,13 @@ class Runtime:
         self.files.on_delete(self.vector_stores.forget_file)  # a deleted file leaves every vector store
         await self.vector_stores.start()
 
-    def new_run_framed(self, framing: Framing, store: ResponseStore | None = None) -> ResponseRun:
-        """A run whose events are always emitted, framed as asked (``"json"``: WebSocket mode), optionally
-        over another store (a WebSocket connection's cache of ``store: false`` turns in front of this one)."""
+    def new_run_framed(self, framing: Framing, store: ResponseStore | None = None, *, tenant: str) -> ResponseRun:
+        """A run of ``tenant`` whose events are always emitted, framed as asked (``"json"``: WebSocket mode),
+        optionally over another store (a WebSocket connection's cache of ``store: false`` turns in front of this
+        one)."""
         return ResponseRun(store or self.store, self.options, self.sealer, framing=framing,
                            conversations=self.conversations, prompts=self.prompts, server_tools=self.server_tools,
-                           max_turns=self.settings.max_turns)
+                           max_turns=self.settings.max_turns, tenant=tenant)
 
     @classmethod
     async def open(cls, settings: Settings, upstream: UpstreamClient,
@@ -107,6 +120,8 @@ class Runtime:
         runtime = cls(settings=settings, store=store, options=settings.engine_options(), sealer=sealer,
                       conversations=ConversationService(SQLiteConversationStore(store)),
                       prompts=PromptService(SQLitePromptStore(store)))
+        runtime.identity = Identity(settings.auth, settings.tenant_header, SQLiteApiKeyStore(store),
+                                    sidecar_token(settings.sealing_key, db_path))
         runtime.server_tools = ServerTools(ServerToolServices.configured(settings.mcp_limits(),
                                                                            settings.web_search_settings()))
         runtime.router = settings.router()
@@ -122,11 +137,19 @@ class Runtime:
         await runtime._open_vector_stores(store)
         runtime.server_tools.services.file_search = runtime.vector_stores  # what the file_search tool searches
         await runtime._open_background(store, upstream)
+        # stored responses and conversations past their tenant's retention go in the background (item 5)
+        any_retention = settings.retention_days is not None or any(
+            policy.retention_days is not None for policy in settings.tenants.values())
+        runtime.retention = RetentionService(store, SQLiteConversationStore(store), settings.tenant_policy,
+                                             any_retention=any_retention)
+        runtime.retention.start()
         runtime.trimmer = MemoryTrimmer()
         runtime.trimmer.start()
         return runtime
 
     async def close(self) -> None:
+        if self.retention is not None:
+            await self.retention.stop()
         if self.trimmer is not None:
             await self.trimmer.stop()
         if self.background is not None:
@@ -146,13 +169,14 @@ class Runtime:
             await self.embedder.aclose()
         await self.store.close()
 
-    def new_run(self, *, tool_loop: bool = False) -> ResponseRun:
-        """The run of one ``POST /v1/responses``, over this process's store, conversations and prompts.
-        ``tool_loop``: the door drives ``next_turn``, so server-side tools are run (else they fall under the
-        unsupported-tool policy, as for Envoy's own upstream call)."""
+    def new_run(self, *, tool_loop: bool = False, tenant: str) -> ResponseRun:
+        """The run of one ``POST /v1/responses`` by ``tenant``, over this process's store, conversations and
+        prompts (it reads and stores only that tenant's). ``tool_loop``: the door drives ``next_turn``, so
+        server-side tools are run (else they fall under the unsupported-tool policy, as for Envoy's own upstream
+        call)."""
         return ResponseRun(self.store, self.options, self.sealer, conversations=self.conversations,
                            prompts=self.prompts, server_tools=self.server_tools if tool_loop else None,
-                           max_turns=self.settings.max_turns)
+                           max_turns=self.settings.max_turns, tenant=tenant)
 
     @cached_property
     def served_tools(self) -> frozenset[str]:
@@ -165,10 +189,11 @@ class Runtime:
 
     def upstream_authorization(self, client_authorization: str | None) -> str | None:
         """The configured key wins; without one, the client's own credentials go upstream (a gateway in front
-        of a multi-tenant provider must not swap every caller's key for its own)."""
+        of a multi-tenant provider must not swap every caller's key for its own). With ``auth: keys`` the
+        client's Authorization is its key to this bridge, and never goes upstream."""
         if self.settings.api_key:
             return f"Bearer {self.settings.api_key}"
-        return client_authorization
+        return None if self.settings.auth == "keys" else client_authorization
 
     # --- routing (upstreams.py) --------------------------------------------------------------------------------
 
@@ -181,26 +206,28 @@ class Runtime:
         """The route of a request naming ``model`` (404 ``model_not_found`` when none serves it)."""
         return self.routes().route(model if isinstance(model, str) else None)
 
-    def routed_run(self, route: Route, *, tool_loop: bool = False) -> ResponseRun:
+    def routed_run(self, route: Route, *, tool_loop: bool = False, tenant: str) -> ResponseRun:
         """:meth:`new_run` for a routed request: the upstream model name is the route's."""
-        run = self.new_run(tool_loop=tool_loop)
+        run = self.new_run(tool_loop=tool_loop, tenant=tenant)
         run.use_options(self.route_options(route))
         return run
 
-    def native_run(self, route: Route) -> ResponseRun:
+    def native_run(self, route: Route, *, tenant: str) -> ResponseRun:
         """The run of a request routed to a native backend (``mode: native``): run/native_run.py."""
         from .run.native_run import NativeRun
 
         return NativeRun(self.store, self.route_options(route), self.sealer, conversations=self.conversations,
-                         served=self.server_tools.services.served if self.server_tools is not None else frozenset())
+                         served=self.server_tools.services.served if self.server_tools is not None else frozenset(),
+                         tenant=tenant)
 
-    def new_routed_run(self, route: Route, *, tool_loop: bool = False, tools: object = None) -> ResponseRun:
+    def new_routed_run(self, route: Route, *, tool_loop: bool = False, tools: object = None,
+                       tenant: str) -> ResponseRun:
         """The run for ``route``: native, or translated (:meth:`routed_run`). A native backend runs no server-side
         tool: a request offering one the bridge runs (``tools``: the request's, with ``tool_loop``) is translated
         to the same backend's Chat Completions instead, where the bridge's tool loop runs them."""
         if self.is_native(route) and not (tool_loop and runs_server_tools(tools, self.served_tools)):
-            return self.native_run(route)
-        return self.routed_run(route, tool_loop=tool_loop)
+            return self.native_run(route, tenant=tenant)
+        return self.routed_run(route, tool_loop=tool_loop, tenant=tenant)
 
     def is_native(self, route: Route) -> bool:
         """Whether ``route``'s backend answers ``/v1/responses`` itself: ``mode: native``, or ``auto`` probed so."""
@@ -224,7 +251,10 @@ class Runtime:
         return dataclasses.replace(options, upstream_model=route.upstream_model)
 
     def route_authorization(self, route: Route, client_authorization: str | None) -> str | None:
-        """What goes upstream as ``Authorization`` for ``route``: its key, or the client's own."""
+        """What goes upstream as ``Authorization`` for ``route``: its key, or the client's own (never a bridge
+        key: ``auth: keys``)."""
+        if self.settings.auth == "keys":
+            client_authorization = None
         return self.routes().authorization(route.upstream, client_authorization)
 
     def client_for(self, route: Route) -> UpstreamClient | None:

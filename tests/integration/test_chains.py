@@ -14,6 +14,7 @@ import pytest
 
 from responses_bridge.devtools.procs import wait_http
 from responses_bridge.store import SQLiteResponseStore
+from responses_bridge.store.base import DEFAULT_TENANT
 from tests.support.bridge import Sidecar, start_sidecar
 
 WEATHER_TOOL = {
@@ -155,12 +156,13 @@ async def test_loading_a_long_chain_is_one_query(tmp_path: Path) -> None:
                         "output": [{"type": "message", "id": f"out_{n}", "role": "assistant", "status": "completed",
                                     "content": [{"type": "output_text", "text": str(n), "annotations": []}]}]}
             await store.save_response(response, [{"type": "message", "id": f"in_{n}", "role": "user",
-                                                  "content": [{"type": "input_text", "text": str(n)}]}])
+                                                  "content": [{"type": "input_text", "text": str(n)}]}],
+                                                      tenant=DEFAULT_TENANT)
             previous = response["id"]
         statements: list[str] = []
         async with store.reading() as conn:
             await conn.set_trace_callback(statements.append)
-        history = await store.load_history("resp_119")
+        history = await store.load_history("resp_119", tenant=DEFAULT_TENANT)
         async with store.reading() as conn:
             await conn.set_trace_callback(None)
     assert [item["id"] for item in history[:4]] == ["in_0", "out_0", "in_1", "out_1"]

@@ -29,6 +29,7 @@ from responses_bridge.devtools import fake_upstream
 from responses_bridge.envoy_config import bootstrap_dict, render_bootstrap, to_yaml
 from responses_bridge.runtime import Runtime
 from responses_bridge.serve import open_runtime
+from responses_bridge.store.base import DEFAULT_TENANT
 from tests.support.envoy import EnvoyProcess, free_port, have_envoy, start_envoy
 
 pytestmark = [pytest.mark.envoy, pytest.mark.skipif(not have_envoy(), reason="no envoy binary")]
@@ -129,7 +130,7 @@ async def test_non_stream(stack: Stack) -> None:
     assert response.status == "completed"
     assert response.output_text == "Echo: hello there"
     assert response.usage is not None and response.usage.output_tokens > 0
-    stored = await stack.runtime.store.get_response(response.id)
+    stored = await stack.runtime.store.get_response(response.id, tenant=DEFAULT_TENANT)
     assert stored is not None and stored["status"] == "completed"
     assert stored["output"][0]["content"][0]["text"] == "Echo: hello there"
 
@@ -163,7 +164,7 @@ async def test_stream_helper_final_response(stack: Stack) -> None:
         final = await stream.get_final_response()
     assert final.status == "completed"
     assert final.output_text == "Echo: helper"
-    stored = await stack.runtime.store.get_response(final.id)
+    stored = await stack.runtime.store.get_response(final.id, tenant=DEFAULT_TENANT)
     assert stored is not None and stored["status"] == "completed"
 
 
@@ -176,7 +177,7 @@ async def test_stream_raw_bytes(stack: Stack) -> None:
     events = check_stream(data)
     assert events[-1]["type"] == "response.completed"
     assert events[-1]["response"]["usage"]["output_tokens"] > 0
-    stored = await stack.runtime.store.get_response(events[-1]["response"]["id"])
+    stored = await stack.runtime.store.get_response(events[-1]["response"]["id"], tenant=DEFAULT_TENANT)
     assert stored is not None and stored["status"] == "completed"
 
 
@@ -243,7 +244,7 @@ async def test_upstream_500_stream(stack: Stack) -> None:
     events = [event async for event in stream]
     assert events[-1].type == "response.failed"
     assert "fake upstream error 500" in events[-1].response.error.message
-    stored = await stack.runtime.store.get_response(events[-1].response.id)
+    stored = await stack.runtime.store.get_response(events[-1].response.id, tenant=DEFAULT_TENANT)
     assert stored is not None and stored["status"] == "failed"
     status, _, data = await raw_post(stack, {"model": "fake-model", "input": "boom [error=503]", "stream": True})
     assert status == 200
@@ -312,7 +313,7 @@ async def test_cut_mid_stream(stack: Stack) -> None:
 async def _stored_status(stack: Stack, response_id: str) -> str | None:
     stored = None
     for _ in range(600):
-        stored = await stack.runtime.store.get_response(response_id)
+        stored = await stack.runtime.store.get_response(response_id, tenant=DEFAULT_TENANT)
         if stored is not None and stored["status"] != "in_progress":
             break
         await asyncio.sleep(0.05)
@@ -491,7 +492,7 @@ async def test_client_disconnect_marks_response_failed(stack: Stack) -> None:
         response.close()  # drop the connection mid-stream
     response_id = orjson.loads(first.split(b"data: ", 1)[1])["response"]["id"]
     for _ in range(600):
-        stored = await stack.runtime.store.get_response(response_id)
+        stored = await stack.runtime.store.get_response(response_id, tenant=DEFAULT_TENANT)
         if stored is not None and stored["status"] != "in_progress":
             break
         await asyncio.sleep(0.05)

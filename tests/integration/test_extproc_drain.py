@@ -20,6 +20,7 @@ import pytest
 
 from responses_bridge.envoy_config import render_bootstrap
 from responses_bridge.store import SQLiteResponseStore
+from responses_bridge.store.base import DEFAULT_TENANT
 from tests.support.bridge import running_sidecar
 from tests.support.envoy import free_port, have_envoy, start_envoy
 
@@ -75,5 +76,5 @@ async def test_sigterm_ends_every_stream_with_response_failed(fake_upstream: str
     db = next(path for path in os.listdir(str(tmp_path)) if path.endswith(".db"))
     async with SQLiteResponseStore(os.path.join(str(tmp_path), db)) as store:
         for response_id in ids:
-            stored = await store.get_response(response_id)
+            stored = await store.get_response(response_id, tenant=DEFAULT_TENANT)
             assert stored is not None and stored["status"] == "failed", response_id

@@ -18,6 +18,7 @@ from responses_bridge.protocol.errors import APIError
 from responses_bridge.run.response_run import ResponseRun
 from responses_bridge.services.background import INTERRUPTED_CODE, BackgroundService, fail_interrupted, split_frames
 from responses_bridge.store import SQLiteResponseStore
+from responses_bridge.store.base import DEFAULT_TENANT
 from responses_bridge.store.events import SQLiteEventLog
 
 
@@ -64,7 +65,7 @@ async def store(tmp_path) -> AsyncIterator[SQLiteResponseStore]:
 
 
 async def start(service: BackgroundService, store: SQLiteResponseStore, text: str = "hi"):
-    exchange = ResponseRun(store, EngineOptions())
+    exchange = ResponseRun(store, EngineOptions(), tenant=DEFAULT_TENANT)
     call = await exchange.begin(orjson.dumps({"model": "m", "input": text, "background": True}))
     return await service.start(exchange, call, None)
 
@@ -81,13 +82,13 @@ async def test_events_are_durable_before_the_terminal_state(store: SQLiteRespons
     saved: list[tuple[str, int]] = []
     original_append, original_save = log.append, store.save_response
 
-    async def append(response_id, events):
-        await original_append(response_id, events)
+    async def append(response_id, events, *, tenant):
+        await original_append(response_id, events, tenant=tenant)
         appended.extend(sequence for sequence, _ in events)
 
-    async def save(response, items):
+    async def save(response, items, *, tenant):
         saved.append((response["status"], len(appended)))
-        await original_save(response, items)
+        await original_save(response, items, tenant=tenant)
 
     log.append = append  # type: ignore[method-assign]
     store.save_response = save  # type: ignore[method-assign]
@@ -98,10 +99,11 @@ async def test_events_are_durable_before_the_terminal_state(store: SQLiteRespons
     assert [status for status, _ in saved] == ["queued", "in_progress", "completed"]
     assert appended == list(range(len(run.frames)))  # every event, in order, no gaps, none twice
     assert saved[-1][1] == len(run.frames)  # all of them were durable when "completed" was written
-    stored = await log.after(run.response_id, -1)
+    stored = await log.after(run.response_id, -1, tenant=DEFAULT_TENANT)
     assert [frame for _, frame in stored] == run.frames
     assert run.frames[-1].startswith(b"event: response.completed\n")
-    assert (await store.get_response(run.response_id))["output"][0]["content"][0]["text"] == "one two three"
+    assert (await store.get_response(run.response_id,
+                                     tenant=DEFAULT_TENANT))["output"][0]["content"][0]["text"] == "one two three"
 
 
 async def test_live_reader_then_stored_replay(store: SQLiteResponseStore) -> None:
@@ -111,10 +113,11 @@ async def test_live_reader_then_stored_replay(store: SQLiteResponseStore) -> Non
     run = await start(service, store)
 
     async def read(after: int) -> bytes:
-        return b"".join([frames async for frames in service.events_after(run.response_id, after)])
+        return b"".join([frames async for frames in service.events_after(run.response_id, after,
+                                                                         tenant=DEFAULT_TENANT)])
 
     await upstream.at_gate.wait()
-    following = service.events_after(run.response_id, 1)
+    following = service.events_after(run.response_id, 1, tenant=DEFAULT_TENANT)
     first = await anext(following)  # the reader follows the live run from here
     gate.set()
     live = first + b"".join([frames async for frames in following])
@@ -129,11 +132,11 @@ async def test_cancel_mid_run(store: SQLiteResponseStore) -> None:
     service = BackgroundService(store, SQLiteEventLog(store), upstream)  # type: ignore[arg-type]
     run = await start(service, store)
     await upstream.at_gate.wait()
-    cancelled = await service.cancel(run.response_id)
+    cancelled = await service.cancel(run.response_id, tenant=DEFAULT_TENANT)
     assert cancelled["status"] == "cancelled"
-    assert (await store.get_response(run.response_id))["status"] == "cancelled"
+    assert (await store.get_response(run.response_id, tenant=DEFAULT_TENANT))["status"] == "cancelled"
     assert run.frames[-1].startswith(b"event: response.cancelled\n")
-    assert (await service.cancel(run.response_id))["status"] == "cancelled"
+    assert (await service.cancel(run.response_id, tenant=DEFAULT_TENANT))["status"] == "cancelled"
 
 
 async def test_shutdown_fails_running_responses(store: SQLiteResponseStore) -> None:
@@ -142,7 +145,7 @@ async def test_shutdown_fails_running_responses(store: SQLiteResponseStore) -> N
     run = await start(service, store)
     await upstream.at_gate.wait()
     await service.close()
-    stored = await store.get_response(run.response_id)
+    stored = await store.get_response(run.response_id, tenant=DEFAULT_TENANT)
     assert stored["status"] == "failed" and stored["error"]["code"] == "server_shutdown"
 
 
@@ -154,12 +157,12 @@ async def test_fail_interrupted(store: SQLiteResponseStore) -> None:
     run = await start(service, store)
     await upstream.at_gate.wait()
     await run._flush()
-    events_before = await log.after(run.response_id, -1)
-    assert (await store.get_response(run.response_id))["status"] == "in_progress"
+    events_before = await log.after(run.response_id, -1, tenant=DEFAULT_TENANT)
+    assert (await store.get_response(run.response_id, tenant=DEFAULT_TENANT))["status"] == "in_progress"
     assert await fail_interrupted(log) == [run.response_id]
-    stored = await store.get_response(run.response_id)
+    stored = await store.get_response(run.response_id, tenant=DEFAULT_TENANT)
     assert stored["status"] == "failed" and stored["error"]["code"] == INTERRUPTED_CODE
-    events = await log.after(run.response_id, -1)
+    events = await log.after(run.response_id, -1, tenant=DEFAULT_TENANT)
     assert events[:-1] == events_before
     assert events[-1][0] == len(events_before)
     assert events[-1][1].startswith(b"event: response.failed\n")
@@ -170,7 +173,7 @@ async def test_fail_interrupted(store: SQLiteResponseStore) -> None:
 async def test_json_framing_for_websocket_mode(store: SQLiteResponseStore) -> None:
     from responses_bridge.engine.wire import EVENTS_JSON_CONTENT_TYPE
 
-    exchange = ResponseRun(store, EngineOptions(), framing="json")
+    exchange = ResponseRun(store, EngineOptions(), framing="json", tenant=DEFAULT_TENANT)
     call = await exchange.begin(orjson.dumps({"model": "m", "input": "hi", "store": False}))
     assert call.stream and orjson.loads(call.body)["stream"] is True  # events need a streamed upstream
     out = exchange.on_upstream_headers(200, "text/event-stream") or b""
@@ -239,15 +242,15 @@ async def test_upstream_refusal_fails_with_its_events_durable(store: SQLiteRespo
     durable_at_save: list[list[int]] = []
     original_save = store.save_response
 
-    async def save(response, items):
-        durable_at_save.append([sequence for sequence, _ in await log.after(response["id"], -1)])
-        await original_save(response, items)
+    async def save(response, items, *, tenant):
+        durable_at_save.append([sequence for sequence, _ in await log.after(response["id"], -1, tenant=tenant)])
+        await original_save(response, items, tenant=tenant)
 
     store.save_response = save  # type: ignore[method-assign]
     service = BackgroundService(store, log, Refusing())  # type: ignore[arg-type]
     run = await start(service, store)
     await run.task
-    stored = await store.get_response(run.response_id)
+    stored = await store.get_response(run.response_id, tenant=DEFAULT_TENANT)
     assert stored["status"] == "failed" and "bad model" in stored["error"]["message"]
     kinds = [frame.split(b"\n", 1)[0] for frame in run.frames]
     assert kinds == [b"event: response.created", b"event: response.queued", b"event: response.in_progress",
@@ -259,10 +262,10 @@ async def test_cancel_and_shutdown_right_after_start(store: SQLiteResponseStore)
     """Before the run's task took its first step: still cancelled / failed properly, never left queued."""
     service = BackgroundService(store, SQLiteEventLog(store), ScriptedUpstream(["a"], asyncio.Event()))  # type: ignore[arg-type]
     run = await start(service, store)
-    assert (await service.cancel(run.response_id))["status"] == "cancelled"
+    assert (await service.cancel(run.response_id, tenant=DEFAULT_TENANT))["status"] == "cancelled"
     other = await start(service, store)
     await service.close()
-    assert (await store.get_response(other.response_id))["status"] == "failed"
+    assert (await store.get_response(other.response_id, tenant=DEFAULT_TENANT))["status"] == "failed"
     assert not service.runs
 
 
@@ -289,13 +292,13 @@ async def test_a_failed_terminal_save_ends_the_run_and_is_stored_once_the_store_
             await run.wait()
         assert run.frames[-1].startswith(b"event: response.failed\n")
         assert not any(frame.startswith(b"event: response.completed\n") for frame in run.frames)
-        assert (await store.get_response(run.response_id))["status"] == "in_progress"
+        assert (await store.get_response(run.response_id, tenant=DEFAULT_TENANT))["status"] == "in_progress"
         assert not run.task.done()  # still retrying
         store.broken = False
         await run.task
-        stored = await store.get_response(run.response_id)
+        stored = await store.get_response(run.response_id, tenant=DEFAULT_TENANT)
         assert stored["status"] == "failed"
-        replay = await log.after(run.response_id, -1)
+        replay = await log.after(run.response_id, -1, tenant=DEFAULT_TENANT)
         assert [sequence for sequence, _ in replay] == list(range(len(replay)))  # no gap, none twice
         assert [frame for _, frame in replay] == run.frames
         assert replay[-1][1].startswith(b"event: response.failed\n")
@@ -307,18 +310,19 @@ async def test_a_failed_terminal_save_ends_the_run_and_is_stored_once_the_store_
 async def test_cancelling_a_run_left_in_progress_writes_a_terminal_event(store: SQLiteResponseStore) -> None:
     log = SQLiteEventLog(store)
     service = BackgroundService(store, log, ScriptedUpstream(["a"]))  # type: ignore[arg-type]
-    exchange = ResponseRun(store, EngineOptions())
+    exchange = ResponseRun(store, EngineOptions(), tenant=DEFAULT_TENANT)
     await exchange.begin(orjson.dumps({"model": "m", "input": "x", "background": True}))
     exchange.queued()
     response = dict(exchange.response, status="in_progress")
-    await store.save_response(response, exchange.request.input_items)
-    await log.append(response["id"], [(0, b'event: response.created\ndata: {"sequence_number":0}\n\n')])
-    cancelled = await service.cancel(response["id"])  # no run of this process holds it
+    await store.save_response(response, exchange.request.input_items, tenant=DEFAULT_TENANT)
+    await log.append(response["id"], [(0, b'event: response.created\ndata: {"sequence_number":0}\n\n')],
+                     tenant=DEFAULT_TENANT)
+    cancelled = await service.cancel(response["id"], tenant=DEFAULT_TENANT)  # no run of this process holds it
     assert cancelled["status"] == "cancelled"
-    replay = await log.after(response["id"], -1)
+    replay = await log.after(response["id"], -1, tenant=DEFAULT_TENANT)
     assert [sequence for sequence, _ in replay] == [0, 1]
     assert replay[-1][1].startswith(b"event: response.cancelled\n")
-    assert (await store.get_response(response["id"]))["status"] == "cancelled"
+    assert (await store.get_response(response["id"], tenant=DEFAULT_TENANT))["status"] == "cancelled"
 
 
 async def test_a_run_retrying_its_terminal_save_can_be_deleted_and_shut_down(tmp_path) -> None:
@@ -329,9 +333,9 @@ async def test_a_run_retrying_its_terminal_save_can_be_deleted_and_shut_down(tmp
             while not run.done:
                 await run.wait()
         with pytest.raises(APIError) as refused:  # it ended (failed): too late to cancel
-            await service.cancel(first.response_id)
+            await service.cancel(first.response_id, tenant=DEFAULT_TENANT)
         assert refused.value.status == 400
-        await service.forget(first.response_id)  # DELETE does not wait for the store to recover
+        await service.forget(first.response_id, tenant=DEFAULT_TENANT)  # DELETE does not wait for the store to recover
         assert first.task.done()
         await service.close()  # neither does shutdown
         assert second.task.done()

@@ -16,6 +16,7 @@ from responses_bridge.engine.options import EngineOptions
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.run.response_run import ResponseRun
 from responses_bridge.store import SQLiteResponseStore
+from responses_bridge.store.base import DEFAULT_TENANT
 from tests.support.schema import check_stream, parse_sse, validate_response
 from tests.unit import recordings
 from tests.unit.recordings import (
@@ -49,7 +50,7 @@ async def stream(db: SQLiteResponseStore, name: str, pieces: list[bytes], **fiel
 
 
 async def stored_matches(store: SQLiteResponseStore, response: dict[str, Any]) -> None:
-    assert await store.get_response(response["id"]) == response
+    assert await store.get_response(response["id"], tenant=DEFAULT_TENANT) == response
 
 
 # --- normal endings ---------------------------------------------------------------------------------------------
@@ -59,7 +60,7 @@ async def stored_matches(store: SQLiteResponseStore, response: dict[str, Any]) -
 async def test_stored_response_is_what_the_client_got(name: str, store: SQLiteResponseStore) -> None:
     events = await stream(store, name, [load(name)])
     await stored_matches(store, events[-1]["response"])
-    page = await store.list_input_items(events[-1]["response"]["id"], order="asc")
+    page = await store.list_input_items(events[-1]["response"]["id"], order="asc", tenant=DEFAULT_TENANT)
     assert page is not None and [item["role"] for item in page.data] == ["user"]
     run = await drive(store, request(name), [load_json(name)], content_type=JSON)
     validate_response(run.json)
@@ -69,11 +70,11 @@ async def test_stored_response_is_what_the_client_got(name: str, store: SQLiteRe
 async def test_store_false_stores_nothing(store: SQLiteResponseStore) -> None:
     events = await stream(store, "text_usage", [load("text_usage")], store=False)
     assert events[-1]["response"]["store"] is False
-    assert await store.get_response(events[-1]["response"]["id"]) is None
+    assert await store.get_response(events[-1]["response"]["id"], tenant=DEFAULT_TENANT) is None
     run = await drive(store, request("text_usage", store=False), [load_json("text_usage")], content_type=JSON)
-    assert run.json["store"] is False and await store.get_response(run.json["id"]) is None
+    assert run.json["store"] is False and await store.get_response(run.json["id"], tenant=DEFAULT_TENANT) is None
     failed = await drive(store, request("text_usage", stream=True, store=False), [b"data: {oops}\n\n"])
-    assert await store.get_response(check_stream(failed.body)[-1]["response"]["id"]) is None
+    assert await store.get_response(check_stream(failed.body)[-1]["response"]["id"], tenant=DEFAULT_TENANT) is None
 
 
 @pytest.mark.parametrize(("name", "reason"), [("length", "max_output_tokens"), ("content_filter", "content_filter")])
@@ -102,14 +103,14 @@ async def test_finish_reason_without_done_completes(store: SQLiteResponseStore) 
 
 
 async def test_the_upstream_call(store: SQLiteResponseStore) -> None:
-    exchange = ResponseRun(store, EngineOptions(max_tokens_field="max_completion_tokens"))
+    exchange = ResponseRun(store, EngineOptions(max_tokens_field="max_completion_tokens"), tenant=DEFAULT_TENANT)
     call = await exchange.begin(orjson.dumps(request("length", stream=True)))
     assert call.path == "chat/completions" and call.stream
     body = orjson.loads(call.body)
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
     assert body["max_completion_tokens"] == 3 and body["messages"][-1]["role"] == "user"
     assert exchange.streaming and exchange.response_id and exchange.response_id.startswith("resp_")
-    call = await ResponseRun(store, EngineOptions()).begin(orjson.dumps(request("text_usage")))
+    call = await ResponseRun(store, EngineOptions(), tenant=DEFAULT_TENANT).begin(orjson.dumps(request("text_usage")))
     assert not call.stream and "stream" not in orjson.loads(call.body)
 
 
@@ -134,11 +135,12 @@ async def test_a_large_body_is_parsed_and_translated_off_the_event_loop(
     monkeypatch.setattr(response_run, "parse_request", parse)
     monkeypatch.setattr(response_run, "Translator", translator)
     main = threading.current_thread().name
-    await ResponseRun(store, EngineOptions()).begin(orjson.dumps(request("text_usage")))
+    await ResponseRun(store, EngineOptions(), tenant=DEFAULT_TENANT).begin(orjson.dumps(request("text_usage")))
     assert threads == {"parse": main, "translate": main}  # small bodies: no thread hop
     threads.clear()
     items = [{"role": "user", "content": f"message {i} " + "x" * 64} for i in range(20_000)]
-    call = await ResponseRun(store, EngineOptions()).begin(orjson.dumps({"model": "m", "input": items}))
+    call = await ResponseRun(store, EngineOptions(),
+                             tenant=DEFAULT_TENANT).begin(orjson.dumps({"model": "m", "input": items}))
     assert len(orjson.loads(call.body)["messages"]) == 20_000
     assert threads["parse"] != main and threads["translate"] != main
 
@@ -275,7 +277,7 @@ async def test_an_upstream_event_over_the_limit_fails_the_response(store: SQLite
     assert error["code"] == "upstream_too_large"
     assert "8192 bytes" in error["message"] and "RESPONSES_BRIDGE_MAX_EVENT_BYTES" in error["message"]
     assert run.exchange.upstream_failed
-    assert (await store.get_response(failed["response"]["id"]))["status"] == "failed"
+    assert (await store.get_response(failed["response"]["id"], tenant=DEFAULT_TENANT))["status"] == "failed"
     as_json = await drive(store, request("text_usage"), pieces, options=options)  # a JSON client: one 502
     assert as_json.status == 502 and as_json.json["error"]["code"] == "upstream_too_large"
 
@@ -306,7 +308,7 @@ async def test_upstream_400_is_the_clients_400(streaming: bool, store: SQLiteRes
                       status=400, content_type=JSON)
     assert run.status == 400 and run.content_type == JSON and not run.reply.continues_stream
     assert run.json == orjson.loads(UPSTREAM_400)
-    assert await store.get_response(run.exchange.response_id) is None
+    assert await store.get_response(run.exchange.response_id, tenant=DEFAULT_TENANT) is None
 
 
 async def test_upstream_429_keeps_its_status_and_type(store: SQLiteResponseStore) -> None:
@@ -342,7 +344,7 @@ async def test_upstream_500_for_a_json_client_is_a_502(store: SQLiteResponseStor
     run = await drive(store, request("text_usage"), [b'{"error": "boom"}'], status=503, content_type=JSON)
     assert run.status == 502 and run.json["error"]["type"] == "server_error"
     assert "HTTP 503" in run.json["error"]["message"] and "boom" in run.json["error"]["message"]
-    assert await store.get_response(run.exchange.response_id) is None
+    assert await store.get_response(run.exchange.response_id, tenant=DEFAULT_TENANT) is None
 
 
 # --- the upstream call itself fails ---------------------------------------------------------------------------------
@@ -377,14 +379,14 @@ async def test_failure_mid_stream_keeps_the_partial_output(store: SQLiteResponse
 
 
 async def test_a_client_that_goes_away_leaves_a_failed_response(store: SQLiteResponseStore) -> None:
-    exchange = ResponseRun(store, EngineOptions())
+    exchange = ResponseRun(store, EngineOptions(), tenant=DEFAULT_TENANT)
     await exchange.begin(orjson.dumps(request("text_usage", stream=True)))
     head = exchange.on_upstream_headers(200, SSE)
     assert head
     sent = head + exchange.on_upstream_chunk(b"".join(frames(load("text_usage"))[:3]))
     await exchange.abandon()
     await exchange.abandon()  # twice is harmless
-    stored = await store.get_response(exchange.response_id)
+    stored = await store.get_response(exchange.response_id, tenant=DEFAULT_TENANT)
     assert stored is not None and stored["status"] == "failed"
     assert stored["error"]["code"] == "client_disconnected"
     validate_response(stored)
@@ -396,11 +398,11 @@ async def test_a_client_that_goes_away_leaves_a_failed_response(store: SQLiteRes
 async def test_abandon_after_the_end_or_before_the_stream_changes_nothing(store: SQLiteResponseStore) -> None:
     run = await drive(store, request("text_usage", stream=True), [load("text_usage")])
     await run.exchange.abandon()
-    assert (await store.get_response(run.exchange.response_id))["status"] == "completed"
-    exchange = ResponseRun(store, EngineOptions())
+    assert (await store.get_response(run.exchange.response_id, tenant=DEFAULT_TENANT))["status"] == "completed"
+    exchange = ResponseRun(store, EngineOptions(), tenant=DEFAULT_TENANT)
     await exchange.begin(orjson.dumps(request("text_usage", stream=True)))
     await exchange.abandon()  # no head sent: the client never saw this response
-    assert await store.get_response(exchange.response_id) is None
+    assert await store.get_response(exchange.response_id, tenant=DEFAULT_TENANT) is None
 
 
 # --- storage failures -----------------------------------------------------------------------------------------------
@@ -437,7 +439,7 @@ async def test_a_response_that_cannot_be_stored_is_not_reported_completed() -> N
     ({"input": 5}, 400, "input"),
 ])
 async def test_refused_requests(fields: dict[str, Any], status: int, param: str, store: SQLiteResponseStore) -> None:
-    exchange = ResponseRun(store, EngineOptions())
+    exchange = ResponseRun(store, EngineOptions(), tenant=DEFAULT_TENANT)
     with pytest.raises(APIError) as caught:
         await exchange.begin(orjson.dumps({**request("text_usage", stream=True), **fields}))
     assert (caught.value.status, caught.value.param) == (status, param)

@@ -29,6 +29,7 @@ from responses_bridge.run.server_tools import ServerTools, ServerToolServices
 from responses_bridge.run.tools.mcp import MCPLimits, MCPTools
 from responses_bridge.runtime import Runtime
 from responses_bridge.store import SQLiteResponseStore
+from responses_bridge.store.base import DEFAULT_TENANT
 from tests.support.schema import check_stream
 from tests.unit.recordings import load, load_json
 from tests.unit.test_file_search_tool import MemorySearcher
@@ -154,7 +155,7 @@ async def begun(runtime: Runtime, body: dict[str, Any], *, mode: int = FD) -> _S
 
 async def stored_status(runtime: Runtime, stream: _Stream) -> str | None:
     assert stream.run is not None and stream.run.response_id is not None
-    stored = await runtime.store.get_response(stream.run.response_id)
+    stored = await runtime.store.get_response(stream.run.response_id, tenant=DEFAULT_TENANT)
     return stored["status"] if stored else None
 
 
@@ -282,6 +283,29 @@ async def test_a_post_without_a_body_is_a_400(runtime: Runtime) -> None:
     status, headers, body = immediate(reply)
     assert status == 400 and headers["content-type"] == JSON
     assert error_of(body)["type"] == "invalid_request_error"
+
+
+async def test_the_run_is_the_streams_tenants(runtime: Runtime) -> None:
+    """The ext_proc door makes its run with the tenant its stream resolved: a chain of another tenant's is not
+    found (the same 404 as an unknown id), the tenant's own continues."""
+    stored = {"id": "resp_owned", "object": "response", "created_at": 1, "status": "completed", "model": "m",
+              "output": [{"id": "msg_owned", "type": "message", "role": "assistant", "status": "completed",
+                          "content": [{"type": "output_text", "text": "earlier", "annotations": []}]}]}
+    await runtime.store.save_response(stored, [], tenant="tenant-a")
+    answers = []
+    for tenant, previous in (("tenant-b", "resp_owned"), ("tenant-b", "resp_unknown")):
+        stream = new_stream(runtime)
+        stream.tenant = tenant
+        [reply] = await stream.handle(request_body({**REQUEST, "previous_response_id": previous}))
+        status, _, body = immediate(reply)
+        answers.append((status, body.replace(previous.encode(), b"ID")))
+        assert stream.run is not None and stream.run.tenant == tenant
+    assert answers[0] == answers[1] and answers[0][0] == 404
+    stream = new_stream(runtime)
+    stream.tenant = "tenant-a"
+    [reply] = await stream.handle(request_body({**REQUEST, "previous_response_id": "resp_owned"}))
+    chat = orjson.loads(reply.request_body.response.body_mutation.body)
+    assert chat["messages"][0] == {"role": "assistant", "content": "earlier"}
 
 
 async def test_a_body_in_several_chunks(runtime: Runtime) -> None:
@@ -674,7 +698,7 @@ async def _open_stream(channel: grpc.aio.Channel) -> tuple[Call, str]:
 
 async def _status_becomes(runtime: Runtime, response_id: str, status: str) -> bool:
     for _ in range(200):  # a condition with a generous bound, not a timing assertion
-        stored = await runtime.store.get_response(response_id)
+        stored = await runtime.store.get_response(response_id, tenant=DEFAULT_TENANT)
         if stored is not None and stored["status"] == status:
             return True
         await asyncio.sleep(0.02)
@@ -707,7 +731,7 @@ async def test_a_drain_ends_live_streams_before_the_server_stops(runtime: Runtim
     assert runtime.draining
     await call.call.done_writing()  # Envoy closes the stream once the response ended
     await asyncio.wait_for(stopping, 30)
-    stored = await runtime.store.get_response(response_id)
+    stored = await runtime.store.get_response(response_id, tenant=DEFAULT_TENANT)
     assert stored is not None and stored["status"] == "failed"
 
 

@@ -27,6 +27,7 @@ from responses_bridge.run.tools.file_search_options import SearchOptions
 from responses_bridge.run.tools.mcp import MCPLimits, MCPTools
 from responses_bridge.run.tools.web_search_base import SearchResult
 from responses_bridge.services.retrieval.filters import parse_filters
+from responses_bridge.store.base import DEFAULT_TENANT
 from tests.unit.test_server_tool_turns import end, text, tool
 from tests.unit.test_server_tools_executor import Loop, item
 
@@ -98,7 +99,7 @@ async def test_a_search_then_an_answer_citing_the_files(stream: bool, include: b
     assert not outcome.end
     (_, query, options), = searcher.calls
     assert query == "prime pump" and options.max_num_results == 2
-    assert searcher.tenants == [loop.tenant]  # the run's tenant: its vector stores only
+    assert searcher.tenants == [DEFAULT_TENANT]  # the run's tenant: its vector stores only
     searched = item(loop, turn.calls[0].output_index)
     assert (searched["type"], searched["status"], searched["queries"]) == ("file_search_call", "completed",
                                                                            ["prime pump"])

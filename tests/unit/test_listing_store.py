@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from responses_bridge.store import MIGRATIONS, InvalidCursor, InvalidPageArgs, SQLiteResponseStore, migrate
-from responses_bridge.store.base import ConversationStore, ResponseFilter, ResponseStore
+from responses_bridge.store.base import DEFAULT_TENANT, ConversationStore, ResponseFilter, ResponseStore
 from responses_bridge.store.conversations import SQLiteConversationStore
-from responses_bridge.store.listing import bound_params, bounds
+from responses_bridge.store.listing import bounds
 from responses_bridge.store.sqlite import _responses_page
 
 
@@ -42,7 +42,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 
 async def save_all(store: SQLiteResponseStore, responses: list[dict[str, Any]]) -> None:
     for item in responses:
-        await store.save_response(item, [])
+        await store.save_response(item, [], tenant=DEFAULT_TENANT)
 
 
 def expected_order(responses: list[dict[str, Any]], order: str = "desc") -> list[str]:
@@ -56,7 +56,7 @@ async def walk(store: SQLiteResponseStore, *, limit: int, order: str, where: Res
     seen: list[str] = []
     after: str | None = None
     while True:
-        page = await store.list_responses(after=after, limit=limit, order=order, where=where)
+        page = await store.list_responses(after=after, limit=limit, order=order, where=where, tenant=DEFAULT_TENANT)
         seen += page.ids
         assert len(page.ids) <= limit
         if not page.has_more:
@@ -77,10 +77,11 @@ async def test_order_is_created_at_then_id_and_data_is_the_stored_json(store: SQ
     responses = [response("resp_b", 200), response("resp_z", 100), response("resp_a", 200),
                  response("resp_y", 300), response("resp_c", 200)]
     await save_all(store, responses)
-    page = await store.list_responses()
+    page = await store.list_responses(tenant=DEFAULT_TENANT)
     assert page.ids == ["resp_y", "resp_c", "resp_b", "resp_a", "resp_z"] and not page.has_more
-    assert [orjson.loads(blob) for blob in page.data] == [await store.get_response(i) for i in page.ids]
-    ascending = await store.list_responses(order="asc")
+    assert [orjson.loads(blob) for blob in page.data] == [await store.get_response(i, tenant=DEFAULT_TENANT)
+                                                          for i in page.ids]
+    ascending = await store.list_responses(order="asc", tenant=DEFAULT_TENANT)
     assert ascending.ids == page.ids[::-1]
 
 
@@ -98,15 +99,15 @@ async def test_before_is_the_previous_page(store: SQLiteResponseStore, order: st
     await save_all(store, responses)
     full = expected_order(responses, order)
     cursor = full[5]
-    page = await store.list_responses(before=cursor, limit=2, order=order)
+    page = await store.list_responses(before=cursor, limit=2, order=order, tenant=DEFAULT_TENANT)
     assert page.ids == full[3:5] and page.has_more  # in the requested order; more further back
-    first = await store.list_responses(before=full[2], limit=5, order=order)
+    first = await store.list_responses(before=full[2], limit=5, order=order, tenant=DEFAULT_TENANT)
     assert first.ids == full[:2] and not first.has_more
-    between = await store.list_responses(after=full[1], before=full[6], limit=10, order=order)
+    between = await store.list_responses(after=full[1], before=full[6], limit=10, order=order, tenant=DEFAULT_TENANT)
     assert between.ids == full[2:6] and not between.has_more
-    capped = await store.list_responses(after=full[1], before=full[6], limit=3, order=order)
+    capped = await store.list_responses(after=full[1], before=full[6], limit=3, order=order, tenant=DEFAULT_TENANT)
     assert capped.ids == full[2:5] and capped.has_more
-    assert (await store.list_responses(after=full[6], before=full[1], order=order)).ids == []
+    assert (await store.list_responses(after=full[6], before=full[1], order=order, tenant=DEFAULT_TENANT)).ids == []
 
 
 async def test_filters_model_status_metadata(store: SQLiteResponseStore) -> None:
@@ -131,16 +132,19 @@ async def test_filters_model_status_metadata(store: SQLiteResponseStore) -> None
     assert await ids(metadata=(("team", "c"),)) == []
     assert await ids(model="none") == []
     # a cursor may be any stored response, even one the filter leaves out
-    page = await store.list_responses(after="resp_5", where=ResponseFilter(metadata=(("team", "a"),)), limit=1)
+    page = await store.list_responses(after="resp_5", where=ResponseFilter(metadata=(("team", "a"),)), limit=1,
+                                      tenant=DEFAULT_TENANT)
     assert page.ids == ["resp_4"] and page.has_more
 
 
 async def test_a_resave_replaces_status_and_metadata_rows(store: SQLiteResponseStore) -> None:
-    await store.save_response(response("resp_bg", 5, status="queued", metadata={"k": "v"}), [])
-    assert (await store.list_responses(where=ResponseFilter(status="queued"))).ids == ["resp_bg"]
-    await store.save_response(response("resp_bg", 5, status="completed", metadata={"k": "v"}), [])
-    assert (await store.list_responses(where=ResponseFilter(status="queued"))).ids == []
-    assert (await store.list_responses(where=ResponseFilter(metadata=(("k", "v"),)))).ids == ["resp_bg"]
+    await store.save_response(response("resp_bg", 5, status="queued", metadata={"k": "v"}), [], tenant=DEFAULT_TENANT)
+    assert (await store.list_responses(where=ResponseFilter(status="queued"), tenant=DEFAULT_TENANT)).ids == ["resp_bg"]
+    await store.save_response(response("resp_bg", 5, status="completed", metadata={"k": "v"}), [],
+                              tenant=DEFAULT_TENANT)
+    assert (await store.list_responses(where=ResponseFilter(status="queued"), tenant=DEFAULT_TENANT)).ids == []
+    assert (await store.list_responses(where=ResponseFilter(metadata=(("k", "v"),)),
+                                       tenant=DEFAULT_TENANT)).ids == ["resp_bg"]
     async with store.reading() as conn:
         rows = list(await conn.execute_fetchall("SELECT count(*) FROM response_metadata"))
     assert rows[0][0] == 1
@@ -149,12 +153,12 @@ async def test_a_resave_replaces_status_and_metadata_rows(store: SQLiteResponseS
 async def test_deleted_responses_are_never_listed(store: SQLiteResponseStore) -> None:
     responses = [response(f"resp_{n}", 100 + n, metadata={"k": "v"}) for n in range(5)]
     await save_all(store, responses)
-    assert await store.delete_response("resp_2")
+    assert await store.delete_response("resp_2", tenant=DEFAULT_TENANT)
     assert await walk(store, limit=2, order="asc") == ["resp_0", "resp_1", "resp_3", "resp_4"]
-    filtered = await store.list_responses(where=ResponseFilter(metadata=(("k", "v"),)))
+    filtered = await store.list_responses(where=ResponseFilter(metadata=(("k", "v"),)), tenant=DEFAULT_TENANT)
     assert "resp_2" not in filtered.ids and len(filtered.ids) == 4
     with pytest.raises(InvalidCursor) as info:
-        await store.list_responses(after="resp_2")
+        await store.list_responses(after="resp_2", tenant=DEFAULT_TENANT)
     assert info.value.param == "after"
     async with store.reading() as conn:  # its metadata rows went with it
         rows = list(await conn.execute_fetchall("SELECT count(*) FROM response_metadata WHERE response_id = ?",
@@ -166,13 +170,13 @@ async def test_bad_arguments(store: SQLiteResponseStore) -> None:
     await save_all(store, [response("resp_1", 1)])
     for kwargs, param in (({"limit": 0}, "limit"), ({"limit": 101}, "limit"), ({"order": "up"}, "order")):
         with pytest.raises(InvalidPageArgs) as args:
-            await store.list_responses(**kwargs)
+            await store.list_responses(**kwargs, tenant=DEFAULT_TENANT)
         assert args.value.param == param
     for name in ("after", "before"):
         with pytest.raises(InvalidCursor) as cursor:
-            await store.list_responses(**{name: "resp_unknown"})
+            await store.list_responses(**{name: "resp_unknown"}, tenant=DEFAULT_TENANT)
         assert cursor.value.param == name
-    assert (await store.list_responses(limit=100)).ids == ["resp_1"]
+    assert (await store.list_responses(limit=100, tenant=DEFAULT_TENANT)).ids == ["resp_1"]
 
 
 PLANS = [
@@ -190,22 +194,23 @@ PLANS = [
 @pytest.mark.parametrize("order", ["asc", "desc"])
 async def test_every_page_is_an_index_seek(store: SQLiteResponseStore, where: ResponseFilter, cursor: str,
                                            order: str) -> None:
-    """No full scan and no sort: the page comes from an index in list order, whichever filter drives it."""
+    """No full scan and no sort: the page comes from an index in list order, led by the tenant, whichever filter
+    drives it."""
     after = (5, "resp_a") if cursor in ("after", "both") else None
     before = (9, "resp_b") if cursor in ("before", "both") else None
     page = bounds(order == "asc", after, before, after_given=after is not None, before_given=before is not None)
-    sql, params = _responses_page(where, page, 21)
+    sql, params = _responses_page(where, page, 21, "tenant_a")
     async with store.reading() as conn:
         plan = [row[3] for row in await conn.execute_fetchall("EXPLAIN QUERY PLAN " + sql, params)]
     assert not any("TEMP B-TREE" in step for step in plan), plan
     # a SCAN is only the walk of a list-order index from one end, which the LIMIT stops (no cursor, no filter)
-    assert all(step.startswith(("SEARCH", "CORRELATED")) or "INDEX responses_listed" in step for step in plan), plan
+    assert all(step.startswith(("SEARCH", "CORRELATED")) for step in plan), plan
     driver = plan[0]
-    assert "_listed" in driver, plan
+    assert "_listed (tenant=?" in driver, plan  # one tenant's rows only, never another's
     if where.metadata:
-        assert "response_metadata_listed" in driver
+        assert "response_metadata_listed (tenant=? AND key=? AND value=?" in driver
     elif where.model is not None or where.status is not None:
-        assert "_listed (model=?" in driver or "_listed (status=?" in driver
+        assert "_listed (tenant=? AND model=?" in driver or "_listed (tenant=? AND status=?" in driver
 
 
 async def test_migration_9_lists_responses_stored_before_it(tmp_path: Path) -> None:
@@ -218,8 +223,8 @@ async def test_migration_9_lists_responses_stored_before_it(tmp_path: Path) -> N
             await conn.execute("INSERT INTO responses (id, created_at, status, model, response) VALUES (?, ?, ?, ?, ?)",
                                (item["id"], item["created_at"], item["status"], item["model"], orjson.dumps(item)))
     async with SQLiteResponseStore(str(path)) as store:
-        assert (await store.list_responses()).ids == ["resp_old3", "resp_old2", "resp_old1"]
-        found = await store.list_responses(where=ResponseFilter(metadata=(("team", "a"),)))
+        assert (await store.list_responses(tenant=DEFAULT_TENANT)).ids == ["resp_old3", "resp_old2", "resp_old1"]
+        found = await store.list_responses(where=ResponseFilter(metadata=(("team", "a"),)), tenant=DEFAULT_TENANT)
         assert found.ids == ["resp_old1"]
 
 
@@ -262,15 +267,15 @@ def test_pages_match_a_model_of_the_list(rows: list[tuple[int, str, str, str | N
         async with SQLiteResponseStore(":memory:") as store:
             await save_all(store, responses)
             for n in deleted:
-                await store.delete_response(f"resp_{n:02d}")
+                await store.delete_response(f"resp_{n:02d}", tenant=DEFAULT_TENANT)
             if (after_id is not None and after_id not in kept_ids) or (
                     before_id is not None and before_id not in kept_ids):
                 with pytest.raises(InvalidCursor):
                     await store.list_responses(after=after_id, before=before_id, limit=limit, order=order,
-                                               where=where)
+                                               where=where, tenant=DEFAULT_TENANT)
                 return
             page = await store.list_responses(after=after_id, before=before_id, limit=limit, order=order,
-                                              where=where)
+                                              where=where, tenant=DEFAULT_TENANT)
         full = expected_order(kept, order)
         position = {rid: i for i, rid in enumerate(full)}
         wanted = [rid for rid in full if _matches(next(r for r in kept if r["id"] == rid), where)
@@ -291,35 +296,35 @@ def test_pages_match_a_model_of_the_list(rows: list[tuple[int, str, str, str | N
 async def test_conversations_list(store: SQLiteResponseStore) -> None:
     conversations = SQLiteConversationStore(store)
     for n, created in enumerate([50, 40, 50, 60, 50]):
-        await conversations.create_conversation(f"conv_{n}", created, {"n": str(n)}, [])
+        await conversations.create_conversation(f"conv_{n}", created, {"n": str(n)}, [], tenant=DEFAULT_TENANT)
     full = ["conv_3", "conv_4", "conv_2", "conv_0", "conv_1"]
-    page = await conversations.list_conversations(limit=2)
+    page = await conversations.list_conversations(limit=2, tenant=DEFAULT_TENANT)
     assert [c.id for c in page.data] == full[:2] and page.has_more
     assert page.data[0].metadata == {"n": "3"} and page.data[0].created_at == 60
-    rest = await conversations.list_conversations(after="conv_4", limit=10)
+    rest = await conversations.list_conversations(after="conv_4", limit=10, tenant=DEFAULT_TENANT)
     assert [c.id for c in rest.data] == full[2:] and not rest.has_more
-    back = await conversations.list_conversations(before="conv_0", limit=2)
+    back = await conversations.list_conversations(before="conv_0", limit=2, tenant=DEFAULT_TENANT)
     assert [c.id for c in back.data] == full[1:3] and back.has_more
-    ascending = await conversations.list_conversations(order="asc", limit=100)
+    ascending = await conversations.list_conversations(order="asc", limit=100, tenant=DEFAULT_TENANT)
     assert [c.id for c in ascending.data] == full[::-1]
-    assert await conversations.delete_conversation("conv_2")
-    assert [c.id for c in (await conversations.list_conversations()).data] == ["conv_3", "conv_4", "conv_0",
-                                                                              "conv_1"]
+    assert await conversations.delete_conversation("conv_2", tenant=DEFAULT_TENANT)
+    listed = (await conversations.list_conversations(tenant=DEFAULT_TENANT)).data
+    assert [c.id for c in listed] == ["conv_3", "conv_4", "conv_0", "conv_1"]
     with pytest.raises(InvalidCursor) as info:
-        await conversations.list_conversations(before="conv_2")
+        await conversations.list_conversations(before="conv_2", tenant=DEFAULT_TENANT)
     assert info.value.param == "before"
     with pytest.raises(InvalidPageArgs):
-        await conversations.list_conversations(limit=0)
+        await conversations.list_conversations(limit=0, tenant=DEFAULT_TENANT)
 
 
 async def test_conversation_page_is_an_index_seek(store: SQLiteResponseStore) -> None:
-    from responses_bridge.store.listing import page_sql
+    from responses_bridge.store.conversations import conversations_page
 
     page = bounds(False, (5, "conv_a"), None, after_given=True, before_given=False)
-    sql = page_sql("id, created_at, metadata", "conversations", ("created_at", "id"), [], page)
+    sql, params = conversations_page(page, 3, "tenant_a")
     async with store.reading() as conn:
-        plan = [row[3] for row in await conn.execute_fetchall("EXPLAIN QUERY PLAN " + sql, bound_params(page, 3))]
-    assert plan and all(step.startswith("SEARCH") and "conversations_listed" in step for step in plan), plan
+        plan = [row[3] for row in await conn.execute_fetchall("EXPLAIN QUERY PLAN " + sql, params)]
+    assert plan and all(step.startswith("SEARCH") and "conversations_listed (tenant=?" in step for step in plan), plan
 
 
 def test_sqlite_supports_row_values() -> None:

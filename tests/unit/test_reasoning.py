@@ -14,6 +14,7 @@ from responses_bridge.protocol.errors import APIError
 from responses_bridge.run.response_run import ResponseRun
 from responses_bridge.sealing import Sealer
 from responses_bridge.store import SQLiteResponseStore
+from responses_bridge.store.base import DEFAULT_TENANT
 from tests.support.schema import check_stream
 from tests.unit import recordings
 
@@ -23,7 +24,7 @@ THINK = {"model": "fake-reasoner", "input": "Why is the sky blue? [think]", "str
 
 async def run(store: SQLiteResponseStore, body: dict[str, Any], *, sealer: Sealer | None = SEALER,
               options: EngineOptions | None = None) -> tuple[list[dict[str, Any]], dict[str, Any], ResponseRun]:
-    exchange = ResponseRun(store, options or EngineOptions(), sealer)
+    exchange = ResponseRun(store, options or EngineOptions(), sealer, tenant=DEFAULT_TENANT)
     call = await exchange.begin(orjson.dumps(body))
     head = exchange.on_upstream_headers(200, recordings.SSE)
     out = exchange.on_upstream_chunk(recordings.load("think"))

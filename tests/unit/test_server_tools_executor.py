@@ -39,6 +39,7 @@ from responses_bridge.run.tools.web_search import (
     WebSearchSettings,
     provider_from_settings,
 )
+from responses_bridge.store.base import DEFAULT_TENANT
 from tests.support.mcp_server import MCPTestServer, running_mcp_server
 from tests.support.schema import parse_sse, validate_response
 from tests.support.search_server import SearchServer
@@ -87,9 +88,8 @@ class Loop:
     """Plays the run around the executor: one builder, the plan, the model's turns, the follow-up bodies."""
 
     def __init__(self, services: ServerToolServices, request: dict[str, Any], *, stream: bool = True,
-                 history: list[dict[str, Any]] | None = None, tenant: str = "tenant-loop") -> None:
+                 history: list[dict[str, Any]] | None = None) -> None:
         self.services = services
-        self.tenant = tenant
         self.request = parse_request(orjson.dumps(dict(request, model="m", stream=stream)))
         self.history = history or []
         self.plan = plan_request_tools(self.request, self.history, OPTIONS, served=services.served)
@@ -102,7 +102,7 @@ class Loop:
 
     async def prepare(self) -> ServerToolRun:
         self.run = await ServerTools(self.services).prepare(self.request, self.history, self.plan, self.builder,
-                                                            tenant=self.tenant)
+                                                            tenant=DEFAULT_TENANT)
         self.builder.lifecycle("response.created")
         self.builder.lifecycle("response.in_progress")
         body = build_chat_request(self.request, self.history, OPTIONS, self.plan)

@@ -15,6 +15,7 @@ import pytest
 
 from responses_bridge.engine.sse import DONE, DONE_FRAME, EventTooLarge, SSEDecoder, encode_event
 from responses_bridge.store import SQLiteResponseStore
+from responses_bridge.store.base import DEFAULT_TENANT
 from tests.support.schema import SchemaError, check_stream, parse_sse
 from tests.unit import recordings
 
@@ -247,7 +248,7 @@ async def test_events_reach_the_client_while_the_upstream_streams(
     from responses_bridge.run.response_run import ResponseRun
 
     raw = recordings.load("text_usage")
-    exchange = ResponseRun(store, EngineOptions())
+    exchange = ResponseRun(store, EngineOptions(), tenant=DEFAULT_TENANT)
     await exchange.begin(orjson.dumps(recordings.request("text_usage", stream=True, store=False)))
     head = exchange.on_upstream_headers(200, recordings.SSE)
     assert head is not None and [e["type"] for e in parse_sse(head + DONE_FRAME)] == [

@@ -23,6 +23,7 @@ from responses_bridge.store import (
     default_db_path,
     migrate,
 )
+from responses_bridge.store.base import DEFAULT_TENANT
 
 # -- builders --------------------------------------------------------------------------------------------------
 
@@ -97,7 +98,8 @@ async def save_chain(store: SQLiteResponseStore, length: int, prefix: str = "res
     previous = None
     for n in range(length):
         response_id = f"{prefix}_{n}"
-        await store.save_response(make_response(response_id, previous=previous), [user_item(f"in_{prefix}_{n}")])
+        await store.save_response(make_response(response_id, previous=previous), [user_item(f"in_{prefix}_{n}")],
+                                  tenant=DEFAULT_TENANT)
         ids.append(response_id)
         previous = response_id
     return ids
@@ -140,9 +142,9 @@ async def test_satisfies_protocol(store: SQLiteResponseStore) -> None:
 
 async def test_save_get_roundtrip_is_exact(store: SQLiteResponseStore) -> None:
     response = make_response("resp_a")
-    await store.save_response(response, [user_item("in_1")])
-    assert await store.get_response("resp_a") == response
-    assert await store.get_response("resp_unknown") is None
+    await store.save_response(response, [user_item("in_1")], tenant=DEFAULT_TENANT)
+    assert await store.get_response("resp_a", tenant=DEFAULT_TENANT) == response
+    assert await store.get_response("resp_unknown", tenant=DEFAULT_TENANT) is None
 
 
 async def test_file_is_created_in_wal_mode(store: SQLiteResponseStore, db_path: Path) -> None:
@@ -154,31 +156,32 @@ async def test_file_is_created_in_wal_mode(store: SQLiteResponseStore, db_path: 
 
 async def test_update_in_place(store: SQLiteResponseStore, db_path: Path) -> None:
     pending = make_response("resp_u", status="in_progress", output=[])
-    await store.save_response(pending, [user_item("in_1")])
-    assert (await store.get_response("resp_u"))["status"] == "in_progress"
-    assert await store.load_history("resp_u") == [user_item("in_1")]
+    await store.save_response(pending, [user_item("in_1")], tenant=DEFAULT_TENANT)
+    assert (await store.get_response("resp_u", tenant=DEFAULT_TENANT))["status"] == "in_progress"
+    assert await store.load_history("resp_u", tenant=DEFAULT_TENANT) == [user_item("in_1")]
 
     done = make_response("resp_u", status="completed")
-    await store.save_response(done, [user_item("in_1"), user_item("in_2")])
+    await store.save_response(done, [user_item("in_1"), user_item("in_2")], tenant=DEFAULT_TENANT)
 
-    assert await store.get_response("resp_u") == done
-    assert ids_of(await store.load_history("resp_u")) == ["in_1", "in_2", "msg_resp_u"]
+    assert await store.get_response("resp_u", tenant=DEFAULT_TENANT) == done
+    assert ids_of(await store.load_history("resp_u", tenant=DEFAULT_TENANT)) == ["in_1", "in_2", "msg_resp_u"]
     with raw(db_path) as conn:
         assert conn.execute("SELECT count(*), max(status) FROM responses").fetchone() == (1, "completed")
         assert conn.execute("SELECT count(*) FROM response_items").fetchone()[0] == 3
 
 
 async def test_delete_cascades_to_items(store: SQLiteResponseStore, db_path: Path) -> None:
-    await store.save_response(make_response("resp_keep"), [user_item("in_k")])
-    await store.save_response(make_response("resp_del"), [user_item("in_d1"), user_item("in_d2")])
+    await store.save_response(make_response("resp_keep"), [user_item("in_k")], tenant=DEFAULT_TENANT)
+    await store.save_response(make_response("resp_del"), [user_item("in_d1"), user_item("in_d2")],
+                              tenant=DEFAULT_TENANT)
 
-    assert await store.delete_response("resp_del") is True
-    assert await store.delete_response("resp_del") is False
-    assert await store.delete_response("resp_never") is False
+    assert await store.delete_response("resp_del", tenant=DEFAULT_TENANT) is True
+    assert await store.delete_response("resp_del", tenant=DEFAULT_TENANT) is False
+    assert await store.delete_response("resp_never", tenant=DEFAULT_TENANT) is False
 
-    assert await store.get_response("resp_del") is None
-    assert await store.list_input_items("resp_del") is None
-    assert await store.load_history("resp_del") is None
+    assert await store.get_response("resp_del", tenant=DEFAULT_TENANT) is None
+    assert await store.list_input_items("resp_del", tenant=DEFAULT_TENANT) is None
+    assert await store.load_history("resp_del", tenant=DEFAULT_TENANT) is None
     with raw(db_path) as conn:
         rows = conn.execute("SELECT response_id, count(*) FROM response_items GROUP BY response_id").fetchall()
     assert rows == [("resp_keep", 2)]  # one input, one output
@@ -187,24 +190,25 @@ async def test_delete_cascades_to_items(store: SQLiteResponseStore, db_path: Pat
 async def test_calls_before_open_fail_clearly(tmp_path: Path) -> None:
     s = SQLiteResponseStore(str(tmp_path / "x.db"))
     with pytest.raises(RuntimeError, match="not open"):
-        await s.get_response("resp")
+        await s.get_response("resp", tenant=DEFAULT_TENANT)
 
 
 async def test_memory_database(tmp_path: Path) -> None:
     async with SQLiteResponseStore(":memory:") as s:
         ids = await save_chain(s, 3)
         first = make_response(ids[0])
-        assert await s.get_response(ids[0]) == first
-        assert ids_of(await s.load_history(ids[-1])) == [
+        assert await s.get_response(ids[0], tenant=DEFAULT_TENANT) == first
+        assert ids_of(await s.load_history(ids[-1], tenant=DEFAULT_TENANT)) == [
             "in_resp_0", "msg_resp_0", "in_resp_1", "msg_resp_1", "in_resp_2", "msg_resp_2",
         ]
-        page = await s.list_input_items(ids[1])
+        page = await s.list_input_items(ids[1], tenant=DEFAULT_TENANT)
         only = user_item("in_resp_1")
         assert page == ItemPage(data=[only], first_id="in_resp_1", last_id="in_resp_1", has_more=False)
-        await asyncio.gather(*(s.save_response(make_response(f"m_{n}"), [user_item(f"i_{n}")]) for n in range(50)))
-        assert all([await s.get_response(f"m_{n}") is not None for n in range(50)])
-        assert await s.delete_response(ids[1]) is True
-        assert ids_of(await s.load_history(ids[-1])) == ["in_resp_2", "msg_resp_2"]
+        await asyncio.gather(*(s.save_response(make_response(f"m_{n}"), [user_item(f"i_{n}")],
+                                               tenant=DEFAULT_TENANT) for n in range(50)))
+        assert all([await s.get_response(f"m_{n}", tenant=DEFAULT_TENANT) is not None for n in range(50)])
+        assert await s.delete_response(ids[1], tenant=DEFAULT_TENANT) is True
+        assert ids_of(await s.load_history(ids[-1], tenant=DEFAULT_TENANT)) == ["in_resp_2", "msg_resp_2"]
     assert not list(tmp_path.iterdir())  # nothing touched the disk
 
 
@@ -230,7 +234,7 @@ SEVEN = [f"in_{n}" for n in range(7)]
 
 @pytest.fixture
 async def paged(store: SQLiteResponseStore) -> SQLiteResponseStore:
-    await store.save_response(make_response("resp_p"), [user_item(i) for i in SEVEN])
+    await store.save_response(make_response("resp_p"), [user_item(i) for i in SEVEN], tenant=DEFAULT_TENANT)
     return store
 
 
@@ -263,7 +267,7 @@ async def paged(store: SQLiteResponseStore) -> SQLiteResponseStore:
 async def test_input_items_pages(
     paged: SQLiteResponseStore, kwargs: dict, expected: list[str], has_more: bool
 ) -> None:
-    page = await paged.list_input_items("resp_p", **kwargs)
+    page = await paged.list_input_items("resp_p", **kwargs, tenant=DEFAULT_TENANT)
     assert page is not None
     assert ids_of(page.data) == expected
     assert page.has_more is has_more
@@ -277,7 +281,7 @@ async def test_input_items_full_walk_with_after(paged: SQLiteResponseStore, orde
     seen: list[str] = []
     after = None
     while True:
-        page = await paged.list_input_items("resp_p", order=order, limit=2, after=after)
+        page = await paged.list_input_items("resp_p", order=order, limit=2, after=after, tenant=DEFAULT_TENANT)
         seen += ids_of(page.data)
         if not page.has_more:
             break
@@ -286,24 +290,25 @@ async def test_input_items_full_walk_with_after(paged: SQLiteResponseStore, orde
 
 
 async def test_input_items_excludes_output(paged: SQLiteResponseStore) -> None:
-    page = await paged.list_input_items("resp_p", limit=100)
+    page = await paged.list_input_items("resp_p", limit=100, tenant=DEFAULT_TENANT)
     assert "msg_resp_p" not in ids_of(page.data)
 
 
 async def test_input_items_of_response_without_input(store: SQLiteResponseStore) -> None:
-    await store.save_response(make_response("resp_empty"), [])
-    assert await store.list_input_items("resp_empty") == ItemPage(data=[], first_id=None, last_id=None, has_more=False)
-    assert await store.list_input_items("resp_unknown") is None
+    await store.save_response(make_response("resp_empty"), [], tenant=DEFAULT_TENANT)
+    empty = await store.list_input_items("resp_empty", tenant=DEFAULT_TENANT)
+    assert empty == ItemPage(data=[], first_id=None, last_id=None, has_more=False)
+    assert await store.list_input_items("resp_unknown", tenant=DEFAULT_TENANT) is None
 
 
 @pytest.mark.parametrize("param", ["after", "before"])
 async def test_unknown_cursor_is_refused(paged: SQLiteResponseStore, param: str) -> None:
     with pytest.raises(InvalidCursor) as info:
-        await paged.list_input_items("resp_p", **{param: "in_nope"})
+        await paged.list_input_items("resp_p", **{param: "in_nope"}, tenant=DEFAULT_TENANT)
     assert (info.value.param, info.value.value) == (param, "in_nope")
     # An output item id is not an input-item cursor either.
     with pytest.raises(InvalidCursor):
-        await paged.list_input_items("resp_p", **{param: "msg_resp_p"})
+        await paged.list_input_items("resp_p", **{param: "msg_resp_p"}, tenant=DEFAULT_TENANT)
 
 
 @pytest.mark.parametrize(
@@ -311,7 +316,7 @@ async def test_unknown_cursor_is_refused(paged: SQLiteResponseStore, param: str)
 )
 async def test_bad_page_arguments_are_refused(paged: SQLiteResponseStore, kwargs: dict, param: str) -> None:
     with pytest.raises(InvalidPageArgs) as info:
-        await paged.list_input_items("resp_p", **kwargs)
+        await paged.list_input_items("resp_p", **kwargs, tenant=DEFAULT_TENANT)
     assert info.value.param == param
 
 
@@ -319,24 +324,25 @@ async def test_bad_page_arguments_are_refused(paged: SQLiteResponseStore, kwargs
 
 
 async def test_history_of_three_turns(store: SQLiteResponseStore) -> None:
-    await store.save_response(make_response("r1", instructions="SYSTEM ONE"), [user_item("u1")])
+    await store.save_response(make_response("r1", instructions="SYSTEM ONE"), [user_item("u1")], tenant=DEFAULT_TENANT)
     await store.save_response(
         make_response("r2", previous="r1", output=[assistant_item("a2"), assistant_item("a2b")]), [user_item("u2")]
-    )
-    await store.save_response(make_response("r3", previous="r2"), [user_item("u3"), user_item("u3b")])
+    , tenant=DEFAULT_TENANT)
+    await store.save_response(make_response("r3", previous="r2"), [user_item("u3"), user_item("u3b")],
+                              tenant=DEFAULT_TENANT)
 
-    history = await store.load_history("r3")
+    history = await store.load_history("r3", tenant=DEFAULT_TENANT)
     assert ids_of(history) == ["u1", "msg_r1", "u2", "a2", "a2b", "u3", "u3b", "msg_r3"]
     assert history[0] == user_item("u1") and history[1] == assistant_item("msg_r1")
     assert "SYSTEM ONE" not in repr(history)  # instructions belong to their turn only
-    assert ids_of(await store.load_history("r2")) == ["u1", "msg_r1", "u2", "a2", "a2b"]
-    assert ids_of(await store.load_history("r1")) == ["u1", "msg_r1"]
-    assert await store.load_history("r_unknown") is None
+    assert ids_of(await store.load_history("r2", tenant=DEFAULT_TENANT)) == ["u1", "msg_r1", "u2", "a2", "a2b"]
+    assert ids_of(await store.load_history("r1", tenant=DEFAULT_TENANT)) == ["u1", "msg_r1"]
+    assert await store.load_history("r_unknown", tenant=DEFAULT_TENANT) is None
 
 
 async def test_history_of_response_without_items_is_empty_not_none(store: SQLiteResponseStore) -> None:
-    await store.save_response(make_response("r_bare", output=[]), [])
-    assert await store.load_history("r_bare") == []
+    await store.save_response(make_response("r_bare", output=[]), [], tenant=DEFAULT_TENANT)
+    assert await store.load_history("r_bare", tenant=DEFAULT_TENANT) == []
 
 
 async def test_history_of_long_chain_is_one_statement(store: SQLiteResponseStore) -> None:
@@ -347,7 +353,7 @@ async def test_history_of_long_chain_is_one_statement(store: SQLiteResponseStore
     await reader.set_trace_callback(statements.append)
     try:
         started = time.perf_counter()
-        history = await store.load_history(ids[-1])
+        history = await store.load_history(ids[-1], tenant=DEFAULT_TENANT)
         elapsed = time.perf_counter() - started
     finally:
         await reader.set_trace_callback(None)
@@ -361,16 +367,18 @@ async def test_history_of_long_chain_is_one_statement(store: SQLiteResponseStore
 
 async def test_deleted_middle_link_cuts_history(store: SQLiteResponseStore) -> None:
     ids = await save_chain(store, 4)
-    assert await store.delete_response(ids[1])
-    assert ids_of(await store.load_history(ids[3])) == ["in_resp_2", "msg_resp_2", "in_resp_3", "msg_resp_3"]
-    assert ids_of(await store.load_history(ids[2])) == ["in_resp_2", "msg_resp_2"]
-    assert ids_of(await store.load_history(ids[0])) == ["in_resp_0", "msg_resp_0"]
-    assert await store.load_history(ids[1]) is None
+    assert await store.delete_response(ids[1], tenant=DEFAULT_TENANT)
+    assert ids_of(await store.load_history(ids[3], tenant=DEFAULT_TENANT)) == [
+        "in_resp_2", "msg_resp_2", "in_resp_3", "msg_resp_3"]
+    assert ids_of(await store.load_history(ids[2], tenant=DEFAULT_TENANT)) == ["in_resp_2", "msg_resp_2"]
+    assert ids_of(await store.load_history(ids[0], tenant=DEFAULT_TENANT)) == ["in_resp_0", "msg_resp_0"]
+    assert await store.load_history(ids[1], tenant=DEFAULT_TENANT) is None
 
 
 async def test_chain_to_never_stored_parent(store: SQLiteResponseStore) -> None:
-    await store.save_response(make_response("orphan", previous="resp_elsewhere"), [user_item("u")])
-    assert ids_of(await store.load_history("orphan")) == ["u", "msg_orphan"]
+    await store.save_response(make_response("orphan", previous="resp_elsewhere"), [user_item("u")],
+                              tenant=DEFAULT_TENANT)
+    assert ids_of(await store.load_history("orphan", tenant=DEFAULT_TENANT)) == ["u", "msg_orphan"]
 
 
 # -- persistence and migrations ----------------------------------------------------------------------------------
@@ -380,9 +388,9 @@ async def test_persists_across_reopen(db_path: Path) -> None:
     async with SQLiteResponseStore(str(db_path)) as first:
         ids = await save_chain(first, 3)
     async with SQLiteResponseStore(str(db_path)) as second:
-        assert await second.get_response(ids[2]) == make_response(ids[2], previous=ids[1])
-        assert len(await second.load_history(ids[2])) == 6
-        assert ids_of((await second.list_input_items(ids[0])).data) == ["in_resp_0"]
+        assert await second.get_response(ids[2], tenant=DEFAULT_TENANT) == make_response(ids[2], previous=ids[1])
+        assert len(await second.load_history(ids[2], tenant=DEFAULT_TENANT)) == 6
+        assert ids_of((await second.list_input_items(ids[0], tenant=DEFAULT_TENANT)).data) == ["in_resp_0"]
 
 
 @pytest.mark.parametrize("kind", ["zero-byte file", "sqlite file at user_version 0"])
@@ -394,8 +402,8 @@ async def test_migrates_version_zero_file(tmp_path: Path, kind: str) -> None:
         with raw(path) as conn:
             conn.execute("CREATE TABLE unrelated (x)")  # a real database, but no schema of ours yet
     async with SQLiteResponseStore(str(path)) as s:
-        await s.save_response(make_response("r"), [user_item("u")])
-        assert (await s.get_response("r"))["id"] == "r"
+        await s.save_response(make_response("r"), [user_item("u")], tenant=DEFAULT_TENANT)
+        assert (await s.get_response("r", tenant=DEFAULT_TENANT))["id"] == "r"
     with raw(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == LATEST_VERSION
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -413,7 +421,7 @@ async def test_refuses_database_from_newer_version(tmp_path: Path) -> None:
         await s.open()
     assert "99" in str(info.value) and str(LATEST_VERSION) in str(info.value)
     with pytest.raises(RuntimeError, match="not open"):
-        await s.get_response("r")
+        await s.get_response("r", tenant=DEFAULT_TENANT)
     with raw(path) as conn:  # left exactly as found
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 99
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal"
@@ -422,7 +430,7 @@ async def test_refuses_database_from_newer_version(tmp_path: Path) -> None:
 
 async def test_upgrades_older_schema_in_place(db_path: Path) -> None:
     async with SQLiteResponseStore(str(db_path)) as s:
-        await s.save_response(make_response("r"), [user_item("u")])
+        await s.save_response(make_response("r"), [user_item("u")], tenant=DEFAULT_TENANT)
     future = [*MIGRATIONS, (LATEST_VERSION + 1, ["ALTER TABLE responses ADD COLUMN note TEXT"])]
     async with aiosqlite.connect(db_path, isolation_level=None) as conn:
         assert await migrate(conn, future) == LATEST_VERSION + 1
@@ -433,7 +441,7 @@ async def test_upgrades_older_schema_in_place(db_path: Path) -> None:
 
 async def test_failed_migration_leaves_previous_version(db_path: Path) -> None:
     async with SQLiteResponseStore(str(db_path)) as s:
-        await s.save_response(make_response("r"), [user_item("u")])
+        await s.save_response(make_response("r"), [user_item("u")], tenant=DEFAULT_TENANT)
     broken = [*MIGRATIONS, (LATEST_VERSION + 1, ["CREATE TABLE half_done (x)", "THIS IS NOT SQL"])]
     async with aiosqlite.connect(db_path, isolation_level=None) as conn:
         with pytest.raises(sqlite3.OperationalError):
@@ -441,7 +449,7 @@ async def test_failed_migration_leaves_previous_version(db_path: Path) -> None:
         assert list(await conn.execute_fetchall("PRAGMA user_version")) == [(LATEST_VERSION,)]
         assert not list(await conn.execute_fetchall("SELECT name FROM sqlite_master WHERE name = 'half_done'"))
     async with SQLiteResponseStore(str(db_path)) as s:
-        assert await s.get_response("r") is not None
+        assert await s.get_response("r", tenant=DEFAULT_TENANT) is not None
 
 
 # -- concurrency -----------------------------------------------------------------------------------------------
@@ -449,10 +457,11 @@ async def test_failed_migration_leaves_previous_version(db_path: Path) -> None:
 
 async def test_concurrent_saves_all_land(store: SQLiteResponseStore, db_path: Path) -> None:
     async def save(n: int) -> None:
-        await store.save_response(make_response(f"c_{n}"), [user_item(f"ci_{n}_a"), user_item(f"ci_{n}_b")])
+        await store.save_response(make_response(f"c_{n}"), [user_item(f"ci_{n}_a"), user_item(f"ci_{n}_b")],
+                                  tenant=DEFAULT_TENANT)
 
     async def read(n: int) -> None:
-        await store.get_response(f"c_{n}")
+        await store.get_response(f"c_{n}", tenant=DEFAULT_TENANT)
 
     await asyncio.gather(*(save(n) for n in range(200)), *(read(n) for n in range(0, 200, 5)))
 
@@ -460,8 +469,8 @@ async def test_concurrent_saves_all_land(store: SQLiteResponseStore, db_path: Pa
         assert conn.execute("SELECT count(*) FROM responses").fetchone()[0] == 200
         assert conn.execute("SELECT count(*) FROM response_items").fetchone()[0] == 600
     for n in (0, 99, 199):
-        assert await store.get_response(f"c_{n}") == make_response(f"c_{n}")
-        page = await store.list_input_items(f"c_{n}", order="asc")
+        assert await store.get_response(f"c_{n}", tenant=DEFAULT_TENANT) == make_response(f"c_{n}")
+        page = await store.list_input_items(f"c_{n}", order="asc", tenant=DEFAULT_TENANT)
         assert ids_of(page.data) == [f"ci_{n}_a", f"ci_{n}_b"]
 
 
@@ -471,7 +480,7 @@ async def test_concurrent_updates_of_one_response_stay_consistent(store: SQLiteR
         (make_response("same", status="completed", output=[assistant_item(f"o_{n}")]), [user_item(f"i_{n}")])
         for n in range(50)
     ]
-    await asyncio.gather(*(store.save_response(r, items) for r, items in versions))
-    final = await store.get_response("same")
+    await asyncio.gather(*(store.save_response(r, items, tenant=DEFAULT_TENANT) for r, items in versions))
+    final = await store.get_response("same", tenant=DEFAULT_TENANT)
     n = final["output"][0]["id"].removeprefix("o_")
-    assert ids_of(await store.load_history("same")) == [f"i_{n}", f"o_{n}"]
+    assert ids_of(await store.load_history("same", tenant=DEFAULT_TENANT)) == [f"i_{n}", f"o_{n}"]

@@ -22,6 +22,7 @@ from responses_bridge.services.conversations import ConversationService
 from responses_bridge.services.prompts import PromptService
 from responses_bridge.services.readiness import check_readiness
 from responses_bridge.store import LATEST_VERSION, MIGRATIONS, SQLiteResponseStore, migrate
+from responses_bridge.store.base import DEFAULT_TENANT
 from responses_bridge.store.conversations import SQLiteConversationStore
 from responses_bridge.store.prompts import SQLitePromptStore
 
@@ -66,17 +67,18 @@ async def test_a_save_next_to_a_huge_row_never_rewrites_it(db: SQLiteResponseSto
     new rows: counted as the pages the saves append to the write-ahead log (checkpoints off meanwhile). When the
     huge row was a b-tree key, page splits next to it rewrote its 4 MB again and again."""
     huge = "x" * 4_000_000
-    await db.save_response(response("resp_m"), [message(huge, "msg_big")])
+    await db.save_response(response("resp_m"), [message(huge, "msg_big")], tenant=DEFAULT_TENANT)
     wal = tmp_path / "store.db-wal"
     async with db.writing() as conn:
         await conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         await conn.execute("PRAGMA wal_autocheckpoint = 0")
     assert wal.stat().st_size == 0
     for neighbour in ("resp_l", "resp_n"):  # sorts just before and just after the huge one
-        await db.save_response(response(neighbour), [message(f"m{i}", f"msg_{i}") for i in range(3000)])
+        await db.save_response(response(neighbour), [message(f"m{i}", f"msg_{i}") for i in range(3000)],
+                               tenant=DEFAULT_TENANT)
     written = wal.stat().st_size
     assert written < 4_000_000, f"{written} bytes written for 6,000 small items"
-    history = await db.load_history("resp_m")
+    history = await db.load_history("resp_m", tenant=DEFAULT_TENANT)
     assert history is not None and history[0]["content"][0]["text"] == huge
 
 
@@ -104,23 +106,25 @@ async def test_migration_4_moves_existing_rows(tmp_path) -> None:
     await conn.close()
 
     async with SQLiteResponseStore(path) as store:
-        assert await store.load_history("resp_a") == [message("one", "msg_1"), message("two", "msg_2"),
+        assert await store.load_history("resp_a",
+                                        tenant=DEFAULT_TENANT) == [message("one", "msg_1"), message("two", "msg_2"),
                                                       {"type": "message", "id": "msg_out", "role": "assistant",
                                                        "content": []}]
-        page = await store.list_input_items("resp_a", after="msg_1", order="asc")
+        page = await store.list_input_items("resp_a", after="msg_1", order="asc", tenant=DEFAULT_TENANT)
         assert [item["id"] for item in page.data] == ["msg_2"]
         conversations = SQLiteConversationStore(store)
-        assert await conversations.load_items("conv_a") == [message("c1", "msg_c1")]
-        assert await conversations.append_items("conv_a", [message("c2", "msg_c2")])
-        assert [item["id"] for item in await conversations.load_items("conv_a")] == ["msg_c1", "msg_c2"]
+        assert await conversations.load_items("conv_a", tenant=DEFAULT_TENANT) == [message("c1", "msg_c1")]
+        assert await conversations.append_items("conv_a", [message("c2", "msg_c2")], tenant=DEFAULT_TENANT)
+        assert [item["id"] for item in await conversations.load_items("conv_a",
+                                                                      tenant=DEFAULT_TENANT)] == ["msg_c1", "msg_c2"]
         prompts = SQLitePromptStore(store)
-        second = await prompts.add_version("pmpt_a", 2, {"instructions": "y"})
+        second = await prompts.add_version("pmpt_a", 2, {"instructions": "y"}, tenant=DEFAULT_TENANT)
         assert second is not None and second.version == 2
         async with store.reading() as reader:
             rows = list(await reader.execute_fetchall("SELECT sequence_number, event FROM response_events"))
             version = next(iter(await reader.execute_fetchall("PRAGMA user_version")))[0]
         assert rows == [(0, b"ev")] and version == LATEST_VERSION
-        assert await store.delete_response("resp_a")
+        assert await store.delete_response("resp_a", tenant=DEFAULT_TENANT)
         async with store.reading() as reader:
             left = list(await reader.execute_fetchall(
                 "SELECT (SELECT count(*) FROM response_items), (SELECT count(*) FROM response_events)"))
@@ -138,22 +142,24 @@ async def test_group_commit_fails_only_the_failing_save(db: SQLiteResponseStore)
     ids.insert(5, "resp_bad")
     # all queued while the lock is held, so they are committed as one batch
     async with db.writing():
-        saves = [asyncio.ensure_future(db.save_response(response(rid), [message(rid, f"msg_{rid}")])) for rid in ids]
+        saves = [asyncio.ensure_future(db.save_response(response(rid), [message(rid, f"msg_{rid}")],
+                                                        tenant=DEFAULT_TENANT)) for rid in ids]
         await asyncio.sleep(0)
     outcomes = await asyncio.gather(*saves, return_exceptions=True)
     failed = [rid for rid, outcome in zip(ids, outcomes, strict=True) if isinstance(outcome, Exception)]
     assert failed == ["resp_bad"]
     assert isinstance(outcomes[5], sqlite3.IntegrityError)
     for rid in ids:
-        stored = await db.get_response(rid)
+        stored = await db.get_response(rid, tenant=DEFAULT_TENANT)
         assert (stored is None) == (rid == "resp_bad")
         if stored is not None:
-            assert await db.load_history(rid) == [message(rid, f"msg_{rid}")]
+            assert await db.load_history(rid, tenant=DEFAULT_TENANT) == [message(rid, f"msg_{rid}")]
     assert db.write_queue_depth == 0 and db.write_stall_seconds() == 0.0
     with pytest.raises(sqlite3.IntegrityError):  # alone in its batch, too
-        await db.save_response(response("resp_bad"), [message("x", "msg_x")])
-    await db.save_response(response("resp_after"), [])  # and the store goes on
-    assert await db.get_response("resp_bad") is None and await db.get_response("resp_after") is not None
+        await db.save_response(response("resp_bad"), [message("x", "msg_x")], tenant=DEFAULT_TENANT)
+    await db.save_response(response("resp_after"), [], tenant=DEFAULT_TENANT)  # and the store goes on
+    assert await db.get_response("resp_bad", tenant=DEFAULT_TENANT) is None
+    assert await db.get_response("resp_after", tenant=DEFAULT_TENANT) is not None
 
 
 # --- prompts: concurrent updates each get back their own version ---------------------------------------------------
@@ -161,14 +167,14 @@ async def test_group_commit_fails_only_the_failing_save(db: SQLiteResponseStore)
 
 async def test_concurrent_prompt_updates_each_get_their_own_version(db: SQLiteResponseStore) -> None:
     service = PromptService(SQLitePromptStore(db))
-    prompt = await service.create({"instructions": "v1"})
-    updates = [service.update(prompt["id"], {"instructions": f"update {n}"}) for n in range(80)]
+    prompt = await service.create({"instructions": "v1"}, tenant=DEFAULT_TENANT)
+    updates = [service.update(prompt["id"], {"instructions": f"update {n}"}, tenant=DEFAULT_TENANT) for n in range(80)]
     results = await asyncio.gather(*updates)
     versions = [int(result["version"]) for result in results]
     assert sorted(versions) == list(range(2, 82))
     for n, result in enumerate(results):
         assert result["instructions"] == f"update {n}"  # the version it wrote, with the body it wrote
-        stored = await service.get(prompt["id"], result["version"])
+        stored = await service.get(prompt["id"], result["version"], tenant=DEFAULT_TENANT)
         assert stored["instructions"] == f"update {n}"
 
 
@@ -182,7 +188,7 @@ class SavesFail(SQLiteResponseStore):
 
 async def _turn(store: SQLiteResponseStore, conversations: ConversationService, conversation_id: str,
                 text: str) -> dict:
-    exchange = ResponseRun(store, EngineOptions(), conversations=conversations)
+    exchange = ResponseRun(store, EngineOptions(), conversations=conversations, tenant=DEFAULT_TENANT)
     await exchange.begin(orjson.dumps({"model": "m", "input": text, "conversation": conversation_id}))
     exchange.on_upstream_headers(200, "application/json")
     exchange.on_upstream_chunk(orjson.dumps({
@@ -195,18 +201,18 @@ async def _turn(store: SQLiteResponseStore, conversations: ConversationService, 
 async def test_a_turn_whose_response_fails_to_save_does_not_join_its_conversation(tmp_path) -> None:
     async with SavesFail(str(tmp_path / "conv.db")) as store:
         conversations = ConversationService(SQLiteConversationStore(store))
-        conversation = await conversations.create({})
+        conversation = await conversations.create({}, tenant=DEFAULT_TENANT)
         outcome = await _turn(store, conversations, conversation["id"], "hello")
         assert outcome["status"] >= 500
-        assert await conversations.load_items(conversation["id"]) == []
+        assert await conversations.load_items(conversation["id"], tenant=DEFAULT_TENANT) == []
 
 
 async def test_a_stored_turn_joins_its_conversation(db: SQLiteResponseStore) -> None:
     conversations = ConversationService(SQLiteConversationStore(db))
-    conversation = await conversations.create({})
+    conversation = await conversations.create({}, tenant=DEFAULT_TENANT)
     outcome = await _turn(db, conversations, conversation["id"], "hello")
     assert outcome["status"] == 200
-    items = await conversations.load_items(conversation["id"])
+    items = await conversations.load_items(conversation["id"], tenant=DEFAULT_TENANT)
     assert [item["type"] for item in items] == ["message", "message"]
     assert items[1]["id"] == outcome["body"]["output"][0]["id"]
 
@@ -239,7 +245,7 @@ async def test_ready_turns_503_while_a_write_is_stalled_and_when_draining(db: SQ
                     await release.wait()
 
             holder = asyncio.create_task(stuck_writer())
-            waiting = asyncio.create_task(db.save_response(response("resp_waits"), []))
+            waiting = asyncio.create_task(db.save_response(response("resp_waits"), [], tenant=DEFAULT_TENANT))
             async with asyncio.timeout(30):
                 while db.write_stall_seconds() <= 0.2:  # wait for the condition, not a fixed time
                     await asyncio.sleep(0.02)
@@ -307,12 +313,13 @@ async def test_loading_a_chain_sorts_no_item_through_sqlite(db: SQLiteResponseSt
     from responses_bridge.store.sqlite import _LOAD_HISTORY
 
     with sqlite3.connect(str(tmp_path / "store.db")) as conn:
-        plan = [row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + _LOAD_HISTORY, {"id": "x", "max_depth": 9})]
+        params = {"id": "x", "tenant": "t", "max_depth": 9}
+        plan = [row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + _LOAD_HISTORY, params)]
     assert not any("TEMP B-TREE" in step for step in plan), plan
     await db.save_response(response("resp_1", output=[{"type": "message", "id": "out_1"}]),
-                           [message("a", "in_1a"), message("b", "in_1b")])
+                           [message("a", "in_1a"), message("b", "in_1b")], tenant=DEFAULT_TENANT)
     second = response("resp_2", output=[{"type": "message", "id": "out_2"}])
     second["previous_response_id"] = "resp_1"
-    await db.save_response(second, [message("c", "in_2")])
-    history = await db.load_history("resp_2")
+    await db.save_response(second, [message("c", "in_2")], tenant=DEFAULT_TENANT)
+    history = await db.load_history("resp_2", tenant=DEFAULT_TENANT)
     assert [item["id"] for item in history] == ["in_1a", "in_1b", "out_1", "in_2", "out_2"]

@@ -15,6 +15,7 @@ from responses_bridge.protocol.errors import APIError
 from responses_bridge.run.response_run import ResponseRun
 from responses_bridge.sealing import Sealer
 from responses_bridge.store import SQLiteResponseStore
+from responses_bridge.store.base import DEFAULT_TENANT
 from tests.support.schema import check_stream, validate_response
 
 SSE = "text/event-stream"
@@ -105,7 +106,7 @@ def test_drop_oldest_keeps_instructions_newest_and_pairs() -> None:
 
 async def test_disabled_gives_a_clear_400(store: SQLiteResponseStore) -> None:
     for stream in (False, True):
-        exchange = ResponseRun(store, EngineOptions())
+        exchange = ResponseRun(store, EngineOptions(), tenant=DEFAULT_TENANT)
         await exchange.begin(body(stream=stream))
         await answer(exchange, 400, VLLM_ERROR)
         assert exchange.retry_request() is None
@@ -117,7 +118,7 @@ async def test_disabled_gives_a_clear_400(store: SQLiteResponseStore) -> None:
 
 
 async def test_other_upstream_400s_are_passed_through(store: SQLiteResponseStore) -> None:
-    exchange = ResponseRun(store, EngineOptions())
+    exchange = ResponseRun(store, EngineOptions(), tenant=DEFAULT_TENANT)
     await exchange.begin(body(truncation="auto"))
     await answer(exchange, 400, orjson.dumps({"error": {"message": "bad temperature", "type": "invalid_request_error",
                                                         "param": "temperature", "code": None}}))
@@ -127,7 +128,7 @@ async def test_other_upstream_400s_are_passed_through(store: SQLiteResponseStore
 
 @pytest.mark.parametrize("stream", [False, True])
 async def test_auto_retries_once_without_the_oldest_items(stream: bool, store: SQLiteResponseStore) -> None:
-    exchange = ResponseRun(store, EngineOptions())
+    exchange = ResponseRun(store, EngineOptions(), tenant=DEFAULT_TENANT)
     first = await exchange.begin(body(truncation="auto", stream=stream))
     before = orjson.loads(first.body)["messages"]
     assert await answer(exchange, 400, VLLM_ERROR) == b""
@@ -147,12 +148,12 @@ async def test_auto_retries_once_without_the_oldest_items(stream: bool, store: S
         response = orjson.loads((await exchange.finish()).body)
     validate_response(response)
     assert response["status"] == "completed" and response["truncation"] == "auto"
-    stored = await store.list_input_items(response["id"], order="asc", limit=100)
+    stored = await store.list_input_items(response["id"], order="asc", limit=100, tenant=DEFAULT_TENANT)
     assert stored is not None and len(stored.data) == len(long_input())  # the client's input is stored whole
 
 
 async def test_the_second_context_error_is_the_400(store: SQLiteResponseStore) -> None:
-    exchange = ResponseRun(store, EngineOptions())
+    exchange = ResponseRun(store, EngineOptions(), tenant=DEFAULT_TENANT)
     await exchange.begin(body(truncation="auto"))
     await answer(exchange, 400, VLLM_ERROR)
     assert exchange.retry_request() is not None
@@ -163,14 +164,15 @@ async def test_the_second_context_error_is_the_400(store: SQLiteResponseStore) -
 
 
 async def test_a_declared_window_shrinks_the_first_call(store: SQLiteResponseStore) -> None:
-    unlimited = orjson.loads((await ResponseRun(store, EngineOptions()).begin(body(truncation="auto"))).body)
+    unlimited = orjson.loads((await ResponseRun(store, EngineOptions(),
+                                                tenant=DEFAULT_TENANT).begin(body(truncation="auto"))).body)
     options = EngineOptions(context_window=400)
-    fitted = orjson.loads((await ResponseRun(store, options).begin(body(truncation="auto",
+    fitted = orjson.loads((await ResponseRun(store, options, tenant=DEFAULT_TENANT).begin(body(truncation="auto",
                                                                      max_output_tokens=100))).body)
     assert len(orjson.dumps(fitted)) <= (400 - 100) * truncation.BYTES_PER_TOKEN
     assert len(fitted["messages"]) < len(unlimited["messages"])
     assert_kept_whole(fitted["messages"])
-    disabled = orjson.loads((await ResponseRun(store, options).begin(body())).body)
+    disabled = orjson.loads((await ResponseRun(store, options, tenant=DEFAULT_TENANT).begin(body())).body)
     assert disabled["messages"] == unlimited["messages"]  # "disabled" never drops anything itself
 
 
@@ -181,7 +183,7 @@ SEALER = Sealer(os.urandom(32))
 
 @pytest.mark.parametrize("stream", [False, True])
 async def test_compaction_trigger_answers_one_sealed_item(stream: bool, store: SQLiteResponseStore) -> None:
-    exchange = ResponseRun(store, EngineOptions(), SEALER)
+    exchange = ResponseRun(store, EngineOptions(), SEALER, tenant=DEFAULT_TENANT)
     items = [{"role": "user", "content": "my name is Ada"}, {"role": "assistant", "content": "Hi Ada"},
              {"type": "compaction_trigger"}]
     call = await exchange.begin(orjson.dumps({"model": "m", "input": items, "stream": stream,
@@ -208,15 +210,17 @@ async def test_compaction_trigger_answers_one_sealed_item(stream: bool, store: S
     assert item["type"] == "compaction" and set(item) == {"type", "id", "encrypted_content"}
     assert compaction.open_summary(SEALER, item["encrypted_content"], "x") == "Ada."
     assert response["usage"]["input_tokens"] == 30
-    assert await store.get_response(response["id"]) is None  # never history
+    assert await store.get_response(response["id"], tenant=DEFAULT_TENANT) is None  # never history
 
 
 async def test_compaction_trigger_must_come_last(store: SQLiteResponseStore) -> None:
     with pytest.raises(APIError) as error:
-        await ResponseRun(store, EngineOptions(), SEALER).begin(orjson.dumps({"model": "m", "input": [
+        await ResponseRun(store, EngineOptions(), SEALER,
+                          tenant=DEFAULT_TENANT).begin(orjson.dumps({"model": "m", "input": [
             {"type": "compaction_trigger"}, {"role": "user", "content": "x"}]}))
     assert error.value.status == 400 and error.value.param == "input[0]"
     with pytest.raises(APIError) as error:
-        await ResponseRun(store, EngineOptions(), SEALER).begin(orjson.dumps({"model": "m", "input": [
+        await ResponseRun(store, EngineOptions(), SEALER,
+                          tenant=DEFAULT_TENANT).begin(orjson.dumps({"model": "m", "input": [
             {"type": "compaction_trigger"}]}))
     assert error.value.code == "missing_required_parameter"

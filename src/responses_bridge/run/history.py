@@ -13,14 +13,15 @@ from ..engine.state import RenderedPrompt
 
 
 class ConversationHistory(Protocol):
-    async def load_items(self, conversation_id: str) -> list[dict[str, Any]] | None:
-        """Every item of the conversation in order; None if it is unknown."""
+    async def load_items(self, conversation_id: str, *, tenant: str) -> list[dict[str, Any]] | None:
+        """Every item of ``tenant``'s conversation in order; None if it is unknown (or another tenant's)."""
 
-    async def append_items(self, conversation_id: str, items: list[dict[str, Any]]) -> bool:
-        """Append a finished turn's input and output items; False if the conversation is unknown."""
+    async def append_items(self, conversation_id: str, items: list[dict[str, Any]], *, tenant: str) -> bool:
+        """Append a finished turn's input and output items; False if the conversation is unknown (or another
+        tenant's)."""
 
 
 class PromptRenderer(Protocol):
-    async def render(self, prompt: dict[str, Any]) -> RenderedPrompt:
-        """Resolve ``{id, version?, variables?}`` and render it; APIError 404 / 400 for an unknown prompt or a
-        missing variable."""
+    async def render(self, prompt: dict[str, Any], *, tenant: str) -> RenderedPrompt:
+        """Resolve ``{id, version?, variables?}`` among ``tenant``'s prompts and render it; APIError 404 / 400 for
+        an unknown prompt (another tenant's is unknown) or a missing variable."""

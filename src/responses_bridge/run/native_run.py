@@ -40,8 +40,9 @@ class NativeRun(ResponseRun):
     """A :class:`ResponseRun` in every way the doors and background runs see, over a native backend."""
 
     def __init__(self, store: ResponseStore, options: EngineOptions, sealer: Sealer | None = None, *,
-                 conversations: ConversationHistory | None, served: frozenset[str] = frozenset()) -> None:
-        super().__init__(store, options, sealer, conversations=conversations)
+                 conversations: ConversationHistory | None, served: frozenset[str] = frozenset(),
+                 tenant: str) -> None:
+        super().__init__(store, options, sealer, conversations=conversations, tenant=tenant)
         self._native_sealer = sealer
         self._upstream_model = options.upstream_model
         self._max_event_bytes = options.max_event_bytes
@@ -116,14 +117,14 @@ class NativeRun(ResponseRun):
                 raise invalid_request("'conversation' and 'previous_response_id' cannot be used together.",
                                       param="conversation", code="invalid_value")
             conversation_id = p.conversation if isinstance(p.conversation, str) else p.conversation["id"]
-            items = await self._conversations.load_items(conversation_id)
+            items = await self._conversations.load_items(conversation_id, tenant=self.tenant)
             if items is None:
                 raise not_found(f"Conversation with id '{conversation_id}' not found.", param="conversation",
                                 code="conversation_not_found")
             self._conversation_id = conversation_id
             return items
         if p.previous_response_id is not None:
-            loaded = await self._store.load_history(p.previous_response_id)
+            loaded = await self._store.load_history(p.previous_response_id, tenant=self.tenant)
             if loaded is None:
                 raise not_found(f"Previous response with id '{p.previous_response_id}' not found.",
                                 param="previous_response_id", code="previous_response_not_found")
@@ -200,12 +201,13 @@ class NativeRun(ResponseRun):
         try:
             if not relay.request.params.store:
                 if joining is not None and self._conversations is not None:
-                    await self._conversations.append_items(joining,
-                                                           relay.input_items + relay.response["output"])
+                    await self._conversations.append_items(joining, relay.input_items + relay.response["output"],
+                                                           tenant=self.tenant)
                 return True
             if self.before_persist is not None:
                 await self.before_persist(frames, relay.sequence_number)
-            await self._store.save_response(relay.response, relay.input_items, conversation_id=joining)
+            await self._store.save_response(relay.response, relay.input_items, tenant=self.tenant,
+                                            conversation_id=joining)
         except Exception:
             log.exception("store_failed", response_id=relay.response_id)
             return False

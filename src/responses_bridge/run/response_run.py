@@ -49,7 +49,7 @@ from ..observability import metrics
 from ..protocol.errors import APIError, invalid_request, not_found
 from ..protocol.request import ResponsesRequest, parse_request, parse_request_object
 from ..sealing import Sealer
-from ..store.base import DEFAULT_TENANT, ResponseStore
+from ..store.base import ResponseStore
 from .history import ConversationHistory, PromptRenderer
 from .server_tools import ServerToolRun, ServerTools
 
@@ -78,7 +78,8 @@ class ResponseRun:
     def __init__(self, store: ResponseStore, options: EngineOptions, sealer: Sealer | None = None, *,
                  framing: Framing | None = None, conversations: ConversationHistory | None = None,
                  prompts: PromptRenderer | None = None, server_tools: ServerTools | None = None,
-                 max_turns: int = DEFAULT_MAX_TURNS) -> None:
+                 max_turns: int = DEFAULT_MAX_TURNS, tenant: str) -> None:
+        self.tenant = tenant  # the owner of everything this run reads and stores (history, conversation, prompt)
         # server_tools: None keeps server-side tools under the unsupported-tool policy (no tool loop)
         self._server_tools = server_tools
         self._max_turns = max_turns
@@ -160,7 +161,7 @@ class ResponseRun:
                            code="invalid_value")
         history, prompt = await self._conversation_and_prompt(request)  # conversation items, rendered prompt
         if p.previous_response_id is not None:
-            loaded = await self._store.load_history(p.previous_response_id)
+            loaded = await self._store.load_history(p.previous_response_id, tenant=self.tenant)
             if loaded is None:
                 raise not_found(f"Previous response with id '{p.previous_response_id}' not found.",
                                 param="previous_response_id", code="previous_response_not_found")
@@ -176,7 +177,7 @@ class ResponseRun:
         if self._server_tools is not None and translator.plan is not None and _offers_server_tools(request, served):
             # set-up before anything is sent: a malformed or refused MCP tool is a 400 here
             tool_run = await self._server_tools.prepare(translator.request, translator.context, translator.plan,
-                                                        translator.builder, tenant=DEFAULT_TENANT)
+                                                        translator.builder, tenant=self.tenant)
             self._tool_run = tool_run
             extra, exhausted = tool_run.first_turn_messages(self._options), tool_run.tools_exhausted
         build = functools.partial(translator.build_first_request, extra, tools_exhausted=exhausted,
@@ -312,9 +313,9 @@ class ResponseRun:
             if self.before_persist is not None:
                 await self.before_persist(translator.pending(), translator.sequence_number)
             if joining is None:
-                await self._store.save_response(translator.response, translator.input_items)
+                await self._store.save_response(translator.response, translator.input_items, tenant=self.tenant)
             else:
-                await self._store.save_response(translator.response, translator.input_items,
+                await self._store.save_response(translator.response, translator.input_items, tenant=self.tenant,
                                                 conversation_id=joining)
         except Exception:  # the client must learn that its response is not retrievable
             log.exception("store_failed", response_id=translator.response_id)
@@ -337,7 +338,7 @@ class ResponseRun:
                 raise invalid_request("'conversation' and 'previous_response_id' cannot be used together.",
                                       param="conversation", code="invalid_value")
             conversation_id = p.conversation if isinstance(p.conversation, str) else p.conversation["id"]
-            loaded = await self._conversations.load_items(conversation_id)
+            loaded = await self._conversations.load_items(conversation_id, tenant=self.tenant)
             if loaded is None:
                 raise not_found(f"Conversation with id '{conversation_id}' not found.", param="conversation",
                                 code="conversation_not_found")
@@ -347,7 +348,7 @@ class ResponseRun:
             if self._prompts is None:
                 raise APIError(400, "'prompt' is not supported by this deployment.", param="prompt",
                                code="unsupported_parameter")
-            prompt = await self._prompts.render(p.prompt)
+            prompt = await self._prompts.render(p.prompt, tenant=self.tenant)
         return history, prompt
 
     def _take_conversation(self, translator: Translator) -> str | None:
@@ -366,7 +367,8 @@ class ResponseRun:
             return True
         items = translator.input_items + translator.response["output"]
         try:
-            joined = await self._conversations.append_items(conversation_id, items)  # type: ignore[union-attr]
+            joined = await self._conversations.append_items(  # type: ignore[union-attr]
+                conversation_id, items, tenant=self.tenant)
         except Exception:
             log.exception("conversation_append_failed", response_id=translator.response_id)
             return False

@@ -57,19 +57,19 @@ class ServerTools:
                       builder: OutputBuilder, *, tenant: str) -> ServerToolRun:
         """Set up the server tools of one response, before its first model turn. ``plan`` must come from
         ``plan_request_tools(…, served=self.services.served)``; it is extended in place and the builder reads its
-        targets. ``tenant``: the run's, whose vector stores ``file_search`` may read. Call it before
-        ``response.created`` is emitted: it removes the MCP tools' ``headers`` and
+        targets. Call it before ``response.created`` is emitted: it removes the MCP tools' ``headers`` and
         ``authorization`` from the response's echo of ``tools`` (``builder.response``).
 
         Raises ``APIError`` (400) for a malformed ``mcp`` or ``file_search`` tool, a refused MCP host, or an
         ``mcp_approval_response`` that answers no known approval request; nothing has been sent then (except the
-        DNS lookups of the host check)."""
+        DNS lookups of the host check). ``tenant``: the response's owner, whose objects the tools may use (the
+        vector stores file_search searches)."""
         if isinstance(builder.response.get("tools"), list):  # the echo must not carry MCP credentials
             builder.response["tools"] = storable_tools(builder.response["tools"])
         setup = SetUp(self.services, request, history, plan, builder)
         await setup.run()
         runner = CallRunner(self.services, request, plan, builder, setup.servers, setup.index, setup.web_options,
-                            tenant=tenant, file_options=setup.file_options)
+                            file_options=setup.file_options, tenant=tenant)
         try:
             first_turn_items = await runner.run_approved(setup.approved)
         except BaseException:  # cancelled during an approved call: free the index before going

@@ -87,11 +87,11 @@ class CallRunner:
 
     def __init__(self, services: ServerToolServices, request: ResponsesRequest, plan: ToolPlan,
                  builder: OutputBuilder, servers: dict[str, MCPServer], index: ToolIndex | None,
-                 web_options: WebSearchToolOptions | None, *, tenant: str,
-                 file_options: FileSearchToolOptions | None = None) -> None:
+                 web_options: WebSearchToolOptions | None, *,
+                 file_options: FileSearchToolOptions | None = None, tenant: str) -> None:
         params = request.params
+        self.tenant = tenant  # the response's owner: the file_search tool searches only its vector stores
         self.services = services
-        self.tenant = tenant  # whose vector stores file_search reads
         self.plan = plan
         self.builder = builder
         self.servers = servers

@@ -37,8 +37,7 @@ from ..observability import metrics
 from ..protocol.errors import APIError, not_found
 from ..run.response_run import ResponseRun
 from ..run.upstream import UpstreamClient, UpstreamFailure
-from ..store.base import ResponseStore
-from ..store.events import SQLiteEventLog
+from ..store.base import EventLog, ResponseStore
 
 log = structlog.get_logger("responses_bridge.background")
 
@@ -67,18 +66,19 @@ def terminal_frame(event_type: str, response: dict) -> Callable[[int], bytes]:
         {"type": event_type, "sequence_number": sequence_number, "response": response})
 
 
-async def fail_interrupted(events: SQLiteEventLog) -> list[str]:
+async def fail_interrupted(events: EventLog) -> list[str]:
     """Mark every response still ``queued``/``in_progress`` as failed, and end its event stream with
-    ``response.failed``: called at startup, when no run of this process can be going on. Returns their ids."""
+    ``response.failed``: called at startup, when no run of this process can be going on (across tenants, each
+    response stored back as its own tenant's). Returns their ids."""
     failed: list[str] = []
-    for response in await events.unfinished():
+    for tenant, response in await events.unfinished():
         response["status"] = "failed"
         response["completed_at"] = None
         response["error"] = {"code": INTERRUPTED_CODE, "message": INTERRUPTED_MESSAGE}
         for item in response.get("output") or ():
             if isinstance(item, dict) and item.get("status") == "in_progress":
                 item["status"] = "incomplete"
-        await events.end_response(response, terminal_frame("response.failed", response))
+        await events.end_response(response, terminal_frame("response.failed", response), tenant=tenant)
         failed.append(response["id"])
     return failed
 
@@ -92,6 +92,7 @@ class BackgroundRun:
         self.call = call
         self.authorization = authorization
         self.response_id: str = response_run.response_id  # type: ignore[assignment]
+        self.tenant = response_run.tenant  # the owner, for its whole life: events, saves, cancel, replay
         self.frames: list[bytes] = []  # index == sequence_number
         self.visible = 0  # frames[:visible] have been reported (readers may see them)
         self.saved = 0  # frames[:saved] are durable
@@ -142,7 +143,7 @@ class BackgroundRun:
             while self.saved < len(self.frames):
                 end = len(self.frames)
                 batch = [(sequence, self.frames[sequence]) for sequence in range(self.saved, end)]
-                await self.service.events.append(self.response_id, batch)
+                await self.service.events.append(self.response_id, batch, tenant=self.tenant)
                 self.saved = end
 
     async def _flush_quietly(self) -> None:
@@ -177,8 +178,9 @@ class BackgroundRun:
                             head = response_run.on_upstream_headers(answer.status, answer.content_type)
                             if head is not None:
                                 self.add(head)
-                                await self.service.store.save_response(response_run.response,  # type: ignore[arg-type]
-                                                                       response_run.request.input_items)  # type: ignore[union-attr]
+                                await self.service.store.save_response(
+                                    response_run.response, response_run.request.input_items,  # type: ignore[arg-type,union-attr]
+                                    tenant=self.tenant)
                             async for chunk in answer.chunks():
                                 out = response_run.on_upstream_chunk(chunk)
                                 if out:
@@ -227,7 +229,7 @@ class BackgroundRun:
     async def _stored_status(self) -> str | None:
         """The status the store holds now (None: deleted), or ``"unknown"`` when the store cannot be read."""
         try:
-            stored = await self.service.store.get_response(self.response_id)
+            stored = await self.service.store.get_response(self.response_id, tenant=self.tenant)
         except Exception:
             log.exception("background_status_read_failed", response_id=self.response_id)
             return "unknown"
@@ -254,12 +256,13 @@ class BackgroundRun:
         start = self._tentative if self._tentative is not None else self.saved
         while True:
             try:
-                await self.service.events.truncate(self.response_id, start)
+                await self.service.events.truncate(self.response_id, start, tenant=self.tenant)
                 async with self._flush_lock:
                     self.saved = min(self.saved, start)
                 await self._flush()
-                await self.service.store.save_response(self.response_run.response,  # type: ignore[arg-type]
-                                                       self.response_run.request.input_items)  # type: ignore[union-attr]
+                await self.service.store.save_response(
+                    self.response_run.response, self.response_run.request.input_items,  # type: ignore[arg-type,union-attr]
+                    tenant=self.tenant)
             except Exception:
                 log.warning("background_terminal_save_retry", response_id=self.response_id, delay=delay,
                             exc_info=True)
@@ -279,7 +282,7 @@ async def _until_started(run: BackgroundRun) -> None:
 
 
 class BackgroundService:
-    def __init__(self, store: ResponseStore, events: SQLiteEventLog, upstream: UpstreamClient) -> None:
+    def __init__(self, store: ResponseStore, events: EventLog, upstream: UpstreamClient) -> None:
         self.store = store
         self.events = events
         self.upstream = upstream
@@ -298,17 +301,23 @@ class BackgroundService:
         response_run.before_persist = run._before_persist
         run.add(response_run.queued())
         run.accepted = orjson.dumps(response_run.response)
-        await self.store.save_response(response_run.response, response_run.request.input_items)  # type: ignore[arg-type,union-attr]
+        await self.store.save_response(response_run.response, response_run.request.input_items,  # type: ignore[arg-type,union-attr]
+                                       tenant=run.tenant)
         self.runs[run.response_id] = run
         run.task = asyncio.create_task(run.run(), name=f"background:{run.response_id}")
         log.info("background_started", response_id=run.response_id)
         return run
 
-    async def events_after(self, response_id: str, after: int) -> AsyncIterator[bytes]:
-        """The response's event frames with ``sequence_number > after``, then live ones until it ends."""
+    def _run(self, response_id: str, tenant: str) -> BackgroundRun | None:
+        """The run of ``tenant``'s response here, if any: another tenant's run is no run at all for the caller."""
         run = self.runs.get(response_id)
+        return run if run is not None and run.tenant == tenant else None
+
+    async def events_after(self, response_id: str, after: int, *, tenant: str) -> AsyncIterator[bytes]:
+        """The response's event frames with ``sequence_number > after``, then live ones until it ends."""
+        run = self._run(response_id, tenant)
         if run is None:
-            for _, frame in await self.events.after(response_id, after):
+            for _, frame in await self.events.after(response_id, after, tenant=tenant):
                 yield frame
             return
         position = max(after + 1, 0)
@@ -323,8 +332,8 @@ class BackgroundService:
                 return
             await run.wait()
 
-    async def check_streamable(self, response_id: str) -> dict:
-        response = await self.store.get_response(response_id)
+    async def check_streamable(self, response_id: str, *, tenant: str) -> dict:
+        response = await self.store.get_response(response_id, tenant=tenant)
         if response is None:
             raise not_found(f"No response found with id '{response_id}'.", param="response_id", code="not_found")
         if not response.get("background"):
@@ -332,8 +341,8 @@ class BackgroundService:
                            "kept; retrieve it without 'stream'.", param="stream", code="invalid_request")
         return response
 
-    async def cancel(self, response_id: str) -> dict:
-        run = self.runs.get(response_id)
+    async def cancel(self, response_id: str, *, tenant: str) -> dict:
+        run = self._run(response_id, tenant)
         if run is not None:
             await _until_started(run)
         if run is not None and run.done:  # ended, its terminal state still being stored (see BackgroundRun._settle)
@@ -349,7 +358,7 @@ class BackgroundService:
             await asyncio.wait([run.task])
             if run.response_run.response and run.response_run.response.get("status") == "cancelled":
                 return run.response_run.response
-        response = await self.store.get_response(response_id)
+        response = await self.store.get_response(response_id, tenant=tenant)
         if response is None:
             raise not_found(f"No response found with id '{response_id}'.", param="response_id", code="not_found")
         if not response.get("background"):
@@ -361,13 +370,13 @@ class BackgroundService:
         if status in ("queued", "in_progress"):  # no run for it in this process (should not happen): close it
             response["status"] = "cancelled"
             # with a terminal event: replays end
-            await self.events.end_response(response, terminal_frame("response.cancelled", response))
+            await self.events.end_response(response, terminal_frame("response.cancelled", response), tenant=tenant)
             return response
         raise APIError(400, f"Cannot cancel a {status} response.", param="response_id", code="invalid_request")
 
-    async def forget(self, response_id: str) -> None:
-        """The response is being deleted: stop its run first, without storing anything more for it."""
-        run = self.runs.get(response_id)
+    async def forget(self, response_id: str, *, tenant: str) -> None:
+        """``tenant``'s response is being deleted: stop its run first, without storing anything more for it."""
+        run = self._run(response_id, tenant)
         if run is None or run.task is None:
             return
         await _until_started(run)

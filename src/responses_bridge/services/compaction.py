@@ -58,7 +58,7 @@ class CompactionService:
         self.upstream = upstream
         self.options = options
 
-    async def compact(self, body: bytes, authorization: str | None) -> dict[str, Any]:
+    async def compact(self, body: bytes, authorization: str | None, *, tenant: str) -> dict[str, Any]:
         raw = parse_json_object(body)
         for key in ("stream", "background", "store", "conversation", "prompt"):
             raw.pop(key, None)
@@ -67,7 +67,7 @@ class CompactionService:
         items: list[dict[str, Any]] = []
         previous = request.params.previous_response_id
         if previous is not None:
-            loaded = await self.store.load_history(previous)
+            loaded = await self.store.load_history(previous, tenant=tenant)
             if loaded is None:
                 raise not_found(f"Previous response with id '{previous}' not found.", param="previous_response_id",
                                 code="previous_response_not_found")

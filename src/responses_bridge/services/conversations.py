@@ -70,87 +70,91 @@ class ConversationService:
 
     # -- engine ------------------------------------------------------------------------------------------------
 
-    async def load_items(self, conversation_id: str) -> list[dict[str, Any]] | None:
-        return await self.store.load_items(conversation_id)
+    async def load_items(self, conversation_id: str, *, tenant: str) -> list[dict[str, Any]] | None:
+        return await self.store.load_items(conversation_id, tenant=tenant)
 
-    async def append_items(self, conversation_id: str, items: list[dict[str, Any]]) -> bool:
-        return await self.store.append_items(conversation_id, items)
+    async def append_items(self, conversation_id: str, items: list[dict[str, Any]], *, tenant: str) -> bool:
+        return await self.store.append_items(conversation_id, items, tenant=tenant)
 
     # -- API ---------------------------------------------------------------------------------------------------
 
-    async def create(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def create(self, body: dict[str, Any], *, tenant: str) -> dict[str, Any]:
         metadata = body.get("metadata")
         check_metadata(metadata)
         items = _items(body.get("items"))
         conversation = StoredConversation(id=conversation_id(), created_at=int(time.time()),
                                           metadata=metadata or {})
-        await self.store.create_conversation(conversation.id, conversation.created_at, conversation.metadata, items)
+        await self.store.create_conversation(conversation.id, conversation.created_at, conversation.metadata, items,
+                                             tenant=tenant)
         return render_conversation(conversation)
 
-    async def get(self, conversation_id: str) -> dict[str, Any]:
-        conversation = await self.store.get_conversation(conversation_id)
+    async def get(self, conversation_id: str, *, tenant: str) -> dict[str, Any]:
+        conversation = await self.store.get_conversation(conversation_id, tenant=tenant)
         if conversation is None:
             raise _not_found(conversation_id)
         return render_conversation(conversation)
 
     async def list_conversations(self, *, after: str | None, before: str | None, limit: int,
-                                 order: str) -> dict[str, Any]:
-        """``GET /v1/conversations``: a cursor page of Conversation objects (deleted ones are gone)."""
+                                 order: str, tenant: str) -> dict[str, Any]:
+        """``GET /v1/conversations``: a cursor page of ``tenant``'s Conversation objects (deleted ones are gone)."""
         with page_errors("conversation"):
-            page = await self.store.list_conversations(after=after, before=before, limit=limit, order=order)
+            page = await self.store.list_conversations(tenant=tenant, after=after, before=before, limit=limit,
+                                                       order=order)
         data = [render_conversation(conversation) for conversation in page.data]
         return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
                 "last_id": data[-1]["id"] if data else None, "has_more": page.has_more}
 
-    async def update(self, conversation_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def update(self, conversation_id: str, body: dict[str, Any], *, tenant: str) -> dict[str, Any]:
         if "metadata" not in body:
             raise invalid_request("Missing required parameter: 'metadata'.", param="metadata",
                                   code="missing_required_parameter")
         metadata = body["metadata"]
         check_metadata(metadata)
-        conversation = await self.store.update_conversation(conversation_id, metadata or {})
+        conversation = await self.store.update_conversation(conversation_id, metadata or {}, tenant=tenant)
         if conversation is None:
             raise _not_found(conversation_id)
         return render_conversation(conversation)
 
-    async def delete(self, conversation_id: str) -> dict[str, Any]:
-        if not await self.store.delete_conversation(conversation_id):
+    async def delete(self, conversation_id: str, *, tenant: str) -> dict[str, Any]:
+        if not await self.store.delete_conversation(conversation_id, tenant=tenant):
             raise _not_found(conversation_id)
         return {"id": conversation_id, "object": "conversation.deleted", "deleted": True}
 
     async def add_items(self, conversation_id: str, body: dict[str, Any],
-                        include: list[str] | None = None) -> dict[str, Any]:
+                        include: list[str] | None = None, *, tenant: str) -> dict[str, Any]:
         if "items" not in body:
             raise invalid_request("Missing required parameter: 'items'.", param="items",
                                   code="missing_required_parameter")
         items = _items(body["items"])
-        if not await self.store.append_items(conversation_id, items):
+        if not await self.store.append_items(conversation_id, items, tenant=tenant):
             raise _not_found(conversation_id)
         return _page(ItemPage(data=items, first_id=items[0]["id"] if items else None,
                               last_id=items[-1]["id"] if items else None, has_more=False), include)
 
     async def list_items(self, conversation_id: str, *, after: str | None, limit: int, order: str,
-                         include: list[str] | None = None) -> dict[str, Any]:
+                         include: list[str] | None = None, tenant: str) -> dict[str, Any]:
         with page_errors("item"):
-            page = await self.store.list_items(conversation_id, after=after, limit=limit, order=order)
+            page = await self.store.list_items(conversation_id, tenant=tenant, after=after, limit=limit,
+                                               order=order)
         if page is None:
             raise _not_found(conversation_id)
         return _page(page, include)
 
-    async def get_item(self, conversation_id: str, item_id: str, include: list[str] | None = None) -> dict[str, Any]:
-        item = await self.store.get_item(conversation_id, item_id)
+    async def get_item(self, conversation_id: str, item_id: str, include: list[str] | None = None, *,
+                       tenant: str) -> dict[str, Any]:
+        item = await self.store.get_item(conversation_id, item_id, tenant=tenant)
         if item is None:
-            await self.get(conversation_id)  # 404 for the conversation first
+            await self.get(conversation_id, tenant=tenant)  # 404 for the conversation first
             raise not_found(f"Item with id '{item_id}' not found in conversation '{conversation_id}'.",
                             param="item_id", code="not_found")
         return render_item(item, include)
 
-    async def delete_item(self, conversation_id: str, item_id: str) -> dict[str, Any]:
-        if not await self.store.delete_item(conversation_id, item_id):
-            await self.get(conversation_id)
+    async def delete_item(self, conversation_id: str, item_id: str, *, tenant: str) -> dict[str, Any]:
+        if not await self.store.delete_item(conversation_id, item_id, tenant=tenant):
+            await self.get(conversation_id, tenant=tenant)
             raise not_found(f"Item with id '{item_id}' not found in conversation '{conversation_id}'.",
                             param="item_id", code="not_found")
-        return await self.get(conversation_id)
+        return await self.get(conversation_id, tenant=tenant)
 
 
 def _page(page: ItemPage, include: list[str] | None) -> dict[str, Any]:

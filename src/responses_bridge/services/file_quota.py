@@ -38,17 +38,18 @@ class StorageQuota:
     def limit(self, tenant: str) -> int | None:
         return self._limit_of(tenant)
 
-    async def reserve(self, tenant: str, count: int) -> bool:
-        """Reserve ``count`` more bytes for one of ``tenant``'s uploads; False when the tenant has no limit (nothing
-        reserved). Raises :class:`StorageLimitExceeded` when the stored bytes, the bytes other uploads reserved
-        and these would pass the limit."""
+    async def reserve(self, tenant: str, count: int, held: int) -> bool:
+        """Reserve ``count`` more bytes for one of ``tenant``'s uploads, which holds ``held`` already; False when
+        the tenant has no limit (nothing reserved). Raises :class:`StorageLimitExceeded` when the stored bytes,
+        the bytes every upload reserved and these would pass the limit; its ``used`` is what is in use without
+        this upload (stored, and reserved by the others)."""
         limit = self._limit_of(tenant)
         if limit is None:
             return False
         stored = await self._stored(tenant)
         reserved = self._reserved.get(tenant, 0)  # read after the store, with no await between: see _stored
         if stored + reserved + count > limit:
-            raise StorageLimitExceeded(limit, stored + reserved)
+            raise StorageLimitExceeded(limit, stored + reserved - held)
         self._reserved[tenant] = reserved + count
         return True
 

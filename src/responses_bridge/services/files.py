@@ -174,7 +174,7 @@ class Upload:
         if not chunk:
             return
         try:
-            if await self._quota.reserve(self.tenant, len(chunk)):
+            if await self._quota.reserve(self.tenant, len(chunk), self.reserved):
                 self.reserved += len(chunk)
         except StorageLimitExceeded as exceeded:
             raise storage_limit_error(exceeded.limit, exceeded.used) from None

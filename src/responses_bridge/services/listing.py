@@ -29,11 +29,12 @@ def response_filter(model: str | None, status: str | None, metadata: list[tuple[
     return ResponseFilter(model=model, status=status, metadata=tuple(dict(metadata).items()))
 
 
-async def list_responses(store: ResponseStore, *, after: str | None, before: str | None, limit: int, order: str,
-                         where: ResponseFilter) -> bytes:
-    """The whole ``{"object": "list", ...}`` body."""
+async def list_responses(store: ResponseStore, *, tenant: str, after: str | None, before: str | None, limit: int,
+                         order: str, where: ResponseFilter) -> bytes:
+    """The whole ``{"object": "list", ...}`` body, of ``tenant``'s responses only."""
     with page_errors("response"):
-        page = await store.list_responses(after=after, before=before, limit=limit, order=order, where=where)
+        page = await store.list_responses(tenant=tenant, after=after, before=before, limit=limit, order=order,
+                                          where=where)
     return list_body(page)
 
 

@@ -141,35 +141,35 @@ class PromptService:
         check_metadata(metadata)
         return {"name": name, "instructions": instructions, "variables": variables, "metadata": metadata or {}}
 
-    async def create(self, raw: dict[str, Any]) -> dict[str, Any]:
+    async def create(self, raw: dict[str, Any], *, tenant: str) -> dict[str, Any]:
         body = self._body(raw)
         new_id, now = prompt_id(), int(time.time())
-        await self.store.create_prompt(new_id, now, body)
+        await self.store.create_prompt(new_id, now, body, tenant=tenant)
         return render_prompt(StoredPromptVersion(new_id, now, 1, now, 1, None, body))
 
-    async def get(self, prompt_id: str, version: str | None = None) -> dict[str, Any]:
-        return render_prompt(await self._get(prompt_id, version, "version"))
+    async def get(self, prompt_id: str, version: str | None = None, *, tenant: str) -> dict[str, Any]:
+        return render_prompt(await self._get(prompt_id, version, "version", tenant))
 
-    async def _get(self, prompt_id: str, version: Any, param: str) -> StoredPromptVersion:
+    async def _get(self, prompt_id: str, version: Any, param: str, tenant: str) -> StoredPromptVersion:
         number = None if version is None else _version_number(version, param)
-        found = await self.store.get_prompt(prompt_id, number)
+        found = await self.store.get_prompt(prompt_id, number, tenant=tenant)
         if found is None:
-            if number is not None and await self.store.get_prompt(prompt_id) is not None:
+            if number is not None and await self.store.get_prompt(prompt_id, tenant=tenant) is not None:
                 raise _not_found(prompt_id, number)
             raise _not_found(prompt_id)
         return found
 
-    async def update(self, prompt_id: str, raw: dict[str, Any]) -> dict[str, Any]:
-        latest = await self.store.get_prompt(prompt_id)
+    async def update(self, prompt_id: str, raw: dict[str, Any], *, tenant: str) -> dict[str, Any]:
+        latest = await self.store.get_prompt(prompt_id, tenant=tenant)
         if latest is None:
             raise _not_found(prompt_id)
         expected = None if raw.get("version") is None else _version_number(raw["version"], "version")
-        base = (await self.store.get_prompt(prompt_id, latest.latest_version)) or latest
+        base = (await self.store.get_prompt(prompt_id, latest.latest_version, tenant=tenant)) or latest
         body = self._body(raw, base.body)
         try:
-            created = await self.store.add_version(prompt_id, int(time.time()), body, expected)
+            created = await self.store.add_version(prompt_id, int(time.time()), body, expected, tenant=tenant)
         except PromptVersionConflict:
-            current = await self.store.get_prompt(prompt_id)
+            current = await self.store.get_prompt(prompt_id, tenant=tenant)
             newest = current.latest_version if current else "?"
             raise APIError(409, f"Version {expected} of prompt '{prompt_id}' is not the latest version "
                            f"({newest}); fetch the latest version and retry.", param="version",
@@ -178,53 +178,53 @@ class PromptService:
             raise _not_found(prompt_id)
         return render_prompt(created)
 
-    async def list(self, *, after: str | None, limit: int, order: str) -> dict[str, Any]:
+    async def list(self, *, after: str | None, limit: int, order: str, tenant: str) -> dict[str, Any]:
         if not 1 <= limit <= MAX_PAGE_LIMIT:
             raise invalid_request(f"limit must be an integer between 1 and {MAX_PAGE_LIMIT}", param="limit")
         if order not in ("asc", "desc"):
             raise invalid_request("order must be 'asc' or 'desc'", param="order")
-        if after is not None and await self.store.get_prompt(after) is None:
+        if after is not None and await self.store.get_prompt(after, tenant=tenant) is None:
             raise invalid_request(f"No prompt found with id '{after}'", param="after")
-        prompts, has_more = await self.store.list_prompts(after=after, limit=limit, order=order)
+        prompts, has_more = await self.store.list_prompts(tenant=tenant, after=after, limit=limit, order=order)
         data = [render_prompt(prompt) for prompt in prompts]
         return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
                 "last_id": data[-1]["id"] if data else None, "has_more": has_more}
 
-    async def versions(self, prompt_id: str) -> dict[str, Any]:
-        versions = await self.store.list_versions(prompt_id)
+    async def versions(self, prompt_id: str, *, tenant: str) -> dict[str, Any]:
+        versions = await self.store.list_versions(prompt_id, tenant=tenant)
         if versions is None:
             raise _not_found(prompt_id)
         data = [render_prompt(version) for version in versions]
         return {"object": "list", "data": data, "first_id": data[0]["version"], "last_id": data[-1]["version"],
                 "has_more": False}
 
-    async def set_default_version(self, prompt_id: str, raw: dict[str, Any]) -> dict[str, Any]:
+    async def set_default_version(self, prompt_id: str, raw: dict[str, Any], *, tenant: str) -> dict[str, Any]:
         if raw.get("version") is None:
             raise invalid_request("Missing required parameter: 'version'.", param="version",
                                   code="missing_required_parameter")
         number = _version_number(raw["version"], "version")
-        updated = await self.store.set_default_version(prompt_id, number)
+        updated = await self.store.set_default_version(prompt_id, number, tenant=tenant)
         if updated is None:
-            if await self.store.get_prompt(prompt_id) is None:
+            if await self.store.get_prompt(prompt_id, tenant=tenant) is None:
                 raise _not_found(prompt_id)
             raise _not_found(prompt_id, number)
         return render_prompt(updated)
 
-    async def delete(self, prompt_id: str) -> dict[str, Any]:
-        if not await self.store.delete_prompt(prompt_id):
+    async def delete(self, prompt_id: str, *, tenant: str) -> dict[str, Any]:
+        if not await self.store.delete_prompt(prompt_id, tenant=tenant):
             raise _not_found(prompt_id)
         return {"id": prompt_id, "object": "prompt.deleted", "deleted": True}
 
     # -- engine ------------------------------------------------------------------------------------------------
 
-    async def render(self, prompt: dict[str, Any]) -> RenderedPrompt:
+    async def render(self, prompt: dict[str, Any], *, tenant: str) -> RenderedPrompt:
         stored = await self.store.get_prompt(prompt["id"], None if prompt.get("version") is None
-                                             else _version_number(prompt["version"], "prompt.version"))
+                                             else _version_number(prompt["version"], "prompt.version"), tenant=tenant)
         if stored is None:
             version = prompt.get("version")
             raise not_found(f"Prompt with id '{prompt['id']}'" + (f" and version '{version}'" if version else "")
                             + " not found.", param="prompt.version" if version and await self.store.get_prompt(
-                                prompt["id"]) else "prompt.id", code="prompt_not_found")
+                                prompt["id"], tenant=tenant) else "prompt.id", code="prompt_not_found")
         given = {name: _variable_value(value, f"prompt.variables.{name}")
                  for name, value in (prompt.get("variables") or {}).items()}
         return render_template(stored, given, prompt.get("variables"))

@@ -105,7 +105,7 @@ class TokenCounter:
         self.url = tokenizer_url(upstream_url)
         self._no_tokenizer_until = 0.0
 
-    async def count(self, runtime: Any, body: bytes, authorization: str | None) -> dict[str, Any]:
+    async def count(self, runtime: Any, body: bytes, authorization: str | None, *, tenant: str) -> dict[str, Any]:
         raw = parse_json_object(body)
         for key in ("stream", "background", "stream_options"):
             raw.pop(key, None)
@@ -113,7 +113,8 @@ class TokenCounter:
         model_given = isinstance(raw.get("model"), str) and bool(raw["model"])
         if not model_given:
             raw["model"] = "default"  # optional here: only the tokenizer call would use it
-        call = await runtime.new_run().begin(orjson.dumps(raw))  # the same translation as a real request
+        # the same translation as a real request, as ``tenant`` (a previous_response_id must be theirs)
+        call = await runtime.new_run(tenant=tenant).begin(orjson.dumps(raw))
         chat = orjson.loads(call.body)
         tokens, method = await self._count(chat, model_given, authorization)
         return {"object": "response.input_tokens", "input_tokens": tokens, "method": method}

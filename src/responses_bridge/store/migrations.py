@@ -463,6 +463,66 @@ MIGRATIONS: list[Migration] = [
         ],
     ),
     (
+        10,
+        [
+            # Tenancy: every root object belongs to a tenant; rows stored before this version belong to the
+            # default tenant ''. Children (items, metadata, events, versions) are owned through their parent.
+            "ALTER TABLE responses ADD COLUMN tenant TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE conversations ADD COLUMN tenant TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE prompts ADD COLUMN tenant TEXT NOT NULL DEFAULT ''",
+            # The metadata filter's index must lead with the tenant too, so its rows carry their response's tenant
+            # (copied, like created_at; the queries still check the response row's own tenant).
+            "ALTER TABLE response_metadata ADD COLUMN tenant TEXT NOT NULL DEFAULT ''",
+            # A conversation's age for retention: its last activity (creation, appended items, metadata updates).
+            "ALTER TABLE conversations ADD COLUMN last_active_at INTEGER NOT NULL DEFAULT 0",
+            "UPDATE conversations SET last_active_at = created_at",
+            # Listing indexes lead with the tenant: a page is one seek inside the caller's own rows.
+            "DROP INDEX responses_listed",
+            "DROP INDEX responses_model_listed",
+            "DROP INDEX responses_status_listed",
+            "DROP INDEX conversations_listed",
+            "DROP INDEX response_metadata_listed",
+            "CREATE INDEX responses_listed ON responses(tenant, created_at, id)",
+            "CREATE INDEX responses_model_listed ON responses(tenant, model, created_at, id)",
+            "CREATE INDEX responses_status_listed ON responses(tenant, status, created_at, id)",
+            "CREATE INDEX conversations_listed ON conversations(tenant, created_at, id)",
+            "CREATE INDEX conversations_active ON conversations(tenant, last_active_at)",
+            "CREATE INDEX response_metadata_listed ON response_metadata(tenant, key, value, created_at, response_id)",
+            # prompts are listed in rowid order; an index on tenant alone is (tenant, rowid)
+            "CREATE INDEX prompts_listed ON prompts(tenant)",
+            # The prompt write views gain the tenant: a new version is only added to the tenant's own prompt.
+            "DROP VIEW prompt_writes",
+            "DROP VIEW prompt_version_writes",
+            "CREATE VIEW prompt_writes (id, created_at, body, tenant) AS SELECT NULL, NULL, NULL, NULL WHERE 0",
+            """
+            CREATE TRIGGER prompt_writes_insert INSTEAD OF INSERT ON prompt_writes
+            BEGIN
+                INSERT INTO prompts (id, created_at, latest_version, default_version, tenant)
+                VALUES (NEW.id, NEW.created_at, 1, NULL, NEW.tenant);
+                INSERT INTO prompt_versions (prompt_id, version, created_at, body)
+                VALUES (NEW.id, 1, NEW.created_at, NEW.body);
+            END
+            """,
+            """
+            CREATE VIEW prompt_version_writes (prompt_id, expected_version, created_at, body, tenant)
+            AS SELECT NULL, NULL, NULL, NULL, NULL WHERE 0
+            """,
+            """
+            CREATE TRIGGER prompt_version_writes_insert INSTEAD OF INSERT ON prompt_version_writes
+            BEGIN
+                SELECT RAISE(ABORT, 'prompt_not_found')
+                WHERE NOT EXISTS (SELECT 1 FROM prompts WHERE id = NEW.prompt_id AND tenant = NEW.tenant);
+                SELECT RAISE(ABORT, 'prompt_version_conflict')
+                WHERE NEW.expected_version IS NOT NULL
+                  AND NEW.expected_version <> (SELECT latest_version FROM prompts WHERE id = NEW.prompt_id);
+                UPDATE prompts SET latest_version = latest_version + 1 WHERE id = NEW.prompt_id;
+                INSERT INTO prompt_versions (prompt_id, version, created_at, body)
+                SELECT NEW.prompt_id, latest_version, NEW.created_at, NEW.body FROM prompts WHERE id = NEW.prompt_id;
+            END
+            """,
+        ],
+    ),
+    (
         11,
         [
             # Tenancy of uploaded files and vector stores: each row belongs to a tenant, and rows stored before
@@ -475,6 +535,26 @@ MIGRATIONS: list[Migration] = [
             "CREATE INDEX files_listed ON files(tenant)",
             "CREATE INDEX files_purpose_listed ON files(tenant, purpose)",
             "CREATE INDEX vector_stores_listed ON vector_stores(tenant)",
+        ],
+    ),
+    (
+        12,
+        [
+            # The bridge's own API keys (RESPONSES_BRIDGE_AUTH=keys; store/api_keys.py). A key is
+            # ``rbk_<id>_<secret>``: the id is the primary key, so resolving a key is one indexed read; only a
+            # salted hash of the secret is kept. Revoked and expired keys stay listed (who had access, until when).
+            """
+            CREATE TABLE api_keys (
+                id          TEXT PRIMARY KEY,
+                tenant      TEXT NOT NULL,
+                salt        BLOB NOT NULL,
+                secret_hash BLOB NOT NULL,
+                created_at  INTEGER NOT NULL,
+                expires_at  INTEGER,
+                revoked_at  INTEGER
+            ) WITHOUT ROWID
+            """,
+            "CREATE INDEX api_keys_listed ON api_keys(created_at, id)",
         ],
     ),
 ]

@@ -35,22 +35,23 @@ class SQLitePromptStore:
     def __init__(self, db: SQLiteResponseStore) -> None:
         self._db = db
 
-    async def create_prompt(self, prompt_id: str, created_at: int, body: dict[str, Any]) -> None:
+    async def create_prompt(self, prompt_id: str, created_at: int, body: dict[str, Any], *, tenant: str) -> None:
         async with self._db.writing() as conn:
-            await conn.execute("INSERT INTO prompt_writes (id, created_at, body) VALUES (?, ?, ?)",
-                               (prompt_id, created_at, orjson.dumps(body).decode()))
+            await conn.execute("INSERT INTO prompt_writes (id, created_at, body, tenant) VALUES (?, ?, ?, ?)",
+                               (prompt_id, created_at, orjson.dumps(body).decode(), tenant))
 
     async def add_version(self, prompt_id: str, created_at: int, body: dict[str, Any],
-                          expected_version: int | None = None) -> StoredPromptVersion | None:
+                          expected_version: int | None = None, *, tenant: str) -> StoredPromptVersion | None:
         body_json = orjson.dumps(body).decode()
 
         def write_and_read(conn: sqlite3.Connection) -> tuple[Any, ...] | None:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.execute("INSERT INTO prompt_version_writes (prompt_id, expected_version, created_at, body) "
-                             "VALUES (?, ?, ?, ?)", (prompt_id, expected_version, created_at, body_json))
-                row = conn.execute(f"SELECT {_COLUMNS} {_FROM} WHERE p.id = ? AND v.version = p.latest_version",
-                                   (prompt_id,)).fetchone()
+                conn.execute("INSERT INTO prompt_version_writes (prompt_id, expected_version, created_at, body, "
+                             "tenant) VALUES (?, ?, ?, ?, ?)", (prompt_id, expected_version, created_at, body_json,
+                                                                tenant))
+                row = conn.execute(f"SELECT {_COLUMNS} {_FROM} WHERE p.id = ? AND p.tenant = ? "
+                                   "AND v.version = p.latest_version", (prompt_id, tenant)).fetchone()
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
@@ -67,25 +68,27 @@ class SQLitePromptStore:
             raise
         return _row(row) if row is not None else None
 
-    async def get_prompt(self, prompt_id: str, version: int | None = None) -> StoredPromptVersion | None:
+    async def get_prompt(self, prompt_id: str, version: int | None = None, *,
+                         tenant: str) -> StoredPromptVersion | None:
         if version is None:
-            return await self._get(prompt_id, _DEFAULT)
-        return await self._get(prompt_id, "v.version = ?", version)
+            return await self._get(prompt_id, tenant, _DEFAULT)
+        return await self._get(prompt_id, tenant, "v.version = ?", version)
 
-    async def _get(self, prompt_id: str, condition: str, *args: object) -> StoredPromptVersion | None:
+    async def _get(self, prompt_id: str, tenant: str, condition: str, *args: object) -> StoredPromptVersion | None:
         async with self._db.reading() as conn:
             rows = list(await conn.execute_fetchall(
-                f"SELECT {_COLUMNS} {_FROM} WHERE p.id = ? AND {condition}", (prompt_id, *args)))
+                f"SELECT {_COLUMNS} {_FROM} WHERE p.id = ? AND p.tenant = ? AND {condition}",
+                (prompt_id, tenant, *args)))
         return _row(rows[0]) if rows else None
 
-    async def list_prompts(self, *, after: str | None = None, limit: int = 20,
+    async def list_prompts(self, *, tenant: str, after: str | None = None, limit: int = 20,
                            order: str = "desc") -> tuple[list[StoredPromptVersion], bool]:
         ascending = order == "asc"
-        sql = f"SELECT {_COLUMNS} {_FROM} WHERE {_DEFAULT}"
-        params: dict[str, object] = {"fetch": limit + 1}
+        sql = f"SELECT {_COLUMNS} {_FROM} WHERE p.tenant = :tenant AND {_DEFAULT}"
+        params: dict[str, object] = {"fetch": limit + 1, "tenant": tenant}
         if after is not None:
             comparison = ">" if ascending else "<"
-            sql += f" AND p.rowid {comparison} (SELECT rowid FROM prompts WHERE id = :after)"
+            sql += f" AND p.rowid {comparison} (SELECT rowid FROM prompts WHERE id = :after AND tenant = :tenant)"
             params["after"] = after
         # rowid: creation order, also within one second (created_at has second resolution)
         sql += f" ORDER BY p.rowid {'ASC' if ascending else 'DESC'} LIMIT :fetch"
@@ -94,29 +97,33 @@ class SQLitePromptStore:
         prompts = [_row(row) for row in rows]
         return prompts[:limit], len(prompts) > limit
 
-    async def prompt_exists(self, prompt_id: str) -> bool:
+    async def prompt_exists(self, prompt_id: str, *, tenant: str) -> bool:
         async with self._db.reading() as conn:
-            rows = list(await conn.execute_fetchall("SELECT 1 FROM prompts WHERE id = ?", (prompt_id,)))
+            rows = list(await conn.execute_fetchall("SELECT 1 FROM prompts WHERE id = ? AND tenant = ?",
+                                                    (prompt_id, tenant)))
         return bool(rows)
 
-    async def list_versions(self, prompt_id: str) -> list[StoredPromptVersion] | None:
+    async def list_versions(self, prompt_id: str, *, tenant: str) -> list[StoredPromptVersion] | None:
         async with self._db.reading() as conn:
             rows = list(await conn.execute_fetchall(
-                f"SELECT {_COLUMNS} {_FROM} WHERE p.id = ? ORDER BY v.version", (prompt_id,)))
+                f"SELECT {_COLUMNS} {_FROM} WHERE p.id = ? AND p.tenant = ? ORDER BY v.version", (prompt_id, tenant)))
         if not rows:
             return None  # every prompt has version 1, so no rows means no prompt
         return [_row(row) for row in rows]
 
-    async def set_default_version(self, prompt_id: str, version: int) -> StoredPromptVersion | None:
+    async def set_default_version(self, prompt_id: str, version: int, *,
+                                  tenant: str) -> StoredPromptVersion | None:
         async with self._db.writing() as conn:
             rows = list(await conn.execute_fetchall(
-                "UPDATE prompts SET default_version = :version WHERE id = :id AND EXISTS "
+                "UPDATE prompts SET default_version = :version WHERE id = :id AND tenant = :tenant AND EXISTS "
                 "(SELECT 1 FROM prompt_versions WHERE prompt_id = :id AND version = :version) RETURNING id",
-                {"id": prompt_id, "version": version}))
+                {"id": prompt_id, "version": version, "tenant": tenant}))
         if not rows:
             return None
-        return await self.get_prompt(prompt_id, version)
+        return await self.get_prompt(prompt_id, version, tenant=tenant)
 
-    async def delete_prompt(self, prompt_id: str) -> bool:
-        async with self._db.writing() as conn, conn.execute("DELETE FROM prompts WHERE id = ?", (prompt_id,)) as cursor:
+    async def delete_prompt(self, prompt_id: str, *, tenant: str) -> bool:
+        # versions go by ON DELETE CASCADE
+        async with self._db.writing() as conn, conn.execute("DELETE FROM prompts WHERE id = ? AND tenant = ?",
+                                                            (prompt_id, tenant)) as cursor:
             return cursor.rowcount > 0

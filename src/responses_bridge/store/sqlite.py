@@ -20,7 +20,7 @@ import functools
 import itertools
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,7 +30,7 @@ import orjson
 import platformdirs
 
 from . import metrics
-from .base import InvalidCursor, ItemPage, ResponseFilter, ResponsePage, check_page_args
+from .base import InvalidCursor, ItemPage, ResponseFilter, ResponseIdTaken, ResponsePage, check_page_args
 from .listing import Bounds, bound_params, bounds, page_sql
 from .migrations import LATEST_VERSION, migrate
 
@@ -41,19 +41,24 @@ BUSY_TIMEOUT_MS = 5_000
 MAX_CHAIN_DEPTH = 100_000
 """Guards the recursive walk against a (corrupt) cycle in ``previous_response_id``; real chains are far shorter."""
 
+# An existing id is only replaced when it is the same tenant's (the WHERE of DO UPDATE): otherwise nothing
+# changes and the statement reports no row, which _write_one turns into ResponseIdTaken.
 _UPSERT_RESPONSE = """
-INSERT INTO responses (id, created_at, status, model, previous_response_id, response) VALUES (?, ?, ?, ?, ?, ?)
+INSERT INTO responses (id, created_at, status, model, previous_response_id, response, tenant)
+VALUES (?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET
     created_at = excluded.created_at, status = excluded.status, model = excluded.model,
     previous_response_id = excluded.previous_response_id, response = excluded.response
+WHERE responses.tenant = excluded.tenant
 """
 _DELETE_ITEMS = "DELETE FROM response_items WHERE response_id = ?"
 _INSERT_ITEM = "INSERT INTO response_items (response_id, kind, position, item_id, item) VALUES (?, ?, ?, ?, ?)"
 _DELETE_METADATA = "DELETE FROM response_metadata WHERE response_id = ?"
-_INSERT_METADATA = "INSERT INTO response_metadata (response_id, key, value, created_at) VALUES (?, ?, ?, ?)"
-_NEXT_SEQ = "SELECT next_seq FROM conversations WHERE id = ?"
+_INSERT_METADATA = ("INSERT INTO response_metadata (response_id, key, value, created_at, tenant) "
+                    "VALUES (?, ?, ?, ?, ?)")
+_NEXT_SEQ = "SELECT next_seq FROM conversations WHERE id = ? AND tenant = ?"
 _INSERT_CONVERSATION_ITEM = "INSERT INTO conversation_items (conversation_id, seq, item_id, item) VALUES (?, ?, ?, ?)"
-_ADVANCE_SEQ = "UPDATE conversations SET next_seq = next_seq + ? WHERE id = ?"
+_ADVANCE_SEQ = "UPDATE conversations SET next_seq = next_seq + ?, last_active_at = ? WHERE id = ?"
 
 MAX_INDEXED_ITEM_ID = 512
 """Longer item ids are stored without their id column (they cannot be a pagination cursor): an id is client input,
@@ -62,15 +67,16 @@ removed."""
 
 # One statement for the whole chain: walk up from the requested response through previous_response_id (each step
 # is a primary-key lookup, and a missing/deleted ancestor simply ends the recursion), then fetch every turn's items
-# in one join. The LEFT JOIN keeps a row for a known response without items, so "no rows" means "unknown id".
+# in one join. Only the tenant's responses are walked: another tenant's ancestor ends the chain like a deleted one.
+# The LEFT JOIN keeps a row for a known response without items, so "no rows" means "unknown id".
 # The rows come back unsorted and are ordered in Python (oldest turn, i.e. deepest, first; 'input' before 'output';
 # by position): an ORDER BY here would copy every item's JSON, however large, through SQLite's sorter.
 _LOAD_HISTORY = """
 WITH RECURSIVE chain(id, previous_response_id, depth) AS (
-    SELECT id, previous_response_id, 0 FROM responses WHERE id = :id
+    SELECT id, previous_response_id, 0 FROM responses WHERE id = :id AND tenant = :tenant
     UNION ALL
     SELECT r.id, r.previous_response_id, chain.depth + 1
-    FROM chain JOIN responses AS r ON r.id = chain.previous_response_id
+    FROM chain JOIN responses AS r ON r.id = chain.previous_response_id AND r.tenant = :tenant
     WHERE chain.depth < :max_depth
 )
 SELECT chain.depth, i.kind, i.position, i.item
@@ -81,7 +87,7 @@ FROM chain LEFT JOIN response_items AS i ON i.response_id = chain.id
 # A cursor is found by scanning the response's input rows in order (no index on item ids: see migration 4).
 _RESOLVE_CURSORS = """
 SELECT
-    EXISTS (SELECT 1 FROM responses WHERE id = :id),
+    EXISTS (SELECT 1 FROM responses WHERE id = :id AND tenant = :tenant),
     (SELECT min(position) FROM response_items WHERE response_id = :id AND kind = 'input' AND item_id = :after),
     (SELECT min(position) FROM response_items WHERE response_id = :id AND kind = 'input' AND item_id = :before)
 """
@@ -119,11 +125,12 @@ class _Save:
     conversation_id: str | None
     done: asyncio.Future[None]
     metadata: list[tuple[str, str]]
+    tenant: str
     token: int = 0
 
 
 def _save_row(response: dict[str, Any], input_items: list[dict[str, Any]], conversation_id: str | None,
-              done: asyncio.Future[None]) -> _Save:
+              done: asyncio.Future[None], tenant: str) -> _Save:
     try:
         response_id = response["id"]
     except KeyError:
@@ -136,21 +143,23 @@ def _save_row(response: dict[str, Any], input_items: list[dict[str, Any]], conve
         response.get("model"),
         response.get("previous_response_id"),
         orjson.dumps(response),
+        tenant,
     )
     metadata = response.get("metadata")
     pairs = ([(key, value) for key, value in metadata.items() if isinstance(key, str) and isinstance(value, str)]
              if isinstance(metadata, dict) else [])
     return _Save(columns, item_rows(input_items), item_rows(response.get("output") or []), conversation_id, done,
-                 pairs)
+                 pairs, tenant)
 
 
-def append_conversation_rows(conn: sqlite3.Connection, conversation_id: str, rows: Iterator[ItemRow] | list[ItemRow]
-                             ) -> bool:
-    """Append items at the end of a conversation, numbered from its own counter; False if it is unknown.
+def append_conversation_rows(conn: sqlite3.Connection, conversation_id: str, rows: Iterator[ItemRow] | list[ItemRow],
+                             tenant: str, active_at: int | None = None) -> bool:
+    """Append items at the end of ``tenant``'s conversation, numbered from its own counter; False if it is unknown
+    (or another tenant's). Its last activity becomes ``active_at`` (default: now).
 
     Runs on the database thread inside the caller's transaction (the counter read and its update must commit
     together)."""
-    found = conn.execute(_NEXT_SEQ, (conversation_id,)).fetchone()
+    found = conn.execute(_NEXT_SEQ, (conversation_id, tenant)).fetchone()
     if found is None:
         return False
     first = int(found[0])
@@ -164,13 +173,14 @@ def append_conversation_rows(conn: sqlite3.Connection, conversation_id: str, row
 
     conn.executemany(_INSERT_CONVERSATION_ITEM, numbered())
     if count:
-        conn.execute(_ADVANCE_SEQ, (count, conversation_id))
+        conn.execute(_ADVANCE_SEQ, (count, int(time.time()) if active_at is None else active_at, conversation_id))
     return True
 
 
 def _write_one(conn: sqlite3.Connection, save: _Save) -> None:
     response_id = save.response[0]
-    conn.execute(_UPSERT_RESPONSE, save.response)
+    if conn.execute(_UPSERT_RESPONSE, save.response).rowcount != 1:
+        raise ResponseIdTaken(str(response_id))  # another tenant's row: left as it is, nothing else written
     conn.execute(_DELETE_ITEMS, (response_id,))
     for kind, rows in (("input", save.inputs), ("output", save.outputs)):
         if rows:
@@ -179,10 +189,11 @@ def _write_one(conn: sqlite3.Connection, save: _Save) -> None:
     conn.execute(_DELETE_METADATA, (response_id,))  # a re-save (queued -> completed) replaces them
     if save.metadata:
         created_at = save.response[1]
-        conn.executemany(_INSERT_METADATA, ((response_id, key, value, created_at) for key, value in save.metadata))
+        conn.executemany(_INSERT_METADATA, ((response_id, key, value, created_at, save.tenant)
+                                            for key, value in save.metadata))
     if save.conversation_id is not None:
         # a conversation deleted while the response ran simply does not get the turn; the response is still good
-        append_conversation_rows(conn, save.conversation_id, [*save.inputs, *save.outputs])
+        append_conversation_rows(conn, save.conversation_id, [*save.inputs, *save.outputs], save.tenant)
 
 
 def _write_saves(conn: sqlite3.Connection, saves: list[_Save]) -> list[Exception | None]:
@@ -228,7 +239,8 @@ def _page_query(ascending: bool, lower: int | None, upper: int | None, backward:
     with only ``before`` we scan backwards from the cursor so the client gets the page right before it (the
     "previous page"), not the first page of the list.
     """
-    sql = "SELECT item FROM response_items WHERE response_id = :id AND kind = 'input'"
+    sql = ("SELECT item FROM response_items WHERE response_id = :id AND kind = 'input' "
+           "AND response_id IN (SELECT id FROM responses WHERE id = :id AND tenant = :tenant)")
     if lower is not None:
         sql += " AND position > :lower"
     if upper is not None:
@@ -389,7 +401,7 @@ class SQLiteResponseStore:
 
     # -- ResponseStore ---------------------------------------------------------------------------------------
 
-    async def save_response(self, response: dict[str, Any], input_items: list[dict[str, Any]], *,
+    async def save_response(self, response: dict[str, Any], input_items: list[dict[str, Any]], *, tenant: str,
                             conversation_id: str | None = None) -> None:
         """Queue the write and wait until its transaction commits.
 
@@ -401,7 +413,8 @@ class SQLiteResponseStore:
         """
         self._require_open()
         with metrics.timed("save"):
-            save = _save_row(response, input_items, conversation_id, asyncio.get_running_loop().create_future())
+            save = _save_row(response, input_items, conversation_id, asyncio.get_running_loop().create_future(),
+                             tenant)
             save.token = self._wait_begins()
             self._pending.append(save)
             if self._flusher is None or self._flusher.done():
@@ -444,22 +457,24 @@ class SQLiteResponseStore:
                 else:
                     save.done.set_exception(outcome)
 
-    async def get_response(self, response_id: str) -> dict[str, Any] | None:
+    async def get_response(self, response_id: str, *, tenant: str) -> dict[str, Any] | None:
         async with self._read("get") as conn:
-            rows = list(await conn.execute_fetchall("SELECT response FROM responses WHERE id = ?", (response_id,)))
+            rows = list(await conn.execute_fetchall("SELECT response FROM responses WHERE id = ? AND tenant = ?",
+                                                    (response_id, tenant)))
         return orjson.loads(rows[0][0]) if rows else None
 
-    async def delete_response(self, response_id: str) -> bool:
-        # Items go with the row through ON DELETE CASCADE (foreign_keys is on for the write connection).
-        # one autocommit statement: atomic on its own
-        async with self._write("delete") as writer, writer.execute("DELETE FROM responses WHERE id = ?",
-                                                                   (response_id,)) as cursor:
+    async def delete_response(self, response_id: str, *, tenant: str) -> bool:
+        # Items and metadata go with the row through ON DELETE CASCADE (foreign_keys is on for the write
+        # connection), events through the responses_delete_events trigger; one autocommit statement: atomic.
+        async with self._write("delete") as writer, writer.execute(
+                "DELETE FROM responses WHERE id = ? AND tenant = ?", (response_id, tenant)) as cursor:
             return cursor.rowcount > 0
 
     async def list_input_items(
         self,
         response_id: str,
         *,
+        tenant: str,
         after: str | None = None,
         before: str | None = None,
         limit: int = 20,
@@ -468,7 +483,7 @@ class SQLiteResponseStore:
         check_page_args(limit, order)
         ascending = order == "asc"
         async with self._read("list_input_items") as conn:
-            params = {"id": response_id, "after": after, "before": before}
+            params = {"id": response_id, "tenant": tenant, "after": after, "before": before}
             exists, after_pos, before_pos = next(iter(await conn.execute_fetchall(_RESOLVE_CURSORS, params)))
             if not exists:
                 return None
@@ -480,7 +495,7 @@ class SQLiteResponseStore:
             lower, upper = (after_pos, before_pos) if ascending else (before_pos, after_pos)
             backward = before is not None and after is None
             query = _page_query(ascending, lower, upper, backward)
-            bounds = {"id": response_id, "lower": lower, "upper": upper, "fetch": limit + 1}
+            bounds = {"id": response_id, "tenant": tenant, "lower": lower, "upper": upper, "fetch": limit + 1}
             rows = await conn.execute_fetchall(query, bounds)
         data = [orjson.loads(row[0]) for row in rows]
         has_more = len(data) > limit
@@ -494,14 +509,15 @@ class SQLiteResponseStore:
             has_more=has_more,
         )
 
-    async def list_responses(self, *, after: str | None = None, before: str | None = None, limit: int = 20,
-                             order: str = "desc", where: ResponseFilter | None = None) -> ResponsePage:
+    async def list_responses(self, *, tenant: str, after: str | None = None, before: str | None = None,
+                             limit: int = 20, order: str = "desc",
+                             where: ResponseFilter | None = None) -> ResponsePage:
         check_page_args(limit, order)
         async with self._read("list_responses") as conn:
-            after_key, before_key = await resolve_keys(conn, "responses", after, before)
+            after_key, before_key = await resolve_keys(conn, "responses", after, before, tenant)
             page = bounds(order == "asc", after_key, before_key, after_given=after is not None,
                           before_given=before is not None)
-            sql, params = _responses_page(where or ResponseFilter(), page, limit + 1)
+            sql, params = _responses_page(where or ResponseFilter(), page, limit + 1, tenant)
             rows = list(await conn.execute_fetchall(sql, params))
         has_more = len(rows) > limit
         del rows[limit:]
@@ -509,16 +525,62 @@ class SQLiteResponseStore:
             rows.reverse()
         return ResponsePage(data=[row[1] for row in rows], ids=[row[0] for row in rows], has_more=has_more)
 
-    async def load_history(self, response_id: str) -> list[dict[str, Any]] | None:
+    async def load_history(self, response_id: str, *, tenant: str) -> list[dict[str, Any]] | None:
         async with self._read("load_history") as conn:
-            rows = list(
-                await conn.execute_fetchall(_LOAD_HISTORY, {"id": response_id, "max_depth": MAX_CHAIN_DEPTH})
-            )
+            rows = list(await conn.execute_fetchall(
+                _LOAD_HISTORY, {"id": response_id, "tenant": tenant, "max_depth": MAX_CHAIN_DEPTH}))
         if not rows:
             return None
         found = [row for row in rows if row[3] is not None]
         found.sort(key=lambda row: (-row[0], row[1], row[2]))
         return [orjson.loads(row[3]) for row in found]
+
+    # -- retention (across tenants: workers only) ------------------------------------------------------------
+
+    async def response_tenants(self) -> list[str]:
+        """Across tenants: workers only (retention). One index seek per tenant (a loose scan of the listing
+        index), not a scan of every response."""
+        async with self._read("response_tenants") as conn:
+            rows = await conn.execute_fetchall(distinct_tenants_sql("responses"))
+        return [row[0] for row in rows if row[0] is not None]
+
+    async def purge_responses(self, cutoffs: Mapping[str, int], *, limit: int) -> int:
+        """Across tenants: workers only (retention). Each tenant's old responses are a range of the listing
+        index (tenant, created_at, id); items and metadata go by cascade, events by trigger, all in one short
+        transaction of at most ``limit`` responses."""
+        targets = list(cutoffs.items())
+
+        def purge(conn: sqlite3.Connection) -> int:
+            deleted = 0
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for tenant, cutoff in targets:
+                    if deleted >= limit:
+                        break
+                    deleted += conn.execute(_PURGE_RESPONSES, (tenant, cutoff, limit - deleted)).rowcount
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return deleted
+
+        return await self.run_write("purge_responses", purge)
+
+
+_PURGE_RESPONSES = """
+DELETE FROM responses WHERE id IN (
+    SELECT id FROM responses WHERE tenant = ? AND created_at < ? AND status NOT IN ('queued', 'in_progress')
+    ORDER BY created_at LIMIT ?
+)
+"""
+
+
+def distinct_tenants_sql(table: str) -> str:
+    """Every distinct tenant of ``table`` (one of our own table names, never client input) by a loose index scan:
+    each step is one seek in an index led by ``tenant`` to the next greater value."""
+    return (f"WITH RECURSIVE t(tenant) AS (SELECT min(tenant) FROM {table} UNION ALL "
+            f"SELECT (SELECT min(tenant) FROM {table} WHERE tenant > t.tenant) FROM t WHERE t.tenant IS NOT NULL) "
+            "SELECT tenant FROM t")
 
 
 _RESPONSE_KEY = ("r.created_at", "r.id")
@@ -530,10 +592,12 @@ _MORE_METADATA = ("EXISTS (SELECT 1 FROM response_metadata WHERE response_id = r
                   "AND value = :mv{n})")
 
 
-def _responses_page(where: ResponseFilter, page: Bounds, fetch: int) -> tuple[str, dict[str, object]]:
-    """The page statement and its parameters. An owner (tenant) filter is one more condition here."""
+def _responses_page(where: ResponseFilter, page: Bounds, fetch: int, tenant: str) -> tuple[str, dict[str, object]]:
+    """The page statement and its parameters: only ``tenant``'s responses (the response row's own tenant decides;
+    the metadata rows' copy only serves their index)."""
     params = bound_params(page, fetch)
-    conditions: list[str] = []
+    params["tenant"] = tenant
+    conditions: list[str] = ["r.tenant = :tenant"]
     if where.model is not None:
         conditions.append("r.model = :model")
         params["model"] = where.model
@@ -545,19 +609,20 @@ def _responses_page(where: ResponseFilter, page: Bounds, fetch: int) -> tuple[st
         params[f"mk{n}"], params[f"mv{n}"] = name, value
         if n == 0:
             source, key = _METADATA_SOURCE, _METADATA_KEY
-            conditions.append("m.key = :mk0 AND m.value = :mv0")
+            conditions.append("m.tenant = :tenant AND m.key = :mk0 AND m.value = :mv0")
         else:
             conditions.append(_MORE_METADATA.format(n=n))
     return page_sql("r.id, r.response", source, key, conditions, page), params
 
 
-async def resolve_keys(conn: aiosqlite.Connection, table: str, after: str | None, before: str | None
+async def resolve_keys(conn: aiosqlite.Connection, table: str, after: str | None, before: str | None, tenant: str
                         ) -> tuple[tuple[int, str] | None, tuple[int, str] | None]:
-    """Both cursors' (created_at, id) in one statement (primary-key lookups); an unknown one is InvalidCursor.
-    ``table`` is one of our own table names, never client input."""
-    sql = (f"SELECT (SELECT created_at FROM {table} WHERE id = :after), "
-           f"(SELECT created_at FROM {table} WHERE id = :before)")
-    after_at, before_at = next(iter(await conn.execute_fetchall(sql, {"after": after, "before": before})))
+    """Both cursors' (created_at, id) in one statement (primary-key lookups); an unknown one, or another tenant's,
+    is InvalidCursor. ``table`` is one of our own table names, never client input."""
+    sql = (f"SELECT (SELECT created_at FROM {table} WHERE id = :after AND tenant = :tenant), "
+           f"(SELECT created_at FROM {table} WHERE id = :before AND tenant = :tenant)")
+    after_at, before_at = next(iter(await conn.execute_fetchall(
+        sql, {"after": after, "before": before, "tenant": tenant})))
     if after is not None and after_at is None:
         raise InvalidCursor("after", after)
     if before is not None and before_at is None:
@@ -573,4 +638,4 @@ async def _on_db_thread(conn: aiosqlite.Connection, function: Callable[[sqlite3.
     return await conn._execute(function, raw)  # type: ignore[no-any-return,no-untyped-call]
 
 
-__all__ = ["SQLiteResponseStore", "default_db_path", "resolve_keys"]
+__all__ = ["SQLiteResponseStore", "default_db_path", "distinct_tenants_sql", "resolve_keys"]

@@ -43,7 +43,7 @@ from responses_bridge.engine import translator as translator_module
 from responses_bridge.engine.options import EngineOptions
 from responses_bridge.engine.wire import Reply
 from responses_bridge.run.response_run import ResponseRun
-from responses_bridge.store.base import ResponseStore
+from responses_bridge.store.base import DEFAULT_TENANT, ResponseStore
 
 HERE = Path(__file__).parent
 SSE = "text/event-stream"
@@ -167,7 +167,7 @@ async def drive(
     options: EngineOptions | None = None,
 ) -> Run:
     """Run one exchange the way the HTTP door does: begin, headers, every upstream piece, finish."""
-    exchange = ResponseRun(store, options or EngineOptions())
+    exchange = ResponseRun(store, options or EngineOptions(), tenant=DEFAULT_TENANT)
     raw = body if isinstance(body, bytes) else orjson.dumps(body)
     call = await exchange.begin(raw)
     head = exchange.on_upstream_headers(status, content_type)
@@ -186,7 +186,7 @@ async def drive_failure(store: ResponseStore, body: dict[str, Any], error: Any, 
                         status: int | None = 200, content_type: str | None = SSE) -> Run:
     """Like :func:`drive`, but the upstream call breaks (``exchange.fail``) after ``pieces``; ``status=None``
     means it broke before any headers arrived."""
-    exchange = ResponseRun(store, EngineOptions())
+    exchange = ResponseRun(store, EngineOptions(), tenant=DEFAULT_TENANT)
     call = await exchange.begin(orjson.dumps(body))
     head = exchange.on_upstream_headers(status, content_type) if status is not None else None
     out = [exchange.on_upstream_chunk(piece) for piece in pieces] if status is not None else []

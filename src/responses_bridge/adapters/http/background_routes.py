@@ -13,6 +13,8 @@ from ...run.response_run import ResponseRun
 from ...run.upstream import UpstreamClient
 from ...runtime import Runtime
 from ...services.background import BackgroundService
+from .identity import request_tenant
+from .limits import request_slot
 from .params import int_query
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -34,26 +36,30 @@ async def start(request: web.Request, runtime: Runtime, response_run: ResponseRu
     if upstream is None:
         authorization = runtime.upstream_authorization(request.headers.get("Authorization"))
     run = await service.start(response_run, call, authorization, upstream)
+    slot = request_slot(request)
+    if slot is not None:  # the run calls the upstream after this request ends: it keeps the tenant's slot
+        slot.hold_until(run.task)
     if not response_run.request.params.stream:  # type: ignore[union-attr]
         return web.Response(body=run.accepted, content_type="application/json")
-    return await _stream(request, service, run.response_id, -1)
+    return await _stream(request, service, run.response_id, -1, response_run.tenant)
 
 
 async def stream_events(request: web.Request, runtime: Runtime, response_id: str) -> web.StreamResponse:
     """``GET /v1/responses/{id}?stream=true[&starting_after=N]``: stored events after N, then live ones."""
     service = _service(runtime)
     starting_after = int_query(request, "starting_after", -1) if request.query.get("starting_after") else -1
-    await service.check_streamable(response_id)
-    return await _stream(request, service, response_id, starting_after)
+    tenant = request_tenant(request)
+    await service.check_streamable(response_id, tenant=tenant)
+    return await _stream(request, service, response_id, starting_after, tenant)
 
 
 async def _stream(request: web.Request, service: BackgroundService, response_id: str,
-                  after: int) -> web.StreamResponse:
+                  after: int, tenant: str) -> web.StreamResponse:
     response = web.StreamResponse(status=200, headers=SSE_HEADERS)
     response.content_type = "text/event-stream"
     response.charset = "utf-8"
     await response.prepare(request)
-    async for frames in service.events_after(response_id, after):
+    async for frames in service.events_after(response_id, after, tenant=tenant):
         await response.write(frames)
     await response.write(DONE_FRAME)
     await response.write_eof()
@@ -66,7 +72,7 @@ def register(app: web.Application, runtime: Runtime, upstream: UpstreamClient,
     from .stateful_routes import StatefulRoutes
 
     async def cancel(request: web.Request) -> web.Response:
-        response = await _service(runtime).cancel(request.match_info["response_id"])
+        response = await _service(runtime).cancel(request.match_info["response_id"], tenant=request_tenant(request))
         return web.Response(body=orjson.dumps(response), content_type="application/json")
 
     for prefix in ("/v1", ""):

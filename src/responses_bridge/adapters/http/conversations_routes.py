@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ...services.conversations import ConversationService
+from .identity import request_tenant
 from .params import include_query, int_query, json_object, json_reply
 
 
@@ -26,37 +27,44 @@ class ConversationRoutes:
             app.router.add_delete(f"{base}/{{conversation_id}}/items/{{item_id}}", self.delete_item)
 
     async def create(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.create(await json_object(request, optional=True)))
+        return json_reply(await self.service.create(await json_object(request, optional=True),
+                                                    tenant=request_tenant(request)))
 
     async def list(self, request: web.Request) -> web.Response:
         return json_reply(await self.service.list_conversations(
             after=request.query.get("after"), before=request.query.get("before"),
-            limit=int_query(request, "limit", 20), order=request.query.get("order", "desc")))
+            limit=int_query(request, "limit", 20), order=request.query.get("order", "desc"),
+            tenant=request_tenant(request)))
 
     async def retrieve(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.get(request.match_info["conversation_id"]))
+        return json_reply(await self.service.get(request.match_info["conversation_id"],
+                                                 tenant=request_tenant(request)))
 
     async def update(self, request: web.Request) -> web.Response:
         return json_reply(await self.service.update(request.match_info["conversation_id"],
-                                                    await json_object(request)))
+                                                    await json_object(request), tenant=request_tenant(request)))
 
     async def delete(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.delete(request.match_info["conversation_id"]))
+        return json_reply(await self.service.delete(request.match_info["conversation_id"],
+                                                    tenant=request_tenant(request)))
 
     async def add_items(self, request: web.Request) -> web.Response:
         return json_reply(await self.service.add_items(request.match_info["conversation_id"],
-                                                       await json_object(request), include_query(request)))
+                                                       await json_object(request), include_query(request),
+                                                       tenant=request_tenant(request)))
 
     async def list_items(self, request: web.Request) -> web.Response:
         return json_reply(await self.service.list_items(
             request.match_info["conversation_id"], after=request.query.get("after"),
             limit=int_query(request, "limit", 20), order=request.query.get("order", "desc"),
-            include=include_query(request)))
+            include=include_query(request), tenant=request_tenant(request)))
 
     async def retrieve_item(self, request: web.Request) -> web.Response:
         return json_reply(await self.service.get_item(request.match_info["conversation_id"],
-                                                      request.match_info["item_id"], include_query(request)))
+                                                      request.match_info["item_id"], include_query(request),
+                                                      tenant=request_tenant(request)))
 
     async def delete_item(self, request: web.Request) -> web.Response:
         return json_reply(await self.service.delete_item(request.match_info["conversation_id"],
-                                                         request.match_info["item_id"]))
+                                                         request.match_info["item_id"],
+                                                         tenant=request_tenant(request)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ...services.prompts import PromptService
+from .identity import request_tenant
 from .params import int_query, json_object, json_reply
 
 
@@ -24,25 +25,30 @@ class PromptRoutes:
             app.router.add_post(f"{base}/{{prompt_id}}/default_version", self.set_default_version)
 
     async def create(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.create(await json_object(request)))
+        return json_reply(await self.service.create(await json_object(request), tenant=request_tenant(request)))
 
     async def list(self, request: web.Request) -> web.Response:
         return json_reply(await self.service.list(after=request.query.get("after"),
                                                   limit=int_query(request, "limit", 20),
-                                                  order=request.query.get("order", "desc")))
+                                                  order=request.query.get("order", "desc"),
+                                                  tenant=request_tenant(request)))
 
     async def retrieve(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.get(request.match_info["prompt_id"], request.query.get("version")))
+        return json_reply(await self.service.get(request.match_info["prompt_id"], request.query.get("version"),
+                                                 tenant=request_tenant(request)))
 
     async def update(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.update(request.match_info["prompt_id"], await json_object(request)))
+        return json_reply(await self.service.update(request.match_info["prompt_id"], await json_object(request),
+                                                    tenant=request_tenant(request)))
 
     async def delete(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.delete(request.match_info["prompt_id"]))
+        return json_reply(await self.service.delete(request.match_info["prompt_id"], tenant=request_tenant(request)))
 
     async def versions(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.versions(request.match_info["prompt_id"]))
+        return json_reply(await self.service.versions(request.match_info["prompt_id"],
+                                                      tenant=request_tenant(request)))
 
     async def set_default_version(self, request: web.Request) -> web.Response:
         return json_reply(await self.service.set_default_version(request.match_info["prompt_id"],
-                                                                 await json_object(request)))
+                                                                 await json_object(request),
+                                                                 tenant=request_tenant(request)))

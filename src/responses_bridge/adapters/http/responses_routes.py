@@ -21,6 +21,7 @@ from ...services import listing
 from ...services.pagination import page_errors
 from . import background_routes, websocket
 from .drain import DRAIN, ShutdownDeadline, shutdown_error
+from .identity import request_tenant
 from .observe import STARTED
 from .params import int_query, metadata_query, read_body
 
@@ -48,13 +49,15 @@ class ResponsesRoutes:
 
     async def create(self, request: web.Request) -> web.StreamResponse:
         upstream = self.upstream
+        tenant = request_tenant(request)
         if self.clients:  # several upstreams: the request's model picks one (upstreams.py)
             body = await read_body(request)
             large = len(body) > LARGE_BODY_BYTES
             decoded = await asyncio.to_thread(parse_json_object, body) if large else parse_json_object(body)
             del body
             route = self.runtime.route(decoded.get("model"))
-            run = self.runtime.new_routed_run(route, tool_loop=True, tools=decoded.get("tools"))  # native, translated
+            run = self.runtime.new_routed_run(route, tool_loop=True, tools=decoded.get("tools"),  # native, translated
+                                              tenant=tenant)
             call = await run.begin(decoded, large=large)
             del decoded
             upstream = self.clients[route.upstream.name]
@@ -63,7 +66,7 @@ class ResponsesRoutes:
                 return await background_routes.start(request, self.runtime, run, call, authorization,
                                                      self.runtime.client_for(route))
         else:
-            run = self.runtime.new_run(tool_loop=True)
+            run = self.runtime.new_run(tool_loop=True, tenant=tenant)
             call = await run.begin(await read_body(request))  # the raw bytes die once parsed
             if run.background:
                 return await background_routes.start(request, self.runtime, run, call)
@@ -120,7 +123,7 @@ class ResponsesRoutes:
         query = request.query
         where = listing.response_filter(query.get("model"), query.get("status"), metadata_query(request))
         body = await listing.list_responses(
-            self.runtime.store, after=query.get("after"), before=query.get("before"),
+            self.runtime.store, tenant=request_tenant(request), after=query.get("after"), before=query.get("before"),
             limit=int_query(request, "limit", 20), order=query.get("order", "desc"), where=where)
         return web.Response(body=body, content_type="application/json")
 
@@ -128,16 +131,17 @@ class ResponsesRoutes:
         response_id = request.match_info["response_id"]
         if background_routes.wants_stream(request):
             return await background_routes.stream_events(request, self.runtime, response_id)
-        response = await self.runtime.store.get_response(response_id)
+        response = await self.runtime.store.get_response(response_id, tenant=request_tenant(request))
         if response is None:
             raise _response_not_found(response_id)
         return web.Response(body=orjson.dumps(response), content_type="application/json")
 
     async def delete(self, request: web.Request) -> web.Response:
         response_id = request.match_info["response_id"]
+        tenant = request_tenant(request)
         if self.runtime.background is not None:  # a running background response stops before it is deleted
-            await self.runtime.background.forget(response_id)
-        if not await self.runtime.store.delete_response(response_id):
+            await self.runtime.background.forget(response_id, tenant=tenant)
+        if not await self.runtime.store.delete_response(response_id, tenant=tenant):
             raise _response_not_found(response_id)
         return web.Response(body=orjson.dumps({"id": response_id, "object": "response", "deleted": True}),
                             content_type="application/json")
@@ -149,7 +153,8 @@ class ResponsesRoutes:
         order = query.get("order", "desc")
         with page_errors("input item"):
             page = await self.runtime.store.list_input_items(
-                response_id, after=query.get("after"), before=query.get("before"), limit=limit, order=order)
+                response_id, tenant=request_tenant(request), after=query.get("after"), before=query.get("before"),
+                limit=limit, order=order)
         if page is None:
             raise _response_not_found(response_id)
         body = {"object": "list", "data": page.data, "first_id": page.first_id, "last_id": page.last_id,

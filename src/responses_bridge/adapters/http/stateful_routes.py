@@ -15,6 +15,7 @@ from ...runtime import Runtime
 from ...services.compaction import CompactionService
 from ...services.token_count import TokenCounter
 from ...upstreams import Route
+from .identity import request_tenant
 from .params import read_body
 
 
@@ -53,10 +54,10 @@ class StatefulRoutes:
             service = CompactionService(self.runtime.store, self.compaction.sealer, self._own(route.upstream.name),
                                         self.runtime.route_options(route))
             authorization = self.runtime.route_authorization(route, request.headers.get("Authorization"))
-            result = await service.compact(body, authorization)
+            result = await service.compact(body, authorization, tenant=request_tenant(request))
         else:
             authorization = self.runtime.upstream_authorization(request.headers.get("Authorization"))
-            result = await self.compaction.compact(body, authorization)
+            result = await self.compaction.compact(body, authorization, tenant=request_tenant(request))
         return web.Response(body=orjson.dumps(result), content_type="application/json")
 
     async def input_tokens(self, request: web.Request) -> web.Response:
@@ -64,8 +65,9 @@ class StatefulRoutes:
         if self.clients:  # counted by the model's own upstream's tokenizer
             route = self._route(body)
             authorization = self.runtime.route_authorization(route, request.headers.get("Authorization"))
-            result = await self.counters[route.upstream.name].count(self.runtime, body, authorization)
+            result = await self.counters[route.upstream.name].count(self.runtime, body, authorization,
+                                                                    tenant=request_tenant(request))
         else:
             authorization = self.runtime.upstream_authorization(request.headers.get("Authorization"))
-            result = await self.tokens.count(self.runtime, body, authorization)
+            result = await self.tokens.count(self.runtime, body, authorization, tenant=request_tenant(request))
         return web.Response(body=orjson.dumps(result), content_type="application/json")

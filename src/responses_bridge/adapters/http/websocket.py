@@ -35,6 +35,8 @@ from ...run.upstream import UpstreamClient, UpstreamFailure
 from ...runtime import Runtime
 from ...store.base import ResponseStore
 from .drain import DRAIN, Drain, ShutdownDeadline, shutdown_error
+from .identity import request_tenant
+from .params import BODY_LIMIT
 
 log = structlog.get_logger("responses_bridge.websocket")
 
@@ -88,9 +90,10 @@ class ConnectionStore:
         self.cache: OrderedDict[str, list[dict]] = OrderedDict()
         self.loaded: list[dict] = []  # the chain history the current turn continued
 
-    async def load_history(self, response_id: str) -> list[dict] | None:
+    async def load_history(self, response_id: str, *, tenant: str) -> list[dict] | None:
+        # the cache holds this connection's own turns, all of its one tenant
         cached = self.cache.get(response_id)
-        history = list(cached) if cached is not None else await self._store.load_history(response_id)
+        history = list(cached) if cached is not None else await self._store.load_history(response_id, tenant=tenant)
         self.loaded = list(history) if history is not None else []
         return history
 
@@ -117,8 +120,9 @@ class WebSocketSession:
     def __init__(self, runtime: Runtime, upstream: UpstreamClient, ws: web.WebSocketResponse,
                  authorization: str | None, drain: Drain | None = None,
                  clients: Mapping[str, UpstreamClient] | None = None,
-                 client_authorization: str | None = None) -> None:
+                 client_authorization: str | None = None, *, tenant: str) -> None:
         self.runtime = runtime
+        self.tenant = tenant  # the upgrade request's: every turn of the connection is this tenant's
         self.upstream = upstream
         self.clients = clients or {}  # several upstreams: each turn goes to its model's (upstreams.py)
         self.client_authorization = client_authorization
@@ -177,7 +181,7 @@ class WebSocketSession:
                                            param="background", code="unsupported_parameter"))
             return
         previous = raw.get("previous_response_id") if isinstance(raw.get("previous_response_id"), str) else None
-        run = self.runtime.new_run_framed("json", self.store)
+        run = self.runtime.new_run_framed("json", self.store, tenant=self.tenant)
         upstream, authorization = self.upstream, self.authorization
         if self.clients:  # translated here even on a native route: its backend also serves Chat Completions
             try:
@@ -261,7 +265,8 @@ class WebSocketSession:
 
 async def handle(request: web.Request, runtime: Runtime, upstream: UpstreamClient,
                  clients: Mapping[str, UpstreamClient] | None = None) -> web.StreamResponse:
-    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=runtime.settings.max_request_bytes)
+    limit = request.get(BODY_LIMIT) or runtime.settings.max_request_bytes  # the tenant's own (limits.py)
+    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=limit)
     if not ws.can_prepare(request).ok:
         raise APIError(400, "GET /v1/responses is WebSocket mode: open it with 'Upgrade: websocket', or create "
                        "a response with POST /v1/responses.", code="websocket_upgrade_required")
@@ -269,7 +274,7 @@ async def handle(request: web.Request, runtime: Runtime, upstream: UpstreamClien
     drain = request.app[DRAIN]
     session = WebSocketSession(runtime, upstream, ws,
                                runtime.upstream_authorization(request.headers.get("Authorization")), drain,
-                               clients, request.headers.get("Authorization"))
+                               clients, request.headers.get("Authorization"), tenant=request_tenant(request))
     # Turns run one at a time in a worker while this loop keeps reading, so pings, pongs and a close are seen
     # even during a long turn (a close cancels the turn, which is then recorded as abandoned).
     queue = PendingTurns(runtime.settings.max_request_bytes)  # None: the door drains, close after the turn
