@@ -62,7 +62,8 @@ def _store(store_id: str) -> StoredVectorStore:
 
 async def _attach(db: PostgresDatabase, root: Path) -> list[str]:
     meta = DirectoryFiles(root)
-    ids = [meta.add(f"doc{n}.txt", f"document {n} about topic {n % 5}\n".encode() * 20) for n in range(FILES)]
+    ids = [meta.add(f"doc{n}.txt", f"document {n} about topic {n % 5}\n".encode() * 20, tenant=T)
+           for n in range(FILES)]
     for file_id in ids:  # the metadata rows: a vector store takes only its tenant's live files
         await PostgresFileStore(db).add_file(StoredFile(id=file_id, created_at=1, bytes=1, filename=f"{file_id}.txt",
                                                         purpose="assistants", expires_at=None),

@@ -60,13 +60,18 @@ class DirectoryFiles:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.meta: dict[str, dict[str, Any]] = {}
+        self.owners: dict[str, str] = {}
 
-    def add(self, filename: str, data: bytes) -> str:
+    def add(self, filename: str, data: bytes, *, tenant: str) -> str:
         file_id = f"file-{len(self.meta) + 1:032x}"
         (self.root / file_id).write_bytes(data)
         self.meta[file_id] = {"id": file_id, "object": "file", "bytes": len(data), "filename": filename,
                               "purpose": "assistants", "created_at": 0}
+        self.owners[file_id] = tenant
         return file_id
+
+    async def get(self, file_id: str, *, tenant: str) -> dict[str, Any] | None:
+        return self.meta.get(file_id) if self.owners.get(file_id) == tenant else None
 
     async def get_any_tenant(self, file_id: str) -> dict[str, Any] | None:
         return self.meta.get(file_id)
