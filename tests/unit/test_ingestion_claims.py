@@ -15,8 +15,10 @@ import numpy
 import pytest
 
 from responses_bridge.services.ingestion import IngestionWorker
+from responses_bridge.store.files import StoredFile
 from responses_bridge.store.postgres import PostgresDatabase
 from responses_bridge.store.postgres.chunks import PostgresChunkIndex
+from responses_bridge.store.postgres.files import PostgresFileStore
 from responses_bridge.store.postgres.vector_stores import PostgresVectorStoreStore
 from responses_bridge.store.vector_stores import NewFile, StoredVectorStore
 from tests.unit.store_kinds import postgres_database_url
@@ -24,6 +26,7 @@ from tests.unit.vector_store_doubles import DirectoryFiles, HashEmbedder
 
 CHUNKING = {"type": "static", "static": {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 0}}
 FILES = 24
+T = "tenant-a"
 
 
 class CountingFiles(DirectoryFiles):
@@ -59,8 +62,14 @@ def _store(store_id: str) -> StoredVectorStore:
 
 async def _attach(db: PostgresDatabase, root: Path) -> list[str]:
     meta = DirectoryFiles(root)
-    ids = [meta.add(f"doc{n}.txt", f"document {n} about topic {n % 5}\n".encode() * 20) for n in range(FILES)]
-    await PostgresVectorStoreStore(db).create_store(_store("vs_shared"), [NewFile(i, {}, CHUNKING) for i in ids])
+    ids = [meta.add(f"doc{n}.txt", f"document {n} about topic {n % 5}\n".encode() * 20, tenant=T)
+           for n in range(FILES)]
+    for file_id in ids:  # the metadata rows: a vector store takes only its tenant's live files
+        await PostgresFileStore(db).add_file(StoredFile(id=file_id, created_at=1, bytes=1, filename=f"{file_id}.txt",
+                                                        purpose="assistants", expires_at=None),
+                                             tenant=T, max_stored_bytes=None)
+    await PostgresVectorStoreStore(db).create_store(_store("vs_shared"), [NewFile(i, {}, CHUNKING) for i in ids],
+                                                    tenant=T)
     return ids
 
 
@@ -79,7 +88,7 @@ def _worker(db: PostgresDatabase, files: CountingFiles, *, lease: float = 30.0) 
 async def _until_all_completed(db: PostgresDatabase, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        stored = await PostgresVectorStoreStore(db).get_store("vs_shared")
+        stored = await PostgresVectorStoreStore(db).get_store("vs_shared", tenant=T)
         assert stored is not None
         if stored.file_counts.completed == FILES:
             return
@@ -101,9 +110,9 @@ async def test_two_workers_on_one_database_ingest_each_file_exactly_once(request
                 await worker.close()
         assert reads == Counter({file_id: 1 for file_id in ids})
         chunks = PostgresChunkIndex(db_b)
-        assert set(await chunks.indexed_files("vs_shared")) == set(ids)
+        assert set(await chunks.indexed_files("vs_shared", tenant=T)) == set(ids)
         for file_id in ids:  # one copy of each file's chunks: no second ingestion appended to the first
-            texts = await chunks.file_chunks("vs_shared", file_id)
+            texts = await chunks.file_chunks("vs_shared", file_id, tenant=T)
             assert len(texts) == len(set(texts)) >= 1
 
 

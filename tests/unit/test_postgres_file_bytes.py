@@ -18,6 +18,8 @@ from responses_bridge.store.postgres.files import PostgresFileStore
 from tests.unit.store_kinds import postgres_database
 
 ROW = 1000  # small rows, so a few kilobytes span several
+T = "tenant-a"
+LIMITED = "tenant-limited"  # may store 3 rows' worth of bytes
 
 
 @pytest.fixture
@@ -29,14 +31,15 @@ async def pg(request: pytest.FixtureRequest) -> AsyncIterator[PostgresDatabase]:
 @pytest.fixture
 async def service(pg: PostgresDatabase, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FileService]:
     monkeypatch.setattr(pg_bytes, "ROW_BYTES", ROW)
-    files = FileService(PostgresFileStore(pg), None, 10_000, purge_interval=0, contents=PostgresFileBytes(pg))
+    files = FileService(PostgresFileStore(pg), None, 10_000, purge_interval=0, contents=PostgresFileBytes(pg),
+                        max_stored_bytes=lambda tenant: 3 * ROW if tenant == LIMITED else None)
     await files.start()
     yield files
     await files.aclose()
 
 
-async def upload(service: FileService, data: bytes, *, expires_after: int | None = None) -> dict:
-    async with service.receive() as received:
+async def upload(service: FileService, data: bytes, *, expires_after: int | None = None, tenant: str = T) -> dict:
+    async with service.receive(tenant=tenant) as received:
         for start in range(0, len(data), 700):  # writes that do not line up with rows
             await received.write(data[start:start + 700])
         return await service.create(received, filename="data.bin", purpose="assistants",
@@ -44,7 +47,7 @@ async def upload(service: FileService, data: bytes, *, expires_after: int | None
 
 
 async def read_all(service: FileService, file_id: str) -> bytes:
-    reader, _ = await service.open_content(file_id)
+    reader, _ = await service.open_content(file_id, tenant=T)
     try:
         parts = []
         while chunk := await reader.read(333):
@@ -79,9 +82,18 @@ async def test_refused_and_abandoned_uploads_leave_no_rows(service: FileService,
         await upload(service, b"y" * 10_001)
     assert raised.value.status == 413
     with pytest.raises(RuntimeError):
-        async with service.receive() as received:
+        async with service.receive(tenant=T) as received:
             await received.write(b"z" * (2 * ROW))
             raise RuntimeError("client went away")
+    kept = await upload(service, b"k" * (2 * ROW), tenant=LIMITED)
+    with pytest.raises(APIError) as raised:  # over the tenant's stored bytes: refused at the chunk that crosses
+        await upload(service, b"w" * (ROW + 1), tenant=LIMITED)
+    assert (raised.value.status, raised.value.code) == (400, "storage_limit_exceeded")
+    assert await service.delete(kept["id"], tenant=LIMITED)
+    await service.contents.collect()
+    async with pg.acquire() as conn:
+        await conn.execute("UPDATE file_blobs SET deleted_at = deleted_at - interval '2 hours'")
+    assert await service.contents.collect() == 1
     assert await rows(pg, "SELECT count(*) FROM file_blobs") == 0
     assert await rows(pg, "SELECT count(*) FROM file_contents") == 0
 
@@ -89,10 +101,10 @@ async def test_refused_and_abandoned_uploads_leave_no_rows(service: FileService,
 async def test_a_download_begun_before_a_delete_reads_to_its_end(service: FileService, pg: PostgresDatabase) -> None:
     data = os.urandom(2 * ROW + 5)
     created = await upload(service, data)
-    reader, _ = await service.open_content(created["id"])
+    reader, _ = await service.open_content(created["id"], tenant=T)
     try:
         first = await reader.read(10)
-        await service.delete(created["id"])
+        await service.delete(created["id"], tenant=T)
         rest = b""
         while chunk := await reader.read(ROW):
             rest += chunk
@@ -100,7 +112,7 @@ async def test_a_download_begun_before_a_delete_reads_to_its_end(service: FileSe
     finally:
         await reader.aclose()
     with pytest.raises(APIError) as raised:
-        await service.open_content(created["id"])
+        await service.open_content(created["id"], tenant=T)
     assert raised.value.status == 404
     assert await service.contents.collect() == 0  # within the read grace: kept
     async with pg.acquire() as conn:

@@ -1,5 +1,6 @@
 """Test doubles for the vector store service: a second embedder (to test that embedders are never mixed) and a
-file source over a temporary directory (the Files API's part that ingestion uses)."""
+real Files service to upload files with, as one tenant or another; and a bare file source over a directory (the
+part of the Files API that ingestion uses) for workers sharing a PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy
+
+from responses_bridge.services.files import FileService
+from responses_bridge.store import SQLiteResponseStore
+from responses_bridge.store.files import SQLiteFileStore
 
 
 class HashEmbedder:
@@ -28,21 +33,47 @@ class HashEmbedder:
         return None
 
 
+class StoredFiles:
+    """Uploaded files for vector store tests: the real Files service over the test's database, with :meth:`add`
+    to upload bytes as a tenant. Pass :attr:`service` where vector stores want their file source."""
+
+    def __init__(self, db: SQLiteResponseStore, root: Path) -> None:
+        self.service = FileService(SQLiteFileStore(db), root / "files", 1 << 30, purge_interval=0)
+
+    async def start(self) -> None:
+        await self.service.start()
+
+    async def aclose(self) -> None:
+        await self.service.aclose()
+
+    async def add(self, filename: str, data: bytes, *, tenant: str) -> str:
+        async with self.service.receive(tenant=tenant) as upload:
+            await upload.write(data)
+            stored = await self.service.create(upload, filename=filename, purpose="assistants", expires_after=None)
+        return str(stored["id"])
+
+
 class DirectoryFiles:
-    """A file source: ``add`` writes bytes under the directory and returns the new file's id."""
+    """A file source: ``add`` writes bytes under the directory and returns the new file's id (its metadata row,
+    where attaching needs one, is the test's to store)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.meta: dict[str, dict[str, Any]] = {}
+        self.owners: dict[str, str] = {}
 
-    def add(self, filename: str, data: bytes) -> str:
-        file_id = f"file-{len(self.meta) + 1:04d}"
+    def add(self, filename: str, data: bytes, *, tenant: str) -> str:
+        file_id = f"file-{len(self.meta) + 1:032x}"
         (self.root / file_id).write_bytes(data)
         self.meta[file_id] = {"id": file_id, "object": "file", "bytes": len(data), "filename": filename,
                               "purpose": "assistants", "created_at": 0}
+        self.owners[file_id] = tenant
         return file_id
 
-    async def get(self, file_id: str) -> dict[str, Any] | None:
+    async def get(self, file_id: str, *, tenant: str) -> dict[str, Any] | None:
+        return self.meta.get(file_id) if self.owners.get(file_id) == tenant else None
+
+    async def get_any_tenant(self, file_id: str) -> dict[str, Any] | None:
         return self.meta.get(file_id)
 
     @contextlib.asynccontextmanager

@@ -9,6 +9,10 @@ two leaves orphan bytes that the start-up sweep removes.
 
 Expired files are left out of every read at once (the store compares ``expires_at`` with the clock) and deleted,
 bytes and row, by a purge that runs at start and then periodically.
+
+Every file belongs to the tenant that uploaded it: each read, list and delete names the tenant, and another
+tenant's file answers exactly as a missing one. An upload is bounded by its tenant's ``max_stored_bytes``
+(services/file_quota.py).
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ from ..store.file_bytes import (
     DiskFileBytes,
     FileBytes,
 )
-from ..store.files import FileStore, StoredFile, UnknownCursor
+from ..store.files import FileStore, StorageLimitExceeded, StoredFile, UnknownCursor
+from .file_quota import StorageQuota, storage_limit_error
 
 log = structlog.get_logger("responses_bridge.files")
 
@@ -145,26 +150,45 @@ def _not_found(file_id: str) -> APIError:
 
 
 class Upload:
-    """One file being received: chunks go to the storage's writer, counted against the limit. Made by
-    :meth:`FileService.receive`, which discards what was written unless the upload was stored."""
+    """One file being received for ``tenant``: chunks go to the storage's writer, counted against the file limit
+    and reserved against the tenant's stored-bytes limit before they are written. Made by
+    :meth:`FileService.receive`, which discards what was written unless the upload was stored, and gives the
+    reservation back."""
 
-    def __init__(self, writer: BlobWriter, max_bytes: int) -> None:
+    def __init__(self, writer: BlobWriter, max_bytes: int, tenant: str, quota: StorageQuota) -> None:
         self.writer = writer
         self.file_id = writer.file_id
         self.max_bytes = max_bytes
+        self.tenant = tenant
         self.size = 0
+        self.reserved = 0
+        self._quota = quota
         self.stored = False
 
     async def write(self, chunk: bytes) -> None:
-        """Append a chunk; a 413 once the file passes the limit."""
+        """Append a chunk; a 413 once the file passes the limit, a 400 ``storage_limit_exceeded`` once it would
+        pass the tenant's stored bytes."""
         self.size += len(chunk)
         if self.size > self.max_bytes:
             raise too_large(self.max_bytes)
-        if chunk:
-            await self.writer.write(chunk)
+        if not chunk:
+            return
+        try:
+            if await self._quota.reserve(self.tenant, len(chunk), self.reserved):
+                self.reserved += len(chunk)
+        except StorageLimitExceeded as exceeded:
+            raise storage_limit_error(exceeded.limit, exceeded.used) from None
+        await self.writer.write(chunk)
 
     async def discard(self) -> None:
-        await self.writer.discard()
+        """Remove what was written unless stored; then give the reservation back (a stored file's row counts its
+        bytes from now on)."""
+        try:
+            if not self.stored:
+                await self.writer.discard()
+        finally:
+            reserved, self.reserved = self.reserved, 0
+            self._quota.release(self.tenant, reserved)
 
 
 # -- the service ------------------------------------------------------------------------------------------------
@@ -177,9 +201,13 @@ class FileService:
 
     def __init__(self, store: FileStore, directory: Path | None, max_bytes: int, *,
                  purge_interval: float = 60.0, clock: Callable[[], float] = time.time,
-                 contents: FileBytes | None = None) -> None:
+                 contents: FileBytes | None = None,
+                 max_stored_bytes: Callable[[str], int | None] = lambda tenant: None) -> None:
+        """``max_stored_bytes(tenant)``: the tenant's bound on stored file bytes (None: none), as
+        ``Settings.tenant_policy(tenant).max_stored_bytes`` gives it."""
         self.store = store
         self.contents: FileBytes = contents if contents is not None else DiskFileBytes(directory)
+        self.quota = StorageQuota(max_stored_bytes, self._stored_bytes)
         self.max_bytes = max_bytes
         self.purge_interval = purge_interval
         self._clock = clock
@@ -207,6 +235,9 @@ class FileService:
 
     def _now(self) -> int:
         return int(self._clock())
+
+    async def _stored_bytes(self, tenant: str) -> int:
+        return await self.store.stored_bytes(self._now(), tenant=tenant)
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
 
@@ -237,12 +268,13 @@ class FileService:
                 log.exception("files_purge_failed")
 
     async def purge_expired(self) -> int:
-        """Delete every expired file, row then bytes; the number deleted."""
+        """Delete every expired file, row then bytes, whoever owns it; the number deleted."""
         purged = 0
         while True:
-            expired = await self.store.expired_files(self._now(), PURGE_BATCH)
+            now = self._now()
+            expired = await self.store.expired_files(now, PURGE_BATCH)
             for file_id in expired:
-                if await self.store.delete_file(file_id):
+                if await self.store.delete_expired_file(file_id, now):
                     purged += 1
                     await self._deleted(file_id)
                 await self._remove_bytes(file_id)
@@ -262,20 +294,20 @@ class FileService:
     # -- create -----------------------------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def receive(self) -> AsyncIterator[Upload]:
-        """A new :class:`Upload` (its file id chosen now); what it wrote is removed on leaving unless
-        :meth:`create` stored it."""
-        upload = Upload(await self.contents.writer(new_file_id()), self.max_bytes)
+    async def receive(self, *, tenant: str) -> AsyncIterator[Upload]:
+        """A new :class:`Upload` of ``tenant``'s (its file id chosen now); what it wrote is removed on leaving
+        unless :meth:`create` stored it, and its stored-bytes reservation is given back."""
+        upload = Upload(await self.contents.writer(new_file_id()), self.max_bytes, tenant, self.quota)
         try:
             yield upload
         finally:
-            if not upload.stored:
-                await upload.discard()
+            await upload.discard()
 
     async def create(self, upload: Upload, *, filename: str, purpose: str,
                      expires_after: int | None) -> dict[str, Any]:
-        """Publish a received upload under its id and record it; the File object. ``filename`` is checked and
-        cut to its last component here too (:func:`clean_filename`), whoever calls."""
+        """Publish a received upload under its id and record it as its tenant's; the File object. ``filename``
+        is checked and cut to its last component here too (:func:`clean_filename`), whoever calls. Over the
+        tenant's stored bytes: a 400 and nothing stored (neither bytes nor row)."""
         filename = clean_filename(filename)
         if expires_after is None and purpose == "batch":
             expires_after = BATCH_DEFAULT_EXPIRES_SECONDS
@@ -285,23 +317,34 @@ class FileService:
         await upload.writer.publish()
         upload.stored = True
         try:
-            await self.store.add_file(stored)
-        except BaseException:
+            await self.store.add_file(stored, tenant=upload.tenant,
+                                      max_stored_bytes=self.quota.limit(upload.tenant))
+        except BaseException as error:
             await self.contents.remove(stored.id)
+            if isinstance(error, StorageLimitExceeded):
+                raise storage_limit_error(error.limit, error.used) from None
             raise
         return file_object(stored)
 
     # -- read -------------------------------------------------------------------------------------------------
 
-    async def get(self, file_id: str) -> dict[str, Any] | None:
-        """The File object; None when unknown, expired or deleted."""
+    async def get(self, file_id: str, *, tenant: str) -> dict[str, Any] | None:
+        """The File object; None when unknown, expired, deleted or another tenant's."""
         if not FILE_ID.fullmatch(file_id):
             return None
-        stored = await self.store.get_file(file_id, self._now())
+        stored = await self.store.get_file(file_id, self._now(), tenant=tenant)
         return file_object(stored) if stored is not None else None
 
-    async def retrieve(self, file_id: str) -> dict[str, Any]:
-        found = await self.get(file_id)
+    async def get_any_tenant(self, file_id: str) -> dict[str, Any] | None:
+        """The File object of a live file whoever owns it. Across tenants: ingestion only, for a file whose
+        attachment was already checked to be its vector store's tenant's."""
+        if not FILE_ID.fullmatch(file_id):
+            return None
+        stored = await self.store.get_file_any_tenant(file_id, self._now())
+        return file_object(stored) if stored is not None else None
+
+    async def retrieve(self, file_id: str, *, tenant: str) -> dict[str, Any]:
+        found = await self.get(file_id, tenant=tenant)
         if found is None:
             raise _not_found(file_id)
         return found
@@ -310,10 +353,11 @@ class FileService:
         """Where a file's bytes are on disk: ``<files directory>/<file_id>``, for ids the bridge makes only."""
         return self._disk().path(file_id)
 
-    async def open_content(self, file_id: str) -> tuple[BlobReader, dict[str, Any]]:
+    async def open_content(self, file_id: str, *, tenant: str) -> tuple[BlobReader, dict[str, Any]]:
         """A live file's bytes, opened (the caller closes the reader), and its File object; 404 when unknown,
-        expired or deleted. Once open, a delete that comes meanwhile does not cut the read short."""
-        found = await self.retrieve(file_id)
+        expired, deleted or another tenant's. Once open, a delete that comes meanwhile does not cut the read
+        short."""
+        found = await self.retrieve(file_id, tenant=tenant)
         reader = await self.contents.open(file_id)
         if reader is None:  # deleted between the lookup and the open
             raise _not_found(file_id)
@@ -323,7 +367,8 @@ class FileService:
         """A path holding the file's bytes while the block runs (ingestion's text extraction reads it)."""
         return self.contents.local_copy(file_id)
 
-    async def list(self, *, purpose: str | None, after: str | None, limit: int, order: str) -> dict[str, Any]:
+    async def list(self, *, tenant: str, purpose: str | None, after: str | None, limit: int,
+                   order: str) -> dict[str, Any]:
         if not 1 <= limit <= MAX_LIST_LIMIT:
             raise invalid_request(f"Invalid value for 'limit': expected an integer between 1 and {MAX_LIST_LIMIT}.",
                                   param="limit", code="invalid_value")
@@ -331,8 +376,8 @@ class FileService:
             raise invalid_request("Invalid value for 'order': expected 'asc' or 'desc'.", param="order",
                                   code="invalid_value")
         try:
-            files, has_more = await self.store.list_files(now=self._now(), purpose=purpose, after=after,
-                                                          limit=limit, order=order)
+            files, has_more = await self.store.list_files(tenant=tenant, now=self._now(), purpose=purpose,
+                                                          after=after, limit=limit, order=order)
         except UnknownCursor:
             raise invalid_request(f"Invalid value for 'after': no file with id '{(after or '')[:200]}'.",
                                   param="after", code="invalid_value") from None
@@ -342,10 +387,11 @@ class FileService:
 
     # -- delete -----------------------------------------------------------------------------------------------
 
-    async def delete(self, file_id: str) -> dict[str, Any]:
+    async def delete(self, file_id: str, *, tenant: str) -> dict[str, Any]:
         """Row first, then bytes: once the row is gone nobody can reach the bytes, and a failed removal leaves
         an orphan for the sweep rather than a row without content."""
-        if await self.get(file_id) is None or not await self.store.delete_file(file_id):
+        if await self.get(file_id, tenant=tenant) is None or not await self.store.delete_file(file_id,
+                                                                                               tenant=tenant):
             raise _not_found(file_id)
         await self._deleted(file_id)
         await self._remove_bytes(file_id)

@@ -5,7 +5,8 @@ with ``last_error {code, message}``. One file failing never touches another, so 
 completes. Jobs live only in the database: at start every row still ``in_progress`` (a previous process stopped
 mid-way) is queued again, so ingestion resumes after a restart. At most ``concurrency`` files are processed at
 once; text extraction and chunking (CPU-bound, sync) run in a worker thread so the event loop keeps serving.
-A long queue writes a progress line to the log every few seconds.
+A long queue writes a progress line to the log every few seconds. Ingestion works across tenants (its store calls
+take no tenant): a row was attached by its store's tenant, with that tenant's file.
 
 When several processes share the database (PostgreSQL replicas), each file is claimed before it is ingested
 (store/postgres/vector_stores.py): the worker holds a lease on the row, renews it while it works, and finishes
@@ -45,9 +46,12 @@ LEASE_SECONDS = 60.0
 
 
 class FileSource(Protocol):
-    """What ingestion needs of the Files service (services/files.py)."""
+    """What vector stores need of the Files service (services/files.py): a tenant's file, to attach it; and for
+    ingestion, across tenants, the file an attachment names (attached only by its own tenant)."""
 
-    async def get(self, file_id: str) -> dict[str, Any] | None: ...
+    async def get(self, file_id: str, *, tenant: str) -> dict[str, Any] | None: ...
+
+    async def get_any_tenant(self, file_id: str) -> dict[str, Any] | None: ...
 
     def local_copy(self, file_id: str) -> contextlib.AbstractAsyncContextManager[Path]:
         """A path holding the file's bytes while the block runs."""
@@ -252,7 +256,7 @@ class IngestionWorker:
                 log.exception("ingestion_lease_renewal_failed", seq=seq)
 
     async def _ingest(self, row: StoredVectorStoreFile) -> int:
-        file = await self._files.get(row.file_id)
+        file = await self._files.get_any_tenant(row.file_id)
         if file is None:
             raise IngestionFailure("invalid_file", f"File '{row.file_id}' no longer exists.")
         filename = str(file.get("filename") or row.file_id)
@@ -291,8 +295,13 @@ class IngestionWorker:
         """The chunks go when the row is gone or ended without them (cancelled, failed); they stay when the row
         was re-added (its own job writes them) or another worker holds or completed it (same file, same
         chunks)."""
-        current = await self._store.get_file(job.vector_store_id, job.file_id)
-        if current is None or (current.seq == job.seq and current.status in ("cancelled", "failed")):
+        current = await self._store.current_seq(job.vector_store_id, job.file_id)
+        if current is not None and current == job.seq:
+            row = await self._store.get_file_by_seq(job.seq)
+            drop = row is None or row.status in ("cancelled", "failed")
+        else:
+            drop = current is None
+        if drop:
             await self._chunks.delete_file_chunks(job.vector_store_id, job.file_id)
 
 

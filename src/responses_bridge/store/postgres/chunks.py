@@ -17,6 +17,11 @@ terms, each through ``plainto_tsquery`` (any text is a safe term: no query synta
 ``ts_rank`` with length normalisation. Like BM25 on SQLite, the scores only need to order the candidates and be
 positive: services/retrieval/search.py divides them by the query's best score, so the hybrid ranking contract
 holds unchanged.
+
+Ownership: chunks belong to their vector store's tenant. Every read takes ``tenant`` and carries the check that
+the store is that tenant's in its own statement (``_owned``), so another tenant's store reads exactly as an
+unknown one (empty). The writes take no tenant: ingestion and the clean-up after a tenant-checked change call
+them across tenants, as on SQLite (store/chunks.py).
 """
 
 from __future__ import annotations
@@ -38,6 +43,11 @@ EXACT_LIMIT = 20_000
 HNSW_MAX_DIMS = 2000  # pgvector's limit for an HNSW index on ``vector``
 HNSW_LOCK = 0x6873_6E77  # advisory lock key ("hsnw") serialising the creation of the per-dimension indexes
 TS_RANK_NORMALISATION = 1  # ts_rank's rank / (1 + log(document length)): long chunks do not win by length alone
+
+
+def _owned(store: int, tenant: int) -> str:
+    """The vector store in parameter ``$store`` is the tenant in ``$tenant``'s."""
+    return f"EXISTS (SELECT 1 FROM vector_stores WHERE id = ${store} AND tenant = ${tenant})"
 
 
 def _count(status: str) -> int:
@@ -128,45 +138,49 @@ class PostgresChunkIndex:
 
     # -- reads ----------------------------------------------------------------------------------------------
 
-    async def file_chunks(self, vector_store_id: str, file_id: str) -> list[str]:
+    async def file_chunks(self, vector_store_id: str, file_id: str, *, tenant: str) -> list[str]:
         async with self._db.acquire("file_chunks") as conn:
             rows = await conn.fetch("SELECT text FROM vector_store_chunks WHERE vector_store_id = $1 "
-                                    "AND file_id = $2 ORDER BY position", vector_store_id, file_id)
+                                    f"AND file_id = $2 AND {_owned(1, 3)} ORDER BY position",
+                                    vector_store_id, file_id, tenant)
         return [row[0] for row in rows]
 
-    async def indexed_files(self, vector_store_id: str) -> dict[str, IndexedFile]:
-        """The same dict object while the store's generation has not moved (callers only read it)."""
+    async def indexed_files(self, vector_store_id: str, *, tenant: str) -> dict[str, IndexedFile]:
+        """The same dict object while the store's generation has not moved (callers only read it); the store's
+        tenant is checked on every call, cached or not."""
         async with self._db.acquire("indexed_files") as conn:
-            generation = await conn.fetchval("SELECT generation FROM vector_store_chunk_stores "
-                                             "WHERE vector_store_id = $1", vector_store_id)
+            generation = await conn.fetchval(
+                "SELECT g.generation FROM vector_stores AS s JOIN vector_store_chunk_stores AS g "
+                "ON g.vector_store_id = s.id WHERE s.id = $1 AND s.tenant = $2", vector_store_id, tenant)
             if generation is None:
-                self._files.pop(vector_store_id, None)
                 return {}
             cached = self._files.get(vector_store_id)
             if cached is not None and cached[0] == generation:
                 return cached[1]
             rows = await conn.fetch("SELECT file_id, filename, attributes FROM vector_store_chunk_files "
-                                    "WHERE vector_store_id = $1", vector_store_id)
+                                    f"WHERE vector_store_id = $1 AND {_owned(1, 2)}", vector_store_id, tenant)
         files = {row[0]: IndexedFile(row[1], orjson.loads(row[2])) for row in rows}
         self._files[vector_store_id] = (int(generation), files)
         return files
 
-    async def chunk_rows(self, chunk_ids: Sequence[int]) -> dict[int, ChunkRow]:
+    async def chunk_rows(self, chunk_ids: Sequence[int], *, tenant: str) -> dict[int, ChunkRow]:
+        """The rows of those chunks that belong to the tenant's vector stores (others are left out)."""
         if not chunk_ids:
             return {}
         async with self._db.acquire("chunk_rows") as conn:
-            rows = await conn.fetch("SELECT id, file_id, text FROM vector_store_chunks WHERE id = ANY($1::bigint[])",
-                                    list(chunk_ids))
+            rows = await conn.fetch("SELECT id, file_id, text FROM vector_store_chunks WHERE id = ANY($1::bigint[]) "
+                                    "AND vector_store_id IN (SELECT id FROM vector_stores WHERE tenant = $2)",
+                                    list(chunk_ids), tenant)
         return {int(row[0]): ChunkRow(int(row[0]), row[1], row[2]) for row in rows}
 
     async def keyword_candidates(self, vector_store_id: str, terms: Sequence[str], file_ids: Sequence[str] | None,
-                                 limit: int) -> list[tuple[int, float]]:
+                                 limit: int, *, tenant: str) -> list[tuple[int, float]]:
         words = [cleaned for term in terms if (cleaned := term.replace("\x00", "").strip())]
         if not words or (file_ids is not None and not file_ids):
             return []
-        args: list[Any] = [vector_store_id, limit, *words]
-        query = " || ".join(f"plainto_tsquery('english', ${number})" for number in range(3, 3 + len(words)))
-        where = "c.vector_store_id = $1 AND c.tsv @@ q.query"
+        args: list[Any] = [vector_store_id, limit, tenant, *words]
+        query = " || ".join(f"plainto_tsquery('english', ${number})" for number in range(4, 4 + len(words)))
+        where = f"c.vector_store_id = $1 AND {_owned(1, 3)} AND c.tsv @@ q.query"
         if file_ids is not None:
             args.append(list(file_ids))
             where += f" AND c.file_id = ANY(${len(args)}::text[])"
@@ -178,12 +192,13 @@ class PostgresChunkIndex:
         return [(int(row[0]), float(row[1])) for row in rows if row[1] > 0]
 
     async def dense_candidates(self, vector_store_id: str, query: np.ndarray, file_ids: Sequence[str] | None,
-                               limit: int) -> list[tuple[int, float]]:
+                               limit: int, *, tenant: str) -> list[tuple[int, float]]:
         if file_ids is not None and not file_ids:
             return []
         async with self._db.acquire("dense_candidates") as conn:
-            found = await conn.fetchrow("SELECT dims, chunks FROM vector_store_chunk_stores "
-                                        "WHERE vector_store_id = $1", vector_store_id)
+            found = await conn.fetchrow("SELECT g.dims, g.chunks FROM vector_stores AS s "
+                                        "JOIN vector_store_chunk_stores AS g ON g.vector_store_id = s.id "
+                                        "WHERE s.id = $1 AND s.tenant = $2", vector_store_id, tenant)
         if found is None or not found[1] or found[0] is None:
             return []
         dims, chunks = int(found[0]), int(found[1])
@@ -191,18 +206,18 @@ class PostgresChunkIndex:
             raise DimensionMismatch(f"the store's vectors have {dims} dimensions, the query {query.shape[0]}")
         vector = np.ascontiguousarray(query, dtype=np.float32)
         if chunks > EXACT_LIMIT and dims <= HNSW_MAX_DIMS:
-            approximate = await self._approximate(vector_store_id, vector, dims, file_ids, limit)
+            approximate = await self._approximate(vector_store_id, vector, dims, file_ids, limit, tenant)
             if len(approximate) >= limit:
                 return approximate
-        return await self._exact(vector_store_id, vector, file_ids, limit)
+        return await self._exact(vector_store_id, vector, file_ids, limit, tenant)
 
     async def _exact(self, vector_store_id: str, vector: np.ndarray, file_ids: Sequence[str] | None,
-                     limit: int) -> list[tuple[int, float]]:
-        args: list[Any] = [vector_store_id, vector, limit]
-        where = "vector_store_id = $1"
+                     limit: int, tenant: str) -> list[tuple[int, float]]:
+        args: list[Any] = [vector_store_id, vector, limit, tenant]
+        where = f"vector_store_id = $1 AND {_owned(1, 4)}"
         if file_ids is not None:
             args.append(list(file_ids))
-            where += " AND file_id = ANY($4::text[])"
+            where += " AND file_id = ANY($5::text[])"
         sql = (f"SELECT id, 1 - (embedding <=> $2::vector) FROM vector_store_chunks WHERE {where} "
                "ORDER BY embedding <=> $2::vector, id LIMIT $3")
         async with self._db.acquire("dense_candidates_exact") as conn:
@@ -210,13 +225,13 @@ class PostgresChunkIndex:
         return [(int(row[0]), float(row[1])) for row in rows]
 
     async def _approximate(self, vector_store_id: str, vector: np.ndarray, dims: int,
-                           file_ids: Sequence[str] | None, limit: int) -> list[tuple[int, float]]:
+                           file_ids: Sequence[str] | None, limit: int, tenant: str) -> list[tuple[int, float]]:
         await self._ensure_index(dims)
-        args: list[Any] = [vector_store_id, vector, limit]
-        where = f"dims = {dims} AND vector_store_id = $1"
+        args: list[Any] = [vector_store_id, vector, limit, tenant]
+        where = f"dims = {dims} AND vector_store_id = $1 AND {_owned(1, 4)}"
         if file_ids is not None:
             args.append(list(file_ids))
-            where += " AND file_id = ANY($4::text[])"
+            where += " AND file_id = ANY($5::text[])"
         distance = f"embedding::vector({dims}) <=> $2::vector({dims})"
         sql = f"SELECT id, 1 - ({distance}) FROM vector_store_chunks WHERE {where} ORDER BY {distance} LIMIT $3"
         async with self._db.transaction("dense_candidates_hnsw") as conn:

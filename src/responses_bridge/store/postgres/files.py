@@ -2,7 +2,11 @@
 every replica shares. The bytes are in the same database (store/postgres/file_bytes.py).
 
 As on SQLite, every read takes the current time and leaves out expired rows; pages follow ``seq``, the creation
-order.
+order. Every file belongs to a tenant, matched in the statement of every method that takes one.
+
+The stored-bytes limit holds across replicas: :meth:`PostgresFileStore.add_file` takes a transaction-scoped
+advisory lock of the tenant before it sums the tenant's live bytes and inserts, so two uploads of one tenant
+finishing at once on two replicas are checked one after the other (other tenants' uploads do not wait).
 """
 
 from __future__ import annotations
@@ -10,11 +14,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..files import StoredFile, UnknownCursor
+from ..files import StorageLimitExceeded, StoredFile, UnknownCursor
 from .database import PostgresDatabase
 
 _COLUMNS = "id, created_at, bytes, filename, purpose, expires_at"
 _LIVE = "(expires_at IS NULL OR expires_at > $1)"
+_USED = f"SELECT coalesce(sum(bytes), 0) FROM files WHERE tenant = $2 AND {_LIVE}"
+STORED_BYTES_LOCK = 0x6669_6C65  # advisory lock class ("file"), keyed by the tenant: one limit check at a time
+"""The first key of ``pg_advisory_xact_lock(int, int)``; the two-key space never meets the one-key locks (the
+migration lock)."""
 
 
 def _row(row: Any) -> StoredFile:
@@ -28,29 +36,50 @@ class PostgresFileStore:
     def __init__(self, db: PostgresDatabase) -> None:
         self._db = db
 
-    async def add_file(self, file: StoredFile) -> None:
-        async with self._db.acquire("add_file") as conn:
-            await conn.execute(f"INSERT INTO files ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)",
-                               file.id, file.created_at, file.bytes, file.filename, file.purpose, file.expires_at)
+    async def add_file(self, file: StoredFile, *, tenant: str, max_stored_bytes: int | None) -> None:
+        """Insert ``file`` as ``tenant``'s; with ``max_stored_bytes``, the tenant's live bytes are summed and
+        checked in the inserting transaction, under the tenant's advisory lock (:class:`StorageLimitExceeded`,
+        nothing written, when over)."""
+        async with self._db.transaction("add_file") as conn:
+            if max_stored_bytes is not None:
+                await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", STORED_BYTES_LOCK, tenant)
+                used = int(await conn.fetchval(_USED, file.created_at, tenant))
+                if used + file.bytes > max_stored_bytes:
+                    raise StorageLimitExceeded(max_stored_bytes, used)
+            await conn.execute(f"INSERT INTO files ({_COLUMNS}, tenant) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                               file.id, file.created_at, file.bytes, file.filename, file.purpose, file.expires_at,
+                               tenant)
 
-    async def get_file(self, file_id: str, now: int) -> StoredFile | None:
+    async def get_file(self, file_id: str, now: int, *, tenant: str) -> StoredFile | None:
+        async with self._db.acquire("get_file") as conn:
+            row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM files WHERE {_LIVE} AND id = $2 AND tenant = $3",
+                                      now, file_id, tenant)
+        return _row(row) if row is not None else None
+
+    async def get_file_any_tenant(self, file_id: str, now: int) -> StoredFile | None:
+        """A live file whoever owns it. Across tenants: workers only (ingestion of an attached file)."""
         async with self._db.acquire("get_file") as conn:
             row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM files WHERE {_LIVE} AND id = $2", now, file_id)
         return _row(row) if row is not None else None
 
-    async def list_files(self, *, now: int, purpose: str | None, after: str | None, limit: int,
+    async def stored_bytes(self, now: int, *, tenant: str) -> int:
+        async with self._db.acquire("stored_file_bytes") as conn:
+            return int(await conn.fetchval(_USED, now, tenant))
+
+    async def list_files(self, *, tenant: str, now: int, purpose: str | None, after: str | None, limit: int,
                          order: str) -> tuple[list[StoredFile], bool]:
-        """A page in creation order, ``limit`` rows and whether more follow. Raises :class:`UnknownCursor` when
-        ``after`` is not a live file."""
+        """A page of the tenant's files in creation order, ``limit`` rows and whether more follow. Raises
+        :class:`UnknownCursor` when ``after`` is not a live file of the tenant."""
         ascending = order == "asc"
-        args: list[Any] = [now, limit + 1]
-        sql = f"SELECT {_COLUMNS} FROM files WHERE {_LIVE}"
+        args: list[Any] = [now, limit + 1, tenant]
+        sql = f"SELECT {_COLUMNS} FROM files WHERE tenant = $3 AND {_LIVE}"
         if purpose is not None:
             args.append(purpose)
             sql += f" AND purpose = ${len(args)}"
         async with self._db.acquire("list_files") as conn:
             if after is not None:
-                after_seq = await conn.fetchval(f"SELECT seq FROM files WHERE {_LIVE} AND id = $2", now, after)
+                after_seq = await conn.fetchval(f"SELECT seq FROM files WHERE {_LIVE} AND id = $2 AND tenant = $3",
+                                                now, after, tenant)
                 if after_seq is None:
                     raise UnknownCursor(after)
                 args.append(after_seq)
@@ -60,9 +89,16 @@ class PostgresFileStore:
         files = [_row(row) for row in rows]
         return files[:limit], len(files) > limit
 
-    async def delete_file(self, file_id: str) -> bool:
+    async def delete_file(self, file_id: str, *, tenant: str) -> bool:
         async with self._db.acquire("delete_file") as conn:
-            status = await conn.execute("DELETE FROM files WHERE id = $1", file_id)
+            status = await conn.execute("DELETE FROM files WHERE id = $1 AND tenant = $2", file_id, tenant)
+        return _count(status) > 0
+
+    async def delete_expired_file(self, file_id: str, now: int) -> bool:
+        """Delete the row if it has expired by ``now``. Across tenants: workers only (the expiry purge)."""
+        async with self._db.acquire("delete_expired_file") as conn:
+            status = await conn.execute("DELETE FROM files WHERE id = $1 AND expires_at IS NOT NULL "
+                                        "AND expires_at <= $2", file_id, now)
         return _count(status) > 0
 
     async def expired_files(self, now: int, limit: int) -> list[str]:

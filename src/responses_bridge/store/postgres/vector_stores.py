@@ -7,6 +7,11 @@ replicas polling at once take different rows), marks them ``claimed_by`` itself 
 lease while it works, and finishes a row only while it holds it. A replica that dies stops renewing; once the
 lease has passed another replica's poll claims the row and ingests the file again. Lease times are the
 database's clock, so replicas with skewed clocks agree.
+
+A vector store belongs to a tenant; its file rows and batches are owned through it, so every statement that
+reaches them by store id carries the store's tenant check (``_owned``), and an attach takes only the tenant's own
+live files (locked ``FOR SHARE`` until the attach commits, so a concurrent delete of a file waits for it and its
+deletion hook then detaches it).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from ..vector_stores import (
     StoredFileBatch,
     StoredVectorStore,
     StoredVectorStoreFile,
+    UnknownFile,
 )
 from .database import PostgresDatabase
 
@@ -65,6 +71,12 @@ WHERE seq = $1 AND status = 'in_progress'
 """
 
 
+def _owned(store: int, tenant: int) -> str:
+    """The store named by parameter ``$store`` is the tenant in ``$tenant``'s: what every statement reaching a
+    store's children carries."""
+    return f"EXISTS (SELECT 1 FROM vector_stores WHERE id = ${store} AND tenant = ${tenant})"
+
+
 def _json(value: Any) -> bytes:
     return orjson.dumps(value)
 
@@ -92,11 +104,19 @@ def _count(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
-async def _attach(conn: Connection, vector_store_id: str, created_at: int,
-                  files: Sequence[NewFile]) -> list[int]:
+async def _attach(conn: Connection, vector_store_id: str, created_at: int, files: Sequence[NewFile],
+                  tenant: str) -> list[int]:
     """Attach files (a file already attached starts over with a new row and seq; a file named twice is attached
-    once, as last named); the seqs in the order of ``files``."""
+    once, as last named); the seqs in the order of ``files``. Raises :class:`UnknownFile` for the first file that
+    is not a live file of ``tenant`` (the caller's transaction then rolls back)."""
     unique = {f.file_id: f for f in files}
+    if unique:
+        owned = {row[0] for row in await conn.fetch(
+            "SELECT id FROM files WHERE id = ANY($1::text[]) AND tenant = $2 "
+            "AND (expires_at IS NULL OR expires_at > $3) FOR SHARE", list(unique), tenant, created_at)}
+        for f in files:
+            if f.file_id not in owned:
+                raise UnknownFile(f.file_id)
     await conn.execute("DELETE FROM vector_store_files WHERE vector_store_id = $1 AND file_id = ANY($2::text[])",
                        vector_store_id, list(unique))
     rows = await conn.fetch(
@@ -152,63 +172,68 @@ class PostgresVectorStoreStore:
 
     # -- vector stores ---------------------------------------------------------------------------------------
 
-    async def create_store(self, store: StoredVectorStore, files: Sequence[NewFile]) -> list[int]:
+    async def create_store(self, store: StoredVectorStore, files: Sequence[NewFile], *, tenant: str) -> list[int]:
+        """Insert the store as ``tenant``'s and attach its first files in one transaction; the files' seqs."""
         async with self._db.transaction("create_vector_store") as conn:
             await conn.execute(
                 "INSERT INTO vector_stores (id, created_at, name, description, metadata, expires_after, "
-                "last_active_at, embedder) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                "last_active_at, embedder, tenant) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 store.id, store.created_at, store.name, store.description, _json(store.metadata),
                 _json(store.expires_after) if store.expires_after is not None else None, store.last_active_at,
-                store.embedder)
-            return await _attach(conn, store.id, store.created_at, files)
+                store.embedder, tenant)
+            return await _attach(conn, store.id, store.created_at, files, tenant)
 
-    async def get_store(self, vector_store_id: str) -> StoredVectorStore | None:
+    async def get_store(self, vector_store_id: str, *, tenant: str) -> StoredVectorStore | None:
         async with self._db.acquire("get_vector_store") as conn:
-            row = await conn.fetchrow(f"{_STORE_SELECT} WHERE s.id = $1 GROUP BY s.seq", vector_store_id)
+            row = await conn.fetchrow(f"{_STORE_SELECT} WHERE s.id = $1 AND s.tenant = $2 GROUP BY s.seq",
+                                      vector_store_id, tenant)
         return _store(row) if row is not None else None
 
-    async def list_stores(self, *, limit: int, order: str, after: str | None = None,
+    async def list_stores(self, *, tenant: str, limit: int, order: str, after: str | None = None,
                           before: str | None = None) -> Page:
         check_page_args(limit, order)
         async with self._db.acquire("list_vector_stores") as conn:
-            resolve = "SELECT seq FROM vector_stores WHERE id = $1"
-            after_seq = await _cursor(conn, resolve, (after,), "after", after)
-            before_seq = await _cursor(conn, resolve, (before,), "before", before)
-            args: list[Any] = [limit + 1]
+            resolve = "SELECT seq FROM vector_stores WHERE id = $1 AND tenant = $2"
+            after_seq = await _cursor(conn, resolve, (after, tenant), "after", after)
+            before_seq = await _cursor(conn, resolve, (before, tenant), "before", before)
+            args: list[Any] = [limit + 1, tenant]
             bounds, scan_ascending = _page_bounds(order == "asc", after_seq, before_seq, args, "s.seq")
-            rows = await conn.fetch(f"{_STORE_SELECT} WHERE true {bounds} GROUP BY s.seq "
+            rows = await conn.fetch(f"{_STORE_SELECT} WHERE s.tenant = $2 {bounds} GROUP BY s.seq "
                                     f"ORDER BY s.seq {'ASC' if scan_ascending else 'DESC'} LIMIT $1", *args)
         return _finish_page([_store(row) for row in rows], limit, backward=before is not None and after is None)
 
-    async def update_store(self, vector_store_id: str, changes: Mapping[str, Any]) -> bool:
+    async def update_store(self, vector_store_id: str, changes: Mapping[str, Any], *, tenant: str) -> bool:
         """Set ``name``, ``metadata``, ``expires_after`` and/or ``last_active_at`` (only the keys given)."""
         convert: dict[str, Callable[[Any], Any]] = {"name": lambda v: v, "metadata": _json, "last_active_at": int,
                    "expires_after": lambda v: None if v is None else _json(v)}
         sets = [(name, convert[name](value)) for name, value in changes.items()]
         if not sets:
-            return await self.get_store(vector_store_id) is not None
-        assignments = ", ".join(f"{name} = ${number}" for number, (name, _) in enumerate(sets, 2))
+            return await self.get_store(vector_store_id, tenant=tenant) is not None
+        assignments = ", ".join(f"{name} = ${number}" for number, (name, _) in enumerate(sets, 3))
         async with self._db.acquire("update_vector_store") as conn:
-            status = await conn.execute(f"UPDATE vector_stores SET {assignments} WHERE id = $1", vector_store_id,
-                                        *[value for _, value in sets])
+            status = await conn.execute(f"UPDATE vector_stores SET {assignments} WHERE id = $1 AND tenant = $2",
+                                        vector_store_id, tenant, *[value for _, value in sets])
         return _count(status) > 0
 
-    async def delete_store(self, vector_store_id: str) -> bool:
+    async def delete_store(self, vector_store_id: str, *, tenant: str) -> bool:
         """Delete the store with its file rows and batches (ON DELETE CASCADE)."""
         async with self._db.acquire("delete_vector_store") as conn:
-            status = await conn.execute("DELETE FROM vector_stores WHERE id = $1", vector_store_id)
+            status = await conn.execute("DELETE FROM vector_stores WHERE id = $1 AND tenant = $2", vector_store_id,
+                                        tenant)
         return _count(status) > 0
 
     # -- files -----------------------------------------------------------------------------------------------
 
-    async def add_files(self, vector_store_id: str, created_at: int, files: Sequence[NewFile], *,
+    async def add_files(self, vector_store_id: str, created_at: int, files: Sequence[NewFile], *, tenant: str,
                         batch_id: str | None = None) -> list[int] | None:
-        """Attach files (optionally as a new batch) in one transaction; their seqs, or None for an unknown
-        store. The store's row is locked first, so a delete of the store waits or wins, never half-applies."""
+        """Attach files (optionally as a new batch) in one transaction; their seqs, or None for an unknown store
+        (or another tenant's). The store's row is locked first, so a delete of the store waits or wins, never
+        half-applies."""
         async with self._db.transaction("add_vector_store_files") as conn:
-            if await conn.fetchval("SELECT 1 FROM vector_stores WHERE id = $1 FOR SHARE", vector_store_id) is None:
+            if await conn.fetchval("SELECT 1 FROM vector_stores WHERE id = $1 AND tenant = $2 FOR SHARE",
+                                   vector_store_id, tenant) is None:
                 return None
-            seqs = await _attach(conn, vector_store_id, created_at, files)
+            seqs = await _attach(conn, vector_store_id, created_at, files, tenant)
             if batch_id is not None:
                 await conn.execute("INSERT INTO vector_store_file_batches (id, vector_store_id, created_at) "
                                    "VALUES ($1, $2, $3)", batch_id, vector_store_id, created_at)
@@ -217,11 +242,19 @@ class PostgresVectorStoreStore:
                                    batch_id, list(dict.fromkeys(f.file_id for f in files)))
             return seqs
 
-    async def get_file(self, vector_store_id: str, file_id: str) -> StoredVectorStoreFile | None:
+    async def get_file(self, vector_store_id: str, file_id: str, *, tenant: str) -> StoredVectorStoreFile | None:
         async with self._db.acquire("get_vector_store_file") as conn:
             row = await conn.fetchrow(f"SELECT {_FILE_COLUMNS} FROM vector_store_files AS f "
-                                      "WHERE f.vector_store_id = $1 AND f.file_id = $2", vector_store_id, file_id)
+                                      f"WHERE f.vector_store_id = $1 AND f.file_id = $2 AND {_owned(1, 3)}",
+                                      vector_store_id, file_id, tenant)
         return _file(row) if row is not None else None
+
+    async def current_seq(self, vector_store_id: str, file_id: str) -> int | None:
+        """The seq of the file's row in the store now, None if it has none. Across tenants: workers only."""
+        async with self._db.acquire("current_vector_store_file") as conn:
+            found = await conn.fetchval("SELECT seq FROM vector_store_files WHERE vector_store_id = $1 "
+                                        "AND file_id = $2", vector_store_id, file_id)
+        return None if found is None else int(found)
 
     async def get_file_by_seq(self, seq: int) -> StoredVectorStoreFile | None:
         """Across tenants: workers only (ingestion)."""
@@ -229,42 +262,49 @@ class PostgresVectorStoreStore:
             row = await conn.fetchrow(f"SELECT {_FILE_COLUMNS} FROM vector_store_files AS f WHERE f.seq = $1", seq)
         return _file(row) if row is not None else None
 
-    async def list_files(self, vector_store_id: str, *, limit: int, order: str, after: str | None = None,
-                         before: str | None = None, status: str | None = None,
+    async def list_files(self, vector_store_id: str, *, tenant: str, limit: int, order: str,
+                         after: str | None = None, before: str | None = None, status: str | None = None,
                          batch_id: str | None = None) -> Page:
+        """A page of a store's files (of one batch's files with ``batch_id``), optionally of one status; empty
+        for another tenant's store."""
         check_page_args(limit, order)
-        args: list[Any] = [vector_store_id, limit + 1]
-        where = "f.vector_store_id = $1"
+        args: list[Any] = [vector_store_id, limit + 1, tenant]
+        where = f"f.vector_store_id = $1 AND {_owned(1, 3)}"
         if batch_id is not None:
             args.append(batch_id)
-            where += f" AND f.file_id IN (SELECT file_id FROM vector_store_batch_files WHERE batch_id = ${len(args)})"
+            where += (" AND f.file_id IN (SELECT bf.file_id FROM vector_store_batch_files AS bf"
+                      " JOIN vector_store_file_batches AS b ON b.id = bf.batch_id"
+                      f" WHERE bf.batch_id = ${len(args)} AND b.vector_store_id = $1)")
         if status is not None:
             args.append(status)
             where += f" AND f.status = ${len(args)}"
-        resolve = "SELECT seq FROM vector_store_files WHERE vector_store_id = $1 AND file_id = $2"
+        resolve = (f"SELECT seq FROM vector_store_files WHERE vector_store_id = $1 AND file_id = $2 "
+                   f"AND {_owned(1, 3)}")
         async with self._db.acquire("list_vector_store_files") as conn:
-            after_seq = await _cursor(conn, resolve, (vector_store_id, after), "after", after)
-            before_seq = await _cursor(conn, resolve, (vector_store_id, before), "before", before)
+            after_seq = await _cursor(conn, resolve, (vector_store_id, after, tenant), "after", after)
+            before_seq = await _cursor(conn, resolve, (vector_store_id, before, tenant), "before", before)
             bounds, scan_ascending = _page_bounds(order == "asc", after_seq, before_seq, args, "f.seq")
             rows = await conn.fetch(f"SELECT {_FILE_COLUMNS} FROM vector_store_files AS f WHERE {where} {bounds} "
                                     f"ORDER BY f.seq {'ASC' if scan_ascending else 'DESC'} LIMIT $2", *args)
         return _finish_page([_file(row) for row in rows], limit, backward=before is not None and after is None)
 
-    async def set_file_attributes(self, vector_store_id: str, file_id: str, attributes: Mapping[str, Any]) -> bool:
+    async def set_file_attributes(self, vector_store_id: str, file_id: str, attributes: Mapping[str, Any], *,
+                                  tenant: str) -> bool:
         async with self._db.acquire("set_vector_store_file_attributes") as conn:
             status = await conn.execute("UPDATE vector_store_files SET attributes = $3 "
-                                        "WHERE vector_store_id = $1 AND file_id = $2",
-                                        vector_store_id, file_id, _json(dict(attributes)))
+                                        f"WHERE vector_store_id = $1 AND file_id = $2 AND {_owned(1, 4)}",
+                                        vector_store_id, file_id, _json(dict(attributes)), tenant)
         return _count(status) > 0
 
-    async def delete_file(self, vector_store_id: str, file_id: str) -> bool:
+    async def delete_file(self, vector_store_id: str, file_id: str, *, tenant: str) -> bool:
         async with self._db.acquire("delete_vector_store_file") as conn:
-            status = await conn.execute("DELETE FROM vector_store_files WHERE vector_store_id = $1 AND file_id = $2",
-                                        vector_store_id, file_id)
+            status = await conn.execute("DELETE FROM vector_store_files WHERE vector_store_id = $1 AND file_id = $2 "
+                                        f"AND {_owned(1, 3)}", vector_store_id, file_id, tenant)
         return _count(status) > 0
 
     async def delete_file_everywhere(self, file_id: str) -> list[str]:
-        """Detach the file from every vector store holding it; the ids of those stores."""
+        """Detach the file from every vector store holding it; the ids of those stores. Across tenants: workers
+        only (run after the file itself was deleted by its owner or by expiry)."""
         async with self._db.acquire("delete_vector_store_file") as conn:
             rows = await conn.fetch("DELETE FROM vector_store_files WHERE file_id = $1 RETURNING vector_store_id",
                                     file_id)
@@ -316,18 +356,19 @@ class PostgresVectorStoreStore:
 
     # -- batches ---------------------------------------------------------------------------------------------
 
-    async def get_batch(self, vector_store_id: str, batch_id: str) -> StoredFileBatch | None:
+    async def get_batch(self, vector_store_id: str, batch_id: str, *, tenant: str) -> StoredFileBatch | None:
         async with self._db.acquire("get_vector_store_file_batch") as conn:
-            row = await conn.fetchrow(f"{_BATCH_SELECT} WHERE b.id = $1 AND b.vector_store_id = $2 GROUP BY b.seq",
-                                      batch_id, vector_store_id)
+            row = await conn.fetchrow(f"{_BATCH_SELECT} WHERE b.id = $1 AND b.vector_store_id = $2 "
+                                      f"AND {_owned(2, 3)} GROUP BY b.seq", batch_id, vector_store_id, tenant)
         return _batch(row) if row is not None else None
 
-    async def cancel_batch(self, vector_store_id: str, batch_id: str) -> bool:
+    async def cancel_batch(self, vector_store_id: str, batch_id: str, *, tenant: str) -> bool:
         """Mark the batch's files still in progress ``cancelled``, and the batch cancelled if any were, in one
-        transaction; False for an unknown batch."""
+        transaction; False for an unknown batch (or another tenant's)."""
         async with self._db.transaction("cancel_vector_store_file_batch") as conn:
             found = await conn.fetchval("SELECT 1 FROM vector_store_file_batches WHERE id = $1 "
-                                        "AND vector_store_id = $2 FOR UPDATE", batch_id, vector_store_id)
+                                        f"AND vector_store_id = $2 AND {_owned(2, 3)} FOR UPDATE",
+                                        batch_id, vector_store_id, tenant)
             if found is None:
                 return False
             stopped = _count(await conn.execute(
