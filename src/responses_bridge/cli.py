@@ -57,11 +57,11 @@ def _add_fake_upstream(commands: argparse._SubParsersAction) -> None:
 
 def _add_optional_commands(commands: argparse._SubParsersAction) -> None:
     """Commands whose modules register themselves: the Envoy configuration, the demo and the benchmark, the
-    configuration file's show/check and the upstream probe."""
-    from . import config_command, envoy_config, probe_command
+    configuration file's show/check, the upstream probe and the bridge's API keys."""
+    from . import config_command, envoy_config, keys_command, probe_command
     from .devtools import bench, demo
 
-    for module in (envoy_config, demo, bench, config_command, probe_command):
+    for module in (envoy_config, demo, bench, config_command, probe_command, keys_command):
         module.add_parser(commands)
 
 

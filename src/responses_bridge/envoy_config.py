@@ -35,6 +35,7 @@ import ipaddress
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -137,14 +138,16 @@ def render_bootstrap(*, listen_port: int, extproc_port: int, http_port: int, ups
                      admin_port: int = 9901, listen_address: str = "127.0.0.1",
                      extproc_address: str = "127.0.0.1", sidecar_address: str = "127.0.0.1",
                      ca_file: str | None = None, upstreams: Sequence[UpstreamSpec] = (),
-                     internal_port: int | None = None) -> str:
+                     internal_port: int | None = None, auth: Auth | None = None) -> str:
     """A complete Envoy v3 bootstrap, as YAML. ``ca_file`` (https upstreams only) defaults to the system CA
     bundle. ``upstreams``: several upstreams routed per model (one cluster each); empty: ``upstream`` alone.
-    ``internal_port``: the internal listener's (several upstreams only), by default ``listen_port + 1``."""
+    ``internal_port``: the internal listener's (several upstreams only), by default ``listen_port + 1``.
+    ``auth``: the sidecar's ``RESPONSES_BRIDGE_AUTH`` (and a jwt_authn example), default none."""
     return to_yaml(bootstrap_dict(
         listen_port=listen_port, extproc_port=extproc_port, http_port=http_port, upstream=upstream,
         admin_port=admin_port, listen_address=listen_address, extproc_address=extproc_address,
         sidecar_address=sidecar_address, ca_file=ca_file, upstreams=upstreams, internal_port=internal_port,
+        auth=auth,
     ), header=_header(", ".join(f"{spec.name}={spec.url}" for spec in upstreams) or upstream,
                       internal_listener_port(listen_port, internal_port) if upstreams else None))
 
@@ -169,8 +172,10 @@ def _header(upstream: str, internal: int | None = None) -> str:
 def bootstrap_dict(*, listen_port: int, extproc_port: int, http_port: int, upstream: str, admin_port: int = 9901,
                    listen_address: str = "127.0.0.1", extproc_address: str = "127.0.0.1",
                    sidecar_address: str = "127.0.0.1", ca_file: str | None = None,
-                   upstreams: Sequence[UpstreamSpec] = (), internal_port: int | None = None) -> dict[str, Any]:
+                   upstreams: Sequence[UpstreamSpec] = (), internal_port: int | None = None,
+                   auth: Auth | None = None) -> dict[str, Any]:
     up = UpstreamURL(upstreams[0].url if upstreams else upstream)
+    auth = auth or Auth()
     if upstreams:
         upstream_clusters = [_upstream_cluster(UpstreamURL(spec.url), ca_file, upstream_cluster(spec.name))
                              for spec in upstreams]
@@ -189,7 +194,7 @@ def bootstrap_dict(*, listen_port: int, extproc_port: int, http_port: int, upstr
         }]},
         "static_resources": {
             "listeners": [
-                _listener(listen_address, listen_port, up, (sidecar_address, http_port), upstreams),
+                _listener(listen_address, listen_port, up, (sidecar_address, http_port), upstreams, auth),
                 *([_internal_listener(_loopback_like(listen_address), internal_listener_port(
                     listen_port, internal_port), upstreams)] if upstreams else []),
             ],
@@ -216,7 +221,8 @@ def _socket(address: str, port: int) -> dict[str, Any]:
 
 
 def _listener(address: str, port: int, up: UpstreamURL, sidecar: tuple[str, int],
-              upstreams: Sequence[UpstreamSpec] = ()) -> dict[str, Any]:
+              upstreams: Sequence[UpstreamSpec] = (), auth: Auth | None = None) -> dict[str, Any]:
+    auth = auth or Auth()
     return {
         "name": "responses_bridge",
         "address": _socket(address, port),
@@ -234,8 +240,9 @@ def _listener(address: str, port: int, up: UpstreamURL, sidecar: tuple[str, int]
                 "max_request_headers_kb": 60,
                 "normalize_path": True,
                 "merge_slashes": True,
-                "route_config": _route_config(up, upstreams),
-                "http_filters": [_client_credentials_filter(), _route_offered_filter(), _ext_proc_filter(),
+                "route_config": _route_config(up, upstreams, auth),
+                "http_filters": [*_identity_filters(auth), _client_credentials_filter(auth),
+                                 _route_offered_filter(), _ext_proc_filter(),
                                  _hold_for_route_filter(), {
                     "name": "envoy.filters.http.router",
                     "typed_config": {"@type": _TYPE + "envoy.extensions.filters.http.router.v3.Router"},
@@ -288,12 +295,99 @@ def _internal_listener(address: str, port: int, upstreams: Sequence[UpstreamSpec
 
 
 CREDENTIALS_NAMESPACE = "responses_bridge"
+TENANT_METADATA_KEY = "tenant"
+"""The key the tenant header (``auth: header``) is forwarded under in ``CREDENTIALS_NAMESPACE``."""
+JWT_PROVIDER = "tenant_jwt"
 
 
-def _client_credentials_filter() -> dict[str, Any]:
+@dataclass(frozen=True)
+class JwtExample:
+    """A ``jwt_authn`` provider whose verified token names the tenant: the claim ``tenant_claim`` becomes the
+    tenant header (``claim_to_headers``). The keys: a JWKS file Envoy reads (``jwks_file``) or the JWKS inline."""
+
+    issuer: str
+    tenant_claim: str = "tenant"
+    jwks_file: str | None = None
+    jwks: str | None = None
+    audiences: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if (self.jwks_file is None) == (self.jwks is None):
+            raise ValueError("a jwt_authn provider needs its keys: --jwt-jwks-file or --jwt-jwks (one of them)")
+
+
+@dataclass(frozen=True)
+class Auth:
+    """How the sidecar identifies callers (``RESPONSES_BRIDGE_AUTH``), which the bootstrap must match:
+
+    * ``keys``: no client Authorization reaches an upstream (Envoy's translated calls drop it and take the key the
+      processor leaves in metadata; the passthrough routes send their request headers to the processor, which
+      checks the caller's bridge key and swaps it for the upstream key).
+    * ``header``: a client's own tenant header is removed before any other filter, then ``jwt`` (when given) sets
+      it from a verified token; ext_authz or any filter of the operator's, put after the removal, may set it
+      instead. The processor gets it in metadata; the sidecar's HTTP door gets it as a header."""
+
+    mode: str = "none"
+    tenant_header: str = "x-tenant-id"
+    jwt: JwtExample | None = None
+
+    def __post_init__(self) -> None:
+        if self.jwt is not None and self.mode != "header":
+            raise ValueError("a jwt_authn example sets the tenant header: it needs auth: header "
+                             "(RESPONSES_BRIDGE_AUTH=header, as the sidecar runs with)")
+
+
+def _identity_filters(auth: Auth) -> list[dict[str, Any]]:
+    """First in the chain with ``auth: header``: the client's own tenant header is removed, so only a filter after
+    this one (the jwt_authn example, ext_authz) can set it; every route then carries the trusted value only."""
+    if auth.mode != "header":
+        return []
+    filters: list[dict[str, Any]] = [{
+        "name": "envoy.filters.http.header_mutation",
+        "typed_config": {
+            "@type": _TYPE + "envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+            "mutations": {"request_mutations": [{"remove": auth.tenant_header}]},
+        },
+    }]
+    if auth.jwt is not None:
+        filters.append(_jwt_filter(auth.jwt, auth.tenant_header))
+    return filters
+
+
+def _jwt_filter(jwt: JwtExample, tenant_header: str) -> dict[str, Any]:
+    """The jwt_authn example: a valid token's ``tenant_claim`` becomes the tenant header. A request without a valid
+    token goes on without one (``allow_missing_or_failed``), and every route that keeps tenant state answers it with
+    401 ``missing_tenant``; this also lets the sidecar's own model calls (``upstream_via``) through the passthrough
+    route. Require a token on more routes with rules of your own."""
+    keys = {"filename": jwt.jwks_file} if jwt.jwks_file is not None else {"inline_string": jwt.jwks}
+    provider: dict[str, Any] = {
+        "issuer": jwt.issuer,
+        **({"audiences": list(jwt.audiences)} if jwt.audiences else {}),
+        "local_jwks": keys,
+        "forward": False,  # the token stops at Envoy: neither the sidecar nor the upstream gets it
+        "claim_to_headers": [{"header_name": tenant_header, "claim_name": jwt.tenant_claim}],
+    }
+    return {
+        "name": "envoy.filters.http.jwt_authn",
+        "typed_config": {
+            "@type": _TYPE + "envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+            "providers": {JWT_PROVIDER: provider},
+            "rules": [{"match": {"prefix": "/"}, "requires": {"requires_any": {"requirements": [
+                {"provider_name": JWT_PROVIDER}, {"allow_missing_or_failed": {}}]}}}],
+        },
+    }
+
+
+def _client_credentials_filter(auth: Auth | None = None) -> dict[str, Any]:
     """The client's Authorization, copied into dynamic metadata that Envoy forwards to the processor with the
     request body: the one request the processor answers itself (a background run, which the sidecar then sends
-    upstream on its own) still carries the client's credentials, without a round trip for the headers."""
+    upstream on its own) still carries the client's credentials, without a round trip for the headers; with
+    ``auth: keys`` the processor finds the caller's tenant from it. With ``auth: header`` the tenant header goes
+    the same way (``TENANT_METADATA_KEY``), read after :func:`_identity_filters` removed a client's own."""
+    tenant_rules = [] if auth is None or auth.mode != "header" else [{
+        "header": auth.tenant_header, "remove": False,
+        "on_header_present": {"metadata_namespace": CREDENTIALS_NAMESPACE, "key": TENANT_METADATA_KEY,
+                              "type": "STRING"}}]
     return {
         "name": "envoy.filters.http.header_to_metadata",
         "typed_config": {
@@ -303,7 +397,7 @@ def _client_credentials_filter() -> dict[str, Any]:
                 "on_header_present": {"metadata_namespace": CREDENTIALS_NAMESPACE, "key": "authorization",
                                       "type": "STRING"},
                 "remove": False,
-            }, *_request_context_rules()],
+            }, *tenant_rules, *_request_context_rules()],
         },
     }
 
@@ -439,14 +533,16 @@ def _encoded_body_routes() -> list[dict[str, Any]]:
             for name, path in (("responses", "/v1/responses"), ("responses_unversioned", "/responses"))]
 
 
-def _route_config(up: UpstreamURL, upstreams: Sequence[UpstreamSpec] = ()) -> dict[str, Any]:
+def _route_config(up: UpstreamURL, upstreams: Sequence[UpstreamSpec] = (), auth: Auth | None = None) -> dict[str, Any]:
+    auth = auth or Auth()
+    keys = auth.mode == "keys"
     post = [{"name": ":method", "string_match": {"exact": "POST"}}]
     get = [{"name": ":method", "string_match": {"exact": "GET"}}]
     cluster = upstream_cluster(upstreams[0].name) if upstreams else UPSTREAM_CLUSTER
     upstream_action = {"cluster": cluster, "timeout": "0s", **_host_rewrite(up)}
     routes: list[dict[str, Any]] = [*_encoded_body_routes()]
     if upstreams:
-        routes += _per_upstream_routes(upstreams)
+        routes += _per_upstream_routes(upstreams, keys)
     # A request the processor marked (server-side tools: the tool loop) goes, unchanged, to the sidecar's HTTP
     # door, which makes every model turn through this listener (``--upstream-via``). The processor has read its
     # body already; it passes the door's answer through untouched (the filter stays on the response path).
@@ -464,7 +560,7 @@ def _route_config(up: UpstreamURL, upstreams: Sequence[UpstreamSpec] = ()) -> di
         # /v1/responses: the processor answers it with the error for an empty request.
         {"name": name, "match": {"path": path, "headers": post},
          "route": {**upstream_action, "prefix_rewrite": f"{up.base_path}/chat/completions"},
-         "request_headers_to_add": _upstream_headers_from_processor(),
+         **_upstream_headers(keys),
          "typed_per_filter_config": _enabled(), "request_body_buffer_limit": BUFFER_LIMIT_BYTES}
         for name, path in (("responses", "/v1/responses"), ("responses_unversioned", "/responses"))
     ]
@@ -481,10 +577,11 @@ def _route_config(up: UpstreamURL, upstreams: Sequence[UpstreamSpec] = ()) -> di
         routes += [
             {"name": "models", "match": {"path_separated_prefix": "/v1/models", "headers": get},
              "route": {**upstream_action, "prefix_rewrite": f"{up.base_path}/models"},
-             "typed_per_filter_config": _disabled()},
+             "typed_per_filter_config": _headers_only() if keys else _disabled()},
             {"name": "chat_completions", "match": {"path": "/v1/chat/completions", "headers": post},
              "route": {**upstream_action, "prefix_rewrite": f"{up.base_path}/chat/completions"},
-             "typed_per_filter_config": _disabled(), "request_body_buffer_limit": BUFFER_LIMIT_BYTES},
+             "typed_per_filter_config": _headers_only() if keys else _disabled(),
+             "request_body_buffer_limit": BUFFER_LIMIT_BYTES},
         ]
     routes += [
         {"name": "sidecar", "match": {"prefix": "/"},
@@ -502,7 +599,25 @@ def upstream_cluster(name: str) -> str:
     return f"upstream_{name}"
 
 
-def _per_upstream_routes(upstreams: Sequence[UpstreamSpec]) -> list[dict[str, Any]]:
+def _upstream_headers(keys: bool) -> dict[str, Any]:
+    """A translated (or native) Responses call's headers: the processor's (:func:`_upstream_headers_from_processor`),
+    and with ``auth: keys`` never the client's Authorization (its bridge key): the route removes it before adding
+    the processor's (Envoy removes a route's headers before it adds them)."""
+    return {"request_headers_to_add": _upstream_headers_from_processor(),
+            **({"request_headers_to_remove": ["authorization"]} if keys else {})}
+
+
+def _headers_only() -> dict[str, Any]:
+    """A passthrough route with ``auth: keys``: the processor sees its request headers (only), checks the caller's
+    bridge key (401 without a valid one) and replaces it with the upstream's key, or removes it."""
+    return {_EXT_PROC: {"@type": _TYPE + "envoy.config.route.v3.FilterConfig", "disabled": False, "config": {
+        "@type": _TYPE + "envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute", "overrides": {
+            "processing_mode": {"request_header_mode": "SEND", "request_body_mode": "NONE",
+                                "request_trailer_mode": "SKIP", "response_header_mode": "SKIP",
+                                "response_body_mode": "NONE", "response_trailer_mode": "SKIP"}}}}}
+
+
+def _per_upstream_routes(upstreams: Sequence[UpstreamSpec], keys: bool = False) -> list[dict[str, Any]]:
     """Several upstreams: for each, the routes that send a request to its cluster once its upstream is known.
 
     * The processor read a Responses request's model and set ``ROUTE_NAMESPACE.upstream`` (and cleared the route
@@ -525,7 +640,7 @@ def _per_upstream_routes(upstreams: Sequence[UpstreamSpec]) -> list[dict[str, An
             *({"name": f"{spec.name}{suffix.replace(':', '_')}_{name}",
                "match": {"path": path, "headers": post, "dynamic_metadata": _chosen(spec.name + suffix)},
                "route": {**action, "prefix_rewrite": f"{up.base_path}/{target}"},
-               "request_headers_to_add": _upstream_headers_from_processor(),  # the upstream's key, if held
+               **_upstream_headers(keys),  # the upstream's key, if held
                "typed_per_filter_config": _enabled(), "request_body_buffer_limit": BUFFER_LIMIT_BYTES}
               for suffix, target in targets
               for name, path in (("responses", "/v1/responses"), ("responses_unversioned", "/responses"))),
@@ -819,7 +934,34 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", metavar="FILE", default=None,
                         help="the YAML configuration file `serve` reads (env: RESPONSES_BRIDGE_CONFIG): one cluster "
                              "per upstream of its `upstreams`, and its ports and upstream unless given here")
+    identity = parser.add_argument_group(
+        "identity", "how callers are identified; must match the sidecar's RESPONSES_BRIDGE_AUTH")
+    identity.add_argument("--auth", choices=("none", "keys", "header"), default=None,
+                          help="default: the configuration's `auth` (RESPONSES_BRIDGE_AUTH), else none. keys: no "
+                               "client Authorization reaches an upstream, and the passthrough routes need a bridge "
+                               "key; header: a client's own tenant header is removed first thing")
+    identity.add_argument("--tenant-header", default=None,
+                          help="default: the configuration's `tenant_header` (RESPONSES_BRIDGE_TENANT_HEADER)")
+    identity.add_argument("--jwt-issuer", default=None,
+                          help="render a jwt_authn example (auth header): tokens of this issuer, whose tenant claim "
+                               "becomes the tenant header")
+    identity.add_argument("--jwt-jwks-file", default=None, help="the issuer's JWKS, a file Envoy reads")
+    identity.add_argument("--jwt-jwks", default=None, help="the issuer's JWKS inline (JSON text)")
+    identity.add_argument("--jwt-tenant-claim", default="tenant", help="the claim naming the tenant (default tenant)")
+    identity.add_argument("--jwt-audience", action="append", default=[],
+                          help="an accepted audience (repeatable; default: any)")
     parser.set_defaults(func=_run)
+
+
+def _auth(args: argparse.Namespace, configured_mode: str, configured_header: str) -> Auth:
+    jwt = None
+    if args.jwt_issuer is not None:
+        jwt = JwtExample(issuer=args.jwt_issuer, tenant_claim=args.jwt_tenant_claim, jwks_file=args.jwt_jwks_file,
+                         jwks=args.jwt_jwks, audiences=tuple(args.jwt_audience))
+    elif args.jwt_jwks_file or args.jwt_jwks:
+        raise ValueError("--jwt-jwks-file / --jwt-jwks need --jwt-issuer")
+    return Auth(mode=args.auth or configured_mode, tenant_header=(args.tenant_header or configured_header).lower(),
+                jwt=jwt)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -831,6 +973,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"envoy-config: {exc}", file=sys.stderr)
         return 2
     try:
+        auth = _auth(args, settings.auth, settings.tenant_header)
         text = render_bootstrap(
             listen_port=args.listen_port,
             extproc_port=settings.extproc_port if args.extproc_port is None else args.extproc_port,
@@ -838,7 +981,7 @@ def _run(args: argparse.Namespace) -> int:
             upstream=settings.upstream if args.upstream is None else args.upstream, admin_port=args.admin_port,
             listen_address=args.listen_address, extproc_address=args.extproc_address,
             sidecar_address=args.sidecar_address, ca_file=args.ca_file, upstreams=settings.upstreams,
-            internal_port=args.internal_port)
+            internal_port=args.internal_port, auth=auth)
     except ValueError as exc:
         print(f"envoy-config: {exc}", file=sys.stderr)
         return 2

@@ -26,6 +26,8 @@ from .sealing import Sealer, load_or_create_key, new_key_text
 from .services.background import BackgroundService, fail_interrupted
 from .services.conversations import ConversationService
 from .services.files import FileService, files_directory
+from .services.identity import Identity, sidecar_token
+from .services.limits import TenantLimits
 from .services.prompts import PromptService
 from .services.retention import RetentionService
 from .services.retrieval.embedders import Embedder, embedder_from_settings
@@ -65,7 +67,14 @@ class Runtime:
     embedder: Embedder | None = None
     chunks: ChunkIndex | None = None
     vector_stores: VectorStoreService | None = None  # the Vector Stores API; the file_search tool's searcher
+    # who the caller is (RESPONSES_BRIDGE_AUTH), for both doors: services/identity.py
+    identity: Identity = field(default_factory=Identity)
     retention: RetentionService | None = None  # purges what each tenant's retention_days has expired
+    # per-tenant requests in flight and body size, one budget for both doors (services/limits.py)
+    limits: TenantLimits = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.limits = TenantLimits(self.settings)
 
     async def _open_background(self, store: ResponseStore, events: EventLog, upstream: UpstreamClient) -> None:
         """Background runs of a previous process that never ended are marked failed (none can be running now),
@@ -110,6 +119,8 @@ class Runtime:
         runtime = cls(settings=settings, store=stores.responses, options=settings.engine_options(), sealer=sealer,
                       conversations=ConversationService(stores.conversations),
                       prompts=PromptService(stores.prompts))
+        runtime.identity = Identity(settings.auth, settings.tenant_header, stores.api_keys,
+                                    sidecar_token(settings.sealing_key, db_path))
         runtime.server_tools = ServerTools(ServerToolServices.configured(settings.mcp_limits(),
                                                                            settings.web_search_settings()))
         runtime.router = settings.router()
@@ -119,7 +130,8 @@ class Runtime:
                 await client.start()
         store = stores.sqlite
         if store is not None:  # files and vector stores on SQLite; on PostgreSQL they come with their own stores
-            runtime.files = FileService(SQLiteFileStore(store), files_directory(db_path), settings.max_file_bytes)
+            runtime.files = FileService(SQLiteFileStore(store), files_directory(db_path), settings.max_file_bytes,
+                                        max_stored_bytes=lambda tenant: settings.tenant_policy(tenant).max_stored_bytes)
             await runtime.files.start()
             runtime.embedder = embedder_from_settings(settings)
             runtime.chunks = SQLiteChunkIndex(store)
@@ -178,10 +190,11 @@ class Runtime:
 
     def upstream_authorization(self, client_authorization: str | None) -> str | None:
         """The configured key wins; without one, the client's own credentials go upstream (a gateway in front
-        of a multi-tenant provider must not swap every caller's key for its own)."""
+        of a multi-tenant provider must not swap every caller's key for its own). With ``auth: keys`` the
+        client's Authorization is its key to this bridge, and never goes upstream."""
         if self.settings.api_key:
             return f"Bearer {self.settings.api_key}"
-        return client_authorization
+        return None if self.settings.auth == "keys" else client_authorization
 
     # --- routing (upstreams.py) --------------------------------------------------------------------------------
 
@@ -239,7 +252,10 @@ class Runtime:
         return dataclasses.replace(options, upstream_model=route.upstream_model)
 
     def route_authorization(self, route: Route, client_authorization: str | None) -> str | None:
-        """What goes upstream as ``Authorization`` for ``route``: its key, or the client's own."""
+        """What goes upstream as ``Authorization`` for ``route``: its key, or the client's own (never a bridge
+        key: ``auth: keys``)."""
+        if self.settings.auth == "keys":
+            client_authorization = None
         return self.routes().authorization(route.upstream, client_authorization)
 
     def client_for(self, route: Route) -> UpstreamClient | None:

@@ -145,6 +145,7 @@ async def serve(settings: Settings, *, http: bool = True, extproc: bool = True) 
         log.info("serving", upstream=settings.upstream, profile=settings.profile, db=_where(settings),
                  http=f"{settings.http_host}:{settings.http_port}" if http else None,
                  extproc=f"{settings.extproc_host}:{settings.extproc_port}" if extproc else None)
+        warn_if_open(settings, http=http, extproc=extproc)
         probe = asyncio.create_task(_probe_upstreams(settings))  # in the background: start is not delayed
         await _wait_for_signal()
         probe.cancel()
@@ -157,6 +158,23 @@ def _where(settings: Settings) -> str:
     if settings.database_url is None:
         return settings.db_path()
     return f"postgresql {describe(settings.database_url.get_secret_value())}"
+
+
+LOOPBACK_HOSTS = frozenset(("127.0.0.1", "::1", "localhost"))
+
+
+def warn_if_open(settings: Settings, *, http: bool = True, extproc: bool = True) -> list[str]:
+    """``auth: none`` with a door bound beyond loopback: anyone who reaches it reads, continues and deletes every
+    stored object. One warning line naming those doors (returned too); nothing when auth is on or all is local."""
+    if settings.auth != "none":
+        return []
+    doors = [f"{name}={host}:{port}" for name, on, host, port in (
+        ("http", http, settings.http_host, settings.http_port),
+        ("extproc", extproc, settings.extproc_host, settings.extproc_port)) if on and host not in LOOPBACK_HOSTS]
+    if doors:
+        log.warning("auth_none_beyond_loopback", doors=doors,
+                    hint="every caller shares one tenant: set RESPONSES_BRIDGE_AUTH=keys or header")
+    return doors
 
 
 async def _probe_upstreams(settings: Settings) -> None:
@@ -226,3 +244,4 @@ async def _wait_for_signal() -> None:
     await stop.wait()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.remove_signal_handler(sig)
+

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from responses_bridge.devtools.procs import ManagedProcess, wait_http
-from responses_bridge.envoy_config import HTTP_CLUSTER, render_bootstrap, upstream_cluster
+from responses_bridge.envoy_config import HTTP_CLUSTER, Auth, render_bootstrap, upstream_cluster
 from responses_bridge.upstreams import UpstreamSpec
 from tests.support.bridge import PYTHON, UpstreamLog, running_sidecar
 from tests.support.envoy import EnvoyProcess, free_port, start_envoy
@@ -57,9 +57,9 @@ async def _fake(port: int, *extra: str) -> ManagedProcess:
 
 
 @asynccontextmanager
-async def running_deployment(tmp_dir: str, *, keyed: bool = True) -> AsyncIterator[Deployment]:
+async def running_deployment(tmp_dir: str, *, keyed: bool = True, auth: str = "none") -> AsyncIterator[Deployment]:
     """``keyed``: upstream b holds its key (``api_key_env``), which the processor sets on Envoy's call to b;
-    without, every upstream gets the client's key."""
+    without, every upstream gets the client's key. ``auth``: the sidecar's and Envoy's ``RESPONSES_BRIDGE_AUTH``."""
     ports = {"a": free_port(), "b": free_port(), "n": free_port()}
     fakes = [await _fake(port, *(["--native"] if name == "n" else [])) for name, port in ports.items()]
     upstreams = [UpstreamSpec(name=name, url=f"http://127.0.0.1:{port}/v1", mode="native" if name == "n" else
@@ -68,7 +68,8 @@ async def running_deployment(tmp_dir: str, *, keyed: bool = True) -> AsyncIterat
     listen_port, internal_port = free_port(), free_port()
     env = {"RESPONSES_BRIDGE_UPSTREAMS": json.dumps([spec.model_dump() for spec in upstreams]),
            "RESPONSES_BRIDGE_MODELS": json.dumps(MODELS), "RESPONSES_BRIDGE_MCP_ALLOWED_HOSTS": "127.0.0.1",
-           "B_KEY": "sk-upstream-b"}  # b's key; a forwards the client's, n has none (the client's goes too)
+           "B_KEY": "sk-upstream-b",  # b's key; a forwards the client's, n has none (the client's goes too)
+           "RESPONSES_BRIDGE_AUTH": auth}
     try:
         async with running_mcp_server() as mcp, running_sidecar(
                 tmp_dir, upstreams[0].url, "--upstream-via",
@@ -76,7 +77,7 @@ async def running_deployment(tmp_dir: str, *, keyed: bool = True) -> AsyncIterat
             envoy = await start_envoy(render_bootstrap(
                 listen_port=listen_port, extproc_port=sidecar.extproc_port,
                 http_port=int(sidecar.http_url.rsplit(":", 1)[1]), upstream=upstreams[0].url, admin_port=0,
-                upstreams=upstreams, internal_port=internal_port))
+                upstreams=upstreams, internal_port=internal_port, auth=Auth(auth)))
             try:
                 yield Deployment(sidecar.http_url, f"http://127.0.0.1:{listen_port}", envoy,
                                  {name: UpstreamLog(f"http://127.0.0.1:{port}") for name, port in ports.items()},

@@ -285,6 +285,29 @@ async def test_a_post_without_a_body_is_a_400(runtime: Runtime) -> None:
     assert error_of(body)["type"] == "invalid_request_error"
 
 
+async def test_the_run_is_the_streams_tenants(runtime: Runtime) -> None:
+    """The ext_proc door makes its run with the tenant its stream resolved: a chain of another tenant's is not
+    found (the same 404 as an unknown id), the tenant's own continues."""
+    stored = {"id": "resp_owned", "object": "response", "created_at": 1, "status": "completed", "model": "m",
+              "output": [{"id": "msg_owned", "type": "message", "role": "assistant", "status": "completed",
+                          "content": [{"type": "output_text", "text": "earlier", "annotations": []}]}]}
+    await runtime.store.save_response(stored, [], tenant="tenant-a")
+    answers = []
+    for tenant, previous in (("tenant-b", "resp_owned"), ("tenant-b", "resp_unknown")):
+        stream = new_stream(runtime)
+        stream.tenant = tenant
+        [reply] = await stream.handle(request_body({**REQUEST, "previous_response_id": previous}))
+        status, _, body = immediate(reply)
+        answers.append((status, body.replace(previous.encode(), b"ID")))
+        assert stream.run is not None and stream.run.tenant == tenant
+    assert answers[0] == answers[1] and answers[0][0] == 404
+    stream = new_stream(runtime)
+    stream.tenant = "tenant-a"
+    [reply] = await stream.handle(request_body({**REQUEST, "previous_response_id": "resp_owned"}))
+    chat = orjson.loads(reply.request_body.response.body_mutation.body)
+    assert chat["messages"][0] == {"role": "assistant", "content": "earlier"}
+
+
 async def test_a_body_in_several_chunks(runtime: Runtime) -> None:
     raw = orjson.dumps(REQUEST)
     stream = new_stream(runtime)

@@ -524,7 +524,8 @@ async def test_request_recording(session, base_url):
         data = (await resp.json())["data"]
     assert len(data) == 50
     assert data[0]["body"]["messages"][0]["content"] == "5" and data[-1]["body"]["messages"][0]["content"] == "54"
-    assert data[-1]["headers"] == {"authorization": "Bearer sk-test", "x-request-id": None, "traceparent": None}
+    assert data[-1]["headers"] == {"authorization": "Bearer sk-test", "x-request-id": None, "traceparent": None,
+                                   "x-tenant-id": None, "x-responses-bridge-sidecar": None}
     await session.delete(url)
     async with session.get(url) as resp:
         assert (await resp.json())["data"] == []

@@ -27,6 +27,7 @@ from responses_bridge.run.tools.file_search_options import SearchOptions
 from responses_bridge.run.tools.mcp import MCPLimits, MCPTools
 from responses_bridge.run.tools.web_search_base import SearchResult
 from responses_bridge.services.retrieval.filters import parse_filters
+from responses_bridge.store.base import DEFAULT_TENANT
 from tests.unit.test_server_tool_turns import end, text, tool
 from tests.unit.test_server_tools_executor import Loop, item
 
@@ -48,10 +49,12 @@ class MemorySearcher:
     def __init__(self, stores: Mapping[str, list[tuple[str, str, str, dict[str, Any]]]] = DOCS) -> None:
         self.stores = stores
         self.calls: list[tuple[tuple[str, ...], str, SearchOptions]] = []
+        self.tenants: list[str] = []
 
-    async def search(self, vector_store_ids: Sequence[str], query: str,
-                     options: SearchOptions) -> list[dict[str, Any]]:
+    async def search(self, vector_store_ids: Sequence[str], query: str, options: SearchOptions, *,
+                     tenant: str) -> list[dict[str, Any]]:
         self.calls.append((tuple(vector_store_ids), query, options))
+        self.tenants.append(tenant)
         for store in vector_store_ids:
             if store not in self.stores:
                 raise not_found(f"No vector store found with id '{store}'.", param="vector_store_ids")
@@ -96,6 +99,7 @@ async def test_a_search_then_an_answer_citing_the_files(stream: bool, include: b
     assert not outcome.end
     (_, query, options), = searcher.calls
     assert query == "prime pump" and options.max_num_results == 2
+    assert searcher.tenants == [DEFAULT_TENANT]  # the run's tenant: its vector stores only
     searched = item(loop, turn.calls[0].output_index)
     assert (searched["type"], searched["status"], searched["queries"]) == ("file_search_call", "completed",
                                                                            ["prime pump"])
@@ -147,8 +151,8 @@ async def test_an_unknown_vector_store_is_a_failed_call_the_model_reads() -> Non
 
 async def test_a_searcher_that_breaks_is_a_failed_call_not_a_failed_response() -> None:
     class Broken(MemorySearcher):
-        async def search(self, vector_store_ids: Sequence[str], query: str,
-                         options: SearchOptions) -> list[dict[str, Any]]:
+        async def search(self, vector_store_ids: Sequence[str], query: str, options: SearchOptions, *,
+                         tenant: str) -> list[dict[str, Any]]:
             raise RuntimeError("disk on fire")
 
     loop = Loop(services(Broken()), {"input": "x", "tools": [file_tool()]}, stream=False)
@@ -260,8 +264,10 @@ async def test_the_tool_options_reach_the_searcher() -> None:
     assert (options.options.max_num_results, options.options.score_threshold) == (3, 0.4)
     assert options.options.filters == parse_filters(filters)
     searcher = MemorySearcher()
-    sources = await run_file_search(searcher, ["pump primed water", "pump primed water", " "], options)
+    sources = await run_file_search(searcher, ["pump primed water", "pump primed water", " "], options,
+                                    tenant="tenant-b")
     assert len(searcher.calls) == 1 and [source.file_id for source in sources] == ["file-pump"]
+    assert searcher.tenants == ["tenant-b"]
 
 
 def test_without_a_file_searcher_file_search_is_not_served() -> None:

@@ -22,6 +22,8 @@ from responses_bridge.services.files import (
 from responses_bridge.store import SQLiteResponseStore
 from responses_bridge.store.files import FileStore, SQLiteFileStore, StoredFile, UnknownCursor
 
+T = "tenant-a"
+
 
 class Clock:
     def __init__(self) -> None:
@@ -56,8 +58,8 @@ async def service(store: SQLiteFileStore, tmp_path: Path, clock: Clock) -> Async
 
 
 async def upload(service: FileService, data: bytes, *, filename: str = "notes.txt", purpose: str = "assistants",
-                 expires_after: int | None = None) -> dict:
-    async with service.receive() as received:
+                 expires_after: int | None = None, tenant: str = T) -> dict:
+    async with service.receive(tenant=tenant) as received:
         for start in range(0, len(data), 100):
             await received.write(data[start:start + 100])
         return await service.create(received, filename=filename, purpose=purpose, expires_after=expires_after)
@@ -72,27 +74,30 @@ def stored(file_id: str, created_at: int = 100, purpose: str = "assistants", exp
 async def test_store_pages_filters_and_hides_expired(store: SQLiteFileStore) -> None:
     assert isinstance(store, FileStore)
     for index in range(5):
-        await store.add_file(stored(f"file-{index}", purpose="batch" if index % 2 else "assistants"))
-    await store.add_file(stored("file-expired", expires_at=150))
+        await store.add_file(stored(f"file-{index}", purpose="batch" if index % 2 else "assistants"), tenant=T,
+                             max_stored_bytes=None)
+    await store.add_file(stored("file-expired", expires_at=150), tenant=T, max_stored_bytes=None)
 
-    page, more = await store.list_files(now=100, purpose=None, after=None, limit=2, order="desc")
+    page, more = await store.list_files(now=100, purpose=None, after=None, limit=2, order="desc", tenant=T)
     assert [file.id for file in page] == ["file-expired", "file-4"] and more
-    page, more = await store.list_files(now=200, purpose=None, after=None, limit=2, order="desc")
+    page, more = await store.list_files(now=200, purpose=None, after=None, limit=2, order="desc", tenant=T)
     assert [file.id for file in page] == ["file-4", "file-3"] and more  # expired: gone from every read at once
-    page, more = await store.list_files(now=200, purpose=None, after="file-3", limit=10, order="desc")
+    page, more = await store.list_files(now=200, purpose=None, after="file-3", limit=10, order="desc", tenant=T)
     assert [file.id for file in page] == ["file-2", "file-1", "file-0"] and not more
-    page, more = await store.list_files(now=200, purpose=None, after="file-1", limit=2, order="asc")
+    page, more = await store.list_files(now=200, purpose=None, after="file-1", limit=2, order="asc", tenant=T)
     assert [file.id for file in page] == ["file-2", "file-3"] and more
-    page, _ = await store.list_files(now=200, purpose="batch", after=None, limit=10, order="asc")
+    page, _ = await store.list_files(now=200, purpose="batch", after=None, limit=10, order="asc", tenant=T)
     assert [file.id for file in page] == ["file-1", "file-3"]
     with pytest.raises(UnknownCursor):
-        await store.list_files(now=200, purpose=None, after="file-expired", limit=2, order="asc")
+        await store.list_files(now=200, purpose=None, after="file-expired", limit=2, order="asc", tenant=T)
 
-    assert await store.get_file("file-expired", 149) is not None
-    assert await store.get_file("file-expired", 150) is None
+    assert await store.get_file("file-expired", 149, tenant=T) is not None
+    assert await store.get_file("file-expired", 150, tenant=T) is None
     assert await store.expired_files(200, 10) == ["file-expired"]
     assert await store.known_ids(["file-1", "file-expired", "file-nope"]) == {"file-1", "file-expired"}
-    assert await store.delete_file("file-1") and not await store.delete_file("file-1")
+    assert await store.delete_file("file-1", tenant=T) and not await store.delete_file("file-1", tenant=T)
+    assert not await store.delete_expired_file("file-2", 200)  # not expired: the purge leaves it
+    assert await store.delete_expired_file("file-expired", 200)
 
 
 async def test_upload_is_stored_by_id_with_the_client_name_as_metadata(service: FileService) -> None:
@@ -103,8 +108,8 @@ async def test_upload_is_stored_by_id_with_the_client_name_as_metadata(service: 
     assert path.parent == service.directory and path.name == created["id"]
     assert path.read_bytes() == b"x" * 250
     assert sorted(os.listdir(service.directory)) == [created["id"]]  # no temporary file left
-    assert await service.get(created["id"]) == created
-    assert (await service.content(created["id"]))[0] == path
+    assert await service.get(created["id"], tenant=T) == created
+    assert (await service.content(created["id"], tenant=T))[0] == path
 
 
 async def test_over_the_limit_is_a_413_and_leaves_nothing(service: FileService) -> None:
@@ -118,7 +123,7 @@ async def test_over_the_limit_is_a_413_and_leaves_nothing(service: FileService) 
 
 async def test_an_upload_abandoned_midway_removes_its_temporary_file(service: FileService) -> None:
     with pytest.raises(RuntimeError):
-        async with service.receive() as received:
+        async with service.receive(tenant=T) as received:
             await received.write(b"half")
             assert received.path.exists() and received.path.parent == service.directory
             raise RuntimeError("client went away")
@@ -130,9 +135,9 @@ async def test_an_upload_abandoned_midway_removes_its_temporary_file(service: Fi
 async def test_content_path_takes_only_ids_the_bridge_makes(service: FileService, file_id: str) -> None:
     with pytest.raises(ValueError):
         service.content_path(file_id)
-    assert await service.get(file_id) is None
+    assert await service.get(file_id, tenant=T) is None
     with pytest.raises(APIError) as raised:
-        await service.retrieve(file_id)
+        await service.retrieve(file_id, tenant=T)
     assert raised.value.status == 404
 
 
@@ -141,11 +146,11 @@ async def test_expiry_hides_then_purges_row_and_bytes(service: FileService, cloc
     kept = await upload(service, b"kept")
     assert created["expires_at"] == created["created_at"] + 3600
     clock.now += 3600
-    assert await service.get(created["id"]) is None  # expired: never returned, purged or not
-    listed = await service.list(purpose=None, after=None, limit=10, order="desc")
+    assert await service.get(created["id"], tenant=T) is None  # expired: never returned, purged or not
+    listed = await service.list(purpose=None, after=None, limit=10, order="desc", tenant=T)
     assert [file["id"] for file in listed["data"]] == [kept["id"]]
     with pytest.raises(APIError):
-        await service.delete(created["id"])
+        await service.delete(created["id"], tenant=T)
     assert service.content_path(created["id"]).exists()
     assert await service.purge_expired() == 1
     assert not service.content_path(created["id"]).exists()
@@ -162,25 +167,25 @@ async def test_batch_files_expire_after_30_days_by_default(service: FileService)
 
 async def test_delete_removes_row_and_bytes_once(service: FileService) -> None:
     created = await upload(service, b"bye")
-    assert await service.delete(created["id"]) == {"id": created["id"], "object": "file", "deleted": True}
+    assert await service.delete(created["id"], tenant=T) == {"id": created["id"], "object": "file", "deleted": True}
     assert not service.content_path(created["id"]).exists()
     with pytest.raises(APIError) as raised:
-        await service.delete(created["id"])
+        await service.delete(created["id"], tenant=T)
     assert raised.value.status == 404 and raised.value.param == "file_id"
 
 
 async def test_list_arguments_are_checked(service: FileService) -> None:
     for limit in (0, 10_001):
         with pytest.raises(APIError) as raised:
-            await service.list(purpose=None, after=None, limit=limit, order="desc")
+            await service.list(purpose=None, after=None, limit=limit, order="desc", tenant=T)
         assert raised.value.status == 400 and raised.value.param == "limit"
     with pytest.raises(APIError) as raised:
-        await service.list(purpose=None, after=None, limit=10, order="up")
+        await service.list(purpose=None, after=None, limit=10, order="up", tenant=T)
     assert raised.value.param == "order"
     with pytest.raises(APIError) as raised:
-        await service.list(purpose=None, after="file-missing", limit=10, order="desc")
+        await service.list(purpose=None, after="file-missing", limit=10, order="desc", tenant=T)
     assert raised.value.status == 400 and raised.value.param == "after"
-    empty = await service.list(purpose="vision", after=None, limit=10, order="desc")
+    empty = await service.list(purpose="vision", after=None, limit=10, order="desc", tenant=T)
     assert empty == {"object": "list", "data": [], "first_id": None, "last_id": None, "has_more": False}
 
 
@@ -258,15 +263,15 @@ def test_filenames_keep_only_their_last_component() -> None:
 
 async def test_open_content_survives_a_delete_and_is_a_404_when_the_bytes_are_gone(service: FileService) -> None:
     created = await upload(service, b"still readable")
-    handle, found = await service.open_content(created["id"])
+    handle, found = await service.open_content(created["id"], tenant=T)
     try:
         assert found == created
-        await service.delete(created["id"])
+        await service.delete(created["id"], tenant=T)
         assert handle.read() == b"still readable"  # opened before the delete: the read is not cut short
     finally:
         handle.close()
     lost = await upload(service, b"bytes removed behind the store's back")
     service.content_path(lost["id"]).unlink()
     with pytest.raises(APIError) as raised:
-        await service.open_content(lost["id"])
+        await service.open_content(lost["id"], tenant=T)
     assert raised.value.status == 404 and raised.value.param == "file_id"

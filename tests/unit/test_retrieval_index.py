@@ -13,6 +13,17 @@ from hypothesis import strategies as st
 
 from responses_bridge.store import SQLiteResponseStore
 from responses_bridge.store.chunks import DimensionMismatch, IndexedFile, SQLiteChunkIndex
+from responses_bridge.store.vector_stores import SQLiteVectorStoreStore, StoredVectorStore
+
+T = "tenant-a"
+
+
+async def make_stores(db: SQLiteResponseStore, tenant: str, *store_ids: str) -> None:
+    """The vector stores whose chunks these tests index: the index reads only a tenant's existing stores."""
+    for store_id in store_ids:
+        await SQLiteVectorStoreStore(db).create_store(
+            StoredVectorStore(id=store_id, created_at=1, name=store_id, description=None, metadata={},
+                              expires_after=None, last_active_at=1, embedder=None), [], tenant=tenant)
 
 
 def unit_rows(count: int, dims: int = 8, seed: int = 0) -> np.ndarray:
@@ -23,6 +34,7 @@ def unit_rows(count: int, dims: int = 8, seed: int = 0) -> np.ndarray:
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[SQLiteResponseStore]:
     async with SQLiteResponseStore(str(tmp_path / "chunks.db")) as opened:
+        await make_stores(opened, T, "vs_1", "vs_2", "vs_3")
         yield opened
 
 
@@ -32,18 +44,19 @@ def index(db: SQLiteResponseStore) -> SQLiteChunkIndex:
 
 
 async def keyword_files(index: SQLiteChunkIndex, store: str, term: str) -> set[str]:
-    rows = await index.chunk_rows([chunk for chunk, _ in await index.keyword_candidates(store, [term], None, 50)])
+    found = await index.keyword_candidates(store, [term], None, 50, tenant=T)
+    rows = await index.chunk_rows([chunk for chunk, _ in found], tenant=T)
     return {row.file_id for row in rows.values()}
 
 
 async def test_replace_keeps_document_order_and_replaces_everything(index: SQLiteChunkIndex) -> None:
     await index.replace_file_chunks("vs_1", "file_a", "a.txt", ["alpha one", "beta two", "gamma three"],
                                     unit_rows(3), {"k": 1})
-    assert await index.file_chunks("vs_1", "file_a") == ["alpha one", "beta two", "gamma three"]
-    assert await index.indexed_files("vs_1") == {"file_a": IndexedFile("a.txt", {"k": 1})}
+    assert await index.file_chunks("vs_1", "file_a", tenant=T) == ["alpha one", "beta two", "gamma three"]
+    assert await index.indexed_files("vs_1", tenant=T) == {"file_a": IndexedFile("a.txt", {"k": 1})}
     await index.replace_file_chunks("vs_1", "file_a", "a2.txt", ["delta four"], unit_rows(1, seed=1), {"k": 2})
-    assert await index.file_chunks("vs_1", "file_a") == ["delta four"]
-    assert await index.indexed_files("vs_1") == {"file_a": IndexedFile("a2.txt", {"k": 2})}
+    assert await index.file_chunks("vs_1", "file_a", tenant=T) == ["delta four"]
+    assert await index.indexed_files("vs_1", tenant=T) == {"file_a": IndexedFile("a2.txt", {"k": 2})}
     assert await keyword_files(index, "vs_1", "beta") == set()  # the keyword index forgot the old text
     assert await keyword_files(index, "vs_1", "delta") == {"file_a"}
 
@@ -55,7 +68,7 @@ async def test_a_failed_replace_leaves_the_previous_chunks(index: SQLiteChunkInd
     with pytest.raises(Exception):  # noqa: B017 - a value SQLite cannot bind fails inside the transaction
         await index.replace_file_chunks("vs_1", "file_a", "a.txt", ["new", {"not": "text"}],  # type: ignore[list-item]
                                         unit_rows(2), {})
-    assert await index.file_chunks("vs_1", "file_a") == ["kept text"]
+    assert await index.file_chunks("vs_1", "file_a", tenant=T) == ["kept text"]
     assert await keyword_files(index, "vs_1", "new") == set()
 
 
@@ -65,24 +78,24 @@ async def test_deletes_reach_text_vectors_and_keywords(index: SQLiteChunkIndex) 
     await index.replace_file_chunks("vs_1", "file_b", "b.txt", ["shared word banana"], vectors[1:2], {})
     await index.replace_file_chunks("vs_2", "file_a", "a.txt", ["shared word cherry"], vectors[2:3], {})
     assert await keyword_files(index, "vs_1", "shared") == {"file_a", "file_b"}
-    assert len(await index.dense_candidates("vs_1", vectors[0], None, 10)) == 2
+    assert len(await index.dense_candidates("vs_1", vectors[0], None, 10, tenant=T)) == 2
     await index.delete_file_chunks("vs_1", "file_a")
-    assert await index.file_chunks("vs_1", "file_a") == []
-    assert set(await index.indexed_files("vs_1")) == {"file_b"}
+    assert await index.file_chunks("vs_1", "file_a", tenant=T) == []
+    assert set(await index.indexed_files("vs_1", tenant=T)) == {"file_b"}
     assert await keyword_files(index, "vs_1", "shared") == {"file_b"}
-    assert len(await index.dense_candidates("vs_1", vectors[0], None, 10)) == 1
+    assert len(await index.dense_candidates("vs_1", vectors[0], None, 10, tenant=T)) == 1
     await index.delete_store_chunks("vs_1")
-    assert await index.indexed_files("vs_1") == {}
-    assert await index.dense_candidates("vs_1", vectors[0], None, 10) == []
+    assert await index.indexed_files("vs_1", tenant=T) == {}
+    assert await index.dense_candidates("vs_1", vectors[0], None, 10, tenant=T) == []
     assert await keyword_files(index, "vs_1", "shared") == set()
-    assert await index.file_chunks("vs_2", "file_a") == ["shared word cherry"]  # the other store is untouched
+    assert await index.file_chunks("vs_2", "file_a", tenant=T) == ["shared word cherry"]  # the other store is untouched
 
 
 async def test_attributes_update_without_touching_chunks(index: SQLiteChunkIndex) -> None:
     await index.replace_file_chunks("vs_1", "file_a", "a.txt", ["text"], unit_rows(1), {"old": True})
     await index.set_file_attributes("vs_1", "file_a", {"new": "value", "n": 3})
-    assert await index.indexed_files("vs_1") == {"file_a": IndexedFile("a.txt", {"new": "value", "n": 3})}
-    assert await index.file_chunks("vs_1", "file_a") == ["text"]
+    assert await index.indexed_files("vs_1", tenant=T) == {"file_a": IndexedFile("a.txt", {"new": "value", "n": 3})}
+    assert await index.file_chunks("vs_1", "file_a", tenant=T) == ["text"]
 
 
 async def test_dense_candidates_are_exact_best_first_and_filtered(index: SQLiteChunkIndex) -> None:
@@ -91,17 +104,18 @@ async def test_dense_candidates_are_exact_best_first_and_filtered(index: SQLiteC
         await index.replace_file_chunks("vs_1", f"file_{number}", f"{number}.txt", [f"t{n}" for n in range(10)],
                                         vectors[number * 10:(number + 1) * 10], {})
     query = vectors[17]
-    found = await index.dense_candidates("vs_1", query, None, 5)
+    found = await index.dense_candidates("vs_1", query, None, 5, tenant=T)
     expected = np.sort(vectors @ query)[::-1][:5]
     assert np.allclose([score for _, score in found], expected, atol=1e-6)
-    rows = await index.chunk_rows([chunk for chunk, _ in found])
+    rows = await index.chunk_rows([chunk for chunk, _ in found], tenant=T)
     assert rows[found[0][0]].file_id == "file_1" and rows[found[0][0]].text == "t7"
-    only = await index.dense_candidates("vs_1", query, ["file_0", "file_2"], 50)
-    assert len(only) == 20 and {row.file_id for row in (await index.chunk_rows([c for c, _ in only])).values()} \
+    only = await index.dense_candidates("vs_1", query, ["file_0", "file_2"], 50, tenant=T)
+    assert len(only) == 20 and {row.file_id for row in (await index.chunk_rows([c for c, _ in only],
+                                                                               tenant=T)).values()} \
         == {"file_0", "file_2"}
-    assert await index.dense_candidates("vs_1", query, [], 5) == []
+    assert await index.dense_candidates("vs_1", query, [], 5, tenant=T) == []
     with pytest.raises(DimensionMismatch):
-        await index.dense_candidates("vs_1", unit_rows(1, dims=4)[0], None, 5)
+        await index.dense_candidates("vs_1", unit_rows(1, dims=4)[0], None, 5, tenant=T)
 
 
 async def test_the_vector_copy_follows_changes_from_another_connection(db: SQLiteResponseStore,
@@ -109,32 +123,32 @@ async def test_the_vector_copy_follows_changes_from_another_connection(db: SQLit
     index = SQLiteChunkIndex(db)
     vectors = unit_rows(3, seed=5)
     await index.replace_file_chunks("vs_1", "file_a", "a.txt", ["one"], vectors[:1], {})
-    assert len(await index.dense_candidates("vs_1", vectors[0], None, 10)) == 1  # loaded and kept
+    assert len(await index.dense_candidates("vs_1", vectors[0], None, 10, tenant=T)) == 1  # loaded and kept
     async with SQLiteResponseStore(db.path) as other_db:  # another process's connections on the same file
         await SQLiteChunkIndex(other_db).replace_file_chunks("vs_1", "file_b", "b.txt", ["two", "three"],
                                                              vectors[1:], {})
-    found = await index.dense_candidates("vs_1", vectors[2], None, 10)
+    found = await index.dense_candidates("vs_1", vectors[2], None, 10, tenant=T)
     assert len(found) == 3 and found[0][1] == pytest.approx(1.0, abs=1e-5)
-    assert (await index.indexed_files("vs_1"))["file_b"].attributes == {}  # the files are cached now
+    assert (await index.indexed_files("vs_1", tenant=T))["file_b"].attributes == {}  # the files are cached now
     async with SQLiteResponseStore(db.path) as other_db:
         await SQLiteChunkIndex(other_db).set_file_attributes("vs_1", "file_b", {"seen": True})
-    assert (await index.indexed_files("vs_1"))["file_b"].attributes == {"seen": True}
+    assert (await index.indexed_files("vs_1", tenant=T))["file_b"].attributes == {"seen": True}
 
 
 async def test_keyword_search_takes_terms_literally(index: SQLiteChunkIndex) -> None:
     await index.replace_file_chunks("vs_1", "file_a", "a.txt", ['say "NEAR" or AND text: col*'], unit_rows(1), {})
     for term in ['"', "NEAR", "AND", "text:", "col*", "OR", "(", "^"]:
-        await index.keyword_candidates("vs_1", [term], None, 5)  # operators and quotes are words, not syntax
+        await index.keyword_candidates("vs_1", [term], None, 5, tenant=T)  # operators and quotes are words, not syntax
     assert await keyword_files(index, "vs_1", "near") == {"file_a"}
-    assert await index.keyword_candidates("vs_1", [], None, 5) == []
+    assert await index.keyword_candidates("vs_1", [], None, 5, tenant=T) == []
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.text(min_size=1, max_size=8), min_size=1, max_size=5))
 async def test_any_terms_are_searched_without_error(index: SQLiteChunkIndex, terms: list[str]) -> None:
-    if not await index.file_chunks("vs_1", "file_a"):
+    if not await index.file_chunks("vs_1", "file_a", tenant=T):
         await index.replace_file_chunks("vs_1", "file_a", "a.txt", ["plain words here"], unit_rows(1), {})
-    found = await index.keyword_candidates("vs_1", terms, None, 5)
+    found = await index.keyword_candidates("vs_1", terms, None, 5, tenant=T)
     assert all(score > 0 for _, score in found)
 
 
@@ -143,7 +157,7 @@ async def test_own_changes_patch_the_vector_copy_without_reading_the_store(index
     vectors = unit_rows(6, seed=9)
     await index.replace_file_chunks("vs_1", "file_a", "a.txt", ["a0", "a1"], vectors[:2], {})
     await index.replace_file_chunks("vs_1", "file_b", "b.txt", ["b0"], vectors[2:3], {})
-    assert len(await index.dense_candidates("vs_1", vectors[0], None, 10)) == 3
+    assert len(await index.dense_candidates("vs_1", vectors[0], None, 10, tenant=T)) == 3
     loads = 0
     real_load = index._load
 
@@ -155,19 +169,19 @@ async def test_own_changes_patch_the_vector_copy_without_reading_the_store(index
     monkeypatch.setattr(index, "_load", counted)
     await index.replace_file_chunks("vs_1", "file_a", "a.txt", ["a-new"], vectors[3:4], {})  # 2 rows become 1
     await index.replace_file_chunks("vs_1", "file_c", "c.txt", ["c0", "c1"], vectors[4:6], {})  # a new file
-    found = await index.dense_candidates("vs_1", vectors[3], None, 10)
-    rows = await index.chunk_rows([chunk for chunk, _ in found])
+    found = await index.dense_candidates("vs_1", vectors[3], None, 10, tenant=T)
+    rows = await index.chunk_rows([chunk for chunk, _ in found], tenant=T)
     assert rows[found[0][0]].text == "a-new" and len(found) == 4
     assert sorted(row.text for row in rows.values()) == ["a-new", "b0", "c0", "c1"]
     await index.delete_file_chunks("vs_1", "file_b")
-    found = await index.dense_candidates("vs_1", vectors[2], None, 10)
-    assert sorted(row.text for row in (await index.chunk_rows([c for c, _ in found])).values()) == [
+    found = await index.dense_candidates("vs_1", vectors[2], None, 10, tenant=T)
+    assert sorted(row.text for row in (await index.chunk_rows([c for c, _ in found], tenant=T)).values()) == [
         "a-new", "c0", "c1"]
-    only_c = await index.dense_candidates("vs_1", vectors[4], ["file_c"], 10)
+    only_c = await index.dense_candidates("vs_1", vectors[4], ["file_c"], 10, tenant=T)
     assert len(only_c) == 2 and only_c[0][1] == pytest.approx(1.0, abs=1e-5)
     assert loads == 0  # every change was applied to the copy in memory
     # a fresh index over the same file reads the store and agrees
-    fresh = await SQLiteChunkIndex(index._db).dense_candidates("vs_1", vectors[2], None, 10)
+    fresh = await SQLiteChunkIndex(index._db).dense_candidates("vs_1", vectors[2], None, 10, tenant=T)
     assert sorted(fresh) == sorted(found)
 
 
@@ -180,6 +194,6 @@ async def test_vector_copies_beyond_the_bound_are_dropped_least_recent_first(
         await index.replace_file_chunks(store, "file_a", "a.txt", [f"t{n}" for n in range(10)], vectors[:10], {})
     monkeypatch.setattr(chunks, "MAX_CACHED_BYTES", 2 * vectors[:10].nbytes)  # room for two stores' vectors
     for store in ("vs_1", "vs_2", "vs_1", "vs_3"):
-        assert len(await index.dense_candidates(store, vectors[0], None, 5)) == 5
+        assert len(await index.dense_candidates(store, vectors[0], None, 5, tenant=T)) == 5
     assert list(index._dense) == ["vs_1", "vs_3"]  # vs_2 was the least recently searched
-    assert len(await index.dense_candidates("vs_2", vectors[0], None, 5)) == 5  # and loads again when needed
+    assert len(await index.dense_candidates("vs_2", vectors[0], None, 5, tenant=T)) == 5  # and loads again when needed

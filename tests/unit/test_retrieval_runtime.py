@@ -7,9 +7,11 @@ from pathlib import Path
 
 from responses_bridge.config import Settings
 from responses_bridge.devtools import fake_upstream
+from responses_bridge.devtools.retrieval_bench import new_store
 from responses_bridge.serve import open_runtime
 from responses_bridge.services.retrieval.embedders import LocalStaticEmbedder, UpstreamEmbedder
 from responses_bridge.services.retrieval.search import SearchOptions, search
+from responses_bridge.store.base import DEFAULT_TENANT
 from responses_bridge.store.chunks import SQLiteChunkIndex
 
 TEXTS = ["The lighthouse keeper trims the lamp at dusk.", "Sourdough needs a starter fed with flour and water."]
@@ -19,10 +21,11 @@ async def index_and_search(settings: Settings) -> list[dict]:
     runtime = await open_runtime(settings)
     try:
         assert isinstance(runtime.chunks, SQLiteChunkIndex) and runtime.embedder is not None
+        await new_store(runtime.store, "vs_1")
         await runtime.chunks.replace_file_chunks("vs_1", "file_a", "notes.txt", TEXTS,
                                                  await runtime.embedder.embed(TEXTS), {"topic": "misc"})
         return await search(runtime.chunks, runtime.embedder, ["vs_1"], "sourdough starter flour",
-                            SearchOptions(max_num_results=1))
+                            SearchOptions(max_num_results=1), tenant=DEFAULT_TENANT)
     finally:
         await runtime.close()
 

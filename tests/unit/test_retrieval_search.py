@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from responses_bridge.devtools.retrieval_bench import RANKINGS, index_sections, labelled_sections, quality
+from responses_bridge.devtools.retrieval_bench import RANKINGS, index_sections, labelled_sections, new_store, quality
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.services.retrieval.embedders import LocalStaticEmbedder, normalise
 from responses_bridge.services.retrieval.filters import Comparison
@@ -28,6 +28,7 @@ from responses_bridge.services.retrieval.search import (
     search_queries,
 )
 from responses_bridge.store import SQLiteResponseStore
+from responses_bridge.store.base import DEFAULT_TENANT
 from responses_bridge.store.chunks import SQLiteChunkIndex
 
 
@@ -49,10 +50,20 @@ class WordEmbedder:
         return None
 
 
+T = DEFAULT_TENANT  # the stores new_store makes
+
+
 @pytest.fixture
-async def index(tmp_path: Path) -> AsyncIterator[SQLiteChunkIndex]:
-    async with SQLiteResponseStore(str(tmp_path / "search.db")) as db:
-        yield SQLiteChunkIndex(db)
+async def db(tmp_path: Path) -> AsyncIterator[SQLiteResponseStore]:
+    async with SQLiteResponseStore(str(tmp_path / "search.db")) as opened:
+        for store_id in ("vs_1", "vs_2"):
+            await new_store(opened, store_id)
+        yield opened
+
+
+@pytest.fixture
+def index(db: SQLiteResponseStore) -> SQLiteChunkIndex:
+    return SQLiteChunkIndex(db)
 
 
 async def add(index: SQLiteChunkIndex, store: str, file_id: str, texts: list[str],
@@ -64,7 +75,7 @@ async def add(index: SQLiteChunkIndex, store: str, file_id: str, texts: list[str
 async def test_results_have_openai_shape_scores_in_range_best_first(index: SQLiteChunkIndex) -> None:
     await add(index, "vs_1", "file_cats", ["cats purr and sleep all day", "a cat chases mice"], {"kind": "pet"})
     await add(index, "vs_1", "file_cars", ["cars need fuel and tyres", "engine oil for cars"])
-    results = await search(index, WordEmbedder(), ["vs_1"], "why do cats purr", SearchOptions())
+    results = await search(index, WordEmbedder(), ["vs_1"], "why do cats purr", SearchOptions(), tenant=T)
     assert results[0] == {"file_id": "file_cats", "filename": "file_cats.txt", "score": results[0]["score"],
                           "attributes": {"kind": "pet"},
                           "content": [{"type": "text", "text": "cats purr and sleep all day"}]}
@@ -78,37 +89,37 @@ async def test_max_results_threshold_and_filters(index: SQLiteChunkIndex) -> Non
         await add(index, "vs_1", f"file_{number}", ["river bank" + " filler" * number, f"unrelated words {number}"],
                   {"n": number, "even": number % 2 == 0})
     options = SearchOptions(max_num_results=3)
-    assert len(await search(index, WordEmbedder(), ["vs_1"], "river bank", options)) == 3
-    every = await search(index, WordEmbedder(), ["vs_1"], "river bank", SearchOptions(max_num_results=50))
+    assert len(await search(index, WordEmbedder(), ["vs_1"], "river bank", options, tenant=T)) == 3
+    every = await search(index, WordEmbedder(), ["vs_1"], "river bank", SearchOptions(max_num_results=50), tenant=T)
     cut = every[len(every) // 2]["score"]
     kept = await search(index, WordEmbedder(), ["vs_1"], "river bank",
-                        SearchOptions(max_num_results=50, score_threshold=cut))
+                        SearchOptions(max_num_results=50, score_threshold=cut), tenant=T)
     assert kept and all(result["score"] >= cut for result in kept) and len(kept) < len(every)
     evens = await search(index, WordEmbedder(), ["vs_1"], "river bank",
-                         SearchOptions(max_num_results=50, filters=Comparison("eq", "even", True)))
+                         SearchOptions(max_num_results=50, filters=Comparison("eq", "even", True)), tenant=T)
     assert evens and {result["attributes"]["even"] for result in evens} == {True}
     none = await search(index, WordEmbedder(), ["vs_1"], "river bank",
-                        SearchOptions(filters=Comparison("gt", "n", 100)))
+                        SearchOptions(filters=Comparison("gt", "n", 100)), tenant=T)
     assert none == []
 
 
 async def test_attribute_changes_reach_filters_at_once(index: SQLiteChunkIndex) -> None:
     await add(index, "vs_1", "file_a", ["quarterly report figures"], {"year": 2023})
     options = SearchOptions(filters=Comparison("eq", "year", 2024))
-    assert await search(index, WordEmbedder(), ["vs_1"], "report", options) == []
+    assert await search(index, WordEmbedder(), ["vs_1"], "report", options, tenant=T) == []
     await index.set_file_attributes("vs_1", "file_a", {"year": 2024})
-    assert [r["attributes"] for r in await search(index, WordEmbedder(), ["vs_1"], "report", options)] == [
+    assert [r["attributes"] for r in await search(index, WordEmbedder(), ["vs_1"], "report", options, tenant=T)] == [
         {"year": 2024}]
 
 
 async def test_several_stores_and_queries(index: SQLiteChunkIndex) -> None:
     await add(index, "vs_1", "file_a", ["apples grow on trees"])
     await add(index, "vs_2", "file_b", ["bananas are yellow"])
-    found = await search(index, WordEmbedder(), ["vs_1", "vs_2"], ["apples", "bananas"], SearchOptions())
+    found = await search(index, WordEmbedder(), ["vs_1", "vs_2"], ["apples", "bananas"], SearchOptions(), tenant=T)
     assert {result["file_id"] for result in found} == {"file_a", "file_b"}
-    assert await search(index, WordEmbedder(), ["vs_1"], "bananas yellow", SearchOptions()) == []
-    assert await search(index, WordEmbedder(), ["vs_missing"], "apples", SearchOptions()) == []
-    assert await search(index, WordEmbedder(), ["vs_1"], ["", "  "], SearchOptions()) == []
+    assert await search(index, WordEmbedder(), ["vs_1"], "bananas yellow", SearchOptions(), tenant=T) == []
+    assert await search(index, WordEmbedder(), ["vs_missing"], "apples", SearchOptions(), tenant=T) == []
+    assert await search(index, WordEmbedder(), ["vs_1"], ["", "  "], SearchOptions(), tenant=T) == []
 
 
 async def test_ranker_none_is_vectors_alone_and_weights_choose(index: SQLiteChunkIndex) -> None:
@@ -116,9 +127,9 @@ async def test_ranker_none_is_vectors_alone_and_weights_choose(index: SQLiteChun
     await add(index, "vs_1", "file_kw", ["zebra"])
     await add(index, "vs_1", "file_vec", ["striped horse savanna animal", "striped horse savanna"])
     query = "zebra striped horse savanna"
-    dense = await search(index, WordEmbedder(), ["vs_1"], query, SearchOptions(ranker="none"))
+    dense = await search(index, WordEmbedder(), ["vs_1"], query, SearchOptions(ranker="none"), tenant=T)
     text = await search(index, WordEmbedder(), ["vs_1"], query,
-                        SearchOptions(embedding_weight=0.0, text_weight=1.0))
+                        SearchOptions(embedding_weight=0.0, text_weight=1.0), tenant=T)
     assert dense[0]["file_id"] == "file_vec"
     assert text[0]["file_id"] in {"file_kw", "file_vec"} and all(r["score"] <= 1 for r in text)
     assert any(result["file_id"] == "file_kw" for result in text)
@@ -127,7 +138,7 @@ async def test_ranker_none_is_vectors_alone_and_weights_choose(index: SQLiteChun
 async def test_a_store_of_other_dimensions_is_a_400(index: SQLiteChunkIndex) -> None:
     await index.replace_file_chunks("vs_1", "file_a", "a.txt", ["text"], normalise(np.ones((1, 5))), {})
     with pytest.raises(APIError) as caught:
-        await search(index, WordEmbedder(), ["vs_1"], "text", SearchOptions())
+        await search(index, WordEmbedder(), ["vs_1"], "text", SearchOptions(), tenant=T)
     assert caught.value.status == 400 and caught.value.param == "vector_store_ids"
 
 
@@ -194,10 +205,11 @@ def test_fusion_scores_lie_in_0_1_and_respect_both_rankers(dense: dict[int, floa
         assert max(fused.values()) == pytest.approx(1.0)  # the best keyword match takes the whole text share
 
 
-async def test_on_a_labelled_set_hybrid_ranks_at_least_as_well_as_either(index: SQLiteChunkIndex) -> None:
+async def test_on_a_labelled_set_hybrid_ranks_at_least_as_well_as_either(db: SQLiteResponseStore,
+                                                                          index: SQLiteChunkIndex) -> None:
     sections = labelled_sections(limit=60)
     embedder = LocalStaticEmbedder()
-    await index_sections(index, embedder, "vs_labelled", sections)
+    await index_sections(db, index, embedder, "vs_labelled", sections)
     measured = {name: await quality(index, embedder, "vs_labelled", sections, options)
                 for name, options in RANKINGS.items()}
     best_single = max(measured["dense-only"].recall_at_5, measured["keyword-only"].recall_at_5)

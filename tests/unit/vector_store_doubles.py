@@ -1,13 +1,16 @@
 """Test doubles for the vector store service: a second embedder (to test that embedders are never mixed) and a
-file source over a temporary directory (the Files API's part that ingestion uses)."""
+real Files service to upload files with, as one tenant or another."""
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
 
 import numpy
+
+from responses_bridge.services.files import FileService
+from responses_bridge.store import SQLiteResponseStore
+from responses_bridge.store.files import SQLiteFileStore
 
 
 class HashEmbedder:
@@ -26,22 +29,21 @@ class HashEmbedder:
         return None
 
 
-class DirectoryFiles:
-    """A file source: ``add`` writes bytes under the directory and returns the new file's id."""
+class StoredFiles:
+    """Uploaded files for vector store tests: the real Files service over the test's database, with :meth:`add`
+    to upload bytes as a tenant. Pass :attr:`service` where vector stores want their file source."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.meta: dict[str, dict[str, Any]] = {}
+    def __init__(self, db: SQLiteResponseStore, root: Path) -> None:
+        self.service = FileService(SQLiteFileStore(db), root / "files", 1 << 30, purge_interval=0)
 
-    def add(self, filename: str, data: bytes) -> str:
-        file_id = f"file-{len(self.meta) + 1:04d}"
-        (self.root / file_id).write_bytes(data)
-        self.meta[file_id] = {"id": file_id, "object": "file", "bytes": len(data), "filename": filename,
-                              "purpose": "assistants", "created_at": 0}
-        return file_id
+    async def start(self) -> None:
+        await self.service.start()
 
-    async def get(self, file_id: str) -> dict[str, Any] | None:
-        return self.meta.get(file_id)
+    async def aclose(self) -> None:
+        await self.service.aclose()
 
-    def content_path(self, file_id: str) -> Path:
-        return self.root / file_id
+    async def add(self, filename: str, data: bytes, *, tenant: str) -> str:
+        async with self.service.receive(tenant=tenant) as upload:
+            await upload.write(data)
+            stored = await self.service.create(upload, filename=filename, purpose="assistants", expires_after=None)
+        return str(stored["id"])

@@ -23,6 +23,7 @@ from ..engine.wire import UpstreamRequest
 from ..observability import metrics, tracing
 from ..protocol.errors import APIError
 from ..run.upstream import UpstreamFailure, UpstreamResponse
+from ..services.identity import sidecar_headers
 from ..upstreams import Router
 
 ROUTE_HEADER = "x-responses-bridge-upstream"
@@ -58,6 +59,8 @@ class AiohttpUpstreamClient:
     def __init__(self, settings: Settings, base: str | None = None, headers: Mapping[str, str] | None = None) -> None:
         self._base = (base or settings.upstream_via or settings.upstream).rstrip("/")
         self._headers = dict(headers or {})  # sent on every call (the route header through Envoy)
+        if settings.upstream_via and self._base == settings.upstream_via.rstrip("/"):  # calls through Envoy
+            self._headers.update(sidecar_headers(settings))  # keys mode: the passthrough routes let them through
         self._metrics = metrics.Upstream(urlsplit(self._base).netloc or self._base)  # labelled host:port
         self._timeout = aiohttp.ClientTimeout(
             total=settings.upstream_timeout,

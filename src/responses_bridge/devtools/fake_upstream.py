@@ -15,8 +15,8 @@ Routes
 * ``GET /health`` - ``{"status": "ok"}``.
 * ``GET /_fake/requests`` - ``{"data": [...]}``: the last 50 bodies received on
   ``/v1/chat/completions`` (and ``/v1/responses`` with ``--native``), oldest first, each as
-  ``{"body": ..., "path": ..., "headers": {"authorization": ...}}`` (also ``x-request-id`` and ``traceparent``:
-  what Envoy or the bridge passed on)
+  ``{"body": ..., "path": ..., "headers": {"authorization": ...}}`` (also ``x-request-id``, ``traceparent``,
+  ``x-tenant-id`` and ``x-responses-bridge-sidecar``: what Envoy or the bridge passed on)
   (recorded before validation, so rejected requests show up too; a body that is not JSON is recorded
   as its raw text). ``DELETE /_fake/requests`` clears the record.
 
@@ -188,7 +188,7 @@ _DIRECTIVE_RE = re.compile(
 )
 _WORD_PIECE_RE = re.compile(r"\s*\S+\s*")
 
-RECORDED_HEADERS = ("authorization", "x-request-id", "traceparent")
+RECORDED_HEADERS = ("authorization", "x-request-id", "traceparent", "x-tenant-id", "x-responses-bridge-sidecar")
 
 
 # --------------------------------------------------------------------------------------------- errors

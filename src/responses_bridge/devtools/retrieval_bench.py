@@ -30,8 +30,10 @@ from ..services.retrieval.chunking import DEFAULT_CHUNKING, StaticChunking, chun
 from ..services.retrieval.embedders import Embedder, LocalStaticEmbedder, normalise
 from ..services.retrieval.extract import extract_text
 from ..services.retrieval.search import SearchOptions, search
+from ..store.base import DEFAULT_TENANT
 from ..store.chunks import SQLiteChunkIndex, cosine_scan, top_rows
 from ..store.sqlite import SQLiteResponseStore
+from ..store.vector_stores import SQLiteVectorStoreStore, StoredVectorStore
 
 LABELLED_CHUNKING = StaticChunking(max_chunk_size_tokens=400, chunk_overlap_tokens=200)
 _UNDERLINES = frozenset("*=-~^")
@@ -63,9 +65,20 @@ def labelled_sections(limit: int | None = None) -> list[Section]:
     return sections[:limit] if limit is not None else sections
 
 
-async def index_sections(index: SQLiteChunkIndex, embedder: Embedder, store_id: str, sections: Sequence[Section],
-                         strategy: StaticChunking = LABELLED_CHUNKING) -> int:
-    """Each section as file ``file_<n>``; returns the number of chunks indexed."""
+async def new_store(db: SQLiteResponseStore, store_id: str) -> None:
+    """The vector store ``store_id`` (of the default tenant): the chunk index searches only a tenant's existing
+    stores."""
+    now = int(time.time())
+    await SQLiteVectorStoreStore(db).create_store(
+        StoredVectorStore(id=store_id, created_at=now, name=store_id, description=None, metadata={},
+                          expires_after=None, last_active_at=now, embedder=None), [], tenant=DEFAULT_TENANT)
+
+
+async def index_sections(db: SQLiteResponseStore, index: SQLiteChunkIndex, embedder: Embedder, store_id: str,
+                         sections: Sequence[Section], strategy: StaticChunking = LABELLED_CHUNKING) -> int:
+    """A new vector store ``store_id`` with each section as file ``file_<n>``; returns the number of chunks
+    indexed."""
+    await new_store(db, store_id)
     total = 0
     for number, section in enumerate(sections):
         texts = chunk_text(section.text, strategy)
@@ -87,7 +100,7 @@ async def quality(index: SQLiteChunkIndex, embedder: Embedder, store_id: str, se
     hits = 0
     reciprocal = 0.0
     for number, section in enumerate(sections):
-        results = await search(index, embedder, [store_id], section.title, options)
+        results = await search(index, embedder, [store_id], section.title, options, tenant=DEFAULT_TENANT)
         ranks = [rank for rank, result in enumerate(results, 1) if result["file_id"] == f"file_{number}"]
         if ranks:
             hits += ranks[0] <= 5
@@ -145,10 +158,10 @@ RANKINGS = {
 }
 
 
-async def measure_quality(index: SQLiteChunkIndex, embedder: Embedder) -> None:
+async def measure_quality(db: SQLiteResponseStore, index: SQLiteChunkIndex, embedder: Embedder) -> None:
     sections = labelled_sections()
     started = time.perf_counter()
-    chunks = await index_sections(index, embedder, "vs_quality", sections)
+    chunks = await index_sections(db, index, embedder, "vs_quality", sections)
     print(f"indexed the labelled set in {time.perf_counter() - started:.1f} s")
     print(f"labelled set: {len(sections)} queries over {chunks} chunks "
           f"({LABELLED_CHUNKING.max_chunk_size_tokens}/{LABELLED_CHUNKING.chunk_overlap_tokens} tokens), "
@@ -222,20 +235,22 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-async def measure_latency(index: SQLiteChunkIndex, embedder: Embedder, count: int, rounds: int) -> None:
+async def measure_latency(db: SQLiteResponseStore, index: SQLiteChunkIndex, embedder: Embedder, count: int,
+                          rounds: int) -> None:
     store_id = f"vs_{count}"
     started = time.perf_counter()
+    await new_store(db, store_id)
     await build_synthetic(index, embedder, store_id, count)
     built = time.perf_counter() - started
     queries = [section.title for section in labelled_sections()]
     options = SearchOptions(max_num_results=10)
-    await search(index, embedder, [store_id], queries[0], options)  # loads the store's vectors
+    await search(index, embedder, [store_id], queries[0], options, tenant=DEFAULT_TENANT)  # loads the vectors
     timings: list[float] = []
     cpu: list[float] = []
     for _ in range(rounds):
         for query in queries:
             started, started_cpu = time.perf_counter(), time.process_time()
-            await search(index, embedder, [store_id], query, options)
+            await search(index, embedder, [store_id], query, options, tenant=DEFAULT_TENANT)
             timings.append((time.perf_counter() - started) * 1000)
             cpu.append((time.process_time() - started_cpu) * 1000)
     print(f"search over {count} chunks (built in {built:.1f} s), {len(timings)} hybrid searches: "
@@ -278,12 +293,12 @@ async def main(args: argparse.Namespace) -> None:
         embedder: Embedder = MiniLMEmbedder() if args.embedder == "minilm" else LocalStaticEmbedder()
         try:
             if "quality" in args.parts:
-                await measure_quality(index, embedder)
+                await measure_quality(store, index, embedder)
             if "ingestion" in args.parts:
                 await measure_ingestion(index, embedder, Path(directory), args.megabytes)
             if "latency" in args.parts:
                 for count in args.chunks:
-                    await measure_latency(index, embedder, count, args.rounds)
+                    await measure_latency(store, index, embedder, count, args.rounds)
             if "brute-force" in args.parts:
                 measure_brute_force(args.dimensions)
         finally:

@@ -115,3 +115,8 @@ def watch_background(service: _Background) -> None:
 
 
 BACKGROUND_ACTIVE.set_function(lambda: float(sum(service.queue_depth() for service in list(_BACKGROUND))))
+
+# Per-tenant limits (services/limits.py): refusals, by limit (``concurrency``: 429, ``request_bytes``: 413). No
+# tenant label: tenant names are unbounded and not the metrics' business.
+LIMITED = Counter("responses_bridge_tenant_limited_total",
+                  "Requests refused by a per-tenant limit (or the body size ceiling), by limit", ["limit"])

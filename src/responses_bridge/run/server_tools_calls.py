@@ -273,7 +273,7 @@ class CallRunner:
         try:
             if searcher is None or self.file_options is None:
                 raise FileSearchError("no vector stores can be searched on this deployment")
-            sources = await run_file_search(searcher, queries, self.file_options)
+            sources = await run_file_search(searcher, queries, self.file_options, tenant=self.tenant)
         except FileSearchError as failure:
             raise_if_cancelled()
             return self._file_search_failed(call, str(failure))

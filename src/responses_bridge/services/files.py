@@ -8,6 +8,10 @@ leaves an orphan on disk that the start-up sweep removes.
 
 Expired files are left out of every read at once (the store compares ``expires_at`` with the clock) and deleted,
 bytes and row, by a purge that runs at start and then periodically.
+
+Every file belongs to the tenant that uploaded it: each read, list and delete names the tenant, and another
+tenant's file answers exactly as a missing one. An upload is bounded by its tenant's ``max_stored_bytes``
+(services/file_quota.py).
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from typing import IO, Any
 import structlog
 
 from ..protocol.errors import APIError, invalid_request, not_found
-from ..store.files import FileStore, StoredFile, UnknownCursor
+from ..store.files import FileStore, StorageLimitExceeded, StoredFile, UnknownCursor
+from .file_quota import StorageQuota, storage_limit_error
 
 log = structlog.get_logger("responses_bridge.files")
 
@@ -146,13 +151,18 @@ def _not_found(file_id: str) -> APIError:
 
 
 class Upload:
-    """One file being received: chunks go to a temporary file in the files directory, counted against the limit.
-    Made by :meth:`FileService.receive`, which removes the temporary file unless the upload was stored."""
+    """One file being received for ``tenant``: chunks go to a temporary file in the files directory, counted
+    against the file limit and reserved against the tenant's stored-bytes limit before they are written. Made by
+    :meth:`FileService.receive`, which removes the temporary file unless the upload was stored, and gives the
+    reservation back."""
 
-    def __init__(self, directory: Path, max_bytes: int) -> None:
+    def __init__(self, directory: Path, max_bytes: int, tenant: str, quota: StorageQuota) -> None:
         self.path = directory / f"{UPLOAD_PREFIX}{os.urandom(12).hex()}.part"
         self.max_bytes = max_bytes
+        self.tenant = tenant
         self.size = 0
+        self.reserved = 0
+        self._quota = quota
         self._file: IO[bytes] | None = None
         self.stored = False
 
@@ -160,14 +170,21 @@ class Upload:
         self._file = await asyncio.to_thread(open, self.path, "xb")
 
     async def write(self, chunk: bytes) -> None:
-        """Append a chunk (off the event loop's thread); a 413 once the file passes the limit."""
+        """Append a chunk (off the event loop's thread); a 413 once the file passes the limit, a 400
+        ``storage_limit_exceeded`` once it would pass the tenant's stored bytes."""
         if self._file is None:
             raise RuntimeError("upload is not open")
         self.size += len(chunk)
         if self.size > self.max_bytes:
             raise too_large(self.max_bytes)
-        if chunk:
-            await asyncio.to_thread(self._file.write, chunk)
+        if not chunk:
+            return
+        try:
+            if await self._quota.reserve(self.tenant, len(chunk), self.reserved):
+                self.reserved += len(chunk)
+        except StorageLimitExceeded as exceeded:
+            raise storage_limit_error(exceeded.limit, exceeded.used) from None
+        await asyncio.to_thread(self._file.write, chunk)
 
     async def finish(self) -> None:
         """Flush to stable storage before the file is published under its id."""
@@ -176,11 +193,17 @@ class Upload:
             await asyncio.to_thread(_flush_and_close, file)
 
     async def discard(self) -> None:
+        """Close and remove the temporary file unless stored; then give the reservation back (a stored file's
+        row counts its bytes from now on)."""
         file, self._file = self._file, None
-        if file is not None:
-            await asyncio.to_thread(file.close)
-        if not self.stored:
-            await asyncio.to_thread(self.path.unlink, missing_ok=True)
+        try:
+            if file is not None:
+                await asyncio.to_thread(file.close)
+            if not self.stored:
+                await asyncio.to_thread(self.path.unlink, missing_ok=True)
+        finally:
+            reserved, self.reserved = self.reserved, 0
+            self._quota.release(self.tenant, reserved)
 
 
 def _flush_and_close(file: IO[bytes]) -> None:
@@ -198,8 +221,12 @@ class FileService:
     """Files for the HTTP door's ``/v1/files`` routes, and for whatever reads stored files (vector stores)."""
 
     def __init__(self, store: FileStore, directory: Path | None, max_bytes: int, *,
-                 purge_interval: float = 60.0, clock: Callable[[], float] = time.time) -> None:
+                 purge_interval: float = 60.0, clock: Callable[[], float] = time.time,
+                 max_stored_bytes: Callable[[str], int | None] = lambda tenant: None) -> None:
+        """``max_stored_bytes(tenant)``: the tenant's bound on stored file bytes (None: none), as
+        ``Settings.tenant_policy(tenant).max_stored_bytes`` gives it."""
         self.store = store
+        self.quota = StorageQuota(max_stored_bytes, self._stored_bytes)
         self._directory = directory
         self._own_directory = directory is None
         self.max_bytes = max_bytes
@@ -225,6 +252,9 @@ class FileService:
 
     def _now(self) -> int:
         return int(self._clock())
+
+    async def _stored_bytes(self, tenant: str) -> int:
+        return await self.store.stored_bytes(self._now(), tenant=tenant)
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
 
@@ -258,12 +288,13 @@ class FileService:
                 log.exception("files_purge_failed")
 
     async def purge_expired(self) -> int:
-        """Delete every expired file, row then bytes; the number deleted."""
+        """Delete every expired file, row then bytes, whoever owns it; the number deleted."""
         purged = 0
         while True:
-            expired = await self.store.expired_files(self._now(), PURGE_BATCH)
+            now = self._now()
+            expired = await self.store.expired_files(now, PURGE_BATCH)
             for file_id in expired:
-                if await self.store.delete_file(file_id):
+                if await self.store.delete_expired_file(file_id, now):
                     purged += 1
                     await self._deleted(file_id)
                 await self._unlink(file_id)
@@ -293,9 +324,10 @@ class FileService:
     # -- create -----------------------------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def receive(self) -> AsyncIterator[Upload]:
-        """A new :class:`Upload`; its temporary file is removed on leaving unless :meth:`create` stored it."""
-        upload = Upload(self.directory, self.max_bytes)
+    async def receive(self, *, tenant: str) -> AsyncIterator[Upload]:
+        """A new :class:`Upload` of ``tenant``'s; its temporary file is removed on leaving unless :meth:`create`
+        stored it, and its stored-bytes reservation is given back."""
+        upload = Upload(self.directory, self.max_bytes, tenant, self.quota)
         await upload.open()
         try:
             yield upload
@@ -304,8 +336,9 @@ class FileService:
 
     async def create(self, upload: Upload, *, filename: str, purpose: str,
                      expires_after: int | None) -> dict[str, Any]:
-        """Publish a received upload under a new id and record it; the File object. ``filename`` is checked and
-        cut to its last component here too (:func:`clean_filename`), whoever calls."""
+        """Publish a received upload under a new id and record it as its tenant's; the File object. ``filename``
+        is checked and cut to its last component here too (:func:`clean_filename`), whoever calls. Over the
+        tenant's stored bytes: a 400 and nothing stored (neither bytes nor row)."""
         filename = clean_filename(filename)
         if expires_after is None and purpose == "batch":
             expires_after = BATCH_DEFAULT_EXPIRES_SECONDS
@@ -317,23 +350,34 @@ class FileService:
         await asyncio.to_thread(os.replace, upload.path, final)
         upload.stored = True
         try:
-            await self.store.add_file(stored)
-        except BaseException:
+            await self.store.add_file(stored, tenant=upload.tenant,
+                                      max_stored_bytes=self.quota.limit(upload.tenant))
+        except BaseException as error:
             await asyncio.to_thread(final.unlink, missing_ok=True)
+            if isinstance(error, StorageLimitExceeded):
+                raise storage_limit_error(error.limit, error.used) from None
             raise
         return file_object(stored)
 
     # -- read -------------------------------------------------------------------------------------------------
 
-    async def get(self, file_id: str) -> dict[str, Any] | None:
-        """The File object; None when unknown, expired or deleted."""
+    async def get(self, file_id: str, *, tenant: str) -> dict[str, Any] | None:
+        """The File object; None when unknown, expired, deleted or another tenant's."""
         if not FILE_ID.fullmatch(file_id):
             return None
-        stored = await self.store.get_file(file_id, self._now())
+        stored = await self.store.get_file(file_id, self._now(), tenant=tenant)
         return file_object(stored) if stored is not None else None
 
-    async def retrieve(self, file_id: str) -> dict[str, Any]:
-        found = await self.get(file_id)
+    async def get_any_tenant(self, file_id: str) -> dict[str, Any] | None:
+        """The File object of a live file whoever owns it. Across tenants: ingestion only, for a file whose
+        attachment was already checked to be its vector store's tenant's."""
+        if not FILE_ID.fullmatch(file_id):
+            return None
+        stored = await self.store.get_file_any_tenant(file_id, self._now())
+        return file_object(stored) if stored is not None else None
+
+    async def retrieve(self, file_id: str, *, tenant: str) -> dict[str, Any]:
+        found = await self.get(file_id, tenant=tenant)
         if found is None:
             raise _not_found(file_id)
         return found
@@ -344,22 +388,24 @@ class FileService:
             raise ValueError(f"not a file id: {file_id[:80]!r}")
         return self.directory / file_id
 
-    async def content(self, file_id: str) -> tuple[Path, dict[str, Any]]:
-        """The path of a live file's bytes and its File object; 404 when unknown, expired or deleted."""
-        found = await self.retrieve(file_id)
+    async def content(self, file_id: str, *, tenant: str) -> tuple[Path, dict[str, Any]]:
+        """The path of a live file's bytes and its File object; 404 when unknown, expired, deleted or another
+        tenant's."""
+        found = await self.retrieve(file_id, tenant=tenant)
         return self.content_path(file_id), found
 
-    async def open_content(self, file_id: str) -> tuple[IO[bytes], dict[str, Any]]:
-        """A live file's bytes, opened (the caller closes it), and its File object; 404 when unknown, expired or
-        deleted. Once open, a delete that comes meanwhile does not cut the read short."""
-        path, found = await self.content(file_id)
+    async def open_content(self, file_id: str, *, tenant: str) -> tuple[IO[bytes], dict[str, Any]]:
+        """A live file's bytes, opened (the caller closes it), and its File object; 404 when unknown, expired,
+        deleted or another tenant's. Once open, a delete that comes meanwhile does not cut the read short."""
+        path, found = await self.content(file_id, tenant=tenant)
         try:
             handle = await asyncio.to_thread(open, path, "rb")
         except FileNotFoundError:  # deleted between the lookup and the open
             raise _not_found(file_id) from None
         return handle, found
 
-    async def list(self, *, purpose: str | None, after: str | None, limit: int, order: str) -> dict[str, Any]:
+    async def list(self, *, tenant: str, purpose: str | None, after: str | None, limit: int,
+                   order: str) -> dict[str, Any]:
         if not 1 <= limit <= MAX_LIST_LIMIT:
             raise invalid_request(f"Invalid value for 'limit': expected an integer between 1 and {MAX_LIST_LIMIT}.",
                                   param="limit", code="invalid_value")
@@ -367,8 +413,8 @@ class FileService:
             raise invalid_request("Invalid value for 'order': expected 'asc' or 'desc'.", param="order",
                                   code="invalid_value")
         try:
-            files, has_more = await self.store.list_files(now=self._now(), purpose=purpose, after=after,
-                                                          limit=limit, order=order)
+            files, has_more = await self.store.list_files(tenant=tenant, now=self._now(), purpose=purpose,
+                                                          after=after, limit=limit, order=order)
         except UnknownCursor:
             raise invalid_request(f"Invalid value for 'after': no file with id '{(after or '')[:200]}'.",
                                   param="after", code="invalid_value") from None
@@ -378,10 +424,11 @@ class FileService:
 
     # -- delete -----------------------------------------------------------------------------------------------
 
-    async def delete(self, file_id: str) -> dict[str, Any]:
+    async def delete(self, file_id: str, *, tenant: str) -> dict[str, Any]:
         """Row first, then bytes: once the row is gone nobody can reach the bytes, and a failed unlink leaves
         an orphan for the sweep rather than a row without content."""
-        if await self.get(file_id) is None or not await self.store.delete_file(file_id):
+        if await self.get(file_id, tenant=tenant) is None or not await self.store.delete_file(file_id,
+                                                                                               tenant=tenant):
             raise _not_found(file_id)
         await self._deleted(file_id)
         await self._unlink(file_id)

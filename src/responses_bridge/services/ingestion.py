@@ -5,7 +5,8 @@ with ``last_error {code, message}``. One file failing never touches another, so 
 completes. Jobs live only in the database: at start every row still ``in_progress`` (a previous process stopped
 mid-way) is queued again, so ingestion resumes after a restart. At most ``concurrency`` files are processed at
 once; text extraction and chunking (CPU-bound, sync) run in a worker thread so the event loop keeps serving.
-A long queue writes a progress line to the log every few seconds.
+A long queue writes a progress line to the log every few seconds. Ingestion works across tenants (its store calls
+take no tenant): a row was attached by its store's tenant, with that tenant's file.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy
 import structlog
 
 from ..store.chunks import ChunkIndex
-from ..store.vector_stores import SQLiteVectorStoreStore, StoredVectorStoreFile
+from ..store.vector_stores import StoredVectorStoreFile, VectorStoreStore
 from .retrieval.chunking import StaticChunking, chunk_text, parse_chunking_strategy
 from .retrieval.embedders import Embedder
 from .retrieval.extract import ExtractionError, extract_text
@@ -35,9 +36,12 @@ EMBED_BATCH = 256
 
 
 class FileSource(Protocol):
-    """What ingestion needs of the Files service (services/files.py)."""
+    """What vector stores need of the Files service (services/files.py): a tenant's file, to attach it; and for
+    ingestion, across tenants, the file an attachment names (attached only by its own tenant)."""
 
-    async def get(self, file_id: str) -> dict[str, Any] | None: ...
+    async def get(self, file_id: str, *, tenant: str) -> dict[str, Any] | None: ...
+
+    async def get_any_tenant(self, file_id: str) -> dict[str, Any] | None: ...
 
     def content_path(self, file_id: str) -> Path: ...
 
@@ -67,7 +71,7 @@ class _Progress:
 
 
 class IngestionWorker:
-    def __init__(self, store: SQLiteVectorStoreStore, files: FileSource, chunks: ChunkIndex, embedder: Embedder,
+    def __init__(self, store: VectorStoreStore, files: FileSource, chunks: ChunkIndex, embedder: Embedder,
                  *, concurrency: int = 2) -> None:
         self._store = store
         self._files = files
@@ -176,7 +180,7 @@ class IngestionWorker:
         return False
 
     async def _ingest(self, row: StoredVectorStoreFile) -> int:
-        file = await self._files.get(row.file_id)
+        file = await self._files.get_any_tenant(row.file_id)
         if file is None:
             raise IngestionFailure("invalid_file", f"File '{row.file_id}' no longer exists.")
         filename = str(file.get("filename") or row.file_id)
@@ -210,8 +214,8 @@ class IngestionWorker:
         return parts[0] if len(parts) == 1 else numpy.vstack(parts)
 
     async def _drop_chunks_unless_current(self, job: Job) -> None:
-        current = await self._store.get_file(job.vector_store_id, job.file_id)
-        if current is None or current.seq == job.seq:
+        current = await self._store.current_seq(job.vector_store_id, job.file_id)
+        if current is None or current == job.seq:
             await self._chunks.delete_file_chunks(job.vector_store_id, job.file_id)
 
 

@@ -28,7 +28,7 @@ log = structlog.get_logger("responses_bridge.retention")
 SWEEP_INTERVAL_SECONDS = 60.0
 FIRST_SWEEP_DELAY_SECONDS = 1.0
 """Not at the very start: the first requests after a restart should not queue behind a backlog's first batch."""
-BATCH = 200
+BATCH = 100
 """Rows per write transaction: a few milliseconds of the one writer for plain responses."""
 BATCH_PAUSE_SECONDS = 0.01
 """Between two batches, the writer is left to requests (their writes queued meanwhile go first)."""

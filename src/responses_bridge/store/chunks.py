@@ -56,38 +56,51 @@ class DimensionMismatch(ValueError):
 
 
 class ChunkIndex(Protocol):
+    """Chunks are owned through their vector store: every read takes ``tenant`` and finds nothing (empty lists,
+    no rows) unless the vector store is that tenant's, checked in the same statement as the read, so another
+    tenant's store searches exactly like an unknown one.
+
+    The writes take no tenant. They keep derived data in step and are called across tenants: by ingestion
+    (workers only), and by the vector store service after the store's own tenant-checked change of the same
+    rows succeeded (a file detached, a store deleted, attributes set), or when a file is deleted or purged."""
+
     async def replace_file_chunks(self, vector_store_id: str, file_id: str, filename: str, texts: Sequence[str],
                                   vectors: np.ndarray, attributes: Mapping[str, Any]) -> None:
-        """The file's chunks become exactly ``texts`` (with ``vectors``, one row each), atomically."""
+        """The file's chunks become exactly ``texts`` (with ``vectors``, one row each), atomically. Across
+        tenants: workers only."""
         ...
 
-    async def delete_file_chunks(self, vector_store_id: str, file_id: str) -> None: ...
+    async def delete_file_chunks(self, vector_store_id: str, file_id: str) -> None:
+        """Across tenants: ingestion, and clean-up after a tenant-checked detach or a file's deletion."""
 
-    async def delete_store_chunks(self, vector_store_id: str) -> None: ...
+    async def delete_store_chunks(self, vector_store_id: str) -> None:
+        """Across tenants: clean-up after a tenant-checked delete of the vector store."""
 
     async def set_file_attributes(self, vector_store_id: str, file_id: str, attributes: Mapping[str, Any]) -> None:
-        ...
+        """Across tenants: ingestion, and after a tenant-checked change of the file row's attributes."""
 
-    async def file_chunks(self, vector_store_id: str, file_id: str) -> list[str]:
+    async def file_chunks(self, vector_store_id: str, file_id: str, *, tenant: str) -> list[str]:
         """The file's chunk texts in document order."""
         ...
 
-    async def indexed_files(self, vector_store_id: str) -> dict[str, IndexedFile]:
+    async def indexed_files(self, vector_store_id: str, *, tenant: str) -> dict[str, IndexedFile]:
         """Every file with chunks in the store: its name and attributes (what filters are evaluated on)."""
         ...
 
     async def dense_candidates(self, vector_store_id: str, query: np.ndarray, file_ids: Sequence[str] | None,
-                               limit: int) -> list[tuple[int, float]]:
+                               limit: int, *, tenant: str) -> list[tuple[int, float]]:
         """Up to ``limit`` ``(chunk_id, cosine similarity)``, best first, among the files ``file_ids`` (None:
         all). ``query`` is a unit vector of the store's dimensions (else :class:`DimensionMismatch`)."""
         ...
 
     async def keyword_candidates(self, vector_store_id: str, terms: Sequence[str], file_ids: Sequence[str] | None,
-                                 limit: int) -> list[tuple[int, float]]:
+                                 limit: int, *, tenant: str) -> list[tuple[int, float]]:
         """Up to ``limit`` ``(chunk_id, BM25 score > 0)``, best first, of chunks holding any of ``terms``."""
         ...
 
-    async def chunk_rows(self, chunk_ids: Sequence[int]) -> dict[int, ChunkRow]: ...
+    async def chunk_rows(self, chunk_ids: Sequence[int], *, tenant: str) -> dict[int, ChunkRow]:
+        """The rows of those chunks that belong to the tenant's vector stores (others are left out)."""
+        ...
 
 
 @dataclass(slots=True)
@@ -109,18 +122,21 @@ RETURNING number, generation
 
 RANGE_BITS = 32  # chunk ids of store n: n << 32 … (n << 32) + 2**32 - 1
 
-_KEYWORD = """
+_OWNED = "EXISTS (SELECT 1 FROM vector_stores WHERE id = :store AND tenant = :tenant)"
+"""The vector store ``:store`` is ``:tenant``'s: every read of a store's chunks carries it."""
+
+_KEYWORD = f"""
 SELECT rowid, -bm25(vector_store_chunks_fts) FROM vector_store_chunks_fts
-WHERE vector_store_chunks_fts MATCH :match AND rowid BETWEEN :low AND :high
+WHERE vector_store_chunks_fts MATCH :match AND rowid BETWEEN :low AND :high AND {_OWNED}
 ORDER BY bm25(vector_store_chunks_fts) LIMIT :limit
 """
 
 # With a file filter the files' rows are picked before ranking, so the limit counts only rows that pass.
-_KEYWORD_IN_FILES = """
+_KEYWORD_IN_FILES = f"""
 SELECT c.id, -bm25(vector_store_chunks_fts)
 FROM vector_store_chunks_fts JOIN vector_store_chunks AS c ON c.id = vector_store_chunks_fts.rowid
 WHERE vector_store_chunks_fts MATCH :match AND vector_store_chunks_fts.rowid BETWEEN :low AND :high
-  AND c.file_id IN (SELECT value FROM json_each(:files))
+  AND c.file_id IN (SELECT value FROM json_each(:files)) AND {_OWNED}
 ORDER BY bm25(vector_store_chunks_fts) LIMIT :limit
 """
 
@@ -250,38 +266,41 @@ class SQLiteChunkIndex:
 
     # -- reads ----------------------------------------------------------------------------------------------
 
-    async def file_chunks(self, vector_store_id: str, file_id: str) -> list[str]:
+    async def file_chunks(self, vector_store_id: str, file_id: str, *, tenant: str) -> list[str]:
         async with self._db.reading() as conn:
             rows = await conn.execute_fetchall(
-                "SELECT text FROM vector_store_chunks WHERE vector_store_id = ? AND file_id = ? ORDER BY position",
-                (vector_store_id, file_id))
+                f"SELECT text FROM vector_store_chunks WHERE vector_store_id = :store AND file_id = :file "
+                f"AND {_OWNED} ORDER BY position", {"store": vector_store_id, "file": file_id, "tenant": tenant})
         return [row[0] for row in rows]
 
-    async def indexed_files(self, vector_store_id: str) -> dict[str, IndexedFile]:
+    async def indexed_files(self, vector_store_id: str, *, tenant: str) -> dict[str, IndexedFile]:
         """The same dict object while nothing changed (callers only read it)."""
-        generations = await self._generations(vector_store_id)
+        generations = await self._generations(vector_store_id, tenant)
+        if generations is None:
+            return {}
         cached = self._files.get(vector_store_id)
         if cached is not None and cached[0] == generations:
             return cached[1]
         async with self._db.reading() as conn:
             rows = await conn.execute_fetchall(
-                "SELECT file_id, filename, attributes FROM vector_store_chunk_files WHERE vector_store_id = ?",
-                (vector_store_id,))
+                f"SELECT file_id, filename, attributes FROM vector_store_chunk_files WHERE vector_store_id = :store "
+                f"AND {_OWNED}", {"store": vector_store_id, "tenant": tenant})
         files = {row[0]: IndexedFile(row[1], orjson.loads(row[2])) for row in rows}
         self._files[vector_store_id] = (generations, files)
         return files
 
-    async def chunk_rows(self, chunk_ids: Sequence[int]) -> dict[int, ChunkRow]:
+    async def chunk_rows(self, chunk_ids: Sequence[int], *, tenant: str) -> dict[int, ChunkRow]:
         if not chunk_ids:
             return {}
         async with self._db.reading() as conn:
             rows = await conn.execute_fetchall(
-                "SELECT id, file_id, text FROM vector_store_chunks WHERE id IN (SELECT value FROM json_each(?))",
-                (orjson.dumps(list(chunk_ids)).decode(),))
+                "SELECT id, file_id, text FROM vector_store_chunks WHERE id IN (SELECT value FROM json_each(?)) "
+                "AND vector_store_id IN (SELECT id FROM vector_stores WHERE tenant = ?)",
+                (orjson.dumps(list(chunk_ids)).decode(), tenant))
         return {row[0]: ChunkRow(row[0], row[1], row[2]) for row in rows}
 
     async def keyword_candidates(self, vector_store_id: str, terms: Sequence[str], file_ids: Sequence[str] | None,
-                                 limit: int) -> list[tuple[int, float]]:
+                                 limit: int, *, tenant: str) -> list[tuple[int, float]]:
         if not terms or (file_ids is not None and not file_ids):
             return []
         number = await self._number(vector_store_id)
@@ -292,7 +311,7 @@ class SQLiteChunkIndex:
         if copy is not None and len(copy.chunk_ids) > KEYWORD_MATCH_BUDGET and len(terms) > 1:
             terms = await self._affordable_terms(terms, low, high)
         params: dict[str, Any] = {"match": " OR ".join(_quoted(term) for term in terms), "low": low, "high": high,
-                                  "limit": limit}
+                                  "limit": limit, "store": vector_store_id, "tenant": tenant}
         sql = _KEYWORD
         if file_ids is not None:
             sql = _KEYWORD_IN_FILES
@@ -320,8 +339,8 @@ class SQLiteChunkIndex:
         return kept or list(terms)
 
     async def dense_candidates(self, vector_store_id: str, query: np.ndarray, file_ids: Sequence[str] | None,
-                               limit: int) -> list[tuple[int, float]]:
-        copy = await self._dense_copy(vector_store_id)
+                               limit: int, *, tenant: str) -> list[tuple[int, float]]:
+        copy = await self._dense_copy(vector_store_id, tenant)
         if copy is None or (file_ids is not None and not file_ids):
             return []
         if copy.matrix.shape[1] != query.shape[0]:
@@ -331,16 +350,19 @@ class SQLiteChunkIndex:
             return _top(copy, query, file_ids, limit)
         return await asyncio.to_thread(_top, copy, query, file_ids, limit)
 
-    async def _generations(self, vector_store_id: str) -> tuple[int, int]:
-        """The store's chunk generation and attributes generation; (0, 0) for a store never indexed."""
+    async def _generations(self, vector_store_id: str, tenant: str) -> tuple[int, int] | None:
+        """The store's chunk generation and attributes generation; (0, 0) for a store never indexed, None unless
+        the vector store exists and is ``tenant``'s."""
         async with self._db.reading() as conn:
             rows = list(await conn.execute_fetchall(
-                "SELECT generation, attributes_generation FROM vector_store_chunk_stores WHERE vector_store_id = ?",
-                (vector_store_id,)))
-        return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
+                "SELECT coalesce(g.generation, 0), coalesce(g.attributes_generation, 0) FROM vector_stores AS s "
+                "LEFT JOIN vector_store_chunk_stores AS g ON g.vector_store_id = s.id WHERE s.id = ? AND s.tenant = ?",
+                (vector_store_id, tenant)))
+        return (int(rows[0][0]), int(rows[0][1])) if rows else None
 
-    async def _generation(self, vector_store_id: str) -> int:
-        return (await self._generations(vector_store_id))[0]
+    async def _generation(self, vector_store_id: str, tenant: str) -> int | None:
+        generations = await self._generations(vector_store_id, tenant)
+        return None if generations is None else generations[0]
 
     async def _number(self, vector_store_id: str) -> int | None:
         """The store's number (it never changes once given), None for a store never indexed."""
@@ -354,8 +376,12 @@ class SQLiteChunkIndex:
             number = self._numbers[vector_store_id] = int(rows[0][0])
         return number
 
-    async def _dense_copy(self, vector_store_id: str) -> _DenseCopy | None:
-        generation = await self._generation(vector_store_id)
+    async def _dense_copy(self, vector_store_id: str, tenant: str) -> _DenseCopy | None:
+        """The store's vectors, None when it has none or is not ``tenant``'s (checked on every call: the copy
+        in memory is shared by every search of the store)."""
+        generation = await self._generation(vector_store_id, tenant)
+        if generation is None:
+            return None
         copy = self._dense.get(vector_store_id)
         if copy is not None and copy.generation == generation:
             self._dense[vector_store_id] = self._dense.pop(vector_store_id)  # most recently used last
@@ -363,7 +389,9 @@ class SQLiteChunkIndex:
         lock = self._loading.setdefault(vector_store_id, asyncio.Lock())
         async with lock:  # one load per store at a time; searches arriving meanwhile take its result
             copy = self._dense.get(vector_store_id)
-            generation = await self._generation(vector_store_id)
+            generation = await self._generation(vector_store_id, tenant)
+            if generation is None:
+                return None
             if copy is None or copy.generation != generation:
                 copy = await self._load(vector_store_id, generation)
                 self._keep(vector_store_id, copy)

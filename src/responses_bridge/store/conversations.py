@@ -56,7 +56,7 @@ class SQLiteConversationStore:
             with _transaction(conn):  # the conversation never exists without its first items
                 conn.execute("INSERT INTO conversations (id, created_at, metadata, tenant, last_active_at) "
                              "VALUES (?, ?, ?, ?, ?)", (conversation_id, created_at, metadata_json, tenant, created_at))
-                append_conversation_rows(conn, conversation_id, rows, tenant)
+                append_conversation_rows(conn, conversation_id, rows, tenant, created_at)
 
         await self._db.run_write("create_conversation", create)
 

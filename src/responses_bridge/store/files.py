@@ -2,11 +2,12 @@
 
 Only metadata lives here; the bytes are on disk, named by the file's id (services/files.py). Every read takes the
 current time and leaves out expired rows, so an expired file is never returned even before the purge that
-deletes it has run.
+deletes it has run. Every file belongs to a tenant, matched in the queries of every method that takes one.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -15,6 +16,7 @@ from .sqlite import SQLiteResponseStore
 
 _COLUMNS = "id, created_at, bytes, filename, purpose, expires_at"
 _LIVE = "(expires_at IS NULL OR expires_at > :now)"
+_USED = f"SELECT coalesce(sum(bytes), 0) FROM files WHERE tenant = :tenant AND {_LIVE}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,23 +30,51 @@ class StoredFile:
 
 
 class UnknownCursor(ValueError):
-    """``after`` names no live file."""
+    """``after`` names no live file of the tenant."""
+
+
+class StorageLimitExceeded(Exception):
+    """Adding a file would take its tenant's live file bytes past ``limit``; nothing was written. ``used``: the
+    tenant's live file bytes without the refused file."""
+
+    def __init__(self, limit: int, used: int) -> None:
+        super().__init__(f"stored bytes limit {limit} reached ({used} in use)")
+        self.limit = limit
+        self.used = used
 
 
 @runtime_checkable
 class FileStore(Protocol):
-    async def add_file(self, file: StoredFile) -> None: ...
+    """File metadata, owned by tenants: every method taking ``tenant`` reads or changes only that tenant's rows
+    (another tenant's file is exactly a missing one). The methods without ``tenant`` serve the expiry purge, the
+    start-up sweep and ingestion, which work across tenants."""
 
-    async def get_file(self, file_id: str, now: int) -> StoredFile | None: ...
+    async def add_file(self, file: StoredFile, *, tenant: str, max_stored_bytes: int | None) -> None:
+        """Insert ``file`` as ``tenant``'s. With ``max_stored_bytes``, the tenant's live bytes plus this file's
+        are checked against it in the same transaction as the insert: :class:`StorageLimitExceeded` (nothing
+        written) when over, so uploads finishing at once cannot both pass."""
 
-    async def list_files(self, *, now: int, purpose: str | None, after: str | None, limit: int,
+    async def get_file(self, file_id: str, now: int, *, tenant: str) -> StoredFile | None: ...
+
+    async def list_files(self, *, tenant: str, now: int, purpose: str | None, after: str | None, limit: int,
                          order: str) -> tuple[list[StoredFile], bool]: ...
 
-    async def delete_file(self, file_id: str) -> bool: ...
+    async def delete_file(self, file_id: str, *, tenant: str) -> bool: ...
 
-    async def expired_files(self, now: int, limit: int) -> list[str]: ...
+    async def stored_bytes(self, now: int, *, tenant: str) -> int:
+        """The bytes of the tenant's live files (what ``max_stored_bytes`` bounds)."""
 
-    async def known_ids(self, file_ids: Sequence[str]) -> set[str]: ...
+    async def get_file_any_tenant(self, file_id: str, now: int) -> StoredFile | None:
+        """A live file whoever owns it. Across tenants: workers only (ingestion of an attached file)."""
+
+    async def delete_expired_file(self, file_id: str, now: int) -> bool:
+        """Delete the row if it has expired by ``now``. Across tenants: workers only (the expiry purge)."""
+
+    async def expired_files(self, now: int, limit: int) -> list[str]:
+        """Ids of files expired by ``now``. Across tenants: workers only (the expiry purge)."""
+
+    async def known_ids(self, file_ids: Sequence[str]) -> set[str]:
+        """Which ids have a row. Across tenants: workers only (the start-up sweep of orphans)."""
 
 
 def _row(row: Sequence[Any]) -> StoredFile:
@@ -58,30 +88,56 @@ class SQLiteFileStore:
     def __init__(self, db: SQLiteResponseStore) -> None:
         self._db = db
 
-    async def add_file(self, file: StoredFile) -> None:
-        async with self._db.writing() as conn:
-            await conn.execute(f"INSERT INTO files ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
-                               (file.id, file.created_at, file.bytes, file.filename, file.purpose, file.expires_at))
+    async def add_file(self, file: StoredFile, *, tenant: str, max_stored_bytes: int | None) -> None:
+        def add(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")  # the sum and the insert see the same files: no upload slips between
+            try:
+                if max_stored_bytes is not None:
+                    used = int(conn.execute(_USED, {"tenant": tenant, "now": file.created_at}).fetchone()[0])
+                    if used + file.bytes > max_stored_bytes:
+                        raise StorageLimitExceeded(max_stored_bytes, used)
+                conn.execute(f"INSERT INTO files ({_COLUMNS}, tenant) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             (file.id, file.created_at, file.bytes, file.filename, file.purpose, file.expires_at,
+                              tenant))
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
-    async def get_file(self, file_id: str, now: int) -> StoredFile | None:
+        await self._db.run_write("add_file", add)
+
+    async def get_file(self, file_id: str, now: int, *, tenant: str) -> StoredFile | None:
+        async with self._db.reading() as conn:
+            rows = list(await conn.execute_fetchall(
+                f"SELECT {_COLUMNS} FROM files WHERE id = :id AND tenant = :tenant AND {_LIVE}",
+                {"id": file_id, "tenant": tenant, "now": now}))
+        return _row(rows[0]) if rows else None
+
+    async def get_file_any_tenant(self, file_id: str, now: int) -> StoredFile | None:
         async with self._db.reading() as conn:
             rows = list(await conn.execute_fetchall(f"SELECT {_COLUMNS} FROM files WHERE id = :id AND {_LIVE}",
                                                     {"id": file_id, "now": now}))
         return _row(rows[0]) if rows else None
 
-    async def list_files(self, *, now: int, purpose: str | None, after: str | None, limit: int,
+    async def stored_bytes(self, now: int, *, tenant: str) -> int:
+        async with self._db.reading() as conn:
+            rows = list(await conn.execute_fetchall(_USED, {"tenant": tenant, "now": now}))
+        return int(rows[0][0])
+
+    async def list_files(self, *, tenant: str, now: int, purpose: str | None, after: str | None, limit: int,
                          order: str) -> tuple[list[StoredFile], bool]:
-        """A page in creation order (rowid: also within one second), ``limit`` rows and whether more follow.
-        Raises :class:`UnknownCursor` when ``after`` is not a live file."""
+        """A page of the tenant's files in creation order (rowid: also within one second), ``limit`` rows and
+        whether more follow. Raises :class:`UnknownCursor` when ``after`` is not a live file of the tenant."""
         ascending = order == "asc"
-        params: dict[str, object] = {"now": now, "fetch": limit + 1, "purpose": purpose, "after": after}
-        sql = f"SELECT {_COLUMNS} FROM files WHERE {_LIVE}"
+        params: dict[str, object] = {"now": now, "fetch": limit + 1, "purpose": purpose, "after": after,
+                                     "tenant": tenant}
+        sql = f"SELECT {_COLUMNS} FROM files WHERE tenant = :tenant AND {_LIVE}"
         if purpose is not None:
             sql += " AND purpose = :purpose"
         async with self._db.reading() as conn:
             if after is not None:
-                found = list(await conn.execute_fetchall(f"SELECT rowid FROM files WHERE id = :after AND {_LIVE}",
-                                                         params))
+                found = list(await conn.execute_fetchall(
+                    f"SELECT rowid FROM files WHERE id = :after AND tenant = :tenant AND {_LIVE}", params))
                 if not found:
                     raise UnknownCursor(after)
                 params["after_rowid"] = found[0][0]
@@ -91,8 +147,14 @@ class SQLiteFileStore:
         files = [_row(row) for row in rows]
         return files[:limit], len(files) > limit
 
-    async def delete_file(self, file_id: str) -> bool:
-        async with self._db.writing() as conn, conn.execute("DELETE FROM files WHERE id = ?", (file_id,)) as cursor:
+    async def delete_file(self, file_id: str, *, tenant: str) -> bool:
+        async with self._db.writing() as conn, conn.execute("DELETE FROM files WHERE id = ? AND tenant = ?",
+                                                            (file_id, tenant)) as cursor:
+            return cursor.rowcount > 0
+
+    async def delete_expired_file(self, file_id: str, now: int) -> bool:
+        sql = "DELETE FROM files WHERE id = ? AND expires_at IS NOT NULL AND expires_at <= ?"
+        async with self._db.writing() as conn, conn.execute(sql, (file_id, now)) as cursor:
             return cursor.rowcount > 0
 
     async def expired_files(self, now: int, limit: int) -> list[str]:

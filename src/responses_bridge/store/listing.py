@@ -2,9 +2,10 @@
 
 Both lists are ordered by ``(created_at, id)``: creation time as clients expect, the id breaking ties between
 objects created in the same second so the order is total and a cursor names one exact place in it. A cursor (an
-object id) is first resolved to its ``(created_at, id)`` pair by a primary-key lookup; the page is then one seek
-in an index in that order (migration 9) and a read of ``limit + 1`` rows: the cost of a page does not grow with
-the store, whichever page it is. Every statement is built from fixed fragments; values are always bound.
+object id of the caller's tenant) is first resolved to its ``(created_at, id)`` pair by a primary-key lookup;
+the page is then one seek in an index in that order led by the tenant (migration 10), and a read of ``limit + 1``
+rows: the cost of a page does not grow with the store, whichever page it is. Every statement is built from fixed
+fragments; values are always bound.
 """
 
 from __future__ import annotations

@@ -522,6 +522,41 @@ MIGRATIONS: list[Migration] = [
             """,
         ],
     ),
+    (
+        11,
+        [
+            # Tenancy of uploaded files and vector stores: each row belongs to a tenant, and rows stored before
+            # tenancy belong to the default tenant (''). A vector store's files, batches and chunks are owned
+            # through the store. Listing walks one tenant's rows in creation order: SQLite appends the rowid
+            # (the order files and vector stores are listed in) to every index, so (tenant) is (tenant, rowid).
+            "ALTER TABLE files ADD COLUMN tenant TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE vector_stores ADD COLUMN tenant TEXT NOT NULL DEFAULT ''",
+            "DROP INDEX files_purpose",
+            "CREATE INDEX files_listed ON files(tenant)",
+            "CREATE INDEX files_purpose_listed ON files(tenant, purpose)",
+            "CREATE INDEX vector_stores_listed ON vector_stores(tenant)",
+        ],
+    ),
+    (
+        12,
+        [
+            # The bridge's own API keys (RESPONSES_BRIDGE_AUTH=keys; store/api_keys.py). A key is
+            # ``rbk_<id>_<secret>``: the id is the primary key, so resolving a key is one indexed read; only a
+            # salted hash of the secret is kept. Revoked and expired keys stay listed (who had access, until when).
+            """
+            CREATE TABLE api_keys (
+                id          TEXT PRIMARY KEY,
+                tenant      TEXT NOT NULL,
+                salt        BLOB NOT NULL,
+                secret_hash BLOB NOT NULL,
+                created_at  INTEGER NOT NULL,
+                expires_at  INTEGER,
+                revoked_at  INTEGER
+            ) WITHOUT ROWID
+            """,
+            "CREATE INDEX api_keys_listed ON api_keys(created_at, id)",
+        ],
+    ),
 ]
 
 LATEST_VERSION: int = MIGRATIONS[-1][0]

@@ -153,9 +153,9 @@ def _save_row(response: dict[str, Any], input_items: list[dict[str, Any]], conve
 
 
 def append_conversation_rows(conn: sqlite3.Connection, conversation_id: str, rows: Iterator[ItemRow] | list[ItemRow],
-                             tenant: str) -> bool:
+                             tenant: str, active_at: int | None = None) -> bool:
     """Append items at the end of ``tenant``'s conversation, numbered from its own counter; False if it is unknown
-    (or another tenant's). Its last activity becomes now.
+    (or another tenant's). Its last activity becomes ``active_at`` (default: now).
 
     Runs on the database thread inside the caller's transaction (the counter read and its update must commit
     together)."""
@@ -173,7 +173,7 @@ def append_conversation_rows(conn: sqlite3.Connection, conversation_id: str, row
 
     conn.executemany(_INSERT_CONVERSATION_ITEM, numbered())
     if count:
-        conn.execute(_ADVANCE_SEQ, (count, int(time.time()), conversation_id))
+        conn.execute(_ADVANCE_SEQ, (count, int(time.time()) if active_at is None else active_at, conversation_id))
     return True
 
 

@@ -7,6 +7,9 @@ chunks and their vectors live in the chunk index (store/chunks.py); this module 
 
 Every file row has its own ``seq``: an ingestion job carries the seq of the row it was queued for and finishes only
 that row, so a job that outlived a delete, a cancel or a re-add of the same file changes nothing.
+
+A vector store belongs to a tenant; its file rows and batches are owned through it, so every query of them by
+store id carries the store's tenant check (``_OWNED``) in the same statement.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import contextlib
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import orjson
 
@@ -88,6 +91,74 @@ class Page:
     has_more: bool
 
 
+class UnknownFile(LookupError):
+    """An attach named a file that is not one of the tenant's live files (missing, expired, deleted or another
+    tenant's: all alike); nothing was attached."""
+
+    def __init__(self, file_id: str) -> None:
+        super().__init__(f"no file {file_id!r}")
+        self.file_id = file_id
+
+
+@runtime_checkable
+class VectorStoreStore(Protocol):
+    """Vector store metadata, owned by tenants. Every method taking ``tenant`` reads or changes only that tenant's
+    stores, and their files and batches only through a store of that tenant, checked in the same statement or
+    transaction; another tenant's store is exactly a missing one. Attaching files checks, in the attaching
+    transaction, that each is a live file of the same tenant (:class:`UnknownFile` otherwise). The methods
+    without ``tenant`` are for ingestion and file deletion, which work across tenants."""
+
+    async def create_store(self, store: StoredVectorStore, files: Sequence[NewFile], *, tenant: str) -> list[int]:
+        """Insert the store and attach its first files atomically; the files' seqs, in order."""
+
+    async def get_store(self, vector_store_id: str, *, tenant: str) -> StoredVectorStore | None: ...
+
+    async def list_stores(self, *, tenant: str, limit: int, order: str, after: str | None = None,
+                          before: str | None = None) -> Page: ...
+
+    async def update_store(self, vector_store_id: str, changes: Mapping[str, Any], *, tenant: str) -> bool:
+        """Set ``name``, ``metadata``, ``expires_after`` and/or ``last_active_at``; False for an unknown store."""
+
+    async def delete_store(self, vector_store_id: str, *, tenant: str) -> bool: ...
+
+    async def add_files(self, vector_store_id: str, created_at: int, files: Sequence[NewFile], *, tenant: str,
+                        batch_id: str | None = None) -> list[int] | None:
+        """Attach files (optionally as a new batch) atomically; their seqs, or None for an unknown store."""
+
+    async def get_file(self, vector_store_id: str, file_id: str, *, tenant: str) -> StoredVectorStoreFile | None:
+        ...
+
+    async def list_files(self, vector_store_id: str, *, tenant: str, limit: int, order: str,
+                         after: str | None = None, before: str | None = None, status: str | None = None,
+                         batch_id: str | None = None) -> Page: ...
+
+    async def set_file_attributes(self, vector_store_id: str, file_id: str, attributes: Mapping[str, Any], *,
+                                  tenant: str) -> bool: ...
+
+    async def delete_file(self, vector_store_id: str, file_id: str, *, tenant: str) -> bool: ...
+
+    async def get_batch(self, vector_store_id: str, batch_id: str, *, tenant: str) -> StoredFileBatch | None: ...
+
+    async def cancel_batch(self, vector_store_id: str, batch_id: str, *, tenant: str) -> bool: ...
+
+    async def get_file_by_seq(self, seq: int) -> StoredVectorStoreFile | None:
+        """Across tenants: workers only (an ingestion job's row)."""
+
+    async def current_seq(self, vector_store_id: str, file_id: str) -> int | None:
+        """The seq of the file's row in the store now, None if it has none. Across tenants: workers only."""
+
+    async def finish_file(self, seq: int, status: str, *, usage_bytes: int = 0,
+                          last_error: Mapping[str, Any] | None = None) -> bool:
+        """Across tenants: workers only (ingestion ends a row)."""
+
+    async def in_progress_files(self) -> list[StoredVectorStoreFile]:
+        """Across tenants: workers only (ingestion resumes at start)."""
+
+    async def delete_file_everywhere(self, file_id: str) -> list[str]:
+        """Detach a deleted file from every store holding it; those stores' ids. Across tenants: workers only
+        (the files service's deletion hook, run after the file's tenant-checked delete or its expiry)."""
+
+
 _COUNTS = """
 coalesce(sum(f.status = 'in_progress'), 0), coalesce(sum(f.status = 'completed'), 0),
 coalesce(sum(f.status = 'failed'), 0), coalesce(sum(f.status = 'cancelled'), 0), coalesce(sum(f.usage_bytes), 0)
@@ -145,10 +216,22 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute("COMMIT")
 
 
-def _attach(conn: sqlite3.Connection, vector_store_id: str, created_at: int, files: Sequence[NewFile]) -> None:
+_OWNED = "EXISTS (SELECT 1 FROM vector_stores WHERE id = :store AND tenant = :tenant)"
+"""The store named ``:store`` is ``:tenant``'s: the condition every query of a store's children carries."""
+
+
+def _attach(conn: sqlite3.Connection, vector_store_id: str, created_at: int, files: Sequence[NewFile],
+            tenant: str) -> None:
     """Attach files (a file already attached starts over: its old row goes, a new one with a new seq comes; a file
-    named twice is attached once, as last named)."""
+    named twice is attached once, as last named). Raises :class:`UnknownFile` for the first file that is not a
+    live file of ``tenant`` (the caller's transaction then rolls back)."""
     files = list({f.file_id: f for f in files}.values())
+    owned = {row[0] for row in conn.execute(
+        "SELECT id FROM files WHERE id IN (SELECT value FROM json_each(?)) AND tenant = ? "
+        "AND (expires_at IS NULL OR expires_at > ?)", (_json([f.file_id for f in files]), tenant, created_at))}
+    for f in files:
+        if f.file_id not in owned:
+            raise UnknownFile(f.file_id)
     conn.executemany("DELETE FROM vector_store_files WHERE vector_store_id = ? AND file_id = ?",
                      [(vector_store_id, f.file_id) for f in files])
     conn.executemany(_INSERT_FILE, [(vector_store_id, f.file_id, created_at, _json(dict(f.attributes)),
@@ -176,71 +259,73 @@ class SQLiteVectorStoreStore:
 
     # -- vector stores ---------------------------------------------------------------------------------------
 
-    async def create_store(self, store: StoredVectorStore, files: Sequence[NewFile]) -> list[int]:
+    async def create_store(self, store: StoredVectorStore, files: Sequence[NewFile], *, tenant: str) -> list[int]:
         """Insert the store and its first files in one transaction; the files' seqs, in order."""
 
         def create(conn: sqlite3.Connection) -> list[int]:
             with _transaction(conn):
                 conn.execute(
                     "INSERT INTO vector_stores (id, created_at, name, description, metadata, expires_after, "
-                    "last_active_at, embedder) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "last_active_at, embedder, tenant) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (store.id, store.created_at, store.name, store.description, _json(store.metadata),
                      _json(store.expires_after) if store.expires_after is not None else None, store.last_active_at,
-                     store.embedder))
-                _attach(conn, store.id, store.created_at, files)
+                     store.embedder, tenant))
+                _attach(conn, store.id, store.created_at, files, tenant)
                 return _seqs(conn, store.id, files)
 
         return await self._db.run_write("create_vector_store", create)
 
-    async def get_store(self, vector_store_id: str) -> StoredVectorStore | None:
+    async def get_store(self, vector_store_id: str, *, tenant: str) -> StoredVectorStore | None:
         async with self._db.reading() as conn:
-            rows = list(await conn.execute_fetchall(f"{_STORE_SELECT} WHERE s.id = ? GROUP BY s.seq",
-                                                    (vector_store_id,)))
+            rows = list(await conn.execute_fetchall(f"{_STORE_SELECT} WHERE s.id = ? AND s.tenant = ? GROUP BY s.seq",
+                                                    (vector_store_id, tenant)))
         return _store(rows[0]) if rows else None
 
-    async def list_stores(self, *, limit: int, order: str, after: str | None = None,
+    async def list_stores(self, *, tenant: str, limit: int, order: str, after: str | None = None,
                           before: str | None = None) -> Page:
         check_page_args(limit, order)
+        resolve = "SELECT seq FROM vector_stores WHERE id = ? AND tenant = ?"
         async with self._db.reading() as conn:
-            after_seq = await _cursor(conn, "SELECT seq FROM vector_stores WHERE id = ?", (after,), "after", after)
-            before_seq = await _cursor(conn, "SELECT seq FROM vector_stores WHERE id = ?", (before,), "before",
-                                       before)
+            after_seq = await _cursor(conn, resolve, (after, tenant), "after", after)
+            before_seq = await _cursor(conn, resolve, (before, tenant), "before", before)
             bounds, scan_ascending = _page_bounds(order == "asc", after_seq, before_seq)
-            sql = (f"{_STORE_SELECT} WHERE 1 {bounds.format(seq='s.seq')} GROUP BY s.seq "
+            sql = (f"{_STORE_SELECT} WHERE s.tenant = :tenant {bounds.format(seq='s.seq')} GROUP BY s.seq "
                    f"ORDER BY s.seq {'ASC' if scan_ascending else 'DESC'} LIMIT :fetch")
-            values = {"fetch": limit + 1, **_bound_values(order, after_seq, before_seq)}
+            values = {"fetch": limit + 1, "tenant": tenant, **_bound_values(order, after_seq, before_seq)}
             rows = list(await conn.execute_fetchall(sql, values))
         return _finish_page([_store(row) for row in rows], limit, backward=before is not None and after is None)
 
-    async def update_store(self, vector_store_id: str, changes: Mapping[str, Any]) -> bool:
+    async def update_store(self, vector_store_id: str, changes: Mapping[str, Any], *, tenant: str) -> bool:
         """Set ``name``, ``metadata``, ``expires_after`` and/or ``last_active_at`` (only the keys given)."""
         columns: dict[str, Callable[[Any], Any]] = {"name": lambda v: v, "metadata": _json, "last_active_at": int,
                    "expires_after": lambda v: None if v is None else _json(v)}
         sets = [(name, columns[name](value)) for name, value in changes.items()]
         if not sets:
-            return await self.get_store(vector_store_id) is not None
-        sql = f"UPDATE vector_stores SET {', '.join(f'{name} = ?' for name, _ in sets)} WHERE id = ?"
-        async with self._db.writing() as conn, conn.execute(sql, (*[v for _, v in sets], vector_store_id)) as cur:
+            return await self.get_store(vector_store_id, tenant=tenant) is not None
+        sql = f"UPDATE vector_stores SET {', '.join(f'{name} = ?' for name, _ in sets)} WHERE id = ? AND tenant = ?"
+        async with self._db.writing() as conn, conn.execute(sql, (*[v for _, v in sets], vector_store_id,
+                                                                  tenant)) as cur:
             return cur.rowcount > 0
 
-    async def delete_store(self, vector_store_id: str) -> bool:
+    async def delete_store(self, vector_store_id: str, *, tenant: str) -> bool:
         """Delete the store with its file rows and batches (ON DELETE CASCADE)."""
-        async with self._db.writing() as conn, conn.execute("DELETE FROM vector_stores WHERE id = ?",
-                                                            (vector_store_id,)) as cursor:
+        async with self._db.writing() as conn, conn.execute("DELETE FROM vector_stores WHERE id = ? AND tenant = ?",
+                                                            (vector_store_id, tenant)) as cursor:
             return cursor.rowcount > 0
 
     # -- files -----------------------------------------------------------------------------------------------
 
-    async def add_files(self, vector_store_id: str, created_at: int, files: Sequence[NewFile], *,
+    async def add_files(self, vector_store_id: str, created_at: int, files: Sequence[NewFile], *, tenant: str,
                         batch_id: str | None = None) -> list[int] | None:
         """Attach files (optionally as a new batch) in one transaction; their seqs, or None for an unknown
         store."""
 
         def add(conn: sqlite3.Connection) -> list[int] | None:
             with _transaction(conn):
-                if conn.execute("SELECT 1 FROM vector_stores WHERE id = ?", (vector_store_id,)).fetchone() is None:
+                if conn.execute("SELECT 1 FROM vector_stores WHERE id = ? AND tenant = ?",
+                                (vector_store_id, tenant)).fetchone() is None:
                     return None
-                _attach(conn, vector_store_id, created_at, files)
+                _attach(conn, vector_store_id, created_at, files, tenant)
                 if batch_id is not None:
                     conn.execute("INSERT INTO vector_store_file_batches (id, vector_store_id, created_at) "
                                  "VALUES (?, ?, ?)", (batch_id, vector_store_id, created_at))
@@ -250,54 +335,72 @@ class SQLiteVectorStoreStore:
 
         return await self._db.run_write("add_vector_store_files", add)
 
-    async def get_file(self, vector_store_id: str, file_id: str) -> StoredVectorStoreFile | None:
+    async def get_file(self, vector_store_id: str, file_id: str, *, tenant: str) -> StoredVectorStoreFile | None:
         async with self._db.reading() as conn:
             rows = list(await conn.execute_fetchall(
-                f"SELECT {_FILE_COLUMNS} FROM vector_store_files AS f WHERE f.vector_store_id = ? AND f.file_id = ?",
-                (vector_store_id, file_id)))
+                f"SELECT {_FILE_COLUMNS} FROM vector_store_files AS f WHERE f.vector_store_id = :store "
+                f"AND f.file_id = :file AND {_OWNED}", {"store": vector_store_id, "file": file_id, "tenant": tenant}))
         return _file(rows[0]) if rows else None
 
+    async def current_seq(self, vector_store_id: str, file_id: str) -> int | None:
+        """Across tenants: workers only."""
+        async with self._db.reading() as conn:
+            rows = list(await conn.execute_fetchall(
+                "SELECT seq FROM vector_store_files WHERE vector_store_id = ? AND file_id = ?",
+                (vector_store_id, file_id)))
+        return int(rows[0][0]) if rows else None
+
     async def get_file_by_seq(self, seq: int) -> StoredVectorStoreFile | None:
+        """Across tenants: workers only."""
         async with self._db.reading() as conn:
             rows = list(await conn.execute_fetchall(
                 f"SELECT {_FILE_COLUMNS} FROM vector_store_files AS f WHERE f.seq = ?", (seq,)))
         return _file(rows[0]) if rows else None
 
-    async def list_files(self, vector_store_id: str, *, limit: int, order: str, after: str | None = None,
-                         before: str | None = None, status: str | None = None,
+    async def list_files(self, vector_store_id: str, *, tenant: str, limit: int, order: str,
+                         after: str | None = None, before: str | None = None, status: str | None = None,
                          batch_id: str | None = None) -> Page:
         """A page of a store's files (of one batch's files with ``batch_id``), optionally of one status."""
         check_page_args(limit, order)
-        where = "f.vector_store_id = :store"
+        where = f"f.vector_store_id = :store AND {_OWNED}"
         if batch_id is not None:
-            where += " AND f.file_id IN (SELECT file_id FROM vector_store_batch_files WHERE batch_id = :batch)"
+            where += (" AND f.file_id IN (SELECT bf.file_id FROM vector_store_batch_files AS bf"
+                      " JOIN vector_store_file_batches AS b ON b.id = bf.batch_id"
+                      " WHERE bf.batch_id = :batch AND b.vector_store_id = :store)")
         if status is not None:
             where += " AND f.status = :status"
-        resolve = "SELECT seq FROM vector_store_files WHERE vector_store_id = ? AND file_id = ?"
+        resolve = (f"SELECT seq FROM vector_store_files WHERE vector_store_id = :store AND file_id = :file "
+                   f"AND {_OWNED}")
         async with self._db.reading() as conn:
-            after_seq = await _cursor(conn, resolve, (vector_store_id, after), "after", after)
-            before_seq = await _cursor(conn, resolve, (vector_store_id, before), "before", before)
+            after_seq = await _cursor(conn, resolve, {"store": vector_store_id, "file": after, "tenant": tenant},
+                                      "after", after)
+            before_seq = await _cursor(conn, resolve, {"store": vector_store_id, "file": before, "tenant": tenant},
+                                       "before", before)
             bounds, scan_ascending = _page_bounds(order == "asc", after_seq, before_seq)
             sql = (f"SELECT {_FILE_COLUMNS} FROM vector_store_files AS f WHERE {where} {bounds.format(seq='f.seq')} "
                    f"ORDER BY f.seq {'ASC' if scan_ascending else 'DESC'} LIMIT :fetch")
             rows = list(await conn.execute_fetchall(sql, {
-                "store": vector_store_id, "batch": batch_id, "status": status, "fetch": limit + 1,
-                **_bound_values(order, after_seq, before_seq)}))
+                "store": vector_store_id, "tenant": tenant, "batch": batch_id, "status": status,
+                "fetch": limit + 1, **_bound_values(order, after_seq, before_seq)}))
         return _finish_page([_file(row) for row in rows], limit, backward=before is not None and after is None)
 
-    async def set_file_attributes(self, vector_store_id: str, file_id: str, attributes: Mapping[str, Any]) -> bool:
-        sql = "UPDATE vector_store_files SET attributes = ? WHERE vector_store_id = ? AND file_id = ?"
-        async with self._db.writing() as conn, conn.execute(sql, (_json(dict(attributes)), vector_store_id,
-                                                                  file_id)) as cursor:
+    async def set_file_attributes(self, vector_store_id: str, file_id: str, attributes: Mapping[str, Any], *,
+                                  tenant: str) -> bool:
+        sql = (f"UPDATE vector_store_files SET attributes = :attributes WHERE vector_store_id = :store "
+               f"AND file_id = :file AND {_OWNED}")
+        values = {"attributes": _json(dict(attributes)), "store": vector_store_id, "file": file_id, "tenant": tenant}
+        async with self._db.writing() as conn, conn.execute(sql, values) as cursor:
             return cursor.rowcount > 0
 
-    async def delete_file(self, vector_store_id: str, file_id: str) -> bool:
-        sql = "DELETE FROM vector_store_files WHERE vector_store_id = ? AND file_id = ?"
-        async with self._db.writing() as conn, conn.execute(sql, (vector_store_id, file_id)) as cursor:
+    async def delete_file(self, vector_store_id: str, file_id: str, *, tenant: str) -> bool:
+        sql = f"DELETE FROM vector_store_files WHERE vector_store_id = :store AND file_id = :file AND {_OWNED}"
+        values = {"store": vector_store_id, "file": file_id, "tenant": tenant}
+        async with self._db.writing() as conn, conn.execute(sql, values) as cursor:
             return cursor.rowcount > 0
 
     async def delete_file_everywhere(self, file_id: str) -> list[str]:
-        """Detach the file from every vector store holding it; the ids of those stores."""
+        """Detach the file from every vector store holding it; the ids of those stores. Across tenants: workers
+        only (run after the file itself was deleted by its owner or by expiry)."""
         sql = "DELETE FROM vector_store_files WHERE file_id = ? RETURNING vector_store_id"
         async with self._db.writing() as conn, conn.execute(sql, (file_id,)) as cursor:
             return sorted({str(row[0]) for row in await cursor.fetchall()})
@@ -305,7 +408,7 @@ class SQLiteVectorStoreStore:
     async def finish_file(self, seq: int, status: str, *, usage_bytes: int = 0,
                           last_error: Mapping[str, Any] | None = None) -> bool:
         """Move one in-progress row to ``completed``/``failed``; False when that row is gone or no longer in
-        progress (deleted, cancelled, re-added), in which case nothing changes."""
+        progress (deleted, cancelled, re-added), in which case nothing changes. Across tenants: workers only."""
         sql = ("UPDATE vector_store_files SET status = ?, usage_bytes = ?, last_error = ? "
                "WHERE seq = ? AND status = 'in_progress'")
         error = _json(dict(last_error)) if last_error is not None else None
@@ -313,7 +416,8 @@ class SQLiteVectorStoreStore:
             return cursor.rowcount > 0
 
     async def in_progress_files(self) -> list[StoredVectorStoreFile]:
-        """Every row still in progress, oldest first: what a restart must ingest again."""
+        """Every row still in progress, oldest first: what a restart must ingest again. Across tenants: workers
+        only."""
         async with self._db.reading() as conn:
             rows = list(await conn.execute_fetchall(
                 f"SELECT {_FILE_COLUMNS} FROM vector_store_files AS f WHERE f.status = 'in_progress' ORDER BY f.seq"))
@@ -321,21 +425,22 @@ class SQLiteVectorStoreStore:
 
     # -- batches ---------------------------------------------------------------------------------------------
 
-    async def get_batch(self, vector_store_id: str, batch_id: str) -> StoredFileBatch | None:
+    async def get_batch(self, vector_store_id: str, batch_id: str, *, tenant: str) -> StoredFileBatch | None:
         async with self._db.reading() as conn:
             rows = list(await conn.execute_fetchall(
-                f"{_BATCH_SELECT} WHERE b.id = ? AND b.vector_store_id = ? GROUP BY b.seq",
-                (batch_id, vector_store_id)))
+                f"{_BATCH_SELECT} WHERE b.id = :batch AND b.vector_store_id = :store AND {_OWNED} GROUP BY b.seq",
+                {"batch": batch_id, "store": vector_store_id, "tenant": tenant}))
         return _batch(rows[0]) if rows else None
 
-    async def cancel_batch(self, vector_store_id: str, batch_id: str) -> bool:
+    async def cancel_batch(self, vector_store_id: str, batch_id: str, *, tenant: str) -> bool:
         """Mark the batch's files still in progress ``cancelled``, and the batch cancelled if any were (a batch
         already finished stays as it ended), in one transaction; False for an unknown batch."""
 
         def cancel(conn: sqlite3.Connection) -> bool:
             with _transaction(conn):
-                if conn.execute("SELECT 1 FROM vector_store_file_batches WHERE id = ? AND vector_store_id = ?",
-                                (batch_id, vector_store_id)).fetchone() is None:
+                if conn.execute(f"SELECT 1 FROM vector_store_file_batches WHERE id = :batch "
+                                f"AND vector_store_id = :store AND {_OWNED}",
+                                {"batch": batch_id, "store": vector_store_id, "tenant": tenant}).fetchone() is None:
                     return False
                 stopped = conn.execute(
                     "UPDATE vector_store_files SET status = 'cancelled' WHERE vector_store_id = ? "
@@ -354,7 +459,8 @@ def _seqs(conn: sqlite3.Connection, vector_store_id: str, files: Sequence[NewFil
                              (vector_store_id, f.file_id)).fetchone()[0]) for f in files]
 
 
-async def _cursor(conn: Any, sql: str, args: tuple[Any, ...], param: str, value: str | None) -> int | None:
+async def _cursor(conn: Any, sql: str, args: tuple[Any, ...] | dict[str, Any], param: str,
+                  value: str | None) -> int | None:
     if value is None:
         return None
     rows = list(await conn.execute_fetchall(sql, args))

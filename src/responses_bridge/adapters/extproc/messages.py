@@ -26,6 +26,7 @@ from ...envoy_config import (
     ROUTE_NAMESPACE,
     ROUTE_OFFERED_KEY,
     ROUTE_TO_SIDECAR,
+    TENANT_METADATA_KEY,
     UPSTREAM_HEADERS_NAMESPACE,
     UPSTREAM_KEY,
 )
@@ -48,6 +49,18 @@ def forwarded_authorization(request: ProcessingRequest) -> str | None:
     if "authorization" not in fields:
         return None
     return fields["authorization"].string_value or None
+
+
+def forwarded_tenant(request: ProcessingRequest) -> str | None:
+    """The tenant header Envoy set (``auth: header``), as the bootstrap forwards it (see envoy_config): read only
+    after the bootstrap removed a client's own at the start of its filter chain."""
+    metadata = request.metadata_context.filter_metadata
+    if CREDENTIALS_NAMESPACE not in metadata:
+        return None
+    fields = metadata[CREDENTIALS_NAMESPACE].fields
+    if TENANT_METADATA_KEY not in fields:
+        return None
+    return fields[TENANT_METADATA_KEY].string_value or None
 
 
 def forwarded_headers(request: ProcessingRequest, names: Iterable[str]) -> dict[str, str]:

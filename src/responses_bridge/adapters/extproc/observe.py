@@ -41,7 +41,7 @@ _NOOP: AbstractContextManager[None] = contextlib.nullcontext()
 
 class StreamObservation:
     __slots__ = ("body_span", "first_event_at", "request_id", "span", "started", "status", "streaming", "tokens",
-                 "upstream_span", "upstream_status", "upstream_started")
+                 "tenant", "upstream_span", "upstream_status", "upstream_started")
 
     def __init__(self) -> None:
         self.started = time.perf_counter()
@@ -52,6 +52,7 @@ class StreamObservation:
         self.upstream_started = 0.0
         self.streaming = False  # counted in the active streams gauge
         self.first_event_at = 0.0
+        self.tenant: str | None = None  # the caller's, once identified (auth keys or header)
         self.span: tracing.Span | None = None
         self.body_span: tracing.Span | None = None
         self.upstream_span: tracing.Span | None = None
@@ -140,7 +141,7 @@ class StreamObservation:
             if self.first_event_at:
                 FIRST_EVENT.observe(self.first_event_at - self.started)
             log.info("request_finished", door="extproc", route=ROUTE, status=status,
-                     duration_ms=round(seconds * 1000, 3))
+                     duration_ms=round(seconds * 1000, 3), **({} if self.tenant is None else {"tenant": self.tenant}))
         else:
             status = self.status
         if self.upstream_span is not None and self.upstream_started:

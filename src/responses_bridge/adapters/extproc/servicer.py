@@ -58,6 +58,8 @@ from ...protocol.request import parse_json_object
 from ...run.native_run import NativeRun
 from ...run.response_run import LARGE_BODY_BYTES, ResponseRun
 from ...runtime import Runtime
+from ...services.identity import SIDECAR_HEADER
+from ...services.limits import RETRY_AFTER_SECONDS, UNLIMITED, request_too_large
 from ...store.base import DEFAULT_TENANT
 from ...upstreams import Route
 from . import messages as m
@@ -142,6 +144,7 @@ class ExtProcServicer(external_processor_pb2_grpc.ExternalProcessorServicer):
             if not stream.done:
                 await stream.abandon()
         finally:
+            stream.slot.release()  # the tenant's slot (services/limits.py): this request has ended, however it did
             await outbox.close()
             self._live.discard(stream)
             self._changed.set()
@@ -194,6 +197,7 @@ class _Stream:
         "failed",
         "full_duplex",
         "lock",
+        "max_bytes",
         "observed",
         "ours",
         "pending",
@@ -206,6 +210,7 @@ class _Stream:
         "runtime",
         "shutdown_requested",
         "sidecar_route",
+        "slot",
         "sse",
         "tenant",
         "write",
@@ -235,6 +240,8 @@ class _Stream:
         self.route: Route | None = None  # with several upstreams: where the request's model goes (upstreams.py)
         self.observed: StreamObservation | None = None  # set by Process: metrics and spans of this request
         self.tenant = DEFAULT_TENANT  # the caller's, resolved from the forwarded credentials with the body
+        self.max_bytes = runtime.settings.max_request_bytes  # the tenant's own, once known (first body chunk)
+        self.slot = UNLIMITED  # the tenant's request in flight, taken when the run begins (services/limits.py)
 
     async def handle(self, request: ProcessingRequest) -> Responses:
         phase = request.WhichOneof("request")
@@ -293,6 +300,10 @@ class _Stream:
             if self.run is None:
                 if self.runtime.draining:
                     return [self._refuse()]
+                if not self.runtime.identity.anonymous:  # the tenant first: nothing is made for a stranger
+                    denied = await self._identify(m.forwarded_authorization(request), m.forwarded_tenant(request))
+                    if denied is not None:
+                        return [denied]
                 self.ours = True
                 self.run = self.runtime.new_run(tenant=self.tenant)
             if self.authorization is None:  # request headers are skipped: Envoy forwards the credentials
@@ -324,6 +335,27 @@ class _Stream:
 
     # --- request ----------------------------------------------------------------------------------------------
 
+    async def _identify(self, authorization: str | None, tenant_header: str | None) -> ProcessingResponse | None:
+        """Sets ``tenant`` from the request's credentials (services/identity.py), or returns the 401 that answers
+        the request instead (an immediate response: nothing goes upstream)."""
+        try:
+            self.tenant = await self.runtime.identity.tenant(authorization, tenant_header)
+        except APIError as error:
+            self.ours = True
+            self.done = True
+            return m.immediate_response(error.status, error.body(), JSON)
+        if self.observed is not None:
+            self.observed.tenant = self.tenant
+        return None
+
+    async def _identify_passthrough(self, headers: dict[str, str]) -> ProcessingResponse | None:
+        """A passthrough route (``/v1/chat/completions``, ``/v1/models``) with ``auth: keys``: the upstream gets the
+        configured key, so the caller must hold a bridge key, or be this sidecar's own call through Envoy."""
+        identity = self.runtime.identity
+        if identity.mode != "keys" or identity.is_sidecar(headers.get(SIDECAR_HEADER)):
+            return None
+        return await self._identify(headers.get("authorization"), None)
+
     def _refuse(self) -> ProcessingResponse:
         """A new response while the sidecar drains: 503 at once, before anything is sent upstream."""
         self.ours = True
@@ -335,19 +367,33 @@ class _Stream:
         headers = m.header_map(message)
         path = headers.get(":path", "").split("?", 1)[0]
         if headers.get(":method") == "POST" and path in CHAT_PATHS and not self.runtime.routes().single:
+            denied = await self._identify_passthrough(headers)
+            if denied is not None:
+                return denied
             self.chat = True  # the body names the model, hence the upstream: see _route_chat
             self.ours = False
             self.authorization = headers.get("authorization")
-            return m.CONTINUE_REQUEST_HEADERS
+            return m.request_headers_reply((), _sidecar_header(headers))
         if headers.get(":method") != "POST" or path not in RESPONSES_PATHS:
             # A passthrough route that sends us its headers: only the upstream credentials change.
+            denied = await self._identify_passthrough(headers)
+            if denied is not None:
+                return denied
             self.ours = False
-            configured = self.runtime.upstream_authorization(headers.get("authorization"))
-            if configured is not None and configured != headers.get("authorization"):
-                return m.request_headers_reply([("authorization", configured)])
-            return m.CONTINUE_REQUEST_HEADERS
+            client = headers.get("authorization")
+            configured = self.runtime.upstream_authorization(client)
+            if configured is not None and configured != client:
+                return m.request_headers_reply([("authorization", configured)], _sidecar_header(headers))
+            # auth: keys without an upstream key: the bridge key goes no further
+            drop = ("authorization",) if configured is None and client is not None else ()
+            return m.request_headers_reply((), (*drop, *_sidecar_header(headers)))
         if self.runtime.draining:
             return self._refuse()
+        if not self.runtime.identity.anonymous:
+            tenant_header = headers.get(self.runtime.identity.tenant_header)
+            denied = await self._identify(headers.get("authorization"), tenant_header)
+            if denied is not None:
+                return denied
         self.ours = True
         self.authorization = headers.get("authorization")
         self.run = self.runtime.new_run(tenant=self.tenant)
@@ -359,8 +405,10 @@ class _Stream:
         """The chunk just added to ``request_body``. A buffered body comes whole; a streamed one (a route that
         asks for it) is held until its end, and refused as soon as it outgrows the limit rather than after it was
         all collected."""
+        if not self.request_bytes:  # the first chunk: the tenant is known now (it comes with the body)
+            self.max_bytes = self.runtime.limits.max_request_bytes(self.tenant)
         self.request_bytes += len(self.request_body[-1])
-        if self.request_bytes > self.runtime.settings.max_request_bytes:
+        if self.request_bytes > self.max_bytes:
             self.request_body = []
             return self._too_large()
         if not end_of_stream:
@@ -376,22 +424,21 @@ class _Stream:
 
     def _too_large(self) -> ProcessingResponse:
         self.done = True
-        limit = self.runtime.settings.max_request_bytes
-        error = APIError(413, f"The request body is larger than this deployment accepts ({limit} bytes).",
-                         code="request_too_large")
+        error = request_too_large(self.max_bytes)
         return m.immediate_response(413, error.body(), JSON)
 
     async def _begin(self, body: bytes) -> ProcessingResponse:
         run = self.run
         assert run is not None
-        if len(body) > self.runtime.settings.max_request_bytes:  # the same ceiling as the HTTP door's
+        if len(body) > self.max_bytes:  # the same ceiling as the HTTP door's
             return self._too_large()
         large = len(body) > LARGE_BODY_BYTES
         try:
             decoded = await asyncio.to_thread(parse_json_object, body) if large else parse_json_object(body)
             del body  # decoded: the bytes are let go before the translation
             if self.sidecar_route and runs_server_tools(decoded.get("tools"), self.runtime.served_tools):
-                return self._route_to_sidecar()
+                return self._route_to_sidecar()  # counted by the HTTP door, which runs it: no slot here
+            self.slot = self.runtime.limits.acquire(self.tenant)  # a 429 at the tenant's limit
             if not self.runtime.routes().single:  # several upstreams: the model picks one (upstreams.py)
                 self.route = self.runtime.route(decoded.get("model"))
                 if self.runtime.is_native(self.route):  # Envoy sends it to the backend's own /v1/responses
@@ -401,7 +448,8 @@ class _Stream:
             upstream = await run.begin(decoded, large=large)
         except APIError as error:
             self.done = True
-            return m.immediate_response(error.status, error.body(), JSON)
+            retry = [("retry-after", str(RETRY_AFTER_SECONDS))] if error.status == 429 else []
+            return m.immediate_response(error.status, error.body(), JSON, retry)
         except Exception:
             log.exception("extproc_request_translation_failed")
             self.done = True
@@ -452,7 +500,9 @@ class _Stream:
         authorization = self.runtime.route_authorization(route, self.authorization)
         if authorization is not None and authorization != self.authorization:
             set_headers.append(("authorization", authorization))
-        reply = m.request_body_reply(new_body, set_headers, ())
+        # auth: keys without the upstream's own key: the client's bridge key goes no further
+        remove = ("authorization",) if authorization is None and self.authorization is not None else ()
+        reply = m.request_body_reply(new_body, set_headers, remove)
         m.choose_upstream(reply, route.upstream.name)
         return reply
 
@@ -491,6 +541,7 @@ class _Stream:
             log.exception("extproc_background_start_failed")
             error = APIError(500, "The background response could not be started.", code="server_error")
             return m.immediate_response(500, error.body(), JSON)
+        self.slot.hold_until(started.task)  # the run calls the upstream after this stream ends: it keeps the slot
         if not run.request.params.stream:  # type: ignore[union-attr]
             return m.immediate_response(200, started.accepted, JSON)
         frames: list[bytes] = []
@@ -730,6 +781,11 @@ class _Stream:
 
 
 _BACKGROUND: set[asyncio.Future[None]] = set()
+
+
+def _sidecar_header(headers: dict[str, str]) -> tuple[str, ...]:
+    """The sidecar's own credential, removed once checked: it never reaches the upstream."""
+    return (SIDECAR_HEADER,) if SIDECAR_HEADER in headers else ()
 
 
 def _sse_headers(upstream_status: int) -> list[tuple[str, str]]:

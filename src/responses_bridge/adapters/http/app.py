@@ -18,6 +18,7 @@ from .drain import DRAIN, Drain
 from .errors import error_middleware
 from .files_routes import FileRoutes
 from .identity import identity_middleware
+from .limits import limits_middleware
 from .observe import echo_request_id, observe_middleware
 from .prompts_routes import PromptRoutes
 from .responses_routes import ResponsesRoutes
@@ -31,8 +32,9 @@ UPSTREAMS = web.AppKey("upstreams", dict[str, AiohttpUpstreamClient])
 
 def create_app(runtime: Runtime) -> web.Application:
     drain = Drain(runtime)  # outermost middleware: while draining, new requests get a 503 before anything else
-    identify = identity_middleware(runtime.settings.auth, runtime.settings.tenant_header)
-    app = web.Application(middlewares=[observe_middleware, drain.middleware, error_middleware, identify],
+    identify = identity_middleware(runtime.identity)  # RESPONSES_BRIDGE_AUTH: services/identity.py
+    limit = limits_middleware(runtime.limits)  # per tenant: requests in flight (429), body size (413)
+    app = web.Application(middlewares=[observe_middleware, drain.middleware, error_middleware, identify, limit],
                           client_max_size=runtime.settings.max_request_bytes)
     app.on_response_prepare.append(echo_request_id)  # X-Request-Id on every answer (observe.py)
     app[DRAIN] = drain

@@ -14,6 +14,7 @@ from ...run.upstream import UpstreamClient
 from ...runtime import Runtime
 from ...services.background import BackgroundService
 from .identity import request_tenant
+from .limits import request_slot
 from .params import int_query
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -35,6 +36,9 @@ async def start(request: web.Request, runtime: Runtime, response_run: ResponseRu
     if upstream is None:
         authorization = runtime.upstream_authorization(request.headers.get("Authorization"))
     run = await service.start(response_run, call, authorization, upstream)
+    slot = request_slot(request)
+    if slot is not None:  # the run calls the upstream after this request ends: it keeps the tenant's slot
+        slot.hold_until(run.task)
     if not response_run.request.params.stream:  # type: ignore[union-attr]
         return web.Response(body=run.accepted, content_type="application/json")
     return await _stream(request, service, run.response_id, -1, response_run.tenant)

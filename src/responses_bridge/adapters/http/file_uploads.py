@@ -20,6 +20,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from ...protocol.errors import APIError, invalid_request
 from ...services.files import FileService, Upload, check_expires_after, check_purpose, clean_filename, too_large
+from .identity import request_tenant
 
 READ_CHUNK = 1 << 20
 """Bytes asked of the multipart reader per read: large enough that a thread hop per write costs little, small
@@ -84,7 +85,7 @@ async def _create_file(request: web.Request, service: FileService) -> dict[str, 
     except (ValueError, AssertionError) as exc:
         raise _malformed(exc) from None
     form = UploadForm()
-    async with service.receive() as upload:
+    async with service.receive(tenant=request_tenant(request)) as upload:
         try:
             while True:
                 part = await reader.next()

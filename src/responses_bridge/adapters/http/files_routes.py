@@ -16,6 +16,7 @@ from aiohttp.multipart import BadContentDispositionHeader, BadContentDisposition
 
 from ...services.files import MAX_LIST_LIMIT, FileService
 from .file_uploads import create_file
+from .identity import request_tenant
 from .params import int_query, json_reply
 
 CONTENT_CHUNK = 1 << 20
@@ -42,21 +43,22 @@ class FileRoutes:
         return json_reply(await create_file(request, self.service))
 
     async def list(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.list(purpose=request.query.get("purpose"),
+        return json_reply(await self.service.list(tenant=request_tenant(request), purpose=request.query.get("purpose"),
                                                   after=request.query.get("after"),
                                                   limit=int_query(request, "limit", MAX_LIST_LIMIT),
                                                   order=request.query.get("order", "desc")))
 
     async def retrieve(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.retrieve(request.match_info["file_id"]))
+        return json_reply(await self.service.retrieve(request.match_info["file_id"], tenant=request_tenant(request)))
 
     async def delete(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.delete(request.match_info["file_id"]))
+        return json_reply(await self.service.delete(request.match_info["file_id"], tenant=request_tenant(request)))
 
     async def content(self, request: web.Request) -> web.StreamResponse:
         """The bytes as uploaded, a chunk at a time (the write waits while the client is slower than the disk).
         The file is opened before the answer starts, so a file deleted meanwhile is still a JSON 404."""
-        handle, file = await self.service.open_content(request.match_info["file_id"])
+        handle, file = await self.service.open_content(request.match_info["file_id"],
+                                                       tenant=request_tenant(request))
         try:
             response = web.StreamResponse(headers={
                 "Content-Type": "application/octet-stream",

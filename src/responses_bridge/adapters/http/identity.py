@@ -1,21 +1,29 @@
 """Who is calling the HTTP door: the tenant every route reads and writes as.
 
 The middleware resolves the caller once per request, before any route runs, and leaves the tenant on the request
-(:func:`request_tenant`); a route never looks at credentials itself. With ``RESPONSES_BRIDGE_AUTH=none`` everyone
-is :data:`~responses_bridge.store.base.DEFAULT_TENANT`; with ``header`` the tenant is the header Envoy set (the
-rendered Envoy config strips a client's own).
+(:func:`request_tenant`); a route never looks at credentials itself. The resolution itself (a bridge key's tenant,
+the trusted header) is services/identity.py, shared with the ext_proc door. With ``RESPONSES_BRIDGE_AUTH=none``
+everyone is :data:`~responses_bridge.store.base.DEFAULT_TENANT`; with ``header`` the tenant is the header Envoy set
+(the rendered Envoy config strips a client's own); with ``keys`` it is the tenant of the client's bridge key, and
+the route then sees the request without its ``Authorization``, so no route can send a bridge key upstream.
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 from aiohttp.web_middlewares import Handler
+from multidict import CIMultiDict, CIMultiDictProxy
 
-from ...protocol.errors import APIError
+from ...services.identity import Identity, unauthenticated
 from ...store.base import DEFAULT_TENANT
 
 TENANT = "responses_bridge.tenant"
 """The request key the middleware leaves the caller's tenant under."""
+
+OPEN_PATHS = frozenset(("/health", "/health/live", "/health/ready", "/metrics"))
+"""Answered for anyone: Envoy's health checks and the orchestrator's probes carry no credentials."""
+
+__all__ = ["TENANT", "identity_middleware", "request_tenant", "unauthenticated"]
 
 
 def request_tenant(request: web.Request) -> str:
@@ -25,22 +33,21 @@ def request_tenant(request: web.Request) -> str:
     return tenant
 
 
-def unauthenticated(message: str, code: str = "invalid_api_key") -> APIError:
-    return APIError(401, message, type="invalid_request_error", code=code)
-
-
-def identity_middleware(mode: str, tenant_header: str) -> web.middleware:  # type: ignore[valid-type]
-    """The middleware for ``RESPONSES_BRIDGE_AUTH`` = ``mode``."""
+def identity_middleware(identity: Identity) -> web.middleware:  # type: ignore[valid-type]
+    """The middleware for ``identity.mode`` (``RESPONSES_BRIDGE_AUTH``)."""
 
     @web.middleware
     async def identify(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if mode == "header":
-            tenant = request.headers.get(tenant_header, "").strip()
-            if not tenant:
-                raise unauthenticated(f"The request carries no {tenant_header} header.", code="missing_tenant")
-            request[TENANT] = tenant
-        else:
+        if identity.anonymous or request.path in OPEN_PATHS:
             request[TENANT] = DEFAULT_TENANT
+            return await handler(request)
+        tenant = await identity.tenant(request.headers.get("Authorization"),
+                                       request.headers.get(identity.tenant_header))
+        request[TENANT] = tenant  # before the clone below: the request log line (observe.py) reads the original
+        if identity.mode == "keys":  # the bridge key stops here: routes see no Authorization to pass on
+            headers = CIMultiDict(request.headers)
+            headers.popall("Authorization", None)
+            request = request.clone(headers=CIMultiDictProxy(headers))
         return await handler(request)
 
     return identify

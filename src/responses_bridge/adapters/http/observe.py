@@ -24,6 +24,7 @@ from ...observability.logs import (
     new_request_id,
     unbind_request_id,
 )
+from .identity import TENANT
 
 log = structlog.get_logger("responses_bridge.http")
 
@@ -69,8 +70,9 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
         seconds = time.perf_counter() - started
         if route != "GET /metrics" and not route.startswith("GET /health"):  # probes are not traffic
             metrics.record_request("http", route, status, seconds)
+            tenant = request.get(TENANT)  # who it was, as the identity middleware found (None: not identified)
             log.info("request_finished", door="http", route=route, status=status,
-                     duration_ms=round(seconds * 1000, 3))
+                     duration_ms=round(seconds * 1000, 3), **({} if tenant is None else {"tenant": tenant}))
         if span is not None:
             span.set_attribute("http.response.status_code", status)
             tracing.end(span, f"HTTP {status}" if status >= 500 else None)

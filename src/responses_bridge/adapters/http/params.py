@@ -9,6 +9,10 @@ from aiohttp import web
 
 from ...protocol.errors import APIError
 from ...protocol.request import parse_json_object
+from ...services.limits import request_too_large
+
+BODY_LIMIT = web.RequestKey("body_limit", int)
+"""The request key of the caller's own body limit (limits.py: the tenant's, never above ``client_max_size``)."""
 
 
 def json_reply(body: Any, status: int = 200) -> web.Response:
@@ -16,20 +20,20 @@ def json_reply(body: Any, status: int = 200) -> web.Response:
 
 
 async def read_body(request: web.Request) -> bytes:
-    """The whole request body, at most the app's ``client_max_size`` (a 413 past it, as aiohttp's own), read once
+    """The whole request body, at most the tenant's limit or the app's ``client_max_size`` (a 413 past it), read once
     and kept by nobody but the caller. aiohttp's ``request.read()`` keeps the bytes on the request for as long as
     the handler runs (for ``POST /v1/responses`` the whole upstream call, minutes for a stream), next to what was
     parsed from them; a large body is then held twice for no use."""
-    limit = request.client_max_size
+    limit = request.get(BODY_LIMIT) or request.client_max_size
     declared = request.content_length
     if limit and declared is not None and declared > limit:
-        raise web.HTTPRequestEntityTooLarge(limit, declared)
+        raise request_too_large(limit)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.content.iter_any():
         size += len(chunk)
         if limit and size > limit:
-            raise web.HTTPRequestEntityTooLarge(limit, size)
+            raise request_too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
 

@@ -1,4 +1,5 @@
-"""``/v1/vector_stores`` routes of the HTTP door (OpenAI Vector Stores API shapes; also without ``/v1``)."""
+"""``/v1/vector_stores`` routes of the HTTP door (OpenAI Vector Stores API shapes; also without ``/v1``), each as the
+caller's tenant (the service and the store keep every tenant to its own)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from ...services.vector_stores import VectorStoreService
+from .identity import request_tenant
 from .params import int_query, json_object, json_reply
 
 
@@ -36,65 +38,70 @@ class VectorStoreRoutes:
             app.router.add_get(f"{store}/file_batches/{{batch_id}}/files", self.list_batch_files)
 
     async def create(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.create(await json_object(request, optional=True)))
+        return json_reply(await self.service.create(await json_object(request, optional=True),
+                                                    tenant=request_tenant(request)))
 
     async def list_stores(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.list_stores(**_page(request)))
+        return json_reply(await self.service.list_stores(tenant=request_tenant(request), **_page(request)))
 
     async def retrieve(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.get(request.match_info["vector_store_id"]))
+        return json_reply(await self.service.get(_store(request), tenant=request_tenant(request)))
 
     async def update(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.update(request.match_info["vector_store_id"],
-                                                    await json_object(request, optional=True)))
+        return json_reply(await self.service.update(_store(request), await json_object(request, optional=True),
+                                                    tenant=request_tenant(request)))
 
     async def delete(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.delete(request.match_info["vector_store_id"]))
+        return json_reply(await self.service.delete(_store(request), tenant=request_tenant(request)))
 
     async def search(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.search_store(request.match_info["vector_store_id"],
-                                                          await json_object(request)))
+        return json_reply(await self.service.search_store(_store(request), await json_object(request),
+                                                          tenant=request_tenant(request)))
 
     async def add_file(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.add_file(request.match_info["vector_store_id"],
-                                                      await json_object(request)))
+        return json_reply(await self.service.add_file(_store(request), await json_object(request),
+                                                      tenant=request_tenant(request)))
 
     async def list_files(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.list_files(request.match_info["vector_store_id"],
+        return json_reply(await self.service.list_files(_store(request), tenant=request_tenant(request),
                                                         status=request.query.get("filter"), **_page(request)))
 
     async def retrieve_file(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.get_file(request.match_info["vector_store_id"],
-                                                      request.match_info["file_id"]))
+        return json_reply(await self.service.get_file(_store(request), request.match_info["file_id"],
+                                                      tenant=request_tenant(request)))
 
     async def update_file(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.update_file(request.match_info["vector_store_id"],
-                                                         request.match_info["file_id"], await json_object(request)))
+        return json_reply(await self.service.update_file(_store(request), request.match_info["file_id"],
+                                                         await json_object(request), tenant=request_tenant(request)))
 
     async def delete_file(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.delete_file(request.match_info["vector_store_id"],
-                                                         request.match_info["file_id"]))
+        return json_reply(await self.service.delete_file(_store(request), request.match_info["file_id"],
+                                                         tenant=request_tenant(request)))
 
     async def file_content(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.file_content(request.match_info["vector_store_id"],
-                                                          request.match_info["file_id"]))
+        return json_reply(await self.service.file_content(_store(request), request.match_info["file_id"],
+                                                          tenant=request_tenant(request)))
 
     async def create_batch(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.create_batch(request.match_info["vector_store_id"],
-                                                          await json_object(request)))
+        return json_reply(await self.service.create_batch(_store(request), await json_object(request),
+                                                          tenant=request_tenant(request)))
 
     async def retrieve_batch(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.get_batch(request.match_info["vector_store_id"],
-                                                       request.match_info["batch_id"]))
+        return json_reply(await self.service.get_batch(_store(request), request.match_info["batch_id"],
+                                                       tenant=request_tenant(request)))
 
     async def cancel_batch(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.cancel_batch(request.match_info["vector_store_id"],
-                                                          request.match_info["batch_id"]))
+        return json_reply(await self.service.cancel_batch(_store(request), request.match_info["batch_id"],
+                                                          tenant=request_tenant(request)))
 
     async def list_batch_files(self, request: web.Request) -> web.Response:
         return json_reply(await self.service.list_files(
-            request.match_info["vector_store_id"], status=request.query.get("filter"),
+            _store(request), tenant=request_tenant(request), status=request.query.get("filter"),
             batch_id=request.match_info["batch_id"], **_page(request)))
+
+
+def _store(request: web.Request) -> str:
+    return request.match_info["vector_store_id"]
 
 
 def _page(request: web.Request) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from ...runtime import Runtime
 from ...store.base import ResponseStore
 from .drain import DRAIN, Drain, ShutdownDeadline, shutdown_error
 from .identity import request_tenant
+from .params import BODY_LIMIT
 
 log = structlog.get_logger("responses_bridge.websocket")
 
@@ -264,7 +265,8 @@ class WebSocketSession:
 
 async def handle(request: web.Request, runtime: Runtime, upstream: UpstreamClient,
                  clients: Mapping[str, UpstreamClient] | None = None) -> web.StreamResponse:
-    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=runtime.settings.max_request_bytes)
+    limit = request.get(BODY_LIMIT) or runtime.settings.max_request_bytes  # the tenant's own (limits.py)
+    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=limit)
     if not ws.can_prepare(request).ok:
         raise APIError(400, "GET /v1/responses is WebSocket mode: open it with 'Upgrade: websocket', or create "
                        "a response with POST /v1/responses.", code="websocket_upgrade_required")

@@ -42,12 +42,13 @@ MAX_TEXT_CHARS = 8_000  # of one retrieved chunk shown to the model (chunks are 
 
 
 class FileSearcher(Protocol):
-    """Searches vector stores (the vector store service implements it). Raises ``protocol.errors`` ``not_found``
-    (404, param ``vector_store_ids``) for an unknown vector store. Each result is in the vector store search
-    result shape: ``{"file_id", "filename", "score", "attributes", "content": [{"type": "text", "text"}]}``."""
+    """Searches the tenant's vector stores (the vector store service implements it). Raises ``protocol.errors``
+    ``not_found`` (404, param ``vector_store_ids``) for an unknown vector store, another tenant's among them. Each
+    result is in the vector store search result shape:
+    ``{"file_id", "filename", "score", "attributes", "content": [{"type": "text", "text"}]}``."""
 
-    async def search(self, vector_store_ids: Sequence[str], query: str,
-                     options: SearchOptions) -> list[dict[str, Any]]: ...
+    async def search(self, vector_store_ids: Sequence[str], query: str, options: SearchOptions, *,
+                     tenant: str) -> list[dict[str, Any]]: ...
 
 
 class FileSearchError(Exception):
@@ -107,15 +108,16 @@ def _source(result: Mapping[str, Any]) -> FileSource | None:
                       attributes=dict(attributes) if isinstance(attributes, Mapping) else None)
 
 
-async def run_file_search(searcher: FileSearcher, queries: Sequence[str],
-                          options: FileSearchToolOptions) -> list[FileSource]:
-    """Search every query (concurrently) over the tool's vector stores; merged, best first. Raises
-    :class:`FileSearchError` for an empty query list or an unknown vector store."""
+async def run_file_search(searcher: FileSearcher, queries: Sequence[str], options: FileSearchToolOptions, *,
+                          tenant: str) -> list[FileSource]:
+    """Search every query (concurrently) over the tool's vector stores, as the run's tenant; merged, best first.
+    Raises :class:`FileSearchError` for an empty query list or an unknown vector store (another tenant's is
+    one)."""
     texts = [" ".join(query.split()) for query in queries if isinstance(query, str)]
     texts = [text for text in dict.fromkeys(texts) if text][:MAX_QUERIES]
     if not texts:
         raise FileSearchError("the search query is empty")
-    found = await asyncio.gather(*(searcher.search(options.vector_store_ids, text, options.options)
+    found = await asyncio.gather(*(searcher.search(options.vector_store_ids, text, options.options, tenant=tenant)
                                    for text in texts), return_exceptions=True)
     for outcome in found:  # one query's failure is the call's failure
         if isinstance(outcome, APIError):

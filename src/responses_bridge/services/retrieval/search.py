@@ -169,8 +169,9 @@ def fuse(dense: Sequence[tuple[int, float]], keyword: Sequence[tuple[int, float]
 
 
 async def search(index: ChunkIndex, embedder: Embedder, vector_store_ids: Sequence[str], query: str | Sequence[str],
-                 options: SearchOptions) -> list[dict[str, Any]]:
-    """The best chunks of the stores for the query, in OpenAI's vector store search result shape, best first."""
+                 options: SearchOptions, *, tenant: str) -> list[dict[str, Any]]:
+    """The best chunks of the stores for the query, in OpenAI's vector store search result shape, best first.
+    Only the tenant's stores are read: another tenant's finds nothing (the index checks the owner)."""
     queries = search_queries(query, options)
     if not queries or not vector_store_ids:
         return []
@@ -180,7 +181,7 @@ async def search(index: ChunkIndex, embedder: Embedder, vector_store_ids: Sequen
     best: dict[int, tuple[float, str]] = {}  # chunk id -> (score, vector store id)
     files: dict[str, dict[str, Any]] = {}  # "store\x00file" -> file facts
     for store_id in dict.fromkeys(vector_store_ids):
-        indexed = await index.indexed_files(store_id)
+        indexed = await index.indexed_files(store_id, tenant=tenant)
         if options.filters is not None:
             allowed: list[str] | None = [file_id for file_id, facts in indexed.items()
                                          if matches(options.filters, facts.attributes)]
@@ -191,9 +192,10 @@ async def search(index: ChunkIndex, embedder: Embedder, vector_store_ids: Sequen
         for file_id, facts in indexed.items():
             files[f"{store_id}\x00{file_id}"] = {"filename": facts.filename, "attributes": facts.attributes}
         for position, text in enumerate(queries):
-            dense_task = (index.dense_candidates(store_id, vectors[position], allowed, limit)
+            dense_task = (index.dense_candidates(store_id, vectors[position], allowed, limit, tenant=tenant)
                           if vectors is not None else _nothing())
-            keyword_task = (index.keyword_candidates(store_id, query_terms(text)[:MAX_QUERY_TERMS], allowed, limit)
+            keyword_task = (index.keyword_candidates(store_id, query_terms(text)[:MAX_QUERY_TERMS], allowed, limit,
+                                                     tenant=tenant)
                             if text_weight > 0 else _nothing())
             try:
                 dense, keyword = await asyncio.gather(dense_task, keyword_task)
@@ -206,7 +208,7 @@ async def search(index: ChunkIndex, embedder: Embedder, vector_store_ids: Sequen
     ranked = sorted(((score, chunk, store) for chunk, (score, store) in best.items()
                      if score >= options.score_threshold and score > 0), key=lambda entry: (-entry[0], entry[1]))
     ranked = ranked[:options.max_num_results]
-    rows = await index.chunk_rows([chunk for _, chunk, _ in ranked])
+    rows = await index.chunk_rows([chunk for _, chunk, _ in ranked], tenant=tenant)
     results: list[dict[str, Any]] = []
     for score, chunk, store in ranked:
         row = rows.get(chunk)

@@ -1,0 +1,48 @@
+"""The HTTP door's per-tenant limits (services/limits.py): a slot per request in flight, and the tenant's body size.
+
+Runs after the identity middleware (it needs the tenant) and around everything a route does, so a streamed answer
+holds its slot until its last byte, and a client that goes away or a handler that fails gives it back. Not
+counted: probes and ``/metrics`` (a tenant at its limit must not make the process look dead), and the requests
+that end work, a cancel or a ``DELETE`` (a tenant at its limit must be able to stop what holds it).
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ...protocol.errors import APIError
+from ...services.limits import RETRY_AFTER_SECONDS, Slot, TenantLimits
+from .drain import _exempt
+from .errors import Handler, error_response
+from .identity import request_tenant
+from .params import BODY_LIMIT
+
+SLOT = web.RequestKey("slot", Slot)
+"""The request key of its :class:`Slot`, for a route that hands it on (a background response keeps it)."""
+
+
+def limits_middleware(limits: TenantLimits) -> web.middleware:  # type: ignore[valid-type]
+    @web.middleware
+    async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if _exempt(request.path) or request.method == "DELETE" or request.path.endswith("/cancel"):
+            return await handler(request)
+        tenant = request_tenant(request)
+        request[BODY_LIMIT] = min(limits.max_request_bytes(tenant), request.client_max_size)
+        try:
+            slot = limits.acquire(tenant)
+        except APIError as error:
+            response = error_response(error)
+            response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+            return response
+        request[SLOT] = slot
+        try:
+            return await handler(request)
+        finally:
+            slot.release()
+
+    return limit
+
+
+def request_slot(request: web.Request) -> Slot | None:
+    """The request's slot (None: the limits middleware is not installed, as in some tests' bare apps)."""
+    return request.get(SLOT)
