@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,6 +23,14 @@ class Sidecar:
     http_url: str  # the sidecar's HTTP door
     extproc_port: int
     process: ManagedProcess
+
+
+def keys_command(db: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``responses-bridge keys …`` on the database of the sidecar started with ``--db db``: the same PostgreSQL
+    database when the run puts sidecars there (:func:`sidecar_env`), else that SQLite file."""
+    env = {**os.environ, "RESPONSES_BRIDGE_DB": "", **sidecar_env(db)}
+    return subprocess.run([PYTHON, "-m", "responses_bridge", "keys", *args, "--db", db], capture_output=True,
+                          text=True, timeout=60, check=False, env=env)
 
 
 def start_sidecar(tmp_dir: str, upstream_url: str, *extra: str, env: dict[str, str] | None = None,

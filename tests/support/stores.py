@@ -1,8 +1,8 @@
 """The set of stores under test, on SQLite or on PostgreSQL, so one test body checks the store contract on both.
 
 ``open_stores(kind, ...)`` opens a fresh database of that kind (a SQLite file in the test's temporary directory, or
-a new database on the session's PostgreSQL server) and gives the responses, conversations, prompts and event log
-stores over it.
+a new database on the session's PostgreSQL server) the way the sidecar opens its own (store/open.py), and gives the
+responses, conversations, prompts, event log and API key stores over it.
 """
 
 from __future__ import annotations
@@ -15,15 +15,7 @@ from typing import Any
 
 import pytest
 
-from responses_bridge.store import SQLiteResponseStore
-from responses_bridge.store.conversations import SQLiteConversationStore
-from responses_bridge.store.events import SQLiteEventLog
-from responses_bridge.store.postgres import PostgresDatabase
-from responses_bridge.store.postgres.conversations import PostgresConversationStore
-from responses_bridge.store.postgres.events import PostgresEventLog
-from responses_bridge.store.postgres.prompts import PostgresPromptStore
-from responses_bridge.store.postgres.responses import PostgresResponseStore
-from responses_bridge.store.prompts import SQLitePromptStore
+from responses_bridge.store import open as store_open
 
 KINDS = ("sqlite", "postgres")
 
@@ -35,24 +27,14 @@ class Stores:
     conversations: Any
     prompts: Any
     events: Any
+    api_keys: Any
 
 
 @asynccontextmanager
 async def open_stores(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stores]:
-    if kind == "sqlite":
-        sqlite = SQLiteResponseStore(str(tmp_path / "contract.db"))
-        await sqlite.open()
-        try:
-            yield Stores(kind, sqlite, SQLiteConversationStore(sqlite), SQLitePromptStore(sqlite),
-                         SQLiteEventLog(sqlite))
-        finally:
-            await sqlite.close()
-        return
-    url = request.getfixturevalue("postgres_url")
-    db = PostgresDatabase(url)
-    store = PostgresResponseStore(db)
-    await store.open()
+    url = request.getfixturevalue("postgres_url") if kind == "postgres" else None
+    opened = await store_open.open_stores(str(tmp_path / "contract.db"), url)
     try:
-        yield Stores(kind, store, PostgresConversationStore(db), PostgresPromptStore(db), PostgresEventLog(db))
+        yield Stores(kind, opened.responses, opened.conversations, opened.prompts, opened.events, opened.api_keys)
     finally:
-        await store.close()
+        await opened.close()

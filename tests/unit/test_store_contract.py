@@ -391,3 +391,28 @@ async def test_prompt_listing_is_per_tenant_in_creation_order(stores: Stores) ->
     ascending, _ = await stores.prompts.list_prompts(tenant=A, after="pm2", order="asc")
     assert [p.id for p in ascending] == ["pm3", "pm4"]
     assert [p.id for p in (await stores.prompts.list_prompts(tenant=B))[0]] == ["pmb"]
+
+
+# --- the bridge's own API keys -------------------------------------------------------------------------------------
+
+
+async def test_api_keys_resolve_only_the_genuine_key_and_revoking_keeps_the_row(stores: Stores) -> None:
+    text, made = await stores.api_keys.create_key(A, expires_at=4_000_000_000)
+    other, _ = await stores.api_keys.create_key(B)
+    resolved = await stores.api_keys.resolve_key(text)
+    assert resolved is not None and resolved.key == made and resolved.key.tenant == A
+    assert (await stores.api_keys.resolve_key(other)).key.tenant == B
+    key_id, secret = text.split("_", 2)[1:]
+    forged = f"rbk_{key_id}_{secret[:-1]}{'A' if secret[-1] != 'A' else 'B'}"
+    for wrong in (forged, f"rbk_{'0' * 12}_{secret}", text + "x", "", "not a key"):
+        assert await stores.api_keys.resolve_key(wrong) is None, wrong
+    assert await stores.api_keys.revoke_key(made.id)
+    assert not await stores.api_keys.revoke_key("0" * 12)
+    revoked = (await stores.api_keys.resolve_key(text)).key
+    assert revoked.revoked_at is not None and not revoked.usable(revoked.revoked_at)
+    await stores.api_keys.revoke_key(made.id)  # revoking again keeps the first time
+    assert (await stores.api_keys.resolve_key(text)).key.revoked_at == revoked.revoked_at
+    listed = await stores.api_keys.list_keys()
+    assert listed == sorted(listed, key=lambda key: (key.created_at, key.id))  # oldest first
+    assert {key.id for key in listed} == {made.id, (await stores.api_keys.resolve_key(other)).key.id}
+    assert all(not hasattr(key, "secret_hash") for key in listed)

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .api_keys import ApiKeyStore, SQLiteApiKeyStore
 from .base import ConversationStore, EventLog, PromptStore, ResponseStore
 from .conversations import SQLiteConversationStore
 from .events import SQLiteEventLog
+from .postgres.api_keys import PostgresApiKeyStore
 from .postgres.conversations import PostgresConversationStore
 from .postgres.database import DatabaseUnavailable, PostgresDatabase, is_postgres_url
 from .postgres.events import PostgresEventLog
@@ -32,6 +34,7 @@ class StoreSet:
     conversations: ConversationStore
     prompts: PromptStore
     events: EventLog
+    api_keys: ApiKeyStore
     sqlite: SQLiteResponseStore | None = None
     postgres: PostgresDatabase | None = None
 
@@ -62,11 +65,11 @@ async def open_stores(db_path: str, database_url: str | None) -> StoreSet:
         responses = PostgresResponseStore(db)
         await responses.open()
         return StoreSet(responses, PostgresConversationStore(db), PostgresPromptStore(db), PostgresEventLog(db),
-                        postgres=db)
+                        PostgresApiKeyStore(db), postgres=db)
     store = SQLiteResponseStore(db_path)
     await store.open()
     return StoreSet(store, SQLiteConversationStore(store), SQLitePromptStore(store), SQLiteEventLog(store),
-                    sqlite=store)
+                    SQLiteApiKeyStore(store), sqlite=store)
 
 
 __all__ = ["StoreSet", "open_stores"]

@@ -148,6 +148,25 @@ MIGRATIONS: list[Migration] = [
             """,
         ],
     ),
+    (
+        2,
+        [
+            # The bridge's own API keys (RESPONSES_BRIDGE_AUTH=keys), as SQLite's migration 12: only a salted
+            # hash of each key's secret; revoked and expired keys stay listed.
+            """
+            CREATE TABLE api_keys (
+                id          text PRIMARY KEY,
+                tenant      text NOT NULL,
+                salt        bytea NOT NULL,
+                secret_hash bytea NOT NULL,
+                created_at  bigint NOT NULL,
+                expires_at  bigint,
+                revoked_at  bigint
+            )
+            """,
+            "CREATE INDEX api_keys_listed ON api_keys (created_at, id)",
+        ],
+    ),
     # Background responses across replicas (background_runs.py): each running one's owner and lease, and cancel
     # requests; a trigger notifies followers on other replicas when events are appended.
     (
