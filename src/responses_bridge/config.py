@@ -141,6 +141,9 @@ class Settings(BaseSettings):
     background_lease_seconds: float = Field(default=30.0, gt=0, description=(
         "with a shared database: how long a background response stays its replica's without a heartbeat; after "
         "that another replica fails it (`server_restarted`)"))
+    ingest_lease_seconds: float = Field(default=60.0, gt=0, description=(
+        "with a shared database: how long a replica's claim on a file it ingests lasts without renewal; after that "
+        "another replica takes the file over (a replica that died mid-ingestion)"))
     store_stall_seconds: float = 10.0  # a write waiting longer than this makes GET /health/ready answer 503
     log_level: str = "info"
     log_format: Literal["json", "console"] = "json"

@@ -32,17 +32,19 @@ from .services.prompts import PromptService
 from .services.retention import RetentionService
 from .services.retrieval.embedders import Embedder, embedder_from_settings
 from .services.vector_stores import VectorStoreService
-from .store import ResponseStore, SQLiteResponseStore
+from .store import ResponseStore
 from .store.background_runs import RunLeases
 from .store.base import EventLog
-from .store.chunks import ChunkIndex, SQLiteChunkIndex
-from .store.files import SQLiteFileStore
+from .store.chunks import ChunkIndex
 from .store.open import open_stores
 from .store.postgres.background_runs import PostgresRunLeases
-from .store.vector_stores import SQLiteVectorStoreStore
+from .store.vector_stores import VectorStoreStore
 from .upstreams import Route, Router
 
 log = structlog.get_logger("responses_bridge.runtime")
+
+INGEST_POLL_SECONDS = 1.0
+"""On a shared database, how often ingestion looks for files other replicas attached (or left when they died)."""
 
 
 @dataclass
@@ -90,13 +92,16 @@ class Runtime:
         self.upstream = upstream
         await upstream.start()
 
-    async def _open_vector_stores(self, store: SQLiteResponseStore) -> None:
+    async def _open_vector_stores(self, store: VectorStoreStore, *, shared: bool) -> None:
         """The Vector Stores API over the files, the chunk index and the embedder; its ingestion starts with the
-        files a previous process left in progress."""
+        files a previous process left in progress. ``shared``: other replicas use the database too, so ingestion
+        also polls for the files they attach and takes over those whose claim a dead replica left to lapse."""
         if self.files is None or self.chunks is None or self.embedder is None:
             return
-        self.vector_stores = VectorStoreService(SQLiteVectorStoreStore(store), self.files, self.chunks,
-                                                self.embedder, concurrency=self.settings.ingest_concurrency)
+        self.vector_stores = VectorStoreService(store, self.files, self.chunks, self.embedder,
+                                                concurrency=self.settings.ingest_concurrency,
+                                                poll_interval=INGEST_POLL_SECONDS if shared else None,
+                                                lease_seconds=self.settings.ingest_lease_seconds)
         self.files.on_delete(self.vector_stores.forget_file)  # a deleted file leaves every vector store
         await self.vector_stores.start()
 
@@ -132,14 +137,13 @@ class Runtime:
         for client in runtime.clients.values():
             if client is not upstream:
                 await client.start()
-        store = stores.sqlite
-        if store is not None:  # files and vector stores on SQLite; on PostgreSQL they come with their own stores
-            runtime.files = FileService(SQLiteFileStore(store), files_directory(db_path), settings.max_file_bytes,
-                                        max_stored_bytes=lambda tenant: settings.tenant_policy(tenant).max_stored_bytes)
-            await runtime.files.start()
-            runtime.embedder = embedder_from_settings(settings)
-            runtime.chunks = SQLiteChunkIndex(store)
-            await runtime._open_vector_stores(store)
+        runtime.files = FileService(stores.files, files_directory(db_path), settings.max_file_bytes,
+                                    contents=stores.file_bytes,
+                                    max_stored_bytes=lambda tenant: settings.tenant_policy(tenant).max_stored_bytes)
+        await runtime.files.start()
+        runtime.embedder = embedder_from_settings(settings)
+        runtime.chunks = stores.chunks
+        await runtime._open_vector_stores(stores.vector_stores, shared=stores.postgres is not None)
         runtime.server_tools.services.file_search = runtime.vector_stores  # what the file_search tool searches
         leases = None
         if stores.postgres is not None and database_url:  # replicas share the background runs: leases

@@ -12,29 +12,41 @@ from dataclasses import dataclass
 
 from .api_keys import ApiKeyStore, SQLiteApiKeyStore
 from .base import ConversationStore, EventLog, PromptStore, ResponseStore
+from .chunks import ChunkIndex, SQLiteChunkIndex
 from .conversations import SQLiteConversationStore
 from .events import SQLiteEventLog
+from .file_bytes import FileBytes
+from .files import FileStore, SQLiteFileStore
 from .postgres.api_keys import PostgresApiKeyStore
+from .postgres.chunks import PostgresChunkIndex
 from .postgres.conversations import PostgresConversationStore
 from .postgres.database import DatabaseUnavailable, PostgresDatabase, is_postgres_url
 from .postgres.events import PostgresEventLog
+from .postgres.file_bytes import PostgresFileBytes
+from .postgres.files import PostgresFileStore
 from .postgres.prompts import PostgresPromptStore
 from .postgres.responses import PostgresResponseStore
 from .postgres.shared import shared_value
+from .postgres.vector_stores import PostgresVectorStoreStore
 from .prompts import SQLitePromptStore
 from .sqlite import SQLiteResponseStore
+from .vector_stores import SQLiteVectorStoreStore, VectorStoreStore
 
 
 @dataclass
 class StoreSet:
-    """The open stores over one database. ``sqlite`` / ``postgres``: the database itself, for the stores built
-    elsewhere on the same one (files, vector stores, chunks)."""
+    """The open stores over one database. ``file_bytes``: where uploaded files' bytes are, when not on disk next to
+    the SQLite file (None: there). ``sqlite`` / ``postgres``: the database itself."""
 
     responses: ResponseStore
     conversations: ConversationStore
     prompts: PromptStore
     events: EventLog
     api_keys: ApiKeyStore
+    files: FileStore
+    vector_stores: VectorStoreStore
+    chunks: ChunkIndex
+    file_bytes: FileBytes | None = None
     sqlite: SQLiteResponseStore | None = None
     postgres: PostgresDatabase | None = None
 
@@ -64,12 +76,15 @@ async def open_stores(db_path: str, database_url: str | None) -> StoreSet:
         db = PostgresDatabase(database_url)
         responses = PostgresResponseStore(db)
         await responses.open()
+        # files' bytes in the database too: replicas given separate data directories still read every file
         return StoreSet(responses, PostgresConversationStore(db), PostgresPromptStore(db), PostgresEventLog(db),
-                        PostgresApiKeyStore(db), postgres=db)
+                        PostgresApiKeyStore(db), PostgresFileStore(db), PostgresVectorStoreStore(db),
+                        PostgresChunkIndex(db), file_bytes=PostgresFileBytes(db), postgres=db)
     store = SQLiteResponseStore(db_path)
     await store.open()
     return StoreSet(store, SQLiteConversationStore(store), SQLitePromptStore(store), SQLiteEventLog(store),
-                    SQLiteApiKeyStore(store), sqlite=store)
+                    SQLiteApiKeyStore(store), SQLiteFileStore(store), SQLiteVectorStoreStore(store),
+                    SQLiteChunkIndex(store), sqlite=store)
 
 
 __all__ = ["StoreSet", "open_stores"]
