@@ -416,3 +416,23 @@ async def test_api_keys_resolve_only_the_genuine_key_and_revoking_keeps_the_row(
     assert listed == sorted(listed, key=lambda key: (key.created_at, key.id))  # oldest first
     assert {key.id for key in listed} == {made.id, (await stores.api_keys.resolve_key(other)).key.id}
     assert all(not hasattr(key, "secret_hash") for key in listed)
+
+
+# --- a NUL character from a client (PostgreSQL's text cannot hold one) ---------------------------------------------
+
+
+async def test_a_nul_in_ids_and_metadata_finds_nothing_or_round_trips(stores: Stores) -> None:
+    odd = listed("r_nul", 1000, metadata={"team": "a\x00b"})
+    await stores.responses.save_response(odd, [user_item("i_nul", "text with \x00 inside")], tenant=A)
+    assert await stores.responses.get_response("r_nul", tenant=A) == odd  # the body is stored as JSON, unchanged
+    history = await stores.responses.load_history("r_nul", tenant=A)
+    assert history is not None and history[0]["content"][0]["text"] == "text with \x00 inside"
+    page = await stores.responses.list_responses(tenant=A, where=ResponseFilter(metadata=(("team", "a\x00b"),)))
+    assert page.ids == ["r_nul"]
+    for missing in ("r_\x00", "\x00"):
+        assert await stores.responses.get_response(missing, tenant=A) is None
+        assert await stores.responses.load_history(missing, tenant=A) is None
+        assert await stores.conversations.get_conversation(missing, tenant=A) is None
+        assert await stores.prompts.get_prompt(missing, tenant=A) is None
+        assert not await stores.responses.delete_response(missing, tenant=A)
+        assert await stores.api_keys.resolve_key(missing) is None

@@ -34,6 +34,7 @@ import orjson
 
 from ..chunks import ChunkRow, DimensionMismatch, IndexedFile
 from .database import PostgresDatabase
+from .sql import pg_texts
 
 if TYPE_CHECKING:
     from .migrations import Connection
@@ -182,7 +183,7 @@ class PostgresChunkIndex:
         query = " || ".join(f"plainto_tsquery('english', ${number})" for number in range(4, 4 + len(words)))
         where = f"c.vector_store_id = $1 AND {_owned(1, 3)} AND c.tsv @@ q.query"
         if file_ids is not None:
-            args.append(list(file_ids))
+            args.append(pg_texts(file_ids))
             where += f" AND c.file_id = ANY(${len(args)}::text[])"
         sql = (f"SELECT c.id, ts_rank(c.tsv, q.query, {TS_RANK_NORMALISATION}) AS score "
                f"FROM vector_store_chunks AS c, (SELECT {query} AS query) AS q WHERE {where} "
@@ -216,7 +217,7 @@ class PostgresChunkIndex:
         args: list[Any] = [vector_store_id, vector, limit, tenant]
         where = f"vector_store_id = $1 AND {_owned(1, 4)}"
         if file_ids is not None:
-            args.append(list(file_ids))
+            args.append(pg_texts(file_ids))
             where += " AND file_id = ANY($5::text[])"
         sql = (f"SELECT id, 1 - (embedding <=> $2::vector) FROM vector_store_chunks WHERE {where} "
                "ORDER BY embedding <=> $2::vector, id LIMIT $3")
@@ -230,7 +231,7 @@ class PostgresChunkIndex:
         args: list[Any] = [vector_store_id, vector, limit, tenant]
         where = f"dims = {dims} AND vector_store_id = $1 AND {_owned(1, 4)}"
         if file_ids is not None:
-            args.append(list(file_ids))
+            args.append(pg_texts(file_ids))
             where += " AND file_id = ANY($5::text[])"
         distance = f"embedding::vector({dims}) <=> $2::vector({dims})"
         sql = f"SELECT id, 1 - ({distance}) FROM vector_store_chunks WHERE {where} ORDER BY {distance} LIMIT $3"

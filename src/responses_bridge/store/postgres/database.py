@@ -27,6 +27,7 @@ from pgvector.asyncpg import register_vector
 
 from .. import metrics
 from .migrations import MIGRATIONS, Migration, latest_version, migrate
+from .sql import pg_text
 
 if TYPE_CHECKING:
     from .migrations import Connection
@@ -182,7 +183,13 @@ class PostgresDatabase:
 
 async def register_types(conn: asyncpg.Connection) -> None:
     """Every pool connection encodes pgvector's ``vector`` in binary from numpy arrays (once the extension
-    exists: the first connection of a new database migrates it into being)."""
+    exists: the first connection of a new database migrates it into being), and sends text with any NUL
+    character replaced by U+FFFD. A client's id, metadata value or filter holding a NUL would otherwise fail the
+    statement (a 500) where SQLite simply finds nothing: ids never hold one, so a lookup by such an id finds
+    nothing here too, and a stored value and the filter naming it are mapped alike. Bodies (responses, items)
+    are stored as JSON, where a NUL is the escape ``\\u0000``, and come back unchanged. (``text[]``
+    parameters bypass the codec: the stores pass them through ``sql.pg_texts``.)"""
+    await conn.set_type_codec("text", schema="pg_catalog", encoder=pg_text, decoder=str, format="text")
     if await conn.fetchval("SELECT to_regtype('vector') IS NOT NULL"):
         await register_vector(conn)
 

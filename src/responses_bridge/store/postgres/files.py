@@ -16,6 +16,7 @@ from typing import Any
 
 from ..files import StorageLimitExceeded, StoredFile, UnknownCursor
 from .database import PostgresDatabase
+from .sql import pg_texts
 
 _COLUMNS = "id, created_at, bytes, filename, purpose, expires_at"
 _LIVE = "(expires_at IS NULL OR expires_at > $1)"
@@ -113,7 +114,7 @@ class PostgresFileStore:
         if not file_ids:
             return set()
         async with self._db.acquire("known_file_ids") as conn:
-            rows = await conn.fetch("SELECT id FROM files WHERE id = ANY($1::text[])", list(file_ids))
+            rows = await conn.fetch("SELECT id FROM files WHERE id = ANY($1::text[])", pg_texts(file_ids))
         return {str(row[0]) for row in rows}
 
 

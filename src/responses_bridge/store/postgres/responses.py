@@ -21,7 +21,7 @@ from ..base import InvalidCursor, ItemPage, ResponseFilter, ResponseIdTaken, Res
 from ..listing import Bounds, bound_params, bounds, page_sql
 from ..sqlite import MAX_CHAIN_DEPTH, item_rows
 from .database import PostgresDatabase
-from .sql import columns, numbered, resolve_keys
+from .sql import columns, numbered, pg_texts, resolve_keys
 
 if TYPE_CHECKING:
     from .migrations import Connection
@@ -143,7 +143,7 @@ class PostgresResponseStore:
             await conn.execute(_DELETE_METADATA, response_id)  # a re-save (queued -> completed) replaces them
             if pairs:
                 await conn.execute(_INSERT_METADATA, response_id, tenant, created,
-                                   [key for key, _ in pairs], [value for _, value in pairs])
+                                   pg_texts(key for key, _ in pairs), pg_texts(value for _, value in pairs))
             if conversation_id is not None:
                 # a conversation deleted while the response ran (or not the tenant's) does not get the turn
                 await append_conversation_rows(conn, conversation_id, tenant, [*inputs, *outputs])

@@ -4,13 +4,29 @@ keyset cursors of the listed objects, and the item rows (one row per item, as in
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from ..base import InvalidCursor
 
 if TYPE_CHECKING:
     from .migrations import Connection
+
+NUL_STAND_IN = "\ufffd"
+"""What a NUL character in a text value becomes: PostgreSQL's text cannot hold U+0000 (SQLite's can)."""
+
+
+def pg_text(value: str) -> str:
+    """``value`` as PostgreSQL text can hold it: every NUL as U+FFFD (the pool's text codec does this to every
+    text parameter; see database.register_types)."""
+    return value.replace("\x00", NUL_STAND_IN) if "\x00" in value else value
+
+
+def pg_texts(values: Iterable[str | None]) -> list[str | None]:
+    """A ``text[]`` parameter's elements, each as :func:`pg_text` (asyncpg encodes arrays of text itself, past the
+    pool's text codec)."""
+    return [None if value is None else pg_text(value) for value in values]
+
 
 _NAMED = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
 
@@ -48,4 +64,4 @@ async def resolve_keys(conn: Connection, table: str, tenant: str, after: str | N
 
 def columns(rows: list[tuple[str | None, bytes]]) -> tuple[list[str | None], list[bytes]]:
     """Item rows as two arrays, for one ``unnest`` insert of every item (one round trip whatever their number)."""
-    return [item_id for item_id, _ in rows], [blob for _, blob in rows]
+    return pg_texts(item_id for item_id, _ in rows), [blob for _, blob in rows]

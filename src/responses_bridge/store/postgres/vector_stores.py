@@ -32,6 +32,7 @@ from ..vector_stores import (
     UnknownFile,
 )
 from .database import PostgresDatabase
+from .sql import pg_texts
 
 if TYPE_CHECKING:
     from .migrations import Connection
@@ -113,7 +114,7 @@ async def _attach(conn: Connection, vector_store_id: str, created_at: int, files
     if unique:
         owned = {row[0] for row in await conn.fetch(
             "SELECT id FROM files WHERE id = ANY($1::text[]) AND tenant = $2 "
-            "AND (expires_at IS NULL OR expires_at > $3) FOR SHARE", list(unique), tenant, created_at)}
+            "AND (expires_at IS NULL OR expires_at > $3) FOR SHARE", pg_texts(unique), tenant, created_at)}
         for f in files:
             if f.file_id not in owned:
                 raise UnknownFile(f.file_id)
