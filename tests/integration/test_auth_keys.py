@@ -28,10 +28,10 @@ import pytest
 from responses_bridge.devtools.procs import wait_http
 from responses_bridge.envoy_config import Auth, render_bootstrap
 from responses_bridge.services.identity import SIDECAR_HEADER
-from responses_bridge.store.open import open_stores
 from tests.support.bridge import PYTHON, UpstreamLog, keys_command
 from tests.support.envoy import free_port, have_envoy, start_envoy
 from tests.support.postgres import sidecar_env
+from tests.support.sidecar_state import database_bytes, sidecar_stores
 
 pytestmark = pytest.mark.skipif(not have_envoy(), reason="envoy binary not available")
 
@@ -96,11 +96,8 @@ async def make_keys(db: Path) -> Keys:
         made[tenant] = result.stdout.strip()
     revoke = keys_cli(db, "revoke", made["gone"].split("_")[1])
     assert revoke.returncode == 0, revoke.stderr
-    stores = await open_stores(str(db), sidecar_env(str(db)).get("RESPONSES_BRIDGE_DATABASE_URL"))
-    try:
+    async with sidecar_stores(str(db)) as stores:
         expired, _ = await stores.api_keys.create_key("acme", expires_at=int(time.time()) - 60)
-    finally:
-        await stores.close()
     return Keys(made["acme"], made["beta"], made["gone"], expired)
 
 
@@ -192,8 +189,8 @@ def test_keys_create_list_revoke(tmp_path: Path) -> None:
     assert row[4] != "-"  # the time it was revoked
     missing = keys_cli(db, "revoke", "000000000000")
     assert missing.returncode == 1 and "000000000000" in missing.stderr
-    # only a salted hash is stored: the secret is nowhere in the database file
-    assert secret.encode() not in db.read_bytes()
+    # only a salted hash is stored: the secret is nowhere in the database
+    assert secret.encode() not in database_bytes(str(db))
 
 
 @pytest.mark.parametrize("expires", ["3x", "yesterday", "2001-01-01", "0d"])

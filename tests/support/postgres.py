@@ -64,6 +64,15 @@ class PostgresServer:
     def drop_database(self, name: str) -> None:
         self.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
+    def dump(self, database: str) -> bytes:
+        """Every row of ``database`` as ``pg_dump --data-only`` writes it: what anyone reading the database sees."""
+        env = {**os.environ, "PGPASSWORD": PASSWORD}
+        done = subprocess.run([str(_bin("pg_dump")), "--data-only", "-h", self.host, "-p", str(self.port), "-U", USER,
+                               "-d", database], env=env, capture_output=True, timeout=60, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"pg_dump failed: {done.stderr.decode(errors='replace').strip()}")
+        return done.stdout
+
     def psql(self, sql: str, database: str = "postgres") -> str:
         env = {**os.environ, "PGPASSWORD": PASSWORD}
         done = subprocess.run([str(_bin("psql")), "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-h", self.host,
