@@ -100,7 +100,9 @@ def _size(value: int) -> str:
 
 
 def _default(field: str, info: FieldInfo) -> str:
-    default = info.default
+    default = info.get_default(call_default_factory=True)
+    if default == {} or default == []:
+        return "none"
     if default is None:
         return "the user data directory's `responses-bridge.db`" if field == "db" else "unset"
     if isinstance(default, int) and not isinstance(default, bool) and field.endswith("_bytes"):
