@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import os
 import subprocess
 from collections.abc import AsyncIterator
@@ -22,9 +21,10 @@ import openai
 import pytest
 
 from responses_bridge.devtools.procs import free_port
+from tests.integration.test_background import parse_sse, wait_status
 from tests.support.bridge import PYTHON, UpstreamLog
 from tests.support.envoy import have_envoy
-from tests.support.postgres import PostgresServer
+from tests.support.postgres import PostgresServer, fresh_database
 from tests.support.replicas import Replica, running_replica, running_replicas
 
 pytestmark = [pytest.mark.envoy, pytest.mark.skipif(not have_envoy(), reason="no envoy binary")]
@@ -40,12 +40,8 @@ SHARED_ENV = {
 
 @pytest.fixture(scope="module")
 async def database_url(postgres_server: PostgresServer) -> AsyncIterator[str]:
-    name = f"replicas_{os.getpid()}"
-    url = postgres_server.create_database(name)
-    try:
+    with fresh_database(postgres_server, "replicas") as url:
         yield url
-    finally:
-        postgres_server.drop_database(name)
 
 
 @pytest.fixture(scope="module")
@@ -58,30 +54,6 @@ async def replicas(tmp_path_factory: pytest.TempPathFactory, fake_upstream: str,
 
 def sdk(replica: Replica) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=f"{replica.envoy_url}/v1", api_key="sk-client", max_retries=0, timeout=60)
-
-
-async def wait_status(client: openai.AsyncOpenAI, response_id: str, statuses: set[str], timeout: float = 30):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        response = await client.responses.retrieve(response_id)
-        if response.status in statuses:
-            return response
-        assert asyncio.get_running_loop().time() < deadline, f"still {response.status}"
-        await asyncio.sleep(0.05)
-
-
-def parse_sse(body: bytes) -> tuple[list[dict], bool]:
-    events, done = [], False
-    for frame in body.split(b"\n\n"):
-        if not frame:
-            continue
-        data = [line[6:] for line in frame.split(b"\n") if line.startswith(b"data: ")]
-        assert len(data) == 1, frame
-        if data[0] == b"[DONE]":
-            done = True
-            continue
-        events.append(json.loads(data[0]))
-    return events, done
 
 
 async def read_stream(base: str, response_id: str, starting_after: int | None = None) -> tuple[list[dict], bool]:
@@ -172,6 +144,34 @@ async def test_cancel_on_b_stops_the_run_on_a(replicas: list[Replica]) -> None:
             assert sum(e["type"] == "response.cancelled" for e in events) == 1
         # far fewer than the 400 chunks the run would have streamed
         assert len(events) < 300
+
+
+async def background_runs(replica: Replica) -> float:
+    """The background runs the replica is running now (its ``responses_bridge_background_queue_depth``)."""
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{replica.http_url}/metrics") as answer:
+            text = await answer.text()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("responses_bridge_background_queue_depth"))
+
+
+async def test_delete_on_b_stops_the_run_on_a_and_it_stays_deleted(replicas: list[Replica]) -> None:
+    a, b = replicas
+    async with sdk(a) as on_a, sdk(b) as on_b:
+        response = await on_a.responses.create(model=MODEL, input="long [chunks=400] [delay=50]", background=True)
+        await wait_status(on_a, response.id, {"in_progress"}, timeout=10)
+        async with aiohttp.ClientSession() as http:
+            async with http.delete(f"{b.envoy_url}/v1/responses/{response.id}") as answer:
+                assert answer.status == 200 and (await answer.json())["deleted"] is True
+        # A's run ended before the delete (its 400 chunks would take 20 s): nothing it could still store brings
+        # the response back
+        assert await background_runs(a) == 0
+        for client in (on_a, on_b):
+            with pytest.raises(openai.NotFoundError):
+                await client.responses.retrieve(response.id)
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{a.envoy_url}/v1/responses/{response.id}?stream=true") as answer:
+                assert answer.status == 404
 
 
 async def test_cancel_of_a_finished_response_on_the_other_replica_is_400(replicas: list[Replica]) -> None:

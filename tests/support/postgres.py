@@ -15,6 +15,7 @@ never crash the server, and the store's correctness does not depend on fsync.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import os
@@ -206,15 +207,22 @@ def postgres_server() -> Iterator[PostgresServer]:
     yield server
 
 
-@pytest.fixture
-def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
-    """A fresh database of the session's server, dropped after the test."""
-    name = f"test_{os.getpid()}_{next(_databases)}"
-    url = postgres_server.create_database(name)
+@contextlib.contextmanager
+def fresh_database(server: PostgresServer, prefix: str = "test") -> Iterator[str]:
+    """A new, empty database of ``server`` (its URL), dropped on exit."""
+    name = f"{prefix}_{os.getpid()}_{next(_databases)}"
+    url = server.create_database(name)
     try:
         yield url
     finally:
-        postgres_server.drop_database(name)
+        server.drop_database(name)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh database of the session's server, dropped after the test."""
+    with fresh_database(postgres_server) as url:
+        yield url
 
 
 # -- the sidecar on PostgreSQL ---------------------------------------------------------------------------------------

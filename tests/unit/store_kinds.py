@@ -6,8 +6,6 @@ dropped afterwards. The server fixture is fetched only for the ``postgres`` case
 from __future__ import annotations
 
 import contextlib
-import itertools
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,21 +13,17 @@ import pytest
 
 from responses_bridge.store import SQLiteResponseStore
 from responses_bridge.store.postgres import PostgresDatabase
+from tests.support.postgres import fresh_database
 
 KINDS = ["sqlite", "postgres"]
-_names = itertools.count(1)
 
 
 @contextlib.asynccontextmanager
 async def postgres_database_url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
     """A fresh database on the session's server (several pools may open it: replicas), dropped afterwards."""
     server = request.getfixturevalue("postgres_server")  # skips, with the reason, when no server can start
-    name = f"retrieval_{os.getpid()}_{next(_names)}"
-    url = server.create_database(name)
-    try:
+    with fresh_database(server, "retrieval") as url:
         yield url
-    finally:
-        server.drop_database(name)
 
 
 @contextlib.asynccontextmanager

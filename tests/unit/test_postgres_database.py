@@ -72,7 +72,8 @@ async def test_transaction_rolls_back_on_error(postgres_url: str) -> None:
     async with PostgresDatabase(postgres_url) as db:
         with pytest.raises(ZeroDivisionError):
             async with db.transaction() as conn:
-                await conn.execute("INSERT INTO conversations (id, created_at, metadata) VALUES ('c1', 1, '{}')")
+                await conn.execute("INSERT INTO conversations (id, created_at, metadata, last_active_at) "
+                                   "VALUES ('c1', 1, '{}', 1)")
                 assert db.write_queue_depth == 1
                 _ = 1 / 0
         assert db.write_queue_depth == 0

@@ -522,6 +522,19 @@ class BackgroundService:
             return response
         raise APIError(400, f"Cannot cancel a {status} response.", param="response_id", code="invalid_request")
 
+    async def _stop_elsewhere(self, response_id: str, *, tenant: str) -> None:
+        """A response about to be deleted that may run on another replica: cancelled there, and ended, first. A
+        replica that does not stop it in time is the 503 ``cancel_timeout`` (nothing deleted; retry)."""
+        response = await self.store.get_response(response_id, tenant=tenant)
+        if response is None or response.get("status") not in ("queued", "in_progress"):
+            return
+        try:
+            await self._cancel_elsewhere(response_id, tenant=tenant)
+        except APIError as error:
+            if error.status >= 500:
+                raise
+            # 404 / 400: it ended (or went) meanwhile; nothing runs any more
+
     async def _cancel_elsewhere(self, response_id: str, *, tenant: str) -> dict:
         """Ask the replica running ``response_id`` to cancel it, then answer with the response as stored once it
         ended. If no live replica holds it (its lease expired), close it here, as cancelled. A replica that holds
@@ -555,8 +568,13 @@ class BackgroundService:
                     held = False  # not ended yet: it may be an abandoned run (close_abandoned checks the lease)
 
     async def forget(self, response_id: str, *, tenant: str) -> None:
-        """``tenant``'s response is being deleted: stop its run first, without storing anything more for it."""
+        """``tenant``'s response is being deleted: stop its run first, without storing anything more for it.
+        Another replica's run is cancelled there first (and waited for): its last save would otherwise bring the
+        deleted response back."""
         run = self._run(response_id, tenant)
+        if (run is None or run.task is None) and self.leases.shared:
+            await self._stop_elsewhere(response_id, tenant=tenant)
+            return
         if run is None or run.task is None:
             return
         await _until_started(run)

@@ -9,18 +9,11 @@ hash of a key's secret is stored.
 from __future__ import annotations
 
 import time
-from typing import Any
 
-from ..api_keys import ApiKey, Resolved, StoredKey, matches, mint, parse
+from ..api_keys import ApiKey, Resolved, StoredKey, key_from_row, matches, mint, parse
 from .database import PostgresDatabase
 
 _COLUMNS = "id, tenant, created_at, expires_at, revoked_at"
-
-
-def _key(row: Any) -> ApiKey:
-    return ApiKey(id=str(row[0]), tenant=str(row[1]), created_at=int(row[2]),
-                  expires_at=None if row[3] is None else int(row[3]),
-                  revoked_at=None if row[4] is None else int(row[4]))
 
 
 class PostgresApiKeyStore:
@@ -42,7 +35,7 @@ class PostgresApiKeyStore:
     async def list_keys(self) -> list[ApiKey]:
         async with self._db.acquire("list_keys") as conn:
             rows = await conn.fetch(f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at, id")
-        return [_key(row) for row in rows]
+        return [key_from_row(row) for row in rows]
 
     async def revoke_key(self, key_id: str) -> bool:
         async with self._db.acquire("revoke_key") as conn:
@@ -59,7 +52,7 @@ class PostgresApiKeyStore:
             row = await conn.fetchrow(f"SELECT {_COLUMNS}, salt, secret_hash FROM api_keys WHERE id = $1", key_id)
         if row is None:
             return None
-        stored = StoredKey(_key(row), bytes(row[5]), bytes(row[6]))
+        stored = StoredKey(key_from_row(row), bytes(row[5]), bytes(row[6]))
         return Resolved(stored.key) if matches(stored, secret) else None
 
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ..base import InvalidCursor, ItemPage, ResponseFilter, ResponseIdTaken, ResponsePage, check_page_args
-from ..listing import Bounds, bound_params, bounds, page_sql
+from ..listing import bounds, responses_page
 from ..sqlite import MAX_CHAIN_DEPTH, item_rows
 from .database import PostgresDatabase
 from .sql import columns, numbered, pg_texts, resolve_keys
@@ -201,7 +201,7 @@ class PostgresResponseStore:
             after_key, before_key = await resolve_keys(conn, "responses", tenant, after, before)
             page = bounds(order == "asc", after_key, before_key, after_given=after is not None,
                           before_given=before is not None)
-            sql, params = _responses_page(tenant, where or ResponseFilter(), page, limit + 1)
+            sql, params = responses_page(tenant, where or ResponseFilter(), page, limit + 1)
             text, values = numbered(sql, params)
             rows = list(await conn.fetch(text, *values))
         has_more = len(rows) > limit
@@ -245,32 +245,6 @@ async def append_conversation_rows(conn: Connection, conversation_id: str, tenan
     return True
 
 
-_RESPONSE_KEY = ("r.created_at", "r.id")
-_METADATA_KEY = ("m.created_at", "m.response_id")
-_METADATA_SOURCE = "response_metadata AS m JOIN responses AS r ON r.id = m.response_id"
-_MORE_METADATA = ("EXISTS (SELECT 1 FROM response_metadata WHERE response_id = r.id AND key = :mk{n} "
-                  "AND value = :mv{n})")
-
-
-def _responses_page(tenant: str, where: ResponseFilter, page: Bounds, fetch: int) -> tuple[str, dict[str, object]]:
-    params = bound_params(page, fetch)
-    params["tenant"] = tenant
-    conditions = ["r.tenant = :tenant"]
-    if where.model is not None:
-        conditions.append("r.model = :model")
-        params["model"] = where.model
-    if where.status is not None:
-        conditions.append("r.status = :status")
-        params["status"] = where.status
-    source, key = "responses AS r", _RESPONSE_KEY
-    for n, (name, value) in enumerate(where.metadata):
-        params[f"mk{n}"], params[f"mv{n}"] = name, value
-        if n == 0:
-            source, key = _METADATA_SOURCE, _METADATA_KEY
-            conditions.append("m.tenant = :tenant AND m.key = :mk0 AND m.value = :mv0")
-        else:
-            conditions.append(_MORE_METADATA.format(n=n))
-    return page_sql("r.id, r.response", source, key, conditions, page), params
 
 
 __all__ = ["PostgresResponseStore", "append_conversation_rows"]
