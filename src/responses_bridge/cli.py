@@ -44,12 +44,15 @@ def _add_fake_upstream(commands: argparse._SubParsersAction) -> None:
                         "comma-separated quirk names, see devtools/fake_quirks.py")
     parser.add_argument("--native", action="store_true",
                         help="also serve POST /v1/responses as a stateless backend does (vLLM, Ollama, llama.cpp)")
+    parser.add_argument("--embedding-delay", type=float, default=0.0,
+                        help="seconds before each /v1/embeddings answer (a slow embedding model)")
 
     def run(args: argparse.Namespace) -> int:
         from .devtools.fake_upstream import run as run_fake
 
         run_fake(args.host, args.port, chunk_count=args.chunk_count, chunk_delay=args.chunk_delay,
-                 tool_topics=args.tool_topics, quirks=args.quirks, native=args.native)
+                 tool_topics=args.tool_topics, quirks=args.quirks, native=args.native,
+                 embedding_delay=args.embedding_delay)
         return 0
 
     parser.set_defaults(func=run)

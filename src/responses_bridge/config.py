@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     extproc_host: str = "127.0.0.1"
     extproc_port: int = DEFAULT_EXTPROC_PORT
     db: str | None = None  # None: a file under the user's data directory
+    # The PostgreSQL database every replica shares (store/postgres/): ``postgresql://user:password@host/db``. Set,
+    # it holds every store instead of the SQLite file, and an unreachable one fails the start. A secret: it
+    # carries the password.
+    database_url: SecretStr | None = None
     upstream_timeout: float = 600.0  # whole-request ceiling; streams are also bounded by idle_timeout
     upstream_connect_timeout: float = 10.0
     upstream_idle_timeout: float = 300.0  # the longest silence allowed between two upstream chunks
@@ -132,6 +136,14 @@ class Settings(BaseSettings):
         "max_stored_bytes, retention_days); unset values take the defaults above"))
     ingest_concurrency: int = Field(default=2, ge=1, description="vector store files ingested (extracted, chunked, "
                                     "embedded, indexed) at once; files left in progress resume on restart")
+    # Background responses on a shared database (services/background.py): a replica's lease on each run it runs,
+    # renewed three times per period; a run whose lease ran out (its replica died) is failed by another replica.
+    background_lease_seconds: float = Field(default=30.0, gt=0, description=(
+        "with a shared database: how long a background response stays its replica's without a heartbeat; after "
+        "that another replica fails it (`server_restarted`)"))
+    ingest_lease_seconds: float = Field(default=60.0, gt=0, description=(
+        "with a shared database: how long a replica's claim on a file it ingests lasts without renewal; after that "
+        "another replica takes the file over (a replica that died mid-ingestion)"))
     store_stall_seconds: float = 10.0  # a write waiting longer than this makes GET /health/ready answer 503
     log_level: str = "info"
     log_format: Literal["json", "console"] = "json"

@@ -1,8 +1,10 @@
 """``responses-bridge keys create|list|revoke``: the bridge's own API keys (``RESPONSES_BRIDGE_AUTH=keys``).
 
-The keys live in the sidecar's database (``--db``, else ``RESPONSES_BRIDGE_DB`` or the configuration file's ``db``,
-as ``serve`` finds it). ``create`` prints the new key alone on stdout, once: only a salted hash is kept, so it can
-never be shown again; everything else goes to stderr, so ``KEY=$(responses-bridge keys create --tenant t)`` works.
+The keys live in the sidecar's database, found as ``serve`` finds it: the shared PostgreSQL database when
+``RESPONSES_BRIDGE_DATABASE_URL`` (or the configuration's ``database_url``) is set, else the SQLite file (``--db``,
+else ``RESPONSES_BRIDGE_DB`` or the configuration file's ``db``). ``create`` prints the new key alone on stdout,
+once: only a salted hash is kept, so it can never be shown again; everything else goes to stderr, so
+``KEY=$(responses-bridge keys create --tenant t)`` works.
 """
 
 from __future__ import annotations
@@ -13,15 +15,17 @@ import contextlib
 import re
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .config import load_settings
 
 if TYPE_CHECKING:
-    from .store.api_keys import SQLiteApiKeyStore
+    from .config import Settings
+    from .store.api_keys import ApiKeyStore
 
+T = TypeVar("T")
 _DURATION = re.compile(r"(\d+)([smhdw])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 EXPIRES_HELP = ("when the key stops working: a duration from now (30d, 12h, 90m, 2w; units s m h d w) or an ISO "
@@ -74,8 +78,8 @@ def parse_expires(text: str, now: float | None = None) -> int:
     return when
 
 
-def _db(args: argparse.Namespace) -> str:
-    return load_settings({"db": "--db"}, config=args.config, db=args.db).db_path()
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings({"db": "--db"}, config=args.config, db=args.db)
 
 
 def create_command(args: argparse.Namespace) -> int:
@@ -88,29 +92,29 @@ def create_command(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"responses-bridge keys create: {exc}", file=sys.stderr)
         return 2
-    db = _db(args)
+    settings = _settings(args)
 
-    async def create() -> tuple[str, str]:
-        async with _keys(db) as keys:
+    async def create() -> tuple[str, str, str]:
+        async with _keys(settings) as (keys, where):
             text, row = await keys.create_key(tenant, expires_at=expires_at)
-            return text, row.id
+            return text, row.id, where
 
-    text, key_id = asyncio.run(create())
+    text, key_id, where = _run("create", create())
     print(text)
     sys.stdout.flush()
     expiry = "never" if expires_at is None else _when(expires_at)
-    print(f"created key {key_id} for tenant {tenant!r} (expires: {expiry}) in {db}; it is shown only this once",
+    print(f"created key {key_id} for tenant {tenant!r} (expires: {expiry}) in {where}; it is shown only this once",
           file=sys.stderr)
     return 0
 
 
 def list_command(args: argparse.Namespace) -> int:
     async def listed() -> list[tuple[str, str, str, str, str]]:
-        async with _keys(_db(args)) as keys:
+        async with _keys(_settings(args)) as (keys, _):
             return [(key.id, key.tenant, _when(key.created_at), _when(key.expires_at) if key.expires_at else "never",
                      _when(key.revoked_at) if key.revoked_at else "-") for key in await keys.list_keys()]
 
-    rows = [("ID", "TENANT", "CREATED", "EXPIRES", "REVOKED"), *asyncio.run(listed())]
+    rows = [("ID", "TENANT", "CREATED", "EXPIRES", "REVOKED"), *_run("list", listed())]
     widths = [max(len(row[column]) for row in rows) for column in range(5)]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
@@ -119,14 +123,26 @@ def list_command(args: argparse.Namespace) -> int:
 
 def revoke_command(args: argparse.Namespace) -> int:
     async def revoke() -> bool:
-        async with _keys(_db(args)) as keys:
+        async with _keys(_settings(args)) as (keys, _):
             return await keys.revoke_key(args.id)
 
-    if not asyncio.run(revoke()):
+    if not _run("revoke", revoke()):
         print(f"responses-bridge keys revoke: no key has the id {args.id!r} (see `keys list`)", file=sys.stderr)
         return 1
     print(f"revoked key {args.id}", file=sys.stderr)
     return 0
+
+
+def _run(action: str, work: Coroutine[Any, Any, T]) -> T:
+    """Runs one command's store work; a shared database out of reach is one line and exit status 1, as at
+    ``serve``'s start."""
+    from .store.postgres.database import DatabaseUnavailable
+
+    try:
+        return asyncio.run(work)
+    except DatabaseUnavailable as exc:
+        print(f"responses-bridge keys {action}: {exc} (RESPONSES_BRIDGE_DATABASE_URL)", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def _when(seconds: int) -> str:
@@ -134,10 +150,14 @@ def _when(seconds: int) -> str:
 
 
 @contextlib.asynccontextmanager
-async def _keys(db: str) -> AsyncIterator[SQLiteApiKeyStore]:
-    """The key store on the database's own connections, opened (and migrated) for one command."""
-    from .store import SQLiteResponseStore
-    from .store.api_keys import SQLiteApiKeyStore
+async def _keys(settings: Settings) -> AsyncIterator[tuple[ApiKeyStore, str]]:
+    """The key store on the sidecar's database (and where that is, for the messages), opened and migrated for one
+    command."""
+    from .store.open import open_stores
 
-    async with SQLiteResponseStore(db) as store:
-        yield SQLiteApiKeyStore(store)
+    url = settings.database_url.get_secret_value() if settings.database_url is not None else None
+    stores = await open_stores(settings.db_path(), url)
+    try:
+        yield stores.api_keys, stores.where
+    finally:
+        await stores.close()

@@ -22,8 +22,8 @@ from .engine.wire import Framing
 from .run.response_run import ResponseRun
 from .run.server_tools import ServerTools, ServerToolServices
 from .run.upstream import UpstreamClient
-from .sealing import Sealer, load_or_create_key
-from .services.background import BackgroundService, fail_interrupted
+from .sealing import Sealer, load_or_create_key, new_key_text
+from .services.background import BackgroundService
 from .services.conversations import ConversationService
 from .services.files import FileService, files_directory
 from .services.identity import Identity, sidecar_token
@@ -32,17 +32,19 @@ from .services.prompts import PromptService
 from .services.retention import RetentionService
 from .services.retrieval.embedders import Embedder, embedder_from_settings
 from .services.vector_stores import VectorStoreService
-from .store import ResponseStore, SQLiteResponseStore
-from .store.api_keys import SQLiteApiKeyStore
-from .store.chunks import ChunkIndex, SQLiteChunkIndex
-from .store.conversations import SQLiteConversationStore
-from .store.events import SQLiteEventLog
-from .store.files import SQLiteFileStore
-from .store.prompts import SQLitePromptStore
-from .store.vector_stores import SQLiteVectorStoreStore
+from .store import ResponseStore
+from .store.background_runs import RunLeases
+from .store.base import EventLog
+from .store.chunks import ChunkIndex
+from .store.open import open_stores
+from .store.postgres.background_runs import PostgresRunLeases
+from .store.vector_stores import VectorStoreStore
 from .upstreams import Route, Router
 
 log = structlog.get_logger("responses_bridge.runtime")
+
+INGEST_POLL_SECONDS = 1.0
+"""On a shared database, how often ingestion looks for files other replicas attached (or left when they died)."""
 
 
 @dataclass
@@ -78,24 +80,28 @@ class Runtime:
     def __post_init__(self) -> None:
         self.limits = TenantLimits(self.settings)
 
-    async def _open_background(self, store: SQLiteResponseStore, upstream: UpstreamClient) -> None:
-        """Background runs of a previous process that never ended are marked failed (none can be running now),
-        then the service that runs new ones starts, with the upstream client it calls."""
-        events = SQLiteEventLog(store)
-        interrupted = await fail_interrupted(events)
+    async def _open_background(self, store: ResponseStore, events: EventLog, upstream: UpstreamClient,
+                               leases: RunLeases | None = None) -> None:
+        """The service that runs background responses, with the upstream client it calls. First the runs nobody
+        runs any more are failed: alone on the database (SQLite, ``leases`` None), every one a previous process
+        left unfinished; on a shared database, those whose replica's lease expired."""
+        self.background = BackgroundService(store, events, upstream, leases)
+        interrupted = await self.background.open()
         if interrupted:
             log.warning("background_interrupted", count=len(interrupted), response_ids=interrupted[:20])
         self.upstream = upstream
         await upstream.start()
-        self.background = BackgroundService(store, events, upstream)
 
-    async def _open_vector_stores(self, store: SQLiteResponseStore) -> None:
+    async def _open_vector_stores(self, store: VectorStoreStore, *, shared: bool) -> None:
         """The Vector Stores API over the files, the chunk index and the embedder; its ingestion starts with the
-        files a previous process left in progress."""
+        files a previous process left in progress. ``shared``: other replicas use the database too, so ingestion
+        also polls for the files they attach and takes over those whose claim a dead replica left to lapse."""
         if self.files is None or self.chunks is None or self.embedder is None:
             return
-        self.vector_stores = VectorStoreService(SQLiteVectorStoreStore(store), self.files, self.chunks,
-                                                self.embedder, concurrency=self.settings.ingest_concurrency)
+        self.vector_stores = VectorStoreService(store, self.files, self.chunks, self.embedder,
+                                                concurrency=self.settings.ingest_concurrency,
+                                                poll_interval=INGEST_POLL_SECONDS if shared else None,
+                                                lease_seconds=self.settings.ingest_lease_seconds)
         self.files.on_delete(self.vector_stores.forget_file)  # a deleted file leaves every vector store
         await self.vector_stores.start()
 
@@ -114,13 +120,15 @@ class Runtime:
         sidecar's own upstream calls, started here and closed by :meth:`close`. ``clients``: one per configured
         upstream, by name (``upstream`` among them), for the routed calls."""
         db_path = settings.db_path()
-        sealer = Sealer(load_or_create_key(settings.sealing_key, db_path))
-        store = SQLiteResponseStore(db_path)
-        await store.open()
-        runtime = cls(settings=settings, store=store, options=settings.engine_options(), sealer=sealer,
-                      conversations=ConversationService(SQLiteConversationStore(store)),
-                      prompts=PromptService(SQLitePromptStore(store)))
-        runtime.identity = Identity(settings.auth, settings.tenant_header, SQLiteApiKeyStore(store),
+        database_url = settings.database_url.get_secret_value() if settings.database_url is not None else None
+        stores = await open_stores(db_path, database_url)  # PostgreSQL when the URL is set, else SQLite
+        # replicas on one database share the sealing key: a chain continued on another replica still unseals
+        shared_key = settings.sealing_key or await stores.shared_value("sealing_key", new_key_text())
+        sealer = Sealer(load_or_create_key(shared_key, db_path))
+        runtime = cls(settings=settings, store=stores.responses, options=settings.engine_options(), sealer=sealer,
+                      conversations=ConversationService(stores.conversations),
+                      prompts=PromptService(stores.prompts))
+        runtime.identity = Identity(settings.auth, settings.tenant_header, stores.api_keys,
                                     sidecar_token(settings.sealing_key, db_path))
         runtime.server_tools = ServerTools(ServerToolServices.configured(settings.mcp_limits(),
                                                                            settings.web_search_settings()))
@@ -129,18 +137,23 @@ class Runtime:
         for client in runtime.clients.values():
             if client is not upstream:
                 await client.start()
-        runtime.files = FileService(SQLiteFileStore(store), files_directory(db_path), settings.max_file_bytes,
+        runtime.files = FileService(stores.files, files_directory(db_path), settings.max_file_bytes,
+                                    contents=stores.file_bytes,
                                     max_stored_bytes=lambda tenant: settings.tenant_policy(tenant).max_stored_bytes)
         await runtime.files.start()
         runtime.embedder = embedder_from_settings(settings)
-        runtime.chunks = SQLiteChunkIndex(store)
-        await runtime._open_vector_stores(store)
+        runtime.chunks = stores.chunks
+        await runtime._open_vector_stores(stores.vector_stores, shared=stores.postgres is not None)
         runtime.server_tools.services.file_search = runtime.vector_stores  # what the file_search tool searches
-        await runtime._open_background(store, upstream)
+        leases = None
+        if stores.postgres is not None and database_url:  # replicas share the background runs: leases
+            leases = PostgresRunLeases(stores.postgres, database_url,
+                                       lease_seconds=settings.background_lease_seconds)
+        await runtime._open_background(stores.responses, stores.events, upstream, leases)
         # stored responses and conversations past their tenant's retention go in the background (item 5)
         any_retention = settings.retention_days is not None or any(
             policy.retention_days is not None for policy in settings.tenants.values())
-        runtime.retention = RetentionService(store, SQLiteConversationStore(store), settings.tenant_policy,
+        runtime.retention = RetentionService(stores.responses, stores.conversations, settings.tenant_policy,
                                              any_retention=any_retention)
         runtime.retention.start()
         runtime.trimmer = MemoryTrimmer()

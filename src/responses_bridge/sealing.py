@@ -94,6 +94,11 @@ def load_or_create_key(configured: str | None, db_path: str) -> bytes:
     return _create_key_file(path)
 
 
+def new_key_text() -> str:
+    """A fresh key, encoded as ``RESPONSES_BRIDGE_SEALING_KEY`` takes it."""
+    return base64.urlsafe_b64encode(os.urandom(32)).decode()
+
+
 def _create_key_file(path: Path) -> bytes:
     """Write a new key to a private temporary file, then link it into place: the link either creates
     ``sealing.key`` whole or fails because another process got there first, so no one ever reads a half-written

@@ -21,6 +21,7 @@ from .config import Settings, env_names, environment_help, field_default, load_s
 from .observability import configure_logging
 from .observability.tracing import configure_tracing, shutdown_tracing
 from .runtime import Runtime
+from .store.postgres.database import DatabaseUnavailable, describe
 
 log = structlog.get_logger("responses_bridge.serve")
 
@@ -96,11 +97,14 @@ async def open_runtime(settings: Settings) -> Runtime:
         router = settings.router()
     except ValueError as exc:  # an api_key_env naming an unset variable
         raise StartupError(str(exc)) from exc
-    if router.single:
-        return await Runtime.open(settings, AiohttpUpstreamClient(settings))
-    clients = build_clients(settings, router)
-    default = router.route(None).upstream.name if settings.default_upstream else next(iter(clients))
-    runtime = await Runtime.open(settings, clients[default], dict(clients))
+    try:
+        if router.single:
+            return await Runtime.open(settings, AiohttpUpstreamClient(settings))
+        clients = build_clients(settings, router)
+        default = router.route(None).upstream.name if settings.default_upstream else next(iter(clients))
+        runtime = await Runtime.open(settings, clients[default], dict(clients))
+    except DatabaseUnavailable as exc:  # the shared database is out of reach: never a silent SQLite instead
+        raise StartupError(f"{exc} (RESPONSES_BRIDGE_DATABASE_URL)") from None
     await _probe_auto(runtime)
     return runtime
 
@@ -138,7 +142,7 @@ async def serve(settings: Settings, *, http: bool = True, extproc: bool = True) 
                 stoppers.append(await start_extproc_server(runtime, settings.extproc_host, settings.extproc_port))
             except OSError as exc:
                 raise StartupError(f"{exc} (--extproc-port / RESPONSES_BRIDGE_EXTPROC_PORT)") from exc
-        log.info("serving", upstream=settings.upstream, profile=settings.profile, db=settings.db_path(),
+        log.info("serving", upstream=settings.upstream, profile=settings.profile, db=_where(settings),
                  http=f"{settings.http_host}:{settings.http_port}" if http else None,
                  extproc=f"{settings.extproc_host}:{settings.extproc_port}" if extproc else None)
         warn_if_open(settings, http=http, extproc=extproc)
@@ -147,6 +151,13 @@ async def serve(settings: Settings, *, http: bool = True, extproc: bool = True) 
         probe.cancel()
     finally:
         await shutdown(runtime, stoppers)
+
+
+def _where(settings: Settings) -> str:
+    """Where the state is, for the log: the SQLite path, or the PostgreSQL host and database (no password)."""
+    if settings.database_url is None:
+        return settings.db_path()
+    return f"postgresql {describe(settings.database_url.get_secret_value())}"
 
 
 LOOPBACK_HOSTS = frozenset(("127.0.0.1", "::1", "localhost"))

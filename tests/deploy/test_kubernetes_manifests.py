@@ -114,3 +114,6 @@ def test_shared_store_variant_scales_out_with_the_database_url_from_a_secret() -
     # a blob sealed by one replica must open on another: one key for all, from a Secret
     assert env["RESPONSES_BRIDGE_SEALING_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "responses-bridge-sealing"
     assert docs["PodDisruptionBudget"]["spec"]["maxUnavailable"] == 1
+    # nothing a pod keeps on its own volume is needed by another: the data volume is scratch
+    volumes = {v["name"]: v for v in docs["Deployment"]["spec"]["template"]["spec"]["volumes"]}
+    assert "emptyDir" in volumes["data"]

@@ -1,5 +1,6 @@
 """``RESPONSES_BRIDGE_AUTH=keys`` through both doors: the bridge's own keys (made with ``responses-bridge keys``, in
-a real SQLite file), who gets in, and what the upstream sees.
+the sidecar's database: a SQLite file, or PostgreSQL on the suite's PostgreSQL run), who gets in, and what the
+upstream sees.
 
 Two deployments, each a sidecar in its own process (its log lines read from a file) behind an Envoy rendered by
 ``envoy-config``'s code with ``auth: keys``, the sidecar's own model calls going through Envoy's listener
@@ -27,10 +28,10 @@ import pytest
 from responses_bridge.devtools.procs import wait_http
 from responses_bridge.envoy_config import Auth, render_bootstrap
 from responses_bridge.services.identity import SIDECAR_HEADER
-from responses_bridge.store import SQLiteResponseStore
-from responses_bridge.store.api_keys import SQLiteApiKeyStore
-from tests.support.bridge import PYTHON, UpstreamLog
+from tests.support.bridge import PYTHON, UpstreamLog, keys_command
 from tests.support.envoy import free_port, have_envoy, start_envoy
+from tests.support.postgres import sidecar_env
+from tests.support.sidecar_state import database_bytes, sidecar_stores
 
 pytestmark = pytest.mark.skipif(not have_envoy(), reason="envoy binary not available")
 
@@ -43,8 +44,7 @@ SERVER_SEARCH = [{"type": "tool_search"},
 
 
 def keys_cli(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([PYTHON, "-m", "responses_bridge", "keys", *args, "--db", str(db)], capture_output=True,
-                          text=True, timeout=60, check=False, env={**os.environ, "RESPONSES_BRIDGE_DB": ""})
+    return keys_command(str(db), *args)
 
 
 @dataclass
@@ -96,8 +96,8 @@ async def make_keys(db: Path) -> Keys:
         made[tenant] = result.stdout.strip()
     revoke = keys_cli(db, "revoke", made["gone"].split("_")[1])
     assert revoke.returncode == 0, revoke.stderr
-    async with SQLiteResponseStore(str(db)) as store:
-        expired, _ = await SQLiteApiKeyStore(store).create_key("acme", expires_at=int(time.time()) - 60)
+    async with sidecar_stores(str(db)) as stores:
+        expired, _ = await stores.api_keys.create_key("acme", expires_at=int(time.time()) - 60)
     return Keys(made["acme"], made["beta"], made["gone"], expired)
 
 
@@ -106,7 +106,8 @@ async def start_stack(tmp: Path, fake_upstream: str, *flags: str) -> AsyncIterat
     keys = await make_keys(db)
     listen_port, http_port, extproc_port = free_port(), free_port(), free_port()
     log_path = tmp / "sidecar.log"
-    env = {**os.environ, "RESPONSES_BRIDGE_AUTH": "keys", "RESPONSES_BRIDGE_LOG_LEVEL": "info"}
+    env = {**os.environ, "RESPONSES_BRIDGE_AUTH": "keys", "RESPONSES_BRIDGE_LOG_LEVEL": "info",
+           **sidecar_env(str(db))}
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
             [PYTHON, "-m", "responses_bridge", "serve", "--upstream", fake_upstream, "--http-port", str(http_port),
@@ -188,8 +189,8 @@ def test_keys_create_list_revoke(tmp_path: Path) -> None:
     assert row[4] != "-"  # the time it was revoked
     missing = keys_cli(db, "revoke", "000000000000")
     assert missing.returncode == 1 and "000000000000" in missing.stderr
-    # only a salted hash is stored: the secret is nowhere in the database file
-    assert secret.encode() not in db.read_bytes()
+    # only a salted hash is stored: the secret is nowhere in the database
+    assert secret.encode() not in database_bytes(str(db))
 
 
 @pytest.mark.parametrize("expires", ["3x", "yesterday", "2001-01-01", "0d"])

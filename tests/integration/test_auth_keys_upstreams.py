@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.support.bridge import PYTHON
+from tests.support.bridge import keys_command
 from tests.support.envoy import have_envoy
 from tests.support.upstreams import Deployment, running_deployment
 
@@ -27,8 +26,8 @@ async def deployment(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
     tmp = str(tmp_path_factory.mktemp("keys_upstreams"))
     async with running_deployment(tmp, auth="keys") as started:
         db = os.path.join(tmp, f"bridge-{started.http_url.rsplit(':', 1)[1]}.db")  # tests/support/bridge.py's name
-        argv = [PYTHON, "-m", "responses_bridge", "keys", "create", "--tenant", "acme", "--db", db]
-        made = await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True, timeout=60, check=True)
+        made = await asyncio.to_thread(keys_command, db, "create", "--tenant", "acme")
+        assert made.returncode == 0, made.stderr
         yield started, made.stdout.strip()
 
 

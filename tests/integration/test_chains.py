@@ -16,6 +16,7 @@ from responses_bridge.devtools.procs import wait_http
 from responses_bridge.store import SQLiteResponseStore
 from responses_bridge.store.base import DEFAULT_TENANT
 from tests.support.bridge import Sidecar, start_sidecar
+from tests.support.postgres import store_from_env
 
 WEATHER_TOOL = {
     "type": "function", "name": "get_weather", "description": "Weather for a city", "strict": True,
@@ -195,7 +196,7 @@ async def test_everything_survives_a_restart(fake_upstream: str, tmp_path: Path,
                 assert raw.status == 200
     finally:
         process.stop()
-    assert os.path.exists(db)
+    assert os.path.exists(db) == (store_from_env() == "sqlite")  # on PostgreSQL, no SQLite file instead
 
     process, url = await start()
     try:

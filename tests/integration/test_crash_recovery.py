@@ -2,7 +2,8 @@
 
 Every response a client saw complete must be retrievable and identical to what the client got; none may be left
 ``queued``/``in_progress`` (a foreground response in flight was never written; a background one is marked failed,
-with its event stream ended by ``response.failed``).
+with its event stream ended by ``response.failed``). On PostgreSQL the restarted process cannot tell the dead one's
+background runs from another live replica's: they are failed once their lease (2 s here) has run out.
 """
 
 from __future__ import annotations
@@ -11,18 +12,19 @@ import asyncio
 import json
 import os
 import signal
-import sqlite3
 import time
 
 import aiohttp
 
 from responses_bridge.devtools.procs import wait_http
 from tests.support.bridge import start_sidecar
+from tests.support.sidecar_state import sidecar_stores
 
 MODEL = "fake-model"
 CONCURRENCY = 200
 KILL_WHEN_COMPLETED = 20  # kill once this many responses completed ...
 KILL_WHEN_IN_FLIGHT = 50  # ... while at least this many requests are still running
+ENV = {"RESPONSES_BRIDGE_BACKGROUND_LEASE_SECONDS": "2"}  # a shared database's lease on each background run
 
 
 def prompt(index: int) -> str:
@@ -84,9 +86,22 @@ async def until_mid_way(tasks: list[asyncio.Task], seen: dict, timeout: float = 
         await asyncio.sleep(0.01)
 
 
+async def settled(session: aiohttp.ClientSession, base: str, response_ids: list[str], timeout: float = 60) -> None:
+    """Until none of ``response_ids`` is stored ``queued``/``in_progress``: at once on SQLite (the restart failed
+    them), after the dead process's leases ran out on PostgreSQL."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    for response_id in response_ids:
+        while True:
+            async with session.get(f"{base}/v1/responses/{response_id}") as answer:
+                if answer.status != 200 or (await answer.json())["status"] not in ("queued", "in_progress"):
+                    break
+            assert asyncio.get_running_loop().time() < deadline, f"{response_id} is still running"
+            await asyncio.sleep(0.1)
+
+
 async def test_kill_9_during_200_concurrent_responses(tmp_path, fake_upstream: str) -> None:
     db = str(tmp_path / "crash.db")
-    process, http_port, _ = start_sidecar(str(tmp_path), fake_upstream, "--db", db, extproc=False)
+    process, http_port, _ = start_sidecar(str(tmp_path), fake_upstream, "--db", db, env=ENV, extproc=False)
     base = f"http://127.0.0.1:{http_port}"
     seen: dict = {"started": {}, "completed": {}, "background": []}
     await wait_http(f"{base}/health", process=process)
@@ -104,7 +119,7 @@ async def test_kill_9_during_200_concurrent_responses(tmp_path, fake_upstream: s
     assert cut, "nothing was in flight at the kill: the test would prove nothing"
 
     started = time.monotonic()
-    process, http_port, _ = start_sidecar(str(tmp_path), fake_upstream, "--db", db, extproc=False)
+    process, http_port, _ = start_sidecar(str(tmp_path), fake_upstream, "--db", db, env=ENV, extproc=False)
     base = f"http://127.0.0.1:{http_port}"
     try:
         await wait_http(f"{base}/health", process=process)
@@ -115,6 +130,7 @@ async def test_kill_9_during_200_concurrent_responses(tmp_path, fake_upstream: s
                     assert answer.status == 200, response_id
                     assert await answer.json() == response
             in_flight = [rid for rid in list(seen["started"]) + seen["background"] if rid not in completed]
+            await settled(session, base, in_flight)
             statuses: dict[str, int] = {}
             for response_id in in_flight:
                 async with session.get(f"{base}/v1/responses/{response_id}") as answer:
@@ -131,9 +147,8 @@ async def test_kill_9_during_200_concurrent_responses(tmp_path, fake_upstream: s
                         frames = [frame for frame in text.split("\n\n") if frame]
                         assert frames[-1] == "data: [DONE]"
                         assert frames[-2].startswith("event: response.failed\n")
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-            left = conn.execute("SELECT count(*) FROM responses WHERE status IN ('queued', 'in_progress')").fetchone()
-        assert left == (0,)
+        async with sidecar_stores(db) as stores:
+            assert await stores.events.unfinished() == []
         print(f"\ncrash test: {len(completed)} completed before the kill (all retrievable and identical), "
               f"{cut} requests cut, in flight after restart: {statuses}, restart to healthy {restart_seconds:.2f} s")
     finally:

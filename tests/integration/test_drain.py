@@ -11,7 +11,6 @@ import asyncio
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 from collections.abc import AsyncIterator
 
@@ -20,9 +19,11 @@ import pytest
 
 from responses_bridge.devtools.procs import free_port
 from responses_bridge.envoy_config import render_bootstrap
+from responses_bridge.store.base import DEFAULT_TENANT
 from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.envoy import start_envoy
 from tests.support.schema import check_stream
+from tests.support.sidecar_state import sidecar_stores
 
 MODEL = "fake-model"
 DRAIN_SECONDS = 2
@@ -93,11 +94,12 @@ def check_terminal(streams: list[LiveStream]) -> None:
             assert last["response"]["error"]["code"] == "server_shutdown"
 
 
-def stored_statuses(db: str, ids: list[str]) -> dict[str, str]:
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        rows = conn.execute(f"SELECT id, status FROM responses WHERE id IN ({','.join('?' * len(ids))})",
-                            ids).fetchall()
-    return dict(rows)
+async def stored_statuses(db: str, ids: list[str]) -> dict[str, str]:
+    """The stored status of each of ``ids`` that is stored (of the default tenant, as every request here)."""
+    async with sidecar_stores(db) as stores:
+        found = {response_id: await stores.responses.get_response(response_id, tenant=DEFAULT_TENANT)
+                 for response_id in ids}
+    return {response_id: response["status"] for response_id, response in found.items() if response is not None}
 
 
 def db_of(sidecar: Sidecar) -> str:
@@ -122,7 +124,7 @@ async def test_sigterm_ends_20_live_streams_on_the_http_door(draining_sidecar: S
         await asyncio.wait_for(asyncio.gather(*(stream.task for stream in streams), return_exceptions=True), 10)
     check_terminal(streams)
     ids = [stream.events()[0]["response"]["id"] for stream in streams]
-    statuses = stored_statuses(db_of(draining_sidecar), ids)
+    statuses = await stored_statuses(db_of(draining_sidecar), ids)
     assert [statuses.get(rid) for rid in ids] == ["failed" if index % 2 == 0 else "completed"
                                                   for index in range(STREAMS)]
 
@@ -146,7 +148,7 @@ async def test_sigterm_ends_a_websocket_turn_then_closes_the_socket(draining_sid
     assert events[-1]["type"] == "response.failed"
     assert events[-1]["response"]["error"]["code"] == "server_shutdown"
     assert await wait_exit(draining_sidecar.process.process) == 0
-    statuses = stored_statuses(db_of(draining_sidecar), [first["response"]["id"]])
+    statuses = await stored_statuses(db_of(draining_sidecar), [first["response"]["id"]])
     assert statuses == {first["response"]["id"]: "failed"}
 
 
@@ -162,7 +164,7 @@ async def test_sigterm_fails_a_followed_background_run(draining_sidecar: Sidecar
     assert events[-1]["type"] == "response.failed"
     assert events[-1]["response"]["error"]["code"] == "server_shutdown"
     assert await wait_exit(draining_sidecar.process.process) == 0
-    assert stored_statuses(db_of(draining_sidecar), [events[0]["response"]["id"]]) == {
+    assert await stored_statuses(db_of(draining_sidecar), [events[0]["response"]["id"]]) == {
         events[0]["response"]["id"]: "failed"}
 
 

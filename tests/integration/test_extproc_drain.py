@@ -19,10 +19,10 @@ import orjson
 import pytest
 
 from responses_bridge.envoy_config import render_bootstrap
-from responses_bridge.store import SQLiteResponseStore
 from responses_bridge.store.base import DEFAULT_TENANT
 from tests.support.bridge import running_sidecar
 from tests.support.envoy import free_port, have_envoy, start_envoy
+from tests.support.sidecar_state import database_of, sidecar_stores
 
 pytestmark = [pytest.mark.envoy, pytest.mark.skipif(not have_envoy(), reason="no envoy binary")]
 
@@ -73,8 +73,7 @@ async def test_sigterm_ends_every_stream_with_response_failed(fake_upstream: str
         last = _events(data)[-1]
         assert last["type"] == "response.failed"
         assert last["response"]["error"]["code"] == "server_shutdown"
-    db = next(path for path in os.listdir(str(tmp_path)) if path.endswith(".db"))
-    async with SQLiteResponseStore(os.path.join(str(tmp_path), db)) as store:
+    async with sidecar_stores(database_of(sidecar.process.argv)) as stores:
         for response_id in ids:
-            stored = await store.get_response(response_id, tenant=DEFAULT_TENANT)
+            stored = await stores.responses.get_response(response_id, tenant=DEFAULT_TENANT)
             assert stored is not None and stored["status"] == "failed", response_id

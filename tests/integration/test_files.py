@@ -20,6 +20,7 @@ from responses_bridge.devtools.procs import free_port
 from responses_bridge.envoy_config import BUFFER_LIMIT_BYTES, FILES_CLUSTER, render_bootstrap
 from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.envoy import EnvoyProcess, start_envoy
+from tests.support.sidecar_state import database_of, stored_files
 
 MiB = 1 << 20
 LIMIT = MiB  # the limited sidecar's RESPONSES_BRIDGE_MAX_FILE_BYTES
@@ -80,9 +81,9 @@ def _status_kb(pid: int, key: str) -> int:
     raise AssertionError(f"no {key} in /proc/{pid}/status")
 
 
-def files_dir(sidecar: Sidecar) -> Path:
-    argv = sidecar.process.argv
-    return Path(argv[argv.index("--db") + 1]).resolve().parent / "files"
+async def stored(sidecar: Sidecar) -> dict[str, bytes]:
+    """The bytes the sidecar keeps, by name (tests/support/stored_files.py: on disk or in PostgreSQL)."""
+    return await stored_files(database_of(sidecar.process.argv))
 
 
 # --- the SDK, both doors -------------------------------------------------------------------------------------------
@@ -95,7 +96,7 @@ async def test_create_retrieve_content_list_delete(client: openai.AsyncOpenAI, s
     assert created.id.startswith("file-") and created.object == "file" and created.bytes == 14
     assert created.filename == "notes.md" and created.purpose == "assistants" and created.status == "processed"
     assert created.expires_at == created.created_at + 3600
-    assert (files_dir(sidecar) / created.id).read_bytes() == b"# Notes\nhello\n"
+    assert (await stored(sidecar))[created.id] == b"# Notes\nhello\n"
 
     assert await client.files.retrieve(created.id) == created
     content = await client.files.content(created.id)
@@ -106,7 +107,7 @@ async def test_create_retrieve_content_list_delete(client: openai.AsyncOpenAI, s
 
     deleted = await client.files.delete(created.id)
     assert (deleted.id, deleted.deleted, deleted.object) == (created.id, True, "file")
-    assert not (files_dir(sidecar) / created.id).exists()
+    assert created.id not in await stored(sidecar)
     for call in (client.files.retrieve, client.files.content, client.files.delete):
         with pytest.raises(openai.NotFoundError) as raised:
             await call(created.id)
@@ -273,7 +274,7 @@ async def test_over_the_limit_is_a_413_and_stores_nothing(limited_client: openai
         body = raised.value.body
         assert isinstance(body, dict) and set(body) == ERROR_KEYS and body["code"] == "file_too_large"
         assert "1 MiB" in body["message"] and body["param"] == "file"
-    assert sorted(os.listdir(files_dir(limited.sidecar))) == [exact.id]  # no partial upload left behind
+    assert sorted(await stored(limited.sidecar)) == [exact.id]  # no partial upload left behind
     await limited_client.files.delete(exact.id)
 
 
@@ -318,7 +319,7 @@ async def post_form(http: aiohttp.ClientSession, body: bytes, content_type: str 
 
 
 async def test_hostile_filenames_never_reach_a_path(http: aiohttp.ClientSession, sidecar: Sidecar) -> None:
-    directory = files_dir(sidecar)
+    directory = Path(database_of(sidecar.process.argv)).resolve().parent / "files"  # on disk, with SQLite
     # (a backslash in a quoted filename escapes the next character: a Windows path is sent as filename*)
     for disposition, kept in ((b'name="file"; filename="../../x"', "x"),
                               (b'name="file"; filename="/etc/passwd"', "passwd"),
@@ -327,7 +328,7 @@ async def test_hostile_filenames_never_reach_a_path(http: aiohttp.ClientSession,
                               ('name="file"; filename="r\u00e9sum\u00e9.txt"'.encode(), "r\u00e9sum\u00e9.txt")):
         status, payload = await post_form(http, form(PURPOSE, (disposition, b"data")))
         assert status == 200, payload
-        assert payload["filename"] == kept and (directory / payload["id"]).read_bytes() == b"data"
+        assert payload["filename"] == kept and (await stored(sidecar))[payload["id"]] == b"data"
         async with http.delete(f"/v1/files/{payload['id']}") as answer:
             assert answer.status == 200
     assert not (directory.parent / "x").exists() and not (directory.parent.parent / "x").exists()
@@ -364,11 +365,11 @@ async def test_hostile_filenames_never_reach_a_path(http: aiohttp.ClientSession,
 async def test_malformed_forms_are_openai_shaped_400s(http: aiohttp.ClientSession, sidecar: Sidecar, body: bytes,
                                                       content_type: str | None, status: int,
                                                       param: str | None) -> None:
-    before = set(os.listdir(files_dir(sidecar)))
+    before = set(await stored(sidecar))
     got, payload = await post_form(http, body, content_type)
     assert got == status, payload
     assert set(payload["error"]) == ERROR_KEYS and payload["error"]["param"] == param, payload
-    assert set(os.listdir(files_dir(sidecar))) == before  # nothing stored, no temporary file left
+    assert set(await stored(sidecar)) == before  # nothing stored, no temporary file left
 
 
 async def test_encoded_parts_and_bodies_are_refused(http: aiohttp.ClientSession) -> None:
@@ -398,4 +399,4 @@ async def test_files_survive_a_restart(fake_upstream: str, tmp_path: Path) -> No
             assert await sdk.files.retrieve(created.id) == created
             assert (await sdk.files.content(created.id)).content == b"across restarts"
             assert [file.id async for file in sdk.files.list(purpose="user_data")] == [created.id]
-    assert sorted(os.listdir(tmp_path / "files")) == [created.id]
+    assert sorted(await stored_files(db)) == [created.id]

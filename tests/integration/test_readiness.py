@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sqlite3
 from pathlib import Path
 
 import aiohttp
@@ -20,16 +19,11 @@ from responses_bridge.config import Settings
 from responses_bridge.devtools.procs import free_port
 from responses_bridge.runtime import Runtime
 from responses_bridge.store import SQLiteResponseStore
-from responses_bridge.store.migrations import LATEST_VERSION
 from tests.support.bridge import running_sidecar, start_sidecar
+from tests.support.sidecar_state import schema_is_latest
 
 BOUND_SECONDS = 60  # a deadline that turns a hang into a failure; nothing here is timed
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-def schema_version(db: Path) -> int:
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
 
 async def grpc_status(port: int) -> int | None:
@@ -66,14 +60,14 @@ async def test_a_starting_process_is_never_ready_before_its_store_is_migrated(tm
                     assert "store_open" in body["failed"], body
                     continue
                 assert response.status == 200 and body["status"] == "ready", body
-                assert schema_version(db) == LATEST_VERSION  # ready means migrated
+                assert schema_is_latest(str(db))  # ready means migrated
                 break
             async with session.get(f"http://127.0.0.1:{http_port}/health/live") as response:
                 assert response.status == 200 and (await response.json()) == {"status": "live"}
             while (status := await grpc_status(extproc_port)) != SERVING:
                 assert status in (None, NOT_SERVING)
                 await asyncio.sleep(0.02)
-            assert schema_version(db) == LATEST_VERSION
+            assert schema_is_latest(str(db))
     finally:
         process.stop()
     assert answers and answers[-1] == 200

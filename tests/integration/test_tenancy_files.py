@@ -7,9 +7,7 @@ request again once the owner deleted the object). Then the per-tenant stored-byt
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -19,6 +17,7 @@ import pytest
 
 from responses_bridge.devtools.procs import ManagedProcess
 from tests.support.bridge import Sidecar, start_sidecar
+from tests.support.sidecar_state import database_of, stored_files
 
 A, B = "tenant-a", "tenant-b"
 TINY = "tenant-tiny"  # may keep 3000 bytes of files
@@ -78,10 +77,9 @@ async def settled(client: openai.AsyncOpenAI, store_id: str) -> None:
     raise AssertionError(f"vector store {store_id} still ingesting")
 
 
-def files_on_disk(bridge: Sidecar) -> set[str]:
-    """The stored bytes of every tenant: ``files/`` next to the bridge's database."""
-    database_dir = Path(next(arg for arg in bridge.process.argv if arg.endswith(".db"))).parent
-    return {name for name in os.listdir(database_dir / "files") if name.startswith("file-")}
+async def files_on_disk(bridge: Sidecar) -> set[str]:
+    """The stored bytes of every tenant (tests/support/stored_files.py: on disk or in PostgreSQL)."""
+    return {name for name in await stored_files(database_of(bridge.process.argv)) if name.startswith("file-")}
 
 
 async def test_no_tenant_reaches_anothers_files_or_vector_stores(bridge: Sidecar) -> None:
@@ -169,7 +167,7 @@ async def test_stored_bytes_are_bounded_per_tenant(bridge: Sidecar) -> None:
     async with sdk(bridge, TINY) as tiny, sdk(bridge, A) as other, \
             aiohttp.ClientSession(base_url=bridge.http_url) as http:
         kept = await tiny.files.create(file=("a.bin", b"a" * 2000), purpose="user_data")
-        before = files_on_disk(bridge)
+        before = await files_on_disk(bridge)
         form = aiohttp.FormData()
         form.add_field("purpose", "user_data")
         form.add_field("file", b"b" * 1500, filename="b.bin")
@@ -180,7 +178,7 @@ async def test_stored_bytes_are_bounded_per_tenant(bridge: Sidecar) -> None:
         assert (error["code"], error["type"], error["param"]) == ("storage_limit_exceeded", "invalid_request_error",
                                                                   "file")
         assert "3000 bytes" in error["message"] and "2000 bytes in use" in error["message"]
-        assert files_on_disk(bridge) == before  # nothing left behind
+        assert await files_on_disk(bridge) == before  # nothing left behind
         assert [f.id async for f in tiny.files.list()] == [kept.id]
         with pytest.raises(openai.BadRequestError) as refused:
             await tiny.files.create(file=("c.bin", b"c" * 1001), purpose="user_data")
@@ -189,7 +187,7 @@ async def test_stored_bytes_are_bounded_per_tenant(bridge: Sidecar) -> None:
         await tiny.files.delete(kept.id)
 
         # two uploads at once, each alone within the limit, together over it: exactly one is stored
-        before = files_on_disk(bridge)
+        before = await files_on_disk(bridge)
         outcomes = await asyncio.gather(*(tiny.files.create(file=(f"{n}.bin", bytes([65 + n]) * 2000),
                                                             purpose="user_data") for n in range(2)),
                                         return_exceptions=True)
@@ -198,4 +196,4 @@ async def test_stored_bytes_are_bounded_per_tenant(bridge: Sidecar) -> None:
         assert len(stored) == 1 and len(failed) == 1, outcomes
         assert isinstance(failed[0], openai.BadRequestError) and failed[0].code == "storage_limit_exceeded"
         assert [f.id async for f in tiny.files.list()] == [stored[0].id]
-        assert files_on_disk(bridge) - before == {stored[0].id}
+        assert await files_on_disk(bridge) - before == {stored[0].id}

@@ -14,7 +14,6 @@ import asyncio
 import os
 import re
 import secrets
-import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +24,7 @@ import pytest
 
 from responses_bridge.devtools.procs import free_port
 from responses_bridge.envoy_config import Auth, render_bootstrap
-from tests.support.bridge import PYTHON, Sidecar, running_sidecar
+from tests.support.bridge import Sidecar, keys_command, running_sidecar
 from tests.support.envoy import start_envoy
 
 MODEL = "fake-model"
@@ -33,8 +32,8 @@ MODEL = "fake-model"
 
 def create_key(db: str, tenant: str) -> str:
     """``responses-bridge keys create``: the new key alone on stdout."""
-    done = subprocess.run([PYTHON, "-m", "responses_bridge", "keys", "create", "--tenant", tenant, "--db", db],
-                          capture_output=True, text=True, check=True, timeout=60)
+    done = keys_command(db, "create", "--tenant", tenant)
+    assert done.returncode == 0, done.stderr
     key = done.stdout.strip()
     assert key and "\n" not in key and " " not in key, done.stdout
     return key

@@ -1,5 +1,6 @@
 """``kill -9`` the sidecar while a file batch is being ingested; start it again on the same database: the files
-left ``in_progress`` are ingested by the new process and every one ends ``completed``."""
+left ``in_progress`` are ingested by the new process and every one ends ``completed``. On PostgreSQL the new
+process takes a file over once the dead one's claim has lapsed (3 s here)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ TEXT = (PARAGRAPH * 1500).encode()  # about 270 kB of text per file: seconds of 
 
 async def _start(tmp_path: Path, fake_upstream: str, db: Path) -> tuple[ManagedProcess, str]:
     process, http_port, _ = start_sidecar(str(tmp_path), fake_upstream, "--db", str(db), extproc=False,
-                                          env={"RESPONSES_BRIDGE_INGEST_CONCURRENCY": "1"})
+                                          env={"RESPONSES_BRIDGE_INGEST_CONCURRENCY": "1",
+                                               "RESPONSES_BRIDGE_INGEST_LEASE_SECONDS": "3"})
     await wait_http(f"http://127.0.0.1:{http_port}/health", process=process)
     return process, f"http://127.0.0.1:{http_port}"
 

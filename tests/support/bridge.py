@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from responses_bridge.devtools.procs import ManagedProcess, free_port, wait_http
+from tests.support.postgres import sidecar_env
 
 PYTHON = sys.executable
 
@@ -23,6 +25,14 @@ class Sidecar:
     process: ManagedProcess
 
 
+def keys_command(db: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``responses-bridge keys …`` on the database of the sidecar started with ``--db db``: the same PostgreSQL
+    database when the run puts sidecars there (:func:`sidecar_env`), else that SQLite file."""
+    env = {**os.environ, "RESPONSES_BRIDGE_DB": "", **sidecar_env(db)}
+    return subprocess.run([PYTHON, "-m", "responses_bridge", "keys", *args, "--db", db], capture_output=True,
+                          text=True, timeout=60, check=False, env=env)
+
+
 def start_sidecar(tmp_dir: str, upstream_url: str, *extra: str, env: dict[str, str] | None = None,
                   extproc: bool = True) -> tuple[ManagedProcess, int, int]:
     http_port, extproc_port = free_port(), free_port()
@@ -30,7 +40,9 @@ def start_sidecar(tmp_dir: str, upstream_url: str, *extra: str, env: dict[str, s
             "--extproc-port", str(extproc_port), "--db", os.path.join(tmp_dir, f"bridge-{http_port}.db"), *extra]
     if not extproc:
         argv.append("--no-extproc")
-    process = ManagedProcess(argv, f"sidecar:{http_port}", quiet=False, env=env)
+    db_path = argv[len(argv) - 1 - argv[::-1].index("--db") + 1]  # the last --db given wins, as in the CLI
+    env = {**sidecar_env(db_path), **(env or {})}  # PostgreSQL when the run asks for it (tests/support/postgres.py)
+    process = ManagedProcess(argv, f"sidecar:{http_port}", quiet=False, env=env or None)
     process.start()
     return process, http_port, extproc_port
 

@@ -13,6 +13,7 @@ from responses_bridge.services.retrieval.embedders import LocalStaticEmbedder, U
 from responses_bridge.services.retrieval.search import SearchOptions, search
 from responses_bridge.store.base import DEFAULT_TENANT
 from responses_bridge.store.chunks import SQLiteChunkIndex
+from responses_bridge.store.vector_stores import SQLiteVectorStoreStore
 
 TEXTS = ["The lighthouse keeper trims the lamp at dusk.", "Sourdough needs a starter fed with flour and water."]
 
@@ -21,7 +22,7 @@ async def index_and_search(settings: Settings) -> list[dict]:
     runtime = await open_runtime(settings)
     try:
         assert isinstance(runtime.chunks, SQLiteChunkIndex) and runtime.embedder is not None
-        await new_store(runtime.store, "vs_1")
+        await new_store(SQLiteVectorStoreStore(runtime.store), "vs_1")
         await runtime.chunks.replace_file_chunks("vs_1", "file_a", "notes.txt", TEXTS,
                                                  await runtime.embedder.embed(TEXTS), {"topic": "misc"})
         return await search(runtime.chunks, runtime.embedder, ["vs_1"], "sourdough starter flour",

@@ -30,6 +30,7 @@ from responses_bridge.services.retrieval.search import (
 from responses_bridge.store import SQLiteResponseStore
 from responses_bridge.store.base import DEFAULT_TENANT
 from responses_bridge.store.chunks import SQLiteChunkIndex
+from responses_bridge.store.vector_stores import SQLiteVectorStoreStore
 
 
 class WordEmbedder:
@@ -57,7 +58,7 @@ T = DEFAULT_TENANT  # the stores new_store makes
 async def db(tmp_path: Path) -> AsyncIterator[SQLiteResponseStore]:
     async with SQLiteResponseStore(str(tmp_path / "search.db")) as opened:
         for store_id in ("vs_1", "vs_2"):
-            await new_store(opened, store_id)
+            await new_store(SQLiteVectorStoreStore(opened), store_id)
         yield opened
 
 
@@ -209,7 +210,7 @@ async def test_on_a_labelled_set_hybrid_ranks_at_least_as_well_as_either(db: SQL
                                                                           index: SQLiteChunkIndex) -> None:
     sections = labelled_sections(limit=60)
     embedder = LocalStaticEmbedder()
-    await index_sections(db, index, embedder, "vs_labelled", sections)
+    await index_sections(SQLiteVectorStoreStore(db), index, embedder, "vs_labelled", sections)
     measured = {name: await quality(index, embedder, "vs_labelled", sections, options)
                 for name, options in RANKINGS.items()}
     best_single = max(measured["dense-only"].recall_at_5, measured["keyword-only"].recall_at_5)

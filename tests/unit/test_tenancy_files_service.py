@@ -104,8 +104,8 @@ class TenantLoop(Loop):
 async def test_another_tenants_file_is_the_same_404_as_a_missing_one(files: FileService) -> None:
     mine = await upload(files, b"tenant a's bytes", A)
     calls: list[Callable[[str], Awaitable[Any]]] = [
-        lambda file_id: files.retrieve(file_id, tenant=B), lambda file_id: files.content(file_id, tenant=B),
-        lambda file_id: files.open_content(file_id, tenant=B), lambda file_id: files.delete(file_id, tenant=B)]
+        lambda file_id: files.retrieve(file_id, tenant=B), lambda file_id: files.open_content(file_id, tenant=B),
+        lambda file_id: files.delete(file_id, tenant=B)]
     not_yours = [(await refusal(call(mine["id"]))).body() for call in calls]
     assert await files.retrieve(mine["id"], tenant=A) == mine  # B's delete took nothing
     assert (await files.list(tenant=B, purpose=None, after=None, limit=100, order="asc"))["data"] == []

@@ -1,13 +1,15 @@
 """Ownership in the stores of files, vector stores (their files and batches) and chunks: with two tenants, every
 method that takes a tenant sees and changes only that tenant's rows, another tenant's object answers exactly as a
 missing one, only a tenant's own live files can be attached, and rows stored before tenancy belong to the default
-tenant."""
+tenant. Every store test runs on SQLite and on PostgreSQL (tests/unit/store_kinds.py)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 import numpy as np
@@ -15,15 +17,21 @@ import pytest
 
 from responses_bridge.store import MIGRATIONS, SQLiteResponseStore, migrate
 from responses_bridge.store.base import DEFAULT_TENANT, InvalidCursor
-from responses_bridge.store.chunks import SQLiteChunkIndex
-from responses_bridge.store.files import SQLiteFileStore, StorageLimitExceeded, StoredFile, UnknownCursor
+from responses_bridge.store.chunks import ChunkIndex, SQLiteChunkIndex
+from responses_bridge.store.files import FileStore, SQLiteFileStore, StorageLimitExceeded, StoredFile, UnknownCursor
+from responses_bridge.store.postgres import PostgresDatabase
+from responses_bridge.store.postgres.chunks import PostgresChunkIndex
+from responses_bridge.store.postgres.files import PostgresFileStore
+from responses_bridge.store.postgres.vector_stores import PostgresVectorStoreStore
 from responses_bridge.store.vector_stores import (
     FileCounts,
     NewFile,
     SQLiteVectorStoreStore,
     StoredVectorStore,
     UnknownFile,
+    VectorStoreStore,
 )
+from tests.unit.store_kinds import KINDS, postgres_database, postgres_database_url
 
 A, B = "tenant-a", "tenant-b"
 CHUNKING = {"type": "static", "static": {"max_chunk_size_tokens": 800, "chunk_overlap_tokens": 400}}
@@ -31,16 +39,21 @@ CHUNKING = {"type": "static", "static": {"max_chunk_size_tokens": 800, "chunk_ov
 
 @dataclass
 class Stores:
-    db: SQLiteResponseStore
-    files: SQLiteFileStore
-    vector_stores: SQLiteVectorStoreStore
-    chunks: SQLiteChunkIndex
+    kind: str
+    db: Any
+    files: FileStore
+    vector_stores: VectorStoreStore
+    chunks: ChunkIndex
 
 
-@pytest.fixture
-async def stores(tmp_path: Path) -> AsyncIterator[Stores]:
-    async with SQLiteResponseStore(str(tmp_path / "bridge.db")) as db:
-        yield Stores(db, SQLiteFileStore(db), SQLiteVectorStoreStore(db), SQLiteChunkIndex(db))
+@pytest.fixture(params=KINDS)
+async def stores(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stores]:
+    if request.param == "sqlite":
+        async with SQLiteResponseStore(str(tmp_path / "bridge.db")) as db:
+            yield Stores("sqlite", db, SQLiteFileStore(db), SQLiteVectorStoreStore(db), SQLiteChunkIndex(db))
+    else:
+        async with postgres_database(request) as pg:
+            yield Stores("postgres", pg, PostgresFileStore(pg), PostgresVectorStoreStore(pg), PostgresChunkIndex(pg))
 
 
 def a_file(file_id: str, size: int = 10, expires_at: int | None = None) -> StoredFile:
@@ -104,6 +117,34 @@ async def test_the_stored_bytes_limit_is_checked_with_the_insert(stores: Stores)
     assert await files.stored_bytes(200, tenant=B) == 90
     await files.add_file(StoredFile(id="file-b3", created_at=200, bytes=10, filename="b3", purpose="assistants",
                                     expires_at=None), tenant=B, max_stored_bytes=100)
+
+
+async def test_inserts_at_once_never_pass_the_limit_together(stores: Stores) -> None:
+    """Twenty files of 10 bytes added at once against a limit of 55: exactly five are stored (on PostgreSQL each
+    insert has a connection of its own, so the checks really run at once)."""
+    results = await asyncio.gather(*(stores.files.add_file(a_file(f"file-{n:02d}"), tenant=A, max_stored_bytes=55)
+                                     for n in range(20)), return_exceptions=True)
+    refused = [result for result in results if isinstance(result, StorageLimitExceeded)]
+    assert len(refused) == 15 and all(result is None or isinstance(result, StorageLimitExceeded)
+                                      for result in results)
+    assert all(exceeded.limit == 55 and exceeded.used == 50 for exceeded in refused)
+    assert await stores.files.stored_bytes(200, tenant=A) == 50
+
+
+async def test_replicas_on_one_postgres_database_share_the_limit(request: pytest.FixtureRequest) -> None:
+    """Two replicas' pools on one database: uploads finishing at once on both stay within the tenant's limit,
+    while another tenant's uploads are not held by it."""
+    async with postgres_database_url(request) as url, PostgresDatabase(url) as one, PostgresDatabase(url) as two:
+        replicas = [PostgresFileStore(one), PostgresFileStore(two)]
+        results = await asyncio.gather(*(replicas[n % 2].add_file(a_file(f"file-{n:02d}"), tenant=A,
+                                                                   max_stored_bytes=45) for n in range(16)),
+                                       *(replicas[n % 2].add_file(a_file(f"file-b{n}"), tenant=B,
+                                                                   max_stored_bytes=45) for n in range(4)),
+                                       return_exceptions=True)
+        assert sum(isinstance(result, StorageLimitExceeded) for result in results[:16]) == 12
+        assert all(result is None for result in results[16:])
+        assert await replicas[1].stored_bytes(200, tenant=A) == 40
+        assert await replicas[0].stored_bytes(200, tenant=B) == 40
 
 
 # -- vector stores, their files and batches ---------------------------------------------------------------------
@@ -221,6 +262,28 @@ async def test_another_tenants_chunks_are_never_read(owned: Stores) -> None:
 
 
 # -- rows stored before tenancy ---------------------------------------------------------------------------------
+
+async def test_rows_stored_without_a_tenant_in_postgres_belong_to_the_default_tenant(
+        request: pytest.FixtureRequest) -> None:
+    async with postgres_database(request) as pg:
+        async with pg.acquire() as conn:
+            await conn.execute("INSERT INTO files (id, created_at, bytes, filename, purpose) "
+                               "VALUES ('file-old', 1, 4, 'old.txt', 'assistants')")
+            await conn.execute("INSERT INTO vector_stores (id, created_at, name, metadata, last_active_at) "
+                               "VALUES ('vs_old', 1, 'old', '{}', 1)")
+        files, vs = PostgresFileStore(pg), PostgresVectorStoreStore(pg)
+        assert (await files.get_file("file-old", 2, tenant=DEFAULT_TENANT)) is not None
+        assert await files.get_file("file-old", 2, tenant=A) is None
+        assert await files.stored_bytes(2, tenant=DEFAULT_TENANT) == 4
+        assert (await vs.get_store("vs_old", tenant=DEFAULT_TENANT)) is not None
+        assert await vs.get_store("vs_old", tenant=A) is None
+        assert await vs.add_files("vs_old", 2, attach("file-old"), tenant=DEFAULT_TENANT)
+        async with pg.transaction() as conn:
+            await conn.execute("SET LOCAL enable_seqscan = off")  # an empty table: ask which index would serve
+            plan = "\n".join(row[0] for row in await conn.fetch(
+                "EXPLAIN SELECT id FROM vector_stores WHERE tenant = 'x' ORDER BY seq LIMIT 10"))
+        assert "vector_stores_listed" in plan  # a tenant's list is an index range
+
 
 async def test_rows_stored_before_migration_11_belong_to_the_default_tenant(tmp_path: Path) -> None:
     path = tmp_path / "old.db"

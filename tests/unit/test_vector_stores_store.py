@@ -1,7 +1,9 @@
-"""Vector store metadata: counts, usage and batch status always agree with the file rows; pages like OpenAI's."""
+"""Vector store metadata: counts, usage and batch status always agree with the file rows; pages like OpenAI's.
+Every test runs on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,27 +13,40 @@ from hypothesis import strategies as st
 
 from responses_bridge.store import SQLiteResponseStore
 from responses_bridge.store.base import InvalidCursor, InvalidPageArgs
-from responses_bridge.store.files import SQLiteFileStore, StoredFile
-from responses_bridge.store.vector_stores import FileCounts, NewFile, SQLiteVectorStoreStore, StoredVectorStore
+from responses_bridge.store.files import FileStore, SQLiteFileStore, StoredFile
+from responses_bridge.store.postgres.files import PostgresFileStore
+from responses_bridge.store.postgres.vector_stores import PostgresVectorStoreStore
+from responses_bridge.store.vector_stores import (
+    FileCounts,
+    NewFile,
+    SQLiteVectorStoreStore,
+    StoredVectorStore,
+    VectorStoreStore,
+)
+from tests.unit.store_kinds import KINDS, postgres_database
 
 CHUNKING = {"type": "static", "static": {"max_chunk_size_tokens": 800, "chunk_overlap_tokens": 400}}
 T = "tenant-a"
 FILE_IDS = ["other", *(f"f{n}" for n in range(10)), *(f"f{n:02d}" for n in range(12))]
 
 
-async def upload_rows(db: SQLiteResponseStore, tenant: str, file_ids: list[str]) -> None:
+async def upload_rows(files: FileStore, tenant: str, file_ids: list[str]) -> None:
     """File rows for the ids these tests attach: only a tenant's own live files can be attached."""
-    files = SQLiteFileStore(db)
     for file_id in file_ids:
         await files.add_file(StoredFile(id=file_id, created_at=1, bytes=1, filename=f"{file_id}.txt",
                                         purpose="assistants", expires_at=None), tenant=tenant, max_stored_bytes=None)
 
 
-@pytest.fixture
-async def stores(tmp_path: Path) -> AsyncIterator[SQLiteVectorStoreStore]:
-    async with SQLiteResponseStore(str(tmp_path / "bridge.db")) as db:
-        await upload_rows(db, T, FILE_IDS)
-        yield SQLiteVectorStoreStore(db)
+@pytest.fixture(params=KINDS)
+async def stores(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[VectorStoreStore]:
+    if request.param == "sqlite":
+        async with SQLiteResponseStore(str(tmp_path / "bridge.db")) as db:
+            await upload_rows(SQLiteFileStore(db), T, FILE_IDS)
+            yield SQLiteVectorStoreStore(db)
+    else:
+        async with postgres_database(request) as pg:
+            await upload_rows(PostgresFileStore(pg), T, FILE_IDS)
+            yield PostgresVectorStoreStore(pg)
 
 
 def _store(store_id: str, created_at: int = 100) -> StoredVectorStore:
@@ -43,7 +58,7 @@ def _files(*file_ids: str) -> list[NewFile]:
     return [NewFile(file_id, {}, CHUNKING) for file_id in file_ids]
 
 
-async def test_counts_and_usage_follow_the_file_rows(stores: SQLiteVectorStoreStore) -> None:
+async def test_counts_and_usage_follow_the_file_rows(stores: VectorStoreStore) -> None:
     seqs = await stores.create_store(_store("vs_a"), _files("f1", "f2", "f3"), tenant=T)
     got = await stores.get_store("vs_a", tenant=T)
     assert got is not None and got.file_counts == FileCounts(in_progress=3) and got.usage_bytes == 0
@@ -60,7 +75,7 @@ async def test_counts_and_usage_follow_the_file_rows(stores: SQLiteVectorStoreSt
     assert got is not None and got.file_counts == FileCounts(in_progress=1, failed=1) and got.usage_bytes == 0
 
 
-async def test_a_finished_row_is_never_finished_again(stores: SQLiteVectorStoreStore) -> None:
+async def test_a_finished_row_is_never_finished_again(stores: VectorStoreStore) -> None:
     (seq,) = await stores.create_store(_store("vs_a"), _files("f1"), tenant=T)
     assert await stores.finish_file(seq, "completed", usage_bytes=5)
     assert not await stores.finish_file(seq, "failed", last_error={"code": "server_error", "message": "late"})
@@ -68,7 +83,7 @@ async def test_a_finished_row_is_never_finished_again(stores: SQLiteVectorStoreS
     assert row is not None and row.status == "completed" and row.last_error is None
 
 
-async def test_a_readded_file_gets_a_new_row_and_the_old_job_changes_nothing(stores: SQLiteVectorStoreStore) -> None:
+async def test_a_readded_file_gets_a_new_row_and_the_old_job_changes_nothing(stores: VectorStoreStore) -> None:
     (old,) = await stores.create_store(_store("vs_a"), _files("f1"), tenant=T)
     new = await stores.add_files("vs_a", 200, _files("f1"), tenant=T)
     assert new is not None and new[0] != old
@@ -78,7 +93,7 @@ async def test_a_readded_file_gets_a_new_row_and_the_old_job_changes_nothing(sto
     assert [r.seq for r in await stores.in_progress_files()] == new
 
 
-async def test_batch_counts_and_cancel(stores: SQLiteVectorStoreStore) -> None:
+async def test_batch_counts_and_cancel(stores: VectorStoreStore) -> None:
     await stores.create_store(_store("vs_a"), _files("other"), tenant=T)
     seqs = await stores.add_files("vs_a", 150, _files("f1", "f2", "f3"), batch_id="vsfb_1", tenant=T)
     assert seqs is not None
@@ -98,7 +113,7 @@ async def test_batch_counts_and_cancel(stores: SQLiteVectorStoreStore) -> None:
     assert not await stores.cancel_batch("vs_b", "vsfb_1", tenant=T)
 
 
-async def test_cancelling_a_finished_batch_changes_nothing(stores: SQLiteVectorStoreStore) -> None:
+async def test_cancelling_a_finished_batch_changes_nothing(stores: VectorStoreStore) -> None:
     await stores.create_store(_store("vs_a"), [], tenant=T)
     seqs = await stores.add_files("vs_a", 150, _files("f1"), batch_id="vsfb_1", tenant=T)
     assert seqs is not None and await stores.finish_file(seqs[0], "completed", usage_bytes=1)
@@ -107,12 +122,12 @@ async def test_cancelling_a_finished_batch_changes_nothing(stores: SQLiteVectorS
     assert batch is not None and not batch.cancelled and batch.file_counts == FileCounts(completed=1)
 
 
-async def test_unknown_store_adds_nothing(stores: SQLiteVectorStoreStore) -> None:
+async def test_unknown_store_adds_nothing(stores: VectorStoreStore) -> None:
     assert await stores.add_files("vs_missing", 1, _files("f1"), batch_id="vsfb_x", tenant=T) is None
     assert await stores.in_progress_files() == []
 
 
-async def test_deleting_a_store_takes_its_files_and_batches(stores: SQLiteVectorStoreStore) -> None:
+async def test_deleting_a_store_takes_its_files_and_batches(stores: VectorStoreStore) -> None:
     await stores.create_store(_store("vs_a"), [], tenant=T)
     await stores.add_files("vs_a", 1, _files("f1"), batch_id="vsfb_1", tenant=T)
     assert await stores.delete_store("vs_a", tenant=T)
@@ -121,7 +136,7 @@ async def test_deleting_a_store_takes_its_files_and_batches(stores: SQLiteVector
     assert not await stores.delete_store("vs_a", tenant=T)
 
 
-async def test_store_pages_walk_both_ways(stores: SQLiteVectorStoreStore) -> None:
+async def test_store_pages_walk_both_ways(stores: VectorStoreStore) -> None:
     names = [f"vs_{n}" for n in range(7)]
     for n, name in enumerate(names):
         await stores.create_store(_store(name, created_at=100 + n), [], tenant=T)
@@ -139,7 +154,7 @@ async def test_store_pages_walk_both_ways(stores: SQLiteVectorStoreStore) -> Non
     assert [s.id for s in page.data] == names and not page.has_more
 
 
-async def test_bad_page_arguments_raise_the_store_errors(stores: SQLiteVectorStoreStore) -> None:
+async def test_bad_page_arguments_raise_the_store_errors(stores: VectorStoreStore) -> None:
     await stores.create_store(_store("vs_a"), _files("f1"), tenant=T)
     with pytest.raises(InvalidCursor):
         await stores.list_stores(limit=5, order="asc", after="vs_missing", tenant=T)
@@ -151,7 +166,7 @@ async def test_bad_page_arguments_raise_the_store_errors(stores: SQLiteVectorSto
         await stores.list_files("vs_a", limit=5, order="sideways", tenant=T)
 
 
-async def test_file_pages_filter_by_status_and_batch(stores: SQLiteVectorStoreStore) -> None:
+async def test_file_pages_filter_by_status_and_batch(stores: VectorStoreStore) -> None:
     seqs = await stores.create_store(_store("vs_a"), _files(*(f"f{n}" for n in range(6))), tenant=T)
     for seq in seqs[::2]:
         await stores.finish_file(seq, "completed", usage_bytes=1)
@@ -166,43 +181,45 @@ async def test_file_pages_filter_by_status_and_batch(stores: SQLiteVectorStoreSt
     assert [f.file_id for f in batch.data] == ["f9", "f1"]
 
 
+_examples = itertools.count()
+
+
 @settings(max_examples=40, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(count=st.integers(0, 12), limit=st.integers(1, 5), order=st.sampled_from(["asc", "desc"]),
        done=st.sets(st.integers(0, 11)))
 async def test_pages_walked_either_way_list_every_file_once_in_order(
-        tmp_path_factory: pytest.TempPathFactory, count: int, limit: int, order: str, done: set[int]) -> None:
-    async with SQLiteResponseStore(str(tmp_path_factory.mktemp("pages") / "bridge.db")) as db:
-        stores = SQLiteVectorStoreStore(db)
-        await upload_rows(db, T, FILE_IDS)
-        names = [f"f{n:02d}" for n in range(count)]
-        seqs = await stores.create_store(_store("vs_a"), _files(*names), tenant=T)
-        for n in done & set(range(count)):
-            await stores.finish_file(seqs[n], "completed", usage_bytes=n)
-        expected = names if order == "asc" else names[::-1]
-        for status in (None, "completed", "in_progress"):
-            wanted = [name for name in expected if status is None
-                      or (status == "completed") == (int(name[1:]) in done)]
-            forward: list[str] = []
-            after: str | None = None
-            while True:
-                page = await stores.list_files("vs_a", limit=limit, order=order, after=after, status=status, tenant=T)
-                assert len(page.data) <= limit
-                forward += [row.file_id for row in page.data]
-                if not page.has_more:
-                    break
-                after = page.data[-1].file_id
-            assert forward == wanted
-            if not wanted:
-                continue
-            backward: list[str] = []
-            before: str | None = wanted[-1]
-            while before is not None:
-                page = await stores.list_files("vs_a", limit=limit, order=order, before=before, status=status, tenant=T)
-                backward = [row.file_id for row in page.data] + backward
-                before = page.data[0].file_id if page.has_more else None
-            assert backward == wanted[:-1]
-        counted = await stores.get_store("vs_a", tenant=T)
-        assert counted is not None and counted.file_counts.total == count
-        assert counted.file_counts.completed == len(done & set(range(count)))
-        assert counted.usage_bytes == sum(done & set(range(count)))
+        stores: VectorStoreStore, count: int, limit: int, order: str, done: set[int]) -> None:
+    store_id = f"vs_{next(_examples)}"  # one database for every example, a new store each
+    names = [f"f{n:02d}" for n in range(count)]
+    seqs = await stores.create_store(_store(store_id), _files(*names), tenant=T)
+    for n in done & set(range(count)):
+        await stores.finish_file(seqs[n], "completed", usage_bytes=n)
+    expected = names if order == "asc" else names[::-1]
+    for status in (None, "completed", "in_progress"):
+        wanted = [name for name in expected if status is None
+                  or (status == "completed") == (int(name[1:]) in done)]
+        forward: list[str] = []
+        after: str | None = None
+        while True:
+            page = await stores.list_files(store_id, limit=limit, order=order, after=after, status=status, tenant=T)
+            assert len(page.data) <= limit
+            forward += [row.file_id for row in page.data]
+            if not page.has_more:
+                break
+            after = page.data[-1].file_id
+        assert forward == wanted
+        if not wanted:
+            continue
+        backward: list[str] = []
+        before: str | None = wanted[-1]
+        while before is not None:
+            page = await stores.list_files(store_id, limit=limit, order=order, before=before, status=status,
+                                           tenant=T)
+            backward = [row.file_id for row in page.data] + backward
+            before = page.data[0].file_id if page.has_more else None
+        assert backward == wanted[:-1]
+    counted = await stores.get_store(store_id, tenant=T)
+    assert counted is not None and counted.file_counts.total == count
+    assert counted.file_counts.completed == len(done & set(range(count)))
+    assert counted.usage_bytes == sum(done & set(range(count)))

@@ -1,10 +1,14 @@
 """Test doubles for the vector store service: a second embedder (to test that embedders are never mixed) and a
-real Files service to upload files with, as one tenant or another."""
+real Files service to upload files with, as one tenant or another; and a bare file source over a directory (the
+part of the Files API that ingestion uses) for workers sharing a PostgreSQL database."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import numpy
 
@@ -47,3 +51,31 @@ class StoredFiles:
             await upload.write(data)
             stored = await self.service.create(upload, filename=filename, purpose="assistants", expires_after=None)
         return str(stored["id"])
+
+
+class DirectoryFiles:
+    """A file source: ``add`` writes bytes under the directory and returns the new file's id (its metadata row,
+    where attaching needs one, is the test's to store)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.meta: dict[str, dict[str, Any]] = {}
+        self.owners: dict[str, str] = {}
+
+    def add(self, filename: str, data: bytes, *, tenant: str) -> str:
+        file_id = f"file-{len(self.meta) + 1:032x}"
+        (self.root / file_id).write_bytes(data)
+        self.meta[file_id] = {"id": file_id, "object": "file", "bytes": len(data), "filename": filename,
+                              "purpose": "assistants", "created_at": 0}
+        self.owners[file_id] = tenant
+        return file_id
+
+    async def get(self, file_id: str, *, tenant: str) -> dict[str, Any] | None:
+        return self.meta.get(file_id) if self.owners.get(file_id) == tenant else None
+
+    async def get_any_tenant(self, file_id: str) -> dict[str, Any] | None:
+        return self.meta.get(file_id)
+
+    @contextlib.asynccontextmanager
+    async def local_copy(self, file_id: str) -> AsyncIterator[Path]:
+        yield self.root / file_id

@@ -23,11 +23,16 @@ COMPOSE: dict[str, Any] = dict(DEMO, listen_address="0.0.0.0", extproc_address="
                                upstream="http://fake-upstream:8090/v1")
 COMPOSE_OLLAMA: dict[str, Any] = dict(COMPOSE, extproc_address="bridge-ollama", sidecar_address="bridge-ollama",
                                       upstream="http://ollama:11434/v1")
+# the ``postgres`` profile: one Envoy per bridge replica, both replicas on the shared database
+COMPOSE_PG_A: dict[str, Any] = dict(COMPOSE, extproc_address="bridge-pg-a", sidecar_address="bridge-pg-a")
+COMPOSE_PG_B: dict[str, Any] = dict(COMPOSE, extproc_address="bridge-pg-b", sidecar_address="bridge-pg-b")
 
 BOOTSTRAPS: dict[str, dict[str, Any]] = {
     "envoy/envoy-demo.yaml": DEMO,
     "envoy/compose/envoy.yaml": COMPOSE,
     "envoy/compose/envoy-ollama.yaml": COMPOSE_OLLAMA,
+    "envoy/compose/envoy-pg-a.yaml": COMPOSE_PG_A,
+    "envoy/compose/envoy-pg-b.yaml": COMPOSE_PG_B,
 }
 MANIFESTS: dict[str, dict[str, Any]] = {
     "envoy/kubernetes/sidecar.yaml": KUBERNETES,

@@ -24,6 +24,8 @@ from ..envoy_config import bootstrap_dict, to_yaml
 from .deploy_examples import DEMO
 
 MEANINGS: dict[str, str] = {
+    "database_url": "the PostgreSQL database every replica shares (`postgresql://user:password@host/db`); set, it "
+                    "holds every store instead of the SQLite file, and an unreachable one fails the start",
     "upstream_timeout": "whole-request ceiling for one upstream call, seconds; streams are also bounded by the "
                         "idle timeout",
     "upstream_connect_timeout": "seconds to connect to the upstream",
@@ -98,7 +100,9 @@ def _size(value: int) -> str:
 
 
 def _default(field: str, info: FieldInfo) -> str:
-    default = info.default
+    default = info.get_default(call_default_factory=True)
+    if default == {} or default == []:
+        return "none"
     if default is None:
         return "the user data directory's `responses-bridge.db`" if field == "db" else "unset"
     if isinstance(default, int) and not isinstance(default, bool) and field.endswith("_bytes"):

@@ -274,6 +274,7 @@ class _State:
     chunk_count: int | None
     chunk_delay: float
     tool_topics: bool = False
+    embedding_delay: float = 0.0  # seconds each /v1/embeddings answer waits (a slow embedding model)
     quirks: frozenset[str] = frozenset()  # fake_quirks.py: a real backend's departures from OpenAI, put on
     ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     requests: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECORDED_REQUESTS))
@@ -1200,6 +1201,9 @@ async def embeddings(request: web.Request) -> web.Response:
                         param="encoding_format", code="invalid_value")
     _check_range(body, "dimensions", 1, 4096, integer=True)
     dims = body.get("dimensions") or EMBEDDING_DIMENSIONS
+    delay = request.app[_STATE].embedding_delay
+    if delay:
+        await asyncio.sleep(delay)
     data = []
     for i, item in enumerate(inputs):
         vector = embed(item, dims)
@@ -1250,16 +1254,17 @@ async def _openai_errors(request: web.Request,
 
 def create_app(*, chunk_count: int | None = None, chunk_delay: float = 0.0,
                tool_topics: bool = False, quirks: str | frozenset[str] | None = None,
-               native: bool = False) -> web.Application:
+               native: bool = False, embedding_delay: float = 0.0) -> web.Application:
     """Builds the fake; ``chunk_count``/``chunk_delay`` are defaults the conversation can override;
     ``tool_topics`` also calls an offered tool whose name the user's text mentions (see :func:`_topic_tools`);
     ``quirks`` (e.g. ``"llamacpp"``) puts on a real backend's departures from OpenAI (fake_quirks.py);
-    ``native`` also serves ``/v1/responses`` as a stateless backend does (fake_responses.py)."""
+    ``native`` also serves ``/v1/responses`` as a stateless backend does (fake_responses.py);
+    ``embedding_delay``: seconds before each ``/v1/embeddings`` answer (ingestion that takes a while)."""
     if chunk_count is not None and chunk_count < 1:
         raise ValueError("chunk_count must be >= 1")
     app = web.Application(middlewares=[_openai_errors], client_max_size=64 * 1024 * 1024)
     app[_STATE] = _State(chunk_count=chunk_count, chunk_delay=chunk_delay, tool_topics=tool_topics,
-                         quirks=fake_quirks.parse(quirks))
+                         quirks=fake_quirks.parse(quirks), embedding_delay=embedding_delay)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model}", get_model)
@@ -1303,8 +1308,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between streamed chunks")
     parser.add_argument("--quirks", default=None, help="a backend's departures from OpenAI: 'llamacpp' or "
                         "comma-separated quirk names (see fake_quirks.py)")
+    parser.add_argument("--embedding-delay", type=float, default=0.0,
+                        help="seconds before each /v1/embeddings answer (a slow embedding model)")
     args = parser.parse_args(argv)
-    run(args.host, args.port, chunk_count=args.chunk_count, chunk_delay=args.chunk_delay, quirks=args.quirks)
+    run(args.host, args.port, chunk_count=args.chunk_count, chunk_delay=args.chunk_delay, quirks=args.quirks,
+        embedding_delay=args.embedding_delay)
 
 
 if __name__ == "__main__":

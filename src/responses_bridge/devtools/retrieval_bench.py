@@ -8,8 +8,10 @@ chunks are that file's chunks. Reported: recall@5 (a relevant chunk among the fi
 
 Speed: ingestion of plain text end to end (extract, chunk, embed, index) in MB/s with the local embedder;
 search latency (median, p99) over stores of 10k and 100k chunks; and the brute-force dense scan alone over
-growing stores, to find where it passes 30 ms on this machine. Wall-clock figures are printed with the process's
-CPU time beside them: on a shared machine the difference is time spent waiting for a core.
+growing stores, to find where it passes 30 ms on this machine. ``--database-url postgresql://…`` measures the
+PostgreSQL chunk index (pgvector, full-text search) in that (empty) database instead of a temporary SQLite file.
+Wall-clock figures are printed with the process's CPU time beside them: on a shared machine the difference is
+time spent waiting for a core.
 """
 
 from __future__ import annotations
@@ -31,9 +33,12 @@ from ..services.retrieval.embedders import Embedder, LocalStaticEmbedder, normal
 from ..services.retrieval.extract import extract_text
 from ..services.retrieval.search import SearchOptions, search
 from ..store.base import DEFAULT_TENANT
-from ..store.chunks import SQLiteChunkIndex, cosine_scan, top_rows
+from ..store.chunks import ChunkIndex, SQLiteChunkIndex, cosine_scan, top_rows
+from ..store.postgres.chunks import PostgresChunkIndex
+from ..store.postgres.database import PostgresDatabase
+from ..store.postgres.vector_stores import PostgresVectorStoreStore
 from ..store.sqlite import SQLiteResponseStore
-from ..store.vector_stores import SQLiteVectorStoreStore, StoredVectorStore
+from ..store.vector_stores import SQLiteVectorStoreStore, StoredVectorStore, VectorStoreStore
 
 LABELLED_CHUNKING = StaticChunking(max_chunk_size_tokens=400, chunk_overlap_tokens=200)
 _UNDERLINES = frozenset("*=-~^")
@@ -65,20 +70,20 @@ def labelled_sections(limit: int | None = None) -> list[Section]:
     return sections[:limit] if limit is not None else sections
 
 
-async def new_store(db: SQLiteResponseStore, store_id: str) -> None:
+async def new_store(stores: VectorStoreStore, store_id: str) -> None:
     """The vector store ``store_id`` (of the default tenant): the chunk index searches only a tenant's existing
     stores."""
     now = int(time.time())
-    await SQLiteVectorStoreStore(db).create_store(
+    await stores.create_store(
         StoredVectorStore(id=store_id, created_at=now, name=store_id, description=None, metadata={},
                           expires_after=None, last_active_at=now, embedder=None), [], tenant=DEFAULT_TENANT)
 
 
-async def index_sections(db: SQLiteResponseStore, index: SQLiteChunkIndex, embedder: Embedder, store_id: str,
+async def index_sections(stores: VectorStoreStore, index: ChunkIndex, embedder: Embedder, store_id: str,
                          sections: Sequence[Section], strategy: StaticChunking = LABELLED_CHUNKING) -> int:
     """A new vector store ``store_id`` with each section as file ``file_<n>``; returns the number of chunks
     indexed."""
-    await new_store(db, store_id)
+    await new_store(stores, store_id)
     total = 0
     for number, section in enumerate(sections):
         texts = chunk_text(section.text, strategy)
@@ -94,7 +99,7 @@ class Quality:
     mrr: float
 
 
-async def quality(index: SQLiteChunkIndex, embedder: Embedder, store_id: str, sections: Sequence[Section],
+async def quality(index: ChunkIndex, embedder: Embedder, store_id: str, sections: Sequence[Section],
                   options: SearchOptions) -> Quality:
     """Recall@5 and MRR (first 50 results) of ``options`` over the labelled queries."""
     hits = 0
@@ -158,10 +163,10 @@ RANKINGS = {
 }
 
 
-async def measure_quality(db: SQLiteResponseStore, index: SQLiteChunkIndex, embedder: Embedder) -> None:
+async def measure_quality(stores: VectorStoreStore, index: ChunkIndex, embedder: Embedder) -> None:
     sections = labelled_sections()
     started = time.perf_counter()
-    chunks = await index_sections(db, index, embedder, "vs_quality", sections)
+    chunks = await index_sections(stores, index, embedder, "vs_quality", sections)
     print(f"indexed the labelled set in {time.perf_counter() - started:.1f} s")
     print(f"labelled set: {len(sections)} queries over {chunks} chunks "
           f"({LABELLED_CHUNKING.max_chunk_size_tokens}/{LABELLED_CHUNKING.chunk_overlap_tokens} tokens), "
@@ -177,7 +182,7 @@ def _corpus() -> str:
     return "\n\n".join(topics.values())
 
 
-async def measure_ingestion(index: SQLiteChunkIndex, embedder: Embedder, directory: Path, megabytes: float) -> None:
+async def measure_ingestion(index: ChunkIndex, embedder: Embedder, directory: Path, megabytes: float) -> None:
     """Plain-text files of about 1 MB each (the topics text repeated) through extract, chunk (the default 800/400
     tokens), embed and index, timed end to end: one file at a time, then two at a time (an ingestion worker
     runs files side by side)."""
@@ -214,7 +219,7 @@ async def measure_ingestion(index: SQLiteChunkIndex, embedder: Embedder, directo
               f"CPU time {cpu:.2f} s")
 
 
-async def build_synthetic(index: SQLiteChunkIndex, embedder: Embedder, store_id: str, count: int,
+async def build_synthetic(index: ChunkIndex, embedder: Embedder, store_id: str, count: int,
                           words_per_chunk: int = 120, seed: int = 7) -> None:
     """``count`` chunks of ``words_per_chunk`` consecutive words taken at random places of the topics text, in
     files of 100 chunks."""
@@ -235,11 +240,11 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-async def measure_latency(db: SQLiteResponseStore, index: SQLiteChunkIndex, embedder: Embedder, count: int,
+async def measure_latency(stores: VectorStoreStore, index: ChunkIndex, embedder: Embedder, count: int,
                           rounds: int) -> None:
     store_id = f"vs_{count}"
     started = time.perf_counter()
-    await new_store(db, store_id)
+    await new_store(stores, store_id)
     await build_synthetic(index, embedder, store_id, count)
     built = time.perf_counter() - started
     queries = [section.title for section in labelled_sections()]
@@ -287,18 +292,26 @@ def measure_brute_force(dimensions: Sequence[int], limit_ms: float = 30.0, repea
 
 async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-retrieval-") as directory:
-        store = SQLiteResponseStore(str(Path(directory) / "bench.db"))
-        await store.open()
-        index = SQLiteChunkIndex(store)
+        store: SQLiteResponseStore | PostgresDatabase
+        if args.database_url:
+            store = PostgresDatabase(args.database_url)
+            await store.open()
+            index: ChunkIndex = PostgresChunkIndex(store)
+            stores: VectorStoreStore = PostgresVectorStoreStore(store)
+        else:
+            store = SQLiteResponseStore(str(Path(directory) / "bench.db"))
+            await store.open()
+            index = SQLiteChunkIndex(store)
+            stores = SQLiteVectorStoreStore(store)
         embedder: Embedder = MiniLMEmbedder() if args.embedder == "minilm" else LocalStaticEmbedder()
         try:
             if "quality" in args.parts:
-                await measure_quality(store, index, embedder)
+                await measure_quality(stores, index, embedder)
             if "ingestion" in args.parts:
                 await measure_ingestion(index, embedder, Path(directory), args.megabytes)
             if "latency" in args.parts:
                 for count in args.chunks:
-                    await measure_latency(store, index, embedder, count, args.rounds)
+                    await measure_latency(stores, index, embedder, count, args.rounds)
             if "brute-force" in args.parts:
                 measure_brute_force(args.dimensions)
         finally:
@@ -314,6 +327,8 @@ def run(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--megabytes", type=float, default=5.0, help="plain text ingested (about 1 MB a file)")
     parser.add_argument("--chunks", type=int, nargs="+", default=[10_000, 100_000], help="store sizes searched")
     parser.add_argument("--rounds", type=int, default=2, help="passes over the labelled queries per store size")
+    parser.add_argument("--database-url", default=None,
+                        help="measure the PostgreSQL chunk index in this empty database (postgresql://…)")
     parser.add_argument("--dimensions", type=int, nargs="+", default=[64, 1536],
                         help="vector sizes of the brute-force scan (64: the local model; 1536: a hosted model)")
     args = parser.parse_args(argv)

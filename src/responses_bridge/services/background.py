@@ -16,6 +16,16 @@ Lifecycle in the store: ``queued`` (written before the POST is answered), ``in_p
 answers), then ``completed`` / ``incomplete`` / ``failed`` / ``cancelled``. A process that dies mid-run leaves
 ``queued``/``in_progress`` rows; the next start marks them ``failed`` (:func:`fail_interrupted`).
 
+Several replicas on one database (PostgreSQL). Who runs what goes through the store's
+:class:`~responses_bridge.store.background_runs.RunLeases`: a run is claimed (owner + lease) before its row is
+stored, a heartbeat renews the leases of this replica's runs, and a sweep (at start, then every lease period) fails
+only runs whose lease expired, each by one replica. A follower on another replica reads the stored event log as it
+grows (woken by the store's notifications, with polling as the fallback) until the terminal event; a cancel asked
+of another replica is recorded in the store, the owner stops its run, and the asker answers with the stored
+cancelled response. A run whose replica died is failed, not run again: its client saw events a second run would
+not reproduce (the model does not answer twice the same), tools it called may have had effects, and the client's
+upstream credentials, needed for the call, are never stored.
+
 A terminal save that fails (the store is full, locked, broken) must not leave the row ``in_progress``: the run
 ends for its readers at once (in memory, with the response run's ``response.failed``), and then keeps retrying, with
 backoff, to store that terminal state and its events; the events made durable for a terminal state that was never
@@ -25,6 +35,7 @@ stored (a ``response.completed`` whose save failed) are taken back first, so a r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -37,6 +48,7 @@ from ..observability import metrics
 from ..protocol.errors import APIError, not_found
 from ..run.response_run import ResponseRun
 from ..run.upstream import UpstreamClient, UpstreamFailure
+from ..store.background_runs import Closer, LocalRunLeases, RunLeases
 from ..store.base import EventLog, ResponseStore
 
 log = structlog.get_logger("responses_bridge.background")
@@ -50,6 +62,10 @@ _TERMINAL = ("completed", "incomplete", "failed", "cancelled")
 INTERRUPTED_CODE = "server_restarted"
 INTERRUPTED_MESSAGE = ("The server restarted before this background response completed; it was not finished and "
                        "will not be resumed.")
+ABANDONED_MESSAGE = ("The replica running this background response stopped before it completed; it was not finished "
+                     "and will not be resumed.")
+FOLLOW_POLL_SECONDS = 1.0  # a follower on another replica reads the log this often when no notification came
+_TERMINAL_FRAMES = tuple(f"event: response.{status}\n".encode() for status in _TERMINAL)
 
 
 def split_frames(data: bytes) -> list[bytes]:
@@ -66,21 +82,40 @@ def terminal_frame(event_type: str, response: dict) -> Callable[[int], bytes]:
         {"type": event_type, "sequence_number": sequence_number, "response": response})
 
 
+def _ended(response: dict[str, Any], status: str) -> dict[str, Any]:
+    response["status"] = status
+    response["completed_at"] = None
+    for item in response.get("output") or ():
+        if isinstance(item, dict) and item.get("status") == "in_progress":
+            item["status"] = "incomplete"
+    return response
+
+
+def interrupted(message: str = INTERRUPTED_MESSAGE) -> Closer:
+    """Ends a run that no process is running any more: ``failed``, with ``server_restarted``."""
+
+    def close(response: dict[str, Any]) -> tuple[dict[str, Any], Callable[[int], bytes]]:
+        _ended(response, "failed")["error"] = {"code": INTERRUPTED_CODE, "message": message}
+        return response, terminal_frame("response.failed", response)
+
+    return close
+
+
+def cancelled(response: dict[str, Any]) -> tuple[dict[str, Any], Callable[[int], bytes]]:
+    """Ends a run that no process is running any more, at its owner's request: ``cancelled``."""
+    _ended(response, "cancelled")
+    return response, terminal_frame("response.cancelled", response)
+
+
+def is_terminal_frame(frame: bytes) -> bool:
+    return frame.startswith(_TERMINAL_FRAMES)
+
+
 async def fail_interrupted(events: EventLog) -> list[str]:
     """Mark every response still ``queued``/``in_progress`` as failed, and end its event stream with
-    ``response.failed``: called at startup, when no run of this process can be going on (across tenants, each
-    response stored back as its own tenant's). Returns their ids."""
-    failed: list[str] = []
-    for tenant, response in await events.unfinished():
-        response["status"] = "failed"
-        response["completed_at"] = None
-        response["error"] = {"code": INTERRUPTED_CODE, "message": INTERRUPTED_MESSAGE}
-        for item in response.get("output") or ():
-            if isinstance(item, dict) and item.get("status") == "in_progress":
-                item["status"] = "incomplete"
-        await events.end_response(response, terminal_frame("response.failed", response), tenant=tenant)
-        failed.append(response["id"])
-    return failed
+    ``response.failed``: called at startup of a process alone on its database, when no run can be going on
+    (across tenants, each response stored back as its own tenant's). Returns their ids."""
+    return await LocalRunLeases(events).fail_abandoned(interrupted())
 
 
 class BackgroundRun:
@@ -196,7 +231,8 @@ class BackgroundRun:
                     reply = await response_run.fail(failure.error)
             except asyncio.CancelledError:
                 self.finishing = True
-                if self.stop_reason == "deleted":  # DELETE /v1/responses/{id}: nothing more to store
+                # DELETE /v1/responses/{id}, or another replica failed the run (its lease expired): store nothing
+                if self.stop_reason in ("deleted", "lost"):
                     response_run.release()
                     return
                 if self.stop_reason == "cancel":
@@ -224,7 +260,7 @@ class BackgroundRun:
         finally:
             self.done = True
             self._wake()
-            self.service.runs.pop(self.response_id, None)
+            await self.service._run_ended(self)
 
     async def _stored_status(self) -> str | None:
         """The status the store holds now (None: deleted), or ``"unknown"`` when the store cannot be read."""
@@ -282,12 +318,82 @@ async def _until_started(run: BackgroundRun) -> None:
 
 
 class BackgroundService:
-    def __init__(self, store: ResponseStore, events: EventLog, upstream: UpstreamClient) -> None:
+    def __init__(self, store: ResponseStore, events: EventLog, upstream: UpstreamClient,
+                 leases: RunLeases | None = None) -> None:
         self.store = store
         self.events = events
         self.upstream = upstream
+        self.leases: RunLeases = leases or LocalRunLeases(events)
         self.runs: dict[str, BackgroundRun] = {}
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._stopping: set[asyncio.Task[None]] = set()
         metrics.watch_background(self)
+
+    async def open(self) -> list[str]:
+        """Fail the runs no process holds any more (alone on the database: every unfinished one; shared: those
+        whose lease expired), then listen for cancel requests and keep this replica's leases alive. Returns the
+        ids of the failed runs."""
+        failed = await self.leases.fail_abandoned(self._closer())
+        await self.leases.start(self._cancel_requested)
+        if self.leases.shared:
+            self._heartbeat = asyncio.create_task(self._beat(), name="background:heartbeat")
+        return failed
+
+    def _closer(self) -> Closer:
+        return interrupted(ABANDONED_MESSAGE if self.leases.shared else INTERRUPTED_MESSAGE)
+
+    async def _beat(self) -> None:
+        """Renew this replica's leases several times per lease period; act on what the renewal reports; once per
+        period, fail the runs of replicas that stopped renewing theirs."""
+        period = self.leases.lease_seconds
+        loop = asyncio.get_running_loop()
+        last_sweep = loop.time()
+        while True:
+            await asyncio.sleep(period / 3)
+            try:
+                renewal = await self.leases.renew(list(self.runs))
+                for response_id in renewal.lost:
+                    log.warning("background_lease_lost", response_id=response_id)
+                    self._stop_soon(response_id, "lost")
+                for response_id in renewal.cancel_requested:
+                    self._stop_soon(response_id, "cancel")
+                if loop.time() - last_sweep >= period:
+                    last_sweep = loop.time()
+                    failed = await self.leases.fail_abandoned(self._closer())
+                    if failed:
+                        log.warning("background_abandoned", count=len(failed), response_ids=failed[:20])
+            except Exception:  # the next beat retries; a lease outlives a few missed beats
+                log.exception("background_heartbeat_failed")
+
+    def _cancel_requested(self, response_id: str) -> None:
+        """Another replica asked to cancel a run (the store's notification)."""
+        self._stop_soon(response_id, "cancel")
+
+    def _stop_soon(self, response_id: str, reason: str) -> None:
+        if response_id not in self.runs:
+            return
+        task = asyncio.ensure_future(self._stop(response_id, reason))
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
+
+    async def _stop(self, response_id: str, reason: str) -> None:
+        run = self.runs.get(response_id)
+        if run is None or run.task is None:
+            return
+        await _until_started(run)
+        if reason == "cancel" and (run.finishing or run.done):
+            return
+        if reason == "lost" and run.finishing and not run.done:  # storing its end now: let it
+            return
+        run.stop_reason = reason
+        run.task.cancel()
+
+    async def _run_ended(self, run: BackgroundRun) -> None:
+        self.runs.pop(run.response_id, None)
+        try:
+            await self.leases.release(run.response_id)
+        except Exception:  # the lease expires; the run's terminal state is stored, so no sweep touches it
+            log.warning("background_release_failed", response_id=run.response_id, exc_info=True)
 
     def queue_depth(self) -> int:
         """Background responses queued or running here (``responses_bridge_background_queue_depth``)."""
@@ -299,11 +405,20 @@ class BackgroundService:
         ``upstream`` (the request's routed upstream; default: the service's)."""
         run = BackgroundRun(self, response_run, call, authorization, upstream)
         response_run.before_persist = run._before_persist
-        run.add(response_run.queued())
+        # kept, not written yet: an event log may store only the events of a stored response (PostgreSQL's
+        # checks the owner's row), so the writer starts once the queued row exists
+        run._record(response_run.queued())
         run.accepted = orjson.dumps(response_run.response)
-        await self.store.save_response(response_run.response, response_run.request.input_items,  # type: ignore[arg-type,union-attr]
-                                       tenant=run.tenant)
-        self.runs[run.response_id] = run
+        self.runs[run.response_id] = run  # before the row exists: a follower finds the run, never an orphan
+        try:
+            await self.leases.claim(run.response_id)  # before the row: no sweep sees it unowned
+            await self.store.save_response(response_run.response, response_run.request.input_items,  # type: ignore[arg-type,union-attr]
+                                           tenant=run.tenant)
+        except BaseException:
+            self.runs.pop(run.response_id, None)
+            await self.leases.release(run.response_id)
+            raise
+        run.add(b"")  # created + queued: shown to readers, written by the writer
         run.task = asyncio.create_task(run.run(), name=f"background:{run.response_id}")
         log.info("background_started", response_id=run.response_id)
         return run
@@ -316,6 +431,10 @@ class BackgroundService:
     async def events_after(self, response_id: str, after: int, *, tenant: str) -> AsyncIterator[bytes]:
         """The response's event frames with ``sequence_number > after``, then live ones until it ends."""
         run = self._run(response_id, tenant)
+        if run is None and self.leases.shared:  # maybe running on another replica: follow its stored log
+            async for frames in self._follow_stored(response_id, after, tenant=tenant):
+                yield frames
+            return
         if run is None:
             for _, frame in await self.events.after(response_id, after, tenant=tenant):
                 yield frame
@@ -331,6 +450,33 @@ class BackgroundService:
             if run.done:
                 return
             await run.wait()
+
+    async def _follow_stored(self, response_id: str, after: int, *, tenant: str) -> AsyncIterator[bytes]:
+        """The stored events after ``after``, read again whenever the store says the log grew (or every
+        ``FOLLOW_POLL_SECONDS``), until the terminal event, or until the response is finished (or gone) with
+        nothing more stored. Each read starts after the last event yielded: no gap, no duplicate."""
+        position = after
+        async with self.leases.watch(response_id) as changed:
+            while True:
+                changed.clear()  # before the read: a write committed after it sets it again
+                stored = await self.events.after(response_id, position, tenant=tenant)
+                if stored:
+                    position = stored[-1][0]
+                    yield b"".join(frame for _, frame in stored)
+                    if is_terminal_frame(stored[-1][1]):
+                        return
+                    continue
+                status = await self._stored_status_of(response_id, tenant=tenant)
+                if status is None or status in _TERMINAL:
+                    for _, frame in await self.events.after(response_id, position, tenant=tenant):
+                        yield frame  # what came with the end
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), FOLLOW_POLL_SECONDS)
+
+    async def _stored_status_of(self, response_id: str, *, tenant: str) -> str | None:
+        stored = await self.store.get_response(response_id, tenant=tenant)
+        return None if stored is None else str(stored.get("status"))
 
     async def check_streamable(self, response_id: str, *, tenant: str) -> dict:
         response = await self.store.get_response(response_id, tenant=tenant)
@@ -367,6 +513,8 @@ class BackgroundService:
         status = response.get("status")
         if status == "cancelled":
             return response
+        if status in ("queued", "in_progress") and self.leases.shared:  # another replica's run
+            return await self._cancel_elsewhere(response_id, tenant=tenant)
         if status in ("queued", "in_progress"):  # no run for it in this process (should not happen): close it
             response["status"] = "cancelled"
             # with a terminal event: replays end
@@ -374,9 +522,59 @@ class BackgroundService:
             return response
         raise APIError(400, f"Cannot cancel a {status} response.", param="response_id", code="invalid_request")
 
+    async def _stop_elsewhere(self, response_id: str, *, tenant: str) -> None:
+        """A response about to be deleted that may run on another replica: cancelled there, and ended, first. A
+        replica that does not stop it in time is the 503 ``cancel_timeout`` (nothing deleted; retry)."""
+        response = await self.store.get_response(response_id, tenant=tenant)
+        if response is None or response.get("status") not in ("queued", "in_progress"):
+            return
+        try:
+            await self._cancel_elsewhere(response_id, tenant=tenant)
+        except APIError as error:
+            if error.status >= 500:
+                raise
+            # 404 / 400: it ended (or went) meanwhile; nothing runs any more
+
+    async def _cancel_elsewhere(self, response_id: str, *, tenant: str) -> dict:
+        """Ask the replica running ``response_id`` to cancel it, then answer with the response as stored once it
+        ended. If no live replica holds it (its lease expired), close it here, as cancelled. A replica that holds
+        the lease acts within a notification or a heartbeat; one that died loses the lease within its period."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 3 * max(self.leases.lease_seconds, FOLLOW_POLL_SECONDS)
+        async with self.leases.watch(response_id) as changed:
+            held = await self.leases.request_cancel(response_id, tenant=tenant)
+            while True:
+                changed.clear()
+                if not held:
+                    closed = await self.leases.close_abandoned(response_id, cancelled, tenant=tenant)
+                    if closed is not None:
+                        return closed
+                response = await self.store.get_response(response_id, tenant=tenant)
+                if response is None:
+                    raise not_found(f"No response found with id '{response_id}'.", param="response_id",
+                                    code="not_found")
+                status = response.get("status")
+                if status == "cancelled":
+                    return response
+                if status in _TERMINAL:
+                    raise APIError(400, f"Cannot cancel a {status} response.", param="response_id",
+                                   code="invalid_request")
+                if loop.time() > deadline:
+                    raise APIError(503, "The replica running this background response did not stop it in time; "
+                                   "retry the cancel.", type="server_error", code="cancel_timeout")
+                try:
+                    await asyncio.wait_for(changed.wait(), FOLLOW_POLL_SECONDS)
+                except TimeoutError:
+                    held = False  # not ended yet: it may be an abandoned run (close_abandoned checks the lease)
+
     async def forget(self, response_id: str, *, tenant: str) -> None:
-        """``tenant``'s response is being deleted: stop its run first, without storing anything more for it."""
+        """``tenant``'s response is being deleted: stop its run first, without storing anything more for it.
+        Another replica's run is cancelled there first (and waited for): its last save would otherwise bring the
+        deleted response back."""
         run = self._run(response_id, tenant)
+        if (run is None or run.task is None) and self.leases.shared:
+            await self._stop_elsewhere(response_id, tenant=tenant)
+            return
         if run is None or run.task is None:
             return
         await _until_started(run)
@@ -389,6 +587,14 @@ class BackgroundService:
 
     async def close(self) -> None:
         """Shutdown: runs still going are ended as failed (stored), so none is left ``in_progress``."""
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.wait([self._heartbeat])
+            self._heartbeat = None
+        await self._close_runs()
+        await self.leases.close()
+
+    async def _close_runs(self) -> None:
         runs = [run for run in self.runs.values() if run.task is not None and not run.task.done()]
         for run in runs:
             await _until_started(run)

@@ -1,10 +1,11 @@
-"""The Files API's rules: validation in OpenAI's terms, uploads streamed to disk, expiry, File objects.
+"""The Files API's rules: validation in OpenAI's terms, uploads streamed to storage, expiry, File objects.
 
-An upload is written chunk by chunk to a temporary file in the files directory (``files/`` next to the database)
-and renamed to ``files/<file_id>`` once complete, so a file is never seen half-written and memory never holds more
-than a chunk of it, whatever its size. The bytes are only ever named by the id the bridge made: the client's
-filename is metadata, never part of a path. The metadata row is written after the rename; a crash between the two
-leaves an orphan on disk that the start-up sweep removes.
+An upload is written chunk by chunk to the service's :class:`~responses_bridge.store.file_bytes.FileBytes` (on
+disk: a temporary file in ``files/`` next to the database, renamed to ``files/<file_id>`` once complete; on
+PostgreSQL: rows in the database), so a file is never seen half-written and memory never holds more than a chunk
+of it, whatever its size. The bytes are only ever named by the id the bridge made: the client's filename is
+metadata, never part of a path. The metadata row is written after the bytes are published; a crash between the
+two leaves orphan bytes that the start-up sweep removes.
 
 Expired files are left out of every read at once (the store compares ``expires_at`` with the clock) and deleted,
 bytes and row, by a purge that runs at start and then periodically.
@@ -20,16 +21,21 @@ import asyncio
 import contextlib
 import os
 import re
-import shutil
-import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import structlog
 
 from ..protocol.errors import APIError, invalid_request, not_found
+from ..store.file_bytes import (
+    FILE_ID,
+    BlobReader,
+    BlobWriter,
+    DiskFileBytes,
+    FileBytes,
+)
 from ..store.files import FileStore, StorageLimitExceeded, StoredFile, UnknownCursor
 from .file_quota import StorageQuota, storage_limit_error
 
@@ -44,13 +50,6 @@ BATCH_DEFAULT_EXPIRES_SECONDS = MAX_EXPIRES_SECONDS  # as OpenAI: batch files ex
 MAX_LIST_LIMIT = 10_000  # also the default, as OpenAI's
 MAX_FILENAME_CHARS = 1024
 
-FILE_ID = re.compile(r"file-[0-9a-f]{32}")
-UPLOAD_PREFIX = ".upload-"
-ORPHAN_GRACE_SECONDS = 3600.0
-"""A file on disk without a row is removed only once this old: another process sharing the directory may be
-between its rename and its insert."""
-STALE_UPLOAD_SECONDS = 24 * 3600.0
-"""A temporary upload file this old belongs to an upload that died with its process."""
 PURGE_BATCH = 1000
 
 
@@ -151,29 +150,24 @@ def _not_found(file_id: str) -> APIError:
 
 
 class Upload:
-    """One file being received for ``tenant``: chunks go to a temporary file in the files directory, counted
-    against the file limit and reserved against the tenant's stored-bytes limit before they are written. Made by
-    :meth:`FileService.receive`, which removes the temporary file unless the upload was stored, and gives the
+    """One file being received for ``tenant``: chunks go to the storage's writer, counted against the file limit
+    and reserved against the tenant's stored-bytes limit before they are written. Made by
+    :meth:`FileService.receive`, which discards what was written unless the upload was stored, and gives the
     reservation back."""
 
-    def __init__(self, directory: Path, max_bytes: int, tenant: str, quota: StorageQuota) -> None:
-        self.path = directory / f"{UPLOAD_PREFIX}{os.urandom(12).hex()}.part"
+    def __init__(self, writer: BlobWriter, max_bytes: int, tenant: str, quota: StorageQuota) -> None:
+        self.writer = writer
+        self.file_id = writer.file_id
         self.max_bytes = max_bytes
         self.tenant = tenant
         self.size = 0
         self.reserved = 0
         self._quota = quota
-        self._file: IO[bytes] | None = None
         self.stored = False
 
-    async def open(self) -> None:
-        self._file = await asyncio.to_thread(open, self.path, "xb")
-
     async def write(self, chunk: bytes) -> None:
-        """Append a chunk (off the event loop's thread); a 413 once the file passes the limit, a 400
-        ``storage_limit_exceeded`` once it would pass the tenant's stored bytes."""
-        if self._file is None:
-            raise RuntimeError("upload is not open")
+        """Append a chunk; a 413 once the file passes the limit, a 400 ``storage_limit_exceeded`` once it would
+        pass the tenant's stored bytes."""
         self.size += len(chunk)
         if self.size > self.max_bytes:
             raise too_large(self.max_bytes)
@@ -184,51 +178,36 @@ class Upload:
                 self.reserved += len(chunk)
         except StorageLimitExceeded as exceeded:
             raise storage_limit_error(exceeded.limit, exceeded.used) from None
-        await asyncio.to_thread(self._file.write, chunk)
-
-    async def finish(self) -> None:
-        """Flush to stable storage before the file is published under its id."""
-        file, self._file = self._file, None
-        if file is not None:
-            await asyncio.to_thread(_flush_and_close, file)
+        await self.writer.write(chunk)
 
     async def discard(self) -> None:
-        """Close and remove the temporary file unless stored; then give the reservation back (a stored file's
-        row counts its bytes from now on)."""
-        file, self._file = self._file, None
+        """Remove what was written unless stored; then give the reservation back (a stored file's row counts its
+        bytes from now on)."""
         try:
-            if file is not None:
-                await asyncio.to_thread(file.close)
             if not self.stored:
-                await asyncio.to_thread(self.path.unlink, missing_ok=True)
+                await self.writer.discard()
         finally:
             reserved, self.reserved = self.reserved, 0
             self._quota.release(self.tenant, reserved)
-
-
-def _flush_and_close(file: IO[bytes]) -> None:
-    try:
-        file.flush()
-        os.fsync(file.fileno())
-    finally:
-        file.close()
 
 
 # -- the service ------------------------------------------------------------------------------------------------
 
 
 class FileService:
-    """Files for the HTTP door's ``/v1/files`` routes, and for whatever reads stored files (vector stores)."""
+    """Files for the HTTP door's ``/v1/files`` routes, and for whatever reads stored files (vector stores).
+
+    ``contents`` is where the bytes go; by default :class:`DiskFileBytes` in ``directory``."""
 
     def __init__(self, store: FileStore, directory: Path | None, max_bytes: int, *,
                  purge_interval: float = 60.0, clock: Callable[[], float] = time.time,
+                 contents: FileBytes | None = None,
                  max_stored_bytes: Callable[[str], int | None] = lambda tenant: None) -> None:
         """``max_stored_bytes(tenant)``: the tenant's bound on stored file bytes (None: none), as
         ``Settings.tenant_policy(tenant).max_stored_bytes`` gives it."""
         self.store = store
+        self.contents: FileBytes = contents if contents is not None else DiskFileBytes(directory)
         self.quota = StorageQuota(max_stored_bytes, self._stored_bytes)
-        self._directory = directory
-        self._own_directory = directory is None
         self.max_bytes = max_bytes
         self.purge_interval = purge_interval
         self._clock = clock
@@ -246,9 +225,13 @@ class FileService:
 
     @property
     def directory(self) -> Path:
-        if self._directory is None:
-            raise RuntimeError("FileService is not started; await start() first")
-        return self._directory
+        """The files directory of bytes on disk (not there for bytes kept elsewhere)."""
+        return self._disk().directory
+
+    def _disk(self) -> DiskFileBytes:
+        if not isinstance(self.contents, DiskFileBytes):
+            raise RuntimeError("this service keeps its files' bytes in the database, not in a directory")
+        return self.contents
 
     def _now(self) -> int:
         return int(self._clock())
@@ -259,11 +242,9 @@ class FileService:
     # -- lifecycle ------------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Make the directory, remove what earlier processes left behind (dead uploads, orphans, expired files)
-        and start the periodic purge."""
-        if self._directory is None:
-            self._directory = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="responses-bridge-files-"))
-        await asyncio.to_thread(self._directory.mkdir, mode=0o700, parents=True, exist_ok=True)
+        """Make the storage ready, remove what earlier processes left behind (dead uploads, orphans, expired
+        files) and start the periodic purge."""
+        await self.contents.start()
         await self.sweep()
         await self.purge_expired()
         if self.purge_interval > 0:
@@ -275,15 +256,14 @@ class FileService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._purger
             self._purger = None
-        if self._own_directory and self._directory is not None:
-            await asyncio.to_thread(shutil.rmtree, self._directory, ignore_errors=True)
-            self._directory = None
+        await self.contents.aclose()
 
     async def _purge_forever(self) -> None:
         while True:
             await asyncio.sleep(self.purge_interval)
             try:
                 await self.purge_expired()
+                await self.contents.collect()
             except Exception:  # a failed purge is retried at the next interval
                 log.exception("files_purge_failed")
 
@@ -297,7 +277,7 @@ class FileService:
                 if await self.store.delete_expired_file(file_id, now):
                     purged += 1
                     await self._deleted(file_id)
-                await self._unlink(file_id)
+                await self._remove_bytes(file_id)
             if len(expired) < PURGE_BATCH:
                 break
         if purged:
@@ -305,18 +285,8 @@ class FileService:
         return purged
 
     async def sweep(self) -> int:
-        """Remove temporary files of dead uploads and stored bytes without a row (older than their grace)."""
-        now = time.time()
-        entries = await asyncio.to_thread(_list_directory, self.directory)
-        removed = 0
-        stale = [name for name, mtime in entries if name.startswith(UPLOAD_PREFIX)
-                 and now - mtime > STALE_UPLOAD_SECONDS]
-        candidates = [name for name, mtime in entries if FILE_ID.fullmatch(name)
-                      and now - mtime > ORPHAN_GRACE_SECONDS]
-        known = await self.store.known_ids(candidates) if candidates else set()
-        for name in [*stale, *(name for name in candidates if name not in known)]:
-            await asyncio.to_thread((self.directory / name).unlink, missing_ok=True)
-            removed += 1
+        """Remove the leftovers of dead uploads and stored bytes without a row (older than their grace)."""
+        removed = await self.contents.sweep(self.store.known_ids)
         if removed:
             log.info("files_swept", count=removed)
         return removed
@@ -325,10 +295,9 @@ class FileService:
 
     @contextlib.asynccontextmanager
     async def receive(self, *, tenant: str) -> AsyncIterator[Upload]:
-        """A new :class:`Upload` of ``tenant``'s; its temporary file is removed on leaving unless :meth:`create`
-        stored it, and its stored-bytes reservation is given back."""
-        upload = Upload(self.directory, self.max_bytes, tenant, self.quota)
-        await upload.open()
+        """A new :class:`Upload` of ``tenant``'s (its file id chosen now); what it wrote is removed on leaving
+        unless :meth:`create` stored it, and its stored-bytes reservation is given back."""
+        upload = Upload(await self.contents.writer(new_file_id()), self.max_bytes, tenant, self.quota)
         try:
             yield upload
         finally:
@@ -336,24 +305,22 @@ class FileService:
 
     async def create(self, upload: Upload, *, filename: str, purpose: str,
                      expires_after: int | None) -> dict[str, Any]:
-        """Publish a received upload under a new id and record it as its tenant's; the File object. ``filename``
+        """Publish a received upload under its id and record it as its tenant's; the File object. ``filename``
         is checked and cut to its last component here too (:func:`clean_filename`), whoever calls. Over the
         tenant's stored bytes: a 400 and nothing stored (neither bytes nor row)."""
         filename = clean_filename(filename)
         if expires_after is None and purpose == "batch":
             expires_after = BATCH_DEFAULT_EXPIRES_SECONDS
         now = self._now()
-        stored = StoredFile(id=new_file_id(), created_at=now, bytes=upload.size, filename=filename, purpose=purpose,
-                            expires_at=None if expires_after is None else now + expires_after)
-        await upload.finish()
-        final = self.content_path(stored.id)
-        await asyncio.to_thread(os.replace, upload.path, final)
+        stored = StoredFile(id=upload.file_id, created_at=now, bytes=upload.size, filename=filename,
+                            purpose=purpose, expires_at=None if expires_after is None else now + expires_after)
+        await upload.writer.publish()
         upload.stored = True
         try:
             await self.store.add_file(stored, tenant=upload.tenant,
                                       max_stored_bytes=self.quota.limit(upload.tenant))
         except BaseException as error:
-            await asyncio.to_thread(final.unlink, missing_ok=True)
+            await self.contents.remove(stored.id)
             if isinstance(error, StorageLimitExceeded):
                 raise storage_limit_error(error.limit, error.used) from None
             raise
@@ -383,26 +350,22 @@ class FileService:
         return found
 
     def content_path(self, file_id: str) -> Path:
-        """Where a file's bytes are: ``<files directory>/<file_id>``, for ids the bridge makes only."""
-        if not FILE_ID.fullmatch(file_id):
-            raise ValueError(f"not a file id: {file_id[:80]!r}")
-        return self.directory / file_id
+        """Where a file's bytes are on disk: ``<files directory>/<file_id>``, for ids the bridge makes only."""
+        return self._disk().path(file_id)
 
-    async def content(self, file_id: str, *, tenant: str) -> tuple[Path, dict[str, Any]]:
-        """The path of a live file's bytes and its File object; 404 when unknown, expired, deleted or another
-        tenant's."""
+    async def open_content(self, file_id: str, *, tenant: str) -> tuple[BlobReader, dict[str, Any]]:
+        """A live file's bytes, opened (the caller closes the reader), and its File object; 404 when unknown,
+        expired, deleted or another tenant's. Once open, a delete that comes meanwhile does not cut the read
+        short."""
         found = await self.retrieve(file_id, tenant=tenant)
-        return self.content_path(file_id), found
+        reader = await self.contents.open(file_id)
+        if reader is None:  # deleted between the lookup and the open
+            raise _not_found(file_id)
+        return reader, found
 
-    async def open_content(self, file_id: str, *, tenant: str) -> tuple[IO[bytes], dict[str, Any]]:
-        """A live file's bytes, opened (the caller closes it), and its File object; 404 when unknown, expired,
-        deleted or another tenant's. Once open, a delete that comes meanwhile does not cut the read short."""
-        path, found = await self.content(file_id, tenant=tenant)
-        try:
-            handle = await asyncio.to_thread(open, path, "rb")
-        except FileNotFoundError:  # deleted between the lookup and the open
-            raise _not_found(file_id) from None
-        return handle, found
+    def local_copy(self, file_id: str) -> contextlib.AbstractAsyncContextManager[Path]:
+        """A path holding the file's bytes while the block runs (ingestion's text extraction reads it)."""
+        return self.contents.local_copy(file_id)
 
     async def list(self, *, tenant: str, purpose: str | None, after: str | None, limit: int,
                    order: str) -> dict[str, Any]:
@@ -425,26 +388,17 @@ class FileService:
     # -- delete -----------------------------------------------------------------------------------------------
 
     async def delete(self, file_id: str, *, tenant: str) -> dict[str, Any]:
-        """Row first, then bytes: once the row is gone nobody can reach the bytes, and a failed unlink leaves
+        """Row first, then bytes: once the row is gone nobody can reach the bytes, and a failed removal leaves
         an orphan for the sweep rather than a row without content."""
         if await self.get(file_id, tenant=tenant) is None or not await self.store.delete_file(file_id,
                                                                                                tenant=tenant):
             raise _not_found(file_id)
         await self._deleted(file_id)
-        await self._unlink(file_id)
+        await self._remove_bytes(file_id)
         return {"id": file_id, "object": "file", "deleted": True}
 
-    async def _unlink(self, file_id: str) -> None:
+    async def _remove_bytes(self, file_id: str) -> None:
         try:
-            await asyncio.to_thread(self.content_path(file_id).unlink, missing_ok=True)
+            await self.contents.remove(file_id)
         except OSError as exc:
             log.warning("file_unlink_failed", file_id=file_id, error=str(exc))
-
-
-def _list_directory(directory: Path) -> list[tuple[str, float]]:
-    entries = []
-    with os.scandir(directory) as scan:
-        for entry in scan:
-            with contextlib.suppress(OSError):  # removed meanwhile
-                entries.append((entry.name, entry.stat(follow_symlinks=False).st_mtime))
-    return entries

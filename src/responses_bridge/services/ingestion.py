@@ -7,12 +7,20 @@ mid-way) is queued again, so ingestion resumes after a restart. At most ``concur
 once; text extraction and chunking (CPU-bound, sync) run in a worker thread so the event loop keeps serving.
 A long queue writes a progress line to the log every few seconds. Ingestion works across tenants (its store calls
 take no tenant): a row was attached by its store's tenant, with that tenant's file.
+
+When several processes share the database (PostgreSQL replicas), each file is claimed before it is ingested
+(store/postgres/vector_stores.py): the worker holds a lease on the row, renews it while it works, and finishes
+the row only while it holds it, so no file is ingested by two replicas at once. With ``poll_interval`` set the
+worker also polls for rows nobody holds (attached through another replica, or left by a replica that died and
+whose lease passed) whenever it has a free slot.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -33,6 +41,8 @@ log = structlog.get_logger("responses_bridge.ingestion")
 PROGRESS_EVERY_SECONDS = 10.0
 EMBED_BATCH = 256
 """Texts per embedder call: bounds the memory of one call for a large file and lets other jobs interleave."""
+LEASE_SECONDS = 60.0
+"""How long a claim on a file lasts without renewal: how soon another replica takes over from one that died."""
 
 
 class FileSource(Protocol):
@@ -43,7 +53,9 @@ class FileSource(Protocol):
 
     async def get_any_tenant(self, file_id: str) -> dict[str, Any] | None: ...
 
-    def content_path(self, file_id: str) -> Path: ...
+    def local_copy(self, file_id: str) -> contextlib.AbstractAsyncContextManager[Path]:
+        """A path holding the file's bytes while the block runs."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +63,10 @@ class Job:
     seq: int
     vector_store_id: str
     file_id: str
+
+
+class _ClaimLost(Exception):
+    """Another worker holds the file now (this one's lease passed): it ingests the file, this one stops."""
 
 
 class IngestionFailure(Exception):
@@ -70,9 +86,20 @@ class _Progress:
     logged: float = 0.0
 
 
+def worker_name() -> str:
+    """This process's name as a claimant: host, pid and a random part (a restarted pod may reuse both)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
+
+
 class IngestionWorker:
     def __init__(self, store: VectorStoreStore, files: FileSource, chunks: ChunkIndex, embedder: Embedder,
-                 *, concurrency: int = 2) -> None:
+                 *, concurrency: int = 2, poll_interval: float | None = None,
+                 lease_seconds: float = LEASE_SECONDS, owner: str | None = None) -> None:
+        self.owner = owner or worker_name()
+        self._lease = lease_seconds
+        self._poll_interval = poll_interval
+        self._poller: asyncio.Task[None] | None = None
+        self._queued: set[int] = set()  # seqs queued or running here: a poll never queues one twice
         self._store = store
         self._files = files
         self._chunks = chunks
@@ -89,17 +116,38 @@ class IngestionWorker:
         self._file_locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
 
     async def start(self) -> int:
-        """Start the workers and queue every file a previous process left in progress; how many were queued."""
+        """Start the workers and queue the files a previous process left in progress; how many were queued.
+        With polling (a shared database) the poll takes them, as many as there are free slots."""
         for number in range(self._concurrency):
             self._workers.append(asyncio.create_task(self._work(), name=f"ingestion-{number}"))
-        leftover = await self._store.in_progress_files()
+        if self._poll_interval is not None:
+            self._poller = asyncio.create_task(self._poll(self._poll_interval), name="ingestion-poll")
+            return 0
+        leftover = await self._store.claim_next(self.owner, self._lease, 1 << 31)
         if leftover:
             log.info("ingestion_resumed", files=len(leftover))
             self.enqueue(_job(row) for row in leftover)
         return len(leftover)
 
+    async def _poll(self, interval: float) -> None:
+        while True:
+            free = self._concurrency - self.pending
+            if free > 0:
+                try:
+                    rows = await self._store.claim_next(self.owner, self._lease, free)
+                except Exception:  # the database is away: the next poll tries again
+                    log.exception("ingestion_poll_failed")
+                else:
+                    if rows:
+                        log.info("ingestion_claimed", files=len(rows), worker=self.owner)
+                    self.enqueue(_job(row) for row in rows)
+            await asyncio.sleep(interval)
+
     def enqueue(self, jobs: Iterable[Job]) -> None:
         for job in jobs:
+            if job.seq in self._queued:
+                continue
+            self._queued.add(job.seq)
             if self._queue.empty() and self._running == 0:
                 self._progress = _Progress(started=time.monotonic(), logged=time.monotonic())
             self._idle.clear()
@@ -115,13 +163,20 @@ class IngestionWorker:
         await self._idle.wait()
 
     async def close(self) -> None:
-        """Stop at once: files being processed stay ``in_progress`` and are resumed by the next start."""
-        for task in self._workers:
+        """Stop at once: files being processed stay ``in_progress`` and are resumed by the next start (or, on a
+        shared database, by another replica's next poll: this worker's claims are given up)."""
+        tasks = [*self._workers, *([self._poller] if self._poller is not None else [])]
+        for task in tasks:
             task.cancel()
-        for task in self._workers:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._workers.clear()
+        self._poller = None
+        try:
+            await self._store.release_claims(self.owner)
+        except Exception:  # the database is already away: the leases run out instead
+            log.exception("ingestion_release_failed", worker=self.owner)
 
     async def _work(self) -> None:
         while True:
@@ -143,6 +198,7 @@ class IngestionWorker:
                 else:
                     self._file_locks[key] = (lock, users - 1)
                 self._running -= 1
+                self._queued.discard(job.seq)
                 self._queue.task_done()
             self._count(failed)
 
@@ -162,32 +218,52 @@ class IngestionWorker:
 
     async def _run(self, job: Job) -> bool:
         """Ingest one file; True when it ended failed (or was dropped)."""
+        if not await self._store.claim_file(job.seq, self.owner, self._lease):
+            return False  # deleted, cancelled or re-added since it was queued, or another worker has it
         row = await self._store.get_file_by_seq(job.seq)
         if row is None or row.status != "in_progress":
-            return False  # deleted, cancelled or re-added since it was queued
+            return False
+        renewing = asyncio.create_task(self._renew(job.seq), name=f"ingestion-lease-{job.seq}")
         try:
             usage = await self._ingest(row)
         except IngestionFailure as failure:
-            await self._store.finish_file(job.seq, "failed", last_error={"code": failure.code,
-                                                                          "message": failure.message})
+            await self._store.finish_file(job.seq, "failed", owner=self.owner,
+                                          last_error={"code": failure.code, "message": failure.message})
             log.info("ingestion_file_failed", vector_store_id=job.vector_store_id, file_id=job.file_id,
                      code=failure.code, message=failure.message)
             return True
-        if not await self._store.finish_file(job.seq, "completed", usage_bytes=usage):
+        except _ClaimLost:
+            log.warning("ingestion_claim_lost", vector_store_id=job.vector_store_id, file_id=job.file_id)
+            return False
+        finally:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
+        if not await self._store.finish_file(job.seq, "completed", usage_bytes=usage, owner=self.owner):
             # cancelled or deleted while it ran: its chunks must not stay searchable
             await self._drop_chunks_unless_current(job)
             return False
         return False
+
+    async def _renew(self, seq: int) -> None:
+        """Renew the claim on ``seq`` every third of the lease while the file is ingested."""
+        while True:
+            await asyncio.sleep(self._lease / 3)
+            try:
+                if not await self._store.claim_file(seq, self.owner, self._lease):
+                    return  # gone, cancelled or taken over: the chunk write checks again and stops
+            except Exception:  # the database is away: the next renewal tries again, within the lease
+                log.exception("ingestion_lease_renewal_failed", seq=seq)
 
     async def _ingest(self, row: StoredVectorStoreFile) -> int:
         file = await self._files.get_any_tenant(row.file_id)
         if file is None:
             raise IngestionFailure("invalid_file", f"File '{row.file_id}' no longer exists.")
         filename = str(file.get("filename") or row.file_id)
-        path = self._files.content_path(row.file_id)
         strategy = parse_chunking_strategy(row.chunking)
         try:
-            texts = await asyncio.to_thread(_extract_and_chunk, path, filename, strategy)
+            async with self._files.local_copy(row.file_id) as path:
+                texts = await asyncio.to_thread(_extract_and_chunk, path, filename, strategy)
         except ExtractionError as error:
             raise IngestionFailure(error.code, error.message) from None
         except (OSError, UnicodeError, ValueError) as error:
@@ -196,6 +272,8 @@ class IngestionWorker:
         current = await self._store.get_file_by_seq(row.seq)
         if current is None or current.status != "in_progress":
             return 0
+        if not await self._store.claim_file(row.seq, self.owner, self._lease):
+            raise _ClaimLost(row.file_id)
         await self._chunks.replace_file_chunks(row.vector_store_id, row.file_id, filename, texts, vectors,
                                                current.attributes)
         latest = await self._store.get_file_by_seq(row.seq)
@@ -214,8 +292,16 @@ class IngestionWorker:
         return parts[0] if len(parts) == 1 else numpy.vstack(parts)
 
     async def _drop_chunks_unless_current(self, job: Job) -> None:
+        """The chunks go when the row is gone or ended without them (cancelled, failed); they stay when the row
+        was re-added (its own job writes them) or another worker holds or completed it (same file, same
+        chunks)."""
         current = await self._store.current_seq(job.vector_store_id, job.file_id)
-        if current is None or current == job.seq:
+        if current is not None and current == job.seq:
+            row = await self._store.get_file_by_seq(job.seq)
+            drop = row is None or row.status in ("cancelled", "failed")
+        else:
+            drop = current is None
+        if drop:
             await self._chunks.delete_file_chunks(job.vector_store_id, job.file_id)
 
 

@@ -35,7 +35,7 @@ from ..store.vector_stores import (
     UnknownFile,
     VectorStoreStore,
 )
-from .ingestion import FileSource, IngestionWorker, jobs_for
+from .ingestion import LEASE_SECONDS, FileSource, IngestionWorker, jobs_for
 from .pagination import page_errors
 from .retrieval.chunking import chunking_strategy_object, parse_chunking_strategy
 from .retrieval.embedders import Embedder
@@ -211,12 +211,16 @@ class VectorStoreService:
     """The Vector Stores API and, for the tool loop, the ``FileSearcher`` of run/tools/file_search.py."""
 
     def __init__(self, store: VectorStoreStore, files: FileSource, chunks: ChunkIndex, embedder: Embedder,
-                 *, concurrency: int = 2) -> None:
+                 *, concurrency: int = 2, poll_interval: float | None = None,
+                 lease_seconds: float = LEASE_SECONDS) -> None:
         self.store = store
         self.files = files
         self.chunks = chunks
         self.embedder = embedder
-        self.worker = IngestionWorker(store, files, chunks, embedder, concurrency=concurrency)
+        # poll_interval: set when other processes share the database (their attached files, their leftovers)
+        # lease_seconds: how long a claim on a file outlives its replica (ingestion.py)
+        self.worker = IngestionWorker(store, files, chunks, embedder, concurrency=concurrency,
+                                      poll_interval=poll_interval, lease_seconds=lease_seconds)
 
     async def start(self) -> None:
         """Start ingestion; files a previous process left in progress are queued again."""

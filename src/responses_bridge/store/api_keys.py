@@ -19,7 +19,7 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from .sqlite import SQLiteResponseStore
 
@@ -111,10 +111,11 @@ def _hash(salt: bytes, secret: str) -> bytes:
 _COLUMNS = "id, tenant, created_at, expires_at, revoked_at"
 
 
-def _key(row: tuple[object, ...]) -> ApiKey:
-    return ApiKey(id=str(row[0]), tenant=str(row[1]), created_at=int(row[2]),  # type: ignore[call-overload]
-                  expires_at=None if row[3] is None else int(row[3]),  # type: ignore[call-overload]
-                  revoked_at=None if row[4] is None else int(row[4]))  # type: ignore[call-overload]
+def key_from_row(row: Any) -> ApiKey:
+    """An :class:`ApiKey` from a row of ``id, tenant, created_at, expires_at, revoked_at`` (either store)."""
+    return ApiKey(id=str(row[0]), tenant=str(row[1]), created_at=int(row[2]),
+                  expires_at=None if row[3] is None else int(row[3]),
+                  revoked_at=None if row[4] is None else int(row[4]))
 
 
 class SQLiteApiKeyStore:
@@ -136,7 +137,7 @@ class SQLiteApiKeyStore:
     async def list_keys(self) -> list[ApiKey]:
         async with self._db.reading() as conn:
             rows = await conn.execute_fetchall(f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at, id")
-        return [_key(tuple(row)) for row in rows]
+        return [key_from_row(tuple(row)) for row in rows]
 
     async def revoke_key(self, key_id: str) -> bool:
         async with self._db.writing() as conn:
@@ -155,5 +156,5 @@ class SQLiteApiKeyStore:
         if not rows:
             return None
         row = tuple(rows[0])
-        stored = StoredKey(_key(row), bytes(row[5]), bytes(row[6]))
+        stored = StoredKey(key_from_row(row), bytes(row[5]), bytes(row[6]))
         return Resolved(stored.key) if matches(stored, secret) else None

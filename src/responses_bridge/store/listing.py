@@ -12,6 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .base import ResponseFilter
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,3 +66,36 @@ def bound_params(page: Bounds, fetch: int) -> dict[str, object]:
     if page.upper is not None:
         params["upper_at"], params["upper_id"] = page.upper
     return params
+
+
+_RESPONSE_KEY = ("r.created_at", "r.id")
+_METADATA_KEY = ("m.created_at", "m.response_id")
+_MORE_METADATA = ("EXISTS (SELECT 1 FROM response_metadata WHERE response_id = r.id AND key = :mk{n} "
+                  "AND value = :mv{n})")
+
+
+def responses_page(tenant: str, where: ResponseFilter, page: Bounds, fetch: int, *,
+                   metadata_join: str = "JOIN") -> tuple[str, dict[str, object]]:
+    """``GET /v1/responses``: the page statement and its parameters, on either store. A metadata filter drives the
+    page from its own index (tenant, key, value, created_at, response_id), joined to ``responses`` by
+    ``metadata_join`` (SQLite's ``CROSS JOIN`` keeps its planner from starting at the responses table and
+    sorting); further pairs are checked per row by key."""
+    params = bound_params(page, fetch)
+    params["tenant"] = tenant
+    conditions = ["r.tenant = :tenant"]
+    if where.model is not None:
+        conditions.append("r.model = :model")
+        params["model"] = where.model
+    if where.status is not None:
+        conditions.append("r.status = :status")
+        params["status"] = where.status
+    source, key = "responses AS r", _RESPONSE_KEY
+    for n, (name, value) in enumerate(where.metadata):
+        params[f"mk{n}"], params[f"mv{n}"] = name, value
+        if n == 0:
+            source = f"response_metadata AS m {metadata_join} responses AS r ON r.id = m.response_id"
+            key = _METADATA_KEY
+            conditions.append("m.tenant = :tenant AND m.key = :mk0 AND m.value = :mv0")
+        else:
+            conditions.append(_MORE_METADATA.format(n=n))
+    return page_sql("r.id, r.response", source, key, conditions, page), params

@@ -31,7 +31,7 @@ import platformdirs
 
 from . import metrics
 from .base import InvalidCursor, ItemPage, ResponseFilter, ResponseIdTaken, ResponsePage, check_page_args
-from .listing import Bounds, bound_params, bounds, page_sql
+from .listing import bounds, responses_page
 from .migrations import LATEST_VERSION, migrate
 
 T = TypeVar("T")
@@ -517,7 +517,8 @@ class SQLiteResponseStore:
             after_key, before_key = await resolve_keys(conn, "responses", after, before, tenant)
             page = bounds(order == "asc", after_key, before_key, after_given=after is not None,
                           before_given=before is not None)
-            sql, params = _responses_page(where or ResponseFilter(), page, limit + 1, tenant)
+            sql, params = responses_page(tenant, where or ResponseFilter(), page, limit + 1,
+                                             metadata_join="CROSS JOIN")
             rows = list(await conn.execute_fetchall(sql, params))
         has_more = len(rows) > limit
         del rows[limit:]
@@ -583,36 +584,6 @@ def distinct_tenants_sql(table: str) -> str:
             "SELECT tenant FROM t")
 
 
-_RESPONSE_KEY = ("r.created_at", "r.id")
-_METADATA_KEY = ("m.created_at", "m.response_id")
-# A metadata filter drives the page from its own index (key, value, created_at, response_id); CROSS JOIN keeps
-# SQLite from starting at the responses table instead and sorting. Further pairs are checked per row by key.
-_METADATA_SOURCE = "response_metadata AS m CROSS JOIN responses AS r ON r.id = m.response_id"
-_MORE_METADATA = ("EXISTS (SELECT 1 FROM response_metadata WHERE response_id = r.id AND key = :mk{n} "
-                  "AND value = :mv{n})")
-
-
-def _responses_page(where: ResponseFilter, page: Bounds, fetch: int, tenant: str) -> tuple[str, dict[str, object]]:
-    """The page statement and its parameters: only ``tenant``'s responses (the response row's own tenant decides;
-    the metadata rows' copy only serves their index)."""
-    params = bound_params(page, fetch)
-    params["tenant"] = tenant
-    conditions: list[str] = ["r.tenant = :tenant"]
-    if where.model is not None:
-        conditions.append("r.model = :model")
-        params["model"] = where.model
-    if where.status is not None:
-        conditions.append("r.status = :status")
-        params["status"] = where.status
-    source, key = "responses AS r", _RESPONSE_KEY
-    for n, (name, value) in enumerate(where.metadata):
-        params[f"mk{n}"], params[f"mv{n}"] = name, value
-        if n == 0:
-            source, key = _METADATA_SOURCE, _METADATA_KEY
-            conditions.append("m.tenant = :tenant AND m.key = :mk0 AND m.value = :mv0")
-        else:
-            conditions.append(_MORE_METADATA.format(n=n))
-    return page_sql("r.id, r.response", source, key, conditions, page), params
 
 
 async def resolve_keys(conn: aiosqlite.Connection, table: str, after: str | None, before: str | None, tenant: str

@@ -106,7 +106,11 @@ class VectorStoreStore(Protocol):
     stores, and their files and batches only through a store of that tenant, checked in the same statement or
     transaction; another tenant's store is exactly a missing one. Attaching files checks, in the attaching
     transaction, that each is a live file of the same tenant (:class:`UnknownFile` otherwise). The methods
-    without ``tenant`` are for ingestion and file deletion, which work across tenants."""
+    without ``tenant`` are for ingestion and file deletion, which work across tenants.
+
+    The claim methods let ingestion workers of several processes share one database (PostgreSQL replicas): a
+    worker claims a file row for a lease, renews it while it works and finishes the row only while it holds it.
+    On SQLite one process owns the database, so a claim always succeeds for a row in progress."""
 
     async def create_store(self, store: StoredVectorStore, files: Sequence[NewFile], *, tenant: str) -> list[int]:
         """Insert the store and attach its first files atomically; the files' seqs, in order."""
@@ -148,11 +152,21 @@ class VectorStoreStore(Protocol):
         """The seq of the file's row in the store now, None if it has none. Across tenants: workers only."""
 
     async def finish_file(self, seq: int, status: str, *, usage_bytes: int = 0,
-                          last_error: Mapping[str, Any] | None = None) -> bool:
-        """Across tenants: workers only (ingestion ends a row)."""
+                          last_error: Mapping[str, Any] | None = None, owner: str | None = None) -> bool:
+        """Across tenants: workers only (ingestion ends a row; with ``owner``, only while it holds the row)."""
 
     async def in_progress_files(self) -> list[StoredVectorStoreFile]:
         """Across tenants: workers only (ingestion resumes at start)."""
+
+    async def claim_next(self, owner: str, lease_seconds: float, limit: int) -> list[StoredVectorStoreFile]:
+        """Claim up to ``limit`` in-progress rows nobody holds, oldest first. Across tenants: workers only."""
+
+    async def claim_file(self, seq: int, owner: str, lease_seconds: float) -> bool:
+        """Claim or renew one in-progress row; False when another worker holds it or it is no longer in
+        progress. Across tenants: workers only."""
+
+    async def release_claims(self, owner: str) -> int:
+        """Give up ``owner``'s claims (a worker stopping). Across tenants: workers only."""
 
     async def delete_file_everywhere(self, file_id: str) -> list[str]:
         """Detach a deleted file from every store holding it; those stores' ids. Across tenants: workers only
@@ -406,9 +420,10 @@ class SQLiteVectorStoreStore:
             return sorted({str(row[0]) for row in await cursor.fetchall()})
 
     async def finish_file(self, seq: int, status: str, *, usage_bytes: int = 0,
-                          last_error: Mapping[str, Any] | None = None) -> bool:
+                          last_error: Mapping[str, Any] | None = None, owner: str | None = None) -> bool:
         """Move one in-progress row to ``completed``/``failed``; False when that row is gone or no longer in
-        progress (deleted, cancelled, re-added), in which case nothing changes. Across tenants: workers only."""
+        progress (deleted, cancelled, re-added), in which case nothing changes. Across tenants: workers only.
+        (``owner``: one process owns a SQLite database, so every in-progress row is its own.)"""
         sql = ("UPDATE vector_store_files SET status = ?, usage_bytes = ?, last_error = ? "
                "WHERE seq = ? AND status = 'in_progress'")
         error = _json(dict(last_error)) if last_error is not None else None
@@ -422,6 +437,20 @@ class SQLiteVectorStoreStore:
             rows = list(await conn.execute_fetchall(
                 f"SELECT {_FILE_COLUMNS} FROM vector_store_files AS f WHERE f.status = 'in_progress' ORDER BY f.seq"))
         return [_file(row) for row in rows]
+
+    # -- ingestion claims (one process owns a SQLite database: no leases) ---------------------------------------
+
+    async def claim_next(self, owner: str, lease_seconds: float, limit: int) -> list[StoredVectorStoreFile]:
+        """The oldest ``limit`` rows in progress."""
+        return (await self.in_progress_files())[:limit]
+
+    async def claim_file(self, seq: int, owner: str, lease_seconds: float) -> bool:
+        """True while the row is in progress."""
+        row = await self.get_file_by_seq(seq)
+        return row is not None and row.status == "in_progress"
+
+    async def release_claims(self, owner: str) -> int:
+        return 0
 
     # -- batches ---------------------------------------------------------------------------------------------
 

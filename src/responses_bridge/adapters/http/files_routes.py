@@ -6,8 +6,6 @@ Envoy to this door without being held anywhere whole.
 
 from __future__ import annotations
 
-import asyncio
-import os
 import warnings
 from urllib.parse import quote
 
@@ -55,20 +53,20 @@ class FileRoutes:
         return json_reply(await self.service.delete(request.match_info["file_id"], tenant=request_tenant(request)))
 
     async def content(self, request: web.Request) -> web.StreamResponse:
-        """The bytes as uploaded, a chunk at a time (the write waits while the client is slower than the disk).
+        """The bytes as uploaded, a chunk at a time (the write waits while the client is slower than the store).
         The file is opened before the answer starts, so a file deleted meanwhile is still a JSON 404."""
-        handle, file = await self.service.open_content(request.match_info["file_id"],
+        reader, file = await self.service.open_content(request.match_info["file_id"],
                                                        tenant=request_tenant(request))
         try:
             response = web.StreamResponse(headers={
                 "Content-Type": "application/octet-stream",
                 "Content-Disposition": f"attachment; filename*=UTF-8''{quote(file['filename'], safe='')}",
             })
-            response.content_length = os.fstat(handle.fileno()).st_size
+            response.content_length = reader.size
             await response.prepare(request)
-            while chunk := await asyncio.to_thread(handle.read, CONTENT_CHUNK):
+            while chunk := await reader.read(CONTENT_CHUNK):
                 await response.write(chunk)
             await response.write_eof()
             return response
         finally:
-            await asyncio.to_thread(handle.close)
+            await reader.aclose()

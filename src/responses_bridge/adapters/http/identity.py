@@ -17,7 +17,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from ...services.identity import Identity, unauthenticated
 from ...store.base import DEFAULT_TENANT
 
-TENANT = "responses_bridge.tenant"
+TENANT = web.RequestKey("tenant", str)
 """The request key the middleware leaves the caller's tenant under."""
 
 OPEN_PATHS = frozenset(("/health", "/health/live", "/health/ready", "/metrics"))

@@ -1,0 +1,217 @@
+"""Where uploaded files' bytes live: :class:`FileBytes`, the seam between the Files service and its storage.
+
+Two implementations: :class:`DiskFileBytes` (the embedded default: ``files/<id>`` next to the SQLite database) and
+the PostgreSQL one (store/postgres/file_bytes.py: rows in the database every replica shares). Either way an upload
+is streamed in chunk by chunk and read back chunk by chunk, so memory never holds a whole file; a blob is named
+only by the id the bridge made, never by anything a client sent.
+
+On disk an upload goes to a temporary file in the directory and is renamed to ``<file_id>`` when complete, so a
+file is never seen half-written. A delete unlinks at once: a reader that opened the file before keeps reading it
+(POSIX keeps the inode until the last handle closes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import IO, Protocol
+
+FILE_ID = re.compile(r"file-[0-9a-f]{32}")
+UPLOAD_PREFIX = ".upload-"
+ORPHAN_GRACE_SECONDS = 3600.0
+"""Bytes without a metadata row are removed only once this old: another process may be between publishing the
+bytes and inserting the row."""
+STALE_UPLOAD_SECONDS = 24 * 3600.0
+"""An upload this old that never completed belongs to a process that died."""
+
+KnownIds = Callable[[Sequence[str]], Awaitable[set[str]]]
+
+
+class BlobWriter(Protocol):
+    """An upload's bytes on their way in, under the id the file will have."""
+
+    file_id: str
+
+    async def write(self, chunk: bytes) -> None: ...
+
+    async def publish(self) -> None:
+        """Make the bytes durable and readable under ``file_id``."""
+
+    async def discard(self) -> None:
+        """Remove what was written, unless it was published."""
+
+
+class BlobReader(Protocol):
+    size: int
+
+    async def read(self, size: int) -> bytes:
+        """Up to ``size`` bytes (at least one unless at the end); ``b""`` at the end."""
+
+    async def aclose(self) -> None: ...
+
+
+class FileBytes(Protocol):
+    async def start(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+    async def writer(self, file_id: str) -> BlobWriter: ...
+
+    async def open(self, file_id: str) -> BlobReader | None:
+        """The published bytes of ``file_id``, opened; None when there are none. A delete after the open does
+        not cut the read short."""
+
+    def local_copy(self, file_id: str) -> contextlib.AbstractAsyncContextManager[Path]:
+        """A path on this machine holding the bytes while the block runs (what text extraction reads);
+        ``FileNotFoundError`` when there are none."""
+
+    async def remove(self, file_id: str) -> None: ...
+
+    async def sweep(self, known_ids: KnownIds) -> int:
+        """Remove the leftovers of dead uploads and bytes no metadata row names (past their grace); how many."""
+
+    async def collect(self) -> int:
+        """Remove what deletes left for later (periodically, with the expiry purge); how many."""
+
+
+def check_file_id(file_id: str) -> str:
+    if not FILE_ID.fullmatch(file_id):
+        raise ValueError(f"not a file id: {file_id[:80]!r}")
+    return file_id
+
+
+# -- on disk --------------------------------------------------------------------------------------------------
+
+
+class _DiskWriter:
+    def __init__(self, directory: Path, file_id: str) -> None:
+        self.file_id = file_id
+        self.path = directory / f"{UPLOAD_PREFIX}{os.urandom(12).hex()}.part"
+        self._final = directory / file_id
+        self._file: IO[bytes] | None = None
+        self._published = False
+
+    async def open(self) -> None:
+        self._file = await asyncio.to_thread(open, self.path, "xb")
+
+    async def write(self, chunk: bytes) -> None:
+        if self._file is None:
+            raise RuntimeError("upload is not open")
+        if chunk:
+            await asyncio.to_thread(self._file.write, chunk)
+
+    async def publish(self) -> None:
+        """Flush to stable storage, then rename under the id."""
+        file, self._file = self._file, None
+        if file is not None:
+            await asyncio.to_thread(_flush_and_close, file)
+        await asyncio.to_thread(os.replace, self.path, self._final)
+        self._published = True
+
+    async def discard(self) -> None:
+        file, self._file = self._file, None
+        if file is not None:
+            await asyncio.to_thread(file.close)
+        if not self._published:
+            await asyncio.to_thread(self.path.unlink, missing_ok=True)
+
+
+class _DiskReader:
+    def __init__(self, handle: IO[bytes]) -> None:
+        self._handle = handle
+        self.size = os.fstat(handle.fileno()).st_size
+
+    async def read(self, size: int) -> bytes:
+        return await asyncio.to_thread(self._handle.read, size)
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self._handle.close)
+
+
+def _flush_and_close(file: IO[bytes]) -> None:
+    try:
+        file.flush()
+        os.fsync(file.fileno())
+    finally:
+        file.close()
+
+
+class DiskFileBytes:
+    """Bytes in ``<directory>/<file_id>``; with no directory, a temporary one that lives as long as this does
+    (an in-memory database's files)."""
+
+    def __init__(self, directory: Path | None) -> None:
+        self._directory = directory
+        self._own_directory = directory is None
+
+    @property
+    def directory(self) -> Path:
+        if self._directory is None:
+            raise RuntimeError("the files directory is not made yet; await start() first")
+        return self._directory
+
+    def path(self, file_id: str) -> Path:
+        """Where a file's bytes are, for ids the bridge makes only (``ValueError`` for anything else)."""
+        return self.directory / check_file_id(file_id)
+
+    async def start(self) -> None:
+        if self._directory is None:
+            self._directory = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="responses-bridge-files-"))
+        await asyncio.to_thread(self._directory.mkdir, mode=0o700, parents=True, exist_ok=True)
+
+    async def aclose(self) -> None:
+        if self._own_directory and self._directory is not None:
+            await asyncio.to_thread(shutil.rmtree, self._directory, ignore_errors=True)
+            self._directory = None
+
+    async def writer(self, file_id: str) -> _DiskWriter:
+        writer = _DiskWriter(self.directory, check_file_id(file_id))
+        await writer.open()
+        return writer
+
+    async def open(self, file_id: str) -> _DiskReader | None:
+        try:
+            handle = await asyncio.to_thread(open, self.path(file_id), "rb")
+        except FileNotFoundError:
+            return None
+        return _DiskReader(handle)
+
+    @contextlib.asynccontextmanager
+    async def local_copy(self, file_id: str) -> AsyncIterator[Path]:
+        yield self.path(file_id)
+
+    async def remove(self, file_id: str) -> None:
+        await asyncio.to_thread(self.path(file_id).unlink, missing_ok=True)
+
+    async def sweep(self, known_ids: KnownIds) -> int:
+        now = time.time()
+        entries = await asyncio.to_thread(_list_directory, self.directory)
+        stale = [name for name, mtime in entries if name.startswith(UPLOAD_PREFIX)
+                 and now - mtime > STALE_UPLOAD_SECONDS]
+        candidates = [name for name, mtime in entries if FILE_ID.fullmatch(name)
+                      and now - mtime > ORPHAN_GRACE_SECONDS]
+        known = await known_ids(candidates) if candidates else set()
+        removed = 0
+        for name in [*stale, *(name for name in candidates if name not in known)]:
+            await asyncio.to_thread((self.directory / name).unlink, missing_ok=True)
+            removed += 1
+        return removed
+
+    async def collect(self) -> int:
+        return 0  # a delete unlinks at once: nothing is left for later
+
+
+def _list_directory(directory: Path) -> list[tuple[str, float]]:
+    entries = []
+    with os.scandir(directory) as scan:
+        for entry in scan:
+            with contextlib.suppress(OSError):  # removed meanwhile
+                entries.append((entry.name, entry.stat(follow_symlinks=False).st_mtime))
+    return entries

@@ -1,0 +1,90 @@
+"""Which database holds the bridge's state, chosen from the settings: the PostgreSQL database every replica shares
+when ``RESPONSES_BRIDGE_DATABASE_URL`` is set, else the embedded SQLite file.
+
+The rest of the bridge gets the stores behind the same Protocols either way. With a database URL nothing falls
+back to SQLite: an unreachable database or refused credentials fail the start (``DatabaseUnavailable``, one line
+naming the host, never the password).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .api_keys import ApiKeyStore, SQLiteApiKeyStore
+from .base import ConversationStore, EventLog, PromptStore, ResponseStore
+from .chunks import ChunkIndex, SQLiteChunkIndex
+from .conversations import SQLiteConversationStore
+from .events import SQLiteEventLog
+from .file_bytes import FileBytes
+from .files import FileStore, SQLiteFileStore
+from .postgres.api_keys import PostgresApiKeyStore
+from .postgres.chunks import PostgresChunkIndex
+from .postgres.conversations import PostgresConversationStore
+from .postgres.database import DatabaseUnavailable, PostgresDatabase, is_postgres_url
+from .postgres.events import PostgresEventLog
+from .postgres.file_bytes import PostgresFileBytes
+from .postgres.files import PostgresFileStore
+from .postgres.prompts import PostgresPromptStore
+from .postgres.responses import PostgresResponseStore
+from .postgres.shared import shared_value
+from .postgres.vector_stores import PostgresVectorStoreStore
+from .prompts import SQLitePromptStore
+from .sqlite import SQLiteResponseStore
+from .vector_stores import SQLiteVectorStoreStore, VectorStoreStore
+
+
+@dataclass
+class StoreSet:
+    """The open stores over one database. ``file_bytes``: where uploaded files' bytes are, when not on disk next to
+    the SQLite file (None: there). ``sqlite`` / ``postgres``: the database itself."""
+
+    responses: ResponseStore
+    conversations: ConversationStore
+    prompts: PromptStore
+    events: EventLog
+    api_keys: ApiKeyStore
+    files: FileStore
+    vector_stores: VectorStoreStore
+    chunks: ChunkIndex
+    file_bytes: FileBytes | None = None
+    sqlite: SQLiteResponseStore | None = None
+    postgres: PostgresDatabase | None = None
+
+    @property
+    def where(self) -> str:
+        """Where the state is, for the start-up log line: a path, or a host without credentials."""
+        if self.postgres is not None:
+            return f"postgresql {self.postgres.target}"
+        return self.sqlite.path if self.sqlite is not None else "?"
+
+    async def shared_value(self, name: str, candidate: str) -> str | None:
+        """A value every replica on the shared database agrees on (``candidate`` if first); None on SQLite, whose
+        single process keeps such values next to its file."""
+        if self.postgres is None:
+            return None
+        return await shared_value(self.postgres, name, candidate)
+
+    async def close(self) -> None:
+        await self.responses.close()
+
+
+async def open_stores(db_path: str, database_url: str | None) -> StoreSet:
+    """Open (and migrate) the database: PostgreSQL when ``database_url`` is given, else the SQLite file."""
+    if database_url:
+        if not is_postgres_url(database_url):
+            raise DatabaseUnavailable("the database URL must start with postgresql:// (or postgres://)")
+        db = PostgresDatabase(database_url)
+        responses = PostgresResponseStore(db)
+        await responses.open()
+        # files' bytes in the database too: replicas given separate data directories still read every file
+        return StoreSet(responses, PostgresConversationStore(db), PostgresPromptStore(db), PostgresEventLog(db),
+                        PostgresApiKeyStore(db), PostgresFileStore(db), PostgresVectorStoreStore(db),
+                        PostgresChunkIndex(db), file_bytes=PostgresFileBytes(db), postgres=db)
+    store = SQLiteResponseStore(db_path)
+    await store.open()
+    return StoreSet(store, SQLiteConversationStore(store), SQLitePromptStore(store), SQLiteEventLog(store),
+                    SQLiteApiKeyStore(store), SQLiteFileStore(store), SQLiteVectorStoreStore(store),
+                    SQLiteChunkIndex(store), sqlite=store)
+
+
+__all__ = ["StoreSet", "open_stores"]

@@ -1,0 +1,163 @@
+"""Uploaded files' bytes in PostgreSQL (:class:`~responses_bridge.store.file_bytes.FileBytes`): every replica reads
+every file, whatever its own data directory holds.
+
+A blob is rows of at most :data:`ROW_BYTES` in ``file_contents``, numbered from 0. Writing buffers one row and
+inserts it as one statement; reading fetches one row per read. No transaction spans a file, so a slow client
+never holds a connection of the pool between its chunks, and memory holds one row per upload or download.
+
+A delete only marks the blob: a download that started before it reads to its end (as an open file on disk
+does), and :meth:`PostgresFileBytes.collect` removes marked blobs once :data:`READ_GRACE_SECONDS` have passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from ..file_bytes import ORPHAN_GRACE_SECONDS, STALE_UPLOAD_SECONDS, KnownIds, check_file_id
+from .database import PostgresDatabase
+
+ROW_BYTES = 1 << 20
+READ_GRACE_SECONDS = 3600.0
+"""How long the bytes of a deleted file stay for downloads that began before the delete."""
+
+_COLLECT = """
+DELETE FROM file_blobs
+WHERE deleted_at < clock_timestamp() - make_interval(secs => $1)
+"""
+_SWEEP = """
+DELETE FROM file_blobs AS b
+WHERE deleted_at IS NULL AND (
+    (NOT published AND started_at < clock_timestamp() - make_interval(secs => $1))
+    OR (published AND started_at < clock_timestamp() - make_interval(secs => $2)
+        AND NOT EXISTS (SELECT 1 FROM files AS f WHERE f.id = b.file_id))
+)
+"""
+
+
+class _Writer:
+    def __init__(self, db: PostgresDatabase, file_id: str) -> None:
+        self.file_id = file_id
+        self._db = db
+        self._buffer = bytearray()
+        self._rows = 0
+        self._size = 0
+        self._published = False
+
+    async def write(self, chunk: bytes) -> None:
+        self._buffer += chunk
+        self._size += len(chunk)
+        while len(self._buffer) >= ROW_BYTES:
+            await self._insert(bytes(self._buffer[:ROW_BYTES]))
+            del self._buffer[:ROW_BYTES]
+
+    async def _insert(self, data: bytes) -> None:
+        async with self._db.acquire("write_file_bytes") as conn:
+            await conn.execute("INSERT INTO file_contents (file_id, seq, data) VALUES ($1, $2, $3)",
+                               self.file_id, self._rows, data)
+        self._rows += 1
+
+    async def publish(self) -> None:
+        if self._buffer:
+            await self._insert(bytes(self._buffer))
+            self._buffer.clear()
+        async with self._db.acquire("publish_file_bytes") as conn:
+            await conn.execute("UPDATE file_blobs SET published = true, size = $2 WHERE file_id = $1",
+                               self.file_id, self._size)
+        self._published = True
+
+    async def discard(self) -> None:
+        self._buffer.clear()
+        if not self._published:
+            async with self._db.acquire("discard_file_bytes") as conn:
+                await conn.execute("DELETE FROM file_blobs WHERE file_id = $1 AND NOT published", self.file_id)
+
+
+class _Reader:
+    def __init__(self, db: PostgresDatabase, file_id: str, size: int) -> None:
+        self.size = size
+        self._db = db
+        self._file_id = file_id
+        self._next_row = 0
+        self._buffer = memoryview(b"")
+        self._done = size == 0
+
+    async def read(self, size: int) -> bytes:
+        if not self._buffer and not self._done:
+            async with self._db.acquire("read_file_bytes") as conn:
+                data = await conn.fetchval("SELECT data FROM file_contents WHERE file_id = $1 AND seq = $2",
+                                           self._file_id, self._next_row)
+            self._next_row += 1
+            if data is None:
+                self._done = True
+            else:
+                self._buffer = memoryview(data)
+        part, self._buffer = self._buffer[:size], self._buffer[size:]
+        return bytes(part)
+
+    async def aclose(self) -> None:
+        self._buffer = memoryview(b"")
+        self._done = True
+
+
+class PostgresFileBytes:
+    """:class:`~responses_bridge.store.file_bytes.FileBytes` on a :class:`PostgresDatabase`."""
+
+    def __init__(self, db: PostgresDatabase) -> None:
+        self._db = db
+
+    async def start(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+    async def writer(self, file_id: str) -> _Writer:
+        async with self._db.acquire("start_file_bytes") as conn:
+            await conn.execute("INSERT INTO file_blobs (file_id) VALUES ($1)", check_file_id(file_id))
+        return _Writer(self._db, file_id)
+
+    async def open(self, file_id: str) -> _Reader | None:
+        async with self._db.acquire("open_file_bytes") as conn:
+            size = await conn.fetchval("SELECT size FROM file_blobs WHERE file_id = $1 AND published "
+                                       "AND deleted_at IS NULL", file_id)
+        return None if size is None else _Reader(self._db, file_id, int(size))
+
+    @contextlib.asynccontextmanager
+    async def local_copy(self, file_id: str) -> AsyncIterator[Path]:
+        """The bytes copied row by row into a temporary file, removed when the block ends."""
+        reader = await self.open(file_id)
+        if reader is None:
+            raise FileNotFoundError(f"no bytes stored for {file_id}")
+        handle, name = await asyncio.to_thread(tempfile.mkstemp, prefix="responses-bridge-ingest-")
+        path = Path(name)
+        try:
+            with os.fdopen(handle, "wb") as out:
+                while chunk := await reader.read(ROW_BYTES):
+                    await asyncio.to_thread(out.write, chunk)
+            yield path
+        finally:
+            await reader.aclose()
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+
+    async def remove(self, file_id: str) -> None:
+        async with self._db.acquire("remove_file_bytes") as conn:
+            await conn.execute("UPDATE file_blobs SET deleted_at = clock_timestamp() "
+                               "WHERE file_id = $1 AND deleted_at IS NULL", file_id)
+
+    async def sweep(self, known_ids: KnownIds) -> int:
+        """Blobs of dead uploads and blobs no file row names, past their grace (the file rows are in this
+        database, so ``known_ids`` is not needed: one statement decides). Across tenants: workers only."""
+        async with self._db.acquire("sweep_file_bytes") as conn:
+            status = await conn.execute(_SWEEP, STALE_UPLOAD_SECONDS, ORPHAN_GRACE_SECONDS)
+        return int(status.rsplit(" ", 1)[-1])
+
+    async def collect(self) -> int:
+        """Deleted blobs past :data:`READ_GRACE_SECONDS`. Across tenants: workers only."""
+        async with self._db.acquire("collect_file_bytes") as conn:
+            status = await conn.execute(_COLLECT, READ_GRACE_SECONDS)
+        return int(status.rsplit(" ", 1)[-1])

@@ -1,0 +1,67 @@
+"""Small helpers the PostgreSQL stores share: numbered parameters for statements written with named ones, the
+keyset cursors of the listed objects, and the item rows (one row per item, as in the SQLite store)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
+
+from ..base import InvalidCursor
+
+if TYPE_CHECKING:
+    from .migrations import Connection
+
+NUL_STAND_IN = "\ufffd"
+"""What a NUL character in a text value becomes: PostgreSQL's text cannot hold U+0000 (SQLite's can)."""
+
+
+def pg_text(value: str) -> str:
+    """``value`` as PostgreSQL text can hold it: every NUL as U+FFFD (the pool's text codec does this to every
+    text parameter; see database.register_types)."""
+    return value.replace("\x00", NUL_STAND_IN) if "\x00" in value else value
+
+
+def pg_texts(values: Iterable[str | None]) -> list[str | None]:
+    """A ``text[]`` parameter's elements, each as :func:`pg_text` (asyncpg encodes arrays of text itself, past the
+    pool's text codec)."""
+    return [None if value is None else pg_text(value) for value in values]
+
+
+_NAMED = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
+
+
+def numbered(sql: str, params: Mapping[str, object]) -> tuple[str, list[object]]:
+    """``:name`` parameters (the shared page builder in store/listing.py writes them) as asyncpg's ``$n``, and the
+    argument list in that order; a name used twice is one argument. Statements passed here use no ``::`` casts."""
+    order: dict[str, int] = {}
+
+    def place(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in order:
+            order[name] = len(order) + 1
+        return f"${order[name]}"
+
+    text = _NAMED.sub(place, sql)
+    return text, [params[name] for name in order]
+
+
+async def resolve_keys(conn: Connection, table: str, tenant: str, after: str | None, before: str | None
+                       ) -> tuple[tuple[int, str] | None, tuple[int, str] | None]:
+    """Both cursors' ``(created_at, id)``, looked up among ``tenant``'s rows only (another tenant's id is an unknown
+    cursor, like a missing one). ``table`` is one of our own table names, never client input."""
+    sql = (f"SELECT (SELECT created_at FROM {table} WHERE id = $1 AND tenant = $3), "
+           f"(SELECT created_at FROM {table} WHERE id = $2 AND tenant = $3)")
+    row = await conn.fetchrow(sql, after, before, tenant)
+    after_at, before_at = (row[0], row[1]) if row is not None else (None, None)
+    if after is not None and after_at is None:
+        raise InvalidCursor("after", after)
+    if before is not None and before_at is None:
+        raise InvalidCursor("before", before)
+    return (None if after is None or after_at is None else (int(after_at), after),
+            None if before is None or before_at is None else (int(before_at), before))
+
+
+def columns(rows: list[tuple[str | None, bytes]]) -> tuple[list[str | None], list[bytes]]:
+    """Item rows as two arrays, for one ``unnest`` insert of every item (one round trip whatever their number)."""
+    return pg_texts(item_id for item_id, _ in rows), [blob for _, blob in rows]

@@ -1,0 +1,40 @@
+"""The set of stores under test, on SQLite or on PostgreSQL, so one test body checks the store contract on both.
+
+``open_stores(kind, ...)`` opens a fresh database of that kind (a SQLite file in the test's temporary directory, or
+a new database on the session's PostgreSQL server) the way the sidecar opens its own (store/open.py), and gives the
+responses, conversations, prompts, event log and API key stores over it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from responses_bridge.store import open as store_open
+
+KINDS = ("sqlite", "postgres")
+
+
+@dataclass
+class Stores:
+    kind: str
+    responses: Any
+    conversations: Any
+    prompts: Any
+    events: Any
+    api_keys: Any
+
+
+@asynccontextmanager
+async def open_stores(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stores]:
+    url = request.getfixturevalue("postgres_url") if kind == "postgres" else None
+    opened = await store_open.open_stores(str(tmp_path / "contract.db"), url)
+    try:
+        yield Stores(kind, opened.responses, opened.conversations, opened.prompts, opened.events, opened.api_keys)
+    finally:
+        await opened.close()
