@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from responses_bridge.store import MIGRATIONS, InvalidCursor, InvalidPageArgs, SQLiteResponseStore, migrate
 from responses_bridge.store.base import DEFAULT_TENANT, ConversationStore, ResponseFilter, ResponseStore
 from responses_bridge.store.conversations import SQLiteConversationStore
-from responses_bridge.store.listing import bounds
-from responses_bridge.store.sqlite import _responses_page
+from responses_bridge.store.listing import bounds, responses_page
+from responses_bridge.store.sqlite import METADATA_JOIN
 
 
 def response(response_id: str, created_at: int, *, model: str = "m1", status: str = "completed",
@@ -199,7 +199,7 @@ async def test_every_page_is_an_index_seek(store: SQLiteResponseStore, where: Re
     after = (5, "resp_a") if cursor in ("after", "both") else None
     before = (9, "resp_b") if cursor in ("before", "both") else None
     page = bounds(order == "asc", after, before, after_given=after is not None, before_given=before is not None)
-    sql, params = _responses_page(where, page, 21, "tenant_a")
+    sql, params = responses_page("tenant_a", where, page, 21, metadata_join=METADATA_JOIN)
     async with store.reading() as conn:
         plan = [row[3] for row in await conn.execute_fetchall("EXPLAIN QUERY PLAN " + sql, params)]
     assert not any("TEMP B-TREE" in step for step in plan), plan

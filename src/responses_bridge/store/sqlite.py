@@ -249,6 +249,11 @@ def _page_query(ascending: bool, lower: int | None, upper: int | None, backward:
     return sql + f" ORDER BY position {'ASC' if scan_ascending else 'DESC'} LIMIT :fetch"
 
 
+METADATA_JOIN = "CROSS JOIN"
+"""How a metadata filter's rows join the responses here: SQLite's CROSS JOIN keeps its planner from starting at
+the responses table and sorting (store/listing.py)."""
+
+
 class SQLiteResponseStore:
     """:class:`~responses_bridge.store.base.ResponseStore` on a local SQLite file (or ``":memory:"``)."""
 
@@ -518,7 +523,7 @@ class SQLiteResponseStore:
             page = bounds(order == "asc", after_key, before_key, after_given=after is not None,
                           before_given=before is not None)
             sql, params = responses_page(tenant, where or ResponseFilter(), page, limit + 1,
-                                             metadata_join="CROSS JOIN")
+                                         metadata_join=METADATA_JOIN)
             rows = list(await conn.execute_fetchall(sql, params))
         has_more = len(rows) > limit
         del rows[limit:]
