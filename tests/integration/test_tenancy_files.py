@@ -15,7 +15,7 @@ import openai
 import orjson
 import pytest
 
-from responses_bridge.devtools.procs import ManagedProcess
+from responses_bridge.devtools.procs import ManagedProcess, wait_http
 from tests.support.bridge import Sidecar, start_sidecar
 from tests.support.sidecar_state import database_of, stored_files
 
@@ -42,18 +42,7 @@ async def bridge(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -
 
 async def wait_ready(url: str, process: ManagedProcess) -> None:
     """Until ``/health`` answers a caller that names a tenant (with auth=header every request must)."""
-    async with aiohttp.ClientSession() as session:
-        for _ in range(600):
-            if not process.alive():
-                raise RuntimeError("the sidecar exited before it was ready")
-            try:
-                async with session.get(f"{url}/health", headers={"x-tenant-id": A}) as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
-    raise TimeoutError(f"{url} was not ready")
+    await wait_http(f"{url}/health", process=process, headers={"x-tenant-id": A})
 
 
 def sdk(bridge: Sidecar, tenant: str) -> openai.AsyncOpenAI:

@@ -23,6 +23,7 @@ import openai
 import pytest
 import yaml
 
+from responses_bridge.devtools.procs import wait_http
 from responses_bridge.envoy_config import render_bootstrap
 from tests.support.bridge import Sidecar, running_sidecar, start_sidecar
 from tests.support.envoy import EnvoyProcess, free_port, have_envoy, start_envoy
@@ -183,17 +184,8 @@ async def tenants(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) 
     process, http_port, _ = start_sidecar(str(directory), fake_upstream, "--config", str(config), extproc=False)
     url = f"http://127.0.0.1:{http_port}"
     try:
-        # every route, /health too, wants the tenant header in this mode: wait_http's bare GET would never pass
-        async with aiohttp.ClientSession(headers={"x-tenant-id": "probe"}) as session:
-            for _ in range(600):
-                assert process.alive(), "the sidecar exited before it was ready"
-                try:
-                    async with session.get(f"{url}/health") as answer:
-                        if answer.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.05)
+        # every route, /health too, wants the tenant header in this mode
+        await wait_http(f"{url}/health", process=process, headers={"x-tenant-id": "probe"})
         yield url
     finally:
         process.stop()

@@ -123,10 +123,12 @@ class ManagedProcess:
         return 0.0
 
 
-async def wait_http(url: str, timeout: float = 30.0, process: ManagedProcess | None = None) -> None:
-    """Poll ``url`` until it answers 200; fail early if the process it depends on has exited."""
+async def wait_http(url: str, timeout: float = 30.0, process: ManagedProcess | None = None,
+                    headers: dict[str, str] | None = None) -> None:
+    """Poll ``url`` until it answers 200; fail early if the process it depends on has exited. ``headers`` go with
+    every poll (a sidecar with ``auth: header`` answers nobody who names no tenant)."""
     deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2), headers=headers) as session:
         while True:
             if process is not None and not process.alive():
                 raise RuntimeError(f"{process.name} exited before it was ready")
