@@ -1,12 +1,17 @@
-"""Fixtures the engine tests share: a fresh in-memory store, and ids and clocks made deterministic so that two
-runs of one recording can be compared byte for byte."""
+"""Fixtures the engine tests share: a fresh in-memory store, ids and clocks made deterministic so that two runs of
+one recording can be compared byte for byte, and the ext_proc door served over a real gRPC channel on the
+requesting module's own ``runtime`` fixture."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
+import grpc
 import pytest
 
+from responses_bridge.adapters.extproc.server import start_extproc_server
+from responses_bridge.runtime import Runtime
 from responses_bridge.store import SQLiteResponseStore
 from tests.unit import recordings
 
@@ -21,3 +26,14 @@ def determinism() -> Iterator[recordings.Determinism]:
 async def store() -> AsyncIterator[SQLiteResponseStore]:
     async with SQLiteResponseStore(":memory:") as opened:
         yield opened
+
+
+@pytest.fixture
+async def served(runtime: Runtime) -> AsyncIterator[tuple[Any, grpc.aio.Channel]]:
+    door = await start_extproc_server(runtime, "127.0.0.1", 0)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{door.bound_port}")
+    try:
+        yield door, channel
+    finally:
+        await channel.close()
+        await door.stop(0)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -21,7 +20,6 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc
 from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingRequest, ProcessingResponse
 
 from responses_bridge.adapters.extproc import servicer as servicer_module
-from responses_bridge.adapters.extproc import start_extproc_server
 from responses_bridge.adapters.extproc.servicer import _Stream
 from responses_bridge.config import Settings
 from responses_bridge.run.response_run import ResponseRun
@@ -672,17 +670,6 @@ class Call:
     async def send(self, message: ProcessingRequest, replies: int) -> list[ProcessingResponse]:
         await self.call.write(message)
         return [await self.call.read() for _ in range(replies)]
-
-
-@pytest.fixture
-async def served(runtime: Runtime) -> AsyncIterator[tuple[Any, grpc.aio.Channel]]:
-    door = await start_extproc_server(runtime, "127.0.0.1", 0)
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{door.bound_port}")
-    try:
-        yield door, channel
-    finally:
-        await channel.close()
-        await door.stop(0)
 
 
 async def _open_stream(channel: grpc.aio.Channel) -> tuple[Call, str]:

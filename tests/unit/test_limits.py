@@ -6,13 +6,11 @@ The HTTP door and the path through a real Envoy are in tests/integration/test_te
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 import pytest
 
-from responses_bridge.adapters.extproc import start_extproc_server
 from responses_bridge.config import Settings
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.runtime import Runtime
@@ -162,17 +160,6 @@ async def test_extproc_refuses_a_chunked_body_at_the_chunk_that_crosses_the_tena
 
 
 # --- the ext_proc door over a real gRPC channel: the slot comes back however the stream ends ---------------------
-
-
-@pytest.fixture
-async def served(runtime: Runtime) -> AsyncIterator[tuple[Any, grpc.aio.Channel]]:
-    door = await start_extproc_server(runtime, "127.0.0.1", 0)
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{door.bound_port}")
-    try:
-        yield door, channel
-    finally:
-        await channel.close()
-        await door.stop(0)
 
 
 async def _slot_comes_back(runtime: Runtime) -> bool:
