@@ -27,7 +27,7 @@ import pytest
 
 from responses_bridge.devtools.procs import wait_http
 from responses_bridge.envoy_config import Auth, JwtExample, render_bootstrap
-from tests.support.bridge import PYTHON, UpstreamLog
+from tests.support.bridge import PYTHON, UpstreamLog, finished_after, finished_requests
 from tests.support.envoy import free_port, have_envoy, start_envoy
 
 pytestmark = pytest.mark.skipif(not have_envoy(), reason="envoy binary not available")
@@ -65,19 +65,10 @@ class Stack:
     bare_envoy_url: str  # header mode without the jwt_authn example: nothing sets the header
 
     def finished(self, door: str) -> list[dict[str, Any]]:
-        lines = [orjson.loads(line) for line in self.log_path.read_text().splitlines() if line.startswith("{")]
-        return [line for line in lines if line.get("event") == "request_finished" and line.get("door") == door
-                and not str(line.get("route", "")).startswith("GET /health")]
+        return finished_requests(self.log_path, door)
 
     async def finished_after(self, door: str, before: int) -> list[dict[str, Any]]:
-        """The door's request lines after the first ``before``, once there are any (the ext_proc door writes its
-        line when Envoy closes the stream, just after the client has its answer)."""
-        for _ in range(400):
-            lines = self.finished(door)
-            if len(lines) > before:
-                return lines[before:]
-            await asyncio.sleep(0.025)
-        return []
+        return await finished_after(self.log_path, door, before)
 
 
 @pytest.fixture(scope="module")

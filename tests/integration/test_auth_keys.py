@@ -28,7 +28,7 @@ import pytest
 from responses_bridge.devtools.procs import wait_http
 from responses_bridge.envoy_config import Auth, render_bootstrap
 from responses_bridge.services.identity import SIDECAR_HEADER
-from tests.support.bridge import PYTHON, UpstreamLog, keys_command
+from tests.support.bridge import PYTHON, UpstreamLog, finished_after, finished_requests, keys_command
 from tests.support.envoy import free_port, have_envoy, start_envoy
 from tests.support.postgres import sidecar_env
 from tests.support.sidecar_state import database_bytes, sidecar_stores
@@ -67,23 +67,12 @@ class Stack:
     def url(self, door: str) -> str:
         return self.envoy_url if door == "envoy" else self.http_url
 
-    def log_lines(self) -> list[dict[str, Any]]:
-        return [orjson.loads(line) for line in self.log_path.read_text().splitlines() if line.startswith("{")]
-
     def finished(self, door: str) -> list[dict[str, Any]]:
         """The door's request lines of identified callers (a request's line is written when it ends)."""
-        return [line for line in self.log_lines() if line.get("event") == "request_finished"
-                and line.get("door") == door and "tenant" in line and line.get("route") != "GET /health"]
+        return finished_requests(self.log_path, door, identified=True)
 
     async def finished_after(self, door: str, before: int) -> list[dict[str, Any]]:
-        """The lines after the first ``before``, once there are any: the ext_proc door writes its line when Envoy
-        closes the stream, just after the client has its answer."""
-        for _ in range(400):
-            lines = self.finished(door)
-            if len(lines) > before:
-                return lines[before:]
-            await asyncio.sleep(0.025)
-        return []
+        return await finished_after(self.log_path, door, before, identified=True)
 
 
 async def make_keys(db: Path) -> Keys:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import aiohttp
+import orjson
 
 from responses_bridge.devtools.procs import ManagedProcess, free_port, wait_http
 from tests.support.postgres import sidecar_env
@@ -78,3 +82,26 @@ class UpstreamLog:
         entries = await self.entries()
         assert entries, "the upstream received no request"
         return entries[-1]["body"]
+
+
+def log_lines(log_path: Path) -> list[dict[str, Any]]:
+    """The JSON lines of a sidecar's log file (its stderr, written to ``log_path``)."""
+    return [orjson.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+
+
+def finished_requests(log_path: Path, door: str, *, identified: bool = False) -> list[dict[str, Any]]:
+    """The door's ``request_finished`` lines, health checks left out; ``identified``: only those with a tenant."""
+    return [line for line in log_lines(log_path) if line.get("event") == "request_finished"
+            and line.get("door") == door and not str(line.get("route", "")).startswith("GET /health")
+            and (not identified or "tenant" in line)]
+
+
+async def finished_after(log_path: Path, door: str, before: int, *, identified: bool = False) -> list[dict[str, Any]]:
+    """The lines after the first ``before``, once there are any (the ext_proc door writes its line when Envoy
+    closes the stream, just after the client has its answer); empty if none come within 10 s."""
+    for _ in range(400):
+        lines = finished_requests(log_path, door, identified=identified)
+        if len(lines) > before:
+            return lines[before:]
+        await asyncio.sleep(0.025)
+    return []
