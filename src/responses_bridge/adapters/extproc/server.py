@@ -7,12 +7,12 @@ from typing import Any
 
 import grpc
 import structlog
-from envoy.service.ext_proc.v3 import external_processor_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from ...envoy_config import EXTPROC_SERVICE, upstream_path_prefix
 from ...runtime import Runtime
 from ...services.readiness import check_readiness
+from .decode import add_processor
 from .servicer import ExtProcServicer
 
 log = structlog.get_logger("responses_bridge.extproc")
@@ -65,7 +65,7 @@ async def start_extproc_server(runtime: Runtime, host: str, port: int, *,
     prefix = (upstream_path_prefix_override if upstream_path_prefix_override is not None
               else upstream_path_prefix(runtime.settings.upstream))
     servicer = ExtProcServicer(runtime, prefix)
-    external_processor_pb2_grpc.add_ExternalProcessorServicer_to_server(servicer, server)
+    add_processor(servicer, server)  # a message that fails to decode is refused, never a clean close (decode.py)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]  # at run time; not in the stubs
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for service in ("", EXTPROC_SERVICE):

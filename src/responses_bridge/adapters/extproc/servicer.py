@@ -63,6 +63,7 @@ from ...services.limits import RETRY_AFTER_SECONDS, UNLIMITED, request_too_large
 from ...store.base import DEFAULT_TENANT
 from ...upstreams import Route
 from . import messages as m
+from .decode import Undecodable
 from .observe import StreamObservation
 from .outbox import Outbox
 from .retry import retried_reply
@@ -95,6 +96,11 @@ class ExtProcServicer(external_processor_pb2_grpc.ExternalProcessorServicer):
         self._changed = asyncio.Event()  # a stream finished its work or went away: a drain looks again
 
     async def Process(self, request_iterator: object, context: grpc.aio.ServicerContext) -> None:
+        """Fails closed: however the stream ends early (a message that does not decode, a broken write, a bug),
+        the handler never returns OK with the request unanswered, since Envoy then goes on without the processor
+        and the untranslated, unauthenticated request reaches the upstream. A message that does not decode is
+        answered (decode.py); anything else ends the stream with an error status, which Envoy turns into an
+        error reply (``failure_mode_allow: false``)."""
         outbox = Outbox(context.write)
 
         async def write_now(response: ProcessingResponse) -> None:
@@ -104,13 +110,21 @@ class ExtProcServicer(external_processor_pb2_grpc.ExternalProcessorServicer):
         self._live.add(stream)
         read, lock, send = context.read, stream.lock, outbox.send
         observed = stream.observed = StreamObservation()  # request id, metrics, spans (observe.py)
-        abandoned, first = True, True
+        first = True
         try:
             while True:
                 request = await read()
                 if request is grpc.aio.EOF:  # type: ignore[attr-defined]  # grpc exports it; grpc-stubs lack it
                     break
                 started = perf_counter()
+                if type(request) is Undecodable:  # a string field with bytes that are not UTF-8 (decode.py)
+                    first = False
+                    async with lock:
+                        replies = await stream.undecodable(request.phase)
+                        observed.replied(replies, stream.sse)
+                        stream.delivered = stream.done
+                        await send(replies, queued=False)
+                    continue
                 phase = request.WhichOneof("request")
                 if phase != "response_body":  # a few messages per request: the per-chunk path skips all this
                     if first:
@@ -124,22 +138,26 @@ class ExtProcServicer(external_processor_pb2_grpc.ExternalProcessorServicer):
                         del request  # a request body message is let go as soon as its bytes are taken
                         replies = await handling
                     outbox.merge = stream.full_duplex
+                    if phase != "response_body" or stream.done:
+                        observed.replied(replies, stream.sse)
+                    # the terminal bytes are handed to gRPC from here on: a close by Envoy after this point is
+                    # the end of a delivered answer, not a client going away
+                    stream.delivered = stream.done
                     await send(replies, queued=stream.sse or stream.routed)
                 observed.message(phase, perf_counter() - started)
-                if phase != "response_body" or stream.done:
-                    observed.replied(replies, stream.sse)
-                    if phase == "request_body" and stream.ours and not stream.done:
-                        observed.upstream_called()
+                if phase == "request_body" and stream.ours and not stream.done:
+                    observed.upstream_called()
                 if stream.done:
                     self._changed.set()
             await outbox.flush()  # returning ends the gRPC stream: not before every reply is written
-            abandoned = not stream.done
         except asyncio.CancelledError:
             await stream.abandon()  # Envoy reset the stream: the client went away
             raise
-        except Exception:  # the gRPC stream itself broke (handle() never raises); nothing can be sent any more
+        except Exception:  # the stream broke (a write failed, a bug): it must not end as OK
             log.warning("extproc_stream_broken", exc_info=True)
             await stream.abandon()
+            context.set_code(grpc.StatusCode.INTERNAL)
+            context.set_details("the processor failed")
         else:
             if not stream.done:
                 await stream.abandon()
@@ -148,7 +166,7 @@ class ExtProcServicer(external_processor_pb2_grpc.ExternalProcessorServicer):
             await outbox.close()
             self._live.discard(stream)
             self._changed.set()
-            observed.finish(stream.ours, abandoned)
+            observed.finish(stream.ours, not stream.delivered)
 
     def _unfinished(self) -> list[_Stream]:
         return [stream for stream in self._live if stream.run is not None and not stream.done]
@@ -193,6 +211,7 @@ class _Stream:
     __slots__ = (
         "authorization",
         "chat",
+        "delivered",
         "done",
         "failed",
         "full_duplex",
@@ -230,7 +249,8 @@ class _Stream:
         self.sse = False  # the client's event stream is open: its headers have been answered
         self.pending = b""  # bytes to put before the next response body chunk (the stream's head)
         self.failed = False  # failure bytes were sent: drop everything else
-        self.done = False  # the terminal bytes were sent
+        self.done = False  # the terminal bytes were made
+        self.delivered = False  # ... and handed to gRPC (metrics: a close after this is no client going away)
         self.shutdown_requested = False  # STREAMED mode: fail the stream at the next upstream chunk
         self.request_body: list[bytes] = []  # a streamed request body, until its end
         self.request_bytes = 0
@@ -251,6 +271,21 @@ class _Stream:
             return await dispatch
         except Exception as exc:  # noqa: BLE001 - a bug must still give Envoy an answer that keeps it with us
             return await self._recover(phase, exc)
+
+    async def undecodable(self, phase: str | None) -> Responses:
+        """A message protobuf could not decode (decode.py): before the upstream call, the request is refused
+        with a 400 (nothing goes upstream); once a response of ours is under way, it ends as any failure does
+        (``_recover``); otherwise nothing safe can be said, and the stream ends with an error status."""
+        log.warning("extproc_message_undecodable", phase=phase)
+        if not self.done and phase in ("request_headers", "request_body"):
+            self.ours = True
+            self.done = True
+            self.request_body = []
+            error = APIError(400, "A request header value is not valid UTF-8.", code="invalid_header_value")
+            return [m.immediate_response(400, error.body(), JSON)]
+        if self.ours and self.run is not None and phase is not None:
+            return await self._recover(phase, ValueError(f"an undecodable {phase} message"))
+        raise ValueError(f"an undecodable {phase or 'unknown'} message")
 
     async def _recover(self, phase: str | None, exc: Exception) -> Responses:
         log.exception("extproc_handler_failed", phase=phase, exc_info=exc)
@@ -742,6 +777,7 @@ class _Stream:
         async with self.lock:
             try:
                 responses = await self._shutdown_responses()
+                self.delivered = self.done
                 for response in responses:
                     await self.write(response)  # type: ignore[misc]
             except Exception:  # the stream went away meanwhile: nothing left to end
