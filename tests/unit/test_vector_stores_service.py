@@ -3,6 +3,8 @@ file fails alone, work left in progress resumes, embedders are never mixed, bad 
 
 from __future__ import annotations
 
+import io
+import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -282,3 +284,80 @@ async def test_long_batches_log_their_progress(harness: Harness, monkeypatch: py
     progress = [entry for entry in logs if entry["event"] == "ingestion_progress"]
     assert [entry["done"] for entry in progress] == [1, 2, 3, 4]
     assert progress[-1]["failed"] == 1 and progress[-1]["remaining"] == 0
+
+
+def _docx_bomb(megabytes: int) -> bytes:
+    """A DOCX of a few hundred KB whose document part inflates to ``megabytes`` MB of XML (written part by part, so
+    the test itself never holds it whole)."""
+    paragraph = b"<w:p><w:r><w:t>" + b"A" * 200 + b"</w:t></w:r></w:p>"
+    block = paragraph * (1024 * 1024 // len(paragraph))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+        with archive.open("word/document.xml", "w", force_zip64=True) as member:
+            member.write(b'<?xml version="1.0"?><w:document xmlns:w="http://schemas.openxmlformats.org/'
+                         b'wordprocessingml/2006/main"><w:body>')
+            for _ in range(megabytes):
+                member.write(block)
+            member.write(b"</w:body></w:document>")
+    return buffer.getvalue()
+
+
+def _peak_rss_reset() -> int:
+    """Resets this process's peak RSS (Linux: clear_refs 5) and returns the RSS now, in bytes."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return _status_kb("VmRSS") * 1024
+
+
+def _status_kb(field: str) -> int:
+    line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith(field + ":"))
+    return int(line.split()[1])
+
+
+async def test_bombs_and_poison_files_fail_alone_with_a_reason(harness: Harness, service: VectorStoreService) -> None:
+    """A zip bomb is stopped by its decompressed size, not read whole; JSON nested 100k levels deep (which once
+    raised an uncaught RecursionError and left the file in progress forever) fails; the worker goes on and still
+    ingests the good file after them. The peak RSS of the whole ingestion stays within a fixed budget."""
+    bomb = _docx_bomb(200)
+    assert len(bomb) < 1024 * 1024
+    deep = b"[" * 100_000 + b"]" * 100_000
+    store = await service.create({"name": "hostile"}, tenant=TENANT)
+    ids = {
+        "bomb": await harness.files.add("bomb.docx", bomb, tenant=TENANT),
+        "deep": await harness.files.add("deep.json", deep, tenant=TENANT),
+        "deep_lines": await harness.files.add("deep.jsonl", b'{"a": 1}\n' + deep + b"\n", tenant=TENANT),
+    }
+    del bomb, deep
+    before = _peak_rss_reset()
+    await service.create_batch(store["id"], {"file_ids": list(ids.values())}, tenant=TENANT)
+    await service.worker.wait_idle()
+    peak_growth = _status_kb("VmHWM") * 1024 - before
+    assert peak_growth < 300 * 1024 * 1024, f"peak RSS grew {peak_growth // (1024 * 1024)} MB"
+    errors = {}
+    for name, file_id in ids.items():
+        row = await service.get_file(store["id"], file_id, tenant=TENANT)
+        assert row["status"] == "failed", (name, row)
+        errors[name] = row["last_error"]
+    assert errors["bomb"]["code"] == "invalid_file" and "too large" in errors["bomb"]["message"]
+    assert "nested too deeply" in errors["deep"]["message"]
+    assert "Line 2" in errors["deep_lines"]["message"]
+    good = await harness.files.add("after.txt", TEXT, tenant=TENANT)
+    await service.create_batch(store["id"], {"file_ids": [good]}, tenant=TENANT)
+    await service.worker.wait_idle()
+    assert (await service.get_file(store["id"], good, tenant=TENANT))["status"] == "completed"
+
+
+async def test_a_file_that_crashes_the_extractor_fails_instead_of_staying_in_progress(
+        harness: Harness, service: VectorStoreService, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any exception while extracting (not only the foreseen ones) fails that file with a reason."""
+    from responses_bridge.services import ingestion
+
+    def crash(*args: object) -> list[str]:
+        raise RuntimeError("an extractor bug")
+
+    monkeypatch.setattr(ingestion, "_extract_and_chunk", crash)
+    store = await service.create({"name": "crash"}, tenant=TENANT)
+    file_id = await harness.files.add("doc.txt", TEXT, tenant=TENANT)
+    await service.create_batch(store["id"], {"file_ids": [file_id]}, tenant=TENANT)
+    await service.worker.wait_idle()
+    row = await service.get_file(store["id"], file_id, tenant=TENANT)
+    assert row["status"] == "failed" and "RuntimeError" in row["last_error"]["message"]

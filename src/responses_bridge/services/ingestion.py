@@ -263,10 +263,8 @@ class IngestionWorker:
         strategy = parse_chunking_strategy(row.chunking)
         try:
             async with self._files.local_copy(row.file_id) as path:
-                texts = await asyncio.to_thread(_extract_and_chunk, path, filename, strategy)
-        except ExtractionError as error:
-            raise IngestionFailure(error.code, error.message) from None
-        except (OSError, UnicodeError, ValueError) as error:
+                texts = await self._extract(path, filename, strategy, row.file_id)
+        except OSError as error:
             raise IngestionFailure("invalid_file", f"The file could not be read: {error}") from None
         vectors = await self._embed(texts)
         current = await self._store.get_file_by_seq(row.seq)
@@ -280,6 +278,21 @@ class IngestionWorker:
         if latest is not None and latest.attributes != current.attributes:  # updated while the chunks were written
             await self._chunks.set_file_attributes(row.vector_store_id, row.file_id, latest.attributes)
         return sum(len(text.encode()) for text in texts) + int(vectors.nbytes)
+
+    async def _extract(self, path: Path, filename: str, strategy: StaticChunking, file_id: str) -> list[str]:
+        """The file's chunks. Whatever goes wrong in here is this file's failure, with a reason: a file that
+        breaks the extractor in a way nobody foresaw (a RecursionError once did) must end ``failed``, not stay
+        ``in_progress`` and be tried again at every start."""
+        try:
+            return await asyncio.to_thread(_extract_and_chunk, path, filename, strategy)
+        except ExtractionError as error:
+            raise IngestionFailure(error.code, error.message) from None
+        except (OSError, UnicodeError, ValueError) as error:
+            raise IngestionFailure("invalid_file", f"The file could not be read: {error}") from None
+        except Exception as error:  # noqa: BLE001  (a poison pill fails its file, never the worker)
+            log.warning("ingestion_extract_crashed", file_id=file_id, error=type(error).__name__)
+            raise IngestionFailure("invalid_file", "The file's text could not be extracted "
+                                   f"({type(error).__name__}).") from None
 
     async def _embed(self, texts: list[str]) -> numpy.ndarray:
         if not texts:

@@ -4,7 +4,9 @@ extension it does not know fails with ``unsupported_file``; one it cannot read f
 Plain text and source code are decoded (UTF-8, or UTF-16/32 with a byte-order mark); Markdown stays as written
 (its markup is text the model reads well); HTML loses its tags, scripts and styles; JSON and JSON Lines are
 re-rendered indented, so keys and values are words the keyword index sees; CSV rows become ``column: value``
-lines, so every chunk carries its column names; PDF text comes from ``pypdf``, DOCX text from ``docx2txt``.
+lines, so every chunk carries its column names; PDF text comes from ``pypdf``, DOCX text from its XML parts, read
+as a stream. Every extractor stays inside the file's :class:`~.bounds.Budget` (decompressed bytes, characters of
+text, seconds): a file past one fails with ``invalid_file`` and the reason, whatever its format.
 """
 
 from __future__ import annotations
@@ -13,11 +15,14 @@ import codecs
 import csv
 import io
 import json
+import re
 import zipfile
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
-from xml.etree import ElementTree
+from xml.parsers import expat
+
+from .bounds import BoundedReader, BoundExceeded, Budget
 
 TEXT_EXTENSIONS = frozenset({
     ".txt", ".text", ".md", ".markdown", ".rst", ".log", ".tex", ".xml", ".yaml", ".yml", ".toml", ".ini",
@@ -52,12 +57,14 @@ def extract_text(path: Path, filename: str) -> str:
     if extension not in SUPPORTED_EXTENSIONS:
         shown = extension or "(none)"
         raise ExtractionError("unsupported_file", f"Files with extension {shown} are not supported for search.")
+    budget = Budget()
     try:
         if extension == ".pdf":
-            text = _pdf(path)
+            text = _pdf(path, budget)
         elif extension == ".docx":
-            text = _docx(path)
+            text = _docx(path, budget)
         else:
+            budget.spend_bytes(path.stat().st_size)  # read whole: refused before the read when too large
             raw = _decode(path.read_bytes())
             if extension in HTML_EXTENSIONS:
                 text = _html(raw)
@@ -69,8 +76,11 @@ def extract_text(path: Path, filename: str) -> str:
                 text = _csv(raw, "\t" if extension == ".tsv" else ",")
             else:
                 text = raw
+        budget.spend_text(len(text))
     except OSError as exc:
         raise ExtractionError("invalid_file", f"The file could not be read: {exc.strerror or exc}.") from exc
+    except BoundExceeded as exc:
+        raise ExtractionError("invalid_file", exc.message) from None
     if not text.strip():
         raise ExtractionError("invalid_file", "No text could be extracted from the file.")
     return text
@@ -135,6 +145,8 @@ def _render_json(value: Any) -> str:
 def _json(raw: str) -> str:
     try:
         return _render_json(json.loads(raw))
+    except RecursionError:
+        raise _too_deep() from None
     except ValueError as exc:
         raise ExtractionError("invalid_file", f"The file is not valid JSON (line {_line(exc)}).") from exc
 
@@ -145,9 +157,18 @@ def _jsonl(raw: str) -> str:
         if line.strip():
             try:
                 records.append(json.dumps(json.loads(line), ensure_ascii=False))
+            except RecursionError:
+                raise _too_deep(number) from None
             except ValueError as exc:
                 raise ExtractionError("invalid_file", f"Line {number} of the file is not valid JSON.") from exc
     return "\n".join(records)
+
+
+def _too_deep(line: int | None = None) -> ExtractionError:
+    """JSON nested deeper than the parser goes (about a thousand levels: no real document is): refused, as a
+    file that cannot be read, rather than crashing the worker with a RecursionError."""
+    where = "The file's JSON" if line is None else f"Line {line} of the file"
+    return ExtractionError("invalid_file", f"{where} is nested too deeply to be read.")
 
 
 def _line(exc: ValueError) -> int:
@@ -170,28 +191,86 @@ def _csv(raw: str, delimiter: str) -> str:
     return "\n".join(lines)
 
 
-def _pdf(path: Path) -> str:
+def _pdf(path: Path, budget: Budget) -> str:
     from pypdf import PdfReader
     from pypdf.errors import PyPdfError
 
+    pages: list[str] = []
     try:
         reader = PdfReader(path)
         if reader.is_encrypted and not reader.decrypt(""):
             raise ExtractionError("invalid_file", "The PDF is encrypted.")
-        pages = [page.extract_text() or "" for page in reader.pages]
+        for page in reader.pages:  # pypdf bounds each stream it inflates; the pages together are bounded here
+            budget.check()
+            text = (page.extract_text() or "").strip()
+            budget.spend_text(len(text))
+            if text:
+                pages.append(text)
     except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError,
-            NotImplementedError) as exc:
+            NotImplementedError, MemoryError) as exc:
         # pypdf raises its own errors for most damage and plain ones for some (a bad object reference, a
         # malformed stream): all of them mean the same thing here
         raise ExtractionError("invalid_file", "The PDF could not be parsed.") from exc
-    return "\n\n".join(page.strip() for page in pages if page.strip())
+    return "\n\n".join(pages)
 
 
-def _docx(path: Path) -> str:
-    import docx2txt
+_WORD = "http://schemas.openxmlformats.org/wordprocessingml/2006/main}"  # expat's name for w:x is _WORD + "x"
+_DOCX_PARTS = (re.compile(r"word/header[0-9]*\.xml"), re.compile(r"word/document\.xml"),
+               re.compile(r"word/footer[0-9]*\.xml"))
+"""The parts whose text a DOCX gives, in this order: headers, the body, footers (as docx2txt reads them)."""
+_BREAKS = {_WORD + "tab": "\t", _WORD + "br": "\n", _WORD + "cr": "\n", _WORD + "p": "\n\n"}
+_TEXT = _WORD + "t"
+_READ = 256 * 1024
 
+
+def _docx(path: Path, budget: Budget) -> str:
+    """The text of the parts named in ``_DOCX_PARTS``, each fed from its zip member through the budget to an
+    expat parser that builds nothing (no element tree): a part is never decompressed or held whole, so a bomb
+    costs at most the budget's bytes of reading and the text it gives."""
+    parts: list[str] = []
     try:
-        text: str = docx2txt.process(str(path))
-    except (zipfile.BadZipFile, KeyError, ValueError, ElementTree.ParseError) as exc:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            if "word/document.xml" not in names:
+                raise ExtractionError("invalid_file", "The DOCX file has no document part.")
+            for pattern in _DOCX_PARTS:
+                for name in names:
+                    if pattern.fullmatch(name):
+                        with archive.open(name) as member:
+                            _docx_part(BoundedReader(member, budget), budget, parts)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, KeyError, ValueError, EOFError, expat.ExpatError,
+            NotImplementedError) as exc:
         raise ExtractionError("invalid_file", "The DOCX file could not be parsed.") from exc
-    return text.strip()
+    return "".join(parts).strip()
+
+
+def _docx_part(source: BoundedReader, budget: Budget, parts: list[str]) -> None:
+    parser = expat.ParserCreate(namespace_separator="}")
+    parser.buffer_text = True
+    inside_text = 0
+
+    def start(name: str, attributes: dict[str, str]) -> None:
+        nonlocal inside_text
+        if name == _TEXT:
+            inside_text += 1
+        else:
+            brk = _BREAKS.get(name)
+            if brk is not None:
+                parts.append(brk)
+
+    def end(name: str) -> None:
+        nonlocal inside_text
+        if name == _TEXT:
+            inside_text -= 1
+
+    def text(data: str) -> None:
+        if inside_text:
+            parts.append(data)
+            budget.spend_text(len(data))
+
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    parser.CharacterDataHandler = text
+    while chunk := source.read(_READ):
+        parser.Parse(chunk, False)
+    parser.Parse(b"", True)
