@@ -4,10 +4,12 @@ answered with OpenAI-shaped 4xx (hypothesis-generated requests against every vec
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import openai
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -271,3 +273,46 @@ async def test_generated_requests_get_openai_shaped_answers(client: openai.Async
     assert sum(n for status, n in tally.statuses.items() if 400 <= status < 500) > 0
     assert sum(n for status, n in tally.statuses.items() if status < 300) > 0
     await client.vector_stores.retrieve(store.id)  # the store survived whatever was sent at it
+
+
+def _rss_kb(pid: int, field: str) -> int:
+    line = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith(field + ":"))
+    return int(line.split()[1])
+
+
+async def test_a_huge_search_query_is_refused_while_health_keeps_answering(client: openai.AsyncOpenAI, base_url: str,
+                                                                          sidecar: Any) -> None:
+    """A 30 MB query once held the event loop for 12-19 s (every tenant and /health with it) and took 2.6 GB:
+    now it is a 400 naming the field, /health answers meanwhile, and the sidecar's peak RSS stays in budget."""
+    store = await client.vector_stores.create(name="huge-query")
+    body = orjson.dumps({"query": "freedonia capital " * (30 * 1024 * 1024 // 18)})
+    pid = sidecar.process.pid
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # the peak RSS (VmHWM) starts again from here
+    before = _rss_kb(pid, "VmRSS")
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        async def search() -> tuple[int, dict[str, Any]]:
+            async with session.post(f"{base_url}/v1/vector_stores/{store.id}/search", data=body,
+                                    headers={"Content-Type": "application/json"}) as response:
+                return response.status, await response.json()
+
+        async def health_while(pending: asyncio.Task[Any]) -> int:
+            answered = 0
+            while not pending.done():  # a liveness probe's view: each check answers (a hang bound, not a timing)
+                async with session.get(f"{sidecar.http_url}/health",
+                                       timeout=aiohttp.ClientTimeout(total=5)) as response:
+                    assert response.status == 200
+                    answered += 1
+                await asyncio.sleep(0.05)
+            return answered
+
+        searching = asyncio.create_task(search())
+        await health_while(searching)
+        status, answer = await searching
+    assert status == 400, answer
+    assert answer["error"]["param"] == "query" and answer["error"]["code"] == "string_above_max_length"
+    growth_mb = (_rss_kb(pid, "VmHWM") - before) // 1024
+    assert growth_mb < 300, f"the sidecar's peak RSS grew {growth_mb} MB"
+    queries = [" ".join(["freedonia"] * 1600), "capital"]  # a long query within the limit, in a list, is fine
+    results = await client.vector_stores.search(store.id, query=queries)
+    assert results.data == []

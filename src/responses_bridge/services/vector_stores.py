@@ -39,7 +39,7 @@ from .ingestion import LEASE_SECONDS, FileSource, IngestionWorker, jobs_for
 from .pagination import page_errors
 from .retrieval.chunking import chunking_strategy_object, parse_chunking_strategy
 from .retrieval.embedders import Embedder
-from .retrieval.search import SearchOptions, parse_search_options, search, search_queries
+from .retrieval.search import MAX_QUERY_CHARS, SearchOptions, parse_search_options, search, search_queries
 
 DAY_SECONDS = 86_400
 MAX_EXPIRY_DAYS = 365
@@ -197,9 +197,18 @@ def _queries(value: Any) -> list[str]:
     else:
         raise invalid_request("Invalid type for 'query': expected a string or an array of strings.", param="query",
                               code="invalid_type")
-    if not queries or len(queries) > MAX_QUERIES or not all(query.strip() for query in queries):
+    if not queries or len(queries) > MAX_QUERIES:
         raise invalid_request(f"'query' must be a non-empty string or 1 to {MAX_QUERIES} non-empty strings.",
                               param="query")
+    for position, query in enumerate(queries):  # the length first: nothing of an oversized query is scanned
+        param = "query" if isinstance(value, str) else f"query[{position}]"
+        if len(query) > MAX_QUERY_CHARS:
+            raise invalid_request(f"Invalid '{param}': string too long. Expected a string with maximum length "
+                                  f"{MAX_QUERY_CHARS}, but got a string with length {len(query)} instead.",
+                                  param=param, code="string_above_max_length")
+        if not query.strip():
+            raise invalid_request(f"'query' must be a non-empty string or 1 to {MAX_QUERIES} non-empty strings.",
+                                  param="query")
     return queries
 
 

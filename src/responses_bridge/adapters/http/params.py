@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -9,6 +10,7 @@ from aiohttp import web
 
 from ...protocol.errors import APIError
 from ...protocol.request import parse_json_object
+from ...run.response_run import LARGE_BODY_BYTES
 from ...services.limits import request_too_large
 
 BODY_LIMIT = web.RequestKey("body_limit", int)
@@ -39,7 +41,11 @@ async def read_body(request: web.Request) -> bytes:
 
 
 async def json_object(request: web.Request, *, optional: bool = False) -> dict[str, Any]:
+    """The body's JSON object. A large body is parsed in a worker thread: tens of megabytes take the CPU for
+    longer than the event loop may stall every other request (and the health checks)."""
     raw = await read_body(request)
+    if len(raw) > LARGE_BODY_BYTES:
+        return await asyncio.to_thread(parse_json_object, raw)
     if not raw.strip() and optional:
         return {}
     return parse_json_object(raw)

@@ -98,7 +98,8 @@ def _parameter_text(schema: Any, depth: int = 0) -> list[str]:
 def _match_expression(query: str) -> str | None:
     """Free text → an FTS5 expression matching any of its words; None when it has no word. Each word is quoted,
     so nothing in the query can be read as FTS5 syntax."""
-    words = [word.lower() for word in _WORD.findall(_words(query))][:MAX_QUERY_WORDS]
+    # only the first words count: the rest of a (model-made, unbounded) query is never scanned
+    words = [word.lower() for word in _WORD.findall(_words(query[:MAX_QUERY_WORDS * 64]))][:MAX_QUERY_WORDS]
     return " OR ".join(f'"{word}"' for word in dict.fromkeys(words)) or None
 
 

@@ -50,6 +50,10 @@ what when where which while who whom why will with would you your yours yourself
 """
 STOP_WORDS = frozenset(_STOP_WORDS.split())
 _WORD = re.compile(r"\w+")
+MAX_QUERY_CHARS = 16_384
+"""Characters of one search query (about 4,000 tokens: a page of text). A query is tokenized, embedded and
+matched word by word, all on the request's time; one of 30 MB once held the event loop for 12-19 seconds. A
+client's longer query is a 400 (``string_above_max_length``); a model's (the file_search tool) is cut here."""
 MAX_QUERY_TERMS = 32  # words of one query the keyword search looks for (the first ones)
 
 
@@ -139,7 +143,7 @@ def rewrite_query(query: str) -> str:
 
 def search_queries(query: str | Sequence[str], options: SearchOptions) -> list[str]:
     """The queries actually searched (what a search answer reports as ``search_query``)."""
-    queries = [query] if isinstance(query, str) else list(query)
+    queries = [text[:MAX_QUERY_CHARS] for text in ([query] if isinstance(query, str) else query)]
     if options.rewrite_query:
         queries = [rewrite_query(text) for text in queries]
     return [text for text in queries if text.strip()]
