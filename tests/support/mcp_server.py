@@ -1,7 +1,8 @@
 """A real MCP server for the tests, from the ``mcp`` package, over Streamable HTTP and over the older SSE transport.
 
-Run as a child process (``python -m tests.support.mcp_server --http-port A --sse-port B``) so that its event loop,
-its threads and its logs stay out of the test process. Both ports serve the same tools:
+Run as a child process (``python -m tests.support.mcp_server --http-port A --sse-port B --json-port C``) so that
+its event loop, its threads and its logs stay out of the test process. Every port serves the same tools (port C
+answers Streamable HTTP requests with plain JSON bodies instead of event streams, as servers may):
 
 - ``add(a, b)``, ``echo(text)``; ``lookup(key)`` is annotated read-only;
 - ``slow(seconds)`` sleeps, to outlast the client's call timeout;
@@ -76,9 +77,10 @@ def build_server() -> MCPServer:
     return server
 
 
-async def serve(http_port: int, sse_port: int) -> None:
+async def serve(http_port: int, sse_port: int, json_port: int) -> None:
     server = build_server()
     streamable = server.streamable_http_app()
+    plain_json = build_server().streamable_http_app(json_response=True)
     sse = server.sse_app()
     legacy = server.sse_app(sse_path="/events", message_path="/event-messages/")
     for route in legacy.routes:  # one SSE app answering at both /sse and /events
@@ -87,6 +89,7 @@ async def serve(http_port: int, sse_port: int) -> None:
     servers = [
         uvicorn.Server(uvicorn.Config(streamable, host="127.0.0.1", port=http_port, log_level="warning")),
         uvicorn.Server(uvicorn.Config(sse, host="127.0.0.1", port=sse_port, log_level="warning")),
+        uvicorn.Server(uvicorn.Config(plain_json, host="127.0.0.1", port=json_port, log_level="warning")),
     ]
     await asyncio.gather(*(one.serve() for one in servers))
 
@@ -97,13 +100,19 @@ class MCPTestServer:
     def __init__(self) -> None:
         self.http_port = free_port()
         self.sse_port = free_port()
+        self.json_port = free_port()
         self.process = ManagedProcess(
             [sys.executable, "-m", "tests.support.mcp_server", "--http-port", str(self.http_port),
-             "--sse-port", str(self.sse_port)], "mcp test server")
+             "--sse-port", str(self.sse_port), "--json-port", str(self.json_port)], "mcp test server")
 
     @property
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}/mcp"
+
+    @property
+    def json_url(self) -> str:
+        """Streamable HTTP whose answers are JSON bodies (read whole by a client, unlike an event stream)."""
+        return f"http://127.0.0.1:{self.json_port}/mcp"
 
     @property
     def sse_url(self) -> str:
@@ -117,6 +126,7 @@ class MCPTestServer:
         self.process.start()
         await wait_http(f"http://127.0.0.1:{self.http_port}/health", process=self.process)
         await wait_http(f"http://127.0.0.1:{self.sse_port}/health", process=self.process)
+        await wait_http(f"http://127.0.0.1:{self.json_port}/health", process=self.process)
 
     def stop(self) -> None:
         self.process.stop()
@@ -136,8 +146,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--http-port", type=int, required=True)
     parser.add_argument("--sse-port", type=int, required=True)
+    parser.add_argument("--json-port", type=int, required=True)
     args = parser.parse_args()
-    asyncio.run(serve(args.http_port, args.sse_port))
+    asyncio.run(serve(args.http_port, args.sse_port, args.json_port))
 
 
 if __name__ == "__main__":

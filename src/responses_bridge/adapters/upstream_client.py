@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from ..bounded_body import BodyTooLarge, read_bounded
 from ..config import Settings
 from ..engine.wire import UpstreamRequest
 from ..observability import metrics, tracing
@@ -94,18 +95,10 @@ class AiohttpUpstreamClient:
         """A whole upstream answer (compaction's summary, a tokenizer's count, the model list), at most
         ``RESPONSES_BRIDGE_MAX_EVENT_BYTES``: an upstream cannot make the sidecar hold more than that."""
         assert isinstance(response, aiohttp.ClientResponse), "read_answer reads this client's own answers"
-        limit = self.max_answer_bytes
-        declared = response.content_length
-        if declared is not None and declared > limit:
-            raise UpstreamFailure(_too_large(limit))
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.content.iter_any():
-            size += len(chunk)
-            if size > limit:
-                raise UpstreamFailure(_too_large(limit))
-            chunks.append(chunk)
-        return b"".join(chunks)
+        try:
+            return await read_bounded(response, self.max_answer_bytes)
+        except BodyTooLarge as exc:
+            raise UpstreamFailure(_too_large(exc.limit)) from None
 
     @asynccontextmanager
     async def post_json(self, path: str, body: bytes, authorization: str | None, *,

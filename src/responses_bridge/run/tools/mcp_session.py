@@ -180,7 +180,7 @@ def _transport(server: MCPServer, limits: MCPLimits, policy: HostPolicy, watch: 
             # Reads may wait as long as a whole operation: the call timeout is enforced per call (so an SSE
             # stream's silence between calls is not an error), the total one around everything.
             timeout=httpx2.Timeout(limits.total_timeout, connect=limits.connect_timeout),
-            transport=_WatchedTransport(_guarded_transport(policy), watch),
+            transport=_WatchedTransport(_guarded_transport(policy), watch, limits.max_message_bytes),
             trust_env=False,  # no proxy from the environment: the address connected to is the one checked
             follow_redirects=False,
         )
@@ -274,13 +274,23 @@ class _Watch:
 
 
 class _WatchedStream(httpx2.AsyncByteStream):
-    def __init__(self, inner: httpx2.AsyncByteStream, watch: _Watch) -> None:
+    """An answer's body as it arrives. ``cap``: the bytes a whole body may have (a JSON answer is read whole by
+    the MCP client, so it is bounded here while it is read, and the connection dropped at the cap); None for an
+    event stream, whose events the client reads one at a time under its own per-event bound."""
+
+    def __init__(self, inner: httpx2.AsyncByteStream, watch: _Watch, cap: int | None) -> None:
         self._inner = inner
         self._watch = watch
+        self._cap = cap
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        read, cap = 0, self._cap
         try:
             async for chunk in self._inner:
+                if cap is not None:
+                    read += len(chunk)
+                    if read > cap:
+                        raise _AnswerTooLarge(cap)
                 yield chunk
         except Exception as error:
             self._watch.failed(error)
@@ -291,11 +301,13 @@ class _WatchedStream(httpx2.AsyncByteStream):
 
 
 class _WatchedTransport(httpx2.AsyncBaseTransport):
-    """Reports every transport failure (connect, send, read, refused host) to the attempt's :class:`_Watch`."""
+    """Reports every transport failure (connect, send, read, refused host) to the attempt's :class:`_Watch`, and
+    bounds every answer that is not an event stream to ``max_body_bytes`` while it is read."""
 
-    def __init__(self, inner: httpx2.AsyncBaseTransport, watch: _Watch) -> None:
+    def __init__(self, inner: httpx2.AsyncBaseTransport, watch: _Watch, max_body_bytes: int) -> None:
         self._inner = inner
         self._watch = watch
+        self._max_body_bytes = max_body_bytes
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         try:
@@ -303,8 +315,10 @@ class _WatchedTransport(httpx2.AsyncBaseTransport):
         except Exception as error:
             self._watch.failed(error)
             raise
-        return httpx2.Response(response.status_code, headers=response.headers,
-                               stream=_WatchedStream(response.stream, self._watch),  # type: ignore[arg-type]
+        events = "text/event-stream" in response.headers.get("content-type", "")
+        stream = _WatchedStream(response.stream, self._watch,  # type: ignore[arg-type]
+                                None if events else self._max_body_bytes)
+        return httpx2.Response(response.status_code, headers=response.headers, stream=stream,
                                extensions=response.extensions)
 
     async def aclose(self) -> None:
@@ -317,6 +331,12 @@ class _NotStreamable(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+class _AnswerTooLarge(Exception):
+    def __init__(self, cap: int) -> None:
+        super().__init__(f"an answer over {cap} bytes")
+        self.cap = cap
 
 
 class _CallTimedOut(Exception):
@@ -332,6 +352,8 @@ def _describe(error: BaseException, server: MCPServer) -> str:
     label = f"MCP server '{server.server_label}'"
     if isinstance(leaf, (HostNotAllowed, HostUnresolved)):
         return str(leaf)
+    if isinstance(leaf, _AnswerTooLarge):
+        return f"{label} sent an answer larger than {leaf.cap} bytes; it was not read."
     if isinstance(leaf, _CallTimedOut):
         return f"{label} did not answer the tool call within {leaf.seconds:g} s."
     if isinstance(leaf, (httpx2.ConnectTimeout, httpcore2.ConnectTimeout)):

@@ -16,6 +16,7 @@ import aiohttp
 import orjson
 import structlog
 
+from ...bounded_body import BodyTooLarge, read_bounded
 from .web_search_base import (
     COUNTRY_LANGUAGE,
     SearchResult,
@@ -91,17 +92,13 @@ class _HTTPProvider:
             async with self._client().request(
                     method, url, params=params, data=orjson.dumps(body) if body is not None else None,
                     headers=headers, timeout=self._timeout, allow_redirects=False) as response:
-                if response.content_length is not None and response.content_length > limit:
-                    raise WebSearchError(f"{self.name} answered {response.content_length} bytes, more than the "
-                                         f"{limit} bytes this bridge accepts")
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in response.content.iter_chunked(64 * 1024):
-                    size += len(chunk)
-                    if size > limit:
-                        raise WebSearchError(f"{self.name} answered more than the {limit} bytes this bridge accepts")
-                    chunks.append(chunk)
-                raw = b"".join(chunks)
+                try:
+                    raw = await read_bounded(response, limit)
+                except BodyTooLarge as exc:
+                    raise WebSearchError(
+                        f"{self.name} answered {exc.declared} bytes, more than the {limit} bytes this bridge accepts"
+                        if exc.declared is not None
+                        else f"{self.name} answered more than the {limit} bytes this bridge accepts") from None
                 status = response.status
         except WebSearchError as exc:
             self._failed(exc, started)

@@ -41,6 +41,8 @@ import aiohttp
 import numpy as np
 import orjson
 
+from ...bounded_body import BodyTooLarge, read_bounded
+
 if TYPE_CHECKING:
     from ...config import Settings
 
@@ -174,8 +176,11 @@ class UpstreamEmbedder:
             body["dimensions"] = self._requested_dimensions
         try:
             async with self._session.post(self._url, data=orjson.dumps(body), headers=self._headers) as response:
-                payload = await response.read()
+                payload = await read_bounded(response, _answer_limit(len(texts)))
                 status = response.status
+        except BodyTooLarge as exc:
+            raise EmbeddingError(f"the embeddings endpoint answered more than {exc.limit} bytes for "
+                                 f"{len(texts)} texts") from None
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise EmbeddingError(f"the embeddings endpoint could not be reached: {exc}") from exc
         if status != 200:
@@ -193,6 +198,12 @@ class UpstreamEmbedder:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _answer_limit(texts: int) -> int:
+    """The most an embeddings answer for ``texts`` texts may take: a vector of 4,096 floats written as JSON is
+    under 100 KB, so 128 KiB each (and 1 MiB for the rest) is room for any real model and no room for abuse."""
+    return 1024 * 1024 + texts * 128 * 1024
 
 
 def embedder_from_settings(settings: Settings) -> Embedder:
