@@ -19,12 +19,15 @@ import itertools
 from collections.abc import AsyncIterator
 from typing import Any
 
+import grpc
 import orjson
 import pytest
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc
 
-from responses_bridge.envoy_config import OBSERVED_HEADERS
+from responses_bridge.envoy_config import OBSERVED_HEADERS, render_bootstrap
 from tests.integration.test_auth_keys import Stack, start_stack
-from tests.support.envoy import have_envoy
+from tests.support.bridge import UpstreamLog
+from tests.support.envoy import free_port, have_envoy, start_envoy
 
 pytestmark = pytest.mark.skipif(not have_envoy(), reason="envoy binary not available")
 
@@ -110,3 +113,45 @@ async def test_a_non_utf8_trace_header_is_an_openai_shaped_400(keyed: Stack) -> 
     assert status == 400
     error = orjson.loads(answer)["error"]
     assert set(error) == {"message", "type", "param", "code"} and error["code"] == "invalid_header_value"
+
+
+class _Failing(external_processor_pb2_grpc.ExternalProcessorServicer):
+    """A processor that ends every stream with an error status at the first message (what the bridge's processor
+    now does when a stream breaks), or, with ``clean``, closes it with OK having answered nothing."""
+
+    def __init__(self, clean: bool) -> None:
+        self.clean = clean
+
+    async def Process(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:
+        async for _ in request_iterator:
+            if not self.clean:
+                await context.abort(grpc.StatusCode.INTERNAL, "broken")
+            return
+
+
+async def test_a_processor_ending_its_stream_with_an_error_fails_closed(fake_upstream: str) -> None:
+    """Through the rendered bootstrap: an error status from the processor is an OpenAI-shaped 503, and nothing
+    reaches the upstream. (A clean close instead lets Envoy go on without the processor: shown alongside, which
+    is why the processor must never close cleanly before it has answered.)"""
+    upstream = UpstreamLog(fake_upstream.removesuffix("/v1"))
+    outcomes = {}
+    for clean in (False, True):
+        server = grpc.aio.server()
+        external_processor_pb2_grpc.add_ExternalProcessorServicer_to_server(_Failing(clean), server)
+        extproc_port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        listen_port = free_port()
+        envoy = await start_envoy(render_bootstrap(listen_port=listen_port, extproc_port=extproc_port,
+                                                   http_port=free_port(), upstream=fake_upstream, admin_port=0))
+        try:
+            await upstream.clear()
+            status, answer = await send_raw(f"http://127.0.0.1:{listen_port}", "POST", "/v1/responses", [],
+                                            {"model": MODEL, "input": "hi"})
+            outcomes[clean] = (status, answer, len(await upstream.entries()))
+        finally:
+            envoy.stop()
+            await server.stop(0)
+    status, answer, reached = outcomes[False]
+    assert status == 503 and reached == 0, answer
+    assert set(orjson.loads(answer)["error"]) == {"message", "type", "param", "code"}
+    assert outcomes[True][2] == 1  # the fail-open a clean close causes
