@@ -111,6 +111,9 @@ class Settings(BaseSettings):
     embedding_dimensions: int | None = Field(default=None, ge=1, description=(
         "vector size asked of an upstream embedding model that can shorten its vectors"))
     max_turns: int = Field(default=16, ge=1)  # model turns of one tool loop; the last goes without tools
+    stream_keepalive_seconds: float = Field(default=15.0, gt=0, description=(
+        "an open event stream waiting on server-side work (MCP listings, tool calls) gets an SSE comment after "
+        "this many silent seconds, so idle timeouts between the client and the bridge do not cut it"))
     # The Files API (services/files.py): the largest upload accepted; over it, a 413. Bytes are kept on disk in
     # files/ next to the database, never in memory.
     max_file_bytes: int = Field(default=512 * 1024 * 1024, ge=1, description=(

@@ -20,6 +20,7 @@ from .engine.profiles import options_for
 from .engine.tools import runs_server_tools, served_tool_types
 from .engine.wire import Framing
 from .run.response_run import ResponseRun
+from .run.runs import Run
 from .run.server_tools import ServerTools, ServerToolServices
 from .run.upstream import UpstreamClient
 from .sealing import Sealer, load_or_create_key, new_key_text
@@ -219,13 +220,13 @@ class Runtime:
         """The route of a request naming ``model`` (404 ``model_not_found`` when none serves it)."""
         return self.routes().route(model if isinstance(model, str) else None)
 
-    def routed_run(self, route: Route, *, tool_loop: bool = False, tenant: str) -> ResponseRun:
+    def routed_run(self, route: Route, *, tool_loop: bool = False, tenant: str) -> Run:
         """:meth:`new_run` for a routed request: the upstream model name is the route's."""
         run = self.new_run(tool_loop=tool_loop, tenant=tenant)
         run.use_options(self.route_options(route))
         return run
 
-    def native_run(self, route: Route, *, tenant: str) -> ResponseRun:
+    def native_run(self, route: Route, *, tenant: str) -> Run:
         """The run of a request routed to a native backend (``mode: native``): run/native_run.py."""
         from .run.native_run import NativeRun
 
@@ -234,7 +235,7 @@ class Runtime:
                          tenant=tenant)
 
     def new_routed_run(self, route: Route, *, tool_loop: bool = False, tools: object = None,
-                       tenant: str) -> ResponseRun:
+                       tenant: str) -> Run:
         """The run for ``route``: native, or translated (:meth:`routed_run`). A native backend runs no server-side
         tool: a request offering one the bridge runs (``tools``: the request's, with ``tool_loop``) is translated
         to the same backend's Chat Completions instead, where the bridge's tool loop runs them."""

@@ -13,6 +13,9 @@ import orjson
 
 DONE = b"[DONE]"
 DONE_FRAME = b"data: [DONE]\n\n"
+KEEPALIVE_COMMENT = b": keep-alive\n\n"
+"""An SSE comment: clients skip it, and it keeps an idle timeout between the client and the bridge from cutting a
+stream that is only waiting on slow work (a tool call, an MCP listing)."""
 
 
 DEFAULT_MAX_EVENT_BYTES = 16 * 1024 * 1024

@@ -283,6 +283,11 @@ class Translator:
         self._builder.lifecycle("response.queued")
         return self._builder.take()
 
+    def open_stream(self) -> bytes:
+        """The client's stream opens before any upstream answer (the run has slow set-up work first): its opening
+        events; the first turn's headers then open nothing more."""
+        return self._open_stream()
+
     def _open_stream(self) -> bytes:
         self._head_sent = True
         builder = self._builder

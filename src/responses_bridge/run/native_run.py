@@ -31,18 +31,28 @@ from ..protocol.request import ResponsesRequest, parse_json_object, parse_reques
 from ..sealing import Sealer
 from ..store.base import ResponseStore
 from .history import ConversationHistory
-from .response_run import ResponseRun
+from .runs import BeforePersist
 
 log = structlog.get_logger("responses_bridge.run.native")
 
 
-class NativeRun(ResponseRun):
-    """A :class:`ResponseRun` in every way the doors and background runs see, over a native backend."""
+def _not_begun(chunk: bytes) -> bytes:
+    raise RuntimeError("on_upstream_chunk before begin()")
+
+
+class NativeRun:
+    """A :class:`~responses_bridge.run.runs.Run` over a native backend: the doors and background runs drive it
+    exactly as a :class:`~responses_bridge.run.response_run.ResponseRun`."""
 
     def __init__(self, store: ResponseStore, options: EngineOptions, sealer: Sealer | None = None, *,
                  conversations: ConversationHistory | None, served: frozenset[str] = frozenset(),
                  tenant: str) -> None:
-        super().__init__(store, options, sealer, conversations=conversations, tenant=tenant)
+        self.tenant = tenant
+        self.before_persist: BeforePersist | None = None
+        self.on_upstream_chunk: Callable[[bytes], bytes] = _not_begun
+        self._store = store
+        self._conversations = conversations
+        self._conversation_id: str | None = None
         self._native_sealer = sealer
         self._upstream_model = options.upstream_model
         self._max_event_bytes = options.max_event_bytes
@@ -131,6 +141,12 @@ class NativeRun(ResponseRun):
             return loaded
         return []
 
+    def open_stream(self) -> bytes:
+        raise RuntimeError("a native run's begin() never defers its first call")
+
+    async def first_call(self) -> UpstreamRequest:
+        raise RuntimeError("a native run's begin() never defers its first call")
+
     # --- answer --------------------------------------------------------------------------------------------------
 
     def on_upstream_headers(self, status: int, content_type: str | None) -> bytes | None:
@@ -190,7 +206,7 @@ class NativeRun(ResponseRun):
             return
         await asyncio.shield(self._save([]))
 
-    def _begun(self) -> NativeRelay:  # type: ignore[override]  # the relay stands where the translator does
+    def _begun(self) -> NativeRelay:
         assert self.relay is not None, "begin() was not awaited"
         return self.relay
 

@@ -20,6 +20,8 @@ from typing import Any, Literal
 import aiohttp
 import orjson
 
+from ..engine.sse import DONE
+
 DEFAULT_TIMEOUT = 10.0
 PROBE_PROMPT = "Reply with the single word OK."
 _COUNT_PROMPT = "Count from 1 to 20, separated by spaces."
@@ -127,12 +129,15 @@ class _Prober:
         return await self.call("POST", "/chat/completions", {"model": model, **body})
 
 
+DONE_TEXT = DONE.decode()
+
+
 def _parsed(status: int, content_type: str, raw: bytes) -> _Answer:
     text = raw.decode("utf-8", errors="replace")
     if "text/event-stream" in content_type:
         chunks = []
         for line in text.splitlines():
-            if line.startswith("data:") and line[5:].strip() not in ("", "[DONE]"):
+            if line.startswith("data:") and line[5:].strip() not in ("", DONE_TEXT):
                 try:
                     chunks.append(orjson.loads(line[5:].strip()))
                 except orjson.JSONDecodeError:

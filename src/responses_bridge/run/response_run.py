@@ -51,7 +51,8 @@ from ..protocol.request import ResponsesRequest, parse_request, parse_request_ob
 from ..sealing import Sealer
 from ..store.base import ResponseStore
 from .history import ConversationHistory, PromptRenderer
-from .server_tools import ServerToolRun, ServerTools
+from .runs import BeforePersist
+from .server_tools import CheckedTools, ServerToolRun, ServerTools
 
 DEFAULT_MAX_TURNS = 16
 """Model turns one response may take (``RESPONSES_BRIDGE_MAX_TURNS``): the last is sent without tools."""
@@ -60,11 +61,6 @@ LARGE_BODY_BYTES = 1024 * 1024
 """Request bodies above this are parsed and translated off the event loop (see ``begin``)."""
 
 log = structlog.get_logger("responses_bridge.run")
-
-BeforePersist = Callable[[list[bytes], int], Awaitable[None]]
-"""Awaited before a stored response is written, with the event frames not yet taken and the sequence number
-after the last of them: a background run makes its events durable before the response says it ended."""
-
 
 def _not_begun(chunk: bytes) -> bytes:
     raise RuntimeError("on_upstream_chunk before begin()")
@@ -84,6 +80,8 @@ class ResponseRun:
         self._server_tools = server_tools
         self._max_turns = max_turns
         self._tool_run: ServerToolRun | None = None  # the loop of this response, when it offers server tools
+        self._checked: CheckedTools | None = None  # its set-up, checked, while begin() left the rest for later
+        self._large = False  # the request was large: its first call is built off the event loop
         self._turns = 1  # the model turn under way
         self._pending_bytes = b""  # events the tool phase made, for the door to write before the next turn
         self._conversations = conversations  # None: 'conversation' is refused
@@ -142,10 +140,13 @@ class ResponseRun:
 
     # --- request -------------------------------------------------------------------------------------------------
 
-    async def begin(self, body: bytes | dict[str, Any], *, large: bool = False) -> UpstreamRequest:
+    async def begin(self, body: bytes | dict[str, Any], *, large: bool = False) -> UpstreamRequest | None:
         """Raises :class:`APIError` for a request that cannot be served; nothing is stored then. ``body``: the
         request's bytes, or its JSON object already decoded (the ext_proc door decodes it to look at its tools
-        first; ``large`` then says whether its bytes were over ``LARGE_BODY_BYTES``)."""
+        first; ``large`` then says whether its bytes were over ``LARGE_BODY_BYTES``). Returns the first upstream
+        call, or None when a streamed response has server-side tools to set up first (MCP listings, approved
+        calls): the client's stream then opens before that work (:meth:`open_stream`, :meth:`first_call`), as
+        the driver does, so a slow server never leaves it without ``response.created``."""
         # A large body (tens of thousands of items) takes the CPU for most of a second to parse and translate: in a
         # worker thread the event loop keeps serving every other request meanwhile (it gets the GIL back every few
         # milliseconds), instead of stalling both doors for that long.
@@ -172,16 +173,39 @@ class ResponseRun:
         translator = await asyncio.to_thread(make) if large else make()
         self.translator = translator
         self.on_upstream_chunk = translator.on_upstream_chunk
+        if self._server_tools is not None and translator.plan is not None and _offers_server_tools(request, served):
+            # checked before anything is sent: a malformed or refused MCP tool is a 400 here
+            checked = await self._server_tools.check(translator.request, translator.context, translator.plan,
+                                                     translator.builder, tenant=self.tenant)
+            self._large = large
+            if self._framing is None and translator.streaming:
+                self._checked = checked  # the servers' time is the stream's: see first_call
+                return None
+            self._tool_run = await checked.connect()
+        return await self._first_request(large)
+
+    def open_stream(self) -> bytes:
+        """:meth:`begin` returned None: the client's stream opens now (``response.created``, ``in_progress``),
+        before :meth:`first_call` spends the servers' time."""
+        return self._begun().open_stream()
+
+    async def first_call(self) -> UpstreamRequest:
+        """:meth:`begin` returned None: list the MCP servers, make the calls the request approved, and return the
+        first upstream call. The events of the listings and calls wait in :meth:`take_pending_bytes`."""
+        checked, self._checked = self._checked, None
+        assert checked is not None, "first_call() without a deferred begin()"
+        self._tool_run = await checked.connect()
+        self._pending_bytes += self._begun().take_events()
+        return await self._first_request(self._large)
+
+    async def _first_request(self, large: bool) -> UpstreamRequest:
+        translator, tool_run = self._begun(), self._tool_run
         extra: list[dict[str, Any]] = []
         exhausted = False
-        if self._server_tools is not None and translator.plan is not None and _offers_server_tools(request, served):
-            # set-up before anything is sent: a malformed or refused MCP tool is a 400 here
-            tool_run = await self._server_tools.prepare(translator.request, translator.context, translator.plan,
-                                                        translator.builder, tenant=self.tenant)
-            self._tool_run = tool_run
+        if tool_run is not None:
             extra, exhausted = tool_run.first_turn_messages(self._options), tool_run.tools_exhausted
         build = functools.partial(translator.build_first_request, extra, tools_exhausted=exhausted,
-                                  loop=self._tool_run is not None)
+                                  loop=tool_run is not None)
         try:
             return await asyncio.to_thread(build) if large else build()
         except BaseException:

@@ -45,7 +45,7 @@ from .server_tool_services import ServerToolServices
 from .server_tools_calls import CallRunner, TurnOutcome
 from .server_tools_setup import SetUp, storable_tools
 
-__all__ = ["ServerToolRun", "ServerToolServices", "ServerTools", "TurnOutcome", "storable_tools"]
+__all__ = ["CheckedTools", "ServerToolRun", "ServerToolServices", "ServerTools", "TurnOutcome", "storable_tools"]
 
 class ServerTools:
     """The entry point the run holds: one per process, :meth:`prepare` per response."""
@@ -64,18 +64,43 @@ class ServerTools:
         ``mcp_approval_response`` that answers no known approval request; nothing has been sent then (except the
         DNS lookups of the host check). ``tenant``: the response's owner, whose objects the tools may use (the
         vector stores file_search searches)."""
+        checked = await self.check(request, history, plan, builder, tenant=tenant)
+        return await checked.connect()
+
+    async def check(self, request: ResponsesRequest, history: list[dict[str, Any]], plan: ToolPlan,
+                    builder: OutputBuilder, *, tenant: str) -> CheckedTools:
+        """The first half of :meth:`prepare`: every refusal (``APIError``), the echo's credentials removed. The
+        response may begin after it; :meth:`CheckedTools.connect` does the rest (the servers' time)."""
         if isinstance(builder.response.get("tools"), list):  # the echo must not carry MCP credentials
             builder.response["tools"] = storable_tools(builder.response["tools"])
         setup = SetUp(self.services, request, history, plan, builder)
-        await setup.run()
-        runner = CallRunner(self.services, request, plan, builder, setup.servers, setup.index, setup.web_options,
-                            file_options=setup.file_options, tenant=tenant)
+        await setup.check()
+        return CheckedTools(self.services, request, plan, builder, setup, tenant)
+
+
+@dataclass(slots=True)
+class CheckedTools:
+    """A response's server tools once nothing can refuse them: :meth:`connect` lists the servers and makes the
+    calls the request approved."""
+
+    services: ServerToolServices
+    request: ResponsesRequest
+    plan: ToolPlan
+    builder: OutputBuilder
+    setup: SetUp
+    tenant: str
+
+    async def connect(self) -> ServerToolRun:
+        setup = self.setup
+        await setup.connect()
+        runner = CallRunner(self.services, self.request, self.plan, self.builder, setup.servers, setup.index,
+                            setup.web_options, file_options=setup.file_options, tenant=self.tenant)
         try:
             first_turn_items = await runner.run_approved(setup.approved)
         except BaseException:  # cancelled during an approved call: free the index before going
             runner.close()
             raise
-        return ServerToolRun(plan, builder, runner, first_turn_items)
+        return ServerToolRun(self.plan, self.builder, runner, first_turn_items)
 
 
 @dataclass(slots=True)

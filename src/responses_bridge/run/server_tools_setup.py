@@ -76,12 +76,23 @@ class SetUp:
         self.file_options: FileSearchToolOptions | None = None
 
     async def run(self) -> None:
+        await self.check()
+        await self.connect()
+
+    async def check(self) -> None:
+        """Everything that can refuse the request (a 400), before anything is sent: the request is good once this
+        returns. Quick (the MCP hosts' DNS lookups are its only waits), so it runs before the response begins."""
         served = self.services.served
         if "file_search" in served:
             self._check_file_search()
         if "mcp" in served:
             await self._check_servers()
             self.approved = self._approved_calls()
+
+    async def connect(self) -> None:
+        """What takes the servers' time (their tool listings): when the client streams, after its stream has
+        opened, so it sees ``response.created`` and the listings' own events while they run."""
+        if "mcp" in self.services.served:
             await self._list_servers()
         if self.services.search is not None:
             web = next((tool for tool in self.tools if tool.get("type") in WEB_SEARCH_TYPES), None)
@@ -90,7 +101,7 @@ class SetUp:
                 self.plan.add_web_search()
         if self.file_options is not None:
             self.plan.add_file_search()
-        if "tool_search" in served and any(is_server_tool_search(tool) for tool in self.tools):
+        if "tool_search" in self.services.served and any(is_server_tool_search(tool) for tool in self.tools):
             self.index = ToolIndex(self.tools)
             self.plan.add_server_tool_search(search_tool_function(self.index))
         self.builder.set_targets(self.plan.targets)

@@ -42,18 +42,18 @@ from typing import Any
 import orjson
 import structlog
 
-from ..engine.sse import encode_event
+from ..engine.sse import DONE_FRAME, encode_event
 from ..engine.wire import UpstreamRequest
 from ..observability import metrics
 from ..protocol.errors import APIError, not_found
-from ..run.response_run import ResponseRun
-from ..run.upstream import UpstreamClient, UpstreamFailure
+from ..run.drive import drive
+from ..run.runs import Run
+from ..run.upstream import UpstreamClient
 from ..store.background_runs import Closer, LocalRunLeases, RunLeases
 from ..store.base import EventLog, ResponseStore
 
 log = structlog.get_logger("responses_bridge.background")
 
-_DONE_FRAME = b"data: [DONE]\n\n"
 SHUTDOWN_GRACE_SECONDS = 5.0
 SETTLE_FIRST_DELAY = 0.05
 SETTLE_MAX_DELAY = 5.0
@@ -73,7 +73,7 @@ def split_frames(data: bytes) -> list[bytes]:
     ``event: …\\ndata: <one-line JSON>\\n\\n``, so a blank line only ever ends a frame."""
     if not data:
         return []
-    return [part + b"\n\n" for part in data.split(b"\n\n") if part and part != b"data: [DONE]"]
+    return [frame for frame in (part + b"\n\n" for part in data.split(b"\n\n") if part) if frame != DONE_FRAME]
 
 
 def terminal_frame(event_type: str, response: dict) -> Callable[[int], bytes]:
@@ -119,7 +119,7 @@ async def fail_interrupted(events: EventLog) -> list[str]:
 
 
 class BackgroundRun:
-    def __init__(self, service: BackgroundService, response_run: ResponseRun, call: UpstreamRequest,
+    def __init__(self, service: BackgroundService, response_run: Run, call: UpstreamRequest | None,
                  authorization: str | None, upstream: UpstreamClient | None = None) -> None:
         self.service = service
         self.upstream = upstream or service.upstream  # the routed upstream's client (upstreams.py)
@@ -205,30 +205,8 @@ class BackgroundRun:
         response_run = self.response_run
         try:
             try:
-                try:
-                    call: UpstreamRequest | None = self.call
-                    # a second attempt for truncation "auto" (retry_request); the tool loop's turns (next_turn)
-                    while call is not None:
-                        async with self.upstream.chat(call, self.authorization) as answer:
-                            head = response_run.on_upstream_headers(answer.status, answer.content_type)
-                            if head is not None:
-                                self.add(head)
-                                await self.service.store.save_response(
-                                    response_run.response, response_run.request.input_items,  # type: ignore[arg-type,union-attr]
-                                    tenant=self.tenant)
-                            async for chunk in answer.chunks():
-                                out = response_run.on_upstream_chunk(chunk)
-                                if out:
-                                    self.add(out)
-                        call = response_run.retry_request() or await response_run.next_turn(self._add_now)
-                        pending = response_run.take_pending_bytes()
-                        if pending:
-                            self.add(pending)
-                    self.finishing = True
-                    reply = await response_run.finish()
-                except UpstreamFailure as failure:
-                    self.finishing = True
-                    reply = await response_run.fail(failure.error)
+                reply = await drive(response_run, self.call, self.upstream, self.authorization,
+                                    _EventLogSink(self))
             except asyncio.CancelledError:
                 self.finishing = True
                 # DELETE /v1/responses/{id}, or another replica failed the run (its lease expired): store nothing
@@ -262,6 +240,13 @@ class BackgroundRun:
             self._wake()
             await self.service._run_ended(self)
 
+    async def _opened(self, head: bytes) -> None:
+        """The stream opened: its first events, and the response stored as ``in_progress``."""
+        self.add(head)
+        await self.service.store.save_response(
+            self.response_run.response, self.response_run.request.input_items,  # type: ignore[arg-type,union-attr]
+            tenant=self.tenant)
+
     async def _stored_status(self) -> str | None:
         """The status the store holds now (None: deleted), or ``"unknown"`` when the store cannot be read."""
         try:
@@ -280,8 +265,7 @@ class BackgroundRun:
         for offset, frame in enumerate(split_frames(body)):
             event: dict[str, Any] = orjson.loads(frame[frame.index(b"\ndata: ") + 7:])
             event["sequence_number"] = start + offset
-            self.frames.append(b"event: " + str(event["type"]).encode() + b"\ndata: " + orjson.dumps(event)
-                               + b"\n\n")
+            self.frames.append(encode_event(event))
         self.visible = len(self.frames)
         self._tentative = start
 
@@ -308,6 +292,25 @@ class BackgroundRun:
             log.info("background_terminal_state_stored", response_id=self.response_id,
                      status=(self.response_run.response or {}).get("status"))
             return
+
+
+class _EventLogSink:
+    """A background run's :class:`~responses_bridge.run.drive.TurnSink`: its event log, which readers follow."""
+
+    def __init__(self, run: BackgroundRun) -> None:
+        self._run = run
+
+    async def open(self, head: bytes) -> None:
+        await self._run._opened(head)
+
+    async def write(self, data: bytes) -> None:
+        self._run.add(data)
+
+    def ending(self) -> None:
+        self._run.finishing = True  # a cancel from here on comes too late
+
+    async def keepalive(self) -> None:
+        pass  # readers of the log keep their own connections alive
 
 
 async def _until_started(run: BackgroundRun) -> None:
@@ -399,7 +402,7 @@ class BackgroundService:
         """Background responses queued or running here (``responses_bridge_background_queue_depth``)."""
         return sum(1 for run in self.runs.values() if not run.done)
 
-    async def start(self, response_run: ResponseRun, call: UpstreamRequest, authorization: str | None,
+    async def start(self, response_run: Run, call: UpstreamRequest | None, authorization: str | None,
                     upstream: UpstreamClient | None = None) -> BackgroundRun:
         """``response_run`` has begun (a background request). Stores it as ``queued`` and starts its run, calling
         ``upstream`` (the request's routed upstream; default: the service's)."""

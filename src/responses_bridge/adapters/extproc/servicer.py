@@ -50,13 +50,14 @@ from envoy.service.ext_proc.v3.external_processor_pb2 import (
     ProcessingResponse,
 )
 
+from ...engine.sse import DONE_FRAME, encode_event
 from ...engine.tools import runs_server_tools
 from ...engine.wire import SSE_CONTENT_TYPE, Reply, UpstreamRequest
 from ...envoy_config import NATIVE_SUFFIX, upstream_path_prefix
 from ...protocol.errors import APIError, shut_down_mid_response, shutting_down
 from ...protocol.request import parse_json_object
-from ...run.native_run import NativeRun
-from ...run.response_run import LARGE_BODY_BYTES, ResponseRun
+from ...run.response_run import LARGE_BODY_BYTES
+from ...run.runs import Run
 from ...runtime import Runtime
 from ...services.identity import SIDECAR_HEADER
 from ...services.limits import RETRY_AFTER_SECONDS, UNLIMITED, request_too_large
@@ -240,7 +241,7 @@ class _Stream:
         self.prefix = prefix
         self.write = write  # the gRPC stream's, for what the processor sends on its own (a drain's last words)
         self.lock = asyncio.Lock()  # one writer at a time: the message loop, or a drain ending the stream
-        self.run: ResponseRun | None = None
+        self.run: Run | None = None
         # Is this a POST /v1/responses to translate? None until known: the bootstrap skips the request headers
         # (one processor round trip less), so the first message is then the buffered body, which means yes.
         self.ours: bool | None = None
@@ -476,10 +477,8 @@ class _Stream:
             self.slot = self.runtime.limits.acquire(self.tenant)  # a 429 at the tenant's limit
             if not self.runtime.routes().single:  # several upstreams: the model picks one (upstreams.py)
                 self.route = self.runtime.route(decoded.get("model"))
-                if self.runtime.is_native(self.route):  # Envoy sends it to the backend's own /v1/responses
-                    self.run = run = self.runtime.native_run(self.route, tenant=self.tenant)
-                else:  # the upstream's profile and model name
-                    run.use_options(self.runtime.route_options(self.route))
+                # native: Envoy sends it to the backend's own /v1/responses; else the upstream's profile and model
+                self.run = run = self.runtime.new_routed_run(self.route, tenant=self.tenant)
             upstream = await run.begin(decoded, large=large)
         except APIError as error:
             self.done = True
@@ -491,6 +490,7 @@ class _Stream:
             failure = APIError(500, "The request could not be translated.", code="server_error")
             return m.immediate_response(500, failure.body(), JSON)
         del decoded  # translated: only the translated body is needed from here on
+        assert upstream is not None  # no tool loop runs on this door, so begin() never defers its first call
         if run.background:  # runs in the sidecar; Envoy gets the answer now, the upstream is not called
             self.done = True
             return await self._background(run, upstream)
@@ -510,7 +510,7 @@ class _Stream:
             upstream_headers["authorization"] = authorization
         reply = m.request_body_reply(upstream.body, set_headers, _REQUEST_REMOVE, upstream_headers)
         if route is not None:  # Envoy picks the route again, on the upstream's name: that upstream's cluster
-            native = isinstance(run, NativeRun)
+            native = self.runtime.is_native(route)
             m.choose_upstream(reply, route.upstream.name + (NATIVE_SUFFIX if native else ""))
         return reply
 
@@ -553,7 +553,7 @@ class _Stream:
         self.run = None  # nothing was begun: no response to abandon or to end on a drain
         return m.route_to_sidecar()
 
-    async def _background(self, run: ResponseRun, upstream: UpstreamRequest) -> ProcessingResponse:
+    async def _background(self, run: Run, upstream: UpstreamRequest) -> ProcessingResponse:
         """``background: true``: the run starts in the sidecar (its own upstream call goes through Envoy's
         passthrough route when ``upstream_via`` points there) and the client gets an immediate response: the
         queued response, or with ``stream: true`` the events. An immediate response cannot stream, so those are
@@ -587,7 +587,7 @@ class _Stream:
 
         try:
             await asyncio.wait_for(collect(), BACKGROUND_STREAM_WAIT)
-            frames.append(b"data: [DONE]\n\n")
+            frames.append(DONE_FRAME)
         except TimeoutError:
             pass
         return m.immediate_response(200, b"".join(frames), SSE_CONTENT_TYPE, [("cache-control", "no-cache")])
@@ -762,10 +762,9 @@ class _Stream:
         except Exception:
             log.exception("extproc_fail_failed")
             if self.sse:
-                payload = (b'{"type":"error","code":"server_error","message":"The bridge failed while translating '
-                           b'the upstream\'s answer.","param":null}')
-                return Reply(200, SSE_CONTENT_TYPE, b"event: error\ndata: " + payload + b"\n\ndata: [DONE]\n\n",
-                             continues_stream=True)
+                event = {"type": "error", "code": "server_error", "param": None,
+                         "message": "The bridge failed while translating the upstream's answer."}
+                return Reply(200, SSE_CONTENT_TYPE, encode_event(event) + DONE_FRAME, continues_stream=True)
             return Reply(error.status, JSON, error.body())
 
     # --- shutdown ---------------------------------------------------------------------------------------------

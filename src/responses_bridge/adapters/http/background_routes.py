@@ -7,9 +7,10 @@ from collections.abc import Mapping
 import orjson
 from aiohttp import web
 
+from ...engine.sse import DONE_FRAME
 from ...engine.wire import UpstreamRequest
 from ...protocol.errors import APIError
-from ...run.response_run import ResponseRun
+from ...run.runs import Run
 from ...run.upstream import UpstreamClient
 from ...runtime import Runtime
 from ...services.background import BackgroundService
@@ -18,7 +19,6 @@ from .limits import request_slot
 from .params import int_query
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-DONE_FRAME = b"data: [DONE]\n\n"
 
 
 def _service(runtime: Runtime) -> BackgroundService:
@@ -28,7 +28,7 @@ def _service(runtime: Runtime) -> BackgroundService:
     return runtime.background
 
 
-async def start(request: web.Request, runtime: Runtime, response_run: ResponseRun, call: UpstreamRequest,
+async def start(request: web.Request, runtime: Runtime, response_run: Run, call: UpstreamRequest | None,
                 authorization: str | None = None, upstream: UpstreamClient | None = None) -> web.StreamResponse:
     """``POST /v1/responses`` with ``background: true``: the queued response (JSON), or with ``stream: true`` the
     events as they happen. ``authorization`` and ``upstream``: a routed request's (default: the one upstream's)."""

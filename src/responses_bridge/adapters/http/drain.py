@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 from aiohttp import web
 
 from ...protocol.errors import shut_down_mid_response, shutting_down
+from ...run.drive import ShutdownDeadline  # raised by deadline(), caught by the driver
 from ...runtime import Runtime
 from .errors import Handler, error_response
 
@@ -29,10 +30,6 @@ before the server closes what is left."""
 
 shutdown_error = shut_down_mid_response  # what a stream still running at the drain deadline ends with
 shutting_down_error = shutting_down  # what a request arriving while the door drains gets
-
-
-class ShutdownDeadline(Exception):
-    """The drain deadline passed while this stream was still reading its upstream."""
 
 
 def _exempt(path: str) -> bool:

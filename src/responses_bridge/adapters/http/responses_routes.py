@@ -10,17 +10,19 @@ import orjson
 import structlog
 from aiohttp import web
 
-from ...engine.wire import Reply, UpstreamRequest
+from ...engine.sse import KEEPALIVE_COMMENT
+from ...engine.wire import Reply
 from ...observability import metrics
 from ...protocol.errors import APIError, not_found
 from ...protocol.request import parse_json_object
+from ...run.drive import drive
 from ...run.response_run import LARGE_BODY_BYTES
-from ...run.upstream import UpstreamClient, UpstreamFailure
+from ...run.upstream import UpstreamClient
 from ...runtime import Runtime
 from ...services import listing
 from ...services.pagination import page_errors
 from . import background_routes, websocket
-from .drain import DRAIN, ShutdownDeadline, shutdown_error
+from .drain import DRAIN
 from .identity import request_tenant
 from .observe import STARTED
 from .params import int_query, metadata_query, read_body
@@ -71,49 +73,17 @@ class ResponsesRoutes:
             if run.background:
                 return await background_routes.start(request, self.runtime, run, call)
             authorization = self.runtime.upstream_authorization(request.headers.get("Authorization"))
-        stream: web.StreamResponse | None = None
-        first_event = True  # the time to the first event is still to be recorded (metrics: one flag per chunk)
-        counted = False  # the open stream is counted in the active streams gauge
+        sink = _EventStream(request)
         try:
-            try:
-                attempt: UpstreamRequest | None = call
-                async with request.app[DRAIN].deadline():
-                    # a second attempt for truncation "auto" (retry_request); the tool loop's turns (next_turn)
-                    while attempt is not None:
-                        async with upstream.chat(attempt, authorization) as answer:
-                            head = run.on_upstream_headers(answer.status, answer.content_type)
-                            if head is not None:
-                                stream = await _open_stream(request, head)
-                                if not counted:
-                                    counted = True
-                                    ACTIVE_STREAMS.inc()
-                            async for chunk in answer.chunks():
-                                out = run.on_upstream_chunk(chunk)
-                                if out and stream is not None:
-                                    await stream.write(out)
-                                    if first_event:
-                                        first_event = False
-                                        FIRST_EVENT.observe(time.perf_counter() - request[STARTED])
-                                elif run.upstream_failed:  # e.g. an event over the size limit: stop now
-                                    break
-                        attempt = run.retry_request() or await run.next_turn(
-                            stream.write if stream is not None else None)
-                        pending = run.take_pending_bytes()
-                        if pending and stream is not None:
-                            await stream.write(pending)
-                reply = await run.finish()
-            except UpstreamFailure as failure:
-                reply = await run.fail(failure.error)
-            except ShutdownDeadline:  # the server is stopping: stored as failed, the client gets the terminal event
-                reply = await run.fail(shutdown_error())
-            return await _deliver(request, reply, stream)
+            reply = await drive(run, call, upstream, authorization, sink, deadline=request.app[DRAIN].deadline(),
+                                keepalive=self.runtime.settings.stream_keepalive_seconds)
+            return await _deliver(request, reply, sink.stream)
         except (asyncio.CancelledError, ConnectionResetError):
             # the client went away: the upstream call was cancelled with us; record what happened
             await run.abandon()
             raise
         finally:
-            if counted:
-                ACTIVE_STREAMS.dec()
+            sink.close()
 
     async def list_or_upgrade(self, request: web.Request) -> web.StreamResponse:
         """One path, two things: with ``Upgrade: websocket`` it is WebSocket mode (websocket.py, which answers an
@@ -160,6 +130,44 @@ class ResponsesRoutes:
         body = {"object": "list", "data": page.data, "first_id": page.first_id, "last_id": page.last_id,
                 "has_more": page.has_more}
         return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+
+class _EventStream:
+    """The HTTP door's :class:`~responses_bridge.run.drive.TurnSink`: the SSE response, opened on the run's first
+    head (a JSON answer has none: nothing is written before its one body). Counted in the active streams gauge
+    while open; the time to its first event is recorded once."""
+
+    def __init__(self, request: web.Request) -> None:
+        self.request = request
+        self.stream: web.StreamResponse | None = None
+        self._first_event = True
+        self._lock = asyncio.Lock()  # a keep-alive comment never lands inside another write
+
+    async def open(self, head: bytes) -> None:
+        if self.stream is None:
+            self.stream = await _open_stream(self.request, head)
+            ACTIVE_STREAMS.inc()
+
+    async def write(self, data: bytes) -> None:
+        if self.stream is None:
+            return
+        async with self._lock:
+            await self.stream.write(data)
+        if self._first_event:
+            self._first_event = False
+            FIRST_EVENT.observe(time.perf_counter() - self.request[STARTED])
+
+    def ending(self) -> None:
+        pass
+
+    async def keepalive(self) -> None:
+        if self.stream is not None:
+            async with self._lock:
+                await self.stream.write(KEEPALIVE_COMMENT)
+
+    def close(self) -> None:
+        if self.stream is not None:
+            ACTIVE_STREAMS.dec()
 
 
 async def _open_stream(request: web.Request, head: bytes) -> web.StreamResponse:

@@ -27,14 +27,16 @@ import orjson
 import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from ...engine.sse import DONE_FRAME
 from ...engine.wire import JSON_CONTENT_TYPE
 from ...protocol.errors import APIError
 from ...protocol.request_checks import check_depth
-from ...run.response_run import ResponseRun
-from ...run.upstream import UpstreamClient, UpstreamFailure
+from ...run.drive import CallbackSink, drive
+from ...run.runs import Run
+from ...run.upstream import UpstreamClient
 from ...runtime import Runtime
 from ...store.base import ResponseStore
-from .drain import DRAIN, Drain, ShutdownDeadline, shutdown_error
+from .drain import DRAIN, Drain
 from .identity import request_tenant
 from .params import BODY_LIMIT
 
@@ -204,7 +206,7 @@ class WebSocketSession:
                 await self._run(run, call, upstream, authorization)
             else:  # warm-up: the turn's state is prepared (and cached) without asking the model anything
                 head = run.on_upstream_headers(200, "text/event-stream") or b""
-                await self.send_lines(head + run.on_upstream_chunk(b"data: [DONE]\n\n")
+                await self.send_lines(head + run.on_upstream_chunk(DONE_FRAME)
                                       + (await run.finish()).body)
         except (asyncio.CancelledError, ConnectionResetError):
             await run.abandon()
@@ -216,30 +218,9 @@ class WebSocketSession:
         else:
             self._evict(previous)
 
-    async def _run(self, run: ResponseRun, call: Any, upstream: UpstreamClient, authorization: str | None) -> None:
-        try:
-            async with self._deadline():
-                # a second attempt for truncation "auto" (retry_request); the tool loop's turns (next_turn)
-                while call is not None:
-                    async with upstream.chat(call, authorization) as answer:
-                        head = run.on_upstream_headers(answer.status, answer.content_type)
-                        if head:
-                            await self.send_lines(head)
-                        async for chunk in answer.chunks():
-                            out = run.on_upstream_chunk(chunk)
-                            if out:
-                                await self.send_lines(out)
-                            elif run.upstream_failed:  # e.g. an event over the size limit: stop now
-                                break
-                    call = run.retry_request() or await run.next_turn(self.send_lines)
-                    pending = run.take_pending_bytes()
-                    if pending:
-                        await self.send_lines(pending)
-            reply = await run.finish()
-        except UpstreamFailure as failure:
-            reply = await run.fail(failure.error)
-        except ShutdownDeadline:  # the server is stopping: the turn ends with response.failed, then the socket
-            reply = await run.fail(shutdown_error())
+    async def _run(self, run: Run, call: Any, upstream: UpstreamClient, authorization: str | None) -> None:
+        reply = await drive(run, call, upstream, authorization, CallbackSink(self._send_events),
+                            deadline=self._deadline())
         if reply.content_type == JSON_CONTENT_TYPE and reply.status >= 400:  # refused before any event
             try:
                 error = orjson.loads(reply.body)["error"]
@@ -250,6 +231,10 @@ class WebSocketSession:
             await self.send_error(api_error)
             return
         await self.send_lines(reply.body)
+
+    async def _send_events(self, data: bytes) -> None:
+        if data:
+            await self.send_lines(data)
 
     def _deadline(self) -> AbstractAsyncContextManager[None]:
         return self.drain.deadline() if self.drain is not None else nullcontext()

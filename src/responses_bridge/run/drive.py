@@ -1,0 +1,165 @@
+"""The turn loop, written once: every door that makes the upstream calls itself drives a run through here.
+
+One response is one or more model turns. The driver opens each upstream call, hands the run its headers and chunks,
+asks the run what comes next (``retry_request()``: the same call shortened once, for ``truncation: "auto"``;
+``next_turn()``: the server-side tools' results as a new turn; neither: the response ends), and ends the run with
+``finish()`` or ``fail()``. It returns the terminal :class:`~responses_bridge.engine.wire.Reply`, whose bytes the
+door delivers; everything before them leaves through the door's :class:`TurnSink`:
+
+* the HTTP door: an SSE stream opened on the first head (JSON answers have none, and write nothing until the end);
+* WebSocket mode: JSON-line frames on the socket;
+* background runs: the run's event log (and the stored ``in_progress`` response when the stream opens);
+* the ext_proc door, for the calls the processor makes itself after Envoy's (the truncation retry): a buffer that
+  becomes one body mutation.
+
+What a new stop reason, a new tool or a new kind of turn needs is written here or in the run, and every door has
+it. The loop's order (headers, chunks, then retry or next turn, then the tools' pending bytes) is the order the
+client's bytes must come in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
+from typing import Protocol, TypeVar
+
+import structlog
+
+from ..engine.wire import Reply, UpstreamRequest
+from ..protocol.errors import APIError, shut_down_mid_response
+from .runs import Run
+from .upstream import UpstreamClient, UpstreamFailure
+
+KEEPALIVE_SECONDS = 15.0
+"""The default of ``RESPONSES_BRIDGE_STREAM_KEEPALIVE_SECONDS``: how long an open event stream may stay silent
+while the bridge works between model turns (an MCP listing, a tool call) before a comment line goes out. Proxies
+and clients with idle timeouts of their own (often 30-60 s) would otherwise cut a stream that is alive."""
+
+T = TypeVar("T")
+log = structlog.get_logger("responses_bridge.run")
+
+
+class ShutdownDeadline(Exception):
+    """The server's drain deadline passed while a run was still reading its upstream: the run fails with
+    ``server_shutdown`` and the client gets that terminal event."""
+
+
+class TurnSink(Protocol):
+    """Where a door's bytes go before the terminal reply."""
+
+    async def open(self, head: bytes) -> None:
+        """The client's event stream opens: its first events (``response.created`` …)."""
+
+    async def write(self, data: bytes) -> None:
+        """More events of an open stream (b"" never comes; bytes before ``open`` never do)."""
+
+    def ending(self) -> None:
+        """The run is about to end (``finish``/``fail``): what the door must know before the last await."""
+
+    async def keepalive(self) -> None:
+        """The stream has been silent for a while: something that keeps an idle timeout from cutting it (an SSE
+        comment), or nothing where no such timeout applies."""
+
+
+async def drive(run: Run, call: UpstreamRequest | None, upstream: UpstreamClient, authorization: str | None,
+                sink: TurnSink, *, deadline: AbstractAsyncContextManager[None] | None = None,
+                keepalive: float = KEEPALIVE_SECONDS) -> Reply:
+    """Make ``call`` and every call that follows it (None: the run's deferred set-up first, see
+    ``Run.first_call``); return the run's terminal reply. ``deadline``: around the upstream reads, raising
+    :class:`ShutdownDeadline` when the server must stop. ``keepalive``: seconds of silence during server-side work
+    before ``sink.keepalive()``. Cancellation propagates (the door records the run as abandoned, or cancelled);
+    any other failure of the run's own is the door's too."""
+    try:
+        async with deadline or nullcontext():
+            if call is None:  # set-up work first (MCP listings): the client sees its stream open before it
+                await sink.open(run.open_stream())
+                try:
+                    call = await _kept_alive(run.first_call(), sink, keepalive)
+                except Exception:
+                    log.exception("run_set_up_failed", response_id=run.response_id)
+                    sink.ending()
+                    return await run.fail(APIError(500, "The server-side tools could not be set up.",
+                                                   type="server_error", code="server_error"))
+                pending = run.take_pending_bytes()
+                if pending:
+                    await sink.write(pending)
+            while call is not None:
+                async with upstream.chat(call, authorization) as answer:
+                    head = run.on_upstream_headers(answer.status, answer.content_type)
+                    if head is not None:
+                        await sink.open(head)
+                    async for chunk in answer.chunks():
+                        out = run.on_upstream_chunk(chunk)
+                        if out:
+                            await sink.write(out)
+                        elif run.upstream_failed:  # e.g. an event over the size limit: the rest is dropped anyway
+                            break
+                call = run.retry_request() or await _kept_alive(run.next_turn(sink.write), sink, keepalive)
+                pending = run.take_pending_bytes()
+                if pending:
+                    await sink.write(pending)
+        sink.ending()
+        return await run.finish()
+    except UpstreamFailure as failure:
+        sink.ending()
+        return await run.fail(failure.error)
+    except ShutdownDeadline:
+        sink.ending()
+        return await run.fail(shut_down_mid_response())
+
+
+async def _kept_alive(work: Awaitable[T], sink: TurnSink, every: float) -> T:
+    """``work``, with ``sink.keepalive()`` every ``every`` seconds it runs. Cancelling this cancels it."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait((task,), timeout=every)
+            if done:
+                return task.result()
+            await sink.keepalive()
+    finally:
+        if not task.done():
+            task.cancel()
+
+
+class BufferSink:
+    """Every byte kept, in order: for a door that can only answer once, with all of it (the ext_proc door's
+    retried call becomes one body mutation)."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    async def open(self, head: bytes) -> None:
+        self.parts.append(head)
+
+    async def write(self, data: bytes) -> None:
+        self.parts.append(data)
+
+    def ending(self) -> None:
+        pass
+
+    async def keepalive(self) -> None:
+        pass
+
+
+class CallbackSink:
+    """A sink from two callables: ``write`` takes every byte (the head too); ``ending`` is told the run ends."""
+
+    def __init__(self, write: Callable[[bytes], Awaitable[None]],
+                 ending: Callable[[], None] | None = None) -> None:
+        self._write = write
+        self._ending = ending
+
+    async def open(self, head: bytes) -> None:
+        await self._write(head)
+
+    async def write(self, data: bytes) -> None:
+        await self._write(data)
+
+    def ending(self) -> None:
+        if self._ending is not None:
+            self._ending()
+
+    async def keepalive(self) -> None:
+        pass

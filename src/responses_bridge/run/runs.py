@@ -1,0 +1,94 @@
+"""What a door and the driver ask of a run, whatever kind it is.
+
+Two kinds implement it: :class:`~responses_bridge.run.response_run.ResponseRun` (the request translated to Chat
+Completions, with the tool loop) and :class:`~responses_bridge.run.native_run.NativeRun` (a backend that answers
+the Responses API itself). They are siblings, not parent and child: a door holds a ``Run`` and never asks which
+kind it has, so a third kind is a new class, not a new branch in every door.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from ..engine.wire import Reply, UpstreamRequest
+from ..protocol.errors import APIError
+from ..protocol.request import ResponsesRequest
+
+BeforePersist = Callable[[list[bytes], int], Awaitable[None]]
+"""Awaited before a stored response is written, with the event frames not yet taken and the sequence number
+after the last of them: a background run makes its events durable before the response says it ended."""
+
+
+class Run(Protocol):
+    tenant: str
+    before_persist: BeforePersist | None
+    on_upstream_chunk: Callable[[bytes], bytes]
+    """Per upstream body chunk: the client's bytes (maybe ``b""``)."""
+
+    @property
+    def request(self) -> ResponsesRequest | None: ...
+
+    @property
+    def response(self) -> dict[str, Any] | None: ...
+
+    @property
+    def response_id(self) -> str | None: ...
+
+    @property
+    def streaming(self) -> bool: ...
+
+    @property
+    def background(self) -> bool: ...
+
+    @property
+    def sequence_number(self) -> int: ...
+
+    @property
+    def compaction_turn(self) -> bool: ...
+
+    @property
+    def upstream_failed(self) -> bool: ...
+
+    async def begin(self, body: bytes | dict[str, Any], *, large: bool = False) -> UpstreamRequest | None:
+        """Parse, load what the request refers to, and return the first upstream call; raises ``APIError``.
+        None: slow set-up work remains, to be done once the client's stream is open (:meth:`open_stream`,
+        :meth:`first_call`)."""
+
+    def open_stream(self) -> bytes:
+        """After a deferred :meth:`begin`: the client's first events, before the set-up work."""
+
+    async def first_call(self) -> UpstreamRequest:
+        """After a deferred :meth:`begin`: the set-up work (its events in :meth:`take_pending_bytes`), then the
+        first upstream call."""
+
+    def on_upstream_headers(self, status: int, content_type: str | None) -> bytes | None:
+        """The bytes that open the client's event stream, or None while its status is not known."""
+
+    def queued(self) -> bytes:
+        """A background response was accepted: its first events."""
+
+    def retry_request(self) -> UpstreamRequest | None:
+        """The upstream's answer ended: a shortened call to make instead (``truncation: "auto"``), or None."""
+
+    async def next_turn(self, write: Callable[[bytes], Awaitable[None]] | None = None) -> UpstreamRequest | None:
+        """The upstream's answer ended: run the turn's server-side tools and return the next turn's call, or
+        None when the response ends."""
+
+    def take_pending_bytes(self) -> bytes:
+        """The client's bytes the tool phase made."""
+
+    async def finish(self) -> Reply:
+        """The upstream body ended: complete, persist, and return the rest of the client's bytes."""
+
+    async def fail(self, error: APIError) -> Reply:
+        """The upstream call failed: persist the failure and return the client's last bytes."""
+
+    async def cancel(self) -> Reply:
+        """A background response cancelled by its owner."""
+
+    async def abandon(self) -> None:
+        """The client went away mid-stream: record the response as failed."""
+
+    def release(self) -> None:
+        """The run stops with nothing more to store: free what it holds."""
