@@ -216,3 +216,14 @@ async def test_on_a_labelled_set_hybrid_ranks_at_least_as_well_as_either(db: SQL
     best_single = max(measured["dense-only"].recall_at_5, measured["keyword-only"].recall_at_5)
     assert measured["hybrid"].recall_at_5 >= best_single, measured
     assert measured["hybrid"].mrr >= max(measured["dense-only"].mrr, measured["keyword-only"].mrr) - 0.02, measured
+
+
+def test_a_model_made_query_is_cut_to_the_query_limit() -> None:
+    """The file_search tool's queries come from the model, unbounded: each is searched as its first
+    MAX_QUERY_CHARS characters (a client's own longer query is a 400 in the vector store search instead)."""
+    from responses_bridge.services.retrieval.search import MAX_QUERY_CHARS, SearchOptions, search_queries
+
+    huge = "lighthouse keeper " * (MAX_QUERY_CHARS // 4)
+    [searched] = search_queries(huge, SearchOptions())
+    assert searched == huge[:MAX_QUERY_CHARS]
+    assert [len(text) for text in search_queries([huge, "short"], SearchOptions())] == [MAX_QUERY_CHARS, 5]

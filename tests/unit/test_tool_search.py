@@ -156,3 +156,22 @@ def test_loaded_tools_merge_across_searches() -> None:
          "tools": [{"type": "function", "name": "a"}, {"type": "function", "name": "b"}]},
         top]
     assert slack["tools"] == [{"type": "function", "name": "a"}]  # inputs untouched
+
+
+def test_a_huge_query_reads_only_the_words_it_uses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model's query of megabytes is not scanned whole: the words past the first MAX_QUERY_WORDS are never used,
+    so only their share of the text is read."""
+    from responses_bridge.run.tools import tool_search
+
+    scanned: list[int] = []
+    pattern = tool_search._WORD
+
+    class Recording:
+        def findall(self, text: str) -> list[str]:
+            scanned.append(len(text))
+            return pattern.findall(text)
+
+    monkeypatch.setattr(tool_search, "_WORD", Recording())
+    huge = "weather " * 10 + "zzz " * 2_000_000
+    assert tool_search._match_expression(huge) == '"weather" OR "zzz"'
+    assert scanned and max(scanned) <= tool_search.MAX_QUERY_WORDS * 64
