@@ -351,6 +351,3 @@ def environment_help(skip: set[str]) -> str:
         lines.append(f"{line}: {info.description}" if info.description else line)
     return "\n".join(lines)
 
-
-def environ_has_upstream() -> bool:
-    return any(name in os.environ for name in ("RESPONSES_BRIDGE_UPSTREAM", "OPENAI_BASE_URL"))

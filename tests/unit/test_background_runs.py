@@ -16,8 +16,9 @@ import pytest
 from responses_bridge.engine.options import EngineOptions
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.run.response_run import ResponseRun
-from responses_bridge.services.background import INTERRUPTED_CODE, BackgroundService, fail_interrupted, split_frames
+from responses_bridge.services.background import INTERRUPTED_CODE, BackgroundService, interrupted, split_frames
 from responses_bridge.store import SQLiteResponseStore
+from responses_bridge.store.background_runs import LocalRunLeases
 from responses_bridge.store.base import DEFAULT_TENANT
 from responses_bridge.store.events import SQLiteEventLog
 
@@ -149,7 +150,7 @@ async def test_shutdown_fails_running_responses(store: SQLiteResponseStore) -> N
     assert stored["status"] == "failed" and stored["error"]["code"] == "server_shutdown"
 
 
-async def test_fail_interrupted(store: SQLiteResponseStore) -> None:
+async def test_a_lone_process_fails_the_runs_it_finds_unfinished(store: SQLiteResponseStore) -> None:
     gate = asyncio.Event()
     log = SQLiteEventLog(store)
     upstream = ScriptedUpstream(["a"], gate)
@@ -159,14 +160,14 @@ async def test_fail_interrupted(store: SQLiteResponseStore) -> None:
     await run._flush()
     events_before = await log.after(run.response_id, -1, tenant=DEFAULT_TENANT)
     assert (await store.get_response(run.response_id, tenant=DEFAULT_TENANT))["status"] == "in_progress"
-    assert await fail_interrupted(log) == [run.response_id]
+    assert await LocalRunLeases(log).fail_abandoned(interrupted()) == [run.response_id]
     stored = await store.get_response(run.response_id, tenant=DEFAULT_TENANT)
     assert stored["status"] == "failed" and stored["error"]["code"] == INTERRUPTED_CODE
     events = await log.after(run.response_id, -1, tenant=DEFAULT_TENANT)
     assert events[:-1] == events_before
     assert events[-1][0] == len(events_before)
     assert events[-1][1].startswith(b"event: response.failed\n")
-    assert await fail_interrupted(log) == []
+    assert await LocalRunLeases(log).fail_abandoned(interrupted()) == []
     await service.close()
 
 

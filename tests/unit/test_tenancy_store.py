@@ -177,7 +177,6 @@ async def test_prompts_and_their_versions_are_invisible_to_another_tenant(db: SQ
 
     assert await store.get_prompt("pmpt_a", tenant=B) is None
     assert await store.get_prompt("pmpt_a", 1, tenant=B) is None
-    assert not await store.prompt_exists("pmpt_a", tenant=B)
     assert await store.list_versions("pmpt_a", tenant=B) is None
     assert [p.id for p in (await store.list_prompts(tenant=A))[0]] == ["pmpt_a"]
     assert [p.id for p in (await store.list_prompts(tenant=B))[0]] == ["pmpt_b"]

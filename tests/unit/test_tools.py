@@ -12,7 +12,7 @@ import pytest
 from responses_bridge.engine import tools
 from responses_bridge.engine.options import EngineOptions
 from responses_bridge.engine.output_builder import OutputBuilder
-from responses_bridge.engine.request_translation import build_chat_request
+from responses_bridge.engine.request_translation import build_chat_request, plan_request_tools
 from responses_bridge.engine.response_object import new_response
 from responses_bridge.engine.sse import DONE_FRAME, encode_event
 from responses_bridge.protocol.errors import APIError
@@ -58,7 +58,8 @@ def test_replayed_namespaced_call_goes_upstream_flat() -> None:
 def test_calls_are_read_back_with_their_namespace() -> None:
     request = parse_request(orjson.dumps({"model": "m", "input": "x", "stream": True, "tools": [NAMESPACE]}))
     response = new_response("resp_1", request)
-    builder = OutputBuilder(response, encode_event, namespaces=tools.namespace_map(request.params.tools))
+    plan = plan_request_tools(request, [], EngineOptions())
+    builder = OutputBuilder(response, encode_event, targets=plan.targets)
     builder.feed({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
                  "function": {"name": "multi_agent_v1__close_agent", "arguments": "{}"}}]}}]})
     builder.feed({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})

@@ -67,14 +67,13 @@ class OutputBuilder:
     """Accumulates one response's output and, when given an encoder, emits its events."""
 
     def __init__(self, response: dict[str, Any], encode: Encoder | None, *,
-                 namespaces: dict[str, tuple[str, str]] | None = None, summary: bool = False,
+                 summary: bool = False,
                  seal: Callable[[dict[str, Any]], str] | None = None,
                  targets: dict[str, CallTarget] | None = None) -> None:
-        # namespaces: flat tool name → (namespace, inner name), see engine/tools.py; summary: the reasoning text
-        # is also given as a summary part (``reasoning.summary`` was asked for); seal: makes a reasoning item's
-        # ``encrypted_content`` (``include: ["reasoning.encrypted_content"]``); targets: upstream function name →
-        # the kind of item its calls become (``ToolPlan.targets``; namespaced functions are among them)
-        self._namespaces = namespaces or {}
+        # summary: the reasoning text is also given as a summary part (``reasoning.summary`` was asked for);
+        # seal: makes a reasoning item's ``encrypted_content`` (``include: ["reasoning.encrypted_content"]``);
+        # targets: upstream function name → the kind of item its calls become (``ToolPlan.targets``; namespaced
+        # functions are among them)
         self._targets = targets if targets is not None else {}
         self._summary = summary
         self._seal = seal
@@ -86,7 +85,6 @@ class OutputBuilder:
         self.finish_reason: str | None = None
         self.usage: dict[str, Any] | None = None
         self.saw_done = False
-        self.saw_chunk = False
         # the open item, if any: "reasoning", "message" or "tools"
         self._open: str | None = None
         # the open message or reasoning item, read only while _open names one; never None, so the per-chunk paths
@@ -167,7 +165,6 @@ class OutputBuilder:
     # --- input ---------------------------------------------------------------------------------------------------
 
     def feed(self, chunk: dict[str, Any]) -> None:
-        self.saw_chunk = True
         error = chunk.get("error")
         if error is not None:
             message = error.get("message") if isinstance(error, dict) else str(error)
@@ -345,8 +342,6 @@ class OutputBuilder:
                          "call_id": call.call_id, "name": name, "arguments": ""}
             if target is not None:  # a namespace tool's function: named as the client declared it
                 call.item["namespace"], call.item["name"] = target.namespace, target.name
-            elif name in self._namespaces:
-                call.item["namespace"], call.item["name"] = self._namespaces[name]
         self.output.append(call.item)
         if self._encode is not None:
             self._emit({"type": "response.output_item.added", "sequence_number": 0,
@@ -390,7 +385,6 @@ class OutputBuilder:
         self.usage = None
         self.finish_reason = None
         self.saw_done = False
-        self.saw_chunk = False
         self._tool_calls = {}
         self._turn_calls = []
         self._turn_start = len(self.output)

@@ -427,18 +427,6 @@ def loaded_tools(*item_lists: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return found
 
 
-def namespace_map(tools: list[dict[str, Any]] | None) -> dict[str, tuple[str, str]]:
-    """Flat name → (namespace, inner name), for reading the model's calls back."""
-    mapping: dict[str, tuple[str, str]] = {}
-    for tool in tools or ():
-        if tool.get("type") == "namespace":
-            namespace = tool.get("name") or ""
-            for inner in tool.get("tools") or ():
-                if isinstance(inner, dict) and isinstance(inner.get("name"), str):
-                    mapping[flat_name(namespace, inner["name"])] = (namespace, inner["name"])
-    return mapping
-
-
 def upstream_name(item: dict[str, Any]) -> str:
     """The name a replayed ``function_call`` item had upstream."""
     name: str = item["name"]

@@ -5,7 +5,7 @@ the rendered prompt, the engine options and the sealer that seals and opens ``en
 fed the upstream's answer as it arrives:
 
     translator = Translator(request, history, prompt, options, sealer)   # APIError: nothing is sent upstream
-    call = translator.take_first_request()          # the Chat Completions call to make (once)
+    call = translator.build_first_request()         # the Chat Completions call to make (once)
 
 A tool loop (``run/response_run.py``) builds the first call with :meth:`build_first_request` after setting up
 its server tools, then per turn: :meth:`end_turn` (the turn's calls), :meth:`follow_up` (the next call, into the
@@ -80,7 +80,7 @@ class Translator:
         Background requests always get SSE events (they are stored for replay). ``served``: the server-side
         tool types the caller's tool loop runs (empty: they fall under the unsupported-tool policy).
 
-        The first upstream body is built by :meth:`build_first_request` (or :meth:`take_first_request`), so a
+        The first upstream body is built by :meth:`build_first_request`, so a
         tool loop can set up its server tools (which extend :attr:`plan`) in between."""
         p = request.params
         self._options = options
@@ -159,10 +159,6 @@ class Translator:
             self._body = chat
         return UpstreamRequest(UPSTREAM_PATH, orjson.dumps(chat),
                                self._events is not None and self._compacting is None)
-
-    def take_first_request(self) -> UpstreamRequest:
-        """The first upstream call, with no tool loop."""
-        return self.build_first_request()
 
     @property
     def streaming(self) -> bool:

@@ -14,7 +14,7 @@ the whole stream, and ``GET /v1/responses/{id}`` never says ``completed`` before
 
 Lifecycle in the store: ``queued`` (written before the POST is answered), ``in_progress`` (when the upstream
 answers), then ``completed`` / ``incomplete`` / ``failed`` / ``cancelled``. A process that dies mid-run leaves
-``queued``/``in_progress`` rows; the next start marks them ``failed`` (:func:`fail_interrupted`).
+``queued``/``in_progress`` rows; the next start marks them ``failed`` (``RunLeases.fail_abandoned``).
 
 Several replicas on one database (PostgreSQL). Who runs what goes through the store's
 :class:`~responses_bridge.store.background_runs.RunLeases`: a run is claimed (owner + lease) before its row is
@@ -109,13 +109,6 @@ def cancelled(response: dict[str, Any]) -> tuple[dict[str, Any], Callable[[int],
 
 def is_terminal_frame(frame: bytes) -> bool:
     return frame.startswith(_TERMINAL_FRAMES)
-
-
-async def fail_interrupted(events: EventLog) -> list[str]:
-    """Mark every response still ``queued``/``in_progress`` as failed, and end its event stream with
-    ``response.failed``: called at startup of a process alone on its database, when no run can be going on
-    (across tenants, each response stored back as its own tenant's). Returns their ids."""
-    return await LocalRunLeases(events).fail_abandoned(interrupted())
 
 
 class BackgroundRun:
@@ -271,7 +264,7 @@ class BackgroundRun:
 
     async def _settle(self) -> None:
         """Retry, with backoff, until the run's terminal state and its events are stored. Stopped only by
-        shutdown (the next start then marks the row failed, see :func:`fail_interrupted`)."""
+        shutdown (the next start then marks the row failed: ``RunLeases.fail_abandoned``)."""
         delay = SETTLE_FIRST_DELAY
         start = self._tentative if self._tentative is not None else self.saved
         while True:

@@ -97,12 +97,6 @@ class SQLitePromptStore:
         prompts = [_row(row) for row in rows]
         return prompts[:limit], len(prompts) > limit
 
-    async def prompt_exists(self, prompt_id: str, *, tenant: str) -> bool:
-        async with self._db.reading() as conn:
-            rows = list(await conn.execute_fetchall("SELECT 1 FROM prompts WHERE id = ? AND tenant = ?",
-                                                    (prompt_id, tenant)))
-        return bool(rows)
-
     async def list_versions(self, prompt_id: str, *, tenant: str) -> list[StoredPromptVersion] | None:
         async with self._db.reading() as conn:
             rows = list(await conn.execute_fetchall(

@@ -83,11 +83,6 @@ class PostgresPromptStore:
         prompts = [_row(row) for row in rows]
         return prompts[:limit], len(prompts) > limit
 
-    async def prompt_exists(self, prompt_id: str, *, tenant: str) -> bool:
-        async with self._db.acquire("prompt_exists") as conn:
-            return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM prompts WHERE id = $1 AND tenant = $2)",
-                                            prompt_id, tenant))
-
     async def list_versions(self, prompt_id: str, *, tenant: str) -> list[StoredPromptVersion] | None:
         async with self._db.acquire("list_prompt_versions") as conn:
             rows = await conn.fetch(f"SELECT {_COLUMNS} {_FROM} WHERE p.id = $1 AND p.tenant = $2 ORDER BY v.version",
