@@ -14,7 +14,9 @@ import pytest
 from responses_bridge.engine.options import EngineOptions
 from responses_bridge.engine.request_translation import build_chat_request, items_to_messages, plan_request_tools
 from responses_bridge.protocol.errors import APIError, not_found
+from responses_bridge.protocol.filters import parse_filters
 from responses_bridge.protocol.request import parse_request
+from responses_bridge.protocol.search_options import SearchOptions
 from responses_bridge.run.server_tools import ServerToolServices
 from responses_bridge.run.tools.file_search import (
     FileSearchToolOptions,
@@ -23,10 +25,8 @@ from responses_bridge.run.tools.file_search import (
     run_file_search,
     sources_for_model,
 )
-from responses_bridge.run.tools.file_search_options import SearchOptions
 from responses_bridge.run.tools.mcp import MCPLimits, MCPTools
 from responses_bridge.run.tools.web_search_base import SearchResult
-from responses_bridge.services.retrieval.filters import parse_filters
 from responses_bridge.store.base import DEFAULT_TENANT
 from tests.unit.test_server_tool_turns import end, text, tool
 from tests.unit.test_server_tools_executor import Loop, item

@@ -8,9 +8,10 @@ from pathlib import Path
 from responses_bridge.config import Settings
 from responses_bridge.devtools import fake_upstream
 from responses_bridge.devtools.retrieval_bench import new_store
+from responses_bridge.protocol.search_options import SearchOptions
 from responses_bridge.serve import open_runtime
 from responses_bridge.services.retrieval.embedders import LocalStaticEmbedder, UpstreamEmbedder
-from responses_bridge.services.retrieval.search import SearchOptions, search
+from responses_bridge.services.retrieval.search import search
 from responses_bridge.store.base import DEFAULT_TENANT
 from responses_bridge.store.chunks import SQLiteChunkIndex
 from responses_bridge.store.vector_stores import SQLiteVectorStoreStore

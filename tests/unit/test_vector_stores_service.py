@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from responses_bridge.protocol.errors import APIError
+from responses_bridge.protocol.search_options import SearchOptions
 from responses_bridge.services.retrieval.embedders import Embedder, LocalStaticEmbedder
-from responses_bridge.services.retrieval.search import SearchOptions
 from responses_bridge.services.vector_stores import VectorStoreService
 from responses_bridge.store import SQLiteResponseStore
 from responses_bridge.store.chunks import SQLiteChunkIndex

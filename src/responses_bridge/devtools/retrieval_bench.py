@@ -28,10 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..protocol.search_options import SearchOptions
 from ..services.retrieval.chunking import DEFAULT_CHUNKING, StaticChunking, chunk_text
 from ..services.retrieval.embedders import Embedder, LocalStaticEmbedder, normalise
 from ..services.retrieval.extract import extract_text
-from ..services.retrieval.search import SearchOptions, search
+from ..services.retrieval.search import search
 from ..store.base import DEFAULT_TENANT
 from ..store.chunks import ChunkIndex, SQLiteChunkIndex, cosine_scan, top_rows
 from ..store.postgres.chunks import PostgresChunkIndex

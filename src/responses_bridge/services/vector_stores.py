@@ -23,6 +23,7 @@ from typing import Any
 from .. import ids
 from ..protocol.errors import APIError, invalid_request, not_found
 from ..protocol.request import check_metadata
+from ..protocol.search_options import SearchOptions, parse_search_options
 from ..store.chunks import ChunkIndex
 from ..store.vector_stores import (
     STATUSES,
@@ -39,7 +40,7 @@ from .ingestion import LEASE_SECONDS, FileSource, IngestionWorker, jobs_for
 from .pagination import page_errors
 from .retrieval.chunking import chunking_strategy_object, parse_chunking_strategy
 from .retrieval.embedders import Embedder
-from .retrieval.search import MAX_QUERY_CHARS, SearchOptions, parse_search_options, search, search_queries
+from .retrieval.search import MAX_QUERY_CHARS, search, search_queries
 
 DAY_SECONDS = 86_400
 MAX_EXPIRY_DAYS = 365

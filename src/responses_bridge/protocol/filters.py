@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from ...protocol.errors import invalid_request
+from .errors import invalid_request
 
 COMPARISONS = frozenset({"eq", "ne", "gt", "gte", "lt", "lte", "in", "nin"})
 COMPOUNDS = frozenset({"and", "or"})
@@ -142,9 +142,9 @@ def matches(filter_: Filter, attributes: Mapping[str, Any]) -> bool:
     if not _same_kind(actual, wanted) or isinstance(actual, bool):
         return False
     if kind == "gt":
-        return actual > wanted
+        return bool(actual > wanted)
     if kind == "gte":
-        return actual >= wanted
+        return bool(actual >= wanted)
     if kind == "lt":
-        return actual < wanted
-    return actual <= wanted
+        return bool(actual < wanted)
+    return bool(actual <= wanted)
