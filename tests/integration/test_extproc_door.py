@@ -414,7 +414,7 @@ async def test_odd_upstream_answers(stack: Stack) -> None:
 async def test_servicer_bug_still_answers_cleanly(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
     """A bug in the servicer's own code (not the exchange's) is caught too: Envoy always gets an answer that
     keeps the client away from the raw upstream bytes."""
-    from responses_bridge.adapters.extproc import servicer
+    from responses_bridge.adapters.extproc import response_phase as servicer
 
     def broken(*args: Any) -> Any:
         raise RuntimeError("injected")

@@ -19,8 +19,9 @@ from envoy.extensions.filters.http.ext_proc.v3.processing_mode_pb2 import Proces
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc
 from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingRequest, ProcessingResponse
 
-from responses_bridge.adapters.extproc import servicer as servicer_module
-from responses_bridge.adapters.extproc.servicer import _Stream
+from responses_bridge.adapters.extproc import messages, request_phase, response_phase
+from responses_bridge.adapters.extproc import stream as servicer_module
+from responses_bridge.adapters.extproc.stream import _Stream
 from responses_bridge.config import Settings
 from responses_bridge.run.response_run import ResponseRun
 from responses_bridge.run.server_tools import ServerTools, ServerToolServices
@@ -258,7 +259,7 @@ async def test_request_headers_then_body_with_the_configured_key(store: SQLiteRe
                       store=store)
     stream = new_stream(runtime)
     [reply] = await stream.handle(request_headers("POST", "/v1/responses?x=1", authorization="Bearer sk-client"))
-    assert reply == servicer_module.m.CONTINUE_REQUEST_HEADERS
+    assert reply == messages.CONTINUE_REQUEST_HEADERS
     [reply] = await stream.handle(request_body(REQUEST, mode=None))
     # in metadata, which the route turns into the upstream's header (a body-phase header mutation is not applied)
     assert reply.dynamic_metadata["responses_bridge.upstream"]["authorization"] == "Bearer sk-up"
@@ -271,7 +272,7 @@ async def test_another_route_passes_untouched(store: SQLiteResponseStore) -> Non
     stream = new_stream(runtime)
     [reply] = await stream.handle(request_headers("GET", "/v1/models"))
     assert set_headers(reply, "request_headers") == {"authorization": "Bearer sk-up"}
-    assert await stream.handle(response_headers(200, JSON)) == [servicer_module.m.CONTINUE_RESPONSE_HEADERS]
+    assert await stream.handle(response_headers(200, JSON)) == [messages.CONTINUE_RESPONSE_HEADERS]
     [reply] = await stream.handle(response_body(b'{"data": []}', True))
     assert streamed(reply) == (b'{"data": []}', True)  # full duplex: passed on as it came
 
@@ -349,7 +350,7 @@ async def test_a_large_body_is_held_once_while_it_is_translated(runtime: Runtime
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """Only the bytes being parsed are alive during the translation: no extra references from the servicer's
     frames or its chunk list keep them (or the message they came in) beyond it."""
-    original = servicer_module.parse_json_object
+    original = request_phase.parse_json_object
     references: list[int] = []
 
     def parse_json_object(body: bytes) -> Any:
@@ -357,7 +358,7 @@ async def test_a_large_body_is_held_once_while_it_is_translated(runtime: Runtime
         references.append(sys.getrefcount(body))
         return original(body)
 
-    monkeypatch.setattr(servicer_module, "parse_json_object", parse_json_object)
+    monkeypatch.setattr(request_phase, "parse_json_object", parse_json_object)
     await new_stream(runtime).handle(request_body({**REQUEST, "input": "x" * 100_000}))  # whole
     raw = orjson.dumps({**REQUEST, "input": "y" * 100_000})
     stream = new_stream(runtime)
@@ -511,7 +512,7 @@ async def test_a_bug_in_the_request_phase_is_a_500(runtime: Runtime, monkeypatch
 async def test_a_bug_at_the_response_headers(runtime: Runtime, monkeypatch: pytest.MonkeyPatch,
                                              client_streams: bool) -> None:
     stream = await begun(runtime, {**REQUEST, "stream": client_streams})
-    monkeypatch.setattr(servicer_module, "_sse_headers", _broken)
+    monkeypatch.setattr(response_phase, "_sse_headers", _broken)
     monkeypatch.setattr(ResponseRun, "on_upstream_headers", _broken) if not client_streams else None
     [reply] = await stream.handle(response_headers(200, SSE if client_streams else JSON))
     status, _headers, body = immediate(reply)  # nothing had left Envoy: the whole answer
@@ -535,7 +536,7 @@ async def test_a_bug_mid_stream_ends_it_with_response_failed(runtime: Runtime,
     body, end = streamed(reply)
     assert end and sse_terminal(client + body)["type"] == "response.failed"
     assert await stream.handle(response_body(b"more")) == []  # the rest is dropped
-    assert await stream.handle(response_trailers()) == [servicer_module.m.CONTINUE_RESPONSE_TRAILERS]
+    assert await stream.handle(response_trailers()) == [messages.CONTINUE_RESPONSE_TRAILERS]
     assert await stored_status(runtime, stream) == "failed"
 
 
@@ -595,7 +596,7 @@ async def test_a_draining_runtime_refuses_new_responses(runtime: Runtime) -> Non
         status, _, body = immediate(reply)
         assert status == 503 and error_of(body)["code"] == "server_shutting_down"  # as the HTTP door says it
     [reply] = await new_stream(runtime).handle(request_headers("GET", "/v1/models"))  # not new work of ours
-    assert reply == servicer_module.m.CONTINUE_REQUEST_HEADERS
+    assert reply == messages.CONTINUE_REQUEST_HEADERS
 
 
 class Sent:

@@ -1,0 +1,205 @@
+"""The request phase of one ext_proc stream: the request headers (when the bootstrap sends them) and the buffered
+body become the translated Chat Completions call Envoy makes, or an immediate response (a refusal, a background
+run's answer) that keeps the request away from the upstream."""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingRequest, ProcessingResponse
+
+from ...engine.sse import DONE_FRAME
+from ...engine.tools import runs_server_tools
+from ...engine.wire import SSE_CONTENT_TYPE, UpstreamRequest
+from ...envoy_config import NATIVE_SUFFIX, upstream_path_prefix
+from ...protocol.errors import APIError
+from ...protocol.request import parse_json_object
+from ...run.response_run import LARGE_BODY_BYTES
+from ...run.runs import Run
+from ...services.limits import RETRY_AFTER_SECONDS, request_too_large
+from . import messages as m
+from .routing import Routing, _sidecar_header
+from .stream_state import BACKGROUND_STREAM_WAIT, CHAT_PATHS, JSON, REQUEST_REMOVE, RESPONSES_PATHS
+
+log = structlog.get_logger("responses_bridge.extproc")
+
+
+class RequestPhase(Routing):
+    __slots__ = ()
+
+    async def _request_headers(self, request: ProcessingRequest) -> ProcessingResponse:
+        message = request.request_headers
+        headers = m.header_map(message)
+        path = headers.get(":path", "").split("?", 1)[0]
+        if headers.get(":method") == "POST" and path in CHAT_PATHS and not self.runtime.routes().single:
+            denied = await self._identify_passthrough(headers)
+            if denied is not None:
+                return denied
+            self.chat = True  # the body names the model, hence the upstream: see _route_chat
+            self.ours = False
+            self.authorization = headers.get("authorization")
+            return m.request_headers_reply((), _sidecar_header(headers))
+        if headers.get(":method") != "POST" or path not in RESPONSES_PATHS:
+            # A passthrough route that sends us its headers: only the upstream credentials change.
+            denied = await self._identify_passthrough(headers)
+            if denied is not None:
+                return denied
+            self.ours = False
+            client = headers.get("authorization")
+            configured = self.runtime.upstream_authorization(client)
+            if configured is not None and configured != client:
+                return m.request_headers_reply([("authorization", configured)], _sidecar_header(headers))
+            # auth: keys without an upstream key: the bridge key goes no further
+            drop = ("authorization",) if configured is None and client is not None else ()
+            return m.request_headers_reply((), (*drop, *_sidecar_header(headers)))
+        if self.runtime.draining:
+            return self._refuse()
+        if not self.runtime.identity.anonymous:
+            tenant_header = headers.get(self.runtime.identity.tenant_header)
+            denied = await self._identify(headers.get("authorization"), tenant_header)
+            if denied is not None:
+                return denied
+        self.ours = True
+        self.authorization = headers.get("authorization")
+        self.run = self.runtime.new_run(tenant=self.tenant)
+        if message.end_of_stream:  # no body at all: begin() says what is wrong with that
+            return await self._begin(b"")
+        return m.CONTINUE_REQUEST_HEADERS
+
+    async def _request_body(self, end_of_stream: bool) -> ProcessingResponse:
+        """The chunk just added to ``request_body``. A buffered body comes whole; a streamed one (a route that
+        asks for it) is held until its end, and refused as soon as it outgrows the limit rather than after it was
+        all collected."""
+        if not self.request_bytes:  # the first chunk: the tenant is known now (it comes with the body)
+            self.max_bytes = self.runtime.limits.max_request_bytes(self.tenant)
+        self.request_bytes += len(self.request_body[-1])
+        if self.request_bytes > self.max_bytes:
+            self.request_body = []
+            return self._too_large()
+        if not end_of_stream:
+            response = ProcessingResponse()
+            response.request_body.response.body_mutation.body = b""
+            return response
+        chunks, self.request_body = self.request_body, []
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        del chunks
+        begin = self._begin(body)
+        del body  # _begin lets it go once it is parsed
+        return await begin
+
+    def _too_large(self) -> ProcessingResponse:
+        self.done = True
+        error = request_too_large(self.max_bytes)
+        return m.immediate_response(413, error.body(), JSON)
+
+    async def _begin(self, body: bytes) -> ProcessingResponse:
+        run = self.run
+        assert run is not None
+        if len(body) > self.max_bytes:  # the same ceiling as the HTTP door's
+            return self._too_large()
+        large = len(body) > LARGE_BODY_BYTES
+        try:
+            decoded = await asyncio.to_thread(parse_json_object, body) if large else parse_json_object(body)
+            del body  # decoded: the bytes are let go before the translation
+            if self.sidecar_route and runs_server_tools(decoded.get("tools"), self.runtime.served_tools):
+                return self._route_to_sidecar()  # counted by the HTTP door, which runs it: no slot here
+            self.slot = self.runtime.limits.acquire(self.tenant)  # a 429 at the tenant's limit
+            if not self.runtime.routes().single:  # several upstreams: the model picks one (upstreams.py)
+                self.route = self.runtime.route(decoded.get("model"))
+                # native: Envoy sends it to the backend's own /v1/responses; else the upstream's profile and model
+                self.run = run = self.runtime.new_routed_run(self.route, tenant=self.tenant)
+            upstream = await run.begin(decoded, large=large)
+        except APIError as error:
+            self.done = True
+            retry = [("retry-after", str(RETRY_AFTER_SECONDS))] if error.status == 429 else []
+            return m.immediate_response(error.status, error.body(), JSON, retry)
+        except Exception:
+            log.exception("extproc_request_translation_failed")
+            self.done = True
+            failure = APIError(500, "The request could not be translated.", code="server_error")
+            return m.immediate_response(500, failure.body(), JSON)
+        del decoded  # translated: only the translated body is needed from here on
+        assert upstream is not None  # no tool loop runs on this door, so begin() never defers its first call
+        if run.background:  # runs in the sidecar; Envoy gets the answer now, the upstream is not called
+            self.done = True
+            return await self._background(run, upstream)
+        route = self.route
+        prefix = self.prefix if route is None else upstream_path_prefix(route.upstream.url)
+        set_headers = [
+            (":path", f"{prefix}/{upstream.path}"),
+            ("content-length", str(len(upstream.body))),
+            ("content-type", JSON),
+        ]
+        # The route sets these from the reply's metadata: the configured upstream key in place of the client's
+        # (without one the client's own header goes through untouched), and the upstream span's trace context.
+        upstream_headers = self.observed.upstream_trace_headers() if self.observed is not None else {}
+        authorization = (self.runtime.upstream_authorization(self.authorization) if route is None
+                         else self.runtime.route_authorization(route, self.authorization))
+        if authorization is not None and authorization != self.authorization:
+            upstream_headers["authorization"] = authorization
+        reply = m.request_body_reply(upstream.body, set_headers, REQUEST_REMOVE, upstream_headers)
+        if route is not None:  # Envoy picks the route again, on the upstream's name: that upstream's cluster
+            native = self.runtime.is_native(route)
+            m.choose_upstream(reply, route.upstream.name + (NATIVE_SUFFIX if native else ""))
+        return reply
+
+    async def _background(self, run: Run, upstream: UpstreamRequest) -> ProcessingResponse:
+        """``background: true``: the run starts in the sidecar (its own upstream call goes through Envoy's
+        passthrough route when ``upstream_via`` points there) and the client gets an immediate response: the
+        queued response, or with ``stream: true`` the events. An immediate response cannot stream, so those are
+        the events up to the end of the run or ``BACKGROUND_STREAM_WAIT`` seconds, whichever comes first; a client
+        cut short resumes with ``GET /v1/responses/{id}?stream=true&starting_after=N``."""
+        service = self.runtime.background
+        if service is None:
+            error = APIError(400, "Background responses are not available in this deployment.",
+                             param="background", code="unsupported_parameter")
+            return m.immediate_response(400, error.body(), JSON)
+        route = self.route
+        try:
+            if route is None:
+                started = await service.start(run, upstream, self.runtime.upstream_authorization(self.authorization))
+            else:
+                started = await service.start(run, upstream,
+                                              self.runtime.route_authorization(route, self.authorization),
+                                              self.runtime.client_for(route))
+        except Exception:
+            log.exception("extproc_background_start_failed")
+            error = APIError(500, "The background response could not be started.", code="server_error")
+            return m.immediate_response(500, error.body(), JSON)
+        self.slot.hold_until(started.task)  # the run calls the upstream after this stream ends: it keeps the slot
+        if not run.request.params.stream:  # type: ignore[union-attr]
+            return m.immediate_response(200, started.accepted, JSON)
+        frames: list[bytes] = []
+
+        async def collect() -> None:
+            async for chunk in service.events_after(started.response_id, -1, tenant=run.tenant):
+                frames.append(chunk)
+
+        try:
+            await asyncio.wait_for(collect(), BACKGROUND_STREAM_WAIT)
+            frames.append(DONE_FRAME)
+        except TimeoutError:
+            pass
+        return m.immediate_response(200, b"".join(frames), SSE_CONTENT_TYPE, [("cache-control", "no-cache")])
+
+    async def _untranslated(self, request: ProcessingRequest) -> ProcessingResponse:
+        """Response headers for a request whose body this processor never translated. Either Envoy refused the
+        body itself (413: over its buffer limit; a local reply that still passes through this filter), or the
+        request had no body at all and (with request headers skipped) went to the upstream's chat/completions
+        empty. The client gets the matching OpenAI-shaped error, not whatever came back."""
+        self.ours = True
+        self.done = True
+        status = m.header_map(request.response_headers).get(":status")
+        if status == "413":
+            error = APIError(413, "The request body is too large.", code="request_too_large")
+            return m.immediate_response(413, error.body(), JSON)
+        try:
+            await self.runtime.new_run(tenant=self.tenant).begin(b"")
+            error = APIError(400, "A request body is required.")
+        except APIError as exc:
+            error = exc
+        except Exception:
+            log.exception("extproc_untranslated_failed")
+            error = APIError(400, "A request body is required.")
+        return m.immediate_response(error.status, error.body(), JSON)

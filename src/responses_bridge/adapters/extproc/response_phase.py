@@ -1,0 +1,187 @@
+"""The response phase of one ext_proc stream: the upstream's headers and body (as Envoy streams them, in
+``FULL_DUPLEX_STREAMED`` or the older ``STREAMED``/``BUFFERED`` modes) become the client's Response or event stream,
+and every failure there still ends the client's answer with its terminal bytes."""
+
+from __future__ import annotations
+
+from time import perf_counter
+
+import structlog
+from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingRequest, ProcessingResponse
+
+from ...engine.sse import DONE_FRAME, encode_event
+from ...engine.wire import SSE_CONTENT_TYPE, Reply
+from ...protocol.errors import APIError
+from . import messages as m
+from .retry import retried_reply
+from .stream_state import JSON, SHUTDOWN_ERROR, Responses, StreamState
+
+log = structlog.get_logger("responses_bridge.extproc")
+
+
+class ResponsePhase(StreamState):
+    __slots__ = ()
+
+    async def _response_headers(self, request: ProcessingRequest) -> Responses:
+        run = self.run
+        assert run is not None
+        message = request.response_headers
+        headers = m.header_map(message)
+        try:
+            status = int(headers.get(":status", "0") or 0)
+            head = run.on_upstream_headers(status, headers.get("content-type"))
+        except Exception as exc:
+            log.exception("extproc_response_headers_failed", response_id=run.response_id)
+            self.done = True
+            return [await self._fail_immediately(exc)]
+        if head is not None:
+            self.pending = head  # goes out in front of the first body chunk
+        if message.end_of_stream:  # an answer without a body: finish right here
+            reply = await self._finish()
+            if head is not None:
+                body, self.pending = self.pending + reply.body, b""
+                return [m.response_headers_replace(body, _sse_headers(status), ("content-length",))]
+            return [m.response_headers_replace(reply.body, _json_headers(reply))]
+        if head is not None:
+            reply = m.response_headers_reply(None if self.full_duplex else m.STREAMED, _sse_headers(status),
+                                             ("content-length",))
+            self.sse = True  # only once the reply exists: until it is sent, a failure is an immediate response
+            return [reply]
+        if self.full_duplex:  # the status depends on the body: the headers are answered with it, at its end
+            return []
+        return [m.response_headers_reply(m.BUFFERED)]
+
+    async def _fail_immediately(self, exc: Exception) -> ProcessingResponse:
+        """Nothing has left Envoy yet: the failure reply (with the stream's head, if it was made) as an immediate
+        response."""
+        reply = await self._fail(exc)
+        if reply.content_type == SSE_CONTENT_TYPE:
+            body, self.pending = self.pending + reply.body, b""
+            return m.immediate_response(reply.status, body, reply.content_type, [("cache-control", "no-cache")])
+        return m.immediate_response(reply.status, reply.body, reply.content_type)
+
+    async def _duplex_body(self, chunk: bytes, end_of_stream: bool) -> Responses:
+        """FULL_DUPLEX_STREAMED: answer only when there are bytes for the client, or at the end."""
+        if self.done:
+            return []
+        run = self.run
+        assert run is not None
+        if not self.sse:  # a JSON answer (or an error): held until the upstream's body ends
+            run.on_upstream_chunk(chunk)
+            return await self._duplex_end() if end_of_stream else []
+        out = run.on_upstream_chunk(chunk)
+        if out and self.observed is not None and not self.observed.first_event_at:
+            self.observed.first_event_at = perf_counter()
+        if end_of_stream:
+            return await self._duplex_end(out)
+        if self.shutdown_requested:
+            return await self._duplex_shutdown(out)
+        if not out and not self.pending:
+            return []
+        head, self.pending = self.pending, b""
+        return [m.streamed_body(head + out if head else out, False)]
+
+    async def _duplex_end(self, out: bytes = b"") -> Responses:
+        """The upstream's body ended (``end_of_stream``, or its trailers): the rest of the client's bytes, and the
+        end of the client's response."""
+        self.done = True
+        run = self.run
+        assert run is not None
+        try:
+            retry = None if self.sse else run.retry_request()  # truncation "auto": see retry.py
+            reply = await (run.finish() if retry is None
+                           else retried_reply(self.runtime, run, retry, self.authorization, self.route))
+        except Exception as exc:
+            log.exception("extproc_response_failed", response_id=run.response_id)
+            if not self.sse:
+                return [await self._fail_immediately(exc)]
+            reply = await self._fail(exc)
+        if not self.sse:
+            return [m.response_headers_reply(None, _json_headers(reply)), m.streamed_body(reply.body, True)]
+        head, self.pending = self.pending, b""
+        return [m.streamed_body(head + out + reply.body, True)]
+
+    async def _duplex_shutdown(self, out: bytes = b"") -> Responses:
+        self.done = True
+        reply = await self._fail(SHUTDOWN_ERROR)
+        head, self.pending = self.pending, b""
+        return [m.streamed_body(head + out + reply.body, True)]
+
+    async def _response_body(self, chunk: bytes, end_of_stream: bool) -> ProcessingResponse:
+        """STREAMED or BUFFERED mode: exactly one reply per body message."""
+        if self.done:
+            return m.response_body_reply(b"")
+        run = self.run
+        assert run is not None
+        if not self.sse:
+            if not end_of_stream:  # BUFFERED gives one message; anything else is held until the end
+                run.on_upstream_chunk(chunk)
+                return m.response_body_reply(b"")
+            try:
+                run.on_upstream_chunk(chunk)
+                retry = run.retry_request()  # truncation "auto" after a context-length error: retry.py
+                reply = await (run.finish() if retry is None
+                               else retried_reply(self.runtime, run, retry, self.authorization, self.route))
+            except Exception as exc:
+                log.exception("extproc_response_failed", response_id=run.response_id)
+                reply = await self._fail(exc)
+            self.done = True
+            return m.response_body_final(reply.body, _json_headers(reply))
+        if self.failed:
+            self.done = end_of_stream
+            return m.response_body_reply(b"")
+        head, self.pending = self.pending, b""  # the stream's opening events go out with the first chunk
+        out = b""
+        try:
+            out = run.on_upstream_chunk(chunk)
+            if out and self.observed is not None and not self.observed.first_event_at:
+                self.observed.first_event_at = perf_counter()
+            if self.shutdown_requested:  # a drain ran out of time: this reply is the stream's last
+                reply = await self._fail(SHUTDOWN_ERROR)
+                self.done = end_of_stream
+                return m.response_body_reply(head + out + reply.body)
+            if end_of_stream:
+                out += (await run.finish()).body
+                self.done = True
+            return m.response_body_reply(head + out if head else out)
+        except Exception as exc:
+            log.exception("extproc_stream_failed", response_id=run.response_id)
+            reply = await self._fail(exc)
+            self.done = end_of_stream
+            return m.response_body_reply(head + out + reply.body)
+
+    async def _finish(self) -> Reply:
+        self.done = True
+        try:
+            return await self.run.finish()  # type: ignore[union-attr]
+        except Exception as exc:
+            log.exception("extproc_finish_failed")
+            return await self._fail(exc)
+
+    async def _fail(self, exc: Exception) -> Reply:
+        """The run's failure reply; if even that breaks, a bare error the client can still read."""
+        self.failed = True
+        error = exc if isinstance(exc, APIError) else APIError(
+            502, "The bridge failed while translating the upstream's answer.", type="server_error",
+            code="server_error")
+        try:
+            return await self.run.fail(error)  # type: ignore[union-attr]
+        except Exception:
+            log.exception("extproc_fail_failed")
+            if self.sse:
+                event = {"type": "error", "code": "server_error", "param": None,
+                         "message": "The bridge failed while translating the upstream's answer."}
+                return Reply(200, SSE_CONTENT_TYPE, encode_event(event) + DONE_FRAME, continues_stream=True)
+            return Reply(error.status, JSON, error.body())
+
+
+def _sse_headers(upstream_status: int) -> list[tuple[str, str]]:
+    headers = [("content-type", SSE_CONTENT_TYPE), ("cache-control", "no-cache")]
+    if upstream_status >= 300:  # an upstream failure is reported inside the stream, which itself is fine
+        headers.append((":status", "200"))
+    return headers
+
+
+def _json_headers(reply: Reply) -> list[tuple[str, str]]:
+    return [(":status", str(reply.status)), ("content-type", reply.content_type),
+            ("content-length", str(len(reply.body)))]

@@ -1,0 +1,177 @@
+"""One ext_proc stream: one HTTP request, answered message by message. ``handle`` takes one message from Envoy
+and returns the messages to send back (none, one, or several in ``FULL_DUPLEX_STREAMED`` mode); the phases are
+:mod:`.request_phase`, :mod:`.routing` and :mod:`.response_phase`; a failure anywhere still gives Envoy an answer
+that keeps the client away from the raw upstream bytes (``_recover``)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingRequest
+
+from ...protocol.errors import APIError
+from . import messages as m
+from .request_phase import RequestPhase
+from .stream_state import JSON, SHUTDOWN_ERROR, Responses
+
+log = structlog.get_logger("responses_bridge.extproc")
+
+
+class _Stream(RequestPhase):
+    """Per-request state and its phases (see the module docstring)."""
+
+    __slots__ = ()
+
+    async def handle(self, request: ProcessingRequest) -> Responses:
+        phase = request.WhichOneof("request")
+        dispatch = self._dispatch(request)
+        del request  # only _dispatch holds the message now, so it can let a large one go early
+        try:
+            return await dispatch
+        except Exception as exc:  # noqa: BLE001 - a bug must still give Envoy an answer that keeps it with us
+            return await self._recover(phase, exc)
+
+    async def undecodable(self, phase: str | None) -> Responses:
+        """A message protobuf could not decode (decode.py): before the upstream call, the request is refused
+        with a 400 (nothing goes upstream); once a response of ours is under way, it ends as any failure does
+        (``_recover``); otherwise nothing safe can be said, and the stream ends with an error status."""
+        log.warning("extproc_message_undecodable", phase=phase)
+        if not self.done and phase in ("request_headers", "request_body"):
+            self.ours = True
+            self.done = True
+            self.request_body = []
+            error = APIError(400, "A request header value is not valid UTF-8.", code="invalid_header_value")
+            return [m.immediate_response(400, error.body(), JSON)]
+        if self.ours and self.run is not None and phase is not None:
+            return await self._recover(phase, ValueError(f"an undecodable {phase} message"))
+        raise ValueError(f"an undecodable {phase or 'unknown'} message")
+
+    async def _recover(self, phase: str | None, exc: Exception) -> Responses:
+        log.exception("extproc_handler_failed", phase=phase, exc_info=exc)
+        if phase in ("request_headers", "request_body", None):
+            self.done = True
+            error = APIError(500, "The request could not be translated.", code="server_error")
+            return [m.immediate_response(500, error.body(), JSON)]
+        if self.ours is False:
+            return [m.CONTINUE_BY_PHASE.get(phase, m.CONTINUE_RESPONSE_BODY)]
+        if not self.sse:  # nothing has left Envoy yet: answer the client directly
+            self.done = True
+            if self.run is not None and not self.failed:
+                return [await self._fail_immediately(exc)]
+            error = APIError(502, "The bridge failed while translating the upstream's answer.",
+                             code="server_error")
+            return [m.immediate_response(502, error.body(), JSON)]
+        if phase != "response_body" and not self.full_duplex:
+            return [m.CONTINUE_BY_PHASE.get(phase, m.CONTINUE_RESPONSE_BODY)]
+        trailers = [m.CONTINUE_RESPONSE_TRAILERS] if phase == "response_trailers" else []
+        if self.run is None or self.failed or self.done:
+            return trailers if self.full_duplex else [m.response_body_reply(b"")]
+        # the event stream is open: close it with the failure, then drop the rest
+        reply = await self._fail(exc)
+        head, self.pending = self.pending, b""
+        if self.full_duplex:
+            self.done = True
+            return [m.streamed_body(head + reply.body, True), *trailers]
+        return [m.response_body_reply(head + reply.body)]
+
+    async def _dispatch(self, request: ProcessingRequest) -> Responses:
+        phase = request.WhichOneof("request")
+        if phase == "response_body":
+            message = request.response_body
+            if self.ours is False:
+                return [m.streamed_body(message.body, message.end_of_stream) if self.full_duplex
+                        else m.CONTINUE_RESPONSE_BODY]
+            if self.full_duplex:
+                return await self._duplex_body(message.body, message.end_of_stream)
+            return [await self._response_body(message.body, message.end_of_stream)]
+        if request.HasField("protocol_config"):  # the first message only
+            self.full_duplex = request.protocol_config.response_body_mode == m.FULL_DUPLEX_STREAMED
+        if phase == "request_body":
+            if self.chat:
+                return [self._route_chat(request.request_body.body)]
+            if self.ours is False:
+                return [m.CONTINUE_REQUEST_BODY]
+            if self.run is None:
+                if self.runtime.draining:
+                    return [self._refuse()]
+                if not self.runtime.identity.anonymous:  # the tenant first: nothing is made for a stranger
+                    denied = await self._identify(m.forwarded_authorization(request), m.forwarded_tenant(request))
+                    if denied is not None:
+                        return [denied]
+                self.ours = True
+                self.run = self.runtime.new_run(tenant=self.tenant)
+            if self.authorization is None:  # request headers are skipped: Envoy forwards the credentials
+                self.authorization = m.forwarded_authorization(request)
+            if not self.request_body:  # the first body message carries the metadata
+                self.sidecar_route = m.sidecar_route_offered(request)
+            # The body moves into this stream's list, and the message (which keeps its own copy of the body
+            # until it is freed; clearing the field frees nothing) is let go before the translation starts: see
+            # handle() and Process().
+            self.request_body.append(request.request_body.body)
+            end_of_stream = request.request_body.end_of_stream
+            del request
+            return [await self._request_body(end_of_stream)]
+        if phase == "response_headers":
+            if self.ours is False:
+                return [m.CONTINUE_RESPONSE_HEADERS]
+            if self.run is None or self.run.response is None:
+                return [await self._untranslated(request)]
+            return await self._response_headers(request)
+        if phase == "response_trailers":
+            if self.full_duplex and self.ours is not False and not self.done and self.run is not None:
+                # the upstream's body ended with trailers, not end_of_stream: the end of the client's bytes, then
+                # the trailers (unchanged)
+                return [*await self._duplex_end(), m.CONTINUE_RESPONSE_TRAILERS]
+            return [m.CONTINUE_RESPONSE_TRAILERS]
+        if phase == "request_headers":
+            return [await self._request_headers(request)]
+        return [m.CONTINUE_BY_PHASE.get(phase or "", m.CONTINUE_REQUEST_HEADERS)]
+
+    async def shut_down(self) -> None:
+        """A drain ran out of time with this response still running: end it now with ``response.failed``
+        (``server_shutdown``) and ``[DONE]``, or the 503 error when nothing has left Envoy yet. In STREAMED mode
+        the processor may only answer an upstream chunk, so the stream ends at its next one."""
+        async with self.lock:
+            try:
+                responses = await self._shutdown_responses()
+                self.delivered = self.done
+                for response in responses:
+                    await self.write(response)  # type: ignore[misc]
+            except Exception:  # the stream went away meanwhile: nothing left to end
+                log.warning("extproc_shutdown_write_failed", exc_info=True)
+
+    async def _shutdown_responses(self) -> Responses:
+        if self.done or self.run is None:
+            return []
+        if self.run.response is None:  # the request itself is still being received
+            self.done = True
+            return [m.immediate_response(SHUTDOWN_ERROR.status, SHUTDOWN_ERROR.body(), JSON)]
+        if not self.sse:  # nothing has left Envoy: the whole answer as an immediate response
+            self.done = True
+            return [await self._fail_immediately(SHUTDOWN_ERROR)]
+        if self.failed:
+            return []  # the failure already went out; STREAMED mode waits for the upstream's end
+        if self.full_duplex:
+            return await self._duplex_shutdown()
+        self.shutdown_requested = True
+        return []
+
+    async def abandon(self) -> None:
+        """Envoy dropped the stream (client gone, upstream reset): record the response as failed. The write runs
+        as its own task, so a second cancellation of this handler cannot cut it short."""
+        if self.done or self.run is None:
+            return
+        self.done = True
+        task = asyncio.ensure_future(self.run.abandon())
+        _BACKGROUND.add(task)
+        task.add_done_callback(_BACKGROUND.discard)
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            pass  # the task goes on; the handler is being torn down anyway
+        except Exception:
+            log.warning("extproc_abandon_failed", exc_info=True)
+
+
+_BACKGROUND: set[asyncio.Future[None]] = set()

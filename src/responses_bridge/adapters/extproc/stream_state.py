@@ -1,0 +1,90 @@
+"""What one ext_proc stream knows about its request and where its answer stands (the state every phase of
+:class:`~responses_bridge.adapters.extproc.stream._Stream` reads and changes), and the door's shared constants."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingResponse
+
+from ...protocol.errors import shut_down_mid_response, shutting_down
+from ...run.runs import Run
+from ...runtime import Runtime
+from ...services.limits import UNLIMITED
+from ...store.base import DEFAULT_TENANT
+from ...upstreams import Route
+from .observe import StreamObservation
+
+RESPONSES_PATHS = frozenset(("/v1/responses", "/responses"))
+CHAT_PATHS = frozenset(("/v1/chat/completions", "/chat/completions"))
+BACKGROUND_STREAM_WAIT = 25.0  # seconds; below the filter's 30 s message_timeout
+JSON = "application/json"
+REQUEST_REMOVE = ("accept-encoding",)
+
+SHUTDOWN_ERROR = shut_down_mid_response()
+"""What a response still running when the drain timeout ends is failed with (``response.failed`` with code
+``server_shutdown`` in an open stream); a request arriving during a drain gets ``REFUSED`` instead."""
+REFUSED = shutting_down()
+
+Responses = list[ProcessingResponse]
+Write = Callable[[ProcessingResponse], Awaitable[None]]
+
+
+class StreamState:
+    """Per-request state: what the client asked for and where the answer stands."""
+
+    __slots__ = (
+        "authorization",
+        "chat",
+        "delivered",
+        "done",
+        "failed",
+        "full_duplex",
+        "lock",
+        "max_bytes",
+        "observed",
+        "ours",
+        "pending",
+        "prefix",
+        "request_body",
+        "request_bytes",
+        "route",
+        "routed",
+        "run",
+        "runtime",
+        "shutdown_requested",
+        "sidecar_route",
+        "slot",
+        "sse",
+        "tenant",
+        "write",
+    )
+
+    def __init__(self, runtime: Runtime, prefix: str, write: Write | None = None) -> None:
+        self.runtime = runtime
+        self.prefix = prefix
+        self.write = write  # the gRPC stream's, for what the processor sends on its own (a drain's last words)
+        self.lock = asyncio.Lock()  # one writer at a time: the message loop, or a drain ending the stream
+        self.run: Run | None = None
+        # Is this a POST /v1/responses to translate? None until known: the bootstrap skips the request headers
+        # (one processor round trip less), so the first message is then the buffered body, which means yes.
+        self.ours: bool | None = None
+        self.authorization: str | None = None  # the client's, when the request headers were sent to us
+        self.full_duplex = False  # the response body comes FULL_DUPLEX_STREAMED (from the first message)
+        self.sse = False  # the client's event stream is open: its headers have been answered
+        self.pending = b""  # bytes to put before the next response body chunk (the stream's head)
+        self.failed = False  # failure bytes were sent: drop everything else
+        self.done = False  # the terminal bytes were made
+        self.delivered = False  # ... and handed to gRPC (metrics: a close after this is no client going away)
+        self.shutdown_requested = False  # STREAMED mode: fail the stream at the next upstream chunk
+        self.request_body: list[bytes] = []  # a streamed request body, until its end
+        self.request_bytes = 0
+        self.routed = False  # handed to the sidecar's HTTP door: its answer passes through untouched
+        self.sidecar_route = False  # the bootstrap routes requests with server-side tools to the HTTP door
+        self.chat = False  # a POST /v1/chat/completions, with several upstreams: only its upstream is chosen
+        self.route: Route | None = None  # with several upstreams: where the request's model goes (upstreams.py)
+        self.observed: StreamObservation | None = None  # set by Process: metrics and spans of this request
+        self.tenant = DEFAULT_TENANT  # the caller's, resolved from the forwarded credentials with the body
+        self.max_bytes = runtime.settings.max_request_bytes  # the tenant's own, once known (first body chunk)
+        self.slot = UNLIMITED  # the tenant's request in flight, taken when the run begins (services/limits.py)
