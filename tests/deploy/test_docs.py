@@ -26,7 +26,8 @@ from tests.support.envoy import have_envoy, validate_config
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
-PAGES = ("deployment.md", "configuration.md", "operations.md", "troubleshooting.md")
+PAGES = ("deployment.md", "configuration.md", "operations.md", "troubleshooting.md", "architecture.md", "api.md",
+         "tools.md", "retrieval.md", "state.md", "upstreams.md", "development.md")
 
 
 def test_generated_pages_are_current() -> None:
