@@ -1,0 +1,121 @@
+"""The whole bootstrap: :func:`render_bootstrap` (YAML) and :func:`bootstrap_dict`, assembled from the listeners and
+clusters modules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from .clusters import _extproc_cluster, _files_cluster, _http_cluster, _upstream_cluster
+from .filters import Auth
+from .listeners import _internal_listener, _listener, _loopback_like
+from .names import _TYPE, MAX_DOWNSTREAM_CONNECTIONS, UpstreamURL, _socket, upstream_cluster
+
+if TYPE_CHECKING:
+    from ..upstreams import UpstreamSpec
+
+
+def render_bootstrap(*, listen_port: int, extproc_port: int, http_port: int, upstream: str,
+                     admin_port: int = 9901, listen_address: str = "127.0.0.1",
+                     extproc_address: str = "127.0.0.1", sidecar_address: str = "127.0.0.1",
+                     ca_file: str | None = None, upstreams: Sequence[UpstreamSpec] = (),
+                     internal_port: int | None = None, auth: Auth | None = None) -> str:
+    """A complete Envoy v3 bootstrap, as YAML. ``ca_file`` (https upstreams only) defaults to the system CA
+    bundle. ``upstreams``: several upstreams routed per model (one cluster each); empty: ``upstream`` alone.
+    ``internal_port``: the internal listener's (several upstreams only), by default ``listen_port + 1``.
+    ``auth``: the sidecar's ``RESPONSES_BRIDGE_AUTH`` (and a jwt_authn example), default none."""
+    return to_yaml(bootstrap_dict(
+        listen_port=listen_port, extproc_port=extproc_port, http_port=http_port, upstream=upstream,
+        admin_port=admin_port, listen_address=listen_address, extproc_address=extproc_address,
+        sidecar_address=sidecar_address, ca_file=ca_file, upstreams=upstreams, internal_port=internal_port,
+        auth=auth,
+    ), header=_header(", ".join(f"{spec.name}={spec.url}" for spec in upstreams) or upstream,
+                      internal_listener_port(listen_port, internal_port) if upstreams else None))
+
+
+def internal_listener_port(listen_port: int, given: int | None = None) -> int:
+    """The internal listener's port: ``given``, else the one after the client-facing listener's."""
+    return given if given is not None else listen_port + 1
+
+
+def _header(upstream: str, internal: int | None = None) -> str:
+    text = ("# Envoy bootstrap for responses-bridge, rendered by `responses-bridge envoy-config`.\n"
+            f"# Upstream: {upstream}\n"
+            "# /v1/responses -> upstream via the ext_proc processor (with server-side tools: the sidecar's door);\n"
+            "# /v1/models, /v1/chat/completions -> upstream;\n"
+            "# everything else -> the sidecar's HTTP door.\n")
+    if internal is not None:
+        text += (f"# The sidecar's own upstream calls: --upstream-via http://127.0.0.1:{internal}/v1 (the internal\n"
+                 "# listener, on loopback).\n")
+    return text
+
+
+def bootstrap_dict(*, listen_port: int, extproc_port: int, http_port: int, upstream: str, admin_port: int = 9901,
+                   listen_address: str = "127.0.0.1", extproc_address: str = "127.0.0.1",
+                   sidecar_address: str = "127.0.0.1", ca_file: str | None = None,
+                   upstreams: Sequence[UpstreamSpec] = (), internal_port: int | None = None,
+                   auth: Auth | None = None) -> dict[str, Any]:
+    up = UpstreamURL(upstreams[0].url if upstreams else upstream)
+    auth = auth or Auth()
+    if upstreams:
+        upstream_clusters = [_upstream_cluster(UpstreamURL(spec.url), ca_file, upstream_cluster(spec.name))
+                             for spec in upstreams]
+    else:
+        upstream_clusters = [_upstream_cluster(up, ca_file)]
+    return {
+        "node": {"id": "responses-bridge", "cluster": "responses-bridge"},
+        "admin": {"address": _socket(_loopback_like(listen_address), admin_port)},
+        "overload_manager": {"resource_monitors": [{
+            "name": "envoy.resource_monitors.global_downstream_max_connections",
+            "typed_config": {
+                "@type": _TYPE + "envoy.extensions.resource_monitors.downstream_connections.v3."
+                                 "DownstreamConnectionsConfig",
+                "max_active_downstream_connections": MAX_DOWNSTREAM_CONNECTIONS,
+            },
+        }]},
+        "static_resources": {
+            "listeners": [
+                _listener(listen_address, listen_port, up, (sidecar_address, http_port), upstreams, auth),
+                *([_internal_listener(_loopback_like(listen_address), internal_listener_port(
+                    listen_port, internal_port), upstreams)] if upstreams else []),
+            ],
+            "clusters": [
+                *upstream_clusters,
+                _extproc_cluster(extproc_address, extproc_port),
+                _http_cluster(sidecar_address, http_port),
+                _files_cluster(sidecar_address, http_port),
+            ],
+        },
+    }
+
+
+def to_yaml(value: Any, *, header: str = "") -> str:
+    """Block-style YAML in the dicts' own key order, as people write Envoy configs."""
+    import yaml  # only the envoy-config and demo commands need it, not a running sidecar
+
+    return header + yaml.dump(value, Dumper=_no_alias_dumper(), sort_keys=False, default_flow_style=False,
+                              width=120)
+
+
+def _no_alias_dumper() -> type:
+    """A SafeDumper that writes a shared dict out again instead of as an anchor (``&id002``) and alias: a part
+    of the YAML copied out on its own must still be complete. Built on first use, so PyYAML loads only when YAML
+    is written."""
+    import yaml
+
+    class NoAliasDumper(yaml.SafeDumper):
+        def ignore_aliases(self, data: Any) -> bool:
+            return True
+
+    def quote_yaml11_booleans(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+        # Envoy's YAML 1.1 parser reads a bare y / n as a boolean (PyYAML does not, so it leaves them bare): an
+        # upstream named "n" must stay a string in its cluster and route names
+        style = '"' if data in _YAML11_SHORT_BOOLEANS else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+    NoAliasDumper.add_representer(str, quote_yaml11_booleans)
+    return NoAliasDumper
+
+
+_YAML11_SHORT_BOOLEANS = frozenset(("y", "Y", "n", "N"))

@@ -1,0 +1,104 @@
+"""The clusters: the upstream LLM cluster(s), the processor's gRPC cluster and the sidecar's HTTP door.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from .names import (
+    _TYPE,
+    BUFFER_LIMIT_BYTES,
+    CA_BUNDLES,
+    EXTPROC_CLUSTER,
+    EXTPROC_SERVICE,
+    FILES_BUFFER_BYTES,
+    FILES_CLUSTER,
+    HTTP_CLUSTER,
+    UPSTREAM_CLUSTER,
+    UpstreamURL,
+    _is_ip,
+    _socket,
+)
+
+if TYPE_CHECKING:
+    pass
+
+
+def _cluster_base(name: str, address: str, port: int, *, dns: bool) -> dict[str, Any]:
+    return {
+        "name": name,
+        "type": "STRICT_DNS" if dns else "STATIC",
+        **({"dns_lookup_family": "V4_PREFERRED"} if dns else {}),  # the resolver's TTLs apply (Envoy 1.40)
+        "connect_timeout": "5s",
+        "per_connection_buffer_limit_bytes": BUFFER_LIMIT_BYTES,
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": _socket(address, port)}},
+        ]}]},
+    }
+
+
+def _http_protocol_options(http2: bool = False) -> dict[str, Any]:
+    explicit: dict[str, Any] = {"http2_protocol_options": {}} if http2 else {"http_protocol_options": {}}
+    return {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+        "@type": _TYPE + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+        "explicit_http_config": explicit,
+    }}
+
+
+def _upstream_cluster(up: UpstreamURL, ca_file: str | None, name: str = UPSTREAM_CLUSTER) -> dict[str, Any]:
+    cluster = _cluster_base(name, up.host, up.port, dns=not up.is_ip)
+    cluster["typed_extension_protocol_options"] = _http_protocol_options()
+    if up.tls:
+        validation: dict[str, Any] = {"trusted_ca": {"filename": ca_file or _system_ca_bundle()}}
+        # Envoy checks the chain against the CAs, and the name only when told to: the upstream's certificate must
+        # name the host we connect to.
+        validation["match_typed_subject_alt_names"] = [
+            {"san_type": "IP_ADDRESS" if up.is_ip else "DNS", "matcher": {"exact": up.host}},
+        ]
+        cluster["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": _TYPE + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                **({"sni": up.host} if not up.is_ip else {}),
+                "common_tls_context": {"validation_context": validation},
+            },
+        }
+    return cluster
+
+
+def _system_ca_bundle() -> str:
+    for path in CA_BUNDLES:
+        if os.path.exists(path):
+            return path
+    return CA_BUNDLES[0]
+
+
+def _extproc_cluster(address: str, port: int) -> dict[str, Any]:
+    cluster = _cluster_base(EXTPROC_CLUSTER, address, port, dns=not _is_ip(address))
+    cluster["typed_extension_protocol_options"] = _http_protocol_options(http2=True)
+    cluster["health_checks"] = [_health_check({"grpc_health_check": {"service_name": EXTPROC_SERVICE}})]
+    return cluster
+
+
+def _http_cluster(address: str, port: int) -> dict[str, Any]:
+    cluster = _cluster_base(HTTP_CLUSTER, address, port, dns=not _is_ip(address))
+    cluster["typed_extension_protocol_options"] = _http_protocol_options()
+    cluster["health_checks"] = [_health_check({"http_health_check": {"path": "/health"}})]
+    return cluster
+
+
+def _files_cluster(address: str, port: int) -> dict[str, Any]:
+    """The HTTP door again, for uploads: a connection buffer of 1 MiB instead of the 65 MiB the other routes need
+    for whole Responses bodies, so Envoy holds about that much of an upload whose client sends faster than the
+    door writes to disk, not up to 65 MiB of it per upload. No health check of its own: the door is the one the
+    ``sidecar`` cluster checks."""
+    cluster = _cluster_base(FILES_CLUSTER, address, port, dns=not _is_ip(address))
+    cluster["per_connection_buffer_limit_bytes"] = FILES_BUFFER_BYTES
+    cluster["typed_extension_protocol_options"] = _http_protocol_options()
+    return cluster
+
+
+def _health_check(kind: dict[str, Any]) -> dict[str, Any]:
+    return {"timeout": "1s", "interval": "2s", "no_traffic_interval": "5s", "unhealthy_threshold": 2,
+            "healthy_threshold": 1, **kind}

@@ -1,0 +1,95 @@
+"""``responses-bridge envoy-config``: the command that prints the bootstrap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING
+
+from ..config import DEFAULT_EXTPROC_PORT, DEFAULT_HTTP_PORT
+from .bootstrap import render_bootstrap
+from .filters import Auth, JwtExample
+from .names import LISTEN_PORT
+
+if TYPE_CHECKING:
+    pass
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("envoy-config", help="print the Envoy bootstrap YAML that fronts the bridge")
+    parser.add_argument("--listen-port", type=int, default=LISTEN_PORT,
+                        help=f"port clients call (default {LISTEN_PORT})")
+    parser.add_argument("--extproc-port", type=int, default=None,
+                        help=f"the bridge's ext_proc gRPC port (default: the configuration's `extproc_port`, else "
+                             f"{DEFAULT_EXTPROC_PORT}, as `serve`)")
+    parser.add_argument("--http-port", type=int, default=None,
+                        help=f"the bridge's HTTP door port (default: the configuration's `http_port`, else "
+                             f"{DEFAULT_HTTP_PORT}, as `serve`)")
+    parser.add_argument("--upstream", default=None,
+                        help="Chat Completions base URL, e.g. http://vllm:8000/v1 or https://api.openai.com/v1 "
+                             "(default: the configuration's `upstream`, else http://127.0.0.1:8090/v1)")
+    parser.add_argument("--admin-port", type=int, default=9901, help="Envoy admin port, on loopback")
+    parser.add_argument("--listen-address", default="127.0.0.1", help="0.0.0.0 to accept outside connections")
+    parser.add_argument("--extproc-address", default="127.0.0.1", help="where the bridge's ext_proc door is")
+    parser.add_argument("--sidecar-address", default="127.0.0.1", help="where the bridge's HTTP door is")
+    parser.add_argument("--ca-file", default=None, help="CA bundle for an https upstream (default: the system's)")
+    parser.add_argument("--internal-port", type=int, default=None,
+                        help="several upstreams: the loopback listener for the sidecar's own upstream calls, which "
+                             "its --upstream-via names (default: --listen-port + 1)")
+    parser.add_argument("--config", metavar="FILE", default=None,
+                        help="the YAML configuration file `serve` reads (env: RESPONSES_BRIDGE_CONFIG): one cluster "
+                             "per upstream of its `upstreams`, and its ports and upstream unless given here")
+    identity = parser.add_argument_group(
+        "identity", "how callers are identified; must match the sidecar's RESPONSES_BRIDGE_AUTH")
+    identity.add_argument("--auth", choices=("none", "keys", "header"), default=None,
+                          help="default: the configuration's `auth` (RESPONSES_BRIDGE_AUTH), else none. keys: no "
+                               "client Authorization reaches an upstream, and the passthrough routes need a bridge "
+                               "key; header: a client's own tenant header is removed first thing")
+    identity.add_argument("--tenant-header", default=None,
+                          help="default: the configuration's `tenant_header` (RESPONSES_BRIDGE_TENANT_HEADER)")
+    identity.add_argument("--jwt-issuer", default=None,
+                          help="render a jwt_authn example (auth header): tokens of this issuer, whose tenant claim "
+                               "becomes the tenant header")
+    identity.add_argument("--jwt-jwks-file", default=None, help="the issuer's JWKS, a file Envoy reads")
+    identity.add_argument("--jwt-jwks", default=None, help="the issuer's JWKS inline (JSON text)")
+    identity.add_argument("--jwt-tenant-claim", default="tenant", help="the claim naming the tenant (default tenant)")
+    identity.add_argument("--jwt-audience", action="append", default=[],
+                          help="an accepted audience (repeatable; default: any)")
+    parser.set_defaults(func=_run)
+
+
+def _auth(args: argparse.Namespace, configured_mode: str, configured_header: str) -> Auth:
+    jwt = None
+    if args.jwt_issuer is not None:
+        jwt = JwtExample(issuer=args.jwt_issuer, tenant_claim=args.jwt_tenant_claim, jwks_file=args.jwt_jwks_file,
+                         jwks=args.jwt_jwks, audiences=tuple(args.jwt_audience))
+    elif args.jwt_jwks_file or args.jwt_jwks:
+        raise ValueError("--jwt-jwks-file / --jwt-jwks need --jwt-issuer")
+    return Auth(mode=args.auth or configured_mode, tenant_header=(args.tenant_header or configured_header).lower(),
+                jwt=jwt)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..config import SettingsError, load_settings
+
+    try:  # the settings `serve` starts with (flags > environment > file > defaults): the same upstreams and ports
+        settings = load_settings(config=args.config)
+    except SettingsError as exc:
+        print(f"envoy-config: {exc}", file=sys.stderr)
+        return 2
+    try:
+        auth = _auth(args, settings.auth, settings.tenant_header)
+        text = render_bootstrap(
+            listen_port=args.listen_port,
+            extproc_port=settings.extproc_port if args.extproc_port is None else args.extproc_port,
+            http_port=settings.http_port if args.http_port is None else args.http_port,
+            upstream=settings.upstream if args.upstream is None else args.upstream, admin_port=args.admin_port,
+            listen_address=args.listen_address, extproc_address=args.extproc_address,
+            sidecar_address=args.sidecar_address, ca_file=args.ca_file, upstreams=settings.upstreams,
+            internal_port=args.internal_port, auth=auth)
+    except ValueError as exc:
+        print(f"envoy-config: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(text)
+    return 0

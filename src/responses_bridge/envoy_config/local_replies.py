@@ -1,0 +1,99 @@
+"""Envoy's own replies (no healthy upstream, processor down, timeouts, 413) made OpenAI-shaped
+``{"error": {...}}`` bodies; the processor's own immediate responses are recognised and left alone.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .names import _TYPE, IMMEDIATE_RESPONSE_DETAILS, UNSUPPORTED_ENCODING_STATUS, _host_port
+
+if TYPE_CHECKING:
+    pass
+
+
+def _local_reply_config(sidecar: tuple[str, int]) -> dict[str, Any]:
+    """Envoy's own replies as OpenAI-shaped errors; the processor's immediate responses pass untouched. A 5xx on
+    the route to the sidecar's HTTP door names that door (``sidecar``: address and port), not the model server: it
+    is what a wrong ``--http-port`` looks like."""
+    sidecar_host, sidecar_port = sidecar
+    not_ours = {"extension_filter": {
+        "name": "envoy.access_loggers.extension_filters.cel",
+        "typed_config": {
+            "@type": _TYPE + "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+            "expression": f"!response.code_details.startsWith('{IMMEDIATE_RESPONSE_DETAILS}')",
+        },
+    }}
+    processor_failed = {"extension_filter": {
+        "name": "envoy.access_loggers.extension_filters.cel",
+        "typed_config": {
+            "@type": _TYPE + "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+            "expression": "response.code_details.startsWith('ext_proc_error')",
+        },
+    }}
+
+    def mapper(filters: list[dict[str, Any]], message: str, kind: str, code: str) -> dict[str, Any]:
+        return {
+            "filter": {"and_filter": {"filters": [not_ours, *filters]}},
+            "body_format_override": {
+                "json_format": {"error": {"message": message, "type": kind, "param": None, "code": code}},
+                "content_type": "application/json",
+            },
+        }
+
+    def status(op: str, value: int) -> dict[str, Any]:
+        return {"status_code_filter": {"comparison": {
+            "op": op, "value": {"default_value": value, "runtime_key": f"responses_bridge.local_reply.{op}{value}"},
+        }}}
+
+    late_reset = {"extension_filter": {
+        "name": "envoy.access_loggers.extension_filters.cel",
+        "typed_config": {
+            "@type": _TYPE + "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+            "expression": "response.code_details.startsWith('upstream_reset_after_response_started')",
+        },
+    }}
+    sidecar_route = {"extension_filter": {
+        "name": "envoy.access_loggers.extension_filters.cel",
+        "typed_config": {
+            "@type": _TYPE + "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+            "expression": "xds.route_name.startsWith('sidecar')",
+        },
+    }}
+
+    def details(prefix: str) -> dict[str, Any]:
+        return {"extension_filter": {
+            "name": "envoy.access_loggers.extension_filters.cel",
+            "typed_config": {
+                "@type": _TYPE + "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+                "expression": f"response.code_details.startsWith('{prefix}')",
+            },
+        }}
+
+    return {"mappers": [
+        mapper([sidecar_route, status("GE", 500)],
+               f"The responses-bridge sidecar's HTTP door at {_host_port(sidecar_host, sidecar_port)} did not answer "
+               f"(%RESPONSE_CODE_DETAILS%): is `responses-bridge serve` running with --http-port {sidecar_port}?",
+               "server_error", "sidecar_unavailable"),
+        mapper([processor_failed, status("GE", 500)],
+               "The Responses API processor is unavailable (%RESPONSE_CODE_DETAILS%).", "server_error",
+               "processor_unavailable"),
+        mapper([late_reset, status("GE", 500)],
+               "The upstream model server dropped the connection before its answer was complete "
+               "(%RESPONSE_CODE_DETAILS%).", "server_error", "upstream_disconnected"),
+        mapper([status("GE", 500)], "%LOCAL_REPLY_BODY% (%RESPONSE_CODE_DETAILS%)", "server_error",
+               "gateway_error"),
+        mapper([status("EQ", 413)], "The request body is too large.", "invalid_request_error",
+               "request_too_large"),
+        # the same answers as the HTTP door's (adapters/http/errors.py, protocol_errors.py)
+        mapper([status("EQ", UNSUPPORTED_ENCODING_STATUS)], "This Content-Encoding is not supported: send the "
+               "request body uncompressed.", "invalid_request_error", "unsupported_content_encoding"),
+        mapper([status("EQ", 431)], "The request line or headers are larger than this server accepts.",
+               "invalid_request_error", "request_header_fields_too_large"),
+        mapper([details("path_normalization_failed"), status("EQ", 400)], "The request path is not valid.",
+               "invalid_request_error", "invalid_path"),
+        mapper([details("http1."), status("EQ", 400)], "The request is not valid HTTP (%RESPONSE_CODE_DETAILS%).",
+               "invalid_request_error", "invalid_http_request"),
+        mapper([status("GE", 400)], "%LOCAL_REPLY_BODY% (%RESPONSE_CODE_DETAILS%)", "invalid_request_error",
+               "invalid_request"),
+    ]}

@@ -1,0 +1,200 @@
+"""The routes: which paths go to the upstream through the processor, straight to the upstream, or to the sidecar's
+HTTP door, and per-upstream routing with several upstreams.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from .filters import Auth, _disabled, _enabled, _upstream_headers_from_processor
+from .names import (
+    _BUFFER,
+    _EXT_PROC,
+    _TYPE,
+    BUFFER_LIMIT_BYTES,
+    FILES_CLUSTER,
+    HTTP_CLUSTER,
+    NATIVE_SUFFIX,
+    ROUTE_HEADER,
+    ROUTE_KEY,
+    ROUTE_NAMESPACE,
+    ROUTE_TO_SIDECAR,
+    UNSUPPORTED_ENCODING_STATUS,
+    UPSTREAM_CLUSTER,
+    UPSTREAM_KEY,
+    UpstreamURL,
+    upstream_cluster,
+)
+
+if TYPE_CHECKING:
+    from ..upstreams import UpstreamSpec
+
+
+def _encoded_body_routes() -> list[dict[str, Any]]:
+    """A Responses create with a compressed body is refused before the processor, as the HTTP door refuses it:
+    the processor reads bodies as JSON, and Envoy would forward the ``Content-Encoding`` with the rewritten body."""
+    encoded = [{"name": ":method", "string_match": {"exact": "POST"}},
+               {"name": "content-encoding", "present_match": True},
+               {"name": "content-encoding", "string_match": {"exact": "identity", "ignore_case": True},
+                "invert_match": True}]
+    return [{"name": f"{name}_encoded", "match": {"path": path, "headers": encoded},
+             "direct_response": {"status": UNSUPPORTED_ENCODING_STATUS}, "typed_per_filter_config": _disabled()}
+            for name, path in (("responses", "/v1/responses"), ("responses_unversioned", "/responses"))]
+
+
+def _route_config(up: UpstreamURL, upstreams: Sequence[UpstreamSpec] = (), auth: Auth | None = None) -> dict[str, Any]:
+    auth = auth or Auth()
+    keys = auth.mode == "keys"
+    post = [{"name": ":method", "string_match": {"exact": "POST"}}]
+    get = [{"name": ":method", "string_match": {"exact": "GET"}}]
+    cluster = upstream_cluster(upstreams[0].name) if upstreams else UPSTREAM_CLUSTER
+    upstream_action = {"cluster": cluster, "timeout": "0s", **_host_rewrite(up)}
+    routes: list[dict[str, Any]] = [*_encoded_body_routes()]
+    if upstreams:
+        routes += _per_upstream_routes(upstreams, keys)
+    # A request the processor marked (server-side tools: the tool loop) goes, unchanged, to the sidecar's HTTP
+    # door, which makes every model turn through this listener (``--upstream-via``). The processor has read its
+    # body already; it passes the door's answer through untouched (the filter stays on the response path).
+    marked = [{"filter": ROUTE_NAMESPACE, "path": [{"key": ROUTE_KEY}],
+               "value": {"string_match": {"exact": ROUTE_TO_SIDECAR}}}]
+    routes += [
+        {"name": f"sidecar_{name}", "match": {"path": path, "headers": post, "dynamic_metadata": marked},
+         "route": {"cluster": HTTP_CLUSTER, "timeout": "0s"},
+         "typed_per_filter_config": _disabled(), "request_body_buffer_limit": BUFFER_LIMIT_BYTES}
+        for name, path in (("tools", "/v1/responses"), ("tools_unversioned", "/responses"))
+    ]
+    routes += [
+        # The processor rewrites the body; the route rewrites the path (the processor sets the same :path), so
+        # even a request the processor never saw a body for (a POST without one) cannot reach the upstream's own
+        # /v1/responses: the processor answers it with the error for an empty request.
+        {"name": name, "match": {"path": path, "headers": post},
+         "route": {**upstream_action, "prefix_rewrite": f"{up.base_path}/chat/completions"},
+         **_upstream_headers(keys),
+         "typed_per_filter_config": _enabled(), "request_body_buffer_limit": BUFFER_LIMIT_BYTES}
+        for name, path in (("responses", "/v1/responses"), ("responses_unversioned", "/responses"))
+    ]
+    routes += _files_routes()
+    routes += _vector_store_routes()
+    if upstreams:  # the sidecar's HTTP door merges the models of every upstream (the catch-all below)
+        routes += [
+            {"name": f"chat_completions{suffix}", "match": {"path": path, "headers": post},
+             "route": {**upstream_action, "prefix_rewrite": f"{up.base_path}/chat/completions"},
+             "typed_per_filter_config": _routing_only(), "request_body_buffer_limit": BUFFER_LIMIT_BYTES}
+            for suffix, path in (("", "/v1/chat/completions"), ("_unversioned", "/chat/completions"))
+        ]
+    else:
+        routes += [
+            {"name": "models", "match": {"path_separated_prefix": "/v1/models", "headers": get},
+             "route": {**upstream_action, "prefix_rewrite": f"{up.base_path}/models"},
+             "typed_per_filter_config": _headers_only() if keys else _disabled()},
+            {"name": "chat_completions", "match": {"path": "/v1/chat/completions", "headers": post},
+             "route": {**upstream_action, "prefix_rewrite": f"{up.base_path}/chat/completions"},
+             "typed_per_filter_config": _headers_only() if keys else _disabled(),
+             "request_body_buffer_limit": BUFFER_LIMIT_BYTES},
+        ]
+    routes += [
+        {"name": "sidecar", "match": {"prefix": "/"},
+         "route": {"cluster": HTTP_CLUSTER, "timeout": "0s", "upgrade_configs": [{"upgrade_type": "websocket"}]},
+         "typed_per_filter_config": _disabled(), "request_body_buffer_limit": BUFFER_LIMIT_BYTES},
+    ]
+    config = {"name": "responses_bridge", "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]}
+    if upstreams:  # the sidecar's routing header means nothing here (_internal_listener): it goes nowhere
+        config["request_headers_to_remove"] = [ROUTE_HEADER]
+    return config
+
+
+def _upstream_headers(keys: bool) -> dict[str, Any]:
+    """A translated (or native) Responses call's headers: the processor's (:func:`_upstream_headers_from_processor`),
+    and with ``auth: keys`` never the client's Authorization (its bridge key): the route removes it before adding
+    the processor's (Envoy removes a route's headers before it adds them)."""
+    return {"request_headers_to_add": _upstream_headers_from_processor(),
+            **({"request_headers_to_remove": ["authorization"]} if keys else {})}
+
+
+def _headers_only() -> dict[str, Any]:
+    """A passthrough route with ``auth: keys``: the processor sees its request headers (only), checks the caller's
+    bridge key (401 without a valid one) and replaces it with the upstream's key, or removes it."""
+    return {_EXT_PROC: {"@type": _TYPE + "envoy.config.route.v3.FilterConfig", "disabled": False, "config": {
+        "@type": _TYPE + "envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute", "overrides": {
+            "processing_mode": {"request_header_mode": "SEND", "request_body_mode": "NONE",
+                                "request_trailer_mode": "SKIP", "response_header_mode": "SKIP",
+                                "response_body_mode": "NONE", "response_trailer_mode": "SKIP"}}}}}
+
+
+def _per_upstream_routes(upstreams: Sequence[UpstreamSpec], keys: bool = False) -> list[dict[str, Any]]:
+    """Several upstreams: for each, the routes that send a request to its cluster once its upstream is known.
+
+    * The processor read a Responses request's model and set ``ROUTE_NAMESPACE.upstream`` (and cleared the route
+      cache): the request goes to that upstream's cluster, translated (``chat/completions``) or, for a native
+      upstream, to its own ``/responses``; the processor stays on for the answer.
+    * The same for ``POST /v1/chat/completions``: the processor only chose the upstream; the body goes as it is.
+    The sidecar's own calls (``--upstream-via``, naming their upstream in ``ROUTE_HEADER``) go to the internal
+    listener (:func:`_internal_listener`), never to these routes."""
+    post = [{"name": ":method", "string_match": {"exact": "POST"}}]
+    routes: list[dict[str, Any]] = []
+    for spec in upstreams:
+        up = UpstreamURL(spec.url)
+        action = {"cluster": upstream_cluster(spec.name), "timeout": "0s", **_host_rewrite(up)}
+        chosen = _chosen(spec.name)
+        # a translated Responses request goes to chat/completions, a native one to the backend's own /responses;
+        # an "auto" upstream (probed when the sidecar starts) may be either, so it gets both routes
+        targets = {"translate": [("", "chat/completions")], "native": [(NATIVE_SUFFIX, "responses")],
+                   "auto": [("", "chat/completions"), (NATIVE_SUFFIX, "responses")]}[spec.mode]
+        routes += [
+            *({"name": f"{spec.name}{suffix.replace(':', '_')}_{name}",
+               "match": {"path": path, "headers": post, "dynamic_metadata": _chosen(spec.name + suffix)},
+               "route": {**action, "prefix_rewrite": f"{up.base_path}/{target}"},
+               **_upstream_headers(keys),  # the upstream's key, if held
+               "typed_per_filter_config": _enabled(), "request_body_buffer_limit": BUFFER_LIMIT_BYTES}
+              for suffix, target in targets
+              for name, path in (("responses", "/v1/responses"), ("responses_unversioned", "/responses"))),
+            *({"name": f"{spec.name}_chat_completions{suffix}",
+               "match": {"path": path, "headers": post, "dynamic_metadata": chosen},
+               "route": {**action, "prefix_rewrite": f"{up.base_path}/chat/completions"},
+               "typed_per_filter_config": _disabled(), "request_body_buffer_limit": BUFFER_LIMIT_BYTES}
+              for suffix, path in (("", "/v1/chat/completions"), ("_unversioned", "/chat/completions"))),
+        ]
+    return routes
+
+
+def _chosen(value: str) -> list[dict[str, Any]]:
+    return [{"filter": ROUTE_NAMESPACE, "path": [{"key": UPSTREAM_KEY}], "value": {"string_match": {"exact": value}}}]
+
+
+def _routing_only() -> dict[str, Any]:
+    """``POST /v1/chat/completions`` with several upstreams: the processor sees the request's path and body, to pick
+    the upstream from the model (the route then changes), and nothing of the answer."""
+    return {_EXT_PROC: {"@type": _TYPE + "envoy.config.route.v3.FilterConfig", "disabled": False, "config": {
+        "@type": _TYPE + "envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute", "overrides": {
+            "processing_mode": {"request_header_mode": "SEND", "request_body_mode": "BUFFERED",
+                                "request_trailer_mode": "SKIP", "response_header_mode": "SKIP",
+                                "response_body_mode": "NONE", "response_trailer_mode": "SKIP"}}}},
+            _BUFFER: {"@type": _TYPE + "envoy.config.route.v3.FilterConfig", "disabled": False, "config": {
+                "@type": _TYPE + "envoy.extensions.filters.http.buffer.v3.BufferPerRoute",
+                "buffer": {"max_request_bytes": BUFFER_LIMIT_BYTES}}}}
+
+
+def _files_routes() -> list[dict[str, Any]]:
+    """The Files API to the sidecar's HTTP door, ext_proc off and no body limit of the route's own: an upload of
+    hundreds of MB streams through, held back by flow control (the connection's buffer limit), never buffered
+    whole; the door enforces the file size limit (RESPONSES_BRIDGE_MAX_FILE_BYTES). Named ``sidecar_…`` so that
+    Envoy's own 5xx on it name the door (``_local_reply_config``)."""
+    return [{"name": f"sidecar_{name}", "match": {"path_separated_prefix": prefix},
+             "route": {"cluster": FILES_CLUSTER, "timeout": "0s"}, "typed_per_filter_config": _disabled()}
+            for name, prefix in (("files", "/v1/files"), ("files_unversioned", "/files"))]
+
+
+def _vector_store_routes() -> list[dict[str, Any]]:
+    """The Vector Stores API is the sidecar's own (its HTTP door, every method): never through the processor.
+    Named ``sidecar_…`` so that Envoy's own 5xx on it name the door (``_local_reply_config``)."""
+    return [{"name": f"sidecar_{name}", "match": {"path_separated_prefix": prefix},
+             "route": {"cluster": HTTP_CLUSTER, "timeout": "0s"}, "typed_per_filter_config": _disabled(),
+             "request_body_buffer_limit": BUFFER_LIMIT_BYTES}
+            for name, prefix in (("vector_stores", "/v1/vector_stores"),
+                                 ("vector_stores_unversioned", "/vector_stores"))]
+
+
+def _host_rewrite(up: UpstreamURL) -> dict[str, Any]:
+    # A hostname upstream (a provider, a Kubernetes service) expects its own name in Host / :authority.
+    return {} if up.is_ip else {"host_rewrite_literal": up.authority}
