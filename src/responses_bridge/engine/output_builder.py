@@ -29,12 +29,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import orjson
-
 from .. import ids
-from .client_tools import CallReader, reader_for
+from .chunk_values import UpstreamProtocolError, _annotation, _logprob, _text_of_parts, completion_as_chunk
 from .response_object import convert_usage
-from .server_tools import ServerCallReader, mcp_call_error, mcp_call_item, server_reader_for
+from .run_items import RunItems
+from .server_tools import ServerCallReader
+from .tool_call_stream import ToolCallStream, _ToolCall
 from .tools import CallTarget
 from .turn_result import TurnCall, TurnResult, add_usage
 
@@ -43,27 +43,10 @@ Encoder = Callable[[dict[str, Any]], bytes]
 FINISH_INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 
 
-class UpstreamProtocolError(Exception):
-    """The upstream sent something that is not a Chat Completions answer, or reported an error mid-stream."""
-
-    def __init__(self, message: str, code: str = "upstream_error") -> None:
-        super().__init__(message)
-        self.code = code
+__all__ = ["Encoder", "OutputBuilder", "UpstreamProtocolError", "completion_as_chunk"]
 
 
-class _ToolCall:
-    __slots__ = ("item", "pieces", "output_index", "call_id", "reader", "name")
-
-    def __init__(self) -> None:
-        self.item: dict[str, Any] | None = None
-        self.pieces: list[str] = []
-        self.output_index = -1
-        self.call_id: str | None = None
-        self.reader: CallReader | None = None  # a call of a custom / shell / apply_patch / tool_search tool
-        self.name = ""  # the upstream function name
-
-
-class OutputBuilder:
+class OutputBuilder(ToolCallStream, RunItems):
     """Accumulates one response's output and, when given an encoder, emits its events."""
 
     def __init__(self, response: dict[str, Any], encode: Encoder | None, *,
@@ -290,75 +273,6 @@ class OutputBuilder:
                             "content_index": self._part_index,
                             "annotation_index": len(self._part["annotations"]) - 1, "annotation": converted})
 
-    def _tool_call_delta(self, delta: dict[str, Any]) -> None:
-        if self._open != "tools":
-            self._close_open()
-            self._open = "tools"
-            self._tool_calls = {}
-        index = delta.get("index", len(self._tool_calls))
-        call = self._tool_calls.get(index)
-        if call is None:
-            call = self._tool_calls[index] = _ToolCall()
-        function = delta.get("function") or {}
-        arguments = function.get("arguments")
-        if arguments and type(arguments) is not str:
-            if not isinstance(arguments, (dict, list)):
-                raise UpstreamProtocolError("The upstream sent tool call arguments that are not a string.")
-            arguments = orjson.dumps(arguments).decode()  # some servers send the arguments as a JSON object
-        item = call.item
-        if item is None:
-            if delta.get("id") and type(delta["id"]) is str:
-                call.call_id = delta["id"]
-            name = function.get("name")
-            if not name:  # ids and names may arrive late; hold the arguments until the call can be announced
-                if arguments:
-                    call.pieces.append(arguments)
-                return
-            if type(name) is not str:
-                raise UpstreamProtocolError("The upstream sent a tool call name that is not a string.")
-            item = self._announce_call(call, name)
-        if arguments:
-            call.pieces.append(arguments)
-            if call.reader is not None:
-                if self._encode is not None:
-                    for event in call.reader.feed(arguments):
-                        self._emit(event)
-            elif self._encode is not None:
-                self._emit({"type": "response.function_call_arguments.delta", "sequence_number": 0,
-                            "item_id": item["id"], "output_index": call.output_index, "delta": arguments})
-
-    def _announce_call(self, call: _ToolCall, name: str) -> dict[str, Any]:
-        target = self._targets.get(name)
-        call.output_index = len(self.output)
-        call.name = name
-        if call.call_id is None:
-            call.call_id = ids.call_id()
-        if target is not None and target.kind != "function":  # a custom / shell / apply_patch / tool search call
-            call.reader = (server_reader_for(target, call.call_id, call.output_index) if target.server
-                           else reader_for(target, call.call_id, call.output_index))
-            call.item = call.reader.item
-        else:
-            call.item = {"id": ids.function_call_id(), "type": "function_call", "status": "in_progress",
-                         "call_id": call.call_id, "name": name, "arguments": ""}
-            if target is not None:  # a namespace tool's function: named as the client declared it
-                call.item["namespace"], call.item["name"] = target.namespace, target.name
-        self.output.append(call.item)
-        if self._encode is not None:
-            self._emit({"type": "response.output_item.added", "sequence_number": 0,
-                        "output_index": call.output_index, "item": dict(call.item)})
-            if call.reader is not None:
-                for event in call.reader.opened():
-                    self._emit(event)
-            if call.pieces:  # arguments that came before the name
-                early = "".join(call.pieces)
-                if call.reader is not None:
-                    for event in call.reader.feed(early):
-                        self._emit(event)
-                else:
-                    self._emit({"type": "response.function_call_arguments.delta", "sequence_number": 0,
-                                "item_id": call.item["id"], "output_index": call.output_index, "delta": early})
-        return call.item
-
     def add_item(self, item: dict[str, Any]) -> int:
         """A whole item the bridge made itself (a compaction item, a ``tool_search_output``):
         ``output_item.added`` then ``.done``. Returns its output_index."""
@@ -430,113 +344,6 @@ class OutputBuilder:
         """The upstream usage summed over every turn so far (Chat Completions shape)."""
         return add_usage(self._usage_past, self.usage)
 
-    # --- the tool loop: items the run makes and outcomes it reports ----------------------------------------------
-
-    def add_mcp_list_tools(self, server_label: str) -> int:
-        """An ``mcp_list_tools`` item while the server is being listed: ``output_item.added`` and
-        ``response.mcp_list_tools.in_progress``. Returns its output_index, for :meth:`complete_mcp_list_tools`."""
-        self._close_open()
-        item: dict[str, Any] = {"id": ids.new_id("mcpl"), "type": "mcp_list_tools", "server_label": server_label,
-                                "tools": [], "error": None}
-        index = self._place(item)
-        self._emit_run({"type": "response.output_item.added", "sequence_number": 0, "output_index": index,
-                        "item": dict(item)})
-        self._emit_run({"type": "response.mcp_list_tools.in_progress", "sequence_number": 0,
-                        "item_id": item["id"], "output_index": index})
-        return index
-
-    def complete_mcp_list_tools(self, output_index: int, *, tools: list[dict[str, Any]] | None = None,
-                                error: str | None = None) -> None:
-        """The listing ended: ``tools`` (``MCPToolInfo.as_item()`` entries) or ``error`` (the failed item's
-        text); ``response.mcp_list_tools.completed`` / ``.failed``, then ``output_item.done``."""
-        item = self._run_items[output_index]
-        item["tools"] = list(tools or ())
-        item["error"] = error
-        self._emit_run({"type": "response.mcp_list_tools.failed" if error is not None
-                        else "response.mcp_list_tools.completed", "sequence_number": 0, "item_id": item["id"],
-                        "output_index": output_index})
-        self._emit_run({"type": "response.output_item.done", "sequence_number": 0, "output_index": output_index,
-                        "item": item})
-
-    def start_mcp_call(self, server_label: str, name: str, arguments: str, *,
-                       approval_request_id: str | None = None) -> int:
-        """An ``mcp_call`` the run makes without a model turn (an approved ``mcp_approval_request``): announced
-        with its arguments and ``in_progress``; finish it with :meth:`complete_mcp_call`."""
-        self._close_open()
-        item = mcp_call_item(server_label, name, "", approval_request_id)
-        index = self._place(item)
-        self._emit_run({"type": "response.output_item.added", "sequence_number": 0, "output_index": index,
-                        "item": dict(item)})
-        item["arguments"] = arguments
-        if arguments:
-            self._emit_run({"type": "response.mcp_call_arguments.delta", "sequence_number": 0,
-                            "item_id": item["id"], "output_index": index, "delta": arguments})
-        self._emit_run({"type": "response.mcp_call_arguments.done", "sequence_number": 0, "item_id": item["id"],
-                        "output_index": index, "arguments": arguments})
-        self._emit_run({"type": "response.mcp_call.in_progress", "sequence_number": 0, "item_id": item["id"],
-                        "output_index": index})
-        return index
-
-    def complete_mcp_call(self, output_index: int, *, output: str | None = None,
-                          error: str | dict[str, Any] | None = None) -> None:
-        """An MCP call's outcome: ``output``, or ``error`` (a text becomes an ``mcp_tool_execution_error``; pass
-        ``server_tools.mcp_call_error(…, protocol=True)`` for a server that could not be used). Emits
-        ``response.mcp_call.completed`` / ``.failed`` and ``output_item.done``."""
-        reader = self._pending.pop(output_index, None)
-        item = reader.item if reader is not None else self._run_items[output_index]
-        if error is not None:
-            item["error"] = mcp_call_error(error) if isinstance(error, str) else error
-            item["status"] = "failed"
-        else:
-            item["output"] = output if output is not None else ""
-            item["status"] = "completed"
-        self._emit_run({"type": "response.mcp_call.failed" if error is not None else "response.mcp_call.completed",
-                        "sequence_number": 0, "item_id": item["id"], "output_index": output_index})
-        self._emit_run({"type": "response.output_item.done", "sequence_number": 0, "output_index": output_index,
-                        "item": item})
-
-    def complete_web_search(self, output_index: int, *, action: dict[str, Any] | None = None,
-                            failed: bool = False) -> None:
-        """A web search's outcome: its final ``action`` (``web_search_action``: the query, and the sources when
-        asked for); ``response.web_search_call.completed`` and ``output_item.done``, or with ``failed`` only the
-        done item with ``status: failed`` (the SDK has no failed event)."""
-        reader = self._pending.pop(output_index)
-        item = reader.item
-        if action is not None:
-            item["action"] = action
-        item["status"] = "failed" if failed else "completed"
-        if not failed:
-            self._emit_run({"type": "response.web_search_call.completed", "sequence_number": 0,
-                            "item_id": item["id"], "output_index": output_index})
-        self._emit_run({"type": "response.output_item.done", "sequence_number": 0, "output_index": output_index,
-                        "item": item})
-
-    def complete_file_search(self, output_index: int, *, results: list[dict[str, Any]] | None = None,
-                             failed: bool = False) -> None:
-        """A file search's outcome: ``results`` (``file_search_results``; only when the request's ``include``
-        asks for them, else the item keeps ``results: null``); ``response.file_search_call.completed`` and
-        ``output_item.done``, or with ``failed`` only the done item with ``status: failed`` (the SDK has no failed
-        event)."""
-        reader = self._pending.pop(output_index)
-        item = reader.item
-        if results is not None:
-            item["results"] = results
-        item["status"] = "failed" if failed else "completed"
-        if not failed:
-            self._emit_run({"type": "response.file_search_call.completed", "sequence_number": 0,
-                            "item_id": item["id"], "output_index": output_index})
-        self._emit_run({"type": "response.output_item.done", "sequence_number": 0, "output_index": output_index,
-                        "item": item})
-
-    def _settle_pending(self, *, announce: bool) -> None:
-        """Server calls whose outcome never came (the response ends early): ``incomplete``."""
-        pending, self._pending = self._pending, {}
-        for index, reader in sorted(pending.items()):
-            reader.item["status"] = "incomplete"
-            if announce:
-                self._emit_run({"type": "response.output_item.done", "sequence_number": 0, "output_index": index,
-                                "item": reader.item})
-
     # --- closing -------------------------------------------------------------------------------------------------
 
     def _close_part(self) -> None:
@@ -605,39 +412,6 @@ class OutputBuilder:
             self._emit({"type": "response.output_item.done", "sequence_number": 0, "output_index": self._index,
                         "item": item})
 
-    def _close_tool_calls(self, status: str) -> None:
-        calls = self._tool_calls
-        self._tool_calls = {}
-        for call in calls.values():
-            if call.item is None:
-                self._announce_call(call, "")
-        for call in sorted(calls.values(), key=lambda c: c.output_index):
-            item = call.item
-            assert item is not None, "every call was announced by the loop above"
-            arguments = "".join(call.pieces)
-            self._turn_calls.append(TurnCall(call.call_id or "", call.name, arguments,
-                                             self._targets.get(call.name), call.output_index, item, status))
-            if call.reader is not None:
-                events = call.reader.close(arguments, status)
-                if call.reader.pending:  # a server call: done when the run reports its outcome
-                    self._pending[call.output_index] = call.reader  # type: ignore[assignment]
-                if self._encode is not None:
-                    for event in events:
-                        self._emit(event)
-                    if not call.reader.pending:
-                        self._emit({"type": "response.output_item.done", "sequence_number": 0,
-                                    "output_index": call.output_index, "item": item})
-                continue
-            item["arguments"] = arguments
-            item["status"] = status
-            if self._encode is not None:
-                self._emit({"type": "response.function_call_arguments.done", "sequence_number": 0,
-                            "item_id": item["id"], "output_index": call.output_index, "arguments": arguments})
-                self._emit({"type": "response.output_item.done", "sequence_number": 0,
-                            "output_index": call.output_index, "item": item})
-
-    # --- endings -------------------------------------------------------------------------------------------------
-
     @property
     def complete(self) -> bool:
         """Did the upstream say the turn ended? A stream cut before that is a failure, not a short answer."""
@@ -693,63 +467,3 @@ class OutputBuilder:
         response["usage"] = convert_usage(self.total_usage)
         self.lifecycle("response.cancelled")
 
-
-def completion_as_chunk(completion: Any) -> dict[str, Any]:
-    """A non-streamed ``chat.completion`` as one ``chat.completion.chunk``, for :class:`OutputBuilder`."""
-    if not isinstance(completion, dict):
-        raise UpstreamProtocolError("The upstream answer is not a JSON object.")
-    if "error" in completion and "choices" not in completion:
-        return completion  # feed() reports it
-    choices = completion.get("choices")
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        raise UpstreamProtocolError("The upstream answer has no choices.")
-    choice = choices[0]
-    message = choice.get("message")
-    if not isinstance(message, dict):
-        raise UpstreamProtocolError("The upstream answer's first choice has no message.")
-    delta: dict[str, Any] = {
-        "reasoning_content": message.get("reasoning_content") or message.get("reasoning"),
-        "content": message.get("content"),
-        "refusal": message.get("refusal"),
-        "annotations": message.get("annotations"),
-    }
-    tool_calls = message.get("tool_calls")
-    if tool_calls:
-        delta["tool_calls"] = [dict(call, index=index) for index, call in enumerate(tool_calls)
-                               if isinstance(call, dict)]
-    return {
-        "choices": [{"index": 0, "delta": delta, "logprobs": choice.get("logprobs"),
-                     "finish_reason": choice.get("finish_reason") or "stop"}],
-        "usage": completion.get("usage"),
-    }
-
-
-def _text_of_parts(content: Any) -> str:
-    """Some servers (Mistral's among them) send content as a list of parts; their text is the delta."""
-    if isinstance(content, list) and all(isinstance(part, dict) for part in content):
-        return "".join(part["text"] for part in content if part.get("type") == "text" and type(part.get("text"))
-                       is str)
-    raise UpstreamProtocolError("The upstream sent a content delta that is neither a string nor a list of parts.")
-
-
-def _logprob(entry: dict[str, Any]) -> dict[str, Any]:
-    token = entry.get("token", "")
-    return {
-        "token": token,
-        "logprob": entry.get("logprob", 0.0),
-        "bytes": entry.get("bytes") or list(token.encode()),
-        "top_logprobs": [
-            {"token": top.get("token", ""), "logprob": top.get("logprob", 0.0),
-             "bytes": top.get("bytes") or list(top.get("token", "").encode())}
-            for top in entry.get("top_logprobs") or ()
-        ],
-    }
-
-
-def _annotation(annotation: dict[str, Any]) -> dict[str, Any] | None:
-    if annotation.get("type") == "url_citation":
-        citation = annotation.get("url_citation") or annotation
-        return {"type": "url_citation", "start_index": citation.get("start_index", 0),
-                "end_index": citation.get("end_index", 0), "url": citation.get("url", ""),
-                "title": citation.get("title", "")}
-    return None

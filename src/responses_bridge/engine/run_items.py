@@ -1,0 +1,133 @@
+"""Items the run makes itself in the output, between model turns: MCP listings and approved calls, and the outcomes
+of server-side calls (MCP, web search, file search) the model made. Part of
+:class:`~responses_bridge.engine.output_builder.OutputBuilder`; the one output and sequence spans both."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from .. import ids
+from .server_tools import ServerCallReader, mcp_call_error, mcp_call_item
+
+
+class _Builder(Protocol):
+    """What these methods use of the builder they are part of."""
+
+    _pending: dict[int, ServerCallReader]
+    _run_items: dict[int, dict[str, Any]]
+
+    def _close_open(self, status: str = "completed") -> None: ...
+
+    def _place(self, item: dict[str, Any]) -> int: ...
+
+    def _emit_run(self, event: dict[str, Any]) -> None: ...
+
+
+class RunItems:
+    _pending: dict[int, ServerCallReader]  # the builder's: server calls waiting for their outcome
+
+
+    def add_mcp_list_tools(self: _Builder, server_label: str) -> int:
+        """An ``mcp_list_tools`` item while the server is being listed: ``output_item.added`` and
+        ``response.mcp_list_tools.in_progress``. Returns its output_index, for :meth:`complete_mcp_list_tools`."""
+        self._close_open()
+        item: dict[str, Any] = {"id": ids.new_id("mcpl"), "type": "mcp_list_tools", "server_label": server_label,
+                                "tools": [], "error": None}
+        index = self._place(item)
+        self._emit_run({"type": "response.output_item.added", "sequence_number": 0, "output_index": index,
+                        "item": dict(item)})
+        self._emit_run({"type": "response.mcp_list_tools.in_progress", "sequence_number": 0,
+                        "item_id": item["id"], "output_index": index})
+        return index
+
+    def complete_mcp_list_tools(self: _Builder, output_index: int, *, tools: list[dict[str, Any]] | None = None,
+                                error: str | None = None) -> None:
+        """The listing ended: ``tools`` (``MCPToolInfo.as_item()`` entries) or ``error`` (the failed item's
+        text); ``response.mcp_list_tools.completed`` / ``.failed``, then ``output_item.done``."""
+        item = self._run_items[output_index]
+        item["tools"] = list(tools or ())
+        item["error"] = error
+        self._emit_run({"type": "response.mcp_list_tools.failed" if error is not None
+                        else "response.mcp_list_tools.completed", "sequence_number": 0, "item_id": item["id"],
+                        "output_index": output_index})
+        self._emit_run({"type": "response.output_item.done", "sequence_number": 0, "output_index": output_index,
+                        "item": item})
+
+    def start_mcp_call(self: _Builder, server_label: str, name: str, arguments: str, *,
+                       approval_request_id: str | None = None) -> int:
+        """An ``mcp_call`` the run makes without a model turn (an approved ``mcp_approval_request``): announced
+        with its arguments and ``in_progress``; finish it with :meth:`complete_mcp_call`."""
+        self._close_open()
+        item = mcp_call_item(server_label, name, "", approval_request_id)
+        index = self._place(item)
+        self._emit_run({"type": "response.output_item.added", "sequence_number": 0, "output_index": index,
+                        "item": dict(item)})
+        item["arguments"] = arguments
+        if arguments:
+            self._emit_run({"type": "response.mcp_call_arguments.delta", "sequence_number": 0,
+                            "item_id": item["id"], "output_index": index, "delta": arguments})
+        self._emit_run({"type": "response.mcp_call_arguments.done", "sequence_number": 0, "item_id": item["id"],
+                        "output_index": index, "arguments": arguments})
+        self._emit_run({"type": "response.mcp_call.in_progress", "sequence_number": 0, "item_id": item["id"],
+                        "output_index": index})
+        return index
+
+    def complete_mcp_call(self: _Builder, output_index: int, *, output: str | None = None,
+                          error: str | dict[str, Any] | None = None) -> None:
+        """An MCP call's outcome: ``output``, or ``error`` (a text becomes an ``mcp_tool_execution_error``; pass
+        ``server_tools.mcp_call_error(…, protocol=True)`` for a server that could not be used). Emits
+        ``response.mcp_call.completed`` / ``.failed`` and ``output_item.done``."""
+        reader = self._pending.pop(output_index, None)
+        item = reader.item if reader is not None else self._run_items[output_index]
+        if error is not None:
+            item["error"] = mcp_call_error(error) if isinstance(error, str) else error
+            item["status"] = "failed"
+        else:
+            item["output"] = output if output is not None else ""
+            item["status"] = "completed"
+        self._emit_run({"type": "response.mcp_call.failed" if error is not None else "response.mcp_call.completed",
+                        "sequence_number": 0, "item_id": item["id"], "output_index": output_index})
+        self._emit_run({"type": "response.output_item.done", "sequence_number": 0, "output_index": output_index,
+                        "item": item})
+
+    def complete_web_search(self: _Builder, output_index: int, *, action: dict[str, Any] | None = None,
+                            failed: bool = False) -> None:
+        """A web search's outcome: its final ``action`` (``web_search_action``: the query, and the sources when
+        asked for); ``response.web_search_call.completed`` and ``output_item.done``, or with ``failed`` only the
+        done item with ``status: failed`` (the SDK has no failed event)."""
+        reader = self._pending.pop(output_index)
+        item = reader.item
+        if action is not None:
+            item["action"] = action
+        item["status"] = "failed" if failed else "completed"
+        if not failed:
+            self._emit_run({"type": "response.web_search_call.completed", "sequence_number": 0,
+                            "item_id": item["id"], "output_index": output_index})
+        self._emit_run({"type": "response.output_item.done", "sequence_number": 0, "output_index": output_index,
+                        "item": item})
+
+    def complete_file_search(self: _Builder, output_index: int, *, results: list[dict[str, Any]] | None = None,
+                             failed: bool = False) -> None:
+        """A file search's outcome: ``results`` (``file_search_results``; only when the request's ``include``
+        asks for them, else the item keeps ``results: null``); ``response.file_search_call.completed`` and
+        ``output_item.done``, or with ``failed`` only the done item with ``status: failed`` (the SDK has no failed
+        event)."""
+        reader = self._pending.pop(output_index)
+        item = reader.item
+        if results is not None:
+            item["results"] = results
+        item["status"] = "failed" if failed else "completed"
+        if not failed:
+            self._emit_run({"type": "response.file_search_call.completed", "sequence_number": 0,
+                            "item_id": item["id"], "output_index": output_index})
+        self._emit_run({"type": "response.output_item.done", "sequence_number": 0, "output_index": output_index,
+                        "item": item})
+
+    def _settle_pending(self: _Builder, *, announce: bool) -> None:
+        """Server calls whose outcome never came (the response ends early): ``incomplete``."""
+        pending, self._pending = self._pending, {}
+        for index, reader in sorted(pending.items()):
+            reader.item["status"] = "incomplete"
+            if announce:
+                self._emit_run({"type": "response.output_item.done", "sequence_number": 0, "output_index": index,
+                                "item": reader.item})
