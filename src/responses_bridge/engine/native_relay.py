@@ -25,7 +25,7 @@ from ..sealing import Sealer
 from . import compaction
 from .response_object import new_response
 from .sse import DONE, DONE_FRAME, EventTooLarge, SSEDecoder, encode_event
-from .translator import _upstream_error
+from .upstream_errors import upstream_error
 from .wire import JSON_CONTENT_TYPE, SSE_CONTENT_TYPE, Reply, UpstreamRequest
 
 NATIVE_PATH = "responses"
@@ -163,7 +163,7 @@ class NativeRelay:
         if self.error is not None:
             return self.error
         if self._status >= 400:
-            return _upstream_error(self._status, b"".join(self._body))
+            return upstream_error(self._status, b"".join(self._body))
         if self._upstream_sse:
             for payload in self._decoder.flush():
                 if payload != DONE:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 import structlog
@@ -49,6 +49,7 @@ from .state import RenderedPrompt
 from .tools import ToolPlan
 from .turn_result import TurnResult
 from .turns import ToolResult, follow_up_request
+from .upstream_errors import malformed, too_large, upstream_error
 from .wire import (
     EVENTS_JSON_CONTENT_TYPE,
     JSON_CONTENT_TYPE,
@@ -247,7 +248,7 @@ class Translator:
         if chat is None or status < 400 or self._upstream_sse:
             return None
         self._retry_chat = None
-        error = _upstream_error(status, b"".join(self._buffer))
+        error = upstream_error(status, b"".join(self._buffer))
         if error.code != "context_length_exceeded":
             return None
         messages = truncation.drop_oldest(chat["messages"], int(truncation.size_of(chat["messages"])
@@ -303,7 +304,7 @@ class Translator:
             self._buffered += len(chunk)
             if self._buffered > self._options.max_event_bytes:
                 self._buffer = []
-                self._error = _too_large("answer", self._options.max_event_bytes)
+                self._error = too_large("answer", self._options.max_event_bytes)
                 return b""
             self._buffer.append(chunk)
             return b""
@@ -314,7 +315,7 @@ class Translator:
             return b""
         except EventTooLarge as exc:
             self._decoder = None  # its buffer is released now, not when the upstream body ends
-            self._error = _too_large("event", exc.limit)
+            self._error = too_large("event", exc.limit)
             return b""
         return self._builder.take() if self._head_sent else b""
 
@@ -333,7 +334,7 @@ class Translator:
                     raise UpstreamProtocolError("The upstream sent an event that is not a JSON object.")
                 builder.feed(chunk)
         except _MALFORMED as exc:
-            raise _malformed(exc) from None
+            raise malformed(exc) from None
 
     def complete(self) -> APIError | None:
         """The upstream body ended: builds the completed (or incomplete) response and its terminal events, still
@@ -383,7 +384,7 @@ class Translator:
         if self._error is not None:
             return self._error
         if self._upstream_status >= 400:
-            return _upstream_error(self._upstream_status, self._take_buffer())
+            return upstream_error(self._upstream_status, self._take_buffer())
         builder = self._builder
         try:
             if self._upstream_sse:
@@ -401,7 +402,7 @@ class Translator:
                     else:
                         builder.feed(completion_as_chunk(completion))
                 except _MALFORMED as exc:
-                    raise _malformed(exc) from None
+                    raise malformed(exc) from None
         except UpstreamProtocolError as exc:
             return APIError(502, str(exc), type="server_error", code="server_error")
         self._buffer = []
@@ -486,41 +487,3 @@ class Translator:
 
 
 _ENCODERS: dict[Framing | None, Encoder | None] = {None: None, "sse": encode_event, "json": encode_json_event}
-
-
-def _too_large(what: Literal["event", "answer"], limit: int) -> APIError:
-    subject = "one event" if what == "event" else "an answer"
-    return APIError(502, f"The upstream model server sent {subject} larger than {limit} bytes, the limit set by "
-                    "RESPONSES_BRIDGE_MAX_EVENT_BYTES.", type="server_error", code="upstream_too_large")
-
-
-def _malformed(exc: Exception) -> UpstreamProtocolError:
-    log.warning("upstream_malformed_chunk", error=repr(exc))
-    return UpstreamProtocolError("The upstream sent a chunk that is not a valid Chat Completions chunk.")
-
-
-def _upstream_error(status: int, body: bytes) -> APIError:
-    """An upstream error answer as the client's error: 4xx keep their status and message (the client's request
-    was at fault), 5xx become 502 (the bridge's upstream is at fault, not the client)."""
-    message, param, code, kind = None, None, None, None
-    try:
-        parsed = orjson.loads(body) if body else None
-    except orjson.JSONDecodeError:
-        parsed = None
-    if isinstance(parsed, dict):
-        error = parsed.get("error", parsed)
-        if isinstance(error, dict):
-            message = error.get("message") if isinstance(error.get("message"), str) else None
-            param = error.get("param") if isinstance(error.get("param"), str) else None
-            code = error.get("code") if isinstance(error.get("code"), str) else None
-            kind = error.get("type") if isinstance(error.get("type"), str) else None
-        elif isinstance(error, str):
-            message = error
-    if message is None:
-        message = body[:500].decode("utf-8", "replace").strip() or f"HTTP {status}"
-    if truncation.is_context_length_error(status, message, code, kind):
-        return APIError(400, message, type="invalid_request_error", param="input", code="context_length_exceeded")
-    if status < 500:
-        return APIError(status, message, type=kind, param=param, code=code)
-    return APIError(502, f"The upstream model server failed (HTTP {status}): {message}", type="server_error",
-                    code="server_error")
