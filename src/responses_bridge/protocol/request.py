@@ -11,21 +11,16 @@ discriminated union, and because the normalised form is what gets stored and lis
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .. import ids
 from . import tool_items
 from .errors import APIError, invalid_request
-from .request_checks import check_depth, check_include, check_model_name, check_tool_choice_type
-from .tool_items import require_str as _require_str
-
-MESSAGE_ROLES = frozenset({"user", "system", "developer", "assistant"})
-INPUT_PART_TYPES = frozenset({"input_text", "input_image", "input_file", "output_text", "refusal"})
+from .input_items import normalize_input
+from .request_checks import check_depth, check_include, check_model_name, check_tool, check_tool_choice_type
 
 
 class _Reasoning(BaseModel):
@@ -134,7 +129,7 @@ def parse_request_object(raw: dict[str, Any]) -> ResponsesRequest:
     items = normalize_input(params.input)
     if params.tools is not None:
         for index, tool in enumerate(params.tools):
-            _check_tool(tool, f"tools[{index}]")
+            check_tool(tool, f"tools[{index}]")
     if params.tool_choice is not None:
         _check_tool_choice(params.tool_choice)
     return ResponsesRequest(params=params, input_items=items)
@@ -207,67 +202,6 @@ def _check_metadata(metadata: dict[str, str] | None) -> None:
             raise invalid_request(f"metadata value for '{key}' is longer than 512 characters.", param="metadata")
 
 
-def _check_tool(tool: dict[str, Any], param: str) -> None:
-    kind = tool.get("type")
-    if not isinstance(kind, str):
-        raise invalid_request(f"Missing or invalid '{param}.type'.", param=f"{param}.type")
-    if kind == "function":
-        name = tool.get("name")
-        if not isinstance(name, str) or not name:
-            raise invalid_request(f"Missing required parameter: '{param}.name'.", param=f"{param}.name")
-        parameters = tool.get("parameters")
-        if parameters is not None and not isinstance(parameters, dict):
-            raise invalid_request(f"'{param}.parameters' must be a JSON Schema object.", param=f"{param}.parameters")
-        # echoed in every Response and sent upstream: a wrong type here would reach both
-        if tool.get("description") is not None and not isinstance(tool["description"], str):
-            raise invalid_request(f"Invalid type for '{param}.description': expected a string.",
-                                  param=f"{param}.description", code="invalid_type")
-        if tool.get("strict") is not None and not isinstance(tool["strict"], bool):
-            raise invalid_request(f"Invalid type for '{param}.strict': expected a boolean.",
-                                  param=f"{param}.strict", code="invalid_type")
-    elif kind == "namespace":  # a group of functions (Codex's MCP tools); see engine/tools.py
-        if not isinstance(tool.get("name"), str) or not tool["name"]:
-            raise invalid_request(f"Missing required parameter: '{param}.name'.", param=f"{param}.name")
-        inner = tool.get("tools")
-        if not isinstance(inner, list):
-            raise invalid_request(f"Invalid type for '{param}.tools': expected an array.", param=f"{param}.tools",
-                                  code="invalid_type")
-        for index, function in enumerate(inner):
-            if not isinstance(function, dict):
-                raise invalid_request(f"Invalid type for '{param}.tools[{index}]': expected an object.",
-                                      param=f"{param}.tools[{index}]", code="invalid_type")
-            _check_tool({"type": "function", **function}, f"{param}.tools[{index}]")
-    elif kind == "custom":
-        _check_custom_tool(tool, param)
-    elif kind == "tool_search":  # its description and parameters are what the model is offered
-        if tool.get("description") is not None and not isinstance(tool["description"], str):
-            raise invalid_request(f"Invalid type for '{param}.description': expected a string.",
-                                  param=f"{param}.description", code="invalid_type")
-        if tool.get("parameters") is not None and not isinstance(tool["parameters"], dict):
-            raise invalid_request(f"'{param}.parameters' must be a JSON Schema object.", param=f"{param}.parameters")
-
-
-def _check_custom_tool(tool: dict[str, Any], param: str) -> None:
-    """A ``custom`` tool: a name, and a ``format`` that is text or a grammar (engine/tools.py offers it)."""
-    name = tool.get("name")
-    if not isinstance(name, str) or not name:
-        raise invalid_request(f"Missing required parameter: '{param}.name'.", param=f"{param}.name",
-                              code="missing_required_parameter")
-    if tool.get("description") is not None and not isinstance(tool["description"], str):
-        raise invalid_request(f"Invalid type for '{param}.description': expected a string.",
-                              param=f"{param}.description", code="invalid_type")
-    fmt = tool.get("format")
-    if fmt is None:
-        return
-    if not isinstance(fmt, dict) or fmt.get("type") not in ("text", "grammar"):
-        raise invalid_request(f"Invalid value for '{param}.format': expected {{'type': 'text'}} or "
-                              "{'type': 'grammar', 'syntax', 'definition'}.", param=f"{param}.format")
-    if fmt["type"] == "grammar" and (fmt.get("syntax") not in ("lark", "regex")
-                                     or not isinstance(fmt.get("definition"), str)):
-        raise invalid_request(f"Invalid value for '{param}.format': a grammar needs 'syntax' ('lark' or "
-                              "'regex') and a string 'definition'.", param=f"{param}.format")
-
-
 def _check_tool_choice(choice: str | dict[str, Any]) -> None:
     """``tool_choice`` is echoed in the Response even when there are no tools, so it is checked here."""
     if isinstance(choice, str):
@@ -304,218 +238,3 @@ def _check_tool_choice(choice: str | dict[str, Any]) -> None:
 # --- input items -------------------------------------------------------------------------------------------------
 
 
-def normalize_input(value: str | list[Any] | None) -> list[dict[str, Any]]:
-    """Turn ``input`` into the list of items the bridge stores and translates."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [_message(ids.message_id(), "user", [{"type": "input_text", "text": value}])]
-    return [_normalize_item(item, f"input[{index}]") for index, item in enumerate(value)]
-
-
-def _message(item_id: str, role: str, content: list[dict[str, Any]], phase: str | None = None) -> dict[str, Any]:
-    item = {"type": "message", "id": item_id, "status": "completed", "role": role, "content": content}
-    if phase is not None:
-        item["phase"] = phase
-    return item
-
-
-def _normalize_item(item: Any, param: str) -> dict[str, Any]:
-    if not isinstance(item, dict):
-        raise invalid_request(f"Invalid type for '{param}': expected an object.", param=param, code="invalid_type")
-    kind = item.get("type")
-    if kind is None and "role" in item:
-        kind = "message"
-    if kind == "message":
-        return _normalize_message(item, param)
-    if kind == "function_call":
-        return _normalize_function_call(item, param)
-    if kind == "function_call_output":
-        return _normalize_function_call_output(item, param)
-    if kind == "reasoning":
-        return _normalize_reasoning(item, param)
-    if kind == "compaction":  # from POST /v1/responses/compact; its sealed summary is opened by the engine
-        return {"type": "compaction", "id": _optional_id(item, param, lambda: ids.new_id("cmp")),
-                "encrypted_content": _require_str(item, "encrypted_content", param)}
-    if isinstance(kind, str) and (kind in tool_items.NORMALIZERS or kind == "custom_tool_call_output"):
-        return _normalize_client_tool_item(kind, item, param)
-    if kind is None:
-        raise invalid_request(f"Missing required parameter: '{param}.type'.", param=f"{param}.type",
-                              code="missing_required_parameter")
-    raise invalid_request(
-        f"Unsupported input item type '{kind}' at '{param}'. Supported: message, function_call, "
-        "function_call_output, reasoning, compaction, compaction_trigger, custom_tool_call, "
-        "custom_tool_call_output, shell_call, shell_call_output, apply_patch_call, apply_patch_call_output, "
-        "tool_search_call, tool_search_output, mcp_call, mcp_list_tools, mcp_approval_request, "
-        "mcp_approval_response, web_search_call, file_search_call.",
-        param=f"{param}.type",
-        code="unsupported_item_type",
-    )
-
-
-def _normalize_client_tool_item(kind: str, item: dict[str, Any], param: str) -> dict[str, Any]:
-    """Calls and outputs of custom, shell, apply_patch and tool_search tools (protocol/tool_items.py)."""
-    if kind == "custom_tool_call_output":
-        normalized = _normalize_function_call_output(item, param)
-        normalized["type"] = kind
-        normalized["id"] = _optional_id(item, param, lambda: ids.new_id("ctco"))
-        del normalized["status"]
-        return normalized
-    normalized = tool_items.NORMALIZERS[kind](item, param)
-    if kind == "tool_search_output":  # the tools it returns are offered to the model: same checks as 'tools'
-        for index, tool in enumerate(normalized["tools"]):
-            _check_tool(tool, f"{param}.tools[{index}]")
-    return normalized
-
-
-def _optional_id(item: dict[str, Any], param: str, make: Callable[[], str]) -> str:
-    value = item.get("id")
-    if value is None or value == "":
-        return make()
-    if not isinstance(value, str):
-        raise invalid_request(f"Invalid type for '{param}.id': expected a string.", param=f"{param}.id",
-                              code="invalid_type")
-    return value
-
-
-def _normalize_message(item: dict[str, Any], param: str) -> dict[str, Any]:
-    role = _require_str(item, "role", param)
-    if role not in MESSAGE_ROLES:
-        raise invalid_request(
-            f"Invalid value for '{param}.role': '{role}'. Supported: assistant, developer, system, user.",
-            param=f"{param}.role",
-        )
-    content = item.get("content")
-    text_type = "output_text" if role == "assistant" else "input_text"
-    if isinstance(content, str):
-        parts = [_text_part(text_type, content)]
-    elif isinstance(content, list):
-        parts = [_normalize_part(part, f"{param}.content[{i}]", role) for i, part in enumerate(content)]
-    elif content is None:
-        raise invalid_request(f"Missing required parameter: '{param}.content'.", param=f"{param}.content",
-                              code="missing_required_parameter")
-    else:
-        raise invalid_request(f"Invalid type for '{param}.content': expected a string or an array.",
-                              param=f"{param}.content", code="invalid_type")
-    phase = item.get("phase")
-    return _message(_optional_id(item, param, ids.message_id), role, parts,
-                    phase if isinstance(phase, str) else None)
-
-
-def _text_part(kind: str, text: str) -> dict[str, Any]:
-    if kind == "output_text":
-        return {"type": "output_text", "text": text, "annotations": []}
-    return {"type": kind, "text": text}
-
-
-def _normalize_part(part: Any, param: str, role: str) -> dict[str, Any]:
-    if isinstance(part, str):
-        return _text_part("output_text" if role == "assistant" else "input_text", part)
-    if not isinstance(part, dict):
-        raise invalid_request(f"Invalid type for '{param}': expected an object.", param=param, code="invalid_type")
-    kind = part.get("type")
-    if kind in ("input_text", "output_text", "text"):  # tuples: ``kind`` may be any JSON value, even a list
-        text = _require_str(part, "text", param)
-        if kind == "text":
-            kind = "output_text" if role == "assistant" else "input_text"
-        normalized = _text_part(kind, text)
-        if kind == "output_text" and isinstance(part.get("annotations"), list):
-            normalized["annotations"] = part["annotations"]
-        return normalized
-    if kind == "refusal":
-        return {"type": "refusal", "refusal": _require_str(part, "refusal", param)}
-    if kind == "input_image":
-        url = part.get("image_url")
-        if not isinstance(url, str) or not url:
-            if part.get("file_id"):
-                raise invalid_request(f"'{param}.file_id' is not supported here: send 'image_url' (an URL or a "
-                                      "data: URL).", param=f"{param}.file_id", code="unsupported_parameter")
-            raise invalid_request(f"Missing required parameter: '{param}.image_url'.", param=f"{param}.image_url",
-                                  code="missing_required_parameter")
-        detail = part.get("detail") if part.get("detail") in ("low", "high", "auto") else "auto"
-        return {"type": "input_image", "image_url": url, "detail": detail}
-    if kind == "input_file":
-        normalized = {"type": "input_file"}
-        for key in ("filename", "file_data", "file_url"):
-            value = part.get(key)
-            if value is not None:
-                if not isinstance(value, str):
-                    raise invalid_request(f"Invalid type for '{param}.{key}': expected a string.",
-                                          param=f"{param}.{key}", code="invalid_type")
-                normalized[key] = value
-        if "file_data" not in normalized and "file_url" not in normalized:
-            raise invalid_request(f"'{param}' needs 'file_data' or 'file_url'.", param=param,
-                                  code="missing_required_parameter")
-        return normalized
-    raise invalid_request(
-        f"Unsupported content part type '{kind}' at '{param}'. Supported: input_text, output_text, refusal, "
-        "input_image, input_file.",
-        param=f"{param}.type",
-        code="unsupported_content_type",
-    )
-
-
-def _normalize_function_call(item: dict[str, Any], param: str) -> dict[str, Any]:
-    arguments = item.get("arguments", "")
-    if isinstance(arguments, (dict, list)):
-        arguments = orjson.dumps(arguments).decode()
-    elif not isinstance(arguments, str):
-        raise invalid_request(f"Invalid type for '{param}.arguments': expected a string.",
-                              param=f"{param}.arguments", code="invalid_type")
-    normalized = {
-        "type": "function_call",
-        "id": _optional_id(item, param, ids.function_call_id),
-        "call_id": _require_str(item, "call_id", param),
-        "name": _require_str(item, "name", param),
-        "arguments": arguments,
-        "status": item.get("status") if item.get("status") in ("in_progress", "completed", "incomplete")
-        else "completed",
-    }
-    if isinstance(item.get("namespace"), str):
-        normalized["namespace"] = item["namespace"]
-    return normalized
-
-
-def _normalize_function_call_output(item: dict[str, Any], param: str) -> dict[str, Any]:
-    output = item.get("output")
-    if isinstance(output, list):
-        output = [_normalize_part(part, f"{param}.output[{i}]", "user") for i, part in enumerate(output)]
-    elif isinstance(output, (dict, int, float, bool)):
-        output = orjson.dumps(output).decode()  # lenient: some clients send the tool's JSON result unserialised
-    elif not isinstance(output, str):
-        raise invalid_request(f"Missing required parameter: '{param}.output'.", param=f"{param}.output",
-                              code="missing_required_parameter")
-    return {
-        "type": "function_call_output",
-        "id": _optional_id(item, param, ids.function_call_output_id),
-        "call_id": _require_str(item, "call_id", param),
-        "output": output,
-        "status": "completed",
-    }
-
-
-def _normalize_reasoning(item: dict[str, Any], param: str) -> dict[str, Any]:
-    summary = item.get("summary") or []
-    if not isinstance(summary, list):
-        raise invalid_request(f"Invalid type for '{param}.summary': expected an array.", param=f"{param}.summary",
-                              code="invalid_type")
-    normalized: dict[str, Any] = {
-        "type": "reasoning",
-        "id": _optional_id(item, param, ids.reasoning_id),
-        "summary": [_reasoning_text(p, "summary_text", f"{param}.summary[{i}]") for i, p in enumerate(summary)],
-    }
-    content = item.get("content")
-    if isinstance(content, list):
-        normalized["content"] = [_reasoning_text(p, "reasoning_text", f"{param}.content[{i}]")
-                                 for i, p in enumerate(content)]
-    if isinstance(item.get("encrypted_content"), str):
-        normalized["encrypted_content"] = item["encrypted_content"]
-    return normalized
-
-
-def _reasoning_text(part: Any, kind: str, param: str) -> dict[str, Any]:
-    if isinstance(part, dict) and isinstance(part.get("text"), str):
-        return {"type": part["type"] if isinstance(part.get("type"), str) and part["type"] else kind,
-                "text": part["text"]}
-    raise invalid_request(f"Invalid value for '{param}': expected an object with 'text'.", param=param,
-                          code="invalid_type")

@@ -94,3 +94,70 @@ def check_call_outputs(history: list[dict[str, Any]], items: list[dict[str, Any]
                                       param=param, code="invalid_value")
         elif not str(kind).endswith("_output"):
             calls.add(call_id)
+
+
+MESSAGE_ROLES = frozenset({"user", "system", "developer", "assistant"})
+
+
+INPUT_PART_TYPES = frozenset({"input_text", "input_image", "input_file", "output_text", "refusal"})
+
+
+def check_tool(tool: dict[str, Any], param: str) -> None:
+    kind = tool.get("type")
+    if not isinstance(kind, str):
+        raise invalid_request(f"Missing or invalid '{param}.type'.", param=f"{param}.type")
+    if kind == "function":
+        name = tool.get("name")
+        if not isinstance(name, str) or not name:
+            raise invalid_request(f"Missing required parameter: '{param}.name'.", param=f"{param}.name")
+        parameters = tool.get("parameters")
+        if parameters is not None and not isinstance(parameters, dict):
+            raise invalid_request(f"'{param}.parameters' must be a JSON Schema object.", param=f"{param}.parameters")
+        # echoed in every Response and sent upstream: a wrong type here would reach both
+        if tool.get("description") is not None and not isinstance(tool["description"], str):
+            raise invalid_request(f"Invalid type for '{param}.description': expected a string.",
+                                  param=f"{param}.description", code="invalid_type")
+        if tool.get("strict") is not None and not isinstance(tool["strict"], bool):
+            raise invalid_request(f"Invalid type for '{param}.strict': expected a boolean.",
+                                  param=f"{param}.strict", code="invalid_type")
+    elif kind == "namespace":  # a group of functions (Codex's MCP tools); see engine/tools.py
+        if not isinstance(tool.get("name"), str) or not tool["name"]:
+            raise invalid_request(f"Missing required parameter: '{param}.name'.", param=f"{param}.name")
+        inner = tool.get("tools")
+        if not isinstance(inner, list):
+            raise invalid_request(f"Invalid type for '{param}.tools': expected an array.", param=f"{param}.tools",
+                                  code="invalid_type")
+        for index, function in enumerate(inner):
+            if not isinstance(function, dict):
+                raise invalid_request(f"Invalid type for '{param}.tools[{index}]': expected an object.",
+                                      param=f"{param}.tools[{index}]", code="invalid_type")
+            check_tool({"type": "function", **function}, f"{param}.tools[{index}]")
+    elif kind == "custom":
+        _check_custom_tool(tool, param)
+    elif kind == "tool_search":  # its description and parameters are what the model is offered
+        if tool.get("description") is not None and not isinstance(tool["description"], str):
+            raise invalid_request(f"Invalid type for '{param}.description': expected a string.",
+                                  param=f"{param}.description", code="invalid_type")
+        if tool.get("parameters") is not None and not isinstance(tool["parameters"], dict):
+            raise invalid_request(f"'{param}.parameters' must be a JSON Schema object.", param=f"{param}.parameters")
+
+
+def _check_custom_tool(tool: dict[str, Any], param: str) -> None:
+    """A ``custom`` tool: a name, and a ``format`` that is text or a grammar (engine/tools.py offers it)."""
+    name = tool.get("name")
+    if not isinstance(name, str) or not name:
+        raise invalid_request(f"Missing required parameter: '{param}.name'.", param=f"{param}.name",
+                              code="missing_required_parameter")
+    if tool.get("description") is not None and not isinstance(tool["description"], str):
+        raise invalid_request(f"Invalid type for '{param}.description': expected a string.",
+                              param=f"{param}.description", code="invalid_type")
+    fmt = tool.get("format")
+    if fmt is None:
+        return
+    if not isinstance(fmt, dict) or fmt.get("type") not in ("text", "grammar"):
+        raise invalid_request(f"Invalid value for '{param}.format': expected {{'type': 'text'}} or "
+                              "{'type': 'grammar', 'syntax', 'definition'}.", param=f"{param}.format")
+    if fmt["type"] == "grammar" and (fmt.get("syntax") not in ("lark", "regex")
+                                     or not isinstance(fmt.get("definition"), str)):
+        raise invalid_request(f"Invalid value for '{param}.format': a grammar needs 'syntax' ('lark' or "
+                              "'regex') and a string 'definition'.", param=f"{param}.format")

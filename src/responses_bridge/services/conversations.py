@@ -12,7 +12,8 @@ from typing import Any
 
 from .. import ids
 from ..protocol.errors import APIError, invalid_request, not_found
-from ..protocol.request import check_metadata, normalize_input
+from ..protocol.input_items import normalize_input
+from ..protocol.request import check_metadata
 from ..store.base import ConversationStore, ItemPage, StoredConversation
 from .pagination import page_errors
 

@@ -22,7 +22,8 @@ from typing import Any
 from .. import ids
 from ..engine.state import RenderedPrompt
 from ..protocol.errors import APIError, invalid_request, not_found
-from ..protocol.request import check_metadata, normalize_input
+from ..protocol.input_items import normalize_input
+from ..protocol.request import check_metadata
 from ..store.base import PromptStore, PromptVersionConflict, StoredPromptVersion
 
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.\-]*)\s*\}\}")
