@@ -16,7 +16,8 @@ import pytest
 from responses_bridge.engine.options import EngineOptions
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.run.response_run import ResponseRun
-from responses_bridge.services.background import INTERRUPTED_CODE, BackgroundService, interrupted, split_frames
+from responses_bridge.services.background import BackgroundService
+from responses_bridge.services.background_frames import INTERRUPTED_CODE, interrupted, split_frames
 from responses_bridge.store import SQLiteResponseStore
 from responses_bridge.store.background_runs import LocalRunLeases
 from responses_bridge.store.base import DEFAULT_TENANT

@@ -16,7 +16,9 @@ import pytest
 
 from responses_bridge.engine.options import EngineOptions
 from responses_bridge.run.response_run import ResponseRun
-from responses_bridge.services.background import INTERRUPTED_CODE, BackgroundRun, BackgroundService
+from responses_bridge.services.background import BackgroundService
+from responses_bridge.services.background_frames import INTERRUPTED_CODE
+from responses_bridge.services.background_run import BackgroundRun
 from responses_bridge.store.base import DEFAULT_TENANT
 from responses_bridge.store.postgres import PostgresDatabase
 from responses_bridge.store.postgres.background_runs import PostgresRunLeases

@@ -36,281 +36,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator
 
 import orjson
 import structlog
 
-from ..engine.sse import DONE_FRAME, encode_event
 from ..engine.wire import UpstreamRequest
 from ..observability import metrics
 from ..protocol.errors import APIError, not_found
-from ..run.drive import drive
 from ..run.runs import Run
 from ..run.upstream import UpstreamClient
 from ..store.background_runs import Closer, LocalRunLeases, RunLeases
 from ..store.base import EventLog, ResponseStore
+from .background_frames import (
+    _TERMINAL,
+    ABANDONED_MESSAGE,
+    INTERRUPTED_MESSAGE,
+    cancelled,
+    interrupted,
+    is_terminal_frame,
+    terminal_frame,
+)
+from .background_run import BackgroundRun, until_started
 
 log = structlog.get_logger("responses_bridge.background")
 
 SHUTDOWN_GRACE_SECONDS = 5.0
-SETTLE_FIRST_DELAY = 0.05
-SETTLE_MAX_DELAY = 5.0
-_TERMINAL = ("completed", "incomplete", "failed", "cancelled")
 
-INTERRUPTED_CODE = "server_restarted"
-INTERRUPTED_MESSAGE = ("The server restarted before this background response completed; it was not finished and "
-                       "will not be resumed.")
-ABANDONED_MESSAGE = ("The replica running this background response stopped before it completed; it was not finished "
-                     "and will not be resumed.")
 FOLLOW_POLL_SECONDS = 1.0  # a follower on another replica reads the log this often when no notification came
-_TERMINAL_FRAMES = tuple(f"event: response.{status}\n".encode() for status in _TERMINAL)
-
-
-def split_frames(data: bytes) -> list[bytes]:
-    """SSE bytes from the response run into single event frames (``[DONE]`` dropped). Our frames are
-    ``event: …\\ndata: <one-line JSON>\\n\\n``, so a blank line only ever ends a frame."""
-    if not data:
-        return []
-    return [frame for frame in (part + b"\n\n" for part in data.split(b"\n\n") if part) if frame != DONE_FRAME]
-
-
-def terminal_frame(event_type: str, response: dict) -> Callable[[int], bytes]:
-    """The frame that ends a stored stream with ``response``, for the sequence number the event log assigns."""
-    return lambda sequence_number: encode_event(
-        {"type": event_type, "sequence_number": sequence_number, "response": response})
-
-
-def _ended(response: dict[str, Any], status: str) -> dict[str, Any]:
-    response["status"] = status
-    response["completed_at"] = None
-    for item in response.get("output") or ():
-        if isinstance(item, dict) and item.get("status") == "in_progress":
-            item["status"] = "incomplete"
-    return response
-
-
-def interrupted(message: str = INTERRUPTED_MESSAGE) -> Closer:
-    """Ends a run that no process is running any more: ``failed``, with ``server_restarted``."""
-
-    def close(response: dict[str, Any]) -> tuple[dict[str, Any], Callable[[int], bytes]]:
-        _ended(response, "failed")["error"] = {"code": INTERRUPTED_CODE, "message": message}
-        return response, terminal_frame("response.failed", response)
-
-    return close
-
-
-def cancelled(response: dict[str, Any]) -> tuple[dict[str, Any], Callable[[int], bytes]]:
-    """Ends a run that no process is running any more, at its owner's request: ``cancelled``."""
-    _ended(response, "cancelled")
-    return response, terminal_frame("response.cancelled", response)
-
-
-def is_terminal_frame(frame: bytes) -> bool:
-    return frame.startswith(_TERMINAL_FRAMES)
-
-
-class BackgroundRun:
-    def __init__(self, service: BackgroundService, response_run: Run, call: UpstreamRequest | None,
-                 authorization: str | None, upstream: UpstreamClient | None = None) -> None:
-        self.service = service
-        self.upstream = upstream or service.upstream  # the routed upstream's client (upstreams.py)
-        self.response_run = response_run
-        self.call = call
-        self.authorization = authorization
-        self.response_id: str = response_run.response_id  # type: ignore[assignment]
-        self.tenant = response_run.tenant  # the owner, for its whole life: events, saves, cancel, replay
-        self.frames: list[bytes] = []  # index == sequence_number
-        self.visible = 0  # frames[:visible] have been reported (readers may see them)
-        self.saved = 0  # frames[:saved] are durable
-        self.done = False
-        self.finishing = False  # finish() has begun: a cancel now comes too late
-        self.stop_reason: str | None = None  # "cancel" or "shutdown" when the task is cancelled on purpose
-        self.accepted = b""  # the queued response, as the POST answers it
-        self.task: asyncio.Task[None] | None = None
-        self.started = False  # run() has begun: cancelling the task now goes through its handlers
-        self._changed = asyncio.Event()
-        self._flush_lock = asyncio.Lock()
-        self._writer: asyncio.Task[None] | None = None
-        self._tentative: int | None = None  # sequence number of the first frame made durable by before_persist
-
-    # --- frames ----------------------------------------------------------------------------------------------
-
-    def _record(self, data: bytes) -> None:
-        """Keep frames the response run produced; ``response_run.sequence_number`` is one past the last of them."""
-        frames = split_frames(data)
-        first = self.response_run.sequence_number - len(frames)
-        for offset, frame in enumerate(frames):
-            if first + offset == len(self.frames):
-                self.frames.append(frame)
-
-    def add(self, data: bytes) -> None:
-        """Frames the response run returned: reported to readers now, written to the store soon."""
-        if data:
-            self._record(data)
-        if self.visible != len(self.frames):
-            self.visible = len(self.frames)
-            self._wake()
-        if self.saved < len(self.frames) and (self._writer is None or self._writer.done()):
-            self._writer = asyncio.ensure_future(self._flush_quietly())
-
-    async def _add_now(self, data: bytes) -> None:
-        """``add`` for the tool loop: the calls' announcements reach readers before the calls run."""
-        self.add(data)
-
-    def _wake(self) -> None:
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
-
-    async def wait(self) -> None:
-        await self._changed.wait()
-
-    async def _flush(self) -> None:
-        async with self._flush_lock:
-            while self.saved < len(self.frames):
-                end = len(self.frames)
-                batch = [(sequence, self.frames[sequence]) for sequence in range(self.saved, end)]
-                await self.service.events.append(self.response_id, batch, tenant=self.tenant)
-                self.saved = end
-
-    async def _flush_quietly(self) -> None:
-        try:
-            await self._flush()
-        except Exception:  # the next batch retries them; before_persist reports a lasting failure
-            log.exception("background_events_write_failed", response_id=self.response_id)
-
-    async def _before_persist(self, pending: list[bytes], end: int) -> None:
-        """The response run is about to store the response: its unreported frames (the terminal event among them)
-        and everything before them become durable first."""
-        first = end - len(pending)
-        if self._tentative is None:
-            self._tentative = first
-        for offset, frame in enumerate(pending):
-            if first + offset == len(self.frames):
-                self.frames.append(frame)
-        await self._flush()
-
-    # --- the run ---------------------------------------------------------------------------------------------
-
-    async def run(self) -> None:
-        self.started = True
-        response_run = self.response_run
-        try:
-            try:
-                reply = await drive(response_run, self.call, self.upstream, self.authorization,
-                                    _EventLogSink(self))
-            except asyncio.CancelledError:
-                self.finishing = True
-                # DELETE /v1/responses/{id}, or another replica failed the run (its lease expired): store nothing
-                if self.stop_reason in ("deleted", "lost"):
-                    response_run.release()
-                    return
-                if self.stop_reason == "cancel":
-                    reply = await response_run.cancel()
-                else:
-                    reply = await response_run.fail(APIError(
-                        503, "The server shut down before this background response completed.",
-                        type="server_error", code="server_shutdown"))
-            except Exception as exc:
-                log.exception("background_run_failed", response_id=self.response_id)
-                self.finishing = True
-                reply = await response_run.fail(exc if isinstance(exc, APIError) else APIError(
-                    500, "The background response failed inside the bridge.", code="server_error"))
-            stored = await self._stored_status()
-            if stored is None or stored in _TERMINAL:
-                self.add(reply.body)
-                if self._writer is not None:
-                    await asyncio.shield(self._writer)
-                return
-            # the terminal save failed: end the run for its readers now, then store the truth when the store can
-            self._take_back_unstored(reply.body)
-            self.done = True
-            self._wake()
-            await self._settle()
-        finally:
-            self.done = True
-            self._wake()
-            await self.service._run_ended(self)
-
-    async def _opened(self, head: bytes) -> None:
-        """The stream opened: its first events, and the response stored as ``in_progress``."""
-        self.add(head)
-        await self.service.store.save_response(
-            self.response_run.response, self.response_run.request.input_items,  # type: ignore[arg-type,union-attr]
-            tenant=self.tenant)
-
-    async def _stored_status(self) -> str | None:
-        """The status the store holds now (None: deleted), or ``"unknown"`` when the store cannot be read."""
-        try:
-            stored = await self.service.store.get_response(self.response_id, tenant=self.tenant)
-        except Exception:
-            log.exception("background_status_read_failed", response_id=self.response_id)
-            return "unknown"
-        return None if stored is None else str(stored.get("status"))
-
-    def _take_back_unstored(self, body: bytes) -> None:
-        """Replace the frames written for a terminal state that was never stored by the response run's final frames,
-        renumbered to follow on from what was really stored (``sequence_number`` stays the frame's index)."""
-        start = self._tentative if self._tentative is not None else len(self.frames)
-        del self.frames[start:]
-        self.saved = min(self.saved, start)
-        for offset, frame in enumerate(split_frames(body)):
-            event: dict[str, Any] = orjson.loads(frame[frame.index(b"\ndata: ") + 7:])
-            event["sequence_number"] = start + offset
-            self.frames.append(encode_event(event))
-        self.visible = len(self.frames)
-        self._tentative = start
-
-    async def _settle(self) -> None:
-        """Retry, with backoff, until the run's terminal state and its events are stored. Stopped only by
-        shutdown (the next start then marks the row failed: ``RunLeases.fail_abandoned``)."""
-        delay = SETTLE_FIRST_DELAY
-        start = self._tentative if self._tentative is not None else self.saved
-        while True:
-            try:
-                await self.service.events.truncate(self.response_id, start, tenant=self.tenant)
-                async with self._flush_lock:
-                    self.saved = min(self.saved, start)
-                await self._flush()
-                await self.service.store.save_response(
-                    self.response_run.response, self.response_run.request.input_items,  # type: ignore[arg-type,union-attr]
-                    tenant=self.tenant)
-            except Exception:
-                log.warning("background_terminal_save_retry", response_id=self.response_id, delay=delay,
-                            exc_info=True)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, SETTLE_MAX_DELAY)
-                continue
-            log.info("background_terminal_state_stored", response_id=self.response_id,
-                     status=(self.response_run.response or {}).get("status"))
-            return
-
-
-class _EventLogSink:
-    """A background run's :class:`~responses_bridge.run.drive.TurnSink`: its event log, which readers follow."""
-
-    def __init__(self, run: BackgroundRun) -> None:
-        self._run = run
-
-    async def open(self, head: bytes) -> None:
-        await self._run._opened(head)
-
-    async def write(self, data: bytes) -> None:
-        self._run.add(data)
-
-    def ending(self) -> None:
-        self._run.finishing = True  # a cancel from here on comes too late
-
-    async def keepalive(self) -> None:
-        pass  # readers of the log keep their own connections alive
-
-
-async def _until_started(run: BackgroundRun) -> None:
-    """A task cancelled before its first step never runs its ``except``/``finally``: let it start first."""
-    # one loop turn at a time until the task's first step ran (no event exists for "a task has started")
-    while not run.started and run.task is not None and not run.task.done():  # noqa: ASYNC110
-        await asyncio.sleep(0)
 
 
 class BackgroundService:
@@ -376,7 +129,7 @@ class BackgroundService:
         run = self.runs.get(response_id)
         if run is None or run.task is None:
             return
-        await _until_started(run)
+        await until_started(run)
         if reason == "cancel" and (run.finishing or run.done):
             return
         if reason == "lost" and run.finishing and not run.done:  # storing its end now: let it
@@ -486,7 +239,7 @@ class BackgroundService:
     async def cancel(self, response_id: str, *, tenant: str) -> dict:
         run = self._run(response_id, tenant)
         if run is not None:
-            await _until_started(run)
+            await until_started(run)
         if run is not None and run.done:  # ended, its terminal state still being stored (see BackgroundRun._settle)
             final = run.response_run.response or {}
             if final.get("status") == "cancelled":
@@ -573,7 +326,7 @@ class BackgroundService:
             return
         if run is None or run.task is None:
             return
-        await _until_started(run)
+        await until_started(run)
         if not run.finishing or run.done:  # running, or ended and still retrying its terminal save
             run.stop_reason = "deleted"
             run.task.cancel()
@@ -593,7 +346,7 @@ class BackgroundService:
     async def _close_runs(self) -> None:
         runs = [run for run in self.runs.values() if run.task is not None and not run.task.done()]
         for run in runs:
-            await _until_started(run)
+            await until_started(run)
         for run in runs:
             if not run.finishing or run.done:  # a run still retrying its terminal save is failed by the next start
                 run.stop_reason = "shutdown"
