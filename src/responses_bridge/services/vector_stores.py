@@ -26,10 +26,7 @@ from ..protocol.request import check_metadata
 from ..protocol.search_options import SearchOptions, parse_search_options
 from ..store.chunks import ChunkIndex
 from ..store.vector_stores import (
-    STATUSES,
-    FileCounts,
     NewFile,
-    Page,
     StoredFileBatch,
     StoredVectorStore,
     StoredVectorStoreFile,
@@ -40,17 +37,25 @@ from .ingestion import LEASE_SECONDS, FileSource, IngestionWorker, jobs_for
 from .pagination import page_errors
 from .retrieval.chunking import chunking_strategy_object, parse_chunking_strategy
 from .retrieval.embedders import Embedder
-from .retrieval.search import MAX_QUERY_CHARS, search, search_queries
+from .retrieval.search import search, search_queries
+from .vector_store_shapes import (
+    MAX_FILES_PER_BATCH,
+    MAX_FILES_PER_CREATE,
+    check_attributes,
+    check_file_id,
+    check_file_ids,
+    check_queries,
+    expires_after,
+    is_expired,
+    list_page,
+    render_batch,
+    render_file,
+    render_store,
+    status_filter,
+    store_name,
+    store_not_found,
+)
 
-DAY_SECONDS = 86_400
-MAX_EXPIRY_DAYS = 365
-MAX_FILES_PER_CREATE = 500
-MAX_FILES_PER_BATCH = 2000
-MAX_ATTRIBUTES = 16
-MAX_ATTRIBUTE_KEY = 64
-MAX_ATTRIBUTE_STRING = 512
-MAX_QUERIES = 10
-MAX_NAME = 256
 ACTIVITY_RESOLUTION_SECONDS = 60
 """``last_active_at`` moves on a search only when it is older than this: expiry counts in days, and a busy store
 must not cost a write per search."""
@@ -58,163 +63,8 @@ must not cost a write per search."""
 
 # -- rendering --------------------------------------------------------------------------------------------------
 
-def _counts(counts: FileCounts) -> dict[str, int]:
-    return {"in_progress": counts.in_progress, "completed": counts.completed, "failed": counts.failed,
-            "cancelled": counts.cancelled, "total": counts.total}
-
-
-def expires_at(store: StoredVectorStore) -> int | None:
-    if store.expires_after is None:
-        return None
-    return store.last_active_at + int(store.expires_after["days"]) * DAY_SECONDS
-
-
-def is_expired(store: StoredVectorStore, now: float | None = None) -> bool:
-    deadline = expires_at(store)
-    return deadline is not None and (time.time() if now is None else now) >= deadline
-
-
-def store_status(store: StoredVectorStore, now: float | None = None) -> str:
-    if is_expired(store, now):
-        return "expired"
-    return "in_progress" if store.file_counts.in_progress else "completed"
-
-
-def render_store(store: StoredVectorStore) -> dict[str, Any]:
-    return {"id": store.id, "object": "vector_store", "created_at": store.created_at, "name": store.name,
-            "usage_bytes": store.usage_bytes, "file_counts": _counts(store.file_counts),
-            "status": store_status(store), "expires_after": store.expires_after, "expires_at": expires_at(store),
-            "last_active_at": store.last_active_at, "metadata": store.metadata}
-
-
-def render_file(row: StoredVectorStoreFile) -> dict[str, Any]:
-    return {"id": row.file_id, "object": "vector_store.file", "usage_bytes": row.usage_bytes,
-            "created_at": row.created_at, "vector_store_id": row.vector_store_id, "status": row.status,
-            "last_error": row.last_error, "chunking_strategy": row.chunking, "attributes": row.attributes}
-
-
-def batch_status(batch: StoredFileBatch) -> str:
-    """A failed file never fails its batch: the batch is ``completed`` once no file is in progress."""
-    if batch.cancelled:
-        return "cancelled"
-    return "in_progress" if batch.file_counts.in_progress else "completed"
-
-
-def render_batch(batch: StoredFileBatch) -> dict[str, Any]:
-    return {"id": batch.id, "object": "vector_store.files_batch", "created_at": batch.created_at,
-            "vector_store_id": batch.vector_store_id, "status": batch_status(batch),
-            "file_counts": _counts(batch.file_counts)}
-
-
-def _list(page: Page, render: Any, id_of: Any) -> dict[str, Any]:
-    data = [render(row) for row in page.data]
-    return {"object": "list", "data": data, "first_id": id_of(page.data[0]) if page.data else None,
-            "last_id": id_of(page.data[-1]) if page.data else None, "has_more": page.has_more}
-
 
 # -- validation -------------------------------------------------------------------------------------------------
-
-def check_attributes(value: Any, param: str = "attributes") -> dict[str, Any]:
-    """``attributes``: at most 16 keys of <= 64 characters; values strings (<= 512), numbers or booleans."""
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise invalid_request(f"Invalid type for '{param}': expected an object.", param=param, code="invalid_type")
-    if len(value) > MAX_ATTRIBUTES:
-        raise invalid_request(f"'{param}' may have at most {MAX_ATTRIBUTES} keys; got {len(value)}.", param=param)
-    for key, item in value.items():
-        if len(key) > MAX_ATTRIBUTE_KEY:
-            raise invalid_request(f"Keys of '{param}' may be at most {MAX_ATTRIBUTE_KEY} characters long.",
-                                  param=param)
-        if isinstance(item, str):
-            if len(item) > MAX_ATTRIBUTE_STRING:
-                raise invalid_request(f"String values of '{param}' may be at most {MAX_ATTRIBUTE_STRING} "
-                                      f"characters long ('{key[:64]}').", param=param)
-        elif not isinstance(item, int | float) or item != item or item in (float("inf"), float("-inf")):
-            raise invalid_request(f"Invalid value for '{param}.{key[:64]}': expected a string, a finite number "
-                                  "or a boolean.", param=param, code="invalid_type")
-    return dict(value)
-
-
-def _expires_after(value: Any) -> dict[str, Any] | None:
-    if value is None:
-        return None
-    param = "expires_after"
-    if not isinstance(value, dict):
-        raise invalid_request(f"Invalid type for '{param}': expected an object.", param=param, code="invalid_type")
-    if value.get("anchor") != "last_active_at":
-        raise invalid_request("Invalid value for 'expires_after.anchor': expected 'last_active_at'.",
-                              param="expires_after.anchor")
-    days = value.get("days")
-    if not isinstance(days, int) or isinstance(days, bool) or not 1 <= days <= MAX_EXPIRY_DAYS:
-        raise invalid_request(f"Invalid value for 'expires_after.days': expected an integer between 1 and "
-                              f"{MAX_EXPIRY_DAYS}.", param="expires_after.days")
-    return {"anchor": "last_active_at", "days": days}
-
-
-def _name(value: Any, param: str = "name") -> str:
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise invalid_request(f"Invalid type for '{param}': expected a string.", param=param, code="invalid_type")
-    if len(value) > MAX_NAME:
-        raise invalid_request(f"'{param}' may be at most {MAX_NAME} characters long.", param=param)
-    return value
-
-
-def _file_id(value: Any, param: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise invalid_request(f"Invalid value for '{param}': expected a file id.", param=param,
-                              code="invalid_type" if not isinstance(value, str) else "invalid_value")
-    return value
-
-
-def _file_ids(value: Any, param: str, limit: int) -> list[str]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise invalid_request(f"Invalid type for '{param}': expected an array of file ids.", param=param,
-                              code="invalid_type")
-    if len(value) > limit:
-        raise invalid_request(f"'{param}' may have at most {limit} items; got {len(value)}.", param=param,
-                              code="array_above_max_length")
-    return [_file_id(item, f"{param}[{index}]") for index, item in enumerate(value)]
-
-
-def _status_filter(value: str | None) -> str | None:
-    if value is None or value in STATUSES:
-        return value
-    raise invalid_request(f"Invalid value for 'filter': expected one of {', '.join(STATUSES)}.", param="filter")
-
-
-def _queries(value: Any) -> list[str]:
-    if isinstance(value, str):
-        queries = [value]
-    elif isinstance(value, list) and all(isinstance(item, str) for item in value):
-        queries = list(value)
-    elif value is None:
-        raise invalid_request("Missing required parameter: 'query'.", param="query",
-                              code="missing_required_parameter")
-    else:
-        raise invalid_request("Invalid type for 'query': expected a string or an array of strings.", param="query",
-                              code="invalid_type")
-    if not queries or len(queries) > MAX_QUERIES:
-        raise invalid_request(f"'query' must be a non-empty string or 1 to {MAX_QUERIES} non-empty strings.",
-                              param="query")
-    for position, query in enumerate(queries):  # the length first: nothing of an oversized query is scanned
-        param = "query" if isinstance(value, str) else f"query[{position}]"
-        if len(query) > MAX_QUERY_CHARS:
-            raise invalid_request(f"Invalid '{param}': string too long. Expected a string with maximum length "
-                                  f"{MAX_QUERY_CHARS}, but got a string with length {len(query)} instead.",
-                                  param=param, code="string_above_max_length")
-        if not query.strip():
-            raise invalid_request(f"'query' must be a non-empty string or 1 to {MAX_QUERIES} non-empty strings.",
-                                  param="query")
-    return queries
-
-
-def _store_not_found(vector_store_id: str, param: str = "vector_store_id") -> APIError:
-    return not_found(f"No vector store found with id '{vector_store_id}'.", param=param, code="not_found")
 
 
 class VectorStoreService:
@@ -242,15 +92,15 @@ class VectorStoreService:
     # -- vector stores ---------------------------------------------------------------------------------------
 
     async def create(self, body: Mapping[str, Any], *, tenant: str) -> dict[str, Any]:
-        name = _name(body.get("name"))
+        name = store_name(body.get("name"))
         description = body.get("description")
         if description is not None and not isinstance(description, str):
             raise invalid_request("Invalid type for 'description': expected a string.", param="description",
                                   code="invalid_type")
         metadata = body.get("metadata")
         check_metadata(metadata)
-        expiry = _expires_after(body.get("expires_after"))
-        file_ids = _file_ids(body.get("file_ids"), "file_ids", MAX_FILES_PER_CREATE)
+        expiry = expires_after(body.get("expires_after"))
+        file_ids = check_file_ids(body.get("file_ids"), "file_ids", MAX_FILES_PER_CREATE)
         chunking = chunking_strategy_object(parse_chunking_strategy(body.get("chunking_strategy")))
         await self._check_files_exist(file_ids, "file_ids", tenant)
         now = int(time.time())
@@ -267,7 +117,7 @@ class VectorStoreService:
                           before: str | None) -> dict[str, Any]:
         with page_errors("vector store"):
             page = await self.store.list_stores(tenant=tenant, limit=limit, order=order, after=after, before=before)
-        return _list(page, render_store, lambda store: store.id)
+        return list_page(page, render_store, lambda store: store.id)
 
     async def get(self, vector_store_id: str, *, tenant: str) -> dict[str, Any]:
         return render_store(await self._get(vector_store_id, tenant))
@@ -275,23 +125,23 @@ class VectorStoreService:
     async def update(self, vector_store_id: str, body: Mapping[str, Any], *, tenant: str) -> dict[str, Any]:
         changes: dict[str, Any] = {}
         if "name" in body:
-            changes["name"] = _name(body["name"])
+            changes["name"] = store_name(body["name"])
         if "metadata" in body:
             check_metadata(body["metadata"])
             changes["metadata"] = body["metadata"] or {}
         if "expires_after" in body:
-            changes["expires_after"] = _expires_after(body["expires_after"])
+            changes["expires_after"] = expires_after(body["expires_after"])
         current = await self._get(vector_store_id, tenant)
         if is_expired(current):
             raise self._expired(vector_store_id)
         changes["last_active_at"] = int(time.time())
         if not await self.store.update_store(vector_store_id, changes, tenant=tenant):
-            raise _store_not_found(vector_store_id)
+            raise store_not_found(vector_store_id)
         return await self.get(vector_store_id, tenant=tenant)
 
     async def delete(self, vector_store_id: str, *, tenant: str) -> dict[str, Any]:
         if not await self.store.delete_store(vector_store_id, tenant=tenant):
-            raise _store_not_found(vector_store_id)
+            raise store_not_found(vector_store_id)
         await self.chunks.delete_store_chunks(vector_store_id)
         return {"id": vector_store_id, "object": "vector_store.deleted", "deleted": True}
 
@@ -301,7 +151,7 @@ class VectorStoreService:
         if "file_id" not in body:
             raise invalid_request("Missing required parameter: 'file_id'.", param="file_id",
                                   code="missing_required_parameter")
-        file_id = _file_id(body["file_id"], "file_id")
+        file_id = check_file_id(body["file_id"], "file_id")
         attributes = check_attributes(body.get("attributes"))
         chunking = chunking_strategy_object(parse_chunking_strategy(body.get("chunking_strategy")))
         await self._writable(vector_store_id, tenant)
@@ -311,14 +161,14 @@ class VectorStoreService:
 
     async def list_files(self, vector_store_id: str, *, tenant: str, limit: int, order: str, after: str | None,
                          before: str | None, status: str | None, batch_id: str | None = None) -> dict[str, Any]:
-        status = _status_filter(status)
+        status = status_filter(status)
         await self._get(vector_store_id, tenant)
         if batch_id is not None:
             await self._get_batch(vector_store_id, batch_id, tenant)
         with page_errors("vector store file"):
             page = await self.store.list_files(vector_store_id, tenant=tenant, limit=limit, order=order, after=after,
                                                before=before, status=status, batch_id=batch_id)
-        return _list(page, render_file, lambda row: row.file_id)
+        return list_page(page, render_file, lambda row: row.file_id)
 
     async def get_file(self, vector_store_id: str, file_id: str, *, tenant: str) -> dict[str, Any]:
         return render_file(await self._get_file(vector_store_id, file_id, tenant))
@@ -369,7 +219,7 @@ class VectorStoreService:
             raise invalid_request("Missing required parameter: 'file_ids' (or 'files').", param="file_ids",
                                   code="missing_required_parameter")
         if has_ids:
-            file_ids = _file_ids(body["file_ids"], "file_ids", MAX_FILES_PER_BATCH)
+            file_ids = check_file_ids(body["file_ids"], "file_ids", MAX_FILES_PER_BATCH)
             attributes = check_attributes(body.get("attributes"))
             chunking = chunking_strategy_object(parse_chunking_strategy(body.get("chunking_strategy")))
             files = [NewFile(file_id, attributes, chunking) for file_id in file_ids]
@@ -410,7 +260,7 @@ class VectorStoreService:
             if "file_id" not in entry:
                 raise invalid_request(f"Missing required parameter: '{param}.file_id'.", param=f"{param}.file_id",
                                       code="missing_required_parameter")
-            file_id = _file_id(entry["file_id"], f"{param}.file_id")
+            file_id = check_file_id(entry["file_id"], f"{param}.file_id")
             attributes = check_attributes(entry.get("attributes"), f"{param}.attributes")
             try:
                 strategy = parse_chunking_strategy(entry.get("chunking_strategy"))
@@ -425,7 +275,7 @@ class VectorStoreService:
 
     async def search_store(self, vector_store_id: str, body: Mapping[str, Any], *, tenant: str) -> dict[str, Any]:
         """``POST /v1/vector_stores/{id}/search``: a page of results in OpenAI's shape."""
-        queries = _queries(body.get("query"))
+        queries = check_queries(body.get("query"))
         options = parse_search_options(body)
         await self._searchable([vector_store_id], "vector_store_id", tenant)
         results = await search(self.chunks, self.embedder, [vector_store_id],
@@ -446,7 +296,7 @@ class VectorStoreService:
         for vector_store_id in dict.fromkeys(vector_store_ids):
             store = await self.store.get_store(vector_store_id, tenant=tenant)
             if store is None:
-                raise _store_not_found(vector_store_id, param)
+                raise store_not_found(vector_store_id, param)
             if is_expired(store, now):
                 raise self._expired(vector_store_id, param)
             self._check_embedder(store, param)
@@ -462,14 +312,14 @@ class VectorStoreService:
         with _unknown_files([f.file_id for f in files], param):  # deleted or expired since it was checked
             seqs = await self.store.add_files(vector_store_id, now, unique, tenant=tenant, batch_id=batch_id)
         if seqs is None:  # deleted since it was checked
-            raise _store_not_found(vector_store_id)
+            raise store_not_found(vector_store_id)
         await self.store.update_store(vector_store_id, {"last_active_at": now}, tenant=tenant)
         self.worker.enqueue(jobs_for(vector_store_id, [f.file_id for f in unique], seqs))
 
     async def _get(self, vector_store_id: str, tenant: str) -> StoredVectorStore:
         store = await self.store.get_store(vector_store_id, tenant=tenant)
         if store is None:
-            raise _store_not_found(vector_store_id)
+            raise store_not_found(vector_store_id)
         return store
 
     async def _writable(self, vector_store_id: str, tenant: str) -> StoredVectorStore:
