@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 
 
 def exporter_imports() -> bool:
@@ -18,10 +18,14 @@ def exporter_imports() -> bool:
 
 
 def main() -> int:
+    try:
+        installed = version("opentelemetry-proto")
+    except PackageNotFoundError:  # installed without the otel extra: nothing to put back
+        return 0
     if exporter_imports():
         return 0
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                    "--force-reinstall", "--no-deps", f"opentelemetry-proto=={version('opentelemetry-proto')}"],
+                    "--force-reinstall", "--no-deps", f"opentelemetry-proto=={installed}"],
                    check=True)
     if not exporter_imports():
         print("the OTLP trace exporter still does not import after reinstalling opentelemetry-proto",

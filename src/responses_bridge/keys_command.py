@@ -136,7 +136,7 @@ def revoke_command(args: argparse.Namespace) -> int:
 def _run(action: str, work: Coroutine[Any, Any, T]) -> T:
     """Runs one command's store work; a shared database out of reach is one line and exit status 1, as at
     ``serve``'s start."""
-    from .store.postgres.database import DatabaseUnavailable
+    from .store.database_url import DatabaseUnavailable
 
     try:
         return asyncio.run(work)

@@ -38,7 +38,6 @@ from .store.background_runs import RunLeases
 from .store.base import EventLog
 from .store.chunks import ChunkIndex
 from .store.open import open_stores
-from .store.postgres.background_runs import PostgresRunLeases
 from .store.vector_stores import VectorStoreStore
 from .upstreams import Route, Router
 
@@ -148,6 +147,8 @@ class Runtime:
         runtime.server_tools.services.file_search = runtime.vector_stores  # what the file_search tool searches
         leases = None
         if stores.postgres is not None and database_url:  # replicas share the background runs: leases
+            from .store.postgres.background_runs import PostgresRunLeases  # the postgres extra: loaded here only
+
             leases = PostgresRunLeases(stores.postgres, database_url,
                                        lease_seconds=settings.background_lease_seconds)
         await runtime._open_background(stores.responses, stores.events, upstream, leases)

@@ -21,7 +21,7 @@ from .config import Settings, env_names, environment_help, field_default, load_s
 from .observability import configure_logging
 from .observability.tracing import configure_tracing, shutdown_tracing
 from .runtime import Runtime
-from .store.postgres.database import DatabaseUnavailable, describe
+from .store.database_url import DatabaseUnavailable, describe
 
 log = structlog.get_logger("responses_bridge.serve")
 
@@ -72,8 +72,12 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings({field: flag for flag, field, _, _ in FLAGS}, config=args.config,
                              **{field: getattr(args, field) for _, field, _, _ in FLAGS})
     configure_logging(settings.log_level, settings.log_format)
-    if configure_tracing():  # OTEL_EXPORTER_OTLP_ENDPOINT and the other standard OTEL_* variables
-        log.info("tracing_enabled")
+    try:
+        if configure_tracing():  # OTEL_EXPORTER_OTLP_ENDPOINT and the other standard OTEL_* variables
+            log.info("tracing_enabled")
+    except RuntimeError as exc:  # configured, but cannot run here (the otel extra missing): one line, no traceback
+        print(f"responses-bridge serve: {exc}", file=sys.stderr)
+        return 1
     try:
         asyncio.run(serve(settings, http=not args.no_http, extproc=not args.no_extproc))
     except StartupError as exc:
@@ -104,7 +108,8 @@ async def open_runtime(settings: Settings) -> Runtime:
         default = router.route(None).upstream.name if settings.default_upstream else next(iter(clients))
         runtime = await Runtime.open(settings, clients[default], dict(clients))
     except DatabaseUnavailable as exc:  # the shared database is out of reach: never a silent SQLite instead
-        raise StartupError(f"{exc} (RESPONSES_BRIDGE_DATABASE_URL)") from None
+        raise StartupError(str(exc) if "RESPONSES_BRIDGE_DATABASE_URL" in str(exc)
+                           else f"{exc} (RESPONSES_BRIDGE_DATABASE_URL)") from None
     await _probe_auto(runtime)
     return runtime
 

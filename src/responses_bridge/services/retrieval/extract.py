@@ -192,8 +192,12 @@ def _csv(raw: str, delimiter: str) -> str:
 
 
 def _pdf(path: Path, budget: Budget) -> str:
-    from pypdf import PdfReader
-    from pypdf.errors import PyPdfError
+    try:
+        from pypdf import PdfReader
+        from pypdf.errors import PyPdfError
+    except ImportError:
+        raise ExtractionError("server_error", "Reading PDF files needs the retrieval extra, which is not installed "
+                              "here: pip install 'responses-bridge[retrieval]'.") from None
 
     pages: list[str] = []
     try:

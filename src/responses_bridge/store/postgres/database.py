@@ -18,14 +18,13 @@ import contextlib
 import itertools
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
-from urllib.parse import unquote, urlsplit
 
 import asyncpg
 from pgvector.asyncpg import register_vector
 
 from .. import metrics
+from ..database_url import DatabaseUnavailable, describe, is_postgres_url
 from .migrations import MIGRATIONS, Migration, latest_version, migrate
 from .sql import pg_text
 
@@ -40,39 +39,6 @@ CONNECT_TIMEOUT_SECONDS = 10.0
 DEFAULT_POOL_SIZE = 10
 """Connections per replica: enough for a busy sidecar; a server's ``max_connections`` (100 by default) then
 serves several replicas."""
-
-
-class DatabaseUnavailable(RuntimeError):
-    """The database named by ``RESPONSES_BRIDGE_DATABASE_URL`` could not be reached, or refused us."""
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """Where a database URL points, without its credentials: what messages and logs may show."""
-
-    host: str
-    port: int
-    database: str
-    user: str
-
-    def __str__(self) -> str:
-        return f"{self.host}:{self.port}/{self.database} as {self.user}"
-
-
-def describe(url: str) -> Target:
-    """The host, port, database and user a ``postgresql://`` URL names (libpq's defaults where it names none)."""
-    parts = urlsplit(url)
-    host = parts.hostname or "localhost"
-    try:
-        port = parts.port or 5432
-    except ValueError:
-        port = 5432
-    database = unquote(parts.path.lstrip("/")) or unquote(parts.username or "") or "postgres"
-    return Target(host=host, port=port, database=database, user=unquote(parts.username or "postgres"))
-
-
-def is_postgres_url(url: str | None) -> bool:
-    return bool(url) and urlsplit(url or "").scheme in ("postgres", "postgresql")
 
 
 class PostgresDatabase:
@@ -202,4 +168,4 @@ def _reason(exc: BaseException) -> str:
     return text
 
 
-__all__ = ["DatabaseUnavailable", "PostgresDatabase", "Target", "describe", "is_postgres_url"]
+__all__ = ["DatabaseUnavailable", "PostgresDatabase", "describe", "is_postgres_url"]
