@@ -23,7 +23,7 @@ from .config import load_settings
 
 if TYPE_CHECKING:
     from .config import Settings
-    from .store.api_keys import ApiKeyStore
+    from .store.base import ApiKeyStore
 
 T = TypeVar("T")
 _DURATION = re.compile(r"(\d+)([smhdw])")

@@ -34,11 +34,8 @@ from .services.retention import RetentionService
 from .services.retrieval.embedders import Embedder, embedder_from_settings
 from .services.vector_stores import VectorStoreService
 from .store import ResponseStore
-from .store.background_runs import RunLeases
-from .store.base import EventLog
-from .store.chunks import ChunkIndex
+from .store.base import ChunkIndex, EventLog, RunLeases, VectorStoreStore
 from .store.open import open_stores
-from .store.vector_stores import VectorStoreStore
 from .upstreams import Route, Router
 
 log = structlog.get_logger("responses_bridge.runtime")
@@ -147,7 +144,7 @@ class Runtime:
         runtime.server_tools.services.file_search = runtime.vector_stores  # what the file_search tool searches
         leases = None
         if stores.postgres is not None and database_url:  # replicas share the background runs: leases
-            from .store.postgres.background_runs import PostgresRunLeases  # the postgres extra: loaded here only
+            from .store.postgres.background_runs import PostgresRunLeases
 
             leases = PostgresRunLeases(stores.postgres, database_url,
                                        lease_seconds=settings.background_lease_seconds)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import asyncpg
 
-from responses_bridge.store.migrations import LATEST_VERSION
 from responses_bridge.store.open import StoreSet, open_stores
 from responses_bridge.store.postgres.migrations import latest_version
+from responses_bridge.store.sqlite.migrations import LATEST_VERSION
 from tests.support.postgres import shared_server, sidecar_env
 
 

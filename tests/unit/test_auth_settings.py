@@ -19,7 +19,7 @@ from responses_bridge.protocol.errors import APIError
 from responses_bridge.serve import warn_if_open
 from responses_bridge.services.identity import Identity
 from responses_bridge.store import SQLiteResponseStore
-from responses_bridge.store.api_keys import SQLiteApiKeyStore
+from responses_bridge.store.sqlite.api_keys import SQLiteApiKeyStore
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC).timestamp()
 

@@ -19,9 +19,9 @@ from responses_bridge.run.response_run import ResponseRun
 from responses_bridge.services.background import BackgroundService
 from responses_bridge.services.background_frames import INTERRUPTED_CODE, interrupted, split_frames
 from responses_bridge.store import SQLiteResponseStore
-from responses_bridge.store.background_runs import LocalRunLeases
 from responses_bridge.store.base import DEFAULT_TENANT
-from responses_bridge.store.events import SQLiteEventLog
+from responses_bridge.store.sqlite.background_runs import LocalRunLeases
+from responses_bridge.store.sqlite.events import SQLiteEventLog
 
 
 def chunk(delta: dict, finish: str | None = None) -> bytes:

@@ -14,8 +14,9 @@ from responses_bridge.protocol.errors import APIError
 from responses_bridge.run.response_run import ResponseRun
 from responses_bridge.services.conversations import ConversationService, render_item
 from responses_bridge.store import SQLiteResponseStore
-from responses_bridge.store.base import DEFAULT_TENANT, ConversationStore, InvalidCursor, InvalidPageArgs
-from responses_bridge.store.conversations import SQLiteConversationStore
+from responses_bridge.store.base import DEFAULT_TENANT, ConversationStore
+from responses_bridge.store.records import InvalidCursor, InvalidPageArgs
+from responses_bridge.store.sqlite.conversations import SQLiteConversationStore
 
 
 def item(item_id: str, text: str = "hi") -> dict:

@@ -20,8 +20,10 @@ from responses_bridge.services.files import (
     files_directory,
 )
 from responses_bridge.store import SQLiteResponseStore
-from responses_bridge.store.files import FileStore, SQLiteFileStore, StoredFile, UnknownCursor
+from responses_bridge.store.base import FileStore
 from responses_bridge.store.postgres.files import PostgresFileStore
+from responses_bridge.store.records import StoredFile, UnknownCursor
+from responses_bridge.store.sqlite.files import SQLiteFileStore
 from tests.unit.store_kinds import KINDS, postgres_database
 
 T = "tenant-a"

@@ -80,5 +80,5 @@ def test_the_rules_catch_what_they_forbid(tmp_path: Path) -> None:
 def test_the_walk_sees_imports() -> None:
     """The checker itself: it must find the arrows that do exist, or every test above passes vacuously."""
     assert "responses_bridge.devtools.procs" in imports_of(PACKAGE / "devtools" / "demo.py")
-    assert "responses_bridge.store.base" in imports_of(PACKAGE / "store" / "sqlite.py")
+    assert "responses_bridge.store.records" in imports_of(PACKAGE / "store" / "sqlite" / "responses.py")
     assert room("responses_bridge.envoy_config") == "envoy_config"

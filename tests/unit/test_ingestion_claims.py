@@ -15,12 +15,11 @@ import numpy
 import pytest
 
 from responses_bridge.services.ingestion import IngestionWorker
-from responses_bridge.store.files import StoredFile
 from responses_bridge.store.postgres import PostgresDatabase
 from responses_bridge.store.postgres.chunks import PostgresChunkIndex
 from responses_bridge.store.postgres.files import PostgresFileStore
 from responses_bridge.store.postgres.vector_stores import PostgresVectorStoreStore
-from responses_bridge.store.vector_stores import NewFile, StoredVectorStore
+from responses_bridge.store.records import NewFile, StoredFile, StoredVectorStore
 from tests.unit.store_kinds import postgres_database_url
 from tests.unit.vector_store_doubles import DirectoryFiles, HashEmbedder
 

@@ -19,10 +19,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from responses_bridge.store import MIGRATIONS, InvalidCursor, InvalidPageArgs, SQLiteResponseStore, migrate
-from responses_bridge.store.base import DEFAULT_TENANT, ConversationStore, ResponseFilter, ResponseStore
-from responses_bridge.store.conversations import SQLiteConversationStore
+from responses_bridge.store.base import DEFAULT_TENANT, ConversationStore, ResponseStore
 from responses_bridge.store.listing import bounds, responses_page
-from responses_bridge.store.sqlite import METADATA_JOIN
+from responses_bridge.store.records import ResponseFilter
+from responses_bridge.store.sqlite.conversations import SQLiteConversationStore
+from responses_bridge.store.sqlite.responses import METADATA_JOIN
 
 
 def response(response_id: str, created_at: int, *, model: str = "m1", status: str = "completed",
@@ -318,7 +319,7 @@ async def test_conversations_list(store: SQLiteResponseStore) -> None:
 
 
 async def test_conversation_page_is_an_index_seek(store: SQLiteResponseStore) -> None:
-    from responses_bridge.store.conversations import conversations_page
+    from responses_bridge.store.sqlite.conversations import conversations_page
 
     page = bounds(False, (5, "conv_a"), None, after_given=True, before_given=False)
     sql, params = conversations_page(page, 3, "tenant_a")

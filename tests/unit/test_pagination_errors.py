@@ -11,7 +11,7 @@ from responses_bridge.services.conversations import ConversationService
 from responses_bridge.services.pagination import page_errors
 from responses_bridge.store import InvalidCursor, InvalidPageArgs, SQLiteResponseStore
 from responses_bridge.store.base import DEFAULT_TENANT
-from responses_bridge.store.conversations import SQLiteConversationStore
+from responses_bridge.store.sqlite.conversations import SQLiteConversationStore
 
 
 @pytest.fixture

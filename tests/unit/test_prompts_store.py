@@ -14,8 +14,9 @@ from responses_bridge.protocol.errors import APIError
 from responses_bridge.run.response_run import ResponseRun
 from responses_bridge.services.prompts import PromptService, placeholders
 from responses_bridge.store import SQLiteResponseStore
-from responses_bridge.store.base import DEFAULT_TENANT, PromptStore, PromptVersionConflict
-from responses_bridge.store.prompts import SQLitePromptStore
+from responses_bridge.store.base import DEFAULT_TENANT, PromptStore
+from responses_bridge.store.records import PromptVersionConflict
+from responses_bridge.store.sqlite.prompts import SQLitePromptStore
 
 IMAGE = {"type": "input_image", "image_url": "https://example.com/cat.png"}
 

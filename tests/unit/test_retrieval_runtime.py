@@ -13,8 +13,8 @@ from responses_bridge.serve import open_runtime
 from responses_bridge.services.retrieval.embedders import LocalStaticEmbedder, UpstreamEmbedder
 from responses_bridge.services.retrieval.search import search
 from responses_bridge.store.base import DEFAULT_TENANT
-from responses_bridge.store.chunks import SQLiteChunkIndex
-from responses_bridge.store.vector_stores import SQLiteVectorStoreStore
+from responses_bridge.store.sqlite.chunks import SQLiteChunkIndex
+from responses_bridge.store.sqlite.vector_stores import SQLiteVectorStoreStore
 
 TEXTS = ["The lighthouse keeper trims the lamp at dusk.", "Sourdough needs a starter fed with flour and water."]
 

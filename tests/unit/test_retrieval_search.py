@@ -28,8 +28,8 @@ from responses_bridge.services.retrieval.search import (
 )
 from responses_bridge.store import SQLiteResponseStore
 from responses_bridge.store.base import DEFAULT_TENANT
-from responses_bridge.store.chunks import SQLiteChunkIndex
-from responses_bridge.store.vector_stores import SQLiteVectorStoreStore
+from responses_bridge.store.sqlite.chunks import SQLiteChunkIndex
+from responses_bridge.store.sqlite.vector_stores import SQLiteVectorStoreStore
 
 
 class WordEmbedder:

@@ -15,15 +15,13 @@ from typing import Any
 import orjson
 import pytest
 
-from responses_bridge.store.base import (
-    ConversationStore,
+from responses_bridge.store.base import ConversationStore, PromptStore, ResponseStore
+from responses_bridge.store.records import (
     InvalidCursor,
     InvalidPageArgs,
-    PromptStore,
     PromptVersionConflict,
     ResponseFilter,
     ResponseIdTaken,
-    ResponseStore,
 )
 from tests.support.stores import KINDS, Stores, open_stores
 from tests.unit.test_store import assistant_item, make_response, user_item

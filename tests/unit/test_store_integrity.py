@@ -23,8 +23,8 @@ from responses_bridge.services.prompts import PromptService
 from responses_bridge.services.readiness import check_readiness
 from responses_bridge.store import LATEST_VERSION, MIGRATIONS, SQLiteResponseStore, migrate
 from responses_bridge.store.base import DEFAULT_TENANT
-from responses_bridge.store.conversations import SQLiteConversationStore
-from responses_bridge.store.prompts import SQLitePromptStore
+from responses_bridge.store.sqlite.conversations import SQLiteConversationStore
+from responses_bridge.store.sqlite.prompts import SQLitePromptStore
 
 BLOB_TABLES = ("response_items", "conversation_items", "prompt_versions", "response_events")
 
@@ -310,7 +310,7 @@ async def test_grpc_health_follows_readiness(db: SQLiteResponseStore) -> None:
 
 async def test_loading_a_chain_sorts_no_item_through_sqlite(db: SQLiteResponseStore, tmp_path) -> None:
     """One statement for the whole chain, and no temporary b-tree: sorting there would copy every item's JSON."""
-    from responses_bridge.store.sqlite import _LOAD_HISTORY
+    from responses_bridge.store.sqlite.responses import _LOAD_HISTORY
 
     with sqlite3.connect(str(tmp_path / "store.db")) as conn:
         params = {"id": "x", "tenant": "t", "max_depth": 9}

@@ -22,9 +22,9 @@ from responses_bridge.services.files import FileService
 from responses_bridge.services.retrieval.embedders import LocalStaticEmbedder
 from responses_bridge.services.vector_stores import VectorStoreService
 from responses_bridge.store import SQLiteResponseStore
-from responses_bridge.store.chunks import SQLiteChunkIndex
-from responses_bridge.store.files import SQLiteFileStore
-from responses_bridge.store.vector_stores import SQLiteVectorStoreStore
+from responses_bridge.store.sqlite.chunks import SQLiteChunkIndex
+from responses_bridge.store.sqlite.files import SQLiteFileStore
+from responses_bridge.store.sqlite.vector_stores import SQLiteVectorStoreStore
 from tests.unit.test_server_tool_turns import end, text, tool
 from tests.unit.test_server_tools_executor import OPTIONS, Loop, item
 

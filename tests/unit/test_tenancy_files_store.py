@@ -16,21 +16,24 @@ import numpy as np
 import pytest
 
 from responses_bridge.store import MIGRATIONS, SQLiteResponseStore, migrate
-from responses_bridge.store.base import DEFAULT_TENANT, InvalidCursor
-from responses_bridge.store.chunks import ChunkIndex, SQLiteChunkIndex
-from responses_bridge.store.files import FileStore, SQLiteFileStore, StorageLimitExceeded, StoredFile, UnknownCursor
+from responses_bridge.store.base import DEFAULT_TENANT, ChunkIndex, FileStore, VectorStoreStore
 from responses_bridge.store.postgres import PostgresDatabase
 from responses_bridge.store.postgres.chunks import PostgresChunkIndex
 from responses_bridge.store.postgres.files import PostgresFileStore
 from responses_bridge.store.postgres.vector_stores import PostgresVectorStoreStore
-from responses_bridge.store.vector_stores import (
+from responses_bridge.store.records import (
     FileCounts,
+    InvalidCursor,
     NewFile,
-    SQLiteVectorStoreStore,
+    StorageLimitExceeded,
+    StoredFile,
     StoredVectorStore,
+    UnknownCursor,
     UnknownFile,
-    VectorStoreStore,
 )
+from responses_bridge.store.sqlite.chunks import SQLiteChunkIndex
+from responses_bridge.store.sqlite.files import SQLiteFileStore
+from responses_bridge.store.sqlite.vector_stores import SQLiteVectorStoreStore
 from tests.unit.store_kinds import KINDS, postgres_database, postgres_database_url
 
 A, B = "tenant-a", "tenant-b"

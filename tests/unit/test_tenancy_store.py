@@ -12,10 +12,11 @@ import orjson
 import pytest
 
 from responses_bridge.store import MIGRATIONS, InvalidCursor, SQLiteResponseStore, migrate
-from responses_bridge.store.base import DEFAULT_TENANT, ResponseFilter, ResponseIdTaken
-from responses_bridge.store.conversations import SQLiteConversationStore
-from responses_bridge.store.events import SQLiteEventLog
-from responses_bridge.store.prompts import SQLitePromptStore
+from responses_bridge.store.base import DEFAULT_TENANT
+from responses_bridge.store.records import ResponseFilter, ResponseIdTaken
+from responses_bridge.store.sqlite.conversations import SQLiteConversationStore
+from responses_bridge.store.sqlite.events import SQLiteEventLog
+from responses_bridge.store.sqlite.prompts import SQLitePromptStore
 
 A, B = "tenant-a", "tenant-b"
 

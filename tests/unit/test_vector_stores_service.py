@@ -16,8 +16,8 @@ from responses_bridge.protocol.search_options import SearchOptions
 from responses_bridge.services.retrieval.embedders import Embedder, LocalStaticEmbedder
 from responses_bridge.services.vector_stores import VectorStoreService
 from responses_bridge.store import SQLiteResponseStore
-from responses_bridge.store.chunks import SQLiteChunkIndex
-from responses_bridge.store.vector_stores import SQLiteVectorStoreStore
+from responses_bridge.store.sqlite.chunks import SQLiteChunkIndex
+from responses_bridge.store.sqlite.vector_stores import SQLiteVectorStoreStore
 from tests.unit.vector_store_doubles import HashEmbedder, StoredFiles
 
 TEXT = b"alpha beta gamma delta epsilon " * 200

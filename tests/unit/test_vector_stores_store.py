@@ -12,17 +12,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from responses_bridge.store import SQLiteResponseStore
-from responses_bridge.store.base import InvalidCursor, InvalidPageArgs
-from responses_bridge.store.files import FileStore, SQLiteFileStore, StoredFile
+from responses_bridge.store.base import FileStore, VectorStoreStore
 from responses_bridge.store.postgres.files import PostgresFileStore
 from responses_bridge.store.postgres.vector_stores import PostgresVectorStoreStore
-from responses_bridge.store.vector_stores import (
+from responses_bridge.store.records import (
     FileCounts,
+    InvalidCursor,
+    InvalidPageArgs,
     NewFile,
-    SQLiteVectorStoreStore,
+    StoredFile,
     StoredVectorStore,
-    VectorStoreStore,
 )
+from responses_bridge.store.sqlite.files import SQLiteFileStore
+from responses_bridge.store.sqlite.vector_stores import SQLiteVectorStoreStore
 from tests.unit.store_kinds import KINDS, postgres_database
 
 CHUNKING = {"type": "static", "static": {"max_chunk_size_tokens": 800, "chunk_overlap_tokens": 400}}

@@ -46,8 +46,9 @@ from ..observability import metrics
 from ..protocol.errors import APIError, not_found
 from ..run.runs import Run
 from ..run.upstream import UpstreamClient
-from ..store.background_runs import Closer, LocalRunLeases, RunLeases
-from ..store.base import EventLog, ResponseStore
+from ..store.base import EventLog, ResponseStore, RunLeases
+from ..store.records import Closer
+from ..store.sqlite.background_runs import LocalRunLeases
 from .background_frames import (
     _TERMINAL,
     ABANDONED_MESSAGE,

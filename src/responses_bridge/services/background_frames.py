@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..engine.sse import DONE_FRAME, encode_event
-from ..store.background_runs import Closer
+from ..store.records import Closer
 
 _TERMINAL = ("completed", "incomplete", "failed", "cancelled")
 

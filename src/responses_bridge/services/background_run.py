@@ -16,10 +16,7 @@ from ..protocol.errors import APIError
 from ..run.drive import drive
 from ..run.runs import Run
 from ..run.upstream import UpstreamClient
-from .background_frames import (
-    _TERMINAL,
-    split_frames,
-)
+from .background_frames import _TERMINAL, split_frames
 
 if TYPE_CHECKING:
     from .background import BackgroundService

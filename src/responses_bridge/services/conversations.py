@@ -14,7 +14,8 @@ from .. import ids
 from ..protocol.errors import APIError, invalid_request, not_found
 from ..protocol.input_items import normalize_input
 from ..protocol.request import check_metadata
-from ..store.base import ConversationStore, ItemPage, StoredConversation
+from ..store.base import ConversationStore
+from ..store.records import ItemPage, StoredConversation
 from .pagination import page_errors
 
 MAX_ITEMS_PER_CALL = 20

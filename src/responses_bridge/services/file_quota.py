@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from ..protocol.errors import APIError, invalid_request
-from ..store.files import StorageLimitExceeded
+from ..store.records import StorageLimitExceeded
 
 STORED_READS = 8
 

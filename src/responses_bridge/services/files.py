@@ -29,14 +29,10 @@ from typing import Any
 import structlog
 
 from ..protocol.errors import APIError, invalid_request, not_found
-from ..store.file_bytes import (
-    FILE_ID,
-    BlobReader,
-    BlobWriter,
-    DiskFileBytes,
-    FileBytes,
-)
-from ..store.files import FileStore, StorageLimitExceeded, StoredFile, UnknownCursor
+from ..store.base import BlobReader, BlobWriter, FileBytes, FileStore
+from ..store.file_ids import FILE_ID
+from ..store.records import StorageLimitExceeded, StoredFile, UnknownCursor
+from ..store.sqlite.file_bytes import DiskFileBytes
 from .file_quota import StorageQuota, storage_limit_error
 
 log = structlog.get_logger("responses_bridge.files")

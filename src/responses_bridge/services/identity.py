@@ -27,7 +27,7 @@ from ..store.base import DEFAULT_TENANT
 
 if TYPE_CHECKING:
     from ..config import Settings
-    from ..store.api_keys import ApiKeyStore
+    from ..store.base import ApiKeyStore
 
 SIDECAR_HEADER = "x-responses-bridge-sidecar"
 """Carried by the sidecar's own calls through Envoy in keys mode (see the module docstring); checked and removed by

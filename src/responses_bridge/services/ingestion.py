@@ -30,8 +30,8 @@ from typing import Any, Protocol
 import numpy
 import structlog
 
-from ..store.chunks import ChunkIndex
-from ..store.vector_stores import StoredVectorStoreFile, VectorStoreStore
+from ..store.base import ChunkIndex, VectorStoreStore
+from ..store.records import StoredVectorStoreFile
 from .retrieval.chunking import StaticChunking, chunk_text, parse_chunking_strategy
 from .retrieval.embedders import Embedder
 from .retrieval.extract import ExtractionError, extract_text

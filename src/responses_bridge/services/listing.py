@@ -10,7 +10,8 @@ from __future__ import annotations
 import orjson
 
 from ..protocol.errors import invalid_request
-from ..store.base import ResponseFilter, ResponsePage, ResponseStore
+from ..store.base import ResponseStore
+from ..store.records import ResponseFilter, ResponsePage
 from .pagination import page_errors
 
 RESPONSE_STATUSES = ("completed", "failed", "in_progress", "cancelled", "queued", "incomplete")

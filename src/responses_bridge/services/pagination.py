@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ..protocol.errors import APIError
-from ..store.base import MAX_PAGE_LIMIT, InvalidCursor, InvalidPageArgs
+from ..store.records import MAX_PAGE_LIMIT, InvalidCursor, InvalidPageArgs
 
 _PAGE_ARG_MESSAGES = {
     "limit": f"limit must be an integer between 1 and {MAX_PAGE_LIMIT}",

@@ -24,7 +24,8 @@ from ..engine.state import RenderedPrompt
 from ..protocol.errors import APIError, invalid_request, not_found
 from ..protocol.input_items import normalize_input
 from ..protocol.request import check_metadata
-from ..store.base import PromptStore, PromptVersionConflict, StoredPromptVersion
+from ..store.base import PromptStore
+from ..store.records import PromptVersionConflict, StoredPromptVersion
 
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.\-]*)\s*\}\}")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")

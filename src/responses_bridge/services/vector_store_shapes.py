@@ -8,14 +8,7 @@ import time
 from typing import Any
 
 from ..protocol.errors import APIError, invalid_request, not_found
-from ..store.vector_stores import (
-    STATUSES,
-    FileCounts,
-    Page,
-    StoredFileBatch,
-    StoredVectorStore,
-    StoredVectorStoreFile,
-)
+from ..store.records import STATUSES, FileCounts, Page, StoredFileBatch, StoredVectorStore, StoredVectorStoreFile
 from .retrieval.search import MAX_QUERY_CHARS
 
 DAY_SECONDS = 86_400

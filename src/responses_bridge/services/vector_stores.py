@@ -24,15 +24,8 @@ from .. import ids
 from ..protocol.errors import APIError, invalid_request, not_found
 from ..protocol.request import check_metadata
 from ..protocol.search_options import SearchOptions, parse_search_options
-from ..store.chunks import ChunkIndex
-from ..store.vector_stores import (
-    NewFile,
-    StoredFileBatch,
-    StoredVectorStore,
-    StoredVectorStoreFile,
-    UnknownFile,
-    VectorStoreStore,
-)
+from ..store.base import ChunkIndex, VectorStoreStore
+from ..store.records import NewFile, StoredFileBatch, StoredVectorStore, StoredVectorStoreFile, UnknownFile
 from .ingestion import LEASE_SECONDS, FileSource, IngestionWorker, jobs_for
 from .pagination import page_errors
 from .retrieval.chunking import chunking_strategy_object, parse_chunking_strategy

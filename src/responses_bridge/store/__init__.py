@@ -1,17 +1,9 @@
 """Persistence of responses for retrieval, deletion, ``input_items`` and ``previous_response_id`` chains."""
 
-from .base import (
-    MAX_PAGE_LIMIT,
-    ConversationStore,
-    InvalidCursor,
-    InvalidPageArgs,
-    ItemPage,
-    PromptStore,
-    ResponseStore,
-    StoredResponse,
-)
-from .migrations import LATEST_VERSION, MIGRATIONS, migrate
-from .sqlite import SQLiteResponseStore, default_db_path
+from .base import ConversationStore, PromptStore, ResponseStore
+from .records import MAX_PAGE_LIMIT, InvalidCursor, InvalidPageArgs, ItemPage, StoredResponse
+from .sqlite.migrations import LATEST_VERSION, MIGRATIONS, migrate
+from .sqlite.responses import SQLiteResponseStore, default_db_path
 
 __all__ = [
     "LATEST_VERSION",

@@ -7,9 +7,36 @@ arguments raise the small exceptions below, and the callers turn them into the A
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+import asyncio
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from .records import (
+    ApiKey,
+    ChunkRow,
+    Closer,
+    ConversationPage,
+    IndexedFile,
+    ItemPage,
+    KnownIds,
+    NewFile,
+    Page,
+    Renewal,
+    Resolved,
+    ResponseFilter,
+    ResponsePage,
+    StoredConversation,
+    StoredFile,
+    StoredFileBatch,
+    StoredPromptVersion,
+    StoredVectorStore,
+    StoredVectorStoreFile,
+)
 
 DEFAULT_TENANT = ""
 """The tenant of every object when ``RESPONSES_BRIDGE_AUTH=none``, and of objects stored before tenancy existed.
@@ -24,78 +51,6 @@ Every store method that reads or changes one tenant's objects takes ``tenant`` a
 #   transaction (a join, or ``parent_id IN (SELECT id FROM parent WHERE id = ? AND tenant = ?)``).
 # - Methods without ``tenant`` work across tenants and are for background workers only (start-up recovery,
 #   retention); their docstrings say so.
-
-MAX_PAGE_LIMIT = 100
-"""Upper bound of ``limit`` for ``input_items`` pages, as in the OpenAI API."""
-
-
-class InvalidPageArgs(ValueError):
-    """A page was asked for with a ``limit`` outside 1..MAX_PAGE_LIMIT or an ``order`` other than asc/desc."""
-
-    def __init__(self, param: str, value: object) -> None:
-        super().__init__(f"invalid {param}: {value!r}")
-        self.param = param
-        self.value = value
-
-
-class InvalidCursor(ValueError):
-    """A page cursor (``after``/``before``) names no item of the listed collection."""
-
-    def __init__(self, param: str, value: str) -> None:
-        super().__init__(f"no item with id {value!r} for {param}")
-        self.param = param
-        self.value = value
-
-
-def check_page_args(limit: int, order: str) -> None:
-    """Raise :class:`InvalidPageArgs` unless ``limit`` and ``order`` describe a page every store can serve."""
-    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_PAGE_LIMIT:
-        raise InvalidPageArgs("limit", limit)
-    if order not in ("asc", "desc"):
-        raise InvalidPageArgs("order", order)
-
-
-@dataclass(frozen=True, slots=True)
-class StoredResponse:
-    """A response as persisted.
-
-    ``response`` is the full Response object exactly as sent to the client, so ``GET /v1/responses/{id}`` can
-    replay it byte-for-byte. ``input_items`` are that request's own input items (normalised, each with an
-    ``"id"``), not the expanded history. Instructions live only inside ``response``: they belong to one turn and
-    must not leak into the history of the next.
-    """
-
-    response: dict[str, Any]
-    input_items: list[dict[str, Any]]
-
-
-@dataclass(frozen=True, slots=True)
-class ItemPage:
-    """One page of ``GET /v1/responses/{id}/input_items``, already in the order the client asked for."""
-
-    data: list[dict[str, Any]]
-    first_id: str | None
-    last_id: str | None
-    has_more: bool
-
-
-@dataclass(frozen=True, slots=True)
-class ResponseFilter:
-    """What ``GET /v1/responses`` narrows the list to; every field given must match (None: any)."""
-
-    model: str | None = None
-    status: str | None = None
-    metadata: tuple[tuple[str, str], ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class ResponsePage:
-    """One page of ``GET /v1/responses``: each response's stored JSON as is (the bytes ``GET /v1/responses/{id}``
-    answers with), in the order the client asked for, and their ids."""
-
-    data: list[bytes]
-    ids: list[str]
-    has_more: bool
 
 
 @runtime_checkable
@@ -177,10 +132,6 @@ class ResponseStore(Protocol):
         how many were deleted (0: nothing left to purge)."""
 
 
-class ResponseIdTaken(Exception):
-    """``save_response`` was given an id another tenant's response already has."""
-
-
 @runtime_checkable
 class EventLog(Protocol):
     """The stored event streams of background responses (``response_events``), for replay with
@@ -208,34 +159,6 @@ class EventLog(Protocol):
 
 
 # --- conversations and prompts (same database as the responses) --------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class StoredConversation:
-    id: str
-    created_at: int
-    metadata: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class StoredPromptVersion:
-    """One immutable version of a prompt, with the prompt's current bookkeeping."""
-
-    id: str
-    created_at: int  # the prompt's
-    version: int
-    version_created_at: int
-    latest_version: int
-    default_version: int | None  # None: the latest version is the default
-    body: dict[str, Any]  # name, instructions, variables, metadata
-
-
-@dataclass(frozen=True, slots=True)
-class ConversationPage:
-    """One page of ``GET /v1/conversations``, in the order the client asked for."""
-
-    data: list[StoredConversation]
-    has_more: bool
 
 
 @runtime_checkable
@@ -284,10 +207,6 @@ class ConversationStore(Protocol):
         short write transaction. Returns how many were deleted."""
 
 
-class PromptVersionConflict(Exception):
-    """An update named a base version that is no longer the latest."""
-
-
 @runtime_checkable
 class PromptStore(Protocol):
     """Prompts and their versions. "Unknown" below also means "another tenant's": the answers are the same."""
@@ -314,3 +233,268 @@ class PromptStore(Protocol):
         """None if the prompt or the version is unknown."""
 
     async def delete_prompt(self, prompt_id: str, *, tenant: str) -> bool: ...
+
+
+class ApiKeyStore(Protocol):
+    """What a store of API keys implements. Keys are not a tenant's objects: these run as the operator (the
+    ``keys`` command) or to find out who a caller is (the doors), across tenants."""
+
+    async def create_key(self, tenant: str, *, expires_at: int | None = None) -> tuple[str, ApiKey]:
+        """A new key for ``tenant``: the key's text (shown once, never stored) and its row."""
+        ...
+
+    async def list_keys(self) -> list[ApiKey]:
+        """Every key, oldest first, revoked and expired ones included."""
+        ...
+
+    async def revoke_key(self, key_id: str) -> bool:
+        """Revoke the key with this id from now on; False when there is no such key (revoking twice keeps the
+        first time)."""
+        ...
+
+    async def resolve_key(self, key: str) -> Resolved | None:
+        """The row of a presented key whose secret matches; None for anything else (malformed, unknown id,
+        wrong secret)."""
+        ...
+
+
+class RunLeases(Protocol):
+    @property
+    def shared(self) -> bool:
+        """True when other processes run background responses on the same database."""
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long a lease lasts without renewal; the heartbeat renews it several times within."""
+
+    async def start(self, on_cancel: Callable[[str], None]) -> None:
+        """Begin listening; ``on_cancel(response_id)`` is called when another process asks to cancel a run."""
+
+    async def close(self) -> None: ...
+
+    async def claim(self, response_id: str) -> None:
+        """This process now runs ``response_id`` (called before its ``queued`` row is stored)."""
+
+    async def renew(self, response_ids: list[str]) -> Renewal:
+        """The heartbeat: extend this process's leases on ``response_ids``."""
+
+    async def release(self, response_id: str) -> None:
+        """The run ended here (its terminal state is stored, or it was deleted)."""
+
+    async def fail_abandoned(self, close: Closer) -> list[str]:
+        """Across tenants: workers only. End every run no live process holds with ``close``, each exactly once
+        (its terminal event written once); returns their ids."""
+
+    async def close_abandoned(self, response_id: str, close: Closer, *, tenant: str) -> dict[str, Any] | None:
+        """End ``tenant``'s ``response_id`` with ``close`` if it is unfinished and no live process holds it; the
+        closed response, or None when it is finished, still held, or not the tenant's."""
+
+    async def request_cancel(self, response_id: str, *, tenant: str) -> bool:
+        """Ask the process running ``tenant``'s ``response_id`` to cancel it; False when no live process holds
+        it (or it is not the tenant's)."""
+
+    def watch(self, response_id: str) -> AbstractAsyncContextManager[asyncio.Event]:
+        """An event set whenever ``response_id``'s stored stream may have grown (cleared by the caller before
+        each read, so a change after the read is never missed)."""
+
+
+class ChunkIndex(Protocol):
+    """Chunks are owned through their vector store: every read takes ``tenant`` and finds nothing (empty lists,
+    no rows) unless the vector store is that tenant's, checked in the same statement as the read, so another
+    tenant's store searches exactly like an unknown one.
+
+    The writes take no tenant. They keep derived data in step and are called across tenants: by ingestion
+    (workers only), and by the vector store service after the store's own tenant-checked change of the same
+    rows succeeded (a file detached, a store deleted, attributes set), or when a file is deleted or purged."""
+
+    async def replace_file_chunks(self, vector_store_id: str, file_id: str, filename: str, texts: Sequence[str],
+                                  vectors: np.ndarray, attributes: Mapping[str, Any]) -> None:
+        """The file's chunks become exactly ``texts`` (with ``vectors``, one row each), atomically. Across
+        tenants: workers only."""
+        ...
+
+    async def delete_file_chunks(self, vector_store_id: str, file_id: str) -> None:
+        """Across tenants: ingestion, and clean-up after a tenant-checked detach or a file's deletion."""
+
+    async def delete_store_chunks(self, vector_store_id: str) -> None:
+        """Across tenants: clean-up after a tenant-checked delete of the vector store."""
+
+    async def set_file_attributes(self, vector_store_id: str, file_id: str, attributes: Mapping[str, Any]) -> None:
+        """Across tenants: ingestion, and after a tenant-checked change of the file row's attributes."""
+
+    async def file_chunks(self, vector_store_id: str, file_id: str, *, tenant: str) -> list[str]:
+        """The file's chunk texts in document order."""
+        ...
+
+    async def indexed_files(self, vector_store_id: str, *, tenant: str) -> dict[str, IndexedFile]:
+        """Every file with chunks in the store: its name and attributes (what filters are evaluated on)."""
+        ...
+
+    async def dense_candidates(self, vector_store_id: str, query: np.ndarray, file_ids: Sequence[str] | None,
+                               limit: int, *, tenant: str) -> list[tuple[int, float]]:
+        """Up to ``limit`` ``(chunk_id, cosine similarity)``, best first, among the files ``file_ids`` (None:
+        all). ``query`` is a unit vector of the store's dimensions (else :class:`DimensionMismatch`)."""
+        ...
+
+    async def keyword_candidates(self, vector_store_id: str, terms: Sequence[str], file_ids: Sequence[str] | None,
+                                 limit: int, *, tenant: str) -> list[tuple[int, float]]:
+        """Up to ``limit`` ``(chunk_id, BM25 score > 0)``, best first, of chunks holding any of ``terms``."""
+        ...
+
+    async def chunk_rows(self, chunk_ids: Sequence[int], *, tenant: str) -> dict[int, ChunkRow]:
+        """The rows of those chunks that belong to the tenant's vector stores (others are left out)."""
+        ...
+
+
+class BlobWriter(Protocol):
+    """An upload's bytes on their way in, under the id the file will have."""
+
+    file_id: str
+
+    async def write(self, chunk: bytes) -> None: ...
+
+    async def publish(self) -> None:
+        """Make the bytes durable and readable under ``file_id``."""
+
+    async def discard(self) -> None:
+        """Remove what was written, unless it was published."""
+
+
+class BlobReader(Protocol):
+    size: int
+
+    async def read(self, size: int) -> bytes:
+        """Up to ``size`` bytes (at least one unless at the end); ``b""`` at the end."""
+
+    async def aclose(self) -> None: ...
+
+
+class FileBytes(Protocol):
+    async def start(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+    async def writer(self, file_id: str) -> BlobWriter: ...
+
+    async def open(self, file_id: str) -> BlobReader | None:
+        """The published bytes of ``file_id``, opened; None when there are none. A delete after the open does
+        not cut the read short."""
+
+    def local_copy(self, file_id: str) -> contextlib.AbstractAsyncContextManager[Path]:
+        """A path on this machine holding the bytes while the block runs (what text extraction reads);
+        ``FileNotFoundError`` when there are none."""
+
+    async def remove(self, file_id: str) -> None: ...
+
+    async def sweep(self, known_ids: KnownIds) -> int:
+        """Remove the leftovers of dead uploads and bytes no metadata row names (past their grace); how many."""
+
+    async def collect(self) -> int:
+        """Remove what deletes left for later (periodically, with the expiry purge); how many."""
+
+
+@runtime_checkable
+class FileStore(Protocol):
+    """File metadata, owned by tenants: every method taking ``tenant`` reads or changes only that tenant's rows
+    (another tenant's file is exactly a missing one). The methods without ``tenant`` serve the expiry purge, the
+    start-up sweep and ingestion, which work across tenants."""
+
+    async def add_file(self, file: StoredFile, *, tenant: str, max_stored_bytes: int | None) -> None:
+        """Insert ``file`` as ``tenant``'s. With ``max_stored_bytes``, the tenant's live bytes plus this file's
+        are checked against it in the same transaction as the insert: :class:`StorageLimitExceeded` (nothing
+        written) when over, so uploads finishing at once cannot both pass."""
+
+    async def get_file(self, file_id: str, now: int, *, tenant: str) -> StoredFile | None: ...
+
+    async def list_files(self, *, tenant: str, now: int, purpose: str | None, after: str | None, limit: int,
+                         order: str) -> tuple[list[StoredFile], bool]: ...
+
+    async def delete_file(self, file_id: str, *, tenant: str) -> bool: ...
+
+    async def stored_bytes(self, now: int, *, tenant: str) -> int:
+        """The bytes of the tenant's live files (what ``max_stored_bytes`` bounds)."""
+
+    async def get_file_any_tenant(self, file_id: str, now: int) -> StoredFile | None:
+        """A live file whoever owns it. Across tenants: workers only (ingestion of an attached file)."""
+
+    async def delete_expired_file(self, file_id: str, now: int) -> bool:
+        """Delete the row if it has expired by ``now``. Across tenants: workers only (the expiry purge)."""
+
+    async def expired_files(self, now: int, limit: int) -> list[str]:
+        """Ids of files expired by ``now``. Across tenants: workers only (the expiry purge)."""
+
+    async def known_ids(self, file_ids: Sequence[str]) -> set[str]:
+        """Which ids have a row. Across tenants: workers only (the start-up sweep of orphans)."""
+
+
+@runtime_checkable
+class VectorStoreStore(Protocol):
+    """Vector store metadata, owned by tenants. Every method taking ``tenant`` reads or changes only that tenant's
+    stores, and their files and batches only through a store of that tenant, checked in the same statement or
+    transaction; another tenant's store is exactly a missing one. Attaching files checks, in the attaching
+    transaction, that each is a live file of the same tenant (:class:`UnknownFile` otherwise). The methods
+    without ``tenant`` are for ingestion and file deletion, which work across tenants.
+
+    The claim methods let ingestion workers of several processes share one database (PostgreSQL replicas): a
+    worker claims a file row for a lease, renews it while it works and finishes the row only while it holds it.
+    On SQLite one process owns the database, so a claim always succeeds for a row in progress."""
+
+    async def create_store(self, store: StoredVectorStore, files: Sequence[NewFile], *, tenant: str) -> list[int]:
+        """Insert the store and attach its first files atomically; the files' seqs, in order."""
+
+    async def get_store(self, vector_store_id: str, *, tenant: str) -> StoredVectorStore | None: ...
+
+    async def list_stores(self, *, tenant: str, limit: int, order: str, after: str | None = None,
+                          before: str | None = None) -> Page: ...
+
+    async def update_store(self, vector_store_id: str, changes: Mapping[str, Any], *, tenant: str) -> bool:
+        """Set ``name``, ``metadata``, ``expires_after`` and/or ``last_active_at``; False for an unknown store."""
+
+    async def delete_store(self, vector_store_id: str, *, tenant: str) -> bool: ...
+
+    async def add_files(self, vector_store_id: str, created_at: int, files: Sequence[NewFile], *, tenant: str,
+                        batch_id: str | None = None) -> list[int] | None:
+        """Attach files (optionally as a new batch) atomically; their seqs, or None for an unknown store."""
+
+    async def get_file(self, vector_store_id: str, file_id: str, *, tenant: str) -> StoredVectorStoreFile | None:
+        ...
+
+    async def list_files(self, vector_store_id: str, *, tenant: str, limit: int, order: str,
+                         after: str | None = None, before: str | None = None, status: str | None = None,
+                         batch_id: str | None = None) -> Page: ...
+
+    async def set_file_attributes(self, vector_store_id: str, file_id: str, attributes: Mapping[str, Any], *,
+                                  tenant: str) -> bool: ...
+
+    async def delete_file(self, vector_store_id: str, file_id: str, *, tenant: str) -> bool: ...
+
+    async def get_batch(self, vector_store_id: str, batch_id: str, *, tenant: str) -> StoredFileBatch | None: ...
+
+    async def cancel_batch(self, vector_store_id: str, batch_id: str, *, tenant: str) -> bool: ...
+
+    async def get_file_by_seq(self, seq: int) -> StoredVectorStoreFile | None:
+        """Across tenants: workers only (an ingestion job's row)."""
+
+    async def current_seq(self, vector_store_id: str, file_id: str) -> int | None:
+        """The seq of the file's row in the store now, None if it has none. Across tenants: workers only."""
+
+    async def finish_file(self, seq: int, status: str, *, usage_bytes: int = 0,
+                          last_error: Mapping[str, Any] | None = None, owner: str | None = None) -> bool:
+        """Across tenants: workers only (ingestion ends a row; with ``owner``, only while it holds the row)."""
+
+    async def in_progress_files(self) -> list[StoredVectorStoreFile]:
+        """Across tenants: workers only (ingestion resumes at start)."""
+
+    async def claim_next(self, owner: str, lease_seconds: float, limit: int) -> list[StoredVectorStoreFile]:
+        """Claim up to ``limit`` in-progress rows nobody holds, oldest first. Across tenants: workers only."""
+
+    async def claim_file(self, seq: int, owner: str, lease_seconds: float) -> bool:
+        """Claim or renew one in-progress row; False when another worker holds it or it is no longer in
+        progress. Across tenants: workers only."""
+
+    async def release_claims(self, owner: str) -> int:
+        """Give up ``owner``'s claims (a worker stopping). Across tenants: workers only."""
+
+    async def delete_file_everywhere(self, file_id: str) -> list[str]:
+        """Detach a deleted file from every store holding it; those stores' ids. Across tenants: workers only
+        (the files service's deletion hook, run after the file's tenant-checked delete or its expiry)."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .base import ResponseFilter
+    from .records import ResponseFilter
 
 
 @dataclass(frozen=True, slots=True)

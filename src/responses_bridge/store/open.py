@@ -11,17 +11,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .api_keys import ApiKeyStore, SQLiteApiKeyStore
-from .base import ConversationStore, EventLog, PromptStore, ResponseStore
-from .chunks import ChunkIndex, SQLiteChunkIndex
-from .conversations import SQLiteConversationStore
+from .base import (
+    ApiKeyStore,
+    ChunkIndex,
+    ConversationStore,
+    EventLog,
+    FileBytes,
+    FileStore,
+    PromptStore,
+    ResponseStore,
+    VectorStoreStore,
+)
 from .database_url import MISSING_EXTRA, DatabaseUnavailable, is_postgres_url
-from .events import SQLiteEventLog
-from .file_bytes import FileBytes
-from .files import FileStore, SQLiteFileStore
-from .prompts import SQLitePromptStore
-from .sqlite import SQLiteResponseStore
-from .vector_stores import SQLiteVectorStoreStore, VectorStoreStore
+from .sqlite.api_keys import SQLiteApiKeyStore
+from .sqlite.chunks import SQLiteChunkIndex
+from .sqlite.conversations import SQLiteConversationStore
+from .sqlite.events import SQLiteEventLog
+from .sqlite.files import SQLiteFileStore
+from .sqlite.prompts import SQLitePromptStore
+from .sqlite.responses import SQLiteResponseStore
+from .sqlite.vector_stores import SQLiteVectorStoreStore
 
 if TYPE_CHECKING:
     from .postgres.database import PostgresDatabase

@@ -29,7 +29,8 @@ from typing import Any
 from ...protocol.errors import invalid_request
 from ...protocol.filters import matches
 from ...protocol.search_options import SearchOptions
-from ...store.chunks import ChunkIndex, DimensionMismatch
+from ...store.base import ChunkIndex
+from ...store.records import DimensionMismatch
 from .embedders import Embedder
 
 CANDIDATES = 100  # per list, per query and store: enough that fusion sees what either ranker puts in the top 50

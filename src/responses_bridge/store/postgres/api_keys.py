@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import time
 
-from ..api_keys import ApiKey, Resolved, StoredKey, key_from_row, matches, mint, parse
+from ..keys import key_from_row, matches, mint, parse
+from ..records import ApiKey, Resolved, StoredKey
 from .database import PostgresDatabase
 
 _COLUMNS = "id, tenant, created_at, expires_at, revoked_at"

@@ -32,7 +32,7 @@ import asyncpg
 import orjson
 import structlog
 
-from ..background_runs import Closer, Renewal
+from ..records import Closer, Renewal
 from .database import PostgresDatabase
 
 if TYPE_CHECKING:

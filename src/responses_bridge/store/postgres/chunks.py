@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import orjson
 
-from ..chunks import ChunkRow, DimensionMismatch, IndexedFile
+from ..records import ChunkRow, DimensionMismatch, IndexedFile
 from .database import PostgresDatabase
 from .sql import pg_texts
 

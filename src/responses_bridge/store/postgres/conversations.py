@@ -14,9 +14,9 @@ from typing import Any
 import asyncpg
 import orjson
 
-from ..base import ConversationPage, InvalidCursor, ItemPage, StoredConversation, check_page_args
+from ..items import item_rows
 from ..listing import bound_params, bounds, page_sql
-from ..sqlite import item_rows
+from ..records import ConversationPage, InvalidCursor, ItemPage, StoredConversation, check_page_args
 from .database import PostgresDatabase
 from .responses import append_conversation_rows
 from .sql import numbered, resolve_keys

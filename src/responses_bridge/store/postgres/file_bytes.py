@@ -18,7 +18,8 @@ import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from ..file_bytes import ORPHAN_GRACE_SECONDS, STALE_UPLOAD_SECONDS, KnownIds, check_file_id
+from ..file_ids import ORPHAN_GRACE_SECONDS, STALE_UPLOAD_SECONDS, check_file_id
+from ..records import KnownIds
 from .database import PostgresDatabase
 
 ROW_BYTES = 1 << 20

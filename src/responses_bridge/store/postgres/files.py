@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..files import StorageLimitExceeded, StoredFile, UnknownCursor
+from ..records import StorageLimitExceeded, StoredFile, UnknownCursor
 from .database import PostgresDatabase
 from .sql import pg_texts
 

@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from ..base import PromptVersionConflict, StoredPromptVersion
+from ..records import PromptVersionConflict, StoredPromptVersion
 from .database import PostgresDatabase
 
 _COLUMNS = "p.id, p.created_at, v.version, v.created_at, p.latest_version, p.default_version, v.body"

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ..base import InvalidCursor, ItemPage, ResponseFilter, ResponseIdTaken, ResponsePage, check_page_args
+from ..items import MAX_CHAIN_DEPTH, item_rows
 from ..listing import bounds, responses_page
-from ..sqlite import MAX_CHAIN_DEPTH, item_rows
+from ..records import InvalidCursor, ItemPage, ResponseFilter, ResponseIdTaken, ResponsePage, check_page_args
 from .database import PostgresDatabase
 from .sql import columns, numbered, pg_texts, resolve_keys
 

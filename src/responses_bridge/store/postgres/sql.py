@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from ..base import InvalidCursor
+from ..records import InvalidCursor
 
 if TYPE_CHECKING:
     from .migrations import Connection

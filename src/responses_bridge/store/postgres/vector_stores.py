@@ -21,15 +21,16 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ..base import InvalidCursor, check_page_args
-from ..vector_stores import (
+from ..records import (
     FileCounts,
+    InvalidCursor,
     NewFile,
     Page,
     StoredFileBatch,
     StoredVectorStore,
     StoredVectorStoreFile,
     UnknownFile,
+    check_page_args,
 )
 from .database import PostgresDatabase
 from .sql import pg_texts

@@ -15,26 +15,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from .base import EventLog
-
-TerminalFrame = Callable[[int], bytes]
-"""The SSE frame that ends a stream, for the sequence number the event log gives it."""
-
-Closer = Callable[[dict[str, Any]], tuple[dict[str, Any], TerminalFrame]]
-"""Turns a stored unfinished response into its terminal form (status, error) and the frame that ends its stream."""
-
-
-@dataclass(frozen=True, slots=True)
-class Renewal:
-    """What a heartbeat learnt: runs whose lease this replica no longer holds (another replica failed them), and
-    runs someone asked to cancel (the polling fallback for the cancel notification)."""
-
-    lost: frozenset[str] = frozenset()
-    cancel_requested: frozenset[str] = frozenset()
+from ..base import EventLog
+from ..records import Closer, Renewal
 
 
 @dataclass
@@ -44,46 +30,6 @@ class _Watchers:
     def wake(self, response_id: str) -> None:
         for event in self.by_response.get(response_id, ()):
             event.set()
-
-
-class RunLeases(Protocol):
-    @property
-    def shared(self) -> bool:
-        """True when other processes run background responses on the same database."""
-
-    @property
-    def lease_seconds(self) -> float:
-        """How long a lease lasts without renewal; the heartbeat renews it several times within."""
-
-    async def start(self, on_cancel: Callable[[str], None]) -> None:
-        """Begin listening; ``on_cancel(response_id)`` is called when another process asks to cancel a run."""
-
-    async def close(self) -> None: ...
-
-    async def claim(self, response_id: str) -> None:
-        """This process now runs ``response_id`` (called before its ``queued`` row is stored)."""
-
-    async def renew(self, response_ids: list[str]) -> Renewal:
-        """The heartbeat: extend this process's leases on ``response_ids``."""
-
-    async def release(self, response_id: str) -> None:
-        """The run ended here (its terminal state is stored, or it was deleted)."""
-
-    async def fail_abandoned(self, close: Closer) -> list[str]:
-        """Across tenants: workers only. End every run no live process holds with ``close``, each exactly once
-        (its terminal event written once); returns their ids."""
-
-    async def close_abandoned(self, response_id: str, close: Closer, *, tenant: str) -> dict[str, Any] | None:
-        """End ``tenant``'s ``response_id`` with ``close`` if it is unfinished and no live process holds it; the
-        closed response, or None when it is finished, still held, or not the tenant's."""
-
-    async def request_cancel(self, response_id: str, *, tenant: str) -> bool:
-        """Ask the process running ``tenant``'s ``response_id`` to cancel it; False when no live process holds
-        it (or it is not the tenant's)."""
-
-    def watch(self, response_id: str) -> AbstractAsyncContextManager[asyncio.Event]:
-        """An event set whenever ``response_id``'s stored stream may have grown (cleared by the caller before
-        each read, so a change after the read is never missed)."""
 
 
 class LocalRunLeases:

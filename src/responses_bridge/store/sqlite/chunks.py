@@ -25,82 +25,18 @@ import functools
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import orjson
 
-from .sqlite import SQLiteResponseStore
+from ..records import ChunkRow, DimensionMismatch, IndexedFile
+from .responses import SQLiteResponseStore
 
 # Above this many multiply-adds a dense search leaves the event loop for a worker thread.
 _INLINE_FLOPS = 2_000_000
 # The vectors kept in memory across stores; the least recently searched stores' copies go first beyond it.
 MAX_CACHED_BYTES = 1 << 30
-
-
-@dataclass(frozen=True, slots=True)
-class IndexedFile:
-    filename: str
-    attributes: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class ChunkRow:
-    chunk_id: int
-    file_id: str
-    text: str
-
-
-class DimensionMismatch(ValueError):
-    """A query vector of other dimensions than the store's vectors: the store was built by another embedder."""
-
-
-class ChunkIndex(Protocol):
-    """Chunks are owned through their vector store: every read takes ``tenant`` and finds nothing (empty lists,
-    no rows) unless the vector store is that tenant's, checked in the same statement as the read, so another
-    tenant's store searches exactly like an unknown one.
-
-    The writes take no tenant. They keep derived data in step and are called across tenants: by ingestion
-    (workers only), and by the vector store service after the store's own tenant-checked change of the same
-    rows succeeded (a file detached, a store deleted, attributes set), or when a file is deleted or purged."""
-
-    async def replace_file_chunks(self, vector_store_id: str, file_id: str, filename: str, texts: Sequence[str],
-                                  vectors: np.ndarray, attributes: Mapping[str, Any]) -> None:
-        """The file's chunks become exactly ``texts`` (with ``vectors``, one row each), atomically. Across
-        tenants: workers only."""
-        ...
-
-    async def delete_file_chunks(self, vector_store_id: str, file_id: str) -> None:
-        """Across tenants: ingestion, and clean-up after a tenant-checked detach or a file's deletion."""
-
-    async def delete_store_chunks(self, vector_store_id: str) -> None:
-        """Across tenants: clean-up after a tenant-checked delete of the vector store."""
-
-    async def set_file_attributes(self, vector_store_id: str, file_id: str, attributes: Mapping[str, Any]) -> None:
-        """Across tenants: ingestion, and after a tenant-checked change of the file row's attributes."""
-
-    async def file_chunks(self, vector_store_id: str, file_id: str, *, tenant: str) -> list[str]:
-        """The file's chunk texts in document order."""
-        ...
-
-    async def indexed_files(self, vector_store_id: str, *, tenant: str) -> dict[str, IndexedFile]:
-        """Every file with chunks in the store: its name and attributes (what filters are evaluated on)."""
-        ...
-
-    async def dense_candidates(self, vector_store_id: str, query: np.ndarray, file_ids: Sequence[str] | None,
-                               limit: int, *, tenant: str) -> list[tuple[int, float]]:
-        """Up to ``limit`` ``(chunk_id, cosine similarity)``, best first, among the files ``file_ids`` (None:
-        all). ``query`` is a unit vector of the store's dimensions (else :class:`DimensionMismatch`)."""
-        ...
-
-    async def keyword_candidates(self, vector_store_id: str, terms: Sequence[str], file_ids: Sequence[str] | None,
-                                 limit: int, *, tenant: str) -> list[tuple[int, float]]:
-        """Up to ``limit`` ``(chunk_id, BM25 score > 0)``, best first, of chunks holding any of ``terms``."""
-        ...
-
-    async def chunk_rows(self, chunk_ids: Sequence[int], *, tenant: str) -> dict[int, ChunkRow]:
-        """The rows of those chunks that belong to the tenant's vector stores (others are left out)."""
-        ...
 
 
 @dataclass(slots=True)

@@ -15,9 +15,11 @@ from typing import Any
 
 import orjson
 
-from .base import ConversationPage, InvalidCursor, ItemPage, StoredConversation, check_page_args
-from .listing import Bounds, bound_params, bounds, page_sql
-from .sqlite import SQLiteResponseStore, append_conversation_rows, distinct_tenants_sql, item_rows, resolve_keys
+from ..items import item_rows
+from ..listing import Bounds, bound_params, bounds, page_sql
+from ..records import ConversationPage, InvalidCursor, ItemPage, StoredConversation, check_page_args
+from .response_rows import append_conversation_rows
+from .responses import SQLiteResponseStore, distinct_tenants_sql, resolve_keys
 
 # Existence and every item in one statement: the LEFT JOIN keeps a row for an empty conversation.
 _LOAD = """

@@ -15,8 +15,8 @@ from typing import Any
 
 import orjson
 
-from .base import PromptVersionConflict, StoredPromptVersion
-from .sqlite import SQLiteResponseStore
+from ..records import PromptVersionConflict, StoredPromptVersion
+from .responses import SQLiteResponseStore
 
 _COLUMNS = ("p.id, p.created_at, v.version, v.created_at, p.latest_version, p.default_version, v.body")
 _FROM = "FROM prompts AS p JOIN prompt_versions AS v ON v.prompt_id = p.id"

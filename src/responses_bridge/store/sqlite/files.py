@@ -9,72 +9,14 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
-from .sqlite import SQLiteResponseStore
+from ..records import StorageLimitExceeded, StoredFile, UnknownCursor
+from .responses import SQLiteResponseStore
 
 _COLUMNS = "id, created_at, bytes, filename, purpose, expires_at"
 _LIVE = "(expires_at IS NULL OR expires_at > :now)"
 _USED = f"SELECT coalesce(sum(bytes), 0) FROM files WHERE tenant = :tenant AND {_LIVE}"
-
-
-@dataclass(frozen=True, slots=True)
-class StoredFile:
-    id: str
-    created_at: int
-    bytes: int
-    filename: str
-    purpose: str
-    expires_at: int | None
-
-
-class UnknownCursor(ValueError):
-    """``after`` names no live file of the tenant."""
-
-
-class StorageLimitExceeded(Exception):
-    """Adding a file would take its tenant's live file bytes past ``limit``; nothing was written. ``used``: the
-    tenant's live file bytes without the refused file."""
-
-    def __init__(self, limit: int, used: int) -> None:
-        super().__init__(f"stored bytes limit {limit} reached ({used} in use)")
-        self.limit = limit
-        self.used = used
-
-
-@runtime_checkable
-class FileStore(Protocol):
-    """File metadata, owned by tenants: every method taking ``tenant`` reads or changes only that tenant's rows
-    (another tenant's file is exactly a missing one). The methods without ``tenant`` serve the expiry purge, the
-    start-up sweep and ingestion, which work across tenants."""
-
-    async def add_file(self, file: StoredFile, *, tenant: str, max_stored_bytes: int | None) -> None:
-        """Insert ``file`` as ``tenant``'s. With ``max_stored_bytes``, the tenant's live bytes plus this file's
-        are checked against it in the same transaction as the insert: :class:`StorageLimitExceeded` (nothing
-        written) when over, so uploads finishing at once cannot both pass."""
-
-    async def get_file(self, file_id: str, now: int, *, tenant: str) -> StoredFile | None: ...
-
-    async def list_files(self, *, tenant: str, now: int, purpose: str | None, after: str | None, limit: int,
-                         order: str) -> tuple[list[StoredFile], bool]: ...
-
-    async def delete_file(self, file_id: str, *, tenant: str) -> bool: ...
-
-    async def stored_bytes(self, now: int, *, tenant: str) -> int:
-        """The bytes of the tenant's live files (what ``max_stored_bytes`` bounds)."""
-
-    async def get_file_any_tenant(self, file_id: str, now: int) -> StoredFile | None:
-        """A live file whoever owns it. Across tenants: workers only (ingestion of an attached file)."""
-
-    async def delete_expired_file(self, file_id: str, now: int) -> bool:
-        """Delete the row if it has expired by ``now``. Across tenants: workers only (the expiry purge)."""
-
-    async def expired_files(self, now: int, limit: int) -> list[str]:
-        """Ids of files expired by ``now``. Across tenants: workers only (the expiry purge)."""
-
-    async def known_ids(self, file_ids: Sequence[str]) -> set[str]:
-        """Which ids have a row. Across tenants: workers only (the start-up sweep of orphans)."""
 
 
 def _row(row: Sequence[Any]) -> StoredFile:

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from .sqlite import SQLiteResponseStore
+from .responses import SQLiteResponseStore
 
 # A frame is appended unless its response row exists and is another tenant's. The row may not exist yet: the run's
 # first frames are written while its ``queued`` row is being saved (and a batch may land after a delete).

@@ -17,161 +17,22 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import orjson
 
-from .base import InvalidCursor, check_page_args
-from .sqlite import SQLiteResponseStore
-
-STATUSES = ("in_progress", "completed", "failed", "cancelled")
-
-
-@dataclass(frozen=True, slots=True)
-class FileCounts:
-    in_progress: int = 0
-    completed: int = 0
-    failed: int = 0
-    cancelled: int = 0
-
-    @property
-    def total(self) -> int:
-        return self.in_progress + self.completed + self.failed + self.cancelled
-
-
-@dataclass(frozen=True, slots=True)
-class StoredVectorStore:
-    id: str
-    created_at: int
-    name: str
-    description: str | None
-    metadata: dict[str, Any]
-    expires_after: dict[str, Any] | None
-    last_active_at: int
-    embedder: str | None
-    file_counts: FileCounts = field(default_factory=FileCounts)
-    usage_bytes: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class StoredVectorStoreFile:
-    seq: int
-    vector_store_id: str
-    file_id: str
-    created_at: int
-    status: str
-    last_error: dict[str, Any] | None
-    attributes: dict[str, Any]
-    chunking: dict[str, Any]
-    usage_bytes: int
-
-
-@dataclass(frozen=True, slots=True)
-class StoredFileBatch:
-    id: str
-    vector_store_id: str
-    created_at: int
-    cancelled: bool
-    file_counts: FileCounts
-
-
-@dataclass(frozen=True, slots=True)
-class NewFile:
-    """A file to attach: its id, attributes and the chunking strategy object it is ingested with."""
-
-    file_id: str
-    attributes: Mapping[str, Any]
-    chunking: Mapping[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    data: list[Any]
-    has_more: bool
-
-
-class UnknownFile(LookupError):
-    """An attach named a file that is not one of the tenant's live files (missing, expired, deleted or another
-    tenant's: all alike); nothing was attached."""
-
-    def __init__(self, file_id: str) -> None:
-        super().__init__(f"no file {file_id!r}")
-        self.file_id = file_id
-
-
-@runtime_checkable
-class VectorStoreStore(Protocol):
-    """Vector store metadata, owned by tenants. Every method taking ``tenant`` reads or changes only that tenant's
-    stores, and their files and batches only through a store of that tenant, checked in the same statement or
-    transaction; another tenant's store is exactly a missing one. Attaching files checks, in the attaching
-    transaction, that each is a live file of the same tenant (:class:`UnknownFile` otherwise). The methods
-    without ``tenant`` are for ingestion and file deletion, which work across tenants.
-
-    The claim methods let ingestion workers of several processes share one database (PostgreSQL replicas): a
-    worker claims a file row for a lease, renews it while it works and finishes the row only while it holds it.
-    On SQLite one process owns the database, so a claim always succeeds for a row in progress."""
-
-    async def create_store(self, store: StoredVectorStore, files: Sequence[NewFile], *, tenant: str) -> list[int]:
-        """Insert the store and attach its first files atomically; the files' seqs, in order."""
-
-    async def get_store(self, vector_store_id: str, *, tenant: str) -> StoredVectorStore | None: ...
-
-    async def list_stores(self, *, tenant: str, limit: int, order: str, after: str | None = None,
-                          before: str | None = None) -> Page: ...
-
-    async def update_store(self, vector_store_id: str, changes: Mapping[str, Any], *, tenant: str) -> bool:
-        """Set ``name``, ``metadata``, ``expires_after`` and/or ``last_active_at``; False for an unknown store."""
-
-    async def delete_store(self, vector_store_id: str, *, tenant: str) -> bool: ...
-
-    async def add_files(self, vector_store_id: str, created_at: int, files: Sequence[NewFile], *, tenant: str,
-                        batch_id: str | None = None) -> list[int] | None:
-        """Attach files (optionally as a new batch) atomically; their seqs, or None for an unknown store."""
-
-    async def get_file(self, vector_store_id: str, file_id: str, *, tenant: str) -> StoredVectorStoreFile | None:
-        ...
-
-    async def list_files(self, vector_store_id: str, *, tenant: str, limit: int, order: str,
-                         after: str | None = None, before: str | None = None, status: str | None = None,
-                         batch_id: str | None = None) -> Page: ...
-
-    async def set_file_attributes(self, vector_store_id: str, file_id: str, attributes: Mapping[str, Any], *,
-                                  tenant: str) -> bool: ...
-
-    async def delete_file(self, vector_store_id: str, file_id: str, *, tenant: str) -> bool: ...
-
-    async def get_batch(self, vector_store_id: str, batch_id: str, *, tenant: str) -> StoredFileBatch | None: ...
-
-    async def cancel_batch(self, vector_store_id: str, batch_id: str, *, tenant: str) -> bool: ...
-
-    async def get_file_by_seq(self, seq: int) -> StoredVectorStoreFile | None:
-        """Across tenants: workers only (an ingestion job's row)."""
-
-    async def current_seq(self, vector_store_id: str, file_id: str) -> int | None:
-        """The seq of the file's row in the store now, None if it has none. Across tenants: workers only."""
-
-    async def finish_file(self, seq: int, status: str, *, usage_bytes: int = 0,
-                          last_error: Mapping[str, Any] | None = None, owner: str | None = None) -> bool:
-        """Across tenants: workers only (ingestion ends a row; with ``owner``, only while it holds the row)."""
-
-    async def in_progress_files(self) -> list[StoredVectorStoreFile]:
-        """Across tenants: workers only (ingestion resumes at start)."""
-
-    async def claim_next(self, owner: str, lease_seconds: float, limit: int) -> list[StoredVectorStoreFile]:
-        """Claim up to ``limit`` in-progress rows nobody holds, oldest first. Across tenants: workers only."""
-
-    async def claim_file(self, seq: int, owner: str, lease_seconds: float) -> bool:
-        """Claim or renew one in-progress row; False when another worker holds it or it is no longer in
-        progress. Across tenants: workers only."""
-
-    async def release_claims(self, owner: str) -> int:
-        """Give up ``owner``'s claims (a worker stopping). Across tenants: workers only."""
-
-    async def delete_file_everywhere(self, file_id: str) -> list[str]:
-        """Detach a deleted file from every store holding it; those stores' ids. Across tenants: workers only
-        (the files service's deletion hook, run after the file's tenant-checked delete or its expiry)."""
-
+from ..records import (
+    FileCounts,
+    InvalidCursor,
+    NewFile,
+    Page,
+    StoredFileBatch,
+    StoredVectorStore,
+    StoredVectorStoreFile,
+    UnknownFile,
+    check_page_args,
+)
+from .responses import SQLiteResponseStore
 
 _COUNTS = """
 coalesce(sum(f.status = 'in_progress'), 0), coalesce(sum(f.status = 'completed'), 0),

@@ -15,77 +15,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO
 
-FILE_ID = re.compile(r"file-[0-9a-f]{32}")
-UPLOAD_PREFIX = ".upload-"
-ORPHAN_GRACE_SECONDS = 3600.0
-"""Bytes without a metadata row are removed only once this old: another process may be between publishing the
-bytes and inserting the row."""
-STALE_UPLOAD_SECONDS = 24 * 3600.0
-"""An upload this old that never completed belongs to a process that died."""
-
-KnownIds = Callable[[Sequence[str]], Awaitable[set[str]]]
-
-
-class BlobWriter(Protocol):
-    """An upload's bytes on their way in, under the id the file will have."""
-
-    file_id: str
-
-    async def write(self, chunk: bytes) -> None: ...
-
-    async def publish(self) -> None:
-        """Make the bytes durable and readable under ``file_id``."""
-
-    async def discard(self) -> None:
-        """Remove what was written, unless it was published."""
-
-
-class BlobReader(Protocol):
-    size: int
-
-    async def read(self, size: int) -> bytes:
-        """Up to ``size`` bytes (at least one unless at the end); ``b""`` at the end."""
-
-    async def aclose(self) -> None: ...
-
-
-class FileBytes(Protocol):
-    async def start(self) -> None: ...
-
-    async def aclose(self) -> None: ...
-
-    async def writer(self, file_id: str) -> BlobWriter: ...
-
-    async def open(self, file_id: str) -> BlobReader | None:
-        """The published bytes of ``file_id``, opened; None when there are none. A delete after the open does
-        not cut the read short."""
-
-    def local_copy(self, file_id: str) -> contextlib.AbstractAsyncContextManager[Path]:
-        """A path on this machine holding the bytes while the block runs (what text extraction reads);
-        ``FileNotFoundError`` when there are none."""
-
-    async def remove(self, file_id: str) -> None: ...
-
-    async def sweep(self, known_ids: KnownIds) -> int:
-        """Remove the leftovers of dead uploads and bytes no metadata row names (past their grace); how many."""
-
-    async def collect(self) -> int:
-        """Remove what deletes left for later (periodically, with the expiry purge); how many."""
-
-
-def check_file_id(file_id: str) -> str:
-    if not FILE_ID.fullmatch(file_id):
-        raise ValueError(f"not a file id: {file_id[:80]!r}")
-    return file_id
-
+from ..file_ids import FILE_ID, ORPHAN_GRACE_SECONDS, STALE_UPLOAD_SECONDS, UPLOAD_PREFIX, check_file_id
+from ..records import KnownIds
 
 # -- on disk --------------------------------------------------------------------------------------------------
 

@@ -1,0 +1,26 @@
+"""File ids and the timings of uploads, the same for the bytes on disk (SQLite) and in PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import re
+
+FILE_ID = re.compile(r"file-[0-9a-f]{32}")
+
+
+UPLOAD_PREFIX = ".upload-"
+
+
+ORPHAN_GRACE_SECONDS = 3600.0
+"""Bytes without a metadata row are removed only once this old: another process may be between publishing the
+bytes and inserting the row."""
+
+
+STALE_UPLOAD_SECONDS = 24 * 3600.0
+"""An upload this old that never completed belongs to a process that died."""
+
+
+def check_file_id(file_id: str) -> str:
+    if not FILE_ID.fullmatch(file_id):
+        raise ValueError(f"not a file id: {file_id[:80]!r}")
+    return file_id

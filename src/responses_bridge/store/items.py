@@ -1,0 +1,32 @@
+"""The items of a response or a conversation as rows, the same for every store.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+MAX_CHAIN_DEPTH = 100_000
+"""Guards the recursive walk against a (corrupt) cycle in ``previous_response_id``; real chains are far shorter."""
+
+
+MAX_INDEXED_ITEM_ID = 512
+"""Longer item ids are stored without their id column (they cannot be a pagination cursor): an id is client input,
+and a huge one in the ``(conversation_id, item_id)`` index would bring back the big-key b-tree cost migration 4
+removed."""
+
+
+ItemRow = tuple[str | None, bytes]
+"""One item as stored: its id (None when it has none, or one too long to index) and its JSON."""
+
+
+def item_rows(items: list[dict[str, Any]]) -> list[ItemRow]:
+    """Serialise items one by one: each becomes its own row, so no JSON text of the whole list is ever built."""
+    rows: list[ItemRow] = []
+    for item in items:
+        item_id = item.get("id")
+        if not isinstance(item_id, str) or len(item_id) > MAX_INDEXED_ITEM_ID:
+            item_id = None
+        rows.append((item_id, orjson.dumps(item)))
+    return rows

@@ -1,0 +1,167 @@
+"""How a stored response becomes rows: the upsert of the response, its items and metadata, and the conversation it
+joins, written in one transaction per batch of saves (several saves that arrive together share one commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from ..items import ItemRow, item_rows
+from ..records import ResponseIdTaken
+
+# An existing id is only replaced when it is the same tenant's (the WHERE of DO UPDATE): otherwise nothing
+# changes and the statement reports no row, which _write_one turns into ResponseIdTaken.
+_UPSERT_RESPONSE = """
+INSERT INTO responses (id, created_at, status, model, previous_response_id, response, tenant)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET
+    created_at = excluded.created_at, status = excluded.status, model = excluded.model,
+    previous_response_id = excluded.previous_response_id, response = excluded.response
+WHERE responses.tenant = excluded.tenant
+"""
+
+
+_DELETE_ITEMS = "DELETE FROM response_items WHERE response_id = ?"
+
+
+_INSERT_ITEM = "INSERT INTO response_items (response_id, kind, position, item_id, item) VALUES (?, ?, ?, ?, ?)"
+
+
+_DELETE_METADATA = "DELETE FROM response_metadata WHERE response_id = ?"
+
+
+_INSERT_METADATA = ("INSERT INTO response_metadata (response_id, key, value, created_at, tenant) "
+                    "VALUES (?, ?, ?, ?, ?)")
+
+
+_NEXT_SEQ = "SELECT next_seq FROM conversations WHERE id = ? AND tenant = ?"
+
+
+_INSERT_CONVERSATION_ITEM = "INSERT INTO conversation_items (conversation_id, seq, item_id, item) VALUES (?, ?, ?, ?)"
+
+
+_ADVANCE_SEQ = "UPDATE conversations SET next_seq = next_seq + ?, last_active_at = ? WHERE id = ?"
+
+
+@dataclass(slots=True)
+class _Save:
+    """One queued save: the response's columns, its items serialised, and the caller waiting for it."""
+
+    response: tuple[object, ...]
+    inputs: list[ItemRow]
+    outputs: list[ItemRow]
+    conversation_id: str | None
+    done: asyncio.Future[None]
+    metadata: list[tuple[str, str]]
+    tenant: str
+    token: int = 0
+
+
+def _save_row(response: dict[str, Any], input_items: list[dict[str, Any]], conversation_id: str | None,
+              done: asyncio.Future[None], tenant: str) -> _Save:
+    try:
+        response_id = response["id"]
+    except KeyError:
+        raise ValueError("cannot store a response without an 'id'") from None
+    created_at = response.get("created_at")
+    columns = (
+        response_id,
+        int(created_at) if created_at is not None else int(time.time()),
+        response.get("status"),
+        response.get("model"),
+        response.get("previous_response_id"),
+        orjson.dumps(response),
+        tenant,
+    )
+    metadata = response.get("metadata")
+    pairs = ([(key, value) for key, value in metadata.items() if isinstance(key, str) and isinstance(value, str)]
+             if isinstance(metadata, dict) else [])
+    return _Save(columns, item_rows(input_items), item_rows(response.get("output") or []), conversation_id, done,
+                 pairs, tenant)
+
+
+def append_conversation_rows(conn: sqlite3.Connection, conversation_id: str, rows: Iterator[ItemRow] | list[ItemRow],
+                             tenant: str, active_at: int | None = None) -> bool:
+    """Append items at the end of ``tenant``'s conversation, numbered from its own counter; False if it is unknown
+    (or another tenant's). Its last activity becomes ``active_at`` (default: now).
+
+    Runs on the database thread inside the caller's transaction (the counter read and its update must commit
+    together)."""
+    found = conn.execute(_NEXT_SEQ, (conversation_id, tenant)).fetchone()
+    if found is None:
+        return False
+    first = int(found[0])
+    count = 0
+
+    def numbered() -> Iterator[tuple[str, int, str | None, bytes]]:
+        nonlocal count
+        for item_id, blob in rows:
+            yield conversation_id, first + count, item_id, blob
+            count += 1
+
+    conn.executemany(_INSERT_CONVERSATION_ITEM, numbered())
+    if count:
+        conn.execute(_ADVANCE_SEQ, (count, int(time.time()) if active_at is None else active_at, conversation_id))
+    return True
+
+
+def _write_one(conn: sqlite3.Connection, save: _Save) -> None:
+    response_id = save.response[0]
+    if conn.execute(_UPSERT_RESPONSE, save.response).rowcount != 1:
+        raise ResponseIdTaken(str(response_id))  # another tenant's row: left as it is, nothing else written
+    conn.execute(_DELETE_ITEMS, (response_id,))
+    for kind, rows in (("input", save.inputs), ("output", save.outputs)):
+        if rows:
+            conn.executemany(_INSERT_ITEM, ((response_id, kind, position, item_id, blob)
+                                            for position, (item_id, blob) in enumerate(rows)))
+    conn.execute(_DELETE_METADATA, (response_id,))  # a re-save (queued -> completed) replaces them
+    if save.metadata:
+        created_at = save.response[1]
+        conn.executemany(_INSERT_METADATA, ((response_id, key, value, created_at, save.tenant)
+                                            for key, value in save.metadata))
+    if save.conversation_id is not None:
+        # a conversation deleted while the response ran simply does not get the turn; the response is still good
+        append_conversation_rows(conn, save.conversation_id, [*save.inputs, *save.outputs], save.tenant)
+
+
+def _write_saves(conn: sqlite3.Connection, saves: list[_Save]) -> list[Exception | None]:
+    """One transaction for the batch, one savepoint per response: a response whose statements fail is rolled back
+    alone and reported to its own caller; the others commit. Runs on the database thread. (A batch of one needs
+    no savepoint: its transaction is its unit.)"""
+    outcomes: list[Exception | None] = []
+    alone = len(saves) == 1
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for save in saves:
+            if alone:
+                _write_one(conn, save)
+                outcomes.append(None)
+                continue
+            conn.execute("SAVEPOINT save_response")
+            try:
+                _write_one(conn, save)
+            except Exception as exc:  # noqa: BLE001  (whatever failed this response is its caller's error alone)
+                conn.execute("ROLLBACK TO save_response")
+                outcomes.append(exc)
+            else:
+                outcomes.append(None)
+            conn.execute("RELEASE save_response")
+        conn.execute("COMMIT")
+    except Exception as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        if alone and not outcomes:
+            return [exc]  # that response's own statement failed: its caller's error
+        raise
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return outcomes
