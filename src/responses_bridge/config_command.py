@@ -47,7 +47,7 @@ def mask(value: Any, name: str = "") -> Any:
 
 def show_command(args: argparse.Namespace) -> int:
     from .engine.profiles import SWITCHES
-    from .run import probe_cache
+    from .probe import cache as probe_cache
 
     settings = load_settings(config=args.config)
     path = config_file.path_from(args.config)

@@ -59,7 +59,7 @@ class Runtime:
     server_tools: ServerTools | None = None  # the tool loop's MCP client and web search (run/server_tools.py)
     router: Router | None = None  # the per-model routes (upstreams.py); None: settings.router() on first use
     clients: dict[str, UpstreamClient] = field(default_factory=dict)  # the sidecar's own calls, per upstream
-    # ``mode: auto`` upstreams, as probed at start (run/probe_start.py): the chosen mode and measured switches
+    # ``mode: auto`` upstreams, as probed at start (probe/start.py): the chosen mode and measured switches
     probed_modes: dict[str, str] = field(default_factory=dict)
     probed_switches: dict[str, dict[str, Any]] = field(default_factory=dict)
     _upstream_options: dict[str, EngineOptions] = field(default_factory=dict, repr=False)  # route_options' cache

@@ -116,8 +116,8 @@ async def open_runtime(settings: Settings) -> Runtime:
 
 async def _probe_auto(runtime: Runtime) -> None:
     """``mode: auto`` upstreams are probed before the doors open: the mode they are served in, and the switches
-    their answers call for (run/probe_start.py); a failed probe leaves one translated."""
-    from .run.probe_start import probe_auto_upstreams
+    their answers call for (probe/start.py); a failed probe leaves one translated."""
+    from .probe.start import probe_auto_upstreams
 
     for name, report in (await probe_auto_upstreams(runtime.routes())).items():
         runtime.probed_modes[name] = report.mode if report is not None else "translate"

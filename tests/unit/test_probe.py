@@ -17,8 +17,8 @@ import yaml
 from responses_bridge.devtools import fake_upstream
 from responses_bridge.engine.options import EngineOptions
 from responses_bridge.engine.profiles import options_for
-from responses_bridge.run import probe_cache
-from responses_bridge.run.probe import CHECKS, ProbeError, ProbeReport, probe_upstream
+from responses_bridge.probe import cache as probe_cache
+from responses_bridge.probe.checks import CHECKS, ProbeError, ProbeReport, probe_upstream
 
 
 async def start_fake(quirks: str | None = None, *, native: bool = False) -> tuple[object, str]:

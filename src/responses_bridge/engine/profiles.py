@@ -39,7 +39,7 @@ What each switch does, and why a backend needs it:
 * ``logprobs``: pass ``logprobs`` / ``top_logprobs`` on; off for servers that refuse them.
 
 ``generic`` is the bridge's behaviour before profiles existed, and the default. ``responses-bridge probe`` measures
-these switches on a live server (run/probe.py).
+these switches on a live server (probe/checks.py).
 """
 
 from __future__ import annotations

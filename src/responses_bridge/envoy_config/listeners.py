@@ -48,7 +48,7 @@ def _listener(address: str, port: int, up: UpstreamURL, sidecar: tuple[str, int]
                 "stream_idle_timeout": "300s",  # the longest silence allowed mid-stream
                 "request_timeout": "0s",  # no ceiling on a whole request: LLM streams may last minutes
                 # the whole request head (URL and headers); over it, a 431. The sidecar reads longer lines
-                # (adapters/http/protocol_errors.py), so it never refuses a head that Envoy forwarded.
+                # (adapters/http/parser_errors.py), so it never refuses a head that Envoy forwarded.
                 "max_request_headers_kb": 60,
                 "normalize_path": True,
                 "merge_slashes": True,

@@ -85,7 +85,7 @@ def _local_reply_config(sidecar: tuple[str, int]) -> dict[str, Any]:
                "gateway_error"),
         mapper([status("EQ", 413)], "The request body is too large.", "invalid_request_error",
                "request_too_large"),
-        # the same answers as the HTTP door's (adapters/http/errors.py, protocol_errors.py)
+        # the same answers as the HTTP door's (adapters/http/errors.py, parser_errors.py)
         mapper([status("EQ", UNSUPPORTED_ENCODING_STATUS)], "This Content-Encoding is not supported: send the "
                "request body uncompressed.", "invalid_request_error", "unsupported_content_encoding"),
         mapper([status("EQ", 431)], "The request line or headers are larger than this server accepts.",

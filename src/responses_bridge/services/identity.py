@@ -4,7 +4,7 @@
 tenant header's value):
 
 * ``none``: everyone is :data:`~responses_bridge.store.base.DEFAULT_TENANT`.
-* ``keys``: ``Authorization: Bearer <key>``, a key made by ``responses-bridge keys create`` (store/api_keys.py);
+* ``keys``: ``Authorization: Bearer <key>``, a key made by ``responses-bridge keys create`` (store/keys.py);
   the key's tenant. Missing, unknown, revoked or expired: a 401 whose message never repeats the key.
 * ``header``: the tenant header (``RESPONSES_BRIDGE_TENANT_HEADER``) that Envoy set after authenticating the caller;
   the rendered Envoy config strips a client's own at the start of its filter chain.

@@ -1,6 +1,6 @@
 """Background ingestion of vector store files: extract, chunk, embed, index, one file at a time per worker.
 
-Each attached file is a row ``in_progress`` (store/vector_stores.py); a job takes it to ``completed`` or ``failed``
+Each attached file is a row ``in_progress`` (the vector store store); a job takes it to ``completed`` or ``failed``
 with ``last_error {code, message}``. One file failing never touches another, so a batch with a bad file still
 completes. Jobs live only in the database: at start every row still ``in_progress`` (a previous process stopped
 mid-way) is queued again, so ingestion resumes after a restart. At most ``concurrency`` files are processed at

@@ -22,6 +22,7 @@ from .limits import limits_middleware
 from .observe import echo_request_id, observe_middleware
 from .prompts_routes import PromptRoutes
 from .responses_routes import ResponsesRoutes
+from .routes import api_routes
 from .upstream_routes import UpstreamRoutes
 from .vector_stores_routes import VectorStoreRoutes
 
@@ -69,8 +70,8 @@ def create_app(runtime: Runtime) -> web.Application:
     app.router.add_get("/metrics", metrics)
     UpstreamRoutes(runtime, upstream, clients).register(app)  # chat/completions; models over several upstreams
     if not clients:
-        app.router.add_get("/v1/models", models)
-        app.router.add_get("/models", models)
+        with api_routes(app) as routes:
+            routes.get("/models", models)
     return app
 
 

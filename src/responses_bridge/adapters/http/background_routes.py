@@ -17,6 +17,7 @@ from ...services.background import BackgroundService
 from .identity import request_tenant
 from .limits import request_slot
 from .params import int_query
+from .routes import api_routes
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -69,15 +70,15 @@ async def _stream(request: web.Request, service: BackgroundService, response_id:
 def register(app: web.Application, runtime: Runtime, upstream: UpstreamClient,
              clients: Mapping[str, UpstreamClient] | None = None) -> None:
     """Cancel, compaction and input token counting (WebSocket mode is in responses_routes.py)."""
-    from .stateful_routes import StatefulRoutes
+    from .compaction_routes import CompactionRoutes
 
     async def cancel(request: web.Request) -> web.Response:
         response = await _service(runtime).cancel(request.match_info["response_id"], tenant=request_tenant(request))
         return web.Response(body=orjson.dumps(response), content_type="application/json")
 
-    for prefix in ("/v1", ""):
-        app.router.add_post(f"{prefix}/responses/{{response_id}}/cancel", cancel)
-    StatefulRoutes(runtime, upstream, clients).register(app)
+    with api_routes(app) as routes:
+        routes.post("/responses/{response_id}/cancel", cancel)
+    CompactionRoutes(runtime, upstream, clients).register(app)
 
 
 def wants_stream(request: web.Request) -> bool:

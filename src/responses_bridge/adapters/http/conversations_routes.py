@@ -7,6 +7,7 @@ from aiohttp import web
 from ...services.conversations import ConversationService
 from .identity import request_tenant
 from .params import include_query, int_query, json_object, json_reply
+from .routes import api_routes
 
 
 class ConversationRoutes:
@@ -14,17 +15,17 @@ class ConversationRoutes:
         self.service = service
 
     def register(self, app: web.Application) -> None:
-        for prefix in ("/v1", ""):
-            base = f"{prefix}/conversations"
-            app.router.add_post(base, self.create)
-            app.router.add_get(base, self.list)
-            app.router.add_get(f"{base}/{{conversation_id}}", self.retrieve)
-            app.router.add_post(f"{base}/{{conversation_id}}", self.update)
-            app.router.add_delete(f"{base}/{{conversation_id}}", self.delete)
-            app.router.add_post(f"{base}/{{conversation_id}}/items", self.add_items)
-            app.router.add_get(f"{base}/{{conversation_id}}/items", self.list_items)
-            app.router.add_get(f"{base}/{{conversation_id}}/items/{{item_id}}", self.retrieve_item)
-            app.router.add_delete(f"{base}/{{conversation_id}}/items/{{item_id}}", self.delete_item)
+        with api_routes(app) as routes:
+            base = "/conversations"
+            routes.post(base, self.create)
+            routes.get(base, self.list)
+            routes.get(f"{base}/{{conversation_id}}", self.retrieve)
+            routes.post(f"{base}/{{conversation_id}}", self.update)
+            routes.delete(f"{base}/{{conversation_id}}", self.delete)
+            routes.post(f"{base}/{{conversation_id}}/items", self.add_items)
+            routes.get(f"{base}/{{conversation_id}}/items", self.list_items)
+            routes.get(f"{base}/{{conversation_id}}/items/{{item_id}}", self.retrieve_item)
+            routes.delete(f"{base}/{{conversation_id}}/items/{{item_id}}", self.delete_item)
 
     async def create(self, request: web.Request) -> web.Response:
         return json_reply(await self.service.create(await json_object(request, optional=True),

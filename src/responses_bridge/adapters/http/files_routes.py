@@ -16,6 +16,7 @@ from ...services.files import MAX_LIST_LIMIT, FileService
 from .file_uploads import create_file
 from .identity import request_tenant
 from .params import int_query, json_reply
+from .routes import api_routes
 
 CONTENT_CHUNK = 1 << 20
 
@@ -29,13 +30,13 @@ class FileRoutes:
         # distinct header a client cares to send
         for category in (BadContentDispositionHeader, BadContentDispositionParam):
             warnings.filterwarnings("ignore", category=category)
-        for prefix in ("/v1", ""):
-            base = f"{prefix}/files"
-            app.router.add_post(base, self.create)
-            app.router.add_get(base, self.list)
-            app.router.add_get(f"{base}/{{file_id}}", self.retrieve)
-            app.router.add_delete(f"{base}/{{file_id}}", self.delete)
-            app.router.add_get(f"{base}/{{file_id}}/content", self.content)
+        with api_routes(app) as routes:
+            base = "/files"
+            routes.post(base, self.create)
+            routes.get(base, self.list)
+            routes.get(f"{base}/{{file_id}}", self.retrieve)
+            routes.delete(f"{base}/{{file_id}}", self.delete)
+            routes.get(f"{base}/{{file_id}}/content", self.content)
 
     async def create(self, request: web.Request) -> web.Response:
         return json_reply(await create_file(request, self.service))

@@ -7,6 +7,7 @@ from aiohttp import web
 from ...services.prompts import PromptService
 from .identity import request_tenant
 from .params import int_query, json_object, json_reply
+from .routes import api_routes
 
 
 class PromptRoutes:
@@ -14,15 +15,15 @@ class PromptRoutes:
         self.service = service
 
     def register(self, app: web.Application) -> None:
-        for prefix in ("/v1", ""):
-            base = f"{prefix}/prompts"
-            app.router.add_post(base, self.create)
-            app.router.add_get(base, self.list)
-            app.router.add_get(f"{base}/{{prompt_id}}", self.retrieve)
-            app.router.add_post(f"{base}/{{prompt_id}}", self.update)
-            app.router.add_delete(f"{base}/{{prompt_id}}", self.delete)
-            app.router.add_get(f"{base}/{{prompt_id}}/versions", self.versions)
-            app.router.add_post(f"{base}/{{prompt_id}}/default_version", self.set_default_version)
+        with api_routes(app) as routes:
+            base = "/prompts"
+            routes.post(base, self.create)
+            routes.get(base, self.list)
+            routes.get(f"{base}/{{prompt_id}}", self.retrieve)
+            routes.post(f"{base}/{{prompt_id}}", self.update)
+            routes.delete(f"{base}/{{prompt_id}}", self.delete)
+            routes.get(f"{base}/{{prompt_id}}/versions", self.versions)
+            routes.post(f"{base}/{{prompt_id}}/default_version", self.set_default_version)
 
     async def create(self, request: web.Request) -> web.Response:
         return json_reply(await self.service.create(await json_object(request), tenant=request_tenant(request)))

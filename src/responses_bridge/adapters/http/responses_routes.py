@@ -26,6 +26,7 @@ from .drain import DRAIN
 from .identity import request_tenant
 from .observe import STARTED
 from .params import int_query, metadata_query, read_body
+from .routes import api_routes
 
 log = structlog.get_logger("responses_bridge.http")
 
@@ -42,12 +43,12 @@ class ResponsesRoutes:
         self.clients = clients or {}  # the door's own, per configured upstream (upstreams.py)
 
     def register(self, app: web.Application) -> None:
-        for prefix in ("/v1", ""):
-            app.router.add_post(f"{prefix}/responses", self.create)
-            app.router.add_get(f"{prefix}/responses", self.list_or_upgrade)
-            app.router.add_get(f"{prefix}/responses/{{response_id}}", self.retrieve)
-            app.router.add_delete(f"{prefix}/responses/{{response_id}}", self.delete)
-            app.router.add_get(f"{prefix}/responses/{{response_id}}/input_items", self.input_items)
+        with api_routes(app) as routes:
+            routes.post("/responses", self.create)
+            routes.get("/responses", self.list_or_upgrade)
+            routes.get("/responses/{response_id}", self.retrieve)
+            routes.delete("/responses/{response_id}", self.delete)
+            routes.get("/responses/{response_id}/input_items", self.input_items)
 
     async def create(self, request: web.Request) -> web.StreamResponse:
         upstream = self.upstream

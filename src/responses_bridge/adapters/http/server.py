@@ -9,7 +9,7 @@ from aiohttp import web
 from ...runtime import Runtime
 from .app import create_app
 from .drain import DRAIN
-from .protocol_errors import PARSER_OPTIONS, use_openai_errors
+from .parser_errors import PARSER_OPTIONS, use_openai_errors
 
 CLOSE_TIMEOUT_SECONDS = 1.0
 """Once drained, what aiohttp still waits for handlers that did not end (they are cancelled after it)."""

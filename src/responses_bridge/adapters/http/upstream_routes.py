@@ -23,6 +23,7 @@ from ...run.upstream import UpstreamClient, UpstreamFailure
 from ...runtime import Runtime
 from ...upstreams import Route
 from .params import read_body
+from .routes import api_routes
 
 log = structlog.get_logger("responses_bridge.http")
 
@@ -35,11 +36,11 @@ class UpstreamRoutes:
         self.clients = clients
 
     def register(self, app: web.Application) -> None:
-        for prefix in ("/v1", ""):
-            app.router.add_post(f"{prefix}/chat/completions", self.chat_completions)
+        with api_routes(app) as routes:
+            routes.post("/chat/completions", self.chat_completions)
             if self.clients:  # else app.py passes the one upstream's list through
-                app.router.add_get(f"{prefix}/models", self.list_models)
-            app.router.add_get(f"{prefix}/models/{{model_id}}", self.get_model)
+                routes.get("/models", self.list_models)
+            routes.get("/models/{model_id}", self.get_model)
 
     def _client(self, route: Route) -> UpstreamClient:
         return self.clients.get(route.upstream.name, self.upstream)

@@ -10,6 +10,7 @@ from aiohttp import web
 from ...services.vector_stores import VectorStoreService
 from .identity import request_tenant
 from .params import int_query, json_object, json_reply
+from .routes import api_routes
 
 
 class VectorStoreRoutes:
@@ -17,25 +18,25 @@ class VectorStoreRoutes:
         self.service = service
 
     def register(self, app: web.Application) -> None:
-        for prefix in ("/v1", ""):
-            base = f"{prefix}/vector_stores"
+        with api_routes(app) as routes:
+            base = "/vector_stores"
             store = f"{base}/{{vector_store_id}}"
-            app.router.add_post(base, self.create)
-            app.router.add_get(base, self.list_stores)
-            app.router.add_get(store, self.retrieve)
-            app.router.add_post(store, self.update)
-            app.router.add_delete(store, self.delete)
-            app.router.add_post(f"{store}/search", self.search)
-            app.router.add_post(f"{store}/files", self.add_file)
-            app.router.add_get(f"{store}/files", self.list_files)
-            app.router.add_get(f"{store}/files/{{file_id}}", self.retrieve_file)
-            app.router.add_post(f"{store}/files/{{file_id}}", self.update_file)
-            app.router.add_delete(f"{store}/files/{{file_id}}", self.delete_file)
-            app.router.add_get(f"{store}/files/{{file_id}}/content", self.file_content)
-            app.router.add_post(f"{store}/file_batches", self.create_batch)
-            app.router.add_get(f"{store}/file_batches/{{batch_id}}", self.retrieve_batch)
-            app.router.add_post(f"{store}/file_batches/{{batch_id}}/cancel", self.cancel_batch)
-            app.router.add_get(f"{store}/file_batches/{{batch_id}}/files", self.list_batch_files)
+            routes.post(base, self.create)
+            routes.get(base, self.list_stores)
+            routes.get(store, self.retrieve)
+            routes.post(store, self.update)
+            routes.delete(store, self.delete)
+            routes.post(f"{store}/search", self.search)
+            routes.post(f"{store}/files", self.add_file)
+            routes.get(f"{store}/files", self.list_files)
+            routes.get(f"{store}/files/{{file_id}}", self.retrieve_file)
+            routes.post(f"{store}/files/{{file_id}}", self.update_file)
+            routes.delete(f"{store}/files/{{file_id}}", self.delete_file)
+            routes.get(f"{store}/files/{{file_id}}/content", self.file_content)
+            routes.post(f"{store}/file_batches", self.create_batch)
+            routes.get(f"{store}/file_batches/{{batch_id}}", self.retrieve_batch)
+            routes.post(f"{store}/file_batches/{{batch_id}}/cancel", self.cancel_batch)
+            routes.get(f"{store}/file_batches/{{batch_id}}/files", self.list_batch_files)
 
     async def create(self, request: web.Request) -> web.Response:
         return json_reply(await self.service.create(await json_object(request, optional=True),

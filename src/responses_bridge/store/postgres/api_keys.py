@@ -2,7 +2,7 @@
 shares, so a key made with ``responses-bridge keys create`` against the database works on every replica at once and
 a revoked one stops working on all of them with the next request.
 
-Keys are minted, parsed and checked by the functions of store/api_keys.py, exactly as on SQLite; only the salted
+Keys are minted, parsed and checked by the functions of store/keys.py, exactly as on SQLite; only the salted
 hash of a key's secret is stored.
 """
 

@@ -1,4 +1,4 @@
-"""Background responses across replicas on one PostgreSQL database (``RunLeases``; see store/background_runs.py).
+"""Background responses across replicas on one PostgreSQL database (``RunLeases``; see store/base.py: RunLeases).
 
 Each running background response has a row in ``background_runs``: the replica that owns it and until when
 (``lease_until``, database time, so replicas' clocks do not matter), renewed by the owner's heartbeat, and whether

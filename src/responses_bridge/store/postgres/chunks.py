@@ -21,7 +21,7 @@ holds unchanged.
 Ownership: chunks belong to their vector store's tenant. Every read takes ``tenant`` and carries the check that
 the store is that tenant's in its own statement (``_owned``), so another tenant's store reads exactly as an
 unknown one (empty). The writes take no tenant: ingestion and the clean-up after a tenant-checked change call
-them across tenants, as on SQLite (store/chunks.py).
+them across tenants, as on SQLite (store/sqlite/chunks.py).
 """
 
 from __future__ import annotations

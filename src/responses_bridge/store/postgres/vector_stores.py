@@ -1,5 +1,5 @@
 """Vector store metadata on PostgreSQL: the stores, their files with ingestion status, and file batches, shared by
-every replica. Same rules as the SQLite store (store/vector_stores.py): counts, usage and batch status are
+every replica. Same rules as the SQLite store (store/sqlite/vector_stores.py): counts, usage and batch status are
 aggregated from the file rows on every read, and each file row has its own ``seq`` that ingestion jobs carry.
 
 Ingestion is claimed one file at a time across replicas: a worker takes rows with ``FOR UPDATE SKIP LOCKED`` (two

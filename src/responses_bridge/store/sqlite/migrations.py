@@ -20,7 +20,7 @@ MIGRATIONS: list[Migration] = [
     (
         6,
         [
-            # The chunk index of vector stores (store/chunks.py). Each store gets a number; its chunks' ids are
+            # The chunk index of vector stores (store/sqlite/chunks.py). Each store gets a number; its chunks' ids are
             # number << 32 plus a counter, so one store's chunks are one rowid range, which FTS5 and the primary
             # key search without touching other stores' rows. The generation moves with every change of chunks,
             # attributes_generation with every change of a file's attributes, so a process's in-memory copies
@@ -242,7 +242,7 @@ MIGRATIONS: list[Migration] = [
     (
         12,
         [
-            # The bridge's own API keys (RESPONSES_BRIDGE_AUTH=keys; store/api_keys.py). A key is
+            # The bridge's own API keys (RESPONSES_BRIDGE_AUTH=keys; store/keys.py). A key is
             # ``rbk_<id>_<secret>``: the id is the primary key, so resolving a key is one indexed read; only a
             # salted hash of the secret is kept. Revoked and expired keys stay listed (who had access, until when).
             """

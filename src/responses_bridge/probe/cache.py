@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import platformdirs
 
-from .probe import ProbeReport
+from .checks import ProbeReport
 
 FILE_NAME = "probes.json"
 

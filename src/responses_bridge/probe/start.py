@@ -1,10 +1,10 @@
 """``mode: auto`` upstreams, probed once when the sidecar starts (before either door opens).
 
-Each ``auto`` upstream is asked what it supports (run/probe.py: a handful of tiny requests, each with a short
+Each ``auto`` upstream is asked what it supports (probe/checks.py: a handful of tiny requests, each with a short
 timeout, the whole probe bounded too); the result picks the mode it is served in (``native`` when it answers
 ``/v1/responses`` itself, else ``translate``) and the switches its answers call for, which apply as overrides
 under its configured profile (Runtime.route_options). Every result is written to the probe cache
-(run/probe_cache.py), which ``config show`` prints. A probe that fails (nothing answers, or too slow) is a
+(probe/cache.py), which ``config show`` prints. A probe that fails (nothing answers, or too slow) is a
 warning, and that upstream is translated: Chat Completions is what every backend the bridge knows serves.
 """
 
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import structlog
 
 from ..upstreams import ModelRoute, Router, UpstreamSpec
-from . import probe_cache
-from .probe import ProbeError, ProbeReport, probe_upstream
+from . import cache as probe_cache
+from .checks import ProbeError, ProbeReport, probe_upstream
 
 log = structlog.get_logger("responses_bridge.probe")
 

@@ -1,7 +1,7 @@
 """``responses-bridge probe URL [--model M]``: measure what an upstream supports and print the table.
 
-The table ends in ``mode: translate`` or ``mode: native``; the result is cached (run/probe_cache.py) and shown by
-``config show``. The checks themselves are in run/probe.py.
+The table ends in ``mode: translate`` or ``mode: native``; the result is cached (probe/cache.py) and shown by
+``config show``. The checks themselves are in checks.py.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import asyncio
 import os
 import sys
 
-from .run.probe import DEFAULT_TIMEOUT, ProbeError, probe_upstream
+from .checks import DEFAULT_TIMEOUT, ProbeError, probe_upstream
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -29,7 +29,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .run import probe_cache
+    from . import cache as probe_cache
 
     key = args.api_key or os.environ.get("RESPONSES_BRIDGE_API_KEY") or os.environ.get("OPENAI_API_KEY")
     try:

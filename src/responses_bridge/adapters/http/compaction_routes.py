@@ -17,9 +17,10 @@ from ...services.token_count import TokenCounter
 from ...upstreams import Route
 from .identity import request_tenant
 from .params import read_body
+from .routes import api_routes
 
 
-class StatefulRoutes:
+class CompactionRoutes:
     def __init__(self, runtime: Runtime, upstream: UpstreamClient,
                  clients: Mapping[str, UpstreamClient] | None = None) -> None:
         self.runtime = runtime
@@ -40,9 +41,9 @@ class StatefulRoutes:
         return self.runtime.route(parse_json_object(body).get("model"))
 
     def register(self, app: web.Application) -> None:
-        for prefix in ("/v1", ""):
-            app.router.add_post(f"{prefix}/responses/compact", self.compact)
-            app.router.add_post(f"{prefix}/responses/input_tokens", self.input_tokens)
+        with api_routes(app) as routes:
+            routes.post("/responses/compact", self.compact)
+            routes.post("/responses/input_tokens", self.input_tokens)
 
     async def compact(self, request: web.Request) -> web.Response:
         if self.compaction is None:
