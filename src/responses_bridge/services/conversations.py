@@ -13,6 +13,7 @@ from typing import Any
 from .. import ids
 from ..protocol.errors import APIError, invalid_request, not_found
 from ..protocol.input_items import normalize_input
+from ..protocol.lists import list_body, list_of
 from ..protocol.request import check_metadata
 from ..store.base import ConversationStore
 from ..store.records import ItemPage, StoredConversation
@@ -103,8 +104,7 @@ class ConversationService:
             page = await self.store.list_conversations(tenant=tenant, after=after, before=before, limit=limit,
                                                        order=order)
         data = [render_conversation(conversation) for conversation in page.data]
-        return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
-                "last_id": data[-1]["id"] if data else None, "has_more": page.has_more}
+        return list_of(data, has_more=page.has_more)
 
     async def update(self, conversation_id: str, body: dict[str, Any], *, tenant: str) -> dict[str, Any]:
         if "metadata" not in body:
@@ -160,5 +160,5 @@ class ConversationService:
 
 
 def _page(page: ItemPage, include: list[str] | None) -> dict[str, Any]:
-    return {"object": "list", "data": [render_item(item, include) for item in page.data],
-            "first_id": page.first_id, "last_id": page.last_id, "has_more": page.has_more}
+    return list_body([render_item(item, include) for item in page.data], has_more=page.has_more,
+                     first_id=page.first_id, last_id=page.last_id)

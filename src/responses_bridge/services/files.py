@@ -29,6 +29,7 @@ from typing import Any
 import structlog
 
 from ..protocol.errors import APIError, invalid_request, not_found
+from ..protocol.lists import list_of
 from ..store.base import BlobReader, BlobWriter, FileBytes, FileStore
 from ..store.file_ids import FILE_ID
 from ..store.records import StorageLimitExceeded, StoredFile, UnknownCursor
@@ -378,8 +379,7 @@ class FileService:
             raise invalid_request(f"Invalid value for 'after': no file with id '{(after or '')[:200]}'.",
                                   param="after", code="invalid_value") from None
         data = [file_object(file) for file in files]
-        return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
-                "last_id": data[-1]["id"] if data else None, "has_more": has_more}
+        return list_of(data, has_more=has_more)
 
     # -- delete -----------------------------------------------------------------------------------------------
 

@@ -36,10 +36,12 @@ async def list_responses(store: ResponseStore, *, tenant: str, after: str | None
     with page_errors("response"):
         page = await store.list_responses(tenant=tenant, after=after, before=before, limit=limit, order=order,
                                           where=where)
-    return list_body(page)
+    return spliced_list_body(page)
 
 
-def list_body(page: ResponsePage) -> bytes:
+def spliced_list_body(page: ResponsePage) -> bytes:
+    """The list body with the stored responses' JSON spliced in as the store keeps it (never decoded and
+    encoded again: a page of large responses costs one copy)."""
     tail = orjson.dumps({"first_id": page.ids[0] if page.ids else None,
                          "last_id": page.ids[-1] if page.ids else None, "has_more": page.has_more})
     return b'{"object":"list","data":[' + b",".join(page.data) + b"]," + tail[1:]

@@ -23,6 +23,7 @@ from .. import ids
 from ..engine.state import RenderedPrompt
 from ..protocol.errors import APIError, invalid_request, not_found
 from ..protocol.input_items import normalize_input
+from ..protocol.lists import list_of
 from ..protocol.request import check_metadata
 from ..store.base import PromptStore
 from ..store.records import PromptVersionConflict, StoredPromptVersion
@@ -189,16 +190,14 @@ class PromptService:
             raise invalid_request(f"No prompt found with id '{after}'", param="after")
         prompts, has_more = await self.store.list_prompts(tenant=tenant, after=after, limit=limit, order=order)
         data = [render_prompt(prompt) for prompt in prompts]
-        return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
-                "last_id": data[-1]["id"] if data else None, "has_more": has_more}
+        return list_of(data, has_more=has_more)
 
     async def versions(self, prompt_id: str, *, tenant: str) -> dict[str, Any]:
         versions = await self.store.list_versions(prompt_id, tenant=tenant)
         if versions is None:
             raise _not_found(prompt_id)
         data = [render_prompt(version) for version in versions]
-        return {"object": "list", "data": data, "first_id": data[0]["version"], "last_id": data[-1]["version"],
-                "has_more": False}
+        return list_of(data, has_more=False, id_of=lambda version: version["version"])
 
     async def set_default_version(self, prompt_id: str, raw: dict[str, Any], *, tenant: str) -> dict[str, Any]:
         if raw.get("version") is None:

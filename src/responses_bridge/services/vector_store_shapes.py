@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from ..protocol.errors import APIError, invalid_request, not_found
+from ..protocol.lists import list_body
 from ..store.records import STATUSES, FileCounts, Page, StoredFileBatch, StoredVectorStore, StoredVectorStoreFile
 from .retrieval.search import MAX_QUERY_CHARS
 
@@ -88,8 +89,8 @@ def render_batch(batch: StoredFileBatch) -> dict[str, Any]:
 
 def list_page(page: Page, render: Any, id_of: Any) -> dict[str, Any]:
     data = [render(row) for row in page.data]
-    return {"object": "list", "data": data, "first_id": id_of(page.data[0]) if page.data else None,
-            "last_id": id_of(page.data[-1]) if page.data else None, "has_more": page.has_more}
+    return list_body(data, has_more=page.has_more, first_id=id_of(page.data[0]) if page.data else None,
+                     last_id=id_of(page.data[-1]) if page.data else None)
 
 
 def check_attributes(value: Any, param: str = "attributes") -> dict[str, Any]:

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from ...services.conversations import ConversationService
 from .identity import request_tenant
-from .params import include_query, int_query, json_object, json_reply
+from .params import include_query, json_object, json_reply, page_query
 from .routes import api_routes
 
 
@@ -33,9 +33,7 @@ class ConversationRoutes:
 
     async def list(self, request: web.Request) -> web.Response:
         return json_reply(await self.service.list_conversations(
-            after=request.query.get("after"), before=request.query.get("before"),
-            limit=int_query(request, "limit", 20), order=request.query.get("order", "desc"),
-            tenant=request_tenant(request)))
+            **page_query(request), tenant=request_tenant(request)))
 
     async def retrieve(self, request: web.Request) -> web.Response:
         return json_reply(await self.service.get(request.match_info["conversation_id"],
@@ -56,8 +54,7 @@ class ConversationRoutes:
 
     async def list_items(self, request: web.Request) -> web.Response:
         return json_reply(await self.service.list_items(
-            request.match_info["conversation_id"], after=request.query.get("after"),
-            limit=int_query(request, "limit", 20), order=request.query.get("order", "desc"),
+            request.match_info["conversation_id"], **page_query(request, before=False),
             include=include_query(request), tenant=request_tenant(request)))
 
     async def retrieve_item(self, request: web.Request) -> web.Response:

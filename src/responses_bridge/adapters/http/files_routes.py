@@ -15,7 +15,7 @@ from aiohttp.multipart import BadContentDispositionHeader, BadContentDisposition
 from ...services.files import MAX_LIST_LIMIT, FileService
 from .file_uploads import create_file
 from .identity import request_tenant
-from .params import int_query, json_reply
+from .params import json_reply, page_query
 from .routes import api_routes
 
 CONTENT_CHUNK = 1 << 20
@@ -43,9 +43,7 @@ class FileRoutes:
 
     async def list(self, request: web.Request) -> web.Response:
         return json_reply(await self.service.list(tenant=request_tenant(request), purpose=request.query.get("purpose"),
-                                                  after=request.query.get("after"),
-                                                  limit=int_query(request, "limit", MAX_LIST_LIMIT),
-                                                  order=request.query.get("order", "desc")))
+                                                  **page_query(request, limit=MAX_LIST_LIMIT, before=False)))
 
     async def retrieve(self, request: web.Request) -> web.Response:
         return json_reply(await self.service.retrieve(request.match_info["file_id"], tenant=request_tenant(request)))

@@ -54,6 +54,17 @@ async def json_object(request: web.Request, *, optional: bool = False) -> dict[s
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
+def page_query(request: web.Request, *, limit: int = 20, before: bool = True) -> dict[str, Any]:
+    """``after``, ``limit``, ``order`` (and ``before`` where the list takes it) as every OpenAI list reads them from
+    the query string; their values are checked by whoever pages (a 400 naming the parameter)."""
+    query = request.query
+    args: dict[str, Any] = {"after": query.get("after"), "limit": int_query(request, "limit", limit),
+                            "order": query.get("order", "desc")}
+    if before:
+        args["before"] = query.get("before")
+    return args
+
+
 def int_query(request: web.Request, name: str, default: int) -> int:
     value = request.query.get(name)
     if value is None:

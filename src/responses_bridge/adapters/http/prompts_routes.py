@@ -6,7 +6,7 @@ from aiohttp import web
 
 from ...services.prompts import PromptService
 from .identity import request_tenant
-from .params import int_query, json_object, json_reply
+from .params import json_object, json_reply, page_query
 from .routes import api_routes
 
 
@@ -29,9 +29,7 @@ class PromptRoutes:
         return json_reply(await self.service.create(await json_object(request), tenant=request_tenant(request)))
 
     async def list(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.list(after=request.query.get("after"),
-                                                  limit=int_query(request, "limit", 20),
-                                                  order=request.query.get("order", "desc"),
+        return json_reply(await self.service.list(**page_query(request, before=False),
                                                   tenant=request_tenant(request)))
 
     async def retrieve(self, request: web.Request) -> web.Response:

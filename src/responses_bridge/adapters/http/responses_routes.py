@@ -14,6 +14,7 @@ from ...engine.sse import KEEPALIVE_COMMENT
 from ...engine.wire import Reply
 from ...observability import metrics
 from ...protocol.errors import APIError, not_found
+from ...protocol.lists import list_body
 from ...protocol.request import parse_json_object
 from ...run.drive import drive
 from ...run.response_run import LARGE_BODY_BYTES
@@ -25,7 +26,7 @@ from . import background_routes, websocket
 from .drain import DRAIN
 from .identity import request_tenant
 from .observe import STARTED
-from .params import int_query, metadata_query, read_body
+from .params import metadata_query, page_query, read_body
 from .routes import api_routes
 
 log = structlog.get_logger("responses_bridge.http")
@@ -93,9 +94,8 @@ class ResponsesRoutes:
             return await websocket.handle(request, self.runtime, self.upstream, self.clients)
         query = request.query
         where = listing.response_filter(query.get("model"), query.get("status"), metadata_query(request))
-        body = await listing.list_responses(
-            self.runtime.store, tenant=request_tenant(request), after=query.get("after"), before=query.get("before"),
-            limit=int_query(request, "limit", 20), order=query.get("order", "desc"), where=where)
+        body = await listing.list_responses(self.runtime.store, tenant=request_tenant(request), where=where,
+                                            **page_query(request))
         return web.Response(body=body, content_type="application/json")
 
     async def retrieve(self, request: web.Request) -> web.StreamResponse:
@@ -119,17 +119,12 @@ class ResponsesRoutes:
 
     async def input_items(self, request: web.Request) -> web.Response:
         response_id = request.match_info["response_id"]
-        query = request.query
-        limit = int_query(request, "limit", 20)
-        order = query.get("order", "desc")
         with page_errors("input item"):
-            page = await self.runtime.store.list_input_items(
-                response_id, tenant=request_tenant(request), after=query.get("after"), before=query.get("before"),
-                limit=limit, order=order)
+            page = await self.runtime.store.list_input_items(response_id, tenant=request_tenant(request),
+                                                             **page_query(request))
         if page is None:
             raise _response_not_found(response_id)
-        body = {"object": "list", "data": page.data, "first_id": page.first_id, "last_id": page.last_id,
-                "has_more": page.has_more}
+        body = list_body(page.data, has_more=page.has_more, first_id=page.first_id, last_id=page.last_id)
         return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 

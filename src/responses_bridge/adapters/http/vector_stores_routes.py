@@ -9,7 +9,7 @@ from aiohttp import web
 
 from ...services.vector_stores import VectorStoreService
 from .identity import request_tenant
-from .params import int_query, json_object, json_reply
+from .params import json_object, json_reply, page_query
 from .routes import api_routes
 
 
@@ -106,6 +106,4 @@ def _store(request: web.Request) -> str:
 
 
 def _page(request: web.Request) -> dict[str, Any]:
-    """``limit``, ``order``, ``after``, ``before`` as every OpenAI list takes them (checked by the store)."""
-    return {"limit": int_query(request, "limit", 20), "order": request.query.get("order", "desc"),
-            "after": request.query.get("after"), "before": request.query.get("before")}
+    return page_query(request)
