@@ -20,10 +20,9 @@ Past that, an approximate index (pgvector's HNSW) belongs behind ``dense_candida
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +31,7 @@ import orjson
 
 from ..records import ChunkRow, DimensionMismatch, IndexedFile
 from .responses import SQLiteResponseStore
+from .transactions import transaction
 
 # Above this many multiply-adds a dense search leaves the event loop for a worker thread.
 _INLINE_FLOPS = 2_000_000
@@ -123,7 +123,7 @@ class SQLiteChunkIndex:
         attributes_json = orjson.dumps(dict(attributes)).decode()
 
         def replace(conn: sqlite3.Connection) -> tuple[int, int]:
-            with _transaction(conn):
+            with transaction(conn):
                 number, generation = _bump(conn, vector_store_id)
                 low, high = _id_range(number)
                 conn.execute("DELETE FROM vector_store_chunks WHERE vector_store_id = ? AND file_id = ?",
@@ -150,7 +150,7 @@ class SQLiteChunkIndex:
 
     async def delete_file_chunks(self, vector_store_id: str, file_id: str) -> None:
         def delete(conn: sqlite3.Connection) -> int:
-            with _transaction(conn):
+            with transaction(conn):
                 conn.execute("DELETE FROM vector_store_chunks WHERE vector_store_id = ? AND file_id = ?",
                              (vector_store_id, file_id))
                 conn.execute("DELETE FROM vector_store_chunk_files WHERE vector_store_id = ? AND file_id = ?",
@@ -178,7 +178,7 @@ class SQLiteChunkIndex:
 
     async def delete_store_chunks(self, vector_store_id: str) -> None:
         def delete(conn: sqlite3.Connection) -> None:
-            with _transaction(conn):
+            with transaction(conn):
                 conn.execute("DELETE FROM vector_store_chunks WHERE vector_store_id = ?", (vector_store_id,))
                 conn.execute("DELETE FROM vector_store_chunk_files WHERE vector_store_id = ?", (vector_store_id,))
                 _bump(conn, vector_store_id)
@@ -190,7 +190,7 @@ class SQLiteChunkIndex:
         attributes_json = orjson.dumps(dict(attributes)).decode()
 
         def update(conn: sqlite3.Connection) -> None:
-            with _transaction(conn):
+            with transaction(conn):
                 changed = conn.execute("UPDATE vector_store_chunk_files SET attributes = ?"
                                        " WHERE vector_store_id = ? AND file_id = ?",
                                        (attributes_json, vector_store_id, file_id)).rowcount
@@ -407,14 +407,3 @@ def _top(copy: _DenseCopy, query: np.ndarray, file_ids: Sequence[str] | None, li
         scores = np.where(allowed[copy.file_codes], scores, -np.inf)
     return [(int(copy.chunk_ids[i]), float(scores[i])) for i in top_rows(scores, limit) if np.isfinite(scores[i])]
 
-
-@contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    """``BEGIN IMMEDIATE`` … ``COMMIT`` on the database thread, rolled back on any error."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")

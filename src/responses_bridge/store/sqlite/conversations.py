@@ -7,10 +7,9 @@ whole conversation for the model is one query.
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -20,6 +19,7 @@ from ..listing import Bounds, bound_params, bounds, page_sql
 from ..records import ConversationPage, InvalidCursor, ItemPage, StoredConversation, check_page_args
 from .response_rows import append_conversation_rows
 from .responses import SQLiteResponseStore, distinct_tenants_sql, resolve_keys
+from .transactions import transaction
 
 # Existence and every item in one statement: the LEFT JOIN keeps a row for an empty conversation.
 _LOAD = """
@@ -55,7 +55,7 @@ class SQLiteConversationStore:
         metadata_json = orjson.dumps(metadata).decode()
 
         def create(conn: sqlite3.Connection) -> None:
-            with _transaction(conn):  # the conversation never exists without its first items
+            with transaction(conn):  # the conversation never exists without its first items
                 conn.execute("INSERT INTO conversations (id, created_at, metadata, tenant, last_active_at) "
                              "VALUES (?, ?, ?, ?, ?)", (conversation_id, created_at, metadata_json, tenant, created_at))
                 append_conversation_rows(conn, conversation_id, rows, tenant, created_at)
@@ -103,7 +103,7 @@ class SQLiteConversationStore:
         rows = item_rows(items)
 
         def append(conn: sqlite3.Connection) -> bool:
-            with _transaction(conn):
+            with transaction(conn):
                 return append_conversation_rows(conn, conversation_id, rows, tenant)
 
         return await self._db.run_write("append_conversation_items", append)
@@ -166,7 +166,7 @@ class SQLiteConversationStore:
 
         def purge(conn: sqlite3.Connection) -> int:
             deleted = 0
-            with _transaction(conn):
+            with transaction(conn):
                 for tenant, cutoff in targets:
                     if deleted >= limit:
                         break
@@ -184,17 +184,6 @@ def conversations_page(page: Bounds, fetch: int, tenant: str) -> tuple[str, dict
     sql = page_sql("id, created_at, metadata", "conversations", ("created_at", "id"), ["tenant = :tenant"], page)
     return sql, params
 
-
-@contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    """``BEGIN IMMEDIATE`` … ``COMMIT`` on the database thread, rolled back on any error."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
 
 
 def _conversation(row: Sequence[Any]) -> StoredConversation:

@@ -14,9 +14,8 @@ store id carries the store's tenant check (``_OWNED``) in the same statement.
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -33,6 +32,7 @@ from ..records import (
     check_page_args,
 )
 from .responses import SQLiteResponseStore
+from .transactions import transaction
 
 _COUNTS = """
 coalesce(sum(f.status = 'in_progress'), 0), coalesce(sum(f.status = 'completed'), 0),
@@ -79,16 +79,6 @@ def _batch(row: Sequence[Any]) -> StoredFileBatch:
     return StoredFileBatch(id=row[0], vector_store_id=row[1], created_at=int(row[2]), cancelled=bool(row[3]),
                            file_counts=FileCounts(*(int(n) for n in row[4:8])))
 
-
-@contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
 
 
 _OWNED = "EXISTS (SELECT 1 FROM vector_stores WHERE id = :store AND tenant = :tenant)"
@@ -138,7 +128,7 @@ class SQLiteVectorStoreStore:
         """Insert the store and its first files in one transaction; the files' seqs, in order."""
 
         def create(conn: sqlite3.Connection) -> list[int]:
-            with _transaction(conn):
+            with transaction(conn):
                 conn.execute(
                     "INSERT INTO vector_stores (id, created_at, name, description, metadata, expires_after, "
                     "last_active_at, embedder, tenant) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -196,7 +186,7 @@ class SQLiteVectorStoreStore:
         store."""
 
         def add(conn: sqlite3.Connection) -> list[int] | None:
-            with _transaction(conn):
+            with transaction(conn):
                 if conn.execute("SELECT 1 FROM vector_stores WHERE id = ? AND tenant = ?",
                                 (vector_store_id, tenant)).fetchone() is None:
                     return None
@@ -327,7 +317,7 @@ class SQLiteVectorStoreStore:
         already finished stays as it ended), in one transaction; False for an unknown batch."""
 
         def cancel(conn: sqlite3.Connection) -> bool:
-            with _transaction(conn):
+            with transaction(conn):
                 if conn.execute(f"SELECT 1 FROM vector_store_file_batches WHERE id = :batch "
                                 f"AND vector_store_id = :store AND {_OWNED}",
                                 {"batch": batch_id, "store": vector_store_id, "tenant": tenant}).fetchone() is None:
