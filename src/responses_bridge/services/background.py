@@ -138,7 +138,7 @@ class BackgroundService:
         run.stop_reason = reason
         run.task.cancel()
 
-    async def _run_ended(self, run: BackgroundRun) -> None:
+    async def run_ended(self, run: BackgroundRun) -> None:
         self.runs.pop(run.response_id, None)
         try:
             await self.leases.release(run.response_id)

@@ -5,7 +5,7 @@ cancel and shutdown, and storing its end even when the store is away for a while
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 import structlog
@@ -16,10 +16,8 @@ from ..protocol.errors import APIError
 from ..run.drive import drive
 from ..run.runs import Run
 from ..run.upstream import UpstreamClient
+from ..store.base import EventLog, ResponseStore
 from .background_frames import _TERMINAL, split_frames
-
-if TYPE_CHECKING:
-    from .background import BackgroundService
 
 log = structlog.get_logger("responses_bridge.background")
 
@@ -29,8 +27,18 @@ SETTLE_FIRST_DELAY = 0.05
 SETTLE_MAX_DELAY = 5.0
 
 
+class RunHost(Protocol):
+    """What a run asks of the service that holds it (services/background.py)."""
+
+    store: ResponseStore
+    events: EventLog
+    upstream: UpstreamClient
+
+    async def run_ended(self, run: BackgroundRun) -> None: ...
+
+
 class BackgroundRun:
-    def __init__(self, service: BackgroundService, response_run: Run, call: UpstreamRequest | None,
+    def __init__(self, service: RunHost, response_run: Run, call: UpstreamRequest | None,
                  authorization: str | None, upstream: UpstreamClient | None = None) -> None:
         self.service = service
         self.upstream = upstream or service.upstream  # the routed upstream's client (upstreams.py)
@@ -149,7 +157,7 @@ class BackgroundRun:
         finally:
             self.done = True
             self._wake()
-            await self.service._run_ended(self)
+            await self.service.run_ended(self)
 
     async def _opened(self, head: bytes) -> None:
         """The stream opened: its first events, and the response stored as ``in_progress``."""
