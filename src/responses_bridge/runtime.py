@@ -17,7 +17,7 @@ from .allocator import MemoryTrimmer
 from .config import Settings
 from .engine.options import EngineOptions
 from .engine.profiles import options_for
-from .engine.tools import runs_server_tools, served_tool_types
+from .engine.tools import runs_server_tools
 from .engine.wire import Framing
 from .run.response_run import ResponseRun
 from .run.runs import Run
@@ -34,8 +34,8 @@ from .services.retention import RetentionService
 from .services.retrieval.embedders import Embedder, embedder_from_settings
 from .services.vector_stores import VectorStoreService
 from .store import ResponseStore
-from .store.base import ChunkIndex, EventLog, RunLeases, VectorStoreStore
-from .store.open import open_stores
+from .store.base import ChunkIndex, RunLeases
+from .store.open import StoreSet, open_stores
 from .upstreams import Route, Router
 
 log = structlog.get_logger("responses_bridge.runtime")
@@ -46,61 +46,37 @@ INGEST_POLL_SECONDS = 1.0
 
 @dataclass
 class Runtime:
+    """The composition root: built once, by :meth:`open`, with every service over one set of stores; both doors
+    are handed it. Every service is a required field, so no door ever asks whether one exists."""
+
     settings: Settings
     store: ResponseStore
-    options: EngineOptions = field(default_factory=EngineOptions)
-    sealer: Sealer | None = None
-    conversations: ConversationService | None = None  # same database and connections as ``store``
-    prompts: PromptService | None = None
-    upstream: UpstreamClient | None = None  # the sidecar's own upstream calls (``upstream_via`` when set)
-    background: BackgroundService | None = None
+    options: EngineOptions
+    sealer: Sealer
+    conversations: ConversationService  # same database and connections as ``store``
+    prompts: PromptService
+    upstream: UpstreamClient  # the sidecar's own upstream calls (``upstream_via`` when set)
+    clients: dict[str, UpstreamClient]  # the sidecar's own calls, per upstream (several upstreams; else empty)
+    router: Router  # the per-model routes (upstreams.py)
+    server_tools: ServerTools  # the tool loop's MCP client, web search, file search (run/server_tools.py)
+    identity: Identity  # who the caller is (RESPONSES_BRIDGE_AUTH), for both doors: services/identity.py
+    files: FileService  # uploaded files: metadata in the store, bytes in files/ by the database (or in it)
+    embedder: Embedder  # vector store search: the embedder and the chunk index (services/retrieval/)
+    chunks: ChunkIndex
+    vector_stores: VectorStoreService  # the Vector Stores API; the file_search tool's searcher
+    background: BackgroundService
+    retention: RetentionService  # purges what each tenant's retention_days has expired
+    trimmer: MemoryTrimmer  # gives large requests' memory back to the system (allocator.py)
     draining: bool = False  # set first thing on SIGTERM/SIGINT: doors refuse new work, readiness fails
-    trimmer: MemoryTrimmer | None = None  # gives large requests' memory back to the system (allocator.py)
-    server_tools: ServerTools | None = None  # the tool loop's MCP client and web search (run/server_tools.py)
-    router: Router | None = None  # the per-model routes (upstreams.py); None: settings.router() on first use
-    clients: dict[str, UpstreamClient] = field(default_factory=dict)  # the sidecar's own calls, per upstream
     # ``mode: auto`` upstreams, as probed at start (probe/start.py): the chosen mode and measured switches
     probed_modes: dict[str, str] = field(default_factory=dict)
     probed_switches: dict[str, dict[str, Any]] = field(default_factory=dict)
     _upstream_options: dict[str, EngineOptions] = field(default_factory=dict, repr=False)  # route_options' cache
-    files: FileService | None = None  # uploaded files: metadata in the store, bytes in files/ by the database
-    # vector store search: the chunk index on the store's database and the embedder (services/retrieval/)
-    embedder: Embedder | None = None
-    chunks: ChunkIndex | None = None
-    vector_stores: VectorStoreService | None = None  # the Vector Stores API; the file_search tool's searcher
-    # who the caller is (RESPONSES_BRIDGE_AUTH), for both doors: services/identity.py
-    identity: Identity = field(default_factory=Identity)
-    retention: RetentionService | None = None  # purges what each tenant's retention_days has expired
     # per-tenant requests in flight and body size, one budget for both doors (services/limits.py)
     limits: TenantLimits = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.limits = TenantLimits(self.settings)
-
-    async def _open_background(self, store: ResponseStore, events: EventLog, upstream: UpstreamClient,
-                               leases: RunLeases | None = None) -> None:
-        """The service that runs background responses, with the upstream client it calls. First the runs nobody
-        runs any more are failed: alone on the database (SQLite, ``leases`` None), every one a previous process
-        left unfinished; on a shared database, those whose replica's lease expired."""
-        self.background = BackgroundService(store, events, upstream, leases)
-        interrupted = await self.background.open()
-        if interrupted:
-            log.warning("background_interrupted", count=len(interrupted), response_ids=interrupted[:20])
-        self.upstream = upstream
-        await upstream.start()
-
-    async def _open_vector_stores(self, store: VectorStoreStore, *, shared: bool) -> None:
-        """The Vector Stores API over the files, the chunk index and the embedder; its ingestion starts with the
-        files a previous process left in progress. ``shared``: other replicas use the database too, so ingestion
-        also polls for the files they attach and takes over those whose claim a dead replica left to lapse."""
-        if self.files is None or self.chunks is None or self.embedder is None:
-            return
-        self.vector_stores = VectorStoreService(store, self.files, self.chunks, self.embedder,
-                                                concurrency=self.settings.ingest_concurrency,
-                                                poll_interval=INGEST_POLL_SECONDS if shared else None,
-                                                lease_seconds=self.settings.ingest_lease_seconds)
-        self.files.on_delete(self.vector_stores.forget_file)  # a deleted file leaves every vector store
-        await self.vector_stores.start()
 
     def new_run_framed(self, framing: Framing, store: ResponseStore | None = None, *, tenant: str) -> ResponseRun:
         """A run of ``tenant`` whose events are always emitted, framed as asked (``"json"``: WebSocket mode),
@@ -113,7 +89,7 @@ class Runtime:
     @classmethod
     async def open(cls, settings: Settings, upstream: UpstreamClient,
                    clients: dict[str, UpstreamClient] | None = None) -> Runtime:
-        """Open the store and the services over it; ``upstream`` (not started yet) is the client for the
+        """Open the store and every service over it; ``upstream`` (not started yet) is the client for the
         sidecar's own upstream calls, started here and closed by :meth:`close`. ``clients``: one per configured
         upstream, by name (``upstream`` among them), for the routed calls."""
         db_path = settings.db_path()
@@ -122,63 +98,56 @@ class Runtime:
         # replicas on one database share the sealing key: a chain continued on another replica still unseals
         shared_key = settings.sealing_key or await stores.shared_value("sealing_key", new_key_text())
         sealer = Sealer(load_or_create_key(shared_key, db_path))
-        runtime = cls(settings=settings, store=stores.responses, options=settings.engine_options(), sealer=sealer,
-                      conversations=ConversationService(stores.conversations),
-                      prompts=PromptService(stores.prompts))
-        runtime.identity = Identity(settings.auth, settings.tenant_header, stores.api_keys,
-                                    sidecar_token(settings.sealing_key, db_path))
-        runtime.server_tools = ServerTools(ServerToolServices.configured(settings.mcp_limits(),
-                                                                           settings.web_search_settings()))
-        runtime.router = settings.router()
-        runtime.clients = dict(clients or {})
-        for client in runtime.clients.values():
+        server_tools = ServerTools(ServerToolServices.configured(settings.mcp_limits(), settings.web_search_settings()))
+        clients = dict(clients or {})
+        for client in clients.values():
             if client is not upstream:
                 await client.start()
-        runtime.files = FileService(stores.files, files_directory(db_path), settings.max_file_bytes,
-                                    contents=stores.file_bytes,
-                                    max_stored_bytes=lambda tenant: settings.tenant_policy(tenant).max_stored_bytes)
-        await runtime.files.start()
-        runtime.embedder = embedder_from_settings(settings)
-        runtime.chunks = stores.chunks
-        await runtime._open_vector_stores(stores.vector_stores, shared=stores.postgres is not None)
-        runtime.server_tools.services.file_search = runtime.vector_stores  # what the file_search tool searches
-        leases = None
-        if stores.postgres is not None and database_url:  # replicas share the background runs: leases
-            from .store.postgres.background_runs import PostgresRunLeases
-
-            leases = PostgresRunLeases(stores.postgres, database_url,
-                                       lease_seconds=settings.background_lease_seconds)
-        await runtime._open_background(stores.responses, stores.events, upstream, leases)
+        files = FileService(stores.files, files_directory(db_path), settings.max_file_bytes,
+                            contents=stores.file_bytes,
+                            max_stored_bytes=lambda tenant: settings.tenant_policy(tenant).max_stored_bytes)
+        await files.start()
+        embedder = embedder_from_settings(settings)
+        # the Vector Stores API over the files, the chunk index and the embedder; its ingestion starts with the
+        # files a previous process left in progress; on a shared database it also polls for the files other
+        # replicas attach, and takes over those whose claim a dead replica left to lapse
+        shared = stores.postgres is not None
+        vector_stores = VectorStoreService(stores.vector_stores, files, stores.chunks, embedder,
+                                           concurrency=settings.ingest_concurrency,
+                                           poll_interval=INGEST_POLL_SECONDS if shared else None,
+                                           lease_seconds=settings.ingest_lease_seconds)
+        files.on_delete(vector_stores.forget_file)  # a deleted file leaves every vector store
+        await vector_stores.start()
+        server_tools.services.file_search = vector_stores  # what the file_search tool searches
+        background = await _open_background(settings, stores, database_url, upstream)
         # stored responses and conversations past their tenant's retention go in the background (item 5)
         any_retention = settings.retention_days is not None or any(
             policy.retention_days is not None for policy in settings.tenants.values())
-        runtime.retention = RetentionService(stores.responses, stores.conversations, settings.tenant_policy,
-                                             any_retention=any_retention)
-        runtime.retention.start()
-        runtime.trimmer = MemoryTrimmer()
-        runtime.trimmer.start()
-        return runtime
+        retention = RetentionService(stores.responses, stores.conversations, settings.tenant_policy,
+                                     any_retention=any_retention)
+        retention.start()
+        trimmer = MemoryTrimmer()
+        trimmer.start()
+        return cls(settings=settings, store=stores.responses, options=settings.engine_options(), sealer=sealer,
+                   conversations=ConversationService(stores.conversations), prompts=PromptService(stores.prompts),
+                   upstream=upstream, clients=clients, router=settings.router(), server_tools=server_tools,
+                   identity=Identity(settings.auth, settings.tenant_header, stores.api_keys,
+                                     sidecar_token(settings.sealing_key, db_path)),
+                   files=files, embedder=embedder, chunks=stores.chunks, vector_stores=vector_stores,
+                   background=background, retention=retention, trimmer=trimmer)
 
     async def close(self) -> None:
-        if self.retention is not None:
-            await self.retention.stop()
-        if self.trimmer is not None:
-            await self.trimmer.stop()
-        if self.background is not None:
-            await self.background.close()  # runs still going are stored as failed before the store closes
-        if self.upstream is not None:
-            await self.upstream.close()
+        await self.retention.stop()
+        await self.trimmer.stop()
+        await self.background.close()  # runs still going are stored as failed before the store closes
+        await self.upstream.close()
         for client in self.clients.values():
             if client is not self.upstream:
                 await client.close()
-        if self.server_tools is not None:
-            await self.server_tools.services.aclose()
-        if self.vector_stores is not None:
-            await self.vector_stores.close()  # ingestion stops; files in progress resume on the next start
-        if self.files is not None:
-            await self.files.aclose()
-        if self.embedder is not None:
-            await self.embedder.aclose()
+        await self.server_tools.services.aclose()
+        await self.vector_stores.close()  # ingestion stops; files in progress resume on the next start
+        await self.files.aclose()
+        await self.embedder.aclose()
         await self.store.close()
 
     def new_run(self, *, tool_loop: bool = False, tenant: str) -> ResponseRun:
@@ -195,9 +164,7 @@ class Runtime:
         """The server-side tool types this deployment runs (web search only with a provider configured,
         file search only with vector stores): a request carrying one takes the tool loop, which the ext_proc door
         hands to the HTTP door."""
-        if self.server_tools is not None:
-            return self.server_tools.services.served
-        return served_tool_types(bool(self.settings.web_search))
+        return self.server_tools.services.served
 
     def upstream_authorization(self, client_authorization: str | None) -> str | None:
         """The configured key wins; without one, the client's own credentials go upstream (a gateway in front
@@ -210,8 +177,6 @@ class Runtime:
     # --- routing (upstreams.py) --------------------------------------------------------------------------------
 
     def routes(self) -> Router:
-        if self.router is None:
-            self.router = self.settings.router()
         return self.router
 
     def route(self, model: object) -> Route:
@@ -229,7 +194,7 @@ class Runtime:
         from .run.native_run import NativeRun
 
         return NativeRun(self.store, self.route_options(route), self.sealer, conversations=self.conversations,
-                         served=self.server_tools.services.served if self.server_tools is not None else frozenset(),
+                         served=self.server_tools.services.served,
                          tenant=tenant)
 
     def new_routed_run(self, route: Route, *, tool_loop: bool = False, tools: object = None,
@@ -272,3 +237,21 @@ class Runtime:
     def client_for(self, route: Route) -> UpstreamClient | None:
         """The sidecar's own client for the route's upstream (None: the default one)."""
         return self.clients.get(route.upstream.name)
+
+
+async def _open_background(settings: Settings, stores: StoreSet, database_url: str | None,
+                           upstream: UpstreamClient) -> BackgroundService:
+    """The service that runs background responses, with the upstream client it calls (started here). First the
+    runs nobody runs any more are failed: alone on the database (SQLite), every one a previous process left
+    unfinished; on a shared database (leases), those whose replica's lease expired."""
+    leases: RunLeases | None = None
+    if stores.postgres is not None and database_url:  # replicas share the background runs: leases
+        from .store.postgres.background_runs import PostgresRunLeases  # the postgres extra: loaded here only
+
+        leases = PostgresRunLeases(stores.postgres, database_url, lease_seconds=settings.background_lease_seconds)
+    background = BackgroundService(stores.responses, stores.events, upstream, leases)
+    interrupted = await background.open()
+    if interrupted:
+        log.warning("background_interrupted", count=len(interrupted), response_ids=interrupted[:20])
+    await upstream.start()
+    return background

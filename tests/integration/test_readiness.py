@@ -17,9 +17,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from responses_bridge.adapters.http.app import create_app
 from responses_bridge.config import Settings
 from responses_bridge.devtools.procs import free_port
-from responses_bridge.runtime import Runtime
 from responses_bridge.store import SQLiteResponseStore
 from tests.support.bridge import running_sidecar, start_sidecar
+from tests.support.runtime import runtime_over
 from tests.support.sidecar_state import schema_is_latest
 
 BOUND_SECONDS = 60  # a deadline that turns a hang into a failure; nothing here is timed
@@ -78,7 +78,7 @@ async def test_ready_needs_an_open_store(tmp_path: Path) -> None:
     from aiohttp import web
 
     store = SQLiteResponseStore(str(tmp_path / "later.db"))
-    runner = web.AppRunner(create_app(Runtime(settings=Settings(), store=store)))
+    runner = web.AppRunner(create_app(runtime_over(settings=Settings(), store=store)))
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()

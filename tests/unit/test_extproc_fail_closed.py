@@ -23,6 +23,7 @@ from responses_bridge.adapters.extproc.servicer import ExtProcServicer
 from responses_bridge.config import Settings
 from responses_bridge.runtime import Runtime
 from responses_bridge.store import SQLiteResponseStore
+from tests.support.runtime import runtime_over
 from tests.unit.recordings import load_json
 
 MARK = "\x01MARK\x01"
@@ -31,7 +32,7 @@ REQUEST = {"model": "fake-model", "input": "Hello there, how are you today?"}
 
 @pytest.fixture
 async def runtime(store: SQLiteResponseStore) -> Runtime:
-    return Runtime(settings=Settings(upstream="http://127.0.0.1:9/v1", db=":memory:", api_key=None), store=store)
+    return runtime_over(settings=Settings(upstream="http://127.0.0.1:9/v1", db=":memory:", api_key=None), store=store)
 
 
 def with_bad_utf8(message: ProcessingRequest, header: str, bad: bytes = b"\xe9") -> bytes:

@@ -29,6 +29,7 @@ from responses_bridge.run.tools.mcp import MCPLimits, MCPTools
 from responses_bridge.runtime import Runtime
 from responses_bridge.store import SQLiteResponseStore
 from responses_bridge.store.base import DEFAULT_TENANT
+from tests.support.runtime import runtime_over
 from tests.support.schema import check_stream
 from tests.unit.recordings import load, load_json
 from tests.unit.test_file_search_tool import MemorySearcher
@@ -139,7 +140,7 @@ def sse_terminal(data: bytes) -> dict[str, Any]:
 
 @pytest.fixture
 async def runtime(store: SQLiteResponseStore) -> Runtime:
-    return Runtime(settings=Settings(upstream="http://127.0.0.1:9/v1", db=":memory:", api_key=None), store=store)
+    return runtime_over(settings=Settings(upstream="http://127.0.0.1:9/v1", db=":memory:", api_key=None), store=store)
 
 
 def new_stream(runtime: Runtime) -> _Stream:
@@ -214,14 +215,14 @@ async def test_file_search_routes_the_request_only_where_vector_stores_can_be_se
         store: SQLiteResponseStore) -> None:
     tool = {"type": "file_search", "vector_store_ids": ["vs_1"]}
     settings = Settings(upstream="http://127.0.0.1:9/v1", db=":memory:", api_key=None)
-    without = Runtime(settings=settings, store=store,
+    without = runtime_over(settings=settings, store=store,
                       server_tools=ServerTools(ServerToolServices(MCPTools(MCPLimits()))))
     stream = new_stream(without)
     [reply] = await stream.handle(request_body({**REQUEST, "tools": [tool]}, sidecar_route=True))
     assert not stream.routed and set_headers(reply, "request_body")[":path"] == "/v1/chat/completions"
     assert "tools" not in orjson.loads(reply.request_body.response.body_mutation.body)  # dropped, as before
 
-    with_stores = Runtime(settings=settings, store=store, server_tools=ServerTools(
+    with_stores = runtime_over(settings=settings, store=store, server_tools=ServerTools(
         ServerToolServices(MCPTools(MCPLimits()), file_search=MemorySearcher())))
     stream = new_stream(with_stores)
     [reply] = await stream.handle(request_body({**REQUEST, "tools": [tool]}, sidecar_route=True))
@@ -247,7 +248,7 @@ async def test_a_body_in_chunks_is_routed_by_its_first_message_metadata(runtime:
 
 
 async def test_web_search_with_a_provider_is_routed(store: SQLiteResponseStore) -> None:
-    runtime = Runtime(settings=Settings(upstream="http://127.0.0.1:9/v1", db=":memory:", api_key=None,
+    runtime = runtime_over(settings=Settings(upstream="http://127.0.0.1:9/v1", db=":memory:", api_key=None,
                                         web_search="searxng:http://127.0.0.1:9"), store=store)
     [reply] = await new_stream(runtime).handle(request_body({**REQUEST, "tools": [{"type": "web_search_preview"}]},
                                                             sidecar_route=True))
@@ -255,7 +256,7 @@ async def test_web_search_with_a_provider_is_routed(store: SQLiteResponseStore) 
 
 
 async def test_request_headers_then_body_with_the_configured_key(store: SQLiteResponseStore) -> None:
-    runtime = Runtime(settings=Settings(upstream="http://127.0.0.1:9/v1", db=":memory:", api_key="sk-up"),
+    runtime = runtime_over(settings=Settings(upstream="http://127.0.0.1:9/v1", db=":memory:", api_key="sk-up"),
                       store=store)
     stream = new_stream(runtime)
     [reply] = await stream.handle(request_headers("POST", "/v1/responses?x=1", authorization="Bearer sk-client"))
@@ -267,7 +268,7 @@ async def test_request_headers_then_body_with_the_configured_key(store: SQLiteRe
 
 
 async def test_another_route_passes_untouched(store: SQLiteResponseStore) -> None:
-    runtime = Runtime(settings=Settings(upstream="http://127.0.0.1:9/v1", db=":memory:", api_key="sk-up"),
+    runtime = runtime_over(settings=Settings(upstream="http://127.0.0.1:9/v1", db=":memory:", api_key="sk-up"),
                       store=store)
     stream = new_stream(runtime)
     [reply] = await stream.handle(request_headers("GET", "/v1/models"))
@@ -367,10 +368,6 @@ async def test_a_large_body_is_held_once_while_it_is_translated(runtime: Runtime
     assert references == [3, 3] and stream.request_body == []
 
 
-async def test_background_without_the_service_is_a_400(runtime: Runtime) -> None:
-    [reply] = await new_stream(runtime).handle(request_body({**REQUEST, "background": True}))
-    status, _, body = immediate(reply)
-    assert status == 400 and error_of(body)["param"] == "background"
 
 
 # --- response, full duplex -------------------------------------------------------------------------------------

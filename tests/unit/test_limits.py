@@ -17,6 +17,7 @@ from responses_bridge.runtime import Runtime
 from responses_bridge.services.limits import RETRY_AFTER_SECONDS, TenantLimits
 from responses_bridge.store import SQLiteResponseStore
 from responses_bridge.tenants import TenantPolicy
+from tests.support.runtime import runtime_over
 from tests.unit.test_extproc_servicer import (
     REQUEST,
     Call,
@@ -101,7 +102,7 @@ async def test_a_background_run_keeps_its_slot_until_it_ends() -> None:
 
 @pytest.fixture
 async def runtime(store: SQLiteResponseStore) -> Runtime:
-    return Runtime(settings=limited(tenant_max_concurrent_requests=1, max_request_bytes=10_000,
+    return runtime_over(settings=limited(tenant_max_concurrent_requests=1, max_request_bytes=10_000,
                                     tenants={"big": TenantPolicy(**BIG), "tiny": TenantPolicy(max_request_bytes=60)}),
                    store=store)
 

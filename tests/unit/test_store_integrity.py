@@ -25,6 +25,7 @@ from responses_bridge.store import LATEST_VERSION, MIGRATIONS, SQLiteResponseSto
 from responses_bridge.store.base import DEFAULT_TENANT
 from responses_bridge.store.sqlite.conversations import SQLiteConversationStore
 from responses_bridge.store.sqlite.prompts import SQLitePromptStore
+from tests.support.runtime import runtime_over
 
 BLOB_TABLES = ("response_items", "conversation_items", "prompt_versions", "response_events")
 
@@ -229,7 +230,7 @@ async def _serve(runtime: Runtime) -> tuple[web.AppRunner, str]:
 
 
 async def test_ready_turns_503_while_a_write_is_stalled_and_when_draining(db: SQLiteResponseStore) -> None:
-    runtime = Runtime(settings=Settings(store_stall_seconds=0.2), store=db)
+    runtime = runtime_over(settings=Settings(store_stall_seconds=0.2), store=db)
     runner, base = await _serve(runtime)
     try:
         async with aiohttp.ClientSession() as session:
@@ -286,7 +287,7 @@ async def test_grpc_health_follows_readiness(db: SQLiteResponseStore) -> None:
 
     from responses_bridge.adapters.extproc.server import start_extproc_server
 
-    runtime = Runtime(settings=Settings(), store=db)
+    runtime = runtime_over(settings=Settings(), store=db)
     server = await start_extproc_server(runtime, "127.0.0.1", 0)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.bound_port}") as channel:

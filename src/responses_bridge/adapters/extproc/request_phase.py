@@ -151,10 +151,6 @@ class RequestPhase(Routing):
         the events up to the end of the run or ``BACKGROUND_STREAM_WAIT`` seconds, whichever comes first; a client
         cut short resumes with ``GET /v1/responses/{id}?stream=true&starting_after=N``."""
         service = self.runtime.background
-        if service is None:
-            error = APIError(400, "Background responses are not available in this deployment.",
-                             param="background", code="unsupported_parameter")
-            return m.immediate_response(400, error.body(), JSON)
         route = self.route
         try:
             if route is None:

@@ -11,7 +11,6 @@ of the retried call, rather than as they are generated.
 from __future__ import annotations
 
 from ...engine.wire import Reply, UpstreamRequest
-from ...protocol.errors import APIError
 from ...run.drive import BufferSink, drive
 from ...run.runs import Run
 from ...runtime import Runtime
@@ -22,10 +21,7 @@ async def retried_reply(runtime: Runtime, run: Run, call: UpstreamRequest,
                         client_authorization: str | None, route: Route | None = None) -> Reply:
     """Make ``call``, drive its answer through ``run`` and return everything the client gets. ``route``: the
     request's, when several upstreams are configured (the retry goes to the same one)."""
-    upstream = runtime.upstream if route is None else runtime.client_for(route)
-    if upstream is None:
-        return await run.fail(APIError(502, "The bridge cannot repeat the upstream call here.",
-                                       type="server_error", code="server_error"))
+    upstream = (runtime.client_for(route) if route is not None else None) or runtime.upstream
     authorization = (runtime.upstream_authorization(client_authorization) if route is None
                      else runtime.route_authorization(route, client_authorization))
     sink = BufferSink()

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import orjson
 from aiohttp import web
 
 from ...protocol.errors import APIError
-from ...run.upstream import UpstreamFailure
+from ...run.upstream import UpstreamClient, UpstreamFailure
 from ...runtime import Runtime
 from ...services.readiness import check_readiness
-from ..upstream_client import AiohttpUpstreamClient, build_clients
 from . import background_routes
 from .conversations_routes import ConversationRoutes
 from .drain import DRAIN, Drain
@@ -27,8 +24,8 @@ from .upstream_routes import UpstreamRoutes
 from .vector_stores_routes import VectorStoreRoutes
 
 RUNTIME = web.AppKey("runtime", Runtime)
-UPSTREAM = web.AppKey("upstream", AiohttpUpstreamClient)
-UPSTREAMS = web.AppKey("upstreams", dict[str, AiohttpUpstreamClient])
+UPSTREAM = web.AppKey("upstream", UpstreamClient)
+UPSTREAMS = web.AppKey("upstreams", dict[str, UpstreamClient])
 
 
 def create_app(runtime: Runtime) -> web.Application:
@@ -39,31 +36,18 @@ def create_app(runtime: Runtime) -> web.Application:
                           client_max_size=runtime.settings.max_request_bytes)
     app.on_response_prepare.append(echo_request_id)  # X-Request-Id on every answer (observe.py)
     app[DRAIN] = drain
-    upstream = AiohttpUpstreamClient(runtime.settings)  # the door's own calls, its own pool
+    # the runtime's upstream clients (built once, by the composition root: serve.open_runtime), per upstream
+    # when there are several (upstreams.py)
+    upstream, clients = runtime.upstream, runtime.clients
     app[RUNTIME] = runtime
     app[UPSTREAM] = upstream
-    router = runtime.routes()
-    clients = {} if router.single else build_clients(runtime.settings, router)  # per upstream (upstreams.py)
     app[UPSTREAMS] = clients
-
-    async def upstream_session(app: web.Application) -> AsyncIterator[None]:
-        for client in (upstream, *clients.values()):
-            await client.start()
-        yield
-        for client in (upstream, *clients.values()):
-            await client.close()
-
-    app.cleanup_ctx.append(upstream_session)
     ResponsesRoutes(runtime, upstream, clients).register(app)
     background_routes.register(app, runtime, upstream, clients)  # cancel, WebSocket mode, compact, input_tokens
-    if runtime.conversations is not None:
-        ConversationRoutes(runtime.conversations).register(app)
-    if runtime.prompts is not None:
-        PromptRoutes(runtime.prompts).register(app)
-    if runtime.files is not None:
-        FileRoutes(runtime.files).register(app)
-    if runtime.vector_stores is not None:
-        VectorStoreRoutes(runtime.vector_stores).register(app)
+    ConversationRoutes(runtime.conversations).register(app)
+    PromptRoutes(runtime.prompts).register(app)
+    FileRoutes(runtime.files).register(app)
+    VectorStoreRoutes(runtime.vector_stores).register(app)
     app.router.add_get("/health", health)
     app.router.add_get("/health/live", health_live)
     app.router.add_get("/health/ready", health_ready)

@@ -9,7 +9,6 @@ from aiohttp import web
 
 from ...engine.sse import DONE_FRAME
 from ...engine.wire import UpstreamRequest
-from ...protocol.errors import APIError
 from ...run.runs import Run
 from ...run.upstream import UpstreamClient
 from ...runtime import Runtime
@@ -23,9 +22,6 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def _service(runtime: Runtime) -> BackgroundService:
-    if runtime.background is None:
-        raise APIError(400, "Background responses are not available in this deployment.", param="background",
-                       code="unsupported_parameter")
     return runtime.background
 
 

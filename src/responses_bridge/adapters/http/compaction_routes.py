@@ -8,7 +8,6 @@ from collections.abc import Mapping
 import orjson
 from aiohttp import web
 
-from ...protocol.errors import APIError
 from ...protocol.request import parse_json_object
 from ...run.upstream import UpstreamClient
 from ...runtime import Runtime
@@ -26,11 +25,9 @@ class CompactionRoutes:
         self.runtime = runtime
         self.upstream = upstream
         self.clients = clients or {}  # several upstreams: the door's own, by name; each request goes to its model's
-        # the sidecar's own upstream client (through Envoy when upstream_via is set), else the door's
-        own = runtime.upstream or upstream
-        self.compaction = (CompactionService(runtime.store, runtime.sealer, own, runtime.options)
-                           if runtime.sealer is not None else None)
-        self.tokens = TokenCounter(own, runtime.settings.upstream)
+        # the sidecar's own upstream client (through Envoy when upstream_via is set)
+        self.compaction = CompactionService(runtime.store, runtime.sealer, runtime.upstream, runtime.options)
+        self.tokens = TokenCounter(runtime.upstream, runtime.settings.upstream)
         self.counters = {name: TokenCounter(self._own(name), spec.url)
                          for name, spec in runtime.routes().upstreams.items()} if self.clients else {}
 
@@ -46,9 +43,6 @@ class CompactionRoutes:
             routes.post("/responses/input_tokens", self.input_tokens)
 
     async def compact(self, request: web.Request) -> web.Response:
-        if self.compaction is None:
-            raise APIError(400, "Compaction needs a sealing key, and this deployment has none.",
-                           code="unsupported_parameter")
         body = await read_body(request)
         if self.clients:  # the summary is asked of the model's own upstream, under its upstream name
             route = self._route(body)

@@ -110,8 +110,7 @@ class ResponsesRoutes:
     async def delete(self, request: web.Request) -> web.Response:
         response_id = request.match_info["response_id"]
         tenant = request_tenant(request)
-        if self.runtime.background is not None:  # a running background response stops before it is deleted
-            await self.runtime.background.forget(response_id, tenant=tenant)
+        await self.runtime.background.forget(response_id, tenant=tenant)  # a running one stops before it goes
         if not await self.runtime.store.delete_response(response_id, tenant=tenant):
             raise _response_not_found(response_id)
         return web.Response(body=orjson.dumps({"id": response_id, "object": "response", "deleted": True}),

@@ -1,0 +1,71 @@
+"""A whole :class:`~responses_bridge.runtime.Runtime` over a SQLite store a test already holds.
+
+``Runtime.open`` builds every service over stores it opens itself from the settings; a unit test that feeds a door
+message by message wants them over *its* store (an in-memory database, or one it stalls on purpose). This builds
+the same services the same way, without starting their background work (ingestion, retention, the memory trimmer):
+nothing here runs unless a test drives it. The server tools are the configured ones unless given, with no file
+search (no vector store is searched unless a test gives a searcher). The upstream client is the real aiohttp one,
+aimed at the settings' upstream (tests point it at a closed port unless they want a call to succeed).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from responses_bridge.adapters.upstream_client import AiohttpUpstreamClient
+from responses_bridge.allocator import MemoryTrimmer
+from responses_bridge.config import Settings
+from responses_bridge.run.server_tools import ServerTools, ServerToolServices
+from responses_bridge.runtime import Runtime
+from responses_bridge.sealing import Sealer
+from responses_bridge.services.background import BackgroundService
+from responses_bridge.services.conversations import ConversationService
+from responses_bridge.services.files import FileService
+from responses_bridge.services.identity import Identity
+from responses_bridge.services.prompts import PromptService
+from responses_bridge.services.retention import RetentionService
+from responses_bridge.services.retrieval.embedders import embedder_from_settings
+from responses_bridge.services.vector_stores import VectorStoreService
+from responses_bridge.store.sqlite.api_keys import SQLiteApiKeyStore
+from responses_bridge.store.sqlite.chunks import SQLiteChunkIndex
+from responses_bridge.store.sqlite.conversations import SQLiteConversationStore
+from responses_bridge.store.sqlite.events import SQLiteEventLog
+from responses_bridge.store.sqlite.files import SQLiteFileStore
+from responses_bridge.store.sqlite.prompts import SQLitePromptStore
+from responses_bridge.store.sqlite.responses import SQLiteResponseStore
+from responses_bridge.store.sqlite.vector_stores import SQLiteVectorStoreStore
+
+
+def runtime_over(store: SQLiteResponseStore, settings: Settings, *,
+                 server_tools: ServerTools | None = None) -> Runtime:
+    """The runtime ``Runtime.open`` would build over ``store`` (``server_tools``: instead of the configured
+    ones). Its upstream client is not started: a test that makes a call starts it (:func:`started`)."""
+    tools = server_tools or ServerTools(ServerToolServices.configured(settings.mcp_limits(),
+                                                                      settings.web_search_settings()))
+    upstream = AiohttpUpstreamClient(settings)
+    files = FileService(SQLiteFileStore(store), None, settings.max_file_bytes,
+                        max_stored_bytes=lambda tenant: settings.tenant_policy(tenant).max_stored_bytes)
+    embedder = embedder_from_settings(settings)
+    chunks = SQLiteChunkIndex(store)
+    vector_stores = VectorStoreService(SQLiteVectorStoreStore(store), files, chunks, embedder, concurrency=1)
+    return Runtime(
+        settings=settings, store=store, options=settings.engine_options(), sealer=Sealer(os.urandom(32)),
+        conversations=ConversationService(SQLiteConversationStore(store)),
+        prompts=PromptService(SQLitePromptStore(store)), upstream=upstream, clients={}, router=settings.router(),
+        server_tools=tools, identity=Identity(settings.auth, settings.tenant_header, SQLiteApiKeyStore(store)),
+        files=files, embedder=embedder, chunks=chunks, vector_stores=vector_stores,
+        background=BackgroundService(store, SQLiteEventLog(store), upstream),
+        retention=RetentionService(store, SQLiteConversationStore(store), settings.tenant_policy, any_retention=False),
+        trimmer=MemoryTrimmer())
+
+
+@asynccontextmanager
+async def started(runtime: Runtime) -> AsyncIterator[Runtime]:
+    """The runtime with its upstream client started (and closed afterwards)."""
+    await runtime.upstream.start()
+    try:
+        yield runtime
+    finally:
+        await runtime.upstream.close()
