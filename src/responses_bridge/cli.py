@@ -62,11 +62,32 @@ def _add_optional_commands(commands: argparse._SubParsersAction) -> None:
     """Commands whose modules register themselves: the Envoy configuration, the demo and the benchmark, the
     configuration file's show/check, the upstream probe and the bridge's API keys."""
     from . import config_command, envoy_config, keys_command
-    from .devtools import bench, demo
+    from .devtools import demo
     from .probe import command as probe_command
 
-    for module in (envoy_config, demo, bench, config_command, probe_command, keys_command):
+    for module in (envoy_config, demo, config_command, probe_command, keys_command):
         module.add_parser(commands)
+    try:
+        from .devtools.checkout import bench
+    except ImportError:  # an installed package: the benchmarks ship only in a source checkout
+        _add_checkout_only(commands, "bench", "measure the bridge's latency and throughput against the upstream")
+    else:
+        bench.add_parser(commands)
+
+
+def _add_checkout_only(commands: argparse._SubParsersAction, name: str, purpose: str) -> None:
+    """A development command the installed package does not carry: it says so, in one line, and where it is."""
+    # '+' as its option prefix: every argument given (its real options among them) is taken as is, unread
+    parser = commands.add_parser(name, help=f"{purpose} (in a source checkout only)", add_help=False,
+                                 prefix_chars="+")
+
+    def run(args: argparse.Namespace) -> int:
+        print(f"responses-bridge {name}: development tooling, not in the installed package; run it from a source "
+              f"checkout of responses-bridge (scripts/{name})", file=sys.stderr)
+        return 2
+
+    parser.set_defaults(func=run)
+    parser.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
 
 
 def _version() -> str:

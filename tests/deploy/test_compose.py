@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from responses_bridge.devtools.deploy_examples import BOOTSTRAPS
+from responses_bridge.devtools.checkout.deploy_examples import BOOTSTRAPS
 from responses_bridge.envoy_config import bootstrap_dict
 from tests.support.envoy import have_envoy, validate_config
 

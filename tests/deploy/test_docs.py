@@ -14,8 +14,8 @@ from pydantic_settings import SettingsConfigDict
 
 from responses_bridge import config
 from responses_bridge.config import Settings
-from responses_bridge.devtools import docs_reference
-from responses_bridge.devtools.docs_reference import (
+from responses_bridge.devtools.checkout import docs_reference
+from responses_bridge.devtools.checkout.docs_reference import (
     UndocumentedSetting,
     configuration_reference,
     deployment_snippets,

@@ -145,3 +145,17 @@ def test_the_venv_can_export_traces_and_serve_ext_proc(image_venv: Path) -> None
     subprocess.run([str(image_venv / "bin" / "python"), "-c",
                     "import opentelemetry.exporter.otlp.proto.http.trace_exporter, "
                     "envoy.service.ext_proc.v3.external_processor_pb2"], check=True)
+
+
+def test_development_tooling_stays_out_of_the_installed_package(image_venv: Path) -> None:
+    """The wheel carries the user commands (demo, fake-upstream) but not the benchmarks and doc renderers; the
+    bench command says where it is instead of failing with an import error."""
+    python = str(image_venv / "bin" / "python")
+    check = ("import importlib.util as u; print(u.find_spec('responses_bridge.devtools.checkout') is None, "
+             "u.find_spec('responses_bridge.devtools.fake_upstream') is not None, "
+             "u.find_spec('responses_bridge.devtools.demo') is not None)")
+    found = subprocess.run([python, "-c", check], capture_output=True, text=True, check=True).stdout.split()
+    assert found == ["True", "True", "True"]
+    result = subprocess.run([str(image_venv / "bin" / "responses-bridge"), "bench", "--envoy"], capture_output=True,
+                            text=True, check=False)
+    assert result.returncode == 2 and "source checkout" in result.stderr and "Traceback" not in result.stderr

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from responses_bridge.devtools.deploy_examples import MANIFESTS, embedded_bootstrap
+from responses_bridge.devtools.checkout.deploy_examples import MANIFESTS, embedded_bootstrap
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST_DIR = ROOT / "envoy" / "kubernetes"

@@ -14,7 +14,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, for tests.support
 
 from responses_bridge import envoy_config
-from responses_bridge.devtools.deploy_examples import (
+from responses_bridge.devtools.checkout.deploy_examples import (
     BOOTSTRAPS,
     DEMO,
     KUBERNETES,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from responses_bridge.config import Settings
 from responses_bridge.devtools import fake_upstream
-from responses_bridge.devtools.retrieval_bench import new_store
+from responses_bridge.devtools.checkout.retrieval_bench import new_store
 from responses_bridge.protocol.search_options import SearchOptions
 from responses_bridge.serve import open_runtime
 from responses_bridge.services.retrieval.embedders import LocalStaticEmbedder, UpstreamEmbedder

@@ -14,7 +14,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from responses_bridge.devtools.retrieval_bench import RANKINGS, index_sections, labelled_sections, new_store, quality
+from responses_bridge.devtools.checkout.retrieval_bench import (
+    RANKINGS,
+    index_sections,
+    labelled_sections,
+    new_store,
+    quality,
+)
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.protocol.filters import Comparison
 from responses_bridge.protocol.search_options import SearchOptions, parse_search_options

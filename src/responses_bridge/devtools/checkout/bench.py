@@ -28,7 +28,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from .procs import ManagedProcess, free_port, wait_http
+from ..procs import ManagedProcess, free_port, wait_http
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -95,8 +95,8 @@ async def bench(args: argparse.Namespace) -> dict:
 
 async def _start_envoy(tmp: str, upstream_port: int, http_port: int, extproc_port: int
                        ) -> tuple[ManagedProcess, int]:
-    from ..envoy_config import render_bootstrap
-    from .procs import envoy_binary
+    from ...envoy_config import render_bootstrap
+    from ..procs import envoy_binary
 
     envoy_port, admin_port = free_port(), free_port()
     path = os.path.join(tmp, "envoy.yaml")
@@ -113,9 +113,9 @@ async def _start_envoy(tmp: str, upstream_port: int, http_port: int, extproc_por
 def _bodies(args: argparse.Namespace, targets: list[Target]) -> dict[tuple[str, str], bytes]:
     """The request body for each (target, kind): the same question asked of the bridge and of the upstream."""
     if args.replay:
-        from ..engine.options import EngineOptions
-        from ..engine.request_translation import build_chat_request
-        from ..protocol.request import parse_request
+        from ...engine.options import EngineOptions
+        from ...engine.request_translation import build_chat_request
+        from ...protocol.request import parse_request
 
         recorded = Path(args.replay).read_bytes()
         translated = orjson.dumps(build_chat_request(parse_request(recorded), [], EngineOptions()))

@@ -18,9 +18,9 @@ from typing import Any, Literal
 from pydantic import SecretStr
 from pydantic.fields import FieldInfo
 
-from .. import serve
-from ..config import Settings, env_names
-from ..envoy_config import bootstrap_dict, to_yaml
+from ... import serve
+from ...config import Settings, env_names
+from ...envoy_config import bootstrap_dict, to_yaml
 from .deploy_examples import DEMO
 
 MEANINGS: dict[str, str] = {
@@ -128,7 +128,7 @@ def meaning(field: str, info: FieldInfo) -> str:
     text = info.description or MEANINGS.get(field) or (flags[field][1] if field in flags else "")
     if not text:
         raise UndocumentedSetting(f"the setting {field!r} has no description: give its Field a description= "
-                                  "or add it to MEANINGS in src/responses_bridge/devtools/docs_reference.py")
+                                  "or add it to MEANINGS in src/responses_bridge/devtools/checkout/docs_reference.py")
     return text
 
 

@@ -28,19 +28,19 @@ from pathlib import Path
 
 import numpy as np
 
-from ..protocol.search_options import SearchOptions
-from ..services.retrieval.chunking import DEFAULT_CHUNKING, StaticChunking, chunk_text
-from ..services.retrieval.embedders import Embedder, LocalStaticEmbedder, normalise
-from ..services.retrieval.extract import extract_text
-from ..services.retrieval.search import search
-from ..store.base import DEFAULT_TENANT, ChunkIndex, VectorStoreStore
-from ..store.postgres.chunks import PostgresChunkIndex
-from ..store.postgres.database import PostgresDatabase
-from ..store.postgres.vector_stores import PostgresVectorStoreStore
-from ..store.records import StoredVectorStore
-from ..store.sqlite.chunks import SQLiteChunkIndex, cosine_scan, top_rows
-from ..store.sqlite.responses import SQLiteResponseStore
-from ..store.sqlite.vector_stores import SQLiteVectorStoreStore
+from ...protocol.search_options import SearchOptions
+from ...services.retrieval.chunking import DEFAULT_CHUNKING, StaticChunking, chunk_text
+from ...services.retrieval.embedders import Embedder, LocalStaticEmbedder, normalise
+from ...services.retrieval.extract import extract_text
+from ...services.retrieval.search import search
+from ...store.base import DEFAULT_TENANT, ChunkIndex, VectorStoreStore
+from ...store.postgres.chunks import PostgresChunkIndex
+from ...store.postgres.database import PostgresDatabase
+from ...store.postgres.vector_stores import PostgresVectorStoreStore
+from ...store.records import StoredVectorStore
+from ...store.sqlite.chunks import SQLiteChunkIndex, cosine_scan, top_rows
+from ...store.sqlite.responses import SQLiteResponseStore
+from ...store.sqlite.vector_stores import SQLiteVectorStoreStore
 
 LABELLED_CHUNKING = StaticChunking(max_chunk_size_tokens=400, chunk_overlap_tokens=200)
 _UNDERLINES = frozenset("*=-~^")

@@ -19,8 +19,8 @@ from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..store.base import DEFAULT_TENANT, ResponseStore
-from ..store.open import open_stores
+from ...store.base import DEFAULT_TENANT, ResponseStore
+from ...store.open import open_stores
 
 TENANT = DEFAULT_TENANT
 

@@ -11,7 +11,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from ..envoy_config import render_bootstrap
+from ...envoy_config import render_bootstrap
 
 DEMO: dict[str, Any] = {"listen_port": 10000, "extproc_port": 50051, "http_port": 8080,
                         "upstream": "http://127.0.0.1:8090/v1"}
