@@ -20,6 +20,7 @@ from responses_bridge.devtools.procs import free_port
 from responses_bridge.envoy_config import BUFFER_LIMIT_BYTES, FILES_CLUSTER, render_bootstrap
 from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.envoy import EnvoyProcess, start_envoy
+from tests.support.memory import reset_peak, status_kb
 from tests.support.sidecar_state import database_of, stored_files
 
 MiB = 1 << 20
@@ -73,12 +74,6 @@ class PatternStream(io.RawIOBase):
         self.seek(0)
         return digest.hexdigest()
 
-
-def _status_kb(pid: int, key: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{key}:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no {key} in /proc/{pid}/status")
 
 
 async def stored(sidecar: Sidecar) -> dict[str, bytes]:
@@ -170,10 +165,9 @@ async def test_a_200_mb_upload_streams_with_the_sidecars_memory_bounded(client: 
     stream = PatternStream(size)
     expected = stream.sha256()
     pid = sidecar.process.pid
-    Path(f"/proc/{pid}/clear_refs").write_text("5")  # peak RSS (VmHWM) restarts from the current RSS
-    before_kb = _status_kb(pid, "VmRSS")
+    before_kb = reset_peak(pid)  # the peak RSS (VmHWM) starts again from here
     created = await client.files.create(file=("big.bin", stream), purpose="user_data")
-    growth_mb = (_status_kb(pid, "VmHWM") - before_kb) / 1024
+    growth_mb = (status_kb(pid, "VmHWM") - before_kb) / 1024
     try:
         assert created.bytes == size
         assert growth_mb < 48, f"the sidecar's peak RSS grew by {growth_mb:.0f} MB for a 200 MB upload ({door})"
@@ -209,10 +203,9 @@ async def test_envoy_holds_little_of_an_upload(own_envoy: tuple[EnvoyProcess, st
     pid = envoy.process.pid
     async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0, timeout=120) as sdk:
         await sdk.files.delete((await sdk.files.create(file=("warm.bin", b"w"), purpose="user_data")).id)
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
-        before_kb = _status_kb(pid, "VmRSS")
+        before_kb = reset_peak(pid)  # the peak RSS (VmHWM) starts again from here
         created = await sdk.files.create(file=("big.bin", PatternStream(size)), purpose="user_data")
-        growth_mb = (_status_kb(pid, "VmHWM") - before_kb) / 1024
+        growth_mb = (status_kb(pid, "VmHWM") - before_kb) / 1024
         await sdk.files.delete(created.id)
     assert created.bytes == size
     assert growth_mb < size / MiB / 2, f"Envoy's peak RSS grew by {growth_mb:.0f} MB for a 200 MB upload"

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import aiohttp
 import openai
@@ -26,6 +25,7 @@ from responses_bridge.envoy_config import render_bootstrap
 from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.envoy import free_port, have_envoy, start_envoy
 from tests.support.mcp_server import MCPTestServer, running_mcp_server
+from tests.support.memory import reset_peak, status_kb
 from tests.support.schema import parse_sse
 
 pytestmark = pytest.mark.skipif(not have_envoy(), reason="envoy binary not available")
@@ -57,10 +57,6 @@ async def stack(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) ->
             envoy.stop()
 
 
-def _kb(pid: int, field: str) -> int:
-    line = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith(field + ":"))
-    return int(line.split()[1])
-
 
 @pytest.mark.parametrize("door", ["http", "envoy"])
 async def test_a_50_mb_tool_answer_fails_the_call_within_a_memory_budget(stack: Stack, door: str) -> None:
@@ -68,8 +64,7 @@ async def test_a_50_mb_tool_answer_fails_the_call_within_a_memory_budget(stack: 
     tool = {"type": "mcp", "server_label": "tools", "server_url": stack.mcp.json_url, "require_approval": "never",
             "allowed_tools": ["big"]}
     pid = stack.sidecar.process.pid
-    Path(f"/proc/{pid}/clear_refs").write_text("5")  # the peak RSS (VmHWM) starts again from here
-    before = _kb(pid, "VmRSS")
+    before = reset_peak(pid)  # the peak RSS (VmHWM) starts again from here
     async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="sk-client", max_retries=0, timeout=120) as sdk:
         response = await sdk.responses.create(
             model="fake-model", input=f'call tools__big [args={{"size": {OUTPUT}}}]',
@@ -77,7 +72,7 @@ async def test_a_50_mb_tool_answer_fails_the_call_within_a_memory_budget(stack: 
     assert response.status == "completed"
     [call] = [item for item in response.output if item.type == "mcp_call"]
     assert "larger than" in str(call.error) and "not read" in str(call.error), call.error
-    growth_mb = (_kb(pid, "VmHWM") - before) // 1024
+    growth_mb = (status_kb(pid, "VmHWM") - before) // 1024
     assert growth_mb < 150, f"the sidecar's peak RSS grew {growth_mb} MB"
 
 

@@ -4,7 +4,6 @@ answered with OpenAI-shaped 4xx (hypothesis-generated requests against every vec
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -15,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support.fuzz import HOSTILE_VALUE, IDS, ODD_SHORT, QUERY, Request, Tally, _encode, _path, _quote, mutated
+from tests.support.memory import reset_peak, status_kb
 
 DOCS = {
     "freedonia.txt": "Freedonia is a small country. The capital of Freedonia is Zubrowka, on the river Vlatva. "
@@ -275,10 +275,6 @@ async def test_generated_requests_get_openai_shaped_answers(client: openai.Async
     await client.vector_stores.retrieve(store.id)  # the store survived whatever was sent at it
 
 
-def _rss_kb(pid: int, field: str) -> int:
-    line = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith(field + ":"))
-    return int(line.split()[1])
-
 
 async def test_a_huge_search_query_is_refused_while_health_keeps_answering(client: openai.AsyncOpenAI, base_url: str,
                                                                           sidecar: Any) -> None:
@@ -287,8 +283,7 @@ async def test_a_huge_search_query_is_refused_while_health_keeps_answering(clien
     store = await client.vector_stores.create(name="huge-query")
     body = orjson.dumps({"query": "freedonia capital " * (30 * 1024 * 1024 // 18)})
     pid = sidecar.process.pid
-    Path(f"/proc/{pid}/clear_refs").write_text("5")  # the peak RSS (VmHWM) starts again from here
-    before = _rss_kb(pid, "VmRSS")
+    before = reset_peak(pid)  # the peak RSS (VmHWM) starts again from here
     timeout = aiohttp.ClientTimeout(total=120)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         async def search() -> tuple[int, dict[str, Any]]:
@@ -311,7 +306,7 @@ async def test_a_huge_search_query_is_refused_while_health_keeps_answering(clien
         status, answer = await searching
     assert status == 400, answer
     assert answer["error"]["param"] == "query" and answer["error"]["code"] == "string_above_max_length"
-    growth_mb = (_rss_kb(pid, "VmHWM") - before) // 1024
+    growth_mb = (status_kb(pid, "VmHWM") - before) // 1024
     assert growth_mb < 300, f"the sidecar's peak RSS grew {growth_mb} MB"
     queries = [" ".join(["freedonia"] * 1600), "capital"]  # a long query within the limit, in a list, is fine
     results = await client.vector_stores.search(store.id, query=queries)

@@ -18,6 +18,7 @@ from responses_bridge.services.vector_stores import VectorStoreService
 from responses_bridge.store import SQLiteResponseStore
 from responses_bridge.store.sqlite.chunks import SQLiteChunkIndex
 from responses_bridge.store.sqlite.vector_stores import SQLiteVectorStoreStore
+from tests.support.memory import reset_peak, status_kb
 from tests.unit.vector_store_doubles import HashEmbedder, StoredFiles
 
 TEXT = b"alpha beta gamma delta epsilon " * 200
@@ -302,15 +303,6 @@ def _docx_bomb(megabytes: int) -> bytes:
     return buffer.getvalue()
 
 
-def _peak_rss_reset() -> int:
-    """Resets this process's peak RSS (Linux: clear_refs 5) and returns the RSS now, in bytes."""
-    Path("/proc/self/clear_refs").write_text("5")
-    return _status_kb("VmRSS") * 1024
-
-
-def _status_kb(field: str) -> int:
-    line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith(field + ":"))
-    return int(line.split()[1])
 
 
 async def test_bombs_and_poison_files_fail_alone_with_a_reason(harness: Harness, service: VectorStoreService) -> None:
@@ -327,10 +319,10 @@ async def test_bombs_and_poison_files_fail_alone_with_a_reason(harness: Harness,
         "deep_lines": await harness.files.add("deep.jsonl", b'{"a": 1}\n' + deep + b"\n", tenant=TENANT),
     }
     del bomb, deep
-    before = _peak_rss_reset()
+    before = reset_peak("self") * 1024
     await service.create_batch(store["id"], {"file_ids": list(ids.values())}, tenant=TENANT)
     await service.worker.wait_idle()
-    peak_growth = _status_kb("VmHWM") * 1024 - before
+    peak_growth = status_kb("self", "VmHWM") * 1024 - before
     assert peak_growth < 300 * 1024 * 1024, f"peak RSS grew {peak_growth // (1024 * 1024)} MB"
     errors = {}
     for name, file_id in ids.items():
