@@ -1,0 +1,39 @@
+"""The limits of one sandbox run, and of how many run at once.
+
+Defaults are what the issue of record and OpenAI's own code interpreter make reasonable for a model's analysis
+scripts: 30 s of wall time, 1 GiB of memory, 64 processes, 100 MiB per file and 1 GiB per container, 64 KiB kept
+of each output stream. Every value comes from the settings (``RESPONSES_BRIDGE_CODE_*``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+MIB = 1 << 20
+GIB = 1 << 30
+
+
+def default_concurrency() -> int:
+    """One sandbox per core: the code is CPU-bound, and more would only slow each down."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxLimits:
+    """``timeout``: wall seconds per call; ``memory_bytes``: address space (and cgroup memory where delegated);
+    ``processes``: processes and threads inside; ``file_bytes``: one file's size; ``container_bytes``: the sum of a
+    container's files; ``output_bytes``: kept of stdout and of stderr each; ``concurrency``: sandboxes at once
+    (others wait, within their own deadline)."""
+
+    timeout: float = 30.0
+    memory_bytes: int = GIB
+    processes: int = 64
+    file_bytes: int = 100 * MIB
+    container_bytes: int = GIB
+    output_bytes: int = 64 * 1024
+    concurrency: int = 0
+
+    @property
+    def slots(self) -> int:
+        return self.concurrency if self.concurrency > 0 else default_concurrency()
