@@ -21,6 +21,7 @@ from responses_bridge.run.server_tools import ServerTools, ServerToolServices
 from responses_bridge.runtime import Runtime
 from responses_bridge.sealing import Sealer
 from responses_bridge.services.background import BackgroundService
+from responses_bridge.services.containers import ContainerService
 from responses_bridge.services.conversations import ConversationService
 from responses_bridge.services.files import FileService
 from responses_bridge.services.identity import Identity
@@ -30,6 +31,7 @@ from responses_bridge.services.retrieval.embedders import embedder_from_settings
 from responses_bridge.services.vector_stores import VectorStoreService
 from responses_bridge.store.sqlite.api_keys import SQLiteApiKeyStore
 from responses_bridge.store.sqlite.chunks import SQLiteChunkIndex
+from responses_bridge.store.sqlite.containers import SQLiteContainerStore
 from responses_bridge.store.sqlite.conversations import SQLiteConversationStore
 from responses_bridge.store.sqlite.events import SQLiteEventLog
 from responses_bridge.store.sqlite.files import SQLiteFileStore
@@ -50,12 +52,15 @@ def runtime_over(store: SQLiteResponseStore, settings: Settings, *,
     embedder = embedder_from_settings(settings)
     chunks = SQLiteChunkIndex(store)
     vector_stores = VectorStoreService(SQLiteVectorStoreStore(store), files, chunks, embedder, concurrency=1)
+    limits = settings.sandbox_limits()
+    containers = ContainerService(SQLiteContainerStore(store), files.contents, files, file_bytes=limits.file_bytes,
+                                  container_bytes=limits.container_bytes)
     return Runtime(
         settings=settings, store=store, options=settings.engine_options(), sealer=Sealer(os.urandom(32)),
         conversations=ConversationService(SQLiteConversationStore(store)),
         prompts=PromptService(SQLitePromptStore(store)), upstream=upstream, clients={}, router=settings.router(),
         server_tools=tools, identity=Identity(settings.auth, settings.tenant_header, SQLiteApiKeyStore(store)),
-        files=files, embedder=embedder, chunks=chunks, vector_stores=vector_stores,
+        files=files, embedder=embedder, chunks=chunks, vector_stores=vector_stores, containers=containers,
         background=BackgroundService(store, SQLiteEventLog(store), upstream),
         retention=RetentionService(store, SQLiteConversationStore(store), settings.tenant_policy, any_retention=False),
         trimmer=MemoryTrimmer())

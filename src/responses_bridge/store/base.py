@@ -30,6 +30,8 @@ from .records import (
     Resolved,
     ResponseFilter,
     ResponsePage,
+    StoredContainer,
+    StoredContainerFile,
     StoredConversation,
     StoredFile,
     StoredFileBatch,
@@ -498,3 +500,62 @@ class VectorStoreStore(Protocol):
     async def delete_file_everywhere(self, file_id: str) -> list[str]:
         """Detach a deleted file from every store holding it; those stores' ids. Across tenants: workers only
         (the files service's deletion hook, run after the file's tenant-checked delete or its expiry)."""
+
+
+class ContainerStore(Protocol):
+    """Containers and their files' rows (their bytes are in :class:`FileBytes`, under ``blob_id``). Tenant-owned
+    like every root object; a container past its expiry is answered as a missing one by every tenant method."""
+
+    async def create_container(self, container: StoredContainer, *, tenant: str) -> None: ...
+
+    async def get_container(self, container_id: str, now: int, *, tenant: str) -> StoredContainer | None: ...
+
+    async def list_containers(self, now: int, *, tenant: str, after: str | None, limit: int,
+                              order: str) -> tuple[list[StoredContainer], bool]:
+        """Live containers, newest first unless ``order`` is ``asc``; ``has_more``. Raises ``UnknownCursor`` for
+        an ``after`` that is no live container of the tenant."""
+        ...
+
+    async def touch_container(self, container_id: str, now: int, *, tenant: str) -> bool:
+        """Set ``last_active_at`` (a use restarts the expiry); False when the container is gone or expired."""
+        ...
+
+    async def delete_container(self, container_id: str, *, tenant: str) -> list[str] | None:
+        """Delete the container and its files' rows; the blob ids to remove, None when there was none."""
+        ...
+
+    async def count_containers(self, now: int, *, tenant: str) -> int: ...
+
+    async def put_file(self, file: StoredContainerFile, *, tenant: str, max_container_bytes: int | None,
+                       max_stored_bytes: int | None) -> str | None:
+        """Add a file, or replace the one at the same path (its row keeps its id); returns the replaced file's
+        blob id (to remove). Raises ``LookupError`` when the container is gone and ``StorageLimitExceeded`` when the
+        container's bytes would pass ``max_container_bytes`` or the tenant's container bytes ``max_stored_bytes``."""
+        ...
+
+    async def get_file(self, container_id: str, file_id: str, *, tenant: str) -> StoredContainerFile | None: ...
+
+    async def list_files(self, container_id: str, *, tenant: str, after: str | None, limit: int,
+                         order: str) -> tuple[list[StoredContainerFile], bool]:
+        """Files of a container, newest first unless ``order`` is ``asc``. The caller checked the container."""
+        ...
+
+    async def all_files(self, container_id: str, *, tenant: str) -> list[StoredContainerFile]:
+        """Every file of a container, by path (to lay them out for a sandbox run)."""
+        ...
+
+    async def delete_file(self, container_id: str, file_id: str, *, tenant: str) -> str | None:
+        """Delete one file's row; its blob id, None when there was none."""
+        ...
+
+    async def stored_bytes(self, *, tenant: str) -> int:
+        """The bytes of every container file the tenant has."""
+        ...
+
+    async def expired_containers(self, now: int, limit: int) -> list[tuple[str, str]]:
+        """(container id, tenant) of containers past their expiry, for the purge (across tenants)."""
+        ...
+
+    async def known_blobs(self, blob_ids: Sequence[str]) -> set[str]:
+        """Which of ``blob_ids`` belong to a container file (so the file bytes sweep keeps them)."""
+        ...

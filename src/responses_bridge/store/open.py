@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from .base import (
     ApiKeyStore,
     ChunkIndex,
+    ContainerStore,
     ConversationStore,
     EventLog,
     FileBytes,
@@ -25,6 +26,7 @@ from .base import (
 from .database_url import MISSING_EXTRA, DatabaseUnavailable, is_postgres_url
 from .sqlite.api_keys import SQLiteApiKeyStore
 from .sqlite.chunks import SQLiteChunkIndex
+from .sqlite.containers import SQLiteContainerStore
 from .sqlite.conversations import SQLiteConversationStore
 from .sqlite.events import SQLiteEventLog
 from .sqlite.files import SQLiteFileStore
@@ -49,6 +51,7 @@ class StoreSet:
     files: FileStore
     vector_stores: VectorStoreStore
     chunks: ChunkIndex
+    containers: ContainerStore
     file_bytes: FileBytes | None = None
     sqlite: SQLiteResponseStore | None = None
     postgres: PostgresDatabase | None = None
@@ -83,7 +86,7 @@ async def open_stores(db_path: str, database_url: str | None) -> StoreSet:
     await store.open()
     return StoreSet(store, SQLiteConversationStore(store), SQLitePromptStore(store), SQLiteEventLog(store),
                     SQLiteApiKeyStore(store), SQLiteFileStore(store), SQLiteVectorStoreStore(store),
-                    SQLiteChunkIndex(store), sqlite=store)
+                    SQLiteChunkIndex(store), SQLiteContainerStore(store), sqlite=store)
 
 
 async def _open_postgres(database_url: str) -> StoreSet:
@@ -92,6 +95,7 @@ async def _open_postgres(database_url: str) -> StoreSet:
     try:
         from .postgres.api_keys import PostgresApiKeyStore
         from .postgres.chunks import PostgresChunkIndex
+        from .postgres.containers import PostgresContainerStore
         from .postgres.conversations import PostgresConversationStore
         from .postgres.database import PostgresDatabase
         from .postgres.events import PostgresEventLog
@@ -110,7 +114,8 @@ async def _open_postgres(database_url: str) -> StoreSet:
     # files' bytes in the database too: replicas given separate data directories still read every file
     return StoreSet(responses, PostgresConversationStore(db), PostgresPromptStore(db), PostgresEventLog(db),
                     PostgresApiKeyStore(db), PostgresFileStore(db), PostgresVectorStoreStore(db),
-                    PostgresChunkIndex(db), file_bytes=PostgresFileBytes(db), postgres=db)
+                    PostgresChunkIndex(db), PostgresContainerStore(db), file_bytes=PostgresFileBytes(db),
+                    postgres=db)
 
 
 __all__ = ["StoreSet", "open_stores"]

@@ -283,3 +283,34 @@ def check_page_args(limit: int, order: str) -> None:
         raise InvalidPageArgs("limit", limit)
     if order not in ("asc", "desc"):
         raise InvalidPageArgs("order", order)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredContainer:
+    """A container (``/v1/containers``): where the code interpreter's files live between calls. ``expires_minutes``
+    after ``last_active_at`` it expires (then every read answers as for a missing one, and the purge deletes it)."""
+
+    id: str
+    name: str
+    created_at: int
+    last_active_at: int
+    expires_minutes: int
+    memory_limit: str | None = None
+
+    def expires_at(self) -> int:
+        return self.last_active_at + self.expires_minutes * 60
+
+
+@dataclass(frozen=True, slots=True)
+class StoredContainerFile:
+    """A file of a container: ``path`` is where the code sees it (``/mnt/data/…``), ``blob_id`` names its bytes in
+    the file bytes storage (a ``file-…`` id the bridge made; never the id a client sees), ``source`` ``user``
+    (uploaded or copied from /v1/files) or ``assistant`` (written by the code)."""
+
+    id: str
+    container_id: str
+    path: str
+    bytes: int
+    created_at: int
+    source: str
+    blob_id: str

@@ -35,7 +35,8 @@ DELETE FROM file_blobs AS b
 WHERE deleted_at IS NULL AND (
     (NOT published AND started_at < clock_timestamp() - make_interval(secs => $1))
     OR (published AND started_at < clock_timestamp() - make_interval(secs => $2)
-        AND NOT EXISTS (SELECT 1 FROM files AS f WHERE f.id = b.file_id))
+        AND NOT EXISTS (SELECT 1 FROM files AS f WHERE f.id = b.file_id)
+        AND NOT EXISTS (SELECT 1 FROM container_files AS c WHERE c.blob_id = b.file_id))
 )
 """
 

@@ -114,7 +114,8 @@ class PostgresFileStore:
         if not file_ids:
             return set()
         async with self._db.acquire("known_file_ids") as conn:
-            rows = await conn.fetch("SELECT id FROM files WHERE id = ANY($1::text[])", pg_texts(file_ids))
+            rows = await conn.fetch("SELECT id FROM files WHERE id = ANY($1::text[]) UNION ALL SELECT blob_id FROM "
+                                    "container_files WHERE blob_id = ANY($1::text[])", pg_texts(file_ids))
         return {str(row[0]) for row in rows}
 
 

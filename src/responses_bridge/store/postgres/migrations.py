@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 Migration = tuple[int, Sequence[str]]
 
+from .container_schema import CONTAINER_MIGRATIONS  # noqa: E402  (after Migration, which it follows)
 from .retrieval_schema import RETRIEVAL_MIGRATIONS  # noqa: E402  (after Migration, which it follows)
 
 ADVISORY_LOCK_KEY = 0x7265_7370_6272_6467 & 0x7FFF_FFFF_FFFF_FFFF
@@ -196,6 +197,7 @@ MIGRATIONS: list[Migration] = [
     ),
 ]
 MIGRATIONS.extend(RETRIEVAL_MIGRATIONS)  # 10 onwards: files, file bytes, vector stores, the chunk index
+MIGRATIONS.extend(CONTAINER_MIGRATIONS)  # 13: code interpreter containers and their files
 
 
 def latest_version(migrations: Sequence[Migration] = MIGRATIONS) -> int:

@@ -107,12 +107,15 @@ class SQLiteFileStore:
         return [str(row[0]) for row in rows]
 
     async def known_ids(self, file_ids: Sequence[str]) -> set[str]:
-        """Which of ``file_ids`` have a row (expired or not): the files on disk that are no orphans."""
+        """Which of ``file_ids`` have a row (expired or not), or are a container file's bytes (stored in the same
+        place): the files on disk that are no orphans."""
         known: set[str] = set()
         async with self._db.reading() as conn:
             for start in range(0, len(file_ids), 500):  # within SQLite's bound-parameter limit
                 batch = list(file_ids[start:start + 500])
                 marks = ", ".join("?" * len(batch))
-                rows = await conn.execute_fetchall(f"SELECT id FROM files WHERE id IN ({marks})", batch)
+                rows = await conn.execute_fetchall(f"SELECT id FROM files WHERE id IN ({marks}) UNION ALL "
+                                                   f"SELECT blob_id FROM container_files WHERE blob_id IN ({marks})",
+                                                   batch + batch)
                 known.update(str(row[0]) for row in rows)
         return known

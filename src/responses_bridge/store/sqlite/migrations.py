@@ -259,6 +259,38 @@ MIGRATIONS: list[Migration] = [
             "CREATE INDEX api_keys_listed ON api_keys(created_at, id)",
         ],
     ),
+    (
+        13,
+        [
+            # Code interpreter containers (services/containers.py) and their files' rows; the bytes are blobs in
+            # the files' storage under ``blob_id``. A container expires ``expires_minutes`` after its last use.
+            """
+            CREATE TABLE containers (
+                id              TEXT PRIMARY KEY,
+                tenant          TEXT NOT NULL,
+                name            TEXT NOT NULL,
+                created_at      INTEGER NOT NULL,
+                last_active_at  INTEGER NOT NULL,
+                expires_minutes INTEGER NOT NULL,
+                memory_limit    TEXT
+            )
+            """,
+            "CREATE INDEX containers_listed ON containers(tenant, created_at)",
+            "CREATE INDEX containers_expiry ON containers(last_active_at)",
+            """
+            CREATE TABLE container_files (
+                id           TEXT PRIMARY KEY,
+                container_id TEXT NOT NULL REFERENCES containers(id) ON DELETE CASCADE,
+                path         TEXT NOT NULL,
+                bytes        INTEGER NOT NULL,
+                created_at   INTEGER NOT NULL,
+                source       TEXT NOT NULL,
+                blob_id      TEXT NOT NULL UNIQUE,
+                UNIQUE (container_id, path)
+            )
+            """,
+        ],
+    ),
 ]
 
 LATEST_VERSION: int = MIGRATIONS[-1][0]

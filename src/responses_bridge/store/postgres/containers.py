@@ -1,0 +1,175 @@
+"""Containers and their files' rows on PostgreSQL (:class:`~responses_bridge.store.base.ContainerStore`), shared
+by every replica, with the same rules as on SQLite (store/sqlite/containers.py): live while
+``now < last_active_at + expires_minutes * 60``; files reached through their container's tenant. Adding a file
+locks its container's row first, so two replicas writing one container's files check its limit one at a time;
+the tenant's bytes are checked under the tenant's advisory lock, as files' stored bytes are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..records import StorageLimitExceeded, StoredContainer, StoredContainerFile, UnknownCursor
+from .database import PostgresDatabase
+from .sql import pg_texts
+
+_CONTAINER = "id, name, created_at, last_active_at, expires_minutes, memory_limit"
+_FILE = "id, container_id, path, bytes, created_at, source, blob_id"
+_LIVE = "last_active_at + expires_minutes * 60 > $1"
+_TENANT_BYTES = ("SELECT coalesce(sum(f.bytes), 0) FROM container_files AS f JOIN containers AS c "
+                 "ON c.id = f.container_id WHERE c.tenant = $1")
+_OWNED = "container_id IN (SELECT id FROM containers WHERE id = $1 AND tenant = $2)"
+CONTAINER_BYTES_LOCK = 0x636E_7472  # advisory lock class ("cntr"), keyed by the tenant
+
+
+def _container(row: Any) -> StoredContainer:
+    return StoredContainer(id=row[0], name=row[1], created_at=int(row[2]), last_active_at=int(row[3]),
+                           expires_minutes=int(row[4]), memory_limit=row[5])
+
+
+def _file(row: Any) -> StoredContainerFile:
+    return StoredContainerFile(id=row[0], container_id=row[1], path=row[2], bytes=int(row[3]),
+                               created_at=int(row[4]), source=row[5], blob_id=row[6])
+
+
+class PostgresContainerStore:
+    """:class:`ContainerStore` on a :class:`PostgresDatabase`."""
+
+    def __init__(self, db: PostgresDatabase) -> None:
+        self._db = db
+
+    async def create_container(self, container: StoredContainer, *, tenant: str) -> None:
+        async with self._db.acquire("create_container") as conn:
+            await conn.execute(f"INSERT INTO containers ({_CONTAINER}, tenant) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                               container.id, container.name, container.created_at, container.last_active_at,
+                               container.expires_minutes, container.memory_limit, tenant)
+
+    async def get_container(self, container_id: str, now: int, *, tenant: str) -> StoredContainer | None:
+        async with self._db.acquire("get_container") as conn:
+            row = await conn.fetchrow(f"SELECT {_CONTAINER} FROM containers WHERE {_LIVE} AND id = $2 "
+                                      "AND tenant = $3", now, container_id, tenant)
+        return _container(row) if row is not None else None
+
+    async def list_containers(self, now: int, *, tenant: str, after: str | None, limit: int,
+                              order: str) -> tuple[list[StoredContainer], bool]:
+        ascending = order == "asc"
+        args: list[Any] = [now, tenant, limit + 1]
+        sql = f"SELECT {_CONTAINER} FROM containers WHERE {_LIVE} AND tenant = $2"
+        async with self._db.acquire("list_containers") as conn:
+            if after is not None:
+                cursor = await conn.fetchval(f"SELECT seq FROM containers WHERE {_LIVE} AND id = $2 AND tenant = $3",
+                                             now, after, tenant)
+                if cursor is None:
+                    raise UnknownCursor(after)
+                args.append(cursor)
+                sql += f" AND seq {'>' if ascending else '<'} $4"
+            sql += f" ORDER BY seq {'ASC' if ascending else 'DESC'} LIMIT $3"
+            rows = await conn.fetch(sql, *args)
+        found = [_container(row) for row in rows]
+        return found[:limit], len(found) > limit
+
+    async def touch_container(self, container_id: str, now: int, *, tenant: str) -> bool:
+        async with self._db.acquire("touch_container") as conn:
+            status = await conn.execute(f"UPDATE containers SET last_active_at = greatest(last_active_at, $1) "
+                                        f"WHERE {_LIVE} AND id = $2 AND tenant = $3", now, container_id, tenant)
+        return not status.endswith(" 0")
+
+    async def delete_container(self, container_id: str, *, tenant: str) -> list[str] | None:
+        async with self._db.transaction("delete_container") as conn:
+            found = await conn.fetchval("SELECT id FROM containers WHERE id = $1 AND tenant = $2 FOR UPDATE",
+                                        container_id, tenant)
+            if found is None:
+                return None
+            rows = await conn.fetch("DELETE FROM container_files WHERE container_id = $1 RETURNING blob_id",
+                                    container_id)
+            await conn.execute("DELETE FROM containers WHERE id = $1", container_id)
+        return [str(row[0]) for row in rows]
+
+    async def count_containers(self, now: int, *, tenant: str) -> int:
+        async with self._db.acquire("count_containers") as conn:
+            return int(await conn.fetchval(f"SELECT count(*) FROM containers WHERE {_LIVE} AND tenant = $2",
+                                           now, tenant))
+
+    async def put_file(self, file: StoredContainerFile, *, tenant: str, max_container_bytes: int | None,
+                       max_stored_bytes: int | None) -> str | None:
+        async with self._db.transaction("put_container_file") as conn:
+            if await conn.fetchval("SELECT id FROM containers WHERE id = $1 AND tenant = $2 FOR UPDATE",
+                                   file.container_id, tenant) is None:
+                raise LookupError(file.container_id)
+            old = await conn.fetchrow("SELECT bytes, blob_id FROM container_files WHERE container_id = $1 "
+                                      "AND path = $2", file.container_id, file.path)
+            replaced = int(old[0]) if old is not None else 0
+            if max_container_bytes is not None:
+                used = int(await conn.fetchval("SELECT coalesce(sum(bytes), 0) FROM container_files WHERE "
+                                               "container_id = $1", file.container_id)) - replaced
+                if used + file.bytes > max_container_bytes:
+                    raise StorageLimitExceeded(max_container_bytes, used)
+            if max_stored_bytes is not None:
+                await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", CONTAINER_BYTES_LOCK, tenant)
+                used = int(await conn.fetchval(_TENANT_BYTES, tenant)) - replaced
+                if used + file.bytes > max_stored_bytes:
+                    raise StorageLimitExceeded(max_stored_bytes, used)
+            if old is None:
+                await conn.execute(f"INSERT INTO container_files ({_FILE}) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                                   file.id, file.container_id, file.path, file.bytes, file.created_at, file.source,
+                                   file.blob_id)
+            else:
+                await conn.execute("UPDATE container_files SET bytes = $1, source = $2, blob_id = $3 WHERE "
+                                   "container_id = $4 AND path = $5", file.bytes, file.source, file.blob_id,
+                                   file.container_id, file.path)
+        return str(old[1]) if old is not None else None
+
+    async def get_file(self, container_id: str, file_id: str, *, tenant: str) -> StoredContainerFile | None:
+        async with self._db.acquire("get_container_file") as conn:
+            row = await conn.fetchrow(f"SELECT {_FILE} FROM container_files WHERE {_OWNED} AND id = $3",
+                                      container_id, tenant, file_id)
+        return _file(row) if row is not None else None
+
+    async def list_files(self, container_id: str, *, tenant: str, after: str | None, limit: int,
+                         order: str) -> tuple[list[StoredContainerFile], bool]:
+        ascending = order == "asc"
+        args: list[Any] = [container_id, tenant, limit + 1]
+        sql = f"SELECT {_FILE} FROM container_files WHERE {_OWNED}"
+        async with self._db.acquire("list_container_files") as conn:
+            if after is not None:
+                cursor = await conn.fetchval(f"SELECT seq FROM container_files WHERE {_OWNED} AND id = $3",
+                                             container_id, tenant, after)
+                if cursor is None:
+                    raise UnknownCursor(after)
+                args.append(cursor)
+                sql += f" AND seq {'>' if ascending else '<'} $4"
+            sql += f" ORDER BY seq {'ASC' if ascending else 'DESC'} LIMIT $3"
+            rows = await conn.fetch(sql, *args)
+        found = [_file(row) for row in rows]
+        return found[:limit], len(found) > limit
+
+    async def all_files(self, container_id: str, *, tenant: str) -> list[StoredContainerFile]:
+        async with self._db.acquire("container_files") as conn:
+            rows = await conn.fetch(f"SELECT {_FILE} FROM container_files WHERE {_OWNED} ORDER BY path",
+                                    container_id, tenant)
+        return [_file(row) for row in rows]
+
+    async def delete_file(self, container_id: str, file_id: str, *, tenant: str) -> str | None:
+        async with self._db.acquire("delete_container_file") as conn:
+            blob = await conn.fetchval(f"DELETE FROM container_files WHERE {_OWNED} AND id = $3 RETURNING blob_id",
+                                       container_id, tenant, file_id)
+        return str(blob) if blob is not None else None
+
+    async def stored_bytes(self, *, tenant: str) -> int:
+        async with self._db.acquire("container_bytes") as conn:
+            return int(await conn.fetchval(_TENANT_BYTES, tenant))
+
+    async def expired_containers(self, now: int, limit: int) -> list[tuple[str, str]]:
+        async with self._db.acquire("expired_containers") as conn:
+            rows = await conn.fetch("SELECT id, tenant FROM containers WHERE last_active_at + expires_minutes * 60 "
+                                    "<= $1 LIMIT $2", now, limit)
+        return [(str(row[0]), str(row[1])) for row in rows]
+
+    async def known_blobs(self, blob_ids: Sequence[str]) -> set[str]:
+        if not blob_ids:
+            return set()
+        async with self._db.acquire("known_container_blobs") as conn:
+            rows = await conn.fetch("SELECT blob_id FROM container_files WHERE blob_id = ANY($1::text[])",
+                                    pg_texts(blob_ids))
+        return {str(row[0]) for row in rows}
