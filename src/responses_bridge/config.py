@@ -24,6 +24,7 @@ from .upstreams import ModelRoute, Router, UpstreamSpec, check_references, singl
 if TYPE_CHECKING:
     from .run.tools.mcp_config import MCPLimits
     from .run.tools.web_search_base import WebSearchSettings
+    from .sandbox import SandboxLimits
 
 DEFAULT_HTTP_PORT = 8080
 DEFAULT_EXTPROC_PORT = 50051
@@ -118,6 +119,21 @@ class Settings(BaseSettings):
     # files/ next to the database, never in memory.
     max_file_bytes: int = Field(default=512 * 1024 * 1024, ge=1, description=(
         "largest file `POST /v1/files` accepts, bytes; larger is a 413 `file_too_large`"))
+    # The code interpreter (sandbox/, run/tools/code_interpreter.py): each call's limits in its bubblewrap sandbox.
+    code_timeout: float = Field(default=30.0, gt=0, description="wall seconds one code interpreter call may run")
+    code_memory_bytes: int = Field(default=1 << 30, ge=64 << 20, description=(
+        "memory of one code interpreter call (cgroup v2 memory.max where delegated, else RLIMIT_AS)"))
+    code_max_processes: int = Field(default=64, ge=4, description="processes and threads one call may have at once")
+    code_max_file_bytes: int = Field(default=100 << 20, ge=1, description="largest file in a container, bytes")
+    code_max_container_bytes: int = Field(default=1 << 30, ge=1, description="bytes of all of one container's files")
+    code_max_output_bytes: int = Field(default=64 * 1024, ge=1024, description=(
+        "of a call's stdout and of its stderr, bytes kept (the rest is counted and cut, with a note)"))
+    code_concurrency: int = Field(default=0, ge=0, description=(
+        "sandboxes running at once (others wait within their timeout); 0: one per core"))
+    code_workdir: str | None = Field(default=None, description=(
+        "where each call's /mnt/data is laid out (removed after the call); unset: the system's temporary directory"))
+    tenant_max_containers: int | None = Field(default=None, ge=0, description=(
+        "default per-tenant limit of live containers; none: no limit"))
     # --- tenancy (services/identity; adapters/http/identity.py, the ext_proc door) --------------------------------
     auth: Literal["none", "keys", "header"] = Field(default="none", description=(
         "who the caller is: none (one shared tenant; a warning at start when bound beyond loopback), keys (the "
@@ -136,7 +152,7 @@ class Settings(BaseSettings):
         "deleted (OpenAI keeps 30 days)"))
     tenants: dict[str, TenantPolicy] = Field(default_factory=dict, description=(
         "per-tenant limits and retention by tenant name (keys: max_concurrent_requests, max_request_bytes, "
-        "max_stored_bytes, retention_days); unset values take the defaults above"))
+        "max_stored_bytes, max_containers, retention_days); unset values take the defaults above"))
     ingest_concurrency: int = Field(default=2, ge=1, description="vector store files ingested (extracted, chunked, "
                                     "embedded, indexed) at once; files left in progress resume on restart")
     # Background responses on a shared database (services/background.py): a replica's lease on each run it runs,
@@ -252,6 +268,14 @@ class Settings(BaseSettings):
         """The profile switches given one by one (not left at their default)."""
         return {name: getattr(self, name) for name in SWITCHES if name in self.model_fields_set}
 
+    def sandbox_limits(self) -> SandboxLimits:
+        from .sandbox import SandboxLimits
+
+        return SandboxLimits(timeout=self.code_timeout, memory_bytes=self.code_memory_bytes,
+                             processes=self.code_max_processes, file_bytes=self.code_max_file_bytes,
+                             container_bytes=self.code_max_container_bytes, output_bytes=self.code_max_output_bytes,
+                             concurrency=self.code_concurrency)
+
     def mcp_limits(self) -> MCPLimits:
         from .run.tools.mcp_config import MCPLimits
 
@@ -268,7 +292,8 @@ class Settings(BaseSettings):
         """The limits and retention of ``tenant``: its own entry under ``tenants`` over the defaults."""
         defaults = TenantPolicy(max_concurrent_requests=self.tenant_max_concurrent_requests,
                                 max_request_bytes=self.tenant_max_request_bytes,
-                                max_stored_bytes=self.tenant_max_stored_bytes, retention_days=self.retention_days)
+                                max_stored_bytes=self.tenant_max_stored_bytes, retention_days=self.retention_days,
+                                max_containers=self.tenant_max_containers)
         own = self.tenants.get(tenant)
         return defaults if own is None else own.over(defaults)
 

@@ -6,9 +6,11 @@ adapter: the concrete upstream client is built by the composition root (``serve.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -25,6 +27,7 @@ from .run.server_tools import ServerTools, ServerToolServices
 from .run.upstream import UpstreamClient
 from .sealing import Sealer, load_or_create_key, new_key_text
 from .services.background import BackgroundService
+from .services.containers import ContainerService
 from .services.conversations import ConversationService
 from .services.files import FileService, files_directory
 from .services.identity import Identity, sidecar_token
@@ -34,7 +37,7 @@ from .services.retention import RetentionService
 from .services.retrieval.embedders import Embedder, embedder_from_settings
 from .services.vector_stores import VectorStoreService
 from .store import ResponseStore
-from .store.base import ChunkIndex, RunLeases
+from .store.base import ChunkIndex, ContainerStore, RunLeases
 from .store.open import StoreSet, open_stores
 from .upstreams import Route, Router
 
@@ -64,6 +67,7 @@ class Runtime:
     embedder: Embedder  # vector store search: the embedder and the chunk index (services/retrieval/)
     chunks: ChunkIndex
     vector_stores: VectorStoreService  # the Vector Stores API; the file_search tool's searcher
+    containers: ContainerService  # the Containers API; the code interpreter's files (services/containers.py)
     background: BackgroundService
     retention: RetentionService  # purges what each tenant's retention_days has expired
     trimmer: MemoryTrimmer  # gives large requests' memory back to the system (allocator.py)
@@ -119,6 +123,7 @@ class Runtime:
         files.on_delete(vector_stores.forget_file)  # a deleted file leaves every vector store
         await vector_stores.start()
         server_tools.services.file_search = vector_stores  # what the file_search tool searches
+        containers = await _open_code_interpreter(settings, stores.containers, files, server_tools)
         background = await _open_background(settings, stores, database_url, upstream)
         # stored responses and conversations past their tenant's retention go in the background (item 5)
         any_retention = settings.retention_days is not None or any(
@@ -134,6 +139,7 @@ class Runtime:
                    identity=Identity(settings.auth, settings.tenant_header, stores.api_keys,
                                      sidecar_token(settings.sealing_key, db_path)),
                    files=files, embedder=embedder, chunks=stores.chunks, vector_stores=vector_stores,
+                   containers=containers,
                    background=background, retention=retention, trimmer=trimmer)
 
     async def close(self) -> None:
@@ -146,6 +152,7 @@ class Runtime:
                 await client.close()
         await self.server_tools.services.aclose()
         await self.vector_stores.close()  # ingestion stops; files in progress resume on the next start
+        await self.containers.aclose()
         await self.files.aclose()
         await self.embedder.aclose()
         await self.store.close()
@@ -255,3 +262,28 @@ async def _open_background(settings: Settings, stores: StoreSet, database_url: s
         log.warning("background_interrupted", count=len(interrupted), response_ids=interrupted[:20])
     await upstream.start()
     return background
+
+
+async def _open_code_interpreter(settings: Settings, store: ContainerStore, files: FileService,
+                                 server_tools: ServerTools) -> ContainerService:
+    """The Containers API over the files' bytes storage, and the code interpreter over it and the sandbox. The
+    sandbox is checked once here (bubblewrap making its namespaces); where it cannot run, the code interpreter is
+    still offered, and refuses each request naming the cause (never code run unsandboxed)."""
+    from .run.tools.code_interpreter import CodeInterpreter
+    from .sandbox import Sandbox
+
+    limits = settings.sandbox_limits()
+    containers = ContainerService(store, files.contents, files, file_bytes=limits.file_bytes,
+                                  container_bytes=limits.container_bytes,
+                                  max_containers=lambda tenant: settings.tenant_policy(tenant).max_containers,
+                                  max_stored_bytes=lambda tenant: settings.tenant_policy(tenant).max_stored_bytes)
+    await containers.start()
+    sandbox = await asyncio.to_thread(Sandbox.detect, limits)
+    if sandbox.unavailable is not None:
+        log.warning("sandbox_unavailable", reason=sandbox.unavailable)
+    else:
+        log.info("sandbox_ready", bwrap=sandbox.bwrap, concurrency=limits.slots,
+                 process_limit="cgroup" if sandbox.cgroups is not None else "rlimit")
+    workdir = Path(settings.code_workdir) if settings.code_workdir else None
+    server_tools.services.code = CodeInterpreter(containers, sandbox, workdir=workdir)
+    return containers

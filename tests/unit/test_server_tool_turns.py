@@ -105,6 +105,11 @@ ITEM_EVENTS: dict[str, list[str]] = {
                         "response.web_search_call.completed?"],
     "file_search_call": ["response.file_search_call.in_progress", "response.file_search_call.searching",
                          "response.file_search_call.completed?"],
+    "code_interpreter_call": ["response.code_interpreter_call.in_progress",
+                              "response.code_interpreter_call_code.delta*",
+                              "response.code_interpreter_call_code.done",
+                              "response.code_interpreter_call.interpreting?",
+                              "response.code_interpreter_call.completed?"],
     "tool_search_call": [],
     "tool_search_output": [],
 }

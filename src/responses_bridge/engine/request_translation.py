@@ -136,7 +136,7 @@ _NO_TOOLS = ToolPlan()
 _CALL_KINDS = frozenset({"function_call", "custom_tool_call", "shell_call", "apply_patch_call", "tool_search_call"})
 _OUTPUT_KINDS = frozenset({"function_call_output", "custom_tool_call_output", "shell_call_output",
                            "apply_patch_call_output", "tool_search_output"})
-_SERVER_CALL_KINDS = frozenset({"mcp_call", "web_search_call", "file_search_call"})
+_SERVER_CALL_KINDS = frozenset({"mcp_call", "web_search_call", "file_search_call", "code_interpreter_call"})
 
 
 def _server_call_of(item: dict[str, Any], plan: ToolPlan) -> tuple[str, str, str, str]:
@@ -148,6 +148,8 @@ def _server_call_of(item: dict[str, Any], plan: ToolPlan) -> tuple[str, str, str
                                                                                   item.get("error"))
     if item["type"] == "file_search_call":
         return file_search_replay(item, plan)
+    if item["type"] == "code_interpreter_call":
+        return code_replay(item, plan)
     action = item.get("action") or {}
     query = action.get("query") or " ".join(action.get("queries") or ()) or action.get("url") or ""
     if item.get("status") == "failed":
@@ -181,6 +183,21 @@ def file_search_replay(item: dict[str, Any], plan: ToolPlan) -> tuple[str, str, 
     else:
         text = "The file search was made; its results are not kept."
     return item["id"], plan.upstream_name("file_search"), orjson.dumps(arguments).decode(), text
+
+
+def code_replay(item: dict[str, Any], plan: ToolPlan) -> tuple[str, str, str, str]:
+    """A stored ``code_interpreter_call`` as a tool call (its code) and its result: the logs, when the request
+    that made it included ``code_interpreter_call.outputs``; else that it ran."""
+    code = item.get("code") if isinstance(item.get("code"), str) else ""
+    logs = [str(output.get("logs") or "") for output in item.get("outputs") or ()
+            if isinstance(output, dict) and output.get("type") == "logs"]
+    if item.get("status") == "failed":
+        text = "The code did not complete." + (f"\n{logs[0]}" if logs else "")
+    elif logs:
+        text = "\n".join(logs)
+    else:
+        text = "The code ran; its output is not kept."
+    return item["id"], plan.upstream_name("code_interpreter"), orjson.dumps({"code": code}).decode(), text
 
 
 def mcp_result_text(output: str | None, error: Any) -> str:
@@ -363,7 +380,7 @@ def set_turn_tools(body: dict[str, Any], tool_choice: Any, parallel_tool_calls: 
         body["parallel_tool_calls"] = parallel_tool_calls
 
 
-_SERVER_CHOICES = frozenset({"mcp", "tool_search", "file_search", *WEB_SEARCH_TYPES})
+_SERVER_CHOICES = frozenset({"mcp", "tool_search", "file_search", "code_interpreter", *WEB_SEARCH_TYPES})
 
 
 def _server_choice(choice: dict[str, Any], plan: ToolPlan) -> tuple[Any, set[str] | None]:
@@ -376,8 +393,8 @@ def _server_choice(choice: dict[str, Any], plan: ToolPlan) -> tuple[Any, set[str
             names = [name for name in names if plan.targets[name].name == choice["name"]]
     elif choice["type"] == "tool_search":
         names = plan.server_names("server_tool_search")
-    elif choice["type"] == "file_search":
-        names = plan.server_names("file_search")
+    elif choice["type"] in ("file_search", "code_interpreter"):
+        names = plan.server_names(choice["type"])
     else:
         names = plan.server_names("web_search")
     if len(names) == 1:

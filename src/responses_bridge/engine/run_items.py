@@ -123,6 +123,22 @@ class RunItems:
         self._emit_run({"type": "response.output_item.done", "sequence_number": 0, "output_index": output_index,
                         "item": item})
 
+    def complete_code_interpreter(self: _Builder, output_index: int, *, outputs: list[dict[str, Any]] | None,
+                                  failed: bool = False) -> None:
+        """A code interpreter call's outcome: ``outputs`` (logs and images; only when the request's ``include``
+        asks for them, else None); ``response.code_interpreter_call.completed`` and ``output_item.done``, or with
+        ``failed`` (a limit ended the run, or the sandbox could not start) only the done item, ``status: failed``
+        (the SDK has no failed event)."""
+        reader = self._pending.pop(output_index)
+        item = reader.item
+        item["outputs"] = outputs
+        item["status"] = "failed" if failed else "completed"
+        if not failed:
+            self._emit_run({"type": "response.code_interpreter_call.completed", "sequence_number": 0,
+                            "item_id": item["id"], "output_index": output_index})
+        self._emit_run({"type": "response.output_item.done", "sequence_number": 0, "output_index": output_index,
+                        "item": item})
+
     def _settle_pending(self: _Builder, *, announce: bool) -> None:
         """Server calls whose outcome never came (the response ends early): ``incomplete``."""
         pending, self._pending = self._pending, {}

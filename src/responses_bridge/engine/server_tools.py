@@ -12,6 +12,10 @@ Like engine/client_tools.py, but the item a call becomes is the server tool's ow
   announced, ``.searching`` once its query is known; it stays open until ``OutputBuilder.complete_web_search``.
 * the file search → a ``file_search_call`` item: ``response.file_search_call.in_progress`` right after it is
   announced, ``.searching`` once its queries are known; it stays open until ``OutputBuilder.complete_file_search``.
+* the code interpreter → a ``code_interpreter_call`` item: ``response.code_interpreter_call.in_progress`` right
+  after it is announced, ``response.code_interpreter_call_code.delta`` per piece of code decoded from the streamed
+  arguments, then ``.code.done`` and ``response.code_interpreter_call.interpreting``; it stays open until
+  ``OutputBuilder.complete_code_interpreter``.
 * the server-side tool search → a ``tool_search_call`` item (``execution: "server"``), done when its arguments
   are; the run adds the ``tool_search_output`` item with the tools it found.
 
@@ -24,6 +28,7 @@ from typing import Any
 
 from .. import ids
 from .client_tools import CallReader, Event, parse_arguments
+from .code_stream import CodeStream
 from .tools import CallTarget
 
 
@@ -132,6 +137,59 @@ class FileSearchReader(ServerCallReader):
                  "output_index": self.output_index}]
 
 
+def code_of(arguments: str) -> str:
+    """The code of a code interpreter call: its ``code`` argument, or the arguments themselves when the model
+    sent plain code rather than JSON."""
+    parsed = parse_arguments(arguments)
+    if isinstance(parsed, dict):
+        code = parsed.get("code")
+        return code if isinstance(code, str) else ""
+    if isinstance(parsed, str):
+        return parsed
+    return arguments
+
+
+class CodeInterpreterReader(ServerCallReader):
+    __slots__ = ("code",)
+
+    def __init__(self, item: dict[str, Any], output_index: int) -> None:
+        super().__init__(item, output_index)
+        self.code = CodeStream()
+
+    def opened(self) -> list[Event]:
+        return [{"type": "response.code_interpreter_call.in_progress", "sequence_number": 0,
+                 "item_id": self.item["id"], "output_index": self.output_index}]
+
+    def feed(self, piece: str) -> list[Event]:
+        delta = self.code.feed(piece)
+        if not delta:
+            return []
+        self.item["code"] += delta
+        return [self._delta(delta)]
+
+    def _delta(self, delta: str) -> Event:
+        return {"type": "response.code_interpreter_call_code.delta", "sequence_number": 0,
+                "item_id": self.item["id"], "output_index": self.output_index, "delta": delta}
+
+    def close(self, arguments: str, status: str) -> list[Event]:
+        code = code_of(arguments)
+        events: list[Event] = []
+        streamed = self.item["code"]
+        if code != streamed:  # plain code, or a shape the stream could not follow: the rest in one delta
+            events.append(self._delta(code[len(streamed):] if code.startswith(streamed) else code))
+        self.item["code"] = code
+        events.append({"type": "response.code_interpreter_call_code.done", "sequence_number": 0,
+                       "item_id": self.item["id"], "output_index": self.output_index, "code": code})
+        if status != "completed":
+            self.item["status"] = "incomplete"
+            return events
+        self.pending = True
+        self.item["status"] = "interpreting"
+        events.append({"type": "response.code_interpreter_call.interpreting", "sequence_number": 0,
+                       "item_id": self.item["id"], "output_index": self.output_index})
+        return events
+
+
 class ServerToolSearchReader(ServerCallReader):
     __slots__ = ()
 
@@ -164,5 +222,9 @@ def server_reader_for(target: CallTarget, call_id: str, output_index: int) -> Se
     if kind == "file_search":
         return FileSearchReader({"id": ids.new_id("fs"), "type": "file_search_call", "queries": [],
                                  "status": "in_progress", "results": None}, output_index)
+    if kind == "code_interpreter":
+        return CodeInterpreterReader({"id": ids.new_id("ci"), "type": "code_interpreter_call", "status": "in_progress",
+                                      "code": "", "container_id": target.namespace or "", "outputs": None},
+                                     output_index)
     return ServerToolSearchReader({"id": ids.new_id("tsc"), "type": "tool_search_call", "call_id": call_id,
                                    "execution": "server", "arguments": {}, "status": "in_progress"}, output_index)

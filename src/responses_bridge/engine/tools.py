@@ -93,22 +93,25 @@ class CallTarget:
         return self.kind in SERVER_KINDS
 
 
-SERVER_KINDS = frozenset({"mcp", "web_search", "file_search", "server_tool_search"})
+SERVER_KINDS = frozenset({"mcp", "web_search", "file_search", "server_tool_search", "code_interpreter"})
 """Call targets the bridge runs: an MCP server's tool, the web search, the file search, the server-side tool
-search."""
+search, the code interpreter (``namespace``: the container id)."""
 WEB_SEARCH_TYPES = frozenset({"web_search", "web_search_2025_08_26", "web_search_preview",
                               "web_search_preview_2025_03_11"})
-SERVED_TOOL_TYPES = frozenset({"mcp", "tool_search", "file_search", *WEB_SEARCH_TYPES})
+SERVED_TOOL_TYPES = frozenset({"mcp", "tool_search", "file_search", "code_interpreter", *WEB_SEARCH_TYPES})
 """Request tool types a tool loop can serve (``plan_tools(served=…)``); ``tool_search`` only with execution
 ``server`` or unset."""
 
 
-def served_tool_types(web_search: bool, file_search: bool = False) -> frozenset[str]:
+def served_tool_types(web_search: bool, file_search: bool = False, code: bool = False) -> frozenset[str]:
     """The tool types a deployment's tool loop runs: all of :data:`SERVED_TOOL_TYPES`, less the web search ones
-    when no search provider is configured and ``file_search`` when there are no vector stores to search (those
-    then fall under the unsupported-tool policy)."""
+    when no search provider is configured, ``file_search`` when there are no vector stores to search and
+    ``code_interpreter`` when there are no containers (those then fall under the unsupported-tool policy). A
+    deployment with containers serves ``code_interpreter`` even where the sandbox cannot start: the request is
+    then refused naming the cause, never answered without running the code."""
     served = SERVED_TOOL_TYPES if web_search else SERVED_TOOL_TYPES - WEB_SEARCH_TYPES
-    return served if file_search else served - {"file_search"}
+    served = served if file_search else served - {"file_search"}
+    return served if code else served - {"code_interpreter"}
 
 
 def runs_server_tools(tools: object, served: Collection[str]) -> bool:
@@ -138,6 +141,17 @@ FILE_SEARCH_PARAMETERS: dict[str, Any] = {
     "type": "object",
     "properties": {"query": {"type": "string", "description": "What to look for in the files."}},
     "required": ["query"],
+}
+CODE_NAME = "python"
+CODE_DESCRIPTION = ("Runs Python 3 code in a sandbox and returns what it printed (stdout, stderr, or the traceback) "
+                    "and the files it wrote. The working directory is /mnt/data, which holds the user's files and "
+                    "keeps every file written there for later calls; each call starts a fresh interpreter, so save "
+                    "what a later call needs to /mnt/data. numpy is installed; there is no network. Mention the "
+                    "path (/mnt/data/…) of a file you made for the user.")
+CODE_PARAMETERS: dict[str, Any] = {
+    "type": "object",
+    "properties": {"code": {"type": "string", "description": "The Python code to run."}},
+    "required": ["code"],
 }
 _EMPTY_SCHEMA: dict[str, Any] = {"type": "object", "properties": {}}
 
@@ -240,6 +254,19 @@ class ToolPlan:
         self.targets[name] = CallTarget("file_search")
         self.functions.append({"type": "function", "name": name, "description": FILE_SEARCH_DESCRIPTION,
                                "parameters": FILE_SEARCH_PARAMETERS})
+        return name
+
+    def add_code_interpreter(self, container_id: str) -> str:
+        """Offer the code interpreter as a function (``{"code"}``) running in ``container_id``; its calls become
+        ``code_interpreter_call`` items."""
+        key = ("code_interpreter", None, None)
+        if key in self.names:
+            return self.names[key]
+        name = _unique(CODE_NAME, self._taken())
+        self.names[key] = name
+        self.targets[name] = CallTarget("code_interpreter", namespace=container_id)
+        self.functions.append({"type": "function", "name": name, "description": CODE_DESCRIPTION,
+                               "parameters": CODE_PARAMETERS})
         return name
 
     def add_server_tool_search(self, function: Mapping[str, Any]) -> str:

@@ -176,13 +176,15 @@ def _routing_only() -> dict[str, Any]:
 
 
 def _files_routes() -> list[dict[str, Any]]:
-    """The Files API to the sidecar's HTTP door, ext_proc off and no body limit of the route's own: an upload of
-    hundreds of MB streams through, held back by flow control (the connection's buffer limit), never buffered
-    whole; the door enforces the file size limit (RESPONSES_BRIDGE_MAX_FILE_BYTES). Named ``sidecar_…`` so that
-    Envoy's own 5xx on it name the door (``_local_reply_config``)."""
+    """The Files and Containers APIs to the sidecar's HTTP door, ext_proc off and no body limit of the route's own:
+    an upload of hundreds of MB streams through, held back by flow control (the connection's buffer limit), never
+    buffered whole; the door enforces the file size limits (RESPONSES_BRIDGE_MAX_FILE_BYTES,
+    RESPONSES_BRIDGE_CODE_MAX_FILE_BYTES). Named ``sidecar_…`` so that Envoy's own 5xx on it name the door
+    (``_local_reply_config``)."""
     return [{"name": f"sidecar_{name}", "match": {"path_separated_prefix": prefix},
              "route": {"cluster": FILES_CLUSTER, "timeout": "0s"}, "typed_per_filter_config": _disabled()}
-            for name, prefix in (("files", "/v1/files"), ("files_unversioned", "/files"))]
+            for name, prefix in (("files", "/v1/files"), ("files_unversioned", "/files"),
+                                 ("containers", "/v1/containers"), ("containers_unversioned", "/containers"))]
 
 
 def _vector_store_routes() -> list[dict[str, Any]]:

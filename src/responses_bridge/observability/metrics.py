@@ -120,3 +120,19 @@ BACKGROUND_ACTIVE.set_function(lambda: float(sum(service.queue_depth() for servi
 # tenant label: tenant names are unbounded and not the metrics' business.
 LIMITED = Counter("responses_bridge_tenant_limited_total",
                   "Requests refused by a per-tenant limit (or the body size ceiling), by limit", ["limit"])
+
+
+SANDBOX_RUNS = Counter("responses_bridge_sandbox_runs_total",
+                       "Code interpreter sandbox runs, by outcome (ok, error, timeout, memory, output_capped, refused)",
+                       ["outcome"])
+SANDBOX_SECONDS = Histogram("responses_bridge_sandbox_duration_seconds",
+                            "Time of one sandbox run, from its start to its last process's end",
+                            buckets=_LATENCY_BUCKETS)
+SANDBOX_LIVE = Gauge("responses_bridge_sandboxes_live", "Code interpreter sandboxes running now")
+
+
+def sandbox_run(outcome: str, seconds: float | None) -> None:
+    """One sandbox run ended (``seconds`` None: it never started, a refusal)."""
+    SANDBOX_RUNS.labels(outcome).inc()
+    if seconds is not None:
+        SANDBOX_SECONDS.observe(seconds)

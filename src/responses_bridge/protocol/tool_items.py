@@ -250,6 +250,25 @@ def file_search_call(item: dict[str, Any], param: str) -> dict[str, Any]:
             "results": [dict(result) for result in results] if results is not None else None}
 
 
+def code_interpreter_call(item: dict[str, Any], param: str) -> dict[str, Any]:
+    code = item.get("code")
+    if code is not None and not isinstance(code, str):
+        raise invalid_request(f"Invalid '{param}.code': expected a string or null.", param=f"{param}.code")
+    container = item.get("container_id")
+    if not isinstance(container, str):
+        raise invalid_request(f"Missing or invalid '{param}.container_id': expected a string.",
+                              param=f"{param}.container_id")
+    outputs = item.get("outputs")
+    if outputs is not None and (not isinstance(outputs, list)
+                                or not all(isinstance(output, dict) for output in outputs)):
+        raise invalid_request(f"Invalid '{param}.outputs': expected an array of objects or null.",
+                              param=f"{param}.outputs")
+    return {"type": "code_interpreter_call", "id": _id(item, param, "ci"), "code": code or "",
+            "container_id": container,
+            "status": _status(item, ("in_progress", "interpreting", "completed", "incomplete", "failed")),
+            "outputs": [dict(output) for output in outputs] if outputs is not None else None}
+
+
 def approval_responses(items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The ``mcp_approval_response`` items among ``items``, by the ``approval_request_id`` they answer (the
     last answer wins): what the tool loop runs or skips before the model's next turn."""
@@ -275,5 +294,6 @@ NORMALIZERS: dict[str, Callable[[dict[str, Any], str], dict[str, Any]]] = {
     "mcp_approval_response": mcp_approval_response,
     "web_search_call": web_search_call,
     "file_search_call": file_search_call,
+    "code_interpreter_call": code_interpreter_call,
 }
 """Item type → normaliser; ``custom_tool_call_output`` is normalised like ``function_call_output``."""

@@ -16,6 +16,7 @@ from .tools.mcp import MCPTools
 from .tools.web_search import SearchProvider, provider_from_settings
 
 if TYPE_CHECKING:
+    from .tools.code_interpreter import CodeInterpreter
     from .tools.mcp_config import MCPLimits
     from .tools.web_search_base import WebSearchSettings
 
@@ -26,13 +27,14 @@ DEFAULT_MAX_PARALLEL = 8
 @dataclass(slots=True)
 class ServerToolServices:
     """What the process offers the tool loop: the MCP client (with its tool-list cache), the web search provider
-    (None: no search configured), the file searcher (None: no vector stores), and how many calls of one turn may
-    run at once."""
+    (None: no search configured), the file searcher (None: no vector stores), the code interpreter (None: no
+    containers), and how many calls of one turn may run at once."""
 
     mcp: MCPTools
     search: SearchProvider | None = None
     max_parallel: int = DEFAULT_MAX_PARALLEL
     file_search: FileSearcher | None = None
+    code: CodeInterpreter | None = None
 
     @classmethod
     def configured(cls, mcp_limits: MCPLimits, web_search: WebSearchSettings | None,
@@ -53,4 +55,4 @@ class ServerToolServices:
         """The tool types the loop runs, for ``plan_tools(served=…)``: without a search provider the web search
         types are not served, nor ``file_search`` without a file searcher, so the unsupported-tool policy (drop or
         400) applies to them, as before."""
-        return served_tool_types(self.search is not None, self.file_search is not None)
+        return served_tool_types(self.search is not None, self.file_search is not None, self.code is not None)

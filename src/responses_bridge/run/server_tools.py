@@ -73,7 +73,7 @@ class ServerTools:
         response may begin after it; :meth:`CheckedTools.connect` does the rest (the servers' time)."""
         if isinstance(builder.response.get("tools"), list):  # the echo must not carry MCP credentials
             builder.response["tools"] = storable_tools(builder.response["tools"])
-        setup = SetUp(self.services, request, history, plan, builder)
+        setup = SetUp(self.services, request, history, plan, builder, tenant=tenant)
         await setup.check()
         return CheckedTools(self.services, request, plan, builder, setup, tenant)
 

@@ -32,6 +32,7 @@ from ..observability import metrics, tracing
 from ..protocol.request import ResponsesRequest
 from .cancellation import raise_if_cancelled
 from .server_tools_setup import ApprovedCall
+from .tools.code_interpreter import OUTPUTS_INCLUDE, CodeRun, find_container_citations
 from .tools.file_search import (
     FileSearchError,
     FileSearchToolOptions,
@@ -54,6 +55,7 @@ from .tools.web_search import (
 )
 
 if TYPE_CHECKING:
+    from ..store.records import StoredContainerFile
     from .server_tool_services import ServerToolServices
 
 log = structlog.get_logger(__name__)
@@ -102,11 +104,13 @@ class CallRunner:
         self.parallel = params.parallel_tool_calls is not False
         self.include_sources = SOURCES_INCLUDE in (params.include or ())
         self.include_results = RESULTS_INCLUDE in (params.include or ())
+        self.include_outputs = OUTPUTS_INCLUDE in (params.include or ())
+        self.container_files: list[StoredContainerFile] = []  # what the response's code wrote, for citations
         self.calls_made = 0
         self.sources: list[SearchResult] = []  # every web search's results, in the order they were numbered
         self.numbered: list[SearchResult | FileSource] = []  # web and file sources: one numbering per response
         self._exhausted_turn_sent = False
-        if web_options is not None or file_options is not None:
+        if web_options is not None or file_options is not None or "code_interpreter" in services.served:
             builder.cite = self.cite
 
     @property
@@ -117,9 +121,11 @@ class CallRunner:
     def cite(self, text: str) -> list[dict[str, Any]]:
         """``url_citation`` and ``file_citation`` annotations of an answer, against every source the response's
         searches found, in order of position in the text."""
-        if not self.numbered:
+        found = find_container_citations(text, self.container_files) if self.container_files else []
+        if self.numbered:
+            found += find_citations(text, self.sources, self.numbered) + find_file_citations(text, self.numbered)
+        if not found:
             return []
-        found = find_citations(text, self.sources, self.numbered) + find_file_citations(text, self.numbered)
         return sorted(found, key=lambda annotation: annotation.get("start_index", annotation.get("index", 0)))
 
     # --- one turn -------------------------------------------------------------------------------------------------
@@ -170,6 +176,8 @@ class CallRunner:
             return lambda: _observed(kind, call, self._web_search)
         if kind == "file_search":
             return lambda: _observed(kind, call, self._file_search)
+        if kind == "code_interpreter":
+            return lambda: _observed(kind, call, self._code_interpreter)
         return lambda: _observed(kind, call, self._tool_search)
 
     def _refusal(self, call: TurnCall) -> Callable[[], Awaitable[ToolResult]]:
@@ -185,6 +193,10 @@ class CallRunner:
                 self.builder.complete_web_search(call.output_index, failed=True)
             elif kind == "file_search":
                 self.builder.complete_file_search(call.output_index, failed=True)
+            elif kind == "code_interpreter":
+                self.builder.complete_code_interpreter(
+                    call.output_index, outputs=[{"type": "logs", "logs": message}] if self.include_outputs else None,
+                    failed=True)
             else:
                 self.builder.add_item(tool_search_output_item(ids.new_id("tso"), call_id=call.call_id, tools=[]))
             return ToolResult(call.call_id, message)
@@ -290,6 +302,21 @@ class CallRunner:
     def _file_search_failed(self, call: TurnCall, reason: str) -> ToolResult:
         self.builder.complete_file_search(call.output_index, failed=True)
         return ToolResult(call.call_id, f"The file search failed: {reason.rstrip('.')}.")
+
+    async def _code_interpreter(self, call: TurnCall) -> ToolResult:
+        code = str(call.item.get("code") or "")
+        container_id = call.target.namespace or ""  # type: ignore[union-attr]
+        interpreter = self.services.code
+        if interpreter is None:
+            run = CodeRun(container_id, None, error="The code interpreter is not available on this deployment.")
+        else:
+            run = await interpreter.run(code, container_id, tenant=self.tenant)
+        raise_if_cancelled()
+        self.container_files.extend(run.changed)
+        self.builder.complete_code_interpreter(call.output_index,
+                                               outputs=run.outputs() if self.include_outputs else None,
+                                               failed=run.failed)
+        return ToolResult(call.call_id, run.text_for_model())
 
     async def _tool_search(self, call: TurnCall) -> ToolResult:
         query = search_query(call.item.get("arguments"))

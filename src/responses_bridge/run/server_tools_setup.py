@@ -25,6 +25,7 @@ from ..engine.tools import WEB_SEARCH_TYPES, ToolPlan
 from ..protocol.errors import APIError
 from ..protocol.request import ResponsesRequest
 from .cancellation import raise_if_cancelled
+from .tools.code_interpreter import CodeToolOptions
 from .tools.file_search import FileSearchToolOptions
 from .tools.mcp import MCPServer, MCPToolError, MCPToolInfo, approval_required, parse_mcp_tool, tools_from_list_item
 from .tools.mcp_model import redact
@@ -62,8 +63,9 @@ class SetUp:
     ``file_options``) after :meth:`run`."""
 
     def __init__(self, services: ServerToolServices, request: ResponsesRequest, history: list[dict[str, Any]],
-                 plan: ToolPlan, builder: OutputBuilder) -> None:
+                 plan: ToolPlan, builder: OutputBuilder, *, tenant: str) -> None:
         self.services = services
+        self.tenant = tenant
         self.request = request
         self.history = history
         self.plan = plan
@@ -74,6 +76,7 @@ class SetUp:
         self.approved: list[ApprovedCall] = []
         self.web_options: WebSearchToolOptions | None = None
         self.file_options: FileSearchToolOptions | None = None
+        self.code_options: CodeToolOptions | None = None
 
     async def run(self) -> None:
         await self.check()
@@ -85,6 +88,8 @@ class SetUp:
         served = self.services.served
         if "file_search" in served:
             self._check_file_search()
+        if "code_interpreter" in served:
+            await self._check_code_interpreter()
         if "mcp" in served:
             await self._check_servers()
             self.approved = self._approved_calls()
@@ -101,6 +106,10 @@ class SetUp:
                 self.plan.add_web_search()
         if self.file_options is not None:
             self.plan.add_file_search()
+        code = self.services.code
+        if self.code_options is not None and code is not None:
+            container = await code.container_for(self.code_options, self.history, tenant=self.tenant)
+            self.plan.add_code_interpreter(container.id)
         if "tool_search" in self.services.served and any(is_server_tool_search(tool) for tool in self.tools):
             self.index = ToolIndex(self.tools)
             self.plan.add_server_tool_search(search_tool_function(self.index))
@@ -118,6 +127,19 @@ class SetUp:
                 raise APIError(400, "A request may have only one file_search tool; list every vector store in "
                                "its 'vector_store_ids'.", param=f"tools[{position}]", code="invalid_value")
             self.file_options = FileSearchToolOptions.from_tool(tool, position)
+
+    async def _check_code_interpreter(self) -> None:
+        """The ``code_interpreter`` tool (one per request, as OpenAI allows): its container, and whether code can
+        run here at all (a 400 naming the cause when not: never a silent drop, never code run unsandboxed)."""
+        for position, tool in enumerate(self.tools):
+            if tool.get("type") != "code_interpreter":
+                continue
+            if self.code_options is not None:
+                raise APIError(400, "A request may have only one code_interpreter tool.", param=f"tools[{position}]",
+                               code="invalid_value")
+            self.code_options = CodeToolOptions.from_tool(tool, position)
+        if self.code_options is not None and self.services.code is not None:
+            await self.services.code.check(self.code_options, tenant=self.tenant)
 
     async def _check_servers(self) -> None:
         for position, tool in enumerate(self.tools):

@@ -10,6 +10,7 @@ from ...run.upstream import UpstreamClient, UpstreamFailure
 from ...runtime import Runtime
 from ...services.readiness import check_readiness
 from . import background_routes
+from .containers_routes import ContainerRoutes
 from .conversations_routes import ConversationRoutes
 from .drain import DRAIN, Drain
 from .errors import error_middleware
@@ -48,6 +49,7 @@ def create_app(runtime: Runtime) -> web.Application:
     PromptRoutes(runtime.prompts).register(app)
     FileRoutes(runtime.files).register(app)
     VectorStoreRoutes(runtime.vector_stores).register(app)
+    ContainerRoutes(runtime.containers).register(app)
     app.router.add_get("/health", health)
     app.router.add_get("/health/live", health_live)
     app.router.add_get("/health/ready", health_ready)

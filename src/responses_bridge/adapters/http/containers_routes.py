@@ -1,0 +1,142 @@
+"""``/v1/containers`` routes of the HTTP door (OpenAI Containers API shapes; also without ``/v1``), each as the
+caller's tenant. A file is added as a ``multipart/form-data`` upload (its ``file`` part streamed into storage,
+never read whole) or as JSON ``{"file_id"}`` naming a ``/v1/files`` file to copy."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import BodyPartReader, web
+from aiohttp.helpers import parse_mimetype
+from aiohttp.http_exceptions import HttpProcessingError
+
+from ...protocol.errors import APIError, invalid_request
+from ...services.container_shapes import container_file_object, data_path
+from ...services.containers import MAX_LIST_LIMIT, ContainerService
+from .identity import request_tenant
+from .params import json_object, json_reply, page_query
+from .routes import api_routes
+
+READ_CHUNK = 1 << 20
+CONTENT_CHUNK = 1 << 20
+
+
+class ContainerRoutes:
+    def __init__(self, service: ContainerService) -> None:
+        self.service = service
+
+    def register(self, app: web.Application) -> None:
+        with api_routes(app) as routes:
+            base = "/containers"
+            container = f"{base}/{{container_id}}"
+            routes.post(base, self.create)
+            routes.get(base, self.list)
+            routes.get(container, self.retrieve)
+            routes.delete(container, self.delete)
+            routes.post(f"{container}/files", self.add_file)
+            routes.get(f"{container}/files", self.list_files)
+            routes.get(f"{container}/files/{{file_id}}", self.retrieve_file)
+            routes.delete(f"{container}/files/{{file_id}}", self.delete_file)
+            routes.get(f"{container}/files/{{file_id}}/content", self.file_content)
+
+    async def create(self, request: web.Request) -> web.Response:
+        return json_reply(await self.service.create(await json_object(request), tenant=request_tenant(request)))
+
+    async def list(self, request: web.Request) -> web.Response:
+        return json_reply(await self.service.list(tenant=request_tenant(request), name=request.query.get("name"),
+                                                  **page_query(request, limit=20, before=False)))
+
+    async def retrieve(self, request: web.Request) -> web.Response:
+        return json_reply(await self.service.retrieve(_container(request), tenant=request_tenant(request)))
+
+    async def delete(self, request: web.Request) -> web.Response:
+        return json_reply(await self.service.delete(_container(request), tenant=request_tenant(request)))
+
+    async def add_file(self, request: web.Request) -> web.Response:
+        tenant = request_tenant(request)
+        container = await self.service.container_for_files(_container(request), tenant=tenant)
+        mimetype = parse_mimetype(request.headers.get("Content-Type", ""))
+        if (mimetype.type, mimetype.subtype) == ("multipart", "form-data"):
+            stored = await self._upload(request, container, tenant)
+            return json_reply(container_file_object(stored))
+        body = await json_object(request)
+        file_id = body.get("file_id")
+        if not isinstance(file_id, str) or not file_id:
+            raise invalid_request("Send the file as multipart/form-data in a 'file' field, or JSON with a "
+                                  "'file_id'.", param="file_id", code="missing_required_parameter")
+        return json_reply(container_file_object(await self.service.copy_file(container, file_id, tenant=tenant)))
+
+    async def _upload(self, request: web.Request, container: Any, tenant: str) -> Any:
+        if not mimetype_boundary(request):
+            raise invalid_request("The multipart/form-data body has no boundary.", code="invalid_multipart")
+        limit = self.service.file_bytes
+        if request.content_length is not None and request.content_length > limit + 64 * 1024:
+            raise APIError(413, f"A container file may be at most {limit} bytes.", type="invalid_request_error",
+                           param="file", code="file_too_large")
+        try:
+            reader = await request.multipart()
+            while True:
+                part = await reader.next()
+                if part is None:
+                    break
+                if isinstance(part, BodyPartReader) and part.name == "file":
+                    path = data_path(part.filename)
+                    return await self.service.put_bytes(container, path, _chunks(part), source="user",
+                                                        tenant=tenant)
+                if isinstance(part, BodyPartReader):
+                    await part.release()
+        except (ValueError, AssertionError, HttpProcessingError) as error:
+            reason = " ".join(str(getattr(error, "message", None) or error).split())[:200] or type(error).__name__
+            raise invalid_request(f"The multipart/form-data body could not be read: {reason}.",
+                                  code="invalid_multipart") from None
+        raise invalid_request("Missing required parameter: 'file'.", param="file", code="missing_required_parameter")
+
+    async def list_files(self, request: web.Request) -> web.Response:
+        return json_reply(await self.service.list_files(_container(request), tenant=request_tenant(request),
+                                                        **page_query(request, limit=20, before=False)))
+
+    async def retrieve_file(self, request: web.Request) -> web.Response:
+        return json_reply(await self.service.retrieve_file(_container(request), request.match_info["file_id"],
+                                                           tenant=request_tenant(request)))
+
+    async def delete_file(self, request: web.Request) -> web.Response:
+        return json_reply(await self.service.delete_file(_container(request), request.match_info["file_id"],
+                                                         tenant=request_tenant(request)))
+
+    async def file_content(self, request: web.Request) -> web.StreamResponse:
+        """The file's bytes, a chunk at a time; opened before the answer starts, so a file deleted meanwhile is
+        still a JSON 404."""
+        reader, file = await self.service.open_file(_container(request), request.match_info["file_id"],
+                                                    tenant=request_tenant(request))
+        try:
+            name = file.path.rsplit("/", 1)[-1]
+            response = web.StreamResponse(headers={
+                "Content-Type": "application/octet-stream",
+                "Content-Disposition": f"attachment; filename*=UTF-8''{quote(name, safe='')}",
+            })
+            response.content_length = reader.size
+            await response.prepare(request)
+            while chunk := await reader.read(CONTENT_CHUNK):
+                await response.write(chunk)
+            await response.write_eof()
+            return response
+        finally:
+            await reader.aclose()
+
+
+def mimetype_boundary(request: web.Request) -> bool:
+    return bool(parse_mimetype(request.headers.get("Content-Type", "")).parameters.get("boundary"))
+
+
+async def _chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
+    while chunk := await part.read_chunk(READ_CHUNK):
+        yield chunk
+
+
+def _container(request: web.Request) -> str:
+    return request.match_info["container_id"]
+
+
+__all__ = ["MAX_LIST_LIMIT", "ContainerRoutes"]

@@ -1,0 +1,222 @@
+"""The ``code_interpreter`` tool: the model's Python runs in the container's sandbox, and what it printed and the
+files it wrote come back to the model and into the ``code_interpreter_call`` item.
+
+The loop's path through it::
+
+    options = CodeToolOptions.from_tool(tool, position)         # at set-up: a 400 for a bad tool
+    await interpreter.check(options, tenant=…)                  # 400: no sandbox here, an unknown container
+    container = await interpreter.container_for(options, history, tenant=…)   # after the stream opened
+    run = await interpreter.run(code, container_id, tenant=…)   # never raises but for cancellation
+    run.text_for_model(); run.outputs()                         # the tool result; the item's ``outputs``
+    find_container_citations(answer_text, files)                # container_file_citation annotations
+
+``container: {"type": "auto"}`` makes a container per response (listed in ``/v1/containers`` like any other),
+or goes on with the one the conversation's last code interpreter call used while it lives, so a chat keeps its
+files. A call made when the sandbox cannot run (or a container expired mid-response) is a failed item whose
+text says why: the bridge never runs code any other way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from ...protocol.errors import APIError, invalid_request
+from ...sandbox import Sandbox, SandboxResult, SandboxUnavailable
+from ...services.container_shapes import MEMORY_LIMITS
+from ...services.container_workspace import workspace
+from ...services.containers import ContainerService
+from ...store.records import StoredContainer, StoredContainerFile
+
+log = structlog.get_logger(__name__)
+
+OUTPUTS_INCLUDE = "code_interpreter_call.outputs"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp")
+MAX_FILES_LISTED = 50
+
+
+@dataclass(frozen=True, slots=True)
+class CodeToolOptions:
+    """A request's ``code_interpreter`` tool, checked: an explicit container id, or ``auto`` with its files."""
+
+    position: int
+    container_id: str | None = None
+    file_ids: tuple[str, ...] = ()
+    memory_limit: str | None = None
+
+    @property
+    def param(self) -> str:
+        return f"tools[{self.position}].container"
+
+    @classmethod
+    def from_tool(cls, tool: Mapping[str, Any], position: int) -> CodeToolOptions:
+        container = tool.get("container")
+        where = f"tools[{position}].container"
+        if container is None:
+            raise invalid_request(f"Missing required parameter: '{where}'.", param=where,
+                                  code="missing_required_parameter")
+        if isinstance(container, str):
+            return cls(position, container_id=container)
+        if not isinstance(container, dict) or container.get("type") != "auto":
+            raise invalid_request(f"Invalid value for '{where}': expected a container id or "
+                                  '{"type": "auto"}.', param=where, code="invalid_value")
+        file_ids = container.get("file_ids") or []
+        if not isinstance(file_ids, list) or not all(isinstance(file_id, str) for file_id in file_ids):
+            raise invalid_request(f"Invalid value for '{where}.file_ids': expected an array of file ids.",
+                                  param=f"{where}.file_ids", code="invalid_value")
+        memory = container.get("memory_limit")
+        if memory is not None and memory not in MEMORY_LIMITS:
+            raise invalid_request(f"Invalid value for '{where}.memory_limit': expected one of "
+                                  f"{', '.join(MEMORY_LIMITS)}.", param=f"{where}.memory_limit", code="invalid_value")
+        return cls(position, file_ids=tuple(file_ids), memory_limit=memory)
+
+
+@dataclass(slots=True)
+class CodeRun:
+    """One call's outcome: the sandbox's result (None: the call could not run, ``error`` says why), the container
+    files the code made or changed, and notes on files that could not be kept."""
+
+    container_id: str
+    result: SandboxResult | None
+    changed: list[StoredContainerFile] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        if self.result is None:
+            return True
+        return self.result.outcome in ("timeout", "disk", "refused") or (
+            self.result.outcome == "memory" and (self.result.exit_code or 0) < 0)
+
+    def logs(self) -> str:
+        """What the code printed, stdout then stderr, with the notes of what was cut or stopped."""
+        if self.result is None:
+            return self.error or "The code could not run."
+        result = self.result
+        parts = [result.stdout]
+        if result.stdout_dropped:
+            parts.append(f"\n[… {result.stdout_dropped:,} more bytes of stdout were cut]\n")
+        if result.stderr:
+            parts.append(result.stderr)
+        if result.stderr_dropped:
+            parts.append(f"\n[… {result.stderr_dropped:,} more bytes of stderr were cut]\n")
+        if result.note:
+            parts.append(("\n" if "".join(parts) and not "".join(parts).endswith("\n") else "") + result.note + "\n")
+        return "".join(parts)
+
+    def text_for_model(self) -> str:
+        text = self.logs()
+        if self.changed:
+            listed = ", ".join(f"{file.path} ({file.bytes:,} bytes)" for file in self.changed[:MAX_FILES_LISTED])
+            more = len(self.changed) - MAX_FILES_LISTED
+            text += f"\n[files written: {listed}{f' and {more} more' if more > 0 else ''}]"
+        for note in self.notes:
+            text += f"\n[{note}]"
+        return text if text.strip() else "(the code ran and printed nothing)"
+
+    def outputs(self) -> list[dict[str, Any]]:
+        """The item's ``outputs``: the logs, then an image for each picture the code saved (its URL is the
+        container file's content route)."""
+        found: list[dict[str, Any]] = [{"type": "logs", "logs": self.logs()}]
+        for file in self.changed:
+            if file.path.lower().endswith(IMAGE_SUFFIXES):
+                found.append({"type": "image",
+                              "url": f"/v1/containers/{file.container_id}/files/{file.id}/content"})
+        return found
+
+
+class CodeInterpreter:
+    """What the loop offers as the code interpreter: the containers and the sandbox (one each per process)."""
+
+    def __init__(self, containers: ContainerService, sandbox: Sandbox, *, workdir: Path | None = None) -> None:
+        self.containers = containers
+        self.sandbox = sandbox
+        self.workdir = workdir
+
+    async def check(self, options: CodeToolOptions, *, tenant: str) -> None:
+        """Every refusal, before anything is made: the sandbox cannot run here, the container is not one of the
+        tenant's live ones, a file to copy is unknown (400s naming the tool)."""
+        if self.sandbox.unavailable is not None:
+            raise APIError(400, f"The code_interpreter tool cannot run on this server: {self.sandbox.unavailable}. "
+                           "(`responses-bridge doctor` checks the sandbox.)", param=f"tools[{options.position}]",
+                           code="sandbox_unavailable")
+        if options.container_id is not None:
+            if await self.containers.live(options.container_id, tenant=tenant) is None:
+                raise invalid_request(f"No such Container: {options.container_id[:200]}", param=options.param,
+                                      code="invalid_value")
+            return
+        for position, file_id in enumerate(options.file_ids):
+            if await self.containers.files.get(file_id, tenant=tenant) is None:
+                raise invalid_request(f"No such File object: {file_id[:200]}",
+                                      param=f"{options.param}.file_ids[{position}]", code="invalid_value")
+
+    async def container_for(self, options: CodeToolOptions, history: Sequence[Mapping[str, Any]], *,
+                            tenant: str) -> StoredContainer:
+        """The container this response's calls run in (see the module's docstring for ``auto``)."""
+        if options.container_id is not None:
+            found = await self.containers.live(options.container_id, tenant=tenant)
+            if found is None:
+                raise invalid_request(f"No such Container: {options.container_id[:200]}", param=options.param,
+                                      code="invalid_value")
+            return found
+        if not options.file_ids:
+            for item in reversed(history):
+                if item.get("type") == "code_interpreter_call" and isinstance(item.get("container_id"), str):
+                    previous = await self.containers.live(item["container_id"], tenant=tenant)
+                    if previous is not None:
+                        return previous
+                    break
+        return await self.containers.new_container("code_interpreter auto", tenant=tenant,
+                                                   memory_limit=options.memory_limit, file_ids=options.file_ids,
+                                                   param=f"{options.param}.file_ids")
+
+    async def run(self, code: str, container_id: str, *, tenant: str) -> CodeRun:
+        """Run ``code`` over the container's files and write back what it changed. Never raises but for
+        cancellation: a container gone, the sandbox refusing, a storage failure are the call's failure."""
+        container = await self.containers.live(container_id, tenant=tenant)
+        if container is None:
+            return CodeRun(container_id, None, error=f"The container {container_id} has expired or was deleted.")
+        try:
+            async with workspace(self.containers, container, tenant=tenant, parent=self.workdir) as space:
+                result = await self.sandbox.run(code, space.root)
+                changed, notes = await space.write_back()
+        except SandboxUnavailable as refused:
+            return CodeRun(container_id, None, error=f"The code could not run: the sandbox is unavailable "
+                           f"({refused}).")
+        except OSError as error:
+            log.warning("code_interpreter_storage_failed", error=str(error))
+            return CodeRun(container_id, None, error=f"The code could not run: the container's files could not be "
+                           f"laid out ({error.strerror or type(error).__name__}).")
+        await self.containers.touch(container_id, tenant=tenant)
+        return CodeRun(container_id, result, changed, notes)
+
+
+def find_container_citations(text: str, files: Sequence[StoredContainerFile]) -> list[dict[str, Any]]:
+    """A ``container_file_citation`` for each place the answer names a file the code wrote (by its path,
+    ``/mnt/data/…``, also inside ``sandbox:/mnt/data/…`` links)."""
+    found: list[dict[str, Any]] = []
+    for file in files:
+        start = text.find(file.path)
+        while start >= 0:
+            end = start + len(file.path)
+            if not _continues(text, end):
+                found.append({"type": "container_file_citation", "container_id": file.container_id,
+                              "file_id": file.id, "filename": file.path.rsplit("/", 1)[-1],
+                              "start_index": start, "end_index": end})
+            start = text.find(file.path, end)
+    return found
+
+
+def _continues(text: str, end: int) -> bool:
+    """Does the path go on past ``end`` (a longer name), rather than end there (a space, a quote, a full stop)?"""
+    if end >= len(text):
+        return False
+    char = text[end]
+    if char.isalnum() or char in "_-/":
+        return True
+    return char == "." and end + 1 < len(text) and text[end + 1].isalnum()

@@ -1,0 +1,146 @@
+"""A container's files laid out in a directory for one sandbox run, and what the run changed written back.
+
+The directory is made fresh for each run and removed after it, so a replica that has never seen the container
+runs the next call on the same files (the files come from the shared storage), and nothing a run leaves behind
+outlives it. Write-back compares each regular file's size and modification time with what was laid out: new and
+changed files are stored (``source: assistant``), removed ones deleted. Files are opened without following
+symbolic links, so a link the code made to a path of the host is never read: by write-back time every process of
+the run is gone, so nothing can swap a file for a link in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import stat
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from ..protocol.errors import APIError
+from ..store.records import StoredContainer, StoredContainerFile
+from .container_shapes import DATA_DIR, relative_path
+from .containers import ContainerService
+
+log = structlog.get_logger(__name__)
+
+READ_CHUNK = 1 << 20
+Snapshot = dict[str, tuple[int, int]]
+
+
+def _scan(root: Path) -> Snapshot:
+    """Every regular file under ``root`` (relative path → size, mtime in ns); links and others are not files."""
+    found: Snapshot = {}
+    for directory, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(directory, name)
+            with contextlib.suppress(OSError):
+                info = os.lstat(path)
+                if stat.S_ISREG(info.st_mode):
+                    found[os.path.relpath(path, root)] = (info.st_size, info.st_mtime_ns)
+    return found
+
+
+def _write(path: Path, data: bytes, append: bool) -> None:
+    with open(path, "ab" if append else "xb") as handle:
+        handle.write(data)
+
+
+async def _read_nofollow(path: Path) -> AsyncIterator[bytes]:
+    fd = await asyncio.to_thread(os.open, path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        while chunk := await asyncio.to_thread(os.read, fd, READ_CHUNK):
+            yield chunk
+    finally:
+        os.close(fd)
+
+
+@dataclass(slots=True)
+class Workspace:
+    """One run's directory over a container: ``root`` becomes /mnt/data. After the run, :meth:`write_back`."""
+
+    service: ContainerService
+    container: StoredContainer
+    tenant: str
+    root: Path
+    files: dict[str, StoredContainerFile] = field(default_factory=dict)  # relative path → the stored file
+    before: Snapshot = field(default_factory=dict)
+
+    async def lay_out(self) -> None:
+        for file in await self.service.store.all_files(self.container.id, tenant=self.tenant):
+            relative = relative_path(file.path)
+            target = self.root / relative
+            reader = await self.service.blobs.open(file.blob_id)
+            if reader is None:
+                continue  # deleted meanwhile
+            try:
+                await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
+                await asyncio.to_thread(_write, target, b"", False)
+                while chunk := await reader.read(READ_CHUNK):
+                    await asyncio.to_thread(_write, target, chunk, True)
+            finally:
+                await reader.aclose()
+            self.files[relative] = file
+        self.before = await asyncio.to_thread(_scan, self.root)
+
+    async def write_back(self) -> tuple[list[StoredContainerFile], list[str]]:
+        """Store what the run made or changed and delete what it removed: (files made or changed, notes on files
+        that could not be kept, for the model)."""
+        after = await asyncio.to_thread(_scan, self.root)
+        changed: list[StoredContainerFile] = []
+        notes: list[str] = []
+        for relative, state in sorted(after.items()):
+            if self.before.get(relative) == state:
+                continue
+            path = f"{DATA_DIR}/{relative}"
+            try:
+                stored = await self.service.put_bytes(self.container, path, _read_nofollow(self.root / relative),
+                                                      source="assistant", tenant=self.tenant)
+            except APIError as refused:
+                notes.append(f"{path} was not kept: {refused.message}")
+                continue
+            except OSError as error:
+                notes.append(f"{path} could not be read back ({error.strerror or error}).")
+                continue
+            changed.append(stored)
+        for relative, file in self.files.items():
+            if relative not in after:
+                await self.service.store.delete_file(self.container.id, file.id, tenant=self.tenant)
+                with contextlib.suppress(OSError):
+                    await self.service.blobs.remove(file.blob_id)
+        return changed, notes
+
+
+@contextlib.asynccontextmanager
+async def workspace(service: ContainerService, container: StoredContainer, *, tenant: str,
+                    parent: Path | None = None) -> AsyncIterator[Workspace]:
+    """A fresh directory holding the container's files (removed on leaving), one run at a time per container in
+    this process."""
+    async with service.lock(container.id):
+        root = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="responses-bridge-run-",
+                                            dir=str(parent) if parent is not None else None))
+        try:
+            await asyncio.to_thread(os.chmod, root, 0o700)
+            space = Workspace(service, container, tenant, root)
+            await space.lay_out()
+            yield space
+        finally:
+            await asyncio.to_thread(_remove, root)
+
+
+def _remove(root: Path) -> None:
+    import shutil
+
+    def writable(function: object, path: str, _: object) -> None:  # the code may have made a directory read-only
+        with contextlib.suppress(OSError):
+            os.chmod(path, 0o700)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.unlink(path)
+
+    shutil.rmtree(root, onerror=writable)
