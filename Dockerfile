@@ -18,6 +18,10 @@ RUN image-venv /src /opt/responses-bridge
 
 # Run stage: the same base (the venv's interpreter links to it), the venv, a non-root user, /data for SQLite.
 FROM ${PYTHON_IMAGE}
+# bubblewrap: the code interpreter's sandbox (without it the code_interpreter tool is refused, never run unsandboxed).
+# Not pinned: the distribution's security updates to it must reach the image at every build.
+# hadolint ignore=DL3008
+RUN apt-get update && apt-get install -y --no-install-recommends bubblewrap && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 responses-bridge \
     && useradd --system --uid 10001 --gid responses-bridge --home-dir /data --no-create-home responses-bridge \
     && mkdir /data \

@@ -269,8 +269,8 @@ async def _open_code_interpreter(settings: Settings, store: ContainerStore, file
     """The Containers API over the files' bytes storage, and the code interpreter over it and the sandbox. The
     sandbox is checked once here (bubblewrap making its namespaces); where it cannot run, the code interpreter is
     still offered, and refuses each request naming the cause (never code run unsandboxed)."""
-    from .run.tools.code_interpreter import CodeInterpreter
     from .sandbox import Sandbox
+    from .services.code_interpreter import CodeInterpreter
 
     limits = settings.sandbox_limits()
     containers = ContainerService(store, files.contents, files, file_bytes=limits.file_bytes,

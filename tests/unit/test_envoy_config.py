@@ -111,7 +111,8 @@ def test_routes_and_processor_settings() -> None:
     routes = {r["name"]: r for r in _routes(config)}
     assert list(routes) == ["responses_encoded", "responses_unversioned_encoded", "sidecar_tools",
                             "sidecar_tools_unversioned", "responses", "responses_unversioned", "sidecar_files",
-                            "sidecar_files_unversioned", "sidecar_vector_stores", "sidecar_vector_stores_unversioned",
+                            "sidecar_files_unversioned", "sidecar_containers", "sidecar_containers_unversioned",
+                            "sidecar_vector_stores", "sidecar_vector_stores_unversioned",
                             "models", "chat_completions", "sidecar"]
     for name, path in (("sidecar_tools", "/v1/responses"), ("sidecar_tools_unversioned", "/responses")):
         # marked by the processor (server-side tools): to the HTTP door, unchanged, never seen by the processor
@@ -142,6 +143,11 @@ def test_routes_and_processor_settings() -> None:
         per_route = routes[name]["typed_per_filter_config"]["envoy.filters.http.ext_proc"]
         assert per_route["disabled"] is True
     assert routes["sidecar"]["route"]["cluster"] == envoy_config.HTTP_CLUSTER
+    for name, path in (("sidecar_containers", "/v1/containers"), ("sidecar_containers_unversioned", "/containers")):
+        # the Containers API streams uploads like the Files API: the files cluster, no body limit of the route's
+        assert routes[name]["match"] == {"path_separated_prefix": path}
+        assert routes[name]["route"]["cluster"] == envoy_config.FILES_CLUSTER
+        assert "request_body_buffer_limit" not in routes[name]
     for name, path in (("sidecar_vector_stores", "/v1/vector_stores"),
                        ("sidecar_vector_stores_unversioned", "/vector_stores")):
         # the Vector Stores API: the sidecar's HTTP door, never the processor, every method

@@ -16,7 +16,7 @@ from .tools.mcp import MCPTools
 from .tools.web_search import SearchProvider, provider_from_settings
 
 if TYPE_CHECKING:
-    from .tools.code_interpreter import CodeInterpreter
+    from .tools.code_interpreter import CodeInterpreterService
     from .tools.mcp_config import MCPLimits
     from .tools.web_search_base import WebSearchSettings
 
@@ -34,7 +34,7 @@ class ServerToolServices:
     search: SearchProvider | None = None
     max_parallel: int = DEFAULT_MAX_PARALLEL
     file_search: FileSearcher | None = None
-    code: CodeInterpreter | None = None
+    code: CodeInterpreterService | None = None
 
     @classmethod
     def configured(cls, mcp_limits: MCPLimits, web_search: WebSearchSettings | None,

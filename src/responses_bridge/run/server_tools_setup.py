@@ -108,8 +108,8 @@ class SetUp:
             self.plan.add_file_search()
         code = self.services.code
         if self.code_options is not None and code is not None:
-            container = await code.container_for(self.code_options, self.history, tenant=self.tenant)
-            self.plan.add_code_interpreter(container.id)
+            container_id = await code.container_for(self.code_options, self.history, tenant=self.tenant)
+            self.plan.add_code_interpreter(container_id)
         if "tool_search" in self.services.served and any(is_server_tool_search(tool) for tool in self.tools):
             self.index = ToolIndex(self.tools)
             self.plan.add_server_tool_search(search_tool_function(self.index))

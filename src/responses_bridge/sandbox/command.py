@@ -62,8 +62,9 @@ def _system_binds() -> list[str]:
 
 
 def bwrap_command(bwrap: str, workdir: Path, limits: SandboxLimits, *, python: str | None = None,
-                  launcher: Path | None = None, extra_roots: Sequence[str] = ()) -> list[str]:
-    """The argv that runs the launcher (which reads the code from stdin) in a sandbox over ``workdir``."""
+                  launcher: Path | None = None, extra_roots: Sequence[str] = (), times_fd: int = -1) -> list[str]:
+    """The argv that runs the launcher (which reads the code from stdin) in a sandbox over ``workdir``.
+    ``times_fd``: an inherited descriptor the launcher writes its timing marks on."""
     interpreter = python or sys.executable
     arguments = [bwrap, "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session", "--disable-userns",
                  "--cap-drop", "ALL", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
@@ -77,5 +78,5 @@ def bwrap_command(bwrap: str, workdir: Path, limits: SandboxLimits, *, python: s
     arguments += ["--ro-bind", str(launcher or Path(__file__).with_name("launcher.py")), LAUNCHER,
                   "--bind", str(workdir), DATA_DIR, "--chdir", DATA_DIR, "--remount-ro", "/",
                   interpreter, "-I", "-B", LAUNCHER,
-                  str(limits.memory_bytes), str(limits.processes), str(limits.file_bytes)]
+                  str(limits.memory_bytes), str(limits.processes), str(limits.file_bytes), str(times_fd)]
     return arguments

@@ -6,7 +6,8 @@ interpreter the bridge runs on, with the bridge's packages visible but not the b
 here rather than by the bridge's process because they must apply to the code and everything it starts, and an
 ``rlimit`` set in the parent before ``exec`` would also bind bubblewrap's own set-up.
 
-Arguments: memory bytes, process count, bytes per file (0: not set).
+Arguments: memory bytes, process count, bytes per file (0: not set), and the descriptor to write the timing
+marks on (-1: none).
 """
 
 import contextlib
@@ -17,8 +18,6 @@ import signal
 import sys
 import time
 import traceback
-
-TIMES_FD = 3
 
 
 def _lower(kind: int, value: int) -> None:
@@ -33,15 +32,16 @@ def _lower(kind: int, value: int) -> None:
         sys.stderr.write(f"[sandbox] could not set limit {kind} to {value}\n")
 
 
-def _mark() -> None:
-    """The monotonic clock (one clock for every namespace) on fd 3, when the bridge opened it: how long the
+def _mark(fd: int) -> None:
+    """The monotonic clock (one clock for every namespace) on ``fd``, when the bridge opened one: how long the
     sandbox took to start, and the code to run."""
-    with contextlib.suppress(OSError):
-        os.write(TIMES_FD, f"{time.monotonic()}\n".encode())
+    if fd >= 0:
+        with contextlib.suppress(OSError):
+            os.write(fd, f"{time.monotonic()}\n".encode())
 
 
 def main() -> int:
-    memory, processes, file_bytes = (int(value) for value in sys.argv[1:4])
+    memory, processes, file_bytes, times = (int(value) for value in sys.argv[1:5])
     code = sys.stdin.read()
     sys.stdin.close()
     _lower(resource.RLIMIT_AS, memory)
@@ -52,7 +52,7 @@ def main() -> int:
     namespace = {"__name__": "__main__", "__builtins__": __builtins__}
     sys.argv = ["<code>"]
     failed = False
-    _mark()
+    _mark(times)
     linecache.cache["<code>"] = (len(code), None, code.splitlines(True), "<code>")  # source lines in tracebacks
     try:
         compiled = compile(code, "<code>", "exec")
@@ -72,7 +72,10 @@ def main() -> int:
             sys.stderr.flush()
         except Exception:  # noqa: BLE001 - nothing to tell anyone once the pipes are gone
             pass
-        _mark()
+        _mark(times)
+        if times >= 0:
+            with contextlib.suppress(OSError):
+                os.close(times)
     return 1 if failed else 0
 
 

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 MIB = 1 << 20
 GIB = 1 << 30
+MEMORY_LIMITS = ("1g", "4g", "16g", "64g")
+"""The memory limits a container may name (OpenAI's); the bridge's own limit (``RESPONSES_BRIDGE_CODE_MEMORY_BYTES``)
+is what a run gets."""
 
 
 def default_concurrency() -> int:

@@ -144,7 +144,8 @@ class Sandbox:
     async def _run(self, code: str, workdir: Path) -> SandboxResult:
         limits = self.limits
         assert self.bwrap is not None
-        command = bwrap_command(self.bwrap, workdir, limits)
+        times_read, times_write = os.pipe()
+        command = bwrap_command(self.bwrap, workdir, limits, times_fd=times_write)
         cgroup: Path | None = None
         if self.cgroups is not None:
             self._runs += 1
@@ -155,13 +156,17 @@ class Sandbox:
             except OSError as error:
                 log.warning("sandbox_cgroup_failed", error=str(error))
                 cgroup = None
-        times_read, times_write = os.pipe()
         spawned = time.monotonic()
         try:
             process = await asyncio.create_subprocess_exec(
                 *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE, pass_fds=(times_write,), start_new_session=True,
                 env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+        except BaseException:
+            os.close(times_read)
+            if cgroup is not None:
+                await asyncio.to_thread(CgroupParent.remove, cgroup)
+            raise
         finally:
             os.close(times_write)
         out, err = _Capture(limits.output_bytes), _Capture(limits.output_bytes)

@@ -11,7 +11,6 @@ from ..protocol.errors import invalid_request
 from ..store.records import StoredContainer, StoredContainerFile
 
 DATA_DIR = "/mnt/data"
-MEMORY_LIMITS = ("1g", "4g", "16g", "64g")
 DEFAULT_MINUTES = 20
 MAX_MINUTES = 7 * 24 * 60
 MAX_NAME = 256

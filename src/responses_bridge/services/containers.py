@@ -22,10 +22,10 @@ import structlog
 
 from .. import ids
 from ..protocol.errors import APIError, invalid_request, not_found
+from ..sandbox.limits import MEMORY_LIMITS
 from ..store.base import BlobReader, ContainerStore, FileBytes
 from ..store.records import StorageLimitExceeded, StoredContainer, StoredContainerFile, UnknownCursor
 from .container_shapes import (
-    MEMORY_LIMITS,
     check_expires_after,
     check_name,
     container_file_object,

@@ -5,12 +5,13 @@ The loop's path through it::
 
     options = CodeToolOptions.from_tool(tool, position)         # at set-up: a 400 for a bad tool
     await interpreter.check(options, tenant=…)                  # 400: no sandbox here, an unknown container
-    container = await interpreter.container_for(options, history, tenant=…)   # after the stream opened
+    container_id = await interpreter.container_for(options, history, tenant=…)   # after the stream opened
     run = await interpreter.run(code, container_id, tenant=…)   # never raises but for cancellation
     run.text_for_model(); run.outputs()                         # the tool result; the item's ``outputs``
     find_container_citations(answer_text, files)                # container_file_citation annotations
 
-``container: {"type": "auto"}`` makes a container per response (listed in ``/v1/containers`` like any other),
+``interpreter`` is a :class:`CodeInterpreterService` (services/code_interpreter.py: the containers and the
+sandbox). ``container: {"type": "auto"}`` makes a container per response (listed in ``/v1/containers`` like any other),
 or goes on with the one the conversation's last code interpreter call used while it lives, so a chat keeps its
 files. A call made when the sandbox cannot run (or a container expired mid-response) is a failed item whose
 text says why: the bridge never runs code any other way.
@@ -20,19 +21,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-import structlog
-
-from ...protocol.errors import APIError, invalid_request
-from ...sandbox import Sandbox, SandboxResult, SandboxUnavailable
-from ...services.container_shapes import MEMORY_LIMITS
-from ...services.container_workspace import workspace
-from ...services.containers import ContainerService
-from ...store.records import StoredContainer, StoredContainerFile
-
-log = structlog.get_logger(__name__)
+from ...protocol.errors import invalid_request
+from ...sandbox import SandboxResult
+from ...sandbox.limits import MEMORY_LIMITS
+from ...store.records import StoredContainerFile
 
 OUTPUTS_INCLUDE = "code_interpreter_call.outputs"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp")
@@ -130,70 +124,21 @@ class CodeRun:
         return found
 
 
-class CodeInterpreter:
-    """What the loop offers as the code interpreter: the containers and the sandbox (one each per process)."""
+class CodeInterpreterService(Protocol):
+    """What the loop needs of the code interpreter (services/code_interpreter.py implements it over the containers
+    and the sandbox): the refusals, the container of a response, and one run."""
 
-    def __init__(self, containers: ContainerService, sandbox: Sandbox, *, workdir: Path | None = None) -> None:
-        self.containers = containers
-        self.sandbox = sandbox
-        self.workdir = workdir
+    @property
+    def unavailable(self) -> str | None:
+        """Why code cannot run on this machine (None: it can)."""
+        ...
 
-    async def check(self, options: CodeToolOptions, *, tenant: str) -> None:
-        """Every refusal, before anything is made: the sandbox cannot run here, the container is not one of the
-        tenant's live ones, a file to copy is unknown (400s naming the tool)."""
-        if self.sandbox.unavailable is not None:
-            raise APIError(400, f"The code_interpreter tool cannot run on this server: {self.sandbox.unavailable}. "
-                           "(`responses-bridge doctor` checks the sandbox.)", param=f"tools[{options.position}]",
-                           code="sandbox_unavailable")
-        if options.container_id is not None:
-            if await self.containers.live(options.container_id, tenant=tenant) is None:
-                raise invalid_request(f"No such Container: {options.container_id[:200]}", param=options.param,
-                                      code="invalid_value")
-            return
-        for position, file_id in enumerate(options.file_ids):
-            if await self.containers.files.get(file_id, tenant=tenant) is None:
-                raise invalid_request(f"No such File object: {file_id[:200]}",
-                                      param=f"{options.param}.file_ids[{position}]", code="invalid_value")
+    async def check(self, options: CodeToolOptions, *, tenant: str) -> None: ...
 
     async def container_for(self, options: CodeToolOptions, history: Sequence[Mapping[str, Any]], *,
-                            tenant: str) -> StoredContainer:
-        """The container this response's calls run in (see the module's docstring for ``auto``)."""
-        if options.container_id is not None:
-            found = await self.containers.live(options.container_id, tenant=tenant)
-            if found is None:
-                raise invalid_request(f"No such Container: {options.container_id[:200]}", param=options.param,
-                                      code="invalid_value")
-            return found
-        if not options.file_ids:
-            for item in reversed(history):
-                if item.get("type") == "code_interpreter_call" and isinstance(item.get("container_id"), str):
-                    previous = await self.containers.live(item["container_id"], tenant=tenant)
-                    if previous is not None:
-                        return previous
-                    break
-        return await self.containers.new_container("code_interpreter auto", tenant=tenant,
-                                                   memory_limit=options.memory_limit, file_ids=options.file_ids,
-                                                   param=f"{options.param}.file_ids")
+                            tenant: str) -> str: ...
 
-    async def run(self, code: str, container_id: str, *, tenant: str) -> CodeRun:
-        """Run ``code`` over the container's files and write back what it changed. Never raises but for
-        cancellation: a container gone, the sandbox refusing, a storage failure are the call's failure."""
-        container = await self.containers.live(container_id, tenant=tenant)
-        if container is None:
-            return CodeRun(container_id, None, error=f"The container {container_id} has expired or was deleted.")
-        try:
-            async with workspace(self.containers, container, tenant=tenant, parent=self.workdir) as space:
-                result = await self.sandbox.run(code, space.root)
-                changed, notes = await space.write_back()
-        except SandboxUnavailable as refused:
-            return CodeRun(container_id, None, error=f"The code could not run: the sandbox is unavailable "
-                           f"({refused}).")
-        except OSError as error:
-            log.warning("code_interpreter_storage_failed", error=str(error))
-            return CodeRun(container_id, None, error=f"The code could not run: the container's files could not be "
-                           f"laid out ({error.strerror or type(error).__name__}).")
-        await self.containers.touch(container_id, tenant=tenant)
-        return CodeRun(container_id, result, changed, notes)
+    async def run(self, code: str, container_id: str, *, tenant: str) -> CodeRun: ...
 
 
 def find_container_citations(text: str, files: Sequence[StoredContainerFile]) -> list[dict[str, Any]]:

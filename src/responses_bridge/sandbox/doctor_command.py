@@ -1,0 +1,37 @@
+"""``responses-bridge doctor``: can the code interpreter run code on this machine, and if not, why and how to fix it.
+
+Runs the sandbox's checks (sandbox/doctor.py) with the limits the settings give (``RESPONSES_BRIDGE_CODE_*``)
+and prints one line per check; the exit status is 1 when code cannot run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "doctor", help="check whether the code interpreter can run code here (bubblewrap, user namespaces, the "
+        "interpreter inside the sandbox, process and memory limits) and say how to fix what cannot")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..config import SettingsError, load_settings
+    from .doctor import diagnose
+
+    try:
+        limits = load_settings().sandbox_limits()
+    except SettingsError as error:
+        print(f"responses-bridge doctor: {error}", file=sys.stderr)
+        return 2
+    findings = diagnose(limits)
+    width = max(len(finding.name) for finding in findings)
+    for finding in findings:
+        print(f"{'ok  ' if finding.ok else 'FAIL'}  {finding.name:<{width}}  {finding.detail}")
+    runs = all(finding.ok for finding in findings if finding.name in ("bubblewrap", "namespaces", "python")) and \
+        any(finding.name == "python" for finding in findings)
+    print("code interpreter: " + ("code runs in the sandbox here" if runs else
+                                  "code cannot run here; the code_interpreter tool is refused"))
+    return 0 if runs else 1
