@@ -263,3 +263,16 @@ async def test_code_interpreter_requests_go_through_the_http_door(client: openai
     before = await gateway.sidecar_requests()
     await ask(client, "print(1)")
     assert await gateway.sidecar_requests() > before
+
+
+async def test_generated_containers_requests_get_openai_shaped_answers(client: openai.AsyncOpenAI,
+                                                                       base_url: str) -> None:
+    import asyncio
+
+    from tests.support.fuzz import Tally
+    from tests.support.fuzz_containers import run_containers
+
+    container = await client.containers.create(name="fuzzed")
+    tally = await asyncio.to_thread(run_containers, Tally(base_url), container.id, 300)
+    assert tally.sent >= 250 and all(status < 500 for status in tally.statuses), tally.statuses
+    assert tally.statuses[200] > 0 and tally.statuses[400] > 0 and tally.statuses[404] > 0, tally.statuses
