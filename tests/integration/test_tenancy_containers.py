@@ -1,0 +1,85 @@
+"""Two tenants against every Containers endpoint and the code interpreter, with ``RESPONSES_BRIDGE_AUTH=header``: no
+read, list, upload, download or delete of the other tenant's containers or files, a request naming the other
+tenant's container is refused as one naming a container that never existed (byte for byte the same error), and
+the per-tenant limit of live containers (``max_containers``) holds."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+
+import aiohttp
+import openai
+import orjson
+import pytest
+
+from responses_bridge.devtools.procs import wait_http
+from tests.support.bridge import Sidecar, start_sidecar
+
+A, B, FEW = "tenant-a", "tenant-b", "tenant-few"
+
+
+@pytest.fixture(scope="module")
+async def bridge(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sidecar]:
+    env = {"RESPONSES_BRIDGE_AUTH": "header",
+           "RESPONSES_BRIDGE_TENANTS": orjson.dumps({FEW: {"max_containers": 1}}).decode()}
+    process, http_port, _ = start_sidecar(str(tmp_path_factory.mktemp("tenancy-containers")), fake_upstream,
+                                          env=env, extproc=False)
+    try:
+        url = f"http://127.0.0.1:{http_port}"
+        await wait_http(f"{url}/health", process=process, headers={"x-tenant-id": A})
+        yield Sidecar(fake_upstream, url, 0, process)
+    finally:
+        process.stop()
+
+
+def sdk(bridge: Sidecar, tenant: str) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=f"{bridge.http_url}/v1", api_key="sk-unused", max_retries=0, timeout=60,
+                              default_headers={"x-tenant-id": tenant})
+
+
+async def call(bridge: Sidecar, tenant: str, method: str, path: str, body: object = None) -> tuple[int, bytes]:
+    async with aiohttp.ClientSession(bridge.http_url) as http, http.request(
+            method, path, headers={"x-tenant-id": tenant},
+            data=orjson.dumps(body) if body is not None else None) as response:
+        return response.status, await response.read()
+
+
+async def test_the_other_tenants_containers_are_as_if_they_did_not_exist(bridge: Sidecar) -> None:
+    async with sdk(bridge, A) as a:
+        container = await a.containers.create(name="private")
+        file = await a.containers.files.create(container.id, file=("secret.txt", b"only for a"))
+    base = f"/v1/containers/{container.id}"
+    missing = "/v1/containers/cntr_" + "0" * 32
+    for method, path in (("GET", base), ("GET", f"{base}/files"), ("GET", f"{base}/files/{file.id}"),
+                         ("GET", f"{base}/files/{file.id}/content"), ("DELETE", f"{base}/files/{file.id}"),
+                         ("DELETE", base)):
+        status, body = await call(bridge, B, method, path)
+        assert status == 404, (method, path, body)
+        twin_status, twin = await call(bridge, B, method, path.replace(base, missing))
+        assert (status, body.replace(container.id.encode(), b"X")) == (twin_status,
+                                                                       twin.replace(missing[15:].encode(), b"X"))
+    status, _ = await call(bridge, B, "POST", f"{base}/files", {"file_id": "file-" + "0" * 32})
+    assert status == 404
+    listed = orjson.loads((await call(bridge, B, "GET", "/v1/containers"))[1])
+    assert container.id not in [entry["id"] for entry in listed["data"]]
+    code = base64.b64encode(orjson.dumps({"code": "print(open('secret.txt').read())"})).decode()
+    request = {"model": "fake-model", "input": f"call python [args64={code}]",
+               "tools": [{"type": "code_interpreter", "container": container.id}]}
+    theirs = await call(bridge, B, "POST", "/v1/responses", request)
+    never = await call(bridge, B, "POST", "/v1/responses",
+                       {**request, "tools": [{"type": "code_interpreter", "container": "cntr_" + "0" * 32}]})
+    assert theirs[0] == never[0] == 400
+    assert orjson.loads(theirs[1])["error"]["param"] == orjson.loads(never[1])["error"]["param"] == "tools[0].container"
+    async with sdk(bridge, A) as a:  # still there for its owner
+        assert (await a.containers.files.content.retrieve(file.id, container_id=container.id)).read() == b"only for a"
+
+
+async def test_a_tenant_keeps_at_most_its_number_of_containers(bridge: Sidecar) -> None:
+    async with sdk(bridge, FEW) as few:
+        first = await few.containers.create(name="one")
+        with pytest.raises(openai.BadRequestError) as refused:
+            await few.containers.create(name="two")
+        assert refused.value.body["code"] == "container_limit_exceeded"  # type: ignore[index]
+        await few.containers.delete(first.id)
+        await few.containers.create(name="two")
