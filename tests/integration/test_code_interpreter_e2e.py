@@ -276,3 +276,36 @@ async def test_generated_containers_requests_get_openai_shaped_answers(client: o
     tally = await asyncio.to_thread(run_containers, Tally(base_url), container.id, 300)
     assert tally.sent >= 250 and all(status < 500 for status in tally.statuses), tally.statuses
     assert tally.statuses[200] > 0 and tally.statuses[400] > 0 and tally.statuses[404] > 0, tally.statuses
+
+
+async def test_a_background_response_runs_code(client: openai.AsyncOpenAI) -> None:
+    import asyncio
+
+    started = await client.responses.create(model="fake-model", input=run_code("print('in the background')"),
+                                            tools=[AUTO], include=OUTPUTS, background=True)  # type: ignore[list-item]
+    for _ in range(300):
+        response = await client.responses.retrieve(started.id)
+        if response.status not in ("queued", "in_progress"):
+            break
+        await asyncio.sleep(0.05)
+    assert response.status == "completed"
+    assert response.output[0].type == "code_interpreter_call" and response.output[0].status == "completed"
+
+
+async def test_websocket_mode_runs_code(base_url: str) -> None:
+    import json
+
+    async with aiohttp.ClientSession(base_url) as session, session.ws_connect("/v1/responses") as ws:
+        await ws.send_str(json.dumps({"type": "response.create", "model": "fake-model", "tools": [AUTO],
+                                      "include": OUTPUTS, "input": run_code("print(2 + 2)")}))
+        events = []
+        while True:
+            event = json.loads((await ws.receive(timeout=30)).data)
+            events.append(event)
+            if event["type"] in ("response.completed", "response.failed", "error"):
+                break
+    kinds = [event["type"] for event in events]
+    assert kinds[-1] == "response.completed" and "response.code_interpreter_call.interpreting" in kinds
+    done = next(event for event in events if event["type"] == "response.output_item.done"
+                and event["item"]["type"] == "code_interpreter_call")
+    assert done["item"]["outputs"][0]["logs"] == "4\n"

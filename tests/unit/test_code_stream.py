@@ -14,7 +14,7 @@ from responses_bridge.engine.server_tools import CodeInterpreterReader, code_of
 def _decoded(raw: str, cuts: list[int]) -> str:
     stream = CodeStream()
     out, start = [], 0
-    for cut in sorted(set(cut % (len(raw) + 1) for cut in cuts)) + [len(raw)]:
+    for cut in [*sorted(set(cut % (len(raw) + 1) for cut in cuts)), len(raw)]:
         out.append(stream.feed(raw[start:cut]))
         start = cut
     return "".join(out)
