@@ -1,0 +1,171 @@
+"""Containers over both stores (SQLite with bytes on disk, PostgreSQL with bytes in the database): expiry and the
+purge, limits per file, container and tenant, paging, the write-back of a run's directory (links never followed,
+removed files deleted) and the file bytes sweep keeping container blobs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from responses_bridge.protocol.errors import APIError
+from responses_bridge.services.container_workspace import workspace
+from responses_bridge.services.containers import ContainerService
+from responses_bridge.services.files import FileService
+from responses_bridge.store.postgres.containers import PostgresContainerStore
+from responses_bridge.store.postgres.file_bytes import PostgresFileBytes
+from responses_bridge.store.postgres.files import PostgresFileStore
+from responses_bridge.store.sqlite.containers import SQLiteContainerStore
+from responses_bridge.store.sqlite.files import SQLiteFileStore
+from tests.unit.store_kinds import KINDS, postgres_database, sqlite_database
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@contextlib.asynccontextmanager
+async def service_over(kind: str, tmp_path: Path, request: pytest.FixtureRequest, clock: Clock,
+                       **limits: object) -> AsyncIterator[ContainerService]:
+    if kind == "sqlite":
+        async with sqlite_database(tmp_path) as db:
+            files = FileService(SQLiteFileStore(db), tmp_path / "files", 1 << 20, clock=clock, purge_interval=0)
+            await files.start()
+            yield ContainerService(SQLiteContainerStore(db), files.contents, files, clock=clock, purge_interval=0,
+                                   **{"file_bytes": 1000, "container_bytes": 1500, **limits})  # type: ignore[arg-type]
+            await files.aclose()
+    else:
+        async with postgres_database(request) as db:
+            files = FileService(PostgresFileStore(db), None, 1 << 20, clock=clock, purge_interval=0,
+                                contents=PostgresFileBytes(db))
+            await files.start()
+            yield ContainerService(PostgresContainerStore(db), files.contents, files, clock=clock, purge_interval=0,
+                                   **{"file_bytes": 1000, "container_bytes": 1500, **limits})  # type: ignore[arg-type]
+            await files.aclose()
+
+
+async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+async def read(service: ContainerService, container_id: str, file_id: str, tenant: str = "") -> bytes:
+    reader, _ = await service.open_file(container_id, file_id, tenant=tenant)
+    try:
+        return b"".join([chunk async for chunk in _all(reader)])
+    finally:
+        await reader.aclose()
+
+
+async def _all(reader):  # type: ignore[no-untyped-def]
+    while chunk := await reader.read(1 << 16):
+        yield chunk
+
+
+async def age_blobs(service: ContainerService, kind: str) -> None:
+    """Make every stored blob two hours old, past the sweep's grace for bytes without a row."""
+    if kind == "sqlite":
+        old = time.time() - 7200
+        for path in service.files.directory.iterdir():
+            os.utime(path, (old, old))
+    else:
+        async with service.blobs._db.acquire() as conn:  # type: ignore[attr-defined]
+            await conn.execute("UPDATE file_blobs SET started_at = started_at - interval '2 hours'")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_expiry_restarts_with_use_and_the_purge_deletes_bytes(kind: str, tmp_path: Path,
+                                                                   request: pytest.FixtureRequest) -> None:
+    clock = Clock()
+    async with service_over(kind, tmp_path, request, clock) as service:
+        made = await service.create({"name": "c", "expires_after": {"anchor": "last_active_at", "minutes": 1}},
+                                    tenant="")
+        container = await service.container_for_files(made["id"], tenant="")
+        stored = await service.put_bytes(container, "/mnt/data/a.txt", chunks(b"abc"), source="user", tenant="")
+        clock.now += 50
+        await service.touch(made["id"], tenant="")
+        clock.now += 50  # 100 s after creation, 50 after the last use: alive
+        assert (await service.retrieve(made["id"], tenant=""))["last_active_at"] == int(clock.now) - 50
+        clock.now += 11
+        with pytest.raises(APIError) as gone:
+            await service.retrieve(made["id"], tenant="")
+        assert gone.value.status == 404
+        assert await service.purge_expired() == 1
+        assert await service.blobs.open(stored.blob_id) is None
+        assert await service.store.expired_containers(int(clock.now), 10) == []
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_limits_of_a_file_a_container_and_a_tenant(kind: str, tmp_path: Path,
+                                                         request: pytest.FixtureRequest) -> None:
+    async with service_over(kind, tmp_path, request, Clock(), max_stored_bytes=lambda tenant: 2000) as service:
+        one = await service.container_for_files((await service.create({"name": "one"}, tenant="t"))["id"],
+                                                tenant="t")
+        with pytest.raises(APIError) as too_big:
+            await service.put_bytes(one, "/mnt/data/big", chunks(b"x" * 600, b"x" * 600), source="user",
+                                    tenant="t")
+        assert too_big.value.status == 413
+        await service.put_bytes(one, "/mnt/data/a", chunks(b"x" * 900), source="user", tenant="t")
+        with pytest.raises(APIError) as full:
+            await service.put_bytes(one, "/mnt/data/b", chunks(b"x" * 700), source="user", tenant="t")
+        assert full.value.code == "storage_limit_exceeded"
+        replaced = await service.put_bytes(one, "/mnt/data/a", chunks(b"y" * 950), source="assistant", tenant="t")
+        assert replaced.bytes == 950 and replaced.source == "assistant"  # a replacement counts once
+        two = await service.container_for_files((await service.create({"name": "two"}, tenant="t"))["id"],
+                                                tenant="t")
+        await service.put_bytes(two, "/mnt/data/c", chunks(b"z" * 1000), source="user", tenant="t")
+        with pytest.raises(APIError) as tenant_full:
+            await service.put_bytes(two, "/mnt/data/d", chunks(b"z" * 100), source="user", tenant="t")
+        assert tenant_full.value.code == "storage_limit_exceeded"
+        listed = await service.list_files(one.id, tenant="t", after=None, limit=10, order="asc")
+        assert [(f["path"], f["bytes"]) for f in listed["data"]] == [("/mnt/data/a", 950)]
+        assert await read(service, one.id, listed["data"][0]["id"], "t") == b"y" * 950
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_pages_of_containers(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    async with service_over(kind, tmp_path, request, Clock()) as service:
+        made = [(await service.create({"name": f"c{i}"}, tenant="p"))["id"] for i in range(5)]
+        first = await service.list(tenant="p", after=None, limit=2, order="desc")
+        assert [c["id"] for c in first["data"]] == made[:2:-1][:2] and first["has_more"]
+        rest = await service.list(tenant="p", after=first["last_id"], limit=10, order="desc")
+        assert [c["id"] for c in rest["data"]] == made[2::-1] and not rest["has_more"]
+        assert (await service.list(tenant="other", after=None, limit=10, order="asc"))["data"] == []
+        with pytest.raises(APIError):
+            await service.list(tenant="other", after=made[0], limit=10, order="asc")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_runs_directory_is_written_back(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    async with service_over(kind, tmp_path, request, Clock()) as service:
+        container = await service.container_for_files((await service.create({"name": "w"}, tenant=""))["id"],
+                                                      tenant="")
+        await service.put_bytes(container, "/mnt/data/keep.txt", chunks(b"keep"), source="user", tenant="")
+        await service.put_bytes(container, "/mnt/data/sub/gone.txt", chunks(b"gone"), source="user", tenant="")
+        secret = tmp_path / "host-secret"
+        secret.write_text("host only")
+        async with workspace(service, container, tenant="", parent=tmp_path) as space:
+            root = space.root
+            assert (root / "keep.txt").read_bytes() == b"keep" and (root / "sub" / "gone.txt").exists()
+            (root / "sub" / "gone.txt").unlink()
+            (root / "new.csv").write_text("1,2")
+            os.symlink(secret, root / "link.txt")
+            changed, notes = await space.write_back()
+        assert not root.exists()
+        assert [file.path for file in changed] == ["/mnt/data/new.csv"] and notes == []
+        files = await service.store.all_files(container.id, tenant="")
+        assert [(file.path, file.source) for file in files] == [("/mnt/data/keep.txt", "user"),
+                                                                ("/mnt/data/new.csv", "assistant")]
+        # the blobs of container files survive the files' sweep (they are no uploaded file's), also once past the
+        # grace the sweep gives bytes without a row
+        await age_blobs(service, kind)
+        assert await service.files.sweep() == 0
+        assert await read(service, container.id, files[1].id) == b"1,2"
