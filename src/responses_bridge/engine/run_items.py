@@ -22,6 +22,8 @@ class _Builder(Protocol):
 
     def _emit_run(self, event: dict[str, Any]) -> None: ...
 
+    def _complete_pending(self, output_index: int, completed: str, failed: bool, fields: dict[str, Any]) -> None: ...
+
 
 class RunItems:
     _pending: dict[int, ServerCallReader]  # the builder's: server calls waiting for their outcome
@@ -95,16 +97,8 @@ class RunItems:
         """A web search's outcome: its final ``action`` (``web_search_action``: the query, and the sources when
         asked for); ``response.web_search_call.completed`` and ``output_item.done``, or with ``failed`` only the
         done item with ``status: failed`` (the SDK has no failed event)."""
-        reader = self._pending.pop(output_index)
-        item = reader.item
-        if action is not None:
-            item["action"] = action
-        item["status"] = "failed" if failed else "completed"
-        if not failed:
-            self._emit_run({"type": "response.web_search_call.completed", "sequence_number": 0,
-                            "item_id": item["id"], "output_index": output_index})
-        self._emit_run({"type": "response.output_item.done", "sequence_number": 0, "output_index": output_index,
-                        "item": item})
+        self._complete_pending(output_index, "response.web_search_call.completed", failed,
+                               {"action": action} if action is not None else {})
 
     def complete_file_search(self: _Builder, output_index: int, *, results: list[dict[str, Any]] | None = None,
                              failed: bool = False) -> None:
@@ -112,16 +106,8 @@ class RunItems:
         asks for them, else the item keeps ``results: null``); ``response.file_search_call.completed`` and
         ``output_item.done``, or with ``failed`` only the done item with ``status: failed`` (the SDK has no failed
         event)."""
-        reader = self._pending.pop(output_index)
-        item = reader.item
-        if results is not None:
-            item["results"] = results
-        item["status"] = "failed" if failed else "completed"
-        if not failed:
-            self._emit_run({"type": "response.file_search_call.completed", "sequence_number": 0,
-                            "item_id": item["id"], "output_index": output_index})
-        self._emit_run({"type": "response.output_item.done", "sequence_number": 0, "output_index": output_index,
-                        "item": item})
+        self._complete_pending(output_index, "response.file_search_call.completed", failed,
+                               {"results": results} if results is not None else {})
 
     def complete_code_interpreter(self: _Builder, output_index: int, *, outputs: list[dict[str, Any]] | None,
                                   failed: bool = False) -> None:
@@ -129,13 +115,19 @@ class RunItems:
         asks for them, else None); ``response.code_interpreter_call.completed`` and ``output_item.done``, or with
         ``failed`` (a limit ended the run, or the sandbox could not start) only the done item, ``status: failed``
         (the SDK has no failed event)."""
-        reader = self._pending.pop(output_index)
-        item = reader.item
-        item["outputs"] = outputs
+        self._complete_pending(output_index, "response.code_interpreter_call.completed", failed,
+                               {"outputs": outputs})
+
+    def _complete_pending(self: _Builder, output_index: int, completed: str, failed: bool,
+                          fields: dict[str, Any]) -> None:
+        """A pending server call's outcome: its item's ``fields`` and status, the ``completed`` event unless it
+        failed (the SDK has no failed event for these items), then ``output_item.done``."""
+        item = self._pending.pop(output_index).item
+        item.update(fields)
         item["status"] = "failed" if failed else "completed"
         if not failed:
-            self._emit_run({"type": "response.code_interpreter_call.completed", "sequence_number": 0,
-                            "item_id": item["id"], "output_index": output_index})
+            self._emit_run({"type": completed, "sequence_number": 0, "item_id": item["id"],
+                            "output_index": output_index})
         self._emit_run({"type": "response.output_item.done", "sequence_number": 0, "output_index": output_index,
                         "item": item})
 

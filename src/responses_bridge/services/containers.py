@@ -13,7 +13,6 @@ tenant ``max_containers`` live containers and ``max_stored_bytes`` bytes of cont
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
@@ -33,6 +32,7 @@ from .container_shapes import (
     data_path,
 )
 from .files import FileService, new_file_id
+from .periodic import Periodic
 
 log = structlog.get_logger(__name__)
 
@@ -65,8 +65,8 @@ class ContainerService:
         self._max_containers = max_containers
         self._max_stored_bytes = max_stored_bytes
         self._clock = clock
-        self.purge_interval = purge_interval
-        self._purger: asyncio.Task[None] | None = None
+        self._purger = Periodic(purge_interval, self.purge_expired, name="containers-purge",
+                                failure="containers_purge_failed")
         self._locks: dict[str, asyncio.Lock] = {}
 
     def now(self) -> int:
@@ -80,23 +80,10 @@ class ContainerService:
 
     async def start(self) -> None:
         await self.purge_expired()
-        if self.purge_interval > 0:
-            self._purger = asyncio.create_task(self._purge_forever(), name="containers-purge")
+        self._purger.start()
 
     async def aclose(self) -> None:
-        if self._purger is not None:
-            self._purger.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._purger
-            self._purger = None
-
-    async def _purge_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.purge_interval)
-            try:
-                await self.purge_expired()
-            except Exception:  # a failed purge is retried at the next interval
-                log.exception("containers_purge_failed")
+        await self._purger.stop()
 
     async def purge_expired(self) -> int:
         """Delete every expired container and its files' bytes, whoever owns it; the number deleted."""

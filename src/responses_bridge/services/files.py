@@ -17,7 +17,6 @@ tenant's file answers exactly as a missing one. An upload is bounded by its tena
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import re
@@ -35,6 +34,7 @@ from ..store.file_ids import FILE_ID
 from ..store.records import StorageLimitExceeded, StoredFile, UnknownCursor
 from ..store.sqlite.file_bytes import DiskFileBytes
 from .file_quota import StorageQuota, storage_limit_error
+from .periodic import Periodic
 
 log = structlog.get_logger("responses_bridge.files")
 
@@ -206,9 +206,9 @@ class FileService:
         self.contents: FileBytes = contents if contents is not None else DiskFileBytes(directory)
         self.quota = StorageQuota(max_stored_bytes, self._stored_bytes)
         self.max_bytes = max_bytes
-        self.purge_interval = purge_interval
         self._clock = clock
-        self._purger: asyncio.Task[None] | None = None
+        self._purger = Periodic(purge_interval, self._purge_and_collect, name="files-purge",
+                                failure="files_purge_failed")
         self._deletion_hooks: list[Callable[[str], Awaitable[None]]] = []
 
     def on_delete(self, hook: Callable[[str], Awaitable[None]]) -> None:
@@ -244,25 +244,15 @@ class FileService:
         await self.contents.start()
         await self.sweep()
         await self.purge_expired()
-        if self.purge_interval > 0:
-            self._purger = asyncio.create_task(self._purge_forever(), name="files-purge")
+        self._purger.start()
 
     async def aclose(self) -> None:
-        if self._purger is not None:
-            self._purger.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._purger
-            self._purger = None
+        await self._purger.stop()
         await self.contents.aclose()
 
-    async def _purge_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.purge_interval)
-            try:
-                await self.purge_expired()
-                await self.contents.collect()
-            except Exception:  # a failed purge is retried at the next interval
-                log.exception("files_purge_failed")
+    async def _purge_and_collect(self) -> None:
+        await self.purge_expired()
+        await self.contents.collect()
 
     async def purge_expired(self) -> int:
         """Delete every expired file, row then bytes, whoever owns it; the number deleted."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import quote
 
 from aiohttp import BodyPartReader, web
 from aiohttp.helpers import parse_mimetype
@@ -15,12 +14,12 @@ from aiohttp.http_exceptions import HttpProcessingError
 from ...protocol.errors import APIError, invalid_request
 from ...services.container_shapes import container_file_object, data_path
 from ...services.containers import MAX_LIST_LIMIT, ContainerService
+from .downloads import send_blob
 from .identity import request_tenant
 from .params import json_object, json_reply, page_query
 from .routes import api_routes
 
 READ_CHUNK = 1 << 20
-CONTENT_CHUNK = 1 << 20
 
 
 class ContainerRoutes:
@@ -110,20 +109,7 @@ class ContainerRoutes:
         still a JSON 404."""
         reader, file = await self.service.open_file(_container(request), request.match_info["file_id"],
                                                     tenant=request_tenant(request))
-        try:
-            name = file.path.rsplit("/", 1)[-1]
-            response = web.StreamResponse(headers={
-                "Content-Type": "application/octet-stream",
-                "Content-Disposition": f"attachment; filename*=UTF-8''{quote(name, safe='')}",
-            })
-            response.content_length = reader.size
-            await response.prepare(request)
-            while chunk := await reader.read(CONTENT_CHUNK):
-                await response.write(chunk)
-            await response.write_eof()
-            return response
-        finally:
-            await reader.aclose()
+        return await send_blob(request, reader, file.path.rsplit("/", 1)[-1])
 
 
 def mimetype_boundary(request: web.Request) -> bool:

@@ -7,18 +7,16 @@ Envoy to this door without being held anywhere whole.
 from __future__ import annotations
 
 import warnings
-from urllib.parse import quote
 
 from aiohttp import web
 from aiohttp.multipart import BadContentDispositionHeader, BadContentDispositionParam
 
 from ...services.files import MAX_LIST_LIMIT, FileService
+from .downloads import send_blob
 from .file_uploads import create_file
 from .identity import request_tenant
 from .params import json_reply, page_query
 from .routes import api_routes
-
-CONTENT_CHUNK = 1 << 20
 
 
 class FileRoutes:
@@ -56,16 +54,4 @@ class FileRoutes:
         The file is opened before the answer starts, so a file deleted meanwhile is still a JSON 404."""
         reader, file = await self.service.open_content(request.match_info["file_id"],
                                                        tenant=request_tenant(request))
-        try:
-            response = web.StreamResponse(headers={
-                "Content-Type": "application/octet-stream",
-                "Content-Disposition": f"attachment; filename*=UTF-8''{quote(file['filename'], safe='')}",
-            })
-            response.content_length = reader.size
-            await response.prepare(request)
-            while chunk := await reader.read(CONTENT_CHUNK):
-                await response.write(chunk)
-            await response.write_eof()
-            return response
-        finally:
-            await reader.aclose()
+        return await send_blob(request, reader, file["filename"])

@@ -53,21 +53,28 @@ class PostgresContainerStore:
 
     async def list_containers(self, now: int, *, tenant: str, after: str | None, limit: int,
                               order: str) -> tuple[list[StoredContainer], bool]:
+        rows, has_more = await self._page(
+            "list_containers", f"SELECT {_CONTAINER} FROM containers WHERE {_LIVE} AND tenant = $2",
+            f"SELECT seq FROM containers WHERE {_LIVE} AND tenant = $2 AND id = $3", [now, tenant], after=after,
+            limit=limit, order=order)
+        return [_container(row) for row in rows], has_more
+
+    async def _page(self, operation: str, sql: str, cursor_sql: str, args: list[Any], *, after: str | None,
+                    limit: int, order: str) -> tuple[list[Any], bool]:
+        """A page of ``sql``'s rows (two arguments, ``args``) in ``seq`` order, after the row ``cursor_sql``
+        finds for ``after`` as its third argument (``UnknownCursor`` when none), and whether more follow."""
         ascending = order == "asc"
-        args: list[Any] = [now, tenant, limit + 1]
-        sql = f"SELECT {_CONTAINER} FROM containers WHERE {_LIVE} AND tenant = $2"
-        async with self._db.acquire("list_containers") as conn:
+        args = [*args, limit + 1]
+        async with self._db.acquire(operation) as conn:
             if after is not None:
-                cursor = await conn.fetchval(f"SELECT seq FROM containers WHERE {_LIVE} AND id = $2 AND tenant = $3",
-                                             now, after, tenant)
+                cursor = await conn.fetchval(cursor_sql, args[0], args[1], after)
                 if cursor is None:
                     raise UnknownCursor(after)
                 args.append(cursor)
                 sql += f" AND seq {'>' if ascending else '<'} $4"
             sql += f" ORDER BY seq {'ASC' if ascending else 'DESC'} LIMIT $3"
             rows = await conn.fetch(sql, *args)
-        found = [_container(row) for row in rows]
-        return found[:limit], len(found) > limit
+        return rows[:limit], len(rows) > limit
 
     async def touch_container(self, container_id: str, now: int, *, tenant: str) -> bool:
         async with self._db.acquire("touch_container") as conn:
@@ -128,21 +135,11 @@ class PostgresContainerStore:
 
     async def list_files(self, container_id: str, *, tenant: str, after: str | None, limit: int,
                          order: str) -> tuple[list[StoredContainerFile], bool]:
-        ascending = order == "asc"
-        args: list[Any] = [container_id, tenant, limit + 1]
-        sql = f"SELECT {_FILE} FROM container_files WHERE {_OWNED}"
-        async with self._db.acquire("list_container_files") as conn:
-            if after is not None:
-                cursor = await conn.fetchval(f"SELECT seq FROM container_files WHERE {_OWNED} AND id = $3",
-                                             container_id, tenant, after)
-                if cursor is None:
-                    raise UnknownCursor(after)
-                args.append(cursor)
-                sql += f" AND seq {'>' if ascending else '<'} $4"
-            sql += f" ORDER BY seq {'ASC' if ascending else 'DESC'} LIMIT $3"
-            rows = await conn.fetch(sql, *args)
-        found = [_file(row) for row in rows]
-        return found[:limit], len(found) > limit
+        rows, has_more = await self._page(
+            "list_container_files", f"SELECT {_FILE} FROM container_files WHERE {_OWNED}",
+            f"SELECT seq FROM container_files WHERE {_OWNED} AND id = $3", [container_id, tenant], after=after,
+            limit=limit, order=order)
+        return [_file(row) for row in rows], has_more
 
     async def all_files(self, container_id: str, *, tenant: str) -> list[StoredContainerFile]:
         async with self._db.acquire("container_files") as conn:

@@ -55,22 +55,28 @@ class SQLiteContainerStore:
 
     async def list_containers(self, now: int, *, tenant: str, after: str | None, limit: int,
                               order: str) -> tuple[list[StoredContainer], bool]:
+        rows, has_more = await self._page(
+            f"SELECT {_CONTAINER} FROM containers WHERE tenant = :tenant AND {_LIVE}", "rowid",
+            f"SELECT rowid FROM containers WHERE id = :after AND tenant = :tenant AND {_LIVE}",
+            {"tenant": tenant, "now": now}, after=after, limit=limit, order=order)
+        return [_container(row) for row in rows], has_more
+
+    async def _page(self, sql: str, position: str, cursor_sql: str, params: dict[str, Any], *, after: str | None,
+                    limit: int, order: str) -> tuple[list[Any], bool]:
+        """A page of ``sql``'s rows in creation order (``position``: the rowid column), after the row
+        ``cursor_sql`` finds for ``after`` (``UnknownCursor`` when none), and whether more follow."""
         ascending = order == "asc"
-        params: dict[str, Any] = {"tenant": tenant, "now": now, "fetch": limit + 1}
-        sql = f"SELECT {_CONTAINER} FROM containers WHERE tenant = :tenant AND {_LIVE}"
+        params = {**params, "fetch": limit + 1}
         async with self._db.reading() as conn:
             if after is not None:
-                cursor = list(await conn.execute_fetchall(
-                    f"SELECT rowid FROM containers WHERE id = :after AND tenant = :tenant AND {_LIVE}",
-                    {"after": after, "tenant": tenant, "now": now}))
+                cursor = list(await conn.execute_fetchall(cursor_sql, {**params, "after": after}))
                 if not cursor:
                     raise UnknownCursor(after)
-                sql += f" AND rowid {'>' if ascending else '<'} :cursor"
+                sql += f" AND {position} {'>' if ascending else '<'} :cursor"
                 params["cursor"] = cursor[0][0]
-            sql += f" ORDER BY rowid {'ASC' if ascending else 'DESC'} LIMIT :fetch"
+            sql += f" ORDER BY {position} {'ASC' if ascending else 'DESC'} LIMIT :fetch"
             rows = list(await conn.execute_fetchall(sql, params))
-        found = [_container(row) for row in rows]
-        return found[:limit], len(found) > limit
+        return rows[:limit], len(rows) > limit
 
     async def touch_container(self, container_id: str, now: int, *, tenant: str) -> bool:
         async with self._db.writing() as conn:
@@ -150,21 +156,11 @@ class SQLiteContainerStore:
 
     async def list_files(self, container_id: str, *, tenant: str, after: str | None, limit: int,
                          order: str) -> tuple[list[StoredContainerFile], bool]:
-        ascending = order == "asc"
-        params: dict[str, Any] = {"container": container_id, "tenant": tenant, "fetch": limit + 1}
-        sql = f"SELECT {_FILE} FROM container_files AS f WHERE f.{_OWNED}"
-        async with self._db.reading() as conn:
-            if after is not None:
-                cursor = list(await conn.execute_fetchall(
-                    f"SELECT rowid FROM container_files WHERE id = :after AND {_OWNED}", {**params, "after": after}))
-                if not cursor:
-                    raise UnknownCursor(after)
-                sql += f" AND f.rowid {'>' if ascending else '<'} :cursor"
-                params["cursor"] = cursor[0][0]
-            sql += f" ORDER BY f.rowid {'ASC' if ascending else 'DESC'} LIMIT :fetch"
-            rows = list(await conn.execute_fetchall(sql, params))
-        found = [_file(row) for row in rows]
-        return found[:limit], len(found) > limit
+        rows, has_more = await self._page(
+            f"SELECT {_FILE} FROM container_files AS f WHERE f.{_OWNED}", "f.rowid",
+            f"SELECT rowid FROM container_files WHERE id = :after AND {_OWNED}",
+            {"container": container_id, "tenant": tenant}, after=after, limit=limit, order=order)
+        return [_file(row) for row in rows], has_more
 
     async def all_files(self, container_id: str, *, tenant: str) -> list[StoredContainerFile]:
         async with self._db.reading() as conn:
