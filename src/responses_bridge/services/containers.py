@@ -32,6 +32,7 @@ from .container_shapes import (
     data_path,
 )
 from .files import FileService, new_file_id
+from .pagination import check_page
 from .periodic import Periodic
 
 log = structlog.get_logger(__name__)
@@ -156,7 +157,7 @@ class ContainerService:
 
     async def list(self, *, tenant: str, after: str | None, limit: int, order: str,
                    name: str | None = None) -> dict[str, Any]:
-        _check_page(limit, order)
+        check_page(limit, order, MAX_LIST_LIMIT)
         try:
             found, has_more = await self.store.list_containers(self.now(), tenant=tenant, after=after, limit=limit,
                                                                order=order)
@@ -232,7 +233,7 @@ class ContainerService:
     async def list_files(self, container_id: str, *, tenant: str, after: str | None, limit: int,
                          order: str) -> dict[str, Any]:
         await self._require(container_id, tenant)
-        _check_page(limit, order)
+        check_page(limit, order, MAX_LIST_LIMIT)
         try:
             found, has_more = await self.store.list_files(container_id, tenant=tenant, after=after, limit=limit,
                                                           order=order)
@@ -278,15 +279,6 @@ class ContainerService:
 async def _read_all(reader: BlobReader) -> AsyncIterator[bytes]:
     while chunk := await reader.read(READ_CHUNK):
         yield chunk
-
-
-def _check_page(limit: int, order: str) -> None:
-    if not 1 <= limit <= MAX_LIST_LIMIT:
-        raise invalid_request(f"Invalid value for 'limit': expected an integer between 1 and {MAX_LIST_LIMIT}.",
-                              param="limit", code="invalid_value")
-    if order not in ("asc", "desc"):
-        raise invalid_request("Invalid value for 'order': expected 'asc' or 'desc'.", param="order",
-                              code="invalid_value")
 
 
 def _page(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from ..store.file_ids import FILE_ID
 from ..store.records import StorageLimitExceeded, StoredFile, UnknownCursor
 from ..store.sqlite.file_bytes import DiskFileBytes
 from .file_quota import StorageQuota, storage_limit_error
+from .pagination import check_page
 from .periodic import Periodic
 
 log = structlog.get_logger("responses_bridge.files")
@@ -356,12 +357,7 @@ class FileService:
 
     async def list(self, *, tenant: str, purpose: str | None, after: str | None, limit: int,
                    order: str) -> dict[str, Any]:
-        if not 1 <= limit <= MAX_LIST_LIMIT:
-            raise invalid_request(f"Invalid value for 'limit': expected an integer between 1 and {MAX_LIST_LIMIT}.",
-                                  param="limit", code="invalid_value")
-        if order not in ("asc", "desc"):
-            raise invalid_request("Invalid value for 'order': expected 'asc' or 'desc'.", param="order",
-                                  code="invalid_value")
+        check_page(limit, order, MAX_LIST_LIMIT)
         try:
             files, has_more = await self.store.list_files(tenant=tenant, now=self._now(), purpose=purpose,
                                                           after=after, limit=limit, order=order)

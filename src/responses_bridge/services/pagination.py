@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ..protocol.errors import APIError
+from ..protocol.errors import APIError, invalid_request
 from ..store.records import MAX_PAGE_LIMIT, InvalidCursor, InvalidPageArgs
 
 _PAGE_ARG_MESSAGES = {
@@ -30,3 +30,14 @@ def page_errors(item_noun: str) -> Iterator[None]:
     except InvalidCursor as exc:
         raise APIError(400, f"No {item_noun} found with id '{exc.value}'", param=exc.param,
                        code="invalid_value") from None
+
+
+def check_page(limit: int, order: str, max_limit: int) -> None:
+    """The 400s of a list route's ``limit`` (1 to ``max_limit``) and ``order`` (``asc`` / ``desc``), checked by
+    the service before its store is asked."""
+    if not 1 <= limit <= max_limit:
+        raise invalid_request(f"Invalid value for 'limit': expected an integer between 1 and {max_limit}.",
+                              param="limit", code="invalid_value")
+    if order not in ("asc", "desc"):
+        raise invalid_request("Invalid value for 'order': expected 'asc' or 'desc'.", param="order",
+                              code="invalid_value")
