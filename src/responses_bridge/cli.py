@@ -61,10 +61,9 @@ def _add_fake_upstream(commands: argparse._SubParsersAction) -> None:
 def _add_optional_commands(commands: argparse._SubParsersAction) -> None:
     """Commands whose modules register themselves: the Envoy configuration, the demo and the benchmark, the
     configuration file's show/check, the upstream probe, the bridge's API keys and the sandbox's doctor."""
-    from . import config_command, envoy_config, keys_command
+    from . import config_command, doctor_command, envoy_config, keys_command
     from .devtools import demo
     from .probe import command as probe_command
-    from .sandbox import doctor_command
 
     for module in (envoy_config, demo, config_command, probe_command, keys_command, doctor_command):
         module.add_parser(commands)

@@ -18,8 +18,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import SettingsError, load_settings
-    from .doctor import diagnose
+    from .config import SettingsError, load_settings
+    from .sandbox.doctor import diagnose
 
     try:
         limits = load_settings().sandbox_limits()
