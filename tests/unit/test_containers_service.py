@@ -158,9 +158,12 @@ async def test_a_runs_directory_is_written_back(kind: str, tmp_path: Path, reque
             (root / "sub" / "gone.txt").unlink()
             (root / "new.csv").write_text("1,2")
             os.symlink(secret, root / "link.txt")
+            with open(os.path.join(bytes(root), b"raw-\xff-name"), "wb") as raw:  # not UTF-8: named, not kept
+                raw.write(b"x")
             changed, notes = await space.write_back()
         assert not root.exists()
-        assert [file.path for file in changed] == ["/mnt/data/new.csv"] and notes == []
+        assert [file.path for file in changed] == ["/mnt/data/new.csv"]
+        assert len(notes) == 1 and "not UTF-8" in notes[0]
         files = await service.store.all_files(container.id, tenant="")
         assert [(file.path, file.source) for file in files] == [("/mnt/data/keep.txt", "user"),
                                                                 ("/mnt/data/new.csv", "assistant")]

@@ -307,10 +307,14 @@ class CallRunner:
         code = str(call.item.get("code") or "")
         container_id = call.target.namespace or ""  # type: ignore[union-attr]
         interpreter = self.services.code
-        if interpreter is None:
-            run = CodeRun(container_id, None, error="The code interpreter is not available on this deployment.")
-        else:
+        try:
+            if interpreter is None:
+                raise RuntimeError("no code interpreter")
             run = await interpreter.run(code, container_id, tenant=self.tenant)
+        except Exception as error:  # noqa: BLE001 - a failure below is this call's failure, not the response's
+            raise_if_cancelled()
+            log.warning("code_interpreter_error", error_type=type(error).__name__)
+            run = CodeRun(container_id, None, error=f"The code could not run ({type(error).__name__}).")
         raise_if_cancelled()
         self.container_files.extend(run.changed)
         self.builder.complete_code_interpreter(call.output_index,

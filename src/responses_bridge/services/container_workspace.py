@@ -23,12 +23,15 @@ import structlog
 
 from ..protocol.errors import APIError
 from ..store.records import StoredContainer, StoredContainerFile
-from .container_shapes import DATA_DIR, relative_path
+from .container_shapes import DATA_DIR, MAX_PATH, relative_path
 from .containers import ContainerService
 
 log = structlog.get_logger(__name__)
 
 READ_CHUNK = 1 << 20
+MAX_FILES_KEPT = 1000
+"""Files one run may add or change and have kept: past it, the rest are named in a note and dropped (a run making
+a hundred thousand small files would otherwise hold the store for minutes)."""
 Snapshot = dict[str, tuple[int, int]]
 
 
@@ -43,6 +46,15 @@ def _scan(root: Path) -> Snapshot:
                 if stat.S_ISREG(info.st_mode):
                     found[os.path.relpath(path, root)] = (info.st_size, info.st_mtime_ns)
     return found
+
+
+def _storable(path: str) -> bool:
+    """Can the name be stored and shown (UTF-8, no NUL, not too long)? A name the code made of raw bytes cannot."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in path and len(path) <= MAX_PATH
 
 
 def _write(path: Path, data: bytes, append: bool) -> None:
@@ -93,10 +105,17 @@ class Workspace:
         after = await asyncio.to_thread(_scan, self.root)
         changed: list[StoredContainerFile] = []
         notes: list[str] = []
-        for relative, state in sorted(after.items()):
-            if self.before.get(relative) == state:
-                continue
+        fresh = [relative for relative, state in sorted(after.items()) if self.before.get(relative) != state]
+        if len(fresh) > MAX_FILES_KEPT:
+            notes.append(f"{len(fresh) - MAX_FILES_KEPT} more files were written than the {MAX_FILES_KEPT} one call "
+                         "may keep; they were not kept")
+            fresh = fresh[:MAX_FILES_KEPT]
+        for relative in fresh:
             path = f"{DATA_DIR}/{relative}"
+            if not _storable(path):
+                notes.append(f"a file whose name is not UTF-8 text ({path.encode('utf-8', 'replace')[:200]!r}) "
+                             "was not kept")
+                continue
             try:
                 stored = await self.service.put_bytes(self.container, path, _read_nofollow(self.root / relative),
                                                       source="assistant", tenant=self.tenant)
