@@ -54,7 +54,8 @@ class CodeInterpreter:
 
     async def container_for(self, options: CodeToolOptions, history: Sequence[Mapping[str, Any]], *,
                             tenant: str) -> str:
-        """The container this response's calls run in (see the module's docstring for ``auto``)."""
+        """The container this response's calls run in: the one named, or for ``auto`` the live one the
+        conversation's last code interpreter call used, else a new one (run/tools/code_interpreter.py)."""
         if options.container_id is not None:
             found = await self.containers.live(options.container_id, tenant=tenant)
             if found is None:
