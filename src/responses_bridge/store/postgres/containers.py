@@ -101,8 +101,9 @@ class PostgresContainerStore:
     async def put_file(self, file: StoredContainerFile, *, tenant: str, max_container_bytes: int | None,
                        max_stored_bytes: int | None) -> str | None:
         async with self._db.transaction("put_container_file") as conn:
-            if await conn.fetchval("SELECT id FROM containers WHERE id = $1 AND tenant = $2 FOR UPDATE",
-                                   file.container_id, tenant) is None:
+            # live at the file's creation (the service's now): an expired container is as gone as a deleted one
+            if await conn.fetchval(f"SELECT id FROM containers WHERE {_LIVE} AND id = $2 AND tenant = $3 FOR UPDATE",
+                                   file.created_at, file.container_id, tenant) is None:
                 raise LookupError(file.container_id)
             old = await conn.fetchrow("SELECT bytes, blob_id FROM container_files WHERE container_id = $1 "
                                       "AND path = $2", file.container_id, file.path)

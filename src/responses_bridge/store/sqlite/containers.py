@@ -90,11 +90,11 @@ class SQLiteContainerStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 key = {"container": container_id, "tenant": tenant}
+                # the files through their container's tenant, before it: another tenant's try deletes nothing
                 blobs = [str(row[0]) for row in conn.execute(
-                    f"SELECT blob_id FROM container_files WHERE {_OWNED}", key)]
+                    f"DELETE FROM container_files WHERE {_OWNED} RETURNING blob_id", key)]
                 deleted = conn.execute("DELETE FROM containers WHERE id = :container AND tenant = :tenant",
                                        key).rowcount
-                conn.execute("DELETE FROM container_files WHERE container_id = :container", key)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
@@ -114,8 +114,9 @@ class SQLiteContainerStore:
         def put(conn: sqlite3.Connection) -> str | None:
             conn.execute("BEGIN IMMEDIATE")  # the sums and the write see the same files
             try:
-                key = {"container": file.container_id, "tenant": tenant, "path": file.path}
-                if conn.execute("SELECT 1 FROM containers WHERE id = :container AND tenant = :tenant",
+                # live at the file's creation (the service's now): an expired container is as gone as a deleted one
+                key = {"container": file.container_id, "tenant": tenant, "path": file.path, "now": file.created_at}
+                if conn.execute(f"SELECT 1 FROM containers WHERE id = :container AND tenant = :tenant AND {_LIVE}",
                                 key).fetchone() is None:
                     raise LookupError(file.container_id)
                 old = conn.execute("SELECT bytes, blob_id FROM container_files WHERE container_id = :container "
