@@ -25,9 +25,7 @@ import os
 import sys
 from collections.abc import Callable
 
-import structlog
-
-log = structlog.get_logger("responses_bridge.allocator")
+from .periodic import Periodic
 
 CHECK_EVERY_SECONDS = 2.0
 GROWTH_BYTES = 32 * 1024 * 1024  # growth worth a trim
@@ -69,7 +67,6 @@ class MemoryTrimmer:
                  growth: int = GROWTH_BYTES, retry: float = RETRY_EVERY_SECONDS,
                  rss: Callable[[], int] = resident_bytes, clock: Callable[[], float] | None = None) -> None:
         self._trim = trim if trim is not None else glibc_malloc_trim()
-        self._interval = interval
         self._growth = growth
         self._retry = retry
         self._rss = rss
@@ -77,24 +74,22 @@ class MemoryTrimmer:
         self._base = 0  # the RSS at start
         self._after_trim = 0  # the RSS after the last trim (at start: the base)
         self._trimmed_at = 0.0
-        self._task: asyncio.Task[None] | None = None
+        self._checker = Periodic(interval, self.check, name="memory-trimmer", failure="memory_trim_failed",
+                                 failure_level="warning")  # housekeeping must never take the process down
         self.trims = 0
 
     def start(self) -> None:
-        if self._trim is None or self._task is not None:
+        if self._trim is None or self._checker.running:
             return
         self._base = self._after_trim = self._rss()
         self._trimmed_at = self._now()
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="memory-trimmer")
+        self._checker.start()
 
     def _now(self) -> float:
         return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._checker.stop()
 
     async def check(self) -> bool:
         """One check; True if it trimmed."""
@@ -109,11 +104,3 @@ class MemoryTrimmer:
         self.trims += 1
         self._after_trim, self._trimmed_at = self._rss(), self._now()
         return True
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self.check()
-            except Exception:  # housekeeping must never take the process down
-                log.warning("memory_trim_failed", exc_info=True)

@@ -20,6 +20,7 @@ from typing import Any
 import structlog
 
 from .. import ids
+from ..periodic import Periodic
 from ..protocol.errors import APIError, invalid_request, not_found
 from ..sandbox.limits import MEMORY_LIMITS
 from ..store.base import BlobReader, ContainerStore, FileBytes
@@ -33,7 +34,6 @@ from .container_shapes import (
 )
 from .files import FileService, new_file_id
 from .pagination import check_page
-from .periodic import Periodic
 
 log = structlog.get_logger(__name__)
 

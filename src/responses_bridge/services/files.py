@@ -27,6 +27,7 @@ from typing import Any
 
 import structlog
 
+from ..periodic import Periodic
 from ..protocol.errors import APIError, invalid_request, not_found
 from ..protocol.lists import list_of
 from ..store.base import BlobReader, BlobWriter, FileBytes, FileStore
@@ -35,7 +36,6 @@ from ..store.records import StorageLimitExceeded, StoredFile, UnknownCursor
 from ..store.sqlite.file_bytes import DiskFileBytes
 from .file_quota import StorageQuota, storage_limit_error
 from .pagination import check_page
-from .periodic import Periodic
 
 log = structlog.get_logger("responses_bridge.files")
 

@@ -13,13 +13,13 @@ requests stay immediate; this only removes what nobody deleted.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import structlog
 
+from ..periodic import Periodic
 from ..store.base import ConversationStore, ResponseStore
 from ..tenants import TenantPolicy
 
@@ -55,8 +55,8 @@ class RetentionService:
         self._any_retention = any_retention
         self._batch = batch
         self._pause = pause
-        self._interval = interval
-        self._task: asyncio.Task[None] | None = None
+        self._sweeper = Periodic(interval, self.sweep, name="retention", failure="retention_sweep_failed",
+                                 first_delay=FIRST_SWEEP_DELAY_SECONDS)
 
     def cutoffs(self, tenants: list[str], now: float) -> dict[str, int]:
         """Each tenant's cutoff (unix seconds: older goes) for those with a retention."""
@@ -92,21 +92,8 @@ class RetentionService:
         return total
 
     def start(self) -> None:
-        if self._any_retention and self._task is None:
-            self._task = asyncio.create_task(self._run(), name="retention")
-
-    async def _run(self) -> None:
-        await asyncio.sleep(FIRST_SWEEP_DELAY_SECONDS)
-        while True:
-            try:
-                await self.sweep()
-            except Exception:  # a locked or broken store: the next sweep tries again
-                log.exception("retention_sweep_failed")
-            await asyncio.sleep(self._interval)
+        if self._any_retention:
+            self._sweeper.start()
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._sweeper.stop()
