@@ -32,15 +32,21 @@ from .code_stream import CodeStream
 from .tools import CallTarget
 
 
-def search_query_of(arguments: str) -> str:
-    """The query of a web search or tool search call; a model that sent plain text searched for that text."""
+def _string_argument(arguments: str, name: str, plain: str) -> str:
+    """The string argument ``name`` of a call; a JSON string (or ``plain``, for arguments that are no JSON at all)
+    when the model sent the value itself rather than an object."""
     parsed = parse_arguments(arguments)
     if isinstance(parsed, dict):
-        query = parsed.get("query")
-        return query if isinstance(query, str) else ""
+        value = parsed.get(name)
+        return value if isinstance(value, str) else ""
     if isinstance(parsed, str):
         return parsed
-    return arguments.strip()
+    return plain
+
+
+def search_query_of(arguments: str) -> str:
+    """The query of a web search or tool search call; a model that sent plain text searched for that text."""
+    return _string_argument(arguments, "query", arguments.strip())
 
 
 def mcp_call_error(message: str, *, protocol: bool = False, code: int = -32603) -> dict[str, Any]:
@@ -140,13 +146,7 @@ class FileSearchReader(ServerCallReader):
 def code_of(arguments: str) -> str:
     """The code of a code interpreter call: its ``code`` argument, or the arguments themselves when the model
     sent plain code rather than JSON."""
-    parsed = parse_arguments(arguments)
-    if isinstance(parsed, dict):
-        code = parsed.get("code")
-        return code if isinstance(code, str) else ""
-    if isinstance(parsed, str):
-        return parsed
-    return arguments
+    return _string_argument(arguments, "code", arguments)
 
 
 class CodeInterpreterReader(ServerCallReader):

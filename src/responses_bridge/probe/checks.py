@@ -182,32 +182,20 @@ async def _null_content(p: _Prober, model: str, switches: dict[str, Any]) -> Pro
         {"role": "user", "content": "What is the weather in Paris?"},
         {"role": "assistant", "content": None, "tool_calls": [call]},
         {"role": "tool", "tool_call_id": "call_probe_1", "content": "Sunny, 21 C."}])
-    if answer.ok:
-        return ProbeRow("tool calls with content: null", "yes", "accepted")
-    if answer.status is not None:
-        switches["tool_call_content"] = "empty"
-    return ProbeRow("tool calls with content: null", _no_or_error(answer), answer.why())
+    return _accepted(answer, "tool calls with content: null", switches, "tool_call_content", "empty")
 
 
 async def _developer(p: _Prober, model: str, switches: dict[str, Any]) -> ProbeRow:
     answer = await p.chat(model, max_tokens=4, messages=[{"role": "developer", "content": "Answer briefly."},
                                                          {"role": "user", "content": PROBE_PROMPT}])
-    if answer.ok:
-        return ProbeRow("developer role", "yes", "accepted")
-    if answer.status is not None:
-        switches["developer_role"] = "system"
-    return ProbeRow("developer role", _no_or_error(answer), answer.why())
+    return _accepted(answer, "developer role", switches, "developer_role", "system")
 
 
 async def _json_schema(p: _Prober, model: str, switches: dict[str, Any]) -> ProbeRow:
     answer = await p.chat(model, max_tokens=16, messages=[{"role": "user", "content": "Is water wet? Answer in JSON."}],
                           response_format={"type": "json_schema",
                                            "json_schema": {"name": "probe", "schema": _PROBE_SCHEMA}})
-    if answer.ok:
-        return ProbeRow("json_schema response_format", "yes", "accepted")
-    if answer.status is not None:
-        switches["json_schema_format"] = "json_object"
-    return ProbeRow("json_schema response_format", _no_or_error(answer), answer.why())
+    return _accepted(answer, "json_schema response_format", switches, "json_schema_format", "json_object")
 
 
 async def _reasoning_content(p: _Prober, model: str, switches: dict[str, Any]) -> ProbeRow:
@@ -215,11 +203,7 @@ async def _reasoning_content(p: _Prober, model: str, switches: dict[str, Any]) -
         {"role": "user", "content": "Say hello."},
         {"role": "assistant", "content": "Hello.", "reasoning_content": "The user wants a greeting."},
         {"role": "user", "content": PROBE_PROMPT}])
-    if answer.ok:
-        return ProbeRow("reasoning_content in history", "yes", "accepted")
-    if answer.status is not None:
-        switches["reasoning_history"] = "drop"
-    return ProbeRow("reasoning_content in history", _no_or_error(answer), answer.why())
+    return _accepted(answer, "reasoning_content in history", switches, "reasoning_history", "drop")
 
 
 async def _logprobs(p: _Prober, model: str, switches: dict[str, Any]) -> ProbeRow:
@@ -255,6 +239,16 @@ def _first_choice(body: Any) -> dict[str, Any]:
     choices = body.get("choices") if isinstance(body, dict) else None
     first = choices[0] if isinstance(choices, list) and choices else None
     return first if isinstance(first, dict) else {}
+
+
+def _accepted(answer: _Answer, name: str, switches: dict[str, Any], switch: str, fallback: Any) -> ProbeRow:
+    """The row of a check that passes when the upstream accepts the request; a refusal (an HTTP error, not a
+    failure to answer) sets ``switch`` to the ``fallback`` the bridge uses instead."""
+    if answer.ok:
+        return ProbeRow(name, "yes", "accepted")
+    if answer.status is not None:
+        switches[switch] = fallback
+    return ProbeRow(name, _no_or_error(answer), answer.why())
 
 
 def _no_or_error(answer: _Answer) -> Literal["no", "error"]:
