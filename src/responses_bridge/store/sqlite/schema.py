@@ -8,6 +8,39 @@ from collections.abc import Sequence
 
 Migration = tuple[int, Sequence[str]]
 
+# The prompt write views (version 2; made again by version 4 after it rebuilt prompt_versions): creating a prompt
+# (row + version 1) in one statement, and a new version in one statement whose expected_version (NULL = don't
+# care) must still be the latest.
+PROMPT_WRITE_VIEWS: list[str] = [
+    "CREATE VIEW prompt_writes (id, created_at, body) AS SELECT NULL, NULL, NULL WHERE 0",
+    """
+    CREATE TRIGGER prompt_writes_insert INSTEAD OF INSERT ON prompt_writes
+    BEGIN
+        INSERT INTO prompts (id, created_at, latest_version, default_version)
+        VALUES (NEW.id, NEW.created_at, 1, NULL);
+        INSERT INTO prompt_versions (prompt_id, version, created_at, body)
+        VALUES (NEW.id, 1, NEW.created_at, NEW.body);
+    END
+    """,
+    """
+    CREATE VIEW prompt_version_writes (prompt_id, expected_version, created_at, body)
+    AS SELECT NULL, NULL, NULL, NULL WHERE 0
+    """,
+    """
+    CREATE TRIGGER prompt_version_writes_insert INSTEAD OF INSERT ON prompt_version_writes
+    BEGIN
+        SELECT RAISE(ABORT, 'prompt_not_found')
+        WHERE NOT EXISTS (SELECT 1 FROM prompts WHERE id = NEW.prompt_id);
+        SELECT RAISE(ABORT, 'prompt_version_conflict')
+        WHERE NEW.expected_version IS NOT NULL
+          AND NEW.expected_version <> (SELECT latest_version FROM prompts WHERE id = NEW.prompt_id);
+        UPDATE prompts SET latest_version = latest_version + 1 WHERE id = NEW.prompt_id;
+        INSERT INTO prompt_versions (prompt_id, version, created_at, body)
+        SELECT NEW.prompt_id, latest_version, NEW.created_at, NEW.body FROM prompts WHERE id = NEW.prompt_id;
+    END
+    """,
+]
+
 FIRST_STEPS: list[Migration] = [
     (
         1,
@@ -119,35 +152,7 @@ FIRST_STEPS: list[Migration] = [
                 PRIMARY KEY (prompt_id, version)
             ) WITHOUT ROWID
             """,
-            # Creating a prompt (row + version 1) in one statement.
-            "CREATE VIEW prompt_writes (id, created_at, body) AS SELECT NULL, NULL, NULL WHERE 0",
-            """
-            CREATE TRIGGER prompt_writes_insert INSTEAD OF INSERT ON prompt_writes
-            BEGIN
-                INSERT INTO prompts (id, created_at, latest_version, default_version)
-                VALUES (NEW.id, NEW.created_at, 1, NULL);
-                INSERT INTO prompt_versions (prompt_id, version, created_at, body)
-                VALUES (NEW.id, 1, NEW.created_at, NEW.body);
-            END
-            """,
-            # A new version in one statement: expected_version (NULL = don't care) must still be the latest.
-            """
-            CREATE VIEW prompt_version_writes (prompt_id, expected_version, created_at, body)
-            AS SELECT NULL, NULL, NULL, NULL WHERE 0
-            """,
-            """
-            CREATE TRIGGER prompt_version_writes_insert INSTEAD OF INSERT ON prompt_version_writes
-            BEGIN
-                SELECT RAISE(ABORT, 'prompt_not_found')
-                WHERE NOT EXISTS (SELECT 1 FROM prompts WHERE id = NEW.prompt_id);
-                SELECT RAISE(ABORT, 'prompt_version_conflict')
-                WHERE NEW.expected_version IS NOT NULL
-                  AND NEW.expected_version <> (SELECT latest_version FROM prompts WHERE id = NEW.prompt_id);
-                UPDATE prompts SET latest_version = latest_version + 1 WHERE id = NEW.prompt_id;
-                INSERT INTO prompt_versions (prompt_id, version, created_at, body)
-                SELECT NEW.prompt_id, latest_version, NEW.created_at, NEW.body FROM prompts WHERE id = NEW.prompt_id;
-            END
-            """,
+            *PROMPT_WRITE_VIEWS,
         ],
     ),
     (
@@ -239,33 +244,7 @@ FIRST_STEPS: list[Migration] = [
             "DROP TABLE prompt_versions",
             "ALTER TABLE prompt_versions_v4 RENAME TO prompt_versions",
             "CREATE UNIQUE INDEX prompt_versions_order ON prompt_versions(prompt_id, version)",
-            "CREATE VIEW prompt_writes (id, created_at, body) AS SELECT NULL, NULL, NULL WHERE 0",
-            """
-            CREATE TRIGGER prompt_writes_insert INSTEAD OF INSERT ON prompt_writes
-            BEGIN
-                INSERT INTO prompts (id, created_at, latest_version, default_version)
-                VALUES (NEW.id, NEW.created_at, 1, NULL);
-                INSERT INTO prompt_versions (prompt_id, version, created_at, body)
-                VALUES (NEW.id, 1, NEW.created_at, NEW.body);
-            END
-            """,
-            """
-            CREATE VIEW prompt_version_writes (prompt_id, expected_version, created_at, body)
-            AS SELECT NULL, NULL, NULL, NULL WHERE 0
-            """,
-            """
-            CREATE TRIGGER prompt_version_writes_insert INSTEAD OF INSERT ON prompt_version_writes
-            BEGIN
-                SELECT RAISE(ABORT, 'prompt_not_found')
-                WHERE NOT EXISTS (SELECT 1 FROM prompts WHERE id = NEW.prompt_id);
-                SELECT RAISE(ABORT, 'prompt_version_conflict')
-                WHERE NEW.expected_version IS NOT NULL
-                  AND NEW.expected_version <> (SELECT latest_version FROM prompts WHERE id = NEW.prompt_id);
-                UPDATE prompts SET latest_version = latest_version + 1 WHERE id = NEW.prompt_id;
-                INSERT INTO prompt_versions (prompt_id, version, created_at, body)
-                SELECT NEW.prompt_id, latest_version, NEW.created_at, NEW.body FROM prompts WHERE id = NEW.prompt_id;
-            END
-            """,
+            *PROMPT_WRITE_VIEWS,
             """
             CREATE TABLE response_events_v4 (
                 response_id     TEXT NOT NULL,
