@@ -35,34 +35,16 @@ def _loopback_like(listen_address: str) -> str:
 def _listener(address: str, port: int, up: UpstreamURL, sidecar: tuple[str, int],
               upstreams: Sequence[UpstreamSpec] = (), auth: Auth | None = None) -> dict[str, Any]:
     auth = auth or Auth()
-    return {
-        "name": "responses_bridge",
-        "address": _socket(address, port),
-        "per_connection_buffer_limit_bytes": BUFFER_LIMIT_BYTES,
-        "filter_chains": [{"filters": [{
-            "name": "envoy.filters.network.http_connection_manager",
-            "typed_config": {
-                "@type": _TYPE + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                "stat_prefix": "responses_bridge",
-                "codec_type": "AUTO",
-                "stream_idle_timeout": "300s",  # the longest silence allowed mid-stream
-                "request_timeout": "0s",  # no ceiling on a whole request: LLM streams may last minutes
-                # the whole request head (URL and headers); over it, a 431. The sidecar reads longer lines
-                # (adapters/http/parser_errors.py), so it never refuses a head that Envoy forwarded.
-                "max_request_headers_kb": 60,
-                "normalize_path": True,
-                "merge_slashes": True,
-                "route_config": _route_config(up, upstreams, auth),
-                "http_filters": [*_identity_filters(auth), _client_credentials_filter(auth),
-                                 _route_offered_filter(), _ext_proc_filter(),
-                                 _hold_for_route_filter(), {
-                    "name": "envoy.filters.http.router",
-                    "typed_config": {"@type": _TYPE + "envoy.extensions.filters.http.router.v3.Router"},
-                }],
-                "local_reply_config": _local_reply_config(sidecar),
-            },
-        }]}],
-    }
+    return _http_listener("responses_bridge", address, port, _route_config(up, upstreams, auth), [
+        *_identity_filters(auth), _client_credentials_filter(auth), _route_offered_filter(), _ext_proc_filter(),
+        _hold_for_route_filter()], {
+            # the whole request head (URL and headers); over it, a 431. The sidecar reads longer lines
+            # (adapters/http/parser_errors.py), so it never refuses a head that Envoy forwarded.
+            "max_request_headers_kb": 60,
+            "normalize_path": True,
+            "merge_slashes": True,
+            "local_reply_config": _local_reply_config(sidecar),
+        })
 
 
 def _internal_listener(address: str, port: int, upstreams: Sequence[UpstreamSpec]) -> dict[str, Any]:
@@ -83,21 +65,31 @@ def _internal_listener(address: str, port: int, upstreams: Sequence[UpstreamSpec
                                 '"code": "upstream_not_found"}}'}},
                    "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"},
                                                 "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]})
+    return _http_listener(INTERNAL_LISTENER, address, port, {
+        "name": INTERNAL_LISTENER, "request_headers_to_remove": [ROUTE_HEADER],
+        "virtual_hosts": [{"name": "sidecar", "domains": ["*"], "routes": routes}]}, [], {})
+
+
+def _http_listener(name: str, address: str, port: int, route_config: dict[str, Any],
+                   filters: list[dict[str, Any]], options: dict[str, Any]) -> dict[str, Any]:
+    """A listener of one HTTP connection manager: ``filters`` before the router, ``options`` on top of what every
+    listener of the bridge has (no ceiling on a whole request: LLM streams may last minutes; at most 300 s of
+    silence mid-stream)."""
     return {
-        "name": INTERNAL_LISTENER,
+        "name": name,
         "address": _socket(address, port),
         "per_connection_buffer_limit_bytes": BUFFER_LIMIT_BYTES,
         "filter_chains": [{"filters": [{
             "name": "envoy.filters.network.http_connection_manager",
             "typed_config": {
                 "@type": _TYPE + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                "stat_prefix": INTERNAL_LISTENER,
+                "stat_prefix": name,
                 "codec_type": "AUTO",
                 "stream_idle_timeout": "300s",
                 "request_timeout": "0s",
-                "route_config": {"name": INTERNAL_LISTENER, "request_headers_to_remove": [ROUTE_HEADER],
-                                 "virtual_hosts": [{"name": "sidecar", "domains": ["*"], "routes": routes}]},
-                "http_filters": [{
+                **options,
+                "route_config": route_config,
+                "http_filters": [*filters, {
                     "name": "envoy.filters.http.router",
                     "typed_config": {"@type": _TYPE + "envoy.extensions.filters.http.router.v3.Router"},
                 }],
