@@ -110,7 +110,7 @@ class CallRunner:
         self.sources: list[SearchResult] = []  # every web search's results, in the order they were numbered
         self.numbered: list[SearchResult | FileSource] = []  # web and file sources: one numbering per response
         self._exhausted_turn_sent = False
-        if web_options is not None or file_options is not None or "code_interpreter" in services.served:
+        if web_options is not None or file_options is not None or plan.server_names("code_interpreter"):
             builder.cite = self.cite
 
     @property
