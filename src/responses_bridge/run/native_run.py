@@ -30,6 +30,7 @@ from ..protocol.errors import APIError, invalid_request, not_found
 from ..protocol.request import ResponsesRequest, parse_json_object, parse_request_object
 from ..sealing import Sealer
 from ..store.base import ResponseStore
+from ..store.records import LeaseLost
 from .history import ConversationHistory
 from .runs import BeforePersist
 
@@ -49,6 +50,7 @@ class NativeRun:
                  tenant: str) -> None:
         self.tenant = tenant
         self.before_persist: BeforePersist | None = None
+        self.save_fence: dict[str, str] = {}  # a background run's lease (store/base.py: save_response) or nothing
         self.on_upstream_chunk: Callable[[bytes], bytes] = _not_begun
         self._store = store
         self._conversations = conversations
@@ -223,7 +225,10 @@ class NativeRun:
             if self.before_persist is not None:
                 await self.before_persist(frames, relay.sequence_number)
             await self._store.save_response(relay.response, relay.input_items, tenant=self.tenant,
-                                            conversation_id=joining)
+                                            conversation_id=joining, **self.save_fence)
+        except LeaseLost:  # a background run another process ended meanwhile (its lease ran out): its end stands
+            log.warning("background_lease_lost", response_id=relay.response_id)
+            return False
         except Exception:
             log.exception("store_failed", response_id=relay.response_id)
             return False

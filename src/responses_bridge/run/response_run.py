@@ -50,6 +50,7 @@ from ..protocol.errors import APIError, invalid_request, not_found
 from ..protocol.request import ResponsesRequest, parse_request, parse_request_object
 from ..sealing import Sealer
 from ..store.base import ResponseStore
+from ..store.records import LeaseLost
 from .history import ConversationHistory, PromptRenderer
 from .runs import BeforePersist
 from .server_tools import CheckedTools, ServerToolRun, ServerTools
@@ -91,6 +92,7 @@ class ResponseRun:
         # JSON lines (WebSocket mode). Background requests always get SSE events (they are stored for replay).
         self._framing = framing
         self.before_persist: BeforePersist | None = None
+        self.save_fence: dict[str, str] = {}  # a background run's lease (store/base.py: save_response) or nothing
         self._store = store
         self._options = options
         self._sealer = sealer
@@ -337,10 +339,14 @@ class ResponseRun:
             if self.before_persist is not None:
                 await self.before_persist(translator.pending(), translator.sequence_number)
             if joining is None:
-                await self._store.save_response(translator.response, translator.input_items, tenant=self.tenant)
+                await self._store.save_response(translator.response, translator.input_items, tenant=self.tenant,
+                                                **self.save_fence)
             else:
                 await self._store.save_response(translator.response, translator.input_items, tenant=self.tenant,
-                                                conversation_id=joining)
+                                                conversation_id=joining, **self.save_fence)
+        except LeaseLost:  # a background run another process ended meanwhile (its lease ran out): its end stands
+            log.warning("background_lease_lost", response_id=translator.response_id)
+            return False
         except Exception:  # the client must learn that its response is not retrievable
             log.exception("store_failed", response_id=translator.response_id)
             return False

@@ -23,6 +23,8 @@ after the last of them: a background run makes its events durable before the res
 class Run(Protocol):
     tenant: str
     before_persist: BeforePersist | None
+    save_fence: dict[str, str]
+    """Keyword arguments of every save of this run: a background run's ``lease_owner`` on a shared database."""
     on_upstream_chunk: Callable[[bytes], bytes]
     """Per upstream body chunk: the client's bytes (maybe ``b""``)."""
 

@@ -74,6 +74,7 @@ class BackgroundService:
         self.events = events
         self.upstream = upstream
         self.leases: RunLeases = leases or LocalRunLeases(events)
+        self.lease_owner = self.leases.owner
         self.runs: dict[str, BackgroundRun] = {}
         self._heartbeat: asyncio.Task[None] | None = None
         self._stopping: set[asyncio.Task[None]] = set()
@@ -163,7 +164,7 @@ class BackgroundService:
         try:
             await self.leases.claim(run.response_id)  # before the row: no sweep sees it unowned
             await self.store.save_response(response_run.response, response_run.request.input_items,  # type: ignore[arg-type,union-attr]
-                                           tenant=run.tenant)
+                                           tenant=run.tenant, **run.fence)
         except BaseException:
             self.runs.pop(run.response_id, None)
             await self.leases.release(run.response_id)

@@ -17,6 +17,7 @@ from ..run.drive import drive
 from ..run.runs import Run
 from ..run.upstream import UpstreamClient
 from ..store.base import EventLog, ResponseStore
+from ..store.records import LeaseLost
 from .background_frames import _TERMINAL, split_frames
 
 log = structlog.get_logger("responses_bridge.background")
@@ -33,6 +34,7 @@ class RunHost(Protocol):
     store: ResponseStore
     events: EventLog
     upstream: UpstreamClient
+    lease_owner: str | None  # the fence of every save of a run (RunLeases.owner); None: one process, no lease
 
     async def run_ended(self, run: BackgroundRun) -> None: ...
 
@@ -47,6 +49,9 @@ class BackgroundRun:
         self.authorization = authorization
         self.response_id: str = response_run.response_id  # type: ignore[assignment]
         self.tenant = response_run.tenant  # the owner, for its whole life: events, saves, cancel, replay
+        # every save names this process's lease: one that stalled past it never overwrites another's end
+        self.fence: dict[str, str] = {} if service.lease_owner is None else {"lease_owner": service.lease_owner}
+        response_run.save_fence = self.fence
         self.frames: list[bytes] = []  # index == sequence_number
         self.visible = 0  # frames[:visible] have been reported (readers may see them)
         self.saved = 0  # frames[:saved] are durable
@@ -97,7 +102,7 @@ class BackgroundRun:
             while self.saved < len(self.frames):
                 end = len(self.frames)
                 batch = [(sequence, self.frames[sequence]) for sequence in range(self.saved, end)]
-                await self.service.events.append(self.response_id, batch, tenant=self.tenant)
+                await self.service.events.append(self.response_id, batch, tenant=self.tenant, **self.fence)
                 self.saved = end
 
     async def _flush_quietly(self) -> None:
@@ -164,7 +169,7 @@ class BackgroundRun:
         self.add(head)
         await self.service.store.save_response(
             self.response_run.response, self.response_run.request.input_items,  # type: ignore[arg-type,union-attr]
-            tenant=self.tenant)
+            tenant=self.tenant, **self.fence)
 
     async def _stored_status(self) -> str | None:
         """The status the store holds now (None: deleted), or ``"unknown"`` when the store cannot be read."""
@@ -195,13 +200,16 @@ class BackgroundRun:
         start = self._tentative if self._tentative is not None else self.saved
         while True:
             try:
-                await self.service.events.truncate(self.response_id, start, tenant=self.tenant)
+                await self.service.events.truncate(self.response_id, start, tenant=self.tenant, **self.fence)
                 async with self._flush_lock:
                     self.saved = min(self.saved, start)
                 await self._flush()
                 await self.service.store.save_response(
                     self.response_run.response, self.response_run.request.input_items,  # type: ignore[arg-type,union-attr]
-                    tenant=self.tenant)
+                    tenant=self.tenant, **self.fence)
+            except LeaseLost:  # another process ended the run meanwhile (its lease had run out): its end stands
+                log.warning("background_lease_lost", response_id=self.response_id)
+                return
             except Exception:
                 log.warning("background_terminal_save_retry", response_id=self.response_id, delay=delay,
                             exc_info=True)

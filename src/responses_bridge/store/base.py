@@ -74,8 +74,13 @@ class ResponseStore(Protocol):
         """How long the oldest queued or running write has been waiting; 0 when none is (readiness)."""
 
     async def save_response(self, response: dict[str, Any], input_items: list[dict[str, Any]], *, tenant: str,
-                            conversation_id: str | None = None) -> None:
+                            conversation_id: str | None = None, lease_owner: str | None = None) -> None:
         """Insert, or replace if the id exists (``in_progress`` -> ``completed``), response and items atomically.
+
+        With ``lease_owner`` (a background run on a shared database), the save is fenced by the run's lease: it
+        happens only while that owner still holds the lease (``RunLeases.owner``), checked in the same transaction,
+        else :class:`LeaseLost` and nothing changes — a process that stalled past its lease cannot overwrite the end
+        another process stored for its run.
 
         A new row belongs to ``tenant``. Replacing an existing id only happens when that row is ``tenant``'s;
         an id held by another tenant raises :class:`ResponseIdTaken` and changes nothing (ids are generated, so
@@ -140,20 +145,23 @@ class EventLog(Protocol):
     ``GET /v1/responses/{id}?stream=true&starting_after=N``. Events are children of their response: every method
     taking ``tenant`` reaches them through a response row of that tenant."""
 
-    async def append(self, response_id: str, events: list[tuple[int, bytes]], *, tenant: str) -> None:
+    async def append(self, response_id: str, events: list[tuple[int, bytes]], *, tenant: str,
+                     lease_owner: str | None = None) -> None:
         """Store ``(sequence_number, frame)`` pairs, durable on return; a sequence number already stored is kept.
-        Nothing is stored when the response is not ``tenant``'s (or no longer exists)."""
+        Nothing is stored when the response is not ``tenant``'s (or no longer exists), nor, with ``lease_owner``,
+        when that owner no longer holds the run's lease (the fence of ``ResponseStore.save_response``)."""
 
     async def after(self, response_id: str, after: int, *, tenant: str) -> list[tuple[int, bytes]]:
         """The stored frames with ``sequence_number > after``, in order; empty when unknown or not ``tenant``'s."""
 
-    async def truncate(self, response_id: str, first: int, *, tenant: str) -> None:
-        """Forget the events from sequence number ``first`` on."""
+    async def truncate(self, response_id: str, first: int, *, tenant: str, lease_owner: str | None = None) -> None:
+        """Forget the events from sequence number ``first`` on (fenced by ``lease_owner`` as ``append``)."""
 
     async def end_response(self, response: dict[str, Any], terminal_frame: Callable[[int], bytes], *,
-                           tenant: str) -> None:
+                           tenant: str, lease_owner: str | None = None) -> None:
         """Store ``response`` (in its terminal status) and append ``terminal_frame(n)`` after the last stored
-        event (``n`` its sequence number) in one transaction; nothing happens when it is not ``tenant``'s."""
+        event (``n`` its sequence number) in one transaction; nothing happens when it is not ``tenant``'s, and
+        with ``lease_owner`` :class:`LeaseLost` when that owner no longer holds the run's lease."""
 
     async def unfinished(self) -> list[tuple[str, dict[str, Any]]]:
         """Across tenants: workers only (start-up recovery). ``(tenant, response)`` of every stored response
@@ -261,6 +269,10 @@ class ApiKeyStore(Protocol):
 
 
 class RunLeases(Protocol):
+    owner: str | None
+    """This process's name on the leases it holds, which fences its runs' saves (``save_response``'s
+    ``lease_owner``); None where nothing is shared (one process alone on its database)."""
+
     @property
     def shared(self) -> bool:
         """True when other processes run background responses on the same database."""

@@ -15,6 +15,7 @@ from typing import Protocol
 from prometheus_client import Gauge, Histogram
 
 from ..observability import tracing
+from ..observability.metrics import pulled
 
 
 class _WriteQueue(Protocol):
@@ -33,11 +34,12 @@ OPERATION_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
 )
 WRITE_QUEUE_DEPTH = Gauge("responses_bridge_store_write_queue_depth",
-                          "Writes queued or running on the store's one write connection")
+                          "Writes queued or running on the store's one write connection", multiprocess_mode="livesum")
 WRITE_STALL_SECONDS = Gauge("responses_bridge_store_write_stall_seconds",
-                            "How long the oldest queued or running write has been waiting (0 when none)")
-WRITE_QUEUE_DEPTH.set_function(lambda: float(sum(store.write_queue_depth for store in list(_OPEN))))
-WRITE_STALL_SECONDS.set_function(lambda: max((store.write_stall_seconds() for store in list(_OPEN)), default=0.0))
+                            "How long the oldest queued or running write has been waiting (0 when none)",
+                            multiprocess_mode="livemax")
+pulled(WRITE_QUEUE_DEPTH, lambda: float(sum(store.write_queue_depth for store in list(_OPEN))))
+pulled(WRITE_STALL_SECONDS, lambda: max((store.write_stall_seconds() for store in list(_OPEN)), default=0.0))
 
 
 def track(store: _WriteQueue) -> None:

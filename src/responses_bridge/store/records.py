@@ -74,6 +74,11 @@ class ResponseIdTaken(Exception):
     """``save_response`` was given an id another tenant's response already has."""
 
 
+class LeaseLost(Exception):
+    """A background run's save was fenced off: the ``lease_owner`` it named no longer holds the run's lease (another
+    process ended the run after the lease ran out), so nothing was written."""
+
+
 @dataclass(frozen=True, slots=True)
 class StoredConversation:
     id: str

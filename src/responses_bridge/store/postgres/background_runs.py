@@ -22,9 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import socket
-import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +29,7 @@ import asyncpg
 import orjson
 import structlog
 
+from ..owners import new_owner_id
 from ..records import Closer, Renewal
 from .database import PostgresDatabase
 
@@ -67,19 +65,13 @@ _ASK_CANCEL = ("UPDATE background_runs SET cancel_requested = true WHERE respons
                "AND response_id IN (SELECT id FROM responses WHERE id = $1 AND tenant = $2) RETURNING owner")
 
 
-def new_owner_id() -> str:
-    """This replica's name in ``background_runs.owner``: the host (the pod), the process and a random part, so a
-    restarted process never takes over its predecessor's leases."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
 class PostgresRunLeases:
     def __init__(self, database: PostgresDatabase, url: str, *, lease_seconds: float = 30.0,
                  owner: str | None = None) -> None:
         self._db = database
         self._url = url  # the listening connection is the replica's own, outside the pool
         self._lease_seconds = lease_seconds
-        self.owner = owner or new_owner_id()
+        self.owner: str | None = owner or new_owner_id()
         self._listener: asyncpg.Connection | None = None
         self._on_cancel: Callable[[str], None] | None = None
         self._watchers: dict[str, set[asyncio.Event]] = {}

@@ -12,7 +12,9 @@ from typing import Any
 
 import orjson
 
+from ..records import LeaseLost
 from .database import PostgresDatabase
+from .sql import check_lease
 
 _OWNED = "(SELECT id FROM responses WHERE id = $1 AND tenant = $2)"
 _APPEND = f"""
@@ -27,6 +29,7 @@ WHERE response_id = $1 AND response_id IN {_OWNED} AND sequence_number > $3 ORDE
 """
 _TRUNCATE = f"DELETE FROM response_events WHERE response_id = $1 AND response_id IN {_OWNED} AND sequence_number >= $3"
 _LOCK = "SELECT 1 FROM responses WHERE id = $1 AND tenant = $2 FOR UPDATE"
+_LOCK_SHARED = "SELECT 1 FROM responses WHERE id = $1 AND tenant = $2 FOR SHARE"
 _LAST = "SELECT coalesce(max(sequence_number), -1) FROM response_events WHERE response_id = $1"
 _END = "UPDATE responses SET status = $3, response = $4 WHERE id = $1 AND tenant = $2"
 _INSERT_ONE = ("INSERT INTO response_events (response_id, sequence_number, event) VALUES ($1, $2, $3) "
@@ -40,11 +43,21 @@ class PostgresEventLog:
     def __init__(self, db: PostgresDatabase) -> None:
         self._db = db
 
-    async def append(self, response_id: str, events: list[tuple[int, bytes]], *, tenant: str) -> None:
-        """Durable when it returns (one statement); a sequence number already stored is kept."""
+    async def append(self, response_id: str, events: list[tuple[int, bytes]], *, tenant: str,
+                     lease_owner: str | None = None) -> None:
+        """Durable when it returns (one statement); a sequence number already stored is kept. With
+        ``lease_owner``, the response row is locked first (shared: a sweep's ``SKIP LOCKED`` passes it by) and
+        nothing is written unless that owner still holds the run's lease."""
         if not events:
             return
         async with self._db.transaction("append_events") as conn:
+            if lease_owner is not None:
+                if await conn.fetchval(_LOCK_SHARED, response_id, tenant) is None:
+                    return
+                try:
+                    await check_lease(conn, response_id, lease_owner)
+                except LeaseLost:
+                    return
             await conn.execute(_APPEND, response_id, tenant, [sequence for sequence, _ in events],
                                [frame for _, frame in events])
 
@@ -53,18 +66,24 @@ class PostgresEventLog:
             rows = await conn.fetch(_AFTER, response_id, tenant, after)
         return [(int(row[0]), bytes(row[1])) for row in rows]
 
-    async def truncate(self, response_id: str, first: int, *, tenant: str) -> None:
+    async def truncate(self, response_id: str, first: int, *, tenant: str, lease_owner: str | None = None) -> None:
         async with self._db.transaction("truncate_events") as conn:
+            if lease_owner is not None:
+                if await conn.fetchval(_LOCK, response_id, tenant) is None:
+                    return
+                await check_lease(conn, response_id, lease_owner)
             await conn.execute(_TRUNCATE, response_id, tenant, first)
 
     async def end_response(self, response: dict[str, Any], terminal_frame: Callable[[int], bytes], *,
-                           tenant: str) -> None:
+                           tenant: str, lease_owner: str | None = None) -> None:
         """Store the terminal response and append its terminal frame after the last event, in one transaction;
-        the response row's lock keeps two replicas from numbering a terminal frame alike."""
+        the response row's lock keeps two replicas from numbering a terminal frame alike (and, with
+        ``lease_owner``, a sweep from ending the run between the fence and the write)."""
         response_id = response["id"]
         async with self._db.transaction("end_response") as conn:
             if await conn.fetchval(_LOCK, response_id, tenant) is None:
                 return
+            await check_lease(conn, response_id, lease_owner)
             last = int(await conn.fetchval(_LAST, response_id))
             await conn.execute(_END, response_id, tenant, response.get("status"), orjson.dumps(response))
             await conn.execute(_INSERT_ONE, response_id, last + 1, terminal_frame(last + 1))

@@ -21,7 +21,7 @@ from ..items import MAX_CHAIN_DEPTH, item_rows
 from ..listing import bounds, responses_page
 from ..records import InvalidCursor, ItemPage, ResponseFilter, ResponseIdTaken, ResponsePage, check_page_args
 from .database import PostgresDatabase
-from .sql import columns, numbered, pg_texts, resolve_keys
+from .sql import check_lease, columns, numbered, pg_texts, resolve_keys
 
 if TYPE_CHECKING:
     from .migrations import Connection
@@ -118,7 +118,7 @@ class PostgresResponseStore:
         return self.db.write_stall_seconds()
 
     async def save_response(self, response: dict[str, Any], input_items: list[dict[str, Any]], *, tenant: str,
-                            conversation_id: str | None = None) -> None:
+                            conversation_id: str | None = None, lease_owner: str | None = None) -> None:
         try:
             response_id = response["id"]
         except KeyError:
@@ -136,6 +136,9 @@ class PostgresResponseStore:
                                          response.get("model"), response.get("previous_response_id"), blob)
             if stored is None:
                 raise ResponseIdTaken(response_id)
+            # the fence: after the upsert, which holds the response row's lock, as a sweep ending the run takes it
+            # (before it drops the lease row): never a deadlock, and never a save over the sweep's end
+            await check_lease(conn, response_id, lease_owner)
             await conn.execute(_DELETE_ITEMS, response_id)
             for kind, rows in (("input", inputs), ("output", outputs)):
                 if rows:

@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from ..records import InvalidCursor
+from ..records import InvalidCursor, LeaseLost
 
 if TYPE_CHECKING:
     from .migrations import Connection
@@ -65,3 +65,13 @@ async def resolve_keys(conn: Connection, table: str, tenant: str, after: str | N
 def columns(rows: list[tuple[str | None, bytes]]) -> tuple[list[str | None], list[bytes]]:
     """Item rows as two arrays, for one ``unnest`` insert of every item (one round trip whatever their number)."""
     return pg_texts(item_id for item_id, _ in rows), [blob for _, blob in rows]
+
+
+_LEASE_HELD = "SELECT 1 FROM background_runs WHERE response_id = $1 AND owner = $2"
+
+
+async def check_lease(conn: Connection, response_id: str, lease_owner: str | None) -> None:
+    """The fence of a background run's saves, inside the caller's transaction (which holds the response row's
+    lock): :class:`LeaseLost` unless ``lease_owner`` (when given) still holds the run's lease."""
+    if lease_owner is not None and await conn.fetchval(_LEASE_HELD, response_id, lease_owner) is None:
+        raise LeaseLost(response_id)

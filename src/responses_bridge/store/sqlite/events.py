@@ -7,17 +7,22 @@ Writes go through the response store's one write connection and lock (see ``SQLi
 
 from __future__ import annotations
 
+import functools
+import sqlite3
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 
+from .response_rows import check_lease
 from .responses import SQLiteResponseStore
+from .transactions import transaction
 
 # A frame is appended unless its response row exists and is another tenant's. The row may not exist yet: the run's
 # first frames are written while its ``queued`` row is being saved (and a batch may land after a delete).
 _APPEND = ("INSERT OR IGNORE INTO response_events (response_id, sequence_number, event) SELECT ?, ?, ? "
            "WHERE NOT EXISTS (SELECT 1 FROM responses WHERE id = ? AND tenant <> ?)")
+_LEASED = " AND EXISTS (SELECT 1 FROM background_runs WHERE response_id = ? AND owner = ?)"
 _OWNED = "response_id IN (SELECT id FROM responses WHERE id = :id AND tenant = :tenant)"
 _AFTER = ("SELECT sequence_number, event FROM response_events WHERE response_id = :id AND sequence_number > :after "
           f"AND {_OWNED} ORDER BY sequence_number")
@@ -33,45 +38,49 @@ class SQLiteEventLog:
     def __init__(self, store: SQLiteResponseStore) -> None:
         self._store = store
 
-    async def append(self, response_id: str, events: list[tuple[int, bytes]], *, tenant: str) -> None:
-        """Durable when it returns (one autocommit ``executemany``); replaying a sequence number is a no-op."""
+    async def append(self, response_id: str, events: list[tuple[int, bytes]], *, tenant: str,
+                     lease_owner: str | None = None) -> None:
+        """Durable when it returns (one autocommit ``executemany``); replaying a sequence number is a no-op. With
+        ``lease_owner``, each row is written only while that owner holds the run's lease (checked in its
+        statement)."""
         if not events:
             return
-        rows = [(response_id, sequence, frame, response_id, tenant) for sequence, frame in events]
+        if lease_owner is None:
+            rows: list[tuple[object, ...]] = [(response_id, sequence, frame, response_id, tenant)
+                                              for sequence, frame in events]
+            sql = _APPEND
+        else:
+            rows = [(response_id, sequence, frame, response_id, tenant, response_id, lease_owner)
+                    for sequence, frame in events]
+            sql = _APPEND + _LEASED
         async with self._store.writing() as conn:
-            await conn.executemany(_APPEND, rows)
+            await conn.executemany(sql, rows)
 
     async def after(self, response_id: str, after: int, *, tenant: str) -> list[tuple[int, bytes]]:
         async with self._store.reading() as conn:
             rows = await conn.execute_fetchall(_AFTER, {"id": response_id, "after": after, "tenant": tenant})
         return [(int(sequence), bytes(frame)) for sequence, frame in rows]
 
-    async def truncate(self, response_id: str, first: int, *, tenant: str) -> None:
+    async def truncate(self, response_id: str, first: int, *, tenant: str, lease_owner: str | None = None) -> None:
         """Forget the events from sequence number ``first`` on (written for a terminal state that was never
-        stored, about to be replaced)."""
-        async with self._store.writing() as conn:
-            await conn.execute(_TRUNCATE, {"id": response_id, "first": first, "tenant": tenant})
+        stored, about to be replaced); with ``lease_owner``, only while it holds the run's lease."""
+
+        def truncate(conn: sqlite3.Connection) -> None:
+            with transaction(conn):
+                check_lease(conn, response_id, lease_owner)
+                conn.execute(_TRUNCATE, {"id": response_id, "first": first, "tenant": tenant})
+
+        await self._store.run_write("truncate_events", truncate)
 
     async def end_response(self, response: dict[str, Any], terminal_frame: Callable[[int], bytes], *,
-                           tenant: str) -> None:
+                           tenant: str, lease_owner: str | None = None) -> None:
         """Store ``response`` (already in its terminal status) and append ``terminal_frame(n)`` after the last
         stored event, ``n`` being its sequence number, in one transaction: a replay of its stream then ends.
-        Nothing changes when the response is not ``tenant``'s (or gone)."""
-        response_id = response["id"]
-        async with self._store.writing() as conn:
-            last = next(iter(await conn.execute_fetchall(_LAST, (response_id,))))[0]
-            frame = terminal_frame(int(last) + 1)
-            await conn.execute("BEGIN IMMEDIATE")
-            try:
-                async with conn.execute(_END, (response.get("status"), orjson.dumps(response), response_id,
-                                               tenant)) as cursor:
-                    owned = cursor.rowcount > 0
-                if owned:
-                    await conn.execute(_APPEND, (response_id, int(last) + 1, frame, response_id, tenant))
-                await conn.execute("COMMIT")
-            except BaseException:
-                await conn.execute("ROLLBACK")
-                raise
+        Nothing changes when the response is not ``tenant``'s (or gone); with ``lease_owner``, ``LeaseLost``
+        unless that owner still holds the run's lease."""
+        await self._store.run_write("end_response", functools.partial(
+            _end_response, response=response, terminal_frame=terminal_frame, tenant=tenant,
+            lease_owner=lease_owner))
 
     async def unfinished(self) -> list[tuple[str, dict[str, Any]]]:
         """Across tenants: workers only (start-up recovery). ``(tenant, response)`` of every stored response
@@ -79,3 +88,25 @@ class SQLiteEventLog:
         async with self._store.reading() as conn:
             rows = list(await conn.execute_fetchall(_UNFINISHED))
         return [(str(tenant), orjson.loads(blob)) for tenant, blob in rows]
+
+
+def end_rows(conn: sqlite3.Connection, *, response: dict[str, Any], terminal_frame: Callable[[int], bytes],
+             tenant: str, lease_owner: str | None = None, drop_lease: bool = False) -> bool:
+    """On the database thread, inside the caller's ``BEGIN IMMEDIATE`` transaction (so two processes never number a
+    terminal frame alike): the terminal ``response`` and its frame, numbered after the last stored event; with
+    ``drop_lease`` the run's lease row goes too (a sweep ending an abandoned run). False when the response is not
+    ``tenant``'s (nothing changed)."""
+    response_id = response["id"]
+    check_lease(conn, response_id, lease_owner)
+    owned = conn.execute(_END, (response.get("status"), orjson.dumps(response), response_id, tenant)).rowcount > 0
+    if owned:
+        last = int(conn.execute(_LAST, (response_id,)).fetchone()[0])
+        conn.execute(_APPEND, (response_id, last + 1, terminal_frame(last + 1), response_id, tenant))
+    if drop_lease:
+        conn.execute("DELETE FROM background_runs WHERE response_id = ?", (response_id,))
+    return owned
+
+
+def _end_response(conn: sqlite3.Connection, **end: Any) -> bool:
+    with transaction(conn):
+        return end_rows(conn, **end)

@@ -291,6 +291,26 @@ MIGRATIONS: list[Migration] = [
             """,
         ],
     ),
+    (
+        14,
+        [
+            # Several worker processes on one database file (serve --workers): who runs each background response
+            # (store/sqlite/background_runs.py: owner + lease, renewed by the owner's heartbeat; a cancel asked
+            # of another worker), and which worker ingests each vector store file (a claim with a lease, as on
+            # PostgreSQL). Times are Unix seconds: the workers share one machine's clock.
+            """
+            CREATE TABLE background_runs (
+                response_id      TEXT PRIMARY KEY,
+                owner            TEXT NOT NULL,
+                lease_until      REAL NOT NULL,
+                cancel_requested INTEGER NOT NULL DEFAULT 0
+            ) WITHOUT ROWID
+            """,
+            "CREATE INDEX background_runs_owner ON background_runs(owner)",
+            "ALTER TABLE vector_store_files ADD COLUMN claimed_by TEXT",
+            "ALTER TABLE vector_store_files ADD COLUMN lease_until REAL",
+        ],
+    ),
 ]
 
 LATEST_VERSION: int = MIGRATIONS[-1][0]

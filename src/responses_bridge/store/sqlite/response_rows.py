@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from ..items import ItemRow, item_rows
-from ..records import ResponseIdTaken
+from ..records import LeaseLost, ResponseIdTaken
 
 # An existing id is only replaced when it is the same tenant's (the WHERE of DO UPDATE): otherwise nothing
 # changes and the statement reports no row, which _write_one turns into ResponseIdTaken.
@@ -29,6 +29,11 @@ WHERE responses.tenant = excluded.tenant
 
 
 _DELETE_ITEMS = "DELETE FROM response_items WHERE response_id = ?"
+
+
+LEASE_HELD = "SELECT 1 FROM background_runs WHERE response_id = ? AND owner = ?"
+"""The fence of a background run's saves (store/sqlite/background_runs.py): read inside the saving transaction,
+which holds the database's write lock, so no sweep can end the run between the check and the write."""
 
 
 _INSERT_ITEM = "INSERT INTO response_items (response_id, kind, position, item_id, item) VALUES (?, ?, ?, ?, ?)"
@@ -62,10 +67,11 @@ class _Save:
     metadata: list[tuple[str, str]]
     tenant: str
     token: int = 0
+    lease_owner: str | None = None
 
 
 def _save_row(response: dict[str, Any], input_items: list[dict[str, Any]], conversation_id: str | None,
-              done: asyncio.Future[None], tenant: str) -> _Save:
+              done: asyncio.Future[None], tenant: str, lease_owner: str | None = None) -> _Save:
     try:
         response_id = response["id"]
     except KeyError:
@@ -84,7 +90,7 @@ def _save_row(response: dict[str, Any], input_items: list[dict[str, Any]], conve
     pairs = ([(key, value) for key, value in metadata.items() if isinstance(key, str) and isinstance(value, str)]
              if isinstance(metadata, dict) else [])
     return _Save(columns, item_rows(input_items), item_rows(response.get("output") or []), conversation_id, done,
-                 pairs, tenant)
+                 pairs, tenant, lease_owner=lease_owner)
 
 
 def append_conversation_rows(conn: sqlite3.Connection, conversation_id: str, rows: Iterator[ItemRow] | list[ItemRow],
@@ -112,8 +118,16 @@ def append_conversation_rows(conn: sqlite3.Connection, conversation_id: str, row
     return True
 
 
+def check_lease(conn: sqlite3.Connection, response_id: object, lease_owner: str | None) -> None:
+    """Inside the caller's write transaction: :class:`LeaseLost` unless ``lease_owner`` (when given) still holds
+    the run's lease."""
+    if lease_owner is not None and conn.execute(LEASE_HELD, (response_id, lease_owner)).fetchone() is None:
+        raise LeaseLost(str(response_id))
+
+
 def _write_one(conn: sqlite3.Connection, save: _Save) -> None:
     response_id = save.response[0]
+    check_lease(conn, response_id, save.lease_owner)
     if conn.execute(_UPSERT_RESPONSE, save.response).rowcount != 1:
         raise ResponseIdTaken(str(response_id))  # another tenant's row: left as it is, nothing else written
     conn.execute(_DELETE_ITEMS, (response_id,))

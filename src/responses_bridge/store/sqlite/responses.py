@@ -251,7 +251,7 @@ class SQLiteResponseStore:
     # -- ResponseStore ---------------------------------------------------------------------------------------
 
     async def save_response(self, response: dict[str, Any], input_items: list[dict[str, Any]], *, tenant: str,
-                            conversation_id: str | None = None) -> None:
+                            conversation_id: str | None = None, lease_owner: str | None = None) -> None:
         """Queue the write and wait until its transaction commits.
 
         Saves that arrive while a transaction is running are committed together in the next one (group
@@ -259,11 +259,12 @@ class SQLiteResponseStore:
         and each caller still returns only once its own response is durable. With ``conversation_id``, the
         response's input and output items are appended to that conversation in the same transaction, so a
         conversation never gains the turn of a response that was not stored (nor the other way round).
+        ``lease_owner``: the fence of a background run's saves (``ResponseStore.save_response``).
         """
         self._require_open()
         with metrics.timed("save"):
             save = _save_row(response, input_items, conversation_id, asyncio.get_running_loop().create_future(),
-                             tenant)
+                             tenant, lease_owner)
             save.token = self._wait_begins()
             self._pending.append(save)
             if self._flusher is None or self._flusher.done():

@@ -15,6 +15,7 @@ store id carries the store's tenant check (``_OWNED``) in the same statement.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -45,6 +46,8 @@ FROM vector_stores AS s LEFT JOIN vector_store_files AS f ON f.vector_store_id =
 """
 _FILE_COLUMNS = ("f.seq, f.vector_store_id, f.file_id, f.created_at, f.status, f.last_error, f.attributes, "
                  "f.chunking, f.usage_bytes")
+_CLAIMABLE = ("SELECT seq FROM vector_store_files WHERE status = 'in_progress' "
+              "AND (lease_until IS NULL OR lease_until < ?) ORDER BY seq")
 _BATCH_SELECT = f"""
 SELECT b.id, b.vector_store_id, b.created_at, b.cancelled, {_COUNTS}
 FROM vector_store_file_batches AS b
@@ -272,13 +275,17 @@ class SQLiteVectorStoreStore:
 
     async def finish_file(self, seq: int, status: str, *, usage_bytes: int = 0,
                           last_error: Mapping[str, Any] | None = None, owner: str | None = None) -> bool:
-        """Move one in-progress row to ``completed``/``failed``; False when that row is gone or no longer in
-        progress (deleted, cancelled, re-added), in which case nothing changes. Across tenants: workers only.
-        (``owner``: one process owns a SQLite database, so every in-progress row is its own.)"""
-        sql = ("UPDATE vector_store_files SET status = ?, usage_bytes = ?, last_error = ? "
-               "WHERE seq = ? AND status = 'in_progress'")
-        error = _json(dict(last_error)) if last_error is not None else None
-        async with self._db.writing() as conn, conn.execute(sql, (status, usage_bytes, error, seq)) as cursor:
+        """Move one in-progress row to ``completed``/``failed``; False when that row is gone, no longer in
+        progress (deleted, cancelled, re-added), or (with ``owner``) claimed by another worker since, in which
+        case nothing changes. Across tenants: workers only."""
+        sql = ("UPDATE vector_store_files SET status = ?, usage_bytes = ?, last_error = ?, claimed_by = NULL, "
+               "lease_until = NULL WHERE seq = ? AND status = 'in_progress'")
+        values: tuple[object, ...] = (status, usage_bytes, _json(dict(last_error)) if last_error is not None else None,
+                                      seq)
+        if owner is not None:
+            sql += " AND claimed_by = ?"
+            values += (owner,)
+        async with self._db.writing() as conn, conn.execute(sql, values) as cursor:
             return cursor.rowcount > 0
 
     async def in_progress_files(self) -> list[StoredVectorStoreFile]:
@@ -289,19 +296,46 @@ class SQLiteVectorStoreStore:
                 f"SELECT {_FILE_COLUMNS} FROM vector_store_files AS f WHERE f.status = 'in_progress' ORDER BY f.seq"))
         return [_file(row) for row in rows]
 
-    # -- ingestion claims (one process owns a SQLite database: no leases) ---------------------------------------
+    # -- ingestion claims (several worker processes may share the file: leases, as on PostgreSQL) ---------------
 
     async def claim_next(self, owner: str, lease_seconds: float, limit: int) -> list[StoredVectorStoreFile]:
-        """The oldest ``limit`` rows in progress."""
-        return (await self.in_progress_files())[:limit]
+        """Claim up to ``limit`` in-progress rows nobody holds (never claimed, or their lease has passed), oldest
+        first, for ``lease_seconds``. A read first: a poll that finds nothing takes no write lock. Across
+        tenants: workers only."""
+        now = time.time()
+        async with self._db.reading() as conn:
+            found = list(await conn.execute_fetchall(_CLAIMABLE + " LIMIT 1", (now,)))
+        if not found:
+            return []
+
+        def claim(conn: sqlite3.Connection) -> list[Any]:
+            with transaction(conn):
+                rows = conn.execute(f"SELECT {_FILE_COLUMNS} FROM vector_store_files AS f WHERE f.seq IN "
+                                    f"(SELECT seq FROM ({_CLAIMABLE} LIMIT ?)) ORDER BY f.seq",
+                                    (time.time(), limit)).fetchall()
+                conn.executemany("UPDATE vector_store_files SET claimed_by = ?, lease_until = ? WHERE seq = ?",
+                                 [(owner, time.time() + lease_seconds, row[0]) for row in rows])
+            return rows
+
+        return [_file(row) for row in await self._db.run_write("claim_vector_store_files", claim)]
 
     async def claim_file(self, seq: int, owner: str, lease_seconds: float) -> bool:
-        """True while the row is in progress."""
-        row = await self.get_file_by_seq(seq)
-        return row is not None and row.status == "in_progress"
+        """Claim (or renew the claim of) one in-progress row; False when another worker holds it or it is no
+        longer in progress. Across tenants: workers only."""
+        now = time.time()
+        sql = ("UPDATE vector_store_files SET claimed_by = ?, lease_until = ? WHERE seq = ? AND status = "
+               "'in_progress' AND (claimed_by IS NULL OR claimed_by = ? OR lease_until < ?)")
+        async with self._db.writing() as conn, conn.execute(
+                sql, (owner, now + lease_seconds, seq, owner, now)) as cursor:
+            return cursor.rowcount > 0
 
     async def release_claims(self, owner: str) -> int:
-        return 0
+        """Give up every claim ``owner`` holds (a worker stopping cleanly), so another worker takes the rows at its
+        next poll instead of after the lease. Across tenants: workers only."""
+        sql = ("UPDATE vector_store_files SET claimed_by = NULL, lease_until = NULL "
+               "WHERE claimed_by = ? AND status = 'in_progress'")
+        async with self._db.writing() as conn, conn.execute(sql, (owner,)) as cursor:
+            return cursor.rowcount
 
     # -- batches ---------------------------------------------------------------------------------------------
 

@@ -1,15 +1,19 @@
-"""Two BackgroundServices ("replicas" A and B: each its own pool, stores, leases and owner id) on one real
-PostgreSQL database, with a scripted upstream whose stream waits at a gate: a run on A is followed from B live
-(no gap, no duplicate, ending with its terminal event), cancelled from B, and failed by B once A stops renewing
-its lease (A, told at its next heartbeat, stops without storing anything more).
+"""Two BackgroundServices ("replicas" A and B, or two workers: each its own connections, stores, leases and owner
+id) on one database — one SQLite file (``serve --workers``) or one PostgreSQL database (replicas) — with a scripted
+upstream whose stream waits at a gate: a run on A is followed from B live (no gap, no duplicate, ending with its
+terminal event), cancelled from B, and failed by B once A stops renewing its lease (A, told at its next heartbeat,
+stops without storing anything more; or, had it stalled past its lease and then resumed before any heartbeat, finds
+every save fenced off).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -19,39 +23,87 @@ from responses_bridge.run.response_run import ResponseRun
 from responses_bridge.services.background import BackgroundService
 from responses_bridge.services.background_frames import INTERRUPTED_CODE
 from responses_bridge.services.background_run import BackgroundRun
-from responses_bridge.store.base import DEFAULT_TENANT
-from responses_bridge.store.postgres import PostgresDatabase
-from responses_bridge.store.postgres.background_runs import PostgresRunLeases
-from responses_bridge.store.postgres.events import PostgresEventLog
-from responses_bridge.store.postgres.responses import PostgresResponseStore
+from responses_bridge.store.base import DEFAULT_TENANT, EventLog, ResponseStore, RunLeases
+from responses_bridge.store.sqlite.background_runs import SQLiteRunLeases
+from responses_bridge.store.sqlite.events import SQLiteEventLog
+from responses_bridge.store.sqlite.responses import SQLiteResponseStore
+from tests.unit.store_kinds import KINDS, postgres_database_url
 from tests.unit.test_background_runs import ScriptedUpstream
 
 
 @dataclass
 class Replica:
-    db: PostgresDatabase
-    store: PostgresResponseStore
-    events: PostgresEventLog
-    leases: PostgresRunLeases
+    store: ResponseStore
+    events: EventLog
+    leases: RunLeases
     service: BackgroundService
+    sql: Callable[[str], Awaitable[Any]]  # one statement on the database, its first value (or None)
 
 
-@pytest.fixture
-async def replicas(postgres_url: str) -> AsyncIterator[tuple[Replica, Replica]]:
+@pytest.fixture(params=KINDS)
+async def replicas(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[Replica, Replica]]:
     async with AsyncExitStack() as stack:
+        url = await stack.enter_async_context(postgres_database_url(request)) if request.param == "postgres" else None
         made = []
         for name in ("a", "b"):
-            db = PostgresDatabase(postgres_url)
-            store = PostgresResponseStore(db)
-            await store.open()
-            stack.push_async_callback(store.close)
-            events = PostgresEventLog(db)
-            leases = PostgresRunLeases(db, postgres_url, lease_seconds=30.0, owner=name)
-            service = BackgroundService(store, events, ScriptedUpstream([]), leases)  # type: ignore[arg-type]
-            await service.open()
-            stack.push_async_callback(service.close)
-            made.append(Replica(db, store, events, leases, service))
+            if url is not None:
+                made.append(await stack.enter_async_context(_postgres_replica(url, name)))
+            else:
+                made.append(await stack.enter_async_context(_sqlite_worker(tmp_path / "bridge.db", name)))
         yield made[0], made[1]
+
+
+@asynccontextmanager
+async def _postgres_replica(url: str, name: str) -> AsyncIterator[Replica]:
+    from responses_bridge.store.postgres import PostgresDatabase
+    from responses_bridge.store.postgres.background_runs import PostgresRunLeases
+    from responses_bridge.store.postgres.events import PostgresEventLog
+    from responses_bridge.store.postgres.responses import PostgresResponseStore
+
+    db = PostgresDatabase(url)
+    store = PostgresResponseStore(db)
+    await store.open()
+
+    async def sql(statement: str) -> Any:
+        async with db.acquire() as conn:
+            return await conn.fetchval(statement)
+
+    leases = PostgresRunLeases(db, url, lease_seconds=30.0, owner=name)
+    try:
+        yield await _replica(store, PostgresEventLog(db), leases, sql)
+    finally:
+        await store.close()
+
+
+@asynccontextmanager
+async def _sqlite_worker(path: Path, name: str) -> AsyncIterator[Replica]:
+    store = SQLiteResponseStore(str(path))
+    await store.open()
+
+    async def sql(statement: str) -> Any:
+        async with store.writing() as conn:
+            rows = list(await conn.execute_fetchall(statement))
+        return rows[0][0] if rows else None
+
+    leases = SQLiteRunLeases(store, lease_seconds=30.0, owner=name, poll_seconds=0.02)
+    try:
+        yield await _replica(store, SQLiteEventLog(store), leases, sql)
+    finally:
+        await store.close()
+
+
+async def _replica(store: ResponseStore, events: EventLog, leases: RunLeases,
+                   sql: Callable[[str], Awaitable[Any]]) -> Replica:
+    service = BackgroundService(store, events, ScriptedUpstream([]), leases)  # type: ignore[arg-type]
+    await service.open()
+    return Replica(store, events, leases, service, sql)
+
+
+@pytest.fixture(autouse=True)
+async def _closed(replicas: tuple[Replica, Replica]) -> AsyncIterator[None]:
+    yield
+    for replica in replicas:
+        await replica.service.close()
 
 
 async def start(replica: Replica, upstream: ScriptedUpstream, text: str = "hi") -> BackgroundRun:
@@ -109,8 +161,7 @@ async def test_cancel_on_b_stops_the_run_on_a(replicas) -> None:
     assert sum(frame.startswith(b"event: response.cancelled\n") for frame in frames) == 1
     again = await b.service.cancel(run.response_id, tenant=DEFAULT_TENANT)  # idempotent
     assert again["status"] == "cancelled"
-    async with a.db.acquire() as conn:
-        assert await conn.fetchval("SELECT count(*) FROM background_runs") == 0  # released
+    assert await a.sql("SELECT count(*) FROM background_runs") == 0  # released
 
 
 async def test_cancel_from_another_tenant_is_not_found(replicas) -> None:
@@ -137,8 +188,7 @@ async def test_a_run_whose_lease_ran_out_is_failed_once_by_b(replicas) -> None:
     await upstream.at_gate.wait()
     await run._flush()
     assert await b.leases.fail_abandoned(b.service._closer()) == []  # A's lease is live
-    async with a.db.acquire() as conn:  # A stopped renewing (a dead replica): its lease is in the past
-        await conn.execute("UPDATE background_runs SET lease_until = now() - interval '1 second'")
+    await expire_leases(a)  # A stopped renewing (a dead replica): its lease is in the past
     follower = asyncio.create_task(collect(b, run.response_id, -1))
     assert await b.leases.fail_abandoned(b.service._closer()) == [run.response_id]
     followed = await asyncio.wait_for(follower, timeout=30)
@@ -155,3 +205,31 @@ async def test_a_run_whose_lease_ran_out_is_failed_once_by_b(replicas) -> None:
     assert stored is not None and stored["status"] == "failed"
     frames = [frame for _, frame in await a.events.after(run.response_id, -1, tenant=DEFAULT_TENANT)]
     assert sum(frame.startswith(b"event: response.failed\n") for frame in frames) == 1
+
+
+async def expire_leases(replica: Replica) -> None:
+    kind_of_past = "now() - interval '1 second'" if "Postgres" in type(replica.leases).__name__ else "0"
+    await replica.sql(f"UPDATE background_runs SET lease_until = {kind_of_past}")
+
+
+async def test_a_run_that_resumes_after_its_lease_was_taken_stores_nothing(replicas) -> None:
+    """A stalls past its lease (no heartbeat runs: a stopped process), B fails the run, then A's run goes on and
+    ends before any heartbeat tells it: every save it tries is fenced off, B's end stands."""
+    a, b = replicas
+    gate = asyncio.Event()
+    upstream = ScriptedUpstream(["late ", "answer"], gate)
+    run = await start(a, upstream)
+    await upstream.at_gate.wait()
+    await run._flush()
+    await expire_leases(a)
+    assert await b.leases.fail_abandoned(b.service._closer()) == [run.response_id]
+    gate.set()  # A resumes: the upstream answers, the run completes and tries to store its events and its end
+    assert run.task is not None
+    await asyncio.wait_for(asyncio.shield(run.task), timeout=30)
+    stored = await b.store.get_response(run.response_id, tenant=DEFAULT_TENANT)
+    assert stored is not None and stored["status"] == "failed"
+    assert stored["error"]["code"] == INTERRUPTED_CODE
+    frames = [frame for _, frame in await b.events.after(run.response_id, -1, tenant=DEFAULT_TENANT)]
+    assert frames[-1].startswith(b"event: response.failed\n")
+    assert not any(frame.startswith(b"event: response.completed\n") for frame in frames)
+    assert not any(b"answer" in frame for frame in frames)  # not one of A's late deltas either
