@@ -49,6 +49,14 @@ class Settings(BaseSettings):
     http_port: int = DEFAULT_HTTP_PORT
     extproc_host: str = "127.0.0.1"
     extproc_port: int = DEFAULT_EXTPROC_PORT
+    extproc_uds: str | None = Field(default=None, description=(
+        "a Unix domain socket path for the ext_proc door instead of `extproc_host`:`extproc_port` (one copy less "
+        "than TCP loopback; `envoy-config --extproc-uds` renders Envoy's pipe address). With several workers, "
+        "worker i > 0 listens on PATH.i"))
+    workers: str = Field(default="1", description=(
+        "processes serving both doors: a number, or `auto` (one per usable core: the CPU affinity and the "
+        "cgroup's CPU quota). The HTTP port is shared; worker i's ext_proc door is `extproc_port` + i (or "
+        "PATH.i), which `envoy-config --workers` lists"))
     db: str | None = None  # None: a file under the user's data directory
     # The PostgreSQL database every replica shares (store/postgres/): ``postgresql://user:password@host/db``. Set,
     # it holds every store instead of the SQLite file, and an unreachable one fails the start. A secret: it
@@ -191,6 +199,21 @@ class Settings(BaseSettings):
             return init_settings, env_settings, dotenv_settings, file_secret_settings
         return (init_settings, env_settings, dotenv_settings, config_file.ConfigFileSource(settings_cls, path),
                 file_secret_settings)
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _workers(cls, value: object) -> str:
+        from .workers import worker_count
+
+        text = str(value).strip().lower()
+        worker_count(text)  # a clear ValueError for anything but a positive number or "auto"
+        return text
+
+    def worker_count(self) -> int:
+        """How many workers ``workers`` means on this machine."""
+        from .workers import worker_count
+
+        return worker_count(self.workers)
 
     @field_validator("tool_call_content", mode="before")
     @classmethod

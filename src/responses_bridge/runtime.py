@@ -21,6 +21,8 @@ from .engine.options import EngineOptions
 from .engine.profiles import options_for
 from .engine.tools import runs_server_tools
 from .engine.wire import Framing
+from .observability import metrics
+from .periodic import Periodic
 from .run.response_run import ResponseRun
 from .run.runs import Run
 from .run.server_tools import ServerTools, ServerToolServices
@@ -71,6 +73,7 @@ class Runtime:
     background: BackgroundService
     retention: RetentionService  # purges what each tenant's retention_days has expired
     trimmer: MemoryTrimmer  # gives large requests' memory back to the system (allocator.py)
+    gauges: Periodic  # serve --workers: this worker's read-on-scrape gauges written to the shared files each second
     draining: bool = False  # set first thing on SIGTERM/SIGINT: doors refuse new work, readiness fails
     # ``mode: auto`` upstreams, as probed at start (probe/start.py): the chosen mode and measured switches
     probed_modes: dict[str, str] = field(default_factory=dict)
@@ -115,7 +118,7 @@ class Runtime:
         # the Vector Stores API over the files, the chunk index and the embedder; its ingestion starts with the
         # files a previous process left in progress; on a shared database it also polls for the files other
         # replicas attach, and takes over those whose claim a dead replica left to lapse
-        shared = stores.postgres is not None
+        shared = stores.postgres is not None or settings.worker_count() > 1
         vector_stores = VectorStoreService(stores.vector_stores, files, stores.chunks, embedder,
                                            concurrency=settings.ingest_concurrency,
                                            poll_interval=INGEST_POLL_SECONDS if shared else None,
@@ -133,6 +136,9 @@ class Runtime:
         retention.start()
         trimmer = MemoryTrimmer()
         trimmer.start()
+        gauges = Periodic(1.0 if metrics.MULTIPROCESS else 0, _refresh_gauges, name="metrics-gauges",
+                          failure="metrics_refresh_failed", first_delay=0, failure_level="warning")
+        gauges.start()
         return cls(settings=settings, store=stores.responses, options=settings.engine_options(), sealer=sealer,
                    conversations=ConversationService(stores.conversations), prompts=PromptService(stores.prompts),
                    upstream=upstream, clients=clients, router=settings.router(), server_tools=server_tools,
@@ -140,11 +146,12 @@ class Runtime:
                                      sidecar_token(settings.sealing_key, db_path)),
                    files=files, embedder=embedder, chunks=stores.chunks, vector_stores=vector_stores,
                    containers=containers,
-                   background=background, retention=retention, trimmer=trimmer)
+                   background=background, retention=retention, trimmer=trimmer, gauges=gauges)
 
     async def close(self) -> None:
         await self.retention.stop()
         await self.trimmer.stop()
+        await self.gauges.stop()
         await self.background.close()  # runs still going are stored as failed before the store closes
         await self.upstream.close()
         for client in self.clients.values():
@@ -246,6 +253,10 @@ class Runtime:
         return self.clients.get(route.upstream.name)
 
 
+async def _refresh_gauges() -> None:
+    metrics.refresh_pulled()
+
+
 async def _open_background(settings: Settings, stores: StoreSet, database_url: str | None,
                            upstream: UpstreamClient) -> BackgroundService:
     """The service that runs background responses, with the upstream client it calls (started here). First the
@@ -256,6 +267,10 @@ async def _open_background(settings: Settings, stores: StoreSet, database_url: s
         from .store.postgres.background_runs import PostgresRunLeases  # the postgres extra: loaded here only
 
         leases = PostgresRunLeases(stores.postgres, database_url, lease_seconds=settings.background_lease_seconds)
+    elif stores.sqlite is not None and settings.worker_count() > 1:  # workers on one SQLite file: leases too
+        from .store.sqlite.background_runs import SQLiteRunLeases
+
+        leases = SQLiteRunLeases(stores.sqlite, lease_seconds=settings.background_lease_seconds)
     background = BackgroundService(stores.responses, stores.events, upstream, leases)
     interrupted = await background.open()
     if interrupted:

@@ -22,6 +22,7 @@ from .observability import configure_logging
 from .observability.tracing import configure_tracing, shutdown_tracing
 from .runtime import Runtime
 from .store.database_url import DatabaseUnavailable, describe
+from .workers import WorkerSlot, current_slot, extproc_port, extproc_uds, supervise
 
 log = structlog.get_logger("responses_bridge.serve")
 
@@ -42,6 +43,11 @@ FLAGS: tuple[tuple[str, str, str, type], ...] = (
     ("--http-port", "http_port", "HTTP door port", int),
     ("--extproc-host", "extproc_host", "ext_proc gRPC address", str),
     ("--extproc-port", "extproc_port", "ext_proc gRPC port", int),
+    ("--extproc-uds", "extproc_uds", ("ext_proc on this Unix domain socket path instead of TCP (Envoy's pipe "
+                                      "address: envoy-config --extproc-uds)"), str),
+    ("--workers", "workers", ("processes serving both doors: N or auto (one per usable core); worker i's "
+                              "ext_proc door is --extproc-port + i (or PATH.i): render Envoy's config with the "
+                              "same envoy-config --workers"), str),
     ("--db", "db", "SQLite file (default: under the user data directory; ':memory:' allowed)", str),
     ("--log-level", "log_level", "debug, info, warning, error", str),
 )
@@ -71,7 +77,16 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("serve: --no-http and --no-extproc leave nothing to run")
     settings = load_settings({field: flag for flag, field, _, _ in FLAGS}, config=args.config,
                              **{field: getattr(args, field) for _, field, _, _ in FLAGS})
-    configure_logging(settings.log_level, settings.log_format)
+    slot = current_slot()
+    count = settings.worker_count()
+    if count > 1 and slot is None:  # this process supervises; the workers are started afresh with these arguments
+        problem = workers_problem(settings)
+        if problem is not None:
+            print(f"responses-bridge serve: {problem}", file=sys.stderr)
+            return 2
+        configure_logging(settings.log_level, settings.log_format)
+        return supervise(count, sys.argv[1:])
+    configure_logging(settings.log_level, settings.log_format, worker=slot.index if slot is not None else None)
     try:
         if configure_tracing():  # OTEL_EXPORTER_OTLP_ENDPOINT and the other standard OTEL_* variables
             log.info("tracing_enabled")
@@ -79,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"responses-bridge serve: {exc}", file=sys.stderr)
         return 1
     try:
-        asyncio.run(serve(settings, http=not args.no_http, extproc=not args.no_extproc))
+        asyncio.run(serve(settings, http=not args.no_http, extproc=not args.no_extproc, slot=slot))
     except StartupError as exc:
         print(f"responses-bridge serve: {exc}", file=sys.stderr)
         return 1
@@ -125,9 +140,26 @@ async def _probe_auto(runtime: Runtime) -> None:
             runtime.probed_switches[name] = dict(report.switches)
 
 
-async def serve(settings: Settings, *, http: bool = True, extproc: bool = True) -> None:
+def workers_problem(settings: Settings) -> str | None:
+    """What keeps several workers from sharing this configuration's state, if anything."""
+    if settings.database_url is None and settings.db_path() == ":memory:":
+        return ("--workers needs a database file or RESPONSES_BRIDGE_DATABASE_URL: each worker would have its own "
+                "':memory:' database (--db / RESPONSES_BRIDGE_DB)")
+    return None
+
+
+def extproc_listen(settings: Settings, slot: WorkerSlot | None) -> tuple[str, int, str | None]:
+    """Where this process's ext_proc door listens: (host, port, Unix socket path or None), its worker's own."""
+    index = slot.index if slot is not None else 0
+    uds = extproc_uds(settings.extproc_uds, index) if settings.extproc_uds else None
+    return settings.extproc_host, extproc_port(settings.extproc_port, index), uds
+
+
+async def serve(settings: Settings, *, http: bool = True, extproc: bool = True,
+                slot: WorkerSlot | None = None) -> None:
     """Run until SIGINT/SIGTERM, then drain (see :func:`shutdown`) and close the store last, so in-flight
-    writes land."""
+    writes land. ``slot``: which worker this is (``serve --workers``), whose HTTP port is shared with the others
+    and whose ext_proc address is its own."""
     runtime = await open_runtime(settings)
     stoppers: list[Callable[[], Awaitable[None]]] = []
     try:
@@ -135,7 +167,8 @@ async def serve(settings: Settings, *, http: bool = True, extproc: bool = True) 
             from .adapters.http.server import start_http_server
 
             try:
-                stoppers.append(await start_http_server(runtime, settings.http_host, settings.http_port))
+                stoppers.append(await start_http_server(runtime, settings.http_host, settings.http_port,
+                                                        reuse_port=slot is not None))
             except OSError as exc:
                 reason = os.strerror(exc.errno) if exc.errno else str(exc)
                 raise StartupError(f"the HTTP door cannot listen on {settings.http_host}:{settings.http_port}: "
@@ -143,13 +176,17 @@ async def serve(settings: Settings, *, http: bool = True, extproc: bool = True) 
         if extproc:
             from .adapters.extproc.server import start_extproc_server
 
+            host, port, uds = extproc_listen(settings, slot)
             try:
-                stoppers.append(await start_extproc_server(runtime, settings.extproc_host, settings.extproc_port))
+                stoppers.append(await start_extproc_server(runtime, host, port, uds=uds))
             except OSError as exc:
-                raise StartupError(f"{exc} (--extproc-port / RESPONSES_BRIDGE_EXTPROC_PORT)") from exc
+                flag = ("--extproc-uds / RESPONSES_BRIDGE_EXTPROC_UDS" if uds
+                        else "--extproc-port / RESPONSES_BRIDGE_EXTPROC_PORT")
+                raise StartupError(f"{exc} ({flag})") from exc
+        host, port, uds = extproc_listen(settings, slot)
         log.info("serving", upstream=settings.upstream, profile=settings.profile, db=_where(settings),
                  http=f"{settings.http_host}:{settings.http_port}" if http else None,
-                 extproc=f"{settings.extproc_host}:{settings.extproc_port}" if extproc else None)
+                 extproc=(f"unix:{uds}" if uds else f"{host}:{port}") if extproc else None)
         warn_if_open(settings, http=http, extproc=extproc)
         probe = asyncio.create_task(_probe_upstreams(settings))  # in the background: start is not delayed
         await _wait_for_signal()

@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from responses_bridge.adapters.upstream_client import AiohttpUpstreamClient
 from responses_bridge.allocator import MemoryTrimmer
 from responses_bridge.config import Settings
+from responses_bridge.periodic import Periodic
 from responses_bridge.run.server_tools import ServerTools, ServerToolServices
 from responses_bridge.runtime import Runtime
 from responses_bridge.sealing import Sealer
@@ -63,7 +64,11 @@ def runtime_over(store: SQLiteResponseStore, settings: Settings, *,
         files=files, embedder=embedder, chunks=chunks, vector_stores=vector_stores, containers=containers,
         background=BackgroundService(store, SQLiteEventLog(store), upstream),
         retention=RetentionService(store, SQLiteConversationStore(store), settings.tenant_policy, any_retention=False),
-        trimmer=MemoryTrimmer())
+        trimmer=MemoryTrimmer(), gauges=Periodic(0, _nothing, name="metrics-gauges", failure="metrics_refresh_failed"))
+
+
+async def _nothing() -> None:
+    return None
 
 
 @asynccontextmanager

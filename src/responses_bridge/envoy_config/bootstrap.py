@@ -20,16 +20,19 @@ def render_bootstrap(*, listen_port: int, extproc_port: int, http_port: int, ups
                      admin_port: int = 9901, listen_address: str = "127.0.0.1",
                      extproc_address: str = "127.0.0.1", sidecar_address: str = "127.0.0.1",
                      ca_file: str | None = None, upstreams: Sequence[UpstreamSpec] = (),
-                     internal_port: int | None = None, auth: Auth | None = None) -> str:
+                     internal_port: int | None = None, auth: Auth | None = None, extproc_uds: str | None = None,
+                     workers: int = 1) -> str:
     """A complete Envoy v3 bootstrap, as YAML. ``ca_file`` (https upstreams only) defaults to the system CA
     bundle. ``upstreams``: several upstreams routed per model (one cluster each); empty: ``upstream`` alone.
     ``internal_port``: the internal listener's (several upstreams only), by default ``listen_port + 1``.
-    ``auth``: the sidecar's ``RESPONSES_BRIDGE_AUTH`` (and a jwt_authn example), default none."""
+    ``auth``: the sidecar's ``RESPONSES_BRIDGE_AUTH`` (and a jwt_authn example), default none. ``extproc_uds``:
+    the processor's Unix socket (``serve --extproc-uds``) instead of ``extproc_address``:``extproc_port``;
+    ``workers``: the sidecar's ``serve --workers`` (one processor endpoint each)."""
     return to_yaml(bootstrap_dict(
         listen_port=listen_port, extproc_port=extproc_port, http_port=http_port, upstream=upstream,
         admin_port=admin_port, listen_address=listen_address, extproc_address=extproc_address,
         sidecar_address=sidecar_address, ca_file=ca_file, upstreams=upstreams, internal_port=internal_port,
-        auth=auth,
+        auth=auth, extproc_uds=extproc_uds, workers=workers,
     ), header=_header(", ".join(f"{spec.name}={spec.url}" for spec in upstreams) or upstream,
                       internal_listener_port(listen_port, internal_port) if upstreams else None))
 
@@ -55,7 +58,7 @@ def bootstrap_dict(*, listen_port: int, extproc_port: int, http_port: int, upstr
                    listen_address: str = "127.0.0.1", extproc_address: str = "127.0.0.1",
                    sidecar_address: str = "127.0.0.1", ca_file: str | None = None,
                    upstreams: Sequence[UpstreamSpec] = (), internal_port: int | None = None,
-                   auth: Auth | None = None) -> dict[str, Any]:
+                   auth: Auth | None = None, extproc_uds: str | None = None, workers: int = 1) -> dict[str, Any]:
     up = UpstreamURL(upstreams[0].url if upstreams else upstream)
     auth = auth or Auth()
     if upstreams:
@@ -82,7 +85,7 @@ def bootstrap_dict(*, listen_port: int, extproc_port: int, http_port: int, upstr
             ],
             "clusters": [
                 *upstream_clusters,
-                _extproc_cluster(extproc_address, extproc_port),
+                _extproc_cluster(extproc_address, extproc_port, uds=extproc_uds, workers=workers),
                 _http_cluster(sidecar_address, http_port),
                 _files_cluster(sidecar_address, http_port),
             ],

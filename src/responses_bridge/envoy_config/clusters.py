@@ -74,8 +74,19 @@ def _system_ca_bundle() -> str:
     return CA_BUNDLES[0]
 
 
-def _extproc_cluster(address: str, port: int) -> dict[str, Any]:
-    cluster = _cluster_base(EXTPROC_CLUSTER, address, port, dns=not _is_ip(address))
+def _extproc_cluster(address: str, port: int, *, uds: str | None = None, workers: int = 1) -> dict[str, Any]:
+    """The processor: one endpoint per worker of ``serve --workers`` (ports from ``port`` up, or the Unix sockets
+    ``uds``, ``uds.1``, …), so Envoy opens a connection to each and spreads the requests' gRPC streams over them
+    (least requests): a single endpoint would carry every stream on one HTTP/2 connection to one worker."""
+    cluster = _cluster_base(EXTPROC_CLUSTER, address, port, dns=not _is_ip(address) and uds is None)
+    if uds is not None:
+        endpoints = [{"pipe": {"path": uds if index == 0 else f"{uds}.{index}"}} for index in range(workers)]
+    else:
+        endpoints = [_socket(address, port + index) for index in range(workers)]
+    cluster["load_assignment"]["endpoints"] = [{"lb_endpoints": [{"endpoint": {"address": endpoint}}
+                                                                 for endpoint in endpoints]}]
+    if workers > 1:
+        cluster["lb_policy"] = "LEAST_REQUEST"
     cluster["typed_extension_protocol_options"] = _http_protocol_options(http2=True)
     cluster["health_checks"] = [_health_check({"grpc_health_check": {"service_name": EXTPROC_SERVICE}})]
     return cluster

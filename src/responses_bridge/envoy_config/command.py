@@ -32,6 +32,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--admin-port", type=int, default=9901, help="Envoy admin port, on loopback")
     parser.add_argument("--listen-address", default="127.0.0.1", help="0.0.0.0 to accept outside connections")
     parser.add_argument("--extproc-address", default="127.0.0.1", help="where the bridge's ext_proc door is")
+    parser.add_argument("--extproc-uds", metavar="PATH", default=None,
+                        help="the bridge's ext_proc door on this Unix socket (its --extproc-uds; default: the "
+                             "configuration's `extproc_uds`, else TCP)")
+    parser.add_argument("--workers", default=None,
+                        help="the bridge's serve --workers, N or auto (one ext_proc endpoint per worker; default: "
+                             "the configuration's `workers`, else 1)")
     parser.add_argument("--sidecar-address", default="127.0.0.1", help="where the bridge's HTTP door is")
     parser.add_argument("--ca-file", default=None, help="CA bundle for an https upstream (default: the system's)")
     parser.add_argument("--internal-port", type=int, default=None,
@@ -72,6 +78,7 @@ def _auth(args: argparse.Namespace, configured_mode: str, configured_header: str
 
 def _run(args: argparse.Namespace) -> int:
     from ..config import SettingsError, load_settings
+    from ..workers import worker_count
 
     try:  # the settings `serve` starts with (flags > environment > file > defaults): the same upstreams and ports
         settings = load_settings(config=args.config)
@@ -87,7 +94,9 @@ def _run(args: argparse.Namespace) -> int:
             upstream=settings.upstream if args.upstream is None else args.upstream, admin_port=args.admin_port,
             listen_address=args.listen_address, extproc_address=args.extproc_address,
             sidecar_address=args.sidecar_address, ca_file=args.ca_file, upstreams=settings.upstreams,
-            internal_port=args.internal_port, auth=auth)
+            internal_port=args.internal_port, auth=auth,
+            extproc_uds=args.extproc_uds if args.extproc_uds is not None else settings.extproc_uds,
+            workers=worker_count(args.workers) if args.workers is not None else settings.worker_count())
     except ValueError as exc:
         print(f"envoy-config: {exc}", file=sys.stderr)
         return 2

@@ -24,7 +24,8 @@ REQUEST_ID_HEADER = "x-request-id"
 MAX_REQUEST_ID_LENGTH = 128
 
 
-def configure_logging(level: str = "info", fmt: str = "json") -> None:
+def configure_logging(level: str = "info", fmt: str = "json", *, worker: int | None = None) -> None:
+    """``worker``: this process's index under ``serve --workers``, written into every line as ``worker``."""
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         numeric = logging.INFO
@@ -34,6 +35,8 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso"),
     ]
+    if worker is not None:
+        shared.append(_WorkerField(worker))
     # the standard library's records (aiohttp, grpc, asyncio) get the same fields and the same renderer
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
@@ -49,6 +52,17 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
+
+
+class _WorkerField:
+    """A structlog processor: the worker's index on every line."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __call__(self, logger: object, method: str, event: structlog.types.EventDict) -> structlog.types.EventDict:
+        event["worker"] = self.index
+        return event
 
 
 def clean_request_id(value: str | None) -> str | None:

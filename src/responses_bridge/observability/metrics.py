@@ -13,8 +13,9 @@ Labels are bounded: ``door`` is ``http`` or ``extproc``; ``route`` is the route'
 
 from __future__ import annotations
 
+import os
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -31,7 +32,12 @@ FIRST_EVENT_SECONDS = Histogram(
     "responses_bridge_time_to_first_event_seconds",
     "Time from a streamed request's arrival to the first event after the stream's opening ones (the model's first "
     "output)", ["door"], buckets=_LATENCY_BUCKETS)
-ACTIVE_STREAMS = Gauge("responses_bridge_active_streams", "Client event streams open now, by door", ["door"])
+MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+"""``serve --workers``: every worker writes its values into the supervisor's directory, and ``/metrics`` (answered
+by whichever worker the scrape reaches) adds them up; gauges say how (``livesum``: the live workers' sum)."""
+
+ACTIVE_STREAMS = Gauge("responses_bridge_active_streams", "Client event streams open now, by door", ["door"],
+                       multiprocess_mode="livesum")
 UPSTREAM_SECONDS = Histogram("responses_bridge_upstream_latency_seconds",
                              "Time from sending an upstream call to its response headers, by upstream",
                              ["upstream"], buckets=_LATENCY_BUCKETS)
@@ -41,14 +47,15 @@ UPSTREAM_ERRORS = Counter("responses_bridge_upstream_errors_total",
 TOKENS = Counter("responses_bridge_tokens_total", "Tokens of completed responses, by model and direction",
                  ["model", "direction"])
 EXTPROC_STREAMS = Counter("responses_bridge_extproc_streams_total", "ext_proc gRPC streams Envoy opened")
-EXTPROC_ACTIVE = Gauge("responses_bridge_extproc_streams_active", "ext_proc gRPC streams open now")
+EXTPROC_ACTIVE = Gauge("responses_bridge_extproc_streams_active", "ext_proc gRPC streams open now",
+                       multiprocess_mode="livesum")
 EXTPROC_MESSAGE_SECONDS = Histogram("responses_bridge_extproc_message_seconds",
                                     "Time to handle one ext_proc message and write its replies, by phase",
                                     ["phase"], buckets=_MESSAGE_BUCKETS)
 TOOL_CALLS = Counter("responses_bridge_tool_calls_total", "Server-side tool calls run, by tool and outcome",
                      ["tool", "outcome"])
 BACKGROUND_ACTIVE = Gauge("responses_bridge_background_queue_depth",
-                          "Background responses queued or running in this process")
+                          "Background responses queued or running in this process", multiprocess_mode="livesum")
 
 PHASES = ("request_headers", "request_body", "request_trailers", "response_headers", "response_body",
           "response_trailers")
@@ -114,7 +121,36 @@ def watch_background(service: _Background) -> None:
     _BACKGROUND.add(service)
 
 
-BACKGROUND_ACTIVE.set_function(lambda: float(sum(service.queue_depth() for service in list(_BACKGROUND))))
+_PULLED: list[tuple[Gauge, Callable[[], float]]] = []
+
+
+def pulled(gauge: Gauge, read: Callable[[], float]) -> None:
+    """``gauge`` shows ``read()``: read when ``/metrics`` is scraped in one process; with several workers (whose
+    values only the files carry) written by :func:`refresh_pulled` every second instead."""
+    _PULLED.append((gauge, read))
+    if not MULTIPROCESS:
+        gauge.set_function(read)
+
+
+def refresh_pulled() -> None:
+    for gauge, read in _PULLED:
+        gauge.set(read())
+
+
+def scrape() -> bytes:
+    """The Prometheus text of this process, or of every worker (``MULTIPROCESS``)."""
+    from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+
+    if not MULTIPROCESS:
+        return generate_latest(REGISTRY)
+    from prometheus_client import multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return generate_latest(registry)
+
+
+pulled(BACKGROUND_ACTIVE, lambda: float(sum(service.queue_depth() for service in list(_BACKGROUND))))
 
 # Per-tenant limits (services/limits.py): refusals, by limit (``concurrency``: 429, ``request_bytes``: 413). No
 # tenant label: tenant names are unbounded and not the metrics' business.
@@ -128,7 +164,8 @@ SANDBOX_RUNS = Counter("responses_bridge_sandbox_runs_total",
 SANDBOX_SECONDS = Histogram("responses_bridge_sandbox_duration_seconds",
                             "Time of one sandbox run, from its start to its last process's end",
                             buckets=_LATENCY_BUCKETS)
-SANDBOX_LIVE = Gauge("responses_bridge_sandboxes_live", "Code interpreter sandboxes running now")
+SANDBOX_LIVE = Gauge("responses_bridge_sandboxes_live", "Code interpreter sandboxes running now",
+                     multiprocess_mode="livesum")
 
 
 def sandbox_run(outcome: str, seconds: float | None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 import grpc
@@ -48,10 +49,11 @@ class ExtProcDoor:
         await self.server.stop(grace)
 
 
-async def start_extproc_server(runtime: Runtime, host: str, port: int, *,
+async def start_extproc_server(runtime: Runtime, host: str, port: int, *, uds: str | None = None,
                                upstream_path_prefix_override: str | None = None) -> ExtProcDoor:
     """Starts the server and returns the door, whose call drains and stops it (see :class:`ExtProcDoor`).
-    ``port`` 0 picks a free port; the bound port is ``door.bound_port``. The rewritten request's path is
+    ``port`` 0 picks a free port; the bound port is ``door.bound_port``. ``uds``: listen on this Unix domain
+    socket path instead of ``host``:``port``. The rewritten request's path is
     ``<upstream base path>/chat/completions``, the base path taken from ``runtime.settings.upstream`` unless
     overridden."""
     limit = max(MIN_MESSAGE_BYTES, 2 * runtime.settings.max_request_bytes + 1024 * 1024)
@@ -70,7 +72,11 @@ async def start_extproc_server(runtime: Runtime, host: str, port: int, *,
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for service in ("", EXTPROC_SERVICE):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if uds is not None:
+        await asyncio.to_thread(_check_socket_free, uds)
+        address = f"unix:{uds}"
+    else:
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         bound = server.add_insecure_port(address)
     except RuntimeError as exc:  # grpc's way of saying the port is taken
@@ -84,6 +90,29 @@ async def start_extproc_server(runtime: Runtime, host: str, port: int, *,
 
 
 READINESS_INTERVAL_SECONDS = 1.0
+
+
+def _check_socket_free(path: str) -> None:
+    """gRPC replaces a socket file it finds at ``path``: a second sidecar on the same path would take the first
+    one's place silently. A path a live server answers on is an error; a stale socket file is left for gRPC to
+    replace; anything else in the way (a directory, a regular file) is an error too."""
+    import socket
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise OSError(f"the ext_proc socket path {path} exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        return  # nobody listens: a leftover of a process that is gone
+    finally:
+        probe.close()
+    raise OSError(f"the ext_proc server could not listen on unix:{path} (another process listens there)")
 
 
 async def _report_readiness(runtime: Runtime, health_servicer: Any) -> None:

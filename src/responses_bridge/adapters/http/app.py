@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 from aiohttp import web
 
@@ -62,10 +64,13 @@ def create_app(runtime: Runtime) -> web.Application:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """Prometheus text format: the process's counters (e.g. server-side tools dropped, engine/tools.py)."""
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+    """Prometheus text format: the process's counters (e.g. server-side tools dropped, engine/tools.py), or, under
+    ``serve --workers``, every worker's added up."""
+    from prometheus_client import CONTENT_TYPE_LATEST
 
-    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    from ...observability.metrics import scrape
+
+    return web.Response(body=await asyncio.to_thread(scrape), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def health(request: web.Request) -> web.Response:
