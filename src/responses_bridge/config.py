@@ -53,6 +53,11 @@ class Settings(BaseSettings):
         "a Unix domain socket path for the ext_proc door instead of `extproc_host`:`extproc_port` (one copy less "
         "than TCP loopback; `envoy-config --extproc-uds` renders Envoy's pipe address). With several workers, "
         "worker i > 0 listens on PATH.i"))
+    stream_via_sidecar: bool = Field(default=False, description=(
+        "the ext_proc door sends streamed requests to the sidecar's HTTP door, whose model call goes through "
+        "Envoy's cluster (`upstream_via`): the first event reaches the client at once instead of after the model's "
+        "response headers (Envoy writes nothing before them), for one more hop per request; per upstream: "
+        "`upstreams[].stream_via_sidecar`"))
     workers: str = Field(default="1", description=(
         "processes serving both doors: a number, or `auto` (one per usable core: the CPU affinity and the "
         "cgroup's CPU quota). The HTTP port is shared; worker i's ext_proc door is `extproc_port` + i (or "

@@ -180,6 +180,15 @@ class Runtime:
         hands to the HTTP door."""
         return self.server_tools.services.served
 
+    def streams_via_sidecar(self, request: dict[str, Any]) -> bool:
+        """A streamed (not background) request whose upstream wants its streams run by the HTTP door
+        (``stream_via_sidecar``): Envoy cannot write the first event before the upstream's response headers,
+        which a slow model sends only with its first token; the HTTP door sends ``response.created`` at once."""
+        if request.get("stream") is not True or request.get("background") is True:
+            return False
+        chosen = self.route(request.get("model")).upstream.stream_via_sidecar
+        return self.settings.stream_via_sidecar if chosen is None else chosen
+
     def upstream_authorization(self, client_authorization: str | None) -> str | None:
         """The configured key wins; without one, the client's own credentials go upstream (a gateway in front
         of a multi-tenant provider must not swap every caller's key for its own). With ``auth: keys`` the

@@ -50,6 +50,10 @@ class UpstreamSpec(BaseModel):
     # Profile switches set one by one for this upstream (engine/profiles.py), over its profile's table.
     switches: dict[str, Any] = Field(default={}, description="profile switches over the profile, e.g. "
                                      "`{tool_result_role: user}`")
+    stream_via_sidecar: bool | None = Field(default=None, description=(
+        "through Envoy, send this upstream's streamed requests to the sidecar's HTTP door (its model call still "
+        "goes through Envoy's cluster with `upstream_via`), so the client gets `response.created` before the "
+        "model's first byte; unset: the deployment's `stream_via_sidecar`"))
 
     @field_validator("name")
     @classmethod

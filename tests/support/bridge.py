@@ -38,7 +38,7 @@ def keys_command(db: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def start_sidecar(tmp_dir: str, upstream_url: str, *extra: str, env: dict[str, str] | None = None,
-                  extproc: bool = True) -> tuple[ManagedProcess, int, int]:
+                  extproc: bool = True, log_file: Path | None = None) -> tuple[ManagedProcess, int, int]:
     http_port, extproc_port = free_port(), free_port()
     argv = [PYTHON, "-m", "responses_bridge", "serve", "--upstream", upstream_url, "--http-port", str(http_port),
             "--extproc-port", str(extproc_port), "--db", os.path.join(tmp_dir, f"bridge-{http_port}.db"), *extra]
@@ -46,16 +46,17 @@ def start_sidecar(tmp_dir: str, upstream_url: str, *extra: str, env: dict[str, s
         argv.append("--no-extproc")
     db_path = argv[len(argv) - 1 - argv[::-1].index("--db") + 1]  # the last --db given wins, as in the CLI
     env = {**sidecar_env(db_path), **(env or {})}  # PostgreSQL when the run asks for it (tests/support/postgres.py)
-    process = ManagedProcess(argv, f"sidecar:{http_port}", quiet=False, env=env or None)
+    process = ManagedProcess(argv, f"sidecar:{http_port}", quiet=False, env=env or None, log_file=log_file)
     process.start()
     return process, http_port, extproc_port
 
 
 @asynccontextmanager
 async def running_sidecar(tmp_dir: str, upstream_url: str, *extra: str, env: dict[str, str] | None = None,
-                          extproc: bool = True) -> AsyncIterator[Sidecar]:
-    """A started sidecar, ready (its HTTP door answers), stopped on exit."""
-    process, http_port, extproc_port = start_sidecar(tmp_dir, upstream_url, *extra, env=env, extproc=extproc)
+                          extproc: bool = True, log_file: Path | None = None) -> AsyncIterator[Sidecar]:
+    """A started sidecar, ready (its HTTP door answers), stopped on exit; ``log_file``: where its log goes."""
+    process, http_port, extproc_port = start_sidecar(tmp_dir, upstream_url, *extra, env=env, extproc=extproc,
+                                                     log_file=log_file)
     try:
         await wait_http(f"http://127.0.0.1:{http_port}/health", process=process)
         yield Sidecar(upstream_url, f"http://127.0.0.1:{http_port}", extproc_port, process)

@@ -78,16 +78,21 @@ class ManagedProcess:
     """A child process in its own process group, so stopping it also stops anything it started."""
 
     def __init__(self, argv: Sequence[str], name: str, *, quiet: bool = True,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, log_file: str | os.PathLike[str] | None = None) -> None:
         self.argv = list(argv)
         self.name = name
         self.quiet = quiet
+        self.log_file = log_file  # its stdout and stderr go there (appended), whatever ``quiet`` says
         self.env = env  # added to (and overriding) this process's environment
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        output = subprocess.DEVNULL if self.quiet else None
         env = {**os.environ, **self.env} if self.env else None
+        if self.log_file is not None:
+            with open(self.log_file, "ab") as log:
+                self.process = subprocess.Popen(self.argv, stdout=log, stderr=log, start_new_session=True, env=env)
+            return
+        output = subprocess.DEVNULL if self.quiet else None
         self.process = subprocess.Popen(self.argv, stdout=output, stderr=output, start_new_session=True, env=env)
 
     @property
