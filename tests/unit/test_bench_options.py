@@ -1,0 +1,59 @@
+"""How ``responses-bridge bench`` reads its options (the sidecar's extra arguments, its Unix socket), where it
+takes a stream's first event to begin, and how it adds up a sidecar of several processes."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import inspect
+
+import pytest
+
+from responses_bridge.devtools.checkout import bench
+from responses_bridge.devtools.checkout.bench_report import RssPeak
+from responses_bridge.envoy_config import render_bootstrap
+
+
+def _options(*sidecar_arg: str, extproc_uds: str | None = None) -> argparse.Namespace:
+    return argparse.Namespace(sidecar_arg=list(sidecar_arg), extproc_uds=extproc_uds)
+
+
+def test_sidecar_args_split_like_a_shell_line_and_name_the_socket_once() -> None:
+    assert bench.sidecar_args(_options("--workers 2", "--log-level=error")) == ["--workers", "2", "--log-level=error"]
+    assert bench.sidecar_args(_options(extproc_uds="/run/x.sock")) == ["--extproc-uds", "/run/x.sock"]
+    given = _options("--extproc-uds=/run/x.sock", extproc_uds="/run/x.sock")
+    assert bench.sidecar_args(given) == ["--extproc-uds=/run/x.sock"]
+    assert bench.extproc_uds(["--workers", "2", "--extproc-uds", "/a"]) == "/a"
+    assert bench.extproc_uds(["--workers", "2"]) is None
+    with pytest.raises(SystemExit, match="two sockets"):
+        bench.sidecar_args(_options("--extproc-uds /a", extproc_uds="/b"))
+
+
+def test_a_unix_socket_reaches_the_bootstrap_or_the_bench_refuses_in_one_line() -> None:
+    assert bench.bootstrap_renderer(None) is render_bootstrap
+    if "extproc_uds" in inspect.signature(render_bootstrap).parameters:  # the door on a socket has come
+        renderer = bench.bootstrap_renderer("/run/x.sock")
+        assert isinstance(renderer, functools.partial) and renderer.keywords == {"extproc_uds": "/run/x.sock"}
+        return
+    with pytest.raises(SystemExit) as refused:
+        bench.bootstrap_renderer("/run/x.sock")
+    message = str(refused.value.code)
+    assert "extproc_uds" in message and "\n" not in message
+
+
+@pytest.mark.parametrize(("head", "started"), [
+    (b"", False), (b"\n", False), (b": keepalive", False), (b": keepalive\n\n", False),
+    (b": keepalive\n\ne", True), (b"event: response.created\n", True), (b"d", True), (b"\r\ndata: {}", True)])
+def test_the_first_event_is_the_first_byte_that_is_not_a_comment(head: bytes, started: bool) -> None:
+    assert bench.event_started(head) is started
+
+
+def test_the_sidecar_rss_sums_its_processes_and_keeps_each_one() -> None:
+    class Sidecar:  # a sidecar that started a worker after its idle reading
+        def tree_rss_mb(self) -> dict[int, float]:
+            return {100: 12.0, 101: 5.0}
+
+    rss = RssPeak({100: 10.0})
+    rss.probe(Sidecar())  # type: ignore[arg-type]
+    assert rss.summary() == {"idle": 10.0, "under_load": 17.0, "processes": 2, "per_process": {
+        "100": {"idle": 10.0, "under_load": 12.0}, "101": {"idle": 0.0, "under_load": 5.0}}}
