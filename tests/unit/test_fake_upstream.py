@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import math
+import re
 import struct
 import time
 from collections.abc import AsyncIterator
@@ -178,6 +179,49 @@ async def test_app_level_chunk_count_and_delay(session):
         assert len(deltas(chunks, "content")) == 3
     finally:
         await runner.cleanup()
+
+
+def test_header_delay_directive_is_parsed_apart_from_delay():
+    d, cleaned = fake_upstream.parse_directives("hi [header_delay=250] there [delay=5]")
+    assert (d.header_delay_ms, d.delay_ms, cleaned) == (250, 5, "hi there")
+    assert fake_upstream.parse_directives("hi")[0].header_delay_ms is None
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_header_delay_holds_the_headers_not_only_the_chunks(session, base_url, stream):
+    """The wait is before the status line: a client's time to first byte, not a pause between chunks."""
+    body = {"model": "m", "messages": user("a b [header_delay=150]"), "stream": stream}
+    plain = {**body, "messages": user("a b [header_delay=0]")}  # the same words: the same usage
+    started = time.monotonic()
+    async with session.post(f"{base_url}/v1/chat/completions", json=body) as resp:
+        headers_after = time.monotonic() - started  # session.post returns once the headers are in
+        assert resp.status == 200
+        delayed = await resp.read()
+    assert headers_after >= 0.15
+    async with session.post(f"{base_url}/v1/chat/completions", json=plain) as resp:
+        undelayed = await resp.read()
+    ids = rb'"id":"chatcmpl-\d+"|"created":\d+'  # the answer is the one it would be without the wait
+    assert re.sub(ids, b"", delayed) == re.sub(ids, b"", undelayed)
+
+
+async def test_app_level_header_delay_and_errors_without_it(session):
+    runner, port = await fake_upstream.start(header_delay=0.1)
+    try:
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        started = time.monotonic()
+        chunks = await post_stream(session, f"http://127.0.0.1:{port}", {"model": "m", "messages": user("hi")})
+        assert time.monotonic() - started >= 0.1 and deltas(chunks, "content") == ["Echo: ", "hi"]
+        # a refused request is answered before any "prefill": a minute's wait would end in this client's timeout
+        body = {"model": "m", "messages": user("x [error=429] [header_delay=60000]"), "stream": True}
+        async with session.post(url, json=body, timeout=aiohttp.ClientTimeout(total=20)) as resp:
+            assert resp.status == 429
+        status, error = await post_json(session, f"http://127.0.0.1:{port}",
+                                        {"model": "m", "messages": user("[header_delay=x]")})
+        assert status == 400 and "header_delay" in error["error"]["message"]
+    finally:
+        await runner.cleanup()
+    with pytest.raises(ValueError, match="header_delay"):
+        fake_upstream.create_app(header_delay=-1)
 
 
 async def test_usage_chunk(session, base_url):

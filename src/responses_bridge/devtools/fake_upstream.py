@@ -61,7 +61,11 @@ text that gets echoed. Unknown bracketed text is left alone.
    filler words ``w1 w2 ...`` are appended to the answer (in JSON answers too) until it has N words,
    and an answer longer than N words is grouped into N chunks. ``create_app(chunk_count=N)`` does the
    same when no directive is given. ``[delay=MS]`` sleeps MS milliseconds between chunks
-   (``create_app(chunk_delay=seconds)`` otherwise).
+   (``create_app(chunk_delay=seconds)`` otherwise). ``[header_delay=MS]`` is a model's time to first token: a
+   request that will be answered (it passed validation and asks for no ``[error]``) waits MS milliseconds
+   before the response headers go out, JSON or stream; a stream's first chunk follows its headers at once
+   (``create_app(header_delay=seconds)``, ``--header-delay`` otherwise). Unlike ``[stall]``, a request refused
+   with an error is answered without the wait, as a server refuses it before any prefill.
 3. ``[think]``: reasoning ``"Thinking about: <text>"`` comes first, streamed per word as
    ``delta.reasoning_content``; non-streamed as ``message.reasoning_content``.
    ``[think_field=reasoning]`` (which implies ``[think]``) uses the field name ``reasoning`` instead, as
@@ -181,8 +185,8 @@ _RESPONSES_ONLY_FIELDS = (
     "include",
 )
 _FLAG_DIRECTIVES = ("think", "refuse", "length", "filter", "garbage")
-_VALUE_DIRECTIVES = ("think_field", "stall_after", "chunks", "delay", "error", "stall", "cut", "args", "args64",
-                     "context", "huge", "then")
+_VALUE_DIRECTIVES = ("think_field", "stall_after", "chunks", "header_delay", "delay", "error", "stall", "cut",
+                     "args", "args64", "context", "huge", "then")
 _DIRECTIVE_RE = re.compile(
     r"\s*\[(" + "|".join(_VALUE_DIRECTIVES + _FLAG_DIRECTIVES) + r")(?:=([^\]]*))?\]"
 )
@@ -274,6 +278,7 @@ class _State:
     chunk_count: int | None
     chunk_delay: float
     tool_topics: bool = False
+    header_delay: float = 0.0  # seconds before the headers of every answer (a model's time to first token)
     embedding_delay: float = 0.0  # seconds each /v1/embeddings answer waits (a slow embedding model)
     quirks: frozenset[str] = frozenset()  # fake_quirks.py: a real backend's departures from OpenAI, put on
     ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
@@ -342,6 +347,7 @@ class Directives:
 
     chunks: int | None = None
     delay_ms: float | None = None
+    header_delay_ms: float | None = None
     think: bool = False
     think_field: str = "reasoning_content"
     refuse: bool = False
@@ -380,6 +386,8 @@ def _apply_directive(d: Directives, name: str, value: str | None, raw: str) -> N
         d.chunks = _non_negative_int(raw, value, minimum=1)
     elif name == "delay":
         d.delay_ms = _non_negative_int(raw, value)
+    elif name == "header_delay":
+        d.header_delay_ms = _non_negative_int(raw, value)
     elif name == "stall":
         d.stall_ms = _non_negative_int(raw, value)
     elif name == "cut":
@@ -1122,6 +1130,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     answer = build_answer(body, functions, d, cleaned, state.chunk_count, tool_topics=state.tool_topics)
     meta = {"id": f"chatcmpl-{next(state.ids)}", "object": "chat.completion", "created": int(time.time()),
             "model": body["model"], "system_fingerprint": "fp_fake", "service_tier": "default"}
+    header_delay = d.header_delay_ms / 1000 if d.header_delay_ms is not None else state.header_delay
+    if header_delay:  # the answer is known good: the "prefill" before its headers
+        await asyncio.sleep(header_delay)
     if body.get("stream") is True:
         delay = d.delay_ms / 1000 if d.delay_ms is not None else state.chunk_delay
         return await _stream(request, answer, meta, body, d, delay)
@@ -1254,8 +1265,9 @@ async def _openai_errors(request: web.Request,
 
 def create_app(*, chunk_count: int | None = None, chunk_delay: float = 0.0,
                tool_topics: bool = False, quirks: str | frozenset[str] | None = None,
-               native: bool = False, embedding_delay: float = 0.0) -> web.Application:
-    """Builds the fake; ``chunk_count``/``chunk_delay`` are defaults the conversation can override;
+               native: bool = False, embedding_delay: float = 0.0, header_delay: float = 0.0) -> web.Application:
+    """Builds the fake; ``chunk_count``/``chunk_delay``/``header_delay`` (seconds before an answer's headers) are
+    defaults the conversation can override;
     ``tool_topics`` also calls an offered tool whose name the user's text mentions (see :func:`_topic_tools`);
     ``quirks`` (e.g. ``"llamacpp"``) puts on a real backend's departures from OpenAI (fake_quirks.py);
     ``native`` also serves ``/v1/responses`` as a stateless backend does (fake_responses.py);
@@ -1263,8 +1275,10 @@ def create_app(*, chunk_count: int | None = None, chunk_delay: float = 0.0,
     if chunk_count is not None and chunk_count < 1:
         raise ValueError("chunk_count must be >= 1")
     app = web.Application(middlewares=[_openai_errors], client_max_size=64 * 1024 * 1024)
+    if header_delay < 0:
+        raise ValueError("header_delay must be >= 0")
     app[_STATE] = _State(chunk_count=chunk_count, chunk_delay=chunk_delay, tool_topics=tool_topics,
-                         quirks=fake_quirks.parse(quirks), embedding_delay=embedding_delay)
+                         quirks=fake_quirks.parse(quirks), embedding_delay=embedding_delay, header_delay=header_delay)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model}", get_model)
@@ -1310,9 +1324,11 @@ def main(argv: list[str] | None = None) -> None:
                         "comma-separated quirk names (see fake_quirks.py)")
     parser.add_argument("--embedding-delay", type=float, default=0.0,
                         help="seconds before each /v1/embeddings answer (a slow embedding model)")
+    parser.add_argument("--header-delay", type=float, default=0.0,
+                        help="seconds before the headers of each chat answer (a model's time to first token)")
     args = parser.parse_args(argv)
     run(args.host, args.port, chunk_count=args.chunk_count, chunk_delay=args.chunk_delay, quirks=args.quirks,
-        embedding_delay=args.embedding_delay)
+        embedding_delay=args.embedding_delay, header_delay=args.header_delay)
 
 
 if __name__ == "__main__":

@@ -127,6 +127,45 @@ class ManagedProcess:
             pass
         return 0.0
 
+    def tree_rss_mb(self) -> dict[int, float]:
+        """Resident set size in MB of this process and of every process under it (a server's workers), by pid;
+        :meth:`rss_mb` counts the first process only. Linux (/proc); empty once the process has exited."""
+        if not self.alive():
+            return {}
+        return {pid: process_rss_mb(pid) for pid in (self.pid, *descendants(self.pid))}
+
+
+def process_rss_mb(pid: int) -> float:
+    """VmRSS of one process in MB, 0.0 if it is gone (or not Linux)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes under ``pid`` (children, their children, ...), from each /proc/PID/stat's parent pid."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+        except (OSError, IndexError):
+            continue  # gone since the listing
+        children.setdefault(int(fields[1]), []).append(int(entry))
+    found, queue = [], list(children.get(pid, ()))
+    while queue:
+        child = queue.pop(0)
+        found.append(child)
+        queue.extend(children.get(child, ()))
+    return found
+
 
 async def wait_http(url: str, timeout: float = 30.0, process: ManagedProcess | None = None,
                     headers: dict[str, str] | None = None) -> None:

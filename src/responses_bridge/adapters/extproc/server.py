@@ -49,6 +49,19 @@ class ExtProcDoor:
         await self.server.stop(grace)
 
 
+def server_options(max_request_bytes: int) -> list[tuple[str, int]]:
+    """The gRPC server's options, for requests of up to ``max_request_bytes``. Also what the benchmark's no-op
+    processor runs with (devtools/checkout/floors.py), so that its floor is this server's."""
+    limit = max(MIN_MESSAGE_BYTES, 2 * max_request_bytes + 1024 * 1024)
+    return [
+        ("grpc.max_receive_message_length", limit),
+        ("grpc.max_send_message_length", limit),
+        ("grpc.so_reuseport", 0),  # a second server on a taken port must fail, not share it
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+
+
 async def start_extproc_server(runtime: Runtime, host: str, port: int, *, uds: str | None = None,
                                upstream_path_prefix_override: str | None = None) -> ExtProcDoor:
     """Starts the server and returns the door, whose call drains and stops it (see :class:`ExtProcDoor`).
@@ -56,14 +69,7 @@ async def start_extproc_server(runtime: Runtime, host: str, port: int, *, uds: s
     socket path instead of ``host``:``port``. The rewritten request's path is
     ``<upstream base path>/chat/completions``, the base path taken from ``runtime.settings.upstream`` unless
     overridden."""
-    limit = max(MIN_MESSAGE_BYTES, 2 * runtime.settings.max_request_bytes + 1024 * 1024)
-    server = grpc.aio.server(options=[
-        ("grpc.max_receive_message_length", limit),
-        ("grpc.max_send_message_length", limit),
-        ("grpc.so_reuseport", 0),  # a second server on a taken port must fail, not share it
-        ("grpc.http2.max_pings_without_data", 0),
-        ("grpc.keepalive_permit_without_calls", 1),
-    ])
+    server = grpc.aio.server(options=server_options(runtime.settings.max_request_bytes))
     prefix = (upstream_path_prefix_override if upstream_path_prefix_override is not None
               else upstream_path_prefix(runtime.settings.upstream))
     servicer = ExtProcServicer(runtime, prefix)

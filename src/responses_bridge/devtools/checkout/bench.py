@@ -1,23 +1,36 @@
 """``responses-bridge bench``: what the bridge adds over calling the upstream directly, measured in one run.
 
-Every server runs in its own process (the fake upstream, the sidecar, Envoy when asked), and the load generator
-in this one, so no measurement shares an event loop with what it measures. Requests to the compared targets are
-interleaved one by one, so a slow patch of the shared machine hits every target alike, and the figures that
-matter are the differences and ratios within one run, not the absolute numbers.
+Every server runs in its own process (the fake upstream, the sidecar, the floors, Envoy when asked), and the load
+generator in this one, so no measurement shares an event loop with what it measures. Requests to the compared
+targets are interleaved one by one, so a slow patch of the shared machine hits every target alike, and the
+figures that matter are the differences and ratios within one run, not the absolute numbers.
 
 Targets:
 - ``direct``: Chat Completions straight to the upstream;
+- ``http-floor``: the same Chat Completions through a bare aiohttp passthrough proxy (floors.py): the least any
+  Python HTTP hop costs;
 - ``http``: ``/v1/responses`` through the sidecar's HTTP door;
 - ``envoy-direct``: Chat Completions through Envoy to the upstream, no processor (with ``--envoy``);
+- ``envoy-floor``: Chat Completions through Envoy's ext_proc filter, in the bridge's processing mode and route,
+  with a processor that changes nothing (floors.py; with ``--envoy``): the least any ext_proc processor costs;
 - ``envoy``: ``/v1/responses`` through Envoy with the ext_proc processor (with ``--envoy``).
+
+So each door is reported against its floor (what the bridge itself adds) as well as against the upstream.
+Sections: sequential latency per target (JSON and streamed), time to the first SSE event of a stream whose
+upstream holds its headers (``--header-delay``, a model's time to first token), and requests/s at
+``--concurrency``. The report and its figures: bench_report.py.
+
+The sidecar runs as ``responses-bridge serve`` plus every ``--sidecar-arg`` (e.g. ``--sidecar-arg=--workers=2``);
+its RSS is summed over its processes when it has several.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
-import statistics
+import shlex
 import sys
 import tempfile
 import time
@@ -29,6 +42,9 @@ import aiohttp
 import orjson
 
 from ..procs import ManagedProcess, free_port, wait_http
+from .bench_report import RssPeak, print_report, summarise
+
+FLOORS = "responses_bridge.devtools.checkout.floors"
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -38,7 +54,17 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--throughput-requests", type=int, default=2000,
                         help="non-stream requests per target in the concurrency test")
+    parser.add_argument("--header-delay", type=int, default=50, metavar="MS",
+                        help="time to first event: the upstream holds each answer's headers this long (default 50)")
+    parser.add_argument("--first-event-requests", type=int, default=30, metavar="N",
+                        help="streamed requests per target in the time-to-first-event section; 0 skips it")
     parser.add_argument("--envoy", action="store_true", help="also measure through Envoy (ext_proc vs direct)")
+    parser.add_argument("--sidecar-arg", action="append", default=[], metavar="ARG",
+                        help="passed on to `responses-bridge serve` (repeatable; split like a shell line, and "
+                        "written with '=' when it starts with '-': --sidecar-arg=--workers=2)")
+    parser.add_argument("--extproc-uds", metavar="PATH",
+                        help="the ext_proc door on a Unix socket (with --envoy): serve gets --extproc-uds PATH, "
+                        "the Envoy bootstrap extproc_uds=PATH")
     parser.add_argument("--replay", metavar="FILE",
                         help="instead of the synthetic requests, replay this recorded /v1/responses body (and its "
                         "Chat Completions translation for the direct targets); latency only")
@@ -55,7 +81,11 @@ class Target:
 
 
 def run(args: argparse.Namespace) -> int:
-    results = asyncio.run(bench(args))
+    try:
+        results = asyncio.run(bench(args))
+    except (RuntimeError, TimeoutError) as exc:  # a server that did not start or answer: its own output is above
+        print(f"responses-bridge bench: {exc}", file=sys.stderr)
+        return 1
     if args.json:
         print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
     else:
@@ -63,51 +93,137 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def sidecar_args(args: argparse.Namespace) -> list[str]:
+    """The extra arguments of ``serve``: every ``--sidecar-arg`` split like a shell line, then ``--extproc-uds``."""
+    extra = [word for arg in args.sidecar_arg for word in shlex.split(arg)]
+    given = extproc_uds(extra)
+    if args.extproc_uds is not None:
+        if given is not None and given != args.extproc_uds:
+            raise SystemExit(f"responses-bridge bench: --extproc-uds {args.extproc_uds} and --sidecar-arg "
+                             f"--extproc-uds {given} name two sockets")
+        if given is None:
+            extra += ["--extproc-uds", args.extproc_uds]
+    return extra
+
+
+def _flag(extra: list[str], flag: str) -> str | None:
+    """The value of ``flag`` among the sidecar's arguments (``--flag V`` or ``--flag=V``), if given."""
+    for i, arg in enumerate(extra):
+        if arg == flag and i + 1 < len(extra):
+            return extra[i + 1]
+        if arg.startswith(flag + "="):
+            return arg.partition("=")[2]
+    return None
+
+
+def extproc_uds(extra: list[str]) -> str | None:
+    """The Unix socket the sidecar's ext_proc door listens on, if its arguments name one."""
+    return _flag(extra, "--extproc-uds")
+
+
+def bootstrap_renderer(extra: list[str]) -> Callable[..., str]:
+    """``render_bootstrap`` for the sidecar run with ``extra``: its ext_proc door's Unix socket, and one processor
+    endpoint per worker (``--workers``)."""
+    from ...envoy_config import render_bootstrap
+    from ...workers import worker_count
+
+    workers = _flag(extra, "--workers")
+    return functools.partial(render_bootstrap, extproc_uds=extproc_uds(extra),
+                             workers=worker_count(workers) if workers is not None else 1)
+
+
 async def bench(args: argparse.Namespace) -> dict:
+    extra = sidecar_args(args)
+    uds = extproc_uds(extra)
+    if uds is not None and not args.envoy:
+        raise SystemExit("responses-bridge bench: --extproc-uds is the ext_proc door's: measure it with --envoy")
+    render = bootstrap_renderer(extra) if args.envoy else None
     with tempfile.TemporaryDirectory(prefix="rb-bench-") as tmp:
-        upstream_port, http_port, extproc_port = free_port(), free_port(), free_port()
+        upstream_port, floor_port, http_port, extproc_port = free_port(), free_port(), free_port(), free_port()
+        upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
         upstream = ManagedProcess([sys.executable, "-m", "responses_bridge", "fake-upstream",
                                    "--port", str(upstream_port)], "fake-upstream")
-        sidecar = ManagedProcess([sys.executable, "-m", "responses_bridge", "serve",
-                                  "--upstream", f"http://127.0.0.1:{upstream_port}/v1",
+        http_floor = ManagedProcess([sys.executable, "-m", FLOORS, "http-proxy", "--port", str(floor_port),
+                                     "--upstream", upstream_url], "http-floor")
+        sidecar = ManagedProcess([sys.executable, "-m", "responses_bridge", "serve", "--upstream", upstream_url,
                                   "--http-port", str(http_port), "--extproc-port", str(extproc_port),
-                                  "--db", os.path.join(tmp, "bench.db"), "--log-level", "warning"]
-                                 + ([] if args.envoy else ["--no-extproc"]), "sidecar")
-        processes = [upstream, sidecar]
+                                  "--db", os.path.join(tmp, "bench.db"), "--log-level", "warning", *extra]
+                                 + ([] if args.envoy else ["--no-extproc"]), "sidecar", quiet=False)
+        processes = [upstream, http_floor, sidecar]
         try:
-            upstream.start()
-            sidecar.start()
-            await wait_http(f"http://127.0.0.1:{upstream_port}/health")
-            await wait_http(f"http://127.0.0.1:{http_port}/health")
-            targets = [Target("direct", f"http://127.0.0.1:{upstream_port}/v1/chat/completions", False),
+            for process in processes:
+                process.start()
+            await wait_http(f"http://127.0.0.1:{upstream_port}/health", process=upstream)
+            await wait_http(f"http://127.0.0.1:{floor_port}/health", process=http_floor)
+            await wait_http(f"http://127.0.0.1:{http_port}/health", process=sidecar)
+            targets = [Target("direct", f"{upstream_url}/chat/completions", False),
+                       Target("http-floor", f"http://127.0.0.1:{floor_port}/v1/chat/completions", False),
                        Target("http", f"http://127.0.0.1:{http_port}/v1/responses", True)]
-            if args.envoy:
-                envoy, envoy_port = await _start_envoy(tmp, upstream_port, http_port, extproc_port)
-                processes.append(envoy)
+            if render is not None:
+                ports = await _start_envoy(tmp, render, processes, upstream_url, http_port, extproc_port, uds)
+                envoy_port, envoy_floor_port = ports
                 targets += [Target("envoy-direct", f"http://127.0.0.1:{envoy_port}/v1/chat/completions", False),
+                            # the floor listener's Responses route, with a Chat Completions body: the no-op
+                            # processor passes it unchanged, the route rewrites the path to chat/completions
+                            Target("envoy-floor", f"http://127.0.0.1:{envoy_floor_port}/v1/responses", False),
                             Target("envoy", f"http://127.0.0.1:{envoy_port}/v1/responses", True)]
-            idle_rss = sidecar.rss_mb()
-            return await _measure(args, targets, sidecar, idle_rss)
+            rss = RssPeak(sidecar.tree_rss_mb())
+            return await _measure(args, targets, sidecar, rss, extra)
         finally:
             for process in reversed(processes):
                 process.stop()
 
 
-async def _start_envoy(tmp: str, upstream_port: int, http_port: int, extproc_port: int
-                       ) -> tuple[ManagedProcess, int]:
-    from ...envoy_config import render_bootstrap
-    from ..procs import envoy_binary
+async def _start_envoy(tmp: str, render: Callable[..., str], processes: list[ManagedProcess], upstream_url: str,
+                       http_port: int, extproc_port: int, uds: str | None) -> tuple[int, int]:
+    """Envoy with the bootstrap ``render`` makes plus the floor listener, and the no-op processor behind that
+    (on a socket file when the door uses one). Returns the ports of the bridge's listener and the floor's."""
+    import yaml
 
-    envoy_port, admin_port = free_port(), free_port()
+    from ...envoy_config import EXTPROC_CLUSTER, to_yaml
+    from ..procs import envoy_binary
+    from .floors import FLOOR_EXTPROC_CLUSTER, add_floor_listener, processor_address
+
+    noop_port, envoy_port, floor_port, admin_port = free_port(), free_port(), free_port(), free_port()
+    noop_uds = os.path.join(tmp, "floor-extproc.sock") if uds is not None else None
+    noop = ManagedProcess([sys.executable, "-m", FLOORS, "noop-extproc",
+                           *(["--uds", noop_uds] if noop_uds else ["--port", str(noop_port)])], "noop-extproc")
+    processes.append(noop)
+    noop.start()
+    bootstrap = yaml.safe_load(render(listen_port=envoy_port, extproc_port=extproc_port, http_port=http_port,
+                                      upstream=upstream_url, admin_port=admin_port))
+    add_floor_listener(bootstrap, port=floor_port, processor=processor_address(port=noop_port, uds=noop_uds))
     path = os.path.join(tmp, "envoy.yaml")
-    bootstrap = render_bootstrap(listen_port=envoy_port, extproc_port=extproc_port, http_port=http_port,
-                                 upstream=f"http://127.0.0.1:{upstream_port}/v1", admin_port=admin_port)
-    await asyncio.to_thread(Path(path).write_text, bootstrap)
+    await asyncio.to_thread(Path(path).write_text, to_yaml(bootstrap))
     envoy = ManagedProcess([envoy_binary(), "-c", path, "--log-level", "error", "--base-id", str(envoy_port),
                             "--concurrency", "1"], "envoy")
+    processes.append(envoy)
     envoy.start()
-    await wait_http(f"http://127.0.0.1:{admin_port}/ready")
-    return envoy, envoy_port
+    await wait_http(f"http://127.0.0.1:{admin_port}/ready", process=envoy)
+    await _wait_healthy(admin_port, (EXTPROC_CLUSTER, FLOOR_EXTPROC_CLUSTER), (noop, envoy))
+    return envoy_port, floor_port
+
+
+async def _wait_healthy(admin_port: int, clusters: tuple[str, ...], processes: tuple[ManagedProcess, ...],
+                        timeout: float = 30.0) -> None:
+    """Until Envoy's health checks pass for both processors: a processor that started after Envoy's first check
+    is marked down for a check interval, and the first requests would get 503s."""
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while True:
+            async with session.get(f"http://127.0.0.1:{admin_port}/clusters") as response:
+                lines = (await response.text()).splitlines()
+            down = [name for name in clusters
+                    if not any(line.startswith(f"{name}::") and line.endswith("::health_flags::healthy")
+                               for line in lines)]
+            if not down:
+                return
+            for process in processes:
+                if not process.alive():
+                    raise RuntimeError(f"{process.name} exited before it was ready")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Envoy's processor clusters {down} were not healthy after {timeout:.0f} s")
+            await asyncio.sleep(0.1)
 
 
 def _bodies(args: argparse.Namespace, targets: list[Target]) -> dict[tuple[str, str], bytes]:
@@ -124,8 +240,8 @@ def _bodies(args: argparse.Namespace, targets: list[Target]) -> dict[tuple[str, 
             for kind in ("json", "stream")}
 
 
-def _synthetic_body(target: Target, stream: bool, chunks: int) -> bytes:
-    text = f"[chunks={chunks}] benchmark" if stream else "benchmark"
+def _synthetic_body(target: Target, stream: bool, chunks: int, directives: str = "") -> bytes:
+    text = f"[chunks={chunks}]{directives} benchmark" if stream else f"{directives.strip()} benchmark".strip()
     if target.responses_api:
         return orjson.dumps({"model": "fake-model", "input": text, "stream": stream})
     body: dict = {"model": "fake-model", "messages": [{"role": "user", "content": text}], "stream": stream}
@@ -144,8 +260,40 @@ async def _one(session: aiohttp.ClientSession, target: Target, body: bytes) -> f
     return (time.perf_counter() - started) * 1000
 
 
-async def _measure(args: argparse.Namespace, targets: list[Target], sidecar: ManagedProcess,
-                   idle_rss: float) -> dict:
+async def _first_event(session: aiohttp.ClientSession, target: Target, body: bytes) -> float:
+    """Milliseconds from sending a streamed request to the arrival of the first byte of its first SSE event
+    (``response.created`` from the bridge, the first chunk from the upstream); the rest is read as usual."""
+    started, first, head = time.perf_counter(), 0.0, b""
+    async with session.post(target.url, data=body, headers={"Content-Type": "application/json"}) as response:
+        async for chunk in response.content.iter_any():
+            if not first:
+                head += chunk
+                if event_started(head):
+                    first = time.perf_counter()
+        if response.status != 200:
+            raise RuntimeError(f"{target.name}: HTTP {response.status}")
+    if not first:
+        raise RuntimeError(f"{target.name}: a stream without any event")
+    return (first - started) * 1000
+
+
+def event_started(head: bytes) -> bool:
+    """Has ``head`` (a stream's first bytes) a byte of an event, not only blank lines and ``:`` comments?"""
+    while head:
+        if head[:1] in (b"\n", b"\r"):
+            head = head[1:]
+        elif head[:1] == b":":
+            end = head.find(b"\n")
+            if end < 0:
+                return False
+            head = head[end + 1:]
+        else:
+            return True
+    return False
+
+
+async def _measure(args: argparse.Namespace, targets: list[Target], sidecar: ManagedProcess, rss: RssPeak,
+                   extra: list[str]) -> dict:
     bodies = _bodies(args, targets)
     kinds = sorted({kind for _, kind in bodies})
     connector = aiohttp.TCPConnector(limit=0)
@@ -159,22 +307,34 @@ async def _measure(args: argparse.Namespace, targets: list[Target], sidecar: Man
                 for target in targets:
                     sample = await _one(session, target, bodies[(target.name, kind)])
                     target.samples.setdefault(kind, []).append(sample)
+        first_event: dict[str, list[float]] = {}
+        if not args.replay and args.first_event_requests > 0:
+            first_event = await _first_events(session, args, targets)
         throughput: dict[str, float] = {}
-        peak_rss = idle_rss
         if not args.replay:
             for target in targets:
-                rss_probe: Callable[[], None] = lambda: None  # noqa: E731
-                if target.name in ("http", "envoy"):
-                    def rss_probe() -> None:
-                        nonlocal peak_rss
-                        peak_rss = max(peak_rss, sidecar.rss_mb())
+                probe = functools.partial(rss.probe, sidecar) if target.name in ("http", "envoy") else None
                 throughput[target.name] = await _throughput(session, target, bodies[(target.name, "json")],
-                                                            args.concurrency, args.throughput_requests, rss_probe)
-    return _summarise(args, targets, kinds, throughput, idle_rss, peak_rss)
+                                                            args.concurrency, args.throughput_requests, probe)
+    return summarise(args, {t.name: t.samples for t in targets}, kinds, throughput, first_event, rss, extra)
+
+
+async def _first_events(session: aiohttp.ClientSession, args: argparse.Namespace,
+                        targets: list[Target]) -> dict[str, list[float]]:
+    """Streamed requests whose upstream holds its headers ``--header-delay`` ms, interleaved across targets."""
+    directive = f" [header_delay={args.header_delay}]"
+    bodies = {t.name: _synthetic_body(t, True, args.chunks, directive) for t in targets}
+    samples: dict[str, list[float]] = {t.name: [] for t in targets}
+    for target in targets:
+        await _first_event(session, target, bodies[target.name])
+    for _ in range(args.first_event_requests):
+        for target in targets:
+            samples[target.name].append(await _first_event(session, target, bodies[target.name]))
+    return samples
 
 
 async def _throughput(session: aiohttp.ClientSession, target: Target, body: bytes, concurrency: int,
-                      total: int, probe: Callable[[], None]) -> float:
+                      total: int, probe: Callable[[], None] | None) -> float:
     remaining = total
 
     async def worker() -> None:
@@ -182,52 +342,9 @@ async def _throughput(session: aiohttp.ClientSession, target: Target, body: byte
         while remaining > 0:
             remaining -= 1
             await _one(session, target, body)
-            if remaining % 100 == 0:
+            if probe is not None and remaining % 100 == 0:
                 probe()
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return total / (time.perf_counter() - started)
-
-
-def _percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
-
-
-def _summarise(args: argparse.Namespace, targets: list[Target], kinds: list[str], throughput: dict[str, float],
-               idle_rss: float, peak_rss: float) -> dict:
-    by_name = {t.name: t for t in targets}
-    latency = {
-        t.name: {kind: {"median_ms": statistics.median(s), "p99_ms": _percentile(s, 0.99)}
-                 for kind, s in t.samples.items()}
-        for t in targets
-    }
-    added = {}
-    for bridge, baseline in (("http", "direct"), ("envoy", "envoy-direct")):
-        if bridge in by_name and baseline in by_name:
-            added[f"{bridge} over {baseline}"] = {
-                kind: {"median_ms": latency[bridge][kind]["median_ms"] - latency[baseline][kind]["median_ms"],
-                       "p99_ms": latency[bridge][kind]["p99_ms"] - latency[baseline][kind]["p99_ms"]}
-                for kind in kinds
-            }
-    return {"requests": args.requests, "chunks": args.chunks, "concurrency": args.concurrency,
-            "replay": args.replay, "kinds": kinds, "latency": latency, "added": added,
-            "requests_per_second": throughput, "sidecar_rss_mb": {"idle": idle_rss, "under_load": peak_rss}}
-
-
-def print_report(results: dict) -> None:
-    what = f"replaying {results['replay']}" if results["replay"] else f"streams of {results['chunks']} chunks"
-    print(f"{results['requests']} sequential requests per target and kind; {what}")
-    header = "".join(f"{kind + ' p50':>13}{kind + ' p99':>13}" for kind in results["kinds"])
-    rps = f"req/s@{results['concurrency']}" if results["requests_per_second"] else ""
-    print(f"{'target':<14}{header}{rps:>12}")
-    for name, kinds in results["latency"].items():
-        cells = "".join(f"{kinds[k]['median_ms']:>13.2f}{kinds[k]['p99_ms']:>13.2f}" for k in results["kinds"])
-        rate = results["requests_per_second"].get(name)
-        print(f"{name:<14}{cells}{'' if rate is None else f'{rate:>12.0f}'}")
-    for label, kinds in results["added"].items():
-        print(f"added, {label}: " + ", ".join(
-            f"{kind} median {v['median_ms']:+.2f} ms (p99 {v['p99_ms']:+.2f})" for kind, v in kinds.items()))
-    rss = results["sidecar_rss_mb"]
-    print(f"sidecar RSS: idle {rss['idle']:.1f} MB, under load {rss['under_load']:.1f} MB")

@@ -1,0 +1,54 @@
+"""How ``responses-bridge bench`` reads its options (the sidecar's extra arguments, its Unix socket), where it
+takes a stream's first event to begin, and how it adds up a sidecar of several processes."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+
+import pytest
+
+from responses_bridge.devtools.checkout import bench
+from responses_bridge.devtools.checkout.bench_report import RssPeak
+from responses_bridge.envoy_config import render_bootstrap
+
+
+def _options(*sidecar_arg: str, extproc_uds: str | None = None) -> argparse.Namespace:
+    return argparse.Namespace(sidecar_arg=list(sidecar_arg), extproc_uds=extproc_uds)
+
+
+def test_sidecar_args_split_like_a_shell_line_and_name_the_socket_once() -> None:
+    assert bench.sidecar_args(_options("--workers 2", "--log-level=error")) == ["--workers", "2", "--log-level=error"]
+    assert bench.sidecar_args(_options(extproc_uds="/run/x.sock")) == ["--extproc-uds", "/run/x.sock"]
+    given = _options("--extproc-uds=/run/x.sock", extproc_uds="/run/x.sock")
+    assert bench.sidecar_args(given) == ["--extproc-uds=/run/x.sock"]
+    assert bench.extproc_uds(["--workers", "2", "--extproc-uds", "/a"]) == "/a"
+    assert bench.extproc_uds(["--workers", "2"]) is None
+    with pytest.raises(SystemExit, match="two sockets"):
+        bench.sidecar_args(_options("--extproc-uds /a", extproc_uds="/b"))
+
+
+def test_the_bootstrap_follows_the_sidecars_socket_and_workers() -> None:
+    plain = bench.bootstrap_renderer([])
+    assert isinstance(plain, functools.partial) and plain.func is render_bootstrap
+    assert plain.keywords == {"extproc_uds": None, "workers": 1}
+    both = bench.bootstrap_renderer(["--extproc-uds", "/run/x.sock", "--workers=2"])
+    assert isinstance(both, functools.partial) and both.keywords == {"extproc_uds": "/run/x.sock", "workers": 2}
+
+
+@pytest.mark.parametrize(("head", "started"), [
+    (b"", False), (b"\n", False), (b": keepalive", False), (b": keepalive\n\n", False),
+    (b": keepalive\n\ne", True), (b"event: response.created\n", True), (b"d", True), (b"\r\ndata: {}", True)])
+def test_the_first_event_is_the_first_byte_that_is_not_a_comment(head: bytes, started: bool) -> None:
+    assert bench.event_started(head) is started
+
+
+def test_the_sidecar_rss_sums_its_processes_and_keeps_each_one() -> None:
+    class Sidecar:  # a sidecar that started a worker after its idle reading
+        def tree_rss_mb(self) -> dict[int, float]:
+            return {100: 12.0, 101: 5.0}
+
+    rss = RssPeak({100: 10.0})
+    rss.probe(Sidecar())  # type: ignore[arg-type]
+    assert rss.summary() == {"idle": 10.0, "under_load": 17.0, "processes": 2, "per_process": {
+        "100": {"idle": 10.0, "under_load": 12.0}, "101": {"idle": 0.0, "under_load": 5.0}}}
