@@ -142,7 +142,8 @@ class Settings(BaseSettings):
     code_max_output_bytes: int = Field(default=64 * 1024, ge=1024, description=(
         "of a call's stdout and of its stderr, bytes kept (the rest is counted and cut, with a note)"))
     code_concurrency: int = Field(default=0, ge=0, description=(
-        "sandboxes running at once (others wait within their timeout); 0: one per core"))
+        "sandboxes running at once (others wait within their timeout); 0: one per core. With several workers, "
+        "each runs its share (at least one)"))
     code_workdir: str | None = Field(default=None, description=(
         "where each call's /mnt/data is laid out (removed after the call); unset: the system's temporary directory"))
     tenant_max_containers: int | None = Field(default=None, ge=0, description=(
@@ -302,7 +303,16 @@ class Settings(BaseSettings):
         return SandboxLimits(timeout=self.code_timeout, memory_bytes=self.code_memory_bytes,
                              processes=self.code_max_processes, file_bytes=self.code_max_file_bytes,
                              container_bytes=self.code_max_container_bytes, output_bytes=self.code_max_output_bytes,
-                             concurrency=self.code_concurrency)
+                             concurrency=self._worker_share(self.code_concurrency))
+
+    def _worker_share(self, total: int) -> int:
+        """This process's part of a sidecar-wide count (0: one per core) when ``workers`` share it: at least 1."""
+        workers = self.worker_count()
+        if workers == 1:
+            return total
+        from .workers import usable_cpus
+
+        return max(1, -(-(total or usable_cpus()) // workers))
 
     def mcp_limits(self) -> MCPLimits:
         from .run.tools.mcp_config import MCPLimits

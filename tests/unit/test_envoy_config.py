@@ -39,6 +39,8 @@ RENDERED = {
     "ipv6": dict(DEMO, upstream="http://[::1]:8090/v1", listen_address="::", extproc_address="::1",
                  sidecar_address="::1"),
     "kubernetes": dict(KUBERNETES),
+    "workers": dict(DEMO, workers=2),  # one processor endpoint per worker: ports from extproc_port up
+    "workers-unix-sockets": dict(DEMO, extproc_uds="/run/responses-bridge/extproc.sock", workers=3),
     "several-upstreams": dict(DEMO, upstreams=[
         UpstreamSpec(name="local", url="http://127.0.0.1:8000/v1"),
         UpstreamSpec(name="cloud", url="https://api.openai.com/v1", mode="native", api_key_env="OPENAI_KEY"),
