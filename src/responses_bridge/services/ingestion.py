@@ -25,9 +25,8 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy
 import structlog
 
 from ..store.base import ChunkIndex, VectorStoreStore
@@ -35,6 +34,9 @@ from ..store.records import StoredVectorStoreFile
 from .retrieval.chunking import StaticChunking, chunk_text, parse_chunking_strategy
 from .retrieval.embedders import Embedder
 from .retrieval.extract import ExtractionError, extract_text
+
+if TYPE_CHECKING:  # imported by the first file embedded, not at start (store/sqlite/chunks.py says why)
+    import numpy
 
 log = structlog.get_logger("responses_bridge.ingestion")
 
@@ -295,6 +297,8 @@ class IngestionWorker:
                                    f"({type(error).__name__}).") from None
 
     async def _embed(self, texts: list[str]) -> numpy.ndarray:
+        import numpy
+
         if not texts:
             return numpy.zeros((0, self._embedder.dimensions), dtype=numpy.float32)
         try:

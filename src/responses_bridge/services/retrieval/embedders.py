@@ -38,13 +38,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
-import numpy as np
 import orjson
 
 from ...bounded_body import BodyTooLarge, read_bounded
 from ...protocol.errors import APIError
 
 if TYPE_CHECKING:
+    # Every sidecar builds its embedder at start, few ever embed: numpy (about 11 MB resident) is imported by the
+    # first embedding, not at start.
+    import numpy as np
+
     from ...config import Settings
 
 UPSTREAM_BATCH = 256  # texts per /v1/embeddings call
@@ -76,6 +79,8 @@ class EmbeddingError(Exception):
 
 def normalise(vectors: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length, float32; an all-zero row (text of no known token) stays zero."""
+    import numpy as np
+
     vectors = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     np.divide(vectors, norms, out=vectors, where=norms > 0)
@@ -107,6 +112,7 @@ def local_embedder_name(model_dir: str | None = None) -> str:
 
 def _local_encode(texts: list[str]) -> np.ndarray:
     """The static model's unit vectors for ``texts``."""
+    import numpy as np
     from static_model._static_model import encode_batch
 
     model_dir = _local_model_dir()
@@ -132,6 +138,8 @@ class LocalStaticEmbedder:
 
     def embed_sync(self, texts: list[str]) -> np.ndarray:
         """The blocking call behind :meth:`embed` (benchmarks and tests call it directly)."""
+        import numpy as np
+
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
         return _local_encode(texts)
@@ -160,6 +168,8 @@ class UpstreamEmbedder:
         self._session: aiohttp.ClientSession | None = None
 
     async def embed(self, texts: list[str]) -> np.ndarray:
+        import numpy as np
+
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
         if self._session is None:
@@ -174,6 +184,8 @@ class UpstreamEmbedder:
         return vectors
 
     async def _call(self, texts: list[str]) -> np.ndarray:
+        import numpy as np
+
         assert self._session is not None
         body: dict[str, Any] = {"model": self._model, "input": texts, "encoding_format": "float"}
         if self._requested_dimensions:
