@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -44,8 +45,8 @@ from ...bounded_body import BodyTooLarge, read_bounded
 from ...protocol.errors import APIError
 
 if TYPE_CHECKING:
-    # Every sidecar builds its embedder at start, few ever embed: numpy (about 11 MB resident) is imported by the
-    # first embedding, not at start.
+    # Every sidecar builds its embedder at start, few ever embed: numpy (about 11 MB resident) and the local
+    # model's encoder (about 3 MB) are imported by the first embedding, not at start.
     import numpy as np
 
     from ...config import Settings
@@ -94,6 +95,19 @@ def _local_model_dir() -> str:
     return str(_model_dir())
 
 
+def _bundled_model_dir() -> str | None:
+    """Where the installed package keeps its model (``static_model/model``, the directory its ``_model_dir``
+    checks), found without importing it: its import loads the Rust encoder, which only an embedding needs, while
+    the embedder's name (the digest of these files) is taken at start. None when the package is not installed."""
+    try:
+        spec = importlib.util.find_spec("static_model")
+    except ImportError:  # a finder refusing the package: as good as not installed
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return str(Path(next(iter(spec.submodule_search_locations))) / "model")
+
+
 @functools.cache
 def local_model_digest(model_dir: str | None = None) -> str:
     """SHA-256 of the model files, in a fixed order: the identity of the vectors the model produces."""
@@ -132,8 +146,10 @@ class LocalStaticEmbedder:
     # its share of a hybrid score (search.py): weaker alone than BM25 on the labelled set, best fused at 0.3
     embedding_weight = 0.3
 
-    def __init__(self) -> None:
-        self.name = local_embedder_name()
+    def __init__(self, model_dir: str | None = None) -> None:
+        """``model_dir``: the bundled model's directory when the caller found it (:func:`embedder_from_settings`,
+        which does not import the package), else the package's own."""
+        self.name = local_embedder_name(model_dir)
         self.dimensions = self.DIMENSIONS
 
     def embed_sync(self, texts: list[str]) -> np.ndarray:
@@ -251,7 +267,7 @@ def embedder_from_settings(settings: Settings) -> Embedder:
     if settings.embedding_model:
         return UpstreamEmbedder(settings.embedding_url or settings.upstream, settings.embedding_model,
                                 settings.api_key, dimensions=settings.embedding_dimensions)
-    try:
-        return LocalStaticEmbedder()  # its name reads the model files: the package is imported here
-    except ImportError:
+    model_dir = _bundled_model_dir()
+    if model_dir is None:
         return UnavailableEmbedder()
+    return LocalStaticEmbedder(model_dir)  # its name reads the model files; the package is imported by an embedding
