@@ -12,8 +12,6 @@ import re
 import sys
 from typing import Any
 
-import yaml
-
 from . import config_file
 from .config import SettingsError, load_settings
 
@@ -46,6 +44,8 @@ def mask(value: Any, name: str = "") -> Any:
 
 
 def show_command(args: argparse.Namespace) -> int:
+    import yaml  # imported by the command that prints it: the CLI module is loaded by every command, serve too
+
     from .engine.profiles import SWITCHES
     from .probe import cache as probe_cache
 

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
 from pydantic import AliasChoices
 from pydantic_settings import YamlConfigSettingsSource
 
@@ -94,6 +93,8 @@ class ConfigFileSource(YamlConfigSettingsSource):
             current.keys.update(self.yaml_data)
 
     def _read_file(self, file_path: Any) -> dict[str, Any]:
+        import yaml  # only a sidecar given a file reads YAML (pydantic-settings imports it here too)
+
         try:
             data = super()._read_file(file_path)
         except yaml.YAMLError as exc:

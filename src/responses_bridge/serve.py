@@ -131,7 +131,10 @@ async def open_runtime(settings: Settings) -> Runtime:
 
 async def _probe_auto(runtime: Runtime) -> None:
     """``mode: auto`` upstreams are probed before the doors open: the mode they are served in, and the switches
-    their answers call for (probe/start.py); a failed probe leaves one translated."""
+    their answers call for (probe/start.py); a failed probe leaves one translated. Without one, the probe's
+    modules are never loaded."""
+    if not any(spec.mode == "auto" for spec in runtime.routes().upstreams.values()):
+        return
     from .probe.start import probe_auto_upstreams
 
     for name, report in (await probe_auto_upstreams(runtime.routes())).items():

@@ -21,8 +21,8 @@ import aiohttp
 import orjson
 
 from ..engine.sse import DONE
+from . import DEFAULT_TIMEOUT
 
-DEFAULT_TIMEOUT = 10.0
 PROBE_PROMPT = "Reply with the single word OK."
 _COUNT_PROMPT = "Count from 1 to 20, separated by spaces."
 _MAX_BODY = 1024 * 1024  # the largest answer read: a tiny request's answer is far smaller

@@ -11,7 +11,7 @@ import asyncio
 import os
 import sys
 
-from .checks import DEFAULT_TIMEOUT, ProbeError, probe_upstream
+from . import DEFAULT_TIMEOUT
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -30,6 +30,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from . import cache as probe_cache
+    from .checks import ProbeError, probe_upstream
 
     key = args.api_key or os.environ.get("RESPONSES_BRIDGE_API_KEY") or os.environ.get("OPENAI_API_KEY")
     try:

@@ -25,16 +25,17 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy
 import structlog
 
 from ..store.base import ChunkIndex, VectorStoreStore
 from ..store.records import StoredVectorStoreFile
 from .retrieval.chunking import StaticChunking, chunk_text, parse_chunking_strategy
 from .retrieval.embedders import Embedder
-from .retrieval.extract import ExtractionError, extract_text
+
+if TYPE_CHECKING:  # imported by the first file embedded, not at start (store/sqlite/chunks.py says why)
+    import numpy
 
 log = structlog.get_logger("responses_bridge.ingestion")
 
@@ -283,6 +284,8 @@ class IngestionWorker:
         """The file's chunks. Whatever goes wrong in here is this file's failure, with a reason: a file that
         breaks the extractor in a way nobody foresaw (a RecursionError once did) must end ``failed``, not stay
         ``in_progress`` and be tried again at every start."""
+        from .retrieval.extract import ExtractionError  # with the HTML, XML and CSV parsers: the first file loads them
+
         try:
             return await asyncio.to_thread(_extract_and_chunk, path, filename, strategy)
         except ExtractionError as error:
@@ -295,6 +298,8 @@ class IngestionWorker:
                                    f"({type(error).__name__}).") from None
 
     async def _embed(self, texts: list[str]) -> numpy.ndarray:
+        import numpy
+
         if not texts:
             return numpy.zeros((0, self._embedder.dimensions), dtype=numpy.float32)
         try:
@@ -319,6 +324,8 @@ class IngestionWorker:
 
 
 def _extract_and_chunk(path: Path, filename: str, strategy: StaticChunking) -> list[str]:
+    from .retrieval.extract import extract_text
+
     return chunk_text(extract_text(path, filename), strategy)
 
 

@@ -12,9 +12,7 @@ import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .records import (
     ApiKey,
@@ -39,6 +37,9 @@ from .records import (
     StoredVectorStore,
     StoredVectorStoreFile,
 )
+
+if TYPE_CHECKING:  # numpy is loaded by the vector store code that uses it, not by every importer of the contract
+    import numpy as np
 
 DEFAULT_TENANT = ""
 """The tenant of every object when ``RESPONSES_BRIDGE_AUTH=none``, and of objects stored before tenancy existed.

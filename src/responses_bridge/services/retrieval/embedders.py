@@ -34,17 +34,21 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
-import numpy as np
 import orjson
 
 from ...bounded_body import BodyTooLarge, read_bounded
 from ...protocol.errors import APIError
 
 if TYPE_CHECKING:
+    # Every sidecar builds its embedder at start, few ever embed: numpy (about 11 MB resident) and the local
+    # model's encoder (about 3 MB) are imported by the first embedding, not at start.
+    import numpy as np
+
     from ...config import Settings
 
 UPSTREAM_BATCH = 256  # texts per /v1/embeddings call
@@ -76,6 +80,8 @@ class EmbeddingError(Exception):
 
 def normalise(vectors: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length, float32; an all-zero row (text of no known token) stays zero."""
+    import numpy as np
+
     vectors = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     np.divide(vectors, norms, out=vectors, where=norms > 0)
@@ -87,6 +93,19 @@ def _local_model_dir() -> str:
     from static_model import _model_dir  # the package's own check that its bundled files are there
 
     return str(_model_dir())
+
+
+def _bundled_model_dir() -> str | None:
+    """Where the installed package keeps its model (``static_model/model``, the directory its ``_model_dir``
+    checks), found without importing it: its import loads the Rust encoder, which only an embedding needs, while
+    the embedder's name (the digest of these files) is taken at start. None when the package is not installed."""
+    try:
+        spec = importlib.util.find_spec("static_model")
+    except ImportError:  # a finder refusing the package: as good as not installed
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return str(Path(next(iter(spec.submodule_search_locations))) / "model")
 
 
 @functools.cache
@@ -107,6 +126,7 @@ def local_embedder_name(model_dir: str | None = None) -> str:
 
 def _local_encode(texts: list[str]) -> np.ndarray:
     """The static model's unit vectors for ``texts``."""
+    import numpy as np
     from static_model._static_model import encode_batch
 
     model_dir = _local_model_dir()
@@ -126,12 +146,16 @@ class LocalStaticEmbedder:
     # its share of a hybrid score (search.py): weaker alone than BM25 on the labelled set, best fused at 0.3
     embedding_weight = 0.3
 
-    def __init__(self) -> None:
-        self.name = local_embedder_name()
+    def __init__(self, model_dir: str | None = None) -> None:
+        """``model_dir``: the bundled model's directory when the caller found it (:func:`embedder_from_settings`,
+        which does not import the package), else the package's own."""
+        self.name = local_embedder_name(model_dir)
         self.dimensions = self.DIMENSIONS
 
     def embed_sync(self, texts: list[str]) -> np.ndarray:
         """The blocking call behind :meth:`embed` (benchmarks and tests call it directly)."""
+        import numpy as np
+
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
         return _local_encode(texts)
@@ -160,6 +184,8 @@ class UpstreamEmbedder:
         self._session: aiohttp.ClientSession | None = None
 
     async def embed(self, texts: list[str]) -> np.ndarray:
+        import numpy as np
+
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
         if self._session is None:
@@ -174,6 +200,8 @@ class UpstreamEmbedder:
         return vectors
 
     async def _call(self, texts: list[str]) -> np.ndarray:
+        import numpy as np
+
         assert self._session is not None
         body: dict[str, Any] = {"model": self._model, "input": texts, "encoding_format": "float"}
         if self._requested_dimensions:
@@ -239,7 +267,7 @@ def embedder_from_settings(settings: Settings) -> Embedder:
     if settings.embedding_model:
         return UpstreamEmbedder(settings.embedding_url or settings.upstream, settings.embedding_model,
                                 settings.api_key, dimensions=settings.embedding_dimensions)
-    try:
-        return LocalStaticEmbedder()  # its name reads the model files: the package is imported here
-    except ImportError:
+    model_dir = _bundled_model_dir()
+    if model_dir is None:
         return UnavailableEmbedder()
+    return LocalStaticEmbedder(model_dir)  # its name reads the model files; the package is imported by an embedding

@@ -24,14 +24,19 @@ import functools
 import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import orjson
 
 from ..records import ChunkRow, DimensionMismatch, IndexedFile
 from .responses import SQLiteResponseStore
 from .transactions import transaction
+
+if TYPE_CHECKING:
+    # Every store opens this index at start, but only vector stores use it: numpy (about 11 MB resident) is
+    # imported by the functions below that compute, on the first write or search, not by a sidecar that never
+    # indexes a file.
+    import numpy as np
 
 # Above this many multiply-adds a dense search leaves the event loop for a worker thread.
 _INLINE_FLOPS = 2_000_000
@@ -117,6 +122,8 @@ class SQLiteChunkIndex:
 
     async def replace_file_chunks(self, vector_store_id: str, file_id: str, filename: str, texts: Sequence[str],
                                   vectors: np.ndarray, attributes: Mapping[str, Any]) -> None:
+        import numpy as np
+
         matrix = np.ascontiguousarray(vectors, dtype=np.float32)
         if matrix.ndim != 2 or matrix.shape[0] != len(texts):
             raise ValueError(f"{len(texts)} texts need as many vector rows, got shape {matrix.shape}")
@@ -149,6 +156,8 @@ class SQLiteChunkIndex:
         await self._follow(vector_store_id, generation, file_id, new_ids, matrix)
 
     async def delete_file_chunks(self, vector_store_id: str, file_id: str) -> None:
+        import numpy as np
+
         def delete(conn: sqlite3.Connection) -> int:
             with transaction(conn):
                 conn.execute("DELETE FROM vector_store_chunks WHERE vector_store_id = ? AND file_id = ?",
@@ -356,6 +365,8 @@ class SQLiteChunkIndex:
 def _patched(copy: _DenseCopy, generation: int, file_id: str, new_ids: np.ndarray,
              new_vectors: np.ndarray | None) -> _DenseCopy:
     """``copy`` without ``file_id``'s rows, plus its new ones (rows need not be in id order)."""
+    import numpy as np
+
     file_ids = list(copy.file_ids)
     code = file_ids.index(file_id) if file_id in file_ids else -1
     keep = copy.file_codes != code
@@ -371,6 +382,8 @@ def _patched(copy: _DenseCopy, generation: int, file_id: str, new_ids: np.ndarra
 
 
 def _dense_copy(rows: list[Any], generation: int) -> _DenseCopy:
+    import numpy as np
+
     codes: dict[str, int] = {}
     chunk_ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
     file_codes = np.fromiter((codes.setdefault(row[1], len(codes)) for row in rows), dtype=np.int32,
@@ -386,12 +399,16 @@ def cosine_scan(matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
     """Every row's dot product with ``query``, on the calling thread. Not ``matrix @ query``: OpenBLAS splits a
     matrix-vector product across its threads, and waking them costs more than the product itself on a busy
     host (a floor of about 8 ms measured here, against 0.15 ms for 10k x 64 this way)."""
+    import numpy as np
+
     scores: np.ndarray = np.einsum("ij,j->i", matrix, query.astype(np.float32, copy=False))
     return scores
 
 
 def top_rows(scores: np.ndarray, limit: int) -> np.ndarray:
     """Indices of the ``limit`` highest scores, best first."""
+    import numpy as np
+
     count = min(limit, len(scores))
     if count <= 0:
         return np.zeros(0, dtype=np.int64)
@@ -400,6 +417,8 @@ def top_rows(scores: np.ndarray, limit: int) -> np.ndarray:
 
 
 def _top(copy: _DenseCopy, query: np.ndarray, file_ids: Sequence[str] | None, limit: int) -> list[tuple[int, float]]:
+    import numpy as np
+
     scores = cosine_scan(copy.matrix, query)
     if file_ids is not None:
         wanted = set(file_ids)

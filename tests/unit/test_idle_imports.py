@@ -1,0 +1,166 @@
+"""What a started sidecar has not imported: the parts only some requests need are loaded by their first use.
+
+Each of them costs resident memory in every process, whether it is used or not (numpy alone about 11 MB), so
+the modules below stay out of a sidecar that has started and answered plain requests; the first request that
+needs one pays the import. The sidecar is started as users start it (the CLI, in its own process, both doors,
+the SQLite store, the test venv's extras all installed), and writes its ``sys.modules`` on SIGUSR1: once idle
+after ``/health``, and again after a plain ``POST /v1/responses`` through each door. A module-level import of any
+of them anywhere on that path fails here, naming the module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import grpc
+import orjson
+import pytest
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc
+from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingResponse
+
+from responses_bridge.devtools import fake_upstream
+from responses_bridge.devtools.procs import free_port, wait_http
+from tests.unit.test_extproc_servicer import request_body, request_headers, response_body, response_headers
+
+LAZY = (
+    "numpy",  # vector stores: embeddings, the chunk index's vectors
+    "static_model",  # the local embedder's encoder (its model files are hashed at start, not imported)
+    "pypdf",  # PDF text for ingestion ...
+    "responses_bridge.services.retrieval.extract",  # ... and the other extractors (HTML, XML, CSV)
+    "tiktoken",  # chunking and input token counts
+    "yaml",  # configuration files: read with --config, printed by 'config show'
+    "responses_bridge.probe.checks",  # probing: 'mode: auto' upstreams and the probe command
+    "mcp",  # the remote MCP tool's client library ...
+    "httpx",  # ... and its HTTP client
+    "responses_bridge.run.tools.mcp_session",
+    "asyncpg",  # the PostgreSQL store (RESPONSES_BRIDGE_DATABASE_URL)
+    "pgvector",
+    "responses_bridge.store.postgres",
+    "opentelemetry",  # tracing (OTEL_EXPORTER_OTLP_ENDPOINT)
+    "pandas",  # the code interpreter's libraries run in the sandbox, never in the sidecar
+    "matplotlib",
+)
+
+# Every setting that would make the sidecar load one of them on purpose is left out of its environment.
+_LEFT_OUT = ("RESPONSES_BRIDGE_", "OTEL_")
+
+CHILD = textwrap.dedent("""
+    import json, os, signal, sys
+
+    def dump(signum, frame):
+        with open(OUT + ".part", "w") as handle:
+            json.dump(sorted(sys.modules), handle)
+        os.replace(OUT + ".part", OUT)
+
+    signal.signal(signal.SIGUSR1, dump)
+    from responses_bridge.cli import main
+    sys.exit(main(ARGV))
+""")
+
+
+@dataclass
+class Started:
+    process: subprocess.Popen[bytes]
+    http_url: str
+    extproc_port: int
+    modules_file: Path
+
+    async def modules(self) -> set[str]:
+        """The sidecar's ``sys.modules`` now."""
+        self.modules_file.unlink(missing_ok=True)
+        self.process.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 30
+        while not self.modules_file.exists():
+            assert self.process.poll() is None, "the sidecar exited"
+            assert time.monotonic() < deadline, "the sidecar wrote no module list"
+            await asyncio.sleep(0.05)
+        return set(orjson.loads(self.modules_file.read_bytes()))
+
+
+@pytest.fixture
+async def started(tmp_path: Path) -> AsyncIterator[Started]:
+    runner, upstream_port = await fake_upstream.start()
+    http_port, extproc_port = free_port(), free_port()
+    argv = ["serve", "--upstream", f"http://127.0.0.1:{upstream_port}/v1", "--db", str(tmp_path / "bridge.db"),
+            "--http-port", str(http_port), "--extproc-port", str(extproc_port), "--log-level", "warning"]
+    modules_file = tmp_path / "modules.json"
+    program = f"OUT = {str(modules_file)!r}\nARGV = {argv!r}\n{CHILD}"
+    env = {key: value for key, value in os.environ.items() if not key.startswith(_LEFT_OUT)}
+    process = subprocess.Popen([sys.executable, "-c", program], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
+    try:
+        await wait_http(f"http://127.0.0.1:{http_port}/health", timeout=60)
+        yield Started(process, f"http://127.0.0.1:{http_port}", extproc_port, modules_file)
+    finally:
+        process.terminate()
+        errors = process.communicate(timeout=60)[1].decode(errors="replace")
+        await runner.cleanup()
+    assert "Traceback" not in errors, errors[-2000:]
+
+
+def loaded(modules: set[str]) -> list[str]:
+    """The names of ``LAZY`` that ``modules`` holds, themselves or a submodule."""
+    return sorted(name for name in LAZY if any(module == name or module.startswith(name + ".") for module in modules))
+
+
+async def plain_http_requests(base: str) -> None:
+    async with aiohttp.ClientSession() as session:
+        for stream in (False, True):
+            async with session.post(f"{base}/v1/responses", json={"model": "fake-model", "input": "Hello there",
+                                                                   "stream": stream}) as response:
+                assert response.status == 200, await response.text()
+                body = await response.read()
+            assert body.endswith(b"data: [DONE]\n\n") if stream else orjson.loads(body)["status"] == "completed"
+
+
+async def plain_extproc_exchange(port: int) -> None:
+    """One JSON request through the ext_proc door as Envoy drives it: the request phase, then the upstream's
+    Chat Completions answer translated in the response phase."""
+    completion = {"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "fake-model",
+                  "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi"}, "finish_reason": "stop"}],
+                  "usage": {"prompt_tokens": 2, "completion_tokens": 1, "total_tokens": 3}}
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = external_processor_pb2_grpc.ExternalProcessorStub(channel).Process()
+        await call.write(request_headers("POST", "/v1/responses"))
+        await call.write(request_body({"model": "fake-model", "input": "Hello there"}))
+        replies: list[ProcessingResponse] = [await call.read(), await call.read()]
+        await call.write(response_headers(200, "application/json"))
+        await call.write(response_body(orjson.dumps(completion), True))
+        while not any(reply.WhichOneof("response") == "response_body" for reply in replies):
+            replies.append(await asyncio.wait_for(call.read(), 30))
+        await call.done_writing()
+    body = next(reply for reply in replies if reply.WhichOneof("response") == "response_body")
+    answer = body.response_body.response.body_mutation
+    text = answer.body or answer.streamed_response.body
+    assert orjson.loads(text)["status"] == "completed", text[:300]
+
+
+async def test_an_idle_sidecar_has_not_imported_what_only_some_requests_need(started: Started) -> None:
+    idle = await started.modules()
+    assert "responses_bridge.adapters.extproc.server" in idle and "responses_bridge.runtime" in idle  # it did start
+    assert loaded(idle) == []
+
+
+async def test_plain_requests_through_either_door_import_none_of_them(started: Started) -> None:
+    idle = await started.modules()
+    await plain_http_requests(started.http_url)
+    await plain_extproc_exchange(started.extproc_port)
+    after = await started.modules()
+    assert loaded(after) == []
+    # the hot path imported nothing at all: everything it needs was loaded at start
+    assert sorted(after - idle) == []
+
+
+def test_the_check_sees_an_import() -> None:
+    """The checker itself: a loaded module or submodule of the list is found, a lookalike name is not."""
+    assert loaded({"numpy.linalg", "yaml", "numpyish"}) == ["numpy", "yaml"]
