@@ -14,15 +14,18 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import structlog
 
 from .config import Settings, env_names, environment_help, field_default, load_settings
 from .observability import configure_logging
 from .observability.tracing import configure_tracing, shutdown_tracing
-from .runtime import Runtime
 from .store.database_url import DatabaseUnavailable, describe
 from .workers import WorkerSlot, current_slot, extproc_port, extproc_uds, supervise
+
+if TYPE_CHECKING:  # imported by the process that serves, not by a supervisor of workers, which only watches them
+    from .runtime import Runtime
 
 log = structlog.get_logger("responses_bridge.serve")
 
@@ -111,6 +114,7 @@ class StartupError(Exception):
 async def open_runtime(settings: Settings) -> Runtime:
     """The runtime with its concrete upstream client: aiohttp, to ``upstream_via`` when set, else the upstream."""
     from .adapters.upstream_client import AiohttpUpstreamClient, build_clients
+    from .runtime import Runtime
 
     try:
         router = settings.router()

@@ -5,6 +5,7 @@ response headers (Envoy writes nothing to a client before them). JSON requests k
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,3 +80,18 @@ async def test_a_json_request_keeps_the_extproc_path(gateway: Gateway) -> None:
     assert response.status == "completed"
     assert len(await finished_after(gateway.log, "extproc", before_extproc)) == 1
     assert len(finished_requests(gateway.log, "http")) == before_http
+
+
+async def test_the_first_event_does_not_wait_for_the_models_first_token(gateway: Gateway) -> None:
+    """The upstream sends its headers and then nothing for a minute (llama.cpp before its first token): the client
+    has ``response.created`` long before, which the ext_proc path cannot give (it writes the first event with the
+    first body chunk Envoy hands it)."""
+    body = {"model": MODEL, "input": "[first_byte_delay=60000] a slow first token", "stream": True}
+    async with aiohttp.ClientSession() as session, asyncio.timeout(30):
+        answer = await session.post(f"{gateway.url}/v1/responses", json=body)
+        try:
+            assert answer.status == 200
+            first = await answer.content.readuntil(b"\n\n")
+        finally:
+            answer.close()  # the client goes away: the HTTP door's call through Envoy is cancelled with it
+    assert first.startswith(b"event: response.created\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import math
 import re
@@ -202,6 +203,20 @@ async def test_header_delay_holds_the_headers_not_only_the_chunks(session, base_
         undelayed = await resp.read()
     ids = rb'"id":"chatcmpl-\d+"|"created":\d+'  # the answer is the one it would be without the wait
     assert re.sub(ids, b"", delayed) == re.sub(ids, b"", undelayed)
+
+
+async def test_first_byte_delay_sends_the_headers_and_holds_the_first_chunk(session, base_url):
+    """llama.cpp's streams: the status line at once, the first chunk with the first token."""
+    body = {"model": "m", "messages": user("a b [first_byte_delay=60000]"), "stream": True}
+    assert fake_upstream.parse_directives("x [first_byte_delay=5]")[0].first_byte_delay_ms == 5
+    async with asyncio.timeout(30):
+        response = await session.post(f"{base_url}/v1/chat/completions", json=body)
+    try:
+        assert response.status == 200
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(response.content.readany(), timeout=0.5)  # a minute before the first token
+    finally:
+        response.close()
 
 
 async def test_app_level_header_delay_and_errors_without_it(session):

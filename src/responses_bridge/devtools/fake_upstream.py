@@ -66,6 +66,8 @@ text that gets echoed. Unknown bracketed text is left alone.
    before the response headers go out, JSON or stream; a stream's first chunk follows its headers at once
    (``create_app(header_delay=seconds)``, ``--header-delay`` otherwise). Unlike ``[stall]``, a request refused
    with an error is answered without the wait, as a server refuses it before any prefill.
+   ``[first_byte_delay=MS]`` is llama.cpp's way of streaming: the headers go out at once, the first chunk MS
+   milliseconds later (with the first token).
 3. ``[think]``: reasoning ``"Thinking about: <text>"`` comes first, streamed per word as
    ``delta.reasoning_content``; non-streamed as ``message.reasoning_content``.
    ``[think_field=reasoning]`` (which implies ``[think]``) uses the field name ``reasoning`` instead, as
@@ -185,8 +187,8 @@ _RESPONSES_ONLY_FIELDS = (
     "include",
 )
 _FLAG_DIRECTIVES = ("think", "refuse", "length", "filter", "garbage")
-_VALUE_DIRECTIVES = ("think_field", "stall_after", "chunks", "header_delay", "delay", "error", "stall", "cut",
-                     "args", "args64", "context", "huge", "then")
+_VALUE_DIRECTIVES = ("think_field", "stall_after", "chunks", "header_delay", "first_byte_delay", "delay", "error",
+                     "stall", "cut", "args", "args64", "context", "huge", "then")
 _DIRECTIVE_RE = re.compile(
     r"\s*\[(" + "|".join(_VALUE_DIRECTIVES + _FLAG_DIRECTIVES) + r")(?:=([^\]]*))?\]"
 )
@@ -348,6 +350,7 @@ class Directives:
     chunks: int | None = None
     delay_ms: float | None = None
     header_delay_ms: float | None = None
+    first_byte_delay_ms: float | None = None
     think: bool = False
     think_field: str = "reasoning_content"
     refuse: bool = False
@@ -388,6 +391,8 @@ def _apply_directive(d: Directives, name: str, value: str | None, raw: str) -> N
         d.delay_ms = _non_negative_int(raw, value)
     elif name == "header_delay":
         d.header_delay_ms = _non_negative_int(raw, value)
+    elif name == "first_byte_delay":
+        d.first_byte_delay_ms = _non_negative_int(raw, value)
     elif name == "stall":
         d.stall_ms = _non_negative_int(raw, value)
     elif name == "cut":
@@ -1072,6 +1077,8 @@ async def _stream(request: web.Request, answer: Answer, meta: dict[str, Any], bo
     resp = web.StreamResponse(headers={"Cache-Control": "no-cache", "X-Request-Id": meta["id"]})
     resp.content_type = "text/event-stream"
     await resp.prepare(request)
+    if d.first_byte_delay_ms:  # headers sent, the first token still coming
+        await asyncio.sleep(d.first_byte_delay_ms / 1000)
     options = body.get("stream_options") or {}
     writer = _StreamWriter(resp, meta, d, delay, bool(options.get("include_usage")))
     try:
