@@ -118,14 +118,7 @@ class ManagedProcess:
 
     def rss_mb(self) -> float:
         """Resident set size in MB, from /proc (Linux)."""
-        try:
-            with open(f"/proc/{self.pid}/status") as status:
-                for line in status:
-                    if line.startswith("VmRSS:"):
-                        return int(line.split()[1]) / 1024
-        except OSError:
-            pass
-        return 0.0
+        return process_rss_mb(self.pid)
 
     def tree_rss_mb(self) -> dict[int, float]:
         """Resident set size in MB of this process and of every process under it (a server's workers), by pid;

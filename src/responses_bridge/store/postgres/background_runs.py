@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -31,6 +31,7 @@ import structlog
 
 from ..owners import new_owner_id
 from ..records import Closer, Renewal
+from ..watchers import Watchers
 from .database import PostgresDatabase
 
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ class PostgresRunLeases:
         self.owner: str | None = owner or new_owner_id()
         self._listener: asyncpg.Connection | None = None
         self._on_cancel: Callable[[str], None] | None = None
-        self._watchers: dict[str, set[asyncio.Event]] = {}
+        self._watchers = Watchers()
         self._closed = False
 
     @property
@@ -103,8 +104,8 @@ class PostgresRunLeases:
             log.warning("background_listen_failed", exc_info=True)
             return
         conn.add_termination_listener(self._listener_lost)
-        for response_id in self._watchers:  # anything may have been missed while not listening
-            self._wake(response_id)
+        for response_id in list(self._watchers.by_response):  # anything may have been missed while not listening
+            self._watchers.wake(response_id)
         self._listener = conn
 
     def _listener_lost(self, conn: object) -> None:
@@ -113,28 +114,14 @@ class PostgresRunLeases:
         self._listener = None
 
     def _events_notified(self, conn: object, pid: int, channel: str, payload: object) -> None:
-        self._wake(str(payload))
+        self._watchers.wake(str(payload))
 
     def _cancel_notified(self, conn: object, pid: int, channel: str, payload: object) -> None:
         if self._on_cancel is not None:
             self._on_cancel(str(payload))
 
-    def _wake(self, response_id: str) -> None:
-        for event in self._watchers.get(response_id, ()):
-            event.set()
-
-    @contextlib.asynccontextmanager
-    async def watch(self, response_id: str) -> AsyncIterator[asyncio.Event]:
-        event = asyncio.Event()
-        self._watchers.setdefault(response_id, set()).add(event)
-        try:
-            yield event
-        finally:
-            waiting = self._watchers.get(response_id)
-            if waiting is not None:
-                waiting.discard(event)
-                if not waiting:
-                    del self._watchers[response_id]
+    def watch(self, response_id: str) -> contextlib.AbstractAsyncContextManager[asyncio.Event]:
+        return self._watchers.watch(response_id)
 
     async def close(self) -> None:
         self._closed = True

@@ -19,9 +19,8 @@ import asyncio
 import functools
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -30,6 +29,7 @@ import structlog
 from ..base import EventLog
 from ..owners import new_owner_id
 from ..records import Closer, Renewal
+from ..watchers import Watchers
 from .events import end_rows
 from .transactions import transaction
 
@@ -44,15 +44,6 @@ an event from another worker arrives within about this long."""
 SWEEP_BATCH = 100
 
 
-@dataclass
-class _Watchers:
-    by_response: dict[str, set[asyncio.Event]] = field(default_factory=dict)
-
-    def wake(self, response_id: str) -> None:
-        for event in self.by_response.get(response_id, ()):
-            event.set()
-
-
 class LocalRunLeases:
     """One process on its own database (SQLite): no lease to hold, every unfinished run is this process's.
 
@@ -62,7 +53,7 @@ class LocalRunLeases:
     def __init__(self, events: EventLog) -> None:
         self._events = events
         self._swept = False
-        self._watchers = _Watchers()
+        self._watchers = Watchers()
 
     owner: str | None = None  # no lease, no fence: the saves of this process's runs are not checked
 
@@ -113,18 +104,8 @@ class LocalRunLeases:
     async def request_cancel(self, response_id: str, *, tenant: str) -> bool:
         return False
 
-    @asynccontextmanager
-    async def watch(self, response_id: str) -> AsyncIterator[asyncio.Event]:
-        event = asyncio.Event()
-        self._watchers.by_response.setdefault(response_id, set()).add(event)
-        try:
-            yield event
-        finally:
-            waiting = self._watchers.by_response.get(response_id)
-            if waiting is not None:
-                waiting.discard(event)
-                if not waiting:
-                    del self._watchers.by_response[response_id]
+    def watch(self, response_id: str) -> AbstractAsyncContextManager[asyncio.Event]:
+        return self._watchers.watch(response_id)
 
 
 _CLAIM = ("INSERT OR REPLACE INTO background_runs (response_id, owner, lease_until, cancel_requested) "
@@ -159,7 +140,7 @@ class SQLiteRunLeases:
         self._lease_seconds = lease_seconds
         self.owner: str | None = owner or new_owner_id()
         self._poll_seconds = poll_seconds
-        self._watchers = _Watchers()
+        self._watchers = Watchers()
         self._held: set[str] = set()  # claimed here and not released
         self._log_ends: dict[str, tuple[int, str]] = {}  # watched id -> (last sequence, status) last seen
         self._on_cancel: Callable[[str], None] | None = None
@@ -207,25 +188,16 @@ class SQLiteRunLeases:
                 _LOG_ENDS.format(_marks(len(watched))), watched)}
             statuses = {str(row[0]): row[1] for row in await conn.execute_fetchall(
                 _STATUSES.format(_marks(len(watched))), watched)}
+        for gone in set(self._log_ends) - set(watched):
+            del self._log_ends[gone]
         for response_id in watched:
             seen = (int(ends.get(response_id, -1)), str(statuses.get(response_id)))
             if self._log_ends.get(response_id) != seen:
                 self._log_ends[response_id] = seen
                 self._watchers.wake(response_id)
 
-    @asynccontextmanager
-    async def watch(self, response_id: str) -> AsyncIterator[asyncio.Event]:
-        event = asyncio.Event()
-        self._watchers.by_response.setdefault(response_id, set()).add(event)
-        try:
-            yield event
-        finally:
-            waiting = self._watchers.by_response.get(response_id)
-            if waiting is not None:
-                waiting.discard(event)
-                if not waiting:
-                    del self._watchers.by_response[response_id]
-                    self._log_ends.pop(response_id, None)
+    def watch(self, response_id: str) -> AbstractAsyncContextManager[asyncio.Event]:
+        return self._watchers.watch(response_id)
 
     # --- leases ------------------------------------------------------------------------------------------------
 
