@@ -43,8 +43,9 @@ WORKER_ENV = "RESPONSES_BRIDGE_WORKER_SLOT"
 """Set by the supervisor in each worker's environment: ``i/N``. Not a setting: a process started by hand has none."""
 METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 STARTUP_SECONDS = 10.0
-"""A worker that exits with an error this soon after the start failed to start (a taken port, a bad setting):
-every worker would, so the supervisor stops them all instead of starting it again and again."""
+"""A worker that exits with an error code this soon after the start failed to start (a taken port, a bad
+setting): every worker would, so the supervisor stops them all instead of starting it again and again. A worker
+killed by a signal is started again, however soon."""
 RESTART_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0)
 STOP_POLL_SECONDS = 0.1
 
@@ -178,7 +179,7 @@ class _Supervisor:
                 if code is None:
                     continue
                 self._forget(proc.pid)
-                if code != 0 and time.monotonic() - began < STARTUP_SECONDS:
+                if code > 0 and time.monotonic() - began < STARTUP_SECONDS:  # its own error exit, not a kill
                     log.error("worker_failed_to_start", worker=index, exit_code=code)
                     self._stop_all(signal.SIGTERM)
                     return code if code > 0 else 1

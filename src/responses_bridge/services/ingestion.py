@@ -124,6 +124,8 @@ class IngestionWorker:
         if self._poll_interval is not None:
             self._poller = asyncio.create_task(self._poll(self._poll_interval), name="ingestion-poll")
             return 0
+        # alone on the database (no polling): every claim left is a dead process's, however long its lease
+        await self._store.release_claims(None)
         leftover = await self._store.claim_next(self.owner, self._lease, 1 << 31)
         if leftover:
             log.info("ingestion_resumed", files=len(leftover))

@@ -507,8 +507,9 @@ class VectorStoreStore(Protocol):
         """Claim or renew one in-progress row; False when another worker holds it or it is no longer in
         progress. Across tenants: workers only."""
 
-    async def release_claims(self, owner: str) -> int:
-        """Give up ``owner``'s claims (a worker stopping). Across tenants: workers only."""
+    async def release_claims(self, owner: str | None) -> int:
+        """Give up ``owner``'s claims (a worker stopping); ``None``: every claim (a process alone on its database,
+        at start: they are all a dead process's). Across tenants: workers only."""
 
     async def delete_file_everywhere(self, file_id: str) -> list[str]:
         """Detach a deleted file from every store holding it; those stores' ids. Across tenants: workers only

@@ -348,13 +348,14 @@ class PostgresVectorStoreStore:
         async with self._db.acquire("claim_vector_store_file") as conn:
             return _count(await conn.execute(_CLAIM, seq, owner, lease_seconds)) > 0
 
-    async def release_claims(self, owner: str) -> int:
+    async def release_claims(self, owner: str | None) -> int:
         """Give up every claim ``owner`` holds (a worker stopping cleanly), so another replica takes the rows at
         its next poll instead of after the lease. Across tenants: workers only."""
         async with self._db.acquire("release_vector_store_files") as conn:
             return _count(await conn.execute(
                 "UPDATE vector_store_files SET claimed_by = NULL, lease_until = NULL "
-                "WHERE claimed_by = $1 AND status = 'in_progress'", owner))
+                "WHERE claimed_by IS NOT NULL AND (claimed_by = $1 OR $1::text IS NULL) AND status = 'in_progress'",
+                owner))
 
     # -- batches ---------------------------------------------------------------------------------------------
 

@@ -329,12 +329,12 @@ class SQLiteVectorStoreStore:
                 sql, (owner, now + lease_seconds, seq, owner, now)) as cursor:
             return cursor.rowcount > 0
 
-    async def release_claims(self, owner: str) -> int:
+    async def release_claims(self, owner: str | None) -> int:
         """Give up every claim ``owner`` holds (a worker stopping cleanly), so another worker takes the rows at its
-        next poll instead of after the lease. Across tenants: workers only."""
+        next poll instead of after the lease; ``None``: every claim. Across tenants: workers only."""
         sql = ("UPDATE vector_store_files SET claimed_by = NULL, lease_until = NULL "
-               "WHERE claimed_by = ? AND status = 'in_progress'")
-        async with self._db.writing() as conn, conn.execute(sql, (owner,)) as cursor:
+               "WHERE claimed_by IS NOT NULL AND (claimed_by = ? OR ? IS NULL) AND status = 'in_progress'")
+        async with self._db.writing() as conn, conn.execute(sql, (owner, owner)) as cursor:
             return cursor.rowcount
 
     # -- batches ---------------------------------------------------------------------------------------------
