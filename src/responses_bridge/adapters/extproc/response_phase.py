@@ -118,7 +118,7 @@ class ResponsePhase(StreamState):
                 return [await self._fail_immediately(exc)]
             reply = await self._fail(exc)
         if not self.sse:
-            return [m.response_headers_reply(None, _json_headers(reply)), *await self._streamed((reply.body,), True)]
+            return await self._streamed((reply.body,), True, m.response_headers_reply(None, _json_headers(reply)))
         head, self.pending = self.pending, b""
         return await self._streamed((head, *out, reply.body), True)  # the terminal events repeat the whole output
 
@@ -128,14 +128,19 @@ class ResponsePhase(StreamState):
         head, self.pending = self.pending, b""
         return await self._streamed((head, *out, reply.body), True)
 
-    async def _streamed(self, parts: Sequence[bytes], end_of_stream: bool) -> Responses:
+    async def _streamed(self, parts: Sequence[bytes], end_of_stream: bool,
+                        first: ProcessingResponse | None = None) -> Responses:
         """The client's bytes as FULL_DUPLEX_STREAMED body messages. Large ones (the terminal events, which repeat
         the whole output; a long event's slices) leave a piece at a time (adapters/pieces.py): each message is
         built just before this stream writes it, and the event loop serves other requests while gRPC takes it;
-        the last is returned like any reply. A stream that cannot write for itself returns them all."""
+        the last is returned like any reply. A stream that cannot write for itself returns them all. ``first``:
+        a reply that must reach Envoy before the body (a JSON answer's headers)."""
         write = self.write
         if write is None or sum(map(len, parts)) <= PIECE_BYTES:
-            return m.streamed_bodies(parts, end_of_stream)
+            bodies_only = m.streamed_bodies(parts, end_of_stream)
+            return bodies_only if first is None else [first, *bodies_only]
+        if first is not None:
+            await write(first)
         bodies = joined_pieces(parts)
         body = next(bodies)
         for following in bodies:
