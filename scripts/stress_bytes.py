@@ -89,6 +89,7 @@ from responses_bridge.run.response_run import ResponseRun
 from responses_bridge.engine.options import EngineOptions
 from responses_bridge.engine.sse import SSEDecoder
 from responses_bridge.store import SQLiteResponseStore
+from responses_bridge.store.base import DEFAULT_TENANT
 
 def frame(delta, finish=None):
     chunk = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m",
@@ -108,7 +109,7 @@ async def per_event(pieces):
     best = float("inf")
     async with SQLiteResponseStore(":memory:") as store:
         for _ in range(30):
-            run = ResponseRun(store, EngineOptions())
+            run = ResponseRun(store, EngineOptions(), tenant=DEFAULT_TENANT)
             await run.begin(orjson.dumps({"model": "m", "input": "hi", "stream": True, "store": False}))
             run.on_upstream_headers(200, "text/event-stream")
             started = time.perf_counter()

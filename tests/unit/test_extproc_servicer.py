@@ -656,6 +656,34 @@ async def test_shutting_down_in_streamed_mode_waits_for_the_next_chunk(runtime: 
     assert reply.response_body.response.body_mutation.body == b"" and stream.done
 
 
+async def test_a_long_event_leaves_in_bounded_messages_written_one_at_a_time(runtime: Runtime) -> None:
+    """A 2 MB text delta and the terminal events that repeat it: every message to Envoy is at most a piece
+    (adapters/pieces.py), all but the last of a reply written by the stream itself, each built just before its
+    write, so gRPC never copies megabytes at once and the event loop runs between the writes."""
+    sent = Sent()
+    stream = _Stream(runtime, "/v1", sent)
+    await stream.handle(request_body({**REQUEST, "stream": True}))
+    assert await stream.handle(response_headers(200, SSE))  # the headers reply
+    text = "x" * (2 * 1024 * 1024)
+    chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+             "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
+    raw = (b"data: " + orjson.dumps(chunk) + b"\n\n" + b'data: {"choices":[{"index":0,"delta":{},'
+           b'"finish_reason":"stop"}]}\n\n' + b"data: [DONE]\n\n")
+    messages: list[ProcessingResponse] = []
+    for start in range(0, len(raw), 65536):
+        end = start + 65536 >= len(raw)
+        replies = await stream.handle(response_body(raw[start:start + 65536], end))
+        messages += sent.messages + replies  # what the stream wrote itself went out before its replies
+        sent.messages = []
+    bodies = [streamed(message) for message in messages]
+    assert all(len(body) <= response_phase.PIECE_BYTES for body, _ in bodies)
+    assert [end for _, end in bodies].count(True) == 1 and bodies[-1][1]
+    assert len(bodies) > 4 * len(text) // response_phase.PIECE_BYTES  # the delta, and four terminal events
+    events = check_stream(b"".join(body for body, _ in bodies))
+    assert "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta") == text
+    assert events[-1]["type"] == "response.completed"
+
+
 # --- over a real gRPC channel ----------------------------------------------------------------------------------
 
 

@@ -31,6 +31,7 @@ from typing import Any
 
 from .. import ids
 from .chunk_values import UpstreamProtocolError, _annotation, _logprob, _text_of_parts, completion_as_chunk
+from .event_frames import Encoder, EventFrames
 from .response_object import convert_usage
 from .run_items import RunItems
 from .server_tools import ServerCallReader
@@ -38,15 +39,13 @@ from .tool_call_stream import ToolCallStream, _ToolCall
 from .tools import CallTarget
 from .turn_result import TurnCall, TurnResult, add_usage
 
-Encoder = Callable[[dict[str, Any]], bytes]
-
 FINISH_INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 
 
 __all__ = ["Encoder", "OutputBuilder", "UpstreamProtocolError", "completion_as_chunk"]
 
 
-class OutputBuilder(ToolCallStream, RunItems):
+class OutputBuilder(EventFrames, ToolCallStream, RunItems):
     """Accumulates one response's output and, when given an encoder, emits its events."""
 
     def __init__(self, response: dict[str, Any], encode: Encoder | None, *,
@@ -64,6 +63,7 @@ class OutputBuilder(ToolCallStream, RunItems):
         self.output: list[dict[str, Any]] = response["output"]
         self._encode = encode
         self._frames: list[bytes] = []
+        self._deferred: list[dict[str, Any]] = []  # the terminal events, numbered, not encoded yet (finish)
         self._sequence = 0
         self.finish_reason: str | None = None
         self.usage: dict[str, Any] | None = None
@@ -91,27 +91,7 @@ class OutputBuilder(ToolCallStream, RunItems):
         self._held: list[dict[str, Any]] | None = [] if encode is not None else None
         self._held_items: list[dict[str, Any]] = []
 
-    # --- event plumbing ------------------------------------------------------------------------------------------
-
-    def _emit(self, event: dict[str, Any]) -> None:
-        event["sequence_number"] = self._sequence
-        self._sequence += 1
-        self._frames.append(self._encode(event))  # type: ignore[misc]
-
-    def take(self) -> bytes:
-        """The bytes of every event emitted since the last call."""
-        if not self._frames:
-            return b""
-        frames, self._frames = self._frames, []
-        return frames[0] if len(frames) == 1 else b"".join(frames)
-
-    def pending(self) -> list[bytes]:
-        """The frames ``take`` would return, without taking them (background runs persist them first)."""
-        return list(self._frames)
-
-    @property
-    def sequence_number(self) -> int:
-        return self._sequence
+    # --- event plumbing (emit, take: event_frames.py) -------------------------------------------------------
 
     def lifecycle(self, kind: str) -> None:
         """``response.created`` / ``in_progress`` / ``completed`` / …: the whole response as it stands now."""
@@ -418,7 +398,12 @@ class OutputBuilder(ToolCallStream, RunItems):
         return self.finish_reason is not None or self.saw_done
 
     def finish(self, completed_at: int) -> None:
-        """Close every item and set the terminal status; emits ``response.completed`` or ``.incomplete``."""
+        """Close every item and set the terminal status; emits ``response.completed`` or ``.incomplete``. The
+        events it emits are encoded later (:meth:`encode_deferred`, or whatever takes them): nothing changes now."""
+        with self.deferring():
+            self._finish(completed_at)
+
+    def _finish(self, completed_at: int) -> None:
         reason = FINISH_INCOMPLETE.get(self.finish_reason or "")
         self._close_open("incomplete" if reason else "completed")
         self._settle_pending(announce=True)
@@ -436,6 +421,7 @@ class OutputBuilder(ToolCallStream, RunItems):
     def fail(self, code: str, message: str) -> None:
         """Mark the response failed, keeping the partial output (items marked incomplete); emits
         ``response.failed``. Open items get no ``.done`` events: the response they belong to did not finish."""
+        self._deferred = []  # a failure after finish (the store refused it): the finished events never go out
         encode, self._encode = self._encode, None
         if self._open == "tools":  # a call still waiting for its name was never announced: leave it out
             self._tool_calls = {index: call for index, call in self._tool_calls.items() if call.item is not None}
@@ -453,6 +439,7 @@ class OutputBuilder(ToolCallStream, RunItems):
     def cancel(self) -> None:
         """A background response cancelled by its owner: like ``fail`` (partial output kept, open items
         incomplete) but ``status: cancelled`` and no error; emits ``response.cancelled``."""
+        self._deferred = []
         encode, self._encode = self._encode, None
         if self._open == "tools":
             self._tool_calls = {index: call for index, call in self._tool_calls.items() if call.item is not None}

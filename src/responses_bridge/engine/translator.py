@@ -28,6 +28,7 @@ no layer in between.
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import replace
 from typing import Any
 
@@ -40,6 +41,7 @@ from ..protocol.request import ResponsesRequest
 from ..protocol.request_checks import check_call_outputs
 from ..sealing import Sealer
 from . import compaction, reasoning, truncation
+from .long_events import LONG_EVENT_BYTES, step
 from .options import EngineOptions
 from .output_builder import Encoder, OutputBuilder, UpstreamProtocolError, completion_as_chunk
 from .request_translation import build_chat_request, plan_request_tools
@@ -71,7 +73,8 @@ _MALFORMED = (AttributeError, TypeError, KeyError, IndexError, ValueError)
 class Translator:
     __slots__ = ("_options", "request", "response", "_builder", "_decoder", "_upstream_status", "_upstream_sse",
                  "_buffer", "_head_sent", "_error", "_ended", "_sealer", "_events", "_retry_chat", "_compacting",
-                 "_buffered", "_translated", "_terminal_head", "plan", "context", "_chat", "_body", "_turn_closed")
+                 "_buffered", "_translated", "_terminal_head", "plan", "context", "_chat", "_body", "_turn_closed",
+                 "backlog")
 
     def __init__(self, request: ResponsesRequest, history: list[dict[str, Any]], prompt: RenderedPrompt | None,
                  options: EngineOptions, sealer: Sealer | None = None, *, framing: Framing | None = None,
@@ -124,6 +127,10 @@ class Translator:
         self._builder = OutputBuilder(self.response, _ENCODERS[self._events], targets=targets,
                                       summary=reasoning.wants_summary(p.reasoning), seal=seal)
         self._decoder: SSEDecoder | None = None
+        # the work on_upstream_chunk left for catch_up (engine/long_events.py): the chunks a long event was cut
+        # into, and the payloads after it. One object for the translator's life, emptied in place, so a door can
+        # hold it and test it per chunk for nothing more than its truth.
+        self.backlog: deque[bytes | dict[str, Any]] = deque()
         self._upstream_status = 0
         self._upstream_sse = False
         self._buffer: list[bytes] = []  # a non-streamed upstream answer, joined once at the end
@@ -178,6 +185,12 @@ class Translator:
     def pending(self) -> list[bytes]:
         """The event frames built but not yet taken (the terminal event among them, before a persist)."""
         return self._builder.pending()
+
+    def encode_terminal(self) -> int:
+        """After :meth:`complete`: encodes the next of the terminal events (which may each carry the whole
+        output), returning its size in bytes, 0 when all are. The run calls it until 0, yielding to the event loop
+        after a large one; whatever takes the frames encodes the rest anyway."""
+        return self._builder.encode_deferred()
 
     @property
     def compaction_turn(self) -> bool:
@@ -309,15 +322,37 @@ class Translator:
             self._buffer.append(chunk)
             return b""
         try:
+            if self.backlog:  # a door that did not catch up: what is queued goes first, in one go
+                self._catch_up_all()
             self._feed_payloads(self._decoder.feed(chunk))  # type: ignore[union-attr]
         except UpstreamProtocolError as exc:
-            self._error = APIError(502, str(exc), type="server_error", code="server_error")
+            self._fail_upstream(APIError(502, str(exc), type="server_error", code="server_error"))
             return b""
         except EventTooLarge as exc:
             self._decoder = None  # its buffer is released now, not when the upstream body ends
-            self._error = too_large("event", exc.limit)
+            self._fail_upstream(too_large("event", exc.limit))
             return b""
         return self._builder.take() if self._head_sent else b""
+
+    def catch_up(self) -> bytes:
+        """One step of the work :meth:`on_upstream_chunk` left in :attr:`backlog` (a long event's parse, or one
+        slice of its text: engine/long_events.py); the client's bytes it made. A door calls it while
+        ``backlog`` is not empty, letting its event loop serve other requests between the calls; a door that
+        does not is still correct: the next chunk, or the end of the answer, does the rest in one go."""
+        try:
+            self._step()
+        except UpstreamProtocolError as exc:
+            self._fail_upstream(APIError(502, str(exc), type="server_error", code="server_error"))
+            return b""
+        return self._builder.take() if self._head_sent else b""
+
+    def _fail_upstream(self, error: APIError) -> None:
+        self._error = error
+        self.backlog.clear()
+
+    def _catch_up_all(self) -> None:
+        while self.backlog:
+            self._step()
 
     def _feed_payloads(self, payloads: list[bytes]) -> None:
         builder = self._builder
@@ -326,6 +361,9 @@ class Translator:
                 if payload == DONE:
                     builder.saw_done = True
                     continue
+                if len(payload) > LONG_EVENT_BYTES:  # this one, and every one after it, are left for catch_up
+                    self.backlog.extend(payloads[next(i for i, p in enumerate(payloads) if p is payload):])
+                    return
                 try:
                     chunk = orjson.loads(payload)
                 except orjson.JSONDecodeError:
@@ -333,6 +371,12 @@ class Translator:
                 if not isinstance(chunk, dict):
                     raise UpstreamProtocolError("The upstream sent an event that is not a JSON object.")
                 builder.feed(chunk)
+        except _MALFORMED as exc:
+            raise malformed(exc) from None
+
+    def _step(self) -> None:
+        try:
+            step(self.backlog, self._builder)
         except _MALFORMED as exc:
             raise malformed(exc) from None
 
@@ -388,7 +432,9 @@ class Translator:
         builder = self._builder
         try:
             if self._upstream_sse:
+                self._catch_up_all()
                 self._feed_payloads(self._decoder.flush())  # type: ignore[union-attr]
+                self._catch_up_all()
                 if not builder.complete:
                     raise UpstreamProtocolError("The upstream stream ended before the response was complete.")
             else:
@@ -432,13 +478,13 @@ class Translator:
         """After :meth:`complete` returned None and the response was persisted: the rest of the client's bytes."""
         self._ended = True
         if self.streaming:
-            return Reply(200, self._events_content_type, self._builder.take() + self._done_frame,
+            return Reply(200, self._events_content_type, self._builder.take_between(b"", self._done_frame),
                          continues_stream=True)
         return Reply(200, JSON_CONTENT_TYPE, orjson.dumps(self.response))
 
     def drop_pending(self) -> None:
         """The completed response could not be stored: its unsent terminal event would be a lie."""
-        self._builder.take()
+        self._builder.drop()
 
     @property
     def _events_content_type(self) -> str:
@@ -472,7 +518,7 @@ class Translator:
     def terminal_reply(self) -> Reply:
         """The stream's last bytes after :meth:`fail` or :meth:`cancel` (and the persist that follows them)."""
         head, self._terminal_head = self._terminal_head, b""
-        return Reply(200, self._events_content_type, head + self._builder.take() + self._done_frame,
+        return Reply(200, self._events_content_type, self._builder.take_between(head, self._done_frame),
                      continues_stream=head == b"")
 
     def abandon(self) -> bool:
@@ -482,7 +528,7 @@ class Translator:
             return False
         self._ended = True
         self._builder.fail("client_disconnected", "The client disconnected before the response completed.")
-        self._builder.take()
+        self._builder.drop()
         return True
 
 

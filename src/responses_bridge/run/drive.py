@@ -95,6 +95,8 @@ async def drive(run: Run, call: UpstreamRequest | None, upstream: UpstreamClient
                             await sink.write(out)
                         elif run.upstream_failed:  # e.g. an event over the size limit: the rest is dropped anyway
                             break
+                        if run.backlog:  # a long event: see catch_up
+                            await catch_up(run, sink.write)
                 call = run.retry_request() or await _kept_alive(run.next_turn(sink.write), sink, keepalive)
                 pending = run.take_pending_bytes()
                 if pending:
@@ -107,6 +109,17 @@ async def drive(run: Run, call: UpstreamRequest | None, upstream: UpstreamClient
     except ShutdownDeadline:
         sink.ending()
         return await run.fail(shut_down_mid_response())
+
+
+async def catch_up(run: Run, write: Callable[[bytes], Awaitable[None]]) -> None:
+    """The work a chunk left in ``run.backlog`` (a long event, translated in steps: engine/long_events.py), one
+    step per pass of the event loop: the other requests of both doors wait for one step, not for the whole event.
+    Each step's bytes go to ``write`` as they are made."""
+    while run.backlog:
+        await asyncio.sleep(0)
+        out = run.catch_up()
+        if out:
+            await write(out)
 
 
 async def _kept_alive(work: Awaitable[T], sink: TurnSink, every: float) -> T:

@@ -17,7 +17,7 @@ the route to the HTTP door), it is refused with a 400.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 import structlog
@@ -52,6 +52,7 @@ class NativeRun:
         self.before_persist: BeforePersist | None = None
         self.save_fence: dict[str, str] = {}  # a background run's lease (store/base.py: save_response) or nothing
         self.on_upstream_chunk: Callable[[bytes], bytes] = _not_begun
+        self.backlog: Collection[object] = ()  # the backend's events are relayed as they come: never any
         self._store = store
         self._conversations = conversations
         self._conversation_id: str | None = None
@@ -118,6 +119,10 @@ class NativeRun:
                                  sealer=self._native_sealer)
         self.on_upstream_chunk = self.relay.on_upstream_chunk  # the per-chunk path has no layer of its own
         return self.relay.upstream_request()
+
+    def catch_up(self) -> bytes:
+        """Never called: :attr:`backlog` stays empty (the relay translates nothing in steps)."""
+        return b""
 
     async def _history(self, request: ResponsesRequest) -> list[dict[str, Any]]:
         p = request.params

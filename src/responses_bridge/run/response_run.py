@@ -8,6 +8,8 @@ out. A door drives it in the order the bytes move:
     upstream = await run.begin(body)              # parse, load history, build the Chat Completions body
     head = run.on_upstream_headers(status, ct)    # bytes to open the client's SSE stream now, or None
     out = run.on_upstream_chunk(chunk)            # per upstream body chunk: bytes to forward (maybe b"")
+    while run.backlog:                            # a long event: translated in steps, the loop free between them
+        out = run.catch_up()
     reply = await run.finish()                    # at end of the upstream body: the rest, after persisting
     reply = await run.fail(error)                 # instead of finish, when the upstream call itself failed
 
@@ -36,7 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 import structlog
@@ -61,16 +63,30 @@ DEFAULT_MAX_TURNS = 16
 LARGE_BODY_BYTES = 1024 * 1024
 """Request bodies above this are parsed and translated off the event loop (see ``begin``)."""
 
+LONG_FRAME_BYTES = 64 * 1024
+"""After encoding a terminal event longer than this, :meth:`ResponseRun.finish` lets the event loop serve other
+requests before the next; a response of ordinary size ends without a pass of the loop more."""
+
 log = structlog.get_logger("responses_bridge.run")
 
 def _not_begun(chunk: bytes) -> bytes:
     raise RuntimeError("on_upstream_chunk before begin()")
 
 
+def _nothing_left() -> bytes:
+    return b""
+
+
 class ResponseRun:
     on_upstream_chunk: Callable[[bytes], bytes]
     """Per upstream body chunk: the client's bytes (maybe ``b""``). After :meth:`begin` this *is* the
     translator's bound method, so the per-chunk path has no layer of its own here."""
+    backlog: Collection[object]
+    """Work the last chunk left (a long event, translated in steps: engine/long_events.py): while it is not empty
+    the door calls :attr:`catch_up`, yielding to its event loop between the calls. The translator's own queue
+    after :meth:`begin`, so testing it costs a door nothing more than its truth."""
+    catch_up: Callable[[], bytes]
+    """One step of :attr:`backlog`'s work: the client's bytes it made (maybe ``b""``)."""
 
     def __init__(self, store: ResponseStore, options: EngineOptions, sealer: Sealer | None = None, *,
                  framing: Framing | None = None, conversations: ConversationHistory | None = None,
@@ -98,6 +114,8 @@ class ResponseRun:
         self._sealer = sealer
         self.translator: Translator | None = None
         self.on_upstream_chunk = _not_begun
+        self.backlog = ()
+        self.catch_up = _nothing_left
 
     def use_options(self, options: EngineOptions) -> None:
         """Another upstream dialect for this run (a routed request's), before :meth:`begin`."""
@@ -175,6 +193,7 @@ class ResponseRun:
         translator = await asyncio.to_thread(make) if large else make()
         self.translator = translator
         self.on_upstream_chunk = translator.on_upstream_chunk
+        self.backlog, self.catch_up = translator.backlog, translator.catch_up
         if self._server_tools is not None and translator.plan is not None and _offers_server_tools(request, served):
             # checked before anything is sent: a malformed or refused MCP tool is a 400 here
             checked = await self._server_tools.check(translator.request, translator.context, translator.plan,
@@ -281,6 +300,9 @@ class ResponseRun:
         error = translator.complete()
         if error is not None:
             return await self._fail(error)
+        while size := translator.encode_terminal():  # each may carry the whole output: see engine/event_frames.py
+            if size > LONG_FRAME_BYTES:
+                await asyncio.sleep(0)
         if not await self._persist():
             translator.drop_pending()  # the unsent completed event would be a lie
             return await self._fail(APIError(500, "The response could not be stored.", code="server_error"),

@@ -8,7 +8,7 @@ kind it has, so a third kind is a new class, not a new branch in every door.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any, Protocol
 
 from ..engine.wire import Reply, UpstreamRequest
@@ -27,6 +27,9 @@ class Run(Protocol):
     """Keyword arguments of every save of this run: a background run's ``lease_owner`` on a shared database."""
     on_upstream_chunk: Callable[[bytes], bytes]
     """Per upstream body chunk: the client's bytes (maybe ``b""``)."""
+    backlog: Collection[object]
+    """Work a chunk left for later (a long event, translated in steps): while it is not empty, a door calls
+    :attr:`catch_up` and lets its event loop run other work between the calls (see ``drive.catch_up``)."""
 
     @property
     def request(self) -> ResponsesRequest | None: ...
@@ -63,6 +66,9 @@ class Run(Protocol):
     async def first_call(self) -> UpstreamRequest:
         """After a deferred :meth:`begin`: the set-up work (its events in :meth:`take_pending_bytes`), then the
         first upstream call."""
+
+    def catch_up(self) -> bytes:
+        """One step of :attr:`backlog`'s work: the client's bytes it made (maybe ``b""``)."""
 
     def on_upstream_headers(self, status: int, content_type: str | None) -> bytes | None:
         """The bytes that open the client's event stream, or None while its status is not known."""

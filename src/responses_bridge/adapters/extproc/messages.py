@@ -7,7 +7,7 @@ gRPC serializes it, so sharing one instance between streams is safe as long as n
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from envoy.config.core.v3.base_pb2 import HeaderValueOption
 from envoy.extensions.filters.http.ext_proc.v3.processing_mode_pb2 import ProcessingMode
@@ -30,6 +30,7 @@ from ...envoy_config import (
     UPSTREAM_HEADERS_NAMESPACE,
     UPSTREAM_KEY,
 )
+from ..pieces import PIECE_BYTES, joined_pieces
 
 OVERWRITE = HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 STREAMED = ProcessingMode.STREAMED
@@ -220,6 +221,16 @@ def streamed_body(body: bytes, end_of_stream: bool) -> ProcessingResponse:
     streamed.body = body
     streamed.end_of_stream = end_of_stream
     return response
+
+
+def streamed_bodies(parts: Sequence[bytes], end_of_stream: bool) -> list[ProcessingResponse]:
+    """:func:`streamed_body` for ``parts`` in order, as messages of at most ``PIECE_BYTES`` each (see
+    adapters/pieces.py), never joined whole; a lone small part is one message, as with :func:`streamed_body`. A
+    stream that can write for itself sends large bodies a message at a time instead (``StreamState.send_body``)."""
+    if len(parts) == 1 and len(parts[0]) <= PIECE_BYTES:
+        return [streamed_body(parts[0], end_of_stream)]
+    bodies = list(joined_pieces(parts))
+    return [streamed_body(body, end_of_stream and number == len(bodies) - 1) for number, body in enumerate(bodies)]
 
 
 def response_body_final(body: bytes, set_headers: Headers, remove: Iterable[str] = ()) -> ProcessingResponse:

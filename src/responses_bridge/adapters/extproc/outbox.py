@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingResponse, StreamedBodyResponse
 
+from ..pieces import PIECE_BYTES
 from . import messages as m
 
 Write = Callable[[ProcessingResponse], Awaitable[None]]
@@ -89,26 +90,39 @@ class Outbox:
 
 
 def _joined(batch: list[ProcessingResponse]) -> list[ProcessingResponse]:
-    """Consecutive ``streamed_response`` body replies as one (its ``end_of_stream`` is the last one's); every other
-    reply keeps its place."""
+    """Consecutive ``streamed_response`` body replies as one (its ``end_of_stream`` is the last one's), up to
+    ``PIECE_BYTES`` (adapters/pieces.py: a large answer was cut into pieces so that each write is short, and is
+    not joined again here); every other reply keeps its place."""
     out: list[ProcessingResponse] = []
-    bodies: list[bytes] = []
+    run: list[ProcessingResponse] = []  # streamed bodies to join, together no larger than a piece
+    size = 0
     for reply in batch:
         streamed = _streamed(reply)
         if streamed is None:
-            if bodies:
-                out.append(m.streamed_body(b"".join(bodies), False))
-                bodies = []
+            out.extend(_join(run))
+            run, size = [], 0
             out.append(reply)
-        elif streamed.end_of_stream:
-            bodies.append(streamed.body)
-            out.append(m.streamed_body(b"".join(bodies), True))
-            bodies = []
-        else:
-            bodies.append(streamed.body)
-    if bodies:
-        out.append(m.streamed_body(b"".join(bodies), False))
+            continue
+        length = len(streamed.body)
+        if run and size + length > PIECE_BYTES:
+            out.extend(_join(run))
+            run, size = [], 0
+        run.append(reply)
+        size += length
+        if streamed.end_of_stream:
+            out.extend(_join(run))
+            run, size = [], 0
+    out.extend(_join(run))
     return out
+
+
+def _join(run: list[ProcessingResponse]) -> list[ProcessingResponse]:
+    """The run's bodies as one reply; a lone reply as it is."""
+    if len(run) < 2:
+        return run
+    bodies = [reply.response_body.response.body_mutation.streamed_response.body for reply in run]
+    end = run[-1].response_body.response.body_mutation.streamed_response.end_of_stream
+    return [m.streamed_body(b"".join(bodies), end)]
 
 
 def _streamed(reply: ProcessingResponse) -> StreamedBodyResponse | None:

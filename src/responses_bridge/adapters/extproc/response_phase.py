@@ -4,6 +4,7 @@ and every failure there still ends the client's answer with its terminal bytes."
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from time import perf_counter
 
 import structlog
@@ -12,6 +13,9 @@ from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingRequest, 
 from ...engine.sse import DONE_FRAME, encode_event
 from ...engine.wire import SSE_CONTENT_TYPE, Reply
 from ...protocol.errors import APIError
+from ...run.drive import catch_up
+from ...run.runs import Run
+from ..pieces import PIECE_BYTES, joined_pieces
 from . import messages as m
 from .retry import retried_reply
 from .stream_state import JSON, SHUTDOWN_ERROR, Responses, StreamState
@@ -70,6 +74,8 @@ class ResponsePhase(StreamState):
             run.on_upstream_chunk(chunk)
             return await self._duplex_end() if end_of_stream else []
         out = run.on_upstream_chunk(chunk)
+        if run.backlog:  # a long event, translated in steps
+            return await self._duplex_long(out, end_of_stream)
         if out and self.observed is not None and not self.observed.first_event_at:
             self.observed.first_event_at = perf_counter()
         if end_of_stream:
@@ -79,9 +85,24 @@ class ResponsePhase(StreamState):
         if not out and not self.pending:
             return []
         head, self.pending = self.pending, b""
+        if len(out) > PIECE_BYTES:  # one large event: in pieces (adapters/pieces.py)
+            return await self._streamed((head, out), False)
         return [m.streamed_body(head + out if head else out, False)]
 
-    async def _duplex_end(self, out: bytes = b"") -> Responses:
+    async def _duplex_long(self, out: bytes, end_of_stream: bool) -> Responses:
+        """A chunk that left work for later (a long event: engine/long_events.py): the work done a step per pass
+        of the event loop, and the bytes of every step sent in pieces (adapters/pieces.py), never joined whole."""
+        parts = [out, *await _caught_up(self.run)]  # type: ignore[arg-type]
+        if self.observed is not None and not self.observed.first_event_at and any(parts):
+            self.observed.first_event_at = perf_counter()
+        if end_of_stream:
+            return await self._duplex_end(*parts)
+        if self.shutdown_requested:
+            return await self._duplex_shutdown(*parts)
+        head, self.pending = self.pending, b""
+        return await self._streamed((head, *parts), False)
+
+    async def _duplex_end(self, *out: bytes) -> Responses:
         """The upstream's body ended (``end_of_stream``, or its trailers): the rest of the client's bytes, and the
         end of the client's response."""
         self.done = True
@@ -97,15 +118,35 @@ class ResponsePhase(StreamState):
                 return [await self._fail_immediately(exc)]
             reply = await self._fail(exc)
         if not self.sse:
-            return [m.response_headers_reply(None, _json_headers(reply)), m.streamed_body(reply.body, True)]
+            return await self._streamed((reply.body,), True, m.response_headers_reply(None, _json_headers(reply)))
         head, self.pending = self.pending, b""
-        return [m.streamed_body(head + out + reply.body, True)]
+        return await self._streamed((head, *out, reply.body), True)  # the terminal events repeat the whole output
 
-    async def _duplex_shutdown(self, out: bytes = b"") -> Responses:
+    async def _duplex_shutdown(self, *out: bytes) -> Responses:
         self.done = True
         reply = await self._fail(SHUTDOWN_ERROR)
         head, self.pending = self.pending, b""
-        return [m.streamed_body(head + out + reply.body, True)]
+        return await self._streamed((head, *out, reply.body), True)
+
+    async def _streamed(self, parts: Sequence[bytes], end_of_stream: bool,
+                        first: ProcessingResponse | None = None) -> Responses:
+        """The client's bytes as FULL_DUPLEX_STREAMED body messages. Large ones (the terminal events, which repeat
+        the whole output; a long event's slices) leave a piece at a time (adapters/pieces.py): each message is
+        built just before this stream writes it, and the event loop serves other requests while gRPC takes it;
+        the last is returned like any reply. A stream that cannot write for itself returns them all. ``first``:
+        a reply that must reach Envoy before the body (a JSON answer's headers)."""
+        write = self.write
+        if write is None or sum(map(len, parts)) <= PIECE_BYTES:
+            bodies_only = m.streamed_bodies(parts, end_of_stream)
+            return bodies_only if first is None else [first, *bodies_only]
+        if first is not None:
+            await write(first)
+        bodies = joined_pieces(parts)
+        body = next(bodies)
+        for following in bodies:
+            await write(m.streamed_body(body, False))
+            body = following
+        return [m.streamed_body(body, end_of_stream)]
 
     async def _response_body(self, chunk: bytes, end_of_stream: bool) -> ProcessingResponse:
         """STREAMED or BUFFERED mode: exactly one reply per body message."""
@@ -134,6 +175,8 @@ class ResponsePhase(StreamState):
         out = b""
         try:
             out = run.on_upstream_chunk(chunk)
+            if run.backlog:  # a long event, translated in steps; this mode answers each message once
+                out = b"".join((out, *await _caught_up(run)))
             if out and self.observed is not None and not self.observed.first_event_at:
                 self.observed.first_event_at = perf_counter()
             if self.shutdown_requested:  # a drain ran out of time: this reply is the stream's last
@@ -173,6 +216,17 @@ class ResponsePhase(StreamState):
                          "message": "The bridge failed while translating the upstream's answer."}
                 return Reply(200, SSE_CONTENT_TYPE, encode_event(event) + DONE_FRAME, continues_stream=True)
             return Reply(error.status, JSON, error.body())
+
+
+async def _caught_up(run: Run) -> list[bytes]:
+    """The bytes of the work ``run.backlog`` holds, made a step per pass of the event loop."""
+    parts: list[bytes] = []
+
+    async def keep(data: bytes) -> None:
+        parts.append(data)
+
+    await catch_up(run, keep)
+    return parts
 
 
 def _sse_headers(upstream_status: int) -> list[tuple[str, str]]:

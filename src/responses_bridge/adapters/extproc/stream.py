@@ -72,7 +72,7 @@ class _Stream(RequestPhase):
         head, self.pending = self.pending, b""
         if self.full_duplex:
             self.done = True
-            return [m.streamed_body(head + reply.body, True), *trailers]
+            return [*await self._streamed((head, reply.body), True), *trailers]
         return [m.response_body_reply(head + reply.body)]
 
     async def _dispatch(self, request: ProcessingRequest) -> Responses:

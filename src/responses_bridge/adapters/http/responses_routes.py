@@ -22,6 +22,7 @@ from ...run.upstream import UpstreamClient
 from ...runtime import Runtime
 from ...services import listing
 from ...services.pagination import page_errors
+from ..pieces import PIECE_BYTES, write_in_pieces
 from . import background_routes, websocket
 from .drain import DRAIN
 from .identity import request_tenant
@@ -147,7 +148,10 @@ class _EventStream:
         if self.stream is None:
             return
         async with self._lock:
-            await self.stream.write(data)
+            if len(data) > PIECE_BYTES:  # in pieces (pieces.py), no keep-alive between them
+                await write_in_pieces(self.stream.write, data)
+            else:
+                await self.stream.write(data)
         if self._first_event:
             self._first_event = False
             FIRST_EVENT.observe(time.perf_counter() - self.request[STARTED])
@@ -170,8 +174,16 @@ async def _open_stream(request: web.Request, head: bytes) -> web.StreamResponse:
     stream.content_type = "text/event-stream"
     stream.charset = "utf-8"
     await stream.prepare(request)
-    await stream.write(head)
+    await _write(stream, head)
     return stream
+
+
+async def _write(stream: web.StreamResponse, data: bytes) -> None:
+    """Bytes of an open event stream: a large write in pieces, so the event loop is never held by it."""
+    if len(data) > PIECE_BYTES:
+        await write_in_pieces(stream.write, data)
+    else:
+        await stream.write(data)
 
 
 async def _deliver(request: web.Request, reply: Reply, stream: web.StreamResponse | None) -> web.StreamResponse:
@@ -181,7 +193,7 @@ async def _deliver(request: web.Request, reply: Reply, stream: web.StreamRespons
             await stream.write_eof()
             return stream
         return web.Response(status=reply.status, body=reply.body, content_type=reply.content_type.split(";")[0])
-    await stream.write(reply.body)
+    await _write(stream, reply.body)
     await stream.write_eof()
     return stream
 

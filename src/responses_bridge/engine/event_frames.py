@@ -1,0 +1,91 @@
+"""The event frames of one response, in order: made as events are emitted, taken by the door.
+
+Every event is encoded the moment it is emitted (the dicts it refers to go on changing), except the terminal ones
+that :meth:`EventFrames.deferring` covers: once the response is finished nothing changes any more, and those
+events are the large ones (``output_text.done``, ``content_part.done``, ``output_item.done`` and
+``response.completed`` each carry the whole output). They are encoded one at a time by
+:meth:`EventFrames.encode_deferred`, so the run can let the event loop serve other requests between them; anything
+that takes or reads the frames encodes whatever is still deferred first, so no caller can miss one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+Encoder = Callable[[dict[str, Any]], bytes]
+
+
+def _kept(event: dict[str, Any]) -> dict[str, Any]:
+    return event
+
+
+class EventFrames:
+    """Mixed into :class:`~responses_bridge.engine.output_builder.OutputBuilder`, which sets the fields."""
+
+    _encode: Encoder | None
+    _frames: list[bytes]
+    _sequence: int
+    _deferred: list[dict[str, Any]]  # emitted under deferring(), not yet encoded (after every frame)
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        event["sequence_number"] = self._sequence
+        self._sequence += 1
+        self._frames.append(self._encode(event))  # type: ignore[misc]
+
+    def take(self) -> bytes:
+        """The bytes of every event emitted since the last call (the deferred ones encoded now)."""
+        if self._deferred:
+            self._encode_all()
+        if not self._frames:
+            return b""
+        frames, self._frames = self._frames, []
+        return frames[0] if len(frames) == 1 else b"".join(frames)
+
+    def take_between(self, head: bytes, tail: bytes) -> bytes:
+        """``head + take() + tail`` copied once: the terminal events repeat the whole output, so joining them and
+        then adding ``[DONE]`` would copy megabytes twice over."""
+        self._encode_all()
+        frames, self._frames = self._frames, []
+        return b"".join((head, *frames, tail))
+
+    def pending(self) -> list[bytes]:
+        """The frames ``take`` would return, without taking them (background runs persist them first)."""
+        self._encode_all()
+        return list(self._frames)
+
+    def drop(self) -> None:
+        """Forget every frame not taken yet (events that must not go out), without encoding any."""
+        self._frames = []
+        self._deferred = []
+
+    @property
+    def sequence_number(self) -> int:
+        return self._sequence
+
+    @contextmanager
+    def deferring(self) -> Iterator[None]:
+        """Events emitted inside are numbered now and encoded later (:meth:`encode_deferred`). Only for events
+        whose dicts no longer change: a finished response's."""
+        encode, frames = self._encode, self._frames
+        if encode is None:  # no events at all (a JSON answer)
+            yield
+            return
+        self._encode, self._frames = _kept, self._deferred  # type: ignore[assignment]
+        try:
+            yield
+        finally:
+            self._encode, self._frames = encode, frames
+
+    def encode_deferred(self) -> int:
+        """Encodes the next deferred event; its size in bytes, 0 when none is left."""
+        if not self._deferred:
+            return 0
+        frame = self._encode(self._deferred.pop(0))  # type: ignore[misc]  # a handful of events: pop(0) is cheap
+        self._frames.append(frame)
+        return len(frame)
+
+    def _encode_all(self) -> None:
+        while self.encode_deferred():
+            pass
