@@ -71,14 +71,15 @@ def log_lines(log: Path) -> list[dict]:
 async def two_workers(tmp: Path, upstream: str) -> AsyncIterator[tuple[str, str, subprocess.Popen[bytes]]]:
     """Workers 0 and 1 of 2, each on its own HTTP port: (url of 0, url of 1, process of 0)."""
     ports = free_port(), free_port()
+    urls = [f"http://127.0.0.1:{port}" for port in ports]
     with serve(tmp, upstream, "--http-port", str(ports[0]), "--no-extproc", "--workers", "2",
-               env={WORKER_ENV: "0/2"}, log_name="w0.log") as (first, _), \
-            serve(tmp, upstream, "--http-port", str(ports[1]), "--no-extproc", "--workers", "2",
-                  env={WORKER_ENV: "1/2"}, log_name="w1.log"):
-        urls = [f"http://127.0.0.1:{port}" for port in ports]
-        for url in urls:
-            await wait_http(f"{url}/health", timeout=60)
-        yield urls[0], urls[1], first
+               env={WORKER_ENV: "0/2"}, log_name="w0.log") as (first, _):
+        await wait_http(f"{urls[0]}/health", timeout=60)
+        with serve(tmp, upstream, "--http-port", str(ports[1]), "--no-extproc", "--workers", "2",
+                   env={WORKER_ENV: "1/2"}, log_name="w1.log") as (second, _):
+            await wait_http(f"{urls[1]}/health", timeout=60)
+            assert first.poll() is None and second.poll() is None
+            yield urls[0], urls[1], first
 
 
 def sdk(url: str) -> openai.AsyncOpenAI:

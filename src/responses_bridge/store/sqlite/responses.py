@@ -98,6 +98,27 @@ METADATA_JOIN = "CROSS JOIN"
 the responses table and sorting (store/listing.py)."""
 
 
+WAL_SWITCH_SECONDS = 10.0
+
+
+async def _use_wal(conn: aiosqlite.Connection) -> None:
+    """WAL mode, which the file keeps once set. Switching needs the file to itself, and SQLite does not wait for
+    that (no busy handler): a worker starting beside another that holds the file for a moment retries, for up to
+    ``WAL_SWITCH_SECONDS``, instead of failing its start with "database is locked"."""
+    deadline = time.monotonic() + WAL_SWITCH_SECONDS
+    while True:
+        rows = list(await conn.execute_fetchall("PRAGMA journal_mode"))
+        if rows and str(rows[0][0]).lower() == "wal":
+            return
+        try:
+            await conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.05)
+
+
 class SQLiteResponseStore:
     """:class:`~responses_bridge.store.base.ResponseStore` on a local SQLite file (or ``":memory:"``)."""
 
@@ -142,7 +163,7 @@ class SQLiteResponseStore:
                 reader = writer
             else:
                 # After migrating: a database from a newer bridge is refused before we change anything in it.
-                await writer.execute("PRAGMA journal_mode = WAL")
+                await _use_wal(writer)
                 await writer.execute("PRAGMA synchronous = NORMAL")
                 reader = await self._connect()
                 await reader.execute("PRAGMA query_only = ON")
