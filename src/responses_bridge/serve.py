@@ -169,6 +169,7 @@ async def serve(settings: Settings, *, http: bool = True, extproc: bool = True,
     and whose ext_proc address is its own."""
     runtime = await open_runtime(settings)
     stoppers: list[Callable[[], Awaitable[None]]] = []
+    host, port, uds = extproc_listen(settings, slot)
     try:
         if http:
             from .adapters.http.server import start_http_server
@@ -183,14 +184,12 @@ async def serve(settings: Settings, *, http: bool = True, extproc: bool = True,
         if extproc:
             from .adapters.extproc.server import start_extproc_server
 
-            host, port, uds = extproc_listen(settings, slot)
             try:
                 stoppers.append(await start_extproc_server(runtime, host, port, uds=uds))
             except OSError as exc:
                 flag = ("--extproc-uds / RESPONSES_BRIDGE_EXTPROC_UDS" if uds
                         else "--extproc-port / RESPONSES_BRIDGE_EXTPROC_PORT")
                 raise StartupError(f"{exc} ({flag})") from exc
-        host, port, uds = extproc_listen(settings, slot)
         log.info("serving", upstream=settings.upstream, profile=settings.profile, db=_where(settings),
                  http=f"{settings.http_host}:{settings.http_port}" if http else None,
                  extproc=(f"unix:{uds}" if uds else f"{host}:{port}") if extproc else None)

@@ -99,7 +99,7 @@ def step(backlog: deque[bytes | dict[str, Any]], builder: OutputBuilder) -> None
 
 
 def parsed(payload: bytes) -> dict[str, Any]:
-    """One upstream event's JSON object (the translator's per-chunk path does the same inline)."""
+    """One upstream event's JSON object, or the protocol error that fails the stream (every event, long or not)."""
     try:
         chunk = orjson.loads(payload)
     except orjson.JSONDecodeError:

@@ -41,7 +41,7 @@ from ..protocol.request import ResponsesRequest
 from ..protocol.request_checks import check_call_outputs
 from ..sealing import Sealer
 from . import compaction, reasoning, truncation
-from .long_events import LONG_EVENT_BYTES, step
+from .long_events import LONG_EVENT_BYTES, parsed, step
 from .options import EngineOptions
 from .output_builder import Encoder, OutputBuilder, UpstreamProtocolError, completion_as_chunk
 from .request_translation import build_chat_request, plan_request_tools
@@ -364,13 +364,7 @@ class Translator:
                 if len(payload) > LONG_EVENT_BYTES:  # this one, and every one after it, are left for catch_up
                     self.backlog.extend(payloads[next(i for i, p in enumerate(payloads) if p is payload):])
                     return
-                try:
-                    chunk = orjson.loads(payload)
-                except orjson.JSONDecodeError:
-                    raise UpstreamProtocolError("The upstream sent an event that is not JSON.") from None
-                if not isinstance(chunk, dict):
-                    raise UpstreamProtocolError("The upstream sent an event that is not a JSON object.")
-                builder.feed(chunk)
+                builder.feed(parsed(payload))
         except _MALFORMED as exc:
             raise malformed(exc) from None
 
