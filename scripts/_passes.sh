@@ -1,0 +1,24 @@
+# The test passes of scripts/test. Every pass runs even when an earlier one failed, each ends with one closing line,
+# and `finish_passes` repeats those lines and exits non-zero when any pass failed: a failure on SQLite must not hide
+# what PostgreSQL would have said. Sourced (not run) so tests can drive it with a stand-in `python`.
+passes=()
+failed_passes=()
+run_pass() {
+  local name=$1; shift
+  local status=0
+  python -m pytest "$@" || status=$?
+  if [ "$status" -eq 0 ]; then
+    passes+=("scripts/test: $name pass: passed")
+  else
+    passes+=("scripts/test: $name pass: FAILED (pytest exit $status)")
+    failed_passes+=("$name")
+  fi
+  echo "${passes[-1]}" >&2
+}
+finish_passes() {
+  printf '%s\n' "${passes[@]}" >&2
+  if [ ${#failed_passes[@]} -gt 0 ]; then
+    echo "scripts/test: failed: ${failed_passes[*]}" >&2
+    exit 1
+  fi
+}
