@@ -159,6 +159,23 @@ async def test_a_background_run_holds_its_slot_until_it_ends(gateway: Gateway, d
         assert await admitted_again(client)
 
 
+async def test_back_to_back_requests_never_find_the_last_one_still_counted(gateway: Gateway) -> None:
+    """The limit is 1 and each request is sent the moment the last one's answer is whole (JSON, and a stream read
+    to its end), in turn through Envoy and to the HTTP door, with no client library in between: each door gave the
+    slot back before its terminal bytes went out, so none of them is a 429."""
+    statuses: list[int] = []
+    async with aiohttp.ClientSession() as session:
+        for number in range(300):
+            door = gateway.url if number % 2 == 0 else gateway.sidecar.http_url
+            body = {"model": MODEL, "input": "Say hello.", "stream": number % 4 >= 2}
+            async with session.post(f"{door}/v1/responses", json=body) as answer:
+                text = await answer.text()
+                statuses.append(answer.status)
+                if answer.status == 200:
+                    assert ("response.completed" if body["stream"] else '"completed"') in text
+    assert statuses.count(429) == 0 and set(statuses) == {200}
+
+
 async def test_a_body_over_the_tenant_limit_is_a_413(gateway: Gateway, door_url: str) -> None:
     async with aiohttp.ClientSession() as session:
         big = {"model": MODEL, "input": "x" * BODY_LIMIT}

@@ -97,6 +97,8 @@ class ExtProcServicer(external_processor_pb2_grpc.ExternalProcessorServicer):
                     async with lock:
                         replies = await stream.undecodable(request.phase)
                         observed.replied(replies, stream.sse)
+                        if stream.done:
+                            stream.slot.release()  # before the terminal bytes: see below
                         stream.delivered = stream.done
                         await send(replies, queued=False)
                     continue
@@ -115,6 +117,8 @@ class ExtProcServicer(external_processor_pb2_grpc.ExternalProcessorServicer):
                     outbox.merge = stream.full_duplex
                     if phase != "response_body" or stream.done:
                         observed.replied(replies, stream.sse)
+                    if stream.done:  # the tenant's slot comes back before the client can have the last byte:
+                        stream.slot.release()  # its next request must never find this one still counted
                     # the terminal bytes are handed to gRPC from here on: a close by Envoy after this point is
                     # the end of a delivered answer, not a client going away
                     stream.delivered = stream.done
@@ -137,7 +141,7 @@ class ExtProcServicer(external_processor_pb2_grpc.ExternalProcessorServicer):
             if not stream.done:
                 await stream.abandon()
         finally:
-            stream.slot.release()  # the tenant's slot (services/limits.py): this request has ended, however it did
+            stream.slot.release()  # the tenant's slot (services/limits.py), if a stream ended before its answer
             await outbox.close()
             self._live.discard(stream)
             self._changed.set()
