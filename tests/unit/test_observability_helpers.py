@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import sys
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -47,6 +48,9 @@ def test_request_ids_are_taken_only_when_safe_to_echo_and_log(value: str | None,
 def test_new_request_ids_look_like_envoys() -> None:
     first, second = logs.new_request_id(), logs.new_request_id()
     assert first != second and len(first) == 36 and first.count("-") == 4
+    for made in (logs.new_request_id() for _ in range(200)):  # a real UUID4, as Envoy's x-request-id is
+        parsed = uuid.UUID(made)
+        assert str(parsed) == made and parsed.version == 4 and parsed.variant == uuid.RFC_4122
 
 
 @pytest.fixture

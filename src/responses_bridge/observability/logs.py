@@ -13,8 +13,8 @@ response bodies and credentials never are.
 from __future__ import annotations
 
 import logging
+import os
 import sys
-import uuid
 from collections.abc import Mapping
 
 import structlog
@@ -76,8 +76,13 @@ def clean_request_id(value: str | None) -> str | None:
 
 
 def new_request_id() -> str:
-    """Envoy's format (a UUID4), so ids made here look like the ones Envoy makes."""
-    return str(uuid.uuid4())
+    """Envoy's format (a UUID4), so ids made here look like the ones Envoy makes. Built from the random bytes
+    directly: ``str(uuid.uuid4())`` costs twice as much, on every request that comes without an id."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant
+    digits = raw.hex()
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
 
 def bind_request_id(request_id: str) -> Mapping[str, object]:

@@ -67,10 +67,19 @@ FIRST_EVENT = {door: FIRST_EVENT_SECONDS.labels(door) for door in ("http", "extp
 ACTIVE = {door: ACTIVE_STREAMS.labels(door) for door in ("http", "extproc")}
 
 
+_REQUEST_CHILDREN: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+"""Each (door, route, status)'s two children, looked up once: ``labels()`` takes a lock and builds a key every
+call. Bounded as the series are: routes are the route table's templates and statuses a handful."""
+
+
 def record_request(door: str, route: str, status: int, seconds: float) -> None:
     """Once per request, at its end."""
-    REQUESTS.labels(door, route, str(status)).inc()
-    REQUEST_SECONDS.labels(door, route).observe(seconds)
+    children = _REQUEST_CHILDREN.get((door, route, status))
+    if children is None:
+        children = _REQUEST_CHILDREN[door, route, status] = (
+            REQUESTS.labels(door, route, str(status)), REQUEST_SECONDS.labels(door, route))
+    children[0].inc()
+    children[1].observe(seconds)
 
 
 class Upstream:

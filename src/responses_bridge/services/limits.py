@@ -79,9 +79,17 @@ class TenantLimits:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._in_flight: dict[str, int] = {}
+        self._policies: dict[str | None, TenantPolicy] = {}
 
     def policy(self, tenant: str) -> TenantPolicy:
-        return self._settings.tenant_policy(tenant)
+        """Worked out once per configured tenant, and once for all the others (who share the defaults): building
+        it is two model validations, and every request asks twice. Keyed by configured names only, so a client
+        naming tenants of its own cannot grow the cache."""
+        key = tenant if tenant in self._settings.tenants else None
+        policy = self._policies.get(key)
+        if policy is None:
+            policy = self._policies[key] = self._settings.tenant_policy(tenant)
+        return policy
 
     def max_request_bytes(self, tenant: str) -> int:
         """The largest request body ``tenant`` may send: its own limit, never above the deployment's."""
