@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from .config import Settings, env_names, environment_help, field_default, load_settings
+from .config import Settings, env_names, load_settings
+from .config_help import environment_help, user_default
 from .observability import configure_logging
 from .observability.tracing import configure_tracing, shutdown_tracing
 from .store.database_url import DatabaseUnavailable, describe
@@ -61,11 +62,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "serve", help="run the sidecar: the ext_proc door and the HTTP door",
         description="Run the sidecar. Flags win over environment variables, which win over the configuration "
                     "file (--config), which wins over defaults.",
-        epilog="settings without a flag (environment only):\n" + environment_help({field for _, field, _, _ in FLAGS}),
+        epilog="settings without a flag (environment only):\n" + environment_help(
+            Settings.model_fields, env_names, {field for _, field, _, _ in FLAGS}),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     for flag, field, meaning, kind in FLAGS:
-        default = field_default(field)
-        shown = f"; default {default}" if default is not None and "default" not in meaning else ""
+        shown = f"; default {user_default(Settings.model_fields[field]) or 'none'}" if "default" not in meaning else ""
         parser.add_argument(flag, type=kind, dest=field,
                             help=f"{meaning} (env: {', '.join(env_names(field))}{shown})")
     parser.add_argument("--config", metavar="FILE", help="YAML configuration file: settings by their names, e.g. "

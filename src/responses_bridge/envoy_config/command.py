@@ -77,14 +77,12 @@ def _auth(args: argparse.Namespace, configured_mode: str, configured_header: str
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..config import SettingsError, load_settings
+    from ..config import load_settings
     from ..workers import worker_count
 
-    try:  # the settings `serve` starts with (flags > environment > file > defaults): the same upstreams and ports
-        settings = load_settings(config=args.config)
-    except SettingsError as exc:
-        print(f"envoy-config: {exc}", file=sys.stderr)
-        return 2
+    # the settings `serve` starts with (flags > environment > file > defaults): the same upstreams and ports; a
+    # mistake in them is the one line cli.main prints
+    settings = load_settings(config=args.config)
     try:
         auth = _auth(args, settings.auth, settings.tenant_header)
         text = render_bootstrap(
