@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import os
 import signal
 import sys
@@ -168,9 +169,10 @@ async def serve(settings: Settings, *, http: bool = True, extproc: bool = True,
     """Run until SIGINT/SIGTERM, then drain (see :func:`shutdown`) and close the store last, so in-flight
     writes land. ``slot``: which worker this is (``serve --workers``), whose HTTP port is shared with the others
     and whose ext_proc address is its own."""
+    host, port, uds = extproc_listen(settings, slot)
+    check_ports(settings, http=http, extproc=extproc and uds is None, extproc_port=port, shared=slot is not None)
     runtime = await open_runtime(settings)
     stoppers: list[Callable[[], Awaitable[None]]] = []
-    host, port, uds = extproc_listen(settings, slot)
     try:
         if http:
             from .adapters.http.server import start_http_server
@@ -200,6 +202,19 @@ async def serve(settings: Settings, *, http: bool = True, extproc: bool = True,
         probe.cancel()
     finally:
         await shutdown(runtime, stoppers)
+
+
+def check_ports(settings: Settings, *, http: bool, extproc: bool, extproc_port: int, shared: bool) -> None:
+    """A taken port stops the start before anything opens or logs: one line naming the port and its flag
+    (listen_check.py). ``shared``: a worker's HTTP door, whose port the workers share (SO_REUSEPORT)."""
+    from .listen_check import in_use
+
+    if http and in_use(settings.http_host, settings.http_port, reuse_port=shared):
+        raise StartupError(f"the HTTP door cannot listen on {settings.http_host}:{settings.http_port}: "
+                           f"{os.strerror(errno.EADDRINUSE)} (--http-port / RESPONSES_BRIDGE_HTTP_PORT)")
+    if extproc and in_use(settings.extproc_host, extproc_port):
+        raise StartupError(f"the ext_proc door cannot listen on {settings.extproc_host}:{extproc_port}: "
+                           f"{os.strerror(errno.EADDRINUSE)} (--extproc-port / RESPONSES_BRIDGE_EXTPROC_PORT)")
 
 
 def _where(settings: Settings) -> str:
