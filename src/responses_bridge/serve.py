@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from .config import Settings, env_names, load_settings
+from .config import Settings, SettingsError, env_names, load_settings
 from .config_help import environment_help, user_default
 from .observability import configure_logging
 from .observability.tracing import configure_tracing, shutdown_tracing
@@ -79,7 +79,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.no_http and args.no_extproc:
-        raise SystemExit("serve: --no-http and --no-extproc leave nothing to run")
+        raise SettingsError("--no-http and --no-extproc leave nothing to run; give at most one")
     settings = load_settings({field: flag for flag, field, _, _ in FLAGS}, config=args.config,
                              **{field: getattr(args, field) for _, field, _, _ in FLAGS})
     slot = current_slot()

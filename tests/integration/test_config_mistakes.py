@@ -48,10 +48,16 @@ def command_name(argv: list[str]) -> str:
     return " ".join(argv[:2] if argv[0] == "keys" else argv[:1])
 
 
-def test_an_upstream_flag_without_a_scheme_names_the_flag(tmp_path: Path) -> None:
-    line = one_line(cli(tmp_path, "serve", "--upstream", "localhost:18091", "--db", ":memory:"), "serve")
+@pytest.mark.parametrize("argv", [["serve", "--db", ":memory:"], ["envoy-config"], ["demo"]], ids=lambda a: a[0])
+def test_an_upstream_flag_without_a_scheme_names_the_flag(tmp_path: Path, argv: list[str]) -> None:
+    line = one_line(cli(tmp_path, *argv, "--upstream", "localhost:18091"), argv[0])
     assert line == ("--upstream='localhost:18091': must be an http:// or https:// URL, e.g. "
                     "http://127.0.0.1:8000/v1")
+
+
+def test_flags_that_leave_nothing_to_serve_are_one_line(tmp_path: Path) -> None:
+    line = one_line(cli(tmp_path, "serve", "--no-http", "--no-extproc", "--db", ":memory:"), "serve")
+    assert line == "--no-http and --no-extproc leave nothing to run; give at most one"
 
 
 @pytest.mark.parametrize("argv", SETTINGS_COMMANDS, ids=lambda argv: argv[0])
