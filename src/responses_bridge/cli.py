@@ -104,9 +104,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except SettingsError as exc:  # one line naming the variable, not a validation traceback
-        print(f"responses-bridge {args.command}: {exc}", file=sys.stderr)
+    except SettingsError as exc:  # one line naming the flag, variable or file (config_errors.py), no traceback
+        print(f"responses-bridge {_command_name(args)}: {exc}", file=sys.stderr)
         return 2
+
+
+def _command_name(args: argparse.Namespace) -> str:
+    """``keys list``, ``config show``: the command with its action, when it has one."""
+    action = getattr(args, f"{args.command.replace('-', '_')}_command", None)
+    return f"{args.command} {action}" if isinstance(action, str) else args.command
 
 
 if __name__ == "__main__":

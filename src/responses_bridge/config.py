@@ -9,17 +9,17 @@ and key also fall back to the names every OpenAI client already knows, ``OPENAI_
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from . import config_file
+from .config_errors import EnvJSONError, JsonEnvSource, SettingsError, Sources, explain, explain_json
 from .engine.options import EngineOptions
 from .engine.profiles import SWITCHES, ProfileName, options_for
 from .tenants import TenantPolicy
-from .upstreams import ModelRoute, Router, UpstreamSpec, check_references, single_upstream
+from .upstreams import ModelRoute, Router, UpstreamSpec, base_url, check_references, single_upstream
 
 if TYPE_CHECKING:
     from .run.tools.mcp_config import MCPLimits
@@ -199,11 +199,14 @@ class Settings(BaseSettings):
                                    dotenv_settings: PydanticBaseSettingsSource,
                                    file_secret_settings: PydanticBaseSettingsSource
                                    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Flags (the keyword arguments) over the environment over the configuration file, when one is given."""
+        """Flags (the keyword arguments) over the environment over the configuration file, when one is given. The
+        environment's JSON (``upstreams``, ``models``, ``tenants``) is decoded by :class:`JsonEnvSource`, which
+        names the variable when it is broken."""
+        env = JsonEnvSource(settings_cls)
         path = config_file.current_path()
         if path is None:
-            return init_settings, env_settings, dotenv_settings, file_secret_settings
-        return (init_settings, env_settings, dotenv_settings, config_file.ConfigFileSource(settings_cls, path),
+            return init_settings, env, dotenv_settings, file_secret_settings
+        return (init_settings, env, dotenv_settings, config_file.ConfigFileSource(settings_cls, path),
                 file_secret_settings)
 
     @field_validator("workers", mode="before")
@@ -228,13 +231,13 @@ class Settings(BaseSettings):
 
     @field_validator("upstream")
     @classmethod
-    def _strip_slash(cls, value: str) -> str:
-        return value.rstrip("/")
+    def _check_upstream(cls, value: str) -> str:
+        return base_url(value)  # a URL without its scheme stops the start here, naming the flag or variable
 
     @field_validator("upstream_via")
     @classmethod
-    def _strip_via_slash(cls, value: str | None) -> str | None:
-        return value.rstrip("/") if value else None
+    def _check_via(cls, value: str | None) -> str | None:
+        return base_url(value) if value else None
 
     @field_validator("web_search")
     @classmethod
@@ -343,46 +346,28 @@ class Settings(BaseSettings):
         return default_db_path()
 
 
-class SettingsError(ValueError):
-    """A setting with a value it cannot take; the message is one line naming the variable (or flag)."""
-
-
 def load_settings(flags: dict[str, str] | None = None, config: str | None = None, **overrides: object) -> Settings:
     """Flags given on the command line (not None) win over the environment, which wins over the configuration
     file (``config``, else ``RESPONSES_BRIDGE_CONFIG``). ``flags`` maps a field to the flag that sets it, to name
-    the flag rather than the variable when the bad value came from the command line."""
+    the flag rather than the variable when the bad value came from the command line.
+
+    Every command builds its settings here, so this is the one place a mistake becomes :class:`SettingsError`:
+    one line naming the flag, variable or file and key (config_errors.py)."""
     given: dict[str, Any] = {key: value for key, value in overrides.items() if value is not None}
     with config_file.reading(config) as source:
         try:
             return Settings(**given)
         except ValidationError as exc:
-            raise SettingsError(_one_line(exc, given, flags or {}, source)) from None
+            raise SettingsError(explain(exc, Settings, _sources(given, flags, source))) from None
+        except EnvJSONError as exc:
+            raise SettingsError(explain_json(exc, Settings, _sources(given, flags, source))) from None
         except config_file.ConfigFileError as exc:
             raise SettingsError(str(exc)) from None
 
 
-def _one_line(exc: ValidationError, given: dict[str, object], flags: dict[str, str],
-              source_file: config_file.Reading | None = None) -> str:
-    problems = []
-    for error in exc.errors():
-        if not error["loc"]:  # a check across settings: its message names them
-            message = error["msg"].removeprefix("Value error, ")
-            read = f" (settings read from {source_file.path})" if source_file is not None else ""
-            problems.append(message + read)
-            continue
-        field = str(error["loc"][0])
-        from_env = any(name in os.environ for name in env_names(field))
-        if field in given:
-            source, value = flags.get(field, field), given[field]
-        elif not from_env and source_file is not None and source_file.sets(field):
-            where = ".".join(str(part) for part in error["loc"])
-            problems.append(f"{source_file.path}: {where}={error.get('input')!r}: {error['msg']}")
-            continue
-        else:
-            names = [name for name in env_names(field) if name in os.environ] or env_names(field) or [field]
-            source, value = names[0], os.environ.get(names[0], error.get("input"))
-        problems.append(f"{source}={value!r}: {error['msg']}")
-    return "; ".join(problems)
+def _sources(given: dict[str, Any], flags: dict[str, str] | None, source: config_file.Reading | None) -> Sources:
+    return Sources(given, flags or {}, env_names, source.path if source is not None else None,
+                   frozenset(source.keys) if source is not None else frozenset())
 
 
 def env_names(field: str) -> list[str]:
@@ -400,17 +385,3 @@ def env_names(field: str) -> list[str]:
 
 def field_default(field: str) -> Any:
     return Settings.model_fields[field].default
-
-
-def environment_help(skip: set[str]) -> str:
-    """Every setting not in ``skip`` (those have flags) as ``NAME (default D)`` lines, from the model itself so
-    the list stays current; a field's ``description`` is shown when it has one."""
-    lines = []
-    for field, info in Settings.model_fields.items():
-        if field in skip:
-            continue
-        default = "none" if info.default is None else info.default
-        line = f"  {' / '.join(env_names(field))} (default {default})"
-        lines.append(f"{line}: {info.description}" if info.description else line)
-    return "\n".join(lines)
-

@@ -2,8 +2,9 @@
 
 The keys live in the sidecar's database, found as ``serve`` finds it: the shared PostgreSQL database when
 ``RESPONSES_BRIDGE_DATABASE_URL`` (or the configuration's ``database_url``) is set, else the SQLite file (``--db``,
-else ``RESPONSES_BRIDGE_DB`` or the configuration file's ``db``). ``create`` prints the new key alone on stdout,
-once: only a salted hash is kept, so it can never be shown again; everything else goes to stderr, so
+else ``RESPONSES_BRIDGE_DB`` or the configuration file's ``db``), which must exist: ``keys`` creates a database
+only when ``create`` is given a path by name (see :func:`_check_database`). ``create`` prints the new key alone on
+stdout, once: only a salted hash is kept, so it can never be shown again; everything else goes to stderr, so
 ``KEY=$(responses-bridge keys create --tenant t)`` works.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import re
 import sys
 import time
@@ -19,7 +21,8 @@ from collections.abc import AsyncIterator, Coroutine
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .config import load_settings
+from . import config_file
+from .config import SettingsError, load_settings
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -79,7 +82,48 @@ def parse_expires(text: str, now: float | None = None) -> int:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings({"db": "--db"}, config=args.config, db=args.db)
+    settings = load_settings({"db": "--db"}, config=args.config, db=args.db)
+    _check_database(settings, args)
+    return settings
+
+
+def _check_database(settings: Settings, args: argparse.Namespace) -> None:
+    """``keys`` never makes a database by accident: ``list`` and ``revoke`` need one that exists, and ``create``
+    makes a new one only at a path the user named (``--db``, ``RESPONSES_BRIDGE_DB`` or the file's ``db``), never
+    at the default under the user data directory, which only ``serve`` creates. A shared PostgreSQL database is
+    always there; reaching it is checked when it opens."""
+    from .store import default_db_path
+
+    if settings.database_url is not None:
+        return
+    named = _named_by(args)
+    path = settings.db or default_db_path(make_directory=False)
+    if path == ":memory:":
+        raise SettingsError(f"{named}=':memory:': keys need the database `serve` uses, and an in-memory one is gone "
+                            "when the command ends; name the SQLite file")
+    if os.path.exists(path):
+        return
+    if args.keys_command != "create":
+        raise SettingsError(f"no database at {path} ({named}): name the SQLite file `serve` uses, or run `keys "
+                            "create` with --db to make a new one")
+    if not settings.db:
+        raise SettingsError(f"no database at {path} (the default, under the user data directory): start `serve` "
+                            "once to create it, or name a file with --db (a new database is made only at a named path)")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise SettingsError(f"{named}={path!r}: the directory {parent} does not exist")
+
+
+def _named_by(args: argparse.Namespace) -> str:
+    """What chose the database path, for the messages."""
+    if args.db:
+        return "--db"
+    if os.environ.get("RESPONSES_BRIDGE_DB"):
+        return "RESPONSES_BRIDGE_DB"
+    path = config_file.path_from(args.config)
+    if path is not None:
+        return f"{path}: db"
+    return "the default database"
 
 
 def create_command(args: argparse.Namespace) -> int:

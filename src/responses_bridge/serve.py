@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import os
 import signal
 import sys
@@ -18,7 +19,8 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from .config import Settings, env_names, environment_help, field_default, load_settings
+from .config import Settings, SettingsError, env_names, load_settings
+from .config_help import environment_help, user_default
 from .observability import configure_logging
 from .observability.tracing import configure_tracing, shutdown_tracing
 from .store.database_url import DatabaseUnavailable, describe
@@ -61,11 +63,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "serve", help="run the sidecar: the ext_proc door and the HTTP door",
         description="Run the sidecar. Flags win over environment variables, which win over the configuration "
                     "file (--config), which wins over defaults.",
-        epilog="settings without a flag (environment only):\n" + environment_help({field for _, field, _, _ in FLAGS}),
+        epilog="settings without a flag (environment only):\n" + environment_help(
+            Settings.model_fields, env_names, {field for _, field, _, _ in FLAGS}),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     for flag, field, meaning, kind in FLAGS:
-        default = field_default(field)
-        shown = f"; default {default}" if default is not None and "default" not in meaning else ""
+        shown = f"; default {user_default(Settings.model_fields[field]) or 'none'}" if "default" not in meaning else ""
         parser.add_argument(flag, type=kind, dest=field,
                             help=f"{meaning} (env: {', '.join(env_names(field))}{shown})")
     parser.add_argument("--config", metavar="FILE", help="YAML configuration file: settings by their names, e.g. "
@@ -77,7 +79,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.no_http and args.no_extproc:
-        raise SystemExit("serve: --no-http and --no-extproc leave nothing to run")
+        raise SettingsError("--no-http and --no-extproc leave nothing to run; give at most one")
     settings = load_settings({field: flag for flag, field, _, _ in FLAGS}, config=args.config,
                              **{field: getattr(args, field) for _, field, _, _ in FLAGS})
     slot = current_slot()
@@ -167,9 +169,10 @@ async def serve(settings: Settings, *, http: bool = True, extproc: bool = True,
     """Run until SIGINT/SIGTERM, then drain (see :func:`shutdown`) and close the store last, so in-flight
     writes land. ``slot``: which worker this is (``serve --workers``), whose HTTP port is shared with the others
     and whose ext_proc address is its own."""
+    host, port, uds = extproc_listen(settings, slot)
+    check_ports(settings, http=http, extproc=extproc and uds is None, extproc_port=port, shared=slot is not None)
     runtime = await open_runtime(settings)
     stoppers: list[Callable[[], Awaitable[None]]] = []
-    host, port, uds = extproc_listen(settings, slot)
     try:
         if http:
             from .adapters.http.server import start_http_server
@@ -199,6 +202,19 @@ async def serve(settings: Settings, *, http: bool = True, extproc: bool = True,
         probe.cancel()
     finally:
         await shutdown(runtime, stoppers)
+
+
+def check_ports(settings: Settings, *, http: bool, extproc: bool, extproc_port: int, shared: bool) -> None:
+    """A taken port stops the start before anything opens or logs: one line naming the port and its flag
+    (listen_check.py). ``shared``: a worker's HTTP door, whose port the workers share (SO_REUSEPORT)."""
+    from .listen_check import in_use
+
+    if http and in_use(settings.http_host, settings.http_port, reuse_port=shared):
+        raise StartupError(f"the HTTP door cannot listen on {settings.http_host}:{settings.http_port}: "
+                           f"{os.strerror(errno.EADDRINUSE)} (--http-port / RESPONSES_BRIDGE_HTTP_PORT)")
+    if extproc and in_use(settings.extproc_host, extproc_port):
+        raise StartupError(f"the ext_proc door cannot listen on {settings.extproc_host}:{extproc_port}: "
+                           f"{os.strerror(errno.EADDRINUSE)} (--extproc-port / RESPONSES_BRIDGE_EXTPROC_PORT)")
 
 
 def _where(settings: Settings) -> str:

@@ -76,10 +76,16 @@ class UpstreamSpec(BaseModel):
     @field_validator("url")
     @classmethod
     def _check_url(cls, value: str) -> str:
-        value = value.strip().rstrip("/")
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must be an http:// or https:// URL")
-        return value
+        return base_url(value)
+
+
+def base_url(value: str) -> str:
+    """An upstream's base URL without its trailing slash; ValueError, saying what is expected, when it is not an
+    http(s) URL (``localhost:8000/v1`` would otherwise fail only at the first request)."""
+    value = value.strip().rstrip("/")
+    if not value.startswith(("http://", "https://")) or not value.split("://", 1)[1]:
+        raise ValueError("must be an http:// or https:// URL, e.g. http://127.0.0.1:8000/v1")
+    return value
 
 
 class ModelRoute(BaseModel):

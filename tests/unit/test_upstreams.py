@@ -102,3 +102,11 @@ def test_the_single_upstream_serves_every_model_unchanged() -> None:
     assert (route.upstream.url, route.upstream_model) == ("http://127.0.0.1:9/v1", None)
     assert router.authorization(route.upstream, "Bearer client") == "Bearer sk-one"
     assert Settings(upstream="http://127.0.0.1:9/v1").router().authorization(route.upstream, "Bearer c") == "Bearer c"
+
+
+def test_a_bad_secret_is_named_but_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RESPONSES_BRIDGE_UPSTREAMS", '[{"name": "a", "url": "http://x/v1", "api_key": 12345678}]')
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert str(caught.value) == ("RESPONSES_BRIDGE_UPSTREAMS: upstreams[0].api_key='********': Input should be a "
+                                 "valid string")

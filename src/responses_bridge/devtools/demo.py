@@ -35,7 +35,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from ..config import DEFAULT_EXTPROC_PORT, DEFAULT_HTTP_PORT
+from ..config import DEFAULT_EXTPROC_PORT, DEFAULT_HTTP_PORT, load_settings
 from ..envoy_config import EXTPROC_SERVICE, LISTEN_PORT, render_bootstrap
 from .procs import ManagedProcess, envoy_binary, free_port, port_is_free, wait_http
 
@@ -88,9 +88,12 @@ def choose_ports(listen: int) -> Ports:
 
 async def demo(upstream: str | None, listen_port: int, db: str | None) -> int:
     ports = choose_ports(listen_port)
-    workdir = tempfile.mkdtemp(prefix="responses-bridge-demo-")
     fake = upstream is None
     upstream_url = upstream or f"http://127.0.0.1:{ports.upstream}/v1"
+    # the settings the sidecar will start with (these flags over the environment and its file): a mistake is
+    # the one line cli.main prints, before anything starts, not a sidecar dying behind the demo
+    load_settings({"upstream": "--upstream", "db": "--db"}, upstream=upstream_url, db=db)
+    workdir = tempfile.mkdtemp(prefix="responses-bridge-demo-")
     db_path = db or os.path.join(workdir, "responses.sqlite")
     me = [sys.executable, "-m", "responses_bridge"]
     processes: list[ManagedProcess] = []

@@ -77,28 +77,26 @@ def _auth(args: argparse.Namespace, configured_mode: str, configured_header: str
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..config import SettingsError, load_settings
+    from ..config import load_settings
     from ..workers import worker_count
 
-    try:  # the settings `serve` starts with (flags > environment > file > defaults): the same upstreams and ports
-        settings = load_settings(config=args.config)
-    except SettingsError as exc:
-        print(f"envoy-config: {exc}", file=sys.stderr)
-        return 2
+    # the settings `serve` starts with (flags > environment > file > defaults): the same upstreams and ports; a
+    # mistake in them is the one line cli.main prints
+    settings = load_settings({"upstream": "--upstream"}, config=args.config, upstream=args.upstream)
     try:
         auth = _auth(args, settings.auth, settings.tenant_header)
         text = render_bootstrap(
             listen_port=args.listen_port,
             extproc_port=settings.extproc_port if args.extproc_port is None else args.extproc_port,
             http_port=settings.http_port if args.http_port is None else args.http_port,
-            upstream=settings.upstream if args.upstream is None else args.upstream, admin_port=args.admin_port,
+            upstream=settings.upstream, admin_port=args.admin_port,
             listen_address=args.listen_address, extproc_address=args.extproc_address,
             sidecar_address=args.sidecar_address, ca_file=args.ca_file, upstreams=settings.upstreams,
             internal_port=args.internal_port, auth=auth,
             extproc_uds=args.extproc_uds if args.extproc_uds is not None else settings.extproc_uds,
             workers=worker_count(args.workers) if args.workers is not None else settings.worker_count())
     except ValueError as exc:
-        print(f"envoy-config: {exc}", file=sys.stderr)
+        print(f"responses-bridge envoy-config: {exc}", file=sys.stderr)
         return 2
     sys.stdout.write(text)
     return 0

@@ -28,13 +28,25 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def checked_url(text: str) -> str:
+    """The URL argument as an upstream's base URL; a mistake in it (no scheme) is the one line cli.main prints."""
+    from ..config import SettingsError
+    from ..upstreams import base_url
+
+    try:
+        return base_url(text)
+    except ValueError as exc:
+        raise SettingsError(f"URL {text!r}: {exc}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from . import cache as probe_cache
     from .checks import ProbeError, probe_upstream
 
     key = args.api_key or os.environ.get("RESPONSES_BRIDGE_API_KEY") or os.environ.get("OPENAI_API_KEY")
+    url = checked_url(args.url)
     try:
-        report = asyncio.run(probe_upstream(args.url, model=args.model, api_key=key, timeout=args.timeout))
+        report = asyncio.run(probe_upstream(url, model=args.model, api_key=key, timeout=args.timeout))
     except ProbeError as exc:
         print(f"responses-bridge probe: {exc}", file=sys.stderr)
         return 1

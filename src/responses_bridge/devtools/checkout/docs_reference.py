@@ -10,16 +10,13 @@ with neither stops the render, naming the field, so a new setting cannot go undo
 from __future__ import annotations
 
 import re
-import types
-import typing
 from pathlib import Path
-from typing import Any, Literal
 
-from pydantic import SecretStr
 from pydantic.fields import FieldInfo
 
 from ... import serve
 from ...config import Settings, env_names
+from ...config_help import shown_type, user_default
 from ...envoy_config import bootstrap_dict, to_yaml
 from .deploy_examples import DEMO
 
@@ -77,21 +74,6 @@ def _flags() -> dict[str, tuple[str, str]]:
     return {field: (flag, meaning) for flag, field, meaning, _ in serve.FLAGS}
 
 
-def _type_name(annotation: Any) -> tuple[str, bool]:
-    """(shown type, optional)."""
-    optional = False
-    args = typing.get_args(annotation)
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        optional = type(None) in args
-        annotation = next(arg for arg in args if arg is not type(None))
-        args = typing.get_args(annotation)
-    if typing.get_origin(annotation) is Literal:
-        return "one of " + ", ".join(f"`{value}`" for value in args), optional
-    if annotation is SecretStr:
-        return "secret", optional
-    return {str: "string", int: "integer", float: "number", bool: "boolean"}.get(annotation, str(annotation)), optional
-
-
 def _size(value: int) -> str:
     for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if value >= size and value % size == 0:
@@ -100,16 +82,14 @@ def _size(value: int) -> str:
 
 
 def _default(field: str, info: FieldInfo) -> str:
-    default = info.get_default(call_default_factory=True)
-    if default == {} or default == []:
-        return "none"
+    """The default as ``serve --help`` words it (config_help.py), a size also in binary units."""
+    default = user_default(info)
     if default is None:
-        return "the user data directory's `responses-bridge.db`" if field == "db" else "unset"
-    if isinstance(default, int) and not isinstance(default, bool) and field.endswith("_bytes"):
-        return f"`{default}` ({_size(default)})"
-    if isinstance(default, float) and default.is_integer():
-        default = int(default)
-    return f"`{default}`" if default != "" else "empty"
+        return "the user data directory's `responses-bridge.db`" if field == "db" else "none"
+    value = info.get_default()
+    if isinstance(value, int) and not isinstance(value, bool) and field.endswith("_bytes"):
+        return f"`{default}` ({_size(value)})"
+    return f"`{default}`"
 
 
 def _limits(info: FieldInfo) -> str:
@@ -145,7 +125,7 @@ def configuration_reference() -> str:
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for field, info in Settings.model_fields.items():
-        shown, optional = _type_name(info.annotation)
+        shown, optional = shown_type(field, info)
         limits = _limits(info)
         kind = shown + (f" ({limits})" if limits else "") + (", optional" if optional else "")
         flag = f"`{flags[field][0]}`" if field in flags else ""

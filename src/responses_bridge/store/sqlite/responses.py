@@ -69,10 +69,12 @@ SELECT
 """
 
 
-def default_db_path() -> str:
-    """Per-user location, so a bridge started without configuration still keeps responses across restarts."""
+def default_db_path(*, make_directory: bool = True) -> str:
+    """Per-user location, so a bridge started without configuration still keeps responses across restarts.
+    ``make_directory``: False for a command that only looks for the database (``keys``), which creates nothing."""
     directory = Path(platformdirs.user_data_dir("responses-bridge"))
-    directory.mkdir(parents=True, exist_ok=True)
+    if make_directory:
+        directory.mkdir(parents=True, exist_ok=True)
     return str(directory / "responses-bridge.db")
 
 
