@@ -1,7 +1,9 @@
 """``responses-bridge config show`` and ``responses-bridge config check FILE``.
 
 ``show`` prints the configuration the sidecar would start with (flags > environment > file > defaults) as YAML,
-secrets masked, then the engine switches its profile resolves to and the cached probe results. ``check`` reads
+secrets masked, then the engine switches its profile resolves to, the upstreams it serves (name, URL, mode,
+profile: with an ``upstreams`` list, not the unused ``upstream`` default) and the cached probe results of those
+upstreams, from the deployment's own cache (beside its database). ``check`` reads
 one file the way ``serve --config`` would and says whether it is valid, without starting anything.
 """
 
@@ -48,18 +50,30 @@ def show_command(args: argparse.Namespace) -> int:
 
     from .engine.profiles import SWITCHES
     from .probe import cache as probe_cache
+    from .upstream_check import configured_upstreams
 
     settings = load_settings(config=args.config)
     path = config_file.path_from(args.config)
+    try:
+        upstreams = configured_upstreams(settings, config_path=path)
+    except ValueError as exc:  # an api_key_env naming an unset variable: serve would not start either
+        print(f"responses-bridge config show: {exc}", file=sys.stderr)
+        return 1
     effective = settings.model_dump(mode="json")
+    if settings.upstreams:  # the list serves every model: the lone upstream's default is not used
+        del effective["upstream"]
     options = settings.engine_options()
     effective.update({name: getattr(options, name) for name in SWITCHES})
     print(f"# effective configuration: flags > environment > file ({path or 'none'}) > defaults; secrets masked;")
     print(f"# the profile switches as they apply: profile '{settings.profile}', with those set one by one on top")
     print(yaml.safe_dump(mask(effective), sort_keys=False).rstrip())
     print("---")
-    print(f"# cached probe results ({probe_cache.cache_path()}), by upstream URL")
-    print(yaml.safe_dump({"probes": mask(probe_cache.load())}, sort_keys=False).rstrip())
+    cache = probe_cache.cache_path(settings.db_path())
+    print("# the upstreams served, where each was configured, and their cached probe results by URL "
+          f"({cache or 'none: an in-memory database keeps none'})")
+    served = [{**entry.described(), "configured": entry.configured} for entry in upstreams]
+    probes = probe_cache.load(cache, [entry.url for entry in upstreams])
+    print(yaml.safe_dump({"serving": served, "probes": mask(probes)}, sort_keys=False).rstrip())
     return 0
 
 

@@ -22,6 +22,7 @@ from .engine.profiles import options_for
 from .engine.tools import runs_server_tools
 from .engine.wire import Framing
 from .observability import metrics
+from .observability.logs import note_upstream
 from .periodic import Periodic
 from .run.response_run import ResponseRun
 from .run.runs import Run
@@ -41,7 +42,7 @@ from .services.vector_stores import VectorStoreService
 from .store import ResponseStore
 from .store.base import ChunkIndex, ContainerStore, RunLeases
 from .store.open import StoreSet, open_stores
-from .upstreams import Route, Router
+from .upstreams import SINGLE_UPSTREAM, Route, Router
 
 log = structlog.get_logger("responses_bridge.runtime")
 
@@ -169,6 +170,8 @@ class Runtime:
         prompts (it reads and stores only that tenant's). ``tool_loop``: the door drives ``next_turn``, so
         server-side tools are run (else they fall under the unsupported-tool policy, as for Envoy's own upstream
         call)."""
+        if self.router.single:  # the one upstream serves whatever this run calls
+            note_upstream(SINGLE_UPSTREAM, "translate")
         return ResponseRun(self.store, self.options, self.sealer, conversations=self.conversations,
                            prompts=self.prompts, server_tools=self.server_tools if tool_loop else None,
                            max_turns=self.settings.max_turns, tenant=tenant)
@@ -203,8 +206,15 @@ class Runtime:
         return self.router
 
     def route(self, model: object) -> Route:
-        """The route of a request naming ``model`` (404 ``model_not_found`` when none serves it)."""
-        return self.routes().route(model if isinstance(model, str) else None)
+        """The route of a request naming ``model`` (404 ``model_not_found`` when none serves it); the request's
+        log line and metrics name its upstream and that upstream's mode from here on."""
+        route = self.routes().route(model if isinstance(model, str) else None)
+        note_upstream(route.upstream.name, self.mode_of(route))
+        return route
+
+    def mode_of(self, route: Route) -> str:
+        """How ``route``'s upstream is served: ``native`` or ``translate`` (an ``auto`` one as its probe found)."""
+        return "native" if self.is_native(route) else "translate"
 
     def routed_run(self, route: Route, *, tool_loop: bool = False, tenant: str) -> Run:
         """:meth:`new_run` for a routed request: the upstream model name is the route's."""
@@ -227,6 +237,7 @@ class Runtime:
         to the same backend's Chat Completions instead, where the bridge's tool loop runs them."""
         if self.is_native(route) and not (tool_loop and runs_server_tools(tools, self.served_tools)):
             return self.native_run(route, tenant=tenant)
+        note_upstream(route.upstream.name, "translate")  # a native backend's Chat Completions, for the tool loop
         return self.routed_run(route, tool_loop=tool_loop, tenant=tenant)
 
     def is_native(self, route: Route) -> bool:

@@ -19,19 +19,19 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from . import config_file
 from .config import Settings, SettingsError, env_names, load_settings
 from .config_help import environment_help, user_default
 from .observability import configure_logging
 from .observability.tracing import configure_tracing, shutdown_tracing
 from .store.database_url import DatabaseUnavailable, describe
+from .upstream_check import check_upstreams, configured_upstreams
 from .workers import WorkerSlot, current_slot, extproc_port, extproc_uds, supervise
 
 if TYPE_CHECKING:  # imported by the process that serves, not by a supervisor of workers, which only watches them
     from .runtime import Runtime
 
 log = structlog.get_logger("responses_bridge.serve")
-
-PROBE_TIMEOUT_SECONDS = 5.0
 
 
 # (flag, Settings field, what it sets, argparse type): each flag's help names its environment variables and
@@ -99,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"responses-bridge serve: {exc}", file=sys.stderr)
         return 1
     try:
-        asyncio.run(serve(settings, http=not args.no_http, extproc=not args.no_extproc, slot=slot))
+        asyncio.run(serve(settings, http=not args.no_http, extproc=not args.no_extproc, slot=slot, config=args.config,
+                          upstream_flag=args.upstream is not None))
     except StartupError as exc:
         print(f"responses-bridge serve: {exc}", file=sys.stderr)
         return 1
@@ -141,9 +142,11 @@ async def _probe_auto(runtime: Runtime) -> None:
     modules are never loaded."""
     if not any(spec.mode == "auto" for spec in runtime.routes().upstreams.values()):
         return
+    from .probe.cache import cache_path
     from .probe.start import probe_auto_upstreams
 
-    for name, report in (await probe_auto_upstreams(runtime.routes())).items():
+    cache = cache_path(runtime.settings.db_path())
+    for name, report in (await probe_auto_upstreams(runtime.routes(), cache)).items():
         runtime.probed_modes[name] = report.mode if report is not None else "translate"
         if report is not None:
             runtime.probed_switches[name] = dict(report.switches)
@@ -165,10 +168,11 @@ def extproc_listen(settings: Settings, slot: WorkerSlot | None) -> tuple[str, in
 
 
 async def serve(settings: Settings, *, http: bool = True, extproc: bool = True,
-                slot: WorkerSlot | None = None) -> None:
+                slot: WorkerSlot | None = None, config: str | None = None, upstream_flag: bool = False) -> None:
     """Run until SIGINT/SIGTERM, then drain (see :func:`shutdown`) and close the store last, so in-flight
     writes land. ``slot``: which worker this is (``serve --workers``), whose HTTP port is shared with the others
-    and whose ext_proc address is its own."""
+    and whose ext_proc address is its own. ``config`` (the ``--config`` flag) and ``upstream_flag``
+    (``--upstream`` given) say where the upstreams were configured, for the hints of the start check."""
     host, port, uds = extproc_listen(settings, slot)
     check_ports(settings, http=http, extproc=extproc and uds is None, extproc_port=port, shared=slot is not None)
     runtime = await open_runtime(settings)
@@ -193,11 +197,13 @@ async def serve(settings: Settings, *, http: bool = True, extproc: bool = True,
                 flag = ("--extproc-uds / RESPONSES_BRIDGE_EXTPROC_UDS" if uds
                         else "--extproc-port / RESPONSES_BRIDGE_EXTPROC_PORT")
                 raise StartupError(f"{exc} ({flag})") from exc
-        log.info("serving", upstream=settings.upstream, profile=settings.profile, db=_where(settings),
+        upstreams = configured_upstreams(settings, config_path=config_file.path_from(config),
+                                         flag_given=upstream_flag)
+        log.info("serving", upstreams=[entry.described() for entry in upstreams], db=_where(settings),
                  http=f"{settings.http_host}:{settings.http_port}" if http else None,
                  extproc=(f"unix:{uds}" if uds else f"{host}:{port}") if extproc else None)
         warn_if_open(settings, http=http, extproc=extproc)
-        probe = asyncio.create_task(_probe_upstreams(settings))  # in the background: start is not delayed
+        probe = asyncio.create_task(check_upstreams(upstreams))  # in the background: start is not delayed
         await _wait_for_signal()
         probe.cancel()
     finally:
@@ -239,33 +245,6 @@ def warn_if_open(settings: Settings, *, http: bool = True, extproc: bool = True)
         log.warning("auth_none_beyond_loopback", doors=doors,
                     hint="every caller shares one tenant: set RESPONSES_BRIDGE_AUTH=keys or header")
     return doors
-
-
-async def _probe_upstreams(settings: Settings) -> None:
-    """Each configured upstream is checked the same way (the one ``--upstream`` when none are)."""
-    if not settings.upstreams:
-        await probe_upstream(settings)
-        return
-    await asyncio.gather(*(probe_upstream(settings.model_copy(update={"upstream": spec.url, "api_key": None}))
-                           for spec in settings.upstreams))
-
-
-async def probe_upstream(settings: Settings, timeout: float = PROBE_TIMEOUT_SECONDS) -> bool:
-    """``GET {upstream}/models`` once at start: a wrong or dead upstream is reported in the log now, naming the
-    URL, instead of by the first client's 502. Any HTTP answer (even 401) means it is reachable."""
-    import aiohttp
-
-    url = f"{settings.upstream}/models"
-    headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
-    try:
-        async with (aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
-                    session.get(url, headers=headers) as response):
-            log.info("upstream_reachable", url=url, status=response.status)
-            return True
-    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        log.warning("upstream_unreachable", url=url, error=str(exc) or type(exc).__name__,
-                    hint="check --upstream / RESPONSES_BRIDGE_UPSTREAM; requests will fail with 502 until it answers")
-        return False
 
 
 async def shutdown(runtime: Runtime, stoppers: list[Callable[[], Awaitable[None]]]) -> None:

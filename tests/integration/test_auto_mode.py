@@ -123,8 +123,10 @@ async def test_an_upstream_that_could_not_be_probed_is_translated(client: openai
 
 
 def test_config_show_prints_the_probes(auto: Auto) -> None:
+    db = auto.config.parent / f"bridge-{auto.sidecar.http_url.rsplit(':', 1)[1]}.db"  # its cache is beside it
     shown = subprocess.run([PYTHON, "-m", "responses_bridge", "config", "show", "--config", str(auto.config)],
-                           capture_output=True, text=True, check=True, env={**os.environ, **auto.env}).stdout
+                           capture_output=True, text=True, check=True,
+                           env={**os.environ, **auto.env, "RESPONSES_BRIDGE_DB": str(db)}).stdout
     probes = yaml.safe_load(shown.split("\n---\n", 1)[1])["probes"]
     assert probes[auto.urls["native"]]["mode"] == "native"
     assert probes[auto.urls["chat"]]["mode"] == "translate"

@@ -4,10 +4,12 @@ the wrong HTTP door says so, and the SDK example the demo prints runs as printed
 from __future__ import annotations
 
 import asyncio
+import os
 import shlex
 import subprocess
 
 import aiohttp
+import orjson
 import pytest
 
 from responses_bridge.devtools.demo import sdk_example
@@ -35,6 +37,38 @@ async def test_an_unreachable_upstream_is_reported_at_start(tmp_path) -> None:
         process.wait(timeout=30)
     warning = next(line for line in log_path.read_text().splitlines() if "upstream_unreachable" in line)
     assert f"{dead}/models" in warning and '"level": "warning"' in warning
+
+
+async def test_configured_upstreams_are_the_ones_named_at_start(tmp_path) -> None:
+    """With an ``upstreams:`` list, the ``serving`` line lists those upstreams (not the unused ``--upstream``
+    default), and a dead one's warning names the configuration file it came from."""
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    config = tmp_path / "bridge.yaml"
+    config.write_text(f"upstreams:\n  - {{name: local-vllm, url: '{dead}', profile: vllm}}\n"
+                      "default_upstream: local-vllm\n")
+    log_path = tmp_path / "serve.log"
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith("RESPONSES_BRIDGE_") and key != "OPENAI_BASE_URL"}
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([PYTHON, "-m", "responses_bridge", "serve", "--config", str(config),
+                                    "--no-extproc", "--http-port", str(free_port()), "--db", ":memory:"],
+                                   stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = asyncio.get_running_loop().time() + 30
+        while "upstream_unreachable" not in log_path.read_text():
+            assert process.poll() is None, log_path.read_text()
+            assert asyncio.get_running_loop().time() < deadline, log_path.read_text()
+            await asyncio.sleep(0.05)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    lines = [orjson.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+    serving = next(line for line in lines if line["event"] == "serving")
+    assert serving["upstreams"] == [{"name": "local-vllm", "url": dead, "mode": "translate", "profile": "vllm"}]
+    assert "8090" not in log_path.read_text()
+    warning = next(line for line in lines if line["event"] == "upstream_unreachable")
+    assert warning["upstream"] == "local-vllm" and f"upstreams[0] in the configuration file {config}" in warning["hint"]
+    assert "RESPONSES_BRIDGE_UPSTREAM " not in warning["hint"]
 
 
 @pytest.mark.envoy

@@ -195,7 +195,6 @@ async def stream_one(client: openai.AsyncOpenAI, text: str = "hello metrics worl
 @pytest.mark.parametrize("door", ["http", "envoy"])
 async def test_metrics_move_as_requests_flow(stack: Stack, door: str) -> None:
     route = "POST /v1/responses"
-    upstream = "envoy" if door == "envoy" else stack.upstream_host
     label = "extproc" if door == "envoy" else "http"  # through Envoy, the ext_proc door answers
     before = await scrape(stack)
     async with sdk(stack, door) as client:
@@ -212,7 +211,10 @@ async def test_metrics_move_as_requests_flow(stack: Stack, door: str) -> None:
     assert moved("responses_bridge_request_duration_seconds_count", door=label, route=route) == 2
     assert moved("responses_bridge_time_to_first_event_seconds_count", door=label) == 1
     assert value(after, "responses_bridge_active_streams", door=label) == 0
-    assert moved("responses_bridge_upstream_latency_seconds_count", upstream=upstream) == 1
+    # labelled by the upstream's name and mode, whichever door: never Envoy's or a listener's host:port
+    assert moved("responses_bridge_upstream_latency_seconds_count", upstream="default", mode="translate") == 1
+    upstream_series = ("responses_bridge_upstream_latency", "responses_bridge_upstream_errors")
+    assert {dict(labels).get("upstream") for name, labels in after if name.startswith(upstream_series)} == {"default"}
     # the fake counts words: "hello metrics world" + 1 per message in, "Echo: hello metrics world" out
     assert moved("responses_bridge_tokens_total", model="fake-model", direction="input") == 4
     assert moved("responses_bridge_tokens_total", model="fake-model", direction="output") == 4
@@ -229,13 +231,13 @@ async def test_metrics_move_as_requests_flow(stack: Stack, door: str) -> None:
 
 @pytest.mark.parametrize("door", ["http", "envoy"])
 async def test_upstream_errors_are_counted_by_upstream(stack: Stack, door: str) -> None:
-    upstream = "envoy" if door == "envoy" else stack.upstream_host
     before = await scrape(stack)
     async with sdk(stack, door) as client:
         with pytest.raises(openai.APIStatusError):
             await client.responses.create(model="fake-model", input="[error=503] down")
     after = await settled(stack)
-    key = ("responses_bridge_upstream_errors_total", tuple(sorted({"upstream": upstream, "kind": "http_5xx"}.items())))
+    labels = {"upstream": "default", "mode": "translate", "kind": "http_5xx"}
+    key = ("responses_bridge_upstream_errors_total", tuple(sorted(labels.items())))
     assert after.get(key, 0) - before.get(key, 0) == 1
 
 
@@ -317,8 +319,39 @@ async def test_extproc_logs_carry_envoys_request_id(stack: Stack) -> None:
     assert request_id
     lines = await wait_for_lines(stack, request_id)
     assert any(line["event"] == "request_finished" and line["door"] == "extproc" and line["status"] == 200
-               for line in lines)
+               and line["upstream"] == "default" and line["mode"] == "translate" for line in lines)
     assert_no_secrets(stack)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_through_envoy_the_client_sees_the_request_id_the_bridge_logged(stack: Stack, stream: bool) -> None:
+    """Not the upstream's own ``x-request-id`` (the fake answers with its ``chatcmpl-…`` id, as servers do): the
+    client's, or when it sent none, the one Envoy made, which the bridge logged."""
+    body = {"model": "fake-model", "input": "which id?", "stream": stream}
+    auth = {"Authorization": f"Bearer {SECRET_KEY}"}
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{stack.envoy_url}/v1/responses", json=body,
+                                headers={**auth, "X-Request-Id": f"rid-through-envoy-{stream}"}) as response:
+            assert response.status == 200
+            assert response.headers.getall("x-request-id") == [f"rid-through-envoy-{stream}"]
+            await response.read()
+        async with session.post(f"{stack.envoy_url}/v1/responses", json=body, headers=auth) as response:
+            assert response.status == 200
+            assigned = response.headers.getall("x-request-id")
+            await response.read()
+    assert len(assigned) == 1 and not assigned[0].startswith("chatcmpl")
+    for request_id in (f"rid-through-envoy-{stream}", assigned[0]):
+        lines = await wait_for_lines(stack, request_id)
+        assert any(line["event"] == "request_finished" and line["door"] == "extproc" and line["upstream"] == "default"
+                   for line in lines), request_id
+
+
+async def test_the_http_door_logs_the_upstream_that_served(stack: Stack) -> None:
+    async with sdk(stack, "http", **{"X-Request-Id": "rid-http-upstream"}) as client:
+        await stream_one(client, "who served?")
+    lines = await wait_for_lines(stack, "rid-http-upstream")
+    assert any(line["event"] == "request_finished" and line["upstream"] == "default" and line["mode"] == "translate"
+               for line in lines)
 
 
 async def wait_for_lines(stack: Stack, request_id: str) -> list[dict]:

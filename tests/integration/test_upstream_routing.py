@@ -439,3 +439,23 @@ async def test_a_native_backend_error_reaches_the_client(native: tuple[Deploymen
     events = [event async for event in await client.responses.create(model="native-1", input="[error=503]",
                                                                       stream=True)]
     assert [event.type for event in events] == ["response.created", "response.in_progress", "response.failed"]
+
+
+async def test_metrics_name_each_upstream_and_its_mode(deployment: Deployment) -> None:
+    """The sidecar's own calls all go to Envoy's internal listener (one host:port): the upstream metrics still tell
+    the upstreams apart, by their configured names and modes, and only those called have series."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with openai.AsyncOpenAI(base_url=f"{deployment.http_url}/v1", api_key="sk-client", max_retries=0,
+                                  timeout=60) as client:
+        await client.responses.create(model="beta", input="counted on b")
+        await client.responses.create(model="native-1", input="counted on n")
+    async with aiohttp.ClientSession() as session, session.get(f"{deployment.http_url}/metrics") as answer:
+        text = await answer.text()
+    latency = {(sample.labels["upstream"], sample.labels["mode"]): sample.value
+               for family in text_string_to_metric_families(text)
+               if family.name == "responses_bridge_upstream_latency_seconds"
+               for sample in family.samples if sample.name.endswith("_count")}
+    assert latency[("b", "translate")] >= 1 and latency[("n", "native")] >= 1
+    assert {name for name, _ in latency} <= {"a", "b", "n"}  # never the listener's host:port
+    assert all(count > 0 for count in latency.values())  # no empty series for an upstream never called

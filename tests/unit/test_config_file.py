@@ -145,7 +145,7 @@ def test_config_show_prints_the_effective_configuration_with_secrets_masked(tmp_
     assert effective["profile"] == "llamacpp" and effective["tool_result_role"] == "user"  # the profile's value
     assert effective["developer_role"] == "developer"  # set one by one, over the profile
     assert effective["db"] is None and effective["upstream"] == "http://127.0.0.1:8090/v1"
-    assert cached == {"probes": {}}
+    assert cached["probes"] == {} and [entry["url"] for entry in cached["serving"]] == ["http://127.0.0.1:8090/v1"]
     assert f"file ({path})" in shown.stdout.splitlines()[0]
 
 

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
+import orjson
 import pytest
 import yaml
 
@@ -44,12 +45,13 @@ async def llamacpp() -> AsyncIterator[str]:
         await runner.cleanup()  # type: ignore[attr-defined]
 
 
-async def cli(*args: str, data_dir: Path) -> tuple[int, str, str]:
+async def cli(*args: str, data_dir: Path, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     """The CLI in its own process; this test's loop keeps serving the fake meanwhile."""
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith("RESPONSES_BRIDGE_") and key != "OPENAI_API_KEY"}
+    base = {key: value for key, value in os.environ.items()
+            if not key.startswith("RESPONSES_BRIDGE_") and key not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "responses_bridge", *args, env={**env, "XDG_DATA_HOME": str(data_dir)},
+        sys.executable, "-m", "responses_bridge", *args,
+        env={**base, "XDG_DATA_HOME": str(data_dir), **(env or {})},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(process.communicate(), 120)
     assert process.returncode is not None
@@ -86,7 +88,7 @@ async def test_llamacpp_quirks_are_found_and_the_switches_chosen(llamacpp: str, 
 async def test_the_probe_result_is_cached_and_shown_by_config_show(llamacpp: str, tmp_path: Path) -> None:
     code, _, err = await cli("probe", llamacpp, data_dir=tmp_path)
     assert code == 0, err
-    code, out, err = await cli("config", "show", data_dir=tmp_path)
+    code, out, err = await cli("config", "show", data_dir=tmp_path, env={"RESPONSES_BRIDGE_UPSTREAM": llamacpp})
     assert code == 0, err
     _, cached = yaml.safe_load_all(out)
     entry = cached["probes"][llamacpp]
@@ -114,8 +116,11 @@ async def test_probe_upstream_makes_one_short_request_per_check_and_its_switches
     options = options_for(EngineOptions(), "generic", report.switches)  # what a start with mode: auto does
     assert options == options_for(EngineOptions(), "llamacpp", {"tool_result_role": "tool"})
     assert ProbeReport.from_dict(report.as_dict()) == report
-    probe_cache.save(report)
-    assert probe_cache.cached(llamacpp + "/") == report
+    cache = probe_cache.cache_path(str(cache_dir / "deployment" / "bridge.db"))
+    assert cache == cache_dir / "deployment" / "probes.json"
+    probe_cache.save(cache, report)
+    assert probe_cache.cached(cache, llamacpp + "/") == report
+    assert probe_cache.cache_path(":memory:") is None and probe_cache.save(None, report) is None
 
 
 @pytest.mark.parametrize("quirks", [None, "llamacpp"])
@@ -151,8 +156,55 @@ async def test_nothing_listening_is_one_line_and_exit_1(tmp_path: Path) -> None:
         port = sock.getsockname()[1]  # bound, not listening: connections are refused
         code, out, err = await cli("probe", f"http://127.0.0.1:{port}/v1", "--model", "m", data_dir=tmp_path)
     assert code == 1 and out == ""
-    assert err.startswith(f"responses-bridge probe: no answer from http://127.0.0.1:{port}/v1: ")
+    assert err.startswith(f"responses-bridge probe: http://127.0.0.1:{port}/v1 is unreachable: ")
     assert err.count("\n") == 1 and "Traceback" not in err
+
+
+async def test_nothing_listening_without_a_model_is_unreachable_not_a_missing_model(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        code, out, err = await cli("probe", f"http://127.0.0.1:{port}/v1", data_dir=tmp_path)
+    assert code == 1 and out == ""
+    assert err.startswith(f"responses-bridge probe: http://127.0.0.1:{port}/v1 is unreachable: ")
+    assert "--model" not in err and err.count("\n") == 1
+
+
+async def test_a_url_without_a_scheme_is_told_it_needs_one(tmp_path: Path) -> None:
+    code, out, err = await cli("probe", "127.0.0.1:18091/v1", data_dir=tmp_path)
+    assert code == 1 and out == ""
+    assert err == ("responses-bridge probe: 127.0.0.1:18091/v1 is not a URL the probe can call: it needs http:// or "
+                   "https:// (e.g. http://127.0.0.1:18091/v1)\n")
+
+
+async def test_a_base_url_without_v1_asks_whether_it_ends_in_v1(fake: str, tmp_path: Path) -> None:
+    base = fake.removesuffix("/v1")
+    code, _, err = await cli("probe", base, data_dir=tmp_path)
+    assert code == 1
+    assert err.startswith(f"responses-bridge probe: GET {base}/models gave HTTP 404") and "end in /v1?" in err
+
+
+async def test_the_cache_is_the_deployments_and_config_show_lists_only_its_upstreams(
+        fake: str, llamacpp: str, tmp_path: Path) -> None:
+    """Two deployments on one machine: each probe goes beside the database named, and a deployment's ``config
+    show`` lists the probes of its own upstreams only (not every URL ever probed by this user)."""
+    deployment = tmp_path / "deployment"
+    code, _, err = await cli("probe", fake, "--db", str(deployment / "bridge.db"), data_dir=tmp_path)
+    assert code == 0, err
+    code, _, err = await cli("probe", llamacpp, "--db", str(deployment / "bridge.db"), data_dir=tmp_path)
+    assert code == 0, err
+    assert set(orjson.loads((deployment / "probes.json").read_bytes())) == {fake, llamacpp}
+    assert not (tmp_path / "responses-bridge" / "probes.json").exists()  # not the user's data directory
+    config = tmp_path / "bridge.yaml"
+    config.write_text(f"db: {deployment / 'bridge.db'}\nupstreams:\n  - {{name: q, url: '{llamacpp}'}}\n"
+                      "default_upstream: q\n")
+    code, out, err = await cli("config", "show", "--config", str(config), data_dir=tmp_path)
+    assert code == 0, err
+    effective, served = yaml.safe_load_all(out)
+    assert "upstream" not in effective  # the unused default of the lone --upstream
+    assert served["serving"] == [{"name": "q", "url": llamacpp, "mode": "translate", "profile": "generic",
+                                  "configured": f"upstreams[0] in the configuration file {config}"}]
+    assert set(served["probes"]) == {llamacpp}
 
 
 async def test_a_server_that_never_answers_is_given_up_on(cache_dir: Path) -> None:

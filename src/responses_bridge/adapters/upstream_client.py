@@ -20,12 +20,14 @@ import aiohttp
 
 from ..bounded_body import BodyTooLarge, read_bounded
 from ..config import Settings
+from ..engine.native_relay import NATIVE_PATH
 from ..engine.wire import UpstreamRequest
 from ..observability import metrics, tracing
+from ..observability.logs import noted_mode
 from ..protocol.errors import APIError
 from ..run.upstream import UpstreamFailure, UpstreamResponse
 from ..services.identity import sidecar_headers
-from ..upstreams import Router
+from ..upstreams import SINGLE_UPSTREAM, Router
 
 ROUTE_HEADER = "x-responses-bridge-upstream"
 """Names the upstream on the sidecar's own calls through Envoy's listener (``upstream_via``) when several are
@@ -57,12 +59,13 @@ class AiohttpUpstreamAnswer:
 class AiohttpUpstreamClient:
     """One connection pool per client; :meth:`start` must be awaited before the first call."""
 
-    def __init__(self, settings: Settings, base: str | None = None, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(self, settings: Settings, base: str | None = None, headers: Mapping[str, str] | None = None, *,
+                 name: str = SINGLE_UPSTREAM) -> None:
         self._base = (base or settings.upstream_via or settings.upstream).rstrip("/")
+        self.name = name  # the upstream's configured name: its metrics' label, wherever the calls go
         self._headers = dict(headers or {})  # sent on every call (the route header through Envoy)
         if settings.upstream_via and self._base == settings.upstream_via.rstrip("/"):  # calls through Envoy
             self._headers.update(sidecar_headers(settings))  # keys mode: the passthrough routes let them through
-        self._metrics = metrics.Upstream(urlsplit(self._base).netloc or self._base)  # labelled host:port
         self._timeout = aiohttp.ClientTimeout(
             total=settings.upstream_timeout,
             connect=settings.upstream_connect_timeout,
@@ -70,6 +73,12 @@ class AiohttpUpstreamClient:
         )
         self._session: aiohttp.ClientSession | None = None
         self.max_answer_bytes = settings.max_event_bytes  # a whole JSON answer read by read_answer()
+
+    def _metrics(self, path: str) -> metrics.Upstream:
+        """This upstream's series for a call to ``path``: in the mode the request noted (``passthrough`` for the
+        Chat Completions route), else by the path (``responses``: a native backend's own)."""
+        mode = noted_mode() or ("native" if path.startswith(NATIVE_PATH) else "translate")
+        return metrics.upstream(self.name, mode)
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=60, enable_cleanup_closed=True)
@@ -89,7 +98,7 @@ class AiohttpUpstreamClient:
             headers["Authorization"] = authorization
         async with self._request("POST", call.path, headers=headers, data=call.body) as response:
             yield AiohttpUpstreamAnswer(response.status, response.headers.get("Content-Type"), response,
-                                        self._metrics)
+                                        self._metrics(call.path))
 
     async def read_answer(self, response: UpstreamResponse) -> bytes:
         """A whole upstream answer (compaction's summary, a tokenizer's count, the model list), at most
@@ -123,9 +132,10 @@ class AiohttpUpstreamClient:
         url = path if path.startswith(("http://", "https://")) else f"{self._base}/{path}"
         if self._headers:
             kwargs["headers"] = {**self._headers, **kwargs.get("headers", {})}  # type: ignore[dict-item]
-        upstream = self._metrics
+        upstream = self._metrics(path)
         with tracing.span(f"upstream {method} {path if '://' not in path else urlsplit(path).path}",
-                          {"server.address": upstream.name, "http.request.method": method},
+                          {"server.address": urlsplit(self._base).netloc, "responses_bridge.upstream": self.name,
+                           "http.request.method": method},
                           kind=tracing.SpanKind.CLIENT) as span:
             if tracing.ENABLED:  # the upstream's own spans join this one
                 headers = dict(kwargs.get("headers") or {})  # type: ignore[call-overload]
@@ -134,7 +144,7 @@ class AiohttpUpstreamClient:
             started = perf_counter()
             try:
                 async with self._session.request(method, url, **kwargs) as response:  # type: ignore[arg-type]
-                    upstream.latency.observe(perf_counter() - started)
+                    upstream.answered(perf_counter() - started)
                     if response.status >= 500:
                         upstream.failed("http_5xx")
                     if span is not None:
@@ -167,8 +177,8 @@ def build_clients(settings: Settings, router: Router) -> dict[str, AiohttpUpstre
     to Envoy's listener, naming its upstream in :data:`ROUTE_HEADER`; else straight to the upstream's URL. The
     single ``--upstream`` case is one client, as it always was."""
     if router.single:
-        return {name: AiohttpUpstreamClient(settings) for name in router.upstreams}
+        return {name: AiohttpUpstreamClient(settings, name=name) for name in router.upstreams}
     if settings.upstream_via:
-        return {name: AiohttpUpstreamClient(settings, settings.upstream_via, {ROUTE_HEADER: name})
+        return {name: AiohttpUpstreamClient(settings, settings.upstream_via, {ROUTE_HEADER: name}, name=name)
                 for name in router.upstreams}
-    return {name: AiohttpUpstreamClient(settings, spec.url) for name, spec in router.upstreams.items()}
+    return {name: AiohttpUpstreamClient(settings, spec.url, name=name) for name, spec in router.upstreams.items()}

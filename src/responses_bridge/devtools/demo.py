@@ -12,7 +12,11 @@ defaults of ``serve`` and ``envoy-config``) are used when free; a taken one is r
 in use are printed.
 
 The printed SDK example is a command that runs as printed: this Python with the ``openai`` package, which
-``scripts/demo`` installs (the ``demo`` extra); without it the banner says how to install it first.
+``scripts/demo`` installs (the ``demo`` extra); without it the banner says how to install it first. It reads the key
+with ``os.environ.get("OPENAI_API_KEY", "none")`` (a keyless backend such as Ollama needs none), and the curl
+commands send one only when ``OPENAI_API_KEY`` is set. The examples name a real model: ``--model``, else the first
+one the upstream's ``GET /models`` lists. An upstream that does not answer (or answers 404 there: a URL without
+``/v1``) is said plainly, first thing and in the banner, instead of "ready".
 """
 
 from __future__ import annotations
@@ -48,13 +52,15 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                         help="a real Chat Completions base URL (default: start the fake upstream)")
     parser.add_argument("--port", type=int, default=LISTEN_PORT,
                         help=f"port clients call Envoy on (default {LISTEN_PORT})")
+    parser.add_argument("--model", default=None,
+                        help="the model the printed examples name (default: the first the upstream lists)")
     parser.add_argument("--db", default=None, help="SQLite file for stored responses (default: a temporary file)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        return asyncio.run(demo(args.upstream, args.port, args.db))
+        return asyncio.run(demo(args.upstream, args.port, args.db, args.model))
     except KeyboardInterrupt:
         return 130
 
@@ -86,7 +92,7 @@ def choose_ports(listen: int) -> Ports:
                  admin=pick_port(9901, taken))
 
 
-async def demo(upstream: str | None, listen_port: int, db: str | None) -> int:
+async def demo(upstream: str | None, listen_port: int, db: str | None, model: str | None = None) -> int:
     ports = choose_ports(listen_port)
     fake = upstream is None
     upstream_url = upstream or f"http://127.0.0.1:{ports.upstream}/v1"
@@ -122,11 +128,18 @@ async def demo(upstream: str | None, listen_port: int, db: str | None) -> int:
         processes.append(envoy)
         await _ready(wait_http(f"http://127.0.0.1:{ports.admin}/ready", READY_TIMEOUT, envoy), stop)
         await _ready(wait_http(f"http://127.0.0.1:{ports.listen}/health", READY_TIMEOUT, envoy), stop)
-        model = "fake-model" if fake else await _first_model(ports.listen)
+        problem = None
         if fake:
+            model = "fake-model"
             await _ready(_wait_translation(ports.listen, model), stop)
+        else:
+            listed, problem = await upstream_state(upstream_url, os.environ.get("OPENAI_API_KEY"))
+            model = model or listed
+            if problem is not None:
+                print(f"demo: the upstream {upstream_url} {problem}", file=sys.stderr, flush=True)
 
-        print(_banner(ports, upstream_url, config, db_path, model, fake, db_kept=db is not None), flush=True)
+        print(_banner(ports, upstream_url, config, db_path, model, fake, db_kept=db is not None, problem=problem),
+              flush=True)
         while not stop.is_set():
             dead = [p for p in processes if not p.alive()]
             if dead:
@@ -192,17 +205,27 @@ async def wait_grpc_health(port: int, timeout: float, process: ManagedProcess | 
             await asyncio.sleep(0.1)
 
 
-async def _first_model(port: int) -> str:
-    """A model the real upstream serves, for the printed examples (through Envoy's /v1/models route)."""
-    key = os.environ.get("OPENAI_API_KEY")
+async def upstream_state(url: str, key: str | None) -> tuple[str | None, str | None]:
+    """``GET {url}/models`` on the real upstream: (the first model it lists, or None; what is wrong with it, in
+    words, or None). Nothing answering is "unreachable"; a 404 there most likely a URL without ``/v1``; any other
+    answer (a 401 too) means it is there."""
     headers = {"authorization": f"Bearer {key}"} if key else {}
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-            async with session.get(f"http://127.0.0.1:{port}/v1/models", headers=headers) as response:
-                data = await response.json(content_type=None)
-                return str(data["data"][0]["id"])
-    except Exception:  # noqa: BLE001 - only a nicer example depends on it
-        return "MODEL"
+        async with (aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
+                    session.get(f"{url.rstrip('/')}/models", headers=headers) as response):
+            status = response.status
+            data = await response.json(content_type=None) if status == 200 else None
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return None, (f"is unreachable ({exc or type(exc).__name__}): start the model server (Ollama: "
+                      "'ollama serve'); requests fail with 502 until it answers")
+    except ValueError:  # an answer that is not JSON: there, but no model to name
+        return None, None
+    if status == 404:
+        return None, "answers 404 at /models: does the URL end in /v1? Requests will get the same 404"
+    listed = data.get("data") if isinstance(data, dict) else None
+    first = listed[0] if isinstance(listed, list) and listed else None
+    model = first.get("id") if isinstance(first, dict) else None
+    return (model if isinstance(model, str) else None), None
 
 
 async def _wait_translation(port: int, model: str) -> None:
@@ -223,31 +246,41 @@ async def _wait_translation(port: int, model: str) -> None:
             await asyncio.sleep(0.2)
 
 
-def _banner(ports: Ports, upstream: str, config: str, db: str, model: str, fake: bool, db_kept: bool = True) -> str:
+def _banner(ports: Ports, upstream: str, config: str, db: str, model: str | None, fake: bool,
+            db_kept: bool = True, problem: str | None = None) -> str:
     url = f"http://127.0.0.1:{ports.listen}/v1/responses"
-    auth = "" if fake else ' -H "Authorization: Bearer $OPENAI_API_KEY"'
-    key = '"x"' if fake else 'os.environ["OPENAI_API_KEY"]'
-    plain = orjson.dumps({"model": model, "input": "Hello from the Responses API!"}).decode()
-    stream = orjson.dumps({"model": model, "input": "Stream this, please.", "stream": True}).decode()
+    keyed = not fake and bool(os.environ.get("OPENAI_API_KEY"))  # a keyless backend (Ollama) gets no header
+    auth = ' -H "Authorization: Bearer $OPENAI_API_KEY"' if keyed else ""
+    key = '"x"' if fake else 'os.environ.get("OPENAI_API_KEY", "none")'
+    headline = ("responses-bridge demo is ready." if problem is None else
+                f"responses-bridge demo is running, but its upstream {upstream} {problem}.")
     lines = [
         "",
-        "responses-bridge demo is ready.",
+        headline,
         f"  Envoy (clients call this)  http://127.0.0.1:{ports.listen}    admin http://127.0.0.1:{ports.admin}",
         f"  sidecar HTTP door          http://127.0.0.1:{ports.http}    ext_proc 127.0.0.1:{ports.extproc}",
         f"  upstream                   {upstream}{'  (fake)' if fake else ''}",
         f"  Envoy bootstrap            {config}",
         f"  stored responses           {db}{'' if db_kept else '  (temporary)'}",
         "",
-        "Non-streaming:",
-        f"  curl -s {url} -H 'content-type: application/json'{auth} -d {shlex.quote(plain)}",
-        "",
-        "Streaming (Server-Sent Events):",
-        f"  curl -N {url} -H 'content-type: application/json'{auth} -d {shlex.quote(stream)}",
-        "",
-        *sdk_example(ports.listen, model, key),
-        "",
-        "Press Ctrl-C to stop.",
     ]
+    if model is None:
+        lines += ["No model to name in the examples (the upstream listed none): run the demo again with --model NAME.",
+                  ""]
+    else:
+        plain = orjson.dumps({"model": model, "input": "Hello from the Responses API!"}).decode()
+        stream = orjson.dumps({"model": model, "input": "Stream this, please.", "stream": True}).decode()
+        lines += [
+            "Non-streaming:",
+            f"  curl -s {url} -H 'content-type: application/json'{auth} -d {shlex.quote(plain)}",
+            "",
+            "Streaming (Server-Sent Events):",
+            f"  curl -N {url} -H 'content-type: application/json'{auth} -d {shlex.quote(stream)}",
+            "",
+            *sdk_example(ports.listen, model, key),
+            "",
+        ]
+    lines.append("Press Ctrl-C to stop.")
     return "\n".join(lines)
 
 

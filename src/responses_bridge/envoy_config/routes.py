@@ -43,6 +43,12 @@ def _encoded_body_routes() -> list[dict[str, Any]]:
             for name, path in (("responses", "/v1/responses"), ("responses_unversioned", "/responses"))]
 
 
+_REQUEST_ID_ECHO = {"header": {"key": "x-request-id", "value": "%REQ(x-request-id)%"},
+                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+"""Every answer carries the request's own id, the one Envoy forwarded and the sidecar logged (the client's, or one
+Envoy made): never an upstream's (a Chat Completions server may answer with its own ``x-request-id``)."""
+
+
 def _route_config(up: UpstreamURL, upstreams: Sequence[UpstreamSpec] = (), auth: Auth | None = None) -> dict[str, Any]:
     auth = auth or Auth()
     keys = auth.mode == "keys"
@@ -98,7 +104,8 @@ def _route_config(up: UpstreamURL, upstreams: Sequence[UpstreamSpec] = (), auth:
          "route": {"cluster": HTTP_CLUSTER, "timeout": "0s", "upgrade_configs": [{"upgrade_type": "websocket"}]},
          "typed_per_filter_config": _disabled(), "request_body_buffer_limit": BUFFER_LIMIT_BYTES},
     ]
-    config = {"name": "responses_bridge", "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]}
+    config = {"name": "responses_bridge", "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}],
+              "response_headers_to_add": [_REQUEST_ID_ECHO]}
     if upstreams:  # the sidecar's routing header means nothing here (_internal_listener): it goes nowhere
         config["request_headers_to_remove"] = [ROUTE_HEADER]
     return config

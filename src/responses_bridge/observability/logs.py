@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 from collections.abc import Mapping
+from contextvars import ContextVar, Token
 
 import structlog
 from structlog.contextvars import bind_contextvars, reset_contextvars
@@ -95,3 +96,33 @@ def bind_request_id(request_id: str) -> Mapping[str, object]:
 
 def unbind_request_id(tokens: Mapping[str, object]) -> None:
     reset_contextvars(**tokens)  # type: ignore[arg-type]
+
+
+_SERVED_BY: ContextVar[dict[str, str] | None] = ContextVar("responses_bridge_served_by", default=None)
+
+
+def watch_upstream() -> tuple[dict[str, str], Token[dict[str, str] | None]]:
+    """A request starts: what :func:`note_upstream` says from here on (in this context and the tasks it starts)
+    fills the returned dict, for its ``request_finished`` line and metrics. Give the token to
+    :func:`unwatch_upstream` when it ends."""
+    served: dict[str, str] = {}
+    return served, _SERVED_BY.set(served)
+
+
+def unwatch_upstream(token: Token[dict[str, str] | None]) -> None:
+    _SERVED_BY.reset(token)
+
+
+def note_upstream(name: str, mode: str) -> None:
+    """The request being handled goes to the upstream ``name`` (its configured name), in ``mode``
+    (``translate``, ``native`` or ``passthrough``); nothing when no request is watched."""
+    served = _SERVED_BY.get()
+    if served is not None:
+        served["upstream"] = name
+        served["mode"] = mode
+
+
+def noted_mode() -> str | None:
+    """The mode :func:`note_upstream` gave the request being handled, if any."""
+    served = _SERVED_BY.get()
+    return served.get("mode") if served else None

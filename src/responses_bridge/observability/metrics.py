@@ -7,8 +7,10 @@ and ends; the per-chunk path only tests a local flag for the time to the first e
 timed one observation each (a message is already a gRPC round trip).
 
 Labels are bounded: ``door`` is ``http`` or ``extproc``; ``route`` is the route's pattern
-(``POST /v1/responses/{response_id}``), never the raw path; ``upstream`` is the configured upstream's host:port
-(or ``envoy`` for the calls Envoy makes for the ext_proc door); ``model`` is the model the upstream names.
+(``POST /v1/responses/{response_id}``), never the raw path; ``upstream`` is the configured upstream's name (``default``
+for the lone ``--upstream``), whichever door or path called it (the sidecar's own calls through Envoy's listener
+included), and ``mode`` how it was called (``translate``, ``native``, ``passthrough``); ``model`` is the model the
+upstream names. An upstream's series appear with its first call: none stands empty for an upstream never used.
 """
 
 from __future__ import annotations
@@ -39,11 +41,11 @@ by whichever worker the scrape reaches) adds them up; gauges say how (``livesum`
 ACTIVE_STREAMS = Gauge("responses_bridge_active_streams", "Client event streams open now, by door", ["door"],
                        multiprocess_mode="livesum")
 UPSTREAM_SECONDS = Histogram("responses_bridge_upstream_latency_seconds",
-                             "Time from sending an upstream call to its response headers, by upstream",
-                             ["upstream"], buckets=_LATENCY_BUCKETS)
+                             "Time from sending an upstream call to its response headers, by upstream and mode",
+                             ["upstream", "mode"], buckets=_LATENCY_BUCKETS)
 UPSTREAM_ERRORS = Counter("responses_bridge_upstream_errors_total",
-                          "Upstream calls that failed (unreachable, timed out, cut, or a 5xx), by upstream and kind",
-                          ["upstream", "kind"])
+                          "Upstream calls that failed (unreachable, timed out, cut, or a 5xx), by upstream, mode "
+                          "and kind", ["upstream", "mode", "kind"])
 TOKENS = Counter("responses_bridge_tokens_total", "Tokens of completed responses, by model and direction",
                  ["model", "direction"])
 EXTPROC_STREAMS = Counter("responses_bridge_extproc_streams_total", "ext_proc gRPC streams Envoy opened")
@@ -83,21 +85,35 @@ def record_request(door: str, route: str, status: int, seconds: float) -> None:
 
 
 class Upstream:
-    """One upstream's children, resolved when its client is made."""
+    """One upstream's children for one mode, resolved at its first call (a resolved child is a series, shown
+    even while empty: resolving them up front showed upstreams never called)."""
 
-    __slots__ = ("latency", "name")
+    __slots__ = ("_latency", "mode", "name")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, mode: str) -> None:
         self.name = name
-        self.latency = UPSTREAM_SECONDS.labels(name)
+        self.mode = mode
+        self._latency: Any = None
+
+    def answered(self, seconds: float) -> None:
+        """An upstream call's response headers came ``seconds`` after it was sent."""
+        if self._latency is None:
+            self._latency = UPSTREAM_SECONDS.labels(self.name, self.mode)
+        self._latency.observe(seconds)
 
     def failed(self, kind: str) -> None:
-        UPSTREAM_ERRORS.labels(self.name, kind).inc()
+        UPSTREAM_ERRORS.labels(self.name, self.mode, kind).inc()
 
 
-ENVOY_UPSTREAM = Upstream("envoy")
-"""The ext_proc door's upstream calls: Envoy makes them; the latency is from the rewritten request's reply to
-the upstream's response headers reaching the processor."""
+_UPSTREAMS: dict[tuple[str, str], Upstream] = {}
+
+
+def upstream(name: str, mode: str) -> Upstream:
+    """The children of upstream ``name`` called in ``mode`` (one object per pair, made at its first use)."""
+    found = _UPSTREAMS.get((name, mode))
+    if found is None:
+        found = _UPSTREAMS[(name, mode)] = Upstream(name, mode)
+    return found
 
 
 def record_usage(response: Mapping[str, Any]) -> None:

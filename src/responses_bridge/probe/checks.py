@@ -265,6 +265,9 @@ async def probe_upstream(url: str, *, model: str | None, api_key: str | None,
     (a small server answers one at a time), each bounded by ``timeout`` seconds. ``model``: the model to ask;
     None takes the first that ``GET /models`` lists. Raises :class:`ProbeError` when nothing answers."""
     url = url.rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise ProbeError(f"{url} is not a URL the probe can call: it needs http:// or https:// "
+                         f"(e.g. http://{url})")
     async with aiohttp.ClientSession() as session:
         prober = _Prober(session, url, api_key, timeout)
         if model is None:
@@ -272,17 +275,23 @@ async def probe_upstream(url: str, *, model: str | None, api_key: str | None,
         switches: dict[str, Any] = {}
         rows = [await check(prober, model, switches) for check in CHECKS]
     if not prober.answered:
-        raise ProbeError(f"no answer from {url}: {rows[0].detail}")
+        raise ProbeError(f"{url} is unreachable: no answer: {rows[0].detail}")
     native = rows[0].result == "yes"
     return ProbeReport(url=url, model=model, mode="native" if native else "translate", switches=switches,
                        rows=tuple(rows))
 
 
 async def _first_model(prober: _Prober) -> str:
+    """The first model ``GET /models`` lists. An upstream that does not answer at all is unreachable (no model
+    named with ``--model`` would help); one answering 404 most likely has the wrong base URL."""
     answer = await prober.call("GET", "/models")
+    if answer.status is None:
+        raise ProbeError(f"{prober.url} is unreachable: {answer.error}")
     data = answer.body.get("data") if answer.ok and isinstance(answer.body, dict) else None
     for entry in data if isinstance(data, list) else ():
         if isinstance(entry, dict) and isinstance(entry.get("id"), str):
             return entry["id"]
+    if answer.status == 404:
+        raise ProbeError(f"GET {prober.url}/models gave {answer.why()}: does the URL end in /v1?")
     raise ProbeError(f"no model to probe with: GET {prober.url}/models gave {answer.why() if not answer.ok else 'none'}"
                      "; name one with --model")

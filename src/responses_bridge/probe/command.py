@@ -1,7 +1,8 @@
 """``responses-bridge probe URL [--model M]``: measure what an upstream supports and print the table.
 
-The table ends in ``mode: translate`` or ``mode: native``; the result is cached (probe/cache.py) and shown by
-``config show``. The checks themselves are in checks.py.
+The table ends in ``mode: translate`` or ``mode: native``; the result is cached with the deployment (probe/cache.py:
+beside the database ``--db`` / ``--config`` / the environment name, as ``serve`` would use it) and shown by that
+deployment's ``config show`` when the URL is one of its upstreams. The checks themselves are in checks.py.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
                         help=f"seconds each request may take (default {DEFAULT_TIMEOUT:g})")
     parser.add_argument("--no-cache", action="store_true", help="do not keep the result for 'config show'")
+    parser.add_argument("--db", help="the deployment's SQLite file: the result is kept beside it "
+                        "(default: RESPONSES_BRIDGE_DB, else the default database's folder)")
+    parser.add_argument("--config", metavar="FILE", help="the deployment's YAML configuration file, for its --db")
     parser.set_defaults(func=run)
 
 
@@ -40,6 +44,7 @@ def checked_url(text: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..config import SettingsError, load_settings
     from . import cache as probe_cache
     from .checks import ProbeError, probe_upstream
 
@@ -52,7 +57,10 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if not args.no_cache:
         try:
-            probe_cache.save(report)
+            cache = probe_cache.cache_path(load_settings(config=args.config, db=args.db).db_path())
+            probe_cache.save(cache, report)
+        except SettingsError as exc:
+            print(f"responses-bridge probe: result not cached: {exc}", file=sys.stderr)
         except OSError as exc:  # the measurement stands without its cache
             print(f"responses-bridge probe: result not cached: {exc}", file=sys.stderr)
     print("\n".join(report.lines()))

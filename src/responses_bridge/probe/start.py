@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from pathlib import Path
 
 import structlog
 
@@ -25,14 +26,15 @@ REQUEST_TIMEOUT = 3.0  # seconds, one probe request
 TOTAL_TIMEOUT = 20.0  # seconds, one upstream's whole probe
 
 
-async def probe_auto_upstreams(router: Router) -> dict[str, ProbeReport | None]:
-    """The probe of every ``auto`` upstream of ``router``, by name, run together; None for a failed one."""
+async def probe_auto_upstreams(router: Router, cache: Path | None) -> dict[str, ProbeReport | None]:
+    """The probe of every ``auto`` upstream of ``router``, by name, run together; None for a failed one. Each
+    result is kept in ``cache`` (the deployment's, probe/cache.py; None: kept nowhere)."""
     auto = [spec for spec in router.upstreams.values() if spec.mode == "auto"]
-    results = await asyncio.gather(*(_probe_one(spec, router) for spec in auto))
+    results = await asyncio.gather(*(_probe_one(spec, router, cache) for spec in auto))
     return {spec.name: report for spec, report in zip(auto, results, strict=True)}
 
 
-async def _probe_one(spec: UpstreamSpec, router: Router) -> ProbeReport | None:
+async def _probe_one(spec: UpstreamSpec, router: Router, cache: Path | None) -> ProbeReport | None:
     authorization = router.authorization(spec, None)  # its configured key; a forwarding one probes without
     api_key = authorization.removeprefix("Bearer ") if authorization else None
     try:
@@ -44,9 +46,9 @@ async def _probe_one(spec: UpstreamSpec, router: Router) -> ProbeReport | None:
                     error=str(exc) or type(exc).__name__)
         return None
     try:
-        probe_cache.save(report)
+        probe_cache.save(cache, report)
     except OSError as exc:  # a cache: the result still applies
-        log.warning("probe_cache_not_written", path=str(probe_cache.cache_path()), error=str(exc))
+        log.warning("probe_cache_not_written", path=str(cache), error=str(exc))
     log.info("upstream_probed", upstream=spec.name, url=spec.url, mode=report.mode, switches=dict(report.switches))
     return report
 

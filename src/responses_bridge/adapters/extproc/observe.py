@@ -25,7 +25,14 @@ from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingRequest, 
 
 from ...envoy_config import OBSERVED_HEADERS
 from ...observability import metrics, tracing
-from ...observability.logs import REQUEST_ID_HEADER, bind_request_id, clean_request_id, unbind_request_id
+from ...observability.logs import (
+    REQUEST_ID_HEADER,
+    bind_request_id,
+    clean_request_id,
+    unbind_request_id,
+    unwatch_upstream,
+    watch_upstream,
+)
 from . import messages as m
 
 log = structlog.get_logger("responses_bridge.extproc")
@@ -40,8 +47,8 @@ _NOOP: AbstractContextManager[None] = contextlib.nullcontext()
 
 
 class StreamObservation:
-    __slots__ = ("body_span", "first_event_at", "request_id", "span", "started", "status", "streaming", "tokens",
-                 "tenant", "upstream_span", "upstream_status", "upstream_started")
+    __slots__ = ("body_span", "first_event_at", "request_id", "served", "span", "started", "status", "streaming",
+                 "tenant", "tokens", "upstream_span", "upstream_started", "upstream_status", "watching")
 
     def __init__(self) -> None:
         self.started = time.perf_counter()
@@ -56,6 +63,8 @@ class StreamObservation:
         self.span: tracing.Span | None = None
         self.body_span: tracing.Span | None = None
         self.upstream_span: tracing.Span | None = None
+        # the upstream and mode the request is routed to (Runtime.route notes them in this stream's context)
+        self.served, self.watching = watch_upstream()
         metrics.EXTPROC_STREAMS.inc()
         metrics.EXTPROC_ACTIVE.inc()
 
@@ -114,10 +123,11 @@ class StreamObservation:
         """The upstream's response headers reached the processor."""
         status = m.header_map(request.response_headers).get(":status", "0")
         self.upstream_status = int(status) if status.isdigit() else 0
+        upstream = metrics.upstream(self.served.get("upstream", "default"), self.served.get("mode", "translate"))
         if self.upstream_started:
-            metrics.ENVOY_UPSTREAM.latency.observe(time.perf_counter() - self.upstream_started)
+            upstream.answered(time.perf_counter() - self.upstream_started)
         if self.upstream_status >= 500:
-            metrics.ENVOY_UPSTREAM.failed("http_5xx")
+            upstream.failed("http_5xx")
         if self.upstream_span is not None:
             self.upstream_span.set_attribute("http.response.status_code", self.upstream_status)
 
@@ -141,7 +151,8 @@ class StreamObservation:
             if self.first_event_at:
                 FIRST_EVENT.observe(self.first_event_at - self.started)
             log.info("request_finished", door="extproc", route=ROUTE, status=status,
-                     duration_ms=round(seconds * 1000, 3), **({} if self.tenant is None else {"tenant": self.tenant}))
+                     duration_ms=round(seconds * 1000, 3), **({} if self.tenant is None else {"tenant": self.tenant}),
+                     **self.served)
         else:
             status = self.status
         if self.upstream_span is not None and self.upstream_started:
@@ -150,6 +161,7 @@ class StreamObservation:
         if self.span is not None:
             self.span.set_attribute("http.response.status_code", status)
             tracing.end(self.span, f"HTTP {status}" if status >= 500 or status == CLIENT_CLOSED else None)
+        unwatch_upstream(self.watching)
         if self.tokens is not None:
             unbind_request_id(self.tokens)
 

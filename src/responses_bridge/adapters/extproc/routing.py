@@ -7,6 +7,7 @@ from __future__ import annotations
 import orjson
 from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingResponse
 
+from ...observability.logs import note_upstream
 from ...protocol.errors import APIError
 from ...protocol.request import parse_json_object
 from ...services.identity import SIDECAR_HEADER
@@ -57,6 +58,7 @@ class Routing(ResponsePhase):
             route = self.runtime.route(decoded.get("model"))
         except APIError as error:
             return m.immediate_response(error.status, error.body(), JSON)
+        note_upstream(route.upstream.name, "passthrough")
         set_headers: list[tuple[str, str]] = []
         new_body: bytes | None = None
         if route.upstream_model:

@@ -1,9 +1,10 @@
 """The HTTP door's request observation: request id, request metrics, the request's span, one log line.
 
-The request id is the client's (or Envoy's, when Envoy routed the request here) ``X-Request-Id`` header, or a
-new one; it is bound for every log line of the request and echoed in the answer's ``X-Request-Id`` header (also
-on event streams: it is set when the answer's headers are prepared). The request's span is the child of the trace
-context in the request's headers (``traceparent``, or b3).
+Its ``request_finished`` line names the upstream that served the request and how (``upstream``, ``mode``: what
+``Runtime.route`` noted), when it reached one. The request id is the client's (or Envoy's, when Envoy routed the
+request here) ``X-Request-Id`` header, or a new one; it is bound for every log line of the request and echoed in
+the answer's ``X-Request-Id`` header (also on event streams: it is set when the answer's headers are prepared).
+The request's span is the child of the trace context in the request's headers (``traceparent``, or b3).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from ...observability.logs import (
     clean_request_id,
     new_request_id,
     unbind_request_id,
+    unwatch_upstream,
+    watch_upstream,
 )
 from .identity import TENANT
 
@@ -48,6 +51,7 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
     request[REQUEST_ID] = request_id
     started = request[STARTED] = time.perf_counter()
     tokens = bind_request_id(request_id)
+    served, watching = watch_upstream()  # the upstream and mode the request is routed to, once it is
     route = route_of(request)
     span = None
     if tracing.ENABLED:
@@ -72,10 +76,12 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
             metrics.record_request("http", route, status, seconds)
             tenant = request.get(TENANT)  # who it was, as the identity middleware found (None: not identified)
             log.info("request_finished", door="http", route=route, status=status,
-                     duration_ms=round(seconds * 1000, 3), **({} if tenant is None else {"tenant": tenant}))
+                     duration_ms=round(seconds * 1000, 3), **({} if tenant is None else {"tenant": tenant}),
+                     **served)
         if span is not None:
             span.set_attribute("http.response.status_code", status)
             tracing.end(span, f"HTTP {status}" if status >= 500 else None)
+        unwatch_upstream(watching)
         unbind_request_id(tokens)
 
 

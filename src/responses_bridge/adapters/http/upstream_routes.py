@@ -17,6 +17,7 @@ import structlog
 from aiohttp import web
 
 from ...engine.wire import UPSTREAM_PATH, UpstreamRequest
+from ...observability.logs import note_upstream
 from ...protocol.errors import APIError
 from ...protocol.request import parse_json_object
 from ...run.upstream import UpstreamClient, UpstreamFailure
@@ -51,6 +52,7 @@ class UpstreamRoutes:
         body = await read_body(request)
         decoded = parse_json_object(body)
         route = self.runtime.route(decoded.get("model"))
+        note_upstream(route.upstream.name, "passthrough")
         stream = decoded.get("stream") is True
         if route.upstream_model:
             decoded["model"] = route.upstream_model
