@@ -74,6 +74,8 @@ async def test_token_ids_are_cl100k_and_embed_as_their_text(client: openai.Async
     assert one.data[0].embedding == by_text.data[0].embedding == many.data[0].embedding
     assert many.data[1].embedding != many.data[0].embedding
     assert one.usage.prompt_tokens == len(ids) and many.usage.prompt_tokens == len(ids) + 2
+    long = await client.embeddings.create(model=MODEL, input=[9906] * 8192)  # one input: its tokens, not 2048 items
+    assert len(long.data) == 1 and long.usage.prompt_tokens == 8192
 
 
 async def test_dimensions_cut_and_renormalise(client: openai.AsyncOpenAI) -> None:
@@ -101,6 +103,8 @@ async def test_dimensions_cut_and_renormalise(client: openai.AsyncOpenAI) -> Non
     ({"model": MODEL, "input": [[10**9]]}, "input"),
     ({"model": MODEL, "input": ["x"] * 2049}, "input"),
     ({"model": MODEL, "input": "word " * 9000}, "input"),
+    ({"model": MODEL, "input": [1] * 8193}, "input"),
+    ({"model": MODEL, "input": [[1], [1] * 8193]}, "input[1]"),
     ({"model": MODEL, "input": "x", "encoding_format": "int8"}, "encoding_format"),
     ({"model": MODEL, "input": "x", "dimensions": 0}, "dimensions"),
     ({"model": MODEL, "input": "x", "dimensions": "8"}, "dimensions"),

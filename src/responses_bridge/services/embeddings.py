@@ -78,10 +78,10 @@ def _inputs(value: Any) -> list[str | list[int]]:
                        "input", "invalid_type")
     if not value:
         raise _invalid("'input' cannot be an empty list.", "input")
+    if all(_is_int(item) for item in value):
+        return [value]  # one input, given as its token ids (held to the tokens of one input, not MAX_INPUTS)
     if len(value) > MAX_INPUTS:
         raise _invalid(f"'input' has {len(value)} items; at most {MAX_INPUTS} are allowed in one request.", "input")
-    if all(_is_int(item) for item in value):
-        return [value]  # one input, given as its token ids
     inputs: list[str | list[int]] = []
     for index, item in enumerate(value):
         param = f"input[{index}]"
@@ -209,6 +209,8 @@ class EmbeddingService:
             vectors = await embedder.embed(texts)
         except EmbeddingError as exc:
             raise APIError(502, f"The embedding model failed: {exc}", code="embedding_failed") from None
+        except UnicodeEncodeError:  # a lone surrogate (the JSON parser of either door refuses it before this)
+            raise _invalid("'input' is not valid Unicode text.", "input") from None
         vectors = _shorten(vectors, request.dimensions, embedder.dimensions)
         data = [{"object": "embedding", "index": index, "embedding": _encoded(row, request.encoding_format)}
                 for index, row in enumerate(vectors)]
