@@ -247,6 +247,21 @@ async def test_stored_state_routes_need_a_key_too(keyed: Stack, door: str) -> No
     assert status == 200
 
 
+@pytest.mark.parametrize("door", ["http", "envoy"])
+async def test_embeddings_and_one_model_need_a_key(keyed: Stack, door: str) -> None:
+    """The sidecar answers both on either door (Envoy sends them to the HTTP door): the same 401 without a key."""
+    embedding = {"model": "tokenlearn-static-model", "input": "hello"}
+    for key in (None, keyed.keys.revoked, "sk-anything"):
+        status, body = await _raw("POST", f"{keyed.url(door)}/v1/embeddings", key, embedding)
+        assert status == 401 and body["error"]["code"] == "invalid_api_key"
+        status, body = await _raw("GET", f"{keyed.url(door)}/v1/models/{MODEL}", key)
+        assert status == 401 and body["error"]["code"] == "invalid_api_key"
+    status, body = await _raw("POST", f"{keyed.url(door)}/v1/embeddings", keyed.keys.acme, embedding)
+    assert status == 200 and len(body["data"][0]["embedding"]) == 64
+    status, body = await _raw("GET", f"{keyed.url(door)}/v1/models/{MODEL}", keyed.keys.acme)
+    assert status == 200 and body["id"] == MODEL
+
+
 # --- the passthrough routes: the upstream key is never anyone's for the asking -------------------------------
 
 

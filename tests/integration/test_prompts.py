@@ -62,6 +62,23 @@ async def test_prompt_crud_and_versions(http: aiohttp.ClientSession) -> None:
     await call(http, "DELETE", f"/v1/prompts/{prompt_id}", expect=404)
 
 
+async def test_prompt_update_with_put(http: aiohttp.ClientSession) -> None:
+    """PUT is the same update as POST: a new version, the ``version`` check, a 404 for an unknown prompt."""
+    created = await call(http, "POST", "/v1/prompts", {"name": "put", "instructions": "v1 {{who}}"})
+    prompt_id = created["id"]
+    v2 = await call(http, "PUT", f"/v1/prompts/{prompt_id}", {"instructions": "v2 {{who}}", "version": "1"})
+    assert (v2["version"], v2["latest_version"], v2["name"]) == ("2", "2", "put")
+    assert v2["instructions"] == "v2 {{who}}" and v2["variables"] == {"who": None}
+    stale = await call(http, "PUT", f"/v1/prompts/{prompt_id}", {"instructions": "x", "version": "1"}, expect=409)
+    assert stale["error"]["param"] == "version"
+    await call(http, "PUT", f"/v1/prompts/{prompt_id}", {"instructions": 7}, expect=400)
+    v3 = await call(http, "POST", f"/v1/prompts/{prompt_id}", {"metadata": {"k": "v"}})  # POST still updates
+    assert v3["version"] == "3" and v3["instructions"] == "v2 {{who}}"
+    assert (await call(http, "GET", f"/v1/prompts/{prompt_id}"))["version"] == "3"
+    await call(http, "PUT", "/v1/prompts/pmpt_missing", {"instructions": "x"}, expect=404)
+    await call(http, "DELETE", f"/v1/prompts/{prompt_id}")
+
+
 async def test_prompt_list_pagination(http: aiohttp.ClientSession) -> None:
     ids = [(await call(http, "POST", "/v1/prompts", {"instructions": f"p{n}"}))["id"] for n in range(3)]
     seen: list[str] = []

@@ -228,6 +228,7 @@ def requests() -> st.SearchStrategy[Request]:
         "POST /v1/conversations/{id}/items": mutated(_CONVERSATION, CONVERSATION_FIELDS),
         "POST /v1/prompts": mutated(_PROMPT, PROMPT_FIELDS),
         "POST /v1/prompts/{id}": mutated(_PROMPT, PROMPT_FIELDS),
+        "PUT /v1/prompts/{id}": mutated(_PROMPT, PROMPT_FIELDS),
         "POST /v1/prompts/{id}/default_version": mutated(st.fixed_dictionaries({"version": st.text(max_size=3)}),
                                                          ("version",)),
     }
@@ -236,8 +237,9 @@ def requests() -> st.SearchStrategy[Request]:
                "GET /v1/conversations/{id}", "DELETE /v1/conversations/{id}", "GET /v1/conversations/{id}/items",
                "GET /v1/conversations/{id}/items/{item}", "DELETE /v1/conversations/{id}/items/{item}",
                "GET /v1/prompts", "GET /v1/prompts/{id}", "GET /v1/prompts/{id}/versions",
-               "DELETE /v1/prompts/{id}", "GET /health"]
-    # not GET /v1/models: through Envoy it is the upstream's own answer, passed through untouched by design
+               "DELETE /v1/prompts/{id}", "GET /v1/models/{id}", "GET /health"]
+    # not GET /v1/models (the list): through Envoy it is the upstream's own answer, passed through untouched by
+    # design; one model is the sidecar's on both doors
 
     def with_body(route: str) -> st.SearchStrategy[Request]:
         method, template = route.split(" ", 1)

@@ -1,5 +1,6 @@
 """``scripts/fuzz``: the fake upstream, the sidecar (both doors) and a real Envoy on free loopback ports, then
-the fuzzers of tests/support/fuzz.py and fuzz_files.py through each door, then everything stopped."""
+the fuzzers of tests/support/fuzz.py, fuzz_files.py and fuzz_embeddings.py through each door, then everything
+stopped."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from responses_bridge.envoy_config import render_bootstrap
 from tests.support import fuzz
 from tests.support.bridge import PYTHON, running_sidecar
 from tests.support.envoy import start_envoy
+from tests.support.fuzz_embeddings import run_embeddings
 from tests.support.fuzz_files import run_files
 
 
@@ -38,6 +40,12 @@ async def _main(examples: int) -> int:
                                                         max(1, examples // 5))
                         print(files.summary(f"{door}, Files API (tests/support/fuzz_files.py)"), flush=True)
                         failed = failed or int(bool(files.server_errors or files.bad_shapes or files.hangs))
+                        embeddings = await asyncio.to_thread(run_embeddings, fuzz.Tally(url, strict=False),
+                                                             max(1, examples // 5))
+                        print(embeddings.summary(f"{door}, Embeddings API (tests/support/fuzz_embeddings.py)"),
+                              flush=True)
+                        failed = failed or int(bool(embeddings.server_errors or embeddings.bad_shapes
+                                                    or embeddings.hangs))
                     return failed
                 finally:
                     envoy.stop()

@@ -140,6 +140,9 @@ def test_routes_and_processor_settings() -> None:
         # the headers wait for the processor's answer to the body: the route may change then
         assert routes[name]["typed_per_filter_config"]["envoy.filters.http.buffer"]["disabled"] is False
     assert routes["models"]["route"]["prefix_rewrite"] == "/openai/v1/models"
+    # the list only: one model (/v1/models/{id}) falls to the sidecar's catch-all, which answers it on both doors
+    assert routes["models"]["match"]["path"] == "/v1/models"
+    assert "path_separated_prefix" not in routes["models"]["match"]
     assert routes["models"]["route"]["host_rewrite_literal"] == "gateway.example.com"
     for name in ("models", "chat_completions", "sidecar"):
         per_route = routes[name]["typed_per_filter_config"]["envoy.filters.http.ext_proc"]

@@ -91,7 +91,9 @@ def _route_config(up: UpstreamURL, upstreams: Sequence[UpstreamSpec] = (), auth:
         ]
     else:
         routes += [
-            {"name": "models", "match": {"path_separated_prefix": "/v1/models", "headers": get},
+            # the list only: one model (``/v1/models/{id}``) is the sidecar's (the catch-all), which answers it as
+            # its HTTP door does, from the upstream's list (a backend without that route would answer a bare 404)
+            {"name": "models", "match": {"path": "/v1/models", "headers": get},
              "route": {**upstream_action, "prefix_rewrite": f"{up.base_path}/models"},
              "typed_per_filter_config": _headers_only() if keys else _disabled()},
             {"name": "chat_completions", "match": {"path": "/v1/chat/completions", "headers": post},

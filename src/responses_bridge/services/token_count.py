@@ -62,6 +62,11 @@ def _load_encoding() -> Any:
     return _encoding
 
 
+def load_encoding() -> Any:
+    """The ``cl100k_base`` encoding, loaded once; None when it cannot be (then counts are estimates)."""
+    return _load_encoding()
+
+
 def message_texts(chat: dict[str, Any]) -> tuple[list[str], int]:
     """The texts to count, one per message (tool calls included), and the number of images."""
     texts: list[str] = []

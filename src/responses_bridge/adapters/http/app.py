@@ -10,11 +10,13 @@ from aiohttp import web
 from ...protocol.errors import APIError
 from ...run.upstream import UpstreamClient, UpstreamFailure
 from ...runtime import Runtime
+from ...services.embeddings import EmbeddingService
 from ...services.readiness import check_readiness
 from . import background_routes
 from .containers_routes import ContainerRoutes
 from .conversations_routes import ConversationRoutes
 from .drain import DRAIN, Drain
+from .embeddings_routes import EmbeddingRoutes
 from .errors import error_middleware
 from .files_routes import FileRoutes
 from .identity import identity_middleware
@@ -52,6 +54,7 @@ def create_app(runtime: Runtime) -> web.Application:
     FileRoutes(runtime.files).register(app)
     VectorStoreRoutes(runtime.vector_stores).register(app)
     ContainerRoutes(runtime.containers).register(app)
+    EmbeddingRoutes(EmbeddingService(runtime.embedder)).register(app)  # the vector stores' embedder
     app.router.add_get("/health", health)
     app.router.add_get("/health/live", health_live)
     app.router.add_get("/health/ready", health_ready)

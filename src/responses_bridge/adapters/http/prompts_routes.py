@@ -21,6 +21,7 @@ class PromptRoutes:
             routes.get(base, self.list)
             routes.get(f"{base}/{{prompt_id}}", self.retrieve)
             routes.post(f"{base}/{{prompt_id}}", self.update)
+            routes.put(f"{base}/{{prompt_id}}", self.update)  # the same update, by the verb the API plan names
             routes.delete(f"{base}/{{prompt_id}}", self.delete)
             routes.get(f"{base}/{{prompt_id}}/versions", self.versions)
             routes.post(f"{base}/{{prompt_id}}/default_version", self.set_default_version)

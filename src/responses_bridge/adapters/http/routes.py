@@ -32,6 +32,9 @@ class RouteTable:
     def post(self, path: str, handler: Handler) -> None:
         self.entries.append(("POST", path, handler))
 
+    def put(self, path: str, handler: Handler) -> None:
+        self.entries.append(("PUT", path, handler))
+
     def delete(self, path: str, handler: Handler) -> None:
         self.entries.append(("DELETE", path, handler))
 

@@ -173,6 +173,7 @@ class UpstreamEmbedder:
     def __init__(self, base_url: str, model: str, api_key: str | None, *, timeout: float = 120.0,
                  dimensions: int | None = None) -> None:
         self.name = f"upstream:{model}"
+        self.model = model
         self.dimensions = dimensions or 0
         self._requested_dimensions = dimensions
         self._url = base_url.rstrip("/") + "/embeddings"
@@ -225,6 +226,20 @@ class UpstreamEmbedder:
         if vectors.ndim != 2 or len(vectors) != len(texts) or vectors.shape[1] == 0:
             raise EmbeddingError(f"the embeddings endpoint answered {len(vectors)} vectors for {len(texts)} texts")
         return vectors
+
+    async def forward(self, body: bytes, inputs: int) -> tuple[int, bytes]:
+        """A client's own ``POST /v1/embeddings`` body (``inputs`` inputs), sent as it is with the configured key:
+        the endpoint's status and answer, at most what ``inputs`` vectors can take."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        try:
+            async with self._session.post(self._url, data=body, headers=self._headers) as response:
+                return response.status, await read_bounded(response, _answer_limit(inputs))
+        except BodyTooLarge as exc:
+            raise EmbeddingError(f"the embeddings endpoint answered more than {exc.limit} bytes for "
+                                 f"{inputs} inputs") from None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise EmbeddingError(f"the embeddings endpoint could not be reached: {exc}") from exc
 
     async def aclose(self) -> None:
         if self._session is not None:
