@@ -30,6 +30,7 @@ from .run.server_tools import ServerTools, ServerToolServices
 from .run.upstream import UpstreamClient
 from .sealing import Sealer, load_or_create_key, new_key_text
 from .services.background import BackgroundService
+from .services.chat_completions import ChatCompletionService
 from .services.containers import ContainerService
 from .services.conversations import ConversationService
 from .services.files import FileService, files_directory
@@ -61,6 +62,7 @@ class Runtime:
     sealer: Sealer
     conversations: ConversationService  # same database and connections as ``store``
     prompts: PromptService
+    chat_completions: ChatCompletionService  # stored Chat Completions (store: true), same database
     upstream: UpstreamClient  # the sidecar's own upstream calls (``upstream_via`` when set)
     clients: dict[str, UpstreamClient]  # the sidecar's own calls, per upstream (several upstreams; else empty)
     router: Router  # the per-model routes (upstreams.py)
@@ -133,7 +135,7 @@ class Runtime:
         any_retention = settings.retention_days is not None or any(
             policy.retention_days is not None for policy in settings.tenants.values())
         retention = RetentionService(stores.responses, stores.conversations, settings.tenant_policy,
-                                     any_retention=any_retention)
+                                     any_retention=any_retention, chat_completions=stores.chat_completions)
         retention.start()
         trimmer = MemoryTrimmer()
         trimmer.start()
@@ -142,6 +144,7 @@ class Runtime:
         gauges.start()
         return cls(settings=settings, store=stores.responses, options=settings.engine_options(), sealer=sealer,
                    conversations=ConversationService(stores.conversations), prompts=PromptService(stores.prompts),
+                   chat_completions=ChatCompletionService(stores.chat_completions),
                    upstream=upstream, clients=clients, router=settings.router(), server_tools=server_tools,
                    identity=Identity(settings.auth, settings.tenant_header, stores.api_keys,
                                      sidecar_token(settings.sealing_key, db_path)),

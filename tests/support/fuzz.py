@@ -213,6 +213,16 @@ _PROMPT = st.fixed_dictionaries({"instructions": st.one_of(st.just("Hi {{name}}"
                                           "metadata": ANY_JSON, "version": st.text(max_size=3)})
 
 
+CHAT_FIELDS = ("model", "messages", "store", "metadata", "stream")
+_CHAT_METADATA = st.fixed_dictionaries({}, optional={"metadata": st.one_of(
+    st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=3), ANY_JSON)})
+_CHAT_CREATE = st.fixed_dictionaries({"model": st.just(MODEL), "store": st.just(True),
+                                      "messages": st.just([{"role": "user", "content": "hi"}])},
+                                     optional={"metadata": st.dictionaries(st.text(max_size=5), st.text(max_size=5),
+                                                                           max_size=3),
+                                               "stream": st.booleans()})
+
+
 def requests() -> st.SearchStrategy[Request]:
     """Every route of the HTTP door, with generated bodies, ids and query strings."""
     create = mutated(_create_bodies(), CREATE_FIELDS)
@@ -226,6 +236,8 @@ def requests() -> st.SearchStrategy[Request]:
         "POST /v1/conversations": mutated(_CONVERSATION, CONVERSATION_FIELDS),
         "POST /v1/conversations/{id}": mutated(_CONVERSATION, CONVERSATION_FIELDS),
         "POST /v1/conversations/{id}/items": mutated(_CONVERSATION, CONVERSATION_FIELDS),
+        "POST /v1/chat/completions": mutated(_CHAT_CREATE, CHAT_FIELDS),
+        "POST /v1/chat/completions/{id}": mutated(_CHAT_METADATA, ("metadata",)),
         "POST /v1/prompts": mutated(_PROMPT, PROMPT_FIELDS),
         "POST /v1/prompts/{id}": mutated(_PROMPT, PROMPT_FIELDS),
         "PUT /v1/prompts/{id}": mutated(_PROMPT, PROMPT_FIELDS),
@@ -237,7 +249,9 @@ def requests() -> st.SearchStrategy[Request]:
                "GET /v1/conversations/{id}", "DELETE /v1/conversations/{id}", "GET /v1/conversations/{id}/items",
                "GET /v1/conversations/{id}/items/{item}", "DELETE /v1/conversations/{id}/items/{item}",
                "GET /v1/prompts", "GET /v1/prompts/{id}", "GET /v1/prompts/{id}/versions",
-               "DELETE /v1/prompts/{id}", "GET /v1/models/{id}", "GET /health"]
+               "DELETE /v1/prompts/{id}", "GET /v1/models/{id}", "GET /v1/chat/completions",
+               "GET /v1/chat/completions/{id}", "DELETE /v1/chat/completions/{id}",
+               "GET /v1/chat/completions/{id}/messages", "GET /health"]
     # not GET /v1/models (the list): through Envoy it is the upstream's own answer, passed through untouched by
     # design; one model is the sidecar's on both doors
 

@@ -22,6 +22,7 @@ from responses_bridge.run.server_tools import ServerTools, ServerToolServices
 from responses_bridge.runtime import Runtime
 from responses_bridge.sealing import Sealer
 from responses_bridge.services.background import BackgroundService
+from responses_bridge.services.chat_completions import ChatCompletionService
 from responses_bridge.services.containers import ContainerService
 from responses_bridge.services.conversations import ConversationService
 from responses_bridge.services.files import FileService
@@ -31,6 +32,7 @@ from responses_bridge.services.retention import RetentionService
 from responses_bridge.services.retrieval.embedders import embedder_from_settings
 from responses_bridge.services.vector_stores import VectorStoreService
 from responses_bridge.store.sqlite.api_keys import SQLiteApiKeyStore
+from responses_bridge.store.sqlite.chat_completions import SQLiteChatCompletionStore
 from responses_bridge.store.sqlite.chunks import SQLiteChunkIndex
 from responses_bridge.store.sqlite.containers import SQLiteContainerStore
 from responses_bridge.store.sqlite.conversations import SQLiteConversationStore
@@ -59,7 +61,9 @@ def runtime_over(store: SQLiteResponseStore, settings: Settings, *,
     return Runtime(
         settings=settings, store=store, options=settings.engine_options(), sealer=Sealer(os.urandom(32)),
         conversations=ConversationService(SQLiteConversationStore(store)),
-        prompts=PromptService(SQLitePromptStore(store)), upstream=upstream, clients={}, router=settings.router(),
+        prompts=PromptService(SQLitePromptStore(store)),
+        chat_completions=ChatCompletionService(SQLiteChatCompletionStore(store)), upstream=upstream, clients={},
+        router=settings.router(),
         server_tools=tools, identity=Identity(settings.auth, settings.tenant_header, SQLiteApiKeyStore(store)),
         files=files, embedder=embedder, chunks=chunks, vector_stores=vector_stores, containers=containers,
         background=BackgroundService(store, SQLiteEventLog(store), upstream),

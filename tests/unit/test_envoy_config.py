@@ -144,9 +144,15 @@ def test_routes_and_processor_settings() -> None:
     assert routes["models"]["match"]["path"] == "/v1/models"
     assert "path_separated_prefix" not in routes["models"]["match"]
     assert routes["models"]["route"]["host_rewrite_literal"] == "gateway.example.com"
-    for name in ("models", "chat_completions", "sidecar"):
+    for name in ("models", "sidecar"):
         per_route = routes[name]["typed_per_filter_config"]["envoy.filters.http.ext_proc"]
         assert per_route["disabled"] is True
+    # chat completions: the processor reads the request (``store``) and only a stored request's answer, streamed
+    chat = routes["chat_completions"]["typed_per_filter_config"]["envoy.filters.http.ext_proc"]
+    assert chat["disabled"] is False
+    assert chat["config"]["overrides"]["processing_mode"] == {
+        "request_header_mode": "SEND", "request_body_mode": "BUFFERED", "request_trailer_mode": "SKIP",
+        "response_header_mode": "SKIP", "response_body_mode": "STREAMED", "response_trailer_mode": "SKIP"}
     assert routes["sidecar"]["route"]["cluster"] == envoy_config.HTTP_CLUSTER
     for name, path in (("sidecar_containers", "/v1/containers"), ("sidecar_containers_unversioned", "/containers")):
         # the Containers API streams uploads like the Files API: the files cluster, no body limit of the route's

@@ -86,7 +86,7 @@ def _route_config(up: UpstreamURL, upstreams: Sequence[UpstreamSpec] = (), auth:
         routes += [
             {"name": f"chat_completions{suffix}", "match": {"path": path, "headers": post},
              "route": {**upstream_action, "prefix_rewrite": f"{up.base_path}/chat/completions"},
-             "typed_per_filter_config": _routing_only(), "request_body_buffer_limit": BUFFER_LIMIT_BYTES}
+             "typed_per_filter_config": _chat_processing(), "request_body_buffer_limit": BUFFER_LIMIT_BYTES}
             for suffix, path in (("", "/v1/chat/completions"), ("_unversioned", "/chat/completions"))
         ]
     else:
@@ -98,8 +98,7 @@ def _route_config(up: UpstreamURL, upstreams: Sequence[UpstreamSpec] = (), auth:
              "typed_per_filter_config": _headers_only() if keys else _disabled()},
             {"name": "chat_completions", "match": {"path": "/v1/chat/completions", "headers": post},
              "route": {**upstream_action, "prefix_rewrite": f"{up.base_path}/chat/completions"},
-             "typed_per_filter_config": _headers_only() if keys else _disabled(),
-             "request_body_buffer_limit": BUFFER_LIMIT_BYTES},
+             "typed_per_filter_config": _chat_processing(), "request_body_buffer_limit": BUFFER_LIMIT_BYTES},
         ]
     routes += [
         {"name": "sidecar", "match": {"prefix": "/"},
@@ -161,7 +160,7 @@ def _per_upstream_routes(upstreams: Sequence[UpstreamSpec], keys: bool = False) 
             *({"name": f"{spec.name}_chat_completions{suffix}",
                "match": {"path": path, "headers": post, "dynamic_metadata": chosen},
                "route": {**action, "prefix_rewrite": f"{up.base_path}/chat/completions"},
-               "typed_per_filter_config": _disabled(), "request_body_buffer_limit": BUFFER_LIMIT_BYTES}
+               "typed_per_filter_config": _chat_processing(), "request_body_buffer_limit": BUFFER_LIMIT_BYTES}
               for suffix, path in (("", "/v1/chat/completions"), ("_unversioned", "/chat/completions"))),
         ]
     return routes
@@ -171,14 +170,17 @@ def _chosen(value: str) -> list[dict[str, Any]]:
     return [{"filter": ROUTE_NAMESPACE, "path": [{"key": UPSTREAM_KEY}], "value": {"string_match": {"exact": value}}}]
 
 
-def _routing_only() -> dict[str, Any]:
-    """``POST /v1/chat/completions`` with several upstreams: the processor sees the request's path and body, to pick
-    the upstream from the model (the route then changes), and nothing of the answer."""
+def _chat_processing() -> dict[str, Any]:
+    """``POST /v1/chat/completions``: the processor sees the request's headers (the caller's key, the tenant) and
+    buffered body (``store``, and with several upstreams the model, which picks the route), then, for a request
+    with ``store: true`` only, the answer's body as it streams (adapters/extproc/chat_phase.py); for any other
+    it ends its stream after the body and the answer passes untouched. The per-upstream routes a request is
+    routed on to carry the same, so the modes hold whichever route Envoy reads them from."""
     return {_EXT_PROC: {"@type": _TYPE + "envoy.config.route.v3.FilterConfig", "disabled": False, "config": {
         "@type": _TYPE + "envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute", "overrides": {
             "processing_mode": {"request_header_mode": "SEND", "request_body_mode": "BUFFERED",
                                 "request_trailer_mode": "SKIP", "response_header_mode": "SKIP",
-                                "response_body_mode": "NONE", "response_trailer_mode": "SKIP"}}}},
+                                "response_body_mode": "STREAMED", "response_trailer_mode": "SKIP"}}}},
             _BUFFER: {"@type": _TYPE + "envoy.config.route.v3.FilterConfig", "disabled": False, "config": {
                 "@type": _TYPE + "envoy.extensions.filters.http.buffer.v3.BufferPerRoute",
                 "buffer": {"max_request_bytes": BUFFER_LIMIT_BYTES}}}}

@@ -1,11 +1,13 @@
-"""Retention: stored responses and conversations older than their tenant's ``retention_days`` are purged.
+"""Retention: stored responses, conversations and chat completions older than their tenant's ``retention_days``
+are purged.
 
 A task of the runtime sweeps every :data:`SWEEP_INTERVAL_SECONDS`. A sweep asks the store which tenants own
-responses (conversations), works out each one's cutoff from ``Settings.tenant_policy(tenant).retention_days``
-(None: kept until deleted), then deletes in batches of :data:`BATCH` rows, each batch one short write
-transaction, with a pause between batches: requests' own writes queue behind at most one batch, never behind the
-whole purge. A response's age is its ``created_at``; one still ``queued``/``in_progress`` (a background run) is
-never purged. A conversation's age is its last activity (creation, a turn or items appended, a metadata update),
+responses (conversations, chat completions), works out each one's cutoff from
+``Settings.tenant_policy(tenant).retention_days`` (None: kept until deleted), then deletes in batches of
+:data:`BATCH` rows, each batch one short write transaction, with a pause between batches: requests' own writes
+queue behind at most one batch, never behind the whole purge. A response's age is its ``created_at``; one still
+``queued``/``in_progress`` (a background run) is never purged. A stored chat completion's age is when it was
+stored. A conversation's age is its last activity (creation, a turn or items appended, a metadata update),
 kept in a column the store updates in the same statements, so an old but busy conversation stays. ``DELETE``
 requests stay immediate; this only removes what nobody deleted.
 """
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 import structlog
 
 from ..periodic import Periodic
-from ..store.base import ConversationStore, ResponseStore
+from ..store.base import ChatCompletionStore, ConversationStore, ResponseStore
 from ..tenants import TenantPolicy
 
 log = structlog.get_logger("responses_bridge.retention")
@@ -41,14 +43,18 @@ class Swept:
 
     responses: int
     conversations: int
+    chat_completions: int = 0
 
 
 class RetentionService:
     def __init__(self, responses: ResponseStore, conversations: ConversationStore,
                  policy: Callable[[str], TenantPolicy], *, any_retention: bool = True, batch: int = BATCH,
-                 pause: float = BATCH_PAUSE_SECONDS, interval: float = SWEEP_INTERVAL_SECONDS) -> None:
+                 pause: float = BATCH_PAUSE_SECONDS, interval: float = SWEEP_INTERVAL_SECONDS,
+                 chat_completions: ChatCompletionStore | None = None) -> None:
         """``policy``: a tenant's policy (``Settings.tenant_policy``); ``any_retention``: False when no tenant
-        can have a retention (no default and none named), so sweeps do not even ask the store."""
+        can have a retention (no default and none named), so sweeps do not even ask the store;
+        ``chat_completions``: stored Chat Completions, purged by the same cutoffs (None: none kept here)."""
+        self._chat_completions = chat_completions
         self._responses = responses
         self._conversations = conversations
         self._policy = policy
@@ -76,9 +82,13 @@ class RetentionService:
                                       self.cutoffs(await self._responses.response_tenants(), moment))
         conversations = await self._drain(self._conversations.purge_conversations,
                                           self.cutoffs(await self._conversations.conversation_tenants(), moment))
-        if responses or conversations:
-            log.info("retention_purged", responses=responses, conversations=conversations)
-        return Swept(responses, conversations)
+        chats = 0
+        if self._chat_completions is not None:
+            chats = await self._drain(self._chat_completions.purge_chat_completions,
+                                      self.cutoffs(await self._chat_completions.chat_completion_tenants(), moment))
+        if responses or conversations or chats:
+            log.info("retention_purged", responses=responses, conversations=conversations, chat_completions=chats)
+        return Swept(responses, conversations, chats)
 
     async def _drain(self, purge: Callable[..., Awaitable[int]], cutoffs: Mapping[str, int]) -> int:
         """Batches until one comes back short (nothing more is old enough)."""

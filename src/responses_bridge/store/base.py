@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .records import (
     ApiKey,
+    ChatCompletionPage,
     ChunkRow,
     Closer,
     ConversationPage,
@@ -28,6 +29,7 @@ from .records import (
     Resolved,
     ResponseFilter,
     ResponsePage,
+    StoredChatCompletion,
     StoredContainer,
     StoredContainerFile,
     StoredConversation,
@@ -244,6 +246,42 @@ class PromptStore(Protocol):
         """None if the prompt or the version is unknown."""
 
     async def delete_prompt(self, prompt_id: str, *, tenant: str) -> bool: ...
+
+
+@runtime_checkable
+class ChatCompletionStore(Protocol):
+    """Stored Chat Completions (``store: true`` on ``POST /v1/chat/completions``), a root object of their tenant.
+    The id is the upstream's own (``chatcmpl-...``), unique per tenant: saving an id the tenant already has
+    replaces that completion (an upstream that reuses ids keeps only its latest answer under each). "Unknown"
+    below also means "another tenant's": the answers are the same."""
+
+    async def save_chat_completion(self, record: StoredChatCompletion, *, tenant: str) -> None:
+        """Store ``record`` with its messages (replacing ``tenant``'s completion of the same id), one write."""
+
+    async def get_chat_completion(self, completion_id: str, *, tenant: str) -> StoredChatCompletion | None:
+        """The completion without its messages (``messages`` empty)."""
+
+    async def list_chat_completions(self, *, tenant: str, after: str | None = None, limit: int = 20,
+                                    order: str = "asc", model: str | None = None,
+                                    metadata: Sequence[tuple[str, str]] = ()) -> ChatCompletionPage:
+        """A cursor page of ``tenant``'s completions in (created_at, id) order, those of ``model`` and with every
+        ``metadata`` pair only; an unknown ``after`` -> InvalidCursor."""
+
+    async def update_chat_completion(self, completion_id: str, metadata: dict[str, Any], *,
+                                     tenant: str) -> StoredChatCompletion | None:
+        """Replace the metadata; the completion as it is now (without messages), None if unknown."""
+
+    async def delete_chat_completion(self, completion_id: str, *, tenant: str) -> bool: ...
+
+    async def chat_completion_messages(self, completion_id: str, *, tenant: str) -> list[dict[str, Any]] | None:
+        """The stored request messages in order; None if the completion is unknown."""
+
+    async def chat_completion_tenants(self) -> list[str]:
+        """Across tenants: workers only (retention). Every tenant owning at least one stored completion."""
+
+    async def purge_chat_completions(self, cutoffs: Mapping[str, int], *, limit: int) -> int:
+        """Across tenants: workers only (retention). Delete at most ``limit`` completions of the tenants named in
+        ``cutoffs`` stored before that tenant's cutoff (unix seconds), in one short write. Returns how many."""
 
 
 class ApiKeyStore(Protocol):

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from .base import (
     ApiKeyStore,
+    ChatCompletionStore,
     ChunkIndex,
     ContainerStore,
     ConversationStore,
@@ -25,6 +26,7 @@ from .base import (
 )
 from .database_url import MISSING_EXTRA, DatabaseUnavailable, is_postgres_url
 from .sqlite.api_keys import SQLiteApiKeyStore
+from .sqlite.chat_completions import SQLiteChatCompletionStore
 from .sqlite.chunks import SQLiteChunkIndex
 from .sqlite.containers import SQLiteContainerStore
 from .sqlite.conversations import SQLiteConversationStore
@@ -52,6 +54,7 @@ class StoreSet:
     vector_stores: VectorStoreStore
     chunks: ChunkIndex
     containers: ContainerStore
+    chat_completions: ChatCompletionStore
     file_bytes: FileBytes | None = None
     sqlite: SQLiteResponseStore | None = None
     postgres: PostgresDatabase | None = None
@@ -86,7 +89,8 @@ async def open_stores(db_path: str, database_url: str | None) -> StoreSet:
     await store.open()
     return StoreSet(store, SQLiteConversationStore(store), SQLitePromptStore(store), SQLiteEventLog(store),
                     SQLiteApiKeyStore(store), SQLiteFileStore(store), SQLiteVectorStoreStore(store),
-                    SQLiteChunkIndex(store), SQLiteContainerStore(store), sqlite=store)
+                    SQLiteChunkIndex(store), SQLiteContainerStore(store), SQLiteChatCompletionStore(store),
+                    sqlite=store)
 
 
 async def _open_postgres(database_url: str) -> StoreSet:
@@ -94,6 +98,7 @@ async def _open_postgres(database_url: str) -> StoreSet:
     ``postgres`` extra fails the start with the one line that names it."""
     try:
         from .postgres.api_keys import PostgresApiKeyStore
+        from .postgres.chat_completions import PostgresChatCompletionStore
         from .postgres.chunks import PostgresChunkIndex
         from .postgres.containers import PostgresContainerStore
         from .postgres.conversations import PostgresConversationStore
@@ -114,7 +119,8 @@ async def _open_postgres(database_url: str) -> StoreSet:
     # files' bytes in the database too: replicas given separate data directories still read every file
     return StoreSet(responses, PostgresConversationStore(db), PostgresPromptStore(db), PostgresEventLog(db),
                     PostgresApiKeyStore(db), PostgresFileStore(db), PostgresVectorStoreStore(db),
-                    PostgresChunkIndex(db), PostgresContainerStore(db), file_bytes=PostgresFileBytes(db),
+                    PostgresChunkIndex(db), PostgresContainerStore(db), PostgresChatCompletionStore(db),
+                    file_bytes=PostgresFileBytes(db),
                     postgres=db)
 
 

@@ -107,6 +107,29 @@ class ConversationPage:
     has_more: bool
 
 
+@dataclass(frozen=True, slots=True)
+class StoredChatCompletion:
+    """A stored Chat Completion (``store: true``): the upstream's ``chat.completion`` (``completion``) as the
+    client got it, the request's messages (``messages``, as ``ChatCompletionStoreMessage`` objects; empty when
+    read without them) and what the client may change (``metadata``). ``created_at``: when it was stored (the list
+    order); ``model``: what ``GET /v1/chat/completions?model=`` matches."""
+
+    id: str
+    created_at: int
+    model: str
+    metadata: dict[str, Any]
+    completion: dict[str, Any]
+    messages: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatCompletionPage:
+    """One page of ``GET /v1/chat/completions``, in the order the client asked for (messages not read)."""
+
+    data: list[StoredChatCompletion]
+    has_more: bool
+
+
 class PromptVersionConflict(Exception):
     """An update named a base version that is no longer the latest."""
 

@@ -17,6 +17,7 @@ from ...protocol.errors import APIError
 from ...protocol.request import parse_json_object
 from ...run.response_run import LARGE_BODY_BYTES
 from ...run.runs import Run
+from ...services.identity import SIDECAR_HEADER
 from ...services.limits import RETRY_AFTER_SECONDS, request_too_large
 from . import messages as m
 from .routing import Routing, _sidecar_header
@@ -32,27 +33,25 @@ class RequestPhase(Routing):
         message = request.request_headers
         headers = m.header_map(message)
         path = headers.get(":path", "").split("?", 1)[0]
-        if headers.get(":method") == "POST" and path in CHAT_PATHS and not self.runtime.routes().single:
+        if headers.get(":method") == "POST" and path in CHAT_PATHS:
             denied = await self._identify_passthrough(headers)
             if denied is not None:
                 return denied
-            self.chat = True  # the body names the model, hence the upstream: see _route_chat
+            self.chat = True  # the body says whether the answer is stored, and names the upstream: _route_chat
             self.ours = False
             self.authorization = headers.get("authorization")
-            return m.request_headers_reply((), _sidecar_header(headers))
+            self.tenant_header = headers.get(self.runtime.identity.tenant_header)
+            self.chat_own = self.runtime.identity.is_sidecar(headers.get(SIDECAR_HEADER))
+            if not self.runtime.routes().single:  # the upstream's credentials go with the body's route
+                return m.request_headers_reply((), _sidecar_header(headers))
+            return self._passthrough_credentials(headers)
         if headers.get(":method") != "POST" or path not in RESPONSES_PATHS:
             # A passthrough route that sends us its headers: only the upstream credentials change.
             denied = await self._identify_passthrough(headers)
             if denied is not None:
                 return denied
             self.ours = False
-            client = headers.get("authorization")
-            configured = self.runtime.upstream_authorization(client)
-            if configured is not None and configured != client:
-                return m.request_headers_reply([("authorization", configured)], _sidecar_header(headers))
-            # auth: keys without an upstream key: the bridge key goes no further
-            drop = ("authorization",) if configured is None and client is not None else ()
-            return m.request_headers_reply((), (*drop, *_sidecar_header(headers)))
+            return self._passthrough_credentials(headers)
         if self.runtime.draining:
             return self._refuse()
         if not self.runtime.identity.anonymous:
@@ -66,6 +65,16 @@ class RequestPhase(Routing):
         if message.end_of_stream:  # no body at all: begin() says what is wrong with that
             return await self._begin(b"")
         return m.CONTINUE_REQUEST_HEADERS
+
+    def _passthrough_credentials(self, headers: dict[str, str]) -> ProcessingResponse:
+        """A passthrough route's request headers: only the upstream credentials change."""
+        client = headers.get("authorization")
+        configured = self.runtime.upstream_authorization(client)
+        if configured is not None and configured != client:
+            return m.request_headers_reply([("authorization", configured)], _sidecar_header(headers))
+        # auth: keys without an upstream key: the bridge key goes no further
+        drop = ("authorization",) if configured is None and client is not None else ()
+        return m.request_headers_reply((), (*drop, *_sidecar_header(headers)))
 
     async def _request_body(self, end_of_stream: bool) -> ProcessingResponse:
         """The chunk just added to ``request_body``. A buffered body comes whole; a streamed one (a route that

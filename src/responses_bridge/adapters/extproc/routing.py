@@ -12,11 +12,11 @@ from ...protocol.errors import APIError
 from ...protocol.request import parse_json_object
 from ...services.identity import SIDECAR_HEADER
 from . import messages as m
-from .response_phase import ResponsePhase
+from .chat_phase import ChatPhase
 from .stream_state import JSON, REFUSED
 
 
-class Routing(ResponsePhase):
+class Routing(ChatPhase):
     __slots__ = ()
 
     async def _identify(self, authorization: str | None, tenant_header: str | None) -> ProcessingResponse | None:
@@ -46,24 +46,40 @@ class Routing(ResponsePhase):
         self.done = True
         return m.immediate_response(REFUSED.status, REFUSED.body(), JSON)
 
-    def _route_chat(self, body: bytes) -> ProcessingResponse:
-        """``POST /v1/chat/completions`` with several upstreams: the model picks the upstream, Envoy sends the body
-        (the model renamed when the route says so; nothing else changes) to its cluster, and the answer passes
-        through untouched (the processor closes its stream here). The bootstrap sends this route's request headers
-        to the processor, so its header mutations (the upstream's key) apply."""
+    async def _route_chat(self, body: bytes) -> ProcessingResponse:
+        """``POST /v1/chat/completions``: the body goes on as it is, and with ``store: true`` its answer is read
+        and stored (chat_phase.py); else the processor ends its gRPC stream after this reply and the answer
+        passes untouched, never sent to it.
+        With several upstreams the model picks the upstream: Envoy sends the body (the model renamed when the
+        route says so; nothing else changes) to its cluster. The bootstrap sends this route's request headers to
+        the processor, so its header mutations (the upstream's key) apply."""
         self.routed = True
         self.done = True
         try:
             decoded = parse_json_object(body)
-            route = self.runtime.route(decoded.get("model"))
+            route = self.runtime.route(decoded.get("model"))  # one upstream: always its route, never an error
         except APIError as error:
             return m.immediate_response(error.status, error.body(), JSON)
         note_upstream(route.upstream.name, "passthrough")
+        recorder = self._chat_recorder(decoded)
+        if isinstance(recorder, ProcessingResponse):
+            return recorder
+        if recorder is not None:
+            identity = self.runtime.identity
+            if not identity.anonymous and identity.mode != "keys":  # keys: identified with the request headers
+                denied = await self._identify(self.authorization, self.tenant_header)
+                if denied is not None:
+                    return denied
+            self._chat_record(recorder, decoded)
+        else:
+            self.released = True  # the answer passes without the processor: the stream ends after this reply
+        if self.runtime.routes().single:  # one upstream: the credentials were set with the request headers
+            return m.CONTINUE_REQUEST_BODY
         set_headers: list[tuple[str, str]] = []
         new_body: bytes | None = None
         if route.upstream_model:
-            decoded["model"] = route.upstream_model
-            new_body = orjson.dumps(decoded)
+            renamed = dict(decoded, model=route.upstream_model)
+            new_body = orjson.dumps(renamed)
             set_headers.append(("content-length", str(len(new_body))))
         authorization = self.runtime.route_authorization(route, self.authorization)
         if authorization is not None and authorization != self.authorization:

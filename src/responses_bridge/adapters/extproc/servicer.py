@@ -128,6 +128,8 @@ class ExtProcServicer(external_processor_pb2_grpc.ExternalProcessorServicer):
                     observed.upstream_called()
                 if stream.done:
                     self._changed.set()
+                if stream.released:  # nothing more to see (a chat answer not stored): Envoy goes on without us
+                    break
             await outbox.flush()  # returning ends the gRPC stream: not before every reply is written
         except asyncio.CancelledError:
             await stream.abandon()  # Envoy reset the stream: the client went away

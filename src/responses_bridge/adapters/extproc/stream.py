@@ -79,6 +79,8 @@ class _Stream(RequestPhase):
         phase = request.WhichOneof("request")
         if phase == "response_body":
             message = request.response_body
+            if self.chat_record is not None:  # a stored chat's answer (chat_phase.py)
+                return [await self._chat_body(message.body, message.end_of_stream)]
             if self.ours is False:
                 return [m.streamed_body(message.body, message.end_of_stream) if self.full_duplex
                         else m.CONTINUE_RESPONSE_BODY]
@@ -89,7 +91,7 @@ class _Stream(RequestPhase):
             self.full_duplex = request.protocol_config.response_body_mode == m.FULL_DUPLEX_STREAMED
         if phase == "request_body":
             if self.chat:
-                return [self._route_chat(request.request_body.body)]
+                return [await self._route_chat(request.request_body.body)]
             if self.ours is False:
                 return [m.CONTINUE_REQUEST_BODY]
             if self.run is None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingResponse
 
+from ...engine.chat_record import ChatRecorder
 from ...protocol.errors import shut_down_mid_response, shutting_down
 from ...run.runs import Run
 from ...runtime import Runtime
@@ -37,6 +39,10 @@ class StreamState:
     __slots__ = (
         "authorization",
         "chat",
+        "chat_own",
+        "chat_record",
+        "chat_request",
+        "chat_saved",
         "delivered",
         "done",
         "failed",
@@ -46,6 +52,7 @@ class StreamState:
         "observed",
         "ours",
         "pending",
+        "released",
         "prefix",
         "request_body",
         "request_bytes",
@@ -58,6 +65,7 @@ class StreamState:
         "slot",
         "sse",
         "tenant",
+        "tenant_header",
         "write",
     )
 
@@ -82,7 +90,17 @@ class StreamState:
         self.request_bytes = 0
         self.routed = False  # handed to the sidecar's HTTP door: its answer passes through untouched
         self.sidecar_route = False  # the bootstrap routes requests with server-side tools to the HTTP door
-        self.chat = False  # a POST /v1/chat/completions, with several upstreams: only its upstream is chosen
+        self.chat = False  # a POST /v1/chat/completions: its upstream chosen (several upstreams), its answer stored
+        # ``store: true`` on it: the recorder the answer passes through, the request it answers, whether it is
+        # stored yet (adapters/extproc/chat_phase.py)
+        self.chat_record: ChatRecorder | None = None
+        self.chat_request: dict[str, Any] | None = None
+        self.chat_saved = False
+        # the request was answered and its answer is none of the processor's business: the gRPC stream ends
+        # cleanly after the reply, and Envoy passes the rest through without the processor
+        self.released = False
+        self.chat_own = False  # the sidecar's own call through Envoy: the HTTP door stores what it asked to
+        self.tenant_header: str | None = None  # the request's tenant header, for a stored chat's tenant
         self.route: Route | None = None  # with several upstreams: where the request's model goes (upstreams.py)
         self.observed: StreamObservation | None = None  # set by Process: metrics and spans of this request
         self.tenant = DEFAULT_TENANT  # the caller's, resolved from the forwarded credentials with the body

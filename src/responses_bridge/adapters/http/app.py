@@ -13,6 +13,7 @@ from ...runtime import Runtime
 from ...services.embeddings import EmbeddingService
 from ...services.readiness import check_readiness
 from . import background_routes
+from .chat_completions_routes import ChatCompletionRoutes
 from .containers_routes import ContainerRoutes
 from .conversations_routes import ConversationRoutes
 from .drain import DRAIN, Drain
@@ -51,6 +52,7 @@ def create_app(runtime: Runtime) -> web.Application:
     background_routes.register(app, runtime, upstream, clients)  # cancel, WebSocket mode, compact, input_tokens
     ConversationRoutes(runtime.conversations).register(app)
     PromptRoutes(runtime.prompts).register(app)
+    ChatCompletionRoutes(runtime.chat_completions).register(app)  # stored ones; POST is UpstreamRoutes'
     FileRoutes(runtime.files).register(app)
     VectorStoreRoutes(runtime.vector_stores).register(app)
     ContainerRoutes(runtime.containers).register(app)

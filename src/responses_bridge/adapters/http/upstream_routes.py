@@ -9,13 +9,14 @@ with what each upstream reports and the routes send it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import orjson
 import structlog
 from aiohttp import web
 
+from ...engine.chat_record import ChatRecorder
 from ...engine.wire import UPSTREAM_PATH, UpstreamRequest
 from ...observability.logs import note_upstream
 from ...protocol.errors import APIError
@@ -23,6 +24,7 @@ from ...protocol.request import parse_json_object
 from ...run.upstream import UpstreamClient, UpstreamFailure
 from ...runtime import Runtime
 from ...upstreams import Route
+from .identity import request_tenant
 from .params import read_body
 from .routes import api_routes
 
@@ -54,6 +56,9 @@ class UpstreamRoutes:
         route = self.runtime.route(decoded.get("model"))
         note_upstream(route.upstream.name, "passthrough")
         stream = decoded.get("stream") is True
+        # ``store: true``: the answer is read on its way (services/chat_completions.py), all else is not
+        recorder = self.runtime.chat_completions.recorder(decoded)
+        stored_request = dict(decoded) if recorder is not None else None
         if route.upstream_model:
             decoded["model"] = route.upstream_model
             body = orjson.dumps(decoded)
@@ -65,11 +70,14 @@ class UpstreamRoutes:
             async with self._client(route).chat(call, authorization) as answer:
                 response = web.StreamResponse(status=answer.status)
                 response.content_type = (answer.content_type or "application/json").split(";")[0]
-                await response.prepare(request)
-                async for chunk in answer.chunks():
-                    await response.write(chunk)
+                if recorder is not None and stored_request is not None and answer.status == 200:
+                    await self._stored(request, response, answer.chunks(), recorder, stored_request)
+                else:
+                    await response.prepare(request)
+                    async for chunk in answer.chunks():
+                        await response.write(chunk)
         except UpstreamFailure as failure:
-            if response is None:  # nothing sent yet: the client gets the error
+            if response is None or not response.prepared:  # nothing sent yet: the client gets the error
                 raise failure.error from None
             # the answer was already on its way: it ends cut, as the upstream's own did (a clean end would tell
             # the client a truncated answer was whole)
@@ -79,6 +87,34 @@ class UpstreamRoutes:
             return response
         await response.write_eof()
         return response
+
+    async def _stored(self, request: web.Request, response: web.StreamResponse, chunks: AsyncIterator[bytes],
+                      recorder: ChatRecorder, stored_request: dict[str, Any]) -> None:
+        """A ``store: true`` answer, passed on unchanged and stored before its terminal bytes go out: a JSON answer
+        is held until it is whole (then stored, then sent); a stream's chunks go out as they come, but the one
+        carrying ``[DONE]`` (or the end, without one) only once the completion is stored."""
+        tenant = request_tenant(request)
+        if not recorder.stream:
+            held: list[bytes] = []
+            async for chunk in chunks:
+                recorder.feed(chunk)
+                held.append(chunk)
+            await self.runtime.chat_completions.save(stored_request, recorder, tenant=tenant)
+            response.content_length = sum(map(len, held))
+            await response.prepare(request)
+            for chunk in held:
+                await response.write(chunk)
+            return
+        await response.prepare(request)
+        saved = False
+        async for chunk in chunks:
+            recorder.feed(chunk)
+            if recorder.done and not saved:
+                saved = True
+                await self.runtime.chat_completions.save(stored_request, recorder, tenant=tenant)
+            await response.write(chunk)
+        if not saved:
+            await self.runtime.chat_completions.save(stored_request, recorder, tenant=tenant)
 
     async def list_models(self, request: web.Request) -> web.Response:
         """Every model a route names, then every model an upstream reports that a route sends to it."""

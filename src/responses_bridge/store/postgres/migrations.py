@@ -198,6 +198,26 @@ MIGRATIONS: list[Migration] = [
 ]
 MIGRATIONS.extend(RETRIEVAL_MIGRATIONS)  # 10 onwards: files, file bytes, vector stores, the chunk index
 MIGRATIONS.extend(CONTAINER_MIGRATIONS)  # 13: code interpreter containers and their files
+MIGRATIONS.append((
+    14,
+    [
+        # Stored Chat Completions (store/postgres/chat_completions.py): the upstream's id is unique per tenant (a
+        # reused id replaces the older answer); ``created_at`` is when it was stored (list order, retention age).
+        """
+        CREATE TABLE chat_completions (
+            tenant     text NOT NULL,
+            id         text NOT NULL,
+            created_at bigint NOT NULL,
+            model      text NOT NULL,
+            metadata   text NOT NULL,
+            completion bytea NOT NULL,
+            messages   bytea NOT NULL,
+            PRIMARY KEY (tenant, id)
+        )
+        """,
+        "CREATE INDEX chat_completions_listed ON chat_completions (tenant, created_at, id)",
+    ],
+))
 
 
 def latest_version(migrations: Sequence[Migration] = MIGRATIONS) -> int:

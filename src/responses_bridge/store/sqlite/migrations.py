@@ -311,6 +311,27 @@ MIGRATIONS: list[Migration] = [
             "ALTER TABLE vector_store_files ADD COLUMN lease_until REAL",
         ],
     ),
+    (
+        15,
+        [
+            # Stored Chat Completions (store/sqlite/chat_completions.py): the upstream's id is unique per tenant
+            # (a reused id replaces the older answer); a rowid table, its keys in small indexes (see version 4).
+            # ``created_at`` is when it was stored: the list order and the retention age.
+            """
+            CREATE TABLE chat_completions (
+                tenant     TEXT NOT NULL,
+                id         TEXT NOT NULL,
+                created_at INTEGER NOT NULL,
+                model      TEXT NOT NULL,
+                metadata   TEXT NOT NULL,
+                completion BLOB NOT NULL,
+                messages   BLOB NOT NULL
+            )
+            """,
+            "CREATE UNIQUE INDEX chat_completions_id ON chat_completions(tenant, id)",
+            "CREATE INDEX chat_completions_listed ON chat_completions(tenant, created_at, id)",
+        ],
+    ),
 ]
 
 LATEST_VERSION: int = MIGRATIONS[-1][0]

@@ -1,0 +1,59 @@
+"""``POST /v1/chat/completions`` through Envoy: the body passes to the upstream's cluster unchanged (but for a
+renamed model), and so does the answer. Only a request with ``store: true`` has its answer read: the route sends
+the answer's body ``STREAMED`` (envoy_config/routes.py), every chunk passes on unchanged (a reply without a
+mutation), and the completion is stored (services/chat_completions.py) before the chunk carrying the terminal bytes
+is answered: the stream's ``[DONE]``, or the end of the body. An error answer is no completion and is not stored.
+For every other chat request the processor ends its gRPC stream right after the request body (``released``), so
+Envoy passes the answer through without it: no body chunk comes here.
+
+(A ``mode_override`` from the response headers reply would send the body only when wanted, but Envoy ignores it
+under this filter's ``FULL_DUPLEX_STREAMED`` default, whatever the route's own mode: tried with Envoy 1.40.)"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingResponse
+
+from ...engine.chat_record import ChatRecorder
+from ...protocol.errors import APIError
+from . import messages as m
+from .response_phase import ResponsePhase
+from .stream_state import JSON
+
+log = structlog.get_logger("responses_bridge.extproc")
+
+
+class ChatPhase(ResponsePhase):
+    __slots__ = ()
+
+    def _chat_recorder(self, decoded: dict[str, Any]) -> ChatRecorder | ProcessingResponse | None:
+        """The recorder of a chat request whose answer is stored; the 400 (an immediate response) for its bad
+        ``metadata``; None when nothing is stored. The sidecar's own calls (``chat_own``) are not stored again:
+        the HTTP door that made them stores its own."""
+        try:
+            recorder = self.runtime.chat_completions.recorder(decoded)
+        except APIError as error:
+            self.done = True
+            return m.immediate_response(error.status, error.body(), JSON)
+        return None if self.chat_own else recorder
+
+    def _chat_record(self, recorder: ChatRecorder, decoded: dict[str, Any]) -> None:
+        """From here on the answer is read (its headers, then its body: below)."""
+        self.chat_record = recorder
+        self.chat_request = decoded
+        self.done = False
+
+    async def _chat_body(self, chunk: bytes, end_of_stream: bool) -> ProcessingResponse:
+        """One chunk of a stored chat's answer, passed on unchanged once what it ends is stored."""
+        recorder = self.chat_record
+        assert recorder is not None and self.chat_request is not None
+        recorder.feed(chunk)
+        if (recorder.done or end_of_stream) and not self.chat_saved:
+            self.chat_saved = True
+            await self.runtime.chat_completions.save(self.chat_request, recorder, tenant=self.tenant)
+        if end_of_stream:
+            self.done = True
+            self.chat_record = self.chat_request = None
+        return m.CONTINUE_RESPONSE_BODY

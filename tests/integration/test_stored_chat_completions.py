@@ -1,0 +1,155 @@
+"""Stored Chat Completions (``store: true`` on ``POST /v1/chat/completions``) through the real ``openai`` SDK on both
+doors: created as JSON and as a stream with metadata, listed by metadata and model, retrieved, updated, their
+messages listed, deleted (then 404); a request without ``store`` is not stored; a tenant never sees another's."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+
+import aiohttp
+import openai
+import pytest
+from openai.types.chat import ChatCompletion, ChatCompletionDeleted
+from openai.types.chat.chat_completion_store_message import ChatCompletionStoreMessage
+
+from tests.support.bridge import Sidecar, start_sidecar
+
+MODEL = "fake-model"
+
+
+async def test_stored_chat_completion_lifecycle(client: openai.AsyncOpenAI, door: str) -> None:
+    run = uuid.uuid4().hex  # this run's metadata value: the session's sidecar is shared by other tests
+    created = await client.chat.completions.create(
+        model=MODEL, store=True, metadata={"run": run, "kind": "json"},
+        messages=[{"role": "system", "content": "be brief"},
+                  {"role": "user", "content": [{"type": "text", "text": "hello "}, {"type": "text", "text": "there"}]}])
+    streamed_text: list[str] = []
+    stream_id = None
+    async with await client.chat.completions.create(
+            model=MODEL, store=True, stream=True, metadata={"run": run, "kind": "stream"},
+            stream_options={"include_usage": True},
+            messages=[{"role": "user", "content": "stream please"}]) as stream:
+        async for chunk in stream:
+            stream_id = chunk.id
+            streamed_text += [choice.delta.content or "" for choice in chunk.choices]
+    assert stream_id is not None and stream_id != created.id
+
+    retrieved = await client.chat.completions.retrieve(created.id)
+    assert isinstance(retrieved, ChatCompletion)
+    assert retrieved.id == created.id and retrieved.choices[0].message.content == created.choices[0].message.content
+    assert retrieved.to_dict()["metadata"] == {"run": run, "kind": "json"}
+    from_stream = await client.chat.completions.retrieve(stream_id)
+    assert from_stream.choices[0].message.content == "".join(streamed_text)
+    assert from_stream.choices[0].finish_reason is not None
+
+    listed = [c.id async for c in client.chat.completions.list(metadata={"run": run})]
+    assert listed == [created.id, stream_id]  # ascending by default
+    assert [c.id async for c in client.chat.completions.list(metadata={"run": run}, order="desc")] == \
+        [stream_id, created.id]
+    assert [c.id async for c in client.chat.completions.list(metadata={"run": run, "kind": "stream"})] == [stream_id]
+    assert [c.id async for c in client.chat.completions.list(metadata={"run": run}, model="no-such-model")] == []
+    by_model = [c.id async for c in client.chat.completions.list(metadata={"run": run}, model=retrieved.model)]
+    assert by_model == [created.id, stream_id]
+    first_page = await client.chat.completions.list(metadata={"run": run}, limit=1)
+    assert [c.id for c in first_page.data] == [created.id] and first_page.has_more
+
+    updated = await client.chat.completions.update(created.id, metadata={"run": run, "kind": "changed"})
+    assert updated.to_dict()["metadata"]["kind"] == "changed"
+    assert [c.id async for c in client.chat.completions.list(metadata={"kind": "changed", "run": run})] == \
+        [created.id]
+
+    messages = await client.chat.completions.messages.list(created.id)
+    assert all(isinstance(message, ChatCompletionStoreMessage) for message in messages.data)
+    assert [m.id for m in messages.data] == [f"{created.id}-0", f"{created.id}-1"]
+    assert messages.data[0].content == "be brief" and messages.data[1].content == "hello there"
+    assert messages.data[1].content_parts is not None and len(messages.data[1].content_parts) == 2
+    after = await client.chat.completions.messages.list(created.id, after=f"{created.id}-0")
+    assert [m.id for m in after.data] == [f"{created.id}-1"] and not after.has_more
+    newest = await client.chat.completions.messages.list(created.id, order="desc", limit=1)
+    assert [m.id for m in newest.data] == [f"{created.id}-1"] and newest.has_more
+
+    deleted = await client.chat.completions.delete(created.id)
+    assert isinstance(deleted, ChatCompletionDeleted) and deleted.deleted and deleted.id == created.id
+    for call in (client.chat.completions.retrieve(created.id), client.chat.completions.delete(created.id),
+                 client.chat.completions.messages.list(created.id)):
+        with pytest.raises(openai.NotFoundError) as caught:
+            await call
+        assert caught.value.body["code"] == "not_found"  # type: ignore[index]
+    assert [c.id async for c in client.chat.completions.list(metadata={"run": run})] == [stream_id]
+
+
+async def test_unstored_chat_completion_is_not_kept(client: openai.AsyncOpenAI) -> None:
+    run = uuid.uuid4().hex
+    plain = await client.chat.completions.create(model=MODEL, metadata={"run": run},
+                                                 messages=[{"role": "user", "content": "hi"}])
+    refused = await client.chat.completions.create(model=MODEL, store=False, metadata={"run": run},
+                                                   messages=[{"role": "user", "content": "hi"}])
+    for completion_id in (plain.id, refused.id):
+        with pytest.raises(openai.NotFoundError):
+            await client.chat.completions.retrieve(completion_id)
+    assert [c.id async for c in client.chat.completions.list(metadata={"run": run})] == []
+
+
+async def test_bad_arguments_are_openai_errors(client: openai.AsyncOpenAI, http: aiohttp.ClientSession) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client.chat.completions.create(model=MODEL, store=True, metadata={"k": "v" * 600},
+                                             messages=[{"role": "user", "content": "hi"}])
+    assert caught.value.body["param"] == "metadata"  # type: ignore[index]
+    for path in ("/v1/chat/completions?limit=0", "/v1/chat/completions?order=up",
+                 "/v1/chat/completions?after=chatcmpl-nope", "/v1/chat/completions?limit=x"):
+        async with http.get(path) as answer:
+            assert answer.status == 400, path
+            assert set((await answer.json())["error"]) == {"message", "type", "param", "code"}
+    async with http.post("/v1/chat/completions/chatcmpl-nope", json={"metadata": {"a": "b"}}) as answer:
+        assert answer.status == 404
+    async with http.post("/v1/chat/completions/chatcmpl-nope", json={}) as answer:
+        assert answer.status == 400 and (await answer.json())["error"]["param"] == "metadata"
+
+
+ALPHA, BETA = "alpha", "beta"
+
+
+@pytest.fixture(scope="module")
+async def tenanted(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sidecar]:
+    """A sidecar whose tenant is the ``x-tenant-id`` header (RESPONSES_BRIDGE_AUTH=header), HTTP door."""
+    process, http_port, extproc_port = start_sidecar(str(tmp_path_factory.mktemp("chat-tenancy")), fake_upstream,
+                                                     extproc=False, env={"RESPONSES_BRIDGE_AUTH": "header"})
+    url = f"http://127.0.0.1:{http_port}"
+    try:
+        async with aiohttp.ClientSession(headers={"x-tenant-id": ALPHA}) as probe, asyncio.timeout(60):
+            while True:
+                assert process.alive(), "the sidecar exited before it was ready"
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with probe.get(f"{url}/health") as answer:
+                        if answer.status == 200:
+                            break
+                await asyncio.sleep(0.1)
+        yield Sidecar(fake_upstream, url, extproc_port, process)
+    finally:
+        process.stop()
+
+
+async def test_a_tenant_sees_only_its_own(tenanted: Sidecar) -> None:
+    clients = {tenant: openai.AsyncOpenAI(base_url=f"{tenanted.http_url}/v1", api_key="sk-client", max_retries=0,
+                                          timeout=60, default_headers={"x-tenant-id": tenant})
+               for tenant in (ALPHA, BETA)}
+    try:
+        alpha, beta = clients[ALPHA], clients[BETA]
+        mine = await alpha.chat.completions.create(model=MODEL, store=True, metadata={"owner": ALPHA},
+                                                   messages=[{"role": "user", "content": "secret"}])
+        assert (await alpha.chat.completions.retrieve(mine.id)).id == mine.id
+        for call in (beta.chat.completions.retrieve(mine.id), beta.chat.completions.delete(mine.id),
+                     beta.chat.completions.update(mine.id, metadata={"owner": BETA}),
+                     beta.chat.completions.messages.list(mine.id)):
+            with pytest.raises(openai.NotFoundError):
+                await call
+        assert [c.id async for c in beta.chat.completions.list()] == []
+        with pytest.raises(openai.BadRequestError):  # another tenant's id is an unknown cursor
+            await beta.chat.completions.list(after=mine.id)
+        assert [c.id async for c in alpha.chat.completions.list(metadata={"owner": ALPHA})] == [mine.id]
+    finally:
+        for client in clients.values():
+            await client.close()
