@@ -58,6 +58,11 @@ class Settings(BaseSettings):
         "Envoy's cluster (`upstream_via`): the first event reaches the client at once instead of after the model's "
         "response headers (Envoy writes nothing before them), for one more hop per request; per upstream: "
         "`upstreams[].stream_via_sidecar`"))
+    store_chat_completions: bool = Field(default=True, description=(
+        "keep `POST /v1/chat/completions` answers sent with `store: true` (readable at `/v1/chat/completions`); "
+        "through Envoy the processor then reads every chat request's body to see `store`, one round trip per chat "
+        "request. `false`: the chat route passes through Envoy without the processor (as `envoy-config` renders "
+        "it then), and `store` goes to the upstream unread"))
     workers: str = Field(default="1", description=(
         "processes serving both doors: a number, or `auto` (one per usable core: the CPU affinity and the "
         "cgroup's CPU quota). The HTTP port is shared; worker i's ext_proc door is `extproc_port` + i (or "

@@ -144,7 +144,8 @@ class Runtime:
         gauges.start()
         return cls(settings=settings, store=stores.responses, options=settings.engine_options(), sealer=sealer,
                    conversations=ConversationService(stores.conversations), prompts=PromptService(stores.prompts),
-                   chat_completions=ChatCompletionService(stores.chat_completions),
+                   chat_completions=ChatCompletionService(
+                       stores.chat_completions, enabled=settings.store_chat_completions),
                    upstream=upstream, clients=clients, router=settings.router(), server_tools=server_tools,
                    identity=Identity(settings.auth, settings.tenant_header, stores.api_keys,
                                      sidecar_token(settings.sealing_key, db_path)),

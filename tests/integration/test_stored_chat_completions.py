@@ -15,7 +15,9 @@ import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionDeleted
 from openai.types.chat.chat_completion_store_message import ChatCompletionStoreMessage
 
-from tests.support.bridge import Sidecar, start_sidecar
+from responses_bridge.envoy_config import render_bootstrap
+from tests.support.bridge import Sidecar, running_sidecar, start_sidecar
+from tests.support.envoy import free_port, have_envoy, start_envoy
 
 MODEL = "fake-model"
 
@@ -153,3 +155,35 @@ async def test_a_tenant_sees_only_its_own(tenanted: Sidecar) -> None:
     finally:
         for client in clients.values():
             await client.close()
+
+
+@pytest.fixture(scope="module")
+async def unstored(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[str, str]]:
+    """A sidecar with ``RESPONSES_BRIDGE_STORE_CHAT_COMPLETIONS=false`` behind a real Envoy rendered to match:
+    (Envoy's URL, the HTTP door's URL)."""
+    if not have_envoy():
+        pytest.skip("envoy binary not available")
+    async with running_sidecar(str(tmp_path_factory.mktemp("chat-unstored")), fake_upstream,
+                               env={"RESPONSES_BRIDGE_STORE_CHAT_COMPLETIONS": "false"}) as sidecar:
+        listen_port = free_port()
+        envoy = await start_envoy(render_bootstrap(
+            listen_port=listen_port, extproc_port=sidecar.extproc_port, http_port=int(sidecar.http_url.rsplit(":")[-1]),
+            upstream=fake_upstream, admin_port=0, chat_store=False))
+        try:
+            yield f"http://127.0.0.1:{listen_port}", sidecar.http_url
+        finally:
+            envoy.stop()
+
+
+async def test_a_deployment_without_stored_chats_passes_store_on_and_keeps_nothing(
+        unstored: tuple[str, str]) -> None:
+    """``store_chat_completions: false``: ``store: true`` is answered as any chat request, on both doors (through
+    Envoy the chat route never reaches the processor), and nothing is kept to read back."""
+    for url in unstored:
+        async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="sk-client", max_retries=0, timeout=60) as client:
+            created = await client.chat.completions.create(model=MODEL, store=True, metadata={"k": "v"},
+                                                           messages=[{"role": "user", "content": "hi"}])
+            assert created.choices[0].message.content
+            with pytest.raises(openai.NotFoundError):
+                await client.chat.completions.retrieve(created.id)
+            assert [c.id async for c in client.chat.completions.list()] == []

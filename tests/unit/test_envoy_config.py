@@ -330,3 +330,30 @@ def test_a_plain_get_on_responses_reaches_the_http_door() -> None:
     catch_all = routes[-1]
     assert catch_all["name"] == "sidecar" and catch_all["match"] == {"prefix": "/"}
     assert catch_all["route"]["cluster"] == envoy_config.HTTP_CLUSTER
+
+
+def _ext_proc(route: dict) -> dict:
+    return route["typed_per_filter_config"]["envoy.filters.http.ext_proc"]
+
+
+@pytest.mark.parametrize("mode", ["none", "keys"])
+def test_without_stored_chats_the_chat_route_reaches_the_processor_only_to_route_or_check_a_key(mode: str) -> None:
+    """``store_chat_completions: false``: one upstream, no keys, the processor never sees a chat request (no round
+    trip); with keys only its headers; with several upstreams only its body (the model picks the route), and
+    nothing of any answer."""
+    auth = envoy_config.Auth(mode=mode)
+    single = {r["name"]: r for r in _routes(bootstrap_dict(**DEMO, auth=auth, chat_store=False))}  # type: ignore[arg-type]
+    chat = _ext_proc(single["chat_completions"])
+    if mode == "none":
+        assert chat["disabled"] is True
+    else:
+        assert chat["config"]["overrides"]["processing_mode"]["request_body_mode"] == "NONE"
+        assert chat["config"]["overrides"]["processing_mode"]["response_body_mode"] == "NONE"
+    several = {r["name"]: r for r in _routes(bootstrap_dict(
+        **RENDERED["several-upstreams"], auth=auth, chat_store=False))}  # type: ignore[arg-type]
+    routing = _ext_proc(several["chat_completions"])["config"]["overrides"]["processing_mode"]
+    assert routing["request_body_mode"] == "BUFFERED" and routing["response_body_mode"] == "NONE"
+    assert _ext_proc(several["ollama.box_chat_completions"])["disabled"] is True
+    stored = {r["name"]: r for r in _routes(bootstrap_dict(**DEMO, auth=auth))}  # type: ignore[arg-type]
+    assert _ext_proc(stored["chat_completions"])["config"]["overrides"]["processing_mode"][
+        "response_body_mode"] == "STREAMED"

@@ -21,18 +21,20 @@ def render_bootstrap(*, listen_port: int, extproc_port: int, http_port: int, ups
                      extproc_address: str = "127.0.0.1", sidecar_address: str = "127.0.0.1",
                      ca_file: str | None = None, upstreams: Sequence[UpstreamSpec] = (),
                      internal_port: int | None = None, auth: Auth | None = None, extproc_uds: str | None = None,
-                     workers: int = 1) -> str:
+                     workers: int = 1, chat_store: bool = True) -> str:
     """A complete Envoy v3 bootstrap, as YAML. ``ca_file`` (https upstreams only) defaults to the system CA
     bundle. ``upstreams``: several upstreams routed per model (one cluster each); empty: ``upstream`` alone.
     ``internal_port``: the internal listener's (several upstreams only), by default ``listen_port + 1``.
     ``auth``: the sidecar's ``RESPONSES_BRIDGE_AUTH`` (and a jwt_authn example), default none. ``extproc_uds``:
     the processor's Unix socket (``serve --extproc-uds``) instead of ``extproc_address``:``extproc_port``;
-    ``workers``: the sidecar's ``serve --workers`` (one processor endpoint each)."""
+    ``workers``: the sidecar's ``serve --workers`` (one processor endpoint each); ``chat_store``: its
+    ``store_chat_completions`` (off: the chat route never reaches the processor but to pick an upstream or check a
+    key)."""
     return to_yaml(bootstrap_dict(
         listen_port=listen_port, extproc_port=extproc_port, http_port=http_port, upstream=upstream,
         admin_port=admin_port, listen_address=listen_address, extproc_address=extproc_address,
         sidecar_address=sidecar_address, ca_file=ca_file, upstreams=upstreams, internal_port=internal_port,
-        auth=auth, extproc_uds=extproc_uds, workers=workers,
+        auth=auth, extproc_uds=extproc_uds, workers=workers, chat_store=chat_store,
     ), header=_header(", ".join(f"{spec.name}={spec.url}" for spec in upstreams) or upstream,
                       internal_listener_port(listen_port, internal_port) if upstreams else None))
 
@@ -58,7 +60,8 @@ def bootstrap_dict(*, listen_port: int, extproc_port: int, http_port: int, upstr
                    listen_address: str = "127.0.0.1", extproc_address: str = "127.0.0.1",
                    sidecar_address: str = "127.0.0.1", ca_file: str | None = None,
                    upstreams: Sequence[UpstreamSpec] = (), internal_port: int | None = None,
-                   auth: Auth | None = None, extproc_uds: str | None = None, workers: int = 1) -> dict[str, Any]:
+                   auth: Auth | None = None, extproc_uds: str | None = None, workers: int = 1,
+                   chat_store: bool = True) -> dict[str, Any]:
     up = UpstreamURL(upstreams[0].url if upstreams else upstream)
     auth = auth or Auth()
     if upstreams:
@@ -79,7 +82,8 @@ def bootstrap_dict(*, listen_port: int, extproc_port: int, http_port: int, upstr
         }]},
         "static_resources": {
             "listeners": [
-                _listener(listen_address, listen_port, up, (sidecar_address, http_port), upstreams, auth),
+                _listener(listen_address, listen_port, up, (sidecar_address, http_port), upstreams, auth,
+                          chat_store),
                 *([_internal_listener(_loopback_like(listen_address), internal_listener_port(
                     listen_port, internal_port), upstreams)] if upstreams else []),
             ],

@@ -94,7 +94,8 @@ def _run(args: argparse.Namespace) -> int:
             sidecar_address=args.sidecar_address, ca_file=args.ca_file, upstreams=settings.upstreams,
             internal_port=args.internal_port, auth=auth,
             extproc_uds=args.extproc_uds if args.extproc_uds is not None else settings.extproc_uds,
-            workers=worker_count(args.workers) if args.workers is not None else settings.worker_count())
+            workers=worker_count(args.workers) if args.workers is not None else settings.worker_count(),
+            chat_store=settings.store_chat_completions)
     except ValueError as exc:
         print(f"responses-bridge envoy-config: {exc}", file=sys.stderr)
         return 2

@@ -33,9 +33,10 @@ def _loopback_like(listen_address: str) -> str:
 
 
 def _listener(address: str, port: int, up: UpstreamURL, sidecar: tuple[str, int],
-              upstreams: Sequence[UpstreamSpec] = (), auth: Auth | None = None) -> dict[str, Any]:
+              upstreams: Sequence[UpstreamSpec] = (), auth: Auth | None = None, chat_store: bool = True
+              ) -> dict[str, Any]:
     auth = auth or Auth()
-    return _http_listener("responses_bridge", address, port, _route_config(up, upstreams, auth), [
+    return _http_listener("responses_bridge", address, port, _route_config(up, upstreams, auth, chat_store), [
         *_identity_filters(auth), _client_credentials_filter(auth), _route_offered_filter(), _ext_proc_filter(),
         _hold_for_route_filter()], {
             # the whole request head (URL and headers); over it, a 431. The sidecar reads longer lines

@@ -49,7 +49,8 @@ _REQUEST_ID_ECHO = {"header": {"key": "x-request-id", "value": "%REQ(x-request-i
 Envoy made): never an upstream's (a Chat Completions server may answer with its own ``x-request-id``)."""
 
 
-def _route_config(up: UpstreamURL, upstreams: Sequence[UpstreamSpec] = (), auth: Auth | None = None) -> dict[str, Any]:
+def _route_config(up: UpstreamURL, upstreams: Sequence[UpstreamSpec] = (), auth: Auth | None = None,
+                  chat_store: bool = True) -> dict[str, Any]:
     auth = auth or Auth()
     keys = auth.mode == "keys"
     post = [{"name": ":method", "string_match": {"exact": "POST"}}]
@@ -58,7 +59,7 @@ def _route_config(up: UpstreamURL, upstreams: Sequence[UpstreamSpec] = (), auth:
     upstream_action = {"cluster": cluster, "timeout": "0s", **_host_rewrite(up)}
     routes: list[dict[str, Any]] = [*_encoded_body_routes()]
     if upstreams:
-        routes += _per_upstream_routes(upstreams, keys)
+        routes += _per_upstream_routes(upstreams, keys, chat_store)
     # A request the processor marked (server-side tools: the tool loop) goes, unchanged, to the sidecar's HTTP
     # door, which makes every model turn through this listener (``--upstream-via``). The processor has read its
     # body already; it passes the door's answer through untouched (the filter stays on the response path).
@@ -86,7 +87,8 @@ def _route_config(up: UpstreamURL, upstreams: Sequence[UpstreamSpec] = (), auth:
         routes += [
             {"name": f"chat_completions{suffix}", "match": {"path": path, "headers": post},
              "route": {**upstream_action, "prefix_rewrite": f"{up.base_path}/chat/completions"},
-             "typed_per_filter_config": _chat_processing(), "request_body_buffer_limit": BUFFER_LIMIT_BYTES}
+             "typed_per_filter_config": _chat_filter(chat_store, keys, several=True),
+             "request_body_buffer_limit": BUFFER_LIMIT_BYTES}
             for suffix, path in (("", "/v1/chat/completions"), ("_unversioned", "/chat/completions"))
         ]
     else:
@@ -98,7 +100,8 @@ def _route_config(up: UpstreamURL, upstreams: Sequence[UpstreamSpec] = (), auth:
              "typed_per_filter_config": _headers_only() if keys else _disabled()},
             {"name": "chat_completions", "match": {"path": "/v1/chat/completions", "headers": post},
              "route": {**upstream_action, "prefix_rewrite": f"{up.base_path}/chat/completions"},
-             "typed_per_filter_config": _chat_processing(), "request_body_buffer_limit": BUFFER_LIMIT_BYTES},
+             "typed_per_filter_config": _chat_filter(chat_store, keys, several=False),
+             "request_body_buffer_limit": BUFFER_LIMIT_BYTES},
         ]
     routes += [
         {"name": "sidecar", "match": {"prefix": "/"},
@@ -130,7 +133,8 @@ def _headers_only() -> dict[str, Any]:
                                 "response_body_mode": "NONE", "response_trailer_mode": "SKIP"}}}}}
 
 
-def _per_upstream_routes(upstreams: Sequence[UpstreamSpec], keys: bool = False) -> list[dict[str, Any]]:
+def _per_upstream_routes(upstreams: Sequence[UpstreamSpec], keys: bool = False, chat_store: bool = True
+                         ) -> list[dict[str, Any]]:
     """Several upstreams: for each, the routes that send a request to its cluster once its upstream is known.
 
     * The processor read a Responses request's model and set ``ROUTE_NAMESPACE.upstream`` (and cleared the route
@@ -160,7 +164,8 @@ def _per_upstream_routes(upstreams: Sequence[UpstreamSpec], keys: bool = False) 
             *({"name": f"{spec.name}_chat_completions{suffix}",
                "match": {"path": path, "headers": post, "dynamic_metadata": chosen},
                "route": {**action, "prefix_rewrite": f"{up.base_path}/chat/completions"},
-               "typed_per_filter_config": _chat_processing(), "request_body_buffer_limit": BUFFER_LIMIT_BYTES}
+               "typed_per_filter_config": _chat_filter(chat_store, keys, several=True, chosen=True),
+               "request_body_buffer_limit": BUFFER_LIMIT_BYTES}
               for suffix, path in (("", "/v1/chat/completions"), ("_unversioned", "/chat/completions"))),
         ]
     return routes
@@ -168,6 +173,32 @@ def _per_upstream_routes(upstreams: Sequence[UpstreamSpec], keys: bool = False) 
 
 def _chosen(value: str) -> list[dict[str, Any]]:
     return [{"filter": ROUTE_NAMESPACE, "path": [{"key": UPSTREAM_KEY}], "value": {"string_match": {"exact": value}}}]
+
+
+def _chat_filter(store: bool, keys: bool, several: bool, chosen: bool = False) -> dict[str, Any]:
+    """The processor's part in ``POST /v1/chat/completions``. ``store`` (the sidecar's
+    ``store_chat_completions``): it reads every chat request's body (:func:`_chat_processing`). Otherwise it reads
+    only what routing needs: with several upstreams the body, for the model (:func:`_routing_only`; the route a
+    request is then ``chosen`` for needs nothing more), and with ``auth: keys`` the headers, for the caller's key;
+    else it never sees the request."""
+    if store:
+        return _chat_processing()
+    if several:
+        return _disabled() if chosen else _routing_only()
+    return _headers_only() if keys else _disabled()
+
+
+def _routing_only() -> dict[str, Any]:
+    """``POST /v1/chat/completions`` with several upstreams and no stored chats: the processor sees the request's
+    path and body, to pick the upstream from the model (the route then changes), and nothing of the answer."""
+    return {_EXT_PROC: {"@type": _TYPE + "envoy.config.route.v3.FilterConfig", "disabled": False, "config": {
+        "@type": _TYPE + "envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute", "overrides": {
+            "processing_mode": {"request_header_mode": "SEND", "request_body_mode": "BUFFERED",
+                                "request_trailer_mode": "SKIP", "response_header_mode": "SKIP",
+                                "response_body_mode": "NONE", "response_trailer_mode": "SKIP"}}}},
+            _BUFFER: {"@type": _TYPE + "envoy.config.route.v3.FilterConfig", "disabled": False, "config": {
+                "@type": _TYPE + "envoy.extensions.filters.http.buffer.v3.BufferPerRoute",
+                "buffer": {"max_request_bytes": BUFFER_LIMIT_BYTES}}}}
 
 
 def _chat_processing() -> dict[str, Any]:

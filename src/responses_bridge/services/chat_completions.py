@@ -39,16 +39,19 @@ def _not_found(completion_id: str) -> APIError:
 
 
 class ChatCompletionService:
-    def __init__(self, store: ChatCompletionStore) -> None:
+    """``enabled``: the deployment's ``store_chat_completions``; off, no answer is kept (``store`` goes to the
+    upstream unread, as through Envoy, whose chat route then never reaches the processor)."""
+
+    def __init__(self, store: ChatCompletionStore, *, enabled: bool = True) -> None:
         self.store = store
+        self.enabled = enabled
 
     # -- the doors' POST /v1/chat/completions ------------------------------------------------------------------
 
-    @staticmethod
-    def recorder(request: dict[str, Any]) -> ChatRecorder | None:
+    def recorder(self, request: dict[str, Any]) -> ChatRecorder | None:
         """A recorder for a request with ``store: true`` (its ``metadata`` checked first: a 400 before anything
         goes upstream); None for every other request, whose answer nobody reads."""
-        if request.get("store") is not True:
+        if not self.enabled or request.get("store") is not True:
             return None
         check_metadata(request.get("metadata"))
         return ChatRecorder(request.get("stream") is True)

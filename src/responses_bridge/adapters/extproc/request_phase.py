@@ -33,7 +33,8 @@ class RequestPhase(Routing):
         message = request.request_headers
         headers = m.header_map(message)
         path = headers.get(":path", "").split("?", 1)[0]
-        if headers.get(":method") == "POST" and path in CHAT_PATHS:
+        if headers.get(":method") == "POST" and path in CHAT_PATHS and (
+                self.runtime.chat_completions.enabled or not self.runtime.routes().single):
             denied = await self._identify_passthrough(headers)
             if denied is not None:
                 return denied

@@ -123,13 +123,14 @@ def extproc_uds(extra: list[str]) -> str | None:
 
 def bootstrap_renderer(extra: list[str]) -> Callable[..., str]:
     """``render_bootstrap`` for the sidecar run with ``extra``: its ext_proc door's Unix socket, and one processor
-    endpoint per worker (``--workers``)."""
+    endpoint per worker (``--workers``). Without stored chat completions, so that ``envoy-direct`` (the listener's
+    ``/v1/chat/completions``) is Envoy with no processor on its path, as its name says."""
     from ...envoy_config import render_bootstrap
     from ...workers import worker_count
 
     workers = _flag(extra, "--workers")
     return functools.partial(render_bootstrap, extproc_uds=extproc_uds(extra),
-                             workers=worker_count(workers) if workers is not None else 1)
+                             workers=worker_count(workers) if workers is not None else 1, chat_store=False)
 
 
 async def bench(args: argparse.Namespace) -> dict:
