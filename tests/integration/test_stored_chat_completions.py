@@ -4,8 +4,6 @@ messages listed, deleted (then 404); a request without ``store`` is not stored; 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import uuid
 from collections.abc import AsyncIterator
 
@@ -16,7 +14,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionDeleted
 from openai.types.chat.chat_completion_store_message import ChatCompletionStoreMessage
 
 from responses_bridge.envoy_config import render_bootstrap
-from tests.support.bridge import Sidecar, running_sidecar, start_sidecar
+from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.envoy import free_port, have_envoy, start_envoy
 
 MODEL = "fake-model"
@@ -117,21 +115,10 @@ ALPHA, BETA = "alpha", "beta"
 @pytest.fixture(scope="module")
 async def tenanted(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sidecar]:
     """A sidecar whose tenant is the ``x-tenant-id`` header (RESPONSES_BRIDGE_AUTH=header), HTTP door."""
-    process, http_port, extproc_port = start_sidecar(str(tmp_path_factory.mktemp("chat-tenancy")), fake_upstream,
-                                                     extproc=False, env={"RESPONSES_BRIDGE_AUTH": "header"})
-    url = f"http://127.0.0.1:{http_port}"
-    try:
-        async with aiohttp.ClientSession(headers={"x-tenant-id": ALPHA}) as probe, asyncio.timeout(60):
-            while True:
-                assert process.alive(), "the sidecar exited before it was ready"
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with probe.get(f"{url}/health") as answer:
-                        if answer.status == 200:
-                            break
-                await asyncio.sleep(0.1)
-        yield Sidecar(fake_upstream, url, extproc_port, process)
-    finally:
-        process.stop()
+    async with running_sidecar(str(tmp_path_factory.mktemp("chat-tenancy")), fake_upstream, extproc=False,
+                               env={"RESPONSES_BRIDGE_AUTH": "header"},
+                               ready_headers={"x-tenant-id": ALPHA}) as sidecar:
+        yield sidecar
 
 
 async def test_a_tenant_sees_only_its_own(tenanted: Sidecar) -> None:

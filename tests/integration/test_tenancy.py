@@ -8,7 +8,6 @@ deleted it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -21,7 +20,7 @@ from openai.pagination import AsyncConversationCursorPage, AsyncCursorPage
 from openai.types.conversations import Conversation
 from openai.types.responses import Response
 
-from tests.support.bridge import Sidecar, start_sidecar
+from tests.support.bridge import Sidecar, running_sidecar
 
 MODEL = "fake-model"
 ALPHA, BETA = "alpha", "beta"
@@ -30,22 +29,11 @@ Answer = tuple[int, bytes]
 
 @pytest.fixture(scope="module")
 async def tenanted(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sidecar]:
-    process, http_port, extproc_port = start_sidecar(str(tmp_path_factory.mktemp("tenancy")), fake_upstream,
-                                                     extproc=False, env={"RESPONSES_BRIDGE_AUTH": "header"})
-    url = f"http://127.0.0.1:{http_port}"
-    try:
-        # ready once it answers a tenant's request (every route, /health included, wants the header here)
-        async with aiohttp.ClientSession(headers={"x-tenant-id": ALPHA}) as probe, asyncio.timeout(60):
-            while True:
-                assert process.alive(), "the sidecar exited before it was ready"
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with probe.get(f"{url}/health") as answer:
-                        if answer.status == 200:
-                            break
-                await asyncio.sleep(0.1)
-        yield Sidecar(fake_upstream, url, extproc_port, process)
-    finally:
-        process.stop()
+    """A sidecar whose tenant is the ``x-tenant-id`` header (RESPONSES_BRIDGE_AUTH=header), HTTP door."""
+    async with running_sidecar(str(tmp_path_factory.mktemp("tenancy")), fake_upstream, extproc=False,
+                               env={"RESPONSES_BRIDGE_AUTH": "header"},
+                               ready_headers={"x-tenant-id": ALPHA}) as sidecar:
+        yield sidecar
 
 
 @pytest.fixture

@@ -53,12 +53,14 @@ def start_sidecar(tmp_dir: str, upstream_url: str, *extra: str, env: dict[str, s
 
 @asynccontextmanager
 async def running_sidecar(tmp_dir: str, upstream_url: str, *extra: str, env: dict[str, str] | None = None,
-                          extproc: bool = True, log_file: Path | None = None) -> AsyncIterator[Sidecar]:
-    """A started sidecar, ready (its HTTP door answers), stopped on exit; ``log_file``: where its log goes."""
+                          extproc: bool = True, log_file: Path | None = None,
+                          ready_headers: dict[str, str] | None = None) -> AsyncIterator[Sidecar]:
+    """A started sidecar, ready (its HTTP door answers), stopped on exit; ``log_file``: where its log goes;
+    ``ready_headers``: sent with the readiness polls (``auth: header`` answers nobody who names no tenant)."""
     process, http_port, extproc_port = start_sidecar(tmp_dir, upstream_url, *extra, env=env, extproc=extproc,
                                                      log_file=log_file)
     try:
-        await wait_http(f"http://127.0.0.1:{http_port}/health", process=process)
+        await wait_http(f"http://127.0.0.1:{http_port}/health", process=process, headers=ready_headers)
         yield Sidecar(upstream_url, f"http://127.0.0.1:{http_port}", extproc_port, process)
     finally:
         process.stop()

@@ -190,6 +190,17 @@ def check_metadata(metadata: Any, param: str = "metadata") -> None:
     _check_metadata(metadata)
 
 
+def metadata_update(body: dict[str, Any]) -> dict[str, str]:
+    """The new ``metadata`` of an update (``POST /v1/conversations/{id}``, ``/v1/chat/completions/{id}``):
+    required, checked, ``null`` meaning none."""
+    if "metadata" not in body:
+        raise invalid_request("Missing required parameter: 'metadata'.", param="metadata",
+                              code="missing_required_parameter")
+    metadata = body["metadata"]
+    check_metadata(metadata)
+    return metadata or {}
+
+
 def _check_metadata(metadata: dict[str, str] | None) -> None:
     if metadata is None:
         return

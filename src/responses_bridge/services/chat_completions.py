@@ -18,9 +18,9 @@ from typing import Any
 import structlog
 
 from ..engine.chat_record import ChatRecorder, request_messages
-from ..protocol.errors import APIError, invalid_request, not_found
+from ..protocol.errors import APIError, not_found
 from ..protocol.lists import list_body, list_of
-from ..protocol.request import check_metadata
+from ..protocol.request import check_metadata, metadata_update
 from ..store.base import ChatCompletionStore
 from ..store.records import InvalidCursor, StoredChatCompletion, check_page_args
 from .pagination import page_errors
@@ -93,12 +93,7 @@ class ChatCompletionService:
         return render(record)
 
     async def update(self, completion_id: str, body: dict[str, Any], *, tenant: str) -> dict[str, Any]:
-        if "metadata" not in body:
-            raise invalid_request("Missing required parameter: 'metadata'.", param="metadata",
-                                  code="missing_required_parameter")
-        metadata = body["metadata"]
-        check_metadata(metadata)
-        record = await self.store.update_chat_completion(completion_id, metadata or {}, tenant=tenant)
+        record = await self.store.update_chat_completion(completion_id, metadata_update(body), tenant=tenant)
         if record is None:
             raise _not_found(completion_id)
         return render(record)

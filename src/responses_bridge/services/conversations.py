@@ -14,7 +14,7 @@ from .. import ids
 from ..protocol.errors import APIError, invalid_request, not_found
 from ..protocol.input_items import normalize_input
 from ..protocol.lists import list_body, list_of
-from ..protocol.request import check_metadata
+from ..protocol.request import check_metadata, metadata_update
 from ..store.base import ConversationStore
 from ..store.records import ItemPage, StoredConversation
 from .pagination import page_errors
@@ -107,12 +107,7 @@ class ConversationService:
         return list_of(data, has_more=page.has_more)
 
     async def update(self, conversation_id: str, body: dict[str, Any], *, tenant: str) -> dict[str, Any]:
-        if "metadata" not in body:
-            raise invalid_request("Missing required parameter: 'metadata'.", param="metadata",
-                                  code="missing_required_parameter")
-        metadata = body["metadata"]
-        check_metadata(metadata)
-        conversation = await self.store.update_conversation(conversation_id, metadata or {}, tenant=tenant)
+        conversation = await self.store.update_conversation(conversation_id, metadata_update(body), tenant=tenant)
         if conversation is None:
             raise _not_found(conversation_id)
         return render_conversation(conversation)
