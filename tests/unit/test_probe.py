@@ -172,9 +172,9 @@ async def test_nothing_listening_without_a_model_is_unreachable_not_a_missing_mo
 
 async def test_a_url_without_a_scheme_is_told_it_needs_one(tmp_path: Path) -> None:
     code, out, err = await cli("probe", "127.0.0.1:18091/v1", data_dir=tmp_path)
-    assert code == 1 and out == ""
-    assert err == ("responses-bridge probe: 127.0.0.1:18091/v1 is not a URL the probe can call: it needs http:// or "
-                   "https:// (e.g. http://127.0.0.1:18091/v1)\n")
+    assert code == 2 and out == ""  # a mistake in what was given, as every configuration mistake: exit 2
+    assert err.startswith("responses-bridge probe: URL '127.0.0.1:18091/v1': must be an http:// or https:// URL")
+    assert err.count("\n") == 1
 
 
 async def test_a_base_url_without_v1_asks_whether_it_ends_in_v1(fake: str, tmp_path: Path) -> None:
