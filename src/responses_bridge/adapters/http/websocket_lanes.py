@@ -19,6 +19,10 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import structlog
+
+log = structlog.get_logger("responses_bridge.websocket")
+
 RunTurn = Callable[[dict[str, Any], "str | None"], Awaitable[None]]
 """Runs one turn (the parsed ``response.create`` minus its envelope) on the lane named by the second argument."""
 
@@ -82,6 +86,8 @@ class Lanes:
                 await self._run_turn(turn, stream_id)
         except ConnectionResetError:
             return  # the socket is gone: the reader sees it end and cancels the other lanes
+        except Exception:  # a turn answers its own errors; this is the socket failing under it: end the lane
+            log.exception("websocket_lane_failed", stream_id=stream_id)
         finally:
             self._forget(stream_id, lane)
 
