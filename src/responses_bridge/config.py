@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     upstream_connect_timeout: float = 10.0
     upstream_idle_timeout: float = 300.0  # the longest silence allowed between two upstream chunks
     max_request_bytes: int = 64 * 1024 * 1024
+    websocket_max_lanes: int = Field(default=8, ge=1, description=(
+        "WebSocket mode: `stream_id` lanes one connection may have busy at once (turns running or waiting); a "
+        "turn that would open one more gets an `error` event, code `too_many_lanes`"))
     max_event_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)  # one upstream event / JSON answer; engine/sse.py
     max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
     developer_role: Literal["developer", "system"] = "system"

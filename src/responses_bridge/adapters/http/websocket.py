@@ -1,24 +1,31 @@
 """WebSocket mode: ``GET /v1/responses`` (or ``/responses``) with ``Upgrade: websocket``.
 
 The client sends text frames ``{"type": "response.create", ...the fields of a POST /v1/responses body}`` and gets
-the same events a streamed POST gets, one JSON object per text frame (no ``event:`` lines, no ``[DONE]``). Turns
-run one after another on a socket; each is one :class:`~responses_bridge.run.response_run.ResponseRun` with JSON-line
-framing, so nothing is re-parsed on the way out.
+the same events a streamed POST gets, one JSON object per text frame (no ``event:`` lines, no ``[DONE]``). Each
+turn is one :class:`~responses_bridge.run.response_run.ResponseRun` with JSON-line framing, so nothing is re-parsed
+on the way out.
+
+Lanes (websocket_lanes.py): a ``stream_id`` on ``response.create`` names the turn's lane. Turns on one lane run
+one after another (FIFO), lanes run at once, every event (and error) of a lane's turn echoes its ``stream_id``;
+without one a turn goes to the default lane and its events carry no ``stream_id``, one turn at a time as before
+lanes. At most ``websocket_max_lanes`` lanes are busy at once; a turn that would open one more is refused
+(``too_many_lanes``). The connection holds one tenant slot (limits.py) whatever its lanes.
 
 ``store: false`` turns are remembered by the connection (up to ``CACHE_SIZE`` of them), so a later turn on the
-same socket can continue them with ``previous_response_id``; another socket cannot (``previous_response_not_found``).
-A turn that fails evicts the response it continued from the cache, and a failed response is never cached. A
-``stream_id`` sent with ``response.create`` is echoed on every event (and error) of that turn; ``generate: false``
-prepares a turn (stored or cached, continuable) without calling the model: it completes with no output.
+same socket, on any lane, can continue them with ``previous_response_id`` (a lane may fork another's chain);
+another socket cannot (``previous_response_not_found``). A turn that fails evicts the response it continued from
+the cache, and a failed response is never cached. ``generate: false`` prepares a turn (stored or cached,
+continuable) without calling the model: it completes with no output.
 Errors are ``{"type": "error", "status": N, "error": {"code", "message", "param", "type"}}`` frames; the socket
 stays open for the next turn. When the door drains (shutdown, ``drain.py``) a socket closes (1001, going away)
-after its running turn, which the drain deadline may end with ``response.failed``; an idle socket closes at once.
+after its running turns, which the drain deadline may end with ``response.failed``; an idle socket closes at once.
+A socket the client closes cancels every lane's running turn, each recorded as failed (``client_disconnected``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any
@@ -39,58 +46,21 @@ from ...store.base import ResponseStore
 from .drain import DRAIN, Drain
 from .identity import request_tenant
 from .params import BODY_LIMIT
+from .websocket_lanes import Lanes
 
 log = structlog.get_logger("responses_bridge.websocket")
 
 CACHE_SIZE = 64
 
 
-class PendingTurns:
-    """Messages read from the socket but not yet run, bounded in bytes. A client may send its next turns while
-    one runs; past ``budget`` bytes waiting (one message is always let in, whatever its size) the reader stops
-    reading until a turn is taken, so the socket's buffers fill and TCP holds the client back, instead of the
-    process holding every frame a fast client sends. ``None`` (the door drains) goes in at once."""
-
-    def __init__(self, budget: int) -> None:
-        self._budget = budget
-        self._messages: deque[str | bytes | None] = deque()
-        self._bytes = 0
-        self._arrived = asyncio.Event()  # one reader, one worker: two events are all the signalling needed
-        self._taken = asyncio.Event()
-
-    @property
-    def waiting_bytes(self) -> int:
-        return self._bytes
-
-    def put_nowait(self, message: str | bytes | None) -> None:
-        """In at once, whatever is waiting."""
-        self._messages.append(message)
-        self._bytes += len(message) if message is not None else 0
-        self._arrived.set()
-
-    async def put(self, message: str | bytes) -> None:
-        while self._messages and self._bytes + len(message) > self._budget:
-            self._taken.clear()
-            await self._taken.wait()
-        self.put_nowait(message)
-
-    async def get(self) -> str | bytes | None:
-        while not self._messages:
-            self._arrived.clear()
-            await self._arrived.wait()
-        message = self._messages.popleft()
-        self._bytes -= len(message) if message is not None else 0
-        self._taken.set()
-        return message
-
-
 class ConnectionStore:
-    """The runtime's store, with this connection's ``store: false`` turns in front of it for history loads."""
+    """The runtime's store, with this connection's ``store: false`` turns in front of it for history loads. One
+    per turn (lanes run turns at once, each continuing its own chain); the cache is the connection's."""
 
-    def __init__(self, store: ResponseStore) -> None:
+    def __init__(self, store: ResponseStore, cache: OrderedDict[str, list[dict]]) -> None:
         self._store = store
-        self.cache: OrderedDict[str, list[dict]] = OrderedDict()
-        self.loaded: list[dict] = []  # the chain history the current turn continued
+        self.cache = cache
+        self.loaded: list[dict] = []  # the chain history this turn continued
 
     async def load_history(self, response_id: str, *, tenant: str) -> list[dict] | None:
         # the cache holds this connection's own turns, all of its one tenant
@@ -118,6 +88,12 @@ def error_frame(error: APIError) -> str:
                                    "type": error.type if status == error.status else "invalid_request_error"}}).decode()
 
 
+def lane_suffix(stream_id: str | None) -> bytes:
+    """``,"stream_id":"…"}``: what replaces the closing brace of each of a lane's events (every event is a JSON
+    object); empty on the default lane, whose events carry no ``stream_id``."""
+    return b',"stream_id":' + orjson.dumps(stream_id) + b"}" if stream_id is not None else b""
+
+
 class WebSocketSession:
     def __init__(self, runtime: Runtime, upstream: UpstreamClient, ws: web.WebSocketResponse,
                  authorization: str | None, drain: Drain | None = None,
@@ -130,97 +106,134 @@ class WebSocketSession:
         self.client_authorization = client_authorization
         self.ws = ws
         self.authorization = authorization
-        self.store = ConnectionStore(runtime.store)
-        self.stream_id_suffix = b""  # ',"stream_id":"…"}' when the current turn has a stream_id to echo
+        self.cache: OrderedDict[str, list[dict]] = OrderedDict()  # this connection's store: false turns
         self.drain = drain  # None: no deadline (a session driven outside the HTTP door)
-        self.closing = False  # the door drains: the socket is closing itself after its turn
+        self.closing = False  # the door drains: the socket is closing itself after its turns
+        self.closer: asyncio.Task[None] | None = None
+        self.lanes = Lanes(self.run_turn, max_lanes=runtime.settings.websocket_max_lanes,
+                           budget=runtime.settings.max_request_bytes)
+        # Lanes send at once: one frame at a time goes to the socket, so frames never interleave, and a lane
+        # waits for the socket only as long as the frame before its own takes to write.
+        self._send_lock = asyncio.Lock()
 
-    async def send_lines(self, data: bytes) -> None:
-        suffix = self.stream_id_suffix
-        for line in data.split(b"\n"):
-            if line:
-                if suffix:  # every event is a JSON object: add the key before its closing brace
-                    line = line[:-1] + suffix
-                await self.ws.send_str(line.decode())
+    async def send_frames(self, frames: list[str]) -> None:
+        async with self._send_lock:
+            for frame in frames:
+                await self.ws.send_str(frame)
 
-    async def send_error(self, error: APIError) -> None:
+    async def send_lines(self, data: bytes, suffix: bytes = b"") -> None:
+        lines = [line for line in data.split(b"\n") if line]
+        if suffix:
+            lines = [line[:-1] + suffix for line in lines]
+        await self.send_frames([line.decode() for line in lines])
+
+    async def send_error(self, error: APIError, suffix: bytes = b"") -> None:
         frame = error_frame(error)
-        if self.stream_id_suffix:
-            frame = frame[:-1] + self.stream_id_suffix.decode()
-        await self.ws.send_str(frame)
+        if suffix:
+            frame = frame[:-1] + suffix.decode()
+        await self.send_frames([frame])
 
-    async def turn(self, text: str | bytes) -> None:
-        self.stream_id_suffix = b""
+    async def receive(self, text: str | bytes) -> None:
+        """One message from the socket: refused at once, or queued on its lane (waiting while too many bytes
+        wait already)."""
+        if self.lanes.stopping:
+            return  # the door drains: the socket closes (1001) once the running turns end
         try:
             raw = orjson.loads(text)
         except orjson.JSONDecodeError:
-            await self.ws.send_str(error_frame(APIError(400, "The message is not valid JSON.",
-                                                        code="invalid_json")))
+            await self.send_error(APIError(400, "The message is not valid JSON.", code="invalid_json"))
             return
         if not isinstance(raw, dict):
-            await self.ws.send_str(error_frame(APIError(400, "The message must be a JSON object.",
-                                                        code="invalid_type")))
+            await self.send_error(APIError(400, "The message must be a JSON object.", code="invalid_type"))
             return
         try:
             check_depth(raw)  # before it is serialised again for the run
         except APIError as error:
-            await self.ws.send_str(error_frame(error))
+            await self.send_error(error)
             return
         kind = raw.pop("type", None)
+        stream_id = raw.pop("stream_id", None)
+        suffix = lane_suffix(stream_id) if isinstance(stream_id, str) else b""
         if kind != "response.create":
-            await self.ws.send_str(error_frame(APIError(
+            await self.send_error(APIError(
                 400, f"Unsupported event type {kind!r}: send 'response.create'.", param="type",
-                code="unsupported_event_type")))
+                code="unsupported_event_type"), suffix)
             return
-        stream_id = raw.pop("stream_id", None)  # echoed on every event of this turn
-        self.stream_id_suffix = (b',"stream_id":' + orjson.dumps(stream_id) + b"}"
-                                 if isinstance(stream_id, str) else b"")
+        if stream_id is not None and not isinstance(stream_id, str):
+            await self.send_error(APIError(400, "'stream_id' must be a string.", param="stream_id",
+                                           code="invalid_type"))
+            return
+        await self.lanes.room(len(text))
+        if not self.lanes.add(stream_id, raw, len(text)):
+            await self.send_error(APIError(
+                400, f"Too many lanes: at most {self.lanes.max_lanes} stream_id lanes may be busy at once on one "
+                "connection; send this turn again on a busy lane, or when a lane finishes.", param="stream_id",
+                code="too_many_lanes"), suffix)
+
+    async def run_turn(self, raw: dict[str, Any], stream_id: str | None) -> None:
+        """A lane's turn; a bug in it answers ``server_error`` on the lane and the socket stays open."""
+        suffix = lane_suffix(stream_id)
+        try:
+            await self.turn(raw, suffix)
+        except (asyncio.CancelledError, ConnectionResetError):
+            raise
+        except Exception:
+            log.exception("websocket_turn_failed")
+            if not self.ws.closed:
+                await self.send_error(APIError(500, "The server had an error while processing the request.",
+                                               code="server_error"), suffix)
+
+    async def turn(self, raw: dict[str, Any], suffix: bytes) -> None:
         generate = raw.pop("generate", True) is not False
         for key in ("stream", "stream_options"):  # streaming is implicit here
             raw.pop(key, None)
         if raw.get("background"):
             await self.send_error(APIError(400, "'background' is not supported in WebSocket mode.",
-                                           param="background", code="unsupported_parameter"))
+                                           param="background", code="unsupported_parameter"), suffix)
             return
         previous = raw.get("previous_response_id") if isinstance(raw.get("previous_response_id"), str) else None
-        run = self.runtime.new_run_framed("json", self.store, tenant=self.tenant)
+        store = ConnectionStore(self.runtime.store, self.cache)
+        run = self.runtime.new_run_framed("json", store, tenant=self.tenant)
         upstream, authorization = self.upstream, self.authorization
         if self.clients:  # translated here even on a native route: its backend also serves Chat Completions
             try:
                 route = self.runtime.route(raw.get("model"))
             except APIError as error:
-                await self.send_error(error)
+                await self.send_error(error, suffix)
                 return
             upstream = self.clients[route.upstream.name]
             authorization = self.runtime.route_authorization(route, self.client_authorization)
             run.use_options(self.runtime.route_options(route))
-        self.store.loaded = []
         try:
             call = await run.begin(orjson.dumps(raw))
         except APIError as error:
             self._evict(previous)
-            await self.send_error(error)
+            await self.send_error(error, suffix)
             return
         try:
             if generate:
-                await self._run(run, call, upstream, authorization)
+                await self._run(run, call, upstream, authorization, suffix)
             else:  # warm-up: the turn's state is prepared (and cached) without asking the model anything
                 head = run.on_upstream_headers(200, "text/event-stream") or b""
-                await self.send_lines(head + run.on_upstream_chunk(DONE_FRAME)
-                                      + (await run.finish()).body)
+                await self.send_lines(head + run.on_upstream_chunk(DONE_FRAME) + (await run.finish()).body,
+                                      suffix)
         except (asyncio.CancelledError, ConnectionResetError):
             await run.abandon()
             raise
         response = run.response or {}
         if response.get("status") in ("completed", "incomplete") and not run.compaction_turn:
-            self.store.remember(response["id"], self.store.loaded + run.request.input_items  # type: ignore[union-attr]
-                                + list(response.get("output") or []))
+            store.remember(response["id"], store.loaded + run.request.input_items  # type: ignore[union-attr]
+                           + list(response.get("output") or []))
         else:
             self._evict(previous)
 
-    async def _run(self, run: Run, call: Any, upstream: UpstreamClient, authorization: str | None) -> None:
-        reply = await drive(run, call, upstream, authorization, CallbackSink(self._send_events),
-                            deadline=self._deadline())
+    async def _run(self, run: Run, call: Any, upstream: UpstreamClient, authorization: str | None,
+                   suffix: bytes) -> None:
+        async def send_events(data: bytes) -> None:
+            if data:
+                await self.send_lines(data, suffix)
+
+        reply = await drive(run, call, upstream, authorization, CallbackSink(send_events), deadline=self._deadline())
         if reply.content_type == JSON_CONTENT_TYPE and reply.status >= 400:  # refused before any event
             try:
                 error = orjson.loads(reply.body)["error"]
@@ -228,24 +241,38 @@ class WebSocketSession:
                                      param=error.get("param"), code=error.get("code"))
             except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
                 api_error = APIError(reply.status, "The request failed.", code="server_error")
-            await self.send_error(api_error)
+            await self.send_error(api_error, suffix)
             return
-        await self.send_lines(reply.body)
-
-    async def _send_events(self, data: bytes) -> None:
-        if data:
-            await self.send_lines(data)
+        await self.send_lines(reply.body, suffix)
 
     def _deadline(self) -> AbstractAsyncContextManager[None]:
         return self.drain.deadline() if self.drain is not None else nullcontext()
 
-    async def close_for_shutdown(self) -> None:
+    def drain_now(self) -> None:
+        """The door drains: no turn starts any more, and the socket closes (1001) when the running ones end."""
+        if self.closer is None:
+            self.lanes.stop()
+            self.closer = asyncio.create_task(self._close_when_idle())
+
+    async def _close_when_idle(self) -> None:
+        await self.lanes.wait_idle()
         self.closing = True
         await self.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
 
+    async def finish(self) -> None:
+        """The socket's reader ended: let a shutdown close finish; else the client went away, so every lane's
+        running turn is cancelled (and recorded as abandoned) and no task outlives the connection."""
+        if self.closer is not None and self.closing:
+            await asyncio.gather(self.closer, return_exceptions=True)
+            return
+        if self.closer is not None:
+            self.closer.cancel()
+            await asyncio.gather(self.closer, return_exceptions=True)
+        await self.lanes.cancel()
+
     def _evict(self, previous: str | None) -> None:
         if previous is not None:
-            self.store.cache.pop(previous, None)
+            self.cache.pop(previous, None)
 
 
 async def handle(request: web.Request, runtime: Runtime, upstream: UpstreamClient,
@@ -260,37 +287,17 @@ async def handle(request: web.Request, runtime: Runtime, upstream: UpstreamClien
     session = WebSocketSession(runtime, upstream, ws,
                                runtime.upstream_authorization(request.headers.get("Authorization")), drain,
                                clients, request.headers.get("Authorization"), tenant=request_tenant(request))
-    # Turns run one at a time in a worker while this loop keeps reading, so pings, pongs and a close are seen
-    # even during a long turn (a close cancels the turn, which is then recorded as abandoned).
-    queue = PendingTurns(runtime.settings.max_request_bytes)  # None: the door drains, close after the turn
-    worker = asyncio.create_task(_turns(session, queue))
-    forget = drain.on_drain(lambda: queue.put_nowait(None))
+    # Turns run in their lanes' tasks while this loop keeps reading, so pings, pongs and a close are seen even
+    # during long turns (a close cancels every lane's turn, each then recorded as abandoned). The connection
+    # holds one tenant slot (limits.py) however many lanes it runs.
+    forget = drain.on_drain(session.drain_now)
     try:
         async for message in ws:
             if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                await queue.put(message.data)
+                await session.receive(message.data)
             elif message.type == WSMsgType.ERROR:
                 break
     finally:
         forget()
-        if not session.closing:  # else the worker is sending the close frame: let it finish
-            worker.cancel()
-        await asyncio.gather(worker, return_exceptions=True)
+        await session.finish()
     return ws
-
-
-async def _turns(session: WebSocketSession, queue: PendingTurns) -> None:
-    while True:
-        data = await queue.get()
-        if data is None or session.runtime.draining:
-            await session.close_for_shutdown()
-            return
-        try:
-            await session.turn(data)
-        except (asyncio.CancelledError, ConnectionResetError):
-            raise
-        except Exception:
-            log.exception("websocket_turn_failed")
-            if not session.ws.closed:
-                await session.ws.send_str(error_frame(APIError(500, "The server had an error while processing "
-                                                               "the request.", code="server_error")))
