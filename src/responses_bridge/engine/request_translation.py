@@ -50,6 +50,7 @@ def build_chat_request(
         value = getattr(p, name)
         if value is not None:
             body[name] = value
+    _add_openai_fields(body, request, options)
     if p.service_tier is not None and p.service_tier != "auto":
         body["service_tier"] = p.service_tier
     if p.max_output_tokens is not None:
@@ -71,6 +72,27 @@ def build_chat_request(
         body["verbosity"] = p.text.verbosity  # OpenAI's Chat Completions has it; other servers ignore it
     _add_tools(body, request, plan)
     return body
+
+
+def _add_openai_fields(body: dict[str, Any], request: ResponsesRequest, options: EngineOptions) -> None:
+    """``prompt_cache_retention``, ``prompt_cache_options`` and ``moderation`` go to an upstream that knows them
+    (OpenAI's Chat Completions has all three, same names and shapes; the ``openai_fields`` switch). Elsewhere the
+    cache fields are hints a backend without them loses nothing by (they are echoed, docs/api.md), but
+    ``moderation`` asks for a guarantee: it is refused rather than quietly not kept."""
+    p = request.params
+    if not options.openai_fields:
+        if p.moderation is not None:
+            raise invalid_request(
+                "'moderation' is not supported by this deployment's upstream: it cannot moderate input or "
+                "output. Remove 'moderation', or route the model to an OpenAI upstream (profile 'openai').",
+                param="moderation", code="unsupported_parameter")
+        return
+    if p.prompt_cache_retention is not None:
+        body["prompt_cache_retention"] = p.prompt_cache_retention
+    if p.prompt_cache_options is not None:
+        body["prompt_cache_options"] = p.prompt_cache_options.model_dump(exclude_none=True)
+    if p.moderation is not None:
+        body["moderation"] = p.moderation.model_dump(exclude_none=True)
 
 
 # --- messages ----------------------------------------------------------------------------------------------------

@@ -36,6 +36,36 @@ class _Text(BaseModel):
     verbosity: Literal["low", "medium", "high"] | None = None  # forwarded as Chat Completions' ``verbosity``
 
 
+class _PromptCacheOptions(BaseModel):
+    """``prompt_cache_options``: OpenAI's prompt-cache controls. Unknown keys are refused rather than dropped, as
+    this object is forwarded or echoed whole (engine/request_translation.py, engine/response_object.py)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    comparison_response_id: str | None = None
+    mode: Literal["implicit", "explicit"] | None = None
+    prewarm: bool | None = None
+    ttl: Literal["30m", "12h"] | None = None
+
+
+class _ModerationMode(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    mode: Literal["score", "block"]
+
+
+class _ModerationPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    input: _ModerationMode | None = None
+    output: _ModerationMode | None = None
+
+
+class _Moderation(BaseModel):
+    """``moderation``: a moderation model and its policy; only an upstream that moderates can honour it."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    model: str
+    policy: _ModerationPolicy | None = None
+
+
 class CreateParams(BaseModel):
     """Top-level fields of a create request, with the types the API documents."""
 
@@ -68,6 +98,9 @@ class CreateParams(BaseModel):
     service_tier: str | None = None
     safety_identifier: str | None = None
     prompt_cache_key: str | None = None
+    prompt_cache_retention: Literal["in_memory", "24h"] | None = None
+    prompt_cache_options: _PromptCacheOptions | None = None
+    moderation: _Moderation | None = None
     user: str | None = None
     seed: int | None = None
     stop: str | list[str] | None = None
