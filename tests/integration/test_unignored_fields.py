@@ -3,8 +3,9 @@
 * ``prompt_cache_retention`` / ``prompt_cache_options`` come back on the Response; the default (generic) profile
   keeps them from an upstream that does not know them, and ``openai_fields`` forwards them with ``moderation``;
 * ``moderation`` is a 400 where the upstream cannot moderate;
-* hosted tools the deployment cannot run (``image_generation``, ``computer_use_preview``, ``local_shell``,
-  ``web_search`` without a search provider) follow ``RESPONSES_BRIDGE_UNSUPPORTED_TOOLS``: left out of what the
+* ``local_shell`` is a client tool: ``local_shell_call`` out, ``local_shell_call_output`` back in;
+* hosted tools the deployment cannot run (``image_generation``, ``computer_use_preview``, ``web_search`` without
+  a search provider) follow ``RESPONSES_BRIDGE_UNSUPPORTED_TOOLS``: left out of what the
   model is offered and counted under ``drop`` (the default), refused with a 400 under ``reject``."""
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ CACHE_OPTIONS: Any = {"mode": "explicit", "ttl": "12h"}
 UNRUNNABLE: list[Any] = [
     {"type": "image_generation"},
     {"type": "computer_use_preview", "display_width": 1024, "display_height": 768, "environment": "linux"},
-    {"type": "local_shell"},
     {"type": "web_search"},
 ]
 
@@ -62,6 +62,20 @@ async def test_an_unrunnable_tool_is_dropped_as_the_setting_says(client: openai.
     async with aiohttp.ClientSession() as session, session.get(f"{sidecar.http_url}/metrics") as metrics:
         text = await metrics.text()
     assert f'responses_bridge_unsupported_tools_dropped_total{{tool_type="{tool["type"]}"}}' in text
+
+
+async def test_local_shell_round_trip(client: openai.AsyncOpenAI, upstream_log: UpstreamLog) -> None:
+    first = await client.responses.create(model="fake-model", input="Please call local_shell /srv",
+                                          tools=[{"type": "local_shell"}])
+    call = next(item for item in first.output if item.type == "local_shell_call")
+    assert call.action.type == "exec" and call.action.working_directory == "/srv" and call.status == "completed"
+    second = await client.responses.create(
+        model="fake-model", previous_response_id=first.id, tools=[{"type": "local_shell"}],
+        input=[{"type": "local_shell_call_output", "id": call.call_id, "output": "a.txt b.txt"}])
+    assert second.status == "completed"
+    messages = (await upstream_log.last_body())["messages"]
+    assert messages[-2]["tool_calls"][0]["id"] == call.call_id
+    assert messages[-1] == {"role": "tool", "tool_call_id": call.call_id, "content": "a.txt b.txt"}
 
 
 # --- a sidecar for an OpenAI upstream that refuses what it cannot run ---------------------------------------------

@@ -7,6 +7,8 @@ call's argument pieces to a :class:`CallReader`, which owns the Responses item a
   as they arrive (``response.custom_tool_call_input.delta``), then ``response.custom_tool_call_input.done``.
 * ``shell`` → a ``shell_call`` item whose ``action`` is known once the arguments are complete; then each
   command gets ``response.shell_call_command.added`` / ``.delta`` / ``.done``.
+* ``local_shell`` → a ``local_shell_call`` item whose ``exec`` action is known once the arguments are complete.
+  The SDK has no events of its own for it: ``output_item.done`` carries the action.
 * ``apply_patch`` → an ``apply_patch_call`` item. The SDK has no events for its operation, so the item is
   announced with an empty ``update_file`` operation and ``output_item.done`` carries the real one.
 * ``tool_search`` (client) → a ``tool_search_call`` item whose ``arguments`` are the parsed JSON arguments.
@@ -205,6 +207,32 @@ class ShellCallReader(CallReader):
         return events
 
 
+class LocalShellCallReader(CallReader):
+    __slots__ = ()
+
+    def close(self, arguments: str, status: str) -> list[Event]:
+        parsed = parse_arguments(arguments)
+        given: dict[str, Any] = parsed if isinstance(parsed, dict) else {}
+        command = given.get("command")
+        if isinstance(command, str):
+            command = [command]
+        elif not isinstance(parsed, dict) and status == "completed" and arguments.strip() \
+                and not arguments.lstrip().startswith("{"):
+            command = [arguments]  # plain text instead of the JSON offered: the text is the command
+        env = given.get("env")
+        working_directory = given.get("working_directory")
+        self.item["action"] = {
+            "type": "exec",
+            "command": [str(part) for part in command] if isinstance(command, list) else [],
+            "env": {str(key): str(value) for key, value in env.items()} if isinstance(env, dict) else {},
+            "timeout_ms": _int_or_none(given.get("timeout_ms")),
+            "working_directory": working_directory if isinstance(working_directory, str) else None,
+            "user": None,
+        }
+        self.item["status"] = status
+        return []
+
+
 class ApplyPatchCallReader(CallReader):
     __slots__ = ()
 
@@ -249,6 +277,11 @@ def reader_for(target: CallTarget, call_id: str, output_index: int) -> CallReade
         return ShellCallReader({"id": ids.new_id("sh"), "type": "shell_call", "call_id": call_id,
                                 "action": {"commands": [], "timeout_ms": None, "max_output_length": None},
                                 "status": "in_progress"}, output_index)
+    if kind == "local_shell":
+        return LocalShellCallReader({"id": ids.new_id("lsh"), "type": "local_shell_call", "call_id": call_id,
+                                     "action": {"type": "exec", "command": [], "env": {}, "timeout_ms": None,
+                                                "working_directory": None, "user": None},
+                                     "status": "in_progress"}, output_index)
     if kind == "apply_patch":
         return ApplyPatchCallReader({"id": ids.new_id("apc"), "type": "apply_patch_call", "call_id": call_id,
                                      "operation": {"type": "update_file", "path": "", "diff": ""},

@@ -256,7 +256,7 @@ def _check_tool_choice(choice: str | dict[str, Any]) -> None:
             raise invalid_request("Invalid type for 'tool_choice.tools': expected an array.",
                                   param="tool_choice.tools", code="invalid_type")
         for index, tool in enumerate(tools):
-            if isinstance(tool, dict) and tool.get("type") in ("shell", "apply_patch", "tool_search"):
+            if isinstance(tool, dict) and tool.get("type") in ("shell", "local_shell", "apply_patch", "tool_search"):
                 continue  # tools without a name of their own
             if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
                 raise invalid_request(f"Invalid value for 'tool_choice.tools[{index}]': expected "
