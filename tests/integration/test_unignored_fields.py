@@ -3,10 +3,11 @@
 * ``prompt_cache_retention`` / ``prompt_cache_options`` come back on the Response; the default (generic) profile
   keeps them from an upstream that does not know them, and ``openai_fields`` forwards them with ``moderation``;
 * ``moderation`` is a 400 where the upstream cannot moderate;
-* ``local_shell`` is a client tool: ``local_shell_call`` out, ``local_shell_call_output`` back in;
-* hosted tools the deployment cannot run (``image_generation``, ``computer_use_preview``, ``web_search`` without
-  a search provider) follow ``RESPONSES_BRIDGE_UNSUPPORTED_TOOLS``: left out of what the
-  model is offered and counted under ``drop`` (the default), refused with a 400 under ``reject``."""
+* ``local_shell`` and ``computer_use_preview`` are client tools: ``local_shell_call`` / ``computer_call`` out,
+  their ``*_output`` back in;
+* hosted tools the deployment cannot run (``image_generation``, ``web_search`` without a search provider) follow
+  ``RESPONSES_BRIDGE_UNSUPPORTED_TOOLS``: left out of what the model is offered and counted under ``drop`` (the
+  default), refused with a 400 under ``reject``."""
 
 from __future__ import annotations
 
@@ -24,9 +25,11 @@ from tests.support.envoy import start_envoy
 
 MODERATION: Any = {"model": "omni-moderation-latest", "policy": {"input": {"mode": "block"}}}
 CACHE_OPTIONS: Any = {"mode": "explicit", "ttl": "12h"}
+COMPUTER: Any = {"type": "computer_use_preview", "display_width": 1024, "display_height": 768, "environment": "linux"}
+PNG = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYGBgAAAABQABpfZFQAAAAAB"
+       "JRU5ErkJggg==")
 UNRUNNABLE: list[Any] = [
     {"type": "image_generation"},
-    {"type": "computer_use_preview", "display_width": 1024, "display_height": 768, "environment": "linux"},
     {"type": "web_search"},
 ]
 
@@ -76,6 +79,20 @@ async def test_local_shell_round_trip(client: openai.AsyncOpenAI, upstream_log: 
     messages = (await upstream_log.last_body())["messages"]
     assert messages[-2]["tool_calls"][0]["id"] == call.call_id
     assert messages[-1] == {"role": "tool", "tool_call_id": call.call_id, "content": "a.txt b.txt"}
+
+
+async def test_computer_use_round_trip(client: openai.AsyncOpenAI, upstream_log: UpstreamLog) -> None:
+    first = await client.responses.create(model="fake-model", input="Please call computer now", tools=[COMPUTER])
+    call = next(item for item in first.output if item.type == "computer_call")
+    assert call.status == "completed" and call.action is not None and call.action.type == "click"
+    second = await client.responses.create(
+        model="fake-model", previous_response_id=first.id, tools=[COMPUTER],
+        input=[{"type": "computer_call_output", "call_id": call.call_id,
+                "output": {"type": "computer_screenshot", "image_url": PNG}}])
+    assert second.status == "completed"
+    messages = (await upstream_log.last_body())["messages"]
+    assert messages[-2]["role"] == "tool" and messages[-2]["tool_call_id"] == call.call_id
+    assert messages[-1]["role"] == "user" and messages[-1]["content"][1]["image_url"]["url"] == PNG
 
 
 # --- a sidecar for an OpenAI upstream that refuses what it cannot run ---------------------------------------------

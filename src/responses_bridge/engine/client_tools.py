@@ -9,6 +9,7 @@ call's argument pieces to a :class:`CallReader`, which owns the Responses item a
   command gets ``response.shell_call_command.added`` / ``.delta`` / ``.done``.
 * ``local_shell`` → a ``local_shell_call`` item whose ``exec`` action is known once the arguments are complete.
   The SDK has no events of its own for it: ``output_item.done`` carries the action.
+* ``computer_use_preview`` → a ``computer_call`` item with the one action of its arguments (engine/computer_tool.py).
 * ``apply_patch`` → an ``apply_patch_call`` item. The SDK has no events for its operation, so the item is
   announced with an empty ``update_file`` operation and ``output_item.done`` carries the real one.
 * ``tool_search`` (client) → a ``tool_search_call`` item whose ``arguments`` are the parsed JSON arguments.
@@ -26,6 +27,7 @@ from typing import Any
 import orjson
 
 from .. import ids
+from ..protocol.computer_items import action_problem, clean_action
 from .tools import CUSTOM_INPUT, CallTarget
 
 Event = dict[str, Any]
@@ -233,6 +235,24 @@ class LocalShellCallReader(CallReader):
         return []
 
 
+class ComputerCallReader(CallReader):
+    """The model's action, checked as an input item's would be; an action that is not one (a wrong type, a
+    missing coordinate, arguments cut off) becomes a ``screenshot``, which changes nothing on the user's machine,
+    and the item is ``incomplete``, so the client knows the model did not ask for it."""
+
+    __slots__ = ()
+
+    def close(self, arguments: str, status: str) -> list[Event]:
+        parsed = parse_arguments(arguments)
+        if isinstance(parsed, dict) and action_problem(parsed) is None:
+            self.item["action"] = clean_action(parsed)
+            self.item["status"] = status
+        else:
+            self.item["action"] = {"type": "screenshot"}
+            self.item["status"] = "incomplete"
+        return []
+
+
 class ApplyPatchCallReader(CallReader):
     __slots__ = ()
 
@@ -282,6 +302,10 @@ def reader_for(target: CallTarget, call_id: str, output_index: int) -> CallReade
                                      "action": {"type": "exec", "command": [], "env": {}, "timeout_ms": None,
                                                 "working_directory": None, "user": None},
                                      "status": "in_progress"}, output_index)
+    if kind == "computer_use_preview":
+        return ComputerCallReader({"id": ids.new_id("cu"), "type": "computer_call", "call_id": call_id,
+                                   "action": {"type": "screenshot"}, "pending_safety_checks": [],
+                                   "status": "in_progress"}, output_index)
     if kind == "apply_patch":
         return ApplyPatchCallReader({"id": ids.new_id("apc"), "type": "apply_patch_call", "call_id": call_id,
                                      "operation": {"type": "update_file", "path": "", "diff": ""},

@@ -12,6 +12,7 @@ import orjson
 
 from ..protocol.errors import invalid_request
 from ..protocol.request import ResponsesRequest
+from .computer_tool import screenshot_message
 from .content_parts import chat_part, user_content
 from .options import EngineOptions
 from .tools import CUSTOM_INPUT, WEB_SEARCH_TYPES, ToolPlan, loaded_tools, plan_tools
@@ -111,8 +112,12 @@ def items_to_messages(items: list[dict[str, Any]], messages: list[dict[str, Any]
     plan = plan or _NO_TOOLS
     pending_reasoning: str | None = None
     server_search_id: str | None = None
+    screenshots: list[dict[str, Any]] = []  # shown once this turn's tool results are all in (engine/computer_tool.py)
     for item in items:
         kind = item["type"]
+        if screenshots and kind not in _OUTPUT_KINDS:
+            messages.extend(screenshots)
+            screenshots.clear()
         if kind == "message":
             role = item["role"]
             if role == "assistant":
@@ -137,6 +142,8 @@ def items_to_messages(items: list[dict[str, Any]], messages: list[dict[str, Any]
             # a server tool search's output may have no call id; a local shell call's output names it in ``id``
             call_id = item.get("call_id") or (item["id"] if kind == "local_shell_call_output" else server_search_id)
             append_tool_result(messages, call_id, None, _output_of(item), options)
+            if kind == "computer_call_output":
+                screenshots.append(screenshot_message(item))
         elif kind in _SERVER_CALL_KINDS:
             call_id, name, arguments, output = _server_call_of(item, plan)
             message = _assistant_message(messages, options, fresh=False)
@@ -153,13 +160,15 @@ def items_to_messages(items: list[dict[str, Any]], messages: list[dict[str, Any]
         if pending_reasoning and messages and messages[-1]["role"] == "assistant":
             messages[-1]["reasoning_content"] = pending_reasoning
             pending_reasoning = None
+    messages.extend(screenshots)
 
 
 _NO_TOOLS = ToolPlan()
-_CALL_KINDS = frozenset({"function_call", "custom_tool_call", "shell_call", "local_shell_call", "apply_patch_call",
-                         "tool_search_call"})
+_CALL_KINDS = frozenset({"function_call", "custom_tool_call", "shell_call", "local_shell_call", "computer_call",
+                         "apply_patch_call", "tool_search_call"})
 _OUTPUT_KINDS = frozenset({"function_call_output", "custom_tool_call_output", "shell_call_output",
-                           "local_shell_call_output", "apply_patch_call_output", "tool_search_output"})
+                           "local_shell_call_output", "computer_call_output", "apply_patch_call_output",
+                           "tool_search_output"})
 _SERVER_CALL_KINDS = frozenset({"mcp_call", "web_search_call", "file_search_call", "code_interpreter_call"})
 
 
@@ -257,6 +266,8 @@ def _call_of(item: dict[str, Any], plan: ToolPlan) -> tuple[str, str]:
         action = {key: value for key, value in item["action"].items()
                   if key in ("command", "working_directory", "timeout_ms", "env") and value not in (None, {})}
         return plan.upstream_name("local_shell"), orjson.dumps(action).decode()
+    if kind == "computer_call":
+        return plan.upstream_name("computer_use_preview"), orjson.dumps(item["action"]).decode()
     if kind == "apply_patch_call":
         return plan.upstream_name("apply_patch"), orjson.dumps(item["operation"]).decode()
     return plan.upstream_name("tool_search"), orjson.dumps(item.get("arguments") or {}).decode()
@@ -271,6 +282,8 @@ def _output_of(item: dict[str, Any]) -> str | list[dict[str, Any]]:
         return _shell_output(item["output"])
     if kind == "local_shell_call_output":
         return str(item["output"])
+    if kind == "computer_call_output":
+        return "Done; the screenshot follows."
     if kind == "apply_patch_call_output":
         text = item.get("output") or ""
         return f"{item['status']}: {text}" if text else item["status"]
@@ -391,7 +404,8 @@ def set_turn_tools(body: dict[str, Any], tool_choice: Any, parallel_tool_calls: 
         allowed = {_choice_name(t, plan) for t in choice.get("tools") or [] if isinstance(t, dict)}
         tools = [tool for tool in tools if tool["name"] in allowed]
         choice = choice.get("mode") or "auto"
-    if isinstance(choice, dict) and choice.get("type") in ("custom", "shell", "local_shell", "apply_patch"):
+    if isinstance(choice, dict) and choice.get("type") in ("custom", "shell", "local_shell", "computer_use_preview",
+                                                           "apply_patch"):
         choice = {"type": "function", "name": _choice_name(choice, plan)}
     if isinstance(choice, dict) and choice.get("type") in _SERVER_CHOICES:
         choice, only = _server_choice(choice, plan)
@@ -437,7 +451,7 @@ def _server_choice(choice: dict[str, Any], plan: ToolPlan) -> tuple[Any, set[str
 def _choice_name(choice: dict[str, Any], plan: ToolPlan) -> str | None:
     """The upstream name a ``tool_choice`` (or an ``allowed_tools`` entry) names."""
     kind = choice.get("type")
-    if kind in ("shell", "local_shell", "apply_patch", "tool_search"):
+    if kind in ("shell", "local_shell", "computer_use_preview", "apply_patch", "tool_search"):
         return plan.upstream_name(kind)
     if kind == "custom":
         return plan.upstream_name("custom", choice.get("name"))

@@ -235,6 +235,9 @@ def _check_metadata(metadata: dict[str, str] | None) -> None:
             raise invalid_request(f"metadata value for '{key}' is longer than 512 characters.", param="metadata")
 
 
+_NAMELESS_TOOLS = ("shell", "local_shell", "computer_use_preview", "apply_patch", "tool_search")
+
+
 def _check_tool_choice(choice: str | dict[str, Any]) -> None:
     """``tool_choice`` is echoed in the Response even when there are no tools, so it is checked here."""
     if isinstance(choice, str):
@@ -256,7 +259,7 @@ def _check_tool_choice(choice: str | dict[str, Any]) -> None:
             raise invalid_request("Invalid type for 'tool_choice.tools': expected an array.",
                                   param="tool_choice.tools", code="invalid_type")
         for index, tool in enumerate(tools):
-            if isinstance(tool, dict) and tool.get("type") in ("shell", "local_shell", "apply_patch", "tool_search"):
+            if isinstance(tool, dict) and tool.get("type") in _NAMELESS_TOOLS:
                 continue  # tools without a name of their own
             if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
                 raise invalid_request(f"Invalid value for 'tool_choice.tools[{index}]': expected "

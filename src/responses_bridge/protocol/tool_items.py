@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from .. import ids
+from .computer_items import computer_call, computer_call_output
 from .errors import invalid_request
 
 _CALL_STATUSES = ("in_progress", "completed", "incomplete")
@@ -318,6 +319,8 @@ NORMALIZERS: dict[str, Callable[[dict[str, Any], str], dict[str, Any]]] = {
     "shell_call_output": shell_call_output,
     "local_shell_call": local_shell_call,
     "local_shell_call_output": local_shell_call_output,
+    "computer_call": computer_call,
+    "computer_call_output": computer_call_output,
     "apply_patch_call": apply_patch_call,
     "apply_patch_call_output": apply_patch_call_output,
     "tool_search_call": tool_search_call,
