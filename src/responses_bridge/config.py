@@ -84,10 +84,10 @@ class Settings(BaseSettings):
     developer_role: Literal["developer", "system"] = "system"
     reasoning_history: Literal["drop", "reasoning_content"] = "drop"
     # The upstream's compatibility profile (engine/profiles.py): its table of switches applies, and any switch
-    # set here as well (the three above, the five below) wins over it. generic: the behaviour before profiles.
+    # set here as well (the three above, the six below) wins over it. generic: the behaviour before profiles.
     profile: ProfileName = Field(default="generic", description=(
         "the upstream's compatibility profile: a table of the request-translation switches (`developer_role`, "
-        "`max_tokens_field`, `reasoning_history` and the five below); a switch set on its own wins over it. "
+        "`max_tokens_field`, `reasoning_history` and the six below); a switch set on its own wins over it. "
         "`generic`: the behaviour without a profile"))
     tool_call_content: Literal["null", "empty"] = Field(default="null", description=(
         "the content of an assistant message that carries only tool calls; `empty` sends \"\" (llama.cpp "
@@ -102,6 +102,9 @@ class Settings(BaseSettings):
         "ask streams for usage (`stream_options.include_usage`); false for servers that refuse `stream_options`"))
     logprobs: bool = Field(default=True, description=(
         "pass `logprobs` / `top_logprobs` upstream; false for servers that refuse them"))
+    openai_fields: bool = Field(default=False, description=(
+        "pass OpenAI's own Chat Completions fields upstream (`prompt_cache_retention`, `prompt_cache_options`, "
+        "`moderation`); false: the cache fields are echoed only and a request with `moderation` is refused (400)"))
     unsupported_tools: Literal["drop", "reject"] = "drop"  # server-side tools it cannot run; see engine/tools.py
     context_window: int | None = Field(default=None, ge=1)  # tokens; see engine/truncation.py
     sealing_key: str | None = None  # urlsafe base64 of 32 bytes; see sealing.py

@@ -272,7 +272,7 @@ def test_reasoning_items() -> None:
     assert error.param == "input[0].content[0]"
 
 
-@pytest.mark.parametrize("kind", ["image_generation_call", "item_reference", "computer_call", "mystery", 7, True])
+@pytest.mark.parametrize("kind", ["image_generation_call", "item_reference", "mystery", 7, True])
 def test_unknown_item_type_is_a_400_naming_it(kind: Any) -> None:
     error = rejected_input([
         {"role": "user", "content": "a"},
@@ -299,6 +299,7 @@ WRONG_TYPES: list[tuple[str, Any]] = [
     ("reasoning", {"effort": 5}), ("reasoning", {"summary": True}), ("metadata", []), ("metadata", "x"),
     ("metadata", {"k": 5}), ("include", "x"), ("include", [5]), ("truncation", "sometimes"), ("truncation", 1),
     ("service_tier", 5), ("safety_identifier", 5), ("prompt_cache_key", {}), ("user", 5), ("seed", "1"),
+    ("prompt_cache_retention", 24), ("prompt_cache_options", "12h"), ("moderation", "omni-moderation-latest"),
     ("seed", 1.5), ("stop", 5), ("stop", [1]), ("stream_options", 5), ("stream_options", "include_usage"),
     ("prompt", "pmpt_1"), ("prompt", {"version": "1"}), ("prompt", {"id": "p", "version": 2}),
     ("prompt", {"id": "p", "variables": []}), ("conversation", {"id": 5}),

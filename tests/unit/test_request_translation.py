@@ -24,7 +24,8 @@ CHAT_KEYS = {
     "model", "messages", "stream", "stream_options", "temperature", "top_p", "presence_penalty",
     "frequency_penalty", "seed", "stop", "user", "safety_identifier", "prompt_cache_key", "service_tier",
     "max_tokens", "max_completion_tokens", "logprobs", "top_logprobs", "reasoning_effort", "response_format",
-    "tools", "tool_choice", "parallel_tool_calls", "verbosity",
+    "tools", "tool_choice", "parallel_tool_calls", "verbosity", "prompt_cache_retention", "prompt_cache_options",
+    "moderation",
 }
 WEATHER = {"type": "function", "name": "get_weather", "description": "Weather for a city", "strict": True,
            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],

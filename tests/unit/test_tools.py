@@ -72,7 +72,7 @@ def test_calls_are_read_back_with_their_namespace() -> None:
     assert response["tools"] == [NAMESPACE]  # echoed as sent
 
 
-@pytest.mark.parametrize("kind", ["web_search", "file_search", "code_interpreter", "computer_use_preview", "mcp",
+@pytest.mark.parametrize("kind", ["web_search", "file_search", "code_interpreter", "mcp",
                                   "image_generation"])
 def test_hosted_tools_are_dropped_by_default(kind: str) -> None:
     body = chat({"input": "x", "tools": [{"type": kind}, FN], "tool_choice": {"type": kind}})

@@ -7,6 +7,9 @@ call's argument pieces to a :class:`CallReader`, which owns the Responses item a
   as they arrive (``response.custom_tool_call_input.delta``), then ``response.custom_tool_call_input.done``.
 * ``shell`` → a ``shell_call`` item whose ``action`` is known once the arguments are complete; then each
   command gets ``response.shell_call_command.added`` / ``.delta`` / ``.done``.
+* ``local_shell`` → a ``local_shell_call`` item whose ``exec`` action is known once the arguments are complete.
+  The SDK has no events of its own for it: ``output_item.done`` carries the action.
+* ``computer_use_preview`` → a ``computer_call`` item with the one action of its arguments (engine/computer_tool.py).
 * ``apply_patch`` → an ``apply_patch_call`` item. The SDK has no events for its operation, so the item is
   announced with an empty ``update_file`` operation and ``output_item.done`` carries the real one.
 * ``tool_search`` (client) → a ``tool_search_call`` item whose ``arguments`` are the parsed JSON arguments.
@@ -24,6 +27,7 @@ from typing import Any
 import orjson
 
 from .. import ids
+from ..protocol.computer_items import action_problem, clean_action
 from .tools import CUSTOM_INPUT, CallTarget
 
 Event = dict[str, Any]
@@ -205,6 +209,50 @@ class ShellCallReader(CallReader):
         return events
 
 
+class LocalShellCallReader(CallReader):
+    __slots__ = ()
+
+    def close(self, arguments: str, status: str) -> list[Event]:
+        parsed = parse_arguments(arguments)
+        given: dict[str, Any] = parsed if isinstance(parsed, dict) else {}
+        command = given.get("command")
+        if isinstance(command, str):
+            command = [command]
+        elif not isinstance(parsed, dict) and status == "completed" and arguments.strip() \
+                and not arguments.lstrip().startswith("{"):
+            command = [arguments]  # plain text instead of the JSON offered: the text is the command
+        env = given.get("env")
+        working_directory = given.get("working_directory")
+        self.item["action"] = {
+            "type": "exec",
+            "command": [str(part) for part in command] if isinstance(command, list) else [],
+            "env": {str(key): str(value) for key, value in env.items()} if isinstance(env, dict) else {},
+            "timeout_ms": _int_or_none(given.get("timeout_ms")),
+            "working_directory": working_directory if isinstance(working_directory, str) else None,
+            "user": None,
+        }
+        self.item["status"] = status
+        return []
+
+
+class ComputerCallReader(CallReader):
+    """The model's action, checked as an input item's would be; an action that is not one (a wrong type, a
+    missing coordinate, arguments cut off) becomes a ``screenshot``, which changes nothing on the user's machine,
+    and the item is ``incomplete``, so the client knows the model did not ask for it."""
+
+    __slots__ = ()
+
+    def close(self, arguments: str, status: str) -> list[Event]:
+        parsed = parse_arguments(arguments)
+        if isinstance(parsed, dict) and action_problem(parsed) is None:
+            self.item["action"] = clean_action(parsed)
+            self.item["status"] = status
+        else:
+            self.item["action"] = {"type": "screenshot"}
+            self.item["status"] = "incomplete"
+        return []
+
+
 class ApplyPatchCallReader(CallReader):
     __slots__ = ()
 
@@ -249,6 +297,15 @@ def reader_for(target: CallTarget, call_id: str, output_index: int) -> CallReade
         return ShellCallReader({"id": ids.new_id("sh"), "type": "shell_call", "call_id": call_id,
                                 "action": {"commands": [], "timeout_ms": None, "max_output_length": None},
                                 "status": "in_progress"}, output_index)
+    if kind == "local_shell":
+        return LocalShellCallReader({"id": ids.new_id("lsh"), "type": "local_shell_call", "call_id": call_id,
+                                     "action": {"type": "exec", "command": [], "env": {}, "timeout_ms": None,
+                                                "working_directory": None, "user": None},
+                                     "status": "in_progress"}, output_index)
+    if kind == "computer_use_preview":
+        return ComputerCallReader({"id": ids.new_id("cu"), "type": "computer_call", "call_id": call_id,
+                                   "action": {"type": "screenshot"}, "pending_safety_checks": [],
+                                   "status": "in_progress"}, output_index)
     if kind == "apply_patch":
         return ApplyPatchCallReader({"id": ids.new_id("apc"), "type": "apply_patch_call", "call_id": call_id,
                                      "operation": {"type": "update_file", "path": "", "diff": ""},

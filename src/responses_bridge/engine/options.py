@@ -38,6 +38,9 @@ class EngineOptions:
     json_schema_format: Literal["json_schema", "json_object"] = "json_schema"  # a json_schema text.format
     stream_usage: bool = True  # ask for usage in streams (stream_options.include_usage)
     logprobs: bool = True  # pass logprobs / top_logprobs on; False leaves them out
+    # OpenAI's own Chat Completions fields (prompt_cache_retention, prompt_cache_options, moderation) forwarded;
+    # False: the cache fields are only echoed and ``moderation`` is refused (engine/request_translation.py).
+    openai_fields: bool = False
     # The model name sent upstream when the deployment renames it (a route's ``upstream_model``, upstreams.py);
     # None: the client's own. The response still names the client's model.
     upstream_model: str | None = None

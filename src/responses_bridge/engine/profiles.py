@@ -16,6 +16,7 @@ tool_result_role       tool         tool         tool         user         tool
 json_schema_format     json_schema  json_schema  json_schema  json_object  json_schema
 stream_usage           true         true         true         true         true
 logprobs               true         true         true         true         true
+openai_fields          false        false        false        false        true
 =====================  ===========  ===========  ===========  ===========  =====================
 
 What each switch does, and why a backend needs it:
@@ -37,6 +38,10 @@ What each switch does, and why a backend needs it:
 * ``stream_usage``: ask streams for a usage chunk (``stream_options.include_usage``); off for servers that refuse
   ``stream_options``.
 * ``logprobs``: pass ``logprobs`` / ``top_logprobs`` on; off for servers that refuse them.
+* ``openai_fields``: pass OpenAI's own Chat Completions fields on: ``prompt_cache_retention``,
+  ``prompt_cache_options`` and ``moderation``. Other servers do not know them (strict ones answer 400), so off
+  everywhere else: the cache fields are then echoed but not applied, and ``moderation`` is refused with a 400,
+  since a client asking for moderation must not get unmoderated output unknowingly.
 
 ``generic`` is the bridge's behaviour before profiles existed, and the default. ``responses-bridge probe`` measures
 these switches on a live server (probe/checks.py).
@@ -66,6 +71,7 @@ class ProfileSwitches:
     json_schema_format: Literal["json_schema", "json_object"] = "json_schema"
     stream_usage: bool = True
     logprobs: bool = True
+    openai_fields: bool = False
 
 
 GENERIC = ProfileSwitches()
@@ -74,7 +80,8 @@ PROFILES: Mapping[str, ProfileSwitches] = MappingProxyType({
     "vllm": GENERIC,
     "ollama": GENERIC,
     "llamacpp": ProfileSwitches(tool_call_content="empty", tool_result_role="user", json_schema_format="json_object"),
-    "openai": ProfileSwitches(developer_role="developer", max_tokens_field="max_completion_tokens"),
+    "openai": ProfileSwitches(developer_role="developer", max_tokens_field="max_completion_tokens",
+                             openai_fields=True),
 })
 SWITCHES: tuple[str, ...] = tuple(asdict(GENERIC))
 

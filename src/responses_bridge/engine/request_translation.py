@@ -12,6 +12,7 @@ import orjson
 
 from ..protocol.errors import invalid_request
 from ..protocol.request import ResponsesRequest
+from .computer_tool import screenshot_message
 from .content_parts import chat_part, user_content
 from .options import EngineOptions
 from .tools import CUSTOM_INPUT, WEB_SEARCH_TYPES, ToolPlan, loaded_tools, plan_tools
@@ -50,6 +51,7 @@ def build_chat_request(
         value = getattr(p, name)
         if value is not None:
             body[name] = value
+    _add_openai_fields(body, request, options)
     if p.service_tier is not None and p.service_tier != "auto":
         body["service_tier"] = p.service_tier
     if p.max_output_tokens is not None:
@@ -73,6 +75,27 @@ def build_chat_request(
     return body
 
 
+def _add_openai_fields(body: dict[str, Any], request: ResponsesRequest, options: EngineOptions) -> None:
+    """``prompt_cache_retention``, ``prompt_cache_options`` and ``moderation`` go to an upstream that knows them
+    (OpenAI's Chat Completions has all three, same names and shapes; the ``openai_fields`` switch). Elsewhere the
+    cache fields are hints a backend without them loses nothing by (they are echoed, docs/api.md), but
+    ``moderation`` asks for a guarantee: it is refused rather than quietly not kept."""
+    p = request.params
+    if not options.openai_fields:
+        if p.moderation is not None:
+            raise invalid_request(
+                "'moderation' is not supported by this deployment's upstream: it cannot moderate input or "
+                "output. Remove 'moderation', or route the model to an OpenAI upstream (profile 'openai').",
+                param="moderation", code="unsupported_parameter")
+        return
+    if p.prompt_cache_retention is not None:
+        body["prompt_cache_retention"] = p.prompt_cache_retention
+    if p.prompt_cache_options is not None:
+        body["prompt_cache_options"] = p.prompt_cache_options.model_dump(exclude_none=True)
+    if p.moderation is not None:
+        body["moderation"] = p.moderation.model_dump(exclude_none=True)
+
+
 # --- messages ----------------------------------------------------------------------------------------------------
 
 
@@ -89,8 +112,12 @@ def items_to_messages(items: list[dict[str, Any]], messages: list[dict[str, Any]
     plan = plan or _NO_TOOLS
     pending_reasoning: str | None = None
     server_search_id: str | None = None
+    screenshots: list[dict[str, Any]] = []  # shown once this turn's tool results are all in (engine/computer_tool.py)
     for item in items:
         kind = item["type"]
+        if screenshots and kind not in _OUTPUT_KINDS:
+            messages.extend(screenshots)
+            screenshots.clear()
         if kind == "message":
             role = item["role"]
             if role == "assistant":
@@ -112,8 +139,11 @@ def items_to_messages(items: list[dict[str, Any]], messages: list[dict[str, Any]
                 "function": {"name": name, "arguments": arguments},
             })
         elif kind in _OUTPUT_KINDS:
-            call_id = item.get("call_id") or server_search_id  # a server tool search's output may have none
+            # a server tool search's output may have no call id; a local shell call's output names it in ``id``
+            call_id = item.get("call_id") or (item["id"] if kind == "local_shell_call_output" else server_search_id)
             append_tool_result(messages, call_id, None, _output_of(item), options)
+            if kind == "computer_call_output":
+                screenshots.append(screenshot_message(item))
         elif kind in _SERVER_CALL_KINDS:
             call_id, name, arguments, output = _server_call_of(item, plan)
             message = _assistant_message(messages, options, fresh=False)
@@ -130,12 +160,15 @@ def items_to_messages(items: list[dict[str, Any]], messages: list[dict[str, Any]
         if pending_reasoning and messages and messages[-1]["role"] == "assistant":
             messages[-1]["reasoning_content"] = pending_reasoning
             pending_reasoning = None
+    messages.extend(screenshots)
 
 
 _NO_TOOLS = ToolPlan()
-_CALL_KINDS = frozenset({"function_call", "custom_tool_call", "shell_call", "apply_patch_call", "tool_search_call"})
+_CALL_KINDS = frozenset({"function_call", "custom_tool_call", "shell_call", "local_shell_call", "computer_call",
+                         "apply_patch_call", "tool_search_call"})
 _OUTPUT_KINDS = frozenset({"function_call_output", "custom_tool_call_output", "shell_call_output",
-                           "apply_patch_call_output", "tool_search_output"})
+                           "local_shell_call_output", "computer_call_output", "apply_patch_call_output",
+                           "tool_search_output"})
 _SERVER_CALL_KINDS = frozenset({"mcp_call", "web_search_call", "file_search_call", "code_interpreter_call"})
 
 
@@ -229,6 +262,12 @@ def _call_of(item: dict[str, Any], plan: ToolPlan) -> tuple[str, str]:
     if kind == "shell_call":
         action = {key: value for key, value in item["action"].items() if value is not None}
         return plan.upstream_name("shell"), orjson.dumps(action).decode()
+    if kind == "local_shell_call":
+        action = {key: value for key, value in item["action"].items()
+                  if key in ("command", "working_directory", "timeout_ms", "env") and value not in (None, {})}
+        return plan.upstream_name("local_shell"), orjson.dumps(action).decode()
+    if kind == "computer_call":
+        return plan.upstream_name("computer_use_preview"), orjson.dumps(item["action"]).decode()
     if kind == "apply_patch_call":
         return plan.upstream_name("apply_patch"), orjson.dumps(item["operation"]).decode()
     return plan.upstream_name("tool_search"), orjson.dumps(item.get("arguments") or {}).decode()
@@ -241,6 +280,10 @@ def _output_of(item: dict[str, Any]) -> str | list[dict[str, Any]]:
         return _tool_output(item["output"])
     if kind == "shell_call_output":
         return _shell_output(item["output"])
+    if kind == "local_shell_call_output":
+        return str(item["output"])
+    if kind == "computer_call_output":
+        return "Done; the screenshot follows."
     if kind == "apply_patch_call_output":
         text = item.get("output") or ""
         return f"{item['status']}: {text}" if text else item["status"]
@@ -361,7 +404,8 @@ def set_turn_tools(body: dict[str, Any], tool_choice: Any, parallel_tool_calls: 
         allowed = {_choice_name(t, plan) for t in choice.get("tools") or [] if isinstance(t, dict)}
         tools = [tool for tool in tools if tool["name"] in allowed]
         choice = choice.get("mode") or "auto"
-    if isinstance(choice, dict) and choice.get("type") in ("custom", "shell", "apply_patch"):
+    if isinstance(choice, dict) and choice.get("type") in ("custom", "shell", "local_shell", "computer_use_preview",
+                                                           "apply_patch"):
         choice = {"type": "function", "name": _choice_name(choice, plan)}
     if isinstance(choice, dict) and choice.get("type") in _SERVER_CHOICES:
         choice, only = _server_choice(choice, plan)
@@ -407,7 +451,7 @@ def _server_choice(choice: dict[str, Any], plan: ToolPlan) -> tuple[Any, set[str
 def _choice_name(choice: dict[str, Any], plan: ToolPlan) -> str | None:
     """The upstream name a ``tool_choice`` (or an ``allowed_tools`` entry) names."""
     kind = choice.get("type")
-    if kind in ("shell", "apply_patch", "tool_search"):
+    if kind in ("shell", "local_shell", "computer_use_preview", "apply_patch", "tool_search"):
         return plan.upstream_name(kind)
     if kind == "custom":
         return plan.upstream_name("custom", choice.get("name"))

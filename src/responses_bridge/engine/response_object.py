@@ -1,4 +1,4 @@
-"""The Response object: all 31 fields, nullable ones present as ``null``.
+"""The Response object: all 31 fields, nullable ones present as ``null`` (and OpenAI's cache fields when sent).
 
 The skeleton is built once per response from the request; the stream translator fills ``output``, ``status`` and
 ``usage`` in place, so every lifecycle event serialises the same dict rather than a copy.
@@ -14,7 +14,7 @@ from ..protocol.request import ResponsesRequest
 
 def new_response(response_id: str, request: ResponsesRequest, *, created_at: int | None = None) -> dict[str, Any]:
     p = request.params
-    return {
+    response: dict[str, Any] = {
         "id": response_id,
         "object": "response",
         "created_at": created_at if created_at is not None else int(time.time()),
@@ -48,6 +48,22 @@ def new_response(response_id: str, request: ResponsesRequest, *, created_at: int
         "safety_identifier": p.safety_identifier,
         "prompt_cache_key": p.prompt_cache_key,
     }
+    echo_cache_fields(response, request)
+    return response
+
+
+def echo_cache_fields(response: dict[str, Any], request: ResponsesRequest) -> None:
+    """``prompt_cache_retention`` and ``prompt_cache_options`` are OpenAI fields the Open Responses spec lacks:
+    present only when the request sent them (like ``conversation`` and ``prompt``). The options are echoed with
+    OpenAI's defaults filled in (``mode: implicit``, ``ttl: 30m``), as its Response reports them. ``moderation``
+    is not echoed: the Response's field of that name holds moderation results, not the request's settings."""
+    p = request.params
+    if p.prompt_cache_retention is not None:
+        response["prompt_cache_retention"] = p.prompt_cache_retention
+    if p.prompt_cache_options is not None:
+        given = p.prompt_cache_options
+        response["prompt_cache_options"] = {"mode": given.mode or "implicit", "ttl": given.ttl or "30m",
+                                            "comparison_response_id": given.comparison_response_id}
 
 
 def echo_tool(tool: dict[str, Any]) -> dict[str, Any]:

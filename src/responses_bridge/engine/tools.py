@@ -27,6 +27,7 @@ from typing import Any, Literal
 import structlog
 
 from ..protocol.errors import invalid_request
+from .computer_tool import COMPUTER_NAME, COMPUTER_PARAMETERS, computer_description
 
 log = structlog.get_logger("responses_bridge.tools")
 
@@ -37,8 +38,10 @@ _INVALID = re.compile(r"[^a-zA-Z0-9_-]")
 UnsupportedPolicy = Literal["drop", "reject"]
 
 # Tool types the bridge translates itself; every other type is a server-side tool it cannot run.
-TRANSLATED = frozenset({"function", "namespace", "custom", "shell", "apply_patch", "tool_search"})
-BUILTIN_KINDS = ("shell", "apply_patch", "tool_search")  # client-executed tools without a name of their own
+TRANSLATED = frozenset({"function", "namespace", "custom", "shell", "local_shell", "computer_use_preview",
+                        "apply_patch", "tool_search"})
+# client-executed tools without a name of their own
+BUILTIN_KINDS = ("shell", "local_shell", "computer_use_preview", "apply_patch", "tool_search")
 
 SHELL_PARAMETERS: dict[str, Any] = {
     "type": "object",
@@ -53,6 +56,20 @@ SHELL_PARAMETERS: dict[str, Any] = {
 }
 SHELL_DESCRIPTION = ("Runs shell commands on the user's machine and returns their stdout, stderr and exit code. "
                      "Use it to inspect files, run programs and tests.")
+LOCAL_SHELL_PARAMETERS: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "command": {"type": "array", "items": {"type": "string"},
+                    "description": "The command to run, as its argument vector (e.g. [\"ls\", \"-la\"])."},
+        "working_directory": {"type": "string", "description": "Optional directory to run the command in."},
+        "timeout_ms": {"type": "integer", "description": "Optional wall-clock limit for the command, in ms."},
+        "env": {"type": "object", "additionalProperties": {"type": "string"},
+                "description": "Optional environment variables to set for the command."},
+    },
+    "required": ["command"],
+}
+LOCAL_SHELL_DESCRIPTION = ("Runs one command on the user's machine and returns its output. Use it to inspect files, "
+                           "run programs and tests.")
 APPLY_PATCH_PARAMETERS: dict[str, Any] = {
     "type": "object",
     "properties": {
@@ -352,7 +369,8 @@ def plan_tools(tools: list[dict[str, Any]] | None, policy: UnsupportedPolicy = "
                 plan.functions.append(dict(inner, type="function", name=name))
         elif kind == "custom":
             _add_custom(plan, tool, taken, None)
-        elif kind in ("shell", "apply_patch") or (kind == "tool_search" and tool.get("execution") == "client"):
+        elif kind in ("shell", "local_shell", "computer_use_preview", "apply_patch") or (
+                kind == "tool_search" and tool.get("execution") == "client"):
             _add_builtin(plan, tool, taken)
         elif kind in served:
             continue  # the tool loop runs it
@@ -362,9 +380,10 @@ def plan_tools(tools: list[dict[str, Any]] | None, policy: UnsupportedPolicy = "
         if policy == "reject":
             raise invalid_request(
                 f"Tool type(s) {', '.join(sorted(unsupported))} cannot run on this deployment: it runs only "
-                "client-executed tools ('function', 'namespace', 'custom', 'shell', 'apply_patch', and "
-                "'tool_search' with execution 'client'). Remove them from 'tools', or set "
-                "RESPONSES_BRIDGE_UNSUPPORTED_TOOLS=drop to have them left out of what the model is offered.",
+                "client-executed tools ('function', 'namespace', 'custom', 'shell', 'local_shell', "
+                "'computer_use_preview', 'apply_patch', and 'tool_search' with execution 'client'). Remove them "
+                "from 'tools', or set RESPONSES_BRIDGE_UNSUPPORTED_TOOLS=drop to have them left out of what the "
+                "model is offered.",
                 param="tools", code="unsupported_tool_type")
         for kind in unsupported:
             if kind not in _warned:
@@ -430,11 +449,15 @@ def _add_builtin(plan: ToolPlan, tool: dict[str, Any], taken: set[str]) -> None:
     key = (kind, None, None)
     if key in plan.names:
         return
-    name = _unique(kind, taken)
+    name = _unique(COMPUTER_NAME if kind == "computer_use_preview" else kind, taken)
     plan.names[key] = name
     plan.targets[name] = CallTarget(kind)
     if kind == "shell":
         parameters, description = SHELL_PARAMETERS, SHELL_DESCRIPTION
+    elif kind == "local_shell":
+        parameters, description = LOCAL_SHELL_PARAMETERS, LOCAL_SHELL_DESCRIPTION
+    elif kind == "computer_use_preview":
+        parameters, description = COMPUTER_PARAMETERS, computer_description(tool)
     elif kind == "apply_patch":
         parameters, description = APPLY_PATCH_PARAMETERS, APPLY_PATCH_DESCRIPTION
     else:

@@ -58,7 +58,9 @@ def _normalize_item(item: Any, param: str) -> dict[str, Any]:
     raise invalid_request(
         f"Unsupported input item type '{kind}' at '{param}'. Supported: message, function_call, "
         "function_call_output, reasoning, compaction, compaction_trigger, custom_tool_call, "
-        "custom_tool_call_output, shell_call, shell_call_output, apply_patch_call, apply_patch_call_output, "
+        "custom_tool_call_output, shell_call, shell_call_output, local_shell_call, local_shell_call_output, "
+        "computer_call, computer_call_output, "
+        "apply_patch_call, apply_patch_call_output, "
         "tool_search_call, tool_search_output, mcp_call, mcp_list_tools, mcp_approval_request, "
         "mcp_approval_response, web_search_call, file_search_call, code_interpreter_call.",
         param=f"{param}.type",

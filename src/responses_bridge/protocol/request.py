@@ -36,6 +36,36 @@ class _Text(BaseModel):
     verbosity: Literal["low", "medium", "high"] | None = None  # forwarded as Chat Completions' ``verbosity``
 
 
+class _PromptCacheOptions(BaseModel):
+    """``prompt_cache_options``: OpenAI's prompt-cache controls. Unknown keys are refused rather than dropped, as
+    this object is forwarded or echoed whole (engine/request_translation.py, engine/response_object.py)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    comparison_response_id: str | None = None
+    mode: Literal["implicit", "explicit"] | None = None
+    prewarm: bool | None = None
+    ttl: Literal["30m", "12h"] | None = None
+
+
+class _ModerationMode(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    mode: Literal["score", "block"]
+
+
+class _ModerationPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    input: _ModerationMode | None = None
+    output: _ModerationMode | None = None
+
+
+class _Moderation(BaseModel):
+    """``moderation``: a moderation model and its policy; only an upstream that moderates can honour it."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    model: str
+    policy: _ModerationPolicy | None = None
+
+
 class CreateParams(BaseModel):
     """Top-level fields of a create request, with the types the API documents."""
 
@@ -68,6 +98,9 @@ class CreateParams(BaseModel):
     service_tier: str | None = None
     safety_identifier: str | None = None
     prompt_cache_key: str | None = None
+    prompt_cache_retention: Literal["in_memory", "24h"] | None = None
+    prompt_cache_options: _PromptCacheOptions | None = None
+    moderation: _Moderation | None = None
     user: str | None = None
     seed: int | None = None
     stop: str | list[str] | None = None
@@ -213,6 +246,9 @@ def _check_metadata(metadata: dict[str, str] | None) -> None:
             raise invalid_request(f"metadata value for '{key}' is longer than 512 characters.", param="metadata")
 
 
+_NAMELESS_TOOLS = ("shell", "local_shell", "computer_use_preview", "apply_patch", "tool_search")
+
+
 def _check_tool_choice(choice: str | dict[str, Any]) -> None:
     """``tool_choice`` is echoed in the Response even when there are no tools, so it is checked here."""
     if isinstance(choice, str):
@@ -234,7 +270,7 @@ def _check_tool_choice(choice: str | dict[str, Any]) -> None:
             raise invalid_request("Invalid type for 'tool_choice.tools': expected an array.",
                                   param="tool_choice.tools", code="invalid_type")
         for index, tool in enumerate(tools):
-            if isinstance(tool, dict) and tool.get("type") in ("shell", "apply_patch", "tool_search"):
+            if isinstance(tool, dict) and tool.get("type") in _NAMELESS_TOOLS:
                 continue  # tools without a name of their own
             if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
                 raise invalid_request(f"Invalid value for 'tool_choice.tools[{index}]': expected "

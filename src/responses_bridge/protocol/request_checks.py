@@ -134,6 +134,14 @@ def check_tool(tool: dict[str, Any], param: str) -> None:
             check_tool({"type": "function", **function}, f"{param}.tools[{index}]")
     elif kind == "custom":
         _check_custom_tool(tool, param)
+    elif kind == "computer_use_preview":  # the display size and environment are what the model is told
+        for key in ("display_width", "display_height"):
+            if type(tool.get(key)) is not int or tool[key] <= 0:
+                raise invalid_request(f"Invalid value for '{param}.{key}': expected a positive integer.",
+                                      param=f"{param}.{key}")
+        if tool.get("environment") not in ("windows", "mac", "linux", "ubuntu", "browser"):
+            raise invalid_request(f"Invalid value for '{param}.environment': expected one of windows, mac, linux, "
+                                  "ubuntu, browser.", param=f"{param}.environment")
     elif kind == "tool_search":  # its description and parameters are what the model is offered
         if tool.get("description") is not None and not isinstance(tool["description"], str):
             raise invalid_request(f"Invalid type for '{param}.description': expected a string.",
