@@ -207,7 +207,9 @@ async def test_the_first_event_reaches_the_client_before_the_second_model_turn_s
                     if model_calls_at_first_event is None:
                         model_calls_at_first_event = (await gateway.counts())[1]
     assert events[0]["type"] == "response.created" and events[-1]["type"] == "response.completed"
-    assert model_calls_at_first_event == model_before + 1  # turn 2 not started while the client had event 1
+    # turn 2 not started while the client had event 1 (turn 1 itself may not have reached the cluster yet: the
+    # door sends response.created first, and the turn's chat call passes the processor's chat route before it)
+    assert model_calls_at_first_event is not None and model_calls_at_first_event <= model_before + 1
     assert (await gateway.counts())[1] == model_before + 2
     calls = [e["item"] for e in events if e["type"] == "response.output_item.done" and e["item"]["type"] == "mcp_call"]
     assert len(calls) == 1 and calls[0]["error"] is None

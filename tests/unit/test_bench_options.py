@@ -31,9 +31,11 @@ def test_sidecar_args_split_like_a_shell_line_and_name_the_socket_once() -> None
 def test_the_bootstrap_follows_the_sidecars_socket_and_workers() -> None:
     plain = bench.bootstrap_renderer([])
     assert isinstance(plain, functools.partial) and plain.func is render_bootstrap
-    assert plain.keywords == {"extproc_uds": None, "workers": 1}
+    # chat_store off: envoy-direct (the listener's chat route) has no processor on its path
+    assert plain.keywords == {"extproc_uds": None, "workers": 1, "chat_store": False}
     both = bench.bootstrap_renderer(["--extproc-uds", "/run/x.sock", "--workers=2"])
-    assert isinstance(both, functools.partial) and both.keywords == {"extproc_uds": "/run/x.sock", "workers": 2}
+    assert isinstance(both, functools.partial) and both.keywords == {"extproc_uds": "/run/x.sock", "workers": 2,
+                                                                         "chat_store": False}
 
 
 @pytest.mark.parametrize(("head", "started"), [
