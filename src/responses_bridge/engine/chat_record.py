@@ -4,8 +4,9 @@ events folded into the one ``chat.completion`` they describe (each choice's cont
 finish reason; the usage of the last chunk that has one).
 
 Synchronous and without I/O: both doors feed it the bytes they pass on, in pieces of any size, and ask at the end
-for the completion (None when the answer cannot be stored: an error, or no id). Work per byte is linear: SSE lines
-are split once, each ``data:`` line parsed once; what a line may hold is capped by :data:`MAX_RECORD_BYTES`.
+for the completion (None when the answer cannot be stored: an error, or no id). A stream is framed by the engine's
+one SSE decoder (sse.py), each event parsed once; what the answer may add up to is capped by
+:data:`MAX_RECORD_BYTES`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+
+from .sse import DONE, EventTooLarge, SSEDecoder
 
 MAX_RECORD_BYTES = 64 * 1024 * 1024
 """What one answer may add up to and still be stored (the answer itself passes on regardless): beyond it the
@@ -22,11 +25,13 @@ record is given up, and the door logs that it was not stored."""
 class ChatRecorder:
     """Collects one answer: :meth:`feed` every piece the client gets, then :meth:`completion`."""
 
-    __slots__ = ("_buffer", "_choices", "_done", "_first", "_json", "_overflow", "_seen", "_stream", "_usage")
+    __slots__ = ("_buffer", "_choices", "_decoder", "_done", "_first", "_json", "_overflow", "_seen", "_stream",
+                 "_usage")
 
     def __init__(self, stream: bool) -> None:
         self._stream = stream
-        self._buffer = bytearray()  # JSON: the whole body; SSE: the part of a line still to come
+        self._buffer = bytearray()  # JSON: the whole body
+        self._decoder = SSEDecoder(MAX_RECORD_BYTES)  # SSE: the events, framed as the translator frames them
         self._seen = 0
         self._overflow = False
         self._done = False  # the stream's [DONE] went by
@@ -56,20 +61,16 @@ class ChatRecorder:
         if not self._stream:
             self._buffer += chunk
             return
-        self._buffer += chunk
-        end = self._buffer.rfind(b"\n")
-        if end < 0:
+        try:
+            payloads = self._decoder.feed(chunk)
+        except EventTooLarge:
+            self._overflow = True
             return
-        lines = bytes(self._buffer[:end])
-        del self._buffer[:end + 1]
-        for line in lines.split(b"\n"):
-            self._line(line.rstrip(b"\r"))
+        for payload in payloads:
+            self._event(payload)
 
-    def _line(self, line: bytes) -> None:
-        if not line.startswith(b"data:"):
-            return  # event names, comments, blank separators
-        data = line[5:].strip()
-        if data == b"[DONE]":
+    def _event(self, data: bytes) -> None:
+        if data == DONE:
             self._done = True
             return
         try:
@@ -134,9 +135,8 @@ class ChatRecorder:
             if not isinstance(body.get("id"), str) or not body["id"] or not isinstance(body.get("choices"), list):
                 return None
             return body
-        if self._buffer:  # a last line without its newline
-            tail, self._buffer = bytes(self._buffer), bytearray()
-            self._line(tail.rstrip(b"\r"))
+        for payload in self._decoder.flush():  # a last event without its closing blank line
+            self._event(payload)
         first = self._first
         if first is None or not first["id"]:
             return None
