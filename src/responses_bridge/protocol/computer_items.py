@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import ids
 from .errors import invalid_request
+from .request_checks import item_id
 
 BUTTONS = ("left", "right", "wheel", "back", "forward")
 # action type → its required fields ("int", "str", "keys", "path"); ``keys`` is optional on pointer actions
@@ -75,7 +75,7 @@ def computer_call(item: dict[str, Any], param: str) -> dict[str, Any]:
         raise invalid_request(f"Invalid value for '{param}.action.{problem}': expected a computer action of the "
                               f"types {', '.join(ACTION_FIELDS)} with their fields.", param=f"{param}.action.{problem}")
     status = item.get("status")
-    return {"type": "computer_call", "id": _id(item, param, "cu"), "call_id": call_id,
+    return {"type": "computer_call", "id": item_id(item, param, "cu"), "call_id": call_id,
             "action": clean_action(item["action"]), "pending_safety_checks": [],
             "status": status if status in ("in_progress", "completed", "incomplete") else "completed"}
 
@@ -97,19 +97,10 @@ def computer_call_output(item: dict[str, Any], param: str) -> dict[str, Any]:
     checks = item.get("acknowledged_safety_checks")
     status = item.get("status")
     normalized: dict[str, Any] = {
-        "type": "computer_call_output", "id": _id(item, param, "cuo"), "call_id": call_id,
+        "type": "computer_call_output", "id": item_id(item, param, "cuo"), "call_id": call_id,
         "output": {"type": "computer_screenshot", "image_url": url},
         "status": status if status in ("in_progress", "completed", "incomplete", "failed") else "completed"}
     if isinstance(checks, list):
         normalized["acknowledged_safety_checks"] = [check for check in checks if isinstance(check, dict)]
     return normalized
 
-
-def _id(item: dict[str, Any], param: str, prefix: str) -> str:
-    value = item.get("id")
-    if value is None or value == "":
-        return ids.new_id(prefix)
-    if not isinstance(value, str):
-        raise invalid_request(f"Invalid type for '{param}.id': expected a string.", param=f"{param}.id",
-                              code="invalid_type")
-    return value

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import ids
 from .errors import invalid_request
 
 MAX_JSON_DEPTH = 100
@@ -37,6 +38,17 @@ TOOL_CHOICE_TYPES = frozenset({
     "file_search", "web_search", "web_search_2025_08_26", "web_search_preview", "web_search_preview_2025_03_11",
     "computer", "computer_use", "computer_use_preview", "image_generation", "code_interpreter",
 })
+
+
+def item_id(item: dict[str, Any], param: str, prefix: str) -> str:
+    """A replayed item's ``id`` as the client gave it (a string), or a new one with ``prefix`` when it gave none."""
+    value = item.get("id")
+    if value is None or value == "":
+        return ids.new_id(prefix)
+    if not isinstance(value, str):
+        raise invalid_request(f"Invalid type for '{param}.id': expected a string.", param=f"{param}.id",
+                              code="invalid_type")
+    return value
 
 
 def check_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> None:

@@ -17,9 +17,9 @@ from typing import Any
 
 import orjson
 
-from .. import ids
 from .computer_items import computer_call, computer_call_output
 from .errors import invalid_request
+from .request_checks import item_id
 
 _CALL_STATUSES = ("in_progress", "completed", "incomplete")
 _PATCH_OPERATIONS = ("create_file", "update_file", "delete_file")
@@ -51,14 +51,14 @@ def _int(value: Any, param: str) -> int | None:
     return value
 
 
-def _id(item: dict[str, Any], param: str, prefix: str) -> str:
-    value = item.get("id")
-    if value is None or value == "":
-        return ids.new_id(prefix)
-    if not isinstance(value, str):
-        raise invalid_request(f"Invalid type for '{param}.id': expected a string.", param=f"{param}.id",
-                              code="invalid_type")
-    return value
+
+def _action(item: dict[str, Any], param: str) -> dict[str, Any]:
+    """A shell call's required ``action`` object."""
+    action = item.get("action")
+    if not isinstance(action, dict):
+        raise invalid_request(f"Missing required parameter: '{param}.action'.", param=f"{param}.action",
+                              code="missing_required_parameter")
+    return action
 
 
 def _status(item: dict[str, Any], allowed: tuple[str, ...] = _CALL_STATUSES, default: str = "completed") -> str:
@@ -67,7 +67,7 @@ def _status(item: dict[str, Any], allowed: tuple[str, ...] = _CALL_STATUSES, def
 
 
 def custom_tool_call(item: dict[str, Any], param: str) -> dict[str, Any]:
-    normalized: dict[str, Any] = {"type": "custom_tool_call", "id": _id(item, param, "ctc"),
+    normalized: dict[str, Any] = {"type": "custom_tool_call", "id": item_id(item, param, "ctc"),
                                   "call_id": _str(item, "call_id", param), "name": _str(item, "name", param),
                                   "input": _str(item, "input", param)}
     namespace = _str(item, "namespace", param, required=False)
@@ -77,15 +77,12 @@ def custom_tool_call(item: dict[str, Any], param: str) -> dict[str, Any]:
 
 
 def shell_call(item: dict[str, Any], param: str) -> dict[str, Any]:
-    action = item.get("action")
-    if not isinstance(action, dict):
-        raise invalid_request(f"Missing required parameter: '{param}.action'.", param=f"{param}.action",
-                              code="missing_required_parameter")
+    action = _action(item, param)
     commands = action.get("commands")
     if not isinstance(commands, list) or not all(isinstance(command, str) for command in commands):
         raise invalid_request(f"Invalid type for '{param}.action.commands': expected an array of strings.",
                               param=f"{param}.action.commands", code="invalid_type")
-    return {"type": "shell_call", "id": _id(item, param, "sh"), "call_id": _str(item, "call_id", param),
+    return {"type": "shell_call", "id": item_id(item, param, "sh"), "call_id": _str(item, "call_id", param),
             "action": {"commands": list(commands),
                        "timeout_ms": _int(action.get("timeout_ms"), f"{param}.action.timeout_ms"),
                        "max_output_length": _int(action.get("max_output_length"),
@@ -115,16 +112,13 @@ def shell_call_output(item: dict[str, Any], param: str) -> dict[str, Any]:
                                   "or {'type': 'timeout'}.", param=f"{where}.outcome")
         chunks.append({"stdout": _str(chunk, "stdout", where, required=False) or "",
                        "stderr": _str(chunk, "stderr", where, required=False) or "", "outcome": outcome})
-    return {"type": "shell_call_output", "id": _id(item, param, "sho"), "call_id": _str(item, "call_id", param),
+    return {"type": "shell_call_output", "id": item_id(item, param, "sho"), "call_id": _str(item, "call_id", param),
             "output": chunks, "max_output_length": _int(item.get("max_output_length"), f"{param}.max_output_length"),
             "status": _status(item)}
 
 
 def local_shell_call(item: dict[str, Any], param: str) -> dict[str, Any]:
-    action = item.get("action")
-    if not isinstance(action, dict):
-        raise invalid_request(f"Missing required parameter: '{param}.action'.", param=f"{param}.action",
-                              code="missing_required_parameter")
+    action = _action(item, param)
     command = action.get("command")
     if not isinstance(command, list) or not all(isinstance(part, str) for part in command):
         raise invalid_request(f"Invalid type for '{param}.action.command': expected an array of strings.",
@@ -133,7 +127,7 @@ def local_shell_call(item: dict[str, Any], param: str) -> dict[str, Any]:
     if not isinstance(env, dict) or not all(isinstance(value, str) for value in env.values()):
         raise invalid_request(f"Invalid type for '{param}.action.env': expected an object of strings.",
                               param=f"{param}.action.env", code="invalid_type")
-    return {"type": "local_shell_call", "id": _id(item, param, "lsh"), "call_id": _str(item, "call_id", param),
+    return {"type": "local_shell_call", "id": item_id(item, param, "lsh"), "call_id": _str(item, "call_id", param),
             "action": {"type": "exec", "command": list(command), "env": dict(env),
                        "timeout_ms": _int(action.get("timeout_ms"), f"{param}.action.timeout_ms"),
                        "working_directory": _str(action, "working_directory", f"{param}.action", required=False),
@@ -161,7 +155,7 @@ def apply_patch_call(item: dict[str, Any], param: str) -> dict[str, Any]:
     normalized = {"type": operation["type"], "path": _str(operation, "path", where)}
     if operation["type"] != "delete_file":
         normalized["diff"] = _str(operation, "diff", where)
-    return {"type": "apply_patch_call", "id": _id(item, param, "apc"), "call_id": _str(item, "call_id", param),
+    return {"type": "apply_patch_call", "id": item_id(item, param, "apc"), "call_id": _str(item, "call_id", param),
             "operation": normalized, "status": _status(item, ("in_progress", "completed"))}
 
 
@@ -170,7 +164,7 @@ def apply_patch_call_output(item: dict[str, Any], param: str) -> dict[str, Any]:
     if status not in ("completed", "failed"):
         raise invalid_request(f"Invalid value for '{param}.status': expected 'completed' or 'failed'.",
                               param=f"{param}.status")
-    normalized = {"type": "apply_patch_call_output", "id": _id(item, param, "apco"),
+    normalized = {"type": "apply_patch_call_output", "id": item_id(item, param, "apco"),
                   "call_id": _str(item, "call_id", param), "status": status}
     output = _str(item, "output", param, required=False)
     if output is not None:
@@ -188,7 +182,7 @@ def tool_search_call(item: dict[str, Any], param: str) -> dict[str, Any]:
     if arguments is None:
         arguments = {}
     execution = _execution(item)
-    return {"type": "tool_search_call", "id": _id(item, param, "tsc"),
+    return {"type": "tool_search_call", "id": item_id(item, param, "tsc"),
             "call_id": _str(item, "call_id", param, required=execution == "client"),
             "execution": execution, "arguments": arguments, "status": _status(item)}
 
@@ -211,7 +205,7 @@ def _tools(item: dict[str, Any], param: str, key: str, expected: str) -> list[di
 def tool_search_output(item: dict[str, Any], param: str) -> dict[str, Any]:
     tools = _tools(item, param, "type", "an array of tools")
     execution = _execution(item)
-    return {"type": "tool_search_output", "id": _id(item, param, "tso"),
+    return {"type": "tool_search_output", "id": item_id(item, param, "tso"),
             "call_id": _str(item, "call_id", param, required=execution == "client"),
             "execution": execution, "tools": tools, "status": _status(item)}
 
@@ -229,7 +223,7 @@ def _object_or_none(item: dict[str, Any], key: str, param: str) -> Any:
 
 def mcp_call(item: dict[str, Any], param: str) -> dict[str, Any]:
     status = item.get("status")
-    return {"type": "mcp_call", "id": _id(item, param, "mcp"), "server_label": _str(item, "server_label", param),
+    return {"type": "mcp_call", "id": item_id(item, param, "mcp"), "server_label": _str(item, "server_label", param),
             "name": _str(item, "name", param), "arguments": _str(item, "arguments", param, required=False) or "",
             "output": _str(item, "output", param, required=False), "error": _object_or_none(item, "error", param),
             "status": status if status in ("in_progress", "completed", "incomplete", "calling", "failed")
@@ -239,13 +233,13 @@ def mcp_call(item: dict[str, Any], param: str) -> dict[str, Any]:
 
 def mcp_list_tools(item: dict[str, Any], param: str) -> dict[str, Any]:
     tools = _tools(item, param, "name", "an array of tools with names")
-    return {"type": "mcp_list_tools", "id": _id(item, param, "mcpl"),
+    return {"type": "mcp_list_tools", "id": item_id(item, param, "mcpl"),
             "server_label": _str(item, "server_label", param), "tools": tools,
             "error": _str(item, "error", param, required=False)}
 
 
 def mcp_approval_request(item: dict[str, Any], param: str) -> dict[str, Any]:
-    return {"type": "mcp_approval_request", "id": _id(item, param, "mcpr"),
+    return {"type": "mcp_approval_request", "id": item_id(item, param, "mcpr"),
             "server_label": _str(item, "server_label", param), "name": _str(item, "name", param),
             "arguments": _str(item, "arguments", param, required=False) or ""}
 
@@ -255,7 +249,7 @@ def mcp_approval_response(item: dict[str, Any], param: str) -> dict[str, Any]:
     if not isinstance(approve, bool):
         raise invalid_request(f"Missing or invalid '{param}.approve': expected a boolean.", param=f"{param}.approve",
                               code="invalid_type" if approve is not None else "missing_required_parameter")
-    return {"type": "mcp_approval_response", "id": _id(item, param, "mcpa"),
+    return {"type": "mcp_approval_response", "id": item_id(item, param, "mcpa"),
             "approval_request_id": _str(item, "approval_request_id", param), "approve": approve,
             "reason": _str(item, "reason", param, required=False)}
 
@@ -265,7 +259,7 @@ def web_search_call(item: dict[str, Any], param: str) -> dict[str, Any]:
     if not isinstance(action, dict) or not isinstance(action.get("type"), str):
         raise invalid_request(f"Missing or invalid '{param}.action': expected an object with a 'type'.",
                               param=f"{param}.action")
-    return {"type": "web_search_call", "id": _id(item, param, "ws"), "action": action,
+    return {"type": "web_search_call", "id": item_id(item, param, "ws"), "action": action,
             "status": _status(item, ("in_progress", "searching", "completed", "failed", "incomplete"))}
 
 
@@ -279,7 +273,7 @@ def file_search_call(item: dict[str, Any], param: str) -> dict[str, Any]:
                                 or not all(isinstance(result, dict) for result in results)):
         raise invalid_request(f"Invalid '{param}.results': expected an array of objects or null.",
                               param=f"{param}.results")
-    return {"type": "file_search_call", "id": _id(item, param, "fs"), "queries": list(queries),
+    return {"type": "file_search_call", "id": item_id(item, param, "fs"), "queries": list(queries),
             "status": _status(item, ("in_progress", "searching", "completed", "incomplete", "failed")),
             "results": [dict(result) for result in results] if results is not None else None}
 
@@ -297,7 +291,7 @@ def code_interpreter_call(item: dict[str, Any], param: str) -> dict[str, Any]:
                                 or not all(isinstance(output, dict) for output in outputs)):
         raise invalid_request(f"Invalid '{param}.outputs': expected an array of objects or null.",
                               param=f"{param}.outputs")
-    return {"type": "code_interpreter_call", "id": _id(item, param, "ci"), "code": code or "",
+    return {"type": "code_interpreter_call", "id": item_id(item, param, "ci"), "code": code or "",
             "container_id": container,
             "status": _status(item, ("in_progress", "interpreting", "completed", "incomplete", "failed")),
             "outputs": [dict(output) for output in outputs] if outputs is not None else None}
