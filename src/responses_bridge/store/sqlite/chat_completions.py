@@ -7,7 +7,6 @@ filter is checked per row (``json_each`` of the row's small metadata object).
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,7 +15,7 @@ import orjson
 from ..listing import bound_params, bounds, page_sql
 from ..records import ChatCompletionPage, StoredChatCompletion, check_page_args
 from .responses import SQLiteResponseStore, distinct_tenants_sql, resolve_keys
-from .transactions import transaction
+from .transactions import purge_ranges
 
 _COLUMNS = "id, created_at, model, metadata, completion"
 _SAVE = """
@@ -113,18 +112,7 @@ class SQLiteChatCompletionStore:
     async def purge_chat_completions(self, cutoffs: Mapping[str, int], *, limit: int) -> int:
         """Across tenants: workers only (retention). A tenant's old completions are a range of the
         (tenant, created_at, id) index; one short transaction of at most ``limit``."""
-        targets = list(cutoffs.items())
-
-        def purge(conn: sqlite3.Connection) -> int:
-            deleted = 0
-            with transaction(conn):
-                for tenant, cutoff in targets:
-                    if deleted >= limit:
-                        break
-                    deleted += conn.execute(_PURGE, (tenant, cutoff, limit - deleted)).rowcount
-            return deleted
-
-        return await self._db.run_write("purge_chat_completions", purge)
+        return await self._db.run_write("purge_chat_completions", purge_ranges(_PURGE, cutoffs, limit))
 
 
 __all__ = ["SQLiteChatCompletionStore"]

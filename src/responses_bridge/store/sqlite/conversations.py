@@ -19,7 +19,7 @@ from ..listing import Bounds, bound_params, bounds, page_sql
 from ..records import ConversationPage, InvalidCursor, ItemPage, StoredConversation, check_page_args
 from .response_rows import append_conversation_rows
 from .responses import SQLiteResponseStore, distinct_tenants_sql, resolve_keys
-from .transactions import transaction
+from .transactions import purge_ranges, transaction
 
 # Existence and every item in one statement: the LEFT JOIN keeps a row for an empty conversation.
 _LOAD = """
@@ -162,18 +162,7 @@ class SQLiteConversationStore:
     async def purge_conversations(self, cutoffs: Mapping[str, int], *, limit: int) -> int:
         """Across tenants: workers only (retention). A tenant's idle conversations are a range of the
         (tenant, last_active_at) index; items go by cascade; one short transaction of at most ``limit``."""
-        targets = list(cutoffs.items())
-
-        def purge(conn: sqlite3.Connection) -> int:
-            deleted = 0
-            with transaction(conn):
-                for tenant, cutoff in targets:
-                    if deleted >= limit:
-                        break
-                    deleted += conn.execute(_PURGE, (tenant, cutoff, limit - deleted)).rowcount
-            return deleted
-
-        return await self._db.run_write("purge_conversations", purge)
+        return await self._db.run_write("purge_conversations", purge_ranges(_PURGE, cutoffs, limit))
 
 
 def conversations_page(page: Bounds, fetch: int, tenant: str) -> tuple[str, dict[str, object]]:

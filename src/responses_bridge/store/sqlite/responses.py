@@ -34,6 +34,7 @@ from ..listing import bounds, responses_page
 from ..records import InvalidCursor, ItemPage, ResponseFilter, ResponsePage, check_page_args
 from .migrations import LATEST_VERSION, migrate
 from .response_rows import _Save, _save_row, _write_saves
+from .transactions import purge_ranges
 
 T = TypeVar("T")
 
@@ -422,23 +423,7 @@ class SQLiteResponseStore:
         """Across tenants: workers only (retention). Each tenant's old responses are a range of the listing
         index (tenant, created_at, id); items and metadata go by cascade, events by trigger, all in one short
         transaction of at most ``limit`` responses."""
-        targets = list(cutoffs.items())
-
-        def purge(conn: sqlite3.Connection) -> int:
-            deleted = 0
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for tenant, cutoff in targets:
-                    if deleted >= limit:
-                        break
-                    deleted += conn.execute(_PURGE_RESPONSES, (tenant, cutoff, limit - deleted)).rowcount
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return deleted
-
-        return await self.run_write("purge_responses", purge)
+        return await self.run_write("purge_responses", purge_ranges(_PURGE_RESPONSES, cutoffs, limit))
 
 
 _PURGE_RESPONSES = """

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 
 @contextlib.contextmanager
@@ -18,3 +18,21 @@ def transaction(conn: sqlite3.Connection) -> Iterator[None]:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def purge_ranges(statement: str, cutoffs: Mapping[str, int], limit: int) -> Callable[[sqlite3.Connection], int]:
+    """The retention purge of one kind of object, for ``run_write``: ``statement`` deletes up to ``?3`` rows of
+    tenant ``?1`` older than ``?2`` (a range of its tenant index); tenant after tenant, at most ``limit`` rows in all,
+    in one short transaction. Returns how many went."""
+    targets = list(cutoffs.items())
+
+    def purge(conn: sqlite3.Connection) -> int:
+        deleted = 0
+        with transaction(conn):
+            for tenant, cutoff in targets:
+                if deleted >= limit:
+                    break
+                deleted += conn.execute(statement, (tenant, cutoff, limit - deleted)).rowcount
+        return deleted
+
+    return purge
