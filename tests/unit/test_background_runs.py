@@ -193,10 +193,8 @@ async def test_json_framing_for_websocket_mode(store: SQLiteResponseStore) -> No
 
 
 def test_token_count_helpers() -> None:
+    from responses_bridge.engine.chat_tokens import _load_encoding, count_estimate, count_tiktoken
     from responses_bridge.services.token_count import (
-        _load_encoding,
-        count_estimate,
-        count_tiktoken,
         tokenizer_url,
     )
 

@@ -208,7 +208,7 @@ async def test_compaction_trigger_answers_one_sealed_item(stream: bool, store: S
     validate_response(response)
     (item,) = response["output"]
     assert item["type"] == "compaction" and set(item) == {"type", "id", "encrypted_content"}
-    assert compaction.open_summary(SEALER, item["encrypted_content"], "x") == "Ada."
+    assert compaction.open_summary(SEALER, item["encrypted_content"], "x") == ("Ada.", None)
     assert response["usage"]["input_tokens"] == 30
     assert await store.get_response(response["id"], tenant=DEFAULT_TENANT) is None  # never history
 

@@ -56,6 +56,9 @@ text that gets echoed. Unknown bracketed text is left alone.
 1. Echo (default). The answer is ``"Echo: " + <last user text, directives removed, stripped>``. When
    the last message is a ``tool`` message the answer is ``"Tool result: " + <its content>`` instead.
    With no user message at all: ``"Echo: "``. Directives of the last user message still apply.
+   A summarising call (the bridge's compaction: a system message starting ``You compact conversations``)
+   is answered like a model would, shorter than what it read: ``"Summary: "`` + the first 6 words of each
+   transcript line, joined by ``"; "``.
 2. Chunking. Streamed text goes out one chunk per word, each chunk keeping its trailing whitespace, so
    concatenating the chunks gives the exact answer. ``[chunks=N]`` makes exactly N content chunks:
    filler words ``w1 w2 ...`` are appended to the answer (in JSON answers too) until it has N words,
@@ -863,8 +866,21 @@ def _with_filler(render: Callable[[str], str], body: str, target: int | None) ->
     return text
 
 
+SUMMARISER_PROMPT = "You compact conversations"
+SUMMARY_WORDS = 6
+
+
+def _summary(user_text: str) -> str:
+    """What a model asked to compact a transcript answers: much shorter than it (the first words of each line)."""
+    lines = [line for line in user_text.splitlines() if line.strip() and not line.startswith("Conversation")]
+    return "Summary: " + "; ".join(" ".join(line.split()[:SUMMARY_WORDS]) for line in lines)
+
+
 def _answer_text(body: dict[str, Any], messages: list[dict[str, Any]], user_text: str, target: int | None) -> str:
     last = messages[-1]
+    first = messages[0].get("content")
+    if messages[0].get("role") == "system" and isinstance(first, str) and first.startswith(SUMMARISER_PROMPT):
+        return _summary(user_text)
     if last.get("role") == "tool":
         prefix, subject = "Tool result: ", _content_text(last.get("content"))
     else:

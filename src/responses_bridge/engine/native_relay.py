@@ -45,8 +45,8 @@ class NativeRelay:
             raise APIError(400, "A compaction_trigger is not supported for this model: use POST "
                            "/v1/responses/compact.", param="input", code="unsupported_parameter")
         # the bridge's compaction items, opened: the backend gets the summaries they stand for (400 if forged)
-        self._input = backend_items([*compaction.expand(history, sealer, "history"),
-                                     *compaction.expand(request.input_items, sealer)])
+        history, items = compaction.expand_context(history, request.input_items, sealer)
+        self._input = backend_items([*history, *items])
         self.request = request
         p = request.params
         self.background = bool(p.background)

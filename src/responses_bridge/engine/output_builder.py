@@ -264,6 +264,14 @@ class OutputBuilder(EventFrames, ToolCallStream, RunItems):
                         "item": item})
         return index
 
+    def compacting(self, item_id: str) -> None:
+        """``response.compaction.compacting``: the summary for the compaction item that will be added next
+        (:meth:`add_item`, at the output_index given here) is being made."""
+        self._close_open()
+        index = len(self.output) + len(self._held_items)
+        self._emit_run({"type": "response.compaction.compacting", "sequence_number": 0, "item_id": item_id,
+                        "output_index": index})
+
     # --- the tool loop: turns ------------------------------------------------------------------------------------
 
     def set_targets(self, targets: dict[str, CallTarget]) -> None:

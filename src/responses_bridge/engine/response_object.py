@@ -53,13 +53,16 @@ def new_response(response_id: str, request: ResponsesRequest, *, created_at: int
 
 
 def echo_cache_fields(response: dict[str, Any], request: ResponsesRequest) -> None:
-    """``prompt_cache_retention`` and ``prompt_cache_options`` are OpenAI fields the Open Responses spec lacks:
-    present only when the request sent them (like ``conversation`` and ``prompt``). The options are echoed with
-    OpenAI's defaults filled in (``mode: implicit``, ``ttl: 30m``), as its Response reports them. ``moderation``
-    is not echoed: the Response's field of that name holds moderation results, not the request's settings."""
+    """``prompt_cache_retention``, ``prompt_cache_options`` and ``context_management`` are OpenAI fields the Open
+    Responses spec lacks: present only when the request sent them (like ``conversation`` and ``prompt``). The
+    options are echoed with OpenAI's defaults filled in (``mode: implicit``, ``ttl: 30m``), as its Response reports
+    them. ``moderation`` is not echoed: the Response's field of that name holds moderation results, not the
+    request's settings."""
     p = request.params
     if p.prompt_cache_retention is not None:
         response["prompt_cache_retention"] = p.prompt_cache_retention
+    if p.context_management is not None:  # echoed as sent (engine/auto_compaction.py acts on it)
+        response["context_management"] = [entry.model_dump() for entry in p.context_management]
     if p.prompt_cache_options is not None:
         given = p.prompt_cache_options
         response["prompt_cache_options"] = {"mode": given.mode or "implicit", "ttl": given.ttl or "30m",

@@ -40,7 +40,7 @@ from ..protocol.errors import APIError, invalid_request
 from ..protocol.request import ResponsesRequest
 from ..protocol.request_checks import check_call_outputs
 from ..sealing import Sealer
-from . import compaction, reasoning, truncation
+from . import auto_compaction, compaction, reasoning, truncation
 from .long_events import LONG_EVENT_BYTES, parsed, step
 from .options import EngineOptions
 from .output_builder import Encoder, OutputBuilder, UpstreamProtocolError, completion_as_chunk
@@ -74,7 +74,7 @@ class Translator:
     __slots__ = ("_options", "request", "response", "_builder", "_decoder", "_upstream_status", "_upstream_sse",
                  "_buffer", "_head_sent", "_error", "_ended", "_sealer", "_events", "_retry_chat", "_compacting",
                  "_buffered", "_translated", "_terminal_head", "plan", "context", "_chat", "_body", "_turn_closed",
-                 "backlog")
+                 "backlog", "compact_threshold", "_auto")
 
     def __init__(self, request: ResponsesRequest, history: list[dict[str, Any]], prompt: RenderedPrompt | None,
                  options: EngineOptions, sealer: Sealer | None = None, *, framing: Framing | None = None,
@@ -96,9 +96,8 @@ class Translator:
                               else prompt.instructions or p.instructions)
         check_call_outputs(history, request.input_items)
         reasoning.unseal_input(request.input_items, sealer)
-        # compaction items (from /v1/responses/compact) become their summary, for the upstream only
-        history = compaction.expand(history, sealer, "history")
-        expanded = compaction.expand(request.input_items, sealer)
+        # compaction items become their summary, for the upstream only (an automatic one: all before it too)
+        history, expanded = compaction.expand_context(history, request.input_items, sealer)
         translated = request if expanded is request.input_items else replace(request, input_items=expanded)
         targets = None
         self.plan: ToolPlan | None = None  # the tools offered; None for a compaction turn
@@ -108,7 +107,11 @@ class Translator:
         self._turn_closed = False  # the current turn's answer was read to its end (end_turn)
         # the request with compaction items expanded, for the first body (let go once it is built)
         self._translated: ResponsesRequest | None = translated
+        # context_management: the tokens past which a turn is compacted first (engine/auto_compaction.py)
+        self.compact_threshold = auto_compaction.threshold(request, options)
+        self._auto: _AutoCompaction | None = None  # the summarising call under way
         if compaction.has_trigger(request.input_items):
+            self.compact_threshold = None  # the turn is a compaction itself
             self._chat = self._compaction_request(request, history + expanded)
         else:
             self.plan = plan_request_tools(translated, self.context, options, served)
@@ -151,7 +154,8 @@ class Translator:
         if chat is None:
             assert self.plan is not None and self._translated is not None, "the first request was already built"
             chat = build_chat_request(self._translated, self.context, self._options, self.plan)
-            self._translated = None
+            if self.compact_threshold is None:  # else kept: the items a compaction splits (compact_first)
+                self._translated = None
             if extra_messages:
                 chat["messages"].extend(extra_messages)
             if tools_exhausted:
@@ -404,10 +408,92 @@ class Translator:
         self._body = follow_up_request(self._body, turn, results, plan=self.plan, tool_choice=p.tool_choice,
                                        parallel_tool_calls=p.parallel_tool_calls, tools_exhausted=tools_exhausted,
                                        options=self._options)
+        self._reset_answer()
+        self._builder.begin_turn()
+        return self.turn_request()
+
+    def turn_request(self) -> UpstreamRequest:
+        """The tool loop's current turn as a call (after :meth:`follow_up`, or again after its compaction)."""
+        assert self._body is not None, "build_first_request(loop=True) comes first"
+        return UpstreamRequest(UPSTREAM_PATH, orjson.dumps(self._body), self._events is not None)
+
+    def _reset_answer(self) -> None:
+        """A new upstream call's answer follows: the state of the last one goes."""
         self._upstream_status, self._upstream_sse, self._buffer, self._buffered = 0, False, [], 0
         self._decoder, self._retry_chat, self._turn_closed = None, None, False
-        self._builder.begin_turn()
-        return UpstreamRequest(UPSTREAM_PATH, orjson.dumps(self._body), self._events is not None)
+
+    # --- automatic compaction (engine/auto_compaction.py) ----------------------------------------------------------
+
+    def compact_first(self) -> UpstreamRequest | None:
+        """The first turn (already built, and too large): the summarising call to make before it, or None when
+        there is nothing before the latest question to summarise. After :meth:`end_compaction`, the run builds
+        the first call again (:meth:`build_first_request`), now from the summary and the kept items."""
+        assert self._translated is not None, "context_management keeps the request until the first turn"
+        split = auto_compaction.split_items(self.context + self._translated.input_items)
+        if split is None:
+            return None
+        summarised, kept = split
+        chat = compaction.summary_request(summarised, self.request.model, self._options)
+        return self._start_compaction(chat, _AutoCompaction(ids.new_id("cmp"), kept, len(summarised)))
+
+    def compact_loop(self) -> UpstreamRequest | None:
+        """The tool loop's next turn (built by :meth:`follow_up`, and too large): the summarising call to make
+        before it, or None when nothing lies between the latest question and the last turn."""
+        assert self._body is not None and self._translated is not None
+        split = auto_compaction.split_messages(self._body["messages"])
+        if split is None:
+            return None
+        last = auto_compaction.last_user_item(self.context + self._translated.input_items)
+        chat = compaction.summary_request_of_messages(split.middle, self.request.model, self._options)
+        return self._start_compaction(chat, _AutoCompaction(ids.new_id("cmp"), [last] if last else [],
+                                                            len(split.middle), split))
+
+    def _start_compaction(self, chat: dict[str, Any], auto: _AutoCompaction) -> UpstreamRequest:
+        if self._sealer is None:
+            raise APIError(400, "Compaction is not available in this deployment.", param="context_management",
+                           code="unsupported_parameter")
+        self._auto = auto
+        self._reset_answer()
+        self._builder.compacting(auto.item_id)  # held until the stream opens, when it is not open yet
+        return UpstreamRequest(UPSTREAM_PATH, orjson.dumps(chat), False)
+
+    @property
+    def compacting_now(self) -> bool:
+        """Is the call under way a summarising one (its answer goes to :meth:`end_compaction`)?"""
+        return self._auto is not None
+
+    def end_compaction(self) -> APIError | None:
+        """The summarising call's answer ended: the compaction item joins the output and the context is the
+        summary from now on. Returns the error the response fails with instead, if the call failed."""
+        auto, self._auto = self._auto, None
+        assert auto is not None, "no compaction under way"
+        if self._error is None and self._upstream_sse:
+            self._error = APIError(502, "The upstream streamed the summary it was asked for as JSON.",
+                                   type="server_error", code="server_error")
+        error = self._error or (upstream_error(self._upstream_status, self._take_buffer())
+                                if self._upstream_status >= 400 else None)
+        summary = None
+        if error is None:
+            try:
+                summary = self._summary_of(orjson.loads(self._take_buffer()))
+            except (UpstreamProtocolError, orjson.JSONDecodeError, *_MALFORMED) as exc:
+                error = APIError(502, f"The upstream's summary answer is unusable: {exc}", type="server_error",
+                                 code="server_error")
+        if error is not None or summary is None:
+            self._error = error
+            return error
+        blob = compaction.seal_summary(self._sealer, summary, self.request.model,  # type: ignore[arg-type]
+                                       auto.replaced, auto.kept)
+        self._builder.add_item({"type": "compaction", "id": auto.item_id, "encrypted_content": blob})
+        self._builder.begin_turn()  # the summary's usage counts; the turn's items start after the compaction
+        self._reset_answer()
+        message = compaction.summary_message(auto.item_id, summary)
+        self.context = []
+        self._translated = replace(self.request, input_items=[message, *auto.kept])
+        if auto.split is not None:
+            self._body = dict(self._body or {}, messages=auto_compaction.compacted_messages(
+                auto.split, compaction.SUMMARY_PREFIX + summary))
+        return None
 
     def take_events(self) -> bytes:
         """The events made between turns (the server calls' items), for a stream that is open."""
@@ -448,15 +534,19 @@ class Translator:
         self._buffer = []
         return None
 
-    def _add_compaction(self, completion: Any) -> None:
-        """The summarising call's answer as the response's one output item, sealed like /v1/responses/compact."""
+    def _summary_of(self, completion: Any) -> str:
+        """A summarising call's answer: its text; its usage counts as the response's."""
         chunk = completion_as_chunk(completion)
-        builder = self._builder
-        builder.feed(dict(chunk, choices=[]))  # its usage (or its error)
+        self._builder.feed(dict(chunk, choices=[]))  # its usage (or its error)
         summary = chunk["choices"][0]["delta"].get("content")
         if not isinstance(summary, str):
             raise UpstreamProtocolError("The upstream's summary answer has no message content.")
-        blob = compaction.seal_summary(self._sealer, summary.strip(),  # type: ignore[arg-type]
+        return summary.strip()
+
+    def _add_compaction(self, completion: Any) -> None:
+        """The summarising call's answer as the response's one output item, sealed like /v1/responses/compact."""
+        builder = self._builder
+        blob = compaction.seal_summary(self._sealer, self._summary_of(completion),  # type: ignore[arg-type]
                                        self.request.model, self._compacting or 0)
         builder.add_item({"type": "compaction", "id": ids.new_id("cmp"), "encrypted_content": blob})
         builder.finish_reason = "stop"
@@ -527,3 +617,14 @@ class Translator:
 
 
 _ENCODERS: dict[Framing | None, Encoder | None] = {None: None, "sse": encode_event, "json": encode_json_event}
+
+
+class _AutoCompaction:
+    """A summarising call under way: the item it will make, the items it keeps plain, how many it replaces, and
+    for a tool loop's turn, how its messages were cut."""
+
+    __slots__ = ("item_id", "kept", "replaced", "split")
+
+    def __init__(self, item_id: str, kept: list[dict[str, Any]], replaced: int,
+                 split: auto_compaction.MessageSplit | None = None) -> None:
+        self.item_id, self.kept, self.replaced, self.split = item_id, kept, replaced, split

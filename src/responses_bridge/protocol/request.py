@@ -66,6 +66,16 @@ class _Moderation(BaseModel):
     policy: _ModerationPolicy | None = None
 
 
+class _ContextManagement(BaseModel):
+    """One ``context_management`` entry. ``compaction`` is the only type OpenAI defines; ``compact_threshold`` is
+    the context size in tokens past which a turn's context is compacted (None: the deployment's declared context
+    window decides, engine/auto_compaction.py)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    type: Literal["compaction"]
+    compact_threshold: int | None = Field(default=None, ge=1)
+
+
 class CreateParams(BaseModel):
     """Top-level fields of a create request, with the types the API documents."""
 
@@ -101,6 +111,7 @@ class CreateParams(BaseModel):
     prompt_cache_retention: Literal["in_memory", "24h"] | None = None
     prompt_cache_options: _PromptCacheOptions | None = None
     moderation: _Moderation | None = None
+    context_management: list[_ContextManagement] | None = None
     user: str | None = None
     seed: int | None = None
     stop: str | list[str] | None = None
@@ -159,6 +170,7 @@ def parse_request_object(raw: dict[str, Any]) -> ResponsesRequest:
     check_include(params.include)
     _check_metadata(params.metadata)
     _check_conversation_and_prompt(params)
+    _check_context_management(params)
     items = normalize_input(params.input)
     if params.tools is not None:
         for index, tool in enumerate(params.tools):
@@ -188,6 +200,14 @@ def _loc_to_param(loc: tuple[Any, ...]) -> str:
         else:
             parts.append(("." if parts else "") + str(piece))
     return "".join(parts)
+
+
+def _check_context_management(params: CreateParams) -> None:
+    """At most one compaction entry: two thresholds for one context would contradict each other."""
+    entries = params.context_management or ()
+    if len(entries) > 1:
+        raise invalid_request("'context_management' may hold one compaction entry.", param="context_management[1]",
+                              code="invalid_value")
 
 
 def _check_conversation_and_prompt(params: CreateParams) -> None:

@@ -41,8 +41,10 @@ import functools
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
+import orjson
 import structlog
 
+from ..engine import chat_tokens
 from ..engine.options import EngineOptions
 from ..engine.state import RenderedPrompt
 from ..engine.translator import Translator
@@ -101,6 +103,8 @@ class ResponseRun:
         self._large = False  # the request was large: its first call is built off the event loop
         self._turns = 1  # the model turn under way
         self._pending_bytes = b""  # events the tool phase made, for the door to write before the next turn
+        # the first turn waits for its compaction: the messages and tool state it was built with (extra, exhausted)
+        self._first_pending: tuple[list[dict[str, Any]], bool] | None = None
         self._conversations = conversations  # None: 'conversation' is refused
         self._prompts = prompts  # None: 'prompt' is refused
         self._conversation_id: str | None = None
@@ -191,6 +195,11 @@ class ResponseRun:
         make = functools.partial(Translator, request, history, prompt, self._options, self._sealer,
                                  framing=self._framing, conversation_id=self._conversation_id, served=served)
         translator = await asyncio.to_thread(make) if large else make()
+        if translator.compact_threshold is not None and self._server_tools is None:
+            # compaction is a call before the turn: only a door that makes its own calls can make it
+            raise APIError(400, "'context_management' is not served on this route: it needs the sidecar's HTTP "
+                           "door (the Envoy route to it is missing).", param="context_management",
+                           code="unsupported_parameter")
         self.translator = translator
         self.on_upstream_chunk = translator.on_upstream_chunk
         self.backlog, self.catch_up = translator.backlog, translator.catch_up
@@ -228,7 +237,14 @@ class ResponseRun:
         build = functools.partial(translator.build_first_request, extra, tools_exhausted=exhausted,
                                   loop=tool_run is not None)
         try:
-            return await asyncio.to_thread(build) if large else build()
+            call = await asyncio.to_thread(build) if large else build()
+            threshold = translator.compact_threshold
+            if threshold is not None and await _over_threshold(call, threshold):
+                summarising = translator.compact_first()
+                if summarising is not None:  # the first turn is built again once the summary is in
+                    self._first_pending = (extra, exhausted)
+                    return summarising
+            return call
         except BaseException:
             self._close_tools()
             raise
@@ -240,6 +256,8 @@ class ResponseRun:
         client sees ``mcp_call.in_progress`` while the call is under way); the events of their outcomes are
         left for :meth:`take_pending_bytes`. Cancellation propagates (the calls still running are cancelled)."""
         tool_run, translator = self._tool_run, self._begun()
+        if translator.compacting_now:
+            return await self._after_compaction(translator)
         if tool_run is None or translator.upstream_failed:
             return None
         turn = translator.end_turn()
@@ -259,7 +277,21 @@ class ResponseRun:
         call = translator.follow_up(turn, outcome.results, tools_exhausted=exhausted)
         log.info("tool_loop_turn", response_id=translator.response_id, turn=self._turns,
                  server_calls=len(turn.server_calls))
+        if translator.compact_threshold is not None and await _over_threshold(call, translator.compact_threshold):
+            return translator.compact_loop() or call
         return call
+
+    async def _after_compaction(self, translator: Translator) -> UpstreamRequest | None:
+        """The summarising call ended: the turn it was made for, now compacted (the first turn, built again
+        from the summary, or the tool loop's next turn); None when the call failed (``finish`` says why)."""
+        if translator.end_compaction() is not None:
+            return None
+        self._pending_bytes += translator.take_events()
+        first, self._first_pending = self._first_pending, None
+        if first is None:
+            return translator.turn_request()
+        extra, exhausted = first
+        return translator.build_first_request(extra, tools_exhausted=exhausted, loop=self._tool_run is not None)
 
     def take_pending_bytes(self) -> bytes:
         """The client's bytes the tool phase made (server call items and their events); b"" when none."""
@@ -427,6 +459,17 @@ class ResponseRun:
         if not joined:  # deleted while the response ran: the response itself is still good
             log.warning("conversation_gone", response_id=translator.response_id, conversation_id=conversation_id)
         return True
+
+
+async def _over_threshold(call: UpstreamRequest, threshold: int) -> bool:
+    """Does the call's context weigh more than ``threshold`` tokens (counted off the event loop: a long context
+    takes the CPU for a while)?"""
+    tokens, _ = await asyncio.to_thread(_count_call, call.body)
+    return tokens > threshold
+
+
+def _count_call(body: bytes) -> tuple[int, str]:
+    return chat_tokens.count(orjson.loads(body))
 
 
 def _offers_server_tools(request: ResponsesRequest, served: frozenset[str]) -> bool:

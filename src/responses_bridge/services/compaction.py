@@ -16,6 +16,7 @@ Sending the output back as input (with new items after it) gives the model the k
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -34,13 +35,18 @@ ZERO_USAGE = {"input_tokens": 0, "input_tokens_details": {"cached_tokens": 0}, "
               "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 0}
 
 
-def split_kept(items: list[dict[str, Any]]) -> tuple[list[int], list[int]]:
+def split_kept(items: list[dict[str, Any]],
+               keepable: Callable[[dict[str, Any]], bool] = lambda item: True) -> tuple[list[int], list[int]]:
     """Indices of the items kept plain (the user messages after the last non-user item, or else the last user
-    message) and of those summarised (all others), each in order."""
-    last_other = max((i for i, item in enumerate(items) if not _is_user_message(item)), default=-1)
-    kept = [i for i in range(last_other + 1, len(items)) if _is_user_message(items[i])]
+    message) and of those summarised (all others), each in order. ``keepable``: False for items that may only be
+    summarised (an earlier compaction's summary and kept items, which are user messages too)."""
+    def plain_user(item: dict[str, Any]) -> bool:
+        return _is_user_message(item) and keepable(item)
+
+    last_other = max((i for i, item in enumerate(items) if not plain_user(item)), default=-1)
+    kept = [i for i in range(last_other + 1, len(items)) if plain_user(items[i])]
     if not kept:
-        users = [i for i, item in enumerate(items) if _is_user_message(item)]
+        users = [i for i, item in enumerate(items) if plain_user(item)]
         kept = users[-1:]
     kept_set = set(kept)
     return kept, [i for i in range(len(items)) if i not in kept_set]
@@ -76,13 +82,15 @@ class CompactionService:
         if not items:
             raise invalid_request("Nothing to compact: send 'input' and/or 'previous_response_id'.", param="input",
                                   code="missing_required_parameter")
-        expanded = compaction.expand(items, self.sealer)  # an earlier compaction is summarised again
-        kept, older = split_kept(items)
+        # an earlier compaction is summarised again (an automatic one with what it kept, and nothing before it)
+        expanded, _ = compaction.expand(items, self.sealer)
+        originals = {id(item) for item in items}
+        kept, older = split_kept(expanded, lambda item: id(item) in originals)
         summary, usage = "", dict(ZERO_USAGE)
         if older:
             summary, usage = await self._summarise([expanded[i] for i in older], model, authorization)
         blob = compaction.seal_summary(self.sealer, summary, model, len(older))
-        output = [items[i] for i in kept]
+        output = [expanded[i] for i in kept]
         output.append({"type": "compaction", "id": ids.new_id("cmp"), "encrypted_content": blob})
         return {"id": ids.new_id("cmp"), "object": "response.compaction", "created_at": int(time.time()),
                 "output": output, "usage": usage}

