@@ -39,17 +39,30 @@ request_max_retries = 0
 stream_max_retries = 0
 """
 
+CATALOG_VERSION = "0.169.0"  # the pinned @openai/codex (tests/clients/node/package.json): the client_version it sends
+
+COMMAND_AUTH_CONFIG = CONFIG.replace('env_key = "BRIDGE_API_KEY"\n', "") + """\
+[model_providers.bridge.auth]
+command = "echo"
+args = ["sk-client"]
+"""
+"""A token from a command: Codex then refreshes its model catalog from the provider, ``GET /v1/models
+?client_version=...`` (an ``env_key`` provider never asks), and decodes it as its ``ModelsResponse``."""
+
 
 class Codex:
     def __init__(self, binary: Path, home: Path, workdir: Path) -> None:
         self.binary, self.home, self.workdir = binary, home, workdir
+        self.stderr = ""
+        self.env: dict[str, str] = {}
 
     async def exec(self, *args: str, succeed: bool = True) -> list[dict[str, Any]]:
-        env = {**os.environ, "CODEX_HOME": str(self.home), "BRIDGE_API_KEY": "sk-client"}
+        env = {**os.environ, "CODEX_HOME": str(self.home), "BRIDGE_API_KEY": "sk-client", **self.env}
         argv = [str(self.binary), "exec", "--skip-git-repo-check", "--json",
                 "--dangerously-bypass-approvals-and-sandbox", *args]
         result = await asyncio.to_thread(subprocess.run, argv, cwd=self.workdir, env=env, capture_output=True,
                                          text=True, timeout=120, stdin=subprocess.DEVNULL, check=False)
+        self.stderr = result.stderr
         events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
         if not succeed:
             assert result.returncode != 0 and events[-1]["type"] == "turn.failed", (result.returncode, events)
@@ -65,14 +78,18 @@ def completed(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [e["item"] for e in events if e["type"] == "item.completed" and e["item"]["type"] == kind]
 
 
-@pytest.fixture
-def codex(node_modules: Path, base_url: str, tmp_path: Path) -> Codex:
+def _codex(node_modules: Path, config: str, tmp_path: Path) -> Codex:
     binary = node_modules / ".bin" / "codex"
     home, workdir = tmp_path / "codex-home", tmp_path / "work"
     home.mkdir()
     workdir.mkdir()
-    (home / "config.toml").write_text(CONFIG.format(base_url=base_url))
+    (home / "config.toml").write_text(config)
     return Codex(binary, home, workdir)
+
+
+@pytest.fixture
+def codex(node_modules: Path, base_url: str, tmp_path: Path) -> Codex:
+    return _codex(node_modules, CONFIG.format(base_url=base_url), tmp_path)
 
 
 async def test_plain_prompt(codex: Codex, upstream_log: UpstreamLog, sidecar: Sidecar) -> None:
@@ -90,6 +107,22 @@ async def test_plain_prompt(codex: Codex, upstream_log: UpstreamLog, sidecar: Si
     async with aiohttp.ClientSession() as session, session.get(f"{sidecar.http_url}/metrics") as response:
         metrics = await response.text()
     assert 'responses_bridge_unsupported_tools_dropped_total{tool_type="web_search"}' in metrics
+
+
+async def test_model_catalog_refresh_decodes(node_modules: Path, base_url: str, tmp_path: Path) -> None:
+    codex = _codex(node_modules, COMMAND_AUTH_CONFIG.format(base_url=base_url), tmp_path)
+    codex.env["RUST_LOG"] = "codex_models_manager=info"  # its catalog errors, on stderr
+    events = await codex.exec("Say hello")
+    assert [m["text"] for m in completed(events, "agent_message")] == ["Echo: Say hello"]
+    # Codex's catalog request decoded: no error, and the catalog it cached is the bridge's (empty: Codex's
+    # bundled metadata and prompt stand), under the ETag the bridge sent
+    assert "failed to decode models response" not in codex.stderr, codex.stderr[-3000:]
+    assert "failed to refresh available models" not in codex.stderr, codex.stderr[-3000:]
+    cache = json.loads((codex.home / "models_cache.json").read_text())
+    async with aiohttp.ClientSession() as session, session.get(
+            f"{base_url}/v1/models", params={"client_version": CATALOG_VERSION}) as response:
+        etag = response.headers["ETag"]
+    assert cache["client_version"] == CATALOG_VERSION and cache["models"] == [] and cache["etag"] == etag
 
 
 async def test_resume_last_resends_history(codex: Codex, upstream_log: UpstreamLog) -> None:

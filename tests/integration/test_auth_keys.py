@@ -281,6 +281,15 @@ async def test_passthrough_routes_need_a_valid_key(stack: Stack, door: str) -> N
     assert status == 200 and body["object"] == "list"
     [entry] = await stack.upstream.entries()
     assert entry["headers"]["authorization"] == (f"Bearer {UPSTREAM_KEY}" if stack.upstream_key else None)
+    # the Codex CLI's catalog request (the sidecar's door on both): the same key check, the same upstream key
+    codex_catalog = f"{stack.url(door)}/v1/models?client_version=0.169.0"
+    for key in (None, stack.keys.revoked, "sk-anything"):
+        status, body = await _raw("GET", codex_catalog, key)
+        assert status == 401 and body["error"]["code"] == "invalid_api_key"
+    status, body = await _raw("GET", codex_catalog, stack.keys.acme)
+    assert status == 200 and body["object"] == "list" and body["models"] == []
+    entry = (await stack.upstream.entries())[-1]
+    assert entry["headers"]["authorization"] == (f"Bearer {UPSTREAM_KEY}" if stack.upstream_key else None)
 
 
 async def test_a_client_cannot_pass_as_the_sidecar(keyless: Stack) -> None:

@@ -93,6 +93,11 @@ def _route_config(up: UpstreamURL, upstreams: Sequence[UpstreamSpec] = (), auth:
         ]
     else:
         routes += [
+            # the Codex CLI's catalog request (``?client_version=``) is the sidecar's: its HTTP door adds the
+            # ``models`` array Codex decodes to the upstream's list (adapters/http/codex_models.py)
+            {"name": "models_codex", "match": {"path": "/v1/models", "headers": get, "query_parameters": [
+                {"name": "client_version", "present_match": True}]},
+             "route": {"cluster": HTTP_CLUSTER, "timeout": "0s"}, "typed_per_filter_config": _disabled()},
             # the list only: one model (``/v1/models/{id}``) is the sidecar's (the catch-all), which answers it as
             # its HTTP door does, from the upstream's list (a backend without that route would answer a bare 404)
             {"name": "models", "match": {"path": "/v1/models", "headers": get},

@@ -14,6 +14,7 @@ from ...services.embeddings import EmbeddingService
 from ...services.readiness import check_readiness
 from . import background_routes
 from .chat_completions_routes import ChatCompletionRoutes
+from .codex_models import passthrough_answer
 from .containers_routes import ContainerRoutes
 from .conversations_routes import ConversationRoutes
 from .drain import DRAIN, Drain
@@ -109,7 +110,7 @@ async def models(request: web.Request) -> web.Response:
         raise failure.error from None
     if status >= 400:
         raise _models_error(status, body)
-    return web.Response(body=body, content_type="application/json")
+    return passthrough_answer(request, body)  # Codex's catalog request gets its ``models`` too (codex_models.py)
 
 
 def _models_error(status: int, body: bytes) -> APIError:

@@ -24,6 +24,7 @@ from ...protocol.request import parse_json_object
 from ...run.upstream import UpstreamClient, UpstreamFailure
 from ...runtime import Runtime
 from ...upstreams import Route
+from .codex_models import models_answer
 from .identity import request_tenant
 from .params import read_body
 from .routes import api_routes
@@ -136,8 +137,8 @@ class UpstreamRoutes:
                     continue
                 if route.upstream.name == name and route.upstream_model is None:
                     data[model_id] = {**model, "object": "model"}
-        body = {"object": "list", "data": list(data.values())}
-        return web.Response(body=orjson.dumps(body), content_type="application/json")
+        # Codex's catalog request (``?client_version=``) gets its ``models`` beside OpenAI's list: codex_models.py
+        return models_answer(request, {"object": "list", "data": list(data.values())})
 
     async def get_model(self, request: web.Request) -> web.Response:
         """One model: 404 ``model_not_found`` when no route serves it; what its upstream says of it, if anything."""
