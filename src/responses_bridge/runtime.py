@@ -17,9 +17,9 @@ import structlog
 
 from .allocator import MemoryTrimmer
 from .config import Settings
+from .engine.builtin_tools import runs_server_tools
 from .engine.options import EngineOptions
 from .engine.profiles import options_for
-from .engine.tools import runs_server_tools
 from .engine.wire import Framing
 from .observability import metrics
 from .observability.logs import note_upstream

@@ -12,16 +12,17 @@ import orjson
 
 from ..protocol.errors import invalid_request
 from ..protocol.request import ResponsesRequest
+from .builtin_tools import WEB_SEARCH_TYPES
 from .computer_tool import screenshot_message
 from .content_parts import chat_part, user_content
 from .options import EngineOptions
-from .tools import CUSTOM_INPUT, WEB_SEARCH_TYPES, ToolPlan, loaded_tools, plan_tools
+from .tools import CUSTOM_INPUT, ToolPlan, loaded_tools, plan_tools
 
 
 def plan_request_tools(request: ResponsesRequest, history: list[dict[str, Any]], options: EngineOptions,
                        served: Collection[str] = ()) -> ToolPlan:
     """The tools this request offers: its own, plus those earlier ``tool_search_output`` items loaded.
-    ``served``: the server-side tool types the caller's tool loop runs (``tools.SERVED_TOOL_TYPES``)."""
+    ``served``: the server-side tool types the caller's tool loop runs (``builtin_tools.SERVED_TOOL_TYPES``)."""
     return plan_tools(request.params.tools, options.unsupported_tools,
                       loaded=loaded_tools(history, request.input_items) or None, served=served)
 

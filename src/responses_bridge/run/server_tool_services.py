@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..engine.tools import served_tool_types
+from ..engine.builtin_tools import served_tool_types
 from .tools.file_search import FileSearcher
 from .tools.mcp import MCPTools
 from .tools.web_search import SearchProvider, provider_from_settings
