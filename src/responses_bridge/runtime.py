@@ -108,7 +108,8 @@ class Runtime:
         # replicas on one database share the sealing key: a chain continued on another replica still unseals
         shared_key = settings.sealing_key or await stores.shared_value("sealing_key", new_key_text())
         sealer = Sealer(load_or_create_key(shared_key, db_path))
-        server_tools = ServerTools(ServerToolServices.configured(settings.mcp_limits(), settings.web_search_settings()))
+        server_tools = ServerTools(ServerToolServices.configured(settings.mcp_limits(), settings.web_search_settings(),
+                                                                 images=settings.image_settings()))
         clients = dict(clients or {})
         for client in clients.values():
             if client is not upstream:

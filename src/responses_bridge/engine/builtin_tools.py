@@ -58,24 +58,29 @@ TOOL_SEARCH_PARAMETERS: dict[str, Any] = {
 }
 TOOL_SEARCH_DESCRIPTION = ("Searches for more tools. Call it when none of the offered tools fits the task; the "
                            "tools it finds are offered from the next turn on.")
-SERVER_KINDS = frozenset({"mcp", "web_search", "file_search", "server_tool_search", "code_interpreter"})
+SERVER_KINDS = frozenset({"mcp", "web_search", "file_search", "server_tool_search", "code_interpreter",
+                          "image_generation"})
 """Call targets the bridge runs: an MCP server's tool, the web search, the file search, the server-side tool
-search, the code interpreter (``namespace``: the container id)."""
+search, the code interpreter (``namespace``: the container id), the image generation."""
 WEB_SEARCH_TYPES = frozenset({"web_search", "web_search_2025_08_26", "web_search_preview",
                               "web_search_preview_2025_03_11"})
-SERVED_TOOL_TYPES = frozenset({"mcp", "tool_search", "file_search", "code_interpreter", *WEB_SEARCH_TYPES})
+SERVED_TOOL_TYPES = frozenset({"mcp", "tool_search", "file_search", "code_interpreter", "image_generation",
+                               *WEB_SEARCH_TYPES})
 """Request tool types a tool loop can serve (``plan_tools(served=…)``); ``tool_search`` only with execution
 ``server`` or unset."""
 
 
-def served_tool_types(web_search: bool, file_search: bool = False, code: bool = False) -> frozenset[str]:
+def served_tool_types(web_search: bool, file_search: bool = False, code: bool = False,
+                      images: bool = False) -> frozenset[str]:
     """The tool types a deployment's tool loop runs: all of :data:`SERVED_TOOL_TYPES`, less the web search ones
-    when no search provider is configured, ``file_search`` when there are no vector stores to search and
-    ``code_interpreter`` when there are no containers (those then fall under the unsupported-tool policy). A
+    when no search provider is configured, ``file_search`` when there are no vector stores to search,
+    ``code_interpreter`` when there are no containers and ``image_generation`` when the deployment does not say
+    its upstream generates images (those then fall under the unsupported-tool policy). A
     deployment with containers serves ``code_interpreter`` even where the sandbox cannot start: the request is
     then refused naming the cause, never answered without running the code."""
     served = SERVED_TOOL_TYPES if web_search else SERVED_TOOL_TYPES - WEB_SEARCH_TYPES
     served = served if file_search else served - {"file_search"}
+    served = served if images else served - {"image_generation"}
     return served if code else served - {"code_interpreter"}
 
 
@@ -119,3 +124,19 @@ CODE_PARAMETERS: dict[str, Any] = {
     "properties": {"code": {"type": "string", "description": "The Python code to run."}},
     "required": ["code"],
 }
+IMAGE_NAME = "image_generation"
+IMAGE_DESCRIPTION = ("Generates one image from a text description and shows it to the user. Describe the image "
+                     "fully in the prompt (subject, style, composition, text in it); you get a short note, not "
+                     "the image, back. Do not repeat the image's data in your answer.")
+IMAGE_SIZES = ("1024x1024", "1024x1536", "1536x1024")
+"""The sizes a model may choose among when the tool leaves ``size`` to it (unset or ``auto``)."""
+
+
+def image_parameters(choose_size: bool) -> dict[str, Any]:
+    """The image generation function's schema: ``prompt``, and ``size`` when the request's tool leaves the size
+    to the model (the rest of the tool's settings are the request's, not the model's)."""
+    properties: dict[str, Any] = {"prompt": {"type": "string", "description": "The description of the image."}}
+    if choose_size:
+        properties["size"] = {"type": "string", "enum": list(IMAGE_SIZES),
+                              "description": "Optional: square, portrait or landscape."}
+    return {"type": "object", "properties": properties, "required": ["prompt"]}

@@ -36,6 +36,8 @@ from .builtin_tools import (
     FILE_SEARCH_DESCRIPTION,
     FILE_SEARCH_NAME,
     FILE_SEARCH_PARAMETERS,
+    IMAGE_DESCRIPTION,
+    IMAGE_NAME,
     LOCAL_SHELL_DESCRIPTION,
     LOCAL_SHELL_PARAMETERS,
     SERVER_KINDS,
@@ -46,6 +48,7 @@ from .builtin_tools import (
     WEB_SEARCH_DESCRIPTION,
     WEB_SEARCH_NAME,
     WEB_SEARCH_PARAMETERS,
+    image_parameters,
 )
 from .computer_tool import COMPUTER_NAME, COMPUTER_PARAMETERS, computer_description
 
@@ -163,42 +166,37 @@ class ToolPlan:
             names.append(flat)
         return names
 
-    def add_web_search(self) -> str:
-        """Offer the web search as a function (``{"query"}``); its calls become ``web_search_call`` items."""
-        key = ("web_search", None, None)
+    def _add_server(self, kind: str, base: str, description: str, parameters: dict[str, Any],
+                    namespace: str | None = None) -> str:
+        """Offer one of the loop's own tools (one per request) as a function named ``base`` (made unique)."""
+        key = (kind, None, None)
         if key in self.names:
             return self.names[key]
-        name = _unique(WEB_SEARCH_NAME, self._taken())
+        name = _unique(base, self._taken())
         self.names[key] = name
-        self.targets[name] = CallTarget("web_search")
-        self.functions.append({"type": "function", "name": name, "description": WEB_SEARCH_DESCRIPTION,
-                               "parameters": WEB_SEARCH_PARAMETERS})
+        self.targets[name] = CallTarget(kind, namespace=namespace)
+        self.functions.append({"type": "function", "name": name, "description": description,
+                               "parameters": parameters})
         return name
+
+    def add_web_search(self) -> str:
+        """Offer the web search as a function (``{"query"}``); its calls become ``web_search_call`` items."""
+        return self._add_server("web_search", WEB_SEARCH_NAME, WEB_SEARCH_DESCRIPTION, WEB_SEARCH_PARAMETERS)
 
     def add_file_search(self) -> str:
         """Offer the file search as a function (``{"query"}``); its calls become ``file_search_call`` items."""
-        key = ("file_search", None, None)
-        if key in self.names:
-            return self.names[key]
-        name = _unique(FILE_SEARCH_NAME, self._taken())
-        self.names[key] = name
-        self.targets[name] = CallTarget("file_search")
-        self.functions.append({"type": "function", "name": name, "description": FILE_SEARCH_DESCRIPTION,
-                               "parameters": FILE_SEARCH_PARAMETERS})
-        return name
+        return self._add_server("file_search", FILE_SEARCH_NAME, FILE_SEARCH_DESCRIPTION, FILE_SEARCH_PARAMETERS)
 
     def add_code_interpreter(self, container_id: str) -> str:
         """Offer the code interpreter as a function (``{"code"}``) running in ``container_id``; its calls become
         ``code_interpreter_call`` items."""
-        key = ("code_interpreter", None, None)
-        if key in self.names:
-            return self.names[key]
-        name = _unique(CODE_NAME, self._taken())
-        self.names[key] = name
-        self.targets[name] = CallTarget("code_interpreter", namespace=container_id)
-        self.functions.append({"type": "function", "name": name, "description": CODE_DESCRIPTION,
-                               "parameters": CODE_PARAMETERS})
-        return name
+        return self._add_server("code_interpreter", CODE_NAME, CODE_DESCRIPTION, CODE_PARAMETERS,
+                                namespace=container_id)
+
+    def add_image_generation(self, *, choose_size: bool) -> str:
+        """Offer the image generation as a function (``{"prompt"}``, and ``size`` with ``choose_size``); its calls
+        become ``image_generation_call`` items."""
+        return self._add_server("image_generation", IMAGE_NAME, IMAGE_DESCRIPTION, image_parameters(choose_size))
 
     def add_server_tool_search(self, function: Mapping[str, Any]) -> str:
         """Offer the server-side tool search (``function``: the Responses-shaped function the run made for it);
