@@ -111,6 +111,9 @@ ITEM_EVENTS: dict[str, list[str]] = {
                               "response.code_interpreter_call_code.done",
                               "response.code_interpreter_call.interpreting?",
                               "response.code_interpreter_call.completed?"],
+    "image_generation_call": ["response.image_generation_call.in_progress",
+                              "response.image_generation_call.generating",
+                              "response.image_generation_call.completed?"],
     "tool_search_call": [],
     "tool_search_output": [],
 }
