@@ -5,7 +5,8 @@ listener (``--upstream-via``), and one real Envoy in front of it: the ``http`` d
 the ``envoy`` door is Envoy, which sends a request carrying the tool to that server. Either way the image call is
 a ``POST /v1/images/generations`` through Envoy to the fake upstream, which answers a real PNG; without Envoy's
 route for it the call would reach the sidecar's catch-all and fail. The fake model asks for an image when the
-user writes ``call image_generation [args64=<{"prompt": …} in base64>]`` and then answers ``Tool result: <what it read>``.
+user writes ``call image_generation [args64=<{"prompt": …} in base64>]`` and then answers
+``Tool result: <what it read>``.
 The session's default sidecar (image generation ``off``) shows today's behaviour: the tool is dropped.
 """
 
