@@ -13,8 +13,9 @@ from responses_bridge.adapters.upstream_client import AiohttpUpstreamClient
 from responses_bridge.config import Settings
 from responses_bridge.devtools import fake_upstream
 from responses_bridge.devtools.procs import free_port
+from responses_bridge.engine.builtin_tools import served_tool_types
 from responses_bridge.engine.server_tools import ImageGenerationReader, image_replay_note, image_request_of
-from responses_bridge.engine.tools import CallTarget, ToolPlan
+from responses_bridge.engine.tools import CallTarget, ToolPlan, plan_tools
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.protocol.tool_items import image_generation_call
 from responses_bridge.run.tools.image_generation import (
@@ -163,3 +164,12 @@ def test_a_replayed_item_is_kept_whole_and_told_as_a_note() -> None:
     assert "no image was generated" in image_replay_note({**item, "status": "failed", "result": None})
     with pytest.raises(APIError):
         image_generation_call({"type": "image_generation_call", "result": 5}, "input[0]")
+
+
+def test_off_keeps_the_unsupported_tool_policy() -> None:
+    tools = [{"type": "image_generation"}]
+    assert plan_tools(tools, "drop", served=served_tool_types(False)).dropped == ["image_generation"]
+    with pytest.raises(APIError) as refused:
+        plan_tools(tools, "reject", served=served_tool_types(False))
+    assert refused.value.code == "unsupported_tool_type"
+    assert plan_tools(tools, "reject", served=served_tool_types(False, images=True)).dropped == []
