@@ -49,13 +49,15 @@ def _add_fake_upstream(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--header-delay", type=float, default=0.0,
                         help="seconds before the headers of each chat answer (a model's time to first token; "
                         "[header_delay=MS] in a message overrides it)")
+    parser.add_argument("--no-images", action="store_true",
+                        help="no POST /v1/images/generations (an upstream without the Images API: a 404)")
 
     def run(args: argparse.Namespace) -> int:
         from .devtools.fake_upstream import run as run_fake
 
         run_fake(args.host, args.port, chunk_count=args.chunk_count, chunk_delay=args.chunk_delay,
                  tool_topics=args.tool_topics, quirks=args.quirks, native=args.native,
-                 embedding_delay=args.embedding_delay, header_delay=args.header_delay)
+                 embedding_delay=args.embedding_delay, header_delay=args.header_delay, images=not args.no_images)
         return 0
 
     parser.set_defaults(func=run)

@@ -22,6 +22,7 @@ from .tenants import TenantPolicy
 from .upstreams import ModelRoute, Router, UpstreamSpec, base_url, check_references, single_upstream
 
 if TYPE_CHECKING:
+    from .run.tools.image_generation import ImageSettings
     from .run.tools.mcp_config import MCPLimits
     from .run.tools.web_search_base import WebSearchSettings
     from .sandbox import SandboxLimits
@@ -119,6 +120,16 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("RESPONSES_BRIDGE_TAVILY_API_KEY", "TAVILY_API_KEY", "tavily_api_key"))
     web_search_timeout: float = 15.0  # one search, seconds
     web_search_max_bytes: int = 2 * 1024 * 1024  # largest search answer read
+    # The image_generation tool (run/tools/image_generation.py): "upstream" when the upstream serves
+    # POST /v1/images/generations (each call goes to the upstream the response's model routes to); "off": a
+    # request's image_generation tool falls under unsupported_tools.
+    image_generation: Literal["off", "upstream"] = Field(default="off", description=(
+        "`upstream`: the `image_generation` tool runs in the tool loop, each call a `POST images/generations` to "
+        "the upstream the response's model routes to (every such upstream must serve it); `off`: the tool falls "
+        "under `unsupported_tools` (dropped or refused)"))
+    image_generation_model: str = Field(default="gpt-image-1", min_length=1, description=(
+        "the image model sent upstream when a request's image_generation tool names none"))
+    image_generation_timeout: float = Field(default=120.0, gt=0, description="one image generation call, seconds")
     # The remote MCP tool (run/tools/mcp.py): hosts beyond the public internet it may reach, and its limits.
     mcp_allowed_hosts: str = ""  # comma-separated host names, IPs or CIDRs; private/loopback denied unless listed
     mcp_connect_timeout: float = Field(default=10.0, gt=0)
@@ -300,6 +311,14 @@ class Settings(BaseSettings):
         return WebSearchSettings(provider=kind, base_url=searxng_url or self.web_search_url or default_base,
                                  api_key=self._web_search_key_value(), timeout=self.web_search_timeout,
                                  max_response_bytes=self.web_search_max_bytes)
+
+    def image_settings(self) -> ImageSettings | None:
+        """What the image generation tool needs; None when it is off."""
+        if self.image_generation == "off":
+            return None
+        from .run.tools.image_generation import ImageSettings
+
+        return ImageSettings(model=self.image_generation_model, timeout=self.image_generation_timeout)
 
     def engine_options(self) -> EngineOptions:
         """The profile's switches, with those set explicitly (flag, environment or file) on top."""

@@ -17,9 +17,9 @@ import structlog
 
 from .allocator import MemoryTrimmer
 from .config import Settings
+from .engine.builtin_tools import runs_server_tools
 from .engine.options import EngineOptions
 from .engine.profiles import options_for
-from .engine.tools import runs_server_tools
 from .engine.wire import Framing
 from .observability import metrics
 from .observability.logs import note_upstream
@@ -108,7 +108,8 @@ class Runtime:
         # replicas on one database share the sealing key: a chain continued on another replica still unseals
         shared_key = settings.sealing_key or await stores.shared_value("sealing_key", new_key_text())
         sealer = Sealer(load_or_create_key(shared_key, db_path))
-        server_tools = ServerTools(ServerToolServices.configured(settings.mcp_limits(), settings.web_search_settings()))
+        server_tools = ServerTools(ServerToolServices.configured(settings.mcp_limits(), settings.web_search_settings(),
+                                                                 images=settings.image_settings()))
         clients = dict(clients or {})
         for client in clients.values():
             if client is not upstream:

@@ -115,7 +115,7 @@ def test_routes_and_processor_settings() -> None:
                             "sidecar_tools_unversioned", "responses", "responses_unversioned", "sidecar_files",
                             "sidecar_files_unversioned", "sidecar_containers", "sidecar_containers_unversioned",
                             "sidecar_vector_stores", "sidecar_vector_stores_unversioned",
-                            "models_codex", "models", "chat_completions", "sidecar"]
+                            "models_codex", "models", "images_generations", "chat_completions", "sidecar"]
     for name, path in (("sidecar_tools", "/v1/responses"), ("sidecar_tools_unversioned", "/responses")):
         # marked by the processor (server-side tools): to the HTTP door, unchanged, never seen by the processor
         # again; the mark is dynamic metadata, which no client can send
@@ -148,7 +148,11 @@ def test_routes_and_processor_settings() -> None:
     assert routes["models_codex"]["match"]["path"] == "/v1/models"
     assert routes["models_codex"]["match"]["query_parameters"] == [{"name": "client_version", "present_match": True}]
     assert routes["models_codex"]["route"] == {"cluster": envoy_config.HTTP_CLUSTER, "timeout": "0s"}
-    for name in ("models_codex", "models", "sidecar"):
+    # the image generation tool's calls through --upstream-via reach the upstream's Images API, as it is
+    assert routes["images_generations"]["match"]["path"] == "/v1/images/generations"
+    assert routes["images_generations"]["route"]["cluster"] == envoy_config.UPSTREAM_CLUSTER
+    assert routes["images_generations"]["route"]["prefix_rewrite"] == "/openai/v1/images/generations"
+    for name in ("models_codex", "models", "images_generations", "sidecar"):
         per_route = routes[name]["typed_per_filter_config"]["envoy.filters.http.ext_proc"]
         assert per_route["disabled"] is True
     # chat completions: the processor reads the request (``store``) and only a stored request's answer, streamed

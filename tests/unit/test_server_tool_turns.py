@@ -17,6 +17,7 @@ import pytest
 from pydantic import TypeAdapter
 
 from responses_bridge.devtools import fake_upstream
+from responses_bridge.engine.builtin_tools import SERVED_TOOL_TYPES, served_tool_types
 from responses_bridge.engine.options import EngineOptions
 from responses_bridge.engine.output_builder import OutputBuilder, completion_as_chunk
 from responses_bridge.engine.request_translation import (
@@ -30,7 +31,7 @@ from responses_bridge.engine.request_translation import (
 from responses_bridge.engine.response_object import new_response
 from responses_bridge.engine.server_tools import mcp_call_error
 from responses_bridge.engine.sse import DONE, SSEDecoder, encode_event
-from responses_bridge.engine.tools import MAX_NAME, SERVED_TOOL_TYPES, ToolPlan, plan_tools, served_tool_types
+from responses_bridge.engine.tools import MAX_NAME, ToolPlan, plan_tools
 from responses_bridge.engine.turn_result import TurnResult
 from responses_bridge.engine.turns import ToolResult, follow_up_request
 from responses_bridge.protocol.request import parse_request
@@ -110,6 +111,9 @@ ITEM_EVENTS: dict[str, list[str]] = {
                               "response.code_interpreter_call_code.done",
                               "response.code_interpreter_call.interpreting?",
                               "response.code_interpreter_call.completed?"],
+    "image_generation_call": ["response.image_generation_call.in_progress",
+                              "response.image_generation_call.generating",
+                              "response.image_generation_call.completed?"],
     "tool_search_call": [],
     "tool_search_output": [],
 }

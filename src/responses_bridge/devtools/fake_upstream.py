@@ -12,6 +12,8 @@ Routes
 * ``POST /v1/embeddings`` - deterministic unit-length vectors (64 floats unless ``dimensions`` says
   otherwise) derived from a hash of each input; ``input`` is a string, a list of strings, or token
   arrays; ``encoding_format: "base64"`` gives little-endian float32 bytes in base64, like OpenAI.
+* ``POST /v1/images/generations`` - an ``ImagesResponse`` with real PNGs (fake_images.py); ``--no-images``
+  leaves the route out (a 404, as an upstream without the Images API answers).
 * ``GET /health`` - ``{"status": "ok"}``.
 * ``GET /_fake/requests`` - ``{"data": [...]}``: the last 50 bodies received on
   ``/v1/chat/completions`` (and ``/v1/responses`` with ``--native``), oldest first, each as
@@ -100,6 +102,9 @@ text that gets echoed. Unknown bracketed text is left alone.
    4+ letters of an offered tool's name (split at ``_``/``-``: "weather" for ``get_weather``) calls that tool;
    a string ``query`` parameter gets the user's whole text (directives removed), as a model searching for the
    question would (the bridge's ``web_search`` and ``file_search`` functions take one).
+   The bridge's server tools are offered as functions too, so ``call web_search widgets`` searches for
+   "widgets", and ``call image_generation [args={"prompt": "a red kite"}]`` asks for an image (a failing
+   image model: ``[error=503]`` inside that prompt, see fake_images.py).
 5. ``[refuse]``: ``refusal: "I can't help with that."`` with ``content: null``; streamed as
    ``delta.refusal`` pieces, one per word.
 6. ``[length]`` cuts the answer to 3 words; a ``max_completion_tokens`` (or else ``max_tokens``)
@@ -1288,13 +1293,15 @@ async def _openai_errors(request: web.Request,
 
 def create_app(*, chunk_count: int | None = None, chunk_delay: float = 0.0,
                tool_topics: bool = False, quirks: str | frozenset[str] | None = None,
-               native: bool = False, embedding_delay: float = 0.0, header_delay: float = 0.0) -> web.Application:
+               native: bool = False, embedding_delay: float = 0.0, header_delay: float = 0.0,
+               images: bool = True) -> web.Application:
     """Builds the fake; ``chunk_count``/``chunk_delay``/``header_delay`` (seconds before an answer's headers) are
     defaults the conversation can override;
     ``tool_topics`` also calls an offered tool whose name the user's text mentions (see :func:`_topic_tools`);
     ``quirks`` (e.g. ``"llamacpp"``) puts on a real backend's departures from OpenAI (fake_quirks.py);
     ``native`` also serves ``/v1/responses`` as a stateless backend does (fake_responses.py);
-    ``embedding_delay``: seconds before each ``/v1/embeddings`` answer (ingestion that takes a while)."""
+    ``embedding_delay``: seconds before each ``/v1/embeddings`` answer (ingestion that takes a while);
+    ``images``: serve ``/v1/images/generations`` (fake_images.py)."""
     if chunk_count is not None and chunk_count < 1:
         raise ValueError("chunk_count must be >= 1")
     app = web.Application(middlewares=[_openai_errors], client_max_size=64 * 1024 * 1024)
@@ -1313,6 +1320,10 @@ def create_app(*, chunk_count: int | None = None, chunk_delay: float = 0.0,
         from .fake_responses import add_routes
 
         add_routes(app)
+    if images:
+        from . import fake_images
+
+        fake_images.add_routes(app)
     return app
 
 
@@ -1349,9 +1360,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="seconds before each /v1/embeddings answer (a slow embedding model)")
     parser.add_argument("--header-delay", type=float, default=0.0,
                         help="seconds before the headers of each chat answer (a model's time to first token)")
+    parser.add_argument("--no-images", action="store_true",
+                        help="no /v1/images/generations route (an upstream without the Images API: a 404)")
     args = parser.parse_args(argv)
     run(args.host, args.port, chunk_count=args.chunk_count, chunk_delay=args.chunk_delay, quirks=args.quirks,
-        embedding_delay=args.embedding_delay, header_delay=args.header_delay)
+        embedding_delay=args.embedding_delay, header_delay=args.header_delay, images=not args.no_images)
 
 
 if __name__ == "__main__":

@@ -12,16 +12,18 @@ import orjson
 
 from ..protocol.errors import invalid_request
 from ..protocol.request import ResponsesRequest
+from .builtin_tools import WEB_SEARCH_TYPES
 from .computer_tool import screenshot_message
 from .content_parts import chat_part, user_content
 from .options import EngineOptions
-from .tools import CUSTOM_INPUT, WEB_SEARCH_TYPES, ToolPlan, loaded_tools, plan_tools
+from .server_tools import image_replay_note
+from .tools import CUSTOM_INPUT, ToolPlan, loaded_tools, plan_tools
 
 
 def plan_request_tools(request: ResponsesRequest, history: list[dict[str, Any]], options: EngineOptions,
                        served: Collection[str] = ()) -> ToolPlan:
     """The tools this request offers: its own, plus those earlier ``tool_search_output`` items loaded.
-    ``served``: the server-side tool types the caller's tool loop runs (``tools.SERVED_TOOL_TYPES``)."""
+    ``served``: the server-side tool types the caller's tool loop runs (``builtin_tools.SERVED_TOOL_TYPES``)."""
     return plan_tools(request.params.tools, options.unsupported_tools,
                       loaded=loaded_tools(history, request.input_items) or None, served=served)
 
@@ -150,6 +152,8 @@ def items_to_messages(items: list[dict[str, Any]], messages: list[dict[str, Any]
             message.setdefault("tool_calls", []).append({
                 "id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}})
             append_tool_result(messages, call_id, name, output, options)
+        elif kind == "image_generation_call":  # a note, never the image's base64 (engine/server_tools.py)
+            messages.append({"role": "assistant", "content": image_replay_note(item)})
         elif kind == "reasoning":
             if options.reasoning_history == "reasoning_content":
                 text = "".join(part["text"] for part in item.get("content") or item.get("summary") or [])
@@ -424,7 +428,8 @@ def set_turn_tools(body: dict[str, Any], tool_choice: Any, parallel_tool_calls: 
         body["parallel_tool_calls"] = parallel_tool_calls
 
 
-_SERVER_CHOICES = frozenset({"mcp", "tool_search", "file_search", "code_interpreter", *WEB_SEARCH_TYPES})
+_SERVER_CHOICES = frozenset({"mcp", "tool_search", "file_search", "code_interpreter", "image_generation",
+                             *WEB_SEARCH_TYPES})
 
 
 def _server_choice(choice: dict[str, Any], plan: ToolPlan) -> tuple[Any, set[str] | None]:
@@ -437,7 +442,7 @@ def _server_choice(choice: dict[str, Any], plan: ToolPlan) -> tuple[Any, set[str
             names = [name for name in names if plan.targets[name].name == choice["name"]]
     elif choice["type"] == "tool_search":
         names = plan.server_names("server_tool_search")
-    elif choice["type"] in ("file_search", "code_interpreter"):
+    elif choice["type"] in ("file_search", "code_interpreter", "image_generation"):
         names = plan.server_names(choice["type"])
     else:
         names = plan.server_names("web_search")

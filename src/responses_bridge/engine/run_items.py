@@ -118,6 +118,14 @@ class RunItems:
         self._complete_pending(output_index, "response.code_interpreter_call.completed", failed,
                                {"outputs": outputs})
 
+    def complete_image_generation(self: _Builder, output_index: int, *, fields: dict[str, Any],
+                                  failed: bool = False) -> None:
+        """An image generation call's outcome: ``fields`` (``result``, the base64 image, and what the upstream
+        says it made: ``revised_prompt``, ``size``, ``quality``, ``output_format``, ``background``);
+        ``response.image_generation_call.completed`` and ``output_item.done``, or with ``failed`` only the done
+        item, ``status: failed`` (the SDK has no failed event)."""
+        self._complete_pending(output_index, "response.image_generation_call.completed", failed, fields)
+
     def _complete_pending(self: _Builder, output_index: int, completed: str, failed: bool,
                           fields: dict[str, Any]) -> None:
         """A pending server call's outcome: its item's ``fields`` and status, the ``completed`` event unless it

@@ -16,6 +16,10 @@ Like engine/client_tools.py, but the item a call becomes is the server tool's ow
   after it is announced, ``response.code_interpreter_call_code.delta`` per piece of code decoded from the streamed
   arguments, then ``.code.done`` and ``response.code_interpreter_call.interpreting``; it stays open until
   ``OutputBuilder.complete_code_interpreter``.
+* the image generation → an ``image_generation_call`` item: ``response.image_generation_call.in_progress``
+  right after it is announced, ``.generating`` once its prompt is known; it stays open until
+  ``OutputBuilder.complete_image_generation`` (the run reads the prompt from the call's arguments: the item has
+  no field for it).
 * the server-side tool search → a ``tool_search_call`` item (``execution: "server"``), done when its arguments
   are; the run adds the ``tool_search_output`` item with the tools it found.
 
@@ -190,6 +194,43 @@ class CodeInterpreterReader(ServerCallReader):
         return events
 
 
+def image_request_of(arguments: str) -> tuple[str, str | None]:
+    """The prompt of an image generation call, and the size the model chose (None: it chose none); a model that
+    sent plain text asked for that text."""
+    parsed = parse_arguments(arguments)
+    size = parsed.get("size") if isinstance(parsed, dict) else None
+    return _string_argument(arguments, "prompt", arguments.strip()), size if isinstance(size, str) else None
+
+
+class ImageGenerationReader(ServerCallReader):
+    __slots__ = ()
+
+    def opened(self) -> list[Event]:
+        return [{"type": "response.image_generation_call.in_progress", "sequence_number": 0,
+                 "item_id": self.item["id"], "output_index": self.output_index}]
+
+    def close(self, arguments: str, status: str) -> list[Event]:
+        if status != "completed":
+            self.item["status"] = "incomplete"
+            return []
+        self.pending = True
+        self.item["status"] = "generating"
+        return [{"type": "response.image_generation_call.generating", "sequence_number": 0,
+                 "item_id": self.item["id"], "output_index": self.output_index}]
+
+
+def image_replay_note(item: dict[str, Any]) -> str:
+    """What a replayed ``image_generation_call`` tells the model: that an image was (or was not) generated, and
+    from which prompt. Never the image's base64: it would fill the context and no chat model reads it."""
+    if item.get("status") != "completed":
+        return f"[Image generation call {item.get('id')}: no image was generated ({item.get('status')}).]"
+    details = ", ".join(f"{key} {item[key]}" for key in ("size", "quality", "output_format", "background")
+                        if isinstance(item.get(key), str))
+    prompt = item.get("revised_prompt")
+    return (f"[Image generation call {item.get('id')}: an image was generated and shown to the user"
+            + (f" ({details})" if details else "") + (f" from the prompt: {prompt}" if prompt else "") + ".]")
+
+
 class ServerToolSearchReader(ServerCallReader):
     __slots__ = ()
 
@@ -226,5 +267,8 @@ def server_reader_for(target: CallTarget, call_id: str, output_index: int) -> Se
         return CodeInterpreterReader({"id": ids.new_id("ci"), "type": "code_interpreter_call", "status": "in_progress",
                                       "code": "", "container_id": target.namespace or "", "outputs": None},
                                      output_index)
+    if kind == "image_generation":
+        return ImageGenerationReader({"id": ids.new_id("ig"), "type": "image_generation_call",
+                                      "status": "in_progress", "result": None}, output_index)
     return ServerToolSearchReader({"id": ids.new_id("tsc"), "type": "tool_search_call", "call_id": call_id,
                                    "execution": "server", "arguments": {}, "status": "in_progress"}, output_index)

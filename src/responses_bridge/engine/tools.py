@@ -27,6 +27,29 @@ from typing import Any, Literal
 import structlog
 
 from ..protocol.errors import invalid_request
+from .builtin_tools import (
+    APPLY_PATCH_DESCRIPTION,
+    APPLY_PATCH_PARAMETERS,
+    CODE_DESCRIPTION,
+    CODE_NAME,
+    CODE_PARAMETERS,
+    FILE_SEARCH_DESCRIPTION,
+    FILE_SEARCH_NAME,
+    FILE_SEARCH_PARAMETERS,
+    IMAGE_DESCRIPTION,
+    IMAGE_NAME,
+    LOCAL_SHELL_DESCRIPTION,
+    LOCAL_SHELL_PARAMETERS,
+    SERVER_KINDS,
+    SHELL_DESCRIPTION,
+    SHELL_PARAMETERS,
+    TOOL_SEARCH_DESCRIPTION,
+    TOOL_SEARCH_PARAMETERS,
+    WEB_SEARCH_DESCRIPTION,
+    WEB_SEARCH_NAME,
+    WEB_SEARCH_PARAMETERS,
+    image_parameters,
+)
 from .computer_tool import COMPUTER_NAME, COMPUTER_PARAMETERS, computer_description
 
 log = structlog.get_logger("responses_bridge.tools")
@@ -43,52 +66,6 @@ TRANSLATED = frozenset({"function", "namespace", "custom", "shell", "local_shell
 # client-executed tools without a name of their own
 BUILTIN_KINDS = ("shell", "local_shell", "computer_use_preview", "apply_patch", "tool_search")
 
-SHELL_PARAMETERS: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "commands": {"type": "array", "items": {"type": "string"},
-                     "description": "The shell commands to run, in order."},
-        "timeout_ms": {"type": "integer", "description": "Optional wall-clock limit for the commands, in ms."},
-        "max_output_length": {"type": "integer",
-                              "description": "Optional limit on the characters of output to return."},
-    },
-    "required": ["commands"],
-}
-SHELL_DESCRIPTION = ("Runs shell commands on the user's machine and returns their stdout, stderr and exit code. "
-                     "Use it to inspect files, run programs and tests.")
-LOCAL_SHELL_PARAMETERS: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "command": {"type": "array", "items": {"type": "string"},
-                    "description": "The command to run, as its argument vector (e.g. [\"ls\", \"-la\"])."},
-        "working_directory": {"type": "string", "description": "Optional directory to run the command in."},
-        "timeout_ms": {"type": "integer", "description": "Optional wall-clock limit for the command, in ms."},
-        "env": {"type": "object", "additionalProperties": {"type": "string"},
-                "description": "Optional environment variables to set for the command."},
-    },
-    "required": ["command"],
-}
-LOCAL_SHELL_DESCRIPTION = ("Runs one command on the user's machine and returns its output. Use it to inspect files, "
-                           "run programs and tests.")
-APPLY_PATCH_PARAMETERS: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "type": {"type": "string", "enum": ["create_file", "update_file", "delete_file"],
-                 "description": "What to do with the file."},
-        "path": {"type": "string", "description": "The file's path."},
-        "diff": {"type": "string", "description": "For create_file and update_file: the diff to apply, in the "
-                                                  "V4A format (lines starting with '+', '-' or ' ')."},
-    },
-    "required": ["type", "path"],
-}
-APPLY_PATCH_DESCRIPTION = "Creates, updates or deletes one file of the user's workspace with a diff."
-TOOL_SEARCH_PARAMETERS: dict[str, Any] = {
-    "type": "object",
-    "properties": {"query": {"type": "string", "description": "What the needed tool should do."}},
-    "required": ["query"],
-}
-TOOL_SEARCH_DESCRIPTION = ("Searches for more tools. Call it when none of the offered tools fits the task; the "
-                           "tools it finds are offered from the next turn on.")
 CUSTOM_INPUT = "input"
 
 
@@ -110,66 +87,6 @@ class CallTarget:
         return self.kind in SERVER_KINDS
 
 
-SERVER_KINDS = frozenset({"mcp", "web_search", "file_search", "server_tool_search", "code_interpreter"})
-"""Call targets the bridge runs: an MCP server's tool, the web search, the file search, the server-side tool
-search, the code interpreter (``namespace``: the container id)."""
-WEB_SEARCH_TYPES = frozenset({"web_search", "web_search_2025_08_26", "web_search_preview",
-                              "web_search_preview_2025_03_11"})
-SERVED_TOOL_TYPES = frozenset({"mcp", "tool_search", "file_search", "code_interpreter", *WEB_SEARCH_TYPES})
-"""Request tool types a tool loop can serve (``plan_tools(served=…)``); ``tool_search`` only with execution
-``server`` or unset."""
-
-
-def served_tool_types(web_search: bool, file_search: bool = False, code: bool = False) -> frozenset[str]:
-    """The tool types a deployment's tool loop runs: all of :data:`SERVED_TOOL_TYPES`, less the web search ones
-    when no search provider is configured, ``file_search`` when there are no vector stores to search and
-    ``code_interpreter`` when there are no containers (those then fall under the unsupported-tool policy). A
-    deployment with containers serves ``code_interpreter`` even where the sandbox cannot start: the request is
-    then refused naming the cause, never answered without running the code."""
-    served = SERVED_TOOL_TYPES if web_search else SERVED_TOOL_TYPES - WEB_SEARCH_TYPES
-    served = served if file_search else served - {"file_search"}
-    return served if code else served - {"code_interpreter"}
-
-
-def runs_server_tools(tools: object, served: Collection[str]) -> bool:
-    """Does a request's raw ``tools`` value hold a tool the loop runs (a type in ``served``; a ``tool_search``
-    only with execution ``server`` or unset)? A scan of the decoded JSON, before any validation: the ext_proc door
-    asks it of every request, so it must cost nothing for the requests that have none."""
-    if not isinstance(tools, list):
-        return False
-    for tool in tools:
-        if isinstance(tool, dict) and tool.get("type") in served and (
-                tool.get("type") != "tool_search" or tool.get("execution") in (None, "server")):
-            return True
-    return False
-
-WEB_SEARCH_NAME = "web_search"
-WEB_SEARCH_DESCRIPTION = ("Searches the web and returns numbered sources (title, URL, excerpt). Use it for current "
-                          "events and facts you are not sure of; cite the sources you use.")
-WEB_SEARCH_PARAMETERS: dict[str, Any] = {
-    "type": "object",
-    "properties": {"query": {"type": "string", "description": "The search query."}},
-    "required": ["query"],
-}
-FILE_SEARCH_NAME = "file_search"
-FILE_SEARCH_DESCRIPTION = ("Searches the user's uploaded files and returns numbered excerpts with their file names. "
-                           "Use it for questions the files may answer; cite the excerpts you use by their markers.")
-FILE_SEARCH_PARAMETERS: dict[str, Any] = {
-    "type": "object",
-    "properties": {"query": {"type": "string", "description": "What to look for in the files."}},
-    "required": ["query"],
-}
-CODE_NAME = "python"
-CODE_DESCRIPTION = ("Runs Python 3 code in a sandbox and returns what it printed (stdout, stderr, or the traceback) "
-                    "and the files it wrote. The working directory is /mnt/data, which holds the user's files and "
-                    "keeps every file written there for later calls; each call starts a fresh interpreter, so save "
-                    "what a later call needs to /mnt/data. numpy is installed; there is no network. Mention the "
-                    "path (/mnt/data/…) of a file you made for the user.")
-CODE_PARAMETERS: dict[str, Any] = {
-    "type": "object",
-    "properties": {"code": {"type": "string", "description": "The Python code to run."}},
-    "required": ["code"],
-}
 _EMPTY_SCHEMA: dict[str, Any] = {"type": "object", "properties": {}}
 
 _warned: set[str] = set()
@@ -249,42 +166,37 @@ class ToolPlan:
             names.append(flat)
         return names
 
-    def add_web_search(self) -> str:
-        """Offer the web search as a function (``{"query"}``); its calls become ``web_search_call`` items."""
-        key = ("web_search", None, None)
+    def _add_server(self, kind: str, base: str, description: str, parameters: dict[str, Any],
+                    namespace: str | None = None) -> str:
+        """Offer one of the loop's own tools (one per request) as a function named ``base`` (made unique)."""
+        key = (kind, None, None)
         if key in self.names:
             return self.names[key]
-        name = _unique(WEB_SEARCH_NAME, self._taken())
+        name = _unique(base, self._taken())
         self.names[key] = name
-        self.targets[name] = CallTarget("web_search")
-        self.functions.append({"type": "function", "name": name, "description": WEB_SEARCH_DESCRIPTION,
-                               "parameters": WEB_SEARCH_PARAMETERS})
+        self.targets[name] = CallTarget(kind, namespace=namespace)
+        self.functions.append({"type": "function", "name": name, "description": description,
+                               "parameters": parameters})
         return name
+
+    def add_web_search(self) -> str:
+        """Offer the web search as a function (``{"query"}``); its calls become ``web_search_call`` items."""
+        return self._add_server("web_search", WEB_SEARCH_NAME, WEB_SEARCH_DESCRIPTION, WEB_SEARCH_PARAMETERS)
 
     def add_file_search(self) -> str:
         """Offer the file search as a function (``{"query"}``); its calls become ``file_search_call`` items."""
-        key = ("file_search", None, None)
-        if key in self.names:
-            return self.names[key]
-        name = _unique(FILE_SEARCH_NAME, self._taken())
-        self.names[key] = name
-        self.targets[name] = CallTarget("file_search")
-        self.functions.append({"type": "function", "name": name, "description": FILE_SEARCH_DESCRIPTION,
-                               "parameters": FILE_SEARCH_PARAMETERS})
-        return name
+        return self._add_server("file_search", FILE_SEARCH_NAME, FILE_SEARCH_DESCRIPTION, FILE_SEARCH_PARAMETERS)
 
     def add_code_interpreter(self, container_id: str) -> str:
         """Offer the code interpreter as a function (``{"code"}``) running in ``container_id``; its calls become
         ``code_interpreter_call`` items."""
-        key = ("code_interpreter", None, None)
-        if key in self.names:
-            return self.names[key]
-        name = _unique(CODE_NAME, self._taken())
-        self.names[key] = name
-        self.targets[name] = CallTarget("code_interpreter", namespace=container_id)
-        self.functions.append({"type": "function", "name": name, "description": CODE_DESCRIPTION,
-                               "parameters": CODE_PARAMETERS})
-        return name
+        return self._add_server("code_interpreter", CODE_NAME, CODE_DESCRIPTION, CODE_PARAMETERS,
+                                namespace=container_id)
+
+    def add_image_generation(self, *, choose_size: bool) -> str:
+        """Offer the image generation as a function (``{"prompt"}``, and ``size`` with ``choose_size``); its calls
+        become ``image_generation_call`` items."""
+        return self._add_server("image_generation", IMAGE_NAME, IMAGE_DESCRIPTION, image_parameters(choose_size))
 
     def add_server_tool_search(self, function: Mapping[str, Any]) -> str:
         """Offer the server-side tool search (``function``: the Responses-shaped function the run made for it);

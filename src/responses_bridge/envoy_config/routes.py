@@ -103,6 +103,12 @@ def _route_config(up: UpstreamURL, upstreams: Sequence[UpstreamSpec] = (), auth:
             {"name": "models", "match": {"path": "/v1/models", "headers": get},
              "route": {**upstream_action, "prefix_rewrite": f"{up.base_path}/models"},
              "typed_per_filter_config": _headers_only() if keys else _disabled()},
+            # the image generation tool's calls (--upstream-via): the upstream's Images API, passed through as the
+            # model list is (a client may use it too); with several upstreams the internal listener carries them
+            {"name": "images_generations", "match": {"path": "/v1/images/generations", "headers": post},
+             "route": {**upstream_action, "prefix_rewrite": f"{up.base_path}/images/generations"},
+             "typed_per_filter_config": _headers_only() if keys else _disabled(),
+             "request_body_buffer_limit": BUFFER_LIMIT_BYTES},
             {"name": "chat_completions", "match": {"path": "/v1/chat/completions", "headers": post},
              "route": {**upstream_action, "prefix_rewrite": f"{up.base_path}/chat/completions"},
              "typed_per_filter_config": _chat_filter(chat_store, keys, several=False),

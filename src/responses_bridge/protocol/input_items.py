@@ -62,7 +62,7 @@ def _normalize_item(item: Any, param: str) -> dict[str, Any]:
         "computer_call, computer_call_output, "
         "apply_patch_call, apply_patch_call_output, "
         "tool_search_call, tool_search_output, mcp_call, mcp_list_tools, mcp_approval_request, "
-        "mcp_approval_response, web_search_call, file_search_call, code_interpreter_call.",
+        "mcp_approval_response, web_search_call, file_search_call, code_interpreter_call, image_generation_call.",
         param=f"{param}.type",
         code="unsupported_item_type",
     )

@@ -5,7 +5,7 @@
 ``apply_patch_call_output``, ``tool_search_call`` / ``tool_search_output`` (shapes of the ``openai`` SDK's
 ``ResponseInputItemParam``), Codex's ``compaction_trigger``, and the items of the server-side tool loop
 (``mcp_call``, ``mcp_list_tools``, ``mcp_approval_request``, ``mcp_approval_response``, ``web_search_call``,
-``file_search_call``).
+``file_search_call``, ``code_interpreter_call``, ``image_generation_call``).
 Each is normalised to the shape the bridge emits for it, so a stored item, an echoed item and a replayed item look
 the same; the engine turns them into chat tool calls and tool messages (engine/request_translation.py).
 """
@@ -307,6 +307,20 @@ def compaction_trigger(item: dict[str, Any], param: str) -> dict[str, Any]:
     return {"type": "compaction_trigger"}
 
 
+def image_generation_call(item: dict[str, Any], param: str) -> dict[str, Any]:
+    """An image generation call, kept whole (its base64 ``result`` included: a stored item must read back as it was
+    made); the engine replays it to the model as a note, without the image."""
+    result = item.get("result")
+    if result is not None and not isinstance(result, str):
+        raise invalid_request(f"Invalid '{param}.result': expected a base64 string or null.", param=f"{param}.result")
+    normalized = {"type": "image_generation_call", "id": item_id(item, param, "ig"), "result": result,
+                  "status": _status(item, ("in_progress", "generating", "completed", "failed", "incomplete"))}
+    for key in ("revised_prompt", "size", "quality", "output_format", "background", "action"):
+        if isinstance(item.get(key), str):
+            normalized[key] = item[key]
+    return normalized
+
+
 NORMALIZERS: dict[str, Callable[[dict[str, Any], str], dict[str, Any]]] = {
     "custom_tool_call": custom_tool_call,
     "shell_call": shell_call,
@@ -327,5 +341,6 @@ NORMALIZERS: dict[str, Callable[[dict[str, Any], str], dict[str, Any]]] = {
     "web_search_call": web_search_call,
     "file_search_call": file_search_call,
     "code_interpreter_call": code_interpreter_call,
+    "image_generation_call": image_generation_call,
 }
 """Item type → normaliser; ``custom_tool_call_output`` is normalised like ``function_call_output``."""

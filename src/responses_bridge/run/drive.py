@@ -30,6 +30,7 @@ from ..engine.wire import Reply, UpstreamRequest
 from ..protocol.errors import APIError, shut_down_mid_response
 from .runs import Run
 from .upstream import UpstreamClient, UpstreamFailure
+from .upstream_scope import upstream_scope
 
 KEEPALIVE_SECONDS = 15.0
 """The default of ``RESPONSES_BRIDGE_STREAM_KEEPALIVE_SECONDS``: how long an open event stream may stay silent
@@ -71,36 +72,37 @@ async def drive(run: Run, call: UpstreamRequest | None, upstream: UpstreamClient
     before ``sink.keepalive()``. Cancellation propagates (the door records the run as abandoned, or cancelled);
     any other failure of the run's own is the door's too."""
     try:
-        async with deadline or nullcontext():
-            if call is None:  # set-up work first (MCP listings): the client sees its stream open before it
-                await sink.open(run.open_stream())
-                try:
-                    call = await _kept_alive(run.first_call(), sink, keepalive)
-                except Exception:
-                    log.exception("run_set_up_failed", response_id=run.response_id)
-                    sink.ending()
-                    return await run.fail(APIError(500, "The server-side tools could not be set up.",
-                                                   type="server_error", code="server_error"))
-                pending = run.take_pending_bytes()
-                if pending:
-                    await sink.write(pending)
-            while call is not None:
-                async with upstream.chat(call, authorization) as answer:
-                    head = run.on_upstream_headers(answer.status, answer.content_type)
-                    if head is not None:
-                        await sink.open(head)
-                    async for chunk in answer.chunks():
-                        out = run.on_upstream_chunk(chunk)
-                        if out:
-                            await sink.write(out)
-                        elif run.upstream_failed:  # e.g. an event over the size limit: the rest is dropped anyway
-                            break
-                        if run.backlog:  # a long event: see catch_up
-                            await catch_up(run, sink.write)
-                call = run.retry_request() or await _kept_alive(run.next_turn(sink.write), sink, keepalive)
-                pending = run.take_pending_bytes()
-                if pending:
-                    await sink.write(pending)
+        with upstream_scope(upstream, authorization):  # the tool loop's image calls go where its turns go
+            async with deadline or nullcontext():
+                if call is None:  # set-up work first (MCP listings): the client sees its stream open before it
+                    await sink.open(run.open_stream())
+                    try:
+                        call = await _kept_alive(run.first_call(), sink, keepalive)
+                    except Exception:
+                        log.exception("run_set_up_failed", response_id=run.response_id)
+                        sink.ending()
+                        return await run.fail(APIError(500, "The server-side tools could not be set up.",
+                                                       type="server_error", code="server_error"))
+                    pending = run.take_pending_bytes()
+                    if pending:
+                        await sink.write(pending)
+                while call is not None:
+                    async with upstream.chat(call, authorization) as answer:
+                        head = run.on_upstream_headers(answer.status, answer.content_type)
+                        if head is not None:
+                            await sink.open(head)
+                        async for chunk in answer.chunks():
+                            out = run.on_upstream_chunk(chunk)
+                            if out:
+                                await sink.write(out)
+                            elif run.upstream_failed:  # e.g. an event over the size limit: the rest is dropped anyway
+                                break
+                            if run.backlog:  # a long event: see catch_up
+                                await catch_up(run, sink.write)
+                    call = run.retry_request() or await _kept_alive(run.next_turn(sink.write), sink, keepalive)
+                    pending = run.take_pending_bytes()
+                    if pending:
+                        await sink.write(pending)
         sink.ending()
         return await run.finish()
     except UpstreamFailure as failure:

@@ -1,5 +1,5 @@
 """What the process offers the tool loop, built once from the settings: the MCP client, the web search provider,
-the vector store search behind ``file_search``.
+the vector store search behind ``file_search``, the image generation's settings.
 
 Apart from ``server_tools.py`` so that the set-up and the call runner, which both need it, import it without
 importing the module that imports them.
@@ -10,13 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..engine.tools import served_tool_types
+from ..engine.builtin_tools import served_tool_types
 from .tools.file_search import FileSearcher
 from .tools.mcp import MCPTools
 from .tools.web_search import SearchProvider, provider_from_settings
 
 if TYPE_CHECKING:
     from .tools.code_interpreter import CodeInterpreterService
+    from .tools.image_generation import ImageSettings
     from .tools.mcp_config import MCPLimits
     from .tools.web_search_base import WebSearchSettings
 
@@ -28,22 +29,26 @@ DEFAULT_MAX_PARALLEL = 8
 class ServerToolServices:
     """What the process offers the tool loop: the MCP client (with its tool-list cache), the web search provider
     (None: no search configured), the file searcher (None: no vector stores), the code interpreter (None: no
-    containers), and how many calls of one turn may run at once."""
+    containers), the image generation (None: the upstream makes no images), and how many calls of one turn may run
+    at once."""
 
     mcp: MCPTools
     search: SearchProvider | None = None
     max_parallel: int = DEFAULT_MAX_PARALLEL
     file_search: FileSearcher | None = None
     code: CodeInterpreterService | None = None
+    images: ImageSettings | None = None
 
     @classmethod
     def configured(cls, mcp_limits: MCPLimits, web_search: WebSearchSettings | None,
-                   file_search: FileSearcher | None = None) -> ServerToolServices:
+                   file_search: FileSearcher | None = None,
+                   images: ImageSettings | None = None) -> ServerToolServices:
         """The process's services from what the settings derive (``Settings.mcp_limits()``,
-        ``Settings.web_search_settings()``; the run imports no configuration) and the vector store service, when
-        the process has one. Close them with :meth:`aclose` when the process stops (the vector store service is
-        borrowed: its owner closes it)."""
-        return cls(MCPTools(mcp_limits), provider_from_settings(web_search), file_search=file_search)
+        ``Settings.web_search_settings()``, ``Settings.image_settings()``; the run imports no configuration) and
+        the vector store service, when the process has one. Close them with :meth:`aclose` when the process stops
+        (the vector store service is borrowed: its owner closes it)."""
+        return cls(MCPTools(mcp_limits), provider_from_settings(web_search), file_search=file_search,
+                   images=images)
 
     async def aclose(self) -> None:
         """Close the search provider's HTTP session (MCP sessions live only as long as each operation)."""
@@ -53,6 +58,8 @@ class ServerToolServices:
     @property
     def served(self) -> frozenset[str]:
         """The tool types the loop runs, for ``plan_tools(served=…)``: without a search provider the web search
-        types are not served, nor ``file_search`` without a file searcher, so the unsupported-tool policy (drop or
+        types are not served, nor ``file_search`` without a file searcher, nor ``image_generation`` when the deployment
+        has not switched it on, so the unsupported-tool policy (drop or
         400) applies to them, as before."""
-        return served_tool_types(self.search is not None, self.file_search is not None, self.code is not None)
+        return served_tool_types(self.search is not None, self.file_search is not None, self.code is not None,
+                                 self.images is not None)

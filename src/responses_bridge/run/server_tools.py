@@ -94,7 +94,8 @@ class CheckedTools:
         setup = self.setup
         await setup.connect()
         runner = CallRunner(self.services, self.request, self.plan, self.builder, setup.servers, setup.index,
-                            setup.web_options, file_options=setup.file_options, tenant=self.tenant)
+                            setup.web_options, file_options=setup.file_options,
+                            image_options=setup.image_options, tenant=self.tenant)
         try:
             first_turn_items = await runner.run_approved(setup.approved)
         except BaseException:  # cancelled during an approved call: free the index before going

@@ -25,6 +25,7 @@ import structlog
 from .. import ids
 from ..engine.output_builder import OutputBuilder
 from ..engine.request_translation import mcp_result_text, tool_search_result_text
+from ..engine.server_tools import image_request_of
 from ..engine.tools import ToolPlan
 from ..engine.turn_result import TurnCall, TurnResult
 from ..engine.turns import ToolResult
@@ -42,6 +43,7 @@ from .tools.file_search import (
     run_file_search,
     sources_for_model,
 )
+from .tools.image_generation import ImageGenerationError, ImageToolOptions, generate_image
 from .tools.mcp import MCPServer
 from .tools.tool_search import ToolIndex, search_query, tool_search_output_item
 from .tools.web_search import (
@@ -90,7 +92,8 @@ class CallRunner:
     def __init__(self, services: ServerToolServices, request: ResponsesRequest, plan: ToolPlan,
                  builder: OutputBuilder, servers: dict[str, MCPServer], index: ToolIndex | None,
                  web_options: WebSearchToolOptions | None, *,
-                 file_options: FileSearchToolOptions | None = None, tenant: str) -> None:
+                 file_options: FileSearchToolOptions | None = None,
+                 image_options: ImageToolOptions | None = None, tenant: str) -> None:
         params = request.params
         self.tenant = tenant  # the response's owner: the file_search tool searches only its vector stores
         self.services = services
@@ -100,6 +103,7 @@ class CallRunner:
         self.index = index
         self.web_options = web_options
         self.file_options = file_options
+        self.image_options = image_options
         self.max_tool_calls: int | None = params.max_tool_calls
         self.parallel = params.parallel_tool_calls is not False
         self.include_sources = SOURCES_INCLUDE in (params.include or ())
@@ -178,6 +182,8 @@ class CallRunner:
             return lambda: _observed(kind, call, self._file_search)
         if kind == "code_interpreter":
             return lambda: _observed(kind, call, self._code_interpreter)
+        if kind == "image_generation":
+            return lambda: _observed(kind, call, self._image_generation)
         return lambda: _observed(kind, call, self._tool_search)
 
     def _refusal(self, call: TurnCall) -> Callable[[], Awaitable[ToolResult]]:
@@ -197,6 +203,8 @@ class CallRunner:
                 self.builder.complete_code_interpreter(
                     call.output_index, outputs=[{"type": "logs", "logs": message}] if self.include_outputs else None,
                     failed=True)
+            elif kind == "image_generation":
+                self.builder.complete_image_generation(call.output_index, fields={}, failed=True)
             else:
                 self.builder.add_item(tool_search_output_item(ids.new_id("tso"), call_id=call.call_id, tools=[]))
             return ToolResult(call.call_id, message)
@@ -321,6 +329,25 @@ class CallRunner:
                                                outputs=run.outputs() if self.include_outputs else None,
                                                failed=run.failed)
         return ToolResult(call.call_id, run.text_for_model())
+
+    async def _image_generation(self, call: TurnCall) -> ToolResult:
+        prompt, size = image_request_of(call.arguments)
+        settings = self.services.images
+        try:
+            if settings is None or self.image_options is None:
+                raise ImageGenerationError("image generation is not switched on for this deployment")
+            image = await generate_image(prompt, size, self.image_options, settings)
+        except ImageGenerationError as failure:
+            raise_if_cancelled()
+            self.builder.complete_image_generation(call.output_index, fields={}, failed=True)
+            return ToolResult(call.call_id, f"The image generation failed: {str(failure).rstrip('.')}.")
+        except Exception as error:  # noqa: BLE001 - a failure below is this call's failure, not the response's
+            raise_if_cancelled()
+            log.warning("image_generation_error", error_type=type(error).__name__)
+            self.builder.complete_image_generation(call.output_index, fields={}, failed=True)
+            return ToolResult(call.call_id, f"The image generation failed ({type(error).__name__}).")
+        self.builder.complete_image_generation(call.output_index, fields=image.fields)
+        return ToolResult(call.call_id, image.text_for_model())
 
     async def _tool_search(self, call: TurnCall) -> ToolResult:
         query = search_query(call.item.get("arguments"))

@@ -14,19 +14,21 @@ the MCP client (``MCPTools.seed``) so that its calls know the tools' annotations
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
+from ..engine.builtin_tools import WEB_SEARCH_TYPES
 from ..engine.output_builder import OutputBuilder
-from ..engine.tools import WEB_SEARCH_TYPES, ToolPlan
+from ..engine.tools import ToolPlan
 from ..protocol.errors import APIError
 from ..protocol.request import ResponsesRequest
 from .cancellation import raise_if_cancelled
 from .tools.code_interpreter import CodeToolOptions
 from .tools.file_search import FileSearchToolOptions
+from .tools.image_generation import ImageToolOptions
 from .tools.mcp import MCPServer, MCPToolError, MCPToolInfo, approval_required, parse_mcp_tool, tools_from_list_item
 from .tools.mcp_model import redact
 from .tools.tool_search import ToolIndex, is_server_tool_search, search_tool_function
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 SECRET_FIELDS = ("headers", "authorization")
+T = TypeVar("T")
 
 
 def storable_tools(tools: Iterable[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
@@ -77,6 +80,7 @@ class SetUp:
         self.web_options: WebSearchToolOptions | None = None
         self.file_options: FileSearchToolOptions | None = None
         self.code_options: CodeToolOptions | None = None
+        self.image_options: ImageToolOptions | None = None
 
     async def run(self) -> None:
         await self.check()
@@ -90,6 +94,8 @@ class SetUp:
             self._check_file_search()
         if "code_interpreter" in served:
             await self._check_code_interpreter()
+        if "image_generation" in served:
+            self.image_options = self._single("image_generation", ImageToolOptions.from_tool)
         if "mcp" in served:
             await self._check_servers()
             self.approved = self._approved_calls()
@@ -110,6 +116,8 @@ class SetUp:
         if self.code_options is not None and code is not None:
             container_id = await code.container_for(self.code_options, self.history, tenant=self.tenant)
             self.plan.add_code_interpreter(container_id)
+        if self.image_options is not None:
+            self.plan.add_image_generation(choose_size=self.image_options.choose_size)
         if "tool_search" in self.services.served and any(is_server_tool_search(tool) for tool in self.tools):
             self.index = ToolIndex(self.tools)
             self.plan.add_server_tool_search(search_tool_function(self.index))
@@ -127,6 +135,18 @@ class SetUp:
                 raise APIError(400, "A request may have only one file_search tool; list every vector store in "
                                "its 'vector_store_ids'.", param=f"tools[{position}]", code="invalid_value")
             self.file_options = FileSearchToolOptions.from_tool(tool, position)
+
+    def _single(self, kind: str, parse: Callable[[Mapping[str, Any], int], T]) -> T | None:
+        """The options of the one tool of ``kind`` the request may have (a 400 naming the second)."""
+        found: T | None = None
+        for position, tool in enumerate(self.tools):
+            if tool.get("type") != kind:
+                continue
+            if found is not None:
+                raise APIError(400, f"A request may have only one {kind} tool.", param=f"tools[{position}]",
+                               code="invalid_value")
+            found = parse(tool, position)
+        return found
 
     async def _check_code_interpreter(self) -> None:
         """The ``code_interpreter`` tool (one per request, as OpenAI allows): its container, and whether code can

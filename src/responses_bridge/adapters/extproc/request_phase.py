@@ -9,8 +9,8 @@ import asyncio
 import structlog
 from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingRequest, ProcessingResponse
 
+from ...engine.builtin_tools import runs_server_tools
 from ...engine.sse import DONE_FRAME
-from ...engine.tools import runs_server_tools
 from ...engine.wire import SSE_CONTENT_TYPE, UpstreamRequest
 from ...envoy_config import NATIVE_SUFFIX, upstream_path_prefix
 from ...protocol.errors import APIError
