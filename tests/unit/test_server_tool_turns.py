@@ -25,7 +25,6 @@ from responses_bridge.engine.request_translation import (
     items_to_messages,
     mcp_result_text,
     plan_request_tools,
-    set_turn_tools,
     tool_search_result_text,
 )
 from responses_bridge.engine.response_object import new_response
@@ -33,6 +32,7 @@ from responses_bridge.engine.server_tools import mcp_call_error
 from responses_bridge.engine.sse import DONE, SSEDecoder, encode_event
 from responses_bridge.engine.tools import MAX_NAME, ToolPlan, plan_tools
 from responses_bridge.engine.turn_result import TurnResult
+from responses_bridge.engine.turn_tools import set_turn_tools
 from responses_bridge.engine.turns import ToolResult, follow_up_request
 from responses_bridge.protocol.request import parse_request
 from responses_bridge.run.tools.tool_search import search_tool_function, tool_search_output_item

@@ -6,7 +6,7 @@ names and call ids) and one ``tool`` message per call result. Everything else (m
 ``parallel_tool_calls``, response format) is kept; ``tools`` are re-derived from the plan, so tools a server-side
 tool search loaded are offered from this turn on.
 
-``tool_choice`` across turns (engine/request_translation.py ``set_turn_tools``): a forced choice holds for the
+``tool_choice`` across turns (engine/turn_tools.py ``set_turn_tools``): a forced choice holds for the
 first turn only; later turns are ``auto`` (``none`` stays ``none``).
 
 ``max_tool_calls``: once the response has made that many tool calls, the next turn is sent without tools, so the
@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from .options import EngineOptions
-from .request_translation import append_tool_result, set_turn_tools
+from .request_translation import append_tool_result
 from .tools import ToolPlan
 from .turn_result import TurnResult
+from .turn_tools import set_turn_tools
 
 _DEFAULT_OPTIONS = EngineOptions()
 
