@@ -20,9 +20,9 @@ import openai
 import orjson
 import pytest
 
-from responses_bridge.envoy_config import HTTP_CLUSTER, render_bootstrap
-from tests.support.bridge import Sidecar, UpstreamLog, running_sidecar
-from tests.support.envoy import EnvoyProcess, free_port, have_envoy, start_envoy
+from tests.support.bridge import UpstreamLog
+from tests.support.envoy import have_envoy
+from tests.support.gateway import Gateway, running_gateway
 from tests.support.schema import parse_sse, validate_response
 from tests.unit.test_server_tool_turns import _item_adapter, check_event, check_item_order
 
@@ -35,29 +35,12 @@ VALVE = (b"Relief valve guide\n\nClose the relief valve slowly, over about ten s
 BOILER = b"Boiler notes: the boiler's flue must be swept once a year by a certified sweep.\n"
 
 
-@dataclass
-class Gateway:
-    sidecar: Sidecar
-    url: str
-    envoy: EnvoyProcess
-
-    async def sidecar_requests(self) -> int:
-        stats = await self.envoy.stats("cluster.")
-        return int(stats.get(f"cluster.{HTTP_CLUSTER}.upstream_rq_total", 0))
 
 
 @pytest.fixture(scope="module")
 async def gateway(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gateway]:
-    listen_port = free_port()  # first: the sidecar makes its own model calls through this listener
-    async with running_sidecar(str(tmp_path_factory.mktemp("file_search")), fake_upstream, "--upstream-via",
-                               f"http://127.0.0.1:{listen_port}/v1") as sidecar:
-        envoy = await start_envoy(render_bootstrap(
-            listen_port=listen_port, extproc_port=sidecar.extproc_port,
-            http_port=int(sidecar.http_url.rsplit(":", 1)[1]), upstream=fake_upstream, admin_port=0))
-        try:
-            yield Gateway(sidecar, f"http://127.0.0.1:{listen_port}", envoy)
-        finally:
-            envoy.stop()
+    async with running_gateway(str(tmp_path_factory.mktemp("file_search")), fake_upstream) as started:
+        yield started
 
 
 @pytest.fixture(params=["http", "envoy"])

@@ -15,16 +15,15 @@ from __future__ import annotations
 import base64
 import struct
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import openai
 import orjson
 import pytest
 
-from responses_bridge.envoy_config import render_bootstrap
-from tests.support.bridge import Sidecar, UpstreamLog, running_sidecar
-from tests.support.envoy import EnvoyProcess, free_port, have_envoy, start_envoy
+from tests.support.bridge import UpstreamLog
+from tests.support.envoy import have_envoy
+from tests.support.gateway import Gateway, running_gateway
 from tests.unit.test_server_tool_turns import _item_adapter, check_event, check_item_order
 
 pytestmark = pytest.mark.skipif(not have_envoy(), reason="envoy binary not available")
@@ -33,26 +32,13 @@ PROMPT = "a red kite over a grey sea"
 TOOL = {"type": "image_generation", "size": "1024x1536", "quality": "low"}
 
 
-@dataclass
-class Gateway:
-    sidecar: Sidecar
-    url: str
-    envoy: EnvoyProcess
 
 
 @pytest.fixture(scope="module")
 async def gateway(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gateway]:
-    listen_port = free_port()  # first: the sidecar makes its own upstream calls through this listener
-    async with running_sidecar(str(tmp_path_factory.mktemp("images")), fake_upstream, "--upstream-via",
-                               f"http://127.0.0.1:{listen_port}/v1",
-                               env={"RESPONSES_BRIDGE_IMAGE_GENERATION": "upstream"}) as sidecar:
-        envoy = await start_envoy(render_bootstrap(
-            listen_port=listen_port, extproc_port=sidecar.extproc_port,
-            http_port=int(sidecar.http_url.rsplit(":", 1)[1]), upstream=fake_upstream, admin_port=0))
-        try:
-            yield Gateway(sidecar, f"http://127.0.0.1:{listen_port}", envoy)
-        finally:
-            envoy.stop()
+    async with running_gateway(str(tmp_path_factory.mktemp("images")), fake_upstream,
+                               env={"RESPONSES_BRIDGE_IMAGE_GENERATION": "upstream"}) as started:
+        yield started
 
 
 @pytest.fixture(params=["http", "envoy"])
