@@ -215,7 +215,8 @@ class Steering:
         target = self._targets.get(previous) if isinstance(previous, str) else None
         if target is None or not target.parked or target.stream_id != stream_id or not target.queue:
             return []
-        owed = {stub.get("call_id") or stub.get("approval_request_id") for stub in self._stubs.get(target.response_id, [])}
+        stubs = self._stubs.get(target.response_id, [])
+        owed = {stub.get("call_id") or stub.get("approval_request_id") for stub in stubs}
         explicit = as_items(create.get("input"))
         answers = [item for item in explicit if isinstance(item, dict) and answers_stub(item, owed)]
         rest = [item for item in explicit if not (isinstance(item, dict) and answers_stub(item, owed))]
