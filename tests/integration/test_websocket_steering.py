@@ -7,6 +7,7 @@ event is validated against the SDK's beta models."""
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -16,7 +17,8 @@ from openai.types.beta.beta_response_steer_failed_event import BetaResponseSteer
 from openai.types.beta.beta_response_steer_pending_event import BetaResponseSteerPendingEvent
 
 from responses_bridge.adapters.http.websocket_steering import MAX_PENDING_STEERS
-from tests.support.bridge import UpstreamLog
+from tests.support.bridge import Sidecar, UpstreamLog, running_sidecar
+from tests.support.mcp_server import MCPTestServer, running_mcp_server
 
 MODEL = "fake-model"
 TERMINAL = {"response.completed", "response.failed", "response.incomplete", "error"}
@@ -245,3 +247,42 @@ async def test_a_response_waiting_for_tool_output_keeps_the_input_for_the_next_c
     # the tool result stays right after its call (as Chat Completions requires), the queued input follows
     assert [m["role"] for m in body["messages"][-3:]] == ["assistant", "tool", "user"]
     assert body["messages"][-2]["content"] == "sunny" and last_user_text(body) == "also say hi"
+
+
+@pytest.fixture(scope="module")
+async def mcp() -> AsyncIterator[MCPTestServer]:
+    async with running_mcp_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+async def loop_sidecar(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sidecar]:
+    """A sidecar that may reach the MCP test server on loopback: a server-tool loop to stop between turns."""
+    async with running_sidecar(str(tmp_path_factory.mktemp("steer-loop")), fake_upstream,
+                               env={"RESPONSES_BRIDGE_MCP_ALLOWED_HOSTS": "127.0.0.1"}, extproc=False) as started:
+        yield started
+
+
+async def test_a_tool_loop_stops_between_turns_incomplete_steered(loop_sidecar: Sidecar,
+                                                                   mcp: MCPTestServer) -> None:
+    tools = [{"type": "mcp", "server_label": "tools", "server_url": mcp.http_url, "require_approval": "never",
+              "allowed_tools": ["slow"]}]
+    log = UpstreamLog(loop_sidecar.upstream_url.removesuffix("/v1"))
+    await log.clear()
+    async with aiohttp.ClientSession(base_url=loop_sidecar.http_url) as session:
+        async with session.ws_connect("/v1/responses") as ws:
+            await create(ws, 'call tools__slow [args={"seconds": 1.5}]', "loop", tools=tools)
+            first = await created(ws)
+            await steer(ws, first, "stop and summarise")
+            events = await until(ws, "response.completed")
+    stopped = of(events, "response.incomplete")
+    assert len(stopped) == 1 and stopped[0]["stream_id"] == "loop"
+    response = stopped[0]["response"]
+    assert response["id"] == first and response["incomplete_details"] == {"reason": "steered"}
+    assert [(item["type"], item.get("status")) for item in response["output"]][-1] == ("mcp_call", "completed")
+    successor = events[-1]["response"]
+    assert successor["previous_response_id"] == first and successor["tools"][0]["server_label"] == "tools"
+    assert successor["output"][-1]["content"][0]["text"] == "Echo: stop and summarise"
+    bodies = [entry["body"] for entry in await log.entries()]
+    assert len(bodies) == 2  # the first response's one model turn, then the successor's: no second turn for it
+    assert [m["role"] for m in bodies[-1]["messages"][-3:]] == ["assistant", "tool", "user"]
