@@ -801,3 +801,27 @@ def test_loaded_namespace_functions_are_read_back_as_namespaced_calls() -> None:
     turn = h.turn([tool(0, id="c1", name="crm__merge", arguments="{}"), *end("tool_calls", 1, 1)], first=True)
     (call,) = turn.client_calls
     assert (call.item["type"], call.item["namespace"], call.item["name"]) == ("function_call", "crm", "merge")
+
+
+def test_a_response_stopped_between_turns_is_incomplete_steered() -> None:
+    """WebSocket steering stops a tool loop once a turn's server calls have their results (the run's
+    ``stop_between_turns``): the response ends ``incomplete``, reason ``steered``, with the calls' outcomes kept."""
+    h = Harness(REQUEST, stream=True)
+    h.list_tools()
+    h.open()
+    h.first_body()
+    turn = h.turn([tool(0, id="call_mcp", name="docs__search_docs", arguments='{"q": "A"}'),
+                   *end("tool_calls", 100, 20)], first=True)
+    (mcp,) = turn.calls
+    h.builder.complete_mcp_call(mcp.output_index, output="A is the first letter.")
+    h.builder.stop_reason = "steered"
+    h.builder.finish(1_700_000_002)
+    events = h.events()
+    response = h.response
+    validate_response(response)
+    assert (response["status"], response["incomplete_details"]) == ("incomplete", {"reason": "steered"})
+    listed, call = response["output"]
+    assert listed["type"] == "mcp_list_tools" and listed["error"] is None
+    assert (call["type"], call["status"], call["output"]) == ("mcp_call", "completed", "A is the first letter.")
+    assert events[-1]["type"] == "response.incomplete" and events[-1]["response"]["incomplete_details"] == {
+        "reason": "steered"}

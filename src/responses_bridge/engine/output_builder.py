@@ -66,6 +66,9 @@ class OutputBuilder(EventFrames, ToolCallStream, RunItems):
         self._deferred: list[dict[str, Any]] = []  # the terminal events, numbered, not encoded yet (finish)
         self._sequence = 0
         self.finish_reason: str | None = None
+        # set when the response is stopped on purpose at a boundary between model turns (WebSocket steering:
+        # "steered"); it ends incomplete with this reason whatever the last turn's finish_reason said
+        self.stop_reason: str | None = None
         self.usage: dict[str, Any] | None = None
         self.saw_done = False
         # the open item, if any: "reasoning", "message" or "tools"
@@ -412,7 +415,7 @@ class OutputBuilder(EventFrames, ToolCallStream, RunItems):
             self._finish(completed_at)
 
     def _finish(self, completed_at: int) -> None:
-        reason = FINISH_INCOMPLETE.get(self.finish_reason or "")
+        reason = self.stop_reason or FINISH_INCOMPLETE.get(self.finish_reason or "")
         self._close_open("incomplete" if reason else "completed")
         self._settle_pending(announce=True)
         response = self.response

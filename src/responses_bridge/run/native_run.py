@@ -50,6 +50,7 @@ class NativeRun:
                  tenant: str) -> None:
         self.tenant = tenant
         self.before_persist: BeforePersist | None = None
+        self.stop_between_turns: Callable[[], bool] | None = None  # never asked: the backend runs its own loop
         self.save_fence: dict[str, str] = {}  # a background run's lease (store/base.py: save_response) or nothing
         self.on_upstream_chunk: Callable[[bytes], bytes] = _not_begun
         self.backlog: Collection[object] = ()  # the backend's events are relayed as they come: never any

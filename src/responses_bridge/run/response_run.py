@@ -112,6 +112,7 @@ class ResponseRun:
         # JSON lines (WebSocket mode). Background requests always get SSE events (they are stored for replay).
         self._framing = framing
         self.before_persist: BeforePersist | None = None
+        self.stop_between_turns: Callable[[], bool] | None = None  # see Run.stop_between_turns
         self.save_fence: dict[str, str] = {}  # a background run's lease (store/base.py: save_response) or nothing
         self._store = store
         self._options = options
@@ -270,6 +271,9 @@ class ResponseRun:
         outcome = await tool_run.run_turn(turn)
         self._pending_bytes += translator.take_events()
         if outcome.end:
+            return None
+        if self.stop_between_turns is not None and self.stop_between_turns():
+            translator.builder.stop_reason = "steered"  # the tools' results are in; the model is not asked again
             return None
         self._turns += 1
         # the last allowed turn goes without tools, so the model answers with what it has (as max_tool_calls)

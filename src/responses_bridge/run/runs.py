@@ -25,6 +25,10 @@ class Run(Protocol):
     before_persist: BeforePersist | None
     save_fence: dict[str, str]
     """Keyword arguments of every save of this run: a background run's ``lease_owner`` on a shared database."""
+    stop_between_turns: Callable[[], bool] | None
+    """Asked at each boundary between model turns of a tool loop (after the server calls' results are in):
+    True ends the response there, ``incomplete`` with reason ``steered`` (WebSocket steering). A run with no
+    such boundary (a native backend runs its own loop) never asks."""
     on_upstream_chunk: Callable[[bytes], bytes]
     """Per upstream body chunk: the client's bytes (maybe ``b""``)."""
     backlog: Collection[object]

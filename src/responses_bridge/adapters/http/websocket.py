@@ -20,6 +20,11 @@ Errors are ``{"type": "error", "status": N, "error": {"code", "message", "param"
 stays open for the next turn. When the door drains (shutdown, ``drain.py``) a socket closes (1001, going away)
 after its running turns, which the drain deadline may end with ``response.failed``; an idle socket closes at once.
 A socket the client closes cancels every lane's running turn, each recorded as failed (``client_disconnected``).
+
+``response.steer`` frames (websocket_steering.py) queue user input for a response running on the connection:
+answered at once on that response's lane; the response stops at its next boundary between model turns (or
+completes), and a successor continuing it with the queued input runs next on the same lane, in the same lane
+task. Queued steering input lives in the connection and is dropped with it.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from .drain import DRAIN, Drain
 from .identity import request_tenant
 from .params import BODY_LIMIT
 from .websocket_lanes import Lanes
+from .websocket_steering import Steer, Steering
 
 log = structlog.get_logger("responses_bridge.websocket")
 
@@ -115,6 +121,7 @@ class WebSocketSession:
         # Lanes send at once: one frame at a time goes to the socket, so frames never interleave, and a lane
         # waits for the socket only as long as the frame before its own takes to write.
         self._send_lock = asyncio.Lock()
+        self.steering = Steering(self.send_frames)
 
     async def send_frames(self, frames: list[str]) -> None:
         async with self._send_lock:
@@ -151,12 +158,16 @@ class WebSocketSession:
         except APIError as error:
             await self.send_error(error)
             return
+        if raw.get("type") == "response.steer":  # answered at once, on the target response's lane
+            await self.steering.steer(raw)
+            return
         kind = raw.pop("type", None)
         stream_id = raw.pop("stream_id", None)
         suffix = lane_suffix(stream_id) if isinstance(stream_id, str) else b""
         if kind != "response.create":
             await self.send_error(APIError(
-                400, f"Unsupported event type {kind!r}: send 'response.create'.", param="type",
+                400, f"Unsupported event type {kind!r}: send 'response.create' or 'response.steer'.",
+                param="type",
                 code="unsupported_event_type"), suffix)
             return
         if stream_id is not None and not isinstance(stream_id, str):
@@ -174,7 +185,7 @@ class WebSocketSession:
         """A lane's turn; a bug in it answers ``server_error`` on the lane and the socket stays open."""
         suffix = lane_suffix(stream_id)
         try:
-            await self.turn(raw, suffix)
+            await self.turns(raw, stream_id)
         except (asyncio.CancelledError, ConnectionResetError):
             raise
         except Exception:
@@ -183,14 +194,30 @@ class WebSocketSession:
                 await self.send_error(APIError(500, "The server had an error while processing the request.",
                                                code="server_error"), suffix)
 
-    async def turn(self, raw: dict[str, Any], suffix: bytes) -> None:
+    async def turns(self, raw: dict[str, Any], stream_id: str | None) -> None:
+        """A ``response.create`` and the successors steering starts after it, one after another on its lane."""
+        steers = self.steering.take_parked(raw, stream_id)  # an explicit continuation of a parked response
+        automatic = False
+        while raw:
+            if automatic and self.lanes.stopping:  # the door drains: no successor starts
+                await self.steering.not_created(raw["previous_response_id"], stream_id, steers,
+                                                "The server is shutting down; the steering input was not applied.")
+                return
+            raw, steers = await self.turn(raw, stream_id, steers, automatic=automatic)
+            automatic = True
+
+    async def turn(self, raw: dict[str, Any], stream_id: str | None, steers: list[Steer], *,
+                   automatic: bool = False) -> tuple[dict[str, Any], list[Steer]]:
+        """One response. Returns the create of the successor steering starts after it (and the steers that
+        successor commits), or ``({}, [])``."""
+        suffix = lane_suffix(stream_id)
         generate = raw.pop("generate", True) is not False
         for key in ("stream", "stream_options"):  # streaming is implicit here
             raw.pop(key, None)
         if raw.get("background"):
             await self.send_error(APIError(400, "'background' is not supported in WebSocket mode.",
                                            param="background", code="unsupported_parameter"), suffix)
-            return
+            return {}, []
         previous = raw.get("previous_response_id") if isinstance(raw.get("previous_response_id"), str) else None
         store = ConnectionStore(self.runtime.store, self.cache)
         run = self.runtime.new_run_framed("json", store, tenant=self.tenant)
@@ -199,8 +226,8 @@ class WebSocketSession:
             try:
                 route = self.runtime.route(raw.get("model"))
             except APIError as error:
-                await self.send_error(error, suffix)
-                return
+                await self._refused(error, raw, stream_id, steers, automatic)
+                return {}, []
             upstream = self.clients[route.upstream.name]
             authorization = self.runtime.route_authorization(route, self.client_authorization)
             run.use_options(self.runtime.route_options(route))
@@ -208,8 +235,11 @@ class WebSocketSession:
             call = await run.begin(orjson.dumps(raw))
         except APIError as error:
             self._evict(previous)
-            await self.send_error(error, suffix)
-            return
+            await self._refused(error, raw, stream_id, steers, automatic)
+            return {}, []
+        target = self.steering.begin(run.response_id or "", raw, stream_id)
+        self.steering.committed(previous, steers)  # its response.created is out (or about to be): the commit
+        run.stop_between_turns = lambda: bool(target.queue)
         try:
             if generate:
                 await self._run(run, call, upstream, authorization, suffix)
@@ -226,6 +256,16 @@ class WebSocketSession:
                            + list(response.get("output") or []))
         else:
             self._evict(previous)
+        return await self.steering.ended(target, response)
+
+    async def _refused(self, error: APIError, raw: dict[str, Any], stream_id: str | None, steers: list[Steer],
+                       automatic: bool) -> None:
+        """A create that could not begin: an automatic successor's steering input goes back to the client
+        (``successor_creation_failed``); an explicit create gets its error frame."""
+        if automatic:
+            await self.steering.not_created(raw["previous_response_id"], stream_id, steers, error.message)
+        else:
+            await self.send_error(error, lane_suffix(stream_id))
 
     async def _run(self, run: Run, call: Any, upstream: UpstreamClient, authorization: str | None,
                    suffix: bytes) -> None:
@@ -264,11 +304,13 @@ class WebSocketSession:
         running turn is cancelled (and recorded as abandoned) and no task outlives the connection."""
         if self.closer is not None and self.closing:
             await asyncio.gather(self.closer, return_exceptions=True)
+            self.steering.drop()
             return
         if self.closer is not None:
             self.closer.cancel()
             await asyncio.gather(self.closer, return_exceptions=True)
         await self.lanes.cancel()
+        self.steering.drop()  # queued steering input goes with the connection
 
     def _evict(self, previous: str | None) -> None:
         if previous is not None:
