@@ -1,8 +1,8 @@
-"""WebSocket steering (``response.steer``) with raw aiohttp frames against the real door: accepted input ends the
-running response and a successor continues it with that input (on the target's lane), every failure code comes
-back as ``response.steer.failed`` with the input returned, and a response waiting for client-owned tool output
-reports ``response.steer.pending`` and hands the queued input to the client's next explicit create. Every steer
-event is validated against the SDK's beta models."""
+"""WebSocket steering (``response.steer``) with raw aiohttp frames through both doors (Envoy passes the upgrade
+on): accepted input ends the running response and a successor continues it with that input (on the target's
+lane), every failure code comes back as ``response.steer.failed`` with the input returned, and a response waiting
+for client-owned tool output reports ``response.steer.pending`` and hands the queued input to the client's next
+explicit create. Every steer event is validated against the SDK's beta models."""
 
 from __future__ import annotations
 
@@ -25,11 +25,6 @@ TERMINAL = {"response.completed", "response.failed", "response.incomplete", "err
 SLOW = "[chunks=20] [delay=100]"  # two seconds of stream: time to steer it
 WEATHER = {"type": "function", "name": "get_weather", "description": "Weather for a city.",
            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
-
-
-@pytest.fixture
-def door() -> str:
-    return "http"  # WebSocket mode is the HTTP door's (Envoy passes the upgrade through: test_websocket_lanes)
 
 
 @pytest.fixture
