@@ -21,9 +21,9 @@ import openai
 import pytest
 from aiohttp import web
 
-from responses_bridge.envoy_config import render_bootstrap
-from tests.support.bridge import Sidecar, running_sidecar
-from tests.support.envoy import free_port, have_envoy, start_envoy
+from tests.support.bridge import Sidecar
+from tests.support.envoy import have_envoy
+from tests.support.gateway import running_gateway
 from tests.support.mcp_server import MCPTestServer, running_mcp_server
 from tests.support.memory import reset_peak, status_kb
 from tests.support.schema import parse_sse
@@ -42,20 +42,11 @@ class Stack:
 
 @pytest.fixture(scope="module")
 async def stack(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    listen_port = free_port()
     env = {"RESPONSES_BRIDGE_MCP_ALLOWED_HOSTS": "127.0.0.1", "RESPONSES_BRIDGE_MCP_TOTAL_TIMEOUT": "60",
            "RESPONSES_BRIDGE_MCP_CALL_TIMEOUT": "60", "RESPONSES_BRIDGE_STREAM_KEEPALIVE_SECONDS": "0.2"}
-    async with running_mcp_server() as mcp, running_sidecar(
-            str(tmp_path_factory.mktemp("mcp-bounds")), fake_upstream, "--upstream-via",
-            f"http://127.0.0.1:{listen_port}/v1", env=env) as sidecar:
-        envoy = await start_envoy(render_bootstrap(
-            listen_port=listen_port, extproc_port=sidecar.extproc_port,
-            http_port=int(sidecar.http_url.rsplit(":", 1)[1]), upstream=fake_upstream, admin_port=0))
-        try:
-            yield Stack(sidecar, f"http://127.0.0.1:{listen_port}", mcp)
-        finally:
-            envoy.stop()
-
+    async with running_mcp_server() as mcp, running_gateway(
+            str(tmp_path_factory.mktemp("mcp-bounds")), fake_upstream, env=env) as gateway:
+        yield Stack(gateway.sidecar, gateway.url, mcp)
 
 
 @pytest.mark.parametrize("door", ["http", "envoy"])
