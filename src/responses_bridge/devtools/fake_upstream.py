@@ -171,6 +171,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from ..engine.sse import DONE_FRAME, data_frame
 from . import fake_quirks
 
 MODELS = ("fake-model", "fake-reasoner")
@@ -1041,7 +1042,7 @@ class _StreamWriter:
         chunk = {**self.meta, "object": "chat.completion.chunk", "choices": choices}
         if self.include_usage:
             chunk["usage"] = usage
-        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+        return data_frame(orjson.dumps(chunk))
 
     async def choice(self, delta: dict[str, Any], *, finish_reason: str | None = None,
                      logprobs: dict[str, Any] | None = None) -> None:
@@ -1052,7 +1053,7 @@ class _StreamWriter:
         else:
             await self._write(self._chunk([choice]))
         if self.written == 1 and self.d.garbage:
-            await self.resp.write(b"data: {this is not json\n\n")
+            await self.resp.write(data_frame(b"{this is not json"))
 
     async def checkpoint(self) -> None:
         """Runs before each payload chunk and before the finish chunk: where stall_after and cut fire."""
@@ -1110,7 +1111,7 @@ async def _stream(request: web.Request, answer: Answer, meta: dict[str, Any], bo
         await writer.choice({}, finish_reason=answer.finish_reason)
         if writer.include_usage:
             await writer.usage(_usage(answer))
-        await resp.write(b"data: [DONE]\n\n")
+        await resp.write(DONE_FRAME)
         await resp.write_eof()
     except _Cut:
         _abort(request)

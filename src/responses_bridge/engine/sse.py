@@ -12,7 +12,14 @@ from typing import Any
 import orjson
 
 DONE = b"[DONE]"
-DONE_FRAME = b"data: [DONE]\n\n"
+
+
+def data_frame(payload: bytes) -> bytes:
+    """One unnamed SSE event (Chat Completions' framing): ``data: <payload>`` and the blank line that ends it."""
+    return b"data: " + payload + b"\n\n"
+
+
+DONE_FRAME = data_frame(DONE)
 KEEPALIVE_COMMENT = b": keep-alive\n\n"
 """An SSE comment: clients skip it, and it keeps an idle timeout between the client and the bridge from cutting a
 stream that is only waiting on slow work (a tool call, an MCP listing)."""
