@@ -14,6 +14,7 @@ from responses_bridge.devtools.procs import ManagedProcess, free_port, wait_http
 from responses_bridge.envoy_config import render_bootstrap
 from tests.support.bridge import PYTHON, Sidecar, UpstreamLog, running_sidecar
 from tests.support.envoy import start_envoy
+from tests.support.gateway import Gateway
 
 
 @pytest.fixture(scope="session")
@@ -72,6 +73,20 @@ async def http(base_url: str) -> AsyncIterator[aiohttp.ClientSession]:
     """Raw HTTP, for what the SDK hides: exact bytes, status codes, malformed bodies."""
     async with aiohttp.ClientSession(base_url=base_url, timeout=aiohttp.ClientTimeout(total=60)) as session:
         yield session
+
+
+@pytest.fixture(params=["http", "envoy"])
+def door_url(request: pytest.FixtureRequest, gateway: Gateway) -> str:
+    """For a suite that starts its own deployed stack (its module's ``gateway`` fixture): each door's URL."""
+    return gateway.sidecar.http_url if request.param == "http" else gateway.url
+
+
+@pytest.fixture
+async def sdk(door_url: str) -> AsyncIterator[openai.AsyncOpenAI]:
+    """The SDK at that stack's door under test."""
+    async with openai.AsyncOpenAI(base_url=f"{door_url}/v1", api_key="sk-client", max_retries=0,
+                                  timeout=120) as client:
+        yield client
 
 
 @pytest.fixture

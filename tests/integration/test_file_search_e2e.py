@@ -43,18 +43,6 @@ async def gateway(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) 
         yield started
 
 
-@pytest.fixture(params=["http", "envoy"])
-def door_url(request: pytest.FixtureRequest, gateway: Gateway) -> str:
-    return gateway.sidecar.http_url if request.param == "http" else gateway.url
-
-
-@pytest.fixture
-async def sdk(door_url: str) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(base_url=f"{door_url}/v1", api_key="sk-client", max_retries=0,
-                                  timeout=120) as client:
-        yield client
-
-
 @dataclass
 class Library:
     vector_store_id: str
