@@ -40,7 +40,7 @@ from ..protocol.errors import APIError, invalid_request
 from ..protocol.request import ResponsesRequest
 from ..protocol.request_checks import check_call_outputs
 from ..sealing import Sealer
-from . import auto_compaction, compaction, reasoning, truncation
+from . import auto_compaction, chat_tokens, compaction, reasoning, truncation
 from .long_events import LONG_EVENT_BYTES, parsed, step
 from .options import EngineOptions
 from .output_builder import Encoder, OutputBuilder, UpstreamProtocolError, completion_as_chunk
@@ -109,6 +109,9 @@ class Translator:
         self._translated: ResponsesRequest | None = translated
         # context_management: the tokens past which a turn is compacted first (engine/auto_compaction.py)
         self.compact_threshold = auto_compaction.threshold(request, options)
+        if self.compact_threshold is not None and sealer is None:  # its item is sealed
+            raise APIError(400, "Compaction is not available in this deployment.", param="context_management",
+                           code="unsupported_parameter")
         self._auto: _AutoCompaction | None = None  # the summarising call under way
         if compaction.has_trigger(request.input_items):
             self.compact_threshold = None  # the turn is a compaction itself
@@ -167,7 +170,7 @@ class Translator:
             chat["stream"] = True  # background / WebSocket: events as the upstream streams
             if self._options.stream_usage:
                 chat["stream_options"] = {"include_usage": True}
-        if loop:
+        if loop or self.compact_threshold is not None:  # kept for follow_up, or to be weighed (over_threshold)
             self._body = chat
         return UpstreamRequest(UPSTREAM_PATH, orjson.dumps(chat),
                                self._events is not None and self._compacting is None)
@@ -449,13 +452,17 @@ class Translator:
                                                             len(split.middle), split))
 
     def _start_compaction(self, chat: dict[str, Any], auto: _AutoCompaction) -> UpstreamRequest:
-        if self._sealer is None:
-            raise APIError(400, "Compaction is not available in this deployment.", param="context_management",
-                           code="unsupported_parameter")
         self._auto = auto
         self._reset_answer()
         self._builder.compacting(auto.item_id)  # held until the stream opens, when it is not open yet
         return UpstreamRequest(UPSTREAM_PATH, orjson.dumps(chat), False)
+
+    def over_threshold(self) -> bool:
+        """Does the turn about to be sent weigh more than ``compact_threshold`` tokens? CPU work in proportion to
+        the context: a caller on an event loop runs it in a thread."""
+        assert self._body is not None and self.compact_threshold is not None
+        tokens, _ = chat_tokens.count(self._body)
+        return tokens > self.compact_threshold
 
     @property
     def compacting_now(self) -> bool:

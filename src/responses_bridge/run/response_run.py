@@ -41,10 +41,8 @@ import functools
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
-import orjson
 import structlog
 
-from ..engine import chat_tokens
 from ..engine.options import EngineOptions
 from ..engine.state import RenderedPrompt
 from ..engine.translator import Translator
@@ -239,8 +237,7 @@ class ResponseRun:
                                   loop=tool_run is not None)
         try:
             call = await asyncio.to_thread(build) if large else build()
-            threshold = translator.compact_threshold
-            if threshold is not None and await _over_threshold(call, threshold):
+            if translator.compact_threshold is not None and await asyncio.to_thread(translator.over_threshold):
                 summarising = translator.compact_first()
                 if summarising is not None:  # the first turn is built again once the summary is in
                     self._first_pending = (extra, exhausted)
@@ -281,7 +278,7 @@ class ResponseRun:
         call = translator.follow_up(turn, outcome.results, tools_exhausted=exhausted)
         log.info("tool_loop_turn", response_id=translator.response_id, turn=self._turns,
                  server_calls=len(turn.server_calls))
-        if translator.compact_threshold is not None and await _over_threshold(call, translator.compact_threshold):
+        if translator.compact_threshold is not None and await asyncio.to_thread(translator.over_threshold):
             return translator.compact_loop() or call
         return call
 
@@ -463,17 +460,6 @@ class ResponseRun:
         if not joined:  # deleted while the response ran: the response itself is still good
             log.warning("conversation_gone", response_id=translator.response_id, conversation_id=conversation_id)
         return True
-
-
-async def _over_threshold(call: UpstreamRequest, threshold: int) -> bool:
-    """Does the call's context weigh more than ``threshold`` tokens (counted off the event loop: a long context
-    takes the CPU for a while)?"""
-    tokens, _ = await asyncio.to_thread(_count_call, call.body)
-    return tokens > threshold
-
-
-def _count_call(body: bytes) -> tuple[int, str]:
-    return chat_tokens.count(orjson.loads(body))
 
 
 def _offers_server_tools(request: ResponsesRequest, served: frozenset[str]) -> bool:
