@@ -53,7 +53,7 @@ def _add_fake_upstream(commands: argparse._SubParsersAction) -> None:
                         help="no POST /v1/images/generations (an upstream without the Images API: a 404)")
 
     def run(args: argparse.Namespace) -> int:
-        from .devtools.fake_upstream import run as run_fake
+        from .devtools.fake_server import run as run_fake
 
         run_fake(args.host, args.port, chunk_count=args.chunk_count, chunk_delay=args.chunk_delay,
                  tool_topics=args.tool_topics, quirks=args.quirks, native=args.native,

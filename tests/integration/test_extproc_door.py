@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, f
 
 from responses_bridge.adapters.extproc import start_extproc_server
 from responses_bridge.config import Settings
-from responses_bridge.devtools import fake_upstream
+from responses_bridge.devtools import fake_server
 from responses_bridge.envoy_config import bootstrap_dict, render_bootstrap, to_yaml
 from responses_bridge.runtime import Runtime
 from responses_bridge.serve import open_runtime
@@ -62,7 +62,7 @@ class Stack:
 
 @pytest.fixture(scope="module")
 async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    runner, upstream_port = await fake_upstream.start()
+    runner, upstream_port = await fake_server.start()
     upstream = f"http://127.0.0.1:{upstream_port}/v1"
     db = tmp_path_factory.mktemp("extproc") / "bridge.sqlite"
     runtime = await open_runtime(Settings(upstream=upstream, db=str(db), api_key=None))

@@ -20,7 +20,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc
 from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingRequest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from responses_bridge.devtools import fake_upstream
+from responses_bridge.devtools import fake_server
 from responses_bridge.devtools.checkout import floors
 from responses_bridge.envoy_config import EXTPROC_CLUSTER, EXTPROC_SERVICE, render_bootstrap, to_yaml
 from tests.support.envoy import have_envoy, validate_config
@@ -34,7 +34,7 @@ UPSTREAM = "http://127.0.0.1:8000/v1"
 @pytest.fixture
 async def proxied() -> AsyncIterator[tuple[str, str]]:
     """(the fake upstream's base URL, the floor proxy's) in this loop."""
-    upstream, upstream_port = await fake_upstream.start()
+    upstream, upstream_port = await fake_server.start()
     runner = web.AppRunner(floors.proxy_app(f"http://127.0.0.1:{upstream_port}/v1"))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -9,13 +9,13 @@ import aiohttp
 import openai
 import pytest
 
-from responses_bridge.devtools import fake_upstream
+from responses_bridge.devtools import fake_server
 from tests.support.schema import check_stream, validate_response
 
 
 @pytest.fixture(scope="module")
 async def native() -> AsyncIterator[str]:
-    runner, port = await fake_upstream.start(native=True)
+    runner, port = await fake_server.start(native=True)
     try:
         yield f"http://127.0.0.1:{port}/v1"
     finally:
@@ -61,7 +61,7 @@ async def test_what_needs_storage_is_refused(native: str, field: str, value: obj
 
 
 async def test_without_native_the_route_is_an_openai_404() -> None:
-    runner, port = await fake_upstream.start()
+    runner, port = await fake_server.start()
     try:
         async with aiohttp.ClientSession() as session:
             async with session.post(f"http://127.0.0.1:{port}/v1/responses", json={"model": "m", "input": "x"}) as r:

@@ -8,12 +8,12 @@ import aiohttp
 import openai
 import pytest
 
-from responses_bridge.devtools import fake_upstream
+from responses_bridge.devtools import fake_server
 
 
 @pytest.fixture
 async def native_url() -> AsyncIterator[str]:
-    runner, port = await fake_upstream.start(native=True)
+    runner, port = await fake_server.start(native=True)
     try:
         yield f"http://127.0.0.1:{port}/v1"
     finally:
@@ -79,7 +79,7 @@ async def test_nothing_is_stored(client: openai.AsyncOpenAI) -> None:
 
 
 async def test_the_chat_only_fake_has_no_responses_route() -> None:
-    runner, port = await fake_upstream.start()
+    runner, port = await fake_server.start()
     try:
         async with aiohttp.ClientSession() as session, session.post(
                 f"http://127.0.0.1:{port}/v1/responses", json={"model": "m", "input": "x"}) as response:

@@ -16,7 +16,7 @@ import openai
 import orjson
 import pytest
 
-from responses_bridge.devtools import fake_upstream
+from responses_bridge.devtools import fake_server, fake_upstream
 
 WEATHER_TOOL = {
     "type": "function",
@@ -43,7 +43,7 @@ WEATHER_ARGS = {"city": "Paris", "days": 42, "unit": "celsius", "detailed": True
 
 @pytest.fixture(scope="module")
 async def base_url() -> AsyncIterator[str]:
-    runner, port = await fake_upstream.start()
+    runner, port = await fake_server.start()
     yield f"http://127.0.0.1:{port}"
     await runner.cleanup()
 
@@ -169,7 +169,7 @@ async def test_chunks_directive_gives_exact_count(session, base_url):
 
 
 async def test_app_level_chunk_count_and_delay(session):
-    runner, port = await fake_upstream.start(chunk_count=7, chunk_delay=0.01)
+    runner, port = await fake_server.start(chunk_count=7, chunk_delay=0.01)
     try:
         started = time.monotonic()
         chunks = await post_stream(session, f"http://127.0.0.1:{port}", {"model": "m", "messages": user("hi")})
@@ -220,7 +220,7 @@ async def test_first_byte_delay_sends_the_headers_and_holds_the_first_chunk(sess
 
 
 async def test_app_level_header_delay_and_errors_without_it(session):
-    runner, port = await fake_upstream.start(header_delay=0.1)
+    runner, port = await fake_server.start(header_delay=0.1)
     try:
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
         started = time.monotonic()
@@ -236,7 +236,7 @@ async def test_app_level_header_delay_and_errors_without_it(session):
     finally:
         await runner.cleanup()
     with pytest.raises(ValueError, match="header_delay"):
-        fake_upstream.create_app(header_delay=-1)
+        fake_server.create_app(header_delay=-1)
 
 
 async def test_usage_chunk(session, base_url):
@@ -338,7 +338,7 @@ async def test_tool_topics_calls_the_tool_a_question_is_about(session):
     """--tool-topics: suites written for real models ask questions instead of scripting ``call <name>``."""
     question = {"model": "m", "messages": user("What's the weather like in San Francisco?"),
                 "tools": [TIME_TOOL, WEATHER_TOOL]}
-    runner, port = await fake_upstream.start(tool_topics=True)
+    runner, port = await fake_server.start(tool_topics=True)
     try:
         _, body = await post_json(session, f"http://127.0.0.1:{port}", question)
         assert [c["function"]["name"] for c in body["choices"][0]["message"]["tool_calls"]] == ["get_weather"]
@@ -354,7 +354,7 @@ async def test_tool_topics_searches_for_the_question(session):
         "type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}}}
     question = {"model": "m", "messages": user("Search the files: how is the pump primed? [chunks=2]"),
                 "tools": [search]}
-    runner, port = await fake_upstream.start(tool_topics=True)
+    runner, port = await fake_server.start(tool_topics=True)
     try:
         _, body = await post_json(session, f"http://127.0.0.1:{port}", question)
         (call,) = body["choices"][0]["message"]["tool_calls"]

@@ -28,7 +28,7 @@ import pytest
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc
 from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingResponse
 
-from responses_bridge.devtools import fake_upstream
+from responses_bridge.devtools import fake_server
 from responses_bridge.devtools.procs import free_port, wait_http
 from tests.unit.test_extproc_servicer import request_body, request_headers, response_body, response_headers
 
@@ -89,7 +89,7 @@ class Started:
 
 @pytest.fixture
 async def started(tmp_path: Path) -> AsyncIterator[Started]:
-    runner, upstream_port = await fake_upstream.start()
+    runner, upstream_port = await fake_server.start()
     http_port, extproc_port = free_port(), free_port()
     argv = ["serve", "--upstream", f"http://127.0.0.1:{upstream_port}/v1", "--db", str(tmp_path / "bridge.db"),
             "--http-port", str(http_port), "--extproc-port", str(extproc_port), "--log-level", "warning"]

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from responses_bridge.adapters.upstream_client import AiohttpUpstreamClient
 from responses_bridge.config import Settings
-from responses_bridge.devtools import fake_upstream
+from responses_bridge.devtools import fake_server
 from responses_bridge.devtools.procs import free_port
 from responses_bridge.engine.builtin_tools import served_tool_types
 from responses_bridge.engine.server_tools import ImageGenerationReader, image_replay_note, image_request_of
@@ -32,7 +32,7 @@ SETTINGS = ImageSettings()
 
 async def _client(images: bool = True) -> AsyncIterator[AiohttpUpstreamClient]:
     runner: web.AppRunner
-    runner, port = await fake_upstream.start(images=images)
+    runner, port = await fake_server.start(images=images)
     client = AiohttpUpstreamClient(Settings(upstream=f"http://127.0.0.1:{port}/v1"))
     await client.start()
     try:

@@ -15,7 +15,7 @@ import orjson
 import pytest
 import yaml
 
-from responses_bridge.devtools import fake_upstream
+from responses_bridge.devtools import fake_server
 from responses_bridge.engine.options import EngineOptions
 from responses_bridge.engine.profiles import options_for
 from responses_bridge.probe import cache as probe_cache
@@ -23,7 +23,7 @@ from responses_bridge.probe.checks import CHECKS, ProbeError, ProbeReport, probe
 
 
 async def start_fake(quirks: str | None = None, *, native: bool = False) -> tuple[object, str]:
-    runner, port = await fake_upstream.start(quirks=quirks, native=native)
+    runner, port = await fake_server.start(quirks=quirks, native=native)
     return runner, f"http://127.0.0.1:{port}/v1"
 
 

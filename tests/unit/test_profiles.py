@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from responses_bridge.config import Settings
-from responses_bridge.devtools import fake_upstream
+from responses_bridge.devtools import fake_server
 from responses_bridge.engine.options import EngineOptions
 from responses_bridge.engine.profiles import PROFILES, SWITCHES, ProfileSwitches, options_for
 from responses_bridge.engine.request_translation import build_chat_request
@@ -188,7 +188,7 @@ def test_logprobs() -> None:
 
 @pytest.fixture(scope="module")
 async def llamacpp_fake() -> AsyncIterator[str]:
-    runner, port = await fake_upstream.start(quirks="llamacpp")
+    runner, port = await fake_server.start(quirks="llamacpp")
     try:
         yield f"http://127.0.0.1:{port}/v1"
     finally:

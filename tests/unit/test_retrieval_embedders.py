@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from responses_bridge.config import Settings
-from responses_bridge.devtools import fake_upstream
+from responses_bridge.devtools import fake_server, fake_upstream
 from responses_bridge.services.retrieval.embedders import (
     EmbeddingError,
     LocalStaticEmbedder,
@@ -61,7 +61,7 @@ def test_local_name_is_the_model_files_not_the_package_version(tmp_path: Path) -
 
 
 async def test_upstream_embeddings_in_batches() -> None:
-    runner, port = await fake_upstream.start()
+    runner, port = await fake_server.start()
     try:
         embedder = UpstreamEmbedder(f"http://127.0.0.1:{port}/v1/", "text-embedding-3-small", "sk-test")
         assert embedder.name == "upstream:text-embedding-3-small" and embedder.dimensions == 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from responses_bridge.config import Settings
-from responses_bridge.devtools import fake_upstream
+from responses_bridge.devtools import fake_server
 from responses_bridge.devtools.checkout.retrieval_bench import new_store
 from responses_bridge.protocol.search_options import SearchOptions
 from responses_bridge.serve import open_runtime
@@ -45,7 +45,7 @@ async def test_local_embedder_by_default(tmp_path: Path) -> None:
 
 
 async def test_upstream_embedder_when_a_model_is_named(tmp_path: Path) -> None:
-    runner, port = await fake_upstream.start()
+    runner, port = await fake_server.start()
     try:
         settings = Settings(upstream=f"http://127.0.0.1:{port}/v1", db=str(tmp_path / "bridge.db"),
                             embedding_model="text-embedding-3-small")

@@ -11,7 +11,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from responses_bridge.config import load_settings
-from responses_bridge.devtools import fake_upstream
+from responses_bridge.devtools import fake_server
 from responses_bridge.devtools.procs import free_port
 from responses_bridge.upstream_check import UpstreamEntry, check_upstream, check_upstreams, configured_upstreams
 
@@ -19,7 +19,7 @@ from responses_bridge.upstream_check import UpstreamEntry, check_upstream, check
 @pytest.fixture
 async def fake_base() -> AsyncIterator[str]:
     """The fake upstream's address without ``/v1``."""
-    runner, port = await fake_upstream.start()
+    runner, port = await fake_server.start()
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -24,9 +24,10 @@ Routes
 
 Unknown routes answer 404 with an OpenAI error body, never an HTML page.
 
-``create_app(quirks="llamacpp")`` (``--quirks``) puts on a real backend's departures from OpenAI before the
-checks below: llama.cpp's 500 on the ``developer`` role, 400 on ``content: null`` beside ``tool_calls``, … (see
-fake_quirks.py).
+The server itself (routes, ``create_app``, ``start``, the ``fake-upstream`` command) is assembled in
+fake_server.py. ``create_app(quirks="llamacpp")`` (``--quirks``) puts on a real backend's departures from OpenAI
+before the checks below: llama.cpp's 500 on the ``developer`` role, 400 on ``content: null`` beside
+``tool_calls``, … (see fake_quirks.py).
 
 Request validation (like OpenAI: always 400 with ``{"error": {"message", "type", "param", "code"}}``)
 ------------------------------------------------------------------------------------------------------
@@ -155,7 +156,6 @@ then ``data: [DONE]``.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import hashlib
@@ -1290,83 +1290,3 @@ async def _openai_errors(request: web.Request,
 
 
 # ------------------------------------------------------------------------------------------ public API
-
-
-def create_app(*, chunk_count: int | None = None, chunk_delay: float = 0.0,
-               tool_topics: bool = False, quirks: str | frozenset[str] | None = None,
-               native: bool = False, embedding_delay: float = 0.0, header_delay: float = 0.0,
-               images: bool = True) -> web.Application:
-    """Builds the fake; ``chunk_count``/``chunk_delay``/``header_delay`` (seconds before an answer's headers) are
-    defaults the conversation can override;
-    ``tool_topics`` also calls an offered tool whose name the user's text mentions (see :func:`_topic_tools`);
-    ``quirks`` (e.g. ``"llamacpp"``) puts on a real backend's departures from OpenAI (fake_quirks.py);
-    ``native`` also serves ``/v1/responses`` as a stateless backend does (fake_responses.py);
-    ``embedding_delay``: seconds before each ``/v1/embeddings`` answer (ingestion that takes a while);
-    ``images``: serve ``/v1/images/generations`` (fake_images.py)."""
-    if chunk_count is not None and chunk_count < 1:
-        raise ValueError("chunk_count must be >= 1")
-    app = web.Application(middlewares=[_openai_errors], client_max_size=64 * 1024 * 1024)
-    if header_delay < 0:
-        raise ValueError("header_delay must be >= 0")
-    app[_STATE] = _State(chunk_count=chunk_count, chunk_delay=chunk_delay, tool_topics=tool_topics,
-                         quirks=fake_quirks.parse(quirks), embedding_delay=embedding_delay, header_delay=header_delay)
-    app.router.add_post("/v1/chat/completions", chat_completions)
-    app.router.add_get("/v1/models", list_models)
-    app.router.add_get("/v1/models/{model}", get_model)
-    app.router.add_post("/v1/embeddings", embeddings)
-    app.router.add_get("/health", health)
-    app.router.add_get("/_fake/requests", recorded_requests)
-    app.router.add_delete("/_fake/requests", clear_requests)
-    if native:
-        from .fake_responses import add_routes
-
-        add_routes(app)
-    if images:
-        from . import fake_images
-
-        fake_images.add_routes(app)
-    return app
-
-
-# Cancelling handlers when their client disconnects keeps stalled requests from delaying shutdown.
-_RUNNER_OPTIONS: dict[str, Any] = {"handler_cancellation": True, "shutdown_timeout": 1.0}
-
-
-async def start(host: str = "127.0.0.1", port: int = 0, **app_kwargs: Any) -> tuple[web.AppRunner, int]:
-    """Starts the fake in the running loop; returns the runner (call ``cleanup()``) and the bound port."""
-    runner = web.AppRunner(create_app(**app_kwargs), access_log=None, **_RUNNER_OPTIONS)
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    return runner, runner.addresses[0][1]
-
-
-def run(host: str, port: int, **app_kwargs: Any) -> None:
-    """Serves until interrupted; what the ``fake-upstream`` CLI command calls."""
-    web.run_app(create_app(**app_kwargs), host=host, port=port, access_log=None,
-                print=lambda *_: print(f"fake upstream listening on http://{host}:{port}/v1", flush=True),
-                **_RUNNER_OPTIONS)
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="responses-bridge fake-upstream",
-                                     description="Deterministic OpenAI-compatible Chat Completions server.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8090)
-    parser.add_argument("--chunk-count", type=int, default=None,
-                        help="content chunks per streamed text answer (default: one per word)")
-    parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between streamed chunks")
-    parser.add_argument("--quirks", default=None, help="a backend's departures from OpenAI: 'llamacpp' or "
-                        "comma-separated quirk names (see fake_quirks.py)")
-    parser.add_argument("--embedding-delay", type=float, default=0.0,
-                        help="seconds before each /v1/embeddings answer (a slow embedding model)")
-    parser.add_argument("--header-delay", type=float, default=0.0,
-                        help="seconds before the headers of each chat answer (a model's time to first token)")
-    parser.add_argument("--no-images", action="store_true",
-                        help="no /v1/images/generations route (an upstream without the Images API: a 404)")
-    args = parser.parse_args(argv)
-    run(args.host, args.port, chunk_count=args.chunk_count, chunk_delay=args.chunk_delay, quirks=args.quirks,
-        embedding_delay=args.embedding_delay, header_delay=args.header_delay, images=not args.no_images)
-
-
-if __name__ == "__main__":
-    main()
