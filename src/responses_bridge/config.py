@@ -157,7 +157,14 @@ class Settings(BaseSettings):
     # The code interpreter (sandbox/, run/tools/code_interpreter.py): each call's limits in its bubblewrap sandbox.
     code_timeout: float = Field(default=30.0, gt=0, description="wall seconds one code interpreter call may run")
     code_memory_bytes: int = Field(default=1 << 30, ge=64 << 20, description=(
-        "memory of one code interpreter call (cgroup v2 memory.max where delegated, else RLIMIT_AS)"))
+        "memory of one code interpreter call, all its processes and in-memory files together (a cgroup per call "
+        "where one can be made; else one process whose RLIMIT_AS is this less /tmp and /dev/shm)"))
+    code_cgroup: bool = Field(default=True, description=(
+        "run each code interpreter call in a memory cgroup of its own where this process may make one (cgroup v2 "
+        "delegated, or v1 writable); false: always the single-process mode (the code may start no subprocess)"))
+    code_require_cgroup: bool = Field(default=False, description=(
+        "refuse the code interpreter where no memory cgroup per call can be made, instead of running calls in the "
+        "single-process mode"))
     code_max_processes: int = Field(default=64, ge=4, description="processes and threads one call may have at once")
     code_max_file_bytes: int = Field(default=100 << 20, ge=1, description="largest file in a container, bytes")
     code_max_container_bytes: int = Field(default=1 << 30, ge=1, description="bytes of all of one container's files")
@@ -167,9 +174,14 @@ class Settings(BaseSettings):
         "sandboxes running at once (others wait within their timeout); 0: one per core. With several workers, "
         "each runs its share (at least one)"))
     code_workdir: str | None = Field(default=None, description=(
-        "where each call's /mnt/data is laid out (removed after the call); unset: the system's temporary directory"))
+        "where bridges before the in-memory /mnt/data laid each call's files out: swept at start of what a crashed "
+        "one left (each call's /mnt/data is now its own in-memory file system); unset: the system's temporary "
+        "directory"))
     tenant_max_containers: int | None = Field(default=None, ge=0, description=(
         "default per-tenant limit of live containers; none: no limit"))
+    tenant_max_sandboxes: int | None = Field(default=None, ge=1, description=(
+        "default per-tenant limit of code interpreter calls running at once on one process; none: a fair share "
+        "(every slot with auth none, else all slots but one, so another tenant's call always finds one free)"))
     # --- tenancy (services/identity; adapters/http/identity.py, the ext_proc door) --------------------------------
     auth: Literal["none", "keys", "header"] = Field(default="none", description=(
         "who the caller is: none (one shared tenant; a warning at start when bound beyond loopback), keys (the "
@@ -188,7 +200,7 @@ class Settings(BaseSettings):
         "deleted (OpenAI keeps 30 days)"))
     tenants: dict[str, TenantPolicy] = Field(default_factory=dict, description=(
         "per-tenant limits and retention by tenant name (keys: max_concurrent_requests, max_request_bytes, "
-        "max_stored_bytes, max_containers, retention_days); unset values take the defaults above"))
+        "max_stored_bytes, max_containers, max_sandboxes, retention_days); unset values take the defaults above"))
     ingest_concurrency: int = Field(default=2, ge=1, description="vector store files ingested (extracted, chunked, "
                                     "embedded, indexed) at once; files left in progress resume on restart")
     # Background responses on a shared database (services/background.py): a replica's lease on each run it runs,
@@ -359,12 +371,20 @@ class Settings(BaseSettings):
             max_output_bytes=self.mcp_max_output_bytes,
         )
 
+    def sandbox_share(self, tenant: str, slots: int) -> int:
+        """How many of this process's ``slots`` sandbox slots ``tenant`` may hold at once: its ``max_sandboxes``,
+        else a fair share (all of them where there is one tenant, else all but one)."""
+        own = self.tenant_policy(tenant).max_sandboxes
+        if own is not None:
+            return min(own, slots)
+        return slots if self.auth == "none" else max(1, slots - 1)
+
     def tenant_policy(self, tenant: str) -> TenantPolicy:
         """The limits and retention of ``tenant``: its own entry under ``tenants`` over the defaults."""
         defaults = TenantPolicy(max_concurrent_requests=self.tenant_max_concurrent_requests,
                                 max_request_bytes=self.tenant_max_request_bytes,
                                 max_stored_bytes=self.tenant_max_stored_bytes, retention_days=self.retention_days,
-                                max_containers=self.tenant_max_containers)
+                                max_containers=self.tenant_max_containers, max_sandboxes=self.tenant_max_sandboxes)
         own = self.tenants.get(tenant)
         return defaults if own is None else own.over(defaults)
 

@@ -12,7 +12,8 @@ import argparse
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "doctor", help="check whether the code interpreter can run code here (bubblewrap, user namespaces, the "
-        "interpreter inside the sandbox, process and memory limits) and say how to fix what cannot")
+        "interpreter inside the sandbox, which containment mode is in force and what it costs) and say how to fix "
+        "what cannot")
     parser.set_defaults(func=run)
 
 
@@ -20,12 +21,14 @@ def run(args: argparse.Namespace) -> int:
     from .config import load_settings
     from .sandbox.doctor import diagnose
 
-    limits = load_settings().sandbox_limits()  # a bad setting: the one line cli.main prints, exit status 2
-    findings = diagnose(limits)
+    settings = load_settings()  # a bad setting: the one line cli.main prints, exit status 2
+    findings = diagnose(settings.sandbox_limits(), use_cgroup=settings.code_cgroup,
+                        require_cgroup=settings.code_require_cgroup)
     width = max(len(finding.name) for finding in findings)
     for finding in findings:
         print(f"{'ok  ' if finding.ok else 'FAIL'}  {finding.name:<{width}}  {finding.detail}")
-    runs = all(finding.ok for finding in findings if finding.name in ("bubblewrap", "namespaces", "python")) and \
+    runs = all(finding.ok for finding in findings
+               if finding.name in ("bubblewrap", "namespaces", "containment", "python")) and \
         any(finding.name == "python" for finding in findings)
     print("code interpreter: " + ("code runs in the sandbox here" if runs else
                                   "code cannot run here; the code_interpreter tool is refused"))

@@ -310,6 +310,7 @@ async def _open_code_interpreter(settings: Settings, store: ContainerStore, file
     sandbox is checked once here (bubblewrap making its namespaces); where it cannot run, the code interpreter is
     still offered, and refuses each request naming the cause (never code run unsandboxed)."""
     from .sandbox import Sandbox
+    from .sandbox.trees import sweep_stale
     from .services.code_interpreter import CodeInterpreter
 
     limits = settings.sandbox_limits()
@@ -318,12 +319,16 @@ async def _open_code_interpreter(settings: Settings, store: ContainerStore, file
                                   max_containers=lambda tenant: settings.tenant_policy(tenant).max_containers,
                                   max_stored_bytes=lambda tenant: settings.tenant_policy(tenant).max_stored_bytes)
     await containers.start()
-    sandbox = await asyncio.to_thread(Sandbox.detect, limits)
+    sandbox = await asyncio.to_thread(Sandbox.detect, limits, use_cgroup=settings.code_cgroup,
+                                      require_cgroup=settings.code_require_cgroup,
+                                      share=lambda tenant: settings.sandbox_share(tenant, limits.slots))
     if sandbox.unavailable is not None:
         log.warning("sandbox_unavailable", reason=sandbox.unavailable)
     else:
-        log.info("sandbox_ready", bwrap=sandbox.bwrap, concurrency=limits.slots,
-                 process_limit="cgroup" if sandbox.cgroups is not None else "rlimit")
-    workdir = Path(settings.code_workdir) if settings.code_workdir else None
-    server_tools.services.code = CodeInterpreter(containers, sandbox, workdir=workdir)
+        log.info("sandbox_ready", bwrap=sandbox.bwrap, concurrency=limits.slots, mode=sandbox.mode,
+                 cgroups=sandbox.cgroups.description if sandbox.cgroups is not None else None)
+    swept = await asyncio.to_thread(sweep_stale, Path(settings.code_workdir) if settings.code_workdir else None)
+    if swept:
+        log.info("sandbox_workspaces_swept", removed=swept)
+    server_tools.services.code = CodeInterpreter(containers, sandbox)
     return containers

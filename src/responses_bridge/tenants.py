@@ -22,6 +22,9 @@ class TenantPolicy(BaseModel):
         "bytes of files (and so of the vector stores built from them) the tenant may keep"))
     max_containers: int | None = Field(default=None, ge=0, description=(
         "live code interpreter containers the tenant may keep (its container files count in max_stored_bytes)"))
+    max_sandboxes: int | None = Field(default=None, ge=1, description=(
+        "code interpreter calls the tenant may run at once on one process (the rest wait for a slot within their "
+        "time limit); none: a fair share of the slots"))
     retention_days: float | None = Field(default=None, gt=0, description=(
         "stored responses and conversations older than this are purged in the background (OpenAI keeps 30)"))
 

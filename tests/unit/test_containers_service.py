@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from responses_bridge.protocol.errors import APIError
-from responses_bridge.services.container_workspace import workspace
+from responses_bridge.sandbox.trees import remove_tree
+from responses_bridge.services.container_workspace import Workspace
 from responses_bridge.services.containers import ContainerService
 from responses_bridge.services.files import FileService
 from responses_bridge.store.postgres.containers import PostgresContainerStore
@@ -152,16 +153,17 @@ async def test_a_runs_directory_is_written_back(kind: str, tmp_path: Path, reque
         await service.put_bytes(container, "/mnt/data/sub/gone.txt", chunks(b"gone"), source="user", tenant="")
         secret = tmp_path / "host-secret"
         secret.write_text("host only")
-        async with workspace(service, container, tenant="", parent=tmp_path) as space:
-            root = space.root
-            assert (root / "keep.txt").read_bytes() == b"keep" and (root / "sub" / "gone.txt").exists()
-            (root / "sub" / "gone.txt").unlink()
-            (root / "new.csv").write_text("1,2")
-            os.symlink(secret, root / "link.txt")
-            with open(os.path.join(bytes(root), b"raw-\xff-name"), "wb") as raw:  # not UTF-8: named, not kept
-                raw.write(b"x")
-            changed, notes = await space.write_back()
-        assert not root.exists()
+        root = tmp_path / "run"
+        root.mkdir()
+        space = Workspace(service, container, "", root)
+        await space.lay_out()
+        assert (root / "keep.txt").read_bytes() == b"keep" and (root / "sub" / "gone.txt").exists()
+        (root / "sub" / "gone.txt").unlink()
+        (root / "new.csv").write_text("1,2")
+        os.symlink(secret, root / "link.txt")
+        with open(os.path.join(bytes(root), b"raw-\xff-name"), "wb") as raw:  # not UTF-8: named, not kept
+            raw.write(b"x")
+        changed, notes = await space.write_back()
         assert [file.path for file in changed] == ["/mnt/data/new.csv"]
         assert len(notes) == 1 and "not UTF-8" in notes[0]
         files = await service.store.all_files(container.id, tenant="")
@@ -172,3 +174,28 @@ async def test_a_runs_directory_is_written_back(kind: str, tmp_path: Path, reque
         await age_blobs(service, kind)
         assert await service.files.sweep() == 0
         assert await read(service, container.id, files[1].id) == b"1,2"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_5000_level_tree_is_written_back_without_recursion(kind: str, tmp_path: Path,
+                                                                     request: pytest.FixtureRequest) -> None:
+    async with service_over(kind, tmp_path, request, Clock()) as service:
+        container = await service.container_for_files((await service.create({"name": "deep"}, tenant=""))["id"],
+                                                      tenant="")
+        root = tmp_path / "run"
+        root.mkdir()
+        space = Workspace(service, container, "", root)
+        await space.lay_out()
+        (root / "top.txt").write_text("kept")
+        level = os.open(root, os.O_RDONLY)
+        for _ in range(5000):  # deeper than any path can name, and than Python's recursion limit
+            os.mkdir("a", dir_fd=level)
+            deeper = os.open("a", os.O_RDONLY, dir_fd=level)
+            os.close(level)
+            level = deeper
+        os.close(os.open("bottom.txt", os.O_WRONLY | os.O_CREAT, dir_fd=level))
+        os.close(level)
+        changed, notes = await space.write_back()
+        assert [file.path for file in changed] == ["/mnt/data/top.txt"]
+        assert any("deeper than a stored path can name" in note for note in notes)
+        assert remove_tree(root) and not root.exists()  # and it goes, however deep

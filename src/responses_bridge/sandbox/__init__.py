@@ -1,9 +1,12 @@
-"""The code interpreter's sandbox: bubblewrap namespaces over a directory that becomes ``/mnt/data``, with limits
-on time, memory, processes, file sizes and output. Never a fallback to running code unsandboxed: where bubblewrap
-cannot make its namespaces, :class:`Sandbox` refuses every run and ``doctor`` says why.
+"""The code interpreter's sandbox: bubblewrap namespaces whose init holds each call together, with one budget per
+call (memory across all its processes and in-memory files, disk, processes, time, output, a fairly shared slot),
+and nothing of a call left once it ends. Never a fallback to running code unsandboxed: where bubblewrap cannot
+make its namespaces, :class:`Sandbox` refuses every call and ``doctor`` says why.
 """
 
+from .call import SandboxCall
 from .limits import SandboxLimits
-from .runner import Sandbox, SandboxResult, SandboxUnavailable
+from .result import SandboxBusy, SandboxResult, SandboxUnavailable
+from .runner import Sandbox
 
-__all__ = ["Sandbox", "SandboxLimits", "SandboxResult", "SandboxUnavailable"]
+__all__ = ["Sandbox", "SandboxBusy", "SandboxCall", "SandboxLimits", "SandboxResult", "SandboxUnavailable"]

@@ -1,12 +1,18 @@
-"""The bubblewrap command line of one sandbox run: what the code sees of the machine.
+"""The bubblewrap command line of one sandbox call: what the code sees of the machine.
 
 New user, PID, IPC, UTS, cgroup and network namespaces (the code's network namespace has only its own loopback,
 which reaches nothing outside it); an unprivileged uid inside; every capability dropped; no further user
-namespaces; a new session (no terminal to inject into); ``--die-with-parent`` so that killing bubblewrap ends
-everything the code started. The file system is a fresh tmpfs holding only: the system's directories read-only
-(``/usr`` and the merged-usr links, a few files of ``/etc``), the Python installation and the environment the
-bridge runs from (read-only: its packages, numpy among them), the launcher, a private ``/tmp`` of bounded size,
-and ``/mnt/data`` — the container's files, the only place written through to the host. The bridge's data
+namespaces; a new session (no terminal to inject into); ``--die-with-parent`` so that the sandbox ends with the
+bridge. The launcher is the PID namespace's init (``--as-pid-1``), with ``/`` as its working directory and an
+argument list naming no path of the bridge's (bubblewrap itself, whose arguments do, stays outside the namespace).
+
+The file system is a fresh tmpfs, read-only once set up, holding only: the system's directories read-only (``/usr``
+and the merged-usr links, a few files of ``/etc``), the Python installation and the environment the bridge runs
+from (read-only: its packages, numpy among them; a virtual environment at ``/opt/venv``), the launcher, ``/dev``
+read-only but for a small ``/dev/shm``, and three sized in-memory file systems that are the only places the code
+can write: ``/tmp``, ``/dev/shm`` and ``/mnt/data`` (the container's files, laid out and read back by the bridge,
+sized to the container's limit, so unlinked, sparse or hidden bytes count against it like any other). Nothing a
+call writes reaches the host's disk, and all of it is gone when the call's namespace ends. The bridge's data
 directory, database, configuration and working directory are never mounted, and the environment is cleared: only
 the variables below are set, so no secret of the bridge's reaches the code.
 """
@@ -22,8 +28,13 @@ from .limits import MIB, SandboxLimits
 
 DATA_DIR = "/mnt/data"
 LAUNCHER = "/opt/sandbox/launcher.py"
+VENV = "/opt/venv"
 SANDBOX_UID = 1000
 TMP_BYTES = 64 * MIB
+SHM_BYTES = 64 * MIB
+DATA_SLACK_BYTES = 8 * MIB
+"""Room in ``/mnt/data`` past the container's limit for the file system's own rounding (a file takes whole
+pages), so a container at its limit still lays out."""
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 ETC_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives", "/etc/fonts",
              "/etc/localtime", "/etc/mime.types", "/etc/ssl/certs")
@@ -42,11 +53,26 @@ ENVIRONMENT = {
 }
 
 
-def python_roots() -> list[str]:
-    """The directories the interpreter needs: its installation and, for a virtual environment, the environment
-    (its site-packages). Read-only in the sandbox."""
-    roots = {os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix)}
-    return sorted(root for root in roots if not any(root.startswith(other + "/") for other in roots))
+def _in_venv() -> bool:
+    return os.path.realpath(sys.prefix) != os.path.realpath(sys.base_prefix)
+
+
+def interpreter_in_sandbox() -> str:
+    """The interpreter's path inside the sandbox: the virtual environment's, under ``/opt/venv``, or the
+    installation's own."""
+    if _in_venv():
+        return f"{VENV}/bin/{Path(sys.executable).name}"
+    return sys.executable
+
+
+def python_binds() -> list[tuple[str, str]]:
+    """(host path, sandbox path) of what the interpreter needs, read-only: its installation where it lies (a
+    virtual environment's ``pyvenv.cfg`` names it) and the virtual environment at ``/opt/venv``."""
+    base = os.path.realpath(sys.base_prefix)
+    binds = [(base, base)]
+    if _in_venv():
+        binds.append((os.path.realpath(sys.prefix), VENV))
+    return binds
 
 
 def _system_binds() -> list[str]:
@@ -61,22 +87,23 @@ def _system_binds() -> list[str]:
     return arguments
 
 
-def bwrap_command(bwrap: str, workdir: Path, limits: SandboxLimits, *, python: str | None = None,
-                  launcher: Path | None = None, extra_roots: Sequence[str] = (), times_fd: int = -1) -> list[str]:
-    """The argv that runs the launcher (which reads the code from stdin) in a sandbox over ``workdir``.
-    ``times_fd``: an inherited descriptor the launcher writes its timing marks on."""
-    interpreter = python or sys.executable
+def bwrap_command(bwrap: str, limits: SandboxLimits, *, control_fd: int, info_fd: int, address_space: int,
+                  launcher: Path | None = None, extra_roots: Sequence[str] = ()) -> list[str]:
+    """The argv that starts the launcher as the sandbox's init. ``control_fd``: the launcher's marks;
+    ``info_fd``: bubblewrap's JSON with the init's host pid; ``address_space``: each process's ``RLIMIT_AS``."""
     arguments = [bwrap, "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session", "--disable-userns",
-                 "--cap-drop", "ALL", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
-                 "--hostname", "sandbox", "--clearenv"]
+                 "--as-pid-1", "--cap-drop", "ALL", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
+                 "--hostname", "sandbox", "--clearenv", "--info-fd", str(info_fd)]
     for name, value in ENVIRONMENT.items():
         arguments += ["--setenv", name, value]
     arguments += ["--tmpfs", "/", *_system_binds(), "--proc", "/proc", "--dev", "/dev",
-                  "--size", str(TMP_BYTES), "--tmpfs", "/tmp"]
-    for root in [*python_roots(), *extra_roots]:
-        arguments += ["--ro-bind", root, root]
+                  "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
+                  "--size", str(TMP_BYTES), "--tmpfs", "/tmp",
+                  "--size", str(limits.container_bytes + DATA_SLACK_BYTES), "--tmpfs", DATA_DIR]
+    for source, target in [*python_binds(), *((root, root) for root in extra_roots)]:
+        arguments += ["--ro-bind", source, target]
     arguments += ["--ro-bind", str(launcher or Path(__file__).with_name("launcher.py")), LAUNCHER,
-                  "--bind", str(workdir), DATA_DIR, "--chdir", DATA_DIR, "--remount-ro", "/",
-                  interpreter, "-I", "-B", LAUNCHER,
-                  str(limits.memory_bytes), str(limits.processes), str(limits.file_bytes), str(times_fd)]
+                  "--chdir", "/", "--remount-ro", "/",
+                  interpreter_in_sandbox(), "-I", "-B", LAUNCHER,
+                  str(address_space), str(limits.processes), str(limits.file_bytes), str(control_fd)]
     return arguments

@@ -1,29 +1,31 @@
 """Can code run here, and if not, why and what fixes it: the checks behind ``responses-bridge doctor`` and the
 sandbox's own start-up check.
 
-Each check runs the real thing (bubblewrap making its namespaces, the interpreter starting inside, a process
-limit taking effect) rather than reading kernel settings, because the settings that matter differ between
+Each check runs the real thing (bubblewrap making its namespaces, a cgroup made and removed, the interpreter
+starting inside a real call) rather than reading kernel settings, because the settings that matter differ between
 kernels, distributions and container runtimes (sysctls, AppArmor, seccomp profiles, a pod's security context).
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .cgroups import CgroupParent
-from .command import bwrap_command
+from .command import SHM_BYTES, TMP_BYTES
 from .limits import SandboxLimits
+
+if TYPE_CHECKING:
+    from .runner import Sandbox
 
 NAMESPACE_FIX = ("allow unprivileged user namespaces: on the host, sysctl kernel.unprivileged_userns_clone=1 and "
                  "user.max_user_namespaces > 0 (on Ubuntu also kernel.apparmor_restrict_unprivileged_userns=0); in "
                  "Kubernetes, run the pod with seccompProfile and appArmorProfile Unconfined (see "
                  "deploy/kubernetes/sidecar.yaml); in Docker, --security-opt seccomp=unconfined "
                  "--security-opt apparmor=unconfined")
+CGROUP_DELEGATION = ("delegate a cgroup to the bridge (cgroup v2 with the memory controller enabled for its cgroup, "
+                     "e.g. systemd's Delegate=yes, or a writable cgroup v1 memory hierarchy)")
 INSTALL_FIX = "install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install bubblewrap)"
 
 
@@ -51,8 +53,11 @@ class Finding:
     detail: str
 
 
-def diagnose(limits: SandboxLimits | None = None) -> list[Finding]:
+def diagnose(limits: SandboxLimits | None = None, *, use_cgroup: bool = True,
+             require_cgroup: bool = False) -> list[Finding]:
     """Every check, in order; a failed one explains itself. Later checks need the earlier ones."""
+    from .runner import Sandbox
+
     limits = limits or SandboxLimits()
     bwrap, reason = check_bubblewrap()
     findings = [Finding("bubblewrap", bwrap is not None, bwrap or f"not found: {INSTALL_FIX}")]
@@ -62,48 +67,64 @@ def diagnose(limits: SandboxLimits | None = None) -> list[Finding]:
                             if reason is None else reason))
     if reason is not None:
         return findings
-    findings.append(_interpreter(bwrap, limits))
-    cgroups = CgroupParent.find()
-    if cgroups is not None:
-        findings.append(Finding("process limit", True, f"cgroup {cgroups.version} pids.max = {limits.processes} "
-                                f"({cgroups.path})"))
-    elif os.geteuid() != 0:
-        findings.append(Finding("process limit", True, f"RLIMIT_NPROC = {limits.processes} in the sandbox's user "
-                                "namespace"))
-    else:
-        findings.append(Finding("process limit", False, "running as root with no cgroup this process may make: "
-                                "the kernel does not apply RLIMIT_NPROC to root, so the code's processes are "
-                                "bounded only by the time limit; run the bridge as a non-root user, or delegate "
-                                "a cgroup v2 subtree to it"))
-    memory = ("cgroup v2 memory.max and RLIMIT_AS" if cgroups is not None and cgroups.memory
-              else "RLIMIT_AS per process")
-    findings.append(Finding("memory limit", True, f"{limits.memory_bytes >> 20} MiB ({memory})"))
-    findings.append(Finding("packages", True, _packages(bwrap, limits)))
+    sandbox = Sandbox.detect(limits, bwrap=bwrap, use_cgroup=use_cgroup, require_cgroup=require_cgroup)
+    findings.append(_containment(sandbox, use_cgroup, require_cgroup))
+    if sandbox.unavailable is not None:
+        return findings
+    findings.append(Finding("memory limit", True, _memory(sandbox)))
+    findings.append(Finding("in-memory files", True, f"/tmp {TMP_BYTES >> 20} MiB, /dev/shm {SHM_BYTES >> 20} MiB, "
+                            f"/mnt/data the container's {limits.container_bytes >> 20} MiB; the rest of /dev and "
+                            "every other path read-only; nothing reaches the host's disk"))
+    findings.append(_interpreter(sandbox))
+    if findings[-1].ok:
+        findings.append(Finding("packages", True, _packages(sandbox)))
     return findings
 
 
-def _interpreter(bwrap: str, limits: SandboxLimits) -> Finding:
-    with tempfile.TemporaryDirectory(prefix="responses-bridge-doctor-") as workdir:
-        command = bwrap_command(bwrap, Path(workdir), limits)
-        try:
-            completed = subprocess.run(command, input=b"import sys; print(sys.version.split()[0])",
-                                       capture_output=True, timeout=60, check=False)
-        except (OSError, subprocess.TimeoutExpired) as error:
-            return Finding("python", False, f"the interpreter did not start in the sandbox ({error})")
-    if completed.returncode != 0:
-        said = completed.stderr.decode("utf-8", "replace").strip().splitlines()
+def _containment(sandbox: Sandbox, use_cgroup: bool, require_cgroup: bool) -> Finding:
+    """Which mode the calls run in, and what it costs."""
+    if sandbox.unavailable is not None:
+        return Finding("containment", False, sandbox.unavailable)
+    if sandbox.cgroups is not None:
+        processes = (f"pids.max = {sandbox.limits.processes}" if sandbox.cgroups.pids is not None else
+                     "no pids controller: processes bounded by the memory each costs")
+        return Finding("containment", True, f"cgroup mode: a cgroup per call with {sandbox.cgroups.description}; "
+                       f"{processes}")
+    why = ("RESPONSES_BRIDGE_CODE_CGROUP=false" if not use_cgroup else
+           "no memory cgroup can be made here (cgroup v2 not delegated to this process, v1 not writable)")
+    return Finding("containment", True, f"single-process mode ({why}): the code may start no other process "
+                   "(subprocess, os.fork and multiprocessing fail with EPERM), so its one address space bounds its "
+                   "memory; kernel memory for file entries is not counted. For subprocesses, "
+                   f"{CGROUP_DELEGATION}; RESPONSES_BRIDGE_CODE_REQUIRE_CGROUP=true refuses the "
+                   "tool instead of this mode")
+
+
+def _memory(sandbox: Sandbox) -> str:
+    limits = sandbox.limits
+    if sandbox.mode == "cgroup":
+        return (f"{limits.memory_bytes >> 20} MiB per call: every process, /tmp, /dev/shm and the files written "
+                "in /mnt/data, together (the cgroup's limit, swap off)")
+    return (f"{limits.memory_bytes >> 20} MiB per call: one process of {sandbox.address_space >> 20} MiB "
+            f"(RLIMIT_AS) + /tmp and /dev/shm; /mnt/data is bounded by the container's limit")
+
+
+def _interpreter(sandbox: Sandbox) -> Finding:
+    import asyncio
+
+    result = asyncio.run(sandbox.run("import sys; print(sys.version.split()[0])"))
+    if result.outcome != "ok":
+        said = (result.stderr or result.note).strip().splitlines()
         return Finding("python", False, f"the interpreter did not start in the sandbox: "
-                       f"{said[-1] if said else completed.returncode}")
-    return Finding("python", True, f"Python {completed.stdout.decode().strip()} starts in the sandbox")
+                       f"{said[-1] if said else result.outcome}")
+    return Finding("python", True, f"Python {result.stdout.strip()} starts in the sandbox")
 
 
-def _packages(bwrap: str, limits: SandboxLimits) -> str:
+def _packages(sandbox: Sandbox) -> str:
+    import asyncio
+
     probe = ("import importlib.util as u\n"
              "print(' '.join(n for n in ('numpy', 'pandas', 'matplotlib') if u.find_spec(n)))")
-    with tempfile.TemporaryDirectory(prefix="responses-bridge-doctor-") as workdir:
-        completed = subprocess.run(bwrap_command(bwrap, Path(workdir), limits), input=probe.encode(),
-                                   capture_output=True, timeout=60, check=False)
-    present = completed.stdout.decode().split()
+    present = asyncio.run(sandbox.run(probe)).stdout.split()
     missing = [name for name in ("numpy", "pandas", "matplotlib") if name not in present]
     text = ", ".join(present) or "none of numpy, pandas, matplotlib"
     if missing and "numpy" not in missing:

@@ -1,5 +1,5 @@
 """The code interpreter the tool loop drives: a response's container, and each call run in the sandbox over that
-container's files (laid out fresh for the run, what it changed written back).
+container's files (laid out fresh in the call's own /mnt/data, what it changed written back).
 
 Implements run/tools/code_interpreter.py's :class:`CodeInterpreterService`; the run knows no container storage
 and no sandbox, only the outcome of a call (:class:`CodeRun`).
@@ -8,15 +8,14 @@ and no sandbox, only the outcome of a call (:class:`CodeRun`).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import structlog
 
 from ..protocol.errors import APIError, invalid_request
 from ..run.tools.code_interpreter import CodeRun, CodeToolOptions
-from ..sandbox import Sandbox, SandboxUnavailable
-from .container_workspace import workspace
+from ..sandbox import Sandbox, SandboxBusy, SandboxUnavailable
+from .container_workspace import Workspace
 from .containers import ContainerService
 
 log = structlog.get_logger(__name__)
@@ -26,10 +25,9 @@ class CodeInterpreter:
     """The loop's code interpreter (:class:`CodeInterpreterService`): the containers and the sandbox, one each per
     process."""
 
-    def __init__(self, containers: ContainerService, sandbox: Sandbox, *, workdir: Path | None = None) -> None:
+    def __init__(self, containers: ContainerService, sandbox: Sandbox) -> None:
         self.containers = containers
         self.sandbox = sandbox
-        self.workdir = workdir
 
     async def check(self, options: CodeToolOptions, *, tenant: str) -> None:
         """Every refusal, before anything is made: the sandbox cannot run here, the container is not one of the
@@ -81,9 +79,13 @@ class CodeInterpreter:
         if container is None:
             return CodeRun(container_id, None, error=f"The container {container_id} has expired or was deleted.")
         try:
-            async with workspace(self.containers, container, tenant=tenant, parent=self.workdir) as space:
-                result = await self.sandbox.run(code, space.root)
+            async with self.containers.lock(container.id), self.sandbox.call(tenant=tenant) as call:
+                space = Workspace(self.containers, container, tenant, call.data)
+                await space.lay_out()
+                result = await call.run(code)
                 changed, notes = await space.write_back()
+        except SandboxBusy as busy:
+            return CodeRun(container_id, busy.result)
         except SandboxUnavailable as refused:
             return CodeRun(container_id, None, error=f"The code could not run: the sandbox is unavailable "
                            f"({refused}).")

@@ -1,11 +1,13 @@
-"""A container's files laid out in a directory for one sandbox run, and what the run changed written back.
+"""A container's files laid out in a sandbox call's ``/mnt/data`` for one run, and what the run changed written
+back.
 
-The directory is made fresh for each run and removed after it, so a replica that has never seen the container
-runs the next call on the same files (the files come from the shared storage), and nothing a run leaves behind
-outlives it. Write-back compares each regular file's size and modification time with what was laid out: new and
-changed files are stored (``source: assistant``), removed ones deleted. Files are opened without following
-symbolic links, so a link the code made to a path of the host is never read: by write-back time every process of
-the run is gone, so nothing can swap a file for a link in between.
+The directory is the call's own in-memory file system (sandbox/call.py), empty at the start of each call and gone
+after it, so a replica that has never seen the container runs the next call on the same files (the files come from
+the shared storage), and nothing a run leaves behind outlives it. Write-back compares each regular file's size and
+modification time with what was laid out: new and changed files are stored (``source: assistant``), removed ones
+deleted. The tree is walked without recursion and with bounded work (sandbox/trees.py), whatever shape the code
+gave it; files are opened without following symbolic links, so a link the code made to a path of the host is never
+read, and by write-back time every process of the run is gone, so nothing can swap a file for a link in between.
 """
 
 from __future__ import annotations
@@ -13,8 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import stat
-import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +22,7 @@ from pathlib import Path
 import structlog
 
 from ..protocol.errors import APIError
+from ..sandbox.trees import Listing, list_files
 from ..store.records import StoredContainer, StoredContainerFile
 from .container_shapes import DATA_DIR, MAX_PATH, relative_path
 from .containers import ContainerService
@@ -32,20 +33,10 @@ READ_CHUNK = 1 << 20
 MAX_FILES_KEPT = 1000
 """Files one run may add or change and have kept: past it, the rest are named in a note and dropped (a run making
 a hundred thousand small files would otherwise hold the store for minutes)."""
+MAX_ENTRIES_READ = 100_000
+"""Entries of /mnt/data one write-back looks at: past it the rest are named in a note and neither kept nor taken
+as deleted (a run making millions of empty files would otherwise hold the bridge for minutes)."""
 Snapshot = dict[str, tuple[int, int]]
-
-
-def _scan(root: Path) -> Snapshot:
-    """Every regular file under ``root`` (relative path → size, mtime in ns); links and others are not files."""
-    found: Snapshot = {}
-    for directory, _, names in os.walk(root):
-        for name in names:
-            path = os.path.join(directory, name)
-            with contextlib.suppress(OSError):
-                info = os.lstat(path)
-                if stat.S_ISREG(info.st_mode):
-                    found[os.path.relpath(path, root)] = (info.st_size, info.st_mtime_ns)
-    return found
 
 
 def _storable(path: str) -> bool:
@@ -73,7 +64,8 @@ async def _read_nofollow(path: Path) -> AsyncIterator[bytes]:
 
 @dataclass(slots=True)
 class Workspace:
-    """One run's directory over a container: ``root`` becomes /mnt/data. After the run, :meth:`write_back`."""
+    """One run's directory over a container: ``root`` is the call's /mnt/data as the bridge reaches it.
+    :meth:`lay_out` before the run, :meth:`write_back` after it."""
 
     service: ContainerService
     container: StoredContainer
@@ -97,14 +89,25 @@ class Workspace:
             finally:
                 await reader.aclose()
             self.files[relative] = file
-        self.before = await asyncio.to_thread(_scan, self.root)
+        self.before = (await asyncio.to_thread(self._list)).files
+
+    def _list(self) -> Listing:
+        return list_files(self.root, max_path=MAX_PATH - len(DATA_DIR) - 1, max_entries=MAX_ENTRIES_READ)
 
     async def write_back(self) -> tuple[list[StoredContainerFile], list[str]]:
         """Store what the run made or changed and delete what it removed: (files made or changed, notes on files
         that could not be kept, for the model)."""
-        after = await asyncio.to_thread(_scan, self.root)
+        listing = await asyncio.to_thread(self._list)
+        after = listing.files
         changed: list[StoredContainerFile] = []
         notes: list[str] = []
+        complete = not listing.unread and not listing.too_deep
+        if listing.unread:
+            notes.append(f"/mnt/data held more than {MAX_ENTRIES_READ:,} entries; {listing.unread:,} were not "
+                         "read, so files past them were not kept")
+        if listing.too_deep:
+            notes.append(f"{listing.too_deep:,} directories lie deeper than a stored path can name "
+                         f"({MAX_PATH} characters); the files in them were not kept")
         fresh = [relative for relative, state in sorted(after.items()) if self.before.get(relative) != state]
         if len(fresh) > MAX_FILES_KEPT:
             notes.append(f"{len(fresh) - MAX_FILES_KEPT} more files were written than the {MAX_FILES_KEPT} one call "
@@ -127,39 +130,8 @@ class Workspace:
                 continue
             changed.append(stored)
         for relative, file in self.files.items():
-            if relative not in after:
+            if complete and relative not in after:
                 await self.service.store.delete_file(self.container.id, file.id, tenant=self.tenant)
                 with contextlib.suppress(OSError):
                     await self.service.blobs.remove(file.blob_id)
         return changed, notes
-
-
-@contextlib.asynccontextmanager
-async def workspace(service: ContainerService, container: StoredContainer, *, tenant: str,
-                    parent: Path | None = None) -> AsyncIterator[Workspace]:
-    """A fresh directory holding the container's files (removed on leaving), one run at a time per container in
-    this process."""
-    async with service.lock(container.id):
-        root = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="responses-bridge-run-",
-                                            dir=str(parent) if parent is not None else None))
-        try:
-            await asyncio.to_thread(os.chmod, root, 0o700)
-            space = Workspace(service, container, tenant, root)
-            await space.lay_out()
-            yield space
-        finally:
-            await asyncio.to_thread(_remove, root)
-
-
-def _remove(root: Path) -> None:
-    import shutil
-
-    def writable(function: object, path: str, _: object) -> None:  # the code may have made a directory read-only
-        with contextlib.suppress(OSError):
-            os.chmod(path, 0o700)
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                os.unlink(path)
-
-    shutil.rmtree(root, onerror=writable)

@@ -25,7 +25,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -61,13 +60,12 @@ async def _sandbox_breakdown(runs: int) -> dict[str, float]:
     if sandbox.unavailable is not None:
         raise SystemExit(f"bench-code: {sandbox.unavailable}")
     start, code, total = [], [], []
-    with tempfile.TemporaryDirectory(prefix="rb-bench-code-") as workdir:
-        for _ in range(runs):
-            result = await sandbox.run("print(1)", Path(workdir))
-            assert result.started is not None and result.finished is not None and result.stdout == "1\n"
-            start.append(result.started - result.spawned)
-            code.append(result.finished - result.started)
-            total.append(result.seconds)
+    for _ in range(runs):
+        result = await sandbox.run("print(1)")
+        assert result.started is not None and result.finished is not None and result.stdout == "1\n"
+        start.append(result.started - result.spawned)
+        code.append(result.finished - result.started)
+        total.append(result.seconds)
     return {"sandbox_start_ms": _p50(start), "interpreter_ms": _p50(code), "sandbox_total_ms": _p50(total)}
 
 

@@ -1,0 +1,274 @@
+"""One sandbox call from its start to its end: bubblewrap started with the launcher as the namespace's init, the
+container's files laid out by the caller in :attr:`SandboxCall.data`, the code run, the files read back, the
+sandbox ended — and with it everything the call started or wrote.
+
+    call = SandboxCall(...); await call.start()     # the sandbox exists, /mnt/data empty and sized
+    ... lay files out under call.data ...           # /proc/<init>/root/mnt/data, seen from the bridge
+    result = await call.run(code)                   # every process of the code has ended when it returns
+    ... read call.data back ...
+    await call.close()                              # the namespace (and its in-memory files) is gone
+
+The time limit ends the code through the init (SIGTERM: it kills every other process of the namespace), so the
+files stay readable after a timeout; only an init that does not answer is killed outright. The bridge never kills
+bubblewrap itself while its child lives: the init ends, bubblewrap reaps it and exits, and the bridge reaps
+bubblewrap, so no process is ever re-parented to the bridge's PID 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import signal
+import struct
+import termios
+import time
+from pathlib import Path
+
+import orjson
+import structlog
+
+from ..observability import metrics
+from . import cgroups
+from .cgroups import CgroupParent
+from .command import DATA_DIR, bwrap_command
+from .limits import SandboxLimits
+from .result import Capture, Outcome, SandboxResult, SandboxUnavailable, ended_by_memory, note_for
+
+log = structlog.get_logger(__name__)
+
+INIT_GRACE_SECONDS = 2.0
+"""How long the init has to end the code and report after SIGTERM before it is killed outright."""
+FULL_BELOW_BYTES = 1 << 20
+"""``/mnt/data`` with less room than this left after the code ran: the call reached the container's limit."""
+JOIN_CGROUPS = 'IFS=:; for g in $0; do echo $$ > "$g/cgroup.procs" || exit 125; done; exec "$@"'
+
+
+async def _reader(fd: int) -> tuple[asyncio.StreamReader, asyncio.BaseTransport]:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 16)
+    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader),
+                                                os.fdopen(fd, "rb", buffering=0))
+    return reader, transport
+
+
+def _unread(fd: int) -> int:
+    """Bytes waiting in a pipe (FIONREAD)."""
+    try:
+        return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+    except OSError:
+        return 0
+
+
+class SandboxCall:
+    """One call's sandbox. ``seccomp``: the filter the code runs under; ``address_space``: each process's
+    ``RLIMIT_AS``; ``cgroup_parent``: where the call's cgroup is made (None: the single-process mode)."""
+
+    def __init__(self, bwrap: str, limits: SandboxLimits, *, seccomp: bytes, address_space: int,
+                 cgroup_parent: CgroupParent | None, name: str) -> None:
+        self.limits = limits
+        self._bwrap = bwrap
+        self._seccomp = seccomp
+        self._address_space = address_space
+        self._cgroup_parent = cgroup_parent
+        self._name = name
+        self._cgroup: list[Path] = []
+        self._process: asyncio.subprocess.Process | None = None
+        self._transports: list[asyncio.BaseTransport] = []
+        self._out = Capture(limits.output_bytes)
+        self._err = Capture(limits.output_bytes)
+        self._output_fds: list[int] = []
+        self._follower: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+        self._exited = asyncio.Event()
+        self._status: int | None = None
+        self._marks: dict[str, float] = {}
+        self._init_pid: int | None = None
+        self._data_fd: int | None = None
+        self._spawned = 0.0
+
+    @property
+    def data(self) -> Path:
+        """The call's ``/mnt/data`` as the bridge reaches it: a descriptor of the sandbox's own file system,
+        opened through the init's root while the init was known to be the launcher, so it stays that file system
+        even if the init's pid were ever reused."""
+        if self._data_fd is None:
+            raise RuntimeError("the sandbox has not started")
+        return Path(f"/proc/self/fd/{self._data_fd}")
+
+    async def start(self) -> None:
+        """Start the sandbox and wait until its file systems exist. Raises :class:`SandboxUnavailable` when
+        bubblewrap could not make it (its own words)."""
+        control_read, control_write = os.pipe()
+        info_read, info_write = os.pipe()
+        out_read, out_write = os.pipe()
+        err_read, err_write = os.pipe()
+        inherited = (control_write, info_write)
+        try:
+            command = bwrap_command(self._bwrap, self.limits, control_fd=control_write, info_fd=info_write,
+                                    address_space=self._address_space)
+            if self._cgroup_parent is not None:
+                self._cgroup = await asyncio.to_thread(
+                    self._cgroup_parent.create, self._name, processes=self.limits.processes + 2,
+                    memory_bytes=self.limits.memory_bytes)
+                command = ["/bin/sh", "-c", JOIN_CGROUPS, ":".join(map(str, self._cgroup)), *command]
+            self._spawned = time.monotonic()
+            self._process = await asyncio.create_subprocess_exec(
+                *command, stdin=asyncio.subprocess.PIPE, stdout=out_write, stderr=err_write, pass_fds=inherited,
+                start_new_session=True, cwd="/", env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+        finally:
+            for fd in (*inherited, out_write, err_write):
+                os.close(fd)
+        loop = asyncio.get_running_loop()
+        for fd, capture in ((out_read, self._out), (err_read, self._err)):
+            transport, _ = await loop.connect_read_pipe(lambda capture=capture: capture,  # type: ignore[misc]
+                                                        os.fdopen(fd, "rb", buffering=0))
+            self._transports.append(transport)
+            self._output_fds.append(fd)
+        control, control_transport = await _reader(control_read)
+        info, info_transport = await _reader(info_read)
+        self._transports += [control_transport, info_transport]
+        self._follower = asyncio.create_task(self._follow(control))
+        try:
+            async with asyncio.timeout(self.limits.timeout):
+                details = await info.readuntil(b"}")
+                await asyncio.wait({asyncio.ensure_future(self._ready.wait()),
+                                    asyncio.ensure_future(self._exited.wait())},
+                                   return_when=asyncio.FIRST_COMPLETED)
+        except TimeoutError:
+            raise SandboxUnavailable(f"the sandbox did not start within {self.limits.timeout:g} s") from None
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            details = b""
+        if not self._ready.is_set():
+            await self._process.wait()
+            await self._output_taken()
+            said = self._err.text().strip().splitlines()
+            raise SandboxUnavailable(f"bubblewrap could not make the sandbox ({said[-1] if said else 'no reason'})")
+        try:
+            self._init_pid = int(orjson.loads(details)["child-pid"])
+            self._data_fd = os.open(f"/proc/{self._init_pid}/root{DATA_DIR}", os.O_PATH | os.O_DIRECTORY)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, OSError) as error:
+            raise SandboxUnavailable(f"the sandbox's /mnt/data could not be reached ({error})") from None
+
+    async def _follow(self, control: asyncio.StreamReader) -> None:
+        """The launcher's lines: ``ready``, ``start T``, ``end T``, ``exit STATUS``; its end is the sandbox's."""
+        try:
+            while line := await control.readline():
+                word, _, value = line.decode("ascii", "replace").strip().partition(" ")
+                if word == "ready":
+                    self._ready.set()
+                elif word == "exit":
+                    self._status = int(value)
+                    self._exited.set()
+                elif word in ("start", "end"):
+                    with contextlib.suppress(ValueError):
+                        self._marks[word] = float(value)
+        except (ValueError, OSError):
+            pass
+        finally:
+            self._exited.set()
+
+    async def run(self, code: str) -> SandboxResult:
+        """Run ``code`` as ``__main__`` in ``/mnt/data``; when it returns, none of the code's processes is left."""
+        process = self._process
+        assert process is not None and process.stdin is not None
+        source = code.encode("utf-8", "replace")
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            process.stdin.write(f"{len(self._seccomp)} {len(source)}\n".encode() + self._seccomp + source)
+            await process.stdin.drain()
+        timed_out = False
+        remaining = self.limits.timeout - (time.monotonic() - self._spawned)
+        try:
+            await asyncio.wait_for(self._exited.wait(), max(remaining, 0.01))
+        except TimeoutError:
+            timed_out = True
+            await self._end_code()
+        await self._output_taken()
+        result = await self._result(timed_out)
+        metrics.sandbox_run(result.outcome, result.seconds)
+        return result
+
+    async def _output_taken(self) -> None:
+        """Wait (briefly) until what the code wrote is all read: once its processes are gone nothing writes to
+        the output pipes any more (the init's own output goes nowhere), so an empty pipe is a complete one."""
+        for _ in range(1000):
+            if not any(_unread(fd) for fd in self._output_fds):
+                return
+            await asyncio.sleep(0.001)
+
+    async def _end_code(self) -> None:
+        """The time limit: the init ends every process of the code; an init that does not is killed, files and
+        all."""
+        if self._init_pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(self._init_pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self._exited.wait(), INIT_GRACE_SECONDS)
+        except TimeoutError:
+            log.warning("sandbox_init_unresponsive", pid=self._init_pid)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(self._init_pid, signal.SIGKILL)
+
+    async def _result(self, timed_out: bool) -> SandboxResult:
+        stderr = self._err.text()
+        status = self._status
+        outcome: Outcome
+        if timed_out:
+            outcome = "timeout"
+        elif self._cgroup and cgroups.killed_for_memory(self._cgroup):  # a few small reads of cgroupfs
+            outcome = "memory"
+        elif await asyncio.to_thread(self._data_full):
+            outcome = "disk"
+        elif status == 0:
+            outcome = "output_capped" if self._out.dropped or self._err.dropped else "ok"
+        elif ended_by_memory(stderr, status):
+            outcome = "memory"
+        else:
+            outcome = "error"
+        return SandboxResult(outcome, self._out.text(), stderr, self._out.dropped, self._err.dropped, status,
+                             time.monotonic() - self._spawned, self._spawned, self._marks.get("start"),
+                             self._marks.get("end"), note_for(outcome, self.limits))
+
+    def _data_full(self) -> bool:
+        try:
+            found = os.statvfs(self.data)
+        except OSError:
+            return False
+        return found.f_bavail * found.f_frsize < FULL_BELOW_BYTES
+
+    async def close(self) -> None:
+        """End the sandbox (its init exits when stdin closes) and remove the call's cgroup. Never raises but for
+        cancellation, which still ends everything first."""
+        process = self._process
+        try:
+            if process is not None:
+                if process.stdin is not None:
+                    with contextlib.suppress(OSError, RuntimeError):
+                        process.stdin.close()
+                try:
+                    await asyncio.wait_for(asyncio.shield(process.wait()), INIT_GRACE_SECONDS)
+                except TimeoutError:
+                    self._kill()
+                    await process.wait()
+        except BaseException:
+            self._kill()
+            raise
+        finally:
+            if self._follower is not None:
+                self._follower.cancel()
+            for transport in self._transports:
+                transport.close()
+            if self._data_fd is not None:
+                os.close(self._data_fd)  # the call's in-memory files are freed with it
+                self._data_fd = None
+            if self._cgroup:
+                await asyncio.to_thread(cgroups.remove, self._cgroup)
+
+    def _kill(self) -> None:
+        """The last resort: the init first (its namespace ends with it), then bubblewrap's process group."""
+        for pid, kill in ((self._init_pid, os.kill), (self._process.pid if self._process else None, os.killpg)):
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    kill(pid, signal.SIGKILL)
