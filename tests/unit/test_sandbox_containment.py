@@ -1,0 +1,219 @@
+"""One budget per call, through the real sandbox, in each mode this machine can give: a cgroup per call (where one
+can be made) and the single-process mode (always). Each case is one a hostile or confused model's code tried on the
+per-process limits: it must now stay within the call's limits and leave nothing behind."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from textwrap import dedent
+
+import pytest
+
+from responses_bridge.sandbox import Sandbox, SandboxLimits
+from responses_bridge.sandbox.cgroups import CgroupParent
+from responses_bridge.sandbox.doctor import check_bubblewrap
+from responses_bridge.sandbox.slots import FairSlots
+from responses_bridge.sandbox.trees import STALE_PREFIX, sweep_stale
+
+MIB = 1 << 20
+SANDBOX_MISSING = check_bubblewrap()[1]
+needs_sandbox = pytest.mark.skipif(SANDBOX_MISSING is not None and not os.environ.get("CI"),
+                                   reason=f"no sandbox here: {SANDBOX_MISSING}")
+MODES = ["single-process"] + (["cgroup"] if SANDBOX_MISSING is None and CgroupParent.find() is not None else [])
+
+
+@pytest.fixture(params=MODES)
+def mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def _sandbox(mode: str, **limits: object) -> Sandbox:
+    sandbox = Sandbox.detect(SandboxLimits(**{"timeout": 15.0, **limits}),  # type: ignore[arg-type]
+                             use_cgroup=mode == "cgroup")
+    assert sandbox.mode == mode and sandbox.unavailable is None
+    return sandbox
+
+
+def _temp_entries() -> set[str]:
+    return set(os.listdir(tempfile.gettempdir()))
+
+
+def _zombies_of(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] == "Z" and int(fields[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+@needs_sandbox
+async def test_a_1200_level_tree_with_data_at_its_bottom_leaves_nothing_on_the_host(mode: str) -> None:
+    before = _temp_entries()
+    code = ("import os\nfor _ in range(1200):\n    os.mkdir('d'); os.chdir('d')\n"
+            "open('data', 'wb').write(b'x' * (20 << 20))\nprint('built')")
+    async with _sandbox(mode).call() as call:
+        result = await call.run(code)
+        data = call.data
+        assert result.stdout == "built\n"
+    assert not data.exists()  # the call's file system went with it
+    assert _temp_entries() - before == set()
+
+
+@needs_sandbox
+async def test_children_together_get_no_more_than_the_call_s_memory(mode: str) -> None:
+    code = dedent("""
+        import os, time
+        r, w = os.pipe()
+        kids = 0
+        for _ in range(4):
+            try:
+                pid = os.fork()
+            except OSError:
+                break
+            kids += 1
+            if pid == 0:
+                try:
+                    b = bytearray(700 << 20)
+                    for i in range(0, len(b), 4096):
+                        b[i] = 1
+                    os.write(w, b'+')
+                    time.sleep(2)
+                except MemoryError:
+                    pass
+                os._exit(0)
+        os.close(w)
+        for _ in range(kids):
+            os.wait()
+        print(kids, len(os.read(r, 64)))
+        """)
+    result = await _sandbox(mode, memory_bytes=1 << 30).run(code)
+    if mode == "single-process":
+        assert result.stdout == "0 0\n"  # no second process at all
+    else:  # two children of 700 MiB never hold memory at once
+        assert result.stdout.split()[1] in ("0", "1") and result.outcome == "memory"
+
+
+@needs_sandbox
+async def test_dev_shm_and_dev_take_at_most_64_mib(mode: str) -> None:
+    code = ("n = 0\ntry:\n    with open('/dev/shm/x', 'wb') as f:\n        for _ in range(256):\n"
+            "            f.write(b'0' * (1 << 20)); f.flush(); n += 1\nexcept OSError:\n    pass\nprint(n)\n"
+            "for path in ('/dev/new', '/dev/pts/new', '/dev/mqueue-new'):\n    try:\n        open(path, 'w')\n"
+            "        print('wrote', path)\n    except OSError:\n        pass")
+    result = await _sandbox(mode).run(code)
+    assert int(result.stdout.split()[0]) <= 64 and "wrote" not in result.stdout
+
+
+@needs_sandbox
+async def test_unlinked_and_sparse_bytes_count_against_the_container(mode: str) -> None:
+    code = dedent("""
+        import os
+        s = open('sparse', 'wb')
+        s.truncate(90 << 20)
+        print('sparse', os.stat('sparse').st_size >> 20)
+        held, n = [], 0
+        try:
+            for i in range(30):
+                f = open(f'f{i}', 'wb')
+                os.unlink(f'f{i}')
+                held.append(f)
+                for _ in range(10):
+                    f.write(os.urandom(1 << 20))
+                    f.flush()
+                    n += 1
+        except OSError as error:
+            print('stopped', n, error.errno)
+        """)
+    result = await _sandbox(mode, container_bytes=128 * MIB, memory_bytes=1 << 30).run(code)
+    sparse, stopped = (line.split() for line in result.stdout.splitlines())
+    assert sparse == ["sparse", "90"]  # a hole costs nothing ...
+    assert stopped[0] == "stopped" and 100 < int(stopped[1]) <= 128 + 8  # ... written bytes stop at the limit
+    assert stopped[2] == "28"  # ENOSPC (and its rounding room)
+
+
+@needs_sandbox
+async def test_the_init_shows_nothing_of_the_host_and_cannot_be_traced(mode: str, tmp_path: Path) -> None:
+    code = dedent("""
+        import ctypes, os
+        libc = ctypes.CDLL(None, use_errno=True)
+        print('ptrace', libc.ptrace(16, 1, 0, 0), ctypes.get_errno())
+        print('cmdline', open('/proc/1/cmdline').read().replace(chr(0), ' '))
+        for what in ('environ', 'mem', 'fd'):
+            try:
+                if what == 'fd':
+                    [os.readlink(f'/proc/1/fd/{n}') for n in os.listdir('/proc/1/fd')]
+                else:
+                    open(f'/proc/1/{what}', 'rb').read(1)
+                print('read', what)
+            except OSError:
+                pass
+        print('cwd', os.getcwd())
+        """)
+    result = await _sandbox(mode).run(code)
+    lines = dict(line.split(" ", 1) for line in result.stdout.splitlines())
+    assert lines["ptrace"] == "-1 1"  # EPERM
+    assert os.getcwd() not in lines["cmdline"] and str(tmp_path) not in lines["cmdline"]
+    assert "/opt/sandbox/launcher.py" in lines["cmdline"] and "read" not in lines
+    assert lines["cwd"] == "/mnt/data"
+
+
+@needs_sandbox
+async def test_nothing_is_left_to_reap(mode: str) -> None:
+    sandbox = _sandbox(mode, timeout=2.0)
+    code = "import os, time\ntry:\n    os.fork()\nexcept OSError:\n    pass\ntime.sleep(30)"
+    for _ in range(3):
+        assert (await sandbox.run("print(1)")).stdout == "1\n"
+        assert (await sandbox.run(code)).outcome == "timeout"
+    await asyncio.sleep(0.1)
+    assert _zombies_of(os.getpid()) == []
+
+
+@needs_sandbox
+async def test_one_tenant_s_endless_loops_leave_a_slot_for_another(mode: str) -> None:
+    sandbox = Sandbox.detect(SandboxLimits(timeout=20.0, concurrency=2), use_cgroup=mode == "cgroup",
+                             share=lambda tenant: 1)
+    loops = [asyncio.create_task(sandbox.run("while True: pass", tenant="a")) for _ in range(4)]
+    await asyncio.sleep(0.5)
+    result = await sandbox.run("print(1)", tenant="b")
+    assert result.stdout == "1\n" and not any(loop.done() for loop in loops)  # b did not wait for a's calls
+    for loop in loops:
+        loop.cancel()
+    await asyncio.gather(*loops, return_exceptions=True)
+
+
+async def test_a_freed_slot_goes_to_the_tenant_holding_fewest() -> None:
+    slots = FairSlots(2, lambda tenant: 2)
+    assert await slots.acquire("a", 1) and await slots.acquire("a", 1)
+    second_a = asyncio.create_task(slots.acquire("a", 5))
+    first_b = asyncio.create_task(slots.acquire("b", 5))
+    await asyncio.sleep(0)
+    slots.release("a")
+    assert await first_b and not second_a.done()  # b came later but holds none
+    slots.release("b")
+    assert await second_a and slots.held("a") == 2
+
+
+async def test_a_waiter_that_times_out_holds_nothing() -> None:
+    slots = FairSlots(1, lambda tenant: 1)
+    assert await slots.acquire("a", 1)
+    assert not await slots.acquire("b", 0.05)
+    slots.release("a")
+    assert slots.busy == 0 and await slots.acquire("b", 0.05)
+
+
+def test_a_crashed_bridge_s_workspaces_are_swept(tmp_path: Path) -> None:
+    stale = tmp_path / f"{STALE_PREFIX}old"
+    stale.mkdir()
+    subprocess.run(["sh", "-c", "cd \"$0\" && for i in $(seq 1500); do mkdir d && cd d; done && echo x > f",
+                    str(stale)], check=True)
+    (tmp_path / "unrelated").mkdir()
+    assert sweep_stale(tmp_path) == 1
+    assert sorted(os.listdir(tmp_path)) == ["unrelated"]
