@@ -558,7 +558,11 @@ class ContainerStore(Protocol):
     """Containers and their files' rows (their bytes are in :class:`FileBytes`, under ``blob_id``). Tenant-owned
     like every root object; a container past its expiry is answered as a missing one by every tenant method."""
 
-    async def create_container(self, container: StoredContainer, *, tenant: str) -> None: ...
+    async def create_container(self, container: StoredContainer, *, tenant: str, max_containers: int | None) -> None:
+        """Insert ``container`` as ``tenant``'s. With ``max_containers``, the tenant's live containers (at the
+        container's ``created_at``) are counted in the inserting transaction, one such check of a tenant at a time:
+        :class:`ContainerLimitExceeded` (nothing written) when there are that many already, so creates at once
+        cannot all pass a count taken before any of them was inserted."""
 
     async def get_container(self, container_id: str, now: int, *, tenant: str) -> StoredContainer | None: ...
 

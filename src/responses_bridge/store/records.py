@@ -226,6 +226,14 @@ class StorageLimitExceeded(Exception):
         self.used = used
 
 
+class ContainerLimitExceeded(Exception):
+    """Creating a container would give its tenant more than ``limit`` live containers; nothing was written."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"live containers limit {limit} reached")
+        self.limit = limit
+
+
 STATUSES = ("in_progress", "completed", "failed", "cancelled")
 
 

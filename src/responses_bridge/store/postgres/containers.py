@@ -1,8 +1,10 @@
 """Containers and their files' rows on PostgreSQL (:class:`~responses_bridge.store.base.ContainerStore`), shared
 by every replica, with the same rules as on SQLite (store/sqlite/containers.py): live while
-``now < last_active_at + expires_minutes * 60``; files reached through their container's tenant. Adding a file
-locks its container's row first, so two replicas writing one container's files check its limit one at a time;
-the tenant's bytes are checked under the tenant's advisory lock, as files' stored bytes are.
+``now < last_active_at + expires_minutes * 60``; files reached through their container's tenant. Creating a
+container counts the tenant's live containers under the tenant's quota lock (store/postgres/quota.py), so creates
+at once on any replicas pass ``max_containers`` one at a time. Adding a file locks its container's row first, so
+two replicas writing one container's files check its limit one at a time; the tenant's bytes are checked under the
+tenant's advisory lock, as files' stored bytes are.
 """
 
 from __future__ import annotations
@@ -10,8 +12,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..records import StorageLimitExceeded, StoredContainer, StoredContainerFile, UnknownCursor
+from ..records import (
+    ContainerLimitExceeded,
+    StorageLimitExceeded,
+    StoredContainer,
+    StoredContainerFile,
+    UnknownCursor,
+)
 from .database import PostgresDatabase
+from .quota import lock_tenant_quota
 from .sql import pg_texts
 
 _CONTAINER = "id, name, created_at, last_active_at, expires_minutes, memory_limit"
@@ -39,8 +48,14 @@ class PostgresContainerStore:
     def __init__(self, db: PostgresDatabase) -> None:
         self._db = db
 
-    async def create_container(self, container: StoredContainer, *, tenant: str) -> None:
-        async with self._db.acquire("create_container") as conn:
+    async def create_container(self, container: StoredContainer, *, tenant: str, max_containers: int | None) -> None:
+        async with self._db.transaction("create_container") as conn:
+            if max_containers is not None:
+                await lock_tenant_quota(conn, tenant)  # the count below then sees every create before this one
+                live = await conn.fetchval(f"SELECT count(*) FROM containers WHERE {_LIVE} AND tenant = $2",
+                                           container.created_at, tenant)
+                if live >= max_containers:
+                    raise ContainerLimitExceeded(max_containers)
             await conn.execute(f"INSERT INTO containers ({_CONTAINER}, tenant) VALUES ($1, $2, $3, $4, $5, $6, $7)",
                                container.id, container.name, container.created_at, container.last_active_at,
                                container.expires_minutes, container.memory_limit, tenant)
