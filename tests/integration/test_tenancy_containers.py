@@ -1,8 +1,9 @@
 """Two tenants against every Containers endpoint and the code interpreter, with ``RESPONSES_BRIDGE_AUTH=header``: no
 read, list, upload, download or delete of the other tenant's containers or files, a request naming the other
 tenant's container is refused as one naming a container that never existed (byte for byte the same error), and
-the per-tenant limit of live containers (``max_containers``) holds, also under requests at once, for containers
-made through ``/v1/containers`` and by the code interpreter's ``auto``."""
+the per-tenant limits hold, also under requests at once: ``max_containers`` for containers made through
+``/v1/containers`` and by the code interpreter's ``auto``, and ``max_stored_bytes`` as one budget for a tenant's
+files and container files together."""
 
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ from tests.support.bridge import Sidecar, start_sidecar
 
 A, B, FEW = "tenant-a", "tenant-b", "tenant-few"
 THREE, AUTO_THREE = "tenant-three", "tenant-auto-three"  # may keep 3 live containers each
-TENANTS = {FEW: {"max_containers": 1}, THREE: {"max_containers": 3}, AUTO_THREE: {"max_containers": 3}}
+BUDGET = "tenant-budget"  # may keep 5500 bytes of files and container files together
+TENANTS = {FEW: {"max_containers": 1}, THREE: {"max_containers": 3}, AUTO_THREE: {"max_containers": 3},
+           BUDGET: {"max_stored_bytes": 5500}}
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +133,33 @@ async def test_auto_containers_at_once_never_pass_the_container_limit(bridge: Si
     assert refusals(outcomes) == alone * 3
     assert alone[0]["code"] == "container_limit_exceeded"
 
+
+async def test_files_and_container_files_share_the_stored_bytes_limit(bridge: Sidecar) -> None:
+    """``max_stored_bytes`` bounds a tenant's files and container files together: each is refused when the
+    other kind already holds the budget, and uploads of both kinds at once never pass it."""
+    async with sdk(bridge, BUDGET) as budget:
+        container = await budget.containers.create(name="budget")
+        kept = await budget.files.create(file=("a.bin", b"a" * 4000), purpose="user_data")
+        with pytest.raises(openai.BadRequestError) as refused:  # 4000 + 2000 > 5500
+            await budget.containers.files.create(container.id, file=("b.bin", b"b" * 2000))
+        assert refused.value.code == "storage_limit_exceeded" and "4000 bytes in use" in refused.value.message
+        await budget.containers.files.create(container.id, file=("b.bin", b"b" * 1500))  # exactly at the limit
+        with pytest.raises(openai.BadRequestError) as refused:
+            await budget.files.create(file=("c.bin", b"c"), purpose="user_data")
+        assert refused.value.code == "storage_limit_exceeded" and "5500 bytes in use" in refused.value.message
+        await budget.files.delete(kept.id)
+        await budget.containers.delete(container.id)
+
+        # six uploads of each kind at once, 1000 bytes each: what is kept stays within 5500 bytes
+        container = await budget.containers.create(name="at once")
+        outcomes = await asyncio.gather(
+            *(budget.files.create(file=(f"{n}.bin", b"f" * 1000), purpose="user_data") for n in range(6)),
+            *(budget.containers.files.create(container.id, file=(f"{n}.bin", b"c" * 1000)) for n in range(6)),
+            return_exceptions=True)
+        failed = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        assert all(isinstance(error, openai.BadRequestError) and error.code == "storage_limit_exceeded"
+                   for error in failed), failed
+        files = [f.bytes async for f in budget.files.list()]
+        container_files = [f.bytes async for f in budget.containers.files.list(container.id)]
+        assert len(files) + len(container_files) == len(outcomes) - len(failed)
+        assert sum(files) + sum(container_files) <= 5500

@@ -1,8 +1,9 @@
 """The container store's rows on SQLite and on PostgreSQL (tests/unit/store_kinds.py): a container is its tenant's
 only (another tenant's answers exactly as a missing one), an expired one answers as a missing one until the purge
-deletes it, pages follow creation order, a file at a path already taken replaces that row in place, the container's
-and the tenant's byte limits are checked in the write's transaction, and container blobs are known to the files'
-bytes sweep (they share its storage)."""
+deletes it, pages follow creation order, a file at a path already taken replaces that row in place, the tenant's
+container limit and the container's and the tenant's byte limits are checked in the write's transaction (the
+tenant's bytes being its uploads' and its container files' together, one budget), also under writes at once, and
+container blobs are known to the files' bytes sweep (they share its storage)."""
 
 from __future__ import annotations
 
@@ -332,6 +333,68 @@ async def test_puts_at_once_never_pass_the_limit_together(stores: Stores) -> Non
                                       for result in results)
     assert all(exceeded.used == 50 for exceeded in refused)
     assert len(await store.all_files("cntr_1", tenant=A)) == 5 and await store.stored_bytes(tenant=A) == 50
+
+
+# -- one stored-bytes budget for files and container files ------------------------------------------------------
+
+def an_upload(file_id: str, *, size: int = 10, at: int = LIVE, expires_at: int | None = None) -> StoredFile:
+    return StoredFile(id=file_id, created_at=at, bytes=size, filename=f"{file_id}.txt", purpose="assistants",
+                      expires_at=expires_at)
+
+
+async def test_files_and_container_files_share_the_stored_bytes_limit(stores: Stores) -> None:
+    """``max_stored_bytes`` is one budget: a container file is refused for the tenant's uploads' bytes and an
+    upload for its container files' bytes; another tenant's bytes, a replaced container file and an expired
+    upload do not count."""
+    containers, files = stores.containers, stores.files
+    for container_id, tenant in [("cntr_a", A), ("cntr_b", B)]:
+        await containers.create_container(a_container(container_id), tenant=tenant, max_containers=None)
+    await files.add_file(an_upload("file-a1", size=60), tenant=A, max_stored_bytes=100)
+    await put(containers, a_file("cfile_b", "cntr_b", "b", size=90), tenant=B, max_stored_bytes=100)
+    with pytest.raises(StorageLimitExceeded) as exceeded:
+        await put(containers, a_file("cfile_1", "cntr_a", "a", size=41), max_stored_bytes=100)
+    assert (exceeded.value.limit, exceeded.value.used) == (100, 60)
+    await put(containers, a_file("cfile_1", "cntr_a", "a", size=40), max_stored_bytes=100)  # exactly at the limit
+    assert await files.stored_bytes(LIVE, tenant=A) == 100 and await containers.stored_bytes(tenant=A) == 40
+    with pytest.raises(StorageLimitExceeded) as exceeded:
+        await files.add_file(an_upload("file-a2", size=1), tenant=A, max_stored_bytes=100)
+    assert (exceeded.value.limit, exceeded.value.used) == (100, 100)
+    await put(containers, a_file("cfile_2", "cntr_a", "a", size=40), max_stored_bytes=100)  # replaces cfile_1
+    # an upload that expires stops counting then, as it stops being readable
+    await files.delete_file("file-a1", tenant=A)
+    await files.add_file(an_upload("file-a3", size=60, expires_at=LIVE + 10), tenant=A, max_stored_bytes=100)
+    assert await files.stored_bytes(LIVE, tenant=A) == 100
+    await files.add_file(an_upload("file-a4", size=60, at=LIVE + 10), tenant=A, max_stored_bytes=100)
+    assert await files.stored_bytes(LIVE + 10, tenant=A) == 100 and await files.stored_bytes(LIVE, tenant=B) == 90
+
+
+async def test_uploads_and_container_files_at_once_never_pass_the_limit_together(stores: Stores) -> None:
+    """Ten uploads and ten container files of 10 bytes each, all at once against a limit of 55: exactly five are
+    stored, whichever kind they are (on PostgreSQL each write has a connection of its own)."""
+    await stores.containers.create_container(a_container("cntr_1"), tenant=A, max_containers=None)
+    results = await asyncio.gather(
+        *(stores.files.add_file(an_upload(f"file-{n:02d}"), tenant=A, max_stored_bytes=55) for n in range(10)),
+        *(put(stores.containers, a_file(f"cfile_{n:02d}", "cntr_1", f"{n}.txt"), max_stored_bytes=55)
+          for n in range(10)), return_exceptions=True)
+    refused = [result for result in results if isinstance(result, StorageLimitExceeded)]
+    assert len(refused) == 15 and all(result is None or isinstance(result, StorageLimitExceeded)
+                                      for result in results)
+    assert all(exceeded.used == 50 for exceeded in refused)
+    assert await stores.files.stored_bytes(LIVE, tenant=A) == 50
+
+
+async def test_replicas_on_one_postgres_database_share_the_stored_bytes_limit(
+        request: pytest.FixtureRequest) -> None:
+    """Uploads on one replica and container files on another, at once: together within the tenant's limit."""
+    async with postgres_database_url(request) as url, PostgresDatabase(url) as one, PostgresDatabase(url) as two:
+        files, containers = PostgresFileStore(one), PostgresContainerStore(two)
+        await containers.create_container(a_container("cntr_1"), tenant=A, max_containers=None)
+        results = await asyncio.gather(
+            *(files.add_file(an_upload(f"file-{n:02d}"), tenant=A, max_stored_bytes=45) for n in range(8)),
+            *(put(containers, a_file(f"cfile_{n:02d}", "cntr_1", f"{n}.txt"), max_stored_bytes=45)
+              for n in range(8)), return_exceptions=True)
+        assert sum(isinstance(result, StorageLimitExceeded) for result in results) == 12, results
+        assert await files.stored_bytes(LIVE, tenant=A) == 40
 
 
 # -- the files' bytes sweep -------------------------------------------------------------------------------------

@@ -39,10 +39,13 @@ class Clock:
 @contextlib.asynccontextmanager
 async def service_over(kind: str, tmp_path: Path, request: pytest.FixtureRequest, clock: Clock, *,
                        connections: int = 1, **limits: object) -> AsyncIterator[ContainerService]:
-    """``connections``: PostgreSQL connections opened at once (calls at once then really run at once)."""
+    """``connections``: PostgreSQL connections opened at once (calls at once then really run at once). A
+    ``max_stored_bytes`` limit is the files service's too, as the runtime gives it (one budget)."""
+    stored: dict[str, object] = {key: value for key, value in limits.items() if key == "max_stored_bytes"}
     if kind == "sqlite":
         async with sqlite_database(tmp_path) as db:
-            files = FileService(SQLiteFileStore(db), tmp_path / "files", 1 << 20, clock=clock, purge_interval=0)
+            files = FileService(SQLiteFileStore(db), tmp_path / "files", 1 << 20, clock=clock, purge_interval=0,
+                                **stored)  # type: ignore[arg-type]
             await files.start()
             yield ContainerService(SQLiteContainerStore(db), files.contents, files, clock=clock, purge_interval=0,
                                    **{"file_bytes": 1000, "container_bytes": 1500, **limits})  # type: ignore[arg-type]
@@ -50,7 +53,7 @@ async def service_over(kind: str, tmp_path: Path, request: pytest.FixtureRequest
     else:
         async with postgres_database(request, min_size=connections) as db:
             files = FileService(PostgresFileStore(db), None, 1 << 20, clock=clock, purge_interval=0,
-                                contents=PostgresFileBytes(db))
+                                contents=PostgresFileBytes(db), **stored)  # type: ignore[arg-type]
             await files.start()
             yield ContainerService(PostgresContainerStore(db), files.contents, files, clock=clock, purge_interval=0,
                                    **{"file_bytes": 1000, "container_bytes": 1500, **limits})  # type: ignore[arg-type]
@@ -133,6 +136,33 @@ async def test_limits_of_a_file_a_container_and_a_tenant(kind: str, tmp_path: Pa
         listed = await service.list_files(one.id, tenant="t", after=None, limit=10, order="asc")
         assert [(f["path"], f["bytes"]) for f in listed["data"]] == [("/mnt/data/a", 950)]
         assert await read(service, one.id, listed["data"][0]["id"], "t") == b"y" * 950
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_uploads_and_container_files_share_the_tenants_stored_bytes(kind: str, tmp_path: Path,
+                                                                         request: pytest.FixtureRequest) -> None:
+    """One ``max_stored_bytes`` for ``/v1/files`` and container files: an upload is refused at the chunk that
+    crosses what the tenant's container files left (before it is written whole), and a container file for what
+    its uploads hold."""
+    async with service_over(kind, tmp_path, request, Clock(), container_bytes=5000,
+                            max_stored_bytes=lambda tenant: 2000) as service:
+        container = await service.container_for_files((await service.create({"name": "c"}, tenant="t"))["id"],
+                                                      tenant="t")
+        for path in ("a", "b"):
+            await service.put_bytes(container, f"/mnt/data/{path}", chunks(b"x" * 750), source="user", tenant="t")
+        async with service.files.receive(tenant="t") as upload:
+            await upload.write(b"u" * 400)
+            with pytest.raises(APIError) as crossing:
+                await upload.write(b"u" * 200)
+        assert crossing.value.code == "storage_limit_exceeded" and "1500 bytes in use" in crossing.value.message
+        async with service.files.receive(tenant="t") as upload:
+            await upload.write(b"u" * 500)
+            kept = await service.files.create(upload, filename="u.txt", purpose="assistants", expires_after=None)
+        with pytest.raises(APIError) as full:
+            await service.put_bytes(container, "/mnt/data/c", chunks(b"c"), source="user", tenant="t")
+        assert full.value.code == "storage_limit_exceeded" and "2000 bytes in use" in full.value.message
+        await service.files.delete(kept["id"], tenant="t")
+        await service.put_bytes(container, "/mnt/data/c", chunks(b"c" * 500), source="user", tenant="t")
 
 
 @pytest.mark.parametrize("kind", KINDS)

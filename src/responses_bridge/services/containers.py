@@ -7,7 +7,9 @@ call on the same files. Files come from uploads (``source: user``), from ``/v1/f
 later leaves the other), or from the code (``source: assistant``, written back after each run).
 
 Bounds: a file at most ``file_bytes`` (100 MiB), a container's files at most ``container_bytes`` (1 GiB), and per
-tenant ``max_containers`` live containers and ``max_stored_bytes`` bytes of container files (the tenant policy).
+tenant ``max_containers`` live containers and ``max_stored_bytes`` bytes of files and container files together (the
+tenant policy; one budget with ``/v1/files`` uploads). The tenant's limits are checked by the store in the
+transaction that inserts the container or the file, so requests at once, on any replicas, cannot all pass them.
 """
 
 from __future__ import annotations

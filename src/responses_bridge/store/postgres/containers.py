@@ -3,8 +3,8 @@ by every replica, with the same rules as on SQLite (store/sqlite/containers.py):
 ``now < last_active_at + expires_minutes * 60``; files reached through their container's tenant. Creating a
 container counts the tenant's live containers under the tenant's quota lock (store/postgres/quota.py), so creates
 at once on any replicas pass ``max_containers`` one at a time. Adding a file locks its container's row first, so
-two replicas writing one container's files check its limit one at a time; the tenant's bytes are checked under the
-tenant's advisory lock, as files' stored bytes are.
+two replicas writing one container's files check its limit one at a time; the tenant's stored bytes (its files' and
+container files' together) are checked under the same quota lock as an upload's.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from ..records import (
     UnknownCursor,
 )
 from .database import PostgresDatabase
-from .quota import lock_tenant_quota
+from .quota import lock_tenant_quota, stored_bytes
 from .sql import pg_texts
 
 _CONTAINER = "id, name, created_at, last_active_at, expires_minutes, memory_limit"
@@ -29,7 +29,6 @@ _LIVE = "last_active_at + expires_minutes * 60 > $1"
 _TENANT_BYTES = ("SELECT coalesce(sum(f.bytes), 0) FROM container_files AS f JOIN containers AS c "
                  "ON c.id = f.container_id WHERE c.tenant = $1")
 _OWNED = "container_id IN (SELECT id FROM containers WHERE id = $1 AND tenant = $2)"
-CONTAINER_BYTES_LOCK = 0x636E_7472  # advisory lock class ("cntr"), keyed by the tenant
 
 
 def _container(row: Any) -> StoredContainer:
@@ -128,9 +127,9 @@ class PostgresContainerStore:
                                                "container_id = $1", file.container_id)) - replaced
                 if used + file.bytes > max_container_bytes:
                     raise StorageLimitExceeded(max_container_bytes, used)
-            if max_stored_bytes is not None:
-                await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", CONTAINER_BYTES_LOCK, tenant)
-                used = int(await conn.fetchval(_TENANT_BYTES, tenant)) - replaced
+            if max_stored_bytes is not None:  # the tenant's files and container files: one budget, one lock
+                await lock_tenant_quota(conn, tenant)
+                used = await stored_bytes(conn, tenant, file.created_at) - replaced
                 if used + file.bytes > max_stored_bytes:
                     raise StorageLimitExceeded(max_stored_bytes, used)
             if old is None:

@@ -4,8 +4,9 @@ SQLite database: same file, same connections.
 A container is live while ``now < last_active_at + expires_minutes * 60``; every tenant method reads only live
 containers, so an expired one answers as a missing one before the purge has deleted it. Files are reached through
 their container, whose tenant is checked in the same statement. Creating a container counts the tenant's live
-containers, and adding a file checks the container's and the tenant's bytes, in the transaction that inserts it
-(``BEGIN IMMEDIATE``: writers one at a time), so two writes at once cannot both pass a limit.
+containers, and adding a file checks the container's bytes and the tenant's stored bytes (its files' and container
+files' together: store/sqlite/quota.py), in the transaction that inserts it (``BEGIN IMMEDIATE``: writers one at a
+time), so two writes at once cannot both pass a limit.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ..records import (
     StoredContainerFile,
     UnknownCursor,
 )
+from .quota import stored_bytes
 from .responses import SQLiteResponseStore
 from .transactions import transaction
 
@@ -143,8 +145,8 @@ class SQLiteContainerStore:
                                             "container_id = :container", key).fetchone()[0]) - replaced
                     if used + file.bytes > max_container_bytes:
                         raise StorageLimitExceeded(max_container_bytes, used)
-                if max_stored_bytes is not None:
-                    used = int(conn.execute(_TENANT_BYTES, key).fetchone()[0]) - replaced
+                if max_stored_bytes is not None:  # the tenant's files and container files: one budget
+                    used = stored_bytes(conn, tenant, file.created_at) - replaced
                     if used + file.bytes > max_stored_bytes:
                         raise StorageLimitExceeded(max_stored_bytes, used)
                 if old is None:
