@@ -19,7 +19,8 @@ class TenantPolicy(BaseModel):
         "requests in flight at once on one bridge process; more get 429 with Retry-After"))
     max_request_bytes: int | None = Field(default=None, ge=1, description="one request body, in bytes (413 over it)")
     max_stored_bytes: int | None = Field(default=None, ge=0, description=(
-        "bytes of files (and so of the vector stores built from them) the tenant may keep"))
+        "bytes the tenant may keep: its files (and so the vector stores built from them) and its code "
+        "interpreter container files together"))
     max_containers: int | None = Field(default=None, ge=0, description=(
         "live code interpreter containers the tenant may keep (its container files count in max_stored_bytes)"))
     max_sandboxes: int | None = Field(default=None, ge=1, description=(

@@ -1,10 +1,13 @@
 """Two tenants against every Containers endpoint and the code interpreter, with ``RESPONSES_BRIDGE_AUTH=header``: no
 read, list, upload, download or delete of the other tenant's containers or files, a request naming the other
 tenant's container is refused as one naming a container that never existed (byte for byte the same error), and
-the per-tenant limit of live containers (``max_containers``) holds."""
+the per-tenant limits hold, also under requests at once: ``max_containers`` for containers made through
+``/v1/containers`` and by the code interpreter's ``auto``, and ``max_stored_bytes`` as one budget for a tenant's
+files and container files together."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator
 
@@ -14,15 +17,20 @@ import orjson
 import pytest
 
 from responses_bridge.devtools.procs import wait_http
+from responses_bridge.sandbox.doctor import check_bubblewrap
 from tests.support.bridge import Sidecar, start_sidecar
 
 A, B, FEW = "tenant-a", "tenant-b", "tenant-few"
+THREE, AUTO_THREE = "tenant-three", "tenant-auto-three"  # may keep 3 live containers each
+BUDGET = "tenant-budget"  # may keep 5500 bytes of files and container files together
+TENANTS = {FEW: {"max_containers": 1}, THREE: {"max_containers": 3}, AUTO_THREE: {"max_containers": 3},
+           BUDGET: {"max_stored_bytes": 5500}}
 
 
 @pytest.fixture(scope="module")
 async def bridge(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sidecar]:
     env = {"RESPONSES_BRIDGE_AUTH": "header",
-           "RESPONSES_BRIDGE_TENANTS": orjson.dumps({FEW: {"max_containers": 1}}).decode()}
+           "RESPONSES_BRIDGE_TENANTS": orjson.dumps(TENANTS).decode()}
     process, http_port, _ = start_sidecar(str(tmp_path_factory.mktemp("tenancy-containers")), fake_upstream,
                                           env=env, extproc=False)
     try:
@@ -83,3 +91,75 @@ async def test_a_tenant_keeps_at_most_its_number_of_containers(bridge: Sidecar) 
         assert refused.value.body["code"] == "container_limit_exceeded"  # type: ignore[index]
         await few.containers.delete(first.id)
         await few.containers.create(name="two")
+
+
+def refusals(outcomes: list[tuple[int, bytes]]) -> list[dict[str, object]]:
+    """The errors of the refused requests among ``outcomes`` (status, body), each checked to be a 400."""
+    refused = [(status, orjson.loads(body)) for status, body in outcomes if status != 200]
+    assert all(status == 400 and set(body) == {"error"} for status, body in refused), refused
+    return [body["error"] for _, body in refused]
+
+
+async def live_containers(bridge: Sidecar, tenant: str) -> list[str]:
+    status, body = await call(bridge, tenant, "GET", "/v1/containers?limit=100")
+    assert status == 200, body
+    return [entry["id"] for entry in orjson.loads(body)["data"]]
+
+
+async def test_creates_at_once_never_pass_the_container_limit(bridge: Sidecar) -> None:
+    """Eight creates at once against ``max_containers: 3``: three containers, and five refusals that are the
+    refusal of a create over the limit made alone."""
+    outcomes = await asyncio.gather(*(call(bridge, THREE, "POST", "/v1/containers", {"name": f"c{n}"})
+                                      for n in range(8)))
+    errors = refusals(list(outcomes))
+    assert len(errors) == 5 and len(await live_containers(bridge, THREE)) == 3
+    alone = refusals([await call(bridge, THREE, "POST", "/v1/containers", {"name": "one more"})])
+    assert errors == alone * 5
+    assert alone[0]["code"] == "container_limit_exceeded" and alone[0]["param"] is None
+
+
+@pytest.mark.skipif(check_bubblewrap()[1] is not None, reason="bubblewrap cannot sandbox here")
+async def test_auto_containers_at_once_never_pass_the_container_limit(bridge: Sidecar) -> None:
+    """Six responses at once with the code interpreter's ``auto`` container, against ``max_containers: 3``: each
+    response makes its container as it starts, and only three are made; the others fail as one made alone over
+    the limit does."""
+    request = {"model": "fake-model", "input": "hello", "tools": [{"type": "code_interpreter",
+                                                                     "container": {"type": "auto"}}]}
+    outcomes = list(await asyncio.gather(*(call(bridge, AUTO_THREE, "POST", "/v1/responses", request)
+                                           for _ in range(6))))
+    assert sum(status == 200 for status, _ in outcomes) == 3, outcomes
+    assert len(await live_containers(bridge, AUTO_THREE)) == 3
+    alone = refusals([await call(bridge, AUTO_THREE, "POST", "/v1/responses", request)])
+    assert refusals(outcomes) == alone * 3
+    assert alone[0]["code"] == "container_limit_exceeded"
+
+
+async def test_files_and_container_files_share_the_stored_bytes_limit(bridge: Sidecar) -> None:
+    """``max_stored_bytes`` bounds a tenant's files and container files together: each is refused when the
+    other kind already holds the budget, and uploads of both kinds at once never pass it."""
+    async with sdk(bridge, BUDGET) as budget:
+        container = await budget.containers.create(name="budget")
+        kept = await budget.files.create(file=("a.bin", b"a" * 4000), purpose="user_data")
+        with pytest.raises(openai.BadRequestError) as refused:  # 4000 + 2000 > 5500
+            await budget.containers.files.create(container.id, file=("b.bin", b"b" * 2000))
+        assert refused.value.code == "storage_limit_exceeded" and "4000 bytes in use" in refused.value.message
+        await budget.containers.files.create(container.id, file=("b.bin", b"b" * 1500))  # exactly at the limit
+        with pytest.raises(openai.BadRequestError) as refused:
+            await budget.files.create(file=("c.bin", b"c"), purpose="user_data")
+        assert refused.value.code == "storage_limit_exceeded" and "5500 bytes in use" in refused.value.message
+        await budget.files.delete(kept.id)
+        await budget.containers.delete(container.id)
+
+        # six uploads of each kind at once, 1000 bytes each: what is kept stays within 5500 bytes
+        container = await budget.containers.create(name="at once")
+        outcomes = await asyncio.gather(
+            *(budget.files.create(file=(f"{n}.bin", b"f" * 1000), purpose="user_data") for n in range(6)),
+            *(budget.containers.files.create(container.id, file=(f"{n}.bin", b"c" * 1000)) for n in range(6)),
+            return_exceptions=True)
+        failed = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        assert all(isinstance(error, openai.BadRequestError) and error.code == "storage_limit_exceeded"
+                   for error in failed), failed
+        files = [f.bytes async for f in budget.files.list()]
+        container_files = [f.bytes async for f in budget.containers.files.list(container.id)]
+        assert len(files) + len(container_files) == len(outcomes) - len(failed)
+        assert sum(files) + sum(container_files) <= 5500

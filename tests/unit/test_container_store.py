@@ -1,8 +1,9 @@
 """The container store's rows on SQLite and on PostgreSQL (tests/unit/store_kinds.py): a container is its tenant's
 only (another tenant's answers exactly as a missing one), an expired one answers as a missing one until the purge
-deletes it, pages follow creation order, a file at a path already taken replaces that row in place, the container's
-and the tenant's byte limits are checked in the write's transaction, and container blobs are known to the files'
-bytes sweep (they share its storage)."""
+deletes it, pages follow creation order, a file at a path already taken replaces that row in place, the tenant's
+container limit and the container's and the tenant's byte limits are checked in the write's transaction (the
+tenant's bytes being its uploads' and its container files' together, one budget), also under writes at once, and
+container blobs are known to the files' bytes sweep (they share its storage)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ from pathlib import Path
 import pytest
 
 from responses_bridge.store.base import ContainerStore, FileStore
+from responses_bridge.store.postgres import PostgresDatabase
 from responses_bridge.store.postgres.containers import PostgresContainerStore
 from responses_bridge.store.postgres.files import PostgresFileStore
 from responses_bridge.store.records import (
+    ContainerLimitExceeded,
     StorageLimitExceeded,
     StoredContainer,
     StoredContainerFile,
@@ -25,7 +28,7 @@ from responses_bridge.store.records import (
 )
 from responses_bridge.store.sqlite.containers import SQLiteContainerStore
 from responses_bridge.store.sqlite.files import SQLiteFileStore
-from tests.unit.store_kinds import KINDS, postgres_database, sqlite_database
+from tests.unit.store_kinds import KINDS, postgres_database, postgres_database_url, sqlite_database
 
 A, B = "tenant-a", "tenant-b"
 T = 1_700_000_000  # creation time of every container below
@@ -80,7 +83,7 @@ async def ids(store: ContainerStore, *, tenant: str = A, after: str | None = Non
 async def test_a_container_is_its_tenants_only(stores: Stores) -> None:
     store = stores.containers
     made = a_container("cntr_a1", memory_limit="4g")
-    await store.create_container(made, tenant=A)
+    await store.create_container(made, tenant=A, max_containers=None)
     await put(store, a_file("cfile_1", "cntr_a1", "a.txt"))
 
     assert await store.get_container("cntr_a1", LIVE, tenant=A) == made
@@ -103,8 +106,8 @@ async def test_pages_follow_creation_order(stores: Stores) -> None:
     store = stores.containers
     made = ["cntr_c", "cntr_a", "cntr_e", "cntr_b", "cntr_d"]  # one second: the order is the creation's, not ids'
     for container_id in made:
-        await store.create_container(a_container(container_id), tenant=A)
-    await store.create_container(a_container("cntr_other"), tenant=B)
+        await store.create_container(a_container(container_id), tenant=A, max_containers=None)
+    await store.create_container(a_container("cntr_other"), tenant=B, max_containers=None)
 
     assert await ids(store, limit=2) == (made[:2], True)
     assert await ids(store, after=made[1], limit=2) == (made[2:4], True)
@@ -119,11 +122,53 @@ async def test_pages_follow_creation_order(stores: Stores) -> None:
     assert await store.count_containers(LIVE, tenant=A) == 5
 
 
+async def test_the_container_limit_is_checked_with_the_insert(stores: Stores) -> None:
+    """``max_containers`` counts the tenant's live containers at the new one's creation: another tenant's do not
+    count, nor expired ones (not yet purged), and a refused create writes nothing."""
+    store = stores.containers
+    await store.create_container(a_container("cntr_b"), tenant=B, max_containers=None)
+    await store.create_container(a_container("cntr_short", minutes=1), tenant=A, max_containers=2)
+    await store.create_container(a_container("cntr_1"), tenant=A, max_containers=2)
+    with pytest.raises(ContainerLimitExceeded) as exceeded:
+        await store.create_container(a_container("cntr_2"), tenant=A, max_containers=2)
+    assert exceeded.value.limit == 2
+    with pytest.raises(ContainerLimitExceeded):
+        await store.create_container(a_container("cntr_2"), tenant=A, max_containers=0)
+    assert await ids(store, now=T + 59) == (["cntr_short", "cntr_1"], False)
+    await store.create_container(a_container("cntr_2", at=T + 60), tenant=A, max_containers=2)  # cntr_short expired
+    assert await ids(store, now=T + 61) == (["cntr_1", "cntr_2"], False)
+
+
+async def test_creates_at_once_never_pass_the_container_limit_together(stores: Stores) -> None:
+    """Eight creates at once against a limit of 3: exactly three containers are made (on PostgreSQL each create
+    has a connection of its own, so the counts really run at once), while another tenant's are not held."""
+    store = stores.containers
+    results = await asyncio.gather(*(store.create_container(a_container(f"cntr_{n}"), tenant=A, max_containers=3)
+                                     for n in range(8)),
+                                   *(store.create_container(a_container(f"cntr_b{n}"), tenant=B, max_containers=3)
+                                     for n in range(2)), return_exceptions=True)
+    assert sum(isinstance(result, ContainerLimitExceeded) for result in results[:8]) == 5
+    assert all(result is None or isinstance(result, ContainerLimitExceeded) for result in results)
+    assert results[8:] == [None, None]
+    assert await store.count_containers(LIVE, tenant=A) == 3 and await store.count_containers(LIVE, tenant=B) == 2
+
+
+async def test_replicas_on_one_postgres_database_share_the_container_limit(request: pytest.FixtureRequest) -> None:
+    """Two replicas' pools on one database: creates at once on both stay within the tenant's limit."""
+    async with postgres_database_url(request) as url, PostgresDatabase(url) as one, PostgresDatabase(url) as two:
+        replicas = [PostgresContainerStore(one), PostgresContainerStore(two)]
+        results = await asyncio.gather(*(replicas[n % 2].create_container(a_container(f"cntr_{n}"), tenant=A,
+                                                                          max_containers=3) for n in range(10)),
+                                       return_exceptions=True)
+        assert sum(isinstance(result, ContainerLimitExceeded) for result in results) == 7, results
+        assert await replicas[0].count_containers(LIVE, tenant=A) == 3
+
+
 async def test_an_expired_container_answers_as_missing_until_purged(stores: Stores) -> None:
     store = stores.containers
-    await store.create_container(a_container("cntr_short", minutes=1), tenant=A)
-    await store.create_container(a_container("cntr_long"), tenant=A)
-    await store.create_container(a_container("cntr_b", minutes=1), tenant=B)
+    await store.create_container(a_container("cntr_short", minutes=1), tenant=A, max_containers=None)
+    await store.create_container(a_container("cntr_long"), tenant=A, max_containers=None)
+    await store.create_container(a_container("cntr_b", minutes=1), tenant=B, max_containers=None)
     await put(store, a_file("cfile_1", "cntr_short", "one.txt", at=T))
     await put(store, a_file("cfile_2", "cntr_short", "two.txt", at=T))
     expired = T + 60
@@ -153,7 +198,7 @@ async def test_an_expired_container_answers_as_missing_until_purged(stores: Stor
 
 async def test_a_use_restarts_the_expiry(stores: Stores) -> None:
     store = stores.containers
-    await store.create_container(a_container("cntr_1", minutes=1), tenant=A)
+    await store.create_container(a_container("cntr_1", minutes=1), tenant=A, max_containers=None)
     assert await store.touch_container("cntr_1", T + 50, tenant=A)
     found = await store.get_container("cntr_1", T + 100, tenant=A)  # 100 s after creation, 50 after the use
     assert found is not None and found.last_active_at == T + 50 and found.expires_at() == T + 110
@@ -167,7 +212,7 @@ async def test_a_use_restarts_the_expiry(stores: Stores) -> None:
 
 async def test_a_file_at_a_taken_path_replaces_the_row(stores: Stores) -> None:
     store = stores.containers
-    await store.create_container(a_container("cntr_1"), tenant=A)
+    await store.create_container(a_container("cntr_1"), tenant=A, max_containers=None)
     first = a_file("cfile_1", "cntr_1", "a.txt", size=5, blob="file-old")
     assert await put(store, first) is None
     assert await put(store, a_file("cfile_2", "cntr_1", "b.txt")) is None
@@ -185,8 +230,8 @@ async def test_a_file_at_a_taken_path_replaces_the_row(stores: Stores) -> None:
 
 async def test_files_by_path_and_in_pages(stores: Stores) -> None:
     store = stores.containers
-    await store.create_container(a_container("cntr_1"), tenant=A)
-    await store.create_container(a_container("cntr_2"), tenant=A)
+    await store.create_container(a_container("cntr_1"), tenant=A, max_containers=None)
+    await store.create_container(a_container("cntr_2"), tenant=A, max_containers=None)
     for file_id, path in [("cfile_z", "z.txt"), ("cfile_a", "a.txt"), ("cfile_m", "sub/m.txt")]:
         await put(store, a_file(file_id, "cntr_1", path))
     await put(store, a_file("cfile_other", "cntr_2", "a.txt"))
@@ -206,7 +251,7 @@ async def test_files_by_path_and_in_pages(stores: Stores) -> None:
 
 async def test_a_file_is_its_containers_tenants_only(stores: Stores) -> None:
     store = stores.containers
-    await store.create_container(a_container("cntr_1"), tenant=A)
+    await store.create_container(a_container("cntr_1"), tenant=A, max_containers=None)
     await put(store, a_file("cfile_1", "cntr_1", "a.txt"))
 
     assert await store.get_file("cntr_1", "cfile_1", tenant=B) is None
@@ -224,11 +269,11 @@ async def test_a_file_needs_a_live_container(stores: Stores) -> None:
     store = stores.containers
     with pytest.raises(LookupError):
         await put(store, a_file("cfile_1", "cntr_never", "a.txt"))
-    await store.create_container(a_container("cntr_1"), tenant=A)
+    await store.create_container(a_container("cntr_1"), tenant=A, max_containers=None)
     assert await store.delete_container("cntr_1", tenant=A) == []
     with pytest.raises(LookupError):
         await put(store, a_file("cfile_1", "cntr_1", "a.txt"))
-    await store.create_container(a_container("cntr_2"), tenant=A)
+    await store.create_container(a_container("cntr_2"), tenant=A, max_containers=None)
     with pytest.raises(LookupError):  # written when the container has expired
         await put(store, a_file("cfile_1", "cntr_2", "a.txt", at=EXPIRY))
     assert await store.known_blobs(["file-blob-cfile_1"]) == set()
@@ -238,8 +283,8 @@ async def test_a_file_needs_a_live_container(stores: Stores) -> None:
 
 async def test_the_containers_bytes_limit(stores: Stores) -> None:
     store = stores.containers
-    await store.create_container(a_container("cntr_1"), tenant=A)
-    await store.create_container(a_container("cntr_2"), tenant=A)
+    await store.create_container(a_container("cntr_1"), tenant=A, max_containers=None)
+    await store.create_container(a_container("cntr_2"), tenant=A, max_containers=None)
     await put(store, a_file("cfile_1", "cntr_1", "a", size=60), max_container_bytes=100)
     with pytest.raises(StorageLimitExceeded) as exceeded:
         await put(store, a_file("cfile_2", "cntr_1", "b", size=41), max_container_bytes=100)
@@ -260,7 +305,7 @@ async def test_the_containers_bytes_limit(stores: Stores) -> None:
 async def test_the_tenants_bytes_limit(stores: Stores) -> None:
     store = stores.containers
     for container_id, tenant in [("cntr_a1", A), ("cntr_a2", A), ("cntr_b", B)]:
-        await store.create_container(a_container(container_id), tenant=tenant)
+        await store.create_container(a_container(container_id), tenant=tenant, max_containers=None)
     await put(store, a_file("cfile_1", "cntr_a1", "a", size=100), max_stored_bytes=150)
     await put(store, a_file("cfile_b", "cntr_b", "a", size=140), tenant=B, max_stored_bytes=150)  # B's are B's
     with pytest.raises(StorageLimitExceeded) as exceeded:  # across the tenant's containers
@@ -280,7 +325,7 @@ async def test_puts_at_once_never_pass_the_limit_together(stores: Stores) -> Non
     """Twenty files of 10 bytes put at once against a container limit of 55: exactly five are stored (on
     PostgreSQL each put has a connection of its own, so the checks really run at once)."""
     store = stores.containers
-    await store.create_container(a_container("cntr_1"), tenant=A)
+    await store.create_container(a_container("cntr_1"), tenant=A, max_containers=None)
     results = await asyncio.gather(*(put(store, a_file(f"cfile_{n:02d}", "cntr_1", f"{n}.txt"),
                                          max_container_bytes=55) for n in range(20)), return_exceptions=True)
     refused = [result for result in results if isinstance(result, StorageLimitExceeded)]
@@ -290,11 +335,73 @@ async def test_puts_at_once_never_pass_the_limit_together(stores: Stores) -> Non
     assert len(await store.all_files("cntr_1", tenant=A)) == 5 and await store.stored_bytes(tenant=A) == 50
 
 
+# -- one stored-bytes budget for files and container files ------------------------------------------------------
+
+def an_upload(file_id: str, *, size: int = 10, at: int = LIVE, expires_at: int | None = None) -> StoredFile:
+    return StoredFile(id=file_id, created_at=at, bytes=size, filename=f"{file_id}.txt", purpose="assistants",
+                      expires_at=expires_at)
+
+
+async def test_files_and_container_files_share_the_stored_bytes_limit(stores: Stores) -> None:
+    """``max_stored_bytes`` is one budget: a container file is refused for the tenant's uploads' bytes and an
+    upload for its container files' bytes; another tenant's bytes, a replaced container file and an expired
+    upload do not count."""
+    containers, files = stores.containers, stores.files
+    for container_id, tenant in [("cntr_a", A), ("cntr_b", B)]:
+        await containers.create_container(a_container(container_id), tenant=tenant, max_containers=None)
+    await files.add_file(an_upload("file-a1", size=60), tenant=A, max_stored_bytes=100)
+    await put(containers, a_file("cfile_b", "cntr_b", "b", size=90), tenant=B, max_stored_bytes=100)
+    with pytest.raises(StorageLimitExceeded) as exceeded:
+        await put(containers, a_file("cfile_1", "cntr_a", "a", size=41), max_stored_bytes=100)
+    assert (exceeded.value.limit, exceeded.value.used) == (100, 60)
+    await put(containers, a_file("cfile_1", "cntr_a", "a", size=40), max_stored_bytes=100)  # exactly at the limit
+    assert await files.stored_bytes(LIVE, tenant=A) == 100 and await containers.stored_bytes(tenant=A) == 40
+    with pytest.raises(StorageLimitExceeded) as exceeded:
+        await files.add_file(an_upload("file-a2", size=1), tenant=A, max_stored_bytes=100)
+    assert (exceeded.value.limit, exceeded.value.used) == (100, 100)
+    await put(containers, a_file("cfile_2", "cntr_a", "a", size=40), max_stored_bytes=100)  # replaces cfile_1
+    # an upload that expires stops counting then, as it stops being readable
+    await files.delete_file("file-a1", tenant=A)
+    await files.add_file(an_upload("file-a3", size=60, expires_at=LIVE + 10), tenant=A, max_stored_bytes=100)
+    assert await files.stored_bytes(LIVE, tenant=A) == 100
+    await files.add_file(an_upload("file-a4", size=60, at=LIVE + 10), tenant=A, max_stored_bytes=100)
+    assert await files.stored_bytes(LIVE + 10, tenant=A) == 100 and await files.stored_bytes(LIVE, tenant=B) == 90
+
+
+async def test_uploads_and_container_files_at_once_never_pass_the_limit_together(stores: Stores) -> None:
+    """Ten uploads and ten container files of 10 bytes each, all at once against a limit of 55: exactly five are
+    stored, whichever kind they are (on PostgreSQL each write has a connection of its own)."""
+    await stores.containers.create_container(a_container("cntr_1"), tenant=A, max_containers=None)
+    results = await asyncio.gather(
+        *(stores.files.add_file(an_upload(f"file-{n:02d}"), tenant=A, max_stored_bytes=55) for n in range(10)),
+        *(put(stores.containers, a_file(f"cfile_{n:02d}", "cntr_1", f"{n}.txt"), max_stored_bytes=55)
+          for n in range(10)), return_exceptions=True)
+    refused = [result for result in results if isinstance(result, StorageLimitExceeded)]
+    assert len(refused) == 15 and all(result is None or isinstance(result, StorageLimitExceeded)
+                                      for result in results)
+    assert all(exceeded.used == 50 for exceeded in refused)
+    assert await stores.files.stored_bytes(LIVE, tenant=A) == 50
+
+
+async def test_replicas_on_one_postgres_database_share_the_stored_bytes_limit(
+        request: pytest.FixtureRequest) -> None:
+    """Uploads on one replica and container files on another, at once: together within the tenant's limit."""
+    async with postgres_database_url(request) as url, PostgresDatabase(url) as one, PostgresDatabase(url) as two:
+        files, containers = PostgresFileStore(one), PostgresContainerStore(two)
+        await containers.create_container(a_container("cntr_1"), tenant=A, max_containers=None)
+        results = await asyncio.gather(
+            *(files.add_file(an_upload(f"file-{n:02d}"), tenant=A, max_stored_bytes=45) for n in range(8)),
+            *(put(containers, a_file(f"cfile_{n:02d}", "cntr_1", f"{n}.txt"), max_stored_bytes=45)
+              for n in range(8)), return_exceptions=True)
+        assert sum(isinstance(result, StorageLimitExceeded) for result in results) == 12, results
+        assert await files.stored_bytes(LIVE, tenant=A) == 40
+
+
 # -- the files' bytes sweep -------------------------------------------------------------------------------------
 
 async def test_container_blobs_are_known_to_the_files_sweep(stores: Stores) -> None:
     store = stores.containers
-    await store.create_container(a_container("cntr_1"), tenant=A)
+    await store.create_container(a_container("cntr_1"), tenant=A, max_containers=None)
     await put(store, a_file("cfile_1", "cntr_1", "a.txt", blob="file-container"))
     await stores.files.add_file(StoredFile(id="file-upload", created_at=T, bytes=3, filename="u.txt",
                                            purpose="assistants", expires_at=None), tenant=A, max_stored_bytes=None)

@@ -4,6 +4,7 @@ removed files deleted) and the file bytes sweep keeping container blobs."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import time
@@ -13,7 +14,10 @@ from pathlib import Path
 import pytest
 
 from responses_bridge.protocol.errors import APIError
+from responses_bridge.run.tools.code_interpreter import CodeToolOptions
+from responses_bridge.sandbox import Sandbox, SandboxLimits
 from responses_bridge.sandbox.trees import remove_tree
+from responses_bridge.services.code_interpreter import CodeInterpreter
 from responses_bridge.services.container_workspace import Workspace
 from responses_bridge.services.containers import ContainerService
 from responses_bridge.services.files import FileService
@@ -34,19 +38,23 @@ class Clock:
 
 
 @contextlib.asynccontextmanager
-async def service_over(kind: str, tmp_path: Path, request: pytest.FixtureRequest, clock: Clock,
-                       **limits: object) -> AsyncIterator[ContainerService]:
+async def service_over(kind: str, tmp_path: Path, request: pytest.FixtureRequest, clock: Clock, *,
+                       connections: int = 1, **limits: object) -> AsyncIterator[ContainerService]:
+    """``connections``: PostgreSQL connections opened at once (calls at once then really run at once). A
+    ``max_stored_bytes`` limit is the files service's too, as the runtime gives it (one budget)."""
+    stored: dict[str, object] = {key: value for key, value in limits.items() if key == "max_stored_bytes"}
     if kind == "sqlite":
         async with sqlite_database(tmp_path) as db:
-            files = FileService(SQLiteFileStore(db), tmp_path / "files", 1 << 20, clock=clock, purge_interval=0)
+            files = FileService(SQLiteFileStore(db), tmp_path / "files", 1 << 20, clock=clock, purge_interval=0,
+                                **stored)  # type: ignore[arg-type]
             await files.start()
             yield ContainerService(SQLiteContainerStore(db), files.contents, files, clock=clock, purge_interval=0,
                                    **{"file_bytes": 1000, "container_bytes": 1500, **limits})  # type: ignore[arg-type]
             await files.aclose()
     else:
-        async with postgres_database(request) as db:
+        async with postgres_database(request, min_size=connections) as db:
             files = FileService(PostgresFileStore(db), None, 1 << 20, clock=clock, purge_interval=0,
-                                contents=PostgresFileBytes(db))
+                                contents=PostgresFileBytes(db), **stored)  # type: ignore[arg-type]
             await files.start()
             yield ContainerService(PostgresContainerStore(db), files.contents, files, clock=clock, purge_interval=0,
                                    **{"file_bytes": 1000, "container_bytes": 1500, **limits})  # type: ignore[arg-type]
@@ -129,6 +137,53 @@ async def test_limits_of_a_file_a_container_and_a_tenant(kind: str, tmp_path: Pa
         listed = await service.list_files(one.id, tenant="t", after=None, limit=10, order="asc")
         assert [(f["path"], f["bytes"]) for f in listed["data"]] == [("/mnt/data/a", 950)]
         assert await read(service, one.id, listed["data"][0]["id"], "t") == b"y" * 950
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_uploads_and_container_files_share_the_tenants_stored_bytes(kind: str, tmp_path: Path,
+                                                                         request: pytest.FixtureRequest) -> None:
+    """One ``max_stored_bytes`` for ``/v1/files`` and container files: an upload is refused at the chunk that
+    crosses what the tenant's container files left (before it is written whole), and a container file for what
+    its uploads hold."""
+    async with service_over(kind, tmp_path, request, Clock(), container_bytes=5000,
+                            max_stored_bytes=lambda tenant: 2000) as service:
+        container = await service.container_for_files((await service.create({"name": "c"}, tenant="t"))["id"],
+                                                      tenant="t")
+        for path in ("a", "b"):
+            await service.put_bytes(container, f"/mnt/data/{path}", chunks(b"x" * 750), source="user", tenant="t")
+        async with service.files.receive(tenant="t") as upload:
+            await upload.write(b"u" * 400)
+            with pytest.raises(APIError) as crossing:
+                await upload.write(b"u" * 200)
+        assert crossing.value.code == "storage_limit_exceeded" and "1500 bytes in use" in crossing.value.message
+        async with service.files.receive(tenant="t") as upload:
+            await upload.write(b"u" * 500)
+            kept = await service.files.create(upload, filename="u.txt", purpose="assistants", expires_after=None)
+        with pytest.raises(APIError) as full:
+            await service.put_bytes(container, "/mnt/data/c", chunks(b"c"), source="user", tenant="t")
+        assert full.value.code == "storage_limit_exceeded" and "2000 bytes in use" in full.value.message
+        await service.files.delete(kept["id"], tenant="t")
+        await service.put_bytes(container, "/mnt/data/c", chunks(b"c" * 500), source="user", tenant="t")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_auto_containers_made_at_once_stay_within_the_tenants_limit(kind: str, tmp_path: Path,
+                                                                         request: pytest.FixtureRequest) -> None:
+    """Six responses' ``auto`` containers made at once against ``max_containers: 3`` (the code interpreter's
+    path, as each response starts): three are made, and the others get the refusal of a create over the limit."""
+    async with service_over(kind, tmp_path, request, Clock(), connections=6,
+                            max_containers=lambda tenant: 3) as service:
+        interpreter = CodeInterpreter(service, Sandbox(SandboxLimits(), None, unavailable="not needed: no code runs"))
+        auto = CodeToolOptions.from_tool({"type": "code_interpreter", "container": {"type": "auto"}}, 0)
+        outcomes = await asyncio.gather(*(interpreter.container_for(auto, [], tenant="t") for _ in range(6)),
+                                        return_exceptions=True)
+        made = [outcome for outcome in outcomes if isinstance(outcome, str)]
+        refused = [outcome for outcome in outcomes if isinstance(outcome, APIError)]
+        assert len(made) == 3 and len(refused) == 3, outcomes
+        assert {(error.status, error.code, error.param) for error in refused} == {(400, "container_limit_exceeded",
+                                                                                  None)}
+        listed = await service.list(tenant="t", after=None, limit=10, order="asc")
+        assert sorted(c["id"] for c in listed["data"]) == sorted(made)
 
 
 @pytest.mark.parametrize("kind", KINDS)

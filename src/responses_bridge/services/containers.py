@@ -7,7 +7,9 @@ call on the same files. Files come from uploads (``source: user``), from ``/v1/f
 later leaves the other), or from the code (``source: assistant``, written back after each run).
 
 Bounds: a file at most ``file_bytes`` (100 MiB), a container's files at most ``container_bytes`` (1 GiB), and per
-tenant ``max_containers`` live containers and ``max_stored_bytes`` bytes of container files (the tenant policy).
+tenant ``max_containers`` live containers and ``max_stored_bytes`` bytes of files and container files together (the
+tenant policy; one budget with ``/v1/files`` uploads). The tenant's limits are checked by the store in the
+transaction that inserts the container or the file, so requests at once, on any replicas, cannot all pass them.
 """
 
 from __future__ import annotations
@@ -24,7 +26,13 @@ from ..periodic import Periodic
 from ..protocol.errors import APIError, invalid_request, not_found
 from ..sandbox.limits import MEMORY_LIMITS
 from ..store.base import BlobReader, ContainerStore, FileBytes
-from ..store.records import StorageLimitExceeded, StoredContainer, StoredContainerFile, UnknownCursor
+from ..store.records import (
+    ContainerLimitExceeded,
+    StorageLimitExceeded,
+    StoredContainer,
+    StoredContainerFile,
+    UnknownCursor,
+)
 from .container_shapes import (
     check_expires_after,
     check_name,
@@ -124,19 +132,21 @@ class ContainerService:
     async def new_container(self, name: str, *, tenant: str, minutes: int = 20, memory_limit: str | None = None,
                             file_ids: Any = (), param: str = "file_ids") -> StoredContainer:
         """Make a container (also the code interpreter's ``auto`` ones) and copy ``file_ids`` into it; every file
-        is checked before anything is made (a 404 naming ``param``)."""
+        is checked before anything is made (a 404 naming ``param``). The tenant's ``max_containers`` is checked by
+        the store in the inserting transaction, not counted here first: creates at once (several requests, or
+        replicas on one database) would all pass a count taken before any of them was inserted."""
         for position, file_id in enumerate(file_ids):
             if await self.files.get(file_id, tenant=tenant) is None:
                 raise not_found(f"No such File object: {file_id[:200]}", param=f"{param}[{position}]",
                                 code="not_found")
-        limit = self._max_containers(tenant)
-        if limit is not None and await self.store.count_containers(self.now(), tenant=tenant) >= limit:
-            raise invalid_request(f"This tenant may keep at most {limit} containers; delete one or let one expire.",
-                                  param=None, code="container_limit_exceeded")
         now = self.now()
         container = StoredContainer(id=ids.new_id("cntr"), name=name, created_at=now, last_active_at=now,
                                     expires_minutes=minutes, memory_limit=memory_limit)
-        await self.store.create_container(container, tenant=tenant)
+        try:
+            await self.store.create_container(container, tenant=tenant, max_containers=self._max_containers(tenant))
+        except ContainerLimitExceeded as exceeded:
+            raise invalid_request(f"This tenant may keep at most {exceeded.limit} containers; delete one or let "
+                                  "one expire.", param=None, code="container_limit_exceeded") from None
         for file_id in file_ids:
             await self.copy_file(container, file_id, tenant=tenant)
         return container

@@ -1,11 +1,13 @@
-"""Per-tenant stored bytes (``max_stored_bytes``): the bound on the sum of a tenant's live file bytes.
+"""Per-tenant stored bytes (``max_stored_bytes``): the bound on the sum of a tenant's live file bytes and its
+container files' bytes (one budget for both kinds).
 
 An upload reserves each chunk before writing it, against the tenant's stored bytes plus what its other uploads
 under way in this process have reserved, so two uploads at once cannot both pass the limit and a refused upload
 is stopped at the chunk that crosses it, not after it was written whole. The reservation is released after the
 file's row is stored (its bytes are then counted by the store) or when the upload fails. The store checks the
-limit once more in the transaction that inserts the row (``FileStore.add_file``): that check holds across
-processes sharing the database, the reservations here only make the refusal early.
+limit once more in the transaction that inserts the row (``FileStore.add_file``, and ``ContainerStore.put_file``
+for a container file, which reserves nothing here): that check holds across processes sharing the database and
+across both kinds of file, the reservations here only make the refusal early.
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ STORED_READS = 8
 def storage_limit_error(limit: int, used: int) -> APIError:
     """The 400 of an upload over its tenant's limit, naming the limit and the bytes in use."""
     return invalid_request(f"Storing this file would exceed the storage limit of {limit} bytes for this tenant "
-                           f"({used} bytes in use). Delete files to make room.", param="file",
+                           f"({used} bytes in use). Delete files or container files to make room.", param="file",
                            code="storage_limit_exceeded")
 
 
 class StorageQuota:
     """Reservations of uploads under way, per tenant, against ``limit_of(tenant)`` (None: no limit, and nothing
-    is counted). ``stored_of(tenant)`` reads the tenant's live file bytes from the store."""
+    is counted). ``stored_of(tenant)`` reads the tenant's stored bytes (files and container files) from the
+    store."""
 
     def __init__(self, limit_of: Callable[[str], int | None], stored_of: Callable[[str], Awaitable[int]]) -> None:
         self._limit_of = limit_of

@@ -11,8 +11,8 @@ Expired files are left out of every read at once (the store compares ``expires_a
 bytes and row, by a purge that runs at start and then periodically.
 
 Every file belongs to the tenant that uploaded it: each read, list and delete names the tenant, and another
-tenant's file answers exactly as a missing one. An upload is bounded by its tenant's ``max_stored_bytes``
-(services/file_quota.py).
+tenant's file answers exactly as a missing one. An upload is bounded by its tenant's ``max_stored_bytes``, one
+budget with the tenant's container files (services/file_quota.py).
 """
 
 from __future__ import annotations
@@ -201,8 +201,8 @@ class FileService:
                  purge_interval: float = 60.0, clock: Callable[[], float] = time.time,
                  contents: FileBytes | None = None,
                  max_stored_bytes: Callable[[str], int | None] = lambda tenant: None) -> None:
-        """``max_stored_bytes(tenant)``: the tenant's bound on stored file bytes (None: none), as
-        ``Settings.tenant_policy(tenant).max_stored_bytes`` gives it."""
+        """``max_stored_bytes(tenant)``: the tenant's bound on the bytes of its files and container files together
+        (None: none), as ``Settings.tenant_policy(tenant).max_stored_bytes`` gives it."""
         self.store = store
         self.contents: FileBytes = contents if contents is not None else DiskFileBytes(directory)
         self.quota = StorageQuota(max_stored_bytes, self._stored_bytes)

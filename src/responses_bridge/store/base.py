@@ -453,9 +453,10 @@ class FileStore(Protocol):
     start-up sweep and ingestion, which work across tenants."""
 
     async def add_file(self, file: StoredFile, *, tenant: str, max_stored_bytes: int | None) -> None:
-        """Insert ``file`` as ``tenant``'s. With ``max_stored_bytes``, the tenant's live bytes plus this file's
-        are checked against it in the same transaction as the insert: :class:`StorageLimitExceeded` (nothing
-        written) when over, so uploads finishing at once cannot both pass."""
+        """Insert ``file`` as ``tenant``'s. With ``max_stored_bytes``, the tenant's stored bytes (:meth:`stored_bytes`)
+        plus this file's are checked against it in the same transaction as the insert, one such check of a tenant
+        at a time (the container store's checks included): :class:`StorageLimitExceeded` (nothing written) when
+        over, so uploads finishing at once, or an upload and a container file, cannot both pass."""
 
     async def get_file(self, file_id: str, now: int, *, tenant: str) -> StoredFile | None: ...
 
@@ -465,7 +466,8 @@ class FileStore(Protocol):
     async def delete_file(self, file_id: str, *, tenant: str) -> bool: ...
 
     async def stored_bytes(self, now: int, *, tenant: str) -> int:
-        """The bytes of the tenant's live files (what ``max_stored_bytes`` bounds)."""
+        """What ``max_stored_bytes`` bounds: the bytes of the tenant's live files and of all its container files
+        (one budget: two, one per kind, would let a tenant keep the limit twice over)."""
 
     async def get_file_any_tenant(self, file_id: str, now: int) -> StoredFile | None:
         """A live file whoever owns it. Across tenants: workers only (ingestion of an attached file)."""
@@ -558,7 +560,11 @@ class ContainerStore(Protocol):
     """Containers and their files' rows (their bytes are in :class:`FileBytes`, under ``blob_id``). Tenant-owned
     like every root object; a container past its expiry is answered as a missing one by every tenant method."""
 
-    async def create_container(self, container: StoredContainer, *, tenant: str) -> None: ...
+    async def create_container(self, container: StoredContainer, *, tenant: str, max_containers: int | None) -> None:
+        """Insert ``container`` as ``tenant``'s. With ``max_containers``, the tenant's live containers (at the
+        container's ``created_at``) are counted in the inserting transaction, one such check of a tenant at a time:
+        :class:`ContainerLimitExceeded` (nothing written) when there are that many already, so creates at once
+        cannot all pass a count taken before any of them was inserted."""
 
     async def get_container(self, container_id: str, now: int, *, tenant: str) -> StoredContainer | None: ...
 
@@ -582,7 +588,9 @@ class ContainerStore(Protocol):
                        max_stored_bytes: int | None) -> str | None:
         """Add a file, or replace the one at the same path (its row keeps its id); returns the replaced file's
         blob id (to remove). Raises ``LookupError`` when the container is gone and ``StorageLimitExceeded`` when the
-        container's bytes would pass ``max_container_bytes`` or the tenant's container bytes ``max_stored_bytes``."""
+        container's bytes would pass ``max_container_bytes`` or the tenant's stored bytes (its live files and
+        container files, :meth:`FileStore.stored_bytes`) ``max_stored_bytes``, checked in the writing transaction
+        one such check of a tenant at a time, uploads' checks included."""
         ...
 
     async def get_file(self, container_id: str, file_id: str, *, tenant: str) -> StoredContainerFile | None: ...
@@ -601,7 +609,7 @@ class ContainerStore(Protocol):
         ...
 
     async def stored_bytes(self, *, tenant: str) -> int:
-        """The bytes of every container file the tenant has."""
+        """The bytes of every container file the tenant has (its part of ``max_stored_bytes``)."""
         ...
 
     async def expired_containers(self, now: int, limit: int) -> list[tuple[str, str]]:

@@ -217,13 +217,21 @@ class UnknownCursor(ValueError):
 
 
 class StorageLimitExceeded(Exception):
-    """Adding a file would take its tenant's live file bytes past ``limit``; nothing was written. ``used``: the
-    tenant's live file bytes without the refused file."""
+    """Adding a file would take its tenant's stored bytes (live files and container files), or its container's
+    bytes, past ``limit``; nothing was written. ``used``: those bytes without the refused file."""
 
     def __init__(self, limit: int, used: int) -> None:
         super().__init__(f"stored bytes limit {limit} reached ({used} in use)")
         self.limit = limit
         self.used = used
+
+
+class ContainerLimitExceeded(Exception):
+    """Creating a container would give its tenant more than ``limit`` live containers; nothing was written."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"live containers limit {limit} reached")
+        self.limit = limit
 
 
 STATUSES = ("in_progress", "completed", "failed", "cancelled")

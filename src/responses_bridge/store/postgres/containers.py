@@ -1,8 +1,10 @@
 """Containers and their files' rows on PostgreSQL (:class:`~responses_bridge.store.base.ContainerStore`), shared
 by every replica, with the same rules as on SQLite (store/sqlite/containers.py): live while
-``now < last_active_at + expires_minutes * 60``; files reached through their container's tenant. Adding a file
-locks its container's row first, so two replicas writing one container's files check its limit one at a time;
-the tenant's bytes are checked under the tenant's advisory lock, as files' stored bytes are.
+``now < last_active_at + expires_minutes * 60``; files reached through their container's tenant. Creating a
+container counts the tenant's live containers under the tenant's quota lock (store/postgres/quota.py), so creates
+at once on any replicas pass ``max_containers`` one at a time. Adding a file locks its container's row first, so
+two replicas writing one container's files check its limit one at a time; the tenant's stored bytes (its files' and
+container files' together) are checked under the same quota lock as an upload's.
 """
 
 from __future__ import annotations
@@ -10,8 +12,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..records import StorageLimitExceeded, StoredContainer, StoredContainerFile, UnknownCursor
+from ..records import (
+    ContainerLimitExceeded,
+    StorageLimitExceeded,
+    StoredContainer,
+    StoredContainerFile,
+    UnknownCursor,
+)
 from .database import PostgresDatabase
+from .quota import lock_tenant_quota, stored_bytes
 from .sql import pg_texts
 
 _CONTAINER = "id, name, created_at, last_active_at, expires_minutes, memory_limit"
@@ -20,7 +29,6 @@ _LIVE = "last_active_at + expires_minutes * 60 > $1"
 _TENANT_BYTES = ("SELECT coalesce(sum(f.bytes), 0) FROM container_files AS f JOIN containers AS c "
                  "ON c.id = f.container_id WHERE c.tenant = $1")
 _OWNED = "container_id IN (SELECT id FROM containers WHERE id = $1 AND tenant = $2)"
-CONTAINER_BYTES_LOCK = 0x636E_7472  # advisory lock class ("cntr"), keyed by the tenant
 
 
 def _container(row: Any) -> StoredContainer:
@@ -39,8 +47,14 @@ class PostgresContainerStore:
     def __init__(self, db: PostgresDatabase) -> None:
         self._db = db
 
-    async def create_container(self, container: StoredContainer, *, tenant: str) -> None:
-        async with self._db.acquire("create_container") as conn:
+    async def create_container(self, container: StoredContainer, *, tenant: str, max_containers: int | None) -> None:
+        async with self._db.transaction("create_container") as conn:
+            if max_containers is not None:
+                await lock_tenant_quota(conn, tenant)  # the count below then sees every create before this one
+                live = await conn.fetchval(f"SELECT count(*) FROM containers WHERE {_LIVE} AND tenant = $2",
+                                           container.created_at, tenant)
+                if live >= max_containers:
+                    raise ContainerLimitExceeded(max_containers)
             await conn.execute(f"INSERT INTO containers ({_CONTAINER}, tenant) VALUES ($1, $2, $3, $4, $5, $6, $7)",
                                container.id, container.name, container.created_at, container.last_active_at,
                                container.expires_minutes, container.memory_limit, tenant)
@@ -113,9 +127,9 @@ class PostgresContainerStore:
                                                "container_id = $1", file.container_id)) - replaced
                 if used + file.bytes > max_container_bytes:
                     raise StorageLimitExceeded(max_container_bytes, used)
-            if max_stored_bytes is not None:
-                await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", CONTAINER_BYTES_LOCK, tenant)
-                used = int(await conn.fetchval(_TENANT_BYTES, tenant)) - replaced
+            if max_stored_bytes is not None:  # the tenant's files and container files: one budget, one lock
+                await lock_tenant_quota(conn, tenant)
+                used = await stored_bytes(conn, tenant, file.created_at) - replaced
                 if used + file.bytes > max_stored_bytes:
                     raise StorageLimitExceeded(max_stored_bytes, used)
             if old is None:

@@ -4,9 +4,10 @@ every replica shares. The bytes are in the same database (store/postgres/file_by
 As on SQLite, every read takes the current time and leaves out expired rows; pages follow ``seq``, the creation
 order. Every file belongs to a tenant, matched in the statement of every method that takes one.
 
-The stored-bytes limit holds across replicas: :meth:`PostgresFileStore.add_file` takes a transaction-scoped
-advisory lock of the tenant before it sums the tenant's live bytes and inserts, so two uploads of one tenant
-finishing at once on two replicas are checked one after the other (other tenants' uploads do not wait).
+The stored-bytes limit holds across replicas: :meth:`PostgresFileStore.add_file` takes the tenant's quota lock
+(store/postgres/quota.py) before it sums the tenant's stored bytes (its live files and its container files: one
+budget) and inserts, so two uploads of one tenant finishing at once on two replicas, or an upload and a container
+file, are checked one after the other (other tenants' writes do not wait).
 """
 
 from __future__ import annotations
@@ -16,14 +17,11 @@ from typing import Any
 
 from ..records import StorageLimitExceeded, StoredFile, UnknownCursor
 from .database import PostgresDatabase
+from .quota import STORED_BYTES, lock_tenant_quota, stored_bytes
 from .sql import pg_texts
 
 _COLUMNS = "id, created_at, bytes, filename, purpose, expires_at"
 _LIVE = "(expires_at IS NULL OR expires_at > $1)"
-_USED = f"SELECT coalesce(sum(bytes), 0) FROM files WHERE tenant = $2 AND {_LIVE}"
-STORED_BYTES_LOCK = 0x6669_6C65  # advisory lock class ("file"), keyed by the tenant: one limit check at a time
-"""The first key of ``pg_advisory_xact_lock(int, int)``; the two-key space never meets the one-key locks (the
-migration lock)."""
 
 
 def _row(row: Any) -> StoredFile:
@@ -38,13 +36,13 @@ class PostgresFileStore:
         self._db = db
 
     async def add_file(self, file: StoredFile, *, tenant: str, max_stored_bytes: int | None) -> None:
-        """Insert ``file`` as ``tenant``'s; with ``max_stored_bytes``, the tenant's live bytes are summed and
-        checked in the inserting transaction, under the tenant's advisory lock (:class:`StorageLimitExceeded`,
+        """Insert ``file`` as ``tenant``'s; with ``max_stored_bytes``, the tenant's stored bytes are summed and
+        checked in the inserting transaction, under the tenant's quota lock (:class:`StorageLimitExceeded`,
         nothing written, when over)."""
         async with self._db.transaction("add_file") as conn:
             if max_stored_bytes is not None:
-                await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", STORED_BYTES_LOCK, tenant)
-                used = int(await conn.fetchval(_USED, file.created_at, tenant))
+                await lock_tenant_quota(conn, tenant)
+                used = await stored_bytes(conn, tenant, file.created_at)
                 if used + file.bytes > max_stored_bytes:
                     raise StorageLimitExceeded(max_stored_bytes, used)
             await conn.execute(f"INSERT INTO files ({_COLUMNS}, tenant) VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -65,7 +63,7 @@ class PostgresFileStore:
 
     async def stored_bytes(self, now: int, *, tenant: str) -> int:
         async with self._db.acquire("stored_file_bytes") as conn:
-            return int(await conn.fetchval(_USED, now, tenant))
+            return int(await conn.fetchval(STORED_BYTES, now, tenant))
 
     async def list_files(self, *, tenant: str, now: int, purpose: str | None, after: str | None, limit: int,
                          order: str) -> tuple[list[StoredFile], bool]:

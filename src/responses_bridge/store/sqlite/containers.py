@@ -3,8 +3,10 @@ SQLite database: same file, same connections.
 
 A container is live while ``now < last_active_at + expires_minutes * 60``; every tenant method reads only live
 containers, so an expired one answers as a missing one before the purge has deleted it. Files are reached through
-their container, whose tenant is checked in the same statement. Adding a file checks the container's and the
-tenant's bytes in the transaction that inserts it, so two writes at once cannot both pass a limit.
+their container, whose tenant is checked in the same statement. Creating a container counts the tenant's live
+containers, and adding a file checks the container's bytes and the tenant's stored bytes (its files' and container
+files' together: store/sqlite/quota.py), in the transaction that inserts it (``BEGIN IMMEDIATE``: writers one at a
+time), so two writes at once cannot both pass a limit.
 """
 
 from __future__ import annotations
@@ -13,8 +15,16 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from ..records import StorageLimitExceeded, StoredContainer, StoredContainerFile, UnknownCursor
+from ..records import (
+    ContainerLimitExceeded,
+    StorageLimitExceeded,
+    StoredContainer,
+    StoredContainerFile,
+    UnknownCursor,
+)
+from .quota import stored_bytes
 from .responses import SQLiteResponseStore
+from .transactions import transaction
 
 _CONTAINER = "id, name, created_at, last_active_at, expires_minutes, memory_limit"
 _FILE = "f.id, f.container_id, f.path, f.bytes, f.created_at, f.source, f.blob_id"
@@ -40,11 +50,19 @@ class SQLiteContainerStore:
     def __init__(self, db: SQLiteResponseStore) -> None:
         self._db = db
 
-    async def create_container(self, container: StoredContainer, *, tenant: str) -> None:
-        async with self._db.writing() as conn:
-            await conn.execute(f"INSERT INTO containers ({_CONTAINER}, tenant) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                               (container.id, container.name, container.created_at, container.last_active_at,
-                                container.expires_minutes, container.memory_limit, tenant))
+    async def create_container(self, container: StoredContainer, *, tenant: str, max_containers: int | None) -> None:
+        def create(conn: sqlite3.Connection) -> None:
+            with transaction(conn):  # the count and the insert see the same containers: no create slips between
+                if max_containers is not None:
+                    live = conn.execute(f"SELECT count(*) FROM containers WHERE tenant = :tenant AND {_LIVE}",
+                                        {"tenant": tenant, "now": container.created_at}).fetchone()[0]
+                    if int(live) >= max_containers:
+                        raise ContainerLimitExceeded(max_containers)
+                conn.execute(f"INSERT INTO containers ({_CONTAINER}, tenant) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             (container.id, container.name, container.created_at, container.last_active_at,
+                              container.expires_minutes, container.memory_limit, tenant))
+
+        await self._db.run_write("create_container", create)
 
     async def get_container(self, container_id: str, now: int, *, tenant: str) -> StoredContainer | None:
         async with self._db.reading() as conn:
@@ -127,8 +145,8 @@ class SQLiteContainerStore:
                                             "container_id = :container", key).fetchone()[0]) - replaced
                     if used + file.bytes > max_container_bytes:
                         raise StorageLimitExceeded(max_container_bytes, used)
-                if max_stored_bytes is not None:
-                    used = int(conn.execute(_TENANT_BYTES, key).fetchone()[0]) - replaced
+                if max_stored_bytes is not None:  # the tenant's files and container files: one budget
+                    used = stored_bytes(conn, tenant, file.created_at) - replaced
                     if used + file.bytes > max_stored_bytes:
                         raise StorageLimitExceeded(max_stored_bytes, used)
                 if old is None:

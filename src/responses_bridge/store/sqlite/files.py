@@ -2,7 +2,9 @@
 
 Only metadata lives here; the bytes are on disk, named by the file's id (services/files.py). Every read takes the
 current time and leaves out expired rows, so an expired file is never returned even before the purge that
-deletes it has run. Every file belongs to a tenant, matched in the queries of every method that takes one.
+deletes it has run. Every file belongs to a tenant, matched in the queries of every method that takes one. The
+tenant's stored bytes, which ``max_stored_bytes`` bounds, are its files' and its container files' together
+(store/sqlite/quota.py).
 """
 
 from __future__ import annotations
@@ -12,11 +14,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..records import StorageLimitExceeded, StoredFile, UnknownCursor
+from .quota import STORED_BYTES, stored_bytes
 from .responses import SQLiteResponseStore
 
 _COLUMNS = "id, created_at, bytes, filename, purpose, expires_at"
 _LIVE = "(expires_at IS NULL OR expires_at > :now)"
-_USED = f"SELECT coalesce(sum(bytes), 0) FROM files WHERE tenant = :tenant AND {_LIVE}"
 
 
 def _row(row: Sequence[Any]) -> StoredFile:
@@ -35,7 +37,7 @@ class SQLiteFileStore:
             conn.execute("BEGIN IMMEDIATE")  # the sum and the insert see the same files: no upload slips between
             try:
                 if max_stored_bytes is not None:
-                    used = int(conn.execute(_USED, {"tenant": tenant, "now": file.created_at}).fetchone()[0])
+                    used = stored_bytes(conn, tenant, file.created_at)
                     if used + file.bytes > max_stored_bytes:
                         raise StorageLimitExceeded(max_stored_bytes, used)
                 conn.execute(f"INSERT INTO files ({_COLUMNS}, tenant) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -63,7 +65,7 @@ class SQLiteFileStore:
 
     async def stored_bytes(self, now: int, *, tenant: str) -> int:
         async with self._db.reading() as conn:
-            rows = list(await conn.execute_fetchall(_USED, {"tenant": tenant, "now": now}))
+            rows = list(await conn.execute_fetchall(STORED_BYTES, {"tenant": tenant, "now": now}))
         return int(rows[0][0])
 
     async def list_files(self, *, tenant: str, now: int, purpose: str | None, after: str | None, limit: int,

@@ -1,0 +1,44 @@
+"""The per-tenant quota lock on PostgreSQL: every check of a tenant's limits (``max_containers``, ``max_stored_bytes``)
+runs under it, in the transaction that writes what the check allows, so the checks of one tenant run one after the
+other across every replica sharing the database, while other tenants do not wait. And the tenant's stored bytes,
+the one sum ``max_stored_bytes`` bounds: its live files and every file of its containers, summed alike by the
+check of an upload (store/postgres/files.py) and of a container file (store/postgres/containers.py) under the same
+lock; two budgets, one per kind, would let a tenant keep the limit twice over. A container's files count until the
+container is deleted or purged (their bytes are still kept); an expired upload stops counting at its expiry.
+
+Why a lock and not the transaction alone: at READ COMMITTED (the stores' isolation) two transactions that count
+the same rows and then insert both see the rows as they were before either insert, and both pass. Taken first,
+the transaction-scoped advisory lock makes the second wait until the first has committed (PostgreSQL releases it
+after the commit is visible), and the count it then runs, a new statement with a new snapshot, includes the
+first one's row. The lock lives as long as the transaction: a crashed replica's lock is gone with its connection.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .migrations import Connection
+
+QUOTA_LOCK = 0x6669_6C65
+"""The first key of ``pg_advisory_xact_lock(int, int)``, the second being the tenant's ``hashtext``; the two-key
+space never meets the one-key locks (the migration lock). Its value is the files' lock of earlier versions
+("file"), so during a rolling upgrade their uploads and this version's writes still take turns. Two tenants whose
+names hash alike share a lock: they wait for each other's checks, and nothing more."""
+
+
+async def lock_tenant_quota(conn: Connection, tenant: str) -> None:
+    """Take ``tenant``'s quota lock for the rest of ``conn``'s transaction (waiting for whoever holds it)."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", QUOTA_LOCK, tenant)
+
+
+STORED_BYTES = ("SELECT (SELECT coalesce(sum(bytes), 0) FROM files WHERE tenant = $2 "
+                "AND (expires_at IS NULL OR expires_at > $1)) + "
+                "(SELECT coalesce(sum(f.bytes), 0) FROM container_files AS f JOIN containers AS c "
+                "ON c.id = f.container_id WHERE c.tenant = $2)")
+"""The tenant's stored bytes at a time (``$1``: now, ``$2``: the tenant)."""
+
+
+async def stored_bytes(conn: Connection, tenant: str, now: int) -> int:
+    """The tenant's stored bytes at ``now``: under :func:`lock_tenant_quota`, every write checked before counts."""
+    return int(await conn.fetchval(STORED_BYTES, now, tenant))
