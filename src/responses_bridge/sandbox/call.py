@@ -42,6 +42,8 @@ INIT_GRACE_SECONDS = 2.0
 """How long the init has to end the code and report after SIGTERM before it is killed outright."""
 FULL_BELOW_BYTES = 1 << 20
 """``/mnt/data`` with less room than this left after the code ran: the call reached the container's limit."""
+_REMOVALS: set[asyncio.Future[None]] = set()
+"""Cgroup removals under way (held so none is collected before it ends)."""
 JOIN_CGROUPS = 'IFS=:; for g in $0; do echo $$ > "$g/cgroup.procs" || exit 125; done; exec "$@"'
 
 
@@ -263,8 +265,10 @@ class SandboxCall:
             if self._data_fd is not None:
                 os.close(self._data_fd)  # the call's in-memory files are freed with it
                 self._data_fd = None
-            if self._cgroup:
-                await asyncio.to_thread(cgroups.remove, self._cgroup)
+            if self._cgroup:  # emptied and removed off the answer's path (a v1 cgroup stays busy a few ms)
+                removal = asyncio.ensure_future(asyncio.to_thread(cgroups.remove, self._cgroup))
+                _REMOVALS.add(removal)
+                removal.add_done_callback(_REMOVALS.discard)
 
     def _kill(self) -> None:
         """The last resort: the init first (its namespace ends with it), then bubblewrap's process group."""

@@ -31,8 +31,8 @@ import signal
 import sys
 import time
 
-# Nothing else at start: every import here is paid by each call's start-up (ctypes only in the child, traceback
-# and linecache only when the code raised).
+# Nothing else at start: every import here is paid by each call's start-up (ctypes once the bridge has been told
+# the sandbox is ready, while it lays the files out; traceback and linecache only when the code raised).
 
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_DUMPABLE = 4
@@ -184,6 +184,7 @@ def main() -> int:
     memory, processes, file_bytes, control = (int(value) for value in sys.argv[1:5])
     os.chdir("/")
     _say(control, "ready")
+    import ctypes  # noqa: F401 - loaded while the bridge lays the files out, not on the code's path
     try:
         seccomp, code = _read_job()
     except (EOFError, ValueError):
