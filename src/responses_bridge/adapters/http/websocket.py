@@ -25,6 +25,10 @@ A socket the client closes cancels every lane's running turn, each recorded as f
 answered at once on that response's lane; the response stops at its next boundary between model turns (or
 completes), and a successor continuing it with the queued input runs next on the same lane, in the same lane
 task. Queued steering input lives in the connection and is dropped with it.
+
+What a connection holds besides its running turns is bounded by ``max_request_bytes`` twice over, each as bytes:
+the turns waiting on its lanes (past it the socket is not read) and its queued steering input (past it a steer is
+refused).
 """
 
 from __future__ import annotations
@@ -121,7 +125,7 @@ class WebSocketSession:
         # Lanes send at once: one frame at a time goes to the socket, so frames never interleave, and a lane
         # waits for the socket only as long as the frame before its own takes to write.
         self._send_lock = asyncio.Lock()
-        self.steering = Steering(self.send_frames)
+        self.steering = Steering(self.send_frames, budget=runtime.settings.max_request_bytes)
 
     async def send_frames(self, frames: list[str]) -> None:
         async with self._send_lock:
