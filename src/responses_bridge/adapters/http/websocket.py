@@ -9,7 +9,8 @@ Lanes (websocket_lanes.py): a ``stream_id`` on ``response.create`` names the tur
 one after another (FIFO), lanes run at once, every event (and error) of a lane's turn echoes its ``stream_id``;
 without one a turn goes to the default lane and its events carry no ``stream_id``, one turn at a time as before
 lanes. At most ``websocket_max_lanes`` lanes are busy at once; a turn that would open one more is refused
-(``too_many_lanes``). The connection holds one tenant slot (limits.py) whatever its lanes.
+(``too_many_lanes``). The connection holds one request slot of its tenant (limits.py) whatever its lanes, and
+one of its tenant's ``max_websocket_connections``: one more is refused before the upgrade (a 429).
 
 ``store: false`` turns are remembered by the connection (up to ``CACHE_SIZE`` of them), so a later turn on the
 same socket, on any lane, can continue them with ``previous_response_id`` (a lane may fork another's chain);
@@ -54,6 +55,7 @@ from ...runtime import Runtime
 from ...store.base import ResponseStore
 from .drain import DRAIN, Drain
 from .identity import request_tenant
+from .limits import limit_response
 from .params import BODY_LIMIT
 from .websocket_lanes import Lanes
 from .websocket_steering import Steer, Steering
@@ -341,14 +343,27 @@ async def handle(request: web.Request, runtime: Runtime, upstream: UpstreamClien
     if not ws.can_prepare(request).ok:
         raise APIError(400, "GET /v1/responses is WebSocket mode: open it with 'Upgrade: websocket', or create "
                        "a response with POST /v1/responses.", code="websocket_upgrade_required")
-    await ws.prepare(request)
-    drain = request.app[DRAIN]
-    session = WebSocketSession(runtime, upstream, ws,
-                               runtime.upstream_authorization(request.headers.get("Authorization")), drain,
-                               clients, request.headers.get("Authorization"), tenant=request_tenant(request))
-    # Turns run in their lanes' tasks while this loop keeps reading, so pings, pongs and a close are seen even
-    # during long turns (a close cancels every lane's turn, each then recorded as abandoned). The connection
-    # holds one tenant slot (limits.py) however many lanes it runs.
+    tenant = request_tenant(request)
+    try:  # before the upgrade: a refused connection costs a handshake, and its client sees an HTTP status
+        connection = runtime.limits.connect(tenant)
+    except APIError as error:
+        return limit_response(error)
+    try:
+        await ws.prepare(request)
+        drain = request.app[DRAIN]
+        await serve(ws, drain, WebSocketSession(
+            runtime, upstream, ws, runtime.upstream_authorization(request.headers.get("Authorization")), drain,
+            clients, request.headers.get("Authorization"), tenant=tenant))
+    finally:
+        connection.release()
+    return ws
+
+
+async def serve(ws: web.WebSocketResponse, drain: Drain, session: WebSocketSession) -> None:
+    """Read the socket until it closes. Turns run in their lanes' tasks while this loop keeps reading, so pings,
+    pongs and a close are seen even during long turns (a close cancels every lane's turn, each then recorded as
+    abandoned). The connection holds one request slot and one connection slot of its tenant (limits.py) however
+    many lanes it runs."""
     forget = drain.on_drain(session.drain_now)
     try:
         async for message in ws:
@@ -361,4 +376,3 @@ async def handle(request: web.Request, runtime: Runtime, upstream: UpstreamClien
     finally:
         forget()
         await session.finish()
-    return ws
