@@ -191,6 +191,10 @@ class Settings(BaseSettings):
         "the request header naming the tenant with auth: header (Envoy sets it; a client's own is stripped)"))
     tenant_max_concurrent_requests: int | None = Field(default=None, ge=1, description=(
         "default per-tenant limit of requests in flight on one process (429 with Retry-After over it); none: no limit"))
+    tenant_max_websocket_connections: int = Field(default=16, ge=1, description=(
+        "default per-tenant limit of WebSocket mode connections open at once on one process (one more is refused "
+        "before the upgrade: 429 with Retry-After). Each holds up to `max_request_bytes` of turns waiting on its "
+        "lanes and as much queued steering input, besides its running turns"))
     tenant_max_request_bytes: int | None = Field(default=None, ge=1, description=(
         "default per-tenant limit of one request body, in bytes (413); none: only max_request_bytes"))
     tenant_max_stored_bytes: int | None = Field(default=None, ge=0, description=(
@@ -200,7 +204,8 @@ class Settings(BaseSettings):
         "deleted (OpenAI keeps 30 days)"))
     tenants: dict[str, TenantPolicy] = Field(default_factory=dict, description=(
         "per-tenant limits and retention by tenant name (keys: max_concurrent_requests, max_request_bytes, "
-        "max_stored_bytes, max_containers, max_sandboxes, retention_days); unset values take the defaults above"))
+        "max_websocket_connections, max_stored_bytes, max_containers, max_sandboxes, retention_days); unset values "
+        "take the defaults above"))
     ingest_concurrency: int = Field(default=2, ge=1, description="vector store files ingested (extracted, chunked, "
                                     "embedded, indexed) at once; files left in progress resume on restart")
     # Background responses on a shared database (services/background.py): a replica's lease on each run it runs,
@@ -383,6 +388,7 @@ class Settings(BaseSettings):
         """The limits and retention of ``tenant``: its own entry under ``tenants`` over the defaults."""
         defaults = TenantPolicy(max_concurrent_requests=self.tenant_max_concurrent_requests,
                                 max_request_bytes=self.tenant_max_request_bytes,
+                                max_websocket_connections=self.tenant_max_websocket_connections,
                                 max_stored_bytes=self.tenant_max_stored_bytes, retention_days=self.retention_days,
                                 max_containers=self.tenant_max_containers, max_sandboxes=self.tenant_max_sandboxes)
         own = self.tenants.get(tenant)

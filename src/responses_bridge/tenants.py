@@ -18,6 +18,9 @@ class TenantPolicy(BaseModel):
     max_concurrent_requests: int | None = Field(default=None, ge=1, description=(
         "requests in flight at once on one bridge process; more get 429 with Retry-After"))
     max_request_bytes: int | None = Field(default=None, ge=1, description="one request body, in bytes (413 over it)")
+    max_websocket_connections: int | None = Field(default=None, ge=1, description=(
+        "WebSocket mode connections open at once on one bridge process; one more is refused before the upgrade "
+        "(429 with Retry-After)"))
     max_stored_bytes: int | None = Field(default=None, ge=0, description=(
         "bytes the tenant may keep: its files (and so the vector stores built from them) and its code "
         "interpreter container files together"))

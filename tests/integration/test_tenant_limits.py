@@ -6,7 +6,8 @@ Two deployments, each a real sidecar process started through the CLI:
   through Envoy's listener, the real MCP test server: both doors share one budget, a request Envoy hands to the
   HTTP door (server-side tools) counts once, streams and background runs hold their slot until they end.
 * ``tenants``: ``RESPONSES_BRIDGE_AUTH=header`` on the HTTP door, limits from a config file's ``tenants:``: one
-  tenant at its limit does not limit another.
+  tenant at its limit does not limit another; a tenant's WebSocket connections past its own limit are refused
+  before the upgrade.
 
 A held stream is a request whose upstream stalls mid-stream (``[stall_after=K:MS]``); the client then goes away.
 """
@@ -14,6 +15,7 @@ A held stream is a request whose upstream stalls mid-stream (``[stall_after=K:MS
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -197,7 +199,8 @@ async def tenants(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) 
     config = directory / "bridge.yaml"
     config.write_text(yaml.safe_dump({
         "auth": "header", "tenant_max_concurrent_requests": 1,
-        "tenants": {"wide": {"max_concurrent_requests": 2}, "tiny": {"max_request_bytes": 500}}}))
+        "tenants": {"wide": {"max_concurrent_requests": 2}, "tiny": {"max_request_bytes": 500},
+                    "sockets": {"max_concurrent_requests": 10, "max_websocket_connections": 2}}}))
     process, http_port, _ = start_sidecar(str(directory), fake_upstream, "--config", str(config), extproc=False)
     url = f"http://127.0.0.1:{http_port}"
     try:
@@ -266,3 +269,45 @@ async def test_a_websocket_holds_a_slot_while_open_and_its_messages_have_the_ten
             await socket.send_json({"type": "response.create", "model": MODEL, "input": "z" * 600})
             message = await socket.receive()
             assert message.type == aiohttp.WSMsgType.CLOSE and message.data == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
+
+
+async def test_a_websocket_connection_past_the_tenants_limit_is_refused_before_the_upgrade(tenants: str) -> None:
+    """Its own limit is 2 (and 10 requests, so the connection limit is the one met): a third socket gets the
+    OpenAI-shaped 429 with Retry-After instead of the upgrade, which the openai SDK's ``responses.connect``
+    reports as the handshake's status; another tenant still connects, and a closed socket frees its place."""
+    invalid_status = pytest.importorskip("websockets.exceptions").InvalidStatus
+    url = f"{tenants}/v1/responses"
+    async with aiohttp.ClientSession() as session, sdk(tenants, **{"x-tenant-id": "sockets"}) as client:
+        open_ = [await session.ws_connect(url, headers={"x-tenant-id": "sockets"}) for _ in range(2)]
+        try:
+            with pytest.raises(invalid_status) as info:
+                async with client.responses.connect():
+                    pass
+            answer = info.value.response
+            assert answer.status_code == 429 and answer.headers["Retry-After"] == "1"
+            error = json.loads(answer.body)["error"]
+            assert error == {"message": error["message"], "type": "connections", "param": None,
+                             "code": "rate_limit_exceeded"}
+            assert "2 open at once" in error["message"] and "WebSocket" in error["message"]
+            async with session.ws_connect(url, headers={"x-tenant-id": "b"}) as other:  # not this tenant's limit
+                await other.send_json({"type": "response.create", "model": MODEL, "input": "still mine"})
+                async for message in other:
+                    if '"response.completed"' in message.data:
+                        break
+            for open_socket in open_[1:]:  # the open sockets still work
+                await open_socket.send_json({"type": "response.create", "model": MODEL, "input": "open"})
+                assert '"response.created"' in (await open_socket.receive(timeout=30)).data
+        finally:
+            await open_.pop(0).close()
+        try:
+            for _ in range(300):  # the closed socket's place comes back once its handler has ended
+                try:
+                    open_.append(await session.ws_connect(url, headers={"x-tenant-id": "sockets"}))
+                    break
+                except aiohttp.WSServerHandshakeError as refused_again:
+                    assert refused_again.status == 429
+                    await asyncio.sleep(0.05)
+            assert len(open_) == 2
+        finally:
+            for open_socket in open_:
+                await open_socket.close()

@@ -97,6 +97,32 @@ async def test_a_background_run_keeps_its_slot_until_it_ends() -> None:
     limits.acquire("a").release()
 
 
+def test_websocket_connections_are_limited_by_default_and_counted_apart_from_requests() -> None:
+    """Finite with no setting at all (each open socket holds memory of its own), per tenant, overridable per
+    tenant, and apart from the requests in flight (which an open socket also holds one of)."""
+    settings = limited(tenant_max_concurrent_requests=1, tenants={"wide": TenantPolicy(max_websocket_connections=3)})
+    assert limited().tenant_policy("anyone").max_websocket_connections == 16
+    limits = TenantLimits(settings)
+    held = [limits.connect("a") for _ in range(16)]
+    with pytest.raises(APIError) as refused:
+        limits.connect("a")
+    error = refused.value
+    assert (error.status, error.type, error.code) == (429, "connections", "rate_limit_exceeded")
+    assert "16 open at once" in error.message
+    request = limits.acquire("a")  # a request slot is another count
+    assert limits.connections("a") == 16 and limits.in_flight("a") == 1
+    wide = [limits.connect("wide") for _ in range(3)]
+    with pytest.raises(APIError):
+        limits.connect("wide")
+    held[0].release()
+    held[0].release()  # idempotent
+    held[0] = limits.connect("a")
+    for slot in (*held, *wide, request):
+        slot.release()
+    assert limits.connections("a") == limits.connections("wide") == 0
+    assert not limits._connections and not limits._in_flight  # no entry left behind per tenant ever seen
+
+
 # --- the ext_proc door, message by message -----------------------------------------------------------------------
 
 

@@ -1,6 +1,7 @@
 """WebSocket mode's pending turns: what a client sends ahead of the running turns is bounded in bytes across every
-lane, and past the bound the reader waits (so the socket stops being read) instead of holding every frame; turns
-on one lane run in order, lanes at once, and a lane past the limit is refused."""
+lane (a waiting turn is its frame's bytes, so what the budget counts is what it costs), and past the bound the
+reader waits (so the socket stops being read) instead of holding every frame; turns on one lane run in order,
+lanes at once, and a lane past the limit is refused."""
 
 from __future__ import annotations
 
@@ -16,6 +17,11 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
+def frame(n: int, size: int = 10) -> bytes:
+    """Turn ``n``'s frame, ``size`` bytes long (the lanes never look inside one)."""
+    return f"{n}:".encode().ljust(size, b" ")
+
+
 class Recorder:
     """A turn runner whose turns each wait for their own gate, recording when they start and end."""
 
@@ -26,17 +32,18 @@ class Recorder:
     def gate(self, name: Any) -> asyncio.Event:
         return self.gates.setdefault(name, asyncio.Event())
 
-    async def __call__(self, turn: dict[str, Any], stream_id: str | None) -> None:
-        self.log.append(("start", stream_id, turn["n"]))
-        await self.gate(turn["n"]).wait()
-        self.log.append(("end", stream_id, turn["n"]))
+    async def __call__(self, turn: bytes, stream_id: str | None) -> None:
+        n = int(turn.split(b":")[0])
+        self.log.append(("start", stream_id, n))
+        await self.gate(n).wait()
+        self.log.append(("end", stream_id, n))
 
 
 async def test_one_lane_runs_in_order_and_lanes_run_at_once() -> None:
     turns = Recorder()
     lanes = Lanes(turns, max_lanes=4, budget=1000)
     for n, lane in ((1, "a"), (2, "a"), (3, "b"), (4, None)):
-        assert lanes.add(lane, {"n": n}, 10)
+        assert lanes.add(lane, frame(n))
     await settle()
     assert sorted(turns.log, key=str) == sorted([("start", "a", 1), ("start", "b", 3), ("start", None, 4)], key=str)
     turns.gate(3).set()  # lane b ends first while lane a's first turn still runs
@@ -54,12 +61,12 @@ async def test_one_lane_runs_in_order_and_lanes_run_at_once() -> None:
 async def test_a_lane_past_the_limit_is_refused_and_a_finished_lane_frees_its_place() -> None:
     turns = Recorder()
     lanes = Lanes(turns, max_lanes=2, budget=1000)
-    assert lanes.add("a", {"n": 1}, 1) and lanes.add("b", {"n": 2}, 1)
-    assert lanes.add("a", {"n": 3}, 1)  # a busy lane takes more turns
-    assert not lanes.add("c", {"n": 4}, 1)
+    assert lanes.add("a", frame(1, 5)) and lanes.add("b", frame(2, 5))
+    assert lanes.add("a", frame(3, 5))  # a busy lane takes more turns
+    assert not lanes.add("c", frame(4, 5))
     turns.gate(2).set()
     await settle()
-    assert lanes.add("c", {"n": 5}, 1)
+    assert lanes.add("c", frame(5, 5))
     await lanes.cancel()
     assert lanes.busy == 0 and lanes.waiting_bytes == 0
 
@@ -67,10 +74,10 @@ async def test_a_lane_past_the_limit_is_refused_and_a_finished_lane_frees_its_pl
 async def test_the_reader_waits_past_the_budget_until_a_turn_is_taken() -> None:
     turns = Recorder()
     lanes = Lanes(turns, max_lanes=4, budget=100)
-    lanes.add("a", {"n": 1}, 60)  # taken at once by lane a's task
+    lanes.add("a", frame(1, 60))  # taken at once by lane a's task
     await settle()
     await asyncio.wait_for(lanes.room(60), 5)
-    lanes.add("a", {"n": 2}, 60)  # waits behind turn 1
+    lanes.add("a", frame(2, 60))  # waits behind turn 1
     blocked = asyncio.create_task(lanes.room(60))  # 120 bytes would wait: over the budget
     await settle()
     assert not blocked.done() and lanes.waiting_bytes == 60
@@ -84,8 +91,8 @@ async def test_one_message_larger_than_the_budget_is_still_let_in() -> None:
     turns = Recorder()
     lanes = Lanes(turns, max_lanes=4, budget=10)
     await asyncio.wait_for(lanes.room(50), 5)  # nothing waits: it goes in, else the socket would stall
-    lanes.add("a", {"n": 1}, 5)
-    lanes.add("a", {"n": 2}, 50)
+    lanes.add("a", frame(1, 5))
+    lanes.add("a", frame(2, 50))
     await settle()
     blocked = asyncio.create_task(lanes.room(1))
     await settle()
@@ -98,8 +105,8 @@ async def test_one_message_larger_than_the_budget_is_still_let_in() -> None:
 async def test_stopping_ends_each_lane_after_its_running_turn() -> None:
     turns = Recorder()
     lanes = Lanes(turns, max_lanes=4, budget=1000)
-    lanes.add("a", {"n": 1}, 1)
-    lanes.add("a", {"n": 2}, 1)
+    lanes.add("a", frame(1, 5))
+    lanes.add("a", frame(2, 5))
     await settle()
     lanes.stop()
     turns.gate(1).set()

@@ -31,9 +31,7 @@ def limits_middleware(limits: TenantLimits) -> web.middleware:  # type: ignore[v
         try:
             slot = limits.acquire(tenant)
         except APIError as error:
-            response = error_response(error)
-            response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
-            return response
+            return limit_response(error)
         request[SLOT] = slot
         try:
             return await handler(request)
@@ -41,6 +39,14 @@ def limits_middleware(limits: TenantLimits) -> web.middleware:  # type: ignore[v
             slot.release()
 
     return limit
+
+
+def limit_response(error: APIError) -> web.Response:
+    """A per-tenant limit's 429 (a request or a WebSocket connection too many): the OpenAI error, with the
+    ``Retry-After`` the openai SDKs honour."""
+    response = error_response(error)
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
 
 
 def request_slot(request: web.Request) -> Slot | None:

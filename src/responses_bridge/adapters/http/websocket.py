@@ -9,7 +9,8 @@ Lanes (websocket_lanes.py): a ``stream_id`` on ``response.create`` names the tur
 one after another (FIFO), lanes run at once, every event (and error) of a lane's turn echoes its ``stream_id``;
 without one a turn goes to the default lane and its events carry no ``stream_id``, one turn at a time as before
 lanes. At most ``websocket_max_lanes`` lanes are busy at once; a turn that would open one more is refused
-(``too_many_lanes``). The connection holds one tenant slot (limits.py) whatever its lanes.
+(``too_many_lanes``). The connection holds one request slot of its tenant (limits.py) whatever its lanes, and
+one of its tenant's ``max_websocket_connections``: one more is refused before the upgrade (a 429).
 
 ``store: false`` turns are remembered by the connection (up to ``CACHE_SIZE`` of them), so a later turn on the
 same socket, on any lane, can continue them with ``previous_response_id`` (a lane may fork another's chain);
@@ -25,6 +26,10 @@ A socket the client closes cancels every lane's running turn, each recorded as f
 answered at once on that response's lane; the response stops at its next boundary between model turns (or
 completes), and a successor continuing it with the queued input runs next on the same lane, in the same lane
 task. Queued steering input lives in the connection and is dropped with it.
+
+What a connection holds besides its running turns is bounded by ``max_request_bytes`` twice over, each as bytes:
+the turns waiting on its lanes (past it the socket is not read) and its queued steering input (past it a steer is
+refused).
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from ...runtime import Runtime
 from ...store.base import ResponseStore
 from .drain import DRAIN, Drain
 from .identity import request_tenant
+from .limits import limit_response
 from .params import BODY_LIMIT
 from .websocket_lanes import Lanes
 from .websocket_steering import Steer, Steering
@@ -121,7 +127,7 @@ class WebSocketSession:
         # Lanes send at once: one frame at a time goes to the socket, so frames never interleave, and a lane
         # waits for the socket only as long as the frame before its own takes to write.
         self._send_lock = asyncio.Lock()
-        self.steering = Steering(self.send_frames)
+        self.steering = Steering(self.send_frames, budget=runtime.settings.max_request_bytes)
 
     async def send_frames(self, frames: list[str]) -> None:
         async with self._send_lock:
@@ -140,13 +146,14 @@ class WebSocketSession:
             frame = frame[:-1] + suffix.decode()
         await self.send_frames([frame])
 
-    async def receive(self, text: str | bytes) -> None:
+    async def receive(self, frame: bytes) -> None:
         """One message from the socket: refused at once, or queued on its lane (waiting while too many bytes
-        wait already)."""
+        wait already). Every check a frame gets before its turn runs is made here, so its error comes at once;
+        then the parsed form is dropped and the turn waits as ``frame`` itself (websocket_lanes.py)."""
         if self.lanes.stopping:
             return  # the door drains: the socket closes (1001) once the running turns end
         try:
-            raw = orjson.loads(text)
+            raw = orjson.loads(frame)
         except orjson.JSONDecodeError:
             await self.send_error(APIError(400, "The message is not valid JSON.", code="invalid_json"))
             return
@@ -161,8 +168,8 @@ class WebSocketSession:
         if raw.get("type") == "response.steer":  # answered at once, on the target response's lane
             await self.steering.steer(raw)
             return
-        kind = raw.pop("type", None)
-        stream_id = raw.pop("stream_id", None)
+        kind, stream_id = raw.get("type"), raw.get("stream_id")
+        del raw  # a waiting turn costs its frame's bytes, not ten times as much in parsed objects
         suffix = lane_suffix(stream_id) if isinstance(stream_id, str) else b""
         if kind != "response.create":
             await self.send_error(APIError(
@@ -174,17 +181,22 @@ class WebSocketSession:
             await self.send_error(APIError(400, "'stream_id' must be a string.", param="stream_id",
                                            code="invalid_type"))
             return
-        await self.lanes.room(len(text))
-        if not self.lanes.add(stream_id, raw, len(text)):
+        await self.lanes.room(len(frame))
+        if not self.lanes.add(stream_id, frame):
             await self.send_error(APIError(
                 400, f"Too many lanes: at most {self.lanes.max_lanes} stream_id lanes may be busy at once on one "
                 "connection; send this turn again on a busy lane, or when a lane finishes.", param="stream_id",
                 code="too_many_lanes"), suffix)
 
-    async def run_turn(self, raw: dict[str, Any], stream_id: str | None) -> None:
-        """A lane's turn; a bug in it answers ``server_error`` on the lane and the socket stays open."""
+    async def run_turn(self, frame: bytes, stream_id: str | None) -> None:
+        """A lane's turn, from its frame (checked when it arrived); a bug in it answers ``server_error`` on the
+        lane and the socket stays open."""
         suffix = lane_suffix(stream_id)
         try:
+            raw = orjson.loads(frame)
+            del frame  # the parsed request is what the turn needs; the frame's bytes go back now
+            raw.pop("type", None)
+            raw.pop("stream_id", None)
             await self.turns(raw, stream_id)
         except (asyncio.CancelledError, ConnectionResetError):
             raise
@@ -317,6 +329,13 @@ class WebSocketSession:
             self.cache.pop(previous, None)
 
 
+def frame_bytes(data: str | bytes) -> bytes:
+    """A text message's UTF-8 (a binary one's bytes as they are): the form a frame waits in, whose length is what
+    it costs (a decoded ``str`` may take up to four bytes a character, and keeps a UTF-8 copy once orjson has
+    read it)."""
+    return data.encode() if isinstance(data, str) else data
+
+
 async def handle(request: web.Request, runtime: Runtime, upstream: UpstreamClient,
                  clients: Mapping[str, UpstreamClient] | None = None) -> web.StreamResponse:
     limit = request.get(BODY_LIMIT) or runtime.settings.max_request_bytes  # the tenant's own (limits.py)
@@ -324,22 +343,36 @@ async def handle(request: web.Request, runtime: Runtime, upstream: UpstreamClien
     if not ws.can_prepare(request).ok:
         raise APIError(400, "GET /v1/responses is WebSocket mode: open it with 'Upgrade: websocket', or create "
                        "a response with POST /v1/responses.", code="websocket_upgrade_required")
-    await ws.prepare(request)
-    drain = request.app[DRAIN]
-    session = WebSocketSession(runtime, upstream, ws,
-                               runtime.upstream_authorization(request.headers.get("Authorization")), drain,
-                               clients, request.headers.get("Authorization"), tenant=request_tenant(request))
-    # Turns run in their lanes' tasks while this loop keeps reading, so pings, pongs and a close are seen even
-    # during long turns (a close cancels every lane's turn, each then recorded as abandoned). The connection
-    # holds one tenant slot (limits.py) however many lanes it runs.
+    tenant = request_tenant(request)
+    try:  # before the upgrade: a refused connection costs a handshake, and its client sees an HTTP status
+        connection = runtime.limits.connect(tenant)
+    except APIError as error:
+        return limit_response(error)
+    try:
+        await ws.prepare(request)
+        drain = request.app[DRAIN]
+        await serve(ws, drain, WebSocketSession(
+            runtime, upstream, ws, runtime.upstream_authorization(request.headers.get("Authorization")), drain,
+            clients, request.headers.get("Authorization"), tenant=tenant))
+    finally:
+        connection.release()
+    return ws
+
+
+async def serve(ws: web.WebSocketResponse, drain: Drain, session: WebSocketSession) -> None:
+    """Read the socket until it closes. Turns run in their lanes' tasks while this loop keeps reading, so pings,
+    pongs and a close are seen even during long turns (a close cancels every lane's turn, each then recorded as
+    abandoned). The connection holds one request slot and one connection slot of its tenant (limits.py) however
+    many lanes it runs."""
     forget = drain.on_drain(session.drain_now)
     try:
         async for message in ws:
             if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                await session.receive(message.data)
+                frame = frame_bytes(message.data)
+                del message  # its str would be a second copy of the frame while the turn waits for room
+                await session.receive(frame)
             elif message.type == WSMsgType.ERROR:
                 break
     finally:
         forget()
         await session.finish()
-    return ws

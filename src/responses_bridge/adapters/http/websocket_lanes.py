@@ -9,7 +9,10 @@ not the names a connection may ever use.
 What a client sends ahead of the running turns is bounded in bytes across every lane: past ``budget`` bytes
 waiting (one message is always let in, whatever its size) the reader waits until a lane takes a turn, so the
 socket's buffers fill and TCP holds the client back, instead of the process holding every frame a fast client
-sends.
+sends. A waiting turn is held as its frame's bytes, never as the objects they parse into (a frame of many short
+input items is some ten times its size once parsed, and millions of small objects freed together do not always
+go back to the system), so the budget is what the waiting turns cost in memory; a turn is parsed again when its
+lane takes it.
 """
 
 from __future__ import annotations
@@ -17,23 +20,22 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import structlog
 
 log = structlog.get_logger("responses_bridge.websocket")
 
-RunTurn = Callable[[dict[str, Any], "str | None"], Awaitable[None]]
-"""Runs one turn (the parsed ``response.create`` minus its envelope) on the lane named by the second argument."""
+RunTurn = Callable[[bytes, "str | None"], Awaitable[None]]
+"""Runs one turn (its ``response.create`` frame, as received) on the lane named by the second argument."""
 
 
 class Lane:
-    """One lane's waiting turns (each with its size in bytes) and the task working through them."""
+    """One lane's waiting turns (each its frame's bytes) and the task working through them."""
 
     __slots__ = ("task", "waiting")
 
     def __init__(self) -> None:
-        self.waiting: deque[tuple[dict[str, Any], int]] = deque()
+        self.waiting: deque[bytes] = deque()
         self.task: asyncio.Task[None] | None = None
 
 
@@ -63,9 +65,10 @@ class Lanes:
             self._taken.clear()
             await self._taken.wait()
 
-    def add(self, stream_id: str | None, turn: dict[str, Any], size: int) -> bool:
-        """Queue ``turn`` on its lane, starting the lane if it is not busy. Never waits, so nothing can change
-        between the lookup and the queueing. False: a new lane would be one more than ``max_lanes``."""
+    def add(self, stream_id: str | None, frame: bytes) -> bool:
+        """Queue the turn ``frame`` asks for on its lane, starting the lane if it is not busy. Never waits, so
+        nothing can change between the lookup and the queueing. False: a new lane would be one more than
+        ``max_lanes``."""
         lane = self._lanes.get(stream_id)
         if lane is None:
             if len(self._lanes) >= self.max_lanes:
@@ -73,17 +76,19 @@ class Lanes:
             lane = self._lanes[stream_id] = Lane()
             self._idle.clear()
             lane.task = asyncio.create_task(self._work(stream_id, lane))
-        lane.waiting.append((turn, size))
-        self._bytes += size
+        lane.waiting.append(frame)
+        self._bytes += len(frame)
         return True
 
     async def _work(self, stream_id: str | None, lane: Lane) -> None:
         try:
             while lane.waiting and not self.stopping:
-                turn, size = lane.waiting.popleft()
-                self._bytes -= size
+                frame = lane.waiting.popleft()
+                self._bytes -= len(frame)
                 self._taken.set()
-                await self._run_turn(turn, stream_id)
+                turn = self._run_turn(frame, stream_id)
+                del frame  # the turn holds the only reference: it lets the bytes go once it has parsed them
+                await turn
         except ConnectionResetError:
             return  # the socket is gone: the reader sees it end and cancels the other lanes
         except Exception:  # a turn answers its own errors; this is the socket failing under it: end the lane
@@ -92,8 +97,8 @@ class Lanes:
             self._forget(stream_id, lane)
 
     def _forget(self, stream_id: str | None, lane: Lane) -> None:
-        for _, size in lane.waiting:  # turns that will not run (the door drains, the socket went away)
-            self._bytes -= size
+        for frame in lane.waiting:  # turns that will not run (the door drains, the socket went away)
+            self._bytes -= len(frame)
         lane.waiting.clear()
         self._taken.set()
         if self._lanes.get(stream_id) is lane:

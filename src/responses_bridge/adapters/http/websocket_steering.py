@@ -12,9 +12,11 @@ the one its events go to, so ``stream_id`` is refused) is answered at once, on t
 * ``response.steer.failed`` (``error: {code, message, type}``, ``steer: {input, previous_response_id, id?}``):
   bad input (``invalid_input``), a response this connection does not know (``response_not_found``), one bound
   to a conversation or using ``context_management`` (``steering_not_supported``), too much queued
-  (``too_many_pending_steers``), a response that already ended (``response_already_completed``) or ended
-  without a successor being possible (failed, cancelled: ``response_not_active``), and accepted input whose
-  successor could not be created (``successor_creation_failed``, with the accepted ``id``).
+  (``too_many_pending_steers``: more than :data:`MAX_PENDING_STEERS` submissions for the response, or more than
+  the connection's ``budget`` bytes of queued input across its responses), a response that already ended
+  (``response_already_completed``) or ended without a successor being possible (failed, cancelled:
+  ``response_not_active``), and accepted input whose successor could not be created
+  (``successor_creation_failed``, with the accepted ``id``).
 * ``response.steer.pending`` (``reason: "waiting_for_required_input"``, ``required_input`` stubs), after
   ``response.completed``, when the response stopped for client-owned tool output or approval: no successor; the
   input stays queued and the client's next explicit ``response.create`` with that ``previous_response_id`` on
@@ -24,7 +26,10 @@ the one its events go to, so ``stream_id`` is refused) is answered at once, on t
 
 Steer events are numbered by a counter of the connection's own (they belong to no response's event sequence,
 whose numbers stay contiguous). Queued input lives in the connection: it is dropped when the socket closes or the
-door drains.
+door drains. It waits as the JSON bytes of what the client sent, parsed again when a successor (or a failure
+event) needs it, so the byte budget is what it costs: many short parts parsed are some ten times their bytes.
+A successor's create, a parked response's required input and the ended responses' codes are all that is kept
+besides; a parked response gives up the settings it would have passed to an automatic successor.
 """
 
 from __future__ import annotations
@@ -62,9 +67,24 @@ class SteerError(Exception):
 
 @dataclass
 class Steer:
+    """One accepted submission: its input as the JSON the client sent (checked when it arrived)."""
+
     id: str
-    input: Any  # as the client sent it: what a failure returns
-    items: list[dict[str, Any]]  # as input items of a create
+    data: bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    @property
+    def input(self) -> Any:
+        """As the client sent it: what a failure returns."""
+        return orjson.loads(self.data)
+
+    @property
+    def items(self) -> list[dict[str, Any]]:
+        """As input items of a create."""
+        return check_input(self.input)
 
 
 @dataclass
@@ -154,8 +174,10 @@ def as_items(value: Any) -> list[Any]:
 class Steering:
     """The connection's steering book: its responses (running, parked, ended) and their queued input."""
 
-    def __init__(self, send: Send) -> None:
+    def __init__(self, send: Send, *, budget: int) -> None:
         self._send = send
+        self.budget = budget  # bytes of queued input across the connection's responses
+        self.held = 0  # bytes of input queued now (each accepted steer's, until it leaves its queue)
         self._targets: dict[str, Target] = {}  # running or parked
         self._ended: OrderedDict[str, tuple[str, str | None]] = OrderedDict()  # id -> (failure code, its lane)
         self._stubs: dict[str, list[dict[str, Any]]] = {}  # a parked response's required_input
@@ -188,11 +210,17 @@ class Steering:
             if len(target.queue) >= MAX_PENDING_STEERS:
                 raise SteerError("too_many_pending_steers", f"At most {MAX_PENDING_STEERS} steering submissions "
                                  "may be pending for one response.")
+            data = orjson.dumps(value)
+            del items  # checked; what waits is the bytes
+            if self.held and self.held + len(data) > self.budget:
+                raise SteerError("too_many_pending_steers", f"At most {self.budget} bytes of steering input may "
+                                 "be pending on one connection; send it again once a response has taken its input.")
         except SteerError as error:
             await self._failed(error, value, previous, target)
             return
-        steer = Steer(new_id("steer"), value, items)
+        steer = Steer(new_id("steer"), data)
         target.queue.append(steer)
+        self.held += steer.size
         await self._emit(target, {"type": "response.steer.accepted",
                                   "steer": {"id": steer.id, "previous_response_id": target.response_id}})
         if target.parked:  # already waiting for the client's tool output: say so for this submission too
@@ -230,6 +258,7 @@ class Steering:
         target = self._targets.get(previous) if previous is not None else None
         if target is None:
             return
+        self.held -= sum(steer.size for steer in target.queue if steer in steers)
         target.queue = [steer for steer in target.queue if steer not in steers]
         if target.parked and not target.queue:
             self._end(target, "response_already_completed")
@@ -262,6 +291,7 @@ class Steering:
         stubs = required_input(list((response or {}).get("output") or []))
         if stubs and queue:  # the client owes tool output: steering waits for its explicit continuation
             target.parked = True
+            target.settings = {}  # only an automatic successor inherits them, and a parked response gets none
             self._stubs[target.response_id] = stubs
             await self._pending(target, queue, stubs)
             return {}, []
@@ -277,11 +307,15 @@ class Steering:
         """The connection ends: queued input goes with it."""
         self._targets.clear()
         self._stubs.clear()
+        self.held = 0
 
     # --- events ----------------------------------------------------------------------------------------------
 
     def _end(self, target: Target, code: str) -> None:
-        self._targets.pop(target.response_id, None)
+        """The target accepts no more steering; its queue no longer counts (a successor's create, or the failure
+        events about to be sent, hold what is left of it)."""
+        if self._targets.pop(target.response_id, None) is target:
+            self.held -= sum(steer.size for steer in target.queue)
         self._stubs.pop(target.response_id, None)
         self._ended[target.response_id] = (code, target.stream_id)
         while len(self._ended) > ENDED_MEMORY:
