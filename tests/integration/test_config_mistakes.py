@@ -84,7 +84,7 @@ def test_a_bad_tenant_limit_names_the_variable_and_the_path(tmp_path: Path) -> N
     assert one_line(result, "envoy-config") == (
         "RESPONSES_BRIDGE_TENANTS: tenants.acme.max_requests is not a known key; the keys are "
         "max_concurrent_requests, max_request_bytes, max_websocket_connections, max_stored_bytes, max_containers, "
-        "retention_days")
+        "max_sandboxes, retention_days")
 
 
 @pytest.mark.parametrize(("text", "expected"), [
