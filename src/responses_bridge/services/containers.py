@@ -8,6 +8,9 @@ later leaves the other), or from the code (``source: assistant``, written back a
 
 Bounds: a file at most ``file_bytes`` (100 MiB), a container's files at most ``container_bytes`` (1 GiB), and per
 tenant ``max_containers`` live containers and ``max_stored_bytes`` bytes of container files (the tenant policy).
+
+A path is a file or a directory, never both: a file at ``a`` and one at ``a/b`` cannot be laid out in one run's
+directory, so the second is refused (a 400 naming both paths), checked by the store in the write's transaction.
 """
 
 from __future__ import annotations
@@ -24,7 +27,14 @@ from ..periodic import Periodic
 from ..protocol.errors import APIError, invalid_request, not_found
 from ..sandbox.limits import MEMORY_LIMITS
 from ..store.base import BlobReader, ContainerStore, FileBytes
-from ..store.records import StorageLimitExceeded, StoredContainer, StoredContainerFile, UnknownCursor
+from ..store.records import (
+    PathConflict,
+    StorageLimitExceeded,
+    StoredContainer,
+    StoredContainerFile,
+    UnknownCursor,
+    parent_paths,
+)
 from .container_shapes import (
     check_expires_after,
     check_name,
@@ -48,6 +58,12 @@ def container_not_found(container_id: str, param: str | None = "container_id") -
 
 def file_not_found(file_id: str) -> APIError:
     return not_found(f"No such Container File: {file_id[:200]}", param="file_id", code="not_found")
+
+
+def path_conflict(path: str, existing: str, param: str | None) -> APIError:
+    return invalid_request(f"Cannot store a file at '{path[:300]}': the container has a file at '{existing[:300]}', "
+                           "and a path cannot be both a file and a directory. Delete that file first, or choose "
+                           "another name.", param=param, code="path_conflict")
 
 
 class ContainerService:
@@ -124,11 +140,23 @@ class ContainerService:
     async def new_container(self, name: str, *, tenant: str, minutes: int = 20, memory_limit: str | None = None,
                             file_ids: Any = (), param: str = "file_ids") -> StoredContainer:
         """Make a container (also the code interpreter's ``auto`` ones) and copy ``file_ids`` into it; every file
-        is checked before anything is made (a 404 naming ``param``)."""
+        is checked before anything is made (a 404 naming ``param``), and so is the path each will have: a name
+        that makes no path, or two files of which one would be a directory of the other, is a 400 (a container
+        half made would be left behind otherwise)."""
+        paths: dict[str, int] = {}
         for position, file_id in enumerate(file_ids):
-            if await self.files.get(file_id, tenant=tenant) is None:
+            found = await self.files.get(file_id, tenant=tenant)
+            if found is None:
                 raise not_found(f"No such File object: {file_id[:200]}", param=f"{param}[{position}]",
                                 code="not_found")
+            path = data_path(found["filename"], f"{param}[{position}]")
+            for parent in parent_paths(path):
+                if parent in paths:
+                    raise path_conflict(path, parent, f"{param}[{position}]")
+            clash = next((other for other in paths if other.startswith(path + "/")), None)
+            if clash is not None:
+                raise path_conflict(path, clash, f"{param}[{position}]")
+            paths[path] = position
         limit = self._max_containers(tenant)
         if limit is not None and await self.store.count_containers(self.now(), tenant=tenant) >= limit:
             raise invalid_request(f"This tenant may keep at most {limit} containers; delete one or let one expire.",
@@ -185,9 +213,10 @@ class ContainerService:
         return await self._require(container_id, tenant)
 
     async def put_bytes(self, container: StoredContainer, path: str, chunks: AsyncIterator[bytes], *, source: str,
-                        tenant: str) -> StoredContainerFile:
+                        tenant: str, param: str = "file") -> StoredContainerFile:
         """Store a file at ``path`` (absolute under /mnt/data) from ``chunks``, replacing one at the same path.
-        A 413 past the file limit, a 400 ``storage_limit_exceeded`` past the container's or tenant's bytes."""
+        A 413 past the file limit, a 400 ``storage_limit_exceeded`` past the container's or tenant's bytes, a 400
+        ``path_conflict`` when a stored file is at a directory of ``path`` or under it (naming ``param``)."""
         blob_id = new_file_id()
         writer = await self.blobs.writer(blob_id)
         size = 0
@@ -211,6 +240,8 @@ class ContainerService:
             await self._remove_blobs([blob_id])
             if isinstance(error, LookupError):
                 raise container_not_found(container.id) from None
+            if isinstance(error, PathConflict):
+                raise path_conflict(error.path, error.existing, param) from None
             if isinstance(error, StorageLimitExceeded):
                 raise invalid_request(f"Storing this file would pass a storage limit of {error.limit} bytes "
                                       f"({error.used} bytes in use).", param="file",
@@ -226,7 +257,8 @@ class ContainerService:
         reader, found = await self.files.open_content(file_id, tenant=tenant)
         try:
             path = data_path(found["filename"], "file_id")
-            return await self.put_bytes(container, path, _read_all(reader), source="user", tenant=tenant)
+            return await self.put_bytes(container, path, _read_all(reader), source="user", tenant=tenant,
+                                        param="file_id")
         finally:
             await reader.aclose()
 

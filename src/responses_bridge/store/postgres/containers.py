@@ -1,8 +1,9 @@
 """Containers and their files' rows on PostgreSQL (:class:`~responses_bridge.store.base.ContainerStore`), shared
 by every replica, with the same rules as on SQLite (store/sqlite/containers.py): live while
 ``now < last_active_at + expires_minutes * 60``; files reached through their container's tenant. Adding a file
-locks its container's row first, so two replicas writing one container's files check its limit one at a time;
-the tenant's bytes are checked under the tenant's advisory lock, as files' stored bytes are.
+locks its container's row first, so two replicas writing one container's files check its limit, and that no file
+is a directory of another's path (``a`` beside ``a/b``), one at a time; the tenant's bytes are checked under the
+tenant's advisory lock, as files' stored bytes are.
 """
 
 from __future__ import annotations
@@ -10,7 +11,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..records import StorageLimitExceeded, StoredContainer, StoredContainerFile, UnknownCursor
+from ..records import (
+    PathConflict,
+    StorageLimitExceeded,
+    StoredContainer,
+    StoredContainerFile,
+    UnknownCursor,
+    parent_paths,
+)
 from .database import PostgresDatabase
 from .sql import pg_texts
 
@@ -105,6 +113,13 @@ class PostgresContainerStore:
             if await conn.fetchval(f"SELECT id FROM containers WHERE {_LIVE} AND id = $2 AND tenant = $3 FOR UPDATE",
                                    file.created_at, file.container_id, tenant) is None:
                 raise LookupError(file.container_id)
+            # under the container's row lock: two writes cannot make `a` and `a/b` at once
+            clash = await conn.fetchval(
+                "SELECT path FROM container_files WHERE container_id = $1 AND (path = ANY($2::text[]) "
+                "OR left(path, length($3)) = $3) LIMIT 1", file.container_id, pg_texts(parent_paths(file.path)),
+                file.path + "/")
+            if clash is not None:
+                raise PathConflict(file.path, str(clash))
             old = await conn.fetchrow("SELECT bytes, blob_id FROM container_files WHERE container_id = $1 "
                                       "AND path = $2", file.container_id, file.path)
             replaced = int(old[0]) if old is not None else 0
