@@ -19,9 +19,10 @@ RUN image-venv /src /opt/responses-bridge
 # Run stage: the same base (the venv's interpreter links to it), the venv, a non-root user, /data for SQLite.
 FROM ${PYTHON_IMAGE}
 # bubblewrap: the code interpreter's sandbox (without it the code_interpreter tool is refused, never run unsandboxed).
-# Not pinned: the distribution's security updates to it must reach the image at every build.
+# tini: the container's init (the entry point below). Not pinned: the distribution's security updates to them must
+# reach the image at every build.
 # hadolint ignore=DL3008
-RUN apt-get update && apt-get install -y --no-install-recommends bubblewrap && rm -rf /var/lib/apt/lists/*
+RUN apt-get update && apt-get install -y --no-install-recommends bubblewrap tini && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 responses-bridge \
     && useradd --system --uid 10001 --gid responses-bridge --home-dir /data --no-create-home responses-bridge \
     && mkdir /data \
@@ -41,4 +42,7 @@ EXPOSE 8080 50051
 # Ready, not just alive: store open and migrated, writes not stalled, not draining (docs/operations.md).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('RESPONSES_BRIDGE_HTTP_PORT', '8080') + '/health/ready', timeout=2)"]
-ENTRYPOINT ["responses-bridge", "serve"]
+# tini is PID 1: it reaps the processes handed to it (each code interpreter call leaves one) and passes signals on
+# to the bridge; -s keeps it reaping when it is not PID 1 (compose's `init: true`, a pod sharing its PID namespace).
+# Without it (a `command:` override), `serve` as PID 1 runs behind an init of its own (src/responses_bridge/pid1.py).
+ENTRYPOINT ["tini", "-s", "--", "responses-bridge", "serve"]

@@ -24,6 +24,7 @@ from .config import Settings, SettingsError, env_names, load_settings
 from .config_help import environment_help, user_default
 from .observability import configure_logging
 from .observability.tracing import configure_tracing, shutdown_tracing
+from .pid1 import serve_behind_init
 from .store.database_url import DatabaseUnavailable, describe
 from .upstream_check import check_upstreams, configured_upstreams
 from .workers import WorkerSlot, current_slot, extproc_port, extproc_uds, supervise
@@ -78,6 +79,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    serve_behind_init()  # PID 1 (a container without an init): the server is a child of a minimal init (pid1.py)
     if args.no_http and args.no_extproc:
         raise SettingsError("--no-http and --no-extproc leave nothing to run; give at most one")
     settings = load_settings({field: flag for flag, field, _, _ in FLAGS}, config=args.config,

@@ -64,13 +64,22 @@ def test_default_stack_is_envoy_bridge_and_fake_upstream() -> None:
     for service in (bridge, upstream):  # built from the Dockerfile, the same image
         assert service["build"] == {"context": str(ROOT), "dockerfile": "Dockerfile"}
         assert service["image"] == "responses-bridge:local"
-    assert bridge.get("entrypoint") is None  # the image's own: responses-bridge serve
+    assert bridge.get("entrypoint") is None  # the image's own: tini -s -- responses-bridge serve
     assert upstream["entrypoint"][:2] == ["responses-bridge", "fake-upstream"]
     assert "api_key" not in json.dumps(bridge).lower()  # no key needed
     assert [v["target"] for v in bridge["volumes"]] == ["/data"]
 
 
 ALL_PROFILES = ("--profile", "ollama", "--profile", "postgres")
+
+
+def test_every_service_of_the_bridge_image_runs_behind_an_init() -> None:
+    """PID 1 of each container from the bridge's image is Docker's init, which reaps what is handed to it (each
+    code interpreter call leaves a process) and passes signals on, whichever entry point the service runs."""
+    services = resolved(*ALL_PROFILES)["services"]
+    built = {name: service for name, service in services.items() if service["image"] == "responses-bridge:local"}
+    assert {"bridge", "fake-upstream", "bridge-ollama", "bridge-pg-a", "bridge-pg-b"} <= set(built)
+    assert all(service.get("init") is True for service in built.values()), {n: s.get("init") for n, s in built.items()}
 
 
 def _mounted_bootstrap(service: dict[str, Any]) -> Path:

@@ -1,7 +1,8 @@
 """The Dockerfile, checked without a container builder (none runs on the test machines: no daemon, and base images
 cannot be pulled). ``hadolint`` lints it, and the image's contents are proved by running its own steps: the build
 stage's ``scripts/image-venv`` makes a clean venv from the wheel, and the run stage's environment, entry point and
-``HEALTHCHECK`` are read from the Dockerfile and run against that venv."""
+``HEALTHCHECK`` are read from the Dockerfile and run against that venv (the entry point's init, ``tini``, only where
+this machine has it)."""
 
 from __future__ import annotations
 
@@ -68,7 +69,10 @@ def test_structure() -> None:
     assert instructions("USER") == ["10001:10001"]  # not root
     assert instructions("VOLUME") == ['["/data"]']
     assert run_stage_env()["RESPONSES_BRIDGE_DB"].startswith("/data/")
-    assert exec_form(instructions("ENTRYPOINT")[0]) == ["responses-bridge", "serve"]
+    # an init as PID 1 (tini, from Debian): it reaps what is handed to it and passes signals on to `serve`
+    assert exec_form(instructions("ENTRYPOINT")[0]) == ["tini", "-s", "--", "responses-bridge", "serve"]
+    installs = [value for value in instructions("RUN") if "apt-get install" in value]
+    assert len(installs) == 1 and {"tini", "bubblewrap"} <= set(installs[0].split("&&")[1].split())
     # the run stage takes only the venv from the build stage, never the source tree
     copies = [value for value in instructions("COPY") if value.startswith("--from=")]
     assert copies == ["--from=build /opt/responses-bridge /opt/responses-bridge"]
@@ -115,8 +119,11 @@ async def test_entry_point_serves_and_healthcheck_passes(image_venv: Path, tmp_p
     upstream = ManagedProcess([str(bin_dir / "responses-bridge"), "fake-upstream", "--port", str(upstream_port)],
                               "image-fake-upstream", env=env)
     entry = exec_form(instructions("ENTRYPOINT")[0])
-    sidecar = ManagedProcess([str(bin_dir / entry[0]), *entry[1:], "--upstream",
-                              f"http://127.0.0.1:{upstream_port}/v1"], "image-sidecar", quiet=False, env=env)
+    init, command = entry[:entry.index("--") + 1], entry[entry.index("--") + 1:]  # tini's words, then the bridge's
+    tini = shutil.which(init[0])  # Debian's package in the image; run through it when this machine has it too
+    sidecar = ManagedProcess([*([tini, *init[1:]] if tini else []), str(bin_dir / command[0]), *command[1:],
+                              "--upstream", f"http://127.0.0.1:{upstream_port}/v1"], "image-sidecar", quiet=False,
+                             env=env)
     healthcheck = exec_form(instructions("HEALTHCHECK")[0].split(" CMD ", 1)[1].strip())
     probe_env = {**os.environ, **env}
     healthcheck[0] = str(bin_dir / healthcheck[0])  # the image's PATH puts the venv first

@@ -70,6 +70,9 @@ def test_one_pod_over_loopback_with_probes_and_resources(path: Path) -> None:
     envoy, bridge = found["envoy"], found["responses-bridge"]
     # only Envoy's port leaves the pod; the bridge's doors are on loopback, where Envoy's bootstrap finds them
     assert [p["containerPort"] for p in envoy["ports"]] == [8080] and "ports" not in bridge
+    # the image's entry point stays (tini as PID 1, reaping what each code interpreter call hands it): flags only
+    assert "command" not in bridge and "shareProcessNamespace" not in documents(path)["Deployment"]["spec"]["template"][
+        "spec"]
     args = bridge["args"]
     assert args[args.index("--http-host") + 1] == args[args.index("--extproc-host") + 1] == "127.0.0.1"
     bootstrap = yaml.safe_load(embedded_bootstrap(path.read_text()))

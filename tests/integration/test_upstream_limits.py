@@ -99,6 +99,18 @@ async def test_a_request_body_over_the_limit_is_a_413(small: str, declared: bool
                 assert answer["status"] == "completed"
 
 
+@pytest.mark.parametrize("declared", [True, False])
+async def test_an_embeddings_body_over_the_limit_is_a_413(small: str, declared: bool) -> None:
+    """``/v1/embeddings`` reads its body under the same bound as every route: one long input cannot make the
+    sidecar hold (and parse, and weigh) more than ``RESPONSES_BRIDGE_MAX_REQUEST_BYTES``."""
+    too_big = orjson.dumps({"model": "tokenlearn-static-model", "input": "x" * SMALL_REQUEST})
+    async with aiohttp.ClientSession(base_url=small) as session:
+        async with session.post("/v1/embeddings", data=too_big if declared else chunked(too_big),
+                                headers={"Content-Type": "application/json"}) as response:
+            assert response.status == 413
+            assert (await response.json())["error"]["code"] == "request_too_large"
+
+
 async def test_a_compaction_answer_over_the_limit_is_a_502(small: str) -> None:
     body = {"model": "fake-model", "input": [
         {"role": "user", "content": f"remember this [huge={SMALL_EVENT}:{SMALL_EVENT}]"},

@@ -1,9 +1,10 @@
 """The container store's rows on SQLite and on PostgreSQL (tests/unit/store_kinds.py): a container is its tenant's
 only (another tenant's answers exactly as a missing one), an expired one answers as a missing one until the purge
-deletes it, pages follow creation order, a file at a path already taken replaces that row in place, the tenant's
-container limit and the container's and the tenant's byte limits are checked in the write's transaction (the
-tenant's bytes being its uploads' and its container files' together, one budget), also under writes at once, and
-container blobs are known to the files' bytes sweep (they share its storage)."""
+deletes it, pages follow creation order, a file at a path already taken replaces that row in place, a path that
+would be a file and a directory at once is refused, the tenant's container limit and the container's and the
+tenant's byte limits are checked in the write's transaction (the tenant's bytes being its uploads' and its
+container files' together, one budget), also under writes at once, and container blobs are known to the files'
+bytes sweep (they share its storage)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from responses_bridge.store.postgres.containers import PostgresContainerStore
 from responses_bridge.store.postgres.files import PostgresFileStore
 from responses_bridge.store.records import (
     ContainerLimitExceeded,
+    PathConflict,
     StorageLimitExceeded,
     StoredContainer,
     StoredContainerFile,
@@ -277,6 +279,40 @@ async def test_a_file_needs_a_live_container(stores: Stores) -> None:
     with pytest.raises(LookupError):  # written when the container has expired
         await put(store, a_file("cfile_1", "cntr_2", "a.txt", at=EXPIRY))
     assert await store.known_blobs(["file-blob-cfile_1"]) == set()
+
+
+async def test_a_path_is_a_file_or_a_directory_never_both(stores: Stores) -> None:
+    store = stores.containers
+    await store.create_container(a_container("cntr_1"), tenant=A)
+    await store.create_container(a_container("cntr_2"), tenant=A)
+    await put(store, a_file("cfile_1", "cntr_1", "a"))
+    await put(store, a_file("cfile_2", "cntr_1", "d/e/f"))
+    for file_id, path, existing in (("cfile_3", "a/b", "a"), ("cfile_4", "a/b/c", "a"), ("cfile_5", "d", "d/e/f"),
+                                    ("cfile_6", "d/e", "d/e/f")):
+        with pytest.raises(PathConflict) as conflict:
+            await put(store, a_file(file_id, "cntr_1", path))
+        assert (conflict.value.path, conflict.value.existing) == (f"/mnt/data/{path}", f"/mnt/data/{existing}")
+    # a shared prefix is no directory; another container's files are no conflict; the same path is a replacement
+    for file_id, container_id, path in (("cfile_7", "cntr_1", "a-b"), ("cfile_8", "cntr_1", "ab"),
+                                        ("cfile_9", "cntr_1", "d/e0"), ("cfile_10", "cntr_1", "d/é"),
+                                        ("cfile_11", "cntr_2", "a/b"), ("cfile_12", "cntr_1", "a")):
+        await put(store, a_file(file_id, container_id, path))
+    assert sorted(f.path for f in await store.all_files("cntr_1", tenant=A)) == [
+        "/mnt/data/a", "/mnt/data/a-b", "/mnt/data/ab", "/mnt/data/d/e/f", "/mnt/data/d/e0", "/mnt/data/d/é"]
+
+
+async def test_a_file_and_a_directory_put_at_once_are_never_both_kept(stores: Stores) -> None:
+    """``a`` and ``a/b`` put at once, many times over: one of each pair is kept, the other refused (the check and
+    the write are one transaction, so neither can miss the other)."""
+    store = stores.containers
+    await store.create_container(a_container("cntr_1"), tenant=A)
+    pairs = [(a_file(f"cfile_f{n}", "cntr_1", f"p{n}"), a_file(f"cfile_d{n}", "cntr_1", f"p{n}/x"))
+             for n in range(10)]
+    results = await asyncio.gather(*(put(store, file) for pair in pairs for file in pair), return_exceptions=True)
+    assert all(result is None or isinstance(result, PathConflict) for result in results), results
+    assert sum(isinstance(result, PathConflict) for result in results) == 10
+    kept = {f.path for f in await store.all_files("cntr_1", tenant=A)}
+    assert len(kept) == 10 and all(len({file.path for file in pair} & kept) == 1 for pair in pairs)
 
 
 # -- limits -----------------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,6 +25,7 @@ from responses_bridge.services.files import FileService
 from responses_bridge.store.postgres.containers import PostgresContainerStore
 from responses_bridge.store.postgres.file_bytes import PostgresFileBytes
 from responses_bridge.store.postgres.files import PostgresFileStore
+from responses_bridge.store.records import StoredContainer
 from responses_bridge.store.sqlite.containers import SQLiteContainerStore
 from responses_bridge.store.sqlite.files import SQLiteFileStore
 from tests.unit.store_kinds import KINDS, postgres_database, sqlite_database
@@ -88,6 +90,16 @@ async def age_blobs(service: ContainerService, kind: str) -> None:
     else:
         async with service.blobs._db.acquire() as conn:  # type: ignore[attr-defined]
             await conn.execute("UPDATE file_blobs SET started_at = started_at - interval '2 hours'")
+
+
+
+@contextlib.asynccontextmanager
+async def workspace(service: ContainerService, container: StoredContainer, *, tenant: str,
+                    parent: Path) -> AsyncIterator[Workspace]:
+    """The container laid out in a directory of its own under ``parent``, as a sandbox call's /mnt/data is."""
+    space = Workspace(service, container, tenant, Path(tempfile.mkdtemp(dir=parent)))
+    await space.lay_out()
+    yield space
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -254,3 +266,99 @@ async def test_a_5000_level_tree_is_written_back_without_recursion(kind: str, tm
         assert [file.path for file in changed] == ["/mnt/data/top.txt"]
         assert any("deeper than a stored path can name" in note for note in notes)
         assert remove_tree(root) and not root.exists()  # and it goes, however deep
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_file_and_a_directory_of_one_name_are_refused(kind: str, tmp_path: Path,
+                                                              request: pytest.FixtureRequest) -> None:
+    """``a`` and ``a/b`` in one container cannot both be laid out for a run: the second is a 400 naming both
+    paths, nothing of it is kept, and the container still runs."""
+    async with service_over(kind, tmp_path, request, Clock()) as service:
+        container = await service.container_for_files((await service.create({"name": "p"}, tenant=""))["id"],
+                                                      tenant="")
+        await service.put_bytes(container, "/mnt/data/a", chunks(b"file"), source="user", tenant="")
+        await service.put_bytes(container, "/mnt/data/x/y/z", chunks(b"deep"), source="user", tenant="")
+        for path, existing, param in (("/mnt/data/a/b", "/mnt/data/a", "file"),
+                                      ("/mnt/data/a/b/c", "/mnt/data/a", "file"),
+                                      ("/mnt/data/x", "/mnt/data/x/y/z", "file_id"),
+                                      ("/mnt/data/x/y", "/mnt/data/x/y/z", "file")):
+            with pytest.raises(APIError) as refused:
+                await service.put_bytes(container, path, chunks(b"no"), source="user", tenant="", param=param)
+            assert (refused.value.status, refused.value.code, refused.value.param) == (400, "path_conflict", param)
+            assert path in refused.value.message and existing in refused.value.message
+        # names that only share a prefix are no conflict; replacing a file at its own path is none either
+        for path in ("/mnt/data/a-b", "/mnt/data/ab", "/mnt/data/a.txt", "/mnt/data/x/y0", "/mnt/data/a"):
+            await service.put_bytes(container, path, chunks(b"ok"), source="user", tenant="")
+        files = await service.store.all_files(container.id, tenant="")
+        assert sorted(file.path for file in files) == ["/mnt/data/a", "/mnt/data/a-b", "/mnt/data/a.txt",
+                                                       "/mnt/data/ab", "/mnt/data/x/y/z", "/mnt/data/x/y0"]
+        await age_blobs(service, kind)
+        assert await service.files.sweep() == 0  # every refused file's bytes were removed at once, none left over
+        assert await service.store.known_blobs([f.blob_id for f in files]) == {f.blob_id for f in files}
+        async with workspace(service, container, tenant="", parent=tmp_path) as space:
+            assert (space.root / "a").read_bytes() == b"ok" and (space.root / "x" / "y" / "z").read_bytes() == b"deep"
+            assert await space.write_back() == ([], [])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_run_turning_a_file_into_a_directory_is_written_back(kind: str, tmp_path: Path,
+                                                                     request: pytest.FixtureRequest) -> None:
+    """The code may delete the file ``a`` and write ``a/b`` (or the other way round): the removed file goes before
+    the new one is stored, so the new one is kept and the container holds what the run's directory held."""
+    async with service_over(kind, tmp_path, request, Clock()) as service:
+        container = await service.container_for_files((await service.create({"name": "t"}, tenant=""))["id"],
+                                                      tenant="")
+        await service.put_bytes(container, "/mnt/data/a", chunks(b"was a file"), source="user", tenant="")
+        await service.put_bytes(container, "/mnt/data/d/e", chunks(b"was in a directory"), source="user",
+                                tenant="")
+        async with workspace(service, container, tenant="", parent=tmp_path) as space:
+            (space.root / "a").unlink()
+            (space.root / "a").mkdir()
+            (space.root / "a" / "b").write_bytes(b"now in a directory")
+            (space.root / "d" / "e").unlink()
+            (space.root / "d").rmdir()
+            (space.root / "d").write_bytes(b"now a file")
+            changed, notes = await space.write_back()
+        assert notes == [] and sorted(file.path for file in changed) == ["/mnt/data/a/b", "/mnt/data/d"]
+        files = await service.store.all_files(container.id, tenant="")
+        assert sorted((file.path, file.source) for file in files) == [("/mnt/data/a/b", "assistant"),
+                                                                      ("/mnt/data/d", "assistant")]
+        assert {await read(service, container.id, file.id) for file in files} == {b"now in a directory",
+                                                                                  b"now a file"}
+
+
+async def test_a_container_holding_both_from_before_still_runs(tmp_path: Path,
+                                                               request: pytest.FixtureRequest) -> None:
+    """Rows stored before the store refused such pairs (``a`` and ``a/b``): a run lays out what it can, names the
+    file it could not lay out, and keeps it; the call is not failed."""
+    async with service_over("sqlite", tmp_path, request, Clock()) as service:
+        container = await service.container_for_files((await service.create({"name": "old"}, tenant=""))["id"],
+                                                      tenant="")
+        kept = await service.put_bytes(container, "/mnt/data/a", chunks(b"file"), source="user", tenant="")
+        under = await service.put_bytes(container, "/mnt/data/c", chunks(b"under"), source="user", tenant="")
+        async with service.store._db.writing() as conn:  # type: ignore[attr-defined]  # as an older bridge wrote
+            await conn.execute("UPDATE container_files SET path = '/mnt/data/a/b' WHERE id = ?", (under.id,))
+        async with workspace(service, container, tenant="", parent=tmp_path) as space:
+            assert (space.root / "a").read_bytes() == b"file"
+            changed, notes = await space.write_back()
+        assert changed == [] and len(notes) == 1 and "/mnt/data/a/b was not laid out" in notes[0]
+        assert sorted(f.id for f in await service.store.all_files(container.id, tenant="")) == sorted(
+            [kept.id, under.id])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_file_ids_are_checked_before_the_container_is_made(kind: str, tmp_path: Path,
+                                                                 request: pytest.FixtureRequest) -> None:
+    """A file whose name makes no container path is refused before anything is made: no container is left half
+    made (with the files before it copied) behind the 400."""
+    async with service_over(kind, tmp_path, request, Clock()) as service:
+        ids = []
+        for name in ("good.txt", " "):
+            async with service.files.receive(tenant="") as upload:
+                await upload.write(b"x")
+                ids.append((await service.files.create(upload, filename=name, purpose="user_data",
+                                                       expires_after=None))["id"])
+        with pytest.raises(APIError) as refused:
+            await service.create({"name": "c", "file_ids": ids}, tenant="")
+        assert (refused.value.status, refused.value.param) == (400, "file_ids[1]")
+        assert await service.store.count_containers(service.now(), tenant="") == 0

@@ -1,18 +1,30 @@
 """The Embeddings API's passthrough to an upstream embedding model when that endpoint misbehaves (over a real
 socket to a small aiohttp server): its refusals are kept in exactly OpenAI's error shape, everything else it does
-wrong is a 502 ``embedding_failed``; and the 400 that a deployment without any embedder answers."""
+wrong is a 502 ``embedding_failed``; the 400 that a deployment without any embedder answers; and, with the local
+model, inputs too long for OpenAI's token limits refused on their length, before the tokenizer sees them."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
+from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 from aiohttp import web
 
+from responses_bridge.engine.chat_tokens import load_encoding
 from responses_bridge.protocol.errors import APIError
-from responses_bridge.services.embeddings import EmbeddingService
-from responses_bridge.services.retrieval.embedders import UnavailableEmbedder, UpstreamEmbedder
+from responses_bridge.services import embeddings
+from responses_bridge.services.embeddings import (
+    LOCAL_MODEL,
+    MAX_INPUT_TOKENS,
+    MAX_REQUEST_TOKENS,
+    MAX_TOKEN_CHARS,
+    EmbeddingService,
+)
+from responses_bridge.services.retrieval.embedders import LocalStaticEmbedder, UnavailableEmbedder, UpstreamEmbedder
 
 ANSWERS: dict[str, tuple[int, bytes]] = {
     "ok": (200, b'{"object": "list", "data": [], "model": "m", "usage": {"prompt_tokens": 1, "total_tokens": 1}}'),
@@ -90,3 +102,77 @@ async def test_without_an_embedder_the_answer_says_how_to_get_one() -> None:
     with pytest.raises(APIError) as refused:
         await EmbeddingService(UnavailableEmbedder()).create({"model": "m", "input": "x"})
     assert (refused.value.status, refused.value.code) == (400, "embedder_unavailable")
+
+
+class StubLocalEmbedder(LocalStaticEmbedder):
+    """The local model's place in the service, without its model files: every text embeds as one vector."""
+
+    def __init__(self) -> None:
+        self.name = "local:tokenlearn-static-model@sha256:0000000000000000"
+        self.dimensions = self.DIMENSIONS
+        self.texts: list[str] = []
+
+    async def embed(self, texts: list[str]) -> np.ndarray:
+        self.texts += texts
+        return np.full((len(texts), self.dimensions), 1 / 8, dtype=np.float32)
+
+
+class SpyEncoding:
+    """Stands for cl100k_base: counts the fewest tokens a text can have (its characters over the longest token's),
+    and records what it was asked to tokenize."""
+
+    def __init__(self) -> None:
+        self.encoded: list[int] = []
+
+    def encode(self, text: str, disallowed_special: Any = ()) -> list[int]:
+        self.encoded.append(len(text))
+        return [0] * math.ceil(len(text) / MAX_TOKEN_CHARS)
+
+
+@pytest.fixture
+def spy(monkeypatch: pytest.MonkeyPatch) -> SpyEncoding:
+    encoding = SpyEncoding()
+    monkeypatch.setattr(embeddings, "load_encoding", lambda: encoding)
+    return encoding
+
+
+LONGEST = MAX_INPUT_TOKENS * MAX_TOKEN_CHARS  # the most characters an input within the limit can have
+
+
+@pytest.mark.parametrize(("given", "param"), [
+    ("x" * (LONGEST + 1), "input"),
+    (["short", "x" * (LONGEST + 1)], "input[1]"),
+    (["x" * LONGEST] * (MAX_REQUEST_TOKENS // MAX_INPUT_TOKENS + 1), "input"),  # each may fit, not all of them
+    ([7] * (MAX_INPUT_TOKENS + 1), "input"),
+    ([[7], [7] * (MAX_INPUT_TOKENS + 1)], "input[1]"),
+])
+async def test_an_input_that_cannot_fit_is_refused_before_it_is_tokenized(spy: SpyEncoding, given: Any,
+                                                                          param: str) -> None:
+    service = EmbeddingService(StubLocalEmbedder())
+    with pytest.raises(APIError) as refused:
+        await service.create({"model": LOCAL_MODEL, "input": given})
+    assert (refused.value.status, refused.value.param, refused.value.code) == (400, param, "invalid_value")
+    assert spy.encoded == []  # refused on its length: the tokenizer never ran
+
+
+async def test_an_input_as_long_as_can_fit_is_tokenized_and_embedded(spy: SpyEncoding) -> None:
+    embedder = StubLocalEmbedder()
+    status, body = await EmbeddingService(embedder).create({"model": LOCAL_MODEL, "input": " " * LONGEST})
+    assert status == 200 and spy.encoded == [LONGEST] and len(embedder.texts) == 1
+    assert orjson.loads(body)["usage"]["prompt_tokens"] == MAX_INPUT_TOKENS
+
+
+def test_no_cl100k_token_is_longer_than_the_bound() -> None:
+    """The bound the length check leans on: no token of cl100k_base (special ones included) stands for more than
+    MAX_TOKEN_CHARS characters (it stands for at most that many bytes, and a character is at least one)."""
+    encoding = load_encoding()
+    if encoding is None:
+        pytest.skip("the cl100k_base encoding cannot be loaded here")
+    longest = 0
+    for token in range(encoding.n_vocab):
+        try:
+            longest = max(longest, len(encoding.decode_single_token_bytes(token)))
+        except KeyError:  # ids between the ordinary and the special tokens name nothing
+            continue
+    assert longest == MAX_TOKEN_CHARS
+    assert len(encoding.encode(" " * LONGEST, disallowed_special=())) == MAX_INPUT_TOKENS  # the bound is reached

@@ -4,10 +4,14 @@ back.
 The directory is the call's own in-memory file system (sandbox/call.py), empty at the start of each call and gone
 after it, so a replica that has never seen the container runs the next call on the same files (the files come from
 the shared storage), and nothing a run leaves behind outlives it. Write-back compares each regular file's size and
-modification time with what was laid out: new and changed files are stored (``source: assistant``), removed ones
-deleted. The tree is walked without recursion and with bounded work (sandbox/trees.py), whatever shape the code
-gave it; files are opened without following symbolic links, so a link the code made to a path of the host is never
-read, and by write-back time every process of the run is gone, so nothing can swap a file for a link in between.
+modification time with what was laid out: removed files are deleted first, then new and changed ones stored
+(``source: assistant``), so a run that replaced the file ``a`` by a directory holding ``a/b`` (or the other way
+round) leaves exactly what its directory held: the store refuses a path that is a file and a directory at once, and
+would refuse ``a/b`` while ``a`` is still stored.
+
+The tree is walked without recursion and with bounded work (sandbox/trees.py), whatever shape the code gave it;
+files are opened without following symbolic links, so a link the code made to a path of the host is never read,
+and by write-back time every process of the run is gone, so nothing can swap a file for a link in between.
 """
 
 from __future__ import annotations
@@ -73,8 +77,12 @@ class Workspace:
     root: Path
     files: dict[str, StoredContainerFile] = field(default_factory=dict)  # relative path → the stored file
     before: Snapshot = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # files that could not be laid out, for the model
 
     async def lay_out(self) -> None:
+        """Write every stored file into the directory. A file whose path another file makes impossible (``a/b``
+        beside a file ``a``: stored before the store refused such pairs) is left out with a note, and kept in the
+        store untouched, so such a container still runs; only a failure of the disk fails the call."""
         for file in await self.service.store.all_files(self.container.id, tenant=self.tenant):
             relative = relative_path(file.path)
             target = self.root / relative
@@ -86,6 +94,10 @@ class Workspace:
                 await asyncio.to_thread(_write, target, b"", False)
                 while chunk := await reader.read(READ_CHUNK):
                     await asyncio.to_thread(_write, target, chunk, True)
+            except (FileExistsError, NotADirectoryError, IsADirectoryError):
+                self.notes.append(f"{file.path} was not laid out: another file of the container is at a directory "
+                                  "of its path, or under it (a path cannot be both; delete one of them)")
+                continue
             finally:
                 await reader.aclose()
             self.files[relative] = file
@@ -100,7 +112,7 @@ class Workspace:
         listing = await asyncio.to_thread(self._list)
         after = listing.files
         changed: list[StoredContainerFile] = []
-        notes: list[str] = []
+        notes: list[str] = list(self.notes)
         complete = not listing.unread and not listing.too_deep
         if listing.unread:
             notes.append(f"/mnt/data held more than {MAX_ENTRIES_READ:,} entries; {listing.unread:,} were not "
@@ -108,6 +120,11 @@ class Workspace:
         if listing.too_deep:
             notes.append(f"{listing.too_deep:,} directories lie deeper than a stored path can name "
                          f"({MAX_PATH} characters); the files in them were not kept")
+        for relative, file in self.files.items():  # first: a path freed here may be taken below (a → a/b)
+            if complete and relative not in after:
+                await self.service.store.delete_file(self.container.id, file.id, tenant=self.tenant)
+                with contextlib.suppress(OSError):
+                    await self.service.blobs.remove(file.blob_id)
         fresh = [relative for relative, state in sorted(after.items()) if self.before.get(relative) != state]
         if len(fresh) > MAX_FILES_KEPT:
             notes.append(f"{len(fresh) - MAX_FILES_KEPT} more files were written than the {MAX_FILES_KEPT} one call "
@@ -129,9 +146,4 @@ class Workspace:
                 notes.append(f"{path} could not be read back ({error.strerror or error}).")
                 continue
             changed.append(stored)
-        for relative, file in self.files.items():
-            if complete and relative not in after:
-                await self.service.store.delete_file(self.container.id, file.id, tenant=self.tenant)
-                with contextlib.suppress(OSError):
-                    await self.service.blobs.remove(file.blob_id)
         return changed, notes

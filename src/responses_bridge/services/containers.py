@@ -10,6 +10,9 @@ Bounds: a file at most ``file_bytes`` (100 MiB), a container's files at most ``c
 tenant ``max_containers`` live containers and ``max_stored_bytes`` bytes of files and container files together (the
 tenant policy; one budget with ``/v1/files`` uploads). The tenant's limits are checked by the store in the
 transaction that inserts the container or the file, so requests at once, on any replicas, cannot all pass them.
+
+A path is a file or a directory, never both: a file at ``a`` and one at ``a/b`` cannot be laid out in one run's
+directory, so the second is refused (a 400 naming both paths), checked by the store in the write's transaction.
 """
 
 from __future__ import annotations
@@ -28,10 +31,12 @@ from ..sandbox.limits import MEMORY_LIMITS
 from ..store.base import BlobReader, ContainerStore, FileBytes
 from ..store.records import (
     ContainerLimitExceeded,
+    PathConflict,
     StorageLimitExceeded,
     StoredContainer,
     StoredContainerFile,
     UnknownCursor,
+    parent_paths,
 )
 from .container_shapes import (
     check_expires_after,
@@ -56,6 +61,12 @@ def container_not_found(container_id: str, param: str | None = "container_id") -
 
 def file_not_found(file_id: str) -> APIError:
     return not_found(f"No such Container File: {file_id[:200]}", param="file_id", code="not_found")
+
+
+def path_conflict(path: str, existing: str, param: str | None) -> APIError:
+    return invalid_request(f"Cannot store a file at '{path[:300]}': the container has a file at '{existing[:300]}', "
+                           "and a path cannot be both a file and a directory. Delete that file first, or choose "
+                           "another name.", param=param, code="path_conflict")
 
 
 class ContainerService:
@@ -132,13 +143,25 @@ class ContainerService:
     async def new_container(self, name: str, *, tenant: str, minutes: int = 20, memory_limit: str | None = None,
                             file_ids: Any = (), param: str = "file_ids") -> StoredContainer:
         """Make a container (also the code interpreter's ``auto`` ones) and copy ``file_ids`` into it; every file
-        is checked before anything is made (a 404 naming ``param``). The tenant's ``max_containers`` is checked by
-        the store in the inserting transaction, not counted here first: creates at once (several requests, or
-        replicas on one database) would all pass a count taken before any of them was inserted."""
+        is checked before anything is made (a 404 naming ``param``), and so is the path each will have: a name
+        that makes no path, or two files of which one would be a directory of the other, is a 400 (a container
+        half made would be left behind otherwise). The tenant's ``max_containers`` is checked by the store in the
+        inserting transaction, not counted here first: creates at once (several requests, or replicas on one
+        database) would all pass a count taken before any of them was inserted."""
+        paths: dict[str, int] = {}
         for position, file_id in enumerate(file_ids):
-            if await self.files.get(file_id, tenant=tenant) is None:
+            found = await self.files.get(file_id, tenant=tenant)
+            if found is None:
                 raise not_found(f"No such File object: {file_id[:200]}", param=f"{param}[{position}]",
                                 code="not_found")
+            path = data_path(found["filename"], f"{param}[{position}]")
+            for parent in parent_paths(path):
+                if parent in paths:
+                    raise path_conflict(path, parent, f"{param}[{position}]")
+            clash = next((other for other in paths if other.startswith(path + "/")), None)
+            if clash is not None:
+                raise path_conflict(path, clash, f"{param}[{position}]")
+            paths[path] = position
         now = self.now()
         container = StoredContainer(id=ids.new_id("cntr"), name=name, created_at=now, last_active_at=now,
                                     expires_minutes=minutes, memory_limit=memory_limit)
@@ -195,9 +218,10 @@ class ContainerService:
         return await self._require(container_id, tenant)
 
     async def put_bytes(self, container: StoredContainer, path: str, chunks: AsyncIterator[bytes], *, source: str,
-                        tenant: str) -> StoredContainerFile:
+                        tenant: str, param: str = "file") -> StoredContainerFile:
         """Store a file at ``path`` (absolute under /mnt/data) from ``chunks``, replacing one at the same path.
-        A 413 past the file limit, a 400 ``storage_limit_exceeded`` past the container's or tenant's bytes."""
+        A 413 past the file limit, a 400 ``storage_limit_exceeded`` past the container's or tenant's bytes, a 400
+        ``path_conflict`` when a stored file is at a directory of ``path`` or under it (naming ``param``)."""
         blob_id = new_file_id()
         writer = await self.blobs.writer(blob_id)
         size = 0
@@ -221,6 +245,8 @@ class ContainerService:
             await self._remove_blobs([blob_id])
             if isinstance(error, LookupError):
                 raise container_not_found(container.id) from None
+            if isinstance(error, PathConflict):
+                raise path_conflict(error.path, error.existing, param) from None
             if isinstance(error, StorageLimitExceeded):
                 raise invalid_request(f"Storing this file would pass a storage limit of {error.limit} bytes "
                                       f"({error.used} bytes in use).", param="file",
@@ -236,7 +262,8 @@ class ContainerService:
         reader, found = await self.files.open_content(file_id, tenant=tenant)
         try:
             path = data_path(found["filename"], "file_id")
-            return await self.put_bytes(container, path, _read_all(reader), source="user", tenant=tenant)
+            return await self.put_bytes(container, path, _read_all(reader), source="user", tenant=tenant,
+                                        param="file_id")
         finally:
             await reader.aclose()
 

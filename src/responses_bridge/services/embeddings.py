@@ -7,7 +7,9 @@
   text. ``dimensions`` shortens the vectors: the model's 64 dimensions are PCA components in order of falling
   variance, so a prefix is the model's own best reduction to that size; it is cut and renormalised, as OpenAI
   does for its ``text-embedding-3`` models. ``usage`` counts ``cl100k_base`` tokens (the ids OpenAI's embedding
-  models count), not the local model's own, which reads the first 512 of its tokens of each input.
+  models count), not the local model's own, which reads the first 512 of its tokens of each input. An input that
+  is too long for OpenAI's token limits whatever it holds is refused on its length before it is tokenized
+  (:func:`check_lengths`); the body is bounded by the door, as on every route.
 * An upstream embedding model (``RESPONSES_BRIDGE_EMBEDDING_MODEL``): a request for that model is checked the
   same way and then passed, unchanged, to that endpoint; its answer comes back as it is (its vectors, its usage,
   its own refusals). The bridge adds nothing an OpenAI-compatible embeddings server does not already do better.
@@ -36,6 +38,11 @@ LOCAL_MODEL = "tokenlearn-static-model"
 MAX_INPUTS = 2048  # OpenAI's: items in one request's input array
 MAX_INPUT_TOKENS = 8192  # OpenAI's: tokens of one input
 MAX_REQUEST_TOKENS = 300_000  # OpenAI's: tokens summed over a request's inputs
+MAX_TOKEN_CHARS = 128
+"""The most characters one ``cl100k_base`` token stands for: its longest token is 128 bytes (a run of spaces), its
+special tokens are shorter, and a character is at least one byte. So a text of ``n`` characters has at least
+``n / 128`` tokens, and one too long for the limits is refused on its length (no work) instead of after the
+tokenizer has spent seconds of CPU and hundreds of MiB on it (a 60 MB string: 9 s, +900 MiB)."""
 FIELDS = frozenset({"input", "model", "encoding_format", "dimensions", "user"})
 ENCODING_FORMATS = ("float", "base64")
 
@@ -129,6 +136,27 @@ def _model_not_found(model: str, served: str) -> APIError:
                          f"with '{served}'.", type="invalid_request_error", param="model", code="model_not_found")
 
 
+def check_lengths(inputs: list[str | list[int]]) -> None:
+    """Refuse inputs that cannot be within OpenAI's token limits, by their lengths alone (before any of them is
+    tokenized or decoded): a text's fewest possible tokens is its characters over :data:`MAX_TOKEN_CHARS`, a
+    token-id list's is its length."""
+    total = 0
+    for index, item in enumerate(inputs):
+        param = "input" if len(inputs) == 1 else f"input[{index}]"
+        least = len(item) if isinstance(item, list) else -(-len(item) // MAX_TOKEN_CHARS)
+        if least > MAX_INPUT_TOKENS:
+            if isinstance(item, list):
+                raise _invalid(f"'{param}' has {len(item)} tokens; an input may have at most {MAX_INPUT_TOKENS}.",
+                               param)
+            raise _invalid(f"'{param}' has {len(item)} characters, more than {MAX_INPUT_TOKENS} tokens can hold (a "
+                           f"token is at most {MAX_TOKEN_CHARS} characters); an input may have at most "
+                           f"{MAX_INPUT_TOKENS} tokens.", param)
+        total += least
+    if total > MAX_REQUEST_TOKENS:
+        raise _invalid(f"The request's inputs have more than {MAX_REQUEST_TOKENS} tokens in all; send fewer at a "
+                       "time.", "input")
+
+
 def _texts_and_tokens(inputs: list[str | list[int]]) -> tuple[list[str], int]:
     """Each input as text (token ids decoded), and the request's ``cl100k_base`` token count, each input held to
     OpenAI's limits. Runs in a worker thread: counting a few MB of text takes the CPU for a while."""
@@ -204,6 +232,7 @@ class EmbeddingService:
         embedder = self.embedder
         if isinstance(embedder, UpstreamEmbedder):
             return await self._forward(embedder, body, len(request.inputs))
+        check_lengths(request.inputs)  # what cannot fit is refused before the tokenizer spends anything on it
         texts, tokens = await asyncio.to_thread(_texts_and_tokens, request.inputs)
         try:
             vectors = await embedder.embed(texts)

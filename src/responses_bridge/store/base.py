@@ -587,10 +587,12 @@ class ContainerStore(Protocol):
     async def put_file(self, file: StoredContainerFile, *, tenant: str, max_container_bytes: int | None,
                        max_stored_bytes: int | None) -> str | None:
         """Add a file, or replace the one at the same path (its row keeps its id); returns the replaced file's
-        blob id (to remove). Raises ``LookupError`` when the container is gone and ``StorageLimitExceeded`` when the
-        container's bytes would pass ``max_container_bytes`` or the tenant's stored bytes (its live files and
-        container files, :meth:`FileStore.stored_bytes`) ``max_stored_bytes``, checked in the writing transaction
-        one such check of a tenant at a time, uploads' checks included."""
+        blob id (to remove). Raises ``LookupError`` when the container is gone, ``PathConflict`` when a stored file
+        is at a directory of the path or under it (a file and a directory of one name), and ``StorageLimitExceeded``
+        when the container's bytes would pass ``max_container_bytes`` or the tenant's stored bytes (its live files
+        and container files, :meth:`FileStore.stored_bytes`) ``max_stored_bytes``. Checked in the write's
+        transaction, one such check of a tenant at a time, uploads' checks included: two writes at once cannot both
+        pass."""
         ...
 
     async def get_file(self, container_id: str, file_id: str, *, tenant: str) -> StoredContainerFile | None: ...

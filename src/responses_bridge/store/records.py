@@ -4,6 +4,7 @@ SQLite and PostgreSQL, read by the services through the Protocols in :mod:`.base
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -232,6 +233,27 @@ class ContainerLimitExceeded(Exception):
     def __init__(self, limit: int) -> None:
         super().__init__(f"live containers limit {limit} reached")
         self.limit = limit
+
+
+class PathConflict(Exception):
+    """A container file at ``path`` and the stored one at ``existing`` cannot both be: one names a directory of the
+    other (``a`` and ``a/b``). A run's directory, where the files are laid out, could hold only one of them, so every
+    later call on the container would fail; nothing was written."""
+
+    def __init__(self, path: str, existing: str) -> None:
+        super().__init__(f"{path} conflicts with the stored {existing}")
+        self.path = path
+        self.existing = existing
+
+
+def parent_paths(path: str) -> list[str]:
+    """Every directory above ``path`` (``/mnt/data/a/b``: ``/mnt/data/a``, ``/mnt/data``, ``/mnt``): a stored file
+    at any of them makes ``path`` impossible, as a stored file below ``path`` does."""
+    parents: list[str] = []
+    while (parent := posixpath.dirname(path)) not in (path, "", "/"):
+        parents.append(parent)
+        path = parent
+    return parents
 
 
 STATUSES = ("in_progress", "completed", "failed", "cancelled")

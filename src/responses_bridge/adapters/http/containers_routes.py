@@ -1,13 +1,14 @@
 """``/v1/containers`` routes of the HTTP door (OpenAI Containers API shapes; also without ``/v1``), each as the
 caller's tenant. A file is added as a ``multipart/form-data`` upload (its ``file`` part streamed into storage,
-never read whole) or as JSON ``{"file_id"}`` naming a ``/v1/files`` file to copy."""
+never read whole, and kept only once the form has been read to its closing boundary) or as JSON ``{"file_id"}``
+naming a ``/v1/files`` file to copy."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import Any
 
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.helpers import parse_mimetype
 from aiohttp.http_exceptions import HttpProcessingError
 
@@ -16,6 +17,7 @@ from ...services.container_shapes import container_file_object, data_path
 from ...services.containers import MAX_LIST_LIMIT, ContainerService
 from .downloads import send_blob
 from .identity import request_tenant
+from .multipart_form import malformed, part_chunks, read_to_end
 from .params import json_object, json_reply, page_query
 from .routes import api_routes
 
@@ -82,14 +84,12 @@ class ContainerRoutes:
                     break
                 if isinstance(part, BodyPartReader) and part.name == "file":
                     path = data_path(part.filename)
-                    return await self.service.put_bytes(container, path, _chunks(part), source="user",
-                                                        tenant=tenant)
+                    return await self.service.put_bytes(container, path, _whole_form(part, reader),
+                                                        source="user", tenant=tenant)
                 if isinstance(part, BodyPartReader):
                     await part.release()
         except (ValueError, AssertionError, HttpProcessingError) as error:
-            reason = " ".join(str(getattr(error, "message", None) or error).split())[:200] or type(error).__name__
-            raise invalid_request(f"The multipart/form-data body could not be read: {reason}.",
-                                  code="invalid_multipart") from None
+            raise malformed(error, request) from None
         raise invalid_request("Missing required parameter: 'file'.", param="file", code="missing_required_parameter")
 
     async def list_files(self, request: web.Request) -> web.Response:
@@ -116,9 +116,12 @@ def mimetype_boundary(request: web.Request) -> bool:
     return bool(parse_mimetype(request.headers.get("Content-Type", "")).parameters.get("boundary"))
 
 
-async def _chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
-    while chunk := await part.read_chunk(READ_CHUNK):
+async def _whole_form(part: BodyPartReader, reader: MultipartReader) -> AsyncIterator[bytes]:
+    """The file part's bytes, then the rest of the form read to its closing boundary before the last chunk is
+    handed on: a form cut short raises before the service keeps the file, and what it wrote is dropped."""
+    async for chunk in part_chunks(part, READ_CHUNK):
         yield chunk
+    await read_to_end(reader)
 
 
 def _container(request: web.Request) -> str:

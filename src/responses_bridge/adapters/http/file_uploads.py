@@ -3,7 +3,8 @@
 The ``file`` part goes chunk by chunk into the service's :class:`~responses_bridge.services.files.Upload` (a
 temporary file on disk); the other fields are small and read with a shared cap. Fields are checked as soon as they
 arrive, so a bad ``purpose`` sent before the file (as the SDK sends it) is refused before any byte of the file is
-read. The request's own ``client_max_size`` does not apply here: the file's limit is the service's.
+read. The request's own ``client_max_size`` does not apply here: the file's limit is the service's. A form is read
+to its closing boundary before anything is stored: a body cut short is a 400 (multipart_form.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from ...protocol.errors import APIError, invalid_request
 from ...services.files import FileService, Upload, check_expires_after, check_purpose, clean_filename, too_large
 from .identity import request_tenant
+from .multipart_form import malformed, part_chunks
 
 READ_CHUNK = 1 << 20
 """Bytes asked of the multipart reader per read: large enough that a thread hop per write costs little, small
@@ -83,7 +85,7 @@ async def _create_file(request: web.Request, service: FileService) -> dict[str, 
     try:
         reader = await request.multipart()
     except (ValueError, AssertionError) as exc:
-        raise _malformed(exc) from None
+        raise malformed(exc, request) from None
     form = UploadForm()
     async with service.receive(tenant=request_tenant(request)) as upload:
         try:
@@ -96,7 +98,7 @@ async def _create_file(request: web.Request, service: FileService) -> dict[str, 
                                           code="invalid_multipart")
                 await _read_part(part, form, upload)
         except (ValueError, AssertionError, HttpProcessingError) as exc:
-            raise _malformed(exc) from None
+            raise malformed(exc, request) from None
         except OSError as exc:
             raise _disk_error(exc) from None
         if form.filename is None:
@@ -123,7 +125,7 @@ async def _read_part(part: BodyPartReader, form: UploadForm, upload: Upload) -> 
             raise invalid_request("Only one 'file' may be uploaded per request.", param="file",
                                   code="invalid_value")
         form.filename = clean_filename(part.filename)
-        while chunk := await part.read_chunk(READ_CHUNK):
+        async for chunk in part_chunks(part, READ_CHUNK):
             await upload.write(chunk)
         return
     raw = await _read_field(part, FIELDS_LIMIT - form.field_bytes)
@@ -142,7 +144,7 @@ async def _read_part(part: BodyPartReader, form: UploadForm, upload: Upload) -> 
 
 async def _read_field(part: BodyPartReader, budget: int) -> bytes:
     data = bytearray()
-    while chunk := await part.read_chunk(FIELD_READ):
+    async for chunk in part_chunks(part, FIELD_READ):  # a value cut short would end with a piece of the boundary
         data += chunk
         if len(data) > budget:
             raise invalid_request(f"The form's fields other than 'file' exceed {FIELDS_LIMIT} bytes.",
@@ -174,13 +176,6 @@ def _check_content_type(request: web.Request) -> None:
     if (mimetype.type, mimetype.subtype) != ("multipart", "form-data") or not mimetype.parameters.get("boundary"):
         raise invalid_request("Uploads must be sent as multipart/form-data (with a boundary), the file in a "
                               "'file' field and its 'purpose' in another.", param=None, code="invalid_content_type")
-
-
-def _malformed(exc: BaseException) -> APIError:
-    reason = exc.message if isinstance(exc, HttpProcessingError) else str(exc)
-    reason = " ".join(str(reason).split())[:200] or type(exc).__name__
-    return invalid_request(f"The multipart/form-data body could not be read: {reason}.", param=None,
-                           code="invalid_multipart")
 
 
 def _disk_error(exc: OSError) -> APIError:

@@ -3,8 +3,9 @@ by every replica, with the same rules as on SQLite (store/sqlite/containers.py):
 ``now < last_active_at + expires_minutes * 60``; files reached through their container's tenant. Creating a
 container counts the tenant's live containers under the tenant's quota lock (store/postgres/quota.py), so creates
 at once on any replicas pass ``max_containers`` one at a time. Adding a file locks its container's row first, so
-two replicas writing one container's files check its limit one at a time; the tenant's stored bytes (its files' and
-container files' together) are checked under the same quota lock as an upload's.
+two replicas writing one container's files check its limit, and that no file is a directory of another's path
+(``a`` beside ``a/b``), one at a time; the tenant's stored bytes (its files' and container files' together) are
+checked under the same quota lock as an upload's.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from typing import Any
 
 from ..records import (
     ContainerLimitExceeded,
+    PathConflict,
     StorageLimitExceeded,
     StoredContainer,
     StoredContainerFile,
     UnknownCursor,
+    parent_paths,
 )
 from .database import PostgresDatabase
 from .quota import lock_tenant_quota, stored_bytes
@@ -119,6 +122,13 @@ class PostgresContainerStore:
             if await conn.fetchval(f"SELECT id FROM containers WHERE {_LIVE} AND id = $2 AND tenant = $3 FOR UPDATE",
                                    file.created_at, file.container_id, tenant) is None:
                 raise LookupError(file.container_id)
+            # under the container's row lock: two writes cannot make `a` and `a/b` at once
+            clash = await conn.fetchval(
+                "SELECT path FROM container_files WHERE container_id = $1 AND (path = ANY($2::text[]) "
+                "OR left(path, length($3)) = $3) LIMIT 1", file.container_id, pg_texts(parent_paths(file.path)),
+                file.path + "/")
+            if clash is not None:
+                raise PathConflict(file.path, str(clash))
             old = await conn.fetchrow("SELECT bytes, blob_id FROM container_files WHERE container_id = $1 "
                                       "AND path = $2", file.container_id, file.path)
             replaced = int(old[0]) if old is not None else 0

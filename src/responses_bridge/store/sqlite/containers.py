@@ -4,9 +4,10 @@ SQLite database: same file, same connections.
 A container is live while ``now < last_active_at + expires_minutes * 60``; every tenant method reads only live
 containers, so an expired one answers as a missing one before the purge has deleted it. Files are reached through
 their container, whose tenant is checked in the same statement. Creating a container counts the tenant's live
-containers, and adding a file checks the container's bytes and the tenant's stored bytes (its files' and container
-files' together: store/sqlite/quota.py), in the transaction that inserts it (``BEGIN IMMEDIATE``: writers one at a
-time), so two writes at once cannot both pass a limit.
+containers, and adding a file checks the container's bytes, the tenant's stored bytes (its files' and container
+files' together: store/sqlite/quota.py) and that no stored file is a directory of its path or under it (``a``
+beside ``a/b``), in the transaction that inserts it (``BEGIN IMMEDIATE``: writers one at a time), so two writes at
+once cannot both pass a limit or make both paths.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from typing import Any
 
 from ..records import (
     ContainerLimitExceeded,
+    PathConflict,
     StorageLimitExceeded,
     StoredContainer,
     StoredContainerFile,
     UnknownCursor,
+    parent_paths,
 )
 from .quota import stored_bytes
 from .responses import SQLiteResponseStore
@@ -42,6 +45,17 @@ def _container(row: Sequence[Any]) -> StoredContainer:
 def _file(row: Sequence[Any]) -> StoredContainerFile:
     return StoredContainerFile(id=row[0], container_id=row[1], path=row[2], bytes=int(row[3]),
                                created_at=int(row[4]), source=row[5], blob_id=row[6])
+
+
+def _clashing_path(conn: sqlite3.Connection, container_id: str, path: str) -> str | None:
+    """A stored file of the container at a directory of ``path``, or under ``path``, if any. Paths compare as
+    bytes (SQLite's BINARY collation), so ``path/`` up to ``path0`` (the next byte) is exactly what lies below."""
+    parents = parent_paths(path)
+    marks = ", ".join("?" * len(parents)) or "NULL"
+    row = conn.execute(f"SELECT path FROM container_files WHERE container_id = ? AND (path IN ({marks}) "
+                       "OR (path > ? AND path < ?)) LIMIT 1", (container_id, *parents, path + "/", path + "0"),
+                       ).fetchone()
+    return str(row[0]) if row is not None else None
 
 
 class SQLiteContainerStore:
@@ -137,6 +151,9 @@ class SQLiteContainerStore:
                 if conn.execute(f"SELECT 1 FROM containers WHERE id = :container AND tenant = :tenant AND {_LIVE}",
                                 key).fetchone() is None:
                     raise LookupError(file.container_id)
+                clash = _clashing_path(conn, file.container_id, file.path)
+                if clash is not None:
+                    raise PathConflict(file.path, clash)
                 old = conn.execute("SELECT bytes, blob_id FROM container_files WHERE container_id = :container "
                                    "AND path = :path", key).fetchone()
                 replaced = int(old[0]) if old is not None else 0
