@@ -17,15 +17,14 @@ from typing import Any
 import openai
 import pytest
 
-from responses_bridge.devtools.procs import wait_http
 from responses_bridge.sandbox.cgroups import CgroupParent
 from responses_bridge.sandbox.doctor import check_bubblewrap
 from tests.integration.test_code_interpreter_e2e import AUTO, OUTPUTS, logs_of, run_code
-from tests.support.bridge import Sidecar, start_sidecar
+from tests.integration.test_tenancy_containers import A, B, sdk
+from tests.support.bridge import Sidecar, running_sidecar
 
 pytestmark = pytest.mark.skipif(check_bubblewrap()[1] is not None, reason="bubblewrap cannot sandbox here")
 MODES = ["single-process"] + (["cgroup"] if check_bubblewrap()[1] is None and CgroupParent.find() else [])
-A, B = "tenant-a", "tenant-b"
 
 
 @pytest.fixture(scope="module", params=MODES)
@@ -33,23 +32,13 @@ async def bridge(request: pytest.FixtureRequest, fake_upstream: str,
                  tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sidecar]:
     env = {"RESPONSES_BRIDGE_AUTH": "header", "RESPONSES_BRIDGE_CODE_CONCURRENCY": "2",
            "RESPONSES_BRIDGE_CODE_TIMEOUT": "20", "RESPONSES_BRIDGE_CODE_CGROUP": str(request.param == "cgroup")}
-    process, http_port, _ = start_sidecar(str(tmp_path_factory.mktemp("containment")), fake_upstream, env=env,
-                                          extproc=False)
-    try:
-        url = f"http://127.0.0.1:{http_port}"
-        await wait_http(f"{url}/health", process=process, headers={"x-tenant-id": A})
-        yield Sidecar(fake_upstream, url, 0, process)
-    finally:
-        process.stop()
-
-
-def sdk(bridge: Sidecar, tenant: str) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=f"{bridge.http_url}/v1", api_key="sk-unused", max_retries=0, timeout=90,
-                              default_headers={"x-tenant-id": tenant})
+    async with running_sidecar(str(tmp_path_factory.mktemp("containment")), fake_upstream, env=env, extproc=False,
+                               ready_headers={"x-tenant-id": A}) as sidecar:
+        yield sidecar
 
 
 async def ask(client: openai.AsyncOpenAI, code: str) -> Any:
-    return await client.responses.create(model="fake-model", input=run_code(code), tools=[AUTO],  # type: ignore
+    return await client.responses.create(model="fake-model", input=run_code(code), tools=[AUTO],
                                          include=OUTPUTS)  # type: ignore[arg-type]
 
 

@@ -77,7 +77,7 @@ class Sandbox:
         """The sandbox this machine can give: bubblewrap found on PATH (or ``bwrap``) and able to make its
         namespaces (checked once, by running ``true`` in one), and a memory cgroup per call where one can be
         made (``use_cgroup``). ``require_cgroup``: refuse every call where none can."""
-        from .doctor import CGROUP_DELEGATION, check_bubblewrap  # the checks run commands: only when wanted
+        from .host import CGROUP_DELEGATION, check_bubblewrap  # the check runs a command: only when wanted
 
         found, reason = check_bubblewrap(bwrap)
         parent = CgroupParent.find() if reason is None and use_cgroup else None
