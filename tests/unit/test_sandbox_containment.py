@@ -13,7 +13,7 @@ from textwrap import dedent
 
 import pytest
 
-from responses_bridge.sandbox import Sandbox, SandboxLimits
+from responses_bridge.sandbox import Sandbox, SandboxLimits, SandboxUnavailable
 from responses_bridge.sandbox.cgroups import CgroupParent
 from responses_bridge.sandbox.doctor import check_bubblewrap
 from responses_bridge.sandbox.slots import FairSlots
@@ -217,3 +217,26 @@ def test_a_crashed_bridge_s_workspaces_are_swept(tmp_path: Path) -> None:
     (tmp_path / "unrelated").mkdir()
     assert sweep_stale(tmp_path) == 1
     assert sorted(os.listdir(tmp_path)) == ["unrelated"]
+
+
+@needs_sandbox
+@pytest.mark.skipif("cgroup" not in MODES, reason="no cgroup can be made here")
+async def test_a_call_whose_cgroup_cannot_be_made_is_refused_not_run_without_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    sandbox = _sandbox("cgroup")
+
+    def refuse(*_: object, **__: object) -> list[Path]:
+        raise PermissionError(13, "Permission denied")
+
+    assert sandbox.cgroups is not None
+    monkeypatch.setattr(type(sandbox.cgroups), "create", refuse)
+    with pytest.raises(SandboxUnavailable, match="cgroup could not be made"):
+        await sandbox.run("open('/mnt/data/ran', 'w')")
+
+
+@needs_sandbox
+async def test_the_time_limit_is_the_code_s_not_the_lay_out_s(mode: str) -> None:
+    async with _sandbox(mode, timeout=2.0).call() as call:
+        await asyncio.sleep(2.5)  # the bridge laying out a large container
+        result = await call.run("print('ran')")
+    assert result.outcome == "ok" and result.stdout == "ran\n"

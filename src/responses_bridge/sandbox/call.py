@@ -89,6 +89,7 @@ class SandboxCall:
         self._init_pid: int | None = None
         self._data_fd: int | None = None
         self._spawned = 0.0
+        self._started_in = 0.0  # how long the sandbox took to be ready: part of the call's time limit
 
     @property
     def data(self) -> Path:
@@ -111,9 +112,13 @@ class SandboxCall:
             command = bwrap_command(self._bwrap, self.limits, control_fd=control_write, info_fd=info_write,
                                     address_space=self._address_space)
             if self._cgroup_parent is not None:
-                self._cgroup = await asyncio.to_thread(
-                    self._cgroup_parent.create, self._name, processes=self.limits.processes + 2,
-                    memory_bytes=self.limits.memory_bytes)
+                try:
+                    self._cgroup = await asyncio.to_thread(
+                        self._cgroup_parent.create, self._name, processes=self.limits.processes + 2,
+                        memory_bytes=self.limits.memory_bytes)
+                except OSError as error:  # never a call without its budget: refused, as without a sandbox
+                    log.warning("sandbox_cgroup_failed", error=str(error))
+                    raise SandboxUnavailable(f"the call's cgroup could not be made ({error})") from None
                 command = ["/bin/sh", "-c", JOIN_CGROUPS, ":".join(map(str, self._cgroup)), *command]
             self._spawned = time.monotonic()
             self._process = await asyncio.create_subprocess_exec(
@@ -159,6 +164,7 @@ class SandboxCall:
             while line := await control.readline():
                 word, _, value = line.decode("ascii", "replace").strip().partition(" ")
                 if word == "ready":
+                    self._started_in = time.monotonic() - self._spawned
                     self._ready.set()
                 elif word == "exit":
                     self._status = int(value)
@@ -180,7 +186,7 @@ class SandboxCall:
             process.stdin.write(f"{len(self._seccomp)} {len(source)}\n".encode() + self._seccomp + source)
             await process.stdin.drain()
         timed_out = False
-        remaining = self.limits.timeout - (time.monotonic() - self._spawned)
+        remaining = self.limits.timeout - self._started_in  # the files' lay-out is the bridge's, not the code's
         try:
             await asyncio.wait_for(self._exited.wait(), max(remaining, 0.01))
         except TimeoutError:
@@ -200,8 +206,9 @@ class SandboxCall:
             await asyncio.sleep(0.001)
 
     async def _end_code(self) -> None:
-        """The time limit: the init ends every process of the code; an init that does not is killed, files and
-        all."""
+        """The time limit: the init ends every process of the code. An init that does not is killed, and the call
+        waits for bubblewrap to reap it: the kernel ends every process of the namespace before its init's end is
+        reaped, so nothing of the code runs while the files are read back."""
         if self._init_pid is None:
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -212,6 +219,8 @@ class SandboxCall:
             log.warning("sandbox_init_unresponsive", pid=self._init_pid)
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(self._init_pid, signal.SIGKILL)
+            if self._process is not None:
+                await self._process.wait()
 
     async def _result(self, timed_out: bool) -> SandboxResult:
         stderr = self._err.text()
