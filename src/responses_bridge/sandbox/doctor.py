@@ -1,5 +1,5 @@
-"""Can code run here, and if not, why and what fixes it: the checks behind ``responses-bridge doctor`` and the
-sandbox's own start-up check.
+"""Can code run here, in which mode, at what cost, and if not, why and what fixes it: the checks behind
+``responses-bridge doctor``.
 
 Each check runs the real thing (bubblewrap making its namespaces, a cgroup made and removed, the interpreter
 starting inside a real call) rather than reading kernel settings, because the settings that matter differ between

@@ -24,10 +24,10 @@ def default_concurrency() -> int:
 
 @dataclass(frozen=True, slots=True)
 class SandboxLimits:
-    """``timeout``: wall seconds per call; ``memory_bytes``: address space (and cgroup memory where delegated);
-    ``processes``: processes and threads inside; ``file_bytes``: one file's size; ``container_bytes``: the sum of a
-    container's files; ``output_bytes``: kept of stdout and of stderr each; ``concurrency``: sandboxes at once
-    (others wait, within their own deadline)."""
+    """``timeout``: wall seconds per call; ``memory_bytes``: the call's memory, every process and in-memory file
+    together (runner.py: its two modes); ``processes``: processes and threads inside; ``file_bytes``: one file's
+    size; ``container_bytes``: the sum of a container's files; ``output_bytes``: kept of stdout and of stderr each;
+    ``concurrency``: sandboxes at once (others wait, within their own deadline)."""
 
     timeout: float = 30.0
     memory_bytes: int = GIB
