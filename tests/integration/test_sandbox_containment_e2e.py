@@ -19,6 +19,7 @@ import pytest
 
 from responses_bridge.sandbox.cgroups import CgroupParent
 from responses_bridge.sandbox.doctor import check_bubblewrap
+from responses_bridge.sandbox.trees import STALE_PREFIX
 from tests.integration.test_code_interpreter_e2e import AUTO, OUTPUTS, logs_of, run_code
 from tests.integration.test_tenancy_containers import A, B, sdk
 from tests.support.bridge import Sidecar, running_sidecar
@@ -37,13 +38,19 @@ async def bridge(request: pytest.FixtureRequest, fake_upstream: str,
         yield sidecar
 
 
+def _workspaces() -> set[str]:
+    """The per-call directories in the system's temporary directory (where the bridge laid /mnt/data out on disk
+    before it was in memory, and left the ones it could not remove)."""
+    return {name for name in os.listdir(tempfile.gettempdir()) if name.startswith(STALE_PREFIX)}
+
+
 async def ask(client: openai.AsyncOpenAI, code: str) -> Any:
     return await client.responses.create(model="fake-model", input=run_code(code), tools=[AUTO],
                                          include=OUTPUTS)  # type: ignore[arg-type]
 
 
 async def test_a_deep_tree_with_data_at_its_bottom_leaves_nothing_on_the_host(bridge: Sidecar) -> None:
-    temp = set(os.listdir(tempfile.gettempdir()))
+    temp = _workspaces()
     code = ("import os\nfor _ in range(1200):\n    os.mkdir('d'); os.chdir('d')\n"
             "open('data', 'wb').write(b'x' * (50 << 20))\nprint('built')")
     async with sdk(bridge, A) as client:
@@ -51,7 +58,7 @@ async def test_a_deep_tree_with_data_at_its_bottom_leaves_nothing_on_the_host(br
     call = response.output[0]
     assert call.type == "code_interpreter_call" and "built" in logs_of(call)
     await asyncio.sleep(1)
-    assert set(os.listdir(tempfile.gettempdir())) - temp == set()
+    assert _workspaces() - temp == set()
     assert bridge.process.process.poll() is None
 
 

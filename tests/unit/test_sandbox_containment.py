@@ -38,8 +38,10 @@ def _sandbox(mode: str, **limits: object) -> Sandbox:
     return sandbox
 
 
-def _temp_entries() -> set[str]:
-    return set(os.listdir(tempfile.gettempdir()))
+def _workspaces() -> set[str]:
+    """The per-call directories in the system's temporary directory (where the bridge laid /mnt/data out on disk
+    before it was in memory, and left the ones it could not remove)."""
+    return {name for name in os.listdir(tempfile.gettempdir()) if name.startswith(STALE_PREFIX)}
 
 
 def _zombies_of(pid: int) -> list[int]:
@@ -57,7 +59,7 @@ def _zombies_of(pid: int) -> list[int]:
 
 @needs_sandbox
 async def test_a_1200_level_tree_with_data_at_its_bottom_leaves_nothing_on_the_host(mode: str) -> None:
-    before = _temp_entries()
+    before = _workspaces()
     code = ("import os\nfor _ in range(1200):\n    os.mkdir('d'); os.chdir('d')\n"
             "open('data', 'wb').write(b'x' * (20 << 20))\nprint('built')")
     async with _sandbox(mode).call() as call:
@@ -65,7 +67,7 @@ async def test_a_1200_level_tree_with_data_at_its_bottom_leaves_nothing_on_the_h
         data = call.data
         assert result.stdout == "built\n"
     assert not data.exists()  # the call's file system went with it
-    assert _temp_entries() - before == set()
+    assert _workspaces() - before == set()
 
 
 @needs_sandbox
