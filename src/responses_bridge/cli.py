@@ -27,7 +27,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fake_upstream(commands)
     _add_optional_commands(commands)
     _complete(parser)
+    for name in SETTINGS_COMMANDS:
+        _add_strict_env(commands.choices[name])
     return parser
+
+
+SETTINGS_COMMANDS = ("serve", "envoy-config", "demo", "config", "probe", "keys", "doctor")
+"""The commands that read the sidecar's settings: the environment is checked for mistyped names before each."""
+
+
+def _add_strict_env(parser: argparse.ArgumentParser) -> None:
+    """``--strict-env`` on the command, or on each of its actions (``config check --strict-env``)."""
+    subcommands = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+    if not subcommands:
+        parser.add_argument("--strict-env", action="store_true",
+                            help="a RESPONSES_BRIDGE_* variable (or a near miss of the prefix) that no setting reads "
+                            "is an error, not a warning (env: RESPONSES_BRIDGE_STRICT_ENV=1)")
+    for action in subcommands:
+        for child in action.choices.values():
+            _add_strict_env(child)
 
 
 def _complete(parser: argparse.ArgumentParser) -> None:
@@ -147,6 +165,11 @@ def _version() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if hasattr(args, "strict_env"):  # a command that reads settings: mistyped variable names first (env_check.py)
+            from .env_check import check_environment
+
+            for warning in check_environment(args.strict_env):
+                print(f"responses-bridge {_command_name(args)}: warning: {warning}", file=sys.stderr)
         return int(args.func(args) or 0)
     except SettingsError as exc:  # one line naming the flag, variable or file (config_errors.py), no traceback
         print(f"responses-bridge {_command_name(args)}: {exc}", file=sys.stderr)
