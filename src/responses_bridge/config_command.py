@@ -10,17 +10,13 @@ one file the way ``serve --config`` would and says whether it is valid, without 
 from __future__ import annotations
 
 import argparse
-import re
 import sys
-from typing import Any
 
 from . import config_file
 from .config import SettingsError, load_settings
+from .redact import MASK, mask
 
-MASK = "********"
-# Setting names whose values are credentials: api_key, brave_api_key, sealing_key, an MCP token, ...
-_SECRET_NAME = re.compile(r"(^|_)(key|secret|token|password|authorization)$", re.IGNORECASE)
-_NOT_SECRET = {"forward"}  # api_key: forward means "send the client's own key": a mode, not a key
+__all__ = ["MASK", "add_parser", "check_command", "mask", "show_command"]
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -32,17 +28,6 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     check = actions.add_parser("check", help="validate a configuration file without starting; exit 0 when valid")
     check.add_argument("file", metavar="FILE")
     check.set_defaults(func=check_command)
-
-
-def mask(value: Any, name: str = "") -> Any:
-    """``value`` with every credential replaced by a mask, at any depth (an upstream list's keys included)."""
-    if isinstance(value, dict):
-        return {key: mask(item, str(key)) for key, item in value.items()}
-    if isinstance(value, list):
-        return [mask(item, name) for item in value]
-    if value is not None and _SECRET_NAME.search(name) and value not in _NOT_SECRET:
-        return MASK
-    return value
 
 
 def show_command(args: argparse.Namespace) -> int:
