@@ -273,6 +273,15 @@ class Settings(BaseSettings):
     def _check_upstream(cls, value: str) -> str:
         return base_url(value)  # a URL without its scheme stops the start here, naming the flag or variable
 
+    @field_validator("db")
+    @classmethod
+    def _check_db(cls, value: str | None) -> str | None:
+        if value is None or "://" not in value:
+            return value
+        from .store.database_url import sqlite_path
+
+        return sqlite_path(value)  # a URL stops here, pointing at RESPONSES_BRIDGE_DATABASE_URL
+
     @field_validator("upstream_via")
     @classmethod
     def _check_via(cls, value: str | None) -> str | None:

@@ -131,9 +131,8 @@ async def open_runtime(settings: Settings) -> Runtime:
         clients = build_clients(settings, router)
         default = router.route(None).upstream.name if settings.default_upstream else next(iter(clients))
         runtime = await Runtime.open(settings, clients[default], dict(clients))
-    except DatabaseUnavailable as exc:  # the shared database is out of reach: never a silent SQLite instead
-        raise StartupError(str(exc) if "RESPONSES_BRIDGE_DATABASE_URL" in str(exc)
-                           else f"{exc} (RESPONSES_BRIDGE_DATABASE_URL)") from None
+    except DatabaseUnavailable as exc:  # one line naming the database and its setting (store/open.py); never a
+        raise StartupError(str(exc)) from None  # silent SQLite in place of a shared database out of reach
     await _probe_auto(runtime)
     return runtime
 
