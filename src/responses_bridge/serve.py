@@ -26,7 +26,7 @@ from .observability import configure_logging
 from .observability.tracing import configure_tracing, shutdown_tracing
 from .pid1 import serve_behind_init
 from .store.database_url import DatabaseUnavailable, describe
-from .upstream_check import check_upstreams, configured_upstreams
+from .upstream_check import check_routing, check_upstreams, configured_upstreams
 from .workers import WorkerSlot, current_slot, extproc_port, extproc_uds, supervise
 
 if TYPE_CHECKING:  # imported by the process that serves, not by a supervisor of workers, which only watches them
@@ -84,6 +84,9 @@ def run(args: argparse.Namespace) -> int:
         raise SettingsError("--no-http and --no-extproc leave nothing to run; give at most one")
     settings = load_settings({field: flag for flag, field, _, _ in FLAGS}, config=args.config,
                              **{field: getattr(args, field) for _, field, _, _ in FLAGS})
+    routing = check_routing(settings, config_path=config_file.path_from(args.config))
+    if routing.error is not None:  # no request could reach any upstream: a configuration mistake, exit status 2
+        raise SettingsError(routing.error)
     slot = current_slot()
     count = settings.worker_count()
     if count > 1 and slot is None:  # this process supervises; the workers are started afresh with these arguments
@@ -204,6 +207,9 @@ async def serve(settings: Settings, *, http: bool = True, extproc: bool = True,
                  http=f"{settings.http_host}:{settings.http_port}" if http else None,
                  extproc=(f"unix:{uds}" if uds else f"{host}:{port}") if extproc else None)
         warn_if_open(settings, http=http, extproc=extproc)
+        for name in check_routing(settings).unreached:
+            log.warning("upstream_unrouted", upstream=name,
+                        hint="no models entry names it and it is not default_upstream: no request reaches it")
         probe = asyncio.create_task(check_upstreams(upstreams))  # in the background: start is not delayed
         await _wait_for_signal()
         probe.cancel()
