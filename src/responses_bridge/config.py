@@ -423,14 +423,14 @@ def load_settings(flags: dict[str, str] | None = None, config: str | None = None
         try:
             return Settings(**given)
         except ValidationError as exc:
-            raise SettingsError(explain(exc, Settings, _sources(given, flags, source))) from None
+            raise SettingsError(explain(exc, Settings, sources_of(given, flags, source))) from None
         except EnvJSONError as exc:
-            raise SettingsError(explain_json(exc, Settings, _sources(given, flags, source))) from None
+            raise SettingsError(explain_json(exc, Settings, sources_of(given, flags, source))) from None
         except config_file.ConfigFileError as exc:
             raise SettingsError(str(exc)) from None
 
 
-def _sources(given: dict[str, Any], flags: dict[str, str] | None, source: config_file.Reading | None) -> Sources:
+def sources_of(given: dict[str, Any], flags: dict[str, str] | None, source: config_file.Reading | None) -> Sources:
     return Sources(given, flags or {}, env_names, source.path if source is not None else None,
                    frozenset(source.keys) if source is not None else frozenset())
 

@@ -4,7 +4,8 @@
 secrets masked, then the engine switches its profile resolves to, the upstreams it serves (name, URL, mode,
 profile: with an ``upstreams`` list, not the unused ``upstream`` default) and the cached probe results of those
 upstreams, from the deployment's own cache (beside its database). ``check`` reads
-one file the way ``serve --config`` would and says whether it is valid, without starting anything.
+one file the way ``serve --config`` would and says whether it is valid, every problem at once (config_check.py),
+without starting anything.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import argparse
 import sys
 
 from . import config_file
-from .config import SettingsError, load_settings
+from .config import load_settings
 from .redact import MASK, mask
 
 __all__ = ["MASK", "add_parser", "check_command", "mask", "show_command"]
@@ -63,10 +64,15 @@ def show_command(args: argparse.Namespace) -> int:
 
 
 def check_command(args: argparse.Namespace) -> int:
-    try:
-        load_settings(config=args.file)
-    except SettingsError as exc:
-        print(f"responses-bridge config check: {exc}", file=sys.stderr)
+    """Every problem of the file, one a line (config_check.py), exit status 1; else ``FILE: valid``."""
+    from .config_check import check_file
+
+    report = check_file(args.file)
+    for line in report.problems:
+        print(f"responses-bridge config check: {line}", file=sys.stderr)
+    for line in report.warnings:
+        print(f"responses-bridge config check: warning: {line}", file=sys.stderr)
+    if report.problems:
         return 1
     print(f"{args.file}: valid")
     return 0

@@ -84,7 +84,12 @@ class Sources:
 
 def explain(exc: ValidationError, model: type[BaseModel], sources: Sources) -> str:
     """One line for every problem pydantic found, joined with ``; ``."""
-    return "; ".join(_problem(error, model, sources) for error in exc.errors())
+    return "; ".join(explain_each(exc, model, sources))
+
+
+def explain_each(exc: ValidationError, model: type[BaseModel], sources: Sources) -> list[str]:
+    """Each problem pydantic found, as its own line (``config check`` prints them one a line)."""
+    return [_problem(error, model, sources) for error in exc.errors()]
 
 
 def explain_json(exc: EnvJSONError, model: type[BaseModel], sources: Sources) -> str:

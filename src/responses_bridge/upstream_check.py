@@ -20,6 +20,7 @@ from typing import Any
 import structlog
 
 from .config import Settings, env_names
+from .net_errors import connection_error
 from .upstreams import unrouted
 
 log = structlog.get_logger("responses_bridge.serve")
@@ -148,7 +149,7 @@ async def check_upstream(entry: UpstreamEntry, timeout: float = PROBE_TIMEOUT_SE
                     session.get(url, headers=headers) as response):
             status = response.status
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        log.warning("upstream_unreachable", **context, error=str(exc) or type(exc).__name__,
+        log.warning("upstream_unreachable", **context, error=connection_error(exc),
                     hint=f"check {entry.configured}; requests to it will fail with 502 until it answers")
         return "unreachable"
     if status == 404:
