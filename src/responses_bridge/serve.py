@@ -41,7 +41,8 @@ FLAGS: tuple[tuple[str, str, str, type], ...] = (
     ("--upstream", "upstream", "Chat Completions base URL, ending in /v1", str),
     ("--upstream-via", "upstream_via", ("base URL for the sidecar's own upstream calls (background runs, "
                                         "WebSocket, compaction), e.g. Envoy's listener http://127.0.0.1:10000/v1; "
-                                        "default: the upstream itself"), str),
+                                        "default: the upstream itself. Behind Envoy set it (a warning at Envoy's "
+                                        "first request otherwise)"), str),
     ("--api-key", "api_key", ("key sent upstream as Authorization: Bearer, in place of the client's, through "
                               "either door (Envoy's call too, with the bootstrap envoy-config renders); without "
                               "it the client's own Authorization is forwarded"), str),
@@ -54,7 +55,8 @@ FLAGS: tuple[tuple[str, str, str, type], ...] = (
     ("--workers", "workers", ("processes serving both doors: N or auto (one per usable core); worker i's "
                               "ext_proc door is --extproc-port + i (or PATH.i): render Envoy's config with the "
                               "same envoy-config --workers"), str),
-    ("--db", "db", "SQLite file (default: under the user data directory; ':memory:' allowed)", str),
+    ("--db", "db", ("SQLite file (default: under the user data directory; ':memory:' allowed); a path, never a URL: "
+                    "a PostgreSQL database is RESPONSES_BRIDGE_DATABASE_URL"), str),
     ("--log-level", "log_level", "debug, info, warning, error", str),
 )
 

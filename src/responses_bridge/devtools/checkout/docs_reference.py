@@ -74,7 +74,9 @@ def configuration_reference() -> str:
         "Every setting of `responses-bridge serve`. Command-line flags win over environment variables, which win "
         "over the YAML configuration file (`--config FILE` or `RESPONSES_BRIDGE_CONFIG`, keys as in the first column; "
         "`responses-bridge config check FILE` validates one), which wins over the defaults. Where several variables "
-        "are listed, the first one set is used. In the container image "
+        "are listed, the first one set is used. A `RESPONSES_BRIDGE_*` variable no setting reads (a typo, or a near "
+        "miss of the prefix itself, such as `RESPONSE_BRIDGE_HTTP_PORT`) is a warning naming the closest variable "
+        "there is; with `--strict-env` (or `RESPONSES_BRIDGE_STRICT_ENV=1`) it is an error. In the container image "
         "(`Dockerfile`) the doors listen on `0.0.0.0` and the database is `/data/responses.sqlite`.", "",
         "| setting | flag | environment | type | default | meaning |",
         "| --- | --- | --- | --- | --- | --- |",
