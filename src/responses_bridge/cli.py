@@ -7,6 +7,7 @@ command never means touching another command's code.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -25,12 +26,71 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_parser(commands)
     _add_fake_upstream(commands)
     _add_optional_commands(commands)
+    _complete(parser)
+    for name in SETTINGS_COMMANDS:
+        _add_strict_env(commands.choices[name])
     return parser
+
+
+SETTINGS_COMMANDS = ("serve", "envoy-config", "demo", "config", "probe", "keys", "doctor")
+"""The commands that read the sidecar's settings: the environment is checked for mistyped names before each."""
+
+
+def _add_strict_env(parser: argparse.ArgumentParser) -> None:
+    """``--strict-env`` on the command, or on each of its actions (``config check --strict-env``)."""
+    subcommands = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+    if not subcommands:
+        parser.add_argument("--strict-env", action="store_true",
+                            help="a RESPONSES_BRIDGE_* variable (or a near miss of the prefix) that no setting reads "
+                            "is an error, not a warning (env: RESPONSES_BRIDGE_STRICT_ENV=1)")
+    for action in subcommands:
+        for child in action.choices.values():
+            _add_strict_env(child)
+
+
+def _complete(parser: argparse.ArgumentParser) -> None:
+    """Every command, at any depth, gets what a user tries first: a description on its own ``--help`` (the line
+    its parent lists, when it was given no other), and a command that needs an action (``responses-bridge``,
+    ``config``, ``keys``) given none prints its help instead of argparse's one-line "arguments are required"."""
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        action.required = False
+        parser.set_defaults(func=functools.partial(_print_help, parser))
+        listed = {choice.dest: choice.help for choice in action._choices_actions}
+        for name, child in action.choices.items():
+            line = listed.get(name)
+            if child.description is None and line:
+                child.description = f"{line[0].upper()}{line[1:]}."
+            _complete(child)
+
+
+def _print_help(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+FAKE_SCRIPT_HELP = """\
+The conversation is the script: no model, no randomness. The answer to the last user message is
+"Echo: <its text>" (after a tool result, "Tool result: <it>"), streamed one chunk per word.
+Bracketed directives anywhere in that message change it, and are not echoed:
+  call NAME            call the offered tool NAME (several mentions: parallel calls);
+                       [args=JSON] gives the calls these arguments, [then=NAME] the next turn's call
+  [think]              reasoning first ([think_field=reasoning] names its field as newer vLLM does)
+  [chunks=N]           exactly N content chunks   [delay=MS] between chunks
+  [header_delay=MS]    time to first token        [stall=MS] before anything, headers too
+  [error=CODE]         answer that HTTP status (400-599) with an OpenAI error body
+  [cut=K]              drop the connection after K chunks     [garbage] a non-JSON event
+  [refuse] [length] [filter]    a refusal, or finish_reason length / content_filter
+  [context=N]          a model with an N-token context window (vLLM's 400 past it)
+A malformed directive ([chunks=abc]) is a 400, so a typo in a test is loud. Every directive, and
+what each route answers: the docstring of responses_bridge/devtools/fake_upstream.py."""
 
 
 def _add_fake_upstream(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("fake-upstream", help="run the deterministic Chat Completions server used by "
-                                 "the demo and the tests")
+                                 "the demo and the tests", epilog=FAKE_SCRIPT_HELP,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8090)
     parser.add_argument("--chunk-count", type=int, default=None,
@@ -105,6 +165,11 @@ def _version() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if hasattr(args, "strict_env"):  # a command that reads settings: mistyped variable names first (env_check.py)
+            from .env_check import check_environment
+
+            for warning in check_environment(args.strict_env):
+                print(f"responses-bridge {_command_name(args)}: warning: {warning}", file=sys.stderr)
         return int(args.func(args) or 0)
     except SettingsError as exc:  # one line naming the flag, variable or file (config_errors.py), no traceback
         print(f"responses-bridge {_command_name(args)}: {exc}", file=sys.stderr)
@@ -113,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _command_name(args: argparse.Namespace) -> str:
     """``keys list``, ``config show``: the command with its action, when it has one."""
-    action = getattr(args, f"{args.command.replace('-', '_')}_command", None)
+    action = getattr(args, f"{(args.command or '').replace('-', '_')}_command", None)
     return f"{args.command} {action}" if isinstance(action, str) else args.command
 
 

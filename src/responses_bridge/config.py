@@ -273,6 +273,15 @@ class Settings(BaseSettings):
     def _check_upstream(cls, value: str) -> str:
         return base_url(value)  # a URL without its scheme stops the start here, naming the flag or variable
 
+    @field_validator("db")
+    @classmethod
+    def _check_db(cls, value: str | None) -> str | None:
+        if value is None or "://" not in value:
+            return value
+        from .store.database_url import sqlite_path
+
+        return sqlite_path(value)  # a URL stops here, pointing at RESPONSES_BRIDGE_DATABASE_URL
+
     @field_validator("upstream_via")
     @classmethod
     def _check_via(cls, value: str | None) -> str | None:
@@ -414,14 +423,14 @@ def load_settings(flags: dict[str, str] | None = None, config: str | None = None
         try:
             return Settings(**given)
         except ValidationError as exc:
-            raise SettingsError(explain(exc, Settings, _sources(given, flags, source))) from None
+            raise SettingsError(explain(exc, Settings, sources_of(given, flags, source))) from None
         except EnvJSONError as exc:
-            raise SettingsError(explain_json(exc, Settings, _sources(given, flags, source))) from None
+            raise SettingsError(explain_json(exc, Settings, sources_of(given, flags, source))) from None
         except config_file.ConfigFileError as exc:
             raise SettingsError(str(exc)) from None
 
 
-def _sources(given: dict[str, Any], flags: dict[str, str] | None, source: config_file.Reading | None) -> Sources:
+def sources_of(given: dict[str, Any], flags: dict[str, str] | None, source: config_file.Reading | None) -> Sources:
     return Sources(given, flags or {}, env_names, source.path if source is not None else None,
                    frozenset(source.keys) if source is not None else frozenset())
 

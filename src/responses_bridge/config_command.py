@@ -4,23 +4,20 @@
 secrets masked, then the engine switches its profile resolves to, the upstreams it serves (name, URL, mode,
 profile: with an ``upstreams`` list, not the unused ``upstream`` default) and the cached probe results of those
 upstreams, from the deployment's own cache (beside its database). ``check`` reads
-one file the way ``serve --config`` would and says whether it is valid, without starting anything.
+one file the way ``serve --config`` would and says whether it is valid, every problem at once (config_check.py),
+without starting anything.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 import sys
-from typing import Any
 
 from . import config_file
-from .config import SettingsError, load_settings
+from .config import load_settings
+from .redact import MASK, mask
 
-MASK = "********"
-# Setting names whose values are credentials: api_key, brave_api_key, sealing_key, an MCP token, ...
-_SECRET_NAME = re.compile(r"(^|_)(key|secret|token|password|authorization)$", re.IGNORECASE)
-_NOT_SECRET = {"forward"}  # api_key: forward means "send the client's own key": a mode, not a key
+__all__ = ["MASK", "add_parser", "check_command", "mask", "show_command"]
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -32,17 +29,6 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     check = actions.add_parser("check", help="validate a configuration file without starting; exit 0 when valid")
     check.add_argument("file", metavar="FILE")
     check.set_defaults(func=check_command)
-
-
-def mask(value: Any, name: str = "") -> Any:
-    """``value`` with every credential replaced by a mask, at any depth (an upstream list's keys included)."""
-    if isinstance(value, dict):
-        return {key: mask(item, str(key)) for key, item in value.items()}
-    if isinstance(value, list):
-        return [mask(item, name) for item in value]
-    if value is not None and _SECRET_NAME.search(name) and value not in _NOT_SECRET:
-        return MASK
-    return value
 
 
 def show_command(args: argparse.Namespace) -> int:
@@ -78,10 +64,15 @@ def show_command(args: argparse.Namespace) -> int:
 
 
 def check_command(args: argparse.Namespace) -> int:
-    try:
-        load_settings(config=args.file)
-    except SettingsError as exc:
-        print(f"responses-bridge config check: {exc}", file=sys.stderr)
+    """Every problem of the file, one a line (config_check.py), exit status 1; else ``FILE: valid``."""
+    from .config_check import check_file
+
+    report = check_file(args.file)
+    for line in report.problems:
+        print(f"responses-bridge config check: {line}", file=sys.stderr)
+    for line in report.warnings:
+        print(f"responses-bridge config check: warning: {line}", file=sys.stderr)
+    if report.problems:
         return 1
     print(f"{args.file}: valid")
     return 0

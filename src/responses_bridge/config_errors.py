@@ -25,8 +25,8 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import EnvSettingsSource
 
 from .config_help import expected
+from .redact import MASK, mask_text, secret_name
 
-_SECRET = re.compile(r"(^|_)(key|secret|token|password)$|^database_url$", re.IGNORECASE)
 _LONGEST_VALUE = 80
 
 
@@ -84,7 +84,12 @@ class Sources:
 
 def explain(exc: ValidationError, model: type[BaseModel], sources: Sources) -> str:
     """One line for every problem pydantic found, joined with ``; ``."""
-    return "; ".join(_problem(error, model, sources) for error in exc.errors())
+    return "; ".join(explain_each(exc, model, sources))
+
+
+def explain_each(exc: ValidationError, model: type[BaseModel], sources: Sources) -> list[str]:
+    """Each problem pydantic found, as its own line (``config check`` prints them one a line)."""
+    return [_problem(error, model, sources) for error in exc.errors()]
 
 
 def explain_json(exc: EnvJSONError, model: type[BaseModel], sources: Sources) -> str:
@@ -126,9 +131,10 @@ def _across(message: str, model: type[BaseModel], sources: Sources) -> str:
 
 
 def _shown(value: object, name: str = "") -> str:
-    if value is not None and _SECRET.search(name):
-        return "'********'"
-    text = repr(value)
+    """The value as typed, for the line: a credential's masked whole, a URL's password masked (redact.py)."""
+    if value is not None and secret_name(name):
+        return f"'{MASK}'"
+    text = mask_text(repr(value))
     return text if len(text) <= _LONGEST_VALUE else text[:_LONGEST_VALUE - 1] + "…"
 
 

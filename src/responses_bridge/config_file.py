@@ -9,6 +9,7 @@ sources from the class, not from the call.
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,10 +33,14 @@ class ConfigFileError(ValueError):
 
 @dataclass
 class Reading:
-    """One configuration file being read into settings, and the keys it set (to say where a bad value came from)."""
+    """One configuration file being read into settings, and the keys it set (to say where a bad value came from).
+    ``lenient``: a key no setting has is noted in ``unknown`` (one line each) instead of stopping the reading, so
+    ``config check`` can report it together with the file's other problems."""
 
     path: str
     keys: set[str] = field(default_factory=set)
+    lenient: bool = False
+    unknown: list[str] = field(default_factory=list)
 
     def sets(self, name: str) -> bool:
         return name in self.keys
@@ -50,10 +55,10 @@ def path_from(flag: str | None) -> str | None:
 
 
 @contextmanager
-def reading(flag: str | None) -> Iterator[Reading | None]:
+def reading(flag: str | None, *, lenient: bool = False) -> Iterator[Reading | None]:
     """While this lasts, settings are built over the file ``flag`` (or ``RESPONSES_BRIDGE_CONFIG``) names."""
     path = path_from(flag)
-    current = Reading(path) if path else None
+    current = Reading(path, lenient=lenient) if path else None
     token = _current.set(current)
     try:
         yield current
@@ -76,6 +81,13 @@ def known_keys(settings_cls: type[BaseSettings]) -> set[str]:
     return keys
 
 
+def _unknown_key(path: str, key: str, known: set[str]) -> str:
+    """The line for a key no setting has, naming the closest one there is."""
+    close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]}?" if close else "keys are the setting names, e.g. http_port"
+    return f"{path}: unknown setting {key!r}; {hint}"
+
+
 class ConfigFileSource(YamlConfigSettingsSource):
     """pydantic-settings' YAML source over one named file, with errors that name it."""
 
@@ -84,12 +96,13 @@ class ConfigFileSource(YamlConfigSettingsSource):
         if not Path(path).is_file():
             raise ConfigFileError(f"{path}: no such configuration file ({CONFIG_ENV} / --config)")
         super().__init__(settings_cls, yaml_file=path)
-        unknown = sorted(set(self.yaml_data) - known_keys(settings_cls))
-        if unknown:
-            raise ConfigFileError(f"{path}: unknown setting {', '.join(map(repr, unknown))} "
-                                  "(keys are the setting names, e.g. http_port)")
+        known = known_keys(settings_cls)
+        unknown = [_unknown_key(path, str(key), known) for key in sorted(set(self.yaml_data) - known, key=str)]
         current = _current.get()
+        if unknown and not (current is not None and current.lenient):
+            raise ConfigFileError("; ".join(unknown))
         if current is not None:
+            current.unknown.extend(line for line in unknown if line not in current.unknown)  # read twice: once
             current.keys.update(self.yaml_data)
 
     def _read_file(self, file_path: Any) -> dict[str, Any]:

@@ -178,14 +178,14 @@ def revoke_command(args: argparse.Namespace) -> int:
 
 
 def _run(action: str, work: Coroutine[Any, Any, T]) -> T:
-    """Runs one command's store work; a shared database out of reach is one line and exit status 1, as at
-    ``serve``'s start."""
+    """Runs one command's store work; a database that cannot be opened is one line (naming it and its setting,
+    store/open.py) and exit status 1, as at ``serve``'s start."""
     from .store.database_url import DatabaseUnavailable
 
     try:
         return asyncio.run(work)
     except DatabaseUnavailable as exc:
-        print(f"responses-bridge keys {action}: {exc} (RESPONSES_BRIDGE_DATABASE_URL)", file=sys.stderr)
+        print(f"responses-bridge keys {action}: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
 
 

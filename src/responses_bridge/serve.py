@@ -26,7 +26,7 @@ from .observability import configure_logging
 from .observability.tracing import configure_tracing, shutdown_tracing
 from .pid1 import serve_behind_init
 from .store.database_url import DatabaseUnavailable, describe
-from .upstream_check import check_upstreams, configured_upstreams
+from .upstream_check import check_routing, check_upstreams, configured_upstreams
 from .workers import WorkerSlot, current_slot, extproc_port, extproc_uds, supervise
 
 if TYPE_CHECKING:  # imported by the process that serves, not by a supervisor of workers, which only watches them
@@ -41,7 +41,8 @@ FLAGS: tuple[tuple[str, str, str, type], ...] = (
     ("--upstream", "upstream", "Chat Completions base URL, ending in /v1", str),
     ("--upstream-via", "upstream_via", ("base URL for the sidecar's own upstream calls (background runs, "
                                         "WebSocket, compaction), e.g. Envoy's listener http://127.0.0.1:10000/v1; "
-                                        "default: the upstream itself"), str),
+                                        "default: the upstream itself. Behind Envoy set it (a warning at Envoy's "
+                                        "first request otherwise)"), str),
     ("--api-key", "api_key", ("key sent upstream as Authorization: Bearer, in place of the client's, through "
                               "either door (Envoy's call too, with the bootstrap envoy-config renders); without "
                               "it the client's own Authorization is forwarded"), str),
@@ -54,7 +55,8 @@ FLAGS: tuple[tuple[str, str, str, type], ...] = (
     ("--workers", "workers", ("processes serving both doors: N or auto (one per usable core); worker i's "
                               "ext_proc door is --extproc-port + i (or PATH.i): render Envoy's config with the "
                               "same envoy-config --workers"), str),
-    ("--db", "db", "SQLite file (default: under the user data directory; ':memory:' allowed)", str),
+    ("--db", "db", ("SQLite file (default: under the user data directory; ':memory:' allowed); a path, never a URL: "
+                    "a PostgreSQL database is RESPONSES_BRIDGE_DATABASE_URL"), str),
     ("--log-level", "log_level", "debug, info, warning, error", str),
 )
 
@@ -84,6 +86,9 @@ def run(args: argparse.Namespace) -> int:
         raise SettingsError("--no-http and --no-extproc leave nothing to run; give at most one")
     settings = load_settings({field: flag for flag, field, _, _ in FLAGS}, config=args.config,
                              **{field: getattr(args, field) for _, field, _, _ in FLAGS})
+    routing = check_routing(settings, config_path=config_file.path_from(args.config))
+    if routing.error is not None:  # no request could reach any upstream: a configuration mistake, exit status 2
+        raise SettingsError(routing.error)
     slot = current_slot()
     count = settings.worker_count()
     if count > 1 and slot is None:  # this process supervises; the workers are started afresh with these arguments
@@ -131,9 +136,8 @@ async def open_runtime(settings: Settings) -> Runtime:
         clients = build_clients(settings, router)
         default = router.route(None).upstream.name if settings.default_upstream else next(iter(clients))
         runtime = await Runtime.open(settings, clients[default], dict(clients))
-    except DatabaseUnavailable as exc:  # the shared database is out of reach: never a silent SQLite instead
-        raise StartupError(str(exc) if "RESPONSES_BRIDGE_DATABASE_URL" in str(exc)
-                           else f"{exc} (RESPONSES_BRIDGE_DATABASE_URL)") from None
+    except DatabaseUnavailable as exc:  # one line naming the database and its setting (store/open.py); never a
+        raise StartupError(str(exc)) from None  # silent SQLite in place of a shared database out of reach
     await _probe_auto(runtime)
     return runtime
 
@@ -205,6 +209,9 @@ async def serve(settings: Settings, *, http: bool = True, extproc: bool = True,
                  http=f"{settings.http_host}:{settings.http_port}" if http else None,
                  extproc=(f"unix:{uds}" if uds else f"{host}:{port}") if extproc else None)
         warn_if_open(settings, http=http, extproc=extproc)
+        for name in check_routing(settings).unreached:
+            log.warning("upstream_unrouted", upstream=name,
+                        hint="no models entry names it and it is not default_upstream: no request reaches it")
         probe = asyncio.create_task(check_upstreams(upstreams))  # in the background: start is not delayed
         await _wait_for_signal()
         probe.cancel()

@@ -12,6 +12,7 @@ naming the upstream, where it was configured and the likely fix, instead of by e
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,8 @@ from typing import Any
 import structlog
 
 from .config import Settings, env_names
+from .net_errors import connection_error
+from .upstreams import unrouted
 
 log = structlog.get_logger("responses_bridge.serve")
 
@@ -60,6 +63,37 @@ def configured_upstreams(settings: Settings, *, config_path: str | None = None,
         entries.append(UpstreamEntry(spec.name, spec.url, spec.mode, spec.profile, f"upstreams[{index}] in {where}",
                                      authorization.removeprefix("Bearer ") if authorization else None))
     return entries
+
+
+@dataclass(frozen=True, slots=True)
+class Routing:
+    """What the ``models`` routes leave out. ``unreached``: the upstreams no request can reach; ``error``: the line
+    that stops the start when that is every one of them (every request would be a 404), else None."""
+
+    unreached: list[str]
+    error: str | None
+
+
+def check_routing(settings: Settings, *, config_path: str | None = None) -> Routing:
+    """Upstreams configured with no route to them: without ``models`` naming them or a ``default_upstream``, the
+    bridge would start cleanly and answer every request with a 404 about the model, not the routing."""
+    if not settings.upstreams:
+        return Routing([], None)
+    unreached = unrouted(settings.upstreams, settings.models, settings.default_upstream)
+    if len(unreached) < len(settings.upstreams):
+        return Routing(unreached, None)
+    origin = _origin("upstreams", None, config_path, False)
+    first = unreached[0]
+    if origin.startswith("the configuration file "):
+        where = origin.removeprefix("the configuration file ")
+        fix = f"set default_upstream: {first}, or add models entries ({{match: '*', upstream: {first}}})"
+    else:
+        where = origin
+        fix = (f"set default_upstream (RESPONSES_BRIDGE_DEFAULT_UPSTREAM={first}), or add models entries "
+               f"(RESPONSES_BRIDGE_MODELS='{json.dumps([{'match': '*', 'upstream': first}])}')")
+    several = len(unreached) > 1
+    return Routing(unreached, f"{where}: no model is routed to the upstream{'s' if several else ''} "
+                   f"{', '.join(map(repr, unreached))}, so every request would be a 404 model_not_found: {fix}")
 
 
 def _origin(field: str, flag: str | None, config_path: str | None, flag_given: bool) -> str:
@@ -115,7 +149,7 @@ async def check_upstream(entry: UpstreamEntry, timeout: float = PROBE_TIMEOUT_SE
                     session.get(url, headers=headers) as response):
             status = response.status
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        log.warning("upstream_unreachable", **context, error=str(exc) or type(exc).__name__,
+        log.warning("upstream_unreachable", **context, error=connection_error(exc),
                     hint=f"check {entry.configured}; requests to it will fail with 502 until it answers")
         return "unreachable"
     if status == 404:

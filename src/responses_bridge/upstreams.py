@@ -33,6 +33,8 @@ SINGLE_UPSTREAM = "default"
 """The name the lone ``--upstream`` gets when no ``upstreams`` are configured."""
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_LISTED = 8
+"""Model names and patterns a 404 lists, at most."""
 
 
 class UpstreamSpec(BaseModel):
@@ -124,6 +126,13 @@ def check_references(upstreams: Sequence[UpstreamSpec], models: Sequence[ModelRo
         raise ValueError(f"default_upstream: no upstream is named {default_upstream!r}")
 
 
+def unrouted(upstreams: Sequence[UpstreamSpec], models: Sequence[ModelRoute],
+             default_upstream: str | None) -> list[str]:
+    """The upstreams no request can reach: no ``models`` entry names them and none is the ``default_upstream``."""
+    reached = {route.upstream for route in models} | ({default_upstream} if default_upstream else set())
+    return [spec.name for spec in upstreams if spec.name not in reached]
+
+
 def single_upstream(url: str, api_key: str | None) -> UpstreamSpec:
     """The lone ``--upstream``: Chat Completions, its key or the client's."""
     return UpstreamSpec(name=SINGLE_UPSTREAM, url=url, api_key=api_key)
@@ -169,9 +178,20 @@ class Router:
         if self._default is not None:
             return self._default
         if model:
-            raise APIError(404, f"The model '{model}' does not exist or you do not have access to it.",
-                           type="invalid_request_error", param="model", code="model_not_found")
+            raise APIError(404, f"The model '{model}' does not exist or you do not have access to it: "
+                           f"{self._failed_rule()}.", type="invalid_request_error", param="model",
+                           code="model_not_found")
         raise APIError(400, "Missing required parameter: 'model'.", param="model", code="missing_required_parameter")
+
+    def _failed_rule(self) -> str:
+        """Which routing rule let a model through to no upstream, for its 404: the operator reads it in the
+        client's error, and the client learns which names are served."""
+        if not self.models:
+            return ("this bridge routes no model to its upstreams (its `models` list is empty) and has no "
+                    "`default_upstream`")
+        shown = [*self.configured_models(), *(pattern for pattern, _ in self._globs)]
+        listed = ", ".join(shown[:_LISTED]) + (f" and {len(shown) - _LISTED} more" if len(shown) > _LISTED else "")
+        return f"no entry of this bridge's `models` matches it ({listed}) and it has no `default_upstream`"
 
     def authorization(self, upstream: UpstreamSpec, client_authorization: str | None) -> str | None:
         """The upstream's configured key, as a Bearer token; without one (or with ``api_key: forward``) the

@@ -6,7 +6,7 @@ import pytest
 
 from responses_bridge.config import Settings, SettingsError, load_settings
 from responses_bridge.protocol.errors import APIError
-from responses_bridge.upstreams import ModelRoute, Router, UpstreamSpec
+from responses_bridge.upstreams import ModelRoute, Router, UpstreamSpec, unrouted
 
 ISSUE_EXAMPLE = {
     "upstreams": [{"name": "local", "url": "http://127.0.0.1:8000/v1", "mode": "translate", "profile": "vllm",
@@ -110,3 +110,18 @@ def test_a_bad_secret_is_named_but_never_shown(monkeypatch: pytest.MonkeyPatch) 
         load_settings()
     assert str(caught.value) == ("RESPONSES_BRIDGE_UPSTREAMS: upstreams[0].api_key='********': Input should be a "
                                  "valid string")
+
+
+def test_a_404_says_which_routing_rule_failed() -> None:
+    spec = UpstreamSpec(name="local", url="http://127.0.0.1:9/v1")
+    with pytest.raises(APIError) as caught:
+        Router([spec], [], None).route("gpt-5")
+    assert caught.value.message.endswith(": this bridge routes no model to its upstreams (its `models` list is empty) "
+                                         "and has no `default_upstream`.")
+    many = [ModelRoute(match=f"m{index}", upstream="local") for index in range(10)]
+    with pytest.raises(APIError) as caught:
+        Router([spec], many, None).route("gpt-5")
+    assert "(m0, m1, m2, m3, m4, m5, m6, m7 and 2 more)" in caught.value.message
+    assert caught.value.status == 404 and caught.value.code == "model_not_found"
+    assert unrouted([spec, UpstreamSpec(name="b", url="http://h/v1")], many[:1], None) == ["b"]
+    assert unrouted([spec], [], "local") == []

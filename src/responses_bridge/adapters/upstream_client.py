@@ -22,6 +22,7 @@ from ..bounded_body import BodyTooLarge, read_bounded
 from ..config import Settings
 from ..engine.native_relay import NATIVE_PATH
 from ..engine.wire import UpstreamRequest
+from ..net_errors import connection_reason
 from ..observability import metrics, tracing
 from ..observability.logs import noted_mode
 from ..protocol.errors import APIError
@@ -159,11 +160,12 @@ class AiohttpUpstreamClient:
             except aiohttp.ClientConnectorError as exc:
                 upstream.failed("upstream_unreachable")
                 raise UpstreamFailure(APIError(502, f"Cannot connect to the upstream model server at {self._base}: "
-                                               f"{exc.os_error or exc}", type="server_error",
+                                               f"{connection_reason(exc)}", type="server_error",
                                                code="upstream_unreachable")) from None
             except aiohttp.ClientError as exc:
                 upstream.failed("upstream_connection_error")
-                raise UpstreamFailure(APIError(502, f"The upstream model server failed: {exc}", type="server_error",
+                raise UpstreamFailure(APIError(502, f"The upstream model server failed: {connection_reason(exc)}",
+                                               type="server_error",
                                                code="upstream_connection_error")) from None
 
 

@@ -41,6 +41,7 @@ import orjson
 
 from ..config import DEFAULT_EXTPROC_PORT, DEFAULT_HTTP_PORT, load_settings
 from ..envoy_config import EXTPROC_SERVICE, LISTEN_PORT, render_bootstrap
+from ..net_errors import connection_error
 from .procs import ManagedProcess, envoy_binary, free_port, port_is_free, wait_http
 
 READY_TIMEOUT = 60.0
@@ -216,7 +217,7 @@ async def upstream_state(url: str, key: str | None) -> tuple[str | None, str | N
             status = response.status
             data = await response.json(content_type=None) if status == 200 else None
     except (aiohttp.ClientError, TimeoutError) as exc:
-        return None, (f"is unreachable ({exc or type(exc).__name__}): start the model server (Ollama: "
+        return None, (f"is unreachable ({connection_error(exc)}): start the model server (Ollama: "
                       "'ollama serve'); requests fail with 502 until it answers")
     except ValueError:  # an answer that is not JSON: there, but no model to name
         return None, None

@@ -26,7 +26,6 @@ from typing import Any, Literal
 
 import structlog
 
-from ..protocol.errors import invalid_request
 from .builtin_tools import (
     APPLY_PATCH_DESCRIPTION,
     APPLY_PATCH_PARAMETERS,
@@ -51,6 +50,7 @@ from .builtin_tools import (
     image_parameters,
 )
 from .computer_tool import COMPUTER_NAME, COMPUTER_PARAMETERS, computer_description
+from .unsupported_tools import unsupported_tools_error
 
 log = structlog.get_logger("responses_bridge.tools")
 
@@ -290,13 +290,7 @@ def plan_tools(tools: list[dict[str, Any]] | None, policy: UnsupportedPolicy = "
             unsupported.append(kind)
     if unsupported:
         if policy == "reject":
-            raise invalid_request(
-                f"Tool type(s) {', '.join(sorted(unsupported))} cannot run on this deployment: it runs only "
-                "client-executed tools ('function', 'namespace', 'custom', 'shell', 'local_shell', "
-                "'computer_use_preview', 'apply_patch', and 'tool_search' with execution 'client'). Remove them "
-                "from 'tools', or set RESPONSES_BRIDGE_UNSUPPORTED_TOOLS=drop to have them left out of what the "
-                "model is offered.",
-                param="tools", code="unsupported_tool_type")
+            raise unsupported_tools_error(unsupported, served)  # what runs here, and what would run the rest
         for kind in unsupported:
             if kind not in _warned:
                 _warned.add(kind)

@@ -7,7 +7,9 @@ path has to pass it along. Lines from the standard library's loggers (aiohttp, g
 JSON too, with the same fields.
 
 What is logged at info level is metadata only (ids, routes, statuses, durations, token counts): request and
-response bodies and credentials never are.
+response bodies never are, and every field of every line, the standard library's included, passes through the one
+masking of credentials (redact.py) just before it is rendered, so a URL given with a password or a key quoted in an
+error message is written masked whichever flag or path it came by.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from contextvars import ContextVar, Token
 
 import structlog
 from structlog.contextvars import bind_contextvars, reset_contextvars
+
+from ..redact import mask
 
 REQUEST_ID_HEADER = "x-request-id"
 MAX_REQUEST_ID_LENGTH = 128
@@ -45,16 +49,22 @@ def configure_logging(level: str = "info", fmt: str = "json", *, worker: int | N
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                    structlog.processors.format_exc_info, renderer]))
+                    structlog.processors.format_exc_info, mask_credentials, renderer]))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        processors=[*shared, structlog.processors.format_exc_info, mask_credentials, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
+
+
+def mask_credentials(logger: object, method: str, event: structlog.types.EventDict) -> structlog.types.EventDict:
+    """A structlog processor, the last before rendering: every field of the line (the event's own words, a
+    formatted traceback and the standard library's records included) through :func:`redact.mask`."""
+    return {key: mask(value, key) for key, value in event.items()}
 
 
 class _WorkerField:

@@ -21,6 +21,7 @@ import aiohttp
 import orjson
 
 from ..engine.sse import DONE
+from ..net_errors import connection_error
 from . import DEFAULT_TIMEOUT
 
 PROBE_PROMPT = "Reply with the single word OK."
@@ -123,7 +124,7 @@ class _Prober:
         except TimeoutError:
             return _Answer(None, error=f"no answer within {self.timeout.total:g}s")
         except (aiohttp.ClientError, ValueError) as exc:
-            return _Answer(None, error=str(exc) or type(exc).__name__)
+            return _Answer(None, error=connection_error(exc))
 
     async def chat(self, model: str, **body: Any) -> _Answer:
         return await self.call("POST", "/chat/completions", {"model": model, **body})

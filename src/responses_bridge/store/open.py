@@ -3,7 +3,9 @@ when ``RESPONSES_BRIDGE_DATABASE_URL`` is set, else the embedded SQLite file.
 
 The rest of the bridge gets the stores behind the same Protocols either way. With a database URL nothing falls
 back to SQLite: an unreachable database or refused credentials fail the start (``DatabaseUnavailable``, one line
-naming the host, never the password).
+naming the host, never the password). This is the one opener, for ``serve`` and ``keys`` alike: every failure to
+open either database is a ``DatabaseUnavailable`` whose message is the whole line, naming the database and the
+setting to change (``--db`` / ``RESPONSES_BRIDGE_DB``, or ``RESPONSES_BRIDGE_DATABASE_URL``), never a traceback.
 """
 
 from __future__ import annotations
@@ -32,12 +34,15 @@ from .sqlite.containers import SQLiteContainerStore
 from .sqlite.conversations import SQLiteConversationStore
 from .sqlite.events import SQLiteEventLog
 from .sqlite.files import SQLiteFileStore
+from .sqlite.opening import OPEN_ERRORS, open_failure
 from .sqlite.prompts import SQLitePromptStore
 from .sqlite.responses import SQLiteResponseStore
 from .sqlite.vector_stores import SQLiteVectorStoreStore
 
 if TYPE_CHECKING:
     from .postgres.database import PostgresDatabase
+
+DATABASE_URL_ENV = "RESPONSES_BRIDGE_DATABASE_URL"
 
 
 @dataclass
@@ -80,13 +85,21 @@ class StoreSet:
 
 
 async def open_stores(db_path: str, database_url: str | None) -> StoreSet:
-    """Open (and migrate) the database: PostgreSQL when ``database_url`` is given, else the SQLite file."""
+    """Open (and migrate) the database: PostgreSQL when ``database_url`` is given, else the SQLite file. Raises
+    ``DatabaseUnavailable`` with the one line to show when it cannot be opened."""
     if database_url:
-        if not is_postgres_url(database_url):
-            raise DatabaseUnavailable("the database URL must start with postgresql:// (or postgres://)")
-        return await _open_postgres(database_url)
+        try:
+            if not is_postgres_url(database_url):
+                raise DatabaseUnavailable("the database URL must start with postgresql:// (or postgres://)")
+            return await _open_postgres(database_url)
+        except DatabaseUnavailable as exc:
+            text = str(exc)
+            raise DatabaseUnavailable(text if DATABASE_URL_ENV in text else f"{text} ({DATABASE_URL_ENV})") from None
     store = SQLiteResponseStore(db_path)
-    await store.open()
+    try:
+        await store.open()
+    except OPEN_ERRORS as exc:
+        raise DatabaseUnavailable(open_failure(db_path, exc)) from None
     return StoreSet(store, SQLiteConversationStore(store), SQLitePromptStore(store), SQLiteEventLog(store),
                     SQLiteApiKeyStore(store), SQLiteFileStore(store), SQLiteVectorStoreStore(store),
                     SQLiteChunkIndex(store), SQLiteContainerStore(store), SQLiteChatCompletionStore(store),

@@ -69,6 +69,20 @@ class ExtProcServicer(external_processor_pb2_grpc.ExternalProcessorServicer):
         self._prefix = upstream_path_prefix.rstrip("/")
         self._live: set[_Stream] = set()
         self._changed = asyncio.Event()  # a stream finished its work or went away: a drain looks again
+        self._via_checked = False  # Envoy's first stream says Envoy is in front: is --upstream-via set for it?
+
+    def _check_upstream_via(self) -> None:
+        """Envoy in front needs ``--upstream-via`` (envoy/README.md): without it the sidecar's own model calls (the
+        tool loop's turns, background runs, WebSocket turns, compaction) go around Envoy, straight to the upstream.
+        Nothing at start tells an Envoy deployment from one served by the HTTP door alone, so the first ext_proc
+        stream does: one warning per process."""
+        self._via_checked = True
+        if self._runtime.settings.upstream_via is None:
+            log.warning("upstream_via_unset",
+                        hint="Envoy is in front (the ext_proc door got its first request) but --upstream-via / "
+                        "RESPONSES_BRIDGE_UPSTREAM_VIA is not set: the sidecar's own model calls (tool loop turns, "
+                        "background runs, WebSocket, compaction) bypass Envoy; set it to Envoy's listener, e.g. "
+                        "http://127.0.0.1:10000/v1 (envoy/README.md)")
 
     async def Process(self, request_iterator: object, context: grpc.aio.ServicerContext) -> None:
         """Fails closed: however the stream ends early (a message that does not decode, a broken write, a bug),
@@ -76,6 +90,8 @@ class ExtProcServicer(external_processor_pb2_grpc.ExternalProcessorServicer):
         and the untranslated, unauthenticated request reaches the upstream. A message that does not decode is
         answered (decode.py); anything else ends the stream with an error status, which Envoy turns into an
         error reply (``failure_mode_allow: false``)."""
+        if not self._via_checked:
+            self._check_upstream_via()
         outbox = Outbox(context.write)
 
         async def write_now(response: ProcessingResponse) -> None:

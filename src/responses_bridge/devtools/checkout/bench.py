@@ -47,15 +47,26 @@ from .bench_report import RssPeak, print_report, summarise
 FLOORS = "responses_bridge.devtools.checkout.floors"
 
 
+class _WithDefaults(argparse.HelpFormatter):
+    """Each option's help ends with its default, when it has one worth saying (not off, unset or empty)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default not in (None, False, [], argparse.SUPPRESS) and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
 def add_parser(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("bench", help="measure the latency the bridge adds over the upstream")
+    parser = commands.add_parser("bench", help="measure the latency the bridge adds over the upstream",
+                                 formatter_class=_WithDefaults)
     parser.add_argument("--requests", type=int, default=200, help="sequential requests per target and kind")
     parser.add_argument("--chunks", type=int, default=100, help="content chunks per streamed answer")
-    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--concurrency", type=int, default=32, help="requests in flight in the concurrency test")
     parser.add_argument("--throughput-requests", type=int, default=2000,
                         help="non-stream requests per target in the concurrency test")
     parser.add_argument("--header-delay", type=int, default=50, metavar="MS",
-                        help="time to first event: the upstream holds each answer's headers this long (default 50)")
+                        help="time to first event: the upstream holds each answer's headers this long, milliseconds")
     parser.add_argument("--first-event-requests", type=int, default=30, metavar="N",
                         help="streamed requests per target in the time-to-first-event section; 0 skips it")
     parser.add_argument("--envoy", action="store_true", help="also measure through Envoy (ext_proc vs direct)")

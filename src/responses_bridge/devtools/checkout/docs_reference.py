@@ -3,8 +3,9 @@ environment variables, type, default and limits, read from the model) and the En
 page (cut from the bootstrap ``envoy-config`` renders). ``scripts/render-docs`` writes them and
 ``tests/deploy/test_docs.py`` fails when a committed page differs, so the pages cannot drift from the code.
 
-A setting's meaning is its field ``description`` when it has one, else the line in ``MEANINGS`` below; a setting
-with neither stops the render, naming the field, so a new setting cannot go undocumented.
+A setting's meaning is its field ``description`` when it has one, else its line in ``MEANINGS`` (config_help.py,
+which ``serve --help`` reads too); a setting with neither stops the render, naming the field, so a new setting
+cannot go undocumented.
 """
 
 from __future__ import annotations
@@ -16,58 +17,15 @@ from pydantic.fields import FieldInfo
 
 from ... import serve
 from ...config import Settings, env_names
-from ...config_help import shown_type, user_default
+from ...config_help import MEANINGS, UndocumentedSetting, shown_type, user_default
+from ...config_help import meaning as setting_meaning
 from ...envoy_config import bootstrap_dict, to_yaml
 from .deploy_examples import DEMO
 
-MEANINGS: dict[str, str] = {
-    "database_url": "the PostgreSQL database every replica shares (`postgresql://user:password@host/db`); set, it "
-                    "holds every store instead of the SQLite file, and an unreachable one fails the start",
-    "upstream_timeout": "whole-request ceiling for one upstream call, seconds; streams are also bounded by the "
-                        "idle timeout",
-    "upstream_connect_timeout": "seconds to connect to the upstream",
-    "upstream_idle_timeout": "seconds of upstream silence before a 504 / `response.failed` (`upstream_timeout`)",
-    "max_request_bytes": "largest accepted request body; larger is a 413 `request_too_large`",
-    "max_event_bytes": "largest single upstream SSE event or non-streamed upstream answer held in memory; more fails "
-                       "that response (502 `upstream_too_large` / `response.failed`)",
-    "max_tokens_field": "the Chat Completions field the output limit is sent in; `max_completion_tokens` for OpenAI "
-                        "reasoning models",
-    "developer_role": "how `developer` messages are sent upstream; `developer` for OpenAI",
-    "reasoning_history": "earlier reasoning in replayed history: dropped, or sent as `reasoning_content`",
-    "unsupported_tools": "server-side tools the bridge cannot run: `drop` (not offered to the model; warned once per "
-                         "type, counted in `/metrics`) or `reject` (400 naming the tool)",
-    "context_window": "the model's context window in tokens; a `truncation: \"auto\"` request estimated not to fit "
-                      "drops its oldest items before the first call. Unset: only the upstream's context-length error "
-                      "triggers truncation",
-    "sealing_key": "urlsafe base64 of 32 bytes sealing the state clients carry (reasoning and compaction "
-                   "`encrypted_content`). Unset: a key is created in `sealing.key` beside the database; replicas "
-                   "behind one load balancer must share one",
-    "web_search": "the search behind the server-run `web_search` tool: `searxng:URL`, `brave` or `tavily`; unset: "
-                  "no web search (the tool falls under `unsupported_tools`)",
-    "web_search_url": "Brave's or Tavily's API base instead of the public one (a proxy, a compatible service)",
-    "brave_api_key": "Brave Search's key, required for `web_search=brave`",
-    "tavily_api_key": "Tavily's key, required for `web_search=tavily`",
-    "web_search_timeout": "one search's time limit, seconds",
-    "web_search_max_bytes": "largest search answer read",
-    "mcp_allowed_hosts": "remote MCP servers on private, loopback or link-local addresses that may be reached: "
-                         "comma-separated host names, IPs or CIDRs; public addresses are always allowed",
-    "mcp_connect_timeout": "seconds to resolve and connect to an MCP server",
-    "mcp_call_timeout": "seconds one MCP tool call may take; past it the `mcp_call` fails with that message",
-    "mcp_total_timeout": "seconds for one whole MCP operation (connect, handshake, list or call)",
-    "mcp_list_ttl": "seconds an MCP server's tool list is reused (per URL and headers); `0` lists every time",
-    "mcp_max_output_bytes": "MCP tool output kept for the model; longer output is cut with a marker",
-    "max_turns": "model turns one response may take in the server-side tool loop; the last is sent without tools",
-    "store_stall_seconds": "a store write waiting longer than this makes `GET /health/ready` answer 503 and the "
-                           "gRPC health service NOT_SERVING",
-    "log_format": "`json` (one object a line, on stderr) or `console` (for people)",
-}
+__all__ = ["MEANINGS", "UndocumentedSetting", "configuration_reference", "deployment_snippets", "rendered_docs"]
 
 GENERATED_NOTE = ("<!-- Generated by scripts/render-docs from the Settings model (src/responses_bridge/config.py): "
                   "do not edit by hand. -->")
-
-
-class UndocumentedSetting(ValueError):
-    """A Settings field with neither a ``description`` nor a line in MEANINGS."""
 
 
 def _flags() -> dict[str, tuple[str, str]]:
@@ -104,12 +62,9 @@ def _limits(info: FieldInfo) -> str:
 
 
 def meaning(field: str, info: FieldInfo) -> str:
+    """The setting's meaning (config_help.py), its flag's help where it has no other."""
     flags = _flags()
-    text = info.description or MEANINGS.get(field) or (flags[field][1] if field in flags else "")
-    if not text:
-        raise UndocumentedSetting(f"the setting {field!r} has no description: give its Field a description= "
-                                  "or add it to MEANINGS in src/responses_bridge/devtools/checkout/docs_reference.py")
-    return text
+    return setting_meaning(field, info, flags[field][1] if field in flags else None)
 
 
 def configuration_reference() -> str:
@@ -119,7 +74,9 @@ def configuration_reference() -> str:
         "Every setting of `responses-bridge serve`. Command-line flags win over environment variables, which win "
         "over the YAML configuration file (`--config FILE` or `RESPONSES_BRIDGE_CONFIG`, keys as in the first column; "
         "`responses-bridge config check FILE` validates one), which wins over the defaults. Where several variables "
-        "are listed, the first one set is used. In the container image "
+        "are listed, the first one set is used. A `RESPONSES_BRIDGE_*` variable no setting reads (a typo, or a near "
+        "miss of the prefix itself, such as `RESPONSE_BRIDGE_HTTP_PORT`) is a warning naming the closest variable "
+        "there is; with `--strict-env` (or `RESPONSES_BRIDGE_STRICT_ENV=1`) it is an error. In the container image "
         "(`Dockerfile`) the doors listen on `0.0.0.0` and the database is `/data/responses.sqlite`.", "",
         "| setting | flag | environment | type | default | meaning |",
         "| --- | --- | --- | --- | --- | --- |",

@@ -17,6 +17,7 @@ import orjson
 import structlog
 
 from ...bounded_body import BodyTooLarge, read_bounded
+from ...net_errors import connection_error
 from .web_search_base import (
     COUNTRY_LANGUAGE,
     SearchResult,
@@ -111,7 +112,7 @@ class _HTTPProvider:
             self._failed(error, started)
             raise error from exc
         except (aiohttp.ClientError, OSError, ValueError) as exc:
-            error = WebSearchError(self._scrub(f"{self.name} could not be reached: {exc or type(exc).__name__}"))
+            error = WebSearchError(self._scrub(f"{self.name} could not be reached: {connection_error(exc)}"))
             self._failed(error, started)
             raise error from exc
         if status != 200:

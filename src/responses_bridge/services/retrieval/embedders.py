@@ -42,6 +42,7 @@ import aiohttp
 import orjson
 
 from ...bounded_body import BodyTooLarge, read_bounded
+from ...net_errors import connection_error
 from ...protocol.errors import APIError
 
 if TYPE_CHECKING:
@@ -215,7 +216,7 @@ class UpstreamEmbedder:
             raise EmbeddingError(f"the embeddings endpoint answered more than {exc.limit} bytes for "
                                  f"{len(texts)} texts") from None
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise EmbeddingError(f"the embeddings endpoint could not be reached: {exc}") from exc
+            raise EmbeddingError(f"the embeddings endpoint could not be reached: {connection_error(exc)}") from exc
         if status != 200:
             raise EmbeddingError(f"the embeddings endpoint answered HTTP {status}: {payload[:300]!r}")
         try:
@@ -239,7 +240,7 @@ class UpstreamEmbedder:
             raise EmbeddingError(f"the embeddings endpoint answered more than {exc.limit} bytes for "
                                  f"{inputs} inputs") from None
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise EmbeddingError(f"the embeddings endpoint could not be reached: {exc}") from exc
+            raise EmbeddingError(f"the embeddings endpoint could not be reached: {connection_error(exc)}") from exc
 
     async def aclose(self) -> None:
         if self._session is not None:

@@ -342,10 +342,14 @@ async def schema_version(conn: aiosqlite.Connection) -> int:
     return int(next(iter(rows))[0])
 
 
+class NewerSchema(RuntimeError):
+    """The database was written by a newer bridge than this one."""
+
+
 def _check_known(found: int, latest: int) -> None:
     """Refuse databases written by a newer bridge: silently using them could corrupt data we don't understand."""
     if found > latest:
-        raise RuntimeError(
+        raise NewerSchema(
             f"response store schema version {found} is newer than the newest version this bridge knows ({latest}); "
             "upgrade responses-bridge or point it at another database"
         )
