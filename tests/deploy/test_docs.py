@@ -4,6 +4,7 @@ scripts/render-docs). The pages link to each other and the README links to them.
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import tomllib
@@ -201,3 +202,15 @@ def test_the_readme_install_gives_what_its_examples_use() -> None:
     demo = re.search(r"^VENV_EXTRAS=([a-z,]+)", (ROOT / "scripts" / "demo").read_text(), re.MULTILINE)
     assert demo is not None
     assert extras == set(demo.group(1).split(",")), "the README's install is not the one scripts/demo makes"
+
+
+def test_the_code_interpreter_tour_is_the_one_the_demo_prints() -> None:
+    """The README tour's and docs/code-interpreter.md's code interpreter request is the banner's (demo_banner.py),
+    which tests/integration/test_code_interpreter_e2e.py runs as printed: one request, said three times."""
+    from responses_bridge.devtools.demo_banner import CODE_INPUT, CODE_TOOL
+
+    expected = {"model": "fake-model", "input": CODE_INPUT, "tools": [CODE_TOOL],
+                "include": ["code_interpreter_call.outputs"]}
+    for path in (ROOT / "README.md", DOCS / "code-interpreter.md"):
+        bodies = [json.loads(body) for body in re.findall(r"-d '(\{[^']*code_interpreter[^']*\})'", path.read_text())]
+        assert bodies == [expected], path.name

@@ -4,12 +4,16 @@ another program is said loudly, with the port used instead, and every printed co
 from __future__ import annotations
 
 import re
+import shlex
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import orjson
+
 from responses_bridge.devtools import demo
 from responses_bridge.devtools.demo_banner import moved_ports
+from responses_bridge.devtools.fake_code import requested_code
 from responses_bridge.devtools.procs import free_port
 
 
@@ -56,3 +60,18 @@ def test_a_real_upstream_does_not_report_the_fake_upstreams_port() -> None:
     assert moved_ports(ports, fake=False) == []
     assert moved_ports(ports, fake=True) == [
         f"!! Port 8090 is taken by another program: the fake upstream is on port {ports.upstream} instead."]
+
+
+def test_the_code_interpreter_is_shown_or_its_absence_explained() -> None:
+    """The five-minute tour's code interpreter: a command whose prompt the fake model runs as code, asking for the
+    call's logs; where the sandbox cannot run, the reason instead of a command that would get a 400."""
+    ports = demo.Ports(listen=free_port(), http=8080, extproc=50051, upstream=8090, admin=9901)
+    lines = _banner(ports).splitlines()
+    line = lines[next(i for i, x in enumerate(lines) if x.startswith("Code interpreter")) + 1]
+    body = orjson.loads(shlex.split(line)[-1])
+    assert body["tools"] == [{"type": "code_interpreter", "container": {"type": "auto"}}]
+    assert body["include"] == ["code_interpreter_call.outputs"]
+    assert requested_code(body["input"]) == "print(2 + 2)"
+    refused = demo.banner(ports, "u", "c", "d", "fake-model", fake=True, sandbox_problem="bwrap is not on PATH")
+    assert "code_interpreter" not in refused and "bwrap is not on PATH" in refused
+    assert "responses-bridge doctor" in refused

@@ -35,6 +35,7 @@ import orjson
 
 from ..config import DEFAULT_EXTPROC_PORT, DEFAULT_HTTP_PORT, load_settings
 from ..envoy_config import EXTPROC_SERVICE, LISTEN_PORT, render_bootstrap
+from ..sandbox.host import check_bubblewrap
 from .demo_banner import banner, moved_ports, sdk_example
 from .procs import ManagedProcess, envoy_binary, free_port, port_is_free, wait_http
 
@@ -142,8 +143,9 @@ async def demo(upstream: str | None, listen_port: int, db: str | None, model: st
             if problem is not None:
                 print(f"demo: the upstream {upstream_url} {problem}", file=sys.stderr, flush=True)
 
-        print(banner(ports, upstream_url, config, db_path, model, fake, db_kept=db is not None, problem=problem),
-              flush=True)
+        sandbox_problem = (await asyncio.to_thread(check_bubblewrap))[1]  # what the sidecar found too, in words
+        print(banner(ports, upstream_url, config, db_path, model, fake, db_kept=db is not None, problem=problem,
+                     sandbox_problem=sandbox_problem), flush=True)
         while not stop.is_set():
             dead = [p for p in processes if not p.alive()]
             if dead:

@@ -42,8 +42,26 @@ def moved_ports(ports: Ports, fake: bool) -> list[str]:
     return lines
 
 
+CODE_INPUT = "run: print(2 + 2)"
+"""The code interpreter example's prompt: the fake model runs what follows ``run:`` (fake_code.py); a real model
+reads it as the request it is."""
+CODE_TOOL = {"type": "code_interpreter", "container": {"type": "auto"}}
+
+
+def code_example(url: str, model: str, auth: str, sandbox_problem: str | None) -> list[str]:
+    """The code interpreter seen working: a ``code_interpreter_call`` item with its logs (``include``), then the
+    answer; or, where the sandbox cannot run here, why not and what to do, instead of a command that gets a 400."""
+    if sandbox_problem is not None:
+        return ["Code interpreter: refused on this machine (code never runs unsandboxed):",
+                f"  {sandbox_problem}", "  `responses-bridge doctor` checks a host."]
+    body = orjson.dumps({"model": model, "input": CODE_INPUT, "tools": [CODE_TOOL],
+                         "include": ["code_interpreter_call.outputs"]}).decode()
+    return ["Code interpreter (its code_interpreter_call item carries the logs; a ```python block works too):",
+            f"  curl -s {url} -H 'content-type: application/json'{auth} -d {shlex.quote(body)}"]
+
+
 def banner(ports: Ports, upstream: str, config: str, db: str, model: str | None, fake: bool,
-           db_kept: bool = True, problem: str | None = None) -> str:
+           db_kept: bool = True, problem: str | None = None, sandbox_problem: str | None = None) -> str:
     url = f"http://127.0.0.1:{ports.listen}/v1/responses"
     keyed = not fake and bool(os.environ.get("OPENAI_API_KEY"))  # a keyless backend (Ollama) gets no header
     auth = ' -H "Authorization: Bearer $OPENAI_API_KEY"' if keyed else ""
@@ -74,6 +92,8 @@ def banner(ports: Ports, upstream: str, config: str, db: str, model: str | None,
             "",
             "Streaming (Server-Sent Events):",
             f"  curl -N {url} -H 'content-type: application/json'{auth} -d {shlex.quote(stream)}",
+            "",
+            *code_example(url, model, auth, sandbox_problem),
             "",
             *sdk_example(ports.listen, model, key),
             "",

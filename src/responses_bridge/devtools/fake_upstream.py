@@ -106,6 +106,9 @@ text that gets echoed. Unknown bracketed text is left alone.
    The bridge's server tools are offered as functions too, so ``call web_search widgets`` searches for
    "widgets", and ``call image_generation [args={"prompt": "a red kite"}]`` asks for an image (a failing
    image model: ``[error=503]`` inside that prompt, see fake_images.py).
+   Code, asked for as a person asks (fake_code.py): with the code interpreter offered (the function ``python``),
+   a fenced ```` ```python ```` block or ``run: <code>`` in the message calls ``python`` with that code, e.g.
+   ``run: print(2 + 2)``; then ``Tool result: 4``.
 5. ``[refuse]``: ``refusal: "I can't help with that."`` with ``content: null``; streamed as
    ``delta.refusal`` pieces, one per word.
 6. ``[length]`` cuts the answer to 3 words; a ``max_completion_tokens`` (or else ``max_tokens``)
@@ -172,7 +175,7 @@ import orjson
 from aiohttp import web
 
 from ..engine.sse import DONE_FRAME, data_frame
-from . import fake_quirks
+from . import fake_code, fake_quirks
 
 MODELS = ("fake-model", "fake-reasoner")
 EMBEDDING_DIMENSIONS = 64
@@ -796,8 +799,10 @@ def _build_arguments(fn: dict[str, Any], text: str) -> str:
     return orjson.dumps(args).decode()
 
 
-def _chosen_tools(body: dict[str, Any], functions: list[dict[str, Any]], text: str, last_is_user: bool) -> list[str]:
-    """Which tools to call, in order, following tool_choice, the text and parallel_tool_calls."""
+def _chosen_tools(body: dict[str, Any], functions: list[dict[str, Any]], text: str, last_is_user: bool,
+                  asked: str | None = None) -> list[str]:
+    """Which tools to call, in order, following tool_choice, the text and parallel_tool_calls. ``asked``: the tool
+    the message asks for without naming it (code to run: fake_code.py), called when no ``call <name>`` is."""
     choice = body.get("tool_choice")
     if not functions or choice == "none":
         return []
@@ -805,6 +810,8 @@ def _chosen_tools(body: dict[str, Any], functions: list[dict[str, Any]], text: s
         return [choice["function"]["name"]]
     offered = {fn["name"] for fn in functions}
     names = [m.group(1) for m in _CALL_RE.finditer(text) if m.group(1) in offered] if last_is_user else []
+    if not names and asked is not None:
+        names = [asked]
     if not names and choice == "required":
         names = [functions[0]["name"]]
     if body.get("parallel_tool_calls") is False:
@@ -931,7 +938,8 @@ def build_answer(body: dict[str, Any], functions: list[dict[str, Any]], d: Direc
         answer.completion_tokens += _word_count(REFUSAL_TEXT)
         return answer
     last_is_user = messages[-1].get("role") == "user"
-    names = _chosen_tools(body, functions, user_text, last_is_user)
+    code = fake_code.wants_code_call(body, functions, user_text) if last_is_user else None
+    names = _chosen_tools(body, functions, user_text, last_is_user, code[0] if code else None)
     if not names and not last_is_user and d.then:
         names = _then_tools(body, functions, d.then)
     topical = False
@@ -940,6 +948,9 @@ def build_answer(body: dict[str, Any], functions: list[dict[str, Any]], d: Direc
         topical = bool(names)
     if names:
         answer.tool_calls = _tool_calls(names, functions, user_text)
+        if code is not None:  # the code in the message is the code tool's argument
+            answer.tool_calls = [ToolCall(call.id, call.name, fake_code.code_arguments(functions, call.name, code[1]))
+                                 if call.name == code[0] else call for call in answer.tool_calls]
         if topical:
             answer.tool_calls = [_with_query(call, functions, user_text) for call in answer.tool_calls]
         if d.args is not None:
