@@ -16,7 +16,7 @@ import openai
 import pytest
 import tiktoken
 
-from responses_bridge.devtools.fake_upstream import embed
+from responses_bridge.devtools.fake_embeddings import embed
 from responses_bridge.devtools.procs import free_port
 from responses_bridge.envoy_config import render_bootstrap
 from tests.support.bridge import running_sidecar

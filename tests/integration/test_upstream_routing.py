@@ -118,7 +118,7 @@ async def test_models_lists_the_routes_merged_with_the_upstreams(
     _, client = setup
     listed = [model.id async for model in client.models.list()]
     # the configured exact name, then what an upstream reports that a route sends to it ("fake-*" -> a)
-    assert listed == ["beta", "fake-model", "fake-reasoner"]
+    assert listed == ["beta", "fake-model", "fake-reasoner", "fake-embedding"]
     assert (await client.models.retrieve("beta")).id == "beta"
     assert (await client.models.retrieve("alpha-9")).id == "alpha-9"  # a glob's name: served, so it exists
     with pytest.raises(openai.NotFoundError):

@@ -8,10 +8,12 @@ Routes
 ------
 * ``POST /v1/chat/completions`` - ``chat.completion`` JSON, or with ``"stream": true`` an SSE stream
   (``text/event-stream``) of ``data: {chat.completion.chunk}`` events ending with ``data: [DONE]``.
-* ``GET /v1/models`` (and ``GET /v1/models/{id}``) - models ``fake-model`` and ``fake-reasoner``.
-* ``POST /v1/embeddings`` - deterministic unit-length vectors (64 floats unless ``dimensions`` says
-  otherwise) derived from a hash of each input; ``input`` is a string, a list of strings, or token
-  arrays; ``encoding_format: "base64"`` gives little-endian float32 bytes in base64, like OpenAI.
+* ``GET /v1/models`` (and ``GET /v1/models/{id}``) - chat models ``fake-model`` and ``fake-reasoner``, then the
+  embedding model ``fake-embedding`` (asked for chat: OpenAI's 404 "This is not a chat model").
+* ``POST /v1/embeddings`` - for ``fake-embedding`` only (fake_embeddings.py): deterministic unit-length vectors
+  (64 floats unless ``dimensions`` says otherwise) derived from a hash of each input; ``input`` is a string, a list
+  of strings, or token arrays; ``encoding_format: "base64"`` gives little-endian float32 bytes in base64, like
+  OpenAI. Another model is refused as OpenAI refuses it (a chat model: 400; one it does not list: 404).
 * ``POST /v1/images/generations`` - an ``ImagesResponse`` with real PNGs (fake_images.py); ``--no-images``
   leaves the route out (a 404, as an upstream without the Images API answers).
 * ``GET /health`` - ``{"status": "ok"}``.
@@ -161,10 +163,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import itertools
 import re
-import struct
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
@@ -178,7 +178,7 @@ from ..engine.sse import DONE_FRAME, data_frame
 from . import fake_code, fake_quirks
 
 MODELS = ("fake-model", "fake-reasoner")
-EMBEDDING_DIMENSIONS = 64
+EMBEDDING_MODELS = ("fake-embedding",)  # served on /v1/embeddings (fake_embeddings.py), listed after the chat models
 RECORDED_REQUESTS = 50
 REFUSAL_TEXT = "I can't help with that."
 TOOL_ARGUMENT_PIECE = 8
@@ -1159,6 +1159,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if refusal is not None:
         return _json_response(refusal.body(), refusal.status)
     functions = validate_chat_request(body, pairing="no-pairing-check" not in state.quirks)
+    if body["model"] in EMBEDDING_MODELS:  # OpenAI's answer to a chat request for an embedding model
+        raise FakeError(404, "This is not a chat model and thus not supported in the v1/chat/completions endpoint. "
+                        "Did you mean to use v1/completions?", param="model")
     user_text = _last_user_text(body["messages"])
     d, cleaned = parse_directives(user_text or "")
     if d.stall_ms:
@@ -1197,74 +1200,15 @@ def _model_object(name: str) -> dict[str, Any]:
 
 
 async def list_models(request: web.Request) -> web.Response:
-    return _json_response({"object": "list", "data": [_model_object(m) for m in MODELS]})
+    return _json_response({"object": "list", "data": [_model_object(m) for m in (*MODELS, *EMBEDDING_MODELS)]})
 
 
 async def get_model(request: web.Request) -> web.Response:
     name = request.match_info["model"]
-    if name not in MODELS:
+    if name not in (*MODELS, *EMBEDDING_MODELS):
         raise FakeError(404, f"The model '{name}' does not exist", param="model", code="model_not_found",
                         type="invalid_request_error")
     return _json_response(_model_object(name))
-
-
-def embed(item: str | list[int], dimensions: int = EMBEDDING_DIMENSIONS) -> list[float]:
-    """A unit vector seeded by a hash of the input, rounded to float32 so both encodings agree."""
-    seed = item.encode() if isinstance(item, str) else orjson.dumps(item)
-    raw = struct.unpack(f"<{dimensions}I", hashlib.shake_256(seed).digest(4 * dimensions))
-    vector = [v / 2**31 - 1.0 for v in raw]
-    norm = sum(v * v for v in vector) ** 0.5 or 1.0
-    return list(struct.unpack(f"<{dimensions}f", struct.pack(f"<{dimensions}f", *(v / norm for v in vector))))
-
-
-def _embedding_inputs(value: Any) -> list[str | list[int]]:
-    def bad() -> FakeError:
-        return FakeError(400, "'$.input' is invalid. Please check the API reference: "
-                         "https://platform.openai.com/docs/api-reference.", param="input")
-
-    if value is None:
-        raise _missing("input")
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not value:
-        raise bad()
-    if all(_is_int(v) for v in value):
-        return [value]
-    for item in value:
-        ok = (isinstance(item, str) and item) or (isinstance(item, list) and item and all(_is_int(v) for v in item))
-        if not ok:
-            raise bad()
-    return value
-
-
-async def embeddings(request: web.Request) -> web.Response:
-    body, ok = await _read_json(request)
-    if not ok:
-        raise _parse_error()
-    if not isinstance(body, dict):
-        raise FakeError(400, "Invalid type for request body: expected an object.", code="invalid_type")
-    if not isinstance(body.get("model"), str) or not body["model"]:
-        raise FakeError(400, "you must provide a model parameter", param="model", code="missing_required_parameter")
-    inputs = _embedding_inputs(body.get("input"))
-    fmt = body.get("encoding_format") or "float"
-    if fmt not in ("float", "base64"):
-        raise FakeError(400, f"Invalid value: {fmt!r}. Supported values are: 'float' and 'base64'.",
-                        param="encoding_format", code="invalid_value")
-    _check_range(body, "dimensions", 1, 4096, integer=True)
-    dims = body.get("dimensions") or EMBEDDING_DIMENSIONS
-    delay = request.app[_STATE].embedding_delay
-    if delay:
-        await asyncio.sleep(delay)
-    data = []
-    for i, item in enumerate(inputs):
-        vector = embed(item, dims)
-        encoded: Any = vector
-        if fmt == "base64":
-            encoded = base64.b64encode(struct.pack(f"<{dims}f", *vector)).decode()
-        data.append({"object": "embedding", "index": i, "embedding": encoded})
-    tokens = sum(_word_count(x) if isinstance(x, str) else len(x) for x in inputs)
-    return _json_response({"object": "list", "data": data, "model": body["model"],
-                           "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
 
 async def health(request: web.Request) -> web.Response:
