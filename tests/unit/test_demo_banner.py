@@ -39,12 +39,18 @@ def test_a_taken_listen_port_is_said_loudly_and_the_commands_use_the_one_in_use(
     text = _banner(ports)
     first = text.strip().splitlines()[0]
     assert first.startswith("!!") and f"Port {wanted} is taken" in first and f"port {ports.listen} instead" in first
-    assert f"localhost:{wanted} (the README's tour) reaches that other program" in text
+    assert f"localhost:{wanted} reaches that other program, not this demo" in text
     commands = [line for line in text.splitlines() if "127.0.0.1:" in line and ("curl" in line or "OpenAI(" in line)]
     assert commands
     for line in commands:
         assert set(re.findall(r"127\.0\.0\.1:(\d+)", line)) == {str(ports.listen)}, line
     assert text.rstrip().splitlines()[-3].startswith("!!")  # said again at the end, above "Press Ctrl-C"
+
+
+def test_the_readmes_port_is_named_as_the_tours() -> None:
+    ports = demo.Ports(listen=free_port(), http=8080, extproc=50051, upstream=8090, admin=9901,
+                       moved={"listen": 10000})
+    assert "localhost:10000 (the README's tour) reaches that other program" in _banner(ports)
 
 
 def test_free_ports_are_not_mentioned() -> None:

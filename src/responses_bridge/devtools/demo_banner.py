@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from ..envoy_config import LISTEN_PORT
+
 if TYPE_CHECKING:
     from .demo import Ports
 
@@ -37,8 +39,10 @@ def moved_ports(ports: Ports, fake: bool) -> list[str]:
         lines.append(f"!! Port {wanted} is taken by another program: {ROLES[name]} is on port "
                      f"{getattr(ports, name)} instead.")
     if "listen" in ports.moved:
-        lines.append(f"!! Use the commands below as printed: localhost:{ports.moved['listen']} (the README's tour) "
-                     "reaches that other program, not this demo.")
+        wanted = ports.moved["listen"]
+        tour = " (the README's tour)" if wanted == LISTEN_PORT else ""
+        lines.append(f"!! Use the commands below as printed: localhost:{wanted}{tour} reaches that other program, "
+                     "not this demo.")
     return lines
 
 
