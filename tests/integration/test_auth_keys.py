@@ -260,6 +260,13 @@ async def test_embeddings_and_one_model_need_a_key(keyed: Stack, door: str) -> N
     assert status == 200 and len(body["data"][0]["embedding"]) == 64
     status, body = await _raw("GET", f"{keyed.url(door)}/v1/models/{MODEL}", keyed.keys.acme)
     assert status == 200 and body["id"] == MODEL
+    # an upstream's embedding model: the same key check, then the sidecar's own call (through Envoy, where the
+    # processor lets the sidecar's credential through) with the upstream's key
+    upstream_embedding = {"model": "fake-embedding", "input": "hello"}
+    status, body = await _raw("POST", f"{keyed.url(door)}/v1/embeddings", "sk-anything", upstream_embedding)
+    assert status == 401 and body["error"]["code"] == "invalid_api_key"
+    status, body = await _raw("POST", f"{keyed.url(door)}/v1/embeddings", keyed.keys.acme, upstream_embedding)
+    assert status == 200 and body["model"] == "fake-embedding" and len(body["data"][0]["embedding"]) == 64
 
 
 # --- the passthrough routes: the upstream key is never anyone's for the asking -------------------------------

@@ -11,8 +11,12 @@ loop test is quick.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
+import shlex
+import shutil
+import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +26,7 @@ import openai
 import orjson
 import pytest
 
+from responses_bridge.devtools.demo_banner import code_example
 from responses_bridge.envoy_config import HTTP_CLUSTER, render_bootstrap
 from responses_bridge.sandbox.doctor import check_bubblewrap
 from tests.support.bridge import Sidecar, running_sidecar
@@ -101,6 +106,34 @@ async def test_code_runs_and_its_output_reaches_the_model(client: openai.AsyncOp
     assert call.code == "print(6 * 7)" and call.container_id.startswith("cntr_")
     assert logs_of(call) == "42\n"
     assert response.status == "completed" and answer.content[0].text.startswith("Tool result: 42")
+
+
+@pytest.mark.parametrize("text", ["run: print(2 + 2)", "Compute this, please:\n```python\nprint(2 + 2)\n```"])
+async def test_code_asked_for_as_a_person_asks_runs(client: openai.AsyncOpenAI, text: str) -> None:
+    """What the demo banner and docs/code-interpreter.md tell a newcomer to try: no directive, the code itself."""
+    response = await client.responses.create(model="fake-model", input=text, tools=[AUTO],
+                                             include=OUTPUTS)  # type: ignore[arg-type]
+    call, answer = response.output[0], response.output[-1]
+    assert call.type == "code_interpreter_call" and call.status == "completed"
+    assert call.code == "print(2 + 2)" and logs_of(call) == "4\n"
+    assert answer.content[0].text.startswith("Tool result: 4")
+
+
+async def test_the_demo_banners_code_example_runs_as_printed(gateway: Gateway) -> None:
+    """The command ``responses-bridge demo`` prints, pasted into a shell: curl through Envoy shows a completed
+    ``code_interpreter_call`` with the code's logs."""
+    command = code_example(f"{gateway.url}/v1/responses", "fake-model", "", None)[-1]
+    words = shlex.split(command)
+    assert words[0] == "curl"
+    if shutil.which("curl") is None:
+        pytest.skip("no curl here")
+    result = await asyncio.to_thread(subprocess.run, words, capture_output=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    response = orjson.loads(result.stdout)
+    call = response["output"][0]
+    assert call["type"] == "code_interpreter_call" and call["status"] == "completed"
+    assert call["outputs"] == [{"type": "logs", "logs": "4\n"}]
+    assert response["output"][-1]["content"][0]["text"].startswith("Tool result: 4")
 
 
 async def test_the_stream_has_the_code_interpreter_events_in_order(base_url: str) -> None:

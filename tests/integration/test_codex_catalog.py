@@ -73,4 +73,5 @@ async def test_codex_gets_the_merged_list_with_its_models_array(deployment: Depl
     status, body, etag = await _get(base, CODEX_QUERY)
     assert status == 200, body
     _check_codex_answer(body, etag, plain)
-    assert [model["id"] for model in body["data"]] == ["beta", "fake-model", "fake-reasoner"]
+    assert [model["id"] for model in body["data"]] == ["beta", "fake-model", "fake-reasoner", "fake-embedding",
+                                                       "tokenlearn-static-model"]

@@ -580,7 +580,8 @@ async def test_configured_key_and_request_headers_mode(stack: Stack, tmp_path: P
 async def test_models_passthrough(stack: Stack) -> None:
     client = stack.client()
     models = await client.models.list()
-    assert {m.id for m in models.data} == {"fake-model", "fake-reasoner"}
+    # the upstream's, then the sidecar's embedder (its door answers the list through Envoy too)
+    assert [m.id for m in models.data] == ["fake-model", "fake-reasoner", "fake-embedding", "tokenlearn-static-model"]
 
 
 async def test_chat_completions_passthrough(stack: Stack) -> None:

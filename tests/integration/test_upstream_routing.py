@@ -20,6 +20,7 @@ import aiohttp
 import openai
 import pytest
 
+from responses_bridge.devtools.fake_embeddings import embed
 from tests.support.envoy import have_envoy
 from tests.support.upstreams import Deployment, running_deployment
 
@@ -117,12 +118,30 @@ async def test_models_lists_the_routes_merged_with_the_upstreams(
         setup: tuple[Deployment, openai.AsyncOpenAI]) -> None:
     _, client = setup
     listed = [model.id async for model in client.models.list()]
-    # the configured exact name, then what an upstream reports that a route sends to it ("fake-*" -> a)
-    assert listed == ["beta", "fake-model", "fake-reasoner"]
+    # the configured exact name, then what an upstream reports that a route sends to it ("fake-*" -> a), then
+    # the sidecar's own embedder
+    assert listed == ["beta", "fake-model", "fake-reasoner", "fake-embedding", "tokenlearn-static-model"]
     assert (await client.models.retrieve("beta")).id == "beta"
     assert (await client.models.retrieve("alpha-9")).id == "alpha-9"  # a glob's name: served, so it exists
     with pytest.raises(openai.NotFoundError):
         await client.models.retrieve("gamma")
+
+
+async def test_embeddings_go_to_the_models_upstream(setup: tuple[Deployment, openai.AsyncOpenAI]) -> None:
+    """An upstream's embedding model ("fake-*" -> a) is embedded there, with the sidecar's own call through Envoy's
+    internal listener; a model no route serves is the router's 404; the local embedder stays the sidecar's."""
+    deployment, client = setup
+    before = await deployment.cluster_requests()
+    answer = await client.embeddings.create(model="fake-embedding", input="routed", encoding_format="float")
+    assert answer.model == "fake-embedding" and answer.data[0].embedding == embed("routed")
+    after = await deployment.cluster_requests()
+    assert (after["a"] - before["a"], after["b"] - before["b"]) == (1, 0)
+    with pytest.raises(openai.NotFoundError) as caught:
+        await client.embeddings.create(model="gamma-embed", input="nowhere")
+    assert caught.value.code == "model_not_found"
+    local = await client.embeddings.create(model="tokenlearn-static-model", input="here", encoding_format="float")
+    assert len(local.data[0].embedding) == 64
+    assert (await client.models.retrieve("tokenlearn-static-model")).owned_by == "responses-bridge"
 
 
 async def test_a_background_response_runs_on_its_models_upstream(

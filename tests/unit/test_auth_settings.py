@@ -72,7 +72,7 @@ def test_keys_mode_keeps_the_clients_key_from_every_upstream_route() -> None:
     routes = _routes(bootstrap_dict(**BASE, auth=Auth("keys")))
     for name in ("responses", "responses_unversioned"):
         assert routes[name]["request_headers_to_remove"] == ["authorization"]
-    for name in ("models", "images_generations", "chat_completions"):  # the processor checks the key, swaps it
+    for name in ("models", "embeddings", "images_generations", "chat_completions"):  # the processor checks the key
         config = routes[name]["typed_per_filter_config"]["envoy.filters.http.ext_proc"]
         assert config["disabled"] is False
         assert config["config"]["overrides"]["processing_mode"]["request_header_mode"] == "SEND"

@@ -104,6 +104,43 @@ async def test_without_an_embedder_the_answer_says_how_to_get_one() -> None:
     assert (refused.value.status, refused.value.code) == (400, "embedder_unavailable")
 
 
+@pytest.mark.parametrize(("status", "answer", "expected"), [
+    # OpenAI's and Ollama's OpenAI-compatible shape: its fields kept
+    (404, b'{"error": {"message": "model \\"x\\" not found, try pulling it first", "type": "api_error", '
+          b'"param": null, "code": null}}',
+     (404, 'model "x" not found, try pulling it first', "api_error", None, None)),
+    # vLLM's older flat shape (its code a number, which OpenAI's shape has as a string or null)
+    (404, b'{"object": "error", "message": "The model `x` does not exist.", "type": "NotFoundError", '
+          b'"param": null, "code": 404}', (404, "The model `x` does not exist.", "NotFoundError", None, None)),
+    # a bare string (llama.cpp, Ollama's own API)
+    (400, b'{"error": "input is too long"}', (400, "input is too long", "invalid_request_error", None, None)),
+    (400, b"bad request", (400, "The upstream answered HTTP 400: bad request", "invalid_request_error", None, None)),
+    (401, b"", (401, "The upstream answered HTTP 401.", "authentication_error", None, None)),
+    # the upstream's own failure: a 502 that names it
+    (500, b'{"error": {"message": "CUDA out of memory"}}',
+     (502, "The upstream failed (HTTP 500): CUDA out of memory", "server_error", None, "upstream_error")),
+])
+def test_an_upstreams_refusal_in_openais_shape(status: int, answer: bytes, expected: tuple[Any, ...]) -> None:
+    error = embeddings.upstream_error(status, answer)
+    assert (error.status, error.message, error.type, error.param, error.code) == expected
+    assert set(orjson.loads(error.body())["error"]) == {"message", "type", "param", "code"}
+
+
+def test_which_models_the_service_answers_and_lists() -> None:
+    """Its embedder's names and the local model's (with another embedder: its 404 naming the one served); every
+    other model is an upstream's, passed through by the door."""
+    local = EmbeddingService(StubLocalEmbedder())
+    assert local.answers(LOCAL_MODEL) and local.answers("local:tokenlearn-static-model@sha256:0000000000000000")
+    assert not local.answers("nomic-embed-text") and not local.answers("fake-embedding")
+    assert local.listed() == {"id": LOCAL_MODEL, "object": "model", "created": 0, "owned_by": "responses-bridge"}
+    upstream = EmbeddingService(UpstreamEmbedder("http://127.0.0.1:9/v1", "text-embedding-3-large", None))
+    assert upstream.answers("text-embedding-3-large") and upstream.answers(LOCAL_MODEL)
+    assert not upstream.answers("nomic-embed-text")
+    assert upstream.listed() is not None and upstream.listed()["id"] == "text-embedding-3-large"  # type: ignore[index]
+    none = EmbeddingService(UnavailableEmbedder())
+    assert none.answers(LOCAL_MODEL) and not none.answers("nomic-embed-text") and none.listed() is None
+
+
 class StubLocalEmbedder(LocalStaticEmbedder):
     """The local model's place in the service, without its model files: every text embeds as one vector."""
 

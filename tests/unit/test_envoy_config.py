@@ -115,7 +115,8 @@ def test_routes_and_processor_settings() -> None:
                             "sidecar_tools_unversioned", "responses", "responses_unversioned", "sidecar_files",
                             "sidecar_files_unversioned", "sidecar_containers", "sidecar_containers_unversioned",
                             "sidecar_vector_stores", "sidecar_vector_stores_unversioned",
-                            "models_codex", "models", "images_generations", "chat_completions", "sidecar"]
+                            "models_codex", "models", "embeddings", "images_generations", "chat_completions",
+                            "sidecar"]
     for name, path in (("sidecar_tools", "/v1/responses"), ("sidecar_tools_unversioned", "/responses")):
         # marked by the processor (server-side tools): to the HTTP door, unchanged, never seen by the processor
         # again; the mark is dynamic metadata, which no client can send
@@ -139,11 +140,20 @@ def test_routes_and_processor_settings() -> None:
         assert per_route["disabled"] is False
         # the headers wait for the processor's answer to the body: the route may change then
         assert routes[name]["typed_per_filter_config"]["envoy.filters.http.buffer"]["disabled"] is False
-    assert routes["models"]["route"]["prefix_rewrite"] == "/openai/v1/models"
-    # the list only: one model (/v1/models/{id}) falls to the sidecar's catch-all, which answers it on both doors
-    assert routes["models"]["match"]["path"] == "/v1/models"
+    # the sidecar's own calls (--upstream-via, marked with ROUTE_HEADER) for the model list and for an upstream's
+    # embeddings go to the upstream; a client's fall to the sidecar's catch-all, whose door lists the upstream's
+    # models with the embedder and embeds or passes on (one model, /v1/models/{id}, is the sidecar's too)
+    own = {"name": envoy_config.ROUTE_HEADER, "string_match": {"exact": "default"}}
+    for name, method, path in (("models", "GET", "models"), ("embeddings", "POST", "embeddings")):
+        assert routes[name]["route"]["prefix_rewrite"] == f"/openai/v1/{path}"
+        assert routes[name]["match"]["path"] == f"/v1/{path}"
+        assert routes[name]["match"]["headers"] == [{"name": ":method", "string_match": {"exact": method}}, own]
+        assert routes[name]["route"]["host_rewrite_literal"] == "gateway.example.com"
+        assert routes[name]["route"]["cluster"] == envoy_config.UPSTREAM_CLUSTER
     assert "path_separated_prefix" not in routes["models"]["match"]
-    assert routes["models"]["route"]["host_rewrite_literal"] == "gateway.example.com"
+    # ... and never reaches the upstream (removed once the route is chosen)
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    assert hcm["route_config"]["request_headers_to_remove"] == [envoy_config.ROUTE_HEADER]
     # the Codex CLI's catalog request (?client_version=) goes to the sidecar, whose door adds Codex's ``models``
     assert routes["models_codex"]["match"]["path"] == "/v1/models"
     assert routes["models_codex"]["match"]["query_parameters"] == [{"name": "client_version", "present_match": True}]
@@ -152,7 +162,7 @@ def test_routes_and_processor_settings() -> None:
     assert routes["images_generations"]["match"]["path"] == "/v1/images/generations"
     assert routes["images_generations"]["route"]["cluster"] == envoy_config.UPSTREAM_CLUSTER
     assert routes["images_generations"]["route"]["prefix_rewrite"] == "/openai/v1/images/generations"
-    for name in ("models_codex", "models", "images_generations", "sidecar"):
+    for name in ("models_codex", "models", "embeddings", "images_generations", "sidecar"):
         per_route = routes[name]["typed_per_filter_config"]["envoy.filters.http.ext_proc"]
         assert per_route["disabled"] is True
     # chat completions: the processor reads the request (``store``) and only a stored request's answer, streamed
@@ -365,3 +375,18 @@ def test_without_stored_chats_the_chat_route_reaches_the_processor_only_to_route
     stored = {r["name"]: r for r in _routes(bootstrap_dict(**DEMO, auth=auth))}  # type: ignore[arg-type]
     assert _ext_proc(stored["chat_completions"])["config"]["overrides"]["processing_mode"][
         "response_body_mode"] == "STREAMED"
+
+
+def test_the_sidecars_own_calls_carry_the_mark_the_one_upstream_routes_match() -> None:
+    """With one upstream, the sidecar's calls through Envoy (``--upstream-via``) name it in ROUTE_HEADER: the models
+    and embeddings routes send exactly those to the upstream (a client's go to the sidecar); without Envoy, none."""
+    from responses_bridge.adapters.upstream_client import ROUTE_HEADER, AiohttpUpstreamClient
+    from responses_bridge.config import Settings
+    from responses_bridge.envoy_config.names import OWN_CALL_VALUE
+    from responses_bridge.upstreams import SINGLE_UPSTREAM
+
+    via = AiohttpUpstreamClient(Settings(upstream="http://127.0.0.1:9/v1", upstream_via="http://127.0.0.1:10000/v1"))
+    assert via._headers[ROUTE_HEADER] == OWN_CALL_VALUE == SINGLE_UPSTREAM
+    assert ROUTE_HEADER == envoy_config.ROUTE_HEADER
+    direct = AiohttpUpstreamClient(Settings(upstream="http://127.0.0.1:9/v1"))
+    assert ROUTE_HEADER not in direct._headers

@@ -548,7 +548,7 @@ async def test_models_and_health(session, base_url):
     async with session.get(f"{base_url}/v1/models") as resp:
         models = await resp.json()
     assert models["object"] == "list"
-    assert [m["id"] for m in models["data"]] == ["fake-model", "fake-reasoner"]
+    assert [m["id"] for m in models["data"]] == ["fake-model", "fake-reasoner", "fake-embedding"]
     assert all(m["object"] == "model" for m in models["data"])
     async with session.get(f"{base_url}/health") as resp:
         assert resp.status == 200
@@ -556,20 +556,41 @@ async def test_models_and_health(session, base_url):
 
 async def test_embeddings(session, base_url):
     url = f"{base_url}/v1/embeddings"
-    async with session.post(url, json={"model": "e", "input": ["alpha", "beta", "alpha"]}) as resp:
+    model = "fake-embedding"
+    async with session.post(url, json={"model": model, "input": ["alpha", "beta", "alpha"]}) as resp:
         body = await resp.json()
-    assert body["object"] == "list" and body["model"] == "e" and body["usage"]["prompt_tokens"] == 3
+    assert body["object"] == "list" and body["model"] == model and body["usage"]["prompt_tokens"] == 3
     vectors = [d["embedding"] for d in body["data"]]
     assert [d["index"] for d in body["data"]] == [0, 1, 2]
     assert all(len(v) == 64 and math.isclose(math.fsum(x * x for x in v), 1.0, rel_tol=1e-5) for v in vectors)
     assert vectors[0] == vectors[2] != vectors[1]
-    async with session.post(url, json={"model": "e", "input": "alpha", "encoding_format": "base64"}) as resp:
+    async with session.post(url, json={"model": model, "input": "alpha", "encoding_format": "base64"}) as resp:
         encoded = (await resp.json())["data"][0]["embedding"]
     assert list(struct.unpack("<64f", base64.b64decode(encoded))) == vectors[0]
-    async with session.post(url, json={"model": "e", "input": []}) as resp:
+    async with session.post(url, json={"model": model, "input": []}) as resp:
         assert resp.status == 400
     async with session.post(url, json={"input": "x"}) as resp:
         assert resp.status == 400
+
+
+async def test_only_the_listed_embedding_model_embeds(session, base_url):
+    """As a real backend: a chat model is no embedding model (400), an unknown one is not found (404), and the
+    embedding model is no chat model (OpenAI's 404); each refusal in OpenAI's error shape."""
+    url = f"{base_url}/v1/embeddings"
+    async with session.post(url, json={"model": "fake-model", "input": "x"}) as resp:
+        assert resp.status == 400
+        error = (await resp.json())["error"]
+    assert error["param"] == "model" and "fake-embedding" in error["message"]
+    async with session.post(url, json={"model": "nomic-embed-text", "input": "x"}) as resp:
+        assert resp.status == 404
+        error = (await resp.json())["error"]
+    assert (error["code"], error["param"], error["type"]) == ("model_not_found", "model", "invalid_request_error")
+    async with session.post(f"{base_url}/v1/chat/completions",
+                            json={"model": "fake-embedding", "messages": user("hi")}) as resp:
+        assert resp.status == 404
+        assert "not a chat model" in (await resp.json())["error"]["message"]
+    async with session.get(f"{base_url}/v1/models/fake-embedding") as resp:
+        assert (await resp.json())["id"] == "fake-embedding"
 
 
 async def test_request_recording(session, base_url):

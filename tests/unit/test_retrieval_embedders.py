@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from responses_bridge.config import Settings
-from responses_bridge.devtools import fake_server, fake_upstream
+from responses_bridge.devtools import fake_embeddings, fake_server
 from responses_bridge.services.retrieval.embedders import (
     EmbeddingError,
     LocalStaticEmbedder,
@@ -63,14 +63,14 @@ def test_local_name_is_the_model_files_not_the_package_version(tmp_path: Path) -
 async def test_upstream_embeddings_in_batches() -> None:
     runner, port = await fake_server.start()
     try:
-        embedder = UpstreamEmbedder(f"http://127.0.0.1:{port}/v1/", "text-embedding-3-small", "sk-test")
-        assert embedder.name == "upstream:text-embedding-3-small" and embedder.dimensions == 0
+        embedder = UpstreamEmbedder(f"http://127.0.0.1:{port}/v1/", "fake-embedding", "sk-test")
+        assert embedder.name == "upstream:fake-embedding" and embedder.dimensions == 0
         texts = [f"text number {n}" for n in range(300)]  # more than one request's batch
         vectors = await embedder.embed(texts)
-        assert vectors.shape == (300, fake_upstream.EMBEDDING_DIMENSIONS) == (300, embedder.dimensions)
-        expected = np.asarray(fake_upstream.embed(texts[299], embedder.dimensions), dtype=np.float32)
+        assert vectors.shape == (300, fake_embeddings.EMBEDDING_DIMENSIONS) == (300, embedder.dimensions)
+        expected = np.asarray(fake_embeddings.embed(texts[299], embedder.dimensions), dtype=np.float32)
         assert np.allclose(vectors[299], expected / np.linalg.norm(expected), atol=1e-5)
-        shortened = UpstreamEmbedder(f"http://127.0.0.1:{port}/v1", "m", None, dimensions=16)
+        shortened = UpstreamEmbedder(f"http://127.0.0.1:{port}/v1", "fake-embedding", None, dimensions=16)
         assert (await shortened.embed(["a"])).shape == (1, 16)
         await shortened.aclose()
         await embedder.aclose()

@@ -31,8 +31,10 @@ from ..services.identity import sidecar_headers
 from ..upstreams import SINGLE_UPSTREAM, Router
 
 ROUTE_HEADER = "x-responses-bridge-upstream"
-"""Names the upstream on the sidecar's own calls through Envoy's listener (``upstream_via``) when several are
-configured: ``envoy-config`` routes each value to that upstream's cluster (see envoy_config.py)."""
+"""Names the upstream on the sidecar's own calls through Envoy's listener (``upstream_via``): with several upstreams
+``envoy-config`` routes each value to that upstream's cluster (the internal listener); with one (``default``) it
+sends the sidecar's model list and embeddings calls to the upstream, where a client's go to the sidecar (see
+envoy_config/routes.py). Envoy removes it before the upstream."""
 
 
 @dataclass(slots=True)
@@ -67,6 +69,7 @@ class AiohttpUpstreamClient:
         self._headers = dict(headers or {})  # sent on every call (the route header through Envoy)
         if settings.upstream_via and self._base == settings.upstream_via.rstrip("/"):  # calls through Envoy
             self._headers.update(sidecar_headers(settings))  # keys mode: the passthrough routes let them through
+            self._headers.setdefault(ROUTE_HEADER, name)  # to the upstream, never back to the sidecar
         self._timeout = aiohttp.ClientTimeout(
             total=settings.upstream_timeout,
             connect=settings.upstream_connect_timeout,

@@ -8,15 +8,11 @@ stops everything on Ctrl-C (SIGINT) or SIGTERM:
 3. Envoy, with the bootstrap from :func:`responses_bridge.envoy_config.render_bootstrap` in a temporary file.
 
 Default ports (10000 for clients, 8080 HTTP door, 50051 ext_proc, 8090 fake upstream, 9901 Envoy admin: the
-defaults of ``serve`` and ``envoy-config``) are used when free; a taken one is replaced by a free port, and the ports
-in use are printed.
-
-The printed SDK example is a command that runs as printed: this Python with the ``openai`` package, which
-``scripts/demo`` installs (the ``demo`` extra); without it the banner says how to install it first. It reads the key
-with ``os.environ.get("OPENAI_API_KEY", "none")`` (a keyless backend such as Ollama needs none), and the curl
-commands send one only when ``OPENAI_API_KEY`` is set. The examples name a real model: ``--model``, else the first
-one the upstream's ``GET /models`` lists. An upstream that does not answer (or answers 404 there: a URL without
-``/v1``) is said plainly, first thing and in the banner, instead of "ready".
+defaults of ``serve`` and ``envoy-config``) are used when free; a taken one is replaced by a free port, which is
+said at once on stderr and again, loudly, at the top of the banner (demo_banner.py), whose commands use the ports
+in use. The examples name a real model: ``--model``, else the first one the upstream's ``GET /models`` lists. An
+upstream that does not answer (or answers 404 there: a URL without ``/v1``) is said plainly, first thing and in the
+banner, instead of "ready".
 """
 
 from __future__ import annotations
@@ -24,16 +20,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.util
 import os
-import shlex
 import shutil
 import signal
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -42,7 +36,11 @@ import orjson
 from ..config import DEFAULT_EXTPROC_PORT, DEFAULT_HTTP_PORT, load_settings
 from ..envoy_config import EXTPROC_SERVICE, LISTEN_PORT, render_bootstrap
 from ..net_errors import connection_error
+from ..sandbox.host import check_bubblewrap
+from .demo_banner import banner, moved_ports, sdk_example
 from .procs import ManagedProcess, envoy_binary, free_port, port_is_free, wait_http
+
+__all__ = ["Ports", "add_parser", "choose_ports", "demo", "run", "sdk_example"]
 
 READY_TIMEOUT = 60.0
 
@@ -73,6 +71,9 @@ class Ports:
     extproc: int
     upstream: int
     admin: int
+    moved: dict[str, int] = field(default_factory=dict)
+    """The ports that were taken by something else, by name (``listen``, ``http``, ...): the port wanted. A moved
+    port is said loudly (demo_banner.py): a README's ``curl localhost:10000`` would reach whatever holds it."""
 
 
 def pick_port(preferred: int, taken: set[int]) -> int:
@@ -88,14 +89,18 @@ def pick_port(preferred: int, taken: set[int]) -> int:
 
 def choose_ports(listen: int) -> Ports:
     taken: set[int] = set()
-    return Ports(listen=pick_port(listen, taken), http=pick_port(DEFAULT_HTTP_PORT, taken),
-                 extproc=pick_port(DEFAULT_EXTPROC_PORT, taken), upstream=pick_port(8090, taken),
-                 admin=pick_port(9901, taken))
+    wanted = {"listen": listen, "http": DEFAULT_HTTP_PORT, "extproc": DEFAULT_EXTPROC_PORT, "upstream": 8090,
+              "admin": 9901}
+    chosen = {name: pick_port(port, taken) for name, port in wanted.items()}
+    moved = {name: port for name, port in wanted.items() if chosen[name] != port}
+    return Ports(**chosen, moved=moved)
 
 
 async def demo(upstream: str | None, listen_port: int, db: str | None, model: str | None = None) -> int:
     ports = choose_ports(listen_port)
     fake = upstream is None
+    for line in moved_ports(ports, fake):  # said first, before anything starts, and again in the banner
+        print(f"demo: {line.removeprefix('!! ')}", file=sys.stderr, flush=True)
     upstream_url = upstream or f"http://127.0.0.1:{ports.upstream}/v1"
     # the settings the sidecar will start with (these flags over the environment and its file): a mistake is
     # the one line cli.main prints, before anything starts, not a sidecar dying behind the demo
@@ -139,8 +144,9 @@ async def demo(upstream: str | None, listen_port: int, db: str | None, model: st
             if problem is not None:
                 print(f"demo: the upstream {upstream_url} {problem}", file=sys.stderr, flush=True)
 
-        print(_banner(ports, upstream_url, config, db_path, model, fake, db_kept=db is not None, problem=problem),
-              flush=True)
+        sandbox_problem = (await asyncio.to_thread(check_bubblewrap))[1]  # what the sidecar found too, in words
+        print(banner(ports, upstream_url, config, db_path, model, fake, db_kept=db is not None, problem=problem,
+                     sandbox_problem=sandbox_problem), flush=True)
         while not stop.is_set():
             dead = [p for p in processes if not p.alive()]
             if dead:
@@ -245,53 +251,3 @@ async def _wait_translation(port: int, model: str) -> None:
             if time.monotonic() > deadline:
                 raise TimeoutError("requests through Envoy did not succeed in time")
             await asyncio.sleep(0.2)
-
-
-def _banner(ports: Ports, upstream: str, config: str, db: str, model: str | None, fake: bool,
-            db_kept: bool = True, problem: str | None = None) -> str:
-    url = f"http://127.0.0.1:{ports.listen}/v1/responses"
-    keyed = not fake and bool(os.environ.get("OPENAI_API_KEY"))  # a keyless backend (Ollama) gets no header
-    auth = ' -H "Authorization: Bearer $OPENAI_API_KEY"' if keyed else ""
-    key = '"x"' if fake else 'os.environ.get("OPENAI_API_KEY", "none")'
-    headline = ("responses-bridge demo is ready." if problem is None else
-                f"responses-bridge demo is running, but its upstream {upstream} {problem}.")
-    lines = [
-        "",
-        headline,
-        f"  Envoy (clients call this)  http://127.0.0.1:{ports.listen}    admin http://127.0.0.1:{ports.admin}",
-        f"  sidecar HTTP door          http://127.0.0.1:{ports.http}    ext_proc 127.0.0.1:{ports.extproc}",
-        f"  upstream                   {upstream}{'  (fake)' if fake else ''}",
-        f"  Envoy bootstrap            {config}",
-        f"  stored responses           {db}{'' if db_kept else '  (temporary)'}",
-        "",
-    ]
-    if model is None:
-        lines += ["No model to name in the examples (the upstream listed none): run the demo again with --model NAME.",
-                  ""]
-    else:
-        plain = orjson.dumps({"model": model, "input": "Hello from the Responses API!"}).decode()
-        stream = orjson.dumps({"model": model, "input": "Stream this, please.", "stream": True}).decode()
-        lines += [
-            "Non-streaming:",
-            f"  curl -s {url} -H 'content-type: application/json'{auth} -d {shlex.quote(plain)}",
-            "",
-            "Streaming (Server-Sent Events):",
-            f"  curl -N {url} -H 'content-type: application/json'{auth} -d {shlex.quote(stream)}",
-            "",
-            *sdk_example(ports.listen, model, key),
-            "",
-        ]
-    lines.append("Press Ctrl-C to stop.")
-    return "\n".join(lines)
-
-
-def sdk_example(port: int, model: str, key: str) -> list[str]:
-    """The OpenAI SDK example as a command to paste: this interpreter has the SDK (or is told to get it)."""
-    code = (f'import os; from openai import OpenAI; '
-            f'client = OpenAI(base_url="http://127.0.0.1:{port}/v1", api_key={key}); '
-            f'print(client.responses.create(model="{model}", input="Hi!").output_text)')
-    lines = ["With the OpenAI SDK (Python):"]
-    if importlib.util.find_spec("openai") is None:
-        lines.append(f"  {shlex.quote(sys.executable)} -m pip install openai   # not installed here yet")
-    lines.append(f"  {shlex.quote(sys.executable)} -c {shlex.quote(code)}")
-    return lines

@@ -1,6 +1,7 @@
 """The fake upstream as a server: the app with every route (the chat fake, fake_upstream.py; its Responses API,
-fake_responses.py; its Images API, fake_images.py), started in a test's loop or served by the ``fake-upstream``
-command. Assembled here, above the three, so none of them imports another's server."""
+fake_responses.py; its Images API, fake_images.py; its Embeddings API, fake_embeddings.py), started in a test's
+loop or served by the ``fake-upstream`` command. Assembled here, above the others, so none of them imports another's
+server."""
 
 from __future__ import annotations
 
@@ -10,13 +11,13 @@ from typing import Any
 from aiohttp import web
 
 from . import fake_images, fake_quirks, fake_responses
+from .fake_embeddings import embeddings
 from .fake_upstream import (
     _STATE,
     _openai_errors,
     _State,
     chat_completions,
     clear_requests,
-    embeddings,
     get_model,
     health,
     list_models,

@@ -8,10 +8,12 @@ Routes
 ------
 * ``POST /v1/chat/completions`` - ``chat.completion`` JSON, or with ``"stream": true`` an SSE stream
   (``text/event-stream``) of ``data: {chat.completion.chunk}`` events ending with ``data: [DONE]``.
-* ``GET /v1/models`` (and ``GET /v1/models/{id}``) - models ``fake-model`` and ``fake-reasoner``.
-* ``POST /v1/embeddings`` - deterministic unit-length vectors (64 floats unless ``dimensions`` says
-  otherwise) derived from a hash of each input; ``input`` is a string, a list of strings, or token
-  arrays; ``encoding_format: "base64"`` gives little-endian float32 bytes in base64, like OpenAI.
+* ``GET /v1/models`` (and ``GET /v1/models/{id}``) - chat models ``fake-model`` and ``fake-reasoner``, then the
+  embedding model ``fake-embedding`` (asked for chat: OpenAI's 404 "This is not a chat model").
+* ``POST /v1/embeddings`` - for ``fake-embedding`` only (fake_embeddings.py): deterministic unit-length vectors
+  (64 floats unless ``dimensions`` says otherwise) derived from a hash of each input; ``input`` is a string, a list
+  of strings, or token arrays; ``encoding_format: "base64"`` gives little-endian float32 bytes in base64, like
+  OpenAI. Another model is refused as OpenAI refuses it (a chat model: 400; one it does not list: 404).
 * ``POST /v1/images/generations`` - an ``ImagesResponse`` with real PNGs (fake_images.py); ``--no-images``
   leaves the route out (a 404, as an upstream without the Images API answers).
 * ``GET /health`` - ``{"status": "ok"}``.
@@ -106,6 +108,9 @@ text that gets echoed. Unknown bracketed text is left alone.
    The bridge's server tools are offered as functions too, so ``call web_search widgets`` searches for
    "widgets", and ``call image_generation [args={"prompt": "a red kite"}]`` asks for an image (a failing
    image model: ``[error=503]`` inside that prompt, see fake_images.py).
+   Code, asked for as a person asks (fake_code.py): with the code interpreter offered (the function ``python``),
+   a fenced ```` ```python ```` block or ``run: <code>`` in the message calls ``python`` with that code, e.g.
+   ``run: print(2 + 2)``; then ``Tool result: 4``.
 5. ``[refuse]``: ``refusal: "I can't help with that."`` with ``content: null``; streamed as
    ``delta.refusal`` pieces, one per word.
 6. ``[length]`` cuts the answer to 3 words; a ``max_completion_tokens`` (or else ``max_tokens``)
@@ -158,10 +163,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import itertools
 import re
-import struct
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
@@ -172,10 +175,10 @@ import orjson
 from aiohttp import web
 
 from ..engine.sse import DONE_FRAME, data_frame
-from . import fake_quirks
+from . import fake_code, fake_quirks
 
 MODELS = ("fake-model", "fake-reasoner")
-EMBEDDING_DIMENSIONS = 64
+EMBEDDING_MODELS = ("fake-embedding",)  # served on /v1/embeddings (fake_embeddings.py), listed after the chat models
 RECORDED_REQUESTS = 50
 REFUSAL_TEXT = "I can't help with that."
 TOOL_ARGUMENT_PIECE = 8
@@ -796,8 +799,10 @@ def _build_arguments(fn: dict[str, Any], text: str) -> str:
     return orjson.dumps(args).decode()
 
 
-def _chosen_tools(body: dict[str, Any], functions: list[dict[str, Any]], text: str, last_is_user: bool) -> list[str]:
-    """Which tools to call, in order, following tool_choice, the text and parallel_tool_calls."""
+def _chosen_tools(body: dict[str, Any], functions: list[dict[str, Any]], text: str, last_is_user: bool,
+                  asked: str | None = None) -> list[str]:
+    """Which tools to call, in order, following tool_choice, the text and parallel_tool_calls. ``asked``: the tool
+    the message asks for without naming it (code to run: fake_code.py), called when no ``call <name>`` is."""
     choice = body.get("tool_choice")
     if not functions or choice == "none":
         return []
@@ -805,6 +810,8 @@ def _chosen_tools(body: dict[str, Any], functions: list[dict[str, Any]], text: s
         return [choice["function"]["name"]]
     offered = {fn["name"] for fn in functions}
     names = [m.group(1) for m in _CALL_RE.finditer(text) if m.group(1) in offered] if last_is_user else []
+    if not names and asked is not None:
+        names = [asked]
     if not names and choice == "required":
         names = [functions[0]["name"]]
     if body.get("parallel_tool_calls") is False:
@@ -931,7 +938,8 @@ def build_answer(body: dict[str, Any], functions: list[dict[str, Any]], d: Direc
         answer.completion_tokens += _word_count(REFUSAL_TEXT)
         return answer
     last_is_user = messages[-1].get("role") == "user"
-    names = _chosen_tools(body, functions, user_text, last_is_user)
+    code = fake_code.wants_code_call(body, functions, user_text) if last_is_user else None
+    names = _chosen_tools(body, functions, user_text, last_is_user, code[0] if code else None)
     if not names and not last_is_user and d.then:
         names = _then_tools(body, functions, d.then)
     topical = False
@@ -940,6 +948,9 @@ def build_answer(body: dict[str, Any], functions: list[dict[str, Any]], d: Direc
         topical = bool(names)
     if names:
         answer.tool_calls = _tool_calls(names, functions, user_text)
+        if code is not None:  # the code in the message is the code tool's argument
+            answer.tool_calls = [ToolCall(call.id, call.name, fake_code.code_arguments(functions, call.name, code[1]))
+                                 if call.name == code[0] else call for call in answer.tool_calls]
         if topical:
             answer.tool_calls = [_with_query(call, functions, user_text) for call in answer.tool_calls]
         if d.args is not None:
@@ -1148,6 +1159,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if refusal is not None:
         return _json_response(refusal.body(), refusal.status)
     functions = validate_chat_request(body, pairing="no-pairing-check" not in state.quirks)
+    if body["model"] in EMBEDDING_MODELS:  # OpenAI's answer to a chat request for an embedding model
+        raise FakeError(404, "This is not a chat model and thus not supported in the v1/chat/completions endpoint. "
+                        "Did you mean to use v1/completions?", param="model")
     user_text = _last_user_text(body["messages"])
     d, cleaned = parse_directives(user_text or "")
     if d.stall_ms:
@@ -1186,74 +1200,15 @@ def _model_object(name: str) -> dict[str, Any]:
 
 
 async def list_models(request: web.Request) -> web.Response:
-    return _json_response({"object": "list", "data": [_model_object(m) for m in MODELS]})
+    return _json_response({"object": "list", "data": [_model_object(m) for m in (*MODELS, *EMBEDDING_MODELS)]})
 
 
 async def get_model(request: web.Request) -> web.Response:
     name = request.match_info["model"]
-    if name not in MODELS:
+    if name not in (*MODELS, *EMBEDDING_MODELS):
         raise FakeError(404, f"The model '{name}' does not exist", param="model", code="model_not_found",
                         type="invalid_request_error")
     return _json_response(_model_object(name))
-
-
-def embed(item: str | list[int], dimensions: int = EMBEDDING_DIMENSIONS) -> list[float]:
-    """A unit vector seeded by a hash of the input, rounded to float32 so both encodings agree."""
-    seed = item.encode() if isinstance(item, str) else orjson.dumps(item)
-    raw = struct.unpack(f"<{dimensions}I", hashlib.shake_256(seed).digest(4 * dimensions))
-    vector = [v / 2**31 - 1.0 for v in raw]
-    norm = sum(v * v for v in vector) ** 0.5 or 1.0
-    return list(struct.unpack(f"<{dimensions}f", struct.pack(f"<{dimensions}f", *(v / norm for v in vector))))
-
-
-def _embedding_inputs(value: Any) -> list[str | list[int]]:
-    def bad() -> FakeError:
-        return FakeError(400, "'$.input' is invalid. Please check the API reference: "
-                         "https://platform.openai.com/docs/api-reference.", param="input")
-
-    if value is None:
-        raise _missing("input")
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not value:
-        raise bad()
-    if all(_is_int(v) for v in value):
-        return [value]
-    for item in value:
-        ok = (isinstance(item, str) and item) or (isinstance(item, list) and item and all(_is_int(v) for v in item))
-        if not ok:
-            raise bad()
-    return value
-
-
-async def embeddings(request: web.Request) -> web.Response:
-    body, ok = await _read_json(request)
-    if not ok:
-        raise _parse_error()
-    if not isinstance(body, dict):
-        raise FakeError(400, "Invalid type for request body: expected an object.", code="invalid_type")
-    if not isinstance(body.get("model"), str) or not body["model"]:
-        raise FakeError(400, "you must provide a model parameter", param="model", code="missing_required_parameter")
-    inputs = _embedding_inputs(body.get("input"))
-    fmt = body.get("encoding_format") or "float"
-    if fmt not in ("float", "base64"):
-        raise FakeError(400, f"Invalid value: {fmt!r}. Supported values are: 'float' and 'base64'.",
-                        param="encoding_format", code="invalid_value")
-    _check_range(body, "dimensions", 1, 4096, integer=True)
-    dims = body.get("dimensions") or EMBEDDING_DIMENSIONS
-    delay = request.app[_STATE].embedding_delay
-    if delay:
-        await asyncio.sleep(delay)
-    data = []
-    for i, item in enumerate(inputs):
-        vector = embed(item, dims)
-        encoded: Any = vector
-        if fmt == "base64":
-            encoded = base64.b64encode(struct.pack(f"<{dims}f", *vector)).decode()
-        data.append({"object": "embedding", "index": i, "embedding": encoded})
-    tokens = sum(_word_count(x) if isinstance(x, str) else len(x) for x in inputs)
-    return _json_response({"object": "list", "data": data, "model": body["model"],
-                           "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
 
 async def health(request: web.Request) -> web.Response:

@@ -6,9 +6,11 @@ and why:
 * ``POST /v1/responses`` and ``POST /responses`` (exact paths) go to the **upstream LLM cluster** with the
   ext_proc filter on: the processor rewrites the request into a Chat Completions call (path, body, auth) and the
   answer back into a Response or a Responses event stream. Envoy makes the upstream call and streams it.
-* ``GET /v1/models`` (the list) and ``POST /v1/chat/completions`` go straight to the upstream (ext_proc off),
-  with the ``/v1`` prefix rewritten to the upstream's base path. One model (``GET /v1/models/{id}``) is the
-  sidecar's HTTP door's, which answers it from the upstream's list, as it does on its own door.
+* ``POST /v1/chat/completions`` goes straight to the upstream (ext_proc off but to check a key or record a stored
+  completion), with the ``/v1`` prefix rewritten to the upstream's base path. ``GET /v1/models`` and
+  ``POST /v1/embeddings`` are the sidecar's HTTP door's: it lists the upstream's models with the deployment's
+  embedder, and embeds with that embedder or passes the request to the upstream serving the model. Its own calls
+  for them (``--upstream-via``, marked with ``ROUTE_HEADER``) are the ones this listener sends to the upstream.
 * A ``POST /v1/responses`` with server-side tools the deployment runs (``mcp``, ``web_search``, server
   ``tool_search``) is marked by the processor (dynamic metadata ``responses_bridge.route: {to: sidecar}``, route
   cache cleared) and goes, unchanged, to the **sidecar's HTTP door**, which runs the tool loop and makes every

@@ -48,7 +48,8 @@ def _header(upstream: str, internal: int | None = None) -> str:
     text = ("# Envoy bootstrap for responses-bridge, rendered by `responses-bridge envoy-config`.\n"
             f"# Upstream: {upstream}\n"
             "# /v1/responses -> upstream via the ext_proc processor (with server-side tools: the sidecar's door);\n"
-            "# /v1/models, /v1/chat/completions -> upstream;\n"
+            "# /v1/chat/completions -> upstream; /v1/models and /v1/embeddings -> the sidecar's HTTP door (its own\n"
+            "# calls for them, marked x-responses-bridge-upstream, -> upstream);\n"
             "# everything else -> the sidecar's HTTP door.\n")
     if internal is not None:
         text += (f"# The sidecar's own upstream calls: --upstream-via http://127.0.0.1:{internal}/v1 (the internal\n"

@@ -55,8 +55,13 @@ upstream name holds a colon)."""
 
 ROUTE_HEADER = "x-responses-bridge-upstream"
 """The same choice on the sidecar's own calls (``--upstream-via``), which go to the internal listener: only there
-does this header pick a cluster. The client-facing listener has no route on it and strips it, so a client that
-sends it reaches no upstream unprocessed."""
+does this header pick a cluster. The client-facing listener strips it; with several upstreams it has no route on
+it, so a client that sends it reaches no upstream unprocessed. With one upstream it marks the sidecar's own model
+list and embeddings calls (:data:`OWN_CALL_VALUE`), which go to the upstream as a client's went before: a client
+that sends it gets the upstream's own list or embeddings, nothing the processor would have translated."""
+
+OWN_CALL_VALUE = "default"
+"""``ROUTE_HEADER`` on the sidecar's own calls with one upstream: that upstream's name (upstreams.SINGLE_UPSTREAM)."""
 
 
 INTERNAL_LISTENER = "responses_bridge_internal"

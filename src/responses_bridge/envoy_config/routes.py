@@ -16,6 +16,7 @@ from .names import (
     FILES_CLUSTER,
     HTTP_CLUSTER,
     NATIVE_SUFFIX,
+    OWN_CALL_VALUE,
     ROUTE_HEADER,
     ROUTE_KEY,
     ROUTE_NAMESPACE,
@@ -98,11 +99,19 @@ def _route_config(up: UpstreamURL, upstreams: Sequence[UpstreamSpec] = (), auth:
             {"name": "models_codex", "match": {"path": "/v1/models", "headers": get, "query_parameters": [
                 {"name": "client_version", "present_match": True}]},
              "route": {"cluster": HTTP_CLUSTER, "timeout": "0s"}, "typed_per_filter_config": _disabled()},
-            # the list only: one model (``/v1/models/{id}``) is the sidecar's (the catch-all), which answers it as
-            # its HTTP door does, from the upstream's list (a backend without that route would answer a bare 404)
-            {"name": "models", "match": {"path": "/v1/models", "headers": get},
+            # the sidecar's own calls (``--upstream-via``, naming the upstream in ROUTE_HEADER) for the model list
+            # and for an upstream's embedding model go to the upstream; a client's go to the sidecar (the
+            # catch-all), whose door lists the upstream's models with the deployment's embedder and answers
+            # /v1/embeddings for every model (adapters/http/embeddings_routes.py). One model (/v1/models/{id}) is
+            # the sidecar's too. A client naming the upstream itself gets no more than the upstream's own list and
+            # embeddings, with the same key check (``auth: keys``).
+            {"name": "models", "match": {"path": "/v1/models", "headers": [*get, _own_call()]},
              "route": {**upstream_action, "prefix_rewrite": f"{up.base_path}/models"},
              "typed_per_filter_config": _headers_only() if keys else _disabled()},
+            {"name": "embeddings", "match": {"path": "/v1/embeddings", "headers": [*post, _own_call()]},
+             "route": {**upstream_action, "prefix_rewrite": f"{up.base_path}/embeddings"},
+             "typed_per_filter_config": _headers_only() if keys else _disabled(),
+             "request_body_buffer_limit": BUFFER_LIMIT_BYTES},
             # the image generation tool's calls (--upstream-via): the upstream's Images API, passed through as the
             # model list is (a client may use it too); with several upstreams the internal listener carries them
             {"name": "images_generations", "match": {"path": "/v1/images/generations", "headers": post},
@@ -119,11 +128,16 @@ def _route_config(up: UpstreamURL, upstreams: Sequence[UpstreamSpec] = (), auth:
          "route": {"cluster": HTTP_CLUSTER, "timeout": "0s", "upgrade_configs": [{"upgrade_type": "websocket"}]},
          "typed_per_filter_config": _disabled(), "request_body_buffer_limit": BUFFER_LIMIT_BYTES},
     ]
-    config = {"name": "responses_bridge", "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}],
-              "response_headers_to_add": [_REQUEST_ID_ECHO]}
-    if upstreams:  # the sidecar's routing header means nothing here (_internal_listener): it goes nowhere
-        config["request_headers_to_remove"] = [ROUTE_HEADER]
-    return config
+    # the sidecar's routing header goes nowhere: with several upstreams it means nothing here (_internal_listener),
+    # with one it has chosen its route (the models and embeddings routes) and the upstream has no use for it
+    return {"name": "responses_bridge", "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}],
+            "response_headers_to_add": [_REQUEST_ID_ECHO], "request_headers_to_remove": [ROUTE_HEADER]}
+
+
+def _own_call() -> dict[str, Any]:
+    """The header match of the sidecar's own call through this listener with one upstream (adapters/upstream_client.py
+    sets ``ROUTE_HEADER`` to the lone upstream's name)."""
+    return {"name": ROUTE_HEADER, "string_match": {"exact": OWN_CALL_VALUE}}
 
 
 def _upstream_headers(keys: bool) -> dict[str, Any]:

@@ -14,7 +14,11 @@
   same way and then passed, unchanged, to that endpoint; its answer comes back as it is (its vectors, its usage,
   its own refusals). The bridge adds nothing an OpenAI-compatible embeddings server does not already do better.
 
-Every other model is a 404 ``model_not_found``: this route serves the deployment's embedder, not any model.
+Every other model is an upstream's (Ollama's ``nomic-embed-text``, a vLLM embedding model): the HTTP door passes
+the request to the upstream its model routes to (adapters/http/embeddings_routes.py), the way ``/v1/chat/completions``
+is passed, and that upstream's refusals come back in OpenAI's error shape (:func:`upstream_error`). The local
+model's own names are never sent upstream: with another embedder configured they are a 404 that names the one
+served. :meth:`EmbeddingService.listed` is the embedder's entry in ``GET /v1/models``.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 LOCAL_MODEL = "tokenlearn-static-model"
+OWNER = "responses-bridge"  # ``owned_by`` of the embedder's ``GET /v1/models`` entry
 MAX_INPUTS = 2048  # OpenAI's: items in one request's input array
 MAX_INPUT_TOKENS = 8192  # OpenAI's: tokens of one input
 MAX_REQUEST_TOKENS = 300_000  # OpenAI's: tokens summed over a request's inputs
@@ -224,6 +229,24 @@ class EmbeddingService:
             return model in (LOCAL_MODEL, self.embedder.name, self.embedder.name.removeprefix("local:"))
         return model == self.served_model()
 
+    def answers(self, model: str) -> bool:
+        """Whether this service answers a request for ``model`` (its embedder's names, and the local model's,
+        served or not); any other model is an upstream's, passed through by the door."""
+        embedder = self.embedder
+        if isinstance(embedder, LocalStaticEmbedder):
+            return self._serves(model)
+        if isinstance(embedder, UpstreamEmbedder) and model == embedder.model:
+            return True
+        return model == LOCAL_MODEL or model.startswith(f"local:{LOCAL_MODEL}@") or \
+            model.startswith(f"{LOCAL_MODEL}@")
+
+    def listed(self) -> dict[str, Any] | None:
+        """The embedder as a ``GET /v1/models`` entry (``owned_by: responses-bridge``), listed beside the
+        upstreams' models; None when this deployment has none."""
+        if not isinstance(self.embedder, LocalStaticEmbedder | UpstreamEmbedder):
+            return None
+        return {"id": self.served_model(), "object": "model", "created": 0, "owned_by": OWNER}
+
     async def create(self, body: dict[str, Any]) -> tuple[int, bytes]:
         """The answer's status and JSON body."""
         request = parse_request(body)
@@ -262,11 +285,38 @@ class EmbeddingService:
             return status, answer
         error = decoded.get("error") if isinstance(decoded, dict) else None
         if 400 <= status < 500 and isinstance(error, dict) and isinstance(error.get("message"), str):
-            # the endpoint's own refusal, its fields kept, in exactly OpenAI's shape
-            raise APIError(status, error["message"], type=_text(error.get("type")), param=_text(error.get("param")),
-                           code=_text(error.get("code")))
+            raise upstream_error(status, answer)  # the endpoint's own refusal, its fields kept, in OpenAI's shape
         raise APIError(502, f"The embedding model answered HTTP {status}: {answer[:300]!r}",
                        code="embedding_failed")
+
+
+def upstream_error(status: int, answer: bytes) -> APIError:
+    """An upstream's error answer in OpenAI's shape, whatever shape it came in: OpenAI's and Ollama's
+    ``{"error": {"message", ...}}`` (its fields kept), vLLM's older flat ``{"object": "error", "message", "type",
+    "code": 404}``, a bare ``{"error": "..."}`` (llama.cpp, Ollama's own API), or no JSON at all. A 4xx keeps
+    its status; a 5xx is a 502 ``upstream_error`` naming it (the bridge answered, the upstream failed)."""
+    try:
+        decoded = orjson.loads(answer)
+    except orjson.JSONDecodeError:
+        decoded = None
+    fields: dict[str, Any] = {}
+    if isinstance(decoded, dict):
+        error = decoded.get("error")
+        if isinstance(error, dict):
+            fields = error
+        elif isinstance(error, str):
+            fields = {"message": error}
+        elif isinstance(decoded.get("message"), str):
+            fields = decoded
+    message = fields.get("message")
+    if not isinstance(message, str) or not message:
+        text = answer[:300].decode("utf-8", "replace").strip()
+        message = f"The upstream answered HTTP {status}" + (f": {text}" if text else ".")
+    if 400 <= status < 500:
+        return APIError(status, message, type=_text(fields.get("type")), param=_text(fields.get("param")),
+                        code=_text(fields.get("code")))
+    return APIError(502, f"The upstream failed (HTTP {status}): {message}", type="server_error",
+                    code="upstream_error")
 
 
 def _text(value: Any) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -14,7 +15,7 @@ from ...services.embeddings import EmbeddingService
 from ...services.readiness import check_readiness
 from . import background_routes
 from .chat_completions_routes import ChatCompletionRoutes
-from .codex_models import passthrough_answer
+from .codex_models import models_answer, passthrough_answer
 from .containers_routes import ContainerRoutes
 from .conversations_routes import ConversationRoutes
 from .drain import DRAIN, Drain
@@ -27,12 +28,13 @@ from .observe import echo_request_id, observe_middleware
 from .prompts_routes import PromptRoutes
 from .responses_routes import ResponsesRoutes
 from .routes import api_routes
-from .upstream_routes import UpstreamRoutes
+from .upstream_routes import UpstreamRoutes, refuse_returning_call, with_embedder
 from .vector_stores_routes import VectorStoreRoutes
 
 RUNTIME = web.AppKey("runtime", Runtime)
 UPSTREAM = web.AppKey("upstream", UpstreamClient)
 UPSTREAMS = web.AppKey("upstreams", dict[str, UpstreamClient])
+EMBEDDER: web.AppKey[dict[str, Any] | None] = web.AppKey("embedder")  # its GET /v1/models entry, or None
 
 
 def create_app(runtime: Runtime) -> web.Application:
@@ -57,12 +59,14 @@ def create_app(runtime: Runtime) -> web.Application:
     FileRoutes(runtime.files).register(app)
     VectorStoreRoutes(runtime.vector_stores).register(app)
     ContainerRoutes(runtime.containers).register(app)
-    EmbeddingRoutes(EmbeddingService(runtime.embedder)).register(app)  # the vector stores' embedder
+    embeddings = EmbeddingService(runtime.embedder)  # the vector stores' embedder; other models: the upstreams'
+    app[EMBEDDER] = embeddings.listed()  # its GET /v1/models entry, or None
+    EmbeddingRoutes(embeddings, runtime).register(app)
     app.router.add_get("/health", health)
     app.router.add_get("/health/live", health_live)
     app.router.add_get("/health/ready", health_ready)
     app.router.add_get("/metrics", metrics)
-    UpstreamRoutes(runtime, upstream, clients).register(app)  # chat/completions; models over several upstreams
+    UpstreamRoutes(runtime, upstream, clients, app[EMBEDDER]).register(app)  # chat/completions; models
     if not clients:
         with api_routes(app) as routes:
             routes.get("/models", models)
@@ -99,8 +103,10 @@ async def health_ready(request: web.Request) -> web.Response:
 
 
 async def models(request: web.Request) -> web.Response:
-    """The upstream's model list, passed through: the bridge serves whatever models the backend has."""
+    """The upstream's model list, passed through (the bridge serves whatever models the backend has), with the
+    deployment's embedder after them (``POST /v1/embeddings`` answers it)."""
     runtime = request.app[RUNTIME]
+    refuse_returning_call(request, runtime)
     authorization = runtime.upstream_authorization(request.headers.get("Authorization"))
     try:
         async with request.app[UPSTREAM].get("models", authorization) as response:
@@ -110,6 +116,13 @@ async def models(request: web.Request) -> web.Response:
         raise failure.error from None
     if status >= 400:
         raise _models_error(status, body)
+    embedder = request.app[EMBEDDER]
+    try:
+        decoded = orjson.loads(body) if embedder is not None else None
+    except orjson.JSONDecodeError:
+        decoded = None
+    if isinstance(decoded, dict) and isinstance(decoded.get("data"), list):
+        return models_answer(request, with_embedder(decoded, embedder))
     return passthrough_answer(request, body)  # Codex's catalog request gets its ``models`` too (codex_models.py)
 
 

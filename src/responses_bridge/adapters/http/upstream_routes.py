@@ -3,7 +3,8 @@ routed upstream (streaming included), and ``GET /v1/models[/{id}]`` over the con
 
 One base URL then serves both APIs: a Chat Completions client is sent, unchanged, to the upstream its model routes
 to (only the model name is replaced when the route renames it). The model list is what the routes name, merged
-with what each upstream reports and the routes send it.
+with what each upstream reports and the routes send it, and the deployment's embedder (``POST /v1/embeddings``
+answers it: embeddings_routes.py) beside them.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ...protocol.request import parse_json_object
 from ...run.upstream import UpstreamClient, UpstreamFailure
 from ...runtime import Runtime
 from ...upstreams import Route
+from ..upstream_client import ROUTE_HEADER
 from .codex_models import models_answer
 from .identity import request_tenant
 from .params import read_body
@@ -31,13 +33,36 @@ from .routes import api_routes
 
 log = structlog.get_logger("responses_bridge.http")
 
-class UpstreamRoutes:
-    """``clients``: the door's own, one per upstream by name; ``upstream``: the single ``--upstream``'s."""
+def refuse_returning_call(request: web.Request, runtime: Runtime) -> None:
+    """The sidecar's own call through Envoy (``upstream_via``), which names its upstream in :data:`ROUTE_HEADER`,
+    come back to this door: Envoy's bootstrap has no route sending it upstream (one rendered by an older
+    ``envoy-config``). Answering it would make the same call again, round and round: a 508 that says what to do."""
+    if runtime.settings.upstream_via and ROUTE_HEADER in request.headers:
+        raise APIError(508, "Envoy sent the sidecar's own upstream call back to the sidecar: its bootstrap has no "
+                       f"route for {request.method} {request.path} marked with {ROUTE_HEADER}. Render it again with "
+                       "this version's `responses-bridge envoy-config`.", type="server_error", code="upstream_loop")
 
-    def __init__(self, runtime: Runtime, upstream: UpstreamClient, clients: Mapping[str, UpstreamClient]) -> None:
+
+def with_embedder(body: dict[str, Any], embedder: dict[str, Any] | None) -> dict[str, Any]:
+    """An OpenAI model list with the deployment's embedder after the upstreams' models, unless listed already."""
+    data = body.get("data")
+    if embedder is None or not isinstance(data, list):
+        return body
+    if any(isinstance(model, dict) and model.get("id") == embedder["id"] for model in data):
+        return body
+    return {**body, "data": [*data, embedder]}
+
+
+class UpstreamRoutes:
+    """``clients``: the door's own, one per upstream by name; ``upstream``: the single ``--upstream``'s;
+    ``embedder``: the embedder's ``GET /v1/models`` entry (services/embeddings.py), or None."""
+
+    def __init__(self, runtime: Runtime, upstream: UpstreamClient, clients: Mapping[str, UpstreamClient],
+                 embedder: dict[str, Any] | None = None) -> None:
         self.runtime = runtime
         self.upstream = upstream
         self.clients = clients
+        self.embedder = embedder
 
     def register(self, app: web.Application) -> None:
         with api_routes(app) as routes:
@@ -118,7 +143,9 @@ class UpstreamRoutes:
             await self.runtime.chat_completions.save(stored_request, recorder, tenant=tenant)
 
     async def list_models(self, request: web.Request) -> web.Response:
-        """Every model a route names, then every model an upstream reports that a route sends to it."""
+        """Every model a route names, then every model an upstream reports that a route sends to it, then the
+        embedder."""
+        refuse_returning_call(request, self.runtime)
         router = self.runtime.routes()
         authorization = request.headers.get("Authorization")
         reported = await asyncio.gather(*(self._reported(name, authorization) for name in router.upstreams))
@@ -138,11 +165,14 @@ class UpstreamRoutes:
                 if route.upstream.name == name and route.upstream_model is None:
                     data[model_id] = {**model, "object": "model"}
         # Codex's catalog request (``?client_version=``) gets its ``models`` beside OpenAI's list: codex_models.py
-        return models_answer(request, {"object": "list", "data": list(data.values())})
+        return models_answer(request, with_embedder({"object": "list", "data": list(data.values())}, self.embedder))
 
     async def get_model(self, request: web.Request) -> web.Response:
-        """One model: 404 ``model_not_found`` when no route serves it; what its upstream says of it, if anything."""
+        """One model: 404 ``model_not_found`` when no route serves it; what its upstream says of it, if anything;
+        the embedder's own entry for its id."""
         model_id = request.match_info["model_id"]
+        if self.embedder is not None and model_id == self.embedder["id"]:
+            return web.Response(body=orjson.dumps(self.embedder), content_type="application/json")
         route = self.runtime.route(model_id)
         upstream_id = route.upstream_model or model_id
         for model in await self._reported(route.upstream.name, request.headers.get("Authorization")):

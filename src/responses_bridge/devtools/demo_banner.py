@@ -1,0 +1,120 @@
+"""What ``responses-bridge demo`` prints once everything is up: where each part listens, and commands that run as
+printed against those addresses.
+
+The printed commands name the ports actually in use, never the defaults: a default port that something else held
+was replaced by a free one (demo.py's ``choose_ports``), and the banner says so first, loudly, because the README's
+tour (``curl localhost:10000``) would otherwise reach whatever holds that port, not this demo.
+
+The printed SDK example is a command that runs as printed: this Python with the ``openai`` package, which
+``scripts/demo`` installs (the ``demo`` extra); without it the banner says how to install it first. It reads the key
+with ``os.environ.get("OPENAI_API_KEY", "none")`` (a keyless backend such as Ollama needs none), and the curl
+commands send one only when ``OPENAI_API_KEY`` is set.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shlex
+import sys
+from typing import TYPE_CHECKING
+
+import orjson
+
+from ..envoy_config import LISTEN_PORT
+
+if TYPE_CHECKING:
+    from .demo import Ports
+
+ROLES = {"listen": "Envoy's listener (clients call this)", "http": "the sidecar's HTTP door",
+         "extproc": "the sidecar's ext_proc server", "upstream": "the fake upstream", "admin": "Envoy's admin"}
+
+
+def moved_ports(ports: Ports, fake: bool) -> list[str]:
+    """One loud line per default port something else held, with the port used instead; empty when none moved."""
+    lines = []
+    for name, wanted in ports.moved.items():
+        if name == "upstream" and not fake:
+            continue  # no fake upstream is started
+        lines.append(f"!! Port {wanted} is taken by another program: {ROLES[name]} is on port "
+                     f"{getattr(ports, name)} instead.")
+    if "listen" in ports.moved:
+        wanted = ports.moved["listen"]
+        tour = " (the README's tour)" if wanted == LISTEN_PORT else ""
+        lines.append(f"!! Use the commands below as printed: localhost:{wanted}{tour} reaches that other program, "
+                     "not this demo.")
+    return lines
+
+
+CODE_INPUT = "run: print(2 + 2)"
+"""The code interpreter example's prompt: the fake model runs what follows ``run:`` (fake_code.py); a real model
+reads it as the request it is."""
+CODE_TOOL = {"type": "code_interpreter", "container": {"type": "auto"}}
+
+
+def code_example(url: str, model: str, auth: str, sandbox_problem: str | None) -> list[str]:
+    """The code interpreter seen working: a ``code_interpreter_call`` item with its logs (``include``), then the
+    answer; or, where the sandbox cannot run here, why not and what to do, instead of a command that gets a 400."""
+    if sandbox_problem is not None:
+        return ["Code interpreter: refused on this machine (code never runs unsandboxed):",
+                f"  {sandbox_problem}", "  `responses-bridge doctor` checks a host."]
+    body = orjson.dumps({"model": model, "input": CODE_INPUT, "tools": [CODE_TOOL],
+                         "include": ["code_interpreter_call.outputs"]}).decode()
+    return ["Code interpreter (its code_interpreter_call item carries the logs; a ```python block works too):",
+            f"  curl -s {url} -H 'content-type: application/json'{auth} -d {shlex.quote(body)}"]
+
+
+def banner(ports: Ports, upstream: str, config: str, db: str, model: str | None, fake: bool,
+           db_kept: bool = True, problem: str | None = None, sandbox_problem: str | None = None) -> str:
+    url = f"http://127.0.0.1:{ports.listen}/v1/responses"
+    keyed = not fake and bool(os.environ.get("OPENAI_API_KEY"))  # a keyless backend (Ollama) gets no header
+    auth = ' -H "Authorization: Bearer $OPENAI_API_KEY"' if keyed else ""
+    key = '"x"' if fake else 'os.environ.get("OPENAI_API_KEY", "none")'
+    headline = ("responses-bridge demo is ready." if problem is None else
+                f"responses-bridge demo is running, but its upstream {upstream} {problem}.")
+    moved = moved_ports(ports, fake)
+    lines = [
+        "",
+        *([*moved, ""] if moved else []),
+        headline,
+        f"  Envoy (clients call this)  http://127.0.0.1:{ports.listen}    admin http://127.0.0.1:{ports.admin}",
+        f"  sidecar HTTP door          http://127.0.0.1:{ports.http}    ext_proc 127.0.0.1:{ports.extproc}",
+        f"  upstream                   {upstream}{'  (fake)' if fake else ''}",
+        f"  Envoy bootstrap            {config}",
+        f"  stored responses           {db}{'' if db_kept else '  (temporary)'}",
+        "",
+    ]
+    if model is None:
+        lines += ["No model to name in the examples (the upstream listed none): run the demo again with --model NAME.",
+                  ""]
+    else:
+        plain = orjson.dumps({"model": model, "input": "Hello from the Responses API!"}).decode()
+        stream = orjson.dumps({"model": model, "input": "Stream this, please.", "stream": True}).decode()
+        lines += [
+            "Non-streaming:",
+            f"  curl -s {url} -H 'content-type: application/json'{auth} -d {shlex.quote(plain)}",
+            "",
+            "Streaming (Server-Sent Events):",
+            f"  curl -N {url} -H 'content-type: application/json'{auth} -d {shlex.quote(stream)}",
+            "",
+            *code_example(url, model, auth, sandbox_problem),
+            "",
+            *sdk_example(ports.listen, model, key),
+            "",
+        ]
+    if moved:
+        lines += [moved[0], ""]  # once more where the eye lands last
+    lines.append("Press Ctrl-C to stop.")
+    return "\n".join(lines)
+
+
+def sdk_example(port: int, model: str, key: str) -> list[str]:
+    """The OpenAI SDK example as a command to paste: this interpreter has the SDK (or is told to get it)."""
+    code = (f'import os; from openai import OpenAI; '
+            f'client = OpenAI(base_url="http://127.0.0.1:{port}/v1", api_key={key}); '
+            f'print(client.responses.create(model="{model}", input="Hi!").output_text)')
+    lines = ["With the OpenAI SDK (Python):"]
+    if importlib.util.find_spec("openai") is None:
+        lines.append(f"  {shlex.quote(sys.executable)} -m pip install openai   # not installed here yet")
+    lines.append(f"  {shlex.quote(sys.executable)} -c {shlex.quote(code)}")
+    return lines

@@ -1,0 +1,84 @@
+"""The fake model runs code when asked the way a person asks: so the code interpreter can be seen working in the
+demo without learning the fake's directives.
+
+When the request offers a code tool (the bridge offers the code interpreter to the model as the function ``python``
+with one string parameter ``code``; a client's own function named ``python`` or ``code_interpreter`` counts too)
+and the last user message holds code, the answer is a call to that tool with that code as its argument:
+
+* a fenced block, `````python`` (or ```` ```py ````, or no language) up to the closing fence: the block's lines;
+* else a line starting ``run: <code>`` (or ``please run:``): the rest of that line (surrounding backticks taken
+  off), e.g. ``run: print(2 + 2)``; "I went for a run: …" mid-sentence is not code.
+
+After the tool's result the fake answers ``Tool result: <output>``, as after any call. An explicit ``call <name>``,
+``tool_choice`` naming another function, ``tool_choice: "none"`` and ``[args=…]`` keep their meaning
+(fake_upstream.py); ``call python`` with code in the message calls it with that code (instead of the word after
+it). Without a code tool offered, or without code in the message, nothing changes: the prompt is echoed.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+
+CODE_TOOLS = ("python", "code_interpreter")
+_FENCED = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\r?\n(.*?)^[ \t]*```", re.DOTALL | re.IGNORECASE | re.MULTILINE)
+_RUN = re.compile(r"^[ \t]*(?:please[ \t,]+)?run:[ \t]*(\S[^\r\n]*)", re.IGNORECASE | re.MULTILINE)
+
+
+def requested_code(text: str) -> str | None:
+    """The code a user's message asks to run, or None."""
+    fenced = _FENCED.search(text)
+    if fenced is not None:
+        code = fenced.group(1).rstrip()
+        return code or None
+    run = _RUN.search(text)
+    if run is None:
+        return None
+    code = run.group(1).strip()
+    if len(code) > 1 and code.startswith("`") and code.endswith("`"):
+        code = code.strip("`").strip()
+    return code or None
+
+
+def _code_parameter(fn: dict[str, Any]) -> str | None:
+    """The parameter the code goes in: ``code`` when the function has it, else its first string parameter."""
+    params = fn.get("parameters")
+    props = params.get("properties") if isinstance(params, dict) else None
+    if not isinstance(props, dict):
+        return None
+    if isinstance(props.get("code"), dict):
+        return "code"
+    return next((name for name, schema in props.items() if isinstance(schema, dict)
+                 and schema.get("type") == "string"), None)
+
+
+def code_tool(functions: list[dict[str, Any]]) -> str | None:
+    """The name of the first offered function that runs code (one of :data:`CODE_TOOLS` with a parameter to put
+    code in), or None."""
+    for fn in functions:
+        if fn.get("name") in CODE_TOOLS and _code_parameter(fn) is not None:
+            return str(fn["name"])
+    return None
+
+
+def code_arguments(functions: list[dict[str, Any]], name: str, code: str) -> str:
+    """The call's arguments: the code in the tool's code parameter."""
+    fn = next(fn for fn in functions if fn.get("name") == name)
+    return orjson.dumps({_code_parameter(fn): code}).decode()
+
+
+def wants_code_call(body: dict[str, Any], functions: list[dict[str, Any]], text: str) -> tuple[str, str] | None:
+    """(the code tool, the code) when the message holds code, a code tool is offered, and ``tool_choice`` allows
+    calling it: absent, ``auto``, ``required``, or naming it."""
+    choice = body.get("tool_choice")
+    if choice == "none":
+        return None
+    name = code_tool(functions)
+    if name is None:
+        return None
+    if isinstance(choice, dict) and choice.get("function", {}).get("name") != name:
+        return None
+    code = requested_code(text)
+    return (name, code) if code is not None else None

@@ -1,0 +1,83 @@
+"""What ``responses-bridge demo`` prints (devtools/demo_banner.py), without starting the demo: a default port held by
+another program is said loudly, with the port used instead, and every printed command uses the ports in use."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import orjson
+
+from responses_bridge.devtools import demo
+from responses_bridge.devtools.demo_banner import moved_ports
+from responses_bridge.devtools.fake_code import requested_code
+from responses_bridge.devtools.procs import free_port
+
+
+@contextmanager
+def _held(port: int) -> Iterator[None]:
+    """Another program listening on ``port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
+        yield
+
+
+def _banner(ports: demo.Ports, model: str | None = "fake-model") -> str:
+    return demo.banner(ports, f"http://127.0.0.1:{ports.upstream}/v1", "/tmp/envoy.yaml", "/tmp/db.sqlite", model,
+                       fake=True)
+
+
+def test_a_taken_listen_port_is_said_loudly_and_the_commands_use_the_one_in_use() -> None:
+    wanted = free_port()
+    with _held(wanted):
+        ports = demo.choose_ports(wanted)
+    assert ports.listen != wanted and ports.moved["listen"] == wanted
+    text = _banner(ports)
+    first = text.strip().splitlines()[0]
+    assert first.startswith("!!") and f"Port {wanted} is taken" in first and f"port {ports.listen} instead" in first
+    assert f"localhost:{wanted} reaches that other program, not this demo" in text
+    commands = [line for line in text.splitlines() if "127.0.0.1:" in line and ("curl" in line or "OpenAI(" in line)]
+    assert commands
+    for line in commands:
+        assert set(re.findall(r"127\.0\.0\.1:(\d+)", line)) == {str(ports.listen)}, line
+    assert text.rstrip().splitlines()[-3].startswith("!!")  # said again at the end, above "Press Ctrl-C"
+
+
+def test_the_readmes_port_is_named_as_the_tours() -> None:
+    ports = demo.Ports(listen=free_port(), http=8080, extproc=50051, upstream=8090, admin=9901,
+                       moved={"listen": 10000})
+    assert "localhost:10000 (the README's tour) reaches that other program" in _banner(ports)
+
+
+def test_free_ports_are_not_mentioned() -> None:
+    ports = demo.Ports(listen=free_port(), http=free_port(), extproc=free_port(), upstream=free_port(),
+                       admin=free_port())
+    text = _banner(ports)
+    assert "!!" not in text and "taken" not in text
+
+
+def test_a_real_upstream_does_not_report_the_fake_upstreams_port() -> None:
+    ports = demo.Ports(listen=10000, http=8080, extproc=50051, upstream=free_port(), admin=9901,
+                       moved={"upstream": 8090})
+    assert moved_ports(ports, fake=False) == []
+    assert moved_ports(ports, fake=True) == [
+        f"!! Port 8090 is taken by another program: the fake upstream is on port {ports.upstream} instead."]
+
+
+def test_the_code_interpreter_is_shown_or_its_absence_explained() -> None:
+    """The five-minute tour's code interpreter: a command whose prompt the fake model runs as code, asking for the
+    call's logs; where the sandbox cannot run, the reason instead of a command that would get a 400."""
+    ports = demo.Ports(listen=free_port(), http=8080, extproc=50051, upstream=8090, admin=9901)
+    lines = _banner(ports).splitlines()
+    line = lines[next(i for i, x in enumerate(lines) if x.startswith("Code interpreter")) + 1]
+    body = orjson.loads(shlex.split(line)[-1])
+    assert body["tools"] == [{"type": "code_interpreter", "container": {"type": "auto"}}]
+    assert body["include"] == ["code_interpreter_call.outputs"]
+    assert requested_code(body["input"]) == "print(2 + 2)"
+    refused = demo.banner(ports, "u", "c", "d", "fake-model", fake=True, sandbox_problem="bwrap is not on PATH")
+    assert "code_interpreter" not in refused and "bwrap is not on PATH" in refused
+    assert "responses-bridge doctor" in refused
