@@ -152,9 +152,20 @@ def test_routes_and_processor_settings() -> None:
     assert routes["images_generations"]["match"]["path"] == "/v1/images/generations"
     assert routes["images_generations"]["route"]["cluster"] == envoy_config.UPSTREAM_CLUSTER
     assert routes["images_generations"]["route"]["prefix_rewrite"] == "/openai/v1/images/generations"
-    for name in ("models_codex", "models", "images_generations", "sidecar"):
+    for name in ("images_generations", "sidecar"):
         per_route = routes[name]["typed_per_filter_config"]["envoy.filters.http.ext_proc"]
         assert per_route["disabled"] is True
+    # the model list, whichever door answers it, passes the processor (its request headers only): a smoke test of
+    # it fails when the processor is out of reach; to the HTTP door, the processor is told to change nothing
+    for name, hands_off in (("models", False), ("models_codex", True)):
+        per_route = routes[name]["typed_per_filter_config"]["envoy.filters.http.ext_proc"]
+        assert per_route["disabled"] is False
+        overrides = per_route["config"]["overrides"]
+        assert overrides["processing_mode"]["request_header_mode"] == "SEND"
+        assert overrides["processing_mode"]["request_body_mode"] == "NONE"
+        assert ("grpc_initial_metadata" in overrides) is hands_off
+        if hands_off:
+            assert overrides["grpc_initial_metadata"] == [{"key": envoy_config.HANDS_OFF_METADATA, "value": "1"}]
     # chat completions: the processor reads the request (``store``) and only a stored request's answer, streamed
     chat = routes["chat_completions"]["typed_per_filter_config"]["envoy.filters.http.ext_proc"]
     assert chat["disabled"] is False
@@ -293,8 +304,13 @@ def test_several_upstreams_get_one_cluster_each_and_routes_on_the_processors_cho
                                                                "string_match": {"exact": "local"}}
     assert via["local_via_sidecar"]["route"]["cluster"] == "upstream_local"
     assert via["no_upstream_named"]["direct_response"]["status"] == 404
-    # the models list merges every upstream's: the sidecar's HTTP door answers it
+    # the models list merges every upstream's: the sidecar's HTTP door answers it, past a processor that changes
+    # nothing (it is there so that the list fails when the processor is out of reach)
     assert "models" not in routes
+    assert routes["sidecar_models"]["route"] == {"cluster": envoy_config.HTTP_CLUSTER, "timeout": "0s"}
+    overrides = routes["sidecar_models"]["typed_per_filter_config"]["envoy.filters.http.ext_proc"]["config"][
+        "overrides"]
+    assert overrides["grpc_initial_metadata"] == [{"key": envoy_config.HANDS_OFF_METADATA, "value": "1"}]
     names = list(routes)
     assert names.index("cloud_native_responses") < names.index("responses")  # the processor's choice first
     assert "cloud_responses" not in routes and "local_native_responses" not in routes
@@ -365,3 +381,20 @@ def test_without_stored_chats_the_chat_route_reaches_the_processor_only_to_route
     stored = {r["name"]: r for r in _routes(bootstrap_dict(**DEMO, auth=auth))}  # type: ignore[arg-type]
     assert _ext_proc(stored["chat_completions"])["config"]["overrides"]["processing_mode"][
         "response_body_mode"] == "STREAMED"
+
+
+def test_a_processor_failure_names_where_the_bootstrap_looked() -> None:
+    """``processor_unavailable`` says where the processor was looked for and the flags that put it there, as
+    ``sidecar_unavailable`` names the HTTP door's address and ``--http-port``."""
+    def message(**changes: object) -> str:
+        config = bootstrap_dict(**dict(DEMO, **changes))  # type: ignore[arg-type]
+        hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        return next(mapper["body_format_override"]["json_format"]["error"]["message"]
+                    for mapper in hcm["local_reply_config"]["mappers"]
+                    if mapper["body_format_override"]["json_format"]["error"]["code"] == "processor_unavailable")
+
+    assert "door at 127.0.0.1:50051) is unavailable" in message() and "with --extproc-port 50051?" in message()
+    workers = message(workers=3)
+    assert "127.0.0.1:50051 to 50053" in workers and "--extproc-port 50051 --workers 3?" in workers
+    uds = message(extproc_uds="/run/b%x.sock")
+    assert "unix:/run/b%%x.sock" in uds and "--extproc-uds /run/b%%x.sock?" in uds  # % is Envoy's: doubled

@@ -6,8 +6,10 @@ and why:
 * ``POST /v1/responses`` and ``POST /responses`` (exact paths) go to the **upstream LLM cluster** with the
   ext_proc filter on: the processor rewrites the request into a Chat Completions call (path, body, auth) and the
   answer back into a Response or a Responses event stream. Envoy makes the upstream call and streams it.
-* ``GET /v1/models`` (the list) and ``POST /v1/chat/completions`` go straight to the upstream (ext_proc off),
-  with the ``/v1`` prefix rewritten to the upstream's base path. One model (``GET /v1/models/{id}``) is the
+* ``GET /v1/models`` (the list) and ``POST /v1/chat/completions`` go straight to the upstream, with the ``/v1``
+  prefix rewritten to the upstream's base path; the processor sees the list's request headers only (so that a
+  smoke test of the list fails when the processor is out of reach), and of a chat request what storing it,
+  routing it or checking its key needs. One model (``GET /v1/models/{id}``) is the
   sidecar's HTTP door's, which answers it from the upstream's list, as it does on its own door.
 * A ``POST /v1/responses`` with server-side tools the deployment runs (``mcp``, ``web_search``, server
   ``tool_search``) is marked by the processor (dynamic metadata ``responses_bridge.route: {to: sidecar}``, route
@@ -42,6 +44,7 @@ from .names import (
     EXTPROC_SERVICE,
     FILES_BUFFER_BYTES,
     FILES_CLUSTER,
+    HANDS_OFF_METADATA,
     HTTP_CLUSTER,
     IMMEDIATE_RESPONSE_DETAILS,
     INTERNAL_LISTENER,
@@ -74,6 +77,7 @@ __all__ = [
     "EXTPROC_SERVICE",
     "FILES_BUFFER_BYTES",
     "FILES_CLUSTER",
+    "HANDS_OFF_METADATA",
     "HTTP_CLUSTER",
     "IMMEDIATE_RESPONSE_DETAILS",
     "INTERNAL_LISTENER",

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from .clusters import _extproc_cluster, _files_cluster, _http_cluster, _upstream_cluster
 from .filters import Auth
 from .listeners import _internal_listener, _listener, _loopback_like
+from .local_replies import processor_place
 from .names import _TYPE, MAX_DOWNSTREAM_CONNECTIONS, UpstreamURL, _socket, upstream_cluster
 
 if TYPE_CHECKING:
@@ -83,7 +84,8 @@ def bootstrap_dict(*, listen_port: int, extproc_port: int, http_port: int, upstr
         "static_resources": {
             "listeners": [
                 _listener(listen_address, listen_port, up, (sidecar_address, http_port), upstreams, auth,
-                          chat_store),
+                          chat_store, processor_place(extproc_address, extproc_port, uds=extproc_uds,
+                                                      workers=workers)),
                 *([_internal_listener(_loopback_like(listen_address), internal_listener_port(
                     listen_port, internal_port), upstreams)] if upstreams else []),
             ],

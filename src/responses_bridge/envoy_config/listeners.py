@@ -33,8 +33,9 @@ def _loopback_like(listen_address: str) -> str:
 
 
 def _listener(address: str, port: int, up: UpstreamURL, sidecar: tuple[str, int],
-              upstreams: Sequence[UpstreamSpec] = (), auth: Auth | None = None, chat_store: bool = True
-              ) -> dict[str, Any]:
+              upstreams: Sequence[UpstreamSpec] = (), auth: Auth | None = None, chat_store: bool = True,
+              processor: tuple[str, str] = ("", "")) -> dict[str, Any]:
+    """``processor``: where the processor is looked for and the flags that put it there (local_replies.py)."""
     auth = auth or Auth()
     return _http_listener("responses_bridge", address, port, _route_config(up, upstreams, auth, chat_store), [
         *_identity_filters(auth), _client_credentials_filter(auth), _route_offered_filter(), _ext_proc_filter(),
@@ -44,7 +45,7 @@ def _listener(address: str, port: int, up: UpstreamURL, sidecar: tuple[str, int]
             "max_request_headers_kb": 60,
             "normalize_path": True,
             "merge_slashes": True,
-            "local_reply_config": _local_reply_config(sidecar),
+            "local_reply_config": _local_reply_config(sidecar, processor),
         })
 
 

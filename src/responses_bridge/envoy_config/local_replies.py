@@ -12,11 +12,35 @@ if TYPE_CHECKING:
     pass
 
 
-def _local_reply_config(sidecar: tuple[str, int]) -> dict[str, Any]:
+def processor_place(address: str, port: int, *, uds: str | None = None, workers: int = 1) -> tuple[str, str]:
+    """Where the bootstrap looks for the processor, and the ``serve`` flags that put it there: what a
+    ``processor_unavailable`` answer names, as ``sidecar_unavailable`` names the HTTP door and ``--http-port``."""
+    if uds is not None:
+        where = f"unix:{uds}" + (f" (and {uds}.1 to .{workers - 1}, one per worker)" if workers > 1 else "")
+        flags = f"--extproc-uds {uds}"
+    else:
+        where = _host_port(address, port) + (f" to {port + workers - 1}, one port per worker" if workers > 1 else "")
+        flags = f"--extproc-port {port}"
+    return where, flags + (f" --workers {workers}" if workers > 1 else "")
+
+
+def _literal(text: str) -> str:
+    """``text`` inside an Envoy format string, where ``%`` starts a command."""
+    return text.replace("%", "%%")
+
+
+def _local_reply_config(sidecar: tuple[str, int], processor: tuple[str, str] = ("", "")) -> dict[str, Any]:
     """Envoy's own replies as OpenAI-shaped errors; the processor's immediate responses pass untouched. A 5xx on
     the route to the sidecar's HTTP door names that door (``sidecar``: address and port), not the model server: it
-    is what a wrong ``--http-port`` looks like."""
+    is what a wrong ``--http-port`` looks like. A processor failure names where the bootstrap looked for it and
+    the flags ``serve`` needs for that (``processor``: :func:`processor_place`)."""
     sidecar_host, sidecar_port = sidecar
+    door = _literal(_host_port(sidecar_host, sidecar_port))
+    processor_where, processor_flags = (_literal(part) for part in processor)
+    processor_message = (
+        f"The Responses API processor (the responses-bridge sidecar's ext_proc door at {processor_where}) is "
+        f"unavailable (%RESPONSE_CODE_DETAILS%): is `responses-bridge serve` running, ready, with {processor_flags}?"
+        if processor_where else "The Responses API processor is unavailable (%RESPONSE_CODE_DETAILS%).")
     not_ours = {"extension_filter": {
         "name": "envoy.access_loggers.extension_filters.cel",
         "typed_config": {
@@ -72,12 +96,10 @@ def _local_reply_config(sidecar: tuple[str, int]) -> dict[str, Any]:
 
     return {"mappers": [
         mapper([sidecar_route, status("GE", 500)],
-               f"The responses-bridge sidecar's HTTP door at {_host_port(sidecar_host, sidecar_port)} did not answer "
+               f"The responses-bridge sidecar's HTTP door at {door} did not answer "
                f"(%RESPONSE_CODE_DETAILS%): is `responses-bridge serve` running with --http-port {sidecar_port}?",
                "server_error", "sidecar_unavailable"),
-        mapper([processor_failed, status("GE", 500)],
-               "The Responses API processor is unavailable (%RESPONSE_CODE_DETAILS%).", "server_error",
-               "processor_unavailable"),
+        mapper([processor_failed, status("GE", 500)], processor_message, "server_error", "processor_unavailable"),
         mapper([late_reset, status("GE", 500)],
                "The upstream model server dropped the connection before its answer was complete "
                "(%RESPONSE_CODE_DETAILS%).", "server_error", "upstream_disconnected"),

@@ -30,6 +30,9 @@ class RequestPhase(Routing):
     __slots__ = ()
 
     async def _request_headers(self, request: ProcessingRequest) -> ProcessingResponse:
+        if self.hands_off:  # GET /v1/models to the HTTP door: the processor only proves it answers
+            self.ours = False
+            return m.CONTINUE_REQUEST_HEADERS
         message = request.request_headers
         headers = m.header_map(message)
         path = headers.get(":path", "").split("?", 1)[0]

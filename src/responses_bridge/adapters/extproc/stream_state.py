@@ -47,6 +47,7 @@ class StreamState:
         "done",
         "failed",
         "full_duplex",
+        "hands_off",
         "lock",
         "max_bytes",
         "observed",
@@ -90,6 +91,7 @@ class StreamState:
         self.request_bytes = 0
         self.routed = False  # handed to the sidecar's HTTP door: its answer passes through untouched
         self.sidecar_route = False  # the bootstrap routes requests with server-side tools to the HTTP door
+        self.hands_off = False  # the route says the HTTP door answers and checks: change nothing (names.py)
         self.chat = False  # a POST /v1/chat/completions: its upstream chosen (several upstreams), its answer stored
         # ``store: true`` on it: the recorder the answer passes through, the request it answers, whether it is
         # stored yet (adapters/extproc/chat_phase.py)
