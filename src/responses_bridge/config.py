@@ -231,6 +231,18 @@ class Settings(BaseSettings):
         "rename}`, exact names first, then globs in order"))
     default_upstream: str | None = Field(default=None, description=(
         "the upstream of a model no `models` entry matches; unset: such a model is a 404 `model_not_found`"))
+    # --- the timeouts `envoy-config` renders (envoy_config/names.py EnvoyTimeouts) ------------------------------
+    envoy_stream_idle_timeout: float = Field(default=300.0, ge=0, description=(
+        "`envoy-config --stream-idle-timeout`: seconds a request may pass through Envoy with no byte either way "
+        "before Envoy ends it (504 `gateway_timeout`, naming this setting); 0: never"))
+    envoy_message_timeout: float = Field(default=30.0, gt=0, description=(
+        "`envoy-config --message-timeout`: seconds Envoy waits for each answer of the processor (504 "
+        "`processor_timeout`); a streamed background response's first answer waits at most 5/6 of it"))
+    envoy_max_message_timeout: float = Field(default=300.0, gt=0, description=(
+        "`envoy-config --max-message-timeout`: the longest wait the processor may ask Envoy for, per message"))
+    envoy_connect_timeout: float = Field(default=5.0, gt=0, description=(
+        "`envoy-config --connect-timeout`: seconds Envoy tries to connect to the upstream, the processor or the "
+        "HTTP door"))
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,

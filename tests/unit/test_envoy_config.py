@@ -398,3 +398,39 @@ def test_a_processor_failure_names_where_the_bootstrap_looked() -> None:
     assert "127.0.0.1:50051 to 50053" in workers and "--extproc-port 50051 --workers 3?" in workers
     uds = message(extproc_uds="/run/b%x.sock")
     assert "unix:/run/b%%x.sock" in uds and "--extproc-uds /run/b%%x.sock?" in uds  # % is Envoy's: doubled
+
+
+def test_the_rendered_timeouts_are_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every timeout the bootstrap sets is a setting with the default the renderer uses (docs/configuration.md
+    lists them), given by the environment, the configuration file or an ``envoy-config`` flag."""
+    from responses_bridge.config import Settings
+    from responses_bridge.envoy_config.timeouts import EnvoyTimeouts
+
+    assert EnvoyTimeouts.from_settings(Settings()) == EnvoyTimeouts()
+
+    def rendered(*argv: str) -> dict:
+        parser = argparse.ArgumentParser()
+        envoy_config.add_parser(parser.add_subparsers())
+        args = parser.parse_args(["envoy-config", *argv])
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            assert args.func(args) == 0
+        return yaml.safe_load(out.getvalue())
+
+    def timeouts(config: dict) -> tuple[str, str, str, set[str]]:
+        hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        ext_proc = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.ext_proc")["typed_config"]
+        return (hcm["stream_idle_timeout"], ext_proc["message_timeout"], ext_proc["max_message_timeout"],
+                {cluster["connect_timeout"] for cluster in config["static_resources"]["clusters"]})
+
+    assert timeouts(rendered()) == ("300s", "30s", "300s", {"5s"})
+    monkeypatch.setenv("RESPONSES_BRIDGE_ENVOY_STREAM_IDLE_TIMEOUT", "2.5")
+    monkeypatch.setenv("RESPONSES_BRIDGE_ENVOY_CONNECT_TIMEOUT", "1")
+    assert timeouts(rendered("--message-timeout", "45", "--max-message-timeout", "600")) == (
+        "2.5s", "45s", "600s", {"1s"})
+    # the idle timeout's answer names what fired, its setting and what to do instead
+    hcm = rendered()["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    idle = next(mapper["body_format_override"]["json_format"]["error"] for mapper in hcm["local_reply_config"][
+        "mappers"] if "stream_idle_timeout" in str(mapper["filter"]))
+    assert idle["code"] == "gateway_timeout" and "after 2.5 s" in idle["message"]
+    assert "envoy_stream_idle_timeout" in idle["message"] and "background: true" in idle["message"]

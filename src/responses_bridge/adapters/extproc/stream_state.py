@@ -20,7 +20,13 @@ from .observe import StreamObservation
 
 RESPONSES_PATHS = frozenset(("/v1/responses", "/responses"))
 CHAT_PATHS = frozenset(("/v1/chat/completions", "/chat/completions"))
-BACKGROUND_STREAM_WAIT = 25.0  # seconds; below the filter's 30 s message_timeout
+BACKGROUND_STREAM_WAIT = 25.0  # seconds; below the filter's 30 s message_timeout (envoy_message_timeout)
+
+
+def background_stream_wait(message_timeout: float) -> float:
+    """How long a streamed background response's immediate answer collects events: ``BACKGROUND_STREAM_WAIT``,
+    or 5/6 of a shorter ``envoy_message_timeout``, so that Envoy never gives up on the answer first."""
+    return min(BACKGROUND_STREAM_WAIT, message_timeout * 5 / 6)
 JSON = "application/json"
 REQUEST_REMOVE = ("accept-encoding",)
 
