@@ -402,8 +402,9 @@ def test_a_processor_failure_names_where_the_bootstrap_looked() -> None:
 
 def test_the_rendered_timeouts_are_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every timeout the bootstrap sets is a setting with the default the renderer uses (docs/configuration.md
-    lists them), given by the environment, the configuration file or an ``envoy-config`` flag."""
-    from responses_bridge.config import Settings
+    lists them), given by the environment, the configuration file or an ``envoy-config`` flag; and the HTTP
+    door's keep-alive of a long JSON answer stays under the idle timeout those settings render."""
+    from responses_bridge.config import Settings, load_settings
     from responses_bridge.envoy_config.timeouts import EnvoyTimeouts
 
     assert EnvoyTimeouts.from_settings(Settings()) == EnvoyTimeouts()
@@ -434,3 +435,7 @@ def test_the_rendered_timeouts_are_settings(monkeypatch: pytest.MonkeyPatch) -> 
         "mappers"] if "stream_idle_timeout" in str(mapper["filter"]))
     assert idle["code"] == "gateway_timeout" and "after 2.5 s" in idle["message"]
     assert "envoy_stream_idle_timeout" in idle["message"] and "background: true" in idle["message"]
+    # the keep-alive: at most half the idle timeout, never when off
+    assert load_settings().json_keepalive_interval() == 1.25
+    assert load_settings(json_keepalive_seconds=1).json_keepalive_interval() == 1
+    assert load_settings(json_keepalive_seconds=0).json_keepalive_interval() == 0
