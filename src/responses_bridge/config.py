@@ -150,6 +150,11 @@ class Settings(BaseSettings):
     stream_keepalive_seconds: float = Field(default=15.0, gt=0, description=(
         "an open event stream waiting on server-side work (MCP listings, tool calls) gets an SSE comment after "
         "this many silent seconds, so idle timeouts between the client and the bridge do not cut it"))
+    json_keepalive_seconds: float = Field(default=15.0, ge=0, description=(
+        "a non-streamed `POST /v1/responses` the HTTP door is still working on after this many seconds (a long "
+        "tool loop) gets its 200 and headers, then a newline every as many seconds until its JSON body: an idle "
+        "timeout on the way (Envoy's, a load balancer's) does not cut it. A failure after that is a `failed` "
+        "Response, stored, not an HTTP error. At most half of `envoy_stream_idle_timeout`; 0: never"))
     # The Files API (services/files.py): the largest upload accepted; over it, a 413. Bytes are kept on disk in
     # files/ next to the database, never in memory.
     max_file_bytes: int = Field(default=512 * 1024 * 1024, ge=1, description=(
@@ -231,6 +236,19 @@ class Settings(BaseSettings):
         "rename}`, exact names first, then globs in order"))
     default_upstream: str | None = Field(default=None, description=(
         "the upstream of a model no `models` entry matches; unset: such a model is a 404 `model_not_found`"))
+    # --- the timeouts `envoy-config` renders (envoy_config/names.py EnvoyTimeouts) ------------------------------
+    envoy_stream_idle_timeout: float = Field(default=300.0, ge=0, description=(
+        "`envoy-config --stream-idle-timeout`: seconds a request may pass through Envoy with no byte either way "
+        "before Envoy ends it (504 `gateway_timeout`, naming this setting); 0: never. The HTTP door's "
+        "`json_keepalive_seconds` is kept at most half of it"))
+    envoy_message_timeout: float = Field(default=30.0, gt=0, description=(
+        "`envoy-config --message-timeout`: seconds Envoy waits for each answer of the processor (504 "
+        "`processor_timeout`); a streamed background response's first answer waits at most 5/6 of it"))
+    envoy_max_message_timeout: float = Field(default=300.0, gt=0, description=(
+        "`envoy-config --max-message-timeout`: the longest wait the processor may ask Envoy for, per message"))
+    envoy_connect_timeout: float = Field(default=5.0, gt=0, description=(
+        "`envoy-config --connect-timeout`: seconds Envoy tries to connect to the upstream, the processor or the "
+        "HTTP door"))
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
@@ -402,6 +420,15 @@ class Settings(BaseSettings):
                                 max_containers=self.tenant_max_containers, max_sandboxes=self.tenant_max_sandboxes)
         own = self.tenants.get(tenant)
         return defaults if own is None else own.over(defaults)
+
+    def json_keepalive_interval(self) -> float:
+        """Seconds before (and between) the whitespace a long JSON answer is kept alive with; 0: none. Under half
+        of the Envoy idle timeout the same settings render, so one setting of it moves both."""
+        if not self.json_keepalive_seconds:
+            return 0.0
+        if self.envoy_stream_idle_timeout:
+            return min(self.json_keepalive_seconds, self.envoy_stream_idle_timeout / 2)
+        return self.json_keepalive_seconds
 
     def db_path(self) -> str:
         if self.db:

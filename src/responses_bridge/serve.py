@@ -14,8 +14,9 @@ import errno
 import os
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
@@ -183,13 +184,14 @@ async def serve(settings: Settings, *, http: bool = True, extproc: bool = True,
     check_ports(settings, http=http, extproc=extproc and uds is None, extproc_port=port, shared=slot is not None)
     runtime = await open_runtime(settings)
     stoppers: list[Callable[[], Awaitable[None]]] = []
+    door: Door | None = None
     try:
         if http:
             from .adapters.http.server import start_http_server
 
             try:
-                stoppers.append(await start_http_server(runtime, settings.http_host, settings.http_port,
-                                                        reuse_port=slot is not None))
+                door = await start_http_server(runtime, settings.http_host, settings.http_port,
+                                               reuse_port=slot is not None)
             except OSError as exc:
                 reason = os.strerror(exc.errno) if exc.errno else str(exc)
                 raise StartupError(f"the HTTP door cannot listen on {settings.http_host}:{settings.http_port}: "
@@ -216,7 +218,7 @@ async def serve(settings: Settings, *, http: bool = True, extproc: bool = True,
         await _wait_for_signal()
         probe.cancel()
     finally:
-        await shutdown(runtime, stoppers)
+        await shutdown(runtime, stoppers, door, worker=slot.index if slot is not None else None)
 
 
 def check_ports(settings: Settings, *, http: bool, extproc: bool, extproc_port: int, shared: bool) -> None:
@@ -256,21 +258,46 @@ def warn_if_open(settings: Settings, *, http: bool = True, extproc: bool = True)
     return doors
 
 
-async def shutdown(runtime: Runtime, stoppers: list[Callable[[], Awaitable[None]]]) -> None:
+class Door(Protocol):
+    """The HTTP door as the shutdown sees it (adapters/http/server.py): drained with the rest, closed last."""
+
+    async def drain(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+DOOR_CLOSE_MARGIN_SECONDS = 5.0
+"""Past the drain timeout: how long the HTTP door waits at most for the other workers to end their drains (each
+takes the drain timeout, its final writes and the ext_proc server's stop grace) before it closes anyway."""
+
+
+async def shutdown(runtime: Runtime, stoppers: list[Callable[[], Awaitable[None]]], door: Door | None = None, *,
+                   worker: int | None = None) -> None:
     """Stop taking new work at once (``runtime.draining``: both doors refuse new requests, readiness fails),
     then drain the doors and the background runs together, so the whole shutdown takes the drain timeout
     plus a moment rather than one drain after another. Each door ends its own streams still running at the
     deadline with ``response.failed``; background runs still going then are failed (``server_shutdown``),
-    which also ends the streams following them. The store closes last."""
+    which also ends the streams following them. The HTTP door (``door``) closes only after all of that, and,
+    for worker ``worker`` of ``serve --workers``, once every other worker has drained too (drain_barrier.py):
+    until then it keeps answering ``/health/*`` and ``/metrics`` (and a 503 to anything else), whichever door
+    held the streams. The store closes last."""
+    from .drain_barrier import done_draining
+
     runtime.draining = True
     timeout = runtime.settings.drain_timeout
+    until = time.monotonic() + timeout + DOOR_CLOSE_MARGIN_SECONDS
     log.info("draining", timeout_seconds=timeout)
     try:
-        results = await asyncio.gather(*(stop() for stop in stoppers), _drain_background(runtime, timeout),
-                                       return_exceptions=True)
+        drains = [*(stop() for stop in stoppers), _drain_background(runtime, timeout)]
+        if door is not None:
+            drains.append(door.drain())
+        results = await asyncio.gather(*drains, return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
                 log.error("drain_failed", error=repr(result))
+        if door is not None:
+            await done_draining(worker, until)
+            await door.close()
     finally:
         await runtime.close()
     log.info("stopped")

@@ -16,8 +16,9 @@ One Python process runs on one core. With N workers the machine's cores all serv
 
 The supervisor (this module) imports neither aiohttp nor gRPC: it starts the workers as ``python -m
 responses_bridge serve`` with the same arguments and a marker in their environment, passes SIGTERM/SIGINT on to
-them (each drains as a lone sidecar does), starts again a worker that died (a background run it held is failed by
-another worker once its lease runs out, as for a replica), and stops all when one cannot start at all.
+them (each drains as a lone sidecar does, and keeps its HTTP door answering probes until every worker has drained:
+drain_barrier.py), starts again a worker that died (a background run it held is failed by another worker once its
+lease runs out, as for a replica), and stops all when one cannot start at all.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
+
+from .drain_barrier import DRAIN_DIR_ENV, clear_mark, mark_draining
 
 log = structlog.get_logger("responses_bridge.workers")
 
@@ -119,12 +122,14 @@ def extproc_uds(path: str, index: int) -> str:
 def supervise(count: int, argv: list[str]) -> int:
     """Run ``count`` workers of ``responses-bridge <argv>`` until SIGTERM/SIGINT; the exit code of the whole."""
     metrics_dir, made = _metrics_directory()
-    supervisor = _Supervisor(count, argv, metrics_dir)
+    drain_dir = tempfile.mkdtemp(prefix="responses-bridge-drain-")
+    supervisor = _Supervisor(count, argv, metrics_dir, drain_dir)
     stop = _StopSignal()
     try:
         return supervisor.run(stop)
     finally:
         stop.restore()
+        shutil.rmtree(drain_dir, ignore_errors=True)
         if made:
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
@@ -159,10 +164,11 @@ class _StopSignal:
 
 
 class _Supervisor:
-    def __init__(self, count: int, argv: list[str], metrics_dir: str) -> None:
+    def __init__(self, count: int, argv: list[str], metrics_dir: str, drain_dir: str) -> None:
         self.count = count
         self.argv = argv
         self.metrics_dir = metrics_dir
+        self.drain_dir = drain_dir
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.started_at: dict[int, float] = {}
         self.restarts: dict[int, int] = {}
@@ -196,7 +202,8 @@ class _Supervisor:
         return self._stop_all(signal.SIGTERM)
 
     def _start(self, index: int) -> None:
-        env = dict(os.environ, **{WORKER_ENV: f"{index}/{self.count}", METRICS_ENV: self.metrics_dir})
+        env = dict(os.environ, **{WORKER_ENV: f"{index}/{self.count}", METRICS_ENV: self.metrics_dir,
+                                  DRAIN_DIR_ENV: self.drain_dir})
         self.procs[index] = subprocess.Popen([sys.executable, "-m", "responses_bridge", *self.argv], env=env,
                                              preexec_fn=_die_with_parent)
         self.started_at[index] = time.monotonic()
@@ -209,16 +216,28 @@ class _Supervisor:
             multiprocess.mark_process_dead(pid, self.metrics_dir)
 
     def _stop_all(self, sig: int) -> int:
-        """Pass ``sig`` on and wait: each worker drains (``drain_timeout``) and ends on its own."""
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(sig)
+        """Pass ``sig`` on and wait: each worker drains (``drain_timeout``) and ends on its own. Every live worker
+        is marked draining before any is signalled, so that none closes the shared HTTP port while another still
+        drains (drain_barrier.py); the mark of a worker that ended without clearing it (killed) goes with it."""
+        live = {index: proc for index, proc in self.procs.items() if proc.poll() is None}
+        for index in live:
+            mark_draining(self.drain_dir, index)
+        for proc in live.values():
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(sig)
         worst = 0
-        for proc in self.procs.values():
-            code = proc.wait()
-            self._forget(proc.pid)
-            worst = worst or (code if code > 0 else 0)
+        waiting = dict(self.procs)
+        while waiting:
+            for index, proc in list(waiting.items()):
+                code = proc.poll()
+                if code is None:
+                    continue
+                del waiting[index]
+                clear_mark(self.drain_dir, index)
+                self._forget(proc.pid)
+                worst = worst or (code if code > 0 else 0)
+            if waiting:
+                time.sleep(STOP_POLL_SECONDS)
         return worst
 
 

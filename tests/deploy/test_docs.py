@@ -160,6 +160,9 @@ def test_the_readme_commands_run_in_a_fresh_shell_after_its_install_step() -> No
             parser.parse_args(words[1:])  # exits (fails the test) on an unknown flag or a bad value
         else:
             assert words[0] == "envoy", command
+            # without it, Envoy takes the host-wide hot-restart socket and shared memory of base id 0: a second
+            # Envoy on the host (another deployment's, the demo's) refuses to start, or this one does
+            assert "--disable-hot-restart" in words, command
     for command in served:
         assert "--no-extproc" in command or "--upstream-via http://127.0.0.1:10000/v1" in command, command
 
@@ -214,3 +217,13 @@ def test_the_code_interpreter_tour_is_the_one_the_demo_prints() -> None:
     for path in (ROOT / "README.md", DOCS / "code-interpreter.md"):
         bodies = [json.loads(body) for body in re.findall(r"-d '(\{[^']*code_interpreter[^']*\})'", path.read_text())]
         assert bodies == [expected], path.name
+
+
+def test_envoy_readme_starts_envoy_without_the_hot_restart_socket() -> None:
+    """envoy/README.md's commands start Envoy as the demo does: never on the host-wide hot-restart socket."""
+    text = (ROOT / "envoy" / "README.md").read_text()
+    commands = [line.strip() for block in re.findall(r"```(?:sh|bash)\n(.*?)```", text, re.DOTALL)
+                for line in block.splitlines() if re.match(r"\s*envoy ", line)]
+    assert commands, "envoy/README.md shows no envoy command"
+    for command in commands:
+        assert "--mode validate" in command or "--disable-hot-restart" in command, command

@@ -1,5 +1,6 @@
 """A new user's first minutes, with real processes: a dead upstream is reported at start, a bootstrap pointed at
-the wrong HTTP door says so, and the SDK example the demo prints runs as printed."""
+the wrong HTTP door or the wrong processor says so (and fails a smoke test of the model list), and the SDK example
+the demo prints runs as printed."""
 
 from __future__ import annotations
 
@@ -85,6 +86,31 @@ async def test_envoy_pointed_at_the_wrong_http_door_says_so(sidecar: Sidecar) ->
     assert status == 503
     assert body["error"]["code"] == "sidecar_unavailable"
     assert f"--http-port {wrong_port}" in body["error"]["message"]
+
+
+@pytest.mark.envoy
+async def test_envoy_pointed_at_the_wrong_processor_says_so_and_fails_the_smoke_test(sidecar: Sidecar) -> None:
+    """A bootstrap rendered for another ext_proc port: a Responses request gets a 503 that names where Envoy looked
+    and the flag that would put the processor there, and ``GET /v1/models`` (what a smoke test asks) fails the
+    same way instead of answering 200 from the upstream."""
+    listen_port, wrong_port = free_port(), free_port()
+    envoy = await start_envoy(render_bootstrap(listen_port=listen_port, extproc_port=wrong_port,
+                                               http_port=int(sidecar.http_url.rsplit(":", 1)[1]),
+                                               upstream=sidecar.upstream_url, admin_port=0))
+    base = f"http://127.0.0.1:{listen_port}/v1"
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"{base}/responses", json={"model": "fake-model", "input": "hi"}) as answer:
+                created = answer.status, await answer.json()
+            async with session.get(f"{base}/models") as answer:
+                listed = answer.status, await answer.json()
+    finally:
+        envoy.stop()
+    for status, body in (created, listed):
+        assert status == 503, body
+        assert body["error"]["code"] == "processor_unavailable"
+        assert f"127.0.0.1:{wrong_port}" in body["error"]["message"]
+        assert f"--extproc-port {wrong_port}" in body["error"]["message"]
 
 
 async def test_the_printed_sdk_example_runs(sidecar: Sidecar) -> None:

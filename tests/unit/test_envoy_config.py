@@ -162,9 +162,20 @@ def test_routes_and_processor_settings() -> None:
     assert routes["images_generations"]["match"]["path"] == "/v1/images/generations"
     assert routes["images_generations"]["route"]["cluster"] == envoy_config.UPSTREAM_CLUSTER
     assert routes["images_generations"]["route"]["prefix_rewrite"] == "/openai/v1/images/generations"
-    for name in ("models_codex", "models", "embeddings", "images_generations", "sidecar"):
+    for name in ("models", "embeddings", "images_generations", "sidecar"):
         per_route = routes[name]["typed_per_filter_config"]["envoy.filters.http.ext_proc"]
         assert per_route["disabled"] is True
+    # the model list, whichever door answers it, passes the processor (its request headers only): a smoke test of
+    # it fails when the processor is out of reach; to the HTTP door, the processor is told to change nothing
+    for name, hands_off in (("models_list", True), ("models_codex", True)):
+        per_route = routes[name]["typed_per_filter_config"]["envoy.filters.http.ext_proc"]
+        assert per_route["disabled"] is False
+        overrides = per_route["config"]["overrides"]
+        assert overrides["processing_mode"]["request_header_mode"] == "SEND"
+        assert overrides["processing_mode"]["request_body_mode"] == "NONE"
+        assert ("grpc_initial_metadata" in overrides) is hands_off
+        if hands_off:
+            assert overrides["grpc_initial_metadata"] == [{"key": envoy_config.HANDS_OFF_METADATA, "value": "1"}]
     # chat completions: the processor reads the request (``store``) and only a stored request's answer, streamed
     chat = routes["chat_completions"]["typed_per_filter_config"]["envoy.filters.http.ext_proc"]
     assert chat["disabled"] is False
@@ -303,8 +314,13 @@ def test_several_upstreams_get_one_cluster_each_and_routes_on_the_processors_cho
                                                                "string_match": {"exact": "local"}}
     assert via["local_via_sidecar"]["route"]["cluster"] == "upstream_local"
     assert via["no_upstream_named"]["direct_response"]["status"] == 404
-    # the models list merges every upstream's: the sidecar's HTTP door answers it
+    # the models list merges every upstream's: the sidecar's HTTP door answers it, past a processor that changes
+    # nothing (it is there so that the list fails when the processor is out of reach)
     assert "models" not in routes
+    assert routes["sidecar_models"]["route"] == {"cluster": envoy_config.HTTP_CLUSTER, "timeout": "0s"}
+    overrides = routes["sidecar_models"]["typed_per_filter_config"]["envoy.filters.http.ext_proc"]["config"][
+        "overrides"]
+    assert overrides["grpc_initial_metadata"] == [{"key": envoy_config.HANDS_OFF_METADATA, "value": "1"}]
     names = list(routes)
     assert names.index("cloud_native_responses") < names.index("responses")  # the processor's choice first
     assert "cloud_responses" not in routes and "local_native_responses" not in routes
@@ -390,3 +406,61 @@ def test_the_sidecars_own_calls_carry_the_mark_the_one_upstream_routes_match() -
     assert ROUTE_HEADER == envoy_config.ROUTE_HEADER
     direct = AiohttpUpstreamClient(Settings(upstream="http://127.0.0.1:9/v1"))
     assert ROUTE_HEADER not in direct._headers
+
+
+def test_a_processor_failure_names_where_the_bootstrap_looked() -> None:
+    """``processor_unavailable`` says where the processor was looked for and the flags that put it there, as
+    ``sidecar_unavailable`` names the HTTP door's address and ``--http-port``."""
+    def message(**changes: object) -> str:
+        config = bootstrap_dict(**dict(DEMO, **changes))  # type: ignore[arg-type]
+        hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        return next(mapper["body_format_override"]["json_format"]["error"]["message"]
+                    for mapper in hcm["local_reply_config"]["mappers"]
+                    if mapper["body_format_override"]["json_format"]["error"]["code"] == "processor_unavailable")
+
+    assert "door at 127.0.0.1:50051) is unavailable" in message() and "with --extproc-port 50051?" in message()
+    workers = message(workers=3)
+    assert "127.0.0.1:50051 to 50053" in workers and "--extproc-port 50051 --workers 3?" in workers
+    uds = message(extproc_uds="/run/b%x.sock")
+    assert "unix:/run/b%%x.sock" in uds and "--extproc-uds /run/b%%x.sock?" in uds  # % is Envoy's: doubled
+
+
+def test_the_rendered_timeouts_are_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every timeout the bootstrap sets is a setting with the default the renderer uses (docs/configuration.md
+    lists them), given by the environment, the configuration file or an ``envoy-config`` flag; and the HTTP
+    door's keep-alive of a long JSON answer stays under the idle timeout those settings render."""
+    from responses_bridge.config import Settings, load_settings
+    from responses_bridge.envoy_config.timeouts import EnvoyTimeouts
+
+    assert EnvoyTimeouts.from_settings(Settings()) == EnvoyTimeouts()
+
+    def rendered(*argv: str) -> dict:
+        parser = argparse.ArgumentParser()
+        envoy_config.add_parser(parser.add_subparsers())
+        args = parser.parse_args(["envoy-config", *argv])
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            assert args.func(args) == 0
+        return yaml.safe_load(out.getvalue())
+
+    def timeouts(config: dict) -> tuple[str, str, str, set[str]]:
+        hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        ext_proc = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.ext_proc")["typed_config"]
+        return (hcm["stream_idle_timeout"], ext_proc["message_timeout"], ext_proc["max_message_timeout"],
+                {cluster["connect_timeout"] for cluster in config["static_resources"]["clusters"]})
+
+    assert timeouts(rendered()) == ("300s", "30s", "300s", {"5s"})
+    monkeypatch.setenv("RESPONSES_BRIDGE_ENVOY_STREAM_IDLE_TIMEOUT", "2.5")
+    monkeypatch.setenv("RESPONSES_BRIDGE_ENVOY_CONNECT_TIMEOUT", "1")
+    assert timeouts(rendered("--message-timeout", "45", "--max-message-timeout", "600")) == (
+        "2.5s", "45s", "600s", {"1s"})
+    # the idle timeout's answer names what fired, its setting and what to do instead
+    hcm = rendered()["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    idle = next(mapper["body_format_override"]["json_format"]["error"] for mapper in hcm["local_reply_config"][
+        "mappers"] if "stream_idle_timeout" in str(mapper["filter"]))
+    assert idle["code"] == "gateway_timeout" and "after 2.5 s" in idle["message"]
+    assert "envoy_stream_idle_timeout" in idle["message"] and "background: true" in idle["message"]
+    # the keep-alive: at most half the idle timeout, never when off
+    assert load_settings().json_keepalive_interval() == 1.25
+    assert load_settings(json_keepalive_seconds=1).json_keepalive_interval() == 1
+    assert load_settings(json_keepalive_seconds=0).json_keepalive_interval() == 0

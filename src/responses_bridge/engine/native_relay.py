@@ -67,6 +67,7 @@ class NativeRelay:
         self.head_sent = False
         self.ended = False
         self.error: APIError | None = None
+        self.committed = False  # a JSON answer whose 200 went out early: it ends as a Response (the translator's)
 
     @property
     def response_id(self) -> str:
@@ -212,7 +213,9 @@ class NativeRelay:
         """Like the translator's: a plain error reply (nothing stored), or None and ``response.failed`` is
         pending in :meth:`end_frames` once the caller has stored the failed response."""
         self.ended = True
-        if not self.streaming or (error.status < 500 and not self.head_sent and not self.background):
+        if not self.streaming and not self.committed:
+            return Reply(error.status, JSON_CONTENT_TYPE, error.body())
+        if self.streaming and error.status < 500 and not self.head_sent and not self.background:
             return Reply(error.status, JSON_CONTENT_TYPE, error.body())
         self._end("failed", error.payload())
         return None
@@ -222,7 +225,8 @@ class NativeRelay:
         self._end("cancelled", None)
 
     def abandon(self) -> bool:
-        if self.ended or not self.head_sent:
+        """As the translator's: a stream the client saw begin, or any JSON answer, is recorded as failed."""
+        if self.ended or (self.streaming and not self.head_sent):
             return False
         self.ended = True
         self._end("failed", {"code": "client_disconnected",

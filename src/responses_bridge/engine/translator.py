@@ -74,7 +74,7 @@ class Translator:
     __slots__ = ("_options", "request", "response", "_builder", "_decoder", "_upstream_status", "_upstream_sse",
                  "_buffer", "_head_sent", "_error", "_ended", "_sealer", "_events", "_retry_chat", "_compacting",
                  "_buffered", "_translated", "_terminal_head", "plan", "context", "_chat", "_body", "_turn_closed",
-                 "backlog", "compact_threshold", "_auto")
+                 "backlog", "compact_threshold", "_auto", "committed")
 
     def __init__(self, request: ResponsesRequest, history: list[dict[str, Any]], prompt: RenderedPrompt | None,
                  options: EngineOptions, sealer: Sealer | None = None, *, framing: Framing | None = None,
@@ -145,6 +145,9 @@ class Translator:
         self._error: APIError | None = None
         self._ended = False
         self._terminal_head = b""  # the stream's opening events, when a terminal state opened it
+        # a JSON answer whose 200 went out before its body (the door's keep-alive): it ends as a Response, failed
+        # or not, never as an error body with another status
+        self.committed = False
 
     def build_first_request(self, extra_messages: list[dict[str, Any]] | None = None, *,
                             tools_exhausted: bool = False, loop: bool = False) -> UpstreamRequest:
@@ -591,7 +594,10 @@ class Translator:
         the response before taking :meth:`terminal_reply`."""
         self._ended = True
         if not self.streaming:
-            return Reply(error.status, JSON_CONTENT_TYPE, error.body())
+            if not self.committed:
+                return Reply(error.status, JSON_CONTENT_TYPE, error.body())
+            self._builder.fail(error.code or "server_error", error.message)  # stored, then terminal_reply()
+            return None
         if error.status < 500 and not self._head_sent and not self.background:
             # the upstream refused the request itself (4xx): the client gets that error, as OpenAI would
             return Reply(error.status, JSON_CONTENT_TYPE, error.body())
@@ -607,15 +613,20 @@ class Translator:
         self._builder.cancel()
 
     def terminal_reply(self) -> Reply:
-        """The stream's last bytes after :meth:`fail` or :meth:`cancel` (and the persist that follows them)."""
+        """The stream's last bytes after :meth:`fail` or :meth:`cancel` (and the persist that follows them); for
+        a committed JSON answer, the failed Response."""
+        if not self.streaming:
+            return Reply(200, JSON_CONTENT_TYPE, orjson.dumps(self.response))
         head, self._terminal_head = self._terminal_head, b""
         return Reply(200, self._events_content_type, self._builder.take_between(head, self._done_frame),
                      continues_stream=head == b"")
 
     def abandon(self) -> bool:
-        """The client went away mid-stream: the response becomes failed (its events are dropped). False when
-        there is nothing to record: it already ended, or the client never saw it begin."""
-        if self._ended or not self._head_sent:
+        """The client went away: the response becomes failed, with the output made so far (its events are
+        dropped). False when there is nothing to record: it already ended, or it is a stream the client never saw
+        begin. A JSON answer is recorded whenever the client leaves (a proxy's idle timeout, a client's own): its
+        work is stored as failed rather than lost without a trace."""
+        if self._ended or (self.streaming and not self._head_sent):
             return False
         self._ended = True
         self._builder.fail("client_disconnected", "The client disconnected before the response completed.")

@@ -10,7 +10,9 @@ and why:
   completion), with the ``/v1`` prefix rewritten to the upstream's base path. ``GET /v1/models`` and
   ``POST /v1/embeddings`` are the sidecar's HTTP door's: it lists the upstream's models with the deployment's
   embedder, and embeds with that embedder or passes the request to the upstream serving the model. Its own calls
-  for them (``--upstream-via``, marked with ``ROUTE_HEADER``) are the ones this listener sends to the upstream.
+  for them (``--upstream-via``, marked with ``ROUTE_HEADER``) are the ones this listener sends to the upstream. The
+  processor sees a client's list request's headers only (changing nothing), so that a smoke test of the list fails
+  when the processor is out of reach.
 * A ``POST /v1/responses`` with server-side tools the deployment runs (``mcp``, ``web_search``, server
   ``tool_search``) is marked by the processor (dynamic metadata ``responses_bridge.route: {to: sidecar}``, route
   cache cleared) and goes, unchanged, to the **sidecar's HTTP door**, which runs the tool loop and makes every
@@ -44,6 +46,7 @@ from .names import (
     EXTPROC_SERVICE,
     FILES_BUFFER_BYTES,
     FILES_CLUSTER,
+    HANDS_OFF_METADATA,
     HTTP_CLUSTER,
     IMMEDIATE_RESPONSE_DETAILS,
     INTERNAL_LISTENER,
@@ -76,6 +79,7 @@ __all__ = [
     "EXTPROC_SERVICE",
     "FILES_BUFFER_BYTES",
     "FILES_CLUSTER",
+    "HANDS_OFF_METADATA",
     "HTTP_CLUSTER",
     "IMMEDIATE_RESPONSE_DETAILS",
     "INTERNAL_LISTENER",

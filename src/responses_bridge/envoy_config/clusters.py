@@ -20,17 +20,21 @@ from .names import (
     _is_ip,
     _socket,
 )
+from .timeouts import EnvoyTimeouts, duration
 
 if TYPE_CHECKING:
     pass
 
+DEFAULT_CONNECT = EnvoyTimeouts().connect
 
-def _cluster_base(name: str, address: str, port: int, *, dns: bool) -> dict[str, Any]:
+
+def _cluster_base(name: str, address: str, port: int, *, dns: bool, connect: float) -> dict[str, Any]:
+    """``connect``: seconds to connect (``envoy_connect_timeout``)."""
     return {
         "name": name,
         "type": "STRICT_DNS" if dns else "STATIC",
         **({"dns_lookup_family": "V4_PREFERRED"} if dns else {}),  # the resolver's TTLs apply (Envoy 1.40)
-        "connect_timeout": "5s",
+        "connect_timeout": duration(connect),
         "per_connection_buffer_limit_bytes": BUFFER_LIMIT_BYTES,
         "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
             {"endpoint": {"address": _socket(address, port)}},
@@ -46,8 +50,9 @@ def _http_protocol_options(http2: bool = False) -> dict[str, Any]:
     }}
 
 
-def _upstream_cluster(up: UpstreamURL, ca_file: str | None, name: str = UPSTREAM_CLUSTER) -> dict[str, Any]:
-    cluster = _cluster_base(name, up.host, up.port, dns=not up.is_ip)
+def _upstream_cluster(up: UpstreamURL, ca_file: str | None, name: str = UPSTREAM_CLUSTER, *,
+                      connect: float = DEFAULT_CONNECT) -> dict[str, Any]:
+    cluster = _cluster_base(name, up.host, up.port, dns=not up.is_ip, connect=connect)
     cluster["typed_extension_protocol_options"] = _http_protocol_options()
     if up.tls:
         validation: dict[str, Any] = {"trusted_ca": {"filename": ca_file or _system_ca_bundle()}}
@@ -74,11 +79,12 @@ def _system_ca_bundle() -> str:
     return CA_BUNDLES[0]
 
 
-def _extproc_cluster(address: str, port: int, *, uds: str | None = None, workers: int = 1) -> dict[str, Any]:
+def _extproc_cluster(address: str, port: int, *, uds: str | None = None, workers: int = 1,
+                     connect: float = DEFAULT_CONNECT) -> dict[str, Any]:
     """The processor: one endpoint per worker of ``serve --workers`` (ports from ``port`` up, or the Unix sockets
     ``uds``, ``uds.1``, …), so Envoy opens a connection to each and spreads the requests' gRPC streams over them
     (least requests): a single endpoint would carry every stream on one HTTP/2 connection to one worker."""
-    cluster = _cluster_base(EXTPROC_CLUSTER, address, port, dns=not _is_ip(address) and uds is None)
+    cluster = _cluster_base(EXTPROC_CLUSTER, address, port, dns=not _is_ip(address) and uds is None, connect=connect)
     if uds is not None:
         endpoints = [{"pipe": {"path": uds if index == 0 else f"{uds}.{index}"}} for index in range(workers)]
     else:
@@ -92,19 +98,19 @@ def _extproc_cluster(address: str, port: int, *, uds: str | None = None, workers
     return cluster
 
 
-def _http_cluster(address: str, port: int) -> dict[str, Any]:
-    cluster = _cluster_base(HTTP_CLUSTER, address, port, dns=not _is_ip(address))
+def _http_cluster(address: str, port: int, *, connect: float = DEFAULT_CONNECT) -> dict[str, Any]:
+    cluster = _cluster_base(HTTP_CLUSTER, address, port, dns=not _is_ip(address), connect=connect)
     cluster["typed_extension_protocol_options"] = _http_protocol_options()
     cluster["health_checks"] = [_health_check({"http_health_check": {"path": "/health"}})]
     return cluster
 
 
-def _files_cluster(address: str, port: int) -> dict[str, Any]:
+def _files_cluster(address: str, port: int, *, connect: float = DEFAULT_CONNECT) -> dict[str, Any]:
     """The HTTP door again, for uploads: a connection buffer of 1 MiB instead of the 65 MiB the other routes need
     for whole Responses bodies, so Envoy holds about that much of an upload whose client sends faster than the
     door writes to disk, not up to 65 MiB of it per upload. No health check of its own: the door is the one the
     ``sidecar`` cluster checks."""
-    cluster = _cluster_base(FILES_CLUSTER, address, port, dns=not _is_ip(address))
+    cluster = _cluster_base(FILES_CLUSTER, address, port, dns=not _is_ip(address), connect=connect)
     cluster["per_connection_buffer_limit_bytes"] = FILES_BUFFER_BYTES
     cluster["typed_extension_protocol_options"] = _http_protocol_options()
     return cluster

@@ -7,10 +7,20 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from ..config import DEFAULT_EXTPROC_PORT, DEFAULT_HTTP_PORT
+from ..config import DEFAULT_EXTPROC_PORT, DEFAULT_HTTP_PORT, field_default
 from .bootstrap import render_bootstrap
 from .filters import Auth, JwtExample
 from .names import LISTEN_PORT
+from .timeouts import EnvoyTimeouts
+
+TIMEOUT_FLAGS = (
+    ("--stream-idle-timeout", "envoy_stream_idle_timeout", "seconds a request may pass with no byte either way "
+     "(stream_idle_timeout; 0: never)"),
+    ("--message-timeout", "envoy_message_timeout", "seconds Envoy waits for each processor answer"),
+    ("--max-message-timeout", "envoy_max_message_timeout", "the longest per-message wait the processor may ask"),
+    ("--connect-timeout", "envoy_connect_timeout", "seconds to connect to a cluster"),
+)
+"""(flag, setting, meaning): the timeouts the bootstrap sets (timeouts.py)."""
 
 if TYPE_CHECKING:
     pass
@@ -46,6 +56,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", metavar="FILE", default=None,
                         help="the YAML configuration file `serve` reads (env: RESPONSES_BRIDGE_CONFIG): one cluster "
                              "per upstream of its `upstreams`, and its ports and upstream unless given here")
+    timeouts = parser.add_argument_group(
+        "timeouts", "when Envoy ends a request itself; each defaults to its setting (configuration file or "
+        "environment), and Envoy's answer when one fires names it")
+    for flag, field, meaning in TIMEOUT_FLAGS:
+        timeouts.add_argument(flag, type=float, default=None, metavar="SECONDS", dest=field,
+                              help=f"{meaning} (default: the configuration's `{field}`, else "
+                                   f"{field_default(field):g})")
     identity = parser.add_argument_group(
         "identity", "how callers are identified; must match the sidecar's RESPONSES_BRIDGE_AUTH")
     identity.add_argument("--auth", choices=("none", "keys", "header"), default=None,
@@ -82,7 +99,9 @@ def _run(args: argparse.Namespace) -> int:
 
     # the settings `serve` starts with (flags > environment > file > defaults): the same upstreams and ports; a
     # mistake in them is the one line cli.main prints
-    settings = load_settings({"upstream": "--upstream"}, config=args.config, upstream=args.upstream)
+    settings = load_settings({"upstream": "--upstream", **{field: flag for flag, field, _ in TIMEOUT_FLAGS}},
+                             config=args.config, upstream=args.upstream,
+                             **{field: getattr(args, field) for _, field, _ in TIMEOUT_FLAGS})
     try:
         auth = _auth(args, settings.auth, settings.tenant_header)
         text = render_bootstrap(
@@ -95,7 +114,7 @@ def _run(args: argparse.Namespace) -> int:
             internal_port=args.internal_port, auth=auth,
             extproc_uds=args.extproc_uds if args.extproc_uds is not None else settings.extproc_uds,
             workers=worker_count(args.workers) if args.workers is not None else settings.worker_count(),
-            chat_store=settings.store_chat_completions)
+            chat_store=settings.store_chat_completions, timeouts=EnvoyTimeouts.from_settings(settings))
     except ValueError as exc:
         print(f"responses-bridge envoy-config: {exc}", file=sys.stderr)
         return 2

@@ -23,9 +23,12 @@ from .names import (
     UPSTREAM_HEADERS_NAMESPACE,
     UPSTREAM_METADATA_HEADERS,
 )
+from .timeouts import EnvoyTimeouts, duration
 
 if TYPE_CHECKING:
     pass
+
+DEFAULT_TIMEOUTS = EnvoyTimeouts()
 
 
 @dataclass(frozen=True)
@@ -162,7 +165,7 @@ def _route_offered_filter() -> dict[str, Any]:
     }
 
 
-def _ext_proc_filter() -> dict[str, Any]:
+def _ext_proc_filter(timeouts: EnvoyTimeouts = DEFAULT_TIMEOUTS) -> dict[str, Any]:
     return {
         "name": _EXT_PROC,
         # Off unless a route turns it on (the Responses routes): a reply Envoy makes before routing (headers over
@@ -195,8 +198,8 @@ def _ext_proc_filter() -> dict[str, Any]:
             # The route is picked again only when the processor asks (clear_route_cache: a request with
             # server-side tools goes to the sidecar's HTTP door); the :path rewrite never re-routes a request.
             "route_cache_action": "DEFAULT",
-            "message_timeout": "30s",
-            "max_message_timeout": "300s",
+            "message_timeout": duration(timeouts.message),  # envoy_message_timeout
+            "max_message_timeout": duration(timeouts.max_message),
         },
     }
 

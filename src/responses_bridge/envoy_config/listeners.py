@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .filters import (
+    DEFAULT_TIMEOUTS,
     Auth,
     _client_credentials_filter,
     _ext_proc_filter,
@@ -19,6 +20,7 @@ from .filters import (
 from .local_replies import _local_reply_config
 from .names import _TYPE, BUFFER_LIMIT_BYTES, INTERNAL_LISTENER, ROUTE_HEADER, UpstreamURL, _socket, upstream_cluster
 from .routes import _host_rewrite, _route_config
+from .timeouts import EnvoyTimeouts, duration
 
 if TYPE_CHECKING:
     from ..upstreams import UpstreamSpec
@@ -33,22 +35,24 @@ def _loopback_like(listen_address: str) -> str:
 
 
 def _listener(address: str, port: int, up: UpstreamURL, sidecar: tuple[str, int],
-              upstreams: Sequence[UpstreamSpec] = (), auth: Auth | None = None, chat_store: bool = True
-              ) -> dict[str, Any]:
+              upstreams: Sequence[UpstreamSpec] = (), auth: Auth | None = None, chat_store: bool = True,
+              processor: tuple[str, str] = ("", ""), timeouts: EnvoyTimeouts = DEFAULT_TIMEOUTS) -> dict[str, Any]:
+    """``processor``: where the processor is looked for and the flags that put it there (local_replies.py)."""
     auth = auth or Auth()
     return _http_listener("responses_bridge", address, port, _route_config(up, upstreams, auth, chat_store), [
-        *_identity_filters(auth), _client_credentials_filter(auth), _route_offered_filter(), _ext_proc_filter(),
-        _hold_for_route_filter()], {
+        *_identity_filters(auth), _client_credentials_filter(auth), _route_offered_filter(), _ext_proc_filter(timeouts),
+        _hold_for_route_filter()], timeouts.stream_idle, {
             # the whole request head (URL and headers); over it, a 431. The sidecar reads longer lines
             # (adapters/http/parser_errors.py), so it never refuses a head that Envoy forwarded.
             "max_request_headers_kb": 60,
             "normalize_path": True,
             "merge_slashes": True,
-            "local_reply_config": _local_reply_config(sidecar),
+            "local_reply_config": _local_reply_config(sidecar, processor, timeouts),
         })
 
 
-def _internal_listener(address: str, port: int, upstreams: Sequence[UpstreamSpec]) -> dict[str, Any]:
+def _internal_listener(address: str, port: int, upstreams: Sequence[UpstreamSpec],
+                       timeouts: EnvoyTimeouts = DEFAULT_TIMEOUTS) -> dict[str, Any]:
     """The sidecar's own upstream calls (``--upstream-via``; several upstreams): ``ROUTE_HEADER`` names the
     upstream, and the call goes straight to its cluster (no processor: the sidecar made the body itself). A
     listener of its own, on loopback, because a route on that header in the client-facing listener would let any
@@ -68,14 +72,14 @@ def _internal_listener(address: str, port: int, upstreams: Sequence[UpstreamSpec
                                                 "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]})
     return _http_listener(INTERNAL_LISTENER, address, port, {
         "name": INTERNAL_LISTENER, "request_headers_to_remove": [ROUTE_HEADER],
-        "virtual_hosts": [{"name": "sidecar", "domains": ["*"], "routes": routes}]}, [], {})
+        "virtual_hosts": [{"name": "sidecar", "domains": ["*"], "routes": routes}]}, [], timeouts.stream_idle, {})
 
 
 def _http_listener(name: str, address: str, port: int, route_config: dict[str, Any],
-                   filters: list[dict[str, Any]], options: dict[str, Any]) -> dict[str, Any]:
+                   filters: list[dict[str, Any]], stream_idle: float, options: dict[str, Any]) -> dict[str, Any]:
     """A listener of one HTTP connection manager: ``filters`` before the router, ``options`` on top of what every
-    listener of the bridge has (no ceiling on a whole request: LLM streams may last minutes; at most 300 s of
-    silence mid-stream)."""
+    listener of the bridge has (no ceiling on a whole request: LLM streams may last minutes; at most
+    ``stream_idle`` seconds of silence, ``envoy_stream_idle_timeout``)."""
     return {
         "name": name,
         "address": _socket(address, port),
@@ -86,7 +90,7 @@ def _http_listener(name: str, address: str, port: int, route_config: dict[str, A
                 "@type": _TYPE + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                 "stat_prefix": name,
                 "codec_type": "AUTO",
-                "stream_idle_timeout": "300s",
+                "stream_idle_timeout": duration(stream_idle),
                 "request_timeout": "0s",
                 **options,
                 "route_config": route_config,

@@ -7,16 +7,53 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .names import _TYPE, IMMEDIATE_RESPONSE_DETAILS, UNSUPPORTED_ENCODING_STATUS, _host_port
+from .timeouts import EnvoyTimeouts, shown
 
 if TYPE_CHECKING:
     pass
 
 
-def _local_reply_config(sidecar: tuple[str, int]) -> dict[str, Any]:
+def processor_place(address: str, port: int, *, uds: str | None = None, workers: int = 1) -> tuple[str, str]:
+    """Where the bootstrap looks for the processor, and the ``serve`` flags that put it there: what a
+    ``processor_unavailable`` answer names, as ``sidecar_unavailable`` names the HTTP door and ``--http-port``."""
+    if uds is not None:
+        where = f"unix:{uds}" + (f" (and {uds}.1 to .{workers - 1}, one per worker)" if workers > 1 else "")
+        flags = f"--extproc-uds {uds}"
+    else:
+        where = _host_port(address, port) + (f" to {port + workers - 1}, one port per worker" if workers > 1 else "")
+        flags = f"--extproc-port {port}"
+    return where, flags + (f" --workers {workers}" if workers > 1 else "")
+
+
+def _idle_message(seconds: float) -> str:
+    """Envoy's ``stream_idle_timeout`` fired: which timeout, how long, its setting, and what to do instead."""
+    return (f"Envoy ended this request after {shown(seconds)} in which nothing passed either way (its "
+            "stream_idle_timeout: the bridge's envoy_stream_idle_timeout setting, envoy-config "
+            "--stream-idle-timeout). A timeout, not an outage: for long work stream the response (stream: true) or "
+            "run it in the background (background: true, then GET /v1/responses/{id}), or raise the setting; a "
+            "stored response that was cut is recorded as failed.")
+
+
+def _literal(text: str) -> str:
+    """``text`` inside an Envoy format string, where ``%`` starts a command."""
+    return text.replace("%", "%%")
+
+
+def _local_reply_config(sidecar: tuple[str, int], processor: tuple[str, str] = ("", ""),
+                        timeouts: EnvoyTimeouts | None = None) -> dict[str, Any]:
     """Envoy's own replies as OpenAI-shaped errors; the processor's immediate responses pass untouched. A 5xx on
     the route to the sidecar's HTTP door names that door (``sidecar``: address and port), not the model server: it
-    is what a wrong ``--http-port`` looks like."""
+    is what a wrong ``--http-port`` looks like. A processor failure names where the bootstrap looked for it and
+    the flags ``serve`` needs for that (``processor``: :func:`processor_place`). A timeout of Envoy's says which
+    one fired, its setting, and what to do instead (``timeouts``): it must not read as the sidecar being down."""
+    timeouts = timeouts or EnvoyTimeouts()
     sidecar_host, sidecar_port = sidecar
+    door = _literal(_host_port(sidecar_host, sidecar_port))
+    processor_where, processor_flags = (_literal(part) for part in processor)
+    processor_message = (
+        f"The Responses API processor (the responses-bridge sidecar's ext_proc door at {processor_where}) is "
+        f"unavailable (%RESPONSE_CODE_DETAILS%): is `responses-bridge serve` running, ready, with {processor_flags}?"
+        if processor_where else "The Responses API processor is unavailable (%RESPONSE_CODE_DETAILS%).")
     not_ours = {"extension_filter": {
         "name": "envoy.access_loggers.extension_filters.cel",
         "typed_config": {
@@ -71,13 +108,20 @@ def _local_reply_config(sidecar: tuple[str, int]) -> dict[str, Any]:
         }}
 
     return {"mappers": [
+        # before the route's own mappers: an idle request to the HTTP door (a long tool loop, not streamed) is cut
+        # by a timeout, not by a door that is down
+        mapper([details("stream_idle_timeout"), status("GE", 500)], _idle_message(timeouts.stream_idle),
+               "server_error", "gateway_timeout"),
+        mapper([details("ext_proc_error_per-message_timeout"), status("GE", 500)],
+               f"The Responses API processor did not answer Envoy within {shown(timeouts.message)} (the ext_proc "
+               "message_timeout: the bridge's envoy_message_timeout setting, envoy-config --message-timeout). The "
+               "sidecar is overloaded or stuck, or the setting is lower than its work needs.", "server_error",
+               "processor_timeout"),
         mapper([sidecar_route, status("GE", 500)],
-               f"The responses-bridge sidecar's HTTP door at {_host_port(sidecar_host, sidecar_port)} did not answer "
+               f"The responses-bridge sidecar's HTTP door at {door} did not answer "
                f"(%RESPONSE_CODE_DETAILS%): is `responses-bridge serve` running with --http-port {sidecar_port}?",
                "server_error", "sidecar_unavailable"),
-        mapper([processor_failed, status("GE", 500)],
-               "The Responses API processor is unavailable (%RESPONSE_CODE_DETAILS%).", "server_error",
-               "processor_unavailable"),
+        mapper([processor_failed, status("GE", 500)], processor_message, "server_error", "processor_unavailable"),
         mapper([late_reset, status("GE", 500)],
                "The upstream model server dropped the connection before its answer was complete "
                "(%RESPONSE_CODE_DETAILS%).", "server_error", "upstream_disconnected"),

@@ -43,6 +43,13 @@ bootstrap has the route above. The processor routes only then, so a bootstrap re
 keeps every request on the ext_proc path instead of sending an untranslated body upstream."""
 
 
+HANDS_OFF_METADATA = "x-responses-bridge-hands-off"
+"""gRPC metadata a route sends with the processor's stream (``grpc_initial_metadata``) when the processor is on
+there only to prove it answers (``GET /v1/models`` to the sidecar's HTTP door): it changes nothing and checks
+nothing, since the door checks the caller itself. A smoke test of the list then fails on a bootstrap whose
+processor address is wrong, as every Responses request would."""
+
+
 UPSTREAM_KEY = "upstream"
 """Set in ``ROUTE_NAMESPACE`` by the processor to the name of the upstream a request's model routes to (several
 upstreams configured): the route on that value sends it to that upstream's cluster (:func:`upstream_cluster`)."""

@@ -14,6 +14,7 @@ from .names import (
     _TYPE,
     BUFFER_LIMIT_BYTES,
     FILES_CLUSTER,
+    HANDS_OFF_METADATA,
     HTTP_CLUSTER,
     NATIVE_SUFFIX,
     OWN_CALL_VALUE,
@@ -84,7 +85,11 @@ def _route_config(up: UpstreamURL, upstreams: Sequence[UpstreamSpec] = (), auth:
     ]
     routes += _files_routes()
     routes += _vector_store_routes()
-    if upstreams:  # the sidecar's HTTP door merges the models of every upstream (the catch-all below)
+    if upstreams:  # the sidecar's HTTP door merges the models of every upstream; the processor only answers
+        routes += [
+            {"name": "sidecar_models", "match": {"path": "/v1/models", "headers": get},
+             "route": {"cluster": HTTP_CLUSTER, "timeout": "0s"}, "typed_per_filter_config": _headers_only(True)},
+        ]
         routes += [
             {"name": f"chat_completions{suffix}", "match": {"path": path, "headers": post},
              "route": {**upstream_action, "prefix_rewrite": f"{up.base_path}/chat/completions"},
@@ -98,13 +103,13 @@ def _route_config(up: UpstreamURL, upstreams: Sequence[UpstreamSpec] = (), auth:
             # ``models`` array Codex decodes to the upstream's list (adapters/http/codex_models.py)
             {"name": "models_codex", "match": {"path": "/v1/models", "headers": get, "query_parameters": [
                 {"name": "client_version", "present_match": True}]},
-             "route": {"cluster": HTTP_CLUSTER, "timeout": "0s"}, "typed_per_filter_config": _disabled()},
+             "route": {"cluster": HTTP_CLUSTER, "timeout": "0s"}, "typed_per_filter_config": _headers_only(True)},
             # the sidecar's own calls (``--upstream-via``, naming the upstream in ROUTE_HEADER) for the model list
-            # and for an upstream's embedding model go to the upstream; a client's go to the sidecar (the
-            # catch-all), whose door lists the upstream's models with the deployment's embedder and answers
-            # /v1/embeddings for every model (adapters/http/embeddings_routes.py). One model (/v1/models/{id}) is
-            # the sidecar's too. A client naming the upstream itself gets no more than the upstream's own list and
-            # embeddings, with the same key check (``auth: keys``).
+            # and for an upstream's embedding model go to the upstream; a client's go to the sidecar, whose door
+            # lists the upstream's models with the deployment's embedder and answers /v1/embeddings for every model
+            # (adapters/http/embeddings_routes.py). One model (/v1/models/{id}) is the sidecar's too. A client
+            # naming the upstream itself gets no more than the upstream's own list and embeddings, with the same key
+            # check (``auth: keys``).
             {"name": "models", "match": {"path": "/v1/models", "headers": [*get, _own_call()]},
              "route": {**upstream_action, "prefix_rewrite": f"{up.base_path}/models"},
              "typed_per_filter_config": _headers_only() if keys else _disabled()},
@@ -112,6 +117,11 @@ def _route_config(up: UpstreamURL, upstreams: Sequence[UpstreamSpec] = (), auth:
              "route": {**upstream_action, "prefix_rewrite": f"{up.base_path}/embeddings"},
              "typed_per_filter_config": _headers_only() if keys else _disabled(),
              "request_body_buffer_limit": BUFFER_LIMIT_BYTES},
+            # a client's list: the sidecar's, and the processor sees its headers (told to change nothing), even
+            # without keys to check: the list is what a smoke test asks for, and it must fail (503
+            # processor_unavailable) when the processor cannot be reached, as every Responses request then does
+            {"name": "models_list", "match": {"path": "/v1/models", "headers": get},
+             "route": {"cluster": HTTP_CLUSTER, "timeout": "0s"}, "typed_per_filter_config": _headers_only(True)},
             # the image generation tool's calls (--upstream-via): the upstream's Images API, passed through as the
             # model list is (a client may use it too); with several upstreams the internal listener carries them
             {"name": "images_generations", "match": {"path": "/v1/images/generations", "headers": post},
@@ -148,14 +158,19 @@ def _upstream_headers(keys: bool) -> dict[str, Any]:
             **({"request_headers_to_remove": ["authorization"]} if keys else {})}
 
 
-def _headers_only() -> dict[str, Any]:
-    """A passthrough route with ``auth: keys``: the processor sees its request headers (only), checks the caller's
-    bridge key (401 without a valid one) and replaces it with the upstream's key, or removes it."""
+def _headers_only(hands_off: bool = False) -> dict[str, Any]:
+    """A passthrough route: the processor sees its request headers (only); with ``auth: keys`` it checks the
+    caller's bridge key (401 without a valid one) and replaces it with the upstream's key, or removes it.
+    ``hands_off``: a route to the sidecar's HTTP door, which checks the caller itself; the processor is told
+    (``HANDS_OFF_METADATA``) to change nothing, and is there only so that the route fails when it is down."""
+    overrides: dict[str, Any] = {
+        "processing_mode": {"request_header_mode": "SEND", "request_body_mode": "NONE",
+                            "request_trailer_mode": "SKIP", "response_header_mode": "SKIP",
+                            "response_body_mode": "NONE", "response_trailer_mode": "SKIP"}}
+    if hands_off:
+        overrides["grpc_initial_metadata"] = [{"key": HANDS_OFF_METADATA, "value": "1"}]
     return {_EXT_PROC: {"@type": _TYPE + "envoy.config.route.v3.FilterConfig", "disabled": False, "config": {
-        "@type": _TYPE + "envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute", "overrides": {
-            "processing_mode": {"request_header_mode": "SEND", "request_body_mode": "NONE",
-                                "request_trailer_mode": "SKIP", "response_header_mode": "SKIP",
-                                "response_body_mode": "NONE", "response_trailer_mode": "SKIP"}}}}}
+        "@type": _TYPE + "envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute", "overrides": overrides}}}
 
 
 def _per_upstream_routes(upstreams: Sequence[UpstreamSpec], keys: bool = False, chat_store: bool = True

@@ -67,15 +67,17 @@ async def drive(run: Run, call: UpstreamRequest | None, upstream: UpstreamClient
                 sink: TurnSink, *, deadline: AbstractAsyncContextManager[None] | None = None,
                 keepalive: float = KEEPALIVE_SECONDS) -> Reply:
     """Make ``call`` and every call that follows it (None: the run's deferred set-up first, see
-    ``Run.first_call``); return the run's terminal reply. ``deadline``: around the upstream reads, raising
-    :class:`ShutdownDeadline` when the server must stop. ``keepalive``: seconds of silence during server-side work
-    before ``sink.keepalive()``. Cancellation propagates (the door records the run as abandoned, or cancelled);
-    any other failure of the run's own is the door's too."""
+    ``Run.first_call``, after the client's stream opens if it is one); return the run's terminal reply.
+    ``deadline``: around the upstream reads, raising :class:`ShutdownDeadline` when the server must stop.
+    ``keepalive``: seconds of silence during server-side work before ``sink.keepalive()``. Cancellation
+    propagates (the door records the run as abandoned, or cancelled); any other failure of the run's own is the
+    door's too."""
     try:
         with upstream_scope(upstream, authorization):  # the tool loop's image calls go where its turns go
             async with deadline or nullcontext():
                 if call is None:  # set-up work first (MCP listings): the client sees its stream open before it
-                    await sink.open(run.open_stream())
+                    if run.streaming:
+                        await sink.open(run.open_stream())
                     try:
                         call = await _kept_alive(run.first_call(), sink, keepalive)
                     except Exception:

@@ -20,6 +20,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
+import orjson
 import structlog
 
 from ..engine.native_relay import NativeRelay
@@ -201,17 +202,26 @@ class NativeRun:
         return await self._end(True)
 
     async def _end(self, persist: bool) -> Reply:
-        """A failed or cancelled stream: stored, then its last events."""
+        """A failed or cancelled stream: stored, then its last events (a committed JSON answer: the Response)."""
         relay = self._begun()
+        if not relay.streaming:
+            if persist:
+                await self._save([])
+            return Reply(200, JSON_CONTENT_TYPE, orjson.dumps(relay.response))
         continues = relay.head_sent
         frames = relay.terminal_frames()
         if persist:
             await self._save(frames)
         return Reply(200, SSE_CONTENT_TYPE, b"".join(frames) + DONE_FRAME, continues_stream=continues)
 
+    def commit(self) -> None:
+        if self.relay is not None:
+            self.relay.committed = True
+
     async def abandon(self) -> None:
         if self.relay is None or not self.relay.abandon():
             return
+        log.info("response_abandoned", response_id=self.relay.response_id)
         await asyncio.shield(self._save([]))
 
     def _begun(self) -> NativeRelay:

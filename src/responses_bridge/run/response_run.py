@@ -207,8 +207,10 @@ class ResponseRun:
             checked = await self._server_tools.check(translator.request, translator.context, translator.plan,
                                                      translator.builder, tenant=self.tenant)
             self._large = large
-            if self._framing is None and translator.streaming:
-                self._checked = checked  # the servers' time is the stream's: see first_call
+            if self._framing is None:
+                # the servers' time is the driver's (see first_call): a stream opens before it, and a JSON answer
+                # is kept alive through it (adapters/http/json_keepalive.py)
+                self._checked = checked
                 return None
             self._tool_run = await checked.connect()
         return await self._first_request(large)
@@ -367,11 +369,17 @@ class ResponseRun:
         await self._persist()
         return translator.terminal_reply()
 
+    def commit(self) -> None:
+        """See :meth:`Run.commit`."""
+        if self.translator is not None:
+            self.translator.committed = True
+
     async def abandon(self) -> None:
-        """The client went away mid-stream: record the response as failed rather than leave it unwritten."""
+        """The client went away: record the response as failed rather than leave it unwritten."""
         self._close_tools()
         if self.translator is None or not self.translator.abandon():
             return
+        log.info("response_abandoned", response_id=self.translator.response_id)
         await asyncio.shield(self._persist())
 
     def _begun(self) -> Translator:

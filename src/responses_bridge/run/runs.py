@@ -61,8 +61,8 @@ class Run(Protocol):
 
     async def begin(self, body: bytes | dict[str, Any], *, large: bool = False) -> UpstreamRequest | None:
         """Parse, load what the request refers to, and return the first upstream call; raises ``APIError``.
-        None: slow set-up work remains, to be done once the client's stream is open (:meth:`open_stream`,
-        :meth:`first_call`)."""
+        None: slow set-up work remains, for the driver to do (:meth:`first_call`), once the client's stream is open
+        when it has one (:meth:`open_stream`)."""
 
     def open_stream(self) -> bytes:
         """After a deferred :meth:`begin`: the client's first events, before the set-up work."""
@@ -99,8 +99,12 @@ class Run(Protocol):
     async def cancel(self) -> Reply:
         """A background response cancelled by its owner."""
 
+    def commit(self) -> None:
+        """A JSON answer's 200 went out before its body (the HTTP door keeps a long one alive with whitespace):
+        from now on it ends as a Response, ``failed`` if it fails (and stored so), never as an error body."""
+
     async def abandon(self) -> None:
-        """The client went away mid-stream: record the response as failed."""
+        """The client went away: record the response as failed (a JSON answer, or a stream it saw begin)."""
 
     def release(self) -> None:
         """The run stops with nothing more to store: free what it holds."""

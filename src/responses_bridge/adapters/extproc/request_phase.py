@@ -21,7 +21,7 @@ from ...services.identity import SIDECAR_HEADER
 from ...services.limits import RETRY_AFTER_SECONDS, request_too_large
 from . import messages as m
 from .routing import Routing, _sidecar_header
-from .stream_state import BACKGROUND_STREAM_WAIT, CHAT_PATHS, JSON, REQUEST_REMOVE, RESPONSES_PATHS
+from .stream_state import CHAT_PATHS, JSON, REQUEST_REMOVE, RESPONSES_PATHS, background_stream_wait
 
 log = structlog.get_logger("responses_bridge.extproc")
 
@@ -30,6 +30,9 @@ class RequestPhase(Routing):
     __slots__ = ()
 
     async def _request_headers(self, request: ProcessingRequest) -> ProcessingResponse:
+        if self.hands_off:  # GET /v1/models to the HTTP door: the processor only proves it answers
+            self.ours = False
+            return m.CONTINUE_REQUEST_HEADERS
         message = request.request_headers
         headers = m.header_map(message)
         path = headers.get(":path", "").split("?", 1)[0]
@@ -160,7 +163,7 @@ class RequestPhase(Routing):
         """``background: true``: the run starts in the sidecar (its own upstream call goes through Envoy's
         passthrough route when ``upstream_via`` points there) and the client gets an immediate response: the
         queued response, or with ``stream: true`` the events. An immediate response cannot stream, so those are
-        the events up to the end of the run or ``BACKGROUND_STREAM_WAIT`` seconds, whichever comes first; a client
+        the events up to the end of the run or ``background_stream_wait`` seconds, whichever comes first; a client
         cut short resumes with ``GET /v1/responses/{id}?stream=true&starting_after=N``."""
         service = self.runtime.background
         route = self.route
@@ -185,7 +188,7 @@ class RequestPhase(Routing):
                 frames.append(chunk)
 
         try:
-            await asyncio.wait_for(collect(), BACKGROUND_STREAM_WAIT)
+            await asyncio.wait_for(collect(), background_stream_wait(self.runtime.settings.envoy_message_timeout))
             frames.append(DONE_FRAME)
         except TimeoutError:
             pass

@@ -46,6 +46,7 @@ import structlog
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc
 from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingResponse
 
+from ...envoy_config import HANDS_OFF_METADATA
 from ...runtime import Runtime
 from .decode import Undecodable
 from .observe import StreamObservation
@@ -98,6 +99,7 @@ class ExtProcServicer(external_processor_pb2_grpc.ExternalProcessorServicer):
             await outbox.send((response,), queued=False)
 
         stream = _Stream(self._runtime, self._prefix, write_now)
+        stream.hands_off = _hands_off(context)
         self._live.add(stream)
         read, lock, send = context.read, stream.lock, outbox.send
         observed = stream.observed = StreamObservation()  # request id, metrics, spans (observe.py)
@@ -195,3 +197,8 @@ class ExtProcServicer(external_processor_pb2_grpc.ExternalProcessorServicer):
                 await asyncio.wait_for(self._changed.wait(), left)
             except TimeoutError:
                 return
+
+
+def _hands_off(context: grpc.aio.ServicerContext) -> bool:
+    """The route told the processor to change nothing (envoy_config/names.py ``HANDS_OFF_METADATA``)."""
+    return any(key == HANDS_OFF_METADATA for key, _ in context.invocation_metadata() or ())

@@ -20,7 +20,13 @@ from .observe import StreamObservation
 
 RESPONSES_PATHS = frozenset(("/v1/responses", "/responses"))
 CHAT_PATHS = frozenset(("/v1/chat/completions", "/chat/completions"))
-BACKGROUND_STREAM_WAIT = 25.0  # seconds; below the filter's 30 s message_timeout
+BACKGROUND_STREAM_WAIT = 25.0  # seconds; below the filter's 30 s message_timeout (envoy_message_timeout)
+
+
+def background_stream_wait(message_timeout: float) -> float:
+    """How long a streamed background response's immediate answer collects events: ``BACKGROUND_STREAM_WAIT``,
+    or 5/6 of a shorter ``envoy_message_timeout``, so that Envoy never gives up on the answer first."""
+    return min(BACKGROUND_STREAM_WAIT, message_timeout * 5 / 6)
 JSON = "application/json"
 REQUEST_REMOVE = ("accept-encoding",)
 
@@ -47,6 +53,7 @@ class StreamState:
         "done",
         "failed",
         "full_duplex",
+        "hands_off",
         "lock",
         "max_bytes",
         "observed",
@@ -90,6 +97,7 @@ class StreamState:
         self.request_bytes = 0
         self.routed = False  # handed to the sidecar's HTTP door: its answer passes through untouched
         self.sidecar_route = False  # the bootstrap routes requests with server-side tools to the HTTP door
+        self.hands_off = False  # the route says the HTTP door answers and checks: change nothing (names.py)
         self.chat = False  # a POST /v1/chat/completions: its upstream chosen (several upstreams), its answer stored
         # ``store: true`` on it: the recorder the answer passes through, the request it answers, whether it is
         # stored yet (adapters/extproc/chat_phase.py)

@@ -26,6 +26,7 @@ from ..pieces import PIECE_BYTES, write_in_pieces
 from . import background_routes, websocket
 from .drain import DRAIN
 from .identity import request_tenant
+from .json_keepalive import answer_kept_alive
 from .observe import STARTED
 from .params import metadata_query, page_query, read_body
 from .routes import api_routes
@@ -78,9 +79,14 @@ class ResponsesRoutes:
             authorization = self.runtime.upstream_authorization(request.headers.get("Authorization"))
         sink = _EventStream(request)
         try:
-            reply = await drive(run, call, upstream, authorization, sink, deadline=request.app[DRAIN].deadline(),
-                                keepalive=self.runtime.settings.stream_keepalive_seconds)
-            return await _deliver(request, reply, sink.stream)
+            work = drive(run, call, upstream, authorization, sink, deadline=request.app[DRAIN].deadline(),
+                         keepalive=self.runtime.settings.stream_keepalive_seconds)
+            every = self.runtime.settings.json_keepalive_interval()
+            if run.streaming or not every:
+                return await _deliver(request, await work, sink.stream)
+            # one JSON body: a long run commits to 200 and keeps its connection alive (json_keepalive.py)
+            reply, committed = await answer_kept_alive(request, run, work, every)
+            return await _deliver(request, reply, committed)
         except (asyncio.CancelledError, ConnectionResetError):
             # the client went away: the upstream call was cancelled with us; record what happened
             await run.abandon()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 from aiohttp import web
 
 from ...runtime import Runtime
@@ -15,12 +13,34 @@ CLOSE_TIMEOUT_SECONDS = 1.0
 """Once drained, what aiohttp still waits for handlers that did not end (they are cancelled after it)."""
 
 
-async def start_http_server(runtime: Runtime, host: str, port: int, *,
-                            reuse_port: bool = False) -> Callable[[], Awaitable[None]]:
-    """Returns the coroutine function that stops it: it drains the door (see ``drain.py``; up to
-    ``settings.drain_timeout`` plus a short grace) and then closes it. Handlers are cancelled when their client
-    disconnects, which cancels the upstream call they are waiting on. ``reuse_port``: one of several workers on
-    the same port (``SO_REUSEPORT``: the kernel spreads connections over them)."""
+class HttpDoor:
+    """The running door. Its stop comes in two steps, because the door must outlive every drain of the process:
+    :meth:`drain` refuses new work (503 ``server_shutting_down``) and waits for the door's own requests in flight
+    (see ``drain.py``; up to ``settings.drain_timeout`` plus a short grace), while ``/health/*`` and ``/metrics``
+    go on answering; :meth:`close` then closes the listener. ``serve`` closes it only once the ext_proc door and
+    the background runs have drained too, so probes answer for as long as any stream of the process lives.
+    Awaiting the door itself (``await door()``) does both at once."""
+
+    def __init__(self, app: web.Application, runner: web.AppRunner, runtime: Runtime) -> None:
+        self.app = app
+        self.runner = runner
+        self.runtime = runtime
+
+    async def drain(self) -> None:
+        await self.app[DRAIN].run(self.runtime.settings.drain_timeout)
+
+    async def close(self) -> None:
+        await self.runner.cleanup()
+
+    async def __call__(self) -> None:
+        await self.drain()
+        await self.close()
+
+
+async def start_http_server(runtime: Runtime, host: str, port: int, *, reuse_port: bool = False) -> HttpDoor:
+    """Returns the running door (:class:`HttpDoor`: its drain, then its close). Handlers are cancelled when their
+    client disconnects, which cancels the upstream call they are waiting on. ``reuse_port``: one of several workers
+    on the same port (``SO_REUSEPORT``: the kernel spreads connections over them)."""
     app = create_app(runtime)
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=CLOSE_TIMEOUT_SECONDS,
                            **PARSER_OPTIONS)
@@ -32,9 +52,4 @@ async def start_http_server(runtime: Runtime, host: str, port: int, *,
     except OSError:
         await runner.cleanup()  # the app's upstream session was opened by setup()
         raise
-
-    async def stop() -> None:
-        await app[DRAIN].run(runtime.settings.drain_timeout)
-        await runner.cleanup()
-
-    return stop
+    return HttpDoor(app, runner, runtime)
