@@ -283,8 +283,8 @@ async def test_a_file_needs_a_live_container(stores: Stores) -> None:
 
 async def test_a_path_is_a_file_or_a_directory_never_both(stores: Stores) -> None:
     store = stores.containers
-    await store.create_container(a_container("cntr_1"), tenant=A)
-    await store.create_container(a_container("cntr_2"), tenant=A)
+    await store.create_container(a_container("cntr_1"), tenant=A, max_containers=None)
+    await store.create_container(a_container("cntr_2"), tenant=A, max_containers=None)
     await put(store, a_file("cfile_1", "cntr_1", "a"))
     await put(store, a_file("cfile_2", "cntr_1", "d/e/f"))
     for file_id, path, existing in (("cfile_3", "a/b", "a"), ("cfile_4", "a/b/c", "a"), ("cfile_5", "d", "d/e/f"),
@@ -305,7 +305,7 @@ async def test_a_file_and_a_directory_put_at_once_are_never_both_kept(stores: St
     """``a`` and ``a/b`` put at once, many times over: one of each pair is kept, the other refused (the check and
     the write are one transaction, so neither can miss the other)."""
     store = stores.containers
-    await store.create_container(a_container("cntr_1"), tenant=A)
+    await store.create_container(a_container("cntr_1"), tenant=A, max_containers=None)
     pairs = [(a_file(f"cfile_f{n}", "cntr_1", f"p{n}"), a_file(f"cfile_d{n}", "cntr_1", f"p{n}/x"))
              for n in range(10)]
     results = await asyncio.gather(*(put(store, file) for pair in pairs for file in pair), return_exceptions=True)
