@@ -16,6 +16,8 @@ import responses_bridge
 from responses_bridge.devtools.procs import free_port
 from tests.support.bridge import PYTHON
 
+pytestmark = pytest.mark.store_free  # its commands run with their own arguments: none reads the store switch
+
 SOURCE = str(Path(responses_bridge.__file__).resolve().parent.parent)
 ROOT = Path(__file__).resolve().parents[2]
 # the commands that read the sidecar's settings, each as a user would start it
