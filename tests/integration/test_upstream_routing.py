@@ -23,7 +23,7 @@ import pytest
 from tests.support.envoy import have_envoy
 from tests.support.upstreams import Deployment, running_deployment
 
-pytestmark = [pytest.mark.skipif(not have_envoy(), reason="envoy binary not available"), pytest.mark.store_free]
+pytestmark = pytest.mark.skipif(not have_envoy(), reason="envoy binary not available")
 
 
 @pytest.fixture(scope="module")
