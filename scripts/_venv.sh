@@ -1,6 +1,8 @@
 # Sourced by the scripts in this folder: make sure .venv exists and holds this project, with the extras named
 # in VENV_EXTRAS (e.g. "test"). Not an argument: a sourced file sees its caller's arguments as its own.
-# Re-installs only when pyproject.toml changed, so a second run starts at once.
+# Re-installs only when pyproject.toml changed, so a second run starts at once. With VENV_AS_IS=1 (scripts/test
+# running named tests) a venv that already imports the project and pytest is used as it is, installed or not since
+# pyproject.toml last changed (one line says when it was not); a missing one is installed as usual.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${RESPONSES_BRIDGE_VENV:-$ROOT/.venv}"
@@ -12,7 +14,10 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 stamp="$VENV/.installed-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)${EXTRAS:+-$EXTRAS}"
-if [ ! -f "$stamp" ]; then
+if [ ! -f "$stamp" ] && [ "${VENV_AS_IS:-}" = 1 ] \
+    && "$VENV/bin/python" -c "import pytest, responses_bridge" >/dev/null 2>&1; then
+  echo "using $VENV as it is: pyproject.toml changed since its last install (scripts/test with no test named installs it)" >&2
+elif [ ! -f "$stamp" ]; then
   echo "installing responses-bridge${EXTRAS:+[$EXTRAS]} into $VENV" >&2
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT${EXTRAS:+[$EXTRAS]}"

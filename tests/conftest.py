@@ -1,5 +1,13 @@
 """Options and fixtures every suite shares: which store the store and integration suites run on (``--store``),
-and the session's PostgreSQL server (tests/support/postgres.py), stopped when the session ends."""
+the session's PostgreSQL server (tests/support/postgres.py), stopped when the session ends, and the ``store_free``
+marker.
+
+``store_free`` marks a module none of whose tests reads the store switch (``--store``, read through
+tests/support/postgres.py's ``store_from_env``: what puts a sidecar on PostgreSQL): such a module runs the same on
+either setting, so scripts/test's PostgreSQL pass leaves it out (``--skip-store-free``). The mark is checked, not
+trusted: it must be the module's, its tests may not use the suite's shared sidecar (``SWITCHED_FIXTURES``), and a
+test of it that reads the switch anyway, in its set-up, body or teardown, errors at its teardown.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +15,63 @@ import os
 
 import pytest
 
-from tests.support.postgres import STORE_ENV, postgres_server, postgres_url, stop_shared_server
+from tests.support.postgres import STORE_ENV, postgres_server, postgres_url, stop_shared_server, switch_read
 
 __all__ = ["postgres_server", "postgres_url"]
+
+STORE_FREE = "store_free"
+SWITCHED_FIXTURES = frozenset({"sidecar"})
+"""Session fixtures that start a sidecar on the switch's store: set up once, by whichever test asks first, so a
+test that uses them reads the switch whether or not it was the one that started them."""
+
+_READS = pytest.StashKey[int]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--store", choices=("sqlite", "postgres"), default=None,
                      help=f"the store the store and integration tests run on (default: ${STORE_ENV} or sqlite)")
+    parser.addoption("--skip-store-free", action="store_true", default=False,
+                     help=f"leave out the modules marked {STORE_FREE} (they run the same on either store)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     chosen = config.getoption("--store")
     if chosen:  # sidecars started by the tests read it (tests/support/bridge.py)
         os.environ[STORE_ENV] = chosen
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    free: list[pytest.Item] = []
+    for item in items:
+        marked = [node for node, _ in item.iter_markers_with_node(STORE_FREE)]
+        if not marked:
+            continue
+        if not all(isinstance(node, pytest.Module) for node in marked):
+            raise pytest.UsageError(f"{item.nodeid}: {STORE_FREE} marks a whole module (its pytestmark), not a test")
+        if used := SWITCHED_FIXTURES & set(item.fixturenames):
+            raise pytest.UsageError(f"{item.nodeid} is in a {STORE_FREE} module but uses {sorted(used)}, which "
+                                    "starts a sidecar on the store the run asks for")
+        free.append(item)
+    if free and config.getoption("--skip-store-free"):
+        config.hook.pytest_deselected(items=free)
+        left_out = {id(item) for item in free}
+        items[:] = [item for item in items if id(item) not in left_out]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.stash[_READS] = switch_read()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> object:
+    result = yield
+    if item.get_closest_marker(STORE_FREE) is not None and switch_read() != item.stash.get(_READS, switch_read()):
+        raise AssertionError(f"{item.nodeid} read the store switch (it starts a sidecar through "
+                             f"tests/support/bridge.py, or calls store_from_env), but its module is marked "
+                             f"{STORE_FREE}: drop the mark, or the PostgreSQL pass of scripts/test leaves out a test "
+                             "that would run differently there")
+    return result
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

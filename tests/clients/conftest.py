@@ -8,6 +8,7 @@ is skipped, with the reason shown, only when its registry cannot be reached.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import shutil
 import subprocess
@@ -38,10 +39,17 @@ def _registry_unreachable(npm: str) -> bool:
 
 @pytest.fixture(scope="session")
 def node_modules() -> Path:
-    """``npm install`` into tests/clients/node, once per package.json content."""
+    """``npm install`` into tests/clients/node, once per package.json content; the test processes of one run
+    (pytest-xdist's workers) take turns, so only the first installs and the others wait for it."""
     npm, node = shutil.which("npm"), shutil.which("node")
     if npm is None or node is None:
         pytest.skip("node/npm are not installed: the Codex CLI and AI SDK checks need them")
+    with open(NODE_DIR / ".install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        return _install(npm)
+
+
+def _install(npm: str) -> Path:
     digest = hashlib.sha256((NODE_DIR / "package.json").read_bytes()).hexdigest()[:16]
     marker = NODE_DIR / f".installed-{digest}"
     if not marker.exists() or not (NODE_DIR / "node_modules").is_dir():

@@ -30,7 +30,7 @@ from responses_bridge.envoy_config import Auth, JwtExample, render_bootstrap
 from tests.support.bridge import PYTHON, UpstreamLog, finished_after, finished_requests
 from tests.support.envoy import free_port, have_envoy, start_envoy
 
-pytestmark = pytest.mark.skipif(not have_envoy(), reason="envoy binary not available")
+pytestmark = [pytest.mark.skipif(not have_envoy(), reason="envoy binary not available"), pytest.mark.store_free]
 
 MODEL = "fake-model"
 ISSUER = "https://issuer.example"

@@ -13,10 +13,8 @@ import pytest
 from responses_bridge.devtools.checkout.bench_report import print_report
 from tests.support.bridge import PYTHON
 from tests.support.envoy import have_envoy
-from tests.support.postgres import store_from_env
 
-pytestmark = pytest.mark.skipif(store_from_env() == "postgres",
-                                reason="the bench's sidecar runs on its own SQLite file: one pass is enough")
+pytestmark = pytest.mark.store_free  # the bench's sidecar runs on its own SQLite file: one pass is enough
 
 TINY = ("--requests", "3", "--throughput-requests", "20", "--chunks", "3", "--concurrency", "4",
         "--first-event-requests", "2", "--header-delay", "5")

@@ -15,6 +15,8 @@ from responses_bridge.devtools.procs import free_port
 from tests.support.bridge import PYTHON
 from tests.support.cli import clean_env, cli, one_line
 
+pytestmark = pytest.mark.store_free  # its commands run with their own arguments: none reads the store switch
+
 ROOT = Path(__file__).resolve().parents[2]
 # the commands that read the sidecar's settings, each as a user would start it
 SETTINGS_COMMANDS = [["serve", "--db", ":memory:"], ["envoy-config"], ["keys", "list", "--db", "keys.db"],

@@ -18,7 +18,8 @@ import pytest
 from responses_bridge.devtools.procs import free_port
 from tests.support.envoy import have_envoy
 
-pytestmark = [pytest.mark.envoy, pytest.mark.skipif(not have_envoy(), reason="envoy binary not available")]
+pytestmark = [pytest.mark.envoy, pytest.mark.skipif(not have_envoy(), reason="envoy binary not available"),
+              pytest.mark.store_free]
 
 BANNER_END = "Press Ctrl-C to stop."
 

@@ -32,7 +32,7 @@ from responses_bridge.serve import open_runtime
 from responses_bridge.store.base import DEFAULT_TENANT
 from tests.support.envoy import EnvoyProcess, free_port, have_envoy, start_envoy
 
-pytestmark = [pytest.mark.envoy, pytest.mark.skipif(not have_envoy(), reason="no envoy binary")]
+pytestmark = [pytest.mark.envoy, pytest.mark.skipif(not have_envoy(), reason="no envoy binary"), pytest.mark.store_free]
 
 HAVE_HTTP_DOOR = importlib.util.find_spec("responses_bridge.adapters.http.app") is not None
 RAW_CHUNK = b"chat.completion.chunk"

@@ -35,7 +35,7 @@ from responses_bridge.envoy_config import bootstrap_dict, render_bootstrap, to_y
 from tests.support.bridge import PYTHON, UpstreamLog
 from tests.support.envoy import start_envoy
 
-pytestmark = pytest.mark.envoy
+pytestmark = [pytest.mark.envoy, pytest.mark.store_free]
 
 SECRET_KEY = "sk-very-secret-client-key-4711"
 SECRET_TEXT = "confidential-body-words-0815"

@@ -27,7 +27,7 @@ from tests.support.envoy import have_envoy
 from tests.support.postgres import PostgresServer, fresh_database
 from tests.support.replicas import Replica, running_replica, running_replicas
 
-pytestmark = [pytest.mark.envoy, pytest.mark.skipif(not have_envoy(), reason="no envoy binary")]
+pytestmark = [pytest.mark.envoy, pytest.mark.skipif(not have_envoy(), reason="no envoy binary"), pytest.mark.store_free]
 
 MODEL = "fake-model"
 LEASE_SECONDS = 2.0  # short, so a dead replica's runs are failed within the test

@@ -37,7 +37,7 @@ from tests.support.envoy import EnvoyProcess, have_envoy, start_envoy
 from tests.support.mcp_server import running_mcp_server
 from tests.support.search_server import SearchServer
 
-pytestmark = pytest.mark.skipif(not have_envoy(), reason="envoy binary not available")
+pytestmark = [pytest.mark.skipif(not have_envoy(), reason="envoy binary not available"), pytest.mark.store_free]
 
 
 def _secret(prefix: str) -> str:

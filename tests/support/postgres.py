@@ -9,8 +9,10 @@ One server per test session (:func:`postgres_server`); each test gets a fresh da
 :func:`postgres_url` (``CREATE DATABASE`` is fast: a copy of template1). Durability settings are off: the tests
 never crash the server, and the store's correctness does not depend on fsync.
 
-``RESPONSES_BRIDGE_TEST_STORE=postgres`` (or ``pytest --store=postgres``) runs the suites that use :func:`store_kind`
-(the store tests' parametrisation, the integration suite's sidecar) on PostgreSQL.
+``RESPONSES_BRIDGE_TEST_STORE=postgres`` (or ``pytest --store=postgres``) puts the sidecars the tests start
+(:func:`sidecar_env`) on PostgreSQL: that switch is what the second pass of scripts/test turns. Every reading of it
+goes through :func:`store_from_env` and is noted (:func:`switch_read`), so tests/conftest.py can hold a module marked
+``store_free`` (left out of that pass: it runs the same on either setting) to never reading it.
 """
 
 from __future__ import annotations
@@ -166,6 +168,7 @@ def _run(command: list[str], user: str | None) -> None:
 
 def store_kind(config: pytest.Config) -> str:
     """``sqlite`` or ``postgres``: which store the suites that follow the switch run on."""
+    _note_switch_read()
     chosen = config.getoption("--store", default=None) or os.environ.get(STORE_ENV) or "sqlite"
     if chosen not in ("sqlite", "postgres"):
         raise pytest.UsageError(f"--store / {STORE_ENV} must be sqlite or postgres, not {chosen!r}")
@@ -228,8 +231,23 @@ def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
 # -- the sidecar on PostgreSQL ---------------------------------------------------------------------------------------
 
 
+_switch_reads = 0
+
+
+def _note_switch_read() -> None:
+    global _switch_reads
+    _switch_reads += 1
+
+
+def switch_read() -> int:
+    """How many times the store switch was read in this process so far (a test reads it when a count taken
+    before its set-up differs from one taken after its teardown)."""
+    return _switch_reads
+
+
 def store_from_env() -> str:
     """``postgres`` when the run asks for PostgreSQL (``--store`` sets the variable for the whole session)."""
+    _note_switch_read()
     return os.environ.get(STORE_ENV) or "sqlite"
 
 

@@ -115,8 +115,8 @@ def test_routes_and_processor_settings() -> None:
                             "sidecar_tools_unversioned", "responses", "responses_unversioned", "sidecar_files",
                             "sidecar_files_unversioned", "sidecar_containers", "sidecar_containers_unversioned",
                             "sidecar_vector_stores", "sidecar_vector_stores_unversioned",
-                            "models_codex", "models", "embeddings", "models_list", "images_generations", "chat_completions",
-                            "sidecar"]
+                            "models_codex", "models", "embeddings", "models_list", "images_generations",
+                            "chat_completions", "sidecar"]
     for name, path in (("sidecar_tools", "/v1/responses"), ("sidecar_tools_unversioned", "/responses")):
         # marked by the processor (server-side tools): to the HTTP door, unchanged, never seen by the processor
         # again; the mark is dynamic metadata, which no client can send

@@ -1,4 +1,4 @@
-"""scripts/test runs both passes even when the first fails, and says how each ended.
+"""scripts/test runs both passes even when the first fails, and says how each ended; ``--help`` only says what it does.
 
 The pass logic lives in scripts/_passes.sh; here it is driven with a stand-in ``python`` that fails when asked for
 one pass, so the test checks what the script does with pytest's exit codes without running pytest twice.
@@ -11,15 +11,19 @@ from pathlib import Path
 
 import pytest
 
-PASSES = Path(__file__).resolve().parents[2] / "scripts" / "_passes.sh"
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+PASSES = SCRIPTS / "_passes.sh"
 
 
-def run_script(failing: str) -> subprocess.CompletedProcess[str]:
+def run_script(failing: str, status: int = 1) -> subprocess.CompletedProcess[str]:
+    """Both passes, the ``failing`` one ending with pytest's exit ``status``."""
     script = f"""
 set -euo pipefail
 python() {{
   echo "ran: $*"
-  if [[ " $* " == *" --store=postgres "* ]]; then [ {failing} != postgres ]; else [ {failing} != sqlite ]; fi
+  local pass=sqlite
+  if [[ " $* " == *" --store=postgres "* ]]; then pass=postgres; fi
+  if [ "$pass" = {failing} ]; then return {status}; fi
 }}
 source {PASSES}
 run_pass sqlite -q
@@ -50,3 +54,23 @@ def test_both_passes_green_end_with_one_line_each_and_exit_zero() -> None:
     lines = result.stderr.splitlines()
     assert lines.count("scripts/test: sqlite pass: passed") == 2  # once as it ends, once in the summary
     assert lines.count("scripts/test: postgres pass: passed") == 2
+
+
+@pytest.mark.parametrize("empty", ["sqlite", "postgres"])
+def test_a_pass_that_selected_no_test_has_not_failed(empty: str) -> None:
+    """pytest's exit 5 (``-k`` matched nothing in that pass): said on the pass's line, not counted as a failure."""
+    result = run_script(empty, status=5)
+    assert result.returncode == 0
+    assert result.stdout.count("ran: -m pytest") == 2
+    assert f"scripts/test: {empty} pass: no tests selected" in result.stderr.splitlines()
+
+
+def test_help_says_what_runs_and_installs_nothing(tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    result = subprocess.run([str(SCRIPTS / "test"), "--help"], capture_output=True, text=True, timeout=30,
+                            env={"PATH": "/usr/bin:/bin", "RESPONSES_BRIDGE_VENV": str(venv)})
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: scripts/test")
+    for named in ("ruff and mypy", "sqlite pass", "postgres pass", "store_free", "scripts/test tests/unit/"):
+        assert named in result.stdout
+    assert not venv.exists()  # no venv made, nothing installed

@@ -110,3 +110,14 @@ def compacted_messages(split: MessageSplit, summary_text: str) -> list[dict[str,
         elif own:
             content = f"{summary_text}\n\n{own}"
     return [*split.head, {"role": "user", "content": content}, *split.tail]
+
+
+@dataclass(slots=True)
+class PendingCompaction:
+    """A summarising call under way: the item it will make, the items it keeps plain, how many it replaces, and
+    for a tool loop's turn, how its messages were cut."""
+
+    item_id: str
+    kept: list[dict[str, Any]]
+    replaced: int
+    split: MessageSplit | None = None
