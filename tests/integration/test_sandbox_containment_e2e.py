@@ -10,8 +10,8 @@ import asyncio
 import os
 import subprocess
 import sys
-import tempfile
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -19,7 +19,6 @@ import pytest
 
 from responses_bridge.sandbox.cgroups import CgroupParent
 from responses_bridge.sandbox.doctor import check_bubblewrap
-from responses_bridge.sandbox.trees import STALE_PREFIX
 from tests.integration.test_code_interpreter_e2e import AUTO, OUTPUTS, logs_of, run_code
 from tests.integration.test_tenancy_containers import A, B, sdk
 from tests.support.bridge import Sidecar, running_sidecar
@@ -28,20 +27,23 @@ pytestmark = pytest.mark.skipif(check_bubblewrap()[1] is not None, reason="bubbl
 MODES = ["single-process"] + (["cgroup"] if check_bubblewrap()[1] is None and CgroupParent.find() else [])
 
 
+@pytest.fixture(scope="module")
+def host_temp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bridge's temporary directory on the host (its TMPDIR: everything it writes outside the sandbox with
+    Python's ``tempfile`` goes there), its own so that what other processes of the machine write to theirs meanwhile
+    (other tests, on other workers) is not taken for its leftovers."""
+    return tmp_path_factory.mktemp("host-temp")
+
+
 @pytest.fixture(scope="module", params=MODES)
-async def bridge(request: pytest.FixtureRequest, fake_upstream: str,
+async def bridge(request: pytest.FixtureRequest, fake_upstream: str, host_temp: Path,
                  tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sidecar]:
     env = {"RESPONSES_BRIDGE_AUTH": "header", "RESPONSES_BRIDGE_CODE_CONCURRENCY": "2",
-           "RESPONSES_BRIDGE_CODE_TIMEOUT": "20", "RESPONSES_BRIDGE_CODE_CGROUP": str(request.param == "cgroup")}
+           "RESPONSES_BRIDGE_CODE_TIMEOUT": "20", "RESPONSES_BRIDGE_CODE_CGROUP": str(request.param == "cgroup"),
+           "TMPDIR": str(host_temp)}
     async with running_sidecar(str(tmp_path_factory.mktemp("containment")), fake_upstream, env=env, extproc=False,
                                ready_headers={"x-tenant-id": A}) as sidecar:
         yield sidecar
-
-
-def _workspaces() -> set[str]:
-    """The per-call directories in the system's temporary directory (where the bridge laid /mnt/data out on disk
-    before it was in memory, and left the ones it could not remove)."""
-    return {name for name in os.listdir(tempfile.gettempdir()) if name.startswith(STALE_PREFIX)}
 
 
 async def ask(client: openai.AsyncOpenAI, code: str) -> Any:
@@ -49,8 +51,8 @@ async def ask(client: openai.AsyncOpenAI, code: str) -> Any:
                                          include=OUTPUTS)  # type: ignore[arg-type]
 
 
-async def test_a_deep_tree_with_data_at_its_bottom_leaves_nothing_on_the_host(bridge: Sidecar) -> None:
-    temp = _workspaces()
+async def test_a_deep_tree_with_data_at_its_bottom_leaves_nothing_on_the_host(bridge: Sidecar, host_temp: Path) -> None:
+    temp = set(os.listdir(host_temp))
     code = ("import os\nfor _ in range(1200):\n    os.mkdir('d'); os.chdir('d')\n"
             "open('data', 'wb').write(b'x' * (50 << 20))\nprint('built')")
     async with sdk(bridge, A) as client:
@@ -58,7 +60,7 @@ async def test_a_deep_tree_with_data_at_its_bottom_leaves_nothing_on_the_host(br
     call = response.output[0]
     assert call.type == "code_interpreter_call" and "built" in logs_of(call)
     await asyncio.sleep(1)
-    assert _workspaces() - temp == set()
+    assert set(os.listdir(host_temp)) - temp == set()
     assert bridge.process.process.poll() is None
 
 

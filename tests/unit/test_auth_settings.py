@@ -147,8 +147,9 @@ async def test_identity_resolves_keys_and_headers(tmp_path: Path) -> None:
         identity = Identity("keys", keys=keys, sidecar_token="t" * 64)
         assert await identity.tenant(f"Bearer {key}", "other") == "acme"
         assert await identity.tenant(f"bearer   {key}", None) == "acme"
+        other_last = "B" if key.endswith("A") else "A"  # a secret one character off (never the key itself)
         for bad, code in ((None, "invalid_api_key"), ("Basic abc", "invalid_api_key"), ("Bearer ", "invalid_api_key"),
-                          (f"Bearer {key}x", "invalid_api_key"), (f"Bearer {key[:-1]}A", "invalid_api_key")):
+                          (f"Bearer {key}x", "invalid_api_key"), (f"Bearer {key[:-1]}{other_last}", "invalid_api_key")):
             with pytest.raises(APIError) as caught:
                 await identity.tenant(bad, "acme")
             assert (caught.value.status, caught.value.code) == (401, code)
