@@ -48,7 +48,7 @@ async def test_upstream_embedder_when_a_model_is_named(tmp_path: Path) -> None:
     runner, port = await fake_server.start()
     try:
         settings = Settings(upstream=f"http://127.0.0.1:{port}/v1", db=str(tmp_path / "bridge.db"),
-                            embedding_model="text-embedding-3-small")
+                            embedding_model="fake-embedding")  # the fake upstream's embedding model
         runtime = await open_runtime(settings)
         try:
             assert isinstance(runtime.embedder, UpstreamEmbedder)

@@ -80,6 +80,9 @@ async def drive(run: Run, call: UpstreamRequest | None, upstream: UpstreamClient
                         await sink.open(run.open_stream())
                     try:
                         call = await _kept_alive(run.first_call(), sink, keepalive)
+                    except APIError as refused:  # a refusal of the set-up's (a tenant's limit): the client's error
+                        sink.ending()
+                        return await run.fail(refused)
                     except Exception:
                         log.exception("run_set_up_failed", response_id=run.response_id)
                         sink.ending()
