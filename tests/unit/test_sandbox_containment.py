@@ -56,7 +56,13 @@ def _zombies_of(pid: int) -> list[int]:
 
 
 @needs_sandbox
-async def test_a_1200_level_tree_with_data_at_its_bottom_leaves_nothing_on_the_host(mode: str) -> None:
+async def test_a_1200_level_tree_with_data_at_its_bottom_leaves_nothing_on_the_host(
+        mode: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the sandbox's temporary directory on the host is one of its own here, so that what other processes of the
+    # machine write to the shared one meanwhile (other tests, on other workers) is not taken for its leftovers
+    own = tmp_path / "host-temp"
+    own.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(own))
     before = _temp_entries()
     code = ("import os\nfor _ in range(1200):\n    os.mkdir('d'); os.chdir('d')\n"
             "open('data', 'wb').write(b'x' * (20 << 20))\nprint('built')")
