@@ -127,21 +127,23 @@ class ExtProcServicer(external_processor_pb2_grpc.ExternalProcessorServicer):
                         observed.begin(phase, request, context)
                     elif phase == "response_headers" and not stream.routed:  # the door's answer is no model call
                         observed.upstream_answered(request)
-                async with lock:  # sent under the lock: a drain's last words never overtake these replies
-                    with observed.phase(phase):
-                        handling = stream.handle(request)
-                        del request  # a request body message is let go as soon as its bytes are taken
-                        replies = await handling
-                    outbox.merge = stream.full_duplex
-                    if phase != "response_body" or stream.done:
-                        observed.replied(replies, stream.sse)
-                    if stream.done:  # the tenant's slot comes back before the client can have the last byte:
-                        stream.slot.release()  # its next request must never find this one still counted
-                    # the terminal bytes are handed to gRPC from here on: a close by Envoy after this point is
-                    # the end of a delivered answer, not a client going away
-                    stream.delivered = stream.done
-                    await send(replies, queued=stream.sse or stream.routed)
-                observed.message(phase, perf_counter() - started)
+                try:
+                    async with lock:  # sent under the lock: a drain's last words never overtake these replies
+                        with observed.phase(phase):
+                            handling = stream.handle(request)
+                            del request  # a request body message is let go as soon as its bytes are taken
+                            replies = await handling
+                        outbox.merge = stream.full_duplex
+                        if phase != "response_body" or stream.done:
+                            observed.replied(replies, stream.sse)
+                        if stream.done:  # the tenant's slot comes back before the client can have the last byte:
+                            stream.slot.release()  # its next request must never find this one still counted
+                        # the terminal bytes are handed to gRPC from here on: a close by Envoy after this point is
+                        # the end of a delivered answer, not a client going away
+                        stream.delivered = stream.done
+                        await send(replies, queued=stream.sse or stream.routed)
+                finally:  # counted however it ends: Envoy may cancel the stream while an immediate reply is written
+                    observed.message(phase, perf_counter() - started)
                 if phase == "request_body" and stream.ours and not stream.done:
                     observed.upstream_called()
                 if stream.done:
