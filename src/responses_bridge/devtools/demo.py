@@ -27,7 +27,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -37,7 +36,7 @@ from ..config import DEFAULT_EXTPROC_PORT, DEFAULT_HTTP_PORT, load_settings
 from ..envoy_config import EXTPROC_SERVICE, LISTEN_PORT, render_bootstrap
 from ..net_errors import connection_error
 from ..sandbox.host import check_bubblewrap
-from .demo_banner import banner, moved_ports, sdk_example
+from .demo_banner import Ports, banner, moved_ports, sdk_example
 from .procs import ManagedProcess, envoy_binary, free_port, port_is_free, wait_http
 
 __all__ = ["Ports", "add_parser", "choose_ports", "demo", "run", "sdk_example"]
@@ -62,18 +61,6 @@ def run(args: argparse.Namespace) -> int:
         return asyncio.run(demo(args.upstream, args.port, args.db, args.model))
     except KeyboardInterrupt:
         return 130
-
-
-@dataclass
-class Ports:
-    listen: int
-    http: int
-    extproc: int
-    upstream: int
-    admin: int
-    moved: dict[str, int] = field(default_factory=dict)
-    """The ports that were taken by something else, by name (``listen``, ``http``, ...): the port wanted. A moved
-    port is said loudly (demo_banner.py): a README's ``curl localhost:10000`` would reach whatever holds it."""
 
 
 def pick_port(preferred: int, taken: set[int]) -> int:

@@ -17,17 +17,26 @@ import importlib.util
 import os
 import shlex
 import sys
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
 
 import orjson
 
 from ..envoy_config import LISTEN_PORT
 
-if TYPE_CHECKING:
-    from .demo import Ports
-
 ROLES = {"listen": "Envoy's listener (clients call this)", "http": "the sidecar's HTTP door",
          "extproc": "the sidecar's ext_proc server", "upstream": "the fake upstream", "admin": "Envoy's admin"}
+
+
+@dataclass
+class Ports:
+    listen: int
+    http: int
+    extproc: int
+    upstream: int
+    admin: int
+    moved: dict[str, int] = field(default_factory=dict)
+    """The ports that were taken by something else, by name (``listen``, ``http``, ...): the port wanted. A moved
+    port is said loudly (demo_banner.py): a README's ``curl localhost:10000`` would reach whatever holds it."""
 
 
 def moved_ports(ports: Ports, fake: bool) -> list[str]:
