@@ -17,12 +17,16 @@ from collections.abc import Mapping
 
 from .config import Settings, SettingsError, env_names
 from .config_file import CONFIG_ENV
+from .drain_barrier import DRAIN_DIR_ENV
 from .workers import WORKER_ENV
 
 PREFIX = "RESPONSES_BRIDGE_"
 STRICT_ENV = "RESPONSES_BRIDGE_STRICT_ENV"
+TOOLING_NAMES = frozenset({"RESPONSES_BRIDGE_TEST_STORE", "RESPONSES_BRIDGE_TEST_WORKERS", "RESPONSES_BRIDGE_VENV",
+                           "RESPONSES_BRIDGE_SKIP_BWRAP_INSTALL"})
+"""Read by the development scripts (scripts/test, scripts/demo, .ci/run), which may run the bridge with them set."""
 # Read by the bridge, or by its development scripts, without being a setting
-OTHER_NAMES = frozenset({CONFIG_ENV, WORKER_ENV, STRICT_ENV, "RESPONSES_BRIDGE_TEST_STORE", "RESPONSES_BRIDGE_VENV"})
+OTHER_NAMES = frozenset({CONFIG_ENV, WORKER_ENV, STRICT_ENV, DRAIN_DIR_ENV}) | TOOLING_NAMES
 NEAR_PREFIX = 0.8
 """How alike the start of a name must be to ``RESPONSES_BRIDGE_`` to be taken for a mistyped prefix (difflib's
 ratio: ``RESPONSE_BRIDGE_`` 0.97, ``RESPONSES_BRIGDE_`` 0.94, the ``RESPONSES_API_`` of ``RESPONSES_API_URL`` 0.77)."""

@@ -4,12 +4,14 @@ the one-line error of a configuration mistake. A near miss of the prefix itself 
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from responses_bridge.devtools.procs import free_port
+from responses_bridge.env_check import known_names
 from tests.support.bridge import PYTHON
 from tests.support.cli import clean_env, cli, one_line
 
@@ -69,3 +71,16 @@ def test_a_name_close_to_nothing_points_at_the_list(tmp_path: Path) -> None:
     result = cli(tmp_path, "envoy-config", env={"RESPONSES_BRIDGE_ZZZZZZZZZZZZZZZZZZZZ": "1"})
     assert result.stderr == ("responses-bridge envoy-config: warning: RESPONSES_BRIDGE_ZZZZZZZZZZZZZZZZZZZZ is not a "
                              "setting, and is ignored; the settings are listed by `responses-bridge serve --help`\n")
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_every_name_the_scripts_and_the_bridge_read_is_known() -> None:
+    """A name scripts/test, scripts/demo or .ci/run exports is in the environment of every bridge they start (CI's
+    ``RESPONSES_BRIDGE_TEST_WORKERS`` once made every one-line error two lines): the check must know each of them."""
+    read: set[str] = set()
+    for path in [*(ROOT / "scripts").iterdir(), ROOT / ".ci" / "run", *(ROOT / "src").rglob("*.py")]:
+        if path.is_file() and path.name != "env_check.py":  # whose docstring shows a typo
+            read |= set(re.findall(r"RESPONSES_BRIDGE_[A-Z0-9_]*[A-Z0-9]\b(?![_*])", path.read_text()))
+    assert read - known_names() == set()
