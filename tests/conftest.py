@@ -16,6 +16,7 @@ import os
 import pytest
 
 from responses_bridge.env_check import PREFIX, TOOLING_NAMES
+from responses_bridge.event_loop import EVENT_LOOP_ENV
 from tests.support.postgres import STORE_ENV, postgres_server, postgres_url, stop_shared_server, switch_read
 
 __all__ = ["postgres_server", "postgres_url"]
@@ -36,8 +37,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # the bridges the tests start, in process or not, see the settings each test gives them, never the caller's own
-    for name in [name for name in os.environ if name.upper().startswith(PREFIX) and name.upper() not in TOOLING_NAMES]:
+    # the bridges the tests start, in process or not, see the settings each test gives them, never the caller's own;
+    # but the loop: RESPONSES_BRIDGE_EVENT_LOOP=asyncio runs the whole suite on the standard library's loop
+    kept = TOOLING_NAMES | {EVENT_LOOP_ENV}
+    for name in [name for name in os.environ if name.upper().startswith(PREFIX) and name.upper() not in kept]:
         del os.environ[name]
     chosen = config.getoption("--store")
     if chosen:  # sidecars started by the tests read it (tests/support/bridge.py)

@@ -224,6 +224,9 @@ class Settings(BaseSettings):
     store_stall_seconds: float = 10.0  # a write waiting longer than this makes GET /health/ready answer 503
     log_level: str = "info"
     log_format: Literal["json", "console"] = "json"
+    event_loop: Literal["auto", "uvloop", "asyncio"] = Field(default="auto", description=(
+        "the event loop every serving process runs on: `uvloop` (installed with the bridge where the platform has "
+        "it), `asyncio` (the standard library's), or `auto`: uvloop when installed (event_loop.py)"))
     drain_timeout: float = Field(default=30.0, ge=0, description="seconds live streams may run on after "
                                  "SIGTERM/SIGINT before each ends with response.failed (server_shutdown)")
     # Several upstreams, routed per model (upstreams.py); JSON in the environment. Empty: ``upstream`` alone

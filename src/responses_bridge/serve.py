@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
-from . import config_file
+from . import config_file, event_loop
 from .config import Settings, SettingsError, env_names, load_settings
 from .config_help import environment_help, user_default
 from .observability import configure_logging
@@ -59,6 +59,7 @@ FLAGS: tuple[tuple[str, str, str, type], ...] = (
     ("--db", "db", ("SQLite file (default: under the user data directory; ':memory:' allowed); a path, never a URL: "
                     "a PostgreSQL database is RESPONSES_BRIDGE_DATABASE_URL"), str),
     ("--log-level", "log_level", "debug, info, warning, error", str),
+    ("--event-loop", "event_loop", "auto (uvloop when installed), uvloop or asyncio", str),
 )
 
 
@@ -87,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         raise SettingsError("--no-http and --no-extproc leave nothing to run; give at most one")
     settings = load_settings({field: flag for flag, field, _, _ in FLAGS}, config=args.config,
                              **{field: getattr(args, field) for _, field, _, _ in FLAGS})
+    event_loop.loop_factory(settings.event_loop)  # uvloop asked for where it is missing: said before anything starts
     routing = check_routing(settings, config_path=config_file.path_from(args.config))
     if routing.error is not None:  # no request could reach any upstream: a configuration mistake, exit status 2
         raise SettingsError(routing.error)
@@ -107,8 +109,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"responses-bridge serve: {exc}", file=sys.stderr)
         return 1
     try:
-        asyncio.run(serve(settings, http=not args.no_http, extproc=not args.no_extproc, slot=slot, config=args.config,
-                          upstream_flag=args.upstream is not None))
+        event_loop.run(serve(settings, http=not args.no_http, extproc=not args.no_extproc, slot=slot,
+                             config=args.config, upstream_flag=args.upstream is not None), settings.event_loop)
     except StartupError as exc:
         print(f"responses-bridge serve: {exc}", file=sys.stderr)
         return 1
@@ -209,7 +211,8 @@ async def serve(settings: Settings, *, http: bool = True, extproc: bool = True,
                                          flag_given=upstream_flag)
         log.info("serving", upstreams=[entry.described() for entry in upstreams], db=_where(settings),
                  http=f"{settings.http_host}:{settings.http_port}" if http else None,
-                 extproc=(f"unix:{uds}" if uds else f"{host}:{port}") if extproc else None)
+                 extproc=(f"unix:{uds}" if uds else f"{host}:{port}") if extproc else None,
+                 loop=event_loop.running_loop_name())
         warn_if_open(settings, http=http, extproc=extproc)
         for name in check_routing(settings).unreached:
             log.warning("upstream_unrouted", upstream=name,

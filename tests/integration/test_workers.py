@@ -25,6 +25,7 @@ from pathlib import Path
 import aiohttp
 import openai
 
+from responses_bridge import event_loop
 from responses_bridge.devtools.procs import free_port, wait_http
 from responses_bridge.workers import WORKER_ENV
 from tests.integration.test_background import parse_sse, wait_status
@@ -148,6 +149,9 @@ async def test_the_supervisor_runs_drains_and_restarts_its_workers(tmp_path: Pat
         await wait_http(f"{base}/health", timeout=60)
         await _until(lambda: {line.get("worker") for line in log_lines(log) if line.get("event") == "serving"}
                      == {0, 1})
+        # every worker on the loop the run asks for (by default uvloop, a dependency here: event_loop.py)
+        expected = event_loop.loop_factory(event_loop.choice_from_environment())[0]
+        assert {line["loop"] for line in log_lines(log) if line.get("event") == "serving"} == {expected}
         assert uds.is_socket() and Path(f"{uds}.1").is_socket()  # one ext_proc socket per worker
         # every request on a new connection: the kernel spreads them; /metrics (from either) counts them all
         served = 20

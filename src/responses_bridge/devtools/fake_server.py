@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ..event_loop import new_loop_from_environment
 from . import fake_images, fake_quirks, fake_responses
 from .fake_embeddings import embeddings
 from .fake_upstream import (
@@ -73,7 +74,7 @@ def run(host: str, port: int, **app_kwargs: Any) -> None:
     """Serves until interrupted; what the ``fake-upstream`` CLI command calls."""
     web.run_app(create_app(**app_kwargs), host=host, port=port, access_log=None,
                 print=lambda *_: print(f"fake upstream listening on http://{host}:{port}/v1", flush=True),
-                **_RUNNER_OPTIONS)
+                loop=new_loop_from_environment(), **_RUNNER_OPTIONS)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -28,7 +28,6 @@ Each server runs in its own process, as the sidecar does::
 from __future__ import annotations
 
 import argparse
-import asyncio
 import copy
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -39,6 +38,7 @@ from aiohttp import web
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from ... import event_loop
 from ...adapters.extproc.messages import CONTINUE_BY_PHASE, FULL_DUPLEX_STREAMED, streamed_body
 from ...adapters.extproc.server import server_options
 from ...config import field_default
@@ -97,7 +97,7 @@ async def _forward(request: web.Request) -> web.StreamResponse:
 def run_proxy(host: str, port: int, upstream: str) -> None:
     """Serves until SIGTERM, with the HTTP door's runner settings (adapters/http/server.py)."""
     web.run_app(proxy_app(upstream), host=host, port=port, access_log=None, handler_cancellation=True,
-                backlog=1024, reuse_address=True, print=None)
+                backlog=1024, reuse_address=True, print=None, loop=event_loop.new_loop_from_environment())
 
 
 # ---------------------------------------------------------------------------------------------- noop-extproc
@@ -206,7 +206,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.server == "http-proxy":
         run_proxy(args.host, args.port, args.upstream)
     else:
-        asyncio.run(serve_noop(f"unix:{args.uds}" if args.uds else f"127.0.0.1:{args.port}"))
+        event_loop.run(serve_noop(f"unix:{args.uds}" if args.uds else f"127.0.0.1:{args.port}"),
+                       event_loop.choice_from_environment())
 
 
 if __name__ == "__main__":
