@@ -10,6 +10,7 @@ connection is a 502, silence longer than the idle timeout a 504, a body cut mid-
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -43,11 +44,29 @@ class AiohttpUpstreamAnswer:
     content_type: str | None
     _response: aiohttp.ClientResponse
     _upstream: metrics.Upstream
+    _idle: float | None = None  # the longest silence allowed between two chunks (None: no limit)
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        """Whatever bytes arrived, as they arrive: no re-chunking, so a token reaches the client at once."""
+        """Whatever bytes arrived, as they arrive: no re-chunking, so a token reaches the client at once.
+
+        The idle limit is kept by one :class:`_IdleWatch` timer per answer, which only looks at the clock when it
+        fires, instead of aiohttp's ``sock_read`` timer, which is cancelled and made anew on every read (a third of
+        the loop's own work per chunk of a paced stream). It counts only the time spent waiting for the upstream:
+        a client slow to take the previous chunk is no upstream silence."""
+        content = self._response.content
+        watch = _IdleWatch(content, self._idle) if self._idle else None
         try:
-            async for chunk in self._response.content.iter_any():
+            if watch is None:
+                async for chunk in content.iter_any():
+                    yield chunk
+                return
+            loop = watch.loop
+            while True:
+                watch.since = loop.time()
+                chunk = await content.readany()
+                watch.since = None
+                if not chunk:
+                    return
                 yield chunk
         except (TimeoutError, aiohttp.ServerTimeoutError):
             self._upstream.failed("upstream_timeout")
@@ -57,6 +76,40 @@ class AiohttpUpstreamAnswer:
             self._upstream.failed("upstream_connection_error")
             raise UpstreamFailure(APIError(502, f"The connection to the upstream model server broke: {exc}",
                                            type="server_error", code="upstream_connection_error")) from None
+        finally:
+            if watch is not None:
+                watch.stop()
+
+
+class _IdleWatch:
+    """Fails a body read that has waited ``idle`` seconds, the way aiohttp's own read timeout does (the reader
+    gets a :class:`aiohttp.ServerTimeoutError`, the connection is not reused). The reading side only stamps
+    :attr:`since` around each wait; the timer re-arms itself for the true deadline when it fires early, so a
+    stream costs one timer per ``idle`` seconds rather than one per chunk."""
+
+    __slots__ = ("_content", "_handle", "_idle", "loop", "since")
+
+    def __init__(self, content: aiohttp.StreamReader, idle: float) -> None:
+        self._content = content
+        self._idle = idle
+        self.loop = asyncio.get_running_loop()
+        self.since: float | None = None  # when the pending read began; None: not waiting for the upstream
+        self._handle: asyncio.TimerHandle | None = self.loop.call_later(idle, self._check)
+
+    def _check(self) -> None:
+        now = self.loop.time()
+        since = self.since
+        due = now + self._idle if since is None else since + self._idle
+        if due > now:
+            self._handle = self.loop.call_at(due, self._check)
+            return
+        self._handle = None
+        self._content.set_exception(aiohttp.ServerTimeoutError("Timeout on reading data from socket"))
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
 
 
 class AiohttpUpstreamClient:
@@ -75,6 +128,7 @@ class AiohttpUpstreamClient:
             connect=settings.upstream_connect_timeout,
             sock_read=settings.upstream_idle_timeout,
         )
+        self._idle = settings.upstream_idle_timeout or None
         self._session: aiohttp.ClientSession | None = None
         self.max_answer_bytes = settings.max_event_bytes  # a whole JSON answer read by read_answer()
 
@@ -101,8 +155,12 @@ class AiohttpUpstreamClient:
         if authorization:
             headers["Authorization"] = authorization
         async with self._request("POST", call.path, headers=headers, data=call.body) as response:
+            if self._idle is not None and response.connection is not None:
+                # aiohttp's sock_read kept the wait for the headers; the body's silences are the answer's own
+                # watch (AiohttpUpstreamAnswer.chunks). The next request on this connection sets it again.
+                response.connection.protocol.read_timeout = None  # type: ignore[union-attr]
             yield AiohttpUpstreamAnswer(response.status, response.headers.get("Content-Type"), response,
-                                        self._metrics(call.path))
+                                        self._metrics(call.path), self._idle)
 
     async def read_answer(self, response: UpstreamResponse) -> bytes:
         """A whole upstream answer (compaction's summary, a tokenizer's count, the model list), at most
