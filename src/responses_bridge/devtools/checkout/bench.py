@@ -42,7 +42,10 @@ import aiohttp
 import orjson
 
 from ..procs import ManagedProcess, free_port, wait_http
+from . import bench_ab
+from .bench_cost import CostTarget, measure_costs, summarise_costs
 from .bench_report import RssPeak, print_report, summarise
+from .bench_requests import post, synthetic_body, wait_healthy
 
 FLOORS = "responses_bridge.devtools.checkout.floors"
 
@@ -79,7 +82,16 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--replay", metavar="FILE",
                         help="instead of the synthetic requests, replay this recorded /v1/responses body (and its "
                         "Chat Completions translation for the direct targets); latency only")
+    parser.add_argument("--cost-rounds", type=int, default=3, metavar="N",
+                        help="rounds of the CPU and ext_proc message section (bench_cost.py); 0 skips it")
+    parser.add_argument("--cost-requests", type=int, default=100, metavar="N",
+                        help="JSON requests per target in one round of the cost section")
+    parser.add_argument("--cost-streams", type=int, default=10, metavar="N",
+                        help="streams (bursted, then paced) per target in one round of the cost section")
+    parser.add_argument("--pace", type=int, default=2, metavar="MS",
+                        help="the paced streams' gap between two chunks, milliseconds (a model's time per token)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    bench_ab.add_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -92,13 +104,16 @@ class Target:
 
 
 def run(args: argparse.Namespace) -> int:
+    ab = bench_ab.wanted(args)
     try:
-        results = asyncio.run(bench(args))
+        results = asyncio.run(bench_ab.run_ab(args, sidecar_args(args)) if ab else bench(args))
     except (RuntimeError, TimeoutError) as exc:  # a server that did not start or answer: its own output is above
         print(f"responses-bridge bench: {exc}", file=sys.stderr)
         return 1
     if args.json:
         print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
+    elif ab:
+        bench_ab.print_ab(results)
     else:
         print_report(results)
     return 0
@@ -173,23 +188,25 @@ async def bench(args: argparse.Namespace) -> dict:
                        Target("http", f"http://127.0.0.1:{http_port}/v1/responses", True)]
             if render is not None:
                 ports = await _start_envoy(tmp, render, processes, upstream_url, http_port, extproc_port, uds)
-                envoy_port, envoy_floor_port = ports
+                envoy_port, envoy_floor_port, _ = ports
                 targets += [Target("envoy-direct", f"http://127.0.0.1:{envoy_port}/v1/chat/completions", False),
                             # the floor listener's Responses route, with a Chat Completions body: the no-op
                             # processor passes it unchanged, the route rewrites the path to chat/completions
                             Target("envoy-floor", f"http://127.0.0.1:{envoy_floor_port}/v1/responses", False),
                             Target("envoy", f"http://127.0.0.1:{envoy_port}/v1/responses", True)]
             rss = RssPeak(sidecar.tree_rss_mb())
-            return await _measure(args, targets, sidecar, rss, extra)
+            costs = _cost_targets(args, targets, processes, ports[2] if render is not None else None)
+            return await _measure(args, targets, sidecar, rss, extra, costs)
         finally:
             for process in reversed(processes):
                 process.stop()
 
 
 async def _start_envoy(tmp: str, render: Callable[..., str], processes: list[ManagedProcess], upstream_url: str,
-                       http_port: int, extproc_port: int, uds: str | None) -> tuple[int, int]:
+                       http_port: int, extproc_port: int, uds: str | None) -> tuple[int, int, int]:
     """Envoy with the bootstrap ``render`` makes plus the floor listener, and the no-op processor behind that
-    (on a socket file when the door uses one). Returns the ports of the bridge's listener and the floor's."""
+    (on a socket file when the door uses one). Returns the ports of the bridge's listener, the floor's and
+    Envoy's admin page."""
     import yaml
 
     from ...envoy_config import EXTPROC_CLUSTER, to_yaml
@@ -212,30 +229,37 @@ async def _start_envoy(tmp: str, render: Callable[..., str], processes: list[Man
     processes.append(envoy)
     envoy.start()
     await wait_http(f"http://127.0.0.1:{admin_port}/ready", process=envoy)
-    await _wait_healthy(admin_port, (EXTPROC_CLUSTER, FLOOR_EXTPROC_CLUSTER), (noop, envoy))
-    return envoy_port, floor_port
+    await wait_healthy(admin_port, (EXTPROC_CLUSTER, FLOOR_EXTPROC_CLUSTER), (noop, envoy))
+    return envoy_port, floor_port, admin_port
 
 
-async def _wait_healthy(admin_port: int, clusters: tuple[str, ...], processes: tuple[ManagedProcess, ...],
-                        timeout: float = 30.0) -> None:
-    """Until Envoy's health checks pass for both processors: a processor that started after Envoy's first check
-    is marked down for a check interval, and the first requests would get 503s."""
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as session:
-        while True:
-            async with session.get(f"http://127.0.0.1:{admin_port}/clusters") as response:
-                lines = (await response.text()).splitlines()
-            down = [name for name in clusters
-                    if not any(line.startswith(f"{name}::") and line.endswith("::health_flags::healthy")
-                               for line in lines)]
-            if not down:
-                return
-            for process in processes:
-                if not process.alive():
-                    raise RuntimeError(f"{process.name} exited before it was ready")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"Envoy's processor clusters {down} were not healthy after {timeout:.0f} s")
-            await asyncio.sleep(0.1)
+def _cost_targets(args: argparse.Namespace, targets: list[Target], processes: list[ManagedProcess],
+                  admin_port: int | None) -> list[CostTarget]:
+    """The doors and their floors, each with the processes whose CPU it spends (processes: the upstream, the
+    HTTP floor, the sidecar, then with Envoy the no-op processor and Envoy)."""
+    from .floors import FLOOR_LISTENER
+
+    if args.replay or args.cost_rounds <= 0:
+        return []
+    _, http_floor, sidecar, *behind = processes
+    noop, envoy = behind if behind else (None, None)
+    own = {"http": sidecar, "http-floor": http_floor, "envoy": sidecar, "envoy-floor": noop}
+    listeners = {"envoy": "responses_bridge", "envoy-floor": FLOOR_LISTENER}
+    paced = f" [delay={args.pace}]"
+    chosen = []
+    for target in targets:
+        owner = own.get(target.name)
+        if owner is None:
+            continue
+        bodies = {"json": synthetic_body(target.responses_api, False, args.chunks),
+                  "bursted": synthetic_body(target.responses_api, True, args.chunks),
+                  "paced": synthetic_body(target.responses_api, True, args.chunks, paced)}
+        behind_envoy = target.name in listeners
+        chosen.append(CostTarget(target.name, target.url, bodies, [owner], envoy if behind_envoy else None,
+                                 admin_port if behind_envoy else None, listeners.get(target.name)))
+    return chosen
+
+
 
 
 def _bodies(args: argparse.Namespace, targets: list[Target]) -> dict[tuple[str, str], bytes]:
@@ -248,28 +272,16 @@ def _bodies(args: argparse.Namespace, targets: list[Target]) -> dict[tuple[str, 
         recorded = Path(args.replay).read_bytes()
         translated = orjson.dumps(build_chat_request(parse_request(recorded), [], EngineOptions()))
         return {(t.name, "replay"): recorded if t.responses_api else translated for t in targets}
-    return {(t.name, kind): _synthetic_body(t, kind == "stream", args.chunks) for t in targets
+    return {(t.name, kind): synthetic_body(t.responses_api, kind == "stream", args.chunks) for t in targets
             for kind in ("json", "stream")}
 
 
-def _synthetic_body(target: Target, stream: bool, chunks: int, directives: str = "") -> bytes:
-    text = f"[chunks={chunks}]{directives} benchmark" if stream else f"{directives.strip()} benchmark".strip()
-    if target.responses_api:
-        return orjson.dumps({"model": "fake-model", "input": text, "stream": stream})
-    body: dict = {"model": "fake-model", "messages": [{"role": "user", "content": text}], "stream": stream}
-    if stream:
-        body["stream_options"] = {"include_usage": True}
-    return orjson.dumps(body)
 
 
 async def _one(session: aiohttp.ClientSession, target: Target, body: bytes) -> float:
-    started = time.perf_counter()
-    async with session.post(target.url, data=body, headers={"Content-Type": "application/json"}) as response:
-        async for _ in response.content.iter_any():
-            pass
-        if response.status != 200:
-            raise RuntimeError(f"{target.name}: HTTP {response.status}")
-    return (time.perf_counter() - started) * 1000
+    return await post(session, target.url, body, target.name)
+
+
 
 
 async def _first_event(session: aiohttp.ClientSession, target: Target, body: bytes) -> float:
@@ -305,7 +317,7 @@ def event_started(head: bytes) -> bool:
 
 
 async def _measure(args: argparse.Namespace, targets: list[Target], sidecar: ManagedProcess, rss: RssPeak,
-                   extra: list[str]) -> dict:
+                   extra: list[str], costs: list[CostTarget]) -> dict:
     bodies = _bodies(args, targets)
     kinds = sorted({kind for _, kind in bodies})
     connector = aiohttp.TCPConnector(limit=0)
@@ -328,14 +340,20 @@ async def _measure(args: argparse.Namespace, targets: list[Target], sidecar: Man
                 probe = functools.partial(rss.probe, sidecar) if target.name in ("http", "envoy") else None
                 throughput[target.name] = await _throughput(session, target, bodies[(target.name, "json")],
                                                             args.concurrency, args.throughput_requests, probe)
-    return summarise(args, {t.name: t.samples for t in targets}, kinds, throughput, first_event, rss, extra)
+        if costs:
+            await measure_costs(session, costs, rounds=args.cost_rounds, requests=args.cost_requests,
+                                streams=args.cost_streams, send=post)
+    results = summarise(args, {t.name: t.samples for t in targets}, kinds, throughput, first_event, rss, extra)
+    results["cost"] = summarise_costs(costs, args.chunks) if costs else None
+    results["pace_ms"], results["cost_rounds"] = args.pace, args.cost_rounds
+    return results
 
 
 async def _first_events(session: aiohttp.ClientSession, args: argparse.Namespace,
                         targets: list[Target]) -> dict[str, list[float]]:
     """Streamed requests whose upstream holds its headers ``--header-delay`` ms, interleaved across targets."""
     directive = f" [header_delay={args.header_delay}]"
-    bodies = {t.name: _synthetic_body(t, True, args.chunks, directive) for t in targets}
+    bodies = {t.name: synthetic_body(t.responses_api, True, args.chunks, directive) for t in targets}
     samples: dict[str, list[float]] = {t.name: [] for t in targets}
     for target in targets:
         await _first_event(session, target, bodies[target.name])

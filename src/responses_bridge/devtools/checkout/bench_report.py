@@ -123,3 +123,7 @@ def print_report(results: dict[str, Any]) -> None:
         each = ", ".join(f"{pid}: {v['idle']:.1f}/{v['under_load']:.1f}" for pid, v in rss["per_process"].items())
         line += f" (sum of {rss['processes']} processes; idle/under load per pid: {each})"
     print(line)
+    if results.get("cost"):
+        from .bench_cost import print_costs
+
+        print_costs(results["cost"], rounds=results["cost_rounds"], pace_ms=results["pace_ms"])

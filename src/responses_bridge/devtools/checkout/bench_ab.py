@@ -1,0 +1,204 @@
+"""``responses-bridge bench --ab-tree PATH`` / ``--ab-env NAME=VALUE`` / ``--ab-sidecar-arg ARG``: two sidecars
+side by side, and a control.
+
+Sequential runs of one tree, then the other, compare two patches of a shared machine as much as two trees. Here three
+sidecars run at once on one fake upstream: ``A`` (this tree, as ``bench`` would run it), ``B`` (the other tree's
+``src`` first on ``PYTHONPATH``, and/or other settings), and ``A'``, a second ``A``: the control, whose ratio to ``A``
+says how far two identical sidecars drift on this machine in this run. With ``--envoy`` each has its own Envoy,
+with the bootstrap *its own tree's* ``envoy-config`` renders (a tree is compared with the processing modes it ships).
+
+Each round deals every door's requests to A, B and A' in turn (latency: JSON and streamed), then gives each its
+cost batches (bench_cost.py: CPU per JSON request, per chunk bursted and paced, ext_proc messages). Every figure
+becomes two ratios per round, B/A and A'/A, and the report gives their medians over the rounds: the pair ratios
+of one run, not ratios of medians taken at different times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from ..procs import ManagedProcess, envoy_binary, free_port, wait_http
+from .bench_cost import CostTarget, measure_costs, summarise_costs
+from .bench_requests import post, synthetic_body, wait_healthy
+
+SIDES = ("A", "B", "A'")
+CONTROL = "A'/A"
+FIGURES = ("cpu_ms_per_json", "cpu_us_per_chunk_bursted", "cpu_us_per_chunk_paced", "envoy_cpu_ms_per_json",
+           "messages_per_json", "messages_per_chunk", "json_p50_ms", "stream_p50_ms")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ab-tree", metavar="PATH", help="A/B: side B runs the checkout at PATH (its src first on "
+                        "PYTHONPATH, this venv), beside A (this tree) and a control A'")
+    parser.add_argument("--ab-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="A/B: side B runs with this environment variable (repeatable), e.g. "
+                        "RESPONSES_BRIDGE_EVENT_LOOP=asyncio")
+    parser.add_argument("--ab-sidecar-arg", action="append", default=[], metavar="ARG",
+                        help="A/B: passed on to side B's `serve` after the --sidecar-arg ones (repeatable)")
+
+
+def wanted(args: argparse.Namespace) -> bool:
+    return bool(args.ab_tree or args.ab_env or args.ab_sidecar_arg)
+
+
+def _env_of(pairs: list[str]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"responses-bridge bench: --ab-env {pair!r}: expected NAME=VALUE")
+        env[name] = value
+    return env
+
+
+class Side:
+    """One sidecar of the comparison (and its Envoy), started on fresh ports."""
+
+    def __init__(self, name: str, tmp: str, upstream_url: str, extra: list[str], env: dict[str, str],
+                 tree: str | None) -> None:
+        self.name, self.tmp, self.upstream_url, self.tree = name, tmp, upstream_url, tree
+        self.http_port, self.extproc_port = free_port(), free_port()
+        self.env = dict(env)
+        if tree is not None:
+            self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(tree, "src")),
+                                                                   os.environ.get("PYTHONPATH")]))
+        db = os.path.join(tmp, f"bench-{self.http_port}.db")
+        self.sidecar = ManagedProcess([sys.executable, "-m", "responses_bridge", "serve", "--upstream", upstream_url,
+                                       "--http-port", str(self.http_port), "--extproc-port", str(self.extproc_port),
+                                       "--db", db, "--log-level", "warning", *extra], f"sidecar {name}",
+                                      quiet=False, env=self.env)
+        self.envoy: ManagedProcess | None = None
+        self.envoy_port = self.admin_port = 0
+
+    async def start(self, with_envoy: bool) -> None:
+        self.sidecar.start()
+        await wait_http(f"http://127.0.0.1:{self.http_port}/health", process=self.sidecar)
+        if not with_envoy:
+            return
+        self.envoy_port, self.admin_port = free_port(), free_port()
+        rendered = await asyncio.to_thread(subprocess.run, [
+            sys.executable, "-m", "responses_bridge", "envoy-config", "--listen-port", str(self.envoy_port),
+            "--extproc-port", str(self.extproc_port), "--http-port", str(self.http_port),
+            "--upstream", self.upstream_url, "--admin-port", str(self.admin_port)],
+            capture_output=True, text=True, check=True, env={**os.environ, **self.env})
+        path = os.path.join(self.tmp, f"envoy-{self.envoy_port}.yaml")
+        await asyncio.to_thread(Path(path).write_text, rendered.stdout)
+        self.envoy = ManagedProcess([envoy_binary(), "-c", path, "--log-level", "error", "--base-id",
+                                     str(self.envoy_port), "--concurrency", "1"], f"envoy {self.name}")
+        self.envoy.start()
+        await wait_http(f"http://127.0.0.1:{self.admin_port}/ready", process=self.envoy)
+        await wait_healthy(self.admin_port, ("responses_bridge_extproc",), (self.envoy,))
+
+    def stop(self) -> None:
+        for process in (self.envoy, self.sidecar):
+            if process is not None:
+                process.stop()
+
+    def target(self, door: str, bodies: dict[str, bytes]) -> CostTarget:
+        if door == "http":
+            return CostTarget(f"http {self.name}", f"http://127.0.0.1:{self.http_port}/v1/responses", bodies,
+                              [self.sidecar])
+        return CostTarget(f"envoy {self.name}", f"http://127.0.0.1:{self.envoy_port}/v1/responses", bodies,
+                          [self.sidecar], self.envoy, self.admin_port, "responses_bridge")
+
+
+async def run_ab(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
+    b_extra = extra + [word for arg in args.ab_sidecar_arg for word in arg.split()]
+    doors = ("http", "envoy") if args.envoy else ("http",)
+    with tempfile.TemporaryDirectory(prefix="rb-bench-ab-") as tmp:
+        upstream_port = free_port()
+        upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
+        upstream = ManagedProcess([sys.executable, "-m", "responses_bridge", "fake-upstream", "--port",
+                                   str(upstream_port)], "fake-upstream")
+        sides = [Side("A", tmp, upstream_url, extra, {}, None),
+                 Side("B", tmp, upstream_url, b_extra, _env_of(args.ab_env), args.ab_tree),
+                 Side("A'", tmp, upstream_url, extra, {}, None)]
+        try:
+            upstream.start()
+            await wait_http(f"http://127.0.0.1:{upstream_port}/health", process=upstream)
+            for side in sides:
+                await side.start(args.envoy)
+            bodies = {"json": synthetic_body(True, False, args.chunks),
+                      "bursted": synthetic_body(True, True, args.chunks),
+                      "paced": synthetic_body(True, True, args.chunks, f" [delay={args.pace}]")}
+            targets = {door: [side.target(door, bodies) for side in sides] for door in doors}
+            rounds: dict[str, list[dict[str, dict[str, float]]]] = {door: [] for door in doors}
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+                for door in doors:  # warm-up
+                    for target in targets[door]:
+                        for body in bodies.values():
+                            for _ in range(5):
+                                await post(session, target.url, body, target.name)
+                for _ in range(max(1, args.cost_rounds)):
+                    for door in doors:
+                        rounds[door].append(await _round(session, targets[door], args))
+        finally:
+            for side in sides:
+                side.stop()
+            upstream.stop()
+    return {"ab": {"tree": args.ab_tree, "env": args.ab_env, "sidecar_args": args.ab_sidecar_arg,
+                   "rounds": len(next(iter(rounds.values()))),
+                   "doors": {door: _ratios(by_round) for door, by_round in rounds.items()}}}
+
+
+async def _round(session: aiohttp.ClientSession, targets: list[CostTarget],
+                 args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """One round on one door: the figures of each side."""
+    latency: dict[str, dict[str, list[float]]] = {t.name: {"json": [], "stream": []} for t in targets}
+    for _ in range(args.requests):
+        for kind, body in (("json", "json"), ("stream", "bursted")):
+            for target in targets:
+                latency[target.name][kind].append(await post(session, target.url, target.bodies[body], target.name))
+    for target in targets:
+        target.samples.clear()
+    await measure_costs(session, targets, rounds=1, requests=args.cost_requests, streams=args.cost_streams,
+                        send=post)
+    costs = summarise_costs(targets, args.chunks)
+    figures = {}
+    for side, target in zip(SIDES, targets, strict=True):
+        figures[side] = {**costs[target.name], "json_p50_ms": statistics.median(latency[target.name]["json"]),
+                         "stream_p50_ms": statistics.median(latency[target.name]["stream"])}
+    return figures
+
+
+def _ratios(by_round: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Per figure: A's median, B's, and the medians over the rounds of B/A and A'/A."""
+    out: dict[str, dict[str, float]] = {}
+    for figure in FIGURES:
+        if figure not in by_round[0]["A"]:
+            continue
+        pairs = [(r["A"][figure], r["B"][figure], r["A'"][figure]) for r in by_round]
+        usable = [(a, b, c) for a, b, c in pairs if a > 0]
+        out[figure] = {"A": statistics.median(a for a, _, _ in pairs), "B": statistics.median(b for _, b, _ in pairs),
+                       "B/A": statistics.median(b / a for a, b, _ in usable) if usable else float("nan"),
+                       CONTROL: statistics.median(c / a for a, _, c in usable) if usable else float("nan")}
+    return out
+
+
+def print_ab(results: dict[str, Any]) -> None:
+    ab = results["ab"]
+    what = ", ".join(filter(None, [f"tree {ab['tree']}" if ab["tree"] else "",
+                                   *(f"env {pair}" for pair in ab["env"]),
+                                   *(f"serve {arg}" for arg in ab["sidecar_args"])]))
+    print(f"A/B: A = this tree, B = {what}, A' = a second A (the control); medians over {ab['rounds']} rounds "
+          "of the ratios within each round")
+    for door, figures in ab["doors"].items():
+        print(f"\n{door + ' door':<32}{'A':>10}{'B':>10}{'B/A':>8}{CONTROL:>8}")
+        for figure, v in figures.items():
+            print(f"{figure:<32}{_cell(v['A'], 10, '.3f')}{_cell(v['B'], 10, '.3f')}{_cell(v['B/A'], 8, '.2f')}"
+                  f"{_cell(v[CONTROL], 8, '.2f')}")
+
+
+def _cell(value: float | None, width: int, spec: str) -> str:
+    """A figure, or '-' where a ratio had no base (a figure of 0: too few requests for the CPU clock's tick)."""
+    return f"{'-' if value is None or value != value else format(value, spec):>{width}}"
