@@ -29,6 +29,19 @@ T = TypeVar("T")
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
 
+def keep_grpc_out_of_forks() -> None:
+    """Turn gRPC's fork handlers off for this process and the ones it starts, unless the user set them.
+
+    uvloop starts a subprocess (the code sandbox's bubblewrap) with libuv's ``fork()``, which, unlike the standard
+    library's ``vfork()``, runs the ``pthread_atfork`` handlers gRPC's core registers: with the ext_proc door's
+    threads inside gRPC they pause or reset its machinery around each spawn, and sandboxes started then failed at
+    random (``bubblewrap could not make the sandbox``, a third of the code interpreter's Envoy tests on a busy
+    machine). The bridge never uses gRPC in a forked child (every child it starts executes another program, and
+    ``--workers`` starts its workers afresh), so it needs none of them. Read by gRPC when it starts: called before
+    the server imports it."""
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
+
+
 def loop_factory(choice: str) -> tuple[str, LoopFactory | None]:
     """(the loop's name, its factory for ``asyncio.Runner``; None for the standard library's) for ``choice``."""
     if choice == "asyncio":

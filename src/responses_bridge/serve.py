@@ -83,6 +83,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    event_loop.keep_grpc_out_of_forks()  # before gRPC starts (and inherited by --workers' workers)
     serve_behind_init()  # PID 1 (a container without an init): the server is a child of a minimal init (pid1.py)
     if args.no_http and args.no_extproc:
         raise SettingsError("--no-http and --no-extproc leave nothing to run; give at most one")

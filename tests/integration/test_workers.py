@@ -24,6 +24,7 @@ from pathlib import Path
 
 import aiohttp
 import openai
+import pytest
 
 from responses_bridge import event_loop
 from responses_bridge.devtools.procs import free_port, wait_http
@@ -140,7 +141,9 @@ async def test_the_run_of_a_killed_worker_is_failed_by_the_other(tmp_path: Path,
         assert sum(event["type"] == "response.failed" for event in events) == 1
 
 
-async def test_the_supervisor_runs_drains_and_restarts_its_workers(tmp_path: Path, fake_upstream: str) -> None:
+async def test_the_supervisor_runs_drains_and_restarts_its_workers(tmp_path: Path, fake_upstream: str,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GRPC_ENABLE_FORK_SUPPORT", raising=False)  # the bridge sets it itself (event_loop.py)
     http_port = free_port()
     base = f"http://127.0.0.1:{http_port}"
     uds = tmp_path / "extproc.sock"
@@ -152,6 +155,8 @@ async def test_the_supervisor_runs_drains_and_restarts_its_workers(tmp_path: Pat
         # every worker on the loop the run asks for (by default uvloop, a dependency here: event_loop.py)
         expected = event_loop.loop_factory(event_loop.choice_from_environment())[0]
         assert {line["loop"] for line in log_lines(log) if line.get("event") == "serving"} == {expected}
+        for pid in _worker_pids(process.pid):  # gRPC's fork handlers off: uvloop's spawns fork (event_loop.py)
+            assert b"GRPC_ENABLE_FORK_SUPPORT=0" in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         assert uds.is_socket() and Path(f"{uds}.1").is_socket()  # one ext_proc socket per worker
         # every request on a new connection: the kernel spreads them; /metrics (from either) counts them all
         served = 20
