@@ -43,7 +43,7 @@ import orjson
 
 from ..procs import ManagedProcess, free_port, wait_http
 from . import bench_ab
-from .bench_cost import CostTarget, measure_costs, summarise_costs
+from .bench_cost import BRIDGE_LISTENER, CostTarget, measure_costs, summarise_costs
 from .bench_report import RssPeak, print_report, summarise
 from .bench_requests import post, synthetic_body, wait_healthy
 
@@ -244,7 +244,7 @@ def _cost_targets(args: argparse.Namespace, targets: list[Target], processes: li
     _, http_floor, sidecar, *behind = processes
     noop, envoy = behind if behind else (None, None)
     own = {"http": sidecar, "http-floor": http_floor, "envoy": sidecar, "envoy-floor": noop}
-    listeners = {"envoy": "responses_bridge", "envoy-floor": FLOOR_LISTENER}
+    listeners = {"envoy": BRIDGE_LISTENER, "envoy-floor": FLOOR_LISTENER}
     paced = f" [delay={args.pace}]"
     chosen = []
     for target in targets:
@@ -258,8 +258,6 @@ def _cost_targets(args: argparse.Namespace, targets: list[Target], processes: li
         chosen.append(CostTarget(target.name, target.url, bodies, [owner], envoy if behind_envoy else None,
                                  admin_port if behind_envoy else None, listeners.get(target.name)))
     return chosen
-
-
 
 
 def _bodies(args: argparse.Namespace, targets: list[Target]) -> dict[tuple[str, str], bytes]:

@@ -27,8 +27,9 @@ from typing import Any
 
 import aiohttp
 
+from ...envoy_config import EXTPROC_CLUSTER
 from ..procs import ManagedProcess, envoy_binary, free_port, wait_http
-from .bench_cost import CostTarget, measure_costs, summarise_costs
+from .bench_cost import BRIDGE_LISTENER, CostTarget, measure_costs, summarise_costs
 from .bench_requests import post, synthetic_body, wait_healthy
 
 SIDES = ("A", "B", "A'")
@@ -97,7 +98,7 @@ class Side:
                                      str(self.envoy_port), "--concurrency", "1"], f"envoy {self.name}")
         self.envoy.start()
         await wait_http(f"http://127.0.0.1:{self.admin_port}/ready", process=self.envoy)
-        await wait_healthy(self.admin_port, ("responses_bridge_extproc",), (self.envoy,))
+        await wait_healthy(self.admin_port, (EXTPROC_CLUSTER,), (self.envoy,))
 
     def stop(self) -> None:
         for process in (self.envoy, self.sidecar):
@@ -109,7 +110,7 @@ class Side:
             return CostTarget(f"http {self.name}", f"http://127.0.0.1:{self.http_port}/v1/responses", bodies,
                               [self.sidecar])
         return CostTarget(f"envoy {self.name}", f"http://127.0.0.1:{self.envoy_port}/v1/responses", bodies,
-                          [self.sidecar], self.envoy, self.admin_port, "responses_bridge")
+                          [self.sidecar], self.envoy, self.admin_port, BRIDGE_LISTENER)
 
 
 async def run_ab(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:

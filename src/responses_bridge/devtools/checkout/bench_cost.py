@@ -34,6 +34,7 @@ from ..procs import ManagedProcess, descendants
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 KINDS = ("json", "bursted", "paced")
 MESSAGE_COUNTERS = ("stream_msgs_sent", "stream_msgs_received")
+BRIDGE_LISTENER = "responses_bridge"  # the stat prefix of the bootstrap's client-facing listener (listeners.py)
 
 
 def cpu_seconds(processes: Sequence[ManagedProcess]) -> float:
