@@ -47,6 +47,7 @@ class Deployment:
     envoy: EnvoyProcess
     url: str  # Envoy's listener, with /v1
     mcp: MCPTestServer
+    warm_up_id: str = ""  # the response _warm_up stored: the only other one in the deployment's store
 
     def tool(self) -> dict[str, Any]:
         return {"type": "mcp", "server_label": "tools", "server_url": self.mcp.http_url, "require_approval": "never",
@@ -75,19 +76,20 @@ async def _deploy(tmp: Path, upstream: str, mcp: MCPTestServer, **extra_env: str
         envoy = await start_envoy(bootstrap)
         deployed = Deployment(sidecar, envoy, f"http://127.0.0.1:{listen_port}/v1", mcp)
         try:
-            await _warm_up(deployed)
+            deployed.warm_up_id = await _warm_up(deployed)
             yield deployed
         finally:
             envoy.stop()
 
 
-async def _warm_up(deployed: Deployment) -> None:
+async def _warm_up(deployed: Deployment) -> str:
     """One quick tool call first, straight to the HTTP door (no idle timeout there): the sidecar's first MCP
     request imports the MCP client, which must not eat into the seconds the tests give Envoy's idle timeout."""
     body = {"model": "fake-model", "input": 'call tools__slow [args={"seconds": 0}]', "tools": [deployed.tool()]}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=BOUND_SECONDS)) as session, \
             session.post(f"{deployed.sidecar.http_url}/v1/responses", json=body) as answer:
         assert answer.status == 200, await answer.text()
+        return str((await answer.json())["id"])
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +151,7 @@ async def test_without_the_keepalive_envoys_cut_says_what_timed_out(
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=BOUND_SECONDS)) as session:
             async with session.post(f"{deployed.url}/responses", json=body) as answer:
                 status, error = answer.status, (await answer.json())["error"]
-            stored = await _stored_after_the_cut(session, deployed.sidecar.http_url)
+            stored = await _stored_after_the_cut(session, deployed.sidecar.http_url, deployed.warm_up_id)
     assert status == 504, error
     assert error["code"] == "gateway_timeout" and error["type"] == "server_error"
     message = error["message"]
@@ -163,13 +165,14 @@ async def test_without_the_keepalive_envoys_cut_says_what_timed_out(
     assert [item["type"] for item in stored["output"]][:2] == ["mcp_list_tools", "mcp_call"]
 
 
-async def _stored_after_the_cut(session: aiohttp.ClientSession, door: str) -> dict[str, Any]:
-    """What the sidecar stored for the cut request (the newest response; the warm-up's is the other one)."""
+async def _stored_after_the_cut(session: aiohttp.ClientSession, door: str, warm_up_id: str) -> dict[str, Any]:
+    """What the sidecar stored for the cut request: the response that is not the warm-up's (not "the newest":
+    the two are often created in the same second, and a listing orders them by that second)."""
     deadline = asyncio.get_running_loop().time() + BOUND_SECONDS
     while True:
         async with session.get(f"{door}/v1/responses") as listed:
             data = (await listed.json())["data"]
         if len(data) == 2:
-            return data[0]
+            return next(item for item in data if item["id"] != warm_up_id)
         assert asyncio.get_running_loop().time() < deadline, data
         await asyncio.sleep(0.1)
