@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import DEFAULT_EXTPROC_PORT, DEFAULT_HTTP_PORT, field_default
@@ -36,6 +37,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                              "cluster and per-route settings for an Envoy of your own; envoy-gateway: Gateway API "
                              "and Envoy Gateway objects; istio: EnvoyFilters and VirtualServices. Each from the "
                              "same settings (docs/kubernetes.md)")
+    parser.add_argument("--output", metavar="FILE", default=None,
+                        help="write to FILE instead of standard output (a pod's init container renders its "
+                             "Envoy's bootstrap so)")
     parser.add_argument("--namespace", default=Placement.namespace,
                         help="envoy-gateway, istio: the bridge's namespace (default %(default)s)")
     parser.add_argument("--service", default=Placement.service,
@@ -152,5 +156,8 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"responses-bridge envoy-config: {exc}", file=sys.stderr)
         return 2
-    sys.stdout.write(text)
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        Path(args.output).write_text(text)
     return 0
