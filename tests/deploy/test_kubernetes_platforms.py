@@ -261,6 +261,12 @@ def test_envoy_gateway_routes_as_the_bootstrap() -> None:
     assert {p["name"] for p in patch["spec"]["jsonPatches"]} == {
         f"responses-bridge/{gateway['metadata']['name']}/{gateway['spec']['listeners'][0]['name']}"}
     assert filter_name(PLACEMENT) in patch["spec"]["jsonPatches"][0]["operation"]["jsonPath"]
+    # the Gateway's listener holds a whole Responses request while the processor reads it, as the bootstrap's does
+    traffic = one(objects, "ClientTrafficPolicy")["spec"]
+    assert traffic["targetRefs"][0]["name"] == gateway["metadata"]["name"]
+    listener = bootstrap_dict(**OPTIONS)["static_resources"]["listeners"][0]
+    assert int(traffic["connection"]["bufferLimit"].removesuffix("Mi")) * 2**20 == listener[
+        "per_connection_buffer_limit_bytes"]
     # the sidecar's own model turns go through the Gateway's Envoy, whose Service the EnvoyProxy names
     proxy = one(objects, "EnvoyProxy")["spec"]["provider"]["kubernetes"]["envoyService"]["name"]
     assert settings(objects)["RESPONSES_BRIDGE_UPSTREAM_VIA"].startswith(f"http://{proxy}.envoy-gateway-system.")

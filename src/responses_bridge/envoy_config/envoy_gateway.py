@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from .names import _TYPE, OWN_CALL_VALUE, ROUTE_HEADER, UpstreamURL
-from .targets import Placement, bridge_filters, processor_filter
+from .targets import Placement, bridge_filters, listener_limits, processor_filter
 
 GATEWAY_API = "gateway.networking.k8s.io/v1"
 ENVOY_GATEWAY_API = "gateway.envoyproxy.io/v1alpha1"
@@ -206,6 +206,20 @@ def _to_upstream(up: UpstreamURL, paths: tuple[str, ...], target: str, method: s
     }
 
 
+def _client_traffic_policy(bootstrap: dict[str, Any], placement: Placement) -> dict[str, Any]:
+    """The bootstrap's listener limits on the Gateway's: a connection buffer that holds a whole Responses request
+    while the processor reads it (Envoy Gateway's default, 32 KiB, would refuse most with 413), and the longest
+    silence a stream may have."""
+    limits = listener_limits(bootstrap)
+    buffer = limits["per_connection_buffer_limit_bytes"]
+    return {"apiVersion": ENVOY_GATEWAY_API, "kind": "ClientTrafficPolicy",
+            "metadata": {"name": POLICY, "namespace": placement.namespace},
+            "spec": {"targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway",
+                                     "name": placement.gateway}],
+                     "connection": {"bufferLimit": f"{buffer // 2**20}Mi" if buffer % 2**20 == 0 else str(buffer)},
+                     "timeout": {"http": {"streamIdleTimeout": limits["stream_idle_timeout"]}}}}
+
+
 def envoy_gateway_objects(bootstrap: dict[str, Any], upstream: str, placement: Placement) -> list[dict[str, Any]]:
     """Every object of the Envoy Gateway rendering, from the bootstrap rendered with the same settings."""
     up = UpstreamURL(upstream)
@@ -228,5 +242,6 @@ def envoy_gateway_objects(bootstrap: dict[str, Any], upstream: str, placement: P
         # stored responses, conversations, files, vector stores, containers, models, WebSocket, health: the door's
         _route(f"{POLICY}-sidecar", placement, [sidecar]),
         policy,
+        _client_traffic_policy(bootstrap, placement),
         patch_policy(config, policy, placement, filters_before(filters)),
     ]

@@ -38,6 +38,13 @@ def _connection_manager(bootstrap: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+def listener_limits(bootstrap: dict[str, Any]) -> dict[str, Any]:
+    """The client-facing listener's connection buffer and its connection manager's stream idle timeout."""
+    listener = bootstrap["static_resources"]["listeners"][0]
+    return {"per_connection_buffer_limit_bytes": listener["per_connection_buffer_limit_bytes"],
+            "stream_idle_timeout": _connection_manager(bootstrap)["stream_idle_timeout"]}
+
+
 def bridge_filters(bootstrap: dict[str, Any]) -> list[dict[str, Any]]:
     """The client-facing listener's HTTP filters before the router, in order: what an existing Envoy inserts."""
     filters = copy.deepcopy(_connection_manager(bootstrap)["http_filters"])

@@ -17,15 +17,14 @@ import yaml
 
 OUT = Path(__file__).resolve().parent
 EG_CRDS = "charts/gateway-helm/charts/crds/crds/generated/gateway.envoyproxy.io_{}.yaml"
+EG_KINDS = ("backends", "clienttrafficpolicies", "envoyextensionpolicies", "envoypatchpolicies", "envoyproxies")
 JOBS: list[tuple[str, str, list[str], dict[str, str]]] = [
     ("gateway-api-v1.6.1.yaml", "v1.6.1",
      ["config/crd/standard/gateway.networking.k8s.io_httproutes.yaml",
       "config/crd/standard/gateway.networking.k8s.io_gateways.yaml"],
      {"httproutes.gateway.networking.k8s.io": "v1", "gateways.gateway.networking.k8s.io": "v1"}),
     ("envoy-gateway-v1.9.0.yaml", "v1.9.0",
-     [EG_CRDS.format(n) for n in ("backends", "envoyextensionpolicies", "envoypatchpolicies", "envoyproxies")],
-     {f"{n}.gateway.envoyproxy.io": "v1alpha1" for n in ("backends", "envoyextensionpolicies", "envoypatchpolicies",
-                                                          "envoyproxies")}),
+     [EG_CRDS.format(n) for n in EG_KINDS], {f"{n}.gateway.envoyproxy.io": "v1alpha1" for n in EG_KINDS}),
     ("istio-1.30.3.yaml", "1.30.3", ["manifests/charts/base/files/crd-all.gen.yaml"],
      {"envoyfilters.networking.istio.io": "v1alpha3", "virtualservices.networking.istio.io": "v1",
       "gateways.networking.istio.io": "v1"}),
