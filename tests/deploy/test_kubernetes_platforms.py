@@ -19,6 +19,7 @@ from responses_bridge.devtools.checkout.deploy_examples import KUBERNETES
 from responses_bridge.envoy_config import EXTPROC_CLUSTER, Auth, bootstrap_dict, to_yaml
 from responses_bridge.envoy_config.command import render
 from responses_bridge.envoy_config.envoy_gateway import (
+    DOOR_HEADER,
     apply_patches,
     comparable,
     filter_name,
@@ -26,6 +27,7 @@ from responses_bridge.envoy_config.envoy_gateway import (
 )
 from responses_bridge.envoy_config.istio import RESPONSES_ROUTES, TOOL_ROUTES, istio_cluster
 from responses_bridge.envoy_config.targets import Placement, bridge_filters, processor_filter, with_clusters
+from responses_bridge.envoy_config.targets import routes as routes_of
 from responses_bridge.envoy_config.timeouts import EnvoyTimeouts
 from tests.support.envoy import have_envoy, validate_config
 from tests.support.kube import bridge_container, by_kind, crd_errors, have_kubectl, is_core, one, overlay, settings
@@ -249,9 +251,19 @@ def test_envoy_gateway_routes_as_the_bootstrap() -> None:
     backend = one(objects, "Backend")
     assert backend["spec"]["endpoints"] == [{"fqdn": {"hostname": "vllm.llm.svc.cluster.local", "port": 8000}}]
     # everything else the sidecar serves goes to its HTTP door through the Service
-    [sidecar] = routes["responses-bridge-sidecar"]["spec"]["rules"]
+    tool_loop, sidecar = routes["responses-bridge-sidecar"]["spec"]["rules"]
     assert sidecar["matches"] == [{"path": {"type": "PathPrefix", "value": "/"}}]
-    assert sidecar["backendRefs"] == [{"name": "responses-bridge", "port": 8081}]
+    assert sidecar["backendRefs"] == tool_loop["backendRefs"] == [{"name": "responses-bridge", "port": 8081}]
+    # a request for the tool loop says so with a header, and its more specific match wins over the processor's
+    assert [(m["path"]["value"], m["headers"]) for m in tool_loop["matches"]] == [
+        (path, [{"type": "Exact", "name": DOOR_HEADER[0], "value": DOOR_HEADER[1]}])
+        for path in ("/v1/responses", "/responses")]
+    # the processor's upstream headers are set on the Responses routes, as the bootstrap's route sets them
+    headers = {p["operation"]["path"]: p["operation"] for p in one(objects, "EnvoyPatchPolicy")["spec"]["jsonPatches"]
+               if p["type"].endswith(".RouteConfiguration")}
+    route = routes_of(bootstrap_dict(**OPTIONS))["responses"]
+    assert headers["/request_headers_to_add"]["value"] == route["request_headers_to_add"]
+    assert f"/{target['name']}/rule/" in headers["/request_headers_to_add"]["jsonPath"]
     service_ports = {p["port"]: p for p in one(objects, "Service")["spec"]["ports"]}
     assert service_ports[50051]["appProtocol"] == "kubernetes.io/h2c" and 8081 in service_ports
     # the patch policy targets the Gateway and listener the routes attach to, and the policy's own filter

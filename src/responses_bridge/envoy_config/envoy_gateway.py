@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from .names import _TYPE, OWN_CALL_VALUE, ROUTE_HEADER, UpstreamURL
-from .targets import Placement, bridge_filters, listener_limits, processor_filter
+from .targets import Placement, bridge_filters, listener_limits, processor_filter, routes
 
 GATEWAY_API = "gateway.networking.k8s.io/v1"
 ENVOY_GATEWAY_API = "gateway.envoyproxy.io/v1alpha1"
@@ -26,6 +26,12 @@ UPSTREAM_BACKEND = "llm-upstream"
 GATEWAY_LISTENER = "http"
 """The Gateway's listener the routes attach to; Envoy Gateway names its xDS listener ``namespace/gateway/listener``,
 which the patch policy targets."""
+
+DOOR_HEADER = ("x-responses-bridge-door", "http")
+"""A Responses request carrying this header goes to the sidecar's HTTP door, which runs the tool loop (MCP, web
+search, code interpreter, context management): the bootstrap's processor sends such requests there itself, through a
+route on dynamic metadata that HTTPRoute cannot express. Gateway API's precedence (more header matches win) puts
+this route ahead of the processor's."""
 
 _BODY_MODES = {"BUFFERED": "Buffered", "STREAMED": "Streamed", "BUFFERED_PARTIAL": "BufferedPartial",
                "FULL_DUPLEX_STREAMED": "FullDuplexStreamed"}
@@ -131,11 +137,18 @@ def filters_before(filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [f for f in filters[:processor] if f["name"] != "envoy.filters.http.set_metadata"]
 
 
+ROUTE_HEADER_FIELDS = ("request_headers_to_add", "request_headers_to_remove")
+"""A Responses route's header settings in the bootstrap: the headers the processor decides (left in metadata, set
+when the router builds the upstream call) and, with ``auth: keys``, the client's Authorization removed. An
+HTTPRoute's header modifier cannot take a value from dynamic metadata: the patch policy sets them."""
+
+
 def patch_policy(config: dict[str, Any], policy: dict[str, Any], placement: Placement,
-                 before: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+                 before: list[dict[str, Any]] | None = None, route: dict[str, Any] | None = None) -> dict[str, Any]:
     """The ``EnvoyPatchPolicy`` that makes Envoy Gateway's filter equal the bootstrap's: one JSON patch per
-    top-level field the translation of ``policy`` gets wrong or leaves out, and the filters ``before`` put first in
-    the chain (Envoy Gateway must run with ``extensionApis.enableEnvoyPatchPolicy: true``)."""
+    top-level field the translation of ``policy`` gets wrong or leaves out, the filters ``before`` put first in
+    the chain, and the bootstrap's Responses ``route``'s header settings on the policy's routes (Envoy Gateway must
+    run with ``extensionApis.enableEnvoyPatchPolicy: true``)."""
     want, got = comparable(config), comparable(gateway_translation(policy))
     listener = {"type": _TYPE + "envoy.config.listener.v3.Listener",
                 "name": f"{placement.namespace}/{placement.gateway}/{GATEWAY_LISTENER}"}
@@ -146,6 +159,11 @@ def patch_policy(config: dict[str, Any], policy: dict[str, Any], placement: Plac
     # each added at the front of the chain, the last first: they end up in the bootstrap's order, ahead of all
     patches += [{**listener, "operation": {"op": "add", "jsonPath": "..http_filters", "path": "/0",
                                            "value": http_filter}} for http_filter in reversed(before or [])]
+    [target] = policy["spec"]["targetRefs"]
+    routes = f"..routes[?match(@.name, 'httproute/{placement.namespace}/{target['name']}/rule/[0-9]+/match/.*')]"
+    patches += [{"type": _TYPE + "envoy.config.route.v3.RouteConfiguration", "name": listener["name"],
+                 "operation": {"op": "add", "jsonPath": routes, "path": f"/{key}", "value": (route or {})[key]}}
+                for key in ROUTE_HEADER_FIELDS if key in (route or {})]
     removed = [key for key in got if key not in want]
     if removed:
         raise ValueError(f"Envoy Gateway would set {removed}, which the bootstrap's processor filter does not")
@@ -162,8 +180,8 @@ def apply_patches(config: dict[str, Any], patch: dict[str, Any]) -> dict[str, An
     result = dict(config)
     for entry in patch["spec"]["jsonPatches"]:
         operation = entry["operation"]
-        if operation["jsonPath"] == "..http_filters":
-            continue  # a filter put ahead of the processor, not a field of it
+        if operation["jsonPath"] == "..http_filters" or not entry["type"].endswith(".Listener"):
+            continue  # a filter put ahead of the processor, or a route's settings: not a field of it
         prefix = "/typed_config/"
         if operation["op"] != "add" or not operation["path"].startswith(prefix) or "/" in operation["path"][
                 len(prefix):]:
@@ -227,9 +245,13 @@ def envoy_gateway_objects(bootstrap: dict[str, Any], upstream: str, placement: P
     config = processor_filter(filters)["typed_config"]
     responses_route = f"{POLICY}-responses"
     policy = extension_policy(config, placement, responses_route)
-    sidecar = {"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
-               "backendRefs": [{"name": placement.service, "port": placement.http_port}],
+    door = [{"name": placement.service, "port": placement.http_port}]
+    sidecar = {"matches": [{"path": {"type": "PathPrefix", "value": "/"}}], "backendRefs": door,
                "timeouts": {"request": "0s"}}
+    tool_loop = {"matches": [{"path": {"type": "Exact", "value": path}, "method": "POST",
+                              "headers": [{"type": "Exact", "name": DOOR_HEADER[0], "value": DOOR_HEADER[1]}]}
+                             for path in ("/v1/responses", "/responses")],
+                 "backendRefs": door, "timeouts": {"request": "0s"}}
     return [
         _backend(up, placement),
         _route(responses_route, placement, [_to_upstream(up, ("/v1/responses", "/responses"), "chat/completions")]),
@@ -240,8 +262,8 @@ def envoy_gateway_objects(bootstrap: dict[str, Any], upstream: str, placement: P
             _to_upstream(up, ("/v1/embeddings",), "embeddings", own_call=True),
             _to_upstream(up, ("/v1/images/generations",), "images/generations")]),
         # stored responses, conversations, files, vector stores, containers, models, WebSocket, health: the door's
-        _route(f"{POLICY}-sidecar", placement, [sidecar]),
+        _route(f"{POLICY}-sidecar", placement, [tool_loop, sidecar]),
         policy,
         _client_traffic_policy(bootstrap, placement),
-        patch_policy(config, policy, placement, filters_before(filters)),
+        patch_policy(config, policy, placement, filters_before(filters), routes(bootstrap)["responses"]),
     ]
