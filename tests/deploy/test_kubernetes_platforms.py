@@ -309,5 +309,22 @@ def test_istio_routes_as_the_bootstrap() -> None:
     inserted = [p["patch"]["value"] for p in sidecar_filter["spec"]["configPatches"]
                 if p["patch"]["operation"] == "INSERT_BEFORE" and p["applyTo"] == "HTTP_ROUTE"]
     assert [r["route"]["cluster"] for r in inserted] == [istio_cluster(8081, PLACEMENT.host)] * 2
-    assert not [o for o in objects if o["kind"] == "ServiceEntry"]  # the upstream is a Service of the cluster
-    assert "ServiceEntry" in {o["kind"] for o in rendered("istio", dict(OPTIONS, upstream="https://api.openai.com/v1"))}
+    assert not [o for o in objects if o["kind"] in ("ServiceEntry", "DestinationRule")]  # a Service, over http
+
+
+@pytest.mark.parametrize("target", ["envoy-gateway", "istio"])
+def test_an_external_https_upstream(target: str) -> None:
+    """Named to the mesh (ServiceEntry) and reached over TLS Envoy opens itself, checking the name, as the
+    bootstrap's cluster does; every object still passes its CRD."""
+    objects = rendered(target, dict(OPTIONS, upstream="https://api.openai.com/v1"))
+    for obj in objects:
+        assert crd_errors(obj) == [], (obj["kind"], obj["metadata"]["name"])
+    if target == "istio":
+        entry = one(objects, "ServiceEntry")["spec"]
+        assert entry["hosts"] == ["api.openai.com"] and entry["ports"][0]["number"] == 443
+        [port] = one(objects, "DestinationRule")["spec"]["trafficPolicy"]["portLevelSettings"]
+        assert port == {"port": {"number": 443}, "tls": {"mode": "SIMPLE", "sni": "api.openai.com"}}
+    else:
+        backend = one(objects, "Backend")["spec"]
+        assert backend["tls"] == {"wellKnownCACertificates": "System", "sni": "api.openai.com"}
+        assert backend["endpoints"] == [{"fqdn": {"hostname": "api.openai.com", "port": 443}}]

@@ -106,12 +106,21 @@ def _virtual_service(name: str, placement: Placement, hosts: list[str], gateways
 
 
 def _service_entry(up: UpstreamURL, placement: Placement) -> dict[str, Any]:
-    """The upstream, when it is not a Service of the cluster: the mesh knows it by name and port."""
-    protocol = "TLS" if up.tls else "HTTP"
+    """The upstream, when it is not a Service of the cluster: the mesh knows it by name and port, and its traffic
+    as HTTP, which Envoy reads and routes (an https upstream gets its TLS from :func:`_tls_origination`)."""
     return {"apiVersion": NETWORKING_API, "kind": "ServiceEntry",
             "metadata": {"name": "llm-upstream", "namespace": placement.namespace},
             "spec": {"hosts": [up.host], "location": "MESH_EXTERNAL", "resolution": "DNS",
-                     "ports": [{"number": up.port, "name": protocol.lower(), "protocol": protocol}]}}
+                     "ports": [{"number": up.port, "name": "http-llm", "protocol": "HTTP"}]}}
+
+
+def _tls_origination(up: UpstreamURL, placement: Placement) -> dict[str, Any]:
+    """An https upstream: Envoy opens the TLS connection itself (checking the upstream's certificate against the
+    system's CAs and its name), as the bootstrap's upstream cluster does."""
+    return {"apiVersion": NETWORKING_API, "kind": "DestinationRule",
+            "metadata": {"name": "llm-upstream", "namespace": placement.namespace},
+            "spec": {"host": up.host, "trafficPolicy": {"portLevelSettings": [
+                {"port": {"number": up.port}, "tls": {"mode": "SIMPLE", "sni": up.host}}]}}}
 
 
 def istio_objects(bootstrap: dict[str, Any], upstream: str, placement: Placement) -> list[dict[str, Any]]:
@@ -127,4 +136,6 @@ def istio_objects(bootstrap: dict[str, Any], upstream: str, placement: Placement
     ]
     if not up.host.endswith(".svc.cluster.local"):
         objects.append(_service_entry(up, placement))
+    if up.tls:
+        objects.append(_tls_origination(up, placement))
     return objects

@@ -27,7 +27,8 @@ JOBS: list[tuple[str, str, list[str], dict[str, str]]] = [
      [EG_CRDS.format(n) for n in EG_KINDS], {f"{n}.gateway.envoyproxy.io": "v1alpha1" for n in EG_KINDS}),
     ("istio-1.30.3.yaml", "1.30.3", ["manifests/charts/base/files/crd-all.gen.yaml"],
      {"envoyfilters.networking.istio.io": "v1alpha3", "virtualservices.networking.istio.io": "v1",
-      "gateways.networking.istio.io": "v1"}),
+      "gateways.networking.istio.io": "v1", "serviceentries.networking.istio.io": "v1alpha3",
+      "destinationrules.networking.istio.io": "v1alpha3"}),
 ]
 
 
