@@ -18,12 +18,13 @@ from responses_bridge.cli import main
 from responses_bridge.devtools.checkout.deploy_examples import KUBERNETES
 from responses_bridge.envoy_config import EXTPROC_CLUSTER, Auth, bootstrap_dict, to_yaml
 from responses_bridge.envoy_config.command import render
-from responses_bridge.envoy_config.envoy_gateway import (
-    DOOR_HEADER,
+from responses_bridge.envoy_config.envoy_gateway import DOOR_HEADER
+from responses_bridge.envoy_config.envoy_gateway_policy import (
     apply_patches,
     comparable,
     filter_name,
     gateway_translation,
+    route_processor,
 )
 from responses_bridge.envoy_config.istio import RESPONSES_ROUTES, TOOL_ROUTES, istio_cluster
 from responses_bridge.envoy_config.targets import Placement, bridge_filters, processor_filter, with_clusters
@@ -50,10 +51,17 @@ def rendered(target: str, options: dict[str, Any] = OPTIONS) -> Any:
     return list(yaml.safe_load_all(render(target, options, PLACEMENT)))
 
 
-def envoy_gateway_filter(objects: list[dict[str, Any]]) -> dict[str, Any]:
-    """The ext_proc typed_config Envoy Gateway ends up running: its translation of the policy, then the patches."""
-    policy = one(objects, "EnvoyExtensionPolicy")
-    return apply_patches(gateway_translation(policy), one(objects, "EnvoyPatchPolicy"))
+RESPONSES_POLICY = "responses-bridge-responses"
+POLICY_ROUTES = {RESPONSES_POLICY: "responses", "responses-bridge-chat-completions": "chat_completions",
+                 "responses-bridge-upstream": "models"}
+"""Each Envoy Gateway policy and the bootstrap route whose processor settings it must carry."""
+
+
+def envoy_gateway_filter(objects: list[dict[str, Any]], policy: str = RESPONSES_POLICY) -> dict[str, Any]:
+    """The ext_proc typed_config Envoy Gateway ends up running for ``policy``: its translation of the policy, then
+    the patches on that policy's filter."""
+    found = one(objects, "EnvoyExtensionPolicy", policy)
+    return apply_patches(gateway_translation(found), one(objects, "EnvoyPatchPolicy"), filter_name(PLACEMENT, policy))
 
 
 def istio_filters(objects: list[dict[str, Any]], context: str) -> list[dict[str, Any]]:
@@ -68,7 +76,18 @@ def test_every_rendering_drives_the_processor_as_the_bootstrap(config: str) -> N
     want = bootstrap_filter(options)
     [document] = rendered("http-filter", options)
     assert processor_filter(document["http_filters"]) == want
-    assert comparable(envoy_gateway_filter(rendered("envoy-gateway", options))) == comparable(want["typed_config"])
+    objects = rendered("envoy-gateway", options)
+    assert comparable(envoy_gateway_filter(objects)) == comparable(want["typed_config"])
+    # every route the processor runs on, with that route's own settings (Chat Completions: stored chats; the
+    # sidecar's own upstream calls: the key check with bridge keys), and none where the bootstrap has it off
+    routes = routes_of(bootstrap_dict(**options))
+    expected = {name: route_processor(want["typed_config"], routes[route]) for name, route in POLICY_ROUTES.items()}
+    assert {p["metadata"]["name"] for p in by_kind(objects, "EnvoyExtensionPolicy")} == {
+        name for name, processor in expected.items() if processor is not None}
+    for policy in by_kind(objects, "EnvoyExtensionPolicy"):
+        name = policy["metadata"]["name"]
+        assert policy["spec"]["targetRefs"][0]["name"] == name
+        assert comparable(envoy_gateway_filter(objects, name)) == comparable(expected[name] or {})
     for context in ("GATEWAY", "SIDECAR_OUTBOUND"):
         found = processor_filter(istio_filters(rendered("istio", options), context))
         assert found == with_clusters(want, {EXTPROC_CLUSTER: istio_cluster(50051, PLACEMENT.host)})
@@ -79,10 +98,12 @@ def test_the_comparison_sees_a_difference() -> None:
     max_message_timeout): the patch policy is what makes them equal, and dropping one patch shows."""
     objects = rendered("envoy-gateway")
     want = comparable(bootstrap_filter(OPTIONS)["typed_config"])
-    assert comparable(gateway_translation(one(objects, "EnvoyExtensionPolicy"))) != want
+    policy = one(objects, "EnvoyExtensionPolicy", RESPONSES_POLICY)
+    assert comparable(gateway_translation(policy)) != want
     patch = one(objects, "EnvoyPatchPolicy")
     patch["spec"]["jsonPatches"] = patch["spec"]["jsonPatches"][1:]
-    assert comparable(apply_patches(gateway_translation(one(objects, "EnvoyExtensionPolicy")), patch)) != want
+    assert comparable(apply_patches(gateway_translation(policy), patch, filter_name(PLACEMENT, RESPONSES_POLICY))) != (
+        want)
 
 
 def test_a_changed_bootstrap_filter_reaches_every_rendering(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -224,10 +245,10 @@ def test_platform_objects_pass_their_crd_schemas(name: str) -> None:
 def test_the_crd_check_is_live() -> None:
     """A misspelt field, a body mode Envoy Gateway does not know and a kind with no CRD each fail it."""
     objects = overlay("envoy-gateway")
-    policy = copy.deepcopy(one(objects, "EnvoyExtensionPolicy"))
+    policy = copy.deepcopy(one(objects, "EnvoyExtensionPolicy", RESPONSES_POLICY))
     policy["spec"]["extProc"][0]["procesingMode"] = policy["spec"]["extProc"][0].pop("processingMode")
     assert crd_errors(policy)
-    policy = copy.deepcopy(one(objects, "EnvoyExtensionPolicy"))
+    policy = copy.deepcopy(one(objects, "EnvoyExtensionPolicy", RESPONSES_POLICY))
     policy["spec"]["extProc"][0]["processingMode"]["request"]["body"] = "Whole"
     assert any("Whole" in error for error in crd_errors(policy))
     assert crd_errors({"apiVersion": "example.com/v1", "kind": "Thing", "metadata": {"name": "x"}})
@@ -240,7 +261,7 @@ def test_the_crd_check_is_live() -> None:
 def test_envoy_gateway_routes_as_the_bootstrap() -> None:
     objects = overlay("envoy-gateway")
     routes = {r["metadata"]["name"]: r for r in by_kind(objects, "HTTPRoute")}
-    policy = one(objects, "EnvoyExtensionPolicy")
+    policy = one(objects, "EnvoyExtensionPolicy", RESPONSES_POLICY)
     [target] = policy["spec"]["targetRefs"]
     responses = routes[target["name"]]["spec"]["rules"]
     # the processor's door is the bridge's Service, fail-closed; the Responses routes go to the upstream Backend
@@ -272,7 +293,7 @@ def test_envoy_gateway_routes_as_the_bootstrap() -> None:
     assert patch["spec"]["targetRef"]["name"] == gateway["metadata"]["name"]
     assert {p["name"] for p in patch["spec"]["jsonPatches"]} == {
         f"responses-bridge/{gateway['metadata']['name']}/{gateway['spec']['listeners'][0]['name']}"}
-    assert filter_name(PLACEMENT) in patch["spec"]["jsonPatches"][0]["operation"]["jsonPath"]
+    assert filter_name(PLACEMENT, RESPONSES_POLICY) in patch["spec"]["jsonPatches"][0]["operation"]["jsonPath"]
     # the Gateway's listener holds a whole Responses request while the processor reads it, as the bootstrap's does
     traffic = one(objects, "ClientTrafficPolicy")["spec"]
     assert traffic["targetRefs"][0]["name"] == gateway["metadata"]["name"]
