@@ -26,7 +26,13 @@ from responses_bridge.envoy_config.envoy_gateway_policy import (
     gateway_translation,
     route_processor,
 )
-from responses_bridge.envoy_config.istio import RESPONSES_ROUTES, TOOL_ROUTES, istio_cluster
+from responses_bridge.envoy_config.istio import (
+    RESPONSES_ROUTES,
+    ROUTE_NAMES,
+    ROUTE_SETTINGS,
+    TOOL_ROUTES,
+    istio_cluster,
+)
 from responses_bridge.envoy_config.targets import Placement, bridge_filters, processor_filter, with_clusters
 from responses_bridge.envoy_config.targets import routes as routes_of
 from responses_bridge.envoy_config.timeouts import EnvoyTimeouts
@@ -174,8 +180,9 @@ def test_each_renderings_filters_pass_envoy_validate(target: str, tmp_path: Path
 
 @needs_envoy
 def test_the_istio_route_patches_pass_envoy_validate(tmp_path: Path) -> None:
-    """The Responses routes as Istio's patches leave them (the bootstrap's settings merged in, the marked-request
-    routes ahead), in a bootstrap with Istio's cluster names."""
+    """The routes as Istio's patches leave them (each bootstrap route's settings merged into the VirtualService route
+    of its name, the marked-request routes ahead of the Responses routes), in a bootstrap with Istio's cluster
+    names."""
     objects = rendered("istio")
     [envoy_filter] = [o for o in by_kind(objects, "EnvoyFilter") if o["metadata"]["name"].endswith("-gateway")]
     door = istio_cluster(8081, PLACEMENT.host)
@@ -184,22 +191,29 @@ def test_the_istio_route_patches_pass_envoy_validate(tmp_path: Path) -> None:
     bootstrap = _bootstrap_with(istio_filters(objects, "GATEWAY"), names)
     manager = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     host = manager["route_config"]["virtual_hosts"][0]
-    # what Istio makes of the VirtualService's routes: the match and the destination, no filter settings
+    # what Istio makes of the VirtualService's routes: the match and the destination, no filter settings; then the
+    # patches: the bootstrap route's settings merged into each, the marked-request routes inserted ahead
     bare = {route["name"]: {"name": route["name"], "match": copy.deepcopy(route["match"]),
                             "route": copy.deepcopy(route["route"])}
-            for route in host["routes"] if route["name"] in RESPONSES_ROUTES}
+            for route in host["routes"] if route["name"] in ROUTE_NAMES}
     patched: list[dict[str, Any]] = []
-    for name in RESPONSES_ROUTES:
+    for name in ROUTE_NAMES:
         for patch in envoy_filter["spec"]["configPatches"]:
             if patch["applyTo"] == "HTTP_ROUTE" and patch["match"]["routeConfiguration"]["vhost"]["route"][
                     "name"] == name:
                 if patch["patch"]["operation"] == "INSERT_BEFORE":
                     patched.append(patch["patch"]["value"])
                 else:
+                    assert patch["patch"]["operation"] == "MERGE"
                     bare[name].update(patch["patch"]["value"])
         patched.append(bare[name])
-    host["routes"] = [*patched, host["routes"][-1]]
-    assert [r["name"] for r in patched] == [TOOL_ROUTES[0], RESPONSES_ROUTES[0], TOOL_ROUTES[1], RESPONSES_ROUTES[1]]
+    host["routes"] = patched
+    assert [r["name"] for r in patched][:4] == [TOOL_ROUTES[0], RESPONSES_ROUTES[0], TOOL_ROUTES[1],
+                                                RESPONSES_ROUTES[1]]
+    # every route runs the processor exactly as the bootstrap's route of its name
+    expected = routes_of(with_clusters(bootstrap_dict(**OPTIONS), names))
+    for route in patched:
+        assert {k: route.get(k) for k in ROUTE_SETTINGS} == {k: expected[route["name"]].get(k) for k in ROUTE_SETTINGS}
     path = tmp_path / "envoy.yaml"
     path.write_text(to_yaml(bootstrap))
     result = validate_config(path)

@@ -24,6 +24,17 @@ WORKLOAD_LABEL = ("responses-bridge.io/ext-proc", "enabled")
 INGRESS_SELECTOR = {"istio": "ingressgateway"}
 RESPONSES_ROUTES = ("responses", "responses_unversioned")
 TOOL_ROUTES = ("sidecar_tools", "sidecar_tools_unversioned")
+"""The bootstrap's routes for a Responses request the processor marked (server-side tools), each inserted ahead of
+the Responses route it stands beside."""
+ROUTE_SETTINGS = ("typed_per_filter_config", "request_headers_to_add", "request_headers_to_remove",
+                  "request_body_buffer_limit")
+"""What a VirtualService route cannot say and each route takes from the bootstrap's route of the same name: whether
+and how the processor and route buffer run there, the headers the processor decides, the body limit."""
+
+
+ROUTE_NAMES = ("responses", "responses_unversioned", "models", "embeddings", "images_generations", "chat_completions",
+               "sidecar")
+"""The VirtualService's routes, in order, each named as the bootstrap route it stands for."""
 
 
 def istio_cluster(port: int, host: str) -> str:
@@ -51,14 +62,15 @@ def _config_patches(bootstrap: dict[str, Any], placement: Placement, context: st
          "patch": {"operation": "INSERT_BEFORE", "value": http_filter}}
         for http_filter in istio_filters(bootstrap, placement)]
     by_name = with_clusters(routes(bootstrap), _clusters(placement))
-    for name, tools in zip(RESPONSES_ROUTES, TOOL_ROUTES, strict=True):
+    tools = dict(zip(RESPONSES_ROUTES, TOOL_ROUTES, strict=True))
+    for name in ROUTE_NAMES:  # every VirtualService route, named as the bootstrap's
         route = by_name[name]
         match = {"context": context, "routeConfiguration": {"vhost": {"route": {"name": name}}}}
         patches.append({"applyTo": "HTTP_ROUTE", "match": match, "patch": {"operation": "MERGE", "value": {
-            key: route[key] for key in ("typed_per_filter_config", "request_headers_to_add",
-                                        "request_headers_to_remove", "request_body_buffer_limit") if key in route}}})
-        patches.append({"applyTo": "HTTP_ROUTE", "match": match,
-                        "patch": {"operation": "INSERT_BEFORE", "value": by_name[tools]}})
+            key: route[key] for key in ROUTE_SETTINGS if key in route}}})
+        if name in tools:
+            patches.append({"applyTo": "HTTP_ROUTE", "match": match,
+                            "patch": {"operation": "INSERT_BEFORE", "value": by_name[tools[name]]}})
     return patches
 
 
@@ -86,7 +98,7 @@ def _http_routes(up: UpstreamURL, placement: Placement) -> list[dict[str, Any]]:
                 "headers": {"request": {"remove": [ROUTE_HEADER]}},
                 "route": [upstream], "timeout": "0s"}
 
-    return [
+    http = [
         to_upstream("responses", "/v1/responses", "chat/completions"),
         to_upstream("responses_unversioned", "/responses", "chat/completions"),
         to_upstream("models", "/v1/models", "models", method="GET", own_call=True),
@@ -96,6 +108,8 @@ def _http_routes(up: UpstreamURL, placement: Placement) -> list[dict[str, Any]]:
         # stored responses, conversations, files, vector stores, containers, models, WebSocket, health
         {"name": "sidecar", "match": [{"uri": {"prefix": "/"}}], "route": [door], "timeout": "0s"},
     ]
+    assert tuple(route["name"] for route in http) == ROUTE_NAMES
+    return http
 
 
 def _virtual_service(name: str, placement: Placement, hosts: list[str], gateways: list[str],
