@@ -131,8 +131,10 @@ def filter_name(placement: Placement, policy: str) -> str:
 
 def comparable(config: dict[str, Any]) -> dict[str, Any]:
     """A filter's typed_config without what each platform sets its own way (where the processor is), and with the
-    processing mode's defaults spelt out: two of these are equal when the processor is driven the same."""
-    return {**{k: v for k, v in config.items() if k != "grpc_service"}, "processing_mode": processing_mode(config)}
+    processing mode's and ``failure_mode_allow``'s defaults spelt out: two of these are equal when the processor
+    is driven the same."""
+    return {"failure_mode_allow": False, **{k: v for k, v in config.items() if k != "grpc_service"},
+            "processing_mode": processing_mode(config)}
 
 
 def filters_before(filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
