@@ -30,7 +30,7 @@ from tests.support.envoy import have_envoy, validate_config
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 PAGES = ("deployment.md", "configuration.md", "operations.md", "troubleshooting.md", "architecture.md", "api.md",
-         "tools.md", "retrieval.md", "state.md", "upstreams.md", "development.md")
+         "tools.md", "retrieval.md", "state.md", "upstreams.md", "development.md", "kubernetes.md")
 
 
 def test_generated_pages_are_current() -> None:
@@ -120,6 +120,40 @@ def test_troubleshooting_names_every_error_code_envoy_answers_with() -> None:
     assert codes, "no local reply codes found"
     missing = sorted(code for code in codes if f"`{code}`" not in page)
     assert not missing, f"troubleshooting.md does not explain {missing}"
+
+
+def _block_commands(text: str) -> list[str]:
+    """The command lines of every ``bash`` block in ``text``."""
+    lines: list[str] = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.DOTALL):
+        lines += [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
+    return lines
+
+
+def test_the_kubernetes_page_commands_parse_and_name_what_exists() -> None:
+    """docs/kubernetes.md's commands as a reader pastes them: every ``responses-bridge`` line parses with the real
+    CLI, every ``kubectl`` line names an overlay that exists (``kubectl kustomize`` renders each in
+    tests/deploy/test_kubernetes_manifests.py) or creates a Secret the overlays read."""
+    import shlex
+
+    from responses_bridge.cli import build_parser
+
+    commands = _block_commands((DOCS / "kubernetes.md").read_text())
+    secrets = set(re.findall(r"name: (responses-bridge-[a-z]+)\n\s+key:", "".join(
+        p.read_text() for p in (ROOT / "deploy" / "kubernetes").rglob("*.yaml"))))
+    parser = build_parser()
+    kinds = set()
+    for command in commands:
+        words = shlex.split(command)
+        kinds.add(words[0])
+        if words[0] == "responses-bridge":
+            parser.parse_args(words[1:])  # exits (fails the test) on an unknown flag or a bad value
+        elif words[:2] in (["kubectl", "kustomize"], ["kubectl", "apply"]):
+            directory = ROOT / words[-1]
+            assert (directory / "kustomization.yaml").exists(), command
+        else:
+            assert words[:4] == ["kubectl", "create", "secret", "generic"] and words[4] in secrets, command
+    assert kinds == {"responses-bridge", "kubectl"}
 
 
 def _readme_block_commands(section: str) -> list[str]:

@@ -98,7 +98,8 @@ def test_rendered_yaml_has_no_anchors() -> None:
     routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
     copied = yaml.safe_load(yaml.safe_dump(routes[1]))  # one route, copied out alone, is complete
     assert copied["match"]["headers"][0] == {"name": ":method", "string_match": {"exact": "POST"}}
-    for path in (ROOT / "envoy" / "envoy-demo.yaml", ROOT / "envoy" / "kubernetes" / "sidecar.yaml"):
+    for path in (ROOT / "envoy" / "envoy-demo.yaml", ROOT / "deploy/kubernetes/overlays/istio/istio.yaml",
+                 ROOT / "deploy/kubernetes/overlays/envoy-gateway/envoy-gateway.yaml"):
         assert not re.search(r"[&*]id\d+", path.read_text()), path
 
 

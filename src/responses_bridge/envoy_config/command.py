@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..config import DEFAULT_EXTPROC_PORT, DEFAULT_HTTP_PORT, field_default
-from .bootstrap import render_bootstrap
+from .bootstrap import bootstrap_dict, render_bootstrap, to_yaml
+from .envoy_gateway import envoy_gateway_objects
 from .filters import Auth, JwtExample
+from .istio import istio_objects
 from .names import LISTEN_PORT
+from .targets import Placement, http_filter_document
 from .timeouts import EnvoyTimeouts
 
 TIMEOUT_FLAGS = (
@@ -28,6 +32,20 @@ if TYPE_CHECKING:
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("envoy-config", help="print the Envoy bootstrap YAML that fronts the bridge")
+    parser.add_argument("--format", choices=FORMATS, default="bootstrap",
+                        help="bootstrap: a whole Envoy bootstrap (default); http-filter: the filters, processor "
+                             "cluster and per-route settings for an Envoy of your own; envoy-gateway: Gateway API "
+                             "and Envoy Gateway objects; istio: EnvoyFilters and VirtualServices. Each from the "
+                             "same settings (docs/kubernetes.md)")
+    parser.add_argument("--output", metavar="FILE", default=None,
+                        help="write to FILE instead of standard output (a pod's init container renders its "
+                             "Envoy's bootstrap so)")
+    parser.add_argument("--namespace", default=Placement.namespace,
+                        help="envoy-gateway, istio: the bridge's namespace (default %(default)s)")
+    parser.add_argument("--service", default=Placement.service,
+                        help="envoy-gateway, istio: the bridge's Service (default %(default)s)")
+    parser.add_argument("--gateway", default=Placement.gateway,
+                        help="envoy-gateway, istio: the Gateway the routes attach to (default %(default)s)")
     parser.add_argument("--listen-port", type=int, default=LISTEN_PORT,
                         help=f"port clients call (default {LISTEN_PORT})")
     parser.add_argument("--extproc-port", type=int, default=None,
@@ -93,6 +111,23 @@ def _auth(args: argparse.Namespace, configured_mode: str, configured_header: str
                 jwt=jwt)
 
 
+FORMATS = ("bootstrap", "http-filter", "envoy-gateway", "istio")
+
+
+def render(target: str, options: dict[str, Any], placement: Placement) -> str:
+    """``options`` (render_bootstrap's arguments) rendered as ``target``: every target from the same bootstrap."""
+    if target == "bootstrap":
+        return render_bootstrap(**options)
+    bootstrap = bootstrap_dict(**options)
+    if target == "http-filter":
+        return to_yaml(http_filter_document(bootstrap))
+    upstreams = options.get("upstreams") or ()
+    if upstreams:
+        raise ValueError(f"--format {target} renders one upstream; several (`upstreams`) need the bootstrap")
+    render_objects = envoy_gateway_objects if target == "envoy-gateway" else istio_objects
+    return "---\n".join(to_yaml(item) for item in render_objects(bootstrap, options["upstream"], placement))
+
+
 def _run(args: argparse.Namespace) -> int:
     from ..config import load_settings
     from ..workers import worker_count
@@ -104,7 +139,7 @@ def _run(args: argparse.Namespace) -> int:
                              **{field: getattr(args, field) for _, field, _ in TIMEOUT_FLAGS})
     try:
         auth = _auth(args, settings.auth, settings.tenant_header)
-        text = render_bootstrap(
+        options = dict(
             listen_port=args.listen_port,
             extproc_port=settings.extproc_port if args.extproc_port is None else args.extproc_port,
             http_port=settings.http_port if args.http_port is None else args.http_port,
@@ -115,8 +150,14 @@ def _run(args: argparse.Namespace) -> int:
             extproc_uds=args.extproc_uds if args.extproc_uds is not None else settings.extproc_uds,
             workers=worker_count(args.workers) if args.workers is not None else settings.worker_count(),
             chat_store=settings.store_chat_completions, timeouts=EnvoyTimeouts.from_settings(settings))
+        text = render(args.format, options, Placement(
+            namespace=args.namespace, service=args.service, gateway=args.gateway,
+            extproc_port=options["extproc_port"], http_port=options["http_port"]))
     except ValueError as exc:
         print(f"responses-bridge envoy-config: {exc}", file=sys.stderr)
         return 2
-    sys.stdout.write(text)
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        Path(args.output).write_text(text)
     return 0

@@ -1,5 +1,6 @@
-"""The Envoy bootstraps committed in ``envoy/``: the demo's, the compose stacks', and the ones embedded in the
-Kubernetes manifests' ConfigMaps, each with the ``envoy-config`` arguments it is rendered from.
+"""The Envoy renderings committed in the repository: the bootstraps in ``envoy/`` (the demo's, the compose
+stacks'), each with the ``envoy-config`` arguments it is rendered from, and the Envoy Gateway and Istio objects of
+the Kubernetes overlays (``deploy/kubernetes``), each from its overlay's settings.
 
 One table, so ``scripts/render-envoy-examples`` (which writes them) and the tests (which check that every one is
 current and passes ``envoy --mode validate``) cannot disagree about what a file should hold.
@@ -7,15 +8,16 @@ current and passes ``envoy --mode validate``) cannot disagree about what a file 
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 from typing import Any
 
 from ...envoy_config import render_bootstrap
+from ...envoy_config.command import render
+from ...envoy_config.targets import Placement
 
 DEMO: dict[str, Any] = {"listen_port": 10000, "extproc_port": 50051, "http_port": 8080,
                         "upstream": "http://127.0.0.1:8090/v1"}
-# One pod: Envoy takes clients on 8080; the bridge listens on the pod's loopback (HTTP door 8081, ext_proc 50051).
+# Kubernetes: the bridge's doors as deploy/kubernetes/base sets them (HTTP door 8081, ext_proc 50051).
 KUBERNETES: dict[str, Any] = dict(DEMO, listen_port=8080, http_port=8081, listen_address="0.0.0.0",
                                   upstream="http://vllm.llm.svc.cluster.local:8000/v1")
 # docker-compose.yml: each part in its own container, reached by its service name on the compose network.
@@ -34,42 +36,45 @@ BOOTSTRAPS: dict[str, dict[str, Any]] = {
     "envoy/compose/envoy-pg-a.yaml": COMPOSE_PG_A,
     "envoy/compose/envoy-pg-b.yaml": COMPOSE_PG_B,
 }
-MANIFESTS: dict[str, dict[str, Any]] = {
-    "envoy/kubernetes/sidecar.yaml": KUBERNETES,
-    "envoy/kubernetes/sidecar-shared-store.yaml": KUBERNETES,
+KUSTOMIZE = "deploy/kubernetes"
+OVERLAYS = ("sqlite", "postgres", "envoy-gateway", "istio")
+"""deploy/kubernetes/overlays/*: the plain pod (SQLite, PostgreSQL) renders its Envoy's bootstrap in the pod from
+its settings; the platforms' objects are rendered here, each from its overlay's upstream and namespace."""
+PLATFORM_FILES: dict[str, str] = {
+    f"{KUSTOMIZE}/overlays/envoy-gateway/envoy-gateway.yaml": "envoy-gateway",
+    f"{KUSTOMIZE}/overlays/istio/istio.yaml": "istio",
 }
-CONFIGMAP_KEY = "  envoy.yaml: |"  # the ConfigMap's data key whose literal block is the bootstrap
+UPSTREAM_SETTING = "RESPONSES_BRIDGE_UPSTREAM"
 
 
-def _block_bounds(lines: list[str]) -> tuple[int, int]:
-    start = lines.index(CONFIGMAP_KEY) + 1
-    end = start
-    while end < len(lines) and (not lines[end].strip() or lines[end].startswith("    ")):
-        end += 1
-    while end > start and not lines[end - 1].strip():  # blank lines before the next document stay outside
-        end -= 1
-    return start, end
+def overlay_settings(kustomization: Path) -> tuple[str, str]:
+    """An overlay's upstream (its settings literal) and namespace, from its kustomization.yaml."""
+    import yaml
+
+    spec = yaml.safe_load(kustomization.read_text())
+    literals = [literal for generator in spec.get("configMapGenerator", [])
+                for literal in generator.get("literals", [])]
+    [upstream] = [value for name, _, value in (item.partition("=") for item in literals) if name == UPSTREAM_SETTING]
+    return upstream, spec.get("namespace", "default")
 
 
-def embedded_bootstrap(manifest: str) -> str:
-    """The bootstrap in a manifest's ConfigMap (the literal block under ``envoy.yaml: |``)."""
-    lines = manifest.split("\n")
-    start, end = _block_bounds(lines)
-    return textwrap.dedent("\n".join(lines[start:end])).strip("\n") + "\n"
-
-
-def with_bootstrap(manifest: str, bootstrap: str) -> str:
-    """``manifest`` with its ConfigMap's bootstrap replaced by ``bootstrap``."""
-    lines = manifest.split("\n")
-    start, end = _block_bounds(lines)
-    lines[start:end] = [f"    {line}" if line else "" for line in bootstrap.rstrip("\n").split("\n")]
-    return "\n".join(lines)
+def platform_rendering(root: Path, name: str) -> str:
+    """A platform overlay's generated objects, as ``envoy-config --format <target>`` renders them from the
+    overlay's own settings (the bridge's ports as the base sets them)."""
+    target = PLATFORM_FILES[name]
+    path = root / name
+    upstream, namespace = overlay_settings(path.parent / "kustomization.yaml")
+    options = dict(KUBERNETES, upstream=upstream, listen_address="0.0.0.0")
+    flags = f"--format {target} --namespace {namespace} --upstream {upstream}"
+    header = (f"# Rendered by `responses-bridge envoy-config {flags}` from kustomization.yaml's settings\n"
+              "# (scripts/render-envoy-examples; tests check it is current). Do not edit: change the settings.\n")
+    return header + render(target, options, Placement(namespace=namespace, extproc_port=options["extproc_port"],
+                                                      http_port=options["http_port"]))
 
 
 def rendered(root: Path) -> dict[Path, str]:
-    """Every committed file that holds a bootstrap, with the content the renderer gives it today."""
+    """Every committed file that holds a rendering, with the content the renderer gives it today."""
     files = {root / name: render_bootstrap(**args) for name, args in BOOTSTRAPS.items()}
-    for name, args in MANIFESTS.items():
-        path = root / name
-        files[path] = with_bootstrap(path.read_text(), render_bootstrap(**args))
+    for name in PLATFORM_FILES:
+        files[root / name] = platform_rendering(root, name)
     return files
