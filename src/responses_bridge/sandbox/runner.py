@@ -30,7 +30,7 @@ from typing import Literal
 import structlog
 
 from ..observability import metrics, tracing
-from .call import SandboxCall
+from .call import JobKind, SandboxCall
 from .cgroups import CgroupParent
 from .command import SHM_BYTES, TMP_BYTES
 from .limits import SandboxLimits
@@ -71,6 +71,18 @@ class Sandbox:
             return self.limits.memory_bytes
         return max(self.limits.memory_bytes - TMP_BYTES - SHM_BYTES, 32 << 20)
 
+    @property
+    def shell_unavailable(self) -> str | None:
+        """Why shell commands cannot run here (None: they can). A shell forks for each command and each pipeline;
+        the single-process mode's filter refuses every fork, and is never loosened for it."""
+        if self.unavailable is not None:
+            return self.unavailable
+        if self.mode == "single-process":
+            return ("shell commands need processes of their own, and this host gives the sandbox no memory cgroup "
+                    "per call, so it runs in the single-process mode, where no process may start another "
+                    "(delegate a cgroup to the bridge: `responses-bridge doctor` says how)")
+        return None
+
     @classmethod
     def detect(cls, limits: SandboxLimits, *, bwrap: str | None = None, use_cgroup: bool = True,
                require_cgroup: bool = False, share: Callable[[str], int] | None = None) -> Sandbox:
@@ -91,14 +103,18 @@ class Sandbox:
         return cls(limits, found, unavailable=reason, cgroups=parent, share=share)
 
     @contextlib.asynccontextmanager
-    async def call(self, *, tenant: str = "") -> AsyncIterator[SandboxCall]:
+    async def call(self, *, tenant: str = "", job: JobKind = "python") -> AsyncIterator[SandboxCall]:
         """A slot, then a started sandbox; ended (and its slot freed) on leaving. Raises
-        :class:`SandboxUnavailable` when code cannot run here, :class:`SandboxBusy` when no slot came in time."""
-        if self.unavailable is not None or self.bwrap is None:
-            metrics.sandbox_run("refused", None)
-            raise SandboxUnavailable(self.unavailable or "bubblewrap (bwrap) was not found")
+        :class:`SandboxUnavailable` when code cannot run here (or, for a ``shell`` job, in this mode),
+        :class:`SandboxBusy` when no slot came in time."""
+        refused = self.unavailable or (None if self.bwrap is not None else "bubblewrap (bwrap) was not found")
+        if refused is None and job == "shell":
+            refused = self.shell_unavailable
+        if refused is not None:
+            metrics.sandbox_run("refused", None, job=job)
+            raise SandboxUnavailable(refused)
         if not await self.slots.acquire(tenant, self.limits.timeout):
-            metrics.sandbox_run("refused", None)
+            metrics.sandbox_run("refused", None, job=job)
             held = self.slots.held(tenant)
             raise SandboxBusy(SandboxResult("refused", "", "", note=(
                 f"Execution did not start: all {self.limits.slots} sandboxes stayed busy for "
