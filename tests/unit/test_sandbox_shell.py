@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from pathlib import Path
 
 import pytest
 
@@ -62,7 +63,7 @@ async def test_a_command_past_its_time_is_a_timeout_and_the_next_one_still_runs(
 
 @needs_cgroup_sandbox
 async def test_the_call_s_time_limit_still_ends_the_job() -> None:
-    outputs, result, _ = await _shell(_sandbox(timeout=2.0), ShellJob(["sleep 60", "echo late"]))
+    outputs, _, _ = await _shell(_sandbox(timeout=2.0), ShellJob(["sleep 60", "echo late"]))
     assert outputs[0].outcome == {"type": "timeout"}
     assert outputs[1].ran is False and outputs[1].outcome == {"type": "timeout"}
 
@@ -105,8 +106,9 @@ async def test_a_signal_is_the_shell_s_status_and_the_memory_limit_holds_across_
 
 @needs_cgroup_sandbox
 async def test_the_host_stays_out_of_reach_for_shell_commands() -> None:
-    job = ShellJob(["touch /usr/x /etc/x /tmp/ok 2>&1; echo $?", "readlink /proc/1/fd/* >/dev/null 2>&1; "
-                    "echo fd $?; echo forged > /proc/$PPID/fd/1; echo runner $?", "head -c 80M /dev/zero > /dev/shm/x; echo shm $?",
+    job = ShellJob(["touch /usr/x /etc/x /tmp/ok 2>&1; echo $?",
+                    "readlink /proc/1/fd/* >/dev/null 2>&1; echo fd $?; echo forged > /proc/$PPID/fd/1; echo runner $?",
+                    "head -c 80M /dev/zero > /dev/shm/x; echo shm $?",
                     "python3 -c 'import socket; socket.create_connection((\"1.1.1.1\", 80), 2)' 2>/dev/null; "
                     "echo net $?", "id -u"])
     outputs, _, _ = await _shell(_sandbox(), job)
@@ -129,7 +131,7 @@ async def test_nothing_of_a_shell_call_is_left_to_reap() -> None:
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
             if fields[0] == "Z" and int(fields[1]) == mine:

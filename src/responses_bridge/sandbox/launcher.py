@@ -271,7 +271,7 @@ def _run_command(index: int, command: str, seconds: float, keep: int) -> bytes:
                 _kill_group(pid)  # what it left running in its group ends with it
                 drain_until = time.monotonic() + DRAIN_SECONDS
     timed_out = status is None
-    if timed_out:
+    if status is None:
         _kill_group(pid)
         status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
     for fd in (out_read, err_read, *([ended] if ended is not None else [])):

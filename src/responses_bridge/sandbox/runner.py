@@ -110,9 +110,9 @@ class Sandbox:
         refused = self.unavailable or (None if self.bwrap is not None else "bubblewrap (bwrap) was not found")
         if refused is None and job == "shell":
             refused = self.shell_unavailable
-        if refused is not None:
+        if refused is not None or self.bwrap is None:
             metrics.sandbox_run("refused", None, job=job)
-            raise SandboxUnavailable(refused)
+            raise SandboxUnavailable(refused or "bubblewrap (bwrap) was not found")
         if not await self.slots.acquire(tenant, self.limits.timeout):
             metrics.sandbox_run("refused", None, job=job)
             held = self.slots.held(tenant)
