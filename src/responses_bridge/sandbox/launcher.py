@@ -9,15 +9,17 @@ The exchange with the bridge:
 1. it writes ``ready`` on the control descriptor: the sandbox's mounts exist, and the bridge lays the container's
    files out in ``/mnt/data`` (through ``/proc/<pid>/root``);
 2. it reads the job from stdin — ``<filter bytes> <code bytes> [shell]\\n``, the seccomp filter, the code — and
-   forks the child that runs it: the child lowers its limits (``RLIMIT_AS``, ``RLIMIT_NPROC``, ``RLIMIT_FSIZE``), offers
-   itself first to the out-of-memory killer, closes every descriptor but its standard ones (the control descriptor
-   is the init's alone: nothing the code runs can speak for it), loads the seccomp filter and runs the code as
-   ``__main__`` in ``/mnt/data``; the init writes ``start`` and ``end`` marks (the monotonic clock) around it.
+   forks the child that runs it: the child lowers its limits (``RLIMIT_AS``, ``RLIMIT_NPROC``,
+   ``RLIMIT_FSIZE``), offers itself first to the out-of-memory killer, closes every descriptor but its standard
+   ones (the control descriptor is the init's alone: nothing the code runs can speak for it), loads the seccomp
+   filter and runs the code as ``__main__`` in ``/mnt/data``; the init writes ``start`` and ``end`` marks (the monotonic clock) around it.
    A ``shell`` job (the hosted shell tool) is JSON instead of code — the commands, the time each may take, the
    call's budget and the bytes of output to keep — and the same child, under the same limits and filter, runs
    each command in turn with ``/bin/sh -c`` in a process group of its own (:func:`_run_shell`), writing a record
    per command on its stdout (``<index> <exit|timeout|skipped> <code> <out bytes> <err bytes> <out dropped>
-   <err dropped>\\n`` then the bytes): a command past its time has its whole group killed, and the next one runs;
+   <err dropped>\\n`` then the bytes): a command past its time has its whole group killed, and the next one runs.
+   There the commands, not the child, are offered first to the out-of-memory killer (the records still get
+   written), and the child is not dumpable while they run (its descriptors, where the records go, are not theirs);
 3. when the child ends, it kills every process left in the namespace (``kill(-1)``) and reaps them all, then writes
    ``exit <status>``: nothing of the code runs any more while the bridge reads ``/mnt/data`` back;
 4. it exits when stdin closes (the bridge is done, or gone).
@@ -113,6 +115,14 @@ def _load_filter(program: bytes) -> None:
     _prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0)
 
 
+def _offer_to_oom_killer() -> None:
+    try:  # noqa: SIM105 - contextlib is an import each call's start-up would pay
+        with open("/proc/self/oom_score_adj", "w") as adjust:  # killed first when the call's memory runs out
+            adjust.write("1000")
+    except OSError:
+        pass
+
+
 def _child(code: str, seccomp: bytes, memory: int, processes: int, file_bytes: int, kind: str = "python") -> int:
     """The code's process: its limits, its filter, then the code (or, for a ``shell`` job, the commands)."""
     os.setsid()
@@ -121,11 +131,8 @@ def _child(code: str, seccomp: bytes, memory: int, processes: int, file_bytes: i
     os.close(null)
     os.closerange(3, 1 << 16)
     _prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)  # the code's own /proc entries are its own again
-    try:
-        with open("/proc/self/oom_score_adj", "w") as adjust:  # killed first when the call's memory runs out
-            adjust.write("1000")
-    except OSError:
-        pass
+    if kind != "shell":  # a shell job's commands are offered instead, so that their records are still written
+        _offer_to_oom_killer()
     os.chdir("/mnt/data")
     _lower(resource.RLIMIT_AS, memory)
     _lower(resource.RLIMIT_NPROC, processes)
@@ -220,6 +227,7 @@ def _run_command(index: int, command: str, seconds: float, keep: int) -> bytes:
     if pid == 0:
         try:
             os.setpgid(0, 0)
+            _offer_to_oom_killer()
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)
             os.dup2(out_write, 1)
             os.dup2(err_write, 2)
