@@ -27,7 +27,7 @@ from responses_bridge.sandbox.cgroups import CgroupParent
 from responses_bridge.sandbox.doctor import check_bubblewrap
 from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.envoy import EnvoyProcess, free_port, have_envoy, start_envoy
-from tests.support.schema import parse_sse
+from tests.support.schema import check_stream
 from tests.unit.test_server_tool_turns import check_event, check_item_order
 
 pytestmark = [pytest.mark.skipif(not have_envoy(), reason="envoy binary not available"),
@@ -110,7 +110,7 @@ async def test_the_stream_has_the_shell_events_in_order(base_url: str) -> None:
             "input": run_action(commands=["echo one", "echo two >&2; exit 2"])}
     async with aiohttp.ClientSession() as session, session.post(f"{base_url}/v1/responses", json=body) as reply:
         assert reply.status == 200
-        events = parse_sse(await reply.read())
+        events = check_stream(await reply.read())  # each event valid, deltas adding up to what is done
     for event in events:  # each as the SDK types it
         check_event(event)
     per_item = check_item_order(events)

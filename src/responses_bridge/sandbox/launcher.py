@@ -12,7 +12,8 @@ The exchange with the bridge:
    forks the child that runs it: the child lowers its limits (``RLIMIT_AS``, ``RLIMIT_NPROC``,
    ``RLIMIT_FSIZE``), offers itself first to the out-of-memory killer, closes every descriptor but its standard
    ones (the control descriptor is the init's alone: nothing the code runs can speak for it), loads the seccomp
-   filter and runs the code as ``__main__`` in ``/mnt/data``; the init writes ``start`` and ``end`` marks (the monotonic clock) around it.
+   filter and runs the code as ``__main__`` in ``/mnt/data``; the init writes ``start`` and ``end`` marks (the
+   monotonic clock) around it.
    A ``shell`` job (the hosted shell tool) is JSON instead of code — the commands, the time each may take, the
    call's budget and the bytes of output to keep — and the same child, under the same limits and filter, runs
    each command in turn with ``/bin/sh -c`` in a process group of its own (:func:`_run_shell`), writing a record
@@ -116,7 +117,7 @@ def _load_filter(program: bytes) -> None:
 
 
 def _offer_to_oom_killer() -> None:
-    try:  # noqa: SIM105 - contextlib is an import each call's start-up would pay
+    try:
         with open("/proc/self/oom_score_adj", "w") as adjust:  # killed first when the call's memory runs out
             adjust.write("1000")
     except OSError:
