@@ -1,6 +1,7 @@
-"""Two tenants against every Containers endpoint, the code interpreter and the hosted shell, with ``RESPONSES_BRIDGE_AUTH=header``: no
-read, list, upload, download or delete of the other tenant's containers or files, a request naming the other
-tenant's container is refused as one naming a container that never existed (byte for byte the same error), and
+"""Two tenants against every Containers endpoint, the code interpreter and the hosted shell, with
+``RESPONSES_BRIDGE_AUTH=header``: no read, list, upload, download or delete of the other tenant's containers or
+files, a request naming the other tenant's container is refused as one naming a container that never existed (byte
+for byte the same error), and
 the per-tenant limits hold, also under requests at once: ``max_containers`` for containers made through
 ``/v1/containers`` and by the code interpreter's ``auto``, and ``max_stored_bytes`` as one budget for a tenant's
 files and container files together."""
