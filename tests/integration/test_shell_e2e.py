@@ -11,6 +11,7 @@ answers ``Tool result: <what the tool returned>``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -226,3 +227,33 @@ async def test_envoy_hands_hosted_shell_requests_to_the_http_door(gateway: Gatew
                                               tools=[AUTO])  # type: ignore[list-item]
     assert response.output[1].output[0].stdout == "routed\n"  # type: ignore[union-attr]
     assert await gateway.sidecar_requests() > before
+
+
+async def test_a_background_response_runs_commands(client: openai.AsyncOpenAI) -> None:
+    started = await client.responses.create(model="fake-model", input="sh: echo in the background",
+                                            tools=[AUTO], background=True)  # type: ignore[list-item]
+    for _ in range(300):
+        response = await client.responses.retrieve(started.id)
+        if response.status not in ("queued", "in_progress"):
+            break
+        await asyncio.sleep(0.05)
+    assert response.status == "completed"
+    assert response.output[1].output[0].stdout == "in the background\n"  # type: ignore[union-attr]
+
+
+async def test_websocket_mode_runs_commands(base_url: str) -> None:
+    async with aiohttp.ClientSession(base_url) as session, session.ws_connect("/v1/responses") as ws:
+        await ws.send_str(orjson.dumps({"type": "response.create", "model": "fake-model", "tools": [AUTO],
+                                        "input": "sh: echo over the socket"}).decode())
+        events = []
+        while True:
+            event = orjson.loads((await ws.receive(timeout=30)).data)
+            events.append(event)
+            if event["type"] in ("response.completed", "response.failed", "error"):
+                break
+    kinds = [event["type"] for event in events]
+    assert kinds[-1] == "response.completed" and "response.shell_call_output_content.done" in kinds
+    assert "response.steer.pending" not in kinds  # the bridge answered its own call: nothing is owed
+    done = next(event for event in events if event["type"] == "response.output_item.done"
+                and event["item"]["type"] == "shell_call_output")
+    assert done["item"]["output"][0]["stdout"] == "over the socket\n"

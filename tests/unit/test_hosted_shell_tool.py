@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openai.types.responses import ResponseFunctionShellToolCall, ResponseFunctionShellToolCallOutput
 
+from responses_bridge.adapters.http.websocket_steering import required_input
 from responses_bridge.devtools import fake_upstream
 from responses_bridge.engine.builtin_tools import SERVED_TOOL_TYPES, is_hosted_shell, runs_server_tools
 from responses_bridge.engine.options import EngineOptions
@@ -127,6 +128,14 @@ def test_an_input_call_keeps_its_container_and_a_bad_environment_is_a_400() -> N
     with pytest.raises(APIError) as refused:
         parse_request(orjson.dumps({"model": "m", "input": [dict(call, environment={"type": "cloud"})]}))
     assert refused.value.param == "input[0].environment"
+
+
+def test_a_call_the_bridge_answered_itself_owes_the_client_nothing() -> None:
+    call = {"type": "shell_call", "id": "sh_1", "call_id": "call_1", "status": "completed",
+            "action": {"commands": ["ls"]}, "environment": {"type": "container_reference", "container_id": "c"}}
+    answer = {"type": "shell_call_output", "id": "sho_1", "call_id": "call_1", "output": [], "status": "completed"}
+    assert required_input([call, answer]) == []
+    assert required_input([dict(call, environment=None)]) == [{"type": "shell_call_output", "call_id": "call_1"}]
 
 
 def test_the_action_becomes_a_bounded_job() -> None:
