@@ -257,3 +257,14 @@ async def test_websocket_mode_runs_commands(base_url: str) -> None:
     done = next(event for event in events if event["type"] == "response.output_item.done"
                 and event["item"]["type"] == "shell_call_output")
     assert done["item"]["output"][0]["stdout"] == "over the socket\n"
+
+
+async def test_container_auto_copies_its_files_in_and_echoes_its_memory_limit(client: openai.AsyncOpenAI) -> None:
+    file = await client.files.create(file=("notes.txt", b"from the files api"), purpose="user_data")
+    tools = [{"type": "shell", "environment": {"type": "container_auto", "file_ids": [file.id], "memory_limit": "4g"}}]
+    response = await client.responses.create(model="fake-model", input="sh: cat notes.txt; echo; wc -c < notes.txt",
+                                             tools=tools)  # type: ignore[arg-type]
+    call, output = _call_and_output(response)
+    assert output.output[0].stdout == "from the files api\n18\n"
+    container = await client.containers.retrieve(call.environment.container_id)  # type: ignore[union-attr]
+    assert container.memory_limit == "4g"
