@@ -82,6 +82,14 @@ async def test_a_process_that_left_the_group_holding_the_output_does_not_hold_th
 
 
 @needs_cgroup_sandbox
+async def test_a_fork_bomb_ends_with_its_command_and_the_next_one_runs() -> None:
+    job = ShellJob(["bomb() { bomb | bomb & }; bomb; sleep 5", "echo alive"], timeout_ms=1500)
+    outputs, result, _ = await _shell(_sandbox(processes=32), job)
+    assert outputs[0].outcome == {"type": "timeout"} or outputs[0].exit_code != 0
+    assert outputs[1] == CommandOutput("alive\n", "", 0) and result.outcome == "ok"
+
+
+@needs_cgroup_sandbox
 async def test_a_signal_is_the_shell_s_own_status() -> None:
     outputs, _, _ = await _shell(_sandbox(), ShellJob(["kill -9 $$", "kill -TERM $$", "echo fine"]))
     assert [output.exit_code for output in outputs] == [137, 143, 0]

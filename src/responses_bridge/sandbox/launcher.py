@@ -224,7 +224,12 @@ def _run_command(index: int, command: str, seconds: float, keep: int) -> bytes:
 
     out_read, out_write = os.pipe()
     err_read, err_write = os.pipe()
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError as error:  # the process limit (or, never here, the single-process filter): this command's output
+        for fd in (out_read, out_write, err_read, err_write):
+            os.close(fd)
+        return _record(index, "exit", 126, b"", f"sh: the command could not start: {error.strerror}\n".encode(), 0, 0)
     if pid == 0:
         try:
             os.setpgid(0, 0)
