@@ -268,3 +268,26 @@ async def test_container_auto_copies_its_files_in_and_echoes_its_memory_limit(cl
     assert output.output[0].stdout == "from the files api\n18\n"
     container = await client.containers.retrieve(call.environment.container_id)  # type: ignore[union-attr]
     assert container.memory_limit == "4g"
+
+
+async def test_shell_runs_are_counted_with_the_sandbox_s_metrics(gateway: Gateway) -> None:
+    async def counted() -> dict[str, float]:
+        async with aiohttp.ClientSession() as session, session.get(f"{gateway.sidecar.http_url}/metrics") as reply:
+            text = await reply.text()
+        found: dict[str, float] = {}
+        for line in text.splitlines():
+            if line.startswith(("responses_bridge_sandbox_runs_total{",
+                                "responses_bridge_sandbox_duration_seconds_count{")):
+                name, value = line.rsplit(" ", 1)
+                found[name] = float(value)
+        return found
+
+    before = await counted()
+    async with openai.AsyncOpenAI(base_url=f"{gateway.sidecar.http_url}/v1", api_key="sk-client",
+                                  max_retries=0) as sdk:
+        await sdk.responses.create(model="fake-model", input="sh: true", tools=[AUTO])  # type: ignore[list-item]
+    after = await counted()
+    runs = 'responses_bridge_sandbox_runs_total{job="shell",outcome="ok"}'
+    seconds = 'responses_bridge_sandbox_duration_seconds_count{job="shell"}'
+    assert after[runs] == before.get(runs, 0) + 1 and after[seconds] == before.get(seconds, 0) + 1
+    assert not any(name for name in after if "job=" not in name)  # python and shell apart, never unlabelled
