@@ -25,6 +25,7 @@ from responses_bridge.engine.sse import DONE_FRAME, encode_event
 from responses_bridge.engine.tools import CallTarget, plan_tools
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.protocol.request import parse_request
+from responses_bridge.run.server_tools_setup import storable_tools
 from responses_bridge.run.tools.shell import MAX_COMMANDS, ShellRun, ShellToolOptions, shell_job
 from responses_bridge.sandbox.shell import CommandOutput
 from tests.support.schema import check_stream, validate_response
@@ -136,6 +137,18 @@ def test_a_call_the_bridge_answered_itself_owes_the_client_nothing() -> None:
     answer = {"type": "shell_call_output", "id": "sho_1", "call_id": "call_1", "output": [], "status": "completed"}
     assert required_input([call, answer]) == []
     assert required_input([dict(call, environment=None)]) == [{"type": "shell_call_output", "call_id": "call_1"}]
+
+
+def test_domain_secrets_are_never_echoed_nor_stored() -> None:
+    tool = {"type": "shell", "environment": {"type": "container_auto", "network_policy": {
+        "type": "allowlist", "allowed_domains": ["api.example.com"],
+        "domain_secrets": [{"domain": "api.example.com", "name": "API_KEY", "value": "sk-secret-canary"}]}}}
+    [kept] = storable_tools([tool])
+    assert "sk-secret-canary" not in orjson.dumps(kept).decode()
+    assert kept["environment"]["network_policy"]["domain_secrets"] == [{"domain": "api.example.com",
+                                                                         "name": "API_KEY"}]
+    assert tool["environment"]["network_policy"]["domain_secrets"][0]["value"] == "sk-secret-canary"  # unchanged
+    assert storable_tools([HOSTED]) == [HOSTED]
 
 
 def test_the_action_becomes_a_bounded_job() -> None:

@@ -46,10 +46,23 @@ T = TypeVar("T")
 
 def storable_tools(tools: Iterable[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
     """The request's ``tools`` as they may be stored and echoed: ``mcp`` tools without ``headers`` and
-    ``authorization`` (credentials for the MCP server; OpenAI does not echo them either). Other tools are kept as
-    they are; the list given is not changed."""
+    ``authorization`` (credentials for the MCP server; OpenAI does not echo them either), a shell container's
+    ``network_policy.domain_secrets`` without their ``value``. Other tools are kept as they are; the list given is
+    not changed."""
     return [{key: value for key, value in tool.items() if key not in SECRET_FIELDS}
-            if tool.get("type") == "mcp" else dict(tool) for tool in tools or ()]
+            if tool.get("type") == "mcp" else _without_domain_secrets(tool) for tool in tools or ()]
+
+
+def _without_domain_secrets(tool: Mapping[str, Any]) -> dict[str, Any]:
+    """A tool with its container's domain secrets' values left out (their domains and names kept)."""
+    environment = tool.get("environment")
+    policy = environment.get("network_policy") if isinstance(environment, dict) else None
+    secrets = policy.get("domain_secrets") if isinstance(policy, dict) else None
+    if not isinstance(environment, dict) or not isinstance(policy, dict) or not isinstance(secrets, list):
+        return dict(tool)
+    kept = [{key: value for key, value in secret.items() if key != "value"} if isinstance(secret, dict) else secret
+            for secret in secrets]
+    return dict(tool, environment=dict(environment, network_policy=dict(policy, domain_secrets=kept)))
 
 
 @dataclass(frozen=True, slots=True)
