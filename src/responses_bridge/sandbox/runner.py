@@ -23,6 +23,7 @@ At most ``limits.slots`` calls run at once; a call waits for a slot at most its 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 from collections.abc import AsyncIterator, Callable
 from typing import Literal
@@ -41,6 +42,9 @@ from .slots import FairSlots
 log = structlog.get_logger(__name__)
 
 Mode = Literal["cgroup", "single-process"]
+_CALLS = itertools.count(1)
+"""Numbers the calls' cgroups across every sandbox of the process: a cgroup whose removal is still under way never
+has its name taken by the next call of another sandbox."""
 
 
 class Sandbox:
@@ -61,7 +65,6 @@ class Sandbox:
             except SeccompUnavailable as missing:
                 self.unavailable = f"no seccomp filter can be made: {missing}"
         self.slots = FairSlots(limits.slots, share or (lambda tenant: limits.slots))
-        self._calls = 0
 
     @property
     def address_space(self) -> int:
@@ -119,9 +122,8 @@ class Sandbox:
             raise SandboxBusy(SandboxResult("refused", "", "", note=(
                 f"Execution did not start: all {self.limits.slots} sandboxes stayed busy for "
                 f"{self.limits.timeout:g} s" + (f" ({held} of them this tenant's, its share)." if held else "."))))
-        self._calls += 1
         call = SandboxCall(self.bwrap, self.limits, seccomp=self.seccomp, address_space=self.address_space,
-                           cgroup_parent=self.cgroups, name=f"run-{os.getpid()}-{self._calls}")
+                           cgroup_parent=self.cgroups, name=f"run-{os.getpid()}-{next(_CALLS)}")
         metrics.SANDBOX_LIVE.inc()
         try:
             with tracing.span("sandbox run", {"responses_bridge.sandbox.timeout": self.limits.timeout,
