@@ -159,14 +159,18 @@ class Settings(BaseSettings):
     # files/ next to the database, never in memory.
     max_file_bytes: int = Field(default=512 * 1024 * 1024, ge=1, description=(
         "largest file `POST /v1/files` accepts, bytes; larger is a 413 `file_too_large`"))
-    # The code interpreter (sandbox/, run/tools/code_interpreter.py): each call's limits in its bubblewrap sandbox.
-    code_timeout: float = Field(default=30.0, gt=0, description="wall seconds one code interpreter call may run")
+    # The code interpreter and the hosted shell (sandbox/, run/tools/code_interpreter.py, run/tools/shell.py): each
+    # call's limits in its bubblewrap sandbox.
+    code_timeout: float = Field(default=30.0, gt=0, description=(
+        "wall seconds one code interpreter call (or one hosted shell call, all its commands) may run"))
     code_memory_bytes: int = Field(default=1 << 30, ge=64 << 20, description=(
-        "memory of one code interpreter call, all its processes and in-memory files together (a cgroup per call "
+        "memory of one code interpreter or hosted shell call, all its processes and in-memory files together (a "
+        "cgroup per call "
         "where one can be made; else one process whose RLIMIT_AS is this less /tmp and /dev/shm)"))
     code_cgroup: bool = Field(default=True, description=(
         "run each code interpreter call in a memory cgroup of its own where this process may make one (cgroup v2 "
-        "delegated, or v1 writable); false: always the single-process mode (the code may start no subprocess)"))
+        "delegated, or v1 writable); false: always the single-process mode (the code may start no subprocess, and "
+        "the hosted shell, whose commands need processes, is refused)"))
     code_require_cgroup: bool = Field(default=False, description=(
         "refuse the code interpreter where no memory cgroup per call can be made, instead of running calls in the "
         "single-process mode"))

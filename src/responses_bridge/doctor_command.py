@@ -32,4 +32,9 @@ def run(args: argparse.Namespace) -> int:
         any(finding.name == "python" for finding in findings)
     print("code interpreter: " + ("code runs in the sandbox here" if runs else
                                   "code cannot run here; the code_interpreter tool is refused"))
+    shell = runs and any(finding.name == "containment" and finding.detail.startswith("cgroup mode")
+                         for finding in findings)  # a shell forks: never in the single-process mode
+    print("hosted shell: " + ("shell commands run in the sandbox here" if shell else
+                              "shell commands cannot run here (they need the cgroup mode, a process each); the "
+                              "shell tool with a container environment is refused"))
     return 0 if runs else 1

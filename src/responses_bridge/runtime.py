@@ -306,12 +306,15 @@ async def _open_background(settings: Settings, stores: StoreSet, database_url: s
 
 async def _open_code_interpreter(settings: Settings, store: ContainerStore, files: FileService,
                                  server_tools: ServerTools) -> ContainerService:
-    """The Containers API over the files' bytes storage, and the code interpreter over it and the sandbox. The
+    """The Containers API over the files' bytes storage, and the code interpreter and the hosted shell over it and
+    the sandbox. The
     sandbox is checked once here (bubblewrap making its namespaces); where it cannot run, the code interpreter is
     still offered, and refuses each request naming the cause (never code run unsandboxed)."""
     from .sandbox import Sandbox
     from .sandbox.trees import sweep_stale
     from .services.code_interpreter import CodeInterpreter
+    from .services.container_runs import ContainerRuns
+    from .services.hosted_shell import HostedShell
 
     limits = settings.sandbox_limits()
     containers = ContainerService(store, files.contents, files, file_bytes=limits.file_bytes,
@@ -330,5 +333,7 @@ async def _open_code_interpreter(settings: Settings, store: ContainerStore, file
     swept = await asyncio.to_thread(sweep_stale, Path(settings.code_workdir) if settings.code_workdir else None)
     if swept:
         log.info("sandbox_workspaces_swept", removed=swept)
-    server_tools.services.code = CodeInterpreter(containers, sandbox)
+    runs = ContainerRuns(containers, sandbox)  # one container → sandbox path, for both leaves
+    server_tools.services.code = CodeInterpreter(containers, sandbox, runs)
+    server_tools.services.shell = HostedShell(runs)
     return containers

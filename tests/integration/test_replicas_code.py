@@ -44,3 +44,20 @@ async def test_a_file_written_through_a_is_read_through_b(replicas: list[Replica
         assert content.read() == b"from A"
         await on_b.containers.delete(container.id)
         assert container.id not in [c.id async for c in on_a.containers.list()]
+
+
+@needs_sandbox
+async def test_a_file_a_shell_command_writes_through_a_is_there_for_the_next_through_b(
+        replicas: list[Replica]) -> None:
+    """The hosted shell takes the same container → sandbox path: its files are the container's, on any replica."""
+    a, b = replicas
+    async with sdk(a) as on_a, sdk(b) as on_b:
+        container = await on_a.containers.create(name="shared shell")
+        tools = [{"type": "shell", "environment": {"type": "container_reference", "container_id": container.id}}]
+        first = await on_a.responses.create(model="fake-model", tools=tools,  # type: ignore[arg-type]
+                                            input="sh: echo from A > made.txt && cat made.txt")
+        assert first.output[1].output[0].stdout == "from A\n"  # type: ignore[union-attr]
+        second = await on_b.responses.create(model="fake-model", tools=tools,  # type: ignore[arg-type]
+                                             input="sh: cat /mnt/data/made.txt; ls")
+        assert second.output[1].output[0].stdout == "from A\nmade.txt\n"  # type: ignore[union-attr]
+        assert second.output[0].environment.container_id == container.id  # type: ignore[union-attr]

@@ -82,6 +82,8 @@ def test_doctor_names_the_mode_in_force() -> None:
         done = subprocess.run([sys.executable, "-m", "responses_bridge", "doctor"], capture_output=True, text=True,
                               env={"PATH": os.environ["PATH"], "RESPONSES_BRIDGE_CODE_CGROUP": use}, check=False)
         assert done.returncode == 0 and mode in done.stdout, done.stdout + done.stderr
+        shell = "shell commands run in the sandbox here" if mode == "cgroup mode" else "shell commands cannot run"
+        assert f"hosted shell: {shell}" in done.stdout
     refused = subprocess.run([sys.executable, "-m", "responses_bridge", "doctor"], capture_output=True, text=True,
                              env={"PATH": os.environ["PATH"], "RESPONSES_BRIDGE_CODE_CGROUP": "false",
                                   "RESPONSES_BRIDGE_CODE_REQUIRE_CGROUP": "true"}, check=False)

@@ -1,6 +1,7 @@
-"""Two tenants against every Containers endpoint and the code interpreter, with ``RESPONSES_BRIDGE_AUTH=header``: no
-read, list, upload, download or delete of the other tenant's containers or files, a request naming the other
-tenant's container is refused as one naming a container that never existed (byte for byte the same error), and
+"""Two tenants against every Containers endpoint, the code interpreter and the hosted shell, with
+``RESPONSES_BRIDGE_AUTH=header``: no read, list, upload, download or delete of the other tenant's containers or
+files, a request naming the other tenant's container is refused as one naming a container that never existed (byte
+for byte the same error), and
 the per-tenant limits hold, also under requests at once: ``max_containers`` for containers made through
 ``/v1/containers`` and by the code interpreter's ``auto``, and ``max_stored_bytes`` as one budget for a tenant's
 files and container files together."""
@@ -79,6 +80,13 @@ async def test_the_other_tenants_containers_are_as_if_they_did_not_exist(bridge:
                        {**request, "tools": [{"type": "code_interpreter", "container": "cntr_" + "0" * 32}]})
     assert theirs[0] == never[0] == 400
     assert orjson.loads(theirs[1])["error"]["param"] == orjson.loads(never[1])["error"]["param"] == "tools[0].container"
+    shell = {"model": "fake-model", "input": "sh: cat secret.txt", "tools": [
+        {"type": "shell", "environment": {"type": "container_reference", "container_id": container.id}}]}
+    theirs = await call(bridge, B, "POST", "/v1/responses", shell)
+    never = await call(bridge, B, "POST", "/v1/responses", orjson.loads(
+        orjson.dumps(shell).replace(container.id.encode(), missing[15:].encode())))
+    assert theirs[0] == never[0] == 400  # the hosted shell: the same refusal, byte for byte but for the id
+    assert theirs[1].replace(container.id.encode(), b"X") == never[1].replace(missing[15:].encode(), b"X")
     async with sdk(bridge, A) as a:  # still there for its owner
         assert (await a.containers.files.content.retrieve(file.id, container_id=container.id)).read() == b"only for a"
 

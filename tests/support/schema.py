@@ -91,7 +91,8 @@ assert len(EVENT_MODELS) == 24
 # Events of client-executed tools the spec does not model (custom, shell): judged by the openai SDK's types alone.
 SDK_ONLY_EVENTS = frozenset({"response.custom_tool_call_input.delta", "response.custom_tool_call_input.done",
                              "response.shell_call_command.added", "response.shell_call_command.delta",
-                             "response.shell_call_command.done"})
+                             "response.shell_call_command.done", "response.shell_call_output_content.delta",
+                             "response.shell_call_output_content.done"})
 # Output item types the spec types know; the others (custom_tool_call, shell_call, apply_patch_call,
 # tool_search_call) are judged by the openai SDK's types alone.
 SPEC_ITEM_TYPES = frozenset({"message", "function_call", "function_call_output", "reasoning", "compaction"})
@@ -550,6 +551,8 @@ class _ItemState:
         self.arguments: list[str] = []
         self.arguments_done: str | None = None
         self.commands: list[tuple[list[str], str | None]] = []  # shell_call: (pieces, done command)
+        self.outputs: list[dict[str, Any] | None] = []  # shell_call_output: each command's done output
+        self.output_deltas: dict[int, dict[str, str]] = {}  # ... and what its deltas said
         self.done: dict[str, Any] | None = None
 
     def _open_part(self, parts: list[_Part], index: Any, where: str, name: str) -> _Part:
@@ -632,6 +635,8 @@ class _ItemState:
             self.arguments_done = text
         elif kind.startswith("response.shell_call_command."):
             self._shell_command(event, kind.rsplit(".", 1)[1], where)
+        elif kind.startswith("response.shell_call_output_content."):
+            self._shell_output(event, kind.rsplit(".", 1)[1], where)
         elif kind == "response.output_item.done":
             self._finish_item(event["item"], where)
         else:
@@ -656,6 +661,28 @@ class _ItemState:
             if event["command"] != "".join(pieces):
                 raise SchemaError(f"{where}: command {event['command']!r} but the deltas make {''.join(pieces)!r}")
             self.commands[index] = (pieces, event["command"])
+
+    def _shell_output(self, event: dict[str, Any], step: str, where: str) -> None:
+        """Per command, in command order: deltas, then ``done`` whose output holds what the deltas said."""
+        if self.kind != "shell_call_output" or event["item_id"] != self.item_id:
+            raise SchemaError(f"{where}: a shell output event for a {self.kind} {event['item_id']!r}")
+        index = event["command_index"]
+        if step == "delta":
+            if index == len(self.outputs):
+                self.outputs.append(None)
+            if index != len(self.outputs) - 1 or self.outputs[index] is not None:
+                raise SchemaError(f"{where}: output delta for command {index} while {len(self.outputs)} were started")
+            said = self.output_deltas.setdefault(index, {"stdout": "", "stderr": ""})
+            for key in ("stdout", "stderr"):
+                said[key] += event["delta"].get(key) or ""
+            return
+        if index != len(self.outputs) - 1 or self.outputs[index] is not None:
+            raise SchemaError(f"{where}: output done for command {index}, which has no open output")
+        said = self.output_deltas.get(index, {"stdout": "", "stderr": ""})
+        [output] = event["output"]
+        if (output["stdout"], output["stderr"]) != (said["stdout"], said["stderr"]):
+            raise SchemaError(f"{where}: done output {output!r} but the deltas said {said!r}")
+        self.outputs[index] = output
 
     def _finish_part(self, part: _Part, final: dict[str, Any], where: str) -> None:
         if final.get("type") != part.added.get("type"):
@@ -697,6 +724,8 @@ class _ItemState:
             done = [command for _, command in self.commands]
             if done != item["action"]["commands"]:
                 raise SchemaError(f"{where}: shell commands {item['action']['commands']!r}, done as {done!r}")
+        if self.kind == "shell_call_output" and item["output"] != self.outputs:
+            raise SchemaError(f"{where}: shell output {item['output']!r}, done per command as {self.outputs!r}")
         if self.kind != "message" and self.kind not in SPEC_ITEM_TYPES and item.get("call_id") != self.added.get(
                 "call_id"):
             raise SchemaError(f"{where}: call_id changed")

@@ -1,6 +1,7 @@
 """The fake model runs code asked for as a person asks (devtools/fake_code.py): a fenced ```python block or
 ``run: <code>`` in the message, with the code interpreter's ``python`` function offered, is a call to it with that
-code; everything else about tool calls stays as it was."""
+code; ``sh: <command>`` or a fenced ```sh block, with the ``shell`` function offered, a call to it with that
+command; everything else about tool calls stays as it was."""
 
 from __future__ import annotations
 
@@ -12,8 +13,14 @@ import orjson
 import pytest
 
 from responses_bridge.devtools import fake_server
-from responses_bridge.devtools.fake_code import requested_code
-from responses_bridge.engine.builtin_tools import CODE_DESCRIPTION, CODE_NAME, CODE_PARAMETERS
+from responses_bridge.devtools.fake_code import requested_code, requested_command
+from responses_bridge.engine.builtin_tools import (
+    CODE_DESCRIPTION,
+    CODE_NAME,
+    CODE_PARAMETERS,
+    HOSTED_SHELL_DESCRIPTION,
+    SHELL_PARAMETERS,
+)
 
 PYTHON = {"type": "function", "function": {"name": CODE_NAME, "description": CODE_DESCRIPTION,
                                            "parameters": CODE_PARAMETERS}}
@@ -109,3 +116,33 @@ async def test_the_tool_result_is_the_answer(base_url: str) -> None:
             json={"model": "fake-model", "messages": messages, "tools": [PYTHON]}) as response:
         message = (await response.json())["choices"][0]["message"]
     assert message["content"] == "Tool result: 4\n" and "tool_calls" not in message
+
+
+SHELL = {"type": "function", "function": {"name": "shell", "description": HOSTED_SHELL_DESCRIPTION,
+                                          "parameters": SHELL_PARAMETERS}}
+
+
+@pytest.mark.parametrize(("text", "command"), [
+    ("sh: ls -la /mnt/data && python3 --version", "ls -la /mnt/data && python3 --version"),
+    ("Please sh: `wc -l *.csv`", "wc -l *.csv"),
+    ("$ echo hi | tr a-z A-Z", "echo hi | tr a-z A-Z"),
+    ("List them:\n```bash\nfor f in *; do\n  echo $f\ndone\n```", "for f in *; do\n  echo $f\ndone"),
+    ("```sh\nls\n```", "ls"),
+])
+def test_the_command_a_person_asks_to_run(text: str, command: str) -> None:
+    assert requested_command(text) == command
+
+
+@pytest.mark.parametrize("text", ["list the files", "sh:", "```python\nprint(1)\n```", "It costs $5 a month",
+                                  "Use the shell: ls"])
+def test_no_command_no_shell_call(text: str) -> None:
+    assert requested_command(text) is None
+
+
+async def test_sh_calls_the_shell_with_that_command_and_code_still_goes_to_python(base_url: str) -> None:
+    message = await _answer(base_url, "sh: ls -la", [PYTHON, SHELL])
+    (call,) = message["tool_calls"]
+    assert call["function"]["name"] == "shell" and orjson.loads(call["function"]["arguments"]) == {
+        "commands": ["ls -la"]}
+    assert _code_called(await _answer(base_url, "run: print(1)", [PYTHON, SHELL])) == "print(1)"
+    assert not (await _answer(base_url, "sh: ls", [PYTHON, SHELL], tool_choice="none")).get("tool_calls")

@@ -16,6 +16,8 @@ import pytest
 from responses_bridge.sandbox import Sandbox, SandboxLimits, SandboxUnavailable
 from responses_bridge.sandbox.cgroups import CgroupParent
 from responses_bridge.sandbox.doctor import check_bubblewrap
+from responses_bridge.sandbox.result import SandboxResult
+from responses_bridge.sandbox.shell import CommandOutput, ShellJob, run_shell
 from responses_bridge.sandbox.slots import FairSlots
 from responses_bridge.sandbox.trees import STALE_PREFIX, sweep_stale
 
@@ -242,3 +244,54 @@ async def test_the_time_limit_is_the_code_s_not_the_lay_out_s(mode: str) -> None
         await asyncio.sleep(2.5)  # the bridge laying out a large container
         result = await call.run("print('ran')")
     assert result.outcome == "ok" and result.stdout == "ran\n"
+
+
+# --- the hosted shell's calls: the same checks hold (cgroup mode only: the single-process mode refuses shell) ---
+
+needs_cgroup = pytest.mark.skipif("cgroup" not in MODES and not os.environ.get("CI"), reason="no cgroup per call here")
+
+
+async def _shell(commands: list[str], **limits: object) -> tuple[list[CommandOutput], SandboxResult]:
+    async with _sandbox("cgroup", **limits).call(job="shell") as call:
+        return await run_shell(call, ShellJob(commands))
+
+
+@needs_cgroup
+async def test_shell_processes_together_get_no_more_than_the_call_s_memory() -> None:
+    hog = "python3 -c 'b = bytearray(300 << 20); import time; time.sleep(3)'"
+    outputs, result = await _shell([f"{hog} & a=$!; {hog} & b=$!; {hog} & c=$!; wait $a; x=$?; wait $b; y=$?; "
+                                    "wait $c; echo $x $? $y", "echo after"], memory_bytes=512 * MIB)
+    assert "137" in outputs[0].stdout.split()  # one of them was killed: three never held 900 MiB at once
+    assert outputs[1].stdout == "after\n"  # the commands were offered to the OOM killer, not the one reporting
+    assert result.outcome == "memory"
+
+
+@needs_cgroup
+async def test_shell_commands_get_64_mib_of_dev_shm_and_write_nothing_of_the_host() -> None:
+    outputs, _ = await _shell(["head -c 80M /dev/zero > /dev/shm/x; echo $?; du -m /dev/shm/x | cut -f1",
+                               "for p in /usr/x /etc/x /bin/x /opt/venv/x /dev/x /proc/x /x; do "
+                               "touch $p 2>/dev/null && echo wrote $p; done; echo checked",
+                               "python3 -c 'import socket; socket.create_connection((\"1.1.1.1\", 80), 2)' "
+                               "2>/dev/null; echo net $?"])
+    status, size = outputs[0].stdout.split()
+    assert status != "0" and int(size) <= 64
+    assert outputs[1].stdout == "checked\n"
+    assert outputs[2].stdout != "net 0\n"
+
+
+@needs_cgroup
+async def test_shell_commands_can_read_neither_the_init_nor_the_records() -> None:
+    outputs, _ = await _shell(["readlink /proc/1/fd/* >/dev/null 2>&1; echo init $?; cat /proc/1/environ "
+                               ">/dev/null 2>&1; echo environ $?; echo forged > /proc/$PPID/fd/1; echo runner $?",
+                               "id -u; pwd"])
+    assert outputs[0].stdout.split("\n")[:3] == ["init 1", "environ 1", "runner 2"]
+    assert outputs[1].stdout == "1000\n/mnt/data\n"
+
+
+@needs_cgroup
+async def test_nothing_of_a_shell_call_is_left_to_reap() -> None:
+    for _ in range(3):
+        outputs, _ = await _shell(["sleep 30 & setsid sleep 30 & echo started", "sleep 30"], timeout=2.0)
+        assert outputs[0].stdout == "started\n" and outputs[1].outcome == {"type": "timeout"}
+    await asyncio.sleep(0.1)
+    assert _zombies_of(os.getpid()) == []

@@ -9,6 +9,11 @@ and the last user message holds code, the answer is a call to that tool with tha
 * else a line starting ``run: <code>`` (or ``please run:``): the rest of that line (surrounding backticks taken
   off), e.g. ``run: print(2 + 2)``; "I went for a run: …" mid-sentence is not code.
 
+Shell commands likewise, when the request offers the hosted shell (the function ``shell``, whose parameter
+``commands`` is an array of strings): a fenced `````sh`` (or ``bash``, ``shell``) block is one command, the
+block's lines; else a line starting ``sh: <command>`` (or ``please sh:``, ``$ <command>``), e.g.
+``sh: ls -la /mnt/data && python3 --version``.
+
 After the tool's result the fake answers ``Tool result: <output>``, as after any call. An explicit ``call <name>``,
 ``tool_choice`` naming another function, ``tool_choice: "none"`` and ``[args=…]`` keep their meaning
 (fake_upstream.py); ``call python`` with code in the message calls it with that code (instead of the word after
@@ -25,6 +30,48 @@ import orjson
 CODE_TOOLS = ("python", "code_interpreter")
 _FENCED = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\r?\n(.*?)^[ \t]*```", re.DOTALL | re.IGNORECASE | re.MULTILINE)
 _RUN = re.compile(r"^[ \t]*(?:please[ \t,]+)?run:[ \t]*(\S[^\r\n]*)", re.IGNORECASE | re.MULTILINE)
+
+
+SHELL_TOOLS = ("shell",)
+_FENCED_SHELL = re.compile(r"```[ \t]*(?:sh|bash|shell)[ \t]*\r?\n(.*?)^[ \t]*```",
+                           re.DOTALL | re.IGNORECASE | re.MULTILINE)
+_SH = re.compile(r"^[ \t]*(?:(?:please[ \t,]+)?sh:|\$)[ \t]*(\S[^\r\n]*)", re.IGNORECASE | re.MULTILINE)
+
+
+def requested_command(text: str) -> str | None:
+    """The shell command a user's message asks to run, or None."""
+    fenced = _FENCED_SHELL.search(text)
+    if fenced is not None:
+        return fenced.group(1).rstrip() or None
+    line = _SH.search(text)
+    if line is None:
+        return None
+    command = line.group(1).strip()
+    if len(command) > 1 and command.startswith("`") and command.endswith("`"):
+        command = command.strip("`").strip()
+    return command or None
+
+
+def _shell_tool(functions: list[dict[str, Any]]) -> str | None:
+    for fn in functions:
+        params = fn.get("parameters")
+        props = params.get("properties") if isinstance(params, dict) else None
+        if fn.get("name") in SHELL_TOOLS and isinstance(props, dict) and isinstance(props.get("commands"), dict):
+            return str(fn["name"])
+    return None
+
+
+def wanted_call(body: dict[str, Any], functions: list[dict[str, Any]], text: str) -> tuple[str, str] | None:
+    """(the tool, its JSON arguments) when the message holds a shell command and the shell is offered, or holds
+    code and a code tool is offered (:func:`wants_code_call`), and ``tool_choice`` allows calling it."""
+    choice = body.get("tool_choice")
+    name = _shell_tool(functions) if choice != "none" else None
+    command = requested_command(text) if name is not None else None
+    if name is not None and command is not None and not (
+            isinstance(choice, dict) and choice.get("function", {}).get("name") != name):
+        return name, orjson.dumps({"commands": [command]}).decode()
+    code = wants_code_call(body, functions, text)
+    return (code[0], code_arguments(functions, code[0], code[1])) if code is not None else None
 
 
 def requested_code(text: str) -> str | None:

@@ -110,7 +110,8 @@ text that gets echoed. Unknown bracketed text is left alone.
    image model: ``[error=503]`` inside that prompt, see fake_images.py).
    Code, asked for as a person asks (fake_code.py): with the code interpreter offered (the function ``python``),
    a fenced ```` ```python ```` block or ``run: <code>`` in the message calls ``python`` with that code, e.g.
-   ``run: print(2 + 2)``; then ``Tool result: 4``.
+   ``run: print(2 + 2)``; then ``Tool result: 4``. With the hosted shell offered (the function ``shell``), a
+   fenced ```` ```sh ```` block or ``sh: <command>`` calls ``shell`` with that command, e.g. ``sh: ls -la``.
 5. ``[refuse]``: ``refusal: "I can't help with that."`` with ``content: null``; streamed as
    ``delta.refusal`` pieces, one per word.
 6. ``[length]`` cuts the answer to 3 words; a ``max_completion_tokens`` (or else ``max_tokens``)
@@ -938,7 +939,7 @@ def build_answer(body: dict[str, Any], functions: list[dict[str, Any]], d: Direc
         answer.completion_tokens += _word_count(REFUSAL_TEXT)
         return answer
     last_is_user = messages[-1].get("role") == "user"
-    code = fake_code.wants_code_call(body, functions, user_text) if last_is_user else None
+    code = fake_code.wanted_call(body, functions, user_text) if last_is_user else None
     names = _chosen_tools(body, functions, user_text, last_is_user, code[0] if code else None)
     if not names and not last_is_user and d.then:
         names = _then_tools(body, functions, d.then)
@@ -949,8 +950,8 @@ def build_answer(body: dict[str, Any], functions: list[dict[str, Any]], d: Direc
     if names:
         answer.tool_calls = _tool_calls(names, functions, user_text)
         if code is not None:  # the code in the message is the code tool's argument
-            answer.tool_calls = [ToolCall(call.id, call.name, fake_code.code_arguments(functions, call.name, code[1]))
-                                 if call.name == code[0] else call for call in answer.tool_calls]
+            answer.tool_calls = [ToolCall(call.id, call.name, code[1]) if call.name == code[0] else call
+                                 for call in answer.tool_calls]
         if topical:
             answer.tool_calls = [_with_query(call, functions, user_text) for call in answer.tool_calls]
         if d.args is not None:

@@ -58,29 +58,45 @@ TOOL_SEARCH_PARAMETERS: dict[str, Any] = {
 }
 TOOL_SEARCH_DESCRIPTION = ("Searches for more tools. Call it when none of the offered tools fits the task; the "
                            "tools it finds are offered from the next turn on.")
+HOSTED_SHELL_DESCRIPTION = ("Runs shell commands in a sandboxed Linux container and returns each command's stdout, "
+                            "stderr and exit code. Each command runs with /bin/sh -c in /mnt/data, which holds the "
+                            "user's files and keeps every file written there for later commands and calls; "
+                            "coreutils and python3 are installed; there is no network. Mention the path "
+                            "(/mnt/data/…) of a file you made for the user.")
 SERVER_KINDS = frozenset({"mcp", "web_search", "file_search", "server_tool_search", "code_interpreter",
-                          "image_generation"})
+                          "image_generation", "hosted_shell"})
 """Call targets the bridge runs: an MCP server's tool, the web search, the file search, the server-side tool
-search, the code interpreter (``namespace``: the container id), the image generation."""
+search, the code interpreter and the hosted shell (``namespace``: the container id), the image generation."""
 WEB_SEARCH_TYPES = frozenset({"web_search", "web_search_2025_08_26", "web_search_preview",
                               "web_search_preview_2025_03_11"})
 SERVED_TOOL_TYPES = frozenset({"mcp", "tool_search", "file_search", "code_interpreter", "image_generation",
-                               *WEB_SEARCH_TYPES})
+                               "shell", *WEB_SEARCH_TYPES})
 """Request tool types a tool loop can serve (``plan_tools(served=…)``); ``tool_search`` only with execution
-``server`` or unset."""
+``server`` or unset, ``shell`` only with a container environment (:func:`is_hosted_shell`)."""
+
+
+def is_hosted_shell(tool: object) -> bool:
+    """Is this a ``shell`` tool for the bridge's tool loop (``environment`` ``container_auto`` or
+    ``container_reference``, or one it must refuse: any other environment), rather than the client's own shell
+    (``local``, or no environment)?"""
+    if not isinstance(tool, dict) or tool.get("type") != "shell":
+        return False
+    environment = tool.get("environment")
+    return environment is not None and not (isinstance(environment, dict) and environment.get("type") == "local")
 
 
 def served_tool_types(web_search: bool, file_search: bool = False, code: bool = False,
-                      images: bool = False) -> frozenset[str]:
+                      images: bool = False, shell: bool = False) -> frozenset[str]:
     """The tool types a deployment's tool loop runs: all of :data:`SERVED_TOOL_TYPES`, less the web search ones
     when no search provider is configured, ``file_search`` when there are no vector stores to search,
-    ``code_interpreter`` when there are no containers and ``image_generation`` when the deployment does not say
-    its upstream generates images (those then fall under the unsupported-tool policy). A
+    ``code_interpreter`` and the hosted ``shell`` when there are no containers and ``image_generation`` when the
+    deployment does not say its upstream generates images (those then fall under the unsupported-tool policy). A
     deployment with containers serves ``code_interpreter`` even where the sandbox cannot start: the request is
     then refused naming the cause, never answered without running the code."""
     served = SERVED_TOOL_TYPES if web_search else SERVED_TOOL_TYPES - WEB_SEARCH_TYPES
     served = served if file_search else served - {"file_search"}
     served = served if images else served - {"image_generation"}
+    served = served if shell else served - {"shell"}
     return served if code else served - {"code_interpreter"}
 
 
@@ -92,7 +108,8 @@ def runs_server_tools(tools: object, served: Collection[str]) -> bool:
         return False
     for tool in tools:
         if isinstance(tool, dict) and tool.get("type") in served and (
-                tool.get("type") != "tool_search" or tool.get("execution") in (None, "server")):
+                tool.get("type") != "tool_search" or tool.get("execution") in (None, "server")) and (
+                tool.get("type") != "shell" or is_hosted_shell(tool)):
             return True
     return False
 

@@ -184,29 +184,35 @@ class ShellCallReader(CallReader):
     __slots__ = ()
 
     def close(self, arguments: str, status: str) -> list[Event]:
-        parsed = parse_arguments(arguments)
-        commands: list[str]
-        limits: dict[str, Any] = parsed if isinstance(parsed, dict) else {}
-        if isinstance(parsed, dict):
-            given = parsed.get("commands")
-            if isinstance(given, str):
-                given = [given]
-            commands = [str(command) for command in given] if isinstance(given, list) else []
-        elif status == "completed" and arguments.strip() and not arguments.lstrip().startswith("{"):
-            commands = [arguments]  # not the JSON offered but plain text: the text is the command
-        else:  # cut off, or broken JSON: no command is made up from a fragment
-            commands = []
-        action = {"commands": commands, "timeout_ms": _int_or_none(limits.get("timeout_ms")),
-                  "max_output_length": _int_or_none(limits.get("max_output_length"))}
-        self.item["action"] = action
-        self.item["status"] = status
-        events: list[Event] = []
-        for index, command in enumerate(commands):
-            common = {"sequence_number": 0, "output_index": self.output_index, "command_index": index}
-            events.append({"type": "response.shell_call_command.added", **common, "command": ""})
-            events.append({"type": "response.shell_call_command.delta", **common, "delta": command})
-            events.append({"type": "response.shell_call_command.done", **common, "command": command})
-        return events
+        return close_shell_call(self.item, self.output_index, arguments, status)
+
+
+def close_shell_call(item: dict[str, Any], output_index: int, arguments: str, status: str) -> list[Event]:
+    """Fill a ``shell_call`` item's ``action`` from the complete arguments (the client's shell, and the hosted
+    one: engine/server_tools.py); each command's ``response.shell_call_command.added`` / ``.delta`` / ``.done``."""
+    parsed = parse_arguments(arguments)
+    commands: list[str]
+    limits: dict[str, Any] = parsed if isinstance(parsed, dict) else {}
+    if isinstance(parsed, dict):
+        given = parsed.get("commands")
+        if isinstance(given, str):
+            given = [given]
+        commands = [str(command) for command in given] if isinstance(given, list) else []
+    elif status == "completed" and arguments.strip() and not arguments.lstrip().startswith("{"):
+        commands = [arguments]  # not the JSON offered but plain text: the text is the command
+    else:  # cut off, or broken JSON: no command is made up from a fragment
+        commands = []
+    action = {"commands": commands, "timeout_ms": _int_or_none(limits.get("timeout_ms")),
+              "max_output_length": _int_or_none(limits.get("max_output_length"))}
+    item["action"] = action
+    item["status"] = status
+    events: list[Event] = []
+    for index, command in enumerate(commands):
+        common = {"sequence_number": 0, "output_index": output_index, "command_index": index}
+        events.append({"type": "response.shell_call_command.added", **common, "command": ""})
+        events.append({"type": "response.shell_call_command.delta", **common, "delta": command})
+        events.append({"type": "response.shell_call_command.done", **common, "command": command})
+    return events
 
 
 class LocalShellCallReader(CallReader):

@@ -283,7 +283,7 @@ def _output_of(item: dict[str, Any]) -> str | list[dict[str, Any]]:
     if kind in ("function_call_output", "custom_tool_call_output"):
         return _tool_output(item["output"])
     if kind == "shell_call_output":
-        return _shell_output(item["output"])
+        return shell_output_text(item["output"])
     if kind == "local_shell_call_output":
         return str(item["output"])
     if kind == "computer_call_output":
@@ -294,7 +294,8 @@ def _output_of(item: dict[str, Any]) -> str | list[dict[str, Any]]:
     return tool_search_result_text(item.get("tools") or [])
 
 
-def _shell_output(chunks: list[dict[str, Any]]) -> str:
+def shell_output_text(chunks: list[dict[str, Any]]) -> str:
+    """What the model reads of a shell call's output: per command its stdout, its stderr, and how it ended."""
     lines: list[str] = []
     for chunk in chunks:
         if chunk.get("stdout"):

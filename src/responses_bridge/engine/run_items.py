@@ -126,6 +126,30 @@ class RunItems:
         item, ``status: failed`` (the SDK has no failed event)."""
         self._complete_pending(output_index, "response.image_generation_call.completed", failed, fields)
 
+    def add_shell_call_output(self: _Builder, call_id: str, outputs: list[dict[str, Any]], *,
+                              max_output_length: int | None, status: str) -> int:
+        """A hosted shell call's ``shell_call_output`` item: ``output_item.added`` (no output yet), per command
+        ``response.shell_call_output_content.delta`` (its stdout and stderr) and ``.done`` (its output with its
+        outcome), then ``output_item.done`` with every command's output and ``status``. Returns its
+        output_index."""
+        self._close_open()
+        item: dict[str, Any] = {"id": ids.new_id("sho"), "type": "shell_call_output", "call_id": call_id,
+                                "output": [], "max_output_length": max_output_length, "status": "in_progress"}
+        index = self._place(item)
+        self._emit_run({"type": "response.output_item.added", "sequence_number": 0, "output_index": index,
+                        "item": dict(item, output=[])})
+        for command_index, output in enumerate(outputs):
+            common = {"sequence_number": 0, "item_id": item["id"], "output_index": index,
+                      "command_index": command_index}
+            self._emit_run({"type": "response.shell_call_output_content.delta", **common,
+                            "delta": {"stdout": output["stdout"], "stderr": output["stderr"]}})
+            self._emit_run({"type": "response.shell_call_output_content.done", **common, "output": [output]})
+        item["output"] = list(outputs)
+        item["status"] = status
+        self._emit_run({"type": "response.output_item.done", "sequence_number": 0, "output_index": index,
+                        "item": item})
+        return index
+
     def _complete_pending(self: _Builder, output_index: int, completed: str, failed: bool,
                           fields: dict[str, Any]) -> None:
         """A pending server call's outcome: its item's ``fields`` and status, the ``completed`` event unless it

@@ -20,6 +20,9 @@ Like engine/client_tools.py, but the item a call becomes is the server tool's ow
   right after it is announced, ``.generating`` once its prompt is known; it stays open until
   ``OutputBuilder.complete_image_generation`` (the run reads the prompt from the call's arguments: the item has
   no field for it).
+* the hosted shell → a ``shell_call`` item (``environment``: its container) with each command's
+  ``response.shell_call_command.added`` / ``.delta`` / ``.done``, done when its arguments are; the run adds the
+  ``shell_call_output`` item with each command's output.
 * the server-side tool search → a ``tool_search_call`` item (``execution: "server"``), done when its arguments
   are; the run adds the ``tool_search_output`` item with the tools it found.
 
@@ -31,7 +34,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import ids
-from .client_tools import CallReader, Event, parse_arguments
+from .client_tools import CallReader, Event, close_shell_call, parse_arguments
 from .code_stream import CodeStream
 from .tools import CallTarget
 
@@ -231,6 +234,18 @@ def image_replay_note(item: dict[str, Any]) -> str:
             + (f" ({details})" if details else "") + (f" from the prompt: {prompt}" if prompt else "") + ".]")
 
 
+class HostedShellReader(ServerCallReader):
+    """A hosted shell call: the ``shell_call`` item is done with its arguments (its commands' events, then
+    ``output_item.done``); the run answers it with a ``shell_call_output`` item of its own
+    (``OutputBuilder.add_shell_call_output``)."""
+
+    __slots__ = ()
+
+    def close(self, arguments: str, status: str) -> list[Event]:
+        return close_shell_call(self.item, self.output_index, arguments,
+                                "completed" if status == "completed" else "incomplete")
+
+
 class ServerToolSearchReader(ServerCallReader):
     __slots__ = ()
 
@@ -267,6 +282,12 @@ def server_reader_for(target: CallTarget, call_id: str, output_index: int) -> Se
         return CodeInterpreterReader({"id": ids.new_id("ci"), "type": "code_interpreter_call", "status": "in_progress",
                                       "code": "", "container_id": target.namespace or "", "outputs": None},
                                      output_index)
+    if kind == "hosted_shell":
+        return HostedShellReader({"id": ids.new_id("sh"), "type": "shell_call", "call_id": call_id,
+                                  "action": {"commands": [], "timeout_ms": None, "max_output_length": None},
+                                  "status": "in_progress",
+                                  "environment": {"type": "container_reference",
+                                                  "container_id": target.namespace or ""}}, output_index)
     if kind == "image_generation":
         return ImageGenerationReader({"id": ids.new_id("ig"), "type": "image_generation_call",
                                       "status": "in_progress", "result": None}, output_index)

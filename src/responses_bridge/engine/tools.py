@@ -35,6 +35,7 @@ from .builtin_tools import (
     FILE_SEARCH_DESCRIPTION,
     FILE_SEARCH_NAME,
     FILE_SEARCH_PARAMETERS,
+    HOSTED_SHELL_DESCRIPTION,
     IMAGE_DESCRIPTION,
     IMAGE_NAME,
     LOCAL_SHELL_DESCRIPTION,
@@ -48,6 +49,7 @@ from .builtin_tools import (
     WEB_SEARCH_NAME,
     WEB_SEARCH_PARAMETERS,
     image_parameters,
+    is_hosted_shell,
 )
 from .computer_tool import COMPUTER_NAME, COMPUTER_PARAMETERS, computer_description
 from .unsupported_tools import unsupported_tools_error
@@ -193,6 +195,16 @@ class ToolPlan:
         return self._add_server("code_interpreter", CODE_NAME, CODE_DESCRIPTION, CODE_PARAMETERS,
                                 namespace=container_id)
 
+    def add_hosted_shell(self, container_id: str) -> str:
+        """Offer the hosted shell as a function (OpenAI's shell action: ``commands``, ``timeout_ms``,
+        ``max_output_length``) running in ``container_id``; its calls become ``shell_call`` items the run answers
+        with ``shell_call_output`` items. Replayed ``shell_call`` items and ``tool_choice: {"type": "shell"}``
+        name it too."""
+        name = self._add_server("hosted_shell", "shell", HOSTED_SHELL_DESCRIPTION, SHELL_PARAMETERS,
+                                namespace=container_id)
+        self.names[("shell", None, None)] = name
+        return name
+
     def add_image_generation(self, *, choose_size: bool) -> str:
         """Offer the image generation as a function (``{"prompt"}``, and ``size`` with ``choose_size``); its calls
         become ``image_generation_call`` items."""
@@ -281,6 +293,9 @@ def plan_tools(tools: list[dict[str, Any]] | None, policy: UnsupportedPolicy = "
                 plan.functions.append(dict(inner, type="function", name=name))
         elif kind == "custom":
             _add_custom(plan, tool, taken, None)
+        elif kind == "shell" and is_hosted_shell(tool):
+            if kind not in served and kind not in unsupported:
+                unsupported.append(kind)  # a container environment: this deployment has no containers
         elif kind in ("shell", "local_shell", "computer_use_preview", "apply_patch") or (
                 kind == "tool_search" and tool.get("execution") == "client"):
             _add_builtin(plan, tool, taken)

@@ -184,17 +184,17 @@ LIMITED = Counter("responses_bridge_tenant_limited_total",
 
 
 SANDBOX_RUNS = Counter("responses_bridge_sandbox_runs_total",
-                       "Code interpreter sandbox runs, by outcome (ok, error, timeout, memory, output_capped, refused)",
-                       ["outcome"])
+                       "Sandbox runs, by job (python: the code interpreter, shell: the hosted shell) and outcome (ok, "
+                       "error, timeout, memory, output_capped, disk, refused)", ["job", "outcome"])
 SANDBOX_SECONDS = Histogram("responses_bridge_sandbox_duration_seconds",
-                            "Time of one sandbox run, from its start to its last process's end",
-                            buckets=_LATENCY_BUCKETS)
+                            "Time of one sandbox run, from its start to its last process's end, by job",
+                            ["job"], buckets=_LATENCY_BUCKETS)
 SANDBOX_LIVE = Gauge("responses_bridge_sandboxes_live", "Code interpreter sandboxes running now",
                      multiprocess_mode="livesum")
 
 
-def sandbox_run(outcome: str, seconds: float | None) -> None:
-    """One sandbox run ended (``seconds`` None: it never started, a refusal)."""
-    SANDBOX_RUNS.labels(outcome).inc()
+def sandbox_run(outcome: str, seconds: float | None, *, job: str = "python") -> None:
+    """One sandbox run ended (``seconds`` None: it never started, a refusal); ``job``: ``python`` or ``shell``."""
+    SANDBOX_RUNS.labels(job, outcome).inc()
     if seconds is not None:
-        SANDBOX_SECONDS.observe(seconds)
+        SANDBOX_SECONDS.labels(job).observe(seconds)

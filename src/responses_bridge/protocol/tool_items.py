@@ -82,12 +82,28 @@ def shell_call(item: dict[str, Any], param: str) -> dict[str, Any]:
     if not isinstance(commands, list) or not all(isinstance(command, str) for command in commands):
         raise invalid_request(f"Invalid type for '{param}.action.commands': expected an array of strings.",
                               param=f"{param}.action.commands", code="invalid_type")
-    return {"type": "shell_call", "id": item_id(item, param, "sh"), "call_id": _str(item, "call_id", param),
-            "action": {"commands": list(commands),
-                       "timeout_ms": _int(action.get("timeout_ms"), f"{param}.action.timeout_ms"),
-                       "max_output_length": _int(action.get("max_output_length"),
-                                                 f"{param}.action.max_output_length")},
-            "status": _status(item)}
+    normalized = {"type": "shell_call", "id": item_id(item, param, "sh"), "call_id": _str(item, "call_id", param),
+                  "action": {"commands": list(commands),
+                             "timeout_ms": _int(action.get("timeout_ms"), f"{param}.action.timeout_ms"),
+                             "max_output_length": _int(action.get("max_output_length"),
+                                                       f"{param}.action.max_output_length")},
+                  "status": _status(item)}
+    environment = _shell_environment(item.get("environment"), f"{param}.environment")
+    if environment is not None:
+        normalized["environment"] = environment
+    return normalized
+
+
+def _shell_environment(environment: Any, param: str) -> dict[str, Any] | None:
+    """A shell call's ``environment``: ``local``, or the ``container_reference`` a hosted shell call ran in."""
+    if environment is None:
+        return None
+    if isinstance(environment, dict) and environment.get("type") == "local":
+        return {"type": "local"}
+    if isinstance(environment, dict) and environment.get("type") == "container_reference":
+        return {"type": "container_reference", "container_id": require_str(environment, "container_id", param)}
+    raise invalid_request(f"Invalid value for '{param}': expected {{'type': 'local'}} or "
+                          "{'type': 'container_reference', 'container_id': …}.", param=param, code="invalid_value")
 
 
 def shell_call_output(item: dict[str, Any], param: str) -> dict[str, Any]:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from .tools.code_interpreter import CodeInterpreterService
     from .tools.image_generation import ImageSettings
     from .tools.mcp_config import MCPLimits
+    from .tools.shell import HostedShellService
     from .tools.web_search_base import WebSearchSettings
 
 
@@ -29,7 +30,8 @@ DEFAULT_MAX_PARALLEL = 8
 class ServerToolServices:
     """What the process offers the tool loop: the MCP client (with its tool-list cache), the web search provider
     (None: no search configured), the file searcher (None: no vector stores), the code interpreter (None: no
-    containers), the image generation (None: the upstream makes no images), and how many calls of one turn may run
+    containers), the image generation (None: the upstream makes no images), the hosted shell (None: no
+    containers), and how many calls of one turn may run
     at once."""
 
     mcp: MCPTools
@@ -38,6 +40,7 @@ class ServerToolServices:
     file_search: FileSearcher | None = None
     code: CodeInterpreterService | None = None
     images: ImageSettings | None = None
+    shell: HostedShellService | None = None
 
     @classmethod
     def configured(cls, mcp_limits: MCPLimits, web_search: WebSearchSettings | None,
@@ -62,4 +65,4 @@ class ServerToolServices:
         has not switched it on, so the unsupported-tool policy (drop or
         400) applies to them, as before."""
         return served_tool_types(self.search is not None, self.file_search is not None, self.code is not None,
-                                 self.images is not None)
+                                 self.images is not None, self.shell is not None)

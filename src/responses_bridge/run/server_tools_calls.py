@@ -45,6 +45,7 @@ from .tools.file_search import (
 )
 from .tools.image_generation import ImageGenerationError, ImageToolOptions, generate_image
 from .tools.mcp import MCPServer
+from .tools.shell import ShellRun
 from .tools.tool_search import ToolIndex, search_query, tool_search_output_item
 from .tools.web_search import (
     SearchResult,
@@ -114,7 +115,8 @@ class CallRunner:
         self.sources: list[SearchResult] = []  # every web search's results, in the order they were numbered
         self.numbered: list[SearchResult | FileSource] = []  # web and file sources: one numbering per response
         self._exhausted_turn_sent = False
-        if web_options is not None or file_options is not None or plan.server_names("code_interpreter"):
+        if web_options is not None or file_options is not None or plan.server_names("code_interpreter") \
+                or plan.server_names("hosted_shell"):
             builder.cite = self.cite
 
     @property
@@ -184,6 +186,8 @@ class CallRunner:
             return lambda: _observed(kind, call, self._code_interpreter)
         if kind == "image_generation":
             return lambda: _observed(kind, call, self._image_generation)
+        if kind == "hosted_shell":
+            return lambda: _observed(kind, call, self._hosted_shell)
         return lambda: _observed(kind, call, self._tool_search)
 
     def _refusal(self, call: TurnCall) -> Callable[[], Awaitable[ToolResult]]:
@@ -205,6 +209,8 @@ class CallRunner:
                     failed=True)
             elif kind == "image_generation":
                 self.builder.complete_image_generation(call.output_index, fields={}, failed=True)
+            elif kind == "hosted_shell":
+                self.builder.add_shell_call_output(call.call_id, [], max_output_length=None, status="incomplete")
             else:
                 self.builder.add_item(tool_search_output_item(ids.new_id("tso"), call_id=call.call_id, tools=[]))
             return ToolResult(call.call_id, message)
@@ -328,6 +334,24 @@ class CallRunner:
         self.builder.complete_code_interpreter(call.output_index,
                                                outputs=run.outputs() if self.include_outputs else None,
                                                failed=run.failed)
+        return ToolResult(call.call_id, run.text_for_model())
+
+    async def _hosted_shell(self, call: TurnCall) -> ToolResult:
+        action = call.item.get("action") or {}
+        container_id = call.target.namespace or ""  # type: ignore[union-attr]
+        shell = self.services.shell
+        try:
+            if shell is None:
+                raise RuntimeError("no hosted shell")
+            run = await shell.run(action, container_id, tenant=self.tenant)
+        except Exception as error:  # noqa: BLE001 - a failure below is this call's failure, not the response's
+            raise_if_cancelled()
+            log.warning("hosted_shell_error", error_type=type(error).__name__)
+            run = ShellRun(container_id, [], None, error=f"The commands could not run ({type(error).__name__}).")
+        raise_if_cancelled()
+        self.container_files.extend(run.changed)
+        self.builder.add_shell_call_output(call.call_id, run.items(), max_output_length=action.get("max_output_length"),
+                                           status=run.status)
         return ToolResult(call.call_id, run.text_for_model())
 
     async def _image_generation(self, call: TurnCall) -> ToolResult:

@@ -31,6 +31,7 @@ from .tools.file_search import FileSearchToolOptions
 from .tools.image_generation import ImageToolOptions
 from .tools.mcp import MCPServer, MCPToolError, MCPToolInfo, approval_required, parse_mcp_tool, tools_from_list_item
 from .tools.mcp_model import redact
+from .tools.shell import ShellToolOptions
 from .tools.tool_search import ToolIndex, is_server_tool_search, search_tool_function
 from .tools.web_search import WebSearchToolOptions
 
@@ -45,10 +46,23 @@ T = TypeVar("T")
 
 def storable_tools(tools: Iterable[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
     """The request's ``tools`` as they may be stored and echoed: ``mcp`` tools without ``headers`` and
-    ``authorization`` (credentials for the MCP server; OpenAI does not echo them either). Other tools are kept as
-    they are; the list given is not changed."""
+    ``authorization`` (credentials for the MCP server; OpenAI does not echo them either), a shell container's
+    ``network_policy.domain_secrets`` without their ``value``. Other tools are kept as they are; the list given is
+    not changed."""
     return [{key: value for key, value in tool.items() if key not in SECRET_FIELDS}
-            if tool.get("type") == "mcp" else dict(tool) for tool in tools or ()]
+            if tool.get("type") == "mcp" else _without_domain_secrets(tool) for tool in tools or ()]
+
+
+def _without_domain_secrets(tool: Mapping[str, Any]) -> dict[str, Any]:
+    """A tool with its container's domain secrets' values left out (their domains and names kept)."""
+    environment = tool.get("environment")
+    policy = environment.get("network_policy") if isinstance(environment, dict) else None
+    secrets = policy.get("domain_secrets") if isinstance(policy, dict) else None
+    if not isinstance(environment, dict) or not isinstance(policy, dict) or not isinstance(secrets, list):
+        return dict(tool)
+    kept = [{key: value for key, value in secret.items() if key != "value"} if isinstance(secret, dict) else secret
+            for secret in secrets]
+    return dict(tool, environment=dict(environment, network_policy=dict(policy, domain_secrets=kept)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +95,7 @@ class SetUp:
         self.file_options: FileSearchToolOptions | None = None
         self.code_options: CodeToolOptions | None = None
         self.image_options: ImageToolOptions | None = None
+        self.shell_options: ShellToolOptions | None = None
 
     async def run(self) -> None:
         await self.check()
@@ -96,6 +111,8 @@ class SetUp:
             await self._check_code_interpreter()
         if "image_generation" in served:
             self.image_options = self._single("image_generation", ImageToolOptions.from_tool)
+        if "shell" in served:
+            await self._check_shell()
         if "mcp" in served:
             await self._check_servers()
             self.approved = self._approved_calls()
@@ -116,6 +133,10 @@ class SetUp:
         if self.code_options is not None and code is not None:
             container_id = await code.container_for(self.code_options, self.history, tenant=self.tenant)
             self.plan.add_code_interpreter(container_id)
+        shell = self.services.shell
+        if self.shell_options is not None and shell is not None:
+            container_id = await shell.container_for(self.shell_options, self.history, tenant=self.tenant)
+            self.plan.add_hosted_shell(container_id)
         if self.image_options is not None:
             self.plan.add_image_generation(choose_size=self.image_options.choose_size)
         if "tool_search" in self.services.served and any(is_server_tool_search(tool) for tool in self.tools):
@@ -160,6 +181,22 @@ class SetUp:
             self.code_options = CodeToolOptions.from_tool(tool, position)
         if self.code_options is not None and self.services.code is not None:
             await self.services.code.check(self.code_options, tenant=self.tenant)
+
+    async def _check_shell(self) -> None:
+        """The hosted ``shell`` tool (one per request): its environment, and whether shell commands can run here
+        (a 400 naming the cause when not). A ``local`` shell, or one without an environment, is the client's."""
+        for position, tool in enumerate(self.tools):
+            if tool.get("type") != "shell":
+                continue
+            options = ShellToolOptions.from_tool(tool, position)
+            if options is None:
+                continue
+            if self.shell_options is not None:
+                raise APIError(400, "A request may have only one hosted shell tool.", param=f"tools[{position}]",
+                               code="invalid_value")
+            self.shell_options = options
+        if self.shell_options is not None and self.services.shell is not None:
+            await self.services.shell.check(self.shell_options, tenant=self.tenant)
 
     async def _check_servers(self) -> None:
         for position, tool in enumerate(self.tools):

@@ -25,6 +25,7 @@ import struct
 import termios
 import time
 from pathlib import Path
+from typing import Literal
 
 import orjson
 import structlog
@@ -44,6 +45,7 @@ FULL_BELOW_BYTES = 1 << 20
 """``/mnt/data`` with less room than this left after the code ran: the call reached the container's limit."""
 _REMOVALS: set[asyncio.Future[None]] = set()
 """Cgroup removals under way (held so none is collected before it ends)."""
+JobKind = Literal["python", "shell"]
 JOIN_CGROUPS = 'IFS=:; for g in $0; do echo $$ > "$g/cgroup.procs" || exit 125; done; exec "$@"'
 
 
@@ -177,16 +179,27 @@ class SandboxCall:
         finally:
             self._exited.set()
 
-    async def run(self, code: str) -> SandboxResult:
-        """Run ``code`` as ``__main__`` in ``/mnt/data``; when it returns, none of the code's processes is left."""
+    @property
+    def seconds_for_code(self) -> float:
+        """The call's time limit less what the sandbox took to start: what the code (or a shell job) may take."""
+        return self.limits.timeout - self._started_in
+
+    @property
+    def stdout_bytes(self) -> bytes:
+        """What was kept of the code's stdout, undecoded (a shell job's records: sandbox/shell.py)."""
+        return bytes(self._out.kept)
+
+    async def run(self, code: str, *, job: JobKind = "python") -> SandboxResult:
+        """Run ``code`` as ``__main__`` in ``/mnt/data`` (``job="shell"``: ``code`` is a shell job's JSON, see
+        launcher.py); when it returns, none of the code's processes is left."""
         process = self._process
         assert process is not None and process.stdin is not None
         source = code.encode("utf-8", "replace")
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            process.stdin.write(f"{len(self._seccomp)} {len(source)}\n".encode() + self._seccomp + source)
+            process.stdin.write(f"{len(self._seccomp)} {len(source)} {job}\n".encode() + self._seccomp + source)
             await process.stdin.drain()
         timed_out = False
-        remaining = self.limits.timeout - self._started_in  # the files' lay-out is the bridge's, not the code's
+        remaining = self.seconds_for_code  # the files' lay-out is the bridge's, not the code's
         try:
             await asyncio.wait_for(self._exited.wait(), max(remaining, 0.01))
         except TimeoutError:
@@ -194,7 +207,7 @@ class SandboxCall:
             await self._end_code()
         await self._output_taken()
         result = await self._result(timed_out)
-        metrics.sandbox_run(result.outcome, result.seconds)
+        metrics.sandbox_run(result.outcome, result.seconds, job=job)
         return result
 
     async def _output_taken(self) -> None:

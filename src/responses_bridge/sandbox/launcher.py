@@ -8,11 +8,19 @@ The exchange with the bridge:
 
 1. it writes ``ready`` on the control descriptor: the sandbox's mounts exist, and the bridge lays the container's
    files out in ``/mnt/data`` (through ``/proc/<pid>/root``);
-2. it reads the job from stdin — ``<filter bytes> <code bytes>\\n``, the seccomp filter, the code — and forks the
-   child that runs it: the child lowers its limits (``RLIMIT_AS``, ``RLIMIT_NPROC``, ``RLIMIT_FSIZE``), offers
-   itself first to the out-of-memory killer, closes every descriptor but its standard ones (the control descriptor
-   is the init's alone: nothing the code runs can speak for it), loads the seccomp filter and runs the code as
-   ``__main__`` in ``/mnt/data``; the init writes ``start`` and ``end`` marks (the monotonic clock) around it;
+2. it reads the job from stdin — ``<filter bytes> <code bytes> [shell]\\n``, the seccomp filter, the code — and
+   forks the child that runs it: the child lowers its limits (``RLIMIT_AS``, ``RLIMIT_NPROC``,
+   ``RLIMIT_FSIZE``), offers itself first to the out-of-memory killer, closes every descriptor but its standard
+   ones (the control descriptor is the init's alone: nothing the code runs can speak for it), loads the seccomp
+   filter and runs the code as ``__main__`` in ``/mnt/data``; the init writes ``start`` and ``end`` marks (the
+   monotonic clock) around it.
+   A ``shell`` job (the hosted shell tool) is JSON instead of code — the commands, the time each may take, the
+   call's budget and the bytes of output to keep — and the same child, under the same limits and filter, runs
+   each command in turn with ``/bin/sh -c`` in a process group of its own (:func:`_run_shell`), writing a record
+   per command on its stdout (``<index> <exit|timeout|skipped> <code> <out bytes> <err bytes> <out dropped>
+   <err dropped>\\n`` then the bytes): a command past its time has its whole group killed, and the next one runs.
+   There the commands, not the child, are offered first to the out-of-memory killer (the records still get
+   written), and the child is not dumpable while they run (its descriptors, where the records go, are not theirs);
 3. when the child ends, it kills every process left in the namespace (``kill(-1)``) and reaps them all, then writes
    ``exit <status>``: nothing of the code runs any more while the bridge reads ``/mnt/data`` back;
 4. it exits when stdin closes (the bridge is done, or gone).
@@ -69,16 +77,19 @@ def _read_exactly(count: int) -> bytes:
     return bytes(data)
 
 
-def _read_job() -> tuple[bytes, str]:
+def _read_job() -> tuple[bytes, str, str]:
+    """(the seccomp filter, the code or the shell job's JSON, the job's kind: ``python`` or ``shell``)."""
     header = bytearray()
     while not header.endswith(b"\n"):
         byte = os.read(0, 1)
         if not byte:
             raise EOFError
         header += byte
-    filter_length, code_length = (int(value) for value in header.split())
+    words = header.split()
+    filter_length, code_length = int(words[0]), int(words[1])
+    kind = words[2].decode("ascii", "replace") if len(words) > 2 else "python"
     seccomp = _read_exactly(filter_length)
-    return seccomp, _read_exactly(code_length).decode("utf-8", "replace")
+    return seccomp, _read_exactly(code_length).decode("utf-8", "replace"), kind
 
 
 def _prctl(*arguments: object) -> int:
@@ -105,19 +116,24 @@ def _load_filter(program: bytes) -> None:
     _prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0)
 
 
-def _child(code: str, seccomp: bytes, memory: int, processes: int, file_bytes: int) -> int:
-    """The code's process: its limits, its filter, then the code."""
+def _offer_to_oom_killer() -> None:
+    try:
+        with open("/proc/self/oom_score_adj", "w") as adjust:  # killed first when the call's memory runs out
+            adjust.write("1000")
+    except OSError:
+        pass
+
+
+def _child(code: str, seccomp: bytes, memory: int, processes: int, file_bytes: int, kind: str = "python") -> int:
+    """The code's process: its limits, its filter, then the code (or, for a ``shell`` job, the commands)."""
     os.setsid()
     null = os.open("/dev/null", os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
     os.closerange(3, 1 << 16)
     _prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)  # the code's own /proc entries are its own again
-    try:
-        with open("/proc/self/oom_score_adj", "w") as adjust:  # killed first when the call's memory runs out
-            adjust.write("1000")
-    except OSError:
-        pass
+    if kind != "shell":  # a shell job's commands are offered instead, so that their records are still written
+        _offer_to_oom_killer()
     os.chdir("/mnt/data")
     _lower(resource.RLIMIT_AS, memory)
     _lower(resource.RLIMIT_NPROC, processes)
@@ -127,6 +143,8 @@ def _child(code: str, seccomp: bytes, memory: int, processes: int, file_bytes: i
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if seccomp:
         _load_filter(seccomp)  # last: nothing of the set-up above is refused by it
+    if kind == "shell":
+        return _run_shell(code)
     namespace = {"__name__": "__main__", "__builtins__": __builtins__}
     sys.argv = ["<code>"]
     failed = False
@@ -153,6 +171,135 @@ def _child(code: str, seccomp: bytes, memory: int, processes: int, file_bytes: i
         except Exception:  # noqa: BLE001 - nothing to tell anyone once the pipes are gone
             pass
     return 1 if failed else 0
+
+
+SHELL = "/bin/sh"
+DRAIN_SECONDS = 0.2
+"""After a command's own process ended (its group killed), how long output still held open by a process that left
+the group is read before the command's record is written."""
+
+
+def _run_shell(source: str) -> int:
+    """Run a shell job's commands in order, each with ``/bin/sh -c`` in ``/mnt/data``; a record per command on
+    stdout. The job (JSON): ``commands``; ``timeout``: seconds per command; ``budget``: seconds for them all (the
+    bridge's own limit ends the call a little after it); ``keep``: bytes kept of each command's stdout and of its
+    stderr; ``room``: bytes of records in all (the bridge keeps no more of the call's stdout)."""
+    import json
+
+    job = json.loads(source)
+    deadline = time.monotonic() + float(job["budget"])
+    room = int(job["room"])
+    # the commands' own /proc entries are theirs (exec makes each dumpable again); this process's descriptors,
+    # where the records go, are not for them to write into
+    _prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    for index, command in enumerate(job["commands"]):
+        left = deadline - time.monotonic()
+        keep = max(0, min(int(job["keep"]), (room - 96) // 2))
+        if left <= 0:
+            record = _record(index, "skipped", 0, b"", b"", 0, 0)
+        else:
+            record = _run_command(index, str(command), min(float(job["timeout"]), left), keep)
+        if len(record) > room:
+            break  # the records are bounded by construction; a last one that would not fit is not sent cut
+        _write_all(1, record)
+        room -= len(record)
+    return 0
+
+
+def _record(index: int, kind: str, code: int, out: bytes, err: bytes, out_dropped: int, err_dropped: int) -> bytes:
+    header = f"{index} {kind} {code} {len(out)} {len(err)} {out_dropped} {err_dropped}\n".encode()
+    return header + out + err
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _run_command(index: int, command: str, seconds: float, keep: int) -> bytes:
+    """One command in a process group of its own, its stdout and stderr read as they come (``keep`` bytes of each
+    kept, the rest counted); past ``seconds`` its whole group is killed. Its record."""
+    import select
+
+    out_read, out_write = os.pipe()
+    err_read, err_write = os.pipe()
+    try:
+        pid = os.fork()
+    except OSError as error:  # the process limit (or, never here, the single-process filter): this command's output
+        for fd in (out_read, out_write, err_read, err_write):
+            os.close(fd)
+        return _record(index, "exit", 126, b"", f"sh: the command could not start: {error.strerror}\n".encode(), 0, 0)
+    if pid == 0:
+        try:
+            os.setpgid(0, 0)
+            _offer_to_oom_killer()
+            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+            os.dup2(out_write, 1)
+            os.dup2(err_write, 2)
+            os.closerange(3, 1 << 16)
+            os.execv(SHELL, ["sh", "-c", command])
+        finally:
+            os._exit(127)
+    try:  # noqa: SIM105 - also here: the group exists before it can be killed, whichever runs first
+        os.setpgid(pid, pid)
+    except OSError:
+        pass
+    os.close(out_write)
+    os.close(err_write)
+    kept = {out_read: bytearray(), err_read: bytearray()}
+    dropped = {out_read: 0, err_read: 0}
+    try:
+        ended: int | None = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        ended = None  # an older kernel: the process is looked at between reads instead
+    status: int | None = None
+    end = time.monotonic() + seconds
+    drain_until: float | None = None
+    open_fds = [out_read, err_read]
+    while open_fds or status is None:
+        now = time.monotonic()
+        if status is None and now >= end:
+            break
+        if drain_until is not None and now >= drain_until:
+            break
+        limit = (drain_until if drain_until is not None else end) - now
+        watched = open_fds + ([ended] if ended is not None and status is None else [])
+        ready, _, _ = select.select(watched, [], [], limit if ended is not None or status is not None
+                                    else min(limit, 0.02))
+        for fd in ready:
+            if fd == ended:
+                continue
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                open_fds.remove(fd)
+                continue
+            room = keep - len(kept[fd])
+            if room > 0:
+                kept[fd] += chunk[:room]
+            dropped[fd] += max(0, len(chunk) - max(room, 0))
+        if status is None:
+            done, raw = os.waitpid(pid, os.WNOHANG)
+            if done:
+                status = os.waitstatus_to_exitcode(raw)
+                _kill_group(pid)  # what it left running in its group ends with it
+                drain_until = time.monotonic() + DRAIN_SECONDS
+    timed_out = status is None
+    if status is None:
+        _kill_group(pid)
+        status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    for fd in (out_read, err_read, *([ended] if ended is not None else [])):
+        os.close(fd)
+    code = status if status >= 0 else 128 - status  # ended by a signal: the shell's own convention
+    return _record(index, "timeout" if timed_out else "exit", code, bytes(kept[out_read]), bytes(kept[err_read]),
+                   dropped[out_read], dropped[err_read])
+
+
+def _kill_group(pid: int) -> None:
+    try:  # noqa: SIM105 - contextlib is an import each call's start-up would pay
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:
+        pass
 
 
 def _end_everything() -> None:
@@ -186,7 +333,7 @@ def main() -> int:
     _say(control, "ready")
     import ctypes  # noqa: F401 - loaded while the bridge lays the files out, not on the code's path
     try:
-        seccomp, code = _read_job()
+        seccomp, code, kind = _read_job()
     except (EOFError, ValueError):
         return 0  # the bridge gave up before the job (nothing was laid out, or the call was cancelled)
     sys.stdout.flush()
@@ -195,7 +342,7 @@ def main() -> int:
     child = os.fork()
     if child == 0:
         try:
-            status = _child(code, seccomp, memory, processes, file_bytes)
+            status = _child(code, seccomp, memory, processes, file_bytes, kind)
         except BaseException as error:  # noqa: BLE001 - the set-up failed: say so where the model reads
             sys.stderr.write(f"[sandbox] the code could not start: {error}\n")
             status = 126

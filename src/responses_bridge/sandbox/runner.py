@@ -23,6 +23,7 @@ At most ``limits.slots`` calls run at once; a call waits for a slot at most its 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 from collections.abc import AsyncIterator, Callable
 from typing import Literal
@@ -30,7 +31,7 @@ from typing import Literal
 import structlog
 
 from ..observability import metrics, tracing
-from .call import SandboxCall
+from .call import JobKind, SandboxCall
 from .cgroups import CgroupParent
 from .command import SHM_BYTES, TMP_BYTES
 from .limits import SandboxLimits
@@ -41,6 +42,9 @@ from .slots import FairSlots
 log = structlog.get_logger(__name__)
 
 Mode = Literal["cgroup", "single-process"]
+_CALLS = itertools.count(1)
+"""Numbers the calls' cgroups across every sandbox of the process: a cgroup whose removal is still under way never
+has its name taken by the next call of another sandbox."""
 
 
 class Sandbox:
@@ -61,7 +65,6 @@ class Sandbox:
             except SeccompUnavailable as missing:
                 self.unavailable = f"no seccomp filter can be made: {missing}"
         self.slots = FairSlots(limits.slots, share or (lambda tenant: limits.slots))
-        self._calls = 0
 
     @property
     def address_space(self) -> int:
@@ -70,6 +73,18 @@ class Sandbox:
         if self.mode == "cgroup":
             return self.limits.memory_bytes
         return max(self.limits.memory_bytes - TMP_BYTES - SHM_BYTES, 32 << 20)
+
+    @property
+    def shell_unavailable(self) -> str | None:
+        """Why shell commands cannot run here (None: they can). A shell forks for each command and each pipeline;
+        the single-process mode's filter refuses every fork, and is never loosened for it."""
+        if self.unavailable is not None:
+            return self.unavailable
+        if self.mode == "single-process":
+            return ("shell commands need processes of their own, and this host gives the sandbox no memory cgroup "
+                    "per call, so it runs in the single-process mode, where no process may start another "
+                    "(delegate a cgroup to the bridge: `responses-bridge doctor` says how)")
+        return None
 
     @classmethod
     def detect(cls, limits: SandboxLimits, *, bwrap: str | None = None, use_cgroup: bool = True,
@@ -91,21 +106,24 @@ class Sandbox:
         return cls(limits, found, unavailable=reason, cgroups=parent, share=share)
 
     @contextlib.asynccontextmanager
-    async def call(self, *, tenant: str = "") -> AsyncIterator[SandboxCall]:
+    async def call(self, *, tenant: str = "", job: JobKind = "python") -> AsyncIterator[SandboxCall]:
         """A slot, then a started sandbox; ended (and its slot freed) on leaving. Raises
-        :class:`SandboxUnavailable` when code cannot run here, :class:`SandboxBusy` when no slot came in time."""
-        if self.unavailable is not None or self.bwrap is None:
-            metrics.sandbox_run("refused", None)
-            raise SandboxUnavailable(self.unavailable or "bubblewrap (bwrap) was not found")
+        :class:`SandboxUnavailable` when code cannot run here (or, for a ``shell`` job, in this mode),
+        :class:`SandboxBusy` when no slot came in time."""
+        refused = self.unavailable or (None if self.bwrap is not None else "bubblewrap (bwrap) was not found")
+        if refused is None and job == "shell":
+            refused = self.shell_unavailable
+        if refused is not None or self.bwrap is None:
+            metrics.sandbox_run("refused", None, job=job)
+            raise SandboxUnavailable(refused or "bubblewrap (bwrap) was not found")
         if not await self.slots.acquire(tenant, self.limits.timeout):
-            metrics.sandbox_run("refused", None)
+            metrics.sandbox_run("refused", None, job=job)
             held = self.slots.held(tenant)
             raise SandboxBusy(SandboxResult("refused", "", "", note=(
                 f"Execution did not start: all {self.limits.slots} sandboxes stayed busy for "
                 f"{self.limits.timeout:g} s" + (f" ({held} of them this tenant's, its share)." if held else "."))))
-        self._calls += 1
         call = SandboxCall(self.bwrap, self.limits, seccomp=self.seccomp, address_space=self.address_space,
-                           cgroup_parent=self.cgroups, name=f"run-{os.getpid()}-{self._calls}")
+                           cgroup_parent=self.cgroups, name=f"run-{os.getpid()}-{next(_CALLS)}")
         metrics.SANDBOX_LIVE.inc()
         try:
             with tracing.span("sandbox run", {"responses_bridge.sandbox.timeout": self.limits.timeout,

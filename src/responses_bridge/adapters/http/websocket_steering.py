@@ -145,10 +145,14 @@ REQUIRED_INPUT = {  # client-owned item left without output -> the stub of the i
 
 
 def required_input(output: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Stubs for what the client owes before the response can go on (its tool outputs, approvals)."""
+    """Stubs for what the client owes before the response can go on (its tool outputs, approvals). A call the
+    bridge answered itself in the same output (a hosted shell call and its ``shell_call_output``) owes nothing."""
+    answered = {item.get("call_id") for item in output if str(item.get("type", "")).endswith("_output")}
     stubs = []
     for item in output:
         kind = item.get("type")
+        if item.get("call_id") is not None and item.get("call_id") in answered:
+            continue
         if kind == "tool_search_call" and item.get("execution") == "client":
             stubs.append({"type": "tool_search_output", "call_id": item.get("call_id"), "execution": "client"})
         elif kind in REQUIRED_INPUT:

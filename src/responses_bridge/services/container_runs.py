@@ -1,0 +1,144 @@
+"""The one path from a container to a sandbox call, for every tool that runs something in a container: the code
+interpreter (services/code_interpreter.py) and the hosted shell (services/hosted_shell.py) are two leaves over it.
+
+    runs = ContainerRuns(containers, sandbox)
+    await runs.check(choice, tenant=…, tool="shell", job="shell")        # the 400s, before anything is made
+    container_id = await runs.container_for(choice, history, tenant=…, name=…, reused=…)
+    ran = await runs.run(container_id, tenant=…, job="shell", work=lambda call: …)   # never raises but cancel
+
+A run holds the container's lock (one run at a time per container on a replica: the files are laid out and written
+back whole), takes a sandbox slot, lays the container's files out in the call's ``/mnt/data``, does the leaf's
+``work`` in the started call, and writes back what changed (container_workspace.py). Whatever a call's tree gets
+besides the container's files — read-only trees such as skills, a way out through the egress proxy — is added here,
+so every leaf gets it by construction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+import structlog
+
+from ..protocol.errors import APIError, invalid_request
+from ..sandbox import Sandbox, SandboxBusy, SandboxCall, SandboxResult, SandboxUnavailable
+from ..sandbox.call import JobKind
+from ..store.records import StoredContainerFile
+from .container_workspace import Workspace
+from .containers import ContainerService
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+
+class ContainerChoice(Protocol):
+    """What a tool's request says of its container: an existing one (``container_id``), or one made for the
+    response with ``file_ids`` copied in; ``param`` names the field in a 400, ``position`` the tool."""
+
+    @property
+    def position(self) -> int: ...
+
+    @property
+    def param(self) -> str: ...
+
+    @property
+    def container_id(self) -> str | None: ...
+
+    @property
+    def file_ids(self) -> tuple[str, ...]: ...
+
+    @property
+    def memory_limit(self) -> str | None: ...
+
+
+@dataclass(slots=True)
+class ContainerRun(Generic[T]):
+    """One run's outcome: the leaf's ``value``, the files it made or changed and notes on files not kept; or why it
+    did not run (``busy``: no sandbox slot came in time, its refusal; ``error``: the sandbox or the storage failed,
+    a sentence; ``gone``: the container expired or was deleted)."""
+
+    value: T | None = None
+    changed: list[StoredContainerFile] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    busy: SandboxResult | None = None
+    error: str | None = None
+    gone: bool = False
+
+
+class ContainerRuns:
+    """The containers and the sandbox, one each per process, as the tools that run in containers use them."""
+
+    def __init__(self, containers: ContainerService, sandbox: Sandbox) -> None:
+        self.containers = containers
+        self.sandbox = sandbox
+
+    def unavailable(self, job: JobKind) -> str | None:
+        """Why a ``job`` cannot run on this machine (None: it can)."""
+        return self.sandbox.shell_unavailable if job == "shell" else self.sandbox.unavailable
+
+    async def check(self, choice: ContainerChoice, *, tenant: str, tool: str, job: JobKind) -> None:
+        """Every refusal, before anything is made: the sandbox cannot run the job here, the container is not one
+        of the tenant's live ones, a file to copy is unknown (400s naming the tool)."""
+        reason = self.unavailable(job)
+        if reason is not None:
+            raise APIError(400, f"The {tool} tool cannot run on this server: {reason}. "
+                           "(`responses-bridge doctor` checks the sandbox.)", param=f"tools[{choice.position}]",
+                           code="sandbox_unavailable")
+        if choice.container_id is not None:
+            if await self.containers.live(choice.container_id, tenant=tenant) is None:
+                raise invalid_request(f"No such Container: {choice.container_id[:200]}", param=choice.param,
+                                      code="invalid_value")
+            return
+        for position, file_id in enumerate(choice.file_ids):
+            if await self.containers.files.get(file_id, tenant=tenant) is None:
+                raise invalid_request(f"No such File object: {file_id[:200]}",
+                                      param=f"{choice.param}.file_ids[{position}]", code="invalid_value")
+
+    async def container_for(self, choice: ContainerChoice, history: Sequence[Mapping[str, Any]], *, tenant: str,
+                            name: str, reused: Callable[[Mapping[str, Any]], str | None]) -> str:
+        """The container a response's calls run in: the one named; else (no files to copy) the live container
+        the conversation's last call of the tool used (``reused`` reads it off an item, None for other items), so
+        a chat keeps its files; else a new one named ``name``."""
+        if choice.container_id is not None:
+            found = await self.containers.live(choice.container_id, tenant=tenant)
+            if found is None:
+                raise invalid_request(f"No such Container: {choice.container_id[:200]}", param=choice.param,
+                                      code="invalid_value")
+            return found.id
+        if not choice.file_ids:
+            for item in reversed(history):
+                previous_id = reused(item)
+                if previous_id is not None:
+                    previous = await self.containers.live(previous_id, tenant=tenant)
+                    if previous is not None:
+                        return previous.id
+                    break
+        made = await self.containers.new_container(name, tenant=tenant, memory_limit=choice.memory_limit,
+                                                   file_ids=choice.file_ids, param=f"{choice.param}.file_ids")
+        return made.id
+
+    async def run(self, container_id: str, *, tenant: str, job: JobKind,
+                  work: Callable[[SandboxCall], Awaitable[T]]) -> ContainerRun[T]:
+        """Lay the container's files out in a sandbox call, do ``work`` in it, write back what changed. Never
+        raises but for cancellation (and for what ``work`` itself raises)."""
+        container = await self.containers.live(container_id, tenant=tenant)
+        if container is None:
+            return ContainerRun(gone=True)
+        try:
+            async with self.containers.lock(container.id), self.sandbox.call(tenant=tenant, job=job) as call:
+                space = Workspace(self.containers, container, tenant, call.data)
+                await space.lay_out()
+                value = await work(call)
+                changed, notes = await space.write_back()
+        except SandboxBusy as busy:
+            return ContainerRun(busy=busy.result)
+        except SandboxUnavailable as refused:
+            return ContainerRun(error=f"the sandbox is unavailable ({refused})")
+        except OSError as error:
+            log.warning("container_run_storage_failed", job=job, error=str(error))
+            return ContainerRun(error=f"the container's files could not be laid out "
+                                      f"({error.strerror or type(error).__name__})")
+        await self.containers.touch(container_id, tenant=tenant)
+        return ContainerRun(value, changed, notes)

@@ -1,0 +1,75 @@
+"""The hosted shell the tool loop drives: the shell's leaf over the one container → sandbox path
+(container_runs.py) the code interpreter also takes, so a shell call gets the same container files, isolation and
+limits, and whatever that path adds to a call's tree.
+
+Implements run/tools/shell.py's :class:`HostedShellService`; the run knows no container storage and no sandbox,
+only the outcome of a call (:class:`ShellRun`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..protocol.errors import invalid_request
+from ..run.tools.shell import ShellRun, ShellToolOptions, shell_job
+from ..sandbox.shell import run_shell
+from .container_runs import ContainerRuns
+
+
+def _shell_container(item: Mapping[str, Any]) -> str | None:
+    """The container of a conversation's hosted ``shell_call`` item (None for any other item)."""
+    environment = item.get("environment")
+    if item.get("type") == "shell_call" and isinstance(environment, dict) \
+            and environment.get("type") == "container_reference" and isinstance(environment.get("container_id"), str):
+        return str(environment["container_id"])
+    return None
+
+
+class HostedShell:
+    """The loop's hosted shell (:class:`HostedShellService`) over the process's :class:`ContainerRuns`."""
+
+    def __init__(self, runs: ContainerRuns) -> None:
+        self.runs = runs
+
+    async def check(self, options: ShellToolOptions, *, tenant: str) -> None:
+        """Every refusal, before anything is made: shell cannot run here (no sandbox, or the single-process
+        mode), the container or a file is unknown, and what the container path cannot give yet: skills and an
+        allowlist network policy (400s naming the field, never a silent drop)."""
+        if options.skills:
+            raise invalid_request("Skills cannot be laid out in containers on this server yet; send the shell tool "
+                                  "without 'skills'.", param=f"{options.param}.skills", code="unsupported_value")
+        if options.network_policy is not None:
+            raise invalid_request("An allowlist network policy is not available on this server yet: containers "
+                                  "have no network; send {'type': 'disabled'} or no network_policy.",
+                                  param=f"{options.param}.network_policy", code="unsupported_value")
+        await self.runs.check(options, tenant=tenant, tool="shell", job="shell")
+
+    async def container_for(self, options: ShellToolOptions, history: Sequence[Mapping[str, Any]], *,
+                            tenant: str) -> str:
+        """The container this response's shell calls run in: the one referenced, or for ``container_auto`` the
+        live one the conversation's last hosted shell call used, else a new one."""
+        return await self.runs.container_for(options, history, tenant=tenant, name="shell container_auto",
+                                             reused=_shell_container)
+
+    async def run(self, action: Mapping[str, Any], container_id: str, *, tenant: str) -> ShellRun:
+        """Run the call's commands over the container's files, in one sandbox call, and write back what they
+        changed. Never raises but for cancellation: a container gone, the sandbox refusing, a storage failure
+        are the call's failure."""
+        job = shell_job(action)
+        commands = [command for command in action.get("commands") or () if isinstance(command, str)]
+        dropped = len(commands) - len(job.commands)
+        if not job.commands:
+            return ShellRun(container_id, [], [], dropped_commands=dropped)
+        ran = await self.runs.run(container_id, tenant=tenant, job="shell", work=lambda call: run_shell(call, job))
+        if ran.gone:
+            return ShellRun(container_id, job.commands, None,
+                            error=f"The container {container_id} has expired or was deleted.")
+        if ran.busy is not None:
+            return ShellRun(container_id, job.commands, None, ran.busy, error=ran.busy.note)
+        if ran.error is not None or ran.value is None:
+            return ShellRun(container_id, job.commands, None,
+                            error=f"The commands could not run: {ran.error or 'no result'}.")
+        outputs, result = ran.value
+        return ShellRun(container_id, job.commands, outputs, result, ran.changed, ran.notes,
+                        dropped_commands=dropped)
