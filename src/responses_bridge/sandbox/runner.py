@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
 from typing import Literal
 
 import structlog
@@ -91,9 +92,11 @@ class Sandbox:
         return cls(limits, found, unavailable=reason, cgroups=parent, share=share)
 
     @contextlib.asynccontextmanager
-    async def call(self, *, tenant: str = "") -> AsyncIterator[SandboxCall]:
+    async def call(self, *, tenant: str = "",
+                   read_only: Sequence[tuple[Path, str]] = ()) -> AsyncIterator[SandboxCall]:
         """A slot, then a started sandbox; ended (and its slot freed) on leaving. Raises
-        :class:`SandboxUnavailable` when code cannot run here, :class:`SandboxBusy` when no slot came in time."""
+        :class:`SandboxUnavailable` when code cannot run here, :class:`SandboxBusy` when no slot came in time.
+        ``read_only``: (host directory, sandbox path) trees the call sees read-only (sandbox/read_only.py)."""
         if self.unavailable is not None or self.bwrap is None:
             metrics.sandbox_run("refused", None)
             raise SandboxUnavailable(self.unavailable or "bubblewrap (bwrap) was not found")
@@ -105,7 +108,8 @@ class Sandbox:
                 f"{self.limits.timeout:g} s" + (f" ({held} of them this tenant's, its share)." if held else "."))))
         self._calls += 1
         call = SandboxCall(self.bwrap, self.limits, seccomp=self.seccomp, address_space=self.address_space,
-                           cgroup_parent=self.cgroups, name=f"run-{os.getpid()}-{self._calls}")
+                           cgroup_parent=self.cgroups, name=f"run-{os.getpid()}-{self._calls}",
+                           read_only=read_only)
         metrics.SANDBOX_LIVE.inc()
         try:
             with tracing.span("sandbox run", {"responses_bridge.sandbox.timeout": self.limits.timeout,
