@@ -187,10 +187,12 @@ class ToolPlan:
         """Offer the file search as a function (``{"query"}``); its calls become ``file_search_call`` items."""
         return self._add_server("file_search", FILE_SEARCH_NAME, FILE_SEARCH_DESCRIPTION, FILE_SEARCH_PARAMETERS)
 
-    def add_code_interpreter(self, container_id: str) -> str:
+    def add_code_interpreter(self, container_id: str, note: str = "") -> str:
         """Offer the code interpreter as a function (``{"code"}``) running in ``container_id``; its calls become
-        ``code_interpreter_call`` items."""
-        return self._add_server("code_interpreter", CODE_NAME, CODE_DESCRIPTION, CODE_PARAMETERS,
+        ``code_interpreter_call`` items. ``note``: what the container holds for the model (its skills:
+        protocol/skills_note.py), after the description."""
+        description = f"{CODE_DESCRIPTION}\n\n{note}" if note else CODE_DESCRIPTION
+        return self._add_server("code_interpreter", CODE_NAME, description, CODE_PARAMETERS,
                                 namespace=container_id)
 
     def add_image_generation(self, *, choose_size: bool) -> str:

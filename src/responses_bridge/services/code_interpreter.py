@@ -7,16 +7,21 @@ and no sandbox, only the outcome of a call (:class:`CodeRun`).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import structlog
 
 from ..protocol.errors import APIError, invalid_request
+from ..protocol.skills_note import SKILLS_DIR, skills_note
 from ..run.tools.code_interpreter import CodeRun, CodeToolOptions
 from ..sandbox import Sandbox, SandboxBusy, SandboxUnavailable
+from ..sandbox.read_only import read_only_tree
 from .container_workspace import Workspace
 from .containers import ContainerService
+from .skill_bundle import extract_to
 
 log = structlog.get_logger(__name__)
 
@@ -25,9 +30,10 @@ class CodeInterpreter:
     """The loop's code interpreter (:class:`CodeInterpreterService`): the containers and the sandbox, one each per
     process."""
 
-    def __init__(self, containers: ContainerService, sandbox: Sandbox) -> None:
+    def __init__(self, containers: ContainerService, sandbox: Sandbox, *, workdir: Path | None = None) -> None:
         self.containers = containers
         self.sandbox = sandbox
+        self.workdir = workdir  # where a call's skills are laid out on the host (sandbox/read_only.py)
 
     async def check(self, options: CodeToolOptions, *, tenant: str) -> None:
         """Every refusal, before anything is made: the sandbox cannot run here, the container is not one of the
@@ -79,7 +85,10 @@ class CodeInterpreter:
         if container is None:
             return CodeRun(container_id, None, error=f"The container {container_id} has expired or was deleted.")
         try:
-            async with self.containers.lock(container.id), self.sandbox.call(tenant=tenant) as call:
+            async with contextlib.AsyncExitStack() as stack:
+                read_only = await self._skill_trees(stack, container.id, tenant)
+                await stack.enter_async_context(self.containers.lock(container.id))
+                call = await stack.enter_async_context(self.sandbox.call(tenant=tenant, read_only=read_only))
                 space = Workspace(self.containers, container, tenant, call.data)
                 await space.lay_out()
                 result = await call.run(code)
@@ -89,9 +98,37 @@ class CodeInterpreter:
         except SandboxUnavailable as refused:
             return CodeRun(container_id, None, error=f"The code could not run: the sandbox is unavailable "
                            f"({refused}).")
+        except APIError as refused:  # a stored skill that no longer reads as one
+            return CodeRun(container_id, None, error=f"The code could not run: the container's skills could not be "
+                           f"laid out ({refused.message}).")
         except OSError as error:
             log.warning("code_interpreter_storage_failed", error=str(error))
             return CodeRun(container_id, None, error=f"The code could not run: the container's files could not be "
                            f"laid out ({error.strerror or type(error).__name__}).")
         await self.containers.touch(container_id, tenant=tenant)
         return CodeRun(container_id, result, changed, notes)
+
+    async def _skill_trees(self, stack: contextlib.AsyncExitStack, container_id: str,
+                           tenant: str) -> list[tuple[Path, str]]:
+        """The container's skills laid out read-only for the call (``/mnt/skills/<name>/``), in a host directory
+        removed when ``stack`` closes; none when the container has none."""
+        skills = self.containers.skills
+        if skills is None:
+            return []
+        bundles = await skills.container_bundles(container_id, tenant=tenant)
+        if not bundles:
+            return []
+
+        def fill(root: Path) -> None:
+            for skill, bundle in bundles:
+                extract_to(bundle, root / skill.name)
+
+        root = await stack.enter_async_context(read_only_tree(self.workdir, fill))
+        return [(root, SKILLS_DIR)]
+
+    async def skills_note(self, container_id: str, *, tenant: str) -> str:
+        skills = self.containers.skills
+        if skills is None:
+            return ""
+        found = await skills.container_skills(container_id, tenant=tenant)
+        return skills_note([(skill.name, skill.description) for skill in found])

@@ -140,6 +140,10 @@ class CodeInterpreterService(Protocol):
 
     async def run(self, code: str, container_id: str, *, tenant: str) -> CodeRun: ...
 
+    async def skills_note(self, container_id: str, *, tenant: str) -> str:
+        """What the tool's description tells the model of the container's skills (protocol/skills_note.py)."""
+        ...
+
 
 def find_container_citations(text: str, files: Sequence[StoredContainerFile]) -> list[dict[str, Any]]:
     """A ``container_file_citation`` for each place the answer names a file the code wrote (by its path,
