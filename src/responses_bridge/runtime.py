@@ -43,6 +43,7 @@ from .services.skills import SkillService
 from .services.vector_stores import VectorStoreService
 from .store import ResponseStore
 from .store.base import ChunkIndex, ContainerStore, RunLeases
+from .store.base_skills import SkillStore
 from .store.open import StoreSet, open_stores
 from .upstreams import SINGLE_UPSTREAM, Route, Router
 
@@ -134,7 +135,7 @@ class Runtime:
         server_tools.services.file_search = vector_stores  # what the file_search tool searches
         skills = SkillService(stores.skills, files.contents,
                               max_stored_bytes=lambda tenant: settings.tenant_policy(tenant).max_stored_bytes)
-        containers = await _open_code_interpreter(settings, stores.containers, files, skills, server_tools)
+        containers = await _open_code_interpreter(settings, stores.containers, files, stores.skills, server_tools)
         background = await _open_background(settings, stores, database_url, upstream)
         # stored responses and conversations past their tenant's retention go in the background (item 5)
         any_retention = settings.retention_days is not None or any(
@@ -309,7 +310,7 @@ async def _open_background(settings: Settings, stores: StoreSet, database_url: s
 
 
 async def _open_code_interpreter(settings: Settings, store: ContainerStore, files: FileService,
-                                 skills: SkillService, server_tools: ServerTools) -> ContainerService:
+                                 skills: SkillStore, server_tools: ServerTools) -> ContainerService:
     """The Containers API over the files' bytes storage, and the code interpreter over it and the sandbox. The
     sandbox is checked once here (bubblewrap making its namespaces); where it cannot run, the code interpreter is
     still offered, and refuses each request naming the cause (never code run unsandboxed)."""
@@ -317,13 +318,20 @@ async def _open_code_interpreter(settings: Settings, store: ContainerStore, file
     from .sandbox.read_only import sweep_orphans
     from .sandbox.trees import sweep_stale
     from .services.code_interpreter import CodeInterpreter
+    from .services.container_skills import ContainerSkills
 
     limits = settings.sandbox_limits()
+    workdir = Path(settings.code_workdir) if settings.code_workdir else None  # skills' trees (sandbox/read_only.py)
+
+    def stored_bytes(tenant: str) -> int | None:
+        return settings.tenant_policy(tenant).max_stored_bytes
+
     containers = ContainerService(store, files.contents, files, file_bytes=limits.file_bytes,
                                   container_bytes=limits.container_bytes,
                                   max_containers=lambda tenant: settings.tenant_policy(tenant).max_containers,
-                                  max_stored_bytes=lambda tenant: settings.tenant_policy(tenant).max_stored_bytes,
-                                  skills=skills)
+                                  max_stored_bytes=stored_bytes,
+                                  skills=ContainerSkills(skills, files.contents, max_stored_bytes=stored_bytes,
+                                                         workdir=workdir))
     await containers.start()
     sandbox = await asyncio.to_thread(Sandbox.detect, limits, use_cgroup=settings.code_cgroup,
                                       require_cgroup=settings.code_require_cgroup,
@@ -333,12 +341,11 @@ async def _open_code_interpreter(settings: Settings, store: ContainerStore, file
     else:
         log.info("sandbox_ready", bwrap=sandbox.bwrap, concurrency=limits.slots, mode=sandbox.mode,
                  cgroups=sandbox.cgroups.description if sandbox.cgroups is not None else None)
-    swept = await asyncio.to_thread(sweep_stale, Path(settings.code_workdir) if settings.code_workdir else None)
+    swept = await asyncio.to_thread(sweep_stale, workdir)
     if swept:
         log.info("sandbox_workspaces_swept", removed=swept)
-    workdir = Path(settings.code_workdir) if settings.code_workdir else None
     orphans = await asyncio.to_thread(sweep_orphans, workdir)
     if orphans:
         log.info("sandbox_skill_trees_swept", removed=orphans)
-    server_tools.services.code = CodeInterpreter(containers, sandbox, workdir=workdir)
+    server_tools.services.code = CodeInterpreter(containers, sandbox)
     return containers

@@ -23,6 +23,7 @@ from responses_bridge.runtime import Runtime
 from responses_bridge.sealing import Sealer
 from responses_bridge.services.background import BackgroundService
 from responses_bridge.services.chat_completions import ChatCompletionService
+from responses_bridge.services.container_skills import ContainerSkills
 from responses_bridge.services.containers import ContainerService
 from responses_bridge.services.conversations import ConversationService
 from responses_bridge.services.files import FileService
@@ -60,7 +61,8 @@ def runtime_over(store: SQLiteResponseStore, settings: Settings, *,
     limits = settings.sandbox_limits()
     skills = SkillService(SQLiteSkillStore(store), files.contents)
     containers = ContainerService(SQLiteContainerStore(store), files.contents, files, file_bytes=limits.file_bytes,
-                                  container_bytes=limits.container_bytes, skills=skills)
+                                  container_bytes=limits.container_bytes,
+                                  skills=ContainerSkills(SQLiteSkillStore(store), files.contents))
     return Runtime(
         settings=settings, store=store, options=settings.engine_options(), sealer=Sealer(os.urandom(32)),
         conversations=ConversationService(SQLiteConversationStore(store)),

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from responses_bridge.protocol.errors import APIError
+from responses_bridge.services.container_skills import ContainerSkills
 from responses_bridge.services.containers import ContainerService
 from responses_bridge.services.files import FileService
 from responses_bridge.services.skill_bundle import SkillBundle, read_zip
@@ -50,6 +51,8 @@ class Services:
     def __init__(self, skills: SkillService, containers: ContainerService, files: FileService) -> None:
         self.skills = skills
         self.containers = containers
+        assert containers.skills is not None
+        self.on_containers: ContainerSkills = containers.skills
         self.files = files
 
 
@@ -65,8 +68,9 @@ async def services_over(kind: str, tmp_path: Path, request: pytest.FixtureReques
                                 max_stored_bytes=limit)
             await files.start()
             skills = SkillService(SQLiteSkillStore(db), files.contents, max_stored_bytes=limit)
+            on_containers = ContainerSkills(SQLiteSkillStore(db), files.contents, max_stored_bytes=limit)
             yield Services(skills, ContainerService(SQLiteContainerStore(db), files.contents, files, file_bytes=1000,
-                                                    container_bytes=1500, purge_interval=0, skills=skills,
+                                                    container_bytes=1500, purge_interval=0, skills=on_containers,
                                                     max_stored_bytes=limit), files)
             await files.aclose()
     else:
@@ -75,9 +79,10 @@ async def services_over(kind: str, tmp_path: Path, request: pytest.FixtureReques
                                 contents=PostgresFileBytes(db), max_stored_bytes=limit)
             await files.start()
             skills = SkillService(PostgresSkillStore(db), files.contents, max_stored_bytes=limit)
+            on_containers = ContainerSkills(PostgresSkillStore(db), files.contents, max_stored_bytes=limit)
             yield Services(skills, ContainerService(PostgresContainerStore(db), files.contents, files,
                                                     file_bytes=1000, container_bytes=1500, purge_interval=0,
-                                                    skills=skills, max_stored_bytes=limit), files)
+                                                    skills=on_containers, max_stored_bytes=limit), files)
             await files.aclose()
 
 
@@ -145,7 +150,8 @@ async def test_another_tenants_skill_is_a_missing_one(kind: str, tmp_path: Path,
             assert missing.value.status == 404
         assert (await s.skills.list(tenant=B, after=None, limit=20, order="desc"))["data"] == []
         with pytest.raises(APIError) as reference:
-            await s.skills.resolve([{"type": "skill_reference", "skill_id": made["id"]}], tenant=B, param="skills")
+            await s.on_containers.resolve([{"type": "skill_reference", "skill_id": made["id"]}], tenant=B,
+                                          param="skills")
         assert reference.value.status == 404 and reference.value.param == "skills[0].skill_id"
         assert (await s.skills.retrieve(made["id"], tenant=A))["id"] == made["id"]
 
@@ -200,10 +206,10 @@ async def test_a_container_keeps_its_own_copies_of_its_skills(kind: str, tmp_pat
         container = await s.containers.create({"name": "c", "skills": [
             {"type": "skill_reference", "skill_id": made["id"], "version": "latest"}, inline]}, tenant=A)
         await s.skills.delete(made["id"], tenant=A)  # the container keeps its copy
-        found = await s.skills.container_bundles(container["id"], tenant=A)
+        found = await s.on_containers.container_bundles(container["id"], tenant=A)
         assert [(skill.name, bundle.name) for skill, bundle in found] == [("csv-insights", "csv-insights"),
                                                                           ("inline-one", "whatever")]
-        assert await s.skills.container_bundles(container["id"], tenant=B) == []
+        assert await s.on_containers.container_bundles(container["id"], tenant=B) == []
         blobs = [skill.blob_id for skill, _ in found]
         version = await s.skills.create(bundle_of(), tenant=A)
         await age_blobs(s, kind)
@@ -211,7 +217,7 @@ async def test_a_container_keeps_its_own_copies_of_its_skills(kind: str, tmp_pat
         assert read_zip(await content(s.skills, version["id"], None)).name == "csv-insights"
         assert [await stored(s, blob) for blob in blobs] == [True, True]
         await s.containers.delete(container["id"], tenant=A)
-        assert await s.skills.container_skills(container["id"], tenant=A) == []
+        assert await s.on_containers.container_skills(container["id"], tenant=A) == []
         assert [await stored(s, blob) for blob in blobs] == [False, False]
 
 
@@ -251,7 +257,7 @@ async def test_a_version_or_a_skill_that_does_not_exist_is_a_404(tmp_path: Path,
         made = await s.skills.create(bundle_of(), tenant=A)
         for attempt, param in ((s.skills.retrieve_version(made["id"], "7", tenant=A), "version"),
                                (s.skills.retrieve("skill_nope", tenant=A), "skill_id"),
-                               (s.skills.resolve([{"type": "skill_reference", "skill_id": made["id"],
+                               (s.on_containers.resolve([{"type": "skill_reference", "skill_id": made["id"],
                                                    "version": "9"}], tenant=A, param="skills"),
                                 "skills[0].version")):
             with pytest.raises(APIError) as missing:

@@ -15,13 +15,10 @@ from typing import Any
 import structlog
 
 from ..protocol.errors import APIError, invalid_request
-from ..protocol.skills_note import SKILLS_DIR, skills_note
 from ..run.tools.code_interpreter import CodeRun, CodeToolOptions
 from ..sandbox import Sandbox, SandboxBusy, SandboxUnavailable
-from ..sandbox.read_only import read_only_tree
 from .container_workspace import Workspace
 from .containers import ContainerService
-from .skill_bundle import extract_to
 
 log = structlog.get_logger(__name__)
 
@@ -30,10 +27,9 @@ class CodeInterpreter:
     """The loop's code interpreter (:class:`CodeInterpreterService`): the containers and the sandbox, one each per
     process."""
 
-    def __init__(self, containers: ContainerService, sandbox: Sandbox, *, workdir: Path | None = None) -> None:
+    def __init__(self, containers: ContainerService, sandbox: Sandbox) -> None:
         self.containers = containers
         self.sandbox = sandbox
-        self.workdir = workdir  # where a call's skills are laid out on the host (sandbox/read_only.py)
 
     async def check(self, options: CodeToolOptions, *, tenant: str) -> None:
         """Every refusal, before anything is made: the sandbox cannot run here, the container is not one of the
@@ -85,10 +81,8 @@ class CodeInterpreter:
         if container is None:
             return CodeRun(container_id, None, error=f"The container {container_id} has expired or was deleted.")
         try:
-            async with contextlib.AsyncExitStack() as stack:
-                read_only = await self._skill_trees(stack, container.id, tenant)
-                await stack.enter_async_context(self.containers.lock(container.id))
-                call = await stack.enter_async_context(self.sandbox.call(tenant=tenant, read_only=read_only))
+            async with self._skills(container.id, tenant) as read_only, self.containers.lock(container.id), \
+                    self.sandbox.call(tenant=tenant, read_only=read_only) as call:
                 space = Workspace(self.containers, container, tenant, call.data)
                 await space.lay_out()
                 result = await call.run(code)
@@ -108,27 +102,14 @@ class CodeInterpreter:
         await self.containers.touch(container_id, tenant=tenant)
         return CodeRun(container_id, result, changed, notes)
 
-    async def _skill_trees(self, stack: contextlib.AsyncExitStack, container_id: str,
-                           tenant: str) -> list[tuple[Path, str]]:
-        """The container's skills laid out read-only for the call (``/mnt/skills/<name>/``), in a host directory
-        removed when ``stack`` closes; none when the container has none."""
+    def _skills(self, container_id: str, tenant: str) -> contextlib.AbstractAsyncContextManager[
+            list[tuple[Path, str]]]:
+        """The container's skills laid out read-only for the call (``/mnt/skills/<name>/``), none without."""
         skills = self.containers.skills
         if skills is None:
-            return []
-        bundles = await skills.container_bundles(container_id, tenant=tenant)
-        if not bundles:
-            return []
-
-        def fill(root: Path) -> None:
-            for skill, bundle in bundles:
-                extract_to(bundle, root / skill.name)
-
-        root = await stack.enter_async_context(read_only_tree(self.workdir, fill))
-        return [(root, SKILLS_DIR)]
+            return contextlib.nullcontext([])
+        return skills.laid_out(container_id, tenant=tenant)
 
     async def skills_note(self, container_id: str, *, tenant: str) -> str:
         skills = self.containers.skills
-        if skills is None:
-            return ""
-        found = await skills.container_skills(container_id, tenant=tenant)
-        return skills_note([(skill.name, skill.description) for skill in found])
+        return await skills.note(container_id, tenant=tenant) if skills is not None else ""

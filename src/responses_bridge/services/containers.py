@@ -45,9 +45,9 @@ from .container_shapes import (
     container_object,
     data_path,
 )
+from .container_skills import ContainerSkills, ResolvedSkill
 from .files import FileService, new_file_id
 from .pagination import check_page
-from .skills import ResolvedSkill, SkillService
 
 log = structlog.get_logger(__name__)
 
@@ -78,7 +78,7 @@ class ContainerService:
                  container_bytes: int, max_containers: Callable[[str], int | None] = lambda tenant: None,
                  max_stored_bytes: Callable[[str], int | None] = lambda tenant: None,
                  clock: Callable[[], float] = time.time, purge_interval: float = 60.0,
-                 skills: SkillService | None = None) -> None:
+                 skills: ContainerSkills | None = None) -> None:
         self.store = store
         self.skills = skills
         self.blobs = blobs
@@ -146,7 +146,8 @@ class ContainerService:
         return container_object(container)
 
     async def resolve_skills(self, value: object, *, tenant: str, param: str) -> list[ResolvedSkill]:
-        """A container's ``skills`` checked and read (services/skills.py), before anything is made."""
+        """A container's ``skills`` checked and resolved (services/container_skills.py), before anything is
+        made."""
         if value is None:
             return []
         if self.skills is None:

@@ -1,24 +1,18 @@
 """Skills (``/v1/skills``): versioned bundles of files around a ``SKILL.md``, tenant-owned, in OpenAI's shapes
-(``openai.types.Skill``, ``SkillVersion``, ``DeletedSkill``, ``skills.DeletedSkillVersion``), and the skills a
-container is made with (``skills`` on ``POST /v1/containers`` and a shell tool's ``container_auto``: references to
-a stored skill, with an optional version, or inline base64 zips).
+(``openai.types.Skill``, ``SkillVersion``, ``DeletedSkill``, ``skills.DeletedSkillVersion``). The skills a
+container is made with, and how they reach its sandbox calls: services/container_skills.py.
 
 Each version is kept as one zip the bridge wrote itself (services/skill_bundle.py checks what the client sent and
 rebuilds it), stored as a blob in the files' bytes storage, so any replica on the database serves and lays out
 the same bytes; its size counts against the tenant's ``max_stored_bytes`` with files and container files (checked
-by the store in the inserting transaction). A container keeps its own copy of each skill it was made with, so
-deleting the skill or a version later leaves the container as it was made.
+by the store in the inserting transaction).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import builtins
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -27,7 +21,6 @@ from .. import ids
 from ..protocol.errors import APIError, invalid_request, not_found
 from ..store.base import BlobReader, FileBytes
 from ..store.base_skills import (
-    ContainerSkill,
     DefaultVersionDeletion,
     SkillStore,
     StoredSkill,
@@ -38,22 +31,12 @@ from ..store.records import StorageLimitExceeded, UnknownCursor
 from .file_quota import storage_limit_error
 from .files import new_file_id
 from .pagination import check_page
-from .skill_bundle import MAX_DESCRIPTION, MAX_ZIP_BYTES, NAME_PATTERN, SkillBundle, canonical_zip, read_zip
+from .skill_bundle import SkillBundle, canonical_zip
 
 log = structlog.get_logger(__name__)
 
 MAX_LIST_LIMIT = 100
-MAX_CONTAINER_SKILLS = 20
 READ_CHUNK = 1 << 20
-
-
-@dataclass(frozen=True, slots=True)
-class ResolvedSkill:
-    """A skill for a container: checked, with the zip to keep."""
-
-    name: str
-    description: str
-    data: bytes
 
 
 def skill_object(skill: StoredSkill) -> dict[str, Any]:
@@ -100,6 +83,27 @@ async def read_blob(reader: BlobReader, limit: int) -> bytes:
     return bytes(out)
 
 
+async def keep_blob(blobs: FileBytes, data: bytes) -> str:
+    """Store a zip as a new blob; its id."""
+    blob_id = new_file_id()
+    writer = await blobs.writer(blob_id)
+    try:
+        await writer.write(data)
+        await writer.publish()
+    except BaseException:
+        await writer.discard()
+        raise
+    return blob_id
+
+
+async def remove_blobs(blobs: FileBytes, blob_ids: Sequence[str]) -> None:
+    for blob in blob_ids:
+        try:
+            await blobs.remove(blob)
+        except OSError as error:
+            log.warning("skill_blob_remove_failed", error=str(error))
+
+
 class SkillService:
     """The Skills API over a :class:`SkillStore` and the files' bytes storage (``blobs``)."""
 
@@ -115,23 +119,10 @@ class SkillService:
         return int(self._clock())
 
     async def _keep(self, data: bytes) -> str:
-        """Store a zip as a new blob; its id."""
-        blob_id = new_file_id()
-        writer = await self.blobs.writer(blob_id)
-        try:
-            await writer.write(data)
-            await writer.publish()
-        except BaseException:
-            await writer.discard()
-            raise
-        return blob_id
+        return await keep_blob(self.blobs, data)
 
     async def _remove(self, blobs: Sequence[str]) -> None:
-        for blob in blobs:
-            try:
-                await self.blobs.remove(blob)
-            except OSError as error:
-                log.warning("skill_blob_remove_failed", error=str(error))
+        await remove_blobs(self.blobs, blobs)
 
     def _over_limit(self, error: StorageLimitExceeded) -> APIError:
         refusal = storage_limit_error(error.limit, error.used)
@@ -294,135 +285,6 @@ class SkillService:
         if reader is None:  # deleted between the lookup and the open
             raise version_not_found(found.version)
         return reader, f"{found.name}-{found.version}.zip"
-
-    # -- skills for containers ------------------------------------------------------------------------------------
-
-    async def resolve(self, value: object, *, tenant: str, param: str) -> builtins.list[ResolvedSkill]:
-        """``skills`` of a container (``[{"type": "skill_reference", "skill_id", "version"?}`` or ``{"type":
-        "inline", "name", "description", "source": {"type": "base64", "media_type": "application/zip",
-        "data"}}]``), each checked and read: 400s and 404s naming ``param[i]`` and the field. Two skills of one
-        name cannot be laid out side by side, so they are refused too."""
-        if value is None:
-            return []
-        if not isinstance(value, list):
-            raise invalid_request(f"Invalid value for '{param}': expected an array of skills.", param=param,
-                                  code="invalid_type")
-        if len(value) > MAX_CONTAINER_SKILLS:
-            raise invalid_request(f"Invalid value for '{param}': at most {MAX_CONTAINER_SKILLS} skills.",
-                                  param=param)
-        resolved: list[ResolvedSkill] = []
-        for position, entry in enumerate(value):
-            where = f"{param}[{position}]"
-            if not isinstance(entry, dict):
-                raise invalid_request(f"Invalid value for '{where}': expected an object.", param=where,
-                                      code="invalid_type")
-            kind = entry.get("type")
-            if kind == "skill_reference":
-                skill = await self._reference(entry, tenant, where)
-            elif kind == "inline":
-                skill = await asyncio.to_thread(_inline, entry, where)
-            else:
-                raise invalid_request(f"Invalid value for '{where}.type': expected 'skill_reference' or 'inline'.",
-                                      param=f"{where}.type")
-            if any(other.name == skill.name for other in resolved):
-                raise invalid_request(f"Two skills are named '{skill.name}'; the skills of one container need "
-                                      "names of their own.", param=where, code="duplicate_skill")
-            resolved.append(skill)
-        return resolved
-
-    async def _reference(self, entry: Mapping[str, Any], tenant: str, where: str) -> ResolvedSkill:
-        skill_id = entry.get("skill_id")
-        if not isinstance(skill_id, str) or not skill_id:
-            raise invalid_request(f"Missing required parameter: '{where}.skill_id'.", param=f"{where}.skill_id",
-                                  code="missing_required_parameter")
-        skill = await self.store.get_skill(skill_id, tenant=tenant)
-        if skill is None:
-            raise skill_not_found(skill_id, f"{where}.skill_id")
-        wanted = entry.get("version")
-        if wanted is None:
-            number = skill.default_version
-        elif wanted == "latest":
-            number = skill.latest_version
-        else:
-            number = version_number(wanted, f"{where}.version")
-        found = await self.store.get_version(skill_id, number, tenant=tenant)
-        reader = await self.blobs.open(found.blob_id) if found is not None else None
-        if found is None or reader is None:
-            raise version_not_found(wanted if wanted is not None else number, f"{where}.version")
-        data = await read_blob(reader, MAX_ZIP_BYTES)
-        return ResolvedSkill(found.name, found.description, data)
-
-    async def attach(self, container_id: str, skills: Sequence[ResolvedSkill], *, tenant: str) -> None:
-        """Keep ``skills`` as the container's own (blobs, then their rows in one transaction)."""
-        kept: list[ContainerSkill] = []
-        try:
-            for position, skill in enumerate(skills):
-                blob_id = await self._keep(skill.data)
-                kept.append(ContainerSkill(container_id, position, skill.name, skill.description, len(skill.data),
-                                           blob_id))
-            await self.store.add_container_skills(kept, tenant=tenant,
-                                                  max_stored_bytes=self._max_stored_bytes(tenant))
-        except BaseException as error:
-            await self._remove([skill.blob_id for skill in kept])
-            if isinstance(error, StorageLimitExceeded):
-                refusal = storage_limit_error(error.limit, error.used)
-                refusal.param = "skills"
-                raise refusal from None
-            raise
-
-    async def container_skills(self, container_id: str, *, tenant: str) -> builtins.list[ContainerSkill]:
-        return await self.store.container_skills(container_id, tenant=tenant)
-
-    async def container_bundles(self, container_id: str, *,
-                                tenant: str) -> builtins.list[tuple[ContainerSkill, SkillBundle]]:
-        """The container's skills, read back and checked again (what is laid out in its sandbox calls)."""
-        found: list[tuple[ContainerSkill, SkillBundle]] = []
-        for skill in await self.store.container_skills(container_id, tenant=tenant):
-            reader = await self.blobs.open(skill.blob_id)
-            if reader is None:
-                continue  # the container was deleted meanwhile
-            data = await read_blob(reader, MAX_ZIP_BYTES)
-            found.append((skill, await asyncio.to_thread(read_zip, data)))
-        return found
-
-
-def _inline(entry: Mapping[str, Any], where: str) -> ResolvedSkill:
-    """An inline skill: its base64 zip, checked like an upload (its ``SKILL.md`` included); ``name`` (the
-    directory it is laid out in) and ``description`` as given."""
-    for field_name in ("name", "description"):
-        if not isinstance(entry.get(field_name), str) or not entry[field_name].strip():
-            raise invalid_request(f"Missing required parameter: '{where}.{field_name}'.",
-                                  param=f"{where}.{field_name}", code="missing_required_parameter")
-    source = entry.get("source")
-    if not isinstance(source, dict):
-        raise invalid_request(f"Missing required parameter: '{where}.source'.", param=f"{where}.source",
-                              code="missing_required_parameter")
-    if source.get("type") != "base64":
-        raise invalid_request(f"Invalid value for '{where}.source.type': expected 'base64'.",
-                              param=f"{where}.source.type")
-    if source.get("media_type") != "application/zip":
-        raise invalid_request(f"Invalid value for '{where}.source.media_type': expected 'application/zip'.",
-                              param=f"{where}.source.media_type")
-    data = source.get("data")
-    if not isinstance(data, str) or len(data) > MAX_ZIP_BYTES * 4 // 3 + 4:
-        raise invalid_request(f"Invalid value for '{where}.source.data': expected a base64 zip of at most "
-                              f"{MAX_ZIP_BYTES} bytes.", param=f"{where}.source.data")
-    try:
-        raw = base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise invalid_request(f"Invalid value for '{where}.source.data': not base64.",
-                              param=f"{where}.source.data") from None
-    name = entry["name"]
-    if not NAME_PATTERN.fullmatch(name):
-        raise invalid_request(f"Invalid value for '{where}.name': expected 1 to 64 letters, digits, '.', '_' or "
-                              "'-', starting with a letter or digit (it names the skill's directory).",
-                              param=f"{where}.name")
-    if len(entry["description"]) > MAX_DESCRIPTION:
-        raise invalid_request(f"Invalid value for '{where}.description': at most {MAX_DESCRIPTION} characters.",
-                              param=f"{where}.description")
-    bundle = read_zip(raw, f"{where}.source.data")
-    return ResolvedSkill(name, entry["description"].strip(), canonical_zip(bundle))
-
 
 def _page(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
     return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
