@@ -175,3 +175,13 @@ def test_check_path_normalises_relative_paths() -> None:
         check_path("a/" * 20 + "x")
     with pytest.raises(APIError):
         check_path("x" * 300)
+
+
+def test_a_huge_central_directory_is_refused_before_zipfile_parses_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """zipfile makes an object per central directory entry before any check could run: the end record's count and
+    size are read first."""
+    data = make_zip([("SKILL.md", MANIFEST), *((f"{n}", b"") for n in range(2500))], compression=zipfile.ZIP_STORED)
+    parsed: list[bytes] = []
+    monkeypatch.setattr(zipfile, "ZipFile", lambda data: parsed.append(data))  # never reached
+    refused(data, "the zip declares 2501 entries")
+    assert parsed == []

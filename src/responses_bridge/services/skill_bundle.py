@@ -19,6 +19,7 @@ import os
 import posixpath
 import re
 import stat
+import struct
 import zipfile
 import zlib
 from collections.abc import Iterable
@@ -42,6 +43,9 @@ entries inflate thousands of times; real text and code stay well under a hundred
 RATIO_FLOOR = 1 * MIB
 MAX_ZIP_BYTES = MAX_TOTAL_BYTES + 4 * MIB
 """A zip as uploaded (compressed data plus its directories)."""
+MAX_DIRECTORY_BYTES = 2 * MIB
+"""A zip's central directory: what zipfile parses whole (an object per entry) before any check of ours can run,
+so its size and entry count are read from the end record first."""
 MAX_FRONT_MATTER = 64 * 1024
 MAX_NAME = 64
 MAX_DESCRIPTION = 1024
@@ -182,11 +186,30 @@ def _entry_kind(info: zipfile.ZipInfo) -> str:
     return "dir" if info.is_dir() else "file"
 
 
+def _directory(data: bytes) -> tuple[int, int] | None:
+    """(entries, bytes) of the zip's central directory as its end record (or the ZIP64 one) declares them; None
+    when there is no end record (zipfile then refuses the data)."""
+    at = data.rfind(b"PK\x05\x06", max(0, len(data) - 22 - 0xFFFF))
+    if at < 0 or len(data) < at + 22:
+        return None
+    entries, size = struct.unpack_from("<HI", data, at + 10)
+    if (entries == 0xFFFF or size == 0xFFFFFFFF) and at >= 20 and data[at - 20:at - 16] == b"PK\x06\x07":
+        record = struct.unpack_from("<Q", data, at - 12)[0]
+        if record + 56 <= len(data) and data[record:record + 4] == b"PK\x06\x06":
+            entries, size = struct.unpack_from("<QQ", data, record + 32)
+    return int(entries), int(size)
+
+
 def read_zip(data: bytes, param: str = "files") -> SkillBundle:
-    """A skill from one zip: every entry checked on what it declares before any is inflated, then inflated with
-    its declared size as the cap."""
+    """A skill from one zip: its central directory bounded before zipfile parses it, every entry checked on what
+    it declares before any is inflated, then inflated with its declared size as the cap."""
     if len(data) > MAX_ZIP_BYTES:
         raise refused(f"A skill's zip may be at most {MAX_ZIP_BYTES} bytes.", param)
+    declared_directory = _directory(data)
+    if declared_directory is not None and (declared_directory[0] > MAX_FILES * 2
+                                           or declared_directory[1] > MAX_DIRECTORY_BYTES):
+        raise refused(f"A skill may hold at most {MAX_FILES} files (the zip declares {declared_directory[0]} "
+                      "entries).", param)
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, OSError) as error:
