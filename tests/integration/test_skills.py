@@ -291,3 +291,12 @@ async def test_a_containers_skills_are_laid_out_read_only_for_the_code_interpret
                        if "/mnt/skills" in tool["function"].get("description", ""))
     assert "- csv-insights: Summarise a CSV file with pandas. (/mnt/skills/csv-insights/SKILL.md)" in description
     assert "- inline-tool: An inline tool. (/mnt/skills/inline-tool/SKILL.md)" in description
+
+
+async def test_skills_on_the_code_interpreters_auto_container_are_refused_not_dropped(stack: Stack) -> None:
+    """OpenAI's ``auto`` container for the code interpreter has no ``skills``: one sent there is a 400 naming it,
+    never silently run without them."""
+    status, body = await raw(stack.sidecar.http_url, "POST", "/v1/responses", json={
+        "model": "fake-model", "input": "hi",
+        "tools": [{"type": "code_interpreter", "container": {"type": "auto", "skills": []}}]})
+    assert status == 400 and body["error"]["param"] == "tools[0].container.skills", body
