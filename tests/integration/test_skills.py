@@ -190,6 +190,8 @@ HOSTILE = {
                                                ("a.txt", b"1", "text/plain"), ("a.txt", b"2", "text/plain")]),
     "no SKILL.md": lambda: zip_form(skill_zip().replace(b"SKILL.md", b"NOTES.md")),
     "no name": lambda: zip_form(skill_zip(MANIFEST.replace("name: csv-insights\n", ""))),
+    "lone surrogate in the description": lambda: zip_form(skill_zip(MANIFEST.replace(
+        "description: Summarise a CSV file with pandas.", 'description: "\\ud800"'))),
 }
 
 

@@ -45,6 +45,7 @@ ZIPS = [
     _zip([("SKILL.md", MANIFEST, None), ("link", b"/etc/passwd", stat.S_IFLNK | 0o777)]),
     _zip([("SKILL.md", b"no front matter", None)]),
     _zip([("SKILL.md", b"---\nname: [\n---\n", None)]),
+    _zip([("SKILL.md", b'---\nname: x\ndescription: "\\ud800 \\x00"\n---\n', None)]),  # YAML escapes
     _zip([("README", b"no manifest", None)]),
     _zip([("SKILL.md", MANIFEST, None), *((f"{n}", b"", None) for n in range(1200))]),
     b"PK\x03\x04 broken",

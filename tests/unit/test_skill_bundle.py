@@ -154,6 +154,8 @@ def test_a_missing_manifest_is_refused() -> None:
     (b"---\nname: ../x\ndescription: d\n---\n", "Invalid 'name'"),
     (b"---\nname: 12\ndescription: d\n---\n", "Invalid 'name'"),
     (b"---\nname: x\ndescription: ''\n---\n", "Invalid 'description'"),
+    (b'---\nname: x\ndescription: "a\\ud800b"\n---\n', "Invalid 'description'"),
+    (b'---\nname: x\ndescription: "a\\x00b"\n---\n', "Invalid 'description'"),
     (b"\xff\xfe---\n", "not UTF-8"),
 ])
 def test_an_invalid_manifest_is_refused_naming_the_field(manifest: bytes, words: str) -> None:

@@ -81,7 +81,7 @@ def refused(message: str, param: str = "files", code: str = "invalid_skill") -> 
 def check_path(raw: str, param: str = "files") -> str:
     """A file's path inside the skill, normalised; a 400 for one that could leave it or cannot be laid out."""
     shown = raw[:200]
-    if not raw or "\x00" in raw or any(ord(char) < 0x20 for char in raw):
+    if not raw or not _text(raw) or any(ord(char) < 0x20 for char in raw):
         raise refused(f"Invalid skill file path {shown!r}: empty, or holding control characters.", param)
     if "\\" in raw or raw.startswith("/") or re.match(r"^[A-Za-z]:", raw):
         raise refused(f"Invalid skill file path {shown!r}: paths are relative and '/'-separated.", param)
@@ -95,6 +95,16 @@ def check_path(raw: str, param: str = "files") -> str:
         raise refused(f"Skill file path {shown!r} is too long: at most {MAX_PATH} characters and {MAX_DEPTH} "
                       "levels.", param)
     return path
+
+
+def _text(value: str) -> bool:
+    """Is ``value`` text every store and answer can hold: UTF-8 (YAML's escapes can make lone surrogates), no
+    NUL?"""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in value
 
 
 def _front_matter(text: str, param: str) -> dict[str, object]:
@@ -138,9 +148,10 @@ def manifest(data: bytes, param: str = "files") -> tuple[str, str]:
                       "'.', '_' or '-', starting with a letter or digit.", param, "invalid_skill_manifest")
     if description is None:
         raise refused(f"{MANIFEST}'s front matter has no 'description'.", param, "invalid_skill_manifest")
-    if not isinstance(description, str) or not description.strip() or len(description) > MAX_DESCRIPTION:
-        raise refused(f"Invalid 'description' in {MANIFEST}'s front matter: expected a non-empty string of at most "
-                      f"{MAX_DESCRIPTION} characters.", param, "invalid_skill_manifest")
+    if (not isinstance(description, str) or not description.strip() or len(description) > MAX_DESCRIPTION
+            or not _text(description)):
+        raise refused(f"Invalid 'description' in {MANIFEST}'s front matter: expected non-empty text (no NUL, no "
+                      f"lone surrogate) of at most {MAX_DESCRIPTION} characters.", param, "invalid_skill_manifest")
     return name, description.strip()
 
 
