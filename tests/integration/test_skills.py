@@ -181,6 +181,8 @@ HOSTILE = {
     "dot-dot path in a zip": lambda: zip_form(skill_zip(extra=[("../../etc/cron.d/x", b"x", None)])),
     "absolute path in a zip": lambda: zip_form(skill_zip(extra=[("/etc/passwd", b"x", None)])),
     "ten thousand files": lambda: zip_form(skill_zip(extra=[(f"f/{n}", b"", None) for n in range(10_000)])),
+    "ten thousand parts": lambda: directory_form([("s/SKILL.md", MANIFEST.encode(), "text/markdown"),
+                                                  *((f"s/{n}.txt", b"", "text/plain") for n in range(10_000))]),
     "symlink entry": lambda: zip_form(skill_zip(extra=[("passwd", b"/etc/passwd", stat.S_IFLNK | 0o777)])),
     "symlink part": lambda: directory_form([("s/SKILL.md", MANIFEST.encode(), "text/markdown"),
                                             ("s/passwd", b"/etc/passwd", "inode/symlink")]),
