@@ -19,9 +19,13 @@ from responses_bridge.sandbox.read_only import PREFIX, read_only_tree, sweep_orp
 from tests.unit.test_sandbox import needs_sandbox
 
 
-def _fill(root: Path) -> None:
+def _write(root: Path) -> None:
     (root / "tool").mkdir()
     (root / "tool" / "SKILL.md").write_text("---\nname: tool\n---\n")
+
+
+async def _fill(root: Path) -> None:
+    _write(root)
 
 
 def test_a_tree_is_bound_read_only_under_mnt_and_nowhere_else(tmp_path: Path) -> None:
@@ -44,8 +48,8 @@ async def test_the_tree_exists_for_the_call_and_is_gone_after_it(tmp_path: Path)
 
 
 async def test_the_tree_is_gone_when_filling_it_or_the_call_fails_or_is_cancelled(tmp_path: Path) -> None:
-    def broken(root: Path) -> None:
-        _fill(root)
+    async def broken(root: Path) -> None:
+        _write(root)
         raise OSError("disk full")
 
     with pytest.raises(OSError):
@@ -80,7 +84,7 @@ def test_a_start_sweeps_the_trees_of_processes_that_are_gone(tmp_path: Path) -> 
     other = tmp_path / "responses-bridge-ro-notapid"
     for directory in (dead, mine, alive, other):
         directory.mkdir()
-        _fill(directory)
+        _write(directory)
     assert sweep_orphans(tmp_path) == 1
     assert sorted(path.name for path in tmp_path.iterdir()) == sorted(p.name for p in (mine, alive, other))
 

@@ -206,11 +206,23 @@ async def test_a_container_keeps_its_own_copies_of_its_skills(kind: str, tmp_pat
         container = await s.containers.create({"name": "c", "skills": [
             {"type": "skill_reference", "skill_id": made["id"], "version": "latest"}, inline]}, tenant=A)
         await s.skills.delete(made["id"], tenant=A)  # the container keeps its copy
-        found = await s.on_containers.container_bundles(container["id"], tenant=A)
-        assert [(skill.name, bundle.name) for skill, bundle in found] == [("csv-insights", "csv-insights"),
-                                                                          ("inline-one", "whatever")]
-        assert await s.on_containers.container_bundles(container["id"], tenant=B) == []
-        blobs = [skill.blob_id for skill, _ in found]
+        s.on_containers.workdir = tmp_path / "trees"
+        s.on_containers.workdir.mkdir()
+        async with s.on_containers.laid_out(container["id"], tenant=A) as binds:
+            [(root, target)] = binds
+            assert target == "/mnt/skills" and sorted(path.name for path in root.iterdir()) == ["csv-insights",
+                                                                                               "inline-one"]
+            assert "name: whatever" in (root / "inline-one" / "SKILL.md").read_text()
+            assert (root / "csv-insights" / "scripts" / "run.py").read_bytes() == b"print('ran')\n"
+        assert list(s.on_containers.workdir.iterdir()) == []
+        async with s.on_containers.laid_out(container["id"], tenant=B) as binds:
+            assert binds == []
+        found = await s.on_containers.container_skills(container["id"], tenant=A)
+        assert [(skill.name, skill.description) for skill in found] == [("csv-insights", "Summarise a CSV file."),
+                                                                        ("inline-one", "Inline.")]
+        assert "- inline-one: Inline. (/mnt/skills/inline-one/SKILL.md)" in await s.on_containers.note(
+            container["id"], tenant=A)
+        blobs = [skill.blob_id for skill in found]
         version = await s.skills.create(bundle_of(), tenant=A)
         await age_blobs(s, kind)
         assert await s.files.sweep() == 0  # the sweep keeps skills' and container skills' bytes

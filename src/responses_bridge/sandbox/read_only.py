@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import os
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import structlog
@@ -26,14 +26,14 @@ PREFIX = "responses-bridge-ro-"
 
 
 @contextlib.asynccontextmanager
-async def read_only_tree(parent: Path | None, fill: Callable[[Path], None]) -> AsyncIterator[Path]:
-    """A fresh directory under ``parent`` (the system's temporary directory when None), filled by ``fill`` on a
-    worker thread, yielded for the call and removed afterwards (also when ``fill`` or the call fails or is
-    cancelled)."""
+async def read_only_tree(parent: Path | None, fill: Callable[[Path], Awaitable[None]]) -> AsyncIterator[Path]:
+    """A fresh directory under ``parent`` (the system's temporary directory when None), filled by ``fill`` (which
+    does its disk work off the event loop), yielded for the call and removed afterwards (also when ``fill`` or
+    the call fails or is cancelled)."""
     where = parent or Path(tempfile.gettempdir())
     root = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix=f"{PREFIX}{os.getpid()}-", dir=where))
     try:
-        await asyncio.to_thread(fill, root)
+        await fill(root)
         await asyncio.to_thread(os.chmod, root, 0o755)
         yield root
     finally:

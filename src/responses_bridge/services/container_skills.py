@@ -31,7 +31,6 @@ from .skill_bundle import (
     MAX_DESCRIPTION,
     MAX_ZIP_BYTES,
     NAME_PATTERN,
-    SkillBundle,
     canonical_zip,
     extract_to,
     read_zip,
@@ -160,31 +159,23 @@ class ContainerSkills:
     async def container_skills(self, container_id: str, *, tenant: str) -> list[ContainerSkill]:
         return await self.store.container_skills(container_id, tenant=tenant)
 
-    async def container_bundles(self, container_id: str, *,
-                                tenant: str) -> list[tuple[ContainerSkill, SkillBundle]]:
-        """The container's skills, read back and checked again (what is laid out in its sandbox calls)."""
-        found: list[tuple[ContainerSkill, SkillBundle]] = []
-        for skill in await self.store.container_skills(container_id, tenant=tenant):
-            reader = await self.blobs.open(skill.blob_id)
-            if reader is None:
-                continue  # the container was deleted meanwhile
-            data = await read_blob(reader, MAX_ZIP_BYTES)
-            found.append((skill, await asyncio.to_thread(read_zip, data)))
-        return found
-
-
     @contextlib.asynccontextmanager
     async def laid_out(self, container_id: str, *, tenant: str) -> AsyncIterator[list[tuple[Path, str]]]:
         """The container's skills laid out for one call: the (host directory, sandbox path) to bind read-only
-        (``Sandbox.call(read_only=...)``), none when it has no skills; the directory is removed on leaving."""
-        bundles = await self.container_bundles(container_id, tenant=tenant)
-        if not bundles:
+        (``Sandbox.call(read_only=...)``), none when it has no skills; the directory is removed on leaving. Each
+        skill is read back, checked again and extracted in turn, so one skill's files are in memory at a time."""
+        skills = await self.store.container_skills(container_id, tenant=tenant)
+        if not skills:
             yield []
             return
 
-        def fill(root: Path) -> None:
-            for skill, bundle in bundles:
-                extract_to(bundle, root / skill.name)
+        async def fill(root: Path) -> None:
+            for skill in skills:
+                reader = await self.blobs.open(skill.blob_id)
+                if reader is None:
+                    continue  # the container was deleted meanwhile: the call finds it gone
+                data = await read_blob(reader, MAX_ZIP_BYTES)
+                await asyncio.to_thread(_extract, data, root / skill.name)
 
         async with read_only_tree(self.workdir, fill) as root:
             yield [(root, SKILLS_DIR)]
@@ -193,6 +184,10 @@ class ContainerSkills:
         """What the tool's description tells the model of the container's skills."""
         found = await self.container_skills(container_id, tenant=tenant)
         return skills_note([(skill.name, skill.description) for skill in found])
+
+
+def _extract(data: bytes, target: Path) -> None:
+    extract_to(read_zip(data), target)
 
 
 def _inline(entry: Mapping[str, Any], where: str) -> ResolvedSkill:
