@@ -164,6 +164,29 @@ ROUTES = ["POST /v1/skills", "GET /v1/skills", "GET /v1/skills/{id}", "POST /v1/
           "DELETE /v1/skills/{id}/versions/{version}", "GET /v1/skills/{id}/versions/{version}/content"]
 
 
+def fresh_skills(base_url: str, count: int = 3) -> list[str]:
+    """Skills with three versions each, made with the SDK, for the generated requests to reach."""
+    import openai
+
+    data = _zip([("SKILL.md", b"---\nname: fuzz-target\ndescription: What the fuzzer aims at.\n---\n", None)])
+    made: list[str] = []
+    with openai.OpenAI(base_url=f"{base_url}/v1", api_key="sk-client", max_retries=0) as client:
+        for _ in range(count):
+            skill = client.skills.create(files=("skill.zip", data, "application/zip"))
+            for _ in range(2):
+                client.skills.versions.create(skill.id, files=("skill.zip", data, "application/zip"))
+            made.append(skill.id)
+    return made
+
+
+def run_all_skills(tally: Tally, examples: int) -> Tally:
+    """``examples`` generated requests for each Skills route, on fresh skills (``scripts/fuzz``)."""
+    for route in ROUTES:
+        ids = fresh_skills(tally.base_url)
+        run_skills(tally, route, examples, lambda ids=ids: ids)  # type: ignore[misc]
+    return tally
+
+
 def run_skills(tally: Tally, route: str, examples: int, skill_ids: Callable[[], list[str]]) -> Tally:
     """``examples`` generated requests for ``route`` through one door, the same ones on every run."""
 
