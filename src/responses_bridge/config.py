@@ -183,9 +183,9 @@ class Settings(BaseSettings):
         "sandboxes running at once (others wait within their timeout); 0: one per core. With several workers, "
         "each runs its share (at least one)"))
     code_workdir: str | None = Field(default=None, description=(
-        "where bridges before the in-memory /mnt/data laid each call's files out: swept at start of what a crashed "
-        "one left (each call's /mnt/data is now its own in-memory file system); unset: the system's temporary "
-        "directory"))
+        "where each call's skills are laid out on the host (bound read-only at /mnt/skills, removed when the call "
+        "ends), and where bridges before the in-memory /mnt/data laid each call's files out: swept at start of "
+        "what a crashed one left; unset: the system's temporary directory"))
     tenant_max_containers: int | None = Field(default=None, ge=0, description=(
         "default per-tenant limit of live containers; none: no limit"))
     tenant_max_sandboxes: int | None = Field(default=None, ge=1, description=(
@@ -207,7 +207,7 @@ class Settings(BaseSettings):
     tenant_max_request_bytes: int | None = Field(default=None, ge=1, description=(
         "default per-tenant limit of one request body, in bytes (413); none: only max_request_bytes"))
     tenant_max_stored_bytes: int | None = Field(default=None, ge=0, description=(
-        "default per-tenant limit of stored bytes, files and container files together; none: no limit"))
+        "default per-tenant limit of stored bytes, files, container files and skills together; none: no limit"))
     retention_days: float | None = Field(default=None, gt=0, description=(
         "default time-to-live of stored responses and conversations, purged in the background; none: kept until "
         "deleted (OpenAI keeps 30 days)"))

@@ -39,9 +39,11 @@ from .services.limits import TenantLimits
 from .services.prompts import PromptService
 from .services.retention import RetentionService
 from .services.retrieval.embedders import Embedder, embedder_from_settings
+from .services.skills import SkillService
 from .services.vector_stores import VectorStoreService
 from .store import ResponseStore
 from .store.base import ChunkIndex, ContainerStore, RunLeases
+from .store.base_skills import SkillStore
 from .store.open import StoreSet, open_stores
 from .upstreams import SINGLE_UPSTREAM, Route, Router
 
@@ -73,6 +75,7 @@ class Runtime:
     chunks: ChunkIndex
     vector_stores: VectorStoreService  # the Vector Stores API; the file_search tool's searcher
     containers: ContainerService  # the Containers API; the code interpreter's files (services/containers.py)
+    skills: SkillService  # the Skills API; the skills containers are made with (services/skills.py)
     background: BackgroundService
     retention: RetentionService  # purges what each tenant's retention_days has expired
     trimmer: MemoryTrimmer  # gives large requests' memory back to the system (allocator.py)
@@ -130,7 +133,9 @@ class Runtime:
         files.on_delete(vector_stores.forget_file)  # a deleted file leaves every vector store
         await vector_stores.start()
         server_tools.services.file_search = vector_stores  # what the file_search tool searches
-        containers = await _open_code_interpreter(settings, stores.containers, files, server_tools)
+        skills = SkillService(stores.skills, files.contents,
+                              max_stored_bytes=lambda tenant: settings.tenant_policy(tenant).max_stored_bytes)
+        containers = await _open_code_interpreter(settings, stores.containers, files, stores.skills, server_tools)
         background = await _open_background(settings, stores, database_url, upstream)
         # stored responses and conversations past their tenant's retention go in the background (item 5)
         any_retention = settings.retention_days is not None or any(
@@ -151,7 +156,7 @@ class Runtime:
                    identity=Identity(settings.auth, settings.tenant_header, stores.api_keys,
                                      sidecar_token(settings.sealing_key, db_path)),
                    files=files, embedder=embedder, chunks=stores.chunks, vector_stores=vector_stores,
-                   containers=containers,
+                   containers=containers, skills=skills,
                    background=background, retention=retention, trimmer=trimmer, gauges=gauges)
 
     async def close(self) -> None:
@@ -305,22 +310,31 @@ async def _open_background(settings: Settings, stores: StoreSet, database_url: s
 
 
 async def _open_code_interpreter(settings: Settings, store: ContainerStore, files: FileService,
-                                 server_tools: ServerTools) -> ContainerService:
-    """The Containers API over the files' bytes storage, and the code interpreter and the hosted shell over it and
-    the sandbox. The
+                                 skills: SkillStore, server_tools: ServerTools) -> ContainerService:
+    """The Containers API over the files' bytes storage (with the containers' skills), and the code interpreter and
+    the hosted shell over it and the sandbox. The
     sandbox is checked once here (bubblewrap making its namespaces); where it cannot run, the code interpreter is
     still offered, and refuses each request naming the cause (never code run unsandboxed)."""
     from .sandbox import Sandbox
+    from .sandbox.read_only import sweep_orphans
     from .sandbox.trees import sweep_stale
     from .services.code_interpreter import CodeInterpreter
     from .services.container_runs import ContainerRuns
+    from .services.container_skills import ContainerSkills
     from .services.hosted_shell import HostedShell
 
     limits = settings.sandbox_limits()
+    workdir = Path(settings.code_workdir) if settings.code_workdir else None  # skills' trees (sandbox/read_only.py)
+
+    def stored_bytes(tenant: str) -> int | None:
+        return settings.tenant_policy(tenant).max_stored_bytes
+
     containers = ContainerService(store, files.contents, files, file_bytes=limits.file_bytes,
                                   container_bytes=limits.container_bytes,
                                   max_containers=lambda tenant: settings.tenant_policy(tenant).max_containers,
-                                  max_stored_bytes=lambda tenant: settings.tenant_policy(tenant).max_stored_bytes)
+                                  max_stored_bytes=stored_bytes,
+                                  skills=ContainerSkills(skills, files.contents, max_stored_bytes=stored_bytes,
+                                                         workdir=workdir))
     await containers.start()
     sandbox = await asyncio.to_thread(Sandbox.detect, limits, use_cgroup=settings.code_cgroup,
                                       require_cgroup=settings.code_require_cgroup,
@@ -330,10 +344,13 @@ async def _open_code_interpreter(settings: Settings, store: ContainerStore, file
     else:
         log.info("sandbox_ready", bwrap=sandbox.bwrap, concurrency=limits.slots, mode=sandbox.mode,
                  cgroups=sandbox.cgroups.description if sandbox.cgroups is not None else None)
-    swept = await asyncio.to_thread(sweep_stale, Path(settings.code_workdir) if settings.code_workdir else None)
+    swept = await asyncio.to_thread(sweep_stale, workdir)
     if swept:
         log.info("sandbox_workspaces_swept", removed=swept)
-    runs = ContainerRuns(containers, sandbox)  # one container → sandbox path, for both leaves
+    orphans = await asyncio.to_thread(sweep_orphans, workdir)
+    if orphans:
+        log.info("sandbox_skill_trees_swept", removed=orphans)
+    runs = ContainerRuns(containers, sandbox)  # one container → sandbox path (and its skills), for both leaves
     server_tools.services.code = CodeInterpreter(containers, sandbox, runs)
     server_tools.services.shell = HostedShell(runs)
     return containers

@@ -1,12 +1,14 @@
 """The code interpreter across replicas on one PostgreSQL (the fixtures of test_replicas.py): a file the code writes
 through replica A is laid out for the next call through replica B (the container's files are in the database,
 materialised into each call's sandbox and written back after it), and the Containers API answers the same on
-both."""
+both; a skill made through A is served through B and laid out for its calls."""
 
 from __future__ import annotations
 
 import base64
+import io
 import os
+import zipfile
 
 import orjson
 import pytest
@@ -61,3 +63,32 @@ async def test_a_file_a_shell_command_writes_through_a_is_there_for_the_next_thr
                                              input="sh: cat /mnt/data/made.txt; ls")
         assert second.output[1].output[0].stdout == "from A\nmade.txt\n"  # type: ignore[union-attr]
         assert second.output[0].environment.container_id == container.id  # type: ignore[union-attr]
+
+
+def _skill_zip() -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("SKILL.md", "---\nname: shared-skill\ndescription: Made on A.\n---\n")
+        archive.writestr("data.txt", "from the skill")
+    return out.getvalue()
+
+
+@needs_sandbox
+async def test_a_skill_made_through_a_is_served_and_laid_out_through_b(replicas: list[Replica]) -> None:
+    """A skill's bytes are in the shared database: B lists it, serves its zip, makes a container with it and lays
+    it out read-only for the code interpreter."""
+    a, b = replicas
+    async with sdk(a) as on_a, sdk(b) as on_b:
+        skill = await on_a.skills.create(files=("s.zip", _skill_zip(), "application/zip"))
+        assert skill.id in [found.id async for found in on_b.skills.list()]
+        assert (await on_b.skills.content.retrieve(skill.id)).read() == (
+            await on_a.skills.content.retrieve(skill.id)).read()
+        container = await on_b.containers.create(name="with a skill", skills=[  # type: ignore[list-item]
+            {"type": "skill_reference", "skill_id": skill.id}])
+        response = await on_a.responses.create(
+            model="fake-model", tools=[{"type": "code_interpreter", "container": container.id}],  # type: ignore[list-item]
+            include=["code_interpreter_call.outputs"],
+            input=run_code("print(open('/mnt/skills/shared-skill/data.txt').read())"))
+        assert response.output[0].outputs[0].logs == "from the skill\n"
+        await on_a.skills.delete(skill.id)
+        await on_b.containers.delete(container.id)

@@ -195,8 +195,6 @@ async def test_bad_environments_are_400s_naming_the_field(base_url: str) -> None
         ({"type": "container_auto", "memory_limit": "3g"}, "tools[0].environment.memory_limit", "invalid_value"),
         ({"type": "container_auto", "file_ids": ["file-nope"]}, "tools[0].environment.file_ids[0]",
          "invalid_value"),
-        ({"type": "container_auto", "skills": [{"type": "skill_reference", "skill_id": "skill_1"}]},
-         "tools[0].environment.skills", "unsupported_value"),
         ({"type": "container_auto", "skills": [{"type": "nope"}]}, "tools[0].environment.skills[0].type",
          "invalid_value"),
         ({"type": "container_auto", "network_policy": {"type": "allowlist", "allowed_domains": ["example.com"]}},

@@ -1,6 +1,6 @@
 """``scripts/fuzz``: the fake upstream, the sidecar (both doors) and a real Envoy on free loopback ports, then
-the fuzzers of tests/support/fuzz.py, fuzz_files.py and fuzz_embeddings.py through each door, then everything
-stopped."""
+the fuzzers of tests/support/fuzz.py, fuzz_files.py, fuzz_embeddings.py and fuzz_skills.py through each door, then
+everything stopped."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from tests.support.bridge import PYTHON, running_sidecar
 from tests.support.envoy import start_envoy
 from tests.support.fuzz_embeddings import run_embeddings
 from tests.support.fuzz_files import run_files
+from tests.support.fuzz_skills import ROUTES as SKILL_ROUTES
+from tests.support.fuzz_skills import run_all_skills
 
 
 async def _main(examples: int) -> int:
@@ -46,6 +48,10 @@ async def _main(examples: int) -> int:
                               flush=True)
                         failed = failed or int(bool(embeddings.server_errors or embeddings.bad_shapes
                                                     or embeddings.hangs))
+                        skills = await asyncio.to_thread(run_all_skills, fuzz.Tally(url, strict=False),
+                                                         max(1, examples // (5 * len(SKILL_ROUTES))))
+                        print(skills.summary(f"{door}, Skills API (tests/support/fuzz_skills.py)"), flush=True)
+                        failed = failed or int(bool(skills.server_errors or skills.bad_shapes or skills.hangs))
                     return failed
                 finally:
                     envoy.stop()

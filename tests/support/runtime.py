@@ -23,6 +23,7 @@ from responses_bridge.runtime import Runtime
 from responses_bridge.sealing import Sealer
 from responses_bridge.services.background import BackgroundService
 from responses_bridge.services.chat_completions import ChatCompletionService
+from responses_bridge.services.container_skills import ContainerSkills
 from responses_bridge.services.containers import ContainerService
 from responses_bridge.services.conversations import ConversationService
 from responses_bridge.services.files import FileService
@@ -30,6 +31,7 @@ from responses_bridge.services.identity import Identity
 from responses_bridge.services.prompts import PromptService
 from responses_bridge.services.retention import RetentionService
 from responses_bridge.services.retrieval.embedders import embedder_from_settings
+from responses_bridge.services.skills import SkillService
 from responses_bridge.services.vector_stores import VectorStoreService
 from responses_bridge.store.sqlite.api_keys import SQLiteApiKeyStore
 from responses_bridge.store.sqlite.chat_completions import SQLiteChatCompletionStore
@@ -40,6 +42,7 @@ from responses_bridge.store.sqlite.events import SQLiteEventLog
 from responses_bridge.store.sqlite.files import SQLiteFileStore
 from responses_bridge.store.sqlite.prompts import SQLitePromptStore
 from responses_bridge.store.sqlite.responses import SQLiteResponseStore
+from responses_bridge.store.sqlite.skills import SQLiteSkillStore
 from responses_bridge.store.sqlite.vector_stores import SQLiteVectorStoreStore
 
 
@@ -56,8 +59,10 @@ def runtime_over(store: SQLiteResponseStore, settings: Settings, *,
     chunks = SQLiteChunkIndex(store)
     vector_stores = VectorStoreService(SQLiteVectorStoreStore(store), files, chunks, embedder, concurrency=1)
     limits = settings.sandbox_limits()
+    skills = SkillService(SQLiteSkillStore(store), files.contents)
     containers = ContainerService(SQLiteContainerStore(store), files.contents, files, file_bytes=limits.file_bytes,
-                                  container_bytes=limits.container_bytes)
+                                  container_bytes=limits.container_bytes,
+                                  skills=ContainerSkills(SQLiteSkillStore(store), files.contents))
     return Runtime(
         settings=settings, store=store, options=settings.engine_options(), sealer=Sealer(os.urandom(32)),
         conversations=ConversationService(SQLiteConversationStore(store)),
@@ -66,6 +71,7 @@ def runtime_over(store: SQLiteResponseStore, settings: Settings, *,
         router=settings.router(),
         server_tools=tools, identity=Identity(settings.auth, settings.tenant_header, SQLiteApiKeyStore(store)),
         files=files, embedder=embedder, chunks=chunks, vector_stores=vector_stores, containers=containers,
+        skills=skills,
         background=BackgroundService(store, SQLiteEventLog(store), upstream),
         retention=RetentionService(store, SQLiteConversationStore(store), settings.tenant_policy, any_retention=False),
         trimmer=MemoryTrimmer(), gauges=Periodic(0, _nothing, name="metrics-gauges", failure="metrics_refresh_failed"))

@@ -101,6 +101,7 @@ def test_routes_and_processor_settings() -> None:
     assert list(routes) == ["responses_encoded", "responses_unversioned_encoded", "sidecar_tools",
                             "sidecar_tools_unversioned", "responses", "responses_unversioned", "sidecar_files",
                             "sidecar_files_unversioned", "sidecar_containers", "sidecar_containers_unversioned",
+                            "sidecar_skills", "sidecar_skills_unversioned",
                             "sidecar_vector_stores", "sidecar_vector_stores_unversioned",
                             "models_codex", "models", "embeddings", "models_list", "images_generations",
                             "chat_completions", "sidecar"]
@@ -170,8 +171,9 @@ def test_routes_and_processor_settings() -> None:
         "request_header_mode": "SEND", "request_body_mode": "BUFFERED", "request_trailer_mode": "SKIP",
         "response_header_mode": "SKIP", "response_body_mode": "STREAMED", "response_trailer_mode": "SKIP"}
     assert routes["sidecar"]["route"]["cluster"] == envoy_config.HTTP_CLUSTER
-    for name, path in (("sidecar_containers", "/v1/containers"), ("sidecar_containers_unversioned", "/containers")):
-        # the Containers API streams uploads like the Files API: the files cluster, no body limit of the route's
+    for name, path in (("sidecar_containers", "/v1/containers"), ("sidecar_containers_unversioned", "/containers"),
+                       ("sidecar_skills", "/v1/skills"), ("sidecar_skills_unversioned", "/skills")):
+        # the Containers and Skills APIs stream uploads like the Files API: the files cluster, no body limit
         assert routes[name]["match"] == {"path_separated_prefix": path}
         assert routes[name]["route"]["cluster"] == envoy_config.FILES_CLUSTER
         assert "request_body_buffer_limit" not in routes[name]

@@ -189,19 +189,22 @@ class ToolPlan:
         """Offer the file search as a function (``{"query"}``); its calls become ``file_search_call`` items."""
         return self._add_server("file_search", FILE_SEARCH_NAME, FILE_SEARCH_DESCRIPTION, FILE_SEARCH_PARAMETERS)
 
-    def add_code_interpreter(self, container_id: str) -> str:
+    def add_code_interpreter(self, container_id: str, note: str = "") -> str:
         """Offer the code interpreter as a function (``{"code"}``) running in ``container_id``; its calls become
-        ``code_interpreter_call`` items."""
-        return self._add_server("code_interpreter", CODE_NAME, CODE_DESCRIPTION, CODE_PARAMETERS,
+        ``code_interpreter_call`` items. ``note``: what the container holds for the model (its skills:
+        protocol/skills_note.py), after the description."""
+        description = f"{CODE_DESCRIPTION}\n\n{note}" if note else CODE_DESCRIPTION
+        return self._add_server("code_interpreter", CODE_NAME, description, CODE_PARAMETERS,
                                 namespace=container_id)
 
-    def add_hosted_shell(self, container_id: str) -> str:
+    def add_hosted_shell(self, container_id: str, note: str = "") -> str:
         """Offer the hosted shell as a function (OpenAI's shell action: ``commands``, ``timeout_ms``,
         ``max_output_length``) running in ``container_id``; its calls become ``shell_call`` items the run answers
         with ``shell_call_output`` items. Replayed ``shell_call`` items and ``tool_choice: {"type": "shell"}``
-        name it too."""
-        name = self._add_server("hosted_shell", "shell", HOSTED_SHELL_DESCRIPTION, SHELL_PARAMETERS,
-                                namespace=container_id)
+        name it too. ``note``: the container's skills for the model (protocol/skills_note.py), after the
+        description."""
+        description = f"{HOSTED_SHELL_DESCRIPTION}\n\n{note}" if note else HOSTED_SHELL_DESCRIPTION
+        name = self._add_server("hosted_shell", "shell", description, SHELL_PARAMETERS, namespace=container_id)
         self.names[("shell", None, None)] = name
         return name
 

@@ -132,11 +132,11 @@ class SetUp:
         code = self.services.code
         if self.code_options is not None and code is not None:
             container_id = await code.container_for(self.code_options, self.history, tenant=self.tenant)
-            self.plan.add_code_interpreter(container_id)
+            self.plan.add_code_interpreter(container_id, await code.skills_note(container_id, tenant=self.tenant))
         shell = self.services.shell
         if self.shell_options is not None and shell is not None:
             container_id = await shell.container_for(self.shell_options, self.history, tenant=self.tenant)
-            self.plan.add_hosted_shell(container_id)
+            self.plan.add_hosted_shell(container_id, await shell.skills_note(container_id, tenant=self.tenant))
         if self.image_options is not None:
             self.plan.add_image_generation(choose_size=self.image_options.choose_size)
         if "tool_search" in self.services.served and any(is_server_tool_search(tool) for tool in self.tools):

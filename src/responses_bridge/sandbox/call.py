@@ -24,6 +24,7 @@ import signal
 import struct
 import termios
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -70,8 +71,10 @@ class SandboxCall:
     ``RLIMIT_AS``; ``cgroup_parent``: where the call's cgroup is made (None: the single-process mode)."""
 
     def __init__(self, bwrap: str, limits: SandboxLimits, *, seccomp: bytes, address_space: int,
-                 cgroup_parent: CgroupParent | None, name: str) -> None:
+                 cgroup_parent: CgroupParent | None, name: str,
+                 read_only: Sequence[tuple[Path, str]] = ()) -> None:
         self.limits = limits
+        self._read_only = tuple(read_only)
         self._bwrap = bwrap
         self._seccomp = seccomp
         self._address_space = address_space
@@ -112,7 +115,7 @@ class SandboxCall:
         inherited = (control_write, info_write)
         try:
             command = bwrap_command(self._bwrap, self.limits, control_fd=control_write, info_fd=info_write,
-                                    address_space=self._address_space)
+                                    address_space=self._address_space, read_only=self._read_only)
             if self._cgroup_parent is not None:
                 try:
                     self._cgroup = await asyncio.to_thread(

@@ -11,7 +11,9 @@ and the merged-usr links, a few files of ``/etc``), the Python installation and 
 from (read-only: its packages, numpy among them; a virtual environment at ``/opt/venv``), the launcher, ``/dev``
 read-only but for a small ``/dev/shm``, and three sized in-memory file systems that are the only places the code
 can write: ``/tmp``, ``/dev/shm`` and ``/mnt/data`` (the container's files, laid out and read back by the bridge,
-sized to the container's limit, so unlinked, sparse or hidden bytes count against it like any other). Nothing a
+sized to the container's limit, so unlinked, sparse or hidden bytes count against it like any other). A call may
+also get read-only trees under ``/mnt`` (a container's skills at ``/mnt/skills``), host directories the bridge
+made for that call alone and removes when it ends (sandbox/read_only.py). Nothing a
 call writes reaches the host's disk, and all of it is gone when the call's namespace ends. The bridge's data
 directory, database, configuration and working directory are never mounted, and the environment is cleared: only
 the variables below are set, so no secret of the bridge's reaches the code.
@@ -88,9 +90,12 @@ def _system_binds() -> list[str]:
 
 
 def bwrap_command(bwrap: str, limits: SandboxLimits, *, control_fd: int, info_fd: int, address_space: int,
-                  launcher: Path | None = None, extra_roots: Sequence[str] = ()) -> list[str]:
+                  launcher: Path | None = None, extra_roots: Sequence[str] = (),
+                  read_only: Sequence[tuple[Path, str]] = ()) -> list[str]:
     """The argv that starts the launcher as the sandbox's init. ``control_fd``: the launcher's marks;
-    ``info_fd``: bubblewrap's JSON with the init's host pid; ``address_space``: each process's ``RLIMIT_AS``."""
+    ``info_fd``: bubblewrap's JSON with the init's host pid; ``address_space``: each process's ``RLIMIT_AS``;
+    ``read_only``: (host directory, sandbox path) trees bound read-only (a container's skills at
+    ``/mnt/skills``: sandbox/read_only.py), under ``/mnt`` and never over a path the sandbox itself needs."""
     arguments = [bwrap, "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session", "--disable-userns",
                  "--as-pid-1", "--cap-drop", "ALL", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
                  "--hostname", "sandbox", "--clearenv", "--info-fd", str(info_fd)]
@@ -102,6 +107,10 @@ def bwrap_command(bwrap: str, limits: SandboxLimits, *, control_fd: int, info_fd
                   "--size", str(limits.container_bytes + DATA_SLACK_BYTES), "--tmpfs", DATA_DIR]
     for source, target in [*python_binds(), *((root, root) for root in extra_roots)]:
         arguments += ["--ro-bind", source, target]
+    for tree, target in read_only:
+        if not target.startswith("/mnt/") or target == DATA_DIR or ".." in target.split("/"):
+            raise ValueError(f"a read-only tree goes under /mnt, beside /mnt/data: {target!r}")
+        arguments += ["--ro-bind", str(tree), target]
     arguments += ["--ro-bind", str(launcher or Path(__file__).with_name("launcher.py")), LAUNCHER,
                   "--chdir", "/", "--remount-ro", "/",
                   interpreter_in_sandbox(), "-I", "-B", LAUNCHER,

@@ -25,7 +25,8 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
 from typing import Literal
 
 import structlog
@@ -106,10 +107,12 @@ class Sandbox:
         return cls(limits, found, unavailable=reason, cgroups=parent, share=share)
 
     @contextlib.asynccontextmanager
-    async def call(self, *, tenant: str = "", job: JobKind = "python") -> AsyncIterator[SandboxCall]:
+    async def call(self, *, tenant: str = "", job: JobKind = "python",
+                   read_only: Sequence[tuple[Path, str]] = ()) -> AsyncIterator[SandboxCall]:
         """A slot, then a started sandbox; ended (and its slot freed) on leaving. Raises
         :class:`SandboxUnavailable` when code cannot run here (or, for a ``shell`` job, in this mode),
-        :class:`SandboxBusy` when no slot came in time."""
+        :class:`SandboxBusy` when no slot came in time.
+        ``read_only``: (host directory, sandbox path) trees the call sees read-only (sandbox/read_only.py)."""
         refused = self.unavailable or (None if self.bwrap is not None else "bubblewrap (bwrap) was not found")
         if refused is None and job == "shell":
             refused = self.shell_unavailable
@@ -123,7 +126,8 @@ class Sandbox:
                 f"Execution did not start: all {self.limits.slots} sandboxes stayed busy for "
                 f"{self.limits.timeout:g} s" + (f" ({held} of them this tenant's, its share)." if held else "."))))
         call = SandboxCall(self.bwrap, self.limits, seccomp=self.seccomp, address_space=self.address_space,
-                           cgroup_parent=self.cgroups, name=f"run-{os.getpid()}-{next(_CALLS)}")
+                           cgroup_parent=self.cgroups, name=f"run-{os.getpid()}-{next(_CALLS)}",
+                           read_only=read_only)
         metrics.SANDBOX_LIVE.inc()
         try:
             with tracing.span("sandbox run", {"responses_bridge.sandbox.timeout": self.limits.timeout,

@@ -59,3 +59,7 @@ class CodeInterpreter:
         if ran.error is not None or ran.value is None:
             return CodeRun(container_id, None, error=f"The code could not run: {ran.error or 'no result'}.")
         return CodeRun(container_id, ran.value, ran.changed, ran.notes)
+
+    async def skills_note(self, container_id: str, *, tenant: str) -> str:
+        """What the tool's description tells the model of the container's skills (protocol/skills_note.py)."""
+        return await self.runs.skills_note(container_id, tenant=tenant)

@@ -2,21 +2,25 @@
 interpreter (services/code_interpreter.py) and the hosted shell (services/hosted_shell.py) are two leaves over it.
 
     runs = ContainerRuns(containers, sandbox)
-    await runs.check(choice, tenant=…, tool="shell", job="shell")        # the 400s, before anything is made
-    container_id = await runs.container_for(choice, history, tenant=…, name=…, reused=…)
+    await runs.check(choice, tenant=…, tool="shell", job="shell", skills=…)   # the 400s, before anything is made
+    container_id = await runs.container_for(choice, history, tenant=…, name=…, reused=…, skills=…)
+    note = await runs.skills_note(container_id, tenant=…)               # for the tool's description
     ran = await runs.run(container_id, tenant=…, job="shell", work=lambda call: …)   # never raises but cancel
 
 A run holds the container's lock (one run at a time per container on a replica: the files are laid out and written
-back whole), takes a sandbox slot, lays the container's files out in the call's ``/mnt/data``, does the leaf's
-``work`` in the started call, and writes back what changed (container_workspace.py). Whatever a call's tree gets
+back whole), lays the container's skills out read-only at ``/mnt/skills/<name>/`` (services/container_skills.py),
+takes a sandbox slot, lays the container's files out in the call's ``/mnt/data``, does the leaf's ``work`` in the
+started call, and writes back what changed (container_workspace.py). Whatever a call's tree gets
 besides the container's files — read-only trees such as skills, a way out through the egress proxy — is added here,
 so every leaf gets it by construction.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 import structlog
@@ -25,6 +29,7 @@ from ..protocol.errors import APIError, invalid_request
 from ..sandbox import Sandbox, SandboxBusy, SandboxCall, SandboxResult, SandboxUnavailable
 from ..sandbox.call import JobKind
 from ..store.records import StoredContainerFile
+from .container_skills import ResolvedSkill
 from .container_workspace import Workspace
 from .containers import ContainerService
 
@@ -78,9 +83,11 @@ class ContainerRuns:
         """Why a ``job`` cannot run on this machine (None: it can)."""
         return self.sandbox.shell_unavailable if job == "shell" else self.sandbox.unavailable
 
-    async def check(self, choice: ContainerChoice, *, tenant: str, tool: str, job: JobKind) -> None:
+    async def check(self, choice: ContainerChoice, *, tenant: str, tool: str, job: JobKind,
+                    skills: object = None) -> None:
         """Every refusal, before anything is made: the sandbox cannot run the job here, the container is not one
-        of the tenant's live ones, a file to copy is unknown (400s naming the tool)."""
+        of the tenant's live ones, a file to copy is unknown, a skill for a new container is unknown or not a
+        skill (400s and 404s naming the tool and the field)."""
         reason = self.unavailable(job)
         if reason is not None:
             raise APIError(400, f"The {tool} tool cannot run on this server: {reason}. "
@@ -95,29 +102,55 @@ class ContainerRuns:
             if await self.containers.files.get(file_id, tenant=tenant) is None:
                 raise invalid_request(f"No such File object: {file_id[:200]}",
                                       param=f"{choice.param}.file_ids[{position}]", code="invalid_value")
+        await self.containers.resolve_skills(skills, tenant=tenant, param=f"{choice.param}.skills")
 
     async def container_for(self, choice: ContainerChoice, history: Sequence[Mapping[str, Any]], *, tenant: str,
-                            name: str, reused: Callable[[Mapping[str, Any]], str | None]) -> str:
+                            name: str, reused: Callable[[Mapping[str, Any]], str | None],
+                            skills: object = None) -> str:
         """The container a response's calls run in: the one named; else (no files to copy) the live container
         the conversation's last call of the tool used (``reused`` reads it off an item, None for other items), so
-        a chat keeps its files; else a new one named ``name``."""
+        a chat keeps its files, when it holds the skills asked for (the same names and descriptions, in order);
+        else a new one named ``name``, made with ``skills``."""
         if choice.container_id is not None:
             found = await self.containers.live(choice.container_id, tenant=tenant)
             if found is None:
                 raise invalid_request(f"No such Container: {choice.container_id[:200]}", param=choice.param,
                                       code="invalid_value")
             return found.id
+        resolved = await self.containers.resolve_skills(skills, tenant=tenant, param=f"{choice.param}.skills")
         if not choice.file_ids:
             for item in reversed(history):
                 previous_id = reused(item)
                 if previous_id is not None:
                     previous = await self.containers.live(previous_id, tenant=tenant)
-                    if previous is not None:
+                    if previous is not None and await self._same_skills(previous.id, resolved, tenant):
                         return previous.id
                     break
         made = await self.containers.new_container(name, tenant=tenant, memory_limit=choice.memory_limit,
-                                                   file_ids=choice.file_ids, param=f"{choice.param}.file_ids")
+                                                   file_ids=choice.file_ids, param=f"{choice.param}.file_ids",
+                                                   skills=resolved)
         return made.id
+
+    async def _same_skills(self, container_id: str, wanted: Sequence[ResolvedSkill], tenant: str) -> bool:
+        """Whether a container to go on with holds the skills a request asks for (by name and description: a
+        chat that keeps its tool keeps its container; one that changes its skills gets a new container)."""
+        skills = self.containers.skills
+        held = await skills.container_skills(container_id, tenant=tenant) if skills is not None else []
+        return [(skill.name, skill.description) for skill in held] == \
+            [(skill.name, skill.description) for skill in wanted]
+
+    def _skills(self, container_id: str, tenant: str) -> contextlib.AbstractAsyncContextManager[
+            list[tuple[Path, str]]]:
+        """The container's skills laid out read-only for one call (``/mnt/skills/<name>/``), none without."""
+        skills = self.containers.skills
+        if skills is None:
+            return contextlib.nullcontext([])
+        return skills.laid_out(container_id, tenant=tenant)
+
+    async def skills_note(self, container_id: str, *, tenant: str) -> str:
+        """What a tool's description tells the model of the container's skills (protocol/skills_note.py)."""
+        skills = self.containers.skills
+        return await skills.note(container_id, tenant=tenant) if skills is not None else ""
 
     async def run(self, container_id: str, *, tenant: str, job: JobKind,
                   work: Callable[[SandboxCall], Awaitable[T]]) -> ContainerRun[T]:
@@ -127,7 +160,8 @@ class ContainerRuns:
         if container is None:
             return ContainerRun(gone=True)
         try:
-            async with self.containers.lock(container.id), self.sandbox.call(tenant=tenant, job=job) as call:
+            async with self._skills(container.id, tenant) as read_only, self.containers.lock(container.id), \
+                    self.sandbox.call(tenant=tenant, job=job, read_only=read_only) as call:
                 space = Workspace(self.containers, container, tenant, call.data)
                 await space.lay_out()
                 value = await work(call)
@@ -136,6 +170,8 @@ class ContainerRuns:
             return ContainerRun(busy=busy.result)
         except SandboxUnavailable as refused:
             return ContainerRun(error=f"the sandbox is unavailable ({refused})")
+        except APIError as refused:  # a stored skill that no longer reads as one
+            return ContainerRun(error=f"the container's skills could not be laid out ({refused.message})")
         except OSError as error:
             log.warning("container_run_storage_failed", job=job, error=str(error))
             return ContainerRun(error=f"the container's files could not be laid out "

@@ -45,6 +45,7 @@ from .container_shapes import (
     container_object,
     data_path,
 )
+from .container_skills import ContainerSkills, ResolvedSkill
 from .files import FileService, new_file_id
 from .pagination import check_page
 
@@ -76,8 +77,10 @@ class ContainerService:
     def __init__(self, store: ContainerStore, blobs: FileBytes, files: FileService, *, file_bytes: int,
                  container_bytes: int, max_containers: Callable[[str], int | None] = lambda tenant: None,
                  max_stored_bytes: Callable[[str], int | None] = lambda tenant: None,
-                 clock: Callable[[], float] = time.time, purge_interval: float = 60.0) -> None:
+                 clock: Callable[[], float] = time.time, purge_interval: float = 60.0,
+                 skills: ContainerSkills | None = None) -> None:
         self.store = store
+        self.skills = skills
         self.blobs = blobs
         self.files = files
         self.file_bytes = file_bytes
@@ -125,7 +128,8 @@ class ContainerService:
     # -- containers -----------------------------------------------------------------------------------------------
 
     async def create(self, body: Mapping[str, Any], *, tenant: str) -> dict[str, Any]:
-        """``POST /v1/containers``: ``name`` (required), ``expires_after``, ``file_ids``, ``memory_limit``."""
+        """``POST /v1/containers``: ``name`` (required), ``expires_after``, ``file_ids``, ``memory_limit``,
+        ``skills`` (services/skills.py: laid out read-only at ``/mnt/skills/<name>`` in each call)."""
         name = check_name(body.get("name"))
         minutes = check_expires_after(body.get("expires_after"))
         memory = body.get("memory_limit")
@@ -136,12 +140,24 @@ class ContainerService:
         if file_ids is not None and not (isinstance(file_ids, list) and all(isinstance(f, str) for f in file_ids)):
             raise invalid_request("Invalid value for 'file_ids': expected an array of file ids.", param="file_ids",
                                   code="invalid_type")
+        skills = await self.resolve_skills(body.get("skills"), tenant=tenant, param="skills")
         container = await self.new_container(name, tenant=tenant, minutes=minutes, memory_limit=memory,
-                                             file_ids=file_ids or (), param="file_ids")
+                                             file_ids=file_ids or (), param="file_ids", skills=skills)
         return container_object(container)
 
+    async def resolve_skills(self, value: object, *, tenant: str, param: str) -> list[ResolvedSkill]:
+        """A container's ``skills`` checked and resolved (services/container_skills.py), before anything is
+        made."""
+        if value is None:
+            return []
+        if self.skills is None:
+            raise invalid_request(f"Skills are not served here: '{param}' cannot be used.", param=param,
+                                  code="unsupported_parameter")
+        return await self.skills.resolve(value, tenant=tenant, param=param)
+
     async def new_container(self, name: str, *, tenant: str, minutes: int = 20, memory_limit: str | None = None,
-                            file_ids: Any = (), param: str = "file_ids") -> StoredContainer:
+                            file_ids: Any = (), param: str = "file_ids",
+                            skills: Sequence[ResolvedSkill] = ()) -> StoredContainer:
         """Make a container (also the code interpreter's ``auto`` ones) and copy ``file_ids`` into it; every file
         is checked before anything is made (a 404 naming ``param``), and so is the path each will have: a name
         that makes no path, or two files of which one would be a directory of the other, is a 400 (a container
@@ -170,8 +186,15 @@ class ContainerService:
         except ContainerLimitExceeded as exceeded:
             raise invalid_request(f"This tenant may keep at most {exceeded.limit} containers; delete one or let "
                                   "one expire.", param=None, code="container_limit_exceeded") from None
-        for file_id in file_ids:
-            await self.copy_file(container, file_id, tenant=tenant)
+        try:
+            if skills and self.skills is not None:
+                await self.skills.attach(container.id, skills, tenant=tenant)
+            for file_id in file_ids:
+                await self.copy_file(container, file_id, tenant=tenant)
+        except BaseException:
+            blobs = await self.store.delete_container(container.id, tenant=tenant)  # never a container half made
+            await self._remove_blobs(blobs or [])
+            raise
         return container
 
     async def live(self, container_id: str, *, tenant: str) -> StoredContainer | None:

@@ -1,5 +1,6 @@
-"""Per-tenant stored bytes (``max_stored_bytes``): the bound on the sum of a tenant's live file bytes and its
-container files' bytes (one budget for both kinds).
+"""Per-tenant stored bytes (``max_stored_bytes``): the bound on the sum of a tenant's live file bytes, its
+container files' bytes and its skills' bytes (one budget for every kind; skills' are checked by the store when a
+version or a container's skill is inserted: store/base_skills.py).
 
 An upload reserves each chunk before writing it, against the tenant's stored bytes plus what its other uploads
 under way in this process have reserved, so two uploads at once cannot both pass the limit and a refused upload

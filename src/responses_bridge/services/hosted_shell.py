@@ -34,23 +34,30 @@ class HostedShell:
 
     async def check(self, options: ShellToolOptions, *, tenant: str) -> None:
         """Every refusal, before anything is made: shell cannot run here (no sandbox, or the single-process
-        mode), the container or a file is unknown, and what the container path cannot give yet: skills and an
+        mode), the container, a file or a skill is unknown, and what the container path cannot give yet: an
         allowlist network policy (400s naming the field, never a silent drop)."""
-        if options.skills:
-            raise invalid_request("Skills cannot be laid out in containers on this server yet; send the shell tool "
-                                  "without 'skills'.", param=f"{options.param}.skills", code="unsupported_value")
         if options.network_policy is not None:
             raise invalid_request("An allowlist network policy is not available on this server yet: containers "
                                   "have no network; send {'type': 'disabled'} or no network_policy.",
                                   param=f"{options.param}.network_policy", code="unsupported_value")
-        await self.runs.check(options, tenant=tenant, tool="shell", job="shell")
+        await self.runs.check(options, tenant=tenant, tool="shell", job="shell", skills=self._skills(options))
 
     async def container_for(self, options: ShellToolOptions, history: Sequence[Mapping[str, Any]], *,
                             tenant: str) -> str:
         """The container this response's shell calls run in: the one referenced, or for ``container_auto`` the
         live one the conversation's last hosted shell call used, else a new one."""
         return await self.runs.container_for(options, history, tenant=tenant, name="shell container_auto",
-                                             reused=_shell_container)
+                                             reused=_shell_container, skills=self._skills(options))
+
+    @staticmethod
+    def _skills(options: ShellToolOptions) -> list[dict[str, Any]] | None:
+        """``container_auto.skills`` for the container path (None: none asked for; a referenced container keeps
+        the skills it was made with)."""
+        return list(options.skills) if options.skills and options.container_id is None else None
+
+    async def skills_note(self, container_id: str, *, tenant: str) -> str:
+        """What the tool's description tells the model of the container's skills (protocol/skills_note.py)."""
+        return await self.runs.skills_note(container_id, tenant=tenant)
 
     async def run(self, action: Mapping[str, Any], container_id: str, *, tenant: str) -> ShellRun:
         """Run the call's commands over the container's files, in one sandbox call, and write back what they

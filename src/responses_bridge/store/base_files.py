@@ -144,8 +144,9 @@ class FileStore(Protocol):
     async def delete_file(self, file_id: str, *, tenant: str) -> bool: ...
 
     async def stored_bytes(self, now: int, *, tenant: str) -> int:
-        """What ``max_stored_bytes`` bounds: the bytes of the tenant's live files and of all its container files
-        (one budget: two, one per kind, would let a tenant keep the limit twice over)."""
+        """What ``max_stored_bytes`` bounds: the bytes of the tenant's live files, of all its container files, of
+        its skills' versions and its containers' skills (one budget: one per kind would let a tenant keep the limit
+        several times over)."""
 
     async def get_file_any_tenant(self, file_id: str, now: int) -> StoredFile | None:
         """A live file whoever owns it. Across tenants: workers only (ingestion of an attached file)."""

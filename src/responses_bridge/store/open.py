@@ -26,6 +26,7 @@ from .base import (
     ResponseStore,
     VectorStoreStore,
 )
+from .base_skills import SkillStore
 from .database_url import MISSING_EXTRA, DatabaseUnavailable, is_postgres_url
 from .sqlite.api_keys import SQLiteApiKeyStore
 from .sqlite.chat_completions import SQLiteChatCompletionStore
@@ -37,6 +38,7 @@ from .sqlite.files import SQLiteFileStore
 from .sqlite.opening import OPEN_ERRORS, open_failure
 from .sqlite.prompts import SQLitePromptStore
 from .sqlite.responses import SQLiteResponseStore
+from .sqlite.skills import SQLiteSkillStore
 from .sqlite.vector_stores import SQLiteVectorStoreStore
 
 if TYPE_CHECKING:
@@ -60,6 +62,7 @@ class StoreSet:
     chunks: ChunkIndex
     containers: ContainerStore
     chat_completions: ChatCompletionStore
+    skills: SkillStore
     file_bytes: FileBytes | None = None
     sqlite: SQLiteResponseStore | None = None
     postgres: PostgresDatabase | None = None
@@ -103,6 +106,7 @@ async def open_stores(db_path: str, database_url: str | None) -> StoreSet:
     return StoreSet(store, SQLiteConversationStore(store), SQLitePromptStore(store), SQLiteEventLog(store),
                     SQLiteApiKeyStore(store), SQLiteFileStore(store), SQLiteVectorStoreStore(store),
                     SQLiteChunkIndex(store), SQLiteContainerStore(store), SQLiteChatCompletionStore(store),
+                    SQLiteSkillStore(store),
                     sqlite=store)
 
 
@@ -121,6 +125,7 @@ async def _open_postgres(database_url: str) -> StoreSet:
         from .postgres.files import PostgresFileStore
         from .postgres.prompts import PostgresPromptStore
         from .postgres.responses import PostgresResponseStore
+        from .postgres.skills import PostgresSkillStore
         from .postgres.vector_stores import PostgresVectorStoreStore
     except ImportError as error:
         if error.name not in ("asyncpg", "pgvector") and not (error.name or "").startswith(("asyncpg.", "pgvector.")):
@@ -133,6 +138,7 @@ async def _open_postgres(database_url: str) -> StoreSet:
     return StoreSet(responses, PostgresConversationStore(db), PostgresPromptStore(db), PostgresEventLog(db),
                     PostgresApiKeyStore(db), PostgresFileStore(db), PostgresVectorStoreStore(db),
                     PostgresChunkIndex(db), PostgresContainerStore(db), PostgresChatCompletionStore(db),
+                    PostgresSkillStore(db),
                     file_bytes=PostgresFileBytes(db),
                     postgres=db)
 

@@ -28,6 +28,7 @@ from .observe import echo_request_id, observe_middleware
 from .prompts_routes import PromptRoutes
 from .responses_routes import ResponsesRoutes
 from .routes import api_routes
+from .skills_routes import SkillRoutes
 from .upstream_routes import UpstreamRoutes, refuse_returning_call, with_embedder
 from .vector_stores_routes import VectorStoreRoutes
 
@@ -59,6 +60,7 @@ def create_app(runtime: Runtime) -> web.Application:
     FileRoutes(runtime.files).register(app)
     VectorStoreRoutes(runtime.vector_stores).register(app)
     ContainerRoutes(runtime.containers).register(app)
+    SkillRoutes(runtime.skills).register(app)
     embeddings = EmbeddingService(runtime.embedder)  # the vector stores' embedder; other models: the upstreams'
     app[EMBEDDER] = embeddings.listed()  # its GET /v1/models entry, or None
     EmbeddingRoutes(embeddings, runtime).register(app)

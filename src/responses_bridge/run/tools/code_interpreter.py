@@ -58,6 +58,10 @@ class CodeToolOptions:
         if not isinstance(container, dict) or container.get("type") != "auto":
             raise invalid_request(f"Invalid value for '{where}': expected a container id or "
                                   '{"type": "auto"}.', param=where, code="invalid_value")
+        if "skills" in container:  # OpenAI's auto container has none: never dropped silently
+            raise invalid_request(f"Unsupported parameter: '{where}.skills'. The code interpreter's auto container "
+                                  "takes no skills; make a container with them (POST /v1/containers with 'skills') "
+                                  "and name it in 'container'.", param=f"{where}.skills", code="unsupported_parameter")
         file_ids = container.get("file_ids") or []
         if not isinstance(file_ids, list) or not all(isinstance(file_id, str) for file_id in file_ids):
             raise invalid_request(f"Invalid value for '{where}.file_ids': expected an array of file ids.",
@@ -139,6 +143,10 @@ class CodeInterpreterService(Protocol):
                             tenant: str) -> str: ...
 
     async def run(self, code: str, container_id: str, *, tenant: str) -> CodeRun: ...
+
+    async def skills_note(self, container_id: str, *, tenant: str) -> str:
+        """What the tool's description tells the model of the container's skills (protocol/skills_note.py)."""
+        ...
 
 
 def find_container_citations(text: str, files: Sequence[StoredContainerFile]) -> list[dict[str, Any]]:

@@ -14,8 +14,8 @@ container → sandbox path as the code interpreter). ``environment: {"type": "co
 per response (listed in ``/v1/containers`` like any other) or goes on with the one the conversation's last shell
 call used while it lives; ``{"type": "container_reference", "container_id"}`` runs in one of the tenant's
 containers; ``{"type": "local"}`` or no environment is the client's own shell, as before (engine/client_tools.py).
-``skills`` and an ``allowlist`` network policy are read here and handed on; the container path decides whether it
-can give them (a 400 naming the field when it cannot).
+``skills`` and an ``allowlist`` network policy are read here (shapes only) and handed on to the container path,
+which resolves the skills (services/container_skills.py) and lays them out read-only at ``/mnt/skills/<name>/``.
 """
 
 from __future__ import annotations
@@ -214,3 +214,7 @@ class HostedShellService(Protocol):
                             tenant: str) -> str: ...
 
     async def run(self, action: Mapping[str, Any], container_id: str, *, tenant: str) -> ShellRun: ...
+
+    async def skills_note(self, container_id: str, *, tenant: str) -> str:
+        """What the tool's description tells the model of the container's skills (protocol/skills_note.py)."""
+        ...

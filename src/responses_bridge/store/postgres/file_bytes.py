@@ -36,7 +36,9 @@ WHERE deleted_at IS NULL AND (
     (NOT published AND started_at < clock_timestamp() - make_interval(secs => $1))
     OR (published AND started_at < clock_timestamp() - make_interval(secs => $2)
         AND NOT EXISTS (SELECT 1 FROM files AS f WHERE f.id = b.file_id)
-        AND NOT EXISTS (SELECT 1 FROM container_files AS c WHERE c.blob_id = b.file_id))
+        AND NOT EXISTS (SELECT 1 FROM container_files AS c WHERE c.blob_id = b.file_id)
+        AND NOT EXISTS (SELECT 1 FROM skill_versions AS v WHERE v.blob_id = b.file_id)
+        AND NOT EXISTS (SELECT 1 FROM container_skills AS k WHERE k.blob_id = b.file_id))
 )
 """
 

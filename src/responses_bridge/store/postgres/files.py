@@ -113,7 +113,9 @@ class PostgresFileStore:
             return set()
         async with self._db.acquire("known_file_ids") as conn:
             rows = await conn.fetch("SELECT id FROM files WHERE id = ANY($1::text[]) UNION ALL SELECT blob_id FROM "
-                                    "container_files WHERE blob_id = ANY($1::text[])", pg_texts(file_ids))
+                                    "container_files WHERE blob_id = ANY($1::text[]) UNION ALL SELECT blob_id FROM "
+                                    "skill_versions WHERE blob_id = ANY($1::text[]) UNION ALL SELECT blob_id FROM "
+                                    "container_skills WHERE blob_id = ANY($1::text[])", pg_texts(file_ids))
         return {str(row[0]) for row in rows}
 
 

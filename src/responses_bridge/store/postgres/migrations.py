@@ -31,6 +31,7 @@ Migration = tuple[int, Sequence[str]]
 
 from .container_schema import CONTAINER_MIGRATIONS  # noqa: E402  (after Migration, which it follows)
 from .retrieval_schema import RETRIEVAL_MIGRATIONS  # noqa: E402  (after Migration, which it follows)
+from .skill_schema import SKILL_MIGRATIONS  # noqa: E402
 
 ADVISORY_LOCK_KEY = 0x7265_7370_6272_6467 & 0x7FFF_FFFF_FFFF_FFFF
 """The ``pg_advisory_lock`` key the migrating replica holds ("respbrdg"): any other holder of it is a replica
@@ -218,6 +219,7 @@ MIGRATIONS.append((
         "CREATE INDEX chat_completions_listed ON chat_completions (tenant, created_at, id)",
     ],
 ))
+MIGRATIONS.extend(SKILL_MIGRATIONS)  # 15: skills, their versions, containers' skills
 
 
 def latest_version(migrations: Sequence[Migration] = MIGRATIONS) -> int:

@@ -1,10 +1,11 @@
 """The per-tenant quota lock on PostgreSQL: every check of a tenant's limits (``max_containers``, ``max_stored_bytes``)
-runs under it, in the transaction that writes what the check allows, so the checks of one tenant run one after the
-other across every replica sharing the database, while other tenants do not wait. And the tenant's stored bytes,
-the one sum ``max_stored_bytes`` bounds: its live files and every file of its containers, summed alike by the
-check of an upload (store/postgres/files.py) and of a container file (store/postgres/containers.py) under the same
-lock; two budgets, one per kind, would let a tenant keep the limit twice over. A container's files count until the
-container is deleted or purged (their bytes are still kept); an expired upload stops counting at its expiry.
+runs under it, in the transaction that writes what the check allows, so the checks of one tenant run one after the other
+across every replica sharing the database, while other tenants do not wait. And the tenant's stored bytes, the one sum
+``max_stored_bytes`` bounds: its live files, every file of its containers, its skills' versions and its containers'
+skills, summed alike by the check of an upload (store/postgres/files.py), of a container file
+(store/postgres/containers.py) and of a skill (store/postgres/skills.py) under the same lock; two budgets, one per kind,
+would let a tenant keep the limit twice over. A container's files count until the container is deleted or purged (their
+bytes are still kept); an expired upload stops counting at its expiry.
 
 Why a lock and not the transaction alone: at READ COMMITTED (the stores' isolation) two transactions that count
 the same rows and then insert both see the rows as they were before either insert, and both pass. Taken first,
@@ -35,7 +36,11 @@ async def lock_tenant_quota(conn: Connection, tenant: str) -> None:
 STORED_BYTES = ("SELECT (SELECT coalesce(sum(bytes), 0) FROM files WHERE tenant = $2 "
                 "AND (expires_at IS NULL OR expires_at > $1)) + "
                 "(SELECT coalesce(sum(f.bytes), 0) FROM container_files AS f JOIN containers AS c "
-                "ON c.id = f.container_id WHERE c.tenant = $2)")
+                "ON c.id = f.container_id WHERE c.tenant = $2) + "
+                "(SELECT coalesce(sum(v.bytes), 0) FROM skill_versions AS v JOIN skills AS s "
+                "ON s.id = v.skill_id WHERE s.tenant = $2) + "
+                "(SELECT coalesce(sum(k.bytes), 0) FROM container_skills AS k JOIN containers AS c "
+                "ON c.id = k.container_id WHERE c.tenant = $2)")
 """The tenant's stored bytes at a time (``$1``: now, ``$2``: the tenant)."""
 
 

@@ -125,6 +125,8 @@ class SQLiteContainerStore:
                 # the files through their container's tenant, before it: another tenant's try deletes nothing
                 blobs = [str(row[0]) for row in conn.execute(
                     f"DELETE FROM container_files WHERE {_OWNED} RETURNING blob_id", key)]
+                blobs += [str(row[0]) for row in conn.execute(  # the skills it was made with (store/sqlite/skills.py)
+                    f"DELETE FROM container_skills WHERE {_OWNED} RETURNING blob_id", key)]
                 deleted = conn.execute("DELETE FROM containers WHERE id = :container AND tenant = :tenant",
                                        key).rowcount
             except BaseException:

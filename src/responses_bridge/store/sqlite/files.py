@@ -109,15 +109,17 @@ class SQLiteFileStore:
         return [str(row[0]) for row in rows]
 
     async def known_ids(self, file_ids: Sequence[str]) -> set[str]:
-        """Which of ``file_ids`` have a row (expired or not), or are a container file's bytes (stored in the same
-        place): the files on disk that are no orphans."""
+        """Which of ``file_ids`` have a row (expired or not), or are a container file's, a skill version's or a
+        container skill's bytes (stored in the same place): the files on disk that are no orphans."""
         known: set[str] = set()
         async with self._db.reading() as conn:
-            for start in range(0, len(file_ids), 500):  # within SQLite's bound-parameter limit
-                batch = list(file_ids[start:start + 500])
+            for start in range(0, len(file_ids), 200):  # four times over, within SQLite's bound-parameter limit
+                batch = list(file_ids[start:start + 200])
                 marks = ", ".join("?" * len(batch))
                 rows = await conn.execute_fetchall(f"SELECT id FROM files WHERE id IN ({marks}) UNION ALL "
-                                                   f"SELECT blob_id FROM container_files WHERE blob_id IN ({marks})",
-                                                   batch + batch)
+                                                   f"SELECT blob_id FROM container_files WHERE blob_id IN ({marks}) "
+                                                   f"UNION ALL SELECT blob_id FROM skill_versions WHERE blob_id IN "
+                                                   f"({marks}) UNION ALL SELECT blob_id FROM container_skills WHERE "
+                                                   f"blob_id IN ({marks})", batch * 4)
                 known.update(str(row[0]) for row in rows)
         return known

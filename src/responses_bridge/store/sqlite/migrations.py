@@ -332,6 +332,50 @@ MIGRATIONS: list[Migration] = [
             "CREATE INDEX chat_completions_listed ON chat_completions(tenant, created_at, id)",
         ],
     ),
+    (
+        16,
+        [
+            # Skills (store/sqlite/skills.py): a skill, its numbered versions (each a zip in the files' bytes
+            # storage under ``blob_id``; ``version_counter``: the highest number ever given, so none is reused),
+            # and the skills a container was made with (its own copies, deleted with it).
+            """
+            CREATE TABLE skills (
+                id              TEXT PRIMARY KEY,
+                tenant          TEXT NOT NULL,
+                name            TEXT NOT NULL,
+                description     TEXT NOT NULL,
+                created_at      INTEGER NOT NULL,
+                default_version INTEGER NOT NULL,
+                version_counter INTEGER NOT NULL
+            )
+            """,
+            "CREATE INDEX skills_listed ON skills(tenant, created_at)",
+            """
+            CREATE TABLE skill_versions (
+                id          TEXT PRIMARY KEY,
+                skill_id    TEXT NOT NULL REFERENCES skills(id) ON DELETE CASCADE,
+                version     INTEGER NOT NULL,
+                name        TEXT NOT NULL,
+                description TEXT NOT NULL,
+                created_at  INTEGER NOT NULL,
+                bytes       INTEGER NOT NULL,
+                blob_id     TEXT NOT NULL UNIQUE,
+                UNIQUE (skill_id, version)
+            )
+            """,
+            """
+            CREATE TABLE container_skills (
+                container_id TEXT NOT NULL REFERENCES containers(id) ON DELETE CASCADE,
+                position     INTEGER NOT NULL,
+                name         TEXT NOT NULL,
+                description  TEXT NOT NULL,
+                bytes        INTEGER NOT NULL,
+                blob_id      TEXT NOT NULL UNIQUE,
+                PRIMARY KEY (container_id, position)
+            )
+            """,
+        ],
+    ),
 ]
 
 LATEST_VERSION: int = MIGRATIONS[-1][0]
