@@ -15,13 +15,18 @@ sized to the container's limit, so unlinked, sparse or hidden bytes count agains
 call writes reaches the host's disk, and all of it is gone when the call's namespace ends. The bridge's data
 directory, database, configuration and working directory are never mounted, and the environment is cleared: only
 the variables below are set, so no secret of the bridge's reaches the code.
+
+Under an ``allowlist`` network policy (:class:`EgressBinding`), the network namespace stays the code's own; the
+egress proxy's Unix socket is bound in read-only at ``/run/egress.sock``, the launcher relays ``127.0.0.1:3128`` to
+it, and the environment adds the proxy variables and each domain secret's placeholder (egress.py).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .limits import MIB, SandboxLimits
@@ -51,6 +56,17 @@ ENVIRONMENT = {
     "OMP_NUM_THREADS": "1",
     "MKL_NUM_THREADS": "1",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class EgressBinding:
+    """What a call under an allowlist policy adds to its sandbox: the proxy's socket on the host, the path and
+    port it has inside, and the environment's additions."""
+
+    socket: str
+    inside: str
+    port: int
+    environment: Mapping[str, str] = field(default_factory=dict)
 
 
 def _in_venv() -> bool:
@@ -88,13 +104,15 @@ def _system_binds() -> list[str]:
 
 
 def bwrap_command(bwrap: str, limits: SandboxLimits, *, control_fd: int, info_fd: int, address_space: int,
-                  launcher: Path | None = None, extra_roots: Sequence[str] = ()) -> list[str]:
+                  launcher: Path | None = None, extra_roots: Sequence[str] = (),
+                  egress: EgressBinding | None = None) -> list[str]:
     """The argv that starts the launcher as the sandbox's init. ``control_fd``: the launcher's marks;
-    ``info_fd``: bubblewrap's JSON with the init's host pid; ``address_space``: each process's ``RLIMIT_AS``."""
+    ``info_fd``: bubblewrap's JSON with the init's host pid; ``address_space``: each process's ``RLIMIT_AS``;
+    ``egress``: the proxy of an allowlist policy (None: no way out at all)."""
     arguments = [bwrap, "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session", "--disable-userns",
                  "--as-pid-1", "--cap-drop", "ALL", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
                  "--hostname", "sandbox", "--clearenv", "--info-fd", str(info_fd)]
-    for name, value in ENVIRONMENT.items():
+    for name, value in {**ENVIRONMENT, **(egress.environment if egress is not None else {})}.items():
         arguments += ["--setenv", name, value]
     arguments += ["--tmpfs", "/", *_system_binds(), "--proc", "/proc", "--dev", "/dev",
                   "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
@@ -102,8 +120,12 @@ def bwrap_command(bwrap: str, limits: SandboxLimits, *, control_fd: int, info_fd
                   "--size", str(limits.container_bytes + DATA_SLACK_BYTES), "--tmpfs", DATA_DIR]
     for source, target in [*python_binds(), *((root, root) for root in extra_roots)]:
         arguments += ["--ro-bind", source, target]
+    if egress is not None:
+        arguments += ["--ro-bind", egress.socket, egress.inside]
     arguments += ["--ro-bind", str(launcher or Path(__file__).with_name("launcher.py")), LAUNCHER,
                   "--chdir", "/", "--remount-ro", "/",
                   interpreter_in_sandbox(), "-I", "-B", LAUNCHER,
                   str(address_space), str(limits.processes), str(limits.file_bytes), str(control_fd)]
+    if egress is not None:
+        arguments += [str(egress.port), egress.inside]
     return arguments
