@@ -31,6 +31,7 @@ from .run.upstream import UpstreamClient
 from .sealing import Sealer, load_or_create_key, new_key_text
 from .services.background import BackgroundService
 from .services.chat_completions import ChatCompletionService
+from .services.container_network import NetworkPolicies
 from .services.containers import ContainerService
 from .services.conversations import ConversationService
 from .services.files import FileService, files_directory
@@ -130,7 +131,7 @@ class Runtime:
         files.on_delete(vector_stores.forget_file)  # a deleted file leaves every vector store
         await vector_stores.start()
         server_tools.services.file_search = vector_stores  # what the file_search tool searches
-        containers = await _open_code_interpreter(settings, stores.containers, files, server_tools)
+        containers = await _open_code_interpreter(settings, stores.containers, files, server_tools, sealer)
         background = await _open_background(settings, stores, database_url, upstream)
         # stored responses and conversations past their tenant's retention go in the background (item 5)
         any_retention = settings.retention_days is not None or any(
@@ -305,7 +306,7 @@ async def _open_background(settings: Settings, stores: StoreSet, database_url: s
 
 
 async def _open_code_interpreter(settings: Settings, store: ContainerStore, files: FileService,
-                                 server_tools: ServerTools) -> ContainerService:
+                                 server_tools: ServerTools, sealer: Sealer) -> ContainerService:
     """The Containers API over the files' bytes storage, and the code interpreter over it and the sandbox. The
     sandbox is checked once here (bubblewrap making its namespaces); where it cannot run, the code interpreter is
     still offered, and refuses each request naming the cause (never code run unsandboxed)."""
@@ -317,11 +318,13 @@ async def _open_code_interpreter(settings: Settings, store: ContainerStore, file
     containers = ContainerService(store, files.contents, files, file_bytes=limits.file_bytes,
                                   container_bytes=limits.container_bytes,
                                   max_containers=lambda tenant: settings.tenant_policy(tenant).max_containers,
-                                  max_stored_bytes=lambda tenant: settings.tenant_policy(tenant).max_stored_bytes)
+                                  max_stored_bytes=lambda tenant: settings.tenant_policy(tenant).max_stored_bytes,
+                                  network=NetworkPolicies(sealer, enabled=settings.code_egress_allowlist))
     await containers.start()
     sandbox = await asyncio.to_thread(Sandbox.detect, limits, use_cgroup=settings.code_cgroup,
                                       require_cgroup=settings.code_require_cgroup,
-                                      share=lambda tenant: settings.sandbox_share(tenant, limits.slots))
+                                      share=lambda tenant: settings.sandbox_share(tenant, limits.slots),
+                                      egress=settings.egress_settings())
     if sandbox.unavailable is not None:
         log.warning("sandbox_unavailable", reason=sandbox.unavailable)
     else:

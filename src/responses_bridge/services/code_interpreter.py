@@ -15,6 +15,7 @@ import structlog
 from ..protocol.errors import APIError, invalid_request
 from ..run.tools.code_interpreter import CodeRun, CodeToolOptions
 from ..sandbox import Sandbox, SandboxBusy, SandboxUnavailable
+from ..store.records import StoredContainer
 from .container_workspace import Workspace
 from .containers import ContainerService
 
@@ -36,6 +37,7 @@ class CodeInterpreter:
             raise APIError(400, f"The code_interpreter tool cannot run on this server: {self.sandbox.unavailable}. "
                            "(`responses-bridge doctor` checks the sandbox.)", param=f"tools[{options.position}]",
                            code="sandbox_unavailable")
+        self.containers.network.check_allowed(options.network, f"{options.param}.network_policy")
         if options.container_id is not None:
             if await self.containers.live(options.container_id, tenant=tenant) is None:
                 raise invalid_request(f"No such Container: {options.container_id[:200]}", param=options.param,
@@ -53,7 +55,8 @@ class CodeInterpreter:
     async def container_for(self, options: CodeToolOptions, history: Sequence[Mapping[str, Any]], *,
                             tenant: str) -> str:
         """The container this response's calls run in: the one named, or for ``auto`` the live one the
-        conversation's last code interpreter call used, else a new one (run/tools/code_interpreter.py)."""
+        conversation's last code interpreter call used (when it runs under the same network policy), else a new
+        one (run/tools/code_interpreter.py)."""
         if options.container_id is not None:
             found = await self.containers.live(options.container_id, tenant=tenant)
             if found is None:
@@ -64,13 +67,19 @@ class CodeInterpreter:
             for item in reversed(history):
                 if item.get("type") == "code_interpreter_call" and isinstance(item.get("container_id"), str):
                     previous = await self.containers.live(item["container_id"], tenant=tenant)
-                    if previous is not None:
+                    if previous is not None and self._same_network(previous, options):
                         return previous.id
                     break
         made = await self.containers.new_container("code_interpreter auto", tenant=tenant,
                                                    memory_limit=options.memory_limit, file_ids=options.file_ids,
-                                                   param=f"{options.param}.file_ids")
+                                                   param=f"{options.param}.file_ids", network=options.network)
         return made.id
+
+    def _same_network(self, container: StoredContainer, options: CodeToolOptions) -> bool:
+        try:
+            return self.containers.network.opened(container) == options.network
+        except (APIError, ValueError):
+            return False
 
     async def run(self, code: str, container_id: str, *, tenant: str) -> CodeRun:
         """Run ``code`` over the container's files and write back what it changed. Never raises but for
@@ -79,7 +88,12 @@ class CodeInterpreter:
         if container is None:
             return CodeRun(container_id, None, error=f"The container {container_id} has expired or was deleted.")
         try:
-            async with self.containers.lock(container.id), self.sandbox.call(tenant=tenant) as call:
+            network = self.containers.network.opened(container)
+        except (APIError, ValueError):
+            return CodeRun(container_id, None, error="The code could not run: the container's network policy could "
+                           "not be opened (its secrets were sealed with another key than this server's).")
+        try:
+            async with self.containers.lock(container.id), self.sandbox.call(tenant=tenant, network=network) as call:
                 space = Workspace(self.containers, container, tenant, call.data)
                 await space.lay_out()
                 result = await call.run(code)

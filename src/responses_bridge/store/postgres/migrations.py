@@ -276,3 +276,11 @@ async def migrate(conn: Connection, migrations: Sequence[Migration] = MIGRATIONS
 
 
 __all__ = ["ADVISORY_LOCK_KEY", "MIGRATIONS", "Migration", "latest_version", "migrate", "schema_version"]
+MIGRATIONS.append((
+    15,
+    [
+        # A container's network policy (sandbox/egress_policy.py), as SQLite's migration 16: an ``allowlist`` as
+        # JSON, each domain secret's value sealed with the deployment's key; NULL is ``disabled``.
+        "ALTER TABLE containers ADD COLUMN network_policy text",
+    ],
+))
