@@ -238,8 +238,10 @@ class EgressProxy:
             async with asyncio.timeout(self.limits.connection_seconds):
                 try:
                     async with asyncio.TaskGroup() as group:  # one side failing ends the other
-                        group.create_task(pipe(reader, up_writer, True))
-                        group.create_task(pipe(up_reader, writer, False))
+                        sending = group.create_task(pipe(reader, up_writer, True))
+                        # the server's end is the connection's: nothing the code sends after it is read
+                        group.create_task(pipe(up_reader, writer, False)).add_done_callback(
+                            lambda _: sending.cancel())
                 except* OverBudget:
                     outcome = "bytes_limit"
                 except* OSError:  # ConnectionError among them: either end went away
