@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from .run.tools.mcp_config import MCPLimits
     from .run.tools.web_search_base import WebSearchSettings
     from .sandbox import SandboxLimits
-    from .sandbox.egress import EgressSettings
 
 DEFAULT_HTTP_PORT = 8080
 DEFAULT_EXTPROC_PORT = 50051
@@ -183,23 +182,16 @@ class Settings(BaseSettings):
         "where bridges before the in-memory /mnt/data laid each call's files out: swept at start of what a crashed "
         "one left (each call's /mnt/data is now its own in-memory file system); unset: the system's temporary "
         "directory"))
-    # Network policies of containers (sandbox/egress.py, sandbox/egress_policy.py): the egress proxy of `allowlist`.
     code_egress_allowlist: bool = Field(default=True, description=(
-        "allow `allowlist` network policies (`network_policy` of `POST /v1/containers` and of the code "
-        "interpreter's `auto` container): the code reaches the listed domains through the bridge's egress proxy, "
-        "nothing else; false: every `allowlist` policy is a 400 and sandboxes have no network at all"))
+        "allow `allowlist` network policies on containers: the code reaches the listed domains through the "
+        "bridge's egress proxy and nothing else; false: an `allowlist` policy is a 400, sandboxes have no network"))
     code_egress_allowed_targets: str = Field(default="", description=(
-        "addresses past the public internet the egress proxy may connect to (comma-separated): a CIDR or address "
-        "opens every port of it, `address:port` (`[v6]:port`) one port; a loopback address only as `address:port`, "
-        "so the bridge's own ports stay closed. Unset: public addresses only, as for MCP servers"))
-    code_egress_max_bytes: int = Field(default=64 << 20, ge=1, description=(
-        "bytes one sandbox call may move through the egress proxy, both ways and all its connections together"))
-    code_egress_connection_bytes: int = Field(default=32 << 20, ge=1, description=(
-        "bytes one egress connection may carry, both ways"))
-    code_egress_max_connections: int = Field(default=64, ge=1, description=(
-        "connections one sandbox call may open through the egress proxy"))
-    code_egress_connection_timeout: float = Field(default=30.0, gt=0, description=(
-        "seconds one egress connection may stay open (the call's own timeout ends every one sooner)"))
+        "addresses beyond public ones the egress proxy may reach, comma-separated: a CIDR opens all its ports, "
+        "`address:port` one (a loopback address only so, keeping the bridge's own ports closed); unset: public only"))
+    code_egress_max_bytes: int = Field(default=64 << 20, ge=1, description="egress bytes of one call, both ways")
+    code_egress_connection_bytes: int = Field(default=32 << 20, ge=1, description="bytes of one egress connection")
+    code_egress_max_connections: int = Field(default=64, ge=1, description="egress connections of one call")
+    code_egress_connection_timeout: float = Field(default=30.0, gt=0, description="seconds one egress connection lives")
     tenant_max_containers: int | None = Field(default=None, ge=0, description=(
         "default per-tenant limit of live containers; none: no limit"))
     tenant_max_sandboxes: int | None = Field(default=None, ge=1, description=(
@@ -310,10 +302,9 @@ class Settings(BaseSettings):
     @field_validator("code_egress_allowed_targets")
     @classmethod
     def _check_egress_targets(cls, value: str) -> str:
-        from .sandbox.egress_policy import EgressRules
-
-        if value.strip():  # the proxy's modules load only when there is something to check
-            EgressRules.parse(value)  # a ValueError names the entry
+        if value.strip():  # a ValueError names the entry; the proxy's modules load only when there is one
+            from .sandbox.egress_policy import EgressRules
+            EgressRules.parse(value)
         return value
 
     @field_validator("upstream")
@@ -411,17 +402,6 @@ class Settings(BaseSettings):
                              processes=self.code_max_processes, file_bytes=self.code_max_file_bytes,
                              container_bytes=self.code_max_container_bytes, output_bytes=self.code_max_output_bytes,
                              concurrency=self._worker_share(self.code_concurrency))
-
-    def egress_settings(self) -> EgressSettings | None:
-        """The egress proxy's rules and bounds; None when the deployment allows no allowlist policy."""
-        if not self.code_egress_allowlist:
-            return None
-        from .sandbox.egress import EgressLimits, EgressSettings
-        from .sandbox.egress_policy import EgressRules
-
-        return EgressSettings(EgressRules.parse(self.code_egress_allowed_targets), EgressLimits(
-            call_bytes=self.code_egress_max_bytes, connection_bytes=self.code_egress_connection_bytes,
-            connections=self.code_egress_max_connections, connection_seconds=self.code_egress_connection_timeout))
 
     def _worker_share(self, total: int) -> int:
         """This process's part of a sidecar-wide count (0: one per core) when ``workers`` share it: at least 1."""

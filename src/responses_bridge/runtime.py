@@ -311,6 +311,7 @@ async def _open_code_interpreter(settings: Settings, store: ContainerStore, file
     sandbox is checked once here (bubblewrap making its namespaces); where it cannot run, the code interpreter is
     still offered, and refuses each request naming the cause (never code run unsandboxed)."""
     from .sandbox import Sandbox
+    from .sandbox.egress import EgressSettings
     from .sandbox.trees import sweep_stale
     from .services.code_interpreter import CodeInterpreter
 
@@ -324,7 +325,7 @@ async def _open_code_interpreter(settings: Settings, store: ContainerStore, file
     sandbox = await asyncio.to_thread(Sandbox.detect, limits, use_cgroup=settings.code_cgroup,
                                       require_cgroup=settings.code_require_cgroup,
                                       share=lambda tenant: settings.sandbox_share(tenant, limits.slots),
-                                      egress=settings.egress_settings())
+                                      egress=EgressSettings.of(settings))
     if sandbox.unavailable is not None:
         log.warning("sandbox_unavailable", reason=sandbox.unavailable)
     else:

@@ -235,3 +235,17 @@ async def test_a_bad_policy_is_a_400_naming_its_field(client: openai.AsyncOpenAI
     with pytest.raises(openai.BadRequestError) as refused:
         await client.containers.create(name="bad", network_policy=policy)  # type: ignore[arg-type]
     assert refused.value.body["param"] == param.removeprefix("tools[0].container.")  # type: ignore[index]
+
+
+async def test_generated_network_policies_never_fail_the_server(stack: Stack) -> None:
+    """300 generated ``POST /v1/containers`` bodies with hostile ``network_policy`` values through each door: 400s
+    in OpenAI's shape or made containers, never a status of 500 or more."""
+    import asyncio
+
+    from tests.support.fuzz import Tally
+    from tests.support.fuzz_containers import run_network_policies
+
+    for base in (stack.sidecar.http_url, stack.envoy_url):
+        tally = await asyncio.to_thread(run_network_policies, Tally(base), 300)
+        assert tally.sent >= 300 and all(status < 500 for status in tally.statuses), tally.statuses
+        assert tally.statuses[200] > 0 and tally.statuses[400] > 0, tally.statuses

@@ -131,6 +131,7 @@ def _child(code: str, seccomp: bytes, memory: int, processes: int, file_bytes: i
     _lower(resource.RLIMIT_CORE, 1)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the file limit is an OSError, not a kill
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # the code's KeyboardInterrupt, as anywhere
     if seccomp:
         _load_filter(seccomp)  # last: nothing of the set-up above is refused by it
     namespace = {"__name__": "__main__", "__builtins__": __builtins__}
@@ -253,6 +254,7 @@ def main() -> int:
     sys.stdout.flush()
     _prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # before the fork: the code never sees an init it could read
     listener = _listen(relay[0]) if relay is not None else None  # the port is the init's before the code runs
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Python's own handler would let the code end the init
     _say(control, f"start {time.monotonic()}")
     child = os.fork()
     if child == 0:
