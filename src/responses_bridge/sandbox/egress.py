@@ -200,6 +200,8 @@ class EgressProxy:
         self.opened += 1
         if self.opened > self.limits.connections:
             raise Refused(403, "connection_limit", f"this call may open {self.limits.connections} connections")
+        if self.bytes_left <= 0:
+            raise Refused(403, "bytes_limit", f"this call has moved its {self.limits.call_bytes} bytes")
         entry = self.policy.entry_for(where.host)
         if entry is None:
             raise Refused(403, "denied_domain", f"{where.host[:255]} is not in the container's allowed domains")
