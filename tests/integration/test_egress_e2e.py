@@ -3,7 +3,9 @@ client, through the HTTP door and a real Envoy. The deployment allows one loopba
 port>``, by ``RESPONSES_BRIDGE_CODE_EGRESS_ALLOWED_TARGETS``); a container under an ``allowlist`` policy reaches
 it through the egress proxy, and nothing else: not the bridge's own ports (on the same address), not a name that
 resolves to them, not a domain off the list, not any address directly. A domain secret reaches the test host in a
-header while the code, its files, its ``/proc`` and every answer of the bridge hold only a placeholder.
+header, over HTTP and over HTTPS (the proxy intercepting TLS for that host with the call's own authority, and
+verifying the host's certificate against a test authority the bridge trusts), while the code, its files, its
+``/proc`` and every answer of the bridge hold only a placeholder.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from responses_bridge.sandbox.doctor import check_bubblewrap
 from tests.integration.test_code_interpreter_e2e import logs_of, run_code
 from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.envoy import EnvoyProcess, free_port, have_envoy, start_envoy
+from tests.support.tls_ca import make_test_ca
 
 pytestmark = [pytest.mark.skipif(not have_envoy(), reason="envoy binary not available"),
               pytest.mark.skipif(check_bubblewrap()[1] is not None, reason="bubblewrap cannot sandbox here")]
@@ -35,6 +38,8 @@ OUTPUTS = ["code_interpreter_call.outputs"]
 @dataclass
 class LoopbackHost:
     port: int
+    tls_port: int  # the same host over HTTPS, its certificate from a test authority the bridge trusts
+    ca_file: Path
     seen: list[dict[str, str]]
 
 
@@ -52,7 +57,7 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-async def test_host() -> AsyncIterator[LoopbackHost]:
+async def test_host(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LoopbackHost]:
     seen: list[dict[str, str]] = []
 
     async def hello(request: web.Request) -> web.Response:
@@ -63,9 +68,12 @@ async def test_host() -> AsyncIterator[LoopbackHost]:
     app.router.add_get("/hello", hello)
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield LoopbackHost(site._server.sockets[0].getsockname()[1], seen)  # type: ignore[union-attr]
+    ca_file, context = make_test_ca(tmp_path_factory.mktemp("tls"), "127.0.0.1")
+    plain, tls = web.TCPSite(runner, "127.0.0.1", 0), web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+    await plain.start()
+    await tls.start()
+    yield LoopbackHost(plain._server.sockets[0].getsockname()[1],  # type: ignore[union-attr]
+                       tls._server.sockets[0].getsockname()[1], ca_file, seen)  # type: ignore[union-attr]
     await runner.cleanup()
 
 
@@ -78,7 +86,9 @@ async def stack(fake_upstream: str, test_host: LoopbackHost,
     async with running_sidecar(str(data_dir), fake_upstream, "--upstream-via", f"http://127.0.0.1:{listen_port}/v1",
                                log_file=log,
                                env={"RESPONSES_BRIDGE_CODE_TIMEOUT": "15",
-                                    "RESPONSES_BRIDGE_CODE_EGRESS_ALLOWED_TARGETS": f"127.0.0.1:{test_host.port}"},
+                                    "RESPONSES_BRIDGE_CODE_EGRESS_ALLOWED_TARGETS":
+                                        f"127.0.0.1:{test_host.port}, 127.0.0.1:{test_host.tls_port}",
+                                    "SSL_CERT_FILE": str(test_host.ca_file)},  # the bridge trusts the test host
                                ) as sidecar:
         envoy = await start_envoy(render_bootstrap(
             listen_port=listen_port, extproc_port=sidecar.extproc_port,
@@ -182,16 +192,16 @@ async def test_a_domain_secret_reaches_the_host_and_never_the_sandbox(client: op
         print(json.dumps({{
             "placeholder": placeholder,
             "answer": fetch("http://127.0.0.1:{host}/hello", {{"Authorization": "Bearer " + placeholder}}),
-            "tls": fetch("https://127.0.0.1:{host}/hello"),
+            "tls": fetch("https://127.0.0.1:{stack.host.tls_port}/hello",
+                         {{"Authorization": "Bearer " + placeholder}}),
             "found": any(({SECRET[:8]!r} + {SECRET[8:]!r}) in text for text in seen),
             "env": dict(os.environ),
         }}))
     """), container.id)
-    assert found["answer"] == [200, "hello from the test host"]
-    assert stack.host.seen[-1]["Authorization"] == f"Bearer {SECRET}"
+    assert found["answer"] == [200, "hello from the test host"] and found["tls"] == found["answer"]
+    assert [seen["Authorization"] for seen in stack.host.seen[-2:]] == [f"Bearer {SECRET}"] * 2
     assert found["placeholder"] != SECRET and found["found"] is False
     assert SECRET not in orjson.dumps(found["env"]).decode()
-    assert found["tls"][0] in ("error", 403)  # a tunnel to a host with secrets is refused, never sent without them
     assert SECRET not in found["_logs"], found["_logs"]
     at = found["_response"].find(SECRET)
     assert at < 0, found["_response"][max(0, at - 300):at + 50]

@@ -205,7 +205,7 @@ def sandbox_run(outcome: str, seconds: float | None) -> None:
 # Entries come from requests, so at most EGRESS_DOMAIN_LABELS distinct ones are labelled; later ones are ``(other)``.
 EGRESS_CONNECTIONS = Counter("responses_bridge_egress_connections_total",
                              "Sandbox egress proxy connections, by allowlist entry and outcome (ok, denied_domain, "
-                             "denied_address, denied_secret_tls, bad_request, connection_limit, bytes_limit, timeout, "
+                             "denied_address, bad_request, connection_limit, bytes_limit, timeout, "
                              "unresolved, connect_failed, reset, call_ended)", ["domain", "outcome"])
 EGRESS_BYTES = Counter("responses_bridge_egress_bytes_total",
                        "Bytes through the sandbox egress proxy, by allowlist entry and direction (sent, received)",

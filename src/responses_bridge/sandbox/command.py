@@ -67,6 +67,8 @@ class EgressBinding:
     inside: str
     port: int
     environment: Mapping[str, str] = field(default_factory=dict)
+    files: Mapping[str, str] = field(default_factory=dict)
+    """More files bound in read-only, host path → sandbox path (the CA bundle of egress_tls.py)."""
 
 
 def _in_venv() -> bool:
@@ -122,6 +124,8 @@ def bwrap_command(bwrap: str, limits: SandboxLimits, *, control_fd: int, info_fd
         arguments += ["--ro-bind", source, target]
     if egress is not None:
         arguments += ["--ro-bind", egress.socket, egress.inside]
+        for source, target in egress.files.items():
+            arguments += ["--ro-bind", source, target]
     arguments += ["--ro-bind", str(launcher or Path(__file__).with_name("launcher.py")), LAUNCHER,
                   "--chdir", "/", "--remount-ro", "/",
                   interpreter_in_sandbox(), "-I", "-B", LAUNCHER,

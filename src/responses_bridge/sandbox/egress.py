@@ -18,11 +18,12 @@ code reaches nothing but this proxy, and the proxy decides for every connection:
 5. each connection is logged (host, port, bytes, outcome — never a path, a header or a payload) and counted
    (``responses_bridge_egress_connections_total`` by allowlist entry and outcome, ``…_egress_bytes_total``).
 
-Domain secrets are injected only into plain-HTTP requests, in header values (egress_http.forwarded_head), and never
-into bodies: a body is the code's data, often echoed back by the server (a form, a paste, a search), and a value
-swapped into it would come back readable to the code; a header is what credentials are sent in. A ``CONNECT`` to a
-host a secret is for is refused (403) rather than tunnelled: the bridge does not intercept TLS, so the secret could
-not be put in, and the code would send its placeholder to the server in its stead with no word of why.
+Domain secrets are put into the header values of requests to the hosts they are for, never into bodies: a body is
+the code's data, often echoed back by the server (a form, a paste, a search), and a value swapped into it would
+come back readable to the code; a header is what credentials are sent in. Over plain HTTP that is the forwarded
+head (egress_http.forwarded_head); a ``CONNECT`` to a host a secret is for is intercepted (egress_tls.py: the
+proxy ends the code's TLS with the call's own name-constrained authority, which the sandbox trusts, and opens its
+own verified TLS to the server), one request per connection; every other ``CONNECT`` is an end-to-end tunnel.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import ssl
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -43,7 +45,8 @@ from ..observability import metrics
 from ..run.tools.mcp_policy import HostUnresolved, IPAddress, resolve
 from .command import EgressBinding
 from .egress_http import MAX_HEAD_BYTES, BadRequest, Destination, destination, forwarded_head, parse_head
-from .egress_policy import EgressRules, NetworkPolicy, new_placeholder
+from .egress_policy import DomainSecret, EgressRules, NetworkPolicy, new_placeholder
+from .egress_tls import Interceptor, client_context
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -51,6 +54,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 SANDBOX_SOCKET = "/run/egress.sock"
+SANDBOX_CA_BUNDLE = "/run/egress-ca.pem"
 SANDBOX_PORT = 3128
 HEAD_SECONDS = 10.0
 CONNECT_SECONDS = 10.0
@@ -113,6 +117,8 @@ class EgressProxy:
         self.tenant = tenant
         self.resolver = resolver
         self.placeholders = {secret.name: new_placeholder() for secret in policy.secrets}
+        self.tls = Interceptor([secret.domain for secret in policy.secrets]) if policy.secrets else None
+        self._client_tls: ssl.SSLContext | None = None
         self.bytes_left = limits.call_bytes
         self.opened = 0
         self._directory: Path | None = None
@@ -126,18 +132,25 @@ class EgressProxy:
 
     def binding(self) -> EgressBinding:
         """What the sandbox's command line adds for this proxy (command.py)."""
-        return EgressBinding(self.socket_path, SANDBOX_SOCKET, SANDBOX_PORT, self.environment())
+        files = {str(self._directory / "ca.pem"): SANDBOX_CA_BUNDLE} if self.tls is not None and self._directory \
+            else {}
+        return EgressBinding(self.socket_path, SANDBOX_SOCKET, SANDBOX_PORT, self.environment(), files)
 
     def environment(self) -> dict[str, str]:
         """What the sandbox's environment gets: the proxy's address, and each secret's placeholder."""
         proxy = f"http://127.0.0.1:{SANDBOX_PORT}"
         found = {"HTTP_PROXY": proxy, "HTTPS_PROXY": proxy, "http_proxy": proxy, "https_proxy": proxy}
+        if self.tls is not None:  # the system's authorities and this call's (egress_tls.py)
+            found.update(dict.fromkeys(("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"), SANDBOX_CA_BUNDLE))
         found.update(self.placeholders)
         return found
 
     async def start(self) -> None:
         # mode 700: the bridge's alone; the sandbox reaches the socket only through its bind
         self._directory = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="responses-bridge-egress-"))
+        if self.tls is not None:
+            bundle = self.tls.bundle()
+            await asyncio.to_thread((self._directory / "ca.pem").write_bytes, bundle)
         self._server = await asyncio.start_unix_server(self._serve, path=self.socket_path, limit=MAX_HEAD_BYTES)
 
     async def close(self) -> None:
@@ -159,7 +172,7 @@ class EgressProxy:
         seen = _Seen(time.monotonic())
         try:
             try:
-                upstream = await self._open(reader, seen)
+                upstream = await self._open(reader, writer, seen)
             except Refused as refused:
                 seen.outcome = refused.outcome
                 await _answer(writer, refused.status, str(refused), refused.outcome)
@@ -183,7 +196,7 @@ class EgressProxy:
                      port=where.port if where else None, allowed_by=seen.entry, outcome=seen.outcome,
                      sent=seen.sent, received=seen.received, seconds=round(time.monotonic() - seen.started, 3))
 
-    async def _open(self, reader: asyncio.StreamReader,
+    async def _open(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                     seen: _Seen) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """Read and check one request head and connect to its target: the server's streams (a plain request's
         head already sent), or :class:`Refused`. ``seen`` learns what the log and the metrics say."""
@@ -208,16 +221,8 @@ class EgressProxy:
         seen.entry = entry
         secrets = self.policy.secrets_for(where.host)
         if where.tunnel and secrets:
-            raise Refused(403, "denied_secret_tls", f"{where.host[:255]} has domain secrets, which this bridge "
-                          "injects into plain-HTTP requests only (it does not intercept TLS)")
-        try:
-            addresses = await self.resolver(where.host, where.port)
-        except HostUnresolved:
-            raise Refused(502, "unresolved", f"{where.host[:255]} could not be resolved") from None
-        if not all(self.rules.allows(address, where.port) for address in addresses):
-            raise Refused(403, "denied_address", f"{where.host[:255]} resolves to an address this deployment does "
-                          "not let the sandbox reach (loopback, private or link-local)")
-        upstream = await _connect(addresses, where.port)
+            return await self._intercept(reader, writer, where, secrets, seen)
+        upstream = await _connect(await self._addresses(where), where.port)
         if not where.tunnel:
             replace = {self.placeholders[secret.name]: secret.value for secret in secrets}
             forwarded = forwarded_head(head, where, replace)
@@ -226,10 +231,52 @@ class EgressProxy:
             upstream[1].write(forwarded)
         return upstream
 
+    async def _addresses(self, where: Destination) -> list[IPAddress]:
+        """The addresses of ``where``'s host, every one allowed by the deployment's rules, or :class:`Refused`."""
+        try:
+            addresses = await self.resolver(where.host, where.port)
+        except HostUnresolved:
+            raise Refused(502, "unresolved", f"{where.host[:255]} could not be resolved") from None
+        if not all(self.rules.allows(address, where.port) for address in addresses):
+            raise Refused(403, "denied_address", f"{where.host[:255]} resolves to an address this deployment does "
+                          "not let the sandbox reach (loopback, private or link-local)")
+        return addresses
+
+    async def _intercept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, where: Destination,
+                         secrets: list[DomainSecret],
+                         seen: _Seen) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A ``CONNECT`` to a host with secrets: the proxy ends the code's TLS with this call's authority
+        (egress_tls.py), reads one request, puts the secrets into its headers and sends it over its own verified
+        TLS connection to the server. The server's streams, the request already sent."""
+        assert self.tls is not None
+        addresses = await self._addresses(where)  # before the code is told anything is established
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        seen.intercepted = True
+        try:
+            async with asyncio.timeout(HEAD_SECONDS):
+                await writer.start_tls(self.tls.server_context(where.host))
+                data = await reader.readuntil(b"\r\n\r\n")
+            head = parse_head(data)
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ssl.SSLError, OSError,
+                BadRequest):
+            raise Refused(400, "bad_request", "no TLS handshake and request head within 10 s (does the client "
+                          "trust SSL_CERT_FILE?)") from None
+        if not head.target.startswith("/") or head.method == "CONNECT":
+            raise Refused(400, "bad_request", "inside the tunnel, a request names an origin-form path")
+        if self._client_tls is None:
+            self._client_tls = await asyncio.to_thread(client_context)
+        inner = Destination(where.host, where.port, tunnel=False, path=head.target)
+        upstream = await _connect(addresses, where.port, tls=self._client_tls, server_hostname=where.host)
+        replace = {self.placeholders[secret.name]: secret.value for secret in secrets}
+        upstream[1].write(forwarded_head(head, inner, replace, default_port=443))
+        self.bytes_left -= len(data)
+        seen.sent += len(data)
+        return upstream
+
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                      up_reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter, seen: _Seen) -> str:
         """Copy both ways until both ends are done (``seen`` counts the bytes): the outcome."""
-        if seen.where is not None and seen.where.tunnel:
+        if seen.where is not None and seen.where.tunnel and not seen.intercepted:
             writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         budget = [self.limits.connection_bytes - seen.sent]
 
@@ -275,20 +322,26 @@ class _Seen:
     where: Destination | None = None
     entry: str = "(none)"
     outcome: str = "error"
+    intercepted: bool = False
     sent: int = 0
     received: int = 0
 
 
-async def _connect(addresses: list[IPAddress],
-                   port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """The first address (in the resolver's order) that takes the connection."""
+async def _connect(addresses: list[IPAddress], port: int, *, tls: ssl.SSLContext | None = None,
+                   server_hostname: str | None = None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """The first address (in the resolver's order) that takes the connection (and, with ``tls``, whose
+    certificate is valid for ``server_hostname``)."""
+    failed = "the server did not take the connection"
     for address in addresses:
         try:
             async with asyncio.timeout(CONNECT_SECONDS):
-                return await asyncio.open_connection(str(address), port, limit=CHUNK)
+                return await asyncio.open_connection(str(address), port, limit=CHUNK, ssl=tls,
+                                                     server_hostname=server_hostname if tls is not None else None)
+        except ssl.SSLError as error:
+            failed = f"the server's TLS failed the bridge's checks ({error.reason or 'handshake'})"
         except (OSError, TimeoutError):
             continue
-    raise Refused(502, "connect_failed", "the server did not take the connection")
+    raise Refused(502, "connect_failed", failed)
 
 
 async def _answer(writer: asyncio.StreamWriter, status: int, message: str, outcome: str) -> None:

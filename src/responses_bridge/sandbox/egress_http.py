@@ -128,7 +128,8 @@ def _authority(text: str, *, default: int | None) -> tuple[str, int]:
     return host, port
 
 
-def forwarded_head(head: RequestHead, where: Destination, replace: dict[str, str]) -> bytes:
+def forwarded_head(head: RequestHead, where: Destination, replace: dict[str, str], *,
+                   default_port: int = 80) -> bytes:
     """The head sent on to the server for a plain-HTTP request: origin form, the hop-by-hop fields (and whatever
     ``Connection`` names) dropped, ``Connection: close`` (one request per connection, so each one is checked and
     gets its secrets), ``Host`` the URL's own (a ``Host`` naming another site would have a shared front end
@@ -145,6 +146,6 @@ def forwarded_head(head: RequestHead, where: Destination, replace: dict[str, str
             value = value.replace(placeholder, secret)
         lines.append(f"{name}: {value}")
     host = f"[{where.host}]" if ":" in where.host else where.host
-    lines.insert(1, f"Host: {host}" if where.port == 80 else f"Host: {host}:{where.port}")
+    lines.insert(1, f"Host: {host}" if where.port == default_port else f"Host: {host}:{where.port}")
     lines.append("Connection: close")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")

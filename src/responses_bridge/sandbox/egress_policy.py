@@ -9,8 +9,8 @@ and a look-alike spelled in another script is another name. An IP address is rea
 no wildcard covers one.
 
 ``domain_secrets`` (``[{domain, name, value}]``): the sandbox's environment gets ``name`` set to a placeholder, and
-the proxy puts ``value`` in its place in the headers of plain-HTTP requests to a host ``domain`` matches. The code
-never holds the value (see egress.py for what is refused over HTTPS, and why).
+the proxy puts ``value`` in its place in the headers of requests to a host ``domain`` matches, over HTTP and (by
+intercepting TLS for those hosts only, egress_tls.py) HTTPS. The code never holds the value.
 
 Where the proxy may connect is not the policy's alone: every address a name resolves to passes the same SSRF rules
 as the MCP and web search clients (run/tools/mcp_policy.HostPolicy: public addresses only), widened only by the
