@@ -16,6 +16,7 @@ from pathlib import Path
 from textwrap import dedent
 from typing import Any
 
+import aiohttp
 import openai
 import orjson
 import pytest
@@ -162,6 +163,12 @@ async def test_the_allowed_host_is_reached_and_nothing_else(client: openai.Async
     assert found["other_domain"] == [403, "denied_domain"] and found["other_ip"] == [403, "denied_domain"]
     assert found["direct_host"] == "ConnectionRefusedError" and found["direct_bridge"] == "ConnectionRefusedError"
     assert len(stack.host.seen) == before + 1
+    async with aiohttp.ClientSession() as session, session.get(f"{stack.sidecar.http_url}/metrics") as answer:
+        metrics = await answer.text()
+    for outcome in ("ok", "denied_address"):
+        assert f'responses_bridge_egress_connections_total{{domain="127.0.0.1",outcome="{outcome}"}}' in metrics
+    assert 'responses_bridge_egress_connections_total{domain="(none)",outcome="denied_domain"}' in metrics
+    assert 'responses_bridge_egress_bytes_total{direction="received",domain="127.0.0.1"}' in metrics
 
 
 async def test_a_domain_secret_reaches_the_host_and_never_the_sandbox(client: openai.AsyncOpenAI,

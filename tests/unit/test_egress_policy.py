@@ -158,3 +158,21 @@ def test_normalizing_any_text_gives_none_or_a_stable_name(text: str) -> None:
     normal = normalize_host(text)
     if normal is not None:
         assert normalize_host(normal) == normal and normal == normal.lower() and normal.isascii()
+
+
+def _own_address() -> str:
+    """This machine's address on its way out (no packet is sent: a UDP socket's route choice)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("10.255.255.255", 1))
+        return str(probe.getsockname()[0])
+
+
+def test_the_machines_own_addresses_are_refused_even_inside_a_listed_network() -> None:
+    own = _own_address()
+    if ipaddress.ip_address(own).is_loopback:
+        pytest.skip("no address but loopback here")
+    rules = EgressRules.parse(f"{own}/32")
+    assert not rules.allows(ipaddress.ip_address(own), 8080)  # the bridge's ports listen on it too
+    assert EgressRules.parse(f"{own}:8123").allows(ipaddress.ip_address(own), 8123)  # unless named with its port

@@ -24,6 +24,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import secrets
+import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -262,13 +263,28 @@ class EgressRules:
         return cls(HostPolicy(frozenset(), tuple(networks)), tuple(pairs))
 
     def allows(self, address: IPAddress, port: int) -> bool:
+        """May the proxy connect to ``address:port``? A pair allows it; else a loopback, unspecified or other
+        non-public address only inside a listed network, and never an address of this machine's own (its public
+        address too: the bridge's ports listen there as well)."""
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
             address = address.ipv4_mapped
         if any(address in network and port == allowed for network, allowed in self.pairs):
             return True
-        if address.is_loopback or address.is_unspecified:
+        if address.is_loopback or address.is_unspecified or is_local_address(address):
             return False  # only ever through a pair, whatever a network listed
         return self.ssrf.allows_address(address)
+
+
+def is_local_address(address: IPAddress) -> bool:
+    """Is ``address`` one of this machine's own? Only such an address can be bound to (the kernel's own answer,
+    whatever the interfaces)."""
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((str(address), 0))
+    except OSError:
+        return False
+    return True
 
 
 def _split_pair(entry: str) -> tuple[str, int | None]:

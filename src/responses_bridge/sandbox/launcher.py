@@ -187,8 +187,8 @@ def _reap_all(child: int, control: int) -> int:
     return status if status is not None else -signal.SIGKILL
 
 
-RELAY_CONNECTIONS = 64
-"""Connections relayed at once; more wait in the listening socket's backlog."""
+RELAY_CONNECTIONS = 16
+"""Connections relayed at once (a thread each, counted in the call's processes); more wait in the backlog."""
 
 
 def _listen(port: int) -> object:
