@@ -46,10 +46,10 @@ from ..run.tools.mcp_policy import HostUnresolved, IPAddress, resolve
 from .command import EgressBinding
 from .egress_http import MAX_HEAD_BYTES, BadRequest, Destination, destination, forwarded_head, parse_head
 from .egress_policy import DomainSecret, EgressRules, NetworkPolicy, new_placeholder
-from .egress_tls import Interceptor, client_context
 
 if TYPE_CHECKING:
     from ..config import Settings
+    from .egress_tls import Interceptor
 
 log = structlog.get_logger(__name__)
 
@@ -117,7 +117,11 @@ class EgressProxy:
         self.tenant = tenant
         self.resolver = resolver
         self.placeholders = {secret.name: new_placeholder() for secret in policy.secrets}
-        self.tls = Interceptor([secret.domain for secret in policy.secrets]) if policy.secrets else None
+        self.tls: Interceptor | None = None
+        if policy.secrets:  # the cryptography library is loaded by the first call that needs it (as sealing.py)
+            from .egress_tls import Interceptor
+
+            self.tls = Interceptor([secret.domain for secret in policy.secrets])
         self._client_tls: ssl.SSLContext | None = None
         self.bytes_left = limits.call_bytes
         self.opened = 0
@@ -148,8 +152,8 @@ class EgressProxy:
     async def start(self) -> None:
         # mode 700: the bridge's alone; the sandbox reaches the socket only through its bind
         self._directory = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="responses-bridge-egress-"))
-        if self.tls is not None:
-            bundle = self.tls.bundle()
+        if self.tls is not None:  # the system's bundle is read, and written with the call's, off the loop
+            bundle = await asyncio.to_thread(self.tls.bundle)
             await asyncio.to_thread((self._directory / "ca.pem").write_bytes, bundle)
         self._server = await asyncio.start_unix_server(self._serve, path=self.socket_path, limit=MAX_HEAD_BYTES)
 
@@ -250,11 +254,13 @@ class EgressProxy:
         TLS connection to the server. The server's streams, the request already sent."""
         assert self.tls is not None
         addresses = await self._addresses(where)  # before the code is told anything is established
+        server_tls = await asyncio.to_thread(self.tls.server_context, where.host)
+        # no wait between the answer and the switch: the code's TLS hello must not be read as plain bytes
         writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         seen.intercepted = True
         try:
             async with asyncio.timeout(HEAD_SECONDS):
-                await writer.start_tls(self.tls.server_context(where.host))
+                await writer.start_tls(server_tls)
                 data = await reader.readuntil(b"\r\n\r\n")
             head = parse_head(data)
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ssl.SSLError, OSError,
@@ -264,6 +270,8 @@ class EgressProxy:
         if not head.target.startswith("/") or head.method == "CONNECT":
             raise Refused(400, "bad_request", "inside the tunnel, a request names an origin-form path")
         if self._client_tls is None:
+            from .egress_tls import client_context
+
             self._client_tls = await asyncio.to_thread(client_context)
         inner = Destination(where.host, where.port, tunnel=False, path=head.target)
         upstream = await _connect(addresses, where.port, tls=self._client_tls, server_hostname=where.host)

@@ -29,8 +29,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import idna
-
 from ..protocol.errors import invalid_request
 from ..run.tools.mcp_policy import HostPolicy, IPAddress, IPNetwork
 
@@ -60,6 +58,8 @@ def normalize_host(text: str) -> str | None:
     host = host.rstrip(".") if host.endswith(".") and not host.endswith("..") else host
     if not host or len(host) > 253:
         return None
+    import idna  # its tables load with the first policy, not with the bridge
+
     try:
         ascii_name = idna.encode(host, uts46=True).decode("ascii")
     except (idna.IDNAError, UnicodeError, ValueError):
