@@ -18,7 +18,8 @@ The exchange with the bridge:
 4. it exits when stdin closes (the bridge is done, or gone).
 
 SIGTERM (the bridge's time limit) ends the code the same way. The init itself cannot be signalled, traced or read
-by the code: a namespace's init gets no signal from inside it that it has no handler for, it is not dumpable (so
+by the code: a namespace's init gets no signal from inside it that it has no handler for (and it ignores SIGINT,
+which Python would otherwise handle), it is not dumpable (so
 ``/proc/1/mem``, ``environ`` and ``fd`` are closed to the code), and the code's seccomp filter refuses ``ptrace``.
 
 Under an ``allowlist`` network policy the init also relays: before the fork it listens on ``127.0.0.1:<port>`` of
