@@ -19,8 +19,8 @@ The exchange with the bridge:
 
 SIGTERM (the bridge's time limit) ends the code the same way. The init itself cannot be signalled, traced or read
 by the code: a namespace's init gets no signal from inside it that it has no handler for (and it ignores SIGINT,
-which Python would otherwise handle), it is not dumpable (so
-``/proc/1/mem``, ``environ`` and ``fd`` are closed to the code), and the code's seccomp filter refuses ``ptrace``.
+which Python would otherwise handle), it is not dumpable (so ``/proc/1/mem``, ``environ`` and ``fd`` are closed to
+the code), and the code's seccomp filter refuses ``ptrace``.
 
 Under an ``allowlist`` network policy the init also relays: before the fork it listens on ``127.0.0.1:<port>`` of
 the sandbox's own network namespace (so the port is the init's before any code runs, and the child closes the
