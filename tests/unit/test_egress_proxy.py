@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from responses_bridge.run.tools.mcp_policy import IPAddress, resolve
@@ -221,3 +223,33 @@ async def test_closing_the_proxy_ends_its_connections_and_removes_its_socket(pro
     import os
 
     assert not os.path.exists(path)
+
+
+HOSTS = st.sampled_from(["app.test", "APP.test", "other.test", "elsewhere.test", "127.0.0.1", "[::1]", "internal.test",
+                         "app.test.", "app.test@other.test", "xn--app.test", "a_b.test", ""])
+METHODS = st.sampled_from(["GET", "POST", "CONNECT", "PUT", "get", "G ET"])
+FIELD_LINES = st.lists(st.sampled_from(["Host: other.test", "Host: app.test", "Content-Length: 0",
+                                        "Transfer-Encoding: chunked", "X: \x00", "Proxy-Authorization: x",
+                                        "Connection: Host", "X-Long: " + "y" * 100]), max_size=3)
+
+
+@given(METHODS, st.sampled_from(["http://", "https://", "", "ftp://"]), HOSTS,
+       st.sampled_from(["", ":{port}", ":0", ":99999", ":x"]), st.sampled_from(["", "/echo-headers", "?q"]),
+       FIELD_LINES)
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+async def test_generated_requests_reach_only_the_allowed_host(host: Host, method: str, scheme: str, name: str,
+                                                              port: str, path: str, fields: list[str]) -> None:
+    """Whatever the head, the proxy answers it or forwards it, and only ever to ``app.test`` at its port."""
+    proxy = EgressProxy(policy_of("app.test"), EgressRules.parse(f"127.0.0.1:{host.port}"), EgressLimits(),
+                        resolver=fake_dns)
+    await proxy.start()
+    try:
+        before = len(host.seen)
+        target = f"{scheme}{name}{port.format(port=host.port)}{path}"
+        head = f"{method} {target} HTTP/1.1\r\n" + "".join(f"{line}\r\n" for line in fields) + "\r\n"
+        answer = await exchange(proxy, head.encode("latin-1"))
+        assert answer == b"" or answer.startswith(b"HTTP/1.1 ")
+        for headers in host.seen[before:]:
+            assert headers["Host"] == f"app.test:{host.port}"
+    finally:
+        await proxy.close()
