@@ -266,3 +266,22 @@ async def test_generated_network_policies_never_fail_the_server(stack: Stack) ->
         tally = await asyncio.to_thread(run_network_policies, Tally(base), 300)
         assert tally.sent >= 300 and all(status < 500 for status in tally.statuses), tally.statuses
         assert tally.statuses[200] > 0 and tally.statuses[400] > 0, tally.statuses
+
+
+async def test_a_deployment_without_allowlists_answers_them_with_a_400(fake_upstream: str, tmp_path: Path) -> None:
+    """``RESPONSES_BRIDGE_CODE_EGRESS_ALLOWLIST=false``: an ``allowlist`` policy is a 400 naming the field on both
+    routes that take one, while ``disabled`` is taken as ever."""
+    policy = {"type": "allowlist", "allowed_domains": ["example.com"]}
+    async with running_sidecar(str(tmp_path), fake_upstream, extproc=False,
+                               env={"RESPONSES_BRIDGE_CODE_EGRESS_ALLOWLIST": "false"}) as sidecar, \
+            openai.AsyncOpenAI(base_url=f"{sidecar.http_url}/v1", api_key="sk", max_retries=0) as client:
+        with pytest.raises(openai.BadRequestError) as refused:
+            await client.containers.create(name="c", network_policy=policy)  # type: ignore[arg-type]
+        assert refused.value.body["param"] == "network_policy"  # type: ignore[index]
+        assert refused.value.body["code"] == "network_policy_not_allowed"  # type: ignore[index]
+        with pytest.raises(openai.BadRequestError) as refused:
+            await client.responses.create(model="fake-model", input="hi", tools=[  # type: ignore[list-item]
+                {"type": "code_interpreter", "container": {"type": "auto", "network_policy": policy}}])
+        assert refused.value.body["param"] == "tools[0].container.network_policy"  # type: ignore[index]
+        made = await client.containers.create(name="c", network_policy={"type": "disabled"})
+        assert made.network_policy is not None and made.network_policy.type == "disabled"
