@@ -15,11 +15,12 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from . import config_file
+from .config_endpoints import EndpointSettings
 from .config_errors import EnvJSONError, JsonEnvSource, SettingsError, Sources, explain, explain_json
 from .engine.options import EngineOptions
 from .engine.profiles import SWITCHES, ProfileName, options_for
 from .tenants import TenantPolicy
-from .upstreams import ModelRoute, Router, UpstreamSpec, base_url, check_references, single_upstream
+from .upstreams import ModelRoute, Router, UpstreamSpec, check_references, single_upstream
 
 if TYPE_CHECKING:
     from .run.tools.image_generation import ImageSettings
@@ -27,33 +28,9 @@ if TYPE_CHECKING:
     from .run.tools.web_search_base import WebSearchSettings
     from .sandbox import SandboxLimits
 
-DEFAULT_HTTP_PORT = 8080
-DEFAULT_EXTPROC_PORT = 50051
-"""Also the defaults of ``envoy-config``, whose listener (10000) must not collide with them."""
-
-
-class Settings(BaseSettings):
+class Settings(EndpointSettings):
     model_config = SettingsConfigDict(env_prefix="RESPONSES_BRIDGE_", extra="ignore")
 
-    upstream: str = Field(
-        default="http://127.0.0.1:8090/v1",
-        validation_alias=AliasChoices("RESPONSES_BRIDGE_UPSTREAM", "OPENAI_BASE_URL", "upstream"),
-    )
-    api_key: str | None = Field(
-        default=None, validation_alias=AliasChoices("RESPONSES_BRIDGE_API_KEY", "OPENAI_API_KEY", "api_key")
-    )
-    # Where the sidecar's own upstream calls go (background runs, WebSocket turns, compaction, the HTTP door):
-    # in Envoy mode Envoy's listener (``http://127.0.0.1:<port>/v1``, its passthrough /v1/chat/completions
-    # route), so they get Envoy's retries, TLS and stats too. None: the upstream itself.
-    upstream_via: str | None = None
-    http_host: str = "127.0.0.1"
-    http_port: int = DEFAULT_HTTP_PORT
-    extproc_host: str = "127.0.0.1"
-    extproc_port: int = DEFAULT_EXTPROC_PORT
-    extproc_uds: str | None = Field(default=None, description=(
-        "a Unix domain socket path for the ext_proc door instead of `extproc_host`:`extproc_port` (one copy less "
-        "than TCP loopback; `envoy-config --extproc-uds` renders Envoy's pipe address). With several workers, "
-        "worker i > 0 listens on PATH.i"))
     stream_via_sidecar: bool = Field(default=False, description=(
         "the ext_proc door sends streamed requests to the sidecar's HTTP door, whose model call goes through "
         "Envoy's cluster (`upstream_via`): the first event reaches the client at once instead of after the model's "
@@ -186,6 +163,16 @@ class Settings(BaseSettings):
         "where each call's skills are laid out on the host (bound read-only at /mnt/skills, removed when the call "
         "ends), and where bridges before the in-memory /mnt/data laid each call's files out: swept at start of "
         "what a crashed one left; unset: the system's temporary directory"))
+    code_egress_allowlist: bool = Field(default=True, description=(
+        "allow `allowlist` network policies on containers: the code reaches the listed domains through the "
+        "bridge's egress proxy and nothing else; false: an `allowlist` policy is a 400, sandboxes have no network"))
+    code_egress_allowed_targets: str = Field(default="", description=(
+        "addresses beyond public ones the egress proxy may reach, comma-separated: a CIDR opens all its ports, "
+        "`address:port` one (a loopback address only so, keeping the bridge's own ports closed); unset: public only"))
+    code_egress_max_bytes: int = Field(default=64 << 20, ge=1, description="egress bytes of one call, both ways")
+    code_egress_connection_bytes: int = Field(default=32 << 20, ge=1, description="bytes of one egress connection")
+    code_egress_max_connections: int = Field(default=64, ge=1, description="egress connections of one call")
+    code_egress_connection_timeout: float = Field(default=30.0, gt=0, description="seconds one egress connection lives")
     tenant_max_containers: int | None = Field(default=None, ge=0, description=(
         "default per-tenant limit of live containers; none: no limit"))
     tenant_max_sandboxes: int | None = Field(default=None, ge=1, description=(
@@ -293,10 +280,13 @@ class Settings(BaseSettings):
     def _yaml_null(cls, value: object) -> object:
         return "null" if value is None else value  # ``tool_call_content: null`` in YAML reads as None
 
-    @field_validator("upstream")
+    @field_validator("code_egress_allowed_targets")
     @classmethod
-    def _check_upstream(cls, value: str) -> str:
-        return base_url(value)  # a URL without its scheme stops the start here, naming the flag or variable
+    def _check_egress_targets(cls, value: str) -> str:
+        if value.strip():  # a ValueError names the entry; the proxy's modules load only when there is one
+            from .sandbox.egress_policy import EgressRules
+            EgressRules.parse(value)
+        return value
 
     @field_validator("db")
     @classmethod
@@ -306,11 +296,6 @@ class Settings(BaseSettings):
         from .store.database_url import sqlite_path
 
         return sqlite_path(value)  # a URL stops here, pointing at RESPONSES_BRIDGE_DATABASE_URL
-
-    @field_validator("upstream_via")
-    @classmethod
-    def _check_via(cls, value: str | None) -> str | None:
-        return base_url(value) if value else None
 
     @field_validator("web_search")
     @classmethod

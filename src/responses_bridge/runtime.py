@@ -31,6 +31,7 @@ from .run.upstream import UpstreamClient
 from .sealing import Sealer, load_or_create_key, new_key_text
 from .services.background import BackgroundService
 from .services.chat_completions import ChatCompletionService
+from .services.container_network import NetworkPolicies
 from .services.containers import ContainerService
 from .services.conversations import ConversationService
 from .services.files import FileService, files_directory
@@ -135,7 +136,8 @@ class Runtime:
         server_tools.services.file_search = vector_stores  # what the file_search tool searches
         skills = SkillService(stores.skills, files.contents,
                               max_stored_bytes=lambda tenant: settings.tenant_policy(tenant).max_stored_bytes)
-        containers = await _open_code_interpreter(settings, stores.containers, files, stores.skills, server_tools)
+        containers = await _open_code_interpreter(settings, stores.containers, files, stores.skills, server_tools,
+                                                  sealer)
         background = await _open_background(settings, stores, database_url, upstream)
         # stored responses and conversations past their tenant's retention go in the background (item 5)
         any_retention = settings.retention_days is not None or any(
@@ -310,12 +312,14 @@ async def _open_background(settings: Settings, stores: StoreSet, database_url: s
 
 
 async def _open_code_interpreter(settings: Settings, store: ContainerStore, files: FileService,
-                                 skills: SkillStore, server_tools: ServerTools) -> ContainerService:
-    """The Containers API over the files' bytes storage (with the containers' skills), and the code interpreter and
-    the hosted shell over it and the sandbox. The
+                                 skills: SkillStore, server_tools: ServerTools, sealer: Sealer) -> ContainerService:
+    """The Containers API over the files' bytes storage (with the containers' skills and network policies), and
+    the code interpreter and the hosted shell over it and the sandbox (with the egress proxy of allowlist
+    policies). The
     sandbox is checked once here (bubblewrap making its namespaces); where it cannot run, the code interpreter is
     still offered, and refuses each request naming the cause (never code run unsandboxed)."""
     from .sandbox import Sandbox
+    from .sandbox.egress import EgressSettings
     from .sandbox.read_only import sweep_orphans
     from .sandbox.trees import sweep_stale
     from .services.code_interpreter import CodeInterpreter
@@ -334,11 +338,13 @@ async def _open_code_interpreter(settings: Settings, store: ContainerStore, file
                                   max_containers=lambda tenant: settings.tenant_policy(tenant).max_containers,
                                   max_stored_bytes=stored_bytes,
                                   skills=ContainerSkills(skills, files.contents, max_stored_bytes=stored_bytes,
-                                                         workdir=workdir))
+                                                         workdir=workdir),
+                                  network=NetworkPolicies(sealer, enabled=settings.code_egress_allowlist))
     await containers.start()
     sandbox = await asyncio.to_thread(Sandbox.detect, limits, use_cgroup=settings.code_cgroup,
                                       require_cgroup=settings.code_require_cgroup,
-                                      share=lambda tenant: settings.sandbox_share(tenant, limits.slots))
+                                      share=lambda tenant: settings.sandbox_share(tenant, limits.slots),
+                                      egress=EgressSettings.of(settings))
     if sandbox.unavailable is not None:
         log.warning("sandbox_unavailable", reason=sandbox.unavailable)
     else:

@@ -91,4 +91,25 @@ async def test_a_skill_made_through_a_is_served_and_laid_out_through_b(replicas:
             input=run_code("print(open('/mnt/skills/shared-skill/data.txt').read())"))
         assert response.output[0].outputs[0].logs == "from the skill\n"
         await on_a.skills.delete(skill.id)
+
+
+@needs_sandbox
+async def test_a_network_policy_made_through_a_holds_for_a_call_through_b(replicas: list[Replica]) -> None:
+    """The policy is the container's, in the shared database, its secret sealed with the replicas' shared key: B
+    opens it and runs the call under it (the proxy's variables and the secret's placeholder, never the value)."""
+    a, b = replicas
+    secret = "replica-secret-value"
+    policy = {"type": "allowlist", "allowed_domains": ["api.example.com"],
+              "domain_secrets": [{"domain": "api.example.com", "name": "API_KEY", "value": secret}]}
+    async with sdk(a) as on_a, sdk(b) as on_b:
+        container = await on_a.containers.create(name="with policy", network_policy=policy)  # type: ignore[arg-type]
+        shown = await on_b.containers.retrieve(container.id)
+        assert shown.network_policy is not None and shown.network_policy.allowed_domains == ["api.example.com"]
+        code = "import json, os\nprint(json.dumps([os.environ.get('HTTPS_PROXY'), os.environ.get('API_KEY')]))"
+        answer = await on_b.responses.create(model="fake-model", input=run_code(code),
+                                             tools=[{"type": "code_interpreter", "container": container.id}],
+                                             include=["code_interpreter_call.outputs"])  # type: ignore[list-item]
+        proxy, placeholder = orjson.loads(answer.output[0].outputs[0].logs)
+        assert proxy == "http://127.0.0.1:3128" and placeholder.startswith("egress-secret-")
+        assert secret not in answer.model_dump_json()
         await on_b.containers.delete(container.id)

@@ -197,10 +197,10 @@ async def test_bad_environments_are_400s_naming_the_field(base_url: str) -> None
          "invalid_value"),
         ({"type": "container_auto", "skills": [{"type": "nope"}]}, "tools[0].environment.skills[0].type",
          "invalid_value"),
-        ({"type": "container_auto", "network_policy": {"type": "allowlist", "allowed_domains": ["example.com"]}},
-         "tools[0].environment.network_policy", "unsupported_value"),
-        ({"type": "container_auto", "network_policy": {"type": "open"}}, "tools[0].environment.network_policy",
-         "invalid_value"),
+        ({"type": "container_auto", "network_policy": {"type": "open"}},
+         "tools[0].environment.network_policy.type", "invalid_value"),
+        ({"type": "container_auto", "network_policy": {"type": "allowlist", "allowed_domains": []}},
+         "tools[0].environment.network_policy.allowed_domains", "invalid_value"),
     ]
     async with aiohttp.ClientSession(base_url) as http:
         for environment, param, code in cases:

@@ -73,3 +73,39 @@ def run_containers(tally: Tally, container_id: str, examples: int) -> Tally:
 
     one()
     return tally
+
+
+_DOMAINS = st.one_of(st.sampled_from(["example.com", "*.example.com", "127.0.0.1", "[::1]", "*.", "*", "a..b", "",
+                                      "bücher.example", "xn--", "-a.com", "a" * 70 + ".com", "*.10.0.0.1"]),
+                     st.text(max_size=20), ODD_SHORT, ANY_JSON)
+_SECRETS = st.one_of(ANY_JSON, st.lists(st.one_of(ANY_JSON, st.fixed_dictionaries(
+    {"domain": _DOMAINS, "name": st.one_of(st.sampled_from(["API_KEY", "PATH", "LD_PRELOAD", "1X", "", "HTTP_PROXY"]),
+                                           st.text(max_size=10), ANY_JSON),
+     "value": st.one_of(st.sampled_from(["v", "", "a\r\nX-Evil: 1", "é", "x" * 9000]), st.text(max_size=10),
+                        ANY_JSON)})), max_size=3))
+NETWORK_POLICIES = st.one_of(
+    ANY_JSON, st.sampled_from([{"type": "disabled"}, {"type": "allowlist"}, {"type": "open"}, {}]),
+    st.fixed_dictionaries({"type": st.sampled_from(["allowlist", "disabled", "Allowlist", ""])},
+                          optional={"allowed_domains": st.one_of(ANY_JSON, st.lists(_DOMAINS, max_size=4)),
+                                    "domain_secrets": _SECRETS, "extra": ANY_JSON}))
+
+
+@st.composite
+def policy_requests(draw: st.DrawFn) -> Request:
+    """``POST /v1/containers`` with a ``network_policy``, hostile or fine (then a container is made)."""
+    body: dict[str, Any] = {"name": draw(st.one_of(st.just("fuzzed policy"), _NAMES)),
+                            "network_policy": draw(NETWORK_POLICIES)}
+    return Request("POST", "/v1/containers", json.dumps(body).encode(), (("Content-Type", "application/json"),))
+
+
+def run_network_policies(tally: Tally, examples: int) -> Tally:
+    """``examples`` generated containers with network policies through one door, the same ones on every run."""
+
+    @settings(max_examples=examples, derandomize=True, database=None, deadline=None, print_blob=False,
+              suppress_health_check=list(HealthCheck))
+    @given(policy_requests())
+    def one(request: Request) -> None:
+        tally.send(request)
+
+    one()
+    return tally

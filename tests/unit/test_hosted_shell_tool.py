@@ -25,7 +25,7 @@ from responses_bridge.engine.sse import DONE_FRAME, encode_event
 from responses_bridge.engine.tools import CallTarget, plan_tools
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.protocol.request import parse_request
-from responses_bridge.run.server_tools_setup import storable_tools
+from responses_bridge.run.server_tools_setup import REDACTED, storable_tools
 from responses_bridge.run.tools.shell import MAX_COMMANDS, ShellRun, ShellToolOptions, shell_job
 from responses_bridge.sandbox.shell import CommandOutput
 from tests.support.schema import check_stream, validate_response
@@ -146,7 +146,7 @@ def test_domain_secrets_are_never_echoed_nor_stored() -> None:
     [kept] = storable_tools([tool])
     assert "sk-secret-canary" not in orjson.dumps(kept).decode()
     assert kept["environment"]["network_policy"]["domain_secrets"] == [{"domain": "api.example.com",
-                                                                         "name": "API_KEY"}]
+                                                                         "name": "API_KEY", "value": REDACTED}]
     assert tool["environment"]["network_policy"]["domain_secrets"][0]["value"] == "sk-secret-canary"  # unchanged
     assert storable_tools([HOSTED]) == [HOSTED]
 
@@ -172,10 +172,12 @@ def test_environments_are_read_or_refused_naming_the_field() -> None:
                            "domain_secrets": [{"domain": "example.com", "name": "K", "value": "v"}]}}}, 2)
     assert options is not None and options.param == "tools[2].environment"
     assert (options.file_ids, options.memory_limit, len(options.skills)) == (("file-1",), "4g", 2)
-    assert options.network_policy is not None and options.network_policy["allowed_domains"] == ["example.com"]
+    assert options.network is not None and options.network.domains == ("example.com",)
+    assert [(secret.domain, secret.name, secret.value) for secret in options.network.secrets] == [
+        ("example.com", "K", "v")]
     disabled = ShellToolOptions.from_tool({"type": "shell", "environment": {
         "type": "container_auto", "network_policy": {"type": "disabled"}}}, 0)
-    assert disabled is not None and disabled.network_policy is None
+    assert disabled is not None and disabled.network is None
     reference = ShellToolOptions.from_tool({"type": "shell", "environment": {
         "type": "container_reference", "container_id": "cntr_1"}}, 0)
     assert reference is not None and reference.container_id == "cntr_1"

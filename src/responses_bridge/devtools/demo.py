@@ -32,7 +32,8 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from ..config import DEFAULT_EXTPROC_PORT, DEFAULT_HTTP_PORT, load_settings
+from ..config import load_settings
+from ..config_endpoints import DEFAULT_EXTPROC_PORT, DEFAULT_HTTP_PORT
 from ..envoy_config import EXTPROC_SERVICE, LISTEN_PORT, render_bootstrap
 from ..net_errors import connection_error
 from ..sandbox.host import check_bubblewrap

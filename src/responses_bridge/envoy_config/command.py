@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..config import DEFAULT_EXTPROC_PORT, DEFAULT_HTTP_PORT, field_default
+from ..config import field_default
+from ..config_endpoints import DEFAULT_EXTPROC_PORT, DEFAULT_HTTP_PORT
 from .bootstrap import bootstrap_dict, render_bootstrap, to_yaml
 from .envoy_gateway import envoy_gateway_objects
 from .filters import Auth, JwtExample

@@ -198,3 +198,31 @@ def sandbox_run(outcome: str, seconds: float | None, *, job: str = "python") -> 
     SANDBOX_RUNS.labels(job, outcome).inc()
     if seconds is not None:
         SANDBOX_SECONDS.labels(job).observe(seconds)
+
+
+# The egress proxy of sandbox calls under an allowlist policy (sandbox/egress.py): each connection by the allowlist
+# entry that let it through (``(none)`` when refused before one matched) and its outcome, and the bytes it carried.
+# Entries come from requests, so at most EGRESS_DOMAIN_LABELS distinct ones are labelled; later ones are ``(other)``.
+EGRESS_CONNECTIONS = Counter("responses_bridge_egress_connections_total",
+                             "Sandbox egress proxy connections, by allowlist entry and outcome (ok, denied_domain, "
+                             "denied_address, bad_request, connection_limit, bytes_limit, timeout, "
+                             "unresolved, connect_failed, reset, call_ended)", ["domain", "outcome"])
+EGRESS_BYTES = Counter("responses_bridge_egress_bytes_total",
+                       "Bytes through the sandbox egress proxy, by allowlist entry and direction (sent, received)",
+                       ["domain", "direction"])
+EGRESS_DOMAIN_LABELS = 200
+_egress_domains: set[str] = set()
+
+
+def egress_connection(domain: str, outcome: str, sent: int, received: int) -> None:
+    """One egress connection ended."""
+    if domain not in _egress_domains:
+        if len(_egress_domains) >= EGRESS_DOMAIN_LABELS:
+            domain = "(other)"
+        else:
+            _egress_domains.add(domain)
+    EGRESS_CONNECTIONS.labels(domain, outcome).inc()
+    if sent:
+        EGRESS_BYTES.labels(domain, "sent").inc(sent)
+    if received:
+        EGRESS_BYTES.labels(domain, "received").inc(received)

@@ -46,23 +46,30 @@ T = TypeVar("T")
 
 def storable_tools(tools: Iterable[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
     """The request's ``tools`` as they may be stored and echoed: ``mcp`` tools without ``headers`` and
-    ``authorization`` (credentials for the MCP server; OpenAI does not echo them either), a shell container's
-    ``network_policy.domain_secrets`` without their ``value``. Other tools are kept as they are; the list given is
-    not changed."""
+    ``authorization`` (credentials for the MCP server; OpenAI does not echo them either), and the ``value`` of
+    every domain secret of a container's ``network_policy`` replaced by :data:`REDACTED` (the code interpreter's
+    ``container``, the shell's ``environment``). Other tools are kept as they are; the list given is not
+    changed."""
     return [{key: value for key, value in tool.items() if key not in SECRET_FIELDS}
             if tool.get("type") == "mcp" else _without_domain_secrets(tool) for tool in tools or ()]
 
 
+REDACTED = "[redacted]"
+
+
 def _without_domain_secrets(tool: Mapping[str, Any]) -> dict[str, Any]:
-    """A tool with its container's domain secrets' values left out (their domains and names kept)."""
-    environment = tool.get("environment")
-    policy = environment.get("network_policy") if isinstance(environment, dict) else None
-    secrets = policy.get("domain_secrets") if isinstance(policy, dict) else None
-    if not isinstance(environment, dict) or not isinstance(policy, dict) or not isinstance(secrets, list):
-        return dict(tool)
-    kept = [{key: value for key, value in secret.items() if key != "value"} if isinstance(secret, dict) else secret
-            for secret in secrets]
-    return dict(tool, environment=dict(environment, network_policy=dict(policy, domain_secrets=kept)))
+    """A tool with its container's domain secrets' values replaced (their domains and names kept, and the SDK's
+    shape, whose ``value`` is required)."""
+    kept = dict(tool)
+    for key in ("container", "environment"):
+        holder = kept.get(key)
+        policy = holder.get("network_policy") if isinstance(holder, Mapping) else None
+        secrets = policy.get("domain_secrets") if isinstance(policy, Mapping) else None
+        if isinstance(holder, Mapping) and isinstance(policy, Mapping) and isinstance(secrets, list):
+            hidden = [{**secret, "value": REDACTED} if isinstance(secret, Mapping) and "value" in secret else secret
+                      for secret in secrets]
+            kept[key] = {**holder, "network_policy": {**policy, "domain_secrets": hidden}}
+    return kept
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,7 @@ import structlog
 from ..observability import metrics
 from . import cgroups
 from .cgroups import CgroupParent
-from .command import DATA_DIR, bwrap_command
+from .command import DATA_DIR, EgressBinding, bwrap_command
 from .limits import SandboxLimits
 from .result import Capture, Outcome, SandboxResult, SandboxUnavailable, ended_by_memory, note_for
 
@@ -72,9 +72,10 @@ class SandboxCall:
 
     def __init__(self, bwrap: str, limits: SandboxLimits, *, seccomp: bytes, address_space: int,
                  cgroup_parent: CgroupParent | None, name: str,
-                 read_only: Sequence[tuple[Path, str]] = ()) -> None:
+                 read_only: Sequence[tuple[Path, str]] = (), egress: EgressBinding | None = None) -> None:
         self.limits = limits
         self._read_only = tuple(read_only)
+        self._egress = egress
         self._bwrap = bwrap
         self._seccomp = seccomp
         self._address_space = address_space
@@ -115,7 +116,8 @@ class SandboxCall:
         inherited = (control_write, info_write)
         try:
             command = bwrap_command(self._bwrap, self.limits, control_fd=control_write, info_fd=info_write,
-                                    address_space=self._address_space, read_only=self._read_only)
+                                    address_space=self._address_space, read_only=self._read_only,
+                                    egress=self._egress)
             if self._cgroup_parent is not None:
                 try:
                     self._cgroup = await asyncio.to_thread(

@@ -17,13 +17,18 @@ made for that call alone and removes when it ends (sandbox/read_only.py). Nothin
 call writes reaches the host's disk, and all of it is gone when the call's namespace ends. The bridge's data
 directory, database, configuration and working directory are never mounted, and the environment is cleared: only
 the variables below are set, so no secret of the bridge's reaches the code.
+
+Under an ``allowlist`` network policy (:class:`EgressBinding`), the network namespace stays the code's own; the
+egress proxy's Unix socket is bound in read-only at ``/run/egress.sock``, the launcher relays ``127.0.0.1:3128`` to
+it, and the environment adds the proxy variables and each domain secret's placeholder (egress.py).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .limits import MIB, SandboxLimits
@@ -53,6 +58,19 @@ ENVIRONMENT = {
     "OMP_NUM_THREADS": "1",
     "MKL_NUM_THREADS": "1",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class EgressBinding:
+    """What a call under an allowlist policy adds to its sandbox: the proxy's socket on the host, the path and
+    port it has inside, and the environment's additions."""
+
+    socket: str
+    inside: str
+    port: int
+    environment: Mapping[str, str] = field(default_factory=dict)
+    files: Mapping[str, str] = field(default_factory=dict)
+    """More files bound in read-only, host path → sandbox path (the CA bundle of egress_tls.py)."""
 
 
 def _in_venv() -> bool:
@@ -91,15 +109,16 @@ def _system_binds() -> list[str]:
 
 def bwrap_command(bwrap: str, limits: SandboxLimits, *, control_fd: int, info_fd: int, address_space: int,
                   launcher: Path | None = None, extra_roots: Sequence[str] = (),
-                  read_only: Sequence[tuple[Path, str]] = ()) -> list[str]:
+                  read_only: Sequence[tuple[Path, str]] = (), egress: EgressBinding | None = None) -> list[str]:
     """The argv that starts the launcher as the sandbox's init. ``control_fd``: the launcher's marks;
     ``info_fd``: bubblewrap's JSON with the init's host pid; ``address_space``: each process's ``RLIMIT_AS``;
     ``read_only``: (host directory, sandbox path) trees bound read-only (a container's skills at
-    ``/mnt/skills``: sandbox/read_only.py), under ``/mnt`` and never over a path the sandbox itself needs."""
+    ``/mnt/skills``: sandbox/read_only.py), under ``/mnt`` and never over a path the sandbox itself needs;
+    ``egress``: the proxy of an allowlist policy (None: no way out at all)."""
     arguments = [bwrap, "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session", "--disable-userns",
                  "--as-pid-1", "--cap-drop", "ALL", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
                  "--hostname", "sandbox", "--clearenv", "--info-fd", str(info_fd)]
-    for name, value in ENVIRONMENT.items():
+    for name, value in {**ENVIRONMENT, **(egress.environment if egress is not None else {})}.items():
         arguments += ["--setenv", name, value]
     arguments += ["--tmpfs", "/", *_system_binds(), "--proc", "/proc", "--dev", "/dev",
                   "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
@@ -111,8 +130,14 @@ def bwrap_command(bwrap: str, limits: SandboxLimits, *, control_fd: int, info_fd
         if not target.startswith("/mnt/") or target == DATA_DIR or ".." in target.split("/"):
             raise ValueError(f"a read-only tree goes under /mnt, beside /mnt/data: {target!r}")
         arguments += ["--ro-bind", str(tree), target]
+    if egress is not None:
+        arguments += ["--ro-bind", egress.socket, egress.inside]
+        for source, target in egress.files.items():
+            arguments += ["--ro-bind", source, target]
     arguments += ["--ro-bind", str(launcher or Path(__file__).with_name("launcher.py")), LAUNCHER,
                   "--chdir", "/", "--remount-ro", "/",
                   interpreter_in_sandbox(), "-I", "-B", LAUNCHER,
                   str(address_space), str(limits.processes), str(limits.file_bytes), str(control_fd)]
+    if egress is not None:
+        arguments += [str(egress.port), egress.inside]
     return arguments

@@ -26,11 +26,18 @@ The exchange with the bridge:
 4. it exits when stdin closes (the bridge is done, or gone).
 
 SIGTERM (the bridge's time limit) ends the code the same way. The init itself cannot be signalled, traced or read
-by the code: a namespace's init gets no signal from inside it that it has no handler for, it is not dumpable (so
-``/proc/1/mem``, ``environ`` and ``fd`` are closed to the code), and the code's seccomp filter refuses ``ptrace``.
+by the code: a namespace's init gets no signal from inside it that it has no handler for (and it ignores SIGINT,
+which Python would otherwise handle), it is not dumpable (so ``/proc/1/mem``, ``environ`` and ``fd`` are closed to
+the code), and the code's seccomp filter refuses ``ptrace``.
+
+Under an ``allowlist`` network policy the init also relays: before the fork it listens on ``127.0.0.1:<port>`` of
+the sandbox's own network namespace (so the port is the init's before any code runs, and the child closes the
+listening descriptor with all the others), and after it a thread of the init's takes each connection to the egress
+proxy's Unix socket bound into the sandbox, copying both ways (sandbox/egress.py decides what goes through). The
+relay lives in the init, not in a process the code could signal or trace, and ends with it.
 
 Arguments: the address-space limit in bytes (0: none), the process limit, bytes per file (0: none), the control
-descriptor.
+descriptor; then, under an allowlist policy, the relay's port and the proxy's socket path.
 """
 
 import os
@@ -141,6 +148,7 @@ def _child(code: str, seccomp: bytes, memory: int, processes: int, file_bytes: i
     _lower(resource.RLIMIT_CORE, 1)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the file limit is an OSError, not a kill
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # the code's KeyboardInterrupt, as anywhere
     if seccomp:
         _load_filter(seccomp)  # last: nothing of the set-up above is refused by it
     if kind == "shell":
@@ -327,8 +335,63 @@ def _reap_all(child: int, control: int) -> int:
     return status if status is not None else -signal.SIGKILL
 
 
+RELAY_CONNECTIONS = 16
+"""Connections relayed at once (a thread each, counted in the call's processes); more wait in the backlog."""
+
+
+def _listen(port: int) -> object:
+    import socket
+
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", port))
+    listener.listen(128)
+    return listener
+
+
+def _relay(listener: object, target: str) -> None:
+    """Start the relay thread: each connection to ``listener`` is copied both ways to the Unix socket ``target``."""
+    import select
+    import socket
+    import threading
+
+    slots = threading.BoundedSemaphore(RELAY_CONNECTIONS)
+
+    def copy(inside: socket.socket) -> None:
+        outside = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            outside.connect(target)
+            open_ends = {inside: outside, outside: inside}
+            while open_ends:
+                readable, _, _ = select.select(list(open_ends), [], [])
+                for end in readable:
+                    data = end.recv(65536)
+                    if data:
+                        open_ends[end].sendall(data)
+                        continue
+                    other = open_ends.pop(end)
+                    try:  # noqa: SIM105 - contextlib is an import each call's start-up would pay
+                        other.shutdown(socket.SHUT_WR)
+                    except OSError:
+                        pass
+        except OSError:
+            pass
+        finally:
+            inside.close()
+            outside.close()
+            slots.release()
+
+    def accept() -> None:
+        while True:
+            connection, _ = listener.accept()  # type: ignore[attr-defined]
+            slots.acquire()
+            threading.Thread(target=copy, args=(connection,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+
+
 def main() -> int:
     memory, processes, file_bytes, control = (int(value) for value in sys.argv[1:5])
+    relay = (int(sys.argv[5]), sys.argv[6]) if len(sys.argv) > 6 else None
     os.chdir("/")
     _say(control, "ready")
     import ctypes  # noqa: F401 - loaded while the bridge lays the files out, not on the code's path
@@ -338,6 +401,8 @@ def main() -> int:
         return 0  # the bridge gave up before the job (nothing was laid out, or the call was cancelled)
     sys.stdout.flush()
     _prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # before the fork: the code never sees an init it could read
+    listener = _listen(relay[0]) if relay is not None else None  # the port is the init's before the code runs
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Python's own handler would let the code end the init
     _say(control, f"start {time.monotonic()}")
     child = os.fork()
     if child == 0:
@@ -353,6 +418,8 @@ def main() -> int:
         os.dup2(null, fd)
     os.close(null)
     signal.signal(signal.SIGTERM, lambda *_: _end_everything())
+    if relay is not None:
+        _relay(listener, relay[1])
     _say(control, f"exit {_reap_all(child, control)}")
     while os.read(0, 1 << 16):
         pass  # held open until the bridge has read /mnt/data back

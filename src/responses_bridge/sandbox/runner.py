@@ -35,6 +35,8 @@ from ..observability import metrics, tracing
 from .call import JobKind, SandboxCall
 from .cgroups import CgroupParent
 from .command import SHM_BYTES, TMP_BYTES
+from .egress import EgressProxy, EgressSettings
+from .egress_policy import NetworkPolicy
 from .limits import SandboxLimits
 from .result import SandboxBusy, SandboxResult, SandboxUnavailable
 from .seccomp import SeccompUnavailable, compiled_filter
@@ -53,8 +55,10 @@ class Sandbox:
     raises :class:`SandboxUnavailable`, and nothing is ever run unsandboxed)."""
 
     def __init__(self, limits: SandboxLimits, bwrap: str | None, *, unavailable: str | None = None,
-                 cgroups: CgroupParent | None = None, share: Callable[[str], int] | None = None) -> None:
+                 cgroups: CgroupParent | None = None, share: Callable[[str], int] | None = None,
+                 egress: EgressSettings | None = None) -> None:
         self.limits = limits
+        self.egress = egress
         self.bwrap = bwrap
         self.cgroups = cgroups
         self.unavailable = unavailable
@@ -89,10 +93,12 @@ class Sandbox:
 
     @classmethod
     def detect(cls, limits: SandboxLimits, *, bwrap: str | None = None, use_cgroup: bool = True,
-               require_cgroup: bool = False, share: Callable[[str], int] | None = None) -> Sandbox:
+               require_cgroup: bool = False, share: Callable[[str], int] | None = None,
+               egress: EgressSettings | None = None) -> Sandbox:
         """The sandbox this machine can give: bubblewrap found on PATH (or ``bwrap``) and able to make its
         namespaces (checked once, by running ``true`` in one), and a memory cgroup per call where one can be
-        made (``use_cgroup``). ``require_cgroup``: refuse every call where none can."""
+        made (``use_cgroup``). ``require_cgroup``: refuse every call where none can. ``egress``: the
+        deployment's rules for allowlist network policies (None: the deployment allows none)."""
         from .host import CGROUP_DELEGATION, check_bubblewrap  # the check runs a command: only when wanted
 
         found, reason = check_bubblewrap(bwrap)
@@ -104,18 +110,23 @@ class Sandbox:
         elif reason is None and require_cgroup:
             reason = (f"no memory cgroup can be made for each call and RESPONSES_BRIDGE_CODE_REQUIRE_CGROUP=true "
                       f"requires one: {CGROUP_DELEGATION}, or allow the single-process mode")
-        return cls(limits, found, unavailable=reason, cgroups=parent, share=share)
+        return cls(limits, found, unavailable=reason, cgroups=parent, share=share, egress=egress)
 
     @contextlib.asynccontextmanager
     async def call(self, *, tenant: str = "", job: JobKind = "python",
-                   read_only: Sequence[tuple[Path, str]] = ()) -> AsyncIterator[SandboxCall]:
+                   read_only: Sequence[tuple[Path, str]] = (),
+                   network: NetworkPolicy | None = None) -> AsyncIterator[SandboxCall]:
         """A slot, then a started sandbox; ended (and its slot freed) on leaving. Raises
         :class:`SandboxUnavailable` when code cannot run here (or, for a ``shell`` job, in this mode),
         :class:`SandboxBusy` when no slot came in time.
-        ``read_only``: (host directory, sandbox path) trees the call sees read-only (sandbox/read_only.py)."""
+        ``read_only``: (host directory, sandbox path) trees the call sees read-only (sandbox/read_only.py).
+        ``network``: an allowlist policy, served by an egress proxy of the call's own (None: no network)."""
         refused = self.unavailable or (None if self.bwrap is not None else "bubblewrap (bwrap) was not found")
         if refused is None and job == "shell":
             refused = self.shell_unavailable
+        if refused is None and network is not None and self.egress is None:
+            refused = ("this deployment allows no network policy but 'disabled' "
+                       "(RESPONSES_BRIDGE_CODE_EGRESS_ALLOWLIST=false)")
         if refused is not None or self.bwrap is None:
             metrics.sandbox_run("refused", None, job=job)
             raise SandboxUnavailable(refused or "bubblewrap (bwrap) was not found")
@@ -125,18 +136,28 @@ class Sandbox:
             raise SandboxBusy(SandboxResult("refused", "", "", note=(
                 f"Execution did not start: all {self.limits.slots} sandboxes stayed busy for "
                 f"{self.limits.timeout:g} s" + (f" ({held} of them this tenant's, its share)." if held else "."))))
-        call = SandboxCall(self.bwrap, self.limits, seccomp=self.seccomp, address_space=self.address_space,
-                           cgroup_parent=self.cgroups, name=f"run-{os.getpid()}-{next(_CALLS)}",
-                           read_only=read_only)
+        name = f"run-{os.getpid()}-{next(_CALLS)}"
+        proxy = None if network is None or self.egress is None else EgressProxy(
+            network, self.egress.rules, self.egress.limits, tenant=tenant)
         metrics.SANDBOX_LIVE.inc()
         try:
             with tracing.span("sandbox run", {"responses_bridge.sandbox.timeout": self.limits.timeout,
-                                              "responses_bridge.sandbox.mode": self.mode}):
+                                              "responses_bridge.sandbox.mode": self.mode,
+                                              "responses_bridge.sandbox.network": "allowlist" if proxy else "none"}):
+                call: SandboxCall | None = None
                 try:
+                    if proxy is not None:
+                        await proxy.start()  # first: its socket is bound into the sandbox
+                    call = SandboxCall(self.bwrap, self.limits, seccomp=self.seccomp,
+                                       address_space=self.address_space, cgroup_parent=self.cgroups, name=name,
+                                       read_only=read_only, egress=proxy.binding() if proxy is not None else None)
                     await call.start()
                     yield call
                 finally:
-                    await call.close()
+                    if call is not None:
+                        await call.close()
+                    if proxy is not None:
+                        await proxy.close()
         finally:
             metrics.SANDBOX_LIVE.dec()
             self.slots.release(tenant)

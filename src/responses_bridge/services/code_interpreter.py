@@ -35,7 +35,7 @@ class CodeInterpreter:
     async def check(self, options: CodeToolOptions, *, tenant: str) -> None:
         """Every refusal, before anything is made: the sandbox cannot run here, the container is not one of the
         tenant's live ones, a file to copy is unknown (400s naming the tool)."""
-        await self.runs.check(options, tenant=tenant, tool="code_interpreter", job="python")
+        await self.runs.check(options, tenant=tenant, tool="code_interpreter", job="python", network=options.network)
 
     @property
     def unavailable(self) -> str | None:
@@ -44,9 +44,10 @@ class CodeInterpreter:
     async def container_for(self, options: CodeToolOptions, history: Sequence[Mapping[str, Any]], *,
                             tenant: str) -> str:
         """The container this response's calls run in: the one named, or for ``auto`` the live one the
-        conversation's last code interpreter call used, else a new one (run/tools/code_interpreter.py)."""
+        conversation's last code interpreter call used (when it runs under the same network policy), else a new
+        one (run/tools/code_interpreter.py)."""
         return await self.runs.container_for(options, history, tenant=tenant, name="code_interpreter auto",
-                                             reused=_code_container)
+                                             reused=_code_container, network=options.network)
 
     async def run(self, code: str, container_id: str, *, tenant: str) -> CodeRun:
         """Run ``code`` over the container's files and write back what it changed. Never raises but for

@@ -2,15 +2,16 @@
 interpreter (services/code_interpreter.py) and the hosted shell (services/hosted_shell.py) are two leaves over it.
 
     runs = ContainerRuns(containers, sandbox)
-    await runs.check(choice, tenant=…, tool="shell", job="shell", skills=…)   # the 400s, before anything is made
-    container_id = await runs.container_for(choice, history, tenant=…, name=…, reused=…, skills=…)
+    await runs.check(choice, tenant=…, tool="shell", job="shell", skills=…, network=…)  # the 400s, up front
+    container_id = await runs.container_for(choice, history, tenant=…, name=…, reused=…, skills=…, network=…)
     note = await runs.skills_note(container_id, tenant=…)               # for the tool's description
     ran = await runs.run(container_id, tenant=…, job="shell", work=lambda call: …)   # never raises but cancel
 
 A run holds the container's lock (one run at a time per container on a replica: the files are laid out and written
 back whole), lays the container's skills out read-only at ``/mnt/skills/<name>/`` (services/container_skills.py),
 takes a sandbox slot, lays the container's files out in the call's ``/mnt/data``, does the leaf's ``work`` in the
-started call, and writes back what changed (container_workspace.py). Whatever a call's tree gets
+started call under the container's network policy (its egress proxy: sandbox/egress.py; none: no network at
+all), and writes back what changed (container_workspace.py). Whatever a call's tree gets
 besides the container's files — read-only trees such as skills, a way out through the egress proxy — is added here,
 so every leaf gets it by construction.
 """
@@ -28,7 +29,8 @@ import structlog
 from ..protocol.errors import APIError, invalid_request
 from ..sandbox import Sandbox, SandboxBusy, SandboxCall, SandboxResult, SandboxUnavailable
 from ..sandbox.call import JobKind
-from ..store.records import StoredContainerFile
+from ..sandbox.egress_policy import NetworkPolicy
+from ..store.records import StoredContainer, StoredContainerFile
 from .container_skills import ResolvedSkill
 from .container_workspace import Workspace
 from .containers import ContainerService
@@ -84,15 +86,17 @@ class ContainerRuns:
         return self.sandbox.shell_unavailable if job == "shell" else self.sandbox.unavailable
 
     async def check(self, choice: ContainerChoice, *, tenant: str, tool: str, job: JobKind,
-                    skills: object = None) -> None:
-        """Every refusal, before anything is made: the sandbox cannot run the job here, the container is not one
-        of the tenant's live ones, a file to copy is unknown, a skill for a new container is unknown or not a
-        skill (400s and 404s naming the tool and the field)."""
+                    skills: object = None, network: NetworkPolicy | None = None) -> None:
+        """Every refusal, before anything is made: the sandbox cannot run the job here, an allowlist ``network``
+        policy where the deployment allows none, the container is not one of the tenant's live ones, a file to
+        copy is unknown, a skill for a new container is unknown or not a skill (400s and 404s naming the tool and
+        the field)."""
         reason = self.unavailable(job)
         if reason is not None:
             raise APIError(400, f"The {tool} tool cannot run on this server: {reason}. "
                            "(`responses-bridge doctor` checks the sandbox.)", param=f"tools[{choice.position}]",
                            code="sandbox_unavailable")
+        self.containers.network.check_allowed(network, f"{choice.param}.network_policy")
         if choice.container_id is not None:
             if await self.containers.live(choice.container_id, tenant=tenant) is None:
                 raise invalid_request(f"No such Container: {choice.container_id[:200]}", param=choice.param,
@@ -106,11 +110,12 @@ class ContainerRuns:
 
     async def container_for(self, choice: ContainerChoice, history: Sequence[Mapping[str, Any]], *, tenant: str,
                             name: str, reused: Callable[[Mapping[str, Any]], str | None],
-                            skills: object = None) -> str:
+                            skills: object = None, network: NetworkPolicy | None = None) -> str:
         """The container a response's calls run in: the one named; else (no files to copy) the live container
         the conversation's last call of the tool used (``reused`` reads it off an item, None for other items), so
-        a chat keeps its files, when it holds the skills asked for (the same names and descriptions, in order);
-        else a new one named ``name``, made with ``skills``."""
+        a chat keeps its files, when it holds the skills asked for (the same names and descriptions, in order)
+        and runs under the same network policy; else a new one named ``name``, made with ``skills`` and
+        ``network``."""
         if choice.container_id is not None:
             found = await self.containers.live(choice.container_id, tenant=tenant)
             if found is None:
@@ -123,13 +128,20 @@ class ContainerRuns:
                 previous_id = reused(item)
                 if previous_id is not None:
                     previous = await self.containers.live(previous_id, tenant=tenant)
-                    if previous is not None and await self._same_skills(previous.id, resolved, tenant):
+                    if previous is not None and self._same_network(previous, network) \
+                            and await self._same_skills(previous.id, resolved, tenant):
                         return previous.id
                     break
         made = await self.containers.new_container(name, tenant=tenant, memory_limit=choice.memory_limit,
                                                    file_ids=choice.file_ids, param=f"{choice.param}.file_ids",
-                                                   skills=resolved)
+                                                   skills=resolved, network=network)
         return made.id
+
+    def _same_network(self, container: StoredContainer, network: NetworkPolicy | None) -> bool:
+        try:
+            return self.containers.network.opened(container) == network
+        except (APIError, ValueError):
+            return False
 
     async def _same_skills(self, container_id: str, wanted: Sequence[ResolvedSkill], tenant: str) -> bool:
         """Whether a container to go on with holds the skills a request asks for (by name and description: a
@@ -160,8 +172,13 @@ class ContainerRuns:
         if container is None:
             return ContainerRun(gone=True)
         try:
+            network = self.containers.network.opened(container)
+        except (APIError, ValueError):
+            return ContainerRun(error="the container's network policy could not be opened (its secrets were sealed "
+                                      "with another key than this server's)")
+        try:
             async with self._skills(container.id, tenant) as read_only, self.containers.lock(container.id), \
-                    self.sandbox.call(tenant=tenant, job=job, read_only=read_only) as call:
+                    self.sandbox.call(tenant=tenant, job=job, read_only=read_only, network=network) as call:
                 space = Workspace(self.containers, container, tenant, call.data)
                 await space.lay_out()
                 value = await work(call)

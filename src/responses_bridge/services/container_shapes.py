@@ -7,6 +7,8 @@ from __future__ import annotations
 import posixpath
 from typing import Any
 
+import orjson
+
 from ..protocol.errors import invalid_request
 from ..store.records import StoredContainer, StoredContainerFile
 
@@ -22,7 +24,15 @@ def container_object(container: StoredContainer) -> dict[str, Any]:
             "name": container.name, "expires_after": {"anchor": "last_active_at",
                                                        "minutes": container.expires_minutes},
             "last_active_at": container.last_active_at, "memory_limit": container.memory_limit or "1g",
-            "network_policy": {"type": "disabled"}}
+            "network_policy": network_policy_object(container)}
+
+
+def network_policy_object(container: StoredContainer) -> dict[str, Any]:
+    """The policy as OpenAI shows it: the type and the allowed domains, never a domain secret."""
+    if not container.network_policy:
+        return {"type": "disabled"}
+    stored = orjson.loads(container.network_policy)
+    return {"type": "allowlist", "allowed_domains": list(stored.get("allowed_domains") or ())}
 
 
 def container_file_object(file: StoredContainerFile) -> dict[str, Any]:

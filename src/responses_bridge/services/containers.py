@@ -27,6 +27,7 @@ import structlog
 from .. import ids
 from ..periodic import Periodic
 from ..protocol.errors import APIError, invalid_request, not_found
+from ..sandbox.egress_policy import NetworkPolicy
 from ..sandbox.limits import MEMORY_LIMITS
 from ..store.base import BlobReader, ContainerStore, FileBytes
 from ..store.records import (
@@ -38,6 +39,7 @@ from ..store.records import (
     UnknownCursor,
     parent_paths,
 )
+from .container_network import NetworkPolicies
 from .container_shapes import (
     check_expires_after,
     check_name,
@@ -72,15 +74,18 @@ def path_conflict(path: str, existing: str, param: str | None) -> APIError:
 
 class ContainerService:
     """The Containers API, and the files the code interpreter reads and writes. ``blobs``: the file bytes storage
-    (the Files service's); ``files``: to copy ``/v1/files`` into a container."""
+    (the Files service's); ``files``: to copy ``/v1/files`` into a container; ``network``: the network policies
+    this deployment allows, and the key their secrets are sealed with."""
 
     def __init__(self, store: ContainerStore, blobs: FileBytes, files: FileService, *, file_bytes: int,
                  container_bytes: int, max_containers: Callable[[str], int | None] = lambda tenant: None,
                  max_stored_bytes: Callable[[str], int | None] = lambda tenant: None,
                  clock: Callable[[], float] = time.time, purge_interval: float = 60.0,
-                 skills: ContainerSkills | None = None) -> None:
+                 skills: ContainerSkills | None = None,
+                 network: NetworkPolicies | None = None) -> None:
         self.store = store
         self.skills = skills
+        self.network = network or NetworkPolicies()
         self.blobs = blobs
         self.files = files
         self.file_bytes = file_bytes
@@ -129,7 +134,8 @@ class ContainerService:
 
     async def create(self, body: Mapping[str, Any], *, tenant: str) -> dict[str, Any]:
         """``POST /v1/containers``: ``name`` (required), ``expires_after``, ``file_ids``, ``memory_limit``,
-        ``skills`` (services/skills.py: laid out read-only at ``/mnt/skills/<name>`` in each call)."""
+        ``skills`` (services/skills.py: laid out read-only at ``/mnt/skills/<name>`` in each call),
+        ``network_policy`` (services/container_network.py)."""
         name = check_name(body.get("name"))
         minutes = check_expires_after(body.get("expires_after"))
         memory = body.get("memory_limit")
@@ -140,9 +146,11 @@ class ContainerService:
         if file_ids is not None and not (isinstance(file_ids, list) and all(isinstance(f, str) for f in file_ids)):
             raise invalid_request("Invalid value for 'file_ids': expected an array of file ids.", param="file_ids",
                                   code="invalid_type")
+        network = self.network.parse(body.get("network_policy"), "network_policy")
         skills = await self.resolve_skills(body.get("skills"), tenant=tenant, param="skills")
         container = await self.new_container(name, tenant=tenant, minutes=minutes, memory_limit=memory,
-                                             file_ids=file_ids or (), param="file_ids", skills=skills)
+                                             file_ids=file_ids or (), param="file_ids", skills=skills,
+                                             network=network)
         return container_object(container)
 
     async def resolve_skills(self, value: object, *, tenant: str, param: str) -> list[ResolvedSkill]:
@@ -157,7 +165,8 @@ class ContainerService:
 
     async def new_container(self, name: str, *, tenant: str, minutes: int = 20, memory_limit: str | None = None,
                             file_ids: Any = (), param: str = "file_ids",
-                            skills: Sequence[ResolvedSkill] = ()) -> StoredContainer:
+                            skills: Sequence[ResolvedSkill] = (),
+                            network: NetworkPolicy | None = None) -> StoredContainer:
         """Make a container (also the code interpreter's ``auto`` ones) and copy ``file_ids`` into it; every file
         is checked before anything is made (a 404 naming ``param``), and so is the path each will have: a name
         that makes no path, or two files of which one would be a directory of the other, is a 400 (a container
@@ -180,7 +189,8 @@ class ContainerService:
             paths[path] = position
         now = self.now()
         container = StoredContainer(id=ids.new_id("cntr"), name=name, created_at=now, last_active_at=now,
-                                    expires_minutes=minutes, memory_limit=memory_limit)
+                                    expires_minutes=minutes, memory_limit=memory_limit,
+                                    network_policy=self.network.stored(network))
         try:
             await self.store.create_container(container, tenant=tenant, max_containers=self._max_containers(tenant))
         except ContainerLimitExceeded as exceeded:

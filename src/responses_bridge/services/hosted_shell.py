@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..protocol.errors import invalid_request
 from ..run.tools.shell import ShellRun, ShellToolOptions, shell_job
 from ..sandbox.shell import run_shell
 from .container_runs import ContainerRuns
@@ -34,20 +33,18 @@ class HostedShell:
 
     async def check(self, options: ShellToolOptions, *, tenant: str) -> None:
         """Every refusal, before anything is made: shell cannot run here (no sandbox, or the single-process
-        mode), the container, a file or a skill is unknown, and what the container path cannot give yet: an
-        allowlist network policy (400s naming the field, never a silent drop)."""
-        if options.network_policy is not None:
-            raise invalid_request("An allowlist network policy is not available on this server yet: containers "
-                                  "have no network; send {'type': 'disabled'} or no network_policy.",
-                                  param=f"{options.param}.network_policy", code="unsupported_value")
-        await self.runs.check(options, tenant=tenant, tool="shell", job="shell", skills=self._skills(options))
+        mode), an allowlist network policy where the deployment allows none, the container, a file or a skill is
+        unknown (400s naming the field, never a silent drop)."""
+        await self.runs.check(options, tenant=tenant, tool="shell", job="shell", skills=self._skills(options),
+                              network=options.network)
 
     async def container_for(self, options: ShellToolOptions, history: Sequence[Mapping[str, Any]], *,
                             tenant: str) -> str:
         """The container this response's shell calls run in: the one referenced, or for ``container_auto`` the
         live one the conversation's last hosted shell call used, else a new one."""
         return await self.runs.container_for(options, history, tenant=tenant, name="shell container_auto",
-                                             reused=_shell_container, skills=self._skills(options))
+                                             reused=_shell_container, skills=self._skills(options),
+                                             network=options.network)
 
     @staticmethod
     def _skills(options: ShellToolOptions) -> list[dict[str, Any]] | None:

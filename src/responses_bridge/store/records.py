@@ -354,6 +354,9 @@ class StoredContainer:
     last_active_at: int
     expires_minutes: int
     memory_limit: str | None = None
+    network_policy: str | None = None
+    """An ``allowlist`` policy as JSON (sandbox/egress_policy.stored_form: each secret sealed, never in plain
+    text); None: ``disabled``."""
 
     def expires_at(self) -> int:
         return self.last_active_at + self.expires_minutes * 60

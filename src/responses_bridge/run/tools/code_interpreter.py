@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from ...protocol.errors import invalid_request
 from ...sandbox import SandboxResult
+from ...sandbox.egress_policy import NetworkPolicy, parse_policy
 from ...sandbox.limits import MEMORY_LIMITS
 from ...store.records import StoredContainerFile
 
@@ -35,12 +36,14 @@ MAX_FILES_LISTED = 50
 
 @dataclass(frozen=True, slots=True)
 class CodeToolOptions:
-    """A request's ``code_interpreter`` tool, checked: an explicit container id, or ``auto`` with its files."""
+    """A request's ``code_interpreter`` tool, checked: an explicit container id, or ``auto`` with its files and
+    its ``network_policy`` (None: ``disabled``; sandbox/egress_policy.py)."""
 
     position: int
     container_id: str | None = None
     file_ids: tuple[str, ...] = ()
     memory_limit: str | None = None
+    network: NetworkPolicy | None = None
 
     @property
     def param(self) -> str:
@@ -70,7 +73,8 @@ class CodeToolOptions:
         if memory is not None and memory not in MEMORY_LIMITS:
             raise invalid_request(f"Invalid value for '{where}.memory_limit': expected one of "
                                   f"{', '.join(MEMORY_LIMITS)}.", param=f"{where}.memory_limit", code="invalid_value")
-        return cls(position, file_ids=tuple(file_ids), memory_limit=memory)
+        network = parse_policy(container.get("network_policy"), f"{where}.network_policy")
+        return cls(position, file_ids=tuple(file_ids), memory_limit=memory, network=network)
 
 
 @dataclass(slots=True)

@@ -14,8 +14,9 @@ container → sandbox path as the code interpreter). ``environment: {"type": "co
 per response (listed in ``/v1/containers`` like any other) or goes on with the one the conversation's last shell
 call used while it lives; ``{"type": "container_reference", "container_id"}`` runs in one of the tenant's
 containers; ``{"type": "local"}`` or no environment is the client's own shell, as before (engine/client_tools.py).
-``skills`` and an ``allowlist`` network policy are read here (shapes only) and handed on to the container path,
-which resolves the skills (services/container_skills.py) and lays them out read-only at ``/mnt/skills/<name>/``.
+``skills`` (shapes only) and the network policy (checked: sandbox/egress_policy.py) are read here and handed on to
+the container path, which resolves the skills (services/container_skills.py) and lays them out read-only at
+``/mnt/skills/<name>/``, and runs each call under the policy (an ``allowlist``: the egress proxy).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any, Protocol
 from ...engine.request_translation import shell_output_text
 from ...protocol.errors import invalid_request
 from ...sandbox import SandboxResult
+from ...sandbox.egress_policy import NetworkPolicy, parse_policy
 from ...sandbox.limits import MEMORY_LIMITS
 from ...sandbox.shell import CommandOutput, ShellJob
 from ...store.records import StoredContainerFile
@@ -78,26 +80,6 @@ def parse_skills(value: Any, where: str) -> tuple[dict[str, Any], ...]:
     return skills
 
 
-def parse_network_policy(value: Any, where: str) -> dict[str, Any] | None:
-    """``container_auto.network_policy``: ``disabled`` (as no policy: no network at all) or ``allowlist``
-    (``allowed_domains``, optional ``domain_secrets`` of ``domain``, ``name``, ``value``). Shapes only."""
-    if value is None:
-        return None
-    if not isinstance(value, dict) or value.get("type") not in ("disabled", "allowlist"):
-        raise invalid_request(f"Invalid value for '{where}': expected {{'type': 'disabled'}} or "
-                              "{'type': 'allowlist', 'allowed_domains': [...]}.", param=where, code="invalid_value")
-    if value["type"] == "disabled":
-        return None
-    domains = value.get("allowed_domains")
-    if not isinstance(domains, list) or not all(isinstance(domain, str) and domain for domain in domains):
-        raise invalid_request(f"Invalid value for '{where}.allowed_domains': expected an array of domains.",
-                              param=f"{where}.allowed_domains", code="invalid_value")
-    for index, secret in enumerate(_list_of_objects(value.get("domain_secrets"), f"{where}.domain_secrets")):
-        for key in ("domain", "name", "value"):
-            _string(secret.get(key), f"{where}.domain_secrets[{index}].{key}")
-    return value
-
-
 @dataclass(frozen=True, slots=True)
 class ShellToolOptions:
     """A request's hosted ``shell`` tool, checked: an explicit container (``container_reference``), or
@@ -108,7 +90,8 @@ class ShellToolOptions:
     file_ids: tuple[str, ...] = ()
     memory_limit: str | None = None
     skills: tuple[dict[str, Any], ...] = ()
-    network_policy: dict[str, Any] | None = None
+    network: NetworkPolicy | None = None
+    """``container_auto.network_policy`` (None: ``disabled``; sandbox/egress_policy.py)."""
 
     @property
     def param(self) -> str:
@@ -142,8 +125,7 @@ class ShellToolOptions:
                                   f"{', '.join(MEMORY_LIMITS)}.", param=f"{where}.memory_limit", code="invalid_value")
         return cls(position, file_ids=tuple(file_ids), memory_limit=memory,
                    skills=parse_skills(environment.get("skills"), f"{where}.skills"),
-                   network_policy=parse_network_policy(environment.get("network_policy"),
-                                                       f"{where}.network_policy"))
+                   network=parse_policy(environment.get("network_policy"), f"{where}.network_policy"))
 
 
 def shell_job(action: Mapping[str, Any]) -> ShellJob:

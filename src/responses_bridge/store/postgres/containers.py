@@ -26,7 +26,7 @@ from .database import PostgresDatabase
 from .quota import lock_tenant_quota, stored_bytes
 from .sql import pg_texts
 
-_CONTAINER = "id, name, created_at, last_active_at, expires_minutes, memory_limit"
+_CONTAINER = "id, name, created_at, last_active_at, expires_minutes, memory_limit, network_policy"
 _FILE = "id, container_id, path, bytes, created_at, source, blob_id"
 _LIVE = "last_active_at + expires_minutes * 60 > $1"
 _TENANT_BYTES = ("SELECT coalesce(sum(f.bytes), 0) FROM container_files AS f JOIN containers AS c "
@@ -36,7 +36,7 @@ _OWNED = "container_id IN (SELECT id FROM containers WHERE id = $1 AND tenant = 
 
 def _container(row: Any) -> StoredContainer:
     return StoredContainer(id=row[0], name=row[1], created_at=int(row[2]), last_active_at=int(row[3]),
-                           expires_minutes=int(row[4]), memory_limit=row[5])
+                           expires_minutes=int(row[4]), memory_limit=row[5], network_policy=row[6])
 
 
 def _file(row: Any) -> StoredContainerFile:
@@ -58,9 +58,9 @@ class PostgresContainerStore:
                                            container.created_at, tenant)
                 if live >= max_containers:
                     raise ContainerLimitExceeded(max_containers)
-            await conn.execute(f"INSERT INTO containers ({_CONTAINER}, tenant) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                               container.id, container.name, container.created_at, container.last_active_at,
-                               container.expires_minutes, container.memory_limit, tenant)
+            await conn.execute(f"INSERT INTO containers ({_CONTAINER}, tenant) VALUES ($1, $2, $3, $4, $5, $6, $7, "
+                               "$8)", container.id, container.name, container.created_at, container.last_active_at,
+                               container.expires_minutes, container.memory_limit, container.network_policy, tenant)
 
     async def get_container(self, container_id: str, now: int, *, tenant: str) -> StoredContainer | None:
         async with self._db.acquire("get_container") as conn:

@@ -220,6 +220,14 @@ MIGRATIONS.append((
     ],
 ))
 MIGRATIONS.extend(SKILL_MIGRATIONS)  # 15: skills, their versions, containers' skills
+MIGRATIONS.append((
+    16,
+    [
+        # A container's network policy (sandbox/egress_policy.py), as SQLite's migration 17: an ``allowlist`` as
+        # JSON, each domain secret's value sealed with the deployment's key; NULL is ``disabled``.
+        "ALTER TABLE containers ADD COLUMN network_policy text",
+    ],
+))
 
 
 def latest_version(migrations: Sequence[Migration] = MIGRATIONS) -> int:

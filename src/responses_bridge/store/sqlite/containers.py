@@ -29,7 +29,7 @@ from .quota import stored_bytes
 from .responses import SQLiteResponseStore
 from .transactions import transaction
 
-_CONTAINER = "id, name, created_at, last_active_at, expires_minutes, memory_limit"
+_CONTAINER = "id, name, created_at, last_active_at, expires_minutes, memory_limit, network_policy"
 _FILE = "f.id, f.container_id, f.path, f.bytes, f.created_at, f.source, f.blob_id"
 _LIVE = "last_active_at + expires_minutes * 60 > :now"
 _OWNED = "container_id IN (SELECT id FROM containers WHERE id = :container AND tenant = :tenant)"
@@ -39,7 +39,7 @@ _TENANT_BYTES = ("SELECT coalesce(sum(f.bytes), 0) FROM container_files AS f JOI
 
 def _container(row: Sequence[Any]) -> StoredContainer:
     return StoredContainer(id=row[0], name=row[1], created_at=int(row[2]), last_active_at=int(row[3]),
-                           expires_minutes=int(row[4]), memory_limit=row[5])
+                           expires_minutes=int(row[4]), memory_limit=row[5], network_policy=row[6])
 
 
 def _file(row: Sequence[Any]) -> StoredContainerFile:
@@ -72,9 +72,9 @@ class SQLiteContainerStore:
                                         {"tenant": tenant, "now": container.created_at}).fetchone()[0]
                     if int(live) >= max_containers:
                         raise ContainerLimitExceeded(max_containers)
-                conn.execute(f"INSERT INTO containers ({_CONTAINER}, tenant) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                conn.execute(f"INSERT INTO containers ({_CONTAINER}, tenant) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                              (container.id, container.name, container.created_at, container.last_active_at,
-                              container.expires_minutes, container.memory_limit, tenant))
+                              container.expires_minutes, container.memory_limit, container.network_policy, tenant))
 
         await self._db.run_write("create_container", create)
 

@@ -376,6 +376,14 @@ MIGRATIONS: list[Migration] = [
             """,
         ],
     ),
+    (
+        17,
+        [
+            # A container's network policy (sandbox/egress_policy.py): an ``allowlist`` as JSON, each domain
+            # secret's value sealed with the deployment's key; NULL is ``disabled``.
+            "ALTER TABLE containers ADD COLUMN network_policy TEXT",
+        ],
+    ),
 ]
 
 LATEST_VERSION: int = MIGRATIONS[-1][0]

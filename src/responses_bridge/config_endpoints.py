@@ -1,0 +1,52 @@
+"""The first group of the settings (config.py's :class:`Settings` is made of it and the rest): the endpoints —
+the upstream the bridge calls (and the key it sends there), the way its own upstream calls go (``upstream_via``),
+and where its two doors listen. Kept in a module of its own so config.py stays within the house's module size;
+the fields are :class:`Settings`' first ones, in the order configuration.md lists them (a base class's fields come
+first), read from the same sources under the same ``RESPONSES_BRIDGE_`` names.
+"""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings
+
+from .upstreams import base_url
+
+DEFAULT_HTTP_PORT = 8080
+DEFAULT_EXTPROC_PORT = 50051
+"""Also the defaults of ``envoy-config``, whose listener (10000) must not collide with them."""
+
+
+class EndpointSettings(BaseSettings):
+    """The upstream and the doors (config.py's ``Settings`` sets the sources and the ``RESPONSES_BRIDGE_``
+    prefix)."""
+
+    upstream: str = Field(
+        default="http://127.0.0.1:8090/v1",
+        validation_alias=AliasChoices("RESPONSES_BRIDGE_UPSTREAM", "OPENAI_BASE_URL", "upstream"),
+    )
+    api_key: str | None = Field(
+        default=None, validation_alias=AliasChoices("RESPONSES_BRIDGE_API_KEY", "OPENAI_API_KEY", "api_key")
+    )
+    # Where the sidecar's own upstream calls go (background runs, WebSocket turns, compaction, the HTTP door):
+    # in Envoy mode Envoy's listener (``http://127.0.0.1:<port>/v1``, its passthrough /v1/chat/completions
+    # route), so they get Envoy's retries, TLS and stats too. None: the upstream itself.
+    upstream_via: str | None = None
+    http_host: str = "127.0.0.1"
+    http_port: int = DEFAULT_HTTP_PORT
+    extproc_host: str = "127.0.0.1"
+    extproc_port: int = DEFAULT_EXTPROC_PORT
+    extproc_uds: str | None = Field(default=None, description=(
+        "a Unix domain socket path for the ext_proc door instead of `extproc_host`:`extproc_port` (one copy less "
+        "than TCP loopback; `envoy-config --extproc-uds` renders Envoy's pipe address). With several workers, "
+        "worker i > 0 listens on PATH.i"))
+
+    @field_validator("upstream")
+    @classmethod
+    def _check_upstream(cls, value: str) -> str:
+        return base_url(value)  # a URL without its scheme stops the start here, naming the flag or variable
+
+    @field_validator("upstream_via")
+    @classmethod
+    def _check_via(cls, value: str | None) -> str | None:
+        return base_url(value) if value else None

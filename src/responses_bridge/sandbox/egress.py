@@ -1,0 +1,363 @@
+"""The egress proxy of one sandbox call under an ``allowlist`` network policy: the only way out of a sandbox that
+has no network of its own.
+
+The bridge listens on a Unix socket in a private directory of its own; bubblewrap binds the socket into the sandbox
+(``/run/egress.sock``), and the sandbox's init relays ``127.0.0.1:3128`` of the sandbox's own network namespace to
+it (launcher.py), which ``HTTP_PROXY``/``HTTPS_PROXY`` (both cases) name. The sandbox keeps ``--unshare-net``: the
+code reaches nothing but this proxy, and the proxy decides for every connection:
+
+1. the request head is parsed strictly (egress_http.py): ``CONNECT host:port`` (HTTPS, a tunnel) or an absolute
+   ``http://`` request (plain HTTP, forwarded one request per connection);
+2. the host must match the policy's ``allowed_domains`` (an IP literal only when listed itself): else a 403;
+3. the name is resolved here, on the bridge's side, and every address must pass the deployment's rules
+   (egress_policy.EgressRules: the same SSRF rules as MCP and web search, widened only by
+   ``RESPONSES_BRIDGE_CODE_EGRESS_ALLOWED_TARGETS``): else a 403. The proxy connects to the address it checked, so
+   a second lookup cannot answer differently (DNS rebinding);
+4. bytes (both ways, per connection and per call), connections per call and each connection's time are bounded;
+   the call's end closes every connection;
+5. each connection is logged (host, port, bytes, outcome — never a path, a header or a payload) and counted
+   (``responses_bridge_egress_connections_total`` by allowlist entry and outcome, ``…_egress_bytes_total``).
+
+Domain secrets are put into the header values of requests to the hosts they are for, never into bodies: a body is
+the code's data, often echoed back by the server (a form, a paste, a search), and a value swapped into it would
+come back readable to the code; a header is what credentials are sent in. Over plain HTTP that is the forwarded
+head (egress_http.forwarded_head); a ``CONNECT`` to a host a secret is for is intercepted (egress_tls.py: the
+proxy ends the code's TLS with the call's own name-constrained authority, which the sandbox trusts, and opens its
+own verified TLS to the server), one request per connection; every other ``CONNECT`` is an end-to-end tunnel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import ssl
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import structlog
+
+from ..observability import metrics
+from ..run.tools.mcp_policy import HostUnresolved, IPAddress, resolve
+from .command import EgressBinding
+from .egress_http import MAX_HEAD_BYTES, BadRequest, Destination, destination, forwarded_head, parse_head
+from .egress_policy import DomainSecret, EgressRules, NetworkPolicy, new_placeholder
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from .egress_tls import Interceptor
+
+log = structlog.get_logger(__name__)
+
+SANDBOX_SOCKET = "/run/egress.sock"
+SANDBOX_CA_BUNDLE = "/run/egress-ca.pem"
+SANDBOX_PORT = 3128
+HEAD_SECONDS = 10.0
+CONNECT_SECONDS = 10.0
+CHUNK = 64 * 1024
+Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
+
+
+@dataclass(frozen=True, slots=True)
+class EgressLimits:
+    """``call_bytes``: bytes both ways over all of a call's connections; ``connection_bytes``: of one connection;
+    ``connections``: connections one call may open; ``connection_seconds``: one connection's life (the call's own
+    timeout ends them all sooner)."""
+
+    call_bytes: int = 64 << 20
+    connection_bytes: int = 32 << 20
+    connections: int = 64
+    connection_seconds: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class EgressSettings:
+    """The deployment's side of every allowlist policy: where the proxy may connect, and its bounds."""
+
+    rules: EgressRules
+    limits: EgressLimits
+
+    @classmethod
+    def of(cls, settings: Settings) -> EgressSettings | None:
+        """From ``RESPONSES_BRIDGE_CODE_EGRESS_*``; None when the deployment allows no allowlist policy."""
+        if not settings.code_egress_allowlist:
+            return None
+        return cls(EgressRules.parse(settings.code_egress_allowed_targets), EgressLimits(
+            call_bytes=settings.code_egress_max_bytes, connection_bytes=settings.code_egress_connection_bytes,
+            connections=settings.code_egress_max_connections,
+            connection_seconds=settings.code_egress_connection_timeout))
+
+
+class Refused(Exception):
+    """A connection the proxy answers itself: the status, a reason code (the metric's outcome) and a message."""
+
+    def __init__(self, status: int, outcome: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.outcome = outcome
+
+
+class OverBudget(Exception):
+    """A connection or the call passed its bytes."""
+
+
+class EgressProxy:
+    """One call's proxy: :meth:`start` before the sandbox (the socket must exist to be bound in), :meth:`close`
+    after it."""
+
+    def __init__(self, policy: NetworkPolicy, rules: EgressRules, limits: EgressLimits, *, tenant: str = "",
+                 resolver: Resolver = resolve) -> None:
+        self.policy = policy
+        self.rules = rules
+        self.limits = limits
+        self.tenant = tenant
+        self.resolver = resolver
+        self.placeholders = {secret.name: new_placeholder() for secret in policy.secrets}
+        self.tls: Interceptor | None = None
+        if policy.secrets:  # the cryptography library is loaded by the first call that needs it (as sealing.py)
+            from .egress_tls import Interceptor
+
+            self.tls = Interceptor([secret.domain for secret in policy.secrets])
+        self._client_tls: ssl.SSLContext | None = None
+        self.bytes_left = limits.call_bytes
+        self.opened = 0
+        self._directory: Path | None = None
+        self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
+
+    @property
+    def socket_path(self) -> str:
+        assert self._directory is not None, "start() first"
+        return str(self._directory / "proxy.sock")
+
+    def binding(self) -> EgressBinding:
+        """What the sandbox's command line adds for this proxy (command.py)."""
+        files = {str(self._directory / "ca.pem"): SANDBOX_CA_BUNDLE} if self.tls is not None and self._directory \
+            else {}
+        return EgressBinding(self.socket_path, SANDBOX_SOCKET, SANDBOX_PORT, self.environment(), files)
+
+    def environment(self) -> dict[str, str]:
+        """What the sandbox's environment gets: the proxy's address, and each secret's placeholder."""
+        proxy = f"http://127.0.0.1:{SANDBOX_PORT}"
+        found = {"HTTP_PROXY": proxy, "HTTPS_PROXY": proxy, "http_proxy": proxy, "https_proxy": proxy}
+        if self.tls is not None:  # the system's authorities and this call's (egress_tls.py)
+            found.update(dict.fromkeys(("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"), SANDBOX_CA_BUNDLE))
+        found.update(self.placeholders)
+        return found
+
+    async def start(self) -> None:
+        # mode 700: the bridge's alone; the sandbox reaches the socket only through its bind
+        self._directory = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="responses-bridge-egress-"))
+        if self.tls is not None:  # the system's bundle is read, and written with the call's, off the loop
+            bundle = await asyncio.to_thread(self.tls.bundle)
+            await asyncio.to_thread((self._directory / "ca.pem").write_bytes, bundle)
+        self._server = await asyncio.start_unix_server(self._serve, path=self.socket_path, limit=MAX_HEAD_BYTES)
+
+    async def close(self) -> None:
+        """Stop listening and end every connection; the socket's directory is removed."""
+        if self._server is not None:
+            self._server.close()
+        for handler in list(self._handlers):
+            handler.cancel()
+        if self._handlers:
+            await asyncio.wait(self._handlers)
+        if self._directory is not None:
+            await asyncio.to_thread(shutil.rmtree, self._directory, True)
+            self._directory = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        seen = _Seen(time.monotonic())
+        try:
+            try:
+                upstream = await self._open(reader, writer, seen)
+            except Refused as refused:
+                seen.outcome = refused.outcome
+                await _answer(writer, refused.status, str(refused), refused.outcome)
+                return
+            up_reader, up_writer = upstream
+            try:
+                seen.outcome = await self._relay(reader, writer, up_reader, up_writer, seen)
+            finally:
+                up_writer.close()
+        except asyncio.CancelledError:
+            seen.outcome = "call_ended"
+        except OSError:
+            seen.outcome = "reset"
+        finally:
+            with contextlib.suppress(Exception):
+                writer.close()
+            self._handlers.discard(task)
+            metrics.egress_connection(seen.entry, seen.outcome, seen.sent, seen.received)
+            where = seen.where
+            log.info("egress_connection", tenant=self.tenant, host=where.host[:255] if where else None,
+                     port=where.port if where else None, allowed_by=seen.entry, outcome=seen.outcome,
+                     sent=seen.sent, received=seen.received, seconds=round(time.monotonic() - seen.started, 3))
+
+    async def _open(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    seen: _Seen) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Read and check one request head and connect to its target: the server's streams (a plain request's
+        head already sent), or :class:`Refused`. ``seen`` learns what the log and the metrics say."""
+        try:
+            async with asyncio.timeout(HEAD_SECONDS):
+                data = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
+            raise Refused(400, "bad_request", "no complete request head (at most 32 KiB, within 10 s)") from None
+        try:
+            head = parse_head(data)
+            where = seen.where = destination(head)
+        except BadRequest as bad:
+            raise Refused(400, "bad_request", f"bad request: {bad}") from None
+        self.opened += 1
+        if self.opened > self.limits.connections:
+            raise Refused(403, "connection_limit", f"this call may open {self.limits.connections} connections")
+        if self.bytes_left <= 0:
+            raise Refused(403, "bytes_limit", f"this call has moved its {self.limits.call_bytes} bytes")
+        entry = self.policy.entry_for(where.host)
+        if entry is None:
+            raise Refused(403, "denied_domain", f"{where.host[:255]} is not in the container's allowed domains")
+        seen.entry = entry
+        secrets = self.policy.secrets_for(where.host)
+        if where.tunnel and secrets:
+            return await self._intercept(reader, writer, where, secrets, seen)
+        upstream = await _connect(await self._addresses(where), where.port)
+        if not where.tunnel:
+            replace = {self.placeholders[secret.name]: secret.value for secret in secrets}
+            forwarded = forwarded_head(head, where, replace)
+            self.bytes_left -= len(data)
+            seen.sent += len(data)  # what the code sent, not the secrets put in
+            upstream[1].write(forwarded)
+        return upstream
+
+    async def _addresses(self, where: Destination) -> list[IPAddress]:
+        """The addresses of ``where``'s host, every one allowed by the deployment's rules, or :class:`Refused`."""
+        try:
+            addresses = await self.resolver(where.host, where.port)
+        except HostUnresolved:
+            raise Refused(502, "unresolved", f"{where.host[:255]} could not be resolved") from None
+        if not all(self.rules.allows(address, where.port) for address in addresses):
+            raise Refused(403, "denied_address", f"{where.host[:255]} resolves to an address this deployment does "
+                          "not let the sandbox reach (loopback, private or link-local)")
+        return addresses
+
+    async def _intercept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, where: Destination,
+                         secrets: list[DomainSecret],
+                         seen: _Seen) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A ``CONNECT`` to a host with secrets: the proxy ends the code's TLS with this call's authority
+        (egress_tls.py), reads one request, puts the secrets into its headers and sends it over its own verified
+        TLS connection to the server. The server's streams, the request already sent."""
+        assert self.tls is not None
+        addresses = await self._addresses(where)  # before the code is told anything is established
+        server_tls = await asyncio.to_thread(self.tls.server_context, where.host)
+        # no wait between the answer and the switch: the code's TLS hello must not be read as plain bytes
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        seen.intercepted = True
+        try:
+            async with asyncio.timeout(HEAD_SECONDS):
+                await writer.start_tls(server_tls)
+                data = await reader.readuntil(b"\r\n\r\n")
+            head = parse_head(data)
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ssl.SSLError, OSError,
+                BadRequest):
+            raise Refused(400, "bad_request", "no TLS handshake and request head within 10 s (does the client "
+                          "trust SSL_CERT_FILE?)") from None
+        if not head.target.startswith("/") or head.method == "CONNECT":
+            raise Refused(400, "bad_request", "inside the tunnel, a request names an origin-form path")
+        if self._client_tls is None:
+            from .egress_tls import client_context
+
+            self._client_tls = await asyncio.to_thread(client_context)
+        inner = Destination(where.host, where.port, tunnel=False, path=head.target)
+        upstream = await _connect(addresses, where.port, tls=self._client_tls, server_hostname=where.host)
+        replace = {self.placeholders[secret.name]: secret.value for secret in secrets}
+        upstream[1].write(forwarded_head(head, inner, replace, default_port=443))
+        self.bytes_left -= len(data)
+        seen.sent += len(data)
+        return upstream
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     up_reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter, seen: _Seen) -> str:
+        """Copy both ways until both ends are done (``seen`` counts the bytes): the outcome."""
+        if seen.where is not None and seen.where.tunnel and not seen.intercepted:
+            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        budget = [self.limits.connection_bytes - seen.sent]
+
+        async def pipe(source: asyncio.StreamReader, target: asyncio.StreamWriter, sending: bool) -> None:
+            while chunk := await source.read(CHUNK):
+                budget[0] -= len(chunk)
+                self.bytes_left -= len(chunk)
+                if budget[0] < 0 or self.bytes_left < 0:
+                    raise OverBudget
+                if sending:
+                    seen.sent += len(chunk)
+                else:
+                    seen.received += len(chunk)
+                target.write(chunk)
+                await target.drain()
+            if target.can_write_eof():
+                with contextlib.suppress(OSError):
+                    target.write_eof()
+
+        outcome = "ok"
+        try:
+            async with asyncio.timeout(self.limits.connection_seconds):
+                try:
+                    async with asyncio.TaskGroup() as group:  # one side failing ends the other
+                        sending = group.create_task(pipe(reader, up_writer, True))
+                        # the server's end is the connection's: nothing the code sends after it is read
+                        group.create_task(pipe(up_reader, writer, False)).add_done_callback(
+                            lambda _: sending.cancel())
+                except* OverBudget:
+                    outcome = "bytes_limit"
+                except* OSError:  # ConnectionError among them: either end went away
+                    outcome = "reset"
+        except TimeoutError:
+            outcome = "timeout"
+        return outcome
+
+
+@dataclass(slots=True)
+class _Seen:
+    """What one connection's log line and metrics say."""
+
+    started: float
+    where: Destination | None = None
+    entry: str = "(none)"
+    outcome: str = "error"
+    intercepted: bool = False
+    sent: int = 0
+    received: int = 0
+
+
+async def _connect(addresses: list[IPAddress], port: int, *, tls: ssl.SSLContext | None = None,
+                   server_hostname: str | None = None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """The first address (in the resolver's order) that takes the connection (and, with ``tls``, whose
+    certificate is valid for ``server_hostname``)."""
+    failed = "the server did not take the connection"
+    for address in addresses:
+        try:
+            async with asyncio.timeout(CONNECT_SECONDS):
+                return await asyncio.open_connection(str(address), port, limit=CHUNK, ssl=tls,
+                                                     server_hostname=server_hostname if tls is not None else None)
+        except ssl.SSLError as error:
+            failed = f"the server's TLS failed the bridge's checks ({error.reason or 'handshake'})"
+        except (OSError, TimeoutError):
+            continue
+    raise Refused(502, "connect_failed", failed)
+
+
+async def _answer(writer: asyncio.StreamWriter, status: int, message: str, outcome: str) -> None:
+    """The proxy's own answer to a refused connection; ``X-Egress-Outcome`` names the reason for a program."""
+    reason = {400: "Bad Request", 403: "Forbidden", 502: "Bad Gateway"}[status]
+    body = f"egress proxy: {message}\n".encode("utf-8", "replace")
+    writer.write(f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                 f"Content-Length: {len(body)}\r\nX-Egress-Outcome: {outcome}\r\nConnection: close\r\n\r\n"
+                 .encode() + body)
+    with contextlib.suppress(ConnectionError, OSError):
+        await writer.drain()
