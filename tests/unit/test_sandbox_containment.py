@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from textwrap import dedent
 
@@ -16,6 +18,9 @@ import pytest
 from responses_bridge.sandbox import Sandbox, SandboxLimits, SandboxUnavailable
 from responses_bridge.sandbox.cgroups import CgroupParent
 from responses_bridge.sandbox.doctor import check_bubblewrap
+from responses_bridge.sandbox.egress import EgressLimits, EgressSettings
+from responses_bridge.sandbox.egress_policy import EgressRules, parse_policy
+from responses_bridge.sandbox.read_only import read_only_tree
 from responses_bridge.sandbox.result import SandboxResult
 from responses_bridge.sandbox.shell import CommandOutput, ShellJob, run_shell
 from responses_bridge.sandbox.slots import FairSlots
@@ -295,3 +300,107 @@ async def test_nothing_of_a_shell_call_is_left_to_reap() -> None:
         assert outputs[0].stdout == "started\n" and outputs[1].outcome == {"type": "timeout"}
     await asyncio.sleep(0.1)
     assert _zombies_of(os.getpid()) == []
+
+
+# --- a call with a container's skills (a read-only tree bound under /mnt) and an allowlist policy (the egress
+# proxy's socket and authority bound under /run): the binds add nothing the code can change or escape through ---
+
+SECRET = "containment-secret-value"
+POLICY = {"type": "allowlist", "allowed_domains": ["127.0.0.1"],
+          "domain_secrets": [{"domain": "127.0.0.1", "name": "API_KEY", "value": SECRET}]}
+
+
+async def _skill(root: Path) -> None:
+    (root / "tool" / "scripts").mkdir(parents=True)
+    (root / "tool" / "SKILL.md").write_text("---\nname: tool\ndescription: d\n---\n")
+    (root / "tool" / "scripts" / "run.sh").write_text("echo the skill ran\n")
+
+
+@pytest.fixture
+def host_temp(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The system's temporary directory, for this test alone (where the egress proxy makes its socket's
+    directory), short enough for a Unix socket's path."""
+    folder = Path(tempfile.mkdtemp(prefix="rb-"))
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _with_egress(mode: str, **limits: object) -> Sandbox:
+    sandbox = Sandbox.detect(SandboxLimits(**{"timeout": 15.0, **limits}),  # type: ignore[arg-type]
+                             use_cgroup=mode == "cgroup", egress=EgressSettings(EgressRules.parse(""), EgressLimits()))
+    assert sandbox.mode == mode and sandbox.unavailable is None
+    return sandbox
+
+
+@needs_sandbox
+async def test_skills_and_a_policy_leave_every_containment_in_place(mode: str, tmp_path: Path,
+                                                                    host_temp: Path) -> None:
+    code = dedent("""
+        import ctypes, os, socket
+        libc = ctypes.CDLL(None, use_errno=True)
+        print('ptrace', libc.ptrace(16, 1, 0, 0), ctypes.get_errno())
+        for path in ('/proc/1/environ', '/proc/1/mem'):
+            try:
+                open(path, 'rb').read(1)
+                print('read', path)
+            except OSError:
+                pass
+        attempts = {
+            'skill': lambda: open('/mnt/skills/tool/SKILL.md', 'a'),
+            'skill_new': lambda: open('/mnt/skills/tool/new', 'w'),
+            'skill_dir': lambda: os.mkdir('/mnt/skills/other'),
+            'mnt': lambda: open('/mnt/new', 'w'),
+            'socket_rm': lambda: os.remove('/run/egress.sock'),
+            'socket_chmod': lambda: os.chmod('/run/egress.sock', 0o777),
+            'ca': lambda: open('/run/egress-ca.pem', 'a'),
+            'run_new': lambda: open('/run/new', 'w'),
+            'mount': lambda: os.rename('/mnt/skills', '/mnt/data/skills'),
+        }
+        for name, attempt in attempts.items():
+            try:
+                attempt()
+                print('changed', name)
+            except OSError as error:
+                print('refused', name, error.errno)
+        try:
+            socket.create_connection(('1.1.1.1', 80), timeout=2).close()
+            print('network direct')
+        except OSError:
+            pass
+        print('secret', 'containment-secret' + '-value' in open('/proc/self/environ', 'rb').read().decode())
+        print('uid', os.getuid(), os.path.exists('/run/egress.sock'), open('/mnt/skills/tool/SKILL.md').read()[:4])
+        """)
+    policy = parse_policy(POLICY, "network_policy")
+    async with read_only_tree(tmp_path, _skill) as root, \
+            _with_egress(mode).call(read_only=[(root, "/mnt/skills")], network=policy) as call:
+        result = await call.run(code)
+    lines = result.stdout.splitlines()
+    assert "ptrace -1 1" in lines and not any(line.startswith(("read ", "changed ", "network ")) for line in lines)
+    refused = [line for line in lines if line.startswith("refused ")]
+    assert len(refused) == 9 and all(line.split()[2] in ("30", "1", "13", "16", "18") for line in refused), lines
+    assert "refused skill 30" in lines and "refused socket_rm 30" in lines  # EROFS: bound read-only
+    assert "secret False" in lines and "uid 1000 True ---" in lines
+    assert list(tmp_path.iterdir()) == [] and list(host_temp.iterdir()) == []  # the tree and the socket's gone
+    assert _zombies_of(os.getpid()) == []
+
+
+@needs_cgroup
+async def test_shell_commands_with_skills_and_a_policy_change_and_read_nothing_they_should_not(
+        tmp_path: Path, host_temp: Path) -> None:
+    commands = ["sh /mnt/skills/tool/scripts/run.sh",
+                "for p in /mnt/skills/tool/SKILL.md /mnt/skills/tool/x /run/egress.sock /run/egress-ca.pem /run/x "
+                "/mnt/x; do (echo x >> $p) 2>/dev/null && echo wrote $p; done; rm -f /run/egress.sock 2>/dev/null "
+                "|| echo kept; echo checked",
+                "cat /proc/1/environ >/dev/null 2>&1; echo environ $?; kill -9 1 2>/dev/null; echo after the kill",
+                "env | grep -c containment-secret-value; echo $API_KEY | grep -c '^egress-secret-'"]
+    policy = parse_policy(POLICY, "network_policy")
+    async with read_only_tree(tmp_path, _skill) as root, \
+            _with_egress("cgroup").call(job="shell", read_only=[(root, "/mnt/skills")], network=policy) as call:
+        outputs, _ = await run_shell(call, ShellJob(commands))
+    assert outputs[0].stdout == "the skill ran\n"
+    assert outputs[1].stdout == "kept\nchecked\n", outputs[1]
+    assert outputs[2].stdout == "environ 1\nafter the kill\n"
+    assert outputs[3].stdout == "0\n1\n"  # the init lived on (a PID namespace's init ignores the SIGKILL), and
+    # only the placeholder is in the commands' environment
+    assert list(tmp_path.iterdir()) == [] and list(host_temp.iterdir()) == []
