@@ -153,13 +153,14 @@ class CgroupParent:
             with contextlib.suppress(OSError):
                 for entry in hierarchy.parent.iterdir():
                     owner = entry.name.split("-")[1] if entry.name.count("-") >= 2 else ""
-                    if entry.is_dir() and owner.isdigit() and not _alive(int(owner)):
+                    if entry.is_dir() and owner.isdigit() and not process_alive(int(owner)):
                         _remove_one(entry)
                         removed += 1
         return removed
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process of this id exists (one of another user's counts): whose leftovers a sweep may take."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

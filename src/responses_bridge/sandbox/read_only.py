@@ -18,6 +18,7 @@ from pathlib import Path
 
 import structlog
 
+from .cgroups import process_alive
 from .trees import remove_tree
 
 log = structlog.get_logger(__name__)
@@ -45,15 +46,6 @@ async def read_only_tree(parent: Path | None, fill: Callable[[Path], Awaitable[N
             raise
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
 
 def sweep_orphans(parent: Path | None) -> int:
     """Remove the trees of bridge processes that are gone (a crash between a call's start and its end): how
@@ -66,7 +58,7 @@ def sweep_orphans(parent: Path | None) -> int:
         return 0
     for entry in entries:
         owner = entry.name[len(PREFIX):].split("-", 1)[0]
-        if not owner.isdigit() or int(owner) == os.getpid() or _alive(int(owner)):
+        if not owner.isdigit() or int(owner) == os.getpid() or process_alive(int(owner)):
             continue  # not such a tree, or one in use
         if entry.is_dir() and not entry.is_symlink() and remove_tree(entry):
             removed += 1

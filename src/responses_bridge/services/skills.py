@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import structlog
 
@@ -33,6 +33,7 @@ from .files import new_file_id
 from .pagination import check_page
 from .skill_bundle import SkillBundle, canonical_zip
 
+T = TypeVar("T")
 log = structlog.get_logger(__name__)
 
 MAX_LIST_LIMIT = 100
@@ -133,23 +134,34 @@ class SkillService:
 
     async def create(self, bundle: SkillBundle, *, tenant: str) -> dict[str, Any]:
         """``POST /v1/skills``: the skill and its version 1 (the default) from a checked bundle."""
-        data = await asyncio.to_thread(canonical_zip, bundle)
         now = self.now()
         skill = StoredSkill(id=ids.new_id("skill"), name=bundle.name, description=bundle.description,
                             created_at=now, default_version=1, latest_version=1)
+        version = await self._kept_version(skill.id, bundle, 1, now)
+        await self._storing(version, self.store.create_skill(skill, version, tenant=tenant,
+                                                             max_stored_bytes=self._max_stored_bytes(tenant)))
+        return skill_object(skill)
+
+    async def _kept_version(self, skill_id: str, bundle: SkillBundle, number: int, created_at: int
+                            ) -> StoredSkillVersion:
+        """The bundle as the bridge's own zip, kept as a blob, and the version that names it (not stored yet:
+        the store numbers a new version of an existing skill itself)."""
+        data = await asyncio.to_thread(canonical_zip, bundle)
         blob_id = await self._keep(data)
-        version = StoredSkillVersion(id=ids.new_id("skillver"), skill_id=skill.id, version=1, name=bundle.name,
-                                     description=bundle.description, created_at=now, bytes=len(data),
-                                     blob_id=blob_id)
+        return StoredSkillVersion(id=ids.new_id("skillver"), skill_id=skill_id, version=number, name=bundle.name,
+                                  description=bundle.description, created_at=created_at, bytes=len(data),
+                                  blob_id=blob_id)
+
+    async def _storing(self, version: StoredSkillVersion, write: Awaitable[T]) -> T:
+        """``write``, the store call that records ``version``: if it fails, the version's blob goes too (nothing
+        names it), and a tenant's byte limit becomes the client's 400."""
         try:
-            await self.store.create_skill(skill, version, tenant=tenant,
-                                          max_stored_bytes=self._max_stored_bytes(tenant))
+            return await write
         except BaseException as error:
-            await self._remove([blob_id])
+            await self._remove([version.blob_id])
             if isinstance(error, StorageLimitExceeded):
                 raise self._over_limit(error) from None
             raise
-        return skill_object(skill)
 
     async def _require(self, skill_id: str, tenant: str) -> StoredSkill:
         found = await self.store.get_skill(skill_id, tenant=tenant)
@@ -199,21 +211,11 @@ class SkillService:
     async def create_version(self, skill_id: str, bundle: SkillBundle, *, make_default: bool,
                              tenant: str) -> dict[str, Any]:
         await self._require(skill_id, tenant)
-        data = await asyncio.to_thread(canonical_zip, bundle)
-        blob_id = await self._keep(data)
-        version = StoredSkillVersion(id=ids.new_id("skillver"), skill_id=skill_id, version=0, name=bundle.name,
-                                     description=bundle.description, created_at=self.now(), bytes=len(data),
-                                     blob_id=blob_id)
-        try:
-            stored = await self.store.add_version(version, tenant=tenant, make_default=make_default,
-                                                  max_stored_bytes=self._max_stored_bytes(tenant))
-        except BaseException as error:
-            await self._remove([blob_id])
-            if isinstance(error, StorageLimitExceeded):
-                raise self._over_limit(error) from None
-            raise
+        version = await self._kept_version(skill_id, bundle, 0, self.now())
+        stored = await self._storing(version, self.store.add_version(
+            version, tenant=tenant, make_default=make_default, max_stored_bytes=self._max_stored_bytes(tenant)))
         if stored is None:
-            await self._remove([blob_id])
+            await self._remove([version.blob_id])
             raise skill_not_found(skill_id)
         return version_object(stored)
 
