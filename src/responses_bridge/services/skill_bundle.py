@@ -26,8 +26,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from ..protocol.errors import APIError, invalid_request
 
 MIB = 1 << 20
@@ -121,6 +119,8 @@ def _front_matter(text: str, param: str) -> dict[str, object]:
     if len(block) > MAX_FRONT_MATTER:
         raise refused(f"{MANIFEST}'s front matter is longer than {MAX_FRONT_MATTER} characters.", param,
                       "invalid_skill_manifest")
+    import yaml  # only a skill's upload reads YAML: a started sidecar does not pay for it (test_idle_imports)
+
     try:
         found = yaml.safe_load(block)
     except yaml.YAMLError as error:
