@@ -13,7 +13,7 @@ import orjson
 
 from responses_bridge.devtools import demo
 from responses_bridge.devtools.demo_banner import moved_ports
-from responses_bridge.devtools.fake_code import requested_code
+from responses_bridge.devtools.fake_code import requested_code, requested_command
 from responses_bridge.devtools.procs import free_port
 
 
@@ -81,3 +81,19 @@ def test_the_code_interpreter_is_shown_or_its_absence_explained() -> None:
     refused = demo.banner(ports, "u", "c", "d", "fake-model", fake=True, sandbox_problem="bwrap is not on PATH")
     assert "code_interpreter" not in refused and "bwrap is not on PATH" in refused
     assert "responses-bridge doctor" in refused
+
+
+def test_the_hosted_shell_is_shown_or_its_absence_explained() -> None:
+    """The hosted shell beside it: a command whose prompt the fake model runs as a shell command in a
+    ``container_auto``; where commands cannot run (no sandbox, or no cgroup per call), why not instead."""
+    ports = demo.Ports(listen=free_port(), http=8080, extproc=50051, upstream=8090, admin=9901)
+    lines = _banner(ports).splitlines()
+    line = lines[next(i for i, x in enumerate(lines) if x.startswith("Hosted shell")) + 1]
+    body = orjson.loads(shlex.split(line)[-1])
+    assert body["tools"] == [{"type": "shell", "environment": {"type": "container_auto"}}]
+    assert requested_command(body["input"]) == "ls -la /mnt/data && python3 --version"
+    no_cgroup = demo.banner(ports, "u", "c", "d", "fake-model", fake=True, shell_problem="no cgroup here")
+    assert '"type":"shell"' not in no_cgroup and "no cgroup here" in no_cgroup
+    assert '"type":"code_interpreter"' in no_cgroup  # Python still runs in the single-process mode
+    no_sandbox = demo.banner(ports, "u", "c", "d", "fake-model", fake=True, sandbox_problem="bwrap is not on PATH")
+    assert '"type":"shell"' not in no_sandbox and no_sandbox.count("bwrap is not on PATH") == 2

@@ -36,7 +36,9 @@ from ..config import load_settings
 from ..config_endpoints import DEFAULT_EXTPROC_PORT, DEFAULT_HTTP_PORT
 from ..envoy_config import EXTPROC_SERVICE, LISTEN_PORT, render_bootstrap
 from ..net_errors import connection_error
+from ..sandbox.cgroups import CgroupParent
 from ..sandbox.host import check_bubblewrap
+from ..sandbox.runner import SHELL_NEEDS_PROCESSES
 from .demo_banner import Ports, banner, moved_ports, sdk_example
 from .procs import ManagedProcess, envoy_binary, free_port, port_is_free, wait_http
 
@@ -92,7 +94,7 @@ async def demo(upstream: str | None, listen_port: int, db: str | None, model: st
     upstream_url = upstream or f"http://127.0.0.1:{ports.upstream}/v1"
     # the settings the sidecar will start with (these flags over the environment and its file): a mistake is
     # the one line cli.main prints, before anything starts, not a sidecar dying behind the demo
-    load_settings({"upstream": "--upstream", "db": "--db"}, upstream=upstream_url, db=db)
+    settings = load_settings({"upstream": "--upstream", "db": "--db"}, upstream=upstream_url, db=db)
     workdir = tempfile.mkdtemp(prefix="responses-bridge-demo-")
     db_path = db or os.path.join(workdir, "responses.sqlite")
     me = [sys.executable, "-m", "responses_bridge"]
@@ -133,8 +135,10 @@ async def demo(upstream: str | None, listen_port: int, db: str | None, model: st
                 print(f"demo: the upstream {upstream_url} {problem}", file=sys.stderr, flush=True)
 
         sandbox_problem = (await asyncio.to_thread(check_bubblewrap))[1]  # what the sidecar found too, in words
+        cgroup = settings.code_cgroup and await asyncio.to_thread(CgroupParent.find) is not None  # as the sidecar
+        shell_problem = None if cgroup else SHELL_NEEDS_PROCESSES
         print(banner(ports, upstream_url, config, db_path, model, fake, db_kept=db is not None, problem=problem,
-                     sandbox_problem=sandbox_problem), flush=True)
+                     sandbox_problem=sandbox_problem, shell_problem=shell_problem), flush=True)
         while not stop.is_set():
             dead = [p for p in processes if not p.alive()]
             if dead:

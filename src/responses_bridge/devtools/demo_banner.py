@@ -73,8 +73,24 @@ def code_example(url: str, model: str, auth: str, sandbox_problem: str | None) -
             f"  curl -s {url} -H 'content-type: application/json'{auth} -d {shlex.quote(body)}"]
 
 
+SHELL_INPUT = "sh: ls -la /mnt/data && python3 --version"
+"""The hosted shell example's prompt: the fake model runs what follows ``sh:`` as one command (fake_code.py)."""
+SHELL_TOOL = {"type": "shell", "environment": {"type": "container_auto"}}
+
+
+def shell_example(url: str, model: str, auth: str, shell_problem: str | None) -> list[str]:
+    """The hosted shell seen working: a ``shell_call`` and its ``shell_call_output`` (each command's stdout,
+    stderr and exit code), then the answer; or why it cannot run here (no sandbox, or no cgroup per call)."""
+    if shell_problem is not None:
+        return ["Hosted shell: refused on this machine (commands never run unsandboxed):", f"  {shell_problem}"]
+    body = orjson.dumps({"model": model, "input": SHELL_INPUT, "tools": [SHELL_TOOL]}).decode()
+    return ["Hosted shell (the shell_call_output item holds each command's output; `$ cmd` or a ```sh block too):",
+            f"  curl -s {url} -H 'content-type: application/json'{auth} -d {shlex.quote(body)}"]
+
+
 def banner(ports: Ports, upstream: str, config: str, db: str, model: str | None, fake: bool,
-           db_kept: bool = True, problem: str | None = None, sandbox_problem: str | None = None) -> str:
+           db_kept: bool = True, problem: str | None = None, sandbox_problem: str | None = None,
+           shell_problem: str | None = None) -> str:
     url = f"http://127.0.0.1:{ports.listen}/v1/responses"
     keyed = not fake and bool(os.environ.get("OPENAI_API_KEY"))  # a keyless backend (Ollama) gets no header
     auth = ' -H "Authorization: Bearer $OPENAI_API_KEY"' if keyed else ""
@@ -107,6 +123,8 @@ def banner(ports: Ports, upstream: str, config: str, db: str, model: str | None,
             f"  curl -N {url} -H 'content-type: application/json'{auth} -d {shlex.quote(stream)}",
             "",
             *code_example(url, model, auth, sandbox_problem),
+            "",
+            *shell_example(url, model, auth, sandbox_problem or shell_problem),
             "",
             *sdk_example(ports.listen, model, key),
             "",

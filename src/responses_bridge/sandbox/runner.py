@@ -43,6 +43,11 @@ from .seccomp import SeccompUnavailable, compiled_filter
 from .slots import FairSlots
 
 log = structlog.get_logger(__name__)
+SHELL_NEEDS_PROCESSES = (
+    "shell commands need processes of their own, and this host gives the sandbox no memory cgroup per call, so it "
+    "runs in the single-process mode, where no process may start another (delegate a cgroup to the bridge: "
+    "`responses-bridge doctor` says how)")
+"""Why the hosted shell is refused in the single-process mode (also what the demo's banner says then)."""
 
 Mode = Literal["cgroup", "single-process"]
 _CALLS = itertools.count(1)
@@ -86,9 +91,7 @@ class Sandbox:
         if self.unavailable is not None:
             return self.unavailable
         if self.mode == "single-process":
-            return ("shell commands need processes of their own, and this host gives the sandbox no memory cgroup "
-                    "per call, so it runs in the single-process mode, where no process may start another "
-                    "(delegate a cgroup to the bridge: `responses-bridge doctor` says how)")
+            return SHELL_NEEDS_PROCESSES
         return None
 
     @classmethod
