@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -47,6 +47,9 @@ from .store.base import ChunkIndex, ContainerStore, RunLeases
 from .store.base_skills import SkillStore
 from .store.open import StoreSet, open_stores
 from .upstreams import SINGLE_UPSTREAM, Route, Router
+
+if TYPE_CHECKING:
+    from .sandbox.egress import EgressSettings
 
 log = structlog.get_logger("responses_bridge.runtime")
 
@@ -315,11 +318,9 @@ async def _open_code_interpreter(settings: Settings, store: ContainerStore, file
                                  skills: SkillStore, server_tools: ServerTools, sealer: Sealer) -> ContainerService:
     """The Containers API over the files' bytes storage (with the containers' skills and network policies), and
     the code interpreter and the hosted shell over it and the sandbox (with the egress proxy of allowlist
-    policies). The
-    sandbox is checked once here (bubblewrap making its namespaces); where it cannot run, the code interpreter is
-    still offered, and refuses each request naming the cause (never code run unsandboxed)."""
+    policies). The sandbox is checked once here (bubblewrap making its namespaces); where it cannot run, the code
+    interpreter is still offered, and refuses each request naming the cause (never code run unsandboxed)."""
     from .sandbox import Sandbox
-    from .sandbox.egress import EgressSettings
     from .sandbox.read_only import sweep_orphans
     from .sandbox.trees import sweep_stale
     from .services.code_interpreter import CodeInterpreter
@@ -344,7 +345,7 @@ async def _open_code_interpreter(settings: Settings, store: ContainerStore, file
     sandbox = await asyncio.to_thread(Sandbox.detect, limits, use_cgroup=settings.code_cgroup,
                                       require_cgroup=settings.code_require_cgroup,
                                       share=lambda tenant: settings.sandbox_share(tenant, limits.slots),
-                                      egress=EgressSettings.of(settings))
+                                      egress=_egress_settings(settings))
     if sandbox.unavailable is not None:
         log.warning("sandbox_unavailable", reason=sandbox.unavailable)
     else:
@@ -360,3 +361,17 @@ async def _open_code_interpreter(settings: Settings, store: ContainerStore, file
     server_tools.services.code = CodeInterpreter(containers, sandbox, runs)
     server_tools.services.shell = HostedShell(runs)
     return containers
+
+
+def _egress_settings(settings: Settings) -> EgressSettings | None:
+    """From ``RESPONSES_BRIDGE_CODE_EGRESS_*``: the deployment's side of every allowlist network policy (where the
+    proxy may connect, its bounds); None when the deployment allows no allowlist policy."""
+    if not settings.code_egress_allowlist:
+        return None
+    from .sandbox.egress import EgressLimits, EgressSettings  # with the sandbox: only where code may run
+    from .sandbox.egress_policy import EgressRules
+
+    return EgressSettings(EgressRules.parse(settings.code_egress_allowed_targets), EgressLimits(
+        call_bytes=settings.code_egress_max_bytes, connection_bytes=settings.code_egress_connection_bytes,
+        connections=settings.code_egress_max_connections,
+        connection_seconds=settings.code_egress_connection_timeout))

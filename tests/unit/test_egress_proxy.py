@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
-from responses_bridge.run.tools.mcp_policy import IPAddress, resolve
+from responses_bridge.host_policy import IPAddress, resolve
 from responses_bridge.sandbox.egress import EgressLimits, EgressProxy
 from responses_bridge.sandbox.egress_policy import EgressRules, NetworkPolicy, parse_policy
 

@@ -27,9 +27,9 @@ from mcp_types import (
 )
 from openai.types.responses.response_output_item import McpListToolsTool
 
+from responses_bridge import host_policy
 from responses_bridge.devtools.procs import free_port
 from responses_bridge.protocol.errors import APIError
-from responses_bridge.run.tools import mcp_policy
 from responses_bridge.run.tools.mcp import (
     MCPCallResult,
     MCPLimits,
@@ -361,7 +361,7 @@ async def test_dns_rebinding_cannot_slip_past_the_check(monkeypatch: pytest.Monk
             return await real(host, port, **kwargs)
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (next(answers), port))]
 
-    monkeypatch.setattr(mcp_policy.anyio, "getaddrinfo", rebinding)
+    monkeypatch.setattr(host_policy.anyio, "getaddrinfo", rebinding)
     tools = MCPTools(limits(allowed_hosts=""))
     server = server_for(f"http://rebind.test:{mcp_server.http_port}/mcp")
     await tools.check_server(server)  # the first answer is public

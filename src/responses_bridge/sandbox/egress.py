@@ -41,14 +41,13 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from ..host_policy import HostUnresolved, IPAddress, resolve
 from ..observability import metrics
-from ..run.tools.mcp_policy import HostUnresolved, IPAddress, resolve
 from .command import EgressBinding
 from .egress_http import MAX_HEAD_BYTES, BadRequest, Destination, destination, forwarded_head, parse_head
 from .egress_policy import DomainSecret, EgressRules, NetworkPolicy, new_placeholder
 
 if TYPE_CHECKING:
-    from ..config import Settings
     from .egress_tls import Interceptor
 
 log = structlog.get_logger(__name__)
@@ -81,15 +80,6 @@ class EgressSettings:
     rules: EgressRules
     limits: EgressLimits
 
-    @classmethod
-    def of(cls, settings: Settings) -> EgressSettings | None:
-        """From ``RESPONSES_BRIDGE_CODE_EGRESS_*``; None when the deployment allows no allowlist policy."""
-        if not settings.code_egress_allowlist:
-            return None
-        return cls(EgressRules.parse(settings.code_egress_allowed_targets), EgressLimits(
-            call_bytes=settings.code_egress_max_bytes, connection_bytes=settings.code_egress_connection_bytes,
-            connections=settings.code_egress_max_connections,
-            connection_seconds=settings.code_egress_connection_timeout))
 
 
 class Refused(Exception):

@@ -13,7 +13,7 @@ the proxy puts ``value`` in its place in the headers of requests to a host ``dom
 intercepting TLS for those hosts only, egress_tls.py) HTTPS. The code never holds the value.
 
 Where the proxy may connect is not the policy's alone: every address a name resolves to passes the same SSRF rules
-as the MCP and web search clients (run/tools/mcp_policy.HostPolicy: public addresses only), widened only by the
+as the MCP and web search clients (host_policy.HostPolicy: public addresses only), widened only by the
 deployment's ``RESPONSES_BRIDGE_CODE_EGRESS_ALLOWED_TARGETS``: networks (CIDR) whose every port may be reached,
 and ``address:port`` pairs. A loopback address is allowed only as a pair, with its port, so allowing a test host on
 ``127.0.0.1:8123`` never opens the bridge's own ports on the same address.
@@ -29,8 +29,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..host_policy import HostPolicy, IPAddress, IPNetwork
 from ..protocol.errors import invalid_request
-from ..run.tools.mcp_policy import HostPolicy, IPAddress, IPNetwork
 
 MAX_DOMAINS = 100
 MAX_SECRETS = 32

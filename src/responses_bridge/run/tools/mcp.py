@@ -30,10 +30,10 @@ import anyio
 import orjson
 import structlog
 
+from ...host_policy import HostNotAllowed, HostPolicy, HostUnresolved, check_host
 from ...protocol.errors import APIError
 from .mcp_config import ApprovalRule, MCPLimits, MCPServer, ToolFilter, approval_required, parse_mcp_tool
 from .mcp_model import EMPTY_SCHEMA, MCPCallResult, MCPToolError, MCPToolInfo, redact
-from .mcp_policy import HostNotAllowed, HostPolicy, HostUnresolved, check_host
 
 __all__ = [
     "ApprovalRule", "MCPCallResult", "MCPLimits", "MCPServer", "MCPToolError", "MCPToolInfo", "MCPTools",

@@ -34,7 +34,7 @@ _KNOWN_FIELDS = frozenset({
 class MCPLimits:
     """What the MCP client may spend: time, output size, and which private hosts it may reach.
 
-    ``allowed_hosts`` is the raw comma-separated list (host names, IPs, CIDRs); see ``mcp_policy``.
+    ``allowed_hosts`` is the raw comma-separated list (host names, IPs, CIDRs); see ``host_policy``.
     """
 
     allowed_hosts: str = ""

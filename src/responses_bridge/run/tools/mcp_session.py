@@ -13,7 +13,7 @@ Every operation opens its own connection and closes it: a tool loop calls a serv
 response, and no connection outlives the request that carries its credentials.
 
 Sockets come from :class:`GuardedNetworkBackend`, which applies the host policy to the address it connects to
-(see ``mcp_policy``); no proxy from the environment is used, so that address is the server's own.
+(see ``host_policy``); no proxy from the environment is used, so that address is the server's own.
 """
 
 from __future__ import annotations
@@ -45,9 +45,9 @@ from mcp_types import (
 )
 from pydantic import ValidationError
 
+from ...host_policy import HostNotAllowed, HostPolicy, HostUnresolved, check_host
 from .mcp_config import MCPLimits, MCPServer
 from .mcp_model import EMPTY_SCHEMA, MCPToolError, MCPToolInfo, first_line, redact
-from .mcp_policy import HostNotAllowed, HostPolicy, HostUnresolved, check_host
 
 T = TypeVar("T")
 

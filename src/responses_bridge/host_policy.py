@@ -1,4 +1,6 @@
-"""Which MCP hosts the bridge may connect to, checked on the address it actually connects to.
+"""Which hosts the bridge may connect to on a request's behalf, checked on the address it actually connects to:
+an MCP server a request names, and the hosts a sandbox's allowlist network policy reaches through the egress proxy
+(sandbox/egress.py, which widens the rules only by the deployment's own address:port pairs and networks).
 
 A request names the MCP server's URL, so without a check any client could make the bridge reach the loopback
 interface, the cloud metadata address or the private network behind it (SSRF). Public addresses are allowed;
