@@ -26,8 +26,8 @@ from typing import Any, Protocol
 from ...protocol.errors import invalid_request
 from ...sandbox import SandboxResult
 from ...sandbox.egress_policy import NetworkPolicy, parse_policy
-from ...sandbox.limits import MEMORY_LIMITS
 from ...store.records import StoredContainerFile
+from .container_fields import auto_container_fields
 
 OUTPUTS_INCLUDE = "code_interpreter_call.outputs"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp")
@@ -65,16 +65,9 @@ class CodeToolOptions:
             raise invalid_request(f"Unsupported parameter: '{where}.skills'. The code interpreter's auto container "
                                   "takes no skills; make a container with them (POST /v1/containers with 'skills') "
                                   "and name it in 'container'.", param=f"{where}.skills", code="unsupported_parameter")
-        file_ids = container.get("file_ids") or []
-        if not isinstance(file_ids, list) or not all(isinstance(file_id, str) for file_id in file_ids):
-            raise invalid_request(f"Invalid value for '{where}.file_ids': expected an array of file ids.",
-                                  param=f"{where}.file_ids", code="invalid_value")
-        memory = container.get("memory_limit")
-        if memory is not None and memory not in MEMORY_LIMITS:
-            raise invalid_request(f"Invalid value for '{where}.memory_limit': expected one of "
-                                  f"{', '.join(MEMORY_LIMITS)}.", param=f"{where}.memory_limit", code="invalid_value")
+        file_ids, memory = auto_container_fields(container, where)
         network = parse_policy(container.get("network_policy"), f"{where}.network_policy")
-        return cls(position, file_ids=tuple(file_ids), memory_limit=memory, network=network)
+        return cls(position, file_ids=file_ids, memory_limit=memory, network=network)
 
 
 @dataclass(slots=True)

@@ -29,9 +29,9 @@ from ...engine.request_translation import shell_output_text
 from ...protocol.errors import invalid_request
 from ...sandbox import SandboxResult
 from ...sandbox.egress_policy import NetworkPolicy, parse_policy
-from ...sandbox.limits import MEMORY_LIMITS
 from ...sandbox.shell import CommandOutput, ShellJob
 from ...store.records import StoredContainerFile
+from .container_fields import auto_container_fields
 
 MAX_COMMANDS = 64
 """Commands one shell call may run; the model's call with more runs the first ones and reads that the rest did
@@ -115,15 +115,8 @@ class ShellToolOptions:
         if kind != "container_auto":
             raise invalid_request(f"Invalid value for '{where}.type': expected 'container_auto', "
                                   "'container_reference' or 'local'.", param=f"{where}.type", code="invalid_value")
-        file_ids = environment.get("file_ids") or []
-        if not isinstance(file_ids, list) or not all(isinstance(file_id, str) for file_id in file_ids):
-            raise invalid_request(f"Invalid value for '{where}.file_ids': expected an array of file ids.",
-                                  param=f"{where}.file_ids", code="invalid_value")
-        memory = environment.get("memory_limit")
-        if memory is not None and memory not in MEMORY_LIMITS:
-            raise invalid_request(f"Invalid value for '{where}.memory_limit': expected one of "
-                                  f"{', '.join(MEMORY_LIMITS)}.", param=f"{where}.memory_limit", code="invalid_value")
-        return cls(position, file_ids=tuple(file_ids), memory_limit=memory,
+        file_ids, memory = auto_container_fields(environment, where)
+        return cls(position, file_ids=file_ids, memory_limit=memory,
                    skills=parse_skills(environment.get("skills"), f"{where}.skills"),
                    network=parse_policy(environment.get("network_policy"), f"{where}.network_policy"))
 
