@@ -252,12 +252,15 @@ async def test_probes_and_metrics_are_never_refused(tenants: str) -> None:
             assert 'responses_bridge_tenant_limited_total{limit="concurrency"}' in text
         finally:
             await held.close()
+        assert await admitted_again(a)  # the held stream's slot is back before the next test counts on it
 
 
 
 async def test_a_websocket_holds_a_slot_while_open_and_its_messages_have_the_tenants_body_limit(
         tenants: str) -> None:
     async with aiohttp.ClientSession() as session, sdk(tenants, **{"x-tenant-id": "a"}) as a:
+        # a stream another test closed may still be unwinding on the server: the tenant's one slot is free first
+        assert await admitted_again(a)
         async with session.ws_connect(f"{tenants}/v1/responses", headers={"x-tenant-id": "a"}) as socket:
             await socket.send_json({"type": "response.create", "model": MODEL, "input": "over the socket"})
             async for message in socket:
