@@ -63,12 +63,14 @@ def _without_domain_secrets(tool: Mapping[str, Any]) -> dict[str, Any]:
     kept = dict(tool)
     for key in ("container", "environment"):
         holder = kept.get(key)
-        policy = holder.get("network_policy") if isinstance(holder, Mapping) else None
-        secrets = policy.get("domain_secrets") if isinstance(policy, Mapping) else None
-        if isinstance(holder, Mapping) and isinstance(policy, Mapping) and isinstance(secrets, list):
-            hidden = [{**secret, "value": REDACTED} if isinstance(secret, Mapping) and "value" in secret else secret
-                      for secret in secrets]
-            kept[key] = {**holder, "network_policy": {**policy, "domain_secrets": hidden}}
+        if not isinstance(holder, Mapping):
+            continue
+        policy = holder.get("network_policy")
+        if not isinstance(policy, Mapping) or not isinstance(policy.get("domain_secrets"), list):
+            continue
+        hidden = [{**secret, "value": REDACTED} if isinstance(secret, Mapping) and "value" in secret else secret
+                  for secret in policy["domain_secrets"]]
+        kept[key] = {**holder, "network_policy": {**policy, "domain_secrets": hidden}}
     return kept
 
 
@@ -103,6 +105,7 @@ class SetUp:
         self.code_options: CodeToolOptions | None = None
         self.image_options: ImageToolOptions | None = None
         self.shell_options: ShellToolOptions | None = None
+        self.shell_checked: object = None  # what the shell's check resolved, for its container (HostedShellService)
 
     async def run(self) -> None:
         await self.check()
@@ -142,7 +145,8 @@ class SetUp:
             self.plan.add_code_interpreter(container_id, await code.skills_note(container_id, tenant=self.tenant))
         shell = self.services.shell
         if self.shell_options is not None and shell is not None:
-            container_id = await shell.container_for(self.shell_options, self.history, tenant=self.tenant)
+            container_id = await shell.container_for(self.shell_options, self.history, tenant=self.tenant,
+                                                     checked=self.shell_checked)
             self.plan.add_hosted_shell(container_id, await shell.skills_note(container_id, tenant=self.tenant))
         if self.image_options is not None:
             self.plan.add_image_generation(choose_size=self.image_options.choose_size)
@@ -203,7 +207,7 @@ class SetUp:
                                code="invalid_value")
             self.shell_options = options
         if self.shell_options is not None and self.services.shell is not None:
-            await self.services.shell.check(self.shell_options, tenant=self.tenant)
+            self.shell_checked = await self.services.shell.check(self.shell_options, tenant=self.tenant)
 
     async def _check_servers(self) -> None:
         for position, tool in enumerate(self.tools):

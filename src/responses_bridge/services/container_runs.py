@@ -2,8 +2,8 @@
 interpreter (services/code_interpreter.py) and the hosted shell (services/hosted_shell.py) are two leaves over it.
 
     runs = ContainerRuns(containers, sandbox)
-    await runs.check(choice, tenant=…, tool="shell", job="shell", skills=…, network=…)  # the 400s, up front
-    container_id = await runs.container_for(choice, history, tenant=…, name=…, reused=…, skills=…, network=…)
+    resolved = await runs.check(choice, tenant=…, tool="shell", job="shell", skills=…, network=…)  # the 400s
+    container_id = await runs.container_for(choice, history, tenant=…, name=…, reused=…, skills=resolved, …)
     note = await runs.skills_note(container_id, tenant=…)               # for the tool's description
     ran = await runs.run(container_id, tenant=…, job="shell", work=lambda call: …)   # never raises but cancel
 
@@ -86,11 +86,11 @@ class ContainerRuns:
         return self.sandbox.shell_unavailable if job == "shell" else self.sandbox.unavailable
 
     async def check(self, choice: ContainerChoice, *, tenant: str, tool: str, job: JobKind,
-                    skills: object = None, network: NetworkPolicy | None = None) -> None:
+                    skills: object = None, network: NetworkPolicy | None = None) -> list[ResolvedSkill]:
         """Every refusal, before anything is made: the sandbox cannot run the job here, an allowlist ``network``
         policy where the deployment allows none, the container is not one of the tenant's live ones, a file to
         copy is unknown, a skill for a new container is unknown or not a skill (400s and 404s naming the tool and
-        the field)."""
+        the field). Returns the new container's skills, resolved, for :meth:`container_for`."""
         reason = self.unavailable(job)
         if reason is not None:
             raise APIError(400, f"The {tool} tool cannot run on this server: {reason}. "
@@ -101,40 +101,39 @@ class ContainerRuns:
             if await self.containers.live(choice.container_id, tenant=tenant) is None:
                 raise invalid_request(f"No such Container: {choice.container_id[:200]}", param=choice.param,
                                       code="invalid_value")
-            return
+            return []
         for position, file_id in enumerate(choice.file_ids):
             if await self.containers.files.get(file_id, tenant=tenant) is None:
                 raise invalid_request(f"No such File object: {file_id[:200]}",
                                       param=f"{choice.param}.file_ids[{position}]", code="invalid_value")
-        await self.containers.resolve_skills(skills, tenant=tenant, param=f"{choice.param}.skills")
+        return await self.containers.resolve_skills(skills, tenant=tenant, param=f"{choice.param}.skills")
 
     async def container_for(self, choice: ContainerChoice, history: Sequence[Mapping[str, Any]], *, tenant: str,
                             name: str, reused: Callable[[Mapping[str, Any]], str | None],
-                            skills: object = None, network: NetworkPolicy | None = None) -> str:
+                            skills: Sequence[ResolvedSkill] = (), network: NetworkPolicy | None = None) -> str:
         """The container a response's calls run in: the one named; else (no files to copy) the live container
         the conversation's last call of the tool used (``reused`` reads it off an item, None for other items), so
         a chat keeps its files, when it holds the skills asked for (the same names and descriptions, in order)
-        and runs under the same network policy; else a new one named ``name``, made with ``skills`` and
-        ``network``."""
+        and runs under the same network policy; else a new one named ``name``, made with ``skills`` (as
+        :meth:`check` resolved them) and ``network``."""
         if choice.container_id is not None:
             found = await self.containers.live(choice.container_id, tenant=tenant)
             if found is None:
                 raise invalid_request(f"No such Container: {choice.container_id[:200]}", param=choice.param,
                                       code="invalid_value")
             return found.id
-        resolved = await self.containers.resolve_skills(skills, tenant=tenant, param=f"{choice.param}.skills")
         if not choice.file_ids:
             for item in reversed(history):
                 previous_id = reused(item)
                 if previous_id is not None:
                     previous = await self.containers.live(previous_id, tenant=tenant)
                     if previous is not None and self._same_network(previous, network) \
-                            and await self._same_skills(previous.id, resolved, tenant):
+                            and await self._same_skills(previous.id, skills, tenant):
                         return previous.id
                     break
         made = await self.containers.new_container(name, tenant=tenant, memory_limit=choice.memory_limit,
                                                    file_ids=choice.file_ids, param=f"{choice.param}.file_ids",
-                                                   skills=resolved, network=network)
+                                                   skills=skills, network=network)
         return made.id
 
     def _same_network(self, container: StoredContainer, network: NetworkPolicy | None) -> bool:

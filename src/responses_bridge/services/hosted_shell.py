@@ -14,6 +14,7 @@ from typing import Any
 from ..run.tools.shell import ShellRun, ShellToolOptions, shell_job
 from ..sandbox.shell import run_shell
 from .container_runs import ContainerRuns
+from .container_skills import ResolvedSkill
 
 
 def _shell_container(item: Mapping[str, Any]) -> str | None:
@@ -31,20 +32,22 @@ class HostedShell:
     def __init__(self, runs: ContainerRuns) -> None:
         self.runs = runs
 
-    async def check(self, options: ShellToolOptions, *, tenant: str) -> None:
+    async def check(self, options: ShellToolOptions, *, tenant: str) -> list[ResolvedSkill]:
         """Every refusal, before anything is made: shell cannot run here (no sandbox, or the single-process
         mode), an allowlist network policy where the deployment allows none, the container, a file or a skill is
         unknown (400s naming the field, never a silent drop)."""
-        await self.runs.check(options, tenant=tenant, tool="shell", job="shell", skills=self._skills(options),
-                              network=options.network)
+        return await self.runs.check(options, tenant=tenant, tool="shell", job="shell",
+                                     skills=self._skills(options), network=options.network)
 
     async def container_for(self, options: ShellToolOptions, history: Sequence[Mapping[str, Any]], *,
-                            tenant: str) -> str:
+                            tenant: str, checked: object = None) -> str:
         """The container this response's shell calls run in: the one referenced, or for ``container_auto`` the
-        live one the conversation's last hosted shell call used, else a new one."""
+        live one the conversation's last hosted shell call used, else a new one, with the skills :meth:`check`
+        resolved (``checked``; resolved here when the check was not made)."""
+        skills = checked if isinstance(checked, list) else await self.runs.containers.resolve_skills(
+            self._skills(options), tenant=tenant, param=f"{options.param}.skills")
         return await self.runs.container_for(options, history, tenant=tenant, name="shell container_auto",
-                                             reused=_shell_container, skills=self._skills(options),
-                                             network=options.network)
+                                             reused=_shell_container, skills=skills, network=options.network)
 
     @staticmethod
     def _skills(options: ShellToolOptions) -> list[dict[str, Any]] | None:
