@@ -23,13 +23,13 @@ import orjson
 import pytest
 from aiohttp import web
 
-from responses_bridge.envoy_config import render_bootstrap
 from responses_bridge.sandbox.cgroups import CgroupParent
 from responses_bridge.sandbox.doctor import check_bubblewrap
 from tests.integration.test_code_interpreter_e2e import logs_of, run_code
 from tests.integration.test_shell_e2e import run_action
 from tests.support.bridge import Sidecar, running_sidecar
-from tests.support.envoy import EnvoyProcess, free_port, have_envoy, start_envoy
+from tests.support.envoy import EnvoyProcess, have_envoy
+from tests.support.gateway import running_gateway
 from tests.support.tls_ca import make_test_ca
 
 pytestmark = [pytest.mark.skipif(not have_envoy(), reason="envoy binary not available"),
@@ -84,23 +84,15 @@ async def test_host(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[L
 @pytest.fixture(scope="module")
 async def stack(fake_upstream: str, test_host: LoopbackHost,
                 tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    listen_port = free_port()
     data_dir = tmp_path_factory.mktemp("egress")
     log = data_dir / "sidecar.log"
-    async with running_sidecar(str(data_dir), fake_upstream, "--upstream-via", f"http://127.0.0.1:{listen_port}/v1",
-                               log_file=log,
+    async with running_gateway(str(data_dir), fake_upstream, log_file=log,
                                env={"RESPONSES_BRIDGE_CODE_TIMEOUT": "15",
                                     "RESPONSES_BRIDGE_CODE_EGRESS_ALLOWED_TARGETS":
                                         f"127.0.0.1:{test_host.port}, 127.0.0.1:{test_host.tls_port}",
                                     "SSL_CERT_FILE": str(test_host.ca_file)},  # the bridge trusts the test host
-                               ) as sidecar:
-        envoy = await start_envoy(render_bootstrap(
-            listen_port=listen_port, extproc_port=sidecar.extproc_port,
-            http_port=int(sidecar.http_url.rsplit(":", 1)[1]), upstream=fake_upstream, admin_port=0))
-        try:
-            yield Stack(sidecar, f"http://127.0.0.1:{listen_port}", envoy, test_host, log)
-        finally:
-            envoy.stop()
+                               ) as gateway:
+        yield Stack(gateway.sidecar, gateway.url, gateway.envoy, test_host, log)
 
 
 @pytest.fixture(params=["http", "envoy"])
@@ -128,6 +120,17 @@ PROBE = dedent("""
             return "connected"
         except OSError as error:
             return type(error).__name__
+
+    def files_under(*tops):  # every file the code can read under tops: one it cannot read cannot leak to it
+        texts = []
+        for top in tops:
+            for folder, _, names in os.walk(top):
+                for name in names:
+                    try:
+                        texts.append(open(os.path.join(folder, name), "rb").read(1 << 20).decode("latin-1"))
+                    except OSError:
+                        continue
+        return texts
 """)
 
 
@@ -192,13 +195,7 @@ async def test_a_domain_secret_reaches_the_host_and_never_the_sandbox(client: op
                 seen.append(open(root, "rb").read().decode("latin-1"))
             except OSError as error:
                 seen.append(type(error).__name__)
-        for top in ("/tmp", "/mnt/data", "/run", "/opt"):
-            for folder, _, names in os.walk(top):
-                for name in names:
-                    try:
-                        seen.append(open(os.path.join(folder, name), "rb").read(1 << 20).decode("latin-1"))
-                    except OSError:
-                        pass
+        seen += files_under("/tmp", "/mnt/data", "/run", "/opt")
         print(json.dumps({{
             "placeholder": placeholder,
             "answer": fetch("http://127.0.0.1:{host}/hello", {{"Authorization": "Bearer " + placeholder}}),
@@ -342,14 +339,7 @@ async def test_a_domain_secret_reaches_the_host_from_the_shell_and_never_the_san
     host = stack.host.port
     found = await shell(client, probe(f"""
         placeholder = os.environ["API_KEY"]
-        seen = [open("/proc/self/environ", "rb").read().decode("latin-1")]
-        for top in ("/tmp", "/mnt/data", "/run"):
-            for folder, _, names in os.walk(top):
-                for name in names:
-                    try:
-                        seen.append(open(os.path.join(folder, name), "rb").read(1 << 20).decode("latin-1"))
-                    except OSError:
-                        pass
+        seen = [open("/proc/self/environ", "rb").read().decode("latin-1"), *files_under("/tmp", "/mnt/data", "/run")]
         print(json.dumps({{
             "placeholder": placeholder,
             "answer": fetch("http://127.0.0.1:{host}/hello", {{"Authorization": "Bearer " + placeholder}}),

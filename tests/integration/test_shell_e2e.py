@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -23,11 +22,10 @@ import orjson
 import pytest
 from openai.types.responses import ResponseFunctionShellToolCall, ResponseFunctionShellToolCallOutput
 
-from responses_bridge.envoy_config import HTTP_CLUSTER, render_bootstrap
 from responses_bridge.sandbox.cgroups import CgroupParent
 from responses_bridge.sandbox.doctor import check_bubblewrap
-from tests.support.bridge import Sidecar, running_sidecar
-from tests.support.envoy import EnvoyProcess, free_port, have_envoy, start_envoy
+from tests.support.envoy import have_envoy
+from tests.support.gateway import Gateway, running_gateway
 from tests.support.schema import check_stream
 from tests.unit.test_server_tool_turns import check_event, check_item_order
 
@@ -43,30 +41,11 @@ def run_action(**action: Any) -> str:
     return f"call shell [args64={base64.b64encode(orjson.dumps(action)).decode()}]"
 
 
-@dataclass
-class Gateway:
-    sidecar: Sidecar
-    url: str
-    envoy: EnvoyProcess
-
-    async def sidecar_requests(self) -> int:
-        stats = await self.envoy.stats("cluster.")
-        return int(stats.get(f"cluster.{HTTP_CLUSTER}.upstream_rq_total", 0))
-
-
 @pytest.fixture(scope="module")
 async def gateway(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gateway]:
-    listen_port = free_port()
-    data_dir = str(tmp_path_factory.mktemp("shell"))
-    async with running_sidecar(data_dir, fake_upstream, "--upstream-via", f"http://127.0.0.1:{listen_port}/v1",
-                               env={"RESPONSES_BRIDGE_CODE_TIMEOUT": "5"}) as sidecar:
-        envoy = await start_envoy(render_bootstrap(
-            listen_port=listen_port, extproc_port=sidecar.extproc_port,
-            http_port=int(sidecar.http_url.rsplit(":", 1)[1]), upstream=fake_upstream, admin_port=0))
-        try:
-            yield Gateway(sidecar, f"http://127.0.0.1:{listen_port}", envoy)
-        finally:
-            envoy.stop()
+    async with running_gateway(str(tmp_path_factory.mktemp("shell")), fake_upstream,
+                               env={"RESPONSES_BRIDGE_CODE_TIMEOUT": "5"}) as gateway:
+        yield gateway
 
 
 @pytest.fixture(params=["http", "envoy"])
