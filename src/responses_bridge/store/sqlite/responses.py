@@ -155,6 +155,7 @@ class SQLiteResponseStore:
             return
         if not self._shared:
             await asyncio.to_thread(Path(self.path).parent.mkdir, parents=True, exist_ok=True)
+            await asyncio.to_thread(_try_open, self.path)
         writer = await self._connect()
         reader: aiosqlite.Connection | None = None
         try:
@@ -466,3 +467,11 @@ async def _on_db_thread(conn: aiosqlite.Connection, function: Callable[[sqlite3.
 
 
 __all__ = ["SQLiteResponseStore", "default_db_path", "distinct_tenants_sql", "resolve_keys"]
+
+
+def _try_open(path: str) -> None:
+    """Open the file once with plain sqlite3 and let its error (a directory, a path under a file, no permission)
+    surface here. aiosqlite, when its connect fails, queues its worker thread's stop without awaiting it: the thread
+    then answers a future on an event loop the failing start has already closed, and prints that traceback under
+    the one line ``serve`` was to stop on."""
+    sqlite3.connect(path).close()
