@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -352,9 +351,7 @@ async def test_history_of_long_chain_is_one_statement(store: SQLiteResponseStore
     assert reader is not None
     await reader.set_trace_callback(statements.append)
     try:
-        started = time.perf_counter()
         history = await store.load_history(ids[-1], tenant=DEFAULT_TENANT)
-        elapsed = time.perf_counter() - started
     finally:
         await reader.set_trace_callback(None)
 
@@ -362,7 +359,6 @@ async def test_history_of_long_chain_is_one_statement(store: SQLiteResponseStore
     assert "WITH RECURSIVE" in statements[0]
     expected = [i for n in range(120) for i in (f"in_resp_{n}", f"msg_resp_{n}")]
     assert ids_of(history) == expected
-    assert elapsed < 1.0
 
 
 async def test_deleted_middle_link_cuts_history(store: SQLiteResponseStore) -> None:
