@@ -290,12 +290,13 @@ def _run_command(index: int, command: str, seconds: float, keep: int) -> bytes:
             done, raw = os.waitpid(pid, os.WNOHANG)
             if done:
                 status = os.waitstatus_to_exitcode(raw)
-                _kill_group(pid)  # what it left running in its group ends with it
+                _end_group(pid)  # what it left running in its group ends with it
                 drain_until = time.monotonic() + DRAIN_SECONDS
     timed_out = status is None
     if status is None:
         _kill_group(pid)
         status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        _end_group(pid)
     for fd in (out_read, err_read, *([ended] if ended is not None else [])):
         os.close(fd)
     code = status if status >= 0 else 128 - status  # ended by a signal: the shell's own convention
@@ -308,6 +309,26 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
     except OSError:
         pass
+
+
+GROUP_END_SECONDS = 1.0
+"""How long a command's killed group is waited for before the next command starts."""
+
+
+def _end_group(pgid: int) -> None:
+    """Kill a command's group and wait (bounded) until none of it is left, killing again what forked meanwhile. A
+    killed process holds its place in the call's process limit until the namespace's init has reaped it: without the
+    wait, the next command of a call whose command was a fork bomb finds the limit still full and cannot start.
+    The group is gone (``ESRCH``) once its last member is reaped; its leader, the command's shell, is reaped first."""
+    until = time.monotonic() + GROUP_END_SECONDS
+    while True:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except OSError:
+            return
+        if time.monotonic() >= until:
+            return
+        time.sleep(0.005)
 
 
 def _end_everything() -> None:
