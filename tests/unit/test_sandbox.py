@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import subprocess
 from pathlib import Path
 
@@ -34,9 +35,11 @@ async def _run_with_files(sandbox: Sandbox, code: str, files: dict[str, bytes] |
     return result, after
 
 
-def _processes_of_sandboxes() -> list[str]:
+def _processes_with_args(args: str) -> list[str]:
+    """The host's processes whose command line is ``args``: a test's own marker, so that sandboxes other workers
+    run at the same moment are not taken for what this test left behind."""
     out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=False).stdout
-    return [line for line in out.splitlines() if "/opt/sandbox/launcher.py" in line]
+    return [line for line in out.splitlines() if line.strip() == args]
 
 
 @needs_sandbox
@@ -58,13 +61,20 @@ async def test_an_exception_is_an_error_with_its_traceback() -> None:
 
 @needs_sandbox
 async def test_the_time_limit_kills_everything_the_code_started() -> None:
-    code = ("import os, time\nfor _ in range(3):\n    if os.fork() == 0:\n        time.sleep(60)\n"
+    marker = f"sleep 60.{secrets.randbelow(10**9):09d}"  # what its children run, and nothing else on the host
+    code = (f"import os, time\nfor _ in range(3):\n    if os.fork() == 0:\n        os.execv('/bin/sleep', "
+            f"{marker.split()!r})\n"
             "open('before.txt', 'w').write('kept')\ntime.sleep(60)")
-    result, files = await _run_with_files(_sandbox(timeout=1.5), code)
+    running = asyncio.create_task(_run_with_files(_sandbox(timeout=1.5), code))
+    seen = 0
+    while not running.done() and seen < 3:
+        seen = len(await asyncio.to_thread(_processes_with_args, marker))
+    result, files = await running
+    assert seen == 3, "the children never ran: the test would prove nothing"
     assert result.outcome == "timeout" and result.failed and "time limit" in result.note
     assert files == {"before.txt": b"kept"}  # what it wrote before the limit is still read back
     await asyncio.sleep(0.2)
-    assert _processes_of_sandboxes() == []
+    assert _processes_with_args(marker) == []
     assert (await _sandbox().run("print(1)")).stdout == "1\n"
 
 
