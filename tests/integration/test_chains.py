@@ -123,7 +123,8 @@ async def test_logprobs_only_when_included(http: aiohttp.ClientSession) -> None:
 async def test_a_long_chain_costs_the_store_what_a_short_one_does(sidecar: Sidecar) -> None:
     """A request on turn 50 of a chain makes exactly the store operations one on turn 1 makes: one history read,
     whatever the length (each store loads a chain in one statement, tested below and in the store's own tests).
-    Counted from the sidecar's ``/metrics`` instead of timed, so a busy machine cannot fail it."""
+    Counted from the sidecar's ``/metrics`` instead of timed, so a busy machine cannot fail it; three windows
+    each, so that a timer of the sidecar's is not taken for the request's (:func:`fewest`)."""
     async with openai.AsyncOpenAI(base_url=f"{sidecar.http_url}/v1", api_key="k", max_retries=0) as client, \
             aiohttp.ClientSession(base_url=sidecar.http_url) as http:
         ids, _ = await build_chain(client, TURNS)
@@ -135,14 +136,20 @@ async def test_a_long_chain_costs_the_store_what_a_short_one_does(sidecar: Sidec
             after = await store_operations(http)
             return {name: after[name] - before.get(name, 0.0) for name in after if after[name] != before.get(name)}
 
-        at_1 = await operations_of_one_request(ids[0])
-        at_50 = await operations_of_one_request(ids[-2])
+        rounds = [(await operations_of_one_request(ids[0]), await operations_of_one_request(ids[-2]))
+                  for _ in range(3)]
+    at_1, at_50 = (fewest([round_[turn] for round_ in rounds]) for turn in (0, 1))
     assert at_1 == at_50, (at_1, at_50)
     assert at_1.get("load_history") == 1, at_1
 
 
-PERIODIC_OPERATIONS = ("background_", "purge_", "response_tenants")
-"""The sidecar's own timers' operations (retention, background sweeps), which may fall between two scrapes."""
+def fewest(counts: list[dict[str, float]]) -> dict[str, float]:
+    """Per operation, the fewest times it ran in any of the windows: the request's own operations run in each,
+    while a timer of the sidecar's (retention, sweeps, the ingestion poll), which may fall in one window of a few
+    milliseconds, does not fall in all of them."""
+    names = set().union(*counts)
+    least = {name: min(window.get(name, 0.0) for window in counts) for name in names}
+    return {name: value for name, value in least.items() if value}
 
 
 async def store_operations(http: aiohttp.ClientSession) -> dict[str, float]:
@@ -153,9 +160,7 @@ async def store_operations(http: aiohttp.ClientSession) -> dict[str, float]:
     for line in text.splitlines():
         if line.startswith("responses_bridge_store_operation_seconds_count{"):
             labels, value = line.rsplit(" ", 1)
-            operation = labels.split('operation="', 1)[1].split('"', 1)[0]
-            if not operation.startswith(PERIODIC_OPERATIONS):
-                counts[operation] = float(value)
+            counts[labels.split('operation="', 1)[1].split('"', 1)[0]] = float(value)
     return counts
 
 
