@@ -154,8 +154,7 @@ class SQLiteResponseStore:
         if self._writer is not None:
             return
         if not self._shared:
-            await asyncio.to_thread(Path(self.path).parent.mkdir, parents=True, exist_ok=True)
-            await asyncio.to_thread(_try_open, self.path)
+            await asyncio.to_thread(_make_and_try, self.path)
         writer = await self._connect()
         reader: aiosqlite.Connection | None = None
         try:
@@ -470,12 +469,13 @@ async def _on_db_thread(conn: aiosqlite.Connection, function: Callable[[sqlite3.
     return await conn._execute(function, raw)  # type: ignore[no-any-return,no-untyped-call]
 
 
-__all__ = ["SQLiteResponseStore", "default_db_path", "distinct_tenants_sql", "resolve_keys"]
-
-
-def _try_open(path: str) -> None:
-    """Open the file once with plain sqlite3 and let its error (a directory, a path under a file, no permission)
-    surface here. aiosqlite, when its connect fails, queues its worker thread's stop without awaiting it: the thread
-    then answers a future on an event loop the failing start has already closed, and prints that traceback under
-    the one line ``serve`` was to stop on."""
+def _make_and_try(path: str) -> None:
+    """Make the file's directory, then open the file once with plain sqlite3 so that its error (a directory, a
+    path under a file, no permission) surfaces here. aiosqlite, when its connect fails, queues its worker thread's
+    stop without awaiting it: the thread then answers a future on an event loop the failing start has already
+    closed, and prints that traceback under the one line ``serve`` was to stop on."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     sqlite3.connect(path).close()
+
+
+__all__ = ["SQLiteResponseStore", "default_db_path", "distinct_tenants_sql", "resolve_keys"]
