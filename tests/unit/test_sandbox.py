@@ -29,7 +29,7 @@ async def _run_with_files(sandbox: Sandbox, code: str, files: dict[str, bytes] |
     """Run ``code`` over ``files`` laid out in /mnt/data: the result, and /mnt/data's files afterwards."""
     async with sandbox.call() as call:
         for name, data in (files or {}).items():
-            (call.data / name).write_bytes(data)
+            await call.identity.in_thread((call.data / name).write_bytes, data)  # as the bridge lays files out
         result = await call.run(code)
         after = {path.name: path.read_bytes() for path in call.data.iterdir() if path.is_file()}
     return result, after

@@ -30,7 +30,7 @@ async def _shell(sandbox: Sandbox, job: ShellJob, files: dict[str, bytes] | None
                  ) -> tuple[list[CommandOutput], SandboxResult, dict[str, bytes]]:
     async with sandbox.call(job="shell") as call:
         for name, data in (files or {}).items():
-            (call.data / name).write_bytes(data)
+            await call.identity.in_thread((call.data / name).write_bytes, data)  # as the bridge lays files out
         outputs, result = await run_shell(call, job)
         after = {path.name: path.read_bytes() for path in call.data.iterdir() if path.is_file()}
     return outputs, result, after

@@ -35,6 +35,7 @@ from ..observability import metrics
 from . import cgroups
 from .cgroups import CgroupParent
 from .command import DATA_DIR, EgressBinding, bwrap_command
+from .identity import SandboxIdentity
 from .limits import SandboxLimits
 from .result import Capture, Outcome, SandboxResult, SandboxUnavailable, ended_by_memory, note_for
 
@@ -72,8 +73,11 @@ class SandboxCall:
 
     def __init__(self, bwrap: str, limits: SandboxLimits, *, seccomp: bytes, address_space: int,
                  cgroup_parent: CgroupParent | None, name: str,
-                 read_only: Sequence[tuple[Path, str]] = (), egress: EgressBinding | None = None) -> None:
+                 read_only: Sequence[tuple[Path, str]] = (), egress: EgressBinding | None = None,
+                 identity: SandboxIdentity | None = None, proc: bool = True) -> None:
         self.limits = limits
+        self._identity = identity or SandboxIdentity()
+        self._proc = proc
         self._read_only = tuple(read_only)
         self._egress = egress
         self._bwrap = bwrap
@@ -91,6 +95,7 @@ class SandboxCall:
         self._ready = asyncio.Event()
         self._exited = asyncio.Event()
         self._status: int | None = None
+        self._init_signalled = False  # the init ended the code on a SIGTERM the bridge did not send
         self._marks: dict[str, float] = {}
         self._init_pid: int | None = None
         self._data_fd: int | None = None
@@ -117,7 +122,11 @@ class SandboxCall:
         try:
             command = bwrap_command(self._bwrap, self.limits, control_fd=control_write, info_fd=info_write,
                                     address_space=self._address_space, read_only=self._read_only,
-                                    egress=self._egress)
+                                    egress=self._egress, proc=self._proc)
+            try:
+                command = self._identity.wrap(command)  # a root bridge's sandbox never runs as the host's root
+            except FileNotFoundError as missing:
+                raise SandboxUnavailable(str(missing)) from None
             if self._cgroup_parent is not None:
                 try:
                     self._cgroup = await asyncio.to_thread(
@@ -174,7 +183,9 @@ class SandboxCall:
                     self._started_in = time.monotonic() - self._spawned
                     self._ready.set()
                 elif word == "exit":
-                    self._status = int(value)
+                    status, _, how = value.partition(" ")
+                    self._status = int(status)
+                    self._init_signalled = how == "signalled"
                     self._exited.set()
                 elif word in ("start", "end"):
                     with contextlib.suppress(ValueError):
@@ -183,6 +194,11 @@ class SandboxCall:
             pass
         finally:
             self._exited.set()
+
+    @property
+    def identity(self) -> SandboxIdentity:
+        """Whose host uid the code has: write into :attr:`data` through :meth:`SandboxIdentity.in_thread`."""
+        return self._identity
 
     @property
     def seconds_for_code(self) -> float:
@@ -252,6 +268,10 @@ class SandboxCall:
             outcome = "disk"
         elif status == 0:
             outcome = "output_capped" if self._out.dropped or self._err.dropped else "ok"
+        elif self._init_signalled:
+            outcome = "error"
+            stderr += ("\n[sandbox] the code sent SIGTERM to the sandbox's init (PID 1), which ends every process "
+                       "of the call\n")
         elif ended_by_memory(stderr, status):
             outcome = "memory"
         else:

@@ -35,6 +35,7 @@ from .limits import MIB, SandboxLimits
 
 DATA_DIR = "/mnt/data"
 LAUNCHER = "/opt/sandbox/launcher.py"
+LAUNCHER_SOURCE = Path(__file__).with_name("launcher.py")
 VENV = "/opt/venv"
 SANDBOX_UID = 1000
 TMP_BYTES = 64 * MIB
@@ -107,20 +108,36 @@ def _system_binds() -> list[str]:
     return arguments
 
 
+PROC_COVERS = ("/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus")
+"""The kernel's switches under ``/proc``: bound read-only over the sandbox's own ``/proc`` in every mode (the
+sandbox's host uid is never root, so the kernel refuses its writes there anyway; this refuses them whatever the
+uid). The sources are the host's ``/proc`` entries of the same kernel; ``/proc/sys`` looks its tables up in the
+reader's namespaces, so the code still sees its own network namespace's values there."""
+
+
+def _proc() -> list[str]:
+    arguments = ["--proc", "/proc"]
+    for path in PROC_COVERS:
+        arguments += ["--ro-bind-try", path, path]
+    return arguments
+
+
 def bwrap_command(bwrap: str, limits: SandboxLimits, *, control_fd: int, info_fd: int, address_space: int,
                   launcher: Path | None = None, extra_roots: Sequence[str] = (),
-                  read_only: Sequence[tuple[Path, str]] = (), egress: EgressBinding | None = None) -> list[str]:
+                  read_only: Sequence[tuple[Path, str]] = (), egress: EgressBinding | None = None,
+                  proc: bool = True) -> list[str]:
     """The argv that starts the launcher as the sandbox's init. ``control_fd``: the launcher's marks;
     ``info_fd``: bubblewrap's JSON with the init's host pid; ``address_space``: each process's ``RLIMIT_AS``;
     ``read_only``: (host directory, sandbox path) trees bound read-only (a container's skills at
     ``/mnt/skills``: sandbox/read_only.py), under ``/mnt`` and never over a path the sandbox itself needs;
-    ``egress``: the proxy of an allowlist policy (None: no way out at all)."""
+    ``egress``: the proxy of an allowlist policy (None: no way out at all); ``proc``: a ``/proc`` of the sandbox's
+    own (False where the host's masks forbid one: then none at all, see host.py)."""
     arguments = [bwrap, "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session", "--disable-userns",
                  "--as-pid-1", "--cap-drop", "ALL", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
                  "--hostname", "sandbox", "--clearenv", "--info-fd", str(info_fd)]
     for name, value in {**ENVIRONMENT, **(egress.environment if egress is not None else {})}.items():
         arguments += ["--setenv", name, value]
-    arguments += ["--tmpfs", "/", *_system_binds(), "--proc", "/proc", "--dev", "/dev",
+    arguments += ["--tmpfs", "/", *_system_binds(), *(_proc() if proc else []), "--dev", "/dev",
                   "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
                   "--size", str(TMP_BYTES), "--tmpfs", "/tmp",
                   "--size", str(limits.container_bytes + DATA_SLACK_BYTES), "--tmpfs", DATA_DIR]
@@ -134,7 +151,7 @@ def bwrap_command(bwrap: str, limits: SandboxLimits, *, control_fd: int, info_fd
         arguments += ["--ro-bind", egress.socket, egress.inside]
         for source, target in egress.files.items():
             arguments += ["--ro-bind", source, target]
-    arguments += ["--ro-bind", str(launcher or Path(__file__).with_name("launcher.py")), LAUNCHER,
+    arguments += ["--ro-bind", str(launcher or LAUNCHER_SOURCE), LAUNCHER,
                   "--chdir", "/", "--remount-ro", "/",
                   interpreter_in_sandbox(), "-I", "-B", LAUNCHER,
                   str(address_space), str(limits.processes), str(limits.file_bytes), str(control_fd)]

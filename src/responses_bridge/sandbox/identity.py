@@ -15,10 +15,18 @@ directory on a path it cannot traverse, so the refusal says what to fix (never a
 
 from __future__ import annotations
 
+import asyncio
+import ctypes
+import functools
 import os
+import shutil
 import stat
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 NOBODY = 65534
 """The default host uid (and gid) of a root bridge's sandbox: Linux's overflow id, owning nothing on the host."""
@@ -41,6 +49,26 @@ class SandboxIdentity:
             return cls()
         return cls(uid, gid if gid is not None else uid)
 
+    def wrap(self, command: Sequence[str]) -> list[str]:
+        """``command`` run under the sandbox's uid and gid, no supplementary groups: util-linux's ``setpriv`` (on
+        every Debian-based system, util-linux being essential), exec'd last so that what comes before it (the
+        cgroup join) still runs as root. Capabilities go with the uid change. Raises FileNotFoundError without
+        setpriv: the sandbox is then refused, never started as root."""
+        if self.uid is None:
+            return list(command)
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            raise FileNotFoundError("setpriv (util-linux) is not on PATH: a root bridge needs it to start the "
+                                    "sandbox under an unprivileged uid (Debian/Ubuntu: apt-get install util-linux)")
+        return [setpriv, f"--reuid={self.uid}", f"--regid={self.host_gid}", "--clear-groups", "--", *command]
+
+    def describe(self) -> str:
+        """The mapping in words (doctor, serve's start-up line)."""
+        if self.uid is None:
+            return f"sandbox uid 1000 maps to host uid {os.geteuid()} (this process's own, not root)"
+        return (f"sandbox uid 1000 maps to host uid {self.uid} (gid {self.host_gid}): bubblewrap is started under "
+                "it, not as root (RESPONSES_BRIDGE_CODE_SANDBOX_UID)")
+
     @property
     def host_uid(self) -> int:
         """The uid the code has on the host."""
@@ -59,6 +87,28 @@ class SandboxIdentity:
             os.fchown(fd, self.host_uid, self.host_gid)
         else:
             os.chown(path, self.host_uid, self.host_gid, follow_symlinks=False)
+
+    async def in_thread(self, function: Callable[..., T], *arguments: Any) -> T:
+        """``function(*arguments)`` in a worker thread whose file-system ids are the sandbox's: how a root bridge
+        writes into a call's ``/mnt/data``. That file system belongs to the sandbox's user namespace, where host
+        uid 0 is not mapped, so the kernel refuses root's new files there (EOVERFLOW); made as the sandbox's uid,
+        they are the code's own, as if it had written them. Linux keeps the file-system ids per thread, and the
+        thread's are restored before it goes back to the pool."""
+        if self.uid is None:
+            return await asyncio.to_thread(function, *arguments)
+        return await asyncio.to_thread(self._as_owner, function, *arguments)
+
+    def _as_owner(self, function: Callable[..., T], *arguments: Any) -> T:
+        libc = _libc()
+        libc.setfsgid(self.host_gid)
+        libc.setfsuid(self.host_uid)
+        try:
+            if libc.setfsuid(self.host_uid) != self.host_uid:  # the call returns the ids in force before it
+                raise PermissionError("the file-system uid could not be changed")
+            return function(*arguments)
+        finally:
+            libc.setfsuid(os.geteuid())
+            libc.setfsgid(os.getegid())
 
     def unreachable(self, path: str | Path) -> Path | None:
         """The first directory on ``path`` (itself included when it is one) that the sandbox's uid cannot
@@ -87,3 +137,8 @@ def _may_search(info: os.stat_result, uid: int, gid: int) -> bool:
     if info.st_gid == gid:
         return bool(mode & stat.S_IXGRP)
     return bool(mode & stat.S_IXOTH)
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)

@@ -22,7 +22,9 @@ The exchange with the bridge:
    There the commands, not the child, are offered first to the out-of-memory killer (the records still get
    written), and the child is not dumpable while they run (its descriptors, where the records go, are not theirs);
 3. when the child ends, it kills every process left in the namespace (``kill(-1)``) and reaps them all, then writes
-   ``exit <status>``: nothing of the code runs any more while the bridge reads ``/mnt/data`` back;
+   ``exit <status>`` (``exit <status> signalled`` when a SIGTERM ended the code: the bridge's time limit, or the
+   code signalling its init, which the bridge then reports as such, not as memory): nothing of the code runs any
+   more while the bridge reads ``/mnt/data`` back;
 4. it exits when stdin closes (the bridge is done, or gone).
 
 SIGTERM (the bridge's time limit) ends the code the same way. The init itself cannot be signalled, traced or read
@@ -438,10 +440,17 @@ def main() -> int:
     for fd in (1, 2):  # the output pipes close once the code's processes are gone
         os.dup2(null, fd)
     os.close(null)
-    signal.signal(signal.SIGTERM, lambda *_: _end_everything())
+    signalled = []
+
+    def terminate(*_: object) -> None:
+        signalled.append(True)
+        _end_everything()
+
+    signal.signal(signal.SIGTERM, terminate)
     if relay is not None:
         _relay(listener, relay[1])
-    _say(control, f"exit {_reap_all(child, control)}")
+    status = _reap_all(child, control)
+    _say(control, f"exit {status}{' signalled' if signalled else ''}")
     while os.read(0, 1 << 16):
         pass  # held open until the bridge has read /mnt/data back
     return 0

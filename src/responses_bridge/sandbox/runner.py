@@ -22,6 +22,7 @@ At most ``limits.slots`` calls run at once; a call waits for a slot at most its 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import os
@@ -34,9 +35,10 @@ import structlog
 from ..observability import metrics, tracing
 from .call import JobKind, SandboxCall
 from .cgroups import CgroupParent
-from .command import SHM_BYTES, TMP_BYTES
+from .command import SHM_BYTES, TMP_BYTES, EgressBinding
 from .egress import EgressProxy, EgressSettings
 from .egress_policy import NetworkPolicy
+from .identity import SandboxIdentity
 from .limits import SandboxLimits
 from .result import SandboxBusy, SandboxResult, SandboxUnavailable
 from .seccomp import SeccompUnavailable, compiled_filter
@@ -61,9 +63,13 @@ class Sandbox:
 
     def __init__(self, limits: SandboxLimits, bwrap: str | None, *, unavailable: str | None = None,
                  cgroups: CgroupParent | None = None, share: Callable[[str], int] | None = None,
-                 egress: EgressSettings | None = None) -> None:
+                 egress: EgressSettings | None = None, identity: SandboxIdentity | None = None,
+                 proc_refused: str | None = None) -> None:
         self.limits = limits
         self.egress = egress
+        self.identity = identity or SandboxIdentity()
+        self.proc_refused = proc_refused
+        """Why the sandbox has no ``/proc`` of its own here (None: it has one): the host's masks (host.py)."""
         self.bwrap = bwrap
         self.cgroups = cgroups
         self.unavailable = unavailable
@@ -97,14 +103,22 @@ class Sandbox:
     @classmethod
     def detect(cls, limits: SandboxLimits, *, bwrap: str | None = None, use_cgroup: bool = True,
                require_cgroup: bool = False, share: Callable[[str], int] | None = None,
-               egress: EgressSettings | None = None) -> Sandbox:
+               egress: EgressSettings | None = None, identity: SandboxIdentity | None = None,
+               prove: bool = True) -> Sandbox:
         """The sandbox this machine can give: bubblewrap found on PATH (or ``bwrap``) and able to make its
-        namespaces (checked once, by running ``true`` in one), and a memory cgroup per call where one can be
-        made (``use_cgroup``). ``require_cgroup``: refuse every call where none can. ``egress``: the
-        deployment's rules for allowlist network policies (None: the deployment allows none)."""
-        from .host import CGROUP_DELEGATION, check_bubblewrap  # the check runs a command: only when wanted
+        namespaces under the sandbox's host uid (``identity``: this process's default, never root), with a
+        ``/proc`` of its own where the host allows one, the runtime reachable by that uid, and a memory cgroup
+        per call where one can be made (``use_cgroup``). ``require_cgroup``: refuse every call where none can.
+        ``egress``: the deployment's rules for allowlist network policies (None: the deployment allows none).
+        ``prove``: end with one real call (the interpreter started in the sandbox), so that a host that passes
+        every check and still cannot run code is refused at start, not at each call."""
+        from .host import CGROUP_DELEGATION, check_bubblewrap, proc_refused  # these run commands: only when wanted
 
-        found, reason = check_bubblewrap(bwrap)
+        identity = identity or SandboxIdentity.for_process()
+        found, reason = check_bubblewrap(bwrap, identity)
+        no_proc = proc_refused(found, identity) if reason is None and found is not None else None
+        if reason is None:
+            reason = _unreachable(identity)
         parent = CgroupParent.find() if reason is None and use_cgroup else None
         if parent is not None:
             swept = parent.sweep()
@@ -113,7 +127,34 @@ class Sandbox:
         elif reason is None and require_cgroup:
             reason = (f"no memory cgroup can be made for each call and RESPONSES_BRIDGE_CODE_REQUIRE_CGROUP=true "
                       f"requires one: {CGROUP_DELEGATION}, or allow the single-process mode")
-        return cls(limits, found, unavailable=reason, cgroups=parent, share=share, egress=egress)
+        sandbox = cls(limits, found, unavailable=reason, cgroups=parent, share=share, egress=egress,
+                      identity=identity, proc_refused=no_proc)
+        if prove and sandbox.unavailable is None:
+            sandbox.unavailable = sandbox.prove()
+        return sandbox
+
+    def prove(self) -> str | None:
+        """One real call (``print`` in the sandbox's interpreter), run on a loop of its own in a thread of its own
+        (callable from anywhere): None when it printed, else why not, in one line."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        async def probe() -> SandboxResult:
+            call = self._new_call(f"probe-{os.getpid()}-{next(_CALLS)}", (), None)
+            try:
+                await call.start()
+                return await call.run("print('ok')")
+            finally:
+                await call.close()
+
+        with ThreadPoolExecutor(1) as pool:  # not counted in the metrics, and not holding a slot: no call yet
+            try:
+                result = pool.submit(asyncio.run, probe()).result()
+            except SandboxUnavailable as refused:
+                return f"a first call in the sandbox failed: {refused}"
+        if result.outcome == "ok" and result.stdout.strip() == "ok":
+            return None
+        said = (result.stderr or result.note or result.outcome).strip().splitlines()
+        return f"a first call in the sandbox failed ({said[-1] if said else result.outcome})"
 
     @contextlib.asynccontextmanager
     async def call(self, *, tenant: str = "", job: JobKind = "python",
@@ -130,6 +171,10 @@ class Sandbox:
         if refused is None and network is not None and self.egress is None:
             refused = ("this deployment allows no network policy but 'disabled' "
                        "(RESPONSES_BRIDGE_CODE_EGRESS_ALLOWLIST=false)")
+        if refused is None:
+            refused = next((f"the sandbox's host uid {self.identity.host_uid} cannot traverse {blocked}, on the way "
+                            f"to {tree} (bound read-only at {target})" for tree, target in read_only
+                            if (blocked := self.identity.unreachable(tree)) is not None), None)
         if refused is not None or self.bwrap is None:
             metrics.sandbox_run("refused", None, job=job)
             raise SandboxUnavailable(refused or "bubblewrap (bwrap) was not found")
@@ -151,9 +196,7 @@ class Sandbox:
                 try:
                     if proxy is not None:
                         await proxy.start()  # first: its socket is bound into the sandbox
-                    call = SandboxCall(self.bwrap, self.limits, seccomp=self.seccomp,
-                                       address_space=self.address_space, cgroup_parent=self.cgroups, name=name,
-                                       read_only=read_only, egress=proxy.binding() if proxy is not None else None)
+                    call = self._new_call(name, read_only, proxy.binding() if proxy is not None else None)
                     await call.start()
                     yield call
                 finally:
@@ -165,6 +208,12 @@ class Sandbox:
             metrics.SANDBOX_LIVE.dec()
             self.slots.release(tenant)
 
+    def _new_call(self, name: str, read_only: Sequence[tuple[Path, str]], egress: EgressBinding | None) -> SandboxCall:
+        assert self.bwrap is not None
+        return SandboxCall(self.bwrap, self.limits, seccomp=self.seccomp, address_space=self.address_space,
+                           cgroup_parent=self.cgroups, name=name, read_only=read_only, egress=egress,
+                           identity=self.identity, proc=self.proc_refused is None)
+
     async def run(self, code: str, *, tenant: str = "") -> SandboxResult:
         """Run ``code`` over an empty ``/mnt/data`` (what it writes there is gone with the call): the doctor's
         probes and the benchmark's calls, which keep no files."""
@@ -174,3 +223,18 @@ class Sandbox:
         except SandboxBusy as busy:
             return busy.result
         return result
+
+
+def _unreachable(identity: SandboxIdentity) -> str | None:
+    """Why the sandbox's uid cannot reach what every call binds (the interpreter, its environment, the launcher),
+    naming the directory and the fix; None when it can. Never a reason to fall back to the host's root."""
+    from .command import LAUNCHER_SOURCE, python_binds
+
+    for source in [*(host for host, _ in python_binds()), str(LAUNCHER_SOURCE)]:
+        blocked = identity.unreachable(source)
+        if blocked is not None:
+            return (f"the sandbox's host uid {identity.host_uid} cannot traverse {blocked}, on the way to {source} "
+                    f"(the Python runtime, its environment or the launcher, bound into every call): run the bridge "
+                    f"from a runtime that uid can read, or make the path traversable (chmod o+x {blocked}), or set "
+                    "RESPONSES_BRIDGE_CODE_SANDBOX_UID to a uid that can read it (never 0)")
+    return None

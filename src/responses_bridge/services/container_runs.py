@@ -178,7 +178,7 @@ class ContainerRuns:
         try:
             async with self._skills(container.id, tenant) as read_only, self.containers.lock(container.id), \
                     self.sandbox.call(tenant=tenant, job=job, read_only=read_only, network=network) as call:
-                space = Workspace(self.containers, container, tenant, call.data)
+                space = Workspace(self.containers, container, tenant, call.data, owner=call.identity)
                 await space.lay_out()
                 value = await work(call)
                 changed, notes = await space.write_back()

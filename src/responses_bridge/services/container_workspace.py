@@ -26,6 +26,7 @@ from pathlib import Path
 import structlog
 
 from ..protocol.errors import APIError
+from ..sandbox.identity import SandboxIdentity
 from ..sandbox.trees import Listing, list_files
 from ..store.records import StoredContainer, StoredContainerFile
 from .container_shapes import DATA_DIR, MAX_PATH, relative_path
@@ -78,6 +79,7 @@ class Workspace:
     files: dict[str, StoredContainerFile] = field(default_factory=dict)  # relative path → the stored file
     before: Snapshot = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # files that could not be laid out, for the model
+    owner: SandboxIdentity = field(default_factory=SandboxIdentity)  # whose files the laid-out ones are
 
     async def lay_out(self) -> None:
         """Write every stored file into the directory. A file whose path another file makes impossible (``a/b``
@@ -90,10 +92,10 @@ class Workspace:
             if reader is None:
                 continue  # deleted meanwhile
             try:
-                await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
-                await asyncio.to_thread(_write, target, b"", False)
+                await self.owner.in_thread(target.parent.mkdir, 0o777, True, True)
+                await self.owner.in_thread(_write, target, b"", False)
                 while chunk := await reader.read(READ_CHUNK):
-                    await asyncio.to_thread(_write, target, chunk, True)
+                    await self.owner.in_thread(_write, target, chunk, True)
             except (FileExistsError, NotADirectoryError, IsADirectoryError):
                 self.notes.append(f"{file.path} was not laid out: another file of the container is at a directory "
                                   "of its path, or under it (a path cannot be both; delete one of them)")
