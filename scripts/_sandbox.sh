@@ -38,3 +38,31 @@ if ! command -v bwrap >/dev/null 2>&1; then
   fi
   unset _me _why _as_root
 fi
+
+# A root bridge runs each sandbox under an unprivileged host uid (RESPONSES_BRIDGE_CODE_SANDBOX_UID, 65534 by
+# default), never as root; that uid must traverse the directories on the way to the Python runtime and .venv it
+# binds into each call. A Python installed under /root (mode 0700: pyenv, or a root user's own build) is out of
+# its reach, and the bridge then refuses code naming the directory. Here, as root, those directories are made
+# traversable (o+x: others may pass through, not list), said first on stderr; RESPONSES_BRIDGE_SKIP_BWRAP_INSTALL=1
+# skips this too.
+if [ "$(id -u)" = 0 ] && [ "${RESPONSES_BRIDGE_SKIP_BWRAP_INSTALL:-}" != 1 ] && command -v bwrap >/dev/null 2>&1; then
+  _blocked="$("$VENV/bin/python" - <<'EOF_PY' 2>/dev/null || true
+import os
+from responses_bridge.config import load_settings
+from responses_bridge.sandbox.command import LAUNCHER_SOURCE, python_binds
+from responses_bridge.sandbox.identity import SandboxIdentity
+
+settings = load_settings()
+identity = SandboxIdentity.for_process(settings.code_sandbox_uid, settings.code_sandbox_gid)
+for source in [*(host for host, _ in python_binds()), str(LAUNCHER_SOURCE)]:
+    while (blocked := identity.unreachable(source)) is not None and os.path.isdir(blocked):
+        print(blocked)
+        os.chmod(blocked, os.stat(blocked).st_mode | 0o001)
+EOF_PY
+)"
+  if [ -n "$_blocked" ]; then
+    echo "${0##*/}: the sandbox's uid could not reach the Python runtime it binds into each call; made traversable" \
+         "for others (chmod o+x, no listing): $(echo $_blocked | tr '\n' ' ')" >&2
+  fi
+  unset _blocked
+fi

@@ -163,6 +163,12 @@ class Settings(EndpointSettings):
         "where each call's skills are laid out on the host (bound read-only at /mnt/skills, removed when the call "
         "ends), and where bridges before the in-memory /mnt/data laid each call's files out: swept at start of "
         "what a crashed one left; unset: the system's temporary directory"))
+    code_sandbox_uid: int = Field(default=65534, ge=1, le=(1 << 32) - 2, description=(
+        "the host uid a bridge run as root starts each sandbox under (its code's uid on the host; never 0, never "
+        "the bridge's root): it must be able to traverse the path to the Python runtime and the bridge's scratch "
+        "directory; a bridge run as another uid keeps its own"))
+    code_sandbox_gid: int | None = Field(default=None, ge=1, le=(1 << 32) - 2, description=(
+        "the host gid of the sandbox of a bridge run as root; unset: the same number as code_sandbox_uid"))
     code_egress_allowlist: bool = Field(default=True, description=(
         "allow `allowlist` network policies on containers: the code reaches the listed domains through the "
         "bridge's egress proxy and nothing else; false: an `allowlist` policy is a 400, sandboxes have no network"))

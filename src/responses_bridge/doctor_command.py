@@ -1,7 +1,8 @@
 """``responses-bridge doctor``: can the code interpreter run code on this machine, and if not, why and how to fix it.
 
 Runs the sandbox's checks (sandbox/doctor.py) with the limits the settings give (``RESPONSES_BRIDGE_CODE_*``)
-and prints one line per check; the exit status is 1 when code cannot run.
+and prints one line per check; the exit status is 1 when code cannot run, or when the hosted shell cannot for want
+of what the host gives (not when ``RESPONSES_BRIDGE_CODE_CGROUP=false`` chose the single-process mode).
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from .config import load_settings
     from .sandbox.doctor import diagnose
+    from .sandbox.identity import SandboxIdentity
 
     settings = load_settings()  # a bad setting: the one line cli.main prints, exit status 2
+    identity = SandboxIdentity.for_process(settings.code_sandbox_uid, settings.code_sandbox_gid)
     findings = diagnose(settings.sandbox_limits(), use_cgroup=settings.code_cgroup,
-                        require_cgroup=settings.code_require_cgroup)
+                        require_cgroup=settings.code_require_cgroup, identity=identity)
     width = max(len(finding.name) for finding in findings)
     for finding in findings:
         print(f"{'ok  ' if finding.ok else 'FAIL'}  {finding.name:<{width}}  {finding.detail}")
@@ -32,9 +35,9 @@ def run(args: argparse.Namespace) -> int:
         any(finding.name == "python" for finding in findings)
     print("code interpreter: " + ("code runs in the sandbox here" if runs else
                                   "code cannot run here; the code_interpreter tool is refused"))
-    shell = runs and any(finding.name == "containment" and finding.detail.startswith("cgroup mode")
-                         for finding in findings)  # a shell forks: never in the single-process mode
-    print("hosted shell: " + ("shell commands run in the sandbox here" if shell else
+    shell = next((finding for finding in findings if finding.name == "hosted shell"), None)
+    print("hosted shell: " + ("shell commands run in the sandbox here" if shell is not None and shell.ok
+                              and "refused" not in shell.detail else
                               "shell commands cannot run here (they need the cgroup mode, a process each); the "
                               "shell tool with a container environment is refused"))
-    return 0 if runs else 1
+    return 0 if runs and (shell is None or shell.ok) else 1

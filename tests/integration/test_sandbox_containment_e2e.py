@@ -81,7 +81,10 @@ def test_doctor_names_the_mode_in_force() -> None:
                                                           "single-process mode")):
         done = subprocess.run([sys.executable, "-m", "responses_bridge", "doctor"], capture_output=True, text=True,
                               env={"PATH": os.environ["PATH"], "RESPONSES_BRIDGE_CODE_CGROUP": use}, check=False)
-        assert done.returncode == 0 and mode in done.stdout, done.stdout + done.stderr
+        # the hosted shell refused for want of a cgroup the host does not give fails doctor; refused by the
+        # setting (false), it is the deployment's choice
+        wanted = 0 if use == "false" or mode == "cgroup mode" else 1
+        assert done.returncode == wanted and mode in done.stdout, done.stdout + done.stderr
         shell = "shell commands run in the sandbox here" if mode == "cgroup mode" else "shell commands cannot run"
         assert f"hosted shell: {shell}" in done.stdout
     refused = subprocess.run([sys.executable, "-m", "responses_bridge", "doctor"], capture_output=True, text=True,

@@ -1,10 +1,16 @@
 """The bubblewrap command line of one sandbox call: what the code sees of the machine.
 
 New user, PID, IPC, UTS, cgroup and network namespaces (the code's network namespace has only its own loopback,
-which reaches nothing outside it); an unprivileged uid inside; every capability dropped; no further user
-namespaces; a new session (no terminal to inject into); ``--die-with-parent`` so that the sandbox ends with the
-bridge. The launcher is the PID namespace's init (``--as-pid-1``), with ``/`` as its working directory and an
-argument list naming no path of the bridge's (bubblewrap itself, whose arguments do, stays outside the namespace).
+which reaches nothing outside it); an unprivileged uid inside, mapped to an unprivileged one outside (a root bridge
+starts bubblewrap under ``code_sandbox_uid``: identity.py); every capability dropped; no further user namespaces
+(``--disable-userns`` where ``/proc/sys`` can be written, and the seccomp filter everywhere); a new session (no
+terminal to inject into); ``--die-with-parent`` so that the sandbox ends with the bridge. The launcher is the PID
+namespace's init (``--as-pid-1``), with ``/`` as its working directory and an argument list naming no path of the
+bridge's (bubblewrap itself, whose arguments do, stays outside the namespace).
+
+``/proc`` is the sandbox's own (its processes only), with the kernel's switches (``/proc/sys``,
+``/proc/sysrq-trigger``, ``/proc/irq``, ``/proc/bus``) read-only; where a container runtime's masks make the kernel
+refuse a fresh procfs, there is no ``/proc`` at all (host.py), never the host's.
 
 The file system is a fresh tmpfs, read-only once set up, holding only: the system's directories read-only (``/usr``
 and the merged-usr links, a few files of ``/etc``), the Python installation and the environment the bridge runs
@@ -132,8 +138,9 @@ def bwrap_command(bwrap: str, limits: SandboxLimits, *, control_fd: int, info_fd
     ``/mnt/skills``: sandbox/read_only.py), under ``/mnt`` and never over a path the sandbox itself needs;
     ``egress``: the proxy of an allowlist policy (None: no way out at all); ``proc``: a ``/proc`` of the sandbox's
     own (False where the host's masks forbid one: then none at all, see host.py)."""
-    arguments = [bwrap, "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session", "--disable-userns",
-                 "--as-pid-1", "--cap-drop", "ALL", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
+    arguments = [bwrap, "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session",
+                 *(["--disable-userns"] if proc else []), "--as-pid-1", "--cap-drop", "ALL",
+                 "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
                  "--hostname", "sandbox", "--clearenv", "--info-fd", str(info_fd)]
     for name, value in {**ENVIRONMENT, **(egress.environment if egress is not None else {})}.items():
         arguments += ["--setenv", name, value]

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .command import SHM_BYTES, TMP_BYTES
-from .host import CGROUP_DELEGATION, INSTALL_FIX, check_bubblewrap
+from .host import CGROUP_DELEGATION, INSTALL_FIX, PROC_FIX, check_bubblewrap
+from .identity import SandboxIdentity
 from .limits import SandboxLimits
+from .result import SandboxUnavailable
 
 if TYPE_CHECKING:
     from .runner import Sandbox
@@ -28,21 +30,27 @@ class Finding:
 __all__ = ["Finding", "check_bubblewrap", "diagnose"]
 
 
-def diagnose(limits: SandboxLimits | None = None, *, use_cgroup: bool = True,
-             require_cgroup: bool = False) -> list[Finding]:
+def diagnose(limits: SandboxLimits | None = None, *, use_cgroup: bool = True, require_cgroup: bool = False,
+             identity: SandboxIdentity | None = None) -> list[Finding]:
     """Every check, in order; a failed one explains itself. Later checks need the earlier ones."""
     from .runner import Sandbox
 
     limits = limits or SandboxLimits()
-    bwrap, reason = check_bubblewrap()
+    identity = identity or SandboxIdentity.for_process()
+    bwrap, reason = check_bubblewrap(None, identity)
     findings = [Finding("bubblewrap", bwrap is not None, bwrap or f"not found: {INSTALL_FIX}")]
     if bwrap is None:
         return findings
+    findings.append(Finding("uid mapping", True, identity.describe()))
     findings.append(Finding("namespaces", reason is None, "user, PID, IPC, UTS, cgroup and network namespaces"
                             if reason is None else reason))
     if reason is not None:
         return findings
-    sandbox = Sandbox.detect(limits, bwrap=bwrap, use_cgroup=use_cgroup, require_cgroup=require_cgroup)
+    sandbox = Sandbox.detect(limits, bwrap=bwrap, use_cgroup=use_cgroup, require_cgroup=require_cgroup,
+                             identity=identity, prove=False)
+    findings.append(Finding("proc", True, "a /proc of the sandbox's own (its processes only), with /proc/sys, "
+                            "/proc/sysrq-trigger, /proc/irq and /proc/bus read-only" if sandbox.proc_refused is None
+                            else f"none in the sandbox ({sandbox.proc_refused}): {PROC_FIX}"))
     findings.append(_containment(sandbox, use_cgroup, require_cgroup))
     if sandbox.unavailable is not None:
         return findings
@@ -53,7 +61,20 @@ def diagnose(limits: SandboxLimits | None = None, *, use_cgroup: bool = True,
     findings.append(_interpreter(sandbox))
     if findings[-1].ok:
         findings.append(Finding("packages", True, _packages(sandbox)))
+        findings.append(_shell(sandbox, use_cgroup))
     return findings
+
+
+def _shell(sandbox: Sandbox, use_cgroup: bool) -> Finding:
+    """Can the hosted shell run: a process per command, so the cgroup mode. Refused by the setting, that is the
+    deployment's choice (ok); refused by the host, a failure naming the fix."""
+    if sandbox.shell_unavailable is None:
+        return Finding("hosted shell", True, "shell commands run in the sandbox here (a cgroup per call)")
+    if not use_cgroup:
+        return Finding("hosted shell", True, "refused by RESPONSES_BRIDGE_CODE_CGROUP=false (the single-process "
+                       "mode, chosen here): set it to true where the host delegates a cgroup to run shell commands")
+    return Finding("hosted shell", False, f"shell commands cannot run here: no memory cgroup per call can be made "
+                   f"(a process per command needs one): {CGROUP_DELEGATION}")
 
 
 def _containment(sandbox: Sandbox, use_cgroup: bool, require_cgroup: bool) -> Finding:
@@ -86,7 +107,10 @@ def _memory(sandbox: Sandbox) -> str:
 def _interpreter(sandbox: Sandbox) -> Finding:
     import asyncio
 
-    result = asyncio.run(sandbox.run("import sys; print(sys.version.split()[0])"))
+    try:
+        result = asyncio.run(sandbox.run("import sys; print(sys.version.split()[0])"))
+    except SandboxUnavailable as refused:
+        return Finding("python", False, f"the sandbox could not start: {refused}")
     if result.outcome != "ok":
         said = (result.stderr or result.note).strip().splitlines()
         return Finding("python", False, f"the interpreter did not start in the sandbox: "

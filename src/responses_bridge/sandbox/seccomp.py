@@ -2,8 +2,11 @@
 ``pyseccomp``) and loaded by the launcher into the code's process before the code runs.
 
 Always refused (EPERM): looking into or steering another process (``ptrace``, ``process_vm_*``, ``pidfd_getfd``,
-``kcmp``) — the sandbox's init holds the call together and must not be taken over; and kernel interfaces code has no
-use for and that widen what it can reach (``bpf``, ``perf_event_open``, ``userfaultfd``, the keyring, io_uring).
+``kcmp``) — the sandbox's init holds the call together and must not be taken over; kernel interfaces code has no
+use for and that widen what it can reach (``bpf``, ``perf_event_open``, ``userfaultfd``, the keyring, io_uring);
+and new namespaces (``unshare``, ``setns``, a ``clone`` with ``CLONE_NEWUSER``; ``clone3``, whose flags a filter
+cannot read, answers ENOSYS so the C library falls back to ``clone``): bubblewrap's ``--disable-userns`` does the
+same where it can, but it writes ``/proc/sys``, which a container runtime's masks keep read-only.
 System calls of another architecture's ABI (i386 or x32 on x86_64) kill the process, so none of these can be
 reached by another number.
 
@@ -23,7 +26,9 @@ ALWAYS_REFUSED = ("ptrace", "process_vm_readv", "process_vm_writev", "pidfd_getf
                   "perf_event_open", "userfaultfd", "keyctl", "add_key", "request_key", "io_uring_setup",
                   "io_uring_enter", "io_uring_register")
 SINGLE_PROCESS_REFUSED = ("fork", "vfork", "memfd_create", "shmget", "msgget")
+NAMESPACES_REFUSED = ("unshare", "setns")
 CLONE_THREAD = 0x00010000
+CLONE_NEWUSER = 0x10000000
 
 
 class SeccompUnavailable(Exception):
@@ -42,13 +47,14 @@ def compiled_filter(single_process: bool) -> bytes:
     except (OSError, RuntimeError) as error:  # libseccomp.so.2 not found by ctypes
         raise SeccompUnavailable(f"libseccomp cannot be loaded ({error}): install libseccomp2") from error
     refuse = seccomp.ERRNO(errno.EPERM)
-    for name in ALWAYS_REFUSED:
+    for name in (*ALWAYS_REFUSED, *NAMESPACES_REFUSED):
         _add(rules, refuse, name)
+    rules.add_rule(refuse, "clone", seccomp.Arg(0, seccomp.MASKED_EQ, CLONE_NEWUSER, CLONE_NEWUSER))
+    _add(rules, seccomp.ERRNO(errno.ENOSYS), "clone3")  # its flags are in memory, out of a filter's reach
     if single_process:
         for name in SINGLE_PROCESS_REFUSED:
             _add(rules, refuse, name)
         rules.add_rule(refuse, "clone", seccomp.Arg(0, seccomp.MASKED_EQ, CLONE_THREAD, 0))
-        _add(rules, seccomp.ERRNO(errno.ENOSYS), "clone3")
     with tempfile.TemporaryFile() as handle:
         rules.export_bpf(handle)
         handle.seek(0)
