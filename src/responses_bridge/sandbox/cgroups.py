@@ -2,8 +2,9 @@
 ``memory.limit_in_bytes`` on v1, swap off) and the processes (``pids.max``) of everything the call starts, together
 — its processes, and the files it writes in its in-memory ``/tmp``, ``/dev/shm`` and ``/mnt/data``.
 
-Needed because ``RLIMIT_AS`` bounds each process, not their sum, and ``RLIMIT_NPROC`` does not bind a process whose
-user outside the sandbox is root (the kernel exempts uid 0, and a root bridge's sandbox maps its uid to 0). Where no
+Needed because ``RLIMIT_AS`` bounds each process, not their sum, and ``RLIMIT_NPROC`` counts every process of the
+sandbox's host uid together (a root bridge's sandboxes all run as ``code_sandbox_uid``: identity.py), not one
+call's. Where no
 memory cgroup can be made (cgroup v2 not delegated, v1 not writable) the sandbox runs its calls in the
 single-process mode instead (``command.py``), and ``doctor`` says which mode is in force and what it costs.
 
