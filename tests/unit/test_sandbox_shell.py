@@ -127,3 +127,14 @@ def test_damaged_or_missing_records_say_so() -> None:
     assert outputs[0] == CommandOutput("hi\n", "", 0)
     assert outputs[1].outcome == {"type": "timeout"} and outputs[1].stderr == "no" and outputs[1].stderr_dropped == 5
     assert outputs[2].ran is False and outputs[2].exit_code == 137 and "memory" in outputs[2].stderr
+
+
+@pytest.mark.skipif(SANDBOX_MISSING is not None and not os.environ.get("CI"), reason=f"{SANDBOX_MISSING}")
+async def test_the_shell_refused_by_the_setting_names_the_setting_not_the_host() -> None:
+    sandbox = Sandbox.detect(SandboxLimits(timeout=5.0), use_cgroup=False)
+    assert sandbox.shell_unavailable is not None
+    assert "RESPONSES_BRIDGE_CODE_CGROUP=false" in sandbox.shell_unavailable
+    assert "this host gives" not in sandbox.shell_unavailable
+    with pytest.raises(SandboxUnavailable, match="CODE_CGROUP=false"):
+        async with sandbox.call(job="shell"):
+            pass

@@ -51,6 +51,11 @@ SHELL_NEEDS_PROCESSES = (
     "`responses-bridge doctor` says how)")
 """Why the hosted shell is refused in the single-process mode (also what the demo's banner says then)."""
 
+SHELL_OFF_BY_SETTING = (
+    "shell commands need processes of their own, and RESPONSES_BRIDGE_CODE_CGROUP=false runs every call in the "
+    "single-process mode, where no process may start another (set it to true where the host delegates a cgroup)")
+"""Why the hosted shell is refused when the deployment chose the single-process mode (not the host's doing)."""
+
 Mode = Literal["cgroup", "single-process"]
 _CALLS = itertools.count(1)
 """Numbers the calls' cgroups across every sandbox of the process: a cgroup whose removal is still under way never
@@ -64,11 +69,12 @@ class Sandbox:
     def __init__(self, limits: SandboxLimits, bwrap: str | None, *, unavailable: str | None = None,
                  cgroups: CgroupParent | None = None, share: Callable[[str], int] | None = None,
                  egress: EgressSettings | None = None, identity: SandboxIdentity | None = None,
-                 proc_refused: str | None = None) -> None:
+                 proc_refused: str | None = None, cgroup_off: bool = False) -> None:
         self.limits = limits
         self.egress = egress
         self.identity = identity or SandboxIdentity()
         self.proc_refused = proc_refused
+        self.cgroup_off = cgroup_off  # the single-process mode chosen by the setting, not forced by the host
         """Why the sandbox has no ``/proc`` of its own here (None: it has one): the host's masks (host.py)."""
         self.bwrap = bwrap
         self.cgroups = cgroups
@@ -97,7 +103,7 @@ class Sandbox:
         if self.unavailable is not None:
             return self.unavailable
         if self.mode == "single-process":
-            return SHELL_NEEDS_PROCESSES
+            return SHELL_OFF_BY_SETTING if self.cgroup_off else SHELL_NEEDS_PROCESSES
         return None
 
     @classmethod
@@ -128,7 +134,7 @@ class Sandbox:
             reason = (f"no memory cgroup can be made for each call and RESPONSES_BRIDGE_CODE_REQUIRE_CGROUP=true "
                       f"requires one: {CGROUP_DELEGATION}, or allow the single-process mode")
         sandbox = cls(limits, found, unavailable=reason, cgroups=parent, share=share, egress=egress,
-                      identity=identity, proc_refused=no_proc)
+                      identity=identity, proc_refused=no_proc, cgroup_off=not use_cgroup)
         if prove and sandbox.unavailable is None:
             sandbox.unavailable = sandbox.prove()
         return sandbox
