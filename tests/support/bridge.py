@@ -6,7 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +38,9 @@ def keys_command(db: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def start_sidecar(tmp_dir: str, upstream_url: str, *extra: str, env: dict[str, str] | None = None,
-                  extproc: bool = True, log_file: Path | None = None) -> tuple[ManagedProcess, int, int]:
+                  extproc: bool = True, log_file: Path | None = None,
+                  wrap: Sequence[str] = ()) -> tuple[ManagedProcess, int, int]:
+    """``wrap``: a command that runs the sidecar's (``unshare -m …``: a host set up differently), exec'ing it."""
     http_port, extproc_port = free_port(), free_port()
     argv = [PYTHON, "-m", "responses_bridge", "serve", "--upstream", upstream_url, "--http-port", str(http_port),
             "--extproc-port", str(extproc_port), "--db", os.path.join(tmp_dir, f"bridge-{http_port}.db"), *extra]
@@ -46,7 +48,7 @@ def start_sidecar(tmp_dir: str, upstream_url: str, *extra: str, env: dict[str, s
         argv.append("--no-extproc")
     db_path = argv[len(argv) - 1 - argv[::-1].index("--db") + 1]  # the last --db given wins, as in the CLI
     env = {**sidecar_env(db_path), **(env or {})}  # PostgreSQL when the run asks for it (tests/support/postgres.py)
-    process = ManagedProcess(argv, f"sidecar:{http_port}", quiet=False, env=env or None, log_file=log_file)
+    process = ManagedProcess([*wrap, *argv], f"sidecar:{http_port}", quiet=False, env=env or None, log_file=log_file)
     process.start()
     return process, http_port, extproc_port
 
@@ -54,11 +56,12 @@ def start_sidecar(tmp_dir: str, upstream_url: str, *extra: str, env: dict[str, s
 @asynccontextmanager
 async def running_sidecar(tmp_dir: str, upstream_url: str, *extra: str, env: dict[str, str] | None = None,
                           extproc: bool = True, log_file: Path | None = None,
-                          ready_headers: dict[str, str] | None = None) -> AsyncIterator[Sidecar]:
+                          ready_headers: dict[str, str] | None = None,
+                          wrap: Sequence[str] = ()) -> AsyncIterator[Sidecar]:
     """A started sidecar, ready (its HTTP door answers), stopped on exit; ``log_file``: where its log goes;
     ``ready_headers``: sent with the readiness polls (``auth: header`` answers nobody who names no tenant)."""
     process, http_port, extproc_port = start_sidecar(tmp_dir, upstream_url, *extra, env=env, extproc=extproc,
-                                                     log_file=log_file)
+                                                     log_file=log_file, wrap=wrap)
     try:
         await wait_http(f"http://127.0.0.1:{http_port}/health", process=process, headers=ready_headers)
         yield Sidecar(upstream_url, f"http://127.0.0.1:{http_port}", extproc_port, process)
