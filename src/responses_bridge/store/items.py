@@ -21,6 +21,14 @@ ItemRow = tuple[str | None, bytes]
 """One item as stored: its id (None when it has none, or one too long to index) and its JSON."""
 
 
+def compact(data: bytes) -> bytes:
+    """``data`` in a bytes object of its own size. orjson sets a small result's length without giving back its
+    write buffer (about 4 KiB, whatever the JSON's size), so each item kept as it comes from ``orjson.dumps`` costs
+    4 KiB: 100,000 stored items held 400 MiB until the save was done, and the allocator kept most of it. The
+    copy is a few hundred bytes, freed at once with the buffer."""
+    return bytes(memoryview(data)) if len(data) < 2048 else data
+
+
 def item_rows(items: list[dict[str, Any]]) -> list[ItemRow]:
     """Serialise items one by one: each becomes its own row, so no JSON text of the whole list is ever built."""
     rows: list[ItemRow] = []
@@ -28,5 +36,5 @@ def item_rows(items: list[dict[str, Any]]) -> list[ItemRow]:
         item_id = item.get("id")
         if not isinstance(item_id, str) or len(item_id) > MAX_INDEXED_ITEM_ID:
             item_id = None
-        rows.append((item_id, orjson.dumps(item)))
+        rows.append((item_id, compact(orjson.dumps(item))))
     return rows
