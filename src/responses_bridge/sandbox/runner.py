@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import itertools
 import os
+import secrets
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Literal
@@ -145,7 +146,8 @@ class Sandbox:
         from concurrent.futures import ThreadPoolExecutor
 
         async def probe() -> SandboxResult:
-            call = self._new_call(f"probe-{os.getpid()}-{next(_CALLS)}", (), None)
+            # a name no other bridge takes: pids repeat across PID namespaces (bridges run as PID 1 or 2 there)
+            call = self._new_call(f"probe-{os.getpid()}-{secrets.token_hex(4)}", (), None)
             try:
                 await call.start()
                 return await call.run("print('ok')")
