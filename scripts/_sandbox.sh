@@ -45,7 +45,8 @@ fi
 # its reach, and the bridge then refuses code naming the directory. Here, as root, those directories are made
 # traversable (o+x: others may pass through, not list), said first on stderr; RESPONSES_BRIDGE_SKIP_BWRAP_INSTALL=1
 # skips this too.
-if [ "$(id -u)" = 0 ] && [ "${RESPONSES_BRIDGE_SKIP_BWRAP_INSTALL:-}" != 1 ] && command -v bwrap >/dev/null 2>&1; then
+if [ "$(id -u)" = 0 ] && [ "${RESPONSES_BRIDGE_SKIP_BWRAP_INSTALL:-}" != 1 ] && command -v bwrap >/dev/null 2>&1 \
+    && [ -x "${VENV:-}/bin/python" ]; then
   _blocked="$("$VENV/bin/python" - <<'EOF_PY' 2>/dev/null || true
 import os
 from responses_bridge.config import load_settings
