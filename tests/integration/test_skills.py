@@ -288,7 +288,9 @@ async def test_a_containers_skills_are_laid_out_read_only_for_the_code_interpret
     assert lines[:3] == ["name: csv-insights", "name: inline", "the skill ran"], logs
     assert lines[3:8] == ["refused 30"] * 5, logs  # EROFS: the tree is read-only whatever the code tries
     assert lines[8] == "['csv-insights', 'inline-tool']", logs
-    assert [entry.name for entry in stack.workdir.iterdir()] == []  # nothing of the call left on the host
+    scratch = stack.workdir / f"responses-bridge-{os.geteuid()}"  # the bridge's own directory (sandbox/scratch.py)
+    assert [entry.name for entry in stack.workdir.iterdir()] == [scratch.name]
+    assert [entry.name for entry in scratch.iterdir()] == []  # nothing of the call left on the host
     offered = next(entry["body"] for entry in reversed(await upstream.entries())
                    if "inline-tool" in orjson.dumps(entry["body"].get("tools", [])).decode())
     description = next(tool["function"]["description"] for tool in offered["tools"]

@@ -28,6 +28,11 @@ async def _fill(root: Path) -> None:
     _write(root)
 
 
+def _scratch(parent: Path) -> Path:
+    """Where the trees are made under ``parent`` (the code_workdir): the bridge's own directory (scratch.py)."""
+    return parent / f"responses-bridge-{os.geteuid()}"
+
+
 def test_a_tree_is_bound_read_only_under_mnt_and_nowhere_else(tmp_path: Path) -> None:
     argv = bwrap_command("bwrap", SandboxLimits(), control_fd=3, info_fd=4, address_space=1 << 30,
                          read_only=[(tmp_path, "/mnt/skills")])
@@ -42,9 +47,9 @@ def test_a_tree_is_bound_read_only_under_mnt_and_nowhere_else(tmp_path: Path) ->
 
 async def test_the_tree_exists_for_the_call_and_is_gone_after_it(tmp_path: Path) -> None:
     async with read_only_tree(tmp_path, _fill) as root:
-        assert root.parent == tmp_path and root.name.startswith(f"{PREFIX}{os.getpid()}-")
+        assert root.parent == _scratch(tmp_path) and root.name.startswith(f"{PREFIX}{os.getpid()}-")
         assert (root / "tool" / "SKILL.md").is_file()
-    assert list(tmp_path.iterdir()) == []
+    assert list(_scratch(tmp_path).iterdir()) == []
 
 
 async def test_the_tree_is_gone_when_filling_it_or_the_call_fails_or_is_cancelled(tmp_path: Path) -> None:
@@ -55,11 +60,11 @@ async def test_the_tree_is_gone_when_filling_it_or_the_call_fails_or_is_cancelle
     with pytest.raises(OSError):
         async with read_only_tree(tmp_path, broken):
             pytest.fail("never entered")
-    assert list(tmp_path.iterdir()) == []
+    assert list(_scratch(tmp_path).iterdir()) == []
     with pytest.raises(RuntimeError):
         async with read_only_tree(tmp_path, _fill):
             raise RuntimeError("the call failed")
-    assert list(tmp_path.iterdir()) == []
+    assert list(_scratch(tmp_path).iterdir()) == []
     entered = asyncio.Event()
 
     async def call() -> None:
@@ -72,7 +77,7 @@ async def test_the_tree_is_gone_when_filling_it_or_the_call_fails_or_is_cancelle
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert list(tmp_path.iterdir()) == []
+    assert list(_scratch(tmp_path).iterdir()) == []
 
 
 def test_a_start_sweeps_the_trees_of_processes_that_are_gone(tmp_path: Path) -> None:
@@ -111,4 +116,4 @@ for attempt in (lambda: open('/mnt/skills/tool/SKILL.md', 'a'), lambda: open('/m
         assert sorted(path.name for path in root.iterdir()) == ["tool"]
     assert result.outcome == "ok", result
     assert result.stdout.splitlines() == ["name: tool", *["30"] * 6]  # EROFS every time
-    assert list(tmp_path.iterdir()) == []
+    assert list(_scratch(tmp_path).iterdir()) == []

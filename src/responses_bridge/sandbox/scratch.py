@@ -11,6 +11,7 @@ under another, unprivileged uid (sandbox/identity.py), which must traverse it to
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import tempfile
@@ -33,31 +34,59 @@ def _mode() -> int:
 
 
 def _check(path: Path, mode: int) -> None:
-    """Refuse a directory the bridge does not own alone: lstat (no link followed), owner, no group/other write."""
-    info = os.lstat(path)
-    if not stat.S_ISDIR(info.st_mode):
-        raise ScratchUnsafe(f"{path} is not a directory (a link or file stands there)")
-    if info.st_uid != os.geteuid():
-        raise ScratchUnsafe(f"{path} belongs to uid {info.st_uid}, not to this process's uid {os.geteuid()}")
-    if info.st_mode & 0o022:
-        raise ScratchUnsafe(f"{path} is writable by others (mode {stat.S_IMODE(info.st_mode):o})")
-    if stat.S_IMODE(info.st_mode) != mode:
-        os.chmod(path, mode)  # lstat above: a directory of ours (umask narrowed mkdir's mode, or an older bridge's)
+    """Refuse a directory the bridge does not own alone. Checked on a descriptor opened without following a link,
+    and its mode set through that descriptor: what is checked is what is changed, even if the name is swapped
+    in between."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as error:
+        if error.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise ScratchUnsafe(f"{path} is not a directory (a link or file stands there)") from None
+        raise ScratchUnsafe(f"{path} cannot be opened: {error.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if info.st_uid != os.geteuid():
+            raise ScratchUnsafe(f"{path} belongs to uid {info.st_uid}, not to this process's uid {os.geteuid()}")
+        if info.st_mode & 0o022:
+            raise ScratchUnsafe(f"{path} is writable by others (mode {stat.S_IMODE(info.st_mode):o})")
+        if stat.S_IMODE(info.st_mode) != mode:
+            os.fchmod(fd, mode)  # umask narrowed mkdir's mode, or an older bridge's made it otherwise
+    finally:
+        os.close(fd)
+
+
+def _make(path: Path, mode: int) -> None:
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        pass
+    except OSError as error:  # the parent missing or not writable: named, never a fallback to a shared place
+        raise ScratchUnsafe(f"{path} cannot be made: {error.strerror}") from None
+    _check(path, mode)
 
 
 def scratch_root(parent: Path | str | None = None) -> Path:
     """``<parent>/responses-bridge-<euid>`` (``parent``: the ``code_workdir`` setting, else the system's temporary
     directory), made if missing and checked either way. Raises :class:`ScratchUnsafe` naming what stands there when
     it is not the bridge's alone (the caller says so in one line; the bridge never falls back to a shared place)."""
-    where = Path(parent) if parent is not None else Path(tempfile.gettempdir())
-    root = where / f"{PREFIX}{os.geteuid()}"
-    mode = _mode()
-    try:
-        os.mkdir(root, mode)
-    except FileExistsError:
-        pass
-    _check(root, mode)
+    root = _root_path(parent)
+    _make(root, _mode())
     return root
+
+
+def existing_scratch_root(parent: Path | str | None = None) -> Path | None:
+    """The scratch directory when one is there (checked as :func:`scratch_root` does), else None: for the start's
+    sweep, which has nothing to do where no bridge ever made one."""
+    root = _root_path(parent)
+    if not os.path.lexists(root):
+        return None
+    _check(root, _mode())
+    return root
+
+
+def _root_path(parent: Path | str | None) -> Path:
+    where = Path(parent) if parent is not None else Path(tempfile.gettempdir())
+    return where / f"{PREFIX}{os.geteuid()}"
 
 
 def private_dir(root: Path, name: str) -> Path:
@@ -65,10 +94,5 @@ def private_dir(root: Path, name: str) -> Path:
     traverse: then 0711) and checked like the root. For the bridge's fixed subdirectories (the skills cache, the
     egress sockets' parent)."""
     path = root / name
-    mode = _mode()
-    try:
-        os.mkdir(path, mode)
-    except FileExistsError:
-        pass
-    _check(path, mode)
+    _make(path, _mode())
     return path
