@@ -324,6 +324,7 @@ async def _open_code_interpreter(settings: Settings, store: ContainerStore, file
     from .sandbox.host import PROC_FIX
     from .sandbox.identity import SandboxIdentity
     from .sandbox.read_only import sweep_orphans
+    from .sandbox.scratch import ScratchUnsafe, scratch_root
     from .sandbox.trees import sweep_stale
     from .services.code_interpreter import CodeInterpreter
     from .services.container_runs import ContainerRuns
@@ -365,6 +366,11 @@ async def _open_code_interpreter(settings: Settings, store: ContainerStore, file
     orphans = await asyncio.to_thread(sweep_orphans, workdir)
     if orphans:
         log.info("sandbox_skill_trees_swept", removed=orphans)
+    try:  # the skills' trees are made there: a place that is not the bridge's alone is said once, at start
+        await asyncio.to_thread(scratch_root, workdir)
+    except ScratchUnsafe as error:
+        log.warning("sandbox_scratch_unsafe", cause=str(error),
+                    fix="remove it, or set RESPONSES_BRIDGE_CODE_WORKDIR to a directory of the bridge's own")
     runs = ContainerRuns(containers, sandbox)  # one container → sandbox path (and its skills), for both leaves
     server_tools.services.code = CodeInterpreter(containers, sandbox, runs)
     server_tools.services.shell = HostedShell(runs)
