@@ -33,6 +33,7 @@ from ..items import MAX_CHAIN_DEPTH
 from ..listing import bounds, responses_page
 from ..records import InvalidCursor, ItemPage, ResponseFilter, ResponsePage, check_page_args
 from .migrations import LATEST_VERSION, migrate
+from .private_files import make_private_database, make_private_directory
 from .response_rows import _Save, _save_row, _write_saves
 from .transactions import purge_ranges
 
@@ -75,7 +76,7 @@ def default_db_path(*, make_directory: bool = True) -> str:
     ``make_directory``: False for a command that only looks for the database (``keys``), which creates nothing."""
     directory = Path(platformdirs.user_data_dir("responses-bridge"))
     if make_directory:
-        directory.mkdir(parents=True, exist_ok=True)
+        make_private_directory(directory)
     return str(directory / "responses-bridge.db")
 
 
@@ -486,11 +487,11 @@ class _Once(Generic[T]):
 
 
 def _make_and_try(path: str) -> None:
-    """Make the file's directory, then open the file once with plain sqlite3 so that its error (a directory, a
-    path under a file, no permission) surfaces here. aiosqlite, when its connect fails, queues its worker thread's
-    stop without awaiting it: the thread then answers a future on an event loop the failing start has already
-    closed, and prints that traceback under the one line ``serve`` was to stop on."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    """Make the file's directory and the file, private (private_files.py), then open it once with plain sqlite3 so
+    that its error (a directory, a path under a file, no permission) surfaces here. aiosqlite, when its connect
+    fails, queues its worker thread's stop without awaiting it: the thread then answers a future on an event loop
+    the failing start has already closed, and prints that traceback under the one line ``serve`` was to stop on."""
+    make_private_database(path)
     sqlite3.connect(path).close()
 
 
