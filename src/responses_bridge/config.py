@@ -303,6 +303,27 @@ class Settings(EndpointSettings):
 
         return sqlite_path(value)  # a URL stops here, pointing at RESPONSES_BRIDGE_DATABASE_URL
 
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        import logging
+
+        if not isinstance(logging.getLevelName(value.upper()), int):  # else every line would go out at info
+            raise ValueError("must be debug, info, warning or error")
+        return value
+
+    @field_validator("sealing_key")
+    @classmethod
+    def _check_sealing_key(cls, value: str | None) -> str | None:
+        if not value:
+            return value
+        from .sealing import KEY_FORM, key_problem
+
+        problem = key_problem(value)  # here, before any store or thread is opened: one line, a prompt exit
+        if problem is not None:
+            raise ValueError(f"{problem}; it must be {KEY_FORM}")
+        return value
+
     @field_validator("web_search")
     @classmethod
     def _check_web_search(cls, value: str | None) -> str | None:

@@ -34,3 +34,21 @@ def in_use(host: str, port: int, *, reuse_port: bool = False) -> bool:
                 if exc.errno == errno.EADDRINUSE:
                     return True
     return False
+
+
+def host_problem(host: str) -> str | None:
+    """Why no door can listen on ``host`` at all, or None: a name that does not resolve, or an address that is not
+    this machine's. Said before anything opens, naming the host's setting (a port's is named for a taken port)."""
+    try:
+        addresses = socket.getaddrinfo(host or None, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"the address does not resolve ({exc.strerror})"
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRNOTAVAIL:
+                    continue  # as the doors do, an address of a family the machine lacks is passed over
+            return None
+    return "not an address of this machine"

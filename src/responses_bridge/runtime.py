@@ -112,6 +112,17 @@ class Runtime:
         db_path = settings.db_path()
         database_url = settings.database_url.get_secret_value() if settings.database_url is not None else None
         stores = await open_stores(db_path, database_url)  # PostgreSQL when the URL is set, else SQLite
+        try:
+            return await cls._open_over(stores, settings, upstream, clients, db_path, database_url)
+        except BaseException:  # a start that fails closes the store: its connection's thread would keep the
+            await stores.close()  # process from ever exiting (a pod neither serving nor restarting)
+            raise
+
+    @classmethod
+    async def _open_over(cls, stores: StoreSet, settings: Settings, upstream: UpstreamClient,
+                         clients: dict[str, UpstreamClient] | None, db_path: str,
+                         database_url: str | None) -> Runtime:
+        """:meth:`open`'s services over the open ``stores``."""
         # replicas on one database share the sealing key: a chain continued on another replica still unseals
         shared_key = settings.sealing_key or await stores.shared_value("sealing_key", new_key_text())
         sealer = Sealer(load_or_create_key(shared_key, db_path))
@@ -370,7 +381,8 @@ async def _open_code_interpreter(settings: Settings, store: ContainerStore, file
         await asyncio.to_thread(scratch_root, workdir)
     except ScratchUnsafe as error:
         log.warning("sandbox_scratch_unsafe", cause=str(error),
-                    fix="remove it, or set RESPONSES_BRIDGE_CODE_WORKDIR to a directory of the bridge's own")
+                    fix="remove what stands there, or set RESPONSES_BRIDGE_CODE_WORKDIR to an existing directory "
+                        "the bridge may write in")
     runs = ContainerRuns(containers, sandbox)  # one container → sandbox path (and its skills), for both leaves
     server_tools.services.code = CodeInterpreter(containers, sandbox, runs)
     server_tools.services.shell = HostedShell(runs)

@@ -71,14 +71,33 @@ def _invalid_tag() -> type[Exception]:
     return InvalidTag
 
 
-def decode_key(text: str) -> bytes:
+KEY_SETTING = "RESPONSES_BRIDGE_SEALING_KEY"
+KEY_FORM = "base64 of 32 random bytes, e.g. the output of: openssl rand -base64 32"
+"""What a key must be, as the one line that stops a start with a bad key says it (urlsafe or standard base64)."""
+
+
+class SealingKeyError(ValueError):
+    """A sealing key that cannot be used: the message names where it came from and what it must be."""
+
+
+def key_problem(text: str) -> str | None:
+    """What is wrong with a key as written, or None: checked when the settings are read, before anything opens
+    (config.py), so a bad key stops the start with one line instead of a traceback from a half-opened bridge."""
     try:
         key = base64.urlsafe_b64decode(text.strip().encode())
     except (binascii.Error, ValueError):
-        raise ValueError("RESPONSES_BRIDGE_SEALING_KEY must be urlsafe base64 of 32 bytes") from None
+        return "not base64"
     if len(key) != 32:
-        raise ValueError("RESPONSES_BRIDGE_SEALING_KEY must decode to 32 bytes")
-    return key
+        return f"decodes to {len(key)} bytes, not 32"
+    return None
+
+
+def decode_key(text: str, where: str = KEY_SETTING) -> bytes:
+    """The key's 32 bytes; :class:`SealingKeyError` naming ``where`` (the variable, or the key file) otherwise."""
+    problem = key_problem(text)
+    if problem is not None:
+        raise SealingKeyError(f"{where}: {problem}; it must be {KEY_FORM}")
+    return base64.urlsafe_b64decode(text.strip().encode())
 
 
 def load_or_create_key(configured: str | None, db_path: str) -> bytes:
@@ -89,8 +108,11 @@ def load_or_create_key(configured: str | None, db_path: str) -> bytes:
         return os.urandom(32)  # nothing persists with an in-memory store either
     path = directory / "sealing.key"
     if path.exists():
-        return decode_key(path.read_text())
-    directory.mkdir(parents=True, exist_ok=True)
+        return decode_key(path.read_text(), f"{path} (the sealing key made beside the database; remove it to "
+                                            f"have a new one made, or set {KEY_SETTING})")
+    from .store.sqlite.private_files import make_private_directory  # as the database's own: made 0700
+
+    make_private_directory(directory)
     return _create_key_file(path)
 
 

@@ -26,6 +26,7 @@ from .config_help import environment_help, user_default
 from .observability import configure_logging
 from .observability.tracing import configure_tracing, shutdown_tracing
 from .pid1 import serve_behind_init
+from .sealing import SealingKeyError
 from .store.database_url import DatabaseUnavailable, describe
 from .upstream_check import check_routing, check_upstreams, configured_upstreams
 from .workers import WorkerSlot, current_slot, extproc_port, extproc_uds, supervise
@@ -142,6 +143,8 @@ async def open_runtime(settings: Settings) -> Runtime:
         runtime = await Runtime.open(settings, clients[default], dict(clients))
     except DatabaseUnavailable as exc:  # one line naming the database and its setting (store/open.py); never a
         raise StartupError(str(exc)) from None  # silent SQLite in place of a shared database out of reach
+    except SealingKeyError as exc:  # the key file beside the database is damaged: named, with the fix
+        raise StartupError(str(exc)) from None
     await _probe_auto(runtime)
     return runtime
 
@@ -184,7 +187,8 @@ async def serve(settings: Settings, *, http: bool = True, extproc: bool = True,
     and whose ext_proc address is its own. ``config`` (the ``--config`` flag) and ``upstream_flag``
     (``--upstream`` given) say where the upstreams were configured, for the hints of the start check."""
     host, port, uds = extproc_listen(settings, slot)
-    check_ports(settings, http=http, extproc=extproc and uds is None, extproc_port=port, shared=slot is not None)
+    check_ports(settings, http=http, extproc=extproc and uds is None, extproc_port=port, shared=slot is not None,
+                uds=uds if extproc else None)
     runtime = await open_runtime(settings)
     stoppers: list[Callable[[], Awaitable[None]]] = []
     door: Door | None = None
@@ -225,11 +229,23 @@ async def serve(settings: Settings, *, http: bool = True, extproc: bool = True,
         await shutdown(runtime, stoppers, door, worker=slot.index if slot is not None else None)
 
 
-def check_ports(settings: Settings, *, http: bool, extproc: bool, extproc_port: int, shared: bool) -> None:
-    """A taken port stops the start before anything opens or logs: one line naming the port and its flag
-    (listen_check.py). ``shared``: a worker's HTTP door, whose port the workers share (SO_REUSEPORT)."""
-    from .listen_check import in_use
+def check_ports(settings: Settings, *, http: bool, extproc: bool, extproc_port: int, shared: bool,
+                uds: str | None = None) -> None:
+    """A taken port, a host that is not this machine's, a socket path in no directory stop the start before
+    anything opens or logs: one line naming the address and its flag (listen_check.py). ``shared``: a worker's
+    HTTP door, whose port the workers share (SO_REUSEPORT). ``uds``: the ext_proc door's socket path, if any."""
+    if uds is not None and not os.path.isdir(os.path.dirname(os.path.abspath(uds))):
+        raise StartupError(f"the ext_proc door cannot listen on unix:{uds}: its directory does not exist "
+                           f"(--extproc-uds / RESPONSES_BRIDGE_EXTPROC_UDS)")
+    from .listen_check import host_problem, in_use
 
+    for door, host, setting, wanted in (("HTTP", settings.http_host, "HTTP_HOST", http),
+                                        ("ext_proc", settings.extproc_host, "EXTPROC_HOST", extproc)):
+        problem = host_problem(host) if wanted else None
+        if problem is not None:
+            flag = "--" + setting.lower().replace("_", "-")
+            raise StartupError(f"the {door} door cannot listen on {host}: {problem} ({flag} / "
+                               f"RESPONSES_BRIDGE_{setting})")
     if http and in_use(settings.http_host, settings.http_port, reuse_port=shared):
         raise StartupError(f"the HTTP door cannot listen on {settings.http_host}:{settings.http_port}: "
                            f"{os.strerror(errno.EADDRINUSE)} (--http-port / RESPONSES_BRIDGE_HTTP_PORT)")
