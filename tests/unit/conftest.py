@@ -4,7 +4,10 @@ requesting module's own ``runtime`` fixture."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -37,3 +40,13 @@ async def served(runtime: Runtime) -> AsyncIterator[tuple[Any, grpc.aio.Channel]
     finally:
         await channel.close()
         await door.stop(0)
+
+
+@pytest.fixture
+def reachable_tmp() -> Iterator[Path]:
+    """A fresh directory the sandbox's uid can traverse, as a deployment's ``code_workdir`` must be (pytest's own
+    ``tmp_path`` lies under a 0700 directory of root's, which a root bridge's sandbox uid cannot pass)."""
+    folder = Path(tempfile.mkdtemp(prefix="rb-"))
+    folder.chmod(0o711)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)

@@ -318,12 +318,22 @@ async def _skill(root: Path) -> None:
 
 @pytest.fixture
 def host_temp(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """The system's temporary directory, for this test alone (where the egress proxy makes its socket's
-    directory), short enough for a Unix socket's path."""
+    """The system's temporary directory, for this test alone (where the bridge's scratch directory is made, with
+    the egress proxy's socket and the read-only trees), short enough for a Unix socket's path, and traversable as
+    /tmp is (the sandbox's uid, not root's, reaches what a call binds)."""
     folder = Path(tempfile.mkdtemp(prefix="rb-"))
+    folder.chmod(0o711)
     monkeypatch.setattr(tempfile, "tempdir", str(folder))
     yield folder
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def _nothing_left(temp: Path) -> None:
+    """Neither the read-only tree nor the socket's directory outlives the call: the bridge's scratch directory
+    (scratch.py) is all that is left in the temporary directory, and it is empty."""
+    scratch = temp / f"responses-bridge-{os.geteuid()}"
+    assert [path.name for path in temp.iterdir()] in ([], [scratch.name])
+    assert not scratch.exists() or list(scratch.iterdir()) == []
 
 
 def _with_egress(mode: str, **limits: object) -> Sandbox:
@@ -372,7 +382,7 @@ async def test_skills_and_a_policy_leave_every_containment_in_place(mode: str, t
         print('uid', os.getuid(), os.path.exists('/run/egress.sock'), open('/mnt/skills/tool/SKILL.md').read()[:4])
         """)
     policy = parse_policy(POLICY, "network_policy")
-    async with read_only_tree(tmp_path, _skill) as root, \
+    async with read_only_tree(None, _skill) as root, \
             _with_egress(mode).call(read_only=[(root, "/mnt/skills")], network=policy) as call:
         result = await call.run(code)
     lines = result.stdout.splitlines()
@@ -381,8 +391,7 @@ async def test_skills_and_a_policy_leave_every_containment_in_place(mode: str, t
     assert len(refused) == 9 and all(line.split()[2] in ("30", "1", "13", "16", "18") for line in refused), lines
     assert "refused skill 30" in lines and "refused socket_rm 30" in lines  # EROFS: bound read-only
     assert "secret False" in lines and "uid 1000 True ---" in lines
-    assert list((tmp_path / f"responses-bridge-{os.geteuid()}").iterdir()) == []  # the tree (scratch.py)
-    assert list(host_temp.iterdir()) == []  # and the socket's
+    _nothing_left(host_temp)
     assert _zombies_of(os.getpid()) == []
 
 
@@ -396,7 +405,7 @@ async def test_shell_commands_with_skills_and_a_policy_change_and_read_nothing_t
                 "cat /proc/1/environ >/dev/null 2>&1; echo environ $?; kill -9 1 2>/dev/null; echo after the kill",
                 "env | grep -c containment-secret-value; echo $API_KEY | grep -c '^egress-secret-'"]
     policy = parse_policy(POLICY, "network_policy")
-    async with read_only_tree(tmp_path, _skill) as root, \
+    async with read_only_tree(None, _skill) as root, \
             _with_egress("cgroup").call(job="shell", read_only=[(root, "/mnt/skills")], network=policy) as call:
         outputs, _ = await run_shell(call, ShellJob(commands))
     assert outputs[0].stdout == "the skill ran\n"
@@ -404,5 +413,4 @@ async def test_shell_commands_with_skills_and_a_policy_change_and_read_nothing_t
     assert outputs[2].stdout == "environ 1\nafter the kill\n"
     assert outputs[3].stdout == "0\n1\n"  # the init lived on (a PID namespace's init ignores the SIGKILL), and
     # only the placeholder is in the commands' environment
-    assert list((tmp_path / f"responses-bridge-{os.geteuid()}").iterdir()) == []  # the tree (scratch.py)
-    assert list(host_temp.iterdir()) == []
+    _nothing_left(host_temp)

@@ -95,7 +95,7 @@ def test_a_start_sweeps_the_trees_of_processes_that_are_gone(tmp_path: Path) -> 
 
 
 @needs_sandbox
-async def test_the_code_reads_the_tree_and_cannot_change_it(tmp_path: Path) -> None:
+async def test_the_code_reads_the_tree_and_cannot_change_it(reachable_tmp: Path) -> None:
     code = """
 import os
 print(open('/mnt/skills/tool/SKILL.md').read().splitlines()[1])
@@ -109,11 +109,13 @@ for attempt in (lambda: open('/mnt/skills/tool/SKILL.md', 'a'), lambda: open('/m
         print(error.errno)
 """
     sandbox = Sandbox.detect(SandboxLimits(timeout=10.0))
-    async with read_only_tree(tmp_path, _fill) as root:
+    async with read_only_tree(reachable_tmp, _fill) as root:
         async with sandbox.call(read_only=[(root, "/mnt/skills")]) as call:
             result = await call.run(code)
         assert (root / "tool" / "SKILL.md").read_text() == "---\nname: tool\n---\n"
         assert sorted(path.name for path in root.iterdir()) == ["tool"]
     assert result.outcome == "ok", result
-    assert result.stdout.splitlines() == ["name: tool", *["30"] * 6]  # EROFS every time
-    assert list(_scratch(tmp_path).iterdir()) == []
+    lines = result.stdout.splitlines()
+    # refused every time: EROFS (the bind is read-only), or EACCES first where the file is not the code's uid's
+    assert lines[0] == "name: tool" and len(lines) == 7 and set(lines[1:]) <= {"30", "13"}, lines
+    assert list(_scratch(reachable_tmp).iterdir()) == []
