@@ -22,7 +22,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import aiosqlite
 import orjson
@@ -32,6 +32,7 @@ from .. import metrics
 from ..items import MAX_CHAIN_DEPTH
 from ..listing import bounds, responses_page
 from ..records import InvalidCursor, ItemPage, ResponseFilter, ResponsePage, check_page_args
+from .db_thread import on_db_thread as _on_db_thread
 from .migrations import LATEST_VERSION, migrate
 from .private_files import make_private_database, make_private_directory
 from .response_rows import _Save, _save_row, _write_saves
@@ -461,29 +462,6 @@ async def resolve_keys(conn: aiosqlite.Connection, table: str, after: str | None
         raise InvalidCursor("before", before)
     return (None if after is None else (int(after_at), after),
             None if before is None else (int(before_at), before))
-
-
-async def _on_db_thread(conn: aiosqlite.Connection, function: Callable[[sqlite3.Connection], T]) -> T:
-    """Run ``function`` with the underlying sqlite3 connection on aiosqlite's own thread (where every statement
-    of that connection runs): a whole batch of statements costs one hop instead of one per statement."""
-    raw = conn._conn  # aiosqlite exposes no public way to run a function on its thread with its connection
-    return await conn._execute(_Once(function), raw)  # type: ignore[no-any-return,no-untyped-call]
-
-
-class _Once(Generic[T]):
-    """A function that lets go of itself when called. aiosqlite's thread keeps the last function it ran in a local
-    until the next one comes: a batch of saves (every item's JSON of a 100,000-item request) stayed alive for as
-    long as the database was idle."""
-
-    __slots__ = ("function",)
-
-    def __init__(self, function: Callable[[sqlite3.Connection], T]) -> None:
-        self.function: Callable[[sqlite3.Connection], T] | None = function
-
-    def __call__(self, raw: sqlite3.Connection) -> T:
-        function, self.function = self.function, None
-        assert function is not None, "run once"
-        return function(raw)
 
 
 def _make_and_try(path: str) -> None:
