@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import ssl
 import tempfile
@@ -46,6 +47,7 @@ from ..observability import metrics
 from .command import EgressBinding
 from .egress_http import MAX_HEAD_BYTES, BadRequest, Destination, destination, forwarded_head, parse_head
 from .egress_policy import DomainSecret, EgressRules, NetworkPolicy, new_placeholder
+from .scratch import scratch_root
 
 if TYPE_CHECKING:
     from .egress_tls import Interceptor
@@ -140,12 +142,14 @@ class EgressProxy:
         return found
 
     async def start(self) -> None:
-        # mode 700: the bridge's alone; the sandbox reaches the socket only through its bind
-        self._directory = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="responses-bridge-egress-"))
+        self._directory = Path(await asyncio.to_thread(_socket_directory))
         if self.tls is not None:  # the system's bundle is read, and written with the call's, off the loop
             bundle = await asyncio.to_thread(self.tls.bundle)
             await asyncio.to_thread((self._directory / "ca.pem").write_bytes, bundle)
+            await asyncio.to_thread(os.chmod, self._directory / "ca.pem", 0o644)
         self._server = await asyncio.start_unix_server(self._serve, path=self.socket_path, limit=MAX_HEAD_BYTES)
+        # the sandbox's uid (a root bridge's is not root: identity.py) connects to it through its bind
+        await asyncio.to_thread(os.chmod, self.socket_path, 0o666)
 
     async def close(self) -> None:
         """Stop listening and end every connection; the socket's directory is removed."""
@@ -351,3 +355,12 @@ async def _answer(writer: asyncio.StreamWriter, status: int, message: str, outco
                  .encode() + body)
     with contextlib.suppress(ConnectionError, OSError):
         await writer.drain()
+
+
+def _socket_directory() -> str:
+    """A directory of the call's own for the proxy's socket, in the bridge's scratch directory (scratch.py, never
+    the shared temporary directory itself), named by ``mkdtemp`` (unguessable) and traversable but not listable by
+    others (0711 as root), so that the sandbox's unprivileged uid reaches the socket bound into it."""
+    directory = tempfile.mkdtemp(prefix="egress-", dir=scratch_root(None))
+    os.chmod(directory, 0o711 if os.geteuid() == 0 else 0o700)
+    return directory
