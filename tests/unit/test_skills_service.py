@@ -214,7 +214,8 @@ async def test_a_container_keeps_its_own_copies_of_its_skills(kind: str, tmp_pat
                                                                                                "inline-one"]
             assert "name: whatever" in (root / "inline-one" / "SKILL.md").read_text()
             assert (root / "csv-insights" / "scripts" / "run.py").read_bytes() == b"print('ran')\n"
-        assert list(s.on_containers.workdir.iterdir()) == []
+        scratch = s.on_containers.workdir / f"responses-bridge-{os.geteuid()}"  # the bridge's own (scratch.py)
+        assert list(s.on_containers.workdir.iterdir()) == [scratch] and list(scratch.iterdir()) == []
         async with s.on_containers.laid_out(container["id"], tenant=B) as binds:
             assert binds == []
         found = await s.on_containers.container_skills(container["id"], tenant=A)
