@@ -179,6 +179,9 @@ class Settings(EndpointSettings):
     code_egress_connection_bytes: int = Field(default=32 << 20, ge=1, description="bytes of one egress connection")
     code_egress_max_connections: int = Field(default=64, ge=1, description="egress connections of one call")
     code_egress_connection_timeout: float = Field(default=30.0, gt=0, description="seconds one egress connection lives")
+    code_egress_bridge_connections: int = Field(default=0, ge=0, description=(
+        "egress connections of every call together that the process serves at once (past it a new one is refused "
+        "as it is accepted); 0: a quarter of the process's descriptor limit, at most 1,024"))
     tenant_max_containers: int | None = Field(default=None, ge=0, description=(
         "default per-tenant limit of live containers; none: no limit"))
     tenant_max_sandboxes: int | None = Field(default=None, ge=1, description=(

@@ -400,4 +400,5 @@ def _egress_settings(settings: Settings) -> EgressSettings | None:
     return EgressSettings(EgressRules.parse(settings.code_egress_allowed_targets), EgressLimits(
         call_bytes=settings.code_egress_max_bytes, connection_bytes=settings.code_egress_connection_bytes,
         connections=settings.code_egress_max_connections,
-        connection_seconds=settings.code_egress_connection_timeout))
+        connection_seconds=settings.code_egress_connection_timeout,
+        bridge_connections=settings.code_egress_bridge_connections))

@@ -214,14 +214,14 @@ EGRESS_DOMAIN_LABELS = 200
 _egress_domains: set[str] = set()
 
 
-def egress_connection(domain: str, outcome: str, sent: int, received: int) -> None:
-    """One egress connection ended."""
+def egress_connection(domain: str, outcome: str, sent: int, received: int, *, count: int = 1) -> None:
+    """One egress connection ended (``count``: that many, refused alike as they were accepted)."""
     if domain not in _egress_domains:
         if len(_egress_domains) >= EGRESS_DOMAIN_LABELS:
             domain = "(other)"
         else:
             _egress_domains.add(domain)
-    EGRESS_CONNECTIONS.labels(domain, outcome).inc()
+    EGRESS_CONNECTIONS.labels(domain, outcome).inc(count)
     if sent:
         EGRESS_BYTES.labels(domain, "sent").inc(sent)
     if received:

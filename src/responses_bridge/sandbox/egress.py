@@ -61,6 +61,8 @@ HEAD_SECONDS = 10.0
 CONNECT_SECONDS = 10.0
 CHUNK = 64 * 1024
 Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
+_LIVE = [0]
+"""Egress connections being served now, by every call's proxy of this process (EgressLimits.bridge_connections)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +75,19 @@ class EgressLimits:
     connection_bytes: int = 32 << 20
     connections: int = 64
     connection_seconds: float = 30.0
+    bridge_connections: int = 0
+    """Connections of every call's proxy together, open at once (0: a quarter of the process's descriptor limit,
+    at most 1,024): one call's flood, or many calls at once, never take the descriptors ``/health``, the doors and
+    other tenants' calls need."""
+
+    @property
+    def bridge_cap(self) -> int:
+        if self.bridge_connections > 0:
+            return self.bridge_connections
+        import resource
+
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        return max(16, min(1024, soft // 4)) if soft != resource.RLIM_INFINITY else 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +132,7 @@ class EgressProxy:
         self._client_tls: ssl.SSLContext | None = None
         self.bytes_left = limits.call_bytes
         self.opened = 0
+        self.refused = 0  # connections closed as they were accepted, past a limit: logged once, at the close
         self._directory: Path | None = None
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
@@ -159,11 +175,41 @@ class EgressProxy:
             handler.cancel()
         if self._handlers:
             await asyncio.wait(self._handlers)
+        if self.refused:
+            metrics.egress_connection("(none)", "connection_limit", 0, 0, count=self.refused)
+            log.warning("egress_connections_refused", tenant=self.tenant, refused=self.refused,
+                        limit=self.limits.connections, bridge_limit=self.limits.bridge_cap)
+            self.refused = 0
         if self._directory is not None:
             await asyncio.to_thread(shutil.rmtree, self._directory, True)
             self._directory = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        refusal = self._admit()
+        if refusal is not None:  # counted where it is made, before a byte is read: ended at once, no log line
+            self.refused += 1
+            writer.write(refusal)
+            writer.close()
+            return
+        _LIVE[0] += 1
+        try:
+            await self._serve_admitted(reader, writer)
+        finally:
+            _LIVE[0] -= 1
+
+    def _admit(self) -> bytes | None:
+        """Count a connection as it is accepted: None to serve it, else the short answer it gets. The code can
+        reach the proxy's socket directly (it is bound into the sandbox), past the launcher's relay, so the call's
+        limit and the bridge-wide one are counted here, not after a request head it may never send."""
+        self.opened += 1
+        if self.opened > self.limits.connections:
+            return _refusal(403, "connection_limit", f"this call may open {self.limits.connections} connections")
+        if _LIVE[0] >= self.limits.bridge_cap:
+            return _refusal(403, "bridge_connection_limit", "the bridge holds as many egress connections as it "
+                            "takes; try again later")
+        return None
+
+    async def _serve_admitted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._handlers.add(task)
@@ -208,9 +254,6 @@ class EgressProxy:
             where = seen.where = destination(head)
         except BadRequest as bad:
             raise Refused(400, "bad_request", f"bad request: {bad}") from None
-        self.opened += 1
-        if self.opened > self.limits.connections:
-            raise Refused(403, "connection_limit", f"this call may open {self.limits.connections} connections")
         if self.bytes_left <= 0:
             raise Refused(403, "bytes_limit", f"this call has moved its {self.limits.call_bytes} bytes")
         entry = self.policy.entry_for(where.host)
@@ -346,13 +389,17 @@ async def _connect(addresses: list[IPAddress], port: int, *, tls: ssl.SSLContext
     raise Refused(502, "connect_failed", failed)
 
 
-async def _answer(writer: asyncio.StreamWriter, status: int, message: str, outcome: str) -> None:
+def _refusal(status: int, outcome: str, message: str) -> bytes:
     """The proxy's own answer to a refused connection; ``X-Egress-Outcome`` names the reason for a program."""
     reason = {400: "Bad Request", 403: "Forbidden", 502: "Bad Gateway"}[status]
     body = f"egress proxy: {message}\n".encode("utf-8", "replace")
-    writer.write(f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                 f"Content-Length: {len(body)}\r\nX-Egress-Outcome: {outcome}\r\nConnection: close\r\n\r\n"
-                 .encode() + body)
+    return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            f"Content-Length: {len(body)}\r\nX-Egress-Outcome: {outcome}\r\nConnection: close\r\n\r\n"
+            .encode() + body)
+
+
+async def _answer(writer: asyncio.StreamWriter, status: int, message: str, outcome: str) -> None:
+    writer.write(_refusal(status, message=message, outcome=outcome))
     with contextlib.suppress(ConnectionError, OSError):
         await writer.drain()
 

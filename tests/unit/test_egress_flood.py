@@ -1,0 +1,107 @@
+"""One call's flood of connections to its egress socket (bound into the sandbox, so the code reaches it directly,
+past the launcher's relay): counted as each is accepted, so 3,000 idle connections leave the bridge holding at most
+the call's limit, another call's proxy still relays, and the refusals are one log line at the call's end. A
+bridge-wide cap bounds every call's connections together."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import structlog
+
+from responses_bridge.sandbox.egress import EgressLimits, EgressProxy
+from responses_bridge.sandbox.egress_policy import EgressRules
+from tests.unit.test_egress_proxy import Host, exchange, fake_dns, policy_of
+
+FLOOD = 3000
+
+
+@pytest.fixture(scope="module")
+async def host() -> AsyncIterator[Host]:
+    served = Host()
+    await served.start()
+    yield served
+    assert served.runner is not None
+    await served.runner.cleanup()
+
+
+@pytest.fixture(autouse=True)
+def descriptors() -> Any:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = min(hard, 4 * FLOOD)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def _proxy(host: Host, limits: EgressLimits) -> EgressProxy:
+    proxy = EgressProxy(policy_of("app.test"), EgressRules.parse(f"127.0.0.1:{host.port}"), limits, tenant="t",
+                        resolver=fake_dns)
+    await proxy.start()
+    return proxy
+
+
+async def _flood(proxy: EgressProxy, count: int) -> list[asyncio.StreamWriter]:
+    writers = []
+    for _ in range(count):
+        with_reader = await asyncio.open_unix_connection(proxy.socket_path)
+        writers.append(with_reader[1])
+    await asyncio.sleep(0.2)  # the proxy's loop accepts what is queued (this is the same loop)
+    return writers
+
+
+async def test_a_flood_of_idle_connections_holds_only_the_calls_limit(host: Host) -> None:
+    limits = EgressLimits(connections=64)
+    flooded, other = await _proxy(host, limits), await _proxy(host, limits)
+    before = _open_fds()
+    with structlog.testing.capture_logs() as logs:
+        writers = await _flood(flooded, FLOOD)
+        held = _open_fds() - before - FLOOD  # the flood's own client ends are this process's too
+        answer = await exchange(other, f"GET http://app.test:{host.port}/echo-headers HTTP/1.1\r\n\r\n".encode())
+        for writer in writers:
+            writer.close()
+        await flooded.close()
+        await other.close()
+    assert held <= limits.connections + 4, held  # was one per connection: 3,000 idle ones held for 10 s each
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    refused = [entry for entry in logs if entry["event"] == "egress_connections_refused"]
+    assert len(refused) == 1 and refused[0]["refused"] == FLOOD - limits.connections
+    assert sum(entry["event"] == "egress_connection" for entry in logs) <= limits.connections + 1
+
+
+async def test_the_connection_past_the_limit_is_refused_before_its_head(host: Host) -> None:
+    proxy = await _proxy(host, EgressLimits(connections=1))
+    try:
+        first = await exchange(proxy, f"GET http://app.test:{host.port}/echo-headers HTTP/1.1\r\n\r\n".encode())
+        reader, writer = await asyncio.open_unix_connection(proxy.socket_path)  # sends nothing at all
+        second = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+    finally:
+        await proxy.close()
+    assert first.startswith(b"HTTP/1.1 200")
+    assert second.startswith(b"HTTP/1.1 403") and b"X-Egress-Outcome: connection_limit" in second
+
+
+async def test_every_calls_connections_together_stay_under_the_bridges_cap(host: Host) -> None:
+    limits = EgressLimits(connections=64, bridge_connections=10)
+    proxies = [await _proxy(host, limits) for _ in range(3)]
+    try:
+        writers = [writer for proxy in proxies for writer in await _flood(proxy, 8)]
+        reader, writer = await asyncio.open_unix_connection(proxies[0].socket_path)
+        refused = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        for held in writers:
+            held.close()
+    finally:
+        for proxy in proxies:
+            await proxy.close()
+    assert b"X-Egress-Outcome: bridge_connection_limit" in refused
