@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import structlog
 
-from responses_bridge.sandbox.egress import EgressLimits, EgressProxy
+from responses_bridge.sandbox.egress import LINGERING, EgressLimits, EgressProxy
 from responses_bridge.sandbox.egress_policy import EgressRules
 from tests.unit.test_egress_proxy import Host, exchange, fake_dns, policy_of
 
@@ -71,7 +71,7 @@ async def test_a_flood_of_idle_connections_holds_only_the_calls_limit(host: Host
             writer.close()
         await flooded.close()
         await other.close()
-    assert held <= limits.connections + 4, held  # was one per connection: 3,000 idle ones held for 10 s each
+    assert held <= limits.connections + LINGERING + 4, held  # was one per connection: 3,000, each for 10 s
     assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
     refused = [entry for entry in logs if entry["event"] == "egress_connections_refused"]
     assert len(refused) == 1 and refused[0]["refused"] == FLOOD - limits.connections

@@ -61,6 +61,11 @@ HEAD_SECONDS = 10.0
 CONNECT_SECONDS = 10.0
 CHUNK = 64 * 1024
 Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
+LINGERING = 8
+LINGER_SECONDS = 1.0
+"""Connections refused past a limit are closed at once; up to ``LINGERING`` of a call's at a time first read what
+the client sent (at most ``LINGER_SECONDS``): closing a Unix socket with unread bytes resets it, and the client
+would never read its 403."""
 _LIVE = [0]
 """Egress connections being served now, by every call's proxy of this process (EgressLimits.bridge_connections)."""
 
@@ -133,6 +138,7 @@ class EgressProxy:
         self.bytes_left = limits.call_bytes
         self.opened = 0
         self.refused = 0  # connections closed as they were accepted, past a limit: logged once, at the close
+        self._lingering = 0
         self._directory: Path | None = None
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
@@ -189,6 +195,15 @@ class EgressProxy:
         if refusal is not None:  # counted where it is made, before a byte is read: ended at once, no log line
             self.refused += 1
             writer.write(refusal)
+            if self._lingering < LINGERING:  # a few read what was sent first, so a client gets the 403, not a reset
+                self._lingering += 1
+                try:
+                    async with asyncio.timeout(LINGER_SECONDS):
+                        await reader.read(MAX_HEAD_BYTES)
+                except (TimeoutError, OSError):
+                    pass
+                finally:
+                    self._lingering -= 1
             writer.close()
             return
         _LIVE[0] += 1
