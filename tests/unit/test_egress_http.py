@@ -94,11 +94,17 @@ def test_targets_the_proxy_does_not_take(target: str) -> None:
 
 def test_the_forwarded_head_has_the_urls_host_no_proxy_fields_and_the_secrets() -> None:
     head = parse_head(b"GET http://api.example.com:8080/x?y=1 HTTP/1.1\r\nHost: evil.example\r\n"
-                      b"Authorization: Bearer PH-1\r\nProxy-Authorization: Basic x\r\n"
+                      b"Authorization: Bearer PH-1\r\nProxy-Authorization: Basic x\r\nX-Api-Key: PH-1\r\n"
+                      b"Origin: http://PH-1.example\r\nReferer: PH-1\r\nAccept-Encoding: gzip\r\n"
                       b"Connection: keep-alive, X-Drop\r\nX-Drop: 1\r\nX-Keep: PH-2 and PH-1\r\n\r\n")
     sent = forwarded_head(head, destination(head), {"PH-1": "s3cret"}).decode()
     lines = sent.split("\r\n")
-    assert lines[0] == "GET /x?y=1 HTTP/1.1" and lines[1] == "Host: api.example.com:8080"
-    assert "Authorization: Bearer s3cret" in lines and "X-Keep: PH-2 and s3cret" in lines
+    # a request carrying secrets goes as HTTP/1.0, unencoded, so its answer can be scanned for them
+    assert lines[0] == "GET /x?y=1 HTTP/1.0" and lines[1] == "Host: api.example.com:8080"
+    assert "Authorization: Bearer s3cret" in lines and "X-Api-Key: s3cret" in lines  # credential fields only
+    assert "X-Keep: PH-2 and PH-1" in lines and "Origin: http://PH-1.example" in lines and "Referer: PH-1" in lines
     assert "evil.example" not in sent and "Proxy-Authorization" not in sent and "X-Drop" not in sent
+    assert "gzip" not in sent and "Accept-Encoding: identity" in lines
     assert lines[-3] == "Connection: close" and sent.endswith("\r\n\r\n")
+    plain = forwarded_head(head, destination(head), {}).decode()  # no secrets: the client's own version
+    assert plain.startswith("GET /x?y=1 HTTP/1.1\r\n") and "Accept-Encoding: gzip" in plain

@@ -47,6 +47,7 @@ from ..observability import metrics
 from .command import EgressBinding
 from .egress_http import MAX_HEAD_BYTES, BadRequest, Destination, destination, forwarded_head, parse_head
 from .egress_policy import DomainSecret, EgressRules, NetworkPolicy, new_placeholder
+from .egress_secrets import UNSCANNABLE, Unsecret, mask_for, unscannable
 from .scratch import scratch_root
 
 if TYPE_CHECKING:
@@ -115,6 +116,10 @@ class Refused(Exception):
 
 class OverBudget(Exception):
     """A connection or the call passed its bytes."""
+
+
+class Unscannable(Exception):
+    """An answer to a request carrying a secret came compressed or chunked: the code gets a 502 instead."""
 
 
 class EgressProxy:
@@ -276,6 +281,11 @@ class EgressProxy:
             raise Refused(403, "denied_domain", f"{where.host[:255]} is not in the container's allowed domains")
         seen.entry = entry
         secrets = self.policy.secrets_for(where.host)
+        if secrets:
+            seen.unsecret = Unsecret({secret.value: mask_for(secret.value, self.placeholders[secret.name])
+                                      for secret in secrets})
+        if secrets and head.method == "TRACE":
+            raise Refused(403, "trace_refused", "TRACE answers with the request, secrets and all: refused here")
         if where.tunnel and secrets:
             return await self._intercept(reader, writer, where, secrets, seen)
         upstream = await _connect(await self._addresses(where), where.port)
@@ -321,6 +331,8 @@ class EgressProxy:
                           "trust SSL_CERT_FILE?)") from None
         if not head.target.startswith("/") or head.method == "CONNECT":
             raise Refused(400, "bad_request", "inside the tunnel, a request names an origin-form path")
+        if head.method == "TRACE":
+            raise Refused(403, "trace_refused", "TRACE answers with the request, secrets and all: refused here")
         if self._client_tls is None:
             from .egress_tls import client_context
 
@@ -341,6 +353,15 @@ class EgressProxy:
         budget = [self.limits.connection_bytes - seen.sent]
 
         async def pipe(source: asyncio.StreamReader, target: asyncio.StreamWriter, sending: bool) -> None:
+            unsecret = None if sending else seen.unsecret
+            if unsecret is not None:  # the answer's head first: refused whole if its body could hide a secret
+                head = await source.readuntil(b"\r\n\r\n")
+                if unscannable(head):
+                    raise Unscannable
+                budget[0] -= len(head)
+                self.bytes_left -= len(head)
+                seen.received += len(head)
+                target.write(unsecret.feed(head))
             while chunk := await source.read(CHUNK):
                 budget[0] -= len(chunk)
                 self.bytes_left -= len(chunk)
@@ -350,8 +371,10 @@ class EgressProxy:
                     seen.sent += len(chunk)
                 else:
                     seen.received += len(chunk)
-                target.write(chunk)
+                target.write(chunk if unsecret is None else unsecret.feed(chunk))
                 await target.drain()
+            if unsecret is not None:
+                target.write(unsecret.end())
             if target.can_write_eof():
                 with contextlib.suppress(OSError):
                     target.write_eof()
@@ -367,6 +390,11 @@ class EgressProxy:
                             lambda _: sending.cancel())
                 except* OverBudget:
                     outcome = "bytes_limit"
+                except* Unscannable:
+                    outcome = "unscannable_answer"
+                    await _answer(writer, 502, UNSCANNABLE, outcome)
+                except* (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+                    outcome = "bad_answer"
                 except* OSError:  # ConnectionError among them: either end went away
                     outcome = "reset"
         except TimeoutError:
@@ -383,6 +411,7 @@ class _Seen:
     entry: str = "(none)"
     outcome: str = "error"
     intercepted: bool = False
+    unsecret: Unsecret | None = None  # the answer's secrets written over (a connection carrying some)
     sent: int = 0
     received: int = 0
 

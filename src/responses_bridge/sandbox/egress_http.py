@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 
 from .egress_policy import normalize_host
+from .egress_secrets import carries_credentials
 
 MAX_HEAD_BYTES = 32 * 1024
 TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -133,19 +134,25 @@ def forwarded_head(head: RequestHead, where: Destination, replace: dict[str, str
     """The head sent on to the server for a plain-HTTP request: origin form, the hop-by-hop fields (and whatever
     ``Connection`` names) dropped, ``Connection: close`` (one request per connection, so each one is checked and
     gets its secrets), ``Host`` the URL's own (a ``Host`` naming another site would have a shared front end
-    route the request, and its secrets, there), and in every field's value each placeholder of ``replace``
-    swapped for its secret."""
+    route the request, and its secrets, there), and in each credential field's value (egress_secrets.py) each
+    placeholder of ``replace`` swapped for its secret; a request with secrets goes as HTTP/1.0 asking for an
+    unencoded answer, which the proxy can then take the secrets back out of."""
     dropped = set(HOP_BY_HOP) | {"host"}
+    if replace:  # the answer must come back scannable (egress_secrets.py): unencoded, unchunked
+        dropped |= {"accept-encoding", "te"}
     for value in head.get("connection"):
         dropped.update(token.strip().lower() for token in value.split(","))
-    lines = [f"{head.method} {where.path} {head.version}"]
+    lines = [f"{head.method} {where.path} {'HTTP/1.0' if replace else head.version}"]
     for name, value in head.headers:
         if name.lower() in dropped:
             continue
-        for placeholder, secret in replace.items():
-            value = value.replace(placeholder, secret)
+        if replace and carries_credentials(name):
+            for placeholder, secret in replace.items():
+                value = value.replace(placeholder, secret)
         lines.append(f"{name}: {value}")
     host = f"[{where.host}]" if ":" in where.host else where.host
     lines.insert(1, f"Host: {host}" if where.port == default_port else f"Host: {host}:{where.port}")
+    if replace:
+        lines.append("Accept-Encoding: identity")
     lines.append("Connection: close")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")

@@ -1,0 +1,127 @@
+"""A domain secret never comes back into the sandbox: the proxy puts it only into credential header fields, refuses
+TRACE where it would be sent, and writes it over in every answer it reads — a header reflected, a body echoing the
+request, the value split across the server's writes — while an answer it could not scan (compressed) is refused.
+Real servers on 127.0.0.1, the proxy over its real Unix socket."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+
+from responses_bridge.sandbox.egress import EgressLimits, EgressProxy
+from responses_bridge.sandbox.egress_policy import EgressRules
+from responses_bridge.sandbox.egress_secrets import Unsecret, carries_credentials, mask_for
+from tests.unit.test_egress_proxy import exchange, fake_dns, policy_of
+
+SECRET = "sk-live-0123456789abcdef"
+
+
+class Reflector:
+    """A server that repeats what it got: the request's headers in its own headers and body, a value split over
+    two writes, or a compressed echo."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/reflect", self._reflect)
+        app.router.add_get("/split", self._split)
+        app.router.add_get("/gzip", self._gzip)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def _reflect(self, request: web.Request) -> web.Response:
+        headers = {"Access-Control-Allow-Origin": request.headers.get("Origin", "*"),
+                   "X-Debug-Authorization": request.headers.get("Authorization", "")}
+        return web.json_response({"headers": dict(request.headers)}, headers=headers)
+
+    async def _split(self, request: web.Request) -> web.StreamResponse:
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        response = web.StreamResponse()
+        await response.prepare(request)
+        for piece in (b"before ", token[:7].encode(), token[7:].encode(), b" after"):
+            await response.write(piece)
+            await asyncio.sleep(0.05)
+        await response.write_eof()
+        return response
+
+    async def _gzip(self, request: web.Request) -> web.Response:
+        body = gzip.compress(request.headers.get("Authorization", "").encode())
+        return web.Response(body=body, headers={"Content-Encoding": "gzip"})
+
+
+@pytest.fixture(scope="module")
+async def reflector() -> AsyncIterator[Reflector]:
+    served = Reflector()
+    await served.start()
+    yield served
+    assert served.runner is not None
+    await served.runner.cleanup()
+
+
+@pytest.fixture
+async def proxy(reflector: Reflector) -> AsyncIterator[EgressProxy]:
+    made = EgressProxy(policy_of("app.test", secrets=[{"domain": "app.test", "name": "API_KEY", "value": SECRET}]),
+                       EgressRules.parse(f"127.0.0.1:{reflector.port}"), EgressLimits(), tenant="t",
+                       resolver=fake_dns)
+    await made.start()
+    yield made
+    await made.close()
+
+
+def _request(proxy: EgressProxy, port: int, path: str, *, method: str = "GET") -> bytes:
+    placeholder = proxy.environment()["API_KEY"]
+    return (f"{method} http://app.test:{port}{path} HTTP/1.1\r\nAuthorization: Bearer {placeholder}\r\n"
+            f"Origin: http://{placeholder}.example\r\nX-Debug: {placeholder}\r\n\r\n").encode()
+
+
+async def test_reflected_headers_and_an_echoed_request_never_carry_the_secret(proxy: EgressProxy,
+                                                                             reflector: Reflector) -> None:
+    answer = await exchange(proxy, _request(proxy, reflector.port, "/reflect"))
+    assert answer.startswith((b"HTTP/1.1 200", b"HTTP/1.0 200")), answer[:200]
+    assert SECRET.encode() not in answer
+    placeholder = proxy.environment()["API_KEY"]
+    assert mask_for(SECRET, placeholder).encode() in answer  # where it came back, the mask stands
+    assert f"Access-Control-Allow-Origin: http://{placeholder}.example".encode() in answer  # Origin: never put in
+
+
+async def test_a_secret_split_across_the_servers_writes_is_still_written_over(proxy: EgressProxy,
+                                                                              reflector: Reflector) -> None:
+    answer = await exchange(proxy, _request(proxy, reflector.port, "/split"))
+    assert SECRET.encode() not in answer and answer.endswith(b" after"), answer[-200:]
+    assert f"before {mask_for(SECRET, proxy.environment()['API_KEY'])} after".encode() in answer
+
+
+async def test_an_answer_the_proxy_cannot_scan_is_refused(proxy: EgressProxy, reflector: Reflector) -> None:
+    answer = await exchange(proxy, _request(proxy, reflector.port, "/gzip"))
+    assert answer.startswith(b"HTTP/1.1 502") and b"X-Egress-Outcome: unscannable_answer" in answer
+    assert gzip.compress(f"Bearer {SECRET}".encode()) not in answer
+
+
+async def test_trace_is_refused_where_a_secret_would_be_sent(proxy: EgressProxy, reflector: Reflector) -> None:
+    answer = await exchange(proxy, _request(proxy, reflector.port, "/reflect", method="TRACE"))
+    assert answer.startswith(b"HTTP/1.1 403") and b"X-Egress-Outcome: trace_refused" in answer
+
+
+def test_only_credential_fields_carry_a_secret() -> None:
+    assert all(carries_credentials(name) for name in ("Authorization", "X-Api-Key", "api-key", "X-Auth-Token",
+                                                      "Private-Token", "X-Service-Key", "Proxy-Authorization"))
+    assert not any(carries_credentials(name) for name in ("Host", "Origin", "Referer", "Via", "Forwarded", "Cookie",
+                                                          "X-Debug", "User-Agent", "X-Forwarded-Host"))
+
+
+@pytest.mark.parametrize("cut", range(1, 12))
+def test_the_stream_writes_over_a_secret_wherever_the_pieces_are_cut(cut: int) -> None:
+    unsecret = Unsecret({"s3cret-value": "PLACEHOLDER!"})
+    data = b"x" * 5 + b"s3cret-value" + b"y" * 3 + b"s3cret-value"
+    out = b"".join(unsecret.feed(data[at:at + cut]) for at in range(0, len(data), cut)) + unsecret.end()
+    assert out == b"x" * 5 + b"PLACEHOLDER!" + b"y" * 3 + b"PLACEHOLDER!"
