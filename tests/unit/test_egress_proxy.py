@@ -155,13 +155,6 @@ async def test_refused_targets_get_a_403_from_the_proxy(proxy_for: Any, host: Ho
     assert len(host.seen) == before
 
 
-async def test_a_tunnel_to_an_allowed_host_carries_bytes_both_ways(proxy_for: Any, host: Host) -> None:
-    proxy = await proxy_for(policy_of("app.test"))
-    answer = await exchange(proxy, f"CONNECT app.test:{host.port} HTTP/1.1\r\n\r\n".encode(),
-                            then=b"GET /echo-headers HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n")
-    assert answer.startswith(b"HTTP/1.1 200 Connection established\r\n\r\nHTTP/1.1 200 OK")
-
-
 async def test_a_tunnel_to_a_host_with_secrets_is_never_a_blind_one(proxy_for: Any, host: Host) -> None:
     """Bytes that are not TLS to the call's authority (test_egress_tls.py) never reach the server."""
     proxy = await proxy_for(policy_of("app.test", secrets=[{"domain": "app.test", "name": "K", "value": "v1"}]))

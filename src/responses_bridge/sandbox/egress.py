@@ -48,6 +48,7 @@ from .command import EgressBinding
 from .egress_http import MAX_HEAD_BYTES, BadRequest, Destination, destination, forwarded_head, parse_head
 from .egress_policy import DomainSecret, EgressRules, NetworkPolicy, new_placeholder
 from .egress_secrets import UNSCANNABLE, Unsecret, mask_for, unscannable
+from .egress_tunnel import HTTP_PORT, HTTPS_PORT, NotTheAllowedTLS, client_hello, standard_port
 from .scratch import scratch_root
 
 if TYPE_CHECKING:
@@ -305,7 +306,13 @@ class EgressProxy:
             raise Refused(502, "unresolved", f"{where.host[:255]} could not be resolved") from None
         if not all(self.rules.allows(address, where.port) for address in addresses):
             raise Refused(403, "denied_address", f"{where.host[:255]} resolves to an address this deployment does "
-                          "not let the sandbox reach (loopback, private or link-local)")
+                          "not let the sandbox reach (loopback, private or link-local; an operator may allow one "
+                          "with RESPONSES_BRIDGE_CODE_EGRESS_ALLOWED_TARGETS)")
+        if where.port != standard_port(where.tunnel) and \
+                not all(self.rules.names_port(address, where.port) for address in addresses):
+            raise Refused(403, "denied_port", f"port {where.port}: HTTPS goes by CONNECT to port {HTTPS_PORT}, plain "
+                          f"HTTP to {HTTP_PORT}; another port only where RESPONSES_BRIDGE_CODE_EGRESS_ALLOWED_TARGETS "
+                          "names it (address:port)")
         return addresses
 
     async def _intercept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, where: Destination,
@@ -350,6 +357,13 @@ class EgressProxy:
         """Copy both ways until both ends are done (``seen`` counts the bytes): the outcome."""
         if seen.where is not None and seen.where.tunnel and not seen.intercepted:
             writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            try:  # TLS to the host that was allowed, nothing else (egress_tunnel.py)
+                hello = await client_hello(reader, seen.where.host, HEAD_SECONDS)
+            except NotTheAllowedTLS as refused:
+                return str(refused)
+            up_writer.write(hello)
+            seen.sent += len(hello)
+            self.bytes_left -= len(hello)
         budget = [self.limits.connection_bytes - seen.sent]
 
         async def pipe(source: asyncio.StreamReader, target: asyncio.StreamWriter, sending: bool) -> None:

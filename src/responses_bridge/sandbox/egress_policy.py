@@ -262,6 +262,13 @@ class EgressRules:
                 networks.append(network)
         return cls(HostPolicy(frozenset(), tuple(networks)), tuple(pairs))
 
+    def names_port(self, address: IPAddress, port: int) -> bool:
+        """Does an ``address:port`` pair name this very port for ``address`` (a tunnel or request past the
+        standard ports needs one: egress_tunnel.py)?"""
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in network and port == allowed for network, allowed in self.pairs)
+
     def allows(self, address: IPAddress, port: int) -> bool:
         """May the proxy connect to ``address:port``? A pair allows it; else a loopback, unspecified or other
         non-public address only inside a listed network, and never an address of this machine's own (its public
