@@ -176,3 +176,20 @@ def test_the_machines_own_addresses_are_refused_even_inside_a_listed_network() -
     rules = EgressRules.parse(f"{own}/32")
     assert not rules.allows(ipaddress.ip_address(own), 8080)  # the bridge's ports listen on it too
     assert EgressRules.parse(f"{own}:8123").allows(ipaddress.ip_address(own), 8123)  # unless named with its port
+
+
+@pytest.mark.parametrize("numeric", ["127.1", "0177.0.0.1", "0x7f.1", "2130706433", "0x7f000001", "127.0.1"])
+def test_numeric_host_forms_are_addresses_and_never_match_a_name_pattern(numeric: str) -> None:
+    from responses_bridge.sandbox.egress_policy import match_entry, normalize_host
+
+    assert normalize_host(numeric) == "127.0.0.1"  # what inet_aton, and so the code's client, makes of it
+    assert match_entry(("*.1", "*.0.1"), "127.0.0.1") is None
+
+
+def test_a_wildcard_over_a_number_is_refused_as_an_allowlist_entry() -> None:
+    for entry in ("*.1", "*.0x7f", "*.127.1"):
+        with pytest.raises(APIError) as refused:
+            parse_policy({"type": "allowlist", "allowed_domains": [entry]}, "network_policy")
+        assert refused.value.param == "network_policy.allowed_domains[0]"
+    listed = parse_policy({"type": "allowlist", "allowed_domains": ["0x7f.1"]}, "network_policy")
+    assert listed is not None and listed.domains == ("127.0.0.1",)  # an address, listed as one

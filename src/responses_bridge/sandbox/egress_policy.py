@@ -64,10 +64,28 @@ def normalize_host(text: str) -> str | None:
         ascii_name = idna.encode(host, uts46=True).decode("ascii")
     except (idna.IDNAError, UnicodeError, ValueError):
         return None
+    numeric = _inet_aton_form(ascii_name)  # after the mapping: "¹" is the name "1", which is 0.0.0.1
+    if numeric is not None:
+        return numeric
     labels = ascii_name.split(".")
     if any(not re.fullmatch(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", label) for label in labels):
         return None  # underscores, empty labels and the like: not a name a proxy request may carry
     return ascii_name
+
+
+_NUMERIC_LABELS = re.compile(r"(?:0[xX][0-9a-fA-F]*|[0-9]+)(?:\.(?:0[xX][0-9a-fA-F]*|[0-9]+)){0,3}")
+
+
+def _inet_aton_form(host: str) -> str | None:
+    """The dotted quad a numeric host form stands for, as the C library's ``inet_aton`` (and so every resolver and
+    client the code has) reads it — ``127.1``, ``0177.0.0.1``, ``0x7f.1``, ``2130706433`` — or None for a name.
+    Such a host is an address, never a name a ``*.`` pattern could match."""
+    if not _NUMERIC_LABELS.fullmatch(host):
+        return None
+    try:
+        return socket.inet_ntoa(socket.inet_aton(host))
+    except OSError:
+        return None
 
 
 def is_ip_literal(host: str) -> bool:
