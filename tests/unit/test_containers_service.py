@@ -11,6 +11,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -362,3 +363,42 @@ async def test_file_ids_are_checked_before_the_container_is_made(kind: str, tmp_
             await service.create({"name": "c", "file_ids": ids}, tenant="")
         assert (refused.value.status, refused.value.param) == (400, "file_ids[1]")
         assert await service.store.count_containers(service.now(), tenant="") == 0
+
+
+async def test_sparse_files_are_judged_by_their_apparent_size_before_a_byte_is_copied(
+        tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """Twenty files of 1,000 apparent bytes each and no real ones (``truncate -s``, as code can make them for free in
+    its in-memory /mnt/data): write-back copies what fits the container's 1,500 bytes and no more, naming the rest;
+    none of the refused files is written to the host's disk first."""
+    async with service_over("sqlite", tmp_path, request, Clock()) as service:
+        container = await service.container_for_files((await service.create({"name": "s"}, tenant=""))["id"],
+                                                      tenant="")
+        written = [0]
+        real_writer = service.blobs.writer
+
+        async def counting_writer(blob_id: str) -> Any:
+            writer = await real_writer(blob_id)
+            real_write = writer.write
+
+            async def write(chunk: bytes) -> None:
+                written[0] += len(chunk)
+                await real_write(chunk)
+
+            writer.write = write  # type: ignore[method-assign]
+            return writer
+
+        service.blobs.writer = counting_writer  # type: ignore[method-assign]
+        root = tmp_path / "run"
+        root.mkdir()
+        space = Workspace(service, container, "", root)
+        await space.lay_out()
+        for index in range(20):
+            with open(root / f"sparse-{index:02d}", "wb") as handle:
+                handle.truncate(1000)
+        changed, notes = await space.write_back()
+        assert len(changed) == 1 and written[0] == 1000  # was 20,000 bytes written, most of them then refused
+        assert sum("holes included" in note for note in notes) == 19, notes
+        late = Workspace(service, container, "", root)
+        (root / "late.txt").write_text("x")
+        changed, notes = await late.write_back(deadline=time.monotonic() - 1)
+        assert not changed and any("time ran out" in note for note in notes)

@@ -41,6 +41,8 @@ from .result import Capture, Outcome, SandboxResult, SandboxUnavailable, ended_b
 
 log = structlog.get_logger(__name__)
 
+WRITE_BACK_GRACE_SECONDS = 5.0
+"""How long past the call's time limit its files may still be written back (files begun by then are finished)."""
 INIT_GRACE_SECONDS = 2.0
 """How long the init has to end the code and report after SIGTERM before it is killed outright."""
 FULL_BELOW_BYTES = 1 << 20
@@ -199,6 +201,12 @@ class SandboxCall:
     def identity(self) -> SandboxIdentity:
         """Whose host uid the code has: write into :attr:`data` through :meth:`SandboxIdentity.in_thread`."""
         return self._identity
+
+    @property
+    def deadline(self) -> float:
+        """When the call's time is up (the monotonic clock): its start plus its time limit, and a few seconds for
+        the files' write-back, which must not run on long after."""
+        return self._spawned + self.limits.timeout + WRITE_BACK_GRACE_SECONDS
 
     @property
     def seconds_for_code(self) -> float:

@@ -181,7 +181,7 @@ class ContainerRuns:
                 space = Workspace(self.containers, container, tenant, call.data, owner=call.identity)
                 await space.lay_out()
                 value = await work(call)
-                changed, notes = await space.write_back()
+                changed, notes = await space.write_back(deadline=call.deadline)
         except SandboxBusy as busy:
             return ContainerRun(busy=busy.result)
         except SandboxUnavailable as refused:

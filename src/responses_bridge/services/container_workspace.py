@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,9 +109,12 @@ class Workspace:
     def _list(self) -> Listing:
         return list_files(self.root, max_path=MAX_PATH - len(DATA_DIR) - 1, max_entries=MAX_ENTRIES_READ)
 
-    async def write_back(self) -> tuple[list[StoredContainerFile], list[str]]:
+    async def write_back(self, deadline: float | None = None) -> tuple[list[StoredContainerFile], list[str]]:
         """Store what the run made or changed and delete what it removed: (files made or changed, notes on files
-        that could not be kept, for the model)."""
+        that could not be kept, for the model). Files are judged by their apparent size before a byte is copied
+        (a sparse file costs nothing in the sandbox's memory, and all its bytes here), so what reaches the host's
+        disk stays within the file and container limits; ``deadline`` (the monotonic clock): files not begun by
+        then are not kept, so a call's write-back ends with its time."""
         listing = await asyncio.to_thread(self._list)
         after = listing.files
         changed: list[StoredContainerFile] = []
@@ -132,8 +136,23 @@ class Workspace:
             notes.append(f"{len(fresh) - MAX_FILES_KEPT} more files were written than the {MAX_FILES_KEPT} one call "
                          "may keep; they were not kept")
             fresh = fresh[:MAX_FILES_KEPT]
+        kept = set(self.files) - set(fresh)  # laid out and unchanged: they keep their room
+        room = self.service.container_bytes - sum(after[relative][0] for relative in kept if relative in after)
         for relative in fresh:
             path = f"{DATA_DIR}/{relative}"
+            size = after[relative][0]
+            if size > self.service.file_bytes:
+                notes.append(f"{path} was not kept: its {size:,} bytes pass the {self.service.file_bytes:,} a "
+                             "container file may hold")
+                continue
+            if size > room:
+                notes.append(f"{path} was not kept: its {size:,} bytes (holes included) pass what is left of the "
+                             f"container's limit of {self.service.container_bytes:,} bytes")
+                continue
+            if deadline is not None and time.monotonic() > deadline:
+                notes.append(f"{path} was not kept: the call's time ran out before it was written back")
+                continue
+            room -= size
             if not _storable(path):
                 notes.append(f"a file whose name is not UTF-8 text ({path.encode('utf-8', 'replace')[:200]!r}) "
                              "was not kept")
