@@ -9,6 +9,7 @@ nothing of it left on the host afterwards."""
 from __future__ import annotations
 
 import base64
+import gzip
 import io
 import os
 import shutil
@@ -198,7 +199,16 @@ HOSTILE = {
     "no name": lambda: zip_form(skill_zip(MANIFEST.replace("name: csv-insights\n", ""))),
     "lone surrogate in the description": lambda: zip_form(skill_zip(MANIFEST.replace(
         "description: Summarise a CSV file with pandas.", 'description: "\\ud800"'))),
+    "nested front matter": lambda: zip_form(skill_zip(MANIFEST.replace(
+        "name: csv-insights\n", "name: csv-insights\nx: " + "[" * 3000 + "]" * 3000 + "\n"))),
+    "a tar.gz": lambda: _tarball_form(),
 }
+
+
+def _tarball_form() -> aiohttp.FormData:
+    form = aiohttp.FormData()
+    form.add_field("files", gzip.compress(b"not a zip"), filename="skill.tar.gz", content_type="application/gzip")
+    return form
 
 
 @pytest.mark.parametrize("case", sorted(HOSTILE))
@@ -206,6 +216,20 @@ async def test_hostile_skills_are_refused_with_400s(door: str, case: str) -> Non
     status, body = await raw(door, "POST", "/v1/skills", data=HOSTILE[case]())
     assert status == 400, body
     assert set(body["error"]) == {"message", "type", "param", "code"} and body["error"]["param"] == "files", body
+    named = {"nested front matter": "SKILL.md", "a tar.gz": "zip (application/zip)"}
+    assert named.get(case, "") in body["error"]["message"], body
+
+
+@pytest.mark.parametrize(("files", "named"), [
+    ([("s/SKILL.md", MANIFEST.encode()), ("s/zeros.bin", b"\0" * (2 << 20))], "zeros.bin"),  # its zip: a bomb
+    ([("s/SKILL.md", MANIFEST.encode()), ("s/" + "é" * 134, b"x")], "255 bytes"),  # 268 bytes of UTF-8
+])
+async def test_a_directory_upload_that_could_not_be_laid_out_is_refused_when_sent(
+        door: str, files: list[tuple[str, bytes]], named: str) -> None:
+    async with sdk(door) as client:
+        with pytest.raises(openai.BadRequestError) as refused:
+            await client.skills.create(files=files)
+    assert named in refused.value.body["message"] and refused.value.body["param"] == "files"  # type: ignore[index]
 
 
 async def test_nothing_is_stored_from_a_refused_skill(stack: Stack) -> None:

@@ -225,5 +225,7 @@ def _inline(entry: Mapping[str, Any], where: str) -> ResolvedSkill:
         raise invalid_request(f"Invalid value for '{where}.description': at most {MAX_DESCRIPTION} characters.",
                               param=f"{where}.description")
     bundle = read_zip(raw, f"{where}.source.data")
-    return ResolvedSkill(name, entry["description"].strip(), data=canonical_zip(bundle))
+    kept = canonical_zip(bundle)
+    read_zip(kept, f"{where}.source.data")  # what is kept passes every later lay-out's checks (skills.py)
+    return ResolvedSkill(name, entry["description"].strip(), data=kept)
 

@@ -34,7 +34,11 @@ MAX_TOTAL_BYTES = 64 * MIB
 MAX_FILE_BYTES = 16 * MIB
 MAX_FILES = 1000
 MAX_PATH = 255
+MAX_NAME_BYTES = 255
+"""One name of a path (a file or a directory), in UTF-8 bytes: what Linux file systems hold (NAME_MAX)."""
 MAX_DEPTH = 16
+IGNORED_TOPS = ("__MACOSX/",)
+"""Zip entries macOS's archiver adds beside the files (resource forks): not the skill's, passed over."""
 MAX_RATIO = 200
 """The most an entry may inflate (uncompressed / compressed) once past :data:`RATIO_FLOOR` bytes: a zip bomb's
 entries inflate thousands of times; real text and code stay well under a hundred."""
@@ -89,6 +93,9 @@ def check_path(raw: str, param: str = "files") -> str:
     if not parts:
         raise refused(f"Invalid skill file path {shown!r}.", param)
     path = "/".join(parts)
+    if any(len(part.encode("utf-8")) > MAX_NAME_BYTES for part in parts):
+        raise refused(f"Skill file path {shown!r} has a name longer than {MAX_NAME_BYTES} bytes (UTF-8), which no "
+                      "file system can hold.", param)
     if len(path) > MAX_PATH or len(parts) > MAX_DEPTH:
         raise refused(f"Skill file path {shown!r} is too long: at most {MAX_PATH} characters and {MAX_DEPTH} "
                       "levels.", param)
@@ -126,6 +133,9 @@ def _front_matter(text: str, param: str) -> dict[str, object]:
     except yaml.YAMLError as error:
         reason = " ".join(str(error).split())[:200]
         raise refused(f"{MANIFEST}'s front matter is not valid YAML: {reason}", param,
+                      "invalid_skill_manifest") from None
+    except RecursionError:  # PyYAML composes nested collections by recursion: thousands of '[' are enough
+        raise refused(f"{MANIFEST}'s front matter nests too deeply to be a manifest.", param,
                       "invalid_skill_manifest") from None
     if not isinstance(found, dict):
         raise refused(f"{MANIFEST}'s front matter must be a YAML mapping with 'name' and 'description'.", param,
@@ -232,6 +242,8 @@ def read_zip(data: bytes, param: str = "files") -> SkillBundle:
         declared = 0
         wanted: list[tuple[zipfile.ZipInfo, str]] = []
         for info in entries:
+            if info.filename.startswith(IGNORED_TOPS):
+                continue
             kind = _entry_kind(info)
             if kind == "link":
                 raise refused(f"The skill's zip holds a symbolic link ({info.filename[:200]!r}): only regular "

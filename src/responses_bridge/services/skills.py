@@ -31,7 +31,7 @@ from ..store.records import StorageLimitExceeded, UnknownCursor
 from .file_quota import storage_limit_error
 from .files import new_file_id
 from .pagination import check_page
-from .skill_bundle import SkillBundle, canonical_zip
+from .skill_bundle import SkillBundle, canonical_zip, read_zip
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
@@ -147,6 +147,8 @@ class SkillService:
         """The bundle as the bridge's own zip, kept as a blob, and the version that names it (not stored yet:
         the store numbers a new version of an existing skill itself)."""
         data = await asyncio.to_thread(canonical_zip, bundle)
+        await asyncio.to_thread(read_zip, data)  # what is kept passes the checks every lay-out makes (a directory
+        # upload of a well-compressing file made a zip the lay-out then refused as a bomb): refused now, named
         blob_id = await self._keep(data)
         return StoredSkillVersion(id=ids.new_id("skillver"), skill_id=skill_id, version=number, name=bundle.name,
                                   description=bundle.description, created_at=created_at, bytes=len(data),

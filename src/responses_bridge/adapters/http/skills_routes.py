@@ -31,6 +31,7 @@ FORM_OVERHEAD = 1 << 20
 """What a form may hold past its files' bytes (part headers, boundaries, the ``default`` field)."""
 FILE_FIELDS = ("files", "files[]")
 ZIP_TYPES = ("application/zip", "application/x-zip-compressed", "application/x-zip")
+ARCHIVES_REFUSED = (".tar", ".tar.gz", ".tgz", ".gz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".7z", ".rar")
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 
 
@@ -181,6 +182,12 @@ def _bundle(parts: list[tuple[str | None, str, bytes]]) -> SkillBundle:
     if len(parts) == 1:
         filename, kind, data = parts[0]
         mime = parse_mimetype(kind)
+        if data[:2] == b"\x1f\x8b" or (filename or "").lower().endswith(ARCHIVES_REFUSED) or \
+                f"{mime.type}/{mime.subtype}" in ("application/gzip", "application/x-tar", "application/x-gzip"):
+            raise invalid_request(f"'{(filename or 'files')[:200]}' is not a zip: a skill is sent as one zip "
+                                  "(application/zip) or as one part per file with its relative path as the "
+                                  "filename; tar and gzip archives are not taken.", param="files",
+                                  code="invalid_skill")
         if (f"{mime.type}/{mime.subtype}" in ZIP_TYPES or (filename or "").lower().endswith(".zip")
                 or data[:4] in ZIP_MAGIC):
             return read_zip(data)
