@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from . import config_file
 from .config_endpoints import EndpointSettings
 from .config_errors import EnvJSONError, JsonEnvSource, SettingsError, Sources, explain, explain_json
+from .config_sandbox import CodeSandboxSettings
 from .engine.options import EngineOptions
 from .engine.profiles import SWITCHES, ProfileName, options_for
 from .tenants import TenantPolicy
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from .run.tools.web_search_base import WebSearchSettings
     from .sandbox import SandboxLimits
 
-class Settings(EndpointSettings):
+class Settings(CodeSandboxSettings, EndpointSettings):
     model_config = SettingsConfigDict(env_prefix="RESPONSES_BRIDGE_", extra="ignore")
 
     stream_via_sidecar: bool = Field(default=False, description=(
@@ -136,52 +137,6 @@ class Settings(EndpointSettings):
     # files/ next to the database, never in memory.
     max_file_bytes: int = Field(default=512 * 1024 * 1024, ge=1, description=(
         "largest file `POST /v1/files` accepts, bytes; larger is a 413 `file_too_large`"))
-    # The code interpreter and the hosted shell (sandbox/, run/tools/code_interpreter.py, run/tools/shell.py): each
-    # call's limits in its bubblewrap sandbox.
-    code_timeout: float = Field(default=30.0, gt=0, description=(
-        "wall seconds one code interpreter call (or one hosted shell call, all its commands) may run"))
-    code_memory_bytes: int = Field(default=1 << 30, ge=64 << 20, description=(
-        "memory of one code interpreter or hosted shell call, all its processes and in-memory files together (a "
-        "cgroup per call "
-        "where one can be made; else one process whose RLIMIT_AS is this less /tmp and /dev/shm)"))
-    code_cgroup: bool = Field(default=True, description=(
-        "run each code interpreter call in a memory cgroup of its own where this process may make one (cgroup v2 "
-        "delegated, or v1 writable); false: always the single-process mode (the code may start no subprocess, and "
-        "the hosted shell, whose commands need processes, is refused)"))
-    code_require_cgroup: bool = Field(default=False, description=(
-        "refuse the code interpreter where no memory cgroup per call can be made, instead of running calls in the "
-        "single-process mode"))
-    code_max_processes: int = Field(default=64, ge=4, description="processes and threads one call may have at once")
-    code_max_file_bytes: int = Field(default=100 << 20, ge=1, description="largest file in a container, bytes")
-    code_max_container_bytes: int = Field(default=1 << 30, ge=1, description="bytes of all of one container's files")
-    code_max_output_bytes: int = Field(default=64 * 1024, ge=1024, description=(
-        "of a call's stdout and of its stderr, bytes kept (the rest is counted and cut, with a note)"))
-    code_concurrency: int = Field(default=0, ge=0, description=(
-        "sandboxes running at once (others wait within their timeout); 0: one per core. With several workers, "
-        "each runs its share (at least one)"))
-    code_workdir: str | None = Field(default=None, description=(
-        "where each call's skills are laid out on the host (bound read-only at /mnt/skills, removed when the call "
-        "ends), and where bridges before the in-memory /mnt/data laid each call's files out: swept at start of "
-        "what a crashed one left; unset: the system's temporary directory"))
-    code_sandbox_uid: int = Field(default=65534, ge=1, le=(1 << 32) - 2, description=(
-        "the host uid a bridge run as root starts each sandbox under (its code's uid on the host; never 0, never "
-        "the bridge's root): it must be able to traverse the path to the Python runtime and the bridge's scratch "
-        "directory; a bridge run as another uid keeps its own"))
-    code_sandbox_gid: int | None = Field(default=None, ge=1, le=(1 << 32) - 2, description=(
-        "the host gid of the sandbox of a bridge run as root; unset: the same number as code_sandbox_uid"))
-    code_egress_allowlist: bool = Field(default=True, description=(
-        "allow `allowlist` network policies on containers: the code reaches the listed domains through the "
-        "bridge's egress proxy and nothing else; false: an `allowlist` policy is a 400, sandboxes have no network"))
-    code_egress_allowed_targets: str = Field(default="", description=(
-        "addresses beyond public ones the egress proxy may reach, comma-separated: a CIDR opens all its ports, "
-        "`address:port` one (a loopback address only so, keeping the bridge's own ports closed); unset: public only"))
-    code_egress_max_bytes: int = Field(default=64 << 20, ge=1, description="egress bytes of one call, both ways")
-    code_egress_connection_bytes: int = Field(default=32 << 20, ge=1, description="bytes of one egress connection")
-    code_egress_max_connections: int = Field(default=64, ge=1, description="egress connections of one call")
-    code_egress_connection_timeout: float = Field(default=30.0, gt=0, description="seconds one egress connection lives")
-    code_egress_bridge_connections: int = Field(default=0, ge=0, description=(
-        "egress connections of every call together that the process serves at once (past it a new one is refused "
-        "as it is accepted); 0: a quarter of the process's descriptor limit, at most 1,024"))
     tenant_max_containers: int | None = Field(default=None, ge=0, description=(
         "default per-tenant limit of live containers; none: no limit"))
     tenant_max_sandboxes: int | None = Field(default=None, ge=1, description=(
@@ -288,14 +243,6 @@ class Settings(EndpointSettings):
     @classmethod
     def _yaml_null(cls, value: object) -> object:
         return "null" if value is None else value  # ``tool_call_content: null`` in YAML reads as None
-
-    @field_validator("code_egress_allowed_targets")
-    @classmethod
-    def _check_egress_targets(cls, value: str) -> str:
-        if value.strip():  # a ValueError names the entry; the proxy's modules load only when there is one
-            from .sandbox.egress_policy import EgressRules
-            EgressRules.parse(value)
-        return value
 
     @field_validator("db")
     @classmethod

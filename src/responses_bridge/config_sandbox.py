@@ -1,0 +1,72 @@
+"""The code interpreter's and the hosted shell's settings (sandbox/, run/tools/code_interpreter.py,
+run/tools/shell.py): each call's limits in its bubblewrap sandbox, the uid it runs as, where skills are laid out,
+and the egress proxy's limits. A group of config.py's :class:`Settings` (which sets the sources and the
+``RESPONSES_BRIDGE_`` prefix), in a module of its own so config.py stays within the house's module size; its
+fields follow the endpoints' in configuration.md.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings
+
+
+class CodeSandboxSettings(BaseSettings):
+    """Limits and placement of the code sandbox and its egress proxy."""
+
+    code_timeout: float = Field(default=30.0, gt=0, description=(
+        "wall seconds one code interpreter call (or one hosted shell call, all its commands) may run"))
+    code_memory_bytes: int = Field(default=1 << 30, ge=64 << 20, description=(
+        "memory of one code interpreter or hosted shell call, all its processes and in-memory files together (a "
+        "cgroup per call "
+        "where one can be made; else one process whose RLIMIT_AS is this less /tmp and /dev/shm)"))
+    code_cgroup: bool = Field(default=True, description=(
+        "run each code interpreter call in a memory cgroup of its own where this process may make one (cgroup v2 "
+        "delegated, or v1 writable); false: always the single-process mode (the code may start no subprocess, and "
+        "the hosted shell, whose commands need processes, is refused)"))
+    code_require_cgroup: bool = Field(default=False, description=(
+        "refuse the code interpreter where no memory cgroup per call can be made, instead of running calls in the "
+        "single-process mode"))
+    code_max_processes: int = Field(default=64, ge=4, description="processes and threads one call may have at once")
+    code_max_file_bytes: int = Field(default=100 << 20, ge=1, description="largest file in a container, bytes")
+    code_max_container_bytes: int = Field(default=1 << 30, ge=1, description="bytes of all of one container's files")
+    code_max_output_bytes: int = Field(default=64 * 1024, ge=1024, description=(
+        "of a call's stdout and of its stderr, bytes kept (the rest is counted and cut, with a note)"))
+    code_concurrency: int = Field(default=0, ge=0, description=(
+        "sandboxes running at once (others wait within their timeout); 0: one per core. With several workers, "
+        "each runs its share (at least one)"))
+    code_workdir: str | None = Field(default=None, description=(
+        "where the bridge's private scratch directory is made on the host (`responses-bridge-<uid>`): the egress "
+        "proxy's sockets and the skills cache (each skill version unpacked once, bound read-only at "
+        "/mnt/skills/<name> of the calls that use it); swept at start of what a crashed bridge left; unset: the "
+        "system's temporary directory"))
+    code_skills_cache_bytes: int = Field(default=1 << 30, ge=0, description=(
+        "unpacked skills kept on the host's disk for the calls that use them, bytes (each skill version unpacked "
+        "once, shared by every call; past this the least recently used that no call holds are removed)"))
+    code_sandbox_uid: int = Field(default=65534, ge=1, le=(1 << 32) - 2, description=(
+        "the host uid a bridge run as root starts each sandbox under (its code's uid on the host; never 0, never "
+        "the bridge's root): it must be able to traverse the path to the Python runtime and the bridge's scratch "
+        "directory; a bridge run as another uid keeps its own"))
+    code_sandbox_gid: int | None = Field(default=None, ge=1, le=(1 << 32) - 2, description=(
+        "the host gid of the sandbox of a bridge run as root; unset: the same number as code_sandbox_uid"))
+    code_egress_allowlist: bool = Field(default=True, description=(
+        "allow `allowlist` network policies on containers: the code reaches the listed domains through the "
+        "bridge's egress proxy and nothing else; false: an `allowlist` policy is a 400, sandboxes have no network"))
+    code_egress_allowed_targets: str = Field(default="", description=(
+        "addresses beyond public ones the egress proxy may reach, comma-separated: a CIDR opens all its ports, "
+        "`address:port` one (a loopback address only so, keeping the bridge's own ports closed); unset: public only"))
+    code_egress_max_bytes: int = Field(default=64 << 20, ge=1, description="egress bytes of one call, both ways")
+    code_egress_connection_bytes: int = Field(default=32 << 20, ge=1, description="bytes of one egress connection")
+    code_egress_max_connections: int = Field(default=64, ge=1, description="egress connections of one call")
+    code_egress_connection_timeout: float = Field(default=30.0, gt=0, description="seconds one egress connection lives")
+    code_egress_bridge_connections: int = Field(default=0, ge=0, description=(
+        "egress connections of every call together that the process serves at once (past it a new one is refused "
+        "as it is accepted); 0: a quarter of the process's descriptor limit, at most 1,024"))
+
+    @field_validator("code_egress_allowed_targets")
+    @classmethod
+    def _check_egress_targets(cls, value: str) -> str:
+        if value.strip():  # a ValueError names the entry; the proxy's modules load only when there is one
+            from .sandbox.egress_policy import EgressRules
+            EgressRules.parse(value)
+        return value
