@@ -343,7 +343,7 @@ async def _open_code_interpreter(settings: Settings, store: ContainerStore, file
     from .services.hosted_shell import HostedShell
 
     limits = settings.sandbox_limits()
-    workdir = Path(settings.code_workdir) if settings.code_workdir else None  # skills' trees (sandbox/read_only.py)
+    workdir = Path(settings.code_workdir) if settings.code_workdir else None  # the skills' cache (skill_cache.py)
 
     def stored_bytes(tenant: str) -> int | None:
         return settings.tenant_policy(tenant).max_stored_bytes
@@ -353,7 +353,8 @@ async def _open_code_interpreter(settings: Settings, store: ContainerStore, file
                                   max_containers=lambda tenant: settings.tenant_policy(tenant).max_containers,
                                   max_stored_bytes=stored_bytes,
                                   skills=ContainerSkills(skills, files.contents, max_stored_bytes=stored_bytes,
-                                                         workdir=workdir),
+                                                         workdir=workdir,
+                                                         cache_bytes=settings.code_skills_cache_bytes),
                                   network=NetworkPolicies(sealer, enabled=settings.code_egress_allowlist))
     await containers.start()
     sandbox = await asyncio.to_thread(Sandbox.detect, limits, use_cgroup=settings.code_cgroup,

@@ -319,7 +319,9 @@ async def test_a_containers_skills_are_laid_out_read_only_for_the_code_interpret
     assert lines[8] == "['csv-insights', 'inline-tool']", logs
     scratch = stack.workdir / f"responses-bridge-{os.geteuid()}"  # the bridge's own directory (sandbox/scratch.py)
     assert [entry.name for entry in stack.workdir.iterdir()] == [scratch.name]
-    assert [entry.name for entry in scratch.iterdir()] == []  # nothing of the call left on the host
+    # what stays on the host is the cache of unpacked skills (services/skill_cache.py): one entry per version
+    [cache] = scratch.iterdir()
+    assert cache.name.startswith("skills-") and len(list(cache.iterdir())) == 2
     offered = next(entry["body"] for entry in reversed(await upstream.entries())
                    if "inline-tool" in orjson.dumps(entry["body"].get("tools", [])).decode())
     description = next(tool["function"]["description"] for tool in offered["tools"]

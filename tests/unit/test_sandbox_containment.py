@@ -5,10 +5,12 @@ per-process limits: it must now stay within the call's limits and leave nothing 
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import shutil
 import subprocess
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from textwrap import dedent
@@ -20,11 +22,16 @@ from responses_bridge.sandbox.cgroups import CgroupParent
 from responses_bridge.sandbox.doctor import check_bubblewrap
 from responses_bridge.sandbox.egress import EgressLimits, EgressSettings
 from responses_bridge.sandbox.egress_policy import EgressRules, parse_policy
-from responses_bridge.sandbox.read_only import read_only_tree
 from responses_bridge.sandbox.result import SandboxResult
+from responses_bridge.sandbox.runner import Prepare
 from responses_bridge.sandbox.shell import CommandOutput, ShellJob, run_shell
 from responses_bridge.sandbox.slots import FairSlots
 from responses_bridge.sandbox.trees import STALE_PREFIX, sweep_stale
+from responses_bridge.services.skill_cache import PREFIX as CACHE_PREFIX
+from responses_bridge.services.skill_cache import SkillCache
+from responses_bridge.services.skills import keep_blob
+from responses_bridge.store.base_skills import ContainerSkill
+from responses_bridge.store.sqlite.file_bytes import DiskFileBytes
 
 MIB = 1 << 20
 SANDBOX_MISSING = check_bubblewrap()[1]
@@ -310,10 +317,18 @@ POLICY = {"type": "allowlist", "allowed_domains": ["127.0.0.1"],
           "domain_secrets": [{"domain": "127.0.0.1", "name": "API_KEY", "value": SECRET}]}
 
 
-async def _skill(root: Path) -> None:
-    (root / "tool" / "scripts").mkdir(parents=True)
-    (root / "tool" / "SKILL.md").write_text("---\nname: tool\ndescription: d\n---\n")
-    (root / "tool" / "scripts" / "run.sh").write_text("echo the skill ran\n")
+async def _skill(blobs_in: Path) -> Prepare:
+    """A container's skill ``tool`` through the bridge's own cache (services/skill_cache.py), as a call's
+    ``prepare``: unpacked in the scratch directory of the temporary directory, bound at /mnt/skills/tool."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("SKILL.md", "---\nname: tool\ndescription: d\n---\n")
+        archive.writestr("scripts/run.sh", "echo the skill ran\n")
+    blobs = DiskFileBytes(blobs_in)
+    await blobs.start()
+    skill = ContainerSkill("cntr_1", 0, "tool", "d", len(out.getvalue()), await keep_blob(blobs, out.getvalue()))
+    cache = SkillCache(blobs, budget=1 << 30)
+    return lambda: cache.bound([skill])
 
 
 @pytest.fixture
@@ -329,11 +344,11 @@ def host_temp(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 
 def _nothing_left(temp: Path) -> None:
-    """Neither the read-only tree nor the socket's directory outlives the call: the bridge's scratch directory
-    (scratch.py) is all that is left in the temporary directory, and it is empty."""
+    """The socket's directory does not outlive the call: the bridge's scratch directory (scratch.py) is all that is
+    left in the temporary directory, holding at most this process's cache of unpacked skills."""
     scratch = temp / f"responses-bridge-{os.geteuid()}"
     assert [path.name for path in temp.iterdir()] in ([], [scratch.name])
-    assert not scratch.exists() or list(scratch.iterdir()) == []
+    assert not scratch.exists() or [path.name for path in scratch.iterdir()] in ([], [f"{CACHE_PREFIX}{os.getpid()}"])
 
 
 def _with_egress(mode: str, **limits: object) -> Sandbox:
@@ -382,8 +397,7 @@ async def test_skills_and_a_policy_leave_every_containment_in_place(mode: str, t
         print('uid', os.getuid(), os.path.exists('/run/egress.sock'), open('/mnt/skills/tool/SKILL.md').read()[:4])
         """)
     policy = parse_policy(POLICY, "network_policy")
-    async with read_only_tree(None, _skill) as root, \
-            _with_egress(mode).call(read_only=[(root, "/mnt/skills")], network=policy) as call:
+    async with _with_egress(mode).call(prepare=await _skill(tmp_path / "blobs"), network=policy) as call:
         result = await call.run(code)
     lines = result.stdout.splitlines()
     assert "ptrace -1 1" in lines and not any(line.startswith(("read ", "changed ", "network ")) for line in lines)
@@ -406,8 +420,8 @@ async def test_shell_commands_with_skills_and_a_policy_change_and_read_nothing_t
                 "cat /proc/1/environ >/dev/null 2>&1; echo environ $?; kill -9 1 2>/dev/null; echo after the kill",
                 "env | grep -c containment-secret-value; echo $API_KEY | grep -c '^egress-secret-'"]
     policy = parse_policy(POLICY, "network_policy")
-    async with read_only_tree(None, _skill) as root, \
-            _with_egress("cgroup").call(job="shell", read_only=[(root, "/mnt/skills")], network=policy) as call:
+    async with _with_egress("cgroup").call(job="shell", prepare=await _skill(tmp_path / "blobs"),
+                                           network=policy) as call:
         outputs, _ = await run_shell(call, ShellJob(commands))
     assert outputs[0].stdout == "the skill ran\n"
     assert outputs[1].stdout == "kept\nchecked\n", outputs[1]

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from responses_bridge.sandbox import trees
-from responses_bridge.sandbox.read_only import PREFIX, read_only_tree, sweep_orphans
+from responses_bridge.sandbox.read_only import PREFIX, sweep_orphans
 from responses_bridge.sandbox.scratch import ScratchUnsafe, scratch_root
 from responses_bridge.sandbox.trees import STALE_PREFIX, remove_tree, sweep_stale
 
@@ -126,16 +126,12 @@ def test_the_bridge_s_own_stale_trees_still_go_in_both_places(tmp_path: Path) ->
     assert not legacy.exists() and not scratch.exists() and live.exists()
 
 
-async def test_a_read_only_tree_is_made_in_the_bridge_s_own_directory(tmp_path: Path, umask_022: None) -> None:
-    async def fill(root: Path) -> None:
-        (root / "SKILL.md").write_text("x")
-
-    async with read_only_tree(tmp_path, fill) as root:
-        assert root.parent == tmp_path / f"responses-bridge-{os.geteuid()}"
-        info = os.lstat(root.parent)
-        assert info.st_uid == os.geteuid()
-        assert stat.S_IMODE(info.st_mode) == (0o711 if os.geteuid() == 0 else 0o700)
-    assert list(root.parent.iterdir()) == []
+def test_the_scratch_directory_is_the_bridge_s_own_whatever_the_umask(tmp_path: Path, umask_022: None) -> None:
+    root = scratch_root(tmp_path)
+    assert root == tmp_path / f"responses-bridge-{os.geteuid()}"
+    info = os.lstat(root)
+    assert info.st_uid == os.geteuid()
+    assert stat.S_IMODE(info.st_mode) == (0o711 if os.geteuid() == 0 else 0o700)  # passed through, never listed
 
 
 def test_a_scratch_root_whose_parent_is_missing_is_named(tmp_path: Path) -> None:

@@ -206,16 +206,16 @@ async def test_a_container_keeps_its_own_copies_of_its_skills(kind: str, tmp_pat
         container = await s.containers.create({"name": "c", "skills": [
             {"type": "skill_reference", "skill_id": made["id"], "version": "latest"}, inline]}, tenant=A)
         await s.skills.delete(made["id"], tenant=A)  # the container keeps its copy
-        s.on_containers.workdir = tmp_path / "trees"
-        s.on_containers.workdir.mkdir()
+        s.on_containers.cache.workdir = tmp_path / "trees"
+        s.on_containers.cache.workdir.mkdir()
         async with s.on_containers.laid_out(container["id"], tenant=A) as binds:
-            [(root, target)] = binds
-            assert target == "/mnt/skills" and sorted(path.name for path in root.iterdir()) == ["csv-insights",
-                                                                                               "inline-one"]
-            assert "name: whatever" in (root / "inline-one" / "SKILL.md").read_text()
-            assert (root / "csv-insights" / "scripts" / "run.py").read_bytes() == b"print('ran')\n"
-        scratch = s.on_containers.workdir / f"responses-bridge-{os.geteuid()}"  # the bridge's own (scratch.py)
-        assert list(s.on_containers.workdir.iterdir()) == [scratch] and list(scratch.iterdir()) == []
+            assert [target for _, target in binds] == ["/mnt/skills/csv-insights", "/mnt/skills/inline-one"]
+            trees = dict((target.rsplit("/", 1)[1], tree) for tree, target in binds)
+            assert "name: whatever" in (trees["inline-one"] / "SKILL.md").read_text()
+            assert (trees["csv-insights"] / "scripts" / "run.py").read_bytes() == b"print('ran')\n"
+        scratch = s.on_containers.cache.workdir / f"responses-bridge-{os.geteuid()}"  # the bridge's own
+        assert list(s.on_containers.cache.workdir.iterdir()) == [scratch]
+        assert all(tree.parent == scratch / f"skills-{os.getpid()}" for tree in trees.values())
         async with s.on_containers.laid_out(container["id"], tenant=B) as binds:
             assert binds == []
         found = await s.on_containers.container_skills(container["id"], tenant=A)

@@ -1,52 +1,25 @@
-"""Read-only trees of one sandbox call (a container's skills at ``/mnt/skills``): a host directory made for the
-call alone, filled before the sandbox starts, bound into it with ``--ro-bind`` (sandbox/command.py), and removed
-when the call ends, whatever the call did: nothing of it outlives the call on the host.
-
-The code cannot change the tree (the bind is read-only; it is not the code's to write). The directory is made in
-the bridge's own scratch directory (sandbox/scratch.py), never directly in a shared one, and is named after the
-bridge's process (``responses-bridge-ro-<pid>-…``), so a bridge starting on the same machine removes what a crashed
-one left (:func:`sweep_orphans`) and never what a live one is using.
+"""The per-call read-only trees earlier bridges made (a container's skills at ``/mnt/skills``, one host directory
+per call named ``responses-bridge-ro-<pid>-…``): a bridge that crashed mid-call left one on the host's disk.
+Skills are now unpacked once into a cache shared by the calls (services/skill_cache.py, which sweeps its own), so
+nothing makes these trees any more; a starting bridge removes the ones of processes that are gone
+(:func:`sweep_orphans`), never what a live one is using.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import structlog
 
 from .cgroups import process_alive
-from .scratch import ScratchUnsafe, existing_scratch_root, scratch_root
-from .trees import remove_tree, sweep
+from .scratch import ScratchUnsafe, existing_scratch_root
+from .trees import sweep
 
 log = structlog.get_logger(__name__)
 
 PREFIX = "responses-bridge-ro-"
-
-
-@contextlib.asynccontextmanager
-async def read_only_tree(parent: Path | None, fill: Callable[[Path], Awaitable[None]]) -> AsyncIterator[Path]:
-    """A fresh directory in the bridge's scratch directory under ``parent`` (the ``code_workdir`` setting; the
-    system's temporary directory when None), filled by ``fill`` (which does its disk work off the event loop),
-    yielded for the call and removed afterwards (also when ``fill`` or the call fails or is cancelled). Raises
-    :class:`~.scratch.ScratchUnsafe` when the scratch directory's place is not the bridge's alone."""
-    where = await asyncio.to_thread(scratch_root, parent)
-    root = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix=f"{PREFIX}{os.getpid()}-", dir=where))
-    try:
-        await fill(root)
-        await asyncio.to_thread(os.chmod, root, 0o755)
-        yield root
-    finally:
-        removal = asyncio.ensure_future(asyncio.to_thread(remove_tree, root))
-        try:
-            await asyncio.shield(removal)  # a second cancellation leaves the removal running to its end
-        except asyncio.CancelledError:
-            await removal
-            raise
 
 
 def sweep_orphans(parent: Path | None) -> int:

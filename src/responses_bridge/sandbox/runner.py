@@ -58,6 +58,8 @@ SHELL_OFF_BY_SETTING = (
 """Why the hosted shell is refused when the deployment chose the single-process mode (not the host's doing)."""
 
 Mode = Literal["cgroup", "single-process"]
+Prepare = Callable[[], contextlib.AbstractAsyncContextManager[Sequence[tuple[Path, str]]]]
+"""Trees to bind read-only, made once a call is admitted (``Sandbox.call(prepare=...)``)."""
 _CALLS = itertools.count(1)
 """Numbers the calls' cgroups across every sandbox of the process: a cgroup whose removal is still under way never
 has its name taken by the next call of another sandbox."""
@@ -167,12 +169,15 @@ class Sandbox:
     @contextlib.asynccontextmanager
     async def call(self, *, tenant: str = "", job: JobKind = "python",
                    read_only: Sequence[tuple[Path, str]] = (),
-                   network: NetworkPolicy | None = None) -> AsyncIterator[SandboxCall]:
+                   network: NetworkPolicy | None = None,
+                   prepare: Prepare | None = None) -> AsyncIterator[SandboxCall]:
         """A slot, then a started sandbox; ended (and its slot freed) on leaving. Raises
         :class:`SandboxUnavailable` when code cannot run here (or, for a ``shell`` job, in this mode),
         :class:`SandboxBusy` when no slot came in time.
-        ``read_only``: (host directory, sandbox path) trees the call sees read-only (sandbox/read_only.py).
-        ``network``: an allowlist policy, served by an egress proxy of the call's own (None: no network)."""
+        ``read_only``: (host directory, sandbox path) trees the call sees read-only (sandbox/command.py).
+        ``network``: an allowlist policy, served by an egress proxy of the call's own (None: no network).
+        ``prepare``: more such trees, made only once the call holds its slot (a container's skills, unpacked on
+        the host's disk: never for a call that waits, or is refused) and held until the call ends."""
         refused = self.unavailable or (None if self.bwrap is not None else "bubblewrap (bwrap) was not found")
         if refused is None and job == "shell":
             refused = self.shell_unavailable
@@ -180,9 +185,10 @@ class Sandbox:
             refused = ("this deployment allows no network policy but 'disabled' "
                        "(RESPONSES_BRIDGE_CODE_EGRESS_ALLOWLIST=false)")
         if refused is None:
-            refused = next((f"the sandbox's host uid {self.identity.host_uid} cannot traverse {blocked}, on the way "
-                            f"to {tree} (bound read-only at {target})" for tree, target in read_only
-                            if (blocked := self.identity.unreachable(tree)) is not None), None)
+            try:
+                self._check_reachable(read_only)
+            except SandboxUnavailable as unreachable:
+                refused = str(unreachable)
         if refused is not None or self.bwrap is None:
             metrics.sandbox_run("refused", None, job=job)
             raise SandboxUnavailable(refused or "bubblewrap (bwrap) was not found")
@@ -201,20 +207,32 @@ class Sandbox:
                                               "responses_bridge.sandbox.mode": self.mode,
                                               "responses_bridge.sandbox.network": "allowlist" if proxy else "none"}):
                 call: SandboxCall | None = None
-                try:
-                    if proxy is not None:
-                        await proxy.start()  # first: its socket is bound into the sandbox
-                    call = self._new_call(name, read_only, proxy.binding() if proxy is not None else None)
-                    await call.start()
-                    yield call
-                finally:
-                    if call is not None:
-                        await call.close()
-                    if proxy is not None:
-                        await proxy.close()
+                async with contextlib.AsyncExitStack() as prepared:
+                    try:
+                        binds = [*read_only, *(await prepared.enter_async_context(prepare()) if prepare else [])]
+                        self._check_reachable(binds)
+                        if proxy is not None:
+                            await proxy.start()  # first: its socket is bound into the sandbox
+                        call = self._new_call(name, binds, proxy.binding() if proxy is not None else None)
+                        await call.start()
+                        yield call
+                    finally:
+                        if call is not None:
+                            await call.close()
+                        if proxy is not None:
+                            await proxy.close()
         finally:
             metrics.SANDBOX_LIVE.dec()
             self.slots.release(tenant)
+
+    def _check_reachable(self, binds: Sequence[tuple[Path, str]]) -> None:
+        """Raise :class:`SandboxUnavailable` naming the first directory the sandbox's uid cannot traverse on the
+        way to a tree it binds (bubblewrap, started under that uid, would fail with a bare EACCES)."""
+        for tree, target in binds:
+            blocked = self.identity.unreachable(tree)
+            if blocked is not None:
+                raise SandboxUnavailable(f"the sandbox's host uid {self.identity.host_uid} cannot traverse "
+                                         f"{blocked}, on the way to {tree} (bound read-only at {target})")
 
     def _new_call(self, name: str, read_only: Sequence[tuple[Path, str]], egress: EgressBinding | None) -> SandboxCall:
         assert self.bwrap is not None

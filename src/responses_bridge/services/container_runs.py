@@ -176,8 +176,9 @@ class ContainerRuns:
             return ContainerRun(error="the container's network policy could not be opened (its secrets were sealed "
                                       "with another key than this server's)")
         try:
-            async with self._skills(container.id, tenant) as read_only, self.containers.lock(container.id), \
-                    self.sandbox.call(tenant=tenant, job=job, read_only=read_only, network=network) as call:
+            async with self.containers.lock(container.id), self.sandbox.call(
+                    tenant=tenant, job=job, network=network,  # skills unpacked once the call has its slot
+                    prepare=lambda: self._skills(container.id, tenant)) as call:
                 space = Workspace(self.containers, container, tenant, call.data, owner=call.identity)
                 await space.lay_out()
                 value = await work(call)

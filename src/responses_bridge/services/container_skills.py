@@ -1,8 +1,8 @@
 """The skills a container is made with (``skills`` on ``POST /v1/containers``, and on a shell tool's
 ``container_auto``), and how they reach each sandbox call in that container: checked and resolved before the
 container is made (400s and 404s naming ``skills[i]`` and the field), copied into the container (its own blobs,
-counted in the tenant's stored bytes, deleted with it), and laid out read-only at ``/mnt/skills/<name>/`` for each
-call (sandbox/read_only.py), with the note telling the model what they are (protocol/skills_note.py).
+counted in the tenant's stored bytes, deleted with it), and bound read-only at ``/mnt/skills/<name>/`` of each
+call from a cache where each skill version is unpacked once (skill_cache.py), with the note telling the model what they are (protocol/skills_note.py).
 
 Every tool that runs code in a container goes through :meth:`ContainerSkills.laid_out` and
 :meth:`ContainerSkills.note`, keyed off the container, not off one tool.
@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..protocol.errors import invalid_request, not_found
-from ..protocol.skills_note import SKILLS_DIR, skills_note
-from ..sandbox.read_only import read_only_tree
+from ..protocol.skills_note import skills_note
 from ..store.base import FileBytes
 from ..store.base_skills import ContainerSkill, SkillStore
 from ..store.records import StorageLimitExceeded
@@ -32,12 +31,13 @@ from .skill_bundle import (
     MAX_ZIP_BYTES,
     NAME_PATTERN,
     canonical_zip,
-    extract_to,
     read_zip,
 )
-from .skills import keep_blob, read_blob, remove_blobs, skill_not_found, version_not_found, version_number
+from .skill_cache import SkillCache
+from .skills import keep_blob, remove_blobs, skill_not_found, version_not_found, version_number
 
 MAX_CONTAINER_SKILLS = 20
+DEFAULT_CACHE_BYTES = 1 << 30
 READ_CHUNK = 1 << 20
 
 
@@ -57,11 +57,13 @@ class ContainerSkills:
 
     def __init__(self, store: SkillStore, blobs: FileBytes, *,
                  max_stored_bytes: Callable[[str], int | None] = lambda tenant: None,
-                 workdir: Path | None = None) -> None:
+                 workdir: Path | None = None, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         self.store = store
         self.blobs = blobs
         self._max_stored_bytes = max_stored_bytes
-        self.workdir = workdir  # where calls' trees are made on the host (None: the system's temporary directory)
+        # unpacked skills on the host, shared by the calls (skill_cache.py), in the bridge's scratch directory
+        # under ``workdir`` (None: the system's temporary directory)
+        self.cache = SkillCache(blobs, budget=cache_bytes, workdir=workdir)
 
     async def resolve(self, value: object, *, tenant: str, param: str) -> list[ResolvedSkill]:
         """``skills`` of a container (``[{"type": "skill_reference", "skill_id", "version"?}`` or ``{"type":
@@ -161,33 +163,20 @@ class ContainerSkills:
 
     @contextlib.asynccontextmanager
     async def laid_out(self, container_id: str, *, tenant: str) -> AsyncIterator[list[tuple[Path, str]]]:
-        """The container's skills laid out for one call: the (host directory, sandbox path) to bind read-only
-        (``Sandbox.call(read_only=...)``), none when it has no skills; the directory is removed on leaving. Each
-        skill is read back, checked again and extracted in turn, so one skill's files are in memory at a time."""
+        """The container's skills for one admitted call: the (host directory, ``/mnt/skills/<name>``) to bind
+        read-only (``Sandbox.call(prepare=...)``), none when it has no skills. Each skill version is unpacked
+        once, into the cache (skill_cache.py), and held there while the call runs."""
         skills = await self.store.container_skills(container_id, tenant=tenant)
         if not skills:
             yield []
             return
-
-        async def fill(root: Path) -> None:
-            for skill in skills:
-                reader = await self.blobs.open(skill.blob_id)
-                if reader is None:
-                    continue  # the container was deleted meanwhile: the call finds it gone
-                data = await read_blob(reader, MAX_ZIP_BYTES)
-                await asyncio.to_thread(_extract, data, root / skill.name)
-
-        async with read_only_tree(self.workdir, fill) as root:
-            yield [(root, SKILLS_DIR)]
+        async with self.cache.bound(skills) as binds:
+            yield binds
 
     async def note(self, container_id: str, *, tenant: str) -> str:
         """What the tool's description tells the model of the container's skills."""
         found = await self.container_skills(container_id, tenant=tenant)
         return skills_note([(skill.name, skill.description) for skill in found])
-
-
-def _extract(data: bytes, target: Path) -> None:
-    extract_to(read_zip(data), target)
 
 
 def _inline(entry: Mapping[str, Any], where: str) -> ResolvedSkill:

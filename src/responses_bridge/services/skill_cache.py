@@ -1,0 +1,180 @@
+"""Skills laid out once: a content-addressed, read-only cache of unpacked skills on the host, shared by every call
+that uses the same skill.
+
+A container keeps its own copy of each skill's zip (container_skills.py), so the key is the zip's content (its
+SHA-256, learnt once per stored blob by streaming it, blobs never change), not the copy: six containers made with
+one skill version unpack it once. An entry is unpacked when a call that needs it has been admitted (it holds its
+sandbox slot), under a lock of its own, into a temporary directory renamed into place when whole; each skill is
+then bound read-only at ``/mnt/skills/<name>`` of the call (the ``read_only`` binds of ``Sandbox.call``). Entries
+in use are counted; past the disk budget the least recently used entries no call holds are removed.
+
+The cache lives in the bridge's private scratch directory (sandbox/scratch.py), one directory per process
+(``skills-<pid>``): workers of one sidecar never remove what another is using, and a start removes the directories
+of processes that are gone. What the cache holds on disk is bounded by the budget plus the skills calls hold at
+once (each at most a skill's limit, skill_bundle.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import secrets
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from ..protocol.skills_note import SKILLS_DIR
+from ..sandbox.cgroups import process_alive
+from ..sandbox.scratch import private_dir, scratch_root
+from ..sandbox.trees import remove_tree, sweep
+from ..store.base import FileBytes
+from ..store.base_skills import ContainerSkill
+from .skill_bundle import MAX_ZIP_BYTES, extract_to, read_zip
+from .skills import read_blob
+
+log = structlog.get_logger(__name__)
+
+PREFIX = "skills-"
+READ_CHUNK = 1 << 20
+
+
+@dataclass(slots=True)
+class _Entry:
+    path: Path
+    bytes: int
+    users: int = 0
+    used_at: float = 0.0
+
+
+class SkillCache:
+    """Unpacked skills of this process, keyed by their zip's digest. ``budget``: bytes of unpacked files kept
+    when no call uses them; ``workdir``: the ``code_workdir`` setting (None: the system's temporary directory)."""
+
+    def __init__(self, blobs: FileBytes, *, budget: int, workdir: Path | None = None) -> None:
+        self.blobs = blobs
+        self.budget = budget
+        self.workdir = workdir
+        self.unpacked = 0  # skills unpacked since the start (the metric tests and the closing note count)
+        self._entries: dict[str, _Entry] = {}
+        self._digests: dict[str, str] = {}  # blob id -> its content's digest (a blob never changes)
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._root: Path | None = None
+
+    @contextlib.asynccontextmanager
+    async def bound(self, skills: Sequence[ContainerSkill]) -> AsyncIterator[list[tuple[Path, str]]]:
+        """Each skill unpacked (once) and held for the call: the (host directory, ``/mnt/skills/<name>``) binds.
+        A skill whose blob is gone (its container deleted meanwhile) is left out."""
+        held: list[_Entry] = []
+        binds: list[tuple[Path, str]] = []
+        try:
+            for skill in skills:
+                entry = await self._entry(skill.blob_id)
+                if entry is None:
+                    continue
+                entry.users += 1
+                held.append(entry)
+                binds.append((entry.path, f"{SKILLS_DIR}/{skill.name}"))
+            yield binds
+        finally:
+            now = time.monotonic()
+            for entry in held:
+                entry.users -= 1
+                entry.used_at = now
+            await self._evict()
+
+    async def _entry(self, blob_id: str) -> _Entry | None:
+        digest = self._digests.get(blob_id)
+        if digest is None:
+            digest = await self._digest(blob_id)
+            if digest is None:
+                return None
+            self._digests[blob_id] = digest
+        lock = self._locks.setdefault(digest, asyncio.Lock())
+        async with lock:
+            entry = self._entries.get(digest)
+            if entry is None:
+                entry = await self._unpack(blob_id, digest)
+                if entry is None:
+                    return None
+                self._entries[digest] = entry
+            return entry
+
+    async def _digest(self, blob_id: str) -> str | None:
+        reader = await self.blobs.open(blob_id)
+        if reader is None:
+            return None
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            while chunk := await reader.read(READ_CHUNK):
+                size += len(chunk)
+                if size > MAX_ZIP_BYTES:
+                    raise OSError("a stored skill is larger than any skill may be")
+                digest.update(chunk)
+        finally:
+            await reader.aclose()
+        return digest.hexdigest()
+
+    async def _unpack(self, blob_id: str, digest: str) -> _Entry | None:
+        reader = await self.blobs.open(blob_id)
+        if reader is None:
+            return None
+        data = await read_blob(reader, MAX_ZIP_BYTES)
+        root = await self._cache_root()
+        return await asyncio.to_thread(_unpack_into, root, digest, data, self)
+
+    async def _cache_root(self) -> Path:
+        if self._root is None:
+            def make() -> Path:
+                scratch = scratch_root(self.workdir)
+                sweep(scratch, PREFIX, keep=_alive)  # the caches of processes that are gone
+                root = private_dir(scratch, f"{PREFIX}{os.getpid()}")
+                for leftover in root.iterdir():  # a process of this pid before us (a restart in a namespace)
+                    remove_tree(leftover)
+                return root
+
+            self._root = await asyncio.to_thread(make)
+        return self._root
+
+    async def _evict(self) -> None:
+        """Past the budget, remove the least recently used entries no call holds."""
+        total = sum(entry.bytes for entry in self._entries.values())
+        if total <= self.budget:
+            return
+        for digest, entry in sorted(self._entries.items(), key=lambda item: item[1].used_at):
+            if total <= self.budget:
+                break
+            if entry.users or self._locks.get(digest, asyncio.Lock()).locked():
+                continue
+            del self._entries[digest]
+            total -= entry.bytes
+            await asyncio.to_thread(remove_tree, entry.path)
+
+
+def _unpack_into(root: Path, digest: str, data: bytes, cache: SkillCache) -> _Entry:
+    """Extract into a temporary directory of the cache, then rename it to its digest: an entry is whole or
+    absent. Its files are world-readable (0644/0755) for the sandbox's unprivileged uid, and the bridge's own."""
+    skill = read_zip(data)
+    staging = root / f".unpacking-{secrets.token_hex(8)}"
+    try:
+        extract_to(skill, staging)
+        target = root / digest
+        if target.exists():  # made before this process knew of it: replaced by this whole one
+            remove_tree(target)
+        os.rename(staging, target)
+    except BaseException:
+        remove_tree(staging)
+        raise
+    cache.unpacked += 1
+    log.info("skill_unpacked", digest=digest[:16], files=len(skill.files), bytes=skill.bytes)
+    return _Entry(target, skill.bytes, used_at=time.monotonic())
+
+
+def _alive(name: str) -> bool:
+    owner = name[len(PREFIX):]
+    return not owner.isdigit() or int(owner) == os.getpid() or process_alive(int(owner))
