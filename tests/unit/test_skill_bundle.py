@@ -20,9 +20,9 @@ from responses_bridge.services.skill_bundle import (
     bundle,
     canonical_zip,
     check_path,
-    extract_to,
     read_zip,
 )
+from responses_bridge.services.skill_unpack import unpack_kept
 
 MANIFEST = b"---\nname: csv-insights\ndescription: Summarise a CSV file.\n---\n\n# How\nRun scripts/run.py.\n"
 
@@ -72,14 +72,32 @@ def test_the_kept_zip_is_the_bridges_own_and_reads_back_the_same() -> None:
     assert modes == {"SKILL.md": stat.S_IFREG | 0o644, "run.sh": stat.S_IFREG | 0o755}
 
 
-def test_extracted_files_have_plain_modes(tmp_path: Path) -> None:
+def test_a_kept_skill_unpacks_streamed_with_plain_modes(tmp_path: Path) -> None:
     skill = read_zip(make_zip([("SKILL.md", MANIFEST), ("bin/run.sh", b"echo hi\n")],
                               modes={"bin/run.sh": stat.S_IFREG | 0o777}))
-    extract_to(skill, tmp_path / "csv-insights")
+    kept = tmp_path / "kept.zip"
+    kept.write_bytes(canonical_zip(skill))
+    assert unpack_kept(kept, tmp_path / "csv-insights") == (2, len(MANIFEST) + 8)
     assert (tmp_path / "csv-insights" / "SKILL.md").read_bytes() == MANIFEST
     assert stat.S_IMODE((tmp_path / "csv-insights" / "bin" / "run.sh").stat().st_mode) == 0o755
     assert stat.S_IMODE((tmp_path / "csv-insights" / "SKILL.md").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "csv-insights" / "bin").stat().st_mode) == 0o755
+
+
+def test_a_kept_zip_damaged_since_is_refused_before_anything_is_written(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    kept = tmp_path / "kept.zip"
+    kept.write_bytes(make_zip([("../evil", b"x"), ("SKILL.md", MANIFEST)]))
+    with pytest.raises(APIError, match="leave the skill"):
+        unpack_kept(kept, tmp_path / "out")
+    kept.write_bytes(make_zip([("run.sh", b"echo\n")]))
+    with pytest.raises(APIError, match=r"no SKILL\.md"):
+        unpack_kept(kept, tmp_path / "out")
+    monkeypatch.setattr(skill_bundle, "MAX_TOTAL_BYTES", 10)
+    kept.write_bytes(make_zip([("SKILL.md", MANIFEST)], compression=zipfile.ZIP_STORED))
+    with pytest.raises(APIError, match="at most 10 bytes together"):
+        unpack_kept(kept, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_highly_compressed_entry_is_refused_as_a_bomb() -> None:

@@ -9,22 +9,20 @@ stops there and checks the CRC, so an entry that inflates past what it declares 
 that leave the skill (``..``, absolute, drive letters, backslashes), duplicates, a path that is both a file and a
 directory, links and other non-regular entries, encrypted entries and a missing or invalid ``SKILL.md`` are 400s
 naming ``files``. What is kept is a zip the bridge wrote itself (:func:`canonical_zip`): only regular files, each
-0644 or 0755, so laying it out (:func:`extract_to`) never trusts what a client's archive claimed.
+0644 or 0755, so laying it out (skill_unpack.py) never trusts what a client's archive claimed.
 """
 
 from __future__ import annotations
 
 import io
-import os
 import posixpath
 import re
 import stat
 import struct
 import zipfile
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..protocol.errors import APIError, invalid_request
 
@@ -236,61 +234,77 @@ def read_zip(data: bytes, param: str = "files") -> SkillBundle:
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, OSError) as error:
         raise refused(f"The skill's zip cannot be read: {str(error)[:200]}.", param, "invalid_zip") from None
     with archive:
-        entries = archive.infolist()
-        if len(entries) > MAX_FILES * 2:  # directories have entries too
-            raise refused(f"A skill may hold at most {MAX_FILES} files ({len(entries)} zip entries sent).", param)
-        declared = 0
-        wanted: list[tuple[zipfile.ZipInfo, str]] = []
-        for info in entries:
-            if info.filename.startswith(IGNORED_TOPS):
-                continue
-            kind = _entry_kind(info)
-            if kind == "link":
-                raise refused(f"The skill's zip holds a symbolic link ({info.filename[:200]!r}): only regular "
-                              "files are accepted.", param)
-            if kind == "special":
-                raise refused(f"The skill's zip holds an entry that is not a regular file ({info.filename[:200]!r}).",
-                              param)
-            path = check_path(info.filename, param)
-            if kind == "dir":
-                continue
-            if info.flag_bits & 0x1:
-                raise refused(f"The skill's zip entry {info.filename[:200]!r} is encrypted.", param)
-            if info.file_size > MAX_FILE_BYTES:
-                raise refused(f"A skill file may be at most {MAX_FILE_BYTES} bytes ({info.filename[:200]!r} "
-                              f"declares {info.file_size}).", param)
-            if info.file_size > RATIO_FLOOR and info.file_size > MAX_RATIO * max(info.compress_size, 1):
-                raise refused(f"The skill's zip entry {info.filename[:200]!r} inflates more than {MAX_RATIO} times: "
-                              "refused as a zip bomb.", param)
-            declared += info.file_size
-            if declared > MAX_TOTAL_BYTES:
-                raise refused(f"A skill's files may hold at most {MAX_TOTAL_BYTES} bytes together (uncompressed).",
-                              param)
-            wanted.append((info, path))
-        if len(wanted) > MAX_FILES:
-            raise refused(f"A skill may hold at most {MAX_FILES} files ({len(wanted)} sent).", param)
+        wanted = checked_entries(archive, param)
         files = [SkillFile(path, _inflate(archive, info, param), bool((info.external_attr >> 16) & 0o111))
                  for info, path in wanted]
     return bundle(files, param)
 
 
+def checked_entries(archive: zipfile.ZipFile, param: str = "files") -> list[tuple[zipfile.ZipInfo, str]]:
+    """The zip's file entries and their checked paths, judged on what they declare before any is inflated:
+    count, kinds, paths, encryption, each size, the total and the compression ratio (400s naming ``param``)."""
+    entries = archive.infolist()
+    if len(entries) > MAX_FILES * 2:  # directories have entries too
+        raise refused(f"A skill may hold at most {MAX_FILES} files ({len(entries)} zip entries sent).", param)
+    declared = 0
+    wanted: list[tuple[zipfile.ZipInfo, str]] = []
+    for info in entries:
+        if info.filename.startswith(IGNORED_TOPS):
+            continue
+        kind = _entry_kind(info)
+        if kind == "link":
+            raise refused(f"The skill's zip holds a symbolic link ({info.filename[:200]!r}): only regular "
+                          "files are accepted.", param)
+        if kind == "special":
+            raise refused(f"The skill's zip holds an entry that is not a regular file ({info.filename[:200]!r}).",
+                          param)
+        path = check_path(info.filename, param)
+        if kind == "dir":
+            continue
+        if info.flag_bits & 0x1:
+            raise refused(f"The skill's zip entry {info.filename[:200]!r} is encrypted.", param)
+        if info.file_size > MAX_FILE_BYTES:
+            raise refused(f"A skill file may be at most {MAX_FILE_BYTES} bytes ({info.filename[:200]!r} "
+                          f"declares {info.file_size}).", param)
+        if info.file_size > RATIO_FLOOR and info.file_size > MAX_RATIO * max(info.compress_size, 1):
+            raise refused(f"The skill's zip entry {info.filename[:200]!r} inflates more than {MAX_RATIO} times: "
+                          "refused as a zip bomb.", param)
+        declared += info.file_size
+        if declared > MAX_TOTAL_BYTES:
+            raise refused(f"A skill's files may hold at most {MAX_TOTAL_BYTES} bytes together (uncompressed).",
+                          param)
+        wanted.append((info, path))
+    if len(wanted) > MAX_FILES:
+        raise refused(f"A skill may hold at most {MAX_FILES} files ({len(wanted)} sent).", param)
+    return wanted
+
+
 def _inflate(archive: zipfile.ZipFile, info: zipfile.ZipInfo, param: str) -> bytes:
     out = bytearray()
+    inflate_into(archive, info, out.extend, param)
+    return bytes(out)
+
+
+def inflate_into(archive: zipfile.ZipFile, info: zipfile.ZipInfo, write: Callable[[bytes], object],
+                 param: str = "files") -> None:
+    """Inflate one entry into ``write``, chunk by chunk, with its declared size as a hard cap: an entry holding
+    more or other than it declares is refused (zipfile checks the CRC at its end)."""
+    seen = 0
     try:
         with archive.open(info) as entry:
             while chunk := entry.read(READ_CHUNK):
-                out += chunk
-                if len(out) > info.file_size:
+                seen += len(chunk)
+                if seen > info.file_size:
                     raise refused(f"The skill's zip entry {info.filename[:200]!r} holds more than it declares.",
                                   param)
+                write(chunk)
     except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, NotImplementedError, RuntimeError,
             OSError) as error:
         raise refused(f"The skill's zip entry {info.filename[:200]!r} cannot be read: {str(error)[:200]}.",
                       param, "invalid_zip") from None
-    if len(out) != info.file_size:
+    if seen != info.file_size:
         raise refused(f"The skill's zip entry {info.filename[:200]!r} holds other than it declares.", param,
                       "invalid_zip")
-    return bytes(out)
 
 
 def canonical_zip(skill: SkillBundle) -> bytes:
@@ -305,19 +319,3 @@ def canonical_zip(skill: SkillBundle) -> bytes:
             info.compress_type = zipfile.ZIP_DEFLATED
             archive.writestr(info, file.data)
     return out.getvalue()
-
-
-def extract_to(skill: SkillBundle, root: Path) -> None:
-    """Write the skill's files under ``root`` (which must not exist yet): directories 0755, files 0644 or 0755,
-    each created exclusively and without following links (the paths were checked; nothing else is there)."""
-    root.mkdir(mode=0o755)
-    for file in skill.files:
-        target = root / file.path
-        target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-        mode = 0o755 if file.executable else 0o644
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), mode)  # past the umask
-            handle.write(file.data)
-    for directory in [root, *(path for path in root.rglob("*") if path.is_dir())]:
-        os.chmod(directory, 0o755)

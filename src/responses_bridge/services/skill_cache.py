@@ -34,8 +34,8 @@ from ..sandbox.scratch import private_dir, scratch_root
 from ..sandbox.trees import remove_tree, sweep
 from ..store.base import FileBytes
 from ..store.base_skills import ContainerSkill
-from .skill_bundle import MAX_ZIP_BYTES, extract_to, read_zip
-from .skills import read_blob
+from .skill_bundle import MAX_ZIP_BYTES
+from .skill_unpack import unpack_kept
 
 log = structlog.get_logger(__name__)
 
@@ -121,12 +121,14 @@ class SkillCache:
         return digest.hexdigest()
 
     async def _unpack(self, blob_id: str, digest: str) -> _Entry | None:
-        reader = await self.blobs.open(blob_id)
-        if reader is None:
-            return None
-        data = await read_blob(reader, MAX_ZIP_BYTES)
         root = await self._cache_root()
-        return await asyncio.to_thread(_unpack_into, root, digest, data, self)
+        try:
+            async with self.blobs.local_copy(blob_id) as source:  # streamed from the file (skill_unpack.py)
+                entry = await asyncio.to_thread(_unpack_into, root, digest, source)
+        except FileNotFoundError:
+            return None  # the container was deleted meanwhile: the call finds it gone
+        self.unpacked += 1
+        return entry
 
     async def _cache_root(self) -> Path:
         if self._root is None:
@@ -156,13 +158,12 @@ class SkillCache:
             await asyncio.to_thread(remove_tree, entry.path)
 
 
-def _unpack_into(root: Path, digest: str, data: bytes, cache: SkillCache) -> _Entry:
+def _unpack_into(root: Path, digest: str, source: Path) -> _Entry:
     """Extract into a temporary directory of the cache, then rename it to its digest: an entry is whole or
     absent. Its files are world-readable (0644/0755) for the sandbox's unprivileged uid, and the bridge's own."""
-    skill = read_zip(data)
     staging = root / f".unpacking-{secrets.token_hex(8)}"
     try:
-        extract_to(skill, staging)
+        files, size = unpack_kept(source, staging)
         target = root / digest
         if target.exists():  # made before this process knew of it: replaced by this whole one
             remove_tree(target)
@@ -170,9 +171,8 @@ def _unpack_into(root: Path, digest: str, data: bytes, cache: SkillCache) -> _En
     except BaseException:
         remove_tree(staging)
         raise
-    cache.unpacked += 1
-    log.info("skill_unpacked", digest=digest[:16], files=len(skill.files), bytes=skill.bytes)
-    return _Entry(target, skill.bytes, used_at=time.monotonic())
+    log.info("skill_unpacked", digest=digest[:16], files=files, bytes=size)
+    return _Entry(target, size, used_at=time.monotonic())
 
 
 def _alive(name: str) -> bool:
