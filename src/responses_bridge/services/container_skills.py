@@ -2,7 +2,8 @@
 ``container_auto``), and how they reach each sandbox call in that container: checked and resolved before the
 container is made (400s and 404s naming ``skills[i]`` and the field), copied into the container (its own blobs,
 counted in the tenant's stored bytes, deleted with it), and bound read-only at ``/mnt/skills/<name>/`` of each
-call from a cache where each skill version is unpacked once (skill_cache.py), with the note telling the model what they are (protocol/skills_note.py).
+call from a cache where each skill version is unpacked once (skill_cache.py), with the note telling the model
+what they are (protocol/skills_note.py).
 
 Every tool that runs code in a container goes through :meth:`ContainerSkills.laid_out` and
 :meth:`ContainerSkills.note`, keyed off the container, not off one tool.
