@@ -20,6 +20,7 @@ from .config_errors import EnvJSONError, JsonEnvSource, SettingsError, Sources, 
 from .config_sandbox import CodeSandboxSettings
 from .engine.options import EngineOptions
 from .engine.profiles import SWITCHES, ProfileName, options_for
+from .protocol.request import DEFAULT_MAX_INPUT_ITEMS
 from .tenants import TenantPolicy
 from .upstreams import ModelRoute, Router, UpstreamSpec, check_references, single_upstream
 
@@ -59,6 +60,10 @@ class Settings(CodeSandboxSettings, EndpointSettings):
         "WebSocket mode: `stream_id` lanes one connection may have busy at once (turns running or waiting); a "
         "turn that would open one more gets an `error` event, code `too_many_lanes`"))
     max_event_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)  # one upstream event / JSON answer; engine/sse.py
+    max_input_items: int = Field(default=DEFAULT_MAX_INPUT_ITEMS, ge=1, description=(
+        "input items one `POST /v1/responses` (or WebSocket `response.create`, or compaction) may hold: past it a "
+        "400 `array_above_max_length` naming `input`, judged before any item is parsed; bounds one request's "
+        "memory with its item count as `max_request_bytes` does with its bytes"))
     max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
     developer_role: Literal["developer", "system"] = "system"
     reasoning_history: Literal["drop", "reasoning_content"] = "drop"
@@ -336,7 +341,7 @@ class Settings(CodeSandboxSettings, EndpointSettings):
     def engine_options(self) -> EngineOptions:
         """The profile's switches, with those set explicitly (flag, environment or file) on top."""
         base = EngineOptions(unsupported_tools=self.unsupported_tools, context_window=self.context_window,
-                             max_event_bytes=self.max_event_bytes)
+                             max_event_bytes=self.max_event_bytes, max_input_items=self.max_input_items)
         return options_for(base, self.profile, self.switch_overrides())
 
     def switch_overrides(self) -> dict[str, Any]:

@@ -39,7 +39,8 @@ async def ws_sidecar(fake_upstream: str, tmp_path_factory: pytest.TempPathFactor
     ninth, so no later frame could tell the client that the server has read them all), and one request in
     flight per tenant makes the end of the connection visible (the socket holds that slot until its handler has
     dropped everything it held)."""
-    env = {"RESPONSES_BRIDGE_MAX_REQUEST_BYTES": str(128 * MiB), "RESPONSES_BRIDGE_TENANT_MAX_CONCURRENT_REQUESTS": "1"}
+    env = {"RESPONSES_BRIDGE_MAX_REQUEST_BYTES": str(128 * MiB), "RESPONSES_BRIDGE_TENANT_MAX_CONCURRENT_REQUESTS": "1",
+           "RESPONSES_BRIDGE_MAX_INPUT_ITEMS": "300000"}  # each frame holds some 200,000 items
     async with running_sidecar(str(tmp_path_factory.mktemp("ws-memory")), fake_upstream, env=env,
                                extproc=False) as started:
         yield started

@@ -77,3 +77,13 @@ def test_refused_values(field: str, value: object, param: str) -> None:
                                     {"type": "function", "name": "f"}, {"type": "custom", "name": "g"}])
 def test_known_tool_choices(choice: object) -> None:
     parse_request_object({"model": "m", "input": "x", "tool_choice": choice})
+
+
+def test_the_input_item_limit_is_exact_and_judged_before_the_items() -> None:
+    at_limit = {"model": "m", "input": [{"role": "user", "content": "x"}] * 3}
+    assert len(parse_request_object(dict(at_limit), max_input_items=3).input_items) == 3
+    past = {"model": "m", "input": [{"role": "user", "content": "x"}] * 3 + [{"no": "item shape at all"}]}
+    with pytest.raises(APIError) as caught:
+        parse_request_object(past, max_input_items=3)  # counted before the malformed fourth item is looked at
+    assert (caught.value.status, caught.value.param, caught.value.code) == (400, "input", "array_above_max_length")
+    assert len(parse_request_object({"model": "m", "input": "one string"}, max_input_items=1).input_items) == 1

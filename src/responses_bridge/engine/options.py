@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from ..protocol.request import DEFAULT_MAX_INPUT_ITEMS
 from .sse import DEFAULT_MAX_EVENT_BYTES
 
 
@@ -31,6 +32,9 @@ class EngineOptions:
     # The largest single upstream SSE event, and the largest non-streamed upstream answer, held in memory; an
     # upstream that sends more fails that response (502 / ``response.failed``). See engine/sse.py.
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    # Input items one request may hold: past it a 400 naming ``input``, before any item is parsed into an object
+    # (protocol/request.py's check_input_count). Not the dialect's: a bound on what one request costs.
+    max_input_items: int = DEFAULT_MAX_INPUT_ITEMS
     # The switches below (with the three dialect switches above) make up a compatibility profile: see
     # engine/profiles.py for what each is for and which backend needs it. Their defaults are today's behaviour.
     tool_call_content: Literal["null", "empty"] = "null"  # an assistant message with only tool calls

@@ -11,6 +11,7 @@ discriminated union, and because the normalised form is what gets stored and lis
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -154,12 +155,28 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     return raw
 
 
-def parse_request(body: bytes) -> ResponsesRequest:
+DEFAULT_MAX_INPUT_ITEMS = 100_000
+"""Input items one request may hold (the ``max_input_items`` setting): far past the longest agent sessions (a
+long Codex session's history is thousands of items), and what keeps one request's parsed objects bounded."""
+
+
+def check_input_count(raw: Mapping[str, Any], limit: int) -> None:
+    """A 400 naming ``input`` past ``limit`` items, judged on the decoded JSON's list before any item becomes an
+    object of ours (the WebSocket door calls it as a frame arrives, before the turn waits)."""
+    items = raw.get("input")
+    if isinstance(items, list) and len(items) > limit:
+        raise invalid_request(f"Invalid 'input': array too long. Expected an array with maximum length {limit}, but "
+                              f"got an array with length {len(items)} instead.", param="input",
+                              code="array_above_max_length")
+
+
+def parse_request(body: bytes, *, max_input_items: int = DEFAULT_MAX_INPUT_ITEMS) -> ResponsesRequest:
     """Parse and validate a request body; every failure is an :class:`APIError` with status 400."""
-    return parse_request_object(parse_json_object(body))
+    return parse_request_object(parse_json_object(body), max_input_items=max_input_items)
 
 
-def parse_request_object(raw: dict[str, Any]) -> ResponsesRequest:
+def parse_request_object(raw: dict[str, Any], *, max_input_items: int = DEFAULT_MAX_INPUT_ITEMS) -> ResponsesRequest:
+    check_input_count(raw, max_input_items)
     try:
         params = CreateParams.model_validate(raw)
     except ValidationError as exc:

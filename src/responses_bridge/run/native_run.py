@@ -17,6 +17,7 @@ the route to the HTTP door), it is refused with a 400.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
@@ -61,6 +62,7 @@ class NativeRun:
         self._native_sealer = sealer
         self._upstream_model = options.upstream_model
         self._max_event_bytes = options.max_event_bytes
+        self._max_input_items = options.max_input_items
         self._served = served
         self.relay: NativeRelay | None = None
 
@@ -102,8 +104,8 @@ class NativeRun:
 
     async def begin(self, body: bytes | dict[str, Any], *, large: bool = False) -> UpstreamRequest:
         raw = parse_json_object(body) if isinstance(body, bytes) else body
-        request = await asyncio.to_thread(parse_request_object, dict(raw)) if large else parse_request_object(
-            dict(raw))
+        parse = functools.partial(parse_request_object, dict(raw), max_input_items=self._max_input_items)
+        request = await asyncio.to_thread(parse) if large else parse()
         p = request.params
         if p.background and not p.store:
             raise APIError(400, "Background responses require 'store' to be true.", param="background",

@@ -175,9 +175,10 @@ class ResponseRun:
         # milliseconds), instead of stalling both doors for that long.
         if isinstance(body, bytes):
             large = len(body) > LARGE_BODY_BYTES
-            request = await asyncio.to_thread(parse_request, body) if large else parse_request(body)
+            parse = functools.partial(parse_request, body, max_input_items=self._options.max_input_items)
         else:
-            request = await asyncio.to_thread(parse_request_object, body) if large else parse_request_object(body)
+            parse = functools.partial(parse_request_object, body, max_input_items=self._options.max_input_items)
+        request = await asyncio.to_thread(parse) if large else parse()
         del body  # a large body is let go now, not after the history loads and the upstream call
         p = request.params
         if p.background and not p.store:

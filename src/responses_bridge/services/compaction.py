@@ -68,7 +68,7 @@ class CompactionService:
         raw = parse_json_object(body)
         for key in ("stream", "background", "store", "conversation", "prompt"):
             raw.pop(key, None)
-        request = parse_request_object(raw)  # 400 without 'model', and for malformed input
+        request = parse_request_object(raw, max_input_items=self.options.max_input_items)  # 400 without 'model'
         model = request.model
         items: list[dict[str, Any]] = []
         previous = request.params.previous_response_id

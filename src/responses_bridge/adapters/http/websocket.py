@@ -47,6 +47,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from ...engine.sse import DONE_FRAME
 from ...engine.wire import JSON_CONTENT_TYPE
 from ...protocol.errors import APIError
+from ...protocol.request import check_input_count
 from ...protocol.request_checks import check_depth
 from ...run.drive import CallbackSink, drive
 from ...run.runs import Run
@@ -162,6 +163,7 @@ class WebSocketSession:
             return
         try:
             check_depth(raw)  # before it is serialised again for the run
+            check_input_count(raw, self.runtime.options.max_input_items)  # before the turn waits
         except APIError as error:
             await self.send_error(error)
             return
