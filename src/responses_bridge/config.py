@@ -60,6 +60,12 @@ class Settings(CodeSandboxSettings, EndpointSettings):
         "WebSocket mode: `stream_id` lanes one connection may have busy at once (turns running or waiting); a "
         "turn that would open one more gets an `error` event, code `too_many_lanes`"))
     max_event_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)  # one upstream event / JSON answer; engine/sse.py
+    memory_budget_bytes: int | None = Field(default=None, ge=0, description=(
+        "memory the requests in flight of the sidecar may hold together, estimated as 30 times each body's bytes "
+        "(what a request costs parsed, translated and stored, at most); past it new requests wait up to 2 s, then "
+        "get 503 `server_overloaded` with Retry-After; WebSocket turns count from when they are queued. Unset: half "
+        "the container's memory limit (else the machine's); with several workers each takes its share; 0: no "
+        "budget"))
     max_input_items: int = Field(default=DEFAULT_MAX_INPUT_ITEMS, ge=1, description=(
         "input items one `POST /v1/responses` (or WebSocket `response.create`, or compaction) may hold: past it a "
         "400 `array_above_max_length` naming `input`, judged before any item is parsed; bounds one request's "
@@ -355,6 +361,14 @@ class Settings(CodeSandboxSettings, EndpointSettings):
                              processes=self.code_max_processes, file_bytes=self.code_max_file_bytes,
                              container_bytes=self.code_max_container_bytes, output_bytes=self.code_max_output_bytes,
                              concurrency=self._worker_share(self.code_concurrency))
+
+    def memory_budget(self) -> int:
+        """This process's memory budget for requests in flight, bytes (0: none)."""
+        if self.memory_budget_bytes is None:
+            from .services.memory_budget import default_budget
+
+            return default_budget(self.worker_count())
+        return self.memory_budget_bytes // self.worker_count() if self.memory_budget_bytes else 0
 
     def _worker_share(self, total: int) -> int:
         """This process's part of a sidecar-wide count (0: one per core) when ``workers`` share it: at least 1."""

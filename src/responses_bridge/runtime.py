@@ -37,6 +37,7 @@ from .services.conversations import ConversationService
 from .services.files import FileService, files_directory
 from .services.identity import Identity, sidecar_token
 from .services.limits import TenantLimits
+from .services.memory_budget import MemoryBudget
 from .services.prompts import PromptService
 from .services.retention import RetentionService
 from .services.retrieval.embedders import Embedder, embedder_from_settings
@@ -91,9 +92,12 @@ class Runtime:
     _upstream_options: dict[str, EngineOptions] = field(default_factory=dict, repr=False)  # route_options' cache
     # per-tenant requests in flight and body size, one budget for both doors (services/limits.py)
     limits: TenantLimits = field(init=False, repr=False)
+    # the estimated memory of every request in flight, against one budget (services/memory_budget.py)
+    memory: MemoryBudget = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.limits = TenantLimits(self.settings)
+        self.memory = MemoryBudget(self.settings.memory_budget())
 
     def new_run_framed(self, framing: Framing, store: ResponseStore | None = None, *, tenant: str) -> ResponseRun:
         """A run of ``tenant`` whose events are always emitted, framed as asked (``"json"``: WebSocket mode),

@@ -1,7 +1,7 @@
 """Input items per request are bounded (the ``max_input_items`` setting, 100,000 by default): one item past it is a
 400 ``array_above_max_length`` naming ``input``, through both doors (the ext_proc door through a real Envoy) and as
-a WebSocket frame arrives, before the turn waits, and the socket serves its next turn (tests/unit/test_request_checks.py:
-at the limit a request parses)."""
+a WebSocket frame arrives, before the turn waits, and the socket serves its next turn (at the limit a request
+parses: tests/unit/test_request_checks.py)."""
 
 from __future__ import annotations
 

@@ -181,6 +181,12 @@ pulled(BACKGROUND_ACTIVE, lambda: float(sum(service.queue_depth() for service in
 # tenant label: tenant names are unbounded and not the metrics' business.
 LIMITED = Counter("responses_bridge_tenant_limited_total",
                   "Requests refused by a per-tenant limit (or the body size ceiling), by limit", ["limit"])
+# The process's memory budget for requests in flight (services/memory_budget.py): 503s, and what is held.
+MEMORY_REFUSED = Counter("responses_bridge_memory_budget_refused_total",
+                         "Requests answered 503 because the process held its memory budget of requests in flight")
+MEMORY_HELD = Gauge("responses_bridge_memory_budget_held_bytes",
+                    "Bytes of the memory budget the requests in flight hold (their bodies' estimated cost)",
+                    multiprocess_mode="livesum")
 
 
 SANDBOX_RUNS = Counter("responses_bridge_sandbox_runs_total",

@@ -19,6 +19,7 @@ from ...run.response_run import LARGE_BODY_BYTES
 from ...run.runs import Run
 from ...services.identity import SIDECAR_HEADER
 from ...services.limits import RETRY_AFTER_SECONDS, request_too_large
+from ...services.memory_budget import OVERLOADED
 from . import messages as m
 from .routing import Routing, _sidecar_header
 from .stream_state import CHAT_PATHS, JSON, REQUEST_REMOVE, RESPONSES_PATHS, background_stream_wait
@@ -113,11 +114,14 @@ class RequestPhase(Routing):
             return self._too_large()
         large = len(body) > LARGE_BODY_BYTES
         try:
+            # before it is decoded: a 503 past the process's budget, given back when the stream ends (servicer.py)
+            self.held = await self.runtime.memory.reserve(len(body))
             decoded = await asyncio.to_thread(parse_json_object, body) if large else parse_json_object(body)
             del body  # decoded: the bytes are let go before the translation
             if self.sidecar_route and (runs_server_tools(decoded.get("tools"), self.runtime.served_tools)
                                        or self.runtime.streams_via_sidecar(decoded)
                                        or bool(decoded.get("context_management"))):  # a summary call may come first
+                self.held.release()  # the HTTP door that runs it reserves its own
                 return self._route_to_sidecar()  # counted by the HTTP door, which runs it: no slot here
             self.slot = self.runtime.limits.acquire(self.tenant)  # a 429 at the tenant's limit
             if not self.runtime.routes().single:  # several upstreams: the model picks one (upstreams.py)
@@ -127,7 +131,8 @@ class RequestPhase(Routing):
             upstream = await run.begin(decoded, large=large)
         except APIError as error:
             self.done = True
-            retry = [("retry-after", str(RETRY_AFTER_SECONDS))] if error.status == 429 else []
+            retry = ([("retry-after", str(RETRY_AFTER_SECONDS))] if error.status == 429 or error.code == OVERLOADED
+                     else [])
             return m.immediate_response(error.status, error.body(), JSON, retry)
         except Exception:
             log.exception("extproc_request_translation_failed")

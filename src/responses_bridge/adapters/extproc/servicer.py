@@ -164,6 +164,7 @@ class ExtProcServicer(external_processor_pb2_grpc.ExternalProcessorServicer):
                 await stream.abandon()
         finally:
             stream.slot.release()  # the tenant's slot (services/limits.py), if a stream ended before its answer
+            stream.held.release()  # its part of the memory budget (services/memory_budget.py)
             await outbox.close()
             self._live.discard(stream)
             self._changed.set()

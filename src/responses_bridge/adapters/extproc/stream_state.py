@@ -14,6 +14,7 @@ from ...protocol.errors import shut_down_mid_response, shutting_down
 from ...run.runs import Run
 from ...runtime import Runtime
 from ...services.limits import UNLIMITED
+from ...services.memory_budget import NOTHING
 from ...store.base import DEFAULT_TENANT
 from ...upstreams import Route
 from .observe import StreamObservation
@@ -51,6 +52,7 @@ class StreamState:
         "chat_saved",
         "delivered",
         "done",
+        "held",
         "failed",
         "full_duplex",
         "hands_off",
@@ -114,3 +116,4 @@ class StreamState:
         self.tenant = DEFAULT_TENANT  # the caller's, resolved from the forwarded credentials with the body
         self.max_bytes = runtime.settings.max_request_bytes  # the tenant's own, once known (first body chunk)
         self.slot = UNLIMITED  # the tenant's request in flight, taken when the run begins (services/limits.py)
+        self.held = NOTHING  # of the process's memory budget, reserved with the body (services/memory_budget.py)

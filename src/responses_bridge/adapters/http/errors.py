@@ -8,6 +8,8 @@ import structlog
 from aiohttp import web
 
 from ...protocol.errors import APIError
+from ...services.limits import RETRY_AFTER_SECONDS
+from ...services.memory_budget import OVERLOADED
 
 log = structlog.get_logger("responses_bridge.http")
 
@@ -15,7 +17,12 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def error_response(error: APIError) -> web.Response:
-    return web.Response(status=error.status, body=error.body(), content_type="application/json")
+    """The OpenAI error; a 429 (a tenant's limit) or 503 (the memory budget) with the ``Retry-After`` the openai
+    SDKs honour."""
+    response = web.Response(status=error.status, body=error.body(), content_type="application/json")
+    if error.status == 429 or error.code == OVERLOADED:
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
 
 
 @web.middleware

@@ -11,17 +11,18 @@ from __future__ import annotations
 from aiohttp import web
 
 from ...protocol.errors import APIError
-from ...services.limits import RETRY_AFTER_SECONDS, Slot, TenantLimits
+from ...services.limits import Slot, TenantLimits
+from ...services.memory_budget import Held, MemoryBudget
 from .drain import _exempt
 from .errors import Handler, error_response
 from .identity import request_tenant
-from .params import BODY_LIMIT
+from .params import BODY_LIMIT, HELD_MEMORY
 
 SLOT = web.RequestKey("slot", Slot)
 """The request key of its :class:`Slot`, for a route that hands it on (a background response keeps it)."""
 
 
-def limits_middleware(limits: TenantLimits) -> web.middleware:  # type: ignore[valid-type]
+def limits_middleware(limits: TenantLimits, memory: MemoryBudget) -> web.middleware:  # type: ignore[valid-type]
     @web.middleware
     async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
         if _exempt(request.path) or request.method == "DELETE" or request.path.endswith("/cancel"):
@@ -33,10 +34,12 @@ def limits_middleware(limits: TenantLimits) -> web.middleware:  # type: ignore[v
         except APIError as error:
             return limit_response(error)
         request[SLOT] = slot
+        held = request[HELD_MEMORY] = Held(memory)  # reserved by read_body (params.py), once the size is known
         try:
             return await handler(request)
         finally:
             slot.release()
+            held.release()
 
     return limit
 
@@ -44,9 +47,7 @@ def limits_middleware(limits: TenantLimits) -> web.middleware:  # type: ignore[v
 def limit_response(error: APIError) -> web.Response:
     """A per-tenant limit's 429 (a request or a WebSocket connection too many): the OpenAI error, with the
     ``Retry-After`` the openai SDKs honour."""
-    response = error_response(error)
-    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
-    return response
+    return error_response(error)
 
 
 def request_slot(request: web.Request) -> Slot | None:

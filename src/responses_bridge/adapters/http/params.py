@@ -12,9 +12,12 @@ from ...protocol.errors import APIError
 from ...protocol.request import parse_json_object
 from ...run.response_run import LARGE_BODY_BYTES
 from ...services.limits import request_too_large
+from ...services.memory_budget import Held
 
 BODY_LIMIT = web.RequestKey("body_limit", int)
 """The request key of the caller's own body limit (limits.py: the tenant's, never above ``client_max_size``)."""
+HELD_MEMORY = web.RequestKey("held_memory", Held)
+"""The request key of what the request holds of the process's memory budget (limits.py gives it back)."""
 
 
 def json_reply(body: Any, status: int = 200) -> web.Response:
@@ -30,6 +33,9 @@ async def read_body(request: web.Request) -> bytes:
     declared = request.content_length
     if limit and declared is not None and declared > limit:
         raise request_too_large(limit)
+    held = request.get(HELD_MEMORY)
+    if held is not None and declared is not None:
+        await held.reserve(declared)  # before a byte is read: a 503 past the budget (services/memory_budget.py)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.content.iter_any():
@@ -37,6 +43,8 @@ async def read_body(request: web.Request) -> bytes:
         if limit and size > limit:
             raise request_too_large(limit)
         chunks.append(chunk)
+    if held is not None and declared is None:
+        await held.reserve(size)
     return b"".join(chunks)
 
 

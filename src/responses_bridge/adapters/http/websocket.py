@@ -184,7 +184,13 @@ class WebSocketSession:
                                            code="invalid_type"))
             return
         await self.lanes.room(len(frame))
-        if not self.lanes.add(stream_id, frame):
+        try:  # what the turn will cost parsed, held from now to its end: a 503 past the process's budget
+            held = await self.runtime.memory.reserve(len(frame))
+        except APIError as error:
+            await self.send_error(error, suffix)
+            return
+        if not self.lanes.add(stream_id, frame, held):
+            held.release()
             await self.send_error(APIError(
                 400, f"Too many lanes: at most {self.lanes.max_lanes} stream_id lanes may be busy at once on one "
                 "connection; send this turn again on a busy lane, or when a lane finishes.", param="stream_id",

@@ -12,7 +12,8 @@ socket's buffers fill and TCP holds the client back, instead of the process hold
 sends. A waiting turn is held as its frame's bytes, never as the objects they parse into (a frame of many short
 input items is some ten times its size once parsed, and millions of small objects freed together do not always
 go back to the system), so the budget is what the waiting turns cost in memory; a turn is parsed again when its
-lane takes it.
+lane takes it. Each turn also holds its part of the process's memory budget (services/memory_budget.py: what it
+will cost parsed) from its queueing to its end, given back here however it ends, run or dropped.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 import structlog
+
+from ...services.memory_budget import NOTHING, Reservation
 
 log = structlog.get_logger("responses_bridge.websocket")
 
@@ -35,7 +38,7 @@ class Lane:
     __slots__ = ("task", "waiting")
 
     def __init__(self) -> None:
-        self.waiting: deque[bytes] = deque()
+        self.waiting: deque[tuple[bytes, Reservation]] = deque()
         self.task: asyncio.Task[None] | None = None
 
 
@@ -65,10 +68,10 @@ class Lanes:
             self._taken.clear()
             await self._taken.wait()
 
-    def add(self, stream_id: str | None, frame: bytes) -> bool:
+    def add(self, stream_id: str | None, frame: bytes, held: Reservation = NOTHING) -> bool:
         """Queue the turn ``frame`` asks for on its lane, starting the lane if it is not busy. Never waits, so
         nothing can change between the lookup and the queueing. False: a new lane would be one more than
-        ``max_lanes``."""
+        ``max_lanes`` (``held`` is then the caller's to give back)."""
         lane = self._lanes.get(stream_id)
         if lane is None:
             if len(self._lanes) >= self.max_lanes:
@@ -76,19 +79,22 @@ class Lanes:
             lane = self._lanes[stream_id] = Lane()
             self._idle.clear()
             lane.task = asyncio.create_task(self._work(stream_id, lane))
-        lane.waiting.append(frame)
+        lane.waiting.append((frame, held))
         self._bytes += len(frame)
         return True
 
     async def _work(self, stream_id: str | None, lane: Lane) -> None:
         try:
             while lane.waiting and not self.stopping:
-                frame = lane.waiting.popleft()
+                frame, held = lane.waiting.popleft()
                 self._bytes -= len(frame)
                 self._taken.set()
                 turn = self._run_turn(frame, stream_id)
                 del frame  # the turn holds the only reference: it lets the bytes go once it has parsed them
-                await turn
+                try:
+                    await turn
+                finally:
+                    held.release()
         except ConnectionResetError:
             return  # the socket is gone: the reader sees it end and cancels the other lanes
         except Exception:  # a turn answers its own errors; this is the socket failing under it: end the lane
@@ -97,8 +103,9 @@ class Lanes:
             self._forget(stream_id, lane)
 
     def _forget(self, stream_id: str | None, lane: Lane) -> None:
-        for frame in lane.waiting:  # turns that will not run (the door drains, the socket went away)
+        for frame, held in lane.waiting:  # turns that will not run (the door drains, the socket went away)
             self._bytes -= len(frame)
+            held.release()
         lane.waiting.clear()
         self._taken.set()
         if self._lanes.get(stream_id) is lane:
