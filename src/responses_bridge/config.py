@@ -66,6 +66,10 @@ class Settings(CodeSandboxSettings, EndpointSettings):
         "get 503 `server_overloaded` with Retry-After; WebSocket turns count from when they are queued. Unset: half "
         "the container's memory limit (else the machine's); with several workers each takes its share; 0: no "
         "budget"))
+    unknown_fields: Literal["reject", "warn"] = Field(default="reject", description=(
+        "a request field OpenAI does not define where it appears (`temprature`, a tool's `enviroment`): `reject` "
+        "answers 400 `unknown_parameter` naming its path, as OpenAI does; `warn` accepts it and logs the path once "
+        "(for clients newer than the bridge's table of OpenAI's fields)"))
     max_input_items: int = Field(default=DEFAULT_MAX_INPUT_ITEMS, ge=1, description=(
         "input items one `POST /v1/responses` (or WebSocket `response.create`, or compaction) may hold: past it a "
         "400 `array_above_max_length` naming `input`, judged before any item is parsed; bounds one request's "
@@ -347,7 +351,8 @@ class Settings(CodeSandboxSettings, EndpointSettings):
     def engine_options(self) -> EngineOptions:
         """The profile's switches, with those set explicitly (flag, environment or file) on top."""
         base = EngineOptions(unsupported_tools=self.unsupported_tools, context_window=self.context_window,
-                             max_event_bytes=self.max_event_bytes, max_input_items=self.max_input_items)
+                             max_event_bytes=self.max_event_bytes, max_input_items=self.max_input_items,
+                             unknown_fields=self.unknown_fields)
         return options_for(base, self.profile, self.switch_overrides())
 
     def switch_overrides(self) -> dict[str, Any]:

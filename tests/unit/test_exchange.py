@@ -124,9 +124,9 @@ async def test_a_large_body_is_parsed_and_translated_off_the_event_loop(
     threads: dict[str, str] = {}
     real_parse, real_translator = response_run.parse_request, response_run.Translator
 
-    def parse(body: bytes) -> Any:
+    def parse(body: bytes, **limits: Any) -> Any:
         threads.setdefault("parse", threading.current_thread().name)
-        return real_parse(body)
+        return real_parse(body, **limits)
 
     def translator(*args: Any, **kwargs: Any) -> Any:
         threads.setdefault("translate", threading.current_thread().name)

@@ -99,8 +99,10 @@ def test_given_ids_are_kept_and_must_be_strings() -> None:
     assert error.param == "input[1].id" and error.code == "invalid_type"
 
 
-def test_extra_fields_are_ignored_everywhere() -> None:
-    request = parse({"model": "m", "future_field": {"x": 1}, "prompt": None, "input": [
+def test_extra_fields_in_input_items_are_tolerated_but_not_on_the_request() -> None:
+    error = rejected({"model": "m", "future_field": {"x": 1}})
+    assert (error.param, error.code) == ("future_field", "unknown_parameter")
+    request = parse({"model": "m", "prompt": None, "input": [
         {"role": "user", "content": [{"type": "input_text", "text": "t", "cache_control": {"type": "ephemeral"}}],
          "status": "whatever", "extra": 1},
     ]})
@@ -403,7 +405,8 @@ def test_tool_choice_forms_are_accepted(choice: Any) -> None:
 
 @pytest.mark.parametrize(("choice", "param"), [
     ("bogus", "tool_choice"), ("", "tool_choice"), ({}, "tool_choice.type"), ({"type": 5}, "tool_choice.type"),
-    ({"type": "function"}, "tool_choice.name"), ({"type": "function", "function": {"name": "f"}}, "tool_choice.name"),
+    ({"type": "function"}, "tool_choice.name"),
+    ({"type": "function", "function": {"name": "f"}}, "tool_choice.function"),  # the Chat Completions shape
     ({"type": "allowed_tools", "tools": "f"}, "tool_choice.tools"),
     ({"type": "allowed_tools", "tools": [{"type": "function"}]}, "tool_choice.tools[0]"),
     ({"type": "allowed_tools", "tools": [5]}, "tool_choice.tools[0]"),

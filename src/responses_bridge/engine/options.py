@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from ..protocol.known_fields import UnknownFields
 from ..protocol.request import DEFAULT_MAX_INPUT_ITEMS
 from .sse import DEFAULT_MAX_EVENT_BYTES
 
@@ -35,6 +36,9 @@ class EngineOptions:
     # Input items one request may hold: past it a 400 naming ``input``, before any item is parsed into an object
     # (protocol/request.py's check_input_count). Not the dialect's: a bound on what one request costs.
     max_input_items: int = DEFAULT_MAX_INPUT_ITEMS
+    # A field OpenAI does not define: a 400 unknown_parameter ("reject"), or accepted and logged ("warn", for
+    # clients newer than the bridge's table of fields). protocol/known_fields.py.
+    unknown_fields: UnknownFields = "reject"
     # The switches below (with the three dialect switches above) make up a compatibility profile: see
     # engine/profiles.py for what each is for and which backend needs it. Their defaults are today's behaviour.
     tool_call_content: Literal["null", "empty"] = "null"  # an assistant message with only tool calls

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from . import tool_items
 from .errors import APIError, invalid_request
 from .input_items import normalize_input
+from .known_fields import UnknownFields, check_known_fields
 from .request_checks import check_depth, check_include, check_model_name, check_tool, check_tool_choice_type
 
 
@@ -170,13 +171,19 @@ def check_input_count(raw: Mapping[str, Any], limit: int) -> None:
                               code="array_above_max_length")
 
 
-def parse_request(body: bytes, *, max_input_items: int = DEFAULT_MAX_INPUT_ITEMS) -> ResponsesRequest:
+def parse_request(body: bytes, *, max_input_items: int = DEFAULT_MAX_INPUT_ITEMS,
+                  unknown_fields: UnknownFields = "reject") -> ResponsesRequest:
     """Parse and validate a request body; every failure is an :class:`APIError` with status 400."""
-    return parse_request_object(parse_json_object(body), max_input_items=max_input_items)
+    return parse_request_object(parse_json_object(body), max_input_items=max_input_items,
+                                unknown_fields=unknown_fields)
 
 
-def parse_request_object(raw: dict[str, Any], *, max_input_items: int = DEFAULT_MAX_INPUT_ITEMS) -> ResponsesRequest:
+def parse_request_object(raw: dict[str, Any], *, max_input_items: int = DEFAULT_MAX_INPUT_ITEMS,
+                         unknown_fields: UnknownFields = "reject") -> ResponsesRequest:
+    """``raw`` judged before any of it becomes an object of ours: its item count, then every key against the
+    fields OpenAI defines (known_fields.py: a misspelling is a 400 naming its path, never ignored)."""
     check_input_count(raw, max_input_items)
+    check_known_fields(raw, unknown_fields)
     try:
         params = CreateParams.model_validate(raw)
     except ValidationError as exc:

@@ -63,6 +63,7 @@ class NativeRun:
         self._upstream_model = options.upstream_model
         self._max_event_bytes = options.max_event_bytes
         self._max_input_items = options.max_input_items
+        self._unknown_fields = options.unknown_fields
         self._served = served
         self.relay: NativeRelay | None = None
 
@@ -104,7 +105,8 @@ class NativeRun:
 
     async def begin(self, body: bytes | dict[str, Any], *, large: bool = False) -> UpstreamRequest:
         raw = parse_json_object(body) if isinstance(body, bytes) else body
-        parse = functools.partial(parse_request_object, dict(raw), max_input_items=self._max_input_items)
+        parse = functools.partial(parse_request_object, dict(raw), max_input_items=self._max_input_items,
+                                  unknown_fields=self._unknown_fields)
         request = await asyncio.to_thread(parse) if large else parse()
         p = request.params
         if p.background and not p.store:

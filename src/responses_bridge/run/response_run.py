@@ -175,9 +175,11 @@ class ResponseRun:
         # milliseconds), instead of stalling both doors for that long.
         if isinstance(body, bytes):
             large = len(body) > LARGE_BODY_BYTES
-            parse = functools.partial(parse_request, body, max_input_items=self._options.max_input_items)
+            parse = functools.partial(parse_request, body, max_input_items=self._options.max_input_items,
+                                      unknown_fields=self._options.unknown_fields)
         else:
-            parse = functools.partial(parse_request_object, body, max_input_items=self._options.max_input_items)
+            parse = functools.partial(parse_request_object, body, max_input_items=self._options.max_input_items,
+                                      unknown_fields=self._options.unknown_fields)
         request = await asyncio.to_thread(parse) if large else parse()
         del body  # a large body is let go now, not after the history loads and the upstream call
         p = request.params

@@ -68,7 +68,8 @@ class CompactionService:
         raw = parse_json_object(body)
         for key in ("stream", "background", "store", "conversation", "prompt"):
             raw.pop(key, None)
-        request = parse_request_object(raw, max_input_items=self.options.max_input_items)  # 400 without 'model'
+        request = parse_request_object(raw, max_input_items=self.options.max_input_items,  # 400 without 'model'
+                                       unknown_fields=self.options.unknown_fields)
         model = request.model
         items: list[dict[str, Any]] = []
         previous = request.params.previous_response_id

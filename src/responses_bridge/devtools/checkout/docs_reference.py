@@ -21,6 +21,7 @@ from ...config_help import MEANINGS, UndocumentedSetting, shown_type, user_defau
 from ...config_help import meaning as setting_meaning
 from ...envoy_config import bootstrap_dict, to_yaml
 from .deploy_examples import DEMO
+from .known_fields import known_fields_source
 
 __all__ = ["MEANINGS", "UndocumentedSetting", "configuration_reference", "deployment_snippets", "rendered_docs"]
 
@@ -134,4 +135,5 @@ def rendered_docs(root: Path) -> dict[Path, str]:
     return {
         root / "docs" / "configuration.md": configuration_reference(),
         deployment: fill_generated(deployment.read_text(), deployment_snippets()),
+        root / "src" / "responses_bridge" / "protocol" / "known_fields_table.py": known_fields_source(),
     }
