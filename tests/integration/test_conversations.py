@@ -190,8 +190,12 @@ async def test_conversation_errors(client: openai.AsyncOpenAI, http: aiohttp.Cli
                                                 "conversation": "conv_does_not_exist"}) as raw:
         assert raw.status == 404
     async with http.post("/v1/responses", json={"model": "fake-model", "input": "x",
-                                                "conversation": {"name": "no id"}}) as raw:
+                                                "conversation": {}}) as raw:
         assert raw.status == 400 and (await raw.json())["error"]["param"] == "conversation.id"
+    async with http.post("/v1/responses", json={"model": "fake-model", "input": "x",
+                                                "conversation": {"name": "no id"}}) as raw:
+        error = (await raw.json())["error"]
+        assert raw.status == 400 and (error["param"], error["code"]) == ("conversation.name", "unknown_parameter")
     await client.conversations.delete(conversation.id)
     with pytest.raises(openai.NotFoundError):
         await client.responses.create(model="fake-model", input="x", conversation=conversation.id)
