@@ -229,14 +229,17 @@ async def test_file_search_routes_the_request_only_where_vector_stores_can_be_se
     assert reply.request_body.response.clear_route_cache and stream.routed and stream.run is None
 
 
-async def test_a_bootstrap_without_the_sidecar_route_keeps_server_tools_on_the_ext_proc_path(
+async def test_server_tools_where_envoy_offers_no_route_to_the_http_door_are_a_400_naming_the_header(
         runtime: Runtime) -> None:
-    """An older bootstrap would send a marked request's untranslated body upstream: it is translated instead."""
+    """Envoy Gateway and Istio (or an older bootstrap) cannot send a request to the HTTP door: its server-side
+    tools are refused, naming the door header, never dropped (the hosted shell would become the client's own)."""
     stream = new_stream(runtime)
     [reply] = await stream.handle(request_body({**REQUEST, "tools": [{"type": "tool_search"}]}))
-    assert not reply.request_body.response.clear_route_cache
-    assert set_headers(reply, "request_body")[":path"] == "/v1/chat/completions"
-    assert not stream.routed
+    immediate = reply.immediate_response
+    assert immediate.status.code == 400 and not stream.routed
+    error = orjson.loads(immediate.body)["error"]
+    assert (error["param"], error["code"]) == ("tools", "http_door_required")
+    assert "(tool_search)" in error["message"] and "'x-responses-bridge-door: http'" in error["message"]
 
 
 async def test_a_body_in_chunks_is_routed_by_its_first_message_metadata(runtime: Runtime) -> None:

@@ -5,6 +5,7 @@ run's answer) that keeps the request away from the upstream."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection
 
 import structlog
 from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingRequest, ProcessingResponse
@@ -13,6 +14,7 @@ from ...engine.builtin_tools import runs_server_tools
 from ...engine.sse import DONE_FRAME
 from ...engine.wire import SSE_CONTENT_TYPE, UpstreamRequest
 from ...envoy_config import NATIVE_SUFFIX, upstream_path_prefix
+from ...envoy_config.envoy_gateway import DOOR_HEADER
 from ...protocol.errors import APIError
 from ...protocol.request import parse_json_object
 from ...run.response_run import LARGE_BODY_BYTES
@@ -123,6 +125,8 @@ class RequestPhase(Routing):
                                        or bool(decoded.get("context_management"))):  # a summary call may come first
                 self.held.release()  # the HTTP door that runs it reserves its own
                 return self._route_to_sidecar()  # counted by the HTTP door, which runs it: no slot here
+            if not self.sidecar_route and runs_server_tools(decoded.get("tools"), self.runtime.served_tools):
+                raise needs_http_door(decoded.get("tools"), self.runtime.served_tools)  # never a silent drop
             self.slot = self.runtime.limits.acquire(self.tenant)  # a 429 at the tenant's limit
             if not self.runtime.routes().single:  # several upstreams: the model picks one (upstreams.py)
                 self.route = self.runtime.route(decoded.get("model"))
@@ -219,3 +223,16 @@ class RequestPhase(Routing):
             log.exception("extproc_untranslated_failed")
             error = APIError(400, "A request body is required.")
         return m.immediate_response(error.status, error.body(), JSON)
+
+
+def needs_http_door(tools: object, served: Collection[str]) -> APIError:
+    """The 400 of a request whose server-side tools only the HTTP door runs, reaching a processor whose Envoy does
+    not route it there (Envoy Gateway and Istio cannot: the client's door header does). Dropping the tools, as the
+    unsupported-tool policy would, turns the hosted shell into the client's own and MCP into nothing, silently."""
+    kinds = sorted({str(tool.get("type")) for tool in tools if isinstance(tool, dict) and tool.get("type") in served}
+                   if isinstance(tools, list) else set())
+    return APIError(400, f"This request's server-side tools ({', '.join(kinds)}) run only in the bridge's HTTP door, "
+                    f"and this gateway does not send it there: add the header '{DOOR_HEADER[0]}: {DOOR_HEADER[1]}' "
+                    "(behind Envoy Gateway or Istio: docs/kubernetes.md), or call the HTTP door.", param="tools",
+                    code="http_door_required")
+
