@@ -170,3 +170,15 @@ def test_envoy_images_are_the_version_the_bootstraps_are_validated_with() -> Non
     for manifest in (ROOT / "envoy" / "kubernetes").glob("*.yaml"):
         images |= set(re.findall(r"image: (envoyproxy/envoy:\S+)", manifest.read_text()))
     assert images == {f"envoyproxy/envoy:v{release.group(1)}"}
+
+
+def test_the_bridges_are_strict_about_settings_and_the_sandbox_gets_its_proc() -> None:
+    """A misspelled RESPONSES_BRIDGE_* variable stops a bridge (every profile's); the code interpreter's bridge
+    runs with Docker's /proc masks lifted (systempaths=unconfined), so each call gets a /proc of its own."""
+    for profile in ((), ("--profile", "ollama"), ("--profile", "postgres")):
+        services = resolved(*profile)["services"]
+        for name, service in services.items():
+            if name.startswith("bridge"):
+                assert service["environment"]["RESPONSES_BRIDGE_STRICT_ENV"] == "true", name
+    assert "systempaths=unconfined" in resolved()["services"]["bridge"]["security_opt"]
+

@@ -130,10 +130,15 @@ def _block_commands(text: str) -> list[str]:
     return lines
 
 
+NAMESPACE = yaml.safe_load((ROOT / "deploy/kubernetes/components/namespace/namespace.yaml").read_text())["metadata"][
+    "name"]
+
+
 def test_the_kubernetes_page_commands_parse_and_name_what_exists() -> None:
     """docs/kubernetes.md's commands as a reader pastes them: every ``responses-bridge`` line parses with the real
     CLI, every ``kubectl`` line names an overlay that exists (``kubectl kustomize`` renders each in
-    tests/deploy/test_kubernetes_manifests.py) or creates a Secret the overlays read."""
+    tests/deploy/test_kubernetes_manifests.py) or creates a Secret the overlays read in the namespace they install
+    into, and the ``helm`` line switches on the Envoy Gateway extension APIs the overlay's objects need."""
     import shlex
 
     from responses_bridge.cli import build_parser
@@ -151,9 +156,13 @@ def test_the_kubernetes_page_commands_parse_and_name_what_exists() -> None:
         elif words[:2] in (["kubectl", "kustomize"], ["kubectl", "apply"]):
             directory = ROOT / words[-1]
             assert (directory / "kustomization.yaml").exists(), command
+        elif words[0] == "helm":
+            assert {"config.envoyGateway.extensionApis.enableBackend=true",
+                    "config.envoyGateway.extensionApis.enableEnvoyPatchPolicy=true"} <= set(words), command
         else:
-            assert words[:4] == ["kubectl", "create", "secret", "generic"] and words[4] in secrets, command
-    assert kinds == {"responses-bridge", "kubectl"}
+            assert words[:6] == ["kubectl", "-n", NAMESPACE, "create", "secret", "generic"], command
+            assert words[6] in secrets, command
+    assert kinds == {"responses-bridge", "kubectl", "helm"}
 
 
 def _readme_block_commands(section: str) -> list[str]:

@@ -23,6 +23,7 @@ from tests.support.kube import (
     KUSTOMIZE,
     ROOT,
     bridge_container,
+    by_kind,
     have_kubectl,
     is_core,
     kubernetes_errors,
@@ -230,3 +231,37 @@ def test_the_platform_files_are_current() -> None:
     for file in PLATFORM_FILES:
         assert (ROOT / file).read_text() == platform_rendering(ROOT, file), (
             f"{file} is stale: run scripts/render-envoy-examples")
+
+
+PSA_ADMITS = {"privileged": {"Unconfined", "RuntimeDefault", "Localhost"}, "baseline": {"RuntimeDefault", "Localhost"}}
+"""Pod Security Admission: the seccomp and AppArmor profile types each level admits (restricted: as baseline)."""
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_every_overlay_makes_its_namespace_at_a_pod_security_level_admitting_its_pod(name: str) -> None:
+    """A clean cluster has no namespace: the install makes the one its objects go into, labelled with the Pod
+    Security level the bridge's pod needs (Unconfined seccomp and AppArmor: privileged), and every namespaced
+    object is in it — but Istio's EnvoyFilters, in the root namespace where they reach the ingress gateway."""
+    objects = overlay(name)
+    [namespace] = by_kind(objects, "Namespace")
+    level = namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"]
+    context = bridge_container(objects)["securityContext"]
+    profiles = {context["seccompProfile"]["type"], context["appArmorProfile"]["type"]}
+    assert profiles <= PSA_ADMITS[level], (level, profiles)
+    for obj in objects:
+        if obj["kind"] == "Namespace":
+            continue
+        expected = "istio-system" if obj["kind"] == "EnvoyFilter" else namespace["metadata"]["name"]
+        assert obj["metadata"].get("namespace") == expected, obj["metadata"]
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_every_overlay_is_strict_about_its_settings(name: str) -> None:
+    assert settings(overlay(name))["RESPONSES_BRIDGE_STRICT_ENV"] == "true"
+
+
+def test_the_envoy_gateway_overlay_states_the_extension_apis_it_needs() -> None:
+    text = (KUSTOMIZE / "overlays" / "envoy-gateway" / "kustomization.yaml").read_text()
+    assert "enableEnvoyPatchPolicy: true" in text and "enableBackend: true" in text
+    kinds = {obj["kind"] for obj in overlay("envoy-gateway")}
+    assert {"Backend", "EnvoyPatchPolicy"} <= kinds  # what those two switches serve

@@ -227,8 +227,11 @@ def test_the_command_renders_each_format(target: str, capsys: pytest.CaptureFixt
                  "--output", str(output)]) == 0
     documents = [d for d in yaml.safe_load_all(output.read_text()) if d]
     assert documents and capsys.readouterr().out == ""
-    if target in ("envoy-gateway", "istio"):
+    if target == "envoy-gateway":
         assert {d["metadata"]["namespace"] for d in documents} == {"llm"}
+    if target == "istio":  # the EnvoyFilters in Istio's root namespace, where they reach every namespace's gateway
+        assert {(d["kind"], d["metadata"]["namespace"]) for d in documents} == {
+            ("EnvoyFilter", "istio-system"), ("VirtualService", "llm"), ("ServiceEntry", "llm")}
 
 
 def test_the_default_format_is_todays_bootstrap(capsys: pytest.CaptureFixture[str]) -> None:

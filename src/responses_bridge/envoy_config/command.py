@@ -43,6 +43,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                              "Envoy's bootstrap so)")
     parser.add_argument("--namespace", default=Placement.namespace,
                         help="envoy-gateway, istio: the bridge's namespace (default %(default)s)")
+    parser.add_argument("--istio-root-namespace", default=Placement.root_namespace,
+                        help="istio: Istio's root namespace, where the EnvoyFilters go so they reach the ingress "
+                             "gateway and labelled workloads in any namespace (default %(default)s)")
     parser.add_argument("--service", default=Placement.service,
                         help="envoy-gateway, istio: the bridge's Service (default %(default)s)")
     parser.add_argument("--gateway", default=Placement.gateway,
@@ -152,7 +155,8 @@ def _run(args: argparse.Namespace) -> int:
             workers=worker_count(args.workers) if args.workers is not None else settings.worker_count(),
             chat_store=settings.store_chat_completions, timeouts=EnvoyTimeouts.from_settings(settings))
         text = render(args.format, options, Placement(
-            namespace=args.namespace, service=args.service, gateway=args.gateway,
+            namespace=args.namespace, root_namespace=args.istio_root_namespace, service=args.service,
+            gateway=args.gateway,
             extproc_port=options["extproc_port"], http_port=options["http_port"]))
     except ValueError as exc:
         print(f"responses-bridge envoy-config: {exc}", file=sys.stderr)

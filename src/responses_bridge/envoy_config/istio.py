@@ -77,7 +77,7 @@ def _config_patches(bootstrap: dict[str, Any], placement: Placement, context: st
 def _envoy_filter(name: str, placement: Placement, labels: dict[str, str], context: str,
                   bootstrap: dict[str, Any]) -> dict[str, Any]:
     return {"apiVersion": NETWORKING_API, "kind": "EnvoyFilter",
-            "metadata": {"name": name, "namespace": placement.namespace},
+            "metadata": {"name": name, "namespace": placement.root_namespace},  # applies in every namespace
             "spec": {"workloadSelector": {"labels": labels},
                      "configPatches": _config_patches(bootstrap, placement, context)}}
 

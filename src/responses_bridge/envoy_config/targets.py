@@ -22,6 +22,9 @@ class Placement:
     HTTPRoutes' parent; Istio: the ingress gateway's ``istio`` label and the Gateway the VirtualService binds)."""
 
     namespace: str = "default"
+    root_namespace: str = "istio-system"
+    """Istio's root namespace, where the EnvoyFilters go: one outside it applies only to workloads of its own
+    namespace, and the ingress gateway of a standard install is not in the bridge's."""
     service: str = "responses-bridge"
     gateway: str = "responses-bridge"
     extproc_port: int = 50051

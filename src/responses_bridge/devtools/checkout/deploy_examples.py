@@ -55,7 +55,10 @@ def overlay_settings(kustomization: Path) -> tuple[str, str]:
     literals = [literal for generator in spec.get("configMapGenerator", [])
                 for literal in generator.get("literals", [])]
     [upstream] = [value for name, _, value in (item.partition("=") for item in literals) if name == UPSTREAM_SETTING]
-    return upstream, spec.get("namespace", "default")
+    transformers = [yaml.safe_load(item) for item in spec.get("transformers", []) if isinstance(item, str)]
+    namespaces = [item["metadata"]["namespace"] for item in transformers
+                  if isinstance(item, dict) and item.get("kind") == "NamespaceTransformer"]
+    return upstream, spec.get("namespace", namespaces[0] if namespaces else "default")
 
 
 def platform_rendering(root: Path, name: str) -> str:
