@@ -9,9 +9,11 @@ Two independent sets of types judge every object:
   fails.
 * The ``openai`` SDK types (``Response`` and the ``ResponseStreamEvent`` union) check what the spec types leave
   out: they model ``text.format.schema`` (typed ``null`` in openresponses-types) and non-function tools (the
-  spec types model only function tools). Where the two disagree the spec wins: event types the SDK does not
-  know (``response.reasoning.*`` are Open Responses names) or shapes differently (``error``) are checked by the
-  spec types alone, and ``_sdk_response_view`` lists the few fields the SDK is stricter about.
+  spec types model only function tools), in pydantic's strict mode (no coercion). Where the two disagree on a
+  shape the spec wins: event types the SDK does not know (``response.reasoning.*`` are Open Responses names) or
+  shapes differently (``error``) are checked by the spec types alone, and ``_sdk_response_view`` lists the
+  bridge's error codes the SDK does not list. Where the SDK requires a field the spec lacks
+  (``usage.input_tokens_details.cache_write_tokens``) the SDK wins: the spec's view drops it.
 
 Usage (the integration suites use the same helpers against the HTTP and Envoy doors)::
 
@@ -149,27 +151,19 @@ def _sdk_error_codes() -> frozenset[str]:
 
 
 def _sdk_response_view(response: dict[str, Any]) -> dict[str, Any]:
-    """The response as the SDK types can judge it, where the SDK is stricter than the spec (which wins):
-
-    * ``error.code`` is a free string in the spec; the SDK lists OpenAI's own codes only, so a bridge code
-      (``upstream_timeout``…) is swapped for a listed one.
-    * ``usage.input_tokens_details`` has only ``cached_tokens`` in the spec (the round trip rejects anything
-      else); the SDK also requires OpenAI's ``cache_write_tokens``, filled in as 0 here.
-    """
+    """The response as the SDK types can judge it: ``error.code`` is a free string in the spec; the SDK lists
+    OpenAI's own codes only, so a bridge code (``upstream_timeout``…) is swapped for a listed one. Nothing else is
+    eased: ``usage.input_tokens_details.cache_write_tokens``, required by the SDK and absent from the spec, must be
+    there (the SDK wins where they disagree; the spec's view drops it)."""
     error = response.get("error")
     if isinstance(error, dict) and isinstance(error.get("code"), str) and error["code"] not in _sdk_error_codes():
         response = dict(response, error=dict(error, code="server_error"))
-    usage = response.get("usage")
-    if isinstance(usage, dict) and isinstance(usage.get("input_tokens_details"), dict):
-        details = usage["input_tokens_details"]
-        if "cache_write_tokens" not in details:
-            response = dict(response, usage=dict(usage, input_tokens_details=dict(details, cache_write_tokens=0)))
     return response
 
 
 def _sdk_validate_response(response: dict[str, Any], where: str) -> None:
     try:
-        sdk.Response.model_validate(_sdk_response_view(response))
+        sdk.Response.model_validate(_sdk_response_view(response), strict=True)
     except ValidationError as exc:
         raise SchemaError(f"{where}: not a valid openai.types.responses.Response:\n{exc}") from None
 
@@ -182,6 +176,11 @@ def _spec_response_view(response: dict[str, Any]) -> dict[str, Any]:
     function tools, function tool choices and the core output items (all checked against the SDK types
     instead)."""
     view = {key: value for key, value in response.items() if key not in OPTIONAL_RESPONSE_FIELDS}
+    usage = view.get("usage")
+    if isinstance(usage, dict) and isinstance(usage.get("input_tokens_details"), dict):  # OpenAI's, not the spec's
+        details = {key: value for key, value in usage["input_tokens_details"].items()
+                   if key not in ("cache_write_tokens", "cache_write_tokens_details")}
+        view["usage"] = dict(usage, input_tokens_details=details)
     text = view.get("text")
     if isinstance(text, dict) and isinstance(text.get("format"), dict) and text["format"].get("type") == "json_schema":
         view["text"] = dict(text, format=dict(text["format"], schema=None))
@@ -342,10 +341,10 @@ def validate_event(event: dict[str, Any]) -> None:
     sdk_model = _sdk_event_models().get(kind) if kind not in _SPEC_ONLY_SHAPES else None
     if sdk_model is not None:
         try:
-            parsed = _sdk_event_adapter().validate_python(sdk_event)
+            parsed = _sdk_event_adapter().validate_python(sdk_event, strict=True)
         except ValidationError:
             try:  # the union's error lists every branch; the model of this type says what is wrong
-                sdk_model.model_validate(sdk_event)
+                sdk_model.model_validate(sdk_event, strict=True)
             except ValidationError as exc:
                 raise SchemaError(f"{where}: not a valid {sdk_model.__name__} (openai SDK):\n{exc}") from None
             raise
@@ -369,7 +368,7 @@ def _validate_sdk_only(event: dict[str, Any], where: str) -> None:
     if sdk_model is None:
         raise SchemaError(f"{where}: unknown event type {event['type']!r}")
     try:
-        parsed = _sdk_event_adapter().validate_python(event)
+        parsed = _sdk_event_adapter().validate_python(event, strict=True)
     except ValidationError as exc:
         raise SchemaError(f"{where}: not a valid {sdk_model.__name__} (openai SDK):\n{exc}") from None
     if parsed.type != event["type"]:

@@ -150,7 +150,7 @@ def _output(answer: fake.Answer, new_id: _Ids) -> list[dict[str, Any]]:
 
 
 def _usage(answer: fake.Answer) -> dict[str, Any]:
-    return {"input_tokens": answer.prompt_tokens, "input_tokens_details": {"cached_tokens": 0},
+    return {"input_tokens": answer.prompt_tokens, "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
             "output_tokens": answer.completion_tokens,
             "output_tokens_details": {"reasoning_tokens": answer.reasoning_tokens},
             "total_tokens": answer.prompt_tokens + answer.completion_tokens}

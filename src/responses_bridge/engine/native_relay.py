@@ -23,7 +23,7 @@ from ..protocol.errors import APIError
 from ..protocol.request import ResponsesRequest
 from ..sealing import Sealer
 from . import compaction
-from .response_object import new_response
+from .response_object import fill_usage_details, new_response
 from .sse import DONE, DONE_FRAME, EventTooLarge, SSEDecoder, encode_event
 from .upstream_errors import upstream_error
 from .wire import JSON_CONTENT_TYPE, SSE_CONTENT_TYPE, Reply, UpstreamRequest
@@ -158,6 +158,7 @@ class NativeRelay:
         for key in BACKEND_FIELDS:
             if key in backend:
                 self.response[key] = backend[key]
+        fill_usage_details(self.response.get("usage"))
 
     def complete(self) -> APIError | None:
         """The backend's answer ended: None when the response is ready to store, else the error it ends with."""

@@ -120,14 +120,32 @@ def _echo_allowed(tool: dict[str, Any]) -> dict[str, Any]:
     return {"type": kind}
 
 
+def fill_usage_details(usage: Any) -> None:
+    """A backend speaking the Responses API itself may predate a required detail of its usage (``cache_write_tokens``
+    came late): 0 where it says nothing, so a strict client's ``ResponseUsage`` still validates."""
+    if not isinstance(usage, dict):
+        return
+    for key, details in (("input_tokens_details", ("cached_tokens", "cache_write_tokens")),
+                         ("output_tokens_details", ("reasoning_tokens",))):
+        held = usage.get(key)
+        if held is None:
+            held = usage[key] = {}
+        if isinstance(held, dict):
+            for detail in details:
+                held.setdefault(detail, 0)
+
+
 def convert_usage(usage: dict[str, Any] | None) -> dict[str, Any] | None:
     if not usage:
         return None
     prompt = usage.get("prompt_tokens") or 0
     completion = usage.get("completion_tokens") or 0
+    prompt_details = usage.get("prompt_tokens_details") or {}
     return {
         "input_tokens": prompt,
-        "input_tokens_details": {"cached_tokens": (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0},
+        # both required by the Responses API's usage; 0 where the backend does not say (most do not write caches)
+        "input_tokens_details": {"cached_tokens": prompt_details.get("cached_tokens") or 0,
+                                 "cache_write_tokens": prompt_details.get("cache_write_tokens") or 0},
         "output_tokens": completion,
         "output_tokens_details": {
             "reasoning_tokens": (usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0

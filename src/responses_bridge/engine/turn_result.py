@@ -66,8 +66,9 @@ def add_usage(first: dict[str, Any] | None, second: dict[str, Any] | None) -> di
     total = (count(first, "total_tokens") or count(first, "prompt_tokens") + count(first, "completion_tokens")) + \
         (count(second, "total_tokens") or count(second, "prompt_tokens") + count(second, "completion_tokens"))
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total,
-            "prompt_tokens_details": {"cached_tokens": count(first, "prompt_tokens_details", "cached_tokens")
-                                      + count(second, "prompt_tokens_details", "cached_tokens")},
+            "prompt_tokens_details": {detail: count(first, "prompt_tokens_details", detail)
+                                      + count(second, "prompt_tokens_details", detail)
+                                      for detail in ("cached_tokens", "cache_write_tokens")},
             "completion_tokens_details": {
                 "reasoning_tokens": count(first, "completion_tokens_details", "reasoning_tokens")
                 + count(second, "completion_tokens_details", "reasoning_tokens")}}

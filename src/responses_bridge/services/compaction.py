@@ -31,8 +31,8 @@ from ..run.upstream import UpstreamClient, UpstreamFailure
 from ..sealing import Sealer
 from ..store.base import ResponseStore
 
-ZERO_USAGE = {"input_tokens": 0, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": 0,
-              "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 0}
+ZERO_USAGE = {"input_tokens": 0, "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+              "output_tokens": 0, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 0}
 
 
 def split_kept(items: list[dict[str, Any]],
