@@ -114,3 +114,28 @@ async def test_queued_turns_cost_their_bytes_and_leave_with_the_socket(ws_sideca
     print(report)
     assert growth < PEAK_GROWTH_MIB, report
     assert left < AFTER_CLOSE_MIB, report
+
+
+async def test_completed_turns_the_connection_keeps_for_its_next_turn_leave_with_the_socket(
+        ws_sidecar: Sidecar) -> None:
+    """``store: false`` turns stay in the connection's cache for ``previous_response_id`` — three large ones here —
+    and that cache is freed when the socket closes, not whenever the collector's full pass comes (the session lives
+    in reference cycles)."""
+    sidecar = ws_sidecar
+    pid = sidecar.process.pid
+    frame = big_create()
+    async with aiohttp.ClientSession() as session:
+        await slot_free(session, sidecar.http_url)
+        before_kb = status_kb(pid, "VmRSS")
+        async with session.ws_connect(f"{sidecar.http_url}/v1/responses", max_msg_size=0) as ws:
+            for _ in range(3):
+                await ws.send_str(frame)
+                await next_event(ws, "response.completed")
+            held_kb = status_kb(pid, "VmRSS")
+        await slot_free(session, sidecar.http_url)
+    after_kb = await settled_rss_kb(pid, before_kb + AFTER_CLOSE_MIB * 1024)
+    held, left = ((kb - before_kb) // 1024 for kb in (held_kb, after_kb))
+    report = f"idle {before_kb // 1024} MiB; 3 completed turns of {len(frame) / MiB:.1f} MiB: held +{held} MiB, " \
+             f"settled +{left} MiB after close"
+    print(report)
+    assert left < AFTER_CLOSE_MIB, report

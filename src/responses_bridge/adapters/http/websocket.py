@@ -70,9 +70,10 @@ class ConnectionStore:
     """The runtime's store, with this connection's ``store: false`` turns in front of it for history loads. One
     per turn (lanes run turns at once, each continuing its own chain); the cache is the connection's."""
 
-    def __init__(self, store: ResponseStore, cache: OrderedDict[str, list[dict]]) -> None:
+    def __init__(self, store: ResponseStore, cache: OrderedDict[str, list[dict]], *, max_items: int) -> None:
         self._store = store
         self.cache = cache
+        self._max_items = max_items  # items the cache holds at most, summed over its turns (the newest always)
         self.loaded: list[dict] = []  # the chain history this turn continued
 
     async def load_history(self, response_id: str, *, tenant: str) -> list[dict] | None:
@@ -83,10 +84,15 @@ class ConnectionStore:
         return history
 
     def remember(self, response_id: str, history: list[dict]) -> None:
+        """Keep a turn's history for the next turn of this connection. Bounded by turns and by items: a client
+        sending large ``store: false`` turns one after another holds what one of them costs, not 64 of them
+        (continuing from an evicted turn is a 400 previous_response_not_found, as on OpenAI, whose connection
+        keeps its latest response only)."""
         self.cache[response_id] = history
         self.cache.move_to_end(response_id)
-        while len(self.cache) > CACHE_SIZE:
-            self.cache.popitem(last=False)
+        held = sum(map(len, self.cache.values()))
+        while len(self.cache) > 1 and (len(self.cache) > CACHE_SIZE or held > self._max_items):
+            held -= len(self.cache.popitem(last=False)[1])
 
     def __getattr__(self, name: str) -> Any:  # save_response, get_response, ...: the real store
         return getattr(self._store, name)
@@ -239,7 +245,7 @@ class WebSocketSession:
                                            param="background", code="unsupported_parameter"), suffix)
             return {}, []
         previous = raw.get("previous_response_id") if isinstance(raw.get("previous_response_id"), str) else None
-        store = ConnectionStore(self.runtime.store, self.cache)
+        store = ConnectionStore(self.runtime.store, self.cache, max_items=self.runtime.options.max_input_items)
         run = self.runtime.new_run_framed("json", store, tenant=self.tenant)
         upstream, authorization = self.upstream, self.authorization
         if self.clients:  # translated here even on a native route: its backend also serves Chat Completions
@@ -321,16 +327,20 @@ class WebSocketSession:
 
     async def finish(self) -> None:
         """The socket's reader ended: let a shutdown close finish; else the client went away, so every lane's
-        running turn is cancelled (and recorded as abandoned) and no task outlives the connection."""
-        if self.closer is not None and self.closing:
-            await asyncio.gather(self.closer, return_exceptions=True)
-            self.steering.drop()
-            return
-        if self.closer is not None:
-            self.closer.cancel()
-            await asyncio.gather(self.closer, return_exceptions=True)
-        await self.lanes.cancel()
-        self.steering.drop()  # queued steering input goes with the connection
+        running turn is cancelled (and recorded as abandoned) and no task outlives the connection. Either way the
+        connection's cached histories go now: the session sits in reference cycles (its lanes hold its bound
+        methods) that only the collector's rare full pass would free, with every history inside."""
+        try:
+            if self.closer is not None and self.closing:
+                await asyncio.gather(self.closer, return_exceptions=True)
+                return
+            if self.closer is not None:
+                self.closer.cancel()
+                await asyncio.gather(self.closer, return_exceptions=True)
+            await self.lanes.cancel()
+        finally:
+            self.steering.drop()  # queued steering input goes with the connection
+            self.cache.clear()
 
     def _evict(self, previous: str | None) -> None:
         if previous is not None:
