@@ -41,7 +41,8 @@ def _response(response_id: str, previous: str | None, turn: int) -> tuple[dict[s
         "metadata": {}, "parallel_tool_calls": True, "temperature": 1.0, "top_p": 1.0, "tool_choice": "auto",
         "tools": [], "store": True, "background": False, "text": {"format": {"type": "text"}},
         "usage": {"input_tokens": 40, "output_tokens": 60, "total_tokens": 100,
-                  "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}},
+                  "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+                  "output_tokens_details": {"reasoning_tokens": 0}},
     }
     return response, [_message(f"in_{response_id}", "user", f"Question {turn}: what comes next?")]
 
