@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
+from responses_bridge.devtools.checkout import bench_memory, bench_soak
 from responses_bridge.devtools.checkout.bench_ab import print_ab
 from responses_bridge.devtools.checkout.bench_report import print_report
 from tests.support.bridge import PYTHON
@@ -95,3 +96,45 @@ def test_bench_ab_runs_two_sidecars_and_a_control(capsys: pytest.CaptureFixture[
     assert messages["A"] == messages["B"] >= 2  # the same tree renders the same processing modes
     print_ab(results)
     assert "A' = a second A" in capsys.readouterr().out
+
+
+def _bench_only(*extra: str) -> dict[str, Any]:
+    result = subprocess.run([PYTHON, "-m", "responses_bridge", "bench", "--json", "--sidecar-arg=--log-level error",
+                             *extra], capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return orjson.loads(result.stdout)
+
+
+@pytest.mark.envoy
+@pytest.mark.skipif(not have_envoy(), reason="no envoy binary")
+def test_bench_memory_reports_every_case_through_both_doors(capsys: pytest.CaptureFixture[str]) -> None:
+    results = _bench_only("--memory", "--envoy", "--memory-items", "2000", "--memory-settle", "0.2",
+                          "--memory-parallel", "2", "--memory-queued", "2")
+    cases = {case["case"]: case for case in results["memory"]}
+    assert list(cases) == ["http store=true", "http store=false", "http 2 at once", "envoy store=true",
+                           "envoy store=false", "envoy 2 at once", "websocket 2 queued"]
+    for name, case in cases.items():
+        assert case["statuses"] == [200] * (2 if " 2 " in name else 1), (name, case)
+        assert case["body_mib"] > 0 and case["rest_mib"] > 0 and case["peak_bound_mib"] > 64
+        assert case["peak_above_rest_mib"] >= case["after_above_rest_mib"] - 1  # the peak includes the after
+    bench_memory.print_memory(results)
+    assert "websocket 2 queued" in capsys.readouterr().out
+
+
+@pytest.mark.envoy
+@pytest.mark.skipif(not have_envoy(), reason="no envoy binary")
+def test_bench_soak_runs_the_mix_through_both_doors_without_failures(capsys: pytest.CaptureFixture[str]) -> None:
+    results = _bench_only("--soak", "6", "--envoy", "--concurrency", "2")
+    soak = results["soak"]
+    assert soak["doors"] == ["http", "envoy"] and soak["failures"] == {}, soak["failure_examples"]
+    assert set(soak["requests"]) == {"json", "stream", "chain", "large_input", "misspelled", "websocket"}
+    assert all(count > 0 for count in soak["requests"].values())
+    assert soak["rss_mib"]["max"] >= soak["rss_mib"]["start"] > 0 and soak["descriptors"]["start"] > 0
+    bench_soak.print_soak(results)
+    assert "slope" in capsys.readouterr().out
+
+
+def test_bench_modes_are_separate_runs() -> None:
+    result = subprocess.run([PYTHON, "-m", "responses_bridge", "bench", "--memory", "--soak", "5"],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode != 0 and "choose one" in result.stderr

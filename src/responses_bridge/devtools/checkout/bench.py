@@ -42,7 +42,7 @@ import aiohttp
 import orjson
 
 from ..procs import ManagedProcess, free_port, wait_http
-from . import bench_ab
+from . import bench_ab, bench_memory, bench_soak
 from .bench_cost import BRIDGE_LISTENER, CostTarget, measure_costs, summarise_costs
 from .bench_report import RssPeak, print_report, summarise
 from .bench_requests import post, synthetic_body, wait_healthy
@@ -92,6 +92,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                         help="the paced streams' gap between two chunks, milliseconds (a model's time per token)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     bench_ab.add_arguments(parser)
+    bench_memory.add_arguments(parser)
+    bench_soak.add_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -105,6 +107,9 @@ class Target:
 
 def run(args: argparse.Namespace) -> int:
     ab = bench_ab.wanted(args)
+    if sum((ab, args.memory, args.soak is not None, args.replay is not None)) > 1:
+        raise SystemExit("responses-bridge bench: --memory, --soak, --replay and the A/B mode are separate runs: "
+                         "choose one")
     try:
         results = asyncio.run(bench_ab.run_ab(args, sidecar_args(args)) if ab else bench(args))
     except (RuntimeError, TimeoutError) as exc:  # a server that did not start or answer: its own output is above
@@ -114,6 +119,10 @@ def run(args: argparse.Namespace) -> int:
         print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
     elif ab:
         bench_ab.print_ab(results)
+    elif args.memory:
+        bench_memory.print_memory(results)
+    elif args.soak is not None:
+        bench_soak.print_soak(results)
     else:
         print_report(results)
     return 0
@@ -194,6 +203,12 @@ async def bench(args: argparse.Namespace) -> dict:
                             # processor passes it unchanged, the route rewrites the path to chat/completions
                             Target("envoy-floor", f"http://127.0.0.1:{envoy_floor_port}/v1/responses", False),
                             Target("envoy", f"http://127.0.0.1:{envoy_port}/v1/responses", True)]
+            doors = {t.name: t.url for t in targets if t.name in ("http", "envoy")}
+            websocket_url = f"ws://127.0.0.1:{http_port}/v1/responses"
+            if args.memory:
+                return await bench_memory.measure_memory(args, sidecar, doors, websocket_url)
+            if args.soak is not None:
+                return await bench_soak.soak(args, sidecar, doors, websocket_url)
             rss = RssPeak(sidecar.tree_rss_mb())
             costs = _cost_targets(args, targets, processes, ports[2] if render is not None else None)
             return await _measure(args, targets, sidecar, rss, extra, costs)
