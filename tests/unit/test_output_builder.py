@@ -153,7 +153,8 @@ async def test_recorded_texts(store: SQLiteResponseStore) -> None:
     [message] = response["output"]
     assert message["content"] == [{"type": "output_text", "text": "Echo: Hello there, how are you today?",
                                    "annotations": [], "logprobs": []}]
-    assert response["usage"] == {"input_tokens": 7, "input_tokens_details": {"cached_tokens": 0},
+    assert response["usage"] == {"input_tokens": 7,
+                                 "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
                                  "output_tokens": 7, "output_tokens_details": {"reasoning_tokens": 0},
                                  "total_tokens": 14}
     _, response = await stream_run(store, "think")
@@ -164,7 +165,8 @@ async def test_recorded_texts(store: SQLiteResponseStore) -> None:
     _, response = await stream_run(store, "refusal")
     assert response["output"][0]["content"] == [{"type": "refusal", "refusal": "I can't help with that."}]
     _, response = await stream_run(store, "vllm_reasoning")
-    assert response["usage"]["input_tokens_details"] == {"cached_tokens": 0}  # null details upstream
+    # null details upstream: zeros
+    assert response["usage"]["input_tokens_details"] == {"cached_tokens": 0, "cache_write_tokens": 0}
     assert item_text(response["output"][1], "output_text") == "\n\n2 + 2 = **4**."
 
 

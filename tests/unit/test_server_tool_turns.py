@@ -349,7 +349,8 @@ def test_a_three_turn_loop_is_one_response(stream: bool) -> None:
     for item in response["output"]:
         assert _item_adapter().validate_python(item).type == item["type"]
     assert response["status"] == "completed"
-    assert response["usage"] == {"input_tokens": 450, "input_tokens_details": {"cached_tokens": 140},
+    assert response["usage"] == {"input_tokens": 450,
+                                 "input_tokens_details": {"cached_tokens": 140, "cache_write_tokens": 0},
                                  "output_tokens": 42, "output_tokens_details": {"reasoning_tokens": 5},
                                  "total_tokens": 492}
     listed, _, mcp, search, found, loaded, answer = response["output"]
