@@ -133,10 +133,12 @@ async def test_the_sdks_skills_calls_work_unmodified(door: str) -> None:
         assert (await client.skills.versions.retrieve("1", skill_id=made.id)).description.endswith("pandas.")
 
         content = await client.skills.content.retrieve(made.id)
+        assert content.response.headers["content-type"] == "application/zip"  # as OpenAI's spec says
         with zipfile.ZipFile(io.BytesIO(content.read())) as archive:
             assert "the standard library" in archive.read("SKILL.md").decode()
             assert archive.read("scripts/run.py") == SCRIPT
         first = await client.skills.versions.content.retrieve("1", skill_id=made.id)
+        assert first.response.headers["content-type"] == "application/zip"
         with zipfile.ZipFile(io.BytesIO(first.read())) as archive:
             assert "pandas" in archive.read("SKILL.md").decode()
 

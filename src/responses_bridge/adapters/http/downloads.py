@@ -16,10 +16,12 @@ from ...store.base import BlobReader
 CONTENT_CHUNK = 1 << 20
 
 
-async def send_blob(request: web.Request, reader: BlobReader, filename: str) -> web.StreamResponse:
+async def send_blob(request: web.Request, reader: BlobReader, filename: str,
+                    content_type: str = "application/octet-stream") -> web.StreamResponse:
+    """``content_type``: what the API says the route answers (a skill's content is ``application/zip``)."""
     try:
         response = web.StreamResponse(headers={
-            "Content-Type": "application/octet-stream",
+            "Content-Type": content_type,
             "Content-Disposition": f"attachment; filename*=UTF-8''{quote(filename, safe='')}",
         })
         response.content_length = reader.size

@@ -26,6 +26,7 @@ from .multipart_form import cut_short, malformed, part_chunks
 from .params import json_object, json_reply, page_query
 from .routes import api_routes
 
+SKILL_CONTENT_TYPE = "application/zip"  # a skill's content is the zip bundle it was made from, or made into
 READ_CHUNK = 1 << 16
 FORM_OVERHEAD = 1 << 20
 """What a form may hold past its files' bytes (part headers, boundaries, the ``default`` field)."""
@@ -76,7 +77,7 @@ class SkillRoutes:
 
     async def content(self, request: web.Request) -> web.StreamResponse:
         reader, name = await self.service.open_content(_skill(request), None, tenant=request_tenant(request))
-        return await send_blob(request, reader, name)
+        return await send_blob(request, reader, name, SKILL_CONTENT_TYPE)
 
     async def create_version(self, request: web.Request) -> web.Response:
         tenant = request_tenant(request)
@@ -102,7 +103,7 @@ class SkillRoutes:
     async def version_content(self, request: web.Request) -> web.StreamResponse:
         reader, name = await self.service.open_content(_skill(request), request.match_info["version"],
                                                        tenant=request_tenant(request))
-        return await send_blob(request, reader, name)
+        return await send_blob(request, reader, name, SKILL_CONTENT_TYPE)
 
 
 def _skill(request: web.Request) -> str:
