@@ -44,6 +44,15 @@ async def test_stored_chat_completion_lifecycle(client: openai.AsyncOpenAI, door
     from_stream = await client.chat.completions.retrieve(stream_id)
     assert from_stream.choices[0].message.content == "".join(streamed_text)
     assert from_stream.choices[0].finish_reason is not None
+    # one stored shape for a JSON answer and a streamed one, with every field OpenAI requires (nullable as null)
+    shapes = []
+    for completion_id in (created.id, stream_id):
+        raw = (await client.chat.completions.with_raw_response.retrieve(completion_id)).http_response.json()
+        ChatCompletion.model_validate(raw, strict=True)
+        choice = raw["choices"][0]
+        assert "refusal" in choice["message"] and "logprobs" in choice, raw
+        shapes.append((sorted(raw), sorted(choice), sorted(choice["message"])))
+    assert shapes[0] == shapes[1]
 
     listed = [c.id async for c in client.chat.completions.list(metadata={"run": run})]
     assert listed == [created.id, stream_id]  # ascending by default
@@ -107,6 +116,25 @@ async def test_bad_arguments_are_openai_errors(client: openai.AsyncOpenAI, http:
         assert answer.status == 404
     async with http.post("/v1/chat/completions/chatcmpl-nope", json={}) as answer:
         assert answer.status == 400 and (await answer.json())["error"]["param"] == "metadata"
+
+
+@pytest.mark.parametrize("store", [False, True])
+@pytest.mark.parametrize("stream", [False, True])
+async def test_an_upstreams_plain_text_error_is_an_openai_error(http: aiohttp.ClientSession, stream: bool,
+                                                                store: bool) -> None:
+    """A backend (or a proxy before it) answering a plain-text 500: the client gets OpenAI's error object, a 502
+    as on every other route; an upstream's own OpenAI-shaped error passes on as it is."""
+    body = {"model": MODEL, "stream": stream, "store": store,
+            "messages": [{"role": "user", "content": "[plain_error=500] hi"}]}
+    async with http.post("/v1/chat/completions", json=body) as answer:
+        assert answer.status == 502 and answer.content_type == "application/json"
+        error = (await answer.json())["error"]
+        assert set(error) == {"message", "type", "param", "code"} and error["type"] == "server_error"
+        assert "HTTP 500" in error["message"]
+    body["messages"] = [{"role": "user", "content": "[error=429] hi"}]
+    async with http.post("/v1/chat/completions", json=body) as answer:
+        assert answer.status == 429
+        assert (await answer.json())["error"]["code"] == "rate_limit_exceeded"
 
 
 ALPHA, BETA = "alpha", "beta"

@@ -12,6 +12,7 @@ import orjson
 import pytest
 from openai.types.chat import ChatCompletion
 
+from responses_bridge.engine.chat_ids import IdSwap
 from responses_bridge.engine.chat_record import ChatRecorder, request_messages
 from responses_bridge.store.base import ChatCompletionStore
 from responses_bridge.store.postgres.chat_completions import PostgresChatCompletionStore
@@ -107,12 +108,18 @@ def test_a_stream_folds_into_one_completion() -> None:
                    {"index": 0, "function": {"arguments": ": 1}"}}]}, "finish_reason": "tool_calls"}]},
                {**head, "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}})
     recorder = ChatRecorder(stream=True)
+    relayed = b""
     for start in range(0, len(body), 7):  # cut anywhere, as Envoy and the network cut it
         assert not recorder.done or body[start:].strip() == b""
-        recorder.feed(body[start:start + 7])
+        relayed += recorder.relay(body[start:start + 7])
     assert recorder.done
-    completion = ChatCompletion.model_validate(recorder.completion())
-    assert completion.id == "chatcmpl-s" and completion.choices[0].message.content == "Hello"
+    relayed += recorder.relay_end()
+    own = recorder.completion_id
+    assert own.startswith("chatcmpl-") and own != "chatcmpl-s"
+    # the client's bytes are the upstream's with the bridge's id in every chunk, nothing else changed
+    assert relayed == body.replace(b'"id":"chatcmpl-s"', b'"id":"' + own.encode() + b'"')
+    completion = ChatCompletion.model_validate(recorder.completion(), strict=True)
+    assert completion.id == own and completion.choices[0].message.content == "Hello"
     assert completion.choices[0].finish_reason == "tool_calls"
     call = completion.choices[0].message.tool_calls[0]  # type: ignore[index]
     assert call.id == "call_1" and call.function.arguments == "{\"a\": 1}"  # type: ignore[union-attr]
@@ -126,3 +133,54 @@ def test_an_error_answer_is_no_completion() -> None:
     streamed = ChatRecorder(stream=True)
     streamed.feed(b'data: {"error": {"message": "x"}}\n\n')
     assert streamed.completion() is None
+
+
+def test_a_json_answer_gets_the_bridges_id_wherever_its_id_stands() -> None:
+    """llama.cpp sorts its keys: ``choices`` (with a tool call's own ``id``) comes before the completion's ``id``;
+    a content that quotes an id is escaped JSON and stays as it was."""
+    body = (b'{"choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", '
+            b'"content": "say \\"id\\": \\"7\\"", "tool_calls": [{"id": "7", "type": "function", '
+            b'"function": {"name": "f", "arguments": "{}"}}]}}], "created": 1, "id": "chatcmpl-7", '
+            b'"model": "m", "object": "chat.completion"}')
+    recorder = ChatRecorder(stream=False)
+    relayed = b"".join(recorder.relay(body[start:start + 5]) for start in range(0, len(body), 5))
+    assert relayed == b""  # held whole: the id may come last
+    relayed = recorder.relay_end()
+    own = recorder.completion_id
+    assert relayed == body.replace(b'"id": "chatcmpl-7"', b'"id": "' + own.encode() + b'"')
+    assert orjson.loads(relayed)["choices"][0]["message"]["tool_calls"][0]["id"] == "7"
+    stored = recorder.completion()
+    assert stored is not None and stored["id"] == own
+
+
+def test_two_answers_with_one_upstream_id_are_two_completions() -> None:
+    """Ollama numbers its completions: the same upstream id twice must never make one stored completion."""
+    ids = set()
+    for _ in range(2):
+        recorder = ChatRecorder(stream=False)
+        recorder.relay(b'{"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "m", '
+                       b'"choices": [{"index": 0, "message": {"role": "assistant", "content": "x"}, '
+                       b'"finish_reason": "stop"}]}')
+        recorder.relay_end()
+        completion = recorder.completion()
+        assert completion is not None
+        ids.add(completion["id"])
+    assert len(ids) == 2 and "chatcmpl-1" not in ids
+
+
+def test_an_error_answer_passes_as_it_came() -> None:
+    body = b'{"error": {"message": "bad", "type": "invalid_request_error", "param": null, "code": null}}'
+    recorder = ChatRecorder(stream=False)
+    assert recorder.relay(body) == b"" and recorder.relay_end() == body and recorder.completion() is None
+    streamed = ChatRecorder(stream=True)
+    error_event = b'data: {"error": {"message": "x"}}\n\n'
+    assert streamed.relay(error_event) + streamed.relay_end() == error_event
+
+
+def test_the_swap_holds_back_only_what_may_be_a_split_id() -> None:
+    swap = IdSwap("chatcmpl-9", "chatcmpl-own")
+    assert swap.feed(b'data: {"id":"chat') == b"data: {"  # '"id":"chat' may be the id's start: held
+    assert swap.feed(b'cmpl-9","x":1}\n\n') == b'"id":"chatcmpl-own","x":1}\n\n'
+    assert swap.feed(b'data: {"id": "chatcmpl-9"}\n\n') == b'data: {"id": "chatcmpl-own"}\n\n'
+    assert swap.feed(b'{"id":"chatcmpl-90"}') == b'{"id":"chatcmpl-90"}'  # another id: untouched
+    assert swap.feed(b'"') == b"" and swap.end() == b'"'

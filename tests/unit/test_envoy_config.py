@@ -164,12 +164,13 @@ def test_routes_and_processor_settings() -> None:
         assert ("grpc_initial_metadata" in overrides) is hands_off
         if hands_off:
             assert overrides["grpc_initial_metadata"] == [{"key": envoy_config.HANDS_OFF_METADATA, "value": "1"}]
-    # chat completions: the processor reads the request (``store``) and only a stored request's answer, streamed
+    # chat completions: the processor reads the request (``store``), every answer's headers (an error made OpenAI's)
+    # and only a stored request's answer body, streamed
     chat = routes["chat_completions"]["typed_per_filter_config"]["envoy.filters.http.ext_proc"]
     assert chat["disabled"] is False
     assert chat["config"]["overrides"]["processing_mode"] == {
         "request_header_mode": "SEND", "request_body_mode": "BUFFERED", "request_trailer_mode": "SKIP",
-        "response_header_mode": "SKIP", "response_body_mode": "STREAMED", "response_trailer_mode": "SKIP"}
+        "response_header_mode": "SEND", "response_body_mode": "STREAMED", "response_trailer_mode": "SKIP"}
     assert routes["sidecar"]["route"]["cluster"] == envoy_config.HTTP_CLUSTER
     for name, path in (("sidecar_containers", "/v1/containers"), ("sidecar_containers_unversioned", "/containers"),
                        ("sidecar_skills", "/v1/skills"), ("sidecar_skills_unversioned", "/skills")):

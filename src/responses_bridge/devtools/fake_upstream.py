@@ -129,6 +129,8 @@ text that gets echoed. Unknown bracketed text is left alone.
    type OpenAI uses for it (400 ``invalid_request_error``, 401 ``authentication_error``, 403
    ``permission_error``, 404 ``not_found_error``, 429 ``too_many_requests`` with code
    ``rate_limit_exceeded``, 5xx ``server_error``), also for streaming requests.
+   ``[plain_error=CODE]`` -> that status with a ``text/plain`` body, as a reverse proxy or a bare server
+   sends it (no OpenAI error object).
    ``[stall=MS]`` -> sleep MS ms before sending anything, headers included.
    ``[stall_after=K:MS]`` -> in a stream, send K payload chunks then sleep MS ms.
    ``[context=N]`` -> a model whose context window is N tokens: when ``prompt_tokens`` (see 10) plus
@@ -200,8 +202,8 @@ _RESPONSES_ONLY_FIELDS = (
     "include",
 )
 _FLAG_DIRECTIVES = ("think", "refuse", "length", "filter", "garbage")
-_VALUE_DIRECTIVES = ("think_field", "stall_after", "chunks", "header_delay", "first_byte_delay", "delay", "error",
-                     "stall", "cut", "args", "args64", "context", "huge", "then")
+_VALUE_DIRECTIVES = ("think_field", "stall_after", "chunks", "header_delay", "first_byte_delay", "delay", "plain_error",
+                     "error", "stall", "cut", "args", "args64", "context", "huge", "then")
 _DIRECTIVE_RE = re.compile(
     r"\s*\[(" + "|".join(_VALUE_DIRECTIVES + _FLAG_DIRECTIVES) + r")(?:=([^\]]*))?\]"
 )
@@ -370,6 +372,7 @@ class Directives:
     length: bool = False
     filter: bool = False
     error: int | None = None
+    plain_error: bool = False  # [plain_error=CODE]: the error as a proxy or a bare server sends it, text/plain
     stall_ms: float = 0.0
     stall_after: tuple[int, float] | None = None
     cut: int | None = None
@@ -418,11 +421,11 @@ def _apply_directive(d: Directives, name: str, value: str | None, raw: str) -> N
         _apply_directive(d, "args", decoded, raw)
     elif name == "context":
         d.context = _non_negative_int(raw, value, minimum=1)
-    elif name == "error":
+    elif name in ("error", "plain_error"):
         code = _non_negative_int(raw, value)
         if not 400 <= code <= 599:
             raise _bad_directive(raw, "status must be 400-599")
-        d.error = code
+        d.error, d.plain_error = code, name == "plain_error"
     elif name == "stall_after":
         count, sep, ms = value.partition(":")
         if not sep:
@@ -1167,6 +1170,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     d, cleaned = parse_directives(user_text or "")
     if d.stall_ms:
         await asyncio.sleep(d.stall_ms / 1000)
+    if d.error is not None and d.plain_error:
+        return web.Response(status=d.error, text=f"{d.error} Internal Server Error", content_type="text/plain")
     if d.error is not None:
         raise FakeError(d.error, f"fake upstream error {d.error}", code=_ERROR_CODES.get(d.error))
     if d.context is not None:

@@ -1,12 +1,13 @@
 """A stored Chat Completion (``store: true`` on ``POST /v1/chat/completions``), made from the upstream's answer as
-it passes through a door unchanged: the JSON ``chat.completion`` as it is, or a stream's ``chat.completion.chunk``
-events folded into the one ``chat.completion`` they describe (each choice's content, refusal, tool calls and
-finish reason; the usage of the last chunk that has one).
+it passes through a door: the JSON ``chat.completion`` as it is, or a stream's ``chat.completion.chunk`` events
+folded into the one ``chat.completion`` they describe (each choice's content, refusal, tool calls and finish
+reason; the usage of the last chunk that has one), in one shape either way, under an id the bridge makes — the
+answer passes on with that id swapped in for the upstream's, byte for byte otherwise (chat_ids.py).
 
-Synchronous and without I/O: both doors feed it the bytes they pass on, in pieces of any size, and ask at the end
-for the completion (None when the answer cannot be stored: an error, or no id). A stream is framed by the engine's
-one SSE decoder (sse.py), each event parsed once; what the answer may add up to is capped by
-:data:`MAX_RECORD_BYTES`.
+Synchronous and without I/O: both doors :meth:`~ChatRecorder.relay` the bytes they pass on, in pieces of any size,
+and ask at the end for the completion (None when the answer cannot be stored: an error, or no id). A stream is
+framed by the engine's one SSE decoder (sse.py), each event parsed once; what the answer may add up to is capped
+by :data:`MAX_RECORD_BYTES`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from .chat_ids import IdSwap, chat_completion_id
 from .sse import DONE, EventTooLarge, SSEDecoder
 
 MAX_RECORD_BYTES = 64 * 1024 * 1024
@@ -23,13 +25,19 @@ record is given up, and the door logs that it was not stored."""
 
 
 class ChatRecorder:
-    """Collects one answer: :meth:`feed` every piece the client gets, then :meth:`completion`."""
+    """Collects one answer: :meth:`relay` every piece (what it returns goes to the client), :meth:`relay_end` at
+    its end, then :meth:`completion`."""
 
-    __slots__ = ("_buffer", "_choices", "_decoder", "_done", "_first", "_json", "_overflow", "_seen", "_stream",
-                 "_usage")
+    __slots__ = ("_buffer", "_choices", "_completion", "_decoder", "_done", "_first", "_overflow",
+                 "_pending", "_seen", "_stream", "_swap", "_upstream_id", "_usage", "completion_id")
 
-    def __init__(self, stream: bool) -> None:
+    def __init__(self, stream: bool, completion_id: str | None = None) -> None:
         self._stream = stream
+        self.completion_id = completion_id or chat_completion_id()  # the stored one's, and the client's
+        self._pending: list[bytes] = []  # relayed bytes not yet given back (relay)
+        self._swap: IdSwap | None = None
+        self._upstream_id: str | None = None  # the answer's own id, once known
+        self._completion: dict[str, Any] | None = None
         self._buffer = bytearray()  # JSON: the whole body
         self._decoder = SSEDecoder(MAX_RECORD_BYTES)  # SSE: the events, framed as the translator frames them
         self._seen = 0
@@ -38,7 +46,6 @@ class ChatRecorder:
         self._first: dict[str, Any] | None = None  # id, created, model, system_fingerprint, service_tier
         self._choices: dict[int, dict[str, Any]] = {}
         self._usage: Any = None
-        self._json: dict[str, Any] | None = None
 
     @property
     def stream(self) -> bool:
@@ -49,6 +56,39 @@ class ChatRecorder:
     def done(self) -> bool:
         """A stream's ``data: [DONE]`` has been fed: the completion is whole (the terminal bytes are next)."""
         return self._done
+
+    def relay(self, chunk: bytes) -> bytes:
+        """Record ``chunk`` and return what the client gets of the answer now: its bytes with the bridge's id for
+        the upstream's (chat_ids.py). A JSON answer is held whole until :meth:`relay_end` (its id may come last:
+        llama.cpp sorts its keys); a stream's bytes only until its first event has named the upstream's id."""
+        self._pending.append(chunk)
+        if not self._stream:
+            return b""
+        self.feed(chunk)
+        if self._swap is None:
+            if self._overflow:  # not stored: nothing to swap
+                return self._drain()
+            if self._first is None:
+                return b""
+            self._swap = IdSwap(self._first["id"], self.completion_id)
+        return self._swap.feed(self._drain())
+
+    def relay_end(self) -> bytes:
+        """The rest of the answer, once the upstream's has ended (for JSON: the whole body). An answer that is no
+        completion (an error) is not stored and keeps its bytes as they came."""
+        body = self._drain()
+        if not self._stream:
+            self.feed(body)
+        if self._swap is None:
+            if self.completion() is None:
+                return body
+            assert self._upstream_id is not None
+            self._swap = IdSwap(self._upstream_id, self.completion_id)
+        return self._swap.feed(body) + self._swap.end()
+
+    def _drain(self) -> bytes:
+        pending, self._pending = self._pending, []
+        return pending[0] if len(pending) == 1 else b"".join(pending)
 
     def feed(self, chunk: bytes) -> None:
         if self._overflow or not chunk:
@@ -94,7 +134,8 @@ class ChatRecorder:
         if not isinstance(index, int):
             return
         choice = self._choices.setdefault(index, {"index": index, "content": [], "refusal": [], "tools": {},
-                                                  "finish_reason": None, "logprobs": None, "role": "assistant"})
+                                                  "finish_reason": None, "logprobs": None, "role": "assistant",
+                                                  "annotations": []})
         delta = delta_choice.get("delta")
         if isinstance(delta, dict):
             if isinstance(delta.get("role"), str):
@@ -103,6 +144,8 @@ class ChatRecorder:
                 choice["content"].append(delta["content"])
             if isinstance(delta.get("refusal"), str):
                 choice["refusal"].append(delta["refusal"])
+            if isinstance(delta.get("annotations"), list):  # a search model's citations
+                choice["annotations"] += delta["annotations"]
             calls = delta.get("tool_calls")
             if isinstance(calls, list):
                 for call in calls:
@@ -118,23 +161,29 @@ class ChatRecorder:
                     merged[key] = (merged[key] or []) + logprobs[key]
 
     def completion(self) -> dict[str, Any] | None:
-        """The ``chat.completion`` the answer was; None if there is none to store (an error body, a stream
-        without an id, or more than :data:`MAX_RECORD_BYTES`)."""
+        """The ``chat.completion`` the answer was, with the bridge's id (:attr:`completion_id`); None if there is
+        none to store (an error body, a stream without an id, or more than :data:`MAX_RECORD_BYTES`)."""
         if self._overflow:
             return None
-        if not self._stream:
-            if self._json is None:
-                try:
-                    decoded = orjson.loads(bytes(self._buffer))
-                except orjson.JSONDecodeError:
-                    return None
-                if not isinstance(decoded, dict):
-                    return None
-                self._json = decoded
-            body = self._json
-            if not isinstance(body.get("id"), str) or not body["id"] or not isinstance(body.get("choices"), list):
+        if self._completion is None:
+            made = self._from_json() if not self._stream else self._from_stream()
+            if made is None:
                 return None
-            return body
+            self._upstream_id = made["id"]
+            self._completion = {**_uniform(made), "id": self.completion_id}
+        return self._completion
+
+    def _from_json(self) -> dict[str, Any] | None:
+        try:
+            body = orjson.loads(bytes(self._buffer))
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(body, dict) or not isinstance(body.get("id"), str) or not body["id"] \
+                or not isinstance(body.get("choices"), list):
+            return None
+        return body
+
+    def _from_stream(self) -> dict[str, Any] | None:
         for payload in self._decoder.flush():  # a last event without its closing blank line
             self._event(payload)
         first = self._first
@@ -147,10 +196,27 @@ class ChatRecorder:
             "choices": [_finished(self._choices[index]) for index in sorted(self._choices)],
         }
         for key in ("system_fingerprint", "service_tier"):
-            if first.get(key) is not None:
-                completion[key] = first[key]
+            completion[key] = first.get(key)
         completion["usage"] = self._usage
         return completion
+
+
+def _uniform(completion: dict[str, Any]) -> dict[str, Any]:
+    """One stored shape whether the answer was streamed or not, with every field OpenAI's ``ChatCompletion``
+    requires (nullable ones as null) where the backend left one out: ``message.refusal`` (vLLM and Ollama omit it
+    in JSON answers), ``choice.logprobs``, ``system_fingerprint``, ``service_tier``, ``usage``; and the
+    ``annotations`` OpenAI gives every message (empty without citations)."""
+    for key in ("system_fingerprint", "service_tier", "usage"):
+        completion.setdefault(key, None)
+    for choice in completion["choices"]:
+        if isinstance(choice, dict):
+            choice.setdefault("logprobs", None)
+            message = choice.get("message")
+            if isinstance(message, dict):
+                message.setdefault("content", None)
+                message.setdefault("refusal", None)
+                message.setdefault("annotations", [])
+    return completion
 
 
 def _tool_call(calls: dict[int, dict[str, Any]], delta: dict[str, Any]) -> None:
@@ -173,7 +239,8 @@ def _tool_call(calls: dict[int, dict[str, Any]], delta: dict[str, Any]) -> None:
 def _finished(choice: dict[str, Any]) -> dict[str, Any]:
     message: dict[str, Any] = {"role": choice["role"],
                                "content": "".join(choice["content"]) if choice["content"] else None,
-                               "refusal": "".join(choice["refusal"]) if choice["refusal"] else None}
+                               "refusal": "".join(choice["refusal"]) if choice["refusal"] else None,
+                               "annotations": choice["annotations"]}
     if choice["tools"]:
         message["tool_calls"] = [
             {"id": call["id"] or "", "type": call["type"],

@@ -244,13 +244,13 @@ def _routing_only() -> dict[str, Any]:
 def _chat_processing() -> dict[str, Any]:
     """``POST /v1/chat/completions``: the processor sees the request's headers (the caller's key, the tenant) and
     buffered body (``store``, and with several upstreams the model, which picks the route), then, for a request
-    with ``store: true`` only, the answer's body as it streams (adapters/extproc/chat_phase.py); for any other
-    it ends its stream after the body and the answer passes untouched. The per-upstream routes a request is
-    routed on to carry the same, so the modes hold whichever route Envoy reads them from."""
+    with ``store: true`` only, the answer's headers and its body as it streams (adapters/extproc/chat_phase.py);
+    for any other it ends its stream after the body and the answer passes untouched. The per-upstream routes a
+    request is routed on to carry the same, so the modes hold whichever route Envoy reads them from."""
     return {_EXT_PROC: {"@type": _TYPE + "envoy.config.route.v3.FilterConfig", "disabled": False, "config": {
         "@type": _TYPE + "envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute", "overrides": {
             "processing_mode": {"request_header_mode": "SEND", "request_body_mode": "BUFFERED",
-                                "request_trailer_mode": "SKIP", "response_header_mode": "SKIP",
+                                "request_trailer_mode": "SKIP", "response_header_mode": "SEND",
                                 "response_body_mode": "STREAMED", "response_trailer_mode": "SKIP"}}}},
             _BUFFER: {"@type": _TYPE + "envoy.config.route.v3.FilterConfig", "disabled": False, "config": {
                 "@type": _TYPE + "envoy.extensions.filters.http.buffer.v3.BufferPerRoute",

@@ -4,9 +4,9 @@ and the routes that read it back (OpenAI's shapes: ``ChatCompletion`` with its `
 
 A door passes the upstream's answer through unchanged and feeds it to the :class:`ChatRecorder` that
 :meth:`ChatCompletionService.recorder` gives it (only for a request with ``store: true``); before the answer's
-terminal bytes go out it calls :meth:`~ChatCompletionService.save`. The id is the upstream's own ``chatcmpl-...``:
-the one the client saw. It is unique per tenant; an upstream that answers two requests with one id leaves the
-later answer stored under it (documented in docs/api.md).
+terminal bytes go out it calls :meth:`~ChatCompletionService.save`. The id is the bridge's own ``chatcmpl-...``,
+swapped into the answer for the upstream's (engine/chat_ids.py): backends reuse theirs (Ollama numbers its
+completions), and a stored completion must never overwrite another.
 """
 
 from __future__ import annotations

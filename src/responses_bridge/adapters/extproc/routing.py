@@ -71,6 +71,9 @@ class Routing(ChatPhase):
                 if denied is not None:
                     return denied
             self._chat_record(recorder, decoded)
+        elif self.runtime.chat_completions.enabled:  # the route sends the answer's headers (envoy_config/routes.py)
+            self.chat_watch = True  # seen for an error to make OpenAI's (chat_phase.py), then the processor lets go
+            self.done = False
         else:
             self.released = True  # the answer passes without the processor: the stream ends after this reply
         if self.runtime.routes().single:  # one upstream: the credentials were set with the request headers

@@ -115,6 +115,8 @@ class _Stream(RequestPhase):
             del request
             return [await self._request_body(end_of_stream)]
         if phase == "response_headers":
+            if self.chat_record is not None or self.chat_watch:  # a chat answer (chat_phase.py)
+                return [self._chat_headers(request)]
             if self.ours is False:
                 return [m.CONTINUE_RESPONSE_HEADERS]
             if self.run is None or self.run.response is None:

@@ -50,6 +50,7 @@ class StreamState:
         "chat_record",
         "chat_request",
         "chat_saved",
+        "chat_watch",
         "delivered",
         "done",
         "held",
@@ -106,6 +107,7 @@ class StreamState:
         self.chat_record: ChatRecorder | None = None
         self.chat_request: dict[str, Any] | None = None
         self.chat_saved = False
+        self.chat_watch = False  # a chat answer not stored: its headers are seen (an error made OpenAI's), no more
         # the request was answered and its answer is none of the processor's business: the gRPC stream ends
         # cleanly after the reply, and Envoy passes the rest through without the processor
         self.released = False

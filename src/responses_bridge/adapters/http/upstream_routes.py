@@ -18,11 +18,12 @@ import structlog
 from aiohttp import web
 
 from ...engine.chat_record import ChatRecorder
+from ...engine.upstream_errors import upstream_error
 from ...engine.wire import UPSTREAM_PATH, UpstreamRequest
 from ...observability.logs import note_upstream
 from ...protocol.errors import APIError
 from ...protocol.request import parse_json_object
-from ...run.upstream import UpstreamClient, UpstreamFailure
+from ...run.upstream import UpstreamAnswer, UpstreamClient, UpstreamFailure
 from ...runtime import Runtime
 from ...upstreams import Route
 from ..upstream_client import ROUTE_HEADER
@@ -51,6 +52,30 @@ def with_embedder(body: dict[str, Any], embedder: dict[str, Any] | None) -> dict
     if any(isinstance(model, dict) and model.get("id") == embedder["id"] for model in data):
         return body
     return {**body, "data": [*data, embedder]}
+
+
+ERROR_BODY_BYTES = 64 * 1024
+"""What is read of an upstream's error answer: enough for any error object, never a whole stray page."""
+
+
+async def _error_answer(answer: UpstreamAnswer) -> web.Response:
+    """An upstream's error answer in OpenAI's shape: one already in it passes unchanged (status and body, a client
+    of that backend expects its own codes); anything else (a proxy's HTML page, a plain-text 500) is made into
+    one as every other route makes it — a 4xx keeps its status, a 5xx is a 502 (engine/upstream_errors.py)."""
+    held = bytearray()
+    async for chunk in answer.chunks():
+        held += chunk[:ERROR_BODY_BYTES - len(held)]
+        if len(held) >= ERROR_BODY_BYTES:
+            break
+    body = bytes(held)
+    try:
+        decoded = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        decoded = None
+    error = decoded.get("error") if isinstance(decoded, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return web.Response(status=answer.status, body=body, content_type="application/json")
+    raise upstream_error(answer.status, body)
 
 
 class UpstreamRoutes:
@@ -94,6 +119,8 @@ class UpstreamRoutes:
         response: web.StreamResponse | None = None
         try:
             async with self._client(route).chat(call, authorization) as answer:
+                if answer.status >= 400:
+                    return await _error_answer(answer)
                 response = web.StreamResponse(status=answer.status)
                 response.content_type = (answer.content_type or "application/json").split(";")[0]
                 if recorder is not None and stored_request is not None and answer.status == 200:
@@ -116,31 +143,34 @@ class UpstreamRoutes:
 
     async def _stored(self, request: web.Request, response: web.StreamResponse, chunks: AsyncIterator[bytes],
                       recorder: ChatRecorder, stored_request: dict[str, Any]) -> None:
-        """A ``store: true`` answer, passed on unchanged and stored before its terminal bytes go out: a JSON answer
-        is held until it is whole (then stored, then sent); a stream's chunks go out as they come, but the one
-        carrying ``[DONE]`` (or the end, without one) only once the completion is stored."""
+        """A ``store: true`` answer, passed on with the bridge's id for the upstream's (engine/chat_ids.py) and stored
+        before its terminal bytes go out: a JSON answer is held until it is whole (then stored, then sent); a
+        stream's chunks go out as they come, but the one carrying ``[DONE]`` (or the end, without one) only once
+        the completion is stored."""
         tenant = request_tenant(request)
         if not recorder.stream:
-            held: list[bytes] = []
             async for chunk in chunks:
-                recorder.feed(chunk)
-                held.append(chunk)
+                recorder.relay(chunk)
+            body = recorder.relay_end()
             await self.runtime.chat_completions.save(stored_request, recorder, tenant=tenant)
-            response.content_length = sum(map(len, held))
+            response.content_length = len(body)
             await response.prepare(request)
-            for chunk in held:
-                await response.write(chunk)
+            await response.write(body)
             return
         await response.prepare(request)
         saved = False
         async for chunk in chunks:
-            recorder.feed(chunk)
+            out = recorder.relay(chunk)
             if recorder.done and not saved:
                 saved = True
                 await self.runtime.chat_completions.save(stored_request, recorder, tenant=tenant)
-            await response.write(chunk)
+            if out:
+                await response.write(out)
+        rest = recorder.relay_end()
         if not saved:
             await self.runtime.chat_completions.save(stored_request, recorder, tenant=tenant)
+        if rest:
+            await response.write(rest)
 
     async def list_models(self, request: web.Request) -> web.Response:
         """Every model a route names, then every model an upstream reports that a route sends to it, then the
