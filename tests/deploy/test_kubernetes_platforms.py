@@ -341,6 +341,10 @@ def test_istio_routes_as_the_bootstrap() -> None:
                                                              "port": {"number": 8000}}}]
     assert routes["sidecar"]["route"] == [{"destination": {"host": PLACEMENT.host, "port": {"number": 8081}}}]
     assert list(routes)[-1] == "sidecar"  # the catch-all comes last
+    # Istio's CRD refuses a route timeout of 0s ("must be a valid duration greater than 1ms"); none is its default
+    for service in services.values():
+        for route in service["spec"]["http"]:
+            assert "timeout" not in route or route["timeout"] not in ("0s", "0", "0ms"), route["name"]
     sidecar_filter = one(objects, "EnvoyFilter", "responses-bridge-sidecar")
     assert sidecar_filter["spec"]["workloadSelector"]["labels"] == {"responses-bridge.io/ext-proc": "enabled"}
     # the marked-request routes reach the sidecar's HTTP door by Istio's name for it

@@ -96,7 +96,7 @@ def _http_routes(up: UpstreamURL, placement: Placement) -> list[dict[str, Any]]:
         return {"name": name, "match": [match],
                 "rewrite": {"uri": f"{up.base_path}/{target}", "authority": up.authority},
                 "headers": {"request": {"remove": [ROUTE_HEADER]}},
-                "route": [upstream], "timeout": "0s"}
+                "route": [upstream]}  # no timeout: Istio's default is none, and its CRD refuses "0s"
 
     http = [
         to_upstream("responses", "/v1/responses", "chat/completions"),
@@ -106,7 +106,7 @@ def _http_routes(up: UpstreamURL, placement: Placement) -> list[dict[str, Any]]:
         to_upstream("images_generations", "/v1/images/generations", "images/generations"),
         to_upstream("chat_completions", "/v1/chat/completions", "chat/completions"),
         # stored responses, conversations, files, vector stores, containers, models, WebSocket, health
-        {"name": "sidecar", "match": [{"uri": {"prefix": "/"}}], "route": [door], "timeout": "0s"},
+        {"name": "sidecar", "match": [{"uri": {"prefix": "/"}}], "route": [door]},
     ]
     assert tuple(route["name"] for route in http) == ROUTE_NAMES
     return http
