@@ -101,6 +101,7 @@ async def test_retrieve_delete_and_input_items(client: openai.AsyncOpenAI, http:
     with pytest.raises(openai.NotFoundError) as caught:
         await client.responses.retrieve(response.id)
     assert caught.value.body["code"] == "not_found"
+    assert caught.value.body["type"] == "invalid_request_error"  # as OpenAI types an unknown id
     with pytest.raises(openai.NotFoundError):
         await client.responses.delete(response.id)
 

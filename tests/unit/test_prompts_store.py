@@ -96,7 +96,7 @@ async def test_service_shapes(service: PromptService) -> None:
     assert updated["version"] == "2" and updated["name"] == "greeter" and updated["metadata"] == {"team": "a"}
     with pytest.raises(APIError) as caught:
         await service.update(created["id"], {"instructions": "x", "version": "1"}, tenant=DEFAULT_TENANT)
-    assert caught.value.status == 409 and caught.value.type == "conflict"
+    assert caught.value.status == 409 and caught.value.type == "invalid_request_error"
     assert (await service.get(created["id"], "1",
                               tenant=DEFAULT_TENANT))["instructions"] == "Greet {{name}} about {{topic}}."
     assert (await service.set_default_version(created["id"], {"version": "1"},

@@ -15,11 +15,11 @@ _TYPE_FOR_STATUS = {
     400: "invalid_request_error",
     401: "authentication_error",
     403: "permission_error",
-    404: "not_found",
-    409: "conflict",
+    404: "invalid_request_error",  # as OpenAI answers an unknown id ("No such File object: ..."); the code says which
+    409: "invalid_request_error",
     413: "invalid_request_error",
     422: "invalid_request_error",
-    429: "too_many_requests",
+    429: "requests",  # OpenAI's type for a limit on requests (its token limits say "tokens")
 }
 
 
