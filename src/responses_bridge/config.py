@@ -67,7 +67,8 @@ class Settings(CodeSandboxSettings, EndpointSettings):
         "the container's memory limit (else the machine's); with several workers each takes its share; 0: no "
         "budget"))
     unknown_fields: Literal["reject", "warn"] = Field(default="reject", description=(
-        "a request field OpenAI does not define where it appears (`temprature`, a tool's `enviroment`): `reject` "
+        "a request field OpenAI does not define where it appears (`temprature`, a tool's `enviroment`, a "
+        "container's `memory_limt`: every create and update body): `reject` "
         "answers 400 `unknown_parameter` naming its path, as OpenAI does; `warn` accepts it and logs the path once "
         "(for clients newer than the bridge's table of OpenAI's fields)"))
     max_input_items: int = Field(default=DEFAULT_MAX_INPUT_ITEMS, ge=1, description=(

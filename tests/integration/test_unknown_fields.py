@@ -57,3 +57,42 @@ async def test_the_fields_openai_defines_are_accepted(http: aiohttp.ClientSessio
             "stream": False, "seed": 7}
     async with http.post("/v1/responses", json=body) as answer:
         assert answer.status == 200, await answer.text()
+
+
+ROUTE_MISSPELLINGS: list[tuple[str, dict[str, Any], str, str]] = [
+    ("/v1/containers", {"name": "c", "memory_limt": "1g"}, "memory_limt", "memory_limit"),
+    ("/v1/containers", {"name": "c", "expires_after": {"anchor": "last_active_at", "minuets": 5}},
+     "expires_after.minuets", "minutes"),
+    ("/v1/vector_stores", {"name": "v", "metdata": {}}, "metdata", "metadata"),
+    ("/v1/conversations", {"metadata": {}, "itmes": []}, "itmes", "items"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "param", "meant"), ROUTE_MISSPELLINGS,
+                         ids=[f"{case[0]}:{case[2]}" for case in ROUTE_MISSPELLINGS])
+async def test_create_routes_refuse_a_misspelled_field_too(http: aiohttp.ClientSession, path: str,
+                                                            body: dict[str, Any], param: str, meant: str) -> None:
+    """Every create and update route checks its body against OpenAI's fields for it, not only /v1/responses."""
+    async with http.post(path, json=body) as answer:
+        assert answer.status == 400, await answer.text()
+        error = (await answer.json())["error"]
+    assert (error["param"], error["code"]) == (param, "unknown_parameter")
+    assert f"Did you mean '{meant}'?" in error["message"]
+
+
+async def test_update_routes_refuse_a_misspelled_field_and_take_the_defined_ones(http: aiohttp.ClientSession) -> None:
+    async with http.post("/v1/vector_stores", json={"name": "v", "metadata": {"a": "b"}}) as answer:
+        assert answer.status == 200, await answer.text()
+        store = await answer.json()
+    async with http.post(f"/v1/vector_stores/{store['id']}", json={"nmae": "w"}) as answer:
+        assert answer.status == 400 and (await answer.json())["error"]["param"] == "nmae"
+    async with http.post(f"/v1/vector_stores/{store['id']}", json={"name": "w", "metadata": {}}) as answer:
+        assert answer.status == 200 and (await answer.json())["name"] == "w"
+    async with http.post("/v1/conversations", json={"metadata": {"k": "v"}}) as answer:
+        assert answer.status == 200
+        conversation = await answer.json()
+    async with http.post(f"/v1/conversations/{conversation['id']}", json={"metdata": {}}) as answer:
+        assert answer.status == 400 and (await answer.json())["error"]["param"] == "metdata"
+    async with http.post(f"/v1/conversations/{conversation['id']}/items",
+                         json={"items": [{"type": "message", "role": "user", "content": "hi"}]}) as answer:
+        assert answer.status == 200, await answer.text()

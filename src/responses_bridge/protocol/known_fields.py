@@ -9,6 +9,9 @@ miss, the field meant. Objects of a ``type`` the table does not know, free JSON 
 ``parameters``, a schema) and the input items are not walked: other checks judge those. The walk is one pass over
 the request's keys, never its input items, so it costs microseconds however long the input.
 
+The other JSON bodies of create and update routes (a container, a vector store, a conversation...) are walked the
+same way against their own tables (``route``).
+
 A deployment whose clients send fields newer than the table may set ``unknown_fields: warn``: the field is then
 accepted and logged once per path and process (never its value).
 """
@@ -21,7 +24,7 @@ from typing import Any, Literal
 import structlog
 
 from .errors import APIError, invalid_request
-from .known_fields_table import REQUEST
+from .known_fields_table import REQUEST, ROUTES
 
 log = structlog.get_logger(__name__)
 
@@ -30,9 +33,10 @@ _WARNED: set[str] = set()
 _MAX_WARNED = 1000
 
 
-def check_known_fields(raw: dict[str, Any], mode: UnknownFields = "reject") -> None:
-    """Raise the 400 for the first field OpenAI does not define on its object (``mode: warn``: log it instead)."""
-    found = _first_unknown(raw, REQUEST, "")
+def check_known_fields(raw: dict[str, Any], mode: UnknownFields = "reject", route: str | None = None) -> None:
+    """Raise the 400 for the first field OpenAI does not define on its object (``mode: warn``: log it instead).
+    ``route``: the body of another method than ``responses.create`` (a key of ``ROUTES``: ``containers.create``)."""
+    found = _first_unknown(raw, REQUEST if route is None else ROUTES[route], "")
     if found is None:
         return
     path, known = found

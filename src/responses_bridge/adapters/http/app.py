@@ -25,6 +25,7 @@ from .files_routes import FileRoutes
 from .identity import identity_middleware
 from .limits import limits_middleware
 from .observe import echo_request_id, observe_middleware
+from .params import UNKNOWN_FIELDS
 from .prompts_routes import PromptRoutes
 from .responses_routes import ResponsesRoutes
 from .routes import api_routes
@@ -50,6 +51,7 @@ def create_app(runtime: Runtime) -> web.Application:
     # when there are several (upstreams.py)
     upstream, clients = runtime.upstream, runtime.clients
     app[RUNTIME] = runtime
+    app[UNKNOWN_FIELDS] = runtime.options.unknown_fields
     app[UPSTREAM] = upstream
     app[UPSTREAMS] = clients
     ResponsesRoutes(runtime, upstream, clients).register(app)

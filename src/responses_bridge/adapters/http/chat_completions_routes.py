@@ -35,7 +35,8 @@ class ChatCompletionRoutes:
                                                  tenant=request_tenant(request)))
 
     async def update(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.update(request.match_info["completion_id"], await json_object(request),
+        body = await json_object(request, fields="chat.completions.update")
+        return json_reply(await self.service.update(request.match_info["completion_id"], body,
                                                     tenant=request_tenant(request)))
 
     async def delete(self, request: web.Request) -> web.Response:

@@ -43,7 +43,8 @@ class ContainerRoutes:
             routes.get(f"{container}/files/{{file_id}}/content", self.file_content)
 
     async def create(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.create(await json_object(request), tenant=request_tenant(request)))
+        body = await json_object(request, fields="containers.create")
+        return json_reply(await self.service.create(body, tenant=request_tenant(request)))
 
     async def list(self, request: web.Request) -> web.Response:
         return json_reply(await self.service.list(tenant=request_tenant(request), name=request.query.get("name"),
@@ -62,7 +63,7 @@ class ContainerRoutes:
         if (mimetype.type, mimetype.subtype) == ("multipart", "form-data"):
             stored = await self._upload(request, container, tenant)
             return json_reply(container_file_object(stored))
-        body = await json_object(request)
+        body = await json_object(request, fields="containers.files.create")
         file_id = body.get("file_id")
         if not isinstance(file_id, str) or not file_id:
             raise invalid_request("Send the file as multipart/form-data in a 'file' field, or JSON with a "

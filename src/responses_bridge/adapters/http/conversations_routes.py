@@ -28,7 +28,8 @@ class ConversationRoutes:
             routes.delete(f"{base}/{{conversation_id}}/items/{{item_id}}", self.delete_item)
 
     async def create(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.create(await json_object(request, optional=True),
+        return json_reply(await self.service.create(await json_object(request, optional=True,
+                                                                      fields="conversations.create"),
                                                     tenant=request_tenant(request)))
 
     async def list(self, request: web.Request) -> web.Response:
@@ -41,7 +42,8 @@ class ConversationRoutes:
 
     async def update(self, request: web.Request) -> web.Response:
         return json_reply(await self.service.update(request.match_info["conversation_id"],
-                                                    await json_object(request), tenant=request_tenant(request)))
+                                                    await json_object(request, fields="conversations.update"),
+                                                    tenant=request_tenant(request)))
 
     async def delete(self, request: web.Request) -> web.Response:
         return json_reply(await self.service.delete(request.match_info["conversation_id"],
@@ -49,7 +51,8 @@ class ConversationRoutes:
 
     async def add_items(self, request: web.Request) -> web.Response:
         return json_reply(await self.service.add_items(request.match_info["conversation_id"],
-                                                       await json_object(request), include_query(request),
+                                                       await json_object(request, fields="conversations.items.create"),
+                                                       include_query(request),
                                                        tenant=request_tenant(request)))
 
     async def list_items(self, request: web.Request) -> web.Response:

@@ -9,6 +9,7 @@ import orjson
 from aiohttp import web
 
 from ...protocol.errors import APIError
+from ...protocol.known_fields import check_known_fields
 from ...protocol.request import parse_json_object
 from ...run.response_run import LARGE_BODY_BYTES
 from ...services.limits import request_too_large
@@ -48,15 +49,26 @@ async def read_body(request: web.Request) -> bytes:
     return b"".join(chunks)
 
 
-async def json_object(request: web.Request, *, optional: bool = False) -> dict[str, Any]:
+UNKNOWN_FIELDS = web.AppKey("unknown_fields", str)
+"""The deployment's ``unknown_fields`` (``reject`` or ``warn``), for :func:`json_object`'s check."""
+
+
+async def json_object(request: web.Request, *, optional: bool = False, fields: str | None = None) -> dict[str, Any]:
     """The body's JSON object. A large body is parsed in a worker thread: tens of megabytes take the CPU for
-    longer than the event loop may stall every other request (and the health checks)."""
+    longer than the event loop may stall every other request (and the health checks). ``fields``: the SDK's name
+    for the route's method (``containers.create``), whose table of known fields the body is checked against (a 400
+    ``unknown_parameter`` for a misspelled one: protocol/known_fields.py)."""
     raw = await read_body(request)
     if len(raw) > LARGE_BODY_BYTES:
-        return await asyncio.to_thread(parse_json_object, raw)
-    if not raw.strip() and optional:
-        return {}
-    return parse_json_object(raw)
+        body = await asyncio.to_thread(parse_json_object, raw)
+    elif not raw.strip() and optional:
+        body = {}
+    else:
+        body = parse_json_object(raw)
+    if fields is not None:
+        mode = request.config_dict.get(UNKNOWN_FIELDS, "reject")
+        check_known_fields(body, "warn" if mode == "warn" else "reject", fields)
+    return body
 
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1

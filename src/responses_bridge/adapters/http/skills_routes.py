@@ -69,7 +69,7 @@ class SkillRoutes:
         return json_reply(await self.service.retrieve(_skill(request), tenant=request_tenant(request)))
 
     async def update(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.update(_skill(request), await json_object(request),
+        return json_reply(await self.service.update(_skill(request), await json_object(request, fields="skills.update"),
                                                     tenant=request_tenant(request)))
 
     async def delete(self, request: web.Request) -> web.Response:

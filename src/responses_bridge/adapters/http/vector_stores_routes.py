@@ -39,7 +39,8 @@ class VectorStoreRoutes:
             routes.get(f"{store}/file_batches/{{batch_id}}/files", self.list_batch_files)
 
     async def create(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.create(await json_object(request, optional=True),
+        return json_reply(await self.service.create(await json_object(request, optional=True,
+                                                                      fields="vector_stores.create"),
                                                     tenant=request_tenant(request)))
 
     async def list_stores(self, request: web.Request) -> web.Response:
@@ -49,18 +50,21 @@ class VectorStoreRoutes:
         return json_reply(await self.service.get(_store(request), tenant=request_tenant(request)))
 
     async def update(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.update(_store(request), await json_object(request, optional=True),
+        body = await json_object(request, optional=True, fields="vector_stores.update")
+        return json_reply(await self.service.update(_store(request), body,
                                                     tenant=request_tenant(request)))
 
     async def delete(self, request: web.Request) -> web.Response:
         return json_reply(await self.service.delete(_store(request), tenant=request_tenant(request)))
 
     async def search(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.search_store(_store(request), await json_object(request),
+        return json_reply(await self.service.search_store(_store(request),
+                                                          await json_object(request, fields="vector_stores.search"),
                                                           tenant=request_tenant(request)))
 
     async def add_file(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.add_file(_store(request), await json_object(request),
+        return json_reply(await self.service.add_file(_store(request),
+                                                      await json_object(request, fields="vector_stores.files.create"),
                                                       tenant=request_tenant(request)))
 
     async def list_files(self, request: web.Request) -> web.Response:
@@ -72,8 +76,9 @@ class VectorStoreRoutes:
                                                       tenant=request_tenant(request)))
 
     async def update_file(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.update_file(_store(request), request.match_info["file_id"],
-                                                         await json_object(request), tenant=request_tenant(request)))
+        body = await json_object(request, fields="vector_stores.files.update")
+        return json_reply(await self.service.update_file(_store(request), request.match_info["file_id"], body,
+                                                         tenant=request_tenant(request)))
 
     async def delete_file(self, request: web.Request) -> web.Response:
         return json_reply(await self.service.delete_file(_store(request), request.match_info["file_id"],
@@ -84,7 +89,8 @@ class VectorStoreRoutes:
                                                           tenant=request_tenant(request)))
 
     async def create_batch(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.create_batch(_store(request), await json_object(request),
+        body = await json_object(request, fields="vector_stores.file_batches.create")
+        return json_reply(await self.service.create_batch(_store(request), body,
                                                           tenant=request_tenant(request)))
 
     async def retrieve_batch(self, request: web.Request) -> web.Response:
