@@ -238,9 +238,17 @@ async def test_the_containers_api_round_trip(client: openai.AsyncOpenAI, base_ur
                                                                                 "/mnt/data/total.txt"}
     content = await client.containers.files.content.retrieve(written.id, container_id=container.id)
     assert content.read() == b"10"
+    # a re-upload at the same path replaces the file: its new id serves the new bytes, the old id is gone
+    again = await client.containers.files.create(container.id, file=("numbers.csv", b"a,b\n5,6\n"))
+    assert again.id != uploaded.id and again.path == uploaded.path and again.bytes == 8
+    assert (await client.containers.files.retrieve(again.id, container_id=container.id)).bytes == 8
+    assert (await client.containers.files.content.retrieve(again.id, container_id=container.id)).read() == \
+        b"a,b\n5,6\n"
+    with pytest.raises(openai.NotFoundError):
+        await client.containers.files.retrieve(uploaded.id, container_id=container.id)
     assert (await client.containers.retrieve(container.id)).id == container.id
     assert container.id in [c.id async for c in client.containers.list()]
-    await client.containers.files.delete(uploaded.id, container_id=container.id)
+    await client.containers.files.delete(again.id, container_id=container.id)
     await client.containers.delete(container.id)
     with pytest.raises(openai.NotFoundError):
         await client.containers.retrieve(container.id)

@@ -212,7 +212,7 @@ async def test_a_use_restarts_the_expiry(stores: Stores) -> None:
 
 # -- files ------------------------------------------------------------------------------------------------------
 
-async def test_a_file_at_a_taken_path_replaces_the_row(stores: Stores) -> None:
+async def test_a_file_at_a_taken_path_replaces_the_row_under_the_new_id(stores: Stores) -> None:
     store = stores.containers
     await store.create_container(a_container("cntr_1"), tenant=A, max_containers=None)
     first = a_file("cfile_1", "cntr_1", "a.txt", size=5, blob="file-old")
@@ -222,10 +222,11 @@ async def test_a_file_at_a_taken_path_replaces_the_row(stores: Stores) -> None:
                                        source="assistant"))
     assert replaced == "file-old"
 
-    kept = await store.get_file("cntr_1", "cfile_1", tenant=A)  # the row keeps its id and creation
-    assert kept == StoredContainerFile(id="cfile_1", container_id="cntr_1", path="/mnt/data/a.txt", bytes=7,
-                                       created_at=LIVE, source="assistant", blob_id="file-new")
-    assert await store.get_file("cntr_1", "cfile_3", tenant=A) is None
+    # the new file at the path, under its own id and creation; the replaced one's id serves nothing any more
+    kept = await store.get_file("cntr_1", "cfile_3", tenant=A)
+    assert kept == StoredContainerFile(id="cfile_3", container_id="cntr_1", path="/mnt/data/a.txt", bytes=7,
+                                       created_at=LIVE + 5, source="assistant", blob_id="file-new")
+    assert await store.get_file("cntr_1", "cfile_1", tenant=A) is None
     assert await store.known_blobs(["file-old", "file-new"]) == {"file-new"}
     assert await store.stored_bytes(tenant=A) == 17
 

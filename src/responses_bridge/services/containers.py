@@ -252,7 +252,8 @@ class ContainerService:
 
     async def put_bytes(self, container: StoredContainer, path: str, chunks: AsyncIterator[bytes], *, source: str,
                         tenant: str, param: str = "file") -> StoredContainerFile:
-        """Store a file at ``path`` (absolute under /mnt/data) from ``chunks``, replacing one at the same path.
+        """Store a file at ``path`` (absolute under /mnt/data) from ``chunks``, replacing one at the same path: the
+        new file has a new id, and the one it replaced is gone (its id a 404, never serving the new bytes).
         A 413 past the file limit, a 400 ``storage_limit_exceeded`` past the container's or tenant's bytes, a 400
         ``path_conflict`` when a stored file is at a directory of ``path`` or under it (naming ``param``)."""
         blob_id = new_file_id()

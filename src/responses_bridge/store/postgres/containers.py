@@ -149,9 +149,10 @@ class PostgresContainerStore:
                                    file.id, file.container_id, file.path, file.bytes, file.created_at, file.source,
                                    file.blob_id)
             else:
-                await conn.execute("UPDATE container_files SET bytes = $1, source = $2, blob_id = $3 WHERE "
-                                   "container_id = $4 AND path = $5", file.bytes, file.source, file.blob_id,
-                                   file.container_id, file.path)
+                # a new file at the path, under the new id: an id never serves other bytes than it did
+                await conn.execute("UPDATE container_files SET id = $1, created_at = $2, bytes = $3, source = $4, "
+                                   "blob_id = $5 WHERE container_id = $6 AND path = $7", file.id, file.created_at,
+                                   file.bytes, file.source, file.blob_id, file.container_id, file.path)
         return str(old[1]) if old is not None else None
 
     async def get_file(self, container_id: str, file_id: str, *, tenant: str) -> StoredContainerFile | None:

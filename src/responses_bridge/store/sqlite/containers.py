@@ -174,9 +174,11 @@ class SQLiteContainerStore:
                                  (file.id, file.container_id, file.path, file.bytes, file.created_at, file.source,
                                   file.blob_id))
                 else:
-                    conn.execute("UPDATE container_files SET bytes = ?, source = ?, blob_id = ? WHERE "
-                                 "container_id = ? AND path = ?",
-                                 (file.bytes, file.source, file.blob_id, file.container_id, file.path))
+                    # a new file at the path, under the new id: an id never serves other bytes than it did
+                    conn.execute("UPDATE container_files SET id = ?, created_at = ?, bytes = ?, source = ?, "
+                                 "blob_id = ? WHERE container_id = ? AND path = ?",
+                                 (file.id, file.created_at, file.bytes, file.source, file.blob_id, file.container_id,
+                                  file.path))
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
