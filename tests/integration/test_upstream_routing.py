@@ -107,9 +107,11 @@ async def test_chat_completions_errors_pass_through_as_the_upstream_sent_them(
     with pytest.raises(openai.RateLimitError) as caught:
         await client.chat.completions.create(model="alpha-1", messages=[{"role": "user", "content": "[error=429]"}])
     assert caught.value.message.endswith("fake upstream error 429")
-    stream = await client.chat.completions.create(model="alpha-1", stream=True,
-                                                  messages=[{"role": "user", "content": "one two three [cut=2]"}])
-    with pytest.raises(openai.APIError):  # the upstream cut its stream: so does the client's
+    # the upstream cut its stream: so does the client's — or, through Envoy, when the cut comes while the processor
+    # still holds the answer's headers (it sees every chat answer's), Envoy's 502 in OpenAI's shape comes instead
+    with pytest.raises(openai.APIError):
+        stream = await client.chat.completions.create(
+            model="alpha-1", stream=True, messages=[{"role": "user", "content": "one two three [cut=2]"}])
         async for _ in stream:
             pass
     assert len(await deployment.logs["a"].entries()) == 2
