@@ -36,6 +36,7 @@ from responses_bridge.envoy_config.istio import (
 from responses_bridge.envoy_config.targets import Placement, bridge_filters, processor_filter, with_clusters
 from responses_bridge.envoy_config.targets import routes as routes_of
 from responses_bridge.envoy_config.timeouts import EnvoyTimeouts
+from tests.support.cel_rules import cel_results
 from tests.support.envoy import have_envoy, validate_config
 from tests.support.kube import bridge_container, by_kind, crd_errors, have_kubectl, is_core, one, overlay, settings
 
@@ -256,6 +257,32 @@ def test_platform_objects_pass_their_crd_schemas(name: str) -> None:
     assert custom
     for obj in custom:
         assert crd_errors(obj) == [], (obj["kind"], obj["metadata"]["name"])
+
+
+@needs_kubectl
+@pytest.mark.parametrize("name", ["envoy-gateway", "istio"])
+def test_platform_objects_pass_their_crds_cel_rules(name: str) -> None:
+    """The CRDs' x-kubernetes-validations, as the API server evaluates them on a create (tests/support/cel_rules.py):
+    Istio 1.30 refused the overlay's VirtualServices for their ``timeout: 0s``, which the schemas alone let pass."""
+    evaluated = 0
+    for obj in overlay(name):
+        if is_core(obj):
+            continue
+        count, errors = cel_results(obj)
+        assert errors == [], (obj["kind"], obj["metadata"]["name"])
+        evaluated += count
+    assert evaluated > (100 if name == "envoy-gateway" else 10)  # the rules were reached, not skipped
+
+
+@needs_kubectl
+def test_the_cel_check_is_live() -> None:
+    """A route timeout of 0s (what the overlay had), a backend of a kind Envoy Gateway cannot use: each refused."""
+    service = copy.deepcopy(by_kind(overlay("istio"), "VirtualService")[0])
+    service["spec"]["http"][0]["timeout"] = "0s"
+    assert any("1ms" in error for error in cel_results(service)[1])
+    policy = copy.deepcopy(one(overlay("envoy-gateway"), "EnvoyExtensionPolicy", RESPONSES_POLICY))
+    policy["spec"]["extProc"][0]["backendRefs"][0]["kind"] = "Deployment"
+    assert any("BackendRefs only supports" in error for error in cel_results(policy)[1])
 
 
 @needs_kubectl
