@@ -371,7 +371,7 @@ class Settings(CodeSandboxSettings, EndpointSettings):
     def memory_budget(self) -> int:
         """This process's memory budget for requests in flight, bytes (0: none)."""
         if self.memory_budget_bytes is None:
-            from .services.memory_budget import default_budget
+            from .memory_limits import default_budget
 
             return default_budget(self.worker_count())
         return self.memory_budget_bytes // self.worker_count() if self.memory_budget_bytes else 0

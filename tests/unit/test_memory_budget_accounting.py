@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from responses_bridge import memory_limits
+from responses_bridge.memory_limits import default_budget
 from responses_bridge.protocol.errors import APIError
-from responses_bridge.services import memory_budget
-from responses_bridge.services.memory_budget import COST_PER_BODY_BYTE, OVERLOADED, Held, MemoryBudget, default_budget
+from responses_bridge.services.memory_budget import COST_PER_BODY_BYTE, OVERLOADED, Held, MemoryBudget
 
 MiB = 1 << 20
 
@@ -68,7 +69,7 @@ def test_the_default_is_half_the_cgroup_s_limit_else_the_machine_s_per_worker(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     limit = tmp_path / "memory.max"
     limit.write_text("8589934592\n")
-    monkeypatch.setattr(memory_budget, "CGROUP_LIMITS", (limit,))
+    monkeypatch.setattr(memory_limits, "CGROUP_LIMITS", (limit,))
     assert default_budget(1) == 4 << 30 and default_budget(4) == 1 << 30
     limit.write_text("max\n")  # v2 without a limit: the machine's memory
-    assert default_budget(1) == max(64 * MiB, memory_budget._machine_memory() // 2)  # type: ignore[operator]
+    assert default_budget(1) == max(64 * MiB, memory_limits._machine_memory() // 2)  # type: ignore[operator]

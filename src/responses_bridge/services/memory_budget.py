@@ -17,7 +17,6 @@ the machine's memory, shared among the workers.
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 from ..observability.metrics import MEMORY_HELD, MEMORY_REFUSED
 from ..protocol.errors import APIError
@@ -25,7 +24,6 @@ from ..protocol.errors import APIError
 OVERLOADED = "server_overloaded"
 COST_PER_BODY_BYTE = 30
 WAIT_SECONDS = 2.0
-CGROUP_LIMITS = (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
 
 
 def overloaded() -> APIError:
@@ -111,30 +109,3 @@ class MemoryBudget:
     async def _notify(self) -> None:
         async with self._room:
             self._room.notify_all()
-
-
-def default_budget(workers: int) -> int:
-    """Half of the memory this process may use (its cgroup's limit, else the machine's), per worker."""
-    limit = _cgroup_limit() or _machine_memory()
-    return max(64 << 20, limit // 2 // max(1, workers)) if limit else 0
-
-
-def _cgroup_limit() -> int | None:
-    for path in CGROUP_LIMITS:
-        try:
-            text = path.read_text().strip()
-        except OSError:
-            continue
-        if text.isdigit() and int(text) < 1 << 60:  # v1 writes a huge number for "no limit", v2 "max"
-            return int(text)
-    return None
-
-
-def _machine_memory() -> int | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
