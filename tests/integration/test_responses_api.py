@@ -240,6 +240,8 @@ async def test_upstream_4xx_is_passed_through(client: openai.AsyncOpenAI) -> Non
     with pytest.raises(openai.RateLimitError) as caught:
         await client.responses.create(model="fake-model", input="[error=429]")
     assert "fake upstream error 429" in caught.value.body["message"]
+    # its code kept; its type the one OpenAI gives a limit on requests, not the backend's own "too_many_requests"
+    assert (caught.value.body["code"], caught.value.body["type"]) == ("rate_limit_exceeded", "requests")
     with pytest.raises(openai.BadRequestError):
         await client.responses.create(model="fake-model", input="[error=400]", stream=True)
 

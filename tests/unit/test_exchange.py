@@ -311,12 +311,16 @@ async def test_upstream_400_is_the_clients_400(streaming: bool, store: SQLiteRes
     assert await store.get_response(run.exchange.response_id, tenant=DEFAULT_TENANT) is None
 
 
-async def test_upstream_429_keeps_its_status_and_type(store: SQLiteResponseStore) -> None:
+async def test_upstream_429_keeps_its_status_and_code_and_gets_openais_type(store: SQLiteResponseStore) -> None:
     body = orjson.dumps({"error": {"message": "Rate limit reached", "type": "too_many_requests", "param": None,
                                    "code": "rate_limit_exceeded"}})
     run = await drive(store, request("text_usage", stream=True), [body], status=429, content_type=JSON)
-    assert run.status == 429
-    assert run.json["error"]["code"] == "rate_limit_exceeded" and run.json["error"]["type"] == "too_many_requests"
+    assert run.status == 429 and run.json["error"]["message"] == "Rate limit reached"
+    assert run.json["error"]["code"] == "rate_limit_exceeded" and run.json["error"]["type"] == "requests"
+    tokens = orjson.dumps({"error": {"message": "Rate limit reached", "type": "tokens", "param": None,
+                                     "code": "rate_limit_exceeded"}})
+    run = await drive(store, request("text_usage"), [tokens], status=429, content_type=JSON)
+    assert run.json["error"]["type"] == "tokens"  # an OpenAI type is kept: it says which limit
 
 
 async def test_upstream_4xx_with_a_plain_text_body(store: SQLiteResponseStore) -> None:

@@ -27,6 +27,12 @@ def malformed(exc: Exception) -> UpstreamProtocolError:
     return UpstreamProtocolError("The upstream sent a chunk that is not a valid Chat Completions chunk.")
 
 
+OPENAI_TYPES = frozenset(("invalid_request_error", "authentication_error", "permission_error", "requests", "tokens",
+                          "insufficient_quota", "server_error"))
+"""Error types OpenAI answers with. A backend's own (vLLM's ``BadRequestError``, ``too_many_requests``) gives way to
+the type OpenAI uses for the status (protocol/errors.py); its message, param and code are kept."""
+
+
 def upstream_error(status: int, body: bytes) -> APIError:
     """An upstream error answer as the client's error: 4xx keep their status and message (the client's request
     was at fault), 5xx become 502 (the bridge's upstream is at fault, not the client)."""
@@ -48,7 +54,7 @@ def upstream_error(status: int, body: bytes) -> APIError:
         message = body[:500].decode("utf-8", "replace").strip() or f"HTTP {status}"
     if truncation.is_context_length_error(status, message, code, kind):
         return APIError(400, message, type="invalid_request_error", param="input", code="context_length_exceeded")
-    if status < 500:
-        return APIError(status, message, type=kind, param=param, code=code)
+    if status < 500:  # the client's fault: its status, message, param and code, typed as OpenAI types errors
+        return APIError(status, message, type=kind if kind in OPENAI_TYPES else None, param=param, code=code)
     return APIError(502, f"The upstream model server failed (HTTP {status}): {message}", type="server_error",
                     code="server_error")
