@@ -5,8 +5,7 @@ stored completions keyed by the upstream's id overwrite each other. The bridge k
 the client must see that id to read the completion back; so the id is swapped in the bytes on their way, nothing
 else touched: every ``"id":"<upstream's>"`` (with or without a space after the colon, as JSON encoders write
 it) becomes ``"id":"<bridge's>"``. Inside a JSON string such a sequence is escaped (``\\"id\\"``), so only the
-completion's own ``id`` fields match. Bytes that may be the start of a match split across two pieces are held
-back until the next piece says (a few bytes; never an event's end, which is a blank line).
+completion's own ``id`` fields match. A match split across two pieces is found as any is (stream_replace.py).
 """
 
 from __future__ import annotations
@@ -16,6 +15,8 @@ import time
 
 import orjson
 
+from ..stream_replace import StreamReplace
+
 
 def chat_completion_id() -> str:
     """An id in OpenAI's shape for chat completions: the time in nanoseconds (fixed-width hex, so completions made
@@ -24,37 +25,11 @@ def chat_completion_id() -> str:
     return f"chatcmpl-{time.time_ns():016x}{os.urandom(12).hex()}"
 
 
-class IdSwap:
+class IdSwap(StreamReplace):
     """Replaces ``upstream_id`` with ``own_id`` in the ``id`` fields of pieces fed in order."""
 
-    __slots__ = ("_held", "_patterns")
+    __slots__ = ()
 
     def __init__(self, upstream_id: str, own_id: str) -> None:
         theirs, ours = orjson.dumps(upstream_id), orjson.dumps(own_id)
-        self._patterns = [(b'"id":' + theirs, b'"id":' + ours), (b'"id": ' + theirs, b'"id": ' + ours)]
-        self._held = b""
-
-    def feed(self, piece: bytes) -> bytes:
-        data = self._swap(self._held + piece)
-        keep = self._partial_tail(data)
-        self._held = data[len(data) - keep:] if keep else b""
-        return data[:len(data) - keep] if keep else data
-
-    def end(self) -> bytes:
-        held, self._held = self._held, b""
-        return held
-
-    def _swap(self, data: bytes) -> bytes:
-        for theirs, ours in self._patterns:
-            if theirs in data:
-                data = data.replace(theirs, ours)
-        return data
-
-    def _partial_tail(self, data: bytes) -> int:
-        """How many bytes at the end of ``data`` are a proper beginning of a pattern (0 almost always)."""
-        longest = max(len(theirs) for theirs, _ in self._patterns) - 1
-        for size in range(min(longest, len(data)), 0, -1):
-            tail = data[-size:]
-            if any(theirs.startswith(tail) for theirs, _ in self._patterns):
-                return size
-        return 0
+        super().__init__([(b'"id":' + theirs, b'"id":' + ours), (b'"id": ' + theirs, b'"id": ' + ours)])

@@ -21,6 +21,8 @@ value out of the sandbox; it does not limit what the code does with the access.
 
 from __future__ import annotations
 
+from ..stream_replace import StreamReplace
+
 CREDENTIAL_FIELDS = frozenset({"authorization", "proxy-authorization", "x-api-key", "api-key", "apikey",
                                "x-auth-token", "x-access-token", "private-token", "x-goog-api-key"})
 CREDENTIAL_SUFFIXES = ("-key", "-token", "-secret", "-apikey", "-api-key", "-auth", "-authorization", "-password")
@@ -46,34 +48,14 @@ def mask_for(secret: str, placeholder: str) -> str:
     return placeholder + "*" * (len(secret) - len(placeholder))
 
 
-class Unsecret:
-    """Streams bytes on with every secret's value written over by its mask; holds back the last few bytes of each
-    piece (one less than the longest secret) until the next one shows whether they begin a secret."""
+class Unsecret(StreamReplace):
+    """Streams bytes on with every secret's value written over by its mask, across the pieces' cuts
+    (stream_replace.py)."""
+
+    __slots__ = ()
 
     def __init__(self, masks: dict[str, str]) -> None:
-        self._masks = [(secret.encode(), mask.encode()) for secret, mask in masks.items() if secret]
-        self._hold = max((len(secret) for secret, _ in self._masks), default=1) - 1
-        self._tail = b""
-
-    def feed(self, data: bytes) -> bytes:
-        """What may go on now of ``data`` (with what was held back before it)."""
-        buffer = self._scrub(self._tail + data)
-        if self._hold <= 0:
-            self._tail = b""
-            return buffer
-        self._tail = buffer[-self._hold:]
-        return buffer[:-self._hold]
-
-    def end(self) -> bytes:
-        """What was held back, once the stream has ended."""
-        rest, self._tail = self._scrub(self._tail), b""
-        return rest
-
-    def _scrub(self, data: bytes) -> bytes:
-        for secret, mask in self._masks:
-            if secret in data:
-                data = data.replace(secret, mask)
-        return data
+        super().__init__((secret.encode(), mask.encode()) for secret, mask in masks.items())
 
 
 def unscannable(head: bytes) -> bool:
