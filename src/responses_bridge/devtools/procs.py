@@ -130,10 +130,15 @@ class ManagedProcess:
 
 def process_rss_mb(pid: int) -> float:
     """VmRSS of one process in MB, 0.0 if it is gone (or not Linux)."""
+    return process_status_mb(pid, "VmRSS")
+
+
+def process_status_mb(pid: int, key: str) -> float:
+    """A kB field of one process's /proc/PID/status (``VmRSS``, ``VmHWM``: its peak) in MB, 0.0 if it is gone."""
     try:
         with open(f"/proc/{pid}/status") as status:
             for line in status:
-                if line.startswith("VmRSS:"):
+                if line.startswith(f"{key}:"):
                     return int(line.split()[1]) / 1024
     except OSError:
         pass

@@ -9,7 +9,7 @@ import orjson
 from aiohttp import web
 
 from ...protocol.errors import APIError
-from ...protocol.known_fields import check_known_fields
+from ...protocol.known_fields import UnknownFields, check_known_fields
 from ...protocol.request import parse_json_object
 from ...run.response_run import LARGE_BODY_BYTES
 from ...services.limits import request_too_large
@@ -49,7 +49,7 @@ async def read_body(request: web.Request) -> bytes:
     return b"".join(chunks)
 
 
-UNKNOWN_FIELDS = web.AppKey("unknown_fields", str)
+UNKNOWN_FIELDS: web.AppKey[UnknownFields] = web.AppKey("unknown_fields")
 """The deployment's ``unknown_fields`` (``reject`` or ``warn``), for :func:`json_object`'s check."""
 
 
@@ -66,8 +66,7 @@ async def json_object(request: web.Request, *, optional: bool = False, fields: s
     else:
         body = parse_json_object(raw)
     if fields is not None:
-        mode = request.config_dict.get(UNKNOWN_FIELDS, "reject")
-        check_known_fields(body, "warn" if mode == "warn" else "reject", fields)
+        check_known_fields(body, request.config_dict.get(UNKNOWN_FIELDS, "reject"), fields)
     return body
 
 

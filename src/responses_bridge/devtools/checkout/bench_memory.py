@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from ..procs import ManagedProcess, descendants, process_rss_mb
+from ..procs import ManagedProcess, descendants, process_rss_mb, process_status_mb
 
 MIB = 1024 * 1024
 PEAK_PER_BODY, PEAK_SLACK_MIB, AFTER_MIB = 30, 64, 48
@@ -74,19 +74,8 @@ class SidecarMemory:
             await asyncio.sleep(0.02)
 
     def peak(self) -> float:
-        high_water = sum(_status_mb(pid, "VmHWM:") for pid in self.pids()) if self.high_water_reset else 0.0
+        high_water = sum(process_status_mb(pid, "VmHWM") for pid in self.pids()) if self.high_water_reset else 0.0
         return max(self.sampled, self.now(), high_water)
-
-
-def _status_mb(pid: int, key: str) -> float:
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith(key):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 def long_session(items: int, store: bool) -> dict[str, Any]:

@@ -23,8 +23,8 @@ from typing import Any
 import aiohttp
 import orjson
 
-from ..procs import ManagedProcess, descendants, process_rss_mb
-from .bench_memory import long_session
+from ..procs import ManagedProcess
+from .bench_memory import SidecarMemory, long_session
 
 Exchange = Callable[[], Awaitable[None]]
 """One exchange of the mix: it raises on anything but the answer it expects."""
@@ -129,9 +129,10 @@ async def soak(args: Any, sidecar: ManagedProcess, doors: dict[str, str], websoc
     started = time.monotonic()
     deadline = started + args.soak
 
+    memory = SidecarMemory(sidecar)
+
     def read() -> None:
-        pids = [sidecar.pid, *descendants(sidecar.pid)]
-        samples.append((time.monotonic() - started, sum(map(process_rss_mb, pids)), sum(map(_descriptors, pids))))
+        samples.append((time.monotonic() - started, memory.now(), sum(map(_descriptors, memory.pids()))))
 
     async def sampler() -> None:
         while True:
