@@ -184,3 +184,12 @@ def test_the_swap_holds_back_only_what_may_be_a_split_id() -> None:
     assert swap.feed(b'data: {"id": "chatcmpl-9"}\n\n') == b'data: {"id": "chatcmpl-own"}\n\n'
     assert swap.feed(b'{"id":"chatcmpl-90"}') == b'{"id":"chatcmpl-90"}'  # another id: untouched
     assert swap.feed(b'"') == b"" and swap.end() == b'"'
+
+
+def test_a_stream_whose_events_name_no_id_is_not_held_back() -> None:
+    """Nothing to swap and nothing to store: each event goes on as it comes, not at the stream's end."""
+    recorder = ChatRecorder(stream=True)
+    event = b'data: {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": "a"}}]}\n\n'
+    assert recorder.relay(event) == event
+    assert recorder.relay(b"data: [DONE]\n\n") == b"data: [DONE]\n\n" and recorder.relay_end() == b""
+    assert recorder.completion() is None

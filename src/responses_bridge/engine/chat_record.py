@@ -29,7 +29,7 @@ class ChatRecorder:
     its end, then :meth:`completion`."""
 
     __slots__ = ("_buffer", "_choices", "_completion", "_decoder", "_done", "_first", "_overflow",
-                 "_pending", "_seen", "_stream", "_swap", "_upstream_id", "_usage", "completion_id")
+                 "_events", "_pending", "_seen", "_stream", "_swap", "_upstream_id", "_usage", "completion_id")
 
     def __init__(self, stream: bool, completion_id: str | None = None) -> None:
         self._stream = stream
@@ -38,6 +38,7 @@ class ChatRecorder:
         self._swap: IdSwap | None = None
         self._upstream_id: str | None = None  # the answer's own id, once known
         self._completion: dict[str, Any] | None = None
+        self._events = 0  # a stream's events decoded so far
         self._buffer = bytearray()  # JSON: the whole body
         self._decoder = SSEDecoder(MAX_RECORD_BYTES)  # SSE: the events, framed as the translator frames them
         self._seen = 0
@@ -60,7 +61,7 @@ class ChatRecorder:
     def relay(self, chunk: bytes) -> bytes:
         """Record ``chunk`` and return what the client gets of the answer now: its bytes with the bridge's id for
         the upstream's (chat_ids.py). A JSON answer is held whole until :meth:`relay_end` (its id may come last:
-        llama.cpp sorts its keys); a stream's bytes only until its first event has named the upstream's id."""
+        llama.cpp sorts its keys); a stream's bytes only until its first event, which names the upstream's id."""
         self._pending.append(chunk)
         if not self._stream:
             return b""
@@ -68,8 +69,8 @@ class ChatRecorder:
         if self._swap is None:
             if self._overflow:  # not stored: nothing to swap
                 return self._drain()
-            if self._first is None:
-                return b""
+            if self._first is None:  # held until an event names the id; an answer whose events name none passes
+                return self._drain() if self._events else b""
             self._swap = IdSwap(self._first["id"], self.completion_id)
         return self._swap.feed(self._drain())
 
@@ -110,6 +111,7 @@ class ChatRecorder:
             self._event(payload)
 
     def _event(self, data: bytes) -> None:
+        self._events += 1
         if data == DONE:
             self._done = True
             return
