@@ -42,6 +42,7 @@ from .services.prompts import PromptService
 from .services.retention import RetentionService
 from .services.retrieval.embedders import Embedder, embedder_from_settings
 from .services.skills import SkillService
+from .services.uploads import UploadService
 from .services.vector_stores import VectorStoreService
 from .store import ResponseStore
 from .store.base import ChunkIndex, ContainerStore, RunLeases
@@ -76,6 +77,7 @@ class Runtime:
     server_tools: ServerTools  # the tool loop's MCP client, web search, file search (run/server_tools.py)
     identity: Identity  # who the caller is (RESPONSES_BRIDGE_AUTH), for both doors: services/identity.py
     files: FileService  # uploaded files: metadata in the store, bytes in files/ by the database (or in it)
+    uploads: UploadService  # the Uploads API: files sent in parts, completed into files (services/uploads.py)
     embedder: Embedder  # vector store search: the embedder and the chunk index (services/retrieval/)
     chunks: ChunkIndex
     vector_stores: VectorStoreService  # the Vector Stores API; the file_search tool's searcher
@@ -140,6 +142,8 @@ class Runtime:
                             contents=stores.file_bytes,
                             max_stored_bytes=lambda tenant: settings.tenant_policy(tenant).max_stored_bytes)
         await files.start()
+        uploads = UploadService(stores.uploads, files)
+        await uploads.start()
         embedder = embedder_from_settings(settings)
         # the Vector Stores API over the files, the chunk index and the embedder; its ingestion starts with the
         # files a previous process left in progress; on a shared database it also polls for the files other
@@ -175,7 +179,7 @@ class Runtime:
                    upstream=upstream, clients=clients, router=settings.router(), server_tools=server_tools,
                    identity=Identity(settings.auth, settings.tenant_header, stores.api_keys,
                                      sidecar_token(settings.sealing_key, db_path)),
-                   files=files, embedder=embedder, chunks=stores.chunks, vector_stores=vector_stores,
+                   files=files, uploads=uploads, embedder=embedder, chunks=stores.chunks, vector_stores=vector_stores,
                    containers=containers, skills=skills,
                    background=background, retention=retention, trimmer=trimmer, gauges=gauges)
 
@@ -191,6 +195,7 @@ class Runtime:
         await self.server_tools.services.aclose()
         await self.vector_stores.close()  # ingestion stops; files in progress resume on the next start
         await self.containers.aclose()
+        await self.uploads.aclose()
         await self.files.aclose()
         await self.embedder.aclose()
         await self.store.close()

@@ -1,8 +1,8 @@
-"""Strict by construction: every 2xx answer of the routes besides ``POST /v1/responses`` (whose answers and events
-the schema oracle judges in every suite: tests/support/schema.py) validated with the installed openai SDK's types
-in pydantic's strict mode — ``model_validate(strict=True)``, never ``construct`` — route by route, through both
-doors: files, vector stores (their files, batches, search, content), conversations and their items, containers and
-their files, skills and versions, stored chat completions, models, input items, compaction.
+"""Strict by construction: every 2xx answer of the routes besides ``POST /v1/responses`` (whose answers and events the
+schema oracle judges in every suite: tests/support/schema.py) validated with the installed openai SDK's types in
+pydantic's strict mode — ``model_validate(strict=True)``, never ``construct`` — route by route, through both doors:
+files, uploads and their parts, vector stores (their files, batches, search, content), conversations and their items,
+containers and their files, skills and versions, stored chat completions, models, input items, compaction.
 
 Where the SDK's own types cannot hold what OpenAI's documentation says a route answers, the SDK is not followed and
 the test says why: ``ChatCompletionStoreMessage`` types ``role`` as ``"assistant"`` only, yet the stored messages
@@ -24,6 +24,7 @@ from openai.types import (
     FileObject,
     Model,
     Skill,
+    Upload,
     VectorStore,
     VectorStoreDeleted,
     VectorStoreSearchResponse,
@@ -38,6 +39,7 @@ from openai.types.conversations import (
 )
 from openai.types.responses import CompactedResponse, ResponseItem
 from openai.types.skills import SkillVersion
+from openai.types.uploads import UploadPart
 from openai.types.vector_stores import FileContentResponse, VectorStoreFile, VectorStoreFileBatch
 from pydantic import BaseModel, TypeAdapter
 
@@ -86,6 +88,20 @@ async def test_files_and_vector_stores(client: openai.AsyncOpenAI) -> None:
                                                                                      vector_store_id=store.id)))
     strict(VectorStoreDeleted, await answer(raw.vector_stores.delete(store.id)))
     strict(FileDeleted, await answer(raw.files.delete(second.id)))
+
+
+async def test_uploads_and_parts(client: openai.AsyncOpenAI) -> None:
+    raw = client.with_raw_response
+    made = strict(Upload, await answer(raw.uploads.create(bytes=11, filename="u.txt", mime_type="text/plain",
+                                                          purpose="assistants")))
+    first = strict(UploadPart, await answer(raw.uploads.parts.create(made.id, data=b"hello ")))
+    second = strict(UploadPart, await answer(raw.uploads.parts.create(made.id, data=b"world")))
+    done = strict(Upload, await answer(raw.uploads.complete(made.id, part_ids=[first.id, second.id])))
+    assert done.status == "completed" and done.file is not None and done.file.bytes == 11
+    other = strict(Upload, await answer(raw.uploads.create(bytes=1, filename="v.txt", mime_type="text/plain",
+                                                           purpose="assistants")))
+    assert strict(Upload, await answer(raw.uploads.cancel(other.id))).status == "cancelled"
+    await client.files.delete(done.file.id)
 
 
 async def test_conversations_and_items(client: openai.AsyncOpenAI) -> None:

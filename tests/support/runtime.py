@@ -32,6 +32,7 @@ from responses_bridge.services.prompts import PromptService
 from responses_bridge.services.retention import RetentionService
 from responses_bridge.services.retrieval.embedders import embedder_from_settings
 from responses_bridge.services.skills import SkillService
+from responses_bridge.services.uploads import UploadService
 from responses_bridge.services.vector_stores import VectorStoreService
 from responses_bridge.store.sqlite.api_keys import SQLiteApiKeyStore
 from responses_bridge.store.sqlite.chat_completions import SQLiteChatCompletionStore
@@ -43,6 +44,7 @@ from responses_bridge.store.sqlite.files import SQLiteFileStore
 from responses_bridge.store.sqlite.prompts import SQLitePromptStore
 from responses_bridge.store.sqlite.responses import SQLiteResponseStore
 from responses_bridge.store.sqlite.skills import SQLiteSkillStore
+from responses_bridge.store.sqlite.uploads import SQLiteUploadStore
 from responses_bridge.store.sqlite.vector_stores import SQLiteVectorStoreStore
 
 
@@ -70,7 +72,8 @@ def runtime_over(store: SQLiteResponseStore, settings: Settings, *,
         chat_completions=ChatCompletionService(SQLiteChatCompletionStore(store)), upstream=upstream, clients={},
         router=settings.router(),
         server_tools=tools, identity=Identity(settings.auth, settings.tenant_header, SQLiteApiKeyStore(store)),
-        files=files, embedder=embedder, chunks=chunks, vector_stores=vector_stores, containers=containers,
+        files=files, uploads=UploadService(SQLiteUploadStore(store), files), embedder=embedder,
+        chunks=chunks, vector_stores=vector_stores, containers=containers,
         skills=skills,
         background=BackgroundService(store, SQLiteEventLog(store), upstream),
         retention=RetentionService(store, SQLiteConversationStore(store), settings.tenant_policy, any_retention=False),

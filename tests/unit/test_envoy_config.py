@@ -100,7 +100,8 @@ def test_routes_and_processor_settings() -> None:
     routes = {r["name"]: r for r in _routes(config)}
     assert list(routes) == ["responses_encoded", "responses_unversioned_encoded", "sidecar_tools",
                             "sidecar_tools_unversioned", "responses", "responses_unversioned", "sidecar_files",
-                            "sidecar_files_unversioned", "sidecar_containers", "sidecar_containers_unversioned",
+                            "sidecar_files_unversioned", "sidecar_uploads", "sidecar_uploads_unversioned",
+                            "sidecar_containers", "sidecar_containers_unversioned",
                             "sidecar_skills", "sidecar_skills_unversioned",
                             "sidecar_vector_stores", "sidecar_vector_stores_unversioned",
                             "models_codex", "models", "embeddings", "models_list", "images_generations",

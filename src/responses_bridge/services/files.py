@@ -99,26 +99,35 @@ def check_expires_after(anchor: object, seconds: object) -> int:
     return seconds
 
 
-def clean_filename(name: str | None) -> str:
+def clean_filename(name: str | None, param: str = "file") -> str:
     """The name kept as metadata: its last path component (a client's ``../../x`` is ``x``), refused when empty,
-    a dot name, longer than :data:`MAX_FILENAME_CHARS`, or holding control characters (NUL included)."""
+    a dot name, longer than :data:`MAX_FILENAME_CHARS`, or holding control characters (NUL included). ``param``:
+    where the request carries it (the form's ``file``, an upload's ``filename``)."""
     if name is None:
-        raise invalid_request("The 'file' field must be a file upload with a filename.", param="file",
+        raise invalid_request("The 'file' field must be a file upload with a filename.", param=param,
                               code="invalid_value")
     base = re.split(r"[/\\]", name)[-1]
     if base in ("", ".", ".."):
-        raise invalid_request("Invalid filename: it names no file.", param="file", code="invalid_filename")
+        raise invalid_request("Invalid filename: it names no file.", param=param, code="invalid_filename")
     if len(base) > MAX_FILENAME_CHARS:
-        raise invalid_request(f"Invalid filename: longer than {MAX_FILENAME_CHARS} characters.", param="file",
+        raise invalid_request(f"Invalid filename: longer than {MAX_FILENAME_CHARS} characters.", param=param,
                               code="invalid_filename")
     if any(ord(char) < 32 or ord(char) == 127 for char in base):
-        raise invalid_request("Invalid filename: control characters are not allowed.", param="file",
+        raise invalid_request("Invalid filename: control characters are not allowed.", param=param,
                               code="invalid_filename")
     try:
         base.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate, from bytes that were not UTF-8
-        raise invalid_request("Invalid filename: not valid UTF-8.", param="file", code="invalid_filename") from None
+        raise invalid_request("Invalid filename: not valid UTF-8.", param=param, code="invalid_filename") from None
     return base
+
+
+def file_expiry(purpose: str, expires_after: int | None, now: int) -> int | None:
+    """When a file stored at ``now`` expires: ``expires_after`` seconds later, by default never (batch files: 30
+    days, as OpenAI)."""
+    if expires_after is None and purpose == "batch":
+        expires_after = BATCH_DEFAULT_EXPIRES_SECONDS
+    return None if expires_after is None else now + expires_after
 
 
 def too_large(limit: int) -> APIError:
@@ -153,22 +162,28 @@ class Upload:
     :meth:`FileService.receive`, which discards what was written unless the upload was stored, and gives the
     reservation back."""
 
-    def __init__(self, writer: BlobWriter, max_bytes: int, tenant: str, quota: StorageQuota) -> None:
+    def __init__(self, writer: BlobWriter, max_bytes: int, tenant: str, quota: StorageQuota,
+                 refusal: Callable[[int], APIError] = too_large) -> None:
         self.writer = writer
         self.file_id = writer.file_id
         self.max_bytes = max_bytes
+        self._refusal = refusal
         self.tenant = tenant
         self.size = 0
         self.reserved = 0
         self._quota = quota
         self.stored = False
 
+    def refusal(self) -> APIError:
+        """The error of a body past this upload's limit."""
+        return self._refusal(self.max_bytes)
+
     async def write(self, chunk: bytes) -> None:
         """Append a chunk; a 413 once the file passes the limit, a 400 ``storage_limit_exceeded`` once it would
         pass the tenant's stored bytes."""
         self.size += len(chunk)
         if self.size > self.max_bytes:
-            raise too_large(self.max_bytes)
+            raise self._refusal(self.max_bytes)
         if not chunk:
             return
         try:
@@ -265,7 +280,7 @@ class FileService:
                 if await self.store.delete_expired_file(file_id, now):
                     purged += 1
                     await self._deleted(file_id)
-                await self._remove_bytes(file_id)
+                await self.remove_bytes(file_id)
             if len(expired) < PURGE_BATCH:
                 break
         if purged:
@@ -282,10 +297,13 @@ class FileService:
     # -- create -----------------------------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def receive(self, *, tenant: str) -> AsyncIterator[Upload]:
+    async def receive(self, *, tenant: str, max_bytes: int | None = None,
+                      refusal: Callable[[int], APIError] = too_large) -> AsyncIterator[Upload]:
         """A new :class:`Upload` of ``tenant``'s (its file id chosen now); what it wrote is removed on leaving
-        unless :meth:`create` stored it, and its stored-bytes reservation is given back."""
-        upload = Upload(await self.contents.writer(new_file_id()), self.max_bytes, tenant, self.quota)
+        unless it was stored (by :meth:`create`, or as an upload's part), and its stored-bytes reservation is given
+        back. ``max_bytes`` (by default the file limit) and ``refusal(limit)``: the bound and the error past it."""
+        upload = Upload(await self.contents.writer(new_file_id()), self.max_bytes if max_bytes is None else max_bytes,
+                        tenant, self.quota, refusal)
         try:
             yield upload
         finally:
@@ -297,11 +315,9 @@ class FileService:
         is checked and cut to its last component here too (:func:`clean_filename`), whoever calls. Over the
         tenant's stored bytes: a 400 and nothing stored (neither bytes nor row)."""
         filename = clean_filename(filename)
-        if expires_after is None and purpose == "batch":
-            expires_after = BATCH_DEFAULT_EXPIRES_SECONDS
         now = self._now()
         stored = StoredFile(id=upload.file_id, created_at=now, bytes=upload.size, filename=filename,
-                            purpose=purpose, expires_at=None if expires_after is None else now + expires_after)
+                            purpose=purpose, expires_at=file_expiry(purpose, expires_after, now))
         await upload.writer.publish()
         upload.stored = True
         try:
@@ -376,10 +392,11 @@ class FileService:
                                                                                                tenant=tenant):
             raise _not_found(file_id)
         await self._deleted(file_id)
-        await self._remove_bytes(file_id)
+        await self.remove_bytes(file_id)
         return {"id": file_id, "object": "file", "deleted": True}
 
-    async def _remove_bytes(self, file_id: str) -> None:
+    async def remove_bytes(self, file_id: str) -> None:
+        """Remove stored bytes no row names any more; a failure is logged and left to the sweep."""
         try:
             await self.contents.remove(file_id)
         except OSError as exc:

@@ -24,3 +24,9 @@ def check_file_id(file_id: str) -> str:
     if not FILE_ID.fullmatch(file_id):
         raise ValueError(f"not a file id: {file_id[:80]!r}")
     return file_id
+
+
+BLOB_OWNERS = (("files", "id"), ("container_files", "blob_id"), ("skill_versions", "blob_id"),
+               ("container_skills", "blob_id"), ("upload_parts", "blob_id"))
+"""Every table whose rows name stored bytes, and the column that does (the same on both databases): bytes none of them
+names are orphans for the sweep."""

@@ -27,6 +27,7 @@ from .base import (
     VectorStoreStore,
 )
 from .base_skills import SkillStore
+from .base_uploads import UploadStore
 from .database_url import MISSING_EXTRA, DatabaseUnavailable, is_postgres_url
 from .sqlite.api_keys import SQLiteApiKeyStore
 from .sqlite.chat_completions import SQLiteChatCompletionStore
@@ -39,6 +40,7 @@ from .sqlite.opening import OPEN_ERRORS, open_failure
 from .sqlite.prompts import SQLitePromptStore
 from .sqlite.responses import SQLiteResponseStore
 from .sqlite.skills import SQLiteSkillStore
+from .sqlite.uploads import SQLiteUploadStore
 from .sqlite.vector_stores import SQLiteVectorStoreStore
 
 if TYPE_CHECKING:
@@ -63,6 +65,7 @@ class StoreSet:
     containers: ContainerStore
     chat_completions: ChatCompletionStore
     skills: SkillStore
+    uploads: UploadStore
     file_bytes: FileBytes | None = None
     sqlite: SQLiteResponseStore | None = None
     postgres: PostgresDatabase | None = None
@@ -106,7 +109,7 @@ async def open_stores(db_path: str, database_url: str | None) -> StoreSet:
     return StoreSet(store, SQLiteConversationStore(store), SQLitePromptStore(store), SQLiteEventLog(store),
                     SQLiteApiKeyStore(store), SQLiteFileStore(store), SQLiteVectorStoreStore(store),
                     SQLiteChunkIndex(store), SQLiteContainerStore(store), SQLiteChatCompletionStore(store),
-                    SQLiteSkillStore(store),
+                    SQLiteSkillStore(store), SQLiteUploadStore(store),
                     sqlite=store)
 
 
@@ -126,6 +129,7 @@ async def _open_postgres(database_url: str) -> StoreSet:
         from .postgres.prompts import PostgresPromptStore
         from .postgres.responses import PostgresResponseStore
         from .postgres.skills import PostgresSkillStore
+        from .postgres.uploads import PostgresUploadStore
         from .postgres.vector_stores import PostgresVectorStoreStore
     except ImportError as error:
         if error.name not in ("asyncpg", "pgvector") and not (error.name or "").startswith(("asyncpg.", "pgvector.")):
@@ -138,7 +142,7 @@ async def _open_postgres(database_url: str) -> StoreSet:
     return StoreSet(responses, PostgresConversationStore(db), PostgresPromptStore(db), PostgresEventLog(db),
                     PostgresApiKeyStore(db), PostgresFileStore(db), PostgresVectorStoreStore(db),
                     PostgresChunkIndex(db), PostgresContainerStore(db), PostgresChatCompletionStore(db),
-                    PostgresSkillStore(db),
+                    PostgresSkillStore(db), PostgresUploadStore(db),
                     file_bytes=PostgresFileBytes(db),
                     postgres=db)
 

@@ -30,6 +30,7 @@ from .prompts_routes import PromptRoutes
 from .responses_routes import ResponsesRoutes
 from .routes import api_routes
 from .skills_routes import SkillRoutes
+from .uploads_routes import UploadRoutes
 from .upstream_routes import UpstreamRoutes, refuse_returning_call, with_embedder
 from .vector_stores_routes import VectorStoreRoutes
 
@@ -60,6 +61,7 @@ def create_app(runtime: Runtime) -> web.Application:
     PromptRoutes(runtime.prompts).register(app)
     ChatCompletionRoutes(runtime.chat_completions).register(app)  # stored ones; POST is UpstreamRoutes'
     FileRoutes(runtime.files).register(app)
+    UploadRoutes(runtime.uploads).register(app)
     VectorStoreRoutes(runtime.vector_stores).register(app)
     ContainerRoutes(runtime.containers).register(app)
     SkillRoutes(runtime.skills).register(app)

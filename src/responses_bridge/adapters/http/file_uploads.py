@@ -1,17 +1,20 @@
-"""Reading a ``POST /v1/files`` body: ``multipart/form-data`` streamed part by part, never read whole.
+"""Reading a ``POST /v1/files`` body, or an upload's part (``POST /v1/uploads/{id}/parts``):
+``multipart/form-data`` streamed part by part, never read whole.
 
-The ``file`` part goes chunk by chunk into the service's :class:`~responses_bridge.services.files.Upload` (a
-temporary file on disk); the other fields are small and read with a shared cap. Fields are checked as soon as they
-arrive, so a bad ``purpose`` sent before the file (as the SDK sends it) is refused before any byte of the file is
-read. The request's own ``client_max_size`` does not apply here: the file's limit is the service's. A form is read
-to its closing boundary before anything is stored: a body cut short is a 400 (multipart_form.py).
+The ``file`` part (a part's ``data``) goes chunk by chunk into the service's
+:class:`~responses_bridge.services.files.Upload` (a temporary file on disk, or rows in PostgreSQL); the other fields are
+small and read with a shared cap. Fields are checked as soon as they arrive, so a bad ``purpose`` sent before the file
+(as the SDK sends it) is refused before any byte of the file is read. The request's own ``client_max_size`` does not
+apply here: the file's limit is the service's. A form is read to its closing boundary before anything is stored: a body
+cut short is a 400 (multipart_form.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import structlog
@@ -20,7 +23,7 @@ from aiohttp.helpers import parse_mimetype
 from aiohttp.http_exceptions import HttpProcessingError
 
 from ...protocol.errors import APIError, invalid_request
-from ...services.files import FileService, Upload, check_expires_after, check_purpose, clean_filename, too_large
+from ...services.files import FileService, Upload, check_expires_after, check_purpose, clean_filename
 from .identity import request_tenant
 from .multipart_form import malformed, part_chunks
 
@@ -42,25 +45,52 @@ log = structlog.get_logger("responses_bridge.files")
 
 @dataclass
 class UploadForm:
+    received: bool = False  # the upload field was read
     filename: str | None = None
     fields: dict[str, str] = field(default_factory=dict)
     field_bytes: int = 0
 
 
+@dataclass(frozen=True)
+class FormShape:
+    """What a form holds: the field whose bytes are the upload, the small fields read beside it, and a check run on
+    each of those as it arrives (before the upload's bytes when sent first)."""
+
+    upload_field: str
+    fields: frozenset[str]
+    described: str
+    keeps_filename: bool = False  # the upload field's filename is the file's (checked: clean_filename)
+    check: Callable[[str, str], None] = lambda name, value: None
+
+
+def _check_file_field(name: str, value: str) -> None:
+    if name == "purpose":
+        check_purpose(value)
+
+
+FILE_FORM = FormShape("file", KNOWN_FIELDS, "the file in a 'file' field and its 'purpose' in another",
+                      keeps_filename=True, check=_check_file_field)
+PART_FORM = FormShape("data", frozenset(), "the part's bytes in a 'data' field")
+T = TypeVar("T")
+
+
 async def create_file(request: web.Request, service: FileService) -> dict[str, Any]:
     """Stream the form's file to disk and store it; the File object. Every failure is an OpenAI-shaped 4xx (a
-    full disk a 507), and the partial file is removed.
+    full disk a 507), and the partial file is removed."""
+    return await answered_after_body(request, service.max_bytes, _create_file(request, service))
 
-    A refusal that comes before the body's end (a 413 at the limit, a bad purpose sent before the file) is
-    answered only after the rest of the body is read and dropped, up to :func:`discard_budget`: an HTTP/1.1
-    client reads the answer once it has sent its body, and a server (or Envoy in front of it) that closes
+
+async def answered_after_body(request: web.Request, limit: int, work: Awaitable[T]) -> T:
+    """``work``'s result. A refusal that comes before the body's end (a 413 at the limit, a bad purpose sent before
+    the file) is answered only after the rest of the body is read and dropped, up to :func:`discard_budget`: an
+    HTTP/1.1 client reads the answer once it has sent its body, and a server (or Envoy in front of it) that closes
     while the client still sends makes it see a reset instead of the error."""
     try:
-        return await _create_file(request, service)
+        return await work
     except APIError:
-        budget = discard_budget(service.max_bytes)
+        budget = discard_budget(limit)
         declared = request.content_length
-        if declared is None or declared <= service.max_bytes + FORM_OVERHEAD + budget:
+        if declared is None or declared <= limit + FORM_OVERHEAD + budget:
             await _discard_rest(request, budget)  # else it could not be read whole anyway: answer at once
         raise
 
@@ -78,59 +108,69 @@ async def _discard_rest(request: web.Request, budget: int) -> None:
 
 
 async def _create_file(request: web.Request, service: FileService) -> dict[str, Any]:
-    _check_content_type(request)
+    async with service.receive(tenant=request_tenant(request)) as upload:
+        form = await read_form(request, upload, FILE_FORM)
+        purpose = check_purpose(form.fields.get("purpose"))
+        expires_after = _expires_after(form.fields)
+        try:
+            return await service.create(upload, filename=form.filename or "", purpose=purpose,
+                                        expires_after=expires_after)
+        except OSError as exc:
+            raise disk_error(exc) from None
+
+
+async def read_form(request: web.Request, upload: Upload, shape: FormShape) -> UploadForm:
+    """Read the whole ``multipart/form-data`` body: ``shape``'s upload field into ``upload`` (required, once), its
+    small fields into the form. Every malformed body is a 400, a full disk a 507."""
+    _check_content_type(request, shape)
     declared = request.content_length
-    if declared is not None and declared > service.max_bytes + FORM_OVERHEAD:
-        raise too_large(service.max_bytes)
+    if declared is not None and declared > upload.max_bytes + FORM_OVERHEAD:
+        raise upload.refusal()
     try:
         reader = await request.multipart()
     except (ValueError, AssertionError) as exc:
         raise malformed(exc, request) from None
     form = UploadForm()
-    async with service.receive(tenant=request_tenant(request)) as upload:
-        try:
-            while True:
-                part = await reader.next()
-                if part is None:
-                    break
-                if not isinstance(part, BodyPartReader):
-                    raise invalid_request("Nested multipart parts are not supported.", param=None,
-                                          code="invalid_multipart")
-                await _read_part(part, form, upload)
-        except (ValueError, AssertionError, HttpProcessingError) as exc:
-            raise malformed(exc, request) from None
-        except OSError as exc:
-            raise _disk_error(exc) from None
-        if form.filename is None:
-            raise invalid_request("Missing required parameter: 'file'.", param="file",
-                                  code="missing_required_parameter")
-        purpose = check_purpose(form.fields.get("purpose"))
-        expires_after = _expires_after(form.fields)
-        try:
-            return await service.create(upload, filename=form.filename, purpose=purpose,
-                                        expires_after=expires_after)
-        except OSError as exc:
-            raise _disk_error(exc) from None
+    try:
+        while True:
+            part = await reader.next()
+            if part is None:
+                break
+            if not isinstance(part, BodyPartReader):
+                raise invalid_request("Nested multipart parts are not supported.", param=None,
+                                      code="invalid_multipart")
+            await _read_part(part, form, upload, shape)
+    except (ValueError, AssertionError, HttpProcessingError) as exc:
+        raise malformed(exc, request) from None
+    except OSError as exc:
+        raise disk_error(exc) from None
+    if not form.received:
+        raise invalid_request(f"Missing required parameter: '{shape.upload_field}'.", param=shape.upload_field,
+                              code="missing_required_parameter")
+    return form
 
 
-async def _read_part(part: BodyPartReader, form: UploadForm, upload: Upload) -> None:
+async def _read_part(part: BodyPartReader, form: UploadForm, upload: Upload, shape: FormShape) -> None:
+    named = shape.fields | {shape.upload_field}
     for header in ("Content-Encoding", "Content-Transfer-Encoding"):
         encoding = part.headers.get(header, "").strip().lower()
         if encoding not in ACCEPTED_PART_ENCODINGS:
             raise invalid_request(f"{header} '{encoding[:40]}' is not supported in a form part: send it as is.",
-                                  param=part.name if part.name in KNOWN_FIELDS or part.name == "file" else None,
+                                  param=part.name if part.name in named else None,
                                   code="unsupported_content_encoding")
-    if part.name == "file":
-        if form.filename is not None:
-            raise invalid_request("Only one 'file' may be uploaded per request.", param="file",
-                                  code="invalid_value")
-        form.filename = clean_filename(part.filename)
+    if part.name == shape.upload_field:
+        if form.received:
+            raise invalid_request(f"Only one '{shape.upload_field}' may be uploaded per request.",
+                                  param=shape.upload_field, code="invalid_value")
+        form.received = True
+        if shape.keeps_filename:
+            form.filename = clean_filename(part.filename, shape.upload_field)
         async for chunk in part_chunks(part, READ_CHUNK):
             await upload.write(chunk)
         return
-    raw = await _read_field(part, FIELDS_LIMIT - form.field_bytes)
+    raw = await _read_field(part, FIELDS_LIMIT - form.field_bytes, shape)
     form.field_bytes += len(raw)
-    if part.name not in KNOWN_FIELDS:
+    if part.name not in shape.fields:
         return  # as OpenAI: unknown fields are ignored
     try:
         value = raw.decode("utf-8")
@@ -138,17 +178,16 @@ async def _read_part(part: BodyPartReader, form: UploadForm, upload: Upload) -> 
         raise invalid_request(f"Invalid value for '{part.name}': not UTF-8 text.", param=part.name,
                               code="invalid_value") from None
     form.fields[part.name] = value
-    if part.name == "purpose":
-        check_purpose(value)  # before the file, when sent first: no byte of a refused file is read
+    shape.check(part.name, value)  # before the upload's bytes, when sent first: none of a refused upload is read
 
 
-async def _read_field(part: BodyPartReader, budget: int) -> bytes:
+async def _read_field(part: BodyPartReader, budget: int, shape: FormShape) -> bytes:
     data = bytearray()
     async for chunk in part_chunks(part, FIELD_READ):  # a value cut short would end with a piece of the boundary
         data += chunk
         if len(data) > budget:
-            raise invalid_request(f"The form's fields other than 'file' exceed {FIELDS_LIMIT} bytes.",
-                                  param=part.name if part.name in KNOWN_FIELDS else None, code="invalid_value")
+            raise invalid_request(f"The form's fields other than '{shape.upload_field}' exceed {FIELDS_LIMIT} bytes.",
+                                  param=part.name if part.name in shape.fields else None, code="invalid_value")
     return bytes(data)
 
 
@@ -171,14 +210,14 @@ def _expires_after(fields: dict[str, str]) -> int | None:
     return check_expires_after(anchor, seconds)
 
 
-def _check_content_type(request: web.Request) -> None:
+def _check_content_type(request: web.Request, shape: FormShape) -> None:
     mimetype = parse_mimetype(request.headers.get("Content-Type", ""))
     if (mimetype.type, mimetype.subtype) != ("multipart", "form-data") or not mimetype.parameters.get("boundary"):
-        raise invalid_request("Uploads must be sent as multipart/form-data (with a boundary), the file in a "
-                              "'file' field and its 'purpose' in another.", param=None, code="invalid_content_type")
+        raise invalid_request(f"Uploads must be sent as multipart/form-data (with a boundary), {shape.described}.",
+                              param=None, code="invalid_content_type")
 
 
-def _disk_error(exc: OSError) -> APIError:
+def disk_error(exc: OSError) -> APIError:
     log.error("file_store_failed", error=str(exc))
     return APIError(507, "The server could not store the file (out of disk space or the files directory is not "
                     "writable).", type="server_error", code="storage_error")

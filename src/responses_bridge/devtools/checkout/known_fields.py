@@ -37,6 +37,8 @@ ROUTE_PARAMS = {
     "conversations.items.create": ("openai.types.conversations.item_create_params", "ItemCreateParams"),
     "conversations.update": ("openai.types.conversations.conversation_update_params", "ConversationUpdateParams"),
     "skills.update": ("openai.types.skill_update_params", "SkillUpdateParams"),
+    "uploads.complete": ("openai.types.upload_complete_params", "UploadCompleteParams"),
+    "uploads.create": ("openai.types.upload_create_params", "UploadCreateParams"),
     "vector_stores.create": ("openai.types.vector_store_create_params", "VectorStoreCreateParams"),
     "vector_stores.file_batches.create": ("openai.types.vector_stores.file_batch_create_params",
                                           "FileBatchCreateParams"),

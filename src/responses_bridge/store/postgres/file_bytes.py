@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from ..file_ids import ORPHAN_GRACE_SECONDS, STALE_UPLOAD_SECONDS, check_file_id
+from ..file_ids import BLOB_OWNERS, ORPHAN_GRACE_SECONDS, STALE_UPLOAD_SECONDS, check_file_id
 from ..records import KnownIds
 from .database import PostgresDatabase
 
@@ -30,15 +30,12 @@ _COLLECT = """
 DELETE FROM file_blobs
 WHERE deleted_at < clock_timestamp() - make_interval(secs => $1)
 """
-_SWEEP = """
+_OWNED = " UNION ALL ".join(f"SELECT 1 FROM {table} WHERE {column} = b.file_id" for table, column in BLOB_OWNERS)
+_SWEEP = f"""
 DELETE FROM file_blobs AS b
 WHERE deleted_at IS NULL AND (
     (NOT published AND started_at < clock_timestamp() - make_interval(secs => $1))
-    OR (published AND started_at < clock_timestamp() - make_interval(secs => $2)
-        AND NOT EXISTS (SELECT 1 FROM files AS f WHERE f.id = b.file_id)
-        AND NOT EXISTS (SELECT 1 FROM container_files AS c WHERE c.blob_id = b.file_id)
-        AND NOT EXISTS (SELECT 1 FROM skill_versions AS v WHERE v.blob_id = b.file_id)
-        AND NOT EXISTS (SELECT 1 FROM container_skills AS k WHERE k.blob_id = b.file_id))
+    OR (published AND started_at < clock_timestamp() - make_interval(secs => $2) AND NOT EXISTS ({_OWNED}))
 )
 """
 

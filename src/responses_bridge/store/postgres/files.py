@@ -15,9 +15,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..records import StorageLimitExceeded, StoredFile, UnknownCursor
+from ..file_ids import BLOB_OWNERS
+from ..records import StoredFile, UnknownCursor
 from .database import PostgresDatabase
-from .quota import STORED_BYTES, lock_tenant_quota, stored_bytes
+from .quota import STORED_BYTES, check_stored_bytes
 from .sql import pg_texts
 
 _COLUMNS = "id, created_at, bytes, filename, purpose, expires_at"
@@ -40,11 +41,7 @@ class PostgresFileStore:
         checked in the inserting transaction, under the tenant's quota lock (:class:`StorageLimitExceeded`,
         nothing written, when over)."""
         async with self._db.transaction("add_file") as conn:
-            if max_stored_bytes is not None:
-                await lock_tenant_quota(conn, tenant)
-                used = await stored_bytes(conn, tenant, file.created_at)
-                if used + file.bytes > max_stored_bytes:
-                    raise StorageLimitExceeded(max_stored_bytes, used)
+            await check_stored_bytes(conn, tenant, file.created_at, file.bytes, max_stored_bytes)
             await conn.execute(f"INSERT INTO files ({_COLUMNS}, tenant) VALUES ($1, $2, $3, $4, $5, $6, $7)",
                                file.id, file.created_at, file.bytes, file.filename, file.purpose, file.expires_at,
                                tenant)
@@ -108,14 +105,14 @@ class PostgresFileStore:
         return [str(row[0]) for row in rows]
 
     async def known_ids(self, file_ids: Sequence[str]) -> set[str]:
-        """Which of ``file_ids`` have a row (expired or not). Across tenants: workers only (the sweep)."""
+        """Which of ``file_ids`` have a row (expired or not), or are the bytes another row keeps (``BLOB_OWNERS``).
+        Across tenants: workers only (the sweep)."""
         if not file_ids:
             return set()
+        sql = " UNION ALL ".join(f"SELECT {column} FROM {table} WHERE {column} = ANY($1::text[])"
+                                 for table, column in BLOB_OWNERS)
         async with self._db.acquire("known_file_ids") as conn:
-            rows = await conn.fetch("SELECT id FROM files WHERE id = ANY($1::text[]) UNION ALL SELECT blob_id FROM "
-                                    "container_files WHERE blob_id = ANY($1::text[]) UNION ALL SELECT blob_id FROM "
-                                    "skill_versions WHERE blob_id = ANY($1::text[]) UNION ALL SELECT blob_id FROM "
-                                    "container_skills WHERE blob_id = ANY($1::text[])", pg_texts(file_ids))
+            rows = await conn.fetch(sql, pg_texts(file_ids))
         return {str(row[0]) for row in rows}
 
 

@@ -32,6 +32,7 @@ Migration = tuple[int, Sequence[str]]
 from .container_schema import CONTAINER_MIGRATIONS  # noqa: E402  (after Migration, which it follows)
 from .retrieval_schema import RETRIEVAL_MIGRATIONS  # noqa: E402  (after Migration, which it follows)
 from .skill_schema import SKILL_MIGRATIONS  # noqa: E402
+from .upload_schema import UPLOAD_MIGRATIONS  # noqa: E402
 
 ADVISORY_LOCK_KEY = 0x7265_7370_6272_6467 & 0x7FFF_FFFF_FFFF_FFFF
 """The ``pg_advisory_lock`` key the migrating replica holds ("respbrdg"): any other holder of it is a replica
@@ -228,6 +229,7 @@ MIGRATIONS.append((
         "ALTER TABLE containers ADD COLUMN network_policy text",
     ],
 ))
+MIGRATIONS.extend(UPLOAD_MIGRATIONS)  # 17: the Uploads API's uploads and parts
 
 
 def latest_version(migrations: Sequence[Migration] = MIGRATIONS) -> int:

@@ -1,11 +1,12 @@
 """The per-tenant quota lock on PostgreSQL: every check of a tenant's limits (``max_containers``, ``max_stored_bytes``)
 runs under it, in the transaction that writes what the check allows, so the checks of one tenant run one after the other
 across every replica sharing the database, while other tenants do not wait. And the tenant's stored bytes, the one sum
-``max_stored_bytes`` bounds: its live files, every file of its containers, its skills' versions and its containers'
-skills, summed alike by the check of an upload (store/postgres/files.py), of a container file
-(store/postgres/containers.py) and of a skill (store/postgres/skills.py) under the same lock; two budgets, one per kind,
-would let a tenant keep the limit twice over. A container's files count until the container is deleted or purged (their
-bytes are still kept); an expired upload stops counting at its expiry.
+``max_stored_bytes`` bounds: its live files, every file of its containers, its skills' versions, its containers'
+skills and the parts of its uploads under way, summed alike by the check of a file (store/postgres/files.py), of a
+container file (store/postgres/containers.py), of a skill (store/postgres/skills.py) and of an upload's part
+(store/postgres/uploads.py) under the same lock; two budgets, one per kind, would let a tenant keep the limit twice
+over. A container's files count until the container is deleted or purged (their bytes are still kept); an expired file
+stops counting at its expiry, an upload's parts when the upload ends (completed, cancelled, or expired and purged).
 
 Why a lock and not the transaction alone: at READ COMMITTED (the stores' isolation) two transactions that count
 the same rows and then insert both see the rows as they were before either insert, and both pass. Taken first,
@@ -17,6 +18,8 @@ first one's row. The lock lives as long as the transaction: a crashed replica's 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
+from ..records import StorageLimitExceeded
 
 if TYPE_CHECKING:
     from .migrations import Connection
@@ -40,10 +43,22 @@ STORED_BYTES = ("SELECT (SELECT coalesce(sum(bytes), 0) FROM files WHERE tenant 
                 "(SELECT coalesce(sum(v.bytes), 0) FROM skill_versions AS v JOIN skills AS s "
                 "ON s.id = v.skill_id WHERE s.tenant = $2) + "
                 "(SELECT coalesce(sum(k.bytes), 0) FROM container_skills AS k JOIN containers AS c "
-                "ON c.id = k.container_id WHERE c.tenant = $2)")
+                "ON c.id = k.container_id WHERE c.tenant = $2) + "
+                "(SELECT coalesce(sum(p.bytes), 0) FROM upload_parts AS p JOIN uploads AS u "
+                "ON u.id = p.upload_id WHERE u.tenant = $2)")
 """The tenant's stored bytes at a time (``$1``: now, ``$2``: the tenant)."""
 
 
 async def stored_bytes(conn: Connection, tenant: str, now: int) -> int:
     """The tenant's stored bytes at ``now``: under :func:`lock_tenant_quota`, every write checked before counts."""
     return int(await conn.fetchval(STORED_BYTES, now, tenant))
+
+
+async def check_stored_bytes(conn: Connection, tenant: str, now: int, adding: int, limit: int | None) -> None:
+    """:class:`StorageLimitExceeded` when ``adding`` more bytes would pass the tenant's ``limit`` (None: no limit),
+    checked under the tenant's quota lock, taken here for the rest of the caller's transaction."""
+    if limit is not None:
+        await lock_tenant_quota(conn, tenant)
+        used = await stored_bytes(conn, tenant, now)
+        if used + adding > limit:
+            raise StorageLimitExceeded(limit, used)

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..base_skills import ContainerSkill, DefaultVersionDeletion, StoredSkill, StoredSkillVersion, UnknownVersion
-from ..records import StorageLimitExceeded, UnknownCursor
+from ..records import UnknownCursor
 from .database import PostgresDatabase
-from .quota import lock_tenant_quota, stored_bytes
+from .quota import check_stored_bytes
 
 if TYPE_CHECKING:
     from .migrations import Connection
@@ -33,14 +33,6 @@ def _version(row: Any) -> StoredSkillVersion:
                               created_at=int(row[5]), bytes=int(row[6]), blob_id=row[7])
 
 
-async def _check_bytes(conn: Connection, tenant: str, now: int, adding: int, limit: int | None) -> None:
-    if limit is not None:
-        await lock_tenant_quota(conn, tenant)
-        used = await stored_bytes(conn, tenant, now)
-        if used + adding > limit:
-            raise StorageLimitExceeded(limit, used)
-
-
 async def _insert_version(conn: Connection, version: StoredSkillVersion, number: int) -> None:
     await conn.execute("INSERT INTO skill_versions (id, skill_id, version, name, description, created_at, bytes, "
                        "blob_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)", version.id, version.skill_id, number,
@@ -56,7 +48,7 @@ class PostgresSkillStore:
     async def create_skill(self, skill: StoredSkill, version: StoredSkillVersion, *, tenant: str,
                            max_stored_bytes: int | None) -> None:
         async with self._db.transaction("create_skill") as conn:
-            await _check_bytes(conn, tenant, skill.created_at, version.bytes, max_stored_bytes)
+            await check_stored_bytes(conn, tenant, skill.created_at, version.bytes, max_stored_bytes)
             await conn.execute("INSERT INTO skills (id, tenant, name, description, created_at, default_version, "
                                "version_counter) VALUES ($1, $2, $3, $4, $5, 1, 1)", skill.id, tenant, skill.name,
                                skill.description, skill.created_at)
@@ -113,7 +105,7 @@ class PostgresSkillStore:
                                           "FOR UPDATE", version.skill_id, tenant)
             if counter is None:
                 return None
-            await _check_bytes(conn, tenant, version.created_at, version.bytes, max_stored_bytes)
+            await check_stored_bytes(conn, tenant, version.created_at, version.bytes, max_stored_bytes)
             number = int(counter) + 1
             await conn.execute("UPDATE skills SET version_counter = $1 WHERE id = $2", number, version.skill_id)
             await _insert_version(conn, version, number)
@@ -166,7 +158,7 @@ class PostgresSkillStore:
                                           "FOR UPDATE", container, tenant)
             if created is None:
                 raise LookupError(container)
-            await _check_bytes(conn, tenant, int(created), sum(skill.bytes for skill in skills), max_stored_bytes)
+            await check_stored_bytes(conn, tenant, int(created), sum(skill.bytes for skill in skills), max_stored_bytes)
             await conn.executemany("INSERT INTO container_skills (container_id, position, name, description, bytes, "
                                    "blob_id) VALUES ($1, $2, $3, $4, $5, $6)",
                                    [(skill.container_id, skill.position, skill.name, skill.description, skill.bytes,

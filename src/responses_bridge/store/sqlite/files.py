@@ -13,9 +13,11 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from ..records import StorageLimitExceeded, StoredFile, UnknownCursor
-from .quota import STORED_BYTES, stored_bytes
+from ..file_ids import BLOB_OWNERS
+from ..records import StoredFile, UnknownCursor
+from .quota import STORED_BYTES, check_stored_bytes
 from .responses import SQLiteResponseStore
+from .transactions import transaction
 
 _COLUMNS = "id, created_at, bytes, filename, purpose, expires_at"
 _LIVE = "(expires_at IS NULL OR expires_at > :now)"
@@ -34,19 +36,11 @@ class SQLiteFileStore:
 
     async def add_file(self, file: StoredFile, *, tenant: str, max_stored_bytes: int | None) -> None:
         def add(conn: sqlite3.Connection) -> None:
-            conn.execute("BEGIN IMMEDIATE")  # the sum and the insert see the same files: no upload slips between
-            try:
-                if max_stored_bytes is not None:
-                    used = stored_bytes(conn, tenant, file.created_at)
-                    if used + file.bytes > max_stored_bytes:
-                        raise StorageLimitExceeded(max_stored_bytes, used)
+            with transaction(conn):  # the sum and the insert see the same files: no upload slips between
+                check_stored_bytes(conn, tenant, file.created_at, file.bytes, max_stored_bytes)
                 conn.execute(f"INSERT INTO files ({_COLUMNS}, tenant) VALUES (?, ?, ?, ?, ?, ?, ?)",
                              (file.id, file.created_at, file.bytes, file.filename, file.purpose, file.expires_at,
                               tenant))
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
 
         await self._db.run_write("add_file", add)
 
@@ -109,17 +103,16 @@ class SQLiteFileStore:
         return [str(row[0]) for row in rows]
 
     async def known_ids(self, file_ids: Sequence[str]) -> set[str]:
-        """Which of ``file_ids`` have a row (expired or not), or are a container file's, a skill version's or a
-        container skill's bytes (stored in the same place): the files on disk that are no orphans."""
+        """Which of ``file_ids`` have a row (expired or not), or are the bytes of another row that keeps them in the
+        same place (:data:`~responses_bridge.store.file_ids.BLOB_OWNERS`): the files on disk that are no orphans."""
         known: set[str] = set()
+        batch_size = 999 // len(BLOB_OWNERS)  # within SQLite's bound-parameter limit
         async with self._db.reading() as conn:
-            for start in range(0, len(file_ids), 200):  # four times over, within SQLite's bound-parameter limit
-                batch = list(file_ids[start:start + 200])
+            for start in range(0, len(file_ids), batch_size):
+                batch = list(file_ids[start:start + batch_size])
                 marks = ", ".join("?" * len(batch))
-                rows = await conn.execute_fetchall(f"SELECT id FROM files WHERE id IN ({marks}) UNION ALL "
-                                                   f"SELECT blob_id FROM container_files WHERE blob_id IN ({marks}) "
-                                                   f"UNION ALL SELECT blob_id FROM skill_versions WHERE blob_id IN "
-                                                   f"({marks}) UNION ALL SELECT blob_id FROM container_skills WHERE "
-                                                   f"blob_id IN ({marks})", batch * 4)
+                sql = " UNION ALL ".join(f"SELECT {column} FROM {table} WHERE {column} IN ({marks})"
+                                         for table, column in BLOB_OWNERS)
+                rows = await conn.execute_fetchall(sql, batch * len(BLOB_OWNERS))
                 known.update(str(row[0]) for row in rows)
         return known

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import aiosqlite
 
 from .schema import FIRST_STEPS, Migration
+from .upload_schema import UPLOAD_TABLES
 
 MIGRATIONS: list[Migration] = [
     *FIRST_STEPS,
@@ -384,6 +385,7 @@ MIGRATIONS: list[Migration] = [
             "ALTER TABLE containers ADD COLUMN network_policy TEXT",
         ],
     ),
+    (18, UPLOAD_TABLES),
 ]
 
 LATEST_VERSION: int = MIGRATIONS[-1][0]

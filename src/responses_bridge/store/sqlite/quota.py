@@ -1,11 +1,12 @@
 """A tenant's stored bytes on SQLite, the one sum ``max_stored_bytes`` bounds: its live files (the Files API),
-every file of its containers, its skills' versions and its containers' skills, counted alike by the check of an
-upload (store/sqlite/files.py), of a container file (store/sqlite/containers.py) and of a skill
-(store/sqlite/skills.py). Two budgets, one per kind, would let a tenant keep the limit twice
-over.
+every file of its containers, its skills' versions, its containers' skills and the parts of its uploads under way,
+counted alike by the check of a file (store/sqlite/files.py), of a container file (store/sqlite/containers.py), of
+a skill (store/sqlite/skills.py) and of an upload's part (store/sqlite/uploads.py). Two budgets, one per kind,
+would let a tenant keep the limit twice over.
 
 A container's files count until the container is deleted or purged (their bytes are still kept, and the purge
-runs every minute); an expired upload stops counting at its expiry, as it stops being readable.
+runs every minute); an expired file stops counting at its expiry, as it stops being readable;
+an upload's parts when the upload ends (completed, cancelled, or expired and purged).
 
 Both checks run in the inserting ``BEGIN IMMEDIATE`` transaction: SQLite has one writer at a time, so a check and
 its insert see every row another write committed before.
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from ..records import StorageLimitExceeded
+
 STORED_BYTES = ("SELECT (SELECT coalesce(sum(bytes), 0) FROM files WHERE tenant = :tenant "
                 "AND (expires_at IS NULL OR expires_at > :now)) + "
                 "(SELECT coalesce(sum(f.bytes), 0) FROM container_files AS f JOIN containers AS c "
@@ -22,10 +25,21 @@ STORED_BYTES = ("SELECT (SELECT coalesce(sum(bytes), 0) FROM files WHERE tenant 
                 "(SELECT coalesce(sum(v.bytes), 0) FROM skill_versions AS v JOIN skills AS s "
                 "ON s.id = v.skill_id WHERE s.tenant = :tenant) + "
                 "(SELECT coalesce(sum(k.bytes), 0) FROM container_skills AS k JOIN containers AS c "
-                "ON c.id = k.container_id WHERE c.tenant = :tenant)")
+                "ON c.id = k.container_id WHERE c.tenant = :tenant) + "
+                "(SELECT coalesce(sum(p.bytes), 0) FROM upload_parts AS p JOIN uploads AS u "
+                "ON u.id = p.upload_id WHERE u.tenant = :tenant)")
 """The tenant's stored bytes at ``:now`` (parameters ``tenant``, ``now``)."""
 
 
 def stored_bytes(conn: sqlite3.Connection, tenant: str, now: int) -> int:
     """The tenant's stored bytes at ``now``, read on the database thread (inside the caller's transaction)."""
     return int(conn.execute(STORED_BYTES, {"tenant": tenant, "now": now}).fetchone()[0])
+
+
+def check_stored_bytes(conn: sqlite3.Connection, tenant: str, now: int, adding: int, limit: int | None) -> None:
+    """:class:`StorageLimitExceeded` when ``adding`` more bytes would pass the tenant's ``limit`` (None: no limit),
+    checked inside the caller's write transaction."""
+    if limit is not None:
+        used = stored_bytes(conn, tenant, now)
+        if used + adding > limit:
+            raise StorageLimitExceeded(limit, used)

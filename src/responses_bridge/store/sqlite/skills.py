@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..base_skills import ContainerSkill, DefaultVersionDeletion, StoredSkill, StoredSkillVersion, UnknownVersion
-from ..records import StorageLimitExceeded, UnknownCursor
-from .quota import stored_bytes
+from ..records import UnknownCursor
+from .quota import check_stored_bytes
 from .responses import SQLiteResponseStore
 from .transactions import transaction
 
@@ -35,13 +35,6 @@ def _version(row: Sequence[Any]) -> StoredSkillVersion:
                               created_at=int(row[5]), bytes=int(row[6]), blob_id=row[7])
 
 
-def _check_bytes(conn: sqlite3.Connection, tenant: str, now: int, adding: int, limit: int | None) -> None:
-    if limit is not None:
-        used = stored_bytes(conn, tenant, now)
-        if used + adding > limit:
-            raise StorageLimitExceeded(limit, used)
-
-
 def _insert_version(conn: sqlite3.Connection, version: StoredSkillVersion, number: int) -> None:
     conn.execute("INSERT INTO skill_versions (id, skill_id, version, name, description, created_at, bytes, blob_id) "
                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -59,7 +52,7 @@ class SQLiteSkillStore:
                            max_stored_bytes: int | None) -> None:
         def create(conn: sqlite3.Connection) -> None:
             with transaction(conn):
-                _check_bytes(conn, tenant, skill.created_at, version.bytes, max_stored_bytes)
+                check_stored_bytes(conn, tenant, skill.created_at, version.bytes, max_stored_bytes)
                 conn.execute("INSERT INTO skills (id, tenant, name, description, created_at, default_version, "
                              "version_counter) VALUES (?, ?, ?, ?, ?, 1, 1)",
                              (skill.id, tenant, skill.name, skill.description, skill.created_at))
@@ -127,7 +120,7 @@ class SQLiteSkillStore:
                                      (version.skill_id, tenant)).fetchone()
                 if found is None:
                     return None
-                _check_bytes(conn, tenant, version.created_at, version.bytes, max_stored_bytes)
+                check_stored_bytes(conn, tenant, version.created_at, version.bytes, max_stored_bytes)
                 number = int(found[0]) + 1
                 conn.execute("UPDATE skills SET version_counter = ? WHERE id = ?", (number, version.skill_id))
                 _insert_version(conn, version, number)
@@ -191,7 +184,7 @@ class SQLiteSkillStore:
                                      (container, tenant)).fetchone()
                 if found is None:
                     raise LookupError(container)
-                _check_bytes(conn, tenant, int(found[0]), sum(skill.bytes for skill in skills), max_stored_bytes)
+                check_stored_bytes(conn, tenant, int(found[0]), sum(skill.bytes for skill in skills), max_stored_bytes)
                 conn.executemany("INSERT INTO container_skills (container_id, position, name, description, bytes, "
                                  "blob_id) VALUES (?, ?, ?, ?, ?, ?)",
                                  [(skill.container_id, skill.position, skill.name, skill.description, skill.bytes,
