@@ -5,6 +5,7 @@ part ids, an ended upload, misspelled fields) is an OpenAI-shaped 4xx and leaves
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import random
 from typing import Any
@@ -16,6 +17,8 @@ from openai.types import Upload
 from openai.types.uploads import UploadPart
 
 from tests.support.bridge import Sidecar
+from tests.support.fuzz import Tally
+from tests.support.fuzz_uploads import run_uploads
 from tests.support.sidecar_state import database_of, stored_files
 
 MiB = 1 << 20
@@ -177,3 +180,15 @@ async def test_served_without_v1_too(http: aiohttp.ClientSession, prefix: str) -
     status, body = await raw_json(http, prefix, {"bytes": 1, "filename": "e.txt", "mime_type": "text/plain",
                                                  "purpose": "assistants"})
     assert status == 200 and body["object"] == "upload"
+
+
+async def test_generated_uploads_requests_get_openai_shaped_answers(base_url: str,
+                                                                    client: openai.AsyncOpenAI) -> None:
+    """Hostile creates, parts, completes and cancels (tests/support/fuzz_uploads.py), some aimed at a real pending
+    upload with real parts: never a 5xx, 4xx in the OpenAI shape, always an answer."""
+    upload = await client.uploads.create(bytes=1 << 20, filename="fuzz.bin", mime_type="application/octet-stream",
+                                         purpose="user_data")
+    parts = [(await client.uploads.parts.create(upload.id, data=payload(1000, seed))).id for seed in range(3)]
+    tally = await asyncio.to_thread(run_uploads, Tally(base_url), 250, upload.id, parts)
+    assert tally.sent >= 250
+    assert tally.statuses[200] > 0 and tally.statuses[400] > 0, tally.statuses
