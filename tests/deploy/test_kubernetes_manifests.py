@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from responses_bridge.devtools.checkout.deploy_examples import OVERLAYS, PLATFORM_FILES, platform_rendering
+from responses_bridge.devtools.checkout.deploy_examples import OVERLAYS, PLATFORM_FILES, platform_rendering, rendered
 from tests.support.envoy import have_envoy, validate_config
 from tests.support.kube import (
     KUSTOMIZE,
@@ -201,13 +201,12 @@ def test_the_image_is_one_line(name: str, tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", OVERLAYS)
 def test_the_upstream_is_one_line(name: str, tmp_path: Path) -> None:
     """The plain pod: the bridge and its Envoy's bootstrap both follow at once. A platform: the bridge follows, and
-    the platform's objects once scripts/render-envoy-examples re-renders them from that line."""
+    the platform's objects once scripts/render-envoy-examples re-renders them from that line (this URL changes the
+    scheme and the base path; a new host and port alone need no rendering: test_overlay_upstream.py)."""
     root = _changed_copy(tmp_path, name, "RESPONSES_BRIDGE_UPSTREAM=http://vllm.llm.svc.cluster.local:8000/v1",
                          f"RESPONSES_BRIDGE_UPSTREAM={NEW_UPSTREAM}")
-    for file in PLATFORM_FILES:
-        if file.startswith(f"deploy/kubernetes/overlays/{name}/"):
-            target = root / Path(file).relative_to("deploy/kubernetes")
-            target.write_text(_render_in(root, file))
+    if name not in PLAIN:
+        _render_in(root, name)
     objects = overlay(name, root)
     assert settings(objects)["RESPONSES_BRIDGE_UPSTREAM"] == NEW_UPSTREAM
     text = yaml.safe_dump_all(objects)
@@ -217,14 +216,17 @@ def test_the_upstream_is_one_line(name: str, tmp_path: Path) -> None:
             "llm.internal.example", 8443)
 
 
-def _render_in(root: Path, file: str) -> str:
-    """A platform file rendered from the copy's settings (the copy stands where deploy/kubernetes stands)."""
+def _render_in(root: Path, name: str) -> None:
+    """The platform overlay's files rendered again from the copy's settings (the copy stands where deploy/kubernetes
+    stands), as scripts/render-envoy-examples does."""
     fake = root.parent / "tree"
     (fake / "deploy").mkdir(parents=True, exist_ok=True)
     link = fake / "deploy" / "kubernetes"
     if not link.exists():
         link.symlink_to(root)
-    return platform_rendering(fake, file)
+    for path, text in rendered(fake).items():
+        if path.parent == link / "overlays" / name:
+            path.write_text(text)
 
 
 def test_the_platform_files_are_current() -> None:

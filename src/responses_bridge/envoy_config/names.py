@@ -123,6 +123,7 @@ class UpstreamURL:
         self.tls = parts.scheme == "https"
         self.host = parts.hostname
         self.port = parts.port or (443 if self.tls else 80)
+        self.port_written = parts.port is not None
         self.base_path = parts.path.rstrip("/")  # "/v1", or "" for an upstream served at the root
         try:
             ipaddress.ip_address(self.host)
@@ -132,9 +133,11 @@ class UpstreamURL:
 
     @property
     def authority(self) -> str:
+        """``host[:port]`` for the Host header: the port as the URL writes it (a default one only when written, as
+        the Kubernetes overlays derive it from the URL's text: devtools/checkout/upstream_replacements.py)."""
         default = 443 if self.tls else 80
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return host if self.port == default else f"{host}:{self.port}"
+        return host if self.port == default and not self.port_written else f"{host}:{self.port}"
 
 
 def upstream_path_prefix(upstream: str) -> str:

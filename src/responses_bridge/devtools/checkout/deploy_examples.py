@@ -14,6 +14,7 @@ from typing import Any
 from ...envoy_config import render_bootstrap
 from ...envoy_config.command import render
 from ...envoy_config.targets import Placement
+from .upstream_replacements import Render, upstream_replacements
 
 DEMO: dict[str, Any] = {"listen_port": 10000, "extproc_port": 50051, "http_port": 8080,
                         "upstream": "http://127.0.0.1:8090/v1"}
@@ -45,6 +46,8 @@ PLATFORM_FILES: dict[str, str] = {
     f"{KUSTOMIZE}/overlays/istio/istio.yaml": "istio",
 }
 UPSTREAM_SETTING = "RESPONSES_BRIDGE_UPSTREAM"
+REPLACEMENTS_FILE = "upstream.yaml"
+"""Beside each platform overlay's objects: the kustomize replacements that fill the upstream's host and port in."""
 
 
 def overlay_settings(kustomization: Path) -> tuple[str, str]:
@@ -65,14 +68,27 @@ def platform_rendering(root: Path, name: str) -> str:
     """A platform overlay's generated objects, as ``envoy-config --format <target>`` renders them from the
     overlay's own settings (the bridge's ports as the base sets them)."""
     target = PLATFORM_FILES[name]
-    path = root / name
-    upstream, namespace = overlay_settings(path.parent / "kustomization.yaml")
-    options = dict(KUBERNETES, upstream=upstream, listen_address="0.0.0.0")
+    upstream, namespace = overlay_settings((root / name).parent / "kustomization.yaml")
     flags = f"--format {target} --namespace {namespace} --upstream {upstream}"
     header = (f"# Rendered by `responses-bridge envoy-config {flags}` from kustomization.yaml's settings\n"
               "# (scripts/render-envoy-examples; tests check it is current). Do not edit: change the settings.\n")
-    return header + render(target, options, Placement(namespace=namespace, extproc_port=options["extproc_port"],
-                                                      http_port=options["http_port"]))
+    return header + platform_objects(target, namespace)(upstream)
+
+
+def platform_objects(target: str, namespace: str) -> Render:
+    """The objects ``envoy-config --format <target>`` renders in ``namespace`` for an upstream URL."""
+    def objects(upstream: str) -> str:
+        options = dict(KUBERNETES, upstream=upstream, listen_address="0.0.0.0")
+        return render(target, options, Placement(namespace=namespace, extproc_port=options["extproc_port"],
+                                                 http_port=options["http_port"]))
+
+    return objects
+
+
+def platform_replacements(root: Path, name: str) -> str:
+    """The replacements file beside a platform overlay's objects (upstream_replacements.py)."""
+    upstream, namespace = overlay_settings((root / name).parent / "kustomization.yaml")
+    return upstream_replacements(platform_objects(PLATFORM_FILES[name], namespace), upstream)
 
 
 def rendered(root: Path) -> dict[Path, str]:
@@ -80,4 +96,5 @@ def rendered(root: Path) -> dict[Path, str]:
     files = {root / name: render_bootstrap(**args) for name, args in BOOTSTRAPS.items()}
     for name in PLATFORM_FILES:
         files[root / name] = platform_rendering(root, name)
+        files[(root / name).parent / REPLACEMENTS_FILE] = platform_replacements(root, name)
     return files
