@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -78,6 +79,17 @@ async def used(service: UploadService, tenant: str = A) -> int:
     return await service.files.store.stored_bytes(int(service.files._clock()), tenant=tenant)
 
 
+async def content(service: UploadService, file_id: str) -> bytes:
+    reader, _ = await service.files.open_content(file_id, tenant=A)
+    out = b""
+    try:
+        while chunk := await reader.read(1 << 16):
+            out += chunk
+    finally:
+        await reader.aclose()
+    return out
+
+
 async def blob_names(service: UploadService) -> set[str]:
     contents = service.files.contents
     if isinstance(contents, PostgresFileBytes):
@@ -120,12 +132,24 @@ async def test_parts_count_while_under_way_and_the_file_once_after(kind: str, tm
         assert done["status"] == "completed" and done["file"]["bytes"] == 600
         assert await used(service) == 600  # the file's bytes, the parts' no more
         assert len(await blob_names(service)) == 1
-        reader, _ = await service.files.open_content(done["file"]["id"], tenant=A)
-        try:
-            assert await reader.read(1000) == b"a" * 300 + b"b" * 300
-        finally:
-            await reader.aclose()
+        assert await content(service, done["file"]["id"]) == b"a" * 300 + b"b" * 300
         assert await used(service, B) == 0
+
+
+async def test_parts_joined_with_and_without_an_md5_hold_the_same_bytes(kind: str, tmp_path: Path,
+                                                                        request: pytest.FixtureRequest) -> None:
+    """Without ``md5`` the parts are joined where they are stored, with it they are read and hashed on the way:
+    the same file either way, rows of any size (a PostgreSQL blob's last row is short) in order."""
+    pieces = [b"x" * 70_000, b"y" * 3, b"z" * 140_001]
+    async with uploads_over(kind, tmp_path, request, Clock()) as service:
+        files = []
+        for md5 in (None, hashlib.md5(b"".join(pieces)).hexdigest()):
+            upload = await service.create(declared(sum(map(len, pieces))), tenant=A)
+            parts = [(await send_part(service, upload["id"], piece))["id"] for piece in pieces]
+            body = {"part_ids": parts} if md5 is None else {"part_ids": parts, "md5": md5}
+            files.append((await service.complete(upload["id"], body, tenant=A))["file"]["id"])
+        assert [await content(service, file_id) for file_id in files] == [b"".join(pieces)] * 2
+        assert await blob_names(service) == set(files)  # the parts' bytes are gone
 
 
 async def test_another_tenants_upload_is_a_missing_one(kind: str, tmp_path: Path,

@@ -78,6 +78,12 @@ def _not_found(upload_id: str) -> APIError:
     return not_found(f"No such Upload object: {upload_id[:200]}", param="upload_id", code="not_found")
 
 
+def _changed(upload_id: str) -> APIError:
+    """A part's bytes went while the upload was being completed: another request completed or cancelled it."""
+    return invalid_request(f"Upload {upload_id[:200]} changed while it was being completed.", param="upload_id",
+                           code="upload_changed")
+
+
 def _ended(upload_id: str, status: str) -> APIError:
     return invalid_request(f"Upload {upload_id[:200]} is {status}: it takes no more parts and cannot be completed.",
                            param="upload_id", code=f"upload_{status}")
@@ -229,13 +235,21 @@ class UploadService:
 
     async def _join(self, upload: StoredUpload, parts: Sequence[StoredUploadPart], md5: str | None) -> tuple[str, bool]:
         """The id of the file's bytes, and whether they were made here (else they are the one part's, as they are).
-        An MD5 mismatch is a 400, with whatever was made removed."""
+        Without ``md5`` the parts are joined where they are stored (no byte through this process); with it they are
+        read once, hashed and written. An MD5 mismatch is a 400, with whatever was made removed."""
         digest = hashlib.md5(usedforsecurity=False)
         if len(parts) == 1:
             if md5 is not None:
                 await self._copy(parts[0], None, digest, upload.id)
             _check_md5(md5, digest)
             return parts[0].blob_id, False
+        if md5 is None:
+            file_id = new_file_id()
+            try:
+                await self.files.contents.join([part.blob_id for part in parts], file_id)
+            except FileNotFoundError:
+                raise _changed(upload.id) from None
+            return file_id, True
         writer = await self.files.contents.writer(new_file_id())
         try:
             for part in parts:
@@ -250,8 +264,7 @@ class UploadService:
     async def _copy(self, part: StoredUploadPart, writer: BlobWriter | None, digest: Any, upload_id: str) -> None:
         reader = await self.files.contents.open(part.blob_id)
         if reader is None:  # the upload was completed or cancelled meanwhile
-            raise invalid_request(f"Upload {upload_id[:200]} changed while it was being completed.",
-                                  param="upload_id", code="upload_changed")
+            raise _changed(upload_id)
         try:
             while chunk := await reader.read(COPY_CHUNK):
                 await asyncio.to_thread(digest.update, chunk)  # hashlib lets go of the GIL for large chunks

@@ -111,6 +111,11 @@ class FileBytes(Protocol):
         """The published bytes of ``file_id``, opened; None when there are none. A delete after the open does
         not cut the read short."""
 
+    async def join(self, blob_ids: Sequence[str], file_id: str) -> None:
+        """The published bytes of ``blob_ids``, one after the other, published as ``file_id``, copied where they
+        are stored (the kernel's copy on disk, one statement in PostgreSQL: no byte passes through this process);
+        nothing is published on failure, ``FileNotFoundError`` when one of them has no bytes."""
+
     def local_copy(self, file_id: str) -> contextlib.AbstractAsyncContextManager[Path]:
         """A path on this machine holding the bytes while the block runs (what text extraction reads);
         ``FileNotFoundError`` when there are none."""

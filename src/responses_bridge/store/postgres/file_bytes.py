@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import os
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from ..file_ids import BLOB_OWNERS, ORPHAN_GRACE_SECONDS, STALE_UPLOAD_SECONDS, check_file_id
@@ -29,6 +29,12 @@ READ_GRACE_SECONDS = 3600.0
 _COLLECT = """
 DELETE FROM file_blobs
 WHERE deleted_at < clock_timestamp() - make_interval(secs => $1)
+"""
+_JOIN = """
+INSERT INTO file_contents (file_id, seq, data)
+SELECT $1, (row_number() OVER (ORDER BY parts.position, c.seq) - 1)::integer, c.data
+FROM unnest($2::text[]) WITH ORDINALITY AS parts(file_id, position)
+JOIN file_contents AS c ON c.file_id = parts.file_id
 """
 _OWNED = " UNION ALL ".join(f"SELECT 1 FROM {table} WHERE {column} = b.file_id" for table, column in BLOB_OWNERS)
 _SWEEP = f"""
@@ -127,6 +133,19 @@ class PostgresFileBytes:
             size = await conn.fetchval("SELECT size FROM file_blobs WHERE file_id = $1 AND published "
                                        "AND deleted_at IS NULL", file_id)
         return None if size is None else _Reader(self._db, file_id, int(size))
+
+    async def join(self, blob_ids: Sequence[str], file_id: str) -> None:
+        """One transaction: the new blob's rows are the blobs' rows renumbered in order, inside the database."""
+        async with self._db.transaction("join_file_bytes") as conn:
+            rows = await conn.fetch("SELECT file_id, size FROM file_blobs WHERE file_id = ANY($1::text[]) AND "
+                                    "published AND deleted_at IS NULL", list(blob_ids))
+            sizes = {str(row[0]): int(row[1]) for row in rows}
+            if any(blob_id not in sizes for blob_id in blob_ids):
+                raise FileNotFoundError(f"no bytes stored for one of {len(blob_ids)} blobs")
+            await conn.execute("INSERT INTO file_blobs (file_id) VALUES ($1)", check_file_id(file_id))
+            await conn.execute(_JOIN, file_id, list(blob_ids))
+            await conn.execute("UPDATE file_blobs SET published = true, size = $2 WHERE file_id = $1", file_id,
+                               sum(sizes[blob_id] for blob_id in blob_ids))
 
     @contextlib.asynccontextmanager
     async def local_copy(self, file_id: str) -> AsyncIterator[Path]:
