@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import os
 from collections.abc import AsyncIterator
@@ -222,3 +223,18 @@ async def test_parts_sent_at_once_cannot_pass_the_limit_together(kind: str, tmp_
         refused = [result for result in results if isinstance(result, APIError)]
         assert len(refused) == 2 and all(error.code == "storage_limit_exceeded" for error in refused)
         assert await used(service) == 800
+
+
+async def test_a_filesystem_without_a_kernel_copy_still_joins(tmp_path: Path, request: pytest.FixtureRequest,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where ``copy_file_range`` is refused (an old kernel, a filesystem without it), the parts are copied through
+    the process: the same file."""
+    def refused(*args: object) -> int:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "copy_file_range", refused)
+    async with uploads_over("sqlite", tmp_path, request, Clock()) as service:
+        upload = await service.create(declared(9), tenant=A)
+        parts = [(await send_part(service, upload["id"], piece))["id"] for piece in (b"abc", b"defg", b"hi")]
+        done = await service.complete(upload["id"], {"part_ids": parts}, tenant=A)
+        assert await content(service, done["file"]["id"]) == b"abcdefghi"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -24,6 +25,10 @@ from typing import IO
 
 from ..file_ids import FILE_ID, ORPHAN_GRACE_SECONDS, STALE_UPLOAD_SECONDS, UPLOAD_PREFIX, check_file_id
 from ..records import KnownIds
+
+_NO_KERNEL_COPY = frozenset({errno.ENOSYS, errno.EXDEV, errno.EOPNOTSUPP, errno.EINVAL, errno.EPERM})
+COPY_CHUNK = 1 << 20
+
 
 # -- on disk --------------------------------------------------------------------------------------------------
 
@@ -71,7 +76,14 @@ class _DiskWriter:
             with open(path, "rb") as source:
                 left = os.fstat(source.fileno()).st_size
                 while left > 0:
-                    copied = os.copy_file_range(source.fileno(), out, left)
+                    try:
+                        copied = os.copy_file_range(source.fileno(), out, left)
+                    except OSError as error:  # a filesystem or kernel without it: through the process after all
+                        if error.errno not in _NO_KERNEL_COPY:
+                            raise
+                        shutil.copyfileobj(source, self._file, COPY_CHUNK)
+                        self._file.flush()
+                        break
                     if copied == 0:  # the source shrank meanwhile
                         break
                     left -= copied
