@@ -13,6 +13,7 @@ parts; the ended upload's row is kept a day (a late ``complete`` then says why i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import re
 import time
@@ -171,9 +172,9 @@ class UploadService:
 
     # -- parts ------------------------------------------------------------------------------------------------
 
-    def receive_part(self, upload: StoredUpload, *, tenant: str) -> Any:
-        """Where a part's bytes go as they arrive (an :class:`~responses_bridge.services.files.Upload`, as a
-        context manager): at most :data:`MAX_PART_BYTES`, and no more than the upload declared."""
+    def receive_part(self, upload: StoredUpload, *, tenant: str) -> contextlib.AbstractAsyncContextManager[Upload]:
+        """Where a part's bytes go as they arrive: at most :data:`MAX_PART_BYTES`, and no more than the upload
+        declared (what was written is removed on leaving unless :meth:`add_part` stored it)."""
         return self.files.receive(tenant=tenant, max_bytes=min(MAX_PART_BYTES, upload.bytes), refusal=part_too_large)
 
     async def add_part(self, upload: StoredUpload, received: Upload) -> dict[str, Any]:
