@@ -19,6 +19,7 @@ import pytest
 from responses_bridge.envoy_config import render_bootstrap
 from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.envoy import free_port, have_envoy, start_envoy
+from tests.support.streams import held_stream
 
 MODEL = "fake-model"
 BUDGET = 3 << 20
@@ -53,11 +54,7 @@ def sdk(base: str) -> openai.AsyncOpenAI:
 
 async def hold(client: openai.AsyncOpenAI) -> Any:
     """A large streamed response left open: it holds the whole budget while its upstream stalls."""
-    stream = await client.responses.create(model=MODEL, input=LARGE, stream=True)
-    async for event in stream:
-        if event.type == "response.output_text.delta":
-            return stream
-    raise AssertionError("the held stream ended early")
+    return await held_stream(client, MODEL, LARGE)
 
 
 async def served_again(client: openai.AsyncOpenAI) -> bool:

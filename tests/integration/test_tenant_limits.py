@@ -30,6 +30,7 @@ from responses_bridge.envoy_config import render_bootstrap
 from tests.support.bridge import Sidecar, running_sidecar, start_sidecar
 from tests.support.envoy import EnvoyProcess, free_port, have_envoy, start_envoy
 from tests.support.mcp_server import MCPTestServer, running_mcp_server
+from tests.support.streams import held_stream
 
 MODEL = "fake-model"
 HELD = "hold this [stall_after=1:120000]"  # the upstream stalls after one chunk: the stream stays open
@@ -75,11 +76,7 @@ def sdk(base: str, **headers: str) -> openai.AsyncOpenAI:
 
 async def hold(client: openai.AsyncOpenAI) -> Any:
     """A streamed response left open: its first events have arrived, its upstream stalls."""
-    stream = await client.responses.create(model=MODEL, input=HELD, stream=True)
-    async for event in stream:
-        if event.type == "response.output_text.delta":
-            return stream
-    raise AssertionError("the held stream ended early")
+    return await held_stream(client, MODEL, HELD)
 
 
 async def refused(client: openai.AsyncOpenAI) -> openai.RateLimitError:

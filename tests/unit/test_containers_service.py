@@ -29,6 +29,7 @@ from responses_bridge.store.postgres.files import PostgresFileStore
 from responses_bridge.store.records import StoredContainer
 from responses_bridge.store.sqlite.containers import SQLiteContainerStore
 from responses_bridge.store.sqlite.files import SQLiteFileStore
+from tests.support.blobs import read_all
 from tests.unit.store_kinds import KINDS, postgres_database, sqlite_database
 
 
@@ -71,15 +72,7 @@ async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
 
 async def read(service: ContainerService, container_id: str, file_id: str, tenant: str = "") -> bytes:
     reader, _ = await service.open_file(container_id, file_id, tenant=tenant)
-    try:
-        return b"".join([chunk async for chunk in _all(reader)])
-    finally:
-        await reader.aclose()
-
-
-async def _all(reader):  # type: ignore[no-untyped-def]
-    while chunk := await reader.read(1 << 16):
-        yield chunk
+    return await read_all(reader)
 
 
 async def age_blobs(service: ContainerService, kind: str) -> None:

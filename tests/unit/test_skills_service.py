@@ -30,6 +30,7 @@ from responses_bridge.store.postgres.skills import PostgresSkillStore
 from responses_bridge.store.sqlite.containers import SQLiteContainerStore
 from responses_bridge.store.sqlite.files import SQLiteFileStore
 from responses_bridge.store.sqlite.skills import SQLiteSkillStore
+from tests.support.blobs import read_all
 from tests.unit.store_kinds import KINDS, postgres_database, sqlite_database
 
 A, B = "tenant-a", "tenant-b"
@@ -93,13 +94,7 @@ def kind(request: pytest.FixtureRequest) -> str:
 
 async def content(service: SkillService, skill_id: str, version: str | None, tenant: str = A) -> bytes:
     reader, _ = await service.open_content(skill_id, version, tenant=tenant)
-    out = b""
-    try:
-        while chunk := await reader.read(1 << 16):
-            out += chunk
-    finally:
-        await reader.aclose()
-    return out
+    return await read_all(reader)
 
 
 async def test_versions_are_numbered_by_the_store_and_the_default_names_the_skill(

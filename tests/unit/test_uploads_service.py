@@ -24,6 +24,7 @@ from responses_bridge.store.postgres.files import PostgresFileStore
 from responses_bridge.store.postgres.uploads import PostgresUploadStore
 from responses_bridge.store.sqlite.files import SQLiteFileStore
 from responses_bridge.store.sqlite.uploads import SQLiteUploadStore
+from tests.support.blobs import read_all
 from tests.unit.store_kinds import KINDS, postgres_database, sqlite_database
 
 A, B = "tenant-a", "tenant-b"
@@ -82,13 +83,7 @@ async def used(service: UploadService, tenant: str = A) -> int:
 
 async def content(service: UploadService, file_id: str) -> bytes:
     reader, _ = await service.files.open_content(file_id, tenant=A)
-    out = b""
-    try:
-        while chunk := await reader.read(1 << 16):
-            out += chunk
-    finally:
-        await reader.aclose()
-    return out
+    return await read_all(reader)
 
 
 async def blob_names(service: UploadService) -> set[str]:

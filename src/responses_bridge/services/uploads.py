@@ -58,12 +58,16 @@ REFUSALS = (LookupError, UploadNotPending, UploadPartsFull, StorageLimitExceeded
 """What the store refuses a write with, answered by :func:`_refusal`."""
 
 
+def status_at(upload: StoredUpload, now: int) -> str:
+    """The upload's status at ``now``: a pending one past its hour has expired, whether or not the purge ran."""
+    return "expired" if upload.status == "pending" and upload.expires_at <= now else upload.status
+
+
 def upload_object(upload: StoredUpload, now: int, file: dict[str, Any] | None = None) -> dict[str, Any]:
     """OpenAI's Upload object; ``file`` the completed one's File object."""
-    status = "expired" if upload.status == "pending" and upload.expires_at <= now else upload.status
     return {"id": upload.id, "object": "upload", "bytes": upload.bytes, "created_at": upload.created_at,
             "expires_at": upload.expires_at, "filename": upload.filename, "purpose": upload.purpose,
-            "status": status, "file": file}
+            "status": status_at(upload, now), "file": file}
 
 
 def part_object(part: StoredUploadPart) -> dict[str, Any]:
@@ -165,7 +169,7 @@ class UploadService:
         upload = await self.store.get_upload(upload_id, tenant=tenant) if UPLOAD_ID.fullmatch(upload_id) else None
         if upload is None:
             raise _not_found(upload_id)
-        status = upload_object(upload, self._now())["status"]
+        status = status_at(upload, self._now())
         if status != "pending":
             raise _ended(upload_id, status)
         return upload
