@@ -153,6 +153,8 @@ class Settings(CodeSandboxSettings, EndpointSettings):
     # files/ next to the database, never in memory.
     max_file_bytes: int = Field(default=512 * 1024 * 1024, ge=1, description=(
         "largest file `POST /v1/files` accepts, bytes; larger is a 413 `file_too_large`"))
+    max_upload_parts: int = Field(default=1000, ge=1, description=(
+        "most parts one upload (`POST /v1/uploads/{id}/parts`) may hold; one more is a 400 `too_many_parts`"))
     tenant_max_containers: int | None = Field(default=None, ge=0, description=(
         "default per-tenant limit of live containers; none: no limit"))
     tenant_max_sandboxes: int | None = Field(default=None, ge=1, description=(

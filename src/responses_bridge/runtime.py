@@ -142,7 +142,7 @@ class Runtime:
                             contents=stores.file_bytes,
                             max_stored_bytes=lambda tenant: settings.tenant_policy(tenant).max_stored_bytes)
         await files.start()
-        uploads = UploadService(stores.uploads, files)
+        uploads = UploadService(stores.uploads, files, max_parts=settings.max_upload_parts)
         await uploads.start()
         embedder = embedder_from_settings(settings)
         # the Vector Stores API over the files, the chunk index and the embedder; its ingestion starts with the

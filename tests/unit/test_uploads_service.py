@@ -109,21 +109,22 @@ async def age_blobs(service: UploadService, seconds: float) -> None:
 async def test_parts_count_while_under_way_and_the_file_once_after(kind: str, tmp_path: Path,
                                                                    request: pytest.FixtureRequest) -> None:
     clock = Clock()
-    async with uploads_over(kind, tmp_path, request, clock, max_stored_bytes=1000) as service:
+    async with uploads_over(kind, tmp_path, request, clock, max_stored_bytes=1200) as service:
         upload = await service.create(declared(600), tenant=A)
         first = await send_part(service, upload["id"], b"a" * 300)
         assert await used(service) == 300
-        with pytest.raises(APIError) as refused:  # declared 600, but only 400 are left with another upload's 600
-            await service.create(declared(800), tenant=A)
+        with pytest.raises(APIError) as refused:  # 300 in use: no room for 1000 more
+            await service.create(declared(1000), tenant=A)
         assert refused.value.code == "storage_limit_exceeded"
-        other = await service.create(declared(600), tenant=A)
-        await send_part(service, other["id"], b"c" * 600)
+        other = await service.create(declared(700), tenant=A)
+        await send_part(service, other["id"], b"c" * 700)
         with pytest.raises(APIError) as refused:
-            await send_part(service, upload["id"], b"b" * 300)  # 300 + 600 + 300 > 1000
+            await send_part(service, upload["id"], b"b" * 300)  # 300 + 700 + 300 > 1200
         assert refused.value.code == "storage_limit_exceeded"
         await service.cancel(other["id"], tenant=A)
         assert await used(service) == 300
         second = await send_part(service, upload["id"], b"b" * 300)
+        # the join's copy counts while the parts are kept: 600 + 600 fits in 1200
         done = await service.complete(upload["id"], {"part_ids": [first["id"], second["id"]]}, tenant=A)
         assert done["status"] == "completed" and done["file"]["bytes"] == 600
         assert await used(service) == 600  # the file's bytes, the parts' no more

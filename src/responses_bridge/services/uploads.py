@@ -3,11 +3,18 @@ normal File, the way the SDK's ``client.uploads.upload_file_chunked`` sends it.
 
 An upload declares its file (``bytes``, ``filename``, ``mime_type``, ``purpose``) and lives an hour. Each part is
 received like a file (services/files.py: streamed to the files' bytes storage, reserved chunk by chunk against the
-tenant's ``max_stored_bytes``), and counts in the tenant's stored bytes until the upload ends. Completing names the
-parts in order: their bytes must add up to the declared size (and match ``md5`` when given); the parts become one
-file, its row inserted in the transaction that deletes the parts' rows, so the bytes are counted once throughout. A
-one-part upload's bytes become the file as they are, without a copy. Cancelling, or the hour passing, removes the
-parts; the ended upload's row is kept a day (a late ``complete`` then says why it cannot) and then forgotten.
+tenant's ``max_stored_bytes``), and counts in the tenant's stored bytes until the upload ends; an upload holds at
+most ``max_upload_parts`` parts. Completing names the parts in order: their bytes must add up to the declared size
+(and match ``md5`` when given); the parts become one file, its row inserted in the transaction that deletes the
+parts' rows. A one-part upload's bytes become the file as they are, without a copy.
+
+One completion of an upload at a time (store/base_uploads.py): a completion claims the upload before it copies a
+byte, and another one meanwhile, on any replica, is a 409. Joining several parts makes a copy while the parts are
+still kept: the claim counts the copy in the tenant's stored bytes (no room for it: a 400, the upload still pending)
+until the upload is completed or the claim let go, so the bytes are counted throughout and never past the limit. A
+claim lapses after :func:`claim_seconds` (its process died mid-join); the next claim removes the dead one's join.
+Cancelling, or the hour passing, removes the parts; the ended upload's row is kept a day (a late ``complete`` then
+says why it cannot) and then forgotten.
 """
 
 from __future__ import annotations
@@ -27,7 +34,16 @@ from ..ids import new_id
 from ..periodic import Periodic
 from ..protocol.errors import APIError, invalid_request, not_found
 from ..store.base_files import BlobWriter
-from ..store.base_uploads import StoredUpload, StoredUploadPart, UploadNotPending, UploadPartsFull, UploadStore
+from ..store.base_uploads import (
+    CompletionClaim,
+    StoredUpload,
+    StoredUploadPart,
+    UploadCompleting,
+    UploadNotPending,
+    UploadPartsFull,
+    UploadStore,
+    UploadTooManyParts,
+)
 from ..store.records import StorageLimitExceeded, StoredFile
 from .file_quota import storage_limit_error
 from .files import (
@@ -49,12 +65,18 @@ MAX_PART_BYTES = 64 << 20
 """The largest part, as OpenAI's (the SDK's default part size)."""
 FORGET_SECONDS = 24 * 3600
 """How long an ended upload's row is kept after its expiry."""
+MAX_PARTS = 1000
+"""The default of ``max_upload_parts``: with the SDK's 64 MiB parts, far more than the largest file needs."""
+CLAIM_SECONDS = 60
+CLAIM_BYTES_PER_SECOND = 8 << 20
+"""A completion's claim lasts :data:`CLAIM_SECONDS` plus a second per this many bytes of the upload: ample for a
+join on a slow disk, short enough that a completion whose process died holds the upload for minutes, not for good."""
 MAX_MIME_CHARS = 255
 COPY_CHUNK = 1 << 20
 PURGE_BATCH = 500
 UPLOAD_ID = re.compile(r"upload_[0-9a-f]{32}")
 MD5 = re.compile(r"[0-9a-fA-F]{32}")
-REFUSALS = (LookupError, UploadNotPending, UploadPartsFull, StorageLimitExceeded)
+REFUSALS = (LookupError, UploadNotPending, UploadPartsFull, UploadTooManyParts, UploadCompleting, StorageLimitExceeded)
 """What the store refuses a write with, answered by :func:`_refusal`."""
 
 
@@ -77,6 +99,11 @@ def part_object(part: StoredUploadPart) -> dict[str, Any]:
 def part_too_large(limit: int) -> APIError:
     return APIError(413, f"The part is too large: a part holds at most {limit} bytes (and no more than its upload "
                     "declared).", param="data", code="part_too_large")
+
+
+def claim_seconds(size: int) -> int:
+    """How long a completion's claim on an upload of ``size`` bytes lasts."""
+    return CLAIM_SECONDS + size // CLAIM_BYTES_PER_SECOND
 
 
 def _not_found(upload_id: str) -> APIError:
@@ -113,9 +140,11 @@ class UploadService:
     """Uploads over ``store`` (the rows) and ``files`` (the bytes, the tenants' budget, the File objects)."""
 
     def __init__(self, store: UploadStore, files: FileService, *, purge_interval: float = 60.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 max_parts: int = MAX_PARTS, clock: Callable[[], float] = time.time) -> None:
+        """``max_parts``: the most parts one upload may hold (``max_upload_parts``)."""
         self.store = store
         self.files = files
+        self.max_parts = max_parts
         self._clock = clock
         self._purger = Periodic(purge_interval, self.purge_expired, name="uploads-purge",
                                 failure="uploads_purge_failed")
@@ -196,6 +225,7 @@ class UploadService:
         try:
             await self.store.add_part(part, tenant=received.tenant, now=self._now(),
                                       max_parts_bytes=upload.bytes + min(MAX_PART_BYTES, upload.bytes),
+                                      max_parts=self.max_parts,
                                       max_stored_bytes=self.files.quota.limit(received.tenant))
         except BaseException as error:
             await self.files.remove_bytes(part.blob_id)
@@ -209,7 +239,8 @@ class UploadService:
     async def complete(self, upload_id: str, body: dict[str, Any], *, tenant: str) -> dict[str, Any]:
         """Join the parts ``part_ids`` names, in that order, into the upload's file; the Upload object, completed,
         with its File. Their size must be the declared one and their MD5 ``md5`` when given, else a 400 and the
-        upload stays pending (the client may complete it again); parts not named are removed with the rest."""
+        upload stays pending (the client may complete it again); parts not named are removed with the rest. While
+        another completion of the upload is under way, a 409 before anything is copied."""
         upload = await self.pending(upload_id, tenant=tenant)
         md5 = body.get("md5")
         if md5 is not None and (not isinstance(md5, str) or not MD5.fullmatch(md5)):
@@ -220,16 +251,24 @@ class UploadService:
         if total != upload.bytes:
             raise invalid_request(f"The parts named hold {total} bytes; the upload was created for {upload.bytes}.",
                                   param="part_ids", code="invalid_value")
-        file_id, made = await self._join(upload, chosen, md5)
-        now = self._now()
-        file = StoredFile(id=file_id, created_at=now, bytes=total, filename=upload.filename, purpose=upload.purpose,
-                          expires_at=file_expiry(upload.purpose, upload.file_expires_after, now))
+        made = len(chosen) != 1  # one part is the file as it is; several (or none: an empty file) are joined
+        file_id = new_file_id() if made else chosen[0].blob_id
+        claim = await self._claim(upload, CompletionClaim(token=new_id("claim"),
+                                                          until=self._now() + claim_seconds(total),
+                                                          bytes=total if made else 0,
+                                                          blob_id=file_id if made else None), tenant)
         try:
-            blobs = await self.store.complete_upload(upload.id, file, tenant=tenant, now=now,
+            await self._join(upload, chosen, md5, file_id if made else None)
+            now = self._now()
+            file = StoredFile(id=file_id, created_at=now, bytes=total, filename=upload.filename,
+                              purpose=upload.purpose,
+                              expires_at=file_expiry(upload.purpose, upload.file_expires_after, now))
+            blobs = await self.store.complete_upload(upload.id, file, tenant=tenant, now=now, token=claim.token,
                                                      max_stored_bytes=self.files.quota.limit(tenant))
         except BaseException as error:
             if made:
                 await self.files.remove_bytes(file_id)
+            await self._let_go(upload.id, claim.token, tenant)
             if isinstance(error, REFUSALS):
                 raise _refusal(upload.id, error) from None
             raise
@@ -238,24 +277,50 @@ class UploadService:
                 await self.files.remove_bytes(blob_id)
         return upload_object(replace(upload, status="completed", file_id=file_id), now, file_object(file))
 
-    async def _join(self, upload: StoredUpload, parts: Sequence[StoredUploadPart], md5: str | None) -> tuple[str, bool]:
-        """The id of the file's bytes, and whether they were made here (else they are the one part's, as they are).
-        Without ``md5`` the parts are joined where they are stored (no byte through this process); with it they are
-        read once, hashed and written. An MD5 mismatch is a 400, with whatever was made removed."""
+    async def _claim(self, upload: StoredUpload, claim: CompletionClaim, tenant: str) -> CompletionClaim:
+        """``claim`` made the upload's, before any byte is copied: a 409 while another completion holds it, a 400
+        when the tenant's stored bytes have no room for the join's copy. A lapsed claim's join is removed."""
+        try:
+            lapsed = await self.store.claim_completion(upload.id, claim, tenant=tenant, now=self._now(),
+                                                       max_stored_bytes=self.files.quota.limit(tenant))
+        except StorageLimitExceeded as error:
+            raise invalid_request(
+                f"Completing upload {upload.id} joins its parts into a copy of {claim.bytes} bytes while the parts "
+                f"are kept: that would exceed the storage limit of {error.limit} bytes for this tenant ({error.used} "
+                "bytes in use). Delete files or container files to make room, or send the file in one part.",
+                param="upload_id", code="storage_limit_exceeded") from None
+        except REFUSALS as error:
+            raise _refusal(upload.id, error) from None
+        if lapsed is not None:
+            await self.files.remove_bytes(lapsed)
+        return claim
+
+    async def _let_go(self, upload_id: str, token: str, tenant: str) -> None:
+        """Release a failed completion's claim (its join's bytes already removed); if the store is away, the
+        claim lapses instead."""
+        try:
+            await self.store.release_completion(upload_id, token, tenant=tenant)
+        except Exception:  # the claim lapses at its time: the completion's own error is the answer
+            log.warning("upload_claim_release_failed", upload_id=upload_id, exc_info=True)
+
+    async def _join(self, upload: StoredUpload, parts: Sequence[StoredUploadPart], md5: str | None,
+                    file_id: str | None) -> None:
+        """Make the file's bytes under ``file_id`` (None: the one part's are the file, as they are). Without
+        ``md5`` the parts are joined where they are stored (no byte through this process); with it they are read
+        once, hashed and written. An MD5 mismatch is a 400, with whatever was made removed."""
         digest = hashlib.md5(usedforsecurity=False)
-        if len(parts) == 1:
+        if file_id is None:
             if md5 is not None:
                 await self._copy(parts[0], None, digest, upload.id)
             _check_md5(md5, digest)
-            return parts[0].blob_id, False
+            return
         if md5 is None:
-            file_id = new_file_id()
             try:
                 await self.files.contents.join([part.blob_id for part in parts], file_id)
             except FileNotFoundError:
                 raise _changed(upload.id) from None
-            return file_id, True
-        writer = await self.files.contents.writer(new_file_id())
+            return
+        writer = await self.files.contents.writer(file_id)
         try:
             for part in parts:
                 await self._copy(part, writer, digest, upload.id)
@@ -264,7 +329,6 @@ class UploadService:
         except BaseException:
             await writer.discard()
             raise
-        return writer.file_id, True
 
     async def _copy(self, part: StoredUploadPart, writer: BlobWriter | None, digest: Any, upload_id: str) -> None:
         reader = await self.files.contents.open(part.blob_id)
@@ -287,7 +351,7 @@ class UploadService:
         now = self._now()
         try:
             blobs = await self.store.cancel_upload(upload.id, tenant=tenant, now=now)
-        except (LookupError, UploadNotPending) as error:
+        except (LookupError, UploadNotPending, UploadCompleting) as error:
             raise _refusal(upload.id, error) from None
         for blob_id in blobs:
             await self.files.remove_bytes(blob_id)
@@ -348,6 +412,14 @@ def _refusal(upload_id: str, error: Exception) -> APIError:
     """The store's refusal in OpenAI's terms."""
     if isinstance(error, UploadNotPending):
         return _ended(upload_id, error.status)
+    if isinstance(error, UploadCompleting):
+        return APIError(409, f"Upload {upload_id[:200]} is being completed by another request: wait for its answer "
+                        "(or retry after a while; a completion that failed lets go of it).", param="upload_id",
+                        code="upload_completing")
+    if isinstance(error, UploadTooManyParts):
+        return invalid_request(f"Upload {upload_id[:200]} holds {error.limit} parts, the most one upload may hold "
+                               "(max_upload_parts, RESPONSES_BRIDGE_MAX_UPLOAD_PARTS): complete it with the parts it "
+                               "has, or cancel it and send larger parts.", param="data", code="too_many_parts")
     if isinstance(error, UploadPartsFull):
         return invalid_request(f"Upload {upload_id[:200]}'s parts would hold more than {error.limit} bytes: "
                                "complete it with the parts it has, or cancel it.", param="data",

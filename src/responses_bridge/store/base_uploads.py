@@ -7,12 +7,19 @@ and another tenant's upload is exactly a missing one. The parts of an upload cou
 (``max_stored_bytes``, one sum with files, container files and skills) from the moment they are stored until the
 upload ends; that sum is checked in the transaction that inserts a part, and the completion deletes the parts and
 inserts the file in one transaction, so an upload's bytes are never counted twice and never not at all.
+
+One completion of an upload at a time, across every process sharing the store: a completion first claims the
+upload (:meth:`UploadStore.claim_completion`, a conditional write of the upload's row), and only the holder of a
+live claim joins the parts and completes it. The bytes the join makes (a new copy of the file while the parts are
+still kept) count in the tenant's stored bytes from the claim until the upload ends or the claim is released. A
+claim lapses at its ``until``: a completion whose process died does not keep the upload from being completed, and
+the next claim (or the upload's end) hands back the dead one's join to remove.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from .records import StoredFile
 
@@ -38,6 +45,33 @@ class StoredUploadPart:
     created_at: int
     bytes: int
     blob_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionClaim:
+    """A completion's hold on an upload: ``token`` names it, ``until`` is when it lapses, ``bytes`` what its join
+    makes (counted in the tenant's stored bytes while held), ``blob_id`` the join's blob (None: no copy is made)."""
+
+    token: str
+    until: int
+    bytes: int
+    blob_id: str | None
+
+
+class UploadCompleting(Exception):
+    """Another completion holds a live claim on the upload (until ``until``)."""
+
+    def __init__(self, until: int) -> None:
+        super().__init__(until)
+        self.until = until
+
+
+class UploadTooManyParts(Exception):
+    """The upload holds ``limit`` parts, the most one may."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.limit = limit
 
 
 class UploadNotPending(Exception):
@@ -69,6 +103,24 @@ def pending_upload(upload: StoredUpload | None, upload_id: str, now: int) -> Sto
     return upload
 
 
+CLAIM_COLUMNS = "completing_claim, completing_until, completing_bytes, completing_blob"
+"""The upload row's columns holding its completion claim, in :class:`CompletionClaim`'s order (both stores)."""
+
+
+def held_claim(row: Any) -> CompletionClaim | None:
+    """The claim in a row of :data:`CLAIM_COLUMNS` (None: no row); None when no completion holds the upload."""
+    if row is None or row[0] is None:
+        return None
+    return CompletionClaim(token=str(row[0]), until=int(row[1]), bytes=int(row[2]),
+                           blob_id=None if row[3] is None else str(row[3]))
+
+
+def claimable(held: CompletionClaim | None, now: int) -> None:
+    """:class:`UploadCompleting` when ``held`` is a live claim at ``now``."""
+    if held is not None and held.until > now:
+        raise UploadCompleting(held.until)
+
+
 @runtime_checkable
 class UploadStore(Protocol):
     async def create_upload(self, upload: StoredUpload, *, tenant: str) -> None: ...
@@ -78,32 +130,47 @@ class UploadStore(Protocol):
         so later)."""
 
     async def add_part(self, part: StoredUploadPart, *, tenant: str, now: int, max_parts_bytes: int,
-                       max_stored_bytes: int | None) -> None:
+                       max_parts: int, max_stored_bytes: int | None) -> None:
         """Insert ``part`` if its upload is the tenant's and pending at ``now``. In the inserting transaction, one
-        such check of a tenant at a time: :class:`UploadPartsFull` when the upload's parts would pass
-        ``max_parts_bytes``, :class:`StorageLimitExceeded` when the tenant's stored bytes would pass
-        ``max_stored_bytes``. ``LookupError`` for an unknown upload, :class:`UploadNotPending` for an ended one."""
+        such check of a tenant at a time: :class:`UploadTooManyParts` when the upload holds ``max_parts`` parts
+        already, :class:`UploadPartsFull` when its parts would pass ``max_parts_bytes``,
+        :class:`StorageLimitExceeded` when the tenant's stored bytes would pass ``max_stored_bytes``.
+        ``LookupError`` for an unknown upload, :class:`UploadNotPending` for an ended one."""
 
     async def parts(self, upload_id: str, *, tenant: str) -> list[StoredUploadPart]:
         """The upload's stored parts, in the order they were stored."""
         ...
 
-    async def complete_upload(self, upload_id: str, file: StoredFile, *, tenant: str, now: int,
+    async def claim_completion(self, upload_id: str, claim: CompletionClaim, *, tenant: str, now: int,
+                               max_stored_bytes: int | None) -> str | None:
+        """In one transaction: ``claim`` becomes the upload's, if it is the tenant's, pending at ``now`` and held by
+        no live claim, and the tenant's stored bytes with the claim's ``bytes`` (in place of a lapsed claim's) stay
+        within ``max_stored_bytes``. Returns the lapsed claim's blob id, if any, for the caller to remove.
+        ``LookupError`` / :class:`UploadNotPending` / :class:`UploadCompleting` / :class:`StorageLimitExceeded`:
+        nothing changed."""
+        ...
+
+    async def release_completion(self, upload_id: str, token: str, *, tenant: str) -> None:
+        """The claim ``token`` names lets go of the upload (its join's bytes removed first), if it still holds it."""
+
+    async def complete_upload(self, upload_id: str, file: StoredFile, *, tenant: str, now: int, token: str,
                               max_stored_bytes: int | None) -> list[str]:
-        """In one transaction: the upload, pending at ``now``, becomes ``completed`` naming ``file``, its parts'
-        rows are deleted and ``file`` inserted as the tenant's (its bytes checked against ``max_stored_bytes``
-        once the parts no longer count). Returns the deleted parts' blob ids (the caller removes those the file
-        does not use). ``LookupError`` / :class:`UploadNotPending` / :class:`StorageLimitExceeded`: nothing
-        changed."""
+        """In one transaction: the upload, pending at ``now`` and claimed by ``token``, becomes ``completed`` naming
+        ``file``, its claim and its parts' rows are deleted and ``file`` inserted as the tenant's (its bytes checked
+        against ``max_stored_bytes`` once the parts and the claim no longer count). Returns the deleted parts' blob
+        ids (the caller removes those the file does not use). ``LookupError`` / :class:`UploadNotPending` /
+        :class:`UploadCompleting` (another claim holds it now) / :class:`StorageLimitExceeded`: nothing changed."""
         ...
 
     async def cancel_upload(self, upload_id: str, *, tenant: str, now: int) -> list[str]:
-        """The pending upload becomes ``cancelled`` and its parts' rows are deleted; their blob ids. A cancelled
-        one stays so (no blob ids). ``LookupError`` / :class:`UploadNotPending` (completed or expired)."""
+        """The pending upload becomes ``cancelled`` and its parts' rows are deleted; their blob ids (and a lapsed
+        claim's join). A cancelled one stays so (no blob ids). ``LookupError`` / :class:`UploadNotPending`
+        (completed or expired) / :class:`UploadCompleting` (a live claim holds it)."""
         ...
 
     async def expire_uploads(self, now: int, forget_before: int, limit: int) -> tuple[int, list[str]]:
         """Up to ``limit`` pending uploads past their expiry become ``expired`` and lose their parts' rows, and the
         rows of uploads that expired before ``forget_before`` are deleted. Returns how many uploads changed or
-        went, and the removed parts' blob ids. Across tenants: workers only (the expiry purge)."""
+        went, and the removed parts' blob ids (and their claims' joins). Across tenants: workers only (the expiry
+        purge)."""
         ...

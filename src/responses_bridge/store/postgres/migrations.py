@@ -229,7 +229,7 @@ MIGRATIONS.append((
         "ALTER TABLE containers ADD COLUMN network_policy text",
     ],
 ))
-MIGRATIONS.extend(UPLOAD_MIGRATIONS)  # 17: the Uploads API's uploads and parts
+MIGRATIONS.extend(UPLOAD_MIGRATIONS)  # 17: the Uploads API's uploads and parts; 18: their completion claims
 
 
 def latest_version(migrations: Sequence[Migration] = MIGRATIONS) -> int:

@@ -1,6 +1,7 @@
-"""The Uploads API's tables on PostgreSQL (version 17), as on SQLite (store/sqlite/upload_schema.py, version 18): an
-upload, what the client declared of its file, and its parts, each part's bytes in ``file_blobs`` under ``blob_id``
-until the upload is completed, cancelled or expired (store/postgres/uploads.py). Parts are listed in ``seq`` order."""
+"""The Uploads API's tables on PostgreSQL (versions 17 and 18), as on SQLite (store/sqlite/upload_schema.py, versions
+18 and 19): an upload, what the client declared of its file, its completion claim, and its parts, each part's bytes
+in ``file_blobs`` under ``blob_id`` until the upload is completed, cancelled or expired (store/postgres/uploads.py).
+Parts are listed in ``seq`` order."""
 
 from __future__ import annotations
 
@@ -37,6 +38,18 @@ UPLOAD_MIGRATIONS: list[tuple[int, Sequence[str]]] = [
             )
             """,
             "CREATE INDEX upload_parts_of ON upload_parts (upload_id, seq)",
+        ],
+    ),
+    (
+        18,
+        [
+            # An upload's completion claim, as SQLite's version 19 (store/base_uploads.py: one completion at a
+            # time across replicas, its join's bytes counted in the tenant's stored bytes, lapsing at
+            # completing_until); NULL claim: none.
+            "ALTER TABLE uploads ADD COLUMN completing_claim text",
+            "ALTER TABLE uploads ADD COLUMN completing_until bigint",
+            "ALTER TABLE uploads ADD COLUMN completing_bytes bigint NOT NULL DEFAULT 0",
+            "ALTER TABLE uploads ADD COLUMN completing_blob text",
         ],
     ),
 ]

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import aiosqlite
 
 from .schema import FIRST_STEPS, Migration
-from .upload_schema import UPLOAD_TABLES
+from .upload_schema import UPLOAD_CLAIM_COLUMNS, UPLOAD_TABLES
 
 MIGRATIONS: list[Migration] = [
     *FIRST_STEPS,
@@ -386,6 +386,7 @@ MIGRATIONS: list[Migration] = [
         ],
     ),
     (18, UPLOAD_TABLES),
+    (19, UPLOAD_CLAIM_COLUMNS),
 ]
 
 LATEST_VERSION: int = MIGRATIONS[-1][0]

@@ -1,12 +1,13 @@
 """A tenant's stored bytes on SQLite, the one sum ``max_stored_bytes`` bounds: its live files (the Files API),
-every file of its containers, its skills' versions, its containers' skills and the parts of its uploads under way,
-counted alike by the check of a file (store/sqlite/files.py), of a container file (store/sqlite/containers.py), of
-a skill (store/sqlite/skills.py) and of an upload's part (store/sqlite/uploads.py). Two budgets, one per kind,
-would let a tenant keep the limit twice over.
+every file of its containers, its skills' versions, its containers' skills, the parts of its uploads under way and
+the joins of those being completed, counted alike by the check of a file (store/sqlite/files.py), of a container
+file (store/sqlite/containers.py), of a skill (store/sqlite/skills.py) and of an upload's part or completion
+(store/sqlite/uploads.py). Two budgets, one per kind, would let a tenant keep the limit twice over.
 
 A container's files count until the container is deleted or purged (their bytes are still kept, and the purge
 runs every minute); an expired file stops counting at its expiry, as it stops being readable;
-an upload's parts when the upload ends (completed, cancelled, or expired and purged).
+an upload's parts and its join when the upload ends (completed, cancelled, or expired and purged) or its completion
+lets go.
 
 Both checks run in the inserting ``BEGIN IMMEDIATE`` transaction: SQLite has one writer at a time, so a check and
 its insert see every row another write committed before.
@@ -27,7 +28,9 @@ STORED_BYTES = ("SELECT (SELECT coalesce(sum(bytes), 0) FROM files WHERE tenant 
                 "(SELECT coalesce(sum(k.bytes), 0) FROM container_skills AS k JOIN containers AS c "
                 "ON c.id = k.container_id WHERE c.tenant = :tenant) + "
                 "(SELECT coalesce(sum(p.bytes), 0) FROM upload_parts AS p JOIN uploads AS u "
-                "ON u.id = p.upload_id WHERE u.tenant = :tenant)")
+                "ON u.id = p.upload_id WHERE u.tenant = :tenant) + "
+                "(SELECT coalesce(sum(completing_bytes), 0) FROM uploads WHERE tenant = :tenant "
+                "AND status = 'pending')")
 """The tenant's stored bytes at ``:now`` (parameters ``tenant``, ``now``)."""
 
 

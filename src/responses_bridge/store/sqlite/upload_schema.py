@@ -1,6 +1,7 @@
-"""The Uploads API's tables on SQLite (version 18; PostgreSQL's version 17 is the same): an upload, what the client
-declared of its file, and its parts, each part's bytes a blob in the files' bytes storage under ``blob_id`` until the
-upload is completed, cancelled or expired (store/sqlite/uploads.py). Parts are listed in rowid order."""
+"""The Uploads API's tables on SQLite (versions 18 and 19; PostgreSQL's 17 and 18 are the same): an upload, what the
+client declared of its file, its completion claim, and its parts, each part's bytes a blob in the files' bytes
+storage under ``blob_id`` until the upload is completed, cancelled or expired (store/sqlite/uploads.py). Parts are
+listed in rowid order."""
 
 from __future__ import annotations
 
@@ -31,4 +32,13 @@ UPLOAD_TABLES: list[str] = [
     )
     """,
     "CREATE INDEX upload_parts_of ON upload_parts(upload_id)",
+]
+
+UPLOAD_CLAIM_COLUMNS: list[str] = [
+    # Version 19 (PostgreSQL's 18): an upload's completion claim (store/base_uploads.py: one completion at a time,
+    # its join's bytes counted in the tenant's stored bytes, lapsing at completing_until); NULL claim: none.
+    "ALTER TABLE uploads ADD COLUMN completing_claim TEXT",
+    "ALTER TABLE uploads ADD COLUMN completing_until INTEGER",
+    "ALTER TABLE uploads ADD COLUMN completing_bytes INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE uploads ADD COLUMN completing_blob TEXT",
 ]

@@ -3,7 +3,8 @@ SQLite database: same file, same connections.
 
 Every write that checks something (the upload still pending, its parts' total, the tenant's stored bytes) runs in
 one ``BEGIN IMMEDIATE`` transaction with what it writes: SQLite has one writer at a time, so two parts stored at
-once, or a part and the completion, see each other's rows.
+once, or a part and the completion, see each other's rows; a completion's claim is taken the same way (one
+``BEGIN IMMEDIATE`` reading the claim and writing the new one), so of two completions at once one is refused.
 """
 
 from __future__ import annotations
@@ -12,7 +13,19 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from ..base_uploads import StoredUpload, StoredUploadPart, UploadNotPending, UploadPartsFull, pending_upload
+from ..base_uploads import (
+    CLAIM_COLUMNS,
+    CompletionClaim,
+    StoredUpload,
+    StoredUploadPart,
+    UploadCompleting,
+    UploadNotPending,
+    UploadPartsFull,
+    UploadTooManyParts,
+    claimable,
+    held_claim,
+    pending_upload,
+)
 from ..records import StoredFile
 from .quota import check_stored_bytes
 from .responses import SQLiteResponseStore
@@ -37,11 +50,26 @@ def _pending(conn: sqlite3.Connection, upload_id: str, tenant: str, now: int) ->
     return pending_upload(None if row is None else _upload(row), upload_id, now)
 
 
+def _claim(conn: sqlite3.Connection, upload_id: str) -> CompletionClaim | None:
+    return held_claim(conn.execute(f"SELECT {CLAIM_COLUMNS} FROM uploads WHERE id = ?", (upload_id,)).fetchone())
+
+
+def _set_claim(conn: sqlite3.Connection, upload_id: str, claim: CompletionClaim | None) -> None:
+    conn.execute("UPDATE uploads SET completing_claim = ?, completing_until = ?, completing_bytes = ?, "
+                 "completing_blob = ? WHERE id = ?",
+                 (None, None, 0, None, upload_id) if claim is None else
+                 (claim.token, claim.until, claim.bytes, claim.blob_id, upload_id))
+
+
 def _take_parts(conn: sqlite3.Connection, upload_id: str) -> list[str]:
-    """Delete the upload's parts' rows; their blob ids."""
+    """Delete the upload's parts' rows and its claim; their blob ids, and the claim's join's."""
     blobs = [str(row[0]) for row in conn.execute("SELECT blob_id FROM upload_parts WHERE upload_id = ?",
                                                  (upload_id,))]
     conn.execute("DELETE FROM upload_parts WHERE upload_id = ?", (upload_id,))
+    held = _claim(conn, upload_id)
+    if held is not None and held.blob_id is not None:
+        blobs.append(held.blob_id)
+    _set_claim(conn, upload_id, None)
     return blobs
 
 
@@ -65,13 +93,15 @@ class SQLiteUploadStore:
         return _upload(rows[0]) if rows else None
 
     async def add_part(self, part: StoredUploadPart, *, tenant: str, now: int, max_parts_bytes: int,
-                       max_stored_bytes: int | None) -> None:
+                       max_parts: int, max_stored_bytes: int | None) -> None:
         def add(conn: sqlite3.Connection) -> None:
             with transaction(conn):
                 _pending(conn, part.upload_id, tenant, now)
-                held = int(conn.execute("SELECT coalesce(sum(bytes), 0) FROM upload_parts WHERE upload_id = ?",
-                                        (part.upload_id,)).fetchone()[0])
-                if held + part.bytes > max_parts_bytes:
+                count, held = conn.execute("SELECT count(*), coalesce(sum(bytes), 0) FROM upload_parts "
+                                           "WHERE upload_id = ?", (part.upload_id,)).fetchone()
+                if int(count) >= max_parts:
+                    raise UploadTooManyParts(max_parts)
+                if int(held) + part.bytes > max_parts_bytes:
                     raise UploadPartsFull(max_parts_bytes)
                 check_stored_bytes(conn, tenant, now, part.bytes, max_stored_bytes)
                 conn.execute(f"INSERT INTO upload_parts ({_PART}) VALUES (?, ?, ?, ?, ?)",
@@ -86,11 +116,35 @@ class SQLiteUploadStore:
                 "(SELECT id FROM uploads WHERE id = ? AND tenant = ?) ORDER BY rowid", (upload_id, tenant))
         return [_part(row) for row in rows]
 
-    async def complete_upload(self, upload_id: str, file: StoredFile, *, tenant: str, now: int,
+    async def claim_completion(self, upload_id: str, claim: CompletionClaim, *, tenant: str, now: int,
+                               max_stored_bytes: int | None) -> str | None:
+        def take(conn: sqlite3.Connection) -> str | None:
+            with transaction(conn):
+                _pending(conn, upload_id, tenant, now)
+                held = _claim(conn, upload_id)
+                claimable(held, now)
+                lapsed = 0 if held is None else held.bytes
+                check_stored_bytes(conn, tenant, now, claim.bytes - lapsed, max_stored_bytes)
+                _set_claim(conn, upload_id, claim)
+            return None if held is None else held.blob_id
+
+        return await self._db.run_write("claim_upload_completion", take)
+
+    async def release_completion(self, upload_id: str, token: str, *, tenant: str) -> None:
+        async with self._db.writing() as conn:
+            await conn.execute("UPDATE uploads SET completing_claim = NULL, completing_until = NULL, "
+                               "completing_bytes = 0, completing_blob = NULL "
+                               "WHERE id = ? AND tenant = ? AND completing_claim = ?", (upload_id, tenant, token))
+
+    async def complete_upload(self, upload_id: str, file: StoredFile, *, tenant: str, now: int, token: str,
                               max_stored_bytes: int | None) -> list[str]:
         def complete(conn: sqlite3.Connection) -> list[str]:
             with transaction(conn):
                 _pending(conn, upload_id, tenant, now)
+                held = _claim(conn, upload_id)
+                if held is None or held.token != token:
+                    raise UploadCompleting(0 if held is None else held.until)
+                _set_claim(conn, upload_id, None)  # its join is the file now, not a blob to remove
                 blobs = _take_parts(conn, upload_id)
                 check_stored_bytes(conn, tenant, now, file.bytes, max_stored_bytes)
                 conn.execute("INSERT INTO files (id, created_at, bytes, filename, purpose, expires_at, tenant) "
@@ -110,6 +164,7 @@ class SQLiteUploadStore:
                     if ended.status == "cancelled":
                         return []
                     raise
+                claimable(_claim(conn, upload_id), now)
                 blobs = _take_parts(conn, upload_id)
                 conn.execute("UPDATE uploads SET status = 'cancelled' WHERE id = ?", (upload_id,))
             return blobs
