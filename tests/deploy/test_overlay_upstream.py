@@ -3,7 +3,7 @@ the Envoy Gateway or Istio overlay's kustomization.yaml, and nothing else, build
 rendering for the new URL (every reference moved: routes' authority and destination, ``Backend``, ``ServiceEntry``,
 ``DestinationRule`` and its SNI), for a cluster Service over http and an external host over https. A change the
 replacements cannot follow (the scheme, a host leaving the cluster) fails the build instead of leaving objects
-behind."""
+behind, its error naming the cause and ``scripts/render-envoy-examples``."""
 
 from __future__ import annotations
 
@@ -66,14 +66,20 @@ def test_changing_the_upstream_line_moves_every_reference(target: str, before: s
         assert by_name[(obj["kind"], obj["metadata"]["name"])] == obj, (obj["kind"], obj["metadata"]["name"])
 
 
-@pytest.mark.parametrize("after", ["https://vllm.llm.svc.cluster.local:8000/v1", "http://vllm.example.com:8000/v1",
-                                   "http://vllm.llm.svc.cluster.local/v1"])
+@pytest.mark.parametrize("after, cause", [
+    ("https://vllm.llm.svc.cluster.local:8000/v1", "no longer has the scheme the overlay's objects were rendered for"),
+    ("http://vllm.example.com:8000/v1", "is no longer a cluster Service"),
+    ("https://api.example.com:443/v1", "no longer has the scheme"),
+    ("http://vllm.llm.svc.cluster.local/v1", "with its port")])
 @pytest.mark.parametrize("target", sorted(OVERLAYS))
-def test_a_change_the_objects_cannot_follow_fails_the_build(target: str, after: str, tmp_path: Path) -> None:
-    """Another scheme, a host that is no longer a cluster Service, a port not written: kustomize refuses, naming
-    the value it could not cut (the overlay's comments say to render again)."""
+def test_a_change_the_objects_cannot_follow_fails_the_build_naming_why(target: str, after: str, cause: str,
+                                                                        tmp_path: Path) -> None:
+    """Another scheme, a host that is no longer a cluster Service, a port not written: kustomize refuses, and its
+    one line says why and what to run (not only kustomize's "options.index 1 is out of bounds")."""
     directory = overlay_at(tmp_path, target, MOVES[0][0])
     set_upstream(directory, after)
     result = subprocess.run(["kubectl", "kustomize", str(directory)], capture_output=True, text=True, timeout=120,
                             check=False)
-    assert result.returncode != 0 and "out of bounds" in result.stderr, result.stderr
+    assert result.returncode != 0, result.stdout
+    assert cause in result.stderr and "run scripts/render-envoy-examples" in result.stderr, result.stderr
+    assert "RESPONSES_BRIDGE_UPSTREAM line" in result.stderr and after in result.stderr

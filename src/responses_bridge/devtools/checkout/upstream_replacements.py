@@ -63,14 +63,14 @@ def upstream_replacements(render: Render, upstream: str) -> str:
     source = {"kind": "ConfigMap", "name": SETTINGS}
     annotation = _annotation(AUTHORITY_ANNOTATION)
     # what decides which objects there are: the scheme, and whether the host is a Service of the cluster. A URL that
-    # changed either fails the build here (kustomize: "options.index 1 is out of bounds"), not silently later
-    guards = [(f"{parts.scheme}://", "responses-bridge.io/rendered-for-scheme")]
+    # changed either fails the build here, naming why and what to run (_guard), not silently later
+    guards = [(f"{parts.scheme}://", "responses-bridge.io/rendered-for-scheme",
+               f"no longer has the scheme the overlay's objects were rendered for ({parts.scheme})")]
     if in_cluster:
-        guards.append((f"{SERVICE_SUFFIX}:", "responses-bridge.io/rendered-for-a-service"))
-    steps: list[dict[str, Any]] = [
-        {"source": {**source, "fieldPath": f"data.{SETTING}", "options": {"delimiter": cut, "index": 1}},
-         "targets": [{"select": dict(source), "fieldPaths": [_annotation(name)], "options": {"create": True}}]}
-        for cut, name in guards]
+        guards.append((f"{SERVICE_SUFFIX}:", "responses-bridge.io/rendered-for-a-service",
+                       "is no longer a cluster Service (a host ending in .svc.cluster.local, with its port), which "
+                       "the overlay's objects were rendered for"))
+    steps: list[dict[str, Any]] = [step for cut, name, why in guards for step in _guard(cut, name, why)]
     steps.append({
         "source": {**source, "fieldPath": f"data.{SETTING}", "options": {"delimiter": "/", "index": 2}},
         "targets": [{"select": dict(source), "fieldPaths": [annotation], "options": {"create": True}}]})
@@ -82,9 +82,34 @@ def upstream_replacements(render: Render, upstream: str) -> str:
                                       for (kind, name), paths in targets[role].items()]})
     header = ("# Rendered with the objects beside it (scripts/render-envoy-examples; tests check it is current): the\n"
               f"# upstream's host and port in every object, from kustomization.yaml's {SETTING} line. A line\n"
-              "# whose scheme changed, or whose host stopped or started being a cluster Service, fails the build\n"
-              "# (\"options.index 1 is out of bounds\"): render again, as for a changed base path.\n")
+              "# whose scheme changed, or whose host stopped being a cluster Service, fails the build, naming the\n"
+              "# cause: render again (scripts/render-envoy-examples), as for a changed base path or a host that\n"
+              "# became a cluster Service.\n")
     return header + yaml.safe_dump(steps, sort_keys=False, width=120)
+
+
+def _guard(cut: str, name: str, why: str) -> list[dict[str, Any]]:
+    """The steps that fail the build unless the upstream's URL still holds ``cut``, with an error that says
+    ``why`` and what to run. kustomize cuts a value at an index that does not exist with "options.index 1 is out
+    of bounds for value <the value>" and no word of ours; so the value cut is first made to carry them: the URL,
+    then the URL again joined to it with the explanation as the delimiter (a target's index past its last piece
+    appends). The guard cuts that (it holds ``cut`` only where the URL does, the explanation never does), and its
+    annotation then gets the URL's own piece, as a plain guard would give it."""
+    source = {"kind": "ConfigMap", "name": SETTINGS}
+    field = _annotation(name)
+    explained = (f" <- the upstream on kustomization.yaml's {SETTING} line {why}: run scripts/render-envoy-examples "
+                 "to render them for it. The line: ")
+    if cut in explained:
+        raise ValueError(f"the explanation of a guard may not hold what it cuts at ({cut!r})")
+
+    def step(from_field: str, options: dict[str, Any] | None, target: dict[str, Any]) -> dict[str, Any]:
+        return {"source": {**source, "fieldPath": from_field, **({"options": options} if options else {})},
+                "targets": [{"select": dict(source), "fieldPaths": [field], **({"options": target} if target else {})}]}
+
+    return [step(f"data.{SETTING}", None, {"create": True}),
+            step(f"data.{SETTING}", None, {"delimiter": explained, "index": 1}),
+            step(field, {"delimiter": cut, "index": 1}, {}),
+            step(f"data.{SETTING}", {"delimiter": cut, "index": 1}, {})]
 
 
 def _annotation(name: str) -> str:
