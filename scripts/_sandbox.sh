@@ -42,12 +42,15 @@ fi
 # A root bridge runs each sandbox under an unprivileged host uid (RESPONSES_BRIDGE_CODE_SANDBOX_UID, 65534 by
 # default), never as root; that uid must traverse the directories on the way to the Python runtime and .venv it
 # binds into each call. A Python installed under /root (mode 0700: pyenv, or a root user's own build) is out of
-# its reach, and the bridge then refuses code naming the directory. Here, as root, those directories are made
-# traversable (o+x: others may pass through, not list), said first on stderr; RESPONSES_BRIDGE_SKIP_BWRAP_INSTALL=1
-# skips this too.
-if [ "$(id -u)" = 0 ] && [ "${RESPONSES_BRIDGE_SKIP_BWRAP_INSTALL:-}" != 1 ] && command -v bwrap >/dev/null 2>&1 \
-    && [ -x "${VENV:-}/bin/python" ]; then
-  _blocked="$("$VENV/bin/python" - <<'EOF_PY' 2>/dev/null || true
+# its reach, and the bridge then refuses code naming the directory. The host's directories are never loosened for
+# it: the script goes on in a mount namespace of its own (unshare --mount, private: none of its mounts reaches the
+# host), where each such directory is covered by a small tmpfs of the same owner and mode plus o+x (others may
+# pass through, not list), holding the directory's entries bound back as they are (a file written directly in it
+# meanwhile stays in the tmpfs and goes with the namespace). Only this script and what it starts see the change.
+# Where no such namespace can be made, it says what to run and stops.
+# RESPONSES_BRIDGE_SKIP_BWRAP_INSTALL=1 skips this too (code is then refused, everything else works).
+_blocked_dirs() {  # the first directory the sandbox's uid cannot traverse on each path it binds, one a line
+  "$VENV/bin/python" - <<'EOF_PY' 2>/dev/null || true
 import os
 from responses_bridge.config import load_settings
 from responses_bridge.sandbox.command import LAUNCHER_SOURCE, python_binds
@@ -55,15 +58,61 @@ from responses_bridge.sandbox.identity import SandboxIdentity
 
 settings = load_settings()
 identity = SandboxIdentity.for_process(settings.code_sandbox_uid, settings.code_sandbox_gid)
+seen = set()
 for source in [*(host for host, _ in python_binds()), str(LAUNCHER_SOURCE)]:
-    while (blocked := identity.unreachable(source)) is not None and os.path.isdir(blocked):
+    blocked = identity.unreachable(source)
+    if blocked is not None and os.path.isdir(blocked) and blocked not in seen:
+        seen.add(blocked)
         print(blocked)
-        os.chmod(blocked, os.stat(blocked).st_mode | 0o001)
 EOF_PY
-)"
-  if [ -n "$_blocked" ]; then
-    echo "${0##*/}: the sandbox's uid could not reach the Python runtime it binds into each call; made traversable" \
-         "for others (chmod o+x, no listing): $(echo $_blocked | tr '\n' ' ')" >&2
+}
+
+_cover_traversable() {  # in the private namespace: $1 covered by a tmpfs like it but o+x, its entries bound back
+  local dir="$1" stage entry name mode owner
+  mode="$(printf '%o' $(( 0$(stat -c %a "$dir") | 1 )))"
+  owner="uid=$(stat -c %u "$dir"),gid=$(stat -c %g "$dir")"
+  stage="$(mktemp -d)"
+  mount --rbind "$dir" "$stage"
+  mount -t tmpfs -o "mode=$mode,$owner,size=1m" responses-bridge-traversable "$dir"
+  for entry in "$stage"/* "$stage"/.[!.]* "$stage"/..?*; do
+    [ -e "$entry" ] || [ -L "$entry" ] || continue
+    name="$dir/${entry##*/}"
+    if [ -L "$entry" ]; then
+      cp -P "$entry" "$name"
+    elif [ -d "$entry" ]; then
+      mkdir "$name" && mount --rbind "$entry" "$name"
+    else
+      : > "$name" && mount --bind "$entry" "$name"
+    fi
+  done
+  umount -l "$stage" && rmdir "$stage"
+}
+
+if [ "$(id -u)" = 0 ] && [ "${RESPONSES_BRIDGE_SKIP_BWRAP_INSTALL:-}" != 1 ] && command -v bwrap >/dev/null 2>&1 \
+    && [ -x "${VENV:-}/bin/python" ]; then
+  _blocked="$(_blocked_dirs)"
+  if [ -n "$_blocked" ] && [ "${RB_SCRIPTS_MOUNT_NS:-}" != 1 ] \
+      && unshare --mount --propagation private true >/dev/null 2>&1; then
+    echo "${0##*/}: the sandbox's uid cannot traverse $(echo $_blocked | tr '\n' ' ')on the way to the Python" \
+         "runtime it binds into each call: going on in a private mount namespace where it can (the host's" \
+         "directories are left as they are)" >&2
+    RB_SCRIPTS_MOUNT_NS=1 exec unshare --mount --propagation private -- "$0" "$@"
   fi
-  unset _blocked
+  _rounds=0
+  while [ -n "$_blocked" ] && [ "${RB_SCRIPTS_MOUNT_NS:-}" = 1 ] && [ "$_rounds" -lt 8 ]; do
+    while IFS= read -r _dir; do _cover_traversable "$_dir"; done <<< "$_blocked"
+    _blocked="$(_blocked_dirs)"
+    _rounds=$((_rounds + 1))
+  done
+  if [ -n "$_blocked" ]; then
+    echo "${0##*/}: the sandbox's uid cannot traverse $(echo $_blocked | tr '\n' ' ')on the way to the Python" \
+         "runtime it binds into each call, and no private mount namespace could be made to reach it without" \
+         "loosening the host's directories. Run it with a Python that uid can read (e.g. a venv made from" \
+         "/usr/bin/python3: RESPONSES_BRIDGE_VENV=/opt/rb-venv PYTHON=/usr/bin/python3 ${0##*/}), or set" \
+         "RESPONSES_BRIDGE_CODE_SANDBOX_UID to a uid that can read it (never 0), or make the directories" \
+         "traversable yourself (chmod o+x), or go on without code: RESPONSES_BRIDGE_SKIP_BWRAP_INSTALL=1" \
+         "${0##*/}" >&2
+    exit 1
+  fi
+  unset _blocked _rounds _dir
 fi

@@ -5,9 +5,15 @@ installed on this machine."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import stat
 import subprocess
+import tempfile
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "_sandbox.sh"
@@ -65,3 +71,67 @@ def test_the_readme_says_so_too() -> None:
     assert "apt-get install bubblewrap" in intro
     assert f"{SKIP}=1 scripts/demo" in intro
     assert re.search(r"\$\{" + SKIP + r":-\}", SCRIPT.read_text())
+
+
+def _runtime_out_of_reach(python: str) -> tuple[Path, Path, dict[str, str]]:
+    """A "home" directory of mode 0700 holding a runtime directory, a stand-in venv whose python (fed the
+    script's check on stdin) runs ``python``, a stand-in bwrap; the caller script that sources _sandbox.sh and then
+    reads the runtime's file as the sandbox's uid would. Made under a directory every uid can traverse."""
+    base = Path(tempfile.mkdtemp(prefix="sandbox-script-", dir="/tmp"))
+    base.chmod(0o755)
+    home = base / "home"
+    (home / "runtime").mkdir(parents=True)
+    (home / "runtime" / "python").write_text("runtime reached\n")
+    (home / ".profile").write_text("root's own\n")
+    home.chmod(0o700)
+    bin_dir = base / "bin"
+    bin_dir.mkdir()
+    _tool(bin_dir, "bwrap", "exit 0\n")
+    venv = base / "venv"
+    (venv / "bin").mkdir(parents=True)
+    _tool(venv / "bin", "python", f"cat > /dev/null\n{python}\n")
+    caller = base / "caller"
+    _tool(base, "caller", f'set -euo pipefail\nsource {SCRIPT}\n'
+                          f'setpriv --reuid=65534 --regid=65534 --clear-groups cat "$HOME_DIR/runtime/python"\n'
+                          f'cat "$HOME_DIR/.profile"\nstat -c %a "$HOME_DIR"\n')
+    env = {"PATH": f"{bin_dir}:/usr/sbin:/usr/bin:/sbin:/bin", "VENV": str(venv), "HOME_DIR": str(home)}
+    return caller, home, env
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("setpriv"),
+                    reason="needs root, unshare and setpriv")
+def test_as_root_the_runtime_is_reached_in_a_private_mount_namespace_never_by_loosening_the_host() -> None:
+    """The sandbox's uid cannot traverse the home directory holding the runtime: the script goes on in a mount
+    namespace of its own where it can (the directory covered, its entries bound back); the host's directory keeps
+    its mode and no mount of it is left on the host."""
+    caller, home, env = _runtime_out_of_reach(
+        'setpriv --reuid=65534 --regid=65534 --clear-groups test -r "$HOME_DIR/runtime/python" '
+                  '|| echo "$HOME_DIR"')
+    try:
+        result = subprocess.run([str(caller)], env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                timeout=60, check=False)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines() == ["runtime reached", "root's own", "701"]  # inside: o+x, all there
+        assert "private mount namespace" in result.stderr and str(home) in result.stderr
+        assert stat.S_IMODE(home.stat().st_mode) == 0o700  # the host's directory as it was
+        assert str(home) not in Path("/proc/self/mountinfo").read_text()
+    finally:
+        shutil.rmtree(home.parent)
+
+
+def test_without_a_private_namespace_it_says_what_to_run_and_stops() -> None:
+    caller, home, env = _runtime_out_of_reach('echo "$HOME_DIR"')
+    bin_dir = Path(env["PATH"].split(":")[0])
+    _tool(bin_dir, "id", "echo 0\n")
+    _tool(bin_dir, "unshare", "exit 1\n")  # a container that refuses new mount namespaces
+    try:
+        result = subprocess.run([str(caller)], env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                timeout=60, check=False)
+        assert result.returncode == 1 and result.stdout == "", result.stdout
+        said = " ".join(result.stderr.split())
+        assert str(home) in said and "no private mount namespace could be made" in said
+        assert "PYTHON=/usr/bin/python3" in said and "RESPONSES_BRIDGE_CODE_SANDBOX_UID" in said
+        assert f"{SKIP}=1 caller" in said
+        assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    finally:
+        shutil.rmtree(home.parent)
