@@ -50,6 +50,10 @@ FULL_BELOW_BYTES = 1 << 20
 _REMOVALS: set[asyncio.Future[None]] = set()
 """Cgroup removals under way (held so none is collected before it ends)."""
 JobKind = Literal["python", "shell"]
+REFUSED_PROCESS = "PermissionError: [Errno 1] Operation not permitted"
+SINGLE_PROCESS_REFUSAL = (
+    "this sandbox runs one process: subprocess, os.system, os.fork, os.exec* and multiprocessing are refused here "
+    "(no cgroup per call on this host); do it in Python itself")
 JOIN_CGROUPS = 'IFS=:; for g in $0; do echo $$ > "$g/cgroup.procs" || exit 125; done; exec "$@"'
 
 
@@ -284,6 +288,8 @@ class SandboxCall:
             outcome = "memory"
         else:
             outcome = "error"
+        if self._cgroup_parent is None and REFUSED_PROCESS in stderr:  # the single-process mode's filter
+            stderr += f"\n[sandbox] {SINGLE_PROCESS_REFUSAL}\n"
         return SandboxResult(outcome, self._out.text(), stderr, self._out.dropped, self._err.dropped, status,
                              time.monotonic() - self._spawned, self._spawned, self._marks.get("start"),
                              self._marks.get("end"), note_for(outcome, self.limits))
