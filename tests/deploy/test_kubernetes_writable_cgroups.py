@@ -36,7 +36,7 @@ def test_the_component_hands_the_cgroup_over_and_drops(tmp_path: Path) -> None:
     context = container["securityContext"]
     assert context["runAsUser"] == 0 and context["runAsNonRoot"] is False
     assert context["allowPrivilegeEscalation"] is False and context["readOnlyRootFilesystem"] is True
-    assert context["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN", "SETUID", "SETGID"]}
+    assert context["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN", "SETUID", "SETGID", "KILL"]}
     assert context["seccompProfile"] == {"type": "Unconfined"}  # the base's, kept
     template = one(objects, "Deployment", "responses-bridge")["spec"]["template"]
     assert template["metadata"]["annotations"]["io.kubernetes.cri-o.cgroup2-mount-hierarchy-rw"] == "true"

@@ -301,9 +301,10 @@ class SandboxCall:
             return False
         return found.f_bavail * found.f_frsize < FULL_BELOW_BYTES
 
-    async def close(self) -> None:
+    async def close(self, *, settle: bool = False) -> None:
         """End the sandbox (its init exits when stdin closes) and remove the call's cgroup. Never raises but for
-        cancellation, which still ends everything first."""
+        cancellation, which still ends everything first. ``settle``: wait for the cgroup's removal too (a loop of
+        its own about to end — the start-up proof, ``doctor`` — would otherwise cancel it and leave the cgroup)."""
         process = self._process
         try:
             if process is not None:
@@ -326,7 +327,9 @@ class SandboxCall:
             if self._data_fd is not None:
                 os.close(self._data_fd)  # the call's in-memory files are freed with it
                 self._data_fd = None
-            if self._cgroup:  # emptied and removed off the answer's path (a v1 cgroup stays busy a few ms)
+            if self._cgroup and settle:
+                await asyncio.to_thread(cgroups.remove, self._cgroup)
+            elif self._cgroup:  # emptied and removed off the answer's path (a v1 cgroup stays busy a few ms)
                 removal = asyncio.ensure_future(asyncio.to_thread(cgroups.remove, self._cgroup))
                 _REMOVALS.add(removal)
                 removal.add_done_callback(_REMOVALS.discard)

@@ -69,6 +69,8 @@ class Hierarchy:
                 (path / "memory.max").write_text(str(memory_bytes))
                 with contextlib.suppress(OSError):
                     (path / "memory.swap.max").write_text("0")
+                with contextlib.suppress(OSError):  # past the bound the call's processes are stopped together
+                    (path / "memory.oom.group").write_text("1")
             else:
                 (path / "memory.limit_in_bytes").write_text(str(memory_bytes))
                 with contextlib.suppress(OSError):  # swap accounting may be off: then there is no memsw file
@@ -151,7 +153,8 @@ def _enable(base: Path) -> None:
             break
         for pid in pids:
             with contextlib.suppress(ProcessLookupError, OSError):
-                (leaf / "cgroup.procs").write_text(pid)
+                if pid != "0":  # outside this pid namespace: not the bridge's to move
+                    (leaf / "cgroup.procs").write_text(pid)
     control.write_text(wanted)
 
 
@@ -267,6 +270,8 @@ def _remove_one(path: Path) -> None:
         if not pids:
             break
         for pid in pids:
+            if pid <= 0:  # a process outside this pid namespace reads as 0: kill(0) would be this process group
+                continue
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
         time.sleep(0.01)

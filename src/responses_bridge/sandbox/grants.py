@@ -54,7 +54,8 @@ def _read_only(mount: Path) -> bool:
         for line in Path("/proc/self/mountinfo").read_text().splitlines():
             fields = line.split()
             point = fields[4]
-            if (str(mount) == point or str(mount).startswith(point.rstrip("/") + "/")) and len(point) > len(best):
+            covers = str(mount) == point or str(mount).startswith(point.rstrip("/") + "/")
+            if covers and len(point) >= len(best):  # the last of equal ones: mounted over the others
                 best, options = point, fields[5]
     except (OSError, IndexError):
         return False

@@ -210,7 +210,7 @@ class Sandbox:
                 await call.start()
                 return await call.run("print('ok')")
             finally:
-                await call.close()
+                await call.close(settle=True)  # its cgroup removed before this loop ends
 
         with ThreadPoolExecutor(1) as pool:  # not counted in the metrics, and not holding a slot: no call yet
             try:
