@@ -26,7 +26,6 @@ from .config_help import environment_help, user_default
 from .observability import configure_logging
 from .observability.tracing import configure_tracing, shutdown_tracing
 from .pid1 import serve_behind_init
-from .sandbox.delegation import become
 from .sealing import SealingKeyError
 from .store.database_url import DatabaseUnavailable, describe
 from .upstream_check import check_routing, check_upstreams, configured_upstreams
@@ -91,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
         raise SettingsError("--no-http and --no-extproc leave nothing to run; give at most one")
     settings = load_settings({field: flag for flag, field, _, _ in FLAGS}, config=args.config,
                              **{field: getattr(args, field) for _, field, _, _ in FLAGS})
+    from .sandbox.delegation import become
+
     delegated = become(settings.run_as)  # root with RESPONSES_BRIDGE_RUN_AS: the cgroup handed over, root dropped
     event_loop.loop_factory(settings.event_loop)  # uvloop asked for where it is missing: said before anything starts
     routing = check_routing(settings, config_path=config_file.path_from(args.config))

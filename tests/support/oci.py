@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -71,6 +72,21 @@ def cgroup_v2() -> bool:
     return Path("/sys/fs/cgroup/cgroup.controllers").exists()
 
 
+def _reachable(path: str) -> list[dict[str, object]]:
+    """Mounts that let the bridge's uid reach ``path`` (the Python runtime) when a directory on the way is closed to
+    others (a runtime under a 0700 ``/root``): a tmpfs open to all over that directory, and the one entry on the
+    way bound back into it, read-only. The image has its runtime in ``/usr/local``; this machine may not."""
+    parts = Path(os.path.realpath(path)).parts
+    for depth in range(1, len(parts) - 1):
+        directory = Path(*parts[:depth + 1])
+        # root's home is closed to others by default, and a chmod elsewhere may close it again while this runs
+        if str(directory) == "/root" or not os.stat(directory).st_mode & 0o001:
+            inside = directory / parts[depth + 1]
+            return [{"destination": str(directory), "type": "tmpfs", "source": "tmpfs", "options": ["mode=755"]},
+                    {"destination": str(inside), "type": "bind", "source": str(inside), "options": ["rbind", "ro"]}]
+    return []
+
+
 def config(shape: Shape, args: Sequence[str], env: dict[str, str], data: Path, cgroups_path: str) -> dict[str, object]:
     """The bundle's config.json for ``shape``."""
     capabilities = list(shape.capabilities)
@@ -110,6 +126,7 @@ def config(shape: Shape, args: Sequence[str], env: dict[str, str], data: Path, c
             {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": cgroup_options},
             {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]},
             {"destination": "/data", "type": "bind", "source": str(data), "options": ["rbind", "rw"]},
+            *_reachable(sys.base_prefix),
         ],
         "linux": linux,
     }
