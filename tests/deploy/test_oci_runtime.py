@@ -93,9 +93,15 @@ def _check(report: dict[str, Any], *, v2: bool) -> None:
 
 def test_shapes_on_this_machines_cgroups(runtime: None, tmp_path: Path) -> None:
     v2 = Path("/sys/fs/cgroup/cgroup.controllers").exists()
-    reports = _scenario([], str(tmp_path), list(SHAPES), {}, timeout=600)
+    reports = _scenario([], str(tmp_path), list(SHAPES), {"SCENARIO_DOCTOR": "1"}, timeout=600)
     for report in reports.values():
         _check(report, v2=v2)
+        # doctor, run in the container as an operator would: code runs in every shape (exit 0); with
+        # --require-shell (a deployment offering the shell) it fails exactly where no cgroup is granted
+        doctor, gate = report["doctor"], report["doctor--require-shell"]
+        assert doctor["status"] == 0 and "code interpreter: code runs in the sandbox here" in doctor["out"], doctor
+        assert gate["status"] == (0 if SHAPES[report["shape"]].granted else 1), gate
+        assert ("hosted shell: shell commands run" in gate["out"]) == SHAPES[report["shape"]].granted
 
 
 def _vm_command() -> list[str] | None:

@@ -163,6 +163,13 @@ class Container:
                 found.append(Path("/sys/fs/cgroup") / controllers / path.lstrip("/"))
         return found
 
+    def exec(self, args: Sequence[str], env: dict[str, str], user: str = "10001:10001",
+             seconds: float = 300) -> subprocess.CompletedProcess[str]:
+        """``args`` run in the container beside its init (``docker exec``), as ``user``."""
+        return subprocess.run(["runc", "--root", str(self.state), "exec", "--user", user, "--cwd", "/data",
+                               *(f"--env={key}={value}" for key, value in env.items()), self.name, *args],
+                              capture_output=True, text=True, timeout=seconds, check=False)
+
     def stop(self, seconds: float) -> bool:
         """What ``docker stop`` does first: SIGTERM to the container's init (tini, which passes it on to the
         bridge). Did the container end within ``seconds``?"""

@@ -133,6 +133,11 @@ def run_shape(name: str, workdir: Path, upstream: str) -> dict[str, Any]:
             if shape.granted:
                 report["children"] = _code(client, CHILDREN)
             report["after"] = _code(client, "print(2 + 2)")
+        if os.environ.get("SCENARIO_DOCTOR"):  # `docker exec … responses-bridge doctor`, as an operator would
+            doctor_env = {key: value for key, value in env.items() if key != "RESPONSES_BRIDGE_RUN_AS"}
+            for flags in ([], ["--require-shell"]):
+                done = container.exec([str(venv / "responses-bridge"), "doctor", *flags], doctor_env)
+                report[f"doctor{''.join(flags)}"] = {"status": done.returncode, "out": done.stdout[-3000:]}
         time.sleep(5)
         report["left"] = _left(container)
         report["bridge_uid"] = _bridge_uid(container)
