@@ -127,3 +127,27 @@ def test_a_crashed_bridges_cgroups_are_swept_and_doctor_leaves_none() -> None:
     after = {entry.name for entry in PARENT.memory.parent.iterdir() if entry.is_dir()}
     assert made[0].name not in after  # swept at doctor's start, as serve's
     assert not [name for name in after if name.split("-")[1:2] == [str(doctor.pid)]]  # none of doctor's own left
+
+
+async def test_the_code_interpreters_description_tells_the_model_what_this_sandbox_cannot_do() -> None:
+    from responses_bridge.services.code_interpreter import CodeInterpreter
+
+    class Runs:
+        async def skills_note(self, container_id: str, *, tenant: str) -> str:
+            return "Skills are available."
+
+    limits = SandboxLimits()
+    one = Sandbox(limits, "bwrap", proc_refused="Can't mount proc")
+    note = await CodeInterpreter(None, one, Runs()).skills_note("cntr_1", tenant="t")  # type: ignore[arg-type]
+    assert "runs your code as one process" in note and "There is no /proc" in note
+    assert note.endswith("Skills are available.")
+    full = Sandbox(limits, "bwrap", cgroups=PARENT if PARENT is not None else _parent_for_the_note())
+    assert await CodeInterpreter(None, full, Runs()).skills_note(  # type: ignore[arg-type]
+        "cntr_1", tenant="t") == "Skills are available."  # a full sandbox: nothing to warn the model of
+
+
+def _parent_for_the_note() -> CgroupParent:
+    """A parent that is never used to make a cgroup: only the mode it gives matters here."""
+    from responses_bridge.sandbox.cgroups import Hierarchy
+
+    return CgroupParent(Hierarchy("v2", Path("/nonexistent"), "memory"), None)
