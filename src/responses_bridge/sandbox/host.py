@@ -16,8 +16,6 @@ NAMESPACE_FIX = ("allow unprivileged user namespaces: on the host, sysctl kernel
                  "Kubernetes, run the pod with seccompProfile and appArmorProfile Unconfined (see "
                  "deploy/kubernetes/sidecar.yaml); in Docker, --security-opt seccomp=unconfined "
                  "--security-opt apparmor=unconfined")
-CGROUP_DELEGATION = ("delegate a cgroup to the bridge (cgroup v2 with the memory controller enabled for its cgroup, "
-                     "e.g. systemd's Delegate=yes, or a writable cgroup v1 memory hierarchy)")
 INSTALL_FIX = "install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install bubblewrap)"
 PROC_FIX = ("this host hides parts of /proc (Docker's and containerd's default masks), so the kernel refuses the "
             "sandbox a /proc of its own; it runs without one. To give it one: in Docker or Compose, "

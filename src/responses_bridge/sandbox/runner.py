@@ -156,7 +156,8 @@ class Sandbox:
         a host that mounts a fresh ``/proc`` but keeps ``/proc/sys`` read-only falls back instead of refusing
         the tool, and one that passes every check and still cannot run code is refused at start, not at each call.
         Without ``prove`` the ``/proc`` is chosen by bubblewrap alone (host.py)."""
-        from .host import CGROUP_DELEGATION, check_bubblewrap, proc_refused  # these run commands: only when wanted
+        from .grants import cgroup_problem
+        from .host import check_bubblewrap, proc_refused  # these run commands: only when wanted
 
         identity = identity or SandboxIdentity.for_process()
         found, reason = check_bubblewrap(bwrap, identity)
@@ -169,7 +170,7 @@ class Sandbox:
                 log.info("sandbox_cgroups_swept", removed=swept)
         elif reason is None and require_cgroup:
             reason = (f"no memory cgroup can be made for each call and RESPONSES_BRIDGE_CODE_REQUIRE_CGROUP=true "
-                      f"requires one: {CGROUP_DELEGATION}, or allow the single-process mode")
+                      f"requires one: {cgroup_problem()}; or allow the single-process mode")
 
         def made(cgroups: CgroupParent | None, no_proc: str | None) -> Sandbox:
             return cls(limits, found, unavailable=reason, cgroups=cgroups, share=share, egress=egress,
