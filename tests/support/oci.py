@@ -191,6 +191,21 @@ class Container:
         self._output.close()
 
 
+PARENT = "responses-bridge-test"
+"""The cgroup (under this process's own, in every hierarchy) the containers' cgroups are made in."""
+
+
+def remove_parent() -> None:
+    """runc removes each container's cgroup, not the parent they were made in: removed once none is left."""
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        mount = Path("/sys/fs/cgroup") / (controllers.replace("name=", "") if controllers else "")
+        if controllers == "" and not cgroup_v2():
+            mount = Path("/sys/fs/cgroup/unified")
+        with contextlib.suppress(OSError):
+            (mount / path.lstrip("/") / PARENT).rmdir()
+
+
 @contextlib.contextmanager
 def running(shape: Shape, args: Sequence[str], env: dict[str, str], workdir: Path) -> Iterator[Container]:
     """``args`` run in a container of ``shape``; its bundle under ``workdir`` (the rootfs an rbind of ``/``)."""
@@ -203,7 +218,7 @@ def running(shape: Shape, args: Sequence[str], env: dict[str, str], workdir: Pat
     subprocess.run(["mount", "--make-rslave", str(rootfs)], check=True)
     name = f"rb-{shape.name}-{os.getpid()}"
     (bundle / "config.json").write_text(json.dumps(config(
-        shape, args, env, data, f"responses-bridge-test/{name}")))
+        shape, args, env, data, f"{PARENT}/{name}")))
     container = Container(bundle, name, workdir / f"{shape.name}.log", workdir / "runc-state")
     try:
         yield container

@@ -23,7 +23,7 @@ from typing import Any
 import openai
 
 from responses_bridge.devtools.procs import free_port
-from tests.support.oci import SHAPES, Container, running
+from tests.support.oci import SHAPES, Container, remove_parent, running
 
 SUBPROCESS = ("import subprocess\n"
               "print(subprocess.run(['echo', 'from-a-subprocess'], capture_output=True, text=True).stdout)")
@@ -184,6 +184,7 @@ def main() -> int:
                                    sys.argv[2:]):
                 print(json.dumps(report), flush=True)
     finally:
+        remove_parent()
         upstream.terminate()
         upstream.wait(timeout=10)
     return 0
