@@ -35,6 +35,11 @@ ENV PATH=/opt/responses-bridge/bin:$PATH \
     RESPONSES_BRIDGE_HTTP_HOST=0.0.0.0 \
     RESPONSES_BRIDGE_EXTPROC_HOST=0.0.0.0 \
     RESPONSES_BRIDGE_DB=/data/responses.sqlite
+# Never root while serving. Where the runtime grants a writable cgroup (Docker Engine 28+ writable-cgroups=true,
+# containerd 2.1+, CRI-O, GKE: docs/kubernetes.md), start the container as root with RESPONSES_BRIDGE_RUN_AS=10001:10001:
+# `serve` hands its cgroup to this user, as systemd delegates, and drops to it before serving, so each code
+# interpreter and shell call gets a cgroup of its own (docker-compose.writable-cgroup.yml, the writable-cgroups
+# Kustomize component).
 USER 10001:10001
 WORKDIR /data
 VOLUME ["/data"]

@@ -49,6 +49,11 @@ class CodeSandboxSettings(BaseSettings):
         "directory; a bridge run as another uid keeps its own"))
     code_sandbox_gid: int | None = Field(default=None, ge=1, le=(1 << 32) - 2, description=(
         "the host gid of the sandbox of a bridge run as root; unset: the same number as code_sandbox_uid"))
+    run_as: str | None = Field(default=None, pattern=r"^[0-9]+(:[0-9]+)?$", description=(
+        "`uid[:gid]` a `serve` started as root hands its own cgroup to (as systemd's Delegate= does: the directory "
+        "and its cgroup.procs, cgroup.threads and cgroup.subtree_control) and then drops to before serving, so a "
+        "writable cgroup the runtime grants gives each code interpreter and shell call a cgroup of its own while "
+        "the bridge never serves as root; never 0; ignored when not started as root"))
     code_egress_allowlist: bool = Field(default=True, description=(
         "allow `allowlist` network policies on containers: the code reaches the listed domains through the "
         "bridge's egress proxy and nothing else; false: an `allowlist` policy is a 400, sandboxes have no network"))
@@ -62,6 +67,14 @@ class CodeSandboxSettings(BaseSettings):
     code_egress_bridge_connections: int = Field(default=0, ge=0, description=(
         "egress connections of every call together that the process serves at once (past it a new one is refused "
         "as it is accepted); 0: a quarter of the process's descriptor limit, at most 1,024"))
+
+    @field_validator("run_as")
+    @classmethod
+    def _check_run_as(cls, value: str | None) -> str | None:
+        if value is not None:
+            from .sandbox.delegation import parse_user
+            parse_user(value)
+        return value
 
     @field_validator("code_egress_allowed_targets")
     @classmethod

@@ -377,6 +377,9 @@ async def _open_code_interpreter(settings: Settings, store: ContainerStore, file
     else:
         if sandbox.proc_refused is not None:
             log.warning("sandbox_without_proc", cause=sandbox.proc_refused, fix=PROC_FIX)
+        if sandbox.shell_unavailable is not None and not sandbox.cgroup_off:
+            log.warning("sandbox_shell_unavailable", cause=sandbox.shell_unavailable,
+                        cost="code runs as one process: no subprocess, no hosted shell")
         log.info("sandbox_ready", bwrap=sandbox.bwrap, concurrency=limits.slots, mode=sandbox.mode,
                  cgroups=sandbox.cgroups.description if sandbox.cgroups is not None else None,
                  host_uid=sandbox.identity.host_uid, proc=sandbox.proc_refused is None,

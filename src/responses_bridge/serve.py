@@ -90,6 +90,9 @@ def run(args: argparse.Namespace) -> int:
         raise SettingsError("--no-http and --no-extproc leave nothing to run; give at most one")
     settings = load_settings({field: flag for flag, field, _, _ in FLAGS}, config=args.config,
                              **{field: getattr(args, field) for _, field, _, _ in FLAGS})
+    from .sandbox.delegation import become
+
+    delegated = become(settings.run_as)  # root with RESPONSES_BRIDGE_RUN_AS: the cgroup handed over, root dropped
     event_loop.loop_factory(settings.event_loop)  # uvloop asked for where it is missing: said before anything starts
     routing = check_routing(settings, config_path=config_file.path_from(args.config))
     if routing.error is not None:  # no request could reach any upstream: a configuration mistake, exit status 2
@@ -104,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
         configure_logging(settings.log_level, settings.log_format)
         return supervise(count, sys.argv[1:])
     configure_logging(settings.log_level, settings.log_format, worker=slot.index if slot is not None else None)
+    if delegated is not None:
+        log.info("cgroup_delegated", run_as=settings.run_as, cgroups=delegated[0], refused=delegated[1])
     try:
         if configure_tracing():  # OTEL_EXPORTER_OTLP_ENDPOINT and the other standard OTEL_* variables
             log.info("tracing_enabled")

@@ -182,3 +182,20 @@ def test_the_bridges_are_strict_about_settings_and_the_sandbox_gets_its_proc() -
                 assert service["environment"]["RESPONSES_BRIDGE_STRICT_ENV"] == "true", name
     assert "systempaths=unconfined" in resolved()["services"]["bridge"]["security_opt"]
 
+
+
+def test_the_writable_cgroup_override_hands_the_cgroup_over_on_docker_28() -> None:
+    """docker-compose.writable-cgroup.yml merged over the base: the engine mounts the bridge's cgroup read-write in a
+    private cgroup namespace, the container starts as root only to hand it to uid 10001 and drop
+    (RESPONSES_BRIDGE_RUN_AS), with no capability but the three that step needs and KILL (tini's, to pass a stop
+    on); the base's settings are kept, and the base alone (older engines) asks none of it.
+    tests/deploy/test_oci_runtime.py runs this shape under runc."""
+    both = resolved("-f", str(ROOT / "docker-compose.writable-cgroup.yml"))["services"]["bridge"]
+    assert "writable-cgroups=true" in both["security_opt"] and "systempaths=unconfined" in both["security_opt"]
+    assert "seccomp=unconfined" in both["security_opt"]
+    assert both["cgroup"] == "private" and both["user"] == "0:0"
+    assert both["environment"]["RESPONSES_BRIDGE_RUN_AS"] == "10001:10001"
+    assert both["environment"]["RESPONSES_BRIDGE_STRICT_ENV"] == "true"
+    assert both["cap_drop"] == ["ALL"] and sorted(both["cap_add"]) == ["CHOWN", "KILL", "SETGID", "SETUID"]
+    alone = resolved()["services"]["bridge"]
+    assert "writable-cgroups=true" not in alone["security_opt"] and "user" not in alone

@@ -79,14 +79,17 @@ async def test_one_tenant_s_loops_leave_a_slot_for_another_s_first_call(bridge: 
 def test_doctor_names_the_mode_in_force() -> None:
     for use, mode in (("false", "single-process mode"), ("true", "cgroup mode" if "cgroup" in MODES else
                                                           "single-process mode")):
-        done = subprocess.run([sys.executable, "-m", "responses_bridge", "doctor"], capture_output=True, text=True,
-                              env={"PATH": os.environ["PATH"], "RESPONSES_BRIDGE_CODE_CGROUP": use}, check=False)
-        # the hosted shell refused for want of a cgroup the host does not give fails doctor; refused by the
-        # setting (false), it is the deployment's choice
-        wanted = 0 if use == "false" or mode == "cgroup mode" else 1
-        assert done.returncode == wanted and mode in done.stdout, done.stdout + done.stderr
-        shell = "shell commands run in the sandbox here" if mode == "cgroup mode" else "shell commands cannot run"
-        assert f"hosted shell: {shell}" in done.stdout
+        for require_shell in ([], ["--require-shell"]):
+            done = subprocess.run([sys.executable, "-m", "responses_bridge", "doctor", *require_shell],
+                                  capture_output=True, text=True, check=False,
+                                  env={"PATH": os.environ["PATH"], "RESPONSES_BRIDGE_CODE_CGROUP": use})
+            # code runs in either mode: exit 0; a deployment offering the shell asks --require-shell, which fails
+            # where shell commands cannot run (whatever the reason: the host's or the setting's)
+            wanted = 1 if require_shell and mode != "cgroup mode" else 0
+            assert done.returncode == wanted and mode in done.stdout, done.stdout + done.stderr
+            assert "code interpreter: code runs in the sandbox here" in done.stdout
+            shell = "shell commands run in the sandbox here" if mode == "cgroup mode" else "cannot run here"
+            assert f"hosted shell: {shell}" in done.stdout
     refused = subprocess.run([sys.executable, "-m", "responses_bridge", "doctor"], capture_output=True, text=True,
                              env={"PATH": os.environ["PATH"], "RESPONSES_BRIDGE_CODE_CGROUP": "false",
                                   "RESPONSES_BRIDGE_CODE_REQUIRE_CGROUP": "true"}, check=False)

@@ -50,6 +50,10 @@ FULL_BELOW_BYTES = 1 << 20
 _REMOVALS: set[asyncio.Future[None]] = set()
 """Cgroup removals under way (held so none is collected before it ends)."""
 JobKind = Literal["python", "shell"]
+REFUSED_PROCESS = "PermissionError: [Errno 1] Operation not permitted"
+SINGLE_PROCESS_REFUSAL = (
+    "this sandbox runs one process: subprocess, os.system, os.fork, os.exec* and multiprocessing are refused here "
+    "(no cgroup per call on this host); do it in Python itself")
 JOIN_CGROUPS = 'IFS=:; for g in $0; do echo $$ > "$g/cgroup.procs" || exit 125; done; exec "$@"'
 
 
@@ -284,6 +288,8 @@ class SandboxCall:
             outcome = "memory"
         else:
             outcome = "error"
+        if self._cgroup_parent is None and REFUSED_PROCESS in stderr:  # the single-process mode's filter
+            stderr += f"\n[sandbox] {SINGLE_PROCESS_REFUSAL}\n"
         return SandboxResult(outcome, self._out.text(), stderr, self._out.dropped, self._err.dropped, status,
                              time.monotonic() - self._spawned, self._spawned, self._marks.get("start"),
                              self._marks.get("end"), note_for(outcome, self.limits))
@@ -295,9 +301,10 @@ class SandboxCall:
             return False
         return found.f_bavail * found.f_frsize < FULL_BELOW_BYTES
 
-    async def close(self) -> None:
+    async def close(self, *, settle: bool = False) -> None:
         """End the sandbox (its init exits when stdin closes) and remove the call's cgroup. Never raises but for
-        cancellation, which still ends everything first."""
+        cancellation, which still ends everything first. ``settle``: wait for the cgroup's removal too (a loop of
+        its own about to end — the start-up proof, ``doctor`` — would otherwise cancel it and leave the cgroup)."""
         process = self._process
         try:
             if process is not None:
@@ -320,7 +327,9 @@ class SandboxCall:
             if self._data_fd is not None:
                 os.close(self._data_fd)  # the call's in-memory files are freed with it
                 self._data_fd = None
-            if self._cgroup:  # emptied and removed off the answer's path (a v1 cgroup stays busy a few ms)
+            if self._cgroup and settle:
+                await asyncio.to_thread(cgroups.remove, self._cgroup)
+            elif self._cgroup:  # emptied and removed off the answer's path (a v1 cgroup stays busy a few ms)
                 removal = asyncio.ensure_future(asyncio.to_thread(cgroups.remove, self._cgroup))
                 _REMOVALS.add(removal)
                 removal.add_done_callback(_REMOVALS.discard)

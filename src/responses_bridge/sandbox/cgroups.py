@@ -10,11 +10,19 @@ single-process mode instead (``command.py``), and ``doctor`` says which mode is 
 
 The memory and pids controllers may live in different hierarchies (cgroup v1 mounts each on its own), so a call's
 cgroup is one directory per hierarchy, and the call's first process joins each before it starts bubblewrap.
+
+Where the cgroup is granted (a container runtime's writable cgroup in a cgroup namespace, systemd's ``Delegate=``):
+on v2 a cgroup that holds processes cannot hand controllers to children ("no internal processes"), so, as dind's
+init, systemd and runc's systemd driver do, the bridge first moves every process of its cgroup into a leaf
+(``bridge``), enables ``memory`` and ``pids`` for its children, and makes the calls' cgroups beside the leaf, under
+``responses-bridge-sandbox``. Without a cgroup namespace the path ``/proc/self/cgroup`` names is not the one
+mounted: the mount's own root is used when it is the process's cgroup.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import time
@@ -23,9 +31,12 @@ from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PARENT_NAME = "responses-bridge-sandbox"
+LEAF_NAME = "bridge"
+"""The leaf a v2 cgroup's processes are moved into so that the cgroup may enable controllers for its children."""
+CONTROLLERS = ("memory", "pids")
 
 
-def _own_path(controller: str | None) -> str | None:
+def own_path(controller: str | None) -> str | None:
     """This process's cgroup path in the v2 hierarchy (``controller`` None) or a v1 controller's."""
     try:
         lines = Path("/proc/self/cgroup").read_text().splitlines()
@@ -58,6 +69,8 @@ class Hierarchy:
                 (path / "memory.max").write_text(str(memory_bytes))
                 with contextlib.suppress(OSError):
                     (path / "memory.swap.max").write_text("0")
+                with contextlib.suppress(OSError):  # past the bound the call's processes are stopped together
+                    (path / "memory.oom.group").write_text("1")
             else:
                 (path / "memory.limit_in_bytes").write_text(str(memory_bytes))
                 with contextlib.suppress(OSError):  # swap accounting may be off: then there is no memsw file
@@ -70,35 +83,108 @@ class Hierarchy:
         return path
 
 
-def _v2_mount() -> Path | None:
+def v2_mount() -> Path | None:
     for mount in (CGROUP_ROOT, CGROUP_ROOT / "unified"):
         if (mount / "cgroup.controllers").exists():
             return mount
     return None
 
 
+def _holds(directory: Path, pid: int) -> bool:
+    try:
+        return str(pid) in (directory / "cgroup.procs").read_text().split()
+    except OSError:
+        return False
+
+
+def own_directory(mount: Path, path: str) -> Path | None:
+    """This process's cgroup directory under ``mount``: the path ``/proc/self/cgroup`` names, or, where that is
+    not the mounted one (a writable cgroup without a cgroup namespace: the path is the host's, the mount the
+    container's own cgroup), the mount's root when it holds this process."""
+    named = mount / path.lstrip("/")
+    if named.is_dir() and (path == "/" or _holds(named, os.getpid())):
+        return named
+    if _holds(mount, os.getpid()):
+        return mount
+    return named if named.is_dir() else None
+
+
+def delegated_base(own: Path) -> Path:
+    """The cgroup the bridge was given: its own, or the parent of the leaf it moved itself into."""
+    return own.parent if own.name == LEAF_NAME else own
+
+
+def _ours_to_split(base: Path) -> bool:
+    """May the bridge move every process of ``base`` into a leaf: the root of the mount (a container's cgroup,
+    in its cgroup namespace or mounted alone) or a cgroup delegated to this (non-root) uid, as systemd's
+    ``Delegate=`` does; never a host's cgroup that is merely writable because the bridge runs as root."""
+    mount = v2_mount()
+    if base == mount:
+        return True
+    try:
+        return os.geteuid() != 0 and base.stat().st_uid == os.geteuid()
+    except OSError:
+        return False
+
+
+def _enable(base: Path) -> None:
+    """Enable the memory and pids controllers for ``base``'s children; on v2's "no internal processes" refusal
+    (EBUSY), first move every process of ``base`` into its leaf where that is the bridge's to do (new ones may
+    appear meanwhile: a few rounds)."""
+    control = base / "cgroup.subtree_control"
+    try:
+        available = set((base / "cgroup.controllers").read_text().split())
+    except OSError:
+        return
+    wanted = " ".join(f"+{name}" for name in CONTROLLERS if name in available)
+    if not wanted or all(name in control.read_text().split() for name in CONTROLLERS if name in available):
+        return
+    try:
+        control.write_text(wanted)
+        return
+    except OSError as error:
+        if error.errno != errno.EBUSY or not _ours_to_split(base):
+            return
+    leaf = base / LEAF_NAME
+    leaf.mkdir(exist_ok=True)
+    for _ in range(10):
+        pids = (base / "cgroup.procs").read_text().split()
+        if not pids:
+            break
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, OSError):
+                if pid != "0":  # outside this pid namespace: not the bridge's to move
+                    (leaf / "cgroup.procs").write_text(pid)
+    control.write_text(wanted)
+
+
 def _candidates(controller: str) -> list[Hierarchy]:
     """Where a cgroup with ``controller`` might be made: v2 first (one hierarchy for both controllers), then v1."""
     found: list[Hierarchy] = []
-    v2, mount = _own_path(None), _v2_mount()
-    if v2 is not None and mount is not None:
-        found.append(Hierarchy("v2", mount / v2.lstrip("/") / PARENT_NAME, controller))
-    v1 = _own_path(controller)
-    if v1 is not None and (CGROUP_ROOT / controller).is_dir():
-        found.append(Hierarchy("v1", CGROUP_ROOT / controller / v1.lstrip("/") / PARENT_NAME, controller))
+    v2, mount = own_path(None), v2_mount()
+    own = own_directory(mount, v2) if v2 is not None and mount is not None else None
+    if own is not None:
+        found.append(Hierarchy("v2", delegated_base(own) / PARENT_NAME, controller))
+    v1 = own_path(controller)
+    own = own_directory(CGROUP_ROOT / controller, v1) if v1 is not None and (CGROUP_ROOT / controller).is_dir() \
+        else None
+    if own is not None:
+        found.append(Hierarchy("v1", own / PARENT_NAME, controller))
     return found
 
 
 def _usable(hierarchy: Hierarchy) -> bool:
     """Can a cgroup with the controller be made under ``hierarchy.parent``, its limit set and removed again?"""
     try:
+        if hierarchy.version == "v2":
+            with contextlib.suppress(OSError):  # delegated already, or not ours to change
+                _enable(hierarchy.parent.parent)
         hierarchy.parent.mkdir(exist_ok=True)
         if hierarchy.version == "v2":
-            with contextlib.suppress(OSError):  # delegated already, or the parent of ours may not enable it
-                (hierarchy.parent.parent / "cgroup.subtree_control").write_text(f"+{hierarchy.controller}")
-            with contextlib.suppress(OSError):
-                (hierarchy.parent / "cgroup.subtree_control").write_text(f"+{hierarchy.controller}")
-        probe = hierarchy.make(f"probe-{os.getpid()}", processes=64, memory_bytes=1 << 30)
+            for name in CONTROLLERS:  # one at a time: a controller the kernel lacks refuses the whole write
+                with contextlib.suppress(OSError):
+                    (hierarchy.parent / "cgroup.subtree_control").write_text(f"+{name}")
+        probe = hierarchy.make(f"probe-{os.getpid()}-{hierarchy.controller}", processes=64, memory_bytes=1 << 30)
         _remove_one(probe)
         return True
     except OSError:
@@ -147,14 +233,17 @@ class CgroupParent:
         return made
 
     def sweep(self) -> int:
-        """Remove the per-call cgroups a process that died left (their names carry the pid that made them):
-        how many were removed."""
+        """Remove the per-call cgroups a process that died left (their names carry the pid that made them), and
+        any carrying this process's own pid: none is this process's yet when it starts (a restarted container's
+        bridge often has the pid its crashed one had), and none is left when it ends (``doctor``). How many were
+        removed."""
         removed = 0
         for hierarchy in {self.memory, *([self.pids] if self.pids is not None else [])}:
             with contextlib.suppress(OSError):
                 for entry in hierarchy.parent.iterdir():
                     owner = entry.name.split("-")[1] if entry.name.count("-") >= 2 else ""
-                    if entry.is_dir() and owner.isdigit() and not process_alive(int(owner)):
+                    if entry.is_dir() and owner.isdigit() and (int(owner) == os.getpid()
+                                                               or not process_alive(int(owner))):
                         _remove_one(entry)
                         removed += 1
         return removed
@@ -181,6 +270,8 @@ def _remove_one(path: Path) -> None:
         if not pids:
             break
         for pid in pids:
+            if pid <= 0:  # a process outside this pid namespace reads as 0: kill(0) would be this process group
+                continue
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
         time.sleep(0.01)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .command import SHM_BYTES, TMP_BYTES
-from .host import CGROUP_DELEGATION, INSTALL_FIX, PROC_FIX, check_bubblewrap
+from .host import INSTALL_FIX, PROC_FIX, check_bubblewrap
 from .identity import SandboxIdentity
 from .limits import SandboxLimits
 from .result import SandboxUnavailable
@@ -46,8 +46,18 @@ def diagnose(limits: SandboxLimits | None = None, *, use_cgroup: bool = True, re
                             if reason is None else reason))
     if reason is not None:
         return findings
+    # the mode chosen as serve chooses it: a real call per mode, best first
     sandbox = Sandbox.detect(limits, bwrap=bwrap, use_cgroup=use_cgroup, require_cgroup=require_cgroup,
-                             identity=identity, prove=False)
+                             identity=identity)
+    try:
+        return _with_sandbox(findings, sandbox, limits, use_cgroup, require_cgroup)
+    finally:
+        if sandbox.cgroups is not None:  # the proof's and the checks' cgroups, removed: nothing left behind
+            sandbox.cgroups.sweep()
+
+
+def _with_sandbox(findings: list[Finding], sandbox: Sandbox, limits: SandboxLimits, use_cgroup: bool,
+                  require_cgroup: bool) -> list[Finding]:
     findings.append(Finding("proc", True, "a /proc of the sandbox's own (its processes only), with /proc/sys, "
                             "/proc/sysrq-trigger, /proc/irq and /proc/bus read-only" if sandbox.proc_refused is None
                             else f"none in the sandbox ({sandbox.proc_refused}): {PROC_FIX}"))
@@ -73,8 +83,8 @@ def _shell(sandbox: Sandbox, use_cgroup: bool) -> Finding:
     if not use_cgroup:
         return Finding("hosted shell", True, "refused by RESPONSES_BRIDGE_CODE_CGROUP=false (the single-process "
                        "mode, chosen here): set it to true where the host delegates a cgroup to run shell commands")
-    return Finding("hosted shell", False, f"shell commands cannot run here: no memory cgroup per call can be made "
-                   f"(a process per command needs one): {CGROUP_DELEGATION}")
+    return Finding("hosted shell", False, f"shell commands cannot run here (a process per command needs a memory "
+                   f"cgroup per call): {sandbox.no_cgroup}")
 
 
 def _containment(sandbox: Sandbox, use_cgroup: bool, require_cgroup: bool) -> Finding:
@@ -86,13 +96,11 @@ def _containment(sandbox: Sandbox, use_cgroup: bool, require_cgroup: bool) -> Fi
                      "no pids controller: processes bounded by the memory each costs")
         return Finding("containment", True, f"cgroup mode: a cgroup per call with {sandbox.cgroups.description}; "
                        f"{processes}")
-    why = ("RESPONSES_BRIDGE_CODE_CGROUP=false" if not use_cgroup else
-           "no memory cgroup can be made here (cgroup v2 not delegated to this process, v1 not writable)")
+    why = "RESPONSES_BRIDGE_CODE_CGROUP=false" if not use_cgroup else sandbox.no_cgroup
     return Finding("containment", True, f"single-process mode ({why}): the code may start no other process "
                    "(subprocess, os.fork and multiprocessing fail with EPERM), so its one address space bounds its "
-                   "memory; kernel memory for file entries is not counted. For subprocesses, "
-                   f"{CGROUP_DELEGATION}; RESPONSES_BRIDGE_CODE_REQUIRE_CGROUP=true refuses the "
-                   "tool instead of this mode")
+                   "memory; kernel memory for file entries is not counted. RESPONSES_BRIDGE_CODE_REQUIRE_CGROUP=true "
+                   "refuses the tool instead of this mode")
 
 
 def _memory(sandbox: Sandbox) -> str:

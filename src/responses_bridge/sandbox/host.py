@@ -16,14 +16,18 @@ NAMESPACE_FIX = ("allow unprivileged user namespaces: on the host, sysctl kernel
                  "Kubernetes, run the pod with seccompProfile and appArmorProfile Unconfined (see "
                  "deploy/kubernetes/sidecar.yaml); in Docker, --security-opt seccomp=unconfined "
                  "--security-opt apparmor=unconfined")
-CGROUP_DELEGATION = ("delegate a cgroup to the bridge (cgroup v2 with the memory controller enabled for its cgroup, "
-                     "e.g. systemd's Delegate=yes, or a writable cgroup v1 memory hierarchy)")
 INSTALL_FIX = "install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install bubblewrap)"
 PROC_FIX = ("this host hides parts of /proc (Docker's and containerd's default masks), so the kernel refuses the "
             "sandbox a /proc of its own; it runs without one. To give it one: in Docker or Compose, "
             "--security-opt systempaths=unconfined (Compose: security_opt: [\"systempaths=unconfined\"]); in "
             "Kubernetes, securityContext.procMount: Unmasked with hostUsers: false (1.33+)")
 """What a host whose ``/proc`` is partly masked costs, and what unmasks it (doctor, serve's start-up warning)."""
+
+
+PROBE_ARGUMENTS = ("--unshare-all", "--unshare-user", "--die-with-parent", "--as-pid-1")
+"""The probes' namespaces. ``--as-pid-1``, as every call has: without it bubblewrap keeps a process of its own as the
+namespace's init, which outlives the bubblewrap this process waits for and is handed to the nearest subreaper (a
+``serve`` run as one kept each as a zombie)."""
 
 
 def _run(command: Sequence[str]) -> tuple[int, str]:
@@ -47,8 +51,7 @@ def check_bubblewrap(bwrap: str | None = None,
         prefix = (identity or SandboxIdentity.for_process()).wrap([])
     except FileNotFoundError as missing:
         return found, str(missing)
-    status, said = _run([*prefix, found, "--unshare-all", "--unshare-user", "--die-with-parent", "--ro-bind",
-                         "/", "/", "true"])
+    status, said = _run([*prefix, found, *PROBE_ARGUMENTS, "--ro-bind", "/", "/", "true"])
     if status == -1:
         return found, f"bubblewrap could not be run ({said}): {INSTALL_FIX}"
     if status != 0:
@@ -60,6 +63,6 @@ def proc_refused(bwrap: str, identity: SandboxIdentity) -> str | None:
     """None when the sandbox can have a fresh ``/proc`` of its own here; else bubblewrap's words. A container
     runtime's default masks (``/dev/null`` over ``/proc/kcore``, read-only ``/proc/sys``, …) make the kernel refuse
     a new procfs inside a user namespace, where the visible one is partly hidden."""
-    status, said = _run([*identity.wrap([]), bwrap, "--unshare-all", "--unshare-user", "--die-with-parent",
-                         "--ro-bind", "/", "/", "--proc", "/proc", "true"])
+    status, said = _run([*identity.wrap([]), bwrap, *PROBE_ARGUMENTS, "--ro-bind", "/", "/", "--proc", "/proc",
+                         "true"])
     return None if status == 0 else said

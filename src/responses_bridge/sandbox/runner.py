@@ -48,14 +48,20 @@ from .slots import FairSlots
 log = structlog.get_logger(__name__)
 SHELL_NEEDS_PROCESSES = (
     "shell commands need processes of their own, and this host gives the sandbox no memory cgroup per call, so it "
-    "runs in the single-process mode, where no process may start another (delegate a cgroup to the bridge: "
-    "`responses-bridge doctor` says how)")
-"""Why the hosted shell is refused in the single-process mode (also what the demo's banner says then)."""
+    "runs in the single-process mode, where no process may start another")
+"""Why the hosted shell is refused in the single-process mode (also what the demo's banner says then); the
+refusal adds which cgroup and which grant (grants.py)."""
 
 SHELL_OFF_BY_SETTING = (
     "shell commands need processes of their own, and RESPONSES_BRIDGE_CODE_CGROUP=false runs every call in the "
     "single-process mode, where no process may start another (set it to true where the host delegates a cgroup)")
 """Why the hosted shell is refused when the deployment chose the single-process mode (not the host's doing)."""
+
+SINGLE_PROCESS_NOTE = (
+    "This sandbox runs your code as one process: subprocess, os.system, os.fork, os.exec*, multiprocessing and "
+    "shell commands are refused (PermissionError: Operation not permitted); do everything in Python itself.")
+"""The code interpreter's description in the single-process mode, and the note after a refused fork or exec."""
+NO_PROC_NOTE = "There is no /proc (psutil and reading /proc/self fail)."
 
 Mode = Literal["cgroup", "single-process"]
 Prepare = Callable[[], contextlib.AbstractAsyncContextManager[Sequence[tuple[Path, str]]]]
@@ -78,6 +84,9 @@ class Sandbox:
         self.identity = identity or SandboxIdentity()
         self.proc_refused = proc_refused
         self.cgroup_off = cgroup_off  # the single-process mode chosen by the setting, not forced by the host
+        self.cgroup_failed: str | None = None
+        self._no_cgroup: str | None = None
+        """Why calls in a cgroup failed where one could be made (the start-up proof fell back): None otherwise."""
         """Why the sandbox has no ``/proc`` of its own here (None: it has one): the host's masks (host.py)."""
         self.bwrap = bwrap
         self.cgroups = cgroups
@@ -106,8 +115,30 @@ class Sandbox:
         if self.unavailable is not None:
             return self.unavailable
         if self.mode == "single-process":
-            return SHELL_OFF_BY_SETTING if self.cgroup_off else SHELL_NEEDS_PROCESSES
+            return SHELL_OFF_BY_SETTING if self.cgroup_off else f"{SHELL_NEEDS_PROCESSES}: {self.no_cgroup}"
         return None
+
+    @property
+    def model_note(self) -> str:
+        """What the code interpreter's description tells the model of this sandbox's limits (empty: none worth
+        saying), so that it does not keep trying what the sandbox refuses."""
+        if self.mode == "cgroup" and self.proc_refused is None:
+            return ""
+        said = [SINGLE_PROCESS_NOTE] if self.mode == "single-process" else []
+        if self.proc_refused is not None:
+            said.append(NO_PROC_NOTE)
+        return " ".join(said)
+
+    @property
+    def no_cgroup(self) -> str:
+        """Why calls get no cgroup here: the cgroup and the grant that fits (grants.py), or why calls in one
+        failed; read once."""
+        if self._no_cgroup is None:
+            from .grants import cgroup_problem
+
+            self._no_cgroup = (f"calls in a cgroup failed here ({self.cgroup_failed})" if self.cgroup_failed
+                               else cgroup_problem())
+        return self._no_cgroup
 
     @classmethod
     def detect(cls, limits: SandboxLimits, *, bwrap: str | None = None, use_cgroup: bool = True,
@@ -115,17 +146,21 @@ class Sandbox:
                egress: EgressSettings | None = None, identity: SandboxIdentity | None = None,
                prove: bool = True) -> Sandbox:
         """The sandbox this machine can give: bubblewrap found on PATH (or ``bwrap``) and able to make its
-        namespaces under the sandbox's host uid (``identity``: this process's default, never root), with a
-        ``/proc`` of its own where the host allows one, the runtime reachable by that uid, and a memory cgroup
-        per call where one can be made (``use_cgroup``). ``require_cgroup``: refuse every call where none can.
-        ``egress``: the deployment's rules for allowlist network policies (None: the deployment allows none).
-        ``prove``: end with one real call (the interpreter started in the sandbox), so that a host that passes
-        every check and still cannot run code is refused at start, not at each call."""
-        from .host import CGROUP_DELEGATION, check_bubblewrap, proc_refused  # these run commands: only when wanted
+        namespaces under the sandbox's host uid (``identity``: this process's default, never root), the runtime
+        reachable by that uid, and a memory cgroup per call where one can be made (``use_cgroup``).
+        ``require_cgroup``: refuse every call where none can. ``egress``: the deployment's rules for allowlist
+        network policies (None: the deployment allows none).
+        ``prove``: choose the mode by what a real call needs — a call with the real arguments of each mode it may
+        use, best first (a cgroup and a ``/proc`` of its own with ``--disable-userns``; a cgroup without
+        ``/proc``; then the single-process mode, with and without ``/proc``), keeping the first that printed:
+        a host that mounts a fresh ``/proc`` but keeps ``/proc/sys`` read-only falls back instead of refusing
+        the tool, and one that passes every check and still cannot run code is refused at start, not at each call.
+        Without ``prove`` the ``/proc`` is chosen by bubblewrap alone (host.py)."""
+        from .grants import cgroup_problem
+        from .host import check_bubblewrap, proc_refused  # these run commands: only when wanted
 
         identity = identity or SandboxIdentity.for_process()
         found, reason = check_bubblewrap(bwrap, identity)
-        no_proc = proc_refused(found, identity) if reason is None and found is not None else None
         if reason is None:
             reason = _unreachable(identity)
         parent = CgroupParent.find() if reason is None and use_cgroup else None
@@ -135,11 +170,33 @@ class Sandbox:
                 log.info("sandbox_cgroups_swept", removed=swept)
         elif reason is None and require_cgroup:
             reason = (f"no memory cgroup can be made for each call and RESPONSES_BRIDGE_CODE_REQUIRE_CGROUP=true "
-                      f"requires one: {CGROUP_DELEGATION}, or allow the single-process mode")
-        sandbox = cls(limits, found, unavailable=reason, cgroups=parent, share=share, egress=egress,
-                      identity=identity, proc_refused=no_proc, cgroup_off=not use_cgroup)
-        if prove and sandbox.unavailable is None:
-            sandbox.unavailable = sandbox.prove()
+                      f"requires one: {cgroup_problem()}; or allow the single-process mode")
+
+        def made(cgroups: CgroupParent | None, no_proc: str | None) -> Sandbox:
+            return cls(limits, found, unavailable=reason, cgroups=cgroups, share=share, egress=egress,
+                       identity=identity, proc_refused=no_proc, cgroup_off=not use_cgroup)
+
+        if not prove or reason is not None or found is None:
+            return made(parent, proc_refused(found, identity) if reason is None and found is not None else None)
+        tried: list[str] = []
+        no_proc: str | None = None
+        cgroup_failed: str | None = None
+        for cgroups in [parent, None] if parent is not None and not require_cgroup else [parent]:
+            for proc in (True, False):
+                sandbox = made(cgroups, None if proc else no_proc or "the call with a /proc of its own failed")
+                if sandbox.unavailable is not None:
+                    return sandbox  # no seccomp filter: nothing any mode could run
+                failed = sandbox.prove()
+                if failed is None:
+                    sandbox.cgroup_failed = cgroup_failed
+                    return sandbox
+                tried.append(f"{sandbox.mode}{'' if proc else ' without /proc'}: {failed}")
+                if proc:
+                    no_proc = failed
+            if cgroups is not None:
+                cgroup_failed = tried[-1]
+        sandbox = made(parent, no_proc)
+        sandbox.unavailable = "; ".join(tried)
         return sandbox
 
     def prove(self) -> str | None:
@@ -154,7 +211,7 @@ class Sandbox:
                 await call.start()
                 return await call.run("print('ok')")
             finally:
-                await call.close()
+                await call.close(settle=True)  # its cgroup removed before this loop ends
 
         with ThreadPoolExecutor(1) as pool:  # not counted in the metrics, and not holding a slot: no call yet
             try:

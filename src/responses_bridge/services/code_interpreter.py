@@ -62,5 +62,7 @@ class CodeInterpreter:
         return CodeRun(container_id, ran.value, ran.changed, ran.notes)
 
     async def skills_note(self, container_id: str, *, tenant: str) -> str:
-        """What the tool's description tells the model of the container's skills (protocol/skills_note.py)."""
-        return await self.runs.skills_note(container_id, tenant=tenant)
+        """What the tool's description tells the model of the sandbox's limits (one process, no ``/proc``, where
+        so) and of the container's skills (protocol/skills_note.py)."""
+        skills = await self.runs.skills_note(container_id, tenant=tenant)
+        return "\n\n".join(note for note in (self.sandbox.model_note, skills) if note)

@@ -1,0 +1,127 @@
+"""The bridge under a real OCI runtime (runc), started as the Dockerfile starts it (``tini -s -- responses-bridge
+serve`` as uid 10001, or as root dropping to it with RESPONSES_BRIDGE_RUN_AS), in the shapes the project ships
+(tests/support/oci.py): where the runtime grants a writable cgroup (Docker 28's writable-cgroups, the Kubernetes
+component), code's subprocesses and the hosted shell run, three children past one call's memory bound are stopped
+with the bridge answering after, and no per-call cgroup is left; where none is granted, code still runs (without
+/proc if need be), the shell's refusal names the cgroup and the grant, and serve warns at start.
+
+On this machine's cgroup (whatever its version), and on a cgroup v2 kernel in a VM: the command that runs a command
+there is CGROUP2_VM_COMMAND (e.g. ``run-in-vm --mem 3072 --``), else ``run-in-vm`` on PATH. One VM boot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.oci import SHAPES
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="runc needs root to make a container's namespaces")
+
+
+def _install_runtime() -> str | None:
+    """runc and tini, from the distribution's packages when missing: None, or why they cannot be had."""
+    if shutil.which("runc") and shutil.which("tini"):
+        return None
+    if shutil.which("apt-get") is None:
+        return "runc and tini are missing and there is no apt-get to install them"
+    subprocess.run(["apt-get", "update", "-qq"], capture_output=True, check=False, timeout=600)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "runc", "tini"], capture_output=True, check=False,
+                   timeout=600)
+    return None if shutil.which("runc") and shutil.which("tini") else "apt-get could not install runc and tini"
+
+
+@pytest.fixture(scope="module")
+def runtime() -> None:
+    missing = _install_runtime()
+    if missing is not None:
+        pytest.fail(missing)  # CI's machine has apt-get: a runtime that cannot be had is a failure, not a skip
+
+
+def _scenario(prefix: list[str], workdir: str, shapes: list[str], env: dict[str, str],
+              timeout: float) -> dict[str, dict[str, Any]]:
+    done = subprocess.run([*prefix, "env", *(f"{key}={value}" for key, value in env.items()), sys.executable,
+                           "-m", "tests.support.oci_scenario", workdir, *shapes], capture_output=True, text=True,
+                          cwd=ROOT, timeout=timeout, check=False)
+    reports = {}
+    for line in done.stdout.splitlines():
+        if line.startswith("{"):
+            report = json.loads(line)
+            reports[report["shape"]] = report
+    assert set(reports) == set(shapes), done.stdout[-3000:] + done.stderr[-3000:]
+    return reports
+
+
+def _events(report: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    return [event for event in report["events"] if event.get("event") == name]
+
+
+def _check(report: dict[str, Any], *, v2: bool) -> None:
+    shape = SHAPES[report["shape"]]
+    assert report["ready"], report.get("log")
+    [ready] = _events(report, "sandbox_ready")
+    assert report["after"] == {"status": "completed", "logs": "4\n"}, report["after"]
+    if shape.granted:
+        assert ready["mode"] == "cgroup" and ready["shell"] is True, report["events"]
+        assert report["bridge_uid"] and set(report["bridge_uid"]) == {10001}  # dropped from root, serving
+        assert "from-a-subprocess" in report["subprocess"]["logs"], report["subprocess"]
+        assert report["shell"] == {"stdout": "shell-ran\n0\n"}, report["shell"]
+        children = report["children"]["logs"]
+        assert "ran out of memory" in children or "children" not in children, children  # stopped at the bound
+        assert report["left"] == [], report["left"]  # every per-call cgroup (the probe's too) removed
+        assert not _events(report, "sandbox_shell_unavailable")
+    else:
+        assert ready["mode"] == "single-process" and ready["shell"] is False
+        assert "this sandbox runs one process" in report["subprocess"]["logs"], report["subprocess"]
+        refusal = report["shell"]["error"]
+        assert "400" in refusal and "cgroup" in refusal and "writable-cgroups=true" in refusal, refusal
+        [warned] = _events(report, "sandbox_shell_unavailable")
+        assert "writable" in warned["cause"] or "RUN_AS" in warned["cause"]
+    assert report["stopped"] and not report["init_failed"], report.get("log")  # a stop reaches the bridge
+    if shape.masks and not v2:
+        assert ready["proc"] is False and _events(report, "sandbox_without_proc")
+
+
+def test_shapes_on_this_machines_cgroups(runtime: None, tmp_path: Path) -> None:
+    v2 = Path("/sys/fs/cgroup/cgroup.controllers").exists()
+    reports = _scenario([], str(tmp_path), list(SHAPES), {"SCENARIO_DOCTOR": "1"}, timeout=600)
+    for report in reports.values():
+        _check(report, v2=v2)
+        # doctor, run in the container as an operator would: code runs in every shape (exit 0); with
+        # --require-shell (a deployment offering the shell) it fails exactly where no cgroup is granted
+        doctor, gate = report["doctor"], report["doctor--require-shell"]
+        assert doctor["status"] == 0 and "code interpreter: code runs in the sandbox here" in doctor["out"], doctor
+        assert gate["status"] == (0 if SHAPES[report["shape"]].granted else 1), gate
+        assert ("hosted shell: shell commands run" in gate["out"]) == SHAPES[report["shape"]].granted
+
+
+def _vm_command() -> list[str] | None:
+    given = os.environ.get("CGROUP2_VM_COMMAND")
+    if given:
+        return shlex.split(given)
+    found = shutil.which("run-in-vm")
+    return [found, "--mem", "3072", "--timeout", "900", "--"] if found else None
+
+
+def test_shapes_on_a_cgroup_v2_kernel(runtime: None) -> None:
+    command = _vm_command()
+    if command is None:
+        pytest.skip("no cgroup v2 VM to run in: set CGROUP2_VM_COMMAND to a command that runs a command "
+                    "on a cgroup v2 kernel (this checkout shared at its path), or put run-in-vm on PATH")
+    # two shapes, one boot (~2 min of software emulation): the granted pod (masks, read-only root, a writable cgroup:
+    # the leaf, the delegation, the /proc fallback in the cgroup mode) and the pod granted nothing (the masks'
+    # fallback in the single-process mode, the refusal's words). CGROUP2_VM_SHAPES names others (compose-writable).
+    shapes = os.environ.get("CGROUP2_VM_SHAPES", "pod-writable pod").split()
+    reports = _scenario(command, "/tmp/oci", shapes, {"SCENARIO_START_SECONDS": "300", "SCENARIO_ONE_AT_A_TIME": "1"},
+                        timeout=900)
+    for report in reports.values():
+        _check(report, v2=True)
