@@ -66,6 +66,11 @@ class Settings(CodeSandboxSettings, EndpointSettings):
         "get 503 `server_overloaded` with Retry-After; WebSocket turns count from when they are queued. Unset: half "
         "the container's memory limit (else the machine's); with several workers each takes its share; 0: no "
         "budget"))
+    memory_budget_share: float = Field(default=0.5, gt=0, le=1, description=(
+        "the part of the memory budget one tenant's requests in flight may hold together (with `auth: none`, one "
+        "caller's, told apart by its Authorization key; callers sending none share one); past it that tenant's "
+        "new requests wait up to 2 s, then get 503 `memory_share_exceeded` with Retry-After while the others are "
+        "served; 1: no share, first come first served"))
     unknown_fields: Literal["reject", "warn"] = Field(default="reject", description=(
         "a request field OpenAI does not define where it appears (`temprature`, a tool's `enviroment`, a "
         "container's `memory_limt`: every create and update body): `reject` "

@@ -1,4 +1,5 @@
-"""The HTTP door's per-tenant limits (services/limits.py): a slot per request in flight, and the tenant's body size.
+"""The HTTP door's per-tenant limits (services/limits.py): a slot per request in flight, the tenant's body size and
+its share of the memory budget (services/memory_budget.py).
 
 Runs after the identity middleware (it needs the tenant) and around everything a route does, so a streamed answer
 holds its slot until its last byte, and a client that goes away or a handler that fails gives it back. Not
@@ -23,6 +24,7 @@ SLOT = web.RequestKey("slot", Slot)
 
 
 def limits_middleware(limits: TenantLimits, memory: MemoryBudget) -> web.middleware:  # type: ignore[valid-type]
+
     @web.middleware
     async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
         if _exempt(request.path) or request.method == "DELETE" or request.path.endswith("/cancel"):
@@ -34,7 +36,8 @@ def limits_middleware(limits: TenantLimits, memory: MemoryBudget) -> web.middlew
         except APIError as error:
             return limit_response(error)
         request[SLOT] = slot
-        held = request[HELD_MEMORY] = Held(memory)  # reserved by read_body (params.py), once the size is known
+        # reserved by read_body (params.py) as the bytes arrive, against the caller's share
+        held = request[HELD_MEMORY] = Held(memory, memory.holder(tenant, request.headers.get("Authorization")))
         try:
             return await handler(request)
         finally:

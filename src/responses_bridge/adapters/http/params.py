@@ -29,14 +29,13 @@ async def read_body(request: web.Request) -> bytes:
     """The whole request body, at most the tenant's limit or the app's ``client_max_size`` (a 413 past it), read once
     and kept by nobody but the caller. aiohttp's ``request.read()`` keeps the bytes on the request for as long as
     the handler runs (for ``POST /v1/responses`` the whole upstream call, minutes for a stream), next to what was
-    parsed from them; a large body is then held twice for no use."""
+    parsed from them; a large body is then held twice for no use. The body's part of the memory budget is reserved
+    as its bytes arrive (a 503 when the budget or the tenant's share is full), never its declared size up front."""
     limit = request.get(BODY_LIMIT) or request.client_max_size
     declared = request.content_length
     if limit and declared is not None and declared > limit:
         raise request_too_large(limit)
     held = request.get(HELD_MEMORY)
-    if held is not None and declared is not None:
-        await held.reserve(declared)  # before a byte is read: a 503 past the budget (services/memory_budget.py)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.content.iter_any():
@@ -44,8 +43,8 @@ async def read_body(request: web.Request) -> bytes:
         if limit and size > limit:
             raise request_too_large(limit)
         chunks.append(chunk)
-    if held is not None and declared is None:
-        await held.reserve(size)
+        if held is not None and not held.try_cover(size, declared):  # as the bytes arrive, a step at a time
+            await held.cover(size, declared)
     return b"".join(chunks)
 
 
