@@ -14,6 +14,7 @@ from ...protocol.request import parse_json_object
 from ...run.response_run import LARGE_BODY_BYTES
 from ...services.limits import request_too_large
 from ...services.memory_budget import Held
+from .body_watch import BODY_WATCH
 
 BODY_LIMIT = web.RequestKey("body_limit", int)
 """The request key of the caller's own body limit (limits.py: the tenant's, never above ``client_max_size``)."""
@@ -44,8 +45,19 @@ async def read_body(request: web.Request) -> bytes:
             raise request_too_large(limit)
         chunks.append(chunk)
         if held is not None and not held.try_cover(size, declared):  # as the bytes arrive, a step at a time
-            await held.cover(size, declared)
+            await _wait_for_room(request, held, size, declared)
     return b"".join(chunks)
+
+
+async def _wait_for_room(request: web.Request, held: Held, size: int, declared: int | None) -> None:
+    """The budget (or the tenant's share) is full: wait for room, the client's body clock stopped meanwhile
+    (nothing is read, so flow control stops the client too); a 503 past the wait (services/memory_budget.py)."""
+    watch = request.get(BODY_WATCH)
+    if watch is None:
+        await held.cover(size, declared)
+        return
+    with watch.paused():
+        await held.cover(size, declared)
 
 
 UNKNOWN_FIELDS: web.AppKey[UnknownFields] = web.AppKey("unknown_fields")
