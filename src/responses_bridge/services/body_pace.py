@@ -1,4 +1,6 @@
-"""How long a request body may take to arrive, the same rule on both doors.
+"""How long a request body may take to arrive: the rule the HTTP door holds every body to (adapters/http/body_watch.py),
+and so every route Envoy streams to it. The ext_proc door is given bodies Envoy has buffered whole (a slow client
+there holds Envoy's buffer, bounded by its ``stream_idle_timeout``, and nothing of the bridge's until its end).
 
 A request holds its part of the memory budget (services/memory_budget.py), its tenant's slot and a connection while
 its body arrives; a client that declares a large body and then sends nothing (or a byte now and then) would hold

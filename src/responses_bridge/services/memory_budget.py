@@ -15,8 +15,8 @@ at its share leaves the rest to the others. Past the budget or the share, new wo
 :data:`WAIT_SECONDS` for room (room freed goes first to the waiting holder that holds least), then gets a 503 with
 ``Retry-After`` (the openai SDKs retry it): ``server_overloaded`` for the whole budget, ``memory_share_exceeded``
 naming the share for a holder at its own. A request larger than a share runs when its holder holds nothing else,
-rather than never. How long a body may take to arrive is bounded by the doors (services/body_pace.py), so an idle
-connection gives its steps back.
+rather than never. How long a body may take to arrive is bounded (services/body_pace.py), so an idle connection
+gives its steps back.
 
 The budget defaults to half of what the process may use: the cgroup's memory limit (a container's, a pod's), else
 the machine's memory, shared among the workers.
