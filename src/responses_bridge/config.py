@@ -66,6 +66,18 @@ class Settings(CodeSandboxSettings, EndpointSettings):
         "get 503 `server_overloaded` with Retry-After; WebSocket turns count from when they are queued. Unset: half "
         "the container's memory limit (else the machine's); with several workers each takes its share; 0: no "
         "budget"))
+    memory_budget_share: float = Field(default=0.5, gt=0, le=1, description=(
+        "the part of the memory budget one tenant's requests in flight may hold together (with `auth: none`, one "
+        "caller's, told apart by its Authorization key; callers sending none share one); past it that tenant's "
+        "new requests wait up to 2 s, then get 503 `memory_share_exceeded` with Retry-After while the others are "
+        "served; 1: no share, first come first served"))
+    request_body_timeout: float = Field(default=30.0, ge=0, description=(
+        "seconds a request body may take to arrive, plus one second for every `request_body_min_rate` bytes "
+        "received; a slower body is answered 408 `request_timeout` and its connection closed, giving back what it "
+        "held (memory budget, tenant slot); 0: no bound"))
+    request_body_min_rate: int = Field(default=32 * 1024, ge=0, description=(
+        "bytes per second a request body earns more time with (see `request_body_timeout`): a client sending at "
+        "least this fast never meets the bound; 0: `request_body_timeout` is the deadline of the whole body"))
     unknown_fields: Literal["reject", "warn"] = Field(default="reject", description=(
         "a request field OpenAI does not define where it appears (`temprature`, a tool's `enviroment`, a "
         "container's `memory_limt`: every create and update body): `reject` "

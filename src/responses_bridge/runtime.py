@@ -99,7 +99,8 @@ class Runtime:
 
     def __post_init__(self) -> None:
         self.limits = TenantLimits(self.settings)
-        self.memory = MemoryBudget(self.settings.memory_budget())
+        self.memory = MemoryBudget(self.settings.memory_budget(), self.settings.memory_budget_share,
+                                   by_client_key=self.settings.auth == "none")
 
     def new_run_framed(self, framing: Framing, store: ResponseStore | None = None, *, tenant: str) -> ResponseRun:
         """A run of ``tenant`` whose events are always emitted, framed as asked (``"json"``: WebSocket mode),

@@ -3,6 +3,8 @@ budget (``RESPONSES_BRIDGE_MEMORY_BUDGET_BYTES``, 3 MiB) one large request fills
 request's stream is held open, a request through either door waits its two seconds and gets a 503
 ``server_overloaded`` in the OpenAI shape with ``Retry-After`` (the SDK raises ``InternalServerError`` and would
 retry it), and so does a WebSocket turn; once the held stream ends, the budget comes back and requests are served.
+The budget here has no per-caller share (``RESPONSES_BRIDGE_MEMORY_BUDGET_SHARE=1``), so that one request can fill
+it; the share: tests/integration/test_memory_fairness.py.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ async def stack(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) ->
     listen_port = free_port()
     async with running_sidecar(str(tmp_path_factory.mktemp("memory")), fake_upstream, "--upstream-via",
                                f"http://127.0.0.1:{listen_port}/v1",
-                               env={"RESPONSES_BRIDGE_MEMORY_BUDGET_BYTES": str(BUDGET)}) as sidecar:
+                               env={"RESPONSES_BRIDGE_MEMORY_BUDGET_BYTES": str(BUDGET),
+                                    "RESPONSES_BRIDGE_MEMORY_BUDGET_SHARE": "1"}) as sidecar:
         envoy = await start_envoy(render_bootstrap(
             listen_port=listen_port, extproc_port=sidecar.extproc_port,
             http_port=int(sidecar.http_url.rsplit(":", 1)[1]), upstream=fake_upstream, admin_port=0))

@@ -187,6 +187,10 @@ MEMORY_REFUSED = Counter("responses_bridge_memory_budget_refused_total",
 MEMORY_HELD = Gauge("responses_bridge_memory_budget_held_bytes",
                     "Bytes of the memory budget the requests in flight hold (their bodies' estimated cost)",
                     multiprocess_mode="livesum")
+# Request bodies that arrived too slowly (services/body_pace.py): answered 408 and their connections closed.
+BODY_TIMEOUTS = Counter("responses_bridge_request_body_timeouts_total",
+                        "Requests answered 408 because their body did not arrive within its deadline "
+                        "(request_body_timeout, request_body_min_rate)")
 
 
 SANDBOX_RUNS = Counter("responses_bridge_sandbox_runs_total",

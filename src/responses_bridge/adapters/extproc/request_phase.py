@@ -21,7 +21,7 @@ from ...run.response_run import LARGE_BODY_BYTES
 from ...run.runs import Run
 from ...services.identity import SIDECAR_HEADER
 from ...services.limits import RETRY_AFTER_SECONDS, request_too_large
-from ...services.memory_budget import OVERLOADED
+from ...services.memory_budget import RETRY_LATER
 from . import messages as m
 from .routing import Routing, _sidecar_header
 from .stream_state import CHAT_PATHS, JSON, REQUEST_REMOVE, RESPONSES_PATHS, background_stream_wait
@@ -89,10 +89,22 @@ class RequestPhase(Routing):
         all collected."""
         if not self.request_bytes:  # the first chunk: the tenant is known now (it comes with the body)
             self.max_bytes = self.runtime.limits.max_request_bytes(self.tenant)
+            self.held.holder = self.runtime.memory.holder(self.tenant, self.authorization)
         self.request_bytes += len(self.request_body[-1])
         if self.request_bytes > self.max_bytes:
             self.request_body = []
             return self._too_large()
+        # the body's part of the memory budget, as its bytes arrive (a buffered body comes whole, in one message):
+        # a 503 past the budget or the caller's share, given back when the stream ends (servicer.py)
+        declared = self.request_bytes if end_of_stream else None
+        if not self.held.try_cover(self.request_bytes, declared):
+            try:
+                await self.held.cover(self.request_bytes, declared)
+            except APIError as error:
+                self.request_body = []
+                self.done = True
+                return m.immediate_response(error.status, error.body(), JSON,
+                                            [("retry-after", str(RETRY_AFTER_SECONDS))])
         if not end_of_stream:
             response = ProcessingResponse()
             response.request_body.response.body_mutation.body = b""
@@ -116,8 +128,6 @@ class RequestPhase(Routing):
             return self._too_large()
         large = len(body) > LARGE_BODY_BYTES
         try:
-            # before it is decoded: a 503 past the process's budget, given back when the stream ends (servicer.py)
-            self.held = await self.runtime.memory.reserve(len(body))
             decoded = await asyncio.to_thread(parse_json_object, body) if large else parse_json_object(body)
             del body  # decoded: the bytes are let go before the translation
             if self.sidecar_route and (runs_server_tools(decoded.get("tools"), self.runtime.served_tools)
@@ -135,7 +145,7 @@ class RequestPhase(Routing):
             upstream = await run.begin(decoded, large=large)
         except APIError as error:
             self.done = True
-            retry = ([("retry-after", str(RETRY_AFTER_SECONDS))] if error.status == 429 or error.code == OVERLOADED
+            retry = ([("retry-after", str(RETRY_AFTER_SECONDS))] if error.status == 429 or error.code in RETRY_LATER
                      else [])
             return m.immediate_response(error.status, error.body(), JSON, retry)
         except Exception:

@@ -14,7 +14,7 @@ from ...protocol.errors import shut_down_mid_response, shutting_down
 from ...run.runs import Run
 from ...runtime import Runtime
 from ...services.limits import UNLIMITED
-from ...services.memory_budget import NOTHING
+from ...services.memory_budget import Held
 from ...store.base import DEFAULT_TENANT
 from ...upstreams import Route
 from .observe import StreamObservation
@@ -118,4 +118,5 @@ class StreamState:
         self.tenant = DEFAULT_TENANT  # the caller's, resolved from the forwarded credentials with the body
         self.max_bytes = runtime.settings.max_request_bytes  # the tenant's own, once known (first body chunk)
         self.slot = UNLIMITED  # the tenant's request in flight, taken when the run begins (services/limits.py)
-        self.held = NOTHING  # of the process's memory budget, reserved with the body (services/memory_budget.py)
+        # of the process's memory budget, reserved as the body arrives (services/memory_budget.py)
+        self.held = Held(runtime.memory)  # its holder is known with the body's first chunk (request_phase.py)

@@ -43,7 +43,9 @@ EMBEDDER: web.AppKey[dict[str, Any] | None] = web.AppKey("embedder")  # its GET 
 def create_app(runtime: Runtime) -> web.Application:
     drain = Drain(runtime)  # outermost middleware: while draining, new requests get a 503 before anything else
     identify = identity_middleware(runtime.identity)  # RESPONSES_BRIDGE_AUTH: services/identity.py
-    limit = limits_middleware(runtime.limits, runtime.memory)  # per tenant: 429, 413; the memory budget: 503
+    limit = limits_middleware(runtime.limits, runtime.memory,  # per tenant: 429, 413; the memory budget: 503
+                              body_timeout=runtime.settings.request_body_timeout,  # a body too slow: 408
+                              body_min_rate=runtime.settings.request_body_min_rate)
     app = web.Application(middlewares=[observe_middleware, drain.middleware, error_middleware, identify, limit],
                           client_max_size=runtime.settings.max_request_bytes)
     app.on_response_prepare.append(echo_request_id)  # X-Request-Id on every answer (observe.py)

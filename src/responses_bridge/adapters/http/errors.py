@@ -9,7 +9,7 @@ from aiohttp import web
 
 from ...protocol.errors import APIError
 from ...services.limits import RETRY_AFTER_SECONDS
-from ...services.memory_budget import OVERLOADED
+from ...services.memory_budget import RETRY_LATER
 
 log = structlog.get_logger("responses_bridge.http")
 
@@ -20,7 +20,7 @@ def error_response(error: APIError) -> web.Response:
     """The OpenAI error; a 429 (a tenant's limit) or 503 (the memory budget) with the ``Retry-After`` the openai
     SDKs honour."""
     response = web.Response(status=error.status, body=error.body(), content_type="application/json")
-    if error.status == 429 or error.code == OVERLOADED:
+    if error.status == 429 or error.code in RETRY_LATER:
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response
 

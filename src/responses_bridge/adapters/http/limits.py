@@ -1,4 +1,5 @@
-"""The HTTP door's per-tenant limits (services/limits.py): a slot per request in flight, and the tenant's body size.
+"""The HTTP door's per-tenant limits (services/limits.py): a slot per request in flight, the tenant's body size, its
+share of the memory budget (services/memory_budget.py) and the pace its body must arrive at (body_watch.py).
 
 Runs after the identity middleware (it needs the tenant) and around everything a route does, so a streamed answer
 holds its slot until its last byte, and a client that goes away or a handler that fails gives it back. Not
@@ -13,6 +14,7 @@ from aiohttp import web
 from ...protocol.errors import APIError
 from ...services.limits import Slot, TenantLimits
 from ...services.memory_budget import Held, MemoryBudget
+from .body_watch import BODY_WATCH, BodyTooSlow, BodyWatch, answer_too_slow
 from .drain import _exempt
 from .errors import Handler, error_response
 from .identity import request_tenant
@@ -22,7 +24,10 @@ SLOT = web.RequestKey("slot", Slot)
 """The request key of its :class:`Slot`, for a route that hands it on (a background response keeps it)."""
 
 
-def limits_middleware(limits: TenantLimits, memory: MemoryBudget) -> web.middleware:  # type: ignore[valid-type]
+def limits_middleware(limits: TenantLimits, memory: MemoryBudget, *, body_timeout: float = 0.0,
+                      body_min_rate: int = 0) -> web.middleware:  # type: ignore[valid-type]
+    """``body_timeout``, ``body_min_rate``: the settings of a body's pace (services/body_pace.py)."""
+
     @web.middleware
     async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
         if _exempt(request.path) or request.method == "DELETE" or request.path.endswith("/cancel"):
@@ -34,12 +39,27 @@ def limits_middleware(limits: TenantLimits, memory: MemoryBudget) -> web.middlew
         except APIError as error:
             return limit_response(error)
         request[SLOT] = slot
-        held = request[HELD_MEMORY] = Held(memory)  # reserved by read_body (params.py), once the size is known
+        # reserved by read_body (params.py) as the bytes arrive, against the caller's share
+        held = request[HELD_MEMORY] = Held(memory, memory.holder(tenant, request.headers.get("Authorization")))
+        watch = None
+        if request.body_exists and body_timeout:  # its body must come at a pace, or it is answered 408
+            watch = request[BODY_WATCH] = BodyWatch(request, body_timeout, body_min_rate)
         try:
-            return await handler(request)
+            response = await handler(request)
+        except BodyTooSlow as slow:
+            return await answer_too_slow(request, slow)
+        except Exception:
+            if watch is not None and watch.fired is not None:  # whatever the route made of the failed body
+                return await answer_too_slow(request, watch.fired)
+            raise
         finally:
+            if watch is not None:
+                watch.stop()
             slot.release()
             held.release()
+        if watch is not None and watch.fired is not None and not response.prepared:
+            return await answer_too_slow(request, watch.fired)
+        return response
 
     return limit
 

@@ -120,6 +120,7 @@ class WebSocketSession:
                  client_authorization: str | None = None, *, tenant: str) -> None:
         self.runtime = runtime
         self.tenant = tenant  # the upgrade request's: every turn of the connection is this tenant's
+        self.memory_holder = runtime.memory.holder(tenant, client_authorization)  # whose share its turns hold
         self.upstream = upstream
         self.clients = clients or {}  # several upstreams: each turn goes to its model's (upstreams.py)
         self.client_authorization = client_authorization
@@ -191,7 +192,7 @@ class WebSocketSession:
             return
         await self.lanes.room(len(frame))
         try:  # what the turn will cost parsed, held from now to its end: a 503 past the process's budget
-            held = await self.runtime.memory.reserve(len(frame))
+            held = await self.runtime.memory.reserve(len(frame), holder=self.memory_holder)
         except APIError as error:
             await self.send_error(error, suffix)
             return
