@@ -29,6 +29,7 @@ from typing import Any
 import grpc
 from aiohttp import web
 
+from ..sandbox.command import python_binds
 from ..sandbox.identity import SandboxIdentity
 
 try:
@@ -170,7 +171,11 @@ class StandInPodServer:
         ``/mnt``, a fresh ``/tmp``, no network, a PID namespace whose end ends every process in it."""
         wrapped = ["bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "--tmpfs", "/tmp",
                    "--tmpfs", "/run", "--tmpfs", "/root", "--tmpfs", "/home", "--dev", "/dev", "--proc", "/proc",
-                   "--bind", str(self.root / "mnt"), "/mnt", "--chdir", cwd or "/mnt/data", "--", *argv]
+                   "--bind", str(self.root / "mnt"), "/mnt"]
+        for source, target in python_binds():  # the image's Python: the bridge's own, where it lies (under /root)
+            if source == target:
+                wrapped += ["--ro-bind", source, target]
+        wrapped += ["--chdir", cwd or "/mnt/data", "--", *argv]
         # the pod's memory as each process's RLIMIT_AS (util-linux's prlimit: no preexec_fn in a gRPC server)
         return ["prlimit", f"--as={self.memory_bytes}", "--", *self.identity.wrap(wrapped)]
 

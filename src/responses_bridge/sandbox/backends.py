@@ -17,9 +17,21 @@ if TYPE_CHECKING:
     from .egress import EgressSettings
 
 
+MISSING_EXTRA = ("RESPONSES_BRIDGE_CODE_SANDBOX_BACKEND=agent-sandbox needs the agent-sandbox extra, which is not "
+                 "installed: pip install 'responses-bridge[agent-sandbox]'")
+
+
 async def open_backend(settings: Settings, limits: SandboxLimits, *, share: Callable[[str], int],
                        egress: EgressSettings | None) -> SandboxBackend:
-    """The configured backend, checked (bubblewrap: its namespaces made and one real call run)."""
+    """The configured backend, checked (bubblewrap: its namespaces made and one real call run; agent-sandbox: its
+    client made — the cluster is checked by ``doctor``, and each claim says why it failed)."""
+    if settings.code_sandbox_backend == "agent-sandbox":
+        try:
+            from .agent_sandbox.backend import AgentSandboxBackend
+        except ImportError:
+            from .agent_sandbox.refused import RefusedBackend
+            return RefusedBackend(limits, MISSING_EXTRA)
+        return AgentSandboxBackend.from_settings(settings, limits, share=share)
     from .identity import SandboxIdentity
     from .runner import Sandbox
 

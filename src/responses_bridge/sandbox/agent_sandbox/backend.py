@@ -1,0 +1,176 @@
+"""The ``agent-sandbox`` backend: each call runs in a pod claimed from the ``SandboxWarmPool`` of its container's
+memory tier (``RESPONSES_BRIDGE_AGENT_SANDBOX_POOLS``), through the ``k8s-agent-sandbox`` client — a
+``SandboxClaim`` made with a shutdown time (the call's time limit and a margin: a bridge that crashes mid-call
+leaves nothing past it), watched until Ready within ``RESPONSES_BRIDGE_AGENT_SANDBOX_READY_TIMEOUT`` (else a clear
+error and the ``not_ready`` metric, never a hang), the pod reached at its IP on the runtime's REST and gRPC ports,
+and the claim deleted when the call ends, whatever way it ends.
+
+A claim per call, not per container: the container's files live in the bridge's store and are laid out fresh in
+each call (as on bubblewrap), so a pod never holds a tenant's files past its call, and a warm pool makes the claim
+sub-second. What this backend does not give yet it refuses before anything is made (:meth:`refusal`): a network
+policy (the egress proxy's per-claim credential is not wired), and a tier no pool serves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import structlog
+from k8s_agent_sandbox import AsyncSandboxClient
+from k8s_agent_sandbox.commands._process_stubs import process_pb2_grpc
+from k8s_agent_sandbox.exceptions import SandboxError, SandboxWarmPoolNotFoundError
+from k8s_agent_sandbox.models import SandboxdInClusterConnectionConfig
+from kubernetes_asyncio.client import ApiClient, ApiException, Configuration
+
+from ...observability import metrics, tracing
+from ..backend import JobKind, Prepare, SandboxSession
+from ..egress_policy import NetworkPolicy
+from ..limits import SandboxLimits
+from ..result import SandboxBusy, SandboxResult, SandboxUnavailable
+from ..slots import FairSlots
+from . import transfer
+from .session import PodSession
+
+if TYPE_CHECKING:
+    from ...config import Settings
+
+log = structlog.get_logger(__name__)
+SHUTDOWN_MARGIN_SECONDS = 60
+"""Past the call's time limit and the claim's own deadline, when the controller deletes a claim nobody deleted."""
+DEFAULT_TIER = "1g"
+NO_EGRESS = ("the agent-sandbox backend gives sandbox pods no network yet (the egress proxy's per-claim credential "
+             "is not wired): only network_policy 'disabled' runs here")
+
+
+class AgentSandboxBackend:
+    """Pods claimed per call from warm pools (one per memory tier)."""
+
+    def __init__(self, limits: SandboxLimits, client: AsyncSandboxClient[Any], *, namespace: str,
+                 pools: dict[str, str], ready_timeout: float, python: str,
+                 share: Callable[[str], int] | None = None) -> None:
+        self.limits = limits
+        self.client = client
+        self.namespace = namespace
+        self.pools = pools
+        self.ready_timeout = ready_timeout
+        self.python = python
+        self.unavailable: str | None = None if pools else "RESPONSES_BRIDGE_AGENT_SANDBOX_POOLS names no warm pool"
+        self.slots = FairSlots(limits.slots, share or (lambda tenant: limits.slots))
+
+    @classmethod
+    def from_settings(cls, settings: Settings, limits: SandboxLimits, *,
+                      share: Callable[[str], int] | None = None) -> AgentSandboxBackend:
+        from ...config_agent_sandbox import parse_pools
+
+        api_client = None
+        if settings.agent_sandbox_api_url:
+            api_client = ApiClient(Configuration(host=settings.agent_sandbox_api_url))
+        connection = SandboxdInClusterConnectionConfig(mode="in-cluster-pod-ip",
+                                                       rest_port=settings.agent_sandbox_rest_port,
+                                                       grpc_port=settings.agent_sandbox_grpc_port)
+        client: AsyncSandboxClient[Any] = AsyncSandboxClient(connection_config=connection, api_client=api_client,
+                                                             cleanup=False)
+        return cls(limits, client, namespace=settings.agent_sandbox_namespace,
+                   pools=parse_pools(settings.agent_sandbox_pools), ready_timeout=settings.agent_sandbox_ready_timeout,
+                   python=settings.agent_sandbox_python, share=share)
+
+    @property
+    def shell_unavailable(self) -> str | None:
+        return self.unavailable
+
+    def refusal(self, job: JobKind, *, memory_limit: str | None = None, network: bool = False,
+                skills: bool = False) -> str | None:
+        if self.unavailable is not None:
+            return self.unavailable
+        tier = memory_limit or DEFAULT_TIER
+        if tier not in self.pools:
+            return (f"no SandboxWarmPool serves memory_limit {tier} on this server (RESPONSES_BRIDGE_AGENT_SANDBOX_"
+                    f"POOLS serves {', '.join(sorted(self.pools))})")
+        if network:
+            return NO_EGRESS
+        return None
+
+    @contextlib.asynccontextmanager
+    async def call(self, *, tenant: str = "", job: JobKind = "python", read_only: Sequence[tuple[Path, str]] = (),
+                   network: NetworkPolicy | None = None, prepare: Prepare | None = None,
+                   memory_limit: str | None = None) -> AsyncIterator[SandboxSession]:
+        refused = self.refusal(job, memory_limit=memory_limit, network=network is not None)
+        if refused is not None:
+            metrics.sandbox_run("refused", None, job=job)
+            raise SandboxUnavailable(refused)
+        if not await self.slots.acquire(tenant, self.limits.timeout):
+            metrics.sandbox_run("refused", None, job=job)
+            raise SandboxBusy(SandboxResult("refused", "", "", note=(
+                f"Execution did not start: all {self.limits.slots} sandboxes stayed busy for "
+                f"{self.limits.timeout:g} s.")))
+        pool = self.pools[memory_limit or DEFAULT_TIER]
+        metrics.SANDBOX_LIVE.inc()
+        try:
+            with tracing.span("sandbox run", {"responses_bridge.sandbox.backend": "agent-sandbox",
+                                              "responses_bridge.sandbox.pool": pool}):
+                async with contextlib.AsyncExitStack() as stack:
+                    binds = [*read_only, *(await stack.enter_async_context(prepare()) if prepare else [])]
+                    staging = Path(tempfile.mkdtemp(prefix="rb-pod-call-"))
+                    stack.callback(shutil.rmtree, staging, True)
+                    started = time.monotonic()
+                    sandbox = await self._claim(pool)
+                    stack.push_async_callback(self._end, sandbox)
+                    for tree, target in binds:  # skills: laid out once, beside /mnt/data, never collected
+                        await transfer.upload_tree(sandbox.files, tree, target.strip("/"))
+                    stub = process_pb2_grpc.ProcessServiceStub(await sandbox.connector.grpc_channel())
+                    yield PodSession(sandbox, stub, self.limits, staging, python=self.python,
+                                     claimed_in=time.monotonic() - started)
+        finally:
+            metrics.SANDBOX_LIVE.dec()
+            self.slots.release(tenant)
+
+    async def _claim(self, pool: str) -> Any:
+        """A Ready pod of ``pool``; raises :class:`SandboxUnavailable` naming why not (the claim rolled back)."""
+        started = time.monotonic()
+        try:
+            sandbox = await self.client.create_sandbox(
+                pool, namespace=self.namespace, sandbox_ready_timeout=max(1, round(self.ready_timeout)),
+                shutdown_after_seconds=int(self.limits.timeout + self.ready_timeout) + SHUTDOWN_MARGIN_SECONDS,
+                labels={"app.kubernetes.io/managed-by": "responses-bridge"})
+        except TimeoutError:
+            metrics.sandbox_claim(pool, "not_ready")
+            raise SandboxUnavailable(
+                f"no sandbox of the warm pool {pool} became ready within {self.ready_timeout:g} s (does the pool "
+                "have ready pods? `responses-bridge doctor` checks it)") from None
+        except SandboxWarmPoolNotFoundError:
+            metrics.sandbox_claim(pool, "pool_missing")
+            raise SandboxUnavailable(f"the SandboxWarmPool {pool} does not exist in namespace "
+                                     f"{self.namespace}") from None
+        except ApiException as error:
+            metrics.sandbox_claim(pool, "refused")
+            raise SandboxUnavailable(f"the Kubernetes API refused the SandboxClaim ({error.status} "
+                                     f"{error.reason})") from None
+        except (SandboxError, aiohttp.ClientError, OSError, ValueError) as error:  # the client's, a connection
+            metrics.sandbox_claim(pool, "failed")
+            log.warning("sandbox_claim_failed", pool=pool, error=str(error)[:300])
+            raise SandboxUnavailable(f"no sandbox could be claimed from the warm pool {pool} "
+                                     f"({type(error).__name__})") from None
+        metrics.sandbox_claim(pool, "ready", time.monotonic() - started)
+        return sandbox
+
+    async def _end(self, sandbox: Any) -> None:
+        """Delete the call's claim (its pod and files with it); a failure is logged by the client, and the claim's
+        shutdown time is the backstop."""
+        await self.client.delete_sandbox(sandbox.claim_name, namespace=self.namespace)  # logs its own failure
+
+    async def run(self, code: str, *, tenant: str = "") -> SandboxResult:
+        try:
+            async with self.call(tenant=tenant) as call:
+                return await call.run(code)
+        except SandboxBusy as busy:
+            return busy.result
+
+    async def close(self) -> None:
+        await self.client.close()
