@@ -8,7 +8,6 @@ container, the time limit, the output limit, a pool missing or never ready, and 
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -45,7 +44,7 @@ async def stack(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) ->
             f"http://127.0.0.1:{listen_port}/v1",
             env={**cluster.settings, "RESPONSES_BRIDGE_CODE_TIMEOUT": "3",
                  "RESPONSES_BRIDGE_AGENT_SANDBOX_READY_TIMEOUT": "2",
-                 "RESPONSES_BRIDGE_AGENT_SANDBOX_PYTHON": sys.executable}) as sidecar:
+                 "RESPONSES_BRIDGE_AGENT_SANDBOX_PYTHON": "python3"}) as sidecar:
         envoy = await start_envoy(render_bootstrap(
             listen_port=listen_port, extproc_port=sidecar.extproc_port,
             http_port=int(sidecar.http_url.rsplit(":", 1)[1]), upstream=fake_upstream, admin_port=0))

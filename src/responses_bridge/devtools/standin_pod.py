@@ -172,8 +172,8 @@ class StandInPodServer:
         wrapped = ["bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "--tmpfs", "/tmp",
                    "--tmpfs", "/run", "--tmpfs", "/root", "--tmpfs", "/home", "--dev", "/dev", "--proc", "/proc",
                    "--bind", str(self.root / "mnt"), "/mnt"]
-        for source, target in python_binds():  # the image's Python: the bridge's own, where it lies (under /root)
-            if source == target:
+        for source, target in python_binds():  # the image's Python: the bridge's own where the pod's uid reaches it
+            if source == target and self.identity.unreachable(source) is None:  # (else the system's python3)
                 wrapped += ["--ro-bind", source, target]
         wrapped += ["--chdir", cwd or "/mnt/data", "--", *argv]
         # the pod's memory as each process's RLIMIT_AS (util-linux's prlimit: no preexec_fn in a gRPC server)

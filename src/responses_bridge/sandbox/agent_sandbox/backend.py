@@ -36,6 +36,7 @@ from ..limits import SandboxLimits
 from ..result import SandboxBusy, SandboxResult, SandboxUnavailable
 from ..slots import FairSlots
 from . import transfer
+from .process import run_process
 from .session import PodSession
 
 if TYPE_CHECKING:
@@ -122,14 +123,30 @@ class AgentSandboxBackend:
                     started = time.monotonic()
                     sandbox = await self._claim(pool)
                     stack.push_async_callback(self._end, sandbox)
-                    for tree, target in binds:  # skills: laid out once, beside /mnt/data, never collected
-                        await transfer.upload_tree(sandbox.files, tree, target.strip("/"))
                     stub = process_pb2_grpc.ProcessServiceStub(await sandbox.connector.grpc_channel())
+                    if binds:
+                        await self._lay_out_read_only(sandbox, stub, binds)
                     yield PodSession(sandbox, stub, self.limits, staging, python=self.python,
                                      claimed_in=time.monotonic() - started)
         finally:
             metrics.SANDBOX_LIVE.dec()
             self.slots.release(tenant)
+
+    async def _lay_out_read_only(self, sandbox: Any, stub: Any, binds: Sequence[tuple[Path, str]]) -> None:
+        """The call's read-only trees (a container's skills at ``/mnt/skills/<name>``) written into the pod beside
+        ``/mnt/data`` — never collected back — and their write permissions taken away. The runtime and the code
+        share the pod's uid, so the code could give them back: what it then changes there lives only as long as
+        its call, and never reaches the skill (the store keeps it; the next call gets a fresh copy)."""
+        for tree, target in binds:
+            await transfer.upload_tree(sandbox.files, tree, target.strip("/"))
+        # each tree and the directory holding them (/mnt/skills: no new entry there either), never /mnt itself
+        roots = sorted({target if str(Path(target).parent) in ("/", "/mnt") else str(Path(target).parent)
+                        for _, target in binds})
+        ran = await run_process(stub, ["chmod", "-R", "a-w", "--", *roots], cwd="/", env={},
+                                seconds=self.limits.timeout, keep=4096)
+        if ran.exit_code != 0:
+            raise SandboxUnavailable(f"the call's read-only trees could not be made read-only in the pod "
+                                     f"({ran.err.text().strip()[:200] or ran.exit_code})")
 
     async def _claim(self, pool: str) -> Any:
         """A Ready pod of ``pool``; raises :class:`SandboxUnavailable` naming why not (the claim rolled back)."""
