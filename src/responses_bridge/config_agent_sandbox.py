@@ -51,8 +51,24 @@ class AgentSandboxSettings(BaseSettings):
         "the sandbox runtime's file (REST) port on the pod"))
     agent_sandbox_grpc_port: int = Field(default=9090, ge=1, le=65535, description=(
         "the sandbox runtime's process (gRPC ProcessService) port on the pod"))
+    agent_sandbox_egress_listen: str | None = Field(default=None, description=(
+        "`host:port` where the bridge listens for its sandbox pods' egress (each call under an allowlist network "
+        "policy gets a credential of its own for it; the pods' NetworkPolicy lets them reach only this port); "
+        "unset: pods have no way out, and an allowlist policy is a 400"))
+    agent_sandbox_egress_url: str | None = Field(default=None, description=(
+        "the egress proxy's URL as the pods reach it (e.g. `http://responses-bridge-egress.NAMESPACE.svc:3128`); "
+        "unset: `http://` and the listen address"))
     agent_sandbox_python: str = Field(default="python3", description=(
         "the interpreter the sandbox image runs the model's code with"))
+
+    @field_validator("agent_sandbox_egress_listen")
+    @classmethod
+    def _check_listen(cls, value: str | None) -> str | None:
+        if value is not None:
+            host, colon, port = value.rpartition(":")
+            if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{value!r} is not host:port")
+        return value
 
     @field_validator("agent_sandbox_pools")
     @classmethod

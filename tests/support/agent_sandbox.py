@@ -51,8 +51,11 @@ def pool(name: str) -> dict[str, object]:
 
 
 @contextlib.asynccontextmanager
-async def fake_cluster(pools: tuple[str, ...] = ("bridge-1g", "bridge-4g")) -> AsyncIterator[FakeCluster]:
-    pods = StandInPods(rest_port=free_port(), grpc_port=free_port())
+async def fake_cluster(pools: tuple[str, ...] = ("bridge-1g", "bridge-4g"), *,
+                       network: bool = False) -> AsyncIterator[FakeCluster]:
+    """``network``: the pods share the host's network (they reach the bridge's egress door; nothing else is
+    enforced then: a real cluster's NetworkPolicy is not emulated)."""
+    pods = StandInPods(rest_port=free_port(), grpc_port=free_port(), network=network)
     kube = FakeKube(load_resources(CRDS), pods)
     runner = web.AppRunner(kube.app(), access_log=None)
     await runner.setup()

@@ -77,6 +77,8 @@ class StandInPodServer:
     rest_port: int
     grpc_port: int
     memory_bytes: int = 1 << 30
+    network: bool = False
+    """Share the host's network (for the egress tests: the pods' NetworkPolicy is not emulated here)."""
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="standin-pod-")))
     identity: SandboxIdentity = field(default_factory=SandboxIdentity.for_process)
     _runner: web.AppRunner | None = None
@@ -169,7 +171,8 @@ class StandInPodServer:
     def command(self, argv: list[str], cwd: str | None) -> list[str]:
         """``argv`` in bubblewrap over the pod's root: the host's system read-only as the image, the pod's
         ``/mnt``, a fresh ``/tmp``, no network, a PID namespace whose end ends every process in it."""
-        wrapped = ["bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "--tmpfs", "/tmp",
+        wrapped = ["bwrap", "--unshare-all", *(["--share-net"] if self.network else []), "--die-with-parent",
+                   "--ro-bind", "/", "/", "--tmpfs", "/tmp",
                    "--tmpfs", "/run", "--tmpfs", "/root", "--tmpfs", "/home", "--dev", "/dev", "--proc", "/proc",
                    "--bind", str(self.root / "mnt"), "/mnt"]
         for source, target in python_binds():  # the image's Python: the bridge's own where the pod's uid reaches it
@@ -273,10 +276,11 @@ class StandInPods:
     rest_port: int
     grpc_port: int
     memory_bytes: int = 1 << 30
+    network: bool = False
     started: list[StandInPodServer] = field(default_factory=list)
 
     async def __call__(self, claim: dict[str, Any]) -> StandInPodServer:
-        pod = StandInPodServer(next_pod_ip(), self.rest_port, self.grpc_port, self.memory_bytes)
+        pod = StandInPodServer(next_pod_ip(), self.rest_port, self.grpc_port, self.memory_bytes, self.network)
         await pod.start()
         self.started.append(pod)
         return pod

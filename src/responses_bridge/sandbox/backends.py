@@ -31,7 +31,9 @@ async def open_backend(settings: Settings, limits: SandboxLimits, *, share: Call
         except ImportError:
             from .agent_sandbox.refused import RefusedBackend
             return RefusedBackend(limits, MISSING_EXTRA)
-        return AgentSandboxBackend.from_settings(settings, limits, share=share)
+        backend = AgentSandboxBackend.from_settings(settings, limits, share=share, egress=egress)
+        await backend.start()
+        return backend
     from .identity import SandboxIdentity
     from .runner import Sandbox
 

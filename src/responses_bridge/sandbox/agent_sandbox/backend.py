@@ -7,12 +7,14 @@ and the claim deleted when the call ends, whatever way it ends.
 
 A claim per call, not per container: the container's files live in the bridge's store and are laid out fresh in
 each call (as on bubblewrap), so a pod never holds a tenant's files past its call, and a warm pool makes the claim
-sub-second. What this backend does not give yet it refuses before anything is made (:meth:`refusal`): a network
-policy (the egress proxy's per-claim credential is not wired), and a tier no pool serves.
+sub-second. What this backend cannot give it refuses before anything is made (:meth:`refusal`): a tier no pool
+serves, a network policy where no egress door is configured (egress_door.py: each call's proxy, reached from its pod
+with a credential of the call's own).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import shutil
 import tempfile
@@ -31,11 +33,13 @@ from kubernetes_asyncio.client import ApiClient, ApiException, Configuration
 
 from ...observability import metrics, tracing
 from ..backend import JobKind, Prepare, SandboxSession
+from ..egress import EgressProxy, EgressSettings
 from ..egress_policy import NetworkPolicy
 from ..limits import SandboxLimits
 from ..result import SandboxBusy, SandboxResult, SandboxUnavailable
 from ..slots import FairSlots
 from . import transfer
+from .egress_door import EgressDoor
 from .process import run_process
 from .session import PodSession
 
@@ -46,8 +50,11 @@ log = structlog.get_logger(__name__)
 SHUTDOWN_MARGIN_SECONDS = 60
 """Past the call's time limit and the claim's own deadline, when the controller deletes a claim nobody deleted."""
 DEFAULT_TIER = "1g"
-NO_EGRESS = ("the agent-sandbox backend gives sandbox pods no network yet (the egress proxy's per-claim credential "
-             "is not wired): only network_policy 'disabled' runs here")
+NO_EGRESS_DOOR = ("RESPONSES_BRIDGE_AGENT_SANDBOX_EGRESS_LISTEN is unset, so the sandbox pods have no way out: only "
+                  "network_policy 'disabled' runs here")
+NO_EGRESS = ("this deployment allows no network policy but 'disabled' (RESPONSES_BRIDGE_CODE_EGRESS_ALLOWLIST=false)")
+POD_CA_BUNDLE = "mnt/egress/ca.pem"
+"""Where a call whose policy has domain secrets finds its proxy's authority in the pod (never collected back)."""
 
 
 class AgentSandboxBackend:
@@ -55,7 +62,8 @@ class AgentSandboxBackend:
 
     def __init__(self, limits: SandboxLimits, client: AsyncSandboxClient[Any], *, namespace: str,
                  pools: dict[str, str], ready_timeout: float, python: str,
-                 share: Callable[[str], int] | None = None) -> None:
+                 share: Callable[[str], int] | None = None, egress: EgressSettings | None = None,
+                 door: EgressDoor | None = None) -> None:
         self.limits = limits
         self.client = client
         self.namespace = namespace
@@ -64,10 +72,13 @@ class AgentSandboxBackend:
         self.python = python
         self.unavailable: str | None = None if pools else "RESPONSES_BRIDGE_AGENT_SANDBOX_POOLS names no warm pool"
         self.slots = FairSlots(limits.slots, share or (lambda tenant: limits.slots))
+        self.egress = egress
+        self.door = door
+        self.door_refused = NO_EGRESS_DOOR
 
     @classmethod
-    def from_settings(cls, settings: Settings, limits: SandboxLimits, *,
-                      share: Callable[[str], int] | None = None) -> AgentSandboxBackend:
+    def from_settings(cls, settings: Settings, limits: SandboxLimits, *, share: Callable[[str], int] | None = None,
+                      egress: EgressSettings | None = None) -> AgentSandboxBackend:
         from ...config_agent_sandbox import parse_pools
 
         api_client = None
@@ -78,9 +89,25 @@ class AgentSandboxBackend:
                                                        grpc_port=settings.agent_sandbox_grpc_port)
         client: AsyncSandboxClient[Any] = AsyncSandboxClient(connection_config=connection, api_client=api_client,
                                                              cleanup=False)
+        door = None
+        if settings.agent_sandbox_egress_listen:
+            host, _, port = settings.agent_sandbox_egress_listen.rpartition(":")
+            door = EgressDoor(host.strip("[]"), int(port), settings.agent_sandbox_egress_url
+                              or f"http://{settings.agent_sandbox_egress_listen}")
         return cls(limits, client, namespace=settings.agent_sandbox_namespace,
                    pools=parse_pools(settings.agent_sandbox_pools), ready_timeout=settings.agent_sandbox_ready_timeout,
-                   python=settings.agent_sandbox_python, share=share)
+                   python=settings.agent_sandbox_python, share=share, egress=egress, door=door)
+
+    async def start(self) -> None:
+        """Open the pods' egress door (when one is configured)."""
+        if self.door is not None:
+            try:
+                await self.door.start()
+            except OSError as error:  # said at start and in every 400 that needs it; calls without a policy run
+                self.door_refused = (f"the sandbox pods' egress door could not listen on {self.door.host}:"
+                                     f"{self.door.port} ({error.strerror or error})")
+                log.warning("sandbox_egress_door_failed", reason=self.door_refused)
+                self.door = None
 
     @property
     def shell_unavailable(self) -> str | None:
@@ -94,8 +121,10 @@ class AgentSandboxBackend:
         if tier not in self.pools:
             return (f"no SandboxWarmPool serves memory_limit {tier} on this server (RESPONSES_BRIDGE_AGENT_SANDBOX_"
                     f"POOLS serves {', '.join(sorted(self.pools))})")
-        if network:
+        if network and self.egress is None:
             return NO_EGRESS
+        if network and self.door is None:
+            return self.door_refused
         return None
 
     @contextlib.asynccontextmanager
@@ -126,11 +155,31 @@ class AgentSandboxBackend:
                     stub = process_pb2_grpc.ProcessServiceStub(await sandbox.connector.grpc_channel())
                     if binds:
                         await self._lay_out_read_only(sandbox, stub, binds)
+                    environment = {} if network is None else \
+                        await self._egress(network, tenant, sandbox, stack)
                     yield PodSession(sandbox, stub, self.limits, staging, python=self.python,
-                                     claimed_in=time.monotonic() - started)
+                                     claimed_in=time.monotonic() - started, environment=environment)
         finally:
             metrics.SANDBOX_LIVE.dec()
             self.slots.release(tenant)
+
+    async def _egress(self, network: NetworkPolicy, tenant: str, sandbox: Any,
+                      stack: contextlib.AsyncExitStack) -> dict[str, str]:
+        """The call's own egress proxy (its policy, secrets and bounds: sandbox/egress.py) behind the door, with a
+        credential that dies with the call; what the pod's processes get in their environment."""
+        assert self.egress is not None and self.door is not None
+        proxy = EgressProxy(network, self.egress.rules, self.egress.limits, tenant=tenant)
+        await proxy.start()
+        stack.push_async_callback(proxy.close)
+        token, url = self.door.admit(proxy.socket_path)
+        stack.push_async_callback(self.door.revoke, token)  # first, on the way out: no connection outlives it
+        environment = proxy.environment()
+        environment.update(dict.fromkeys(("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"), url))
+        for host_path, inside in proxy.binding().files.items():  # the call's authority, for its secrets' hosts
+            await sandbox.files.write(POD_CA_BUNDLE, await asyncio.to_thread(Path(host_path).read_bytes),
+                                      allow_unsafe_paths=True)
+            environment.update({name: f"/{POD_CA_BUNDLE}" for name, value in environment.items() if value == inside})
+        return environment
 
     async def _lay_out_read_only(self, sandbox: Any, stub: Any, binds: Sequence[tuple[Path, str]]) -> None:
         """The call's read-only trees (a container's skills at ``/mnt/skills/<name>``) written into the pod beside

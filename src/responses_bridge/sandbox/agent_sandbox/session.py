@@ -36,12 +36,13 @@ class PodSession:
     """A started call in ``sandbox`` (a ``k8s_agent_sandbox`` ``AsyncSandbox``) over the staging ``root``."""
 
     def __init__(self, sandbox: Any, stub: Any, limits: SandboxLimits, root: Path, *, python: str,
-                 claimed_in: float) -> None:
+                 claimed_in: float, environment: dict[str, str] | None = None) -> None:
         self._sandbox = sandbox
         self._stub = stub
         self._limits = limits
         self._root = root
         self._python = python
+        self._env = {**ENV, **(environment or {})}  # the egress proxy's URL and placeholders, under a policy
         self.claimed_in = claimed_in
         self._ready_at = time.monotonic()
         self._deadline = self._ready_at + limits.timeout + WRITE_BACK_GRACE_SECONDS
@@ -82,7 +83,7 @@ class PodSession:
         if job == "shell":
             result = await self._shell(code, code_deadline)
         else:
-            ran = await run_process(self._stub, [self._python, "-"], cwd=f"/{DATA}", env=ENV,
+            ran = await run_process(self._stub, [self._python, "-"], cwd=f"/{DATA}", env=self._env,
                                     seconds=code_deadline - time.monotonic(), keep=self._limits.output_bytes,
                                     stdin=code.encode("utf-8", "replace"))
             self.first_output = ran.first_output
@@ -123,7 +124,7 @@ class PodSession:
                 record = _record(index, "skipped", 0, b"", b"", 0, 0)
                 outcome = "timeout"
             else:
-                ran = await run_process(self._stub, ["/bin/sh", "-c", str(command)], cwd=f"/{DATA}", env=ENV,
+                ran = await run_process(self._stub, ["/bin/sh", "-c", str(command)], cwd=f"/{DATA}", env=self._env,
                                         seconds=min(float(job["timeout"]), left), keep=keep)
                 if self.first_output is None:
                     self.first_output = ran.first_output
