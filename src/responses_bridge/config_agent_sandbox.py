@@ -58,6 +58,9 @@ class AgentSandboxSettings(BaseSettings):
     agent_sandbox_egress_url: str | None = Field(default=None, description=(
         "the egress proxy's URL as the pods reach it (e.g. `http://responses-bridge-egress.NAMESPACE.svc:3128`); "
         "unset: `http://` and the listen address"))
+    agent_sandbox_runtime_root: str = Field(default="/mnt", pattern=r"^/", description=(
+        "the sandbox runtime's root directory in the pod (sandboxd's --root-dir; the sandbox image's is /mnt): its "
+        "file API's paths are relative to it, and /mnt/data and /mnt/skills must lie under it"))
     agent_sandbox_python: str = Field(default="python3", description=(
         "the interpreter the sandbox image runs the model's code with"))
 

@@ -79,6 +79,8 @@ class StandInPodServer:
     memory_bytes: int = 1 << 30
     network: bool = False
     """Share the host's network (for the egress tests: the pods' NetworkPolicy is not emulated here)."""
+    runtime_root: str = "/mnt"
+    """The runtime's root directory, as the sandbox image runs it (sandboxd ``--root-dir /mnt``)."""
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="standin-pod-")))
     identity: SandboxIdentity = field(default_factory=SandboxIdentity.for_process)
     _runner: web.AppRunner | None = None
@@ -119,9 +121,10 @@ class StandInPodServer:
     # --- files -----------------------------------------------------------------------------------------------
 
     def _resolve(self, raw: str) -> Path | None:
-        relative = urllib.parse.unquote(raw).lstrip("/")
-        target = Path(os.path.normpath(self.root / relative))
-        if target != self.root and self.root not in target.parents:
+        """A file API path on the pod's disk: relative to the runtime's root, never outside it."""
+        base = self.root / self.runtime_root.lstrip("/")
+        target = Path(os.path.normpath(base / urllib.parse.unquote(raw).lstrip("/")))
+        if target != base and base not in target.parents:
             return None
         return target
 
@@ -143,7 +146,7 @@ class StandInPodServer:
             mode = int(request.query.get("mode", "0644"), 8)
             target.parent.mkdir(parents=True, exist_ok=True)
             for parent in [target.parent, *target.parent.parents]:
-                if parent == self.root:
+                if parent == self.root / "mnt" or parent == self.root:
                     break
                 self._own(parent)
             fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=".put-")
@@ -178,9 +181,20 @@ class StandInPodServer:
         for source, target in python_binds():  # the image's Python: the bridge's own where the pod's uid reaches it
             if source == target and self.identity.unreachable(source) is None:  # (else the system's python3)
                 wrapped += ["--ro-bind", source, target]
-        wrapped += ["--chdir", cwd or "/mnt/data", "--", *argv]
+        wrapped += ["--chdir", self.working_directory(cwd), "--", *argv]
         # the pod's memory as each process's RLIMIT_AS (util-linux's prlimit: no preexec_fn in a gRPC server)
         return ["prlimit", f"--as={self.memory_bytes}", "--", *self.identity.wrap(wrapped)]
+
+    def working_directory(self, cwd: str | None) -> str:
+        """``cwd`` as sandboxd confines it: under the runtime's root (a path relative to it, or absolute within
+        it); raises PermissionError for one outside."""
+        root = self.runtime_root.rstrip("/") or "/"
+        if not cwd:
+            return root
+        joined = os.path.normpath(cwd if cwd.startswith(root + "/") or cwd == root else f"{root}/{cwd.lstrip('/')}")
+        if joined != root and not joined.startswith(root.rstrip("/") + "/"):
+            raise PermissionError(f"cwd {cwd} escapes the sandbox root")
+        return joined
 
     async def spawn(self, config: Any) -> tuple[int, _Process]:
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", **dict(config.env_vars)}
@@ -263,10 +277,10 @@ class _Service(process_pb2_grpc.ProcessServiceServicer):
 
 
 def _code(returncode: int | None) -> int:
-    """A shell's exit status: 128 + the signal for a process a signal ended."""
-    if returncode is None:
+    """The exit code as sandboxd reports it (Go's ``ExitCode()``): -1 for a process a signal ended."""
+    if returncode is None or returncode < 0:
         return -1
-    return 128 - returncode if returncode < 0 else returncode
+    return returncode
 
 
 @dataclass

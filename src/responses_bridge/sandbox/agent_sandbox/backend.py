@@ -53,7 +53,7 @@ DEFAULT_TIER = "1g"
 NO_EGRESS_DOOR = ("RESPONSES_BRIDGE_AGENT_SANDBOX_EGRESS_LISTEN is unset, so the sandbox pods have no way out: only "
                   "network_policy 'disabled' runs here")
 NO_EGRESS = ("this deployment allows no network policy but 'disabled' (RESPONSES_BRIDGE_CODE_EGRESS_ALLOWLIST=false)")
-POD_CA_BUNDLE = "mnt/egress/ca.pem"
+POD_CA_BUNDLE = "/mnt/egress/ca.pem"
 """Where a call whose policy has domain secrets finds its proxy's authority in the pod (never collected back)."""
 
 
@@ -63,7 +63,7 @@ class AgentSandboxBackend:
     def __init__(self, limits: SandboxLimits, client: AsyncSandboxClient[Any], *, namespace: str,
                  pools: dict[str, str], ready_timeout: float, python: str,
                  share: Callable[[str], int] | None = None, egress: EgressSettings | None = None,
-                 door: EgressDoor | None = None) -> None:
+                 door: EgressDoor | None = None, runtime_root: str = "/mnt") -> None:
         self.limits = limits
         self.client = client
         self.namespace = namespace
@@ -75,6 +75,7 @@ class AgentSandboxBackend:
         self.egress = egress
         self.door = door
         self.door_refused = NO_EGRESS_DOOR
+        self.runtime_root = runtime_root
 
     @classmethod
     def from_settings(cls, settings: Settings, limits: SandboxLimits, *, share: Callable[[str], int] | None = None,
@@ -96,7 +97,8 @@ class AgentSandboxBackend:
                               or f"http://{settings.agent_sandbox_egress_listen}")
         return cls(limits, client, namespace=settings.agent_sandbox_namespace,
                    pools=parse_pools(settings.agent_sandbox_pools), ready_timeout=settings.agent_sandbox_ready_timeout,
-                   python=settings.agent_sandbox_python, share=share, egress=egress, door=door)
+                   python=settings.agent_sandbox_python, share=share, egress=egress, door=door,
+                   runtime_root=settings.agent_sandbox_runtime_root)
 
     async def start(self) -> None:
         """Open the pods' egress door (when one is configured)."""
@@ -158,7 +160,8 @@ class AgentSandboxBackend:
                     environment = {} if network is None else \
                         await self._egress(network, tenant, sandbox, stack)
                     yield PodSession(sandbox, stub, self.limits, staging, python=self.python,
-                                     claimed_in=time.monotonic() - started, environment=environment)
+                                     claimed_in=time.monotonic() - started, environment=environment,
+                                     runtime_root=self.runtime_root)
         finally:
             metrics.SANDBOX_LIVE.dec()
             self.slots.release(tenant)
@@ -176,9 +179,9 @@ class AgentSandboxBackend:
         environment = proxy.environment()
         environment.update(dict.fromkeys(("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"), url))
         for host_path, inside in proxy.binding().files.items():  # the call's authority, for its secrets' hosts
-            await sandbox.files.write(POD_CA_BUNDLE, await asyncio.to_thread(Path(host_path).read_bytes),
-                                      allow_unsafe_paths=True)
-            environment.update({name: f"/{POD_CA_BUNDLE}" for name, value in environment.items() if value == inside})
+            await sandbox.files.write(transfer.pod_path(POD_CA_BUNDLE, self.runtime_root),
+                                      await asyncio.to_thread(Path(host_path).read_bytes), allow_unsafe_paths=True)
+            environment.update({name: POD_CA_BUNDLE for name, value in environment.items() if value == inside})
         return environment
 
     async def _lay_out_read_only(self, sandbox: Any, stub: Any, binds: Sequence[tuple[Path, str]]) -> None:
@@ -187,11 +190,11 @@ class AgentSandboxBackend:
         share the pod's uid, so the code could give them back: what it then changes there lives only as long as
         its call, and never reaches the skill (the store keeps it; the next call gets a fresh copy)."""
         for tree, target in binds:
-            await transfer.upload_tree(sandbox.files, tree, target.strip("/"))
+            await transfer.upload_tree(sandbox.files, tree, transfer.pod_path(target, self.runtime_root))
         # each tree and the directory holding them (/mnt/skills: no new entry there either), never /mnt itself
         roots = sorted({target if str(Path(target).parent) in ("/", "/mnt") else str(Path(target).parent)
                         for _, target in binds})
-        ran = await run_process(stub, ["chmod", "-R", "a-w", "--", *roots], cwd="/", env={},
+        ran = await run_process(stub, ["chmod", "-R", "a-w", "--", *roots], cwd="", env={},
                                 seconds=self.limits.timeout, keep=4096)
         if ran.exit_code != 0:
             raise SandboxUnavailable(f"the call's read-only trees could not be made read-only in the pod "

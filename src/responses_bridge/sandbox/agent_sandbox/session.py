@@ -26,8 +26,9 @@ from ..result import Outcome, SandboxResult, ended_by_memory, note_for
 from . import transfer
 from .process import Ran, run_process
 
-DATA = "mnt/data"
-"""The call's files in the pod, relative to the runtime's root (``/``)."""
+SIGKILL_STATUS = 137
+"""A command the runtime reports ended by a signal (-1, Go's ``ExitCode()``), as a shell reports a killed one."""
+
 WRITE_BACK_GRACE_SECONDS = 5.0
 ENV = {"HOME": "/tmp", "MPLBACKEND": "Agg", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
 
@@ -36,12 +37,13 @@ class PodSession:
     """A started call in ``sandbox`` (a ``k8s_agent_sandbox`` ``AsyncSandbox``) over the staging ``root``."""
 
     def __init__(self, sandbox: Any, stub: Any, limits: SandboxLimits, root: Path, *, python: str,
-                 claimed_in: float, environment: dict[str, str] | None = None) -> None:
+                 claimed_in: float, environment: dict[str, str] | None = None, runtime_root: str = "/mnt") -> None:
         self._sandbox = sandbox
         self._stub = stub
         self._limits = limits
         self._root = root
         self._python = python
+        self._data = transfer.pod_path(transfer.DATA_DIR, runtime_root)  # /mnt/data as the file API names it
         self._env = {**ENV, **(environment or {})}  # the egress proxy's URL and placeholders, under a policy
         self.claimed_in = claimed_in
         self._ready_at = time.monotonic()
@@ -77,19 +79,19 @@ class PodSession:
     async def run(self, code: str, *, job: JobKind = "python") -> SandboxResult:
         files = self._sandbox.files
         started = time.monotonic()
-        await transfer.upload_tree(files, self._root, DATA)
-        before = await transfer.list_tree(files, DATA)
+        await transfer.upload_tree(files, self._root, self._data)
+        before = await transfer.list_tree(files, self._data)
         code_deadline = started + self._limits.timeout
         if job == "shell":
             result = await self._shell(code, code_deadline)
         else:
-            ran = await run_process(self._stub, [self._python, "-"], cwd=f"/{DATA}", env=self._env,
+            ran = await run_process(self._stub, [self._python, "-"], cwd=self._data, env=self._env,
                                     seconds=code_deadline - time.monotonic(), keep=self._limits.output_bytes,
                                     stdin=code.encode("utf-8", "replace"))
             self.first_output = ran.first_output
             self._stdout = bytes(ran.out.kept)
             result = self._result(ran, started)
-        self.notes = await transfer.collect(files, DATA, self._root, before, file_bytes=self._limits.file_bytes,
+        self.notes = await transfer.collect(files, self._data, self._root, before, file_bytes=self._limits.file_bytes,
                                             total_bytes=self._limits.container_bytes)
         self._deadline = max(self._deadline, time.monotonic() + WRITE_BACK_GRACE_SECONDS)
         return result
@@ -99,7 +101,7 @@ class PodSession:
         outcome: Outcome
         if ran.timed_out:
             outcome = "timeout"
-        elif ran.exit_code is not None and ended_by_memory(stderr, -9 if ran.exit_code == 137 else ran.exit_code):
+        elif ran.exit_code is not None and ended_by_memory(stderr, -9 if ran.exit_code in (-1, 137) else 0):
             outcome = "memory"
         elif "No space left on device" in stderr:
             outcome = "disk"
@@ -124,12 +126,12 @@ class PodSession:
                 record = _record(index, "skipped", 0, b"", b"", 0, 0)
                 outcome = "timeout"
             else:
-                ran = await run_process(self._stub, ["/bin/sh", "-c", str(command)], cwd=f"/{DATA}", env=self._env,
+                ran = await run_process(self._stub, ["/bin/sh", "-c", str(command)], cwd=self._data, env=self._env,
                                         seconds=min(float(job["timeout"]), left), keep=keep)
                 if self.first_output is None:
                     self.first_output = ran.first_output
-                record = _record(index, "timeout" if ran.timed_out else "exit",
-                                 137 if ran.exit_code is None else ran.exit_code, bytes(ran.out.kept),
+                code = SIGKILL_STATUS if ran.exit_code is None or ran.exit_code < 0 else ran.exit_code  # -1: a signal
+                record = _record(index, "timeout" if ran.timed_out else "exit", code, bytes(ran.out.kept),
                                  bytes(ran.err.kept), ran.out.dropped, ran.err.dropped)
             if len(record) > room:
                 break

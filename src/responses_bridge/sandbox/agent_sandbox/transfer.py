@@ -17,12 +17,25 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+DATA_DIR = "/mnt/data"
+"""The call's files, as the code sees them in the pod."""
 Listing = dict[str, tuple[int, str]]
 """Relative path → (size, modification time as the runtime reports it), regular files only."""
 PARALLEL = 8
 """File API requests in flight at once for one call."""
 MAX_ENTRIES = 100_000
 """Entries one listing walks (a run making millions of files is not walked to its end: the rest are not collected)."""
+
+
+def pod_path(absolute: str, runtime_root: str) -> str:
+    """``absolute`` (a path the code sees) as the runtime's file API names it: relative to its root directory
+    (sandboxd's ``--root-dir``; the sandbox image sets ``/mnt``). Raises ValueError for a path outside it."""
+    root = runtime_root.rstrip("/") + "/"
+    if runtime_root == "/":
+        return absolute.lstrip("/")
+    if not absolute.startswith(root):
+        raise ValueError(f"{absolute} is outside the sandbox runtime's root {runtime_root}")
+    return absolute[len(root):]
 
 
 def staged_files(root: Path) -> list[str]:
