@@ -105,3 +105,33 @@ async def test_a_claim_past_its_shutdown_time_is_deleted_with_its_pod() -> None:
         finally:
             await client.close()
             await client.k8s_helper.injected_api_client.close()
+
+
+async def test_a_warm_pool_hands_out_pods_started_ahead_and_starts_the_next() -> None:
+    async with fake_cluster(warm=2) as cluster:
+        assert len(cluster.pods.started) == 2  # ready before any claim
+        client = client_for(cluster)
+        try:
+            sandbox = await client.create_sandbox("bridge-1g", namespace=NAMESPACE, sandbox_ready_timeout=10)
+            assert sandbox.commands is not None
+            assert (await sandbox.commands.run("echo warm")).stdout == "warm\n"
+            for _ in range(100):  # the pool refills behind the claim
+                if len(cluster.pods.started) == 3:
+                    break
+                await asyncio.sleep(0.05)
+            assert len(cluster.pods.started) == 3
+            await client.delete_sandbox(sandbox.claim_name, namespace=NAMESPACE)
+        finally:
+            await client.close()
+            await client.k8s_helper.injected_api_client.close()
+
+
+async def test_the_benchmark_measures_each_backend_on_each_call() -> None:
+    from responses_bridge.devtools.checkout.agent_sandbox_bench import CALLS, measure, report
+
+    results = await measure(1)
+    assert set(results) == set(CALLS)
+    for by_backend in results.values():
+        assert set(by_backend) == {"bubblewrap", "pods, warm", "pods, cold"}
+        assert by_backend["bubblewrap"][2] == 0 and by_backend["pods, warm"][2] > 0  # the claim, pods only
+    assert "whole call" in report(results, 1)

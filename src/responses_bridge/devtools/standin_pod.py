@@ -285,16 +285,42 @@ def _code(returncode: int | None) -> int:
 
 @dataclass
 class StandInPods:
-    """Starts a pod per claim for devtools/fake_kube.py (its ``start_pod``), all on the same two ports."""
+    """Starts a pod per claim for devtools/fake_kube.py (its ``start_pod``), all on the same two ports. ``warm``:
+    pods kept started ahead, as a SandboxWarmPool keeps them (a claim takes one and another is started behind it);
+    0: each claim waits for its pod to start (a cold claim)."""
 
     rest_port: int
     grpc_port: int
     memory_bytes: int = 1 << 30
     network: bool = False
+    warm: int = 0
     started: list[StandInPodServer] = field(default_factory=list)
+    _ready: list[StandInPodServer] = field(default_factory=list)
+    _filling: set[asyncio.Task[None]] = field(default_factory=set)
 
-    async def __call__(self, claim: dict[str, Any]) -> StandInPodServer:
+    async def _new(self) -> StandInPodServer:
         pod = StandInPodServer(next_pod_ip(), self.rest_port, self.grpc_port, self.memory_bytes, self.network)
         await pod.start()
         self.started.append(pod)
         return pod
+
+    async def fill(self) -> None:
+        """Start pods until ``warm`` are ready."""
+        while len(self._ready) < self.warm:
+            self._ready.append(await self._new())
+
+    async def __call__(self, claim: dict[str, Any]) -> StandInPodServer:
+        if self._ready:
+            pod = self._ready.pop(0)
+            task = asyncio.ensure_future(self.fill())
+            self._filling.add(task)
+            task.add_done_callback(self._filling.discard)
+            return pod
+        return await self._new()
+
+    async def stop(self) -> None:
+        """Stop the warm pods no claim took."""
+        for task in list(self._filling):
+            task.cancel()
+        while self._ready:
+            await self._ready.pop().stop()

@@ -242,4 +242,10 @@ class AgentSandboxBackend:
             return busy.result
 
     async def close(self) -> None:
+        """Close the door, the client and the Kubernetes API connection given to it."""
+        if self.door is not None:
+            await self.door.close()
         await self.client.close()
+        injected = self.client.k8s_helper.injected_api_client
+        if injected is not None:
+            await injected.close()
