@@ -96,6 +96,8 @@ class FakeKube:
     pods: dict[tuple[str, str], StandInPod] = field(default_factory=dict)
     stalled: set[str] = field(default_factory=set)
     """Pools that never ready a claim (no ready pod, none coming)."""
+    denied: set[tuple[str, str]] = field(default_factory=set)
+    """(resource, verb) pairs a SelfSubjectAccessReview answers not allowed (every other is allowed)."""
     requests: list[tuple[str, str]] = field(default_factory=list)
     """(method, path) of every request, for tests that check what the client asked."""
     _versions: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -199,6 +201,7 @@ class FakeKube:
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/apis/{group}/{version}", self._discovery)
+        app.router.add_post("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", self._access_review)
         app.router.add_route("*", "/apis/{group}/{version}/namespaces/{namespace}/{plural}", self._collection)
         app.router.add_route("*", "/apis/{group}/{version}/namespaces/{namespace}/{plural}/{name}", self._item)
 
@@ -228,6 +231,7 @@ class FakeKube:
             return _status(404, "NotFound", "the server could not find the requested resource")
         return web.json_response({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": f"{group}/{version}",
                                   "resources": [{"name": r.plural, "kind": r.kind, "namespaced": r.namespaced,
+                                                 "singularName": r.kind.lower(),
                                                  "verbs": ["create", "delete", "get", "list", "watch"]}
                                                 for r in served]})
 
@@ -294,6 +298,21 @@ class FakeKube:
     def _after(self, position: int) -> bool:
         return position < len(self.events)
 
+    async def _access_review(self, request: web.Request) -> web.Response:
+        """A SelfSubjectAccessReview: allowed unless ``denied`` names its resource and verb."""
+        body = await request.json()
+        attributes = (body.get("spec") or {}).get("resourceAttributes") or {}
+        allowed = (attributes.get("resource"), attributes.get("verb")) not in self.denied
+        return web.json_response({**body, "status": {"allowed": allowed}}, status=201)
+
+    def _view(self, key: tuple[str, str, str, str], obj: dict[str, Any]) -> dict[str, Any]:
+        """An object as read: a warm pool's ready pods are its replicas, none while it is stalled."""
+        if key[:2] == POOLS:
+            replicas = int(obj.get("spec", {}).get("replicas", 1))
+            ready = 0 if key[3] in self.stalled else replicas
+            return {**obj, "status": {"replicas": replicas, "readyReplicas": ready}}
+        return obj
+
     async def _item(self, request: web.Request) -> web.Response:
         resource = self._resource(request)
         if resource is None:
@@ -303,7 +322,7 @@ class FakeKube:
         if obj is None:
             return _status(404, "NotFound", f'{resource.plural} "{key[3]}" not found')
         if request.method == "GET":
-            return web.json_response(obj)
+            return web.json_response(self._view(key, obj))
         if request.method == "DELETE":
             if request.can_read_body:
                 options = await request.json()

@@ -31,8 +31,11 @@ async def open_backend(settings: Settings, limits: SandboxLimits, *, share: Call
         except ImportError:
             from .agent_sandbox.refused import RefusedBackend
             return RefusedBackend(limits, MISSING_EXTRA)
+        from .agent_sandbox.checks import log_at_start
+
         backend = AgentSandboxBackend.from_settings(settings, limits, share=share, egress=egress)
         await backend.start()
+        await log_at_start(settings)  # the cluster checked as doctor checks it: each failure logged with its fix
         return backend
     from .identity import SandboxIdentity
     from .runner import Sandbox
