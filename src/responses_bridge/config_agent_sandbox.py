@@ -45,6 +45,9 @@ class AgentSandboxSettings(BaseSettings):
     agent_sandbox_ready_timeout: float = Field(default=30.0, gt=0, description=(
         "seconds a claim may take to become Ready (a warm pool answers in well under one); past it the call fails "
         "with a clear error and the claim is deleted"))
+    agent_sandbox_shutdown_margin: int = Field(default=60, ge=1, description=(
+        "seconds past a call's time limit and ready deadline at which agent-sandbox's controller deletes its claim "
+        "anyway (the claim's shutdownTime): what a bridge that crashed mid-call leaves lives no longer"))
     agent_sandbox_api_url: str | None = Field(default=None, description=(
         "the Kubernetes API server's URL; unset: the in-cluster service account, else the kubeconfig"))
     agent_sandbox_rest_port: int = Field(default=8080, ge=1, le=65535, description=(

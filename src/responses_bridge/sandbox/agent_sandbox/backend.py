@@ -47,8 +47,6 @@ if TYPE_CHECKING:
     from ...config import Settings
 
 log = structlog.get_logger(__name__)
-SHUTDOWN_MARGIN_SECONDS = 60
-"""Past the call's time limit and the claim's own deadline, when the controller deletes a claim nobody deleted."""
 DEFAULT_TIER = "1g"
 NO_EGRESS_DOOR = ("RESPONSES_BRIDGE_AGENT_SANDBOX_EGRESS_LISTEN is unset, so the sandbox pods have no way out: only "
                   "network_policy 'disabled' runs here")
@@ -63,7 +61,7 @@ class AgentSandboxBackend:
     def __init__(self, limits: SandboxLimits, client: AsyncSandboxClient[Any], *, namespace: str,
                  pools: dict[str, str], ready_timeout: float, python: str,
                  share: Callable[[str], int] | None = None, egress: EgressSettings | None = None,
-                 door: EgressDoor | None = None, runtime_root: str = "/mnt") -> None:
+                 door: EgressDoor | None = None, runtime_root: str = "/mnt", shutdown_margin: int = 60) -> None:
         self.limits = limits
         self.client = client
         self.namespace = namespace
@@ -76,6 +74,8 @@ class AgentSandboxBackend:
         self.door = door
         self.door_refused = NO_EGRESS_DOOR
         self.runtime_root = runtime_root
+        self.shutdown_margin = shutdown_margin
+        """Past the call's time limit and ready deadline, when the controller deletes a claim nobody deleted."""
 
     @classmethod
     def from_settings(cls, settings: Settings, limits: SandboxLimits, *, share: Callable[[str], int] | None = None,
@@ -98,7 +98,8 @@ class AgentSandboxBackend:
         return cls(limits, client, namespace=settings.agent_sandbox_namespace,
                    pools=parse_pools(settings.agent_sandbox_pools), ready_timeout=settings.agent_sandbox_ready_timeout,
                    python=settings.agent_sandbox_python, share=share, egress=egress, door=door,
-                   runtime_root=settings.agent_sandbox_runtime_root)
+                   runtime_root=settings.agent_sandbox_runtime_root,
+                   shutdown_margin=settings.agent_sandbox_shutdown_margin)
 
     async def start(self) -> None:
         """Open the pods' egress door (when one is configured)."""
@@ -206,7 +207,7 @@ class AgentSandboxBackend:
         try:
             sandbox = await self.client.create_sandbox(
                 pool, namespace=self.namespace, sandbox_ready_timeout=max(1, round(self.ready_timeout)),
-                shutdown_after_seconds=int(self.limits.timeout + self.ready_timeout) + SHUTDOWN_MARGIN_SECONDS,
+                shutdown_after_seconds=int(self.limits.timeout + self.ready_timeout) + self.shutdown_margin,
                 labels={"app.kubernetes.io/managed-by": "responses-bridge"})
         except TimeoutError:
             metrics.sandbox_claim(pool, "not_ready")
