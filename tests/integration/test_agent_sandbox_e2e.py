@@ -179,3 +179,17 @@ async def test_a_pool_with_no_ready_pod_is_a_clear_error_and_a_metric(client: op
     assert 'responses_bridge_sandbox_claims_total{outcome="not_ready",pool="bridge-1g"}' in text
 
 
+
+
+async def test_a_pod_whose_file_api_stops_answering_fails_the_call_in_time(client: openai.AsyncOpenAI,
+                                                                         stack: Stack) -> None:
+    stack.cluster.pods.hold_files(True)
+    try:
+        response = await ask(client, "print(1)")
+    finally:
+        stack.cluster.pods.hold_files(False)
+    call = response.output[0]
+    assert call.status == "failed" and response.status == "completed"
+    said = logs_of(call) + response.output[-1].content[0].text
+    assert "did not take the container's files within 3 s" in said
+    assert await no_claims_left(stack.cluster) == []

@@ -81,6 +81,8 @@ class StandInPodServer:
     """Share the host's network (for the egress tests: the pods' NetworkPolicy is not emulated here)."""
     runtime_root: str = "/mnt"
     """The runtime's root directory, as the sandbox image runs it (sandboxd ``--root-dir /mnt``)."""
+    _answering: asyncio.Event = field(default_factory=asyncio.Event)
+    """Cleared: the file API takes requests and answers none (a pod whose runtime stopped answering)."""
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="standin-pod-")))
     identity: SandboxIdentity = field(default_factory=SandboxIdentity.for_process)
     _runner: web.AppRunner | None = None
@@ -89,6 +91,7 @@ class StandInPodServer:
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(100))
 
     async def start(self) -> None:
+        self._answering.set()
         self.root.chmod(0o755)  # the pod's uid traverses it (mkdtemp makes it the bridge's alone)
         (self.root / "mnt" / "data").mkdir(parents=True)
         self._own(self.root / "mnt")
@@ -105,6 +108,7 @@ class StandInPodServer:
         await self._grpc.start()
 
     async def stop(self) -> None:
+        self.hold(False)  # a held request ends with the pod, as a deleted pod's connections do
         for held in list(self._processes.values()):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(held.process.pid, signal.SIGKILL)
@@ -128,7 +132,15 @@ class StandInPodServer:
             return None
         return target
 
+    def hold(self, held: bool) -> None:
+        """Stop answering file requests (``held``), or answer them again (those waiting first)."""
+        if held:
+            self._answering.clear()
+        else:
+            self._answering.set()
+
     async def _files(self, request: web.Request) -> web.StreamResponse:
+        await self._answering.wait()
         raw = request.raw_path.split("/v1/files/", 1)[1].split("?", 1)[0]
         target = self._resolve(raw)
         if target is None:
@@ -294,6 +306,7 @@ class StandInPods:
     memory_bytes: int = 1 << 30
     network: bool = False
     warm: int = 0
+    files_held: bool = False
     started: list[StandInPodServer] = field(default_factory=list)
     _ready: list[StandInPodServer] = field(default_factory=list)
     _filling: set[asyncio.Task[None]] = field(default_factory=set)
@@ -301,8 +314,15 @@ class StandInPods:
     async def _new(self) -> StandInPodServer:
         pod = StandInPodServer(next_pod_ip(), self.rest_port, self.grpc_port, self.memory_bytes, self.network)
         await pod.start()
+        pod.hold(self.files_held)
         self.started.append(pod)
         return pod
+
+    def hold_files(self, held: bool) -> None:
+        """Make every pod's file API, started or to come, stop answering (or answer again)."""
+        self.files_held = held
+        for pod in self.started:
+            pod.hold(held)
 
     async def fill(self) -> None:
         """Start pods until ``warm`` are ready."""

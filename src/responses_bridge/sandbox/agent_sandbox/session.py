@@ -13,16 +13,21 @@ the API, the files still collected), the output kept (bounded captures as it str
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
 
+import grpc
+import httpx
 import orjson
+from k8s_agent_sandbox.exceptions import SandboxError
 
 from ..backend import JobKind
 from ..identity import SandboxIdentity
 from ..limits import SandboxLimits
-from ..result import Outcome, SandboxResult, ended_by_memory, note_for
+from ..result import Outcome, SandboxResult, SandboxUnavailable, ended_by_memory, note_for
 from . import transfer
 from .process import Ran, run_process
 
@@ -77,11 +82,23 @@ class PodSession:
         return self._stdout
 
     async def run(self, code: str, *, job: JobKind = "python") -> SandboxResult:
+        """Lay the files out in the pod, run, bring back what changed. Raises :class:`SandboxUnavailable` (the
+        call's failure, worded) when the pod's APIs fail or do not answer in time: never a hang, never a 500."""
+        try:
+            return await self._run(code, job)
+        except TimeoutError:
+            raise SandboxUnavailable(f"the sandbox pod's file API did not take the container's files within "
+                                     f"{self._limits.timeout:g} s") from None
+        except (SandboxError, httpx.HTTPError, grpc.RpcError, RuntimeError, OSError) as error:
+            raise SandboxUnavailable(f"the sandbox pod failed the call ({_said(error)})") from None
+
+    async def _run(self, code: str, job: JobKind) -> SandboxResult:
         files = self._sandbox.files
         started = time.monotonic()
-        await transfer.upload_tree(files, self._root, self._data)
-        before = await transfer.list_tree(files, self._data)
-        code_deadline = started + self._limits.timeout
+        async with asyncio.timeout(self._limits.timeout):  # the lay-out is the bridge's, not the code's time
+            await transfer.upload_tree(files, self._root, self._data)
+            before = await transfer.list_tree(files, self._data)
+        code_deadline = time.monotonic() + self._limits.timeout
         if job == "shell":
             result = await self._shell(code, code_deadline)
         else:
@@ -91,9 +108,17 @@ class PodSession:
             self.first_output = ran.first_output
             self._stdout = bytes(ran.out.kept)
             result = self._result(ran, started)
-        self.notes = await transfer.collect(files, self._data, self._root, before, file_bytes=self._limits.file_bytes,
-                                            total_bytes=self._limits.container_bytes)
+        try:
+            async with asyncio.timeout(self._limits.timeout + WRITE_BACK_GRACE_SECONDS):
+                self.notes = await transfer.collect(files, self._data, self._root, before,
+                                                    file_bytes=self._limits.file_bytes,
+                                                    total_bytes=self._limits.container_bytes)
+        except TimeoutError:
+            self.notes = ["The pod's files could not all be brought back in time: changes not brought back are "
+                          "lost."]
         self._deadline = max(self._deadline, time.monotonic() + WRITE_BACK_GRACE_SECONDS)
+        if self.notes:  # said with the call's outcome, as the write-back's own notes are
+            result = dataclasses.replace(result, note=" ".join([result.note, *self.notes]).strip())
         return result
 
     def _result(self, ran: Ran, started: float) -> SandboxResult:
@@ -141,6 +166,13 @@ class PodSession:
         finished = time.monotonic()
         return SandboxResult(outcome, "", "", exit_code=0, seconds=finished - started, spawned=started,
                              started=started, finished=finished, note=note_for(outcome, self._limits))
+
+
+def _said(error: BaseException) -> str:
+    """An API failure in a few words (a gRPC status's code and details, else the error's own first line)."""
+    if isinstance(error, grpc.RpcError):
+        return f"{error.code()}: {error.details()}"
+    return (str(error).splitlines() or [type(error).__name__])[0][:200]
 
 
 def _record(index: int, kind: str, code: int, out: bytes, err: bytes, out_dropped: int, err_dropped: int) -> bytes:
