@@ -157,6 +157,10 @@ async def test_a_tier_without_a_pool_and_a_network_policy_are_clear_400s(client:
         await ask(client, "print(1)", tools=[{"type": "code_interpreter", "container": {
             "type": "auto", "network_policy": {"type": "allowlist", "allowed_domains": ["example.com"]}}}])
     assert refused.value.code == "sandbox_unavailable" and "network" in refused.value.message
+    big = await client.containers.create(name="16g", memory_limit="16g")  # a named container keeps its tier
+    with pytest.raises(openai.BadRequestError) as refused:
+        await ask(client, "print(1)", tools=[{"type": "code_interpreter", "container": big.id}])
+    assert "memory_limit 16g" in refused.value.message
     # a tier that has a pool runs there
     response = await ask(client, "print('4g')", tools=[{"type": "code_interpreter",
                                                         "container": {"type": "auto", "memory_limit": "4g"}}])

@@ -93,19 +93,17 @@ class ContainerRuns:
         policy where the deployment allows none, the container is not one of the tenant's live ones, a file to
         copy is unknown, a skill for a new container is unknown or not a skill (400s and 404s naming the tool and
         the field). Returns the new container's skills, resolved, for :meth:`container_for`."""
-        memory_limit = choice.memory_limit
-        if choice.container_id is not None:
-            named = await self.containers.live(choice.container_id, tenant=tenant)
-            memory_limit = named.memory_limit if named is not None else memory_limit
-        reason = self.sandbox.refusal(job, memory_limit=memory_limit, network=network is not None,
-                                      skills=bool(skills))
+        named = None if choice.container_id is None else await self.containers.live(choice.container_id,
+                                                                                  tenant=tenant)
+        reason = self.sandbox.refusal(job, memory_limit=named.memory_limit if named else choice.memory_limit,
+                                      network=network is not None, skills=bool(skills))
         if reason is not None:
             raise APIError(400, f"The {tool} tool cannot run on this server: {reason}. "
                            "(`responses-bridge doctor` checks the sandbox.)", param=f"tools[{choice.position}]",
                            code="sandbox_unavailable")
         self.containers.network.check_allowed(network, f"{choice.param}.network_policy")
         if choice.container_id is not None:
-            if await self.containers.live(choice.container_id, tenant=tenant) is None:
+            if named is None:
                 raise invalid_request(f"No such Container: {choice.container_id[:200]}", param=choice.param,
                                       code="invalid_value")
             return []
