@@ -197,3 +197,14 @@ async def test_a_pod_whose_file_api_stops_answering_fails_the_call_in_time(clien
     said = logs_of(call) + response.output[-1].content[0].text
     assert "did not take the container's files within 3 s" in said
     assert await no_claims_left(stack.cluster) == []
+
+
+async def test_calls_at_once_each_get_a_pod_of_their_own(client: openai.AsyncOpenAI, stack: Stack) -> None:
+    before = len(stack.cluster.pods.started)
+    answers = await asyncio.gather(*(ask(client, f"import os\nopen('mine', 'w').write('{n}')\n"
+                                                 f"print(sorted(os.listdir('.')), open('mine').read())")
+                                     for n in range(3)))
+    assert sorted(logs_of(answer.output[0]) for answer in answers) == [
+        f"['mine'] {n}\n" for n in range(3)]  # no call saw another's files
+    assert len(stack.cluster.pods.started) - before == 3
+    assert await no_claims_left(stack.cluster) == []
