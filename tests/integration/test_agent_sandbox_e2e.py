@@ -208,3 +208,9 @@ async def test_calls_at_once_each_get_a_pod_of_their_own(client: openai.AsyncOpe
         f"['mine'] {n}\n" for n in range(3)]  # no call saw another's files
     assert len(stack.cluster.pods.started) - before == 3
     assert await no_claims_left(stack.cluster) == []
+
+
+async def test_an_allocation_past_the_pod_s_memory_fails_as_on_bubblewrap(client: openai.AsyncOpenAI) -> None:
+    response = await ask(client, "block = bytearray(16 * 1024 ** 3)")
+    assert "MemoryError" in logs_of(response.output[0]) and response.status == "completed"
+    assert "out of memory" in logs_of(response.output[0]) + response.output[-1].content[0].text
