@@ -15,6 +15,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from . import config_file
+from .config_agent_sandbox import AgentSandboxSettings
 from .config_endpoints import EndpointSettings
 from .config_errors import EnvJSONError, JsonEnvSource, SettingsError, Sources, explain, explain_json
 from .config_sandbox import CodeSandboxSettings
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from .run.tools.web_search_base import WebSearchSettings
     from .sandbox import SandboxLimits
 
-class Settings(CodeSandboxSettings, EndpointSettings):
+class Settings(AgentSandboxSettings, CodeSandboxSettings, EndpointSettings):
     model_config = SettingsConfigDict(env_prefix="RESPONSES_BRIDGE_", extra="ignore")
 
     stream_via_sidecar: bool = Field(default=False, description=(

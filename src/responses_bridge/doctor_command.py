@@ -28,6 +28,9 @@ def run(args: argparse.Namespace) -> int:
     from .sandbox.identity import SandboxIdentity
 
     settings = load_settings()  # a bad setting: the one line cli.main prints, exit status 2
+    if settings.code_sandbox_backend == "agent-sandbox":  # calls run in pods: the cluster is what is checked
+        from .sandbox.agent_sandbox.checks import doctor
+        return doctor(settings)
     identity = SandboxIdentity.for_process(settings.code_sandbox_uid, settings.code_sandbox_gid)
     findings = diagnose(settings.sandbox_limits(), use_cgroup=settings.code_cgroup,
                         require_cgroup=settings.code_require_cgroup, identity=identity)

@@ -342,8 +342,8 @@ async def _open_code_interpreter(settings: Settings, store: ContainerStore, file
     policies). The sandbox is checked once here (bubblewrap making its namespaces); where it cannot run, the code
     interpreter is still offered, and refuses each request naming the cause (never code run unsandboxed)."""
     from .sandbox import Sandbox
+    from .sandbox.backends import open_backend
     from .sandbox.host import PROC_FIX
-    from .sandbox.identity import SandboxIdentity
     from .sandbox.read_only import sweep_orphans
     from .sandbox.scratch import ScratchUnsafe, scratch_root
     from .sandbox.trees import sweep_stale
@@ -367,15 +367,11 @@ async def _open_code_interpreter(settings: Settings, store: ContainerStore, file
                                                          cache_bytes=settings.code_skills_cache_bytes),
                                   network=NetworkPolicies(sealer, enabled=settings.code_egress_allowlist))
     await containers.start()
-    sandbox = await asyncio.to_thread(Sandbox.detect, limits, use_cgroup=settings.code_cgroup,
-                                      require_cgroup=settings.code_require_cgroup,
-                                      share=lambda tenant: settings.sandbox_share(tenant, limits.slots),
-                                      egress=_egress_settings(settings),
-                                      identity=SandboxIdentity.for_process(settings.code_sandbox_uid,
-                                                                           settings.code_sandbox_gid))
+    sandbox = await open_backend(settings, limits, share=lambda tenant: settings.sandbox_share(tenant, limits.slots),
+                                 egress=_egress_settings(settings))
     if sandbox.unavailable is not None:
         log.warning("sandbox_unavailable", reason=sandbox.unavailable)
-    else:
+    elif isinstance(sandbox, Sandbox):
         if sandbox.proc_refused is not None:
             log.warning("sandbox_without_proc", cause=sandbox.proc_refused, fix=PROC_FIX)
         if sandbox.shell_unavailable is not None and not sandbox.cgroup_off:
@@ -385,6 +381,8 @@ async def _open_code_interpreter(settings: Settings, store: ContainerStore, file
                  cgroups=sandbox.cgroups.description if sandbox.cgroups is not None else None,
                  host_uid=sandbox.identity.host_uid, proc=sandbox.proc_refused is None,
                  shell=sandbox.shell_unavailable is None)
+    else:
+        log.info("sandbox_ready", backend=type(sandbox).__name__, shell=sandbox.shell_unavailable is None)
     swept = await asyncio.to_thread(sweep_stale, workdir)
     if swept:
         log.info("sandbox_workspaces_swept", removed=swept)

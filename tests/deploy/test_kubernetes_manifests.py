@@ -235,7 +235,8 @@ def test_the_platform_files_are_current() -> None:
             f"{file} is stale: run scripts/render-envoy-examples")
 
 
-PSA_ADMITS = {"privileged": {"Unconfined", "RuntimeDefault", "Localhost"}, "baseline": {"RuntimeDefault", "Localhost"}}
+PSA_ADMITS = {"privileged": {"Unconfined", "RuntimeDefault", "Localhost"}, "baseline": {"RuntimeDefault", "Localhost"},
+              "restricted": {"RuntimeDefault", "Localhost"}}
 """Pod Security Admission: the seccomp and AppArmor profile types each level admits (restricted: as baseline)."""
 
 

@@ -236,3 +236,20 @@ def egress_connection(domain: str, outcome: str, sent: int, received: int, *, co
         EGRESS_BYTES.labels(domain, "sent").inc(sent)
     if received:
         EGRESS_BYTES.labels(domain, "received").inc(received)
+
+
+# The agent-sandbox backend (sandbox/agent_sandbox/): each claim of a pod by pool and outcome (ready, not_ready: its
+# deadline passed, pool_missing, refused: the API said no, failed), and how long a ready one took.
+SANDBOX_CLAIMS = Counter("responses_bridge_sandbox_claims_total",
+                         "SandboxClaims made by the agent-sandbox backend, by warm pool and outcome (ready, not_ready, "
+                         "pool_missing, refused, failed)", ["pool", "outcome"])
+SANDBOX_CLAIM_SECONDS = Histogram("responses_bridge_sandbox_claim_seconds",
+                                  "Time from a SandboxClaim's create to its Ready pod, by warm pool", ["pool"],
+                                  buckets=_LATENCY_BUCKETS)
+
+
+def sandbox_claim(pool: str, outcome: str, seconds: float | None = None) -> None:
+    """One claim of a sandbox pod ended its wait (``seconds``: how long a ready one took)."""
+    SANDBOX_CLAIMS.labels(pool, outcome).inc()
+    if seconds is not None:
+        SANDBOX_CLAIM_SECONDS.labels(pool).observe(seconds)

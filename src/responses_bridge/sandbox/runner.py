@@ -227,14 +227,15 @@ class Sandbox:
     async def call(self, *, tenant: str = "", job: JobKind = "python",
                    read_only: Sequence[tuple[Path, str]] = (),
                    network: NetworkPolicy | None = None,
-                   prepare: Prepare | None = None) -> AsyncIterator[SandboxCall]:
+                   prepare: Prepare | None = None, memory_limit: str | None = None) -> AsyncIterator[SandboxCall]:
         """A slot, then a started sandbox; ended (and its slot freed) on leaving. Raises
         :class:`SandboxUnavailable` when code cannot run here (or, for a ``shell`` job, in this mode),
         :class:`SandboxBusy` when no slot came in time.
         ``read_only``: (host directory, sandbox path) trees the call sees read-only (sandbox/command.py).
         ``network``: an allowlist policy, served by an egress proxy of the call's own (None: no network).
         ``prepare``: more such trees, made only once the call holds its slot (a container's skills, unpacked on
-        the host's disk: never for a call that waits, or is refused) and held until the call ends."""
+        the host's disk: never for a call that waits, or is refused) and held until the call ends.
+        ``memory_limit``: the container's tier; every call here gets the bridge's own limit (backend.py)."""
         refused = self.unavailable or (None if self.bwrap is not None else "bubblewrap (bwrap) was not found")
         if refused is None and job == "shell":
             refused = self.shell_unavailable
@@ -281,6 +282,14 @@ class Sandbox:
         finally:
             metrics.SANDBOX_LIVE.dec()
             self.slots.release(tenant)
+
+    def refusal(self, job: JobKind, *, memory_limit: str | None = None, network: bool = False,
+                skills: bool = False) -> str | None:
+        """Why a call with these needs cannot run here (backend.py): bubblewrap serves every tier with the bridge's
+        own limit, and skills wherever it runs; a shell needs the cgroup mode, a network policy the egress proxy."""
+        if job == "shell":
+            return self.shell_unavailable
+        return self.unavailable
 
     def _check_reachable(self, binds: Sequence[tuple[Path, str]]) -> None:
         """Raise :class:`SandboxUnavailable` naming the first directory the sandbox's uid cannot traverse on the

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from .call import SandboxCall
+from .backend import SandboxSession
 from .result import SandboxResult
 
 REPORT_SECONDS = 0.5
@@ -62,7 +62,7 @@ class CommandOutput:
         return {"stdout": self.stdout, "stderr": self.stderr, "outcome": self.outcome}
 
 
-def job_source(job: ShellJob, call: SandboxCall) -> str:
+def job_source(job: ShellJob, call: SandboxSession) -> str:
     """The launcher's JSON for ``job`` in ``call``: each command's seconds, the seconds of them all and the bytes
     the records may take (so the last record is not cut by the call's output limit)."""
     budget = max(call.seconds_for_code - REPORT_SECONDS, 0.05)
@@ -126,7 +126,7 @@ def _missing(result: SandboxResult) -> CommandOutput:
     return CommandOutput("", note, SIGKILL_STATUS, ran=False)
 
 
-async def run_shell(call: SandboxCall, job: ShellJob) -> tuple[list[CommandOutput], SandboxResult]:
+async def run_shell(call: SandboxSession, job: ShellJob) -> tuple[list[CommandOutput], SandboxResult]:
     """Run ``job`` in a started ``call`` (whose files the caller laid out): every command's output, and the
     call's own result (a limit that ended it: ``memory``, ``disk``, ``timeout``)."""
     result = await call.run(job_source(job, call), job="shell")

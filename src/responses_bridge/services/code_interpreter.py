@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..run.tools.code_interpreter import CodeRun, CodeToolOptions
-from ..sandbox import Sandbox
+from ..sandbox.backend import SandboxBackend
 from .container_runs import ContainerRuns
 from .containers import ContainerService
 
@@ -27,7 +27,8 @@ def _code_container(item: Mapping[str, Any]) -> str | None:
 class CodeInterpreter:
     """The loop's code interpreter (:class:`CodeInterpreterService`) over the process's :class:`ContainerRuns`."""
 
-    def __init__(self, containers: ContainerService, sandbox: Sandbox, runs: ContainerRuns | None = None) -> None:
+    def __init__(self, containers: ContainerService, sandbox: SandboxBackend,
+                 runs: ContainerRuns | None = None) -> None:
         self.runs = runs or ContainerRuns(containers, sandbox)
         self.containers = containers
         self.sandbox = sandbox

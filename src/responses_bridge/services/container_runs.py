@@ -27,8 +27,8 @@ from typing import Any, Generic, Protocol, TypeVar
 import structlog
 
 from ..protocol.errors import APIError, invalid_request
-from ..sandbox import Sandbox, SandboxBusy, SandboxCall, SandboxResult, SandboxUnavailable
-from ..sandbox.call import JobKind
+from ..sandbox import SandboxBusy, SandboxResult, SandboxUnavailable
+from ..sandbox.backend import JobKind, SandboxBackend, SandboxSession
 from ..sandbox.egress_policy import NetworkPolicy
 from ..store.records import StoredContainer, StoredContainerFile
 from .container_skills import ResolvedSkill
@@ -75,9 +75,11 @@ class ContainerRun(Generic[T]):
 
 
 class ContainerRuns:
-    """The containers and the sandbox, one each per process, as the tools that run in containers use them."""
+    """The containers and the sandbox, one each per process, as the tools that run in containers use them. The
+    sandbox is a backend (sandbox/backend.py): bubblewrap here, or pods claimed from agent-sandbox; this path never
+    learns which."""
 
-    def __init__(self, containers: ContainerService, sandbox: Sandbox) -> None:
+    def __init__(self, containers: ContainerService, sandbox: SandboxBackend) -> None:
         self.containers = containers
         self.sandbox = sandbox
 
@@ -91,14 +93,17 @@ class ContainerRuns:
         policy where the deployment allows none, the container is not one of the tenant's live ones, a file to
         copy is unknown, a skill for a new container is unknown or not a skill (400s and 404s naming the tool and
         the field). Returns the new container's skills, resolved, for :meth:`container_for`."""
-        reason = self.unavailable(job)
+        named = None if choice.container_id is None else await self.containers.live(choice.container_id,
+                                                                                  tenant=tenant)
+        reason = self.sandbox.refusal(job, memory_limit=named.memory_limit if named else choice.memory_limit,
+                                      network=network is not None, skills=bool(skills))
         if reason is not None:
             raise APIError(400, f"The {tool} tool cannot run on this server: {reason}. "
                            "(`responses-bridge doctor` checks the sandbox.)", param=f"tools[{choice.position}]",
                            code="sandbox_unavailable")
         self.containers.network.check_allowed(network, f"{choice.param}.network_policy")
         if choice.container_id is not None:
-            if await self.containers.live(choice.container_id, tenant=tenant) is None:
+            if named is None:
                 raise invalid_request(f"No such Container: {choice.container_id[:200]}", param=choice.param,
                                       code="invalid_value")
             return []
@@ -164,7 +169,7 @@ class ContainerRuns:
         return await skills.note(container_id, tenant=tenant) if skills is not None else ""
 
     async def run(self, container_id: str, *, tenant: str, job: JobKind,
-                  work: Callable[[SandboxCall], Awaitable[T]]) -> ContainerRun[T]:
+                  work: Callable[[SandboxSession], Awaitable[T]]) -> ContainerRun[T]:
         """Lay the container's files out in a sandbox call, do ``work`` in it, write back what changed. Never
         raises but for cancellation (and for what ``work`` itself raises)."""
         container = await self.containers.live(container_id, tenant=tenant)
@@ -178,7 +183,7 @@ class ContainerRuns:
         try:
             async with self.containers.lock(container.id), self.sandbox.call(
                     tenant=tenant, job=job, network=network,  # skills unpacked once the call has its slot
-                    prepare=lambda: self._skills(container.id, tenant)) as call:
+                    prepare=lambda: self._skills(container.id, tenant), memory_limit=container.memory_limit) as call:
                 space = Workspace(self.containers, container, tenant, call.data, owner=call.identity)
                 await space.lay_out()
                 value = await work(call)

@@ -61,5 +61,22 @@ def main(git_dirs: list[str]) -> None:
         (OUT / out).write_text("".join("---\n" + json.dumps(crd, separators=(",", ":")) + "\n" for crd in crds))
 
 
+AGENT_SANDBOX = ("agent-sandbox-2fd412d.yaml", "2fd412d55ecae90861a101a5424a75473de97c36",
+                 ["k8s/crds/agents.x-k8s.io_sandboxes.yaml",
+                  *(f"k8s/crds/extensions.agents.x-k8s.io_{kind}.yaml"
+                    for kind in ("sandboxclaims", "sandboxtemplates", "sandboxwarmpools"))])
+
+
+def agent_sandbox(crd_dir: Path) -> None:
+    """agent-sandbox's four CRDs, ``v1beta1`` only, from a directory holding its ``k8s/crds`` files."""
+    out, _, paths = AGENT_SANDBOX
+    crds = [trimmed(doc, "v1beta1") for path in paths for doc in yaml.safe_load_all((crd_dir / Path(path).name)
+            .read_text()) if doc and doc.get("kind") == "CustomResourceDefinition"]
+    (OUT / out).write_text("".join("---\n" + json.dumps(crd, separators=(",", ":")) + "\n" for crd in crds))
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    if sys.argv[1:2] == ["--agent-sandbox"]:
+        agent_sandbox(Path(sys.argv[2]))
+    else:
+        main(sys.argv[1:])

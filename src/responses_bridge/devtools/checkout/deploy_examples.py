@@ -38,7 +38,7 @@ BOOTSTRAPS: dict[str, dict[str, Any]] = {
     "envoy/compose/envoy-pg-b.yaml": COMPOSE_PG_B,
 }
 KUSTOMIZE = "deploy/kubernetes"
-OVERLAYS = ("sqlite", "postgres", "envoy-gateway", "istio")
+OVERLAYS = ("sqlite", "postgres", "envoy-gateway", "istio", "agent-sandbox")
 """deploy/kubernetes/overlays/*: the plain pod (SQLite, PostgreSQL) renders its Envoy's bootstrap in the pod from
 its settings; the platforms' objects are rendered here, each from its overlay's upstream and namespace."""
 PLATFORM_FILES: dict[str, str] = {

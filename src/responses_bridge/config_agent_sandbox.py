@@ -1,0 +1,83 @@
+"""Where the code interpreter's and the hosted shell's calls run (sandbox/backends.py), and the settings of the
+``agent-sandbox`` backend: pods claimed from kubernetes-sigs/agent-sandbox warm pools (sandbox/agent_sandbox/). A
+group of config.py's :class:`Settings`, in a module of its own beside config_sandbox.py.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings
+
+SandboxBackendName = Literal["bubblewrap", "agent-sandbox"]
+
+
+def parse_pools(value: str) -> dict[str, str]:
+    """``1g=pool-a,4g=pool-b`` as {tier: SandboxWarmPool name}. Raises ValueError naming the entry that is not
+    ``<tier>=<name>`` with a tier of OpenAI's (1g, 4g, 16g, 64g) and a Kubernetes name."""
+    from .sandbox.limits import MEMORY_LIMITS  # the sandbox's modules load only where code may run
+
+    pools: dict[str, str] = {}
+    for entry in filter(None, (part.strip() for part in value.split(","))):
+        tier, equals, name = entry.partition("=")
+        tier, name = tier.strip().lower(), name.strip()
+        if not equals or tier not in MEMORY_LIMITS or not name or len(name) > 253 \
+                or not all((c.isalnum() and c.islower()) or c.isdigit() or c in "-." for c in name):
+            raise ValueError(f"{entry!r} is not <tier>=<SandboxWarmPool name> with a tier among "
+                             f"{', '.join(MEMORY_LIMITS)} and a lower-case Kubernetes name")
+        pools[tier] = name
+    return pools
+
+
+class AgentSandboxSettings(BaseSettings):
+    """The sandbox backend and, for ``agent-sandbox``, the cluster's side of it."""
+
+    code_sandbox_backend: SandboxBackendName = Field(default="bubblewrap", description=(
+        "where code interpreter and hosted shell calls run: `bubblewrap` (namespaces on this host or in the "
+        "bridge's container) or `agent-sandbox` (a pod claimed per call from a kubernetes-sigs/agent-sandbox "
+        "SandboxWarmPool; pip extra `agent-sandbox`)"))
+    agent_sandbox_namespace: str = Field(default="default", description=(
+        "namespace of the SandboxWarmPools the bridge claims sandboxes from (and of its claims)"))
+    agent_sandbox_pools: str = Field(default="1g=responses-bridge-1g", description=(
+        "the SandboxWarmPool serving each container memory_limit tier, comma-separated `<tier>=<pool>` (a "
+        "container whose tier has no pool is refused with a 400; a container without memory_limit takes 1g)"))
+    agent_sandbox_ready_timeout: float = Field(default=30.0, gt=0, description=(
+        "seconds a claim may take to become Ready (a warm pool answers in well under one); past it the call fails "
+        "with a clear error and the claim is deleted"))
+    agent_sandbox_shutdown_margin: int = Field(default=60, ge=1, description=(
+        "seconds past a call's time limit and ready deadline at which agent-sandbox's controller deletes its claim "
+        "anyway (the claim's shutdownTime): what a bridge that crashed mid-call leaves lives no longer"))
+    agent_sandbox_api_url: str | None = Field(default=None, description=(
+        "the Kubernetes API server's URL; unset: the in-cluster service account, else the kubeconfig"))
+    agent_sandbox_rest_port: int = Field(default=8080, ge=1, le=65535, description=(
+        "the sandbox runtime's file (REST) port on the pod"))
+    agent_sandbox_grpc_port: int = Field(default=9090, ge=1, le=65535, description=(
+        "the sandbox runtime's process (gRPC ProcessService) port on the pod"))
+    agent_sandbox_egress_listen: str | None = Field(default=None, description=(
+        "`host:port` where the bridge listens for its sandbox pods' egress (each call under an allowlist network "
+        "policy gets a credential of its own for it; the pods' NetworkPolicy lets them reach only this port); "
+        "unset: pods have no way out, and an allowlist policy is a 400"))
+    agent_sandbox_egress_url: str | None = Field(default=None, description=(
+        "the egress proxy's URL as the pods reach it (e.g. `http://responses-bridge-egress.NAMESPACE.svc:3128`); "
+        "unset: `http://` and the listen address"))
+    agent_sandbox_runtime_root: str = Field(default="/mnt", pattern=r"^/", description=(
+        "the sandbox runtime's root directory in the pod (sandboxd's --root-dir; the sandbox image's is /mnt): its "
+        "file API's paths are relative to it, and /mnt/data and /mnt/skills must lie under it"))
+    agent_sandbox_python: str = Field(default="python3", description=(
+        "the interpreter the sandbox image runs the model's code with"))
+
+    @field_validator("agent_sandbox_egress_listen")
+    @classmethod
+    def _check_listen(cls, value: str | None) -> str | None:
+        if value is not None:
+            host, colon, port = value.rpartition(":")
+            if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{value!r} is not host:port")
+        return value
+
+    @field_validator("agent_sandbox_pools")
+    @classmethod
+    def _check_pools(cls, value: str) -> str:
+        parse_pools(value)
+        return value

@@ -1,0 +1,156 @@
+"""Network policies on the ``agent-sandbox`` backend, end to end through the HTTP door and a real Envoy: a pod's
+code reaches the allowed host only through the bridge's egress door, with the credential of its own call (in its
+``HTTP(S)_PROXY``); the call's proxy applies the policy and puts a domain secret into the request's headers, over
+HTTP and HTTPS, while the pod holds only a placeholder; a request to the door without a live call's credential — no
+credential, a guessed one, or one whose call has ended — is a 407 and goes nowhere.
+
+The stand-in pods share the host's network here (so they reach the door on loopback): what a pod reaches directly
+is the cluster's NetworkPolicy's business (the overlay renders it), not tested here."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import openai
+import orjson
+import pytest
+
+from responses_bridge.envoy_config import render_bootstrap
+from tests.integration.test_agent_sandbox_e2e import pytestmark as pods_marks
+from tests.integration.test_code_interpreter_e2e import logs_of, run_code
+from tests.integration.test_egress_e2e import PROBE, SECRET, LoopbackHost, probe
+from tests.integration.test_egress_e2e import test_host as egress_test_host
+from tests.support.agent_sandbox import FakeCluster, fake_cluster
+from tests.support.bridge import Sidecar, running_sidecar
+from tests.support.envoy import EnvoyProcess, free_port, start_envoy
+
+pytestmark = pods_marks
+test_host = egress_test_host
+
+
+@dataclass
+class Stack:
+    cluster: FakeCluster
+    sidecar: Sidecar
+    envoy: EnvoyProcess
+    url: str
+    host: LoopbackHost
+    door_port: int
+    data_dir: Path
+
+
+@pytest.fixture(scope="module")
+async def stack(fake_upstream: str, test_host: LoopbackHost,
+                tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    listen_port, door_port = free_port(), free_port()
+    data_dir = tmp_path_factory.mktemp("pod-egress")
+    async with fake_cluster(network=True) as cluster, running_sidecar(
+            str(data_dir), fake_upstream, "--upstream-via", f"http://127.0.0.1:{listen_port}/v1",
+            log_file=data_dir / "sidecar.log",
+            env={**cluster.settings, "RESPONSES_BRIDGE_CODE_TIMEOUT": "15",
+                 "RESPONSES_BRIDGE_AGENT_SANDBOX_PYTHON": "python3",
+                 "RESPONSES_BRIDGE_AGENT_SANDBOX_EGRESS_LISTEN": f"127.0.0.1:{door_port}",
+                 "RESPONSES_BRIDGE_CODE_EGRESS_ALLOWED_TARGETS":
+                     f"127.0.0.1:{test_host.port}, 127.0.0.1:{test_host.tls_port}",
+                 "SSL_CERT_FILE": str(test_host.ca_file)}) as sidecar:
+        envoy = await start_envoy(render_bootstrap(
+            listen_port=listen_port, extproc_port=sidecar.extproc_port,
+            http_port=int(sidecar.http_url.rsplit(":", 1)[1]), upstream=fake_upstream, admin_port=0))
+        try:
+            yield Stack(cluster, sidecar, envoy, f"http://127.0.0.1:{listen_port}", test_host, door_port, data_dir)
+        finally:
+            envoy.stop()
+
+
+@pytest.fixture(params=["http", "envoy"])
+async def client(request: pytest.FixtureRequest, stack: Stack) -> AsyncIterator[openai.AsyncOpenAI]:
+    base = stack.url if request.param == "envoy" else stack.sidecar.http_url
+    async with openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="sk-client", max_retries=0, timeout=90) as sdk:
+        yield sdk
+
+
+async def run(client: openai.AsyncOpenAI, code: str, container: Any) -> dict[str, Any]:
+    response = await client.responses.create(
+        model="fake-model", input=run_code(code), include=["code_interpreter_call.outputs"],
+        tools=[{"type": "code_interpreter", "container": container}])  # type: ignore[list-item, typeddict-item]
+    call = response.output[0]
+    assert call.type == "code_interpreter_call" and call.status == "completed", response.output
+    logs = logs_of(call)
+    return dict(orjson.loads(logs.strip().splitlines()[-1]), _response=response.model_dump_json(), _logs=logs)
+
+
+def door_request(port: int, token: str | None) -> str:
+    """Code that sends one proxy request to the door with ``token`` (None: no credential) and prints the status."""
+    auth = "" if token is None else \
+        f"Proxy-Authorization: Basic {base64.b64encode(f'sandbox:{token}'.encode()).decode()}\\r\\n"
+    return (f"s = socket.create_connection(('127.0.0.1', {port}), timeout=5)\n"
+            f"s.sendall(b'GET http://127.0.0.1:1/ HTTP/1.1\\r\\nHost: 127.0.0.1:1\\r\\n{auth}\\r\\n')\n"
+            f"answer = s.recv(200).split(b' ')[1].decode()\n")
+
+
+ALLOW = {"type": "auto", "network_policy": {"type": "allowlist", "allowed_domains": ["127.0.0.1"]}}
+
+
+async def test_the_allowed_host_is_reached_through_the_door_with_the_call_s_own_credential(
+        client: openai.AsyncOpenAI, stack: Stack) -> None:
+    host, before = stack.host.port, len(stack.host.seen)
+    found = await run(client, probe(f"""
+        from urllib.parse import urlsplit
+        proxy = urlsplit(os.environ["HTTP_PROXY"])
+        {door_request(stack.door_port, None).replace(chr(10), chr(10) + "        ")}
+        no_credential = answer
+        {door_request(stack.door_port, "guessed-token").replace(chr(10), chr(10) + "        ")}
+        guessed = answer
+        print(json.dumps({{
+            "proxy": [proxy.hostname, proxy.port, proxy.username, proxy.password],
+            "allowed": fetch("http://127.0.0.1:{host}/hello"),
+            "other_domain": fetch("http://example.com/"),
+            "no_credential": no_credential, "guessed": guessed,
+        }}))
+    """), ALLOW)
+    hostname, port, user, token = found["proxy"]
+    assert (hostname, port, user) == ("127.0.0.1", stack.door_port, "sandbox") and len(token) >= 32
+    assert found["allowed"] == [200, "hello from the test host"] and len(stack.host.seen) == before + 1
+    assert "Proxy-Authorization" not in stack.host.seen[-1]  # the credential stops at the door
+    assert found["other_domain"] == [403, "denied_domain"]
+    assert found["no_credential"] == found["guessed"] == "407"
+    # the credential ends with its call: the next call presenting it gets a 407
+    later = await run(client, PROBE + door_request(stack.door_port, token) + "print(json.dumps({'old': answer}))\n",
+                      ALLOW)
+    assert later["old"] == "407"
+
+
+async def test_a_domain_secret_reaches_the_host_over_http_and_https_and_never_the_pod(
+        client: openai.AsyncOpenAI, stack: Stack) -> None:
+    policy = {"type": "allowlist", "allowed_domains": ["127.0.0.1"],
+              "domain_secrets": [{"domain": "127.0.0.1", "name": "API_KEY", "value": SECRET}]}
+    container = await client.containers.create(name="pod secret", network_policy=policy)  # type: ignore[arg-type]
+    found = await run(client, probe(f"""
+        placeholder = os.environ["API_KEY"]
+        seen = files_under("/tmp", "/mnt")
+        print(json.dumps({{
+            "placeholder": placeholder,
+            "answer": fetch("http://127.0.0.1:{stack.host.port}/hello", {{"Authorization": "Bearer " + placeholder}}),
+            "tls": fetch("https://127.0.0.1:{stack.host.tls_port}/hello",
+                         {{"Authorization": "Bearer " + placeholder}}),
+            "found": any(({SECRET[:8]!r} + {SECRET[8:]!r}) in text for text in seen),
+            "env": dict(os.environ),
+        }}))
+    """), container.id)
+    assert found["answer"] == [200, "hello from the test host"] and found["tls"] == found["answer"]
+    assert [seen["Authorization"] for seen in stack.host.seen[-2:]] == [f"Bearer {SECRET}"] * 2
+    assert found["placeholder"] != SECRET and found["found"] is False
+    assert SECRET not in orjson.dumps(found["env"]).decode() and SECRET not in found["_response"]
+    files = [file.path async for file in client.containers.files.list(container.id)]
+    assert files == []  # the call's authority in the pod is not one of the container's files
+    assert SECRET not in (stack.data_dir / "sidecar.log").read_text(errors="replace")
+
+
+async def test_without_a_policy_the_pod_gets_no_proxy(client: openai.AsyncOpenAI) -> None:
+    found = await run(client, 'import json, os\nprint(json.dumps({"proxy": os.environ.get("HTTP_PROXY")}))',
+                      {"type": "auto"})
+    assert found["proxy"] is None
