@@ -91,6 +91,12 @@ class SandboxBackend(Protocol):
         """Why shell jobs cannot run here (None: they can)."""
         ...
 
+    @property
+    def model_note(self) -> str:
+        """What the code interpreter's description tells the model of what this sandbox cannot do (one process,
+        no ``/proc``), so that it stops trying; empty where nothing is worth saying."""
+        ...
+
     def refusal(self, job: JobKind, *, memory_limit: str | None = None, network: bool = False,
                 skills: bool = False) -> str | None:
         """Why a call with these needs cannot run here, naming what is missing (None: it can): checked before a

@@ -116,6 +116,11 @@ class AgentSandboxBackend:
     def shell_unavailable(self) -> str | None:
         return self.unavailable
 
+    @property
+    def model_note(self) -> str:
+        """Nothing to warn the model of: a pod runs processes and has its own ``/proc``."""
+        return ""
+
     def refusal(self, job: JobKind, *, memory_limit: str | None = None, network: bool = False,
                 skills: bool = False) -> str | None:
         if self.unavailable is not None:

@@ -25,6 +25,10 @@ class RefusedBackend:
     def shell_unavailable(self) -> str | None:
         return self.unavailable
 
+    @property
+    def model_note(self) -> str:
+        return ""  # no tool that runs code is offered: every call is refused
+
     def refusal(self, job: JobKind, *, memory_limit: str | None = None, network: bool = False,
                 skills: bool = False) -> str | None:
         return self.unavailable
