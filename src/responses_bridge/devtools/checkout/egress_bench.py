@@ -8,8 +8,9 @@ same whatever they are. Two parts, each against its floor in the same run:
   (the floor). MB/s of each, their ratio, and the event loop's worst lag while the masked copy runs.
 - ``liveness``: a real sidecar (HTTP door, ``auth: header``, two tenants) whose tenant A runs code in the real
   sandbox downloading ``--download-mb`` MB through the proxy from a container with those 32 secrets, while
-  ``/health/ready`` and tenant B's ``POST /v1/responses`` are sent every 0.1 s. Their p50, p95 and max, before
-  (unloaded, the floor) and during the download, and the ratio of the two p95s.
+  ``/health/ready`` and tenant B's ``POST /v1/responses`` are sent one after another (0.05 s apart). Their p50,
+  p95 and max unloaded (the floor) and while the download's bytes are sent (from its first to its last, which the
+  proxy has then read: the socket buffers are small), and the ratio of the two p95s.
 
 Ratios are the figures that carry between machines; the milliseconds do not.
 """
@@ -39,6 +40,8 @@ from ..procs import ManagedProcess, free_port, wait_http
 
 SECRETS, SECRET_CHARS = 32, 8192
 PIECE = 64 * 1024
+INTERVAL = 0.05
+"""Seconds between one probe's answer and its next request."""
 
 
 def _secret_list(domain: str) -> list[dict[str, str]]:
@@ -52,17 +55,23 @@ def _text(size: int) -> bytes:
     return (block * (size // len(block) + 1))[:size]
 
 
-async def _serve_bytes(body: bytes) -> tuple[asyncio.Server, int]:
-    """A plain HTTP server answering any request with ``body`` (HTTP/1.0, Content-Length, then closed)."""
+async def _serve_bytes(body: bytes, sending: asyncio.Event | None = None,
+                       sent: asyncio.Event | None = None) -> tuple[asyncio.Server, int]:
+    """A plain HTTP server answering any request with ``body`` (HTTP/1.0, Content-Length, then closed); ``sending``
+    is set as it starts, ``sent`` once the last byte is written (the proxy read it: the socket buffers are small)."""
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
+        if sending is not None:
+            sending.set()
         writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n" % len(body))
         view = memoryview(body)
         for at in range(0, len(body), PIECE):
             writer.write(view[at:at + PIECE])
             await writer.drain()
         writer.close()
+        if sent is not None:
+            sent.set()
 
     server = await asyncio.start_server(answer, "127.0.0.1", 0)
     return server, server.sockets[0].getsockname()[1]
@@ -164,7 +173,7 @@ class Probe:
                 self.failures += 1
             self.samples.append(time.perf_counter() - started)
             with contextlib.suppress(TimeoutError):  # paces the probe; ends it at once when stopped
-                await asyncio.wait_for(stop.wait(), 0.1)
+                await asyncio.wait_for(stop.wait(), INTERVAL)
 
     def figures(self) -> dict[str, float]:
         ordered = sorted(self.samples) or [0.0]
@@ -175,7 +184,7 @@ class Probe:
 
 
 async def _probed(session: aiohttp.ClientSession, url: str, seconds: float | None,
-                  during: asyncio.Task[Any] | None) -> dict[str, dict[str, float]]:
+                  during: asyncio.Event | None) -> dict[str, dict[str, float]]:
     health = Probe(session, "GET", f"{url}/health/ready", {})
     other = Probe(session, "POST", f"{url}/v1/responses", {"x-tenant-id": "tenant-b",
                                                             "Content-Type": "application/json"},
@@ -183,7 +192,7 @@ async def _probed(session: aiohttp.ClientSession, url: str, seconds: float | Non
     stop = asyncio.Event()
     probes = [asyncio.create_task(probe.run(stop)) for probe in (health, other)]
     if during is not None:
-        await asyncio.wait([during])
+        await during.wait()
     else:
         await asyncio.sleep(seconds or 0)
     stop.set()
@@ -193,7 +202,8 @@ async def _probed(session: aiohttp.ClientSession, url: str, seconds: float | Non
 
 async def liveness(download_mb: float) -> dict[str, Any]:
     size = int(download_mb * 1e6)
-    server, port = await _serve_bytes(_text(size))
+    sending, sent = asyncio.Event(), asyncio.Event()
+    server, port = await _serve_bytes(_text(size), sending, sent)
     with tempfile.TemporaryDirectory(prefix="rb-bench-egress-") as tmp:
         upstream_port, http_port = free_port(), free_port()
         upstream = ManagedProcess([sys.executable, "-m", "responses_bridge", "fake-upstream", "--port",
@@ -226,11 +236,14 @@ async def liveness(download_mb: float) -> dict[str, Any]:
                 request = {"model": "fake-model", "input": f"call python [args64={encoded}]",
                            "include": ["code_interpreter_call.outputs"],
                            "tools": [{"type": "code_interpreter", "container": container["id"]}]}
-                started = time.perf_counter()
                 download = asyncio.create_task(_post_json(session, f"{url}/v1/responses", request, "tenant-a"))
-                loaded = await _probed(session, url, None, download)
+                download.add_done_callback(lambda _: sent.set())  # a call that fails ends the probes too
+                await asyncio.wait([download, asyncio.create_task(sending.wait())],
+                                   return_when=asyncio.FIRST_COMPLETED)
+                started = time.perf_counter()  # the download is under way: its first byte is sent
+                loaded = await _probed(session, url, None, sent)
                 seconds = time.perf_counter() - started
-                answer = download.result()
+                answer = await download
         finally:
             sidecar.stop()
             upstream.stop()
