@@ -406,11 +406,13 @@ def _egress_settings(settings: Settings) -> EgressSettings | None:
     proxy may connect, its bounds); None when the deployment allows no allowlist policy."""
     if not settings.code_egress_allowlist:
         return None
-    from .sandbox.egress import EgressLimits, EgressSettings  # with the sandbox: only where code may run
+    from .sandbox.egress import EgressSettings  # with the sandbox: only where code may run
+    from .sandbox.egress_limits import EgressLimits
     from .sandbox.egress_policy import EgressRules
 
     return EgressSettings(EgressRules.parse(settings.code_egress_allowed_targets), EgressLimits(
         call_bytes=settings.code_egress_max_bytes, connection_bytes=settings.code_egress_connection_bytes,
         connections=settings.code_egress_max_connections,
         connection_seconds=settings.code_egress_connection_timeout,
-        bridge_connections=settings.code_egress_bridge_connections))
+        bridge_connections=settings.code_egress_bridge_connections,
+        tenant_connections=settings.code_egress_tenant_connections, single_tenant=settings.auth == "none"))

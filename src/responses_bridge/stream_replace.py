@@ -2,44 +2,128 @@
 back into the sandbox (sandbox/egress_secrets.py), a stored chat completion's id swapped for the upstream's
 (engine/chat_ids.py).
 
+The work per byte is the same whatever the sequences: a tenant chooses its domain secrets (up to 32 of 8 KiB), and
+checking each of them at each possible tail of each piece cost ~20 ms of CPU per 8 KiB read. Here one
+Aho-Corasick automaton over all the sequences (ahocorasick-rs, built once per set: :class:`Sequences`) finds every
+one in a single pass, in native code that releases the GIL; standard matching reports each match where it ends
+first and searches on after it, linear in the bytes (its leftmost kinds are not, on input made to defeat them).
+
 Each piece goes on at once but for the bytes at its end that may begin a sequence (a proper beginning of one),
-held until the next piece says — never more, so a stream's event is not held back when it ends in anything else
-(an SSE event ends in a blank line)."""
+held until the next piece says — never more than the longest sequence less one byte, and in practice only a true
+beginning, so a stream's event is not held back when it ends in anything else (an SSE event ends in a blank line).
+The beginnings are found by each sequence's first ``LEAD`` bytes and checked whole for the first
+``EXACT_CHECKS`` of them; past those, a stream built to make every position look like one is simply held from
+there (its own latency, never more CPU).
+
+A sequence that contains another would lose to it (the shorter one ends first) and come through in part:
+egress_policy.py refuses such secrets, and a set that has one anyway (a policy stored before that check) is matched
+leftmost-longest instead, which is correct and, on input built against it, slower.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+from ahocorasick_rs import BytesAhoCorasick, Implementation, MatchKind
 
-class StreamReplace:
-    """Writes every ``old`` of ``pairs`` over with its ``new`` in the pieces fed in order."""
+LEAD = 16
+"""Bytes of a sequence's beginning looked for to find where one may begin: long enough to be rare in a stream."""
+EXACT_CHECKS = 4
+"""Possible beginnings checked whole per piece; past them the stream is held from the next one."""
 
-    __slots__ = ("_held", "_longest", "_pairs")
+
+class Sequences:
+    """The ``old`` of ``pairs`` to find and the ``new`` each is written over with, compiled once: immutable, shared
+    by every stream of them (one per connection of a call, and across threads)."""
+
+    __slots__ = ("_automaton", "_beginnings", "_by_lead", "longest", "new")
 
     def __init__(self, pairs: Iterable[tuple[bytes, bytes]]) -> None:
-        self._pairs = [(old, new) for old, new in pairs if old]
-        self._longest = max((len(old) for old, _ in self._pairs), default=1) - 1
+        found: dict[bytes, bytes] = {}
+        for old, new in pairs:
+            if old and old not in found:  # the first of equal ones says what it becomes
+                found[old] = new
+        olds = list(found)
+        self.new = [found[old] for old in olds]
+        self.longest = max((len(old) for old in olds), default=0)
+        contained = any(other != old and other in old for old in olds for other in olds)
+        self._automaton = BytesAhoCorasick(
+            olds, matchkind=MatchKind.LeftmostLongest if contained else MatchKind.Standard,
+            implementation=Implementation.ContiguousNFA) if olds else None
+        self._by_lead: dict[bytes, list[bytes]] = {}
+        for old in olds:
+            if len(old) > LEAD:
+                self._by_lead.setdefault(old[:LEAD], []).append(old)
+        self._beginnings = frozenset(old[:size] for old in olds for size in range(1, min(len(old), LEAD)))
+
+    def stream(self) -> StreamReplace:
+        return StreamReplace(self)
+
+    def matches(self, data: bytes) -> list[tuple[int, int, int]]:
+        """(which, start, end) of every match in ``data``, in order, none overlapping."""
+        return self._automaton.find_matches_as_indexes(data) if self._automaton is not None else []
+
+    def cut(self, data: bytes, start: int) -> int:
+        """The first position from ``start`` where the rest of ``data`` may be a proper beginning of a sequence
+        (``len(data)``: none), found by the sequences' leads and checked whole for the first few."""
+        end = len(data)
+        at = max(start, end - self.longest + 1)
+        checks = EXACT_CHECKS
+        while at <= end - LEAD and self._by_lead:
+            found = [where for lead in self._by_lead if (where := data.find(lead, at, end)) >= 0]
+            if not found:
+                break
+            at = min(found)
+            rest = data[at:]
+            if checks == 0 or any(len(old) > len(rest) and old.startswith(rest)
+                                  for old in self._by_lead[data[at:at + LEAD]]):
+                return at
+            checks -= 1
+            at += 1
+        for short in range(max(at, end - LEAD + 1, start), end):  # fewer than LEAD bytes left: looked up whole
+            if data[short:] in self._beginnings:
+                return short
+        return end
+
+
+class StreamReplace:
+    """Writes every ``old`` of ``pairs`` (or of prebuilt :class:`Sequences`) over with its ``new`` in the pieces
+    fed in order."""
+
+    __slots__ = ("_held", "_sequences")
+
+    def __init__(self, pairs: Iterable[tuple[bytes, bytes]] | Sequences) -> None:
+        self._sequences = pairs if isinstance(pairs, Sequences) else Sequences(pairs)
         self._held = b""
 
     def feed(self, piece: bytes) -> bytes:
         """What may go on now of ``piece`` (with what was held back before it)."""
-        data = self._held + piece
-        for old, new in self._pairs:
-            if old in data:
-                data = data.replace(old, new)
-        keep = self._partial_tail(data)
-        self._held = data[len(data) - keep:] if keep else b""
-        return data[:len(data) - keep] if keep else data
+        data = self._held + piece if self._held else piece
+        written, cut = self._written(data, final=False)
+        self._held = data[cut:]
+        return written
 
     def end(self) -> bytes:
-        """What was held back, once the stream has ended: only ever the beginning of a sequence, never one whole."""
+        """What was held back, once the stream has ended (a sequence in it written over too)."""
         held, self._held = self._held, b""
-        return held
+        return self._written(held, final=True)[0] if held else b""
 
-    def _partial_tail(self, data: bytes) -> int:
-        """How many bytes at the end of ``data`` are a proper beginning of a sequence (0 almost always)."""
-        for size in range(min(self._longest, len(data)), 0, -1):
-            tail = data[-size:]
-            if any(old.startswith(tail) for old, _ in self._pairs):
-                return size
-        return 0
+    def _written(self, data: bytes, *, final: bool) -> tuple[bytes, int]:
+        """``data`` up to where the rest may still begin a sequence (all of it if ``final``), each sequence in
+        it written over; and that position."""
+        sequences = self._sequences
+        cut = len(data) if final else sequences.cut(data, 0)
+        out: list[bytes] = []
+        at = 0
+        for which, start, end in sequences.matches(data):
+            if start >= cut:  # a match there may yet be part of a longer one, or not be one: the next piece says
+                break
+            out.append(data[at:start])
+            out.append(sequences.new[which])
+            at = end
+            if end > cut:
+                cut = sequences.cut(data, end)
+        if not out:
+            return (data[:cut] if cut < len(data) else data), cut
+        out.append(data[at:cut])
+        return b"".join(out), cut

@@ -1,7 +1,8 @@
 """One call's flood of connections to its egress socket (bound into the sandbox, so the code reaches it directly,
 past the launcher's relay): counted as each is accepted, so 3,000 idle connections leave the bridge holding at most
 the call's limit, another call's proxy still relays, and the refusals are one log line at the call's end. A
-bridge-wide cap bounds every call's connections together."""
+bridge-wide cap bounds every call's connections together, and one tenant's calls hold at most its share of it, so
+another tenant's call always gets connections."""
 
 from __future__ import annotations
 
@@ -43,8 +44,8 @@ def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-async def _proxy(host: Host, limits: EgressLimits) -> EgressProxy:
-    proxy = EgressProxy(policy_of("app.test"), EgressRules.parse(f"127.0.0.1:{host.port}"), limits, tenant="t",
+async def _proxy(host: Host, limits: EgressLimits, tenant: str = "t") -> EgressProxy:
+    proxy = EgressProxy(policy_of("app.test"), EgressRules.parse(f"127.0.0.1:{host.port}"), limits, tenant=tenant,
                         resolver=fake_dns)
     await proxy.start()
     return proxy
@@ -93,10 +94,10 @@ async def test_the_connection_past_the_limit_is_refused_before_its_head(host: Ho
 
 async def test_every_calls_connections_together_stay_under_the_bridges_cap(host: Host) -> None:
     limits = EgressLimits(connections=64, bridge_connections=10)
-    proxies = [await _proxy(host, limits) for _ in range(3)]
+    proxies = [await _proxy(host, limits, tenant) for tenant in ("t1", "t2", "t3")]  # 5 each, the third none
     try:
         writers = [writer for proxy in proxies for writer in await _flood(proxy, 8)]
-        reader, writer = await asyncio.open_unix_connection(proxies[0].socket_path)
+        reader, writer = await asyncio.open_unix_connection(proxies[2].socket_path)
         refused = await asyncio.wait_for(reader.read(), 5)
         writer.close()
         for held in writers:
@@ -105,3 +106,26 @@ async def test_every_calls_connections_together_stay_under_the_bridges_cap(host:
         for proxy in proxies:
             await proxy.close()
     assert b"X-Egress-Outcome: bridge_connection_limit" in refused
+
+
+async def test_one_tenants_calls_hold_only_its_share_and_another_tenants_call_gets_its_connections(
+        host: Host) -> None:
+    """The flood the bridge-wide cap once lost to: one tenant's 4 calls trying 8 connections each, with a cap of
+    16. They hold its share, 8; the other tenant's call gets all 8 of its own, each relayed."""
+    limits = EgressLimits(connections=8, bridge_connections=16)
+    greedy = [await _proxy(host, limits, "greedy") for _ in range(5)]
+    other = await _proxy(host, limits, "other")
+    try:
+        writers = [writer for proxy in greedy[:4] for writer in await _flood(proxy, 8)]
+        reader, writer = await asyncio.open_unix_connection(greedy[4].socket_path)  # a fifth call of the tenant
+        refused = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        answers = await asyncio.gather(*(exchange(other, f"GET http://app.test:{host.port}/echo-headers HTTP/1.1"
+                                                         "\r\n\r\n".encode()) for _ in range(8)))
+        for held in writers:
+            held.close()
+    finally:
+        for proxy in (*greedy, other):
+            await proxy.close()
+    assert b"X-Egress-Outcome: tenant_connection_limit" in refused and b"its share of the bridge's 16" in refused
+    assert all(answer.startswith(b"HTTP/1.1 200") for answer in answers), [answer[:120] for answer in answers]

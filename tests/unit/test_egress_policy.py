@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.sandbox.egress_policy import (
+    MAX_SECRET_BYTES,
+    MAX_SECRETS,
     EgressRules,
     NetworkPolicy,
     from_stored,
@@ -103,14 +105,44 @@ def test_a_bad_policy_is_a_400_naming_its_field(policy: object, param: str) -> N
     assert refused.value.status == 400 and refused.value.param == param
 
 
+def _with_secrets(*values: str) -> dict[str, object]:
+    return {"type": "allowlist", "allowed_domains": ["a.com"],
+            "domain_secrets": [{"domain": "a.com", "name": f"K{at}", "value": value}
+                               for at, value in enumerate(values)]}
+
+
+@pytest.mark.parametrize(("values", "param", "bound"), [
+    (["x" * (MAX_SECRET_BYTES + 1)], "network_policy.domain_secrets[0].value", f"{MAX_SECRET_BYTES} characters"),
+    ([""], "network_policy.domain_secrets[0].value", "1 to"),
+    ([f"secret-{at:04d}" for at in range(MAX_SECRETS + 1)], "network_policy.domain_secrets",
+     f"at most {MAX_SECRETS} secrets"),
+    (["inner-secret", "outer-inner-secret"], "network_policy.domain_secrets[1].value", "domain_secrets[0]"),
+    (["outer-inner-secret", "inner-secret"], "network_policy.domain_secrets[1].value", "domain_secrets[0]"),
+])
+def test_secrets_past_a_bound_are_a_400_naming_it(values: list[str], param: str, bound: str) -> None:
+    """What masking answers costs is bounded by what a container may have: 32 secrets of at most 8,192 characters,
+    none inside another (where the inner one came back, the outer one would be masked only in part)."""
+    with pytest.raises(APIError) as refused:
+        parse_policy(_with_secrets(*values), "network_policy")
+    assert refused.value.status == 400 and refused.value.param == param and bound in refused.value.message
+
+
+def test_the_most_a_container_may_have_is_taken_and_equal_values_are_allowed() -> None:
+    policy = parse_policy(_with_secrets(*(f"{at:02d}" + "v" * (MAX_SECRET_BYTES - 2) for at in range(MAX_SECRETS))),
+                          "network_policy")
+    assert policy is not None and len(policy.secrets) == MAX_SECRETS
+    same = parse_policy(_with_secrets("same-value", "same-value"), "network_policy")
+    assert same is not None and len(same.secrets) == 2
+
+
 def test_disabled_and_absent_are_no_policy() -> None:
     assert parse_policy(None, "p") is None and parse_policy({"type": "disabled"}, "p") is None
 
 
 def test_secrets_belong_to_the_hosts_their_domain_matches_and_are_stored_sealed() -> None:
     policy = allowlist("api.example.com", "*.svc.example", secrets=[
-        {"domain": "API.example.com", "name": "API_KEY", "value": "s3cret"},
-        {"domain": "*.svc.example", "name": "SVC_TOKEN", "value": "t0ken"}])
+        {"domain": "API.example.com", "name": "API_KEY", "value": "s3cret-value"},
+        {"domain": "*.svc.example", "name": "SVC_TOKEN", "value": "t0ken-value"}])
     assert [secret.name for secret in policy.secrets_for("api.example.com")] == ["API_KEY"]
     assert [secret.name for secret in policy.secrets_for("a.svc.example")] == ["SVC_TOKEN"]
     assert policy.secrets_for("other.example.com") == []

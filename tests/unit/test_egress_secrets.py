@@ -125,3 +125,92 @@ def test_the_stream_writes_over_a_secret_wherever_the_pieces_are_cut(cut: int) -
     data = b"x" * 5 + b"s3cret-value" + b"y" * 3 + b"s3cret-value"
     out = b"".join(unsecret.feed(data[at:at + cut]) for at in range(0, len(data), cut)) + unsecret.end()
     assert out == b"x" * 5 + b"PLACEHOLDER!" + b"y" * 3 + b"PLACEHOLDER!"
+
+
+class RawServer:
+    """A server that answers in bytes of its own choosing: an interim ``100 Continue`` (or another 1xx) before a
+    chunked echo of the request's Authorization value, split across chunks; it keeps each request head it got."""
+
+    def __init__(self) -> None:
+        self.heads: list[bytes] = []
+        self.bodies: list[bytes] = []
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._answer, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        self.heads.append(head)
+        fields = dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:] if b": " in line)
+        self.bodies.append(await reader.readexactly(int(fields.get(b"Content-Length", b"0"))))
+        token = fields.get(b"Authorization", b"").removeprefix(b"Bearer ")
+        interim = head.split(b" ", 2)[1].rsplit(b"/", 1)[1]  # /100, /103, /101: the interim status sent first
+        writer.write(b"HTTP/1.1 %s Interim\r\n\r\n" % interim)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for piece in (b"echo ", token[:5], token[5:], b" end"):
+            writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+
+@pytest.fixture
+async def raw_server() -> AsyncIterator[RawServer]:
+    served = RawServer()
+    await served.start()
+    yield served
+    assert served.server is not None
+    served.server.close()
+
+
+async def _raw_proxy(raw_server: RawServer) -> EgressProxy:
+    made = EgressProxy(policy_of("app.test", secrets=[{"domain": "app.test", "name": "API_KEY", "value": SECRET}]),
+                       EgressRules.parse(f"127.0.0.1:{raw_server.port}"), EgressLimits(), tenant="t",
+                       resolver=fake_dns)
+    await made.start()
+    return made
+
+
+@pytest.mark.parametrize("interim", ["100", "102", "103", "101"])
+async def test_a_chunked_answer_behind_an_interim_head_is_refused_and_the_secret_never_comes_back(
+        raw_server: RawServer, interim: str) -> None:
+    proxy = await _raw_proxy(raw_server)
+    try:
+        answer = await exchange(proxy, _request(proxy, raw_server.port, f"/{interim}"))
+    finally:
+        await proxy.close()
+    assert raw_server.heads and f"Bearer {SECRET}".encode() in raw_server.heads[-1]  # the server had it
+    assert SECRET[:5].encode() not in answer and SECRET[5:].encode() not in answer  # neither chunk of it
+    assert answer.startswith(b"HTTP/1.1 502") and b"X-Egress-Outcome: unscannable_answer" in answer, answer[:300]
+
+
+async def test_expect_is_met_by_the_proxy_and_not_forwarded(raw_server: RawServer) -> None:
+    """A client that sends ``Expect: 100-continue`` gets the proxy's own ``100 Continue`` once its request is on its
+    way, sends its body, and the server gets the body without any ``Expect``."""
+    proxy = await _raw_proxy(raw_server)
+    placeholder = proxy.environment()["API_KEY"]
+    head = (f"POST http://app.test:{raw_server.port}/100 HTTP/1.1\r\nAuthorization: Bearer {placeholder}\r\n"
+            "Expect: 100-continue\r\nContent-Length: 4\r\n\r\n").encode()
+    try:
+        answer = await exchange(proxy, head, then=b"body")
+    finally:
+        await proxy.close()
+    assert answer.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"), answer[:200]
+    assert raw_server.bodies[-1] == b"body"
+    assert b"expect" not in raw_server.heads[-1].lower(), raw_server.heads[-1]
+
+
+async def test_an_expectation_the_proxy_does_not_meet_is_a_417(raw_server: RawServer) -> None:
+    proxy = await _raw_proxy(raw_server)
+    placeholder = proxy.environment()["API_KEY"]
+    head = (f"GET http://app.test:{raw_server.port}/100 HTTP/1.1\r\nAuthorization: Bearer {placeholder}\r\n"
+            "Expect: something-else\r\n\r\n").encode()
+    try:
+        answer = await exchange(proxy, head)
+    finally:
+        await proxy.close()
+    assert answer.startswith(b"HTTP/1.1 417") and b"X-Egress-Outcome: expectation_failed" in answer
+    assert raw_server.heads == []

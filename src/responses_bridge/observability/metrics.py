@@ -215,11 +215,19 @@ def sandbox_run(outcome: str, seconds: float | None, *, job: str = "python") -> 
 # Entries come from requests, so at most EGRESS_DOMAIN_LABELS distinct ones are labelled; later ones are ``(other)``.
 EGRESS_CONNECTIONS = Counter("responses_bridge_egress_connections_total",
                              "Sandbox egress proxy connections, by allowlist entry and outcome (ok, denied_domain, "
-                             "denied_address, bad_request, connection_limit, bytes_limit, timeout, "
-                             "unresolved, connect_failed, reset, call_ended)", ["domain", "outcome"])
+                             "denied_address, bad_request, connection_limit, tenant_connection_limit, "
+                             "bridge_connection_limit, bytes_limit, timeout, unresolved, connect_failed, "
+                             "unscannable_answer, expectation_failed, reset, call_ended)", ["domain", "outcome"])
 EGRESS_BYTES = Counter("responses_bridge_egress_bytes_total",
                        "Bytes through the sandbox egress proxy, by allowlist entry and direction (sent, received)",
                        ["domain", "direction"])
+EGRESS_OPEN = Gauge("responses_bridge_egress_connections_open", "Sandbox egress proxy connections served now, every "
+                    "call's of this process together (what the bridge-wide cap and each tenant's share count)",
+                    multiprocess_mode="livesum")
+EGRESS_MASKED_BYTES = Counter("responses_bridge_egress_masked_bytes_total",
+                              "Bytes of answers the egress proxy scanned for domain secrets to write over")
+EGRESS_MASKING_SECONDS = Counter("responses_bridge_egress_masking_seconds_total",
+                                 "Seconds spent writing domain secrets over in answers (large reads off the loop)")
 EGRESS_DOMAIN_LABELS = 200
 _egress_domains: set[str] = set()
 

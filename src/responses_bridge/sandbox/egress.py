@@ -13,8 +13,8 @@ code reaches nothing but this proxy, and the proxy decides for every connection:
    (egress_policy.EgressRules: the same SSRF rules as MCP and web search, widened only by
    ``RESPONSES_BRIDGE_CODE_EGRESS_ALLOWED_TARGETS``): else a 403. The proxy connects to the address it checked, so
    a second lookup cannot answer differently (DNS rebinding);
-4. bytes (both ways, per connection and per call), connections per call and each connection's time are bounded;
-   the call's end closes every connection;
+4. bytes (both ways, per connection and per call), connections per call, per tenant and per process
+   (egress_limits.py) and each connection's time are bounded; the call's end closes every connection;
 5. each connection is logged (host, port, bytes, outcome — never a path, a header or a payload) and counted
    (``responses_bridge_egress_connections_total`` by allowlist entry and outcome, ``…_egress_bytes_total``).
 
@@ -35,6 +35,7 @@ import shutil
 import ssl
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,10 +45,23 @@ import structlog
 
 from ..host_policy import HostUnresolved, IPAddress, resolve
 from ..observability import metrics
+from ..stream_replace import Sequences
 from .command import EgressBinding
-from .egress_http import MAX_HEAD_BYTES, BadRequest, Destination, destination, forwarded_head, parse_head
+from .egress_answer import Unscannable, masking_pool, relay_masked
+from .egress_http import (
+    MAX_HEAD_BYTES,
+    BadRequest,
+    Destination,
+    ExpectationFailed,
+    RequestHead,
+    continues,
+    destination,
+    forwarded_head,
+    parse_head,
+)
+from .egress_limits import SHARES, EgressLimits
 from .egress_policy import DomainSecret, EgressRules, NetworkPolicy, new_placeholder
-from .egress_secrets import UNSCANNABLE, Unsecret, mask_for, unscannable
+from .egress_secrets import Unsecret, mask_for, masking
 from .egress_tunnel import HTTP_PORT, HTTPS_PORT, NotTheAllowedTLS, client_hello, standard_port
 from .scratch import scratch_root
 
@@ -68,33 +82,7 @@ LINGER_SECONDS = 1.0
 """Connections refused past a limit are closed at once; up to ``LINGERING`` of a call's at a time first read what
 the client sent (at most ``LINGER_SECONDS``): closing a Unix socket with unread bytes resets it, and the client
 would never read its 403."""
-_LIVE = [0]
-"""Egress connections being served now, by every call's proxy of this process (EgressLimits.bridge_connections)."""
-
-
-@dataclass(frozen=True, slots=True)
-class EgressLimits:
-    """``call_bytes``: bytes both ways over all of a call's connections; ``connection_bytes``: of one connection;
-    ``connections``: connections one call may open; ``connection_seconds``: one connection's life (the call's own
-    timeout ends them all sooner)."""
-
-    call_bytes: int = 64 << 20
-    connection_bytes: int = 32 << 20
-    connections: int = 64
-    connection_seconds: float = 30.0
-    bridge_connections: int = 0
-    """Connections of every call's proxy together, open at once (0: a quarter of the process's descriptor limit,
-    at most 1,024): one call's flood, or many calls at once, never take the descriptors ``/health``, the doors and
-    other tenants' calls need."""
-
-    @property
-    def bridge_cap(self) -> int:
-        if self.bridge_connections > 0:
-            return self.bridge_connections
-        import resource
-
-        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        return max(16, min(1024, soft // 4)) if soft != resource.RLIM_INFINITY else 1024
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,10 +107,6 @@ class OverBudget(Exception):
     """A connection or the call passed its bytes."""
 
 
-class Unscannable(Exception):
-    """An answer to a request carrying a secret came compressed or chunked: the code gets a 502 instead."""
-
-
 class EgressProxy:
     """One call's proxy: :meth:`start` before the sandbox (the socket must exist to be bound in), :meth:`close`
     after it."""
@@ -141,9 +125,10 @@ class EgressProxy:
 
             self.tls = Interceptor([secret.domain for secret in policy.secrets])
         self._client_tls: ssl.SSLContext | None = None
+        self._masking: dict[tuple[str, ...], Sequences] = {}  # each set of secrets compiled once per call
         self.bytes_left = limits.call_bytes
         self.opened = 0
-        self.refused = 0  # connections closed as they were accepted, past a limit: logged once, at the close
+        self.refused: Counter[str] = Counter()  # closed as accepted, past a limit, by outcome: logged at the close
         self._lingering = 0
         self._directory: Path | None = None
         self._server: asyncio.Server | None = None
@@ -188,10 +173,13 @@ class EgressProxy:
         if self._handlers:
             await asyncio.wait(self._handlers)
         if self.refused:
-            metrics.egress_connection("(none)", "connection_limit", 0, 0, count=self.refused)
-            log.warning("egress_connections_refused", tenant=self.tenant, refused=self.refused,
-                        limit=self.limits.connections, bridge_limit=self.limits.bridge_cap)
-            self.refused = 0
+            for outcome, count in self.refused.items():
+                metrics.egress_connection("(none)", outcome, 0, 0, count=count)
+            cap = self.limits.bridge_cap
+            log.warning("egress_connections_refused", tenant=self.tenant, refused=self.refused.total(),
+                        outcomes=dict(self.refused), limit=self.limits.connections,
+                        tenant_limit=self.limits.tenant_share(cap), bridge_limit=cap)
+            self.refused.clear()
         if self._directory is not None:
             await asyncio.to_thread(shutil.rmtree, self._directory, True)
             self._directory = None
@@ -199,8 +187,8 @@ class EgressProxy:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         refusal = self._admit()
         if refusal is not None:  # counted where it is made, before a byte is read: ended at once, no log line
-            self.refused += 1
-            writer.write(refusal)
+            self.refused[refusal[0]] += 1
+            writer.write(refusal[1])
             if self._lingering < LINGERING:  # a few read what was sent first, so a client gets the 403, not a reset
                 self._lingering += 1
                 try:
@@ -212,22 +200,24 @@ class EgressProxy:
                     self._lingering -= 1
             writer.close()
             return
-        _LIVE[0] += 1
         try:
             await self._serve_admitted(reader, writer)
         finally:
-            _LIVE[0] -= 1
+            SHARES.release(self.tenant)
 
-    def _admit(self) -> bytes | None:
-        """Count a connection as it is accepted: None to serve it, else the short answer it gets. The code can
-        reach the proxy's socket directly (it is bound into the sandbox), past the launcher's relay, so the call's
-        limit and the bridge-wide one are counted here, not after a request head it may never send."""
+    def _admit(self) -> tuple[str, bytes] | None:
+        """Count a connection as it is accepted: None to serve it, else the outcome and the short answer it gets.
+        The code can reach the proxy's socket directly (it is bound into the sandbox), past the launcher's relay, so
+        the call's limit, its tenant's share and the bridge-wide cap are counted here, not after a request head it
+        may never send."""
         self.opened += 1
         if self.opened > self.limits.connections:
-            return _refusal(403, "connection_limit", f"this call may open {self.limits.connections} connections")
-        if _LIVE[0] >= self.limits.bridge_cap:
-            return _refusal(403, "bridge_connection_limit", "the bridge holds as many egress connections as it "
-                            "takes; try again later")
+            return "connection_limit", _refusal(403, "connection_limit",
+                                                f"this call may open {self.limits.connections} connections")
+        cap = self.limits.bridge_cap
+        refused = SHARES.admit(self.tenant, share=self.limits.tenant_share(cap), cap=cap)
+        if refused is not None:
+            return refused.outcome, _refusal(403, refused.outcome, refused.message)
         return None
 
     async def _serve_admitted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -275,6 +265,7 @@ class EgressProxy:
             where = seen.where = destination(head)
         except BadRequest as bad:
             raise Refused(400, "bad_request", f"bad request: {bad}") from None
+        expects = not where.tunnel and _continues(head)
         if self.bytes_left <= 0:
             raise Refused(403, "bytes_limit", f"this call has moved its {self.limits.call_bytes} bytes")
         entry = self.policy.entry_for(where.host)
@@ -283,8 +274,7 @@ class EgressProxy:
         seen.entry = entry
         secrets = self.policy.secrets_for(where.host)
         if secrets:
-            seen.unsecret = Unsecret({secret.value: mask_for(secret.value, self.placeholders[secret.name])
-                                      for secret in secrets})
+            seen.unsecret = Unsecret(await self._masks(secrets))
         if secrets and head.method == "TRACE":
             raise Refused(403, "trace_refused", "TRACE answers with the request, secrets and all: refused here")
         if where.tunnel and secrets:
@@ -296,7 +286,17 @@ class EgressProxy:
             self.bytes_left -= len(data)
             seen.sent += len(data)  # what the code sent, not the secrets put in
             upstream[1].write(forwarded)
+            if expects:  # the request is on its way: the code may send its body (egress_http.continues)
+                writer.write(CONTINUE)
         return upstream
+
+    async def _masks(self, secrets: list[DomainSecret]) -> Sequences:
+        """The automaton writing ``secrets`` over (egress_secrets.masking), built once per call, off the loop."""
+        key = tuple(secret.name for secret in secrets)
+        if key not in self._masking:
+            masks = {secret.value: mask_for(secret.value, self.placeholders[secret.name]) for secret in secrets}
+            self._masking[key] = await asyncio.get_running_loop().run_in_executor(masking_pool(), masking, masks)
+        return self._masking[key]
 
     async def _addresses(self, where: Destination) -> list[IPAddress]:
         """The addresses of ``where``'s host, every one allowed by the deployment's rules, or :class:`Refused`."""
@@ -338,6 +338,7 @@ class EgressProxy:
                           "trust SSL_CERT_FILE?)") from None
         if not head.target.startswith("/") or head.method == "CONNECT":
             raise Refused(400, "bad_request", "inside the tunnel, a request names an origin-form path")
+        expects = _continues(head)
         if head.method == "TRACE":
             raise Refused(403, "trace_refused", "TRACE answers with the request, secrets and all: refused here")
         if self._client_tls is None:
@@ -350,6 +351,8 @@ class EgressProxy:
         upstream[1].write(forwarded_head(head, inner, replace, default_port=443))
         self.bytes_left -= len(data)
         seen.sent += len(data)
+        if expects:
+            writer.write(CONTINUE)
         return upstream
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
@@ -367,28 +370,24 @@ class EgressProxy:
         budget = [self.limits.connection_bytes - seen.sent]
 
         async def pipe(source: asyncio.StreamReader, target: asyncio.StreamWriter, sending: bool) -> None:
-            unsecret = None if sending else seen.unsecret
-            if unsecret is not None:  # the answer's head first: refused whole if its body could hide a secret
-                head = await source.readuntil(b"\r\n\r\n")
-                if unscannable(head):
-                    raise Unscannable
-                budget[0] -= len(head)
-                self.bytes_left -= len(head)
-                seen.received += len(head)
-                target.write(unsecret.feed(head))
-            while chunk := await source.read(CHUNK):
-                budget[0] -= len(chunk)
-                self.bytes_left -= len(chunk)
+            def count(size: int) -> None:
+                budget[0] -= size
+                self.bytes_left -= size
                 if budget[0] < 0 or self.bytes_left < 0:
                     raise OverBudget
                 if sending:
-                    seen.sent += len(chunk)
+                    seen.sent += size
                 else:
-                    seen.received += len(chunk)
-                target.write(chunk if unsecret is None else unsecret.feed(chunk))
-                await target.drain()
-            if unsecret is not None:
-                target.write(unsecret.end())
+                    seen.received += size
+
+            unsecret = None if sending else seen.unsecret
+            if unsecret is not None:  # every head judged, the body written over (egress_answer.py)
+                await relay_masked(source, target, unsecret, count, CHUNK)
+            else:
+                while chunk := await source.read(CHUNK):
+                    count(len(chunk))
+                    target.write(chunk)
+                    await target.drain()
             if target.can_write_eof():
                 with contextlib.suppress(OSError):
                     target.write_eof()
@@ -404,9 +403,9 @@ class EgressProxy:
                             lambda _: sending.cancel())
                 except* OverBudget:
                     outcome = "bytes_limit"
-                except* Unscannable:
+                except* Unscannable as refused:
                     outcome = "unscannable_answer"
-                    await _answer(writer, 502, UNSCANNABLE, outcome)
+                    await _answer(writer, 502, str(refused.exceptions[0]), outcome)
                 except* (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
                     outcome = "bad_answer"
                 except* OSError:  # ConnectionError among them: either end went away
@@ -447,9 +446,18 @@ async def _connect(addresses: list[IPAddress], port: int, *, tls: ssl.SSLContext
     raise Refused(502, "connect_failed", failed)
 
 
+def _continues(head: RequestHead) -> bool:
+    """Whether the proxy answers the request's ``Expect: 100-continue`` itself (egress_http.continues); a 417 for
+    an expectation it does not meet."""
+    try:
+        return continues(head)
+    except ExpectationFailed as failed:
+        raise Refused(417, "expectation_failed", str(failed)) from None
+
+
 def _refusal(status: int, outcome: str, message: str) -> bytes:
     """The proxy's own answer to a refused connection; ``X-Egress-Outcome`` names the reason for a program."""
-    reason = {400: "Bad Request", 403: "Forbidden", 502: "Bad Gateway"}[status]
+    reason = {400: "Bad Request", 403: "Forbidden", 417: "Expectation Failed", 502: "Bad Gateway"}[status]
     body = f"egress proxy: {message}\n".encode("utf-8", "replace")
     return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
             f"Content-Length: {len(body)}\r\nX-Egress-Outcome: {outcome}\r\nConnection: close\r\n\r\n"

@@ -10,7 +10,10 @@ no wildcard covers one.
 
 ``domain_secrets`` (``[{domain, name, value}]``): the sandbox's environment gets ``name`` set to a placeholder, and
 the proxy puts ``value`` in its place in the headers of requests to a host ``domain`` matches, over HTTP and (by
-intercepting TLS for those hosts only, egress_tls.py) HTTPS. The code never holds the value.
+intercepting TLS for those hosts only, egress_tls.py) HTTPS. The code never holds the value. Bounded so the masking
+of answers stays cheap and sound whatever a tenant chooses: at most ``MAX_SECRETS`` of at most ``MAX_SECRET_BYTES``
+printable ASCII characters, no value inside another (equal ones are one): each a 400 naming
+the field and the bound.
 
 Where the proxy may connect is not the policy's alone: every address a name resolves to passes the same SSRF rules
 as the MCP and web search clients (host_policy.HostPolicy: public addresses only), widened only by the
@@ -218,12 +221,20 @@ def _secrets(value: object, domains: tuple[str, ...], param: str) -> tuple[Domai
         if any(other.name == name for other in found):
             raise invalid_request(f"Invalid value for '{where}.name': '{name}' is named twice.",
                                   param=f"{where}.name", code="invalid_value")
-        if not isinstance(secret, str) or not secret or len(secret.encode("utf-8", "replace")) > MAX_SECRET_BYTES \
-                or not secret.isascii() or not secret.isprintable():
-            raise invalid_request(f"Invalid value for '{where}.value': expected a non-empty string of at most "
-                                  f"{MAX_SECRET_BYTES} printable ASCII characters (it goes into a header).",
-                                  param=f"{where}.value",
+        if not isinstance(secret, str) or not secret.isascii() or not secret.isprintable():
+            raise invalid_request(f"Invalid value for '{where}.value': expected a string of printable ASCII "
+                                  "characters (it goes into a header).", param=f"{where}.value",
                                   code="invalid_value")
+        if not 0 < len(secret) <= MAX_SECRET_BYTES:
+            raise invalid_request(f"Invalid value for '{where}.value': a secret has 1 to {MAX_SECRET_BYTES} "
+                                  f"characters, this one {len(secret)}.", param=f"{where}.value",
+                                  code="invalid_value")
+        inside = next((at for at, other in enumerate(found) if other.value != secret and
+                       (other.value in secret or secret in other.value)), None)
+        if inside is not None:
+            raise invalid_request(f"Invalid value for '{where}.value': one secret's value may not hold another's "
+                                  f"({param}[{inside}]): where it came back, only the one would be masked.",
+                                  param=f"{where}.value", code="invalid_value")
         found.append(DomainSecret(normal, name, secret))
     return tuple(found)
 
