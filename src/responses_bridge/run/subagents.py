@@ -1,0 +1,85 @@
+"""A subagent's piece of work as a response of its own, driven by the one driver over the root's upstream.
+
+The root's request gives the subagent its model, instructions and tools (the multi-agent set-up itself excepted: a
+subagent spawns none); its input is its context so far and its task. The response is never stored or streamed: its
+output items become the subagent's context for a follow-up task, its text the result the root reads, its usage a
+part of the root's. Its upstream and credentials are the root's (run/upstream_scope.py), so its turns go where the
+root's go, through Envoy when the root's do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import orjson
+
+from ..protocol.request import ResponsesRequest
+from .drive import BufferSink, drive
+from .multi_agent import SubagentAnswer, Worker
+from .runs import Run
+from .upstream_scope import current_upstream
+
+SUBAGENT_INSTRUCTIONS = ("You are a subagent: another agent gave you the task below. Do it with the tools you have and "
+                         "answer with the result it asked for; nobody else reads your answer.")
+
+
+class SubagentRun(Run, Protocol):
+    """A run a subagent's work is driven through (a ``ResponseRun``)."""
+
+    async def begin(self, body: bytes | dict[str, Any], *, large: bool = False) -> Any: ...
+
+
+def subagent_worker(request: ResponsesRequest, new_run: Callable[[], SubagentRun]) -> Worker:
+    """The :data:`~responses_bridge.run.multi_agent.Worker` of ``request``'s subagents: ``new_run`` makes the
+    run each piece of work is driven through."""
+    params = request.params
+    instructions = params.instructions if isinstance(params.instructions, str) else None
+
+    async def work(items: list[dict[str, Any]]) -> SubagentAnswer:
+        scope = current_upstream()
+        if scope is None:
+            return SubagentAnswer("The subagent could not start: no upstream.", "failed")
+        body: dict[str, Any] = {"model": params.model, "input": items, "store": False, "stream": False,
+                                "instructions": "\n\n".join(filter(None, [instructions, SUBAGENT_INSTRUCTIONS]))}
+        if params.tools:
+            body["tools"] = params.tools
+        run = new_run()
+        call = await run.begin(body)
+        reply = await drive(run, call, scope.client, scope.authorization, BufferSink())
+        return answer_of(reply.status, reply.body, items)
+
+    return work
+
+
+def answer_of(status: int, body: bytes, items: list[dict[str, Any]]) -> SubagentAnswer:
+    """A subagent's answer from its response's JSON (or error) body."""
+    try:
+        decoded = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return SubagentAnswer(f"The subagent failed (HTTP {status}).", "failed")
+    if status != 200 or not isinstance(decoded, dict) or "output" not in decoded:
+        error = decoded.get("error") if isinstance(decoded, dict) else None
+        message = error.get("message") if isinstance(error, dict) else None
+        return SubagentAnswer(f"The subagent failed: {message or f'HTTP {status}'}", "failed")
+    output = [item for item in decoded["output"] if isinstance(item, dict)]
+    text = "\n".join(part.get("text", "") for item in output if item.get("type") == "message"
+                     for part in item.get("content") or () if part.get("type") == "output_text")
+    status_text = str(decoded.get("status") or "completed")
+    if status_text == "failed":
+        error = decoded.get("error") or {}
+        text = f"The subagent failed: {error.get('message') or 'unknown error'}"
+    return SubagentAnswer(text, status_text, chat_usage(decoded.get("usage")),
+                          [*items, *output])
+
+
+def chat_usage(usage: object) -> dict[str, Any] | None:
+    """A Responses ``usage`` in the Chat Completions shape the output builder sums."""
+    if not isinstance(usage, dict):
+        return None
+    inputs = usage.get("input_tokens_details") or {}
+    outputs = usage.get("output_tokens_details") or {}
+    return {"prompt_tokens": usage.get("input_tokens") or 0, "completion_tokens": usage.get("output_tokens") or 0,
+            "total_tokens": usage.get("total_tokens") or 0,
+            "prompt_tokens_details": {"cached_tokens": inputs.get("cached_tokens") or 0},
+            "completion_tokens_details": {"reasoning_tokens": outputs.get("reasoning_tokens") or 0}}
