@@ -21,8 +21,9 @@ from openai.types.beta.beta_response import BetaResponse
 from openai.types.beta.beta_response_stream_event import BetaResponseStreamEvent
 from pydantic import TypeAdapter
 
+from responses_bridge.devtools.fake_upstream import _prompt_tokens
 from responses_bridge.envoy_config import HTTP_CLUSTER, render_bootstrap
-from tests.support.bridge import running_sidecar
+from tests.support.bridge import UpstreamLog, running_sidecar
 from tests.support.envoy import EnvoyProcess, free_port, have_envoy, start_envoy
 from tests.support.schema import parse_sse
 
@@ -40,6 +41,7 @@ class Doors:
     http: str
     envoy: str
     proxy: EnvoyProcess
+    upstream: UpstreamLog
 
     def url(self, door: str) -> str:
         return self.http if door == "http" else self.envoy
@@ -58,7 +60,8 @@ async def doors(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) ->
             listen_port=listen_port, extproc_port=sidecar.extproc_port,
             http_port=int(sidecar.http_url.rsplit(":", 1)[1]), upstream=fake_upstream, admin_port=0))
         try:
-            yield Doors(sidecar.http_url, f"http://127.0.0.1:{listen_port}", envoy)
+            yield Doors(sidecar.http_url, f"http://127.0.0.1:{listen_port}", envoy,
+                        UpstreamLog(fake_upstream.removesuffix("/v1")))
         finally:
             envoy.stop()
 
@@ -180,3 +183,43 @@ async def test_malformed_multi_agent_is_a_400_naming_the_field(doors: Doors, doo
             await client.beta.responses.create(model="fake-model", input="hi", betas=BETA,
                                                multi_agent={"enabled": True, "max_concurrent_subagents": 0})
     assert refused.value.param == "multi_agent.max_concurrent_subagents"
+
+
+@pytest.mark.parametrize("door", ["http", "envoy"])
+async def test_the_subagents_usage_is_the_responses_too(doors: Doors, door: str) -> None:
+    await doors.upstream.clear()
+    async with _client(doors, door) as client:
+        response = await client.beta.responses.create(model="fake-model", input=TWO_TASKS,
+                                                      multi_agent={"enabled": True}, betas=BETA, store=False)
+    calls = [entry["body"] for entry in await doors.upstream.entries()]
+    assert len(calls) == 5  # the root's three turns (spawn, wait, answer) and one turn per subagent
+    assert response.usage is not None
+    assert response.usage.input_tokens == sum(_prompt_tokens(body["messages"]) for body in calls)
+
+
+@pytest.mark.parametrize("door", ["http", "envoy"])
+@pytest.mark.parametrize("stored", [True, False])
+async def test_a_multi_agent_response_is_continued_with_its_calls_replayed(doors: Doors, door: str,
+                                                                         stored: bool) -> None:
+    async with _client(doors, door) as client:
+        first = await client.beta.responses.create(model="fake-model", input=TWO_TASKS, store=stored,
+                                                   multi_agent={"enabled": True}, betas=BETA)
+        await doors.upstream.clear()
+        if stored:
+            raw = await client.beta.responses.with_raw_response.create(
+                model="fake-model", input="and now?", previous_response_id=first.id,
+                multi_agent={"enabled": True}, betas=BETA)
+        else:  # stateless: the client sends the whole output back as input
+            history = [{"role": "user", "content": TWO_TASKS},
+                       *(item.model_dump(exclude_none=True) for item in first.output),
+                       {"role": "user", "content": "and now?"}]
+            raw = await client.beta.responses.with_raw_response.create(
+                model="fake-model", input=history, store=False, multi_agent={"enabled": True}, betas=BETA)
+    body = orjson.loads(raw.http_response.content)
+    _strict(body)
+    assert body["output"][-1]["content"][0]["text"] == "Echo: and now?"
+    messages = (await doors.upstream.last_body())["messages"]
+    called = [call["function"]["name"] for message in messages for call in message.get("tool_calls") or ()]
+    assert called == ["spawn_agent", "spawn_agent", "list_agents", "wait_agent"]
+    results = [message["content"] for message in messages if message["role"] == "tool"]
+    assert any("## agent_1 (completed)" in result for result in results)

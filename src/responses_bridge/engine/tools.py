@@ -217,7 +217,7 @@ class ToolPlan:
         """Offer the multi-agent beta's actions (engine/multi_agent_tools.py), each a function named after it
         (made unique); their calls become ``multi_agent_call`` items the run answers."""
         for action, (description, parameters) in actions.items():
-            key = ("multi_agent", action, None)
+            key = ("multi_agent", None, action)  # (kind, namespace, name), as upstream_name looks it up
             if key in self.names:
                 continue
             name = _unique(action, self._taken())

@@ -58,7 +58,7 @@ from .history import ConversationHistory, PromptRenderer
 from .multi_agent import AgentTree, offer_agents
 from .runs import BeforePersist
 from .server_tools import CheckedTools, ServerToolRun, ServerTools
-from .subagents import subagent_worker
+from .subagents import Admission, subagent_worker
 
 DEFAULT_MAX_TURNS = 16
 """Model turns one response may take (``RESPONSES_BRIDGE_MAX_TURNS``): the last is sent without tools."""
@@ -115,6 +115,7 @@ class ResponseRun:
         self.before_persist: BeforePersist | None = None
         self.stop_between_turns: Callable[[], bool] | None = None  # see Run.stop_between_turns
         self.beta = NOT_BETA  # how the request came (protocol/multi_agent.py): the door says, before begin
+        self.admit_subagent: Admission | None = None  # the tenant's limits, taken by each subagent's work
         self.save_fence: dict[str, str] = {}  # a background run's lease (store/base.py: save_response) or nothing
         self._store = store
         self._options = options
@@ -252,8 +253,8 @@ class ResponseRun:
         config = translator.request.multi_agent
         if tool_run is None or config is None or not config.enabled:
             return
-        tool_run.runner.agents = AgentTree(config, subagent_worker(translator.request, self._subagent_run),
-                                           translator.builder.count_usage)
+        worker = subagent_worker(translator.request, self._subagent_run, self.tenant, self.admit_subagent)
+        tool_run.runner.agents = AgentTree(config, worker, translator.builder.count_usage)
 
     def _subagent_run(self) -> ResponseRun:
         """A run for a subagent's piece of work: this one's store, upstream dialect, tools and tenant."""

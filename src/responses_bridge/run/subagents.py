@@ -9,11 +9,13 @@ root's go, through Envoy when the root's do.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import orjson
 
+from ..protocol.errors import APIError
 from ..protocol.request import ResponsesRequest
 from .drive import BufferSink, drive
 from .multi_agent import SubagentAnswer, Worker
@@ -24,15 +26,26 @@ SUBAGENT_INSTRUCTIONS = ("You are a subagent: another agent gave you the task be
                          "answer with the result it asked for; nobody else reads your answer.")
 
 
+class Held(Protocol):
+    def release(self) -> None: ...
+
+
+Admission = Callable[[str], Held]
+"""Takes one of a tenant's places for requests in flight (services/limits.py: ``TenantLimits.acquire``), or
+raises the ``APIError`` (429) of its limit."""
+
+
 class SubagentRun(Run, Protocol):
     """A run a subagent's work is driven through (a ``ResponseRun``)."""
 
     async def begin(self, body: bytes | dict[str, Any], *, large: bool = False) -> Any: ...
 
 
-def subagent_worker(request: ResponsesRequest, new_run: Callable[[], SubagentRun]) -> Worker:
+def subagent_worker(request: ResponsesRequest, new_run: Callable[[], SubagentRun], tenant: str,
+                    admit: Admission | None = None) -> Worker:
     """The :data:`~responses_bridge.run.multi_agent.Worker` of ``request``'s subagents: ``new_run`` makes the
-    run each piece of work is driven through."""
+    run each piece of work is driven through; ``admit``: the tenant's limits, which bound a subagent's work as
+    they bound any request of the tenant's (at the limit the piece of work fails with the 429's message)."""
     params = request.params
     instructions = params.instructions if isinstance(params.instructions, str) else None
 
@@ -44,10 +57,25 @@ def subagent_worker(request: ResponsesRequest, new_run: Callable[[], SubagentRun
                                 "instructions": "\n\n".join(filter(None, [instructions, SUBAGENT_INSTRUCTIONS]))}
         if params.tools:
             body["tools"] = params.tools
-        run = new_run()
-        call = await run.begin(body)
-        reply = await drive(run, call, scope.client, scope.authorization, BufferSink())
-        return answer_of(reply.status, reply.body, items)
+        try:
+            held = admit(tenant) if admit is not None else None
+        except APIError as refused:
+            return SubagentAnswer(f"The subagent could not start: {refused.message}", "failed")
+        try:
+            run = new_run()
+            try:
+                call = await run.begin(body)
+            except APIError as refused:
+                return SubagentAnswer(f"The subagent could not start: {refused.message}", "failed")
+            try:
+                reply = await drive(run, call, scope.client, scope.authorization, BufferSink())
+            except asyncio.CancelledError:  # interrupted, or the root ended: its tools are let go too
+                await run.abandon()
+                raise
+            return answer_of(reply.status, reply.body, items)
+        finally:
+            if held is not None:
+                held.release()
 
     return work
 
