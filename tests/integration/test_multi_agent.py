@@ -9,6 +9,7 @@ strict mode.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -223,3 +224,54 @@ async def test_a_multi_agent_response_is_continued_with_its_calls_replayed(doors
     assert called == ["spawn_agent", "spawn_agent", "list_agents", "wait_agent"]
     results = [message["content"] for message in messages if message["role"] == "tool"]
     assert any("## agent_1 (completed)" in result for result in results)
+
+
+@pytest.mark.parametrize("door", ["http", "envoy"])
+async def test_background_runs_the_whole_tree_and_stores_it(doors: Doors, door: str) -> None:
+    async with _client(doors, door) as client:
+        started = await client.beta.responses.create(model="fake-model", input=TWO_TASKS, background=True,
+                                                     multi_agent={"enabled": True}, betas=BETA)
+        assert started.status in ("queued", "in_progress")
+        for _ in range(600):
+            raw = await client.beta.responses.with_raw_response.retrieve(started.id, betas=BETA)
+            body = orjson.loads(raw.http_response.content)
+            if body["status"] not in ("queued", "in_progress"):
+                break
+            await asyncio.sleep(0.05)
+    _strict(body)
+    _check_tree(body)
+
+
+@pytest.mark.parametrize("door", ["http", "envoy"])
+async def test_cancelling_a_background_response_cancels_its_subagents(doors: Doors, door: str) -> None:
+    await doors.upstream.clear()
+    async with _client(doors, door) as client:
+        started = await client.beta.responses.create(
+            model="fake-model", input="spawn: slow {stall=60000}", background=True,
+            multi_agent={"enabled": True}, betas=BETA)
+        for _ in range(600):  # the subagent's upstream call is under way (stalled)
+            if len(await doors.upstream.entries()) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        cancelled = await asyncio.wait_for(client.beta.responses.cancel(started.id, betas=BETA), 30)
+        assert cancelled.status == "cancelled"
+        stored = await client.beta.responses.retrieve(started.id, betas=BETA)
+    assert stored.status == "cancelled"
+    assert [item.type for item in stored.output] == ["multi_agent_call", "multi_agent_call_output",
+                                                     "multi_agent_call"]  # the wait never ended
+
+
+async def test_the_tenants_limit_bounds_its_subagents(fake_upstream: str,
+                                                      tmp_path_factory: pytest.TempPathFactory) -> None:
+    """With one request in flight allowed, the root holds it: each subagent's work is refused, as a request
+    would be, and that refusal is its result; the root still answers."""
+    async with running_sidecar(str(tmp_path_factory.mktemp("agents-limited")), fake_upstream, extproc=False,
+                               env={"RESPONSES_BRIDGE_TENANT_MAX_CONCURRENT_REQUESTS": "1"}) as sidecar, \
+            openai.AsyncOpenAI(base_url=f"{sidecar.http_url}/v1", api_key="sk", max_retries=0) as client:
+        raw = await client.beta.responses.with_raw_response.create(
+            model="fake-model", input="spawn: alpha", multi_agent={"enabled": True}, betas=BETA)
+        body = orjson.loads(raw.http_response.content)
+    _strict(body)
+    assert body["status"] == "completed"
+    waited = _items(body, "multi_agent_call_output")[-1]["output"][0]["text"]
+    assert "## agent_1 (failed)\nThe subagent could not start: Too many" in waited
