@@ -21,6 +21,7 @@ class Workers:
         self.most = 0
         self.seen: list[list[dict[str, Any]]] = []
         self.usage: list[dict[str, Any] | None] = []
+        self.posted: list[tuple[str, str, str]] = []  # messages between agents: (author, recipient, text)
 
     async def work(self, items: list[dict[str, Any]]) -> SubagentAnswer:
         self.seen.append(items)
@@ -40,7 +41,8 @@ class Workers:
 
 
 def _tree(workers: Workers, limit: int = 6) -> AgentTree:
-    return AgentTree(MultiAgentConfig(True, limit), workers.work, workers.usage.append)
+    return AgentTree(MultiAgentConfig(True, limit), workers.work, workers.usage.append,
+                     lambda *message: workers.posted.append(message))
 
 
 def _args(**values: Any) -> str:
@@ -92,6 +94,8 @@ async def test_followup_keeps_the_context_and_delivers_the_messages_sent() -> No
         "agent_1 started its follow-up task."
     assert await tree.act("wait_agent", _args(agent_names=["agent_1"])) == \
         "## agent_1 (completed)\ndone: Message: be brief\n\nsecond"
+    assert workers.posted == [("agent_1", "root", "done: first"), ("root", "agent_1", "be brief"),
+                              ("agent_1", "root", "done: Message: be brief\n\nsecond")]
     context = workers.seen[-1]
     assert [item["content"] for item in context] == ["first", "done: first", "Message: be brief\n\nsecond"]
 

@@ -5,6 +5,8 @@ With ``multi_agent.enabled`` the root model is offered one function per action, 
 ``multi_agent_call`` item (``action``, ``arguments``: the JSON string the model wrote, ``call_id``, ``agent``: the
 agent that made it), done when its arguments are: the SDK has no argument events for it. The run answers it with a
 ``multi_agent_call_output`` item (:func:`call_output_item`), whose text the model reads as the call's result.
+What passes between agents (a ``send_message``, a subagent's result as ``wait_agent`` collects it) is an
+``agent_message`` item (:func:`agent_message_item`), ``agent`` its author.
 """
 
 from __future__ import annotations
@@ -77,3 +79,9 @@ def call_output_item(action: str, call_id: str, text: str) -> dict[str, Any]:
     """The ``multi_agent_call_output`` answering one call: its text, as one ``output_text`` part."""
     return {"id": ids.new_id("maco"), "type": "multi_agent_call_output", "action": action, "call_id": call_id,
             "output": [{"type": "output_text", "text": text, "annotations": []}], "agent": agent_of(ROOT_AGENT)}
+
+
+def agent_message_item(author: str, recipient: str, text: str) -> dict[str, Any]:
+    """An ``agent_message``: ``text`` from agent ``author`` to agent ``recipient``."""
+    return {"id": ids.new_id("amsg"), "type": "agent_message", "author": author, "recipient": recipient,
+            "content": [{"type": "input_text", "text": text}], "agent": agent_of(author)}

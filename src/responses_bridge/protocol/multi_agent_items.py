@@ -1,7 +1,8 @@
-"""Input items of the multi-agent beta: ``multi_agent_call`` and ``multi_agent_call_output``, as the SDK's beta types
-shape them, so a client that continues without a stored response (``store: false``) sends them back as it got them.
-Each is normalised to the shape the bridge emits (engine/multi_agent_tools.py); the engine replays them to the
-model as the call of the action's function and its result (engine/request_translation.py).
+"""Input items of the multi-agent beta: ``multi_agent_call``, ``multi_agent_call_output`` and ``agent_message``, as
+the SDK's beta types shape them, so a client that continues without a stored response (``store: false``) sends them
+back as it got them. Each is normalised to the shape the bridge emits (engine/multi_agent_tools.py); the engine
+replays the calls and outputs to the model as the action's function calls and their results
+(engine/request_translation.py).
 """
 
 from __future__ import annotations
@@ -61,7 +62,25 @@ def multi_agent_call_output(item: dict[str, Any], param: str) -> dict[str, Any]:
     return normalized
 
 
+def agent_message(item: dict[str, Any], param: str) -> dict[str, Any]:
+    """Kept as the client sent it back (its parts checked for a ``type``); the model never reads it: what it said
+    is in the calls' outputs."""
+    content = item.get("content")
+    if not isinstance(content, list) or not all(isinstance(part, dict) and isinstance(part.get("type"), str)
+                                                for part in content):
+        raise invalid_request(f"Invalid value for '{param}.content': expected a list of content parts.",
+                              param=f"{param}.content", code="invalid_value")
+    normalized: dict[str, Any] = {
+        "id": item_id(item, param, "amsg"), "type": "agent_message", "author": require_str(item, "author", param),
+        "recipient": require_str(item, "recipient", param), "content": content}
+    agent = _agent(item, param)
+    if agent is not None:
+        normalized["agent"] = agent
+    return normalized
+
+
 NORMALIZERS: dict[str, Callable[[dict[str, Any], str], dict[str, Any]]] = {
     "multi_agent_call": multi_agent_call,
     "multi_agent_call_output": multi_agent_call_output,
+    "agent_message": agent_message,
 }

@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 import structlog
 
-from ..engine.multi_agent_tools import ACTIONS
+from ..engine.multi_agent_tools import ACTIONS, ROOT_AGENT
 from ..engine.output_builder import OutputBuilder
 from ..engine.tools import ToolPlan
 from ..protocol.multi_agent import MultiAgentConfig
@@ -68,9 +68,11 @@ class AgentTree:
     """The subagents of one response. ``worker`` runs one piece of work; ``on_usage`` is told each piece's usage."""
 
     def __init__(self, config: MultiAgentConfig, worker: Worker,
-                 on_usage: Callable[[dict[str, Any] | None], None]) -> None:
+                 on_usage: Callable[[dict[str, Any] | None], None],
+                 post: Callable[[str, str, str], object] | None = None) -> None:
         self._worker = worker
         self._on_usage = on_usage
+        self._post = post or _nowhere  # (author, recipient, text): a message between agents, for the output
         self._places = asyncio.Semaphore(config.max_concurrent_subagents)
         self.agents: dict[str, Subagent] = {}
 
@@ -92,7 +94,9 @@ class AgentTree:
         if agent is None:
             return f"Error: no subagent named {str(parsed.get('agent_name'))[:100]!r}. {self._list()}"
         if action == "send_message":
-            agent.inbox.append(str(parsed.get("message") or ""))
+            message = str(parsed.get("message") or "")
+            agent.inbox.append(message)
+            self._post(ROOT_AGENT, agent.name, message)
             return f"Message queued for {agent.name}; it reads it with its next task."
         if action == "followup_task":
             if agent.status == "running":
@@ -166,6 +170,7 @@ class AgentTree:
         for agent in chosen:
             agent.reported = True
             answer = agent.answer or SubagentAnswer("", agent.status)
+            self._post(agent.name, ROOT_AGENT, answer.text)
             parts.append(f"## {agent.name} ({answer.status})\n{answer.text}")
         return "\n\n".join(parts)
 
@@ -179,6 +184,10 @@ class AgentTree:
         for agent in self.agents.values():
             if agent.task is not None and not agent.task.done():
                 agent.task.cancel()
+
+
+def _nowhere(author: str, recipient: str, text: str) -> object:
+    return None
 
 
 def offer_agents(plan: ToolPlan, builder: OutputBuilder) -> None:

@@ -43,6 +43,7 @@ from typing import Any
 
 import structlog
 
+from ..engine.multi_agent_tools import agent_message_item
 from ..engine.options import EngineOptions
 from ..engine.state import RenderedPrompt
 from ..engine.translator import Translator
@@ -254,7 +255,9 @@ class ResponseRun:
         if tool_run is None or config is None or not config.enabled:
             return
         worker = subagent_worker(translator.request, self._subagent_run, self.tenant, self.admit_subagent)
-        tool_run.runner.agents = AgentTree(config, worker, translator.builder.count_usage)
+        builder = translator.builder
+        tool_run.runner.agents = AgentTree(config, worker, builder.count_usage, lambda author, recipient, text:
+                                           builder.add_item(agent_message_item(author, recipient, text)))
 
     def _subagent_run(self) -> ResponseRun:
         """A run for a subagent's piece of work: this one's store, upstream dialect, tools and tenant."""
