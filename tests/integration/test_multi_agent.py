@@ -195,10 +195,11 @@ async def test_malformed_multi_agent_is_a_400_naming_the_field(doors: Doors, doo
 async def test_the_subagents_usage_is_the_responses_too(doors: Doors, door: str) -> None:
     await doors.upstream.clear()
     async with _client(doors, door) as client:
-        response = await client.beta.responses.create(model="fake-model", input=TWO_TASKS,
+        response = await client.beta.responses.create(model="fake-model", input=TWO_TASKS, temperature=0.25,
                                                       multi_agent={"enabled": True}, betas=BETA, store=False)
     calls = [entry["body"] for entry in await doors.upstream.entries()]
     assert len(calls) == 5  # the root's three turns (spawn, wait, answer) and one turn per subagent
+    assert all(body["temperature"] == 0.25 for body in calls)  # the root's settings are its subagents' too
     assert response.usage is not None
     assert response.usage.input_tokens == sum(_prompt_tokens(body["messages"]) for body in calls)
 

@@ -48,6 +48,13 @@ def subagent_worker(request: ResponsesRequest, new_run: Callable[[], SubagentRun
     they bound any request of the tenant's (at the limit the piece of work fails with the 429's message)."""
     params = request.params
     instructions = params.instructions if isinstance(params.instructions, str) else None
+    # the root's sampling and reasoning settings go to its subagents too; its output format does not (a subagent
+    # answers its root, not the client)
+    settings: dict[str, Any] = {name: value for name, value in (
+        ("temperature", params.temperature), ("top_p", params.top_p),
+        ("parallel_tool_calls", params.parallel_tool_calls),
+        ("reasoning", params.reasoning.model_dump(exclude_none=True) if params.reasoning is not None else None),
+    ) if value is not None}
 
     async def work(items: list[dict[str, Any]]) -> SubagentAnswer:
         scope = current_upstream()
@@ -57,6 +64,7 @@ def subagent_worker(request: ResponsesRequest, new_run: Callable[[], SubagentRun
                                 "instructions": "\n\n".join(filter(None, [instructions, SUBAGENT_INSTRUCTIONS]))}
         if params.tools:
             body["tools"] = params.tools
+        body.update(settings)
         try:
             held = admit(tenant) if admit is not None else None
         except APIError as refused:
