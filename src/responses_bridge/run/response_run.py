@@ -43,7 +43,6 @@ from typing import Any
 
 import structlog
 
-from ..engine.multi_agent_tools import agent_message_item
 from ..engine.options import EngineOptions
 from ..engine.state import RenderedPrompt
 from ..engine.translator import Translator
@@ -56,10 +55,10 @@ from ..sealing import Sealer
 from ..store.base import ResponseStore
 from ..store.records import LeaseLost
 from .history import ConversationHistory, PromptRenderer
-from .multi_agent import AgentTree, offer_agents
+from .multi_agent import offer_agents
 from .runs import BeforePersist
 from .server_tools import CheckedTools, ServerToolRun, ServerTools
-from .subagents import Admission, subagent_worker
+from .subagents import Admission, attach_agents, wants_agents
 
 DEFAULT_MAX_TURNS = 16
 """Model turns one response may take (``RESPONSES_BRIDGE_MAX_TURNS``): the last is sent without tools."""
@@ -211,11 +210,7 @@ class ResponseRun:
         self.translator = translator
         self.on_upstream_chunk = translator.on_upstream_chunk
         self.backlog, self.catch_up = translator.backlog, translator.catch_up
-        agents = request.multi_agent is not None and request.multi_agent.enabled
-        if agents and (self._server_tools is None or translator.plan is None):
-            raise APIError(400, "'multi_agent' is not served on this route: it needs the sidecar's HTTP door (the "
-                           "Envoy route to it is missing) and a Chat Completions upstream.", param="multi_agent",
-                           code="unsupported_parameter")
+        agents = wants_agents(request, loop=self._server_tools is not None and translator.plan is not None)
         if self._server_tools is not None and translator.plan is not None and (
                 agents or _offers_server_tools(request, served)):
             # checked before anything is sent: a malformed or refused MCP tool is a 400 here
@@ -230,7 +225,7 @@ class ResponseRun:
                 self._checked = checked
                 return None
             self._tool_run = await checked.connect()
-            self._attach_agents()
+            attach_agents(self._tool_run, translator, self._subagent_run, self.tenant, self.admit_subagent)
         return await self._first_request(large)
 
     def open_stream(self) -> bytes:
@@ -244,20 +239,9 @@ class ResponseRun:
         checked, self._checked = self._checked, None
         assert checked is not None, "first_call() without a deferred begin()"
         self._tool_run = await checked.connect()
-        self._attach_agents()
+        attach_agents(self._tool_run, self._begun(), self._subagent_run, self.tenant, self.admit_subagent)
         self._pending_bytes += self._begun().take_events()
         return await self._first_request(self._large)
-
-    def _attach_agents(self) -> None:
-        """With the multi-agent beta on: the tree of subagents the root's ``multi_agent_call`` items act on."""
-        translator, tool_run = self._begun(), self._tool_run
-        config = translator.request.multi_agent
-        if tool_run is None or config is None or not config.enabled:
-            return
-        worker = subagent_worker(translator.request, self._subagent_run, self.tenant, self.admit_subagent)
-        builder = translator.builder
-        tool_run.runner.agents = AgentTree(config, worker, builder.count_usage, lambda author, recipient, text:
-                                           builder.add_item(agent_message_item(author, recipient, text)))
 
     def _subagent_run(self) -> ResponseRun:
         """A run for a subagent's piece of work: this one's store, upstream dialect, tools and tenant."""

@@ -11,16 +11,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
+from ..engine.multi_agent_tools import agent_message_item
 from ..protocol.errors import APIError
 from ..protocol.request import ResponsesRequest
 from .drive import BufferSink, drive
-from .multi_agent import SubagentAnswer, Worker
+from .multi_agent import AgentTree, SubagentAnswer, Worker
 from .runs import Run
+from .server_tools import ServerToolRun
 from .upstream_scope import current_upstream
+
+if TYPE_CHECKING:
+    from ..engine.translator import Translator
 
 SUBAGENT_INSTRUCTIONS = ("You are a subagent: another agent gave you the task below. Do it with the tools you have and "
                          "answer with the result it asked for; nobody else reads your answer.")
@@ -39,6 +44,32 @@ class SubagentRun(Run, Protocol):
     """A run a subagent's work is driven through (a ``ResponseRun``)."""
 
     async def begin(self, body: bytes | dict[str, Any], *, large: bool = False) -> Any: ...
+
+
+def wants_agents(request: ResponsesRequest, *, loop: bool) -> bool:
+    """Does ``request`` turn the multi-agent beta on? ``loop``: this run drives a tool loop over a Chat Completions
+    upstream, which subagents need; without one the field is a 400 rather than dropped."""
+    config = request.multi_agent
+    if config is None or not config.enabled:
+        return False
+    if not loop:
+        raise APIError(400, "'multi_agent' is not served on this route: it needs the sidecar's HTTP door (the "
+                       "Envoy route to it is missing) and a Chat Completions upstream.", param="multi_agent",
+                       code="unsupported_parameter")
+    return True
+
+
+def attach_agents(tool_run: ServerToolRun | None, translator: Translator, new_run: Callable[[], SubagentRun],
+                  tenant: str, admit: Admission | None) -> None:
+    """With the multi-agent beta on: the tree of subagents the root's ``multi_agent_call`` items act on, its
+    messages between agents ``agent_message`` items of the root's output, its usage the root's."""
+    config = translator.request.multi_agent
+    if tool_run is None or config is None or not config.enabled:
+        return
+    builder = translator.builder
+    tool_run.runner.agents = AgentTree(
+        config, subagent_worker(translator.request, new_run, tenant, admit), builder.count_usage,
+        lambda author, recipient, text: builder.add_item(agent_message_item(author, recipient, text)))
 
 
 def subagent_worker(request: ResponsesRequest, new_run: Callable[[], SubagentRun], tenant: str,
