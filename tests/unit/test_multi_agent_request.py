@@ -54,3 +54,22 @@ def test_a_malformed_value_is_a_400_naming_it(value: object, param: str) -> None
     with pytest.raises(APIError) as refused:
         _parse({"multi_agent": value})
     assert refused.value.status == 400 and refused.value.param == param
+
+
+def test_the_beta_request_defines_no_field_the_table_lacks_but_multi_agent() -> None:
+    """A beta request is walked against the GA request's table once ``multi_agent`` is taken off (the SDK's
+    ``betas`` is the ``openai-beta`` header, never a body field). Should the SDK's beta request grow another field
+    or nested key, this fails: the beta request then needs a table of its own."""
+    from openai.types.beta import response_create_params as beta
+
+    from responses_bridge.devtools.checkout import known_fields
+    from responses_bridge.protocol.known_fields_table import REQUEST
+
+    table = known_fields._typed_dict(beta.ResponseCreateParamsBase, set())
+    assert table.pop("multi_agent") == {"enabled": None, "max_concurrent_subagents": None}
+    del table["betas"]
+    for name in known_fields.UNCHECKED:
+        table[name] = None
+    for name in known_fields.EXTENSIONS:
+        table.setdefault(name, None)
+    assert table == REQUEST
