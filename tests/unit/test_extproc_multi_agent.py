@@ -52,8 +52,8 @@ async def test_with_the_route_to_the_http_door_the_request_goes_there(runtime: R
 async def test_without_the_route_a_beta_request_is_a_400_naming_the_missing_door(
         runtime: Runtime) -> None:
     error = await _error(runtime, BETA_PATH, {"openai-beta": "responses_multi_agent=v1"}, MULTI_AGENT)
-    assert (error["param"], error["code"]) == ("multi_agent", "unsupported_parameter")
-    assert "HTTP door" in error["message"]
+    assert (error["param"], error["code"]) == ("multi_agent", "http_door_required")
+    assert "'x-responses-bridge-door: http'" in error["message"]
 
 
 @pytest.mark.parametrize(("path", "headers", "lacks"), [

@@ -131,6 +131,8 @@ class RequestPhase(Routing):
                 return self._route_to_sidecar()  # counted by the HTTP door, which runs it: no slot here
             if not self.sidecar_route and runs_server_tools(decoded.get("tools"), self.runtime.served_tools):
                 raise needs_http_door(decoded.get("tools"), self.runtime.served_tools)  # never a silent drop
+            if not self.sidecar_route and decoded.get(MULTI_AGENT) and run.beta.on:
+                raise agents_need_http_door()
             self.slot = self.runtime.limits.acquire(self.tenant)  # a 429 at the tenant's limit
             if not self.runtime.routes().single:  # several upstreams: the model picks one (upstreams.py)
                 self.route = self.runtime.route(decoded.get("model"))
@@ -242,3 +244,11 @@ def needs_http_door(tools: object, served: Collection[str]) -> APIError:
                     "(behind Envoy Gateway or Istio: docs/kubernetes.md), or call the HTTP door.", param="tools",
                     code="http_door_required")
 
+
+def agents_need_http_door() -> APIError:
+    """The 400 of a multi-agent request reaching a processor whose Envoy does not route it to the HTTP door, which
+    alone runs subagents (their turns are calls the sidecar makes itself)."""
+    return APIError(400, "Multi-agent responses run only in the bridge's HTTP door, and this gateway does not send "
+                    f"them there: add the header '{DOOR_HEADER[0]}: {DOOR_HEADER[1]}' (behind Envoy Gateway or "
+                    "Istio: docs/kubernetes.md), or call the HTTP door.", param="multi_agent",
+                    code="http_door_required")
