@@ -208,9 +208,11 @@ class Runtime:
         call)."""
         if self.router.single:  # the one upstream serves whatever this run calls
             note_upstream(SINGLE_UPSTREAM, "translate")
-        return ResponseRun(self.store, self.options, self.sealer, conversations=self.conversations,
-                           prompts=self.prompts, server_tools=self.server_tools if tool_loop else None,
-                           max_turns=self.settings.max_turns, tenant=tenant)
+        run = ResponseRun(self.store, self.options, self.sealer, conversations=self.conversations,
+                          prompts=self.prompts, server_tools=self.server_tools if tool_loop else None,
+                          max_turns=self.settings.max_turns, tenant=tenant)
+        run.admit_subagent = self.limits.acquire  # a subagent is one more of the tenant's requests in flight
+        return run
 
     @cached_property
     def served_tools(self) -> frozenset[str]:

@@ -330,6 +330,10 @@ class OutputBuilder(EventFrames, ToolCallStream, RunItems):
                                      for call in calls]
         return message
 
+    def count_usage(self, usage: dict[str, Any] | None) -> None:
+        """Usage of the response's own spent outside its turns (a subagent's, Chat Completions shape)."""
+        self._usage_past = add_usage(self._usage_past, usage)
+
     @property
     def total_usage(self) -> dict[str, Any] | None:
         """The upstream usage summed over every turn so far (Chat Completions shape)."""

@@ -169,10 +169,10 @@ def items_to_messages(items: list[dict[str, Any]], messages: list[dict[str, Any]
 
 _NO_TOOLS = ToolPlan()
 _CALL_KINDS = frozenset({"function_call", "custom_tool_call", "shell_call", "local_shell_call", "computer_call",
-                         "apply_patch_call", "tool_search_call"})
+                         "apply_patch_call", "tool_search_call", "multi_agent_call"})
 _OUTPUT_KINDS = frozenset({"function_call_output", "custom_tool_call_output", "shell_call_output",
                            "local_shell_call_output", "computer_call_output", "apply_patch_call_output",
-                           "tool_search_output"})
+                           "tool_search_output", "multi_agent_call_output"})
 _SERVER_CALL_KINDS = frozenset({"mcp_call", "web_search_call", "file_search_call", "code_interpreter_call"})
 
 
@@ -274,6 +274,8 @@ def _call_of(item: dict[str, Any], plan: ToolPlan) -> tuple[str, str]:
         return plan.upstream_name("computer_use_preview"), orjson.dumps(item["action"]).decode()
     if kind == "apply_patch_call":
         return plan.upstream_name("apply_patch"), orjson.dumps(item["operation"]).decode()
+    if kind == "multi_agent_call":  # the action's function (engine/multi_agent_tools.py)
+        return plan.upstream_name("multi_agent", item["action"]), item["arguments"]
     return plan.upstream_name("tool_search"), orjson.dumps(item.get("arguments") or {}).decode()
 
 
@@ -291,6 +293,8 @@ def _output_of(item: dict[str, Any]) -> str | list[dict[str, Any]]:
     if kind == "apply_patch_call_output":
         text = item.get("output") or ""
         return f"{item['status']}: {text}" if text else item["status"]
+    if kind == "multi_agent_call_output":
+        return "".join(part["text"] for part in item["output"])
     return tool_search_result_text(item.get("tools") or [])
 
 

@@ -213,6 +213,19 @@ class ToolPlan:
         become ``image_generation_call`` items."""
         return self._add_server("image_generation", IMAGE_NAME, IMAGE_DESCRIPTION, image_parameters(choose_size))
 
+    def add_multi_agent(self, actions: Mapping[str, tuple[str, dict[str, Any]]]) -> None:
+        """Offer the multi-agent beta's actions (engine/multi_agent_tools.py), each a function named after it
+        (made unique); their calls become ``multi_agent_call`` items the run answers."""
+        for action, (description, parameters) in actions.items():
+            key = ("multi_agent", None, action)  # (kind, namespace, name), as upstream_name looks it up
+            if key in self.names:
+                continue
+            name = _unique(action, self._taken())
+            self.names[key] = name
+            self.targets[name] = CallTarget("multi_agent", name=action)
+            self.functions.append({"type": "function", "name": name, "description": description,
+                                   "parameters": parameters})
+
     def add_server_tool_search(self, function: Mapping[str, Any]) -> str:
         """Offer the server-side tool search (``function``: the Responses-shaped function the run made for it);
         its calls become ``tool_search_call`` items with ``execution: "server"``."""

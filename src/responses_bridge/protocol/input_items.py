@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from .. import ids
-from . import tool_items
+from . import multi_agent_items, tool_items
 from .errors import invalid_request
 from .request_checks import MESSAGE_ROLES, check_tool
 from .tool_items import require_str as _require_str
@@ -50,6 +50,8 @@ def _normalize_item(item: Any, param: str) -> dict[str, Any]:
     if kind == "compaction":  # from POST /v1/responses/compact; its sealed summary is opened by the engine
         return {"type": "compaction", "id": _optional_id(item, param, lambda: ids.new_id("cmp")),
                 "encrypted_content": _require_str(item, "encrypted_content", param)}
+    if isinstance(kind, str) and kind in multi_agent_items.NORMALIZERS:  # the multi-agent beta: sent back as they came
+        return multi_agent_items.NORMALIZERS[kind](item, param)
     if isinstance(kind, str) and (kind in tool_items.NORMALIZERS or kind == "custom_tool_call_output"):
         return _normalize_client_tool_item(kind, item, param)
     if kind is None:

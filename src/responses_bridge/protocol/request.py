@@ -22,6 +22,7 @@ from . import tool_items
 from .errors import APIError, invalid_request
 from .input_items import normalize_input
 from .known_fields import UnknownFields, check_known_fields
+from .multi_agent import NOT_BETA, BetaSurface, MultiAgentConfig, take_multi_agent
 from .request_checks import check_depth, check_include, check_model_name, check_tool, check_tool_choice_type
 
 
@@ -132,6 +133,7 @@ class ResponsesRequest:
 
     params: CreateParams
     input_items: list[dict[str, Any]] = field(default_factory=list)
+    multi_agent: MultiAgentConfig | None = None  # the beta's set-up (protocol/multi_agent.py), when sent
 
     @property
     def model(self) -> str:
@@ -172,17 +174,19 @@ def check_input_count(raw: Mapping[str, Any], limit: int) -> None:
 
 
 def parse_request(body: bytes, *, max_input_items: int = DEFAULT_MAX_INPUT_ITEMS,
-                  unknown_fields: UnknownFields = "reject") -> ResponsesRequest:
+                  unknown_fields: UnknownFields = "reject", beta: BetaSurface = NOT_BETA) -> ResponsesRequest:
     """Parse and validate a request body; every failure is an :class:`APIError` with status 400."""
     return parse_request_object(parse_json_object(body), max_input_items=max_input_items,
-                                unknown_fields=unknown_fields)
+                                unknown_fields=unknown_fields, beta=beta)
 
 
 def parse_request_object(raw: dict[str, Any], *, max_input_items: int = DEFAULT_MAX_INPUT_ITEMS,
-                         unknown_fields: UnknownFields = "reject") -> ResponsesRequest:
+                         unknown_fields: UnknownFields = "reject", beta: BetaSurface = NOT_BETA) -> ResponsesRequest:
     """``raw`` judged before any of it becomes an object of ours: its item count, then every key against the
-    fields OpenAI defines (known_fields.py: a misspelling is a 400 naming its path, never ignored)."""
+    fields OpenAI defines (known_fields.py: a misspelling is a 400 naming its path, never ignored). ``beta``: the
+    request came on the multi-agent beta surface (protocol/multi_agent.py), where ``multi_agent`` is a field."""
     check_input_count(raw, max_input_items)
+    multi_agent = take_multi_agent(raw, beta=beta)
     check_known_fields(raw, unknown_fields)
     try:
         params = CreateParams.model_validate(raw)
@@ -201,7 +205,7 @@ def parse_request_object(raw: dict[str, Any], *, max_input_items: int = DEFAULT_
             check_tool(tool, f"tools[{index}]")
     if params.tool_choice is not None:
         _check_tool_choice(params.tool_choice)
-    return ResponsesRequest(params=params, input_items=items)
+    return ResponsesRequest(params=params, input_items=items, multi_agent=multi_agent)
 
 
 def _validation_error(exc: ValidationError) -> APIError:

@@ -29,6 +29,7 @@ from ..engine.options import EngineOptions
 from ..engine.sse import DONE_FRAME
 from ..engine.wire import JSON_CONTENT_TYPE, SSE_CONTENT_TYPE, Reply, UpstreamRequest
 from ..protocol.errors import APIError, invalid_request, not_found
+from ..protocol.multi_agent import NOT_BETA
 from ..protocol.request import ResponsesRequest, parse_json_object, parse_request_object
 from ..sealing import Sealer
 from ..store.base import ResponseStore
@@ -53,6 +54,7 @@ class NativeRun:
         self.tenant = tenant
         self.before_persist: BeforePersist | None = None
         self.stop_between_turns: Callable[[], bool] | None = None  # never asked: the backend runs its own loop
+        self.beta = NOT_BETA  # the multi-agent beta surface (protocol/multi_agent.py): refused for a native backend
         self.save_fence: dict[str, str] = {}  # a background run's lease (store/base.py: save_response) or nothing
         self.on_upstream_chunk: Callable[[bytes], bytes] = _not_begun
         self.backlog: Collection[object] = ()  # the backend's events are relayed as they come: never any
@@ -106,9 +108,12 @@ class NativeRun:
     async def begin(self, body: bytes | dict[str, Any], *, large: bool = False) -> UpstreamRequest:
         raw = parse_json_object(body) if isinstance(body, bytes) else body
         parse = functools.partial(parse_request_object, dict(raw), max_input_items=self._max_input_items,
-                                  unknown_fields=self._unknown_fields)
+                                  unknown_fields=self._unknown_fields, beta=self.beta)
         request = await asyncio.to_thread(parse) if large else parse()
         p = request.params
+        if request.multi_agent is not None and request.multi_agent.enabled:
+            raise APIError(400, "'multi_agent' is not supported for this model (a native Responses backend).",
+                           param="multi_agent", code="unsupported_parameter")
         if p.background and not p.store:
             raise APIError(400, "Background responses require 'store' to be true.", param="background",
                            code="invalid_value")

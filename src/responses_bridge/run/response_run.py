@@ -49,13 +49,16 @@ from ..engine.translator import Translator
 from ..engine.wire import JSON_CONTENT_TYPE, Framing, Reply, UpstreamRequest
 from ..observability import metrics
 from ..protocol.errors import APIError, invalid_request, not_found
+from ..protocol.multi_agent import NOT_BETA
 from ..protocol.request import ResponsesRequest, parse_request, parse_request_object
 from ..sealing import Sealer
 from ..store.base import ResponseStore
 from ..store.records import LeaseLost
 from .history import ConversationHistory, PromptRenderer
+from .multi_agent import offer_agents
 from .runs import BeforePersist
 from .server_tools import CheckedTools, ServerToolRun, ServerTools
+from .subagents import Admission, attach_agents, wants_agents
 
 DEFAULT_MAX_TURNS = 16
 """Model turns one response may take (``RESPONSES_BRIDGE_MAX_TURNS``): the last is sent without tools."""
@@ -111,6 +114,8 @@ class ResponseRun:
         self._framing = framing
         self.before_persist: BeforePersist | None = None
         self.stop_between_turns: Callable[[], bool] | None = None  # see Run.stop_between_turns
+        self.beta = NOT_BETA  # how the request came (protocol/multi_agent.py): the door says, before begin
+        self.admit_subagent: Admission | None = None  # the tenant's limits, taken by each subagent's work
         self.save_fence: dict[str, str] = {}  # a background run's lease (store/base.py: save_response) or nothing
         self._store = store
         self._options = options
@@ -176,10 +181,10 @@ class ResponseRun:
         if isinstance(body, bytes):
             large = len(body) > LARGE_BODY_BYTES
             parse = functools.partial(parse_request, body, max_input_items=self._options.max_input_items,
-                                      unknown_fields=self._options.unknown_fields)
+                                      unknown_fields=self._options.unknown_fields, beta=self.beta)
         else:
             parse = functools.partial(parse_request_object, body, max_input_items=self._options.max_input_items,
-                                      unknown_fields=self._options.unknown_fields)
+                                      unknown_fields=self._options.unknown_fields, beta=self.beta)
         request = await asyncio.to_thread(parse) if large else parse()
         del body  # a large body is let go now, not after the history loads and the upstream call
         p = request.params
@@ -205,10 +210,14 @@ class ResponseRun:
         self.translator = translator
         self.on_upstream_chunk = translator.on_upstream_chunk
         self.backlog, self.catch_up = translator.backlog, translator.catch_up
-        if self._server_tools is not None and translator.plan is not None and _offers_server_tools(request, served):
+        agents = wants_agents(request, loop=self._server_tools is not None and translator.plan is not None)
+        if self._server_tools is not None and translator.plan is not None and (
+                agents or _offers_server_tools(request, served)):
             # checked before anything is sent: a malformed or refused MCP tool is a 400 here
             checked = await self._server_tools.check(translator.request, translator.context, translator.plan,
                                                      translator.builder, tenant=self.tenant)
+            if agents:
+                offer_agents(translator.plan, translator.builder)
             self._large = large
             if self._framing is None:
                 # the servers' time is the driver's (see first_call): a stream opens before it, and a JSON answer
@@ -216,6 +225,7 @@ class ResponseRun:
                 self._checked = checked
                 return None
             self._tool_run = await checked.connect()
+            attach_agents(self._tool_run, translator, self._subagent_run, self.tenant, self.admit_subagent)
         return await self._first_request(large)
 
     def open_stream(self) -> bytes:
@@ -229,8 +239,14 @@ class ResponseRun:
         checked, self._checked = self._checked, None
         assert checked is not None, "first_call() without a deferred begin()"
         self._tool_run = await checked.connect()
+        attach_agents(self._tool_run, self._begun(), self._subagent_run, self.tenant, self.admit_subagent)
         self._pending_bytes += self._begun().take_events()
         return await self._first_request(self._large)
+
+    def _subagent_run(self) -> ResponseRun:
+        """A run for a subagent's piece of work: this one's store, upstream dialect, tools and tenant."""
+        return ResponseRun(self._store, self._options, self._sealer, server_tools=self._server_tools,
+                           max_turns=self._max_turns, tenant=self.tenant)
 
     async def _first_request(self, large: bool) -> UpstreamRequest:
         translator, tool_run = self._begun(), self._tool_run

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from ..engine.wire import Reply, UpstreamRequest
 from ..protocol.errors import APIError
+from ..protocol.multi_agent import BetaSurface
 from ..protocol.request import ResponsesRequest
 
 BeforePersist = Callable[[list[bytes], int], Awaitable[None]]
@@ -29,6 +30,9 @@ class Run(Protocol):
     """Asked at each boundary between model turns of a tool loop (after the server calls' results are in):
     True ends the response there, ``incomplete`` with reason ``steered`` (WebSocket steering). A run with no
     such boundary (a native backend runs its own loop) never asks."""
+    beta: BetaSurface
+    """Set by the door before ``begin``: the request came on the multi-agent beta surface
+    (protocol/multi_agent.py), where ``multi_agent`` is a field."""
     on_upstream_chunk: Callable[[bytes], bytes]
     """Per upstream body chunk: the client's bytes (maybe ``b""``)."""
     backlog: Collection[object]

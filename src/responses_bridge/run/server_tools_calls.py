@@ -23,6 +23,7 @@ import orjson
 import structlog
 
 from .. import ids
+from ..engine.multi_agent_tools import call_output_item
 from ..engine.output_builder import OutputBuilder
 from ..engine.request_translation import mcp_result_text, tool_search_result_text
 from ..engine.server_tools import image_request_of
@@ -59,6 +60,7 @@ from .tools.web_search import (
 
 if TYPE_CHECKING:
     from ..store.records import StoredContainerFile
+    from .multi_agent import AgentTree
     from .server_tool_services import ServerToolServices
 
 log = structlog.get_logger(__name__)
@@ -112,6 +114,7 @@ class CallRunner:
         self.include_outputs = OUTPUTS_INCLUDE in (params.include or ())
         self.container_files: list[StoredContainerFile] = []  # what the response's code wrote, for citations
         self.calls_made = 0
+        self.agents: AgentTree | None = None  # the multi-agent beta's subagents (run/multi_agent.py), when enabled
         self.sources: list[SearchResult] = []  # every web search's results, in the order they were numbered
         self.numbered: list[SearchResult | FileSource] = []  # web and file sources: one numbering per response
         self._exhausted_turn_sent = False
@@ -188,6 +191,8 @@ class CallRunner:
             return lambda: _observed(kind, call, self._image_generation)
         if kind == "hosted_shell":
             return lambda: _observed(kind, call, self._hosted_shell)
+        if kind == "multi_agent":
+            return lambda: _observed(kind, call, self._multi_agent)
         return lambda: _observed(kind, call, self._tool_search)
 
     def _refusal(self, call: TurnCall) -> Callable[[], Awaitable[ToolResult]]:
@@ -211,6 +216,8 @@ class CallRunner:
                 self.builder.complete_image_generation(call.output_index, fields={}, failed=True)
             elif kind == "hosted_shell":
                 self.builder.add_shell_call_output(call.call_id, [], max_output_length=None, status="incomplete")
+            elif kind == "multi_agent":
+                self.builder.add_item(call_output_item(call.target.name or "", call.call_id, message))  # type: ignore[union-attr]
             else:
                 self.builder.add_item(tool_search_output_item(ids.new_id("tso"), call_id=call.call_id, tools=[]))
             return ToolResult(call.call_id, message)
@@ -381,7 +388,18 @@ class CallRunner:
         self.builder.set_targets(self.plan.targets)
         return ToolResult(call.call_id, tool_search_result_text(found))
 
+    async def _multi_agent(self, call: TurnCall) -> ToolResult:
+        action = call.target.name or ""  # type: ignore[union-attr]
+        if self.agents is None:  # the functions are offered only with a tree: a replayed name, nothing to act on
+            text = "Error: multi-agent is not enabled for this response."
+        else:
+            text = await self.agents.act(action, str(call.item.get("arguments") or ""))
+        self.builder.add_item(call_output_item(action, call.call_id, text))
+        return ToolResult(call.call_id, text)
+
     def close(self) -> None:
+        if self.agents is not None:
+            self.agents.close()
         if self.index is not None:
             self.index.close()
             self.index = None

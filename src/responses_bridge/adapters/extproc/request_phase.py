@@ -16,6 +16,8 @@ from ...engine.wire import SSE_CONTENT_TYPE, UpstreamRequest
 from ...envoy_config import NATIVE_SUFFIX, upstream_path_prefix
 from ...envoy_config.envoy_gateway import DOOR_HEADER
 from ...protocol.errors import APIError
+from ...protocol.multi_agent import FIELD as MULTI_AGENT
+from ...protocol.multi_agent import beta_surface, query_of
 from ...protocol.request import parse_json_object
 from ...run.response_run import LARGE_BODY_BYTES
 from ...run.runs import Run
@@ -69,6 +71,7 @@ class RequestPhase(Routing):
         self.ours = True
         self.authorization = headers.get("authorization")
         self.run = self.runtime.new_run(tenant=self.tenant)
+        self.run.beta = beta_surface(query_of(headers.get(":path", "")), headers)
         if message.end_of_stream:  # no body at all: begin() says what is wrong with that
             return await self._begin(b"")
         return m.CONTINUE_REQUEST_HEADERS
@@ -132,16 +135,21 @@ class RequestPhase(Routing):
             del body  # decoded: the bytes are let go before the translation
             if self.sidecar_route and (runs_server_tools(decoded.get("tools"), self.runtime.served_tools)
                                        or self.runtime.streams_via_sidecar(decoded)
-                                       or bool(decoded.get("context_management"))):  # a summary call may come first
+                                       or bool(decoded.get("context_management"))  # a summary call may come first
+                                       or bool(decoded.get(MULTI_AGENT))):  # subagents: turn loops of their own
                 self.held.release()  # the HTTP door that runs it reserves its own
                 return self._route_to_sidecar()  # counted by the HTTP door, which runs it: no slot here
             if not self.sidecar_route and runs_server_tools(decoded.get("tools"), self.runtime.served_tools):
                 raise needs_http_door(decoded.get("tools"), self.runtime.served_tools)  # never a silent drop
+            if not self.sidecar_route and decoded.get(MULTI_AGENT) and run.beta.on:
+                raise agents_need_http_door()
             self.slot = self.runtime.limits.acquire(self.tenant)  # a 429 at the tenant's limit
             if not self.runtime.routes().single:  # several upstreams: the model picks one (upstreams.py)
                 self.route = self.runtime.route(decoded.get("model"))
                 # native: Envoy sends it to the backend's own /v1/responses; else the upstream's profile and model
+                beta = run.beta
                 self.run = run = self.runtime.new_routed_run(self.route, tenant=self.tenant)
+                run.beta = beta
             upstream = await run.begin(decoded, large=large)
         except APIError as error:
             self.done = True
@@ -246,3 +254,11 @@ def needs_http_door(tools: object, served: Collection[str]) -> APIError:
                     "(behind Envoy Gateway or Istio: docs/kubernetes.md), or call the HTTP door.", param="tools",
                     code="http_door_required")
 
+
+def agents_need_http_door() -> APIError:
+    """The 400 of a multi-agent request reaching a processor whose Envoy does not route it to the HTTP door, which
+    alone runs subagents (their turns are calls the sidecar makes itself)."""
+    return APIError(400, "Multi-agent responses run only in the bridge's HTTP door, and this gateway does not send "
+                    f"them there: add the header '{DOOR_HEADER[0]}: {DOOR_HEADER[1]}' (behind Envoy Gateway or "
+                    "Istio: docs/kubernetes.md), or call the HTTP door.", param="multi_agent",
+                    code="http_door_required")

@@ -15,6 +15,7 @@ from ...engine.wire import Reply
 from ...observability import metrics
 from ...protocol.errors import APIError, not_found
 from ...protocol.lists import list_body
+from ...protocol.multi_agent import beta_surface
 from ...protocol.request import parse_json_object
 from ...run.drive import drive
 from ...run.response_run import LARGE_BODY_BYTES
@@ -64,6 +65,7 @@ class ResponsesRoutes:
             route = self.runtime.route(decoded.get("model"))
             run = self.runtime.new_routed_run(route, tool_loop=True, tools=decoded.get("tools"),  # native, translated
                                               tenant=tenant)
+            run.beta = beta_surface(request.query, request.headers)
             call = await run.begin(decoded, large=large)
             del decoded
             upstream = self.clients[route.upstream.name]
@@ -73,6 +75,7 @@ class ResponsesRoutes:
                                                      self.runtime.client_for(route))
         else:
             run = self.runtime.new_run(tool_loop=True, tenant=tenant)
+            run.beta = beta_surface(request.query, request.headers)
             call = await run.begin(await read_body(request))  # the raw bytes die once parsed
             if run.background:
                 return await background_routes.start(request, self.runtime, run, call)

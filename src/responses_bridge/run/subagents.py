@@ -1,0 +1,152 @@
+"""A subagent's piece of work as a response of its own, driven by the one driver over the root's upstream.
+
+The root's request gives the subagent its model, instructions and tools (the multi-agent set-up itself excepted: a
+subagent spawns none); its input is its context so far and its task. The response is never stored or streamed: its
+output items become the subagent's context for a follow-up task, its text the result the root reads, its usage a
+part of the root's. Its upstream and credentials are the root's (run/upstream_scope.py), so its turns go where the
+root's go, through Envoy when the root's do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+import orjson
+
+from ..engine.multi_agent_tools import agent_message_item
+from ..protocol.errors import APIError
+from ..protocol.request import ResponsesRequest
+from .drive import BufferSink, drive
+from .multi_agent import AgentTree, SubagentAnswer, Worker
+from .runs import Run
+from .server_tools import ServerToolRun
+from .upstream_scope import current_upstream
+
+if TYPE_CHECKING:
+    from ..engine.translator import Translator
+
+SUBAGENT_INSTRUCTIONS = ("You are a subagent: another agent gave you the task below. Do it with the tools you have and "
+                         "answer with the result it asked for; nobody else reads your answer.")
+
+
+class Held(Protocol):
+    def release(self) -> None: ...
+
+
+Admission = Callable[[str], Held]
+"""Takes one of a tenant's places for requests in flight (services/limits.py: ``TenantLimits.acquire``), or
+raises the ``APIError`` (429) of its limit."""
+
+
+class SubagentRun(Run, Protocol):
+    """A run a subagent's work is driven through (a ``ResponseRun``)."""
+
+    async def begin(self, body: bytes | dict[str, Any], *, large: bool = False) -> Any: ...
+
+
+def wants_agents(request: ResponsesRequest, *, loop: bool) -> bool:
+    """Does ``request`` turn the multi-agent beta on? ``loop``: this run drives a tool loop over a Chat Completions
+    upstream, which subagents need; without one the field is a 400 rather than dropped."""
+    config = request.multi_agent
+    if config is None or not config.enabled:
+        return False
+    if not loop:
+        raise APIError(400, "'multi_agent' is not served on this route: it needs the sidecar's HTTP door (the "
+                       "Envoy route to it is missing) and a Chat Completions upstream.", param="multi_agent",
+                       code="unsupported_parameter")
+    return True
+
+
+def attach_agents(tool_run: ServerToolRun | None, translator: Translator, new_run: Callable[[], SubagentRun],
+                  tenant: str, admit: Admission | None) -> None:
+    """With the multi-agent beta on: the tree of subagents the root's ``multi_agent_call`` items act on, its
+    messages between agents ``agent_message`` items of the root's output, its usage the root's."""
+    config = translator.request.multi_agent
+    if tool_run is None or config is None or not config.enabled:
+        return
+    builder = translator.builder
+    tool_run.runner.agents = AgentTree(
+        config, subagent_worker(translator.request, new_run, tenant, admit), builder.count_usage,
+        lambda author, recipient, text: builder.add_item(agent_message_item(author, recipient, text)))
+
+
+def subagent_worker(request: ResponsesRequest, new_run: Callable[[], SubagentRun], tenant: str,
+                    admit: Admission | None = None) -> Worker:
+    """The :data:`~responses_bridge.run.multi_agent.Worker` of ``request``'s subagents: ``new_run`` makes the
+    run each piece of work is driven through; ``admit``: the tenant's limits, which bound a subagent's work as
+    they bound any request of the tenant's (at the limit the piece of work fails with the 429's message)."""
+    params = request.params
+    instructions = params.instructions if isinstance(params.instructions, str) else None
+    # the root's sampling and reasoning settings go to its subagents too; its output format does not (a subagent
+    # answers its root, not the client)
+    settings: dict[str, Any] = {name: value for name, value in (
+        ("temperature", params.temperature), ("top_p", params.top_p),
+        ("parallel_tool_calls", params.parallel_tool_calls),
+        ("reasoning", params.reasoning.model_dump(exclude_none=True) if params.reasoning is not None else None),
+    ) if value is not None}
+
+    async def work(items: list[dict[str, Any]]) -> SubagentAnswer:
+        scope = current_upstream()
+        if scope is None:
+            return SubagentAnswer("The subagent could not start: no upstream.", "failed")
+        body: dict[str, Any] = {"model": params.model, "input": items, "store": False, "stream": False,
+                                "instructions": "\n\n".join(filter(None, [instructions, SUBAGENT_INSTRUCTIONS]))}
+        if params.tools:
+            body["tools"] = params.tools
+        body.update(settings)
+        try:
+            held = admit(tenant) if admit is not None else None
+        except APIError as refused:
+            return SubagentAnswer(f"The subagent could not start: {refused.message}", "failed")
+        try:
+            run = new_run()
+            try:
+                call = await run.begin(body)
+            except APIError as refused:
+                return SubagentAnswer(f"The subagent could not start: {refused.message}", "failed")
+            try:
+                reply = await drive(run, call, scope.client, scope.authorization, BufferSink())
+            except asyncio.CancelledError:  # interrupted, or the root ended: its tools are let go too
+                await run.abandon()
+                raise
+            return answer_of(reply.status, reply.body, items)
+        finally:
+            if held is not None:
+                held.release()
+
+    return work
+
+
+def answer_of(status: int, body: bytes, items: list[dict[str, Any]]) -> SubagentAnswer:
+    """A subagent's answer from its response's JSON (or error) body."""
+    try:
+        decoded = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return SubagentAnswer(f"The subagent failed (HTTP {status}).", "failed")
+    if status != 200 or not isinstance(decoded, dict) or "output" not in decoded:
+        error = decoded.get("error") if isinstance(decoded, dict) else None
+        message = error.get("message") if isinstance(error, dict) else None
+        return SubagentAnswer(f"The subagent failed: {message or f'HTTP {status}'}", "failed")
+    output = [item for item in decoded["output"] if isinstance(item, dict)]
+    text = "\n".join(part.get("text", "") for item in output if item.get("type") == "message"
+                     for part in item.get("content") or () if part.get("type") == "output_text")
+    status_text = str(decoded.get("status") or "completed")
+    if status_text == "failed":
+        error = decoded.get("error") or {}
+        text = f"The subagent failed: {error.get('message') or 'unknown error'}"
+    return SubagentAnswer(text, status_text, chat_usage(decoded.get("usage")),
+                          [*items, *output])
+
+
+def chat_usage(usage: object) -> dict[str, Any] | None:
+    """A Responses ``usage`` in the Chat Completions shape the output builder sums."""
+    if not isinstance(usage, dict):
+        return None
+    inputs = usage.get("input_tokens_details") or {}
+    outputs = usage.get("output_tokens_details") or {}
+    return {"prompt_tokens": usage.get("input_tokens") or 0, "completion_tokens": usage.get("output_tokens") or 0,
+            "total_tokens": usage.get("total_tokens") or 0,
+            "prompt_tokens_details": {"cached_tokens": inputs.get("cached_tokens") or 0},
+            "completion_tokens_details": {"reasoning_tokens": outputs.get("reasoning_tokens") or 0}}
