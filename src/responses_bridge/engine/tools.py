@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 import structlog
 
+from ..protocol.newer_fields import allows_direct
 from .builtin_tools import (
     APPLY_PATCH_DESCRIPTION,
     APPLY_PATCH_PARAMETERS,
@@ -269,6 +270,8 @@ def plan_tools(tools: list[dict[str, Any]] | None, policy: UnsupportedPolicy = "
     given = len(tools)
     for position, tool in enumerate([*tools, *(tool for tool in loaded or () if isinstance(tool, dict))]):
         kind = tool.get("type")
+        if not allows_direct(tool):
+            continue  # ``allowed_callers`` without "direct": for programs only, never offered to the model
         if kind in ("function", "custom", "namespace") and (client_search or server_search) \
                 and tool.get("defer_loading") is True and tool.get("name") not in loaded_names:
             continue  # discovered through the tool search first
@@ -283,7 +286,8 @@ def plan_tools(tools: list[dict[str, Any]] | None, policy: UnsupportedPolicy = "
         elif kind == "namespace":
             namespace = tool.get("name") or ""
             for inner in tool.get("tools") or ():
-                if not isinstance(inner, dict) or inner.get("type", "function") not in ("function", "custom"):
+                if not isinstance(inner, dict) or inner.get("type", "function") not in ("function", "custom") \
+                        or not allows_direct(inner):
                     continue
                 if inner.get("type") == "custom":
                     _add_custom(plan, inner, taken, namespace)

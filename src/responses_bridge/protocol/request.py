@@ -22,6 +22,7 @@ from . import tool_items
 from .errors import APIError, invalid_request
 from .input_items import normalize_input
 from .known_fields import UnknownFields, check_known_fields
+from .newer_fields import check_newer_fields
 from .request_checks import check_depth, check_include, check_model_name, check_tool, check_tool_choice_type
 
 
@@ -184,6 +185,7 @@ def parse_request_object(raw: dict[str, Any], *, max_input_items: int = DEFAULT_
     fields OpenAI defines (known_fields.py: a misspelling is a 400 naming its path, never ignored)."""
     check_input_count(raw, max_input_items)
     check_known_fields(raw, unknown_fields)
+    check_newer_fields(raw)  # allowed_callers, programmatic_tool_calling, background_options...: never dropped
     try:
         params = CreateParams.model_validate(raw)
     except ValidationError as exc:
