@@ -26,8 +26,7 @@ async def refused(http: aiohttp.ClientSession, body: dict) -> dict:
 
 
 @pytest.mark.parametrize(("body", "param"), [
-    ({"tools": [{"type": "programmatic_tool_calling"}]}, "tools[0].type"),
-    ({"tools": [FUNCTION, {"type": "programmatic_tool_calling"}]}, "tools[1].type"),
+    ({"tools": [{"type": "custom", "name": "c", "allowed_callers": ["programmatic"]}]}, "tools[0].allowed_callers"),
     ({"tools": [dict(FUNCTION, allowed_callers=["robot"])]}, "tools[0].allowed_callers[0]"),
     ({"tools": [dict(FUNCTION, allowed_callers=[])]}, "tools[0].allowed_callers"),
     ({"tools": [dict(FUNCTION, allowed_callers="direct")]}, "tools[0].allowed_callers"),
@@ -35,6 +34,8 @@ async def refused(http: aiohttp.ClientSession, body: dict) -> dict:
                  "allowed_callers": ["programmatic"]}]}, "tools[0].allowed_callers"),
     ({"tools": [{"type": "namespace", "name": "ns", "description": "d",
                  "tools": [dict(FUNCTION, allowed_callers=["nobody"])]}]}, "tools[0].tools[0].allowed_callers[0]"),
+    ({"tools": [{"type": "namespace", "name": "ns", "description": "d",
+                 "tools": [dict(FUNCTION, allowed_callers=["programmatic"])]}]}, "tools[0].tools[0].allowed_callers"),
     ({"background_options": {"completion_window": "8h"}, "background": True}, "background_options.completion_window"),
     ({"background_options": {"completion_window": "never"}}, "background_options.completion_window"),
     ({"background_options": {"continuation_id": "batch-7"}}, "background_options.continuation_id"),
@@ -54,8 +55,7 @@ async def test_a_tool_for_programs_only_is_not_offered_to_the_model(client: open
     tools = [dict(FUNCTION, name="direct_one", allowed_callers=["direct", "programmatic"]),
              dict(FUNCTION, name="program_only", allowed_callers=["programmatic"]),
              {"type": "namespace", "name": "ns", "description": "d",
-              "tools": [dict(FUNCTION, name="inner_program_only", allowed_callers=["programmatic"]),
-                        dict(FUNCTION, name="inner_direct")]}]
+              "tools": [dict(FUNCTION, name="inner_direct", allowed_callers=["direct"])]}]
     response = await client.responses.create(model=MODEL, input="hi", tools=tools)  # type: ignore[arg-type]
     assert response.status == "completed"
     offered = [tool["function"]["name"] for tool in (await upstream_log.last_body())["tools"]]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from responses_bridge.engine.programs import ProgramWorld, fingerprint, open_fingerprint
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.run.programs.isolate import ToolCall
-from responses_bridge.run.programs.replay import ProgramWorld, check_replay, fingerprint, open_fingerprint
+from responses_bridge.run.programs.replay import check_replay
 
 
 def test_a_fingerprint_gives_back_its_world_for_its_own_code_only() -> None:

@@ -15,6 +15,7 @@ from ..protocol.request import ResponsesRequest
 from .computer_tool import screenshot_message
 from .content_parts import chat_part, user_content
 from .options import EngineOptions
+from .programs import program_call_ids, program_tool_call
 from .server_tools import image_replay_note
 from .tools import CUSTOM_INPUT, ToolPlan, loaded_tools, plan_tools
 from .turn_tools import set_turn_tools
@@ -24,8 +25,10 @@ def plan_request_tools(request: ResponsesRequest, history: list[dict[str, Any]],
                        served: Collection[str] = ()) -> ToolPlan:
     """The tools this request offers: its own, plus those earlier ``tool_search_output`` items loaded.
     ``served``: the server-side tool types the caller's tool loop runs (``builtin_tools.SERVED_TOOL_TYPES``)."""
-    return plan_tools(request.params.tools, options.unsupported_tools,
+    plan = plan_tools(request.params.tools, options.unsupported_tools,
                       loaded=loaded_tools(history, request.input_items) or None, served=served)
+    plan.program_calls = program_call_ids(history, request.input_items)
+    return plan
 
 
 def build_chat_request(
@@ -117,6 +120,8 @@ def items_to_messages(items: list[dict[str, Any]], messages: list[dict[str, Any]
     screenshots: list[dict[str, Any]] = []  # shown once this turn's tool results are all in (engine/computer_tool.py)
     for item in items:
         kind = item["type"]
+        if plan.program_calls and item.get("call_id") in plan.program_calls and kind != "program":
+            continue  # a program's own tool call or its output: the model sees the program and its output only
         if screenshots and kind not in _OUTPUT_KINDS:
             messages.extend(screenshots)
             screenshots.clear()
@@ -129,6 +134,11 @@ def items_to_messages(items: list[dict[str, Any]], messages: list[dict[str, Any]
                 if role == "developer":
                     role = options.developer_role
                 messages.append({"role": role, "content": user_content(item["content"])})
+        elif kind == "program":  # the model's call of ``program`` (engine/programs.py)
+            message = _assistant_message(messages, options, fresh=False)
+            message.setdefault("tool_calls", []).append(program_tool_call(item, plan.upstream_name("program")))
+        elif kind == "program_output":
+            append_tool_result(messages, item["call_id"], None, item["result"], options)
         elif kind in _CALL_KINDS:
             name, arguments = _call_of(item, plan)
             call_id = item.get("call_id") or item["id"]

@@ -150,6 +150,21 @@ class RunItems:
                         "item": item})
         return index
 
+    def add_function_call(self: _Builder, item: dict[str, Any]) -> int:
+        """A ``function_call`` item the run made (a program's call of a client tool, engine/programs.py), streamed
+        as the model's are: ``output_item.added`` (in progress, no arguments yet), its arguments' ``.delta`` and
+        ``.done``, then ``output_item.done``. Returns its output_index."""
+        self._close_open()
+        index = self._place(item)
+        common = {"sequence_number": 0, "item_id": item["id"], "output_index": index}
+        self._emit_run({"type": "response.output_item.added", "sequence_number": 0, "output_index": index,
+                        "item": dict(item, arguments="", status="in_progress")})
+        self._emit_run({"type": "response.function_call_arguments.delta", **common, "delta": item["arguments"]})
+        self._emit_run({"type": "response.function_call_arguments.done", **common, "arguments": item["arguments"]})
+        self._emit_run({"type": "response.output_item.done", "sequence_number": 0, "output_index": index,
+                        "item": item})
+        return index
+
     def _complete_pending(self: _Builder, output_index: int, completed: str, failed: bool,
                           fields: dict[str, Any]) -> None:
         """A pending server call's outcome: its item's ``fields`` and status, the ``completed`` event unless it

@@ -53,6 +53,7 @@ from .builtin_tools import (
     is_hosted_shell,
 )
 from .computer_tool import COMPUTER_NAME, COMPUTER_PARAMETERS, computer_description
+from .programs import PROGRAM_NAME, PROGRAM_PARAMETERS, program_description, program_tools, programs_not_served
 from .unsupported_tools import unsupported_tools_error
 
 log = structlog.get_logger("responses_bridge.tools")
@@ -122,6 +123,7 @@ class ToolPlan:
     dropped: list[str] = field(default_factory=list)  # server-side tool types left out
     targets: dict[str, CallTarget] = field(default_factory=dict)  # upstream name → item kind, when not a function
     names: dict[tuple[str, str | None, str | None], str] = field(default_factory=dict)  # (kind, ns, name) → upstream
+    program_calls: set[str] = field(default_factory=set)  # call ids of calls programs made: not the model's
 
     def upstream_name(self, kind: str, name: str | None = None, namespace: str | None = None) -> str:
         """The name a replayed call of this kind goes upstream under (what this request offers it as)."""
@@ -181,6 +183,11 @@ class ToolPlan:
         self.functions.append({"type": "function", "name": name, "description": description,
                                "parameters": parameters})
         return name
+
+    def add_program(self, tools: list[dict[str, Any]]) -> str:
+        """Offer ``program`` (programmatic tool calling), its description listing what programs may call."""
+        return self._add_server("program", PROGRAM_NAME, program_description(program_tools(tools)),
+                                PROGRAM_PARAMETERS)
 
     def add_web_search(self) -> str:
         """Offer the web search as a function (``{"query"}``); its calls become ``web_search_call`` items."""
@@ -310,6 +317,8 @@ def plan_tools(tools: list[dict[str, Any]] | None, policy: UnsupportedPolicy = "
             continue  # the tool loop runs it
         elif isinstance(kind, str) and kind not in unsupported:
             unsupported.append(kind)
+    if "programmatic_tool_calling" in unsupported:  # never dropped: the tools meant for its programs would be lost
+        raise programs_not_served(tools)
     if unsupported:
         if policy == "reject":
             raise unsupported_tools_error(unsupported, served)  # what runs here, and what would run the rest

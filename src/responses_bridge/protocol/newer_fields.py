@@ -3,10 +3,9 @@ with a 400 that names it — never accepted and dropped (the known-fields walk l
 them, and the typed parameters would otherwise ignore them).
 
 * ``allowed_callers`` on a tool: who may call it, the model (``direct``, the default) or a program written by the
-  model (``programmatic``). A tool that excludes ``direct`` is not offered to the model (engine/tools.py); a
-  server-side tool that excludes it is refused, as no program can call it here.
-* a ``programmatic_tool_calling`` tool: refused (``unsupported_tool``): this deployment runs no programs, and
-  dropping it would leave the tools meant for programs uncallable without a word.
+  model (``programmatic``, engine/programs.py). A tool that excludes ``direct`` is not offered to the model
+  (engine/tools.py); programs here call function tools only, so ``programmatic`` on any other tool is refused.
+  A ``programmatic_tool_calling`` tool the deployment cannot run is refused by engine/tools.py, never dropped.
 * ``background_options``: ``completion_window: soonest`` is what every background response gets here (it runs at
   once); the discounted ``2h`` / ``8h`` windows and a ``continuation_id`` (a priority among background requests)
   have no meaning on this bridge and are refused.
@@ -24,11 +23,6 @@ from typing import Any
 from .errors import invalid_request
 
 CALLERS = ("direct", "programmatic")
-
-SERVER_SIDE_TOOLS = frozenset({"mcp", "file_search", "web_search", "web_search_2025_08_26", "web_search_preview",
-                               "web_search_preview_2025_03_11", "code_interpreter", "image_generation"})
-"""Tool types the bridge runs itself (a ``shell`` with a container environment, and a ``tool_search`` run by the
-server, are judged by their own shape in :func:`_is_server_side`)."""
 
 
 def check_newer_fields(raw: dict[str, Any]) -> None:
@@ -54,32 +48,14 @@ def allows_direct(tool: Any) -> bool:
 
 def _check_tool(tool: dict[str, Any], param: str) -> None:
     kind = tool.get("type")
-    if kind == "programmatic_tool_calling":
-        raise invalid_request(
-            f"The tool '{param}' of type 'programmatic_tool_calling' is not supported by this deployment: it runs no "
-            "programs written by the model.", param=f"{param}.type", code="unsupported_tool")
-    _check_callers(tool.get("allowed_callers"), f"{param}.allowed_callers")
+    _check_callers(tool.get("allowed_callers"), f"{param}.allowed_callers", kind == "function")
     if kind == "namespace" and isinstance(tool.get("tools"), list):
         for index, inner in enumerate(tool["tools"]):
             if isinstance(inner, dict):
-                _check_callers(inner.get("allowed_callers"), f"{param}.tools[{index}].allowed_callers")
-    if not allows_direct(tool) and _is_server_side(tool):
-        raise invalid_request(
-            f"'{param}.allowed_callers' excludes 'direct': only a program could call this {kind} tool, and this "
-            "deployment runs no programs.", param=f"{param}.allowed_callers", code="unsupported_value")
+                _check_callers(inner.get("allowed_callers"), f"{param}.tools[{index}].allowed_callers", False)
 
 
-def _is_server_side(tool: dict[str, Any]) -> bool:
-    kind = tool.get("type")
-    if kind == "shell":
-        environment = tool.get("environment")
-        return isinstance(environment, dict) and environment.get("type") != "local"
-    if kind == "tool_search":
-        return tool.get("execution") != "client"
-    return kind in SERVER_SIDE_TOOLS
-
-
-def _check_callers(callers: Any, param: str) -> None:
+def _check_callers(callers: Any, param: str, programs_may_call: bool) -> None:
     if callers is None:
         return
     if not isinstance(callers, list):
@@ -91,6 +67,9 @@ def _check_callers(callers: Any, param: str) -> None:
         if caller not in CALLERS:
             raise invalid_request(f"Invalid value for '{param}[{index}]': expected 'direct' or 'programmatic'.",
                                   param=f"{param}[{index}]", code="invalid_value")
+    if "programmatic" in callers and not programs_may_call:
+        raise invalid_request(f"'{param}': programs call function tools only on this deployment (not this tool's "
+                              "type, nor a namespace's functions).", param=param, code="unsupported_value")
 
 
 def _check_background_options(options: Any) -> None:

@@ -21,6 +21,7 @@ heap ends the program), ``max_output`` characters of result.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import time
 from dataclasses import dataclass, field
@@ -35,6 +36,11 @@ MAX_CALLS = 1000
 """Tool calls one program may make in all (recorded and new): each is an item of the response."""
 
 Status = Literal["completed", "suspended", "incomplete"]
+
+
+def programs_available() -> bool:
+    """Is the ``programs`` extra installed? (Without it ``programmatic_tool_calling`` is refused, naming it.)"""
+    return importlib.util.find_spec("py_mini_racer") is not None
 
 
 class ProgramsUnavailable(RuntimeError):

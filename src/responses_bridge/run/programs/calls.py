@@ -1,0 +1,113 @@
+"""The programs of one response, in the tool loop: a ``program`` call the model made is run (isolate.py, in a
+worker thread) and comes to its ``program_output`` — the model's tool result — or to the client tools it waits for;
+a program that waited in an earlier response is resumed before the first turn, once the client's outputs are in.
+
+A program waiting for client tools ends the response with their ``function_call`` items (``caller`` the program),
+as a turn's own client calls do; their outputs come back in the next request (``previous_response_id``, or the
+items sent back with ``store: false``) and the program runs again from its start, replaying the recorded calls
+(replay.py): its ``fingerprint`` must bind its code, and it must make the recorded calls in order, else the request
+is a 400. Several programs pending at once are resumed in the order they were made.
+
+A program that fails (a syntax error, a thrown error) or meets a bound ends ``incomplete``, its result saying why;
+the model reads that and the response goes on. A program cannot call the bridge's own server tools here (only
+the request's function tools whose ``allowed_callers`` include ``programmatic``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from ...engine.output_builder import OutputBuilder
+from ...engine.programs import (
+    made_by_program,
+    open_fingerprint,
+    program_function_call,
+    program_output_item,
+    program_tools,
+)
+from ...engine.turn_result import TurnCall
+from ...engine.turns import ToolResult
+from ...protocol.request import ResponsesRequest
+from .isolate import Limits, ProgramRun, ToolCall, run_program
+from .replay import check_replay, mismatch
+
+MAX_CONCURRENT_PROGRAMS = 4
+"""Programs running at once in one process (each a V8 isolate of up to ``Limits.max_memory`` in its own thread)."""
+
+_slots = asyncio.Semaphore(MAX_CONCURRENT_PROGRAMS)
+
+
+@dataclass(slots=True)
+class ProgramCalls:
+    """The programs of one response. ``suspended``: a program now waits for client tools (the response ends)."""
+
+    request: ResponsesRequest
+    builder: OutputBuilder
+    limits: Limits = field(default_factory=Limits)
+    suspended: bool = False
+    names: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.names = [tool["name"] for tool in program_tools(self.request.params.tools or ())]
+
+    async def run_call(self, call: TurnCall) -> ToolResult:
+        """The model's call of ``program`` in this turn (its item done, with code and fingerprint)."""
+        item = call.item
+        world = open_fingerprint(item["code"], item["fingerprint"], "program.fingerprint")
+        run = await self._run(item["code"], [], world.seed, world.clock_ms)
+        return self._outcome(call.call_id, run)[0]
+
+    async def resume(self, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Resume every program of ``history`` (the chain's or conversation's items, then the request's input)
+        that waits for client tools whose outputs are now all in. Returns the ``program_output`` items made, for
+        the first turn's messages; ``suspended`` says whether one waits again (then no turn is made)."""
+        made: list[dict[str, Any]] = []
+        finished = {item["call_id"] for item in history if item.get("type") == "program_output"}
+        outputs = {item["call_id"]: item for item in history if item.get("type") == "function_call_output"}
+        for program in history:
+            if program.get("type") != "program" or program["call_id"] in finished:
+                continue
+            call_id = program["call_id"]
+            calls = [item for item in history if item.get("type") == "function_call" and made_by_program(item)
+                     and item["caller"].get("caller_id") == call_id]
+            if not calls:
+                continue  # never ran here (cut short): nothing to resume
+            missing = [call["call_id"] for call in calls if call["call_id"] not in outputs]
+            if missing:
+                raise mismatch(call_id, f"no function_call_output for its call '{missing[0][:100]}'")
+            world = open_fingerprint(program["code"], program.get("fingerprint"), f"program '{call_id[:100]}'")
+            results = [_output_text(outputs[call["call_id"]]) for call in calls]
+            run = await self._run(program["code"], results, world.seed, world.clock_ms)
+            check_replay(run.calls, [ToolCall(call["name"], call["arguments"]) for call in calls], call_id)
+            output = self._outcome(call_id, run)[1]
+            if output is not None:
+                made.append(output)
+        return made
+
+    async def _run(self, code: str, results: list[str], seed: int, clock_ms: int) -> ProgramRun:
+        async with _slots:
+            return await asyncio.to_thread(run_program, code, self.names, results, seed=seed, clock_ms=clock_ms,
+                                           limits=self.limits)
+
+    def _outcome(self, call_id: str, run: ProgramRun) -> tuple[ToolResult, dict[str, Any] | None]:
+        """The items a run comes to: its ``program_output`` (also returned), or the client calls it waits for."""
+        if run.status == "suspended":
+            self.suspended = True
+            for pending in run.pending:
+                self.builder.add_function_call(program_function_call(call_id, pending.name, pending.arguments))
+            return ToolResult(call_id, ""), None
+        output = program_output_item(call_id, run.result, run.status)
+        self.builder.add_item(output)
+        return ToolResult(call_id, run.result), output
+
+
+def _output_text(item: dict[str, Any]) -> str:
+    """A ``function_call_output``'s output as the program's tools return it: a string (text parts joined)."""
+    output = item.get("output")
+    if isinstance(output, str):
+        return output
+    if isinstance(output, list):
+        return "".join(str(part.get("text") or "") for part in output if isinstance(part, dict))
+    return ""
