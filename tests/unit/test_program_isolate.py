@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 import time
 
@@ -52,6 +53,19 @@ def test_a_program_cannot_import_a_module_or_reach_a_file_or_the_network(tmp_pat
                  'return await fetch("http://127.0.0.1:1/")'):
         run = run_program(code, [], [])
         assert run.status == "incomplete" and "root:" not in run.result and "uid=" not in run.result, run
+
+
+def test_no_connection_reaches_a_listening_socket() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        listener.settimeout(0.5)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/x.js"
+        for code in (f'return String(await import("{url}"))', f'return String(await fetch("{url}"))',
+                     f'const x = new XMLHttpRequest(); x.open("GET", "{url}"); x.send(); return 1'):
+            assert run_program(code, [], []).status == "incomplete"
+        with pytest.raises(TimeoutError):
+            listener.accept()
 
 
 def test_a_program_never_sees_what_another_left() -> None:
