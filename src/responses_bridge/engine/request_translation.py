@@ -13,6 +13,7 @@ import orjson
 from ..protocol.errors import invalid_request
 from ..protocol.request import ResponsesRequest
 from .computer_tool import screenshot_message
+from .configuration_updates import UNSET, configured
 from .content_parts import chat_part, user_content
 from .options import EngineOptions
 from .programs import program_call_ids, program_tool_call
@@ -74,10 +75,26 @@ def build_chat_request(
         response_format = _response_format(p.text.format, options)
         if response_format is not None:
             body["response_format"] = response_format
+    _apply_configuration_updates(body, history, request.input_items, options)
     if p.text is not None and p.text.verbosity is not None:
         body["verbosity"] = p.text.verbosity  # OpenAI's Chat Completions has it; other servers ignore it
     set_turn_tools(body, request.params.tool_choice, request.params.parallel_tool_calls, plan, first=True)
     return body
+
+
+def _apply_configuration_updates(body: dict[str, Any], history: list[dict[str, Any]],
+                                 items: list[dict[str, Any]], options: EngineOptions) -> None:
+    """The settings ``configuration_update`` items left in effect replace the request's own."""
+    effort, fmt = configured(history, items)
+    if effort is not UNSET:
+        body.pop("reasoning_effort", None)
+        if effort is not None:
+            body["reasoning_effort"] = effort
+    if fmt is not UNSET:
+        body.pop("response_format", None)
+        response_format = _response_format(fmt, options)
+        if response_format is not None:
+            body["response_format"] = response_format
 
 
 def _add_openai_fields(body: dict[str, Any], request: ResponsesRequest, options: EngineOptions) -> None:

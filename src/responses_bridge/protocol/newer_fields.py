@@ -12,8 +12,8 @@ them, and the typed parameters would otherwise ignore them).
 * ``prompt_cache_breakpoint`` on an input content part: an explicit cache boundary that a Chat Completions
   backend cannot be given; refused, naming the part.
 
-``additional_tools`` and ``configuration_update`` input items are refused by the item parser
-(``unsupported_item_type``, protocol/input_items.py).
+``additional_tools`` input items are refused by the item parser (``unsupported_item_type``,
+protocol/input_items.py); ``configuration_update`` items are read there (protocol/configuration_items.py).
 """
 
 from __future__ import annotations
