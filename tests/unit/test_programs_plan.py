@@ -9,6 +9,7 @@ import pytest
 from responses_bridge.engine.builtin_tools import SERVED_TOOL_TYPES
 from responses_bridge.engine.programs import program_description, program_tools
 from responses_bridge.engine.tools import plan_tools
+from responses_bridge.engine.turn_tools import set_turn_tools
 from responses_bridge.protocol.errors import APIError
 
 WEATHER = {"type": "function", "name": "get_weather", "description": "The weather.",
@@ -38,3 +39,12 @@ def test_the_program_function_lists_what_programs_may_call() -> None:
     assert json.dumps(WEATHER["parameters"], separators=(",", ":")) in description
     assert [tool["name"] for tool in program_tools([WEATHER, BOTH, DIRECT])] == ["get_weather", "lookup"]
     assert program_description([]).endswith("(none)")
+
+
+def test_choosing_programmatic_tool_calling_forces_a_program() -> None:
+    tools = [{"type": "programmatic_tool_calling"}, WEATHER, DIRECT]
+    plan = plan_tools(tools, served=SERVED_TOOL_TYPES)
+    plan.add_program(tools)
+    body: dict[str, object] = {}
+    set_turn_tools(body, {"type": "programmatic_tool_calling"}, None, plan, first=True)
+    assert body["tool_choice"] == {"type": "function", "function": {"name": "program"}}
