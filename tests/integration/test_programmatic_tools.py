@@ -5,6 +5,7 @@ model. Every answer and event is judged by the schema oracle (the openai SDK's t
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -111,3 +112,30 @@ async def test_a_program_that_loops_forever_ends_incomplete_and_the_model_reads_
     assert kinds(response) == ["program", "program_output", "message"]
     output = response["output"][1]
     assert output["status"] == "incomplete" and "time limit" in output["result"]
+
+
+async def test_a_waiting_program_needs_its_tool_to_go_on(http: aiohttp.ClientSession) -> None:
+    first = await create(http, {"input": PROGRAM}, False)
+    outputs = [{"type": "function_call_output", "call_id": call["call_id"], "output": "x"}
+               for call in first["output"][1:]]
+    async with http.post("/v1/responses", json={"model": MODEL, "previous_response_id": first["id"],
+                                                "input": outputs}) as r:
+        body = await r.json()
+        assert r.status == 400, body
+    assert body["error"]["param"] == "tools" and first["output"][0]["call_id"] in body["error"]["message"]
+
+
+async def test_a_background_response_runs_its_program(http: aiohttp.ClientSession) -> None:
+    async with http.post("/v1/responses", json={"model": MODEL, "tools": TOOLS, "background": True,
+                                                "input": "js: text('made in the background'); return 7"}) as r:
+        queued = await r.json()
+        assert r.status == 200, queued
+    for _ in range(300):
+        async with http.get(f"/v1/responses/{queued['id']}") as r:
+            response = await r.json()
+        if response["status"] not in ("queued", "in_progress"):
+            break
+        await asyncio.sleep(0.1)
+    validate_response(response)
+    assert kinds(response) == ["program", "program_output", "message"]
+    assert response["output"][1]["result"] == "made in the background\n7"

@@ -146,3 +146,17 @@ def program_tool_call(item: Mapping[str, Any], name: str) -> dict[str, Any]:
     """A replayed ``program`` item as the model's tool call of ``program`` (its code as the call's arguments)."""
     return {"id": item["call_id"], "type": "function",
             "function": {"name": name, "arguments": json.dumps({"code": item.get("code") or ""})}}
+
+
+def check_programs_answered(tools: Iterable[Any], *item_lists: list[dict[str, Any]]) -> None:
+    """A program still waiting (a ``program`` item without its ``program_output``) can only go on where the
+    request offers ``programmatic_tool_calling``: otherwise the model would read a call left without a result."""
+    if any(isinstance(tool, dict) and tool.get("type") == PROGRAM_TOOL for tool in tools):
+        return
+    finished = {item.get("call_id") for items in item_lists for item in items if item.get("type") == "program_output"}
+    for items in item_lists:
+        for item in items:
+            if item.get("type") == "program" and item.get("call_id") not in finished:
+                raise invalid_request(
+                    f"The program '{str(item.get('call_id'))[:100]}' waits for its tools' outputs: send the request "
+                    f"with its '{PROGRAM_TOOL}' tool to resume it.", param="tools", code="missing_required_parameter")

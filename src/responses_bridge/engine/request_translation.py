@@ -16,7 +16,7 @@ from .computer_tool import screenshot_message
 from .configuration_updates import UNSET, configured
 from .content_parts import chat_part, user_content
 from .options import EngineOptions
-from .programs import program_call_ids, program_tool_call
+from .programs import check_programs_answered, program_call_ids, program_tool_call
 from .server_tools import image_replay_note
 from .tools import CUSTOM_INPUT, ToolPlan, loaded_tools, plan_tools
 from .turn_tools import set_turn_tools
@@ -29,6 +29,7 @@ def plan_request_tools(request: ResponsesRequest, history: list[dict[str, Any]],
     plan = plan_tools(request.params.tools, options.unsupported_tools,
                       loaded=loaded_tools(history, request.input_items) or None, served=served)
     plan.program_calls = program_call_ids(history, request.input_items)
+    check_programs_answered(request.params.tools or (), history, request.input_items)
     return plan
 
 
