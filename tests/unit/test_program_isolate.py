@@ -80,6 +80,7 @@ def test_a_program_calls_only_the_tools_it_was_given() -> None:
     assert forged.result == "undefined" and forged.calls == []
 
 
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")  # no late answer into a closed loop
 def test_an_endless_loop_ends_the_program_not_the_bridge() -> None:
     for code in ("while (true) {}", "await tools.a({}); while (true) {}"):
         started = time.monotonic()

@@ -21,8 +21,10 @@ heap ends the program), ``max_output`` characters of result.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -153,15 +155,14 @@ def run_program(code: str, tool_names: list[str], results: list[str], *, seed: i
     """Run ``code`` from its start with ``results`` as the outputs of its first calls (blocking: call it from a
     worker thread). Never raises for anything the program does; :class:`ProgramsUnavailable` without the extra."""
     try:
-        from py_mini_racer import JSEvalException, JSOOMException, JSTimeoutException, MiniRacer
+        from py_mini_racer import JSEvalException, JSOOMException, JSTimeoutException, mini_racer
     except ImportError:
         raise ProgramsUnavailable(MISSING_EXTRA) from None
     config = {"clock": int(clock_ms), "seed": int(seed) & 0xFFFFFFFF, "results": results, "names": tool_names,
               "maxOutput": limits.max_output, "maxCalls": MAX_CALLS}
     prelude = _PRELUDE.replace("__CONFIG__", json.dumps(config))
-    racer = MiniRacer()
     deadline = time.monotonic() + limits.timeout
-    try:
+    with mini_racer(_event_loop()) as racer:  # a new isolate, freed on leaving
         racer.set_hard_memory_limit(limits.max_memory)
         try:
             racer.eval(prelude, timeout_sec=limits.timeout)
@@ -177,8 +178,23 @@ def run_program(code: str, tool_names: list[str], results: list[str], *, seed: i
                 return _ended("memory", f"the program used more than its memory limit ({limits.max_memory >> 20} MiB)")
             return ProgramRun("incomplete", result=_first_lines(str(exc)), limit=None)
         return _read_state(json.loads(str(raw)), tool_names, len(results), limits)
-    finally:
-        racer.close()
+
+
+_loop: asyncio.AbstractEventLoop | None = None
+_loop_lock = threading.Lock()
+
+
+def _event_loop() -> asyncio.AbstractEventLoop:
+    """The one event loop (in a thread of its own) that relays every isolate's answers to the thread waiting for
+    them. Shared and never stopped: a stopped program's late answer lands in a running loop that ignores it, not in
+    the closed loop of a per-program thread ("Exception ignored … Event loop is closed" for every timeout)."""
+    global _loop
+    with _loop_lock:
+        if _loop is None:
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="program-isolates", daemon=True).start()
+            _loop = loop
+        return _loop
 
 
 def _ended(limit: str, message: str) -> ProgramRun:
