@@ -43,7 +43,6 @@ async def refused(http: aiohttp.ClientSession, body: dict) -> dict:
     ({"input": [{"role": "user", "content": [{"type": "input_text", "text": "hi",
                                               "prompt_cache_breakpoint": {}}]}]},
      "input[0].content[0].prompt_cache_breakpoint"),
-    ({"input": [{"type": "additional_tools", "role": "developer", "tools": [FUNCTION]}]}, "input[0].type"),
 ])
 async def test_a_field_the_bridge_cannot_honour_is_named(http: aiohttp.ClientSession, body: dict, param: str) -> None:
     assert (await refused(http, body))["param"] == param

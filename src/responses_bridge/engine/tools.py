@@ -405,11 +405,12 @@ def _add_builtin(plan: ToolPlan, tool: dict[str, Any], taken: set[str]) -> None:
 
 
 def loaded_tools(*item_lists: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The tools every ``tool_search_output`` item in these items returned, in order."""
+    """The tools every ``tool_search_output`` item in these items returned, and every ``additional_tools`` item
+    added, in order."""
     found: list[dict[str, Any]] = []
     for items in item_lists:
         for item in items:
-            if item.get("type") == "tool_search_output":
+            if item.get("type") in ("tool_search_output", "additional_tools"):
                 found.extend(tool for tool in item.get("tools") or () if isinstance(tool, dict))
     return found
 

@@ -12,6 +12,7 @@ import orjson
 
 from .. import ids
 from . import tool_items
+from .additional_tools_items import normalize_additional_tools
 from .configuration_items import normalize_configuration_update
 from .errors import invalid_request
 from .program_items import PROGRAM_KINDS, normalize_caller, normalize_program_item
@@ -49,6 +50,8 @@ def _normalize_item(item: Any, param: str) -> dict[str, Any]:
         return _normalize_function_call_output(item, param)
     if kind == "reasoning":
         return _normalize_reasoning(item, param)
+    if kind == "additional_tools":  # offered from here on (engine/tools.py's loaded_tools)
+        return normalize_additional_tools(item, param)
     if kind == "configuration_update":  # in effect for later turns (engine/configuration_updates.py)
         return normalize_configuration_update(item, param)
     if kind in PROGRAM_KINDS:  # programmatic tool calling's items, sent back (engine/programs.py)
@@ -63,7 +66,8 @@ def _normalize_item(item: Any, param: str) -> dict[str, Any]:
                               code="missing_required_parameter")
     raise invalid_request(
         f"Unsupported input item type '{kind}' at '{param}'. Supported: message, function_call, "
-        "function_call_output, program, program_output, configuration_update, reasoning, compaction, "
+        "function_call_output, program, program_output, configuration_update, additional_tools, reasoning, "
+        "compaction, "
         "compaction_trigger, custom_tool_call, "
         "custom_tool_call_output, shell_call, shell_call_output, local_shell_call, local_shell_call_output, "
         "computer_call, computer_call_output, "

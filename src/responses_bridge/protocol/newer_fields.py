@@ -12,8 +12,8 @@ them, and the typed parameters would otherwise ignore them).
 * ``prompt_cache_breakpoint`` on an input content part: an explicit cache boundary that a Chat Completions
   backend cannot be given; refused, naming the part.
 
-``additional_tools`` input items are refused by the item parser (``unsupported_item_type``,
-protocol/input_items.py); ``configuration_update`` items are read there (protocol/configuration_items.py).
+``additional_tools`` and ``configuration_update`` input items are read by the item parser
+(protocol/additional_tools_items.py, protocol/configuration_items.py).
 """
 
 from __future__ import annotations
@@ -44,6 +44,11 @@ def allows_direct(tool: Any) -> bool:
     """May the model call this tool itself? (``allowed_callers`` absent or null: yes, ``direct`` is the default.)"""
     callers = tool.get("allowed_callers") if isinstance(tool, dict) else None
     return not isinstance(callers, list) or "direct" in callers
+
+
+def check_tool_callers(tool: dict[str, Any], param: str) -> None:
+    """The ``allowed_callers`` of one tool (and of a namespace's functions): a 400 naming what cannot be honoured."""
+    _check_tool(tool, param)
 
 
 def _check_tool(tool: dict[str, Any], param: str) -> None:
