@@ -16,6 +16,8 @@ the request's function tools whose ``allowed_callers`` include ``programmatic``)
 from __future__ import annotations
 
 import asyncio
+import functools
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,9 +36,11 @@ from .isolate import Limits, ProgramRun, ToolCall, run_program
 from .replay import check_replay, mismatch
 
 MAX_CONCURRENT_PROGRAMS = 4
-"""Programs running at once in one process (each a V8 isolate of up to ``Limits.max_memory`` in its own thread)."""
+"""Programs running at once in one process (each a V8 isolate of up to ``Limits.max_memory``); more wait their
+turn. Their threads are their own: a program's seconds never hold the default executor's threads, which parse
+large request bodies."""
 
-_slots = asyncio.Semaphore(MAX_CONCURRENT_PROGRAMS)
+_EXECUTOR = ThreadPoolExecutor(max_workers=MAX_CONCURRENT_PROGRAMS, thread_name_prefix="program")
 
 
 @dataclass(slots=True)
@@ -87,9 +91,9 @@ class ProgramCalls:
         return made
 
     async def _run(self, code: str, results: list[str], seed: int, clock_ms: int) -> ProgramRun:
-        async with _slots:
-            return await asyncio.to_thread(run_program, code, self.names, results, seed=seed, clock_ms=clock_ms,
-                                           limits=self.limits)
+        run = functools.partial(run_program, code, self.names, results, seed=seed, clock_ms=clock_ms,
+                                limits=self.limits)
+        return await asyncio.get_running_loop().run_in_executor(_EXECUTOR, run)
 
     def _outcome(self, call_id: str, run: ProgramRun) -> tuple[ToolResult, dict[str, Any] | None]:
         """The items a run comes to: its ``program_output`` (also returned), or the client calls it waits for."""
