@@ -1,8 +1,9 @@
 """Programmatic tool calling as the chat model sees it and as the client sees it (no I/O: the run runs programs).
 
 The model is offered one function, ``program``, whose one string parameter is the JavaScript source; its
-description lists the tools a program may call (``tools.<name>(args)``: the request's function tools whose
-``allowed_callers`` include ``"programmatic"``) with their parameters. A call of it becomes a ``program`` item
+description lists the tools a program may call (``tools.<name>(args)``: the request's function tools, and the
+functions the loop offers for its server-side tools, whose ``allowed_callers`` include ``"programmatic"``) with
+their parameters. A call of it becomes a ``program`` item
 (``call_id``, ``code``, an opaque ``fingerprint``), done with its arguments; the run adds the ``program_output``
 item, or the ``function_call`` items of the client tools the program is waiting for (``caller: {"type":
 "program", "caller_id": <the program's call_id>}``).
@@ -56,6 +57,52 @@ def program_tools(tools: Iterable[Any]) -> list[dict[str, Any]]:
     """The request's function tools a program may call, in order (``allowed_callers`` with ``programmatic``)."""
     return [tool for tool in tools if isinstance(tool, dict) and tool.get("type") == "function"
             and isinstance(tool.get("name"), str) and callable_by_programs(tool)]
+
+
+SERVER_KIND_OF = {"mcp": "mcp", "file_search": "file_search", "code_interpreter": "code_interpreter",
+                  "image_generation": "image_generation", "shell": "hosted_shell", "web_search": "web_search",
+                  "web_search_2025_08_26": "web_search", "web_search_preview": "web_search",
+                  "web_search_preview_2025_03_11": "web_search"}
+"""The request's server-side tool types programs may call, and the kind of call target the loop offers for each."""
+
+
+def server_functions(tool: Mapping[str, Any], functions: list[dict[str, Any]],
+                     targets: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The functions the tool loop offers for one of the request's server-side tools (an MCP server's tools, the
+    web search...): ``functions`` and ``targets`` are a ``ToolPlan``'s."""
+    names = set(server_target_names(tool, targets))
+    return [function for function in functions if function["name"] in names]
+
+
+def server_target_names(tool: Mapping[str, Any], targets: Mapping[str, Any]) -> list[str]:
+    """The names the loop's calls of one of the request's server-side tools go by (``ToolPlan.targets``)."""
+    kind = SERVER_KIND_OF.get(str(tool.get("type")))
+    if kind is None:
+        return []
+    label = tool.get("server_label") if kind == "mcp" else None
+    return [name for name, target in targets.items()
+            if target.kind == kind and (label is None or target.namespace == label)]
+
+
+def program_call_names(tools: Iterable[Any], targets: Mapping[str, Any]) -> list[str]:
+    """The names of what programs may call: the request's function tools, then the loop's names for its
+    server-side tools, whose ``allowed_callers`` include ``programmatic``."""
+    names = [tool["name"] for tool in program_tools(tools)]
+    for tool in tools:
+        if isinstance(tool, dict) and callable_by_programs(tool):
+            names.extend(server_target_names(tool, targets))
+    return names
+
+
+def program_functions(tools: Iterable[Any], functions: list[dict[str, Any]],
+                      targets: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """What programs may call, as functions: the request's function tools, then the functions of its server-side
+    tools, whose ``allowed_callers`` include ``programmatic``."""
+    found = program_tools(tools)
+    for tool in tools:
+        if isinstance(tool, dict) and callable_by_programs(tool):
+            found.extend(server_functions(tool, functions, targets))
+    return found
 
 
 def program_description(tools: list[dict[str, Any]]) -> str:

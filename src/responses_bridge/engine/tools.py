@@ -53,7 +53,14 @@ from .builtin_tools import (
     is_hosted_shell,
 )
 from .computer_tool import COMPUTER_NAME, COMPUTER_PARAMETERS, computer_description
-from .programs import PROGRAM_NAME, PROGRAM_PARAMETERS, program_description, program_tools, programs_not_served
+from .programs import (
+    PROGRAM_NAME,
+    PROGRAM_PARAMETERS,
+    program_description,
+    program_functions,
+    programs_not_served,
+    server_functions,
+)
 from .unsupported_tools import unsupported_tools_error
 
 log = structlog.get_logger("responses_bridge.tools")
@@ -185,9 +192,22 @@ class ToolPlan:
         return name
 
     def add_program(self, tools: list[dict[str, Any]]) -> str:
-        """Offer ``program`` (programmatic tool calling), its description listing what programs may call."""
-        return self._add_server("program", PROGRAM_NAME, program_description(program_tools(tools)),
+        """Offer ``program`` (programmatic tool calling), its description listing what programs may call; once the
+        loop's own tools are offered, those of a server-side tool whose ``allowed_callers`` leave out ``direct``
+        are withdrawn from the model (programs still call them)."""
+        callable_functions = program_functions(tools, self.functions, self.targets)
+        name = self._add_server("program", PROGRAM_NAME, program_description(callable_functions),
                                 PROGRAM_PARAMETERS)
+        self.withdraw_program_only(tools)
+        return name
+
+    def withdraw_program_only(self, tools: list[dict[str, Any]]) -> None:
+        """The functions offered for a server-side tool whose ``allowed_callers`` leave out ``direct`` are not the
+        model's to call (with or without a program to call them)."""
+        hidden = {function["name"] for tool in tools if isinstance(tool, dict) and not allows_direct(tool)
+                  for function in server_functions(tool, self.functions, self.targets)}
+        if hidden:
+            self.functions = [function for function in self.functions if function["name"] not in hidden]
 
     def add_web_search(self) -> str:
         """Offer the web search as a function (``{"query"}``); its calls become ``web_search_call`` items."""

@@ -4,7 +4,8 @@ them, and the typed parameters would otherwise ignore them).
 
 * ``allowed_callers`` on a tool: who may call it, the model (``direct``, the default) or a program written by the
   model (``programmatic``, engine/programs.py). A tool that excludes ``direct`` is not offered to the model
-  (engine/tools.py); programs here call function tools only, so ``programmatic`` on any other tool is refused.
+  (engine/tools.py); programs here call function tools and the server-side tools the loop runs, so
+  ``programmatic`` on another tool (custom, apply_patch, a client shell, a namespace's functions) is refused.
   A ``programmatic_tool_calling`` tool the deployment cannot run is refused by engine/tools.py, never dropped.
 * ``background_options``: ``completion_window: soonest`` is what every background response gets here (it runs at
   once); the discounted ``2h`` / ``8h`` windows and a ``continuation_id`` (a priority among background requests)
@@ -23,6 +24,9 @@ from typing import Any
 from .errors import invalid_request
 
 CALLERS = ("direct", "programmatic")
+PROGRAM_SERVER_TYPES = frozenset({"mcp", "file_search", "code_interpreter", "image_generation", "web_search",
+                                  "web_search_2025_08_26", "web_search_preview", "web_search_preview_2025_03_11"})
+"""The server-side tool types programs may call (and a ``shell`` with a container environment)."""
 
 
 def check_newer_fields(raw: dict[str, Any]) -> None:
@@ -53,11 +57,17 @@ def check_tool_callers(tool: dict[str, Any], param: str) -> None:
 
 def _check_tool(tool: dict[str, Any], param: str) -> None:
     kind = tool.get("type")
-    _check_callers(tool.get("allowed_callers"), f"{param}.allowed_callers", kind == "function")
+    _check_callers(tool.get("allowed_callers"), f"{param}.allowed_callers",
+                   kind == "function" or kind in PROGRAM_SERVER_TYPES or (kind == "shell" and _hosted(tool)))
     if kind == "namespace" and isinstance(tool.get("tools"), list):
         for index, inner in enumerate(tool["tools"]):
             if isinstance(inner, dict):
                 _check_callers(inner.get("allowed_callers"), f"{param}.tools[{index}].allowed_callers", False)
+
+
+def _hosted(tool: dict[str, Any]) -> bool:
+    environment = tool.get("environment")
+    return isinstance(environment, dict) and environment.get("type") != "local"
 
 
 def _check_callers(callers: Any, param: str, programs_may_call: bool) -> None:
@@ -73,8 +83,9 @@ def _check_callers(callers: Any, param: str, programs_may_call: bool) -> None:
             raise invalid_request(f"Invalid value for '{param}[{index}]': expected 'direct' or 'programmatic'.",
                                   param=f"{param}[{index}]", code="invalid_value")
     if "programmatic" in callers and not programs_may_call:
-        raise invalid_request(f"'{param}': programs call function tools only on this deployment (not this tool's "
-                              "type, nor a namespace's functions).", param=param, code="unsupported_value")
+        raise invalid_request(f"'{param}': programs call function tools and the bridge's own tools on this "
+                              "deployment (not this tool's type, nor a namespace's functions).", param=param,
+                              code="unsupported_value")
 
 
 def _check_background_options(options: Any) -> None:

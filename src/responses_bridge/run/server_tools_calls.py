@@ -117,7 +117,8 @@ class CallRunner:
         self.sources: list[SearchResult] = []  # every web search's results, in the order they were numbered
         self.numbered: list[SearchResult | FileSource] = []  # web and file sources: one numbering per response
         self._exhausted_turn_sent = False
-        self.programs = ProgramCalls(request, builder)  # programmatic tool calling's programs (run/programs/)
+        # programmatic tool calling's programs (run/programs/); their calls of the bridge's tools run as the model's
+        self.programs = ProgramCalls(request, builder, plan, self._program_call)
         if web_options is not None or file_options is not None or plan.server_names("code_interpreter") \
                 or plan.server_names("hosted_shell"):
             builder.cite = self.cite
@@ -194,6 +195,13 @@ class CallRunner:
         if kind == "program":
             return lambda: _observed(kind, call, self.programs.run_call)
         return lambda: _observed(kind, call, self._tool_search)
+
+    async def _program_call(self, call: TurnCall) -> ToolResult:
+        """A program's call of one of the bridge's tools: counted and bounded as the model's are."""
+        if self.tools_exhausted:
+            return await self._refusal(call)()
+        self.calls_made += 1
+        return await self._job(call)()
 
     def _refusal(self, call: TurnCall) -> Callable[[], Awaitable[ToolResult]]:
         message = (f"The call was not made: this response reached its limit of {self.max_tool_calls} tool "

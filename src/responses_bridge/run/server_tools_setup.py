@@ -153,6 +153,8 @@ class SetUp:
         if "programmatic_tool_calling" in self.services.served and any(
                 tool.get("type") == "programmatic_tool_calling" for tool in self.tools):
             self.plan.add_program(self.tools)
+        else:
+            self.plan.withdraw_program_only(self.tools)
         if "tool_search" in self.services.served and any(is_server_tool_search(tool) for tool in self.tools):
             self.index = ToolIndex(self.tools)
             self.plan.add_server_tool_search(search_tool_function(self.index))

@@ -9,14 +9,17 @@ items sent back with ``store: false``) and the program runs again from its start
 is a 400. Several programs pending at once are resumed in the order they were made.
 
 A program that fails (a syntax error, a thrown error) or meets a bound ends ``incomplete``, its result saying why;
-the model reads that and the response goes on. A program cannot call the bridge's own server tools here (only
-the request's function tools whose ``allowed_callers`` include ``programmatic``).
+the model reads that and the response goes on. A program calls the request's function tools and the bridge's own
+tools (MCP, searches, code interpreter, hosted shell, image generation) whose ``allowed_callers`` include
+``programmatic``; the bridge's run here, each round of them followed by another run of the program, streamed as
+the model's calls of them are.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,10 +28,11 @@ from ...engine.output_builder import OutputBuilder
 from ...engine.programs import (
     made_by_program,
     open_fingerprint,
+    program_call_names,
     program_function_call,
     program_output_item,
-    program_tools,
 )
+from ...engine.tools import ToolPlan
 from ...engine.turn_result import TurnCall
 from ...engine.turns import ToolResult
 from ...protocol.request import ResponsesRequest
@@ -43,24 +47,39 @@ large request bodies."""
 _EXECUTOR = ThreadPoolExecutor(max_workers=MAX_CONCURRENT_PROGRAMS, thread_name_prefix="program")
 
 
+ServerJob = Callable[[TurnCall], Awaitable[ToolResult]]
+"""Runs one server-side call the way the loop runs the model's (run/server_tools_calls.py), counted against
+``max_tool_calls``."""
+
+MAX_ROUNDS = 64
+"""Rounds of server-side calls one program may make in one response: each round runs the program again."""
+
+
 @dataclass(slots=True)
 class ProgramCalls:
-    """The programs of one response. ``suspended``: a program now waits for client tools (the response ends)."""
+    """The programs of one response. ``suspended``: a program now waits for client tools (the response ends).
+    ``plan``: what the loop offers (the server-side tools programs may call are among its targets);
+    ``server_job``: runs one of their calls."""
 
     request: ResponsesRequest
     builder: OutputBuilder
+    plan: ToolPlan
+    server_job: ServerJob
     limits: Limits = field(default_factory=Limits)
     suspended: bool = False
     names: list[str] = field(default_factory=list)
+    server_names: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
-        self.names = [tool["name"] for tool in program_tools(self.request.params.tools or ())]
+        self.names = program_call_names(self.request.params.tools or (), self.plan.targets)
+        self.server_names = {name for name in self.names
+                             if (target := self.plan.targets.get(name)) is not None and target.server}
 
     async def run_call(self, call: TurnCall) -> ToolResult:
         """The model's call of ``program`` in this turn (its item done, with code and fingerprint)."""
         item = call.item
         world = open_fingerprint(item["code"], item["fingerprint"], "program.fingerprint")
-        run = await self._run(item["code"], [], world.seed, world.clock_ms)
+        run = await self._drive(item["code"], [], world.seed, world.clock_ms)
         return self._outcome(call.call_id, run)[0]
 
     async def resume(self, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -83,12 +102,46 @@ class ProgramCalls:
                 raise mismatch(call_id, f"no function_call_output for its call '{missing[0][:100]}'")
             world = open_fingerprint(program["code"], program.get("fingerprint"), f"program '{call_id[:100]}'")
             results = [_output_text(outputs[call["call_id"]]) for call in calls]
-            run = await self._run(program["code"], results, world.seed, world.clock_ms)
-            check_replay(run.calls, [ToolCall(call["name"], call["arguments"]) for call in calls], call_id)
+            recorded = [ToolCall(call["name"], call["arguments"]) for call in calls]
+            run = await self._drive(program["code"], results, world.seed, world.clock_ms, recorded, call_id)
             output = self._outcome(call_id, run)[1]
             if output is not None:
                 made.append(output)
         return made
+
+    async def _drive(self, code: str, results: list[str], seed: int, clock_ms: int,
+                     recorded: list[ToolCall] | None = None, call_id: str = "") -> ProgramRun:
+        """Run the program until it ends or waits for client tools; each round of calls it makes to the bridge's
+        own tools is made here and the program run again with their outputs. Client tools can be waited for only
+        before the first such call: its output could not be replayed in a later request."""
+        results = list(results)
+        rounds = 0
+        while True:
+            run = await self._run(code, results, seed, clock_ms)
+            if recorded is not None:
+                check_replay(run.calls, recorded, call_id)
+                recorded = None  # the replay is judged once: what follows is new
+            pending = run.pending
+            if not pending:
+                return run
+            server = [call for call in pending if call.name in self.server_names]
+            if not server:
+                if rounds:
+                    return _stopped(run, "it waits for a client tool after calling the bridge's own tools, whose "
+                                         "outputs cannot be replayed in a later request")
+                return run
+            if len(server) < len(pending):
+                return _stopped(run, "it waits for client tools and the bridge's own tools at once")
+            rounds += 1
+            if rounds > MAX_ROUNDS:
+                return _stopped(run, f"more than {MAX_ROUNDS} rounds of calls to the bridge's tools")
+            for call in server:
+                results.append((await self._server_call(call)).content)
+
+    async def _server_call(self, call: ToolCall) -> ToolResult:
+        target = self.plan.targets[call.name]
+        call_id, index, item = self.builder.start_server_call(target, call.arguments)
+        return await self.server_job(TurnCall(call_id, call.name, call.arguments, target, index, item, "completed"))
 
     async def _run(self, code: str, results: list[str], seed: int, clock_ms: int) -> ProgramRun:
         run = functools.partial(run_program, code, self.names, results, seed=seed, clock_ms=clock_ms,
@@ -105,6 +158,11 @@ class ProgramCalls:
         output = program_output_item(call_id, run.result, run.status)
         self.builder.add_item(output)
         return ToolResult(call_id, run.result), output
+
+
+def _stopped(run: ProgramRun, why: str) -> ProgramRun:
+    return ProgramRun("incomplete", result=(run.result + "\n" if run.result else "") + f"Program stopped: {why}.",
+                      calls=run.calls, recorded=run.recorded, limit="calls")
 
 
 def _output_text(item: dict[str, Any]) -> str:
