@@ -131,3 +131,23 @@ async def test_a_program_that_mixes_client_and_bridge_tools_is_stopped_saying_wh
     output = next(item for item in response["output"] if item["type"] == "program_output")
     assert output["status"] == "incomplete" and "cannot be replayed" in output["result"]
     assert not any(item["type"] == "function_call" for item in response["output"])
+
+
+async def test_the_chain_goes_on_after_a_program_that_called_mcp_tools(
+        door: aiohttp.ClientSession, mcp: MCPTestServer, upstream: UpstreamLog) -> None:
+    body = {"model": MODEL, "input": PROGRAM, "tools": tools(mcp, ["programmatic"])}
+    async with door.post("/v1/responses", json=body) as r:
+        first = await r.json()
+        assert r.status == 200, first
+    async with door.post("/v1/responses", json={**body, "input": "thanks", "previous_response_id": first["id"]}) as r:
+        second = await r.json()
+        assert r.status == 200, second
+    validate_response(second)
+    messages = (await upstream.last_body())["messages"]
+    # every tool call the upstream reads is answered, each by its own tool message, before the user speaks again
+    calls = [call["id"] for message in messages if message["role"] == "assistant"
+             for call in message.get("tool_calls") or ()]
+    answered = [message["tool_call_id"] for message in messages if message["role"] == "tool"]
+    assert sorted(calls) == sorted(answered) and messages[-1] == {"role": "user", "content": "thanks"}
+    program_call = next(item for item in first["output"] if item["type"] == "program")
+    assert program_call["call_id"] in calls

@@ -207,3 +207,29 @@ def check_programs_answered(tools: Iterable[Any], *item_lists: list[dict[str, An
                 raise invalid_request(
                     f"The program '{str(item.get('call_id'))[:100]}' waits for its tools' outputs: send the request "
                     f"with its '{PROGRAM_TOOL}' tool to resume it.", param="tools", code="missing_required_parameter")
+
+
+_RUN_MARK = "prog"
+"""Marks the ids of the items of a program's calls of the bridge's own tools (``<prefix>_prog<hex>``; an id the
+bridge makes otherwise is ``<prefix>_<hex>``): these items have no ``caller`` field in the SDK's types, and the model
+must not read them back as calls of its own."""
+
+
+_RUN_ITEM_TYPES = frozenset({"mcp_call", "web_search_call", "file_search_call", "code_interpreter_call",
+                             "image_generation_call", "shell_call", "shell_call_output"})
+
+
+def program_run_id(item_id: str) -> str:
+    prefix, _, rest = item_id.partition("_")
+    return f"{prefix}_{_RUN_MARK}{rest}"
+
+
+def made_by_program_run(item: Mapping[str, Any]) -> bool:
+    """Is this an item of a program's call of the bridge's own tools (or that call's output)?"""
+    if item.get("type") not in _RUN_ITEM_TYPES:
+        return False
+    for key in ("id", "call_id"):
+        value = item.get(key)
+        if isinstance(value, str) and value.partition("_")[2].startswith(_RUN_MARK):
+            return True
+    return False

@@ -16,7 +16,7 @@ from .computer_tool import screenshot_message
 from .configuration_updates import UNSET, configured
 from .content_parts import chat_part, user_content
 from .options import EngineOptions
-from .programs import check_programs_answered, program_call_ids, program_tool_call
+from .programs import check_programs_answered, made_by_program_run, program_call_ids, program_tool_call
 from .server_tools import image_replay_note
 from .tools import CUSTOM_INPUT, ToolPlan, loaded_tools, plan_tools
 from .turn_tools import set_turn_tools
@@ -138,7 +138,8 @@ def items_to_messages(items: list[dict[str, Any]], messages: list[dict[str, Any]
     screenshots: list[dict[str, Any]] = []  # shown once this turn's tool results are all in (engine/computer_tool.py)
     for item in items:
         kind = item["type"]
-        if plan.program_calls and item.get("call_id") in plan.program_calls and kind != "program":
+        if (plan.program_calls and item.get("call_id") in plan.program_calls and kind != "program") \
+                or made_by_program_run(item):
             continue  # a program's own tool call or its output: the model sees the program and its output only
         if screenshots and kind not in _OUTPUT_KINDS:
             messages.extend(screenshots)

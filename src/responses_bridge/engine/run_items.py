@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from .. import ids
+from .programs import program_run_id
 from .server_tools import ServerCallReader, mcp_call_error, mcp_call_item, server_reader_for
 from .tools import CallTarget
 
@@ -156,8 +157,9 @@ class RunItems:
         model's are (its tool's own item and events); its outcome comes through the ``complete_*`` of its kind, as
         for the model's. Returns its call id, output_index and item."""
         self._close_open()
-        call_id = ids.call_id()
+        call_id = program_run_id(ids.call_id())  # marked: the model never reads it back as its own call
         reader = server_reader_for(target, call_id, -1)
+        reader.item["id"] = program_run_id(reader.item["id"])
         index = reader.output_index = self._place(reader.item)
         self._emit_run({"type": "response.output_item.added", "sequence_number": 0, "output_index": index,
                         "item": dict(reader.item)})
