@@ -11,8 +11,8 @@ is a 400. Several programs pending at once are resumed in the order they were ma
 A program that fails (a syntax error, a thrown error) or meets a bound ends ``incomplete``, its result saying why;
 the model reads that and the response goes on. A program calls the request's function tools and the bridge's own
 tools (MCP, searches, code interpreter, hosted shell, image generation) whose ``allowed_callers`` include
-``programmatic``; the bridge's run here, each round of them followed by another run of the program, streamed as
-the model's calls of them are.
+``programmatic``; calls of the bridge's tools are made here, one after another, each round of them followed by
+another run of the program, and streamed as the model's calls of them are.
 """
 
 from __future__ import annotations
@@ -162,7 +162,7 @@ class ProgramCalls:
 
 def _stopped(run: ProgramRun, why: str) -> ProgramRun:
     return ProgramRun("incomplete", result=(run.result + "\n" if run.result else "") + f"Program stopped: {why}.",
-                      calls=run.calls, recorded=run.recorded, limit="calls")
+                      calls=run.calls, recorded=run.recorded, limit="bridge_tools")
 
 
 def _output_text(item: dict[str, Any]) -> str:
