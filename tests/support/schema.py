@@ -186,7 +186,9 @@ def _spec_response_view(response: dict[str, Any]) -> dict[str, Any]:
         view["text"] = dict(text, format=dict(text["format"], schema=None))
     tools = view.get("tools")
     if isinstance(tools, list):
-        view["tools"] = [tool for tool in tools if not isinstance(tool, dict) or tool.get("type") == "function"]
+        view["tools"] = [{key: value for key, value in tool.items() if key != "allowed_callers"}  # the SDK's field
+                         if isinstance(tool, dict) else tool
+                         for tool in tools if not isinstance(tool, dict) or tool.get("type") == "function"]
     choice = view.get("tool_choice")
     if isinstance(choice, dict) and choice.get("type") not in ("function", "allowed_tools"):
         view["tool_choice"] = "auto"  # a custom / shell / apply_patch / hosted tool's choice: the SDK judges it
@@ -211,6 +213,8 @@ def _spec_part_view(part: Any) -> Any:
 
 
 def _spec_item_view(item: Any) -> Any:
+    if isinstance(item, dict) and "caller" in item:  # a program's call (programmatic tool calling): the SDK's field
+        item = {key: value for key, value in item.items() if key != "caller"}
     if not isinstance(item, dict) or item.get("type") != "message" or not isinstance(item.get("content"), list):
         return item
     return dict(item, content=[_spec_part_view(part) for part in item["content"]])
@@ -482,7 +486,8 @@ def check_sequence(events: list[dict[str, Any]]) -> None:
                 raise SchemaError(f"{where}: the item has no id")
             if any(state.item_id == item["id"] for state in items):
                 raise SchemaError(f"{where}: item id {item['id']!r} announced twice")
-            if item.get("status") not in (None, "in_progress"):
+            # a program_output's status is terminal by its type (the SDK has no in_progress for it)
+            if item.get("status") not in (None, "in_progress") and item.get("type") != "program_output":
                 raise SchemaError(f"{where}: a new item has status {item.get('status')!r}")
             if item["type"] == "message" and item.get("content"):
                 raise SchemaError(f"{where}: a new message must start with no content")

@@ -25,7 +25,7 @@ def test_it_names_what_the_deployment_runs_and_points_web_search_at_its_setting(
     message = refused([{"type": "web_search"}, {"type": "code_interpreter", "container": {"type": "auto"}}])
     assert "runs only client-executed tools" not in message
     assert message.startswith("Tool type(s) web_search cannot run on this deployment.")
-    assert "and runs code_interpreter, file_search, mcp, tool_search itself." in message
+    assert "and runs code_interpreter, file_search, mcp, programmatic_tool_calling, tool_search itself." in message
     assert ("'web_search' needs a search provider: set RESPONSES_BRIDGE_WEB_SEARCH (searxng:URL, brave or tavily)."
             in message)
     assert message.endswith("set RESPONSES_BRIDGE_UNSUPPORTED_TOOLS=drop to have them left out of what the model is "

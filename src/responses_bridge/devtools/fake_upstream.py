@@ -114,6 +114,8 @@ text that gets echoed. Unknown bracketed text is left alone.
    fenced ```` ```sh ```` block or ``sh: <command>`` calls ``shell`` with that command, e.g. ``sh: ls -la``.
    Subagents (fake_agents.py): with ``spawn_agent`` offered (the multi-agent beta), each line ``spawn: <task>``
    calls ``spawn_agent`` with that task; after the spawns' results the fake calls ``wait_agent``, then answers.
+   With ``program`` offered (programmatic tool calling, fake_programs.py), a fenced ```` ```js ```` block or
+   ``js: <code>`` calls ``program`` with that JavaScript.
 5. ``[refuse]``: ``refusal: "I can't help with that."`` with ``content: null``; streamed as
    ``delta.refusal`` pieces, one per word.
 6. ``[length]`` cuts the answer to 3 words; a ``max_completion_tokens`` (or else ``max_tokens``)
@@ -180,7 +182,7 @@ import orjson
 from aiohttp import web
 
 from ..engine.sse import DONE_FRAME, data_frame
-from . import fake_agents, fake_code, fake_quirks
+from . import fake_agents, fake_code, fake_programs, fake_quirks
 
 MODELS = ("fake-model", "fake-reasoner")
 EMBEDDING_MODELS = ("fake-embedding",)  # served on /v1/embeddings (fake_embeddings.py), listed after the chat models
@@ -951,7 +953,8 @@ def build_answer(body: dict[str, Any], functions: list[dict[str, Any]], d: Direc
         answer.finish_reason = "tool_calls"
         answer.completion_tokens += sum(_word_count(f"{c.name} {c.arguments}") for c in answer.tool_calls)
         return answer
-    code = fake_code.wanted_call(body, functions, user_text) if last_is_user else None
+    code = (fake_code.wanted_call(body, functions, user_text)
+            or fake_programs.wanted_call(body, functions, user_text)) if last_is_user else None
     names = _chosen_tools(body, functions, user_text, last_is_user, code[0] if code else None)
     if not names and not last_is_user and d.then:
         names = _then_tools(body, functions, d.then)

@@ -64,14 +64,14 @@ HOSTED_SHELL_DESCRIPTION = ("Runs shell commands in a sandboxed Linux container 
                             "coreutils and python3 are installed; there is no network. Mention the path "
                             "(/mnt/data/…) of a file you made for the user.")
 SERVER_KINDS = frozenset({"mcp", "web_search", "file_search", "server_tool_search", "code_interpreter",
-                          "image_generation", "hosted_shell", "multi_agent"})
+                          "image_generation", "hosted_shell", "multi_agent", "program"})
 """Call targets the bridge runs: an MCP server's tool, the web search, the file search, the server-side tool
 search, the code interpreter and the hosted shell (``namespace``: the container id), the image generation, the
 multi-agent beta's actions (engine/multi_agent_tools.py)."""
 WEB_SEARCH_TYPES = frozenset({"web_search", "web_search_2025_08_26", "web_search_preview",
                               "web_search_preview_2025_03_11"})
 SERVED_TOOL_TYPES = frozenset({"mcp", "tool_search", "file_search", "code_interpreter", "image_generation",
-                               "shell", *WEB_SEARCH_TYPES})
+                               "shell", "programmatic_tool_calling", *WEB_SEARCH_TYPES})
 """Request tool types a tool loop can serve (``plan_tools(served=…)``); ``tool_search`` only with execution
 ``server`` or unset, ``shell`` only with a container environment (:func:`is_hosted_shell`)."""
 

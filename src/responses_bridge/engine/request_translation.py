@@ -13,8 +13,10 @@ import orjson
 from ..protocol.errors import invalid_request
 from ..protocol.request import ResponsesRequest
 from .computer_tool import screenshot_message
+from .configuration_updates import UNSET, configured
 from .content_parts import chat_part, user_content
 from .options import EngineOptions
+from .programs import check_programs_answered, made_by_program_run, program_call_ids, program_tool_call
 from .server_tools import image_replay_note
 from .tools import CUSTOM_INPUT, ToolPlan, loaded_tools, plan_tools
 from .turn_tools import set_turn_tools
@@ -24,8 +26,11 @@ def plan_request_tools(request: ResponsesRequest, history: list[dict[str, Any]],
                        served: Collection[str] = ()) -> ToolPlan:
     """The tools this request offers: its own, plus those earlier ``tool_search_output`` items loaded.
     ``served``: the server-side tool types the caller's tool loop runs (``builtin_tools.SERVED_TOOL_TYPES``)."""
-    return plan_tools(request.params.tools, options.unsupported_tools,
+    plan = plan_tools(request.params.tools, options.unsupported_tools,
                       loaded=loaded_tools(history, request.input_items) or None, served=served)
+    plan.program_calls = program_call_ids(history, request.input_items)
+    check_programs_answered(request.params.tools or (), history, request.input_items)
+    return plan
 
 
 def build_chat_request(
@@ -71,10 +76,26 @@ def build_chat_request(
         response_format = _response_format(p.text.format, options)
         if response_format is not None:
             body["response_format"] = response_format
+    _apply_configuration_updates(body, history, request.input_items, options)
     if p.text is not None and p.text.verbosity is not None:
         body["verbosity"] = p.text.verbosity  # OpenAI's Chat Completions has it; other servers ignore it
     set_turn_tools(body, request.params.tool_choice, request.params.parallel_tool_calls, plan, first=True)
     return body
+
+
+def _apply_configuration_updates(body: dict[str, Any], history: list[dict[str, Any]],
+                                 items: list[dict[str, Any]], options: EngineOptions) -> None:
+    """The settings ``configuration_update`` items left in effect replace the request's own."""
+    effort, fmt = configured(history, items)
+    if effort is not UNSET:
+        body.pop("reasoning_effort", None)
+        if effort is not None:
+            body["reasoning_effort"] = effort
+    if fmt is not UNSET:
+        body.pop("response_format", None)
+        response_format = _response_format(fmt, options)
+        if response_format is not None:
+            body["response_format"] = response_format
 
 
 def _add_openai_fields(body: dict[str, Any], request: ResponsesRequest, options: EngineOptions) -> None:
@@ -117,6 +138,9 @@ def items_to_messages(items: list[dict[str, Any]], messages: list[dict[str, Any]
     screenshots: list[dict[str, Any]] = []  # shown once this turn's tool results are all in (engine/computer_tool.py)
     for item in items:
         kind = item["type"]
+        if (plan.program_calls and item.get("call_id") in plan.program_calls and kind != "program") \
+                or made_by_program_run(item):
+            continue  # a program's own tool call or its output: the model sees the program and its output only
         if screenshots and kind not in _OUTPUT_KINDS:
             messages.extend(screenshots)
             screenshots.clear()
@@ -129,6 +153,11 @@ def items_to_messages(items: list[dict[str, Any]], messages: list[dict[str, Any]
                 if role == "developer":
                     role = options.developer_role
                 messages.append({"role": role, "content": user_content(item["content"])})
+        elif kind == "program":  # the model's call of ``program`` (engine/programs.py)
+            message = _assistant_message(messages, options, fresh=False)
+            message.setdefault("tool_calls", []).append(program_tool_call(item, plan.upstream_name("program")))
+        elif kind == "program_output":
+            append_tool_result(messages, item["call_id"], None, item["result"], options)
         elif kind in _CALL_KINDS:
             name, arguments = _call_of(item, plan)
             call_id = item.get("call_id") or item["id"]

@@ -73,13 +73,16 @@ def echo_tool(tool: dict[str, Any]) -> dict[str, Any]:
     """Function tools are echoed with every key present, as the spec requires; others as sent."""
     if tool.get("type") != "function":
         return tool
-    return {
+    echoed = {
         "type": "function",
         "name": tool["name"],
         "description": tool.get("description"),
         "parameters": tool.get("parameters"),
         "strict": tool.get("strict"),
     }
+    if tool.get("allowed_callers") is not None:  # who may call it decides what the model was offered
+        echoed["allowed_callers"] = tool["allowed_callers"]
+    return echoed
 
 
 def echo_text(request: ResponsesRequest) -> dict[str, Any]:

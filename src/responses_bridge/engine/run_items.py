@@ -7,7 +7,9 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from .. import ids
-from .server_tools import ServerCallReader, mcp_call_error, mcp_call_item
+from .programs import program_run_id
+from .server_tools import ServerCallReader, mcp_call_error, mcp_call_item, server_reader_for
+from .tools import CallTarget
 
 
 class _Builder(Protocol):
@@ -146,6 +148,43 @@ class RunItems:
             self._emit_run({"type": "response.shell_call_output_content.done", **common, "output": [output]})
         item["output"] = list(outputs)
         item["status"] = status
+        self._emit_run({"type": "response.output_item.done", "sequence_number": 0, "output_index": index,
+                        "item": item})
+        return index
+
+    def start_server_call(self: _Builder, target: CallTarget, arguments: str) -> tuple[str, int, dict[str, Any]]:
+        """A server tool's call the run makes itself (a program's, engine/programs.py), announced and streamed as the
+        model's are (its tool's own item and events); its outcome comes through the ``complete_*`` of its kind, as
+        for the model's. Returns its call id, output_index and item."""
+        self._close_open()
+        call_id = program_run_id(ids.call_id())  # marked: the model never reads it back as its own call
+        reader = server_reader_for(target, call_id, -1)
+        reader.item["id"] = program_run_id(reader.item["id"])
+        index = reader.output_index = self._place(reader.item)
+        self._emit_run({"type": "response.output_item.added", "sequence_number": 0, "output_index": index,
+                        "item": dict(reader.item)})
+        events = [*reader.opened(), *(reader.feed(arguments) if arguments else ()),
+                  *reader.close(arguments, "completed")]
+        for event in events:
+            self._emit_run(event)
+        if reader.pending:
+            self._pending[index] = reader
+        else:
+            self._emit_run({"type": "response.output_item.done", "sequence_number": 0, "output_index": index,
+                            "item": reader.item})
+        return call_id, index, reader.item
+
+    def add_function_call(self: _Builder, item: dict[str, Any]) -> int:
+        """A ``function_call`` item the run made (a program's call of a client tool, engine/programs.py), streamed
+        as the model's are: ``output_item.added`` (in progress, no arguments yet), its arguments' ``.delta`` and
+        ``.done``, then ``output_item.done``. Returns its output_index."""
+        self._close_open()
+        index = self._place(item)
+        common = {"sequence_number": 0, "item_id": item["id"], "output_index": index}
+        self._emit_run({"type": "response.output_item.added", "sequence_number": 0, "output_index": index,
+                        "item": dict(item, arguments="", status="in_progress")})
+        self._emit_run({"type": "response.function_call_arguments.delta", **common, "delta": item["arguments"]})
+        self._emit_run({"type": "response.function_call_arguments.done", **common, "arguments": item["arguments"]})
         self._emit_run({"type": "response.output_item.done", "sequence_number": 0, "output_index": index,
                         "item": item})
         return index

@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 import structlog
 
+from ..protocol.newer_fields import allows_direct
 from .builtin_tools import (
     APPLY_PATCH_DESCRIPTION,
     APPLY_PATCH_PARAMETERS,
@@ -52,6 +53,14 @@ from .builtin_tools import (
     is_hosted_shell,
 )
 from .computer_tool import COMPUTER_NAME, COMPUTER_PARAMETERS, computer_description
+from .programs import (
+    PROGRAM_NAME,
+    PROGRAM_PARAMETERS,
+    program_description,
+    program_functions,
+    programs_not_served,
+    server_functions,
+)
 from .unsupported_tools import unsupported_tools_error
 
 log = structlog.get_logger("responses_bridge.tools")
@@ -121,6 +130,7 @@ class ToolPlan:
     dropped: list[str] = field(default_factory=list)  # server-side tool types left out
     targets: dict[str, CallTarget] = field(default_factory=dict)  # upstream name → item kind, when not a function
     names: dict[tuple[str, str | None, str | None], str] = field(default_factory=dict)  # (kind, ns, name) → upstream
+    program_calls: set[str] = field(default_factory=set)  # call ids of calls programs made: not the model's
 
     def upstream_name(self, kind: str, name: str | None = None, namespace: str | None = None) -> str:
         """The name a replayed call of this kind goes upstream under (what this request offers it as)."""
@@ -180,6 +190,24 @@ class ToolPlan:
         self.functions.append({"type": "function", "name": name, "description": description,
                                "parameters": parameters})
         return name
+
+    def add_program(self, tools: list[dict[str, Any]]) -> str:
+        """Offer ``program`` (programmatic tool calling), its description listing what programs may call; once the
+        loop's own tools are offered, those of a server-side tool whose ``allowed_callers`` leave out ``direct``
+        are withdrawn from the model (programs still call them)."""
+        callable_functions = program_functions(tools, self.functions, self.targets)
+        name = self._add_server("program", PROGRAM_NAME, program_description(callable_functions),
+                                PROGRAM_PARAMETERS)
+        self.withdraw_program_only(tools)
+        return name
+
+    def withdraw_program_only(self, tools: list[dict[str, Any]]) -> None:
+        """The functions offered for a server-side tool whose ``allowed_callers`` leave out ``direct`` are not the
+        model's to call (with or without a program to call them)."""
+        hidden = {function["name"] for tool in tools if isinstance(tool, dict) and not allows_direct(tool)
+                  for function in server_functions(tool, self.functions, self.targets)}
+        if hidden:
+            self.functions = [function for function in self.functions if function["name"] not in hidden]
 
     def add_web_search(self) -> str:
         """Offer the web search as a function (``{"query"}``); its calls become ``web_search_call`` items."""
@@ -282,6 +310,8 @@ def plan_tools(tools: list[dict[str, Any]] | None, policy: UnsupportedPolicy = "
     given = len(tools)
     for position, tool in enumerate([*tools, *(tool for tool in loaded or () if isinstance(tool, dict))]):
         kind = tool.get("type")
+        if not allows_direct(tool):
+            continue  # ``allowed_callers`` without "direct": for programs only, never offered to the model
         if kind in ("function", "custom", "namespace") and (client_search or server_search) \
                 and tool.get("defer_loading") is True and tool.get("name") not in loaded_names:
             continue  # discovered through the tool search first
@@ -296,7 +326,8 @@ def plan_tools(tools: list[dict[str, Any]] | None, policy: UnsupportedPolicy = "
         elif kind == "namespace":
             namespace = tool.get("name") or ""
             for inner in tool.get("tools") or ():
-                if not isinstance(inner, dict) or inner.get("type", "function") not in ("function", "custom"):
+                if not isinstance(inner, dict) or inner.get("type", "function") not in ("function", "custom") \
+                        or not allows_direct(inner):
                     continue
                 if inner.get("type") == "custom":
                     _add_custom(plan, inner, taken, namespace)
@@ -319,6 +350,8 @@ def plan_tools(tools: list[dict[str, Any]] | None, policy: UnsupportedPolicy = "
             continue  # the tool loop runs it
         elif isinstance(kind, str) and kind not in unsupported:
             unsupported.append(kind)
+    if "programmatic_tool_calling" in unsupported:  # never dropped: the tools meant for its programs would be lost
+        raise programs_not_served(tools)
     if unsupported:
         if policy == "reject":
             raise unsupported_tools_error(unsupported, served)  # what runs here, and what would run the rest
@@ -405,11 +438,12 @@ def _add_builtin(plan: ToolPlan, tool: dict[str, Any], taken: set[str]) -> None:
 
 
 def loaded_tools(*item_lists: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The tools every ``tool_search_output`` item in these items returned, in order."""
+    """The tools every ``tool_search_output`` item in these items returned, and every ``additional_tools`` item
+    added, in order."""
     found: list[dict[str, Any]] = []
     for items in item_lists:
         for item in items:
-            if item.get("type") == "tool_search_output":
+            if item.get("type") in ("tool_search_output", "additional_tools"):
                 found.extend(tool for tool in item.get("tools") or () if isinstance(tool, dict))
     return found
 

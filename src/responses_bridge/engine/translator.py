@@ -317,6 +317,11 @@ class Translator(ClientStream, CompactionTurns):
 
     # --- the tool loop's turns -----------------------------------------------------------------------------------
 
+    def skip_turn(self) -> None:
+        """The tool loop's set-up ended the response before any turn (a resumed program waits for client tools
+        again): :meth:`complete` finishes it with what the set-up added."""
+        self._turn_closed = True
+
     def end_turn(self) -> TurnResult | None:
         """A turn's upstream body ended and a tool loop may follow: the turn's items are closed and its calls
         returned; None when the answer failed (then :meth:`complete` returns why)."""

@@ -52,7 +52,7 @@ def set_turn_tools(body: dict[str, Any], tool_choice: Any, parallel_tool_calls: 
 
 
 _SERVER_CHOICES = frozenset({"mcp", "tool_search", "file_search", "code_interpreter", "image_generation",
-                             *WEB_SEARCH_TYPES})
+                             "programmatic_tool_calling", *WEB_SEARCH_TYPES})
 
 
 def _server_choice(choice: dict[str, Any], plan: ToolPlan) -> tuple[Any, set[str] | None]:
@@ -67,6 +67,8 @@ def _server_choice(choice: dict[str, Any], plan: ToolPlan) -> tuple[Any, set[str
         names = plan.server_names("server_tool_search")
     elif choice["type"] in ("file_search", "code_interpreter", "image_generation"):
         names = plan.server_names(choice["type"])
+    elif choice["type"] == "programmatic_tool_calling":  # the model must write a program
+        names = plan.server_names("program")
     else:
         names = plan.server_names("web_search")
     if len(names) == 1:

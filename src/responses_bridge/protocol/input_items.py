@@ -12,7 +12,10 @@ import orjson
 
 from .. import ids
 from . import multi_agent_items, tool_items
+from .additional_tools_items import normalize_additional_tools
+from .configuration_items import normalize_configuration_update
 from .errors import invalid_request
+from .program_items import PROGRAM_KINDS, normalize_caller, normalize_program_item
 from .request_checks import MESSAGE_ROLES, check_tool
 from .tool_items import require_str as _require_str
 
@@ -47,6 +50,12 @@ def _normalize_item(item: Any, param: str) -> dict[str, Any]:
         return _normalize_function_call_output(item, param)
     if kind == "reasoning":
         return _normalize_reasoning(item, param)
+    if kind == "additional_tools":  # offered from here on (engine/tools.py's loaded_tools)
+        return normalize_additional_tools(item, param)
+    if kind == "configuration_update":  # in effect for later turns (engine/configuration_updates.py)
+        return normalize_configuration_update(item, param)
+    if kind in PROGRAM_KINDS:  # programmatic tool calling's items, sent back (engine/programs.py)
+        return normalize_program_item(item, param)
     if kind == "compaction":  # from POST /v1/responses/compact; its sealed summary is opened by the engine
         return {"type": "compaction", "id": _optional_id(item, param, lambda: ids.new_id("cmp")),
                 "encrypted_content": _require_str(item, "encrypted_content", param)}
@@ -59,7 +68,9 @@ def _normalize_item(item: Any, param: str) -> dict[str, Any]:
                               code="missing_required_parameter")
     raise invalid_request(
         f"Unsupported input item type '{kind}' at '{param}'. Supported: message, function_call, "
-        "function_call_output, reasoning, compaction, compaction_trigger, custom_tool_call, "
+        "function_call_output, program, program_output, configuration_update, additional_tools, reasoning, "
+        "compaction, "
+        "compaction_trigger, custom_tool_call, "
         "custom_tool_call_output, shell_call, shell_call_output, local_shell_call, local_shell_call_output, "
         "computer_call, computer_call_output, "
         "apply_patch_call, apply_patch_call_output, "
@@ -190,6 +201,9 @@ def _normalize_function_call(item: dict[str, Any], param: str) -> dict[str, Any]
     }
     if isinstance(item.get("namespace"), str):
         normalized["namespace"] = item["namespace"]
+    caller = normalize_caller(item, param)
+    if caller is not None:  # a call a program made: the program's, never shown to the model as its own
+        normalized["caller"] = caller
     return normalized
 
 
@@ -202,13 +216,17 @@ def _normalize_function_call_output(item: dict[str, Any], param: str) -> dict[st
     elif not isinstance(output, str):
         raise invalid_request(f"Missing required parameter: '{param}.output'.", param=f"{param}.output",
                               code="missing_required_parameter")
-    return {
+    normalized: dict[str, Any] = {
         "type": "function_call_output",
         "id": _optional_id(item, param, ids.function_call_output_id),
         "call_id": _require_str(item, "call_id", param),
         "output": output,
         "status": "completed",
     }
+    caller = normalize_caller(item, param)
+    if caller is not None:
+        normalized["caller"] = caller
+    return normalized
 
 
 def _normalize_reasoning(item: dict[str, Any], param: str) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from .errors import APIError, invalid_request
 from .input_items import normalize_input
 from .known_fields import UnknownFields, check_known_fields
 from .multi_agent import NOT_BETA, BetaSurface, MultiAgentConfig, take_multi_agent
+from .newer_fields import check_newer_fields
 from .request_checks import check_depth, check_include, check_model_name, check_tool, check_tool_choice_type
 
 
@@ -188,6 +189,7 @@ def parse_request_object(raw: dict[str, Any], *, max_input_items: int = DEFAULT_
     check_input_count(raw, max_input_items)
     multi_agent = take_multi_agent(raw, beta=beta)
     check_known_fields(raw, unknown_fields)
+    check_newer_fields(raw)  # allowed_callers, programmatic_tool_calling, background_options...: never dropped
     try:
         params = CreateParams.model_validate(raw)
     except ValidationError as exc:

@@ -233,10 +233,12 @@ class ResponseRun:
         before :meth:`first_call` spends the servers' time."""
         return self._begun().open_stream()
 
-    async def first_call(self) -> UpstreamRequest:
+    async def first_call(self) -> UpstreamRequest | None:
         """:meth:`begin` returned None: list the MCP servers, make the calls the request approved, and return the
         first upstream call. The events of the listings and calls wait in :meth:`take_pending_bytes`."""
         checked, self._checked = self._checked, None
+        if checked is None and self._tool_run is not None and self._tool_run.suspended:
+            return None  # set up already (WebSocket mode): a resumed program waits again, no turn is made
         assert checked is not None, "first_call() without a deferred begin()"
         self._tool_run = await checked.connect()
         attach_agents(self._tool_run, self._begun(), self._subagent_run, self.tenant, self.admit_subagent)
@@ -248,10 +250,13 @@ class ResponseRun:
         return ResponseRun(self._store, self._options, self._sealer, server_tools=self._server_tools,
                            max_turns=self._max_turns, tenant=self.tenant)
 
-    async def _first_request(self, large: bool) -> UpstreamRequest:
+    async def _first_request(self, large: bool) -> UpstreamRequest | None:
         translator, tool_run = self._begun(), self._tool_run
         extra: list[dict[str, Any]] = []
         exhausted = False
+        if tool_run is not None and tool_run.suspended:  # a resumed program waits for client tools again
+            translator.skip_turn()
+            return None
         if tool_run is not None:
             extra, exhausted = tool_run.first_turn_messages(self._options), tool_run.tools_exhausted
         build = functools.partial(translator.build_first_request, extra, tools_exhausted=exhausted,

@@ -71,7 +71,7 @@ class Run(Protocol):
     def open_stream(self) -> bytes:
         """After a deferred :meth:`begin`: the client's first events, before the set-up work."""
 
-    async def first_call(self) -> UpstreamRequest:
+    async def first_call(self) -> UpstreamRequest | None:
         """After a deferred :meth:`begin`: the set-up work (its events in :meth:`take_pending_bytes`), then the
         first upstream call."""
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..engine.builtin_tools import served_tool_types
+from .programs.isolate import programs_available
 from .tools.file_search import FileSearcher
 from .tools.mcp import MCPTools
 from .tools.web_search import SearchProvider, provider_from_settings
@@ -64,5 +65,6 @@ class ServerToolServices:
         types are not served, nor ``file_search`` without a file searcher, nor ``image_generation`` when the deployment
         has not switched it on, so the unsupported-tool policy (drop or
         400) applies to them, as before."""
-        return served_tool_types(self.search is not None, self.file_search is not None, self.code is not None,
-                                 self.images is not None, self.shell is not None)
+        served = served_tool_types(self.search is not None, self.file_search is not None, self.code is not None,
+                                   self.images is not None, self.shell is not None)
+        return served if programs_available() else served - {"programmatic_tool_calling"}

@@ -98,6 +98,8 @@ class CheckedTools:
                             image_options=setup.image_options, tenant=self.tenant)
         try:
             first_turn_items = await runner.run_approved(setup.approved)
+            if ("program", None, None) in self.plan.names:  # programs waiting for client tools: resumed first
+                first_turn_items += await runner.programs.resume([*setup.history, *self.request.input_items])
         except BaseException:  # cancelled during an approved call: free the index before going
             runner.close()
             raise
@@ -119,6 +121,11 @@ class ServerToolRun:
         messages: list[dict[str, Any]] = []
         items_to_messages(self.first_turn_items, messages, options, self.plan)
         return messages
+
+    @property
+    def suspended(self) -> bool:
+        """A program resumed at set-up waits for client tools again: the response ends with no model turn."""
+        return self.runner.programs.suspended
 
     @property
     def tool_calls(self) -> int:

@@ -25,6 +25,7 @@ import structlog
 from .. import ids
 from ..engine.multi_agent_tools import call_output_item
 from ..engine.output_builder import OutputBuilder
+from ..engine.programs import program_output_item
 from ..engine.request_translation import mcp_result_text, tool_search_result_text
 from ..engine.server_tools import image_request_of
 from ..engine.tools import ToolPlan
@@ -33,6 +34,7 @@ from ..engine.turns import ToolResult
 from ..observability import metrics, tracing
 from ..protocol.request import ResponsesRequest
 from .cancellation import raise_if_cancelled
+from .programs.calls import ProgramCalls
 from .server_tools_setup import ApprovedCall
 from .tools.code_interpreter import OUTPUTS_INCLUDE, CodeRun, find_container_citations
 from .tools.file_search import (
@@ -118,6 +120,8 @@ class CallRunner:
         self.sources: list[SearchResult] = []  # every web search's results, in the order they were numbered
         self.numbered: list[SearchResult | FileSource] = []  # web and file sources: one numbering per response
         self._exhausted_turn_sent = False
+        # programmatic tool calling's programs (run/programs/); their calls of the bridge's tools run as the model's
+        self.programs = ProgramCalls(request, builder, plan, self._program_call)
         if web_options is not None or file_options is not None or plan.server_names("code_interpreter") \
                 or plan.server_names("hosted_shell"):
             builder.cite = self.cite
@@ -154,7 +158,7 @@ class CallRunner:
                 self.calls_made += 1
                 jobs.append((call, self._job(call)))
         results = await self._run_all(jobs)
-        if len(runnable) < len(turn.calls):
+        if len(runnable) < len(turn.calls) or self.programs.suspended:  # a program waits for client tools too
             ran = {id(call) for call in runnable}
             approval = any(call.server for call in turn.calls if id(call) not in ran)
             return TurnOutcome(results, end=True, reason="approval_requested" if approval else "client_calls")
@@ -193,7 +197,16 @@ class CallRunner:
             return lambda: _observed(kind, call, self._hosted_shell)
         if kind == "multi_agent":
             return lambda: _observed(kind, call, self._multi_agent)
+        if kind == "program":
+            return lambda: _observed(kind, call, self.programs.run_call)
         return lambda: _observed(kind, call, self._tool_search)
+
+    async def _program_call(self, call: TurnCall) -> ToolResult:
+        """A program's call of one of the bridge's tools: counted and bounded as the model's are."""
+        if self.tools_exhausted:
+            return await self._refusal(call)()
+        self.calls_made += 1
+        return await self._job(call)()
 
     def _refusal(self, call: TurnCall) -> Callable[[], Awaitable[ToolResult]]:
         message = (f"The call was not made: this response reached its limit of {self.max_tool_calls} tool "
@@ -218,6 +231,8 @@ class CallRunner:
                 self.builder.add_shell_call_output(call.call_id, [], max_output_length=None, status="incomplete")
             elif kind == "multi_agent":
                 self.builder.add_item(call_output_item(call.target.name or "", call.call_id, message))  # type: ignore[union-attr]
+            elif kind == "program":
+                self.builder.add_item(program_output_item(call.call_id, message, "incomplete"))
             else:
                 self.builder.add_item(tool_search_output_item(ids.new_id("tso"), call_id=call.call_id, tools=[]))
             return ToolResult(call.call_id, message)

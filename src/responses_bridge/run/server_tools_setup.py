@@ -150,6 +150,11 @@ class SetUp:
             self.plan.add_hosted_shell(container_id, await shell.skills_note(container_id, tenant=self.tenant))
         if self.image_options is not None:
             self.plan.add_image_generation(choose_size=self.image_options.choose_size)
+        if "programmatic_tool_calling" in self.services.served and any(
+                tool.get("type") == "programmatic_tool_calling" for tool in self.tools):
+            self.plan.add_program(self.tools)
+        else:
+            self.plan.withdraw_program_only(self.tools)
         if "tool_search" in self.services.served and any(is_server_tool_search(tool) for tool in self.tools):
             self.index = ToolIndex(self.tools)
             self.plan.add_server_tool_search(search_tool_function(self.index))

@@ -1,0 +1,34 @@
+"""A call of ``program`` as it streams: the ``program`` item (engine/programs.py), done with its arguments."""
+
+from __future__ import annotations
+
+from .client_tools import Event, parse_arguments
+from .programs import ProgramWorld, fingerprint, program_item
+from .server_tools import ServerCallReader
+
+
+def program_code(arguments: str) -> str:
+    """The program's source from the call's arguments; a model that sent a bare string sent the code itself."""
+    parsed = parse_arguments(arguments)
+    if isinstance(parsed, dict) and isinstance(parsed.get("code"), str):
+        return str(parsed["code"])
+    if isinstance(parsed, str):
+        return parsed
+    return arguments if parsed is None else ""
+
+
+class ProgramReader(ServerCallReader):
+    """A call of ``program``: the ``program`` item is done with its arguments (the SDK has no events of its own for
+    it); the run adds what the program came to."""
+
+    __slots__ = ()
+
+    def close(self, arguments: str, status: str) -> list[Event]:
+        code = program_code(arguments)
+        self.item["code"] = code
+        self.item["fingerprint"] = fingerprint(code, ProgramWorld.new())
+        return []
+
+
+def program_reader(call_id: str, output_index: int) -> ProgramReader:
+    return ProgramReader(program_item(call_id), output_index)

@@ -1,0 +1,175 @@
+"""The programs of one response, in the tool loop: a ``program`` call the model made is run (isolate.py, in a
+worker thread) and comes to its ``program_output`` — the model's tool result — or to the client tools it waits for;
+a program that waited in an earlier response is resumed before the first turn, once the client's outputs are in.
+
+A program waiting for client tools ends the response with their ``function_call`` items (``caller`` the program),
+as a turn's own client calls do; their outputs come back in the next request (``previous_response_id``, or the
+items sent back with ``store: false``) and the program runs again from its start, replaying the recorded calls
+(replay.py): its ``fingerprint`` must bind its code, and it must make the recorded calls in order, else the request
+is a 400. Several programs pending at once are resumed in the order they were made.
+
+A program that fails (a syntax error, a thrown error) or meets a bound ends ``incomplete``, its result saying why;
+the model reads that and the response goes on. A program calls the request's function tools and the bridge's own
+tools (MCP, searches, code interpreter, hosted shell, image generation) whose ``allowed_callers`` include
+``programmatic``; calls of the bridge's tools are made here, one after another, each round of them followed by
+another run of the program, and streamed as the model's calls of them are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from ...engine.output_builder import OutputBuilder
+from ...engine.programs import (
+    made_by_program,
+    open_fingerprint,
+    program_call_names,
+    program_function_call,
+    program_output_item,
+)
+from ...engine.tools import ToolPlan
+from ...engine.turn_result import TurnCall
+from ...engine.turns import ToolResult
+from ...protocol.request import ResponsesRequest
+from .isolate import Limits, ProgramRun, ToolCall, run_program
+from .replay import check_replay, mismatch
+
+MAX_CONCURRENT_PROGRAMS = 4
+"""Programs running at once in one process (each a V8 isolate of up to ``Limits.max_memory``); more wait their
+turn. Their threads are their own: a program's seconds never hold the default executor's threads, which parse
+large request bodies."""
+
+_EXECUTOR = ThreadPoolExecutor(max_workers=MAX_CONCURRENT_PROGRAMS, thread_name_prefix="program")
+
+
+ServerJob = Callable[[TurnCall], Awaitable[ToolResult]]
+"""Runs one server-side call the way the loop runs the model's (run/server_tools_calls.py), counted against
+``max_tool_calls``."""
+
+MAX_ROUNDS = 64
+"""Rounds of server-side calls one program may make in one response: each round runs the program again."""
+
+
+@dataclass(slots=True)
+class ProgramCalls:
+    """The programs of one response. ``suspended``: a program now waits for client tools (the response ends).
+    ``plan``: what the loop offers (the server-side tools programs may call are among its targets);
+    ``server_job``: runs one of their calls."""
+
+    request: ResponsesRequest
+    builder: OutputBuilder
+    plan: ToolPlan
+    server_job: ServerJob
+    limits: Limits = field(default_factory=Limits)
+    suspended: bool = False
+    names: list[str] = field(default_factory=list)
+    server_names: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.names = program_call_names(self.request.params.tools or (), self.plan.targets)
+        self.server_names = {name for name in self.names
+                             if (target := self.plan.targets.get(name)) is not None and target.server}
+
+    async def run_call(self, call: TurnCall) -> ToolResult:
+        """The model's call of ``program`` in this turn (its item done, with code and fingerprint)."""
+        item = call.item
+        world = open_fingerprint(item["code"], item["fingerprint"], "program.fingerprint")
+        run = await self._drive(item["code"], [], world.seed, world.clock_ms)
+        return self._outcome(call.call_id, run)[0]
+
+    async def resume(self, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Resume every program of ``history`` (the chain's or conversation's items, then the request's input)
+        that waits for client tools whose outputs are now all in. Returns the ``program_output`` items made, for
+        the first turn's messages; ``suspended`` says whether one waits again (then no turn is made)."""
+        made: list[dict[str, Any]] = []
+        finished = {item["call_id"] for item in history if item.get("type") == "program_output"}
+        outputs = {item["call_id"]: item for item in history if item.get("type") == "function_call_output"}
+        for program in history:
+            if program.get("type") != "program" or program["call_id"] in finished:
+                continue
+            call_id = program["call_id"]
+            calls = [item for item in history if item.get("type") == "function_call" and made_by_program(item)
+                     and item["caller"].get("caller_id") == call_id]
+            if not calls:
+                continue  # never ran here (cut short): nothing to resume
+            missing = [call["call_id"] for call in calls if call["call_id"] not in outputs]
+            if missing:
+                raise mismatch(call_id, f"no function_call_output for its call '{missing[0][:100]}'")
+            world = open_fingerprint(program["code"], program.get("fingerprint"), f"program '{call_id[:100]}'")
+            results = [_output_text(outputs[call["call_id"]]) for call in calls]
+            recorded = [ToolCall(call["name"], call["arguments"]) for call in calls]
+            run = await self._drive(program["code"], results, world.seed, world.clock_ms, recorded, call_id)
+            output = self._outcome(call_id, run)[1]
+            if output is not None:
+                made.append(output)
+        return made
+
+    async def _drive(self, code: str, results: list[str], seed: int, clock_ms: int,
+                     recorded: list[ToolCall] | None = None, call_id: str = "") -> ProgramRun:
+        """Run the program until it ends or waits for client tools; each round of calls it makes to the bridge's
+        own tools is made here and the program run again with their outputs. Client tools can be waited for only
+        before the first such call: its output could not be replayed in a later request."""
+        results = list(results)
+        rounds = 0
+        while True:
+            run = await self._run(code, results, seed, clock_ms)
+            if recorded is not None:
+                check_replay(run.calls, recorded, call_id)
+                recorded = None  # the replay is judged once: what follows is new
+            pending = run.pending
+            if not pending:
+                return run
+            server = [call for call in pending if call.name in self.server_names]
+            if not server:
+                if rounds:
+                    return _stopped(run, "it waits for a client tool after calling the bridge's own tools, whose "
+                                         "outputs cannot be replayed in a later request")
+                return run
+            if len(server) < len(pending):
+                return _stopped(run, "it waits for client tools and the bridge's own tools at once")
+            rounds += 1
+            if rounds > MAX_ROUNDS:
+                return _stopped(run, f"more than {MAX_ROUNDS} rounds of calls to the bridge's tools")
+            for call in server:
+                results.append((await self._server_call(call)).content)
+
+    async def _server_call(self, call: ToolCall) -> ToolResult:
+        target = self.plan.targets[call.name]
+        call_id, index, item = self.builder.start_server_call(target, call.arguments)
+        return await self.server_job(TurnCall(call_id, call.name, call.arguments, target, index, item, "completed"))
+
+    async def _run(self, code: str, results: list[str], seed: int, clock_ms: int) -> ProgramRun:
+        run = functools.partial(run_program, code, self.names, results, seed=seed, clock_ms=clock_ms,
+                                limits=self.limits)
+        return await asyncio.get_running_loop().run_in_executor(_EXECUTOR, run)
+
+    def _outcome(self, call_id: str, run: ProgramRun) -> tuple[ToolResult, dict[str, Any] | None]:
+        """The items a run comes to: its ``program_output`` (also returned), or the client calls it waits for."""
+        if run.status == "suspended":
+            self.suspended = True
+            for pending in run.pending:
+                self.builder.add_function_call(program_function_call(call_id, pending.name, pending.arguments))
+            return ToolResult(call_id, ""), None
+        output = program_output_item(call_id, run.result, run.status)
+        self.builder.add_item(output)
+        return ToolResult(call_id, run.result), output
+
+
+def _stopped(run: ProgramRun, why: str) -> ProgramRun:
+    return ProgramRun("incomplete", result=(run.result + "\n" if run.result else "") + f"Program stopped: {why}.",
+                      calls=run.calls, recorded=run.recorded, limit="bridge_tools")
+
+
+def _output_text(item: dict[str, Any]) -> str:
+    """A ``function_call_output``'s output as the program's tools return it: a string (text parts joined)."""
+    output = item.get("output")
+    if isinstance(output, str):
+        return output
+    if isinstance(output, list):
+        return "".join(str(part.get("text") or "") for part in output if isinstance(part, dict))
+    return ""
