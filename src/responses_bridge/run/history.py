@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from ..engine.state import RenderedPrompt
+from ..protocol.errors import APIError, invalid_request, not_found
+from ..protocol.request import ResponsesRequest
 
 
 class ConversationHistory(Protocol):
@@ -25,3 +27,34 @@ class PromptRenderer(Protocol):
     async def render(self, prompt: dict[str, Any], *, tenant: str) -> RenderedPrompt:
         """Resolve ``{id, version?, variables?}`` among ``tenant``'s prompts and render it; APIError 404 / 400 for
         an unknown prompt (another tenant's is unknown) or a missing variable."""
+
+
+async def conversation_and_prompt(
+        request: ResponsesRequest, conversations: ConversationHistory | None, prompts: PromptRenderer | None, *,
+        tenant: str) -> tuple[list[dict[str, Any]], RenderedPrompt | None, str | None]:
+    """The request's conversation's items as history, its rendered prompt (the translator puts its instructions
+    first) and the conversation a finished turn joins; a 400 where the deployment has neither, a 404 for another
+    tenant's or an unknown one."""
+    p = request.params
+    history: list[dict[str, Any]] = []
+    conversation_id = None
+    if p.conversation is not None:
+        if conversations is None:
+            raise APIError(400, "'conversation' is not supported by this deployment.", param="conversation",
+                           code="unsupported_parameter")
+        if p.previous_response_id is not None:
+            raise invalid_request("'conversation' and 'previous_response_id' cannot be used together.",
+                                  param="conversation", code="invalid_value")
+        conversation_id = p.conversation if isinstance(p.conversation, str) else p.conversation["id"]
+        loaded = await conversations.load_items(conversation_id, tenant=tenant)
+        if loaded is None:
+            raise not_found(f"Conversation with id '{conversation_id}' not found.", param="conversation",
+                            code="conversation_not_found")
+        history = loaded
+    prompt = None
+    if p.prompt is not None:
+        if prompts is None:
+            raise APIError(400, "'prompt' is not supported by this deployment.", param="prompt",
+                           code="unsupported_parameter")
+        prompt = await prompts.render(p.prompt, tenant=tenant)
+    return history, prompt, conversation_id

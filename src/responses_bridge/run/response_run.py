@@ -44,17 +44,16 @@ from typing import Any
 import structlog
 
 from ..engine.options import EngineOptions
-from ..engine.state import RenderedPrompt
 from ..engine.translator import Translator
 from ..engine.wire import JSON_CONTENT_TYPE, Framing, Reply, UpstreamRequest
 from ..observability import metrics
-from ..protocol.errors import APIError, invalid_request, not_found
+from ..protocol.errors import APIError, not_found
 from ..protocol.multi_agent import NOT_BETA
 from ..protocol.request import ResponsesRequest, parse_request, parse_request_object
 from ..sealing import Sealer
 from ..store.base import ResponseStore
 from ..store.records import LeaseLost
-from .history import ConversationHistory, PromptRenderer
+from .history import ConversationHistory, PromptRenderer, conversation_and_prompt
 from .multi_agent import offer_agents
 from .runs import BeforePersist
 from .server_tools import CheckedTools, ServerToolRun, ServerTools
@@ -191,7 +190,8 @@ class ResponseRun:
         if p.background and not p.store:
             raise APIError(400, "Background responses require 'store' to be true.", param="background",
                            code="invalid_value")
-        history, prompt = await self._conversation_and_prompt(request)  # conversation items, rendered prompt
+        history, prompt, self._conversation_id = await conversation_and_prompt(
+            request, self._conversations, self._prompts, tenant=self.tenant)  # conversation items, rendered prompt
         if p.previous_response_id is not None:
             loaded = await self._store.load_history(p.previous_response_id, tenant=self.tenant)
             if loaded is None:
@@ -438,35 +438,6 @@ class ResponseRun:
             log.exception("store_failed", response_id=translator.response_id)
             return False
         return True
-
-    # --- conversations and prompts (run/history.py) --------------------------------------------------------------
-
-    async def _conversation_and_prompt(
-            self, request: ResponsesRequest) -> tuple[list[dict[str, Any]], RenderedPrompt | None]:
-        """The conversation's items as history, and the rendered prompt (the translator puts its instructions
-        first)."""
-        p = request.params
-        history: list[dict[str, Any]] = []
-        if p.conversation is not None:
-            if self._conversations is None:
-                raise APIError(400, "'conversation' is not supported by this deployment.", param="conversation",
-                               code="unsupported_parameter")
-            if p.previous_response_id is not None:
-                raise invalid_request("'conversation' and 'previous_response_id' cannot be used together.",
-                                      param="conversation", code="invalid_value")
-            conversation_id = p.conversation if isinstance(p.conversation, str) else p.conversation["id"]
-            loaded = await self._conversations.load_items(conversation_id, tenant=self.tenant)
-            if loaded is None:
-                raise not_found(f"Conversation with id '{conversation_id}' not found.", param="conversation",
-                                code="conversation_not_found")
-            history, self._conversation_id = loaded, conversation_id
-        prompt = None
-        if p.prompt is not None:
-            if self._prompts is None:
-                raise APIError(400, "'prompt' is not supported by this deployment.", param="prompt",
-                               code="unsupported_parameter")
-            prompt = await self._prompts.render(p.prompt, tenant=self.tenant)
-        return history, prompt
 
     def _take_conversation(self, translator: Translator) -> str | None:
         """The conversation a finished turn (completed or incomplete, never failed) joins, once."""
