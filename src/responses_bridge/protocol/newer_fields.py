@@ -57,6 +57,8 @@ def check_tool_callers(tool: dict[str, Any], param: str) -> None:
 
 def _check_tool(tool: dict[str, Any], param: str) -> None:
     kind = tool.get("type")
+    if not isinstance(kind, str):
+        kind = None  # a type of another JSON kind is the tool check's 400, after this one
     _check_callers(tool.get("allowed_callers"), f"{param}.allowed_callers",
                    kind == "function" or kind in PROGRAM_SERVER_TYPES or (kind == "shell" and _hosted(tool)))
     if kind == "namespace" and isinstance(tool.get("tools"), list):
