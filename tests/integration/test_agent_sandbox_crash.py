@@ -26,7 +26,7 @@ SANDBOXES = ("agents.x-k8s.io", "sandboxes")
 async def test_a_crash_mid_call_leaves_no_claim_past_its_shutdown_time(fake_upstream: str, tmp_path: object) -> None:
     async with fake_cluster() as cluster, running_sidecar(
             str(tmp_path), fake_upstream,
-            env={**cluster.settings, "RESPONSES_BRIDGE_CODE_TIMEOUT": "2",
+            own_sqlite=True, env={**cluster.settings, "RESPONSES_BRIDGE_CODE_TIMEOUT": "2",
                  "RESPONSES_BRIDGE_AGENT_SANDBOX_READY_TIMEOUT": "1",
                  "RESPONSES_BRIDGE_AGENT_SANDBOX_SHUTDOWN_MARGIN": "1",
                  "RESPONSES_BRIDGE_AGENT_SANDBOX_PYTHON": "python3"}) as sidecar:

@@ -14,6 +14,8 @@ import pytest
 from tests.support.agent_sandbox import FakeCluster, fake_cluster
 from tests.support.envoy import free_port
 
+pytestmark = pytest.mark.store_free  # doctor against the fake cluster: no store
+
 POOLS = ("extensions.agents.x-k8s.io", "sandboxwarmpools")
 
 

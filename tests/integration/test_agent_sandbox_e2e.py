@@ -24,7 +24,8 @@ from tests.support.envoy import EnvoyProcess, free_port, have_envoy, start_envoy
 from tests.support.schema import parse_sse
 
 pytestmark = [pytest.mark.skipif(not have_envoy(), reason="envoy binary not available"),
-              pytest.mark.skipif(check_bubblewrap()[1] is not None, reason="the stand-in pod needs bubblewrap")]
+              pytest.mark.skipif(check_bubblewrap()[1] is not None, reason="the stand-in pod needs bubblewrap"),
+              pytest.mark.store_free]  # the backend's calls: the sidecars keep their own SQLite files
 CLAIMS = ("extensions.agents.x-k8s.io", "sandboxclaims")
 
 
@@ -42,7 +43,7 @@ async def stack(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) ->
     async with fake_cluster() as cluster, running_sidecar(
             str(tmp_path_factory.mktemp("pods")), fake_upstream, "--upstream-via",
             f"http://127.0.0.1:{listen_port}/v1",
-            env={**cluster.settings, "RESPONSES_BRIDGE_CODE_TIMEOUT": "3",
+            own_sqlite=True, env={**cluster.settings, "RESPONSES_BRIDGE_CODE_TIMEOUT": "3",
                  "RESPONSES_BRIDGE_AGENT_SANDBOX_READY_TIMEOUT": "2",
                  "RESPONSES_BRIDGE_AGENT_SANDBOX_PYTHON": "python3"}) as sidecar:
         envoy = await start_envoy(render_bootstrap(

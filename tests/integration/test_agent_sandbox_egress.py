@@ -51,7 +51,7 @@ async def stack(fake_upstream: str, test_host: LoopbackHost,
     async with fake_cluster(network=True) as cluster, running_sidecar(
             str(data_dir), fake_upstream, "--upstream-via", f"http://127.0.0.1:{listen_port}/v1",
             log_file=data_dir / "sidecar.log",
-            env={**cluster.settings, "RESPONSES_BRIDGE_CODE_TIMEOUT": "15",
+            own_sqlite=True, env={**cluster.settings, "RESPONSES_BRIDGE_CODE_TIMEOUT": "15",
                  "RESPONSES_BRIDGE_AGENT_SANDBOX_PYTHON": "python3",
                  "RESPONSES_BRIDGE_AGENT_SANDBOX_EGRESS_LISTEN": f"127.0.0.1:{door_port}",
                  "RESPONSES_BRIDGE_CODE_EGRESS_ALLOWED_TARGETS":

@@ -17,7 +17,7 @@ from kubernetes_asyncio.client import ApiClient, Configuration
 
 from tests.support.agent_sandbox import NAMESPACE, FakeCluster, fake_cluster
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.store_free]  # the test doubles alone: no sidecar, no store
 CLAIMS = ("extensions.agents.x-k8s.io", "sandboxclaims")
 SANDBOXES = ("agents.x-k8s.io", "sandboxes")
 

@@ -31,7 +31,8 @@ from responses_bridge.sandbox.doctor import check_bubblewrap
 from tests.integration.test_code_interpreter_e2e import run_code
 from tests.support.bridge import Sidecar, start_sidecar
 
-pytestmark = pytest.mark.skipif(check_bubblewrap()[1] is not None, reason="bubblewrap cannot sandbox here")
+pytestmark = [pytest.mark.skipif(check_bubblewrap()[1] is not None, reason="bubblewrap cannot sandbox here"),
+              pytest.mark.store_free]  # its subject is the egress proxy: the sidecar keeps its own SQLite file
 
 A, B = "tenant-a", "tenant-b"
 SECRET = "s3cret-Value-only-the-host-may-see"
@@ -124,7 +125,7 @@ async def stack(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) ->
            "RESPONSES_BRIDGE_CODE_EGRESS_MAX_BYTES": str(8 * DOWNLOAD_CONNECTIONS * DOWNLOAD_BYTES),
            "RESPONSES_BRIDGE_CODE_EGRESS_CONNECTION_TIMEOUT": "90"}
     process, http_port, _ = start_sidecar(str(tmp_path_factory.mktemp("egress-fairness")), fake_upstream, env=env,
-                                          extproc=False)
+                                          extproc=False, own_sqlite=True)
     try:
         url = f"http://127.0.0.1:{http_port}"
         await wait_http(f"{url}/health", process=process, headers={"x-tenant-id": A})

@@ -39,15 +39,18 @@ def keys_command(db: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 def start_sidecar(tmp_dir: str, upstream_url: str, *extra: str, env: dict[str, str] | None = None,
                   extproc: bool = True, log_file: Path | None = None,
-                  wrap: Sequence[str] = ()) -> tuple[ManagedProcess, int, int]:
-    """``wrap``: a command that runs the sidecar's (``unshare -m …``: a host set up differently), exec'ing it."""
+                  wrap: Sequence[str] = (), own_sqlite: bool = False) -> tuple[ManagedProcess, int, int]:
+    """``wrap``: a command that runs the sidecar's (``unshare -m …``: a host set up differently), exec'ing it.
+    ``own_sqlite``: on its own SQLite file whatever the run's store switch says, which it then does not read — for
+    the modules marked ``store_free`` (tests/conftest.py), whose subject is not the store."""
     http_port, extproc_port = free_port(), free_port()
     argv = [PYTHON, "-m", "responses_bridge", "serve", "--upstream", upstream_url, "--http-port", str(http_port),
             "--extproc-port", str(extproc_port), "--db", os.path.join(tmp_dir, f"bridge-{http_port}.db"), *extra]
     if not extproc:
         argv.append("--no-extproc")
     db_path = argv[len(argv) - 1 - argv[::-1].index("--db") + 1]  # the last --db given wins, as in the CLI
-    env = {**sidecar_env(db_path), **(env or {})}  # PostgreSQL when the run asks for it (tests/support/postgres.py)
+    switched = {} if own_sqlite else sidecar_env(db_path)  # PostgreSQL when the run asks (tests/support/postgres.py)
+    env = {**switched, **(env or {})}
     process = ManagedProcess([*wrap, *argv], f"sidecar:{http_port}", quiet=False, env=env or None, log_file=log_file)
     process.start()
     return process, http_port, extproc_port
@@ -57,11 +60,11 @@ def start_sidecar(tmp_dir: str, upstream_url: str, *extra: str, env: dict[str, s
 async def running_sidecar(tmp_dir: str, upstream_url: str, *extra: str, env: dict[str, str] | None = None,
                           extproc: bool = True, log_file: Path | None = None,
                           ready_headers: dict[str, str] | None = None,
-                          wrap: Sequence[str] = ()) -> AsyncIterator[Sidecar]:
+                          wrap: Sequence[str] = (), own_sqlite: bool = False) -> AsyncIterator[Sidecar]:
     """A started sidecar, ready (its HTTP door answers), stopped on exit; ``log_file``: where its log goes;
     ``ready_headers``: sent with the readiness polls (``auth: header`` answers nobody who names no tenant)."""
     process, http_port, extproc_port = start_sidecar(tmp_dir, upstream_url, *extra, env=env, extproc=extproc,
-                                                     log_file=log_file, wrap=wrap)
+                                                     log_file=log_file, wrap=wrap, own_sqlite=own_sqlite)
     try:
         await wait_http(f"http://127.0.0.1:{http_port}/health", process=process, headers=ready_headers)
         yield Sidecar(upstream_url, f"http://127.0.0.1:{http_port}", extproc_port, process)
