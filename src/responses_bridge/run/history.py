@@ -29,32 +29,38 @@ class PromptRenderer(Protocol):
         an unknown prompt (another tenant's is unknown) or a missing variable."""
 
 
+async def load_conversation(request: ResponsesRequest, conversations: ConversationHistory | None, *,
+                            tenant: str) -> tuple[list[dict[str, Any]], str | None]:
+    """The request's conversation's items as history and its id, which a finished turn joins (none: ``[]``,
+    None); a 400 where the deployment has no conversations or the request also names a previous response, a 404 for
+    an unknown one (another tenant's is unknown)."""
+    p = request.params
+    if p.conversation is None:
+        return [], None
+    if conversations is None:
+        raise APIError(400, "'conversation' is not supported by this deployment.", param="conversation",
+                       code="unsupported_parameter")
+    if p.previous_response_id is not None:
+        raise invalid_request("'conversation' and 'previous_response_id' cannot be used together.",
+                              param="conversation", code="invalid_value")
+    conversation_id = p.conversation if isinstance(p.conversation, str) else p.conversation["id"]
+    loaded = await conversations.load_items(conversation_id, tenant=tenant)
+    if loaded is None:
+        raise not_found(f"Conversation with id '{conversation_id}' not found.", param="conversation",
+                        code="conversation_not_found")
+    return loaded, conversation_id
+
+
 async def conversation_and_prompt(
         request: ResponsesRequest, conversations: ConversationHistory | None, prompts: PromptRenderer | None, *,
         tenant: str) -> tuple[list[dict[str, Any]], RenderedPrompt | None, str | None]:
-    """The request's conversation's items as history, its rendered prompt (the translator puts its instructions
-    first) and the conversation a finished turn joins; a 400 where the deployment has neither, a 404 for another
-    tenant's or an unknown one."""
-    p = request.params
-    history: list[dict[str, Any]] = []
-    conversation_id = None
-    if p.conversation is not None:
-        if conversations is None:
-            raise APIError(400, "'conversation' is not supported by this deployment.", param="conversation",
-                           code="unsupported_parameter")
-        if p.previous_response_id is not None:
-            raise invalid_request("'conversation' and 'previous_response_id' cannot be used together.",
-                                  param="conversation", code="invalid_value")
-        conversation_id = p.conversation if isinstance(p.conversation, str) else p.conversation["id"]
-        loaded = await conversations.load_items(conversation_id, tenant=tenant)
-        if loaded is None:
-            raise not_found(f"Conversation with id '{conversation_id}' not found.", param="conversation",
-                            code="conversation_not_found")
-        history = loaded
+    """:func:`load_conversation`, and the request's rendered prompt (the translator puts its instructions first);
+    a 400 where the deployment has no prompts."""
+    history, conversation_id = await load_conversation(request, conversations, tenant=tenant)
     prompt = None
-    if p.prompt is not None:
+    if request.params.prompt is not None:
         if prompts is None:
             raise APIError(400, "'prompt' is not supported by this deployment.", param="prompt",
                            code="unsupported_parameter")
-        prompt = await prompts.render(p.prompt, tenant=tenant)
+        prompt = await prompts.render(request.params.prompt, tenant=tenant)
     return history, prompt, conversation_id

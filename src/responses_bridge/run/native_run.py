@@ -28,13 +28,13 @@ from ..engine.native_relay import NativeRelay
 from ..engine.options import EngineOptions
 from ..engine.sse import DONE_FRAME
 from ..engine.wire import JSON_CONTENT_TYPE, SSE_CONTENT_TYPE, Reply, UpstreamRequest
-from ..protocol.errors import APIError, invalid_request, not_found
+from ..protocol.errors import APIError, not_found
 from ..protocol.multi_agent import NOT_BETA
 from ..protocol.request import ResponsesRequest, parse_json_object, parse_request_object
 from ..sealing import Sealer
 from ..store.base import ResponseStore
 from ..store.records import LeaseLost
-from .history import ConversationHistory
+from .history import ConversationHistory, load_conversation
 from .runs import BeforePersist
 
 log = structlog.get_logger("responses_bridge.run.native")
@@ -137,19 +137,8 @@ class NativeRun:
 
     async def _history(self, request: ResponsesRequest) -> list[dict[str, Any]]:
         p = request.params
-        if p.conversation is not None:
-            if self._conversations is None:
-                raise APIError(400, "'conversation' is not supported by this deployment.", param="conversation",
-                               code="unsupported_parameter")
-            if p.previous_response_id is not None:
-                raise invalid_request("'conversation' and 'previous_response_id' cannot be used together.",
-                                      param="conversation", code="invalid_value")
-            conversation_id = p.conversation if isinstance(p.conversation, str) else p.conversation["id"]
-            items = await self._conversations.load_items(conversation_id, tenant=self.tenant)
-            if items is None:
-                raise not_found(f"Conversation with id '{conversation_id}' not found.", param="conversation",
-                                code="conversation_not_found")
-            self._conversation_id = conversation_id
+        items, self._conversation_id = await load_conversation(request, self._conversations, tenant=self.tenant)
+        if self._conversation_id is not None:
             return items
         if p.previous_response_id is not None:
             loaded = await self._store.load_history(p.previous_response_id, tenant=self.tenant)
