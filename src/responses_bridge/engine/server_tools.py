@@ -266,9 +266,6 @@ def mcp_call_item(server_label: str, name: str, arguments: str = "",
 def server_reader_for(target: CallTarget, call_id: str, output_index: int) -> ServerCallReader:
     """The reader for a call of a server tool (``target.server``), its item as ``output_item.added`` shows it."""
     kind = target.kind
-    if kind == "multi_agent":
-        from .multi_agent_tools import call_reader  # it builds on this module's readers
-        return call_reader(target.name or "", call_id, output_index)
     if kind == "mcp":
         if target.approval:
             return MCPApprovalReader({"id": ids.new_id("mcpr"), "type": "mcp_approval_request",

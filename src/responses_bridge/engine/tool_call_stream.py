@@ -9,10 +9,10 @@ from typing import Any, Protocol
 import orjson
 
 from .. import ids
+from .call_readers import call_reader_for
 from .chunk_values import UpstreamProtocolError
-from .client_tools import CallReader, reader_for
-from .program_reader import program_reader
-from .server_tools import ServerCallReader, server_reader_for
+from .client_tools import CallReader
+from .server_tools import ServerCallReader
 from .tools import CallTarget
 from .turn_result import TurnCall
 
@@ -94,9 +94,7 @@ class ToolCallStream:
         if call.call_id is None:
             call.call_id = ids.call_id()
         if target is not None and target.kind != "function":  # a custom / shell / apply_patch / tool search call
-            call.reader = (program_reader(call.call_id, call.output_index) if target.kind == "program"
-                           else server_reader_for(target, call.call_id, call.output_index) if target.server
-                           else reader_for(target, call.call_id, call.output_index))
+            call.reader = call_reader_for(target, call.call_id, call.output_index)
             call.item = call.reader.item
         else:
             call.item = {"id": ids.function_call_id(), "type": "function_call", "status": "in_progress",
