@@ -13,23 +13,6 @@ from pydantic_settings import BaseSettings
 SandboxBackendName = Literal["bubblewrap", "agent-sandbox"]
 
 
-def parse_pools(value: str) -> dict[str, str]:
-    """``1g=pool-a,4g=pool-b`` as {tier: SandboxWarmPool name}. Raises ValueError naming the entry that is not
-    ``<tier>=<name>`` with a tier of OpenAI's (1g, 4g, 16g, 64g) and a Kubernetes name."""
-    from .sandbox.limits import MEMORY_LIMITS  # the sandbox's modules load only where code may run
-
-    pools: dict[str, str] = {}
-    for entry in filter(None, (part.strip() for part in value.split(","))):
-        tier, equals, name = entry.partition("=")
-        tier, name = tier.strip().lower(), name.strip()
-        if not equals or tier not in MEMORY_LIMITS or not name or len(name) > 253 \
-                or not all((c.isalnum() and c.islower()) or c.isdigit() or c in "-." for c in name):
-            raise ValueError(f"{entry!r} is not <tier>=<SandboxWarmPool name> with a tier among "
-                             f"{', '.join(MEMORY_LIMITS)} and a lower-case Kubernetes name")
-        pools[tier] = name
-    return pools
-
-
 class AgentSandboxSettings(BaseSettings):
     """The sandbox backend and, for ``agent-sandbox``, the cluster's side of it."""
 
@@ -79,5 +62,7 @@ class AgentSandboxSettings(BaseSettings):
     @field_validator("agent_sandbox_pools")
     @classmethod
     def _check_pools(cls, value: str) -> str:
+        from .sandbox.agent_sandbox.settings import parse_pools  # the sandbox's modules load only where code may run
+
         parse_pools(value)
         return value

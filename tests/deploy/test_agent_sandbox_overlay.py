@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from responses_bridge.config import Settings
-from responses_bridge.config_agent_sandbox import parse_pools
+from responses_bridge.sandbox.agent_sandbox.settings import parse_pools
 from tests.support.cel_rules import cel_results
 from tests.support.kube import (
     ROOT,

@@ -9,9 +9,10 @@ import sys
 import pytest
 
 from responses_bridge.config import Settings
-from responses_bridge.config_agent_sandbox import parse_pools
 from responses_bridge.sandbox import SandboxLimits, SandboxUnavailable
-from responses_bridge.sandbox.backends import MISSING_EXTRA, open_backend
+from responses_bridge.sandbox.agent_sandbox import MISSING_EXTRA
+from responses_bridge.sandbox.agent_sandbox.settings import parse_pools
+from responses_bridge.sandbox.backends import open_backend
 
 
 def test_bubblewrap_is_the_default() -> None:

@@ -13,15 +13,13 @@ from .backend import SandboxBackend
 from .limits import SandboxLimits
 
 if TYPE_CHECKING:
-    from ..config import Settings
+    from .agent_sandbox.settings import BackendConfig
     from .egress import EgressSettings
 
 
-MISSING_EXTRA = ("RESPONSES_BRIDGE_CODE_SANDBOX_BACKEND=agent-sandbox needs the agent-sandbox extra, which is not "
-                 "installed: pip install 'responses-bridge[agent-sandbox]'")
 
 
-async def open_backend(settings: Settings, limits: SandboxLimits, *, share: Callable[[str], int],
+async def open_backend(settings: BackendConfig, limits: SandboxLimits, *, share: Callable[[str], int],
                        egress: EgressSettings | None) -> SandboxBackend:
     """The configured backend, checked (bubblewrap: its namespaces made and one real call run; agent-sandbox: its
     client made — the cluster is checked by ``doctor``, and each claim says why it failed)."""
@@ -29,6 +27,7 @@ async def open_backend(settings: Settings, limits: SandboxLimits, *, share: Call
         try:
             from .agent_sandbox.backend import AgentSandboxBackend
         except ImportError:
+            from .agent_sandbox import MISSING_EXTRA
             from .agent_sandbox.refused import RefusedBackend
             return RefusedBackend(limits, MISSING_EXTRA)
         from .agent_sandbox.checks import log_at_start

@@ -44,7 +44,7 @@ from .process import run_process
 from .session import PodSession
 
 if TYPE_CHECKING:
-    from ...config import Settings
+    from .settings import AgentSandboxConfig
 
 log = structlog.get_logger(__name__)
 DEFAULT_TIER = "1g"
@@ -78,9 +78,10 @@ class AgentSandboxBackend:
         """Past the call's time limit and ready deadline, when the controller deletes a claim nobody deleted."""
 
     @classmethod
-    def from_settings(cls, settings: Settings, limits: SandboxLimits, *, share: Callable[[str], int] | None = None,
+    def from_settings(cls, settings: AgentSandboxConfig, limits: SandboxLimits, *,
+                      share: Callable[[str], int] | None = None,
                       egress: EgressSettings | None = None) -> AgentSandboxBackend:
-        from ...config_agent_sandbox import parse_pools
+        from .settings import parse_pools
 
         api_client = None
         if settings.agent_sandbox_api_url:

@@ -10,20 +10,20 @@ from typing import TYPE_CHECKING
 import structlog
 
 if TYPE_CHECKING:
-    from ...config import Settings
     from ..doctor import Finding
+    from .settings import AgentSandboxConfig
 
 log = structlog.get_logger(__name__)
 START_CHECK_SECONDS = 10.0
 """How long the start waits for the cluster's checks (a blackholed API server never holds the start longer)."""
 
 
-def doctor(settings: Settings) -> int:
+def doctor(settings: AgentSandboxConfig) -> int:
     """Print the cluster's checks; 0 when calls can be claimed in every pool, else 1."""
     try:
         from .doctor import diagnose_cluster
     except ImportError:
-        from ..backends import MISSING_EXTRA
+        from . import MISSING_EXTRA
         print(f"FAIL  agent-sandbox  {MISSING_EXTRA}")
         return 1
     findings = asyncio.run(diagnose_cluster(settings))
@@ -36,7 +36,7 @@ def doctor(settings: Settings) -> int:
     return 0 if ok else 1
 
 
-async def log_at_start(settings: Settings) -> list[Finding]:
+async def log_at_start(settings: AgentSandboxConfig) -> list[Finding]:
     """The same checks at start, each failure logged with its fix (calls still fail one by one, worded)."""
     from ..doctor import Finding
     from .doctor import diagnose_cluster

@@ -19,7 +19,7 @@ from kubernetes_asyncio import client, config
 from ..doctor import Finding
 
 if TYPE_CHECKING:
-    from ...config import Settings
+    from .settings import AgentSandboxConfig
 
 CLAIMS = ("extensions.agents.x-k8s.io", "v1beta1")
 SANDBOXES = ("agents.x-k8s.io", "v1beta1")
@@ -29,7 +29,7 @@ RBAC_FIX = "apply the overlay's rbac.yaml (deploy/kubernetes/overlays/agent-sand
 INSTALL_FIX = "install agent-sandbox v1.0 with its extensions (docs/kubernetes.md)"
 
 
-async def _api_client(settings: Settings) -> client.ApiClient:
+async def _api_client(settings: AgentSandboxConfig) -> client.ApiClient:
     if settings.agent_sandbox_api_url:
         return client.ApiClient(client.Configuration(host=settings.agent_sandbox_api_url))
     try:
@@ -39,9 +39,9 @@ async def _api_client(settings: Settings) -> client.ApiClient:
     return client.ApiClient()
 
 
-async def diagnose_cluster(settings: Settings) -> list[Finding]:
+async def diagnose_cluster(settings: AgentSandboxConfig) -> list[Finding]:
     """Every check, in order; a failed one names its fix in its line."""
-    from ...config_agent_sandbox import parse_pools
+    from .settings import parse_pools
 
     namespace = settings.agent_sandbox_namespace
     try:

@@ -1,0 +1,66 @@
+"""What the sandbox backends read of the bridge's settings, as protocols: the settings (config.py,
+config_agent_sandbox.py, config_sandbox.py) satisfy them, and the sandbox never imports the settings, which stand
+above it. ``parse_pools`` is here, below both, for the settings' check and the backend alike."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from ..limits import MEMORY_LIMITS
+
+
+def parse_pools(value: str) -> dict[str, str]:
+    """``1g=pool-a,4g=pool-b`` as {tier: SandboxWarmPool name}. Raises ValueError naming the entry that is not
+    ``<tier>=<name>`` with a tier of OpenAI's (1g, 4g, 16g, 64g) and a Kubernetes name."""
+    pools: dict[str, str] = {}
+    for entry in filter(None, (part.strip() for part in value.split(","))):
+        tier, equals, name = entry.partition("=")
+        tier, name = tier.strip().lower(), name.strip()
+        if not equals or tier not in MEMORY_LIMITS or not name or len(name) > 253 \
+                or not all((c.isalnum() and c.islower()) or c.isdigit() or c in "-." for c in name):
+            raise ValueError(f"{entry!r} is not <tier>=<SandboxWarmPool name> with a tier among "
+                             f"{', '.join(MEMORY_LIMITS)} and a lower-case Kubernetes name")
+        pools[tier] = name
+    return pools
+
+
+class AgentSandboxConfig(Protocol):
+    """The cluster's side of the ``agent-sandbox`` backend (RESPONSES_BRIDGE_AGENT_SANDBOX_*)."""
+
+    @property
+    def agent_sandbox_namespace(self) -> str: ...
+    @property
+    def agent_sandbox_pools(self) -> str: ...
+    @property
+    def agent_sandbox_ready_timeout(self) -> float: ...
+    @property
+    def agent_sandbox_shutdown_margin(self) -> int: ...
+    @property
+    def agent_sandbox_api_url(self) -> str | None: ...
+    @property
+    def agent_sandbox_rest_port(self) -> int: ...
+    @property
+    def agent_sandbox_grpc_port(self) -> int: ...
+    @property
+    def agent_sandbox_egress_listen(self) -> str | None: ...
+    @property
+    def agent_sandbox_egress_url(self) -> str | None: ...
+    @property
+    def agent_sandbox_runtime_root(self) -> str: ...
+    @property
+    def agent_sandbox_python(self) -> str: ...
+
+
+class BackendConfig(AgentSandboxConfig, Protocol):
+    """What choosing and opening a backend reads (sandbox/backends.py): which one, and bubblewrap's own."""
+
+    @property
+    def code_sandbox_backend(self) -> str: ...
+    @property
+    def code_cgroup(self) -> bool: ...
+    @property
+    def code_require_cgroup(self) -> bool: ...
+    @property
+    def code_sandbox_uid(self) -> int: ...
+    @property
+    def code_sandbox_gid(self) -> int | None: ...
