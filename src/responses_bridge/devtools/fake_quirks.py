@@ -11,6 +11,12 @@ records for llama.cpp's server (its error bodies carry ``code``, ``message`` and
 * ``tool-empty``: ``tool`` messages are rendered as empty turns: the answer's ``Tool result: …`` is empty.
 * ``ignore-max-completion-tokens``: ``max_completion_tokens`` is ignored (``max_tokens`` still cuts).
 * ``no-pairing-check``: tool results need not follow the assistant's tool calls as ``tool`` messages.
+* ``tools-need-choice``: ``tools`` sent without ``tool_choice`` are ignored (the answer is plain text), as stock
+  llama-cpp-python's ``chatml-function-calling`` handler does.
+* ``prompt-tools``: functions described in the first system message in that handler's own form (``functions.<name>:``,
+  its description's lines, the parameters' JSON) are offered as if sent as ``tools``, and the answer is written as that
+  template writes it: calls as text (``functions.<name>:`` then the arguments, one after another), a text answer
+  after ``message:`` — what a model does when a gateway describes the tools itself (``tool_calling: prompt``).
 
 And, for servers the probe must also tell apart: ``no-stream-options`` (``stream_options`` is a 400),
 ``no-logprobs`` (``logprobs`` is a 400), ``no-reasoning-content`` (``reasoning_content`` in history is a 400).
@@ -18,14 +24,18 @@ And, for servers the probe must also tell apart: ``no-stream-options`` (``stream
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 QUIRKS = ("developer-500", "null-content-400", "json-schema-500", "tool-empty", "ignore-max-completion-tokens",
-          "no-pairing-check", "no-stream-options", "no-logprobs", "no-reasoning-content")
+          "no-pairing-check", "tools-need-choice", "prompt-tools", "no-stream-options", "no-logprobs",
+          "no-reasoning-content")
 SETS = {"llamacpp": frozenset({"developer-500", "null-content-400", "json-schema-500", "tool-empty",
-                               "ignore-max-completion-tokens", "no-pairing-check"})}
+                               "ignore-max-completion-tokens", "no-pairing-check", "tools-need-choice",
+                               "prompt-tools"})}
 
 
 @dataclass(frozen=True)
@@ -82,7 +92,42 @@ def apply(body: Any, quirks: frozenset[str]) -> tuple[Any, Refusal | None]:
     changed = dict(body)
     if "ignore-max-completion-tokens" in quirks:
         changed.pop("max_completion_tokens", None)
+    if "tools-need-choice" in quirks and "tools" in changed and changed.get("tool_choice") is None:
+        for key in ("tools", "tool_choice", "parallel_tool_calls"):
+            changed.pop(key, None)
     if "tool-empty" in quirks:
         changed["messages"] = [dict(m, content="") if isinstance(m, dict) and m.get("role") == "tool" else m
                                for m in messages]
     return changed, None
+
+
+_DESCRIBED = re.compile(r"^functions\.([A-Za-z0-9_-]{1,64}):$")
+
+
+def described_functions(messages: list[Any]) -> list[dict[str, Any]]:
+    """``prompt-tools``: the functions the first system message describes, as ``tools[].function`` objects."""
+    system = next((m for m in messages if isinstance(m, dict) and m.get("role") == "system"), None)
+    content = system.get("content") if system else None
+    if not isinstance(content, str):
+        return []
+    functions: list[dict[str, Any]] = []
+    lines = content.splitlines()
+    for index, line in enumerate(lines):
+        match = _DESCRIBED.match(line)
+        if match is None:
+            continue
+        for offset, following in enumerate(lines[index + 1:index + 64]):
+            if following.startswith("{"):
+                try:
+                    parameters = json.loads(following)
+                except ValueError:
+                    break
+                description = "\n".join(lines[index + 1:index + 1 + offset]) or None
+                functions.append({"name": match.group(1), "description": description, "parameters": parameters})
+                break
+    return functions
+
+
+def calls_as_text(calls: list[tuple[str, str]]) -> str:
+    """``prompt-tools``: calls as the template writes them."""
+    return "\n".join(f"functions.{name}:\n{arguments}" for name, arguments in calls)

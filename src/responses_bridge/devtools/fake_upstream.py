@@ -1188,7 +1188,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         raise FakeError(d.error, f"fake upstream error {d.error}", code=_ERROR_CODES.get(d.error))
     if d.context is not None:
         _check_context(body, d.context)
-    answer = build_answer(body, functions, d, cleaned, state.chunk_count, tool_topics=state.tool_topics)
+    described = (fake_quirks.described_functions(body["messages"])
+                 if "prompt-tools" in state.quirks and not functions else [])
+    answer = build_answer(body, functions or described, d, cleaned, state.chunk_count, tool_topics=state.tool_topics)
+    if described:
+        _write_as_template(answer)
     meta = {"id": f"chatcmpl-{next(state.ids)}", "object": "chat.completion", "created": int(time.time()),
             "model": body["model"], "system_fingerprint": "fp_fake", "service_tier": "default"}
     header_delay = d.header_delay_ms / 1000 if d.header_delay_ms is not None else state.header_delay
@@ -1200,6 +1204,19 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     resp = _json_response(_completion_json(answer, meta, body))
     resp.headers["X-Request-Id"] = meta["id"]
     return resp
+
+
+def _write_as_template(answer: Answer) -> None:
+    """``prompt-tools``: the answer as text the way chatml-function-calling's template writes it, in pieces small
+    enough to cut its markers (``functions.<name>:``, ``message:``) across chunks."""
+    if answer.tool_calls:
+        text = fake_quirks.calls_as_text([(call.name, call.arguments) for call in answer.tool_calls])
+        answer.tool_calls, answer.finish_reason = [], "stop"
+    elif answer.content_chunks is not None:
+        text = "message:\n" + "".join(answer.content_chunks)
+    else:
+        return
+    answer.content_chunks = [text[i:i + 5] for i in range(0, len(text), 5)]
 
 
 def _check_context(body: dict[str, Any], window: int) -> None:
