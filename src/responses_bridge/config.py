@@ -92,10 +92,10 @@ class Settings(AgentSandboxSettings, CodeSandboxSettings, EndpointSettings):
     developer_role: Literal["developer", "system"] = "system"
     reasoning_history: Literal["drop", "reasoning_content"] = "drop"
     # The upstream's compatibility profile (engine/profiles.py): its table of switches applies, and any switch
-    # set here as well (the three above, the six below) wins over it. generic: the behaviour before profiles.
+    # set here as well (the three above, the seven below) wins over it. generic: the behaviour before profiles.
     profile: ProfileName = Field(default="generic", description=(
         "the upstream's compatibility profile: a table of the request-translation switches (`developer_role`, "
-        "`max_tokens_field`, `reasoning_history` and the six below); a switch set on its own wins over it. "
+        "`max_tokens_field`, `reasoning_history` and the seven below); a switch set on its own wins over it. "
         "`generic`: the behaviour without a profile"))
     tool_call_content: Literal["null", "empty"] = Field(default="null", description=(
         "the content of an assistant message that carries only tool calls; `empty` sends \"\" (llama.cpp "
@@ -103,6 +103,10 @@ class Settings(AgentSandboxSettings, CodeSandboxSettings, EndpointSettings):
     tool_result_role: Literal["tool", "user"] = Field(default="tool", description=(
         "a tool's result as a `tool` message, or as a `user` turn naming the tool (llama.cpp renders `tool` "
         "messages as empty turns)"))
+    tool_calling: Literal["native", "prompt"] = Field(default="native", description=(
+        "how tools reach the model when it may choose: `native` sends `tools` (and `tool_choice`); `prompt` "
+        "describes them in the system message and reads calls written as `functions.<name>:` out of the answer "
+        "(stock llama-cpp-python ignores `tools` without `tool_choice` and answers empty text under `auto`)"))
     json_schema_format: Literal["json_schema", "json_object"] = Field(default="json_schema", description=(
         "a `json_schema` text format as OpenAI's `json_schema` response_format, or as `{\"type\": "
         "\"json_object\", \"schema\": …}` (llama.cpp answers 500 to the first)"))

@@ -18,7 +18,7 @@ import yaml
 from responses_bridge.devtools.procs import ManagedProcess, free_port, wait_http
 from responses_bridge.envoy_config import render_bootstrap
 from responses_bridge.upstreams import UpstreamSpec
-from tests.integration.test_profile_upstream import weather_round_trip
+from tests.integration.test_profile_upstream import WEATHER, weather_round_trip
 from tests.support.bridge import PYTHON, Sidecar, UpstreamLog, running_sidecar
 from tests.support.envoy import have_envoy, start_envoy
 
@@ -84,8 +84,10 @@ async def test_the_llamacpp_upstream_gets_its_profile(client: openai.AsyncOpenAI
 
 
 async def test_the_same_server_without_its_profile_refuses_the_round_trip(client: openai.AsyncOpenAI) -> None:
+    first = await client.responses.create(model="raw-llama", input="Please call get_weather Paris", tools=[WEATHER])
+    assert [item.type for item in first.output] == ["message"]  # tools without tool_choice: never seen
     with pytest.raises(openai.APIStatusError) as caught:
-        await weather_round_trip(client, model="raw-llama")
+        await weather_round_trip(client, model="raw-llama", tool_choice="auto")
     assert "content" in str(caught.value) and "null" in str(caught.value)
 
 

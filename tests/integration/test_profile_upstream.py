@@ -4,9 +4,10 @@ schema answer that the same upstream refuses (or answers blind) with the generic
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import openai
 import pytest
@@ -73,9 +74,11 @@ async def client(base_url: str) -> AsyncIterator[openai.AsyncOpenAI]:
         yield sdk
 
 
-async def weather_round_trip(client: openai.AsyncOpenAI,
-                             model: str = "llama-3.1-8b-instruct") -> openai.types.responses.Response:
-    first = await client.responses.create(model=model, input="Please call get_weather Paris", tools=[WEATHER])
+async def weather_round_trip(client: openai.AsyncOpenAI, model: str = "llama-3.1-8b-instruct", *,
+                             tool_choice: Literal["auto"] | openai.Omit = openai.omit
+                             ) -> openai.types.responses.Response:
+    first = await client.responses.create(model=model, input="Please call get_weather Paris", tools=[WEATHER],
+                                          tool_choice=tool_choice)
     call = next(item for item in first.output if item.type == "function_call")
     return await client.responses.create(
         model=model, previous_response_id=first.id, tools=[WEATHER],
@@ -97,8 +100,11 @@ async def test_a_tool_round_trip_reaches_the_model_with_the_llamacpp_profile(cli
 async def test_the_same_round_trip_with_the_generic_profile_is_refused_by_the_upstream(generic: Sidecar) -> None:
     async with openai.AsyncOpenAI(base_url=f"{generic.http_url}/v1", api_key="sk-client", max_retries=0,
                                   timeout=60) as sdk:
+        first = await sdk.responses.create(model="llama-3.1-8b-instruct", input="Please call get_weather Paris",
+                                           tools=[WEATHER])
+        assert [item.type for item in first.output] == ["message"]  # tools without tool_choice: never seen
         with pytest.raises(openai.APIStatusError) as caught:
-            await weather_round_trip(sdk)
+            await weather_round_trip(sdk, tool_choice="auto")
     assert "content" in str(caught.value) and "null" in str(caught.value)
 
 
@@ -117,3 +123,45 @@ async def test_max_output_tokens_is_honoured_through_max_tokens(client: openai.A
                                                  "thirteen fourteen fifteen sixteen seventeen eighteen")
     assert answer.status == "incomplete" and answer.incomplete_details is not None
     assert answer.incomplete_details.reason == "max_output_tokens"
+
+
+async def test_the_tools_reach_the_model_in_its_prompt_and_a_streamed_call_comes_back(
+        client: openai.AsyncOpenAI, profiled: Sidecar) -> None:
+    """The SDKs' default sends no ``tool_choice``, which this server answers blind (the generic profile's test
+    above): the profile describes the tools in the prompt and reads the call written as text, streamed."""
+    log = UpstreamLog(profiled.upstream_url.removesuffix("/v1"))
+    async with client.responses.stream(model="llama-3.1-8b-instruct", input="Please call get_weather Paris",
+                                       tools=[WEATHER]) as stream:
+        kinds = [event.type async for event in stream]
+        first = await stream.get_final_response()
+    sent = await log.last_body()
+    assert "tools" not in sent and "tool_choice" not in sent
+    assert sent["messages"][0]["role"] == "system" and "functions.get_weather:" in sent["messages"][0]["content"]
+    call = first.output[0]
+    assert [item.type for item in first.output] == ["function_call"] and call.type == "function_call"
+    assert call.name == "get_weather" and json.loads(call.arguments) == {"city": "Paris"}
+    assert "response.function_call_arguments.done" in kinds and "response.output_text.delta" not in kinds
+    async with client.responses.stream(
+            model="llama-3.1-8b-instruct", previous_response_id=first.id, tools=[WEATHER],
+            input=[{"type": "function_call_output", "call_id": call.call_id, "output": "Sunny, 21 C"}]) as stream:
+        second = await stream.get_final_response()
+    assert second.status == "completed" and "Sunny, 21 C" in second.output_text
+    assert not second.output_text.startswith("message:")  # the template's prefix is the bridge's to take off
+    assistant = (await log.last_body())["messages"][-2]
+    assert assistant["tool_calls"][0]["function"]["name"] == "get_weather"  # the call, in its native form
+
+
+async def test_a_program_is_written_as_text_run_and_resumed_through_the_profile(client: openai.AsyncOpenAI) -> None:
+    pytest.importorskip("py_mini_racer")
+    tools: Any = [{"type": "programmatic_tool_calling"}, dict(WEATHER, allowed_callers=["programmatic"])]
+    first = await client.responses.create(
+        model="llama-3.1-8b-instruct", tools=tools,
+        input='js: const w = await tools.get_weather({city: "Oslo"}); return "Oslo: " + w')
+    assert [item.type for item in first.output] == ["program", "function_call"]
+    program, call = first.output
+    assert call.type == "function_call" and call.caller is not None and call.caller.caller_id == program.call_id
+    second = await client.responses.create(
+        model="llama-3.1-8b-instruct", previous_response_id=first.id, tools=tools,
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "rain"}])
+    assert [item.type for item in second.output] == ["program_output", "message"]
+    assert second.output[0].result == "Oslo: rain" and second.status == "completed"

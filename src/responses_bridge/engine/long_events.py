@@ -14,6 +14,7 @@ Only the long event pays: the per-chunk path tests one length per event.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -79,12 +80,14 @@ def split_chunk(chunk: dict[str, Any], limit: int = SLICE_CHARS) -> list[dict[st
     return out
 
 
-def step(backlog: deque[bytes | dict[str, Any]], builder: OutputBuilder) -> None:
-    """The first item of a translator's backlog into ``builder``: a slice of a long event, or a payload parsed
-    (a long one cut by :func:`split_chunk`, the slices after the first put back in front of the rest)."""
+def step(backlog: deque[bytes | dict[str, Any]], builder: OutputBuilder,
+         feed: Callable[[dict[str, Any]], None]) -> None:
+    """The first item of a translator's backlog into ``feed`` (``builder``'s, or a reader's in front of it): a
+    slice of a long event, or a payload parsed (a long one cut by :func:`split_chunk`, the slices after the first
+    put back in front of the rest)."""
     item = backlog.popleft()
     if type(item) is dict:
-        builder.feed(item)
+        feed(item)
         return
     if item == DONE:
         builder.saw_done = True
@@ -95,7 +98,7 @@ def step(backlog: deque[bytes | dict[str, Any]], builder: OutputBuilder) -> None
         first, *rest = split_chunk(chunk)
         backlog.extendleft(reversed(rest))
         chunk = first
-    builder.feed(chunk)
+    feed(chunk)
 
 
 def parsed(payload: bytes) -> dict[str, Any]:

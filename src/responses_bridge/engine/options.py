@@ -43,6 +43,7 @@ class EngineOptions:
     # engine/profiles.py for what each is for and which backend needs it. Their defaults are today's behaviour.
     tool_call_content: Literal["null", "empty"] = "null"  # an assistant message with only tool calls
     tool_result_role: Literal["tool", "user"] = "tool"  # how a tool's result is sent back
+    tool_calling: Literal["native", "prompt"] = "native"  # tools as `tools`, or described in the prompt
     json_schema_format: Literal["json_schema", "json_object"] = "json_schema"  # a json_schema text.format
     stream_usage: bool = True  # ask for usage in streams (stream_options.include_usage)
     logprobs: bool = True  # pass logprobs / top_logprobs on; False leaves them out

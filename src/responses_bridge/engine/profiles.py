@@ -13,6 +13,7 @@ max_tokens_field       max_tokens   max_tokens   max_tokens   max_tokens   max_c
 reasoning_history      drop         drop         drop         drop         drop
 tool_call_content      null         null         null         empty        null
 tool_result_role       tool         tool         tool         user         tool
+tool_calling           native       native       native       prompt       native
 json_schema_format     json_schema  json_schema  json_schema  json_object  json_schema
 stream_usage           true         true         true         true         true
 logprobs               true         true         true         true         true
@@ -33,6 +34,10 @@ What each switch does, and why a backend needs it:
 * ``tool_result_role``: a tool's result as a ``tool`` message, or as a ``user`` message that names the tool and the
   call (llama.cpp renders ``tool`` messages as empty turns for templates without a tool role, so the model never
   sees the result). Consecutive results share one ``user`` message.
+* ``tool_calling``: how the tools reach the model when it may choose among them: as ``tools`` (``native``), or
+  described in the system message with the calls read back out of the answer's text (``prompt``,
+  engine/prompt_tools.py). Stock llama-cpp-python ignores ``tools`` sent without ``tool_choice`` (the SDKs'
+  default, so the model never sees them) and under ``auto`` answers every text turn empty.
 * ``json_schema_format``: a ``json_schema`` text format as OpenAI's ``{"type": "json_schema", "json_schema": …}``,
   or as ``{"type": "json_object", "schema": …}``, the form llama.cpp constrains with (it answers 500 to the first).
 * ``stream_usage``: ask streams for a usage chunk (``stream_options.include_usage``); off for servers that refuse
@@ -68,6 +73,7 @@ class ProfileSwitches:
     reasoning_history: Literal["drop", "reasoning_content"] = "drop"
     tool_call_content: Literal["null", "empty"] = "null"
     tool_result_role: Literal["tool", "user"] = "tool"
+    tool_calling: Literal["native", "prompt"] = "native"
     json_schema_format: Literal["json_schema", "json_object"] = "json_schema"
     stream_usage: bool = True
     logprobs: bool = True
@@ -79,7 +85,8 @@ PROFILES: Mapping[str, ProfileSwitches] = MappingProxyType({
     "generic": GENERIC,
     "vllm": GENERIC,
     "ollama": GENERIC,
-    "llamacpp": ProfileSwitches(tool_call_content="empty", tool_result_role="user", json_schema_format="json_object"),
+    "llamacpp": ProfileSwitches(tool_call_content="empty", tool_result_role="user", tool_calling="prompt",
+                                json_schema_format="json_object"),
     "openai": ProfileSwitches(developer_role="developer", max_tokens_field="max_completion_tokens",
                              openai_fields=True),
 })

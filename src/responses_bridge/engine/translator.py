@@ -44,6 +44,7 @@ from . import auto_compaction, compaction, reasoning, truncation
 from .long_events import LONG_EVENT_BYTES, parsed, step
 from .options import EngineOptions
 from .output_builder import OutputBuilder, UpstreamProtocolError, completion_as_chunk
+from .prompt_tools import PromptToolCalls, as_prompt_tools
 from .request_translation import build_chat_request, plan_request_tools
 from .response_object import new_response
 from .sse import DONE, EventTooLarge, SSEDecoder
@@ -80,6 +81,7 @@ class Translator(ClientStream, CompactionTurns):
         self._options = options
         self._sealer = sealer  # opens and makes reasoning ``encrypted_content``; without one, blobs are ignored
         self._retry_chat = None  # truncation "auto": the call, kept for one shorter retry
+        self._prompt_calls = None  # tool_calling "prompt": the current turn's answer read for calls as text
         self._compacting = None  # a compaction_trigger turn: how many items its one sealed item replaces
         if prompt is not None:  # the prompt's instructions come first
             p.instructions = (f"{prompt.instructions}\n\n{p.instructions}" if p.instructions and prompt.instructions
@@ -165,8 +167,20 @@ class Translator(ClientStream, CompactionTurns):
                 chat["stream_options"] = {"include_usage": True}
         if loop or self.compact_threshold is not None:  # kept for follow_up, or to be weighed (over_threshold)
             self._body = chat
-        return UpstreamRequest(UPSTREAM_PATH, orjson.dumps(chat),
-                               self._events is not None and self._compacting is None)
+        return self._upstream_request(chat, self._events is not None and self._compacting is None)
+
+    def _upstream_request(self, chat: dict[str, Any], stream: bool) -> UpstreamRequest:
+        """A turn's call as sent: the body itself, or with its tools described in the prompt (``tool_calling:
+        prompt``, engine/prompt_tools.py; ``chat`` stays as it is, later turns are built from it), whose answer is
+        then read for calls written as text."""
+        self._prompt_calls = None
+        if self._options.tool_calling == "prompt":
+            wire, names = as_prompt_tools(chat)
+            if names:
+                self._prompt_calls = PromptToolCalls(names, self._builder.feed,
+                                                     single=chat.get("parallel_tool_calls") is False)
+            chat = wire
+        return UpstreamRequest(UPSTREAM_PATH, orjson.dumps(chat), stream)
 
     @property
     def upstream_failed(self) -> bool:
@@ -226,7 +240,7 @@ class Translator(ClientStream, CompactionTurns):
                  messages_after=len(messages))
         chat["messages"] = messages
         self._upstream_status, self._buffer, self._buffered, self._decoder = 0, [], 0, None
-        return UpstreamRequest(UPSTREAM_PATH, orjson.dumps(chat), self._events is not None)
+        return self._upstream_request(chat, self._events is not None)
 
     # --- upstream answer -----------------------------------------------------------------------------------------
 
@@ -287,6 +301,7 @@ class Translator(ClientStream, CompactionTurns):
 
     def _feed_payloads(self, payloads: list[bytes]) -> None:
         builder = self._builder
+        feed = builder.feed if self._prompt_calls is None else self._prompt_calls.feed
         try:
             for payload in payloads:
                 if payload == DONE:
@@ -295,13 +310,14 @@ class Translator(ClientStream, CompactionTurns):
                 if len(payload) > LONG_EVENT_BYTES:  # this one, and every one after it, are left for catch_up
                     self.backlog.extend(payloads[next(i for i, p in enumerate(payloads) if p is payload):])
                     return
-                builder.feed(parsed(payload))
+                feed(parsed(payload))
         except MALFORMED as exc:
             raise malformed(exc) from None
 
     def _step(self) -> None:
         try:
-            step(self.backlog, self._builder)
+            step(self.backlog, self._builder,
+                 self._builder.feed if self._prompt_calls is None else self._prompt_calls.feed)
         except MALFORMED as exc:
             raise malformed(exc) from None
 
@@ -347,7 +363,7 @@ class Translator(ClientStream, CompactionTurns):
     def turn_request(self) -> UpstreamRequest:
         """The tool loop's current turn as a call (after :meth:`follow_up`, or again after its compaction)."""
         assert self._body is not None, "build_first_request(loop=True) comes first"
-        return UpstreamRequest(UPSTREAM_PATH, orjson.dumps(self._body), self._events is not None)
+        return self._upstream_request(self._body, self._events is not None)
 
     @property
     def builder(self) -> OutputBuilder:
@@ -365,6 +381,8 @@ class Translator(ClientStream, CompactionTurns):
                 self._catch_up_all()
                 self._feed_payloads(self._decoder.flush())  # type: ignore[union-attr]
                 self._catch_up_all()
+                if self._prompt_calls is not None:
+                    self._prompt_calls.end()
                 if not builder.complete:
                     raise UpstreamProtocolError("The upstream stream ended before the response was complete.")
             else:
@@ -375,6 +393,8 @@ class Translator(ClientStream, CompactionTurns):
                 try:
                     if self._compacting is not None:
                         self._add_compaction(completion)
+                    elif self._prompt_calls is not None:
+                        self._prompt_calls.feed(completion_as_chunk(completion))
                     else:
                         builder.feed(completion_as_chunk(completion))
                 except MALFORMED as exc:

@@ -17,6 +17,7 @@ from ..sealing import Sealer
 from .auto_compaction import PendingCompaction
 from .options import EngineOptions
 from .output_builder import OutputBuilder
+from .prompt_tools import PromptToolCalls
 from .sse import SSEDecoder
 from .tools import ToolPlan
 from .wire import Framing
@@ -30,7 +31,7 @@ class TranslatorState:
     __slots__ = ("_options", "request", "response", "_builder", "_decoder", "_upstream_status", "_upstream_sse",
                  "_buffer", "_head_sent", "_error", "_ended", "_sealer", "_events", "_retry_chat", "_compacting",
                  "_buffered", "_translated", "_terminal_head", "plan", "context", "_chat", "_body", "_turn_closed",
-                 "backlog", "compact_threshold", "_auto", "committed")
+                 "backlog", "compact_threshold", "_auto", "committed", "_prompt_calls")
 
     _options: EngineOptions
     request: ResponsesRequest
@@ -59,11 +60,13 @@ class TranslatorState:
     compact_threshold: int | None
     _auto: PendingCompaction | None
     committed: bool
+    _prompt_calls: PromptToolCalls | None  # tool_calling "prompt": the turn's answer is read for calls as text
 
     def _reset_answer(self) -> None:
         """A new upstream call's answer follows: the state of the last one goes."""
         self._upstream_status, self._upstream_sse, self._buffer, self._buffered = 0, False, [], 0
         self._decoder, self._retry_chat, self._turn_closed = None, None, False
+        self._prompt_calls = None
 
     def _take_buffer(self) -> bytes:
         """The buffered answer in one piece; the pieces are let go at once, so it is never held twice."""
