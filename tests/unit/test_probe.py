@@ -68,7 +68,8 @@ async def test_an_openai_faithful_upstream_is_translated_with_no_switch_needed(f
     rows = {line.split("  ")[0].strip(): line for line in lines[2:-2]}
     assert len(rows) == len(CHECKS)
     assert "no" in rows["native /v1/responses"] and "HTTP 404" in rows["native /v1/responses"]
-    for check in ("streaming usage", "tool calls with content: null", "developer role", "logprobs",
+    for check in ("streaming usage", "tool calls with content: null", "tools without tool_choice", "developer role",
+                  "logprobs",
                   "json_schema response_format", "reasoning_content in history", "max_completion_tokens"):
         assert "  yes  " in rows[check], rows[check]
 
@@ -79,9 +80,10 @@ async def test_llamacpp_quirks_are_found_and_the_switches_chosen(llamacpp: str, 
     lines = out.splitlines()
     assert lines[-1] == "mode: translate"
     switches = dict(item.split("=") for item in lines[-2].removeprefix("switches: ").split())
-    assert switches == {"tool_call_content": "empty", "developer_role": "system",
+    assert switches == {"tool_call_content": "empty", "developer_role": "system", "tool_calling": "prompt",
                         "json_schema_format": "json_object", "max_tokens_field": "max_tokens"}
     assert any("developer role" in line and "HTTP 500" in line for line in lines)
+    assert any("tools without tool_choice" in line and "answered in words" in line for line in lines)
     assert any("max_completion_tokens" in line and "ignored" in line for line in lines)
 
 

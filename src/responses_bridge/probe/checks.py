@@ -186,6 +186,21 @@ async def _null_content(p: _Prober, model: str, switches: dict[str, Any]) -> Pro
     return _accepted(answer, "tool calls with content: null", switches, "tool_call_content", "empty")
 
 
+async def _tools_without_choice(p: _Prober, model: str, switches: dict[str, Any]) -> ProbeRow:
+    """``tools`` with no ``tool_choice`` (the SDKs' default) and a prompt that asks for the call: a server that
+    answers in words never let the model see them (stock llama-cpp-python), so they go in the prompt instead."""
+    answer = await p.chat(model, max_tokens=16, tools=[_PROBE_TOOL], messages=[
+        {"role": "user", "content": "Please call get_weather for Paris."}])
+    name = "tools without tool_choice"
+    if answer.ok:
+        message = _first_choice(answer.body).get("message")
+        if isinstance(message, dict) and message.get("tool_calls"):
+            return ProbeRow(name, "yes", "the model called the tool")
+        switches["tool_calling"] = "prompt"
+        return ProbeRow(name, "no", "answered in words: tools ignored without tool_choice?")
+    return ProbeRow(name, _no_or_error(answer), answer.why())
+
+
 async def _developer(p: _Prober, model: str, switches: dict[str, Any]) -> ProbeRow:
     answer = await p.chat(model, max_tokens=4, messages=[{"role": "developer", "content": "Answer briefly."},
                                                          {"role": "user", "content": PROBE_PROMPT}])
@@ -256,8 +271,8 @@ def _no_or_error(answer: _Answer) -> Literal["no", "error"]:
     return "no" if answer.status is not None else "error"
 
 
-CHECKS: tuple[_Check, ...] = (_native, _stream_usage, _null_content, _developer, _json_schema, _reasoning_content,
-                              _logprobs, _max_completion_tokens)
+CHECKS: tuple[_Check, ...] = (_native, _stream_usage, _null_content, _tools_without_choice, _developer, _json_schema,
+                              _reasoning_content, _logprobs, _max_completion_tokens)
 
 
 async def probe_upstream(url: str, *, model: str | None, api_key: str | None,
