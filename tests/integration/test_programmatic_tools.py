@@ -139,3 +139,14 @@ async def test_a_background_response_runs_its_program(http: aiohttp.ClientSessio
     validate_response(response)
     assert kinds(response) == ["program", "program_output", "message"]
     assert response["output"][1]["result"] == "made in the background\n7"
+
+
+async def test_a_program_call_without_code_ends_incomplete_and_tells_the_model_how_to_call(
+        http: aiohttp.ClientSession, upstream_log: UpstreamLog) -> None:
+    """A small model guessing at the schema (seen with Qwen2.5-Coder-1.5B): no program is run, the model is told."""
+    response = await create(http, {"input": 'js: return 1 [args={"args": {"city": "Oslo"}}]'}, False)
+    assert kinds(response) == ["program", "program_output", "message"]
+    program, output, _ = response["output"]
+    assert program["code"] == "" and output["status"] == "incomplete"
+    assert output["result"].startswith("Program stopped: the call carried no code")
+    assert (await upstream_log.last_body())["messages"][-1]["content"] == output["result"]

@@ -78,6 +78,10 @@ class ProgramCalls:
     async def run_call(self, call: TurnCall) -> ToolResult:
         """The model's call of ``program`` in this turn (its item done, with code and fingerprint)."""
         item = call.item
+        if not item["code"].strip():  # arguments without a `code` string (a small model's guess at the schema)
+            return self._outcome(call.call_id, ProgramRun(
+                "incomplete", result='Program stopped: the call carried no code; call program with '
+                                     '{"code": "<the JavaScript program>"}.', limit="no_code"))[0]
         world = open_fingerprint(item["code"], item["fingerprint"], "program.fingerprint")
         run = await self._drive(item["code"], [], world.seed, world.clock_ms)
         return self._outcome(call.call_id, run)[0]
