@@ -142,6 +142,8 @@ class PromptToolCalls:
     # --- text ----------------------------------------------------------------------------------------------------
 
     def _text(self, piece: str) -> str:
+        if not self._line_start and "\n" not in piece and self._calls is None and self._started:
+            return piece  # the middle of a line of text (held text and ``message:`` end at a line's start)
         if self._calls is not None:
             self._calls.append(piece)
             return ""
