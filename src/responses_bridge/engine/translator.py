@@ -301,7 +301,6 @@ class Translator(ClientStream, CompactionTurns):
 
     def _feed_payloads(self, payloads: list[bytes]) -> None:
         builder = self._builder
-        feed = builder.feed if self._prompt_calls is None else self._prompt_calls.feed
         try:
             for payload in payloads:
                 if payload == DONE:
@@ -310,7 +309,7 @@ class Translator(ClientStream, CompactionTurns):
                 if len(payload) > LONG_EVENT_BYTES:  # this one, and every one after it, are left for catch_up
                     self.backlog.extend(payloads[next(i for i, p in enumerate(payloads) if p is payload):])
                     return
-                feed(parsed(payload))
+                (builder if self._prompt_calls is None else self._prompt_calls).feed(parsed(payload))
         except MALFORMED as exc:
             raise malformed(exc) from None
 
