@@ -281,3 +281,28 @@ async def test_the_tenants_limit_bounds_its_subagents(fake_upstream: str,
     assert body["status"] == "completed"
     waited = _items(body, "multi_agent_call_output")[-1]["output"][0]["text"]
     assert "## agent_1 (failed)\nThe subagent could not start: Too many" in waited
+
+
+@pytest.mark.parametrize("door", ["http", "envoy"])
+async def test_a_websocket_opened_on_the_beta_surface_runs_the_tree(doors: Doors, door: str) -> None:
+    """``client.beta.responses.connect`` on ``?beta=true`` with the beta header: its creates take ``multi_agent``
+    and each event is a beta server event; a socket opened without them refuses the field, naming what it lacks."""
+    async with _client(doors, door) as client:
+        async with client.beta.responses.connect(extra_query={"beta": "true"},
+                                                 extra_headers=BETA_HEADERS) as connection:
+            await connection.response.create(model="fake-model", input=TWO_TASKS, multi_agent={"enabled": True})
+            events = []
+            async for event in connection:
+                events.append(event)
+                if event.type in ("response.completed", "response.failed", "error"):
+                    break
+        final = events[-1]
+        assert final.type == "response.completed", final
+        body = final.response.model_dump(mode="json", exclude_unset=True)
+        _check_tree(body)
+        _strict(body)
+        assert (await client.beta.responses.retrieve(body["id"], betas=BETA)).status == "completed"
+        async with client.beta.responses.connect() as plain:
+            await plain.response.create(model="fake-model", input="spawn: alpha", multi_agent={"enabled": True})
+            refused = await plain.recv()
+    assert refused.type == "error" and "lacks the query '?beta=true' and the header" in str(refused)

@@ -47,6 +47,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from ...engine.sse import DONE_FRAME
 from ...engine.wire import JSON_CONTENT_TYPE
 from ...protocol.errors import APIError
+from ...protocol.multi_agent import NOT_BETA, BetaSurface, beta_surface
 from ...protocol.request import check_input_count
 from ...protocol.request_checks import check_depth
 from ...run.drive import CallbackSink, drive
@@ -117,9 +118,12 @@ class WebSocketSession:
     def __init__(self, runtime: Runtime, upstream: UpstreamClient, ws: web.WebSocketResponse,
                  authorization: str | None, drain: Drain | None = None,
                  clients: Mapping[str, UpstreamClient] | None = None,
-                 client_authorization: str | None = None, *, tenant: str) -> None:
+                 client_authorization: str | None = None, *, tenant: str, beta: BetaSurface = NOT_BETA) -> None:
         self.runtime = runtime
         self.tenant = tenant  # the upgrade request's: every turn of the connection is this tenant's
+        # the upgrade request's too: a socket opened at /v1/responses?beta=true with the multi-agent beta header
+        # (client.beta.responses.connect(extra_query=…, extra_headers=…)) takes ``multi_agent`` in its creates
+        self.beta = beta
         self.memory_holder = runtime.memory.holder(tenant, client_authorization)  # whose share its turns hold
         self.upstream = upstream
         self.clients = clients or {}  # several upstreams: each turn goes to its model's (upstreams.py)
@@ -248,6 +252,7 @@ class WebSocketSession:
         previous = raw.get("previous_response_id") if isinstance(raw.get("previous_response_id"), str) else None
         store = ConnectionStore(self.runtime.store, self.cache, max_items=self.runtime.options.max_input_items)
         run = self.runtime.new_run_framed("json", store, tenant=self.tenant)
+        run.beta = self.beta
         upstream, authorization = self.upstream, self.authorization
         if self.clients:  # translated here even on a native route: its backend also serves Chat Completions
             try:
@@ -372,7 +377,8 @@ async def handle(request: web.Request, runtime: Runtime, upstream: UpstreamClien
         drain = request.app[DRAIN]
         await serve(ws, drain, WebSocketSession(
             runtime, upstream, ws, runtime.upstream_authorization(request.headers.get("Authorization")), drain,
-            clients, request.headers.get("Authorization"), tenant=tenant))
+            clients, request.headers.get("Authorization"), tenant=tenant,
+            beta=beta_surface(request.query, request.headers)))
     finally:
         connection.release()
     return ws
