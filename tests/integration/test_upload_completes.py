@@ -72,8 +72,9 @@ async def test_thirty_completes_at_once_join_once(sdk: openai.AsyncOpenAI, door_
     # reaches only after the winner committed) the 400 of an upload already completed
     refused = [(status, body["error"]["code"]) for status, body in answers if status != 200]
     assert len(done) == 1 and len(refused) == COMPLETES - 1, answers
+    # which of the two each gets is the machine's timing (a fast disk joins before any other request reaches its
+    # claim: all 400s); the claim's 409 itself is tested without timing in tests/unit/test_upload_claims.py
     assert set(refused) <= {(409, "upload_completing"), (400, "upload_completed")}, refused
-    assert (409, "upload_completing") in refused, refused
     assert ratio < 2.5, ratio
     file_id = done[0]["file"]["id"]
     assert (await sdk.files.content(file_id)).content == data

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -160,3 +161,24 @@ async def test_an_upload_holds_at_most_max_parts(kind: str, tmp_path: Path, requ
         assert "max_upload_parts" in error.message
         assert len(await blob_names(service)) == 3 and await used(service) == 3  # the refused part's bytes are gone
         assert len(parts) == 3
+
+
+async def test_a_complete_that_finds_the_parts_gone_answers_with_the_uploads_state(
+        kind: str, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another completion committed between this one's check of the upload and its read of the parts (a fast join,
+    many completes at once): the answer is the upload's state, a 400 ``upload_completed``, not a complaint about
+    part ids that were right when sent."""
+    clock = Clock()
+    async with database(kind, tmp_path, request) as where, replica(kind, where, tmp_path, clock) as service:
+        upload = await service.create(declared(10), tenant=A)
+        parts = [(await send_part(service, upload["id"], piece))["id"] for piece in (b"01234", b"56789")]
+        read_parts = service.store.parts
+
+        async def after_the_other_completed(upload_id: str, *, tenant: str) -> Any:
+            monkeypatch.setattr(service.store, "parts", read_parts)
+            assert (await service.complete(upload_id, {"part_ids": parts}, tenant=tenant))["status"] == "completed"
+            return await read_parts(upload_id, tenant=tenant)
+
+        monkeypatch.setattr(service.store, "parts", after_the_other_completed)
+        error = await refused(service.complete(upload["id"], {"part_ids": parts}, tenant=A))
+        assert (error.status, error.code, error.param) == (400, "upload_completed", "upload_id")

@@ -246,11 +246,17 @@ class UploadService:
         if md5 is not None and (not isinstance(md5, str) or not MD5.fullmatch(md5)):
             raise invalid_request("Invalid value for 'md5': expected 32 hexadecimal digits.", param="md5",
                                   code="invalid_value")
-        chosen = _chosen_parts(_required(body, "part_ids"), await self.store.parts(upload.id, tenant=tenant))
-        total = sum(part.bytes for part in chosen)
-        if total != upload.bytes:
-            raise invalid_request(f"The parts named hold {total} bytes; the upload was created for {upload.bytes}.",
-                                  param="part_ids", code="invalid_value")
+        try:
+            chosen = _chosen_parts(_required(body, "part_ids"), await self.store.parts(upload.id, tenant=tenant))
+            total = sum(part.bytes for part in chosen)
+            if total != upload.bytes:
+                raise invalid_request(f"The parts named hold {total} bytes; the upload was created for "
+                                      f"{upload.bytes}.", param="part_ids", code="invalid_value")
+        except APIError:
+            # another completion may have committed since the check above, taking the parts' rows with it: that
+            # request's answer is the upload's new state, not a complaint about part ids it named rightly
+            await self.pending(upload_id, tenant=tenant)
+            raise
         made = len(chosen) != 1  # one part is the file as it is; several (or none: an empty file) are joined
         file_id = new_file_id() if made else chosen[0].blob_id
         claim = await self._claim(upload, CompletionClaim(token=new_id("claim"),
