@@ -92,8 +92,16 @@ def _check_tree(response: dict[str, Any]) -> None:
     waited = by_call[calls[3]["call_id"]]["output"][0]["text"]
     assert "## agent_1 (completed)\nEcho: alpha" in waited and "## agent_2 (completed)\nEcho: beta" in waited
     assert "agent_1" in by_call[calls[2]["call_id"]]["output"][0]["text"]
-    answer = _items(response, "message")[-1]["content"][0]["text"]
-    assert answer.startswith("Tool result: ## agent_1")
+    answer = _items(response, "message")[-1]
+    assert answer["content"][0]["text"].startswith("Tool result: ## agent_1")
+    assert answer.get("agent", {"agent_name": "root"}) == {"agent_name": "root"}
+    # each subagent's own turns are in the output, tagged with its name, where wait_agent collected them
+    kinds = [(item["type"], (item.get("agent") or {}).get("agent_name")) for item in response["output"]]
+    wait_at = kinds.index(("multi_agent_call", "root"), 3)
+    assert kinds[wait_at + 1:wait_at + 5] == [("message", "agent_1"), ("agent_message", "agent_1"),
+                                             ("message", "agent_2"), ("agent_message", "agent_2")]
+    assert [item["content"][0]["text"] for item in _items(response, "message")
+            if item.get("agent") != {"agent_name": "root"} and item.get("agent")] == ["Echo: alpha", "Echo: beta"]
     # what wait_agent collected came to the root as messages from each subagent
     messages = _items(response, "agent_message")
     assert [(m["author"], m["recipient"], m["agent"]["agent_name"]) for m in messages] == [
@@ -230,6 +238,9 @@ async def test_a_multi_agent_response_is_continued_with_its_calls_replayed(doors
     assert called == ["spawn_agent", "spawn_agent", "list_agents", "wait_agent"]
     results = [message["content"] for message in messages if message["role"] == "tool"]
     assert any("## agent_1 (completed)" in result for result in results)
+    # the subagents' own messages came back with the root's items, and the root's model did not read them
+    said = [message.get("content") for message in messages if message["role"] == "assistant"]
+    assert "Echo: alpha" not in said and "Echo: beta" not in said and len(said) == 3  # the root's three turns, no more
 
 
 @pytest.mark.parametrize("door", ["http", "envoy"])

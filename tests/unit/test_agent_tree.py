@@ -22,6 +22,13 @@ class Workers:
         self.seen: list[list[dict[str, Any]]] = []
         self.usage: list[dict[str, Any] | None] = []
         self.posted: list[tuple[str, str, str]] = []  # messages between agents: (author, recipient, text)
+        self.shown: list[tuple[str, list[dict[str, Any]]]] = []  # each piece's own items, as the root collects it
+
+    def message(self, author: str, recipient: str, text: str) -> None:
+        self.posted.append((author, recipient, text))
+
+    def agent_items(self, agent_name: str, items: list[dict[str, Any]]) -> None:
+        self.shown.append((agent_name, items))
 
     async def work(self, items: list[dict[str, Any]]) -> SubagentAnswer:
         self.seen.append(items)
@@ -34,15 +41,15 @@ class Workers:
             if text.startswith("boom"):
                 raise RuntimeError("the upstream broke")
             answer = f"done: {text}"
+            made = {"type": "message", "role": "assistant", "content": answer}
             return SubagentAnswer(answer, "completed", {"prompt_tokens": 3, "completion_tokens": 2},
-                                  [*items, {"type": "message", "role": "assistant", "content": answer}])
+                                  [*items, made], [made])
         finally:
             self.running -= 1
 
 
 def _tree(workers: Workers, limit: int = 6) -> AgentTree:
-    return AgentTree(MultiAgentConfig(True, limit), workers.work, workers.usage.append,
-                     lambda *message: workers.posted.append(message))
+    return AgentTree(MultiAgentConfig(True, limit), workers.work, workers.usage.append, workers)
 
 
 def _args(**values: Any) -> str:
@@ -60,6 +67,10 @@ async def test_spawn_list_and_wait_return_each_result_and_count_usage() -> None:
     assert workers.usage == [{"prompt_tokens": 3, "completion_tokens": 2}] * 2
     assert await tree.act("list_agents", "{}") == "Subagents: agent_1 (completed), second (completed)."
     assert (await tree.act("wait_agent", "{}")).startswith("No subagent to wait for.")
+    # each piece's own items were shown where the root collected it, once, waited for again or not
+    await tree.act("wait_agent", _args(agent_names=["second"]))
+    assert [(name, [item["content"] for item in items]) for name, items in workers.shown] == [
+        ("agent_1", ["done: one"]), ("second", ["done: two"])]
 
 
 async def test_at_most_max_concurrent_subagents_run_at_once() -> None:
@@ -94,6 +105,7 @@ async def test_followup_keeps_the_context_and_delivers_the_messages_sent() -> No
         "agent_1 started its follow-up task."
     assert await tree.act("wait_agent", _args(agent_names=["agent_1"])) == \
         "## agent_1 (completed)\ndone: Message: be brief\n\nsecond"
+    assert [name for name, _ in workers.shown] == ["agent_1", "agent_1"]  # each piece's items, once
     assert workers.posted == [("agent_1", "root", "done: first"), ("root", "agent_1", "be brief"),
                               ("agent_1", "root", "done: Message: be brief\n\nsecond")]
     context = workers.seen[-1]

@@ -15,6 +15,7 @@ from ..protocol.request import ResponsesRequest
 from .computer_tool import screenshot_message
 from .configuration_updates import UNSET, configured
 from .content_parts import chat_part, user_content
+from .multi_agent_tools import ROOT_AGENT
 from .options import EngineOptions
 from .programs import check_programs_answered, made_by_program_run, program_call_ids, program_tool_call
 from .server_tools import image_replay_note
@@ -141,6 +142,8 @@ def items_to_messages(items: list[dict[str, Any]], messages: list[dict[str, Any]
         if (plan.program_calls and item.get("call_id") in plan.program_calls and kind != "program") \
                 or made_by_program_run(item):
             continue  # a program's own tool call or its output: the model sees the program and its output only
+        if "agent" in item and item["agent"]["agent_name"] != ROOT_AGENT:
+            continue  # a subagent's own turns (multi-agent): the root read its result through wait_agent
         if screenshots and kind not in _OUTPUT_KINDS:
             messages.extend(screenshots)
             screenshots.clear()

@@ -39,6 +39,15 @@ def _message(item_id: str, role: str, content: list[dict[str, Any]], phase: str 
 def _normalize_item(item: Any, param: str) -> dict[str, Any]:
     if not isinstance(item, dict):
         raise invalid_request(f"Invalid type for '{param}': expected an object.", param=param, code="invalid_type")
+    normalized = _normalize_kind(item, param)
+    if "agent" in item:  # the multi-agent beta's author of the item, kept: another agent's items are not the model's
+        agent = multi_agent_items.agent_field(item, param)
+        if agent is not None:
+            normalized["agent"] = agent
+    return normalized
+
+
+def _normalize_kind(item: dict[str, Any], param: str) -> dict[str, Any]:
     kind = item.get("type")
     if kind is None and "role" in item:
         kind = "message"

@@ -2,7 +2,9 @@
 the SDK's beta types shape them, so a client that continues without a stored response (``store: false``) sends them
 back as it got them. Each is normalised to the shape the bridge emits (engine/multi_agent_tools.py); the engine
 replays the calls and outputs to the model as the action's function calls and their results
-(engine/request_translation.py).
+(engine/request_translation.py). Any item may carry ``agent`` (the agent that made it, :func:`agent_field`), which
+protocol/input_items.py keeps on every kind: a subagent's own items are sent back with the root's and are not the
+root model's to read.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ def _action(item: dict[str, Any], param: str) -> str:
     return action
 
 
-def _agent(item: dict[str, Any], param: str) -> dict[str, str] | None:
+def agent_field(item: dict[str, Any], param: str) -> dict[str, str] | None:
+    """An item's ``agent`` (``{"agent_name": string}``, the agent that made it), checked; None when absent."""
     agent = item.get("agent")
     if agent is None:
         return None
@@ -39,9 +42,6 @@ def multi_agent_call(item: dict[str, Any], param: str) -> dict[str, Any]:
     normalized: dict[str, Any] = {
         "id": item_id(item, param, "mac"), "type": "multi_agent_call", "action": _action(item, param),
         "arguments": require_str(item, "arguments", param), "call_id": require_str(item, "call_id", param)}
-    agent = _agent(item, param)
-    if agent is not None:
-        normalized["agent"] = agent
     return normalized
 
 
@@ -56,9 +56,6 @@ def multi_agent_call_output(item: dict[str, Any], param: str) -> dict[str, Any]:
         "id": item_id(item, param, "maco"), "type": "multi_agent_call_output", "action": _action(item, param),
         "call_id": require_str(item, "call_id", param),
         "output": [{"type": "output_text", "text": part["text"], "annotations": []} for part in output]}
-    agent = _agent(item, param)
-    if agent is not None:
-        normalized["agent"] = agent
     return normalized
 
 
@@ -73,9 +70,6 @@ def agent_message(item: dict[str, Any], param: str) -> dict[str, Any]:
     normalized: dict[str, Any] = {
         "id": item_id(item, param, "amsg"), "type": "agent_message", "author": require_str(item, "author", param),
         "recipient": require_str(item, "recipient", param), "content": content}
-    agent = _agent(item, param)
-    if agent is not None:
-        normalized["agent"] = agent
     return normalized
 
 

@@ -8,7 +8,9 @@ result; nothing of it reaches the root as an exception. Cancelling the root (a c
 cancelled) cancels every subagent with it (:meth:`AgentTree.close`).
 
 :class:`AgentTree` answers the root's ``multi_agent_call`` items (engine/multi_agent_tools.py): each action returns
-the text of its ``multi_agent_call_output``.
+the text of its ``multi_agent_call_output``. What the root's output shows of the tree goes to a :class:`TreeOutput`:
+the messages between agents, and each piece of a subagent's work (its own items) once, where ``wait_agent`` collects
+it — between the root's turns, never in the middle of one the root is streaming.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import asyncio
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import structlog
@@ -35,17 +37,29 @@ MAX_SUBAGENTS = 64
 
 @dataclass(frozen=True, slots=True)
 class SubagentAnswer:
-    """What one piece of a subagent's work came to: its final text, status, usage (Chat Completions shape) and
-    the items of its context to carry into a follow-up task."""
+    """What one piece of a subagent's work came to: its final text, status, usage (Chat Completions shape), the
+    items of its context to carry into a follow-up task, and the output items this piece made (its own turns, shown
+    in the root's output once the root collects the result)."""
 
     text: str
     status: str
     usage: dict[str, Any] | None = None
     context: list[dict[str, Any]] = field(default_factory=list)
+    output: list[dict[str, Any]] = field(default_factory=list)
 
 
 Worker = Callable[[list[dict[str, Any]]], Awaitable[SubagentAnswer]]
 """Runs a subagent's turn loop over these input items (its context, ending with its task)."""
+
+
+class TreeOutput(Protocol):
+    """Where the tree's items go in the root's output (run/subagents.py: the root's output builder)."""
+
+    def message(self, author: str, recipient: str, text: str) -> object:
+        """An ``agent_message`` from ``author`` to ``recipient``."""
+
+    def agent_items(self, agent_name: str, items: list[dict[str, Any]]) -> object:
+        """The output items of a finished piece of ``agent_name``'s work, tagged as its own."""
 
 
 @dataclass(slots=True)
@@ -55,7 +69,7 @@ class Subagent:
     task: asyncio.Task[SubagentAnswer] | None = None
     answer: SubagentAnswer | None = None
     inbox: list[str] = field(default_factory=list)
-    reported: bool = False  # its latest answer was returned by a wait_agent already
+    reported: bool = False  # its latest answer was returned by a wait_agent already (and its items shown)
 
     @property
     def status(self) -> str:
@@ -68,11 +82,10 @@ class AgentTree:
     """The subagents of one response. ``worker`` runs one piece of work; ``on_usage`` is told each piece's usage."""
 
     def __init__(self, config: MultiAgentConfig, worker: Worker,
-                 on_usage: Callable[[dict[str, Any] | None], None],
-                 post: Callable[[str, str, str], object] | None = None) -> None:
+                 on_usage: Callable[[dict[str, Any] | None], None], output: TreeOutput | None = None) -> None:
         self._worker = worker
         self._on_usage = on_usage
-        self._post = post or _nowhere  # (author, recipient, text): a message between agents, for the output
+        self._output = output or _NOWHERE
         self._places = asyncio.Semaphore(config.max_concurrent_subagents)
         self.agents: dict[str, Subagent] = {}
 
@@ -96,7 +109,7 @@ class AgentTree:
         if action == "send_message":
             message = str(parsed.get("message") or "")
             agent.inbox.append(message)
-            self._post(ROOT_AGENT, agent.name, message)
+            self._output.message(ROOT_AGENT, agent.name, message)
             return f"Message queued for {agent.name}; it reads it with its next task."
         if action == "followup_task":
             if agent.status == "running":
@@ -168,9 +181,11 @@ class AgentTree:
             await asyncio.wait(tasks)
         parts = []
         for agent in chosen:
-            agent.reported = True
             answer = agent.answer or SubagentAnswer("", agent.status)
-            self._post(agent.name, ROOT_AGENT, answer.text)
+            if not agent.reported:  # its turns are shown once, where the root collects them
+                self._output.agent_items(agent.name, answer.output)
+            agent.reported = True
+            self._output.message(agent.name, ROOT_AGENT, answer.text)
             parts.append(f"## {agent.name} ({answer.status})\n{answer.text}")
         return "\n\n".join(parts)
 
@@ -186,8 +201,15 @@ class AgentTree:
                 agent.task.cancel()
 
 
-def _nowhere(author: str, recipient: str, text: str) -> object:
-    return None
+class _Nowhere:
+    def message(self, author: str, recipient: str, text: str) -> object:
+        return None
+
+    def agent_items(self, agent_name: str, items: list[dict[str, Any]]) -> object:
+        return None
+
+
+_NOWHERE = _Nowhere()
 
 
 def offer_agents(plan: ToolPlan, builder: OutputBuilder) -> None:

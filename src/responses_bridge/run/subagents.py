@@ -1,10 +1,11 @@
 """A subagent's piece of work as a response of its own, driven by the one driver over the root's upstream.
 
 The root's request gives the subagent its model, instructions and tools (the multi-agent set-up itself excepted: a
-subagent spawns none); its input is its context so far and its task. The response is never stored or streamed: its
-output items become the subagent's context for a follow-up task, its text the result the root reads, its usage a
-part of the root's. Its upstream and credentials are the root's (run/upstream_scope.py), so its turns go where the
-root's go, through Envoy when the root's do.
+subagent spawns none); its input is its context so far and its task. The response is not stored or streamed itself:
+its output items become the subagent's context for a follow-up task and, tagged with its ``agent``, items of the
+root's output (:class:`RootOutput`); its text the result the root reads, its usage a part of the root's. Its
+upstream and credentials are the root's (run/upstream_scope.py), so its turns go where the root's go, through Envoy
+when the root's do.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
-from ..engine.multi_agent_tools import agent_message_item
+from ..engine.multi_agent_tools import agent_message_item, agent_of
+from ..engine.output_builder import OutputBuilder
 from ..protocol.errors import APIError
 from ..protocol.request import ResponsesRequest
 from .drive import BufferSink, drive
@@ -69,7 +71,27 @@ def attach_agents(tool_run: ServerToolRun | None, translator: Translator, new_ru
     builder = translator.builder
     tool_run.runner.agents = AgentTree(
         config, subagent_worker(translator.request, new_run, tenant, admit), builder.count_usage,
-        lambda author, recipient, text: builder.add_item(agent_message_item(author, recipient, text)))
+        RootOutput(builder))
+
+
+class RootOutput:
+    """The tree's items in the root's output, each ``output_item.added`` / ``.done`` in the root's stream: the
+    messages between agents, and each subagent's own items tagged with its ``agent`` (the root's model never reads
+    those: engine/request_translation.py leaves out what another agent made)."""
+
+    __slots__ = ("_builder",)
+
+    def __init__(self, builder: OutputBuilder) -> None:
+        self._builder = builder
+
+    def message(self, author: str, recipient: str, text: str) -> object:
+        return self._builder.add_item(agent_message_item(author, recipient, text))
+
+    def agent_items(self, agent_name: str, items: list[dict[str, Any]]) -> object:
+        agent = agent_of(agent_name)
+        for item in items:
+            self._builder.add_item({**item, "agent": agent})
+        return None
 
 
 def subagent_worker(request: ResponsesRequest, new_run: Callable[[], SubagentRun], tenant: str,
@@ -130,14 +152,31 @@ def answer_of(status: int, body: bytes, items: list[dict[str, Any]]) -> Subagent
         message = error.get("message") if isinstance(error, dict) else None
         return SubagentAnswer(f"The subagent failed: {message or f'HTTP {status}'}", "failed")
     output = [item for item in decoded["output"] if isinstance(item, dict)]
+    usage = chat_usage(decoded.get("usage"))
+    waiting = calls_for_the_client(output)
+    if waiting:  # its response ended for the client to run a tool: nobody will, and the call cannot stay open
+        kept = [item for item in output if all(item is not call for call in waiting)]
+        names = ", ".join(sorted({str(item.get("name") or item["type"]) for item in waiting}))
+        return SubagentAnswer(f"The subagent failed: it called {names}, which the client runs; a subagent can use "
+                              "only the tools the bridge runs.", "failed", usage, items, kept)
     text = "\n".join(part.get("text", "") for item in output if item.get("type") == "message"
                      for part in item.get("content") or () if part.get("type") == "output_text")
     status_text = str(decoded.get("status") or "completed")
     if status_text == "failed":
         error = decoded.get("error") or {}
         text = f"The subagent failed: {error.get('message') or 'unknown error'}"
-    return SubagentAnswer(text, status_text, chat_usage(decoded.get("usage")),
-                          [*items, *output])
+    return SubagentAnswer(text, status_text, usage, [*items, *output], output)
+
+
+_CLIENT_CALLS = frozenset({"function_call", "custom_tool_call", "shell_call", "local_shell_call", "computer_call",
+                           "apply_patch_call"})
+
+
+def calls_for_the_client(output: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The calls in a response's output that no output answers: those it ended with for its client to run (the
+    hosted shell's calls come with their outputs)."""
+    answered = {item.get("call_id") for item in output if str(item.get("type", "")).endswith("_output")}
+    return [item for item in output if item.get("type") in _CLIENT_CALLS and item.get("call_id") not in answered]
 
 
 def chat_usage(usage: object) -> dict[str, Any] | None:

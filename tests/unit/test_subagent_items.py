@@ -1,0 +1,82 @@
+"""A subagent's own items (the multi-agent beta): what its response comes to, and that they travel with the root's
+items — tagged with their ``agent`` — without ever reaching the root's model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from responses_bridge.engine.options import EngineOptions
+from responses_bridge.engine.request_translation import items_to_messages
+from responses_bridge.protocol.errors import APIError
+from responses_bridge.protocol.input_items import normalize_input
+from responses_bridge.run.subagents import answer_of, calls_for_the_client
+
+TASK = [{"type": "message", "role": "user", "content": "look it up"}]
+USAGE = {"input_tokens": 5, "output_tokens": 2, "total_tokens": 7}
+
+
+def _message(text: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "message", "id": "msg_1", "role": "assistant", "status": "completed",
+            "content": [{"type": "output_text", "text": text, "annotations": []}], **extra}
+
+
+def _response(output: list[dict[str, Any]], status: str = "completed") -> bytes:
+    return orjson.dumps({"id": "resp_1", "status": status, "output": output, "usage": USAGE})
+
+
+def test_a_finished_piece_carries_its_own_output_and_its_context() -> None:
+    searched = {"type": "web_search_call", "id": "ws_1", "status": "completed",
+                "action": {"type": "search", "query": "q"}}
+    answer = answer_of(200, _response([searched, _message("found it")]), TASK)
+    assert (answer.text, answer.status) == ("found it", "completed")
+    assert answer.output == [searched, _message("found it")]
+    assert answer.context == [*TASK, searched, _message("found it")]
+    assert answer.usage is not None and answer.usage["prompt_tokens"] == 5
+
+
+def test_a_piece_that_ends_for_the_client_to_run_a_tool_fails_and_leaves_no_open_call() -> None:
+    call = {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "get_weather", "arguments": "{}"}
+    answer = answer_of(200, _response([_message("let me check"), call]), TASK)
+    assert answer.status == "failed" and "get_weather" in answer.text and "client runs" in answer.text
+    assert answer.context == TASK  # a follow-up task starts where this one started, not at an unanswered call
+    assert answer.output == [_message("let me check")]  # the root's client is never shown a call it should run
+
+
+def test_calls_answered_in_the_same_output_are_not_the_clients() -> None:
+    shell = {"type": "shell_call", "id": "sh_1", "call_id": "call_s", "action": {"commands": ["ls"]}}
+    ran = {"type": "shell_call_output", "id": "sho_1", "call_id": "call_s", "output": []}
+    open_call = {"type": "custom_tool_call", "id": "ctc_1", "call_id": "call_c", "name": "patch", "input": "x"}
+    assert calls_for_the_client([shell, ran]) == []
+    assert calls_for_the_client([shell, ran, open_call]) == [open_call]
+
+
+def test_an_items_agent_is_kept_on_every_kind_and_checked() -> None:
+    items = normalize_input([
+        {"role": "user", "content": "hi"},
+        _message("from a subagent", agent={"agent_name": "agent_1"}),
+        {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}", "agent": {"agent_name": "agent_1"}},
+        {"type": "multi_agent_call", "action": "list_agents", "arguments": "{}", "call_id": "c2",
+         "agent": {"agent_name": "root"}},
+    ])
+    assert [item.get("agent") for item in items] == [None, {"agent_name": "agent_1"}, {"agent_name": "agent_1"},
+                                                     {"agent_name": "root"}]
+    with pytest.raises(APIError) as refused:
+        normalize_input([_message("x", agent={"name": "agent_1"})])
+    assert refused.value.param == "input[0].agent"
+
+
+def test_the_root_model_never_reads_another_agents_items() -> None:
+    items = normalize_input([
+        {"role": "user", "content": "split the work"},
+        _message("subagent's answer", agent={"agent_name": "agent_1"}),
+        {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}", "agent": {"agent_name": "agent_1"}},
+        {"type": "function_call_output", "call_id": "c1", "output": "r", "agent": {"agent_name": "agent_1"}},
+        _message("the root's answer", agent={"agent_name": "root"}),
+    ])
+    messages: list[dict[str, Any]] = []
+    items_to_messages(items, messages, EngineOptions())
+    assert messages == [{"role": "user", "content": "split the work"},
+                        {"role": "assistant", "content": "the root's answer"}]
