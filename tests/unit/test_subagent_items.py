@@ -45,6 +45,15 @@ def test_a_piece_that_ends_for_the_client_to_run_a_tool_fails_and_leaves_no_open
     assert answer.output == [_message("let me check")]  # the root's client is never shown a call it should run
 
 
+def test_a_program_left_waiting_for_a_client_tool_is_left_out_with_its_call() -> None:
+    program = {"type": "program", "id": "prg_1", "call_id": "call_p", "code": "await tools.f({})",
+               "fingerprint": "pf1.x"}
+    call = {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "f", "arguments": "{}",
+            "caller": {"type": "program", "caller_id": "call_p"}}
+    answer = answer_of(200, _response([_message("running it"), program, call]), TASK)
+    assert answer.status == "failed" and answer.output == [_message("running it")]
+
+
 def test_calls_answered_in_the_same_output_are_not_the_clients() -> None:
     shell = {"type": "shell_call", "id": "sh_1", "call_id": "call_s", "action": {"commands": ["ls"]}}
     ran = {"type": "shell_call_output", "id": "sho_1", "call_id": "call_s", "output": []}

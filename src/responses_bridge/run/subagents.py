@@ -155,7 +155,9 @@ def answer_of(status: int, body: bytes, items: list[dict[str, Any]]) -> Subagent
     usage = chat_usage(decoded.get("usage"))
     waiting = calls_for_the_client(output)
     if waiting:  # its response ended for the client to run a tool: nobody will, and the call cannot stay open
-        kept = [item for item in output if all(item is not call for call in waiting)]
+        ended = {item.get("call_id") for item in output if item.get("type") == "program_output"}
+        kept = [item for item in output if all(item is not call for call in waiting)  # and no program left waiting
+                and not (item.get("type") == "program" and item.get("call_id") not in ended)]
         names = ", ".join(sorted({str(item.get("name") or item["type"]) for item in waiting}))
         return SubagentAnswer(f"The subagent failed: it called {names}, which the client runs; a subagent can use "
                               "only the tools the bridge runs.", "failed", usage, items, kept)
