@@ -171,6 +171,22 @@ async def test_a_failing_subagent_is_its_result_not_the_roots_crash(doors: Doors
 
 
 @pytest.mark.parametrize("door", ["http", "envoy"])
+async def test_a_subagent_that_calls_a_client_tool_fails_and_its_call_is_not_the_clients(doors: Doors,
+                                                                                           door: str) -> None:
+    weather = {"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}
+    async with _client(doors, door) as client:
+        raw = await client.beta.responses.with_raw_response.create(
+            model="fake-model", input="spawn: call get_weather", tools=[weather],  # type: ignore[list-item]
+            multi_agent={"enabled": True}, betas=BETA, store=False)
+        body = orjson.loads(raw.http_response.content)
+    _strict(body)
+    assert body["status"] == "completed"
+    waited = _items(body, "multi_agent_call_output")[-1]["output"][0]["text"]
+    assert "## agent_1 (failed)\nThe subagent failed: it called get_weather, which the client runs" in waited
+    assert not _items(body, "function_call")  # the client is never handed the subagent's call to run
+
+
+@pytest.mark.parametrize("door", ["http", "envoy"])
 @pytest.mark.parametrize(("query", "headers", "missing"), [
     ("", {}, "lacks the query '?beta=true' and the header"),
     ("?beta=true", {}, "lacks the header 'openai-beta: responses_multi_agent=v1'"),
