@@ -39,10 +39,9 @@ def agent_field(item: dict[str, Any], param: str) -> dict[str, str] | None:
 
 
 def multi_agent_call(item: dict[str, Any], param: str) -> dict[str, Any]:
-    normalized: dict[str, Any] = {
+    return {
         "id": item_id(item, param, "mac"), "type": "multi_agent_call", "action": _action(item, param),
         "arguments": require_str(item, "arguments", param), "call_id": require_str(item, "call_id", param)}
-    return normalized
 
 
 def multi_agent_call_output(item: dict[str, Any], param: str) -> dict[str, Any]:
@@ -52,11 +51,10 @@ def multi_agent_call_output(item: dict[str, Any], param: str) -> dict[str, Any]:
             for part in output):
         raise invalid_request(f"Invalid value for '{param}.output': expected a list of output_text parts.",
                               param=f"{param}.output", code="invalid_value")
-    normalized: dict[str, Any] = {
+    return {
         "id": item_id(item, param, "maco"), "type": "multi_agent_call_output", "action": _action(item, param),
         "call_id": require_str(item, "call_id", param),
         "output": [{"type": "output_text", "text": part["text"], "annotations": []} for part in output]}
-    return normalized
 
 
 def agent_message(item: dict[str, Any], param: str) -> dict[str, Any]:
@@ -67,10 +65,9 @@ def agent_message(item: dict[str, Any], param: str) -> dict[str, Any]:
                                                 for part in content):
         raise invalid_request(f"Invalid value for '{param}.content': expected a list of content parts.",
                               param=f"{param}.content", code="invalid_value")
-    normalized: dict[str, Any] = {
+    return {
         "id": item_id(item, param, "amsg"), "type": "agent_message", "author": require_str(item, "author", param),
         "recipient": require_str(item, "recipient", param), "content": content}
-    return normalized
 
 
 NORMALIZERS: dict[str, Callable[[dict[str, Any], str], dict[str, Any]]] = {
