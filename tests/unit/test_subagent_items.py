@@ -9,9 +9,12 @@ import orjson
 import pytest
 
 from responses_bridge.engine.options import EngineOptions
+from responses_bridge.engine.output_builder import OutputBuilder
 from responses_bridge.engine.request_translation import items_to_messages
+from responses_bridge.engine.response_object import new_response
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.protocol.input_items import normalize_input
+from responses_bridge.protocol.request import parse_request
 from responses_bridge.run.subagents import answer_of, calls_for_the_client
 
 TASK = [{"type": "message", "role": "user", "content": "look it up"}]
@@ -89,3 +92,25 @@ def test_the_root_model_never_reads_another_agents_items() -> None:
     items_to_messages(items, messages, EngineOptions())
     assert messages == [{"role": "user", "content": "split the work"},
                         {"role": "assistant", "content": "the root's answer"}]
+
+
+def _turn(builder: OutputBuilder, usage: dict[str, Any] | None) -> None:
+    """One root turn that calls spawn_agent, its final chunk carrying ``usage`` (None: the upstream gave none)."""
+    builder.begin_turn()
+    call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "spawn_agent", "arguments": "{}"}}
+    builder.feed({"choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": "tool_calls"}]})
+    if usage is not None:
+        builder.feed({"choices": [], "usage": usage})
+    builder.end_turn()
+
+
+@pytest.mark.parametrize("reported", [True, False])
+def test_subagents_usage_is_added_only_to_a_root_whose_turns_report_theirs(reported: bool) -> None:
+    builder = OutputBuilder(new_response("resp_1", parse_request(b'{"model": "m", "input": "x"}')), None)
+    _turn(builder, {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110} if reported else None)
+    builder.count_usage({"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10})
+    total = builder.total_usage
+    if reported:
+        assert total is not None and (total["prompt_tokens"], total["completion_tokens"]) == (107, 13)
+    else:  # llama-cpp-python's streams report none: the response's usage is unknown, not the subagent's alone
+        assert total is None

@@ -331,7 +331,12 @@ class OutputBuilder(EventFrames, ToolCallStream, RunItems):
         return message
 
     def count_usage(self, usage: dict[str, Any] | None) -> None:
-        """Usage of the response's own spent outside its turns (a subagent's, Chat Completions shape)."""
+        """Usage of the response's own spent outside its turns (a subagent's, Chat Completions shape). Counted
+        only when the response's own turns have reported theirs (its first turn always ends before such work
+        starts): over an upstream that reports none (llama-cpp-python's streams), the response's usage stays
+        unknown rather than claiming the subagents' tokens as all it spent."""
+        if self._usage_past is None and self.usage is None:
+            return
         self._usage_past = add_usage(self._usage_past, usage)
 
     @property
