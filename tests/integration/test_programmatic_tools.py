@@ -114,6 +114,18 @@ async def test_a_program_that_loops_forever_ends_incomplete_and_the_model_reads_
     assert output["status"] == "incomplete" and "time limit" in output["result"]
 
 
+@pytest.mark.parametrize("code", ["const b = new ArrayBuffer(2 * 1024 * 1024 * 1024); return b.byteLength",
+                                  "const a = []; while (true) a.push(new Array(1e6).fill(1.5));"],
+                         ids=["2-gib-at-once", "growing"])
+async def test_a_huge_allocation_ends_incomplete_and_the_sidecar_answers_on(http: aiohttp.ClientSession,
+                                                                            code: str) -> None:
+    response = await create(http, {"input": f"js: {code}"}, True)
+    assert kinds(response) == ["program", "program_output", "message"]
+    output = response["output"][1]
+    assert output["status"] == "incomplete" and ("RangeError" in output["result"] or "memory" in output["result"])
+    assert kinds(await create(http, {"input": "hello"}, False)) == ["message"]  # the sidecar is unharmed
+
+
 async def test_a_waiting_program_needs_its_tool_to_go_on(http: aiohttp.ClientSession) -> None:
     first = await create(http, {"input": PROGRAM}, False)
     outputs = [{"type": "function_call_output", "call_id": call["call_id"], "output": "x"}
