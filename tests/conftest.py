@@ -1,6 +1,12 @@
 """Options and fixtures every suite shares: which store the store and integration suites run on (``--store``),
 the session's PostgreSQL server (tests/support/postgres.py), stopped when the session ends, and the ``store_free``
-marker.
+and ``runs_first`` markers.
+
+``runs_first`` marks a module that holds its worker for minutes (a VM booted under software emulation, a venv built
+from the wheel): xdist hands out modules by their number of tests, largest first, so such a module of two tests went
+out last and the other workers sat idle while it ran. The collection is ordered here — the marked modules first,
+then the rest by size as xdist would — and scripts/test runs xdist with ``--no-loadscope-reorder``, so this order is
+the one the workers get.
 
 ``store_free`` marks a module none of whose tests reads the store switch (``--store``, read through
 tests/support/postgres.py's ``store_from_env``: what puts a sidecar on PostgreSQL): such a module runs the same on
@@ -12,6 +18,7 @@ test of it that reads the switch anyway, in its set-up, body or teardown, errors
 from __future__ import annotations
 
 import os
+from collections import Counter
 
 import pytest
 
@@ -22,6 +29,7 @@ from tests.support.postgres import STORE_ENV, postgres_server, postgres_url, sto
 __all__ = ["postgres_server", "postgres_url"]
 
 STORE_FREE = "store_free"
+RUNS_FIRST = "runs_first"
 SWITCHED_FIXTURES = frozenset({"sidecar"})
 """Session fixtures that start a sidecar on the switch's store: set up once, by whichever test asks first, so a
 test that uses them reads the switch whether or not it was the one that started them."""
@@ -63,6 +71,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         config.hook.pytest_deselected(items=free)
         left_out = {id(item) for item in free}
         items[:] = [item for item in items if id(item) not in left_out]
+    _order_modules(items)
+
+
+def _order_modules(items: list[pytest.Item]) -> None:
+    """The modules marked ``runs_first`` first, then every other by its number of tests, largest first (a stable
+    sort: tests keep their order within a module, and modules of one size their collection order)."""
+    sizes = Counter(item.nodeid.partition("::")[0] for item in items)
+    first = {item.nodeid.partition("::")[0] for item in items if item.get_closest_marker(RUNS_FIRST) is not None}
+    items.sort(key=lambda item: (item.nodeid.partition("::")[0] not in first,
+                                 -sizes[item.nodeid.partition("::")[0]]))
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -23,6 +23,8 @@ from dockerfile_parse import DockerfileParser
 
 from responses_bridge.devtools.procs import ManagedProcess, free_port, wait_http
 
+pytestmark = pytest.mark.runs_first  # the image's venv is built from the wheel: a minute of one worker
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 

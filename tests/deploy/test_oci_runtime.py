@@ -25,7 +25,8 @@ import pytest
 from tests.support.oci import SHAPES
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="runc needs root to make a container's namespaces")
+pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="runc needs root to make a container's namespaces"),
+              pytest.mark.runs_first]  # the cgroup v2 VM holds its worker for minutes
 
 
 def _install_runtime() -> str | None:
