@@ -77,10 +77,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def _order_modules(items: list[pytest.Item]) -> None:
     """The modules marked ``runs_first`` first, then every other by its number of tests, largest first (a stable
     sort: tests keep their order within a module, and modules of one size their collection order)."""
-    sizes = Counter(item.nodeid.partition("::")[0] for item in items)
-    first = {item.nodeid.partition("::")[0] for item in items if item.get_closest_marker(RUNS_FIRST) is not None}
-    items.sort(key=lambda item: (item.nodeid.partition("::")[0] not in first,
-                                 -sizes[item.nodeid.partition("::")[0]]))
+    def module(item: pytest.Item) -> str:
+        return item.nodeid.partition("::")[0]
+
+    sizes = Counter(map(module, items))
+    first = {module(item) for item in items if item.get_closest_marker(RUNS_FIRST) is not None}
+    items.sort(key=lambda item: (module(item) not in first, -sizes[module(item)]))
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -15,7 +15,7 @@ from responses_bridge.engine.response_object import new_response
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.protocol.input_items import normalize_input
 from responses_bridge.protocol.request import parse_request
-from responses_bridge.run.subagents import answer_of, calls_for_the_client
+from responses_bridge.run.subagents import answer_of, left_open
 
 TASK = [{"type": "message", "role": "user", "content": "look it up"}]
 USAGE = {"input_tokens": 5, "output_tokens": 2, "total_tokens": 7}
@@ -61,8 +61,8 @@ def test_calls_answered_in_the_same_output_are_not_the_clients() -> None:
     shell = {"type": "shell_call", "id": "sh_1", "call_id": "call_s", "action": {"commands": ["ls"]}}
     ran = {"type": "shell_call_output", "id": "sho_1", "call_id": "call_s", "output": []}
     open_call = {"type": "custom_tool_call", "id": "ctc_1", "call_id": "call_c", "name": "patch", "input": "x"}
-    assert calls_for_the_client([shell, ran]) == []
-    assert calls_for_the_client([shell, ran, open_call]) == [open_call]
+    assert left_open([shell, ran]) == []
+    assert left_open([shell, ran, open_call]) == [open_call]
 
 
 def test_an_items_agent_is_kept_on_every_kind_and_checked() -> None:

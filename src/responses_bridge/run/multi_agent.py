@@ -82,10 +82,10 @@ class AgentTree:
     """The subagents of one response. ``worker`` runs one piece of work; ``on_usage`` is told each piece's usage."""
 
     def __init__(self, config: MultiAgentConfig, worker: Worker,
-                 on_usage: Callable[[dict[str, Any] | None], None], output: TreeOutput | None = None) -> None:
+                 on_usage: Callable[[dict[str, Any] | None], None], output: TreeOutput) -> None:
         self._worker = worker
         self._on_usage = on_usage
-        self._output = output or _NOWHERE
+        self._output = output
         self._places = asyncio.Semaphore(config.max_concurrent_subagents)
         self.agents: dict[str, Subagent] = {}
 
@@ -199,17 +199,6 @@ class AgentTree:
         for agent in self.agents.values():
             if agent.task is not None and not agent.task.done():
                 agent.task.cancel()
-
-
-class _Nowhere:
-    def message(self, author: str, recipient: str, text: str) -> object:
-        return None
-
-    def agent_items(self, agent_name: str, items: list[dict[str, Any]]) -> object:
-        return None
-
-
-_NOWHERE = _Nowhere()
 
 
 def offer_agents(plan: ToolPlan, builder: OutputBuilder) -> None:

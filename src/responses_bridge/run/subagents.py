@@ -153,14 +153,13 @@ def answer_of(status: int, body: bytes, items: list[dict[str, Any]]) -> Subagent
         return SubagentAnswer(f"The subagent failed: {message or f'HTTP {status}'}", "failed")
     output = [item for item in decoded["output"] if isinstance(item, dict)]
     usage = chat_usage(decoded.get("usage"))
-    waiting = calls_for_the_client(output)
+    waiting = left_open(output)
     if waiting:  # its response ended for the client to run a tool: nobody will, and the call cannot stay open
-        ended = {item.get("call_id") for item in output if item.get("type") == "program_output"}
-        kept = [item for item in output if all(item is not call for call in waiting)  # and no program left waiting
-                and not (item.get("type") == "program" and item.get("call_id") not in ended)]
-        names = ", ".join(sorted({str(item.get("name") or item["type"]) for item in waiting}))
-        return SubagentAnswer(f"The subagent failed: it called {names}, which the client runs; a subagent can use "
-                              "only the tools the bridge runs.", "failed", usage, items, kept)
+        dropped = {id(item) for item in waiting}
+        names = ", ".join(sorted({str(item.get("name")) for item in waiting if item["type"] != "program"}))
+        return SubagentAnswer(f"The subagent failed: it called {names or 'a tool'}, which the client runs; a "
+                              "subagent can use only the tools the bridge runs.", "failed", usage, items,
+                              [item for item in output if id(item) not in dropped])
     text = "\n".join(part.get("text", "") for item in output if item.get("type") == "message"
                      for part in item.get("content") or () if part.get("type") == "output_text")
     status_text = str(decoded.get("status") or "completed")
@@ -170,15 +169,16 @@ def answer_of(status: int, body: bytes, items: list[dict[str, Any]]) -> Subagent
     return SubagentAnswer(text, status_text, usage, [*items, *output], output)
 
 
-_CLIENT_CALLS = frozenset({"function_call", "custom_tool_call", "shell_call", "local_shell_call", "computer_call",
-                           "apply_patch_call"})
+_LEFT_OPEN = frozenset({"function_call", "custom_tool_call", "shell_call", "local_shell_call", "computer_call",
+                        "apply_patch_call", "program"})
 
 
-def calls_for_the_client(output: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The calls in a response's output that no output answers: those it ended with for its client to run (the
-    hosted shell's calls come with their outputs)."""
+def left_open(output: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The calls in a response's output that no output answers: what it ended with for its client to run, and the
+    programs waiting on those (the hosted shell's calls come with their outputs, a finished program with its
+    ``program_output``)."""
     answered = {item.get("call_id") for item in output if str(item.get("type", "")).endswith("_output")}
-    return [item for item in output if item.get("type") in _CLIENT_CALLS and item.get("call_id") not in answered]
+    return [item for item in output if item.get("type") in _LEFT_OPEN and item.get("call_id") not in answered]
 
 
 def chat_usage(usage: object) -> dict[str, Any] | None:
