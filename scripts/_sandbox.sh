@@ -71,7 +71,7 @@ _cover_traversable() {  # in the private namespace: $1 covered by a tmpfs like i
   local dir="$1" stage entry name mode owner
   mode="$(printf '%o' $(( 0$(stat -c %a "$dir") | 1 )))"
   owner="uid=$(stat -c %u "$dir"),gid=$(stat -c %g "$dir")"
-  if [ "$dir" = "$ROOT" ]; then
+  if [ "$dir" = "${ROOT:-}" ]; then
     # the checkout itself (a clone in a mode-0700 folder, as mktemp -d makes): what its tools write at its top would
     # land in the 1 MiB tmpfs and fill it (mypy's cache: an internal error, the checks failed) — made here first,
     # they are bound back like every other entry and what is written in them stays on disk
