@@ -87,6 +87,21 @@ def _reachable(path: str) -> list[dict[str, object]]:
     return []
 
 
+def _checkout_under_tmp() -> list[dict[str, object]]:
+    """A checkout under ``/tmp`` (a clone in a ``mktemp -d`` folder) would be hidden by the container's fresh
+    ``/tmp``: its venv and sources (the editable install's) are bound back read-only, over a tmpfs open to all
+    where the checkout's folder is closed to others (mode 0700)."""
+    checkout = Path(__file__).resolve().parents[2]
+    if checkout.parts[:2] != ("/", "tmp"):
+        return []
+    entries = [checkout / ".venv", checkout / "src"]
+    cover: list[dict[str, object]] = []
+    if not os.stat(checkout).st_mode & 0o001:
+        cover = [{"destination": str(checkout), "type": "tmpfs", "source": "tmpfs", "options": ["mode=755"]}]
+    return [*cover, *({"destination": str(entry), "type": "bind", "source": str(entry), "options": ["rbind", "ro"]}
+                      for entry in entries)]
+
+
 def config(shape: Shape, args: Sequence[str], env: dict[str, str], data: Path, cgroups_path: str) -> dict[str, object]:
     """The bundle's config.json for ``shape``."""
     capabilities = list(shape.capabilities)
@@ -126,6 +141,7 @@ def config(shape: Shape, args: Sequence[str], env: dict[str, str], data: Path, c
             {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": cgroup_options},
             {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]},
             {"destination": "/data", "type": "bind", "source": str(data), "options": ["rbind", "rw"]},
+            *_checkout_under_tmp(),
             *_reachable(sys.base_prefix),
         ],
         "linux": linux,
