@@ -1,8 +1,8 @@
 """One call's flood of connections to its egress socket (bound into the sandbox, so the code reaches it directly,
 past the launcher's relay): counted as each is accepted, so 3,000 idle connections leave the bridge holding at most
 the call's limit, another call's proxy still relays, and the refusals are one log line at the call's end. A
-bridge-wide cap bounds every call's connections together, and one tenant's calls hold at most its share of it, so
-another tenant's call always gets connections."""
+bridge-wide cap bounds every call's connections together, and tenants' calls are admitted by the fair-share rule
+(fair_share.py), so however many tenants flood, another tenant's call always gets connections."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import pytest
 import structlog
 
 from responses_bridge.sandbox.egress import LINGERING, EgressLimits, EgressProxy
+from responses_bridge.sandbox.egress_limits import SHARES
 from responses_bridge.sandbox.egress_policy import EgressRules
 from tests.unit.test_egress_proxy import Host, exchange, fake_dns, policy_of
 
@@ -93,25 +94,35 @@ async def test_the_connection_past_the_limit_is_refused_before_its_head(host: Ho
 
 
 async def test_every_calls_connections_together_stay_under_the_bridges_cap(host: Host) -> None:
+    """Four tenants' floods of 8 against a cap of 10 hold 5, 3, 1 and 1 by the fair-share rule (alone 5; then each
+    no more than twice what it leaves; a tenant holding none gets a free one): the whole cap, never past it, and a
+    fifth tenant's connection is refused naming the bridge's cap."""
     limits = EgressLimits(connections=64, bridge_connections=10)
-    proxies = [await _proxy(host, limits, tenant) for tenant in ("t1", "t2", "t3")]  # 5 each, the third none
+    tenants = ("t1", "t2", "t3", "t4", "t5")
+    proxies = [await _proxy(host, limits, tenant) for tenant in tenants]
     try:
-        writers = [writer for proxy in proxies for writer in await _flood(proxy, 8)]
-        reader, writer = await asyncio.open_unix_connection(proxies[2].socket_path)
+        writers = []
+        for proxy in proxies[:4]:
+            writers += await _flood(proxy, 8)
+            await asyncio.sleep(0.2)  # each flood counted before the next tenant's (the order the shares follow)
+        held = [SHARES.held(tenant) for tenant in tenants[:4]]
+        reader, writer = await asyncio.open_unix_connection(proxies[4].socket_path)
         refused = await asyncio.wait_for(reader.read(), 5)
         writer.close()
-        for held in writers:
-            held.close()
+        for one in writers:
+            one.close()
     finally:
         for proxy in proxies:
             await proxy.close()
+    assert held == [5, 3, 1, 1], held
     assert b"X-Egress-Outcome: bridge_connection_limit" in refused
 
 
 async def test_one_tenants_calls_hold_only_its_share_and_another_tenants_call_gets_its_connections(
         host: Host) -> None:
     """The flood the bridge-wide cap once lost to: one tenant's 4 calls trying 8 connections each, with a cap of
-    16. They hold its share, 8; the other tenant's call gets all 8 of its own, each relayed."""
+    16. They hold its share, 8; the other tenant's call gets what the fair-share rule gives a second tenant at once
+    (5: it then leaves 3, more than half what it holds), each relayed."""
     limits = EgressLimits(connections=8, bridge_connections=16)
     greedy = [await _proxy(host, limits, "greedy") for _ in range(5)]
     other = await _proxy(host, limits, "other")
@@ -121,11 +132,12 @@ async def test_one_tenants_calls_hold_only_its_share_and_another_tenants_call_ge
         refused = await asyncio.wait_for(reader.read(), 5)
         writer.close()
         answers = await asyncio.gather(*(exchange(other, f"GET http://app.test:{host.port}/echo-headers HTTP/1.1"
-                                                         "\r\n\r\n".encode()) for _ in range(8)))
+                                                         "\r\n\r\n".encode()) for _ in range(5)))
         for held in writers:
             held.close()
     finally:
         for proxy in (*greedy, other):
             await proxy.close()
     assert b"X-Egress-Outcome: tenant_connection_limit" in refused and b"its share of the bridge's 16" in refused
+    assert b"holds 8 egress connections" in refused or b"hold 8 egress connections" in refused
     assert all(answer.startswith(b"HTTP/1.1 200") for answer in answers), [answer[:120] for answer in answers]

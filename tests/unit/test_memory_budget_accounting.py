@@ -59,9 +59,9 @@ async def test_a_request_larger_than_its_share_runs_alone_and_no_budget_holds_no
     with pytest.raises(APIError):
         await budget.reserve(1, wait=0.01)
     alone.release()
-    shared = MemoryBudget(10 * MiB)  # half each: the largest request holds a share, and another caller is served
+    shared = MemoryBudget(10 * MiB)  # half alone: the largest request holds a share, and another caller is served
     alone = await shared.reserve(64 * MiB, holder="a")
-    assert alone.bytes == 5 * MiB and (await shared.reserve(MiB // 8, holder="b")).bytes == 30 * MiB // 8
+    assert alone.bytes == 5 * MiB and (await shared.reserve(MiB // 16, holder="b")).bytes == 30 * MiB // 16
     alone.release()
     assert (await MemoryBudget(0).reserve(64 * MiB)).bytes == 0
 

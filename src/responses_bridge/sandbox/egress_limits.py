@@ -2,11 +2,14 @@
 among tenants (:class:`ConnectionShares`).
 
 Every call's proxy of one process counts its connections here as it accepts them (egress.py): the call's own limit
-(``code_egress_max_connections``), then its tenant's share, then the process's cap. Without the share the cap was
-one pool: one tenant's few calls holding their 64 connections each took all of it, and every other tenant's call
-was refused. A tenant's calls together hold at most its share (``code_egress_tenant_connections``; by default half
-the cap where tenants are told apart, all of it where there is one), so the rest is always there for the others;
-the refusal names the share, and a connection ended gives its place back at once.
+(``code_egress_max_connections``), then its tenant's fair share, then the process's cap. Without the share the cap
+was one pool: one tenant's few calls holding their 64 connections each took all of it, and every other tenant's
+call was refused; with a fixed half each, two tenants did the same. A tenant is admitted by the fair-share rule of
+every shared pool (fair_share.py): alone its calls hold at most its share (``code_egress_tenant_connections``; by
+default half the cap where tenants are told apart, all of it where there is one); beside others, one more only
+while it leaves free at least its ratio times what it then holds (with the default half: as many as it holds), and
+a tenant holding none is given a free connection at once — so however many tenants flood, another's call finds
+connections. The refusal names the share, and a connection ended gives its place back at once.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
+from ..fair_share import FairShare
 from ..observability import metrics
 
 BRIDGE_FLOOR = 16
@@ -70,17 +74,22 @@ class ConnectionShares:
     def __init__(self) -> None:
         self.total = 0
         self._by_tenant: Counter[str] = Counter()
+        self._rule = FairShare(0, 0, floor=1)
 
     def held(self, tenant: str) -> int:
         return self._by_tenant[tenant]
 
     def admit(self, tenant: str, *, share: int, cap: int) -> Refusal | None:
-        """Count one more of ``tenant``'s connections, or say why not: past its ``share``, or the process's ``cap``
-        reached (by its own connections and the others')."""
-        if self._by_tenant[tenant] >= share:
-            return Refusal("tenant_connection_limit", f"this tenant's calls hold {share} egress connections, its "
-                           f"share of the bridge's {cap} (RESPONSES_BRIDGE_CODE_EGRESS_TENANT_CONNECTIONS); "
-                           "try again when one ends")
+        """Count one more of ``tenant``'s connections, or say why not: past its fair share (alone: ``share``), or
+        the process's ``cap`` reached (by its own connections and the others')."""
+        rule = self._rule
+        if rule.capacity != cap or rule.cap != share:
+            rule = self._rule = FairShare(cap, share, floor=1)
+        holds = self._by_tenant[tenant]
+        if rule.by_share(self.total, holds, 1):
+            return Refusal("tenant_connection_limit", f"this tenant's calls hold {holds} egress connections, its "
+                           f"share of the bridge's {cap} while others hold some (alone {share}: "
+                           "RESPONSES_BRIDGE_CODE_EGRESS_TENANT_CONNECTIONS); try again when one ends")
         if self.total >= cap:
             return Refusal("bridge_connection_limit", f"the bridge holds all its {cap} egress connections "
                            "(RESPONSES_BRIDGE_CODE_EGRESS_BRIDGE_CONNECTIONS); try again later")

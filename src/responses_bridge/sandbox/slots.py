@@ -1,9 +1,12 @@
 """How many sandboxes run at once, shared fairly among tenants.
 
-A tenant holds at most its share of the slots (``max_sandboxes``; by default all of them where there is one tenant,
-else all but one), so one tenant's runaway code always leaves a slot for another's first call; and a freed slot
-goes to the waiting tenant that holds the fewest, first come first served among equals, so a tenant with a queue
-of calls cannot starve one with a single call.
+A slot is given by the fair-share rule of every shared pool (fair_share.py): alone, a tenant holds at most its
+share of the slots (``max_sandboxes``; by default all of them where there is one tenant, else all but one); beside
+others, it is given another only while the slots left free are at least its ratio times what it then holds, and a
+tenant holding none is given a free slot at once — so several tenants' runaway code together always leave a slot
+for another's first call. A freed slot goes to the waiting tenant that holds the fewest, first come first served
+among equals, so a tenant with a queue of calls cannot starve one with a single call. Program slots share the same
+class (``acquire(tenant, timeout)`` / ``release``).
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import asyncio
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from ..fair_share import FairShare
 
 
 @dataclass(slots=True)
@@ -28,10 +33,12 @@ class FairSlots:
         self._share = share
         self._held: Counter[str] = Counter()
         self._waiting: list[_Waiter] = []
+        self._busy = 0
+        self._rule = FairShare(total, total, floor=1)  # each tenant's ceiling is its own share (admits' cap)
 
     @property
     def busy(self) -> int:
-        return sum(self._held.values())
+        return self._busy
 
     def held(self, tenant: str) -> int:
         return self._held[tenant]
@@ -53,6 +60,7 @@ class FairSlots:
 
     def release(self, tenant: str) -> None:
         self._held[tenant] -= 1
+        self._busy -= 1
         if self._held[tenant] <= 0:
             del self._held[tenant]
         self._dispatch()
@@ -66,12 +74,13 @@ class FairSlots:
         return False
 
     def _dispatch(self) -> None:
-        while self.busy < self.total:
+        while self._busy < self.total and self._waiting:
             eligible = [waiter for waiter in self._waiting
-                        if self._held[waiter.tenant] < max(1, self._share(waiter.tenant))]
+                        if self._rule.admits(self._busy, self._held[waiter.tenant], 1, self._share(waiter.tenant))]
             if not eligible:
                 return
             chosen = min(eligible, key=lambda waiter: self._held[waiter.tenant])  # min keeps the first of equals
             self._waiting.remove(chosen)
             self._held[chosen.tenant] += 1
+            self._busy += 1
             chosen.granted.set_result(None)

@@ -9,14 +9,15 @@ that declares 64 MiB and sends one byte holds one step, not 1.9 GiB (:class:`Hel
 handler's life (adapters/http/params.py, limits.py), the ext_proc door for the gRPC stream's
 (adapters/extproc/request_phase.py), and a WebSocket turn from the moment its frame is queued until the turn ends.
 
-Each holder (the tenant; with ``RESPONSES_BRIDGE_AUTH=none``, the caller's key: :meth:`MemoryBudget.holder`) may
-hold at most its share of the budget (``RESPONSES_BRIDGE_MEMORY_BUDGET_SHARE``, half by default), so one tenant
-at its share leaves the rest to the others. Past the budget or the share, new work waits up to
-:data:`WAIT_SECONDS` for room (room freed goes first to the waiting holder that holds least), then gets a 503 with
-``Retry-After`` (the openai SDKs retry it): ``server_overloaded`` for the whole budget, ``memory_share_exceeded``
-naming the share for a holder at its own. A request larger than a share runs when its holder holds nothing else,
-rather than never. How long a body may take to arrive is bounded (services/body_pace.py), so an idle connection
-gives its steps back.
+Each holder (the tenant; with ``RESPONSES_BRIDGE_AUTH=none``, the caller's key: :meth:`MemoryBudget.holder`) is admitted
+by the fair-share rule every shared pool uses (fair_share.py): alone it may hold its share of the budget
+(``RESPONSES_BRIDGE_MEMORY_BUDGET_SHARE``, half by default); beside others, it is given more only while it leaves free
+at least half what it then holds, so however many callers hold their most, the next one finds room at once. Past that,
+or past the budget, new work waits up to :data:`WAIT_SECONDS` for room (room freed goes first to the waiting holder that
+holds least), then gets a 503 with ``Retry-After`` (the openai SDKs retry it): ``server_overloaded`` for the whole
+budget, ``memory_share_exceeded`` naming the share for a holder at its own. A request larger than a share runs when its
+holder holds nothing else, rather than never. How long a body may take to arrive is bounded (services/body_pace.py), so
+an idle connection gives its steps back.
 
 The budget defaults to half of what the process may use: the cgroup's memory limit (a container's, a pod's), else
 the machine's memory, shared among the workers.
@@ -27,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 
+from ..fair_share import FairShare
 from ..observability.metrics import MEMORY_HELD, MEMORY_REFUSED
 from ..protocol.errors import APIError
 from ..store.base import DEFAULT_TENANT
@@ -50,9 +52,10 @@ def overloaded() -> APIError:
 
 def share_exceeded(share: float) -> APIError:
     MEMORY_REFUSED.inc()
-    return APIError(503, f"This caller's requests in flight hold its share of the server's request memory "
-                    f"({share:.0%} of it: RESPONSES_BRIDGE_MEMORY_BUDGET_SHARE); other callers are still served. "
-                    "Retry when some of them have ended.", type="server_error", code=SHARE_EXCEEDED)
+    return APIError(503, f"This caller's requests in flight hold its fair share of the server's request memory "
+                    f"(alone at most {share:.0%} of it: RESPONSES_BRIDGE_MEMORY_BUDGET_SHARE; beside other callers "
+                    "no more than it leaves to them); other callers are still served. Retry when some of them have "
+                    "ended.", type="server_error", code=SHARE_EXCEEDED)
 
 
 class Reservation:
@@ -148,7 +151,8 @@ class _Waiter:
 
 
 class MemoryBudget:
-    """The process's reservations against ``total`` bytes (0: no budget), each holder's at most ``share`` of it.
+    """The process's reservations against ``total`` bytes (0: no budget), each holder's admitted by the fair-share
+    rule (fair_share.py) with ``share`` of it as what one holder may hold alone.
     ``by_client_key``: there are no tenants (``auth: none``), so a caller's key tells callers apart
     (:meth:`holder`)."""
 
@@ -160,6 +164,7 @@ class MemoryBudget:
         self.by_holder: dict[str, int] = {}
         self._by_client_key = by_client_key
         self._waiters: list[_Waiter] = []
+        self._rule = FairShare(total, self.share_bytes)
 
     def holder(self, tenant: str, authorization: str | None) -> str:
         """Whose share a request counts against: its tenant; with no tenants (``auth: none``: everyone is the
@@ -186,7 +191,7 @@ class MemoryBudget:
         return Reservation(self, await self._take(holder, size, wait), holder)
 
     def _fits(self, holder: str, size: int) -> bool:
-        return self.held + size <= self.total and self.by_holder.get(holder, 0) + size <= self.share_bytes
+        return self._rule.admits(self.held, self.by_holder.get(holder, 0), size)
 
     def _grant(self, holder: str, size: int) -> int:
         self.held += size
@@ -218,7 +223,7 @@ class MemoryBudget:
             raise
         if not waiter.future.done():  # no room came in time
             self._forget(waiter)
-            if self.share_bytes < self.total and self.by_holder.get(holder, 0) + size > self.share_bytes:
+            if self._rule.by_share(self.held, self.by_holder.get(holder, 0), size):
                 raise share_exceeded(self.share)
             raise overloaded()
         return size
