@@ -56,6 +56,17 @@ class Settings(AgentSandboxSettings, CodeSandboxSettings, EndpointSettings):
     upstream_timeout: float = 600.0  # whole-request ceiling; streams are also bounded by idle_timeout
     upstream_connect_timeout: float = 10.0
     upstream_idle_timeout: float = 300.0  # the longest silence allowed between two upstream chunks
+    upstream_max_connections: int = Field(default=256, ge=1, description=(
+        "the sidecar's own upstream model calls open at once, every tenant's together (each upstream's connection "
+        "pool is bounded by it too); a call that finds none within `upstream_connect_timeout` fails with 503 "
+        "`upstream_connections_exceeded`. Shared by the fair-share rule (see docs/operations.md)"))
+    upstream_tenant_connections: int = Field(default=0, ge=0, description=(
+        "of `upstream_max_connections`, what one tenant's calls may hold when it is alone; beside other tenants "
+        "less, by the fair-share rule, so several tenants never take them all; 0: half where tenants are told apart "
+        "(auth keys or header), all of them with auth none"))
+    upstream_response_connections: int = Field(default=8, ge=1, description=(
+        "upstream model calls one response may have open at once, its own turn and its subagents' together (the "
+        "multi-agent beta): the rest of its subagents wait for its earlier calls to end"))
     max_request_bytes: int = 64 * 1024 * 1024
     websocket_max_lanes: int = Field(default=8, ge=1, description=(
         "WebSocket mode: `stream_id` lanes one connection may have busy at once (turns running or waiting); a "
@@ -68,10 +79,11 @@ class Settings(AgentSandboxSettings, CodeSandboxSettings, EndpointSettings):
         "the container's memory limit (else the machine's); with several workers each takes its share; 0: no "
         "budget"))
     memory_budget_share: float = Field(default=0.5, gt=0, le=1, description=(
-        "the part of the memory budget one tenant's requests in flight may hold together (with `auth: none`, one "
-        "caller's, told apart by its Authorization key; callers sending none share one); past it that tenant's "
-        "new requests wait up to 2 s, then get 503 `memory_share_exceeded` with Retry-After while the others are "
-        "served; 1: no share, first come first served"))
+        "the part of the memory budget one tenant's requests in flight may hold together when it is alone (with "
+        "`auth: none`, one caller's, told apart by its Authorization key; callers sending none share one); beside "
+        "others less, by the fair-share rule (docs/operations.md), so several tenants never take it all; past it "
+        "that tenant's new requests wait up to 2 s, then get 503 `memory_share_exceeded` with Retry-After while "
+        "the others are served; 1: no share, first come first served"))
     request_body_timeout: float = Field(default=30.0, ge=0, description=(
         "seconds a request body may take to arrive, plus one second for every `request_body_min_rate` bytes "
         "received; a slower body is answered 408 `request_timeout` and its connection closed, giving back what it "
@@ -423,6 +435,13 @@ class Settings(AgentSandboxSettings, CodeSandboxSettings, EndpointSettings):
         if own is not None:
             return min(own, slots)
         return slots if self.auth == "none" else max(1, slots - 1)
+
+    def upstream_share(self, tenant: str) -> int:
+        """What one tenant's upstream calls may hold of ``upstream_max_connections`` when it is alone."""
+        total = self.upstream_max_connections
+        if self.upstream_tenant_connections:
+            return min(self.upstream_tenant_connections, total)
+        return total if self.auth == "none" else max(1, total // 2)
 
     def tenant_policy(self, tenant: str) -> TenantPolicy:
         """The limits and retention of ``tenant``: its own entry under ``tenants`` over the defaults."""

@@ -68,7 +68,8 @@ class CodeSandboxSettings(BaseSettings):
         "egress connections of every call together that the process serves at once (past it a new one is refused "
         "as it is accepted); 0: a quarter of the process's descriptor limit, at most 1,024"))
     code_egress_tenant_connections: int = Field(default=0, ge=0, description=(
-        "of those, the egress connections one tenant's calls together may hold at once (past it a new one is "
+        "of those, the egress connections one tenant's calls together may hold at once when it is alone (beside "
+        "other tenants less, by the fair-share rule of docs/operations.md; past it a new one is "
         "refused, naming this share), so that another tenant's call always gets its connections; 0: half of "
         "code_egress_bridge_connections where tenants are told apart (auth keys or header), all of them with "
         "auth none"))

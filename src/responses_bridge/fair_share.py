@@ -28,6 +28,11 @@ The check is O(1), with no allocation: it needs only what the pool holds in all 
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
 
 class FairShare:
     """The rule for one pool of ``capacity`` units whose tenants may each hold at most ``cap`` alone (a tenant's own
@@ -58,3 +63,76 @@ class FairShare:
         """Is ``size`` refused by the tenant's own holding, with room enough in the pool? (A refusal's code: the
         tenant's share, not the pool, is full.)"""
         return size <= self.capacity - held and not self.admits(held, holds, size, cap)
+
+
+@dataclass(slots=True)
+class _Waiter:
+    tenant: str
+    granted: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class FairSlots:
+    """``total`` slots given one at a time by :class:`FairShare` (a tenant holding none gets a free one at once),
+    waiters served the tenant holding fewest first; ``share(tenant)``: how many one tenant may hold alone (at least
+    1). The pool of sandbox slots, program slots and upstream connections."""
+
+    def __init__(self, total: int, share: Callable[[str], int]) -> None:
+        self.total = total
+        self._share = share
+        self._held: Counter[str] = Counter()
+        self._waiting: list[_Waiter] = []
+        self._busy = 0
+        self._rule = FairShare(total, total, floor=1)  # each tenant's ceiling is its own share (admits' cap)
+
+    @property
+    def busy(self) -> int:
+        return self._busy
+
+    def held(self, tenant: str) -> int:
+        return self._held[tenant]
+
+    async def acquire(self, tenant: str, timeout: float) -> bool:
+        """Wait for a slot at most ``timeout`` seconds: True once it is ``tenant``'s, False if none came."""
+        if not self._waiting and self._rule.admits(self._busy, self._held[tenant], 1, self._share(tenant)):
+            self._held[tenant] += 1  # the fast path: nobody waits and the rule admits it, nothing allocated
+            self._busy += 1
+            return True
+        waiter = _Waiter(tenant)
+        self._waiting.append(waiter)
+        self._dispatch()
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter.granted), timeout)
+            return True
+        except TimeoutError:
+            return self._withdraw(waiter)
+        except BaseException:
+            if self._withdraw(waiter):
+                self.release(tenant)
+            raise
+
+    def release(self, tenant: str) -> None:
+        self._held[tenant] -= 1
+        self._busy -= 1
+        if self._held[tenant] <= 0:
+            del self._held[tenant]
+        self._dispatch()
+
+    def _withdraw(self, waiter: _Waiter) -> bool:
+        """Stop waiting: True if the slot was granted in the meantime (it is then held)."""
+        if waiter.granted.done():
+            return True
+        waiter.granted.cancel()
+        self._waiting.remove(waiter)
+        return False
+
+    def _dispatch(self) -> None:
+        while self._busy < self.total and self._waiting:
+            eligible = [waiter for waiter in self._waiting
+                        if self._rule.admits(self._busy, self._held[waiter.tenant], 1, self._share(waiter.tenant))]
+            if not eligible:
+                return
+            chosen = min(eligible, key=lambda waiter: self._held[waiter.tenant])  # min keeps the first of equals
+            self._waiting.remove(chosen)
+            self._held[chosen.tenant] += 1
+            self._busy += 1
+            chosen.granted.set_result(None)

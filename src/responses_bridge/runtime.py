@@ -28,6 +28,7 @@ from .run.response_run import ResponseRun
 from .run.runs import Run
 from .run.server_tools import ServerTools, ServerToolServices
 from .run.upstream import UpstreamClient
+from .run.upstream_gate import UpstreamGate
 from .sealing import Sealer, load_or_create_key, new_key_text
 from .services.background import BackgroundService
 from .services.chat_completions import ChatCompletionService
@@ -96,19 +97,26 @@ class Runtime:
     limits: TenantLimits = field(init=False, repr=False)
     # the estimated memory of every request in flight, against one budget (services/memory_budget.py)
     memory: MemoryBudget = field(init=False, repr=False)
+    # the sidecar's own upstream calls at once: bridge-wide, per tenant and per response (run/upstream_gate.py)
+    upstream_gate: UpstreamGate = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.limits = TenantLimits(self.settings)
         self.memory = MemoryBudget(self.settings.memory_budget(), self.settings.memory_budget_share,
                                    by_client_key=self.settings.auth == "none")
+        self.upstream_gate = UpstreamGate(self.settings.upstream_max_connections, self.settings.upstream_share,
+                                          self.settings.upstream_response_connections,
+                                          self.settings.upstream_connect_timeout)
 
     def new_run_framed(self, framing: Framing, store: ResponseStore | None = None, *, tenant: str) -> ResponseRun:
         """A run of ``tenant`` whose events are always emitted, framed as asked (``"json"``: WebSocket mode),
         optionally over another store (a WebSocket connection's cache of ``store: false`` turns in front of this
         one)."""
-        return ResponseRun(store or self.store, self.options, self.sealer, framing=framing,
-                           conversations=self.conversations, prompts=self.prompts, server_tools=self.server_tools,
-                           max_turns=self.settings.max_turns, tenant=tenant)
+        run = ResponseRun(store or self.store, self.options, self.sealer, framing=framing,
+                          conversations=self.conversations, prompts=self.prompts, server_tools=self.server_tools,
+                          max_turns=self.settings.max_turns, tenant=tenant)
+        run.upstream_gate = self.upstream_gate
+        return run
 
     @classmethod
     async def open(cls, settings: Settings, upstream: UpstreamClient,
@@ -212,6 +220,7 @@ class Runtime:
                           prompts=self.prompts, server_tools=self.server_tools if tool_loop else None,
                           max_turns=self.settings.max_turns, tenant=tenant)
         run.admit_subagent = self.limits.acquire  # a subagent is one more of the tenant's requests in flight
+        run.upstream_gate = self.upstream_gate
         return run
 
     @cached_property

@@ -5,11 +5,16 @@ the upstream connections — and as work ends, the tenants converge to equal sha
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 from responses_bridge.fair_share import FairShare
 from responses_bridge.protocol.errors import APIError
+from responses_bridge.run.upstream import UpstreamFailure
+from responses_bridge.run.upstream_gate import UpstreamGate
 from responses_bridge.sandbox.egress_limits import ConnectionShares
 from responses_bridge.sandbox.slots import FairSlots
 from responses_bridge.services.memory_budget import SHARE_EXCEEDED, MemoryBudget
@@ -126,3 +131,64 @@ async def test_sandbox_slots_keep_their_api_and_the_next_tenant_gets_the_free_sl
     await asyncio.sleep(0)
     slots.release("a")
     assert await waiting and slots.held("c") == 1
+
+
+class _CountingUpstream:
+    """An upstream client whose chat calls stay open until released, counting how many are open at once."""
+
+    def __init__(self) -> None:
+        self.open = 0
+        self.most = 0
+        self.go = asyncio.Event()
+
+    @contextlib.asynccontextmanager
+    async def chat(self, call: Any, authorization: str | None) -> AsyncIterator[Any]:
+        self.open += 1
+        self.most = max(self.most, self.open)
+        try:
+            await self.go.wait()
+            yield None
+        finally:
+            self.open -= 1
+
+
+async def _turn(client: Any) -> str:
+    try:
+        async with client.chat(None, None):
+            return "answered"
+    except UpstreamFailure as failure:
+        return failure.error.code or ""
+
+
+async def test_one_response_holds_at_most_its_places_and_its_other_subagents_wait() -> None:
+    upstream = _CountingUpstream()
+    gate = UpstreamGate(256, lambda tenant: 128, per_response=8, wait=5)
+    response = gate.around(upstream, "t")  # type: ignore[arg-type]
+    assert gate.around(response, "t") is response  # a subagent's turn keeps its root's places
+    turns = [asyncio.create_task(_turn(response)) for _ in range(64)]  # 64 subagents' turns at once
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert upstream.open == 8
+    upstream.go.set()
+    assert await asyncio.gather(*turns) == ["answered"] * 64 and upstream.most == 8
+
+
+async def test_upstream_places_are_shared_fairly_and_a_call_without_one_is_refused_naming_the_settings() -> None:
+    upstream = _CountingUpstream()
+    gate = UpstreamGate(12, lambda tenant: 6, per_response=64, wait=0.05)
+    attackers = [asyncio.create_task(_turn(gate.around(upstream, tenant)))  # type: ignore[arg-type]
+                 for tenant in ("a", "b", "c") for _ in range(12)]
+    for _ in range(20):
+        await asyncio.sleep(0)
+    held = [gate.slots.held(tenant) for tenant in ("a", "b", "c")]
+    assert held[0] == 6 and sum(held) < 12, held  # alone 6; then each no more than twice what it leaves
+    victim = asyncio.create_task(_turn(gate.around(upstream, "victim")))  # type: ignore[arg-type]
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert gate.slots.held("victim") == 1  # at once, beside three tenants that want all of them
+    await asyncio.sleep(0.2)  # past the wait: the attackers' calls that found no place are refused
+    upstream.go.set()
+    refused = [code for code in await asyncio.gather(*attackers) if code != "answered"]
+    assert refused and set(refused) == {"upstream_connections_exceeded"}
+    assert await victim == "answered"
+    assert "RESPONSES_BRIDGE_UPSTREAM_MAX_CONNECTIONS" in gate.refused().message

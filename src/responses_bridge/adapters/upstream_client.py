@@ -131,6 +131,7 @@ class AiohttpUpstreamClient:
         self._idle = settings.upstream_idle_timeout or None
         self._session: aiohttp.ClientSession | None = None
         self.max_answer_bytes = settings.max_event_bytes  # a whole JSON answer read by read_answer()
+        self._max_connections = settings.upstream_max_connections
 
     def _metrics(self, path: str) -> metrics.Upstream:
         """This upstream's series for a call to ``path``: in the mode the request noted (``passthrough`` for the
@@ -139,7 +140,8 @@ class AiohttpUpstreamClient:
         return metrics.upstream(self.name, mode)
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=60, enable_cleanup_closed=True)
+        # bounded as the bridge's upstream places are (run/upstream_gate.py): never more sockets than those
+        connector = aiohttp.TCPConnector(limit=self._max_connections, ttl_dns_cache=60, enable_cleanup_closed=True)
         # auto_decompress off and no Accept-Encoding: bytes are forwarded as they come, never re-inflated
         self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, auto_decompress=False,
                                               skip_auto_headers=("Accept-Encoding", "User-Agent"))

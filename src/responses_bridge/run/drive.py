@@ -72,6 +72,9 @@ async def drive(run: Run, call: UpstreamRequest | None, upstream: UpstreamClient
     ``keepalive``: seconds of silence during server-side work before ``sink.keepalive()``. Cancellation
     propagates (the door records the run as abandoned, or cancelled); any other failure of the run's own is the
     door's too."""
+    gate = getattr(run, "upstream_gate", None)
+    if gate is not None:  # the response's model turns, its subagents' included, take places (run/upstream_gate.py)
+        upstream = gate.around(upstream, getattr(run, "tenant", ""))
     try:
         with upstream_scope(upstream, authorization):  # the tool loop's image calls go where its turns go
             async with deadline or nullcontext():

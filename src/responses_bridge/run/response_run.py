@@ -58,6 +58,7 @@ from .multi_agent import offer_agents
 from .runs import BeforePersist
 from .server_tools import CheckedTools, ServerToolRun, ServerTools
 from .subagents import Admission, attach_agents, wants_agents
+from .upstream_gate import UpstreamGate
 
 DEFAULT_MAX_TURNS = 16
 """Model turns one response may take (``RESPONSES_BRIDGE_MAX_TURNS``): the last is sent without tools."""
@@ -115,6 +116,7 @@ class ResponseRun:
         self.stop_between_turns: Callable[[], bool] | None = None  # see Run.stop_between_turns
         self.beta = NOT_BETA  # how the request came (protocol/multi_agent.py): the door says, before begin
         self.admit_subagent: Admission | None = None  # the tenant's limits, taken by each subagent's work
+        self.upstream_gate: UpstreamGate | None = None  # the bridge's upstream places (run/upstream_gate.py)
         self.save_fence: dict[str, str] = {}  # a background run's lease (store/base.py: save_response) or nothing
         self._store = store
         self._options = options

@@ -1,0 +1,95 @@
+"""The sidecar's own upstream calls bounded: bridge-wide, per tenant by the fair-share rule, and per response.
+
+Nothing bounded them: the connector's limit was 0, so one response whose model spawned 64 subagents held 64
+upstream calls at once, and a few such responses held every connection the upstream would take. Every model turn the
+driver makes (run/drive.py: the HTTP door's, background runs', WebSocket turns', each subagent's) now takes a place
+first:
+
+* one of the response's own places (``RESPONSES_BRIDGE_UPSTREAM_RESPONSE_CONNECTIONS``): a response's turn and its
+  subagents' turns share them, so one response never opens more at once — the rest of its subagents wait for its
+  own earlier calls to end;
+* one of the bridge's (``RESPONSES_BRIDGE_UPSTREAM_MAX_CONNECTIONS``), given by the fair-share rule of every shared
+  pool (fair_share.py): alone a tenant may hold ``RESPONSES_BRIDGE_UPSTREAM_TENANT_CONNECTIONS`` of them (0: half
+  where tenants are told apart, all of them with ``auth: none``), beside others no more than twice what it leaves
+  free, and a tenant holding none gets a free one at once. A call that finds none within the connect timeout
+  fails with 503 ``upstream_connections_exceeded`` naming the settings (a subagent's turn: that subagent fails
+  saying so, as its result).
+
+The place is held from the call's start until its answer is read or dropped; compaction, token counting and the
+model list (short calls, bounded by the answer size) do not take one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+from ..engine.wire import UpstreamRequest
+from ..fair_share import FairSlots
+from ..protocol.errors import APIError
+from .upstream import UpstreamAnswer, UpstreamClient, UpstreamFailure, UpstreamResponse
+
+EXCEEDED = "upstream_connections_exceeded"
+
+
+class UpstreamGate:
+    """The bridge's places for upstream calls (one per process), and how many one response may hold."""
+
+    def __init__(self, total: int, share: Callable[[str], int], per_response: int, wait: float) -> None:
+        self.slots = FairSlots(total, share)
+        self.per_response = per_response
+        self.wait = wait
+
+    def around(self, client: UpstreamClient, tenant: str) -> UpstreamClient:
+        """``client`` with this gate on its model turns, for one response of ``tenant``'s; a client already gated
+        (a subagent's turn, driven with its root's) keeps its root's places."""
+        if isinstance(client, GatedUpstream):
+            return client
+        return GatedUpstream(client, self, tenant)
+
+    def refused(self) -> APIError:
+        return APIError(503, f"This tenant's upstream calls hold their share of the bridge's {self.slots.total} "
+                        "upstream connections (RESPONSES_BRIDGE_UPSTREAM_MAX_CONNECTIONS, RESPONSES_BRIDGE_UPSTREAM_"
+                        f"TENANT_CONNECTIONS) and none came free within {self.wait:g} s; retry shortly.",
+                        type="server_error", code=EXCEEDED)
+
+
+class GatedUpstream:
+    """An :class:`UpstreamClient` whose chat calls take a place of the response's and one of the bridge's."""
+
+    __slots__ = ("_client", "_gate", "_places", "tenant")
+
+    def __init__(self, client: UpstreamClient, gate: UpstreamGate, tenant: str) -> None:
+        self._client = client
+        self._gate = gate
+        self.tenant = tenant
+        self._places = asyncio.Semaphore(gate.per_response)
+
+    async def start(self) -> None:
+        await self._client.start()
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    @asynccontextmanager
+    async def chat(self, call: UpstreamRequest, authorization: str | None) -> AsyncIterator[UpstreamAnswer]:
+        slots = self._gate.slots
+        async with self._places:
+            if not await slots.acquire(self.tenant, self._gate.wait):
+                raise UpstreamFailure(self._gate.refused())
+            try:
+                async with self._client.chat(call, authorization) as answer:
+                    yield answer
+            finally:
+                slots.release(self.tenant)
+
+    async def read_answer(self, response: UpstreamResponse) -> bytes:
+        return await self._client.read_answer(response)
+
+    def post_json(self, path: str, body: bytes, authorization: str | None, *,
+                  timeout: float | None = None) -> AbstractAsyncContextManager[UpstreamResponse]:
+        return self._client.post_json(path, body, authorization, timeout=timeout)
+
+    def get(self, path: str, authorization: str | None) -> AbstractAsyncContextManager[UpstreamResponse]:
+        return self._client.get(path, authorization)
