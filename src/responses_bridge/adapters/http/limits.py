@@ -42,7 +42,9 @@ def limits_middleware(limits: TenantLimits, memory: MemoryBudget, *, body_timeou
         # reserved by read_body (params.py) as the bytes arrive, against the caller's share
         held = request[HELD_MEMORY] = Held(memory, memory.holder(tenant, request.headers.get("Authorization")))
         watch = None
-        if request.body_exists and body_timeout:  # its body must come at a pace, or it is answered 408
+        # a body still arriving must come at a pace, or it is answered 408; one already whole (a small body comes
+        # with its headers) has nothing left to watch
+        if body_timeout and request.body_exists and not request.content.is_eof():
             watch = request[BODY_WATCH] = BodyWatch(request, body_timeout, body_min_rate)
         try:
             response = await handler(request)

@@ -15,7 +15,7 @@ from ...engine.wire import Reply
 from ...observability import metrics
 from ...protocol.errors import APIError, not_found
 from ...protocol.lists import list_body
-from ...protocol.multi_agent import beta_surface
+from ...protocol.multi_agent import BETA_HEADER, NOT_BETA, BetaSurface, beta_surface
 from ...protocol.request import parse_json_object
 from ...run.drive import drive
 from ...run.response_run import LARGE_BODY_BYTES
@@ -37,6 +37,14 @@ log = structlog.get_logger("responses_bridge.http")
 ACTIVE_STREAMS = metrics.ACTIVE["http"]
 FIRST_EVENT = metrics.FIRST_EVENT["http"]
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def _beta(request: web.Request) -> BetaSurface:
+    """The request's multi-agent beta surface (protocol/multi_agent.py). Most requests name neither the query nor
+    the header: those skip parsing the query string into a multidict (a cost every JSON request paid)."""
+    if not request.query_string and BETA_HEADER not in request.headers:
+        return NOT_BETA
+    return beta_surface(request.query, request.headers)
 
 
 class ResponsesRoutes:
@@ -65,7 +73,7 @@ class ResponsesRoutes:
             route = self.runtime.route(decoded.get("model"))
             run = self.runtime.new_routed_run(route, tool_loop=True, tools=decoded.get("tools"),  # native, translated
                                               tenant=tenant)
-            run.beta = beta_surface(request.query, request.headers)
+            run.beta = _beta(request)
             call = await run.begin(decoded, large=large)
             del decoded
             upstream = self.clients[route.upstream.name]
@@ -75,7 +83,7 @@ class ResponsesRoutes:
                                                      self.runtime.client_for(route))
         else:
             run = self.runtime.new_run(tool_loop=True, tenant=tenant)
-            run.beta = beta_surface(request.query, request.headers)
+            run.beta = _beta(request)
             call = await run.begin(await read_body(request))  # the raw bytes die once parsed
             if run.background:
                 return await background_routes.start(request, self.runtime, run, call)

@@ -8,7 +8,9 @@ says how far two identical sidecars drift on this machine in this run. With ``--
 with the bootstrap *its own tree's* ``envoy-config`` renders (a tree is compared with the processing modes it ships).
 
 Each round deals every door's requests to A, B and A' in turn (latency: JSON and streamed), then gives each its
-cost batches (bench_cost.py: CPU per JSON request, per chunk bursted and paced, ext_proc messages). Every figure
+cost batches (bench_cost.py: CPU per JSON request, per chunk bursted and paced, ext_proc messages), then its
+throughput: ``--throughput-requests`` JSON requests ``--concurrency`` at a time, one side after another (the first
+side turned by one each round), in JSON requests per second. Every figure
 becomes two ratios per round, B/A and A'/A, and the report gives their medians over the rounds: the pair ratios
 of one run, not ratios of medians taken at different times.
 """
@@ -22,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +38,7 @@ from .bench_requests import post, synthetic_body, wait_healthy
 SIDES = ("A", "B", "A'")
 CONTROL = "A'/A"
 FIGURES = ("cpu_ms_per_json", "cpu_us_per_chunk_bursted", "cpu_us_per_chunk_paced", "envoy_cpu_ms_per_json",
-           "messages_per_json", "messages_per_chunk", "json_p50_ms", "stream_p50_ms")
+           "messages_per_json", "messages_per_chunk", "json_p50_ms", "stream_p50_ms", "json_per_s")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -140,9 +143,9 @@ async def run_ab(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
                         for body in bodies.values():
                             for _ in range(5):
                                 await post(session, target.url, body, target.name)
-                for _ in range(max(1, args.cost_rounds)):
+                for round_index in range(max(1, args.cost_rounds)):
                     for door in doors:
-                        rounds[door].append(await _round(session, targets[door], args))
+                        rounds[door].append(await _round(session, targets[door], args, round_index))
         finally:
             for side in sides:
                 side.stop()
@@ -152,8 +155,8 @@ async def run_ab(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
                    "doors": {door: _ratios(by_round) for door, by_round in rounds.items()}}}
 
 
-async def _round(session: aiohttp.ClientSession, targets: list[CostTarget],
-                 args: argparse.Namespace) -> dict[str, dict[str, float]]:
+async def _round(session: aiohttp.ClientSession, targets: list[CostTarget], args: argparse.Namespace,
+                 round_index: int) -> dict[str, dict[str, float]]:
     """One round on one door: the figures of each side."""
     latency: dict[str, dict[str, list[float]]] = {t.name: {"json": [], "stream": []} for t in targets}
     for _ in range(args.requests):
@@ -165,11 +168,33 @@ async def _round(session: aiohttp.ClientSession, targets: list[CostTarget],
     await measure_costs(session, targets, rounds=1, requests=args.cost_requests, streams=args.cost_streams,
                         send=post)
     costs = summarise_costs(targets, args.chunks)
+    throughput: dict[str, float] = {}
+    if args.throughput_requests > 0:
+        turn = round_index % len(targets)
+        for target in targets[turn:] + targets[:turn]:
+            throughput[target.name] = await _throughput(session, target, args.concurrency, args.throughput_requests)
     figures = {}
     for side, target in zip(SIDES, targets, strict=True):
         figures[side] = {**costs[target.name], "json_p50_ms": statistics.median(latency[target.name]["json"]),
                          "stream_p50_ms": statistics.median(latency[target.name]["stream"])}
+        if target.name in throughput:
+            figures[side]["json_per_s"] = throughput[target.name]
     return figures
+
+
+async def _throughput(session: aiohttp.ClientSession, target: CostTarget, concurrency: int, total: int) -> float:
+    """JSON requests per second, ``total`` of them sent ``concurrency`` at a time."""
+    remaining = total
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            await post(session, target.url, target.bodies["json"], target.name)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return total / (time.perf_counter() - started)
 
 
 def _ratios(by_round: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
