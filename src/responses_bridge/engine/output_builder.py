@@ -138,6 +138,9 @@ class OutputBuilder(EventFrames, ToolCallStream, RunItems):
         usage = chunk.get("usage")
         if usage and isinstance(usage, dict):
             self.usage = usage
+        tier = chunk.get("service_tier")  # the tier that served the turn, echoed in place of the one asked for
+        if tier and isinstance(tier, str):
+            self.response["service_tier"] = tier[:32]
         choices = chunk.get("choices")
         if not choices:
             return
