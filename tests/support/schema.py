@@ -60,7 +60,8 @@ RESPONSE_FIELDS: tuple[str, ...] = (
 )
 assert len(RESPONSE_FIELDS) == 31 and set(RESPONSE_FIELDS) == set(spec.ResponseResource.model_fields)
 # OpenAI fields the spec does not have, present only when the request used them (checked by the SDK types).
-OPTIONAL_RESPONSE_FIELDS: tuple[str, ...] = ("conversation", "prompt", "prompt_cache_retention", "prompt_cache_options")
+OPTIONAL_RESPONSE_FIELDS: tuple[str, ...] = ("conversation", "prompt", "prompt_cache_retention", "prompt_cache_options",
+                                             "user", "access_programs", "image")
 
 # Every event type the bridge may emit, mapped to its spec model. A type missing here fails validation.
 EVENT_MODELS: dict[str, type[BaseModel]] = {

@@ -19,6 +19,7 @@ from .multi_agent_tools import ROOT_AGENT
 from .options import EngineOptions
 from .programs import check_programs_answered, made_by_program_run, program_call_ids, program_tool_call
 from .server_tools import image_replay_note
+from .served_fields import check_served_fields
 from .tools import CUSTOM_INPUT, ToolPlan, loaded_tools, plan_tools
 from .turn_tools import set_turn_tools
 
@@ -60,6 +61,7 @@ def build_chat_request(
         if value is not None:
             body[name] = value
     _add_openai_fields(body, request, options)
+    check_served_fields(request, options)  # reasoning.context / mode, access_programs, image: served or a 400
     if p.service_tier is not None and p.service_tier != "auto":
         body["service_tier"] = p.service_tier
     if p.max_output_tokens is not None:
