@@ -18,8 +18,8 @@ from .content_parts import chat_part, user_content
 from .multi_agent_tools import ROOT_AGENT
 from .options import EngineOptions
 from .programs import check_programs_answered, made_by_program_run, program_call_ids, program_tool_call
-from .server_tools import image_replay_note
 from .served_fields import check_served_fields
+from .server_tools import image_replay_note
 from .tools import CUSTOM_INPUT, ToolPlan, loaded_tools, plan_tools
 from .turn_tools import set_turn_tools
 

@@ -31,8 +31,9 @@ def check_served_fields(request: ResponsesRequest, options: EngineOptions) -> No
         _check_reasoning(p.reasoning.context, p.reasoning.mode, options)
     programs = p.access_programs or {}
     if programs.get("cyber") not in (None, "standard"):
-        raise _unsupported("access_programs.cyber", f"'{str(programs['cyber'])[:100]}' is not available on this deployment: "
-                           "its models are served under the Standard program only ('standard', or leave it out).")
+        raise _unsupported("access_programs.cyber", f"'{str(programs['cyber'])[:100]}' is not available on this "
+                           "deployment: its models are served under the Standard program only ('standard', or leave "
+                           "it out).")
     compression = (p.image or {}).get("context_compression")
     if compression not in (None, "auto", "disabled"):
         raise _unsupported("image.context_compression", f"'{str(compression)[:100]}' is not offered: this "

@@ -4,13 +4,14 @@ for every other JSON body a create or update route takes (:data:`ROUTE_PARAMS`),
 refuses a misspelled field exactly where OpenAI would and accepts every field OpenAI defines.
 
 The table is a tree of nodes (protocol/known_fields.py walks it): ``None`` where anything goes (a scalar, a free
-JSON object such as ``metadata`` or a function's ``parameters``, the input items, whose tolerance is kept), a dict of
-the known keys of an object, ``("list", node)`` for an array's items, ``("type", {value: dict})`` for a union
-of objects told apart by their ``type``, and ``("enum", (value, ...))`` for a string the SDK types as a closed
+JSON object such as ``metadata`` or a function's ``parameters``, the input items, whose tolerance is kept), a dict
+of the known keys of an object, ``("list", node)`` for an array's items, ``("type", {value: dict})`` for a union of
+objects told apart by their ``type``, and ``("enum", (value, ...))`` for a string the SDK types as a closed
 ``Literal`` (``reasoning.effort``, ``service_tier``): another string there is OpenAI's 400 ``invalid_value``. A
-``Literal`` beside a plain ``str`` (``reasoning.mode``, a model name) is open, so unchecked. Unions of objects without a ``type`` are merged (every member's keys
-known); a type that refers back to itself is left unchecked below that point. Run by scripts/render-docs; the
-docs test fails when the committed table is not what the installed SDK makes.
+``Literal`` beside a plain ``str`` (``reasoning.mode``, a model name) is open, so unchecked. Unions of objects
+without a ``type`` are merged (every member's keys known); a type that refers back to itself is left unchecked below
+that point. Run by scripts/render-docs; the docs test fails when the committed table is not what the installed SDK
+makes.
 """
 
 from __future__ import annotations
