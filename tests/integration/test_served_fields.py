@@ -5,6 +5,8 @@ tool's own fields and ``user`` come back in the echo. Every 2xx validates strict
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 
 import aiohttp
@@ -106,3 +108,44 @@ async def test_the_sdk_reads_the_echo(client: openai.AsyncOpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as raised:
         await client.responses.create(model=MODEL, input="hi", reasoning={"effort": "bogus"})  # type: ignore[typeddict-item]
     assert raised.value.param == "reasoning.effort" and raised.value.code == "invalid_value"
+
+
+# --- the GA computer tool: batched actions out and back -----------------------------------------------------------
+
+BATCH: list[dict[str, Any]] = [{"type": "click", "button": "left", "x": 10, "y": 20},
+                               {"type": "type", "text": "hello"}, {"type": "keypress", "keys": ["ENTER"]}]
+PNG = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYGBgAAAABQABpfZFQAAAAAB"
+       "JRU5ErkJggg==")
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+async def test_the_ga_computer_tool_batches_actions_out_and_back(http: aiohttp.ClientSession,
+                                                                 upstream_log: UpstreamLog, stream: bool) -> None:
+    arguments = base64.b64encode(json.dumps({"actions": BATCH}).encode()).decode()
+    body = {"model": MODEL, "input": f"Please call computer [args64={arguments}]", "tools": [{"type": "computer"}],
+            "stream": stream, "store": False}
+    response = await _served(http, body)
+    offered = (await upstream_log.last_body())["tools"]
+    assert [tool["function"]["name"] for tool in offered] == ["computer"]
+    call = next(item for item in response["output"] if item["type"] == "computer_call")
+    assert (call["actions"], call["status"], "action" in call) == (BATCH, "completed", False)
+    assert response["tools"] == [{"type": "computer"}]
+
+    back = {"model": MODEL, "stream": stream, "store": False, "tools": [{"type": "computer"}], "input": [
+        {"role": "user", "content": "Fill in the form"}, call,
+        {"type": "computer_call_output", "call_id": call["call_id"],
+         "output": {"type": "computer_screenshot", "image_url": PNG}}]}
+    assert (await _served(http, back))["status"] == "completed"
+    messages = (await upstream_log.last_body())["messages"]
+    replayed = messages[-3]["tool_calls"][0]["function"]
+    assert replayed["name"] == "computer" and json.loads(replayed["arguments"]) == {"actions": BATCH}
+    assert messages[-2]["tool_call_id"] == call["call_id"]
+    assert messages[-1]["role"] == "user" and messages[-1]["content"][1]["image_url"]["url"] == PNG
+
+
+async def test_the_sdk_reads_a_batched_computer_call(client: openai.AsyncOpenAI) -> None:
+    arguments = base64.b64encode(json.dumps({"actions": BATCH}).encode()).decode()
+    response = await client.responses.create(model=MODEL, input=f"Please call computer [args64={arguments}]",
+                                             tools=[{"type": "computer"}])
+    call = next(item for item in response.output if item.type == "computer_call")
+    assert call.actions is not None and [action.type for action in call.actions] == ["click", "type", "keypress"]

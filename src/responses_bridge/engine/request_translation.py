@@ -12,7 +12,7 @@ import orjson
 
 from ..protocol.errors import invalid_request
 from ..protocol.request import ResponsesRequest
-from .computer_tool import screenshot_message
+from .computer_tool import computer_call_arguments, screenshot_message
 from .configuration_updates import UNSET, configured
 from .content_parts import chat_part, user_content
 from .multi_agent_tools import ROOT_AGENT
@@ -304,8 +304,9 @@ def _call_of(item: dict[str, Any], plan: ToolPlan) -> tuple[str, str]:
         action = {key: value for key, value in item["action"].items()
                   if key in ("command", "working_directory", "timeout_ms", "env") and value not in (None, {})}
         return plan.upstream_name("local_shell"), orjson.dumps(action).decode()
-    if kind == "computer_call":
-        return plan.upstream_name("computer_use_preview"), orjson.dumps(item["action"]).decode()
+    if kind == "computer_call":  # one action (the preview tool's) or a batch (the GA tool's)
+        tool_kind, arguments = computer_call_arguments(item)
+        return plan.upstream_name(tool_kind), orjson.dumps(arguments).decode()
     if kind == "apply_patch_call":
         return plan.upstream_name("apply_patch"), orjson.dumps(item["operation"]).decode()
     if kind == "multi_agent_call":  # the action's function (engine/multi_agent_tools.py)

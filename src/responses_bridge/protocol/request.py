@@ -300,7 +300,7 @@ def _check_metadata(metadata: dict[str, str] | None) -> None:
             raise invalid_request(f"metadata value for '{key}' is longer than 512 characters.", param="metadata")
 
 
-_NAMELESS_TOOLS = ("shell", "local_shell", "computer_use_preview", "apply_patch", "tool_search")
+_NAMELESS_TOOLS = ("shell", "local_shell", "computer_use_preview", "computer", "apply_patch", "tool_search")
 
 
 def _check_tool_choice(choice: str | dict[str, Any]) -> None:

@@ -105,7 +105,8 @@ BEHAVIOUR: dict[Section, dict[str, tuple[str, str]]] = {
     "items": {
         "message": ("forwarded", "by role (`developer` as the profile says)"),
         "file_search_call": ("forwarded", "replayed as a tool call and its results"),
-        "computer_call": ("forwarded", "as a call of the `computer` function (one `action`)"),
+        "computer_call": ("forwarded", "as a call of the `computer` function (one `action`, or the GA tool's batch "
+                          "of `actions`)"),
         "computer_call_output": ("forwarded", "its screenshot as a `user` image after the turn's tool messages"),
         "web_search_call": ("forwarded", "replayed as a tool call and its sources"),
         "function_call": ("forwarded", "as an assistant tool call"),
@@ -139,7 +140,8 @@ BEHAVIOUR: dict[Section, dict[str, tuple[str, str]]] = {
         "function": ("forwarded, echoed", "echoed with every key, `defer_loading`, `output_schema` and `async` "
                      "included"),
         "file_search": ("served", f"over the tenant's vector stores ({TOOLS_MD}); without any, {_UNSUPPORTED}"),
-        "computer": ("echoed", f"{_UNSUPPORTED}"),
+        "computer": ("forwarded", "offered as the function `computer` taking a batch of `actions`; the client runs "
+                     "them in order"),
         "computer_use_preview": ("forwarded", "offered as the function `computer`; the client runs its actions"),
         "web_search": ("served", f"by the configured provider; without one, {_UNSUPPORTED}"),
         "web_search_2025_08_26": ("served", "as `web_search`"),
