@@ -7,14 +7,14 @@ importing the module that imports them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..engine.builtin_tools import served_tool_types
 from .programs.isolate import programs_available
 from .tools.file_search import FileSearcher
 from .tools.mcp import MCPTools
-from .tools.web_search import SearchProvider, provider_from_settings
+from .tools.web_search import SearchCache, SearchProvider, provider_from_settings
 
 if TYPE_CHECKING:
     from .tools.code_interpreter import CodeInterpreterService
@@ -42,6 +42,7 @@ class ServerToolServices:
     code: CodeInterpreterService | None = None
     images: ImageSettings | None = None
     shell: HostedShellService | None = None
+    search_cache: SearchCache = field(default_factory=SearchCache)  # live searches' results, per tenant
 
     @classmethod
     def configured(cls, mcp_limits: MCPLimits, web_search: WebSearchSettings | None,

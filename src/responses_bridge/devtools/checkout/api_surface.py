@@ -143,7 +143,8 @@ BEHAVIOUR: dict[Section, dict[str, tuple[str, str]]] = {
         "computer": ("forwarded", "offered as the function `computer` taking a batch of `actions`; the client runs "
                      "them in order"),
         "computer_use_preview": ("forwarded", "offered as the function `computer`; the client runs its actions"),
-        "web_search": ("served", f"by the configured provider; without one, {_UNSUPPORTED}"),
+        "web_search": ("served", "by the configured provider (`external_web_access: false`: from the results the "
+                       f"tenant's earlier searches found, never a live search); without one, {_UNSUPPORTED}"),
         "web_search_2025_08_26": ("served", "as `web_search`"),
         "mcp": ("served", "the bridge calls the MCP server (approvals as OpenAI asks)"),
         "code_interpreter": ("served", f"in the sandbox's containers; without containers, {_UNSUPPORTED}"),
@@ -155,8 +156,8 @@ BEHAVIOUR: dict[Section, dict[str, tuple[str, str]]] = {
         "custom": ("forwarded", "a function with one string argument `input`"),
         "namespace": ("forwarded", "its functions offered under the namespace's name"),
         "tool_search": ("forwarded / served", "`execution: client`: the client searches; else the bridge does"),
-        "web_search_preview": ("served", "as `web_search`"),
-        "web_search_preview_2025_03_11": ("served", "as `web_search`"),
+        "web_search_preview": ("served", "as `web_search`; `search_content_types` asking for `image` is refused"),
+        "web_search_preview_2025_03_11": ("served", "as `web_search_preview`"),
         "apply_patch": ("forwarded", "offered as a function; the client applies the patch"),
     },
     "events": {
