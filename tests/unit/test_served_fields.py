@@ -129,5 +129,9 @@ def test_the_tier_echoed_is_the_one_the_upstream_served(reported: str | None, ec
     request = parse({"service_tier": "priority"})
     builder = OutputBuilder(new_response("resp_1", request), None)
     assert builder.response["service_tier"] == "default"  # not what was asked: nothing has served it yet
-    builder.feed({"choices": [{"index": 0, "delta": {"content": "hi"}}], "service_tier": reported})
+    builder.feed({"choices": [{"index": 0, "delta": {"content": "hi"}}], "service_tier": "scale"})
+    assert builder.response["service_tier"] == "default"  # read from the turn's last chunk, not every chunk
+    builder.feed({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "service_tier": reported})
     assert builder.response["service_tier"] == echoed
+    builder.feed({"choices": [], "usage": {"prompt_tokens": 1}, "service_tier": "flex"})  # a stream's usage chunk
+    assert builder.response["service_tier"] == "flex"
