@@ -25,6 +25,7 @@ BOGUS: list[tuple[dict[str, Any], str]] = [
 ]
 UNSERVED: list[tuple[dict[str, Any], str]] = [
     ({"reasoning": {"context": "all_turns"}}, "reasoning.context"),  # the default profile drops earlier reasoning
+    ({"reasoning": {"context": "current_turn"}}, "reasoning.context"),
     ({"reasoning": {"mode": "pro"}}, "reasoning.mode"),
     ({"access_programs": {"cyber": "daybreak_red"}}, "access_programs.cyber"),
     ({"image": {"context_compression": "enabled"}}, "image.context_compression"),

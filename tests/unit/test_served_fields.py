@@ -84,7 +84,7 @@ def test_warn_mode_accepts_a_newer_value_as_it_accepts_a_newer_field() -> None:
 
 @pytest.mark.parametrize(("extra", "param", "options"), [
     ({"reasoning": {"context": "all_turns"}}, "reasoning.context", DROP),
-    ({"reasoning": {"context": "current_turn"}}, "reasoning.context", SENT_BACK),
+    ({"reasoning": {"context": "current_turn"}}, "reasoning.context", DROP),
     ({"reasoning": {"mode": "pro"}}, "reasoning.mode", SENT_BACK),
     ({"access_programs": {"cyber": "daybreak_red"}}, "access_programs.cyber", DROP),
     ({"image": {"context_compression": "enabled"}}, "image.context_compression", DROP),
@@ -135,3 +135,27 @@ def test_the_tier_echoed_is_the_one_the_upstream_served(reported: str | None, ec
     assert builder.response["service_tier"] == echoed
     builder.feed({"choices": [], "usage": {"prompt_tokens": 1}, "service_tier": "flex"})  # a stream's usage chunk
     assert builder.response["service_tier"] == "flex"
+
+
+def _reasoning(text: str) -> dict[str, Any]:
+    return {"type": "reasoning", "id": f"rs_{text}", "summary": [], "content": [{"type": "reasoning_text",
+                                                                               "text": text}]}
+
+
+def _said(text: str) -> dict[str, Any]:
+    return {"type": "message", "id": f"msg_{text}", "role": "assistant", "status": "completed",
+            "content": [{"type": "output_text", "text": text, "annotations": []}]}
+
+
+@pytest.mark.parametrize(("context", "sent_back"), [
+    ("all_turns", ["before", "now"]), ("auto", ["before", "now"]), ("current_turn", ["now"])])
+def test_reasoning_context_chooses_which_reasoning_is_rendered_back(context: str, sent_back: list[str]) -> None:
+    """With a backend given reasoning back (reasoning_history: reasoning_content): ``current_turn`` leaves out the
+    reasoning of the turns before the last user message, ``all_turns`` (and ``auto``, the profile's) keeps it."""
+    history = [{"type": "message", "id": "msg_u1", "role": "user", "status": "completed",
+                "content": [{"type": "input_text", "text": "first"}]}, _reasoning("before"), _said("one")]
+    input_items = [{"role": "user", "content": "second"}, _reasoning("now"), _said("two")]
+    request = parse({"input": input_items, "reasoning": {"context": context}})
+    body = build_chat_request(request, history, SENT_BACK)
+    assert [message.get("reasoning_content") for message in body["messages"] if "reasoning_content" in message] \
+        == sent_back

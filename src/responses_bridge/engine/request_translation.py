@@ -18,7 +18,7 @@ from .content_parts import chat_part, user_content
 from .multi_agent_tools import ROOT_AGENT
 from .options import EngineOptions
 from .programs import check_programs_answered, made_by_program_run, program_call_ids, program_tool_call
-from .served_fields import check_served_fields
+from .served_fields import check_served_fields, reasoning_in_context
 from .server_tools import image_replay_note
 from .tools import CUSTOM_INPUT, ToolPlan, loaded_tools, plan_tools
 from .turn_tools import set_turn_tools
@@ -44,8 +44,9 @@ def build_chat_request(
     messages: list[dict[str, Any]] = []
     if p.instructions:
         messages.append({"role": "system", "content": p.instructions})
-    items_to_messages(history, messages, options, plan)
-    items_to_messages(request.input_items, messages, options, plan)
+    earlier, items = reasoning_in_context(history, request.input_items, p.reasoning)  # reasoning.context
+    items_to_messages(earlier, messages, options, plan)
+    items_to_messages(items, messages, options, plan)
     if not messages:
         raise invalid_request("The request has no input: send 'input', 'instructions' or a "
                               "'previous_response_id'.", param="input", code="missing_required_parameter")

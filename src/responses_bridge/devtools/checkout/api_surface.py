@@ -75,7 +75,8 @@ BEHAVIOUR: dict[Section, dict[str, tuple[str, str]]] = {
         "prompt_cache_retention": ("forwarded, echoed", "where the profile sets `openai_fields`"),
         "reasoning": ("echoed", "with `context` and `mode` where sent"),
         "reasoning.context": ("served / refused", "`auto` (the profile's `reasoning_history` decides); `all_turns` "
-                              "where that switch sends earlier reasoning back; else a 400 `unsupported_value`"),
+                              "and `current_turn` where that switch sends reasoning back; else a 400 "
+                              "`unsupported_value`"),
         "reasoning.effort": ("forwarded, echoed", "as `reasoning_effort`; a value outside the SDK's a 400 "
                              "`invalid_value`"),
         "reasoning.generate_summary": ("enforced", "as `summary`"),
