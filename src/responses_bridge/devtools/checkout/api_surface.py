@@ -46,7 +46,8 @@ BEHAVIOUR: dict[Section, dict[str, tuple[str, str]]] = {
         "image": ("echoed", "as served: `{\"context_compression\": \"disabled\"}`"),
         "image.context_compression": ("served / refused", "`auto` and `disabled` (images go to the backend as "
                                       "sent); `enabled` a 400 `unsupported_value`"),
-        "include": ("enforced", "each value below; another a 400 `invalid_value`"),
+        "include": ("enforced", "each of the SDK's values (search sources and results, logprobs, sealed reasoning, "
+                    "code outputs, image URLs); another a 400 `invalid_value`"),
         "input": ("forwarded", "as Chat Completions messages (input items, below)"),
         "instructions": ("forwarded, echoed", "the first system message"),
         "max_output_tokens": ("forwarded, echoed", "as `max_tokens` (or the profile's `max_completion_tokens`)"),
@@ -276,7 +277,7 @@ def surface_table() -> str:
              "until it is placed here."]
     for section, listed in names.items():
         title, column = TITLES[section]
-        lines += ["", f"#### {title}", "", f"| {column} | what the bridge does | |", "|---|---|---|"]
+        lines += ["", f"#### {title}", "", f"| {column} | the bridge | how |", "|---|---|---|"]
         for name in listed:
             verb, note = BEHAVIOUR[section][name]
             lines.append(f"| `{name}` | {verb} | {note} |")
