@@ -46,8 +46,11 @@ BEHAVIOUR: dict[Section, dict[str, tuple[str, str]]] = {
         "image": ("echoed", "as served: `{\"context_compression\": \"disabled\"}`"),
         "image.context_compression": ("served / refused", "`auto` and `disabled` (images go to the backend as "
                                       "sent); `enabled` a 400 `unsupported_value`"),
-        "include": ("enforced", "each of the SDK's values (search sources and results, logprobs, sealed reasoning, "
-                    "code outputs, image URLs); another a 400 `invalid_value`"),
+        "include": ("enforced", "`file_search_call.results`, `web_search_call.action.sources`, "
+                    "`code_interpreter_call.outputs`, `reasoning.encrypted_content`, `message.output_text.logprobs`; "
+                    "input and screenshot image URLs are kept whatever it says; `web_search_call.results` (the "
+                    "SDK's older name; the item has no results field) accepted; another value a 400 "
+                    "`invalid_value`"),
         "input": ("forwarded", "as Chat Completions messages (input items, below)"),
         "instructions": ("forwarded, echoed", "the first system message"),
         "max_output_tokens": ("forwarded, echoed", "as `max_tokens` (or the profile's `max_completion_tokens`)"),
