@@ -94,8 +94,9 @@ class Settings(AgentSandboxSettings, CodeSandboxSettings, EndpointSettings):
     unknown_fields: Literal["reject", "warn"] = Field(default="reject", description=(
         "a request field OpenAI does not define where it appears (`temprature`, a tool's `enviroment`, a "
         "container's `memory_limt`: every create and update body): `reject` "
-        "answers 400 `unknown_parameter` naming its path, as OpenAI does; `warn` accepts it and logs the path once "
-        "(for clients newer than the bridge's table of OpenAI's fields)"))
+        "answers 400 `unknown_parameter` naming its path, as OpenAI does (and a value outside one of OpenAI's "
+        "enumerations, `reasoning.effort: \"bogus\"`, 400 `invalid_value`); `warn` accepts either and logs the path "
+        "once (for clients newer than the bridge's table of OpenAI's fields and values)"))
     max_input_items: int = Field(default=DEFAULT_MAX_INPUT_ITEMS, ge=1, description=(
         "input items one `POST /v1/responses` (or WebSocket `response.create`, or compaction) may hold: past it a "
         "400 `array_above_max_length` naming `input`, judged before any item is parsed; bounds one request's "

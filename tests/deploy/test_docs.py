@@ -9,15 +9,19 @@ import re
 import sys
 import tomllib
 from pathlib import Path
+from typing import Literal, Union
 
+import openai
 import pytest
 import yaml
+from openai.types.responses import response_stream_event, tool_param
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
+from typing_extensions import TypedDict
 
 from responses_bridge import config
 from responses_bridge.config import Settings
-from responses_bridge.devtools.checkout import docs_reference
+from responses_bridge.devtools.checkout import api_surface, docs_reference
 from responses_bridge.devtools.checkout.docs_reference import (
     UndocumentedSetting,
     configuration_reference,
@@ -63,6 +67,41 @@ def test_a_new_setting_changes_the_reference_and_must_be_described(monkeypatch: 
     row = "| `brand_new_limit` |  | `RESPONSES_BRIDGE_BRAND_NEW_LIMIT` | integer (≥ 1) | `7` | a limit added later |"
     assert row in page
     assert page != (DOCS / "configuration.md").read_text()
+
+
+class HologramTool(TypedDict, total=False):
+    type: Literal["hologram"]
+
+
+class HologramEvent(openai.BaseModel):
+    type: Literal["response.hologram.delta"]
+
+
+def test_a_name_a_newer_sdk_adds_stops_the_api_table_until_it_is_placed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/api.md's table of the SDK's surface is generated from its types: a new tool, event or request field (here
+    made by widening the installed SDK's unions) fails the render, naming it, until the bridge's map places it; a
+    name the map keeps that the SDK dropped fails it too."""
+    assert "`hologram`" not in (DOCS / "api.md").read_text()
+    monkeypatch.setattr(tool_param, "ToolParam", Union[tool_param.ToolParam, HologramTool])  # noqa: UP007
+    monkeypatch.setattr(response_stream_event, "ResponseStreamEvent",
+                        Union[response_stream_event.ResponseStreamEvent, HologramEvent])  # noqa: UP007
+    monkeypatch.setattr(api_surface, "REQUEST", {**api_surface.REQUEST, "hologram_options": {"depth": None}})
+    with pytest.raises(api_surface.Unplaced) as raised:
+        rendered_docs(ROOT)
+    message = str(raised.value)
+    for name in ("tools: the SDK has hologram,", "events: the SDK has response.hologram.delta,",
+                 "request: the SDK has hologram_options, hologram_options.depth,"):
+        assert name in message
+    monkeypatch.setitem(api_surface.BEHAVIOUR["tools"], "hologram", ("served", "in three dimensions"))
+    monkeypatch.setitem(api_surface.BEHAVIOUR["events"], "response.hologram.delta", ("served", ""))
+    monkeypatch.setitem(api_surface.BEHAVIOUR["request"], "hologram_options", ("refused", ""))
+    monkeypatch.setitem(api_surface.BEHAVIOUR["request"], "hologram_options.depth", ("refused", ""))
+    assert "| `hologram` | served | in three dimensions |" in api_surface.surface_table()
+    monkeypatch.setattr(api_surface, "REQUEST", {key: value for key, value in api_surface.REQUEST.items()
+                                                 if key != "hologram_options"})
+    with pytest.raises(api_surface.Unplaced, match=r"places hologram_options, hologram_options\.depth, "
+                                                   r"which the SDK no longer has"):
+        api_surface.surface_table()
 
 
 def test_deployment_snippets_are_the_rendered_bootstraps_parts() -> None:

@@ -60,7 +60,8 @@ RESPONSE_FIELDS: tuple[str, ...] = (
 )
 assert len(RESPONSE_FIELDS) == 31 and set(RESPONSE_FIELDS) == set(spec.ResponseResource.model_fields)
 # OpenAI fields the spec does not have, present only when the request used them (checked by the SDK types).
-OPTIONAL_RESPONSE_FIELDS: tuple[str, ...] = ("conversation", "prompt", "prompt_cache_retention", "prompt_cache_options")
+OPTIONAL_RESPONSE_FIELDS: tuple[str, ...] = ("conversation", "prompt", "prompt_cache_retention", "prompt_cache_options",
+                                             "user", "access_programs", "image")
 
 # Every event type the bridge may emit, mapped to its spec model. A type missing here fails validation.
 EVENT_MODELS: dict[str, type[BaseModel]] = {
@@ -171,6 +172,10 @@ def _sdk_validate_response(response: dict[str, Any], where: str) -> None:
 # --- spec types --------------------------------------------------------------------------------------------------
 
 
+SDK_ONLY_FUNCTION_KEYS = frozenset({"allowed_callers", "defer_loading", "output_schema", "async"})
+"""A function tool's OpenAI fields the spec lacks (the SDK types judge them)."""
+
+
 def _spec_response_view(response: dict[str, Any]) -> dict[str, Any]:
     """The response as the spec types can judge it: they type ``json_schema.schema`` as null and model only
     function tools, function tool choices and the core output items (all checked against the SDK types
@@ -184,9 +189,12 @@ def _spec_response_view(response: dict[str, Any]) -> dict[str, Any]:
     text = view.get("text")
     if isinstance(text, dict) and isinstance(text.get("format"), dict) and text["format"].get("type") == "json_schema":
         view["text"] = dict(text, format=dict(text["format"], schema=None))
+    reasoning = view.get("reasoning")
+    if isinstance(reasoning, dict):  # OpenAI's context and mode: the SDK types judge them
+        view["reasoning"] = {key: value for key, value in reasoning.items() if key not in ("context", "mode")}
     tools = view.get("tools")
     if isinstance(tools, list):
-        view["tools"] = [{key: value for key, value in tool.items() if key != "allowed_callers"}  # the SDK's field
+        view["tools"] = [{key: value for key, value in tool.items() if key not in SDK_ONLY_FUNCTION_KEYS}
                          if isinstance(tool, dict) else tool
                          for tool in tools if not isinstance(tool, dict) or tool.get("type") == "function"]
     choice = view.get("tool_choice")

@@ -144,7 +144,7 @@ def test_client_tool_items_become_tool_calls_and_tool_messages() -> None:
 @pytest.mark.parametrize(("tool", "param"), [
     ({"type": "custom"}, "tools[0].name"),
     ({"type": "custom", "name": "x", "format": {"type": "grammar", "syntax": "ebnf", "definition": "x"}},
-     "tools[0].format"),
+     "tools[0].format.syntax"),  # outside the SDK's enumeration (protocol/known_fields.py)
     ({"type": "custom", "name": "x", "description": 5}, "tools[0].description"),
     ({"type": "tool_search", "execution": "client", "parameters": "query"}, "tools[0].parameters"),
     ({"type": "tool_search", "execution": "client", "description": ["x"]}, "tools[0].description"),

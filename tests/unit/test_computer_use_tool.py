@@ -1,6 +1,7 @@
 """``computer_use_preview``: offered to the model as one function (``computer``), its call read back as a
 ``computer_call`` item of the SDK's shape, and its ``computer_call_output`` replayed as a tool message plus a user
-message with the screenshot, after every tool message of that turn."""
+message with the screenshot, after every tool message of that turn. The GA ``computer`` tool likewise, with a batch
+of ``actions`` per call, out and back."""
 
 from __future__ import annotations
 
@@ -101,3 +102,71 @@ def test_a_tool_without_its_display_is_a_400(tool: dict[str, Any], param: str) -
     with pytest.raises(APIError) as error:
         parse_request(orjson.dumps({"model": "m", "input": "x", "tools": [tool]}))
     assert error.value.param == param
+
+
+# --- the GA computer tool: a batch of actions per call ------------------------------------------------------------
+
+GA: Any = {"type": "computer"}
+BATCH = [{"type": "click", "button": "left", "x": 10, "y": 20}, {"type": "type", "text": "hello"},
+         {"type": "keypress", "keys": ["ENTER"]}]
+
+
+@pytest.mark.parametrize("choice", [{"type": "computer"}, {"type": "computer_use"}])
+def test_the_ga_tool_is_offered_as_a_computer_function_taking_a_batch(choice: dict[str, Any]) -> None:
+    plan = plan_tools([GA], "reject")
+    assert plan.dropped == [] and plan.targets["computer"].kind == "computer"
+    chat = _chat({"input": "x", "tools": [GA], "tool_choice": choice})
+    function = chat["tools"][0]["function"]
+    assert function["name"] == "computer" and function["parameters"]["required"] == ["actions"]
+    assert function["parameters"]["properties"]["actions"]["items"]["required"] == ["type"]
+    assert chat["tool_choice"] == {"type": "function", "function": {"name": "computer"}}
+
+
+def test_both_computer_tools_get_a_name_each() -> None:
+    plan = plan_tools([TOOL, GA], "reject")
+    assert {name: target.kind for name, target in plan.targets.items()} == {
+        "computer": "computer_use_preview", "computer_2": "computer"}
+
+
+def test_a_batched_call_becomes_a_computer_call_with_actions() -> None:
+    reader = reader_for(CallTarget("computer"), "call_1", 0)
+    assert ResponseComputerToolCall.model_validate(reader.item, strict=True).actions == []  # as announced
+    reader.close(orjson.dumps({"actions": [{**action, "unrelated": 1} for action in BATCH]}).decode(), "completed")
+    item = ResponseComputerToolCall.model_validate(reader.item, strict=True)
+    assert item.status == "completed" and item.action is None and reader.item["actions"] == BATCH
+
+
+@pytest.mark.parametrize("arguments", ['{"actions": []}', '{"actions": [{"type": "click", "x": 1}]}',
+                                       '{"type": "screenshot"}', '{"actions": [{"type": "wait"}, {"type": "fly"}]}',
+                                       '{"actions": [{"ty'])
+def test_a_batch_with_an_action_that_is_not_one_runs_none_of_it(arguments: str) -> None:
+    reader = reader_for(CallTarget("computer"), "call_1", 0)
+    reader.close(arguments, "completed")
+    assert reader.item["actions"] == [{"type": "screenshot"}] and reader.item["status"] == "incomplete"
+
+
+def test_a_batched_call_sent_back_replays_as_the_call_the_model_made() -> None:
+    chat = _chat({"tools": [GA], "input": [
+        {"role": "user", "content": "go"},
+        {"type": "computer_call", "call_id": "c1", "actions": BATCH, "status": "completed",
+         "pending_safety_checks": []},
+        {"type": "computer_call_output", "call_id": "c1",
+         "output": {"type": "computer_screenshot", "image_url": PNG}},
+    ]})
+    assistant, result, screen = chat["messages"][1:]
+    call = assistant["tool_calls"][0]["function"]
+    assert call["name"] == "computer" and orjson.loads(call["arguments"]) == {"actions": BATCH}
+    assert (result["role"], result["tool_call_id"]) == ("tool", "c1")
+    assert screen["content"][1]["image_url"]["url"] == PNG
+
+
+@pytest.mark.parametrize(("actions", "param"), [
+    ([], "input[0].actions"),
+    ("click", "input[0].actions"),
+    ([{"type": "wait"}, {"type": "click", "x": 1, "y": 2}], "input[0].actions[1].button"),
+])
+def test_a_malformed_batch_sent_back_is_a_400_naming_the_action(actions: Any, param: str) -> None:
+    with pytest.raises(APIError) as error:
+        parse_request(orjson.dumps({"model": "m", "input": [
+            {"type": "computer_call", "call_id": "c", "actions": actions}]}))
+    assert error.value.status == 400 and error.value.param == param

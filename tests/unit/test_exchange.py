@@ -484,7 +484,7 @@ async def test_every_request_field_is_echoed_the_way_the_spec_wants(store: SQLit
         "reasoning": {"effort": "low"}, "metadata": {"k": "v"}, "temperature": 0.3, "top_p": 0.8,
         "presence_penalty": 0.1, "frequency_penalty": 0.2, "top_logprobs": 2, "max_output_tokens": 50,
         "max_tool_calls": 3, "truncation": "auto", "service_tier": "flex", "safety_identifier": "sid",
-        "prompt_cache_key": "pck", "user": "not-echoed",
+        "prompt_cache_key": "pck", "user": "u-1",
     }
     run = await drive(store, body, [load("text_usage")])
     events = check_stream(run.body)  # every lifecycle event carries the echo, and each one validates
@@ -502,9 +502,10 @@ async def test_every_request_field_is_echoed_the_way_the_spec_wants(store: SQLit
         "instructions": "Be brief.", "tool_choice": body["tool_choice"], "parallel_tool_calls": False,
         "reasoning": {"effort": "low", "summary": None}, "metadata": {"k": "v"}, "temperature": 0.3, "top_p": 0.8,
         "presence_penalty": 0.1, "frequency_penalty": 0.2, "top_logprobs": 2, "max_output_tokens": 50,
-        "max_tool_calls": 3, "truncation": "auto", "service_tier": "flex", "safety_identifier": "sid",
+        "max_tool_calls": 3, "truncation": "auto", "safety_identifier": "sid",
         "prompt_cache_key": "pck", "store": True, "background": False, "previous_response_id": None,
-        "model": "fake-model",
+        "model": "fake-model", "user": "u-1",
+        "service_tier": "default",  # as served: the recorded upstream reports "default", whatever was asked
     }
     assert {key: response[key] for key in expected} == expected
 

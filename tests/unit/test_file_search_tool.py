@@ -228,7 +228,6 @@ async def test_max_tool_calls_refuses_a_search_past_the_limit() -> None:
     ({"max_num_results": 0}, "tools[0].max_num_results"),
     ({"max_num_results": 51}, "tools[0].max_num_results"),
     ({"max_num_results": "5"}, "tools[0].max_num_results"),
-    ({"ranking_options": {"ranker": "best"}}, "tools[0].ranking_options.ranker"),
     ({"ranking_options": {"score_threshold": 1.5}}, "tools[0].ranking_options.score_threshold"),
     ({"filters": {"type": "eq", "value": "x"}}, "tools[0].filters.key"),
     ({"filters": {"type": "like", "key": "k", "value": "x"}}, "tools[0].filters.type"),

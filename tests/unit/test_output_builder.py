@@ -473,7 +473,7 @@ def response_of(events: list[dict[str, Any]]) -> dict[str, Any]:
 RESPONSE_BREAKERS: list[tuple[str, Any]] = [
     ("a missing field", lambda r: r.pop("max_tool_calls")),
     ("a missing nullable field", lambda r: r.pop("incomplete_details")),
-    ("an unknown field", lambda r: r.update(user="u")),
+    ("an unknown field", lambda r: r.update(temprature=0.5)),
     ("an unknown nested key", lambda r: r["output"][-1].update(extra=1)),
     ("an unknown key in a part", lambda r: r["output"][-1]["content"][0].update(cache=True)),
     ("a string timestamp", lambda r: r.update(created_at=str(r["created_at"]))),

@@ -302,7 +302,7 @@ WRONG_TYPES: list[tuple[str, Any]] = [
     ("metadata", {"k": 5}), ("include", "x"), ("include", [5]), ("truncation", "sometimes"), ("truncation", 1),
     ("service_tier", 5), ("safety_identifier", 5), ("prompt_cache_key", {}), ("user", 5), ("seed", "1"),
     ("prompt_cache_retention", 24), ("prompt_cache_options", "12h"), ("moderation", "omni-moderation-latest"),
-    ("context_management", {"type": "compaction"}),
+    ("context_management", {"type": "compaction"}), ("access_programs", "standard"), ("image", "auto"),
     ("seed", 1.5), ("stop", 5), ("stop", [1]), ("stream_options", 5), ("stream_options", "include_usage"),
     ("prompt", "pmpt_1"), ("prompt", {"version": "1"}), ("prompt", {"id": "p", "version": 2}),
     ("prompt", {"id": "p", "variables": []}), ("conversation", {"id": 5}),

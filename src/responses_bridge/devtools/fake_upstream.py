@@ -154,7 +154,8 @@ text that gets echoed. Unknown bracketed text is left alone.
    ``usage``; streams only with ``stream_options.include_usage``, as a final chunk with
    ``choices: []``, and then every earlier chunk has ``"usage": null``.
 11. Ids are ``chatcmpl-<counter>``; ``created`` is the current Unix time, ``model`` echoes the request,
-   ``system_fingerprint`` is ``fp_fake``.
+   ``system_fingerprint`` is ``fp_fake``; ``service_tier`` is the tier that served it, as OpenAI reports it:
+   ``flex`` when the request asked for ``flex``, else ``default``.
 12. ``"stream": true`` always streams; anything else answers JSON.
 13. ``[huge=N:W]`` (or ``[huge=N:W:MS]``): the answer starts with one extra word of N ``x`` characters (and a
    space), its own content chunk. In a stream that chunk's SSE event is written W bytes at a time, yielding to the
@@ -1194,7 +1195,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if described:
         _write_as_template(answer)
     meta = {"id": f"chatcmpl-{next(state.ids)}", "object": "chat.completion", "created": int(time.time()),
-            "model": body["model"], "system_fingerprint": "fp_fake", "service_tier": "default"}
+            "model": body["model"], "system_fingerprint": "fp_fake",
+            "service_tier": "flex" if body.get("service_tier") == "flex" else "default"}
     header_delay = d.header_delay_ms / 1000 if d.header_delay_ms is not None else state.header_delay
     if header_delay:  # the answer is known good: the "prefill" before its headers
         await asyncio.sleep(header_delay)

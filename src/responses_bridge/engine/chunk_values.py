@@ -41,6 +41,7 @@ def completion_as_chunk(completion: Any) -> dict[str, Any]:
         "choices": [{"index": 0, "delta": delta, "logprobs": choice.get("logprobs"),
                      "finish_reason": choice.get("finish_reason") or "stop"}],
         "usage": completion.get("usage"),
+        "service_tier": completion.get("service_tier"),
     }
 
 

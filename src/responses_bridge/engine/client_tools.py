@@ -9,7 +9,8 @@ call's argument pieces to a :class:`CallReader`, which owns the Responses item a
   command gets ``response.shell_call_command.added`` / ``.delta`` / ``.done``.
 * ``local_shell`` → a ``local_shell_call`` item whose ``exec`` action is known once the arguments are complete.
   The SDK has no events of its own for it: ``output_item.done`` carries the action.
-* ``computer_use_preview`` → a ``computer_call`` item with the one action of its arguments (engine/computer_tool.py).
+* ``computer_use_preview`` → a ``computer_call`` item with the one action of its arguments, ``computer`` (GA) → one
+  with the batch of ``actions`` of its arguments (engine/computer_tool.py).
 * ``apply_patch`` → an ``apply_patch_call`` item. The SDK has no events for its operation, so the item is
   announced with an empty ``update_file`` operation and ``output_item.done`` carries the real one.
 * ``tool_search`` (client) → a ``tool_search_call`` item whose ``arguments`` are the parsed JSON arguments.
@@ -27,7 +28,7 @@ from typing import Any
 import orjson
 
 from .. import ids
-from ..protocol.computer_items import action_problem, clean_action
+from ..protocol.computer_items import action_problem, actions_problem, clean_action
 from .tools import CUSTOM_INPUT, CallTarget
 
 Event = dict[str, Any]
@@ -259,6 +260,24 @@ class ComputerCallReader(CallReader):
         return []
 
 
+class ComputerBatchReader(CallReader):
+    """The GA ``computer`` tool's call: a batch of actions, each checked as an input item's would be. A batch with
+    one action that is not one is not run in part: it becomes one ``screenshot`` and the item is ``incomplete``."""
+
+    __slots__ = ()
+
+    def close(self, arguments: str, status: str) -> list[Event]:
+        parsed = parse_arguments(arguments)
+        actions = parsed.get("actions") if isinstance(parsed, dict) else None
+        if actions_problem(actions) is None:
+            self.item["actions"] = [clean_action(action) for action in actions]  # type: ignore[union-attr]
+            self.item["status"] = status
+        else:
+            self.item["actions"] = [{"type": "screenshot"}]
+            self.item["status"] = "incomplete"
+        return []
+
+
 class ApplyPatchCallReader(CallReader):
     __slots__ = ()
 
@@ -312,6 +331,10 @@ def reader_for(target: CallTarget, call_id: str, output_index: int) -> CallReade
         return ComputerCallReader({"id": ids.new_id("cu"), "type": "computer_call", "call_id": call_id,
                                    "action": {"type": "screenshot"}, "pending_safety_checks": [],
                                    "status": "in_progress"}, output_index)
+    if kind == "computer":
+        return ComputerBatchReader({"id": ids.new_id("cu"), "type": "computer_call", "call_id": call_id,
+                                    "actions": [], "pending_safety_checks": [], "status": "in_progress"},
+                                   output_index)
     if kind == "apply_patch":
         return ApplyPatchCallReader({"id": ids.new_id("apc"), "type": "apply_patch_call", "call_id": call_id,
                                      "operation": {"type": "update_file", "path": "", "diff": ""},

@@ -1,8 +1,9 @@
-"""``computer_use_preview`` as a client tool over Chat Completions.
+"""The computer tools as client tools over Chat Completions: ``computer_use_preview`` and the GA ``computer``.
 
-The model is offered one function (``computer``) whose arguments are one computer action; its call comes back
-as a ``computer_call`` item (engine/client_tools.py reads it; the SDK has no events of its own for it:
-``output_item.done`` carries the action).
+The model is offered one function (``computer``) whose arguments are one computer action (the preview), or a batch
+of them, ``{"actions": [...]}``, run in order before the next screenshot (the GA tool, which has no display size
+or environment to tell); its call comes back as a ``computer_call`` item with ``action`` or ``actions``
+(engine/client_tools.py reads it; the SDK has no events of its own for it: ``output_item.done`` carries them).
 The client runs the action and answers with a ``computer_call_output`` holding a screenshot. Chat Completions'
 tool messages carry text only, so the screenshot reaches the model as a ``user`` message with the image, right
 after the tool messages of that turn (a user message between them would break the pairing of calls and results).
@@ -34,6 +35,23 @@ COMPUTER_PARAMETERS: dict[str, Any] = {
     },
     "required": ["type"],
 }
+
+
+COMPUTER_BATCH_PARAMETERS: dict[str, Any] = {
+    "type": "object",
+    "properties": {"actions": {"type": "array", "items": COMPUTER_PARAMETERS, "minItems": 1,
+                               "description": "The actions to perform, in order, before the next screenshot."}},
+    "required": ["actions"],
+}
+COMPUTER_BATCH_DESCRIPTION = ("Controls the user's computer: each call is a list of actions, run in order. After "
+                              "them you get a screenshot of the screen; take a 'screenshot' action first to see it.")
+
+
+def computer_call_arguments(item: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A replayed ``computer_call``: the tool kind it was a call of and its arguments, as the model gave them."""
+    if item.get("actions") is not None:
+        return "computer", {"actions": item["actions"]}
+    return "computer_use_preview", item["action"]
 
 
 def computer_description(tool: dict[str, Any]) -> str:

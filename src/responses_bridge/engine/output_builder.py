@@ -140,6 +140,7 @@ class OutputBuilder(EventFrames, ToolCallStream, RunItems):
             self.usage = usage
         choices = chunk.get("choices")
         if not choices:
+            self._served_tier(chunk)  # a stream's usage chunk
             return
         choice = choices[0]
         delta = choice.get("delta")
@@ -168,6 +169,14 @@ class OutputBuilder(EventFrames, ToolCallStream, RunItems):
         finish_reason = choice.get("finish_reason")
         if finish_reason:
             self.finish_reason = finish_reason
+            self._served_tier(chunk)
+
+    def _served_tier(self, chunk: dict[str, Any]) -> None:
+        """The tier that served the turn, echoed in place of the one asked for: read from the turn's last chunks
+        (the finish chunk, the usage chunk; a JSON answer is one chunk), never per text chunk."""
+        tier = chunk.get("service_tier")
+        if tier and isinstance(tier, str):
+            self.response["service_tier"] = tier[:32]
 
     # --- items ---------------------------------------------------------------------------------------------------
 

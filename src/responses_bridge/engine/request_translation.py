@@ -12,12 +12,13 @@ import orjson
 
 from ..protocol.errors import invalid_request
 from ..protocol.request import ResponsesRequest
-from .computer_tool import screenshot_message
+from .computer_tool import computer_call_arguments, screenshot_message
 from .configuration_updates import UNSET, configured
 from .content_parts import chat_part, user_content
 from .multi_agent_tools import ROOT_AGENT
 from .options import EngineOptions
 from .programs import check_programs_answered, made_by_program_run, program_call_ids, program_tool_call
+from .served_fields import check_served_fields, reasoning_in_context
 from .server_tools import image_replay_note
 from .tools import CUSTOM_INPUT, ToolPlan, loaded_tools, plan_tools
 from .turn_tools import set_turn_tools
@@ -43,8 +44,9 @@ def build_chat_request(
     messages: list[dict[str, Any]] = []
     if p.instructions:
         messages.append({"role": "system", "content": p.instructions})
-    items_to_messages(history, messages, options, plan)
-    items_to_messages(request.input_items, messages, options, plan)
+    earlier, items = reasoning_in_context(history, request.input_items, p.reasoning)  # reasoning.context
+    items_to_messages(earlier, messages, options, plan)
+    items_to_messages(items, messages, options, plan)
     if not messages:
         raise invalid_request("The request has no input: send 'input', 'instructions' or a "
                               "'previous_response_id'.", param="input", code="missing_required_parameter")
@@ -60,6 +62,7 @@ def build_chat_request(
         if value is not None:
             body[name] = value
     _add_openai_fields(body, request, options)
+    check_served_fields(request, options)  # reasoning.context / mode, access_programs, image: served or a 400
     if p.service_tier is not None and p.service_tier != "auto":
         body["service_tier"] = p.service_tier
     if p.max_output_tokens is not None:
@@ -302,8 +305,9 @@ def _call_of(item: dict[str, Any], plan: ToolPlan) -> tuple[str, str]:
         action = {key: value for key, value in item["action"].items()
                   if key in ("command", "working_directory", "timeout_ms", "env") and value not in (None, {})}
         return plan.upstream_name("local_shell"), orjson.dumps(action).decode()
-    if kind == "computer_call":
-        return plan.upstream_name("computer_use_preview"), orjson.dumps(item["action"]).decode()
+    if kind == "computer_call":  # one action (the preview tool's) or a batch (the GA tool's)
+        tool_kind, arguments = computer_call_arguments(item)
+        return plan.upstream_name(tool_kind), orjson.dumps(arguments).decode()
     if kind == "apply_patch_call":
         return plan.upstream_name("apply_patch"), orjson.dumps(item["operation"]).decode()
     if kind == "multi_agent_call":  # the action's function (engine/multi_agent_tools.py)

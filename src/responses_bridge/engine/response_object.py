@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from ..protocol.request import ResponsesRequest
+from .served_fields import served_reasoning_echo
 
 
 def new_response(response_id: str, request: ResponsesRequest, *, created_at: int | None = None) -> dict[str, Any]:
@@ -36,20 +37,35 @@ def new_response(response_id: str, request: ResponsesRequest, *, created_at: int
         "frequency_penalty": p.frequency_penalty or 0.0,
         "top_logprobs": p.top_logprobs or 0,
         "temperature": 1.0 if p.temperature is None else p.temperature,
-        "reasoning": ({"effort": p.reasoning.effort, "summary": p.reasoning.summary or p.reasoning.generate_summary}
-                      if p.reasoning is not None else None),
+        "reasoning": ({"effort": p.reasoning.effort, "summary": p.reasoning.summary or p.reasoning.generate_summary,
+                       **served_reasoning_echo(p.reasoning)} if p.reasoning is not None else None),
         "usage": None,
         "max_output_tokens": p.max_output_tokens,
         "max_tool_calls": p.max_tool_calls,
         "store": p.store,
         "background": p.background,
-        "service_tier": p.service_tier or "default",
+        # as served, not as asked: what the upstream reports (engine/output_builder.py), else "default"
+        "service_tier": "default",
         "metadata": p.metadata or {},
         "safety_identifier": p.safety_identifier,
         "prompt_cache_key": p.prompt_cache_key,
     }
     echo_cache_fields(response, request)
+    echo_served_fields(response, request)
     return response
+
+
+def echo_served_fields(response: dict[str, Any], request: ResponsesRequest) -> None:
+    """OpenAI's Response fields the Open Responses spec lacks, present when the request sent them, as served
+    (engine/served_fields.py refused what is not): the deprecated ``user``, ``access_programs`` (the Standard
+    program) and ``image`` (``context_compression`` in effect: ``disabled``, the backend has none)."""
+    p = request.params
+    if p.user is not None:
+        response["user"] = p.user
+    if p.access_programs is not None:
+        response["access_programs"] = {"cyber": "standard"} if p.access_programs.get("cyber") else None
+    if p.image is not None:
+        response["image"] = {"context_compression": "disabled"}
 
 
 def echo_cache_fields(response: dict[str, Any], request: ResponsesRequest) -> None:
@@ -69,6 +85,12 @@ def echo_cache_fields(response: dict[str, Any], request: ResponsesRequest) -> No
                                             "comparison_response_id": given.comparison_response_id}
 
 
+_FUNCTION_EXTRAS = ("allowed_callers", "defer_loading", "output_schema", "async")
+"""A function tool's OpenAI fields beyond the spec's five, echoed when sent: ``allowed_callers`` and
+``defer_loading`` decide what the model was offered (engine/tools.py, run/tools/tool_search.py); ``output_schema``
+and ``async`` are the client's own description of its function, kept for it as OpenAI keeps them."""
+
+
 def echo_tool(tool: dict[str, Any]) -> dict[str, Any]:
     """Function tools are echoed with every key present, as the spec requires; others as sent."""
     if tool.get("type") != "function":
@@ -80,8 +102,9 @@ def echo_tool(tool: dict[str, Any]) -> dict[str, Any]:
         "parameters": tool.get("parameters"),
         "strict": tool.get("strict"),
     }
-    if tool.get("allowed_callers") is not None:  # who may call it decides what the model was offered
-        echoed["allowed_callers"] = tool["allowed_callers"]
+    for key in _FUNCTION_EXTRAS:
+        if tool.get(key) is not None:
+            echoed[key] = tool[key]
     return echoed
 
 

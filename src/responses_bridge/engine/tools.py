@@ -52,7 +52,13 @@ from .builtin_tools import (
     image_parameters,
     is_hosted_shell,
 )
-from .computer_tool import COMPUTER_NAME, COMPUTER_PARAMETERS, computer_description
+from .computer_tool import (
+    COMPUTER_BATCH_DESCRIPTION,
+    COMPUTER_BATCH_PARAMETERS,
+    COMPUTER_NAME,
+    COMPUTER_PARAMETERS,
+    computer_description,
+)
 from .programs import (
     PROGRAM_NAME,
     PROGRAM_PARAMETERS,
@@ -73,9 +79,9 @@ UnsupportedPolicy = Literal["drop", "reject"]
 
 # Tool types the bridge translates itself; every other type is a server-side tool it cannot run.
 TRANSLATED = frozenset({"function", "namespace", "custom", "shell", "local_shell", "computer_use_preview",
-                        "apply_patch", "tool_search"})
+                        "computer", "apply_patch", "tool_search"})
 # client-executed tools without a name of their own
-BUILTIN_KINDS = ("shell", "local_shell", "computer_use_preview", "apply_patch", "tool_search")
+BUILTIN_KINDS = ("shell", "local_shell", "computer_use_preview", "computer", "apply_patch", "tool_search")
 
 CUSTOM_INPUT = "input"
 
@@ -343,7 +349,7 @@ def plan_tools(tools: list[dict[str, Any]] | None, policy: UnsupportedPolicy = "
         elif kind == "shell" and is_hosted_shell(tool):
             if kind not in served and kind not in unsupported:
                 unsupported.append(kind)  # a container environment: this deployment has no containers
-        elif kind in ("shell", "local_shell", "computer_use_preview", "apply_patch") or (
+        elif kind in ("shell", "local_shell", "computer_use_preview", "computer", "apply_patch") or (
                 kind == "tool_search" and tool.get("execution") == "client"):
             _add_builtin(plan, tool, taken)
         elif kind in served:
@@ -419,7 +425,7 @@ def _add_builtin(plan: ToolPlan, tool: dict[str, Any], taken: set[str]) -> None:
     key = (kind, None, None)
     if key in plan.names:
         return
-    name = _unique(COMPUTER_NAME if kind == "computer_use_preview" else kind, taken)
+    name = _unique(COMPUTER_NAME if kind in ("computer_use_preview", "computer") else kind, taken)
     plan.names[key] = name
     plan.targets[name] = CallTarget(kind)
     if kind == "shell":
@@ -428,6 +434,8 @@ def _add_builtin(plan: ToolPlan, tool: dict[str, Any], taken: set[str]) -> None:
         parameters, description = LOCAL_SHELL_PARAMETERS, LOCAL_SHELL_DESCRIPTION
     elif kind == "computer_use_preview":
         parameters, description = COMPUTER_PARAMETERS, computer_description(tool)
+    elif kind == "computer":  # the GA tool: a batch of actions per call
+        parameters, description = COMPUTER_BATCH_PARAMETERS, COMPUTER_BATCH_DESCRIPTION
     elif kind == "apply_patch":
         parameters, description = APPLY_PATCH_PARAMETERS, APPLY_PATCH_DESCRIPTION
     else:

@@ -32,7 +32,7 @@ def set_turn_tools(body: dict[str, Any], tool_choice: Any, parallel_tool_calls: 
         tools = [tool for tool in tools if tool["name"] in allowed]
         choice = choice.get("mode") or "auto"
     if isinstance(choice, dict) and choice.get("type") in ("custom", "shell", "local_shell", "computer_use_preview",
-                                                           "apply_patch"):
+                                                           "computer", "computer_use", "apply_patch"):
         choice = {"type": "function", "name": _choice_name(choice, plan)}
     if isinstance(choice, dict) and choice.get("type") in _SERVER_CHOICES:
         choice, only = _server_choice(choice, plan)
@@ -81,8 +81,10 @@ def _server_choice(choice: dict[str, Any], plan: ToolPlan) -> tuple[Any, set[str
 def _choice_name(choice: dict[str, Any], plan: ToolPlan) -> str | None:
     """The upstream name a ``tool_choice`` (or an ``allowed_tools`` entry) names."""
     kind = choice.get("type")
-    if kind in ("shell", "local_shell", "computer_use_preview", "apply_patch", "tool_search"):
+    if kind in ("shell", "local_shell", "computer_use_preview", "computer", "apply_patch", "tool_search"):
         return plan.upstream_name(kind)
+    if kind == "computer_use":  # the SDK's other name for the GA computer tool's choice
+        return plan.upstream_name("computer")
     if kind == "custom":
         return plan.upstream_name("custom", choice.get("name"))
     return choice.get("name")

@@ -13,8 +13,8 @@ from collections.abc import Collection
 from ..protocol.errors import APIError, invalid_request
 from .builtin_tools import SERVED_TOOL_TYPES, WEB_SEARCH_TYPES
 
-CLIENT_TOOLS = ("'function', 'namespace', 'custom', 'shell', 'local_shell', 'computer_use_preview', 'apply_patch', "
-                "and 'tool_search' with execution 'client'")
+CLIENT_TOOLS = ("'function', 'namespace', 'custom', 'shell', 'local_shell', 'computer_use_preview', 'computer', "
+                "'apply_patch', and 'tool_search' with execution 'client'")
 
 WEB_SEARCH_HINT = "needs a search provider: set RESPONSES_BRIDGE_WEB_SEARCH (searxng:URL, brave or tavily)"
 IMAGE_HINT = ("needs RESPONSES_BRIDGE_IMAGE_GENERATION=upstream (an upstream that serves POST /v1/images/generations)")

@@ -1,4 +1,6 @@
-"""Items of the ``computer_use_preview`` tool, which the client runs: ``computer_call`` and ``computer_call_output``.
+"""Items of the computer tools, which the client runs: ``computer_call`` and ``computer_call_output``. A call of
+``computer_use_preview`` holds one ``action``; a call of the GA ``computer`` tool a batch, ``actions``, which the
+client runs in order before it answers with one screenshot.
 
 Both are checked against the shapes of the ``openai`` SDK (``ResponseComputerToolCall``, ``ComputerCallOutput``)
 and normalised to what the bridge emits, so a replayed call and one the model just made look the same. The
@@ -54,6 +56,22 @@ def action_problem(action: Any) -> str | None:
     return None
 
 
+MAX_ACTIONS = 100
+"""Actions one batched call may hold: far past what a model batches before it looks at the screen again, and a
+bound on what one call's item holds."""
+
+
+def actions_problem(actions: Any) -> str | None:
+    """Why ``actions`` is not a batch of the SDK's computer actions (the place at fault, ``[2].x``), or None."""
+    if not isinstance(actions, list) or not 1 <= len(actions) <= MAX_ACTIONS:
+        return ""
+    for index, action in enumerate(actions):
+        problem = action_problem(action)
+        if problem is not None:
+            return f"[{index}].{problem}"
+    return None
+
+
 def clean_action(action: dict[str, Any]) -> dict[str, Any]:
     """A valid action with only the keys its type has."""
     kind = action["type"]
@@ -70,14 +88,25 @@ def computer_call(item: dict[str, Any], param: str) -> dict[str, Any]:
     if not isinstance(call_id, str) or not call_id:
         raise invalid_request(f"Missing required parameter: '{param}.call_id'.", param=f"{param}.call_id",
                               code="missing_required_parameter")
-    problem = action_problem(item.get("action"))
-    if problem is not None:
-        raise invalid_request(f"Invalid value for '{param}.action.{problem}': expected a computer action of the "
-                              f"types {', '.join(ACTION_FIELDS)} with their fields.", param=f"{param}.action.{problem}")
     status = item.get("status")
-    return {"type": "computer_call", "id": item_id(item, param, "cu"), "call_id": call_id,
-            "action": clean_action(item["action"]), "pending_safety_checks": [],
-            "status": status if status in ("in_progress", "completed", "incomplete") else "completed"}
+    normalized: dict[str, Any] = {"type": "computer_call", "id": item_id(item, param, "cu"), "call_id": call_id}
+    if item.get("action") is not None or item.get("actions") is None:  # one of the two at least
+        problem = action_problem(item.get("action"))
+        if problem is not None:
+            raise invalid_request(f"Invalid value for '{param}.action.{problem}': expected a computer action of the "
+                                  f"types {', '.join(ACTION_FIELDS)} with their fields.",
+                                  param=f"{param}.action.{problem}")
+        normalized["action"] = clean_action(item["action"])
+    if item.get("actions") is not None:  # the GA tool's batch
+        problem = actions_problem(item["actions"])
+        if problem is not None:
+            raise invalid_request(f"Invalid value for '{param}.actions{problem}': expected 1 to {MAX_ACTIONS} "
+                                  f"computer actions of the types {', '.join(ACTION_FIELDS)} with their fields.",
+                                  param=f"{param}.actions{problem}")
+        normalized["actions"] = [clean_action(action) for action in item["actions"]]
+    normalized["pending_safety_checks"] = []
+    normalized["status"] = status if status in ("in_progress", "completed", "incomplete") else "completed"
+    return normalized
 
 
 def computer_call_output(item: dict[str, Any], param: str) -> dict[str, Any]:

@@ -9,11 +9,16 @@ miss, the field meant. Objects of a ``type`` the table does not know, free JSON 
 ``parameters``, a schema) and the input items are not walked: other checks judge those. The walk is one pass over
 the request's keys, never its input items, so it costs microseconds however long the input.
 
+The same walk checks the enumerations: a string OpenAI's types close to a set of values (``reasoning.effort``,
+``service_tier``, a web search's ``search_context_size``) is ``400 invalid_value`` naming its path and the
+supported values when it is another, as OpenAI answers ``reasoning.effort: "bogus"`` — never forwarded upstream nor
+echoed. The values come from the SDK's types with the fields, so a new SDK release is a table update.
+
 The other JSON bodies of create and update routes (a container, a vector store, a conversation...) are walked the
 same way against their own tables (``route``).
 
-A deployment whose clients send fields newer than the table may set ``unknown_fields: warn``: the field is then
-accepted and logged once per path and process (never its value).
+A deployment whose clients send fields newer than the table may set ``unknown_fields: warn``: the field (or the
+value of an enumeration) is then accepted and logged once per path and process (never its value).
 """
 
 from __future__ import annotations
@@ -39,9 +44,9 @@ def check_known_fields(raw: dict[str, Any], mode: UnknownFields = "reject", rout
     found = _first_unknown(raw, REQUEST if route is None else ROUTES[route], "")
     if found is None:
         return
-    path, known = found
+    path, known, value = found
     if mode == "reject":
-        raise unknown_parameter(path, known)
+        raise unknown_parameter(path, known) if value is _KEY else invalid_enum_value(path, known, value)
     if path not in _WARNED and len(_WARNED) < _MAX_WARNED:  # once per path; the set never grows unbounded
         _WARNED.add(path)
         log.warning("unknown_request_field_accepted", param=path[:200])
@@ -54,11 +59,27 @@ def unknown_parameter(path: str, known: list[str]) -> APIError:
     return invalid_request(f"Unknown parameter: '{path[:300]}'.{hint}", param=path[:300], code="unknown_parameter")
 
 
-def _first_unknown(value: Any, node: Any, path: str) -> tuple[str, list[str]] | None:
+def invalid_enum_value(path: str, supported: list[str], value: Any) -> APIError:
+    """OpenAI's answer to a value outside an enumeration: ``invalid_value`` naming the field's full path."""
+    listed = ", ".join(f"'{item}'" for item in supported)
+    if not isinstance(value, str):
+        return invalid_request(f"Invalid type for '{path[:300]}': expected one of {listed}.", param=path[:300],
+                               code="invalid_type")
+    return invalid_request(f"Invalid value for '{path[:300]}': '{value[:100]}'. Supported values are: {listed}.",
+                           param=path[:300], code="invalid_value")
+
+
+_KEY = object()
+"""The third member of a finding for a key the table does not know (else: the value outside an enumeration)."""
+
+
+def _first_unknown(value: Any, node: Any, path: str) -> tuple[str, list[str], Any] | None:
     if node is None:
         return None
     if isinstance(node, tuple):
         kind, inner = node
+        if kind == "enum":
+            return None if value is None or value in inner else (path, list(inner), value)
         if kind == "list":
             if isinstance(value, list):
                 for index, item in enumerate(value):
@@ -76,7 +97,7 @@ def _first_unknown(value: Any, node: Any, path: str) -> tuple[str, list[str]] | 
     for key, item in value.items():
         where = f"{path}.{key}" if path else str(key)
         if key not in node:
-            return where, list(node)
+            return where, list(node), _KEY
         found = _first_unknown(item, node[key], where)
         if found is not None:
             return found

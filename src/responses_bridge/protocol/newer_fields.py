@@ -10,6 +10,9 @@ them, and the typed parameters would otherwise ignore them).
 * ``background_options``: ``completion_window: soonest`` is what every background response gets here (it runs at
   once); the discounted ``2h`` / ``8h`` windows and a ``continuation_id`` (a priority among background requests)
   have no meaning on this bridge and are refused.
+* ``search_content_types`` on a ``web_search_preview`` tool: the search providers the bridge runs return web pages
+  (a title, a URL, a snippet), so ``["text"]`` is served and ``image`` refused, naming the field. (The tool's
+  ``external_web_access: false`` is served as a cache-only search: run/tools/web_search_cache.py.)
 * ``prompt_cache_breakpoint`` on an input content part: an explicit cache boundary that a Chat Completions
   backend cannot be given; refused, naming the part.
 
@@ -61,6 +64,12 @@ def _check_tool(tool: dict[str, Any], param: str) -> None:
         kind = None  # a type of another JSON kind is the tool check's 400, after this one
     _check_callers(tool.get("allowed_callers"), f"{param}.allowed_callers",
                    kind == "function" or kind in PROGRAM_SERVER_TYPES or (kind == "shell" and _hosted(tool)))
+    access = tool.get("external_web_access")
+    if access is not None and not isinstance(access, bool):  # false: a cache-only search, never a live one
+        raise invalid_request(f"Invalid type for '{param}.external_web_access': expected a boolean.",
+                              param=f"{param}.external_web_access", code="invalid_type")
+    if kind in PROGRAM_SERVER_TYPES and tool.get("search_content_types") is not None:
+        _check_content_types(tool["search_content_types"], f"{param}.search_content_types")
     if kind == "namespace" and isinstance(tool.get("tools"), list):
         for index, inner in enumerate(tool["tools"]):
             if isinstance(inner, dict):
@@ -87,6 +96,15 @@ def _check_callers(callers: Any, param: str, programs_may_call: bool) -> None:
     if "programmatic" in callers and not programs_may_call:
         raise invalid_request(f"'{param}': programs call function tools and the bridge's own tools on this "
                               "deployment (not this tool's type, nor a namespace's functions).", param=param,
+                              code="unsupported_value")
+
+
+def _check_content_types(types: Any, param: str) -> None:
+    if not isinstance(types, list):
+        raise invalid_request(f"Invalid type for '{param}': expected an array.", param=param, code="invalid_type")
+    if "image" in types:
+        raise invalid_request(f"'{param}': 'image' results are not offered by this deployment's web search, whose "
+                              "providers return web pages only; use ['text'] or leave it out.", param=param,
                               code="unsupported_value")
 
 

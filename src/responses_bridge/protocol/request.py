@@ -32,6 +32,8 @@ class _Reasoning(BaseModel):
     effort: str | None = None
     summary: str | None = None
     generate_summary: str | None = None
+    context: str | None = None  # served or refused by engine/served_fields.py, as ``mode``
+    mode: str | None = None
 
 
 class _Text(BaseModel):
@@ -116,7 +118,9 @@ class CreateParams(BaseModel):
     prompt_cache_options: _PromptCacheOptions | None = None
     moderation: _Moderation | None = None
     context_management: list[_ContextManagement] | None = None
-    user: str | None = None
+    user: str | None = None  # forwarded, and echoed as the Response's deprecated ``user``
+    access_programs: dict[str, Any] | None = None  # engine/served_fields.py
+    image: dict[str, Any] | None = None  # request-level image options: engine/served_fields.py
     seed: int | None = None
     stop: str | list[str] | None = None
     stream_options: dict[str, Any] | None = None
@@ -296,7 +300,7 @@ def _check_metadata(metadata: dict[str, str] | None) -> None:
             raise invalid_request(f"metadata value for '{key}' is longer than 512 characters.", param="metadata")
 
 
-_NAMELESS_TOOLS = ("shell", "local_shell", "computer_use_preview", "apply_patch", "tool_search")
+_NAMELESS_TOOLS = ("shell", "local_shell", "computer_use_preview", "computer", "apply_patch", "tool_search")
 
 
 def _check_tool_choice(choice: str | dict[str, Any]) -> None:

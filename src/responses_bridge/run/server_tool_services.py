@@ -7,7 +7,7 @@ importing the module that imports them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from typing import TYPE_CHECKING
 
@@ -15,7 +15,7 @@ from ..engine.builtin_tools import served_tool_types
 from .programs.isolate import programs_available
 from .tools.file_search import FileSearcher
 from .tools.mcp import MCPTools
-from .tools.web_search import SearchProvider, provider_from_settings
+from .tools.web_search import SearchCache, SearchProvider, provider_from_settings
 
 if TYPE_CHECKING:
     from .tools.code_interpreter import CodeInterpreterService
@@ -47,6 +47,7 @@ class ServerToolServices:
     code: CodeInterpreterService | None = None
     images: ImageSettings | None = None
     shell: HostedShellService | None = None
+    search_cache: SearchCache = field(default_factory=SearchCache)  # live searches' results, per tenant
 
     @classmethod
     def configured(cls, mcp_limits: MCPLimits, web_search: WebSearchSettings | None,

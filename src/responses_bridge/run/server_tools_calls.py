@@ -56,7 +56,7 @@ from .tools.web_search import (
     WebSearchToolOptions,
     find_citations,
     results_for_model,
-    run_web_search,
+    search_for_model,
     web_search_action,
 )
 
@@ -296,7 +296,8 @@ class CallRunner:
         try:
             if provider is None or self.web_options is None:
                 raise WebSearchError("no web search provider is configured")
-            results = await run_web_search(provider, query, self.web_options)
+            results, note = await search_for_model(provider, self.services.search_cache, self.tenant, query,
+                                                   self.web_options)
         except WebSearchError as failure:
             raise_if_cancelled()
             return self._search_failed(call, str(failure))
@@ -309,7 +310,8 @@ class CallRunner:
         self.numbered.extend(results)
         self.builder.complete_web_search(call.output_index,
                                          action=web_search_action(query, results, self.include_sources))
-        return ToolResult(call.call_id, results_for_model(results, first_number=first))
+        shown = results_for_model(results, first_number=first) if results else ""
+        return ToolResult(call.call_id, "\n\n".join(text for text in (note, shown) if text))
 
     def _search_failed(self, call: TurnCall, reason: str) -> ToolResult:
         self.builder.complete_web_search(call.output_index, failed=True)

@@ -20,6 +20,7 @@ from ...config import Settings, env_names
 from ...config_help import MEANINGS, UndocumentedSetting, shown_type, user_default
 from ...config_help import meaning as setting_meaning
 from ...envoy_config import bootstrap_dict, to_yaml
+from .api_surface import fill_surface
 from .deploy_examples import DEMO
 from .known_fields import known_fields_source
 
@@ -132,7 +133,9 @@ def fill_generated(text: str, blocks: dict[str, str]) -> str:
 def rendered_docs(root: Path) -> dict[Path, str]:
     """Every generated page, or page with generated blocks, as the code makes it today."""
     deployment = root / "docs" / "deployment.md"
+    api = root / "docs" / "api.md"
     return {
+        api: fill_surface(api.read_text()),
         root / "docs" / "configuration.md": configuration_reference(),
         deployment: fill_generated(deployment.read_text(), deployment_snippets()),
         root / "src" / "responses_bridge" / "protocol" / "known_fields_table.py": known_fields_source(),

@@ -4,11 +4,14 @@ for every other JSON body a create or update route takes (:data:`ROUTE_PARAMS`),
 refuses a misspelled field exactly where OpenAI would and accepts every field OpenAI defines.
 
 The table is a tree of nodes (protocol/known_fields.py walks it): ``None`` where anything goes (a scalar, a free
-JSON object such as ``metadata`` or a function's ``parameters``, the input items, whose tolerance is kept), a dict of
-the known keys of an object, ``("list", node)`` for an array's items, and ``("type", {value: dict})`` for a union
-of objects told apart by their ``type``. Unions of objects without a ``type`` are merged (every member's keys
-known); a type that refers back to itself is left unchecked below that point. Run by scripts/render-docs; the
-docs test fails when the committed table is not what the installed SDK makes.
+JSON object such as ``metadata`` or a function's ``parameters``, the input items, whose tolerance is kept), a dict
+of the known keys of an object, ``("list", node)`` for an array's items, ``("type", {value: dict})`` for a union of
+objects told apart by their ``type``, and ``("enum", (value, ...))`` for a string the SDK types as a closed
+``Literal`` (``reasoning.effort``, ``service_tier``): another string there is OpenAI's 400 ``invalid_value``. A
+``Literal`` beside a plain ``str`` (``reasoning.mode``, a model name) is open, so unchecked. Unions of objects
+without a ``type`` are merged (every member's keys known); a type that refers back to itself is left unchecked below
+that point. Run by scripts/render-docs; the docs test fails when the committed table is not what the installed SDK
+makes.
 """
 
 from __future__ import annotations
@@ -100,7 +103,20 @@ def _node(annotation: Any, seen: set[Any]) -> Node:
         return ("list", _node(args[0], seen)) if args else None
     if typing_extensions.is_typeddict(annotation):
         return _typed_dict(annotation, seen)
-    return None
+    return _enum([annotation])
+
+
+def _enum(members: list[Any]) -> Node:
+    """``("enum", values)`` when every member is a ``Literal`` of strings (None aside), else None (open)."""
+    values: set[str] = set()
+    for member in members:
+        if get_origin(member) is not Literal:
+            return None
+        args = get_args(member)
+        if not all(isinstance(arg, str) for arg in args):
+            return None
+        values.update(args)
+    return ("enum", tuple(sorted(values))) if values else None
 
 
 def _strip(annotation: Any) -> Any:
@@ -133,6 +149,9 @@ def _union(members: list[Any], seen: set[Any]) -> Node:
     for inner in unions:  # a union of unions: flattened
         objects += [m for m in map(_strip, get_args(inner)) if typing_extensions.is_typeddict(m)]
         lists += [m for m in map(_strip, get_args(inner)) if get_origin(m) in _LISTS]
+    if not objects and not lists:
+        flat = [m for member in members for m in (map(_strip, get_args(member)) if member in unions else [member])]
+        return _enum([m for m in flat if m is not type(None)])
     if objects and lists:
         return None  # an object or a list: left unchecked rather than guessed
     if lists:
@@ -164,6 +183,8 @@ def _merge(a: Node, b: Node) -> Node:
     if isinstance(a, dict) and isinstance(b, dict):
         return {key: _merge(a[key], b[key]) if key in a and key in b else a.get(key, b.get(key))
                 for key in sorted(a.keys() | b.keys())}
+    if isinstance(a, tuple) and isinstance(b, tuple) and a[0] == b[0] == "enum":
+        return ("enum", tuple(sorted(set(a[1]) | set(b[1]))))
     if isinstance(a, tuple) and isinstance(b, tuple) and a[0] == b[0] == "list":
         return ("list", _merge(a[1], b[1]))
     if isinstance(a, tuple) and isinstance(b, tuple) and a[0] == b[0] == "type":

@@ -23,6 +23,10 @@ policy: the bridge never pretends to search.
 it has a way (Tavily's ``include_domains``; ``site:`` operators in SearXNG's and Brave's query) and is enforced
 on the results always, so a provider that ignores it cannot leak other domains.
 
+**``external_web_access: false``** (OpenAI's cache-only mode; Codex's cached web search sends it): no live
+search is made; the results the bridge holds for the tenant's query from an earlier live search
+(web_search_cache.py) are served, or none, and the model is told which (:func:`search_for_model`).
+
 **``user_location``**: its ``country`` localises the search — SearXNG gets ``language=<lang>-<CC>`` and Brave
 ``country`` and ``search_lang``, for the countries listed in ``COUNTRY_LANGUAGE`` / Brave's own list; Tavily,
 which takes only full country names, is not localised. City, region and timezone are not used by any of them.
@@ -45,13 +49,27 @@ from .web_search_base import (
     normalize_domains,
     parse_provider_spec,
 )
+from .web_search_cache import SearchCache
 from .web_search_citations import find_citations, results_for_model, web_search_action, web_search_call_item
 from .web_search_providers import BraveProvider, SearXNGProvider, TavilyProvider
 
 __all__ = [
-    "CONTEXT_BUDGETS", "ContextBudget", "SearchProvider", "SearchResult", "WebSearchError", "WebSearchSettings",
-    "WebSearchToolOptions", "find_citations", "parse_provider_spec", "provider_from_settings", "results_for_model",
-    "run_web_search", "web_search_action", "web_search_call_item",
+    "CONTEXT_BUDGETS",
+    "ContextBudget",
+    "SearchCache",
+    "SearchProvider",
+    "SearchResult",
+    "WebSearchError",
+    "WebSearchSettings",
+    "WebSearchToolOptions",
+    "find_citations",
+    "parse_provider_spec",
+    "provider_from_settings",
+    "results_for_model",
+    "run_web_search",
+    "search_for_model",
+    "web_search_action",
+    "web_search_call_item",
 ]
 
 ContextSize = Literal["low", "medium", "high"]
@@ -77,6 +95,7 @@ class WebSearchToolOptions:
     search_context_size: ContextSize = "medium"
     user_location: dict[str, Any] | None = None
     allowed_domains: tuple[str, ...] = ()
+    external_web_access: bool = True  # False: cache-only, never a live search
 
     @classmethod
     def from_tool(cls, tool: Mapping[str, Any]) -> WebSearchToolOptions:
@@ -87,7 +106,8 @@ class WebSearchToolOptions:
         domains = filters.get("allowed_domains") if isinstance(filters, Mapping) else None
         return cls(search_context_size=size if size in CONTEXT_BUDGETS else "medium",
                    user_location=dict(location) if isinstance(location, Mapping) else None,
-                   allowed_domains=normalize_domains(domains if isinstance(domains, list) else None))
+                   allowed_domains=normalize_domains(domains if isinstance(domains, list) else None),
+                   external_web_access=tool.get("external_web_access") is not False)
 
 
 def provider_from_settings(settings: WebSearchSettings | None, *,
@@ -113,14 +133,44 @@ def _shorten(text: str, limit: int) -> str:
     return (cut[:space] if space > limit // 2 else cut).rstrip() + "…"
 
 
-async def run_web_search(provider: SearchProvider, query: str, options: WebSearchToolOptions) -> list[SearchResult]:
+async def run_web_search(provider: SearchProvider, query: str, options: WebSearchToolOptions,
+                         cache: SearchCache | None = None, tenant: str = "") -> list[SearchResult]:
     """One search for the model: at most the context budget's number of results, only from the allowed domains,
-    snippets shortened to the budget. Raises :class:`WebSearchError` (an empty query is one too)."""
+    snippets shortened to the budget. Raises :class:`WebSearchError` (an empty query is one too). With ``cache``,
+    the provider's results are kept for the tenant's later cache-only searches."""
     text = " ".join(query.split()) if isinstance(query, str) else ""
     if not text:
         raise WebSearchError("the search query is empty")
     budget = CONTEXT_BUDGETS[options.search_context_size]
     found = await provider.search(text, max_results=budget.results, user_location=options.user_location,
                                   allowed_domains=list(options.allowed_domains) or None)
+    if cache is not None:
+        cache.put(tenant, text, found)
+    return _within_budget(found, options)
+
+
+def _within_budget(found: list[SearchResult], options: WebSearchToolOptions) -> list[SearchResult]:
+    budget = CONTEXT_BUDGETS[options.search_context_size]
     return [SearchResult(url=result.url, title=result.title, snippet=_shorten(result.snippet, budget.snippet_chars))
             for result in keep(found, max_results=budget.results, domains=options.allowed_domains)]
+
+
+CACHE_ONLY_NOTE = ("These results come from the web search cache: live internet access is off for this search "
+                   "(external_web_access is false), so they are what was found when this query was last searched.")
+CACHE_MISS = ("The web search cache holds no results for this query, and live internet access is off for this "
+              "search (external_web_access is false): no search of the web was made.")
+
+
+async def search_for_model(provider: SearchProvider, cache: SearchCache, tenant: str, query: str,
+                           options: WebSearchToolOptions) -> tuple[list[SearchResult], str | None]:
+    """The search a ``web_search`` call asks for: live (its results kept in ``cache``), or, with
+    ``external_web_access: false``, the tenant's cached results for the query and never a live search. The second
+    value is what the model must be told about where the results came from (None: a live search)."""
+    if options.external_web_access:
+        return await run_web_search(provider, query, options, cache, tenant), None
+    text = " ".join(query.split()) if isinstance(query, str) else ""
+    if not text:
+        raise WebSearchError("the search query is empty")
+    held = cache.get(tenant, text)
+    results = _within_budget(held, options) if held else []
+    return results, CACHE_ONLY_NOTE if results else CACHE_MISS
