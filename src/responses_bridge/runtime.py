@@ -34,6 +34,7 @@ from .services.chat_completions import ChatCompletionService
 from .services.container_network import NetworkPolicies
 from .services.containers import ContainerService
 from .services.conversations import ConversationService
+from .services.file_inputs import FileInputs
 from .services.files import FileService, files_directory
 from .services.identity import Identity, sidecar_token
 from .services.limits import TenantLimits
@@ -108,7 +109,7 @@ class Runtime:
         one)."""
         return ResponseRun(store or self.store, self.options, self.sealer, framing=framing,
                            conversations=self.conversations, prompts=self.prompts, server_tools=self.server_tools,
-                           max_turns=self.settings.max_turns, tenant=tenant)
+                           max_turns=self.settings.max_turns, files=self.file_inputs, tenant=tenant)
 
     @classmethod
     async def open(cls, settings: Settings, upstream: UpstreamClient,
@@ -210,9 +211,14 @@ class Runtime:
             note_upstream(SINGLE_UPSTREAM, "translate")
         run = ResponseRun(self.store, self.options, self.sealer, conversations=self.conversations,
                           prompts=self.prompts, server_tools=self.server_tools if tool_loop else None,
-                          max_turns=self.settings.max_turns, tenant=tenant)
+                          max_turns=self.settings.max_turns, files=self.file_inputs, tenant=tenant)
         run.admit_subagent = self.limits.acquire  # a subagent is one more of the tenant's requests in flight
         return run
+
+    @cached_property
+    def file_inputs(self) -> FileInputs:
+        """The tenant's files read for content parts naming them (``file_id``), against the memory budget."""
+        return FileInputs(self.files, self.memory)
 
     @cached_property
     def served_tools(self) -> frozenset[str]:

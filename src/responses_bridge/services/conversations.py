@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from .. import ids
+from ..protocol.call_outputs import pair_call_outputs, unpaired
 from ..protocol.errors import APIError, invalid_request, not_found
 from ..protocol.input_items import normalize_input
 from ..protocol.lists import list_body, list_of
@@ -41,6 +42,17 @@ def render_item(item: dict[str, Any], include: list[str] | None) -> dict[str, An
         return item
     parts = [dict(part, logprobs=[]) if isinstance(part, dict) and part.get("logprobs") else part for part in content]
     return dict(item, content=parts)
+
+
+def _pair(earlier: list[dict[str, Any]], items: list[dict[str, Any]]) -> None:
+    """Pair call outputs sent without call_id (protocol/call_outputs.py), its errors naming ``items``."""
+    try:
+        pair_call_outputs(earlier, items)
+    except APIError as error:
+        if error.param and error.param.startswith("input"):
+            error.param = "items" + error.param[len("input"):]
+            error.message = error.message.replace("'input[", "'items[")
+        raise
 
 
 def _items(value: Any, param: str = "items") -> list[dict[str, Any]]:
@@ -85,6 +97,7 @@ class ConversationService:
         metadata = body.get("metadata")
         check_metadata(metadata)
         items = _items(body.get("items"))
+        _pair([], items)
         conversation = StoredConversation(id=conversation_id(), created_at=int(time.time()),
                                           metadata=metadata or {})
         await self.store.create_conversation(conversation.id, conversation.created_at, conversation.metadata, items,
@@ -123,6 +136,11 @@ class ConversationService:
             raise invalid_request("Missing required parameter: 'items'.", param="items",
                                   code="missing_required_parameter")
         items = _items(body["items"])
+        if unpaired(items):  # outputs without call_id answer the conversation's open calls
+            earlier = await self.store.load_items(conversation_id, tenant=tenant)
+            if earlier is None:
+                raise _not_found(conversation_id)
+            _pair(earlier, items)
         if not await self.store.append_items(conversation_id, items, tenant=tenant):
             raise _not_found(conversation_id)
         return _page(ItemPage(data=items, first_id=items[0]["id"] if items else None,
