@@ -317,7 +317,16 @@ def test_reasoning_items() -> None:
     assert error.param == "input[0].content[0]"
 
 
-@pytest.mark.parametrize("kind", ["item_reference", "mystery", 7, True])
+def test_item_references_typed_and_untyped() -> None:
+    assert items([{"type": "item_reference", "id": "msg_1"}, {"id": "fc_2"}]) == [
+        {"type": "item_reference", "id": "msg_1"}, {"type": "item_reference", "id": "fc_2"}]
+    error = rejected_input([{"type": "item_reference"}])
+    assert error.param == "input[0].id" and error.code == "missing_required_parameter"
+    error = rejected_input([{"id": "msg_1", "content": "no role, no type"}])
+    assert error.param == "input[0].type" and error.code == "missing_required_parameter"
+
+
+@pytest.mark.parametrize("kind", ["mystery", 7, True])
 def test_unknown_item_type_is_a_400_naming_it(kind: Any) -> None:
     error = rejected_input([
         {"role": "user", "content": "a"},

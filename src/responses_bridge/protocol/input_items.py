@@ -51,6 +51,9 @@ def _normalize_kind(item: dict[str, Any], param: str) -> dict[str, Any]:
     kind = item.get("type")
     if kind is None and "role" in item:
         kind = "message"
+    if kind == "item_reference" or (kind is None and "id" in item and len(item) == 1):  # an untyped {"id"} too
+        # replaced by the item it names once the history is loaded (protocol/item_references.py)
+        return {"type": "item_reference", "id": _require_str(item, "id", param)}
     if kind == "message":
         return _normalize_message(item, param)
     if kind == "function_call":
@@ -78,7 +81,7 @@ def _normalize_kind(item: dict[str, Any], param: str) -> dict[str, Any]:
     raise invalid_request(
         f"Unsupported input item type '{kind}' at '{param}'. Supported: message, function_call, "
         "function_call_output, program, program_output, configuration_update, additional_tools, reasoning, "
-        "compaction, "
+        "compaction, item_reference, "
         "compaction_trigger, custom_tool_call, "
         "custom_tool_call_output, shell_call, shell_call_output, local_shell_call, local_shell_call_output, "
         "computer_call, computer_call_output, "

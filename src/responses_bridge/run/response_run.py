@@ -50,6 +50,7 @@ from ..engine.wire import JSON_CONTENT_TYPE, Framing, Reply, UpstreamRequest
 from ..observability import metrics
 from ..protocol.call_outputs import pair_call_outputs
 from ..protocol.errors import APIError, not_found
+from ..protocol.item_references import has_references, resolve_references
 from ..protocol.multi_agent import NOT_BETA
 from ..protocol.request import ResponsesRequest, parse_request, parse_request_object
 from ..sealing import Sealer
@@ -203,6 +204,8 @@ class ResponseRun:
                 raise not_found(f"Previous response with id '{p.previous_response_id}' not found.",
                                 param="previous_response_id", code="previous_response_not_found")
             history = loaded
+        if has_references(request.input_items):  # item_reference: the items they name, as stored and sent
+            request.input_items[:] = resolve_references(history, request.input_items)
         pair_call_outputs(history, request.input_items)  # outputs sent without call_id answer the open calls
         try:
             return await self._translate(request, history, prompt, large)
