@@ -3,16 +3,18 @@
 * a ``function_call_output`` without ``call_id`` answers the open call of its name (the SDK made ``call_id``
   optional in 3.5); its ``name`` / ``namespace`` / ``status`` are kept and listed, as is ``async`` on a call;
 * ``item_reference`` items (typed, and the untyped ``{"id": …}``) become the stored items they name; an unknown
-  id is a 404 naming the reference."""
+  id is a 404 naming the reference;
+* ``personality`` on an input token count is taken, and checked as OpenAI checks it."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import aiohttp
+import openai
 import orjson
 import pytest
-from openai.types.responses import ResponseItem
+from openai.types.responses import InputTokenCountResponse, ResponseItem
 from pydantic import TypeAdapter
 
 from tests.support.bridge import UpstreamLog
@@ -107,3 +109,18 @@ async def test_an_unknown_item_reference_is_a_404_naming_it(http: aiohttp.Client
         error = (await answer.json())["error"]
     assert (error["param"], error["code"]) == ("input[1].id", "item_not_found")
     assert await upstream_log.entries() == []
+
+
+async def test_input_token_counts_take_a_personality(client: openai.AsyncOpenAI,
+                                                     http: aiohttp.ClientSession) -> None:
+    plain = await client.responses.input_tokens.count(model="fake-model", input="hello world")
+    styled = await client.responses.input_tokens.count(model="fake-model", input="hello world",
+                                                       personality="pragmatic")
+    assert styled.input_tokens == plain.input_tokens  # no upstream has model-owned presets: the input's own count
+    async with http.post("/v1/responses/input_tokens", json={"input": "hi", "personality": "x" * 64}) as answer:
+        InputTokenCountResponse.model_validate(await answer.json(), strict=True)
+    for wrong, code in (("x" * 65, "invalid_value"), (7, "invalid_type")):
+        async with http.post("/v1/responses/input_tokens", json={"input": "hi", "personality": wrong}) as answer:
+            assert answer.status == 400
+            error = (await answer.json())["error"]
+        assert (error["param"], error["code"]) == ("personality", code)
