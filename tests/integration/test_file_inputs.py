@@ -115,6 +115,17 @@ async def test_a_file_sent_by_id_is_resolved_again_when_a_chain_continues(
     assert messages[0]["content"][1] == {"type": "text", "text": f"[file: note.txt]\n{NOTE}"}
 
 
+async def test_a_prompt_variable_naming_a_file_is_resolved_too(
+        client: openai.AsyncOpenAI, http: aiohttp.ClientSession, upstream_log: UpstreamLog) -> None:
+    text_id = await upload(client, "note.txt", NOTE.encode())
+    async with http.post("/v1/prompts", json={"instructions": "Summarise {{doc}}."}) as answer:
+        prompt = await answer.json()
+    await create(http, {"input": "go", "prompt": {"id": prompt["id"], "variables": {
+        "doc": {"type": "input_file", "file_id": text_id}}}}, stream=True)
+    messages = (await upstream_log.last_body())["messages"]
+    assert messages[1]["content"][1] == {"type": "text", "text": f"[file: note.txt]\n{NOTE}"}
+
+
 @pytest.mark.parametrize(("part", "param", "code"), [
     ({"type": "input_file", "file_id": "file-0123456789abcdef0123456789abcdef"}, "input[0].content[1].file_id",
      "not_found"),

@@ -31,6 +31,9 @@ def chat_part(part: dict[str, Any], options: EngineOptions) -> dict[str, Any]:
     """One part as Chat Completions takes it. Parts naming a stored file (``file_id``) were resolved by the run
     (run/file_inputs.py); one reaching here is a bug, not the client's."""
     kind = part["type"]
+    if "file_id" in part:  # a path that resolves no file parts (none should remain): a 400, never a KeyError
+        raise invalid_request(f"'{kind}' parts naming a file ('file_id') cannot be sent to the model here.",
+                              param="file_id", code="unsupported_parameter")
     if kind in ("input_text", "output_text"):
         return {"type": "text", "text": part["text"]}
     if kind == "refusal":

@@ -37,6 +37,7 @@ the :class:`~responses_bridge.run.upstream.UpstreamClient` interface.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
@@ -218,13 +219,16 @@ class ResponseRun:
         """:meth:`begin` once the request's history is loaded: its files resolved, the translator built, the tool
         loop set up, the first call made."""
         sent_input = None
-        if names_files(history) or names_files(request.input_items):
+        prompt_items = prompt.input_items if prompt is not None else []
+        if names_files(history) or names_files(request.input_items) or names_files(prompt_items):
             if self._files is None:
                 raise APIError(400, "Content parts naming a file ('file_id') are not supported here.",
                                param="input", code="unsupported_parameter")
             self._file_resolution = resolution = FileResolution(self._files, self._options, self.tenant)
             history = await resolution.resolve(history, "history")
             sent_input = await resolution.resolve(request.input_items, "input")
+            if prompt is not None:  # a prompt's image or file variable may name a file too
+                prompt = dataclasses.replace(prompt, input_items=await resolution.resolve(prompt_items, "prompt"))
         served = self._server_tools.services.served if self._server_tools is not None else frozenset()
         make = functools.partial(Translator, request, history, prompt, self._options, self._sealer,
                                  framing=self._framing, conversation_id=self._conversation_id, served=served,
