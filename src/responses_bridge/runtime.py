@@ -271,7 +271,7 @@ class Runtime:
         from .run.native_run import NativeRun
 
         return NativeRun(self.store, self.route_options(route), self.sealer, conversations=self.conversations,
-                         served=self.server_tools.services.served,
+                         served=self.server_tools.services.served, files=self.file_inputs,
                          tenant=tenant)
 
     def new_routed_run(self, route: Route, *, tool_loop: bool = False, tools: object = None,

@@ -1,13 +1,16 @@
 """Content parts that name one of the tenant's files (``input_file`` / ``input_image`` with ``file_id``), resolved
-before the engine translates (the engine does no I/O): the request's input and its history (a chain's or a
-conversation's stored items keep their ``file_id``, as OpenAI lists them, and are resolved again each turn).
+before the engine translates (the engine does no I/O) or relays to a native backend: the request's input, a
+prompt's variables and the history (a chain's or a conversation's stored items keep their ``file_id``, as OpenAI
+lists them, and are resolved again each turn).
 
-What the upstream gets is what it reads (a Chat Completions backend cannot fetch our files):
+What the upstream gets is what it reads (no backend can fetch the bridge's files), in parts both Chat Completions
+(engine/content_parts.py) and a native Responses backend take:
 
 * ``input_image``: the file as a ``data:`` URL, its ``detail`` as sent; a file that is not an image is a 400.
 * ``input_file``: the text of a kind the retrieval pipeline extracts (text, Markdown, HTML, JSON, CSV, DOCX, PDF),
   as a text part headed with the file's name; where the backend reads files (the profile's ``openai_fields``:
-  OpenAI's Chat Completions takes ``file`` parts) a PDF or another kind goes as a ``file`` part with its bytes;
+  OpenAI's Chat Completions takes ``file`` parts) a PDF or another kind goes as an ``input_file`` with its bytes
+  as ``file_data`` (and its ``detail``, which a native backend reads);
   any other kind on another backend is a 400 naming the part's ``file_id``.
 
 The stored items keep the parts as sent (``file_id``, ``detail``): only the upstream's copy is resolved. One
@@ -92,7 +95,10 @@ class FileResolution:
         if file.media_type.startswith("image/"):
             return {"type": "input_image", "image_url": _data_url(file), "detail": "auto"}
         if self._options.openai_fields:
-            return {"type": "input_file", "file_data": _data_url(file), "filename": file.filename}
+            resolved = {"type": "input_file", "file_data": _data_url(file), "filename": file.filename}
+            if "detail" in part:  # a native backend takes it; Chat Completions' file part has no place for it
+                resolved["detail"] = part["detail"]
+            return resolved
         raise invalid_request(
             f"File '{file_id}' ({file.media_type}) cannot be given to this upstream: it reads the text of text, "
             "Markdown, HTML, JSON, CSV, PDF and DOCX files, and images.", param=f"{param}.file_id",
