@@ -121,12 +121,12 @@ def _data_url(file: LoadedFile) -> str:
 
 
 def names_files(items: list[dict[str, Any]]) -> bool:
-    """Does any message or call output of ``items`` have a part naming a file? (One pass, no allocation.)"""
+    """Does any message or call output of ``items`` have a part naming a file? One pass, no allocation: it runs
+    over every request's history and input (parts are objects once normalized, and stored as such)."""
     for item in items:
-        parts = item.get("content") if item.get("type") == "message" else item.get("output")
-        if isinstance(parts, list):
+        parts = item.get("content") or item.get("output")
+        if parts.__class__ is list:
             for part in parts:
-                if isinstance(part, dict) and "file_id" in part:
+                if "file_id" in part:
                     return True
     return False
-
