@@ -35,6 +35,7 @@ from .services.chat_completions import ChatCompletionService
 from .services.container_network import NetworkPolicies
 from .services.containers import ContainerService
 from .services.conversations import ConversationService
+from .services.file_inputs import FileInputs
 from .services.files import FileService, files_directory
 from .services.identity import Identity, sidecar_token
 from .services.limits import TenantLimits
@@ -114,7 +115,7 @@ class Runtime:
         one)."""
         run = ResponseRun(store or self.store, self.options, self.sealer, framing=framing,
                           conversations=self.conversations, prompts=self.prompts, server_tools=self.server_tools,
-                          max_turns=self.settings.max_turns, tenant=tenant)
+                          max_turns=self.settings.max_turns, files=self.file_inputs, tenant=tenant)
         run.upstream_gate = self.upstream_gate
         return run
 
@@ -218,10 +219,15 @@ class Runtime:
             note_upstream(SINGLE_UPSTREAM, "translate")
         run = ResponseRun(self.store, self.options, self.sealer, conversations=self.conversations,
                           prompts=self.prompts, server_tools=self.server_tools if tool_loop else None,
-                          max_turns=self.settings.max_turns, tenant=tenant)
+                          max_turns=self.settings.max_turns, files=self.file_inputs, tenant=tenant)
         run.admit_subagent = self.limits.acquire  # a subagent is one more of the tenant's requests in flight
         run.upstream_gate = self.upstream_gate
         return run
+
+    @cached_property
+    def file_inputs(self) -> FileInputs:
+        """The tenant's files read for content parts naming them (``file_id``), against the memory budget."""
+        return FileInputs(self.files, self.memory)
 
     @cached_property
     def served_tools(self) -> frozenset[str]:
@@ -274,7 +280,7 @@ class Runtime:
         from .run.native_run import NativeRun
 
         return NativeRun(self.store, self.route_options(route), self.sealer, conversations=self.conversations,
-                         served=self.server_tools.services.served,
+                         served=self.server_tools.services.served, files=self.file_inputs,
                          tenant=tenant)
 
     def new_routed_run(self, route: Route, *, tool_loop: bool = False, tools: object = None,

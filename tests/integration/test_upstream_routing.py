@@ -480,3 +480,23 @@ async def test_metrics_name_each_upstream_and_its_mode(deployment: Deployment) -
     assert latency[("b", "translate")] >= 1 and latency[("n", "native")] >= 1
     assert {name for name, _ in latency} <= {"a", "b", "n"}  # never the listener's host:port
     assert all(count > 0 for count in latency.values())  # no empty series for an upstream never called
+
+
+async def test_files_by_id_and_references_reach_a_native_backend_resolved(
+        native: tuple[Deployment, openai.AsyncOpenAI]) -> None:
+    """The backend knows none of the bridge's files and items: it gets their content, the stored input the ids."""
+    dep, client = native
+    note = await client.files.create(file=("note.md", b"The lamps are in the north depot."), purpose="user_data")
+    first = await client.responses.create(model="native-1", input=[{"role": "user", "content": [
+        {"type": "input_text", "text": "Read:"}, {"type": "input_file", "file_id": note.id, "detail": "low"}]}])
+    assert first.status == "completed"
+    [asked] = (await client.responses.input_items.list(first.id)).data
+    second = await client.responses.create(model="native-1", previous_response_id=first.id,
+                                           input=[{"type": "item_reference", "id": asked.id}])
+    assert second.status == "completed"
+    sent = await _sent(dep)
+    part = sent[0]["input"][0]["content"][1]
+    assert part == {"type": "input_text", "text": "[file: note.md]\nThe lamps are in the north depot."}
+    assert [item["content"][1] for item in sent[1]["input"] if item.get("role") == "user"] == [part, part]
+    listed = (await client.responses.input_items.list(first.id)).data[0]
+    assert listed.content[1].file_id == note.id  # type: ignore[union-attr]

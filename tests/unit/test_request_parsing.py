@@ -169,12 +169,19 @@ def test_image_part() -> None:
         {"type": "input_image", "image_url": "https://img/x.png", "detail": "auto"}]
     assert parts([{"type": "input_image", "image_url": "data:image/png;base64,AAAA", "detail": "low"}]) == [
         {"type": "input_image", "image_url": "data:image/png;base64,AAAA", "detail": "low"}]
-    for odd in ("ultra", ["high"], {"x": 1}, 3):  # unknown details fall back to auto, never crash
-        assert parts([{"type": "input_image", "image_url": "u", "detail": odd}])[0]["detail"] == "auto"
-    error = rejected_input([{"role": "user", "content": [{"type": "input_image", "file_id": "file_1"}]}])
-    assert error.param == "input[0].content[0].file_id" and error.code == "unsupported_parameter"
+    assert parts([{"type": "input_image", "image_url": "u", "detail": "original"}])[0]["detail"] == "original"
+    for odd in ("ultra", ["high"], {"x": 1}, 3):  # never quietly another value: a 400 naming it
+        error = rejected_input([{"role": "user", "content": [{"type": "input_image", "image_url": "u",
+                                                              "detail": odd}]}])
+        assert error.param == "input[0].content[0].detail" and error.code == "invalid_value"
+    assert parts([{"type": "input_image", "file_id": "file_1", "detail": "high"}]) == [
+        {"type": "input_image", "file_id": "file_1", "detail": "high"}]
+    error = rejected_input([{"role": "user", "content": [{"type": "input_image", "file_id": "f",
+                                                          "image_url": "u"}]}])
+    assert error.param == "input[0].content[0].file_id" and error.code == "invalid_value"
     error = rejected_input([{"role": "user", "content": [{"type": "input_image"}]}])
     assert error.param == "input[0].content[0].image_url" and error.code == "missing_required_parameter"
+    assert "file_id" in error.message
 
 
 def test_file_part() -> None:
@@ -182,13 +189,32 @@ def test_file_part() -> None:
         {"type": "input_file", "filename": "a.txt", "file_data": "aGk="}]
     assert parts([{"type": "input_file", "file_url": "https://x/a.pdf"}]) == [
         {"type": "input_file", "file_url": "https://x/a.pdf"}]
+    assert parts([{"type": "input_file", "file_id": "file_1", "detail": "low"}]) == [
+        {"type": "input_file", "file_id": "file_1", "detail": "low"}]
     error = rejected_input([{"role": "user", "content": [{"type": "input_file", "filename": "a.txt"}]}])
     assert error.param == "input[0].content[0]" and error.code == "missing_required_parameter"
+    assert "file_id" in error.message
+    error = rejected_input([{"role": "user", "content": [{"type": "input_file", "file_id": "f",
+                                                          "file_data": "aGk="}]}])
+    assert error.param == "input[0].content[0].file_id" and error.code == "invalid_value"
+    error = rejected_input([{"role": "user", "content": [{"type": "input_file", "file_id": "f",
+                                                          "detail": "original"}]}])
+    assert error.param == "input[0].content[0].detail" and error.code == "invalid_value"
     error = rejected_input([{"role": "user", "content": [{"type": "input_file", "file_data": 5}]}])
     assert error.param == "input[0].content[0].file_data" and error.code == "invalid_type"
 
 
-@pytest.mark.parametrize("kind", ["input_audio", "video", None, 5, ["input_text"], {"type": "x"}])
+def test_audio_part() -> None:
+    assert parts([{"type": "input_audio", "input_audio": {"data": "UklG", "format": "wav"}}]) == [
+        {"type": "input_audio", "input_audio": {"data": "UklG", "format": "wav"}}]
+    error = rejected_input([{"role": "user", "content": [{"type": "input_audio",
+                                                          "input_audio": {"data": "x", "format": "ogg"}}]}])
+    assert error.param == "input[0].content[0].input_audio.format" and error.code == "invalid_value"
+    error = rejected_input([{"role": "user", "content": [{"type": "input_audio"}]}])
+    assert error.param == "input[0].content[0].input_audio"
+
+
+@pytest.mark.parametrize("kind", ["video", None, 5, ["input_text"], {"type": "x"}])
 def test_unknown_part_type_is_a_400_naming_it(kind: Any) -> None:
     error = rejected_input([{"role": "user", "content": [{"type": "input_text", "text": "ok"}, {"type": kind}]}])
     assert error.param == "input[0].content[1].type"
@@ -251,8 +277,25 @@ def test_function_call_output_forms() -> None:
     assert error.param == "input[0].output" and error.code == "missing_required_parameter"
     error = rejected_input([{**base, "output": [{"type": "nope"}]}])
     assert error.param == "input[0].output[0].type"
-    error = rejected_input([{"type": "function_call_output", "output": "x"}])
+    # call_id is optional since SDK 3.5 (paired with its call once the history is known: test_call_outputs.py)
+    assert items([{"type": "function_call_output", "output": "x", "id": "fco_2"}]) == [
+        {"type": "function_call_output", "id": "fco_2", "output": "x", "status": "completed"}]
+    kept = items([{**base, "output": "x", "name": "weather", "namespace": "tools", "status": "incomplete"}])[0]
+    assert (kept["name"], kept["namespace"], kept["status"]) == ("weather", "tools", "incomplete")
+    error = rejected_input([{**base, "output": "x", "status": "done"}])
+    assert error.param == "input[0].status" and error.code == "invalid_value"
+    error = rejected_input([{**base, "output": "x", "name": 3}])
+    assert error.param == "input[0].name" and error.code == "invalid_type"
+    error = rejected_input([{"type": "custom_tool_call_output", "output": "x"}])
     assert error.param == "input[0].call_id"
+
+
+def test_function_call_async_is_kept() -> None:
+    call = {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"}
+    assert items([{**call, "async": True}])[0]["async"] is True
+    assert "async" not in items([call])[0]
+    error = rejected_input([{**call, "async": "yes"}])
+    assert error.param == "input[0].async" and error.code == "invalid_type"
 
 
 def test_reasoning_items() -> None:
@@ -274,7 +317,16 @@ def test_reasoning_items() -> None:
     assert error.param == "input[0].content[0]"
 
 
-@pytest.mark.parametrize("kind", ["item_reference", "mystery", 7, True])
+def test_item_references_typed_and_untyped() -> None:
+    assert items([{"type": "item_reference", "id": "msg_1"}, {"id": "fc_2"}]) == [
+        {"type": "item_reference", "id": "msg_1"}, {"type": "item_reference", "id": "fc_2"}]
+    error = rejected_input([{"type": "item_reference"}])
+    assert error.param == "input[0].id" and error.code == "missing_required_parameter"
+    error = rejected_input([{"id": "msg_1", "content": "no role, no type"}])
+    assert error.param == "input[0].type" and error.code == "missing_required_parameter"
+
+
+@pytest.mark.parametrize("kind", ["mystery", 7, True])
 def test_unknown_item_type_is_a_400_naming_it(kind: Any) -> None:
     error = rejected_input([
         {"role": "user", "content": "a"},

@@ -40,12 +40,16 @@ class NativeRelay:
 
     def __init__(self, request: ResponsesRequest, raw: dict[str, Any], history: list[dict[str, Any]], *,
                  upstream_model: str | None = None, conversation_id: str | None = None,
-                 max_event_bytes: int, sealer: Sealer | None = None) -> None:
+                 max_event_bytes: int, sealer: Sealer | None = None,
+                 sent_input: list[dict[str, Any]] | None = None) -> None:
         if compaction.has_trigger(request.input_items):
             raise APIError(400, "A compaction_trigger is not supported for this model: use POST "
                            "/v1/responses/compact.", param="input", code="unsupported_parameter")
         # the bridge's compaction items, opened: the backend gets the summaries they stand for (400 if forged)
-        history, items = compaction.expand_context(history, request.input_items, sealer)
+        # sent_input: the input as the backend gets it where it differs from what is stored (parts naming a file,
+        # resolved by the run: run/file_inputs.py)
+        history, items = compaction.expand_context(
+            history, request.input_items if sent_input is None else sent_input, sealer)
         self._input = backend_items([*history, *items])
         self.request = request
         p = request.params

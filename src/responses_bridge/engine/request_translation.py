@@ -158,7 +158,7 @@ def items_to_messages(items: list[dict[str, Any]], messages: list[dict[str, Any]
             else:
                 if role == "developer":
                     role = options.developer_role
-                messages.append({"role": role, "content": user_content(item["content"])})
+                messages.append({"role": role, "content": user_content(item["content"], options)})
         elif kind == "program":  # the model's call of ``program`` (engine/programs.py)
             message = _assistant_message(messages, options, fresh=False)
             message.setdefault("tool_calls", []).append(program_tool_call(item, plan.upstream_name("program")))
@@ -178,7 +178,7 @@ def items_to_messages(items: list[dict[str, Any]], messages: list[dict[str, Any]
         elif kind in _OUTPUT_KINDS:
             # a server tool search's output may have no call id; a local shell call's output names it in ``id``
             call_id = item.get("call_id") or (item["id"] if kind == "local_shell_call_output" else server_search_id)
-            append_tool_result(messages, call_id, None, _output_of(item), options)
+            append_tool_result(messages, call_id, None, _output_of(item, options), options)
             if kind == "computer_call_output":
                 screenshots.append(screenshot_message(item))
         elif kind in _SERVER_CALL_KINDS:
@@ -315,11 +315,11 @@ def _call_of(item: dict[str, Any], plan: ToolPlan) -> tuple[str, str]:
     return plan.upstream_name("tool_search"), orjson.dumps(item.get("arguments") or {}).decode()
 
 
-def _output_of(item: dict[str, Any]) -> str | list[dict[str, Any]]:
+def _output_of(item: dict[str, Any], options: EngineOptions) -> str | list[dict[str, Any]]:
     """A replayed output item as a tool message's content."""
     kind = item["type"]
     if kind in ("function_call_output", "custom_tool_call_output"):
-        return _tool_output(item["output"])
+        return _tool_output(item["output"], options)
     if kind == "shell_call_output":
         return shell_output_text(item["output"])
     if kind == "local_shell_call_output":
@@ -418,12 +418,12 @@ def _fill_assistant(message: dict[str, Any], parts: list[dict[str, Any]]) -> Non
             message["content"] = ""
 
 
-def _tool_output(output: str | list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+def _tool_output(output: str | list[dict[str, Any]], options: EngineOptions) -> str | list[dict[str, Any]]:
     if isinstance(output, str):
         return output
     if all(part["type"] in ("input_text", "output_text") for part in output):
         return "".join(part["text"] for part in output)
-    return [chat_part(part) for part in output]
+    return [chat_part(part, options) for part in output]
 
 
 # --- formats -----------------------------------------------------------------------------------------------------

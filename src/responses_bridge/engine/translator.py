@@ -69,11 +69,14 @@ class Translator(ClientStream, CompactionTurns):
 
     def __init__(self, request: ResponsesRequest, history: list[dict[str, Any]], prompt: RenderedPrompt | None,
                  options: EngineOptions, sealer: Sealer | None = None, *, framing: Framing | None = None,
-                 conversation_id: str | None = None, served: frozenset[str] = frozenset()) -> None:
+                 conversation_id: str | None = None, served: frozenset[str] = frozenset(),
+                 sent_input: list[dict[str, Any]] | None = None) -> None:
         """Raises :class:`APIError` for a request that cannot be served. ``framing``: None gives events (SSE)
         only to requests with ``stream: true``; "json" always emits events as JSON lines (WebSocket mode).
         Background requests always get SSE events (they are stored for replay). ``served``: the server-side
         tool types the caller's tool loop runs (empty: they fall under the unsupported-tool policy).
+        ``sent_input``: the input as the upstream gets it, where it differs from what is stored (parts naming a
+        file resolved by the run: run/file_inputs.py); None: the request's own items.
 
         The first upstream body is built by :meth:`build_first_request`, so a
         tool loop can set up its server tools (which extend :attr:`plan`) in between."""
@@ -89,7 +92,8 @@ class Translator(ClientStream, CompactionTurns):
         check_call_outputs(history, request.input_items)
         reasoning.unseal_input(request.input_items, sealer)
         # compaction items become their summary, for the upstream only (an automatic one: all before it too)
-        history, expanded = compaction.expand_context(history, request.input_items, sealer)
+        sent = request.input_items if sent_input is None else sent_input
+        history, expanded = compaction.expand_context(history, sent, sealer)
         translated = request if expanded is request.input_items else replace(request, input_items=expanded)
         targets = None
         self.plan = None  # the tools offered; None for a compaction turn

@@ -51,6 +51,9 @@ def _normalize_kind(item: dict[str, Any], param: str) -> dict[str, Any]:
     kind = item.get("type")
     if kind is None and "role" in item:
         kind = "message"
+    if kind == "item_reference" or (kind is None and "id" in item and len(item) == 1):  # an untyped {"id"} too
+        # replaced by the item it names once the history is loaded (protocol/item_references.py)
+        return {"type": "item_reference", "id": _require_str(item, "id", param)}
     if kind == "message":
         return _normalize_message(item, param)
     if kind == "function_call":
@@ -78,7 +81,7 @@ def _normalize_kind(item: dict[str, Any], param: str) -> dict[str, Any]:
     raise invalid_request(
         f"Unsupported input item type '{kind}' at '{param}'. Supported: message, function_call, "
         "function_call_output, program, program_output, configuration_update, additional_tools, reasoning, "
-        "compaction, "
+        "compaction, item_reference, "
         "compaction_trigger, custom_tool_call, "
         "custom_tool_call_output, shell_call, shell_call_output, local_shell_call, local_shell_call_output, "
         "computer_call, computer_call_output, "
@@ -96,7 +99,9 @@ def _normalize_client_tool_item(kind: str, item: dict[str, Any], param: str) -> 
         normalized = _normalize_function_call_output(item, param)
         normalized["type"] = kind
         normalized["id"] = _optional_id(item, param, lambda: ids.new_id("ctco"))
-        del normalized["status"]
+        normalized["call_id"] = _require_str(item, "call_id", param)
+        for key in ("status", "name", "namespace"):  # not fields of a custom tool's output
+            normalized.pop(key, None)
         return normalized
     normalized = tool_items.NORMALIZERS[kind](item, param)
     if kind == "tool_search_output":  # the tools it returns are offered to the model: same checks as 'tools'
@@ -162,34 +167,98 @@ def _normalize_part(part: Any, param: str, role: str) -> dict[str, Any]:
     if kind == "refusal":
         return {"type": "refusal", "refusal": _require_str(part, "refusal", param)}
     if kind == "input_image":
-        url = part.get("image_url")
-        if not isinstance(url, str) or not url:
-            if part.get("file_id"):
-                raise invalid_request(f"'{param}.file_id' is not supported here: send 'image_url' (an URL or a "
-                                      "data: URL).", param=f"{param}.file_id", code="unsupported_parameter")
-            raise invalid_request(f"Missing required parameter: '{param}.image_url'.", param=f"{param}.image_url",
-                                  code="missing_required_parameter")
-        detail = part.get("detail") if part.get("detail") in ("low", "high", "auto") else "auto"
-        return {"type": "input_image", "image_url": url, "detail": detail}
+        return _normalize_image(part, param)
     if kind == "input_file":
-        normalized = {"type": "input_file"}
-        for key in ("filename", "file_data", "file_url"):
-            value = part.get(key)
-            if value is not None:
-                if not isinstance(value, str):
-                    raise invalid_request(f"Invalid type for '{param}.{key}': expected a string.",
-                                          param=f"{param}.{key}", code="invalid_type")
-                normalized[key] = value
-        if "file_data" not in normalized and "file_url" not in normalized:
-            raise invalid_request(f"'{param}' needs 'file_data' or 'file_url'.", param=param,
-                                  code="missing_required_parameter")
-        return normalized
+        return _normalize_file(part, param)
+    if kind == "input_audio":
+        return _normalize_audio(part, param)
     raise invalid_request(
         f"Unsupported content part type '{kind}' at '{param}'. Supported: input_text, output_text, refusal, "
-        "input_image, input_file.",
+        "input_image, input_file, input_audio.",
         param=f"{param}.type",
         code="unsupported_content_type",
     )
+
+
+CALL_STATUSES = ("in_progress", "completed", "incomplete")
+IMAGE_DETAILS = ("low", "high", "auto", "original")
+FILE_DETAILS = ("low", "high", "auto")
+AUDIO_FORMATS = ("mp3", "wav")
+
+
+def _optional_str(part: dict[str, Any], key: str, param: str) -> str | None:
+    value = part.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise invalid_request(f"Invalid type for '{param}.{key}': expected a string.", param=f"{param}.{key}",
+                              code="invalid_type")
+    return value
+
+
+def _detail(part: dict[str, Any], param: str, allowed: tuple[str, ...]) -> str | None:
+    """``detail`` as sent, or None when absent: a value OpenAI does not take is a 400 naming it, never quietly
+    replaced by another."""
+    detail = part.get("detail")
+    if detail is None or detail in allowed:
+        return detail
+    raise invalid_request(f"Invalid value for '{param}.detail': {str(detail)[:100]!r}. Supported: "
+                          f"{', '.join(allowed)}.", param=f"{param}.detail", code="invalid_value")
+
+
+def _normalize_image(part: dict[str, Any], param: str) -> dict[str, Any]:
+    """An image by URL (or data: URL), or by the id of one of the tenant's files (resolved by the run: the engine
+    does no I/O; run/file_inputs.py)."""
+    url = _optional_str(part, "image_url", param)
+    file_id = _optional_str(part, "file_id", param)
+    if not url and not file_id:
+        raise invalid_request(f"'{param}' needs 'image_url' or 'file_id'.", param=f"{param}.image_url",
+                              code="missing_required_parameter")
+    if url and file_id:
+        raise invalid_request(f"'{param}' takes one of 'image_url' and 'file_id', not both.",
+                              param=f"{param}.file_id", code="invalid_value")
+    normalized: dict[str, Any] = {"type": "input_image", "detail": _detail(part, param, IMAGE_DETAILS) or "auto"}
+    if url:
+        normalized["image_url"] = url
+    else:
+        normalized["file_id"] = file_id
+    return normalized
+
+
+def _normalize_file(part: dict[str, Any], param: str) -> dict[str, Any]:
+    """A file sent inline (``file_data``), by data: URL (``file_url``), or by the id of one of the tenant's files
+    (resolved by the run: run/file_inputs.py)."""
+    normalized: dict[str, Any] = {"type": "input_file"}
+    for key in ("filename", "file_data", "file_url", "file_id"):
+        value = _optional_str(part, key, param)
+        if value is not None:
+            normalized[key] = value
+    sources = [key for key in ("file_data", "file_url", "file_id") if key in normalized]
+    if not sources:
+        raise invalid_request(f"'{param}' needs one of 'file_id', 'file_data' or 'file_url'.", param=param,
+                              code="missing_required_parameter")
+    if len(sources) > 1:
+        raise invalid_request(f"'{param}' takes one of 'file_id', 'file_data' and 'file_url', not "
+                              f"{' and '.join(repr(key) for key in sources)}.", param=f"{param}.{sources[1]}",
+                              code="invalid_value")
+    detail = _detail(part, param, FILE_DETAILS)
+    if detail is not None:
+        normalized["detail"] = detail
+    return normalized
+
+
+def _normalize_audio(part: dict[str, Any], param: str) -> dict[str, Any]:
+    audio = part.get("input_audio")
+    if not isinstance(audio, dict):
+        raise invalid_request(f"Missing required parameter: '{param}.input_audio'.", param=f"{param}.input_audio",
+                              code="missing_required_parameter")
+    where = f"{param}.input_audio"
+    data = _require_str(audio, "data", where)
+    audio_format = audio.get("format")
+    if audio_format not in AUDIO_FORMATS:
+        raise invalid_request(f"Invalid value for '{where}.format': {str(audio_format)[:100]!r}. Supported: mp3, "
+                              "wav.", param=f"{where}.format", code="invalid_value")
+    return {"type": "input_audio", "input_audio": {"data": data, "format": audio_format}}
 
 
 def _normalize_function_call(item: dict[str, Any], param: str) -> dict[str, Any]:
@@ -210,6 +279,12 @@ def _normalize_function_call(item: dict[str, Any], param: str) -> dict[str, Any]
     }
     if isinstance(item.get("namespace"), str):
         normalized["namespace"] = item["namespace"]
+    run_async = item.get("async")
+    if run_async is not None:  # the client runs the call asynchronously: kept, listed and sent back as it came
+        if not isinstance(run_async, bool):
+            raise invalid_request(f"Invalid type for '{param}.async': expected a boolean.", param=f"{param}.async",
+                                  code="invalid_type")
+        normalized["async"] = run_async
     caller = normalize_caller(item, param)
     if caller is not None:  # a call a program made: the program's, never shown to the model as its own
         normalized["caller"] = caller
@@ -225,13 +300,25 @@ def _normalize_function_call_output(item: dict[str, Any], param: str) -> dict[st
     elif not isinstance(output, str):
         raise invalid_request(f"Missing required parameter: '{param}.output'.", param=f"{param}.output",
                               code="missing_required_parameter")
+    status = item.get("status")
+    if status is not None and status not in CALL_STATUSES:
+        raise invalid_request(f"Invalid value for '{param}.status': {str(status)[:100]!r}. Supported: "
+                              f"{', '.join(CALL_STATUSES)}.", param=f"{param}.status", code="invalid_value")
     normalized: dict[str, Any] = {
         "type": "function_call_output",
         "id": _optional_id(item, param, ids.function_call_output_id),
-        "call_id": _require_str(item, "call_id", param),
         "output": output,
-        "status": "completed",
+        "status": status or "completed",
     }
+    # call_id is optional since SDK 3.5: an output without one answers the first open call of its name
+    # (protocol/call_outputs.py pairs it once the history is known)
+    call_id = _optional_str(item, "call_id", param)
+    if call_id is not None:
+        normalized["call_id"] = call_id
+    for key in ("name", "namespace"):  # the tool that produced it: stored and listed as sent
+        value = _optional_str(item, key, param)
+        if value is not None:
+            normalized[key] = value
     caller = normalize_caller(item, param)
     if caller is not None:
         normalized["caller"] = caller

@@ -28,12 +28,15 @@ from ..engine.native_relay import NativeRelay
 from ..engine.options import EngineOptions
 from ..engine.sse import DONE_FRAME
 from ..engine.wire import JSON_CONTENT_TYPE, SSE_CONTENT_TYPE, Reply, UpstreamRequest
+from ..protocol.call_outputs import pair_call_outputs
 from ..protocol.errors import APIError, not_found
+from ..protocol.item_references import has_references, resolve_references
 from ..protocol.multi_agent import NOT_BETA
 from ..protocol.request import ResponsesRequest, parse_json_object, parse_request_object
 from ..sealing import Sealer
 from ..store.base import ResponseStore
 from ..store.records import LeaseLost
+from .file_inputs import FileLoader, FileResolution, names_files
 from .history import ConversationHistory, load_conversation
 from .runs import BeforePersist
 
@@ -50,7 +53,7 @@ class NativeRun:
 
     def __init__(self, store: ResponseStore, options: EngineOptions, sealer: Sealer | None = None, *,
                  conversations: ConversationHistory | None, served: frozenset[str] = frozenset(),
-                 tenant: str) -> None:
+                 files: FileLoader | None = None, tenant: str) -> None:
         self.tenant = tenant
         self.before_persist: BeforePersist | None = None
         self.stop_between_turns: Callable[[], bool] | None = None  # never asked: the backend runs its own loop
@@ -67,6 +70,9 @@ class NativeRun:
         self._max_input_items = options.max_input_items
         self._unknown_fields = options.unknown_fields
         self._served = served
+        self._options = options
+        self._files = files  # None: parts naming a file (file_id) are refused
+        self._file_resolution: FileResolution | None = None
         self.relay: NativeRelay | None = None
 
     # --- what the doors read -------------------------------------------------------------------------------------
@@ -125,9 +131,24 @@ class NativeRun:
                 raise APIError(400, f"Tool type '{tool['type']}' is not supported for this model.",
                                param=f"tools[{index}].type", code="unsupported_parameter")
         history = await self._history(request)
+        if has_references(request.input_items):  # item_reference: the items they name (the backend knows none)
+            request.input_items[:] = resolve_references(history, request.input_items)
+        pair_call_outputs(history, request.input_items)
+        sent_input = None
+        if names_files(history) or names_files(request.input_items):  # the backend cannot read the bridge's files
+            if self._files is None:
+                raise APIError(400, "Content parts naming a file ('file_id') are not supported here.",
+                               param="input", code="unsupported_parameter")
+            self._file_resolution = resolution = FileResolution(self._files, self._options, self.tenant)
+            try:
+                history = await resolution.resolve(history, "history")
+                sent_input = await resolution.resolve(request.input_items, "input")
+            except BaseException:
+                self.release()
+                raise
         self.relay = NativeRelay(request, raw, history, upstream_model=self._upstream_model,
                                  conversation_id=self._conversation_id, max_event_bytes=self._max_event_bytes,
-                                 sealer=self._native_sealer)
+                                 sealer=self._native_sealer, sent_input=sent_input)
         self.on_upstream_chunk = self.relay.on_upstream_chunk  # the per-chunk path has no layer of its own
         return self.relay.upstream_request()
 
@@ -172,9 +193,13 @@ class NativeRun:
         return b""
 
     def release(self) -> None:
-        pass
+        """The memory the files resolved for the backend reserved goes back (every end of the run calls it)."""
+        resolution, self._file_resolution = self._file_resolution, None
+        if resolution is not None:
+            resolution.release()
 
     async def finish(self) -> Reply:
+        self.release()
         relay = self._begun()
         error = relay.complete()
         if error is not None:
@@ -187,6 +212,7 @@ class NativeRun:
         return relay.success_reply(frames)
 
     async def fail(self, error: APIError, *, persist: bool = True) -> Reply:
+        self.release()
         relay = self.relay
         if relay is None:
             return Reply(error.status, JSON_CONTENT_TYPE, error.body())
@@ -196,6 +222,7 @@ class NativeRun:
         return await self._end(persist)
 
     async def cancel(self) -> Reply:
+        self.release()
         self._begun().cancel()
         return await self._end(True)
 
@@ -217,6 +244,7 @@ class NativeRun:
             self.relay.committed = True
 
     async def abandon(self) -> None:
+        self.release()
         if self.relay is None or not self.relay.abandon():
             return
         log.info("response_abandoned", response_id=self.relay.response_id)

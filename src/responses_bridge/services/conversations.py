@@ -11,8 +11,10 @@ import time
 from typing import Any
 
 from .. import ids
+from ..protocol.call_outputs import pair_call_outputs, unpaired
 from ..protocol.errors import APIError, invalid_request, not_found
 from ..protocol.input_items import normalize_input
+from ..protocol.item_references import has_references, resolve_references
 from ..protocol.lists import list_body, list_of
 from ..protocol.request import check_metadata, metadata_update
 from ..store.base import ConversationStore
@@ -41,6 +43,20 @@ def render_item(item: dict[str, Any], include: list[str] | None) -> dict[str, An
         return item
     parts = [dict(part, logprobs=[]) if isinstance(part, dict) and part.get("logprobs") else part for part in content]
     return dict(item, content=parts)
+
+
+def _pair(earlier: list[dict[str, Any]], items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``items`` with their references resolved (protocol/item_references.py) and their call outputs sent without
+    call_id paired (protocol/call_outputs.py) against ``earlier`` items; errors name ``items``."""
+    try:
+        items = resolve_references(earlier, items)
+        pair_call_outputs(earlier, items)
+        return items
+    except APIError as error:
+        if error.param and error.param.startswith("input"):
+            error.param = "items" + error.param[len("input"):]
+            error.message = error.message.replace("'input[", "'items[")
+        raise
 
 
 def _items(value: Any, param: str = "items") -> list[dict[str, Any]]:
@@ -85,6 +101,7 @@ class ConversationService:
         metadata = body.get("metadata")
         check_metadata(metadata)
         items = _items(body.get("items"))
+        items = _pair([], items)
         conversation = StoredConversation(id=conversation_id(), created_at=int(time.time()),
                                           metadata=metadata or {})
         await self.store.create_conversation(conversation.id, conversation.created_at, conversation.metadata, items,
@@ -123,6 +140,11 @@ class ConversationService:
             raise invalid_request("Missing required parameter: 'items'.", param="items",
                                   code="missing_required_parameter")
         items = _items(body["items"])
+        if unpaired(items) or has_references(items):  # they answer or name the conversation's items
+            earlier = await self.store.load_items(conversation_id, tenant=tenant)
+            if earlier is None:
+                raise _not_found(conversation_id)
+            items = _pair(earlier, items)
         if not await self.store.append_items(conversation_id, items, tenant=tenant):
             raise _not_found(conversation_id)
         return _page(ItemPage(data=items, first_id=items[0]["id"] if items else None,

@@ -11,6 +11,9 @@ counted by the first method that works; the answer says which one in ``method``:
 2. ``tiktoken``: OpenAI's ``cl100k_base`` BPE with OpenAI's per-message overhead (engine/chat_tokens.py, the
    count a ``compact_threshold`` is weighed with too). Exact for OpenAI's older models, an approximation for others.
 3. ``estimate``: ceil(characters / 4) per message plus the same overhead, when neither is available.
+
+``personality`` (a field of the count only) is checked and taken out before the translation: see
+:func:`check_personality`.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import orjson
 import structlog
 
 from ..engine import chat_tokens
+from ..protocol.errors import invalid_request
 from ..protocol.request import parse_json_object
 from ..run.upstream import UpstreamClient, UpstreamFailure
 
@@ -41,6 +45,24 @@ def tokenizer_url(upstream: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, path + "/tokenize", "", ""))
 
 
+MAX_PERSONALITY_CHARS = 64
+
+
+def check_personality(value: object) -> None:
+    """``personality`` (SDK 3.57: a model-owned style preset, ``friendly``, ``pragmatic`` or a newer name of at
+    most 64 characters), checked as OpenAI checks it. No upstream the bridge serves has such presets (and
+    ``POST /v1/responses`` takes no ``personality``), so the input is counted as the upstream would get it,
+    without one (docs/api.md)."""
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise invalid_request("Invalid type for 'personality': expected a string.", param="personality",
+                              code="invalid_type")
+    if not value or len(value) > MAX_PERSONALITY_CHARS:
+        raise invalid_request(f"Invalid 'personality': a string of 1 to {MAX_PERSONALITY_CHARS} characters is "
+                              f"expected, got {len(value)}.", param="personality", code="invalid_value")
+
+
 class TokenCounter:
     def __init__(self, upstream: UpstreamClient, upstream_url: str) -> None:
         self.upstream = upstream
@@ -49,6 +71,7 @@ class TokenCounter:
 
     async def count(self, runtime: Any, body: bytes, authorization: str | None, *, tenant: str) -> dict[str, Any]:
         raw = parse_json_object(body)
+        check_personality(raw.pop("personality", None))
         # context_management would compact the context it is asked to count: the count is of the input as sent
         for key in ("stream", "background", "stream_options", "context_management"):
             raw.pop(key, None)

@@ -25,7 +25,9 @@ A socket the client closes cancels every lane's running turn, each recorded as f
 ``response.steer`` frames (websocket_steering.py) queue user input for a response running on the connection:
 answered at once on that response's lane; the response stops at its next boundary between model turns (or
 completes), and a successor continuing it with the queued input runs next on the same lane, in the same lane
-task. Queued steering input lives in the connection and is dropped with it.
+task. Queued steering input lives in the connection and is dropped with it. ``response.inject`` frames
+(websocket_inject.py) commit client-owned tool output to a response of the connection that waits for it, which
+goes on as a successor on its lane.
 
 What a connection holds besides its running turns is bounded by ``max_request_bytes`` twice over, each as bytes:
 the turns waiting on its lanes (past it the socket is not read) and its queued steering input (past it a steer is
@@ -59,6 +61,7 @@ from .drain import DRAIN, Drain
 from .identity import request_tenant
 from .limits import limit_response
 from .params import BODY_LIMIT
+from .websocket_inject import Injections
 from .websocket_lanes import Lanes
 from .websocket_steering import Steer, Steering
 
@@ -140,6 +143,8 @@ class WebSocketSession:
         # waits for the socket only as long as the frame before its own takes to write.
         self._send_lock = asyncio.Lock()
         self.steering = Steering(self.send_frames, budget=runtime.settings.max_request_bytes)
+        self.injections = Injections(self.steering, self.receive, self.send_error,
+                                     budget=runtime.settings.max_request_bytes)
 
     async def send_frames(self, frames: list[str]) -> None:
         async with self._send_lock:
@@ -181,12 +186,16 @@ class WebSocketSession:
         if raw.get("type") == "response.steer":  # answered at once, on the target response's lane
             await self.steering.steer(raw)
             return
+        if raw.get("type") == "response.inject":  # committed when its response waits for it (websocket_inject.py)
+            await self.injections.inject(raw)
+            return
         kind, stream_id = raw.get("type"), raw.get("stream_id")
         del raw  # a waiting turn costs its frame's bytes, not ten times as much in parsed objects
         suffix = lane_suffix(stream_id) if isinstance(stream_id, str) else b""
         if kind != "response.create":
             await self.send_error(APIError(
-                400, f"Unsupported event type {kind!r}: send 'response.create' or 'response.steer'.",
+                400, f"Unsupported event type {kind!r}: send 'response.create', 'response.steer' or "
+                "'response.inject'.",
                 param="type",
                 code="unsupported_event_type"), suffix)
             return
@@ -288,6 +297,7 @@ class WebSocketSession:
                            + list(response.get("output") or []))
         else:
             self._evict(previous)
+        await self.injections.ended(target, raw, response)
         return await self.steering.ended(target, response)
 
     async def _refused(self, error: APIError, raw: dict[str, Any], stream_id: str | None, steers: list[Steer],
@@ -346,6 +356,7 @@ class WebSocketSession:
             await self.lanes.cancel()
         finally:
             self.steering.drop()  # queued steering input goes with the connection
+            self.injections.drop()
             self.cache.clear()
 
     def _evict(self, previous: str | None) -> None:

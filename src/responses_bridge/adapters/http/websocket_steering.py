@@ -225,10 +225,15 @@ class Steering:
         steer = Steer(new_id("steer"), data)
         target.queue.append(steer)
         self.held += steer.size
-        await self._emit(target, {"type": "response.steer.accepted",
+        await self.emit(target, {"type": "response.steer.accepted",
                                   "steer": {"id": steer.id, "previous_response_id": target.response_id}})
         if target.parked:  # already waiting for the client's tool output: say so for this submission too
             await self._pending(target, [steer], self._stubs.get(target.response_id, []))
+
+    def running(self, response_id: str) -> Target | None:
+        """The response of that id while it runs on this connection (not parked, not ended)."""
+        target = self._targets.get(response_id)
+        return target if target is not None and not target.parked else None
 
     # --- the door's turns ------------------------------------------------------------------------------------
 
@@ -327,7 +332,7 @@ class Steering:
 
     async def _pending(self, target: Target, steers: list[Steer], stubs: list[dict[str, Any]]) -> None:
         for steer in steers:
-            await self._emit(target, {"type": "response.steer.pending", "reason": "waiting_for_required_input",
+            await self.emit(target, {"type": "response.steer.pending", "reason": "waiting_for_required_input",
                                       "required_input": stubs,
                                       "steer": {"id": steer.id, "previous_response_id": target.response_id}})
 
@@ -336,11 +341,13 @@ class Steering:
         steer: dict[str, Any] = {"input": value, "previous_response_id": previous}
         if steer_id is not None:
             steer["id"] = steer_id
-        await self._emit(target, {"type": "response.steer.failed", "steer": steer,
+        await self.emit(target, {"type": "response.steer.failed", "steer": steer,
                                   "error": {"code": error.code, "message": error.message,
                                             "type": "invalid_request_error"}})
 
-    async def _emit(self, target: Target | None, event: dict[str, Any]) -> None:
+    async def emit(self, target: Target | None, event: dict[str, Any]) -> None:
+        """Send a connection-level event (steering's, injection's) on ``target``'s lane, numbered by the connection's
+        own counter."""
         event["sequence_number"] = self._sequence
         self._sequence += 1
         if target is not None:

@@ -1,0 +1,132 @@
+"""Content parts that name one of the tenant's files (``input_file`` / ``input_image`` with ``file_id``), resolved
+before the engine translates (the engine does no I/O) or relays to a native backend: the request's input, a
+prompt's variables and the history (a chain's or a conversation's stored items keep their ``file_id``, as OpenAI
+lists them, and are resolved again each turn).
+
+What the upstream gets is what it reads (no backend can fetch the bridge's files), in parts both Chat Completions
+(engine/content_parts.py) and a native Responses backend take:
+
+* ``input_image``: the file as a ``data:`` URL, its ``detail`` as sent; a file that is not an image is a 400.
+* ``input_file``: the text of a kind the retrieval pipeline extracts (text, Markdown, HTML, JSON, CSV, DOCX, PDF),
+  as a text part headed with the file's name; where the backend reads files (the profile's ``openai_fields``:
+  OpenAI's Chat Completions takes ``file`` parts) a PDF or another kind goes as an ``input_file`` with its bytes
+  as ``file_data`` (and its ``detail``, which a native backend reads);
+  any other kind on another backend is a 400 naming the part's ``file_id``.
+
+The stored items keep the parts as sent (``file_id``, ``detail``): only the upstream's copy is resolved. One
+request inlines at most :data:`MAX_REQUEST_FILE_BYTES` of files in all, each file read once however often it is
+named, and reserves the request memory each holds until the response ends (services/file_inputs.py).
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any, Protocol
+
+from ..engine.options import EngineOptions
+from ..protocol.errors import invalid_request
+from ..protocol.file_refs import LoadedFile
+
+MAX_REQUEST_FILE_BYTES = 50 * 1024 * 1024
+"""Bytes of stored files one request may inline (OpenAI's limit on a request's file inputs: 50 MB in all)."""
+
+
+class FileLoader(Protocol):
+    async def load_file(self, file_id: str, *, tenant: str, max_bytes: int, want_text: bool, pdf_as_file: bool,
+                        param: str) -> LoadedFile:
+        """``tenant``'s file read (404 ``not_found`` for an unknown one, another tenant's among them; 400
+        ``file_too_large`` past ``max_bytes``); see services/file_inputs.py."""
+
+
+class FileResolution:
+    """One request's resolution: the files it loaded (each once), what they hold of the memory budget."""
+
+    def __init__(self, loader: FileLoader, options: EngineOptions, tenant: str) -> None:
+        self._loader = loader
+        self._options = options
+        self._tenant = tenant
+        self._loaded: dict[tuple[str, bool], LoadedFile] = {}
+        self._bytes = 0
+
+    def release(self) -> None:
+        """Give back the memory the loaded files reserved (idempotent: every end of the run may call it)."""
+        loaded, self._loaded = self._loaded, {}
+        for file in loaded.values():
+            file.release()
+
+    async def resolve(self, items: list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
+        """``items`` with every part naming a file replaced by what the upstream reads; ``items`` itself when no
+        part names one (the common case costs one pass and no copy). ``where``: the items' parameter
+        (``input``, or ``history`` for stored items), named in errors."""
+        resolved: list[dict[str, Any]] | None = None
+        for index, item in enumerate(items):
+            new = await self._item(item, f"{where}[{index}]")
+            if new is not item:
+                if resolved is None:
+                    resolved = list(items)
+                resolved[index] = new
+        return items if resolved is None else resolved
+
+    async def _item(self, item: dict[str, Any], param: str) -> dict[str, Any]:
+        if item.get("type") == "message":
+            key = "content"
+        elif item.get("type") in ("function_call_output", "custom_tool_call_output"):
+            key = "output"
+        else:
+            return item
+        parts = item.get(key)
+        if not isinstance(parts, list) or not any("file_id" in part for part in parts):
+            return item
+        new_parts = [await self._part(part, f"{param}.{key}[{i}]") if "file_id" in part else part
+                     for i, part in enumerate(parts)]
+        return {**item, key: new_parts}
+
+    async def _part(self, part: dict[str, Any], param: str) -> dict[str, Any]:
+        file_id: str = part["file_id"]
+        image = part["type"] == "input_image"
+        file = await self._load(file_id, text=not image, param=f"{param}.file_id")
+        if image:
+            if not file.media_type.startswith("image/"):
+                raise invalid_request(f"File '{file_id}' is not an image ({file.media_type}): 'input_image' takes "
+                                      "an image file.", param=f"{param}.file_id", code="invalid_image")
+            return {"type": "input_image", "image_url": _data_url(file), "detail": part.get("detail", "auto")}
+        if file.text is not None:
+            return {"type": "input_text", "text": f"[file: {file.filename}]\n{file.text}"}
+        if file.media_type.startswith("image/"):
+            return {"type": "input_image", "image_url": _data_url(file), "detail": "auto"}
+        if self._options.openai_fields:
+            resolved = {"type": "input_file", "file_data": _data_url(file), "filename": file.filename}
+            if "detail" in part:  # a native backend takes it; Chat Completions' file part has no place for it
+                resolved["detail"] = part["detail"]
+            return resolved
+        raise invalid_request(
+            f"File '{file_id}' ({file.media_type}) cannot be given to this upstream: it reads the text of text, "
+            "Markdown, HTML, JSON, CSV, PDF and DOCX files, and images.", param=f"{param}.file_id",
+            code="unsupported_file")
+
+    async def _load(self, file_id: str, *, text: bool, param: str) -> LoadedFile:
+        key = (file_id, text)
+        if key in self._loaded:
+            return self._loaded[key]
+        file = await self._loader.load_file(file_id, tenant=self._tenant,
+                                            max_bytes=MAX_REQUEST_FILE_BYTES - self._bytes, want_text=text,
+                                            pdf_as_file=self._options.openai_fields, param=param)
+        self._loaded[key] = file
+        self._bytes += file.size
+        return file
+
+
+def _data_url(file: LoadedFile) -> str:
+    return f"data:{file.media_type};base64,{base64.b64encode(file.data).decode('ascii')}"
+
+
+def names_files(items: list[dict[str, Any]]) -> bool:
+    """Does any message or call output of ``items`` have a part naming a file? One pass, no allocation: it runs
+    over every request's history and input (parts are objects once normalized, and stored as such)."""
+    for item in items:
+        parts = item.get("content") or item.get("output")
+        if parts.__class__ is list:
+            for part in parts:
+                if "file_id" in part:
+                    return True
+    return False

@@ -1,0 +1,99 @@
+"""The tenant's files read for a request's content parts (``input_file`` / ``input_image`` with ``file_id``).
+
+The run asks (run/file_inputs.py's ``FileLoader``); this reads the file through the files service (another
+tenant's file, or one expired or deleted, is the same 404 as ``GET /v1/files/{id}``), after checking its size
+against what one request may inline and reserving the request memory it will hold (the same budget and cost per
+byte as a request body that carried it inline: services/memory_budget.py), and extracts its text as the retrieval
+pipeline does for search (services/retrieval/extract.py: the same kinds, the same bounds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import mimetypes
+from pathlib import Path
+
+from ..protocol.errors import APIError, invalid_request, not_found
+from ..protocol.file_refs import LoadedFile
+from .files import FileService
+from .memory_budget import MemoryBudget
+
+READ_BYTES = 1024 * 1024
+
+_MAGIC = ((b"%PDF-", "application/pdf"), (b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"),
+          (b"GIF87a", "image/gif"), (b"GIF89a", "image/gif"))
+
+
+def media_type_of(filename: str, head: bytes) -> str:
+    """The file's media type: from its first bytes where they say (a PDF, PNG, JPEG, GIF or WebP), else from its
+    name, else ``application/octet-stream``."""
+    for magic, media_type in _MAGIC:
+        if head.startswith(magic):
+            return media_type
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    guessed, _ = mimetypes.guess_type(filename, strict=False)
+    return guessed or "application/octet-stream"
+
+
+class FileInputs:
+    """``FileLoader`` over the files service and the request memory budget."""
+
+    def __init__(self, files: FileService, memory: MemoryBudget) -> None:
+        self._files = files
+        self._memory = memory
+
+    async def load_file(self, file_id: str, *, tenant: str, max_bytes: int, want_text: bool, pdf_as_file: bool,
+                        param: str) -> LoadedFile:
+        """The file, read. ``want_text``: a file of a kind the retrieval pipeline extracts comes as its text
+        (``data`` empty), except a PDF with ``pdf_as_file`` (the backend reads PDFs): its bytes."""
+        from .retrieval.extract import SUPPORTED_EXTENSIONS
+
+        found = await self._files.get(file_id, tenant=tenant)
+        if found is None:  # unknown, expired, deleted or another tenant's: GET /v1/files/{id}'s 404, at the part
+            raise not_found(f"No such File object: {file_id[:200]}", param=param, code="not_found")
+        size = int(found["bytes"])
+        if size > max_bytes:
+            raise invalid_request(f"File '{file_id}' ({size} bytes) is larger than a request's file inputs may be "
+                                  f"({max_bytes} bytes in all).", param=param, code="file_too_large")
+        filename = str(found["filename"])
+        extension = Path(filename).suffix.lower()
+        as_text = want_text and extension in SUPPORTED_EXTENSIONS and not (pdf_as_file and extension == ".pdf")
+        reservation = await self._memory.reserve(size, holder=self._memory.holder(tenant, None))
+        try:
+            if as_text:
+                return LoadedFile(filename, media_type_of(filename, b""), size, b"",
+                                  await self._text(file_id, filename, param), release=reservation.release)
+            data = await self._read(file_id, tenant, size)
+            return LoadedFile(filename, media_type_of(filename, data[:16]), size, data, release=reservation.release)
+        except BaseException:
+            reservation.release()
+            raise
+
+    async def _read(self, file_id: str, tenant: str, size: int) -> bytes:
+        reader, _ = await self._files.open_content(file_id, tenant=tenant)
+        try:
+            data = bytearray()
+            while len(data) <= size and (chunk := await reader.read(READ_BYTES)):  # never past its stated size
+                data += chunk
+        finally:
+            await reader.aclose()
+        if len(data) != size:
+            raise APIError(500, f"File '{file_id}' could not be read whole.", code="server_error")
+        return bytes(data)
+
+    async def _text(self, file_id: str, filename: str, param: str) -> str:
+        from .retrieval.extract import ExtractionError
+
+        try:
+            async with self._files.local_copy(file_id) as path:
+                return await asyncio.to_thread(_extract, path, filename)
+        except ExtractionError as error:
+            raise invalid_request(f"File '{file_id}' cannot be given to the model as text: {error.message}",
+                                  param=param, code=error.code) from None
+
+
+def _extract(path: Path, filename: str) -> str:
+    from .retrieval.extract import extract_text
+
+    return extract_text(path, filename)
