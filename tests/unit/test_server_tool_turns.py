@@ -126,7 +126,7 @@ def check_item_order(events: list[dict[str, Any]]) -> dict[int, list[str]]:
     per_item: dict[int, list[str]] = {}
     done: set[int] = set()
     for event in events:
-        if event["type"] in LIFECYCLE_EVENTS or event["type"] == "response.cancelled":
+        if event["type"] in LIFECYCLE_EVENTS:
             continue
         index = event["output_index"]
         if event["type"] == "response.output_item.added":

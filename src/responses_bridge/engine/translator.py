@@ -69,11 +69,13 @@ class Translator(ClientStream, CompactionTurns):
 
     def __init__(self, request: ResponsesRequest, history: list[dict[str, Any]], prompt: RenderedPrompt | None,
                  options: EngineOptions, sealer: Sealer | None = None, *, framing: Framing | None = None,
-                 conversation_id: str | None = None, served: frozenset[str] = frozenset()) -> None:
+                 conversation_id: str | None = None, served: frozenset[str] = frozenset(),
+                 open_responses_names: bool = False) -> None:
         """Raises :class:`APIError` for a request that cannot be served. ``framing``: None gives events (SSE)
         only to requests with ``stream: true``; "json" always emits events as JSON lines (WebSocket mode).
         Background requests always get SSE events (they are stored for replay). ``served``: the server-side
         tool types the caller's tool loop runs (empty: they fall under the unsupported-tool policy).
+        ``open_responses_names``: the client is an Open Responses one (engine/event_frames.py: its event names).
 
         The first upstream body is built by :meth:`build_first_request`, so a
         tool loop can set up its server tools (which extend :attr:`plan`) in between."""
@@ -124,6 +126,8 @@ class Translator(ClientStream, CompactionTurns):
             self.response["status"] = "queued"
         self._builder = OutputBuilder(self.response, ENCODERS[self._events], targets=targets,
                                       summary=reasoning.wants_summary(p.reasoning), seal=seal)
+        if open_responses_names:
+            self._builder.use_open_responses_names()
         self._decoder = None
         # the work on_upstream_chunk left for catch_up (engine/long_events.py): the chunks a long event was cut
         # into, and the payloads after it. One object for the translator's life, emptied in place, so a door can

@@ -200,7 +200,8 @@ class ResponseRun:
             history = loaded
         served = self._server_tools.services.served if self._server_tools is not None else frozenset()
         make = functools.partial(Translator, request, history, prompt, self._options, self._sealer,
-                                 framing=self._framing, conversation_id=self._conversation_id, served=served)
+                                 framing=self._framing, conversation_id=self._conversation_id, served=served,
+                                 open_responses_names=self.beta.open_responses)
         translator = await asyncio.to_thread(make) if large else make()
         if translator.compact_threshold is not None and self._server_tools is None:
             # compaction is a call before the turn: only a door that makes its own calls can make it
