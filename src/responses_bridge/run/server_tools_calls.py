@@ -257,7 +257,7 @@ class CallRunner:
             index = self.builder.start_mcp_call(call.server.server_label, call.name, call.arguments,
                                                 approval_request_id=call.approval_request_id)
             output: str | None
-            error: str | None
+            error: str | dict[str, Any] | None
             if self.tools_exhausted:
                 output, error = None, (f"The call was not made: this response reached its limit of "
                                        f"{self.max_tool_calls} tool calls (max_tool_calls).")
@@ -270,8 +270,11 @@ class CallRunner:
         self._exhausted_turn_sent = self.tools_exhausted  # then the first turn goes without tools
         return items
 
-    async def _call_mcp(self, server: MCPServer | None, name: str, arguments: str) -> tuple[str | None, str | None]:
-        """(output, error) of one MCP call; never raises but for cancellation."""
+    async def _call_mcp(self, server: MCPServer | None, name: str,
+                        arguments: str) -> tuple[str | None, str | dict[str, Any] | None]:
+        """(output, error) of one MCP call; never raises but for cancellation. The error is a text (the tool's
+        own, or the bridge's: an ``mcp_tool_execution_error``) or, for a server that could not be used, the
+        item's error as the SDK types it (``http_error``, ``mcp_protocol_error``)."""
         if server is None:
             return None, f"The MCP server of tool '{name}' is not among this request's tools."
         try:
@@ -288,7 +291,7 @@ class CallRunner:
                         error_type=type(error).__name__)
             return None, f"Calling tool '{name}' of MCP server '{server.server_label}' failed ({type(error).__name__})."
         raise_if_cancelled()
-        return result.output, result.error
+        return result.output, result.error_item or result.error
 
     async def _web_search(self, call: TurnCall) -> ToolResult:
         query = str((call.item.get("action") or {}).get("query") or "")
