@@ -40,7 +40,7 @@ from ..protocol.errors import APIError
 from ..protocol.request import ResponsesRequest
 from ..protocol.request_checks import check_call_outputs
 from ..sealing import Sealer
-from . import auto_compaction, compaction, reasoning, truncation
+from . import auto_compaction, compaction, prewarm, reasoning, truncation
 from .long_events import LONG_EVENT_BYTES, parsed, step
 from .options import EngineOptions
 from .output_builder import OutputBuilder, UpstreamProtocolError, completion_as_chunk
@@ -85,6 +85,7 @@ class Translator(ClientStream, CompactionTurns):
         self._retry_chat = None  # truncation "auto": the call, kept for one shorter retry
         self._prompt_calls = None  # tool_calling "prompt": the current turn's answer read for calls as text
         self._compacting = None  # a compaction_trigger turn: how many items its one sealed item replaces
+        self._prewarm = prewarm.wanted(p)
         if prompt is not None:  # the prompt's instructions come first
             p.instructions = (f"{prompt.instructions}\n\n{p.instructions}" if p.instructions and prompt.instructions
                               else prompt.instructions or p.instructions)
@@ -169,6 +170,9 @@ class Translator(ClientStream, CompactionTurns):
             chat["stream"] = True  # background / WebSocket: events as the upstream streams
             if self._options.stream_usage:
                 chat["stream_options"] = {"include_usage": True}
+        if self._prewarm and self._compacting is None:  # the prompt is read, nothing is kept of the answer
+            prewarm.warm_only(chat, self._options.max_tokens_field)
+            return self._upstream_request(chat, False)
         if loop or self.compact_threshold is not None:  # kept for follow_up, or to be weighed (over_threshold)
             self._body = chat
         return self._upstream_request(chat, self._events is not None and self._compacting is None)
@@ -396,6 +400,8 @@ class Translator(ClientStream, CompactionTurns):
                 try:
                     if self._compacting is not None:
                         self._add_compaction(completion)
+                    elif self._prewarm:
+                        builder.feed(prewarm.usage_only(completion))
                     elif self._prompt_calls is not None:
                         self._prompt_calls.feed(completion_as_chunk(completion))
                     else:
