@@ -114,6 +114,7 @@ ITEM_EVENTS: dict[str, list[str]] = {
                               "response.code_interpreter_call.completed?"],
     "image_generation_call": ["response.image_generation_call.in_progress",
                               "response.image_generation_call.generating",
+                              "response.image_generation_call.partial_image*",
                               "response.image_generation_call.completed?"],
     "tool_search_call": [],
     "tool_search_output": [],

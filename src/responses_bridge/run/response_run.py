@@ -292,7 +292,11 @@ class ResponseRun:
             announced = translator.take_events()
             if announced:
                 await write(announced)
-        outcome = await tool_run.run_turn(turn)
+            tool_run.runner.live = functools.partial(_write_events, translator, write)
+        try:
+            outcome = await tool_run.run_turn(turn)
+        finally:
+            tool_run.runner.live = None
         self._pending_bytes += translator.take_events()
         if outcome.end:
             return None
@@ -472,3 +476,10 @@ def _offers_server_tools(request: ResponsesRequest, served: frozenset[str]) -> b
     if any(isinstance(tool, dict) and tool.get("type") in served for tool in tools):
         return True
     return any(item.get("type") == "mcp_approval_response" for item in request.input_items)
+
+
+async def _write_events(translator: Translator, write: Callable[[bytes], Awaitable[None]]) -> None:
+    """The events the turn's calls made so far, to the client now (a streamed tool's progress)."""
+    events = translator.take_events()
+    if events:
+        await write(events)

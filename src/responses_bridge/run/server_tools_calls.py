@@ -15,6 +15,7 @@ the next turn is sent without tools (engine/turns.py explains why that is what O
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -116,6 +117,9 @@ class CallRunner:
         self.include_outputs = OUTPUTS_INCLUDE in (params.include or ())
         self.container_files: list[StoredContainerFile] = []  # what the response's code wrote, for citations
         self.calls_made = 0
+        # set by the run while a turn's calls run: sends the events made so far to the client now (a streamed
+        # tool's progress: partial images), rather than when every call of the turn has ended
+        self.live: Callable[[], Awaitable[None]] | None = None
         self.agents: AgentTree | None = None  # the multi-agent beta's subagents (run/multi_agent.py), when enabled
         self.sources: list[SearchResult] = []  # every web search's results, in the order they were numbered
         self.numbered: list[SearchResult | FileSource] = []  # web and file sources: one numbering per response
@@ -385,7 +389,8 @@ class CallRunner:
         try:
             if settings is None or self.image_options is None:
                 raise ImageGenerationError("image generation is not switched on for this deployment")
-            image = await generate_image(prompt, size, self.image_options, settings)
+            image = await generate_image(prompt, size, self.image_options, settings,
+                                         functools.partial(self._partial_image, call.output_index))
         except ImageGenerationError as failure:
             raise_if_cancelled()
             self.builder.complete_image_generation(call.output_index, fields={}, failed=True)
@@ -397,6 +402,12 @@ class CallRunner:
             return ToolResult(call.call_id, f"The image generation failed ({type(error).__name__}).")
         self.builder.complete_image_generation(call.output_index, fields=image.fields)
         return ToolResult(call.call_id, image.text_for_model())
+
+    async def _partial_image(self, output_index: int, image: str, index: int, made: dict[str, Any]) -> None:
+        """A partial image of a call, out to the client as it comes."""
+        self.builder.partial_image(output_index, image, index, made)
+        if self.live is not None:
+            await self.live()
 
     async def _tool_search(self, call: TurnCall) -> ToolResult:
         query = search_query(call.item.get("arguments"))
