@@ -17,6 +17,7 @@ import struct
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import openai
 import orjson
 import pytest
@@ -24,6 +25,8 @@ import pytest
 from tests.support.bridge import UpstreamLog
 from tests.support.envoy import have_envoy
 from tests.support.gateway import Gateway, running_gateway
+from tests.support.schema import parse_sse
+from tests.support.sdk_strict import strict_event
 from tests.unit.test_server_tool_turns import _item_adapter, check_event, check_item_order
 
 pytestmark = pytest.mark.skipif(not have_envoy(), reason="envoy binary not available")
@@ -109,6 +112,55 @@ async def test_an_image_call_end_to_end(sdk: openai.AsyncOpenAI, upstream: Upstr
     assert item["result"] not in orjson.dumps(chat).decode()
 
 
+async def test_partial_images_stream_as_the_image_model_draws(sdk: openai.AsyncOpenAI, upstream: UpstreamLog) -> None:
+    events = await streamed(sdk, input=ask(PROMPT), tools=[{**TOOL, "partial_images": 2}])
+    for event in events:
+        strict_event(event)
+    image_events = [event for event in events if event["type"].startswith("response.image_generation_call.")]
+    assert [event["type"] for event in image_events] == [
+        "response.image_generation_call.in_progress", "response.image_generation_call.generating",
+        "response.image_generation_call.partial_image", "response.image_generation_call.partial_image",
+        "response.image_generation_call.completed"]
+    partials = image_events[2:4]
+    item = events[-1]["response"]["output"][0]
+    assert [event["partial_image_index"] for event in partials] == [0, 1]
+    assert all(event["item_id"] == item["id"] and event["output_index"] == 0 for event in partials)
+    assert all(png_size(event["partial_image_b64"]) == (1024, 1536) for event in partials)
+    assert (partials[0]["size"], partials[0]["quality"], partials[0]["output_format"]) == ("1024x1536", "low", "png")
+    assert len({event["partial_image_b64"] for event in partials} | {item["result"]}) == 3  # each a new drawing
+    assert item["status"] == "completed" and png_size(item["result"]) == (1024, 1536)
+    sent = [entry["body"] for entry in await upstream.entries() if entry["path"] == "/v1/images/generations"]
+    assert sent == [{"model": "gpt-image-1", "prompt": PROMPT, "n": 1, "size": "1024x1536", "quality": "low",
+                     "stream": True, "partial_images": 2}]
+    # a JSON answer has the image, never the partial ones
+    answer = await sdk.responses.create(model="fake-model", input=ask(PROMPT), tools=[{**TOOL, "partial_images": 1}])
+    assert answer.output[0].type == "image_generation_call" and answer.output[0].status == "completed"
+    assert png_size(answer.output[0].result or "") == (1024, 1536)
+
+
+async def test_a_partial_image_reaches_the_client_before_the_image_is_done(door_url: str) -> None:
+    """Live, not sent after the call: the image model waits 3 s before its completed image, and the partial image
+    reaches the client on its own, before that — not in the same write as the call's outcome."""
+    body = {"model": "fake-model", "input": ask(f"{PROMPT} [delay=3000]"), "stream": True,
+            "tools": [{**TOOL, "partial_images": 1}]}
+    headers = {"Authorization": "Bearer sk-client"}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session, \
+            session.post(f"{door_url}/v1/responses", json=body, headers=headers) as answer:
+        assert answer.status == 200
+        seen = b""
+        while b"response.image_generation_call.partial_image" not in seen:
+            chunk = await answer.content.readany()
+            assert chunk, "the stream ended without a partial image"
+            seen += chunk
+        assert b"response.image_generation_call.completed" not in seen
+        rest = await answer.read()
+    assert b"response.image_generation_call.completed" in rest and rest.endswith(b"data: [DONE]\n\n")
+    events = parse_sse(seen + rest)
+    for event in events:
+        strict_event(event)
+    check_item_order(events)
+
+
 async def test_a_failing_image_model_is_a_failed_item_the_model_is_told_about(sdk: openai.AsyncOpenAI) -> None:
     response = await sdk.responses.create(model="fake-model", input=ask("a kite [error=503]"), tools=[TOOL])
     assert response.status == "completed"
@@ -129,10 +181,10 @@ async def test_tool_choice_forces_the_image_call(sdk: openai.AsyncOpenAI) -> Non
 async def test_what_cannot_run_is_refused_before_anything_is_sent(sdk: openai.AsyncOpenAI,
                                                                   upstream: UpstreamLog) -> None:
     with pytest.raises(openai.BadRequestError) as refused:
-        await sdk.responses.create(model="fake-model", input=ask(PROMPT), tools=[{**TOOL, "partial_images": 2}])
+        await sdk.responses.create(model="fake-model", input=ask(PROMPT), tools=[{**TOOL, "partial_images": 4}])
     error = refused.value.body
     assert isinstance(error, dict)
-    assert (error["param"], error["code"]) == ("tools[0].partial_images", "unsupported_parameter")
+    assert (error["param"], error["code"]) == ("tools[0].partial_images", "invalid_value")
     assert await upstream.entries() == []
 
 

@@ -118,7 +118,7 @@ async def test_background_stream_on_a_followed_live_on_b(replicas: list[Replica]
         sequence = [event["sequence_number"] for event in live]
         assert sequence == list(range(4, 4 + len(live)))  # no gap, no duplicate
         assert live[-1]["type"] == "response.completed"
-        assert [e for e in live if e["type"] in ("response.completed", "response.failed", "response.cancelled",
+        assert [e for e in live if e["type"] in ("response.completed", "response.failed",
                                                   "response.incomplete")] == [live[-1]]
         # the whole stream, replayed on A after the end, holds exactly what B followed
         replay, done = await read_stream(a.envoy_url, response.id)
@@ -136,12 +136,12 @@ async def test_cancel_on_b_stops_the_run_on_a(replicas: list[Replica]) -> None:
         assert (await on_a.responses.retrieve(response.id)).status == "cancelled"
         again = await on_b.responses.cancel(response.id)  # idempotent, as on one replica
         assert again.status == "cancelled"
-        # A stopped its run: the stream (read on either replica) ends with one response.cancelled
+        # A stopped its run: the stream (read on either replica) ends with one response.failed, status cancelled
         for replica in (a, b):
             events, done = await read_stream(replica.envoy_url, response.id)
-            assert done and events[-1]["type"] == "response.cancelled"
+            assert done and events[-1]["type"] == "response.failed" and events[-1]["response"]["status"] == "cancelled"
             assert [e["sequence_number"] for e in events] == list(range(len(events)))
-            assert sum(e["type"] == "response.cancelled" for e in events) == 1
+            assert sum(e["type"] == "response.failed" for e in events) == 1
         # far fewer than the 400 chunks the run would have streamed
         assert len(events) < 300
 

@@ -159,7 +159,7 @@ async def test_background_runs_are_the_owners_alone(sessions: dict[str, aiohttp.
     cancelled = ok(await call(alpha, "POST", f"/v1/responses/{rid}/cancel"))
     assert cancelled["status"] == "cancelled"
     status, replay = await call(alpha, "GET", f"/v1/responses/{rid}?stream=true")
-    assert status == 200 and b"event: response.cancelled" in replay
+    assert status == 200 and b"event: response.failed" in replay and b'"status":"cancelled"' in replay
 
     assert ok(await call(alpha, "DELETE", f"/v1/responses/{rid}"))["deleted"] is True
     assert_same_as_missing(foreign, await probes(beta, requests))

@@ -24,7 +24,7 @@ from tests.support.bridge import Sidecar, UpstreamLog, running_sidecar
 from tests.support.mcp_server import MCPTestServer, running_mcp_server
 from tests.support.schema import parse_sse, validate_response
 from tests.support.search_server import SearchServer
-from tests.unit.test_server_tool_turns import _item_adapter, check_event, check_item_order
+from tests.unit.test_server_tool_turns import _event_adapter, _item_adapter, check_event, check_item_order
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
@@ -255,6 +255,7 @@ async def test_failing_slow_and_unreachable_servers_are_failed_items(sdk: openai
     assert slow.status == "completed"
     call = slow.output[1]
     assert call.type == "mcp_call" and "did not answer the tool call within 3 s" in str(call.error)
+    assert call.error is not None and call.error.type == "http_error" and call.error.code == 504  # type: ignore[union-attr]
     failing = await sdk.responses.create(model="fake-model", input="call tools__fail",
                                          tools=[mcp_tool(mcp.http_url, allowed_tools=["fail"])])  # type: ignore[list-item]
     assert failing.status == "completed" and "Error executing tool fail" in str(failing.output[1].error)  # type: ignore[union-attr]
@@ -266,6 +267,23 @@ async def test_failing_slow_and_unreachable_servers_are_failed_items(sdk: openai
     assert unreachable.status == "completed"
     assert unreachable.output[0].type == "mcp_list_tools" and unreachable.output[0].error  # type: ignore[union-attr]
     assert unreachable.output_text == "Echo: hello"
+
+
+async def test_a_transport_failure_streams_the_sdks_http_error(raw: aiohttp.ClientSession,
+                                                                mcp: MCPTestServer) -> None:
+    """A call the server does not answer in time: ``mcp_call.failed`` and the item's error the SDK's
+    ``http_error`` (504), every event strictly one of the SDK's union; stored as streamed."""
+    events = check_events(await stream_raw(raw, {"model": "fake-model", "input": "call tools__slow",
+                                                 "tools": [mcp_tool(mcp.http_url, allowed_tools=["slow"])]}))
+    for event in events:
+        _event_adapter().validate_python(event, strict=True)
+    assert "response.mcp_call.failed" in [event["type"] for event in events]
+    call = events[-1]["response"]["output"][1]
+    assert call["type"] == "mcp_call" and call["status"] == "failed"
+    assert call["error"]["type"] == "http_error" and call["error"]["code"] == 504
+    assert "did not answer the tool call within 3 s" in call["error"]["message"]
+    stored = await (await raw.get(f"/v1/responses/{events[-1]['response']['id']}")).json()
+    assert stored["output"][1]["error"] == call["error"]
 
 
 async def test_a_server_answering_garbage_is_a_failed_listing(sdk: openai.AsyncOpenAI,

@@ -41,6 +41,7 @@ __all__ = [
     "EVENT_MODELS",
     "LIFECYCLE_EVENTS",
     "RESPONSE_FIELDS",
+    "SPEC_NAMES",
     "TERMINAL_EVENTS",
     "check_sequence",
     "check_stream",
@@ -91,6 +92,10 @@ EVENT_MODELS: dict[str, type[BaseModel]] = {
     "error": spec.ErrorStreamingEvent,
 }
 assert len(EVENT_MODELS) == 24
+# The SDK's names for events the spec names differently (what a client that names no Open Responses version gets):
+# checked against the SDK's model of that name and the spec's model of the same event under the spec's name.
+SPEC_NAMES = {"response.reasoning_text.delta": "response.reasoning.delta",
+              "response.reasoning_text.done": "response.reasoning.done"}
 # Events of client-executed tools the spec does not model (custom, shell): judged by the openai SDK's types alone.
 SDK_ONLY_EVENTS = frozenset({"response.custom_tool_call_input.delta", "response.custom_tool_call_input.done",
                              "response.shell_call_command.added", "response.shell_call_command.delta",
@@ -120,6 +125,7 @@ _PART_DELTAS = {
     "response.output_text.delta": ("output_text", "text", "response.output_text.done", "text"),
     "response.refusal.delta": ("refusal", "refusal", "response.refusal.done", "refusal"),
     "response.reasoning.delta": ("reasoning_text", "text", "response.reasoning.done", "text"),
+    "response.reasoning_text.delta": ("reasoning_text", "text", "response.reasoning_text.done", "text"),
 }
 _PART_DONES = {done: (part_type, part_key, done_key) for part_type, part_key, done, done_key in _PART_DELTAS.values()}
 
@@ -331,7 +337,8 @@ def validate_event(event: dict[str, Any]) -> None:
     if kind in SDK_ONLY_EVENTS or _sdk_only_item_event(event):
         _validate_sdk_only(event, where)
         return
-    model = EVENT_MODELS.get(kind) if isinstance(kind, str) else None
+    spec_kind = SPEC_NAMES.get(kind, kind) if isinstance(kind, str) else None
+    model = EVENT_MODELS.get(spec_kind) if spec_kind is not None else None
     if model is None:
         raise SchemaError(f"{where}: unknown event type {kind!r}")
     if kind in LIFECYCLE_EVENTS:
@@ -341,12 +348,17 @@ def validate_event(event: dict[str, Any]) -> None:
         _round_trip(model, dict(event, response=_spec_response_view(event["response"])), where)
         expected_status = {"response.created": ("in_progress", "queued"), "response.queued": ("queued",),
                            "response.in_progress": ("in_progress",), "response.completed": ("completed",),
-                           "response.failed": ("failed",), "response.incomplete": ("incomplete",)}[kind]
+                           "response.failed": ("failed", "cancelled"),  # cancelled: the stream of a cancelled one
+                           "response.incomplete": ("incomplete",)}[kind]
         if event["response"]["status"] not in expected_status:
             raise SchemaError(f"{where}: response.status is {event['response']['status']!r}")
         sdk_event = dict(event, response=_sdk_response_view(event["response"]))
     else:
-        _round_trip(model, _spec_event_view(event), where)
+        view = _spec_event_view(event)
+        if spec_kind != kind:  # the same event under the spec's name, given back under the SDK's
+            _round_trip(model, dict(view, type=spec_kind), where)
+        else:
+            _round_trip(model, view, where)
         sdk_event = event
     # response.reasoning.* are Open Responses names the SDK does not have; the SDK's ``error`` event is flat
     # (``code``/``message`` at the top) where the spec nests them under ``error``: the spec wins.

@@ -157,8 +157,8 @@ async def test_cancel_on_b_stops_the_run_on_a(replicas) -> None:
     stored = await a.store.get_response(run.response_id, tenant=DEFAULT_TENANT)
     assert stored is not None and stored["status"] == "cancelled"
     frames = [frame for _, frame in await b.events.after(run.response_id, -1, tenant=DEFAULT_TENANT)]
-    assert frames[-1].startswith(b"event: response.cancelled\n")
-    assert sum(frame.startswith(b"event: response.cancelled\n") for frame in frames) == 1
+    assert frames[-1].startswith(b"event: response.failed\n") and b'"status":"cancelled"' in frames[-1]
+    assert sum(frame.startswith(b"event: response.failed\n") for frame in frames) == 1
     again = await b.service.cancel(run.response_id, tenant=DEFAULT_TENANT)  # idempotent
     assert again["status"] == "cancelled"
     assert await a.sql("SELECT count(*) FROM background_runs") == 0  # released

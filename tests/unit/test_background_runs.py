@@ -137,7 +137,7 @@ async def test_cancel_mid_run(store: SQLiteResponseStore) -> None:
     cancelled = await service.cancel(run.response_id, tenant=DEFAULT_TENANT)
     assert cancelled["status"] == "cancelled"
     assert (await store.get_response(run.response_id, tenant=DEFAULT_TENANT))["status"] == "cancelled"
-    assert run.frames[-1].startswith(b"event: response.cancelled\n")
+    assert run.frames[-1].startswith(b"event: response.failed\n") and b'"status":"cancelled"' in run.frames[-1]
     assert (await service.cancel(run.response_id, tenant=DEFAULT_TENANT))["status"] == "cancelled"
 
 
@@ -321,7 +321,7 @@ async def test_cancelling_a_run_left_in_progress_writes_a_terminal_event(store: 
     assert cancelled["status"] == "cancelled"
     replay = await log.after(response["id"], -1, tenant=DEFAULT_TENANT)
     assert [sequence for sequence, _ in replay] == [0, 1]
-    assert replay[-1][1].startswith(b"event: response.cancelled\n")
+    assert replay[-1][1].startswith(b"event: response.failed\n") and b'"status":"cancelled"' in replay[-1][1]
     assert (await store.get_response(response["id"], tenant=DEFAULT_TENANT))["status"] == "cancelled"
 
 

@@ -115,10 +115,15 @@ def test_the_body_sent_upstream() -> None:
     fixed = images_body("p", "1024x1024", options(size="1536x1024", model="dall-e-3"), ImageSettings(model="x"))
     assert fixed == {"model": "dall-e-3", "prompt": "p", "n": 1, "size": "1536x1024", "response_format": "b64_json"}
     assert options(size="auto").choose_size and not options(size="1024x1024").choose_size
+    streamed = images_body("p", None, options(partial_images=2), SETTINGS)
+    assert streamed == {"model": "gpt-image-1", "prompt": "p", "n": 1, "stream": True, "partial_images": 2}
+    assert "stream" not in images_body("p", None, options(partial_images=0), SETTINGS)
 
 
 @pytest.mark.parametrize(("tool", "param"), [
-    ({"partial_images": 1}, "tools[0].partial_images"),
+    ({"partial_images": 4}, "tools[0].partial_images"),
+    ({"partial_images": "2"}, "tools[0].partial_images"),
+    ({"partial_images": True}, "tools[0].partial_images"),
     ({"action": "edit"}, "tools[0].action"),
     ({"input_image_mask": {"file_id": "file_1"}}, "tools[0].input_image_mask"),
     ({"model": 5}, "tools[0].model"),

@@ -163,7 +163,9 @@ async def test_parallel_calls_are_independent(mcp_server: MCPTestServer) -> None
         tools.call_tool(server, "slow", {"seconds": 30}),
     )
     assert results[:5] == [MCPCallResult(output=str(n + 1)) for n in range(4)] + [MCPCallResult(output="over sse")]
-    assert results[5] == MCPCallResult(error="MCP server 'test' did not answer the tool call within 1 s.")
+    message = "MCP server 'test' did not answer the tool call within 1 s."
+    assert results[5] == MCPCallResult(error=message, error_item={"type": "http_error", "code": 504,
+                                                                  "message": message})
 
 
 async def test_a_failing_tool_is_an_error_result(mcp_server: MCPTestServer) -> None:
@@ -232,13 +234,15 @@ async def test_the_cap_cuts_on_a_character_boundary(mcp_server: MCPTestServer) -
 async def test_a_slow_tool_fails_at_the_call_timeout(mcp_server: MCPTestServer) -> None:
     result = await MCPTools(limits(call_timeout=0.5)).call_tool(server_for(mcp_server.http_url), "slow",
                                                                 {"seconds": 30})
-    assert result == MCPCallResult(error="MCP server 'test' did not answer the tool call within 0.5 s.")
+    message = "MCP server 'test' did not answer the tool call within 0.5 s."
+    assert result == MCPCallResult(error=message, error_item={"type": "http_error", "code": 504, "message": message})
 
 
 async def test_a_slow_tool_over_sse_fails_at_the_call_timeout(mcp_server: MCPTestServer) -> None:
     result = await MCPTools(limits(call_timeout=0.5)).call_tool(server_for(mcp_server.sse_url), "slow",
                                                                 {"seconds": 30})
-    assert result == MCPCallResult(error="MCP server 'test' did not answer the tool call within 0.5 s.")
+    message = "MCP server 'test' did not answer the tool call within 0.5 s."
+    assert result == MCPCallResult(error=message, error_item={"type": "http_error", "code": 504, "message": message})
 
 
 async def test_an_unreachable_server_is_a_clear_error() -> None:
@@ -247,6 +251,8 @@ async def test_an_unreachable_server_is_a_clear_error() -> None:
         await MCPTools(limits()).list_tools(server)
     result = await MCPTools(limits()).call_tool(server, "add", {})
     assert result.output is None and (result.error or "").startswith("MCP server 'test' could not be reached")
+    # a transport failure is the SDK's http_error (the gateway's 502: no status of the server's own)
+    assert result.error_item == {"type": "http_error", "code": 502, "message": result.error}
 
 
 async def test_an_unresolvable_host_is_a_clear_error() -> None:
@@ -256,22 +262,29 @@ async def test_an_unresolvable_host_is_a_clear_error() -> None:
         await MCPTools(limits()).list_tools(server)
 
 
-@pytest.mark.parametrize(("path", "expected"), [
-    ("/plain", r"did not answer as an MCP server: Unexpected content type: text/plain.* over SSE: .*not valid MCP"),
-    ("/json", r"did not answer as an MCP server: Failed to parse JSON response: .* over SSE: .*not valid MCP"),
-    ("/cut", r"broke the connection: peer closed connection"),
-    ("/plain/sse", r"answered HTTP 404\.$"),
+@pytest.mark.parametrize(("path", "expected", "kind", "code"), [
+    ("/plain", r"did not answer as an MCP server: Unexpected content type: text/plain.* over SSE: .*not valid MCP",
+     "http_error", 502),
+    ("/json", r"did not answer as an MCP server: Failed to parse JSON response: .* over SSE: .*not valid MCP",
+     "http_error", 502),
+    ("/cut", r"broke the connection: peer closed connection", "http_error", 502),
+    ("/plain/sse", r"answered HTTP 404\.$", "http_error", 404),
 ])
-async def test_a_garbage_server_is_a_clear_error(garbage: GarbageServer, path: str, expected: str) -> None:
+async def test_a_garbage_server_is_a_clear_error(garbage: GarbageServer, path: str, expected: str, kind: str,
+                                                 code: int) -> None:
     with pytest.raises(MCPToolError, match=expected) as raised:
         await MCPTools(limits()).list_tools(server_for(garbage.url(path)))
     assert str(raised.value).startswith("MCP server 'test' ")
+    assert raised.value.item_error() == {"type": kind, "code": code, "message": str(raised.value)}
+    result = await MCPTools(limits()).call_tool(server_for(garbage.url(path)), "add", {})
+    assert result.error_item is not None and result.error_item["type"] == kind and result.error_item["code"] == code
 
 
 async def test_a_server_that_never_answers_fails_at_the_total_timeout(garbage: GarbageServer) -> None:
     with pytest.raises(MCPToolError) as raised:
         await MCPTools(limits(total_timeout=0.5)).list_tools(server_for(garbage.url("/hang")))
     assert str(raised.value) == "MCP server 'test' did not list tools within 0.5 s."
+    assert raised.value.item_error()["code"] == 504
 
 
 async def test_cancellation_of_the_caller_propagates(garbage: GarbageServer) -> None:

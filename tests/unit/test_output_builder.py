@@ -25,6 +25,7 @@ from responses_bridge.protocol.request import parse_request
 from responses_bridge.store import SQLiteResponseStore
 from tests.support.schema import (
     EVENT_MODELS,
+    SPEC_NAMES,
     check_sequence,
     check_stream,
     normalize,
@@ -522,13 +523,14 @@ def test_validate_response_accepts_what_the_spec_allows() -> None:
 
 EVENT_BREAKERS: list[tuple[str, str, Any]] = [
     ("unknown type", "response.output_text.delta", lambda e: e.update(type="response.output_text.delta2")),
-    ("OpenAI's name for reasoning deltas", "response.reasoning.delta",
-     lambda e: e.update(type="response.reasoning_text.delta")),
+    ("a reasoning delta under neither the SDK's name nor the spec's", "response.reasoning_text.delta",
+     lambda e: e.update(type="response.reasoning_content.delta")),
+    ("a reasoning delta without content_index", "response.reasoning_text.delta", lambda e: e.pop("content_index")),
     ("no sequence_number", "response.output_text.delta", lambda e: e.pop("sequence_number")),
     ("a string sequence_number", "response.output_text.delta", lambda e: e.update(sequence_number="3")),
     ("a number as delta", "response.output_text.delta", lambda e: e.update(delta=5)),
     ("no logprobs on a text delta", "response.output_text.delta", lambda e: e.pop("logprobs")),
-    ("an extra key", "response.reasoning.delta", lambda e: e.update(extra=1)),
+    ("an extra key", "response.reasoning_text.delta", lambda e: e.update(extra=1)),
     ("no item_id", "response.content_part.added", lambda e: e.pop("item_id")),
     ("an item without id", "response.output_item.added", lambda e: e["item"].pop("id")),
     ("an extra key on a lifecycle event", "response.created", lambda e: e.update(output=[])),
@@ -551,7 +553,7 @@ def test_validate_event_rejects(kind: str, breaker: Any) -> None:
 
 def test_validate_event_knows_every_event_the_bridge_emits() -> None:
     seen = {e["type"] for name in recordings.names() for e in valid_stream(name)}
-    assert seen <= set(EVENT_MODELS)
+    assert seen <= set(EVENT_MODELS) | set(SPEC_NAMES)
     validate_event({"type": "error", "sequence_number": 4,
                     "error": {"type": "server_error", "code": None, "message": "m", "param": None}})
 
@@ -585,8 +587,8 @@ SEQUENCE_BREAKERS: list[tuple[str, Any]] = [
     ("no content_part.done", drop("response.content_part.done")),
     ("no text done", drop("response.output_text.done")),
     ("a lost delta", drop("response.output_text.delta")),
-    ("a delta before its item", move_before("response.reasoning.delta", "response.output_item.added")),
-    ("a part done before its text done", move_before("response.content_part.done", "response.reasoning.done")),
+    ("a delta before its item", move_before("response.reasoning_text.delta", "response.output_item.added")),
+    ("a part done before its text done", move_before("response.content_part.done", "response.reasoning_text.done")),
     ("an item done before its part", move_before("response.output_item.done", "response.content_part.done")),
     ("a wrong output_index", lambda events: first(events, "response.output_text.delta").update(output_index=0)),
     ("a wrong item_id", lambda events: first(events, "response.output_text.delta").update(item_id="msg_other")),

@@ -97,7 +97,7 @@ async def test_a_live_owner_keeps_its_run_and_renewal_extends_the_lease(database
     closed = await b.close_abandoned("resp_1", cancelled, tenant="")
     assert closed is not None and closed["status"] == "cancelled"
     response, events = await stored(db_a, "resp_1")
-    assert response["status"] == "cancelled" and events[-1].startswith(b"event: response.cancelled\n")
+    assert response["status"] == "cancelled" and events[-1].startswith(b"event: response.failed\n")
     assert await b.close_abandoned("resp_1", cancelled, tenant="") is None  # ended: nothing more to close
 
 

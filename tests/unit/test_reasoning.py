@@ -39,7 +39,7 @@ async def test_summary_parts_carry_the_reasoning(store: SQLiteResponseStore, mod
     kinds = [e["type"] for e in events]
     for kind in ("response.reasoning_summary_part.added", "response.reasoning_summary_text.delta",
                  "response.reasoning_summary_text.done", "response.reasoning_summary_part.done",
-                 "response.reasoning.delta"):
+                 "response.reasoning_text.delta"):
         assert kind in kinds, kind
     item = events[-1]["response"]["output"][0]
     assert item["summary"] == [{"type": "summary_text", "text": item["content"][0]["text"]}]

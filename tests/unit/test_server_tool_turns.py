@@ -35,6 +35,7 @@ from responses_bridge.engine.turn_result import TurnResult
 from responses_bridge.engine.turn_tools import set_turn_tools
 from responses_bridge.engine.turns import ToolResult, follow_up_request
 from responses_bridge.protocol.request import parse_request
+from responses_bridge.run.tools.mcp_model import MCPToolError
 from responses_bridge.run.tools.tool_search import search_tool_function, tool_search_output_item
 from responses_bridge.run.tools.web_search_base import SearchResult
 from responses_bridge.run.tools.web_search_citations import find_citations, results_for_model, web_search_action
@@ -113,6 +114,7 @@ ITEM_EVENTS: dict[str, list[str]] = {
                               "response.code_interpreter_call.completed?"],
     "image_generation_call": ["response.image_generation_call.in_progress",
                               "response.image_generation_call.generating",
+                              "response.image_generation_call.partial_image*",
                               "response.image_generation_call.completed?"],
     "tool_search_call": [],
     "tool_search_output": [],
@@ -126,7 +128,7 @@ def check_item_order(events: list[dict[str, Any]]) -> dict[int, list[str]]:
     per_item: dict[int, list[str]] = {}
     done: set[int] = set()
     for event in events:
-        if event["type"] in LIFECYCLE_EVENTS or event["type"] == "response.cancelled":
+        if event["type"] in LIFECYCLE_EVENTS:
             continue
         index = event["output_index"]
         if event["type"] == "response.output_item.added":
@@ -463,6 +465,25 @@ def test_a_server_that_cannot_be_used_is_a_protocol_error() -> None:
     check_item_order(h.events())
     assert h.response["output"][1]["error"] == {"type": "mcp_protocol_error", "code": -32603,
                                                 "message": "The MCP server could not be reached."}
+
+
+def test_a_transport_failure_is_the_sdks_http_error() -> None:
+    """A server that could not be reached or answered with an HTTP error: the item's error is the SDK's
+    ``http_error`` (``McpToolCallError``), every event valid for the SDK's union in strict mode."""
+    h = Harness(REQUEST, stream=True)
+    turn = _single_call_turn(h, "docs__search_docs", '{"q": "x"}')
+    error = MCPToolError("MCP server 'docs' answered HTTP 503.", status=503).item_error()
+    h.builder.complete_mcp_call(turn.calls[0].output_index, error=error)
+    h.builder.finish(1)
+    events = h.events()
+    check_item_order(events)
+    for event in events:
+        check_event(event)
+        if event["type"] != "response.completed":
+            _event_adapter().validate_python(event, strict=True)
+    assert _item_adapter().validate_python(h.response["output"][1], strict=True).error.type == "http_error"
+    assert h.response["output"][1]["error"] == {"type": "http_error", "code": 503,
+                                                "message": "MCP server 'docs' answered HTTP 503."}
 
 
 def test_a_failed_listing_and_a_failed_search() -> None:

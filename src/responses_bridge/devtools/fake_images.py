@@ -11,10 +11,17 @@ Bad input is a 400 in OpenAI's error shape (a missing or empty ``prompt``, ``n``
 background with a format that has no alpha). ``[error=CODE]`` in the prompt answers that status instead (a
 failing image model); ``create_app(images=False)`` (``--no-images``) has no such route: a 404, as an upstream
 without the Images API answers. Requests are recorded like the chat route's (``GET /_fake/requests``).
+
+``stream: true`` (GPT Image models only, as OpenAI's) answers as OpenAI's Images API streams: ``text/event-stream``
+events ``image_generation.partial_image`` (``partial_images`` of them, 0–3; each a real PNG of the size asked for,
+lighter the earlier it is, with its 0-based ``partial_image_index``) and then ``image_generation.completed`` (the
+image the unstreamed call gives, with its usage). ``[delay=MS]`` in the prompt waits MS milliseconds before each
+event, as a model drawing would.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import struct
@@ -23,6 +30,7 @@ import zlib
 from base64 import b64encode
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from . import fake_upstream as fake
@@ -31,6 +39,8 @@ SIZES = ("1024x1024", "1024x1536", "1536x1024", "256x256", "512x512", "1792x1024
 QUALITIES = ("auto", "low", "medium", "high", "standard", "hd")
 BACKGROUNDS = ("auto", "transparent", "opaque")
 _ERROR = re.compile(r"\[error=(\d{3})\]")
+_DELAY = re.compile(r"\[delay=(\d+)\]")
+MAX_PARTIAL_IMAGES = 3
 
 
 def png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
@@ -90,13 +100,23 @@ def _check(body: Any) -> dict[str, Any]:
     if gpt_image and response_format is not None:
         raise fake.FakeError(400, "Unknown parameter: 'response_format'.", param="response_format",
                              code="unknown_parameter")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise fake.FakeError(400, "Invalid type for 'stream': expected a boolean.", param="stream", code="invalid_type")
+    if stream and not gpt_image:
+        raise fake.FakeError(400, "Streaming is only supported for the GPT image models.", param="stream",
+                             code="invalid_value")
+    partial = body.get("partial_images", 0)
+    if not fake._is_int(partial) or not 0 <= partial <= MAX_PARTIAL_IMAGES:
+        raise fake.FakeError(400, f"Invalid 'partial_images': expected an integer from 0 to {MAX_PARTIAL_IMAGES}.",
+                             param="partial_images", code="invalid_value")
     if response_format not in (None, "url", "b64_json"):
         raise fake.FakeError(400, f"Invalid value: '{response_format}'. Supported values are: 'url' and "
                              "'b64_json'.", param="response_format", code="invalid_value")
     return body
 
 
-async def images_generations(request: web.Request) -> web.Response:
+async def images_generations(request: web.Request) -> web.StreamResponse:
     state = request.app[fake._STATE]
     body, ok = await fake._read_json(request)
     state.requests.append({"body": body, "path": request.path,
@@ -133,7 +153,42 @@ async def images_generations(request: web.Request) -> web.Response:
                                  "input_tokens_details": {"image_tokens": 0, "text_tokens": prompt_tokens},
                                  "output_tokens": 272 * len(data), "total_tokens": prompt_tokens + 272 * len(data),
                                  "output_tokens_details": {"image_tokens": 272 * len(data), "text_tokens": 0}}})
+    if body.get("stream"):
+        return await _stream(request, answer, body, (width, height), (digest[0], digest[1], digest[2]))
     return fake._json_response(answer)
+
+
+async def _stream(request: web.Request, answer: dict[str, Any], body: dict[str, Any], size: tuple[int, int],
+                  rgb: tuple[int, int, int]) -> web.StreamResponse:
+    """The Images API's stream: the partial images, lighter the earlier they are, then the completed image."""
+    delay = _DELAY.search(body["prompt"])
+    seconds = int(delay.group(1)) / 1000 if delay else 0.0
+    response = web.StreamResponse(headers={"Cache-Control": "no-cache"})
+    response.content_type = "text/event-stream"
+    await response.prepare(request)
+    made = {key: answer[key] for key in ("background", "output_format", "quality", "size")}
+    created = answer["created"]
+    count = body.get("partial_images", 0)
+    for index in range(count):
+        if seconds:
+            await asyncio.sleep(seconds)
+        lift = (count - index) * 40
+        light = tuple(min(255, value + lift) for value in rgb)
+        image = b64encode(png(*size, (light[0], light[1], light[2]))).decode()
+        await _event(response, {"type": "image_generation.partial_image", "b64_json": image, "created_at": created,
+                                 "partial_image_index": index, **made})
+    if seconds:
+        await asyncio.sleep(seconds)
+    await _event(response, {"type": "image_generation.completed", "b64_json": answer["data"][0]["b64_json"],
+                            "created_at": created, **made,
+                            "usage": {key: answer["usage"][key] for key in
+                                      ("input_tokens", "input_tokens_details", "output_tokens", "total_tokens")}})
+    await response.write_eof()
+    return response
+
+
+async def _event(response: web.StreamResponse, event: dict[str, Any]) -> None:
+    await response.write(f"event: {event['type']}\ndata: ".encode() + orjson.dumps(event) + b"\n\n")
 
 
 def add_routes(app: web.Application) -> None:

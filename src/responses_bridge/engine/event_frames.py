@@ -6,6 +6,13 @@ events are the large ones (``output_text.done``, ``content_part.done``, ``output
 ``response.completed`` each carry the whole output). They are encoded one at a time by
 :meth:`EventFrames.encode_deferred`, so the run can let the event loop serve other requests between them; anything
 that takes or reads the frames encodes whatever is still deferred first, so no caller can miss one.
+
+Event names: every event goes out under the ``openai`` SDK's own name (its ``ResponseStreamEvent`` union), which
+is what the SDK, Codex and the Agents SDK read. Where the Open Responses spec names the same event differently (the
+reasoning text's deltas: ``response.reasoning.delta`` / ``.done`` there, ``response.reasoning_text.delta`` /
+``.done`` in the SDK), a request that names the spec's version (the ``OpenResponses-Version`` header) gets the
+spec's names instead (:meth:`EventFrames.use_open_responses_names`): each audience gets only names it knows, never
+both (the spec's compliance suite fails an event it does not know, and so does a strict SDK client).
 """
 
 from __future__ import annotations
@@ -15,6 +22,17 @@ from contextlib import contextmanager
 from typing import Any
 
 Encoder = Callable[[dict[str, Any]], bytes]
+
+REASONING_DELTA = "response.reasoning_text.delta"
+REASONING_DONE = "response.reasoning_text.done"
+OPEN_RESPONSES_NAMES = {REASONING_DELTA: "response.reasoning.delta", REASONING_DONE: "response.reasoning.done"}
+"""The SDK's event name -> the Open Responses spec's, where the two differ."""
+
+CANCELLED_EVENT = "response.failed"
+"""The event a cancelled response's stream ends with: its ``response`` has ``status: "cancelled"`` and no error.
+No union of the SDK's has a ``response.cancelled`` stream event (OpenAI sends that name only as a webhook), and a
+stream must end with one of ``response.completed`` / ``.incomplete`` / ``.failed`` for the SDK's stream helpers to
+close the response with its final state."""
 
 
 def _kept(event: dict[str, Any]) -> dict[str, Any]:
@@ -28,6 +46,14 @@ class EventFrames:
     _frames: list[bytes]
     _sequence: int
     _deferred: list[dict[str, Any]]  # emitted under deferring(), not yet encoded (after every frame)
+    # the reasoning text's event names: class attributes, so the common case adds nothing to an instance
+    _reasoning_delta_type: str = REASONING_DELTA
+    _reasoning_done_type: str = REASONING_DONE
+
+    def use_open_responses_names(self) -> None:
+        """Emit the Open Responses spec's names where they differ from the SDK's (an Open Responses client)."""
+        self._reasoning_delta_type = OPEN_RESPONSES_NAMES[REASONING_DELTA]
+        self._reasoning_done_type = OPEN_RESPONSES_NAMES[REASONING_DONE]
 
     def _emit(self, event: dict[str, Any]) -> None:
         event["sequence_number"] = self._sequence

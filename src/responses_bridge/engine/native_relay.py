@@ -23,6 +23,7 @@ from ..protocol.errors import APIError
 from ..protocol.request import ResponsesRequest
 from ..sealing import Sealer
 from . import compaction
+from .event_frames import CANCELLED_EVENT
 from .response_object import fill_usage_details, new_response
 from .sse import DONE, DONE_FRAME, EventTooLarge, SSEDecoder, encode_event
 from .upstream_errors import upstream_error
@@ -242,7 +243,7 @@ class NativeRelay:
         self.response.update(status=status, error=error)
         if status != "cancelled":
             self.response["completed_at"] = None
-        self._final = {"type": f"response.{status}" if status == "cancelled" else "response.failed",
+        self._final = {"type": CANCELLED_EVENT if status == "cancelled" else "response.failed",
                        "response": self.response}
 
     def _lifecycle(self, kind: str) -> bytes:

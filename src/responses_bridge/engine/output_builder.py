@@ -31,7 +31,7 @@ from typing import Any
 
 from .. import ids
 from .chunk_values import UpstreamProtocolError, _annotation, _logprob, _text_of_parts, completion_as_chunk
-from .event_frames import Encoder, EventFrames
+from .event_frames import CANCELLED_EVENT, Encoder, EventFrames
 from .response_object import convert_usage
 from .run_items import RunItems
 from .server_tools import ServerCallReader
@@ -214,7 +214,7 @@ class OutputBuilder(EventFrames, ToolCallStream, RunItems):
                                 "part": {"type": "summary_text", "text": ""}})
         self._pieces.append(text)
         if self._encode is not None:
-            self._emit({"type": "response.reasoning.delta", "sequence_number": 0, "item_id": self._item["id"],
+            self._emit({"type": self._reasoning_delta_type, "sequence_number": 0, "item_id": self._item["id"],
                         "output_index": self._index, "content_index": self._part_index, "delta": text})
             if self._summary:
                 self._emit({"type": "response.reasoning_summary_text.delta", "sequence_number": 0,
@@ -378,7 +378,7 @@ class OutputBuilder(EventFrames, ToolCallStream, RunItems):
                         "output_index": self._index, "content_index": self._part_index, "text": text,
                         "logprobs": part["logprobs"]}
             else:
-                done = {"type": "response.reasoning.done", "sequence_number": 0, "item_id": item_id,
+                done = {"type": self._reasoning_done_type, "sequence_number": 0, "item_id": item_id,
                         "output_index": self._index, "content_index": self._part_index, "text": text}
         if self._encode is not None:
             self._emit(done)
@@ -467,7 +467,8 @@ class OutputBuilder(EventFrames, ToolCallStream, RunItems):
 
     def cancel(self) -> None:
         """A background response cancelled by its owner: like ``fail`` (partial output kept, open items
-        incomplete) but ``status: cancelled`` and no error; emits ``response.cancelled``."""
+        incomplete) but ``status: cancelled`` and no error; emits ``response.failed`` carrying that response (no
+        SDK union has a ``response.cancelled`` stream event: event_frames.CANCELLED_EVENT)."""
         self._deferred = []
         encode, self._encode = self._encode, None
         if self._open == "tools":
@@ -481,5 +482,5 @@ class OutputBuilder(EventFrames, ToolCallStream, RunItems):
         response["incomplete_details"] = None
         response["error"] = None
         response["usage"] = convert_usage(self.total_usage)
-        self.lifecycle("response.cancelled")
+        self.lifecycle(CANCELLED_EVENT)
 

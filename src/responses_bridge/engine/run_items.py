@@ -128,6 +128,15 @@ class RunItems:
         item, ``status: failed`` (the SDK has no failed event)."""
         self._complete_pending(output_index, "response.image_generation_call.completed", failed, fields)
 
+    def partial_image(self: _Builder, output_index: int, image: str, index: int, made: dict[str, Any]) -> None:
+        """A partial image of a pending image generation call (``partial_images``), as the image model streamed it:
+        ``response.image_generation_call.partial_image`` with its base64 and 0-based index, and what the model
+        says of it (``size``, ``quality``, ``output_format``, ``background``)."""
+        item = self._pending[output_index].item
+        self._emit_run({"type": "response.image_generation_call.partial_image", "sequence_number": 0,
+                        "item_id": item["id"], "output_index": output_index, "partial_image_b64": image,
+                        "partial_image_index": index, **made})
+
     def add_shell_call_output(self: _Builder, call_id: str, outputs: list[dict[str, Any]], *,
                               max_output_length: int | None, status: str) -> int:
         """A hosted shell call's ``shell_call_output`` item: ``output_item.added`` (no output yet), per command

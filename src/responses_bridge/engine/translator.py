@@ -40,7 +40,7 @@ from ..protocol.errors import APIError
 from ..protocol.request import ResponsesRequest
 from ..protocol.request_checks import check_call_outputs
 from ..sealing import Sealer
-from . import auto_compaction, compaction, reasoning, truncation
+from . import auto_compaction, compaction, prewarm, reasoning, truncation
 from .long_events import LONG_EVENT_BYTES, parsed, step
 from .options import EngineOptions
 from .output_builder import OutputBuilder, UpstreamProtocolError, completion_as_chunk
@@ -70,13 +70,14 @@ class Translator(ClientStream, CompactionTurns):
     def __init__(self, request: ResponsesRequest, history: list[dict[str, Any]], prompt: RenderedPrompt | None,
                  options: EngineOptions, sealer: Sealer | None = None, *, framing: Framing | None = None,
                  conversation_id: str | None = None, served: frozenset[str] = frozenset(),
-                 sent_input: list[dict[str, Any]] | None = None) -> None:
+                 sent_input: list[dict[str, Any]] | None = None, open_responses_names: bool = False) -> None:
         """Raises :class:`APIError` for a request that cannot be served. ``framing``: None gives events (SSE)
         only to requests with ``stream: true``; "json" always emits events as JSON lines (WebSocket mode).
         Background requests always get SSE events (they are stored for replay). ``served``: the server-side
         tool types the caller's tool loop runs (empty: they fall under the unsupported-tool policy).
         ``sent_input``: the input as the upstream gets it, where it differs from what is stored (parts naming a
         file resolved by the run: run/file_inputs.py); None: the request's own items.
+        ``open_responses_names``: the client is an Open Responses one (engine/event_frames.py: its event names).
 
         The first upstream body is built by :meth:`build_first_request`, so a
         tool loop can set up its server tools (which extend :attr:`plan`) in between."""
@@ -86,6 +87,7 @@ class Translator(ClientStream, CompactionTurns):
         self._retry_chat = None  # truncation "auto": the call, kept for one shorter retry
         self._prompt_calls = None  # tool_calling "prompt": the current turn's answer read for calls as text
         self._compacting = None  # a compaction_trigger turn: how many items its one sealed item replaces
+        self._prewarm = prewarm.wanted(p)
         if prompt is not None:  # the prompt's instructions come first
             p.instructions = (f"{prompt.instructions}\n\n{p.instructions}" if p.instructions and prompt.instructions
                               else prompt.instructions or p.instructions)
@@ -128,6 +130,8 @@ class Translator(ClientStream, CompactionTurns):
             self.response["status"] = "queued"
         self._builder = OutputBuilder(self.response, ENCODERS[self._events], targets=targets,
                                       summary=reasoning.wants_summary(p.reasoning), seal=seal)
+        if open_responses_names:
+            self._builder.use_open_responses_names()
         self._decoder = None
         # the work on_upstream_chunk left for catch_up (engine/long_events.py): the chunks a long event was cut
         # into, and the payloads after it. One object for the translator's life, emptied in place, so a door can
@@ -169,6 +173,9 @@ class Translator(ClientStream, CompactionTurns):
             chat["stream"] = True  # background / WebSocket: events as the upstream streams
             if self._options.stream_usage:
                 chat["stream_options"] = {"include_usage": True}
+        if self._prewarm and self._compacting is None:  # the prompt is read, nothing is kept of the answer
+            prewarm.warm_only(chat, self._options.max_tokens_field)
+            return self._upstream_request(chat, False)
         if loop or self.compact_threshold is not None:  # kept for follow_up, or to be weighed (over_threshold)
             self._body = chat
         return self._upstream_request(chat, self._events is not None and self._compacting is None)
@@ -396,6 +403,8 @@ class Translator(ClientStream, CompactionTurns):
                 try:
                     if self._compacting is not None:
                         self._add_compaction(completion)
+                    elif self._prewarm:
+                        builder.feed(prewarm.usage_only(completion))
                     elif self._prompt_calls is not None:
                         self._prompt_calls.feed(completion_as_chunk(completion))
                     else:

@@ -31,7 +31,7 @@ class TranslatorState:
     __slots__ = ("_options", "request", "response", "_builder", "_decoder", "_upstream_status", "_upstream_sse",
                  "_buffer", "_head_sent", "_error", "_ended", "_sealer", "_events", "_retry_chat", "_compacting",
                  "_buffered", "_translated", "_terminal_head", "plan", "context", "_chat", "_body", "_turn_closed",
-                 "backlog", "compact_threshold", "_auto", "committed", "_prompt_calls")
+                 "backlog", "compact_threshold", "_auto", "committed", "_prompt_calls", "_prewarm")
 
     _options: EngineOptions
     request: ResponsesRequest
@@ -58,6 +58,7 @@ class TranslatorState:
     _turn_closed: bool
     backlog: deque[bytes | dict[str, Any]]
     compact_threshold: int | None
+    _prewarm: bool  # prompt_cache_options.prewarm: the turn only warms the backend's cache (engine/prewarm.py)
     _auto: PendingCompaction | None
     committed: bool
     _prompt_calls: PromptToolCalls | None  # tool_calling "prompt": the turn's answer is read for calls as text

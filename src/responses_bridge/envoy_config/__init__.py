@@ -41,6 +41,7 @@ from .filters import Auth, JwtExample
 from .names import (
     BUFFER_LIMIT_BYTES,
     CA_BUNDLES,
+    CLIENT_CONTEXT_HEADERS,
     CREDENTIALS_NAMESPACE,
     EXTPROC_CLUSTER,
     EXTPROC_SERVICE,
@@ -74,6 +75,7 @@ from .names import (
 __all__ = [
     "BUFFER_LIMIT_BYTES",
     "CA_BUNDLES",
+    "CLIENT_CONTEXT_HEADERS",
     "CREDENTIALS_NAMESPACE",
     "EXTPROC_CLUSTER",
     "EXTPROC_SERVICE",

@@ -13,6 +13,7 @@ from .names import (
     _EXT_PROC,
     _TYPE,
     BUFFER_LIMIT_BYTES,
+    CLIENT_CONTEXT_HEADERS,
     CREDENTIALS_NAMESPACE,
     EXTPROC_CLUSTER,
     JWT_PROVIDER,
@@ -136,7 +137,7 @@ def _client_credentials_filter(auth: Auth | None = None) -> dict[str, Any]:
 def _request_context_rules() -> list[dict[str, Any]]:
     return [{"header": header, "remove": False,
              "on_header_present": {"metadata_namespace": CREDENTIALS_NAMESPACE, "key": header, "type": "STRING"}}
-            for header in OBSERVED_HEADERS]
+            for header in (*OBSERVED_HEADERS, *CLIENT_CONTEXT_HEADERS)]
 
 
 def _upstream_headers_from_processor() -> list[dict[str, Any]]:

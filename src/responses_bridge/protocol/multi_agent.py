@@ -18,6 +18,8 @@ from .errors import invalid_request
 FIELD = "multi_agent"
 BETA_HEADER = "openai-beta"
 BETA_VALUE = "responses_multi_agent=v1"
+OPEN_RESPONSES_VERSION_HEADER = "openresponses-version"
+"""Sent by Open Responses clients (any value): their streams name events as the spec does (engine/event_frames.py)."""
 DEFAULT_MAX_CONCURRENT = 6
 MAX_CONCURRENT_LIMIT = 64
 """The most subagents one response may run at once, whatever the request asks: each holds upstream calls."""
@@ -34,10 +36,12 @@ class MultiAgentConfig:
 @dataclass(frozen=True, slots=True)
 class BetaSurface:
     """How a request came: with ``?beta=true`` (``query``), with ``openai-beta`` naming the multi-agent beta
-    (``header``). Only both together are the beta surface."""
+    (``header``). Only both together are the beta surface. ``open_responses``: the request named an Open Responses
+    spec version (its stream's events then get the spec's names where they differ from the SDK's)."""
 
     query: bool = False
     header: bool = False
+    open_responses: bool = False
 
     @property
     def on(self) -> bool:
@@ -58,7 +62,8 @@ def beta_surface(query: Mapping[str, str], headers: Mapping[str, str]) -> BetaSu
     (the header may list several betas, comma-separated)."""
     named = headers.get(BETA_HEADER) or ""
     return BetaSurface(query=str(query.get("beta", "")).lower() == "true",
-                       header=BETA_VALUE in (part.strip() for part in named.split(",")))
+                       header=BETA_VALUE in (part.strip() for part in named.split(",")),
+                       open_responses=bool(headers.get(OPEN_RESPONSES_VERSION_HEADER)))
 
 
 def query_of(path: str) -> dict[str, str]:

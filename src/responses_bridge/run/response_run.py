@@ -234,7 +234,7 @@ class ResponseRun:
         served = self._server_tools.services.served if self._server_tools is not None else frozenset()
         make = functools.partial(Translator, request, history, prompt, self._options, self._sealer,
                                  framing=self._framing, conversation_id=self._conversation_id, served=served,
-                                 sent_input=sent_input)
+                                 sent_input=sent_input, open_responses_names=self.beta.open_responses)
         translator = await asyncio.to_thread(make) if large else make()
         if translator.compact_threshold is not None and self._server_tools is None:
             # compaction is a call before the turn: only a door that makes its own calls can make it
@@ -325,7 +325,11 @@ class ResponseRun:
             announced = translator.take_events()
             if announced:
                 await write(announced)
-        outcome = await tool_run.run_turn(turn)
+            tool_run.runner.live = functools.partial(_write_events, translator, write)
+        try:
+            outcome = await tool_run.run_turn(turn)
+        finally:
+            tool_run.runner.live = None
         self._pending_bytes += translator.take_events()
         if outcome.end:
             return None
@@ -511,3 +515,10 @@ def _offers_server_tools(request: ResponsesRequest, served: frozenset[str]) -> b
     if any(isinstance(tool, dict) and tool.get("type") in served for tool in tools):
         return True
     return any(item.get("type") == "mcp_approval_response" for item in request.input_items)
+
+
+async def _write_events(translator: Translator, write: Callable[[bytes], Awaitable[None]]) -> None:
+    """The events the turn's calls made so far, to the client now (a streamed tool's progress)."""
+    events = translator.take_events()
+    if events:
+        await write(events)

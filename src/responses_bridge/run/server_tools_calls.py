@@ -15,6 +15,7 @@ the next turn is sent without tools (engine/turns.py explains why that is what O
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -116,6 +117,9 @@ class CallRunner:
         self.include_outputs = OUTPUTS_INCLUDE in (params.include or ())
         self.container_files: list[StoredContainerFile] = []  # what the response's code wrote, for citations
         self.calls_made = 0
+        # set by the run while a turn's calls run: sends the events made so far to the client now (a streamed
+        # tool's progress: partial images), rather than when every call of the turn has ended
+        self.live: Callable[[], Awaitable[None]] | None = None
         self.agents: AgentTree | None = None  # the multi-agent beta's subagents (run/multi_agent.py), when enabled
         self.sources: list[SearchResult] = []  # every web search's results, in the order they were numbered
         self.numbered: list[SearchResult | FileSource] = []  # web and file sources: one numbering per response
@@ -257,7 +261,7 @@ class CallRunner:
             index = self.builder.start_mcp_call(call.server.server_label, call.name, call.arguments,
                                                 approval_request_id=call.approval_request_id)
             output: str | None
-            error: str | None
+            error: str | dict[str, Any] | None
             if self.tools_exhausted:
                 output, error = None, (f"The call was not made: this response reached its limit of "
                                        f"{self.max_tool_calls} tool calls (max_tool_calls).")
@@ -270,8 +274,11 @@ class CallRunner:
         self._exhausted_turn_sent = self.tools_exhausted  # then the first turn goes without tools
         return items
 
-    async def _call_mcp(self, server: MCPServer | None, name: str, arguments: str) -> tuple[str | None, str | None]:
-        """(output, error) of one MCP call; never raises but for cancellation."""
+    async def _call_mcp(self, server: MCPServer | None, name: str,
+                        arguments: str) -> tuple[str | None, str | dict[str, Any] | None]:
+        """(output, error) of one MCP call; never raises but for cancellation. The error is a text (the tool's
+        own, or the bridge's: an ``mcp_tool_execution_error``) or, for a server that could not be used, the
+        item's error as the SDK types it (``http_error``, ``mcp_protocol_error``)."""
         if server is None:
             return None, f"The MCP server of tool '{name}' is not among this request's tools."
         try:
@@ -288,7 +295,7 @@ class CallRunner:
                         error_type=type(error).__name__)
             return None, f"Calling tool '{name}' of MCP server '{server.server_label}' failed ({type(error).__name__})."
         raise_if_cancelled()
-        return result.output, result.error
+        return result.output, result.error_item or result.error
 
     async def _web_search(self, call: TurnCall) -> ToolResult:
         query = str((call.item.get("action") or {}).get("query") or "")
@@ -384,7 +391,8 @@ class CallRunner:
         try:
             if settings is None or self.image_options is None:
                 raise ImageGenerationError("image generation is not switched on for this deployment")
-            image = await generate_image(prompt, size, self.image_options, settings)
+            image = await generate_image(prompt, size, self.image_options, settings,
+                                         functools.partial(self._partial_image, call.output_index))
         except ImageGenerationError as failure:
             raise_if_cancelled()
             self.builder.complete_image_generation(call.output_index, fields={}, failed=True)
@@ -396,6 +404,12 @@ class CallRunner:
             return ToolResult(call.call_id, f"The image generation failed ({type(error).__name__}).")
         self.builder.complete_image_generation(call.output_index, fields=image.fields)
         return ToolResult(call.call_id, image.text_for_model())
+
+    async def _partial_image(self, output_index: int, image: str, index: int, made: dict[str, Any]) -> None:
+        """A partial image of a call, out to the client as it comes."""
+        self.builder.partial_image(output_index, image, index, made)
+        if self.live is not None:
+            await self.live()
 
     async def _tool_search(self, call: TurnCall) -> ToolResult:
         query = search_query(call.item.get("arguments"))

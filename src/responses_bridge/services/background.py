@@ -41,6 +41,7 @@ from collections.abc import AsyncIterator
 import orjson
 import structlog
 
+from ..engine.event_frames import CANCELLED_EVENT
 from ..engine.wire import UpstreamRequest
 from ..observability import metrics
 from ..protocol.errors import APIError, not_found
@@ -269,7 +270,7 @@ class BackgroundService:
         if status in ("queued", "in_progress"):  # no run for it in this process (should not happen): close it
             response["status"] = "cancelled"
             # with a terminal event: replays end
-            await self.events.end_response(response, terminal_frame("response.cancelled", response), tenant=tenant)
+            await self.events.end_response(response, terminal_frame(CANCELLED_EVENT, response), tenant=tenant)
             return response
         raise APIError(400, f"Cannot cancel a {status} response.", param="response_id", code="invalid_request")
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..engine.event_frames import CANCELLED_EVENT
 from ..engine.sse import DONE_FRAME, encode_event
 from ..store.records import Closer
 
-_TERMINAL = ("completed", "incomplete", "failed", "cancelled")
+_TERMINAL = ("completed", "incomplete", "failed", "cancelled")  # cancelled: logs written before CANCELLED_EVENT
 
 
 INTERRUPTED_CODE = "server_restarted"
@@ -63,7 +64,7 @@ def interrupted(message: str = INTERRUPTED_MESSAGE) -> Closer:
 def cancelled(response: dict[str, Any]) -> tuple[dict[str, Any], Callable[[int], bytes]]:
     """Ends a run that no process is running any more, at its owner's request: ``cancelled``."""
     _ended(response, "cancelled")
-    return response, terminal_frame("response.cancelled", response)
+    return response, terminal_frame(CANCELLED_EVENT, response)
 
 
 def is_terminal_frame(frame: bytes) -> bool:

@@ -10,7 +10,9 @@ import asyncio
 import structlog
 from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingRequest
 
+from ...envoy_config import CLIENT_CONTEXT_HEADERS
 from ...protocol.errors import APIError
+from ...protocol.multi_agent import beta_surface
 from . import messages as m
 from .request_phase import RequestPhase
 from .stream_state import JSON, SHUTDOWN_ERROR, Responses
@@ -103,6 +105,8 @@ class _Stream(RequestPhase):
                         return [denied]
                 self.ours = True
                 self.run = self.runtime.new_run(tenant=self.tenant)
+                # the request headers are skipped: how the client reads the answer comes with the body
+                self.run.beta = beta_surface({}, m.forwarded_headers(request, CLIENT_CONTEXT_HEADERS))
             if self.authorization is None:  # request headers are skipped: Envoy forwards the credentials
                 self.authorization = m.forwarded_authorization(request)
             if not self.request_body:  # the first body message carries the metadata

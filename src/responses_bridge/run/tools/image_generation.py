@@ -6,10 +6,15 @@ Images API. The request's tool fixes the image's settings (``model``, ``size``, 
 tool leaves it ``auto``. The call goes through the client and with the credentials of the run's model turns
 (``run/upstream_scope.py``), so through Envoy with ``--upstream-via``.
 
-What the upstream cannot do here is refused before anything is sent (a 400 naming the field): partial images
-(they need the Images API's streaming, which an OpenAI-compatible upstream rarely has), an edit (``action: edit``,
-``input_image_mask``: the Images API's edits route takes the input image as a file upload), and the settings of
-image formats the Images API has no field for (``frame_count``, ``frame_duration_ms``, ``svg``, ``complexity``).
+``partial_images`` (1–3) streams the image as OpenAI does: the call asks the Images API for a stream
+(``stream: true``, ``partial_images``), and each ``image_generation.partial_image`` event the upstream sends is
+handed on as it comes (:data:`PartialImage`: the run emits ``response.image_generation_call.partial_image``), the
+``image_generation.completed`` event giving the item's image. An upstream that answers the streamed call with one
+JSON ``ImagesResponse`` (no streaming Images API) still gives the image, with no partial one: it made none.
+
+What the upstream cannot do here is refused before anything is sent (a 400 naming the field): an edit (``action:
+edit``, ``input_image_mask``: the Images API's edits route takes the input image as a file upload), and the settings
+of image formats the Images API has no field for (``frame_count``, ``frame_duration_ms``, ``svg``, ``complexity``).
 
 A failed call (the upstream refused, answered without an image, or could not be reached) is an
 :class:`ImageGenerationError` whose text the model reads; the run marks the item ``failed``.
@@ -17,14 +22,17 @@ A failed call (the upstream refused, answered without an image, or could not be 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from ...engine.sse import DONE, EventTooLarge, SSEDecoder
+from ...engine.wire import UpstreamRequest
 from ...protocol.errors import APIError
 from ..upstream import UpstreamFailure
 from ..upstream_scope import current_upstream
@@ -38,6 +46,14 @@ REFUSED = ("input_image_mask", "frame_count", "frame_duration_ms", "svg", "compl
 ITEM_FIELDS = ("size", "quality", "output_format", "background")
 """What the ``image_generation_call`` item says was made (from the upstream's answer, else the request's)."""
 MAX_ERROR_TEXT = 300
+MAX_PARTIAL_IMAGES = 3
+"""OpenAI's bound on ``partial_images`` (0–3)."""
+MAX_IMAGE_EVENT_BYTES = 64 << 20
+"""One streamed image event at most (a base64 image of the largest size): the stream's buffer is bounded by it."""
+
+PartialImage = Callable[[str, int, dict[str, Any]], Awaitable[None]]
+"""Told of each partial image as it comes: its base64, its 0-based index, and what the upstream says of it
+(``size``, ``quality``, ``output_format``, ``background``)."""
 
 
 class ImageGenerationError(Exception):
@@ -59,6 +75,7 @@ class ImageToolOptions:
 
     model: str | None
     fields: dict[str, Any]
+    partial_images: int = 0
 
     @property
     def choose_size(self) -> bool:
@@ -70,9 +87,9 @@ class ImageToolOptions:
         """The tool's settings; a 400 naming the field for what cannot run here."""
         param = f"tools[{position}]"
         partial = tool.get("partial_images")
-        if partial not in (None, 0):
-            raise APIError(400, "partial_images is not supported on this deployment: images are generated whole. "
-                           "Leave it unset or 0.", param=f"{param}.partial_images", code="unsupported_parameter")
+        if partial is not None and (type(partial) is not int or not 0 <= partial <= MAX_PARTIAL_IMAGES):
+            raise APIError(400, f"Invalid value for the image_generation tool's 'partial_images': expected an integer "
+                           f"from 0 to {MAX_PARTIAL_IMAGES}.", param=f"{param}.partial_images", code="invalid_value")
         if tool.get("action") == "edit":
             raise APIError(400, "Image edits are not supported on this deployment: the image_generation tool only "
                            "generates new images (action 'generate' or 'auto').", param=f"{param}.action",
@@ -86,7 +103,7 @@ class ImageToolOptions:
             raise APIError(400, "Invalid type for the image_generation tool's 'model': expected a string.",
                            param=f"{param}.model", code="invalid_type")
         fields = {name: tool[name] for name in FORWARDED if tool.get(name) is not None}
-        return cls(model, fields)
+        return cls(model, fields, partial or 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,19 +128,27 @@ def images_body(prompt: str, size: str | None, options: ImageToolOptions, settin
         body["size"] = size
     if not model.startswith(("gpt-image", "chatgpt-image")):
         body["response_format"] = "b64_json"
+    if options.partial_images:
+        body.update(stream=True, partial_images=options.partial_images)
     return body
 
 
-async def generate_image(prompt: str, size: str | None, options: ImageToolOptions,
-                         settings: ImageSettings) -> GeneratedImage:
-    """One image from the run's upstream. Raises :class:`ImageGenerationError` for every failure but
-    cancellation."""
+async def generate_image(prompt: str, size: str | None, options: ImageToolOptions, settings: ImageSettings,
+                         partial: PartialImage | None = None) -> GeneratedImage:
+    """One image from the run's upstream; with ``partial_images``, streamed, ``partial`` told of each partial
+    image as it comes. Raises :class:`ImageGenerationError` for every failure but cancellation."""
     if not prompt.strip():
         raise ImageGenerationError("the prompt is empty")
     scope = current_upstream()
     if scope is None:
         raise ImageGenerationError("no upstream is known for this response")
     body = images_body(prompt, size, options, settings)
+    if body.get("stream"):
+        try:
+            async with asyncio.timeout(settings.timeout):
+                return await _streamed(scope.client, scope.authorization, body, partial)
+        except TimeoutError:
+            raise ImageGenerationError(f"the image model did not finish within {settings.timeout:g} s") from None
     try:
         async with scope.client.post_json(IMAGES_PATH, orjson.dumps(body), scope.authorization,
                                           timeout=settings.timeout) as answer:
@@ -134,6 +159,66 @@ async def generate_image(prompt: str, size: str | None, options: ImageToolOption
     if status >= 400:
         raise ImageGenerationError(f"the image model answered HTTP {status}: {_error_text(raw)}")
     return GeneratedImage(_image_fields(raw, body))
+
+
+async def _streamed(client: Any, authorization: str | None, body: dict[str, Any],
+                    partial: PartialImage | None) -> GeneratedImage:
+    """A streamed ``images/generations`` call: each partial image handed to ``partial`` as its event arrives,
+    the ``image_generation.completed`` event's image returned. An answer that is JSON, not a stream, is read as
+    the unstreamed call's."""
+    call = UpstreamRequest(IMAGES_PATH, orjson.dumps(body), True)
+    try:
+        async with client.chat(call, authorization) as answer:
+            if answer.status >= 400 or "text/event-stream" not in (answer.content_type or ""):
+                raw = bytearray()
+                async for chunk in answer.chunks():
+                    raw += chunk
+                    if len(raw) > MAX_IMAGE_EVENT_BYTES:
+                        raise ImageGenerationError("the image model's answer is too large")
+                if answer.status >= 400:
+                    raise ImageGenerationError(f"the image model answered HTTP {answer.status}: "
+                                               f"{_error_text(bytes(raw))}")
+                return GeneratedImage(_image_fields(bytes(raw), body))
+            decoder = SSEDecoder(MAX_IMAGE_EVENT_BYTES)
+            async for chunk in answer.chunks():
+                for payload in decoder.feed(chunk):
+                    done = await _image_event(payload, body, partial)
+                    if done is not None:
+                        return done
+            for payload in decoder.flush():
+                done = await _image_event(payload, body, partial)
+                if done is not None:
+                    return done
+    except UpstreamFailure as failure:
+        raise ImageGenerationError(failure.error.message) from None
+    except EventTooLarge:
+        raise ImageGenerationError("the image model sent an event too large to read") from None
+    raise ImageGenerationError("the image model's stream ended without the image")
+
+
+async def _image_event(payload: bytes, body: dict[str, Any], partial: PartialImage | None) -> GeneratedImage | None:
+    """One event of the Images API's stream (``ImageGenStreamEvent``): a partial image handed on; the completed
+    image returned; an ``error`` event raised."""
+    if payload == DONE:
+        return None
+    try:
+        event = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        raise ImageGenerationError("the image model's stream is not JSON") from None
+    if not isinstance(event, dict):
+        raise ImageGenerationError("the image model's stream is not JSON objects")
+    kind = event.get("type")
+    if kind == "image_generation.partial_image":
+        image, index = event.get("b64_json"), event.get("partial_image_index")
+        if isinstance(image, str) and image and type(index) is int and partial is not None:
+            await partial(image, index, {key: event[key] for key in ITEM_FIELDS if isinstance(event.get(key), str)})
+        return None
+    if kind == "image_generation.completed":
+        return GeneratedImage(_image_fields(orjson.dumps({**event, "data": [{"b64_json": event.get("b64_json")}]}),
+                                            body))
+    if kind == "error" or "error" in event:
+        raise ImageGenerationError(f"the image model failed: {_error_text(payload)}")
+    return None
 
 
 def _error_text(raw: bytes) -> str:

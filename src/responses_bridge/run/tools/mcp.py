@@ -134,7 +134,7 @@ class MCPTools:
             text, is_error = await call_server_tool(server, self.limits, self.policy, name, arguments)
         except MCPToolError as failure:
             log.info("mcp_call_failed", server_label=server.server_label, tool=name, error=str(failure))
-            return MCPCallResult(error=str(failure))
+            return MCPCallResult(error=str(failure), error_item=failure.item_error())
         text = cap_output(text, self.limits.max_output_bytes)
         if is_error:  # the server's own text, so redacted like every error text
             return MCPCallResult(error=redact(text, server) or f"Tool '{name}' reported an error without a message.")

@@ -47,7 +47,7 @@ from pydantic import ValidationError
 
 from ...host_policy import HostNotAllowed, HostPolicy, HostUnresolved, check_host
 from .mcp_config import MCPLimits, MCPServer
-from .mcp_model import EMPTY_SCHEMA, MCPToolError, MCPToolInfo, first_line, redact
+from .mcp_model import BAD_GATEWAY, EMPTY_SCHEMA, GATEWAY_TIMEOUT, MCPToolError, MCPToolInfo, first_line, redact
 
 T = TypeVar("T")
 
@@ -133,7 +133,8 @@ async def _operate(server: MCPServer, limits: MCPLimits, policy: HostPolicy, wha
                         from None
     except TimeoutError:
         raise MCPToolError(
-            f"MCP server '{server.server_label}' did not {what} within {limits.total_timeout:g} s.") from None
+            f"MCP server '{server.server_label}' did not {what} within {limits.total_timeout:g} s.",
+            status=GATEWAY_TIMEOUT) from None
 
 
 async def _attempt(server: MCPServer, limits: MCPLimits, policy: HostPolicy,
@@ -164,11 +165,40 @@ async def _attempt(server: MCPServer, limits: MCPLimits, policy: HostPolicy,
     except (_NotStreamable, MCPToolError):
         raise
     except Exception as error:  # noqa: BLE001 -- every failure of a remote server, whatever the library raised
-        raise MCPToolError(redact(_describe(watch.failure or error, server), server),
-                           connected=watch.connected) from None
+        raise _failure(watch.failure or error, server, connected=watch.connected) from None
     if watch.failure is not None:
-        raise MCPToolError(redact(_describe(watch.failure, server), server), connected=watch.connected)
+        raise _failure(watch.failure, server, connected=watch.connected)
     raise MCPToolError(f"MCP server '{server.server_label}' closed the connection without an answer.")
+
+
+PARSE_ERROR = -32700
+"""JSON-RPC's code for an answer that could not be read: what an answer that is not MCP is, as a protocol error."""
+
+
+def _failure(error: BaseException, server: MCPServer, *, connected: bool) -> MCPToolError:
+    """The :class:`MCPToolError` of a failed attempt: its sentence (:func:`_describe`) and its shape for the
+    item (:func:`_codes`)."""
+    status, protocol_code = _codes(_leaf(error))
+    return MCPToolError(redact(_describe(error, server), server), connected=connected, status=status,
+                        protocol_code=protocol_code)
+
+
+def _codes(leaf: BaseException) -> tuple[int, int | None]:
+    """(HTTP status, JSON-RPC code or None) of a failure: the status the server answered; 504 for a server too
+    slow, 502 for one unreachable or that broke the connection or sent too much; a JSON-RPC error, or an answer
+    that is not MCP (-32700, JSON-RPC's parse error), is the protocol's."""
+    if isinstance(leaf, httpx2.HTTPStatusError):
+        return leaf.response.status_code, None
+    if isinstance(leaf, MCPError):
+        return BAD_GATEWAY, leaf.error.code
+    if isinstance(leaf, _CallTimedOut | httpx2.ConnectTimeout | httpcore2.ConnectTimeout | httpx2.TimeoutException
+                  | httpcore2.TimeoutException | TimeoutError):
+        return GATEWAY_TIMEOUT, None
+    if isinstance(leaf, httpx2.SSEError) and "exceeded" in str(leaf):
+        return BAD_GATEWAY, None  # too large to read: the gateway's failure, as any answer over the cap
+    if isinstance(leaf, ValidationError | ValueError | httpx2.SSEError | orjson.JSONDecodeError):
+        return BAD_GATEWAY, PARSE_ERROR
+    return BAD_GATEWAY, None
 
 
 def _transport(server: MCPServer, limits: MCPLimits, policy: HostPolicy, watch: _Watch,
