@@ -44,6 +44,20 @@ class AgentSandboxSettings(BaseSettings):
     agent_sandbox_egress_url: str | None = Field(default=None, description=(
         "the egress proxy's URL as the pods reach it (e.g. `http://responses-bridge-egress.NAMESPACE.svc:3128`); "
         "unset: `http://` and the listen address"))
+    agent_sandbox_egress_head_seconds: float = Field(default=2.0, gt=0, le=60, description=(
+        "seconds a connection to the egress door has to send its request head (with its credential) before the "
+        "door closes it"))
+    agent_sandbox_egress_pending_per_source: int = Field(default=16, ge=1, description=(
+        "connections one source address may hold open at the egress door before showing a credential; past it, "
+        "its new ones are closed at once"))
+    agent_sandbox_egress_pending_connections: int = Field(default=64, ge=1, description=(
+        "connections all sources together may hold open at the egress door before showing a credential; past it, "
+        "a source holding fewer than the busiest one takes the place of that one's oldest, else its connection is "
+        "closed at once"))
+    agent_sandbox_egress_max_connections: int = Field(default=0, ge=0, description=(
+        "connections the egress door holds at once, pending or relaying (past it, new ones are closed at once); "
+        "0: an eighth of the process's descriptor limit, at least 16, at most 1,024 — each relayed connection "
+        "takes four descriptors with the call's proxy, so the door never takes more than half of them"))
     agent_sandbox_runtime_root: str = Field(default="/mnt", pattern=r"^/", description=(
         "the sandbox runtime's root directory in the pod (sandboxd's --root-dir; the sandbox image's is /mnt): its "
         "file API's paths are relative to it, and /mnt/data and /mnt/skills must lie under it"))

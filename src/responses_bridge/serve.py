@@ -23,6 +23,7 @@ import structlog
 from . import config_file, event_loop
 from .config import Settings, SettingsError, env_names, load_settings
 from .config_help import environment_help, user_default
+from .descriptors import raise_descriptor_limit
 from .observability import configure_logging
 from .observability.tracing import configure_tracing, shutdown_tracing
 from .pid1 import serve_behind_init
@@ -86,6 +87,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     event_loop.keep_grpc_out_of_forks()  # before gRPC starts (and inherited by --workers' workers)
     serve_behind_init()  # PID 1 (a container without an init): the server is a child of a minimal init (pid1.py)
+    raise_descriptor_limit()  # the soft limit up to the hard one, before any bound is derived from it
     if args.no_http and args.no_extproc:
         raise SettingsError("--no-http and --no-extproc leave nothing to run; give at most one")
     settings = load_settings({field: flag for flag, field, _, _ in FLAGS}, config=args.config,

@@ -4,17 +4,29 @@ code reaches the allowed host only through the bridge's egress door, with the cr
 HTTP and HTTPS, while the pod holds only a placeholder; a request to the door without a live call's credential — no
 credential, a guessed one, or one whose call has ended — is a 407 and goes nowhere.
 
+Every pod reaches the door, so a flood of idle connections to it (the sidecar runs with 1,024 descriptors, hard
+limit too) is bounded: past the bounds a connection is closed at once, an idle one at the head deadline, ``/health``
+answers throughout and a pod's request still goes through.
+
 The stand-in pods share the host's network here (so they reach the door on loopback): what a pod reaches directly
 is the cluster's NetworkPolicy's business (the overlay renders it), not tested here."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
+import resource
+import socket
+import statistics
+import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import openai
 import orjson
 import pytest
@@ -30,6 +42,10 @@ from tests.support.envoy import EnvoyProcess, free_port, start_envoy
 
 pytestmark = pods_marks
 test_host = egress_test_host
+DESCRIPTORS = 1024
+HEAD_SECONDS = 5
+PER_SOURCE, PENDING = 16, 64  # the defaults of RESPONSES_BRIDGE_AGENT_SANDBOX_EGRESS_PENDING_{PER_SOURCE,CONNECTIONS}
+FULL = b"HTTP/1.1 503"
 
 
 @dataclass
@@ -50,10 +66,11 @@ async def stack(fake_upstream: str, test_host: LoopbackHost,
     data_dir = tmp_path_factory.mktemp("pod-egress")
     async with fake_cluster(network=True) as cluster, running_sidecar(
             str(data_dir), fake_upstream, "--upstream-via", f"http://127.0.0.1:{listen_port}/v1",
-            log_file=data_dir / "sidecar.log",
+            log_file=data_dir / "sidecar.log", wrap=("prlimit", f"--nofile={DESCRIPTORS}:{DESCRIPTORS}", "--"),
             own_sqlite=True, env={**cluster.settings, "RESPONSES_BRIDGE_CODE_TIMEOUT": "15",
                  "RESPONSES_BRIDGE_AGENT_SANDBOX_PYTHON": "python3",
                  "RESPONSES_BRIDGE_AGENT_SANDBOX_EGRESS_LISTEN": f"127.0.0.1:{door_port}",
+                 "RESPONSES_BRIDGE_AGENT_SANDBOX_EGRESS_HEAD_SECONDS": str(HEAD_SECONDS),
                  "RESPONSES_BRIDGE_CODE_EGRESS_ALLOWED_TARGETS":
                      f"127.0.0.1:{test_host.port}, 127.0.0.1:{test_host.tls_port}",
                  "SSL_CERT_FILE": str(test_host.ca_file)}) as sidecar:
@@ -154,3 +171,98 @@ async def test_without_a_policy_the_pod_gets_no_proxy(client: openai.AsyncOpenAI
     found = await run(client, 'import json, os\nprint(json.dumps({"proxy": os.environ.get("HTTP_PROXY")}))',
                       {"type": "auto"})
     assert found["proxy"] is None
+
+
+async def health_seconds(url: str, times: int = 20) -> list[float]:
+    """How long ``/health`` takes, each time in a connection of its own (a new descriptor for the sidecar)."""
+    took = []
+    for _ in range(times):
+        started = time.monotonic()
+        async with aiohttp.ClientSession() as session, session.get(f"{url}/health") as health:
+            assert health.status == 200, await health.text()
+        took.append(time.monotonic() - started)
+    return took
+
+
+async def _connect(source: str, port: int) -> socket.socket:
+    """An idle connection to the door from ``source`` (an address of 127/8), sending nothing."""
+    sock = socket.socket()
+    sock.setblocking(False)
+    sock.bind((source, 0))
+    with contextlib.suppress(OSError):  # refused or reset while connecting: as good as closed (its state says so)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    return sock
+
+
+def _state(sock: socket.socket) -> str:
+    """``open`` (nothing came yet), ``full`` (the door's 503: closed at once, past a bound) or ``closed`` (the end
+    of the stream with no answer: the head deadline)."""
+    try:
+        data = sock.recv(64, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return "open"
+    except OSError:
+        return "closed"
+    return "full" if data.startswith(FULL) else "closed" if not data else "open"
+
+
+async def test_a_flood_of_idle_connections_to_the_door_is_bounded_and_the_bridge_keeps_answering(
+        stack: Stack) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # this test process holds the flood's 1,100 ends
+    sources = [f"127.0.0.{last}" for last in range(2, 13)]
+    flood: list[tuple[str, socket.socket]] = []
+    alone = await health_seconds(stack.sidecar.http_url)
+    try:
+        for source in sources:  # 1,100 idle connections, more than the 1,024 descriptors the sidecar has
+            flood += [(source, sock) for sock in await asyncio.gather(
+                *(_connect(source, stack.door_port) for _ in range(100)))]
+        await asyncio.sleep(0.5)  # the door's 503s on their way
+        states = Counter(_state(sock) for _, sock in flood)
+        held = Counter(source for source, sock in flood if _state(sock) == "open")
+        # past the bounds, connections were closed at once, with the door's 503 (the deadline's close has none)
+        assert states["open"] <= PENDING and max(held.values(), default=0) <= PER_SOURCE, (states, held)
+        assert states["full"] >= len(flood) - PENDING, states
+        flooded = await health_seconds(stack.sidecar.http_url)  # answers, each in a fresh connection
+
+        async def keep_flooding() -> None:  # the sources keep the door's pending connections full meanwhile
+            while True:
+                for source in sources:
+                    flood.extend((source, sock) for sock in await asyncio.gather(
+                        *(_connect(source, stack.door_port) for _ in range(PER_SOURCE))))
+                kept = [(source, sock) for source, sock in flood if _state(sock) == "open"]
+                for _, sock in flood:
+                    if _state(sock) != "open":
+                        sock.close()
+                flood[:] = kept
+                await asyncio.sleep(0.2)
+
+        flooding = asyncio.create_task(keep_flooding())
+        try:  # a pod (another source, holding nothing pending) still gets its request through
+            async with openai.AsyncOpenAI(base_url=f"{stack.sidecar.http_url}/v1", api_key="sk-client",
+                                          max_retries=0, timeout=90) as client:
+                found = await run(client, probe(f"""
+                    print(json.dumps({{"allowed": fetch("http://127.0.0.1:{stack.host.port}/hello")}}))
+                """), ALLOW)
+            assert found["allowed"] == [200, "hello from the test host"]
+            assert sum(_state(sock) == "open" for _, sock in flood) > 0  # the flood was held while it ran
+        finally:
+            flooding.cancel()
+            await asyncio.gather(flooding, return_exceptions=True)
+        for _, sock in flood:
+            sock.close()
+        flood.clear()
+        print(f"\n/health under 1,100 idle connections to the door: median {statistics.median(flooded) * 1000:.1f} ms, "
+              f"{statistics.median(flooded) / statistics.median(alone):.2f} x alone")
+
+        # an idle connection within the bounds is closed at the head deadline, with no answer
+        started = time.monotonic()
+        idle = await _connect("127.0.0.13", stack.door_port)
+        flood.append(("127.0.0.13", idle))
+        while _state(idle) == "open":
+            await asyncio.sleep(0.1)
+        assert _state(idle) == "closed" and time.monotonic() - started >= HEAD_SECONDS
+    finally:
+        for _, sock in flood:
+            sock.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -1,11 +1,13 @@
 """One completion of an upload at a time, on both stores and across two replicas sharing one: a completion's claim
-refuses another (409, nothing copied) on either replica, and a cancel; it counts its join's bytes in the tenant's
-stored bytes while it holds; a claim whose process died lapses, and the next completion removes its join; the
-expiry purge removes a dead claim's join too. And the bound on the parts of one upload."""
+refuses another (409, nothing written) on either replica, and a cancel; the join makes no second copy, so an upload
+as large as the tenant's free stored bytes completes; a claim whose process died mid-join lapses, and the next
+completion joins again over what it left (the same file); the expiry purge removes a dead join's parts too. And the
+bound on the parts of one upload."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,10 +16,10 @@ import pytest
 
 from responses_bridge.ids import new_id
 from responses_bridge.protocol.errors import APIError
-from responses_bridge.services.files import FileService, new_file_id
+from responses_bridge.services.files import FileService
 from responses_bridge.services.uploads import UPLOAD_SECONDS, UploadService, claim_seconds
 from responses_bridge.store import SQLiteResponseStore
-from responses_bridge.store.base_uploads import CompletionClaim
+from responses_bridge.store.base_uploads import PART_BLOCK, CompletionClaim
 from responses_bridge.store.postgres import PostgresDatabase
 from responses_bridge.store.postgres.file_bytes import PostgresFileBytes
 from responses_bridge.store.postgres.files import PostgresFileStore
@@ -27,7 +29,7 @@ from responses_bridge.store.sqlite.uploads import SQLiteUploadStore
 from tests.unit.store_kinds import KINDS, postgres_database_url
 from tests.unit.test_uploads_service import A, Clock, blob_names, content, declared, send_part, used
 
-LIMIT = 10_000
+LIMIT = 16 * PART_BLOCK
 
 
 @contextlib.asynccontextmanager
@@ -68,13 +70,13 @@ def kind(request: pytest.FixtureRequest) -> str:
 
 
 async def dead_claim(service: UploadService, upload_id: str, size: int, now: int) -> CompletionClaim:
-    """A completion that claimed the upload, published its join, and died before completing it."""
-    claim = CompletionClaim(token=new_id("claim"), until=now + claim_seconds(size), bytes=size,
-                            blob_id=new_file_id())
+    """A completion that claimed the upload, wrote past its first part's bytes, and died before completing it:
+    what it left there (the last part twice over) is more than the file and not its bytes."""
+    claim = CompletionClaim(token=new_id("claim"), until=now + claim_seconds(size), bytes=0, blob_id=None)
     assert await service.store.claim_completion(upload_id, claim, tenant=A, now=now, max_stored_bytes=LIMIT) is None
-    writer = await service.files.contents.writer(str(claim.blob_id))
-    await writer.write(b"j" * size)
-    await writer.publish()
+    parts = await service.store.parts(upload_id, tenant=A)
+    last = (parts[-1].blob_id, parts[-1].bytes)
+    await service.files.contents.extend(parts[0].blob_id, parts[0].bytes, [last, last])
     return claim
 
 
@@ -91,8 +93,8 @@ async def test_a_claim_on_one_replica_refuses_the_other_until_it_lapses(kind: st
             replica(kind, where, tmp_path, clock) as two:
         upload = await one.create(declared(1000), tenant=A)
         parts = [(await send_part(one, upload["id"], piece))["id"] for piece in (b"a" * 400, b"b" * 600)]
-        claim = await dead_claim(one, upload["id"], 1000, int(clock.now))
-        assert await used(two) == 2000  # the parts, and the join while its claim holds
+        await dead_claim(one, upload["id"], 1000, int(clock.now))
+        assert await used(two) == 2 * PART_BLOCK  # the parts, each a block; the join counts nothing more
         names = await blob_names(two)
         for attempt in (two.complete(upload["id"], {"part_ids": parts}, tenant=A),
                         one.complete(upload["id"], {"part_ids": parts}, tenant=A),
@@ -102,9 +104,9 @@ async def test_a_claim_on_one_replica_refuses_the_other_until_it_lapses(kind: st
         assert await blob_names(two) == names  # nothing copied
         clock.now += claim_seconds(1000) + 1  # its process died: the claim lapses
         done = await two.complete(upload["id"], {"part_ids": parts}, tenant=A)
+        # joined again over what the dead one left: the file's bytes exactly, in the first part's blob
         assert done["status"] == "completed" and await content(two, done["file"]["id"]) == b"a" * 400 + b"b" * 600
-        assert await blob_names(one) == {done["file"]["id"]}  # the dead join and the parts are gone
-        assert claim.blob_id not in await blob_names(one)
+        assert await blob_names(one) == {done["file"]["id"]} and done["file"]["bytes"] == 1000
         assert await used(one) == 1000
 
 
@@ -116,25 +118,27 @@ async def test_a_failed_completion_lets_go_and_counts_nothing_more(kind: str, tm
         parts = [(await send_part(service, upload["id"], piece))["id"] for piece in (b"01234", b"56789")]
         error = await refused(service.complete(upload["id"], {"part_ids": parts, "md5": "0" * 32}, tenant=A))
         assert error.code == "md5_mismatch"
-        assert await used(service) == 10 and len(await blob_names(service)) == 2  # the parts alone
-        done = await service.complete(upload["id"], {"part_ids": parts}, tenant=A)  # at once: nothing holds it
-        assert done["status"] == "completed"
+        assert await used(service) == 2 * PART_BLOCK and len(await blob_names(service)) == 2  # the parts alone
+        # at once (nothing holds it), and in another order: the second part's bytes, then the first's own only
+        done = await service.complete(upload["id"], {"part_ids": parts[::-1]}, tenant=A)
+        assert done["status"] == "completed" and await content(service, done["file"]["id"]) == b"5678901234"
 
 
-async def test_the_join_must_fit_in_the_tenants_stored_bytes(kind: str, tmp_path: Path,
-                                                             request: pytest.FixtureRequest) -> None:
+async def test_an_upload_as_large_as_the_free_stored_bytes_completes(kind: str, tmp_path: Path,
+                                                                     request: pytest.FixtureRequest) -> None:
+    """The join makes no second copy: two parts filling the tenant's stored bytes complete into the file (before,
+    the join's copy had to fit beside the parts: a 400 past half the free bytes)."""
     clock = Clock()
     async with database(kind, tmp_path, request) as where, replica(kind, where, tmp_path, clock) as service:
-        upload = await service.create(declared(6000), tenant=A)
-        parts = [(await send_part(service, upload["id"], piece))["id"] for piece in (b"a" * 3000, b"b" * 3000)]
-        error = await refused(service.complete(upload["id"], {"part_ids": parts}, tenant=A))
-        assert (error.status, error.code) == (400, "storage_limit_exceeded")
-        assert f"storage limit of {LIMIT} bytes" in error.message and "(6000 bytes in use)" in error.message
-        assert await used(service) == 6000 and len(await blob_names(service)) == 2
-        one_part = await service.create(declared(3000), tenant=A)  # one part is the file itself: no copy to count
-        part = await send_part(service, one_part["id"], b"c" * 3000)
-        assert (await service.complete(one_part["id"], {"part_ids": [part["id"]]}, tenant=A))["file"]["bytes"] == 3000
-        assert (await service.cancel(upload["id"], tenant=A))["status"] == "cancelled"
+        half = b"a" * (LIMIT // 2), b"b" * (LIMIT // 2)  # whole blocks, as the SDK's 64 MiB parts are
+        upload = await service.create(declared(LIMIT), tenant=A)
+        parts = [(await send_part(service, upload["id"], piece))["id"] for piece in half]
+        assert await used(service) == LIMIT
+        done = await service.complete(upload["id"], {"part_ids": parts, "md5": hashlib.md5(b"".join(half)).hexdigest()},
+                                      tenant=A)
+        assert done["status"] == "completed" and done["file"]["bytes"] == LIMIT
+        assert await content(service, done["file"]["id"]) == b"".join(half) and await used(service) == LIMIT
+        assert await blob_names(service) == {done["file"]["id"]}
 
 
 async def test_the_purge_removes_a_dead_claims_join(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
@@ -144,7 +148,7 @@ async def test_the_purge_removes_a_dead_claims_join(kind: str, tmp_path: Path, r
         await send_part(service, upload["id"], b"1234")
         await send_part(service, upload["id"], b"5678")
         await dead_claim(service, upload["id"], 8, int(clock.now))
-        assert len(await blob_names(service)) == 3 and await used(service) == 16
+        assert len(await blob_names(service)) == 2 and await used(service) == 2 * PART_BLOCK
         clock.now += UPLOAD_SECONDS
         assert await service.purge_expired() == 1
         assert await blob_names(service) == set() and await used(service) == 0
@@ -159,7 +163,7 @@ async def test_an_upload_holds_at_most_max_parts(kind: str, tmp_path: Path, requ
         error = await refused(send_part(service, upload["id"], b"y"))
         assert (error.status, error.code, error.param) == (400, "too_many_parts", "data")
         assert "max_upload_parts" in error.message
-        assert len(await blob_names(service)) == 3 and await used(service) == 3  # the refused part's bytes are gone
+        assert len(await blob_names(service)) == 3 and await used(service) == 3 * PART_BLOCK  # the refused one's gone
         assert len(parts) == 3
 
 

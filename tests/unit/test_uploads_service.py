@@ -19,6 +19,7 @@ import pytest
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.services.files import FileService, new_file_id
 from responses_bridge.services.uploads import FORGET_SECONDS, UPLOAD_SECONDS, UploadService
+from responses_bridge.store.base_uploads import PART_BLOCK
 from responses_bridge.store.postgres.file_bytes import PostgresFileBytes
 from responses_bridge.store.postgres.files import PostgresFileStore
 from responses_bridge.store.postgres.uploads import PostgresUploadStore
@@ -108,29 +109,45 @@ async def age_blobs(service: UploadService, seconds: float) -> None:
 
 async def test_parts_count_while_under_way_and_the_file_once_after(kind: str, tmp_path: Path,
                                                                    request: pytest.FixtureRequest) -> None:
-    clock = Clock()
-    async with uploads_over(kind, tmp_path, request, clock, max_stored_bytes=1200) as service:
-        upload = await service.create(declared(600), tenant=A)
-        first = await send_part(service, upload["id"], b"a" * 300)
-        assert await used(service) == 300
-        with pytest.raises(APIError) as refused:  # 300 in use: no room for 1000 more
-            await service.create(declared(1000), tenant=A)
+    clock, u = Clock(), PART_BLOCK  # parts of whole blocks: counted at their bytes
+    async with uploads_over(kind, tmp_path, request, clock, max_stored_bytes=12 * u) as service:
+        upload = await service.create(declared(12 * u), tenant=A)
+        first = await send_part(service, upload["id"], b"a" * 6 * u)
+        assert await used(service) == 6 * u
+        with pytest.raises(APIError) as refused:  # 6 blocks in use: no room for 10 more
+            await service.create(declared(10 * u), tenant=A)
         assert refused.value.code == "storage_limit_exceeded"
-        other = await service.create(declared(700), tenant=A)
-        await send_part(service, other["id"], b"c" * 700)
+        other = await service.create(declared(4 * u), tenant=A)
+        await send_part(service, other["id"], b"c" * 4 * u)
         with pytest.raises(APIError) as refused:
-            await send_part(service, upload["id"], b"b" * 300)  # 300 + 700 + 300 > 1200
+            await send_part(service, upload["id"], b"b" * 6 * u)  # 6 + 4 + 6 > 12
         assert refused.value.code == "storage_limit_exceeded"
         await service.cancel(other["id"], tenant=A)
-        assert await used(service) == 300
-        second = await send_part(service, upload["id"], b"b" * 300)
-        # the join's copy counts while the parts are kept: 600 + 600 fits in 1200
+        assert await used(service) == 6 * u
+        second = await send_part(service, upload["id"], b"b" * 6 * u)
+        assert await used(service) == 12 * u  # the whole quota, in two parts: no copy to make room for
         done = await service.complete(upload["id"], {"part_ids": [first["id"], second["id"]]}, tenant=A)
-        assert done["status"] == "completed" and done["file"]["bytes"] == 600
-        assert await used(service) == 600  # the file's bytes, the parts' no more
+        assert done["status"] == "completed" and done["file"]["bytes"] == 12 * u
+        assert done["file"]["id"] in await blob_names(service)  # the first part's bytes are the file's
+        assert await used(service) == 12 * u  # the file's bytes, the parts' no more
         assert len(await blob_names(service)) == 1
-        assert await content(service, done["file"]["id"]) == b"a" * 300 + b"b" * 300
+        assert await content(service, done["file"]["id"]) == b"a" * 6 * u + b"b" * 6 * u
         assert await used(service, B) == 0
+
+
+async def test_tiny_parts_count_by_the_block(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """A one-byte part takes a block on disk (and a row in PostgreSQL): it counts as one, so parts cannot hide
+    files from the quota — ten fit in ten blocks, the eleventh is refused; the completed file counts its bytes."""
+    clock = Clock()
+    async with uploads_over(kind, tmp_path, request, clock, max_stored_bytes=10 * PART_BLOCK) as service:
+        upload = await service.create(declared(10), tenant=A)
+        parts = [(await send_part(service, upload["id"], bytes([48 + n])))["id"] for n in range(10)]
+        assert await used(service) == 10 * PART_BLOCK
+        with pytest.raises(APIError) as refused:
+            await send_part(service, upload["id"], b"x")
+        assert refused.value.code == "storage_limit_exceeded"
+        done = await service.complete(upload["id"], {"part_ids": parts}, tenant=A)
+        assert await content(service, done["file"]["id"]) == b"0123456789" and await used(service) == 10
 
 
 async def test_parts_joined_with_and_without_an_md5_hold_the_same_bytes(kind: str, tmp_path: Path,
@@ -212,13 +229,14 @@ async def test_parts_hold_at_most_one_part_more_than_declared(kind: str, tmp_pat
 
 async def test_parts_sent_at_once_cannot_pass_the_limit_together(kind: str, tmp_path: Path,
                                                                  request: pytest.FixtureRequest) -> None:
-    async with uploads_over(kind, tmp_path, request, Clock(), max_stored_bytes=1000) as service:
-        uploads = [await service.create(declared(400), tenant=A) for _ in range(2)]
-        results = await asyncio.gather(*(send_part(service, upload["id"], b"x" * 400) for upload in uploads
+    u = PART_BLOCK
+    async with uploads_over(kind, tmp_path, request, Clock(), max_stored_bytes=10 * u) as service:
+        uploads = [await service.create(declared(4 * u), tenant=A) for _ in range(2)]
+        results = await asyncio.gather(*(send_part(service, upload["id"], b"x" * 4 * u) for upload in uploads
                                          for _ in range(2)), return_exceptions=True)
         refused = [result for result in results if isinstance(result, APIError)]
         assert len(refused) == 2 and all(error.code == "storage_limit_exceeded" for error in refused)
-        assert await used(service) == 800
+        assert await used(service) == 8 * u
 
 
 async def test_a_filesystem_without_a_kernel_copy_still_joins(tmp_path: Path, request: pytest.FixtureRequest,

@@ -3,16 +3,19 @@ normal File, the way the SDK's ``client.uploads.upload_file_chunked`` sends it.
 
 An upload declares its file (``bytes``, ``filename``, ``mime_type``, ``purpose``) and lives an hour. Each part is
 received like a file (services/files.py: streamed to the files' bytes storage, reserved chunk by chunk against the
-tenant's ``max_stored_bytes``), and counts in the tenant's stored bytes until the upload ends; an upload holds at
-most ``max_upload_parts`` parts. Completing names the parts in order: their bytes must add up to the declared size
-(and match ``md5`` when given); the parts become one file, its row inserted in the transaction that deletes the
-parts' rows. A one-part upload's bytes become the file as they are, without a copy.
+tenant's ``max_stored_bytes``), and counts in the tenant's stored bytes until the upload ends, at the blocks it
+occupies (store/base_uploads.py: rounded up to 4 KiB); an upload holds at most ``max_upload_parts`` parts.
+Completing names the parts in order: their bytes must add up to the declared size (and match ``md5`` when given);
+the parts become one file, its row inserted in the transaction that deletes the parts' rows. A one-part upload's
+bytes become the file as they are; several parts are joined into the first one's bytes, in place (FileBytes.extend),
+and the file takes its id — no second copy of the file, so nothing counts but the parts, then the file: a tenant
+completes an upload as large as its free stored bytes.
 
-One completion of an upload at a time (store/base_uploads.py): a completion claims the upload before it copies a
-byte, and another one meanwhile, on any replica, is a 409. Joining several parts makes a copy while the parts are
-still kept: the claim counts the copy in the tenant's stored bytes (no room for it: a 400, the upload still pending)
-until the upload is completed or the claim let go, so the bytes are counted throughout and never past the limit. A
-claim lapses after :func:`claim_seconds` (its process died mid-join); the next claim removes the dead one's join.
+One completion of an upload at a time (store/base_uploads.py): a completion claims the upload before it writes a
+byte, and another one meanwhile, on any replica, is a 409. A claim lapses after :func:`claim_seconds` (its process
+died mid-join); the next claim joins again over what the dead one left (the join writes each part at its place and
+cuts the file at its end, so a join cut short and done again ends the same), and the bytes it wrote past the first
+part's own are removed with the parts when the upload ends.
 Cancelling, or the hour passing, removes the parts; the ended upload's row is kept a day (a late ``complete`` then
 says why it cannot) and then forgotten.
 """
@@ -33,7 +36,6 @@ import structlog
 from ..ids import new_id
 from ..periodic import Periodic
 from ..protocol.errors import APIError, invalid_request, not_found
-from ..store.base_files import BlobWriter
 from ..store.base_uploads import (
     CompletionClaim,
     StoredUpload,
@@ -257,11 +259,10 @@ class UploadService:
             # request's answer is the upload's new state, not a complaint about part ids it named rightly
             await self.pending(upload_id, tenant=tenant)
             raise
-        made = len(chosen) != 1  # one part is the file as it is; several (or none: an empty file) are joined
+        made = not chosen  # no part: an empty file, a blob of its own; else the first part's bytes become the file
         file_id = new_file_id() if made else chosen[0].blob_id
         claim = await self._claim(upload, CompletionClaim(token=new_id("claim"),
-                                                          until=self._now() + claim_seconds(total),
-                                                          bytes=total if made else 0,
+                                                          until=self._now() + claim_seconds(total), bytes=0,
                                                           blob_id=file_id if made else None), tenant)
         try:
             await self._join(upload, chosen, md5, file_id if made else None)
@@ -272,6 +273,8 @@ class UploadService:
             blobs = await self.store.complete_upload(upload.id, file, tenant=tenant, now=now, token=claim.token,
                                                      max_stored_bytes=self.files.quota.limit(tenant))
         except BaseException as error:
+            # a join's bytes past the first part's own stay until the upload ends (removed with the parts): cut
+            # here, they could be a later claim's join under way
             if made:
                 await self.files.remove_bytes(file_id)
             await self._let_go(upload.id, claim.token, tenant)
@@ -284,17 +287,11 @@ class UploadService:
         return upload_object(replace(upload, status="completed", file_id=file_id), now, file_object(file))
 
     async def _claim(self, upload: StoredUpload, claim: CompletionClaim, tenant: str) -> CompletionClaim:
-        """``claim`` made the upload's, before any byte is copied: a 409 while another completion holds it, a 400
-        when the tenant's stored bytes have no room for the join's copy. A lapsed claim's join is removed."""
+        """``claim`` made the upload's, before any byte is written: a 409 while another completion holds it. A
+        lapsed claim's own blob (an empty file's) is removed."""
         try:
             lapsed = await self.store.claim_completion(upload.id, claim, tenant=tenant, now=self._now(),
                                                        max_stored_bytes=self.files.quota.limit(tenant))
-        except StorageLimitExceeded as error:
-            raise invalid_request(
-                f"Completing upload {upload.id} joins its parts into a copy of {claim.bytes} bytes while the parts "
-                f"are kept: that would exceed the storage limit of {error.limit} bytes for this tenant ({error.used} "
-                "bytes in use). Delete files or container files to make room, or send the file in one part.",
-                param="upload_id", code="storage_limit_exceeded") from None
         except REFUSALS as error:
             raise _refusal(upload.id, error) from None
         if lapsed is not None:
@@ -310,41 +307,35 @@ class UploadService:
             log.warning("upload_claim_release_failed", upload_id=upload_id, exc_info=True)
 
     async def _join(self, upload: StoredUpload, parts: Sequence[StoredUploadPart], md5: str | None,
-                    file_id: str | None) -> None:
-        """Make the file's bytes under ``file_id`` (None: the one part's are the file, as they are). Without
-        ``md5`` the parts are joined where they are stored (no byte through this process); with it they are read
-        once, hashed and written. An MD5 mismatch is a 400, with whatever was made removed."""
+                    new_blob: str | None) -> None:
+        """Make the file's bytes: the other parts joined into the first one's, where they are stored (no byte
+        through this process, no second copy of the file); ``new_blob``: no part, an empty file published under
+        that id. With ``md5`` the joined bytes are then read once and hashed: a mismatch is a 400."""
         digest = hashlib.md5(usedforsecurity=False)
-        if file_id is None:
-            if md5 is not None:
-                await self._copy(parts[0], None, digest, upload.id)
-            _check_md5(md5, digest)
-            return
-        if md5 is None:
+        if new_blob is not None:
+            writer = await self.files.contents.writer(new_blob)
             try:
-                await self.files.contents.join([part.blob_id for part in parts], file_id)
-            except FileNotFoundError:
+                await writer.publish()
+            except BaseException:
+                await writer.discard()
+                raise
+        elif len(parts) > 1:
+            try:
+                await self.files.contents.extend(parts[0].blob_id, parts[0].bytes,
+                                                 [(part.blob_id, part.bytes) for part in parts[1:]])
+            except FileNotFoundError:  # a part's bytes went: the upload was completed or cancelled meanwhile
                 raise _changed(upload.id) from None
-            return
-        writer = await self.files.contents.writer(file_id)
-        try:
-            for part in parts:
-                await self._copy(part, writer, digest, upload.id)
-            _check_md5(md5, digest)
-            await writer.publish()
-        except BaseException:
-            await writer.discard()
-            raise
+        if md5 is not None:
+            await self._hash(new_blob or parts[0].blob_id, digest, upload.id)
+        _check_md5(md5, digest)
 
-    async def _copy(self, part: StoredUploadPart, writer: BlobWriter | None, digest: Any, upload_id: str) -> None:
-        reader = await self.files.contents.open(part.blob_id)
+    async def _hash(self, blob_id: str, digest: Any, upload_id: str) -> None:
+        reader = await self.files.contents.open(blob_id)
         if reader is None:  # the upload was completed or cancelled meanwhile
             raise _changed(upload_id)
         try:
             while chunk := await reader.read(COPY_CHUNK):
                 await asyncio.to_thread(digest.update, chunk)  # hashlib lets go of the GIL for large chunks
-                if writer is not None:
-                    await writer.write(chunk)
         finally:
             await reader.aclose()
 

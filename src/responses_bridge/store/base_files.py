@@ -111,10 +111,13 @@ class FileBytes(Protocol):
         """The published bytes of ``file_id``, opened; None when there are none. A delete after the open does
         not cut the read short."""
 
-    async def join(self, blob_ids: Sequence[str], file_id: str) -> None:
-        """The published bytes of ``blob_ids``, one after the other, published as ``file_id``, copied where they
-        are stored (the kernel's copy on disk, one statement in PostgreSQL: no byte passes through this process);
-        nothing is published on failure, ``FileNotFoundError`` when one of them has no bytes."""
+    async def extend(self, file_id: str, kept: int, sources: Sequence[tuple[str, int]]) -> None:
+        """The published blob ``file_id`` becomes its first ``kept`` bytes followed by the first ``count`` bytes of
+        each ``(blob_id, count)`` of ``sources``, in order: an upload's parts joined into its first part, in place
+        (no second copy of the file), copied where they are stored (the kernel's copy on disk, one transaction in
+        PostgreSQL: no byte passes through this process). Whatever followed the first ``kept`` bytes is replaced,
+        so a join cut short (a crash) and done again ends the same, and two at once write the same bytes at the
+        same places. ``FileNotFoundError`` when a blob has no bytes, or fewer than named."""
 
     def local_copy(self, file_id: str) -> contextlib.AbstractAsyncContextManager[Path]:
         """A path on this machine holding the bytes while the block runs (what text extraction reads);

@@ -5,15 +5,18 @@ completed into one file (a row in ``files``), cancelled or expired.
 Ownership as everywhere (store/base.py): every method taking ``tenant`` reads or changes only that tenant's uploads,
 and another tenant's upload is exactly a missing one. The parts of an upload count in the tenant's stored bytes
 (``max_stored_bytes``, one sum with files, container files and skills) from the moment they are stored until the
-upload ends; that sum is checked in the transaction that inserts a part, and the completion deletes the parts and
-inserts the file in one transaction, so an upload's bytes are never counted twice and never not at all.
+upload ends, each at what it occupies (:func:`charged`: its bytes rounded up to :data:`PART_BLOCK`, so a thousand
+one-byte parts count as the thousand blocks they take, not as a thousand bytes); that sum is checked in the
+transaction that inserts a part, and the completion deletes the parts and inserts the file in one transaction, so
+an upload's bytes are never counted twice and never not at all.
 
 One completion of an upload at a time, across every process sharing the store: a completion first claims the
 upload (:meth:`UploadStore.claim_completion`, a conditional write of the upload's row), and only the holder of a
-live claim joins the parts and completes it. The bytes the join makes (a new copy of the file while the parts are
-still kept) count in the tenant's stored bytes from the claim until the upload ends or the claim is released. A
-claim lapses at its ``until``: a completion whose process died does not keep the upload from being completed, and
-the next claim (or the upload's end) hands back the dead one's join to remove.
+live claim joins the parts and completes it. The join makes no second copy of the file (the parts are appended to
+the first one's bytes in place: FileBytes.extend), so a claim of a join counts nothing more (``bytes`` 0): a tenant
+completes an upload as large as its free stored bytes. A claim that makes a blob of its own (an empty file) counts
+and names it; a claim lapses at its ``until``: a completion whose process died does not keep the upload from being
+completed, and the next claim (or the upload's end) hands back the dead one's blob, if any, to remove.
 """
 
 from __future__ import annotations
@@ -22,6 +25,17 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from .records import StoredFile
+
+PART_BLOCK = 4096
+"""What a part's bytes are counted in, rounded up: the block of the common filesystems (ext4, XFS, tmpfs, APFS)
+a file on disk takes at least, and no less than a part's rows take in PostgreSQL."""
+CHARGED_PART_BYTES = f"(({{column}} + {PART_BLOCK - 1}) / {PART_BLOCK}) * {PART_BLOCK}"
+"""SQL of a part's charged bytes from its ``bytes`` column (integer division in both databases)."""
+
+
+def charged(size: int) -> int:
+    """What a part of ``size`` bytes counts in its tenant's stored bytes: the blocks it occupies."""
+    return -(-size // PART_BLOCK) * PART_BLOCK
 
 
 @dataclass(frozen=True, slots=True)

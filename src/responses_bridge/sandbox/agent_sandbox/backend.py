@@ -39,6 +39,7 @@ from ..limits import SandboxLimits
 from ..result import SandboxBusy, SandboxResult, SandboxUnavailable
 from ..slots import FairSlots
 from . import transfer
+from .door_admission import DoorLimits
 from .egress_door import EgressDoor
 from .process import run_process
 from .session import PodSession
@@ -94,8 +95,12 @@ class AgentSandboxBackend:
         door = None
         if settings.agent_sandbox_egress_listen:
             host, _, port = settings.agent_sandbox_egress_listen.rpartition(":")
+            bounds = DoorLimits(head_seconds=settings.agent_sandbox_egress_head_seconds,
+                                per_source=settings.agent_sandbox_egress_pending_per_source,
+                                pending=settings.agent_sandbox_egress_pending_connections,
+                                connections=settings.agent_sandbox_egress_max_connections)
             door = EgressDoor(host.strip("[]"), int(port), settings.agent_sandbox_egress_url
-                              or f"http://{settings.agent_sandbox_egress_listen}")
+                              or f"http://{settings.agent_sandbox_egress_listen}", bounds)
         return cls(limits, client, namespace=settings.agent_sandbox_namespace,
                    pools=parse_pools(settings.agent_sandbox_pools), ready_timeout=settings.agent_sandbox_ready_timeout,
                    python=settings.agent_sandbox_python, share=share, egress=egress, door=door,

@@ -9,7 +9,10 @@ names a live call's token (else a 407, and nothing is forwarded); the header is 
 handed, head first, to that call's proxy through its socket — so a pod can only ever use its own call's policy and
 secrets, never another's, and its credential dies with its call (the door closes the call's connections then).
 Secrets never enter the pod: it holds placeholders, which the call's proxy swaps on the way out. The pods'
-NetworkPolicy (the overlay) lets them reach nothing but this port.
+NetworkPolicy (the overlay) lets them reach nothing but this port — but every pod reaches it, a call's without a
+network too, so what the door holds for connections that have shown no credential yet is bounded per source and in
+all, and for a short head deadline only (door_admission.py): a flood of idle connections never takes the
+descriptors the HTTP door and ``/health`` need.
 """
 
 from __future__ import annotations
@@ -25,12 +28,15 @@ from dataclasses import dataclass, field
 import structlog
 
 from ..egress_http import MAX_HEAD_BYTES
+from .door_admission import Admission, DoorLimits
 
 log = structlog.get_logger(__name__)
-HEAD_SECONDS = 10.0
 CHUNK = 64 * 1024
 USER = "sandbox"
 """The proxy URL's user name (the token is its password; the name is not checked)."""
+FULL = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nX-Egress-Outcome: door_full\r\n"
+        b"Connection: close\r\n\r\n")
+REFUSALS_LOGGED_EVERY = 5.0
 
 
 @dataclass
@@ -42,12 +48,15 @@ class _Call:
 class EgressDoor:
     """The listener; :meth:`admit` a call's proxy socket for a token, :meth:`revoke` it when the call ends."""
 
-    def __init__(self, host: str, port: int, advertised: str) -> None:
+    def __init__(self, host: str, port: int, advertised: str, limits: DoorLimits | None = None) -> None:
         self.host = host
         self.port = port
         self.advertised = advertised.rstrip("/")
+        self.limits = limits or DoorLimits()
+        self.admission = Admission(self.limits)
         self._calls: dict[str, _Call] = {}
         self._server: asyncio.Server | None = None
+        self._refused_logged = (0.0, 0)  # when the door last said how many it closed at once, and the count then
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, self.host, self.port, limit=MAX_HEAD_BYTES)
@@ -103,12 +112,37 @@ class EgressDoor:
         return found, b"\r\n".join(kept)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        source = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+        ticket = self.admission.arrive(source, lambda: _refuse(writer))
+        if ticket is None:  # past a bound: closed at once, the descriptor given back before anything is read
+            _refuse(writer)
+            self._say_refused()
+            return
         try:
-            async with asyncio.timeout(HEAD_SECONDS):
+            await self._serve_admitted(reader, writer, source, ticket)
+        finally:
+            self.admission.leave(source, ticket)
+
+    def _say_refused(self) -> None:
+        """One log line every few seconds at most while the door closes connections at once (a flood would
+        otherwise write one per connection)."""
+        now = asyncio.get_running_loop().time()
+        said_at, said = self._refused_logged
+        if now - said_at >= REFUSALS_LOGGED_EVERY:
+            log.warning("egress_door_full", closed=self.admission.refused - said, pending=self.admission.pending,
+                        open=self.admission.open, cap=self.admission.cap)
+            self._refused_logged = (now, self.admission.refused)
+
+    async def _serve_admitted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, source: str,
+                              ticket: int) -> None:
+        try:
+            async with asyncio.timeout(self.limits.head_seconds):
                 head = await reader.readuntil(b"\r\n\r\n")
         except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
             writer.close()
             return
+        self.admission.shown(source, ticket)  # no longer pending: a 407 or a relay, either soon over
         call, head = self._call_for(head)
         if call is None:
             with contextlib.suppress(OSError):
@@ -137,6 +171,14 @@ class EgressDoor:
             for stream in (writer, proxy_writer):
                 with contextlib.suppress(Exception):
                     stream.close()
+
+
+def _refuse(writer: asyncio.StreamWriter) -> None:
+    """A connection past the door's bounds: a 503 saying so, and closed (a pending one's handler then reads its
+    end and returns)."""
+    with contextlib.suppress(Exception):
+        writer.write(FULL)
+        writer.close()
 
 
 async def _relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, proxy_reader: asyncio.StreamReader,

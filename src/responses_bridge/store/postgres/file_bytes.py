@@ -17,10 +17,14 @@ import os
 import tempfile
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..file_ids import BLOB_OWNERS, ORPHAN_GRACE_SECONDS, STALE_UPLOAD_SECONDS, check_file_id
 from ..records import KnownIds
 from .database import PostgresDatabase
+
+if TYPE_CHECKING:
+    from .migrations import Connection
 
 ROW_BYTES = 1 << 20
 READ_GRACE_SECONDS = 3600.0
@@ -30,11 +34,19 @@ _COLLECT = """
 DELETE FROM file_blobs
 WHERE deleted_at < clock_timestamp() - make_interval(secs => $1)
 """
-_JOIN = """
+_KEPT_ROWS = """
+SELECT count(*) FILTER (WHERE upto <= $2), coalesce(max(upto) FILTER (WHERE upto <= $2), 0)
+FROM (SELECT sum(octet_length(data)) OVER (ORDER BY seq) AS upto FROM file_contents WHERE file_id = $1) AS rows
+"""
+_EXTEND = """
 INSERT INTO file_contents (file_id, seq, data)
-SELECT $1, (row_number() OVER (ORDER BY parts.position, c.seq) - 1)::integer, c.data
-FROM unnest($2::text[]) WITH ORDINALITY AS parts(file_id, position)
-JOIN file_contents AS c ON c.file_id = parts.file_id
+SELECT $1, ($3 + row_number() OVER (ORDER BY parts.position, c.seq) - 1)::integer, c.data
+FROM unnest($2::text[], $4::bigint[]) WITH ORDINALITY AS parts(file_id, bytes, position)
+CROSS JOIN LATERAL (
+    SELECT seq, data, sum(octet_length(data)) OVER (ORDER BY seq) AS upto
+    FROM file_contents WHERE file_id = parts.file_id
+) AS c
+WHERE c.upto <= parts.bytes
 """
 _OWNED = " UNION ALL ".join(f"SELECT 1 FROM {table} WHERE {column} = b.file_id" for table, column in BLOB_OWNERS)
 _SWEEP = f"""
@@ -44,6 +56,15 @@ WHERE deleted_at IS NULL AND (
     OR (published AND started_at < clock_timestamp() - make_interval(secs => $2) AND NOT EXISTS ({_OWNED}))
 )
 """
+
+
+async def _rows_holding(conn: Connection, file_id: str, size: int) -> int:
+    """How many of ``file_id``'s first rows hold its first ``size`` bytes; ``FileNotFoundError`` when no row ends
+    there (fewer bytes, or not a blob this module wrote)."""
+    count, upto = await conn.fetchrow(_KEPT_ROWS, file_id, size) or (0, 0)
+    if int(upto) != size:
+        raise FileNotFoundError(f"{file_id} holds no row ending at {size} bytes")
+    return int(count)
 
 
 class _Writer:
@@ -134,18 +155,24 @@ class PostgresFileBytes:
                                        "AND deleted_at IS NULL", file_id)
         return None if size is None else _Reader(self._db, file_id, int(size))
 
-    async def join(self, blob_ids: Sequence[str], file_id: str) -> None:
-        """One transaction: the new blob's rows are the blobs' rows renumbered in order, inside the database."""
-        async with self._db.transaction("join_file_bytes") as conn:
-            rows = await conn.fetch("SELECT file_id, size FROM file_blobs WHERE file_id = ANY($1::text[]) AND "
-                                    "published AND deleted_at IS NULL", list(blob_ids))
-            sizes = {str(row[0]): int(row[1]) for row in rows}
-            if any(blob_id not in sizes for blob_id in blob_ids):
-                raise FileNotFoundError(f"no bytes stored for one of {len(blob_ids)} blobs")
-            await conn.execute("INSERT INTO file_blobs (file_id) VALUES ($1)", check_file_id(file_id))
-            await conn.execute(_JOIN, file_id, list(blob_ids))
-            await conn.execute("UPDATE file_blobs SET published = true, size = $2 WHERE file_id = $1", file_id,
-                               sum(sizes[blob_id] for blob_id in blob_ids))
+    async def extend(self, file_id: str, kept: int, sources: Sequence[tuple[str, int]]) -> None:
+        """One transaction, inside the database: ``file_id``'s rows past its first ``kept`` bytes deleted, and
+        the rows holding each source's first bytes added after them, renumbered in order. A part is written in
+        whole rows, so its own bytes end on a row's end (what a join cut short added after them is left out)."""
+        blob_ids = [blob_id for blob_id, _count in sources]
+        async with self._db.transaction("extend_file_bytes") as conn:
+            rows = await conn.fetch("SELECT file_id FROM file_blobs WHERE file_id = ANY($1::text[]) AND "
+                                    "published AND deleted_at IS NULL ORDER BY file_id FOR UPDATE",
+                                    [file_id, *blob_ids])
+            if {str(row[0]) for row in rows} != {file_id, *blob_ids}:
+                raise FileNotFoundError(f"no bytes stored for one of {len(sources) + 1} blobs")
+            kept_rows = await _rows_holding(conn, file_id, kept)
+            for blob_id, count in sources:
+                await _rows_holding(conn, blob_id, count)
+            await conn.execute("DELETE FROM file_contents WHERE file_id = $1 AND seq >= $2", file_id, kept_rows)
+            await conn.execute(_EXTEND, file_id, blob_ids, kept_rows, [count for _blob_id, count in sources])
+            await conn.execute("UPDATE file_blobs SET size = $2 WHERE file_id = $1", file_id,
+                               kept + sum(count for _blob_id, count in sources))
 
     @contextlib.asynccontextmanager
     async def local_copy(self, file_id: str) -> AsyncIterator[Path]:

@@ -2,12 +2,13 @@
 runs under it, in the transaction that writes what the check allows, so the checks of one tenant run one after the other
 across every replica sharing the database, while other tenants do not wait. And the tenant's stored bytes, the one sum
 ``max_stored_bytes`` bounds: its live files, every file of its containers, its skills' versions, its containers'
-skills, the parts of its uploads under way and the joins of those being completed, summed alike by the check of a
+skills, the parts of its uploads under way (each at the blocks it occupies: store/base_uploads.py) and what their
+completions' claims count, summed alike by the check of a
 file (store/postgres/files.py), of a container file (store/postgres/containers.py), of a skill
 (store/postgres/skills.py) and of an upload's part or completion (store/postgres/uploads.py) under the same lock;
 two budgets, one per kind, would let a tenant keep the limit twice over. A container's files count until the
 container is deleted or purged (their bytes are still kept); an expired file stops counting at its expiry, an
-upload's parts and its join when the upload ends (completed, cancelled, or expired and purged) or its completion lets
+upload's parts and its claim when the upload ends (completed, cancelled, or expired and purged) or its completion lets
 go.
 
 Why a lock and not the transaction alone: at READ COMMITTED (the stores' isolation) two transactions that count
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..base_uploads import CHARGED_PART_BYTES
 from ..records import StorageLimitExceeded
 
 if TYPE_CHECKING:
@@ -46,7 +48,8 @@ STORED_BYTES = ("SELECT (SELECT coalesce(sum(bytes), 0) FROM files WHERE tenant 
                 "ON s.id = v.skill_id WHERE s.tenant = $2) + "
                 "(SELECT coalesce(sum(k.bytes), 0) FROM container_skills AS k JOIN containers AS c "
                 "ON c.id = k.container_id WHERE c.tenant = $2) + "
-                "(SELECT coalesce(sum(p.bytes), 0) FROM upload_parts AS p JOIN uploads AS u "
+                f"(SELECT coalesce(sum({CHARGED_PART_BYTES.format(column='p.bytes')}), 0) FROM upload_parts AS p "
+                "JOIN uploads AS u "
                 "ON u.id = p.upload_id WHERE u.tenant = $2) + "
                 "(SELECT coalesce(sum(completing_bytes), 0) FROM uploads WHERE tenant = $2 AND status = 'pending')")
 """The tenant's stored bytes at a time (``$1``: now, ``$2``: the tenant)."""

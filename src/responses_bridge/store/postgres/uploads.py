@@ -21,6 +21,7 @@ from ..base_uploads import (
     UploadNotPending,
     UploadPartsFull,
     UploadTooManyParts,
+    charged,
     claimable,
     held_claim,
     pending_upload,
@@ -101,7 +102,7 @@ class PostgresUploadStore:
                 raise UploadTooManyParts(max_parts)
             if int(held) + part.bytes > max_parts_bytes:
                 raise UploadPartsFull(max_parts_bytes)
-            await check_stored_bytes(conn, tenant, now, part.bytes, max_stored_bytes)
+            await check_stored_bytes(conn, tenant, now, charged(part.bytes), max_stored_bytes)
             await conn.execute(f"INSERT INTO upload_parts ({_PART}) VALUES ($1, $2, $3, $4, $5)", part.id,
                                part.upload_id, part.created_at, part.bytes, part.blob_id)
 

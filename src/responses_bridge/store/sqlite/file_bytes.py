@@ -65,28 +65,6 @@ class _DiskWriter:
         if not self._published:
             await asyncio.to_thread(self.path.unlink, missing_ok=True)
 
-    def append_files(self, paths: Sequence[Path]) -> None:
-        """Append each file's bytes, copied by the kernel (``copy_file_range``: no byte through this process, a
-        reflink where the filesystem shares extents). Blocking: run it in a thread."""
-        if self._file is None:
-            raise RuntimeError("upload is not open")
-        self._file.flush()
-        out = self._file.fileno()
-        for path in paths:
-            with open(path, "rb") as source:
-                left = os.fstat(source.fileno()).st_size
-                while left > 0:
-                    try:
-                        copied = os.copy_file_range(source.fileno(), out, left)
-                    except OSError as error:  # a filesystem or kernel without it: through the process after all
-                        if error.errno not in _NO_KERNEL_COPY:
-                            raise
-                        shutil.copyfileobj(source, self._file, COPY_CHUNK)
-                        self._file.flush()
-                        break
-                    if copied == 0:  # the source shrank meanwhile
-                        break
-                    left -= copied
 
 
 class _DiskReader:
@@ -99,6 +77,41 @@ class _DiskReader:
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self._handle.close)
+
+
+def _extend(path: Path, kept: int, sources: Sequence[tuple[Path, int]]) -> None:
+    """:meth:`DiskFileBytes.extend` on the disk, blocking (run it in a thread): each source's bytes written at its
+    place after ``kept``, copied by the kernel (``copy_file_range``: no byte through this process, a reflink where
+    the filesystem shares extents), the file cut at the end of the last and flushed to stable storage."""
+    out = os.open(path, os.O_WRONLY)
+    try:
+        if os.fstat(out).st_size < kept:
+            raise FileNotFoundError(f"{path.name} holds fewer than {kept} bytes")
+        at = kept
+        for source_path, count in sources:
+            with open(source_path, "rb") as source:
+                _copy_range(source.fileno(), out, count, at)
+            at += count
+        os.ftruncate(out, at)
+        os.fsync(out)
+    finally:
+        os.close(out)
+
+
+def _copy_range(source: int, out: int, count: int, at: int) -> None:
+    """The first ``count`` bytes of ``source`` written at ``at`` of ``out``."""
+    done = 0
+    while done < count:
+        try:
+            copied = os.copy_file_range(source, out, count - done, done, at + done)
+        except OSError as error:  # a filesystem or kernel without it: through the process after all
+            if error.errno not in _NO_KERNEL_COPY:
+                raise
+            chunk = os.pread(source, min(COPY_CHUNK, count - done), done)
+            copied = len(chunk) and os.pwrite(out, chunk, at + done)
+        if copied == 0:
+            raise FileNotFoundError(f"a part holds fewer than the {count} bytes it was stored with")
+        done += copied
 
 
 def _flush_and_close(file: IO[bytes]) -> None:
@@ -149,14 +162,9 @@ class DiskFileBytes:
             return None
         return _DiskReader(handle)
 
-    async def join(self, blob_ids: Sequence[str], file_id: str) -> None:
-        writer = await self.writer(file_id)
-        try:
-            await asyncio.to_thread(writer.append_files, [self.path(blob_id) for blob_id in blob_ids])
-            await writer.publish()
-        except BaseException:
-            await writer.discard()
-            raise
+    async def extend(self, file_id: str, kept: int, sources: Sequence[tuple[str, int]]) -> None:
+        await asyncio.to_thread(_extend, self.path(file_id), kept,
+                                [(self.path(blob_id), count) for blob_id, count in sources])
 
     @contextlib.asynccontextmanager
     async def local_copy(self, file_id: str) -> AsyncIterator[Path]:

@@ -1,12 +1,13 @@
 """A tenant's stored bytes on SQLite, the one sum ``max_stored_bytes`` bounds: its live files (the Files API),
-every file of its containers, its skills' versions, its containers' skills, the parts of its uploads under way and
-the joins of those being completed, counted alike by the check of a file (store/sqlite/files.py), of a container
-file (store/sqlite/containers.py), of a skill (store/sqlite/skills.py) and of an upload's part or completion
-(store/sqlite/uploads.py). Two budgets, one per kind, would let a tenant keep the limit twice over.
+every file of its containers, its skills' versions, its containers' skills, the parts of its uploads under way (each
+at the blocks it occupies: store/base_uploads.py) and what their completions' claims count, counted alike by the
+check of a file (store/sqlite/files.py), of a container file (store/sqlite/containers.py), of a skill
+(store/sqlite/skills.py) and of an upload's part or completion (store/sqlite/uploads.py). Two budgets, one per
+kind, would let a tenant keep the limit twice over.
 
 A container's files count until the container is deleted or purged (their bytes are still kept, and the purge
 runs every minute); an expired file stops counting at its expiry, as it stops being readable;
-an upload's parts and its join when the upload ends (completed, cancelled, or expired and purged) or its completion
+an upload's parts and its claim when the upload ends (completed, cancelled, or expired and purged) or its completion
 lets go.
 
 Both checks run in the inserting ``BEGIN IMMEDIATE`` transaction: SQLite has one writer at a time, so a check and
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import sqlite3
 
+from ..base_uploads import CHARGED_PART_BYTES
 from ..records import StorageLimitExceeded
 
 STORED_BYTES = ("SELECT (SELECT coalesce(sum(bytes), 0) FROM files WHERE tenant = :tenant "
@@ -27,7 +29,8 @@ STORED_BYTES = ("SELECT (SELECT coalesce(sum(bytes), 0) FROM files WHERE tenant 
                 "ON s.id = v.skill_id WHERE s.tenant = :tenant) + "
                 "(SELECT coalesce(sum(k.bytes), 0) FROM container_skills AS k JOIN containers AS c "
                 "ON c.id = k.container_id WHERE c.tenant = :tenant) + "
-                "(SELECT coalesce(sum(p.bytes), 0) FROM upload_parts AS p JOIN uploads AS u "
+                f"(SELECT coalesce(sum({CHARGED_PART_BYTES.format(column='p.bytes')}), 0) FROM upload_parts AS p "
+                "JOIN uploads AS u "
                 "ON u.id = p.upload_id WHERE u.tenant = :tenant) + "
                 "(SELECT coalesce(sum(completing_bytes), 0) FROM uploads WHERE tenant = :tenant "
                 "AND status = 'pending')")

@@ -22,6 +22,7 @@ from ..base_uploads import (
     UploadNotPending,
     UploadPartsFull,
     UploadTooManyParts,
+    charged,
     claimable,
     held_claim,
     pending_upload,
@@ -103,7 +104,7 @@ class SQLiteUploadStore:
                     raise UploadTooManyParts(max_parts)
                 if int(held) + part.bytes > max_parts_bytes:
                     raise UploadPartsFull(max_parts_bytes)
-                check_stored_bytes(conn, tenant, now, part.bytes, max_stored_bytes)
+                check_stored_bytes(conn, tenant, now, charged(part.bytes), max_stored_bytes)
                 conn.execute(f"INSERT INTO upload_parts ({_PART}) VALUES (?, ?, ?, ?, ?)",
                              (part.id, part.upload_id, part.created_at, part.bytes, part.blob_id))
 
