@@ -343,7 +343,9 @@ def plan_tools(tools: list[dict[str, Any]] | None, policy: UnsupportedPolicy = "
                     continue
                 plan.namespaced[name] = (namespace, inner["name"])
                 plan.targets[name] = CallTarget("function", inner["name"], namespace)
-                plan.functions.append(dict(inner, type="function", name=name))
+                plan.functions.append(dict(inner, type="function", name=name,
+                                           description=_in_namespace(tool.get("description"),
+                                                                     inner.get("description"))))
         elif kind == "custom":
             _add_custom(plan, tool, taken, None)
         elif kind == "shell" and is_hosted_shell(tool):
@@ -371,6 +373,13 @@ def plan_tools(tools: list[dict[str, Any]] | None, policy: UnsupportedPolicy = "
                 DROPPED.labels(tool_type=kind).inc()
         plan.dropped = unsupported
     return plan
+
+
+def _in_namespace(group: Any, own: Any) -> str | None:
+    """A namespaced function's description: its namespace's (what the group is, Codex's MCP server description)
+    before its own, so the model reads both — the namespace is no function of its own to describe it."""
+    parts = [text for text in (group, own) if isinstance(text, str) and text]
+    return "\n\n".join(parts) or None
 
 
 def _plain_names(tools: list[dict[str, Any]]) -> set[str]:
