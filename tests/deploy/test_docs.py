@@ -85,20 +85,24 @@ def test_a_name_a_newer_sdk_adds_stops_the_api_table_until_it_is_placed(monkeypa
     monkeypatch.setattr(tool_param, "ToolParam", Union[tool_param.ToolParam, HologramTool])  # noqa: UP007
     monkeypatch.setattr(response_stream_event, "ResponseStreamEvent",
                         Union[response_stream_event.ResponseStreamEvent, HologramEvent])  # noqa: UP007
-    monkeypatch.setattr(api_surface, "REQUEST", {**api_surface.REQUEST, "hologram_options": {"depth": None}})
+    tools = ("list", ("type", {**api_surface.REQUEST["tools"][1][1], "hologram": {"type": None, "depth": None}}))
+    monkeypatch.setattr(api_surface, "REQUEST", {**api_surface.REQUEST, "hologram_options": {"depth": None},
+                                                 "tools": tools})
     with pytest.raises(api_surface.Unplaced) as raised:
         rendered_docs(ROOT)
     message = str(raised.value)
     for name in ("tools: the SDK has hologram,", "events: the SDK has response.hologram.delta,",
-                 "request: the SDK has hologram_options, hologram_options.depth,"):
+                 "request: the SDK has hologram_options, hologram_options.depth,",
+                 "tool_fields: the SDK has hologram.depth,"):
         assert name in message
     monkeypatch.setitem(api_surface.BEHAVIOUR["tools"], "hologram", ("served", "in three dimensions"))
     monkeypatch.setitem(api_surface.BEHAVIOUR["events"], "response.hologram.delta", ("served", ""))
     monkeypatch.setitem(api_surface.BEHAVIOUR["request"], "hologram_options", ("refused", ""))
     monkeypatch.setitem(api_surface.BEHAVIOUR["request"], "hologram_options.depth", ("refused", ""))
+    monkeypatch.setitem(api_surface.BEHAVIOUR["tool_fields"], "hologram.depth", ("served", "three metres"))
     assert "| `hologram` | served | in three dimensions |" in api_surface.surface_table()
     monkeypatch.setattr(api_surface, "REQUEST", {key: value for key, value in api_surface.REQUEST.items()
-                                                 if key != "hologram_options"})
+                                                 if key != "hologram_options"} | {"tools": tools})
     with pytest.raises(api_surface.Unplaced, match=r"places hologram_options, hologram_options\.depth, "
                                                    r"which the SDK no longer has"):
         api_surface.surface_table()

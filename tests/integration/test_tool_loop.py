@@ -336,6 +336,17 @@ async def test_tool_choice_forcing_an_mcp_server(sdk: openai.AsyncOpenAI, mcp: M
     assert second["tool_choice"] == "auto" and len(second["tools"]) == 3
 
 
+async def test_the_servers_description_reaches_the_model(sdk: openai.AsyncOpenAI, mcp: MCPTestServer,
+                                                         upstream: UpstreamLog) -> None:
+    """``server_description`` is what the model knows of the server: before each of its tools' own descriptions
+    (it was parsed and dropped)."""
+    await sdk.responses.create(model="fake-model", input="just say hi", tools=[mcp_tool(
+        mcp.http_url, allowed_tools=["lookup"], server_description="The team's wiki.")])  # type: ignore[list-item]
+    offered = (await chat_bodies(upstream))[0]["tools"]
+    assert [tool["function"]["name"] for tool in offered] == ["tools__lookup"]
+    assert offered[0]["function"]["description"].startswith("The team's wiki.\n\n")
+
+
 # --- cancellation ---------------------------------------------------------------------------------------------------
 
 

@@ -42,7 +42,9 @@ def test_namespace_functions_are_offered_flat() -> None:
     body = chat({"input": "x", "tools": [FN, NAMESPACE, {"type": "web_search", "external_web_access": False}]})
     offered = [tool["function"]["name"] for tool in body["tools"]]
     assert offered == ["run", "multi_agent_v1__spawn_agent", "multi_agent_v1__close_agent"]
-    assert body["tools"][2]["function"]["description"] == "Close one"
+    # the namespace's description is no function's own: the model reads it before each of its functions'
+    assert body["tools"][1]["function"]["description"] == "Sub-agents."
+    assert body["tools"][2]["function"]["description"] == "Sub-agents.\n\nClose one"
     assert body["tools"][2]["function"]["parameters"] == {"type": "object", "properties": {}}
 
 

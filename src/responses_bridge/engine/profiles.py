@@ -28,7 +28,9 @@ What each switch does, and why a backend needs it:
   ``max_completion_tokens``; llama.cpp ignores ``max_completion_tokens`` (the answer is not cut), so it gets
   ``max_tokens``.
 * ``reasoning_history``: earlier reasoning replayed as the assistant's ``reasoning_content`` (DeepSeek-style
-  backends want it) or dropped (safe everywhere).
+  backends want it) or dropped (safe everywhere). A request's ``reasoning.context`` (``all_turns``,
+  ``current_turn``) chooses within what this switch sends, so under ``drop`` it is refused
+  (engine/served_fields.py).
 * ``tool_call_content``: the ``content`` of an assistant message that carries only tool calls: ``null`` (OpenAI's
   own form) or ``""`` (llama.cpp answers 400 to ``content: null`` beside ``tool_calls``).
 * ``tool_result_role``: a tool's result as a ``tool`` message, or as a ``user`` message that names the tool and the

@@ -3,15 +3,15 @@
 context compression (``image.context_compression``) — served where the Chat Completions backend does what they
 ask, else a 400 naming the field: never accepted and silently not done.
 
-No Chat Completions backend, OpenAI's included, takes any of these four, so what is served is what the bridge can
-do itself or every backend does anyway: ``reasoning.context: auto`` (the profile's ``reasoning_history`` decides),
-and where that switch sends reasoning back, ``all_turns`` (all of it) and ``current_turn`` (only the reasoning since
-the last user message: :func:`reasoning_in_context`); ``reasoning.mode: standard``; ``access_programs.cyber: standard``;
+No Chat Completions backend, OpenAI's included, takes any of these four, so what is served is what the bridge can do
+itself or every backend does anyway: ``reasoning.context: auto`` (the profile's ``reasoning_history`` decides), and
+where that switch sends reasoning back, ``all_turns`` (all of it) and ``current_turn`` (only the reasoning since the
+last user message: :func:`reasoning_in_context`); ``reasoning.mode: standard``; ``access_programs.cyber: standard``;
 ``image.context_compression: auto`` or ``disabled`` (images go to the backend as sent). A request for more
-(``all_turns`` or ``current_turn`` where the backend is given no reasoning, ``pro``, a Daybreak program,
-compression required) is refused here, before anything is stored
-or sent. A backend that speaks the Responses API itself (the native relay) is given the request as sent and judges
-these fields on its own: this module is only called where the bridge translates to Chat Completions.
+(``all_turns`` or ``current_turn`` where the backend is given no reasoning, ``pro``, a Daybreak program, compression
+required) is refused here, before anything is stored or sent. A backend that speaks the Responses API itself (the
+native relay) is given the request as sent and judges these fields on its own: this module is only called where the
+bridge translates to Chat Completions.
 
 The enumerations themselves (a value OpenAI does not define) are judged earlier, by the known-fields walk
 (protocol/known_fields.py).

@@ -153,11 +153,12 @@ class ToolPlan:
         return {function["name"] for function in self.functions}
 
     def add_mcp_tools(self, server_label: str, tools: Iterable[Mapping[str, Any]], *,
-                      approval: Collection[str] = ()) -> list[str]:
+                      approval: Collection[str] = (), server_description: str | None = None) -> list[str]:
         """Offer an MCP server's listed tools (``mcp_list_tools.tools`` entries: ``name``, ``description``,
         ``input_schema``) as functions named ``<server_label>__<tool>`` (shortened like namespaced functions,
         and made unique against every name already offered). ``approval``: the tools whose calls need the
         client's approval (``require_approval``); their calls become ``mcp_approval_request`` items.
+        ``server_description`` (the request's, of the server) comes before each tool's own description.
         Returns the flat names, in the order of ``tools``."""
         taken = self._taken()
         names: list[str] = []
@@ -178,8 +179,9 @@ class ToolPlan:
             schema = tool.get("input_schema")
             function: dict[str, Any] = {"type": "function", "name": flat,
                                         "parameters": dict(schema) if isinstance(schema, Mapping) else _EMPTY_SCHEMA}
-            if isinstance(tool.get("description"), str):
-                function["description"] = tool["description"]
+            description = _in_namespace(server_description, tool.get("description"))
+            if description is not None:
+                function["description"] = description
             self.functions.append(function)
             names.append(flat)
         return names
@@ -343,7 +345,9 @@ def plan_tools(tools: list[dict[str, Any]] | None, policy: UnsupportedPolicy = "
                     continue
                 plan.namespaced[name] = (namespace, inner["name"])
                 plan.targets[name] = CallTarget("function", inner["name"], namespace)
-                plan.functions.append(dict(inner, type="function", name=name))
+                plan.functions.append(dict(inner, type="function", name=name,
+                                           description=_in_namespace(tool.get("description"),
+                                                                     inner.get("description"))))
         elif kind == "custom":
             _add_custom(plan, tool, taken, None)
         elif kind == "shell" and is_hosted_shell(tool):
@@ -371,6 +375,13 @@ def plan_tools(tools: list[dict[str, Any]] | None, policy: UnsupportedPolicy = "
                 DROPPED.labels(tool_type=kind).inc()
         plan.dropped = unsupported
     return plan
+
+
+def _in_namespace(group: Any, own: Any) -> str | None:
+    """A namespaced function's description: its namespace's (what the group is, Codex's MCP server description)
+    before its own, so the model reads both — the namespace is no function of its own to describe it."""
+    parts = [text for text in (group, own) if isinstance(text, str) and text]
+    return "\n\n".join(parts) or None
 
 
 def _plain_names(tools: list[dict[str, Any]]) -> set[str]:

@@ -307,4 +307,5 @@ class SetUp:
 
     def _offer(self, server: MCPServer, tools: list[MCPToolInfo]) -> None:
         approval = [tool.name for tool in tools if approval_required(server, tool.name, read_only=tool.read_only)]
-        self.plan.add_mcp_tools(server.server_label, [tool.as_item() for tool in tools], approval=approval)
+        self.plan.add_mcp_tools(server.server_label, [tool.as_item() for tool in tools], approval=approval,
+                                server_description=server.server_description)

@@ -22,9 +22,10 @@ import typing_extensions
 
 from ...protocol.known_fields_table import REQUEST
 
-Section = Literal["request", "items", "tools", "events"]
+Section = Literal["request", "items", "tools", "tool_fields", "events"]
 TOOLS_MD = "[tools.md](tools.md)"
 _UNSUPPORTED = "follows `RESPONSES_BRIDGE_UNSUPPORTED_TOOLS` (dropped from what the model is offered, or a 400)"
+_CALLERS = "without `direct` the tool is for programs only; `programmatic` where programs may call it, else a 400"
 
 BEHAVIOUR: dict[Section, dict[str, tuple[str, str]]] = {
     "request": {
@@ -165,6 +166,80 @@ BEHAVIOUR: dict[Section, dict[str, tuple[str, str]]] = {
         "web_search_preview_2025_03_11": ("served", "as `web_search_preview`"),
         "apply_patch": ("forwarded", "offered as a function; the client applies the patch"),
     },
+    "tool_fields": {
+        "apply_patch.allowed_callers": ("enforced", _CALLERS),
+        "code_interpreter.allowed_callers": ("enforced", _CALLERS),
+        "code_interpreter.container": ("served", "a container id of the tenant's, or an `auto` container with its "
+                                       "`file_ids`, `memory_limit` and `network_policy`"),
+        "computer_use_preview.display_height": ("forwarded", "told to the model in the function's description"),
+        "computer_use_preview.display_width": ("forwarded", "told to the model in the function's description"),
+        "computer_use_preview.environment": ("forwarded", "told to the model in the function's description"),
+        "custom.allowed_callers": ("enforced", "`direct` only (programs call function tools)"),
+        "custom.async": ("echoed", "the client's own description of its tool"),
+        "custom.defer_loading": ("enforced, echoed", "held back until a tool search loads it"),
+        "custom.description": ("forwarded, echoed", ""),
+        "custom.format": ("forwarded, echoed", "a grammar is quoted in the function's description"),
+        "custom.name": ("forwarded, echoed", ""),
+        "file_search.filters": ("served", "attribute filters on the search"),
+        "file_search.max_num_results": ("served", ""),
+        "file_search.ranking_options": ("served", ""),
+        "file_search.vector_store_ids": ("served", "the tenant's own stores"),
+        "function.allowed_callers": ("enforced, echoed", _CALLERS),
+        "function.async": ("echoed", "the client's own description of its function"),
+        "function.defer_loading": ("enforced, echoed", "held back until a tool search loads it"),
+        "function.description": ("forwarded, echoed", ""),
+        "function.name": ("forwarded, echoed", ""),
+        "function.output_schema": ("echoed", "the client's own description of its function"),
+        "function.parameters": ("forwarded, echoed", ""),
+        "function.strict": ("forwarded, echoed", ""),
+        "image_generation.action": ("served / refused", "`generate` and `auto`; `edit` a 400"),
+        "image_generation.background": ("forwarded", "to the Images API"),
+        "image_generation.complexity": ("refused", "a 400 `unsupported_parameter`"),
+        "image_generation.frame_count": ("refused", "a 400 `unsupported_parameter`"),
+        "image_generation.frame_duration_ms": ("refused", "a 400 `unsupported_parameter`"),
+        "image_generation.input_fidelity": ("accepted", "no effect: it concerns input images, and edits are "
+                                            "refused"),
+        "image_generation.input_image_mask": ("refused", "a 400 `unsupported_parameter` (an edit)"),
+        "image_generation.model": ("forwarded", "to the Images API"),
+        "image_generation.moderation": ("forwarded", "to the Images API"),
+        "image_generation.output_compression": ("forwarded", "to the Images API"),
+        "image_generation.output_format": ("forwarded", "to the Images API"),
+        "image_generation.partial_images": ("refused", "other than 0: a 400 `unsupported_parameter`"),
+        "image_generation.quality": ("forwarded", "to the Images API"),
+        "image_generation.size": ("forwarded", "to the Images API; `auto` lets the model choose"),
+        "image_generation.svg": ("refused", "a 400 `unsupported_parameter`"),
+        "mcp.allowed_callers": ("enforced", _CALLERS),
+        "mcp.allowed_tools": ("enforced", "only these tools are offered"),
+        "mcp.authorization": ("enforced", "sent to the server as a Bearer token; never echoed or stored"),
+        "mcp.connector_id": ("refused", "a 400 `unsupported_parameter`: no connectors here"),
+        "mcp.defer_loading": ("accepted", "checked (a boolean) but not acted on: the server's tools are offered "
+                              "up front"),
+        "mcp.headers": ("enforced", "sent to the server; never echoed or stored"),
+        "mcp.require_approval": ("enforced", "calls needing approval become `mcp_approval_request` items"),
+        "mcp.server_description": ("forwarded", "before each of its tools' descriptions"),
+        "mcp.server_label": ("enforced", "names its tools (`<label>__<tool>`) and items"),
+        "mcp.server_url": ("enforced", "reached under the SSRF rules"),
+        "mcp.tunnel_id": ("refused", "a 400 `unsupported_parameter`"),
+        "namespace.description": ("forwarded", "before each of its functions' descriptions"),
+        "namespace.name": ("forwarded", "its functions offered as `<name>__<function>`"),
+        "namespace.tools": ("forwarded", "its functions"),
+        "shell.allowed_callers": ("enforced", _CALLERS),
+        "shell.environment": ("forwarded / served", "`local` or none: the client's shell; a container: run by the "
+                              "bridge"),
+        "tool_search.description": ("forwarded", "the search function's description"),
+        "tool_search.execution": ("forwarded / served", "`client`: the client searches; `server` or none: the "
+                                  "bridge does"),
+        "tool_search.parameters": ("forwarded", "the search function's parameters"),
+        "web_search.external_web_access": ("served", "`false`: the tenant's cached results for the query, or none, "
+                                           "never a live search"),
+        "web_search.filters": ("served", "`allowed_domains` passed to the provider and enforced on its results"),
+        "web_search.search_context_size": ("served", "how many results and how long their snippets"),
+        "web_search.user_location": ("served", "its `country` localises the search where the provider can"),
+        "web_search_preview.search_content_types": ("served / refused", "`text`; `image` a 400 "
+                                                    "`unsupported_value`"),
+        "web_search_preview.search_context_size": ("served", "as `web_search`'s"),
+        "web_search_preview.user_location": ("served", "as `web_search`'s"),
+    },
     "events": {
         "response.audio.delta": ("not emitted", "no audio output"),
         "response.audio.done": ("not emitted", "no audio output"),
@@ -229,11 +304,17 @@ BEHAVIOUR: dict[Section, dict[str, tuple[str, str]]] = {
         "response.custom_tool_call_input.done": ("served", ""),
     },
 }
-"""What the bridge does with each name, by section: (the words of the table's first column, a note)."""
+for _dated, _undated in (("web_search_2025_08_26", "web_search"),
+                         ("web_search_preview_2025_03_11", "web_search_preview")):
+    BEHAVIOUR["tool_fields"].update({f"{_dated}.{key.split('.', 1)[1]}": value for key, value
+                                     in list(BEHAVIOUR["tool_fields"].items()) if key.startswith(f"{_undated}.")})
+"""What the bridge does with each name, by section: (the words of the table's first column, a note). A dated
+tool type's fields are its undated type's."""
 
 TITLES: dict[Section, tuple[str, str]] = {
     "request": ("Request fields", "field"), "items": ("Input items", "item `type`"),
-    "tools": ("Tools", "tool `type`"), "events": ("Streamed events", "event `type`"),
+    "tools": ("Tools", "tool `type`"), "tool_fields": ("Tool fields", "tool `type`.field"),
+    "events": ("Streamed events", "event `type`"),
 }
 
 
@@ -250,8 +331,10 @@ def sdk_names() -> dict[Section, list[str]]:
         request.append(name)
         if isinstance(node, dict):
             request += [f"{name}.{key}" for key in sorted(node)]
+    tools = REQUEST["tools"][1][1]  # ("list", ("type", {type: keys}))
+    tool_fields = [f"{kind}.{key}" for kind, keys in sorted(tools.items()) for key in sorted(keys) if key != "type"]
     return {"request": request, "items": _type_values(response_input_item_param.ResponseInputItemParam),
-            "tools": _type_values(tool_param.ToolParam),
+            "tools": _type_values(tool_param.ToolParam), "tool_fields": tool_fields,
             "events": _type_values(response_stream_event.ResponseStreamEvent)}
 
 

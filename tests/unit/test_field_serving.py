@@ -16,6 +16,7 @@ from responses_bridge.engine.options import EngineOptions
 from responses_bridge.engine.output_builder import OutputBuilder
 from responses_bridge.engine.request_translation import build_chat_request
 from responses_bridge.engine.response_object import new_response
+from responses_bridge.engine.tools import ToolPlan, plan_tools
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.protocol.known_fields_table import REQUEST
 from responses_bridge.protocol.request import parse_request
@@ -159,3 +160,15 @@ def test_reasoning_context_chooses_which_reasoning_is_rendered_back(context: str
     body = build_chat_request(request, history, SENT_BACK)
     assert [message.get("reasoning_content") for message in body["messages"] if "reasoning_content" in message] \
         == sent_back
+
+
+def test_a_servers_and_a_namespaces_description_reach_the_model() -> None:
+    """Descriptions of a group of functions are no function's own: the model reads them before each function's."""
+    plan = ToolPlan()
+    plan.add_mcp_tools("wiki", [{"name": "lookup", "description": "Look a page up."}, {"name": "list"}],
+                       server_description="The team's wiki.")
+    assert [function["description"] for function in plan.functions] == [
+        "The team's wiki.\n\nLook a page up.", "The team's wiki."]
+    namespace = {"type": "namespace", "name": "wiki", "description": "The team's wiki.",
+                 "tools": [{"type": "function", "name": "lookup"}]}
+    assert plan_tools([namespace]).functions[0]["description"] == "The team's wiki."
