@@ -33,6 +33,9 @@ GRACE_SECONDS = 2.0
 """Beyond a program's own time bound (which V8 enforces in the worker), before the worker is killed."""
 MAX_RUNS = 200
 IDLE_SECONDS = 60.0
+_PASSED_ON = ("PATH", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "LANG", "LC_ALL", "TZ")
+"""The environment a worker gets: enough to start Python and read the time zone — none of the bridge's settings,
+whose secrets (keys, database URLs) a worker never needs."""
 
 
 class WorkerGone(Exception):
@@ -46,7 +49,7 @@ class _Worker:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "responses_bridge.run.programs.worker", str(bound)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0,
-            start_new_session=True)  # a signal meant for the bridge's group (a terminal's Ctrl-C) is not its
+            env={name: os.environ[name] for name in _PASSED_ON if name in os.environ})
         self.runs = 0
         self.last_used = time.monotonic()
 
