@@ -23,7 +23,6 @@ import re
 import resource
 import struct
 import sys
-from dataclasses import asdict
 from typing import Any, BinaryIO
 
 import orjson
@@ -97,9 +96,8 @@ def serve(bound: int, stdin: BinaryIO, stdout: BinaryIO) -> None:
         if run.status == "incomplete" and run.limit is None and "allocation failed" in run.result:
             run.limit = "memory"  # V8 refused an ArrayBuffer past the process's bound: name the bound
             run.result += f"\nProgram stopped: it used more than its memory bound ({bound >> 20} MiB)."
-        answer = asdict(run)
-        answer["calls"] = [[call.name, call.arguments] for call in run.calls]
-        write_frame(stdout, answer)
+        write_frame(stdout, {"status": run.status, "result": run.result, "recorded": run.recorded, "limit": run.limit,
+                             "calls": [[call.name, call.arguments] for call in run.calls]})
 
 
 def main() -> None:
