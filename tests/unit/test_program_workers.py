@@ -160,3 +160,19 @@ async def test_a_running_program_holds_its_bound_in_the_memory_budget_for_its_te
         assert refused.status == "incomplete" and refused.limit == "memory_budget", refused
     finally:
         host.close()
+
+
+def test_an_idle_worker_is_stopped_and_a_program_after_starts_another() -> None:
+    workers = WorkerPool(BOUND, keep=2, idle_seconds=0.5)
+    try:
+        assert workers.run("return 1", [], [], seed=1, clock_ms=0, limits=Limits()).result == "1"
+        process = workers._idle[0].process
+        for _ in range(100):
+            if process.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert process.poll() is not None and not workers._idle  # nothing idle holds memory
+        assert workers.run("return 2", [], [], seed=1, clock_ms=0, limits=Limits()).result == "2"
+        assert workers.started == 2
+    finally:
+        workers.close()

@@ -114,7 +114,8 @@ class WorkerPool:
         self.started = 0  # workers started, in all (a test reads it: a dead worker is replaced)
         self._idle: list[_Worker] = []
         self._lock = threading.Lock()
-        self._closed = False
+        self._closed = threading.Event()
+        self._reaper: threading.Thread | None = None
 
     def run(self, code: str, names: list[str], results: list[str], *, seed: int, clock_ms: int,
             limits: Limits) -> ProgramRun:
@@ -146,10 +147,20 @@ class WorkerPool:
     def close(self) -> None:
         """Stop the idle workers (a worker running a program stops when its answer is not wanted)."""
         with self._lock:
-            self._closed = True
+            self._closed.set()
             idle, self._idle = self._idle, []
         for worker in idle:
             worker.stop()
+
+    def _reap(self) -> None:
+        """Every half idle time, stop the workers idle longer than it: an idle bridge keeps no worker's memory."""
+        while not self._closed.wait(self.idle_seconds / 2):
+            now = time.monotonic()
+            with self._lock:
+                stale = [worker for worker in self._idle if now - worker.last_used >= self.idle_seconds]
+                self._idle = [worker for worker in self._idle if worker not in stale]
+            for worker in stale:
+                worker.stop()
 
     def _named(self) -> str:
         return f": {self.setting}" if self.setting else ""
@@ -174,6 +185,10 @@ class WorkerPool:
         return self._start()
 
     def _start(self) -> _Worker:
+        with self._lock:
+            if self._reaper is None:
+                self._reaper = threading.Thread(target=self._reap, name="program-workers", daemon=True)
+                self._reaper.start()
         try:
             worker = _Worker(self.bound)
         except OSError as error:
@@ -190,7 +205,7 @@ class WorkerPool:
     def _give_back(self, worker: _Worker) -> None:
         worker.last_used = time.monotonic()
         with self._lock:
-            if not self._closed and worker.runs < self.max_runs and len(self._idle) < self.keep:
+            if not self._closed.is_set() and worker.runs < self.max_runs and len(self._idle) < self.keep:
                 self._idle.append(worker)
                 return
         worker.stop()
