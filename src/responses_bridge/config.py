@@ -84,6 +84,18 @@ class Settings(AgentSandboxSettings, CodeSandboxSettings, EndpointSettings):
         "others less, by the fair-share rule (docs/operations.md), so several tenants never take it all; past it "
         "that tenant's new requests wait up to 2 s, then get 503 `memory_share_exceeded` with Retry-After while "
         "the others are served; 1: no share, first come first served"))
+    program_slots: int = Field(default=4, ge=1, description=(
+        "programs of programmatic tool calling running at once in one process, each in a worker process of its "
+        "own; with tenants (`auth: keys`) one tenant holds at most all but one slot, and a freed slot goes to the "
+        "waiting tenant holding the fewest"))
+    program_slot_wait: float = Field(default=30.0, gt=0, description=(
+        "seconds a program waits for a slot (see `program_slots`); past it the program ends `incomplete` saying "
+        "so, and the model reads why"))
+    program_memory_bytes: int = Field(default=256 * 1024 * 1024, ge=64 * 1024 * 1024, description=(
+        "memory one program may hold: its worker process's writable memory beyond V8's own fixed part (the heap, "
+        "at most 128 MiB of it, and every ArrayBuffer and typed array), bounded by the kernel (RLIMIT_DATA), and "
+        "reserved in the memory budget for the program's tenant while it runs; past it the allocation fails or "
+        "the program ends `incomplete` naming the bound"))
     request_body_timeout: float = Field(default=30.0, ge=0, description=(
         "seconds a request body may take to arrive, plus one second for every `request_body_min_rate` bytes "
         "received; a slower body is answered 408 `request_timeout` and its connection closed, giving back what it "

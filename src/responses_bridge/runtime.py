@@ -20,10 +20,12 @@ from .config import Settings
 from .engine.builtin_tools import runs_server_tools
 from .engine.options import EngineOptions
 from .engine.profiles import options_for
+from .engine.programs import program_signer
 from .engine.wire import Framing
 from .observability import metrics
 from .observability.logs import note_upstream
 from .periodic import Periodic
+from .run.programs.host import ProgramBounds, ProgramHost
 from .run.response_run import ResponseRun
 from .run.runs import Run
 from .run.server_tools import ServerTools, ServerToolServices
@@ -39,7 +41,7 @@ from .services.file_inputs import FileInputs
 from .services.files import FileService, files_directory
 from .services.identity import Identity, sidecar_token
 from .services.limits import TenantLimits
-from .services.memory_budget import MemoryBudget
+from .services.memory_budget import COST_PER_BODY_BYTE, MemoryBudget, Reservation
 from .services.prompts import PromptService
 from .services.retention import RetentionService
 from .services.retrieval.embedders import Embedder, embedder_from_settings
@@ -108,6 +110,7 @@ class Runtime:
         self.upstream_gate = UpstreamGate(self.settings.upstream_max_connections, self.settings.upstream_share,
                                           self.settings.upstream_response_connections,
                                           self.settings.upstream_connect_timeout)
+        self.server_tools.services.programs = program_host(self.settings, self.memory, self.sealer)
 
     def new_run_framed(self, framing: Framing, store: ResponseStore | None = None, *, tenant: str) -> ResponseRun:
         """A run of ``tenant`` whose events are always emitted, framed as asked (``"json"``: WebSocket mode),
@@ -324,6 +327,20 @@ class Runtime:
     def client_for(self, route: Route) -> UpstreamClient | None:
         """The sidecar's own client for the route's upstream (None: the default one)."""
         return self.clients.get(route.upstream.name)
+
+
+def program_host(settings: Settings, memory: MemoryBudget, sealer: Sealer) -> ProgramHost:
+    """Where programs run: their slots shared by tenant as sandboxes' are, each program's memory bound held in the
+    memory budget for its tenant while it runs (the run reaches the budget only through this hold)."""
+    slots = settings.program_slots
+
+    async def hold(tenant: str, size: int) -> Reservation:
+        # the budget counts body bytes at COST_PER_BODY_BYTE each: this many stand for the program's bound
+        return await memory.reserve(-(-size // COST_PER_BODY_BYTE), holder=tenant)
+
+    return ProgramHost(program_signer(sealer),
+                       ProgramBounds(slots, settings.program_slot_wait, settings.program_memory_bytes),
+                       share=lambda tenant: slots if settings.auth == "none" else max(1, slots - 1), hold=hold)
 
 
 async def _refresh_gauges() -> None:

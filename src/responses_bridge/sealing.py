@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import os
 import tempfile
 from pathlib import Path
@@ -48,6 +50,13 @@ class Sealer:
         nonce = os.urandom(_NONCE_BYTES)
         sealed = self._aead.encrypt(nonce, orjson.dumps(value), purpose.encode())
         return PREFIX + base64.urlsafe_b64encode(nonce + sealed).decode()
+
+    def mac(self, purpose: str, message: bytes) -> str:
+        """A keyed digest of ``message`` (HMAC-SHA256, hex, 128 bits) under a key of its own for ``purpose``: what
+        proves the bridge made a value a client carries in the clear (a program's fingerprint), and only a
+        deployment holding the same sealing key can make or check it."""
+        subkey = hmac.new(self._key, b"responses-bridge mac\0" + purpose.encode(), hashlib.sha256).digest()
+        return hmac.new(subkey, message, hashlib.sha256).hexdigest()[:32]
 
     def open(self, purpose: str, blob: Any, *, param: str | None = None) -> Any:
         """The sealed value, or a 400 naming ``param`` when the blob is not one of ours or was altered."""

@@ -141,3 +141,32 @@ def _rss() -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+YEAR_MS = 365 * 86_400_000  # 1971-01-01T00:00:00Z: far from the real time, on every clock
+CLOCKS = {
+    "Date.now()": str(YEAR_MS),
+    "new Date().getTime()": str(YEAR_MS),
+    "new Date().constructor.now()": str(YEAR_MS),
+    "new (new Date().constructor)().getTime()": str(YEAR_MS),
+    "Object.getPrototypeOf(new Date()).constructor.now()": str(YEAR_MS),
+    "Reflect.construct(Date, []).getTime()": str(YEAR_MS),
+    "new (class Later extends Date {})().getTime()": str(YEAR_MS),
+    "Date().slice(0, 15)": "Fri Jan 01 1971",
+    "new Intl.DateTimeFormat('en', {timeZone: 'UTC', year: 'numeric'}).format()": "1971",
+    "Intl.DateTimeFormat('en', {timeZone: 'UTC', year: 'numeric'}).formatToParts()[0].value": "1971",
+    "new Date().toLocaleString('en', {timeZone: 'UTC'})": "1/1/1971, 12:00:00 AM",
+    "Temporal.Now.instant().epochMilliseconds": str(YEAR_MS),
+    "Temporal.Now.plainDateISO('UTC').toString()": "1971-01-01",
+    "Temporal.Now.zonedDateTimeISO('UTC').year": "1971",
+    "typeof performance": "undefined",
+    "new Date(5).getTime()": "5",  # a given time is that time
+    "Date.UTC(2000, 1)": "949363200000",
+}
+
+
+@pytest.mark.parametrize("source", list(CLOCKS))
+def test_every_clock_gives_the_pinned_time(source: str) -> None:
+    """Whatever way a program reads "now", it reads the clock it was given: a replay makes the same calls."""
+    run = run_program(f"return String({source})", [], [], clock_ms=YEAR_MS)
+    assert run.status == "completed" and run.result == CLOCKS[source], run

@@ -1,24 +1,50 @@
-"""A program's fingerprint binds its code and world; a replay must make the recorded calls, in order."""
+"""A program's fingerprint binds its code and world under the bridge's key; a replay must make the recorded calls,
+in order."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import pytest
 
-from responses_bridge.engine.programs import ProgramWorld, fingerprint, open_fingerprint
+from responses_bridge.engine.programs import ProgramWorld, fingerprint, open_fingerprint, program_signer
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.run.programs.isolate import ToolCall
 from responses_bridge.run.programs.replay import check_replay
+from responses_bridge.sealing import Sealer
+
+SIGN = program_signer(Sealer(b"k" * 32))
 
 
 def test_a_fingerprint_gives_back_its_world_for_its_own_code_only() -> None:
     world = ProgramWorld(clock_ms=1_700_000_000_000, seed=42)
-    value = fingerprint("return 1", world)
-    assert open_fingerprint("return 1", value, "input[0].fingerprint") == world
-    for code, given in (("return 2", value), ("return 1", value[:-1] + "0"), ("return 1", "pf1.x.y"),
-                        ("return 1", None), ("return 1", value.replace("pf1.", "pf2."))):
+    value = fingerprint("return 1", world, SIGN)
+    assert open_fingerprint("return 1", value, "input[0].fingerprint", SIGN) == world
+    for code, given in (("return 2", value), ("return 1", value[:-1] + ("1" if value[-1] == "0" else "0")),
+                        ("return 1", "pf2.x.y"), ("return 1", None), ("return 1", value.replace("pf2.", "pf1."))):
         with pytest.raises(APIError) as refused:
-            open_fingerprint(code, given, "input[0].fingerprint")
+            open_fingerprint(code, given, "input[0].fingerprint", SIGN)
         assert refused.value.status == 400 and refused.value.param == "input[0].fingerprint"
+        assert refused.value.code == "invalid_program_fingerprint"
+
+
+def test_only_the_bridges_key_makes_a_fingerprint_it_accepts() -> None:
+    """The unkeyed hash a client could compute (the old ``pf1.``, or one under another key) is refused; the same key
+    (a restart, another replica) accepts it."""
+    world = ProgramWorld(clock_ms=1_700_000_000_000, seed=7)
+    code = "return 'FORGED RAN'"
+    material = json.dumps([code, world.clock_ms, world.seed]).encode()
+    unkeyed = hashlib.sha256(b"responses-bridge program\0" + material).hexdigest()[:32]
+    payload = fingerprint(code, world, SIGN).split(".")[1]
+    forged = [f"pf2.{payload}.{unkeyed}", f"pf1.{payload}.{unkeyed}",
+              fingerprint(code, world, program_signer(Sealer(b"x" * 32)))]
+    for value in forged:
+        with pytest.raises(APIError) as refused:
+            open_fingerprint(code, value, "input[1].fingerprint", SIGN)
+        assert refused.value.code == "invalid_program_fingerprint"
+    again = program_signer(Sealer(b"k" * 32))  # the same key in another process
+    assert open_fingerprint(code, fingerprint(code, world, SIGN), "p", again) == world
 
 
 def test_a_replay_must_make_the_recorded_calls_in_order() -> None:

@@ -7,14 +7,17 @@ from __future__ import annotations
 from .client_tools import CallReader, reader_for
 from .multi_agent_tools import call_reader as multi_agent_reader
 from .program_reader import program_reader
+from .programs import ProgramSigner
 from .server_tools import server_reader_for
 from .tools import CallTarget
 
 
-def call_reader_for(target: CallTarget, call_id: str, output_index: int) -> CallReader:
-    """The reader of a call of ``target`` (not a plain function's: that call is a ``function_call`` item)."""
+def call_reader_for(target: CallTarget, call_id: str, output_index: int,
+                    program_sign: ProgramSigner | None = None) -> CallReader:
+    """The reader of a call of ``target`` (not a plain function's: that call is a ``function_call`` item);
+    ``program_sign``: what keys a program's fingerprint (engine/programs.py)."""
     if target.kind == "program":
-        return program_reader(call_id, output_index)
+        return program_reader(call_id, output_index, program_sign)
     if target.kind == "multi_agent":
         return multi_agent_reader(target.name or "", call_id, output_index)
     if target.server:

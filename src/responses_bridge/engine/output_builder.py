@@ -86,6 +86,7 @@ class OutputBuilder(EventFrames, ToolCallStream, RunItems):
         # turn, where this turn's items start, usage of earlier turns, server calls awaiting their outcome,
         # items made by the run (output_index → item), events and items held until the stream opens
         self.cite: Callable[[str], list[dict[str, Any]]] | None = None
+        self.program_sign: Callable[[bytes], str] | None = None  # keys programs' fingerprints (engine/programs.py)
         self._turn_calls: list[TurnCall] = []
         self._turn_start = 0
         self._usage_past: dict[str, Any] | None = None

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from .client_tools import Event, parse_arguments
-from .programs import ProgramWorld, fingerprint, program_item
+from .programs import ProgramSigner, ProgramWorld, fingerprint, program_item
 from .server_tools import ServerCallReader
 
 
@@ -21,14 +23,19 @@ class ProgramReader(ServerCallReader):
     """A call of ``program``: the ``program`` item is done with its arguments (the SDK has no events of its own for
     it); the run adds what the program came to."""
 
-    __slots__ = ()
+    __slots__ = ("sign",)
+
+    def __init__(self, item: dict[str, Any], output_index: int, sign: ProgramSigner | None) -> None:
+        super().__init__(item, output_index)
+        self.sign = sign
 
     def close(self, arguments: str, status: str) -> list[Event]:
         code = program_code(arguments)
         self.item["code"] = code
-        self.item["fingerprint"] = fingerprint(code, ProgramWorld.new())
+        # without the bridge's key (an engine used alone) no fingerprint is made: such a program is never resumed
+        self.item["fingerprint"] = fingerprint(code, ProgramWorld.new(), self.sign) if self.sign is not None else ""
         return []
 
 
-def program_reader(call_id: str, output_index: int) -> ProgramReader:
-    return ProgramReader(program_item(call_id), output_index)
+def program_reader(call_id: str, output_index: int, sign: ProgramSigner | None = None) -> ProgramReader:
+    return ProgramReader(program_item(call_id), output_index, sign)

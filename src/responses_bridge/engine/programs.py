@@ -11,24 +11,28 @@ item, or the ``function_call`` items of the client tools the program is waiting 
 Replayed history: a ``program`` item is the model's call of ``program`` and its ``program_output`` the tool's
 result; the program's own calls and their outputs are not the model's and are not shown to it.
 
-The fingerprint: the clock and seed the program sees (so that running it again makes the same calls) and a digest
-binding them to its code. It is not a secret: it keeps a program from being resumed with other code or in
-another world than the one its recorded calls were made in.
+The fingerprint: the clock and seed the program sees (so that running it again makes the same calls) and an HMAC
+binding them to its code, keyed with the bridge's sealing key (``Sealer.mac``). It is not secret, but only the
+bridge can make one: a ``program`` item is run again only if the bridge made it, never with code a client chose
+(or in another world than the one its recorded calls were made in); any deployment holding the same key
+(a restart, another replica) accepts it.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
+import functools
+import hmac
 import json
 import secrets
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from .. import ids
 from ..protocol.errors import APIError, invalid_request
+from ..sealing import Sealer
 
 PROGRAM_NAME = "program"
 PROGRAM_TOOL = "programmatic_tool_calling"
@@ -45,7 +49,16 @@ _DESCRIPTION = (
     "resolves to the tool's output (a string; JSON.parse it when it is JSON). Calls may run in parallel "
     "(`await Promise.all([...])`) and in loops. `text(...)` adds to the program's result; the returned value is "
     "added last. There is no network, filesystem, console, timer or module: only the tools below.\n\nTools:\n")
-FINGERPRINT_PREFIX = "pf1."
+FINGERPRINT_PREFIX = "pf2."
+"""``pf1.`` fingerprints were an unkeyed hash anyone could compute: they are refused."""
+FINGERPRINT_PURPOSE = "program fingerprint"
+
+ProgramSigner = Callable[[bytes], str]
+"""The keyed digest of a fingerprint's material: :func:`program_signer` of the bridge's sealer."""
+
+
+def program_signer(sealer: Sealer) -> ProgramSigner:
+    return functools.partial(sealer.mac, FINGERPRINT_PURPOSE)
 
 
 def callable_by_programs(tool: Mapping[str, Any]) -> bool:
@@ -126,13 +139,14 @@ class ProgramWorld:
         return cls(int(time.time() * 1000), secrets.randbits(32))
 
 
-def fingerprint(code: str, world: ProgramWorld) -> str:
+def fingerprint(code: str, world: ProgramWorld, sign: ProgramSigner) -> str:
     payload = base64.urlsafe_b64encode(json.dumps([world.clock_ms, world.seed]).encode()).decode().rstrip("=")
-    return f"{FINGERPRINT_PREFIX}{payload}.{_digest(code, world)}"
+    return f"{FINGERPRINT_PREFIX}{payload}.{_digest(code, world, sign)}"
 
 
-def open_fingerprint(code: str, value: object, param: str) -> ProgramWorld:
-    """The world a ``program`` item's fingerprint recorded; a 400 naming ``param`` unless it binds ``code``."""
+def open_fingerprint(code: str, value: object, param: str, sign: ProgramSigner) -> ProgramWorld:
+    """The world a ``program`` item's fingerprint recorded; a 400 naming ``param`` unless this bridge (its sealing
+    key) made it for ``code``."""
     if isinstance(value, str) and value.startswith(FINGERPRINT_PREFIX) and value.count(".") == 2:
         payload, digest = value[len(FINGERPRINT_PREFIX):].split(".")
         world: ProgramWorld | None
@@ -141,15 +155,15 @@ def open_fingerprint(code: str, value: object, param: str) -> ProgramWorld:
             world = ProgramWorld(int(clock_ms), int(seed))
         except (ValueError, TypeError):
             world = None
-        if world is not None and digest == _digest(code, world):
+        if world is not None and hmac.compare_digest(digest.encode(), _digest(code, world, sign).encode()):
             return world
-    raise invalid_request(f"Invalid '{param}': the program's fingerprint does not match its code (send the "
-                          "program item back as it was returned).", param=param, code="invalid_program_fingerprint")
+    raise invalid_request(f"Invalid '{param}': the program's fingerprint was not made by this bridge for its code "
+                          "(send the program item back as it was returned).", param=param,
+                          code="invalid_program_fingerprint")
 
 
-def _digest(code: str, world: ProgramWorld) -> str:
-    material = json.dumps([code, world.clock_ms, world.seed]).encode()
-    return hashlib.sha256(b"responses-bridge program\0" + material).hexdigest()[:32]
+def _digest(code: str, world: ProgramWorld, sign: ProgramSigner) -> str:
+    return sign(json.dumps([code, world.clock_ms, world.seed]).encode())
 
 
 def program_item(call_id: str) -> dict[str, Any]:

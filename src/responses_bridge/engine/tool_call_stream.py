@@ -36,6 +36,7 @@ class _Builder(Protocol):
     _encode: Any
     _open: str | None
     _targets: dict[str, CallTarget]
+    program_sign: Any
     _tool_calls: dict[int, _ToolCall]
     _turn_calls: list[TurnCall]
     _pending: dict[int, ServerCallReader]
@@ -94,7 +95,7 @@ class ToolCallStream:
         if call.call_id is None:
             call.call_id = ids.call_id()
         if target is not None and target.kind != "function":  # a custom / shell / apply_patch / tool search call
-            call.reader = call_reader_for(target, call.call_id, call.output_index)
+            call.reader = call_reader_for(target, call.call_id, call.output_index, self.program_sign)
             call.item = call.reader.item
         else:
             call.item = {"id": ids.function_call_id(), "type": "function_call", "status": "in_progress",

@@ -44,6 +44,7 @@ from . import auto_compaction, compaction, prewarm, reasoning, truncation
 from .long_events import LONG_EVENT_BYTES, parsed, step
 from .options import EngineOptions
 from .output_builder import OutputBuilder, UpstreamProtocolError, completion_as_chunk
+from .programs import program_signer
 from .prompt_tools import PromptToolCalls, as_prompt_tools
 from .request_translation import build_chat_request, plan_request_tools
 from .response_object import new_response
@@ -132,6 +133,7 @@ class Translator(ClientStream, CompactionTurns):
                                       summary=reasoning.wants_summary(p.reasoning), seal=seal)
         if open_responses_names:
             self._builder.use_open_responses_names()
+        self._builder.program_sign = program_signer(sealer) if sealer is not None else None
         self._decoder = None
         # the work on_upstream_chunk left for catch_up (engine/long_events.py): the chunks a long event was cut
         # into, and the payloads after it. One object for the translator's life, emptied in place, so a door can

@@ -12,6 +12,7 @@ from functools import cache
 from typing import TYPE_CHECKING
 
 from ..engine.builtin_tools import served_tool_types
+from .programs.host import ProgramHost
 from .programs.isolate import programs_available
 from .tools.file_search import FileSearcher
 from .tools.mcp import MCPTools
@@ -48,6 +49,7 @@ class ServerToolServices:
     images: ImageSettings | None = None
     shell: HostedShellService | None = None
     search_cache: SearchCache = field(default_factory=SearchCache)  # live searches' results, per tenant
+    programs: ProgramHost | None = None  # where programs run (run/programs/host.py); None: programs not served
 
     @classmethod
     def configured(cls, mcp_limits: MCPLimits, web_search: WebSearchSettings | None,
@@ -64,6 +66,8 @@ class ServerToolServices:
         """Close the search provider's HTTP session (MCP sessions live only as long as each operation)."""
         if self.search is not None:
             await self.search.aclose()
+        if self.programs is not None:
+            self.programs.close()
 
     @property
     def served(self) -> frozenset[str]:
@@ -73,4 +77,6 @@ class ServerToolServices:
         400) applies to them, as before."""
         served = served_tool_types(self.search is not None, self.file_search is not None, self.code is not None,
                                    self.images is not None, self.shell is not None)
-        return served if _programs_installed() else served - {"programmatic_tool_calling"}
+        if _programs_installed() and self.programs is not None:
+            return served
+        return served - {"programmatic_tool_calling"}

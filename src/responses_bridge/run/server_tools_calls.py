@@ -125,7 +125,7 @@ class CallRunner:
         self.numbered: list[SearchResult | FileSource] = []  # web and file sources: one numbering per response
         self._exhausted_turn_sent = False
         # programmatic tool calling's programs (run/programs/); their calls of the bridge's tools run as the model's
-        self.programs = ProgramCalls(request, builder, plan, self._program_call)
+        self.programs = ProgramCalls(request, builder, plan, self._program_call, services.programs, tenant)
         if web_options is not None or file_options is not None or plan.server_names("code_interpreter") \
                 or plan.server_names("hosted_shell"):
             builder.cite = self.cite

@@ -2,6 +2,9 @@
 worker thread) and comes to its ``program_output`` — the model's tool result — or to the client tools it waits for;
 a program that waited in an earlier response is resumed before the first turn, once the client's outputs are in.
 
+Each run of a program is made by the process's :class:`~.host.ProgramHost`: a slot shared fairly among tenants,
+its memory bound held in the budget, a worker process bounded at it.
+
 A program waiting for client tools ends the response with their ``function_call`` items (``caller`` the program),
 as a turn's own client calls do; their outputs come back in the next request (``previous_response_id``, or the
 items sent back with ``store: false``) and the program runs again from its start, replaying the recorded calls
@@ -17,10 +20,7 @@ another run of the program, and streamed as the model's calls of them are.
 
 from __future__ import annotations
 
-import asyncio
-import functools
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,16 +36,9 @@ from ...engine.tools import ToolPlan
 from ...engine.turn_result import TurnCall
 from ...engine.turns import ToolResult
 from ...protocol.request import ResponsesRequest
-from .isolate import Limits, ProgramRun, ToolCall, run_program
+from .host import ProgramHost
+from .isolate import ProgramRun, ToolCall
 from .replay import check_replay, mismatch
-
-MAX_CONCURRENT_PROGRAMS = 4
-"""Programs running at once in one process (each a V8 isolate of up to ``Limits.max_memory``); more wait their
-turn. Their threads are their own: a program's seconds never hold the default executor's threads, which parse
-large request bodies."""
-
-_EXECUTOR = ThreadPoolExecutor(max_workers=MAX_CONCURRENT_PROGRAMS, thread_name_prefix="program")
-
 
 ServerJob = Callable[[TurnCall], Awaitable[ToolResult]]
 """Runs one server-side call the way the loop runs the model's (run/server_tools_calls.py), counted against
@@ -57,15 +50,17 @@ MAX_ROUNDS = 64
 
 @dataclass(slots=True)
 class ProgramCalls:
-    """The programs of one response. ``suspended``: a program now waits for client tools (the response ends).
-    ``plan``: what the loop offers (the server-side tools programs may call are among its targets);
-    ``server_job``: runs one of their calls."""
+    """The programs of one response, whose owner is ``tenant``. ``suspended``: a program now waits for client tools
+    (the response ends). ``plan``: what the loop offers (the server-side tools programs may call are among its
+    targets); ``server_job``: runs one of their calls; ``host``: where programs run (None: this process runs
+    none — a ``program`` item cannot come to be without it)."""
 
     request: ResponsesRequest
     builder: OutputBuilder
     plan: ToolPlan
     server_job: ServerJob
-    limits: Limits = field(default_factory=Limits)
+    host: ProgramHost | None
+    tenant: str
     suspended: bool = False
     names: list[str] = field(default_factory=list)
     server_names: set[str] = field(default_factory=set)
@@ -82,7 +77,7 @@ class ProgramCalls:
             return self._outcome(call.call_id, ProgramRun(
                 "incomplete", result='Program stopped: the call carried no code; call program with '
                                      '{"code": "<the JavaScript program>"}.', limit="no_code"))[0]
-        world = open_fingerprint(item["code"], item["fingerprint"], "program.fingerprint")
+        world = open_fingerprint(item["code"], item["fingerprint"], "program.fingerprint", self._host.sign)
         run = await self._drive(item["code"], [], world.seed, world.clock_ms)
         return self._outcome(call.call_id, run)[0]
 
@@ -91,6 +86,10 @@ class ProgramCalls:
         that waits for client tools whose outputs are now all in. Returns the ``program_output`` items made, for
         the first turn's messages; ``suspended`` says whether one waits again (then no turn is made)."""
         made: list[dict[str, Any]] = []
+        for index, item in enumerate(self.request.input_items):  # sent back by the client: made by this bridge?
+            if item.get("type") == "program":
+                open_fingerprint(item["code"], item.get("fingerprint"), f"input[{index}].fingerprint",
+                                 self._host.sign)
         finished = {item["call_id"] for item in history if item.get("type") == "program_output"}
         outputs = {item["call_id"]: item for item in history if item.get("type") == "function_call_output"}
         for program in history:
@@ -104,7 +103,8 @@ class ProgramCalls:
             missing = [call["call_id"] for call in calls if call["call_id"] not in outputs]
             if missing:
                 raise mismatch(call_id, f"no function_call_output for its call '{missing[0][:100]}'")
-            world = open_fingerprint(program["code"], program.get("fingerprint"), f"program '{call_id[:100]}'")
+            world = open_fingerprint(program["code"], program.get("fingerprint"), f"program '{call_id[:100]}'",
+                                     self._host.sign)
             results = [_output_text(outputs[call["call_id"]]) for call in calls]
             recorded = [ToolCall(call["name"], call["arguments"]) for call in calls]
             run = await self._drive(program["code"], results, world.seed, world.clock_ms, recorded, call_id)
@@ -147,10 +147,14 @@ class ProgramCalls:
         call_id, index, item = self.builder.start_server_call(target, call.arguments)
         return await self.server_job(TurnCall(call_id, call.name, call.arguments, target, index, item, "completed"))
 
+    @property
+    def _host(self) -> ProgramHost:
+        if self.host is None:  # programs are not served without a host (ServerToolServices.served)
+            raise RuntimeError("programs run only where the process has a ProgramHost")
+        return self.host
+
     async def _run(self, code: str, results: list[str], seed: int, clock_ms: int) -> ProgramRun:
-        run = functools.partial(run_program, code, self.names, results, seed=seed, clock_ms=clock_ms,
-                                limits=self.limits)
-        return await asyncio.get_running_loop().run_in_executor(_EXECUTOR, run)
+        return await self._host.run(self.tenant, code, self.names, results, seed=seed, clock_ms=clock_ms)
 
     def _outcome(self, call_id: str, run: ProgramRun) -> tuple[ToolResult, dict[str, Any] | None]:
         """The items a run comes to: its ``program_output`` (also returned), or the client calls it waits for."""

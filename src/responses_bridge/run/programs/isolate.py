@@ -5,7 +5,10 @@ A program is the JavaScript a model writes to call the request's tools: top-leve
 isolate is made for it and closed after it, so nothing one program leaves behind is seen by another; the isolate
 is a bare V8 context (no Node, no browser): the few non-standard globals the embedding adds (``console``,
 ``setTimeout``, ``WebAssembly``, ``SharedArrayBuffer``/``Atomics``, weak references) are removed first, and the
-clock and ``Math.random`` are pinned so the same program makes the same calls every time it runs.
+clock and ``Math.random`` are pinned so the same program makes the same calls every time it runs. Every way to
+read "now" reads the pinned clock: ``Date`` (constructed without arguments, called as a function, its ``now``,
+also reached as ``new Date().constructor``), ``Intl.DateTimeFormat``'s ``format``/``formatToParts`` of no date,
+and ``Temporal.Now``; there is no ``performance``.
 
 That determinism is how a program waits for a client's tool: it never stays in memory between requests. Each
 run starts the program again from its first line with the results recorded so far (``results``, in call order);
@@ -100,12 +103,49 @@ _PRELUDE = r"""
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
+  // every source of "now" gives the pinned clock: Date (as a constructor without arguments, as a function, its
+  // now(), also reached as new Date().constructor), Intl's formatting of "now", and Temporal.Now
   const RealDate = Date;
-  globalThis.Date = new Proxy(RealDate, {
-    construct(target, args) { return args.length ? new target(...args) : new target(clock); },
+  const pinnedNow = () => clock;
+  const PinnedDate = new Proxy(RealDate, {
+    construct(target, args, newTarget) {
+      return Reflect.construct(target, args.length ? args : [clock], newTarget === PinnedDate ? target : newTarget);
+    },
     apply() { return new RealDate(clock).toString(); },
-    get(target, key) { return key === "now" ? () => clock : Reflect.get(target, key); },
+    get(target, key) { return key === "now" ? pinnedNow : Reflect.get(target, key); },
   });
+  Object.defineProperty(RealDate, "now", {value: pinnedNow, writable: false, configurable: false});
+  Object.defineProperty(RealDate.prototype, "constructor", {value: PinnedDate, writable: false, configurable: false});
+  globalThis.Date = PinnedDate;
+  const pinFormat = (proto, key) => {
+    const described = Object.getOwnPropertyDescriptor(proto, key);
+    if (!described) return;
+    if (described.get) {  // Intl.DateTimeFormat.prototype.format: a getter of a bound function
+      const get = described.get;
+      Object.defineProperty(proto, key, {configurable: false, get() {
+        const format = get.call(this);
+        return (date) => format(date === undefined ? clock : date);
+      }});
+    } else if (typeof described.value === "function") {
+      const method = described.value;
+      Object.defineProperty(proto, key, {writable: false, configurable: false, value: function (date, ...rest) {
+        return method.call(this, date === undefined ? clock : date, ...rest);
+      }});
+    }
+  };
+  pinFormat(Intl.DateTimeFormat.prototype, "format");
+  pinFormat(Intl.DateTimeFormat.prototype, "formatToParts");
+  if (typeof Temporal === "object" && Temporal !== null) {
+    const zone = () => new Intl.DateTimeFormat().resolvedOptions().timeZone;
+    const instant = () => Temporal.Instant.fromEpochMilliseconds(clock);
+    const zoned = (tz) => instant().toZonedDateTimeISO(tz === undefined ? zone() : tz);
+    const now = Object.freeze({
+      instant, timeZoneId: zone, zonedDateTimeISO: zoned,
+      plainDateTimeISO: (tz) => zoned(tz).toPlainDateTime(), plainDateISO: (tz) => zoned(tz).toPlainDate(),
+      plainTimeISO: (tz) => zoned(tz).toPlainTime(),
+    });
+    Object.defineProperty(Temporal, "Now", {value: now, writable: false, configurable: false});
+  }
   const {results, names, maxOutput, maxCalls} = config;
   const stringify = JSON.stringify;  // the program may replace the global one: the bridge's reads do not use it
   const state = {done: false, error: null, result: null, over: false, calls: [], output: ""};

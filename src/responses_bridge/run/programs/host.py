@@ -1,0 +1,137 @@
+"""Where a response's programs run: a slot shared fairly among tenants, the program's memory bound held in the
+process's memory budget while it runs, and a worker process (pool.py) bounded at that memory.
+
+Slots (``RESPONSES_BRIDGE_PROGRAM_SLOTS``) are :class:`~responses_bridge.sandbox.slots.FairSlots`: with tenants, one
+tenant holds at most all but one of them, and a freed slot goes to the waiting tenant that holds the fewest — so
+however many programs one tenant queues (``while (true) {}`` each), another tenant's program waits at most for one
+program to end (its time bound), never behind the queue. A program that gets no slot within
+``RESPONSES_BRIDGE_PROGRAM_SLOT_WAIT`` seconds ends ``incomplete`` saying so. While it runs, the program's bound
+(``RESPONSES_BRIDGE_PROGRAM_MEMORY_BYTES``) is reserved for its tenant in the memory budget — the run cannot import
+services/, so the budget is reached through :data:`MemoryHold`, given by the composition root (runtime.py); a
+budget with no room ends the program ``incomplete`` as well, naming it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ...engine.programs import ProgramSigner
+from ...protocol.errors import APIError
+from ...sandbox.slots import FairSlots
+from .isolate import DEFAULT_MAX_MEMORY, DEFAULT_TIMEOUT, Limits, ProgramRun
+from .pool import WorkerPool
+
+DEFAULT_SLOTS = 4
+DEFAULT_MEMORY_BYTES = 256 << 20
+"""What one program may hold beyond V8's own fixed reservations (its heap and its ArrayBuffers together)."""
+DEFAULT_SLOT_WAIT = 30.0
+SLOTS_SETTING = "RESPONSES_BRIDGE_PROGRAM_SLOTS"
+MEMORY_SETTING = "RESPONSES_BRIDGE_PROGRAM_MEMORY_BYTES"
+WAIT_SETTING = "RESPONSES_BRIDGE_PROGRAM_SLOT_WAIT"
+
+
+class Releasable(Protocol):
+    def release(self) -> None: ...
+
+
+MemoryHold = Callable[[str, int], Awaitable[Releasable]]
+"""Reserve ``bytes`` of the process's memory budget for ``tenant`` (raises the budget's 503 ``APIError`` when no
+room came); the reservation is released when the program ends."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProgramBounds:
+    """The settings of programs: slots at once, seconds a program waits for one, bytes one may hold."""
+
+    slots: int = DEFAULT_SLOTS
+    slot_wait: float = DEFAULT_SLOT_WAIT
+    memory_bytes: int = DEFAULT_MEMORY_BYTES
+    timeout: float = DEFAULT_TIMEOUT
+
+    def limits(self) -> Limits:
+        """A program's own limits: its heap within its memory bound."""
+        return Limits(timeout=self.timeout, max_memory=min(DEFAULT_MAX_MEMORY, self.memory_bytes))
+
+
+@dataclass(slots=True)
+class ProgramHost:
+    """The process's programs. ``share(tenant)``: the slots one tenant may hold at once; ``sign``: keys programs'
+    fingerprints; ``hold``: the memory budget's reservation (None: no budget)."""
+
+    sign: ProgramSigner
+    bounds: ProgramBounds = field(default_factory=ProgramBounds)
+    share: Callable[[str], int] | None = None
+    hold: MemoryHold | None = None
+    slots: FairSlots = field(init=False)
+    pool: WorkerPool = field(init=False)
+    _threads: ThreadPoolExecutor = field(init=False)
+
+    def __post_init__(self) -> None:
+        total = self.bounds.slots
+        self.slots = FairSlots(total, self.share or (lambda tenant: total))
+        self.pool = WorkerPool(self.bounds.memory_bytes, keep=total, setting=MEMORY_SETTING)
+        # a thread per slot waits on its worker: a program's seconds never hold the default executor's threads
+        self._threads = ThreadPoolExecutor(max_workers=total, thread_name_prefix="program")
+
+    @property
+    def limits(self) -> Limits:
+        return self.bounds.limits()
+
+    async def run(self, tenant: str, code: str, names: list[str], results: list[str], *, seed: int,
+                  clock_ms: int) -> ProgramRun:
+        """Run one program for ``tenant`` once it has a slot and its memory; what it came to."""
+        if not await self.slots.acquire(tenant, self.bounds.slot_wait):
+            return ProgramRun("incomplete", limit="slots", result=(
+                f"Program stopped: no program slot came free within {self.bounds.slot_wait:g} s ({WAIT_SETTING}): "
+                f"this tenant's other programs hold its share of the {self.bounds.slots} slots ({SLOTS_SETTING})."))
+        held: Releasable | None = None
+        try:
+            if self.hold is not None:
+                try:
+                    held = await self.hold(tenant, self.bounds.memory_bytes)
+                except APIError as refused:
+                    return ProgramRun("incomplete", limit="memory_budget", result=(
+                        "Program stopped: the bridge's memory budget has no room for its memory bound "
+                        f"({self.bounds.memory_bytes >> 20} MiB, {MEMORY_SETTING}): {refused.message}"))
+            work = functools.partial(self.pool.run, code, names, results, seed=seed, clock_ms=clock_ms,
+                                     limits=self.limits)
+            running = asyncio.get_running_loop().run_in_executor(self._threads, work)
+        except BaseException:
+            if held is not None:
+                held.release()
+            self.slots.release(tenant)
+            raise
+        return await _until_done(running, functools.partial(self._end, tenant, held))
+
+    def _end(self, tenant: str, held: Releasable | None) -> None:
+        if held is not None:
+            held.release()
+        self.slots.release(tenant)
+
+    def close(self) -> None:
+        self.pool.close()
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+
+async def _until_done(running: asyncio.Future[ProgramRun], end: Callable[[], None]) -> ProgramRun:
+    """The program's outcome; ``end`` (slot and memory back) once its worker is done with it — after the answer,
+    or, when the request is cancelled meanwhile, once the program stops (within its time bound): until then its
+    worker still holds the memory and the slot."""
+    try:
+        outcome = await asyncio.shield(running)
+    except asyncio.CancelledError:
+        if running.done():
+            end()
+        else:
+            running.add_done_callback(lambda _: end())
+        raise
+    except BaseException:
+        end()
+        raise
+    end()
+    return outcome

@@ -1,0 +1,178 @@
+"""Programs in their worker processes (run/programs/worker.py, pool.py, host.py): every byte a program can touch,
+ArrayBuffers included, is bounded by the kernel in the worker, never held by the bridge; a worker that ends is
+replaced; slots are shared fairly among tenants and a program's bound is held in the memory budget while it runs."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from responses_bridge.engine.programs import program_signer
+from responses_bridge.run.programs.host import ProgramBounds, ProgramHost
+from responses_bridge.run.programs.isolate import Limits
+from responses_bridge.run.programs.pool import WorkerPool
+from responses_bridge.sealing import Sealer
+from responses_bridge.services.memory_budget import COST_PER_BODY_BYTE, MemoryBudget, Reservation
+
+pytest.importorskip("py_mini_racer")
+
+BOUND = 128 << 20
+BUFFERS = ("const kept = []; for (let i = 0; i < 20; i++) { const b = new Uint8Array(64 << 20); b.fill(1); "
+           "kept.push(b); } return kept.length")
+SIGN = program_signer(Sealer(b"k" * 32))
+
+
+@pytest.fixture
+def pool() -> Iterator[WorkerPool]:
+    workers = WorkerPool(BOUND, keep=2, setting="RESPONSES_BRIDGE_PROGRAM_MEMORY_BYTES")
+    yield workers
+    workers.close()
+
+
+def _rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        line = next(line for line in status if line.startswith("VmRSS:"))
+    return int(line.split()[1]) << 10
+
+
+def test_typed_arrays_past_the_bound_fail_in_the_worker_and_the_bridge_holds_none(pool: WorkerPool) -> None:
+    """20 filled 64 MiB buffers (1.25 GiB): in process they were all held; in a worker the bound stops them."""
+    assert pool.run("return 1", [], [], seed=1, clock_ms=0, limits=Limits()).status == "completed"
+    before = _rss(os.getpid())
+    worker = pool._idle[0]
+    peak = [0]
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            try:
+                peak[0] = max(peak[0], _rss(worker.process.pid))
+            except (OSError, StopIteration):
+                return
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        run = pool.run(BUFFERS, [], [], seed=1, clock_ms=0, limits=Limits())
+    finally:
+        done.set()
+        watcher.join()
+    assert run.status == "incomplete" and run.limit == "memory", run
+    assert f"memory bound ({BOUND >> 20} MiB)" in run.result
+    assert peak[0] < BOUND + (160 << 20), peak[0]  # the bound, beyond V8's own ~70 MiB resident
+    assert _rss(os.getpid()) - before < 32 << 20  # the bridge's own memory never held the buffers
+    caught = pool.run(f"try {{ {BUFFERS} }} catch (e) {{ return 'caught ' + e.name }}", [], [], seed=1, clock_ms=0,
+                      limits=Limits())
+    assert caught.status == "completed" and caught.result == "caught RangeError"  # the worker goes on
+
+
+def test_the_old_bounds_hold_in_a_worker(pool: WorkerPool) -> None:
+    loop = pool.run("while (true) {}", [], [], seed=1, clock_ms=0, limits=Limits(timeout=1))
+    assert loop.status == "incomplete" and loop.limit == "time"
+    growing = pool.run("const a = []; while (true) a.push(new Array(1e6).fill(1.5));", [], [], seed=1, clock_ms=0,
+                       limits=Limits(max_memory=64 << 20))
+    assert growing.status == "incomplete" and growing.limit == "memory"
+    at_once = pool.run("return new ArrayBuffer(2 * 1024 * 1024 * 1024).byteLength", [], [], seed=1, clock_ms=0,
+                       limits=Limits())
+    assert at_once.status == "incomplete" and "RangeError" in at_once.result
+    suspended = pool.run("return await tools.t({a: 1})", ["t"], [], seed=1, clock_ms=0, limits=Limits())
+    assert suspended.status == "suspended" and suspended.pending[0].arguments == '{"a":1}'
+
+
+def test_a_worker_that_ends_ends_its_program_naming_the_bound_and_is_replaced(pool: WorkerPool) -> None:
+    assert pool.run("return 1", [], [], seed=1, clock_ms=0, limits=Limits()).status == "completed"
+    worker = pool._idle[0]
+    threading.Timer(0.5, os.kill, (worker.process.pid, signal.SIGKILL)).start()
+    run = pool.run("while (true) {}", [], [], seed=1, clock_ms=0, limits=Limits(timeout=5))
+    assert run.status == "incomplete" and run.limit == "memory", run
+    assert "RESPONSES_BRIDGE_PROGRAM_MEMORY_BYTES" in run.result
+    started = pool.started
+    assert pool.run("return 2", [], [], seed=1, clock_ms=0, limits=Limits()).result == "2"
+    assert pool.started == started + 1
+
+
+async def test_one_tenants_queue_never_holds_anothers_program_past_one_time_bound() -> None:
+    """Eight endless programs of one tenant that may hold both slots: the other tenant's one-line program takes the
+    first slot freed (one time bound), not a place behind the queue (four time bounds)."""
+    host = ProgramHost(SIGN, ProgramBounds(slots=2, slot_wait=60, timeout=2.0), share=lambda tenant: 2)
+    try:
+        await host.run("warm", "return 1", [], [], seed=1, clock_ms=0)  # a worker started before the clock runs
+        hogs = [asyncio.create_task(host.run("hog", "while (true) {}", [], [], seed=1, clock_ms=0))
+                for _ in range(8)]
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        run = await host.run("other", "return 'mine'", [], [], seed=1, clock_ms=0)
+        waited = time.monotonic() - started
+        assert run.result == "mine"
+        assert waited < 2 * 2.0, waited  # one program's time bound (and a worker's start), not the queue's 8 s
+        outcomes = await asyncio.gather(*hogs)
+        assert all(outcome.limit == "time" for outcome in outcomes)
+    finally:
+        host.close()
+
+
+async def test_past_its_wait_a_tenants_excess_program_is_refused_saying_so() -> None:
+    host = ProgramHost(SIGN, ProgramBounds(slots=2, slot_wait=0.3, timeout=2.0), share=lambda tenant: 1)
+    try:
+        hog = asyncio.create_task(host.run("hog", "while (true) {}", [], [], seed=1, clock_ms=0))
+        await asyncio.sleep(0.1)
+        refused = await host.run("hog", "return 1", [], [], seed=1, clock_ms=0)
+        assert refused.status == "incomplete" and refused.limit == "slots"
+        assert "RESPONSES_BRIDGE_PROGRAM_SLOT_WAIT" in refused.result
+        await hog
+    finally:
+        host.close()
+
+
+async def test_a_running_program_holds_its_bound_in_the_memory_budget_for_its_tenant() -> None:
+    budget = MemoryBudget(1 << 30, 1.0)
+    seen: list[int] = []
+
+    async def hold(tenant: str, size: int) -> Reservation:
+        return await budget.reserve(-(-size // COST_PER_BODY_BYTE), holder=tenant)
+
+    host = ProgramHost(SIGN, ProgramBounds(slots=2, memory_bytes=BOUND, timeout=1.0), hold=hold)
+    try:
+        running = asyncio.create_task(host.run("acme", "while (true) {}", [], [], seed=1, clock_ms=0))
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            if budget.held_by("acme"):
+                break
+        seen.append(budget.held_by("acme"))
+        await running
+        assert seen[0] >= BOUND and budget.held_by("acme") == 0
+        small = MemoryBudget(BOUND // 2, 1.0)  # no room for the bound: the program does not run
+
+        async def no_room(tenant: str, size: int) -> Reservation:
+            return await small.reserve(-(-size // COST_PER_BODY_BYTE), holder=tenant, wait=0.1)
+
+        host.hold = no_room
+        small_reserved = await small.reserve(BOUND // 2 // COST_PER_BODY_BYTE, holder="other")
+        refused = await host.run("acme", "return 1", [], [], seed=1, clock_ms=0)
+        small_reserved.release()
+        assert refused.status == "incomplete" and refused.limit == "memory_budget", refused
+    finally:
+        host.close()
+
+
+def test_an_idle_worker_is_stopped_and_a_program_after_starts_another() -> None:
+    workers = WorkerPool(BOUND, keep=2, idle_seconds=0.5)
+    try:
+        assert workers.run("return 1", [], [], seed=1, clock_ms=0, limits=Limits()).result == "1"
+        process = workers._idle[0].process
+        for _ in range(100):
+            if process.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert process.poll() is not None and not workers._idle  # nothing idle holds memory
+        assert workers.run("return 2", [], [], seed=1, clock_ms=0, limits=Limits()).result == "2"
+        assert workers.started == 2
+    finally:
+        workers.close()
