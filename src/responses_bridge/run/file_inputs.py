@@ -21,14 +21,58 @@ named, and reserves the request memory each holds until the response ends (servi
 from __future__ import annotations
 
 import base64
+import dataclasses
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..engine.options import EngineOptions
-from ..protocol.errors import invalid_request
+from ..engine.state import RenderedPrompt
+from ..protocol.call_outputs import pair_call_outputs
+from ..protocol.errors import APIError, invalid_request
 from ..protocol.file_refs import LoadedFile
+from ..protocol.item_references import has_references, resolve_references
+from ..protocol.request import ResponsesRequest
 
 MAX_REQUEST_FILE_BYTES = 50 * 1024 * 1024
 """Bytes of stored files one request may inline (OpenAI's limit on a request's file inputs: 50 MB in all)."""
+
+
+@dataclass
+class PreparedInput:
+    """What the upstream gets, where it differs from what is stored: the history, the input (None: the request's
+    own items) and the prompt, with their parts naming a file resolved by ``files`` (None when none did), whose
+    memory the run gives back when it ends."""
+
+    history: list[dict[str, Any]]
+    sent_input: list[dict[str, Any]] | None
+    prompt: RenderedPrompt | None
+    files: FileResolution | None
+
+
+async def prepare_input(request: ResponsesRequest, history: list[dict[str, Any]], prompt: RenderedPrompt | None,
+                        loader: FileLoader | None, options: EngineOptions, tenant: str) -> PreparedInput:
+    """The request's input made whole once its history is loaded, for every run kind: ``item_reference`` items
+    replaced by the items they name (in the stored input too), call outputs without ``call_id`` paired
+    (protocol/call_outputs.py), and the parts naming a file resolved for the upstream (here)."""
+    if has_references(request.input_items):
+        request.input_items[:] = resolve_references(history, request.input_items)
+    pair_call_outputs(history, request.input_items)
+    prompt_items = prompt.input_items if prompt is not None else []
+    if not (names_files(history) or names_files(request.input_items) or names_files(prompt_items)):
+        return PreparedInput(history, None, prompt, None)
+    if loader is None:
+        raise APIError(400, "Content parts naming a file ('file_id') are not supported here.", param="input",
+                       code="unsupported_parameter")
+    resolution = FileResolution(loader, options, tenant)
+    try:
+        history = await resolution.resolve(history, "history")
+        sent_input = await resolution.resolve(request.input_items, "input")
+        if prompt is not None:  # a prompt's image or file variable may name a file too
+            prompt = dataclasses.replace(prompt, input_items=await resolution.resolve(prompt_items, "prompt"))
+    except BaseException:
+        resolution.release()
+        raise
+    return PreparedInput(history, sent_input, prompt, resolution)
 
 
 class FileLoader(Protocol):
