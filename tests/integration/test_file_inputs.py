@@ -231,6 +231,16 @@ async def test_an_upstream_that_reads_files_gets_the_pdf_audio_and_original_deta
     assert listed["content"][1] == {"type": "input_file", "file_id": pdf_id}
 
 
+async def test_a_file_of_megabytes_reaches_the_upstream_through_both_doors(reader: aiohttp.ClientSession,
+                                                                          upstream_log: UpstreamLog) -> None:
+    data = b"\x00\x01binary" * (1024 * 1024)  # 8 MiB: past gRPC's default 4 MiB message on the Envoy door
+    blob_id = await upload_as(reader, "a", "blob.bin", data)
+    await create(reader, {"input": user({"type": "input_file", "file_id": blob_id})}, stream=False,
+                 headers=as_tenant("a"))
+    part = last_user_parts(await upstream_log.last_body())[1]
+    assert part["file"]["file_data"] == "data:application/octet-stream;base64," + base64.b64encode(data).decode()
+
+
 async def test_another_tenants_file_is_the_404_of_an_unknown_one(reader: aiohttp.ClientSession,
                                                                  upstream_log: UpstreamLog) -> None:
     theirs = await upload_as(reader, "b", "secret.txt", b"the launch code is amber falcon")

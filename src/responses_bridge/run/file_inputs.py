@@ -33,8 +33,10 @@ from ..protocol.file_refs import LoadedFile
 from ..protocol.item_references import has_references, resolve_references
 from ..protocol.request import ResponsesRequest
 
-MAX_REQUEST_FILE_BYTES = 50 * 1024 * 1024
-"""Bytes of stored files one request may inline (OpenAI's limit on a request's file inputs: 50 MB in all)."""
+MAX_REQUEST_FILE_BYTES = 32 * 1024 * 1024
+"""Bytes of stored files one request may inline, in all. OpenAI takes 50 MB; here the request sent upstream must
+stay within what the bridge takes from a client (64 MiB: ``RESPONSES_BRIDGE_MAX_REQUEST_BYTES``' default, and
+Envoy's buffer for the body the sidecar hands it), and a file goes as base64, a third larger."""
 
 
 @dataclass
