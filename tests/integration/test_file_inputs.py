@@ -126,6 +126,18 @@ async def test_a_prompt_variable_naming_a_file_is_resolved_too(
     assert messages[1]["content"][1] == {"type": "text", "text": f"[file: note.txt]\n{NOTE}"}
 
 
+async def test_a_compaction_summarises_a_file_by_its_content_and_keeps_the_latest_part_as_sent(
+        client: openai.AsyncOpenAI, http: aiohttp.ClientSession, upstream_log: UpstreamLog) -> None:
+    text_id = await upload(client, "note.txt", NOTE.encode())
+    async with http.post("/v1/responses/compact", json={"model": "fake-model", "input": [
+            *user({"type": "input_file", "file_id": text_id}), {"role": "assistant", "content": "Noted."},
+            *user({"type": "input_file", "file_id": text_id})]}) as answer:
+        assert answer.status == 200, await answer.text()
+        compacted = await answer.json()
+    assert NOTE in orjson.dumps((await upstream_log.last_body())["messages"]).decode()
+    assert compacted["output"][0]["content"][1] == {"type": "input_file", "file_id": text_id}
+
+
 @pytest.mark.parametrize(("part", "param", "code"), [
     ({"type": "input_file", "file_id": "file-0123456789abcdef0123456789abcdef"}, "input[0].content[1].file_id",
      "not_found"),
