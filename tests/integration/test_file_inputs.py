@@ -23,7 +23,7 @@ from responses_bridge.envoy_config import Auth, render_bootstrap
 from tests.integration.test_tenant_isolation import create_key
 from tests.support.bridge import Sidecar, UpstreamLog, running_sidecar
 from tests.support.envoy import start_envoy
-from tests.support.schema import check_stream, validate_response
+from tests.support.schema import check_stream, validate_event, validate_response
 from tests.unit.test_retrieval_extract import pdf_with_text
 
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYGBgAAAABQABpfZFQAAAAABJRU5E"
@@ -265,3 +265,18 @@ async def test_another_tenants_file_is_the_404_of_an_unknown_one(reader: aiohttp
         assert status == 404 and error["message"] == files_error["message"] and error["code"] == files_error["code"]
         assert error["param"] == "input[0].content[1].file_id"
     assert await upstream_log.entries() == []
+
+
+async def test_a_websocket_turn_resolves_files_by_id(client: openai.AsyncOpenAI, base_url: str,
+                                                      upstream_log: UpstreamLog) -> None:
+    text_id = await upload(client, "note.txt", NOTE.encode())
+    async with aiohttp.ClientSession(base_url=base_url) as session, session.ws_connect("/v1/responses") as ws:
+        await ws.send_str(orjson.dumps({"type": "response.create", "model": "fake-model",
+                                        "input": user({"type": "input_file", "file_id": text_id})}).decode())
+        events: list[dict[str, Any]] = []
+        while not events or events[-1]["type"] not in ("response.completed", "response.failed", "error"):
+            events.append(orjson.loads((await ws.receive(timeout=20)).data))
+    assert events[-1]["type"] == "response.completed", events[-1]
+    for event in events:
+        validate_event(event)
+    assert last_user_parts(await upstream_log.last_body())[1] == {"type": "text", "text": f"[file: note.txt]\n{NOTE}"}
