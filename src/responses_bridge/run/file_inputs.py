@@ -93,10 +93,12 @@ class FileResolution:
         self._tenant = tenant
         self._loaded: dict[tuple[str, bool], LoadedFile] = {}
         self._bytes = 0
+        self._urls: dict[int, str] = {}  # a loaded file's data URL, by the file's identity
 
     def release(self) -> None:
         """Give back the memory the loaded files reserved (idempotent: every end of the run may call it)."""
         loaded, self._loaded = self._loaded, {}
+        self._urls = {}
         for file in loaded.values():
             file.release()
 
@@ -135,13 +137,13 @@ class FileResolution:
             if not file.media_type.startswith("image/"):
                 raise invalid_request(f"File '{file_id}' is not an image ({file.media_type}): 'input_image' takes "
                                       "an image file.", param=f"{param}.file_id", code="invalid_image")
-            return {"type": "input_image", "image_url": _data_url(file), "detail": part.get("detail", "auto")}
+            return {"type": "input_image", "image_url": self._data_url(file), "detail": part.get("detail", "auto")}
         if file.text is not None:
             return {"type": "input_text", "text": f"[file: {file.filename}]\n{file.text}"}
         if file.media_type.startswith("image/"):
-            return {"type": "input_image", "image_url": _data_url(file), "detail": "auto"}
+            return {"type": "input_image", "image_url": self._data_url(file), "detail": "auto"}
         if self._options.openai_fields:
-            resolved = {"type": "input_file", "file_data": _data_url(file), "filename": file.filename}
+            resolved = {"type": "input_file", "file_data": self._data_url(file), "filename": file.filename}
             if "detail" in part:  # a native backend takes it; Chat Completions' file part has no place for it
                 resolved["detail"] = part["detail"]
             return resolved
@@ -149,6 +151,16 @@ class FileResolution:
             f"File '{file_id}' ({file.media_type}) cannot be given to this upstream: it reads the text of text, "
             "Markdown, HTML, JSON, CSV, PDF and DOCX files, and images.", param=f"{param}.file_id",
             code="unsupported_file")
+
+    def _data_url(self, file: LoadedFile) -> str:
+        """The file as a ``data:`` URL, made once: every part naming it shares the one string, and the bytes it
+        was made from are let go (what the reservation covers is the URL from then on)."""
+        url = self._urls.get(id(file))
+        if url is None:
+            url = self._urls[id(file)] = (f"data:{file.media_type};base64,"
+                                          f"{base64.b64encode(file.data).decode('ascii')}")
+            file.data = b""
+        return url
 
     async def _load(self, file_id: str, *, text: bool, param: str) -> LoadedFile:
         key = (file_id, text)
@@ -162,8 +174,6 @@ class FileResolution:
         return file
 
 
-def _data_url(file: LoadedFile) -> str:
-    return f"data:{file.media_type};base64,{base64.b64encode(file.data).decode('ascii')}"
 
 
 def names_files(items: list[dict[str, Any]]) -> bool:
