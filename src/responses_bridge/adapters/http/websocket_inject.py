@@ -19,7 +19,8 @@ The input is validated and committed atomically, as the SDK's beta describes it:
 
 Both events carry the response's ``stream_id`` when its lane has one and are numbered by the connection's own
 counter, with steering's (websocket_steering.py). What waits is bounded: the settings of at most
-:data:`WAITING_MEMORY` waiting responses, and injections for running ones within the connection's byte budget.
+:data:`WAITING_MEMORY` waiting responses and within the connection's byte budget (the oldest waits no more, and is
+then an ended response), and injections for running ones within that budget too.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class Injections:
         self._send_error = send_error
         self.budget = budget
         self.held = 0  # bytes of injections waiting for running responses
+        self.settings_bytes = 0  # bytes of the waiting responses' settings (the newest is always kept)
         self._waiting: OrderedDict[str, Waiting] = OrderedDict()
         self._pending: dict[str, list[bytes]] = {}  # running response -> injected input (JSON) in arrival order
         self._ended: OrderedDict[str, Target] = OrderedDict()  # ended without waiting, or resumed
@@ -99,11 +101,13 @@ class Injections:
         stubs = required_input(list((response or {}).get("output") or [])) if status == "completed" else []
         if stubs:
             settings = {key: value for key, value in create.items() if key not in SETTINGS_LEFT_OUT}
-            self._waiting[target.response_id] = Waiting(
-                target, {stub.get("call_id") or stub.get("approval_request_id") for stub in stubs},
-                orjson.dumps(settings))
-            while len(self._waiting) > WAITING_MEMORY:
-                self._remember_ended(self._waiting.popitem(last=False)[1].lane)
+            waiting = Waiting(target, {stub.get("call_id") or stub.get("approval_request_id") for stub in stubs},
+                              orjson.dumps(settings))
+            self._waiting[target.response_id] = waiting
+            self.settings_bytes += len(waiting.settings)
+            while len(self._waiting) > 1 and (len(self._waiting) > WAITING_MEMORY
+                                              or self.settings_bytes > self.budget):
+                self._forget(next(iter(self._waiting)))
         else:
             self._remember_ended(target)
         for data in self._pending.pop(target.response_id, []):
@@ -114,7 +118,7 @@ class Injections:
         """The connection ends: what waits goes with it."""
         self._waiting.clear()
         self._pending.clear()
-        self.held = 0
+        self.held = self.settings_bytes = 0
 
     async def _commit(self, response_id: str, value: list[Any]) -> None:
         waiting = self._waiting.get(response_id)
@@ -136,8 +140,7 @@ class Injections:
                 f"those: {len(stray)} item(s) answer none of them; unanswered: {', '.join(missing) or 'none'}.",
                 param="input", code="invalid_input"))
             return
-        del self._waiting[response_id]
-        self._remember_ended(waiting.lane)
+        self._forget(response_id)
         await self._steering.emit(waiting.lane, {"type": "response.inject.created", "response_id": response_id})
         create = orjson.loads(waiting.settings)
         if not create.get("conversation"):  # a conversation's next response continues it by the conversation
@@ -147,6 +150,12 @@ class Injections:
         if waiting.lane.stream_id is not None:
             create["stream_id"] = waiting.lane.stream_id
         await self._enqueue(orjson.dumps(create))
+
+    def _forget(self, response_id: str) -> None:
+        """The response waits no more (resumed, or the oldest past the bounds): it is an ended one."""
+        waiting = self._waiting.pop(response_id)
+        self.settings_bytes -= len(waiting.settings)
+        self._remember_ended(waiting.lane)
 
     def _remember_ended(self, target: Target) -> None:
         self._ended[target.response_id] = target
