@@ -95,6 +95,11 @@ class FileResolution:
         self._bytes = 0
         self._urls: dict[int, str] = {}  # a loaded file's data URL, by the file's identity
 
+    @property
+    def bytes(self) -> int:
+        """The stored bytes of the files loaded so far."""
+        return self._bytes
+
     def release(self) -> None:
         """Give back the memory the loaded files reserved (idempotent: every end of the run may call it)."""
         loaded, self._loaded = self._loaded, {}

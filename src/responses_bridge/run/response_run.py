@@ -214,6 +214,8 @@ class ResponseRun:
                          large: bool) -> UpstreamRequest | None:
         """:meth:`begin` once the request's input is whole: the translator built, the tool loop set up, the first
         call made."""
+        if prepared.files is not None and prepared.files.bytes > LARGE_BODY_BYTES:
+            large = True  # megabytes of files inlined: translated off the event loop, as a large body is
         served = self._server_tools.services.served if self._server_tools is not None else frozenset()
         make = functools.partial(Translator, request, prepared.history, prepared.prompt, self._options, self._sealer,
                                  framing=self._framing, conversation_id=self._conversation_id, served=served,
