@@ -22,8 +22,10 @@ class Socket:
     async def send(self, frames: list[str]) -> None:
         self.events.extend(orjson.loads(frame) for frame in frames)
 
-    async def enqueue(self, frame: bytes) -> None:
-        self.creates.append(orjson.loads(frame))
+    async def enqueue(self, frame: bytes, stream_id: str | None) -> None:
+        create = orjson.loads(frame)
+        assert create.get("stream_id") == stream_id
+        self.creates.append(create)
 
     async def error(self, error: APIError) -> None:
         self.errors.append(error)

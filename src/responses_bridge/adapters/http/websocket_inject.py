@@ -40,7 +40,8 @@ WAITING_MEMORY = 16
 
 INJECT_KEYS = frozenset(("type", "response_id", "input"))
 
-Enqueue = Callable[[bytes], Awaitable[None]]
+Enqueue = Callable[[bytes, str | None], Awaitable[None]]
+"""Queues a ``response.create`` frame on a lane (``stream_id``), as the socket's reader queues a client's."""
 
 
 @dataclass
@@ -63,7 +64,7 @@ class Injections:
     def __init__(self, steering: Steering, enqueue: Enqueue, send_error: Callable[[APIError], Awaitable[None]], *,
                  budget: int) -> None:
         self._steering = steering  # knows which responses run, and numbers the connection's events
-        self._enqueue = enqueue  # a response.create frame, queued as if the client had sent it
+        self._enqueue = enqueue  # a response.create frame onto its lane, as the client's are queued
         self._send_error = send_error
         self.budget = budget
         self.held = 0  # bytes of injections waiting for running responses
@@ -149,7 +150,7 @@ class Injections:
         create["type"] = "response.create"
         if waiting.lane.stream_id is not None:
             create["stream_id"] = waiting.lane.stream_id
-        await self._enqueue(orjson.dumps(create))
+        await self._enqueue(orjson.dumps(create), waiting.lane.stream_id)
 
     def _forget(self, response_id: str) -> None:
         """The response waits no more (resumed, or the oldest past the bounds): it is an ended one."""
