@@ -23,7 +23,7 @@ from responses_bridge.envoy_config import Auth, render_bootstrap
 from tests.integration.test_tenant_isolation import create_key
 from tests.support.bridge import Sidecar, UpstreamLog, running_sidecar
 from tests.support.envoy import start_envoy
-from tests.support.schema import check_stream, validate_response
+from tests.support.schema import check_stream, validate_event, validate_response
 from tests.unit.test_retrieval_extract import pdf_with_text
 
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYGBgAAAABQABpfZFQAAAAABJRU5E"
@@ -124,6 +124,18 @@ async def test_a_prompt_variable_naming_a_file_is_resolved_too(
         "doc": {"type": "input_file", "file_id": text_id}}}}, stream=True)
     messages = (await upstream_log.last_body())["messages"]
     assert messages[1]["content"][1] == {"type": "text", "text": f"[file: note.txt]\n{NOTE}"}
+
+
+async def test_a_compaction_summarises_a_file_by_its_content_and_keeps_the_latest_part_as_sent(
+        client: openai.AsyncOpenAI, http: aiohttp.ClientSession, upstream_log: UpstreamLog) -> None:
+    text_id = await upload(client, "note.txt", NOTE.encode())
+    async with http.post("/v1/responses/compact", json={"model": "fake-model", "input": [
+            *user({"type": "input_file", "file_id": text_id}), {"role": "assistant", "content": "Noted."},
+            *user({"type": "input_file", "file_id": text_id})]}) as answer:
+        assert answer.status == 200, await answer.text()
+        compacted = await answer.json()
+    assert NOTE in orjson.dumps((await upstream_log.last_body())["messages"]).decode()
+    assert compacted["output"][0]["content"][1] == {"type": "input_file", "file_id": text_id}
 
 
 @pytest.mark.parametrize(("part", "param", "code"), [
@@ -231,6 +243,16 @@ async def test_an_upstream_that_reads_files_gets_the_pdf_audio_and_original_deta
     assert listed["content"][1] == {"type": "input_file", "file_id": pdf_id}
 
 
+async def test_a_file_of_megabytes_reaches_the_upstream_through_both_doors(reader: aiohttp.ClientSession,
+                                                                          upstream_log: UpstreamLog) -> None:
+    data = b"\x00\x01binary" * (1024 * 1024)  # 8 MiB: past gRPC's default 4 MiB message on the Envoy door
+    blob_id = await upload_as(reader, "a", "blob.bin", data)
+    await create(reader, {"input": user({"type": "input_file", "file_id": blob_id})}, stream=False,
+                 headers=as_tenant("a"))
+    part = last_user_parts(await upstream_log.last_body())[1]
+    assert part["file"]["file_data"] == "data:application/octet-stream;base64," + base64.b64encode(data).decode()
+
+
 async def test_another_tenants_file_is_the_404_of_an_unknown_one(reader: aiohttp.ClientSession,
                                                                  upstream_log: UpstreamLog) -> None:
     theirs = await upload_as(reader, "b", "secret.txt", b"the launch code is amber falcon")
@@ -243,3 +265,18 @@ async def test_another_tenants_file_is_the_404_of_an_unknown_one(reader: aiohttp
         assert status == 404 and error["message"] == files_error["message"] and error["code"] == files_error["code"]
         assert error["param"] == "input[0].content[1].file_id"
     assert await upstream_log.entries() == []
+
+
+async def test_a_websocket_turn_resolves_files_by_id(client: openai.AsyncOpenAI, base_url: str,
+                                                      upstream_log: UpstreamLog) -> None:
+    text_id = await upload(client, "note.txt", NOTE.encode())
+    async with aiohttp.ClientSession(base_url=base_url) as session, session.ws_connect("/v1/responses") as ws:
+        await ws.send_str(orjson.dumps({"type": "response.create", "model": "fake-model",
+                                        "input": user({"type": "input_file", "file_id": text_id})}).decode())
+        events: list[dict[str, Any]] = []
+        while not events or events[-1]["type"] not in ("response.completed", "response.failed", "error"):
+            events.append(orjson.loads((await ws.receive(timeout=20)).data))
+    assert events[-1]["type"] == "response.completed", events[-1]
+    for event in events:
+        validate_event(event)
+    assert last_user_parts(await upstream_log.last_body())[1] == {"type": "text", "text": f"[file: note.txt]\n{NOTE}"}

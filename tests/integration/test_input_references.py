@@ -124,3 +124,23 @@ async def test_input_token_counts_take_a_personality(client: openai.AsyncOpenAI,
             assert answer.status == 400
             error = (await answer.json())["error"]
         assert (error["param"], error["code"]) == ("personality", code)
+
+
+async def test_conversation_items_take_references_and_outputs_without_call_id(http: aiohttp.ClientSession) -> None:
+    call = {"type": "function_call", "call_id": "call_c", "name": "lookup", "arguments": "{}"}
+    async with http.post("/v1/conversations", json={"items": [
+            {"type": "message", "role": "user", "content": "hi"}, call]}) as answer:
+        conversation = await answer.json()
+    async with http.get(f"/v1/conversations/{conversation['id']}/items?order=asc") as answer:
+        first = (await answer.json())["data"][0]
+    async with http.post(f"/v1/conversations/{conversation['id']}/items", json={"items": [
+            {"type": "function_call_output", "output": "found", "name": "lookup"}, {"id": first["id"]}]}) as answer:
+        assert answer.status == 200, await answer.text()
+        added = (await answer.json())["data"]
+    ITEMS.validate_python(added, strict=True)
+    assert added[0]["call_id"] == "call_c" and added[0]["name"] == "lookup"
+    assert (added[1]["type"], added[1]["id"], added[1]["content"]) == ("message", first["id"], first["content"])
+    async with http.post(f"/v1/conversations/{conversation['id']}/items", json={"items": [
+            {"type": "item_reference", "id": "msg_elsewhere"}]}) as answer:
+        assert answer.status == 404
+        assert (await answer.json())["error"]["param"] == "items[0].id"

@@ -88,6 +88,16 @@ async def test_a_file_is_read_once_the_bound_shrinks_and_the_memory_goes_back() 
     assert sorted(loader.released) == ["file-i", "file-t"]
 
 
+async def test_parts_naming_one_image_share_its_data_url_and_its_bytes_are_let_go() -> None:
+    loader = Loader(FILES)
+    resolution = FileResolution(loader, EngineOptions(), "t")
+    image = {"type": "input_image", "file_id": "file-i"}
+    [resolved] = await resolution.resolve([message(image, {**image, "detail": "low"})], "input")
+    assert resolved["content"][1]["image_url"] is resolved["content"][2]["image_url"]
+    assert resolved["content"][2]["detail"] == "low" and len(loader.loads) == 1
+    assert all(not file.data for file in resolution._loaded.values())
+
+
 async def test_items_naming_no_file_are_returned_as_they_are() -> None:
     items = [message(), {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"}]
     assert await FileResolution(Loader({}), EngineOptions(), "t").resolve(items, "input") is items

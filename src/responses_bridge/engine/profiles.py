@@ -48,7 +48,10 @@ What each switch does, and why a backend needs it:
 * ``openai_fields``: pass OpenAI's own Chat Completions fields on: ``prompt_cache_retention``,
   ``prompt_cache_options`` and ``moderation``. Other servers do not know them (strict ones answer 400), so off
   everywhere else: the cache fields are then echoed but not applied, and ``moderation`` is refused with a 400,
-  since a client asking for moderation must not get unmoderated output unknowingly.
+  since a client asking for moderation must not get unmoderated output unknowingly. The same switch says the
+  backend reads what only OpenAI's Chat Completions takes among content parts: ``file`` parts (a stored PDF or
+  other file named by ``file_id`` goes as one; elsewhere its text does, or a 400: run/file_inputs.py),
+  ``input_audio`` parts (elsewhere a 400) and image ``detail: "original"`` (elsewhere sent as ``high``).
 
 ``generic`` is the bridge's behaviour before profiles existed, and the default. ``responses-bridge probe`` measures
 these switches on a live server (probe/checks.py).

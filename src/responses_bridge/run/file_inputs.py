@@ -21,14 +21,60 @@ named, and reserves the request memory each holds until the response ends (servi
 from __future__ import annotations
 
 import base64
+import dataclasses
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..engine.options import EngineOptions
-from ..protocol.errors import invalid_request
+from ..engine.state import RenderedPrompt
+from ..protocol.call_outputs import pair_call_outputs
+from ..protocol.errors import APIError, invalid_request
 from ..protocol.file_refs import LoadedFile
+from ..protocol.item_references import has_references, resolve_references
+from ..protocol.request import ResponsesRequest
 
-MAX_REQUEST_FILE_BYTES = 50 * 1024 * 1024
-"""Bytes of stored files one request may inline (OpenAI's limit on a request's file inputs: 50 MB in all)."""
+MAX_REQUEST_FILE_BYTES = 32 * 1024 * 1024
+"""Bytes of stored files one request may inline, in all. OpenAI takes 50 MB; here the request sent upstream must
+stay within what the bridge takes from a client (64 MiB: ``RESPONSES_BRIDGE_MAX_REQUEST_BYTES``' default, and
+Envoy's buffer for the body the sidecar hands it), and a file goes as base64, a third larger."""
+
+
+@dataclass
+class PreparedInput:
+    """What the upstream gets, where it differs from what is stored: the history, the input (None: the request's
+    own items) and the prompt, with their parts naming a file resolved by ``files`` (None when none did), whose
+    memory the run gives back when it ends."""
+
+    history: list[dict[str, Any]]
+    sent_input: list[dict[str, Any]] | None
+    prompt: RenderedPrompt | None
+    files: FileResolution | None
+
+
+async def prepare_input(request: ResponsesRequest, history: list[dict[str, Any]], prompt: RenderedPrompt | None,
+                        loader: FileLoader | None, options: EngineOptions, tenant: str) -> PreparedInput:
+    """The request's input made whole once its history is loaded, for every run kind: ``item_reference`` items
+    replaced by the items they name (in the stored input too), call outputs without ``call_id`` paired
+    (protocol/call_outputs.py), and the parts naming a file resolved for the upstream (here)."""
+    if has_references(request.input_items):
+        request.input_items[:] = resolve_references(history, request.input_items)
+    pair_call_outputs(history, request.input_items)
+    prompt_items = prompt.input_items if prompt is not None else []
+    if not (names_files(history) or names_files(request.input_items) or names_files(prompt_items)):
+        return PreparedInput(history, None, prompt, None)
+    if loader is None:
+        raise APIError(400, "Content parts naming a file ('file_id') are not supported here.", param="input",
+                       code="unsupported_parameter")
+    resolution = FileResolution(loader, options, tenant)
+    try:
+        history = await resolution.resolve(history, "history")
+        sent_input = await resolution.resolve(request.input_items, "input")
+        if prompt is not None:  # a prompt's image or file variable may name a file too
+            prompt = dataclasses.replace(prompt, input_items=await resolution.resolve(prompt_items, "prompt"))
+    except BaseException:
+        resolution.release()
+        raise
+    return PreparedInput(history, sent_input, prompt, resolution)
 
 
 class FileLoader(Protocol):
@@ -47,10 +93,17 @@ class FileResolution:
         self._tenant = tenant
         self._loaded: dict[tuple[str, bool], LoadedFile] = {}
         self._bytes = 0
+        self._urls: dict[int, str] = {}  # a loaded file's data URL, by the file's identity
+
+    @property
+    def bytes(self) -> int:
+        """The stored bytes of the files loaded so far."""
+        return self._bytes
 
     def release(self) -> None:
         """Give back the memory the loaded files reserved (idempotent: every end of the run may call it)."""
         loaded, self._loaded = self._loaded, {}
+        self._urls = {}
         for file in loaded.values():
             file.release()
 
@@ -89,13 +142,13 @@ class FileResolution:
             if not file.media_type.startswith("image/"):
                 raise invalid_request(f"File '{file_id}' is not an image ({file.media_type}): 'input_image' takes "
                                       "an image file.", param=f"{param}.file_id", code="invalid_image")
-            return {"type": "input_image", "image_url": _data_url(file), "detail": part.get("detail", "auto")}
+            return {"type": "input_image", "image_url": self._data_url(file), "detail": part.get("detail", "auto")}
         if file.text is not None:
             return {"type": "input_text", "text": f"[file: {file.filename}]\n{file.text}"}
         if file.media_type.startswith("image/"):
-            return {"type": "input_image", "image_url": _data_url(file), "detail": "auto"}
+            return {"type": "input_image", "image_url": self._data_url(file), "detail": "auto"}
         if self._options.openai_fields:
-            resolved = {"type": "input_file", "file_data": _data_url(file), "filename": file.filename}
+            resolved = {"type": "input_file", "file_data": self._data_url(file), "filename": file.filename}
             if "detail" in part:  # a native backend takes it; Chat Completions' file part has no place for it
                 resolved["detail"] = part["detail"]
             return resolved
@@ -103,6 +156,16 @@ class FileResolution:
             f"File '{file_id}' ({file.media_type}) cannot be given to this upstream: it reads the text of text, "
             "Markdown, HTML, JSON, CSV, PDF and DOCX files, and images.", param=f"{param}.file_id",
             code="unsupported_file")
+
+    def _data_url(self, file: LoadedFile) -> str:
+        """The file as a ``data:`` URL, made once: every part naming it shares the one string, and the bytes it
+        was made from are let go (what the reservation covers is the URL from then on)."""
+        url = self._urls.get(id(file))
+        if url is None:
+            url = self._urls[id(file)] = (f"data:{file.media_type};base64,"
+                                          f"{base64.b64encode(file.data).decode('ascii')}")
+            file.data = b""
+        return url
 
     async def _load(self, file_id: str, *, text: bool, param: str) -> LoadedFile:
         key = (file_id, text)
@@ -116,8 +179,6 @@ class FileResolution:
         return file
 
 
-def _data_url(file: LoadedFile) -> str:
-    return f"data:{file.media_type};base64,{base64.b64encode(file.data).decode('ascii')}"
 
 
 def names_files(items: list[dict[str, Any]]) -> bool:

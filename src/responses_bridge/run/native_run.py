@@ -28,15 +28,13 @@ from ..engine.native_relay import NativeRelay
 from ..engine.options import EngineOptions
 from ..engine.sse import DONE_FRAME
 from ..engine.wire import JSON_CONTENT_TYPE, SSE_CONTENT_TYPE, Reply, UpstreamRequest
-from ..protocol.call_outputs import pair_call_outputs
 from ..protocol.errors import APIError, not_found
-from ..protocol.item_references import has_references, resolve_references
 from ..protocol.multi_agent import NOT_BETA
 from ..protocol.request import ResponsesRequest, parse_json_object, parse_request_object
 from ..sealing import Sealer
 from ..store.base import ResponseStore
 from ..store.records import LeaseLost
-from .file_inputs import FileLoader, FileResolution, names_files
+from .file_inputs import FileLoader, FileResolution, prepare_input
 from .history import ConversationHistory, load_conversation
 from .runs import BeforePersist
 
@@ -131,24 +129,16 @@ class NativeRun:
                 raise APIError(400, f"Tool type '{tool['type']}' is not supported for this model.",
                                param=f"tools[{index}].type", code="unsupported_parameter")
         history = await self._history(request)
-        if has_references(request.input_items):  # item_reference: the items they name (the backend knows none)
-            request.input_items[:] = resolve_references(history, request.input_items)
-        pair_call_outputs(history, request.input_items)
-        sent_input = None
-        if names_files(history) or names_files(request.input_items):  # the backend cannot read the bridge's files
-            if self._files is None:
-                raise APIError(400, "Content parts naming a file ('file_id') are not supported here.",
-                               param="input", code="unsupported_parameter")
-            self._file_resolution = resolution = FileResolution(self._files, self._options, self.tenant)
-            try:
-                history = await resolution.resolve(history, "history")
-                sent_input = await resolution.resolve(request.input_items, "input")
-            except BaseException:
-                self.release()
-                raise
-        self.relay = NativeRelay(request, raw, history, upstream_model=self._upstream_model,
-                                 conversation_id=self._conversation_id, max_event_bytes=self._max_event_bytes,
-                                 sealer=self._native_sealer, sent_input=sent_input)
+        # the backend knows none of the bridge's items and files: references, call outputs and files made whole
+        prepared = await prepare_input(request, history, None, self._files, self._options, self.tenant)
+        self._file_resolution = prepared.files
+        try:
+            self.relay = NativeRelay(request, raw, prepared.history, upstream_model=self._upstream_model,
+                                     conversation_id=self._conversation_id, max_event_bytes=self._max_event_bytes,
+                                     sealer=self._native_sealer, sent_input=prepared.sent_input)
+        except BaseException:
+            self.release()
+            raise
         self.on_upstream_chunk = self.relay.on_upstream_chunk  # the per-chunk path has no layer of its own
         return self.relay.upstream_request()
 

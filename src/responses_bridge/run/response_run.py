@@ -37,7 +37,6 @@ the :class:`~responses_bridge.run.upstream.UpstreamClient` interface.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
@@ -45,19 +44,16 @@ from typing import Any
 import structlog
 
 from ..engine.options import EngineOptions
-from ..engine.state import RenderedPrompt
 from ..engine.translator import Translator
 from ..engine.wire import JSON_CONTENT_TYPE, Framing, Reply, UpstreamRequest
 from ..observability import metrics
-from ..protocol.call_outputs import pair_call_outputs
 from ..protocol.errors import APIError, not_found
-from ..protocol.item_references import has_references, resolve_references
 from ..protocol.multi_agent import NOT_BETA
 from ..protocol.request import ResponsesRequest, parse_request, parse_request_object
 from ..sealing import Sealer
 from ..store.base import ResponseStore
 from ..store.records import LeaseLost
-from .file_inputs import FileLoader, FileResolution, names_files
+from .file_inputs import FileLoader, FileResolution, PreparedInput, prepare_input
 from .history import ConversationHistory, PromptRenderer, conversation_and_prompt
 from .multi_agent import offer_agents
 from .runs import BeforePersist
@@ -207,34 +203,25 @@ class ResponseRun:
                 raise not_found(f"Previous response with id '{p.previous_response_id}' not found.",
                                 param="previous_response_id", code="previous_response_not_found")
             history = loaded
-        if has_references(request.input_items):  # item_reference: the items they name, as stored and sent
-            request.input_items[:] = resolve_references(history, request.input_items)
-        pair_call_outputs(history, request.input_items)  # outputs sent without call_id answer the open calls
+        # item references and call outputs made whole (stored so); files resolved for the upstream only
+        prepared = await prepare_input(request, history, prompt, self._files, self._options, self.tenant)
+        self._file_resolution = prepared.files
         try:
-            return await self._translate(request, history, prompt, large)
+            return await self._translate(request, prepared, large)
         except BaseException:
             self._release_files()
             raise
 
-    async def _translate(self, request: ResponsesRequest, history: list[dict[str, Any]],
-                         prompt: RenderedPrompt | None, large: bool) -> UpstreamRequest | None:
-        """:meth:`begin` once the request's history is loaded: its files resolved, the translator built, the tool
-        loop set up, the first call made."""
-        sent_input = None
-        prompt_items = prompt.input_items if prompt is not None else []
-        if names_files(history) or names_files(request.input_items) or names_files(prompt_items):
-            if self._files is None:
-                raise APIError(400, "Content parts naming a file ('file_id') are not supported here.",
-                               param="input", code="unsupported_parameter")
-            self._file_resolution = resolution = FileResolution(self._files, self._options, self.tenant)
-            history = await resolution.resolve(history, "history")
-            sent_input = await resolution.resolve(request.input_items, "input")
-            if prompt is not None:  # a prompt's image or file variable may name a file too
-                prompt = dataclasses.replace(prompt, input_items=await resolution.resolve(prompt_items, "prompt"))
+    async def _translate(self, request: ResponsesRequest, prepared: PreparedInput,
+                         large: bool) -> UpstreamRequest | None:
+        """:meth:`begin` once the request's input is whole: the translator built, the tool loop set up, the first
+        call made."""
+        if prepared.files is not None and prepared.files.bytes > LARGE_BODY_BYTES:
+            large = True  # megabytes of files inlined: translated off the event loop, as a large body is
         served = self._server_tools.services.served if self._server_tools is not None else frozenset()
-        make = functools.partial(Translator, request, history, prompt, self._options, self._sealer,
+        make = functools.partial(Translator, request, prepared.history, prepared.prompt, self._options, self._sealer,
                                  framing=self._framing, conversation_id=self._conversation_id, served=served,
-                                 sent_input=sent_input, open_responses_names=self.beta.open_responses)
+                                 sent_input=prepared.sent_input, open_responses_names=self.beta.open_responses)
         translator = await asyncio.to_thread(make) if large else make()
         if translator.compact_threshold is not None and self._server_tools is None:
             # compaction is a call before the turn: only a door that makes its own calls can make it

@@ -25,8 +25,11 @@ from .. import ids
 from ..engine import compaction
 from ..engine.options import EngineOptions
 from ..engine.response_object import convert_usage
+from ..protocol.call_outputs import pair_call_outputs
 from ..protocol.errors import APIError, invalid_request, not_found
+from ..protocol.item_references import resolve_references
 from ..protocol.request import parse_json_object, parse_request_object
+from ..run.file_inputs import FileLoader, FileResolution, names_files
 from ..run.upstream import UpstreamClient, UpstreamFailure
 from ..sealing import Sealer
 from ..store.base import ResponseStore
@@ -58,7 +61,8 @@ def _is_user_message(item: dict[str, Any]) -> bool:
 
 class CompactionService:
     def __init__(self, store: ResponseStore, sealer: Sealer, upstream: UpstreamClient,
-                 options: EngineOptions) -> None:
+                 options: EngineOptions, files: FileLoader | None = None) -> None:
+        self.files = files  # the tenant's files, for parts naming one (None: such parts are a 400)
         self.store = store
         self.sealer = sealer
         self.upstream = upstream
@@ -79,7 +83,10 @@ class CompactionService:
                 raise not_found(f"Previous response with id '{previous}' not found.", param="previous_response_id",
                                 code="previous_response_not_found")
             items = loaded
-        items = items + request.input_items
+        # references become the items they name, outputs without call_id their call's (as for a create)
+        inputs = resolve_references(items, request.input_items)
+        pair_call_outputs(items, inputs)
+        items = items + inputs
         if not items:
             raise invalid_request("Nothing to compact: send 'input' and/or 'previous_response_id'.", param="input",
                                   code="missing_required_parameter")
@@ -89,7 +96,16 @@ class CompactionService:
         kept, older = split_kept(expanded, lambda item: id(item) in originals)
         summary, usage = "", dict(ZERO_USAGE)
         if older:
-            summary, usage = await self._summarise([expanded[i] for i in older], model, authorization)
+            summarised = [expanded[i] for i in older]
+            files = FileResolution(self.files, self.options, tenant) if self.files and names_files(summarised) \
+                else None
+            try:  # the summary reads the files' content; what is kept keeps the parts as sent
+                if files is not None:
+                    summarised = await files.resolve(summarised, "input")
+                summary, usage = await self._summarise(summarised, model, authorization)
+            finally:
+                if files is not None:
+                    files.release()
         blob = compaction.seal_summary(self.sealer, summary, model, len(older))
         output = [expanded[i] for i in kept]
         output.append({"type": "compaction", "id": ids.new_id("cmp"), "encrypted_content": blob})

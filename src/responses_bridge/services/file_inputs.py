@@ -54,8 +54,9 @@ class FileInputs:
             raise not_found(f"No such File object: {file_id[:200]}", param=param, code="not_found")
         size = int(found["bytes"])
         if size > max_bytes:
-            raise invalid_request(f"File '{file_id}' ({size} bytes) is larger than a request's file inputs may be "
-                                  f"({max_bytes} bytes in all).", param=param, code="file_too_large")
+            raise invalid_request(f"File '{file_id}' ({size} bytes) is more than this request may still inline "
+                                  f"({max_bytes} bytes: the files one request names are bounded in all).",
+                                  param=param, code="file_too_large")
         filename = str(found["filename"])
         extension = Path(filename).suffix.lower()
         as_text = want_text and extension in SUPPORTED_EXTENSIONS and not (pdf_as_file and extension == ".pdf")

@@ -26,7 +26,8 @@ class CompactionRoutes:
         self.upstream = upstream
         self.clients = clients or {}  # several upstreams: the door's own, by name; each request goes to its model's
         # the sidecar's own upstream client (through Envoy when upstream_via is set)
-        self.compaction = CompactionService(runtime.store, runtime.sealer, runtime.upstream, runtime.options)
+        self.compaction = CompactionService(runtime.store, runtime.sealer, runtime.upstream, runtime.options,
+                                            runtime.file_inputs)
         self.tokens = TokenCounter(runtime.upstream, runtime.settings.upstream)
         self.counters = {name: TokenCounter(self._own(name), spec.url)
                          for name, spec in runtime.routes().upstreams.items()} if self.clients else {}
@@ -47,7 +48,7 @@ class CompactionRoutes:
         if self.clients:  # the summary is asked of the model's own upstream, under its upstream name
             route = self._route(body)
             service = CompactionService(self.runtime.store, self.compaction.sealer, self._own(route.upstream.name),
-                                        self.runtime.route_options(route))
+                                        self.runtime.route_options(route), self.runtime.file_inputs)
             authorization = self.runtime.route_authorization(route, request.headers.get("Authorization"))
             result = await service.compact(body, authorization, tenant=request_tenant(request))
         else:

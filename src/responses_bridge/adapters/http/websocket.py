@@ -143,7 +143,7 @@ class WebSocketSession:
         # waits for the socket only as long as the frame before its own takes to write.
         self._send_lock = asyncio.Lock()
         self.steering = Steering(self.send_frames, budget=runtime.settings.max_request_bytes)
-        self.injections = Injections(self.steering, self.receive, self.send_error,
+        self.injections = Injections(self.steering, self.queue_turn, self.send_error,
                                      budget=runtime.settings.max_request_bytes)
 
     async def send_frames(self, frames: list[str]) -> None:
@@ -204,6 +204,12 @@ class WebSocketSession:
                                            code="invalid_type"))
             return
         await self.lanes.room(len(frame))
+        await self.queue_turn(frame, stream_id)
+
+    async def queue_turn(self, frame: bytes, stream_id: str | None) -> None:
+        """A checked ``response.create`` frame onto its lane: a client's, or an injected response's successor
+        (queued from that lane's own turn too, so it never waits for room a turn behind it would free)."""
+        suffix = lane_suffix(stream_id)
         try:  # what the turn will cost parsed, held from now to its end: a 503 past the process's budget
             held = await self.runtime.memory.reserve(len(frame), holder=self.memory_holder)
         except APIError as error:

@@ -19,7 +19,8 @@ The input is validated and committed atomically, as the SDK's beta describes it:
 
 Both events carry the response's ``stream_id`` when its lane has one and are numbered by the connection's own
 counter, with steering's (websocket_steering.py). What waits is bounded: the settings of at most
-:data:`WAITING_MEMORY` waiting responses, and injections for running ones within the connection's byte budget.
+:data:`WAITING_MEMORY` waiting responses and within the connection's byte budget (the oldest waits no more, and is
+then an ended response), and injections for running ones within that budget too.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ WAITING_MEMORY = 16
 
 INJECT_KEYS = frozenset(("type", "response_id", "input"))
 
-Enqueue = Callable[[bytes], Awaitable[None]]
+Enqueue = Callable[[bytes, str | None], Awaitable[None]]
+"""Queues a ``response.create`` frame on a lane (``stream_id``), as the socket's reader queues a client's."""
 
 
 @dataclass
@@ -62,10 +64,11 @@ class Injections:
     def __init__(self, steering: Steering, enqueue: Enqueue, send_error: Callable[[APIError], Awaitable[None]], *,
                  budget: int) -> None:
         self._steering = steering  # knows which responses run, and numbers the connection's events
-        self._enqueue = enqueue  # a response.create frame, queued as if the client had sent it
+        self._enqueue = enqueue  # a response.create frame onto its lane, as the client's are queued
         self._send_error = send_error
         self.budget = budget
         self.held = 0  # bytes of injections waiting for running responses
+        self.settings_bytes = 0  # bytes of the waiting responses' settings (the newest is always kept)
         self._waiting: OrderedDict[str, Waiting] = OrderedDict()
         self._pending: dict[str, list[bytes]] = {}  # running response -> injected input (JSON) in arrival order
         self._ended: OrderedDict[str, Target] = OrderedDict()  # ended without waiting, or resumed
@@ -99,11 +102,13 @@ class Injections:
         stubs = required_input(list((response or {}).get("output") or [])) if status == "completed" else []
         if stubs:
             settings = {key: value for key, value in create.items() if key not in SETTINGS_LEFT_OUT}
-            self._waiting[target.response_id] = Waiting(
-                target, {stub.get("call_id") or stub.get("approval_request_id") for stub in stubs},
-                orjson.dumps(settings))
-            while len(self._waiting) > WAITING_MEMORY:
-                self._remember_ended(self._waiting.popitem(last=False)[1].lane)
+            waiting = Waiting(target, {stub.get("call_id") or stub.get("approval_request_id") for stub in stubs},
+                              orjson.dumps(settings))
+            self._waiting[target.response_id] = waiting
+            self.settings_bytes += len(waiting.settings)
+            while len(self._waiting) > 1 and (len(self._waiting) > WAITING_MEMORY
+                                              or self.settings_bytes > self.budget):
+                self._forget(next(iter(self._waiting)))
         else:
             self._remember_ended(target)
         for data in self._pending.pop(target.response_id, []):
@@ -114,7 +119,7 @@ class Injections:
         """The connection ends: what waits goes with it."""
         self._waiting.clear()
         self._pending.clear()
-        self.held = 0
+        self.held = self.settings_bytes = 0
 
     async def _commit(self, response_id: str, value: list[Any]) -> None:
         waiting = self._waiting.get(response_id)
@@ -136,8 +141,7 @@ class Injections:
                 f"those: {len(stray)} item(s) answer none of them; unanswered: {', '.join(missing) or 'none'}.",
                 param="input", code="invalid_input"))
             return
-        del self._waiting[response_id]
-        self._remember_ended(waiting.lane)
+        self._forget(response_id)
         await self._steering.emit(waiting.lane, {"type": "response.inject.created", "response_id": response_id})
         create = orjson.loads(waiting.settings)
         if not create.get("conversation"):  # a conversation's next response continues it by the conversation
@@ -146,7 +150,13 @@ class Injections:
         create["type"] = "response.create"
         if waiting.lane.stream_id is not None:
             create["stream_id"] = waiting.lane.stream_id
-        await self._enqueue(orjson.dumps(create))
+        await self._enqueue(orjson.dumps(create), waiting.lane.stream_id)
+
+    def _forget(self, response_id: str) -> None:
+        """The response waits no more (resumed, or the oldest past the bounds): it is an ended one."""
+        waiting = self._waiting.pop(response_id)
+        self.settings_bytes -= len(waiting.settings)
+        self._remember_ended(waiting.lane)
 
     def _remember_ended(self, target: Target) -> None:
         self._ended[target.response_id] = target
