@@ -18,6 +18,7 @@ from . import config_file
 from .config_agent_sandbox import AgentSandboxSettings
 from .config_endpoints import EndpointSettings
 from .config_errors import EnvJSONError, JsonEnvSource, SettingsError, Sources, explain, explain_json
+from .config_pools import PoolSettings
 from .config_sandbox import CodeSandboxSettings
 from .engine.options import EngineOptions
 from .engine.profiles import SWITCHES, ProfileName, options_for
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from .run.tools.web_search_base import WebSearchSettings
     from .sandbox import SandboxLimits
 
-class Settings(AgentSandboxSettings, CodeSandboxSettings, EndpointSettings):
+class Settings(PoolSettings, AgentSandboxSettings, CodeSandboxSettings, EndpointSettings):
     model_config = SettingsConfigDict(env_prefix="RESPONSES_BRIDGE_", extra="ignore")
 
     stream_via_sidecar: bool = Field(default=False, description=(
@@ -56,46 +57,11 @@ class Settings(AgentSandboxSettings, CodeSandboxSettings, EndpointSettings):
     upstream_timeout: float = 600.0  # whole-request ceiling; streams are also bounded by idle_timeout
     upstream_connect_timeout: float = 10.0
     upstream_idle_timeout: float = 300.0  # the longest silence allowed between two upstream chunks
-    upstream_max_connections: int = Field(default=256, ge=1, description=(
-        "the sidecar's own upstream model calls open at once, every tenant's together (each upstream's connection "
-        "pool is bounded by it too); a call that finds none within `upstream_connect_timeout` fails with 503 "
-        "`upstream_connections_exceeded`. Shared by the fair-share rule (see docs/operations.md)"))
-    upstream_tenant_connections: int = Field(default=0, ge=0, description=(
-        "of `upstream_max_connections`, what one tenant's calls may hold when it is alone; beside other tenants "
-        "less, by the fair-share rule, so several tenants never take them all; 0: half where tenants are told apart "
-        "(auth keys or header), all of them with auth none"))
-    upstream_response_connections: int = Field(default=8, ge=1, description=(
-        "upstream model calls one response may have open at once, its own turn and its subagents' together (the "
-        "multi-agent beta): the rest of its subagents wait for its earlier calls to end"))
     max_request_bytes: int = 64 * 1024 * 1024
     websocket_max_lanes: int = Field(default=8, ge=1, description=(
         "WebSocket mode: `stream_id` lanes one connection may have busy at once (turns running or waiting); a "
         "turn that would open one more gets an `error` event, code `too_many_lanes`"))
     max_event_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)  # one upstream event / JSON answer; engine/sse.py
-    memory_budget_bytes: int | None = Field(default=None, ge=0, description=(
-        "memory the requests in flight of the sidecar may hold together, estimated as 30 times each body's bytes "
-        "(what a request costs parsed, translated and stored, at most); past it new requests wait up to 2 s, then "
-        "get 503 `server_overloaded` with Retry-After; WebSocket turns count from when they are queued. Unset: half "
-        "the container's memory limit (else the machine's); with several workers each takes its share; 0: no "
-        "budget"))
-    memory_budget_share: float = Field(default=0.5, gt=0, le=1, description=(
-        "the part of the memory budget one tenant's requests in flight may hold together when it is alone (with "
-        "`auth: none`, one caller's, told apart by its Authorization key; callers sending none share one); beside "
-        "others less, by the fair-share rule (docs/operations.md), so several tenants never take it all; past it "
-        "that tenant's new requests wait up to 2 s, then get 503 `memory_share_exceeded` with Retry-After while "
-        "the others are served; 1: no share, first come first served"))
-    program_slots: int = Field(default=4, ge=1, description=(
-        "programs of programmatic tool calling running at once in one process, each in a worker process of its "
-        "own; with tenants (`auth: keys`) one tenant holds at most all but one slot, and a freed slot goes to the "
-        "waiting tenant holding the fewest"))
-    program_slot_wait: float = Field(default=30.0, gt=0, description=(
-        "seconds a program waits for a slot (see `program_slots`); past it the program ends `incomplete` saying "
-        "so, and the model reads why"))
-    program_memory_bytes: int = Field(default=256 * 1024 * 1024, ge=64 * 1024 * 1024, description=(
-        "memory one program may hold: its worker process's writable memory beyond V8's own fixed part (the heap, "
-        "at most 128 MiB of it, and every ArrayBuffer and typed array), bounded by the kernel (RLIMIT_DATA), and "
-        "reserved in the memory budget for the program's tenant while it runs; past it the allocation fails or "
-        "the program ends `incomplete` naming the bound"))
     request_body_timeout: float = Field(default=30.0, ge=0, description=(
         "seconds a request body may take to arrive, plus one second for every `request_body_min_rate` bytes "
         "received; a slower body is answered 408 `request_timeout` and its connection closed, giving back what it "

@@ -29,7 +29,8 @@ from typing import Any, Literal
 import structlog
 
 from .errors import APIError, invalid_request
-from .known_fields_table import REQUEST, ROUTES
+from .known_fields_table import REQUEST
+from .known_routes_table import ROUTES
 
 log = structlog.get_logger(__name__)
 

@@ -57,7 +57,7 @@ from .file_inputs import FileLoader, FileResolution, PreparedInput, prepare_inpu
 from .history import ConversationHistory, PromptRenderer, conversation_and_prompt
 from .multi_agent import offer_agents
 from .runs import BeforePersist
-from .server_tools import CheckedTools, ServerToolRun, ServerTools
+from .server_tools import CheckedTools, ServerToolRun, ServerTools, offers_server_tools, write_events
 from .subagents import Admission, attach_agents, wants_agents
 from .upstream_gate import UpstreamGate
 
@@ -233,7 +233,7 @@ class ResponseRun:
         self.backlog, self.catch_up = translator.backlog, translator.catch_up
         agents = wants_agents(request, loop=self._server_tools is not None and translator.plan is not None)
         if self._server_tools is not None and translator.plan is not None and (
-                agents or _offers_server_tools(request, served)):
+                agents or offers_server_tools(request, served)):
             # checked before anything is sent: a malformed or refused MCP tool is a 400 here
             checked = await self._server_tools.check(translator.request, translator.context, translator.plan,
                                                      translator.builder, tenant=self.tenant)
@@ -312,7 +312,7 @@ class ResponseRun:
             announced = translator.take_events()
             if announced:
                 await write(announced)
-            tool_run.runner.live = functools.partial(_write_events, translator, write)
+            tool_run.runner.live = functools.partial(write_events, translator, write)
         try:
             outcome = await tool_run.run_turn(turn)
         finally:
@@ -495,17 +495,3 @@ class ResponseRun:
             log.warning("conversation_gone", response_id=translator.response_id, conversation_id=conversation_id)
         return True
 
-
-def _offers_server_tools(request: ResponsesRequest, served: frozenset[str]) -> bool:
-    """Does the request offer a tool the loop runs, or answer an MCP approval request (the call runs now)?"""
-    tools = request.params.tools or ()
-    if any(isinstance(tool, dict) and tool.get("type") in served for tool in tools):
-        return True
-    return any(item.get("type") == "mcp_approval_response" for item in request.input_items)
-
-
-async def _write_events(translator: Translator, write: Callable[[bytes], Awaitable[None]]) -> None:
-    """The events the turn's calls made so far, to the client now (a streamed tool's progress)."""
-    events = translator.take_events()
-    if events:
-        await write(events)

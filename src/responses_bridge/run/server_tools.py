@@ -32,8 +32,9 @@ cancellation propagates (and cancels the calls still running).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..engine.options import EngineOptions
 from ..engine.output_builder import OutputBuilder
@@ -44,6 +45,9 @@ from ..protocol.request import ResponsesRequest
 from .server_tool_services import ServerToolServices
 from .server_tools_calls import CallRunner, TurnOutcome
 from .server_tools_setup import SetUp, storable_tools
+
+if TYPE_CHECKING:
+    from ..engine.translator import Translator
 
 __all__ = ["CheckedTools", "ServerToolRun", "ServerToolServices", "ServerTools", "TurnOutcome", "storable_tools"]
 
@@ -146,3 +150,17 @@ class ServerToolRun:
         """Free the tool search index (an in-memory SQLite database)."""
         self.runner.close()
 
+
+def offers_server_tools(request: ResponsesRequest, served: frozenset[str]) -> bool:
+    """Does the request offer a tool the loop runs, or answer an MCP approval request (the call runs now)?"""
+    tools = request.params.tools or ()
+    if any(isinstance(tool, dict) and tool.get("type") in served for tool in tools):
+        return True
+    return any(item.get("type") == "mcp_approval_response" for item in request.input_items)
+
+
+async def write_events(translator: Translator, write: Callable[[bytes], Awaitable[None]]) -> None:
+    """The events the turn's calls made so far, to the client now (a streamed tool's progress)."""
+    events = translator.take_events()
+    if events:
+        await write(events)

@@ -22,7 +22,7 @@ from ...config_help import meaning as setting_meaning
 from ...envoy_config import bootstrap_dict, to_yaml
 from .api_surface import fill_surface
 from .deploy_examples import DEMO
-from .known_fields import known_fields_source
+from .known_fields import known_fields_source, known_routes_source
 
 __all__ = ["MEANINGS", "UndocumentedSetting", "configuration_reference", "deployment_snippets", "rendered_docs"]
 
@@ -139,4 +139,5 @@ def rendered_docs(root: Path) -> dict[Path, str]:
         root / "docs" / "configuration.md": configuration_reference(),
         deployment: fill_generated(deployment.read_text(), deployment_snippets()),
         root / "src" / "responses_bridge" / "protocol" / "known_fields_table.py": known_fields_source(),
+        root / "src" / "responses_bridge" / "protocol" / "known_routes_table.py": known_routes_source(),
     }

@@ -1,0 +1,51 @@
+"""The shared pools' settings that are not the sandbox's: the memory budget, the sidecar's own upstream calls and
+the programs of programmatic tool calling. A group of config.py's :class:`Settings` (which sets the sources and the
+``RESPONSES_BRIDGE_`` prefix), in a module of its own so config.py stays within the house's module size; each pool
+admits tenants by the one fair-share rule (fair_share.py, stated in docs/operations.md).
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings
+
+
+class PoolSettings(BaseSettings):
+    """How large the memory budget, the upstream-call and the program pools are, and what one tenant or response
+    may hold of them."""
+
+    memory_budget_bytes: int | None = Field(default=None, ge=0, description=(
+        "memory the requests in flight of the sidecar may hold together, estimated as 30 times each body's bytes "
+        "(what a request costs parsed, translated and stored, at most); past it new requests wait up to 2 s, then "
+        "get 503 `server_overloaded` with Retry-After; WebSocket turns count from when they are queued. Unset: half "
+        "the container's memory limit (else the machine's); with several workers each takes its share; 0: no "
+        "budget"))
+    memory_budget_share: float = Field(default=0.5, gt=0, le=1, description=(
+        "the part of the memory budget one tenant's requests in flight may hold together when it is alone (with "
+        "`auth: none`, one caller's, told apart by its Authorization key; callers sending none share one); beside "
+        "others less, by the fair-share rule (docs/operations.md), so several tenants never take it all; past it "
+        "that tenant's new requests wait up to 2 s, then get 503 `memory_share_exceeded` with Retry-After while "
+        "the others are served; 1: no share, first come first served"))
+    upstream_max_connections: int = Field(default=256, ge=1, description=(
+        "the sidecar's own upstream model calls open at once, every tenant's together (each upstream's connection "
+        "pool is bounded by it too); a call that finds none within `upstream_connect_timeout` fails with 503 "
+        "`upstream_connections_exceeded`. Shared by the fair-share rule (see docs/operations.md)"))
+    upstream_tenant_connections: int = Field(default=0, ge=0, description=(
+        "of `upstream_max_connections`, what one tenant's calls may hold when it is alone; beside other tenants "
+        "less, by the fair-share rule, so several tenants never take them all; 0: half where tenants are told apart "
+        "(auth keys or header), all of them with auth none"))
+    upstream_response_connections: int = Field(default=8, ge=1, description=(
+        "upstream model calls one response may have open at once, its own turn and its subagents' together (the "
+        "multi-agent beta): the rest of its subagents wait for its earlier calls to end"))
+    program_slots: int = Field(default=4, ge=1, description=(
+        "programs of programmatic tool calling running at once in one process, each in a worker process of its "
+        "own; shared among tenants by the fair-share rule (docs/operations.md), so one tenant's programs never "
+        "hold a slot another tenant is waiting for longer than one program's time bound"))
+    program_slot_wait: float = Field(default=30.0, gt=0, description=(
+        "seconds a program waits for a slot (see `program_slots`); past it the program ends `incomplete` saying "
+        "so, and the model reads why"))
+    program_memory_bytes: int = Field(default=256 * 1024 * 1024, ge=64 * 1024 * 1024, description=(
+        "memory one program may hold: its worker process's writable memory beyond V8's own fixed part (the heap, "
+        "at most 128 MiB of it, and every ArrayBuffer and typed array), bounded by the kernel (RLIMIT_DATA), and "
+        "reserved in the memory budget for the program's tenant while it runs; past it the allocation fails or "
+        "the program ends `incomplete` naming the bound"))
