@@ -124,7 +124,7 @@ WEATHER = {"type": "function", "name": "get_weather", "description": "Weather fo
                           "additionalProperties": False}}
 GRAMMAR = {"type": "custom", "name": "run_sql", "description": "Run one SQL query"}
 # Streams over the core paths: reasoning with its summary, text with logprobs, refusals, a cut answer,
-# function and custom tool calls, an upstream that breaks the stream, an upstream error before the stream.
+# function and custom tool calls, an upstream stream that is not JSON, an upstream error before the stream.
 CORE_STREAMS: list[dict[str, Any]] = [
     {"input": "[think] hello there", "reasoning": {"summary": "auto"}},
     {"input": "hello there", "top_logprobs": 2},
@@ -132,7 +132,7 @@ CORE_STREAMS: list[dict[str, Any]] = [
     {"input": "[length] tell me a long story"},
     {"input": "call get_weather Paris", "tools": [WEATHER]},
     {"input": "call run_sql", "tools": [GRAMMAR]},
-    {"input": "[cut=2] a stream that breaks"},
+    {"input": "[garbage] a stream that sends what is not JSON"},
     {"input": "[error=503] an upstream that fails"},
 ]
 CORE_EVENTS = {
