@@ -166,3 +166,31 @@ async def test_every_event_of_the_core_paths_is_one_of_the_sdks(http: aiohttp.Cl
         assert events[-1]["type"] in ("response.completed", "response.incomplete", "response.failed")
         seen |= {event["type"] for event in events}
     assert seen >= CORE_EVENTS, sorted(CORE_EVENTS - seen)
+
+
+async def _socket_turn(base_url: str, headers: dict[str, str]) -> list[dict[str, Any]]:
+    async with aiohttp.ClientSession(base_url=base_url) as session, \
+            session.ws_connect("/v1/responses", headers=headers) as socket:
+        await socket.send_str(orjson.dumps({"type": "response.create", "model": "fake-model",
+                                            "input": "[think] why is the sky blue"}).decode())
+        events: list[dict[str, Any]] = []
+        while not events or events[-1]["type"] not in ("response.completed", "response.failed", "error"):
+            message = await socket.receive(timeout=30)
+            assert message.type == aiohttp.WSMsgType.TEXT, message
+            events.append(orjson.loads(message.data))
+    return events
+
+
+async def test_websocket_mode_names_events_as_its_client_reads_them(base_url: str) -> None:
+    """A socket's events as its upgrade request asked: the SDK's names, or the spec's for an Open Responses
+    client."""
+    events = await _socket_turn(base_url, {})
+    for event in events:
+        strict_event(event)
+    kinds = {event["type"] for event in events}
+    assert {"response.reasoning_text.delta", "response.reasoning_text.done"} <= kinds
+    spec = await _socket_turn(base_url, {"OpenResponses-Version": "2026-04-24"})
+    for event in spec:
+        validate_event(event)
+    assert [event["type"] for event in spec] == [event["type"].replace("reasoning_text.", "reasoning.")
+                                                 for event in events]
