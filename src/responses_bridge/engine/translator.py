@@ -125,6 +125,7 @@ class Translator(ClientStream, CompactionTurns):
         self._events = "sse" if p.background else framing or ("sse" if p.stream else None)
         if p.background:
             self.response["status"] = "queued"
+        open_responses_names = open_responses_names or options.event_names == "open-responses"
         self._builder = OutputBuilder(self.response, encoder_for(self._events, open_responses_names),
                                       targets=targets, summary=reasoning.wants_summary(p.reasoning), seal=seal)
         self._decoder = None
