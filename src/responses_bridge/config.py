@@ -75,6 +75,11 @@ class Settings(PoolSettings, AgentSandboxSettings, CodeSandboxSettings, Endpoint
         "answers 400 `unknown_parameter` naming its path, as OpenAI does (and a value outside one of OpenAI's "
         "enumerations, `reasoning.effort: \"bogus\"`, 400 `invalid_value`); `warn` accepts either and logs the path "
         "once (for clients newer than the bridge's table of OpenAI's fields and values)"))
+    event_names: Literal["openai", "open-responses"] = Field(default="openai", description=(
+        "the names of streamed events where the `openai` SDK and the Open Responses spec differ (a backend's "
+        "reasoning: `response.reasoning_text.delta` / `.done` for the SDK, `response.reasoning.delta` / `.done` in "
+        "the spec): `openai` gives the SDK's names unless a request sends `OpenResponses-Version`; `open-responses` "
+        "gives every client the spec's (a deployment for Open Responses clients only, its compliance suite)"))
     max_input_items: int = Field(default=DEFAULT_MAX_INPUT_ITEMS, ge=1, description=(
         "input items one `POST /v1/responses` (or WebSocket `response.create`, or compaction) may hold: past it a "
         "400 `array_above_max_length` naming `input`, judged before any item is parsed; bounds one request's "
@@ -363,7 +368,7 @@ class Settings(PoolSettings, AgentSandboxSettings, CodeSandboxSettings, Endpoint
         """The profile's switches, with those set explicitly (flag, environment or file) on top."""
         base = EngineOptions(unsupported_tools=self.unsupported_tools, context_window=self.context_window,
                              max_event_bytes=self.max_event_bytes, max_input_items=self.max_input_items,
-                             unknown_fields=self.unknown_fields)
+                             unknown_fields=self.unknown_fields, event_names=self.event_names)
         return options_for(base, self.profile, self.switch_overrides())
 
     def switch_overrides(self) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import pytest
 
 from responses_bridge.engine.compaction import SUMMARY_PREFIX
 from tests.support.bridge import UpstreamLog
+from tests.support.sdk_strict import strict_event
 
 MODEL = "fake-model"
 THRESHOLD = 250  # tokens: one turn of TOPIC text is under it, two are over
@@ -69,6 +70,9 @@ async def test_the_compaction_events_of_a_stream(client: openai.AsyncOpenAI) -> 
                                              stream=True) as stream:
         async for event in stream:
             events.append(event)
+    for event in events:  # strictly one of the SDK's union (the lifecycle events' timestamps come back as floats)
+        if not hasattr(event, "response"):
+            strict_event(event.model_dump(mode="json", exclude_unset=True))
     types = [event.type for event in events]
     assert types[:2] == ["response.created", "response.in_progress"]
     at = types.index("response.compaction.compacting")

@@ -117,3 +117,80 @@ async def test_a_streamed_prewarm_only_warms(http: aiohttp.ClientSession, upstre
     body = await upstream_log.last_body()
     assert body["max_tokens"] == 1 and body["stream"] is False
     assert b"Thinking about" not in raw and b"Echo:" not in raw and orjson.loads(raw.split(b"data: ")[-2])
+
+
+WEATHER = {"type": "function", "name": "get_weather", "description": "Weather for a city", "strict": True,
+           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
+                          "additionalProperties": False}}
+GRAMMAR = {"type": "custom", "name": "run_sql", "description": "Run one SQL query"}
+# Streams over the core paths: reasoning with its summary, text with logprobs, refusals, a cut answer,
+# function and custom tool calls, an upstream stream that is not JSON, an upstream error before the stream.
+CORE_STREAMS: list[dict[str, Any]] = [
+    {"input": "[think] hello there", "reasoning": {"summary": "auto"}},
+    {"input": "hello there", "top_logprobs": 2},
+    {"input": "[refuse] do the thing"},
+    {"input": "[length] tell me a long story"},
+    {"input": "call get_weather Paris", "tools": [WEATHER]},
+    {"input": "call run_sql", "tools": [GRAMMAR]},
+    {"input": "[garbage] a stream that sends what is not JSON"},
+    {"input": "[error=503] an upstream that fails"},
+]
+CORE_EVENTS = {
+    "response.created", "response.in_progress", "response.completed", "response.incomplete", "response.failed",
+    "response.output_item.added", "response.output_item.done", "response.content_part.added",
+    "response.content_part.done", "response.output_text.delta", "response.output_text.done",
+    "response.refusal.delta", "response.refusal.done", "response.reasoning_text.delta",
+    "response.reasoning_text.done", "response.reasoning_summary_part.added", "response.reasoning_summary_part.done",
+    "response.reasoning_summary_text.delta", "response.reasoning_summary_text.done",
+    "response.function_call_arguments.delta", "response.function_call_arguments.done",
+    "response.custom_tool_call_input.delta", "response.custom_tool_call_input.done",
+}
+
+
+async def test_every_event_of_the_core_paths_is_one_of_the_sdks(http: aiohttp.ClientSession) -> None:
+    """Each core path's stream, every event strictly one of the SDK's union under its own type; together they
+    emit every core event type (the server tools' events are checked as strictly by their own suites through
+    tests/unit/test_server_tool_turns.py's check_event: MCP, web and file search, code interpreter, image
+    generation, shell, programs)."""
+    seen: set[str] = set()
+    for request in CORE_STREAMS:
+        async with http.post("/v1/responses", json={"model": "fake-model", "stream": True, **request}) as answer:
+            raw = await answer.read()
+        if answer.status != 200:  # a failure before the stream opened (Envoy's door waits for the first bytes)
+            error = orjson.loads(raw)["error"]
+            assert set(error) == {"message", "type", "param", "code"} and answer.status >= 500, raw
+            continue
+        events = parse_sse(raw)
+        for event in events:
+            strict_event(event)
+        assert events[-1]["type"] in ("response.completed", "response.incomplete", "response.failed")
+        seen |= {event["type"] for event in events}
+    assert seen >= CORE_EVENTS, sorted(CORE_EVENTS - seen)
+
+
+async def _socket_turn(base_url: str, headers: dict[str, str]) -> list[dict[str, Any]]:
+    async with aiohttp.ClientSession(base_url=base_url) as session, \
+            session.ws_connect("/v1/responses", headers=headers) as socket:
+        await socket.send_str(orjson.dumps({"type": "response.create", "model": "fake-model",
+                                            "input": "[think] why is the sky blue"}).decode())
+        events: list[dict[str, Any]] = []
+        while not events or events[-1]["type"] not in ("response.completed", "response.failed", "error"):
+            message = await socket.receive(timeout=30)
+            assert message.type == aiohttp.WSMsgType.TEXT, message
+            events.append(orjson.loads(message.data))
+    return events
+
+
+async def test_websocket_mode_names_events_as_its_client_reads_them(base_url: str) -> None:
+    """A socket's events as its upgrade request asked: the SDK's names, or the spec's for an Open Responses
+    client."""
+    events = await _socket_turn(base_url, {})
+    for event in events:
+        strict_event(event)
+    kinds = {event["type"] for event in events}
+    assert {"response.reasoning_text.delta", "response.reasoning_text.done"} <= kinds
+    spec = await _socket_turn(base_url, {"OpenResponses-Version": "2026-04-24"})
+    for event in spec:
+        validate_event(event)
+    assert [event["type"] for event in spec] == [event["type"].replace("reasoning_text.", "reasoning.")
+                                                 for event in events]

@@ -111,6 +111,33 @@ async def test_the_stream_has_the_shell_events_in_order(base_url: str) -> None:
     assert ResponseFunctionShellToolCallOutput.model_validate(final).status == "completed"
 
 
+async def test_the_output_reaches_the_client_as_the_command_prints(base_url: str) -> None:
+    """Live, not after the call: a command prints, waits 2 s, prints again; its first output (and the end of the
+    command before it) reach the client on their own, before the rest is printed — and the deltas add up to the
+    output the item has."""
+    body = {"model": "fake-model", "stream": True, "tools": [AUTO],
+            "input": run_action(commands=["echo ready", "printf 'first '; sleep 2; printf 'second'"])}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session, \
+            session.post(f"{base_url}/v1/responses", json=body) as reply:
+        assert reply.status == 200
+        seen = b""
+        while b'"stdout":"first ' not in seen:
+            chunk = await reply.content.readany()
+            assert chunk, "the stream ended without the first output"
+            seen += chunk
+        assert b'"stdout":"second"' not in seen and b'"command_index":1,"output"' not in seen
+        assert b'"command_index":0,"output"' in seen  # the first command's .done went out as it ended
+        rest = await reply.read()
+    events = check_stream(seen + rest)
+    for event in events:
+        check_event(event)
+    check_item_order(events)
+    deltas = [event["delta"]["stdout"] for event in events
+              if event["type"] == "response.shell_call_output_content.delta" and event["command_index"] == 1]
+    assert "".join(deltas) == "first second" and len(deltas) >= 2
+    assert events[-1]["response"]["output"][1]["output"][1]["stdout"] == "first second"
+
+
 async def test_a_non_zero_exit_and_a_timeout_are_outputs(client: openai.AsyncOpenAI) -> None:
     response = await client.responses.create(
         model="fake-model", tools=[AUTO],  # type: ignore[list-item]

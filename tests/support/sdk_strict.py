@@ -11,16 +11,24 @@ SDK's model lacks anywhere inside it (the SDK's models keep unknown keys as extr
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
+from typing import Any, get_args
 
 import openai.types.responses as sdk
+import openai.types.responses.response_text_delta_event as text_delta
+import openai.types.responses.response_text_done_event as text_done
 from openai.types.beta.beta_response import BetaResponse
 from openai.types.beta.beta_response_stream_event import BetaResponseStreamEvent
 from pydantic import BaseModel, TypeAdapter
 
-# Fields the Open Responses spec requires on every Response that the SDK's Response does not model (the bridge
-# serves both audiences: tests/support/schema.py checks them against the spec's types).
+# Fields the Open Responses spec requires that the SDK's models lack (the bridge serves both audiences; an SDK
+# client ignores them, tests/support/schema.py checks them against the spec's types): on every Response, and the
+# ``bytes`` of a text event's logprobs.
 SPEC_RESPONSE_FIELDS = frozenset({"presence_penalty", "frequency_penalty", "store"})
+_SPEC_EXTRAS: dict[type, frozenset[str]] = {
+    sdk.Response: SPEC_RESPONSE_FIELDS, BetaResponse: SPEC_RESPONSE_FIELDS,
+    text_delta.Logprob: frozenset({"bytes"}), text_delta.LogprobTopLogprob: frozenset({"bytes"}),
+    text_done.Logprob: frozenset({"bytes"}), text_done.LogprobTopLogprob: frozenset({"bytes"}),
+}
 
 
 @cache
@@ -32,7 +40,7 @@ def _extras(value: Any, path: str) -> list[str]:
     """Every key of ``value`` (a validated model) that its model does not define, with its path."""
     found: list[str] = []
     if isinstance(value, BaseModel):
-        allowed = SPEC_RESPONSE_FIELDS if isinstance(value, sdk.Response | BetaResponse) else frozenset()
+        allowed = _SPEC_EXTRAS.get(type(value), frozenset())
         found += [f"{path}.{key}" for key in value.model_extra or {} if key not in allowed]
         for name in type(value).model_fields:
             found += _extras(getattr(value, name), f"{path}.{name}")
@@ -45,9 +53,24 @@ def _extras(value: Any, path: str) -> list[str]:
     return found
 
 
+def _sdk_codes() -> frozenset[str]:
+    return frozenset(get_args(sdk.ResponseError.model_fields["code"].annotation))
+
+
+def _with_sdk_code(event: dict[str, Any]) -> dict[str, Any]:
+    """A lifecycle event whose failed response carries one of the bridge's own error codes (``upstream_timeout``,
+    ``upstream_connection_error``…, docs/troubleshooting.md) with that code read as ``server_error``: the SDK lists
+    OpenAI's codes only (its clients parse without checking them); every other field is judged as sent."""
+    response = event.get("response")
+    error = response.get("error") if isinstance(response, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("code"), str) and error["code"] not in _sdk_codes():
+        return dict(event, response=dict(response, error=dict(error, code="server_error")))  # type: ignore[arg-type]
+    return event
+
+
 def strict_event(event: dict[str, Any], *, beta: bool = False) -> Any:
     """``event`` as the SDK's union reads it, strictly; AssertionError naming what is wrong."""
-    parsed = _events(beta).validate_python(event, strict=True)
+    parsed = _events(beta).validate_python(_with_sdk_code(event), strict=True)
     assert parsed.type == event["type"], f"the SDK reads {event['type']!r} as {parsed.type!r}"
     extras = _extras(parsed, event["type"])
     assert not extras, f"keys the SDK does not define: {extras}"

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
+from responses_bridge.engine.event_frames import OPEN_RESPONSES_NAMES, open_responses_encoder
 from responses_bridge.engine.output_builder import (
     OutputBuilder,
     UpstreamProtocolError,
@@ -450,11 +451,11 @@ def test_completion_that_is_not_a_chat_completion(completion: Any) -> None:
 # --- the oracles themselves must fail on what is wrong ------------------------------------------------------------
 
 
-def valid_stream(name: str) -> list[dict[str, Any]]:
+def valid_stream(name: str, encode: Any = encode_event) -> list[dict[str, Any]]:
     """A recording's events, built without a store (the builder and encoder alone, as the exchange drives them)."""
     said = chat_chunks(recordings.load(name))
     parsed = parse_request(orjson.dumps(recordings.request(name, stream=True)))
-    builder = OutputBuilder(new_response("resp_0123", parsed, created_at=1_700_000_000), encode_event)
+    builder = OutputBuilder(new_response("resp_0123", parsed, created_at=1_700_000_000), encode)
     builder.lifecycle("response.created")
     builder.lifecycle("response.in_progress")
     for chunk in said:
@@ -549,6 +550,15 @@ def test_validate_event_rejects(kind: str, breaker: Any) -> None:
     breaker(event)
     with pytest.raises(AssertionError):
         validate_event(event)
+
+
+def test_an_open_responses_client_gets_the_specs_reasoning_names_and_nothing_else_changes() -> None:
+    sdk_names = valid_stream("think")
+    spec_names = valid_stream("think", open_responses_encoder(encode_event))
+    assert {"response.reasoning_text.delta", "response.reasoning_text.done"} <= {e["type"] for e in sdk_names}
+    renamed = [dict(e, type=OPEN_RESPONSES_NAMES.get(e["type"], e["type"])) for e in sdk_names]
+    assert normalize(spec_names) == normalize(renamed)
+    assert {"response.reasoning.delta", "response.reasoning.done"} <= {e["type"] for e in spec_names}
 
 
 def test_validate_event_knows_every_event_the_bridge_emits() -> None:

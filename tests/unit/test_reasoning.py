@@ -11,6 +11,7 @@ import pytest
 
 from responses_bridge.engine.options import EngineOptions
 from responses_bridge.protocol.errors import APIError
+from responses_bridge.protocol.multi_agent import beta_surface
 from responses_bridge.run.response_run import ResponseRun
 from responses_bridge.sealing import Sealer
 from responses_bridge.store import SQLiteResponseStore
@@ -101,3 +102,22 @@ async def test_a_compaction_blob_is_not_reasoning(store: SQLiteResponseStore) ->
                                {"role": "user", "content": "x"}]}
     with pytest.raises(APIError):
         await run(store, body)
+
+
+@pytest.mark.parametrize(("event_names", "header", "spec"), [
+    ("openai", False, False), ("openai", True, True), ("open-responses", False, True)])
+async def test_the_reasoning_events_names(store: SQLiteResponseStore, event_names: str, header: bool,
+                                          spec: bool) -> None:
+    """The SDK's names unless the request names the Open Responses version, or the deployment serves Open
+    Responses clients only (``event_names: open-responses``)."""
+    exchange = ResponseRun(store, EngineOptions(event_names=event_names), SEALER,  # type: ignore[arg-type]
+                           tenant=DEFAULT_TENANT)
+    exchange.beta = beta_surface({}, {"openresponses-version": "2026-04-24"} if header else {})
+    await exchange.begin(orjson.dumps(THINK))
+    head = exchange.on_upstream_headers(200, recordings.SSE)
+    out = exchange.on_upstream_chunk(recordings.load("think"))
+    reply = await exchange.finish()
+    kinds = {event["type"] for event in check_stream(head + out + reply.body)}
+    named = {"response.reasoning.delta", "response.reasoning.done"}
+    sdk_named = {"response.reasoning_text.delta", "response.reasoning_text.done"}
+    assert (named if spec else sdk_named) <= kinds and not (sdk_named if spec else named) & kinds

@@ -12,7 +12,7 @@ from responses_bridge.sandbox import Sandbox, SandboxLimits, SandboxUnavailable
 from responses_bridge.sandbox.cgroups import CgroupParent
 from responses_bridge.sandbox.doctor import check_bubblewrap
 from responses_bridge.sandbox.result import SandboxResult
-from responses_bridge.sandbox.shell import CommandOutput, ShellJob, read_records, run_shell
+from responses_bridge.sandbox.shell import CommandOutput, RecordReader, ShellJob, read_records, run_shell
 
 SANDBOX_MISSING = check_bubblewrap()[1]
 CGROUP = SANDBOX_MISSING is None and CgroupParent.find() is not None
@@ -138,3 +138,29 @@ async def test_the_shell_refused_by_the_setting_names_the_setting_not_the_host()
     with pytest.raises(SandboxUnavailable, match="CODE_CGROUP=false"):
         async with sandbox.call(job="shell"):
             pass
+
+
+def _chunk(index: int, kind: str, out: bytes, err: bytes, code: int = 0) -> bytes:
+    return f"{index} {kind} {code} {len(out)} {len(err)} 0 0\n".encode() + out + err
+
+
+def test_chunk_records_read_as_they_arrive_add_up_to_the_output() -> None:
+    """What a command prints, told as its records arrive in any cut (a character split between two records, a
+    record split between two reads), adds up to the output its final record gives it — cut to
+    ``max_output_length`` characters both ways."""
+    euro = "€".encode()
+    raw = (_chunk(0, "chunk", b"ab" + euro[:1], b"") + _chunk(0, "chunk", euro[1:] + b"cdef", b"e!")
+           + _chunk(0, "exit", b"gh", b"", code=3) + _chunk(1, "skipped", b"", b""))
+    for limit in (None, 4):
+        job = ShellJob(["first", "second"], max_output_length=limit)
+        told: list[tuple[int, str, str, CommandOutput | None]] = []
+        reader = RecordReader(job, lambda *said, told=told: told.append(said))  # type: ignore[misc]
+        for at in range(0, len(raw), 5):
+            reader.feed(raw[at:at + 5])
+        outputs = read_records(raw, job, SandboxResult("ok", "", ""))
+        assert [reader.found[0], reader.found[1]] == outputs
+        first = [entry for entry in told if entry[0] == 0]
+        assert "".join(entry[1] for entry in first) == outputs[0].stdout == ("ab€cdefgh" if limit is None else "ab€c")
+        assert "".join(entry[2] for entry in first) == outputs[0].stderr == "e!"
+        assert first[-1][3] == outputs[0] and all(entry[3] is None for entry in first[:-1])
+        assert [entry for entry in told if entry[0] == 1] == [(1, "", "", outputs[1])]

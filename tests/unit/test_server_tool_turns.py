@@ -43,10 +43,12 @@ from tests.support.schema import (
     EVENT_MODELS,
     LIFECYCLE_EVENTS,
     SDK_ONLY_EVENTS,
+    SPEC_NAMES,
     parse_sse,
     validate_event,
     validate_response,
 )
+from tests.support.sdk_strict import strict_event
 
 OPTIONS = EngineOptions()
 DOCS_TOOLS = [
@@ -86,14 +88,15 @@ def _item_adapter() -> TypeAdapter[Any]:
 
 
 def check_event(event: dict[str, Any]) -> None:
-    """Valid for the SDK's event union (as its own type), and for the spec types where they know the event
-    (lifecycle events through ``validate_event``, which judges the response with both)."""
-    if event["type"] in EVENT_MODELS or event["type"] in SDK_ONLY_EVENTS:
+    """Valid for the SDK's event union (as its own type, strictly, with no key its model lacks:
+    tests/support/sdk_strict.py), and for the spec types where they know the event (lifecycle events through
+    ``validate_event``, which judges the response with both)."""
+    if event["type"] in EVENT_MODELS or event["type"] in SDK_ONLY_EVENTS or event["type"] in SPEC_NAMES:
         validate_event(event)
     if event["type"] not in LIFECYCLE_EVENTS:
-        assert _event_adapter().validate_python(event).type == event["type"]
+        strict_event(event)
     if "item" in event:
-        assert _item_adapter().validate_python(event["item"]).type == event["item"]["type"]
+        assert _item_adapter().validate_python(event["item"], strict=True).type == event["item"]["type"]
 
 
 # Per item type: the event types allowed between output_item.added and output_item.done, in this order

@@ -11,8 +11,10 @@ Event names: every event goes out under the ``openai`` SDK's own name (its ``Res
 is what the SDK, Codex and the Agents SDK read. Where the Open Responses spec names the same event differently (the
 reasoning text's deltas: ``response.reasoning.delta`` / ``.done`` there, ``response.reasoning_text.delta`` /
 ``.done`` in the SDK), a request that names the spec's version (the ``OpenResponses-Version`` header) gets the
-spec's names instead (:meth:`EventFrames.use_open_responses_names`): each audience gets only names it knows, never
-both (the spec's compliance suite fails an event it does not know, and so does a strict SDK client).
+spec's names instead (:func:`open_responses_encoder`): each audience gets only names it knows, never both (the
+spec's compliance suite fails an event it does not know, and so does a strict SDK client). The builder emits the
+SDK's names as literals; only an Open Responses client's encoder looks at each event's type to rename it, so the
+common case pays nothing on the hot path.
 """
 
 from __future__ import annotations
@@ -27,6 +29,19 @@ REASONING_DELTA = "response.reasoning_text.delta"
 REASONING_DONE = "response.reasoning_text.done"
 OPEN_RESPONSES_NAMES = {REASONING_DELTA: "response.reasoning.delta", REASONING_DONE: "response.reasoning.done"}
 """The SDK's event name -> the Open Responses spec's, where the two differ."""
+
+def open_responses_encoder(encode: Encoder) -> Encoder:
+    """``encode`` for an Open Responses client: the events the spec names differently get its names."""
+    names = OPEN_RESPONSES_NAMES
+
+    def encode_renamed(event: dict[str, Any]) -> bytes:
+        renamed = names.get(event["type"])
+        if renamed is not None:
+            event["type"] = renamed  # the builder's own dict, made for this event alone
+        return encode(event)
+
+    return encode_renamed
+
 
 CANCELLED_EVENT = "response.failed"
 """The event a cancelled response's stream ends with: its ``response`` has ``status: "cancelled"`` and no error.
@@ -46,14 +61,6 @@ class EventFrames:
     _frames: list[bytes]
     _sequence: int
     _deferred: list[dict[str, Any]]  # emitted under deferring(), not yet encoded (after every frame)
-    # the reasoning text's event names: class attributes, so the common case adds nothing to an instance
-    _reasoning_delta_type: str = REASONING_DELTA
-    _reasoning_done_type: str = REASONING_DONE
-
-    def use_open_responses_names(self) -> None:
-        """Emit the Open Responses spec's names where they differ from the SDK's (an Open Responses client)."""
-        self._reasoning_delta_type = OPEN_RESPONSES_NAMES[REASONING_DELTA]
-        self._reasoning_done_type = OPEN_RESPONSES_NAMES[REASONING_DONE]
 
     def _emit(self, event: dict[str, Any]) -> None:
         event["sequence_number"] = self._sequence

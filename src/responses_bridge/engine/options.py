@@ -39,6 +39,9 @@ class EngineOptions:
     # A field OpenAI does not define: a 400 unknown_parameter ("reject"), or accepted and logged ("warn", for
     # clients newer than the bridge's table of fields). protocol/known_fields.py.
     unknown_fields: UnknownFields = "reject"
+    # Streamed events' names where the SDK and the Open Responses spec differ (engine/event_frames.py): the SDK's
+    # unless a request names the spec's version, or the spec's for every client ("open-responses").
+    event_names: Literal["openai", "open-responses"] = "openai"
     # The switches below (with the three dialect switches above) make up a compatibility profile: see
     # engine/profiles.py for what each is for and which backend needs it. Their defaults are today's behaviour.
     tool_call_content: Literal["null", "empty"] = "null"  # an assistant message with only tool calls

@@ -215,7 +215,7 @@ class OutputBuilder(EventFrames, ToolCallStream, RunItems):
                                 "part": {"type": "summary_text", "text": ""}})
         self._pieces.append(text)
         if self._encode is not None:
-            self._emit({"type": self._reasoning_delta_type, "sequence_number": 0, "item_id": self._item["id"],
+            self._emit({"type": "response.reasoning_text.delta", "sequence_number": 0, "item_id": self._item["id"],
                         "output_index": self._index, "content_index": self._part_index, "delta": text})
             if self._summary:
                 self._emit({"type": "response.reasoning_summary_text.delta", "sequence_number": 0,
@@ -379,7 +379,7 @@ class OutputBuilder(EventFrames, ToolCallStream, RunItems):
                         "output_index": self._index, "content_index": self._part_index, "text": text,
                         "logprobs": part["logprobs"]}
             else:
-                done = {"type": self._reasoning_done_type, "sequence_number": 0, "item_id": item_id,
+                done = {"type": "response.reasoning_text.done", "sequence_number": 0, "item_id": item_id,
                         "output_index": self._index, "content_index": self._part_index, "text": text}
         if self._encode is not None:
             self._emit(done)

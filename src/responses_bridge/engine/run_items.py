@@ -26,6 +26,18 @@ class _Builder(Protocol):
 
     def _complete_pending(self, output_index: int, completed: str, failed: bool, fields: dict[str, Any]) -> None: ...
 
+    def open_shell_call_output(self, call_id: str, *,
+                               max_output_length: int | None) -> tuple[int, dict[str, Any]]: ...
+
+    def shell_output_delta(self, item: dict[str, Any], output_index: int, command_index: int, stdout: str,
+                           stderr: str) -> None: ...
+
+    def shell_output_done(self, item: dict[str, Any], output_index: int, command_index: int,
+                          output: dict[str, Any]) -> None: ...
+
+    def close_shell_call_output(self, item: dict[str, Any], output_index: int, outputs: list[dict[str, Any]],
+                                status: str) -> None: ...
+
 
 class RunItems:
     _pending: dict[int, ServerCallReader]  # the builder's: server calls waiting for their outcome
@@ -139,27 +151,50 @@ class RunItems:
 
     def add_shell_call_output(self: _Builder, call_id: str, outputs: list[dict[str, Any]], *,
                               max_output_length: int | None, status: str) -> int:
-        """A hosted shell call's ``shell_call_output`` item: ``output_item.added`` (no output yet), per command
-        ``response.shell_call_output_content.delta`` (its stdout and stderr) and ``.done`` (its output with its
-        outcome), then ``output_item.done`` with every command's output and ``status``. Returns its
-        output_index."""
+        """A hosted shell call's ``shell_call_output`` item at once (:meth:`open_shell_call_output`, each
+        command's output, :meth:`close_shell_call_output`). Returns its output_index."""
+        index, item = self.open_shell_call_output(call_id, max_output_length=max_output_length)
+        for command_index, output in enumerate(outputs):
+            self.shell_output_delta(item, index, command_index, output["stdout"], output["stderr"])
+            self.shell_output_done(item, index, command_index, output)
+        self.close_shell_call_output(item, index, outputs, status)
+        return index
+
+    def open_shell_call_output(self: _Builder, call_id: str, *,
+                               max_output_length: int | None) -> tuple[int, dict[str, Any]]:
+        """A hosted shell call's ``shell_call_output`` item, opened before its commands run:
+        ``output_item.added`` (no output yet). Then per command, as it prints, :meth:`shell_output_delta` and,
+        once it ended, :meth:`shell_output_done`; :meth:`close_shell_call_output` ends it. Returns its
+        output_index and item."""
         self._close_open()
         item: dict[str, Any] = {"id": ids.new_id("sho"), "type": "shell_call_output", "call_id": call_id,
                                 "output": [], "max_output_length": max_output_length, "status": "in_progress"}
         index = self._place(item)
         self._emit_run({"type": "response.output_item.added", "sequence_number": 0, "output_index": index,
                         "item": dict(item, output=[])})
-        for command_index, output in enumerate(outputs):
-            common = {"sequence_number": 0, "item_id": item["id"], "output_index": index,
-                      "command_index": command_index}
-            self._emit_run({"type": "response.shell_call_output_content.delta", **common,
-                            "delta": {"stdout": output["stdout"], "stderr": output["stderr"]}})
-            self._emit_run({"type": "response.shell_call_output_content.done", **common, "output": [output]})
+        return index, item
+
+    def shell_output_delta(self: _Builder, item: dict[str, Any], output_index: int, command_index: int, stdout: str,
+                           stderr: str) -> None:
+        """``response.shell_call_output_content.delta``: what a command printed since the last one."""
+        self._emit_run({"type": "response.shell_call_output_content.delta", "sequence_number": 0,
+                        "item_id": item["id"], "output_index": output_index, "command_index": command_index,
+                        "delta": {"stdout": stdout, "stderr": stderr}})
+
+    def shell_output_done(self: _Builder, item: dict[str, Any], output_index: int, command_index: int,
+                          output: dict[str, Any]) -> None:
+        """``response.shell_call_output_content.done``: a command's whole output with its outcome."""
+        self._emit_run({"type": "response.shell_call_output_content.done", "sequence_number": 0,
+                        "item_id": item["id"], "output_index": output_index, "command_index": command_index,
+                        "output": [output]})
+
+    def close_shell_call_output(self: _Builder, item: dict[str, Any], output_index: int,
+                                outputs: list[dict[str, Any]], status: str) -> None:
+        """The item's every command's output and ``status``; ``output_item.done``."""
         item["output"] = list(outputs)
         item["status"] = status
-        self._emit_run({"type": "response.output_item.done", "sequence_number": 0, "output_index": index,
+        self._emit_run({"type": "response.output_item.done", "sequence_number": 0, "output_index": output_index,
                         "item": item})
-        return index
 
     def start_server_call(self: _Builder, target: CallTarget, arguments: str) -> tuple[str, int, dict[str, Any]]:
         """A server tool's call the run makes itself (a program's, engine/programs.py), announced and streamed as the

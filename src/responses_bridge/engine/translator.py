@@ -52,7 +52,7 @@ from .sse import DONE, EventTooLarge, SSEDecoder
 from .state import RenderedPrompt
 from .translator_compaction import CompactionTurns
 from .translator_state import MALFORMED
-from .translator_stream import ENCODERS, ClientStream
+from .translator_stream import ClientStream, encoder_for
 from .turn_result import TurnResult
 from .turns import ToolResult, follow_up_request
 from .upstream_errors import malformed, too_large, upstream_error
@@ -129,10 +129,9 @@ class Translator(ClientStream, CompactionTurns):
         self._events = "sse" if p.background else framing or ("sse" if p.stream else None)
         if p.background:
             self.response["status"] = "queued"
-        self._builder = OutputBuilder(self.response, ENCODERS[self._events], targets=targets,
-                                      summary=reasoning.wants_summary(p.reasoning), seal=seal)
-        if open_responses_names:
-            self._builder.use_open_responses_names()
+        open_responses_names = open_responses_names or options.event_names == "open-responses"
+        self._builder = OutputBuilder(self.response, encoder_for(self._events, open_responses_names),
+                                      targets=targets, summary=reasoning.wants_summary(p.reasoning), seal=seal)
         self._builder.program_sign = program_signer(sealer) if sealer is not None else None
         self._decoder = None
         # the work on_upstream_chunk left for catch_up (engine/long_events.py): the chunks a long event was cut

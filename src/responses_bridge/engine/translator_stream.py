@@ -8,6 +8,7 @@ from __future__ import annotations
 import orjson
 
 from ..protocol.errors import APIError
+from .event_frames import open_responses_encoder
 from .output_builder import Encoder
 from .sse import DONE_FRAME, encode_event
 from .translator_state import TranslatorState
@@ -15,6 +16,13 @@ from .wire import EVENTS_JSON_CONTENT_TYPE, JSON_CONTENT_TYPE, SSE_CONTENT_TYPE,
 
 ENCODERS: dict[Framing | None, Encoder | None] = {None: None, "sse": encode_event, "json": encode_json_event}
 """The encoder of the client's events for each framing (None: one JSON body, no events)."""
+
+
+def encoder_for(framing: Framing | None, open_responses_names: bool) -> Encoder | None:
+    """The encoder of the client's events: by framing, and for an Open Responses client renaming the events its
+    spec names differently (engine/event_frames.py)."""
+    encode = ENCODERS[framing]
+    return open_responses_encoder(encode) if encode is not None and open_responses_names else encode
 
 
 class ClientStream(TranslatorState):
@@ -137,9 +145,6 @@ class ClientStream(TranslatorState):
         self._builder.fail("client_disconnected", "The client disconnected before the response completed.")
         self._builder.drop()
         return True
-
-
-_ENCODERS: dict[Framing | None, Encoder | None] = {None: None, "sse": encode_event, "json": encode_json_event}
 
 
 class _AutoCompaction:

@@ -18,7 +18,7 @@ import asyncio
 import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import orjson
 import structlog
@@ -49,7 +49,7 @@ from .tools.file_search import (
 )
 from .tools.image_generation import ImageGenerationError, ImageToolOptions, generate_image
 from .tools.mcp import MCPServer
-from .tools.shell import ShellRun
+from .tools.shell import LiveShellOutput, ShellRun
 from .tools.tool_search import ToolIndex, search_query, tool_search_output_item
 from .tools.web_search import (
     SearchResult,
@@ -67,6 +67,7 @@ if TYPE_CHECKING:
     from .server_tool_services import ServerToolServices
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 SOURCES_INCLUDE = "web_search_call.action.sources"
 RESULTS_INCLUDE = "file_search_call.results"
@@ -371,19 +372,46 @@ class CallRunner:
         action = call.item.get("action") or {}
         container_id = call.target.namespace or ""  # type: ignore[union-attr]
         shell = self.services.shell
+        wake = asyncio.Event()
+        live = LiveShellOutput(self.builder, call.call_id, action.get("max_output_length"), wake.set)
         try:
             if shell is None:
                 raise RuntimeError("no hosted shell")
-            run = await shell.run(action, container_id, tenant=self.tenant)
+            run = await self._flushing(wake, shell.run(action, container_id, tenant=self.tenant,
+                                                       printed=live.printed))
         except Exception as error:  # noqa: BLE001 - a failure below is this call's failure, not the response's
             raise_if_cancelled()
             log.warning("hosted_shell_error", error_type=type(error).__name__)
             run = ShellRun(container_id, [], None, error=f"The commands could not run ({type(error).__name__}).")
         raise_if_cancelled()
         self.container_files.extend(run.changed)
-        self.builder.add_shell_call_output(call.call_id, run.items(), max_output_length=action.get("max_output_length"),
-                                           status=run.status)
+        live.close(run.items(), run.status)
         return ToolResult(call.call_id, run.text_for_model())
+
+    async def _flushing(self, wake: asyncio.Event, work: Awaitable[T]) -> T:
+        """``work``, its events sent to the client each time ``wake`` is set while it runs (a call's live output);
+        the last write ends before this returns, so none is lost or overtaken."""
+        if self.live is None:
+            return await work
+        send = self.live
+        running = True
+
+        async def flush() -> None:
+            while running:
+                await wake.wait()
+                wake.clear()
+                await send()
+
+        task = asyncio.ensure_future(flush())
+        try:
+            result = await work
+        except BaseException:
+            task.cancel()
+            raise
+        running = False
+        wake.set()
+        await task
+        return result
 
     async def _image_generation(self, call: TurnCall) -> ToolResult:
         prompt, size = image_request_of(call.arguments)

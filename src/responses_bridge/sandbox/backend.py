@@ -71,9 +71,11 @@ class SandboxSession(Protocol):
         """What was kept of the run's stdout, undecoded (a shell job's records)."""
         ...
 
-    async def run(self, code: str, *, job: JobKind = "python") -> SandboxResult:
+    async def run(self, code: str, *, job: JobKind = "python",
+                  on_stdout: Callable[[bytes], None] | None = None) -> SandboxResult:
         """Run ``code`` in ``/mnt/data``; when it returns none of its processes is left and :attr:`data` holds
-        what it wrote."""
+        what it wrote. ``on_stdout``: told of the kept stdout (a shell job's records) as the backend has it —
+        as it comes on bubblewrap, per command on agent-sandbox."""
         ...
 
 

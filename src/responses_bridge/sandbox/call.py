@@ -24,7 +24,7 @@ import signal
 import struct
 import termios
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -222,9 +222,12 @@ class SandboxCall:
         """What was kept of the code's stdout, undecoded (a shell job's records: sandbox/shell.py)."""
         return bytes(self._out.kept)
 
-    async def run(self, code: str, *, job: JobKind = "python") -> SandboxResult:
+    async def run(self, code: str, *, job: JobKind = "python",
+                  on_stdout: Callable[[bytes], None] | None = None) -> SandboxResult:
         """Run ``code`` as ``__main__`` in ``/mnt/data`` (``job="shell"``: ``code`` is a shell job's JSON, see
-        launcher.py); when it returns, none of the code's processes is left."""
+        launcher.py); when it returns, none of the code's processes is left. ``on_stdout``: told of the kept
+        stdout as it arrives."""
+        self._out.listener = on_stdout
         process = self._process
         assert process is not None and process.stdin is not None
         source = code.encode("utf-8", "replace")

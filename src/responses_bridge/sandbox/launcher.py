@@ -16,9 +16,11 @@ The exchange with the bridge:
    monotonic clock) around it.
    A ``shell`` job (the hosted shell tool) is JSON instead of code — the commands, the time each may take, the
    call's budget and the bytes of output to keep — and the same child, under the same limits and filter, runs
-   each command in turn with ``/bin/sh -c`` in a process group of its own (:func:`_run_shell`), writing a record
-   per command on its stdout (``<index> <exit|timeout|skipped> <code> <out bytes> <err bytes> <out dropped>
-   <err dropped>\\n`` then the bytes): a command past its time has its whole group killed, and the next one runs.
+   each command in turn with ``/bin/sh -c`` in a process group of its own (:func:`_run_shell`), writing what it
+   prints as it comes and then its outcome, in records on its stdout (``<index> <chunk|exit|timeout|skipped>
+   <code> <out bytes> <err bytes> <out dropped> <err dropped>\\n`` then the bytes; a command's output is its
+   ``chunk`` records' bytes and then its final record's): a command past its time has its whole group killed,
+   and the next one runs.
    There the commands, not the child, are offered first to the out-of-memory killer (the records still get
    written), and the child is not dumpable while they run (its descriptors, where the records go, are not theirs);
 3. when the child ends, it kills every process left in the namespace (``kill(-1)``) and reaps them all, then writes
@@ -204,11 +206,13 @@ def _run_shell(source: str) -> int:
     _prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     for index, command in enumerate(job["commands"]):
         left = deadline - time.monotonic()
-        keep = max(0, min(int(job["keep"]), (room - 96) // 2))
+        keep = max(0, min(int(job["keep"]), (room - 96 - min(room // 16, CHUNK_ROOM)) // 2))
         if left <= 0:
             record = _record(index, "skipped", 0, b"", b"", 0, 0)
         else:
-            record = _run_command(index, str(command), min(float(job["timeout"]), left), keep)
+            budget = [room]
+            record = _run_command(index, str(command), min(float(job["timeout"]), left), keep, budget)
+            room = budget[0]
         if len(record) > room:
             break  # the records are bounded by construction; a last one that would not fit is not sent cut
         _write_all(1, record)
@@ -227,9 +231,18 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def _run_command(index: int, command: str, seconds: float, keep: int) -> bytes:
+CHUNK_SECONDS = 0.05
+"""How often what a command printed is sent on while it runs (a ``chunk`` record), at most."""
+CHUNK_ROOM = 64 << 10
+"""Of the records' room, what is left for the chunk records' headers (at most a sixteenth of it): past it, what a
+command prints waits for its final record."""
+
+
+def _run_command(index: int, command: str, seconds: float, keep: int, budget: list[int]) -> bytes:
     """One command in a process group of its own, its stdout and stderr read as they come (``keep`` bytes of each
-    kept, the rest counted); past ``seconds`` its whole group is killed. Its record."""
+    kept, the rest counted); past ``seconds`` its whole group is killed. What it prints is sent on as it comes, in
+    ``chunk`` records (at most every :data:`CHUNK_SECONDS`), while ``budget[0]`` (the bytes of records left) keeps
+    room for the final record; the rest goes in that final record, which it returns."""
     import select
 
     out_read, out_write = os.pipe()
@@ -259,6 +272,8 @@ def _run_command(index: int, command: str, seconds: float, keep: int) -> bytes:
     os.close(err_write)
     kept = {out_read: bytearray(), err_read: bytearray()}
     dropped = {out_read: 0, err_read: 0}
+    sent = {out_read: 0, err_read: 0}  # of the kept bytes, those already sent in chunk records
+    last_sent = time.monotonic()
     try:
         ended: int | None = os.pidfd_open(pid)
     except (AttributeError, OSError):
@@ -274,6 +289,8 @@ def _run_command(index: int, command: str, seconds: float, keep: int) -> bytes:
         if drain_until is not None and now >= drain_until:
             break
         limit = (drain_until if drain_until is not None else end) - now
+        if len(kept[out_read]) > sent[out_read] or len(kept[err_read]) > sent[err_read]:
+            limit = min(limit, max(last_sent + CHUNK_SECONDS - now, 0.0))  # what was printed goes on soon
         watched = open_fds + ([ended] if ended is not None and status is None else [])
         ready, _, _ = select.select(watched, [], [], limit if ended is not None or status is not None
                                     else min(limit, 0.02))
@@ -288,6 +305,9 @@ def _run_command(index: int, command: str, seconds: float, keep: int) -> bytes:
             if room > 0:
                 kept[fd] += chunk[:room]
             dropped[fd] += max(0, len(chunk) - max(room, 0))
+        if time.monotonic() - last_sent >= CHUNK_SECONDS:
+            last_sent = time.monotonic()
+            _send_chunk(index, kept, sent, (out_read, err_read), keep, budget)
         if status is None:
             done, raw = os.waitpid(pid, os.WNOHANG)
             if done:
@@ -302,8 +322,26 @@ def _run_command(index: int, command: str, seconds: float, keep: int) -> bytes:
     for fd in (out_read, err_read, *([ended] if ended is not None else [])):
         os.close(fd)
     code = status if status >= 0 else 128 - status  # ended by a signal: the shell's own convention
-    return _record(index, "timeout" if timed_out else "exit", code, bytes(kept[out_read]), bytes(kept[err_read]),
-                   dropped[out_read], dropped[err_read])
+    return _record(index, "timeout" if timed_out else "exit", code, bytes(kept[out_read][sent[out_read]:]),
+                   bytes(kept[err_read][sent[err_read]:]), dropped[out_read], dropped[err_read])
+
+
+def _send_chunk(index: int, kept: dict[int, bytearray], sent: dict[int, int], fds: tuple[int, int], keep: int,
+                budget: list[int]) -> None:
+    """What the command printed since the last chunk record, as one more, when the records' room still holds the
+    final record after it (its header and every byte the command may yet keep); else it waits for the final one."""
+    out_fd, err_fd = fds
+    out, err = kept[out_fd][sent[out_fd]:], kept[err_fd][sent[err_fd]:]
+    if not out and not err:
+        return
+    record = _record(index, "chunk", 0, bytes(out), bytes(err), 0, 0)
+    still_kept = 2 * keep - sent[out_fd] - sent[err_fd] - len(out) - len(err)
+    if len(record) + 96 + still_kept > budget[0]:
+        return
+    _write_all(1, record)
+    budget[0] -= len(record)
+    sent[out_fd] += len(out)
+    sent[err_fd] += len(err)
 
 
 def _kill_group(pid: int) -> None:

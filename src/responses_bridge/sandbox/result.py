@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -57,11 +58,15 @@ class Capture(asyncio.Protocol):
         self.kept = bytearray()
         self.dropped = 0
         self.limit = limit
+        self.listener: Callable[[bytes], None] | None = None  # told of each kept piece as it arrives
 
     def data_received(self, data: bytes) -> None:
         room = self.limit - len(self.kept)
         if room > 0:
-            self.kept += data[:room]
+            piece = data[:room]
+            self.kept += piece
+            if self.listener is not None:
+                self.listener(piece)
         self.dropped += max(0, len(data) - max(room, 0))
 
     def text(self) -> str:
@@ -82,3 +87,4 @@ def note_for(outcome: Outcome, limits: SandboxLimits) -> str:
         return (f"Execution stopped: the files in /mnt/data reached the container's limit of "
                 f"{limits.container_bytes // (1 << 20)} MiB.")
     return ""
+

@@ -12,8 +12,10 @@ failure of the call. Shell needs processes: only in the sandbox's cgroup mode (r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import codecs
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -78,26 +80,80 @@ def job_source(job: ShellJob, call: SandboxSession) -> str:
 def read_records(raw: bytes, job: ShellJob, result: SandboxResult) -> list[CommandOutput]:
     """Each command's output from the launcher's records; a command with no record (the call ended by a limit
     first, or the records were damaged) gets one saying so, with the call's outcome."""
-    found: dict[int, CommandOutput] = {}
-    position = 0
-    while position < len(raw):
-        line_end = raw.find(b"\n", position)
-        if line_end < 0:
-            break
-        try:
-            index, kind, code, out_length, err_length, out_dropped, err_dropped = raw[position:line_end].split()
-            numbers = [int(value) for value in (index, code, out_length, err_length, out_dropped, err_dropped)]
-        except ValueError:
-            break
-        start = line_end + 1
-        out_end = start + numbers[2]
-        err_end = out_end + numbers[3]
-        if err_end > len(raw):
-            break
-        found[numbers[0]] = _output(kind, numbers[1], raw[start:out_end], raw[out_end:err_end], numbers[4],
-                                    numbers[5], job.max_output_length)
-        position = err_end
-    return [found.get(index) or _missing(result) for index in range(len(job.commands))]
+    reader = RecordReader(job)
+    reader.feed(raw)
+    return [reader.found.get(index) or _missing(result) for index in range(len(job.commands))]
+
+
+Printed = Callable[[int, str, str, "CommandOutput | None"], None]
+"""Told of what a command printed as it comes: its index, the new text of its stdout and of its stderr, and with
+its last record its output (then no more is said of it)."""
+
+
+class RecordReader:
+    """The launcher's records as their bytes arrive: each command's output (:attr:`found`) once its final record
+    is read, and with ``printed`` what it printed, as text, as each record comes — at most ``max_output_length``
+    characters of each stream, so what was said adds up to the output's own text."""
+
+    def __init__(self, job: ShellJob, printed: Printed | None = None) -> None:
+        self.job = job
+        self.printed = printed
+        self.found: dict[int, CommandOutput] = {}
+        self._pending = bytearray()  # a record not whole yet
+        self._pieces: dict[int, tuple[bytearray, bytearray]] = {}  # a running command's chunk bytes
+        self._said: dict[int, list[Any]] = {}  # per command: two incremental decoders and the characters said
+
+    def feed(self, data: bytes) -> None:
+        self._pending += data
+        position = 0
+        raw = self._pending
+        while position < len(raw):
+            line_end = raw.find(b"\n", position)
+            if line_end < 0:
+                break
+            try:
+                index, kind, code, out_length, err_length, out_dropped, err_dropped = raw[position:line_end].split()
+                numbers = [int(value) for value in (index, code, out_length, err_length, out_dropped, err_dropped)]
+            except ValueError:
+                self._pending = bytearray()  # damaged: nothing after it can be read
+                return
+            start = line_end + 1
+            out_end = start + numbers[2]
+            err_end = out_end + numbers[3]
+            if err_end > len(raw):
+                break
+            self._record(numbers[0], bytes(kind), numbers[1], bytes(raw[start:out_end]), bytes(raw[out_end:err_end]),
+                         numbers[4], numbers[5])
+            position = err_end
+        del self._pending[:position]
+
+    def _record(self, index: int, kind: bytes, code: int, out: bytes, err: bytes, out_dropped: int,
+                err_dropped: int) -> None:
+        out_all, err_all = self._pieces.setdefault(index, (bytearray(), bytearray()))
+        out_all += out
+        err_all += err
+        final = kind != b"chunk"
+        output = None
+        if final:
+            del self._pieces[index]
+            output = self.found[index] = _output(kind, code, bytes(out_all), bytes(err_all), out_dropped,
+                                                 err_dropped, self.job.max_output_length)
+        if self.printed is not None:
+            self._say(index, b"" if kind == b"skipped" else out, b"" if kind == b"skipped" else err, output)
+
+    def _say(self, index: int, out: bytes, err: bytes, output: CommandOutput | None) -> None:
+        said = self._said.setdefault(index, [codecs.getincrementaldecoder("utf-8")("replace"),
+                                             codecs.getincrementaldecoder("utf-8")("replace"), 0, 0])
+        texts = []
+        for slot, data in ((0, out), (1, err)):
+            text = said[slot].decode(data, output is not None)
+            limit = self.job.max_output_length
+            if limit is not None:
+                text = text[:max(limit - said[slot + 2], 0)]
+            said[slot + 2] += len(text)
+            texts.append(text)
+        if texts[0] or texts[1] or output is not None:
+            self.printed(index, texts[0], texts[1], output)  # type: ignore[misc]
 
 
 def _output(kind: bytes, code: int, out: bytes, err: bytes, out_dropped: int, err_dropped: int,
@@ -126,8 +182,12 @@ def _missing(result: SandboxResult) -> CommandOutput:
     return CommandOutput("", note, SIGKILL_STATUS, ran=False)
 
 
-async def run_shell(call: SandboxSession, job: ShellJob) -> tuple[list[CommandOutput], SandboxResult]:
+async def run_shell(call: SandboxSession, job: ShellJob,
+                    printed: Printed | None = None) -> tuple[list[CommandOutput], SandboxResult]:
     """Run ``job`` in a started ``call`` (whose files the caller laid out): every command's output, and the
-    call's own result (a limit that ended it: ``memory``, ``disk``, ``timeout``)."""
-    result = await call.run(job_source(job, call), job="shell")
+    call's own result (a limit that ended it: ``memory``, ``disk``, ``timeout``). ``printed``: told of what the
+    commands print as the sandbox sends it on (a backend that sends it only at the end tells it then)."""
+    reader = RecordReader(job, printed) if printed is not None else None
+    result = await call.run(job_source(job, call), job="shell",
+                            on_stdout=reader.feed if reader is not None else None)
     return read_records(call.stdout_bytes, job, result), result

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..run.tools.shell import ShellRun, ShellToolOptions, shell_job
-from ..sandbox.shell import run_shell
+from ..sandbox.shell import Printed, run_shell
 from .container_runs import ContainerRuns
 from .container_skills import ResolvedSkill
 
@@ -59,7 +59,8 @@ class HostedShell:
         """What the tool's description tells the model of the container's skills (protocol/skills_note.py)."""
         return await self.runs.skills_note(container_id, tenant=tenant)
 
-    async def run(self, action: Mapping[str, Any], container_id: str, *, tenant: str) -> ShellRun:
+    async def run(self, action: Mapping[str, Any], container_id: str, *, tenant: str,
+                  printed: Printed | None = None) -> ShellRun:
         """Run the call's commands over the container's files, in one sandbox call, and write back what they
         changed. Never raises but for cancellation: a container gone, the sandbox refusing, a storage failure
         are the call's failure."""
@@ -68,7 +69,8 @@ class HostedShell:
         dropped = len(commands) - len(job.commands)
         if not job.commands:
             return ShellRun(container_id, [], [], dropped_commands=dropped)
-        ran = await self.runs.run(container_id, tenant=tenant, job="shell", work=lambda call: run_shell(call, job))
+        ran = await self.runs.run(container_id, tenant=tenant, job="shell",
+                                  work=lambda call: run_shell(call, job, printed))
         if ran.gone:
             return ShellRun(container_id, job.commands, None,
                             error=f"The container {container_id} has expired or was deleted.")

@@ -6,8 +6,13 @@ The loop's path through it::
     options = ShellToolOptions.from_tool(tool, position)     # at set-up; None: a local shell (the client runs it)
     await shell.check(options, tenant=…)                     # 400: no shell here, an unknown container, …
     container_id = await shell.container_for(options, history, tenant=…)    # after the stream opened
-    run = await shell.run(action, container_id, tenant=…)    # never raises but for cancellation
-    run.outputs(); run.text_for_model()                      # the output item's ``output``; the tool result
+    live = LiveShellOutput(builder, call_id, max_output_length, wake)   # the output item, open before it runs
+    run = await shell.run(action, container_id, tenant=…, printed=live.printed)   # never raises but for cancellation
+    live.close(run.items(), run.status); run.text_for_model()           # the output item done; the tool result
+
+What the commands print reaches the client as it comes (``response.shell_call_output_content.delta`` as the
+sandbox sends it on: as it is printed on bubblewrap, per command on agent-sandbox), each command's ``.done`` once it
+ended, bounded as the output is (``max_output_length``, the sandbox's output limit).
 
 ``shell`` is a :class:`HostedShellService` (services/hosted_shell.py: the containers and the sandbox, over the same
 container → sandbox path as the code interpreter). ``environment: {"type": "container_auto", …}`` makes a container
@@ -21,7 +26,7 @@ the container path, which resolves the skills (services/container_skills.py) and
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -29,7 +34,7 @@ from ...engine.request_translation import shell_output_text
 from ...protocol.errors import invalid_request
 from ...sandbox import SandboxResult
 from ...sandbox.egress_policy import NetworkPolicy, parse_policy
-from ...sandbox.shell import CommandOutput, ShellJob
+from ...sandbox.shell import CommandOutput, Printed, ShellJob
 from ...store.records import StoredContainerFile
 from .container_fields import auto_container_fields
 
@@ -179,6 +184,68 @@ class ShellRun:
         return "\n".join(parts) if parts else "(no commands were given)"
 
 
+class ShellOutputItem(Protocol):
+    """What :class:`LiveShellOutput` needs of the output builder (engine/run_items.py)."""
+
+    def open_shell_call_output(self, call_id: str, *,
+                               max_output_length: int | None) -> tuple[int, dict[str, Any]]: ...
+
+    def shell_output_delta(self, item: dict[str, Any], output_index: int, command_index: int, stdout: str,
+                           stderr: str) -> None: ...
+
+    def shell_output_done(self, item: dict[str, Any], output_index: int, command_index: int,
+                          output: dict[str, Any]) -> None: ...
+
+    def close_shell_call_output(self, item: dict[str, Any], output_index: int, outputs: list[dict[str, Any]],
+                                status: str) -> None: ...
+
+
+class LiveShellOutput:
+    """A hosted shell call's ``shell_call_output`` item as its commands print: opened before they run, a delta
+    per piece of output the sandbox sends on (:meth:`printed`), each command's ``.done`` once it ended, and
+    :meth:`close` with the call's outcome (the commands not ended yet end there, with what was not said of them).
+    ``wake``: told each time there is something new for the client."""
+
+    def __init__(self, builder: ShellOutputItem, call_id: str, max_output_length: int | None,
+                 wake: Callable[[], None]) -> None:
+        self.builder = builder
+        self.wake = wake
+        self.index, self.item = builder.open_shell_call_output(call_id, max_output_length=max_output_length)
+        self._said: dict[int, list[str]] = {}  # per command: the stdout and stderr said so far
+        self._ended: dict[int, dict[str, Any]] = {}  # the commands whose .done went out, with their output
+
+    def printed(self, index: int, stdout: str, stderr: str, output: CommandOutput | None) -> None:
+        if index in self._ended:
+            return
+        said = self._said.setdefault(index, ["", ""])
+        if stdout or stderr:
+            self.builder.shell_output_delta(self.item, self.index, index, stdout, stderr)
+            said[0] += stdout
+            said[1] += stderr
+        if output is not None:
+            self._end(index, output.as_output())
+        self.wake()
+
+    def _end(self, index: int, output: dict[str, Any]) -> None:
+        """The rest of what the command's output holds (nothing, when all was said as it came), then its .done."""
+        said = self._said.setdefault(index, ["", ""])
+        rest = [str(output[key])[len(text):] if str(output[key]).startswith(text) else ""
+                for key, text in (("stdout", said[0]), ("stderr", said[1]))]
+        if rest[0] or rest[1]:
+            self.builder.shell_output_delta(self.item, self.index, index, rest[0], rest[1])
+        self.builder.shell_output_done(self.item, self.index, index, output)
+        self._ended[index] = output
+
+    def close(self, outputs: list[dict[str, Any]], status: str) -> None:
+        """The item done with the call's outputs (a call that failed after some commands ended keeps theirs)."""
+        if not outputs and self._ended:
+            outputs = [self._ended[index] for index in sorted(self._ended)]
+        for index, output in enumerate(outputs):
+            if index not in self._ended:
+                self._end(index, output)
+        self.builder.close_shell_call_output(self.item, self.index, outputs, status)
+
+
 class HostedShellService(Protocol):
     """What the loop needs of the hosted shell (services/hosted_shell.py implements it over the containers and the
     sandbox): the refusals, the container of a response, and one call."""
@@ -191,8 +258,12 @@ class HostedShellService(Protocol):
     async def container_for(self, options: ShellToolOptions, history: Sequence[Mapping[str, Any]], *,
                             tenant: str, checked: object = None) -> str: ...
 
-    async def run(self, action: Mapping[str, Any], container_id: str, *, tenant: str) -> ShellRun: ...
+    async def run(self, action: Mapping[str, Any], container_id: str, *, tenant: str,
+                  printed: Printed | None = None) -> ShellRun:
+        """One call; ``printed``: told of what its commands print as the sandbox sends it on."""
+        ...
 
     async def skills_note(self, container_id: str, *, tenant: str) -> str:
         """What the tool's description tells the model of the container's skills (protocol/skills_note.py)."""
         ...
+

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,7 @@ class PodSession:
         self._ready_at = time.monotonic()
         self._deadline = self._ready_at + limits.timeout + WRITE_BACK_GRACE_SECONDS
         self._stdout = b""
+        self._on_stdout: Callable[[bytes], None] | None = None
         self.notes: list[str] = []
         self.first_output: float | None = None
 
@@ -81,9 +83,11 @@ class PodSession:
     def stdout_bytes(self) -> bytes:
         return self._stdout
 
-    async def run(self, code: str, *, job: JobKind = "python") -> SandboxResult:
+    async def run(self, code: str, *, job: JobKind = "python",
+                  on_stdout: Callable[[bytes], None] | None = None) -> SandboxResult:
         """Lay the files out in the pod, run, bring back what changed. Raises :class:`SandboxUnavailable` (the
         call's failure, worded) when the pod's APIs fail or do not answer in time: never a hang, never a 500."""
+        self._on_stdout = on_stdout
         try:
             return await self._run(code, job)
         except TimeoutError:
@@ -162,6 +166,8 @@ class PodSession:
                 break
             records += record
             room -= len(record)
+            if self._on_stdout is not None:  # each command's record as it ends (the process API's own output
+                self._on_stdout(record)      # is read whole per command here)
         self._stdout = bytes(records)
         finished = time.monotonic()
         return SandboxResult(outcome, "", "", exit_code=0, seconds=finished - started, spawned=started,
