@@ -74,8 +74,9 @@ BEHAVIOUR: dict[Section, dict[str, tuple[str, str]]] = {
                                  "defaults filled in"),
         "prompt_cache_options.comparison_response_id": ("forwarded, echoed", "with `prompt_cache_options`"),
         "prompt_cache_options.mode": ("forwarded, echoed", "with `prompt_cache_options`"),
-        "prompt_cache_options.prewarm": ("forwarded", "with `prompt_cache_options`; elsewhere the request is "
-                                         "answered in full"),
+        "prompt_cache_options.prewarm": ("forwarded / served", "with `prompt_cache_options`; elsewhere the turn "
+                                         "goes upstream with `max_tokens: 1` and the answer is `completed` with no "
+                                         "output"),
         "prompt_cache_options.ttl": ("forwarded, echoed", "with `prompt_cache_options`"),
         "prompt_cache_retention": ("forwarded, echoed", "where the profile sets `openai_fields`"),
         "reasoning": ("echoed", "with `context` and `mode` where sent"),
@@ -116,7 +117,8 @@ BEHAVIOUR: dict[Section, dict[str, tuple[str, str]]] = {
         "computer_call_output": ("forwarded", "its screenshot as a `user` image after the turn's tool messages"),
         "web_search_call": ("forwarded", "replayed as a tool call and its sources"),
         "function_call": ("forwarded", "as an assistant tool call"),
-        "function_call_output": ("forwarded", "as a tool message"),
+        "function_call_output": ("forwarded", "as a tool message; without `call_id` it answers the first open "
+                                 "call of its `name` (or the first open call); `name`, `namespace`, `status` kept"),
         "tool_search_call": ("forwarded", "as a tool call"),
         "tool_search_output": ("enforced", "its tools offered from here on"),
         "additional_tools": ("enforced", "its tools offered from here on"),
@@ -138,7 +140,8 @@ BEHAVIOUR: dict[Section, dict[str, tuple[str, str]]] = {
         "custom_tool_call_output": ("forwarded", "as a tool message"),
         "custom_tool_call": ("forwarded", "as a call of the function the tool is offered as"),
         "compaction_trigger": ("served", "answered with one `compaction` item"),
-        "item_reference": ("refused", "a 400 `unsupported_item_type`"),
+        "item_reference": ("enforced", "replaced by the item it names among what the request continues (its "
+                           "chain or conversation) and the input before it; else a 404 `item_not_found`"),
         "program": ("enforced", "programmatic tool calling's program, resumed"),
         "program_output": ("enforced", "programmatic tool calling's program output"),
     },
@@ -204,7 +207,8 @@ BEHAVIOUR: dict[Section, dict[str, tuple[str, str]]] = {
         "image_generation.moderation": ("forwarded", "to the Images API"),
         "image_generation.output_compression": ("forwarded", "to the Images API"),
         "image_generation.output_format": ("forwarded", "to the Images API"),
-        "image_generation.partial_images": ("refused", "other than 0: a 400 `unsupported_parameter`"),
+        "image_generation.partial_images": ("served", "1-3: the Images API's stream, each partial image sent as "
+                                            "it comes"),
         "image_generation.quality": ("forwarded", "to the Images API"),
         "image_generation.size": ("forwarded", "to the Images API; `auto` lets the model choose"),
         "image_generation.svg": ("refused", "a 400 `unsupported_parameter`"),
@@ -264,8 +268,8 @@ BEHAVIOUR: dict[Section, dict[str, tuple[str, str]]] = {
         "response.shell_call_command.added": ("served", ""),
         "response.shell_call_command.delta": ("served", ""),
         "response.shell_call_command.done": ("served", ""),
-        "response.shell_call_output_content.delta": ("served", "the hosted shell's output"),
-        "response.shell_call_output_content.done": ("served", "the hosted shell's output"),
+        "response.shell_call_output_content.delta": ("served", "the hosted shell's output, as it is printed"),
+        "response.shell_call_output_content.done": ("served", "the hosted shell's output, as each command ends"),
         "response.in_progress": ("served", ""),
         "response.failed": ("served", ""),
         "response.incomplete": ("served", ""),
@@ -275,10 +279,10 @@ BEHAVIOUR: dict[Section, dict[str, tuple[str, str]]] = {
         "response.reasoning_summary_part.done": ("served", "with `reasoning.summary`"),
         "response.reasoning_summary_text.delta": ("served", "with `reasoning.summary`"),
         "response.reasoning_summary_text.done": ("served", "with `reasoning.summary`"),
-        "response.reasoning_text.delta": ("relayed", "from a native Responses backend; a Chat Completions "
-                                          "backend's reasoning streams as the Open Responses spec's "
-                                          "`response.reasoning.delta`"),
-        "response.reasoning_text.done": ("relayed", "as `response.reasoning_text.delta`"),
+        "response.reasoning_text.delta": ("served", "a backend's reasoning; to a request sending "
+                                          "`OpenResponses-Version` (or with `event_names: open-responses`) the "
+                                          "spec's `response.reasoning.delta`"),
+        "response.reasoning_text.done": ("served", "as `response.reasoning_text.delta`"),
         "response.refusal.delta": ("served", ""),
         "response.refusal.done": ("served", ""),
         "response.output_text.delta": ("served", ""),
@@ -289,7 +293,7 @@ BEHAVIOUR: dict[Section, dict[str, tuple[str, str]]] = {
         "response.image_generation_call.completed": ("served", ""),
         "response.image_generation_call.generating": ("served", ""),
         "response.image_generation_call.in_progress": ("served", ""),
-        "response.image_generation_call.partial_image": ("not emitted", "`partial_images` is refused"),
+        "response.image_generation_call.partial_image": ("served", "with `partial_images`"),
         "response.mcp_call_arguments.delta": ("served", ""),
         "response.mcp_call_arguments.done": ("served", ""),
         "response.mcp_call.completed": ("served", ""),
