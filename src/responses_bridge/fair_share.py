@@ -16,8 +16,8 @@ Consequences:
 * alone, a tenant holds at most ``cap`` (the share setting, as before); with a share of 1 (one tenant) the ratio is
   0 and it may hold everything;
 * whatever k tenants hold, the room left free is never 0 while the last one given room holds anything (it left at
-  least ``ratio`` times that), so a newcomer is always admitted at once for a part of it (a third of what is
-  free, with the ratio of 1/2): with 1, 2, 3 greedy tenants already in and the default share of a half, at least
+  least ``ratio`` times that), so a newcomer is always admitted at once for a part of it (two thirds of what
+  is free, with the ratio of 1/2): with 1, 2, 3 greedy tenants already in and the default share of a half, at least
   1/2, 1/6, 1/18 of the pool is free;
 * as work ends, the freed room goes to the waiting tenant that holds least (each pool's waiter queue), so n
   tenants that all want more converge to equal shares ``capacity / (n + ratio)`` — max-min fairness over the pool,
