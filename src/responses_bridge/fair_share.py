@@ -91,11 +91,17 @@ class FairSlots:
     def held(self, tenant: str) -> int:
         return self._held[tenant]
 
+    def try_acquire(self, tenant: str) -> bool:
+        """A slot for ``tenant`` at once, if nobody waits and the rule admits it (nothing allocated), else False."""
+        if not self._waiting and self._rule.admits(self._busy, self._held[tenant], 1, self._share(tenant)):
+            self._held[tenant] += 1
+            self._busy += 1
+            return True
+        return False
+
     async def acquire(self, tenant: str, timeout: float) -> bool:
         """Wait for a slot at most ``timeout`` seconds: True once it is ``tenant``'s, False if none came."""
-        if not self._waiting and self._rule.admits(self._busy, self._held[tenant], 1, self._share(tenant)):
-            self._held[tenant] += 1  # the fast path: nobody waits and the rule admits it, nothing allocated
-            self._busy += 1
+        if self.try_acquire(tenant):
             return True
         waiter = _Waiter(tenant)
         self._waiting.append(waiter)

@@ -233,3 +233,17 @@ async def test_a_subagent_without_room_in_the_budget_fails_saying_so_and_holds_n
     assert charged and charged[0] >= COST_PER_SHARED_BYTE * len(orjson.dumps(TOOLS)) and not places
     hog.release()
     assert budget.held == 0
+
+
+async def test_a_subagent_cancelled_while_it_waits_for_its_responses_place_takes_none_and_passes_it_on() -> None:
+    upstream = _CountingUpstream()
+    gate = UpstreamGate(16, lambda tenant: 16, per_response=1, wait=5)
+    response = gate.around(upstream, "t")  # type: ignore[arg-type]
+    first = asyncio.create_task(_turn(response))
+    waiting = [asyncio.create_task(_turn(response)) for _ in range(2)]
+    for _ in range(10):
+        await asyncio.sleep(0)
+    waiting[0].cancel()  # interrupted while it waits: the place passes to the next
+    upstream.go.set()
+    assert await first == "answered" and await waiting[1] == "answered"
+    assert gate.slots.busy == 0 and upstream.most == 1
