@@ -16,8 +16,8 @@ Consequences:
 * alone, a tenant holds at most ``cap`` (the share setting, as before); with a share of 1 (one tenant) the ratio is
   0 and it may hold everything;
 * whatever k tenants hold, the room left free is never 0 while the last one given room holds anything (it left at
-  least ``ratio`` times that), so a newcomer is always admitted at once for a part of it (a third of what is
-  free, with the ratio of 1/2): with 1, 2, 3 greedy tenants already in and the default share of a half, at least
+  least ``ratio`` times that), so a newcomer is always admitted at once for a part of it (two thirds of what
+  is free, with the ratio of 1/2): with 1, 2, 3 greedy tenants already in and the default share of a half, at least
   1/2, 1/6, 1/18 of the pool is free;
 * as work ends, the freed room goes to the waiting tenant that holds least (each pool's waiter queue), so n
   tenants that all want more converge to equal shares ``capacity / (n + ratio)`` — max-min fairness over the pool,
@@ -91,11 +91,17 @@ class FairSlots:
     def held(self, tenant: str) -> int:
         return self._held[tenant]
 
+    def try_acquire(self, tenant: str) -> bool:
+        """A slot for ``tenant`` at once, if nobody waits and the rule admits it (nothing allocated), else False."""
+        if not self._waiting and self._rule.admits(self._busy, self._held[tenant], 1, self._share(tenant)):
+            self._held[tenant] += 1
+            self._busy += 1
+            return True
+        return False
+
     async def acquire(self, tenant: str, timeout: float) -> bool:
         """Wait for a slot at most ``timeout`` seconds: True once it is ``tenant``'s, False if none came."""
-        if not self._waiting and self._rule.admits(self._busy, self._held[tenant], 1, self._share(tenant)):
-            self._held[tenant] += 1  # the fast path: nobody waits and the rule admits it, nothing allocated
-            self._busy += 1
+        if self.try_acquire(tenant):
             return True
         waiter = _Waiter(tenant)
         self._waiting.append(waiter)

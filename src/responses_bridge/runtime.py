@@ -120,6 +120,7 @@ class Runtime:
                           conversations=self.conversations, prompts=self.prompts, server_tools=self.server_tools,
                           max_turns=self.settings.max_turns, files=self.file_inputs, tenant=tenant)
         run.upstream_gate = self.upstream_gate
+        run.charge_memory = self.memory.charge
         return run
 
     @classmethod
@@ -224,6 +225,7 @@ class Runtime:
                           prompts=self.prompts, server_tools=self.server_tools if tool_loop else None,
                           max_turns=self.settings.max_turns, files=self.file_inputs, tenant=tenant)
         run.admit_subagent = self.limits.acquire  # a subagent is one more of the tenant's requests in flight
+        run.charge_memory = self.memory.charge  # and holds its context in the memory budget
         run.upstream_gate = self.upstream_gate
         return run
 

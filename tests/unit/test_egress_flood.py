@@ -141,3 +141,28 @@ async def test_one_tenants_calls_hold_only_its_share_and_another_tenants_call_ge
     assert b"X-Egress-Outcome: tenant_connection_limit" in refused and b"its share of the bridge's 16" in refused
     assert b"holds 8 egress connections" in refused or b"hold 8 egress connections" in refused
     assert all(answer.startswith(b"HTTP/1.1 200") for answer in answers), [answer[:120] for answer in answers]
+
+
+@pytest.mark.parametrize("attackers", [2, 3])
+async def test_another_tenants_call_is_relayed_beside_two_and_three_flooding_tenants(
+        host: Host, attackers: int) -> None:
+    """With a fixed half each, two tenants' floods took the cap of 16 whole and a third tenant's call was refused
+    (``bridge_connection_limit``). By the fair-share rule the floods hold 8, 5 (and 2): the victim's call is
+    relayed."""
+    limits = EgressLimits(connections=64, bridge_connections=16)
+    floods = [await _proxy(host, limits, f"attacker-{at}") for at in range(attackers)]
+    victim = await _proxy(host, limits, "victim")
+    try:
+        writers = []
+        for proxy in floods:
+            writers += await _flood(proxy, 16)
+            await asyncio.sleep(0.2)  # each flood counted before the next tenant's
+        held = [SHARES.held(f"attacker-{at}") for at in range(attackers)]
+        answer = await exchange(victim, f"GET http://app.test:{host.port}/echo-headers HTTP/1.1\r\n\r\n".encode())
+        for writer in writers:
+            writer.close()
+    finally:
+        for proxy in (*floods, victim):
+            await proxy.close()
+    assert held == [8, 5, 2][:attackers], held
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]

@@ -9,17 +9,23 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 import pytest
 
 from responses_bridge.fair_share import FairShare
 from responses_bridge.protocol.errors import APIError
+from responses_bridge.protocol.request import parse_request_object
+from responses_bridge.run.subagents import COST_PER_SHARED_BYTE, subagent_worker
 from responses_bridge.run.upstream import UpstreamFailure
 from responses_bridge.run.upstream_gate import UpstreamGate
+from responses_bridge.run.upstream_scope import upstream_scope
 from responses_bridge.sandbox.egress_limits import ConnectionShares
 from responses_bridge.sandbox.slots import FairSlots
 from responses_bridge.services.memory_budget import SHARE_EXCEEDED, MemoryBudget
 
 MiB = 1 << 20
+TOOLS = [{"type": "function", "name": f"lookup_{at}", "description": "d" * 4096,
+          "parameters": {"type": "object", "properties": {}}} for at in range(16)]
 
 
 def greedy(rule: FairShare, holdings: dict[str, int], tenant: str, unit: int) -> int:
@@ -192,3 +198,52 @@ async def test_upstream_places_are_shared_fairly_and_a_call_without_one_is_refus
     assert refused and set(refused) == {"upstream_connections_exceeded"}
     assert await victim == "answered"
     assert "RESPONSES_BRIDGE_UPSTREAM_MAX_CONNECTIONS" in gate.refused().message
+
+
+async def test_a_subagent_without_room_in_the_budget_fails_saying_so_and_holds_nothing() -> None:
+    """Its piece of work reserves for its tools and context before its run is begun; refused, its result says why
+    and the tenant's place it took is given back."""
+    request = parse_request_object({"model": "m", "input": "hi", "tools": TOOLS})
+    budget = MemoryBudget(64 * MiB)
+    places: list[str] = []
+
+    class Place:
+        def release(self) -> None:
+            places.remove("taken")
+
+    def admit(tenant: str) -> Place:
+        places.append("taken")
+        return Place()
+
+    charged: list[int] = []
+
+    async def charge(tenant: str, size: int) -> Any:
+        charged.append(size)
+        return await budget.charge(tenant, size)
+
+    def never_begun() -> Any:
+        raise AssertionError("a refused subagent's run was begun")
+
+    hog = await budget.charge("t", 32 * MiB)  # the tenant holds its share already
+    worker = subagent_worker(request, never_begun, "t", admit, charge)
+    with upstream_scope(_CountingUpstream(), None):  # type: ignore[arg-type]
+        answer = await worker([{"type": "message", "role": "user", "content": "task"}])
+    assert answer.status == "failed" and answer.text.startswith("The subagent could not start: ")
+    assert "MEMORY_BUDGET_SHARE" in answer.text
+    assert charged and charged[0] >= COST_PER_SHARED_BYTE * len(orjson.dumps(TOOLS)) and not places
+    hog.release()
+    assert budget.held == 0
+
+
+async def test_a_subagent_cancelled_while_it_waits_for_its_responses_place_takes_none_and_passes_it_on() -> None:
+    upstream = _CountingUpstream()
+    gate = UpstreamGate(16, lambda tenant: 16, per_response=1, wait=5)
+    response = gate.around(upstream, "t")  # type: ignore[arg-type]
+    first = asyncio.create_task(_turn(response))
+    waiting = [asyncio.create_task(_turn(response)) for _ in range(2)]
+    for _ in range(10):
+        await asyncio.sleep(0)
+    waiting[0].cancel()  # interrupted while it waits: the place passes to the next
+    upstream.go.set()
+    assert await first == "answered" and await waiting[1] == "answered"
+    assert gate.slots.busy == 0 and upstream.most == 1

@@ -58,7 +58,7 @@ from .history import ConversationHistory, PromptRenderer, conversation_and_promp
 from .multi_agent import offer_agents
 from .runs import BeforePersist
 from .server_tools import CheckedTools, ServerToolRun, ServerTools, offers_server_tools, write_events
-from .subagents import Admission, attach_agents, wants_agents
+from .subagents import Admission, Charge, attach_agents, wants_agents
 from .upstream_gate import UpstreamGate
 
 DEFAULT_MAX_TURNS = 16
@@ -120,6 +120,7 @@ class ResponseRun:
         self.beta = NOT_BETA  # how the request came (protocol/multi_agent.py): the door says, before begin
         self.admit_subagent: Admission | None = None  # the tenant's limits, taken by each subagent's work
         self.upstream_gate: UpstreamGate | None = None  # the bridge's upstream places (run/upstream_gate.py)
+        self.charge_memory: Charge | None = None  # the memory budget, charged for each subagent's context
         self.save_fence: dict[str, str] = {}  # a background run's lease (store/base.py: save_response) or nothing
         self._store = store
         self._options = options
@@ -246,7 +247,8 @@ class ResponseRun:
                 self._checked = checked
                 return None
             self._tool_run = await checked.connect()
-            attach_agents(self._tool_run, translator, self._subagent_run, self.tenant, self.admit_subagent)
+            attach_agents(self._tool_run, translator, self._subagent_run, self.tenant, self.admit_subagent,
+                          self.charge_memory)
         return await self._first_request(large)
 
     def open_stream(self) -> bytes:
@@ -262,7 +264,8 @@ class ResponseRun:
             return None  # set up already (WebSocket mode): a resumed program waits again, no turn is made
         assert checked is not None, "first_call() without a deferred begin()"
         self._tool_run = await checked.connect()
-        attach_agents(self._tool_run, self._begun(), self._subagent_run, self.tenant, self.admit_subagent)
+        attach_agents(self._tool_run, self._begun(), self._subagent_run, self.tenant, self.admit_subagent,
+                      self.charge_memory)
         self._pending_bytes += self._begun().take_events()
         return await self._first_request(self._large)
 

@@ -11,7 +11,7 @@ when the root's do.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
@@ -41,6 +41,16 @@ Admission = Callable[[str], Held]
 """Takes one of a tenant's places for requests in flight (services/limits.py: ``TenantLimits.acquire``), or
 raises the ``APIError`` (429) of its limit."""
 
+Charge = Callable[[str, int], Awaitable[Held]]
+"""Holds bytes of the process's memory budget for a tenant (services/memory_budget.py: ``MemoryBudget.charge``),
+or raises the ``APIError`` (503) of the budget or the tenant's fair share of it."""
+
+COST_PER_SHARED_BYTE = 3
+"""What a subagent's piece of work is charged per byte of the JSON of its tools and context: its request shares the
+root's tools and items (not copied), but its translation and its upstream body are its own — measured at 1.3 times
+(2 MiB of function tools, 64 subagents: tests/integration/test_subagent_budget.py) to 2.1 times (16 MiB, every
+subagent's upstream call in flight at once), with room for the allocator's slack."""
+
 
 class SubagentRun(Run, Protocol):
     """A run a subagent's work is driven through (a ``ResponseRun``)."""
@@ -62,7 +72,7 @@ def wants_agents(request: ResponsesRequest, *, loop: bool) -> bool:
 
 
 def attach_agents(tool_run: ServerToolRun | None, translator: Translator, new_run: Callable[[], SubagentRun],
-                  tenant: str, admit: Admission | None) -> None:
+                  tenant: str, admit: Admission | None, charge: Charge | None = None) -> None:
     """With the multi-agent beta on: the tree of subagents the root's ``multi_agent_call`` items act on, its
     messages between agents ``agent_message`` items of the root's output, its usage the root's."""
     config = translator.request.multi_agent
@@ -70,7 +80,7 @@ def attach_agents(tool_run: ServerToolRun | None, translator: Translator, new_ru
         return
     builder = translator.builder
     tool_run.runner.agents = AgentTree(
-        config, subagent_worker(translator.request, new_run, tenant, admit), builder.count_usage,
+        config, subagent_worker(translator.request, new_run, tenant, admit, charge), builder.count_usage,
         RootOutput(builder))
 
 
@@ -95,10 +105,14 @@ class RootOutput:
 
 
 def subagent_worker(request: ResponsesRequest, new_run: Callable[[], SubagentRun], tenant: str,
-                    admit: Admission | None = None) -> Worker:
+                    admit: Admission | None = None, charge: Charge | None = None) -> Worker:
     """The :data:`~responses_bridge.run.multi_agent.Worker` of ``request``'s subagents: ``new_run`` makes the
     run each piece of work is driven through; ``admit``: the tenant's limits, which bound a subagent's work as
-    they bound any request of the tenant's (at the limit the piece of work fails with the 429's message)."""
+    they bound any request of the tenant's (at the limit the piece of work fails with the 429's message);
+    ``charge``: the memory budget, which each piece of work reserves in before it is begun — what its tools and
+    context cost (:data:`COST_PER_SHARED_BYTE`) — so a response's tree holds no more than the budget lets it (past
+    the tenant's fair share the piece of work fails with the 503's message). The tools list is the root's own
+    object in every subagent's request, never a copy."""
     params = request.params
     instructions = params.instructions if isinstance(params.instructions, str) else None
     # the root's sampling and reasoning settings go to its subagents too; its output format does not (a subagent
@@ -108,6 +122,13 @@ def subagent_worker(request: ResponsesRequest, new_run: Callable[[], SubagentRun
         ("parallel_tool_calls", params.parallel_tool_calls),
         ("reasoning", params.reasoning.model_dump(exclude_none=True) if params.reasoning is not None else None),
     ) if value is not None}
+
+    tools_bytes: list[int] = []  # the JSON size of the tools, measured once for the whole tree
+
+    def cost(items: list[dict[str, Any]]) -> int:
+        if not tools_bytes:
+            tools_bytes.append(len(orjson.dumps(params.tools)) if params.tools else 0)
+        return COST_PER_SHARED_BYTE * (tools_bytes[0] + len(orjson.dumps(items)))
 
     async def work(items: list[dict[str, Any]]) -> SubagentAnswer:
         scope = current_upstream()
@@ -123,6 +144,12 @@ def subagent_worker(request: ResponsesRequest, new_run: Callable[[], SubagentRun
         except APIError as refused:
             return SubagentAnswer(f"The subagent could not start: {refused.message}", "failed")
         try:
+            memory = await charge(tenant, cost(items)) if charge is not None else None
+        except APIError as refused:
+            if held is not None:
+                held.release()
+            return SubagentAnswer(f"The subagent could not start: {refused.message}", "failed")
+        try:
             run = new_run()
             try:
                 call = await run.begin(body)
@@ -135,6 +162,8 @@ def subagent_worker(request: ResponsesRequest, new_run: Callable[[], SubagentRun
                 raise
             return answer_of(reply.status, reply.body, items)
         finally:
+            if memory is not None:
+                memory.release()
             if held is not None:
                 held.release()
 

@@ -22,8 +22,10 @@ model list (short calls, bounded by the answer size) do not take one.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections import deque
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from types import TracebackType
 
 from ..engine.wire import UpstreamRequest
 from ..fair_share import FairSlots
@@ -56,15 +58,17 @@ class UpstreamGate:
 
 
 class GatedUpstream:
-    """An :class:`UpstreamClient` whose chat calls take a place of the response's and one of the bridge's."""
+    """An :class:`UpstreamClient` whose chat calls take a place of the response's and one of the bridge's. The
+    response's places are a count, with waiters only once they are all taken (no lock made per response)."""
 
-    __slots__ = ("_client", "_gate", "_places", "tenant")
+    __slots__ = ("_client", "_gate", "_open", "_waiting", "tenant")
 
     def __init__(self, client: UpstreamClient, gate: UpstreamGate, tenant: str) -> None:
         self._client = client
         self._gate = gate
         self.tenant = tenant
-        self._places = asyncio.Semaphore(gate.per_response)
+        self._open = 0  # the response's calls holding a place
+        self._waiting: deque[asyncio.Future[None]] | None = None  # made once the places are all taken
 
     async def start(self) -> None:
         await self._client.start()
@@ -72,17 +76,8 @@ class GatedUpstream:
     async def close(self) -> None:
         await self._client.close()
 
-    @asynccontextmanager
-    async def chat(self, call: UpstreamRequest, authorization: str | None) -> AsyncIterator[UpstreamAnswer]:
-        slots = self._gate.slots
-        async with self._places:
-            if not await slots.acquire(self.tenant, self._gate.wait):
-                raise UpstreamFailure(self._gate.refused())
-            try:
-                async with self._client.chat(call, authorization) as answer:
-                    yield answer
-            finally:
-                slots.release(self.tenant)
+    def chat(self, call: UpstreamRequest, authorization: str | None) -> AbstractAsyncContextManager[UpstreamAnswer]:
+        return _GatedChat(self, call, authorization)
 
     async def read_answer(self, response: UpstreamResponse) -> bytes:
         return await self._client.read_answer(response)
@@ -93,3 +88,71 @@ class GatedUpstream:
 
     def get(self, path: str, authorization: str | None) -> AbstractAsyncContextManager[UpstreamResponse]:
         return self._client.get(path, authorization)
+
+    async def _take_place(self) -> None:
+        """One of the response's places: at once while one is free, else the first given back (in turn)."""
+        if self._open < self._gate.per_response and not self._waiting:
+            self._open += 1
+            return
+        waiting = self._waiting = self._waiting or deque()
+        waiter = asyncio.get_running_loop().create_future()
+        waiting.append(waiter)
+        try:
+            await waiter  # the place is handed over by _give_place, already counted
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self._give_place()  # handed over as it was cancelled: passed on
+            elif waiter in waiting:  # not passed over yet (_give_place skips a cancelled one)
+                waiting.remove(waiter)
+            raise
+
+    def _give_place(self) -> None:
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the place goes to it, still counted
+                return
+        self._open -= 1
+
+
+class _GatedChat:
+    """One chat call of a :class:`GatedUpstream`: its places taken on entry, given back on exit, however it ends."""
+
+    __slots__ = ("_authorization", "_call", "_inner", "_owner")
+
+    def __init__(self, owner: GatedUpstream, call: UpstreamRequest, authorization: str | None) -> None:
+        self._owner = owner
+        self._call = call
+        self._authorization = authorization
+        self._inner: AbstractAsyncContextManager[UpstreamAnswer] | None = None
+
+    async def __aenter__(self) -> UpstreamAnswer:
+        owner = self._owner
+        gate = owner._gate
+        await owner._take_place()
+        try:
+            if not gate.slots.try_acquire(owner.tenant) and not await gate.slots.acquire(owner.tenant, gate.wait):
+                raise UpstreamFailure(gate.refused())
+        except BaseException:
+            owner._give_place()
+            raise
+        try:
+            inner = self._inner = owner._client.chat(self._call, self._authorization)
+            return await inner.__aenter__()
+        except BaseException:
+            self._inner = None
+            self._leave()
+            raise
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                        trace: TracebackType | None) -> bool | None:
+        inner, self._inner = self._inner, None
+        try:
+            return await inner.__aexit__(kind, error, trace) if inner is not None else None
+        finally:
+            self._leave()
+
+    def _leave(self) -> None:
+        owner = self._owner
+        owner._gate.slots.release(owner.tenant)
+        owner._give_place()

@@ -190,6 +190,15 @@ class MemoryBudget:
         size = min(body_bytes * COST_PER_BODY_BYTE, self.share_bytes)  # the largest runs alone rather than never
         return Reservation(self, await self._take(holder, size, wait), holder)
 
+    async def charge(self, holder: str, size: int) -> Reservation:
+        """Room for ``size`` bytes the process is about to hold for ``holder`` besides a request's body (a
+        subagent's context and turns: run/subagents.py), before they are held; at most a share. Raises the 503 as
+        :meth:`reserve` does."""
+        if not self.total or size <= 0:
+            return NOTHING
+        size = min(size, self.share_bytes)
+        return Reservation(self, await self._take(holder, size), holder)
+
     def _fits(self, holder: str, size: int) -> bool:
         return self._rule.admits(self.held, self.by_holder.get(holder, 0), size)
 

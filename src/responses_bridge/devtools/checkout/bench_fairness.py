@@ -1,4 +1,5 @@
-"""``scripts/bench-fairness``: what a hostile caller's idle bodies cost another caller and the probes, as ratios.
+"""``scripts/bench-fairness``: what a hostile caller's idle bodies cost another caller and the probes, as ratios
+(``--tenants``: what 2 and 3 attacking tenants cost another, base against this checkout: bench_fairness_many.py).
 
 Starts the fake upstream and a sidecar (``auth: none``: callers told apart by their key) with a memory budget of
 ``--budget`` bytes (1 GiB: a 2 GiB pod's default), optionally behind a real Envoy (``--envoy``). Then, in one run:
@@ -51,6 +52,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sidecar-src", metavar="DIR", help="run the sidecar from this checkout's src directory")
     parser.add_argument("--sidecar-env", action="append", default=[], metavar="NAME=VALUE",
                         help="an environment variable for the sidecar (repeatable)")
+    parser.add_argument("--tenants", action="store_true",
+                        help="the many-tenant attack instead (bench_fairness_many.py): a victim alone and beside "
+                        "--attackers tenants each holding one slow legal request of --hold-mib MiB")
+    parser.add_argument("--attackers", type=int, nargs="+", default=[2, 3], help="with --tenants: attacker counts")
+    parser.add_argument("--hold-mib", type=int, default=18, help="with --tenants: each attacker's request body")
+    parser.add_argument("--settle", type=float, default=4.0,
+                        help="with --tenants: seconds the attackers have to take what they may before the victim")
+    parser.add_argument("--base-src", metavar="DIR",
+                        help="with --tenants: also run a sidecar from this checkout's src, side by side")
     return parser.parse_args(argv)
 
 
@@ -188,6 +198,10 @@ async def _start_envoy(tmp: str, listen_port: int, http_port: int, extproc_port:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.tenants:
+        from .bench_fairness_many import main as many
+
+        return many(args)
     if args.sidecar_src:
         args.sidecar_src = os.path.abspath(args.sidecar_src)
     result = asyncio.run(measure(args))

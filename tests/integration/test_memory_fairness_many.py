@@ -1,0 +1,134 @@
+"""The memory budget against several attacking tenants at once, end to end (fair_share.py, services/memory_budget.py):
+a real sidecar (``auth: none``: callers told apart by their key) with a 256 MiB budget, behind a real Envoy.
+
+Two, then three attackers each hold as many legal requests with a slow answer (a stream the fake upstream stalls)
+as the budget lets them, 31.9 MiB of the budget each (17 steps of the HTTP door's reading). With a fixed share of a
+half, two of them held 255 of the 256 MiB and every request of another caller was refused (503). With the
+fair-share rule, each attacker is given room only while it leaves free at least half what it then holds: the
+victim's requests, one after another and then together, are all answered — through the HTTP door and through
+Envoy (the ext_proc door's body phase).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+import openai
+import orjson
+import pytest
+
+from responses_bridge.envoy_config import render_bootstrap
+from tests.support.bridge import Sidecar, running_sidecar
+from tests.support.envoy import free_port, have_envoy, start_envoy
+
+pytestmark = pytest.mark.store_free  # its subject is the memory budget: the sidecar keeps its own SQLite file
+
+MODEL = "fake-model"
+MiB = 1 << 20
+BUDGET = 256 * MiB
+HOLD_BYTES = 17 * 64 * 1024  # a body of exactly 17 steps: 31.875 MiB of the budget, four fill a share but 0.5 MiB
+TRIES = 5  # streams each attacker tries to hold (the fifth never fits)
+VICTIM = "y" * 40_000  # 1.2 MiB of the budget through either door: more than the old shares left
+
+
+def hold_body() -> bytes:
+    """A legal streamed request of exactly :data:`HOLD_BYTES` whose answer the fake upstream stalls."""
+    body = {"model": MODEL, "input": "hold this [stall_after=1:120000] ", "stream": True}
+    pad = HOLD_BYTES - len(orjson.dumps(body))
+    body["input"] = str(body["input"]) + "x" * pad
+    encoded = orjson.dumps(body)
+    assert len(encoded) == HOLD_BYTES
+    return encoded
+
+
+@dataclass
+class Stack:
+    envoy_url: str
+    sidecar: Sidecar
+
+    def url(self, door: str) -> str:
+        return self.sidecar.http_url if door == "http" else self.envoy_url
+
+
+@pytest.fixture(scope="module")
+async def stack(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    if not have_envoy():
+        pytest.skip("envoy binary not available")
+    listen_port = free_port()
+    env = {"RESPONSES_BRIDGE_MEMORY_BUDGET_BYTES": str(BUDGET)}
+    async with running_sidecar(str(tmp_path_factory.mktemp("fairness-many")), fake_upstream, "--upstream-via",
+                               f"http://127.0.0.1:{listen_port}/v1", env=env, own_sqlite=True) as sidecar:
+        envoy = await start_envoy(render_bootstrap(
+            listen_port=listen_port, extproc_port=sidecar.extproc_port,
+            http_port=int(sidecar.http_url.rsplit(":", 1)[1]), upstream=fake_upstream, admin_port=0))
+        try:
+            yield Stack(f"http://127.0.0.1:{listen_port}", sidecar)
+        finally:
+            envoy.stop()
+
+
+def sdk(base: str, key: str) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0, timeout=60)
+
+
+async def held_bytes(sidecar: Sidecar) -> int:
+    async with aiohttp.ClientSession() as session, session.get(f"{sidecar.http_url}/metrics") as response:
+        text = await response.text()
+    found = re.search(r"^responses_bridge_memory_budget_held_bytes(?:\{[^}]*\})? (\S+)$", text, re.M)
+    assert found, "no memory budget gauge in /metrics"
+    return int(float(found.group(1)))
+
+
+async def hold_all_it_may(session: aiohttp.ClientSession, base: str, key: str,
+                          streams: list[aiohttp.ClientResponse]) -> list[str]:
+    """An attacker's streams held open (each once its first text delta is in) until the budget refuses one; the
+    codes of its refusals."""
+    refusals, body = [], hold_body()
+    for _ in range(TRIES):
+        response = await session.post(f"{base}/v1/responses", data=body, headers={
+            "Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+        if response.status != 200:
+            answer = await response.json()
+            response.release()
+            assert response.status == 503 and response.headers.get("retry-after") == "1", answer
+            refusals.append(str(answer["error"]["code"]))
+            continue
+        streams.append(response)
+        async for line in response.content:
+            if b"response.output_text.delta" in line:
+                break
+    return refusals
+
+
+@pytest.mark.parametrize("door", ["http", "envoy"])
+@pytest.mark.parametrize("attackers", [2, 3])
+async def test_another_caller_is_answered_as_alone_beside_two_and_three_attackers(
+        stack: Stack, door: str, attackers: int) -> None:
+    base = stack.url(door)
+    streams: list[aiohttp.ClientResponse] = []
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session, \
+            sdk(base, "sk-victim") as victim:
+        try:
+            refusals = [await hold_all_it_may(session, base, f"sk-attacker-{at}", streams) for at in range(attackers)]
+            assert len(streams) >= attackers + 2, "the attackers held less than the attack needs"
+            assert all(refused and set(refused) == {"memory_share_exceeded"} for refused in refusals), refusals
+            assert await held_bytes(stack.sidecar) >= BUDGET * 2 // 3  # 191 MiB by two, 223 MiB by three
+            answers = [await victim.responses.create(model=MODEL, input=f"victim {at} {VICTIM}") for at in range(6)]
+            together = await asyncio.gather(*(victim.responses.create(model=MODEL, input=f"together {at} {VICTIM}")
+                                              for at in range(3)))
+        finally:
+            for stream in streams:
+                stream.close()
+    assert [answer.status for answer in [*answers, *together]] == ["completed"] * 9
+
+    async def given_back() -> bool:
+        return await held_bytes(stack.sidecar) == 0
+    for _ in range(300):
+        if await given_back():
+            break
+        await asyncio.sleep(0.1)
+    assert await given_back(), "the attackers' budget never came back"
