@@ -12,9 +12,9 @@ JSON requests, whose CPU is each side's per JSON request: whatever the machine d
 alike), then gives each its cost batches (bench_cost.py: per chunk bursted and paced, ext_proc messages), then its
 throughput: ``--throughput-requests`` JSON requests ``--concurrency`` at a time, in JSON requests per second, dealt
 too: in ten slices, each side's slice in turn (the first side turned by one each round), a side's rate its
-requests over the time its own slices took. Every figure
-becomes two ratios per round, B/A and A'/A, and the report gives their medians over the rounds: the pair ratios
-of one run, not ratios of medians taken at different times.
+requests over the time its own slices took (and its CPU per request meanwhile: ``cpu_ms_per_json_concurrent``).
+Every figure becomes two ratios per round, B/A and A'/A, and the report gives their medians over the rounds: the
+pair ratios of one run, not ratios of medians taken at different times.
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ SIDES = ("A", "B", "A'")
 CONTROL = "A'/A"
 SLICES = 10  # of the throughput section, dealt in turn
 FIGURES = ("cpu_ms_per_json", "cpu_us_per_chunk_bursted", "cpu_us_per_chunk_paced", "envoy_cpu_ms_per_json",
-           "messages_per_json", "messages_per_chunk", "json_p50_ms", "stream_p50_ms", "json_per_s")
+           "messages_per_json", "messages_per_chunk", "json_p50_ms", "stream_p50_ms", "json_per_s",
+           "cpu_ms_per_json_concurrent")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -179,8 +180,7 @@ async def _round(session: aiohttp.ClientSession, targets: list[CostTarget], args
         figures[side] = {**costs[target.name], **dealt[target.name],
                          "json_p50_ms": statistics.median(latency[target.name]["json"]),
                          "stream_p50_ms": statistics.median(latency[target.name]["stream"])}
-        if target.name in throughput:
-            figures[side]["json_per_s"] = throughput[target.name]
+        figures[side].update(throughput.get(target.name, {}))
     return figures
 
 
@@ -207,21 +207,25 @@ async def _dealt_json(session: aiohttp.ClientSession, targets: list[CostTarget],
 
 
 async def _throughput(session: aiohttp.ClientSession, targets: list[CostTarget], concurrency: int, total: int,
-                      round_index: int) -> dict[str, float]:
-    """JSON requests per second of each side, ``total`` of them sent ``concurrency`` at a time, in slices dealt in
-    turn: a side measured in one stretch of seconds, then the next, read the machine's moments more than the sides
-    (the control A'/A read 0.84 to 1.10)."""
+                      round_index: int) -> dict[str, dict[str, float]]:
+    """JSON requests per second of each side (and its CPU ms per request meanwhile), ``total`` of them sent
+    ``concurrency`` at a time, in slices dealt in turn: a side measured in one stretch of seconds, then the next,
+    read the machine's moments more than the sides (the control A'/A read 0.84 to 1.10)."""
     slices = max(1, min(SLICES, total // max(1, 4 * concurrency)))
     turn = round_index % len(targets)
     order = targets[turn:] + targets[:turn]
     seconds = {target.name: 0.0 for target in targets}
+    cpu = {target.name: 0.0 for target in targets}
     sent = {target.name: 0 for target in targets}
     for index in range(slices):
         count = total // slices + (1 if index < total % slices else 0)
         for target in order:
+            before = cpu_seconds(target.own)
             seconds[target.name] += await _burst(session, target, concurrency, count)
+            cpu[target.name] += cpu_seconds(target.own) - before
             sent[target.name] += count
-    return {name: sent[name] / seconds[name] for name in seconds}
+    return {name: {"json_per_s": sent[name] / seconds[name],
+                   "cpu_ms_per_json_concurrent": cpu[name] / sent[name] * 1000} for name in seconds}
 
 
 async def _burst(session: aiohttp.ClientSession, target: CostTarget, concurrency: int, count: int) -> float:
