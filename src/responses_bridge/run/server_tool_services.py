@@ -8,7 +8,6 @@ importing the module that imports them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cache
 from typing import TYPE_CHECKING
 
 from ..engine.builtin_tools import served_tool_types
@@ -27,10 +26,6 @@ if TYPE_CHECKING:
 
 
 DEFAULT_MAX_PARALLEL = 8
-
-_programs_installed = cache(programs_available)
-"""Whether the ``programs`` extra is installed, looked up once: the look-up walks ``sys.path`` on disk (a stat per
-entry), and :attr:`ServerToolServices.served` is read by every request (it was 5% of a JSON request's CPU)."""
 
 
 @dataclass(slots=True)
@@ -77,6 +72,6 @@ class ServerToolServices:
         400) applies to them, as before."""
         served = served_tool_types(self.search is not None, self.file_search is not None, self.code is not None,
                                    self.images is not None, self.shell is not None)
-        if _programs_installed() and self.programs is not None:
+        if programs_available() and self.programs is not None:
             return served
         return served - {"programmatic_tool_calling"}

@@ -7,12 +7,14 @@ sidecars run at once on one fake upstream: ``A`` (this tree, as ``bench`` would 
 says how far two identical sidecars drift on this machine in this run. With ``--envoy`` each has its own Envoy,
 with the bootstrap *its own tree's* ``envoy-config`` renders (a tree is compared with the processing modes it ships).
 
-Each round deals every door's requests to A, B and A' in turn (latency: JSON and streamed), then gives each its
-cost batches (bench_cost.py: CPU per JSON request, per chunk bursted and paced, ext_proc messages), then its
-throughput: ``--throughput-requests`` JSON requests ``--concurrency`` at a time, one side after another (the first
-side turned by one each round), in JSON requests per second. Every figure
-becomes two ratios per round, B/A and A'/A, and the report gives their medians over the rounds: the pair ratios
-of one run, not ratios of medians taken at different times.
+Each round deals every door's requests to A, B and A' in turn (latency: JSON and streamed; then ``--cost-requests``
+JSON requests, whose CPU is each side's per JSON request: whatever the machine does meanwhile falls on the three
+alike), then gives each its cost batches (bench_cost.py: per chunk bursted and paced, ext_proc messages), then its
+throughput: ``--throughput-requests`` JSON requests ``--concurrency`` at a time, in JSON requests per second, dealt
+too: in ten slices, each side's slice in turn (the first side turned by one each round), a side's rate its
+requests over the time its own slices took (and its CPU per request meanwhile: ``cpu_ms_per_json_concurrent``).
+Every figure becomes two ratios per round, B/A and A'/A, and the report gives their medians over the rounds: the
+pair ratios of one run, not ratios of medians taken at different times.
 """
 
 from __future__ import annotations
@@ -32,13 +34,15 @@ import aiohttp
 
 from ...envoy_config import EXTPROC_CLUSTER
 from ..procs import ManagedProcess, envoy_binary, free_port, wait_http
-from .bench_cost import BRIDGE_LISTENER, CostTarget, measure_costs, summarise_costs
+from .bench_cost import BRIDGE_LISTENER, CostTarget, cpu_seconds, measure_costs, summarise_costs
 from .bench_requests import post, synthetic_body, wait_healthy
 
 SIDES = ("A", "B", "A'")
 CONTROL = "A'/A"
+SLICES = 10  # of the throughput section, dealt in turn
 FIGURES = ("cpu_ms_per_json", "cpu_us_per_chunk_bursted", "cpu_us_per_chunk_paced", "envoy_cpu_ms_per_json",
-           "messages_per_json", "messages_per_chunk", "json_p50_ms", "stream_p50_ms", "json_per_s")
+           "messages_per_json", "messages_per_chunk", "json_p50_ms", "stream_p50_ms", "json_per_s",
+           "cpu_ms_per_json_concurrent")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -163,28 +167,70 @@ async def _round(session: aiohttp.ClientSession, targets: list[CostTarget], args
         for kind, body in (("json", "json"), ("stream", "bursted")):
             for target in targets:
                 latency[target.name][kind].append(await post(session, target.url, target.bodies[body], target.name))
+    dealt = await _dealt_json(session, targets, args.cost_requests, round_index)
     for target in targets:
         target.samples.clear()
     await measure_costs(session, targets, rounds=1, requests=args.cost_requests, streams=args.cost_streams,
                         send=post)
     costs = summarise_costs(targets, args.chunks)
-    throughput: dict[str, float] = {}
-    if args.throughput_requests > 0:
-        turn = round_index % len(targets)
-        for target in targets[turn:] + targets[:turn]:
-            throughput[target.name] = await _throughput(session, target, args.concurrency, args.throughput_requests)
+    throughput = (await _throughput(session, targets, args.concurrency, args.throughput_requests, round_index)
+                  if args.throughput_requests > 0 else {})
     figures = {}
     for side, target in zip(SIDES, targets, strict=True):
-        figures[side] = {**costs[target.name], "json_p50_ms": statistics.median(latency[target.name]["json"]),
+        figures[side] = {**costs[target.name], **dealt[target.name],
+                         "json_p50_ms": statistics.median(latency[target.name]["json"]),
                          "stream_p50_ms": statistics.median(latency[target.name]["stream"])}
-        if target.name in throughput:
-            figures[side]["json_per_s"] = throughput[target.name]
+        figures[side].update(throughput.get(target.name, {}))
     return figures
 
 
-async def _throughput(session: aiohttp.ClientSession, target: CostTarget, concurrency: int, total: int) -> float:
-    """JSON requests per second, ``total`` of them sent ``concurrency`` at a time."""
-    remaining = total
+async def _dealt_json(session: aiohttp.ClientSession, targets: list[CostTarget], requests: int,
+                      round_index: int) -> dict[str, dict[str, float]]:
+    """CPU ms per JSON request of each side (and of its Envoy), ``requests`` of them dealt in turn (A, B, A', A,
+    ...; the first turned each round). Each side's processes are its own and an idle sidecar spends next to
+    nothing, so a side's CPU over the whole deal is its requests'. Batches one side after another (bench_cost.py)
+    compare two moments of a shared machine as much as two sides: on a loaded one the control read 1.13 to 1.41."""
+    turn = round_index % len(targets)
+    order = targets[turn:] + targets[:turn]
+    own = {t.name: cpu_seconds(t.own) for t in targets}
+    envoy = {t.name: cpu_seconds([t.envoy]) for t in targets if t.envoy}
+    for _ in range(requests):
+        for target in order:
+            await post(session, target.url, target.bodies["json"], target.name)
+    dealt: dict[str, dict[str, float]] = {}
+    for target in targets:
+        dealt[target.name] = {"cpu_ms_per_json": (cpu_seconds(target.own) - own[target.name]) / requests * 1000}
+        if target.envoy:
+            dealt[target.name]["envoy_cpu_ms_per_json"] = ((cpu_seconds([target.envoy]) - envoy[target.name])
+                                                           / requests * 1000)
+    return dealt
+
+
+async def _throughput(session: aiohttp.ClientSession, targets: list[CostTarget], concurrency: int, total: int,
+                      round_index: int) -> dict[str, dict[str, float]]:
+    """JSON requests per second of each side (and its CPU ms per request meanwhile), ``total`` of them sent
+    ``concurrency`` at a time, in slices dealt in turn: a side measured in one stretch of seconds, then the next,
+    read the machine's moments more than the sides (the control A'/A read 0.84 to 1.10)."""
+    slices = max(1, min(SLICES, total // max(1, 4 * concurrency)))
+    turn = round_index % len(targets)
+    order = targets[turn:] + targets[:turn]
+    seconds = {target.name: 0.0 for target in targets}
+    cpu = {target.name: 0.0 for target in targets}
+    sent = {target.name: 0 for target in targets}
+    for index in range(slices):
+        count = total // slices + (1 if index < total % slices else 0)
+        for target in order:
+            before = cpu_seconds(target.own)
+            seconds[target.name] += await _burst(session, target, concurrency, count)
+            cpu[target.name] += cpu_seconds(target.own) - before
+            sent[target.name] += count
+    return {name: {"json_per_s": sent[name] / seconds[name],
+                   "cpu_ms_per_json_concurrent": cpu[name] / sent[name] * 1000} for name in seconds}
+
+
+async def _burst(session: aiohttp.ClientSession, target: CostTarget, concurrency: int, count: int) -> float:
+    """Seconds ``count`` JSON requests took, ``concurrency`` at a time."""
+    remaining = count
 
     async def worker() -> None:
         nonlocal remaining
@@ -194,7 +240,7 @@ async def _throughput(session: aiohttp.ClientSession, target: CostTarget, concur
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return total / (time.perf_counter() - started)
+    return time.perf_counter() - started
 
 
 def _ratios(by_round: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
