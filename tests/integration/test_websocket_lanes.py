@@ -15,6 +15,7 @@ from openai.types.beta.beta_responses_server_event import BetaResponseWsError
 
 from tests.support.bridge import UpstreamLog
 from tests.support.schema import check_sequence, validate_event
+from tests.support.sdk_strict import failure_reason
 
 MODEL = "fake-model"
 TERMINAL = {"response.completed", "response.failed", "response.incomplete", "error"}
@@ -165,7 +166,7 @@ async def test_closing_the_socket_stops_every_lane(ws_session: aiohttp.ClientSes
                 created[event["stream_id"]] = event["response"]["id"]
     for response_id in created.values():
         stored = await stored_after_close(client, response_id)
-        assert stored.status == "failed" and stored.error.code == "client_disconnected", stored
+        assert stored.status == "failed" and failure_reason(stored.error) == "client_disconnected", stored
 
 
 async def test_a_stream_id_that_is_not_a_string_is_refused(ws_session: aiohttp.ClientSession) -> None:
