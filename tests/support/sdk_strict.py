@@ -18,6 +18,8 @@ import openai.types.responses.response_text_delta_event as text_delta
 import openai.types.responses.response_text_done_event as text_done
 from openai.types.beta.beta_response import BetaResponse
 from openai.types.beta.beta_response_stream_event import BetaResponseStreamEvent
+from openai.types.beta.beta_responses_server_event import BetaResponsesServerEvent
+from openai.types.responses.responses_server_event import ResponsesServerEvent
 from pydantic import BaseModel, TypeAdapter
 
 # Fields the Open Responses spec requires that the SDK's models lack (the bridge serves both audiences; an SDK
@@ -51,6 +53,22 @@ def _extras(value: Any, path: str) -> list[str]:
         for key, entry in value.items():
             found += _extras(entry, f"{path}.{key}")
     return found
+
+
+@cache
+def _ws_events(beta_surface: bool) -> TypeAdapter[Any]:
+    return TypeAdapter(BetaResponsesServerEvent if beta_surface else ResponsesServerEvent)
+
+
+def strict_ws_event(frame: dict[str, Any], *, beta: bool = False) -> Any:
+    """One WebSocket frame as ``client.responses.connect()`` reads it (the SDK's ``ResponsesServerEvent`` union,
+    the beta one on the beta surface: every stream event with its ``stream_id``, ``error`` frames, steering's and
+    injection's events), strictly, with no key the SDK's model lacks."""
+    parsed = _ws_events(beta).validate_python(frame, strict=True)
+    assert parsed.type == frame["type"], f"the SDK reads {frame['type']!r} as {parsed.type!r}"
+    extras = _extras(parsed, frame["type"])
+    assert not extras, f"keys the SDK does not define: {extras}"
+    return parsed
 
 
 def strict_event(event: dict[str, Any], *, beta: bool = False) -> Any:
