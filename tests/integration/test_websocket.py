@@ -10,7 +10,7 @@ import pytest
 
 from tests.support.bridge import UpstreamLog
 from tests.support.schema import check_sequence, validate_event
-from tests.support.sdk_strict import failure_reason
+from tests.support.sdk_strict import failure_reason, strict_ws_event
 
 MODEL = "fake-model"
 TERMINAL = {"response.completed", "response.failed", "response.incomplete", "error"}
@@ -24,6 +24,7 @@ async def turn(ws: aiohttp.ClientWebSocketResponse, **fields) -> list[dict]:
         assert message.type == aiohttp.WSMsgType.TEXT, message
         assert not message.data.startswith(("event:", "data:")), message.data
         event = json.loads(message.data)
+        strict_ws_event(event)  # as client.responses.connect() reads it, strictly
         events.append(event)
         if event["type"] in TERMINAL:
             return events

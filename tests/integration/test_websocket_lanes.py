@@ -15,7 +15,7 @@ from openai.types.beta.beta_responses_server_event import BetaResponseWsError
 
 from tests.support.bridge import UpstreamLog
 from tests.support.schema import check_sequence, validate_event
-from tests.support.sdk_strict import failure_reason
+from tests.support.sdk_strict import failure_reason, strict_ws_event
 
 MODEL = "fake-model"
 TERMINAL = {"response.completed", "response.failed", "response.incomplete", "error"}
@@ -41,6 +41,7 @@ async def receive_until(ws: aiohttp.ClientWebSocketResponse, terminals: int) -> 
         message = await ws.receive(timeout=60)
         assert message.type == aiohttp.WSMsgType.TEXT, message
         event = json.loads(message.data)
+        strict_ws_event(event)
         events.append(event)
         terminals -= event["type"] in TERMINAL
     return events
