@@ -203,3 +203,19 @@ async def test_a_websocket_error_frame_validates(sdk: openai.AsyncOpenAI, name: 
         [frame] = await _frames(connection)
     parsed = strict_ws_event(frame)
     assert parsed.type == "error" and parsed.error.code == code, frame
+
+
+@pytest.mark.parametrize(("status", "code", "reason"), [(400, "invalid_prompt", ""),
+                                                        (401, "invalid_prompt", "invalid_api_key"),
+                                                        (429, "rate_limit_exceeded", "")])
+async def test_a_background_response_the_upstream_refuses_carries_openais_code(door_url: str,
+                                                                               sdk: openai.AsyncOpenAI, status: int,
+                                                                               code: str, reason: str) -> None:
+    """A refusal (4xx) fails a background response, which has no HTTP status to carry it: ``invalid_prompt`` (the
+    request was at fault) or ``rate_limit_exceeded``, the upstream's own code leading the message."""
+    created = await sdk.responses.create(model="fake-model", input=f"[error={status}] refuse", background=True)
+    async with aiohttp.ClientSession(base_url=door_url) as http:
+        stored = await _stored(http, created.id)
+    strict_response(stored)
+    assert stored["error"]["code"] == code, stored["error"]
+    assert stored["error"]["message"].startswith(f"{reason}: " if reason else "fake upstream error"), stored["error"]

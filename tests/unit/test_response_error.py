@@ -28,6 +28,7 @@ def test_the_list_is_the_sdks() -> None:
     ("too_many_requests", 429, "rate_limit_exceeded"),
     ("context_length_exceeded", 400, "invalid_prompt"),
     (None, 502, "server_error"),
+    (None, 400, "invalid_prompt"),
 ])
 def test_a_bridge_code_becomes_the_listed_one_and_leads_the_message(code: str | None, status: int,
                                                                     listed: str) -> None:

@@ -449,7 +449,7 @@ class OutputBuilder(EventFrames, ToolCallStream, RunItems):
             response["completed_at"] = completed_at
             self.lifecycle("response.completed")
 
-    def fail(self, code: str, message: str, *, status: int = 500) -> None:
+    def fail(self, code: str | None, message: str, *, status: int = 500) -> None:
         """Mark the response failed, keeping the partial output (items marked incomplete); emits
         ``response.failed``. Open items get no ``.done`` events: the response they belong to did not finish.
         ``code`` is the bridge's reason; the Response carries a code OpenAI's clients know (response_error.py)."""
