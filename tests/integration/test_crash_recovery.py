@@ -18,6 +18,7 @@ import aiohttp
 
 from responses_bridge.devtools.procs import wait_http
 from tests.support.bridge import start_sidecar
+from tests.support.sdk_strict import failure_reason
 from tests.support.sidecar_state import sidecar_stores
 
 MODEL = "fake-model"
@@ -141,7 +142,7 @@ async def test_kill_9_during_200_concurrent_responses(tmp_path, fake_upstream: s
                     assert body["status"] in ("failed", "completed"), body["status"]
                     statuses[body["status"]] = statuses.get(body["status"], 0) + 1
                     if body["background"] and body["status"] == "failed":
-                        assert body["error"]["code"] == "server_restarted"
+                        assert failure_reason(body["error"]) == "server_restarted"
                         async with session.get(f"{base}/v1/responses/{response_id}?stream=true") as replay:
                             text = await replay.text()
                         frames = [frame for frame in text.split("\n\n") if frame]

@@ -23,6 +23,7 @@ from responses_bridge.store.base import DEFAULT_TENANT
 from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.envoy import start_envoy
 from tests.support.schema import check_stream
+from tests.support.sdk_strict import failure_reason
 from tests.support.sidecar_state import sidecar_stores
 
 MODEL = "fake-model"
@@ -91,7 +92,7 @@ def check_terminal(streams: list[LiveStream]) -> None:
         else:
             assert last["type"] == "response.failed", last
             assert last["response"]["status"] == "failed"
-            assert last["response"]["error"]["code"] == "server_shutdown"
+            assert failure_reason(last["response"]["error"]) == "server_shutdown"
 
 
 async def stored_statuses(db: str, ids: list[str]) -> dict[str, str]:
@@ -146,7 +147,7 @@ async def test_sigterm_ends_a_websocket_turn_then_closes_the_socket(draining_sid
             events.append(json.loads(message.data))
         assert message.type == aiohttp.WSMsgType.CLOSE and message.data == aiohttp.WSCloseCode.GOING_AWAY
     assert events[-1]["type"] == "response.failed"
-    assert events[-1]["response"]["error"]["code"] == "server_shutdown"
+    assert failure_reason(events[-1]["response"]["error"]) == "server_shutdown"
     assert await wait_exit(draining_sidecar.process.process) == 0
     statuses = await stored_statuses(db_of(draining_sidecar), [first["response"]["id"]])
     assert statuses == {first["response"]["id"]: "failed"}
@@ -162,7 +163,7 @@ async def test_sigterm_fails_a_followed_background_run(draining_sidecar: Sidecar
         raw += await r.read()
     events = check_stream(raw)
     assert events[-1]["type"] == "response.failed"
-    assert events[-1]["response"]["error"]["code"] == "server_shutdown"
+    assert failure_reason(events[-1]["response"]["error"]) == "server_shutdown"
     assert await wait_exit(draining_sidecar.process.process) == 0
     assert await stored_statuses(db_of(draining_sidecar), [events[0]["response"]["id"]]) == {
         events[0]["response"]["id"]: "failed"}

@@ -136,7 +136,7 @@ async def _drain_with_live_extproc_streams(tmp: Path, upstream: str, workers: in
         for live, ready, metrics, late, code in rounds[1:]:  # the first may come before the signal is handled
             assert (live, ready, metrics, late, code) == (200, 503, 200, 503, "server_shutting_down")
         for raw in raws:
-            assert b'"code":"server_shutdown"' in raw and raw.endswith(b"data: [DONE]\n\n")
+            assert b'"code":"server_error","message":"server_shutdown: ' in raw and raw.endswith(b"data: [DONE]\n\n")
         assert process.process is not None
         assert await asyncio.to_thread(process.process.wait, BOUND_SECONDS) == 0
 

@@ -22,6 +22,7 @@ from responses_bridge.envoy_config import render_bootstrap
 from responses_bridge.store.base import DEFAULT_TENANT
 from tests.support.bridge import running_sidecar
 from tests.support.envoy import free_port, have_envoy, start_envoy
+from tests.support.sdk_strict import failure_reason
 from tests.support.sidecar_state import database_of, sidecar_stores
 
 pytestmark = [pytest.mark.envoy, pytest.mark.skipif(not have_envoy(), reason="no envoy binary")]
@@ -72,7 +73,7 @@ async def test_sigterm_ends_every_stream_with_response_failed(fake_upstream: str
         assert data.endswith(b"data: [DONE]\n\n")
         last = _events(data)[-1]
         assert last["type"] == "response.failed"
-        assert last["response"]["error"]["code"] == "server_shutdown"
+        assert failure_reason(last["response"]["error"]) == "server_shutdown"
     async with sidecar_stores(database_of(sidecar.process.argv)) as stores:
         for response_id in ids:
             stored = await stores.responses.get_response(response_id, tenant=DEFAULT_TENANT)

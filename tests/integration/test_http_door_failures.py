@@ -13,6 +13,7 @@ import pytest
 from responses_bridge.devtools.procs import free_port
 from tests.support.bridge import UpstreamLog, running_sidecar
 from tests.support.schema import check_sequence, parse_sse
+from tests.support.sdk_strict import failure_reason
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +62,7 @@ async def test_silent_upstream_times_out(impatient: str) -> None:
             events = parse_sse(await r.read())
     check_sequence(events)
     assert events[-1]["type"] == "response.failed"
-    assert events[-1]["response"]["error"]["code"] == "upstream_timeout"
+    assert failure_reason(events[-1]["response"]["error"]) == "upstream_timeout"
     assert any(e["type"] == "response.output_text.delta" for e in events)
 
 
@@ -89,7 +90,7 @@ async def test_client_disconnect_cancels_and_records_failure(impatient: str) -> 
         else:
             pytest.fail("the abandoned response was never recorded")
     assert stored["status"] == "failed"
-    assert stored["error"]["code"] == "client_disconnected"
+    assert failure_reason(stored["error"]) == "client_disconnected"
 
 
 async def test_unknown_route_and_method_are_openai_shaped(impatient: str) -> None:

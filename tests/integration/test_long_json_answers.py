@@ -33,6 +33,7 @@ import pytest
 from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.envoy import EnvoyProcess, free_port, have_envoy, start_envoy
 from tests.support.mcp_server import MCPTestServer, running_mcp_server
+from tests.support.sdk_strict import failure_reason
 
 pytestmark = [pytest.mark.envoy, pytest.mark.skipif(not have_envoy(), reason="no envoy binary")]
 
@@ -161,7 +162,7 @@ async def test_without_the_keepalive_envoys_cut_says_what_timed_out(
     assert "is `responses-bridge serve` running" not in message  # not the door-is-down answer
     # the run's work is kept, and its record is honest: failed because the client (Envoy) went away
     assert stored["status"] == "failed", stored
-    assert stored["error"]["code"] == "client_disconnected"
+    assert failure_reason(stored["error"]) == "client_disconnected"
     assert [item["type"] for item in stored["output"]][:2] == ["mcp_list_tools", "mcp_call"]
 
 

@@ -135,4 +135,4 @@ async def test_sigterm_turns_readiness_503_while_streams_still_run(tmp_path: Pat
                 assert (await response.json())["error"]["code"] == "server_shutting_down"
             rest = await stream.content.read()
             stream.release()
-            assert b'"server_shutdown"' in rest and rest.rstrip().endswith(b"data: [DONE]")
+            assert b'"message":"server_shutdown: ' in rest and rest.rstrip().endswith(b"data: [DONE]")

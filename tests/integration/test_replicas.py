@@ -26,6 +26,7 @@ from tests.support.bridge import PYTHON, UpstreamLog
 from tests.support.envoy import have_envoy
 from tests.support.postgres import PostgresServer, fresh_database
 from tests.support.replicas import Replica, running_replica, running_replicas
+from tests.support.sdk_strict import failure_reason
 
 pytestmark = [pytest.mark.envoy, pytest.mark.skipif(not have_envoy(), reason="no envoy binary"), pytest.mark.store_free]
 
@@ -200,7 +201,7 @@ async def test_a_dead_replicas_run_is_failed_by_another_once(replicas: list[Repl
     async with sdk(b) as on_b:
         failed = await wait_status(on_b, response.id, {"failed", "completed", "cancelled"},
                                    timeout=10 * LEASE_SECONDS)
-    assert failed.status == "failed" and failed.error.code == "server_restarted"
+    assert failed.status == "failed" and failure_reason(failed.error) == "server_restarted"
     events, done = await asyncio.wait_for(follower, timeout=30)
     assert done and events[-1]["type"] == "response.failed"
     replay, done = await read_stream(b.envoy_url, response.id)

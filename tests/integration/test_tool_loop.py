@@ -23,6 +23,7 @@ import pytest
 from tests.support.bridge import Sidecar, UpstreamLog, running_sidecar
 from tests.support.mcp_server import MCPTestServer, running_mcp_server
 from tests.support.schema import parse_sse, validate_response
+from tests.support.sdk_strict import failure_reason
 from tests.support.search_server import SearchServer
 from tests.unit.test_server_tool_turns import _event_adapter, _item_adapter, check_event, check_item_order
 
@@ -381,7 +382,7 @@ async def test_a_client_that_disconnects_mid_loop_leaves_a_failed_response(
         return found if found and found["status"] != "in_progress" else None
 
     response = await until(stored, "the abandoned response is stored")
-    assert response["status"] == "failed" and response["error"]["code"] == "client_disconnected"
+    assert response["status"] == "failed" and failure_reason(response["error"]) == "client_disconnected"
 
 
 async def test_cancelling_a_background_loop(raw: aiohttp.ClientSession, mcp: MCPTestServer) -> None:

@@ -16,6 +16,7 @@ import pytest
 
 from tests.support.bridge import running_sidecar
 from tests.support.schema import check_stream
+from tests.support.sdk_strict import failure_reason
 
 LIMIT = 16 * 1024 * 1024
 
@@ -44,11 +45,11 @@ async def test_an_event_over_the_limit_fails_the_stream(http: aiohttp.ClientSess
     failed = events[-1]
     assert failed["type"] == "response.failed"
     error = failed["response"]["error"]
-    assert error["code"] == "upstream_too_large"
+    assert failure_reason(error) == "upstream_too_large"
     assert f"{LIMIT} bytes" in error["message"] and "RESPONSES_BRIDGE_MAX_EVENT_BYTES" in error["message"]
     assert not any(e["type"] == "response.output_text.delta" for e in events)  # nothing of it was forwarded
     stored = await client.responses.retrieve(failed["response"]["id"])
-    assert stored.status == "failed" and stored.error is not None and stored.error.code == "upstream_too_large"
+    assert stored.status == "failed" and failure_reason(stored.error) == "upstream_too_large"
 
 
 async def test_a_json_answer_over_the_limit_is_a_502(http: aiohttp.ClientSession) -> None:
@@ -137,4 +138,4 @@ async def test_the_json_answer_limit_is_configurable(small: str) -> None:
                                                         "stream": True}) as response:
             events = check_stream(await response.read())
         assert events[-1]["type"] == "response.failed"
-        assert events[-1]["response"]["error"]["code"] == "upstream_too_large"
+        assert failure_reason(events[-1]["response"]["error"]) == "upstream_too_large"

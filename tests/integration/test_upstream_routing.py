@@ -22,6 +22,7 @@ import pytest
 
 from responses_bridge.devtools.fake_embeddings import embed
 from tests.support.envoy import have_envoy
+from tests.support.sdk_strict import failure_reason
 from tests.support.upstreams import Deployment, running_deployment
 
 pytestmark = pytest.mark.skipif(not have_envoy(), reason="envoy binary not available")
@@ -444,7 +445,7 @@ async def test_a_native_stream_the_backend_cuts_ends_failed_and_is_stored_so(
         return
     assert [event.type for event in events][:2] == ["response.created", "response.in_progress"]
     assert events[-1].type == "response.failed"
-    assert events[-1].response.error.code == "upstream_connection_error"  # type: ignore[union-attr]
+    assert failure_reason(events[-1].response.error) == "upstream_connection_error"  # type: ignore[union-attr]
     stored = await client.responses.retrieve(events[0].response.id)  # type: ignore[union-attr]
     assert stored.status == "failed"
 

@@ -10,6 +10,7 @@ import pytest
 
 from tests.support.bridge import UpstreamLog
 from tests.support.schema import check_sequence, validate_event
+from tests.support.sdk_strict import failure_reason, strict_ws_event
 
 MODEL = "fake-model"
 TERMINAL = {"response.completed", "response.failed", "response.incomplete", "error"}
@@ -23,6 +24,7 @@ async def turn(ws: aiohttp.ClientWebSocketResponse, **fields) -> list[dict]:
         assert message.type == aiohttp.WSMsgType.TEXT, message
         assert not message.data.startswith(("event:", "data:")), message.data
         event = json.loads(message.data)
+        strict_ws_event(event)  # as client.responses.connect() reads it, strictly
         events.append(event)
         if event["type"] in TERMINAL:
             return events
@@ -173,7 +175,7 @@ async def test_closing_mid_turn_records_the_response_as_failed(ws_session: aioht
             await asyncio.sleep(0.05)
             continue
         break
-    assert stored.status == "failed" and stored.error.code == "client_disconnected"
+    assert stored.status == "failed" and failure_reason(stored.error) == "client_disconnected"
 
 
 async def test_generate_false_warms_up_without_the_model(ws_session: aiohttp.ClientSession,

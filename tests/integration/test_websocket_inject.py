@@ -12,13 +12,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-from openai.types.beta.beta_responses_server_event import BetaResponsesServerEvent
-from pydantic import TypeAdapter
 
 from tests.support.bridge import UpstreamLog
+from tests.support.sdk_strict import strict_ws_event
 
 MODEL = "fake-model"
-EVENT = TypeAdapter(BetaResponsesServerEvent)
 WEATHER = {"type": "function", "name": "get_weather", "description": "Weather for a city.",
            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
 
@@ -40,8 +38,7 @@ async def until(ws: aiohttp.ClientWebSocketResponse, kind: str, count: int = 1) 
         message = await ws.receive(timeout=20)
         assert message.type == aiohttp.WSMsgType.TEXT, message
         event = json.loads(message.data)
-        if event["type"] != "error":  # the SDK's beta union has its own error shape; error frames are the door's
-            EVENT.validate_python(event, strict=True)
+        strict_ws_event(event, beta=True)  # error frames included
         events.append(event)
         count -= event["type"] == kind
     return events

@@ -15,6 +15,7 @@ from openai.types.beta.beta_responses_server_event import BetaResponseWsError
 
 from tests.support.bridge import UpstreamLog
 from tests.support.schema import check_sequence, validate_event
+from tests.support.sdk_strict import failure_reason, strict_ws_event
 
 MODEL = "fake-model"
 TERMINAL = {"response.completed", "response.failed", "response.incomplete", "error"}
@@ -40,6 +41,7 @@ async def receive_until(ws: aiohttp.ClientWebSocketResponse, terminals: int) -> 
         message = await ws.receive(timeout=60)
         assert message.type == aiohttp.WSMsgType.TEXT, message
         event = json.loads(message.data)
+        strict_ws_event(event)
         events.append(event)
         terminals -= event["type"] in TERMINAL
     return events
@@ -165,7 +167,7 @@ async def test_closing_the_socket_stops_every_lane(ws_session: aiohttp.ClientSes
                 created[event["stream_id"]] = event["response"]["id"]
     for response_id in created.values():
         stored = await stored_after_close(client, response_id)
-        assert stored.status == "failed" and stored.error.code == "client_disconnected", stored
+        assert stored.status == "failed" and failure_reason(stored.error) == "client_disconnected", stored
 
 
 async def test_a_stream_id_that_is_not_a_string_is_refused(ws_session: aiohttp.ClientSession) -> None:

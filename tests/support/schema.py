@@ -11,9 +11,9 @@ Two independent sets of types judge every object:
   out: they model ``text.format.schema`` (typed ``null`` in openresponses-types) and non-function tools (the
   spec types model only function tools), in pydantic's strict mode (no coercion). Where the two disagree on a
   shape the spec wins: event types the SDK does not know (``response.reasoning.*`` are Open Responses names) or
-  shapes differently (``error``) are checked by the spec types alone, and ``_sdk_response_view`` lists the
-  bridge's error codes the SDK does not list. Where the SDK requires a field the spec lacks
-  (``usage.input_tokens_details.cache_write_tokens``) the SDK wins: the spec's view drops it.
+  shapes differently (``error``) are checked by the spec types alone; a failed Response's ``error.code`` is judged
+  by the SDK's list (the bridge's reasons lead the message, engine/response_error.py). Where the SDK requires a
+  field the spec lacks (``usage.input_tokens_details.cache_write_tokens``) the SDK wins: the spec's view drops it.
 
 Usage (the integration suites use the same helpers against the HTTP and Envoy doors)::
 
@@ -152,25 +152,9 @@ def _sdk_event_models() -> dict[str, type[BaseModel]]:
     return models
 
 
-@cache
-def _sdk_error_codes() -> frozenset[str]:
-    return frozenset(get_args(sdk.ResponseError.model_fields["code"].annotation))
-
-
-def _sdk_response_view(response: dict[str, Any]) -> dict[str, Any]:
-    """The response as the SDK types can judge it: ``error.code`` is a free string in the spec; the SDK lists
-    OpenAI's own codes only, so a bridge code (``upstream_timeout``…) is swapped for a listed one. Nothing else is
-    eased: ``usage.input_tokens_details.cache_write_tokens``, required by the SDK and absent from the spec, must be
-    there (the SDK wins where they disagree; the spec's view drops it)."""
-    error = response.get("error")
-    if isinstance(error, dict) and isinstance(error.get("code"), str) and error["code"] not in _sdk_error_codes():
-        response = dict(response, error=dict(error, code="server_error"))
-    return response
-
-
 def _sdk_validate_response(response: dict[str, Any], where: str) -> None:
     try:
-        sdk.Response.model_validate(_sdk_response_view(response), strict=True)
+        sdk.Response.model_validate(response, strict=True)
     except ValidationError as exc:
         raise SchemaError(f"{where}: not a valid openai.types.responses.Response:\n{exc}") from None
 
@@ -352,7 +336,7 @@ def validate_event(event: dict[str, Any]) -> None:
                            "response.incomplete": ("incomplete",)}[kind]
         if event["response"]["status"] not in expected_status:
             raise SchemaError(f"{where}: response.status is {event['response']['status']!r}")
-        sdk_event = dict(event, response=_sdk_response_view(event["response"]))
+        sdk_event = event
     else:
         view = _spec_event_view(event)
         if spec_kind != kind:  # the same event under the spec's name, given back under the SDK's

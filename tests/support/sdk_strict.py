@@ -11,13 +11,15 @@ SDK's model lacks anywhere inside it (the SDK's models keep unknown keys as extr
 from __future__ import annotations
 
 from functools import cache
-from typing import Any, get_args
+from typing import Any
 
 import openai.types.responses as sdk
 import openai.types.responses.response_text_delta_event as text_delta
 import openai.types.responses.response_text_done_event as text_done
 from openai.types.beta.beta_response import BetaResponse
 from openai.types.beta.beta_response_stream_event import BetaResponseStreamEvent
+from openai.types.beta.beta_responses_server_event import BetaResponsesServerEvent
+from openai.types.responses.responses_server_event import ResponsesServerEvent
 from pydantic import BaseModel, TypeAdapter
 
 # Fields the Open Responses spec requires that the SDK's models lack (the bridge serves both audiences; an SDK
@@ -53,24 +55,25 @@ def _extras(value: Any, path: str) -> list[str]:
     return found
 
 
-def _sdk_codes() -> frozenset[str]:
-    return frozenset(get_args(sdk.ResponseError.model_fields["code"].annotation))
+@cache
+def _ws_events(beta_surface: bool) -> TypeAdapter[Any]:
+    return TypeAdapter(BetaResponsesServerEvent if beta_surface else ResponsesServerEvent)
 
 
-def _with_sdk_code(event: dict[str, Any]) -> dict[str, Any]:
-    """A lifecycle event whose failed response carries one of the bridge's own error codes (``upstream_timeout``,
-    ``upstream_connection_error``…, docs/troubleshooting.md) with that code read as ``server_error``: the SDK lists
-    OpenAI's codes only (its clients parse without checking them); every other field is judged as sent."""
-    response = event.get("response")
-    error = response.get("error") if isinstance(response, dict) else None
-    if isinstance(error, dict) and isinstance(error.get("code"), str) and error["code"] not in _sdk_codes():
-        return dict(event, response=dict(response, error=dict(error, code="server_error")))  # type: ignore[arg-type]
-    return event
+def strict_ws_event(frame: dict[str, Any], *, beta: bool = False) -> Any:
+    """One WebSocket frame as ``client.responses.connect()`` reads it (the SDK's ``ResponsesServerEvent`` union,
+    the beta one on the beta surface: every stream event with its ``stream_id``, ``error`` frames, steering's and
+    injection's events), strictly, with no key the SDK's model lacks."""
+    parsed = _ws_events(beta).validate_python(frame, strict=True)
+    assert parsed.type == frame["type"], f"the SDK reads {frame['type']!r} as {parsed.type!r}"
+    extras = _extras(parsed, frame["type"])
+    assert not extras, f"keys the SDK does not define: {extras}"
+    return parsed
 
 
 def strict_event(event: dict[str, Any], *, beta: bool = False) -> Any:
     """``event`` as the SDK's union reads it, strictly; AssertionError naming what is wrong."""
-    parsed = _events(beta).validate_python(_with_sdk_code(event), strict=True)
+    parsed = _events(beta).validate_python(event, strict=True)
     assert parsed.type == event["type"], f"the SDK reads {event['type']!r} as {parsed.type!r}"
     extras = _extras(parsed, event["type"])
     assert not extras, f"keys the SDK does not define: {extras}"
@@ -82,3 +85,15 @@ def strict_response(response: dict[str, Any]) -> sdk.Response:
     extras = _extras(parsed, "response")
     assert not extras, f"keys the SDK does not define: {extras}"
     return parsed
+
+
+def failure_reason(error: Any) -> str:
+    """The bridge's own reason for a failed Response (``upstream_timeout``, ``client_disconnected``…): the word
+    leading the message of an ``error`` whose code is the SDK's (engine/response_error.py). ``error`` is the dict
+    or the SDK's model."""
+    if not isinstance(error, dict):
+        error = error.model_dump()
+    sdk.ResponseError.model_validate({"code": error["code"], "message": error["message"]}, strict=True)
+    reason, colon, _ = error["message"].partition(": ")
+    assert colon and error["code"] == "server_error", f"no reason of the bridge's in {error!r}"
+    return reason

@@ -27,6 +27,7 @@ from responses_bridge.store.base import DEFAULT_TENANT, EventLog, ResponseStore,
 from responses_bridge.store.sqlite.background_runs import SQLiteRunLeases
 from responses_bridge.store.sqlite.events import SQLiteEventLog
 from responses_bridge.store.sqlite.responses import SQLiteResponseStore
+from tests.support.sdk_strict import failure_reason
 from tests.unit.store_kinds import KINDS, postgres_database_url
 from tests.unit.test_background_runs import ScriptedUpstream
 
@@ -193,7 +194,7 @@ async def test_a_run_whose_lease_ran_out_is_failed_once_by_b(replicas) -> None:
     assert await b.leases.fail_abandoned(b.service._closer()) == [run.response_id]
     followed = await asyncio.wait_for(follower, timeout=30)
     assert followed[-1]["type"] == "response.failed"
-    assert followed[-1]["response"]["error"]["code"] == INTERRUPTED_CODE
+    assert failure_reason(followed[-1]["response"]["error"]) == INTERRUPTED_CODE
     assert [event["sequence_number"] for event in followed] == list(range(len(followed)))
     # A's heartbeat learns the run is no longer its own and stops it without storing anything
     renewal = await a.leases.renew(list(a.service.runs))
@@ -228,7 +229,7 @@ async def test_a_run_that_resumes_after_its_lease_was_taken_stores_nothing(repli
     await asyncio.wait_for(asyncio.shield(run.task), timeout=30)
     stored = await b.store.get_response(run.response_id, tenant=DEFAULT_TENANT)
     assert stored is not None and stored["status"] == "failed"
-    assert stored["error"]["code"] == INTERRUPTED_CODE
+    assert failure_reason(stored["error"]) == INTERRUPTED_CODE
     frames = [frame for _, frame in await b.events.after(run.response_id, -1, tenant=DEFAULT_TENANT)]
     assert frames[-1].startswith(b"event: response.failed\n")
     assert not any(frame.startswith(b"event: response.completed\n") for frame in frames)

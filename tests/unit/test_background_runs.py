@@ -22,6 +22,7 @@ from responses_bridge.store import SQLiteResponseStore
 from responses_bridge.store.base import DEFAULT_TENANT
 from responses_bridge.store.sqlite.background_runs import LocalRunLeases
 from responses_bridge.store.sqlite.events import SQLiteEventLog
+from tests.support.sdk_strict import failure_reason
 
 
 def chunk(delta: dict, finish: str | None = None) -> bytes:
@@ -148,7 +149,7 @@ async def test_shutdown_fails_running_responses(store: SQLiteResponseStore) -> N
     await upstream.at_gate.wait()
     await service.close()
     stored = await store.get_response(run.response_id, tenant=DEFAULT_TENANT)
-    assert stored["status"] == "failed" and stored["error"]["code"] == "server_shutdown"
+    assert stored["status"] == "failed" and failure_reason(stored["error"]) == "server_shutdown"
 
 
 async def test_a_lone_process_fails_the_runs_it_finds_unfinished(store: SQLiteResponseStore) -> None:
@@ -163,7 +164,7 @@ async def test_a_lone_process_fails_the_runs_it_finds_unfinished(store: SQLiteRe
     assert (await store.get_response(run.response_id, tenant=DEFAULT_TENANT))["status"] == "in_progress"
     assert await LocalRunLeases(log).fail_abandoned(interrupted()) == [run.response_id]
     stored = await store.get_response(run.response_id, tenant=DEFAULT_TENANT)
-    assert stored["status"] == "failed" and stored["error"]["code"] == INTERRUPTED_CODE
+    assert stored["status"] == "failed" and failure_reason(stored["error"]) == INTERRUPTED_CODE
     events = await log.after(run.response_id, -1, tenant=DEFAULT_TENANT)
     assert events[:-1] == events_before
     assert events[-1][0] == len(events_before)

@@ -18,6 +18,7 @@ from responses_bridge.run.response_run import ResponseRun
 from responses_bridge.store import SQLiteResponseStore
 from responses_bridge.store.base import DEFAULT_TENANT
 from tests.support.schema import check_stream, parse_sse, validate_response
+from tests.support.sdk_strict import failure_reason
 from tests.unit import recordings
 from tests.unit.recordings import (
     JSON,
@@ -274,7 +275,7 @@ async def test_an_upstream_event_over_the_limit_fails_the_response(store: SQLite
     failed = events[-1]
     assert failed["type"] == "response.failed" and failed["response"]["status"] == "failed"
     error = failed["response"]["error"]
-    assert error["code"] == "upstream_too_large"
+    assert failure_reason(error) == "upstream_too_large"
     assert "8192 bytes" in error["message"] and "RESPONSES_BRIDGE_MAX_EVENT_BYTES" in error["message"]
     assert run.exchange.upstream_failed
     assert (await store.get_response(failed["response"]["id"], tenant=DEFAULT_TENANT))["status"] == "failed"
@@ -362,8 +363,8 @@ async def test_failure_before_any_header_opens_and_fails_the_stream(store: SQLit
     assert run.status == 200 and not run.reply.continues_stream  # the reply is the whole stream
     events = check_stream(run.body)
     assert [e["type"] for e in events] == ["response.created", "response.in_progress", "response.failed"]
-    assert events[-1]["response"]["error"] == {"code": "upstream_timeout",
-                                               "message": "The upstream did not answer in time."}
+    assert events[-1]["response"]["error"] == {"code": "server_error",
+                                               "message": "upstream_timeout: The upstream did not answer in time."}
     await stored_matches(store, events[-1]["response"])
 
 
@@ -377,7 +378,7 @@ async def test_failure_mid_stream_keeps_the_partial_output(store: SQLiteResponse
     run = await drive_failure(store, request("parallel_tools", stream=True), TIMEOUT, pieces=parts[:4])
     events = check_stream(run.body)
     final = events[-1]["response"]
-    assert final["status"] == "failed" and final["error"]["code"] == "upstream_timeout"
+    assert final["status"] == "failed" and failure_reason(final["error"]) == "upstream_timeout"
     assert [(item["name"], item["status"], item["arguments"]) for item in final["output"]] == [
         ("get_weather", "incomplete", '{"city":"Paris",')]
     await stored_matches(store, final)
@@ -393,7 +394,7 @@ async def test_a_client_that_goes_away_leaves_a_failed_response(store: SQLiteRes
     await exchange.abandon()  # twice is harmless
     stored = await store.get_response(exchange.response_id, tenant=DEFAULT_TENANT)
     assert stored is not None and stored["status"] == "failed"
-    assert stored["error"]["code"] == "client_disconnected"
+    assert failure_reason(stored["error"]) == "client_disconnected"
     validate_response(stored)
     seen = parse_sse(sent + b"data: [DONE]\n\n")
     assert {item["id"] for item in stored["output"]} == {

@@ -31,6 +31,7 @@ from responses_bridge.store import SQLiteResponseStore
 from responses_bridge.store.base import DEFAULT_TENANT
 from tests.support.runtime import runtime_over
 from tests.support.schema import check_stream
+from tests.support.sdk_strict import failure_reason
 from tests.unit.recordings import load, load_json
 from tests.unit.test_file_search_tool import MemorySearcher
 
@@ -621,7 +622,7 @@ async def test_shutting_down_an_open_stream_ends_it_now(runtime: Runtime) -> Non
     body, end = streamed(reply)
     assert end
     last = sse_terminal(client + body)
-    assert last["type"] == "response.failed" and last["response"]["error"]["code"] == "server_shutdown"
+    assert last["type"] == "response.failed" and failure_reason(last["response"]["error"]) == "server_shutdown"
     assert await stream.handle(response_body(raw[600:], True)) == []
     assert await stored_status(runtime, stream) == "failed"
 
@@ -636,7 +637,7 @@ async def test_shutting_down_before_the_upstream_answered(runtime: Runtime, clie
     status, _, body = immediate(reply)
     if client_streams:
         assert status == 200
-        assert sse_terminal(body)["response"]["error"]["code"] == "server_shutdown"
+        assert failure_reason(sse_terminal(body)["response"]["error"]) == "server_shutdown"
         assert await stored_status(runtime, stream) == "failed"
     else:
         assert status == 503 and error_of(body)["code"] == "server_shutdown"
@@ -654,7 +655,7 @@ async def test_shutting_down_in_streamed_mode_waits_for_the_next_chunk(runtime: 
     assert sent.messages == []  # STREAMED mode: the processor may only answer a chunk
     [reply] = await stream.handle(response_body(raw[600:900]))
     client += reply.response_body.response.body_mutation.body
-    assert sse_terminal(client)["response"]["error"]["code"] == "server_shutdown"
+    assert failure_reason(sse_terminal(client)["response"]["error"]) == "server_shutdown"
     [reply] = await stream.handle(response_body(raw[900:], True))
     assert reply.response_body.response.body_mutation.body == b"" and stream.done
 
@@ -743,7 +744,7 @@ async def test_a_drain_ends_live_streams_before_the_server_stops(runtime: Runtim
     stopping = asyncio.create_task(door())
     reply = await call.call.read()  # sent by the processor on its own: no upstream chunk came
     body, end = streamed(reply)
-    assert end and b'"code":"server_shutdown"' in body and body.endswith(b"data: [DONE]\n\n")
+    assert end and b'"code":"server_error","message":"server_shutdown: ' in body and body.endswith(b"data: [DONE]\n\n")
     assert runtime.draining
     await call.call.done_writing()  # Envoy closes the stream once the response ended
     await asyncio.wait_for(stopping, 30)

@@ -518,7 +518,8 @@ def test_validate_response_accepts_what_the_spec_allows() -> None:
                          {"type": "web_search"}]  # hosted tools are judged by the SDK types
     response["text"] = {"format": {"type": "json_schema", "name": "n", "schema": {"type": "object"},
                                    "description": None, "strict": True}, "verbosity": "high"}
-    response.update(status="failed", completed_at=None, error={"code": "upstream_timeout", "message": "slow"})
+    response.update(status="failed", completed_at=None,
+                    error={"code": "server_error", "message": "upstream_timeout: slow"})
     validate_response(response)
 
 

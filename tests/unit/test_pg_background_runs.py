@@ -16,6 +16,7 @@ import pytest
 from responses_bridge.services.background_frames import INTERRUPTED_CODE, cancelled, interrupted
 from responses_bridge.store.postgres.background_runs import PostgresRunLeases
 from responses_bridge.store.postgres.database import PostgresDatabase
+from tests.support.sdk_strict import failure_reason
 
 
 @pytest.fixture
@@ -72,7 +73,7 @@ async def test_only_runs_without_a_live_lease_are_failed_each_once(databases, po
     swept = await asyncio.gather(b.fail_abandoned(interrupted()), c.fail_abandoned(interrupted()))
     assert sorted(swept[0] + swept[1]) == ["resp_live"]  # one sweeper ended it
     response, events = await stored(db_a, "resp_live")
-    assert response["status"] == "failed" and response["error"]["code"] == INTERRUPTED_CODE
+    assert response["status"] == "failed" and failure_reason(response["error"]) == INTERRUPTED_CODE
     assert response["output"][0]["status"] == "incomplete"
     assert len(events) == 4 and events[-1].startswith(b"event: response.failed\n")
     assert b'"sequence_number":3' in events[-1]

@@ -24,6 +24,7 @@ from ..protocol.request import ResponsesRequest
 from ..sealing import Sealer
 from . import compaction
 from .event_frames import CANCELLED_EVENT
+from .response_error import response_error
 from .response_object import fill_usage_details, new_response
 from .sse import DONE, DONE_FRAME, EventTooLarge, SSEDecoder, encode_event
 from .upstream_errors import upstream_error
@@ -223,7 +224,8 @@ class NativeRelay:
             return Reply(error.status, JSON_CONTENT_TYPE, error.body())
         if self.streaming and error.status < 500 and not self.head_sent and not self.background:
             return Reply(error.status, JSON_CONTENT_TYPE, error.body())
-        self._end("failed", error.payload())
+        self._end("failed", response_error(error.code, error.message, status=error.status, param=error.param,
+                                           error_type=error.type, full=True))
         return None
 
     def cancel(self) -> None:
@@ -235,8 +237,8 @@ class NativeRelay:
         if self.ended or (self.streaming and not self.head_sent):
             return False
         self.ended = True
-        self._end("failed", {"code": "client_disconnected",
-                             "message": "The client disconnected before the response completed."})
+        self._end("failed", response_error("client_disconnected",
+                                           "The client disconnected before the response completed."))
         return True
 
     def _end(self, status: str, error: dict[str, Any] | None) -> None:

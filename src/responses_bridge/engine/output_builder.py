@@ -32,6 +32,7 @@ from typing import Any
 from .. import ids
 from .chunk_values import UpstreamProtocolError, _annotation, _logprob, _text_of_parts, completion_as_chunk
 from .event_frames import CANCELLED_EVENT, Encoder, EventFrames
+from .response_error import response_error
 from .response_object import convert_usage
 from .run_items import RunItems
 from .server_tools import ServerCallReader
@@ -448,9 +449,10 @@ class OutputBuilder(EventFrames, ToolCallStream, RunItems):
             response["completed_at"] = completed_at
             self.lifecycle("response.completed")
 
-    def fail(self, code: str, message: str) -> None:
+    def fail(self, code: str | None, message: str, *, status: int = 500) -> None:
         """Mark the response failed, keeping the partial output (items marked incomplete); emits
-        ``response.failed``. Open items get no ``.done`` events: the response they belong to did not finish."""
+        ``response.failed``. Open items get no ``.done`` events: the response they belong to did not finish.
+        ``code`` is the bridge's reason; the Response carries a code OpenAI's clients know (response_error.py)."""
         self._deferred = []  # a failure after finish (the store refused it): the finished events never go out
         encode, self._encode = self._encode, None
         if self._open == "tools":  # a call still waiting for its name was never announced: leave it out
@@ -462,7 +464,7 @@ class OutputBuilder(EventFrames, ToolCallStream, RunItems):
         response["status"] = "failed"
         response["completed_at"] = None  # finish() may have run before a late failure (the store refused it)
         response["incomplete_details"] = None
-        response["error"] = {"code": code, "message": message}
+        response["error"] = response_error(code, message, status=status)
         response["usage"] = convert_usage(self.total_usage)
         self.lifecycle("response.failed")
 

@@ -109,13 +109,14 @@ class ClientStream(TranslatorState):
         if not self.streaming:
             if not self.committed:
                 return Reply(error.status, JSON_CONTENT_TYPE, error.body())
-            self._builder.fail(error.code or "server_error", error.message)  # stored, then terminal_reply()
+            # stored, then terminal_reply()
+            self._builder.fail(error.code, error.message, status=error.status)
             return None
         if error.status < 500 and not self._head_sent and not self.background:
             # the upstream refused the request itself (4xx): the client gets that error, as OpenAI would
             return Reply(error.status, JSON_CONTENT_TYPE, error.body())
         self._terminal_head = b"" if self._head_sent else self._open_stream()
-        self._builder.fail(error.code or "server_error", error.message)
+        self._builder.fail(error.code, error.message, status=error.status)
         return None
 
     def cancel(self) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..engine.event_frames import CANCELLED_EVENT
+from ..engine.response_error import response_error
 from ..engine.sse import DONE_FRAME, encode_event
 from ..store.records import Closer
 
@@ -52,10 +53,11 @@ def _ended(response: dict[str, Any], status: str) -> dict[str, Any]:
 
 
 def interrupted(message: str = INTERRUPTED_MESSAGE) -> Closer:
-    """Ends a run that no process is running any more: ``failed``, with ``server_restarted``."""
+    """Ends a run that no process is running any more: ``failed``, ``server_error`` with ``server_restarted``
+    leading its message (engine/response_error.py)."""
 
     def close(response: dict[str, Any]) -> tuple[dict[str, Any], Callable[[int], bytes]]:
-        _ended(response, "failed")["error"] = {"code": INTERRUPTED_CODE, "message": message}
+        _ended(response, "failed")["error"] = response_error(INTERRUPTED_CODE, message)
         return response, terminal_frame("response.failed", response)
 
     return close
