@@ -1,0 +1,414 @@
+"""Sessions of the Agents API (``client.beta.agents.sessions``): create, retrieve, update, list, delete; input and
+cancel events in (with ``Idempotency-Key``); the event stream out; turns and items. A session's turns run in
+services/agent_turns.py, its events in services/agent_events.py.
+
+Served: the ``none`` environment (the model alone, no workspace), agents without tools. An ``openai_hosted`` or
+``self_hosted`` environment, tools, subagents and vaults are refused with a 400 naming what is not served yet:
+never accepted and silently dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from .. import ids
+from ..protocol.agents import SESSION_AGENT_FIELDS, apply_config, default_config, require_model
+from ..protocol.errors import APIError, invalid_request, not_found
+from ..protocol.lists import list_of
+from ..protocol.request import check_metadata
+from ..store.base_agents import AgentStore
+from .agent_events import SessionEvents
+from .agent_turns import ResponseStarter, SessionRunner, public
+from .agents import AgentService
+from .background import BackgroundService
+from .pagination import page_errors
+
+MAX_SESSIONS_PER_TENANT = 100_000
+MAX_EVENTS_PER_CALL = 16
+MAX_MESSAGES = 16
+MAX_PARTS = 64
+MAX_TEXT_CHARS = 1_000_000
+SESSION_FIELDS = ("environment", "agent", "agent_id", "input", "metadata", "prompt_cache_options", "review",
+                  "stream", "stream_options", "vault_ids")
+UPDATE_FIELDS = ("agent", "metadata", "prompt_cache_options", "review")
+
+
+def session_not_found(session_id: str) -> APIError:
+    return not_found(f"No session found with id '{session_id}'.", param="session_id", code="not_found")
+
+
+def not_served(what: str, param: str) -> APIError:
+    return invalid_request(f"{what} is not served yet by this bridge: sessions run with environment 'none' and "
+                           "agents without tools or subagents.", param=param, code="unsupported_value")
+
+
+class SessionService:
+    def __init__(self, store: AgentStore, agents: AgentService, background: BackgroundService,
+                 start: ResponseStarter) -> None:
+        self.store = store
+        self.agents = agents
+        self.background = background
+        self.start = start
+        self.events = SessionEvents(store)
+        self.runners: dict[str, SessionRunner] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # --- sessions ------------------------------------------------------------------------------------------
+
+    async def create(self, body: dict[str, Any], *, tenant: str, authorization: str | None) -> dict[str, Any]:
+        _known(body, SESSION_FIELDS, "")
+        _environment(body.get("environment"))
+        agent = await self._agent(body, tenant)
+        check_metadata(body.get("metadata"))
+        stream = body.get("stream")
+        if stream not in (None, True, False):
+            raise invalid_request("Invalid type for 'stream': expected a boolean.", param="stream",
+                                  code="invalid_type")
+        if body.get("stream_options") is not None and stream is not True:
+            raise invalid_request("'stream_options' is only allowed when 'stream' is true.", param="stream_options",
+                                  code="invalid_value")
+        if body.get("vault_ids"):
+            raise not_served("Vaults ('vault_ids')", "vault_ids")
+        if body.get("input") is None:
+            raise invalid_request("Missing required parameter: 'input' (a session with environment 'none' starts "
+                                  "with its first input).", param="input", code="missing_required_parameter")
+        content = _messages(body["input"], "input")
+        if await self.store.count("session", tenant=tenant) >= MAX_SESSIONS_PER_TENANT:
+            raise APIError(429, f"A project may keep at most {MAX_SESSIONS_PER_TENANT} sessions; delete some first.",
+                           type="invalid_request_error", code="session_limit_reached")
+        now = int(time.time())
+        session: dict[str, Any] = {
+            "id": ids.new_id("sess"), "object": "agent.session", "agent": agent, "created_at": now,
+            "environment": {"type": "none"}, "error": None, "last_active_at": now,
+            "metadata": dict(body.get("metadata") or {}), "required_actions": [], "status": "idle", "usage": None,
+            "vault_ids": [], "prompt_cache_options": _cache_options(body.get("prompt_cache_options")),
+        }
+        review = _review(body.get("review"))
+        if review is not None:
+            session["review"] = review
+        await self._save(session, tenant)
+        runner = await self._runner(session["id"], tenant)
+        await runner.events.emit({"type": "agent.session.created", "session": public(session)})
+        await runner.submit(session, content, authorization)
+        return public(session)
+
+    async def _agent(self, body: dict[str, Any], tenant: str) -> dict[str, Any]:
+        """The session's agent: the saved one (``agent_id``) with ``agent``'s overrides, or ``agent`` alone."""
+        overrides = body.get("agent")
+        if overrides is not None and not isinstance(overrides, dict):
+            raise invalid_request("Invalid type for 'agent': expected an object.", param="agent",
+                                  code="invalid_type")
+        agent_id = body.get("agent_id")
+        if agent_id is not None:
+            if not isinstance(agent_id, str):
+                raise invalid_request("Invalid type for 'agent_id': expected a string.", param="agent_id",
+                                      code="invalid_type")
+            base = await self.agents.get(agent_id, tenant=tenant)
+        elif overrides is None:
+            raise invalid_request("Missing required parameter: 'agent' or 'agent_id'.", param="agent",
+                                  code="missing_required_parameter")
+        else:
+            base = {**default_config(), "id": ids.new_id("agent")}
+        config = apply_config(base, overrides or {}, SESSION_AGENT_FIELDS, prefix="agent.")
+        require_model(config, "agent.model")
+        _servable(config)
+        return {"id": base["id"], "name": base.get("name"),
+                **{key: config[key] for key in SESSION_AGENT_FIELDS}}
+
+    async def get(self, session_id: str, *, tenant: str) -> dict[str, Any]:
+        return public(await self._load(session_id, tenant))
+
+    async def _load(self, session_id: str, tenant: str) -> dict[str, Any]:
+        session = await self.store.get("session", session_id, tenant=tenant)
+        if session is None:
+            raise session_not_found(session_id)
+        return session
+
+    async def _save(self, session: dict[str, Any], tenant: str) -> None:
+        await self.store.put("session", session["id"], session, tenant=tenant, parent=session["agent"]["id"])
+
+    async def update(self, session_id: str, body: dict[str, Any], *, tenant: str) -> dict[str, Any]:
+        _known(body, UPDATE_FIELDS, "")
+        async with self._lock(session_id):
+            session = await self._load(session_id, tenant)
+            if "agent" in body:
+                changes = body["agent"]
+                if not isinstance(changes, dict):
+                    raise invalid_request("Invalid type for 'agent': expected an object.", param="agent",
+                                          code="invalid_type")
+                config = apply_config(session["agent"], changes, ("model", "reasoning", "service_tier", "tools"),
+                                      prefix="agent.")
+                _servable(config)
+                session["agent"] = config
+            if "metadata" in body:
+                check_metadata(body["metadata"])
+                session["metadata"] = dict(body["metadata"] or {})
+            if "prompt_cache_options" in body:
+                session["prompt_cache_options"] = _cache_options(body["prompt_cache_options"])
+            if "review" in body:
+                review = _review(body["review"])
+                session.pop("review", None)
+                if review is not None:
+                    session["review"] = review
+            await self._save(session, tenant)
+        return public(session)
+
+    async def list_sessions(self, *, after: str | None, limit: int, order: str, agent_id: str | None,
+                            metadata: list[tuple[str, str]], tenant: str) -> dict[str, Any]:
+        with page_errors("session"):
+            page = await self.store.page("session", tenant=tenant, parent=agent_id, after=after, limit=limit,
+                                         order=order, metadata=metadata)
+        return list_of([public(session) for session in page.data], has_more=page.has_more)
+
+    async def delete(self, session_id: str, *, tenant: str) -> dict[str, Any]:
+        """The session, its turns, items and events go; its running turn is stopped and its turns' stored
+        responses are deleted with it."""
+        await self._load(session_id, tenant)
+        runner = self.runners.pop(session_id, None)
+        if runner is not None and runner.task is not None:
+            runner.task.cancel()
+        response_ids = await self._response_ids(session_id, tenant)
+        if runner is not None and runner.response_id:
+            response_ids.append(runner.response_id)
+        if not await self.store.delete("session", session_id, tenant=tenant):
+            raise session_not_found(session_id)
+        self.events.forget(session_id)
+        self._locks.pop(session_id, None)
+        for response_id in response_ids:
+            await self.background.forget(response_id, tenant=tenant)
+            await self.background.store.delete_response(response_id, tenant=tenant)
+        return {"id": session_id, "object": "agent.session.deleted", "deleted": True}
+
+    async def _response_ids(self, session_id: str, tenant: str) -> list[str]:
+        found: list[str] = []
+        after = None
+        while True:
+            page = await self.store.page("turn", tenant=tenant, parent=session_id, after=after, limit=100,
+                                         order="asc")
+            found += [turn["_private"]["response_id"] for turn in page.data
+                      if (turn.get("_private") or {}).get("response_id")]
+            if not page.has_more or not page.data:
+                return found
+            after = page.data[-1]["id"]
+
+    # --- events ---------------------------------------------------------------------------------------------
+
+    async def post_events(self, session_id: str, body: dict[str, Any], *, idempotency_key: str | None,
+                          tenant: str, authorization: str | None) -> None:
+        _known(body, ("events",), "")
+        events = body.get("events")
+        if not isinstance(events, list) or not events:
+            raise invalid_request("'events' must be a non-empty array.", param="events", code="invalid_value")
+        if len(events) > MAX_EVENTS_PER_CALL:
+            raise invalid_request(f"'events' may have at most {MAX_EVENTS_PER_CALL} events.", param="events",
+                                  code="array_above_max_length")
+        plan = [_input_event(event, f"events[{index}]") for index, event in enumerate(events)]
+        async with self._lock(session_id):
+            session = await self._load(session_id, tenant)
+            if idempotency_key is not None and await self._replayed(session_id, idempotency_key, body, tenant):
+                return
+            if session["status"] == "failed":
+                raise invalid_request("This session failed; it takes no more events.", param="session_id",
+                                      code="session_failed")
+            runner = await self._runner(session_id, tenant)
+            for kind, content in plan:
+                if kind == "cancel":
+                    await runner.cancel()
+                else:
+                    await runner.submit(session, content, authorization)
+
+    async def _replayed(self, session_id: str, key: str, body: dict[str, Any], tenant: str) -> bool:
+        """True when ``key`` was used on this session already with this body (nothing is done again); a 409 when
+        it was used with another."""
+        if not 1 <= len(key) <= 255:
+            raise invalid_request("'Idempotency-Key' must be 1 to 255 characters.", param="Idempotency-Key",
+                                  code="invalid_value")
+        record_id = f"{session_id}:{hashlib.sha256(key.encode()).hexdigest()}"
+        digest = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        seen = await self.store.get("key", record_id, tenant=tenant)
+        if seen is not None:
+            if seen.get("digest") != digest:
+                raise APIError(409, "This Idempotency-Key was already used with another request body.",
+                               type="invalid_request_error", param="Idempotency-Key", code="idempotency_key_reused")
+            return True
+        await self.store.put("key", record_id, {"digest": digest}, tenant=tenant, parent=session_id)
+        return False
+
+    async def stream(self, session_id: str, *, after_event: str | None, tenant: str,
+                     until_idle: bool) -> AsyncIterator[bytes]:
+        """The session's event frames after ``after_event`` (from its first without), live ones as they come."""
+        await self._load(session_id, tenant)
+        after = -1
+        if after_event:
+            found = await self.events.sequence_of(session_id, after_event, tenant=tenant)
+            if found is None:
+                raise invalid_request(f"No event found with id '{after_event}' in this session.", param="after",
+                                      code="invalid_value")
+            after = found
+        return self.events.follow(session_id, after, tenant=tenant, until_idle=until_idle)
+
+    async def _runner(self, session_id: str, tenant: str) -> SessionRunner:
+        runner = self.runners.get(session_id)
+        if runner is None or runner.tenant != tenant:
+            log_ = await self.events.log_of(session_id, tenant)
+            runner = SessionRunner(self.store, self.background, self.start, log_, session_id, tenant)
+            self.runners[session_id] = runner
+        return runner
+
+    def _lock(self, session_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(session_id, asyncio.Lock())
+
+    # --- turns and items ------------------------------------------------------------------------------------
+
+    async def list_turns(self, session_id: str, *, after: str | None, limit: int, order: str,
+                         tenant: str) -> dict[str, Any]:
+        await self._load(session_id, tenant)
+        with page_errors("turn"):
+            page = await self.store.page("turn", tenant=tenant, parent=session_id, after=after, limit=limit,
+                                         order=order)
+        return list_of([public(turn) for turn in page.data], has_more=page.has_more)
+
+    async def get_turn(self, session_id: str, turn_id: str, *, tenant: str) -> dict[str, Any]:
+        await self._load(session_id, tenant)
+        turn = await self.store.get("turn", turn_id, tenant=tenant)
+        if turn is None or turn.get("session_id") != session_id:
+            raise not_found(f"No turn found with id '{turn_id}' in session '{session_id}'.", param="turn_id",
+                            code="not_found")
+        return public(turn)
+
+    async def list_items(self, session_id: str, *, turn_id: str | None, after: str | None, limit: int,
+                         order: str, tenant: str) -> dict[str, Any]:
+        if turn_id is not None:
+            await self.get_turn(session_id, turn_id, tenant=tenant)
+        else:
+            await self._load(session_id, tenant)
+        with page_errors("item"):
+            page = await self.store.page("item", tenant=tenant, parent=session_id, scope=turn_id, after=after,
+                                         limit=limit, order=order)
+        return list_of(page.data, has_more=page.has_more)
+
+    async def close(self) -> None:
+        for runner in list(self.runners.values()):
+            if runner.task is not None and not runner.task.done():
+                runner.task.cancel()
+
+
+def _known(body: dict[str, Any], fields: tuple[str, ...], prefix: str) -> None:
+    for key in body:
+        if key not in fields:
+            raise invalid_request(f"Unknown parameter: '{prefix}{key}'.", param=f"{prefix}{key}",
+                                  code="unknown_parameter")
+
+
+def _environment(environment: Any) -> None:
+    if environment is None:
+        raise invalid_request("Missing required parameter: 'environment'.", param="environment",
+                              code="missing_required_parameter")
+    if not isinstance(environment, dict):
+        raise invalid_request("Invalid type for 'environment': expected an object.", param="environment",
+                              code="invalid_type")
+    kind = environment.get("type")
+    if kind in ("openai_hosted", "self_hosted"):
+        raise not_served(f"Environment type '{kind}'", "environment.type")
+    if kind != "none":
+        raise invalid_request("Invalid value for 'environment.type': expected 'none', 'openai_hosted' or "
+                              "'self_hosted'.", param="environment.type", code="invalid_value")
+    _known(environment, ("type",), "environment.")
+
+
+def _servable(config: dict[str, Any]) -> None:
+    """What a session's turn cannot run yet is refused by name, never dropped."""
+    for index, tool in enumerate(config["tools"]):
+        raise not_served(f"Tool type '{tool['type']}' in a session", f"agent.tools[{index}].type")
+    if config["multi_agent"]["enabled"]:
+        raise not_served("Subagents ('multi_agent.enabled')", "agent.multi_agent.enabled")
+
+
+def _cache_options(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) - {"ttl"}:
+        raise invalid_request("Invalid value for 'prompt_cache_options': expected {\"ttl\": \"30m\" | \"12h\"}.",
+                              param="prompt_cache_options", code="invalid_value")
+    ttl = value.get("ttl", "30m")
+    if ttl not in ("30m", "12h"):
+        raise invalid_request("Invalid value for 'prompt_cache_options.ttl': expected '30m' or '12h'.",
+                              param="prompt_cache_options.ttl", code="invalid_value")
+    return {"ttl": ttl}
+
+
+def _review(value: Any) -> str | None:
+    if value is None or value == "none":
+        return None
+    if value != "auto_review":
+        raise invalid_request("Invalid value for 'review': expected 'none' or 'auto_review'.", param="review",
+                              code="invalid_value")
+    raise not_served("Automatic action review ('review': 'auto_review')", "review")
+
+
+def _messages(value: Any, param: str) -> list[list[dict[str, Any]]]:
+    """A session's input (a string, or user messages) as one turn's messages, each its content parts."""
+    if isinstance(value, str):
+        return [_parts([{"type": "input_text", "text": value}], param)]
+    if not isinstance(value, list) or not value:
+        raise invalid_request(f"Invalid value for '{param}': expected a string or a non-empty array of messages.",
+                              param=param, code="invalid_value")
+    if len(value) > MAX_MESSAGES:
+        raise invalid_request(f"'{param}' may have at most {MAX_MESSAGES} messages.", param=param,
+                              code="array_above_max_length")
+    messages: list[list[dict[str, Any]]] = []
+    for index, message in enumerate(value):
+        where = f"{param}[{index}]"
+        if not isinstance(message, dict):
+            raise invalid_request(f"Invalid type for '{where}': expected a message.", param=where,
+                                  code="invalid_type")
+        _known(message, ("type", "role", "content"), f"{where}.")
+        if message.get("role") != "user" or message.get("type", "message") != "message":
+            raise invalid_request(f"Invalid value for '{where}.role': expected 'user'.", param=f"{where}.role",
+                                  code="invalid_value")
+        messages.append(_parts(message.get("content"), f"{where}.content"))
+    return messages
+
+
+def _parts(content: Any, param: str) -> list[dict[str, Any]]:
+    if not isinstance(content, list) or not content or len(content) > MAX_PARTS:
+        raise invalid_request(f"Invalid value for '{param}': expected 1 to {MAX_PARTS} content parts.",
+                              param=param, code="invalid_value")
+    parts = []
+    for index, part in enumerate(content):
+        where = f"{param}[{index}]"
+        if not isinstance(part, dict):
+            raise invalid_request(f"Invalid type for '{where}': expected an object.", param=where,
+                                  code="invalid_type")
+        key = {"input_text": "text", "input_image": "image_url"}.get(str(part.get("type")))
+        if key is None:
+            raise invalid_request(f"Invalid value for '{where}.type': expected 'input_text' or 'input_image'.",
+                                  param=f"{where}.type", code="invalid_value")
+        _known(part, ("type", key), f"{where}.")
+        if not isinstance(part.get(key), str) or len(part[key]) > MAX_TEXT_CHARS:
+            raise invalid_request(f"Invalid value for '{where}.{key}': expected a string of at most "
+                                  f"{MAX_TEXT_CHARS} characters.", param=f"{where}.{key}", code="invalid_value")
+        parts.append({"type": part["type"], key: part[key]})
+    return parts
+
+
+def _input_event(event: Any, param: str) -> tuple[str, list[list[dict[str, Any]]]]:
+    if not isinstance(event, dict):
+        raise invalid_request(f"Invalid type for '{param}': expected an object.", param=param, code="invalid_type")
+    kind = event.get("type")
+    if kind == "agent.session.input.cancel":
+        _known(event, ("type",), f"{param}.")
+        return "cancel", []
+    if kind == "agent.session.input.message":
+        _known(event, ("type", "input"), f"{param}.")
+        return "message", _messages(event.get("input"), f"{param}.input")
+    if kind in ("agent.session.input.tool_result", "agent.session.input.mcp_approval_request_result",
+                "agent.session.input.computer_use_approval_request_result"):
+        raise not_served(f"Event type '{kind}'", f"{param}.type")
+    raise invalid_request(f"Invalid value for '{param}.type'.", param=f"{param}.type", code="invalid_value")

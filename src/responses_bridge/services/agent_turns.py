@@ -1,0 +1,243 @@
+"""A session's turns, one at a time: each a background response of the bridge's own run (the driver, its tools and
+persistence, services/background.py) over the session's agent, chained on the previous turn's response
+(``previous_response_id``), so the turns share the session's context. Its events are followed and told in the
+session's log (protocol/agent_events.py); the turn loop learns nothing about agents.
+
+Input that arrives while a turn runs is queued as a turn of its own (``queued``), run in order once the current one
+ends; a cancel ends the running turn (its response cancelled) and every queued one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import structlog
+
+from .. import ids
+from ..protocol.agent_events import TERMINAL, add_usage, token_usage, translate, turn_error, user_item
+from ..protocol.errors import APIError
+from ..store.base_agents import AgentStore
+from .agent_events import SessionLog
+from .background import BackgroundService
+from .background_frames import split_frames
+
+log = structlog.get_logger("responses_bridge.agents")
+
+ResponseStarter = Callable[[dict[str, Any], str, "str | None"], Awaitable[str]]
+"""Starts a background response of ``body`` for ``tenant`` with the caller's ``Authorization``; its id. Given by the
+door (adapters/http/agents_routes.py), which knows the routes and upstream clients."""
+
+
+@dataclass
+class QueuedTurn:
+    turn: dict[str, Any]
+    messages: list[dict[str, Any]]  # the user's messages, as the session's items
+    authorization: str | None = field(repr=False)  # the caller's, for the upstream; never stored
+
+
+def new_turn(session: dict[str, Any]) -> dict[str, Any]:
+    return {"id": ids.new_id("turn"), "object": "agent.session.turn", "agent_id": session["agent"]["id"],
+            "session_id": session["id"], "created_at": int(time.time()), "started_at": None, "completed_at": None,
+            "status": "queued", "error": None, "subagent_id": None, "usage": None,
+            "prompt_cache_options": session.get("prompt_cache_options")}
+
+
+def public(record: dict[str, Any]) -> dict[str, Any]:
+    """A stored record without the bridge's own fields (``_private``)."""
+    return {key: value for key, value in record.items() if key != "_private"}
+
+
+class SessionRunner:
+    """The turns of one session in this process: a queue and the task working it."""
+
+    def __init__(self, store: AgentStore, background: BackgroundService, start: ResponseStarter,
+                 events: SessionLog, session_id: str, tenant: str) -> None:
+        self.store = store
+        self.background = background
+        self.start = start
+        self.events = events
+        self.session_id = session_id
+        self.tenant = tenant
+        self.queue: list[QueuedTurn] = []
+        self.current: QueuedTurn | None = None
+        self.response_id: str | None = None
+        self.cancelling = False
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self.current is not None or bool(self.queue)
+
+    async def session(self) -> dict[str, Any]:
+        session = await self.store.get("session", self.session_id, tenant=self.tenant)
+        if session is None:
+            raise asyncio.CancelledError  # deleted meanwhile
+        return session
+
+    async def save_session(self, session: dict[str, Any]) -> None:
+        await self.store.put("session", session["id"], session, tenant=self.tenant,
+                             parent=session["agent"]["id"])
+
+    async def submit(self, session: dict[str, Any], content: list[list[dict[str, Any]]],
+                     authorization: str | None) -> None:
+        """Queue one turn of the user's messages (``content``: each message's parts) and make sure it runs."""
+        turn = new_turn(session)
+        messages = [user_item(ids.message_id(), parts, turn["id"]) for parts in content]
+        await self.store.put("turn", turn["id"], turn, tenant=self.tenant, parent=self.session_id)
+        self.queue.append(QueuedTurn(turn, messages, authorization))
+        await self.events.emit({"type": "agent.session.turn.created", "session_id": self.session_id,
+                                "turn_id": turn["id"], "turn": public(turn)})
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._work(), name=f"agent-session:{self.session_id}")
+
+    async def cancel(self) -> None:
+        """End the running turn and every queued one."""
+        queued, self.queue = self.queue, []
+        for entry in queued:
+            await self._end(entry, "cancelled", None, None)
+        if self.current is not None:
+            self.cancelling = True
+            if self.response_id is not None:
+                with contextlib.suppress(APIError):  # it ended meanwhile: its end stands
+                    await self.background.cancel(self.response_id, tenant=self.tenant)
+
+    async def _work(self) -> None:
+        try:
+            while self.queue:
+                self.current = self.queue.pop(0)
+                self.cancelling = False
+                try:
+                    await self._run(self.current)
+                finally:
+                    self.current, self.response_id = None, None
+            session = await self.session()
+            if session["status"] == "in_progress":
+                session["status"] = "idle"
+                session["last_active_at"] = int(time.time())
+                await self.save_session(session)
+                await self.events.emit({"type": "agent.session.idle", "session": public(session)}, durable=True)
+        except asyncio.CancelledError:
+            return
+        except Exception as exc:
+            log.exception("agent_session_failed", session_id=self.session_id)
+            await self._fail_session(exc)
+
+    async def _fail_session(self, exc: Exception) -> None:
+        try:
+            session = await self.session()
+            session["status"], session["error"] = "failed", "The session failed inside the bridge."
+            await self.save_session(session)
+            await self.events.emit({"type": "error", "session_id": self.session_id, "error": {
+                "type": "server_error", "code": "server_error", "message": session["error"], "param": None}})
+            await self.events.emit({"type": "agent.session.failed", "session": public(session)}, durable=True)
+        except Exception:
+            log.exception("agent_session_fail_not_stored", session_id=self.session_id)
+
+    async def _run(self, entry: QueuedTurn) -> None:
+        session = await self.session()
+        turn = entry.turn
+        if session["status"] != "in_progress":
+            session["status"] = "in_progress"
+            await self.save_session(session)
+            await self.events.emit({"type": "agent.session.in_progress", "session": public(session)})
+        turn["status"], turn["started_at"] = "in_progress", int(time.time())
+        await self.store.put("turn", turn["id"], turn, tenant=self.tenant, parent=self.session_id)
+        await self.events.emit({"type": "agent.session.turn.in_progress", "session_id": self.session_id,
+                                "turn_id": turn["id"], "turn": public(turn)})
+        for message in entry.messages:
+            await self.store.put("item", message["id"], message, tenant=self.tenant, parent=self.session_id,
+                                 scope=turn["id"])
+            await self.events.emit({"type": "agent.session.turn.item.added", "session_id": self.session_id,
+                                    "turn_id": turn["id"], "output_index": None, "item": message})
+        try:
+            self.response_id = await self.start(self._request(session, entry), self.tenant, entry.authorization)
+        except APIError as error:
+            await self._end(entry, "failed", turn_error({"code": error.code, "message": error.message},
+                                                        error.status), None)
+            return
+        turn["_private"] = {"response_id": self.response_id}
+        await self.store.put("turn", turn["id"], turn, tenant=self.tenant, parent=self.session_id)
+        private = session.setdefault("_private", {})
+        if self.cancelling:
+            await self.background.cancel(self.response_id, tenant=self.tenant)
+        final = await self._follow(entry)
+        response = final.get("response") or {}
+        usage = token_usage(response.get("usage"))
+        status = str(response.get("status") or "failed")
+        if status in ("completed", "incomplete"):
+            private["last_response_id"] = self.response_id
+        session = await self.session()
+        session.setdefault("_private", {}).update(private)
+        session["usage"] = add_usage(session.get("usage"), usage)
+        await self.save_session(session)
+        if status == "completed":
+            await self._end(entry, "completed", None, usage)
+        elif status == "cancelled":
+            await self._end(entry, "cancelled", None, usage)
+        elif status == "incomplete":
+            reason = (response.get("incomplete_details") or {}).get("reason")
+            code = "max_output_tokens" if reason == "max_output_tokens" else "context_length_exceeded"
+            await self._end(entry, "failed", {"code": code, "message": f"The turn ended incomplete: {reason}."},
+                            usage)
+        else:
+            await self._end(entry, "failed", turn_error(response.get("error")), usage)
+
+    def _request(self, session: dict[str, Any], entry: QueuedTurn) -> dict[str, Any]:
+        agent = session["agent"]
+        body: dict[str, Any] = {
+            "model": agent["model"], "background": True, "stream": True, "store": True,
+            "input": [{"type": "message", "role": "user", "content": message["content"]}
+                      for message in entry.messages],
+            "text": {"format": _text_format(agent["text"]["format"]), "verbosity": agent["text"]["verbosity"]},
+        }
+        if agent.get("instructions"):
+            body["instructions"] = agent["instructions"]
+        reasoning = {key: value for key, value in agent["reasoning"].items() if value is not None}
+        if reasoning:
+            body["reasoning"] = reasoning
+        previous = (session.get("_private") or {}).get("last_response_id")
+        if previous:
+            body["previous_response_id"] = previous
+        return body
+
+    async def _follow(self, entry: QueuedTurn) -> dict[str, Any]:
+        """Tell the turn's response events in the session's log; its terminal event."""
+        assert self.response_id is not None
+        turn_id, shown = entry.turn["id"], set[str]()
+        final: dict[str, Any] = {}
+        async for data in self.background.events_after(self.response_id, -1, tenant=self.tenant):
+            for frame in split_frames(data):
+                start = frame.find(b"data: ")
+                if start < 0:
+                    continue
+                event = orjson.loads(frame[start + 6:])
+                if event.get("type") in TERMINAL:
+                    final = event
+                    continue
+                said, item = translate(event, self.session_id, turn_id, shown)
+                if item is not None:
+                    await self.store.put("item", str(item["id"]), item, tenant=self.tenant,
+                                         parent=self.session_id, scope=turn_id)
+                if said is not None:
+                    await self.events.emit(said)
+        return final
+
+    async def _end(self, entry: QueuedTurn, status: str, error: dict[str, Any] | None,
+                   usage: dict[str, Any] | None) -> None:
+        turn = entry.turn
+        turn.update(status=status, error=error, usage=usage, completed_at=int(time.time()))
+        await self.store.put("turn", turn["id"], turn, tenant=self.tenant, parent=self.session_id)
+        await self.events.emit({"type": f"agent.session.turn.{status}", "session_id": self.session_id,
+                                "turn_id": turn["id"], "turn": public(turn), "usage": usage}, durable=True)
+
+
+def _text_format(text_format: dict[str, Any]) -> dict[str, Any]:
+    if text_format.get("type") == "json_schema":
+        return {"type": "json_schema", "name": "output", "schema": text_format["schema"]}
+    return {"type": "text"}
