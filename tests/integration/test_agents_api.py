@@ -11,8 +11,14 @@ import aiohttp
 import openai
 import orjson
 import pytest
-from openai.types.beta import Agent, AgentDeleted, AgentSession, AgentSessionDeleted, AgentSessionEvent
-from openai.types.beta import AgentSessionItem
+from openai.types.beta import (
+    Agent,
+    AgentDeleted,
+    AgentSession,
+    AgentSessionDeleted,
+    AgentSessionEvent,
+    AgentSessionItem,
+)
 from openai.types.beta.agents.sessions import Turn
 from pydantic import TypeAdapter
 

@@ -222,7 +222,8 @@ def _tool(tool: Any, param: str) -> dict[str, Any]:
     if kind not in TOOL_TYPES:
         raise invalid_request(f"Invalid value for '{param}.type': expected one of {', '.join(TOOL_TYPES)}.",
                               param=f"{param}.type", code="invalid_value")
-    return _TOOL_CHECKS[kind](tool, param)
+    checked: dict[str, Any] = _TOOL_CHECKS[kind](tool, param)
+    return checked
 
 
 def _function_tool(tool: dict[str, Any], param: str) -> dict[str, Any]:

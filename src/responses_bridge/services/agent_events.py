@@ -47,6 +47,8 @@ class SessionLog:
         self.saved = 0  # frames[:saved] are durable
         self.ids: dict[str, int] = {}  # event id -> sequence, for the frames in memory
         self.closed = False  # the session is gone: readers stop
+        self.readers = 0
+        self.active = False  # a runner emits into it: kept in memory while it is
         self._changed = asyncio.Event()
         self._lock = asyncio.Lock()
         self._writer: asyncio.Task[None] | None = None
@@ -77,9 +79,10 @@ class SessionLog:
                 self.saved = end
             self._trim()
 
-    def _trim(self) -> None:
-        """Durable frames leave memory once many have piled up (readers behind them read the store)."""
-        if self.saved >= 1000:
+    def _trim(self, *, every: bool = False) -> None:
+        """Durable frames leave memory once many have piled up (readers behind them read the store), or all of them
+        when the session went idle (``every``)."""
+        if self.saved >= 1000 or (every and self.saved):
             for _, event_id, _ in self.frames[:self.saved]:
                 self.ids.pop(event_id, None)
             del self.frames[:self.saved]
@@ -139,6 +142,24 @@ class SessionEvents:
         deleted, or (``until_idle``) once an event that leaves the session idle or failed has been sent; yields
         ``b""`` every ``keepalive`` seconds of silence (the caller writes a comment)."""
         live = await self.log_of(session_id, tenant)
+        live.readers += 1
+        try:
+            async for chunk in self._follow(live, after, until_idle=until_idle, keepalive=keepalive):
+                yield chunk
+        finally:
+            live.readers -= 1
+            self.release(live)
+
+    def release(self, live: SessionLog) -> None:
+        """A log nobody writes or reads leaves memory (its frames are all stored: the last emit was durable)."""
+        if live.readers == 0 and not live.active and live.saved == len(live.frames):
+            live._trim(every=True)
+            if self.logs.get(live.session_id) is live:
+                del self.logs[live.session_id]
+
+    async def _follow(self, live: SessionLog, after: int, *, until_idle: bool,
+                      keepalive: float) -> AsyncIterator[bytes]:
+        session_id, tenant = live.session_id, live.tenant
         position = after
         while True:
             memory = live.in_memory_after(position)

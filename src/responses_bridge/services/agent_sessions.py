@@ -258,8 +258,18 @@ class SessionService:
         if runner is None or runner.tenant != tenant:
             log_ = await self.events.log_of(session_id, tenant)
             runner = SessionRunner(self.store, self.background, self.start, log_, session_id, tenant)
+            runner.on_idle = self._idle
             self.runners[session_id] = runner
+        runner.events.active = True
         return runner
+
+    def _idle(self, runner: SessionRunner) -> None:
+        """A runner with no turn left is let go (a later input makes a new one): memory holds active sessions
+        only."""
+        if self.runners.get(runner.session_id) is runner:
+            del self.runners[runner.session_id]
+        runner.events.active = False
+        self.events.release(runner.events)
 
     def _lock(self, session_id: str) -> asyncio.Lock:
         return self._locks.setdefault(session_id, asyncio.Lock())

@@ -69,6 +69,7 @@ class SessionRunner:
         self.response_id: str | None = None
         self.cancelling = False
         self.task: asyncio.Task[None] | None = None
+        self.on_idle: Callable[[SessionRunner], None] | None = None  # no turn left: the service lets go of it
 
     @property
     def busy(self) -> bool:
@@ -110,23 +111,30 @@ class SessionRunner:
     async def _work(self) -> None:
         try:
             while self.queue:
-                self.current = self.queue.pop(0)
-                self.cancelling = False
-                try:
-                    await self._run(self.current)
-                finally:
-                    self.current, self.response_id = None, None
-            session = await self.session()
-            if session["status"] == "in_progress":
-                session["status"] = "idle"
-                session["last_active_at"] = int(time.time())
-                await self.save_session(session)
-                await self.events.emit({"type": "agent.session.idle", "session": public(session)}, durable=True)
+                while self.queue:
+                    self.current = self.queue.pop(0)
+                    self.cancelling = False
+                    try:
+                        await self._run(self.current)
+                    finally:
+                        self.current, self.response_id = None, None
+                session = await self.session()
+                if session["status"] == "in_progress":
+                    session["status"] = "idle"
+                    session["last_active_at"] = int(time.time())
+                    await self.save_session(session)
+                    await self.events.emit({"type": "agent.session.idle", "session": public(session)},
+                                           durable=True)
+                # input that came while the session went idle is run now: nothing is awaited from the last look
+                # at the queue to the task's end, so a submit either sees this task done or is seen here
         except asyncio.CancelledError:
             return
         except Exception as exc:
             log.exception("agent_session_failed", session_id=self.session_id)
             await self._fail_session(exc)
+        finally:
+            if not self.queue and self.on_idle is not None:
+                self.on_idle(self)
 
     async def _fail_session(self, exc: Exception) -> None:
         try:
