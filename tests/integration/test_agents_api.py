@@ -213,6 +213,47 @@ async def test_dropped_stream_resumes_without_loss_or_repeat(http: aiohttp.Clien
     assert text.startswith("Echo: a long answer") and len(text.split()) == 40
 
 
+async def test_reasoning_summary_streamed(http: aiohttp.ClientSession) -> None:
+    body = {"agent": {"model": MODEL, "reasoning": {"summary": "auto"}}, "environment": {"type": "none"},
+            "stream": True, "input": "[think] ponder this"}
+    async with http.post("/v1/agents/sessions", json=body, headers=BETA) as answer:
+        events = [event for _, event in frames(await read_until_idle(answer))]
+    kinds = [event["type"] for event in events]
+    assert kinds.index("agent.session.turn.reasoning_summary_part.added") \
+        < kinds.index("agent.session.turn.reasoning_summary_text.done") \
+        < kinds.index("agent.session.turn.output_text.delta")
+    summary = "".join(e["delta"] for e in events if e["type"] == "agent.session.turn.reasoning_summary_text.delta")
+    done = [e["item"] for e in events if e["type"] == "agent.session.turn.item.done"]
+    assert [item["type"] for item in done] == ["reasoning", "message"]
+    assert done[0]["summary"] == [{"type": "summary_text", "text": summary}] and "ponder this" in summary
+
+
+async def test_a_failed_turn_leaves_the_session_usable(beta_client: openai.AsyncOpenAI,
+                                                       http: aiohttp.ClientSession) -> None:
+    session = await beta_client.beta.agents.sessions.create(agent={"model": MODEL}, environment={"type": "none"},
+                                                            input="[error=500] boom")
+    await beta_client.beta.agents.sessions.events.create(session.id, events=[
+        {"type": "agent.session.input.message",
+         "input": [{"role": "user", "content": [{"type": "input_text", "text": "again"}]}]}])
+    async with http.get(f"/v1/agents/sessions/{session.id}/events", params={"until_idle": "true"},
+                        headers=BETA) as answer:
+        events = [event for _, event in frames(await read_until_idle(answer))]
+    ends = [(event["type"], event["turn"]["error"]) for event in events
+            if event["type"] in ("agent.session.turn.failed", "agent.session.turn.completed")]
+    assert ends[0][0] == "agent.session.turn.failed" and ends[0][1]["code"] == "server_error"
+    if len(ends) == 1:  # the idle between the turns ended the read: follow on to the second
+        async with http.get(f"/v1/agents/sessions/{session.id}/events", headers=BETA,
+                            params={"after": events[-1]["event_id"], "until_idle": "true"}) as answer:
+            events += [event for _, event in frames(await answer.read())]
+        ends = [(event["type"], event["turn"]["error"]) for event in events
+                if event["type"] in ("agent.session.turn.failed", "agent.session.turn.completed")]
+    assert ends[1] == ("agent.session.turn.completed", None)
+    assert "".join(e["delta"] for e in events if e["type"] == "agent.session.turn.output_text.delta") \
+        == "Echo: again"
+    status, raw = await raw_json(http, "GET", f"/v1/agents/sessions/{session.id}")
+    assert strict(AgentSession, raw).status == "idle"
+
+
 async def test_session_refusals(http: aiohttp.ClientSession) -> None:
     for body, param in [({"agent": {"model": MODEL}, "environment": {"type": "openai_hosted"}, "input": "x"},
                          "environment.type"),
