@@ -251,7 +251,73 @@ async def test_a_failed_turn_leaves_the_session_usable(beta_client: openai.Async
     assert "".join(e["delta"] for e in events if e["type"] == "agent.session.turn.output_text.delta") \
         == "Echo: again"
     status, raw = await raw_json(http, "GET", f"/v1/agents/sessions/{session.id}")
-    assert strict(AgentSession, raw).status == "idle"
+    assert status == 200 and strict(AgentSession, raw).status == "idle"
+
+
+LOOKUP = {"type": "function", "name": "lookup", "description": "Look a word up",
+          "parameters": {"type": "object", "properties": {"word": {"type": "string"}}}}
+
+
+async def test_a_function_tool_run_by_the_sdks_handler(beta_client: openai.AsyncOpenAI) -> None:
+    calls: list[Any] = []
+
+    async def lookup(arguments: dict[str, Any]) -> dict[str, Any]:
+        calls.append(arguments)
+        return {"meaning": "a small bird"}
+
+    stream = await beta_client.beta.agents.sessions.create(
+        agent={"model": MODEL, "tools": [LOOKUP]}, environment={"type": "none"}, stream=True,
+        input='call lookup [args={"word": "wren"}]', tool_handlers={"lookup": lookup})
+    events = [event async for event in stream]
+    assert calls == [{"word": "wren"}]
+    kinds = [event.type for event in events]
+    assert kinds[-1] == "agent.session.idle" and "agent.session.requires_action" in kinds
+    text = "".join(event.delta for event in events if event.type == "agent.session.turn.output_text.delta")
+    assert text == 'Tool result: {"meaning":"a small bird"}'
+    completed = [event for event in events if event.type == "agent.session.turn.completed"]
+    assert len(completed) == 1 and completed[0].turn.usage is not None
+
+
+async def test_a_function_call_requires_action_until_its_result(beta_client: openai.AsyncOpenAI,
+                                                                 http: aiohttp.ClientSession) -> None:
+    session = await beta_client.beta.agents.sessions.create(
+        agent={"model": MODEL, "tools": [LOOKUP]}, environment={"type": "none"},
+        input='call lookup [args={"word": "kite"}]')
+    async with http.get(f"/v1/agents/sessions/{session.id}/events", headers=BETA) as answer:
+        raw = b""
+        async for chunk in answer.content.iter_any():
+            raw += chunk
+            if b"event: agent.session.requires_action\n" in raw and raw.endswith(b"\n\n"):
+                break
+    waiting = next(event for _, event in frames(raw) if event["type"] == "agent.session.requires_action")
+    status, body = await raw_json(http, "GET", f"/v1/agents/sessions/{session.id}")
+    assert status == 200
+    held = strict(AgentSession, body)
+    assert held.status == "requires_action" and held.required_actions == strict(AgentSession,
+                                                                                waiting["session"]).required_actions
+    action = held.required_actions[0]
+    assert (action.type, action.name, action.arguments) == ("function_call", "lookup", {"word": "kite"})
+    turn = await beta_client.beta.agents.sessions.turns.retrieve(action.turn_id, session_id=session.id)
+    assert turn.status == "waiting"
+
+    async with http.post(f"/v1/agents/sessions/{session.id}/events", headers=BETA, json={"events": [
+            {"type": "agent.session.input.tool_result", "call_id": "call_unknown", "turn_id": action.turn_id,
+             "success": True, "output": "x"}]}) as answer:
+        assert answer.status == 400
+        assert (await answer.json())["error"]["message"] == "Unknown pending tool call: call_unknown"
+    await beta_client.beta.agents.sessions.events.create(session.id, events=[
+        {"type": "agent.session.input.tool_result", "call_id": action.call_id, "turn_id": action.turn_id,
+         "success": False, "error": "dictionary offline"}])
+    async with http.get(f"/v1/agents/sessions/{session.id}/events", params={"until_idle": "true"},
+                        headers=BETA) as answer:
+        events = [event for _, event in frames(await answer.read())]
+    text = "".join(e["delta"] for e in events if e["type"] == "agent.session.turn.output_text.delta")
+    assert text == "Tool result: The tool call failed: dictionary offline"
+    items = [item async for item in beta_client.beta.agents.sessions.items.list(session.id, order="asc")]
+    assert [item.type for item in items] == ["message", "function_call", "function_call_output", "message"]
+    assert (items[1].status, items[2].status, items[2].error) == ("failed", "failed", "dictionary offline")
+    status, body = await raw_json(http, "GET", f"/v1/agents/sessions/{session.id}")
+    assert strict(AgentSession, body).required_actions == [] and body["status"] == "idle"
 
 
 async def test_session_refusals(http: aiohttp.ClientSession) -> None:

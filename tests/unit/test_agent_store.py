@@ -11,8 +11,9 @@ from typing import Any
 
 import orjson
 import pytest
+from openai._streaming import SSEDecoder
 
-from responses_bridge.services.agent_events import SessionEvents
+from responses_bridge.services.agent_events import KEEPALIVE, SessionEvents
 from responses_bridge.store import open as store_open
 from responses_bridge.store.base_agents import AgentStore
 from responses_bridge.store.records import InvalidCursor
@@ -108,3 +109,21 @@ async def test_a_reader_gets_every_event_once_across_what_left_memory(tmp_path: 
 
 def _events(raw: bytes) -> list[dict[str, Any]]:
     return [orjson.loads(line[6:]) for line in raw.split(b"\n") if line.startswith(b"data: ")]
+
+
+async def test_a_silent_stream_is_kept_alive_without_an_empty_event_for_the_sdk(
+        tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """The SDK's decoder keeps the last ``id``: a comment ended by a blank line would be an event with no data."""
+    async with agent_store("sqlite", request, tmp_path) as store:
+        events = SessionEvents(store)
+        live = await events.log_of("sess_2", "a")
+        await live.emit({"type": "agent.session.turn.output_text.delta", "delta": "one"})
+        follower = events.follow("sess_2", -1, tenant="a", until_idle=True, keepalive=0.05)
+        first = await anext(follower)
+        assert await anext(follower) == b""  # silence: the door writes KEEPALIVE
+        await live.emit({"type": "agent.session.idle", "session": {}})
+        rest = [chunk async for chunk in follower]
+        wire = first + KEEPALIVE + b"".join(rest)
+        decoded = list(SSEDecoder().iter_bytes(iter([wire])))
+        assert [sse.event for sse in decoded] == ["agent.session.turn.output_text.delta", "agent.session.idle"]
+        assert all(sse.data for sse in decoded)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 _SAME_SHAPE = {
     "response.output_text.delta": ("agent.session.turn.output_text.delta", ("content_index", "delta")),
     "response.output_text.done": ("agent.session.turn.output_text.done", ("content_index", "text")),
@@ -37,12 +39,36 @@ def session_item(item: dict[str, Any], turn_id: str, *, done: bool) -> dict[str,
                  if isinstance(part, dict) and part.get("type") == "output_text"]
         return {"id": item.get("id"), "type": "message", "role": "assistant", "content": parts,
                 "status": status, "phase": item.get("phase"), "turn_id": turn_id}
+    if kind == "function_call":
+        try:
+            arguments: Any = orjson.loads(item.get("arguments") or "{}")
+        except orjson.JSONDecodeError:
+            arguments = item.get("arguments")
+        return {"id": item.get("id"), "type": "function_call", "call_id": item.get("call_id"),
+                "name": item.get("name"), "arguments": arguments, "status": "in_progress", "turn_id": turn_id}
     if kind == "reasoning":
         summary = [{"type": "summary_text", "text": part.get("text", "")} for part in item.get("summary") or []
                    if isinstance(part, dict)]
         return {"id": item.get("id"), "type": "reasoning", "summary": summary, "status": status,
                 "turn_id": turn_id}
     return None
+
+
+def call_output_item(item_id: str, call: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+    """A client's tool result as the session's ``function_call_output`` item."""
+    return {"id": item_id, "type": "function_call_output", "call_id": call["call_id"], "turn_id": call["turn_id"],
+            "status": "completed" if result["success"] else "failed", "output": result.get("output"),
+            "error": result.get("error")}
+
+
+def call_output_input(result: dict[str, Any]) -> dict[str, Any]:
+    """A client's tool result as the next response's ``function_call_output`` input item."""
+    if result["success"]:
+        output = result.get("output")
+        return {"type": "function_call_output", "call_id": result["call_id"],
+                "output": "" if output is None else output}
+    return {"type": "function_call_output", "call_id": result["call_id"],
+            "output": f"The tool call failed: {result.get('error') or 'no reason given'}"}
 
 
 def user_item(item_id: str, content: list[dict[str, Any]], turn_id: str) -> dict[str, Any]:
@@ -61,6 +87,11 @@ def translate(event: dict[str, Any], session_id: str, turn_id: str,
         item = session_item(event.get("item") or {}, turn_id, done=done)
         if item is None:
             return None, None
+        if item["type"] == "function_call":  # shown whole, once its arguments are: the client runs it from this
+            if not done:
+                return None, None
+            return {"type": "agent.session.turn.item.added", **base, "output_index": event.get("output_index", 0),
+                    "item": item}, item
         shown.add(str(item["id"]))
         name = "agent.session.turn.item.done" if done else "agent.session.turn.item.added"
         return {"type": name, **base, "output_index": event.get("output_index", 0), "item": item}, \

@@ -28,6 +28,9 @@ from ..store.base_agents import AgentStore
 log = structlog.get_logger("responses_bridge.agents")
 
 STORE_PAGE = 500
+KEEPALIVE = b": keep-alive\n"
+"""A comment line with no blank line after it: a blank line would dispatch an event, and the SDK's decoder, which
+keeps the last ``id`` as the spec says, would read an empty event with that id and fail on its empty data."""
 MAX_UNSAVED = 10_000  # frames waiting for the writer; past it an emit waits for the writer (memory stays bounded)
 
 
@@ -52,6 +55,8 @@ class SessionLog:
         self._changed = asyncio.Event()
         self._lock = asyncio.Lock()
         self._writer: asyncio.Task[None] | None = None
+        self.shown_until = next_sequence  # frames numbered below it are shown to readers
+        self._holding = 0  # durable emits being written: frames after them wait to be shown too
 
     @property
     def next_sequence(self) -> int:
@@ -65,10 +70,16 @@ class SessionLog:
         self.frames.append((sequence, event_id, frame_of(event_id, event)))
         self.ids[event_id] = sequence
         if durable or len(self.frames) - self.saved > MAX_UNSAVED:
-            await self.flush()
+            self._holding += 1
+            try:
+                await self.flush()
+            finally:
+                self._holding -= 1
         elif self._writer is None or self._writer.done():
             self._writer = asyncio.ensure_future(self._flush_quietly())
-        self._wake()
+        if not self._holding:
+            self.shown_until = self.next_sequence
+            self._wake()
         return event_id
 
     async def flush(self) -> None:
@@ -103,16 +114,18 @@ class SessionLog:
         self.closed = True
         self._wake()
 
-    async def wait(self, timeout: float) -> None:
+    async def wait(self, timeout: float) -> bool:
+        """Wait for a change; False when ``timeout`` passed without one."""
         changed = self._changed
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(changed.wait(), timeout)
+        return changed.is_set()
 
     def in_memory_after(self, after: int) -> list[tuple[int, str, bytes]] | None:
         """The frames after ``after`` when memory holds the next one (None: read the store first)."""
         if after + 1 < self.first:
             return None
-        return self.frames[after + 1 - self.first:]
+        return self.frames[after + 1 - self.first:self.shown_until - self.first]
 
 
 class SessionEvents:
@@ -140,7 +153,7 @@ class SessionEvents:
                      keepalive: float = 15.0) -> AsyncIterator[bytes]:
         """Frames after sequence ``after``: stored ones, then live ones as they come. Ends when the session is
         deleted, or (``until_idle``) once an event that leaves the session idle or failed has been sent; yields
-        ``b""`` every ``keepalive`` seconds of silence (the caller writes a comment)."""
+        ``b""`` after ``keepalive`` seconds of silence (the caller writes :data:`KEEPALIVE`)."""
         live = await self.log_of(session_id, tenant)
         live.readers += 1
         try:
@@ -181,8 +194,7 @@ class SessionEvents:
                 continue
             if live.closed:
                 return
-            await live.wait(keepalive)
-            if not live.in_memory_after(position) and not live.closed:
+            if not await live.wait(keepalive):
                 yield b""
 
     def forget(self, session_id: str) -> None:
@@ -191,7 +203,7 @@ class SessionEvents:
             live.close()
 
 
-_ENDING = (b"event: agent.session.idle\n", b"event: agent.session.failed\n", b"event: agent.session.requires_action\n")
+_ENDING = (b"event: agent.session.idle\n", b"event: agent.session.failed\n")
 
 
 def _ends_activity(frame: bytes) -> bool:

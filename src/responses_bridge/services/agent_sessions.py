@@ -2,9 +2,10 @@
 cancel events in (with ``Idempotency-Key``); the event stream out; turns and items. A session's turns run in
 services/agent_turns.py, its events in services/agent_events.py.
 
-Served: the ``none`` environment (the model alone, no workspace), agents without tools. An ``openai_hosted`` or
-``self_hosted`` environment, tools, subagents and vaults are refused with a 400 naming what is not served yet:
-never accepted and silently dropped.
+Served: the ``none`` environment (the model alone, no workspace), agents whose tools are the client's own functions
+(their calls wait for ``tool_result`` events: ``requires_action``). An ``openai_hosted`` or ``self_hosted``
+environment, other tools, subagents and vaults are refused with a 400 naming what is not served yet: never accepted
+and silently dropped.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def session_not_found(session_id: str) -> APIError:
 
 def not_served(what: str, param: str) -> APIError:
     return invalid_request(f"{what} is not served yet by this bridge: sessions run with environment 'none' and "
-                           "agents without tools or subagents.", param=param, code="unsupported_value")
+                           "agents whose tools are the client's own functions.", param=param, code="unsupported_value")
 
 
 class SessionService:
@@ -191,8 +192,8 @@ class SessionService:
         while True:
             page = await self.store.page("turn", tenant=tenant, parent=session_id, after=after, limit=100,
                                          order="asc")
-            found += [turn["_private"]["response_id"] for turn in page.data
-                      if (turn.get("_private") or {}).get("response_id")]
+            found += [response_id for turn in page.data
+                      for response_id in (turn.get("_private") or {}).get("response_ids", [])]
             if not page.has_more or not page.data:
                 return found
             after = page.data[-1]["id"]
@@ -220,6 +221,8 @@ class SessionService:
             for kind, content in plan:
                 if kind == "cancel":
                     await runner.cancel()
+                elif kind == "tool_result":
+                    await runner.tool_result(content)
                 else:
                     await runner.submit(session, content, authorization)
 
@@ -333,9 +336,14 @@ def _environment(environment: Any) -> None:
 
 
 def _servable(config: dict[str, Any]) -> None:
-    """What a session's turn cannot run yet is refused by name, never dropped."""
+    """What a session's turn cannot run yet is refused by name, never dropped: tools other than the client's own
+    functions, a function deferred to tool search or run without waiting (``async``), subagents."""
     for index, tool in enumerate(config["tools"]):
-        raise not_served(f"Tool type '{tool['type']}' in a session", f"agent.tools[{index}].type")
+        if tool["type"] != "function":
+            raise not_served(f"Tool type '{tool['type']}' in a session", f"agent.tools[{index}].type")
+        for flag in ("defer_loading", "async"):
+            if tool.get(flag):
+                raise not_served(f"A function with '{flag}': true", f"agent.tools[{index}].{flag}")
     if config["multi_agent"]["enabled"]:
         raise not_served("Subagents ('multi_agent.enabled')", "agent.multi_agent.enabled")
 
@@ -408,7 +416,30 @@ def _parts(content: Any, param: str) -> list[dict[str, Any]]:
     return parts
 
 
-def _input_event(event: Any, param: str) -> tuple[str, list[list[dict[str, Any]]]]:
+def _tool_result(event: dict[str, Any], param: str) -> dict[str, Any]:
+    _known(event, ("type", "call_id", "turn_id", "success", "output", "error"), f"{param}.")
+    for key in ("call_id", "turn_id"):
+        if not isinstance(event.get(key), str):
+            raise invalid_request(f"Missing or invalid '{param}.{key}'.", param=f"{param}.{key}",
+                                  code="missing_required_parameter")
+    if not isinstance(event.get("success"), bool):
+        raise invalid_request(f"Missing or invalid '{param}.success': expected a boolean.",
+                              param=f"{param}.success", code="missing_required_parameter")
+    output = event.get("output")
+    if output is not None and not isinstance(output, str):
+        output = _parts(output, f"{param}.output")
+    elif isinstance(output, str) and len(output) > MAX_TEXT_CHARS:
+        raise invalid_request(f"'{param}.output' is longer than {MAX_TEXT_CHARS} characters.",
+                              param=f"{param}.output", code="string_above_max_length")
+    error = event.get("error")
+    if error is not None and (not isinstance(error, str) or len(error) > 10_000):
+        raise invalid_request(f"Invalid value for '{param}.error': expected a string.", param=f"{param}.error",
+                              code="invalid_value")
+    return {"call_id": event["call_id"], "turn_id": event["turn_id"], "success": event["success"],
+            "output": output, "error": error}
+
+
+def _input_event(event: Any, param: str) -> tuple[str, Any]:
     if not isinstance(event, dict):
         raise invalid_request(f"Invalid type for '{param}': expected an object.", param=param, code="invalid_type")
     kind = event.get("type")
@@ -418,7 +449,9 @@ def _input_event(event: Any, param: str) -> tuple[str, list[list[dict[str, Any]]
     if kind == "agent.session.input.message":
         _known(event, ("type", "input"), f"{param}.")
         return "message", _messages(event.get("input"), f"{param}.input")
-    if kind in ("agent.session.input.tool_result", "agent.session.input.mcp_approval_request_result",
+    if kind == "agent.session.input.tool_result":
+        return "tool_result", _tool_result(event, param)
+    if kind in ("agent.session.input.mcp_approval_request_result",
                 "agent.session.input.computer_use_approval_request_result"):
         raise not_served(f"Event type '{kind}'", f"{param}.type")
     raise invalid_request(f"Invalid value for '{param}.type'.", param=f"{param}.type", code="invalid_value")

@@ -20,10 +20,19 @@ import orjson
 import structlog
 
 from .. import ids
-from ..protocol.agent_events import TERMINAL, add_usage, token_usage, translate, turn_error, user_item
+from ..protocol.agent_events import (
+    TERMINAL,
+    add_usage,
+    call_output_item,
+    token_usage,
+    translate,
+    turn_error,
+    user_item,
+)
 from ..protocol.errors import APIError
 from ..store.base_agents import AgentStore
 from .agent_events import SessionLog
+from .agent_tool_calls import ToolCalls, unknown_call
 from .background import BackgroundService
 from .background_frames import split_frames
 
@@ -39,6 +48,7 @@ class QueuedTurn:
     turn: dict[str, Any]
     messages: list[dict[str, Any]]  # the user's messages, as the session's items
     authorization: str | None = field(repr=False)  # the caller's, for the upstream; never stored
+    calls: ToolCalls = field(default_factory=ToolCalls)
 
 
 def new_turn(session: dict[str, Any]) -> dict[str, Any]:
@@ -104,6 +114,7 @@ class SessionRunner:
             await self._end(entry, "cancelled", None, None)
         if self.current is not None:
             self.cancelling = True
+            self.current.calls.wake()
             if self.response_id is not None:
                 with contextlib.suppress(APIError):  # it ended meanwhile: its end stands
                     await self.background.cancel(self.response_id, tenant=self.tenant)
@@ -163,45 +174,99 @@ class SessionRunner:
                                  scope=turn["id"])
             await self.events.emit({"type": "agent.session.turn.item.added", "session_id": self.session_id,
                                     "turn_id": turn["id"], "output_index": None, "item": message})
-        try:
-            self.response_id = await self.start(self._request(session, entry), self.tenant, entry.authorization)
-        except APIError as error:
-            await self._end(entry, "failed", turn_error({"code": error.code, "message": error.message},
-                                                        error.status), None)
-            return
-        turn["_private"] = {"response_id": self.response_id}
-        await self.store.put("turn", turn["id"], turn, tenant=self.tenant, parent=self.session_id)
-        private = session.setdefault("_private", {})
-        if self.cancelling:
-            await self.background.cancel(self.response_id, tenant=self.tenant)
-        final = await self._follow(entry)
-        response = final.get("response") or {}
-        usage = token_usage(response.get("usage"))
-        status = str(response.get("status") or "failed")
-        if status in ("completed", "incomplete"):
-            private["last_response_id"] = self.response_id
-        session = await self.session()
-        session.setdefault("_private", {}).update(private)
-        session["usage"] = add_usage(session.get("usage"), usage)
-        await self.save_session(session)
+        turn_input = [{"type": "message", "role": "user", "content": message["content"]}
+                      for message in entry.messages]
+        total: dict[str, Any] | None = None
+        while True:  # one response, then another with the client's tool results, until no call is left open
+            try:
+                self.response_id = await self.start(self._request(session, turn_input), self.tenant,
+                                                    entry.authorization)
+            except APIError as error:
+                await self._end(entry, "failed", turn_error({"code": error.code, "message": error.message},
+                                                            error.status), total)
+                return
+            turn.setdefault("_private", {"response_ids": []})["response_ids"].append(self.response_id)
+            await self.store.put("turn", turn["id"], turn, tenant=self.tenant, parent=self.session_id)
+            if self.cancelling:
+                with contextlib.suppress(APIError):
+                    await self.background.cancel(self.response_id, tenant=self.tenant)
+            response = (await self._follow(entry)).get("response") or {}
+            usage = token_usage(response.get("usage"))
+            total = add_usage(total, usage)
+            status = str(response.get("status") or "failed")
+            session = await self.session()
+            if status in ("completed", "incomplete"):
+                session.setdefault("_private", {})["last_response_id"] = self.response_id
+            session["usage"] = add_usage(session.get("usage"), usage)
+            await self.save_session(session)
+            if status != "completed" or not entry.calls.pending:
+                break
+            answered = await self._wait_for_results(entry)
+            if answered is None:
+                await self._end(entry, "cancelled", None, total)
+                return
+            turn_input = answered
+            session = await self.session()
         if status == "completed":
-            await self._end(entry, "completed", None, usage)
+            await self._end(entry, "completed", None, total)
         elif status == "cancelled":
-            await self._end(entry, "cancelled", None, usage)
+            await self._end(entry, "cancelled", None, total)
         elif status == "incomplete":
             reason = (response.get("incomplete_details") or {}).get("reason")
             code = "max_output_tokens" if reason == "max_output_tokens" else "context_length_exceeded"
             await self._end(entry, "failed", {"code": code, "message": f"The turn ended incomplete: {reason}."},
-                            usage)
+                            total)
         else:
-            await self._end(entry, "failed", turn_error(response.get("error")), usage)
+            await self._end(entry, "failed", turn_error(response.get("error")), total)
 
-    def _request(self, session: dict[str, Any], entry: QueuedTurn) -> dict[str, Any]:
+    async def _wait_for_results(self, entry: QueuedTurn) -> list[dict[str, Any]] | None:
+        """The turn's response left calls of the client's functions: the session requires action until every
+        result came (they may have come already). The results as the next response's input; None: cancelled."""
+        calls = entry.calls
+        if calls.open and not self.cancelling:
+            entry.turn["status"] = "waiting"
+            await self.store.put("turn", entry.turn["id"], entry.turn, tenant=self.tenant, parent=self.session_id)
+            session = await self.session()
+            session["status"], session["required_actions"] = "requires_action", calls.required_actions()
+            await self.save_session(session)
+            await self.events.emit({"type": "agent.session.requires_action", "session": public(session)},
+                                   durable=True)
+            while calls.open and not self.cancelling:
+                await calls.wait()
+            session = await self.session()
+            session["status"], session["required_actions"] = "in_progress", []
+            await self.save_session(session)
+            if not self.cancelling:
+                entry.turn["status"] = "in_progress"
+                await self.store.put("turn", entry.turn["id"], entry.turn, tenant=self.tenant,
+                                     parent=self.session_id)
+                await self.events.emit({"type": "agent.session.in_progress", "session": public(session)})
+        if self.cancelling:
+            return None
+        return calls.take_answers()
+
+    async def tool_result(self, result: dict[str, Any]) -> None:
+        """A client's result for an open call of the running turn (a 400 for any other call)."""
+        entry = self.current
+        call = entry.calls.open.get(result["call_id"]) if entry is not None else None
+        if entry is None or call is None or call["turn_id"] != result["turn_id"]:
+            raise unknown_call(result["call_id"])
+        item = call_output_item(ids.new_id("fco"), call, result)
+        entry.calls.answer(result)
+        await self.store.put("item", item["id"], item, tenant=self.tenant, parent=self.session_id,
+                             scope=call["turn_id"])
+        done = dict(call, status="completed" if result["success"] else "failed")
+        await self.store.put("item", done["id"], done, tenant=self.tenant, parent=self.session_id,
+                             scope=call["turn_id"])
+        await self.events.emit({"type": "agent.session.turn.item.done", "session_id": self.session_id,
+                                "turn_id": call["turn_id"], "output_index": 0, "item": done})
+        await self.events.emit({"type": "agent.session.turn.item.added", "session_id": self.session_id,
+                                "turn_id": call["turn_id"], "output_index": None, "item": item})
+
+    def _request(self, session: dict[str, Any], turn_input: list[dict[str, Any]]) -> dict[str, Any]:
         agent = session["agent"]
         body: dict[str, Any] = {
-            "model": agent["model"], "background": True, "stream": True, "store": True,
-            "input": [{"type": "message", "role": "user", "content": message["content"]}
-                      for message in entry.messages],
+            "model": agent["model"], "background": True, "stream": True, "store": True, "input": turn_input,
             "text": {"format": _text_format(agent["text"]["format"]), "verbosity": agent["text"]["verbosity"]},
         }
         if agent.get("instructions"):
@@ -209,6 +274,9 @@ class SessionRunner:
         reasoning = {key: value for key, value in agent["reasoning"].items() if value is not None}
         if reasoning:
             body["reasoning"] = reasoning
+        if agent["tools"]:
+            body["tools"] = [{"type": "function", "name": tool["name"], "description": tool["description"],
+                              "parameters": tool["parameters"], "strict": False} for tool in agent["tools"]]
         previous = (session.get("_private") or {}).get("last_response_id")
         if previous:
             body["previous_response_id"] = previous
@@ -229,6 +297,8 @@ class SessionRunner:
                     final = event
                     continue
                 said, item = translate(event, self.session_id, turn_id, shown)
+                if item is not None and item["type"] == "function_call":
+                    entry.calls.opened(item)  # before the client can see it: its result is expected from now
                 if item is not None:
                     await self.store.put("item", str(item["id"]), item, tenant=self.tenant,
                                          parent=self.session_id, scope=turn_id)

@@ -14,8 +14,8 @@ from typing import Any
 
 from aiohttp import web
 
-from ...engine.sse import KEEPALIVE_COMMENT
 from ...runtime import Runtime
+from ...services.agent_events import KEEPALIVE
 from ...services.agent_sessions import SessionService
 from .identity import request_tenant
 from .params import json_object, json_reply, metadata_query, page_query
@@ -168,6 +168,6 @@ async def _sse(request: web.Request, frames: AsyncIterator[bytes]) -> web.Stream
     response.charset = "utf-8"
     await response.prepare(request)
     async for chunk in frames:
-        await response.write(chunk or KEEPALIVE_COMMENT)
+        await response.write(chunk or KEEPALIVE)
     await response.write_eof()
     return response
