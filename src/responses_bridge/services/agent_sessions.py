@@ -306,6 +306,20 @@ class SessionService:
                                          limit=limit, order=order)
         return list_of(page.data, has_more=page.has_more)
 
+    async def recover(self) -> int:
+        """At start, alone on the database: the turns a stopped process left running or waiting are failed and
+        their sessions idle again (their responses were failed by the background service). Shared by replicas,
+        a session's turn may be running on another one: nothing is touched (see docs/agents.md)."""
+        if self.background.leases.shared:
+            return 0
+        recovered = 0
+        for tenant, session in await self.store.unfinished_sessions():
+            runner = await self._runner(session["id"], tenant)
+            await runner.abandoned(session)
+            self._idle(runner)
+            recovered += 1
+        return recovered
+
     async def close(self) -> None:
         for runner in list(self.runners.values()):
             if runner.task is not None and not runner.task.done():

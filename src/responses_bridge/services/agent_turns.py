@@ -43,6 +43,9 @@ ResponseStarter = Callable[[dict[str, Any], str, "str | None"], Awaitable[str]]
 door (adapters/http/agents_routes.py), which knows the routes and upstream clients."""
 
 
+RESTARTED = "The server restarted before this turn ended; it was not finished and will not be resumed."
+
+
 @dataclass
 class QueuedTurn:
     turn: dict[str, Any]
@@ -146,6 +149,23 @@ class SessionRunner:
         finally:
             if not self.queue and self.on_idle is not None:
                 self.on_idle(self)
+
+    async def abandoned(self, session: dict[str, Any]) -> None:
+        """The process that ran this session's turns stopped: its unfinished turns fail, the session is idle."""
+        after = None
+        while True:
+            page = await self.store.page("turn", tenant=self.tenant, parent=self.session_id, after=after,
+                                         limit=100, order="asc")
+            for turn in page.data:
+                if turn["status"] in ("queued", "in_progress", "waiting"):
+                    await self._end(QueuedTurn(turn, [], None), "failed", {
+                        "code": "server_error", "message": RESTARTED}, turn.get("usage"))
+            if not page.has_more or not page.data:
+                break
+            after = page.data[-1]["id"]
+        session.update(status="idle", required_actions=[], last_active_at=int(time.time()))
+        await self.save_session(session)
+        await self.events.emit({"type": "agent.session.idle", "session": public(session)}, durable=True)
 
     async def _fail_session(self, exc: Exception) -> None:
         try:

@@ -48,6 +48,11 @@ class AgentStore(Protocol):
 
     async def count(self, kind: str, *, tenant: str) -> int: ...
 
+    async def unfinished_sessions(self, limit: int = 1000) -> list[tuple[str, dict[str, Any]]]:
+        """Across tenants (start-up recovery only): ``(tenant, session)`` of sessions whose ``status`` says a turn
+        is running or waiting."""
+        ...
+
     async def append_events(self, session_id: str, events: list[tuple[int, str, bytes]], *, tenant: str) -> None:
         """``(sequence, event_id, frame)`` rows; durable when it returns; a sequence already stored is kept."""
         ...

@@ -52,6 +52,7 @@ class AgentRoutes:
 
     def register(self, app: web.Application) -> None:
         app[SESSIONS] = self.sessions
+        app.on_startup.append(self._recover)
         app.on_cleanup.append(self._close)
         with api_routes(app) as routes:
             sessions = "/agents/sessions"
@@ -72,6 +73,9 @@ class AgentRoutes:
             routes.get("/agents/{agent_id}", self.retrieve)
             routes.post("/agents/{agent_id}", self.update)
             routes.delete("/agents/{agent_id}", self.delete)
+
+    async def _recover(self, app: web.Application) -> None:
+        await self.sessions.recover()
 
     async def _close(self, app: web.Application) -> None:
         await self.sessions.close()

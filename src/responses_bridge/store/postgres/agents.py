@@ -21,6 +21,8 @@ _DELETE = "DELETE FROM agent_records WHERE kind = $1 AND id = $2 AND tenant = $3
 _DELETE_CHILDREN = "DELETE FROM agent_records WHERE parent = $1 AND tenant = $2 AND kind = ANY($3::text[])"
 _DELETE_EVENTS = "DELETE FROM agent_session_events WHERE session_id = $1 AND tenant = $2"
 _COUNT = "SELECT count(*) FROM agent_records WHERE kind = $1 AND tenant = $2"
+_UNFINISHED = ("SELECT tenant, body::text FROM agent_records WHERE kind = 'session' "
+               "AND body->>'status' IN ('in_progress', 'requires_action') LIMIT $1")
 _APPEND = ("INSERT INTO agent_session_events (session_id, sequence, event_id, tenant, frame) "
            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING")
 _AFTER = ("SELECT sequence, event_id, frame FROM agent_session_events WHERE session_id = $1 AND tenant = $2 "
@@ -84,6 +86,11 @@ class PostgresAgentStore:
     async def count(self, kind: str, *, tenant: str) -> int:
         async with self._db.acquire() as conn:
             return int(await conn.fetchval(_COUNT, kind, tenant))
+
+    async def unfinished_sessions(self, limit: int = 1000) -> list[tuple[str, dict[str, Any]]]:
+        async with self._db.acquire() as conn:
+            rows = await conn.fetch(_UNFINISHED, limit)
+        return [(str(row[0]), orjson.loads(row[1])) for row in rows]
 
     async def append_events(self, session_id: str, events: list[tuple[int, str, bytes]], *, tenant: str) -> None:
         if not events:

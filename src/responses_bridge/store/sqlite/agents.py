@@ -24,6 +24,8 @@ _DELETE_CHILDREN = ("DELETE FROM agent_records WHERE parent = ? AND tenant = ? A
                     f"({', '.join('?' for _ in CHILD_KINDS)})")
 _DELETE_EVENTS = "DELETE FROM agent_session_events WHERE session_id = ? AND tenant = ?"
 _COUNT = "SELECT count(*) FROM agent_records WHERE kind = ? AND tenant = ?"
+_UNFINISHED = ("SELECT tenant, body FROM agent_records WHERE kind = 'session' "
+               "AND json_extract(body, '$.status') IN ('in_progress', 'requires_action') LIMIT ?")
 _APPEND = ("INSERT OR IGNORE INTO agent_session_events (session_id, sequence, event_id, tenant, frame) "
            "VALUES (?, ?, ?, ?, ?)")
 _AFTER = ("SELECT sequence, event_id, frame FROM agent_session_events WHERE session_id = ? AND tenant = ? "
@@ -94,6 +96,11 @@ class SQLiteAgentStore:
         async with self._db.reading() as conn:
             rows = list(await conn.execute_fetchall(_COUNT, (kind, tenant)))
         return int(rows[0][0])
+
+    async def unfinished_sessions(self, limit: int = 1000) -> list[tuple[str, dict[str, Any]]]:
+        async with self._db.reading() as conn:
+            rows = await conn.execute_fetchall(_UNFINISHED, (limit,))
+        return [(str(tenant), orjson.loads(body)) for tenant, body in rows]
 
     async def append_events(self, session_id: str, events: list[tuple[int, str, bytes]], *, tenant: str) -> None:
         if not events:
