@@ -361,6 +361,24 @@ async def test_idempotent_events_and_cancel(beta_client: openai.AsyncOpenAI, htt
     assert sorted(turn.status for turn in turns.data) == ["cancelled", "cancelled"]
 
 
+async def test_queued_turns_are_bounded(beta_client: openai.AsyncOpenAI, http: aiohttp.ClientSession) -> None:
+    session = await beta_client.beta.agents.sessions.create(agent={"model": MODEL}, environment={"type": "none"},
+                                                            input="slow [chunks=40] [delay=100]")
+    message = {"type": "agent.session.input.message",
+               "input": [{"role": "user", "content": [{"type": "input_text", "text": "later"}]}]}
+    for _ in range(2):
+        await beta_client.beta.agents.sessions.events.create(session.id, events=[message] * 16)
+    async with http.post(f"/v1/agents/sessions/{session.id}/events", headers=BETA,
+                         json={"events": [message, {"type": "agent.session.input.cancel"}]}) as answer:
+        assert answer.status == 429  # none of the two was done
+        assert (await answer.json())["error"]["code"] == "too_many_queued_turns"
+    await beta_client.beta.agents.sessions.events.create(session.id, events=[{"type": "agent.session.input.cancel"}])
+    async with http.get(f"/v1/agents/sessions/{session.id}/events", params={"until_idle": "true"},
+                        headers=BETA) as answer:
+        events = [event for _, event in frames(await answer.read())]
+    assert [e["type"] for e in events].count("agent.session.turn.cancelled") == 33
+
+
 ALPHA, OTHER = "alpha", "beta"
 
 

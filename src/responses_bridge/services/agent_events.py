@@ -136,10 +136,13 @@ class SessionEvents:
         self.logs: dict[str, SessionLog] = {}
 
     async def log_of(self, session_id: str, tenant: str) -> SessionLog:
+        """The session's live log (the caller has found the session to be ``tenant``'s)."""
         found = self.logs.get(session_id)
-        if found is None or found.tenant != tenant:
+        if found is None:
             last = await self.store.last_event(session_id, tenant=tenant)
             found = self.logs.setdefault(session_id, SessionLog(self.store, session_id, tenant, last + 1))
+        if found.tenant != tenant:
+            raise LookupError(session_id)  # never: session ids are random and every caller checks the owner first
         return found
 
     async def sequence_of(self, session_id: str, event_id: str, *, tenant: str) -> int | None:

@@ -218,6 +218,7 @@ class SessionService:
                 raise invalid_request("This session failed; it takes no more events.", param="session_id",
                                       code="session_failed")
             runner = await self._runner(session_id, tenant)
+            runner.check_room(sum(1 for kind, _ in plan if kind == "message"))  # all the events, or none
             for kind, content in plan:
                 if kind == "cancel":
                     await runner.cancel()

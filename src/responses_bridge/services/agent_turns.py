@@ -43,6 +43,7 @@ ResponseStarter = Callable[[dict[str, Any], str, "str | None"], Awaitable[str]]
 door (adapters/http/agents_routes.py), which knows the routes and upstream clients."""
 
 
+MAX_QUEUED_TURNS = 32  # a session's input waiting behind its running turn, held in memory until it runs
 RESTARTED = "The server restarted before this turn ended; it was not finished and will not be resumed."
 
 
@@ -101,6 +102,7 @@ class SessionRunner:
     async def submit(self, session: dict[str, Any], content: list[list[dict[str, Any]]],
                      authorization: str | None) -> None:
         """Queue one turn of the user's messages (``content``: each message's parts) and make sure it runs."""
+        self.check_room(1)
         turn = new_turn(session)
         messages = [user_item(ids.message_id(), parts, turn["id"]) for parts in content]
         await self.store.put("turn", turn["id"], turn, tenant=self.tenant, parent=self.session_id)
@@ -109,6 +111,11 @@ class SessionRunner:
                                 "turn_id": turn["id"], "turn": public(turn)})
         if self.task is None or self.task.done():
             self.task = asyncio.create_task(self._work(), name=f"agent-session:{self.session_id}")
+
+    def check_room(self, turns: int) -> None:
+        if len(self.queue) + turns > MAX_QUEUED_TURNS:
+            raise APIError(429, f"A session keeps at most {MAX_QUEUED_TURNS} turns queued; wait for them or cancel.",
+                           type="invalid_request_error", param="events", code="too_many_queued_turns")
 
     async def cancel(self) -> None:
         """End the running turn and every queued one."""
