@@ -23,7 +23,7 @@ import orjson
 import structlog
 
 from .. import ids
-from ..store.base_agents import AgentStore
+from ..store.base_agents import AgentStore, Record
 
 log = structlog.get_logger("responses_bridge.agents")
 
@@ -62,17 +62,18 @@ class SessionLog:
     def next_sequence(self) -> int:
         return self.first + len(self.frames)
 
-    async def emit(self, event: dict[str, Any], *, durable: bool = False) -> str:
-        """Number ``event``, show it to readers and have it written; ``durable``: written before it is shown."""
+    async def emit(self, event: dict[str, Any], *, durable: bool = False, records: list[Record] | None = None) -> str:
+        """Number ``event``, show it to readers and have it written; ``durable``: written before it is shown;
+        ``records``: stored in the same transaction as it (and every event before it), which makes it durable."""
         event_id = ids.new_id("sevt")
         event = {"event_id": event_id, **event}
         sequence = self.next_sequence
         self.frames.append((sequence, event_id, frame_of(event_id, event)))
         self.ids[event_id] = sequence
-        if durable or len(self.frames) - self.saved > MAX_UNSAVED:
+        if records is not None or durable or len(self.frames) - self.saved > MAX_UNSAVED:
             self._holding += 1
             try:
-                await self.flush()
+                await self.flush(records or [])
             finally:
                 self._holding -= 1
         elif self._writer is None or self._writer.done():
@@ -82,8 +83,12 @@ class SessionLog:
             self._wake()
         return event_id
 
-    async def flush(self) -> None:
+    async def flush(self, records: list[Record] | None = None) -> None:
         async with self._lock:
+            if records:
+                end = len(self.frames)
+                await self.store.commit(self.session_id, records, self.frames[self.saved:end], tenant=self.tenant)
+                self.saved = end
             while self.saved < len(self.frames):
                 end = len(self.frames)
                 await self.store.append_events(self.session_id, self.frames[self.saved:end], tenant=self.tenant)

@@ -93,9 +93,9 @@ class SessionService:
         review = _review(body.get("review"))
         if review is not None:
             session["review"] = review
-        await self._save(session, tenant)
         runner = await self._runner(session["id"], tenant)
-        await runner.events.emit({"type": "agent.session.created", "session": public(session)})
+        await runner.events.emit({"type": "agent.session.created", "session": public(session)},
+                                 records=[runner.session_record(session)])
         await runner.submit(session, content, authorization)
         return public(session)
 

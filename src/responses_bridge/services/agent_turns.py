@@ -30,7 +30,7 @@ from ..protocol.agent_events import (
     user_item,
 )
 from ..protocol.errors import APIError
-from ..store.base_agents import AgentStore
+from ..store.base_agents import AgentStore, Record
 from .agent_events import SessionLog
 from .agent_tool_calls import ToolCalls, unknown_call
 from .background import BackgroundService
@@ -53,6 +53,7 @@ class QueuedTurn:
     messages: list[dict[str, Any]]  # the user's messages, as the session's items
     authorization: str | None = field(repr=False)  # the caller's, for the upstream; never stored
     calls: ToolCalls = field(default_factory=ToolCalls)
+    ended: dict[str, Any] | None = None  # the session as the turn's last response left it, not stored yet
 
 
 def new_turn(session: dict[str, Any]) -> dict[str, Any]:
@@ -99,16 +100,24 @@ class SessionRunner:
         await self.store.put("session", session["id"], session, tenant=self.tenant,
                              parent=session["agent"]["id"])
 
+    def session_record(self, session: dict[str, Any]) -> Record:
+        return Record("session", session["id"], session, parent=session["agent"]["id"])
+
+    def turn_record(self, turn: dict[str, Any]) -> Record:
+        return Record("turn", turn["id"], turn, parent=self.session_id)
+
+    def item_record(self, item: dict[str, Any]) -> Record:
+        return Record("item", str(item["id"]), item, parent=self.session_id, scope=item["turn_id"])
+
     async def submit(self, session: dict[str, Any], content: list[list[dict[str, Any]]],
                      authorization: str | None) -> None:
         """Queue one turn of the user's messages (``content``: each message's parts) and make sure it runs."""
         self.check_room(1)
         turn = new_turn(session)
         messages = [user_item(ids.message_id(), parts, turn["id"]) for parts in content]
-        await self.store.put("turn", turn["id"], turn, tenant=self.tenant, parent=self.session_id)
         self.queue.append(QueuedTurn(turn, messages, authorization))
         await self.events.emit({"type": "agent.session.turn.created", "session_id": self.session_id,
-                                "turn_id": turn["id"], "turn": public(turn)})
+                                "turn_id": turn["id"], "turn": public(turn)}, records=[self.turn_record(turn)])
         if self.task is None or self.task.done():
             self.task = asyncio.create_task(self._work(), name=f"agent-session:{self.session_id}")
 
@@ -143,9 +152,8 @@ class SessionRunner:
                 if session["status"] == "in_progress":
                     session["status"] = "idle"
                     session["last_active_at"] = int(time.time())
-                    await self.save_session(session)
                     await self.events.emit({"type": "agent.session.idle", "session": public(session)},
-                                           durable=True)
+                                           records=[self.session_record(session)])
                 # input that came while the session went idle is run now: nothing is awaited from the last look
                 # at the queue to the task's end, so a submit either sees this task done or is seen here
         except asyncio.CancelledError:
@@ -188,19 +196,18 @@ class SessionRunner:
     async def _run(self, entry: QueuedTurn) -> None:
         session = await self.session()
         turn = entry.turn
+        records = [self.turn_record(turn), *(self.item_record(message) for message in entry.messages)]
         if session["status"] != "in_progress":
             session["status"] = "in_progress"
-            await self.save_session(session)
+            records.append(self.session_record(session))
             await self.events.emit({"type": "agent.session.in_progress", "session": public(session)})
         turn["status"], turn["started_at"] = "in_progress", int(time.time())
-        await self.store.put("turn", turn["id"], turn, tenant=self.tenant, parent=self.session_id)
         await self.events.emit({"type": "agent.session.turn.in_progress", "session_id": self.session_id,
                                 "turn_id": turn["id"], "turn": public(turn)})
         for message in entry.messages:
-            await self.store.put("item", message["id"], message, tenant=self.tenant, parent=self.session_id,
-                                 scope=turn["id"])
             await self.events.emit({"type": "agent.session.turn.item.added", "session_id": self.session_id,
                                     "turn_id": turn["id"], "output_index": None, "item": message})
+        await self.events.flush(records)  # the turn, its input and the events so far: one write
         turn_input = [{"type": "message", "role": "user", "content": message["content"]}
                       for message in entry.messages]
         total: dict[str, Any] | None = None
@@ -213,7 +220,6 @@ class SessionRunner:
                                                             error.status), total)
                 return
             turn.setdefault("_private", {"response_ids": []})["response_ids"].append(self.response_id)
-            await self.store.put("turn", turn["id"], turn, tenant=self.tenant, parent=self.session_id)
             if self.cancelling:
                 with contextlib.suppress(APIError):
                     await self.background.cancel(self.response_id, tenant=self.tenant)
@@ -225,7 +231,7 @@ class SessionRunner:
             if status in ("completed", "incomplete"):
                 session.setdefault("_private", {})["last_response_id"] = self.response_id
             session["usage"] = add_usage(session.get("usage"), usage)
-            await self.save_session(session)
+            entry.ended = session  # stored with the turn's end, or when it waits
             if status != "completed" or not entry.calls.pending:
                 break
             answered = await self._wait_for_results(entry)
@@ -252,22 +258,20 @@ class SessionRunner:
         calls = entry.calls
         if calls.open and not self.cancelling:
             entry.turn["status"] = "waiting"
-            await self.store.put("turn", entry.turn["id"], entry.turn, tenant=self.tenant, parent=self.session_id)
-            session = await self.session()
+            session = entry.ended or await self.session()
             session["status"], session["required_actions"] = "requires_action", calls.required_actions()
-            await self.save_session(session)
             await self.events.emit({"type": "agent.session.requires_action", "session": public(session)},
-                                   durable=True)
+                                   records=[self.turn_record(entry.turn), self.session_record(session)])
             while calls.open and not self.cancelling:
                 await calls.wait()
             session = await self.session()
             session["status"], session["required_actions"] = "in_progress", []
-            await self.save_session(session)
-            if not self.cancelling:
-                entry.turn["status"] = "in_progress"
-                await self.store.put("turn", entry.turn["id"], entry.turn, tenant=self.tenant,
-                                     parent=self.session_id)
-                await self.events.emit({"type": "agent.session.in_progress", "session": public(session)})
+            entry.turn["status"] = "in_progress" if not self.cancelling else "waiting"
+            await self.events.emit({"type": "agent.session.in_progress", "session": public(session)},
+                                   records=[self.turn_record(entry.turn), self.session_record(session)])
+        elif entry.ended is not None:
+            await self.events.flush([self.turn_record(entry.turn), self.session_record(entry.ended)])
+        entry.ended = None
         if self.cancelling:
             return None
         return calls.take_answers()
@@ -280,15 +284,12 @@ class SessionRunner:
             raise unknown_call(result["call_id"])
         item = call_output_item(ids.new_id("fco"), call, result)
         entry.calls.answer(result)
-        await self.store.put("item", item["id"], item, tenant=self.tenant, parent=self.session_id,
-                             scope=call["turn_id"])
         done = dict(call, status="completed" if result["success"] else "failed")
-        await self.store.put("item", done["id"], done, tenant=self.tenant, parent=self.session_id,
-                             scope=call["turn_id"])
         await self.events.emit({"type": "agent.session.turn.item.done", "session_id": self.session_id,
                                 "turn_id": call["turn_id"], "output_index": 0, "item": done})
         await self.events.emit({"type": "agent.session.turn.item.added", "session_id": self.session_id,
-                                "turn_id": call["turn_id"], "output_index": None, "item": item})
+                                "turn_id": call["turn_id"], "output_index": None, "item": item},
+                               records=[self.item_record(done), self.item_record(item)])
 
     def _request(self, session: dict[str, Any], turn_input: list[dict[str, Any]]) -> dict[str, Any]:
         agent = session["agent"]
@@ -326,20 +327,20 @@ class SessionRunner:
                 said, item = translate(event, self.session_id, turn_id, shown)
                 if item is not None and item["type"] == "function_call":
                     entry.calls.opened(item)  # before the client can see it: its result is expected from now
-                if item is not None:
-                    await self.store.put("item", str(item["id"]), item, tenant=self.tenant,
-                                         parent=self.session_id, scope=turn_id)
-                if said is not None:
-                    await self.events.emit(said)
+                if said is not None:  # a finished item is stored with the event that shows it
+                    await self.events.emit(said, records=None if item is None else [self.item_record(item)])
         return final
 
     async def _end(self, entry: QueuedTurn, status: str, error: dict[str, Any] | None,
                    usage: dict[str, Any] | None) -> None:
         turn = entry.turn
         turn.update(status=status, error=error, usage=usage, completed_at=int(time.time()))
-        await self.store.put("turn", turn["id"], turn, tenant=self.tenant, parent=self.session_id)
+        records = [self.turn_record(turn)]
+        if entry.ended is not None:  # the session's state after the turn's last response
+            records.append(self.session_record(entry.ended))
+            entry.ended = None
         await self.events.emit({"type": f"agent.session.turn.{status}", "session_id": self.session_id,
-                                "turn_id": turn["id"], "turn": public(turn), "usage": usage}, durable=True)
+                                "turn_id": turn["id"], "turn": public(turn), "usage": usage}, records=records)
 
 
 def _text_format(text_format: dict[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,17 @@ KINDS = ("agent", "session", "turn", "item", "key")
 
 
 @dataclass(frozen=True)
+class Record:
+    """A record to store (:meth:`AgentStore.commit`)."""
+
+    kind: str
+    id: str
+    body: dict[str, Any]
+    parent: str | None = None
+    scope: str | None = None
+
+
+@dataclass(frozen=True)
 class RecordPage:
     data: list[dict[str, Any]]
     has_more: bool
@@ -32,6 +43,12 @@ class AgentStore(Protocol):
         ...
 
     async def get(self, kind: str, record_id: str, *, tenant: str) -> dict[str, Any] | None: ...
+
+    async def commit(self, session_id: str, records: list[Record], events: list[tuple[int, str, bytes]], *,
+                     tenant: str) -> None:
+        """:meth:`put` of every record and :meth:`append_events` of the session's events, in one transaction: a
+        turn's state and the events that tell it are stored together, in one write."""
+        ...
 
     async def page(self, kind: str, *, tenant: str, parent: str | None = None, scope: str | None = None,
                    after: str | None = None, limit: int = 20, order: str = "desc",

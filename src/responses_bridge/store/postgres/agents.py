@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from ..base_agents import RecordPage
+from ..base_agents import Record, RecordPage
 from ..records import InvalidCursor, check_page_args
 from .database import PostgresDatabase
 
@@ -41,6 +41,16 @@ class PostgresAgentStore:
                   scope: str | None = None) -> None:
         async with self._db.transaction("put_agent_record") as conn:
             await conn.execute(_PUT, kind, record_id, tenant, parent, scope, orjson.dumps(body).decode())
+
+    async def commit(self, session_id: str, records: list[Record], events: list[tuple[int, str, bytes]], *,
+                     tenant: str) -> None:
+        async with self._db.transaction("commit_agent_records") as conn:
+            if records:
+                await conn.executemany(_PUT, [(r.kind, r.id, tenant, r.parent, r.scope, orjson.dumps(r.body).decode())
+                                              for r in records])
+            if events:
+                await conn.executemany(_APPEND, [(session_id, sequence, event_id, tenant, frame)
+                                                 for sequence, event_id, frame in events])
 
     async def get(self, kind: str, record_id: str, *, tenant: str) -> dict[str, Any] | None:
         async with self._db.acquire() as conn:

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from ..base_agents import RecordPage
+from ..base_agents import Record, RecordPage
 from ..records import InvalidCursor, check_page_args
 from .responses import SQLiteResponseStore
 from .transactions import transaction
@@ -47,6 +47,18 @@ class SQLiteAgentStore:
         blob = orjson.dumps(body).decode()
         async with self._db.writing() as conn:
             await conn.execute(_PUT, (kind, record_id, tenant, parent, scope, blob))
+
+    async def commit(self, session_id: str, records: list[Record], events: list[tuple[int, str, bytes]], *,
+                     tenant: str) -> None:
+        rows = [(r.kind, r.id, tenant, r.parent, r.scope, orjson.dumps(r.body).decode()) for r in records]
+        frames = [(session_id, sequence, event_id, tenant, frame) for sequence, event_id, frame in events]
+
+        def commit(conn: sqlite3.Connection) -> None:
+            with transaction(conn):
+                conn.executemany(_PUT, rows)
+                conn.executemany(_APPEND, frames)
+
+        await self._db.run_write("commit_agent_records", commit)
 
     async def get(self, kind: str, record_id: str, *, tenant: str) -> dict[str, Any] | None:
         async with self._db.reading() as conn:
