@@ -320,6 +320,35 @@ async def test_a_function_call_requires_action_until_its_result(beta_client: ope
     assert strict(AgentSession, body).required_actions == [] and body["status"] == "idle"
 
 
+async def test_session_update_and_lists(beta_client: openai.AsyncOpenAI, http: aiohttp.ClientSession) -> None:
+    sessions = beta_client.beta.agents.sessions
+    agent = await beta_client.beta.agents.create(model=MODEL, name="lister")
+    first = await sessions.create(agent_id=agent.id, environment={"type": "none"}, input="one",
+                                  metadata={"run": "lists", "n": "1"})
+    second = await sessions.create(agent_id=agent.id, agent={"instructions": "Override."},
+                                   environment={"type": "none"}, input="two", metadata={"run": "lists", "n": "2"})
+    assert (second.agent.id, second.agent.name, second.agent.instructions) == (agent.id, "lister", "Override.")
+    status, raw = await raw_json(http, "POST", f"/v1/agents/sessions/{first.id}", {
+        "metadata": {"run": "lists", "n": "3"}, "agent": {"model": "other-model", "reasoning": {"effort": "high"},
+                                                          "service_tier": None},
+        "prompt_cache_options": {"ttl": "12h"}})
+    assert status == 200
+    updated = strict(AgentSession, raw)
+    assert (updated.metadata, updated.agent.model, updated.agent.reasoning.effort, updated.agent.service_tier,
+            updated.prompt_cache_options.ttl) == ({"run": "lists", "n": "3"}, "other-model", "high", "auto", "12h")
+    assert (await sessions.retrieve(first.id)).agent.model == "other-model"
+    status, raw = await raw_json(http, "GET", f"/v1/agents/sessions?agent_id={agent.id}&metadata[run]=lists")
+    assert status == 200 and [s["id"] for s in raw["data"]] == [second.id, first.id]
+    for entry in raw["data"]:
+        strict(AgentSession, entry)
+    assert [s.id async for s in sessions.list(agent_id=agent.id, metadata={"n": "3"})] == [first.id]
+    assert [s.id async for s in sessions.list(agent_id=agent.id, order="asc", limit=1)] == [first.id, second.id]
+    status, raw = await raw_json(http, "POST", f"/v1/agents/sessions/{first.id}", {"agent": {"name": "x"}})
+    assert status == 400 and raw["error"]["param"] == "agent.name"
+    status, raw = await raw_json(http, "GET", f"/v1/agents/sessions/{first.id}/turns?after=turn_nope")
+    assert status == 400 and raw["error"]["param"] == "after"
+
+
 async def test_session_refusals(http: aiohttp.ClientSession) -> None:
     for body, param in [({"agent": {"model": MODEL}, "environment": {"type": "openai_hosted"}, "input": "x"},
                          "environment.type"),
