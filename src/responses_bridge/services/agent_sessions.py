@@ -19,6 +19,17 @@ from typing import Any
 import orjson
 
 from .. import ids
+from ..protocol.agent_inputs import (
+    MAX_EVENTS_PER_CALL,
+    cache_options,
+    check_environment,
+    check_servable,
+    input_event,
+    known,
+    messages,
+    not_served,
+    review_mode,
+)
 from ..protocol.agents import SESSION_AGENT_FIELDS, apply_config, default_config, require_model
 from ..protocol.errors import APIError, invalid_request, not_found
 from ..protocol.lists import list_of
@@ -31,10 +42,6 @@ from .background import BackgroundService
 from .pagination import page_errors
 
 MAX_SESSIONS_PER_TENANT = 100_000
-MAX_EVENTS_PER_CALL = 16
-MAX_MESSAGES = 16
-MAX_PARTS = 64
-MAX_TEXT_CHARS = 1_000_000
 SESSION_FIELDS = ("environment", "agent", "agent_id", "input", "metadata", "prompt_cache_options", "review",
                   "stream", "stream_options", "vault_ids")
 UPDATE_FIELDS = ("agent", "metadata", "prompt_cache_options", "review")
@@ -42,11 +49,6 @@ UPDATE_FIELDS = ("agent", "metadata", "prompt_cache_options", "review")
 
 def session_not_found(session_id: str) -> APIError:
     return not_found(f"No session found with id '{session_id}'.", param="session_id", code="not_found")
-
-
-def not_served(what: str, param: str) -> APIError:
-    return invalid_request(f"{what} is not served yet by this bridge: sessions run with environment 'none' and "
-                           "agents whose tools are the client's own functions.", param=param, code="unsupported_value")
 
 
 class SessionService:
@@ -63,8 +65,8 @@ class SessionService:
     # --- sessions ------------------------------------------------------------------------------------------
 
     async def create(self, body: dict[str, Any], *, tenant: str, authorization: str | None) -> dict[str, Any]:
-        _known(body, SESSION_FIELDS, "")
-        _environment(body.get("environment"))
+        known(body, SESSION_FIELDS, "")
+        check_environment(body.get("environment"))
         agent = await self._agent(body, tenant)
         check_metadata(body.get("metadata"))
         stream = body.get("stream")
@@ -79,7 +81,7 @@ class SessionService:
         if body.get("input") is None:
             raise invalid_request("Missing required parameter: 'input' (a session with environment 'none' starts "
                                   "with its first input).", param="input", code="missing_required_parameter")
-        content = _messages(body["input"], "input")
+        content = messages(body["input"], "input")
         if await self.store.count("session", tenant=tenant) >= MAX_SESSIONS_PER_TENANT:
             raise APIError(429, f"A project may keep at most {MAX_SESSIONS_PER_TENANT} sessions; delete some first.",
                            type="invalid_request_error", code="session_limit_reached")
@@ -88,9 +90,9 @@ class SessionService:
             "id": ids.new_id("sess"), "object": "agent.session", "agent": agent, "created_at": now,
             "environment": {"type": "none"}, "error": None, "last_active_at": now,
             "metadata": dict(body.get("metadata") or {}), "required_actions": [], "status": "idle", "usage": None,
-            "vault_ids": [], "prompt_cache_options": _cache_options(body.get("prompt_cache_options")),
+            "vault_ids": [], "prompt_cache_options": cache_options(body.get("prompt_cache_options")),
         }
-        review = _review(body.get("review"))
+        review = review_mode(body.get("review"))
         if review is not None:
             session["review"] = review
         runner = await self._runner(session["id"], tenant)
@@ -118,7 +120,7 @@ class SessionService:
             base = {**default_config(), "id": ids.new_id("agent")}
         config = apply_config(base, overrides or {}, SESSION_AGENT_FIELDS, prefix="agent.")
         require_model(config, "agent.model")
-        _servable(config)
+        check_servable(config)
         return {"id": base["id"], "name": base.get("name"),
                 **{key: config[key] for key in SESSION_AGENT_FIELDS}}
 
@@ -135,7 +137,7 @@ class SessionService:
         await self.store.put("session", session["id"], session, tenant=tenant, parent=session["agent"]["id"])
 
     async def update(self, session_id: str, body: dict[str, Any], *, tenant: str) -> dict[str, Any]:
-        _known(body, UPDATE_FIELDS, "")
+        known(body, UPDATE_FIELDS, "")
         async with self._lock(session_id):
             session = await self._load(session_id, tenant)
             if "agent" in body:
@@ -145,15 +147,15 @@ class SessionService:
                                           code="invalid_type")
                 config = apply_config(session["agent"], changes, ("model", "reasoning", "service_tier", "tools"),
                                       prefix="agent.")
-                _servable(config)
+                check_servable(config)
                 session["agent"] = config
             if "metadata" in body:
                 check_metadata(body["metadata"])
                 session["metadata"] = dict(body["metadata"] or {})
             if "prompt_cache_options" in body:
-                session["prompt_cache_options"] = _cache_options(body["prompt_cache_options"])
+                session["prompt_cache_options"] = cache_options(body["prompt_cache_options"])
             if "review" in body:
-                review = _review(body["review"])
+                review = review_mode(body["review"])
                 session.pop("review", None)
                 if review is not None:
                     session["review"] = review
@@ -202,14 +204,14 @@ class SessionService:
 
     async def post_events(self, session_id: str, body: dict[str, Any], *, idempotency_key: str | None,
                           tenant: str, authorization: str | None) -> None:
-        _known(body, ("events",), "")
+        known(body, ("events",), "")
         events = body.get("events")
         if not isinstance(events, list) or not events:
             raise invalid_request("'events' must be a non-empty array.", param="events", code="invalid_value")
         if len(events) > MAX_EVENTS_PER_CALL:
             raise invalid_request(f"'events' may have at most {MAX_EVENTS_PER_CALL} events.", param="events",
                                   code="array_above_max_length")
-        plan = [_input_event(event, f"events[{index}]") for index, event in enumerate(events)]
+        plan = [input_event(event, f"events[{index}]") for index, event in enumerate(events)]
         async with self._lock(session_id):
             session = await self._load(session_id, tenant)
             if idempotency_key is not None and await self._replayed(session_id, idempotency_key, body, tenant):
@@ -325,148 +327,3 @@ class SessionService:
         for runner in list(self.runners.values()):
             if runner.task is not None and not runner.task.done():
                 runner.task.cancel()
-
-
-def _known(body: dict[str, Any], fields: tuple[str, ...], prefix: str) -> None:
-    for key in body:
-        if key not in fields:
-            raise invalid_request(f"Unknown parameter: '{prefix}{key}'.", param=f"{prefix}{key}",
-                                  code="unknown_parameter")
-
-
-def _environment(environment: Any) -> None:
-    if environment is None:
-        raise invalid_request("Missing required parameter: 'environment'.", param="environment",
-                              code="missing_required_parameter")
-    if not isinstance(environment, dict):
-        raise invalid_request("Invalid type for 'environment': expected an object.", param="environment",
-                              code="invalid_type")
-    kind = environment.get("type")
-    if kind in ("openai_hosted", "self_hosted"):
-        raise not_served(f"Environment type '{kind}'", "environment.type")
-    if kind != "none":
-        raise invalid_request("Invalid value for 'environment.type': expected 'none', 'openai_hosted' or "
-                              "'self_hosted'.", param="environment.type", code="invalid_value")
-    _known(environment, ("type",), "environment.")
-
-
-def _servable(config: dict[str, Any]) -> None:
-    """What a session's turn cannot run yet is refused by name, never dropped: tools other than the client's own
-    functions, a function deferred to tool search or run without waiting (``async``), subagents."""
-    for index, tool in enumerate(config["tools"]):
-        if tool["type"] != "function":
-            raise not_served(f"Tool type '{tool['type']}' in a session", f"agent.tools[{index}].type")
-        for flag in ("defer_loading", "async"):
-            if tool.get(flag):
-                raise not_served(f"A function with '{flag}': true", f"agent.tools[{index}].{flag}")
-    if config["multi_agent"]["enabled"]:
-        raise not_served("Subagents ('multi_agent.enabled')", "agent.multi_agent.enabled")
-
-
-def _cache_options(value: Any) -> dict[str, Any] | None:
-    if value is None:
-        return None
-    if not isinstance(value, dict) or set(value) - {"ttl"}:
-        raise invalid_request("Invalid value for 'prompt_cache_options': expected {\"ttl\": \"30m\" | \"12h\"}.",
-                              param="prompt_cache_options", code="invalid_value")
-    ttl = value.get("ttl", "30m")
-    if ttl not in ("30m", "12h"):
-        raise invalid_request("Invalid value for 'prompt_cache_options.ttl': expected '30m' or '12h'.",
-                              param="prompt_cache_options.ttl", code="invalid_value")
-    return {"ttl": ttl}
-
-
-def _review(value: Any) -> str | None:
-    if value is None or value == "none":
-        return None
-    if value != "auto_review":
-        raise invalid_request("Invalid value for 'review': expected 'none' or 'auto_review'.", param="review",
-                              code="invalid_value")
-    raise not_served("Automatic action review ('review': 'auto_review')", "review")
-
-
-def _messages(value: Any, param: str) -> list[list[dict[str, Any]]]:
-    """A session's input (a string, or user messages) as one turn's messages, each its content parts."""
-    if isinstance(value, str):
-        return [_parts([{"type": "input_text", "text": value}], param)]
-    if not isinstance(value, list) or not value:
-        raise invalid_request(f"Invalid value for '{param}': expected a string or a non-empty array of messages.",
-                              param=param, code="invalid_value")
-    if len(value) > MAX_MESSAGES:
-        raise invalid_request(f"'{param}' may have at most {MAX_MESSAGES} messages.", param=param,
-                              code="array_above_max_length")
-    messages: list[list[dict[str, Any]]] = []
-    for index, message in enumerate(value):
-        where = f"{param}[{index}]"
-        if not isinstance(message, dict):
-            raise invalid_request(f"Invalid type for '{where}': expected a message.", param=where,
-                                  code="invalid_type")
-        _known(message, ("type", "role", "content"), f"{where}.")
-        if message.get("role") != "user" or message.get("type", "message") != "message":
-            raise invalid_request(f"Invalid value for '{where}.role': expected 'user'.", param=f"{where}.role",
-                                  code="invalid_value")
-        messages.append(_parts(message.get("content"), f"{where}.content"))
-    return messages
-
-
-def _parts(content: Any, param: str) -> list[dict[str, Any]]:
-    if not isinstance(content, list) or not content or len(content) > MAX_PARTS:
-        raise invalid_request(f"Invalid value for '{param}': expected 1 to {MAX_PARTS} content parts.",
-                              param=param, code="invalid_value")
-    parts = []
-    for index, part in enumerate(content):
-        where = f"{param}[{index}]"
-        if not isinstance(part, dict):
-            raise invalid_request(f"Invalid type for '{where}': expected an object.", param=where,
-                                  code="invalid_type")
-        key = {"input_text": "text", "input_image": "image_url"}.get(str(part.get("type")))
-        if key is None:
-            raise invalid_request(f"Invalid value for '{where}.type': expected 'input_text' or 'input_image'.",
-                                  param=f"{where}.type", code="invalid_value")
-        _known(part, ("type", key), f"{where}.")
-        if not isinstance(part.get(key), str) or len(part[key]) > MAX_TEXT_CHARS:
-            raise invalid_request(f"Invalid value for '{where}.{key}': expected a string of at most "
-                                  f"{MAX_TEXT_CHARS} characters.", param=f"{where}.{key}", code="invalid_value")
-        parts.append({"type": part["type"], key: part[key]})
-    return parts
-
-
-def _tool_result(event: dict[str, Any], param: str) -> dict[str, Any]:
-    _known(event, ("type", "call_id", "turn_id", "success", "output", "error"), f"{param}.")
-    for key in ("call_id", "turn_id"):
-        if not isinstance(event.get(key), str):
-            raise invalid_request(f"Missing or invalid '{param}.{key}'.", param=f"{param}.{key}",
-                                  code="missing_required_parameter")
-    if not isinstance(event.get("success"), bool):
-        raise invalid_request(f"Missing or invalid '{param}.success': expected a boolean.",
-                              param=f"{param}.success", code="missing_required_parameter")
-    output = event.get("output")
-    if output is not None and not isinstance(output, str):
-        output = _parts(output, f"{param}.output")
-    elif isinstance(output, str) and len(output) > MAX_TEXT_CHARS:
-        raise invalid_request(f"'{param}.output' is longer than {MAX_TEXT_CHARS} characters.",
-                              param=f"{param}.output", code="string_above_max_length")
-    error = event.get("error")
-    if error is not None and (not isinstance(error, str) or len(error) > 10_000):
-        raise invalid_request(f"Invalid value for '{param}.error': expected a string.", param=f"{param}.error",
-                              code="invalid_value")
-    return {"call_id": event["call_id"], "turn_id": event["turn_id"], "success": event["success"],
-            "output": output, "error": error}
-
-
-def _input_event(event: Any, param: str) -> tuple[str, Any]:
-    if not isinstance(event, dict):
-        raise invalid_request(f"Invalid type for '{param}': expected an object.", param=param, code="invalid_type")
-    kind = event.get("type")
-    if kind == "agent.session.input.cancel":
-        _known(event, ("type",), f"{param}.")
-        return "cancel", []
-    if kind == "agent.session.input.message":
-        _known(event, ("type", "input"), f"{param}.")
-        return "message", _messages(event.get("input"), f"{param}.input")
-    if kind == "agent.session.input.tool_result":
-        return "tool_result", _tool_result(event, param)
-    if kind in ("agent.session.input.mcp_approval_request_result",
-                "agent.session.input.computer_use_approval_request_result"):
-        raise not_served(f"Event type '{kind}'", f"{param}.type")
-    raise invalid_request(f"Invalid value for '{param}.type'.", param=f"{param}.type", code="invalid_value")
