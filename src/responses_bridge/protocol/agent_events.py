@@ -46,6 +46,17 @@ def session_item(item: dict[str, Any], turn_id: str, *, done: bool) -> dict[str,
             arguments = item.get("arguments")
         return {"id": item.get("id"), "type": "function_call", "call_id": item.get("call_id"),
                 "name": item.get("name"), "arguments": arguments, "status": "in_progress", "turn_id": turn_id}
+    if kind == "mcp_call":
+        try:
+            parsed: Any = orjson.loads(item.get("arguments") or "{}")
+        except orjson.JSONDecodeError:
+            parsed = item.get("arguments")
+        state = item.get("status")
+        if state not in ("in_progress", "completed", "failed", "incomplete"):
+            state = "failed" if item.get("error") else ("completed" if done else "in_progress")
+        return {"id": item.get("id"), "type": "mcp_call", "server_label": item.get("server_label"),
+                "name": item.get("name"), "arguments": parsed, "output": item.get("output"),
+                "error": item.get("error"), "status": state, "turn_id": turn_id}
     if kind == "reasoning":
         summary = [{"type": "summary_text", "text": part.get("text", "")} for part in item.get("summary") or []
                    if isinstance(part, dict)]

@@ -16,7 +16,8 @@ MAX_TEXT_CHARS = 1_000_000
 
 def not_served(what: str, param: str) -> APIError:
     return invalid_request(f"{what} is not served yet by this bridge: sessions run with environment 'none' and "
-                           "agents whose tools are the client's own functions.", param=param, code="unsupported_value")
+                           "agents whose tools are the client's own functions and MCP servers over HTTP.", param=param,
+                           code="unsupported_value")
 
 
 def known(body: dict[str, Any], fields: tuple[str, ...], prefix: str) -> None:
@@ -44,15 +45,54 @@ def check_environment(environment: Any) -> None:
 
 def check_servable(config: dict[str, Any]) -> None:
     """What a session's turn cannot run yet is refused by name, never dropped: tools other than the client's own
-    functions, a function deferred to tool search or run without waiting (``async``), subagents."""
+    functions and MCP servers over HTTP, a function deferred to tool search or run without waiting (``async``), an
+    MCP server reached from an environment, with a vault's credential, request metadata or required to start,
+    subagents."""
     for index, tool in enumerate(config["tools"]):
-        if tool["type"] != "function":
-            raise not_served(f"Tool type '{tool['type']}' in a session", f"agent.tools[{index}].type")
-        for flag in ("defer_loading", "async"):
-            if tool.get(flag):
-                raise not_served(f"A function with '{flag}': true", f"agent.tools[{index}].{flag}")
+        where = f"agent.tools[{index}]"
+        if tool["type"] == "function":
+            for flag in ("defer_loading", "async"):
+                if tool.get(flag):
+                    raise not_served(f"A function with '{flag}': true", f"{where}.{flag}")
+        elif tool["type"] == "mcp":
+            _check_mcp(tool, where)
+        else:
+            raise not_served(f"Tool type '{tool['type']}' in a session", f"{where}.type")
     if config["multi_agent"]["enabled"]:
         raise not_served("Subagents ('multi_agent.enabled')", "agent.multi_agent.enabled")
+
+
+def _check_mcp(tool: dict[str, Any], where: str) -> None:
+    if tool["transport"]["type"] != "http":
+        raise not_served("An MCP server over 'stdio' (a command in the environment)", f"{where}.transport.type")
+    if tool["connection_origin"] != "service":
+        raise not_served("An MCP server reached from the environment", f"{where}.connection_origin")
+    if tool["credential_id"] is not None:
+        raise not_served("A vault credential for an MCP server ('credential_id')", f"{where}.credential_id")
+    if tool["request_metadata"]:
+        raise not_served("MCP 'request_metadata'", f"{where}.request_metadata")
+    if tool["required"]:
+        raise not_served("An MCP server 'required' to start before the first turn", f"{where}.required")
+
+
+def response_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """An agent's tools (those :func:`check_servable` lets through) as a response's: the client's functions, and
+    MCP servers the bridge's tool loop calls without asking for approval (sessions take no approvals yet)."""
+    found: list[dict[str, Any]] = []
+    for tool in tools:
+        if tool["type"] == "function":
+            found.append({"type": "function", "name": tool["name"], "description": tool["description"],
+                          "parameters": tool["parameters"], "strict": False})
+            continue
+        transport = tool["transport"]
+        mcp: dict[str, Any] = {"type": "mcp", "server_label": tool["server_label"],
+                               "server_url": transport["server_url"], "require_approval": "never"}
+        if transport.get("headers"):
+            mcp["headers"] = transport["headers"]
+        if tool.get("allowed_tools") is not None:
+            mcp["allowed_tools"] = tool["allowed_tools"]
+        found.append(mcp)
+    return found
 
 
 def cache_options(value: Any) -> dict[str, Any] | None:

@@ -29,6 +29,7 @@ from ..protocol.agent_events import (
     turn_error,
     user_item,
 )
+from ..protocol.agent_inputs import response_tools
 from ..protocol.errors import APIError
 from ..store.base_agents import AgentStore, Record
 from .agent_events import SessionLog
@@ -303,8 +304,7 @@ class SessionRunner:
         if reasoning:
             body["reasoning"] = reasoning
         if agent["tools"]:
-            body["tools"] = [{"type": "function", "name": tool["name"], "description": tool["description"],
-                              "parameters": tool["parameters"], "strict": False} for tool in agent["tools"]]
+            body["tools"] = response_tools(agent["tools"])
         previous = (session.get("_private") or {}).get("last_response_id")
         if previous:
             body["previous_response_id"] = previous
