@@ -65,6 +65,12 @@ def test_an_update_replaces_what_it_names() -> None:
     ({"model": "m", "metadata": {str(n): "v" for n in range(17)}}, "metadata"),
     ({"model": "m", "instructions": 5}, "instructions"),
     ({"model": "m", "nmae": "x"}, "nmae"),
+    ({"model": "m", "tools": [{"type": "mcp", "server_label": "s", "transport": {
+        "type": "http", "server_url": "https://x", "headers": {"Authorization": "Bearer sk-live"}}}]},
+     "tools[0].transport.headers"),
+    ({"model": "m", "tools": [{"type": "mcp", "server_label": "s", "transport": {
+        "type": "http", "server_url": "https://x", "headers": {"X-Api-Key": "sk-live"}}}]},
+     "tools[0].transport.headers"),
 ])
 def test_bad_fields_are_400s_naming_them(body: dict[str, Any], param: str) -> None:
     with pytest.raises(APIError) as raised:

@@ -279,6 +279,11 @@ def _mcp_tool(tool: dict[str, Any], param: str) -> dict[str, Any]:
                                   code="missing_required_parameter")
         headers = transport.get("headers") or {}
         check_metadata(headers, f"{where}.headers")
+        for name in headers:
+            if _credential_header(name):
+                raise invalid_request(f"'{where}.headers' may not hold a credential ('{name[:64]}'): an agent's MCP "
+                                      "transport is stored and shown as it is; credentials belong in a vault, not "
+                                      "served yet.", param=f"{where}.headers", code="invalid_value")
         stored: dict[str, Any] = {"type": "http", "server_url": transport["server_url"], "headers": headers}
     elif transport.get("type") == "stdio":
         _known(transport, ("type", "command", "args", "cwd", "env_vars"), where)
@@ -300,6 +305,14 @@ def _mcp_tool(tool: dict[str, Any], param: str) -> dict[str, Any]:
             "credential_id": tool.get("credential_id") if isinstance(tool.get("credential_id"), str) else None,
             "request_metadata": _object(metadata, f"{param}.request_metadata") if metadata is not None else {},
             "required": _flag(tool, "required", param)}
+
+
+_CREDENTIAL_NAMES = ("authorization", "cookie", "key", "token", "secret", "password", "credential", "auth")
+
+
+def _credential_header(name: str) -> bool:
+    lowered = name.lower()
+    return any(part in lowered for part in _CREDENTIAL_NAMES)
 
 
 def _web_search_tool(tool: dict[str, Any], param: str) -> dict[str, Any]:
