@@ -145,10 +145,8 @@ class SessionRunner:
                 while self.queue:
                     self.current = self.queue.pop(0)
                     self.cancelling = False
-                    try:
-                        await self._run(self.current)
-                    finally:
-                        self.current, self.response_id = None, None
+                    await self._run(self.current)
+                    self.current, self.response_id = None, None
                 session = await self.session()
                 if session["status"] == "in_progress":
                     session["status"] = "idle"
@@ -163,6 +161,7 @@ class SessionRunner:
             log.exception("agent_session_failed", session_id=self.session_id)
             await self._fail_session(exc)
         finally:
+            self.current, self.response_id = None, None
             if not self.queue and self.on_idle is not None:
                 self.on_idle(self)
 
@@ -184,7 +183,14 @@ class SessionRunner:
         await self.events.emit({"type": "agent.session.idle", "session": public(session)}, durable=True)
 
     async def _fail_session(self, exc: Exception) -> None:
+        """Something the session cannot go on from (never the model's own failure: that fails a turn only): the
+        running and queued turns fail with it."""
         try:
+            ending = ([self.current] if self.current is not None else []) + self.queue
+            self.queue = []
+            for entry in ending:
+                await self._end(entry, "failed", {"code": "internal_error",
+                                                  "message": "The session failed inside the bridge."}, None)
             session = await self.session()
             session["status"], session["error"] = "failed", "The session failed inside the bridge."
             await self.save_session(session)
