@@ -136,9 +136,10 @@ class SessionLog:
 class SessionEvents:
     """Every session log of this process, by session id."""
 
-    def __init__(self, store: AgentStore) -> None:
+    def __init__(self, store: AgentStore, *, poll: float | None = None) -> None:
         self.store = store
         self.logs: dict[str, SessionLog] = {}
+        self.poll = poll  # shared database: a log no process here writes is read from the store this often
 
     async def log_of(self, session_id: str, tenant: str) -> SessionLog:
         """The session's live log (the caller has found the session to be ``tenant``'s)."""
@@ -202,8 +203,27 @@ class SessionEvents:
                 continue
             if live.closed:
                 return
-            if not await live.wait(keepalive):
-                yield b""
+            if self.poll is None or live.active:
+                if not await live.wait(keepalive):
+                    yield b""
+                continue
+            # another process may write this session's events (several workers or replicas): read the store
+            silent = 0.0
+            while not await live.wait(self.poll):
+                stored = await self.store.events_after(session_id, position, tenant=tenant, limit=STORE_PAGE)
+                if stored:
+                    position = stored[-1][0]
+                    yield b"".join(frame for _, _, frame in stored)
+                    if until_idle and any(_ends_activity(frame) for _, _, frame in stored):
+                        return
+                    silent = 0.0
+                    continue
+                silent += self.poll
+                if silent >= keepalive:
+                    silent = 0.0
+                    yield b""
+                if live.closed:
+                    return
 
     def forget(self, session_id: str) -> None:
         live = self.logs.pop(session_id, None)

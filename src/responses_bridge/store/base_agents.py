@@ -70,6 +70,13 @@ class AgentStore(Protocol):
         is running or waiting."""
         ...
 
+    async def claim_session(self, session_id: str, owner: str, *, now: float, until: float) -> bool:
+        """Take (or renew) the lease on running ``session_id``'s turns until ``until``: True unless another owner
+        holds it past ``now``."""
+        ...
+
+    async def release_session(self, session_id: str, owner: str) -> None: ...
+
     async def append_events(self, session_id: str, events: list[tuple[int, str, bytes]], *, tenant: str) -> None:
         """``(sequence, event_id, frame)`` rows; durable when it returns; a sequence already stored is kept."""
         ...

@@ -30,4 +30,12 @@ AGENT_TABLES: Sequence[str] = [
     )
     """,
     "CREATE INDEX agent_session_events_ids ON agent_session_events (session_id, event_id)",
+    # which process runs a session's turns (several workers or replicas on one database): a lease it renews
+    """
+    CREATE TABLE agent_session_owners (
+        session_id text PRIMARY KEY,
+        owner      text NOT NULL,
+        expires_at double precision NOT NULL
+    )
+    """,
 ]

@@ -23,6 +23,11 @@ _DELETE_EVENTS = "DELETE FROM agent_session_events WHERE session_id = $1 AND ten
 _COUNT = "SELECT count(*) FROM agent_records WHERE kind = $1 AND tenant = $2"
 _UNFINISHED = ("SELECT tenant, body::text FROM agent_records WHERE kind = 'session' "
                "AND body->>'status' IN ('in_progress', 'requires_action') LIMIT $1")
+_CLAIM = ("INSERT INTO agent_session_owners (session_id, owner, expires_at) VALUES ($1, $2, $3) "
+          "ON CONFLICT (session_id) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at "
+          "WHERE agent_session_owners.owner = excluded.owner OR agent_session_owners.expires_at < $4 "
+          "RETURNING session_id")
+_RELEASE = "DELETE FROM agent_session_owners WHERE session_id = $1 AND owner = $2"
 _APPEND = ("INSERT INTO agent_session_events (session_id, sequence, event_id, tenant, frame) "
            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING")
 _AFTER = ("SELECT sequence, event_id, frame FROM agent_session_events WHERE session_id = $1 AND tenant = $2 "
@@ -91,6 +96,7 @@ class PostgresAgentStore:
             if kind == "session":
                 await conn.execute(_DELETE_CHILDREN, record_id, tenant, CHILD_KINDS)
                 await conn.execute(_DELETE_EVENTS, record_id, tenant)
+                await conn.execute("DELETE FROM agent_session_owners WHERE session_id = $1", record_id)
             return True
 
     async def count(self, kind: str, *, tenant: str) -> int:
@@ -101,6 +107,14 @@ class PostgresAgentStore:
         async with self._db.acquire() as conn:
             rows = await conn.fetch(_UNFINISHED, limit)
         return [(str(row[0]), orjson.loads(row[1])) for row in rows]
+
+    async def claim_session(self, session_id: str, owner: str, *, now: float, until: float) -> bool:
+        async with self._db.transaction("claim_agent_session") as conn:
+            return await conn.fetchval(_CLAIM, session_id, owner, until, now) is not None
+
+    async def release_session(self, session_id: str, owner: str) -> None:
+        async with self._db.transaction("release_agent_session") as conn:
+            await conn.execute(_RELEASE, session_id, owner)
 
     async def append_events(self, session_id: str, events: list[tuple[int, str, bytes]], *, tenant: str) -> None:
         if not events:

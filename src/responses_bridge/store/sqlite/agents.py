@@ -26,6 +26,10 @@ _DELETE_EVENTS = "DELETE FROM agent_session_events WHERE session_id = ? AND tena
 _COUNT = "SELECT count(*) FROM agent_records WHERE kind = ? AND tenant = ?"
 _UNFINISHED = ("SELECT tenant, body FROM agent_records WHERE kind = 'session' "
                "AND json_extract(body, '$.status') IN ('in_progress', 'requires_action') LIMIT ?")
+_CLAIM = ("INSERT INTO agent_session_owners (session_id, owner, expires_at) VALUES (?, ?, ?) "
+          "ON CONFLICT (session_id) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at "
+          "WHERE agent_session_owners.owner = excluded.owner OR agent_session_owners.expires_at < ?")
+_RELEASE = "DELETE FROM agent_session_owners WHERE session_id = ? AND owner = ?"
 _APPEND = ("INSERT OR IGNORE INTO agent_session_events (session_id, sequence, event_id, tenant, frame) "
            "VALUES (?, ?, ?, ?, ?)")
 _AFTER = ("SELECT sequence, event_id, frame FROM agent_session_events WHERE session_id = ? AND tenant = ? "
@@ -100,6 +104,7 @@ class SQLiteAgentStore:
                 if kind == "session":
                     conn.execute(_DELETE_CHILDREN, (record_id, tenant, *CHILD_KINDS))
                     conn.execute(_DELETE_EVENTS, (record_id, tenant))
+                    conn.execute("DELETE FROM agent_session_owners WHERE session_id = ?", (record_id,))
                 return True
 
         return await self._db.run_write("delete_agent_record", delete)
@@ -113,6 +118,17 @@ class SQLiteAgentStore:
         async with self._db.reading() as conn:
             rows = await conn.execute_fetchall(_UNFINISHED, (limit,))
         return [(str(tenant), orjson.loads(body)) for tenant, body in rows]
+
+    async def claim_session(self, session_id: str, owner: str, *, now: float, until: float) -> bool:
+        def claim(conn: sqlite3.Connection) -> bool:
+            with transaction(conn):
+                return conn.execute(_CLAIM, (session_id, owner, until, now)).rowcount > 0
+
+        return await self._db.run_write("claim_agent_session", claim)
+
+    async def release_session(self, session_id: str, owner: str) -> None:
+        async with self._db.writing() as conn:
+            await conn.execute(_RELEASE, (session_id, owner))
 
     async def append_events(self, session_id: str, events: list[tuple[int, str, bytes]], *, tenant: str) -> None:
         if not events:
