@@ -11,6 +11,8 @@ and silently dropped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import hashlib
 import time
 from collections.abc import AsyncIterator
@@ -56,6 +58,14 @@ def session_not_found(session_id: str) -> APIError:
     return not_found(f"No session found with id '{session_id}'.", param="session_id", code="not_found")
 
 
+class _SessionLock:
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
 class SessionService:
     def __init__(self, store: AgentStore, agents: AgentService, background: BackgroundService,
                  start: ResponseStarter) -> None:
@@ -69,7 +79,7 @@ class SessionService:
         self.lease_seconds = background.leases.lease_seconds
         self.events = SessionEvents(store, poll=POLL_SECONDS if self.shared else None)
         self.runners: dict[str, SessionRunner] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks: dict[str, _SessionLock] = {}
         self._heartbeat: asyncio.Task[None] | None = None
         self._releasing: set[asyncio.Task[None]] = set()
 
@@ -149,7 +159,7 @@ class SessionService:
 
     async def update(self, session_id: str, body: dict[str, Any], *, tenant: str) -> dict[str, Any]:
         known(body, UPDATE_FIELDS, "")
-        async with self._lock(session_id):
+        async with self._locked(session_id):
             session = await self._load(session_id, tenant)
             if "agent" in body:
                 changes = body["agent"]
@@ -193,7 +203,6 @@ class SessionService:
         if not await self.store.delete("session", session_id, tenant=tenant):
             raise session_not_found(session_id)
         self.events.forget(session_id)
-        self._locks.pop(session_id, None)
         for response_id in response_ids:
             await self.background.forget(response_id, tenant=tenant)
             await self.background.store.delete_response(response_id, tenant=tenant)
@@ -223,7 +232,7 @@ class SessionService:
             raise invalid_request(f"'events' may have at most {MAX_EVENTS_PER_CALL} events.", param="events",
                                   code="array_above_max_length")
         plan = [input_event(event, f"events[{index}]") for index, event in enumerate(events)]
-        async with self._lock(session_id):
+        async with self._locked(session_id):
             session = await self._load(session_id, tenant)
             if idempotency_key is not None and await self._replayed(session_id, idempotency_key, body, tenant):
                 return
@@ -281,6 +290,7 @@ class SessionService:
             log_ = await self.events.log_of(session_id, tenant)
             runner = SessionRunner(self.store, self.background, self.start, log_, session_id, tenant)
             runner.on_idle = self._idle
+            runner.locked = functools.partial(self._locked, session_id)
             self.runners[session_id] = runner
             runner.events.active = True
             if self.shared:  # claimed while its turns say they run: their process stopped (its lease ran out)
@@ -312,8 +322,11 @@ class SessionService:
             self._heartbeat = asyncio.create_task(self._beat(), name="agent-sessions:heartbeat")
 
     async def _release(self, session_id: str) -> None:
+        """Under the session's lock, as input takes the lease: a release never undoes a claim made after it."""
         try:
-            await self.store.release_session(session_id, self.owner)
+            async with self._locked(session_id):
+                if session_id not in self.runners:
+                    await self.store.release_session(session_id, self.owner)
         except Exception:  # the lease expires
             log.warning("agent_session_release_failed", session_id=session_id, exc_info=True)
 
@@ -335,8 +348,18 @@ class SessionService:
                     log.warning("agent_session_lease_lost", session_id=session_id)
                     runner.task.cancel()
 
-    def _lock(self, session_id: str) -> asyncio.Lock:
-        return self._locks.setdefault(session_id, asyncio.Lock())
+    @contextlib.asynccontextmanager
+    async def _locked(self, session_id: str) -> AsyncIterator[None]:
+        """One change of a session at a time; the lock lives only while someone holds or waits for it."""
+        entry = self._locks.setdefault(session_id, _SessionLock())
+        entry.users += 1
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            entry.users -= 1
+            if entry.users == 0 and self._locks.get(session_id) is entry:
+                del self._locks[session_id]
 
     # --- turns and items ------------------------------------------------------------------------------------
 

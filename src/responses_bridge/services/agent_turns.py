@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,7 +54,7 @@ class QueuedTurn:
     messages: list[dict[str, Any]]  # the user's messages, as the session's items
     authorization: str | None = field(repr=False)  # the caller's, for the upstream; never stored
     calls: ToolCalls = field(default_factory=ToolCalls)
-    ended: dict[str, Any] | None = None  # the session as the turn's last response left it, not stored yet
+    changes: dict[str, Any] | None = None  # what the turn's last response changes of the session, not stored yet
 
 
 def new_turn(session: dict[str, Any]) -> dict[str, Any]:
@@ -86,6 +86,8 @@ class SessionRunner:
         self.cancelling = False
         self.task: asyncio.Task[None] | None = None
         self.on_idle: Callable[[SessionRunner], None] | None = None  # no turn left: the service lets go of it
+        # the session's lock (the service's): an update of the session never crosses a change made here
+        self.locked: Callable[[], contextlib.AbstractAsyncContextManager[Any]] = contextlib.nullcontext
 
     @property
     def busy(self) -> bool:
@@ -100,6 +102,19 @@ class SessionRunner:
     async def save_session(self, session: dict[str, Any]) -> None:
         await self.store.put("session", session["id"], session, tenant=self.tenant,
                              parent=session["agent"]["id"])
+
+    @contextlib.asynccontextmanager
+    async def _changing(self, entry: QueuedTurn | None = None) -> AsyncIterator[dict[str, Any]]:
+        """The session as stored, to change and store again inside the block, under the session's lock; with
+        ``entry``, the changes its turn's last response made are applied first."""
+        async with self.locked():
+            session = await self.session()
+            if entry is not None and entry.changes is not None:
+                changes, entry.changes = entry.changes, None
+                if changes["last_response_id"]:
+                    session.setdefault("_private", {})["last_response_id"] = changes["last_response_id"]
+                session["usage"] = add_usage(session.get("usage"), changes["usage"])
+            yield session
 
     def session_record(self, session: dict[str, Any]) -> Record:
         return Record("session", session["id"], session, parent=session["agent"]["id"])
@@ -147,12 +162,12 @@ class SessionRunner:
                     self.cancelling = False
                     await self._run(self.current)
                     self.current, self.response_id = None, None
-                session = await self.session()
-                if session["status"] == "in_progress":
-                    session["status"] = "idle"
-                    session["last_active_at"] = int(time.time())
-                    await self.events.emit({"type": "agent.session.idle", "session": public(session)},
-                                           records=[self.session_record(session)])
+                async with self._changing() as session:
+                    if session["status"] == "in_progress":
+                        session["status"] = "idle"
+                        session["last_active_at"] = int(time.time())
+                        await self.events.emit({"type": "agent.session.idle", "session": public(session)},
+                                               records=[self.session_record(session)])
                 # input that came while the session went idle is run now: nothing is awaited from the last look
                 # at the queue to the task's end, so a submit either sees this task done or is seen here
         except asyncio.CancelledError:
@@ -191,30 +206,30 @@ class SessionRunner:
             for entry in ending:
                 await self._end(entry, "failed", {"code": "internal_error",
                                                   "message": "The session failed inside the bridge."}, None)
-            session = await self.session()
-            session["status"], session["error"] = "failed", "The session failed inside the bridge."
-            await self.save_session(session)
-            await self.events.emit({"type": "error", "session_id": self.session_id, "error": {
-                "type": "server_error", "code": "server_error", "message": session["error"], "param": None}})
-            await self.events.emit({"type": "agent.session.failed", "session": public(session)}, durable=True)
+            async with self._changing() as session:
+                session["status"], session["error"] = "failed", "The session failed inside the bridge."
+                await self.events.emit({"type": "error", "session_id": self.session_id, "error": {
+                    "type": "server_error", "code": "server_error", "message": session["error"], "param": None}})
+                await self.events.emit({"type": "agent.session.failed", "session": public(session)},
+                                       records=[self.session_record(session)])
         except Exception:
             log.exception("agent_session_fail_not_stored", session_id=self.session_id)
 
     async def _run(self, entry: QueuedTurn) -> None:
-        session = await self.session()
         turn = entry.turn
         records = [self.turn_record(turn), *(self.item_record(message) for message in entry.messages)]
-        if session["status"] != "in_progress":
-            session["status"] = "in_progress"
-            records.append(self.session_record(session))
-            await self.events.emit({"type": "agent.session.in_progress", "session": public(session)})
-        turn["status"], turn["started_at"] = "in_progress", int(time.time())
-        await self.events.emit({"type": "agent.session.turn.in_progress", "session_id": self.session_id,
-                                "turn_id": turn["id"], "turn": public(turn)})
-        for message in entry.messages:
-            await self.events.emit({"type": "agent.session.turn.item.added", "session_id": self.session_id,
-                                    "turn_id": turn["id"], "output_index": None, "item": message})
-        await self.events.flush(records)  # the turn, its input and the events so far: one write
+        async with self._changing() as session:
+            if session["status"] != "in_progress":
+                session["status"] = "in_progress"
+                records.append(self.session_record(session))
+                await self.events.emit({"type": "agent.session.in_progress", "session": public(session)})
+            turn["status"], turn["started_at"] = "in_progress", int(time.time())
+            await self.events.emit({"type": "agent.session.turn.in_progress", "session_id": self.session_id,
+                                    "turn_id": turn["id"], "turn": public(turn)})
+            for message in entry.messages:
+                await self.events.emit({"type": "agent.session.turn.item.added", "session_id": self.session_id,
+                                        "turn_id": turn["id"], "output_index": None, "item": message})
+            await self.events.flush(records)  # the turn, its input and the events so far: one write
         turn_input = [{"type": "message", "role": "user", "content": message["content"]}
                       for message in entry.messages]
         total: dict[str, Any] | None = None
@@ -234,11 +249,9 @@ class SessionRunner:
             usage = token_usage(response.get("usage"))
             total = add_usage(total, usage)
             status = str(response.get("status") or "failed")
-            session = await self.session()
-            if status in ("completed", "incomplete"):
-                session.setdefault("_private", {})["last_response_id"] = self.response_id
-            session["usage"] = add_usage(session.get("usage"), usage)
-            entry.ended = session  # stored with the turn's end, or when it waits
+            # stored with the turn's end, or when it waits
+            entry.changes = {"usage": usage, "last_response_id": self.response_id
+                             if status in ("completed", "incomplete") else None}
             if status != "completed" or not entry.calls.pending:
                 break
             answered = await self._wait_for_results(entry)
@@ -265,20 +278,20 @@ class SessionRunner:
         calls = entry.calls
         if calls.open and not self.cancelling:
             entry.turn["status"] = "waiting"
-            session = entry.ended or await self.session()
-            session["status"], session["required_actions"] = "requires_action", calls.required_actions()
-            await self.events.emit({"type": "agent.session.requires_action", "session": public(session)},
-                                   records=[self.turn_record(entry.turn), self.session_record(session)])
+            async with self._changing(entry) as session:
+                session["status"], session["required_actions"] = "requires_action", calls.required_actions()
+                await self.events.emit({"type": "agent.session.requires_action", "session": public(session)},
+                                       records=[self.turn_record(entry.turn), self.session_record(session)])
             while calls.open and not self.cancelling:
                 await calls.wait()
-            session = await self.session()
-            session["status"], session["required_actions"] = "in_progress", []
             entry.turn["status"] = "in_progress" if not self.cancelling else "waiting"
-            await self.events.emit({"type": "agent.session.in_progress", "session": public(session)},
-                                   records=[self.turn_record(entry.turn), self.session_record(session)])
-        elif entry.ended is not None:
-            await self.events.flush([self.turn_record(entry.turn), self.session_record(entry.ended)])
-        entry.ended = None
+            async with self._changing() as session:
+                session["status"], session["required_actions"] = "in_progress", []
+                await self.events.emit({"type": "agent.session.in_progress", "session": public(session)},
+                                       records=[self.turn_record(entry.turn), self.session_record(session)])
+        elif entry.changes is not None:
+            async with self._changing(entry) as session:
+                await self.events.flush([self.turn_record(entry.turn), self.session_record(session)])
         if self.cancelling:
             return None
         return calls.take_answers()
@@ -341,12 +354,13 @@ class SessionRunner:
                    usage: dict[str, Any] | None) -> None:
         turn = entry.turn
         turn.update(status=status, error=error, usage=usage, completed_at=int(time.time()))
-        records = [self.turn_record(turn)]
-        if entry.ended is not None:  # the session's state after the turn's last response
-            records.append(self.session_record(entry.ended))
-            entry.ended = None
-        await self.events.emit({"type": f"agent.session.turn.{status}", "session_id": self.session_id,
-                                "turn_id": turn["id"], "turn": public(turn), "usage": usage}, records=records)
+        event = {"type": f"agent.session.turn.{status}", "session_id": self.session_id, "turn_id": turn["id"],
+                 "turn": public(turn), "usage": usage}
+        if entry.changes is None:
+            await self.events.emit(event, records=[self.turn_record(turn)])
+            return
+        async with self._changing(entry) as session:  # with the session's state after the turn's last response
+            await self.events.emit(event, records=[self.turn_record(turn), self.session_record(session)])
 
 
 def _text_format(text_format: dict[str, Any]) -> dict[str, Any]:
