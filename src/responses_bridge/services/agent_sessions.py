@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
-import structlog
 
 from .. import ids
 from ..protocol.agent_inputs import (
@@ -40,12 +39,11 @@ from ..protocol.request import check_metadata
 from ..store.base_agents import AgentStore
 from ..store.owners import new_owner_id
 from .agent_events import SessionEvents
+from .agent_leases import SessionLeases
 from .agent_turns import ResponseStarter, SessionRunner, public
 from .agents import AgentService
 from .background import BackgroundService
 from .pagination import page_errors
-
-log = structlog.get_logger("responses_bridge.agents")
 
 MAX_SESSIONS_PER_TENANT = 100_000
 POLL_SECONDS = 1.0  # a reader of a session another process runs reads the store this often
@@ -75,13 +73,10 @@ class SessionService:
         self.start = start
         # several workers or replicas on one database: a session's turns run where its lease is (claim_session)
         self.shared = background.leases.shared
-        self.owner = background.lease_owner or new_owner_id()
-        self.lease_seconds = background.leases.lease_seconds
+        self.leases = SessionLeases(store, background.lease_owner or new_owner_id(), background.leases.lease_seconds)
         self.events = SessionEvents(store, poll=POLL_SECONDS if self.shared else None)
         self.runners: dict[str, SessionRunner] = {}
         self._locks: dict[str, _SessionLock] = {}
-        self._heartbeat: asyncio.Task[None] | None = None
-        self._releasing: set[asyncio.Task[None]] = set()
 
     # --- sessions ------------------------------------------------------------------------------------------
 
@@ -283,7 +278,7 @@ class SessionService:
         runner = self.runners.get(session_id)
         if runner is None or runner.tenant != tenant:
             if self.shared:
-                await self._claim(session_id)
+                await self.leases.claim(session_id, self.runners)
                 stale = self.events.logs.pop(session_id, None)  # another process may have written since
                 if stale is not None:
                     stale.active = False  # its readers read the store
@@ -306,47 +301,9 @@ class SessionService:
         if self.runners.get(runner.session_id) is runner:
             del self.runners[runner.session_id]
             if self.shared:
-                task = asyncio.ensure_future(self._release(runner.session_id))
-                self._releasing.add(task)
-                task.add_done_callback(self._releasing.discard)
+                self.leases.release_soon(runner.session_id, self._locked, self.runners)
         runner.events.active = False
         self.events.release(runner.events)
-
-    async def _claim(self, session_id: str) -> None:
-        now = time.time()
-        if not await self.store.claim_session(session_id, self.owner, now=now, until=now + self.lease_seconds):
-            raise APIError(409, "This session's turn runs in another process of this deployment; send its input "
-                           "again once the session is idle, or to the same replica.", type="invalid_request_error",
-                           param="session_id", code="session_busy")
-        if self._heartbeat is None or self._heartbeat.done():
-            self._heartbeat = asyncio.create_task(self._beat(), name="agent-sessions:heartbeat")
-
-    async def _release(self, session_id: str) -> None:
-        """Under the session's lock, as input takes the lease: a release never undoes a claim made after it."""
-        try:
-            async with self._locked(session_id):
-                if session_id not in self.runners:
-                    await self.store.release_session(session_id, self.owner)
-        except Exception:  # the lease expires
-            log.warning("agent_session_release_failed", session_id=session_id, exc_info=True)
-
-    async def _beat(self) -> None:
-        """Renew the leases of the sessions running here, several times a lease period; a lease found taken
-        (this process stalled past it) stops the session's runner here: its events would collide with the new
-        owner's."""
-        while self.runners:
-            await asyncio.sleep(self.lease_seconds / 3)
-            for session_id, runner in list(self.runners.items()):
-                now = time.time()
-                try:
-                    held = await self.store.claim_session(session_id, self.owner, now=now,
-                                                          until=now + self.lease_seconds)
-                except Exception:  # the next beat retries; a lease outlives a few missed beats
-                    log.warning("agent_session_renew_failed", session_id=session_id, exc_info=True)
-                    continue
-                if not held and runner.task is not None:
-                    log.warning("agent_session_lease_lost", session_id=session_id)
-                    runner.task.cancel()
 
     @contextlib.asynccontextmanager
     async def _locked(self, session_id: str) -> AsyncIterator[None]:
@@ -405,8 +362,7 @@ class SessionService:
         return recovered
 
     async def close(self) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
+        self.leases.close()
         for runner in list(self.runners.values()):
             if runner.task is not None and not runner.task.done():
                 runner.task.cancel()
