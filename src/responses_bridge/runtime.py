@@ -32,6 +32,7 @@ from .run.server_tools import ServerTools, ServerToolServices
 from .run.upstream import UpstreamClient
 from .run.upstream_gate import UpstreamGate
 from .sealing import Sealer, load_or_create_key, new_key_text
+from .services.agents import AgentService
 from .services.background import BackgroundService
 from .services.chat_completions import ChatCompletionService
 from .services.container_network import NetworkPolicies
@@ -88,6 +89,7 @@ class Runtime:
     containers: ContainerService  # the Containers API; the code interpreter's files (services/containers.py)
     skills: SkillService  # the Skills API; the skills containers are made with (services/skills.py)
     background: BackgroundService
+    agents: AgentService  # the Agents API's reusable agents; sessions: the HTTP door's agents_routes.py
     retention: RetentionService  # purges what each tenant's retention_days has expired
     trimmer: MemoryTrimmer  # gives large requests' memory back to the system (allocator.py)
     gauges: Periodic  # serve --workers: this worker's read-on-scrape gauges written to the shared files each second
@@ -195,7 +197,8 @@ class Runtime:
                                      sidecar_token(settings.sealing_key, db_path)),
                    files=files, uploads=uploads, embedder=embedder, chunks=stores.chunks, vector_stores=vector_stores,
                    containers=containers, skills=skills,
-                   background=background, retention=retention, trimmer=trimmer, gauges=gauges)
+                   background=background, agents=AgentService(stores.agents),
+                   retention=retention, trimmer=trimmer, gauges=gauges)
 
     async def close(self) -> None:
         await self.retention.stop()

@@ -21,6 +21,7 @@ from responses_bridge.periodic import Periodic
 from responses_bridge.run.server_tools import ServerTools, ServerToolServices
 from responses_bridge.runtime import Runtime
 from responses_bridge.sealing import Sealer
+from responses_bridge.services.agents import AgentService
 from responses_bridge.services.background import BackgroundService
 from responses_bridge.services.chat_completions import ChatCompletionService
 from responses_bridge.services.container_skills import ContainerSkills
@@ -34,6 +35,7 @@ from responses_bridge.services.retrieval.embedders import embedder_from_settings
 from responses_bridge.services.skills import SkillService
 from responses_bridge.services.uploads import UploadService
 from responses_bridge.services.vector_stores import VectorStoreService
+from responses_bridge.store.sqlite.agents import SQLiteAgentStore
 from responses_bridge.store.sqlite.api_keys import SQLiteApiKeyStore
 from responses_bridge.store.sqlite.chat_completions import SQLiteChatCompletionStore
 from responses_bridge.store.sqlite.chunks import SQLiteChunkIndex
@@ -76,6 +78,7 @@ def runtime_over(store: SQLiteResponseStore, settings: Settings, *,
         chunks=chunks, vector_stores=vector_stores, containers=containers,
         skills=skills,
         background=BackgroundService(store, SQLiteEventLog(store), upstream),
+        agents=AgentService(SQLiteAgentStore(store)),
         retention=RetentionService(store, SQLiteConversationStore(store), settings.tenant_policy, any_retention=False),
         trimmer=MemoryTrimmer(), gauges=Periodic(0, _nothing, name="metrics-gauges", failure="metrics_refresh_failed"))
 

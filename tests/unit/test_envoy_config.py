@@ -104,6 +104,7 @@ def test_routes_and_processor_settings() -> None:
                             "sidecar_containers", "sidecar_containers_unversioned",
                             "sidecar_skills", "sidecar_skills_unversioned",
                             "sidecar_vector_stores", "sidecar_vector_stores_unversioned",
+                            "sidecar_agents", "sidecar_agents_unversioned",
                             "models_codex", "models", "embeddings", "models_list", "images_generations",
                             "chat_completions", "sidecar"]
     for name, path in (("sidecar_tools", "/v1/responses"), ("sidecar_tools_unversioned", "/responses")):
@@ -180,8 +181,9 @@ def test_routes_and_processor_settings() -> None:
         assert routes[name]["route"]["cluster"] == envoy_config.FILES_CLUSTER
         assert "request_body_buffer_limit" not in routes[name]
     for name, path in (("sidecar_vector_stores", "/v1/vector_stores"),
-                       ("sidecar_vector_stores_unversioned", "/vector_stores")):
-        # the Vector Stores API: the sidecar's HTTP door, never the processor, every method
+                       ("sidecar_vector_stores_unversioned", "/vector_stores"),
+                       ("sidecar_agents", "/v1/agents"), ("sidecar_agents_unversioned", "/agents")):
+        # the Vector Stores and Agents APIs: the sidecar's HTTP door, never the processor, every method
         assert routes[name]["match"] == {"path_separated_prefix": path}
         assert routes[name]["route"] == {"cluster": envoy_config.HTTP_CLUSTER, "timeout": "0s"}
         assert routes[name]["typed_per_filter_config"]["envoy.filters.http.ext_proc"]["disabled"] is True

@@ -85,6 +85,7 @@ def _route_config(up: UpstreamURL, upstreams: Sequence[UpstreamSpec] = (), auth:
     ]
     routes += _files_routes()
     routes += _vector_store_routes()
+    routes += _agents_routes()
     if upstreams:  # the sidecar's HTTP door merges the models of every upstream; the processor only answers
         routes += [
             {"name": "sidecar_models", "match": {"path": "/v1/models", "headers": get},
@@ -279,6 +280,16 @@ def _vector_store_routes() -> list[dict[str, Any]]:
              "request_body_buffer_limit": BUFFER_LIMIT_BYTES}
             for name, prefix in (("vector_stores", "/v1/vector_stores"),
                                  ("vector_stores_unversioned", "/vector_stores"))]
+
+
+def _agents_routes() -> list[dict[str, Any]]:
+    """The Agents API (agents, sessions, their event streams) is the sidecar's own (its HTTP door, every method):
+    never through the processor, a session's SSE stream passed on as it is written. Named ``sidecar_…`` so that
+    Envoy's own 5xx on it name the door (``_local_reply_config``)."""
+    return [{"name": f"sidecar_{name}", "match": {"path_separated_prefix": prefix},
+             "route": {"cluster": HTTP_CLUSTER, "timeout": "0s"}, "typed_per_filter_config": _disabled(),
+             "request_body_buffer_limit": BUFFER_LIMIT_BYTES}
+            for name, prefix in (("agents", "/v1/agents"), ("agents_unversioned", "/agents"))]
 
 
 def _host_rewrite(up: UpstreamURL) -> dict[str, Any]:

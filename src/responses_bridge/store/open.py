@@ -26,9 +26,11 @@ from .base import (
     ResponseStore,
     VectorStoreStore,
 )
+from .base_agents import AgentStore
 from .base_skills import SkillStore
 from .base_uploads import UploadStore
 from .database_url import MISSING_EXTRA, DatabaseUnavailable, is_postgres_url
+from .sqlite.agents import SQLiteAgentStore
 from .sqlite.api_keys import SQLiteApiKeyStore
 from .sqlite.chat_completions import SQLiteChatCompletionStore
 from .sqlite.chunks import SQLiteChunkIndex
@@ -66,6 +68,7 @@ class StoreSet:
     chat_completions: ChatCompletionStore
     skills: SkillStore
     uploads: UploadStore
+    agents: AgentStore
     file_bytes: FileBytes | None = None
     sqlite: SQLiteResponseStore | None = None
     postgres: PostgresDatabase | None = None
@@ -109,7 +112,7 @@ async def open_stores(db_path: str, database_url: str | None) -> StoreSet:
     return StoreSet(store, SQLiteConversationStore(store), SQLitePromptStore(store), SQLiteEventLog(store),
                     SQLiteApiKeyStore(store), SQLiteFileStore(store), SQLiteVectorStoreStore(store),
                     SQLiteChunkIndex(store), SQLiteContainerStore(store), SQLiteChatCompletionStore(store),
-                    SQLiteSkillStore(store), SQLiteUploadStore(store),
+                    SQLiteSkillStore(store), SQLiteUploadStore(store), SQLiteAgentStore(store),
                     sqlite=store)
 
 
@@ -117,6 +120,7 @@ async def _open_postgres(database_url: str) -> StoreSet:
     """The PostgreSQL stores, imported only here: a SQLite deployment loads no driver, and one without the
     ``postgres`` extra fails the start with the one line that names it."""
     try:
+        from .postgres.agents import PostgresAgentStore
         from .postgres.api_keys import PostgresApiKeyStore
         from .postgres.chat_completions import PostgresChatCompletionStore
         from .postgres.chunks import PostgresChunkIndex
@@ -142,7 +146,7 @@ async def _open_postgres(database_url: str) -> StoreSet:
     return StoreSet(responses, PostgresConversationStore(db), PostgresPromptStore(db), PostgresEventLog(db),
                     PostgresApiKeyStore(db), PostgresFileStore(db), PostgresVectorStoreStore(db),
                     PostgresChunkIndex(db), PostgresContainerStore(db), PostgresChatCompletionStore(db),
-                    PostgresSkillStore(db), PostgresUploadStore(db),
+                    PostgresSkillStore(db), PostgresUploadStore(db), PostgresAgentStore(db),
                     file_bytes=PostgresFileBytes(db),
                     postgres=db)
 

@@ -14,6 +14,7 @@ from ...runtime import Runtime
 from ...services.embeddings import EmbeddingService
 from ...services.readiness import check_readiness
 from . import background_routes
+from .agents_routes import AgentRoutes
 from .chat_completions_routes import ChatCompletionRoutes
 from .codex_models import models_answer, passthrough_answer
 from .containers_routes import ContainerRoutes
@@ -60,6 +61,7 @@ def create_app(runtime: Runtime) -> web.Application:
     ResponsesRoutes(runtime, upstream, clients).register(app)
     background_routes.register(app, runtime, upstream, clients)  # cancel, WebSocket mode, compact, input_tokens
     ConversationRoutes(runtime.conversations).register(app)
+    AgentRoutes(runtime).register(app)  # the Agents API: agents, sessions, their events, turns, items
     PromptRoutes(runtime.prompts).register(app)
     ChatCompletionRoutes(runtime.chat_completions).register(app)  # stored ones; POST is UpstreamRoutes'
     FileRoutes(runtime.files).register(app)

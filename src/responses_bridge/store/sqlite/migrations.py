@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import aiosqlite
 
+from .agent_schema import AGENT_TABLES
 from .schema import FIRST_STEPS, Migration
 from .upload_schema import UPLOAD_CLAIM_COLUMNS, UPLOAD_TABLES
 
@@ -387,6 +388,7 @@ MIGRATIONS: list[Migration] = [
     ),
     (18, UPLOAD_TABLES),
     (19, UPLOAD_CLAIM_COLUMNS),
+    (20, AGENT_TABLES),  # the Agents API: agents, sessions, turns, items, session events
 ]
 
 LATEST_VERSION: int = MIGRATIONS[-1][0]

@@ -1,0 +1,177 @@
+"""``/v1/agents`` routes of the HTTP door (OpenAI's Agents API, ``client.beta.agents``; also without ``/v1``):
+reusable agents, sessions, their events (in, and the SSE stream out, resumable), turns and items. The Envoy door
+routes ``/v1/agents`` here (envoy_config/routes.py).
+
+A session's turn is a background response started here as ``POST /v1/responses`` would start one (the model's
+route, its upstream client, the caller's credentials), handed to the sessions service as its
+:data:`~responses_bridge.services.agent_turns.ResponseStarter`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+
+from ...runtime import Runtime
+from ...services.agent_events import KEEPALIVE
+from ...services.agent_sessions import SessionService
+from .identity import request_tenant
+from .params import json_object, json_reply, metadata_query, page_query
+from .routes import api_routes
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+SESSIONS = web.AppKey("agent_sessions", SessionService)
+
+
+def turn_starter(runtime: Runtime) -> Any:
+    async def start(body: dict[str, Any], tenant: str, client_authorization: str | None) -> str:
+        upstream = None
+        if runtime.clients:  # several upstreams: the agent's model picks one (upstreams.py)
+            route = runtime.route(body.get("model"))
+            run = runtime.new_routed_run(route, tool_loop=True, tools=body.get("tools"), tenant=tenant)
+            authorization = runtime.route_authorization(route, client_authorization)
+            upstream = runtime.client_for(route)
+        else:
+            run = runtime.new_run(tool_loop=True, tenant=tenant)
+            authorization = runtime.upstream_authorization(client_authorization)
+        call = await run.begin(body)
+        started = await runtime.background.start(run, call, authorization, upstream)
+        return started.response_id
+
+    return start
+
+
+class AgentRoutes:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.agents = runtime.agents
+        self.sessions = SessionService(runtime.agents.store, runtime.agents, runtime.background,
+                                       turn_starter(runtime))
+
+    def register(self, app: web.Application) -> None:
+        app[SESSIONS] = self.sessions
+        app.on_startup.append(self._recover)
+        app.on_cleanup.append(self._close)
+        with api_routes(app) as routes:
+            sessions = "/agents/sessions"
+            session = f"{sessions}/{{session_id}}"
+            routes.post(sessions, self.create_session)
+            routes.get(sessions, self.list_sessions)
+            routes.get(session, self.retrieve_session)
+            routes.post(session, self.update_session)
+            routes.delete(session, self.delete_session)
+            routes.post(f"{session}/events", self.post_events)
+            routes.get(f"{session}/events", self.stream_events)
+            routes.get(f"{session}/turns", self.list_turns)
+            routes.get(f"{session}/turns/{{turn_id}}", self.retrieve_turn)
+            routes.get(f"{session}/turns/{{turn_id}}/items", self.list_turn_items)
+            routes.get(f"{session}/items", self.list_items)
+            routes.post("/agents", self.create)
+            routes.get("/agents", self.list)
+            routes.get("/agents/{agent_id}", self.retrieve)
+            routes.post("/agents/{agent_id}", self.update)
+            routes.delete("/agents/{agent_id}", self.delete)
+
+    async def _recover(self, app: web.Application) -> None:
+        await self.sessions.recover()
+
+    async def _close(self, app: web.Application) -> None:
+        await self.sessions.close()
+
+    # --- agents ---------------------------------------------------------------------------------------------
+
+    async def create(self, request: web.Request) -> web.Response:
+        return json_reply(await self.agents.create(await json_object(request), tenant=request_tenant(request)))
+
+    async def list(self, request: web.Request) -> web.Response:
+        return json_reply(await self.agents.list_agents(**page_query(request, before=False),
+                                                        tenant=request_tenant(request)))
+
+    async def retrieve(self, request: web.Request) -> web.Response:
+        return json_reply(await self.agents.get(request.match_info["agent_id"], tenant=request_tenant(request)))
+
+    async def update(self, request: web.Request) -> web.Response:
+        return json_reply(await self.agents.update(request.match_info["agent_id"], await json_object(request),
+                                                   tenant=request_tenant(request)))
+
+    async def delete(self, request: web.Request) -> web.Response:
+        return json_reply(await self.agents.delete(request.match_info["agent_id"], tenant=request_tenant(request)))
+
+    # --- sessions -------------------------------------------------------------------------------------------
+
+    async def create_session(self, request: web.Request) -> web.StreamResponse:
+        body = await json_object(request)
+        tenant = request_tenant(request)
+        session = await self.sessions.create(body, tenant=tenant,
+                                             authorization=request.headers.get("Authorization"))
+        if body.get("stream") is not True:
+            return json_reply(session)
+        frames = await self.sessions.stream(session["id"], after_event=None, tenant=tenant, until_idle=True)
+        return await _sse(request, frames)
+
+    async def list_sessions(self, request: web.Request) -> web.Response:
+        return json_reply(await self.sessions.list_sessions(
+            **page_query(request, before=False), agent_id=request.query.get("agent_id"),
+            metadata=metadata_query(request), tenant=request_tenant(request)))
+
+    async def retrieve_session(self, request: web.Request) -> web.Response:
+        return json_reply(await self.sessions.get(request.match_info["session_id"], tenant=request_tenant(request)))
+
+    async def update_session(self, request: web.Request) -> web.Response:
+        return json_reply(await self.sessions.update(request.match_info["session_id"], await json_object(request),
+                                                     tenant=request_tenant(request)))
+
+    async def delete_session(self, request: web.Request) -> web.Response:
+        return json_reply(await self.sessions.delete(request.match_info["session_id"],
+                                                     tenant=request_tenant(request)))
+
+    async def post_events(self, request: web.Request) -> web.Response:
+        await self.sessions.post_events(request.match_info["session_id"], await json_object(request),
+                                        idempotency_key=request.headers.get("Idempotency-Key"),
+                                        tenant=request_tenant(request),
+                                        authorization=request.headers.get("Authorization"))
+        return web.Response(status=202)
+
+    async def stream_events(self, request: web.Request) -> web.StreamResponse:
+        """Every event after ``Last-Event-ID`` (or ``?after=<event_id>``), from the session's first without one;
+        open until the client leaves or the session is deleted (``?until_idle=true``: until it is idle)."""
+        after = request.headers.get("Last-Event-ID") or request.query.get("after")
+        until_idle = request.query.get("until_idle", "").lower() in ("true", "1")
+        frames = await self.sessions.stream(request.match_info["session_id"], after_event=after,
+                                            tenant=request_tenant(request), until_idle=until_idle)
+        return await _sse(request, frames)
+
+    # --- turns and items ------------------------------------------------------------------------------------
+
+    async def list_turns(self, request: web.Request) -> web.Response:
+        return json_reply(await self.sessions.list_turns(request.match_info["session_id"],
+                                                         **page_query(request, before=False),
+                                                         tenant=request_tenant(request)))
+
+    async def retrieve_turn(self, request: web.Request) -> web.Response:
+        return json_reply(await self.sessions.get_turn(request.match_info["session_id"],
+                                                       request.match_info["turn_id"], tenant=request_tenant(request)))
+
+    async def list_turn_items(self, request: web.Request) -> web.Response:
+        return json_reply(await self.sessions.list_items(request.match_info["session_id"],
+                                                         turn_id=request.match_info["turn_id"],
+                                                         **page_query(request, before=False),
+                                                         tenant=request_tenant(request)))
+
+    async def list_items(self, request: web.Request) -> web.Response:
+        return json_reply(await self.sessions.list_items(request.match_info["session_id"], turn_id=None,
+                                                         **page_query(request, before=False),
+                                                         tenant=request_tenant(request)))
+
+
+async def _sse(request: web.Request, frames: AsyncIterator[bytes]) -> web.StreamResponse:
+    response = web.StreamResponse(status=200, headers=SSE_HEADERS)
+    response.content_type = "text/event-stream"
+    response.charset = "utf-8"
+    await response.prepare(request)
+    async for chunk in frames:
+        await response.write(chunk or KEEPALIVE)
+    await response.write_eof()
+    return response

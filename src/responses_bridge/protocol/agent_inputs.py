@@ -1,0 +1,204 @@
+"""The Agents API's session inputs checked: a session's environment, input messages and their content parts, the
+events a client posts (message, tool result, cancel), and what sessions do not serve yet, each refused with a 400
+that names it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import APIError, invalid_request
+
+MAX_EVENTS_PER_CALL = 16
+MAX_MESSAGES = 16
+MAX_PARTS = 64
+MAX_TEXT_CHARS = 1_000_000
+
+
+def not_served(what: str, param: str) -> APIError:
+    return invalid_request(f"{what} is not served yet by this bridge: sessions run with environment 'none' and "
+                           "agents whose tools are the client's own functions and MCP servers over HTTP.", param=param,
+                           code="unsupported_value")
+
+
+def known(body: dict[str, Any], fields: tuple[str, ...], prefix: str) -> None:
+    for key in body:
+        if key not in fields:
+            raise invalid_request(f"Unknown parameter: '{prefix}{key}'.", param=f"{prefix}{key}",
+                                  code="unknown_parameter")
+
+
+def check_environment(environment: Any) -> None:
+    if environment is None:
+        raise invalid_request("Missing required parameter: 'environment'.", param="environment",
+                              code="missing_required_parameter")
+    if not isinstance(environment, dict):
+        raise invalid_request("Invalid type for 'environment': expected an object.", param="environment",
+                              code="invalid_type")
+    kind = environment.get("type")
+    if kind in ("openai_hosted", "self_hosted"):
+        raise not_served(f"Environment type '{kind}'", "environment.type")
+    if kind != "none":
+        raise invalid_request("Invalid value for 'environment.type': expected 'none', 'openai_hosted' or "
+                              "'self_hosted'.", param="environment.type", code="invalid_value")
+    known(environment, ("type",), "environment.")
+
+
+def check_servable(config: dict[str, Any]) -> None:
+    """What a session's turn cannot run yet is refused by name, never dropped: tools other than the client's own
+    functions and MCP servers over HTTP, a function deferred to tool search or run without waiting (``async``), an
+    MCP server reached from an environment, with a vault's credential, request metadata or required to start,
+    subagents."""
+    for index, tool in enumerate(config["tools"]):
+        where = f"agent.tools[{index}]"
+        if tool["type"] == "function":
+            for flag in ("defer_loading", "async"):
+                if tool.get(flag):
+                    raise not_served(f"A function with '{flag}': true", f"{where}.{flag}")
+        elif tool["type"] == "mcp":
+            _check_mcp(tool, where)
+        else:
+            raise not_served(f"Tool type '{tool['type']}' in a session", f"{where}.type")
+    if config["multi_agent"]["enabled"]:
+        raise not_served("Subagents ('multi_agent.enabled')", "agent.multi_agent.enabled")
+
+
+def _check_mcp(tool: dict[str, Any], where: str) -> None:
+    if tool["transport"]["type"] != "http":
+        raise not_served("An MCP server over 'stdio' (a command in the environment)", f"{where}.transport.type")
+    if tool["connection_origin"] != "service":
+        raise not_served("An MCP server reached from the environment", f"{where}.connection_origin")
+    if tool["credential_id"] is not None:
+        raise not_served("A vault credential for an MCP server ('credential_id')", f"{where}.credential_id")
+    if tool["request_metadata"]:
+        raise not_served("MCP 'request_metadata'", f"{where}.request_metadata")
+    if tool["required"]:
+        raise not_served("An MCP server 'required' to start before the first turn", f"{where}.required")
+
+
+def response_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """An agent's tools (those :func:`check_servable` lets through) as a response's: the client's functions, and
+    MCP servers the bridge's tool loop calls without asking for approval (sessions take no approvals yet)."""
+    found: list[dict[str, Any]] = []
+    for tool in tools:
+        if tool["type"] == "function":
+            found.append({"type": "function", "name": tool["name"], "description": tool["description"],
+                          "parameters": tool["parameters"], "strict": False})
+            continue
+        transport = tool["transport"]
+        mcp: dict[str, Any] = {"type": "mcp", "server_label": tool["server_label"],
+                               "server_url": transport["server_url"], "require_approval": "never"}
+        if transport.get("headers"):
+            mcp["headers"] = transport["headers"]
+        if tool.get("allowed_tools") is not None:
+            mcp["allowed_tools"] = tool["allowed_tools"]
+        found.append(mcp)
+    return found
+
+
+def cache_options(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) - {"ttl"}:
+        raise invalid_request("Invalid value for 'prompt_cache_options': expected {\"ttl\": \"30m\" | \"12h\"}.",
+                              param="prompt_cache_options", code="invalid_value")
+    ttl = value.get("ttl", "30m")
+    if ttl not in ("30m", "12h"):
+        raise invalid_request("Invalid value for 'prompt_cache_options.ttl': expected '30m' or '12h'.",
+                              param="prompt_cache_options.ttl", code="invalid_value")
+    return {"ttl": ttl}
+
+
+def review_mode(value: Any) -> str | None:
+    if value is None or value == "none":
+        return None
+    if value != "auto_review":
+        raise invalid_request("Invalid value for 'review': expected 'none' or 'auto_review'.", param="review",
+                              code="invalid_value")
+    raise not_served("Automatic action review ('review': 'auto_review')", "review")
+
+
+def messages(value: Any, param: str) -> list[list[dict[str, Any]]]:
+    """A session's input (a string, or user messages) as one turn's messages, each its content parts."""
+    if isinstance(value, str):
+        return [content_parts([{"type": "input_text", "text": value}], param)]
+    if not isinstance(value, list) or not value:
+        raise invalid_request(f"Invalid value for '{param}': expected a string or a non-empty array of messages.",
+                              param=param, code="invalid_value")
+    if len(value) > MAX_MESSAGES:
+        raise invalid_request(f"'{param}' may have at most {MAX_MESSAGES} messages.", param=param,
+                              code="array_above_max_length")
+    messages: list[list[dict[str, Any]]] = []
+    for index, message in enumerate(value):
+        where = f"{param}[{index}]"
+        if not isinstance(message, dict):
+            raise invalid_request(f"Invalid type for '{where}': expected a message.", param=where,
+                                  code="invalid_type")
+        known(message, ("type", "role", "content"), f"{where}.")
+        if message.get("role") != "user" or message.get("type", "message") != "message":
+            raise invalid_request(f"Invalid value for '{where}.role': expected 'user'.", param=f"{where}.role",
+                                  code="invalid_value")
+        messages.append(content_parts(message.get("content"), f"{where}.content"))
+    return messages
+
+
+def content_parts(content: Any, param: str) -> list[dict[str, Any]]:
+    if not isinstance(content, list) or not content or len(content) > MAX_PARTS:
+        raise invalid_request(f"Invalid value for '{param}': expected 1 to {MAX_PARTS} content parts.",
+                              param=param, code="invalid_value")
+    parts = []
+    for index, part in enumerate(content):
+        where = f"{param}[{index}]"
+        if not isinstance(part, dict):
+            raise invalid_request(f"Invalid type for '{where}': expected an object.", param=where,
+                                  code="invalid_type")
+        key = {"input_text": "text", "input_image": "image_url"}.get(str(part.get("type")))
+        if key is None:
+            raise invalid_request(f"Invalid value for '{where}.type': expected 'input_text' or 'input_image'.",
+                                  param=f"{where}.type", code="invalid_value")
+        known(part, ("type", key), f"{where}.")
+        if not isinstance(part.get(key), str) or len(part[key]) > MAX_TEXT_CHARS:
+            raise invalid_request(f"Invalid value for '{where}.{key}': expected a string of at most "
+                                  f"{MAX_TEXT_CHARS} characters.", param=f"{where}.{key}", code="invalid_value")
+        parts.append({"type": part["type"], key: part[key]})
+    return parts
+
+
+def tool_result(event: dict[str, Any], param: str) -> dict[str, Any]:
+    known(event, ("type", "call_id", "turn_id", "success", "output", "error"), f"{param}.")
+    for key in ("call_id", "turn_id"):
+        if not isinstance(event.get(key), str):
+            raise invalid_request(f"Missing or invalid '{param}.{key}'.", param=f"{param}.{key}",
+                                  code="missing_required_parameter")
+    if not isinstance(event.get("success"), bool):
+        raise invalid_request(f"Missing or invalid '{param}.success': expected a boolean.",
+                              param=f"{param}.success", code="missing_required_parameter")
+    output = event.get("output")
+    if output is not None and not isinstance(output, str):
+        output = content_parts(output, f"{param}.output")
+    elif isinstance(output, str) and len(output) > MAX_TEXT_CHARS:
+        raise invalid_request(f"'{param}.output' is longer than {MAX_TEXT_CHARS} characters.",
+                              param=f"{param}.output", code="string_above_max_length")
+    error = event.get("error")
+    if error is not None and (not isinstance(error, str) or len(error) > 10_000):
+        raise invalid_request(f"Invalid value for '{param}.error': expected a string.", param=f"{param}.error",
+                              code="invalid_value")
+    return {"call_id": event["call_id"], "turn_id": event["turn_id"], "success": event["success"],
+            "output": output, "error": error}
+
+
+def input_event(event: Any, param: str) -> tuple[str, Any]:
+    if not isinstance(event, dict):
+        raise invalid_request(f"Invalid type for '{param}': expected an object.", param=param, code="invalid_type")
+    kind = event.get("type")
+    if kind == "agent.session.input.cancel":
+        known(event, ("type",), f"{param}.")
+        return "cancel", []
+    if kind == "agent.session.input.message":
+        known(event, ("type", "input"), f"{param}.")
+        return "message", messages(event.get("input"), f"{param}.input")
+    if kind == "agent.session.input.tool_result":
+        return "tool_result", tool_result(event, param)
+    if kind in ("agent.session.input.mcp_approval_request_result",
+                "agent.session.input.computer_use_approval_request_result"):
+        raise not_served(f"Event type '{kind}'", f"{param}.type")
+    raise invalid_request(f"Invalid value for '{param}.type'.", param=f"{param}.type", code="invalid_value")

@@ -1,0 +1,57 @@
+"""The calls of the client's own functions a session's turn is waiting on: opened when the model's call is complete
+(before the client is shown it), answered by ``agent.session.input.tool_result`` events, and handed as
+``function_call_output`` input to the turn's next response once none is left open."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from ..protocol.agent_events import call_output_input
+from ..protocol.errors import APIError
+
+MAX_OPEN_CALLS = 128
+
+
+def unknown_call(call_id: str) -> APIError:
+    """The SDK's tool dispatcher retries on exactly this answer (the call may not be registered yet)."""
+    return APIError(400, f"Unknown pending tool call: {call_id}", type="invalid_request_error", param="call_id",
+                    code="invalid_request_error")
+
+
+class ToolCalls:
+    def __init__(self) -> None:
+        self.open: dict[str, dict[str, Any]] = {}  # call id -> the function_call item, no result yet
+        self.answers: list[dict[str, Any]] = []  # the next response's input
+        self._changed = asyncio.Event()
+
+    @property
+    def pending(self) -> bool:
+        """Calls were made that the next response must hear the results of."""
+        return bool(self.open or self.answers)
+
+    def opened(self, call: dict[str, Any]) -> None:
+        if len(self.open) >= MAX_OPEN_CALLS:
+            raise APIError(500, f"The model made more than {MAX_OPEN_CALLS} calls at once.", type="server_error",
+                           code="server_error")
+        self.open[str(call["call_id"])] = call
+
+    def answer(self, result: dict[str, Any]) -> None:
+        self.open.pop(result["call_id"], None)
+        self.answers.append(call_output_input(result))
+        self.wake()
+
+    def required_actions(self) -> list[dict[str, Any]]:
+        return [{"type": "function_call", "call_id": call["call_id"], "name": call["name"],
+                 "arguments": call["arguments"], "turn_id": call["turn_id"]} for call in self.open.values()]
+
+    def take_answers(self) -> list[dict[str, Any]]:
+        answers, self.answers = self.answers, []
+        return answers
+
+    def wake(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def wait(self) -> None:
+        await self._changed.wait()

@@ -1,0 +1,369 @@
+"""A session's turns, one at a time: each a background response of the bridge's own run (the driver, its tools and
+persistence, services/background.py) over the session's agent, chained on the previous turn's response
+(``previous_response_id``), so the turns share the session's context. Its events are followed and told in the
+session's log (protocol/agent_events.py); the turn loop learns nothing about agents.
+
+Input that arrives while a turn runs is queued as a turn of its own (``queued``), run in order once the current one
+ends; a cancel ends the running turn (its response cancelled) and every queued one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import structlog
+
+from .. import ids
+from ..protocol.agent_events import (
+    TERMINAL,
+    add_usage,
+    call_output_item,
+    token_usage,
+    translate,
+    turn_error,
+    user_item,
+)
+from ..protocol.agent_inputs import response_tools
+from ..protocol.errors import APIError
+from ..store.base_agents import AgentStore, Record
+from .agent_events import SessionLog
+from .agent_tool_calls import ToolCalls, unknown_call
+from .background import BackgroundService
+from .background_frames import split_frames
+
+log = structlog.get_logger("responses_bridge.agents")
+
+ResponseStarter = Callable[[dict[str, Any], str, "str | None"], Awaitable[str]]
+"""Starts a background response of ``body`` for ``tenant`` with the caller's ``Authorization``; its id. Given by the
+door (adapters/http/agents_routes.py), which knows the routes and upstream clients."""
+
+
+MAX_QUEUED_TURNS = 32  # a session's input waiting behind its running turn, held in memory until it runs
+RESTARTED = "The server restarted before this turn ended; it was not finished and will not be resumed."
+
+
+@dataclass
+class QueuedTurn:
+    turn: dict[str, Any]
+    messages: list[dict[str, Any]]  # the user's messages, as the session's items
+    authorization: str | None = field(repr=False)  # the caller's, for the upstream; never stored
+    calls: ToolCalls = field(default_factory=ToolCalls)
+    changes: dict[str, Any] | None = None  # what the turn's last response changes of the session, not stored yet
+
+
+def new_turn(session: dict[str, Any]) -> dict[str, Any]:
+    return {"id": ids.new_id("turn"), "object": "agent.session.turn", "agent_id": session["agent"]["id"],
+            "session_id": session["id"], "created_at": int(time.time()), "started_at": None, "completed_at": None,
+            "status": "queued", "error": None, "subagent_id": None, "usage": None,
+            "prompt_cache_options": session.get("prompt_cache_options")}
+
+
+def public(record: dict[str, Any]) -> dict[str, Any]:
+    """A stored record without the bridge's own fields (``_private``)."""
+    return {key: value for key, value in record.items() if key != "_private"}
+
+
+class SessionRunner:
+    """The turns of one session in this process: a queue and the task working it."""
+
+    def __init__(self, store: AgentStore, background: BackgroundService, start: ResponseStarter,
+                 events: SessionLog, session_id: str, tenant: str) -> None:
+        self.store = store
+        self.background = background
+        self.start = start
+        self.events = events
+        self.session_id = session_id
+        self.tenant = tenant
+        self.queue: list[QueuedTurn] = []
+        self.current: QueuedTurn | None = None
+        self.response_id: str | None = None
+        self.cancelling = False
+        self.task: asyncio.Task[None] | None = None
+        self.on_idle: Callable[[SessionRunner], None] | None = None  # no turn left: the service lets go of it
+        # the session's lock (the service's): an update of the session never crosses a change made here
+        self.locked: Callable[[], contextlib.AbstractAsyncContextManager[Any]] = contextlib.nullcontext
+
+    @property
+    def busy(self) -> bool:
+        return self.current is not None or bool(self.queue)
+
+    async def session(self) -> dict[str, Any]:
+        session = await self.store.get("session", self.session_id, tenant=self.tenant)
+        if session is None:
+            raise asyncio.CancelledError  # deleted meanwhile
+        return session
+
+    async def save_session(self, session: dict[str, Any]) -> None:
+        await self.store.put("session", session["id"], session, tenant=self.tenant,
+                             parent=session["agent"]["id"])
+
+    @contextlib.asynccontextmanager
+    async def _changing(self, entry: QueuedTurn | None = None) -> AsyncIterator[dict[str, Any]]:
+        """The session as stored, to change and store again inside the block, under the session's lock; with
+        ``entry``, the changes its turn's last response made are applied first."""
+        async with self.locked():
+            session = await self.session()
+            if entry is not None and entry.changes is not None:
+                changes, entry.changes = entry.changes, None
+                if changes["last_response_id"]:
+                    session.setdefault("_private", {})["last_response_id"] = changes["last_response_id"]
+                session["usage"] = add_usage(session.get("usage"), changes["usage"])
+            yield session
+
+    def session_record(self, session: dict[str, Any]) -> Record:
+        return Record("session", session["id"], session, parent=session["agent"]["id"])
+
+    def turn_record(self, turn: dict[str, Any]) -> Record:
+        return Record("turn", turn["id"], turn, parent=self.session_id)
+
+    def item_record(self, item: dict[str, Any]) -> Record:
+        return Record("item", str(item["id"]), item, parent=self.session_id, scope=item["turn_id"])
+
+    async def submit(self, session: dict[str, Any], content: list[list[dict[str, Any]]],
+                     authorization: str | None) -> None:
+        """Queue one turn of the user's messages (``content``: each message's parts) and make sure it runs."""
+        self.check_room(1)
+        turn = new_turn(session)
+        messages = [user_item(ids.message_id(), parts, turn["id"]) for parts in content]
+        self.queue.append(QueuedTurn(turn, messages, authorization))
+        await self.events.emit({"type": "agent.session.turn.created", "session_id": self.session_id,
+                                "turn_id": turn["id"], "turn": public(turn)}, records=[self.turn_record(turn)])
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._work(), name=f"agent-session:{self.session_id}")
+
+    def check_room(self, turns: int) -> None:
+        if len(self.queue) + turns > MAX_QUEUED_TURNS:
+            raise APIError(429, f"A session keeps at most {MAX_QUEUED_TURNS} turns queued; wait for them or cancel.",
+                           type="invalid_request_error", param="events", code="too_many_queued_turns")
+
+    async def cancel(self) -> None:
+        """End the running turn and every queued one."""
+        queued, self.queue = self.queue, []
+        for entry in queued:
+            await self._end(entry, "cancelled", None, None)
+        if self.current is not None:
+            self.cancelling = True
+            self.current.calls.wake()
+            if self.response_id is not None:
+                with contextlib.suppress(APIError):  # it ended meanwhile: its end stands
+                    await self.background.cancel(self.response_id, tenant=self.tenant)
+
+    async def _work(self) -> None:
+        try:
+            while self.queue:
+                while self.queue:
+                    self.current = self.queue.pop(0)
+                    self.cancelling = False
+                    await self._run(self.current)
+                    self.current, self.response_id = None, None
+                async with self._changing() as session:
+                    if session["status"] == "in_progress":
+                        session["status"] = "idle"
+                        session["last_active_at"] = int(time.time())
+                        await self.events.emit({"type": "agent.session.idle", "session": public(session)},
+                                               records=[self.session_record(session)])
+                # input that came while the session went idle is run now: nothing is awaited from the last look
+                # at the queue to the task's end, so a submit either sees this task done or is seen here
+        except asyncio.CancelledError:
+            return
+        except Exception as exc:
+            log.exception("agent_session_failed", session_id=self.session_id)
+            await self._fail_session(exc)
+        finally:
+            self.current, self.response_id = None, None
+            if not self.queue and self.on_idle is not None:
+                self.on_idle(self)
+
+    async def abandoned(self, session: dict[str, Any]) -> None:
+        """The process that ran this session's turns stopped: its unfinished turns fail, the session is idle."""
+        after = None
+        while True:
+            page = await self.store.page("turn", tenant=self.tenant, parent=self.session_id, after=after,
+                                         limit=100, order="asc")
+            for turn in page.data:
+                if turn["status"] in ("queued", "in_progress", "waiting"):
+                    await self._end(QueuedTurn(turn, [], None), "failed", {
+                        "code": "server_error", "message": RESTARTED}, turn.get("usage"))
+            if not page.has_more or not page.data:
+                break
+            after = page.data[-1]["id"]
+        session.update(status="idle", required_actions=[], last_active_at=int(time.time()))
+        await self.save_session(session)
+        await self.events.emit({"type": "agent.session.idle", "session": public(session)}, durable=True)
+
+    async def _fail_session(self, exc: Exception) -> None:
+        """Something the session cannot go on from (never the model's own failure: that fails a turn only): the
+        running and queued turns fail with it."""
+        try:
+            ending = ([self.current] if self.current is not None else []) + self.queue
+            self.queue = []
+            for entry in ending:
+                await self._end(entry, "failed", {"code": "internal_error",
+                                                  "message": "The session failed inside the bridge."}, None)
+            async with self._changing() as session:
+                session["status"], session["error"] = "failed", "The session failed inside the bridge."
+                await self.events.emit({"type": "error", "session_id": self.session_id, "error": {
+                    "type": "server_error", "code": "server_error", "message": session["error"], "param": None}})
+                await self.events.emit({"type": "agent.session.failed", "session": public(session)},
+                                       records=[self.session_record(session)])
+        except Exception:
+            log.exception("agent_session_fail_not_stored", session_id=self.session_id)
+
+    async def _run(self, entry: QueuedTurn) -> None:
+        turn = entry.turn
+        records = [self.turn_record(turn), *(self.item_record(message) for message in entry.messages)]
+        async with self._changing() as session:
+            if session["status"] != "in_progress":
+                session["status"] = "in_progress"
+                records.append(self.session_record(session))
+                await self.events.emit({"type": "agent.session.in_progress", "session": public(session)})
+            turn["status"], turn["started_at"] = "in_progress", int(time.time())
+            await self.events.emit({"type": "agent.session.turn.in_progress", "session_id": self.session_id,
+                                    "turn_id": turn["id"], "turn": public(turn)})
+            for message in entry.messages:
+                await self.events.emit({"type": "agent.session.turn.item.added", "session_id": self.session_id,
+                                        "turn_id": turn["id"], "output_index": None, "item": message})
+            await self.events.flush(records)  # the turn, its input and the events so far: one write
+        turn_input = [{"type": "message", "role": "user", "content": message["content"]}
+                      for message in entry.messages]
+        total: dict[str, Any] | None = None
+        while True:  # one response, then another with the client's tool results, until no call is left open
+            try:
+                self.response_id = await self.start(self._request(session, turn_input), self.tenant,
+                                                    entry.authorization)
+            except APIError as error:
+                await self._end(entry, "failed", turn_error({"code": error.code, "message": error.message},
+                                                            error.status), total)
+                return
+            turn.setdefault("_private", {"response_ids": []})["response_ids"].append(self.response_id)
+            if self.cancelling:
+                with contextlib.suppress(APIError):
+                    await self.background.cancel(self.response_id, tenant=self.tenant)
+            response = (await self._follow(entry)).get("response") or {}
+            usage = token_usage(response.get("usage"))
+            total = add_usage(total, usage)
+            status = str(response.get("status") or "failed")
+            # stored with the turn's end, or when it waits
+            entry.changes = {"usage": usage, "last_response_id": self.response_id
+                             if status in ("completed", "incomplete") else None}
+            if status != "completed" or not entry.calls.pending:
+                break
+            answered = await self._wait_for_results(entry)
+            if answered is None:
+                await self._end(entry, "cancelled", None, total)
+                return
+            turn_input = answered
+            session = await self.session()
+        if status == "completed":
+            await self._end(entry, "completed", None, total)
+        elif status == "cancelled":
+            await self._end(entry, "cancelled", None, total)
+        elif status == "incomplete":
+            reason = (response.get("incomplete_details") or {}).get("reason")
+            code = "max_output_tokens" if reason == "max_output_tokens" else "context_length_exceeded"
+            await self._end(entry, "failed", {"code": code, "message": f"The turn ended incomplete: {reason}."},
+                            total)
+        else:
+            await self._end(entry, "failed", turn_error(response.get("error")), total)
+
+    async def _wait_for_results(self, entry: QueuedTurn) -> list[dict[str, Any]] | None:
+        """The turn's response left calls of the client's functions: the session requires action until every
+        result came (they may have come already). The results as the next response's input; None: cancelled."""
+        calls = entry.calls
+        if calls.open and not self.cancelling:
+            entry.turn["status"] = "waiting"
+            async with self._changing(entry) as session:
+                session["status"], session["required_actions"] = "requires_action", calls.required_actions()
+                await self.events.emit({"type": "agent.session.requires_action", "session": public(session)},
+                                       records=[self.turn_record(entry.turn), self.session_record(session)])
+            while calls.open and not self.cancelling:
+                await calls.wait()
+            entry.turn["status"] = "in_progress" if not self.cancelling else "waiting"
+            async with self._changing() as session:
+                session["status"], session["required_actions"] = "in_progress", []
+                await self.events.emit({"type": "agent.session.in_progress", "session": public(session)},
+                                       records=[self.turn_record(entry.turn), self.session_record(session)])
+        elif entry.changes is not None:
+            async with self._changing(entry) as session:
+                await self.events.flush([self.turn_record(entry.turn), self.session_record(session)])
+        if self.cancelling:
+            return None
+        return calls.take_answers()
+
+    async def tool_result(self, result: dict[str, Any]) -> None:
+        """A client's result for an open call of the running turn (a 400 for any other call)."""
+        entry = self.current
+        call = entry.calls.open.get(result["call_id"]) if entry is not None else None
+        if entry is None or call is None or call["turn_id"] != result["turn_id"]:
+            raise unknown_call(result["call_id"])
+        item = call_output_item(ids.new_id("fco"), call, result)
+        entry.calls.answer(result)
+        done = dict(call, status="completed" if result["success"] else "failed")
+        await self.events.emit({"type": "agent.session.turn.item.done", "session_id": self.session_id,
+                                "turn_id": call["turn_id"], "output_index": 0, "item": done})
+        await self.events.emit({"type": "agent.session.turn.item.added", "session_id": self.session_id,
+                                "turn_id": call["turn_id"], "output_index": None, "item": item},
+                               records=[self.item_record(done), self.item_record(item)])
+
+    def _request(self, session: dict[str, Any], turn_input: list[dict[str, Any]]) -> dict[str, Any]:
+        agent = session["agent"]
+        body: dict[str, Any] = {
+            "model": agent["model"], "background": True, "stream": True, "store": True, "input": turn_input,
+            "text": {"format": _text_format(agent["text"]["format"]), "verbosity": agent["text"]["verbosity"]},
+        }
+        if agent.get("instructions"):
+            body["instructions"] = agent["instructions"]
+        reasoning = {key: value for key, value in agent["reasoning"].items() if value is not None}
+        if reasoning:
+            body["reasoning"] = reasoning
+        if agent["tools"]:
+            body["tools"] = response_tools(agent["tools"])
+        previous = (session.get("_private") or {}).get("last_response_id")
+        if previous:
+            body["previous_response_id"] = previous
+        return body
+
+    async def _follow(self, entry: QueuedTurn) -> dict[str, Any]:
+        """Tell the turn's response events in the session's log; its terminal event."""
+        assert self.response_id is not None
+        turn_id, shown = entry.turn["id"], set[str]()
+        final: dict[str, Any] = {}
+        async for data in self.background.events_after(self.response_id, -1, tenant=self.tenant):
+            for frame in split_frames(data):
+                start = frame.find(b"data: ")
+                if start < 0:
+                    continue
+                event = orjson.loads(frame[start + 6:])
+                if event.get("type") in TERMINAL:
+                    final = event
+                    continue
+                said, item = translate(event, self.session_id, turn_id, shown)
+                if item is not None and item["type"] == "function_call":
+                    entry.calls.opened(item)  # before the client can see it: its result is expected from now
+                if said is not None:  # a finished item is stored with the event that shows it
+                    await self.events.emit(said, records=None if item is None else [self.item_record(item)])
+        return final
+
+    async def _end(self, entry: QueuedTurn, status: str, error: dict[str, Any] | None,
+                   usage: dict[str, Any] | None) -> None:
+        turn = entry.turn
+        turn.update(status=status, error=error, usage=usage, completed_at=int(time.time()))
+        event = {"type": f"agent.session.turn.{status}", "session_id": self.session_id, "turn_id": turn["id"],
+                 "turn": public(turn), "usage": usage}
+        if entry.changes is None:
+            await self.events.emit(event, records=[self.turn_record(turn)])
+            return
+        async with self._changing(entry) as session:  # with the session's state after the turn's last response
+            await self.events.emit(event, records=[self.turn_record(turn), self.session_record(session)])
+
+
+def _text_format(text_format: dict[str, Any]) -> dict[str, Any]:
+    if text_format.get("type") == "json_schema":
+        return {"type": "json_schema", "name": "output", "schema": text_format["schema"]}
+    return {"type": "text"}

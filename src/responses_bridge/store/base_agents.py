@@ -1,0 +1,93 @@
+"""The store of the Agents API (services/agents.py, services/agent_sessions.py): reusable agents, sessions, their
+turns, items and idempotency keys as JSON records, and each session's event log.
+
+Every record is a JSON object of one ``kind`` (``agent``, ``session``, ``turn``, ``item``, ``key``), owned by one
+tenant, listed in the order it was first stored. ``parent`` ties a record to the one it belongs to (a turn, an item
+or a key to its session; a session to its root agent, for the ``agent_id`` filter); ``scope`` narrows a list further
+(an item's turn). The service decides what the records say: the store keeps them, pages them and never reads them
+beyond the metadata filter of a list.
+
+A session's events are kept apart, one row per event numbered from 0 by the service, each the SSE frame exactly as
+it was sent, so a resumed stream is byte for byte what a live reader got.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+KINDS = ("agent", "session", "turn", "item", "key")
+
+
+@dataclass(frozen=True)
+class Record:
+    """A record to store (:meth:`AgentStore.commit`)."""
+
+    kind: str
+    id: str
+    body: dict[str, Any]
+    parent: str | None = None
+    scope: str | None = None
+
+
+@dataclass(frozen=True)
+class RecordPage:
+    data: list[dict[str, Any]]
+    has_more: bool
+
+
+class AgentStore(Protocol):
+    async def put(self, kind: str, record_id: str, body: dict[str, Any], *, tenant: str, parent: str | None = None,
+                  scope: str | None = None) -> None:
+        """Store ``body`` as the record (a new one is listed last; a replaced one keeps its place)."""
+        ...
+
+    async def get(self, kind: str, record_id: str, *, tenant: str) -> dict[str, Any] | None: ...
+
+    async def commit(self, session_id: str, records: list[Record], events: list[tuple[int, str, bytes]], *,
+                     tenant: str) -> None:
+        """:meth:`put` of every record and :meth:`append_events` of the session's events, in one transaction: a
+        turn's state and the events that tell it are stored together, in one write."""
+        ...
+
+    async def page(self, kind: str, *, tenant: str, parent: str | None = None, scope: str | None = None,
+                   after: str | None = None, limit: int = 20, order: str = "desc",
+                   metadata: list[tuple[str, str]] | None = None) -> RecordPage:
+        """Records of ``kind`` (of ``parent`` / ``scope`` when given) after the record ``after`` in ``order``;
+        ``metadata``: pairs the record's ``metadata`` must all hold. Raises ``InvalidPageArgs`` / ``InvalidCursor``
+        (store/records.py)."""
+        ...
+
+    async def delete(self, kind: str, record_id: str, *, tenant: str) -> bool:
+        """Forget the record, every record whose parent it is, and (a session) its events; False when it was
+        not ``tenant``'s."""
+        ...
+
+    async def count(self, kind: str, *, tenant: str) -> int: ...
+
+    async def unfinished_sessions(self, limit: int = 1000) -> list[tuple[str, dict[str, Any]]]:
+        """Across tenants (start-up recovery only): ``(tenant, session)`` of sessions whose ``status`` says a turn
+        is running or waiting."""
+        ...
+
+    async def claim_session(self, session_id: str, owner: str, *, now: float, until: float) -> bool:
+        """Take (or renew) the lease on running ``session_id``'s turns until ``until``: True unless another owner
+        holds it past ``now``."""
+        ...
+
+    async def release_session(self, session_id: str, owner: str) -> None: ...
+
+    async def append_events(self, session_id: str, events: list[tuple[int, str, bytes]], *, tenant: str) -> None:
+        """``(sequence, event_id, frame)`` rows; durable when it returns; a sequence already stored is kept."""
+        ...
+
+    async def events_after(self, session_id: str, after: int, *, tenant: str,
+                           limit: int = 1000) -> list[tuple[int, str, bytes]]: ...
+
+    async def event_sequence(self, session_id: str, event_id: str, *, tenant: str) -> int | None:
+        """The sequence number of ``event_id`` in the session's log (a resumed stream's cursor)."""
+        ...
+
+    async def last_event(self, session_id: str, *, tenant: str) -> int:
+        """The highest sequence stored for the session, -1 for none."""
+        ...

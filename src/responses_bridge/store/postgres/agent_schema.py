@@ -1,0 +1,41 @@
+"""The Agents API's tables on PostgreSQL (store/postgres/agents.py), as on SQLite (store/sqlite/agent_schema.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+AGENT_TABLES: Sequence[str] = [
+    """
+    CREATE TABLE agent_records (
+        seq      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        kind     text NOT NULL,
+        id       text NOT NULL,
+        tenant   text NOT NULL,
+        parent   text,
+        scope    text,
+        body     jsonb NOT NULL,
+        UNIQUE (kind, id)
+    )
+    """,
+    "CREATE INDEX agent_records_listed ON agent_records (tenant, kind, parent, seq)",
+    "CREATE INDEX agent_records_children ON agent_records (parent)",
+    """
+    CREATE TABLE agent_session_events (
+        session_id text NOT NULL,
+        sequence   bigint NOT NULL,
+        event_id   text NOT NULL,
+        tenant     text NOT NULL,
+        frame      bytea NOT NULL,
+        PRIMARY KEY (session_id, sequence)
+    )
+    """,
+    "CREATE INDEX agent_session_events_ids ON agent_session_events (session_id, event_id)",
+    # which process runs a session's turns (several workers or replicas on one database): a lease it renews
+    """
+    CREATE TABLE agent_session_owners (
+        session_id text PRIMARY KEY,
+        owner      text NOT NULL,
+        expires_at double precision NOT NULL
+    )
+    """,
+]

@@ -1,0 +1,42 @@
+"""The Agents API's tables on SQLite (store/sqlite/agents.py), as on PostgreSQL (store/postgres/agent_schema.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+AGENT_TABLES: Sequence[str] = [
+    # One row per record; ``seq`` (the rowid) is the order records are listed in, kept when a record is replaced.
+    """
+    CREATE TABLE agent_records (
+        seq      INTEGER PRIMARY KEY,
+        kind     TEXT NOT NULL,
+        id       TEXT NOT NULL,
+        tenant   TEXT NOT NULL,
+        parent   TEXT,
+        scope    TEXT,
+        body     TEXT NOT NULL,
+        UNIQUE (kind, id)
+    )
+    """,
+    "CREATE INDEX agent_records_listed ON agent_records (tenant, kind, parent, seq)",
+    "CREATE INDEX agent_records_children ON agent_records (parent)",
+    """
+    CREATE TABLE agent_session_events (
+        session_id TEXT NOT NULL,
+        sequence   INTEGER NOT NULL,
+        event_id   TEXT NOT NULL,
+        tenant     TEXT NOT NULL,
+        frame      BLOB NOT NULL,
+        PRIMARY KEY (session_id, sequence)
+    ) WITHOUT ROWID
+    """,
+    "CREATE INDEX agent_session_events_ids ON agent_session_events (session_id, event_id)",
+    # which process runs a session's turns (several workers or replicas on one database): a lease it renews
+    """
+    CREATE TABLE agent_session_owners (
+        session_id TEXT PRIMARY KEY,
+        owner      TEXT NOT NULL,
+        expires_at REAL NOT NULL
+    ) WITHOUT ROWID
+    """,
+]

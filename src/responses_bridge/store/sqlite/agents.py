@@ -1,0 +1,154 @@
+"""The Agents API's records and session events on the response store's SQLite database (store/base_agents.py): same
+file, same write connection and lock. Every statement names the tenant; another tenant's record is no record."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import orjson
+
+from ..base_agents import Record, RecordPage
+from ..records import InvalidCursor, check_page_args
+from .responses import SQLiteResponseStore
+from .transactions import transaction
+
+CHILD_KINDS = ("turn", "item", "key")  # what goes with its session (an agent's sessions outlive it)
+
+_PUT = ("INSERT INTO agent_records (kind, id, tenant, parent, scope, body) VALUES (?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (kind, id) DO UPDATE SET body = excluded.body WHERE agent_records.tenant = excluded.tenant")
+_GET = "SELECT body FROM agent_records WHERE kind = ? AND id = ? AND tenant = ?"
+_SEQ = "SELECT seq FROM agent_records WHERE kind = ? AND id = ? AND tenant = ?"
+_DELETE = "DELETE FROM agent_records WHERE kind = ? AND id = ? AND tenant = ?"
+_DELETE_CHILDREN = ("DELETE FROM agent_records WHERE parent = ? AND tenant = ? AND kind IN "
+                    f"({', '.join('?' for _ in CHILD_KINDS)})")
+_DELETE_EVENTS = "DELETE FROM agent_session_events WHERE session_id = ? AND tenant = ?"
+_COUNT = "SELECT count(*) FROM agent_records WHERE kind = ? AND tenant = ?"
+_UNFINISHED = ("SELECT tenant, body FROM agent_records WHERE kind = 'session' "
+               "AND json_extract(body, '$.status') IN ('in_progress', 'requires_action') LIMIT ?")
+_CLAIM = ("INSERT INTO agent_session_owners (session_id, owner, expires_at) VALUES (?, ?, ?) "
+          "ON CONFLICT (session_id) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at "
+          "WHERE agent_session_owners.owner = excluded.owner OR agent_session_owners.expires_at < ?")
+_RELEASE = "DELETE FROM agent_session_owners WHERE session_id = ? AND owner = ?"
+_APPEND = ("INSERT OR IGNORE INTO agent_session_events (session_id, sequence, event_id, tenant, frame) "
+           "VALUES (?, ?, ?, ?, ?)")
+_AFTER = ("SELECT sequence, event_id, frame FROM agent_session_events WHERE session_id = ? AND tenant = ? "
+          "AND sequence > ? ORDER BY sequence LIMIT ?")
+_EVENT_SEQ = "SELECT sequence FROM agent_session_events WHERE session_id = ? AND event_id = ? AND tenant = ?"
+_LAST = "SELECT coalesce(max(sequence), -1) FROM agent_session_events WHERE session_id = ? AND tenant = ?"
+_METADATA = " AND EXISTS (SELECT 1 FROM json_each(body, '$.metadata') WHERE key = ? AND value = ?)"
+
+
+class SQLiteAgentStore:
+    """:class:`~responses_bridge.store.base_agents.AgentStore` sharing a :class:`SQLiteResponseStore`'s
+    connections."""
+
+    def __init__(self, db: SQLiteResponseStore) -> None:
+        self._db = db
+
+    async def put(self, kind: str, record_id: str, body: dict[str, Any], *, tenant: str, parent: str | None = None,
+                  scope: str | None = None) -> None:
+        blob = orjson.dumps(body).decode()
+        async with self._db.writing() as conn:
+            await conn.execute(_PUT, (kind, record_id, tenant, parent, scope, blob))
+
+    async def commit(self, session_id: str, records: list[Record], events: list[tuple[int, str, bytes]], *,
+                     tenant: str) -> None:
+        rows = [(r.kind, r.id, tenant, r.parent, r.scope, orjson.dumps(r.body).decode()) for r in records]
+        frames = [(session_id, sequence, event_id, tenant, frame) for sequence, event_id, frame in events]
+
+        def commit(conn: sqlite3.Connection) -> None:
+            with transaction(conn):
+                conn.executemany(_PUT, rows)
+                conn.executemany(_APPEND, frames)
+
+        await self._db.run_write("commit_agent_records", commit)
+
+    async def get(self, kind: str, record_id: str, *, tenant: str) -> dict[str, Any] | None:
+        async with self._db.reading() as conn:
+            rows = list(await conn.execute_fetchall(_GET, (kind, record_id, tenant)))
+        return orjson.loads(rows[0][0]) if rows else None
+
+    async def page(self, kind: str, *, tenant: str, parent: str | None = None, scope: str | None = None,
+                   after: str | None = None, limit: int = 20, order: str = "desc",
+                   metadata: list[tuple[str, str]] | None = None) -> RecordPage:
+        check_page_args(limit, order)
+        sql = "SELECT body FROM agent_records WHERE tenant = ? AND kind = ?"
+        params: list[Any] = [tenant, kind]
+        if parent is not None:
+            sql += " AND parent = ?"
+            params.append(parent)
+        if scope is not None:
+            sql += " AND scope = ?"
+            params.append(scope)
+        for key, value in metadata or ():
+            sql += _METADATA
+            params += [key, value]
+        async with self._db.reading() as conn:
+            if after is not None:
+                found = list(await conn.execute_fetchall(_SEQ, (kind, after, tenant)))
+                if not found:
+                    raise InvalidCursor("after", after)
+                sql += " AND seq > ?" if order == "asc" else " AND seq < ?"
+                params.append(found[0][0])
+            sql += f" ORDER BY seq {'ASC' if order == 'asc' else 'DESC'} LIMIT ?"
+            params.append(limit + 1)
+            rows = list(await conn.execute_fetchall(sql, params))
+        return RecordPage([orjson.loads(row[0]) for row in rows[:limit]], len(rows) > limit)
+
+    async def delete(self, kind: str, record_id: str, *, tenant: str) -> bool:
+        def delete(conn: sqlite3.Connection) -> bool:
+            with transaction(conn):
+                if conn.execute(_DELETE, (kind, record_id, tenant)).rowcount == 0:
+                    return False
+                if kind == "session":
+                    conn.execute(_DELETE_CHILDREN, (record_id, tenant, *CHILD_KINDS))
+                    conn.execute(_DELETE_EVENTS, (record_id, tenant))
+                    conn.execute("DELETE FROM agent_session_owners WHERE session_id = ?", (record_id,))
+                return True
+
+        return await self._db.run_write("delete_agent_record", delete)
+
+    async def count(self, kind: str, *, tenant: str) -> int:
+        async with self._db.reading() as conn:
+            rows = list(await conn.execute_fetchall(_COUNT, (kind, tenant)))
+        return int(rows[0][0])
+
+    async def unfinished_sessions(self, limit: int = 1000) -> list[tuple[str, dict[str, Any]]]:
+        async with self._db.reading() as conn:
+            rows = await conn.execute_fetchall(_UNFINISHED, (limit,))
+        return [(str(tenant), orjson.loads(body)) for tenant, body in rows]
+
+    async def claim_session(self, session_id: str, owner: str, *, now: float, until: float) -> bool:
+        def claim(conn: sqlite3.Connection) -> bool:
+            with transaction(conn):
+                return conn.execute(_CLAIM, (session_id, owner, until, now)).rowcount > 0
+
+        return await self._db.run_write("claim_agent_session", claim)
+
+    async def release_session(self, session_id: str, owner: str) -> None:
+        async with self._db.writing() as conn:
+            await conn.execute(_RELEASE, (session_id, owner))
+
+    async def append_events(self, session_id: str, events: list[tuple[int, str, bytes]], *, tenant: str) -> None:
+        if not events:
+            return
+        rows = [(session_id, sequence, event_id, tenant, frame) for sequence, event_id, frame in events]
+        async with self._db.writing() as conn:
+            await conn.executemany(_APPEND, rows)
+
+    async def events_after(self, session_id: str, after: int, *, tenant: str,
+                           limit: int = 1000) -> list[tuple[int, str, bytes]]:
+        async with self._db.reading() as conn:
+            rows = await conn.execute_fetchall(_AFTER, (session_id, tenant, after, limit))
+        return [(int(sequence), str(event_id), bytes(frame)) for sequence, event_id, frame in rows]
+
+    async def event_sequence(self, session_id: str, event_id: str, *, tenant: str) -> int | None:
+        async with self._db.reading() as conn:
+            rows = list(await conn.execute_fetchall(_EVENT_SEQ, (session_id, event_id, tenant)))
+        return int(rows[0][0]) if rows else None
+
+    async def last_event(self, session_id: str, *, tenant: str) -> int:
+        async with self._db.reading() as conn:
+            rows = list(await conn.execute_fetchall(_LAST, (session_id, tenant)))
+        return int(rows[0][0])

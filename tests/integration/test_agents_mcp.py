@@ -1,0 +1,94 @@
+"""A session's agent with an MCP server over HTTP: the bridge's tool loop calls it inside the turn (no approval
+asked), the call shown as the SDK's ``mcp_call`` item, through both doors; what sessions cannot reach is refused."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from responses_bridge.devtools.procs import free_port
+from responses_bridge.envoy_config import render_bootstrap
+from tests.integration.test_agents_api import _ITEMS, BETA, MODEL, frames, read_until_idle, strict
+from tests.support.bridge import Sidecar, running_sidecar
+from tests.support.envoy import start_envoy
+from tests.support.mcp_server import MCPTestServer, running_mcp_server
+
+
+@pytest.fixture(scope="module")
+async def mcp() -> AsyncIterator[MCPTestServer]:
+    async with running_mcp_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+async def mcp_sidecar(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sidecar]:
+    async with running_sidecar(str(tmp_path_factory.mktemp("agents-mcp")), fake_upstream,
+                               env={"RESPONSES_BRIDGE_MCP_ALLOWED_HOSTS": "127.0.0.1"}) as sidecar:
+        yield sidecar
+
+
+@pytest.fixture(scope="module")
+async def mcp_envoy(mcp_sidecar: Sidecar) -> AsyncIterator[str]:
+    listen_port = free_port()
+    envoy = await start_envoy(render_bootstrap(listen_port=listen_port, extproc_port=mcp_sidecar.extproc_port,
+                                               http_port=int(mcp_sidecar.http_url.rsplit(":", 1)[1]),
+                                               upstream=mcp_sidecar.upstream_url, admin_port=0))
+    try:
+        yield f"http://127.0.0.1:{listen_port}"
+    finally:
+        envoy.stop()
+
+
+@pytest.fixture(params=["http", "envoy"])
+def door_base(request: pytest.FixtureRequest, mcp_sidecar: Sidecar) -> str:
+    return mcp_sidecar.http_url if request.param == "http" else str(request.getfixturevalue("mcp_envoy"))
+
+
+@pytest.fixture
+async def door(door_base: str) -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(door_base, headers=BETA, timeout=aiohttp.ClientTimeout(total=60)) as http:
+        yield http
+
+
+async def test_an_mcp_servers_tool_called_inside_a_turn(door: aiohttp.ClientSession, mcp: MCPTestServer) -> None:
+    tool = {"type": "mcp", "server_label": "tools", "allowed_tools": ["echo"],
+            "transport": {"type": "http", "server_url": mcp.http_url}}
+    async with door.post("/v1/agents", json={"model": MODEL, "tools": [tool]}) as answer:
+        assert answer.status == 200, await answer.text()
+        agent = await answer.json()
+    async with door.post("/v1/agents/sessions", json={
+            "agent_id": agent["id"], "environment": {"type": "none"}, "stream": True,
+            "input": 'call tools__echo [args={"text": "over the wire"}]'}) as answer:
+        assert answer.status == 200, await answer.text()
+        events = [event for _, event in frames(await read_until_idle(answer))]
+    done = [event["item"] for event in events if event["type"] == "agent.session.turn.item.done"]
+    assert [item["type"] for item in done] == ["mcp_call", "message"]
+    call = done[0]
+    assert (call["server_label"], call["name"], call["arguments"], call["status"]) == (
+        "tools", "echo", {"text": "over the wire"}, "completed")
+    assert "over the wire" in call["output"]
+    text = "".join(e["delta"] for e in events if e["type"] == "agent.session.turn.output_text.delta")
+    assert text.startswith("Tool result:") and "over the wire" in text
+    session_id = events[0]["session"]["id"]
+    async with door.get(f"/v1/agents/sessions/{session_id}/items", params={"order": "asc"}) as answer:
+        items = [strict(_ITEMS, item) for item in (await answer.json())["data"]]
+    assert [item.type for item in items] == ["message", "mcp_call", "message"]
+
+
+@pytest.mark.parametrize(("change", "param"), [
+    ({"transport": {"type": "stdio", "command": "server"}}, "agent.tools[0].transport.type"),
+    ({"connection_origin": "environment"}, "agent.tools[0].connection_origin"),
+    ({"credential_id": "cred_1"}, "agent.tools[0].credential_id"),
+    ({"required": True}, "agent.tools[0].required"),
+])
+async def test_mcp_servers_a_session_cannot_reach_are_refused(door: aiohttp.ClientSession, change: dict,
+                                                              param: str) -> None:
+    tool = {"type": "mcp", "server_label": "tools", "transport": {"type": "http", "server_url": "http://x"},
+            **change}
+    async with door.post("/v1/agents/sessions", json={"agent": {"model": MODEL, "tools": [tool]},
+                                                      "environment": {"type": "none"}, "input": "x"}) as answer:
+        assert answer.status == 400
+        error = (await answer.json())["error"]
+    assert error["param"] == param and "not served yet" in error["message"]

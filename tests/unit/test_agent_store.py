@@ -1,0 +1,129 @@
+"""The Agents API's store (records and session events) on SQLite and PostgreSQL, and a session's event log read
+back across what left memory: every event once, in order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from openai._streaming import SSEDecoder
+
+from responses_bridge.services.agent_events import KEEPALIVE, SessionEvents
+from responses_bridge.store import open as store_open
+from responses_bridge.store.base_agents import AgentStore
+from responses_bridge.store.records import InvalidCursor
+from tests.unit.store_kinds import KINDS, postgres_database_url
+
+
+@contextlib.asynccontextmanager
+async def agent_store(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AgentStore]:
+    async with contextlib.AsyncExitStack() as stack:
+        url = await stack.enter_async_context(postgres_database_url(request)) if kind == "postgres" else None
+        opened = await store_open.open_stores(str(tmp_path / "agents.db"), url)
+        try:
+            yield opened.agents
+        finally:
+            await opened.close()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_records_are_their_tenants_paged_and_deleted_with_their_session(
+        kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    async with agent_store(kind, request, tmp_path) as store:
+        for number in range(5):
+            await store.put("session", f"s{number}", {"id": f"s{number}", "metadata": {"n": str(number % 2)}},
+                            tenant="a", parent="agent_1")
+        await store.put("session", "theirs", {"id": "theirs", "metadata": {}}, tenant="b", parent="agent_1")
+        await store.put("session", "s1", {"id": "s1", "metadata": {"n": "1"}, "changed": True}, tenant="a",
+                        parent="agent_1")
+        # another tenant can neither read nor overwrite a record
+        await store.put("session", "s2", {"id": "s2", "stolen": True}, tenant="b", parent="agent_1")
+        assert await store.get("session", "s2", tenant="b") is None
+        assert (await store.get("session", "s2", tenant="a")) == {"id": "s2", "metadata": {"n": "0"}}
+        assert await store.count("session", tenant="a") == 5
+
+        page = await store.page("session", tenant="a", limit=2)
+        assert [r["id"] for r in page.data] == ["s4", "s3"] and page.has_more
+        page = await store.page("session", tenant="a", limit=10, after="s3")
+        assert [r["id"] for r in page.data] == ["s2", "s1", "s0"] and not page.has_more
+        assert page.data[1]["changed"] is True  # replaced in place, listed where it was first stored
+        page = await store.page("session", tenant="a", order="asc", metadata=[("n", "1")])
+        assert [r["id"] for r in page.data] == ["s1", "s3"]
+        assert (await store.page("session", tenant="a", parent="agent_2")).data == []
+        with pytest.raises(InvalidCursor):
+            await store.page("session", tenant="a", after="theirs")
+
+        await store.put("turn", "t1", {"id": "t1"}, tenant="a", parent="s1")
+        await store.put("item", "i1", {"id": "i1"}, tenant="a", parent="s1", scope="t1")
+        await store.put("item", "i2", {"id": "i2"}, tenant="a", parent="s1", scope="t2")
+        assert [r["id"] for r in (await store.page("item", tenant="a", parent="s1", scope="t1")).data] == ["i1"]
+        await store.append_events("s1", [(0, "e0", b"zero"), (1, "e1", b"one")], tenant="a")
+        await store.append_events("s1", [(1, "e1", b"again")], tenant="a")  # a sequence stored stays
+        assert await store.events_after("s1", -1, tenant="a") == [(0, "e0", b"zero"), (1, "e1", b"one")]
+        assert await store.events_after("s1", -1, tenant="b") == []
+        assert await store.event_sequence("s1", "e1", tenant="a") == 1
+        assert await store.event_sequence("s1", "e1", tenant="b") is None
+        assert await store.last_event("s1", tenant="a") == 1
+
+        assert not await store.delete("session", "s1", tenant="b")
+        assert await store.delete("session", "s1", tenant="a")
+        assert await store.get("turn", "t1", tenant="a") is None and await store.get("item", "i2", tenant="a") is None
+        assert await store.events_after("s1", -1, tenant="a") == [] and await store.last_event("s1", tenant="a") == -1
+        await store.put("agent", "agent_1", {"id": "agent_1"}, tenant="a")
+        assert await store.delete("agent", "agent_1", tenant="a")
+        assert await store.get("session", "s0", tenant="a") is not None  # a session outlives its agent
+
+
+async def test_a_reader_gets_every_event_once_across_what_left_memory(tmp_path: Path,
+                                                                      request: pytest.FixtureRequest) -> None:
+    async with agent_store("sqlite", request, tmp_path) as store:
+        events = SessionEvents(store)
+        live = await events.log_of("sess_1", "a")
+        live.active = True
+        early = events.follow("sess_1", -1, tenant="a", until_idle=True)
+        read_early: list[bytes] = []
+
+        async def read() -> None:
+            async for chunk in early:
+                read_early.append(chunk)
+
+        reader = asyncio.create_task(read())
+        for number in range(2500):
+            await live.emit({"type": "agent.session.turn.output_text.delta", "delta": str(number)},
+                            durable=number % 700 == 0)
+        await live.emit({"type": "agent.session.idle", "session": {}}, durable=True)
+        await asyncio.wait_for(reader, 30)
+        assert live.first > 0  # durable frames left memory
+
+        late = [chunk async for chunk in events.follow("sess_1", 10, tenant="a", until_idle=True)]
+        for chunks, start in ((read_early, 0), (late, 11)):
+            numbers = [event.get("delta") for event in _events(b"".join(chunks))]
+            assert numbers == [str(n) for n in range(start, 2500)] + [None]
+        assert await events.sequence_of("sess_1", _events(b"".join(late))[5]["event_id"], tenant="a") == 16
+
+
+def _events(raw: bytes) -> list[dict[str, Any]]:
+    return [orjson.loads(line[6:]) for line in raw.split(b"\n") if line.startswith(b"data: ")]
+
+
+async def test_a_silent_stream_is_kept_alive_without_an_empty_event_for_the_sdk(
+        tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """The SDK's decoder keeps the last ``id``: a comment ended by a blank line would be an event with no data."""
+    async with agent_store("sqlite", request, tmp_path) as store:
+        events = SessionEvents(store)
+        live = await events.log_of("sess_2", "a")
+        await live.emit({"type": "agent.session.turn.output_text.delta", "delta": "one"})
+        follower = events.follow("sess_2", -1, tenant="a", until_idle=True, keepalive=0.05)
+        first = await anext(follower)
+        assert await anext(follower) == b""  # silence: the door writes KEEPALIVE
+        await live.emit({"type": "agent.session.idle", "session": {}})
+        rest = [chunk async for chunk in follower]
+        wire = first + KEEPALIVE + b"".join(rest)
+        decoded = list(SSEDecoder().iter_bytes(iter([wire])))
+        assert [sse.event for sse in decoded] == ["agent.session.turn.output_text.delta", "agent.session.idle"]
+        assert all(sse.data for sse in decoded)
