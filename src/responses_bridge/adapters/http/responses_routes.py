@@ -15,7 +15,7 @@ from ...engine.wire import Reply
 from ...observability import metrics
 from ...protocol.errors import APIError, not_found
 from ...protocol.lists import list_body
-from ...protocol.multi_agent import BETA_HEADER, NOT_BETA, BetaSurface, beta_surface
+from ...protocol.multi_agent import BETA_HEADER, NOT_BETA, OPEN_RESPONSES_VERSION_HEADER, BetaSurface, beta_surface
 from ...protocol.request import parse_json_object
 from ...run.drive import drive
 from ...run.response_run import LARGE_BODY_BYTES
@@ -41,8 +41,10 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 def _beta(request: web.Request) -> BetaSurface:
     """The request's multi-agent beta surface (protocol/multi_agent.py). Most requests name neither the query nor
-    the header: those skip parsing the query string into a multidict (a cost every JSON request paid)."""
-    if not request.query_string and BETA_HEADER not in request.headers:
+    the header, nor an Open Responses version: those skip parsing the query string into a multidict (a cost every
+    JSON request paid)."""
+    headers = request.headers
+    if not request.query_string and BETA_HEADER not in headers and OPEN_RESPONSES_VERSION_HEADER not in headers:
         return NOT_BETA
     return beta_surface(request.query, request.headers)
 
