@@ -75,7 +75,11 @@ class AgentRoutes:
             routes.delete("/agents/{agent_id}", self.delete)
 
     async def _recover(self, app: web.Application) -> None:
-        await self.sessions.recover()
+        """The sessions a stopped process left mid-turn, made idle again. A serving process opens its store before
+        its doors (runtime.py), so the store is open here; a door composed over a store not open yet (readiness
+        answers 503 until it is) has nothing to recover from and must still start."""
+        if self.runtime.store.is_open:
+            await self.sessions.recover()
 
     async def _close(self, app: web.Application) -> None:
         await self.sessions.close()
