@@ -3,8 +3,8 @@ pause and resume, a tenant's own; and the scheduler that fires them, each firing
 session with the automation's target (its agent, environment, input and metadata) through the session service, as
 a client's ``POST /v1/agents/sessions`` would.
 
-Every process serving the HTTP door runs the scheduler (:meth:`AutomationService.fire_due`, every
-``TICK_SECONDS``). An occurrence is fired by whichever process first inserts its row (the automation, the
+Every process serving the HTTP door runs the scheduler (:meth:`AutomationService.tick`, once a second, on the
+second: occurrences fall on whole seconds, so one is fired within moments of its time). An occurrence is fired by whichever process first inserts its row (the automation, the
 occurrence) in the database (:meth:`AgentStore.claim_firing`): exactly one invocation per occurrence across workers
 on SQLite and replicas on PostgreSQL, no lock in memory. The schedule is kept in the stored automation
 (``_next_at``, the next occurrence), so it survives restarts: occurrences missed while no process ran are fired
@@ -15,6 +15,7 @@ occurrence is delivered at most once.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any, Protocol
 
@@ -47,7 +48,7 @@ from .pagination import page_errors
 log = structlog.get_logger(__name__)
 
 MAX_AUTOMATIONS_PER_TENANT = 10_000
-TICK_SECONDS = 1.0  # how often each process looks for due occurrences: the firing's lateness at most
+TICK_SECONDS = 0.01  # the pause between two ticks, each of which first waits for the next whole second
 
 
 class SessionStarter(Protocol):
@@ -172,6 +173,12 @@ class AutomationService:
         return found
 
     # --- the scheduler ---------------------------------------------------------------------------------------
+
+    async def tick(self) -> int:
+        """At the next whole second, :meth:`fire_due`. Every process ticks then, so they race for the same
+        occurrences: the claim in the database, not their timing, is what makes each fired once."""
+        await asyncio.sleep(1.0 - time.time() % 1.0)
+        return await self.fire_due()
 
     async def fire_due(self, now: float | None = None) -> int:
         """Fire every occurrence due by ``now``; the number this process fired (another may have fired some)."""

@@ -17,7 +17,7 @@ from .routes import api_routes
 class AutomationRoutes:
     def __init__(self, agents: AgentService, sessions: SessionStarter) -> None:
         self.automations = AutomationService(agents.store, agents, sessions)
-        self.scheduler = Periodic(TICK_SECONDS, self.automations.fire_due, name="agent-automations",
+        self.scheduler = Periodic(TICK_SECONDS, self.automations.tick, name="agent-automations",
                                   failure="automation_scheduler_failed")
 
     def register(self, app: web.Application) -> None:
