@@ -250,9 +250,9 @@ async def test_two_workers_make_one_invocation_per_occurrence(workers: Sidecar) 
         await one_invocation_per_occurrence(http)
 
 
-async def one_invocation_per_occurrence(http: aiohttp.ClientSession) -> None:
+async def one_invocation_per_occurrence(http: aiohttp.ClientSession, *, keep: bool = False) -> str:
     """A periodic automation every second, until it made 6 invocations: each occurrence once, each with its own
-    session (the sessions its target's metadata names are as many)."""
+    session (the sessions its target's metadata names are as many). Deleted after, unless ``keep``: its id."""
     marker = os.urandom(6).hex()
     status, raw = await raw_json(http, "POST", "/v1/agents/automations", {
         "type": "periodic", "name": "every second", "expression": EVERY_SECOND, "timezone": "UTC",
@@ -280,4 +280,6 @@ async def one_invocation_per_occurrence(http: aiohttp.ClientSession) -> None:
                         headers=BETA) as answer:
         sessions = (await answer.json())["data"]
     assert sorted(s["id"] for s in sessions) == sorted(i["session_id"] for i in seen)
-    await raw_json(http, "DELETE", f"/v1/agents/automations/{automation_id}")
+    if not keep:
+        await raw_json(http, "DELETE", f"/v1/agents/automations/{automation_id}")
+    return automation_id
