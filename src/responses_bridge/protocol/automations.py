@@ -83,11 +83,15 @@ def schedule(expression: Any, timezone: Any) -> CronTrigger:
                               param="expression", code="invalid_value")
     second, minute, hour, day, month, weekday = fields
     try:
-        return CronTrigger(second=second, minute=minute, hour=hour, day=day, month=month,
-                           day_of_week=_weekdays(weekday), timezone=zone)
+        trigger = CronTrigger(second=second, minute=minute, hour=hour, day=day, month=month,
+                              day_of_week=_weekdays(weekday), timezone=zone)
     except ValueError as exc:
         raise invalid_request(f"Invalid value for 'expression': {exc}.", param="expression",
                               code="invalid_value") from None
+    if next_occurrence(trigger, time.time()) is None:
+        raise invalid_request("Invalid value for 'expression': it has no occurrence to come.", param="expression",
+                              code="invalid_value")
+    return trigger
 
 
 def _weekdays(field: str) -> str:

@@ -4,13 +4,13 @@ session with the automation's target (its agent, environment, input and metadata
 a client's ``POST /v1/agents/sessions`` would.
 
 Every process serving the HTTP door runs the scheduler (:meth:`AutomationService.tick`, once a second, on the
-second: occurrences fall on whole seconds, so one is fired within moments of its time). An occurrence is fired by whichever process first inserts its row (the automation, the
-occurrence) in the database (:meth:`AgentStore.claim_firing`): exactly one invocation per occurrence across workers
-on SQLite and replicas on PostgreSQL, no lock in memory. The schedule is kept in the stored automation
-(``_next_at``, the next occurrence), so it survives restarts: occurrences missed while no process ran are fired
-once, for the first missed one, and the schedule goes on from the next occurrence after now. A process stopped
-between claiming an occurrence and starting its session leaves that occurrence's invocation ``queued``: an
-occurrence is delivered at most once.
+second: occurrences fall on whole seconds, so one is fired within moments of its time). An occurrence is fired by
+whichever process first inserts its row (the automation, the occurrence) in the database
+(:meth:`AgentStore.claim_firing`): exactly one invocation per occurrence across workers on SQLite and replicas on
+PostgreSQL, no lock in memory. The schedule is kept in the stored automation (``_next_at``, the next occurrence), so
+it survives restarts: occurrences missed while no process ran are fired once, for the first missed one, and the
+schedule goes on from the next occurrence after now. A process stopped between claiming an occurrence and starting
+its session leaves that occurrence's invocation ``queued``: an occurrence is delivered at most once.
 """
 
 from __future__ import annotations
