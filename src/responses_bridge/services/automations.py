@@ -185,30 +185,28 @@ class AutomationService:
         now = time.time() if now is None else now
         fired = 0
         for tenant, automation in await self.store.due_automations(now):
-            scheduled_at = int(automation["_next_at"])
-            invocation_id = ids.new_id("ainv")
-            claimed = await self.store.claim_firing(automation["id"], scheduled_at, invocation_id)
-            current = await self._advance(automation["id"], scheduled_at, tenant, now)
-            if claimed and current is not None:
-                await self._deliver(invocation(invocation_id, current, scheduled_at), current, tenant)
-                fired += 1
+            try:
+                fired += await self._fire(automation, tenant, now)
+            except Exception:  # one automation's failure never holds back the others
+                log.exception("automation_firing_failed", automation_id=automation["id"])
         return fired
 
-    async def _advance(self, automation_id: str, scheduled_at: int, tenant: str,
-                       now: float) -> dict[str, Any] | None:
-        """The automation past the occurrence at ``scheduled_at`` (done by every process that saw it due, with
-        the same result): a periodic one at its next occurrence after now, a one-time one ``completed``."""
-        automation = await self.store.get("automation", automation_id, tenant=tenant)
-        if automation is None:
-            return None
-        if automation.get("_next_at") == scheduled_at and automation["status"] == "active":
-            if automation["type"] == "periodic":
-                trigger = schedule(automation["expression"], automation["timezone"])
-                automation["_next_at"] = next_occurrence(trigger, max(now, scheduled_at))
-            else:
-                automation.update(status="completed", _next_at=None)
-            await self.store.put("automation", automation_id, automation, tenant=tenant)
-        return automation
+    async def _fire(self, automation: dict[str, Any], tenant: str, now: float) -> int:
+        scheduled_at = int(automation["_next_at"])
+        invocation_id = ids.new_id("ainv")
+        claimed = await self.store.claim_firing(automation["id"], scheduled_at, invocation_id)
+        # every process that saw the occurrence due moves the schedule past it, with the same result: one stopped
+        # between its claim and this line leaves the next to do it
+        if automation["type"] == "periodic":
+            trigger = schedule(automation["expression"], automation["timezone"])
+            await self.store.advance_automation(automation["id"], scheduled_at,
+                                                next_occurrence(trigger, max(now, scheduled_at)), "active")
+        else:
+            await self.store.advance_automation(automation["id"], scheduled_at, None, "completed")
+        if not claimed:
+            return 0
+        await self._deliver(invocation(invocation_id, automation, scheduled_at), automation, tenant)
+        return 1
 
     async def _deliver(self, record: dict[str, Any], automation: dict[str, Any], tenant: str) -> None:
         await self.store.put("invocation", record["id"], record, tenant=tenant, parent=automation["id"])

@@ -83,6 +83,12 @@ class AgentStore(Protocol):
         ``_next_at`` is at or before ``now``, earliest first."""
         ...
 
+    async def advance_automation(self, automation_id: str, scheduled_at: int, next_at: int | None,
+                                 status: str) -> bool:
+        """Set the active automation's ``_next_at`` and ``status`` if its ``_next_at`` is still ``scheduled_at``,
+        in one statement that touches nothing else in it (a pause or an edit made meanwhile is kept)."""
+        ...
+
     async def claim_firing(self, automation_id: str, scheduled_at: int, invocation_id: str) -> bool:
         """Insert the firing of ``automation_id`` at ``scheduled_at``: True for the one caller that inserted it,
         False for every other (worker or replica) that found it there."""

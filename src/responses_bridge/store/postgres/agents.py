@@ -31,6 +31,9 @@ _RELEASE = "DELETE FROM agent_session_owners WHERE session_id = $1 AND owner = $
 _DUE = ("SELECT tenant, body::text FROM agent_records WHERE kind = 'automation' "
         "AND body->>'status' = 'active' AND (body->>'_next_at')::float8 <= $1 "
         "ORDER BY (body->>'_next_at')::float8 LIMIT $2")
+_ADVANCE = ("UPDATE agent_records SET body = body || jsonb_build_object('_next_at', $1::bigint, 'status', $2::text) "
+            "WHERE kind = 'automation' AND id = $3 AND body->>'status' = 'active' "
+            "AND (body->>'_next_at')::bigint = $4 RETURNING id")
 _FIRE = ("INSERT INTO agent_automation_firings (automation_id, scheduled_at, invocation_id) VALUES ($1, $2, $3) "
          "ON CONFLICT DO NOTHING RETURNING automation_id")
 _APPEND = ("INSERT INTO agent_session_events (session_id, sequence, event_id, tenant, frame) "
@@ -128,6 +131,11 @@ class PostgresAgentStore:
         async with self._db.acquire() as conn:
             rows = await conn.fetch(_DUE, now, limit)
         return [(str(row[0]), orjson.loads(row[1])) for row in rows]
+
+    async def advance_automation(self, automation_id: str, scheduled_at: int, next_at: int | None,
+                                 status: str) -> bool:
+        async with self._db.transaction("advance_automation") as conn:
+            return await conn.fetchval(_ADVANCE, next_at, status, automation_id, scheduled_at) is not None
 
     async def claim_firing(self, automation_id: str, scheduled_at: int, invocation_id: str) -> bool:
         async with self._db.transaction("claim_automation_firing") as conn:

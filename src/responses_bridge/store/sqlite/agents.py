@@ -39,6 +39,9 @@ _LAST = "SELECT coalesce(max(sequence), -1) FROM agent_session_events WHERE sess
 _DUE = ("SELECT tenant, body FROM agent_records WHERE kind = 'automation' "
         "AND json_extract(body, '$.status') = 'active' AND json_extract(body, '$._next_at') <= ? "
         "ORDER BY json_extract(body, '$._next_at') LIMIT ?")
+_ADVANCE = ("UPDATE agent_records SET body = json_set(body, '$._next_at', ?, '$.status', ?) "
+            "WHERE kind = 'automation' AND id = ? AND json_extract(body, '$.status') = 'active' "
+            "AND json_extract(body, '$._next_at') = ?")
 _FIRE = ("INSERT INTO agent_automation_firings (automation_id, scheduled_at, invocation_id) VALUES (?, ?, ?) "
          "ON CONFLICT DO NOTHING")
 _METADATA = " AND EXISTS (SELECT 1 FROM json_each(body, '$.metadata') WHERE key = ? AND value = ?)"
@@ -142,6 +145,14 @@ class SQLiteAgentStore:
         async with self._db.reading() as conn:
             rows = await conn.execute_fetchall(_DUE, (now, limit))
         return [(str(tenant), orjson.loads(body)) for tenant, body in rows]
+
+    async def advance_automation(self, automation_id: str, scheduled_at: int, next_at: int | None,
+                                 status: str) -> bool:
+        def advance(conn: sqlite3.Connection) -> bool:
+            with transaction(conn):
+                return conn.execute(_ADVANCE, (next_at, status, automation_id, scheduled_at)).rowcount > 0
+
+        return await self._db.run_write("advance_automation", advance)
 
     async def claim_firing(self, automation_id: str, scheduled_at: int, invocation_id: str) -> bool:
         def claim(conn: sqlite3.Connection) -> bool:
