@@ -180,6 +180,39 @@ async def test_a_one_time_automation_fires_once(beta_client: openai.AsyncOpenAI,
     await automations.delete(once.id)
 
 
+async def test_a_paused_automation_does_not_fire_and_a_failed_delivery_says_why(
+        beta_client: openai.AsyncOpenAI, http: aiohttp.ClientSession) -> None:
+    automations = beta_client.beta.agents.automations
+    periodic = await automations.create(type="periodic", name="paused", expression=EVERY_SECOND, timezone="UTC",
+                                        target=TARGET)
+    await automations.pause(periodic.id)
+    first = await invocations(http, periodic.id)  # one may have fired before the pause
+    await asyncio.sleep(3)
+    assert len(await invocations(http, periodic.id)) == len(first)
+    await automations.resume(periodic.id)
+
+    async def fired() -> bool:
+        return len(await invocations(http, periodic.id)) > len(first)
+
+    await until(fired)
+    await automations.delete(periodic.id)
+
+    agent = await beta_client.beta.agents.create(model=MODEL)
+    once = await automations.create(type="once", name="orphan", run_at=int(time.time()) + 2,
+                                    target={**TARGET, "agent": None, "agent_id": agent.id})
+    await beta_client.beta.agents.delete(agent.id)
+
+    async def delivered() -> bool:
+        found = await invocations(http, once.id)
+        return bool(found) and found[0]["status"] != "queued"
+
+    await until(delivered)
+    [invocation] = await invocations(http, once.id)
+    assert invocation["status"] == "failed" and invocation["session_id"] is None
+    assert agent.id in invocation["error"]["message"] and invocation["error"]["code"]
+    await automations.delete(once.id)
+
+
 async def test_another_tenants_automation_is_a_404(tenanted: Sidecar) -> None:
     clients = {tenant: openai.AsyncOpenAI(base_url=f"{tenanted.http_url}/v1", api_key="sk-client", max_retries=0,
                                           timeout=60, default_headers={"x-tenant-id": tenant})
