@@ -4,8 +4,9 @@ turns, items and idempotency keys as JSON records, and each session's event log.
 Every record is a JSON object of one ``kind`` (``agent``, ``session``, ``turn``, ``item``, ``key``), owned by one
 tenant, listed in the order it was first stored. ``parent`` ties a record to the one it belongs to (a turn, an item
 or a key to its session; a session to its root agent, for the ``agent_id`` filter); ``scope`` narrows a list further
-(an item's turn). The service decides what the records say: the store keeps them, pages them and never reads them
-beyond the metadata filter of a list.
+(an item's turn); an automation's invocations are its children. The service decides what the records say: the
+store keeps them, pages them and never reads them beyond the metadata filter of a list and the scheduler's
+:meth:`AgentStore.due_automations`.
 
 A session's events are kept apart, one row per event numbered from 0 by the service, each the SSE frame exactly as
 it was sent, so a resumed stream is byte for byte what a live reader got.
@@ -16,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-KINDS = ("agent", "session", "turn", "item", "key")
+KINDS = ("agent", "session", "turn", "item", "key", "automation", "invocation")
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,22 @@ class AgentStore(Protocol):
         ...
 
     async def release_session(self, session_id: str, owner: str) -> None: ...
+
+    async def due_automations(self, now: float, limit: int = 100) -> list[tuple[str, dict[str, Any]]]:
+        """Across tenants (the automations' scheduler): ``(tenant, automation)`` of active automations whose
+        ``_next_at`` is at or before ``now``, earliest first."""
+        ...
+
+    async def advance_automation(self, automation_id: str, scheduled_at: int, next_at: int | None,
+                                 status: str) -> bool:
+        """Set the active automation's ``_next_at`` and ``status`` if its ``_next_at`` is still ``scheduled_at``,
+        in one statement that touches nothing else in it (a pause or an edit made meanwhile is kept)."""
+        ...
+
+    async def claim_firing(self, automation_id: str, scheduled_at: int, invocation_id: str) -> bool:
+        """Insert the firing of ``automation_id`` at ``scheduled_at``: True for the one caller that inserted it,
+        False for every other (worker or replica) that found it there."""
+        ...
 
     async def append_events(self, session_id: str, events: list[tuple[int, str, bytes]], *, tenant: str) -> None:
         """``(sequence, event_id, frame)`` rows; durable when it returns; a sequence already stored is kept."""

@@ -17,6 +17,7 @@ from aiohttp import web
 from ...runtime import Runtime
 from ...services.agent_events import KEEPALIVE
 from ...services.agent_sessions import SessionService
+from .automations_routes import AutomationRoutes
 from .identity import request_tenant
 from .params import json_object, json_reply, metadata_query, page_query
 from .routes import api_routes
@@ -49,9 +50,11 @@ class AgentRoutes:
         self.agents = runtime.agents
         self.sessions = SessionService(runtime.agents.store, runtime.agents, runtime.background,
                                        turn_starter(runtime))
+        self.automations = AutomationRoutes(runtime.agents, self.sessions)
 
     def register(self, app: web.Application) -> None:
         app[SESSIONS] = self.sessions
+        self.automations.register(app)
         app.on_startup.append(self._recover)
         app.on_cleanup.append(self._close)
         with api_routes(app) as routes:

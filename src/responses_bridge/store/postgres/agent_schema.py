@@ -39,3 +39,16 @@ AGENT_TABLES: Sequence[str] = [
     )
     """,
 ]
+
+# Automations (services/automations.py): one row per firing claimed, its key the automation and the occurrence, so
+# of every worker and replica that sees an occurrence due exactly one inserts it and makes its invocation.
+AUTOMATION_TABLES: Sequence[str] = [
+    """
+    CREATE TABLE agent_automation_firings (
+        automation_id text NOT NULL,
+        scheduled_at  bigint NOT NULL,
+        invocation_id text NOT NULL,
+        PRIMARY KEY (automation_id, scheduled_at)
+    )
+    """,
+]

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 Migration = tuple[int, Sequence[str]]
 
-from .agent_schema import AGENT_TABLES  # noqa: E402
+from .agent_schema import AGENT_TABLES, AUTOMATION_TABLES  # noqa: E402
 from .container_schema import CONTAINER_MIGRATIONS  # noqa: E402  (after Migration, which it follows)
 from .retrieval_schema import RETRIEVAL_MIGRATIONS  # noqa: E402  (after Migration, which it follows)
 from .skill_schema import SKILL_MIGRATIONS  # noqa: E402
@@ -232,6 +232,7 @@ MIGRATIONS.append((
 ))
 MIGRATIONS.extend(UPLOAD_MIGRATIONS)  # 17: the Uploads API's uploads and parts; 18: their completion claims
 MIGRATIONS.append((19, AGENT_TABLES))  # the Agents API: agents, sessions, turns, items, session events
+MIGRATIONS.append((22, AUTOMATION_TABLES))  # the Agents API's automations: one claimed row per firing
 
 
 def latest_version(migrations: Sequence[Migration] = MIGRATIONS) -> int:

@@ -40,3 +40,16 @@ AGENT_TABLES: Sequence[str] = [
     ) WITHOUT ROWID
     """,
 ]
+
+# Automations (services/automations.py): one row per firing claimed, its key the automation and the occurrence, so
+# of every worker and replica that sees an occurrence due exactly one inserts it and makes its invocation.
+AUTOMATION_TABLES: Sequence[str] = [
+    """
+    CREATE TABLE agent_automation_firings (
+        automation_id TEXT NOT NULL,
+        scheduled_at  INTEGER NOT NULL,
+        invocation_id TEXT NOT NULL,
+        PRIMARY KEY (automation_id, scheduled_at)
+    ) WITHOUT ROWID
+    """,
+]

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import aiosqlite
 
-from .agent_schema import AGENT_TABLES
+from .agent_schema import AGENT_TABLES, AUTOMATION_TABLES
 from .schema import FIRST_STEPS, Migration
 from .upload_schema import UPLOAD_CLAIM_COLUMNS, UPLOAD_TABLES
 
@@ -389,6 +389,7 @@ MIGRATIONS: list[Migration] = [
     (18, UPLOAD_TABLES),
     (19, UPLOAD_CLAIM_COLUMNS),
     (20, AGENT_TABLES),  # the Agents API: agents, sessions, turns, items, session events
+    (23, AUTOMATION_TABLES),  # the Agents API's automations: one claimed row per firing
 ]
 
 LATEST_VERSION: int = MIGRATIONS[-1][0]

@@ -1,0 +1,289 @@
+"""Automations of the Agents API (``client.beta.agents.automations``): create, retrieve, update, list, delete,
+pause and resume, a tenant's own; and the scheduler that fires them, each firing an invocation that starts a
+session with the automation's target (its agent, environment, input and metadata) through the session service, as
+a client's ``POST /v1/agents/sessions`` would.
+
+Every process serving the HTTP door runs the scheduler (:meth:`AutomationService.tick`, once a second, on the
+second: occurrences fall on whole seconds, so one is fired within moments of its time). An occurrence is fired by
+whichever process first inserts its row (the automation, the occurrence) in the database
+(:meth:`AgentStore.claim_firing`): exactly one invocation per occurrence across workers on SQLite and replicas on
+PostgreSQL, no lock in memory. The schedule is kept in the stored automation (``_next_at``, the next occurrence), so
+it survives restarts: occurrences missed while no process ran are fired once, for the first missed one, and the
+schedule goes on from the next occurrence after now. A process stopped between claiming an occurrence and starting
+its session leaves that occurrence's invocation ``queued``: an occurrence is delivered at most once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Protocol
+
+import structlog
+
+from .. import ids
+from ..protocol.agent_inputs import check_environment, check_servable, known, messages, not_served
+from ..protocol.agents import SESSION_AGENT_FIELDS, apply_config, default_config, require_model
+from ..protocol.automations import (
+    NEW_SESSION_FIELDS,
+    ONCE_FIELDS,
+    PERIODIC_FIELDS,
+    UPDATE_FIELDS,
+    automation_not_found,
+    check_name,
+    check_run_at,
+    invocation,
+    invocation_not_found,
+    next_occurrence,
+    public,
+    schedule,
+)
+from ..protocol.errors import APIError, invalid_request
+from ..protocol.lists import list_of
+from ..protocol.request import check_metadata
+from ..store.base_agents import AgentStore
+from .agents import AgentService
+from .pagination import page_errors
+
+log = structlog.get_logger(__name__)
+
+MAX_AUTOMATIONS_PER_TENANT = 10_000
+TICK_SECONDS = 0.01  # the pause between two ticks, each of which first waits for the next whole second
+
+
+class SessionStarter(Protocol):
+    async def create(self, body: dict[str, Any], *, tenant: str, authorization: str | None) -> dict[str, Any]: ...
+
+
+class AutomationService:
+    def __init__(self, store: AgentStore, agents: AgentService, sessions: SessionStarter) -> None:
+        self.store = store
+        self.agents = agents
+        self.sessions = sessions
+
+    # --- the API ---------------------------------------------------------------------------------------------
+
+    async def create(self, body: dict[str, Any], *, tenant: str) -> dict[str, Any]:
+        kind = body.get("type")
+        if kind not in ("periodic", "once"):
+            raise invalid_request("Invalid value for 'type': expected 'periodic' or 'once'.", param="type",
+                                  code="invalid_value")
+        known(body, PERIODIC_FIELDS if kind == "periodic" else ONCE_FIELDS, "")
+        now = time.time()
+        automation: dict[str, Any] = {
+            "id": ids.new_id("auto"), "object": "agent.automation", "created_at": int(now),
+            "created_by": {"type": "developer"}, "metadata": self._metadata(body.get("metadata")),
+            "name": check_name(body.get("name")), "status": "active", "pause_reason": None,
+            "target": await self._target(body.get("target"), tenant), "type": kind,
+        }
+        if kind == "periodic":
+            trigger = schedule(body.get("expression"), body.get("timezone"))
+            automation.update(expression=body["expression"], timezone=body["timezone"],
+                              _next_at=next_occurrence(trigger, now))
+        else:
+            automation["run_at"] = automation["_next_at"] = check_run_at(body.get("run_at"), now=now)
+        if await self.store.count("automation", tenant=tenant) >= MAX_AUTOMATIONS_PER_TENANT:
+            raise APIError(429, f"A project may keep at most {MAX_AUTOMATIONS_PER_TENANT} automations; delete some "
+                           "first.", type="invalid_request_error", code="automation_limit_reached")
+        await self.store.put("automation", automation["id"], automation, tenant=tenant)
+        return public(automation)
+
+    async def get(self, automation_id: str, *, tenant: str) -> dict[str, Any]:
+        return public(await self._load(automation_id, tenant))
+
+    async def update(self, automation_id: str, body: dict[str, Any], *, tenant: str) -> dict[str, Any]:
+        known(body, UPDATE_FIELDS, "")
+        automation = await self._load(automation_id, tenant)
+        now = time.time()
+        periodic = automation["type"] == "periodic"
+        for field in ("expression", "timezone") if not periodic else ("run_at",):
+            if field in body:
+                which = "one-time" if field == "run_at" else "periodic"
+                raise invalid_request(f"'{field}' is only accepted for {which} automations.", param=field,
+                                      code="invalid_value")
+        if "name" in body:
+            automation["name"] = check_name(body["name"])
+        if "metadata" in body:
+            automation["metadata"] = self._metadata(body["metadata"])
+        if "target" in body:
+            target = await self._target(body["target"], tenant)
+            automation["target"] = target
+        if periodic and ("expression" in body or "timezone" in body):
+            expression = body.get("expression", automation["expression"])
+            timezone = body.get("timezone", automation["timezone"])
+            trigger = schedule(expression, timezone)
+            automation.update(expression=expression, timezone=timezone, _next_at=next_occurrence(trigger, now))
+        if not periodic and "run_at" in body:
+            if automation["status"] == "completed":
+                raise invalid_request("'run_at' can no longer change: this automation has fired.", param="run_at",
+                                      code="invalid_value")
+            automation["run_at"] = automation["_next_at"] = check_run_at(body["run_at"], now=now)
+        await self.store.put("automation", automation_id, automation, tenant=tenant)
+        return public(automation)
+
+    async def list_automations(self, *, after: str | None, limit: int, order: str, session_id: str | None,
+                               tenant: str) -> dict[str, Any]:
+        """``session_id`` matches automations that target an existing session: this bridge makes none (such a
+        target is refused), so that filter lists nothing."""
+        if session_id is not None:
+            return list_of([], has_more=False)
+        with page_errors("automation"):
+            page = await self.store.page("automation", tenant=tenant, after=after, limit=limit, order=order)
+        return list_of([public(record) for record in page.data], has_more=page.has_more)
+
+    async def delete(self, automation_id: str, *, tenant: str) -> dict[str, Any]:
+        """The automation and its invocations go; the sessions they started stay."""
+        if not await self.store.delete("automation", automation_id, tenant=tenant):
+            raise automation_not_found(automation_id)
+        return {"id": automation_id, "object": "agent.automation.deleted", "deleted": True}
+
+    async def pause(self, automation_id: str, *, tenant: str) -> dict[str, Any]:
+        automation = await self._load(automation_id, tenant)
+        self._not_completed(automation, "paused")
+        automation["status"] = "paused"
+        await self.store.put("automation", automation_id, automation, tenant=tenant)
+        return public(automation)
+
+    async def resume(self, automation_id: str, *, tenant: str) -> dict[str, Any]:
+        """Active again: a periodic automation from its next occurrence after now (those passed while it was
+        paused are not fired); a one-time one at its ``run_at``, at once if that has passed."""
+        automation = await self._load(automation_id, tenant)
+        self._not_completed(automation, "resumed")
+        if automation["status"] == "paused":
+            automation["status"] = "active"
+            automation["pause_reason"] = None
+            if automation["type"] == "periodic":
+                trigger = schedule(automation["expression"], automation["timezone"])
+                automation["_next_at"] = next_occurrence(trigger, time.time())
+            await self.store.put("automation", automation_id, automation, tenant=tenant)
+        return public(automation)
+
+    async def list_invocations(self, automation_id: str, *, after: str | None, limit: int, order: str,
+                               tenant: str) -> dict[str, Any]:
+        await self._load(automation_id, tenant)
+        with page_errors("invocation"):
+            page = await self.store.page("invocation", tenant=tenant, parent=automation_id, after=after,
+                                         limit=limit, order=order)
+        return list_of(page.data, has_more=page.has_more)
+
+    async def get_invocation(self, automation_id: str, invocation_id: str, *, tenant: str) -> dict[str, Any]:
+        found = await self.store.get("invocation", invocation_id, tenant=tenant)
+        if found is None or found.get("automation_id") != automation_id:
+            raise invocation_not_found(invocation_id)
+        return found
+
+    # --- the scheduler ---------------------------------------------------------------------------------------
+
+    async def tick(self) -> int:
+        """At the next whole second, :meth:`fire_due`. Every process ticks then, so they race for the same
+        occurrences: the claim in the database, not their timing, is what makes each fired once."""
+        await asyncio.sleep(1.0 - time.time() % 1.0)
+        return await self.fire_due()
+
+    async def fire_due(self, now: float | None = None) -> int:
+        """Fire every occurrence due by ``now``; the number this process fired (another may have fired some)."""
+        now = time.time() if now is None else now
+        fired = 0
+        for tenant, automation in await self.store.due_automations(now):
+            try:
+                fired += await self._fire(automation, tenant, now)
+            except Exception:  # one automation's failure never holds back the others
+                log.exception("automation_firing_failed", automation_id=automation["id"])
+        return fired
+
+    async def _fire(self, automation: dict[str, Any], tenant: str, now: float) -> int:
+        scheduled_at = int(automation["_next_at"])
+        invocation_id = ids.new_id("ainv")
+        claimed = await self.store.claim_firing(automation["id"], scheduled_at, invocation_id)
+        # every process that saw the occurrence due moves the schedule past it, with the same result: one stopped
+        # between its claim and this line leaves the next to do it
+        if automation["type"] == "periodic":
+            trigger = schedule(automation["expression"], automation["timezone"])
+            await self.store.advance_automation(automation["id"], scheduled_at,
+                                                next_occurrence(trigger, max(now, scheduled_at)), "active")
+        else:
+            await self.store.advance_automation(automation["id"], scheduled_at, None, "completed")
+        if not claimed:
+            return 0
+        await self._deliver(invocation(invocation_id, automation, scheduled_at), automation, tenant)
+        return 1
+
+    async def _deliver(self, record: dict[str, Any], automation: dict[str, Any], tenant: str) -> None:
+        await self.store.put("invocation", record["id"], record, tenant=tenant, parent=automation["id"])
+        target = automation["target"]
+        body: dict[str, Any] = {"environment": target["environment"], "metadata": target["metadata"],
+                                "input": [{"role": "user", "content": message["content"]}
+                                          for message in target["input"]]}
+        if target["agent_id"] is not None:
+            body["agent_id"] = target["agent_id"]
+        else:
+            body["agent"] = target["agent"]
+        try:
+            session = await self.sessions.create(body, tenant=tenant, authorization=None)
+        except APIError as exc:
+            log.warning("automation_invocation_failed", automation_id=automation["id"], code=exc.code)
+            record.update(status="failed", error={"code": exc.code or "invocation_failed", "message": exc.message})
+        else:
+            record.update(status="completed", session_id=session["id"])
+        await self.store.put("invocation", record["id"], record, tenant=tenant, parent=automation["id"])
+
+    # --- helpers ---------------------------------------------------------------------------------------------
+
+    async def _load(self, automation_id: str, tenant: str) -> dict[str, Any]:
+        found = await self.store.get("automation", automation_id, tenant=tenant)
+        if found is None:
+            raise automation_not_found(automation_id)
+        return found
+
+    @staticmethod
+    def _metadata(value: Any) -> dict[str, str]:
+        check_metadata(value)
+        return dict(value or {})
+
+    @staticmethod
+    def _not_completed(automation: dict[str, Any], verb: str) -> None:
+        if automation["status"] == "completed":
+            raise invalid_request(f"A completed automation cannot be {verb}.", param="automation_id",
+                                  code="invalid_value")
+
+    async def _target(self, target: Any, tenant: str) -> dict[str, Any]:
+        """The SDK's ``AutomationTargetResourceNewSession`` of a request's target, checked as a session's create
+        would check it, so that a firing starts a session that the bridge serves."""
+        if not isinstance(target, dict):
+            raise invalid_request("Missing required parameter: 'target' (an object).", param="target",
+                                  code="missing_required_parameter")
+        if target.get("type") == "existing_session":
+            raise not_served("An automation that targets an existing session ('existing_session')", "target.type")
+        if target.get("type") != "new_session":
+            raise invalid_request("Invalid value for 'target.type': expected 'new_session' or 'existing_session'.",
+                                  param="target.type", code="invalid_value")
+        known(target, NEW_SESSION_FIELDS, "target.")
+        check_environment(target.get("environment"))
+        if target.get("vault_ids"):
+            raise not_served("Vaults ('vault_ids')", "target.vault_ids")
+        check_metadata(target.get("metadata"), "target.metadata")
+        if target.get("input") is None or isinstance(target.get("input"), str):
+            raise invalid_request("Invalid value for 'target.input': expected a non-empty array of messages.",
+                                  param="target.input", code="invalid_value")
+        contents = messages(target["input"], "target.input")
+        agent_id, agent = target.get("agent_id"), target.get("agent")
+        if (agent_id is None) == (agent is None):
+            raise invalid_request("Provide exactly one of 'target.agent' and 'target.agent_id'.",
+                                  param="target.agent_id", code="invalid_value")
+        if agent_id is not None:
+            if not isinstance(agent_id, str):
+                raise invalid_request("Invalid type for 'target.agent_id': expected a string.",
+                                      param="target.agent_id", code="invalid_type")
+            config = apply_config(await self.agents.get(agent_id, tenant=tenant), {}, SESSION_AGENT_FIELDS)
+            inline = None
+        else:
+            if not isinstance(agent, dict):
+                raise invalid_request("Invalid type for 'target.agent': expected an object.", param="target.agent",
+                                      code="invalid_type")
+            config = apply_config(default_config(), agent, SESSION_AGENT_FIELDS, prefix="target.agent.")
+            require_model(config, "target.agent.model")
+            inline = {key: config[key] for key in SESSION_AGENT_FIELDS}
+        check_servable(config)
+        return {"type": "new_session", "agent": inline, "agent_id": agent_id, "environment": {"type": "none"},
+                "input": [{"type": "message", "role": "user", "content": content} for content in contents],
+                "metadata": dict(target.get("metadata") or {}), "vault_ids": []}
