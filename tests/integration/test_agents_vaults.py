@@ -213,3 +213,32 @@ async def test_credentials_a_session_cannot_use_are_refused(door: aiohttp.Client
     status, missing = await session(["vault_nope"])
     assert status == 404 and missing["error"]["param"] == "vault_id"
     assert not [body for body in seen.bodies if SECRET.encode() in body]
+
+
+async def test_another_tenants_vault_is_a_404(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    async with running_sidecar(str(tmp_path_factory.mktemp("vaults-tenancy")), fake_upstream, extproc=False,
+                               env={"RESPONSES_BRIDGE_AUTH": "header"},
+                               ready_headers={"x-tenant-id": "alpha"}) as tenanted, \
+            aiohttp.ClientSession(tenanted.http_url, timeout=aiohttp.ClientTimeout(total=60)) as http:
+        async def call(tenant: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+            async with http.request(method, path, json=body, headers={**BETA, "x-tenant-id": tenant}) as answer:
+                return answer.status, await answer.json()
+
+        _, vault = await call("alpha", "POST", "/v1/vaults", {"name": "mine"})
+        status, credential = await call("alpha", "POST", f"/v1/vaults/{vault['id']}/credentials", {
+            "name": "c", "auth": {"type": "static_bearer", "token": SECRET, "mcp_server_url": "https://a.example/m"}})
+        assert status == 200
+        for method, path in (("GET", f"/v1/vaults/{vault['id']}"), ("POST", f"/v1/vaults/{vault['id']}"),
+                             ("DELETE", f"/v1/vaults/{vault['id']}"),
+                             ("GET", f"/v1/vaults/{vault['id']}/credentials"),
+                             ("GET", f"/v1/vaults/{vault['id']}/credentials/{credential['id']}"),
+                             ("DELETE", f"/v1/vaults/{vault['id']}/credentials/{credential['id']}")):
+            status, _ = await call("beta", method, path, {} if method == "POST" else None)
+            assert status == 404, (method, path)
+        status, listed = await call("beta", "GET", "/v1/vaults")
+        assert status == 200 and listed["data"] == []
+        status, refused = await call("beta", "POST", "/v1/agents/sessions", {
+            "agent": {"model": MODEL}, "environment": {"type": "none"}, "vault_ids": [vault["id"]], "input": "x"})
+        assert status == 404 and refused["error"]["param"] == "vault_id"
+        status, still = await call("alpha", "GET", f"/v1/vaults/{vault['id']}/credentials/{credential['id']}")
+        assert status == 200 and strict(Credential, still).id == credential["id"]
