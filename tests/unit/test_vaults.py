@@ -97,6 +97,8 @@ async def test_domain_secrets_of_a_sessions_vaults(kind: str, request: pytest.Fi
     ({"type": "mcp_oauth", "access_token": "t", "mcp_server_url": MCP_URL,
       "refresh": {"client_id": "c", "refresh_token": "r", "token_endpoint": "https://t",
                   "token_endpoint_auth": {"type": "none"}}}, "auth.refresh"),
+    ({"type": "mcp_oauth", "access_token": "t", "mcp_server_url": MCP_URL, "expires_at": "tomorrow"},
+     "auth.expires_at"),
     ({"type": "environment_variable", "secret_name": "CODEX_X", "secret_value": "v",
       "networking": {"type": "unrestricted"}}, "auth.secret_name"),
     ({"type": "environment_variable", "secret_name": "X", "secret_value": "v",

@@ -9,6 +9,7 @@ variable's value) are split off here as its *secret* part, which services/vaults
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -78,7 +79,7 @@ def parse_auth(value: Any, param: str = "auth") -> tuple[dict[str, Any], dict[st
                                   "not served yet by this bridge; store the access token alone and rotate it.",
                                   param=f"{param}.refresh", code="unsupported_value")
         return ({"type": kind, "mcp_server_url": server_url(auth.get("mcp_server_url"), f"{param}.mcp_server_url"),
-                 "expires_at": _optional_text(auth.get("expires_at"), f"{param}.expires_at"), "refresh": None},
+                 "expires_at": _timestamp(auth.get("expires_at"), f"{param}.expires_at"), "refresh": None},
                 {"token": _secret(auth.get("access_token"), f"{param}.access_token")})
     if kind == "environment_variable":
         known(auth, ("type", "networking", "secret_name", "secret_value"), f"{param}.")
@@ -112,7 +113,7 @@ def rotate_auth(public: dict[str, Any], secret: dict[str, Any], value: Any,
         secret["token"] = _secret(auth["access_token"], f"{param}.access_token")
         public["expires_at"] = None  # a new token without an expiry clears the old one's (as the types say)
     if "expires_at" in auth:
-        public["expires_at"] = _optional_text(auth["expires_at"], f"{param}.expires_at")
+        public["expires_at"] = _timestamp(auth["expires_at"], f"{param}.expires_at")
     return public, secret
 
 
@@ -183,10 +184,18 @@ def _secret(value: Any, param: str) -> str:
     return value
 
 
-def _optional_text(value: Any, param: str) -> str | None:
-    if value is not None and not isinstance(value, str):
-        raise invalid_request(f"Invalid type for '{param}': expected a string.", param=param, code="invalid_type")
-    return value
+def _timestamp(value: Any, param: str) -> str | None:
+    """An RFC 3339 timestamp with its offset (kept as written), or None."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value) if isinstance(value, str) and "T" in value.upper() else None
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise invalid_request(f"Invalid '{param}': expected an RFC 3339 timestamp such as "
+                              "'2026-01-31T12:00:00Z'.", param=param, code="invalid_value")
+    return str(value)
 
 
 def _object(value: Any, param: str) -> dict[str, Any]:
