@@ -135,8 +135,9 @@ class SessionService:
                 if self.vaults is None:
                     raise not_served("A vault credential for an MCP server ('credential_id')",
                                      f"agent.tools[{index}].credential_id")
-                await self.vaults.mcp_token(vault_ids, tool["credential_id"], tool["transport"]["server_url"],
-                                            tenant=tenant, param=f"agent.tools[{index}].credential_id")
+                await self.vaults.check_mcp_credential(vault_ids, tool["credential_id"],
+                                                       tool["transport"]["server_url"], tenant=tenant,
+                                                       param=f"agent.tools[{index}].credential_id")
 
     async def _agent(self, body: dict[str, Any], tenant: str) -> dict[str, Any]:
         """The session's agent: the saved one (``agent_id``) with ``agent``'s overrides, or ``agent`` alone."""

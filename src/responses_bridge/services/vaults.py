@@ -183,11 +183,11 @@ class VaultService:
             await self.get(vault_id, tenant=tenant)
         return list(value)
 
-    async def mcp_token(self, vault_ids: list[str], credential_id: str, server_url: str, *, tenant: str,
-                        param: str) -> str:
-        """The bearer token of ``credential_id`` for an MCP server at ``server_url``: the credential must be in one
-        of the session's vaults, be a ``static_bearer`` or ``mcp_oauth`` one, and authorize that very server (a
-        token is never sent anywhere else). Every refusal is a 400 naming ``param``, without the secret."""
+    async def check_mcp_credential(self, vault_ids: list[str], credential_id: str, server_url: str, *, tenant: str,
+                                   param: str) -> dict[str, Any]:
+        """The record of ``credential_id`` if an MCP server at ``server_url`` may be reached with it: it must be in
+        one of the session's vaults, be a ``static_bearer`` or ``mcp_oauth`` one, and authorize that very server (a
+        token is never sent anywhere else). Every refusal is a 400 naming ``param``."""
         record = await self.store.get("vault_credential", credential_id, tenant=tenant)
         if record is None or record["vault_id"] not in vault_ids:
             raise invalid_request(f"Invalid '{param}': no credential '{credential_id}' in the session's vaults "
@@ -199,6 +199,13 @@ class VaultService:
         if not same_server(auth["mcp_server_url"], server_url):
             raise invalid_request(f"Invalid '{param}': credential '{credential_id}' authorizes another MCP server "
                                   "than this tool's 'server_url'.", param=param, code="invalid_value")
+        return record
+
+    async def mcp_token(self, vault_ids: list[str], credential_id: str, server_url: str, *, tenant: str,
+                        param: str) -> str:
+        """The bearer token of ``credential_id`` for an MCP server at ``server_url``, opened for one request
+        (:meth:`check_mcp_credential` says when it may not be used)."""
+        record = await self.check_mcp_credential(vault_ids, credential_id, server_url, tenant=tenant, param=param)
         return str(self.sealer.open(PURPOSE, record[_SEALED])["token"])
 
     async def domain_secrets(self, vault_ids: list[str], allowed_domains: list[str], *,
