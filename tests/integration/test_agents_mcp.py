@@ -80,7 +80,6 @@ async def test_an_mcp_servers_tool_called_inside_a_turn(door: aiohttp.ClientSess
 @pytest.mark.parametrize(("change", "param"), [
     ({"transport": {"type": "stdio", "command": "server"}}, "agent.tools[0].transport.type"),
     ({"connection_origin": "environment"}, "agent.tools[0].connection_origin"),
-    ({"credential_id": "cred_1"}, "agent.tools[0].credential_id"),
     ({"required": True}, "agent.tools[0].required"),
 ])
 async def test_mcp_servers_a_session_cannot_reach_are_refused(door: aiohttp.ClientSession, change: dict,

@@ -9,7 +9,8 @@ answers Streamable HTTP requests with plain JSON bodies instead of event streams
 - ``fail(message)`` raises, which MCP reports as a result with ``isError`` and the message;
 - ``big(size)`` returns ``size`` bytes of text (1 MB by default);
 - ``whoami()`` returns the ``Authorization``, ``X-Api-Key`` and ``Host`` headers the request came with, so a test
-  can see what the client sent.
+  can see what the client sent; ``authorization_digest()`` the SHA-256 of the ``Authorization`` header, so a test
+  can see the credential arrived where the client masks it in what comes back.
 
 ``GET /health`` answers 200 once the server is up. The SSE app serves its stream at ``/sse`` and also at
 ``/events``, so a URL that does not end in ``/sse`` can exercise the client's fallback from Streamable HTTP.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -69,6 +71,12 @@ def build_server() -> MCPServer:
         headers = getattr(request, "headers", {}) or {}
         return (f"authorization={headers.get('authorization')} x-api-key={headers.get('x-api-key')} "
                 f"host={headers.get('host')}")
+
+    @server.tool(description="The SHA-256 (hex) of the Authorization header this request carried.")
+    def authorization_digest(ctx: Context) -> str:
+        request = ctx.request_context.request
+        headers = getattr(request, "headers", {}) or {}
+        return hashlib.sha256((headers.get("authorization") or "").encode()).hexdigest()
 
     @server.custom_route("/health", methods=["GET"])
     async def health(_: Request) -> Response:

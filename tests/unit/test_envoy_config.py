@@ -105,6 +105,7 @@ def test_routes_and_processor_settings() -> None:
                             "sidecar_skills", "sidecar_skills_unversioned",
                             "sidecar_vector_stores", "sidecar_vector_stores_unversioned",
                             "sidecar_agents", "sidecar_agents_unversioned",
+                            "sidecar_vaults", "sidecar_vaults_unversioned",
                             "models_codex", "models", "embeddings", "models_list", "images_generations",
                             "chat_completions", "sidecar"]
     for name, path in (("sidecar_tools", "/v1/responses"), ("sidecar_tools_unversioned", "/responses")):
@@ -182,7 +183,8 @@ def test_routes_and_processor_settings() -> None:
         assert "request_body_buffer_limit" not in routes[name]
     for name, path in (("sidecar_vector_stores", "/v1/vector_stores"),
                        ("sidecar_vector_stores_unversioned", "/vector_stores"),
-                       ("sidecar_agents", "/v1/agents"), ("sidecar_agents_unversioned", "/agents")):
+                       ("sidecar_agents", "/v1/agents"), ("sidecar_agents_unversioned", "/agents"),
+                       ("sidecar_vaults", "/v1/vaults"), ("sidecar_vaults_unversioned", "/vaults")):
         # the Vector Stores and Agents APIs: the sidecar's HTTP door, never the processor, every method
         assert routes[name]["match"] == {"path_separated_prefix": path}
         assert routes[name]["route"] == {"cluster": envoy_config.HTTP_CLUSTER, "timeout": "0s"}

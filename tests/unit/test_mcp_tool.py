@@ -5,6 +5,7 @@ Timeouts are short so that the failures are quick; nothing here asserts how long
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import socket
 import subprocess
@@ -46,7 +47,7 @@ SECRET_HEADER = "hdr-secret-8d1f0c"
 SECRET_TOKEN = "tok-secret-51ab77"
 SECRET_IN_URL = "url-secret-0c93e2"  # MCP server URLs often carry a key in their query or path
 LOCAL = "127.0.0.1,::1"
-ALL_TOOLS = ["add", "echo", "lookup", "slow", "fail", "big", "whoami"]
+ALL_TOOLS = ["add", "echo", "lookup", "slow", "fail", "big", "whoami", "authorization_digest"]
 
 
 @pytest.fixture(scope="module")
@@ -181,9 +182,13 @@ async def test_an_unknown_tool_is_an_error_result(mcp_server: MCPTestServer) -> 
 async def test_headers_and_authorization_reach_the_server_with_the_original_host(mcp_server: MCPTestServer) -> None:
     url = mcp_server.http_url.replace("127.0.0.1", "localhost")
     server = server_for(url, headers={"X-Api-Key": SECRET_HEADER}, authorization=SECRET_TOKEN)
-    result = await MCPTools(limits(allowed_hosts="localhost")).call_tool(server, "whoami", {})
-    assert result.output == (f"authorization=Bearer {SECRET_TOKEN} x-api-key={SECRET_HEADER} "
+    tools = MCPTools(limits(allowed_hosts="localhost"))
+    result = await tools.call_tool(server, "whoami", {})
+    # the token is masked in what the server echoes (the client's other headers are its own)
+    assert result.output == (f"authorization=[redacted] x-api-key={SECRET_HEADER} "
                              f"host=localhost:{mcp_server.http_port}")
+    digest = await tools.call_tool(server, "authorization_digest", {})
+    assert digest.output == hashlib.sha256(f"Bearer {SECRET_TOKEN}".encode()).hexdigest()
 
 
 async def test_allowed_tools_filter_the_listing(mcp_server: MCPTestServer) -> None:

@@ -7,6 +7,7 @@ Nothing here asserts how long anything took."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -547,8 +548,12 @@ async def test_credentials_are_sent_to_the_server_and_never_echoed_or_stored(mcp
     services = ServerToolServices(MCPTools(limits()))
     sent = Loop(services, {"input": "x", "tools": [declared, other]})
     await sent.prepare()
-    _, outcome = await sent.step([tool(0, id="c1", name="tools__whoami", arguments="{}"), *end("tool_calls", 1, 1)])
-    assert f"authorization=Bearer {TOKEN} x-api-key={SECRET}" in outcome.results[0].content  # they were sent
+    _, outcome = await sent.step([tool(0, id="c1", name="tools__whoami", arguments="{}"),
+                                  tool(1, id="c2", name="tools__authorization_digest", arguments="{}"),
+                                  *end("tool_calls", 1, 1)])
+    # they were sent; the token is masked where the server echoes it (the client's own headers are not)
+    assert f"authorization=[redacted] x-api-key={SECRET}" in outcome.results[0].content
+    assert hashlib.sha256(f"Bearer {TOKEN}".encode()).hexdigest() in outcome.results[1].content
 
     loop = Loop(services, {"input": "x", "tools": [declared, other]})
     await loop.prepare()

@@ -46,8 +46,8 @@ def check_environment(environment: Any) -> None:
 def check_servable(config: dict[str, Any]) -> None:
     """What a session's turn cannot run yet is refused by name, never dropped: tools other than the client's own
     functions and MCP servers over HTTP, a function deferred to tool search or run without waiting (``async``), an
-    MCP server reached from an environment, with a vault's credential, request metadata or required to start,
-    subagents."""
+    MCP server reached from an environment, with request metadata or required to start, subagents. (An MCP
+    server's vault ``credential_id`` is checked against the session's vaults: services/agent_sessions.py.)"""
     for index, tool in enumerate(config["tools"]):
         where = f"agent.tools[{index}]"
         if tool["type"] == "function":
@@ -67,8 +67,6 @@ def _check_mcp(tool: dict[str, Any], where: str) -> None:
         raise not_served("An MCP server over 'stdio' (a command in the environment)", f"{where}.transport.type")
     if tool["connection_origin"] != "service":
         raise not_served("An MCP server reached from the environment", f"{where}.connection_origin")
-    if tool["credential_id"] is not None:
-        raise not_served("A vault credential for an MCP server ('credential_id')", f"{where}.credential_id")
     if tool["request_metadata"]:
         raise not_served("MCP 'request_metadata'", f"{where}.request_metadata")
     if tool["required"]:

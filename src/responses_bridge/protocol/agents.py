@@ -282,8 +282,8 @@ def _mcp_tool(tool: dict[str, Any], param: str) -> dict[str, Any]:
         for name in headers:
             if _credential_header(name):
                 raise invalid_request(f"'{where}.headers' may not hold a credential ('{name[:64]}'): an agent's MCP "
-                                      "transport is stored and shown as it is; credentials belong in a vault, not "
-                                      "served yet.", param=f"{where}.headers", code="invalid_value")
+                                      "transport is stored and shown as it is; credentials belong in a vault "
+                                      "(a tool's 'credential_id').", param=f"{where}.headers", code="invalid_value")
         stored: dict[str, Any] = {"type": "http", "server_url": transport["server_url"], "headers": headers}
     elif transport.get("type") == "stdio":
         _known(transport, ("type", "command", "args", "cwd", "env_vars"), where)

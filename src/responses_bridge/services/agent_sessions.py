@@ -3,9 +3,9 @@ cancel events in (with ``Idempotency-Key``); the event stream out; turns and ite
 services/agent_turns.py, its events in services/agent_events.py.
 
 Served: the ``none`` environment (the model alone, no workspace), agents whose tools are the client's own functions
-(their calls wait for ``tool_result`` events: ``requires_action``). An ``openai_hosted`` or ``self_hosted``
-environment, other tools, subagents and vaults are refused with a 400 naming what is not served yet: never accepted
-and silently dropped.
+(their calls wait for ``tool_result`` events: ``requires_action``), MCP servers with a credential of the session's
+vaults (``vault_ids``). An ``openai_hosted`` or ``self_hosted`` environment, other tools and subagents are refused
+with a 400 naming what is not served yet: never accepted and silently dropped.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from .agent_turns import ResponseStarter, SessionRunner, public
 from .agents import AgentService
 from .background import BackgroundService
 from .pagination import page_errors
+from .vaults import VaultService
 
 MAX_SESSIONS_PER_TENANT = 100_000
 POLL_SECONDS = 1.0  # a reader of a session another process runs reads the store this often
@@ -66,11 +67,12 @@ class _SessionLock:
 
 class SessionService:
     def __init__(self, store: AgentStore, agents: AgentService, background: BackgroundService,
-                 start: ResponseStarter) -> None:
+                 start: ResponseStarter, *, vaults: VaultService | None = None) -> None:
         self.store = store
         self.agents = agents
         self.background = background
         self.start = start
+        self.vaults = vaults  # a session's ``vault_ids`` and its MCP tools' ``credential_id`` (services/vaults.py)
         # several workers or replicas on one database: a session's turns run where its lease is (claim_session)
         self.shared = background.leases.shared
         self.leases = SessionLeases(store, background.lease_owner or new_owner_id(), background.leases.lease_seconds)
@@ -92,8 +94,7 @@ class SessionService:
         if body.get("stream_options") is not None and stream is not True:
             raise invalid_request("'stream_options' is only allowed when 'stream' is true.", param="stream_options",
                                   code="invalid_value")
-        if body.get("vault_ids"):
-            raise not_served("Vaults ('vault_ids')", "vault_ids")
+        vault_ids = await self._vault_ids(body.get("vault_ids"), agent, tenant)
         if body.get("input") is None:
             raise invalid_request("Missing required parameter: 'input' (a session with environment 'none' starts "
                                   "with its first input).", param="input", code="missing_required_parameter")
@@ -106,7 +107,7 @@ class SessionService:
             "id": ids.new_id("sess"), "object": "agent.session", "agent": agent, "created_at": now,
             "environment": {"type": "none"}, "error": None, "last_active_at": now,
             "metadata": dict(body.get("metadata") or {}), "required_actions": [], "status": "idle", "usage": None,
-            "vault_ids": [], "prompt_cache_options": cache_options(body.get("prompt_cache_options")),
+            "vault_ids": vault_ids, "prompt_cache_options": cache_options(body.get("prompt_cache_options")),
         }
         review = review_mode(body.get("review"))
         if review is not None:
@@ -116,6 +117,27 @@ class SessionService:
                                  records=[runner.session_record(session)])
         await runner.submit(session, content, authorization)
         return public(session)
+
+    async def _vault_ids(self, value: Any, agent: dict[str, Any], tenant: str) -> list[str]:
+        """The session's vaults (the tenant's own), and every MCP tool's ``credential_id`` found in them for that
+        tool's server, checked before the session starts (a 400 naming the tool, never a failed first turn)."""
+        if self.vaults is None:
+            if value:
+                raise not_served("Vaults ('vault_ids')", "vault_ids")
+            return []
+        vault_ids = await self.vaults.check_session_vaults(value, tenant=tenant)
+        await self.check_credentials(agent, vault_ids, tenant)
+        return vault_ids
+
+    async def check_credentials(self, agent: dict[str, Any], vault_ids: list[str], tenant: str) -> None:
+        for index, tool in enumerate(agent["tools"]):
+            if tool["type"] == "mcp" and tool.get("credential_id"):
+                if self.vaults is None:
+                    raise not_served("A vault credential for an MCP server ('credential_id')",
+                                     f"agent.tools[{index}].credential_id")
+                await self.vaults.check_mcp_credential(vault_ids, tool["credential_id"],
+                                                       tool["transport"]["server_url"], tenant=tenant,
+                                                       param=f"agent.tools[{index}].credential_id")
 
     async def _agent(self, body: dict[str, Any], tenant: str) -> dict[str, Any]:
         """The session's agent: the saved one (``agent_id``) with ``agent``'s overrides, or ``agent`` alone."""
@@ -164,6 +186,7 @@ class SessionService:
                 config = apply_config(session["agent"], changes, ("model", "reasoning", "service_tier", "tools"),
                                       prefix="agent.")
                 check_servable(config)
+                await self.check_credentials(config, session.get("vault_ids") or [], tenant)
                 session["agent"] = config
             if "metadata" in body:
                 check_metadata(body["metadata"])
@@ -286,6 +309,7 @@ class SessionService:
             runner = SessionRunner(self.store, self.background, self.start, log_, session_id, tenant)
             runner.on_idle = self._idle
             runner.locked = functools.partial(self._locked, session_id)
+            runner.vaults = self.vaults
             self.runners[session_id] = runner
             runner.events.active = True
             if self.shared:  # claimed while its turns say they run: their process stopped (its lease ran out)

@@ -36,6 +36,7 @@ from .agent_events import SessionLog
 from .agent_tool_calls import ToolCalls, unknown_call
 from .background import BackgroundService
 from .background_frames import split_frames
+from .vaults import VaultService
 
 log = structlog.get_logger("responses_bridge.agents")
 
@@ -88,6 +89,7 @@ class SessionRunner:
         self.on_idle: Callable[[SessionRunner], None] | None = None  # no turn left: the service lets go of it
         # the session's lock (the service's): an update of the session never crosses a change made here
         self.locked: Callable[[], contextlib.AbstractAsyncContextManager[Any]] = contextlib.nullcontext
+        self.vaults: VaultService | None = None  # where an MCP tool's ``credential_id`` is opened (the service's)
 
     @property
     def busy(self) -> bool:
@@ -235,8 +237,8 @@ class SessionRunner:
         total: dict[str, Any] | None = None
         while True:  # one response, then another with the client's tool results, until no call is left open
             try:
-                self.response_id = await self.start(self._request(session, turn_input), self.tenant,
-                                                    entry.authorization)
+                request = await self._credentialed(session, self._request(session, turn_input))
+                self.response_id = await self.start(request, self.tenant, entry.authorization)
             except APIError as error:
                 await self._end(entry, "failed", turn_error({"code": error.code, "message": error.message},
                                                             error.status), total)
@@ -327,6 +329,23 @@ class SessionRunner:
         previous = (session.get("_private") or {}).get("last_response_id")
         if previous:
             body["previous_response_id"] = previous
+        return body
+
+    async def _credentialed(self, session: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+        """``body`` with each MCP tool's vault credential as its ``authorization`` (the bridge's MCP client sends
+        it as ``Authorization: Bearer``), opened now, for this response only: a rotated or deleted credential is
+        what the next turn uses. A response never stores nor echoes ``authorization`` (storable_tools), and the
+        MCP client's errors redact it, so the secret reaches the MCP server and nothing else."""
+        tools = session["agent"]["tools"]
+        if not any(tool.get("credential_id") for tool in tools):
+            return body
+        if self.vaults is None:
+            raise APIError(400, "This server keeps no vaults.", param="vault_ids", code="unsupported_value")
+        for index, (tool, sent) in enumerate(zip(tools, body["tools"], strict=True)):
+            if tool["type"] == "mcp" and tool.get("credential_id"):
+                sent["authorization"] = await self.vaults.mcp_token(
+                    session.get("vault_ids") or [], tool["credential_id"], tool["transport"]["server_url"],
+                    tenant=self.tenant, param=f"agent.tools[{index}].credential_id")
         return body
 
     async def _follow(self, entry: QueuedTurn) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-KINDS = ("agent", "session", "turn", "item", "key", "automation", "invocation")
+KINDS = ("agent", "session", "turn", "item", "key", "automation", "invocation", "vault", "vault_credential")
 
 
 @dataclass(frozen=True)
@@ -60,8 +60,8 @@ class AgentStore(Protocol):
         ...
 
     async def delete(self, kind: str, record_id: str, *, tenant: str) -> bool:
-        """Forget the record, every record whose parent it is, and (a session) its events; False when it was
-        not ``tenant``'s."""
+        """Forget the record, every record whose parent it is (a session's, a vault's credentials), and (a
+        session) its events; False when it was not ``tenant``'s."""
         ...
 
     async def count(self, kind: str, *, tenant: str) -> int: ...

@@ -17,10 +17,12 @@ from aiohttp import web
 from ...runtime import Runtime
 from ...services.agent_events import KEEPALIVE
 from ...services.agent_sessions import SessionService
+from ...services.vaults import VaultService
 from .automations_routes import AutomationRoutes
 from .identity import request_tenant
 from .params import json_object, json_reply, metadata_query, page_query
 from .routes import api_routes
+from .vault_routes import VaultRoutes
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 SESSIONS = web.AppKey("agent_sessions", SessionService)
@@ -48,8 +50,9 @@ class AgentRoutes:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.agents = runtime.agents
+        self.vaults = VaultService(runtime.agents.store, runtime.sealer)
         self.sessions = SessionService(runtime.agents.store, runtime.agents, runtime.background,
-                                       turn_starter(runtime))
+                                       turn_starter(runtime), vaults=self.vaults)
         self.automations = AutomationRoutes(runtime.agents, self.sessions)
 
     def register(self, app: web.Application) -> None:
@@ -57,6 +60,7 @@ class AgentRoutes:
         self.automations.register(app)
         app.on_startup.append(self._recover)
         app.on_cleanup.append(self._close)
+        VaultRoutes(self.vaults).register(app)  # vaults and their credentials (vault_routes.py)
         with api_routes(app) as routes:
             sessions = "/agents/sessions"
             session = f"{sessions}/{{session_id}}"

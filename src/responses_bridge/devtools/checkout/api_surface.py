@@ -214,7 +214,8 @@ BEHAVIOUR: dict[Section, dict[str, tuple[str, str]]] = {
         "image_generation.svg": ("refused", "a 400 `unsupported_parameter`"),
         "mcp.allowed_callers": ("enforced", _CALLERS),
         "mcp.allowed_tools": ("enforced", "only these tools are offered"),
-        "mcp.authorization": ("enforced", "sent to the server as a Bearer token; never echoed or stored"),
+        "mcp.authorization": ("enforced", "sent to the server as a Bearer token; never echoed or stored, and masked "
+                                                 "(`[redacted]`) in a call's output should the server echo it"),
         "mcp.connector_id": ("refused", "a 400 `unsupported_parameter`: no connectors here"),
         "mcp.defer_loading": ("accepted", "checked (a boolean) but not acted on: the server's tools are offered "
                               "up front"),

@@ -33,7 +33,7 @@ import structlog
 from ...host_policy import HostNotAllowed, HostPolicy, HostUnresolved, check_host
 from ...protocol.errors import APIError
 from .mcp_config import ApprovalRule, MCPLimits, MCPServer, ToolFilter, approval_required, parse_mcp_tool
-from .mcp_model import EMPTY_SCHEMA, MCPCallResult, MCPToolError, MCPToolInfo, redact
+from .mcp_model import EMPTY_SCHEMA, MCPCallResult, MCPToolError, MCPToolInfo, mask_authorization, redact
 
 __all__ = [
     "ApprovalRule", "MCPCallResult", "MCPLimits", "MCPServer", "MCPToolError", "MCPToolInfo", "MCPTools",
@@ -138,7 +138,7 @@ class MCPTools:
         text = cap_output(text, self.limits.max_output_bytes)
         if is_error:  # the server's own text, so redacted like every error text
             return MCPCallResult(error=redact(text, server) or f"Tool '{name}' reported an error without a message.")
-        return MCPCallResult(output=text)
+        return MCPCallResult(output=mask_authorization(text, server))
 
     def _may_call(self, server: MCPServer, name: str) -> bool:
         """``allowed_tools`` holds for calls too, not only for what the model was offered. A ``read_only`` filter

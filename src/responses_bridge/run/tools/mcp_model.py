@@ -3,7 +3,7 @@ that could not be used. Kept apart from the I/O so that the loop can hold them w
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,7 +78,18 @@ class MCPCallResult:
 def redact(text: str, server: MCPServer) -> str:
     """Remove any header value (and bearer token) of the request from ``text``: the last guard on error texts,
     which may quote what a library or a server said."""
-    for value in server.headers.values():
+    return _without(text, server.headers.values())
+
+
+def mask_authorization(text: str, server: MCPServer) -> str:
+    """``text`` (a call's output) without the request's ``Authorization`` value or its bearer token: a server
+    that echoes the credential it was given (an OAuth token, a vault's credential) does not hand it to the model,
+    the response's items or anything stored. Other headers are the client's own and may be echoed."""
+    return _without(text, [value for name, value in server.headers.items() if name.lower() == "authorization"])
+
+
+def _without(text: str, values: Iterable[str]) -> str:
+    for value in values:
         candidates = [value]
         if value.lower().startswith("bearer "):
             candidates.append(value[7:])

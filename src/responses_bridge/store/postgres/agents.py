@@ -20,6 +20,7 @@ _SEQ = "SELECT seq FROM agent_records WHERE kind = $1 AND id = $2 AND tenant = $
 _DELETE = "DELETE FROM agent_records WHERE kind = $1 AND id = $2 AND tenant = $3"
 _DELETE_CHILDREN = "DELETE FROM agent_records WHERE parent = $1 AND tenant = $2 AND kind = ANY($3::text[])"
 _DELETE_EVENTS = "DELETE FROM agent_session_events WHERE session_id = $1 AND tenant = $2"
+_DELETE_CREDENTIALS = "DELETE FROM agent_records WHERE parent = $1 AND tenant = $2 AND kind = 'vault_credential'"
 _COUNT = "SELECT count(*) FROM agent_records WHERE kind = $1 AND tenant = $2"
 _UNFINISHED = ("SELECT tenant, body::text FROM agent_records WHERE kind = 'session' "
                "AND body->>'status' IN ('in_progress', 'requires_action') LIMIT $1")
@@ -108,6 +109,8 @@ class PostgresAgentStore:
             if kind == "automation":
                 await conn.execute(_DELETE_CHILDREN, record_id, tenant, ["invocation"])
                 await conn.execute("DELETE FROM agent_automation_firings WHERE automation_id = $1", record_id)
+            if kind == "vault":  # its credentials go with it
+                await conn.execute(_DELETE_CREDENTIALS, record_id, tenant)
             return True
 
     async def count(self, kind: str, *, tenant: str) -> int:

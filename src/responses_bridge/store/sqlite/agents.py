@@ -23,6 +23,7 @@ _DELETE = "DELETE FROM agent_records WHERE kind = ? AND id = ? AND tenant = ?"
 _DELETE_CHILDREN = ("DELETE FROM agent_records WHERE parent = ? AND tenant = ? AND kind IN "
                     f"({', '.join('?' for _ in CHILD_KINDS)})")
 _DELETE_EVENTS = "DELETE FROM agent_session_events WHERE session_id = ? AND tenant = ?"
+_DELETE_CREDENTIALS = "DELETE FROM agent_records WHERE parent = ? AND tenant = ? AND kind = 'vault_credential'"
 _COUNT = "SELECT count(*) FROM agent_records WHERE kind = ? AND tenant = ?"
 _UNFINISHED = ("SELECT tenant, body FROM agent_records WHERE kind = 'session' "
                "AND json_extract(body, '$.status') IN ('in_progress', 'requires_action') LIMIT ?")
@@ -116,6 +117,8 @@ class SQLiteAgentStore:
                 if kind == "automation":
                     conn.execute(_DELETE_CHILDREN, (record_id, tenant, "invocation", "invocation", "invocation"))
                     conn.execute("DELETE FROM agent_automation_firings WHERE automation_id = ?", (record_id,))
+                if kind == "vault":  # its credentials go with it
+                    conn.execute(_DELETE_CREDENTIALS, (record_id, tenant))
                 return True
 
         return await self._db.run_write("delete_agent_record", delete)
