@@ -350,9 +350,7 @@ async def test_session_update_and_lists(beta_client: openai.AsyncOpenAI, http: a
 
 
 async def test_session_refusals(http: aiohttp.ClientSession) -> None:
-    for body, param in [({"agent": {"model": MODEL}, "environment": {"type": "openai_hosted"}, "input": "x"},
-                         "environment.type"),
-                        ({"agent": {"model": MODEL}, "environment": {"type": "self_hosted",
+    for body, param in [({"agent": {"model": MODEL}, "environment": {"type": "self_hosted",
                                                                      "workspace_directory": "/w"}, "input": "x"},
                          "environment.type"),
                         ({"agent": {"model": MODEL}, "environment": {"type": "none"}}, "input"),

@@ -2,10 +2,11 @@
 cancel events in (with ``Idempotency-Key``); the event stream out; turns and items. A session's turns run in
 services/agent_turns.py, its events in services/agent_events.py.
 
-Served: the ``none`` environment (the model alone, no workspace), agents whose tools are the client's own functions
-(their calls wait for ``tool_result`` events: ``requires_action``). An ``openai_hosted`` or ``self_hosted``
-environment, other tools, subagents and vaults are refused with a 400 naming what is not served yet: never accepted
-and silently dropped.
+Served: the ``none`` environment (the model alone, no workspace) and ``openai_hosted`` (a container for the
+session's life, the hosted shell over it, the files its turns leave as artifacts: services/agent_environments.py),
+agents whose tools are the client's own functions (their calls wait for ``tool_result`` events:
+``requires_action``) and MCP servers over HTTP. A ``self_hosted`` environment, other tools, subagents and vaults are
+refused with a 400 naming what is not served yet: never accepted and silently dropped.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 import orjson
 
 from .. import ids
+from ..protocol.agent_environments import hosted_plan
 from ..protocol.agent_inputs import (
     MAX_EVENTS_PER_CALL,
     cache_options,
@@ -36,13 +38,16 @@ from ..protocol.agents import SESSION_AGENT_FIELDS, apply_config, default_config
 from ..protocol.errors import APIError, invalid_request, not_found
 from ..protocol.lists import list_of
 from ..protocol.request import check_metadata
+from ..store.base import BlobReader
 from ..store.base_agents import AgentStore
 from ..store.owners import new_owner_id
+from .agent_environments import SessionEnvironments, environment_state
 from .agent_events import SessionEvents
 from .agent_leases import SessionLeases
 from .agent_turns import ResponseStarter, SessionRunner, public
 from .agents import AgentService
 from .background import BackgroundService
+from .containers import ContainerService
 from .pagination import page_errors
 
 MAX_SESSIONS_PER_TENANT = 100_000
@@ -66,8 +71,9 @@ class _SessionLock:
 
 class SessionService:
     def __init__(self, store: AgentStore, agents: AgentService, background: BackgroundService,
-                 start: ResponseStarter) -> None:
+                 start: ResponseStarter, containers: ContainerService | None = None) -> None:
         self.store = store
+        self.environments = SessionEnvironments(store, containers)
         self.agents = agents
         self.background = background
         self.start = start
@@ -82,7 +88,8 @@ class SessionService:
 
     async def create(self, body: dict[str, Any], *, tenant: str, authorization: str | None) -> dict[str, Any]:
         known(body, SESSION_FIELDS, "")
-        check_environment(body.get("environment"))
+        hosted = hosted_plan(body["environment"]) if check_environment(body.get("environment")) == "openai_hosted" \
+            else None
         agent = await self._agent(body, tenant)
         check_metadata(body.get("metadata"))
         stream = body.get("stream")
@@ -95,25 +102,38 @@ class SessionService:
         if body.get("vault_ids"):
             raise not_served("Vaults ('vault_ids')", "vault_ids")
         if body.get("input") is None:
-            raise invalid_request("Missing required parameter: 'input' (a session with environment 'none' starts "
-                                  "with its first input).", param="input", code="missing_required_parameter")
+            raise invalid_request("Missing required parameter: 'input' (a session starts with its first input).",
+                                  param="input", code="missing_required_parameter")
         content = messages(body["input"], "input")
         if await self.store.count("session", tenant=tenant) >= MAX_SESSIONS_PER_TENANT:
             raise APIError(429, f"A project may keep at most {MAX_SESSIONS_PER_TENANT} sessions; delete some first.",
                            type="invalid_request_error", code="session_limit_reached")
         now = int(time.time())
+        session_id = ids.new_id("sess")
+        environment = {"type": "none"} if hosted is None else \
+            await self.environments.provision(session_id, hosted, tenant=tenant)
         session: dict[str, Any] = {
-            "id": ids.new_id("sess"), "object": "agent.session", "agent": agent, "created_at": now,
-            "environment": {"type": "none"}, "error": None, "last_active_at": now,
+            "id": session_id, "object": "agent.session", "agent": agent, "created_at": now,
+            "environment": environment, "error": None, "last_active_at": now,
             "metadata": dict(body.get("metadata") or {}), "required_actions": [], "status": "idle", "usage": None,
             "vault_ids": [], "prompt_cache_options": cache_options(body.get("prompt_cache_options")),
         }
         review = review_mode(body.get("review"))
         if review is not None:
             session["review"] = review
-        runner = await self._runner(session["id"], tenant)
-        await runner.events.emit({"type": "agent.session.created", "session": public(session)},
-                                 records=[runner.session_record(session)])
+        try:
+            runner = await self._runner(session["id"], tenant)
+            await runner.events.emit({"type": "agent.session.created", "session": public(session)},
+                                     records=[runner.session_record(session)])
+        except BaseException:
+            if hosted is not None:  # never a container without its session
+                await self.environments.release(session, tenant=tenant)
+            raise
+        if hosted is not None:  # made with the session: pending, then ready at once
+            for status in ("pending", "ready"):
+                await runner.events.emit({"type": f"agent.session.environment.{status}", "session_id": session_id,
+                                          "turn_id": None, "environment": environment_state(environment["id"],
+                                                                                            status)})
         await runner.submit(session, content, authorization)
         return public(session)
 
@@ -188,13 +208,14 @@ class SessionService:
     async def delete(self, session_id: str, *, tenant: str) -> dict[str, Any]:
         """The session, its turns, items and events go; its running turn is stopped and its turns' stored
         responses are deleted with it."""
-        await self._load(session_id, tenant)
+        stored = await self._load(session_id, tenant)
         runner = self.runners.pop(session_id, None)
         if runner is not None and runner.task is not None:
             runner.task.cancel()
         response_ids = await self._response_ids(session_id, tenant)
         if runner is not None and runner.response_id:
             response_ids.append(runner.response_id)
+        await self.environments.release(stored, tenant=tenant)
         if not await self.store.delete("session", session_id, tenant=tenant):
             raise session_not_found(session_id)
         self.events.forget(session_id)
@@ -283,7 +304,8 @@ class SessionService:
                 if stale is not None:
                     stale.active = False  # its readers read the store
             log_ = await self.events.log_of(session_id, tenant)
-            runner = SessionRunner(self.store, self.background, self.start, log_, session_id, tenant)
+            runner = SessionRunner(self.store, self.background, self.start, log_, session_id, tenant,
+                                   self.environments)
             runner.on_idle = self._idle
             runner.locked = functools.partial(self._locked, session_id)
             self.runners[session_id] = runner
@@ -346,6 +368,29 @@ class SessionService:
             page = await self.store.page("item", tenant=tenant, parent=session_id, scope=turn_id, after=after,
                                          limit=limit, order=order)
         return list_of(page.data, has_more=page.has_more)
+
+    # --- artifacts ------------------------------------------------------------------------------------------
+
+    async def list_artifacts(self, session_id: str, *, environment_id: str | None, after: str | None, limit: int,
+                             order: str, tenant: str) -> dict[str, Any]:
+        await self._load(session_id, tenant)
+        return await self.environments.list_artifacts(session_id, environment_id=environment_id, after=after,
+                                                      limit=limit, order=order, tenant=tenant)
+
+    async def get_artifact(self, session_id: str, artifact_id: str, *, tenant: str) -> dict[str, Any]:
+        await self._load(session_id, tenant)
+        return public(await self.environments.get(session_id, artifact_id, tenant=tenant))
+
+    async def open_artifact(self, session_id: str, artifact_id: str, *,
+                            tenant: str) -> tuple[BlobReader, dict[str, Any]]:
+        await self._load(session_id, tenant)
+        artifact = await self.environments.get(session_id, artifact_id, tenant=tenant)
+        return await self.environments.open(session_id, artifact_id, tenant=tenant), public(artifact)
+
+    async def delete_artifact(self, session_id: str, artifact_id: str, *, tenant: str) -> dict[str, Any]:
+        async with self._locked(session_id):
+            await self._load(session_id, tenant)
+            return await self.environments.delete(session_id, artifact_id, tenant=tenant)
 
     async def recover(self) -> int:
         """At start, alone on the database: the turns a stopped process left running or waiting are failed and
