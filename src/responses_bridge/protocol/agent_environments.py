@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .. import ids
 from .errors import APIError, invalid_request
 
 HOSTED_FIELDS = ("type", "capability_directories", "container_size", "desktop", "env", "environment_id",
@@ -46,6 +47,26 @@ class HostedPlan:
                 "network": {"access": self.access, "allowed_domains": list(self.allowed_domains)},
                 "packages": {kind: [] for kind in PACKAGE_KINDS}, "plugins": [], "skills": [],
                 "container_size": self.container_size, "desktop": {"enabled": False}}
+
+
+def self_hosted(environment: dict[str, Any], session_id: str) -> dict[str, Any]:
+    """A ``self_hosted`` environment (the SDK's ``EnvironmentResourceSelfHosted``): the client runs the model's
+    commands, handed to it as the session's required actions; ``remote_url`` is where it takes them and gives their
+    results: the session's event stream (the bridge does not serve ``codex exec-server``'s protocol)."""
+    for key in environment:
+        if key not in ("type", "workspace_directory", "capability_directories"):
+            raise invalid_request(f"Unknown parameter: 'environment.{key}'.", param=f"environment.{key}",
+                                  code="unknown_parameter")
+    directory = environment.get("workspace_directory")
+    if not isinstance(directory, str) or not directory.startswith("/") or len(directory) > 4096:
+        raise invalid_request("Invalid value for 'environment.workspace_directory': expected an absolute path.",
+                              param="environment.workspace_directory", code="invalid_value")
+    if not _empty(environment.get("capability_directories")):
+        raise invalid_request("Capability directories ('capability_directories') are not served by this bridge in "
+                              "a 'self_hosted' environment.", param="environment.capability_directories",
+                              code="unsupported_value")
+    return {"id": ids.new_id("env"), "type": "self_hosted", "capability_directories": [],
+            "workspace_directory": directory, "remote_url": f"/v1/agents/sessions/{session_id}/events"}
 
 
 def _empty(value: Any) -> bool:

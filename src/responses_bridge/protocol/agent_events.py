@@ -77,13 +77,21 @@ def _command(event: dict[str, Any], base: dict[str, Any],
     if item["type"] == "shell_call":
         if event["type"] != "response.output_item.done":
             return None, None
-        commands = (item.get("action") or {}).get("commands") or []
+        action = item.get("action") or {}
+        commands = action.get("commands") or []
         item_id, command = str(item.get("id") or call_id), "\n".join(str(command) for command in commands)
-        shown.commands[call_id] = (item_id, command)
         added = {"id": item_id, "type": "command_execution", "command": command,
                  "cwd": None, "duration_ms": None, "exit_code": None, "output": None, "status": "in_progress",
                  "turn_id": base["turn_id"]}
-        return {"type": "agent.session.turn.item.added", **base, **where, "item": added}, None
+        said = {"type": "agent.session.turn.item.added", **base, **where, "item": added}
+        if item.get("environment") is None:  # the client's own shell (self_hosted): the client runs it
+            added[CLIENT_CALL] = {"call_id": call_id, "name": "shell", "turn_id": base["turn_id"],
+                                  "arguments": {"commands": [str(c) for c in commands],
+                                                "timeout_ms": action.get("timeout_ms"),
+                                                "max_output_length": action.get("max_output_length")}}
+            return said, added
+        shown.commands[call_id] = (item_id, command)
+        return said, None
     if event["type"] != "response.output_item.done" or call_id not in shown.commands:
         return None, None
     item_id, command = shown.commands.pop(call_id)
@@ -117,6 +125,30 @@ def call_output_input(result: dict[str, Any]) -> dict[str, Any]:
 def user_item(item_id: str, content: list[dict[str, Any]], turn_id: str) -> dict[str, Any]:
     return {"id": item_id, "type": "message", "role": "user", "content": content, "status": "completed",
             "phase": None, "turn_id": turn_id}
+
+
+CLIENT_CALL = "_client_call"
+"""Key of a ``command_execution`` item the client must run (the call it answers; taken off before it is shown)."""
+
+
+def command_output_input(call: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+    """A client's result of a command (a ``self_hosted`` session) as the next response's ``shell_call_output``: the
+    client says success or failure and what it printed, which the model reads as exit code 0 or 1."""
+    text = result_text(result.get("output"))
+    if result["success"]:
+        output = {"stdout": text, "stderr": "", "outcome": {"type": "exit", "exit_code": 0}}
+    else:
+        output = {"stdout": text, "stderr": result.get("error") or "the command failed",
+                  "outcome": {"type": "exit", "exit_code": 1}}
+    return {"type": "shell_call_output", "call_id": call["call_id"], "output": [output]}
+
+
+def result_text(output: Any) -> str:
+    if output is None:
+        return ""
+    if isinstance(output, str):
+        return output
+    return "".join(str(part.get("text", "")) for part in output if part.get("type") == "input_text")
 
 
 @dataclass

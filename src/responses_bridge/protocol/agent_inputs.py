@@ -15,9 +15,9 @@ MAX_TEXT_CHARS = 1_000_000
 
 
 def not_served(what: str, param: str) -> APIError:
-    return invalid_request(f"{what} is not served yet by this bridge: sessions run with environment 'none' or "
-                           "'openai_hosted' and agents whose tools are the client's own functions and MCP servers "
-                           "over HTTP.", param=param, code="unsupported_value")
+    return invalid_request(f"{what} is not served yet by this bridge: sessions run with environment 'none', "
+                           "'openai_hosted' or 'self_hosted' and agents whose tools are the client's own functions "
+                           "and MCP servers over HTTP.", param=param, code="unsupported_value")
 
 
 def known(body: dict[str, Any], fields: tuple[str, ...], prefix: str) -> None:
@@ -28,8 +28,8 @@ def known(body: dict[str, Any], fields: tuple[str, ...], prefix: str) -> None:
 
 
 def check_environment(environment: Any) -> str:
-    """The environment's ``type`` (``none`` or ``openai_hosted``: protocol/agent_environments.py checks the
-    rest of a hosted one); ``self_hosted`` is refused by name."""
+    """The environment's ``type``: ``none``, ``openai_hosted`` or ``self_hosted`` (protocol/agent_environments.py
+    checks the rest of the last two)."""
     if environment is None:
         raise invalid_request("Missing required parameter: 'environment'.", param="environment",
                               code="missing_required_parameter")
@@ -38,7 +38,7 @@ def check_environment(environment: Any) -> str:
                               code="invalid_type")
     kind = environment.get("type")
     if kind == "self_hosted":
-        raise not_served(f"Environment type '{kind}'", "environment.type")
+        return "self_hosted"
     if kind == "openai_hosted":
         return "openai_hosted"
     if kind != "none":

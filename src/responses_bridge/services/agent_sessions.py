@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from .. import ids
-from ..protocol.agent_environments import hosted_plan
+from ..protocol.agent_environments import hosted_plan, self_hosted
 from ..protocol.agent_inputs import (
     MAX_EVENTS_PER_CALL,
     cache_options,
@@ -88,8 +88,8 @@ class SessionService:
 
     async def create(self, body: dict[str, Any], *, tenant: str, authorization: str | None) -> dict[str, Any]:
         known(body, SESSION_FIELDS, "")
-        hosted = hosted_plan(body["environment"]) if check_environment(body.get("environment")) == "openai_hosted" \
-            else None
+        kind = check_environment(body.get("environment"))
+        hosted = hosted_plan(body["environment"]) if kind == "openai_hosted" else None
         agent = await self._agent(body, tenant)
         check_metadata(body.get("metadata"))
         stream = body.get("stream")
@@ -110,8 +110,12 @@ class SessionService:
                            type="invalid_request_error", code="session_limit_reached")
         now = int(time.time())
         session_id = ids.new_id("sess")
-        environment = {"type": "none"} if hosted is None else \
-            await self.environments.provision(session_id, hosted, tenant=tenant)
+        if kind == "self_hosted":
+            environment = self_hosted(body["environment"], session_id)
+        elif hosted is not None:
+            environment = await self.environments.provision(session_id, hosted, tenant=tenant)
+        else:
+            environment = {"type": "none"}
         session: dict[str, Any] = {
             "id": session_id, "object": "agent.session", "agent": agent, "created_at": now,
             "environment": environment, "error": None, "last_active_at": now,

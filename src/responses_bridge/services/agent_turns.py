@@ -21,10 +21,12 @@ import structlog
 
 from .. import ids
 from ..protocol.agent_events import (
+    CLIENT_CALL,
     TERMINAL,
     Shown,
     add_usage,
     call_output_item,
+    result_text,
     token_usage,
     translate,
     turn_error,
@@ -323,6 +325,14 @@ class SessionRunner:
         call = entry.calls.open.get(result["call_id"]) if entry is not None else None
         if entry is None or call is None or call["turn_id"] != result["turn_id"]:
             raise unknown_call(result["call_id"])
+        if "command_item" in call:  # a command the client ran: its command_execution item is done
+            entry.calls.answer(result)
+            ran = dict(call["command_item"], status="completed" if result["success"] else "failed",
+                       output=result_text(result.get("output")) or result.get("error"))
+            await self.events.emit({"type": "agent.session.turn.item.done", "session_id": self.session_id,
+                                    "turn_id": call["turn_id"], "output_index": 0, "item": ran},
+                                   records=[self.item_record(ran)])
+            return
         item = call_output_item(ids.new_id("fco"), call, result)
         entry.calls.answer(result)
         done = dict(call, status="completed" if result["success"] else "failed")
@@ -347,6 +357,8 @@ class SessionRunner:
         container_id = hosted_container(session)
         if container_id is not None:  # the session's container, the hosted shell's
             tools.append(shell_tool(container_id))
+        elif session["environment"]["type"] == "self_hosted":  # the client's shell: its commands wait for it
+            tools.append({"type": "shell", "environment": {"type": "local"}})
         if tools:
             body["tools"] = tools
         previous = (session.get("_private") or {}).get("last_response_id")
@@ -371,6 +383,8 @@ class SessionRunner:
                 said, item = translate(event, self.session_id, turn_id, shown)
                 if item is not None and item["type"] == "function_call":
                     entry.calls.opened(item)  # before the client can see it: its result is expected from now
+                elif item is not None and CLIENT_CALL in item:  # a command the client runs (self_hosted)
+                    entry.calls.opened({**item.pop(CLIENT_CALL), "command_item": item})
                 if said is not None:  # a finished item is stored with the event that shows it
                     await self.events.emit(said, records=None if item is None else [self.item_record(item)])
         return final
