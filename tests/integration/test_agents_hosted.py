@@ -18,6 +18,7 @@ from openai.types.beta.agents.sessions import SessionArtifact, SessionArtifactDe
 from responses_bridge.sandbox.cgroups import CgroupParent
 from responses_bridge.sandbox.doctor import check_bubblewrap
 from tests.integration.test_agents_api import BETA, MODEL, frames, read_until_idle, strict
+from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.envoy import have_envoy
 from tests.support.gateway import Gateway, running_gateway
 
@@ -210,3 +211,44 @@ async def test_restricted_network_is_the_containers_allowlist(gateway: Gateway) 
         assert container.network_policy is not None and container.network_policy.type == "allowlist"
         assert container.network_policy.allowed_domains == ["example.com"]
         await client.beta.agents.sessions.delete(session.id)
+
+
+@pytest.fixture(scope="module")
+async def tenanted(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sidecar]:
+    """A sidecar whose tenant is the ``x-tenant-id`` header (RESPONSES_BRIDGE_AUTH=header), HTTP door."""
+    async with running_sidecar(str(tmp_path_factory.mktemp("hosted-tenancy")), fake_upstream, extproc=False,
+                               env={"RESPONSES_BRIDGE_AUTH": "header"},
+                               ready_headers={"x-tenant-id": "alpha"}) as sidecar:
+        yield sidecar
+
+
+async def test_another_tenants_artifacts_are_a_404(tenanted: Sidecar) -> None:
+    clients = {tenant: openai.AsyncOpenAI(base_url=f"{tenanted.http_url}/v1", api_key="sk-client", max_retries=0,
+                                          timeout=60, default_headers={"x-tenant-id": tenant})
+               for tenant in ("alpha", "other")}
+    try:
+        alpha, other = clients["alpha"], clients["other"]
+        agent = await alpha.beta.agents.create(model=MODEL)
+        session = await alpha.beta.agents.sessions.create(agent_id=agent.id, environment=HOSTED,  # type: ignore[arg-type]
+                                                          input="sh: echo secret > /mnt/data/mine.txt")
+        async with aiohttp.ClientSession(tenanted.http_url) as http:
+            async with http.get(f"/v1/agents/sessions/{session.id}/events",
+                                headers={**BETA, "x-tenant-id": "alpha"}) as answer:
+                await read_until_idle(answer)
+        [artifact] = (await alpha.beta.agents.sessions.artifacts.list(session.id)).data
+        theirs = other.beta.agents.sessions.artifacts
+        for call in (theirs.list(session.id), theirs.retrieve(artifact.id, session_id=session.id),
+                     theirs.content(artifact.id, session_id=session.id),
+                     theirs.delete(artifact.id, session_id=session.id),
+                     other.containers.retrieve(artifact.environment_id)):
+            with pytest.raises(openai.NotFoundError):
+                await call
+        # an artifact is found under its own session only
+        second = await alpha.beta.agents.sessions.create(agent_id=agent.id, environment={"type": "none"}, input="x")
+        with pytest.raises(openai.NotFoundError):
+            await alpha.beta.agents.sessions.artifacts.retrieve(artifact.id, session_id=second.id)
+        content = await alpha.beta.agents.sessions.artifacts.content(artifact.id, session_id=session.id)
+        assert content.read() == b"secret\n"
+    finally:
+        for client in clients.values():
+            await client.close()
