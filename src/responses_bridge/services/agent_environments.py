@@ -35,6 +35,10 @@ MAX_ARTIFACTS_PER_SESSION = 1000
 READ_CHUNK = 1 << 20
 
 
+def session_not_found(session_id: str) -> APIError:
+    return not_found(f"No session found with id '{session_id}'.", param="session_id", code="not_found")
+
+
 def artifact_not_found(artifact_id: str) -> APIError:
     return not_found(f"No artifact found with id '{artifact_id[:200]}'.", param="artifact_id", code="not_found")
 
@@ -137,31 +141,41 @@ class SessionEnvironments:
             after = found[-1].id
         return records
 
-    # --- the artifact routes -------------------------------------------------------------------------------
+    # --- the artifact routes (each of a session of ``tenant``'s: another's is a 404) --------------------------
+
+    async def _session(self, session_id: str, tenant: str) -> None:
+        if await self.store.get("session", session_id, tenant=tenant) is None:
+            raise session_not_found(session_id)
 
     async def list_artifacts(self, session_id: str, *, environment_id: str | None, after: str | None,
                              limit: int, order: str, tenant: str) -> dict[str, Any]:
+        await self._session(session_id, tenant)
         with page_errors("artifact"):
             page = await self.store.page("artifact", tenant=tenant, parent=session_id, scope=environment_id,
                                          after=after, limit=limit, order=order)
         return list_of([_public(artifact) for artifact in page.data], has_more=page.has_more)
 
-    async def get(self, session_id: str, artifact_id: str, *, tenant: str) -> dict[str, Any]:
+    async def retrieve(self, session_id: str, artifact_id: str, *, tenant: str) -> dict[str, Any]:
+        return _public(await self._get(session_id, artifact_id, tenant=tenant))
+
+    async def _get(self, session_id: str, artifact_id: str, *, tenant: str) -> dict[str, Any]:
+        await self._session(session_id, tenant)
         artifact = await self.store.get("artifact", artifact_id, tenant=tenant)
         if artifact is None or artifact.get("session_id") != session_id:
             raise artifact_not_found(artifact_id)
         return artifact
 
-    async def open(self, session_id: str, artifact_id: str, *, tenant: str) -> BlobReader:
-        artifact = await self.get(session_id, artifact_id, tenant=tenant)
+    async def open(self, session_id: str, artifact_id: str, *, tenant: str) -> tuple[BlobReader, dict[str, Any]]:
+        """The artifact's bytes (opened: one deleted meanwhile is a 404) and the artifact."""
+        artifact = await self._get(session_id, artifact_id, tenant=tenant)
         reader = None if self.containers is None else \
             await self.containers.blobs.open(artifact["_private"]["blob_id"])
         if reader is None:  # deleted meanwhile
             raise artifact_not_found(artifact_id)
-        return reader
+        return reader, _public(artifact)
 
     async def delete(self, session_id: str, artifact_id: str, *, tenant: str) -> dict[str, Any]:
-        artifact = await self.get(session_id, artifact_id, tenant=tenant)
+        artifact = await self._get(session_id, artifact_id, tenant=tenant)
         if not await self.store.delete("artifact", artifact_id, tenant=tenant):
             raise artifact_not_found(artifact_id)
         await self._remove([artifact["_private"]["blob_id"]])
@@ -193,5 +207,3 @@ class SessionEnvironments:
 def _public(artifact: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in artifact.items() if key != "_private"}
 
-
-public_artifact = _public

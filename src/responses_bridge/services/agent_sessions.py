@@ -38,10 +38,9 @@ from ..protocol.agents import SESSION_AGENT_FIELDS, apply_config, default_config
 from ..protocol.errors import APIError, invalid_request, not_found
 from ..protocol.lists import list_of
 from ..protocol.request import check_metadata
-from ..store.base import BlobReader
 from ..store.base_agents import AgentStore
 from ..store.owners import new_owner_id
-from .agent_environments import SessionEnvironments, environment_state
+from .agent_environments import SessionEnvironments, environment_state, session_not_found
 from .agent_events import SessionEvents
 from .agent_leases import SessionLeases
 from .agent_turns import ResponseStarter, SessionRunner, public
@@ -55,10 +54,6 @@ POLL_SECONDS = 1.0  # a reader of a session another process runs reads the store
 SESSION_FIELDS = ("environment", "agent", "agent_id", "input", "metadata", "prompt_cache_options", "review",
                   "stream", "stream_options", "vault_ids")
 UPDATE_FIELDS = ("agent", "metadata", "prompt_cache_options", "review")
-
-
-def session_not_found(session_id: str) -> APIError:
-    return not_found(f"No session found with id '{session_id}'.", param="session_id", code="not_found")
 
 
 class _SessionLock:
@@ -372,29 +367,6 @@ class SessionService:
             page = await self.store.page("item", tenant=tenant, parent=session_id, scope=turn_id, after=after,
                                          limit=limit, order=order)
         return list_of(page.data, has_more=page.has_more)
-
-    # --- artifacts ------------------------------------------------------------------------------------------
-
-    async def list_artifacts(self, session_id: str, *, environment_id: str | None, after: str | None, limit: int,
-                             order: str, tenant: str) -> dict[str, Any]:
-        await self._load(session_id, tenant)
-        return await self.environments.list_artifacts(session_id, environment_id=environment_id, after=after,
-                                                      limit=limit, order=order, tenant=tenant)
-
-    async def get_artifact(self, session_id: str, artifact_id: str, *, tenant: str) -> dict[str, Any]:
-        await self._load(session_id, tenant)
-        return public(await self.environments.get(session_id, artifact_id, tenant=tenant))
-
-    async def open_artifact(self, session_id: str, artifact_id: str, *,
-                            tenant: str) -> tuple[BlobReader, dict[str, Any]]:
-        await self._load(session_id, tenant)
-        artifact = await self.environments.get(session_id, artifact_id, tenant=tenant)
-        return await self.environments.open(session_id, artifact_id, tenant=tenant), public(artifact)
-
-    async def delete_artifact(self, session_id: str, artifact_id: str, *, tenant: str) -> dict[str, Any]:
-        async with self._locked(session_id):
-            await self._load(session_id, tenant)
-            return await self.environments.delete(session_id, artifact_id, tenant=tenant)
 
     async def recover(self) -> int:
         """At start, alone on the database: the turns a stopped process left running or waiting are failed and

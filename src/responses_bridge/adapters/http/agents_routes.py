@@ -173,26 +173,26 @@ class AgentRoutes:
     # --- artifacts ------------------------------------------------------------------------------------------
 
     async def list_artifacts(self, request: web.Request) -> web.Response:
-        return json_reply(await self.sessions.list_artifacts(
+        return json_reply(await self.sessions.environments.list_artifacts(
             request.match_info["session_id"], environment_id=request.query.get("environment_id"),
             **page_query(request, before=False), tenant=request_tenant(request)))
 
     async def retrieve_artifact(self, request: web.Request) -> web.Response:
-        return json_reply(await self.sessions.get_artifact(request.match_info["session_id"],
-                                                           request.match_info["artifact_id"],
-                                                           tenant=request_tenant(request)))
+        return json_reply(await self.sessions.environments.retrieve(request.match_info["session_id"],
+                                                                    request.match_info["artifact_id"],
+                                                                    tenant=request_tenant(request)))
 
     async def artifact_content(self, request: web.Request) -> web.StreamResponse:
         """The artifact's bytes, a chunk at a time (opened before the answer starts: a 404 stays JSON)."""
-        reader, artifact = await self.sessions.open_artifact(request.match_info["session_id"],
-                                                             request.match_info["artifact_id"],
-                                                             tenant=request_tenant(request))
+        reader, artifact = await self.sessions.environments.open(request.match_info["session_id"],
+                                                                 request.match_info["artifact_id"],
+                                                                 tenant=request_tenant(request))
         return await send_blob(request, reader, artifact["path"].rsplit("/", 1)[-1])
 
     async def delete_artifact(self, request: web.Request) -> web.Response:
-        return json_reply(await self.sessions.delete_artifact(request.match_info["session_id"],
-                                                              request.match_info["artifact_id"],
-                                                              tenant=request_tenant(request)))
+        return json_reply(await self.sessions.environments.delete(request.match_info["session_id"],
+                                                                  request.match_info["artifact_id"],
+                                                                  tenant=request_tenant(request)))
 
 
 async def _sse(request: web.Request, frames: AsyncIterator[bytes]) -> web.StreamResponse:
