@@ -6,6 +6,7 @@ strictly with the SDK's own types; what the bridge cannot give an environment is
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,6 +19,7 @@ from openai.types.beta.agents.sessions import SessionArtifact, SessionArtifactDe
 from responses_bridge.sandbox.cgroups import CgroupParent
 from responses_bridge.sandbox.doctor import check_bubblewrap
 from tests.integration.test_agents_api import BETA, MODEL, frames, read_until_idle, strict
+from tests.integration.test_skills import MANIFEST, skill_zip
 from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.envoy import have_envoy
 from tests.support.gateway import Gateway, running_gateway
@@ -175,7 +177,8 @@ async def test_a_container_gone_is_an_expired_environment(gateway: Gateway) -> N
     ({"network": {"access": "restricted", "blocked_domains": ["example.com"]}}, "environment.network.blocked_domains"),
     ({"network": {"access": "restricted"}}, "environment.network.allowed_domains"),
     ({"packages": {"python": ["numpy"]}}, "environment.packages.python"),
-    ({"skills": [{"type": "skill_reference", "skill_id": "skill_1"}]}, "environment.skills"),
+    ({"skills": [{"type": "skill_reference", "skill_id": "skill_missing"}]}, "environment.skills[0].skill_id"),
+    ({"plugins": [{"type": "inline"}]}, "environment.plugins"),
     ({"environment_id": "env_1"}, "environment.environment_id"),
     ({"container_size": "huge"}, "environment.container_size"),
     ({"shared": True}, "environment.shared"),
@@ -190,7 +193,7 @@ async def test_what_a_hosted_environment_cannot_have_is_a_400(gateway: Gateway, 
         body = {"agent_id": agent["id"], "input": "hi", "environment": {"type": "openai_hosted", **environment}}
         async with http.post("/v1/agents/sessions", json=body, headers=BETA) as answer:
             error = (await answer.json())["error"]
-            assert answer.status == 400 and error["param"] == param, error
+            assert answer.status in (400, 404) and error["param"] == param, error
         async with http.get("/v1/containers?limit=100") as answer:
             assert len((await answer.json())["data"]) == before  # nothing made
 
@@ -211,6 +214,31 @@ async def test_restricted_network_is_the_containers_allowlist(gateway: Gateway) 
         assert container.network_policy is not None and container.network_policy.type == "allowlist"
         assert container.network_policy.allowed_domains == ["example.com"]
         await client.beta.agents.sessions.delete(session.id)
+
+
+async def test_the_environments_skills_are_laid_out_for_the_shell(gateway: Gateway) -> None:
+    inline = {"type": "inline", "name": "inline-tool", "description": "An inline tool.",
+              "source": {"type": "base64", "media_type": "application/zip",
+                         "data": base64.b64encode(skill_zip(MANIFEST.replace("csv-insights", "inline"))).decode()}}
+    async with openai.AsyncOpenAI(base_url=f"{gateway.sidecar.http_url}/v1", api_key="sk-client", max_retries=0,
+                                  timeout=60) as client, aiohttp.ClientSession(gateway.sidecar.http_url) as http:
+        made = await client.skills.create(files=("s.zip", skill_zip(), "application/zip"))
+        agent = await client.beta.agents.create(model=MODEL)
+        environment = {**HOSTED, "skills": [{"type": "skill_reference", "skill_id": made.id}, inline]}
+        body = {"agent_id": agent.id, "environment": environment, "stream": True,
+                "input": "sh: sed -s -n 2p /mnt/skills/csv-insights/SKILL.md /mnt/skills/inline-tool/SKILL.md"}
+        async with http.post("/v1/agents/sessions", json=body, headers=BETA) as answer:
+            events = frames(await read_until_idle(answer))
+        [command] = commands(events)
+        assert command["exit_code"] == 0 and command["output"] == "name: csv-insights\nname: inline\n"
+        session = await client.beta.agents.sessions.retrieve(events[0][1]["session"]["id"])
+        assert session.environment.type == "openai_hosted"
+        shown = [skill.model_dump() for skill in session.environment.skills]
+        assert shown == [{"type": "skill_reference", "skill_id": made.id, "name": "csv-insights",
+                          "description": made.description, "version": "1"},
+                         {"type": "inline", "name": "inline-tool", "description": "An inline tool."}], shown
+        await client.beta.agents.sessions.delete(session.id)
+        await client.skills.delete(made.id)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
 """A session's ``openai_hosted`` environment checked: what the bridge can give it (a container on the configured
 sandbox backend, its size a memory tier, network by the egress proxy's policy) and, refused by name, what it cannot
-(a desktop and its browser, prewarmed environments and templates, files, plugins, setup commands, skills,
-environment variables, capability directories, packages: no package index is configured for containers).
+(a desktop and its browser, prewarmed environments and templates, files, plugins, setup commands, environment
+variables, capability directories, packages: no package index is configured for containers). Its ``skills`` are the
+container's (services/container_skills.py checks and reads them), laid out read-only at ``/mnt/skills/<name>/``.
 
 The environment's shape as the session shows it is the SDK's ``EnvironmentResourceOpenAIHosted``; its ``id`` is the
 container's (``cntr_…``), which is also each artifact's ``environment_id``.
@@ -34,6 +35,7 @@ class HostedPlan:
     memory_limit: str
     access: str  # "disabled" or "restricted"
     allowed_domains: tuple[str, ...]
+    skills: list[Any] | None = None  # as given: the container's skills (checked when they are resolved)
 
     def network_policy(self) -> dict[str, Any] | None:
         """As the Containers API's ``network_policy`` (services/container_network.py checks it)."""
@@ -41,11 +43,11 @@ class HostedPlan:
             return None
         return {"type": "allowlist", "allowed_domains": list(self.allowed_domains)}
 
-    def resource(self, environment_id: str) -> dict[str, Any]:
+    def resource(self, environment_id: str, skills: list[dict[str, Any]]) -> dict[str, Any]:
         """The session's ``environment`` (the SDK's ``EnvironmentResourceOpenAIHosted``)."""
         return {"id": environment_id, "type": "openai_hosted", "capability_directories": [], "files": [],
                 "network": {"access": self.access, "allowed_domains": list(self.allowed_domains)},
-                "packages": {kind: [] for kind in PACKAGE_KINDS}, "plugins": [], "skills": [],
+                "packages": {kind: [] for kind in PACKAGE_KINDS}, "plugins": [], "skills": skills,
                 "container_size": self.container_size, "desktop": {"enabled": False}}
 
 
@@ -90,7 +92,7 @@ def hosted_plan(environment: dict[str, Any]) -> HostedPlan:
         if environment.get(key) is not None:
             raise _refused(what, f"environment.{key}")
     for key, what in (("files", "Environment files ('files')"), ("plugins", "Plugins ('plugins')"),
-                      ("setup_commands", "Setup commands ('setup_commands')"), ("skills", "Skills ('skills')"),
+                      ("setup_commands", "Setup commands ('setup_commands')"),
                       ("env", "Environment variables ('env')"),
                       ("capability_directories", "Capability directories ('capability_directories')")):
         if not _empty(environment.get(key)):
@@ -112,7 +114,8 @@ def hosted_plan(environment: dict[str, Any]) -> HostedPlan:
         raise invalid_request("Invalid value for 'environment.container_size': expected 'small', 'medium' or "
                               "'large'.", param="environment.container_size", code="invalid_value")
     access, allowed = _network(environment.get("network"))
-    return HostedPlan(size, MEMORY_TIERS[size], access, allowed)
+    skills = environment.get("skills")
+    return HostedPlan(size, MEMORY_TIERS[size], access, allowed, skills if skills else None)
 
 
 def _network(network: Any) -> tuple[str, tuple[str, ...]]:

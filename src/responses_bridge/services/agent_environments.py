@@ -80,10 +80,18 @@ class SessionEnvironments:
         """A new container for the session; its ``environment`` resource."""
         containers = self._service()
         policy = containers.network.parse(plan.network_policy(), "environment.network")
+        skills = await containers.resolve_skills(plan.skills, tenant=tenant, param="environment.skills")
         container = await containers.new_container(f"agent session {session_id}", tenant=tenant,
                                                    minutes=KEEP_MINUTES, memory_limit=plan.memory_limit,
-                                                   network=policy)
-        return plan.resource(container.id)
+                                                   network=policy, skills=skills)
+        shown: list[dict[str, Any]] = []
+        for entry, skill in zip(plan.skills or [], skills, strict=True):
+            if entry["type"] == "skill_reference":  # the SDK's HostedSkillReference
+                shown.append({"type": "skill_reference", "skill_id": entry["skill_id"], "name": skill.name,
+                              "description": skill.description, "version": skill.version or ""})
+            else:
+                shown.append({"type": "inline", "name": skill.name, "description": skill.description})
+        return plan.resource(container.id, shown)
 
     async def alive(self, session: dict[str, Any], *, tenant: str) -> bool:
         """The session's container is still there (used now, so it stays as long again)."""
