@@ -243,9 +243,11 @@ async def test_the_environments_skills_are_laid_out_for_the_shell(gateway: Gatew
 
 @pytest.fixture(scope="module")
 async def tenanted(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sidecar]:
-    """A sidecar whose tenant is the ``x-tenant-id`` header (RESPONSES_BRIDGE_AUTH=header), HTTP door."""
+    """A sidecar whose tenant is the ``x-tenant-id`` header (RESPONSES_BRIDGE_AUTH=header), HTTP door; a container
+    holds 64 bytes of files."""
     async with running_sidecar(str(tmp_path_factory.mktemp("hosted-tenancy")), fake_upstream, extproc=False,
-                               env={"RESPONSES_BRIDGE_AUTH": "header"},
+                               env={"RESPONSES_BRIDGE_AUTH": "header",
+                                    "RESPONSES_BRIDGE_CODE_MAX_CONTAINER_BYTES": "64"},
                                ready_headers={"x-tenant-id": "alpha"}) as sidecar:
         yield sidecar
 
@@ -280,3 +282,22 @@ async def test_another_tenants_artifacts_are_a_404(tenanted: Sidecar) -> None:
     finally:
         for client in clients.values():
             await client.close()
+
+
+async def test_a_sessions_artifacts_hold_a_containers_bytes_at_most(tenanted: Sidecar) -> None:
+    async with openai.AsyncOpenAI(base_url=f"{tenanted.http_url}/v1", api_key="sk-client", max_retries=0, timeout=60,
+                                  default_headers={"x-tenant-id": "alpha"}) as client, \
+            aiohttp.ClientSession(tenanted.http_url, headers={**BETA, "x-tenant-id": "alpha"}) as http:
+        agent = await client.beta.agents.create(model=MODEL)
+        session = await client.beta.agents.sessions.create(agent_id=agent.id, environment=HOSTED,  # type: ignore[arg-type]
+                                                           input="sh: seq 10 20 > /mnt/data/a.txt")  # 33 bytes
+        async with http.get(f"/v1/agents/sessions/{session.id}/events") as answer:
+            first = frames(await read_until_idle(answer))
+        await client.beta.agents.sessions.events.create(session.id, events=[  # type: ignore[list-item]
+            message("sh: rm /mnt/data/a.txt && seq 30 40 > /mnt/data/b.txt")])  # 33 more: past the 64
+        async with http.get(f"/v1/agents/sessions/{session.id}/events",
+                            headers={"Last-Event-ID": first[-1][0]}) as answer:
+            [command] = commands(frames(await read_until_idle(answer)))
+        assert command["exit_code"] == 0  # the container kept it (a.txt is gone)
+        listed = (await client.beta.agents.sessions.artifacts.list(session.id)).data
+        assert [(artifact.path, artifact.size_bytes) for artifact in listed] == [("/mnt/data/a.txt", 33)]

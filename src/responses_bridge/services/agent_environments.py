@@ -8,7 +8,9 @@ as the session is used and is deleted with the session. The agent's turns get th
 session's artifacts when the turn completes.
 
 An artifact is immutable: its bytes are copied from the container file into a blob of its own, so a later turn
-changing or deleting the file leaves the artifact as it was. Artifacts are records of the session (kind
+changing or deleting the file leaves the artifact as it was. A session's artifacts hold at most a container's bytes
+in all (``container_bytes``, counted as they are published), :data:`MAX_ARTIFACTS_PER_TURN` a turn and
+:data:`MAX_ARTIFACTS_PER_SESSION` in all: files past these are not published. Artifacts are records of the session (kind
 ``artifact``, ``scope`` its environment id), deleted with it.
 """
 
@@ -110,7 +112,9 @@ class SessionEnvironments:
         container_id = hosted_container(session)
         if container_id is None or self.containers is None:
             return []
-        published: list[str] = session.setdefault("_private", {}).setdefault("published_files", [])
+        private = session.setdefault("_private", {})
+        published: list[str] = private.setdefault("published_files", [])
+        room = self.containers.container_bytes - int(private.get("artifact_bytes", 0))  # a container's worth
         seen = set(published)
         records: list[Record] = []
         after = None
@@ -118,7 +122,7 @@ class SessionEnvironments:
             found, has_more = await self.containers.store.list_files(container_id, tenant=tenant, after=after,
                                                                      limit=100, order="asc")
             for file in found:
-                if file.id in seen or file.source != "assistant":
+                if file.id in seen or file.source != "assistant" or file.bytes > room:
                     continue
                 if len(records) >= MAX_ARTIFACTS_PER_TURN or len(published) >= MAX_ARTIFACTS_PER_SESSION:
                     break
@@ -142,6 +146,8 @@ class SessionEnvironments:
                             "_private": {"blob_id": blob_id}}
                 records.append(Record("artifact", artifact["id"], artifact, parent=session["id"],
                                       scope=container_id))
+                room -= size
+                private["artifact_bytes"] = int(private.get("artifact_bytes", 0)) + size
                 published.append(file.id)
                 seen.add(file.id)
             if not has_more or not found:
