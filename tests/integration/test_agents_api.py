@@ -350,12 +350,7 @@ async def test_session_update_and_lists(beta_client: openai.AsyncOpenAI, http: a
 
 
 async def test_session_refusals(http: aiohttp.ClientSession) -> None:
-    for body, param in [({"agent": {"model": MODEL}, "environment": {"type": "openai_hosted"}, "input": "x"},
-                         "environment.type"),
-                        ({"agent": {"model": MODEL}, "environment": {"type": "self_hosted",
-                                                                     "workspace_directory": "/w"}, "input": "x"},
-                         "environment.type"),
-                        ({"agent": {"model": MODEL}, "environment": {"type": "none"}}, "input"),
+    for body, param in [({"agent": {"model": MODEL}, "environment": {"type": "none"}}, "input"),
                         ({"environment": {"type": "none"}, "input": "x"}, "agent"),
                         ({"agent_id": "agent_missing", "environment": {"type": "none"}, "input": "x"}, "agent_id"),
                         ({"agent": {"model": MODEL, "tools": [{"type": "web_search"}]},
@@ -364,9 +359,6 @@ async def test_session_refusals(http: aiohttp.ClientSession) -> None:
             raw = await answer.json()
             assert answer.status in (400, 404), raw
             assert raw["error"]["param"] == param
-            if param == "environment.type":
-                assert body["environment"]["type"] in raw["error"]["message"]
-                assert "not served yet" in raw["error"]["message"]
 
 
 async def test_idempotent_events_and_cancel(beta_client: openai.AsyncOpenAI, http: aiohttp.ClientSession) -> None:

@@ -9,6 +9,7 @@ gives the turn its status and usage. An event the Agents API has no word for (a 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -65,6 +66,45 @@ def session_item(item: dict[str, Any], turn_id: str, *, done: bool) -> dict[str,
     return None
 
 
+def _command(event: dict[str, Any], base: dict[str, Any],
+             shown: Shown) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The hosted shell's call and its output (an ``openai_hosted`` session's container) as one
+    ``command_execution`` item (the call item's id): added once the call's commands are known, done
+    with their output and exit code."""
+    item = event["item"]
+    call_id = str(item.get("call_id") or item.get("id"))
+    where = {"output_index": event.get("output_index", 0)}
+    if item["type"] == "shell_call":
+        if event["type"] != "response.output_item.done":
+            return None, None
+        action = item.get("action") or {}
+        commands = action.get("commands") or []
+        item_id, command = str(item.get("id") or call_id), "\n".join(str(command) for command in commands)
+        added = {"id": item_id, "type": "command_execution", "command": command,
+                 "cwd": None, "duration_ms": None, "exit_code": None, "output": None, "status": "in_progress",
+                 "turn_id": base["turn_id"]}
+        said = {"type": "agent.session.turn.item.added", **base, **where, "item": added}
+        if item.get("environment") is None:  # the client's own shell (self_hosted): the client runs it
+            added[CLIENT_CALL] = {"call_id": call_id, "name": "shell", "turn_id": base["turn_id"],
+                                  "arguments": {"commands": [str(c) for c in commands],
+                                                "timeout_ms": action.get("timeout_ms"),
+                                                "max_output_length": action.get("max_output_length")}}
+            return said, added
+        shown.commands[call_id] = (item_id, command)
+        return said, None
+    if event["type"] != "response.output_item.done" or call_id not in shown.commands:
+        return None, None
+    item_id, command = shown.commands.pop(call_id)
+    outputs = [output for output in item.get("output") or [] if isinstance(output, dict)]
+    text = "".join(str(output.get("stdout") or "") + str(output.get("stderr") or "") for output in outputs)
+    outcome = (outputs[-1].get("outcome") or {}) if outputs else {}
+    exit_code = outcome.get("exit_code") if outcome.get("type") == "exit" else None
+    status = "completed" if exit_code == 0 else ("incomplete" if item.get("status") == "incomplete" else "failed")
+    done = {"id": item_id, "type": "command_execution", "command": command, "cwd": None, "duration_ms": None,
+            "exit_code": exit_code, "output": text, "status": status, "turn_id": base["turn_id"]}
+    return {"type": "agent.session.turn.item.done", **base, **where, "item": done}, done
+
+
 def call_output_item(item_id: str, call: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
     """A client's tool result as the session's ``function_call_output`` item."""
     return {"id": item_id, "type": "function_call_output", "call_id": call["call_id"], "turn_id": call["turn_id"],
@@ -87,12 +127,47 @@ def user_item(item_id: str, content: list[dict[str, Any]], turn_id: str) -> dict
             "phase": None, "turn_id": turn_id}
 
 
+CLIENT_CALL = "_client_call"
+"""Key of a ``command_execution`` item the client must run (the call it answers; taken off before it is shown)."""
+
+
+def command_output_input(call: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+    """A client's result of a command (a ``self_hosted`` session) as the next response's ``shell_call_output``: the
+    client says success or failure and what it printed, which the model reads as exit code 0 or 1."""
+    text = result_text(result.get("output"))
+    if result["success"]:
+        output = {"stdout": text, "stderr": "", "outcome": {"type": "exit", "exit_code": 0}}
+    else:
+        output = {"stdout": text, "stderr": result.get("error") or "the command failed",
+                  "outcome": {"type": "exit", "exit_code": 1}}
+    return {"type": "shell_call_output", "call_id": call["call_id"], "output": [output]}
+
+
+def result_text(output: Any) -> str:
+    if output is None:
+        return ""
+    if isinstance(output, str):
+        return output
+    return "".join(str(part.get("text", "")) for part in output if part.get("type") == "input_text")
+
+
+@dataclass
+class Shown:
+    """What a turn's events announced so far: item ids (the events of an item not shown are not either), and the
+    hosted shell's calls by ``call_id`` (their item's id and command, for the output that ends them)."""
+
+    ids: set[str] = field(default_factory=set)
+    commands: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+
 def translate(event: dict[str, Any], session_id: str, turn_id: str,
-              shown: set[str]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """``(session event, finished item)`` for one Responses event; ``shown``: ids of the items announced, so the
-    events of an item not shown are not either."""
+              shown: Shown) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """``(session event, finished item)`` for one Responses event; ``shown``: what was announced so far."""
     kind = event.get("type")
     base = {"session_id": session_id, "turn_id": turn_id}
+    if kind in ("response.output_item.added", "response.output_item.done") and \
+            (event.get("item") or {}).get("type") in ("shell_call", "shell_call_output"):
+        return _command(event, base, shown)
     if kind in ("response.output_item.added", "response.output_item.done"):
         done = kind == "response.output_item.done"
         item = session_item(event.get("item") or {}, turn_id, done=done)
@@ -103,11 +178,11 @@ def translate(event: dict[str, Any], session_id: str, turn_id: str,
                 return None, None
             return {"type": "agent.session.turn.item.added", **base, "output_index": event.get("output_index", 0),
                     "item": item}, item
-        shown.add(str(item["id"]))
+        shown.ids.add(str(item["id"]))
         name = "agent.session.turn.item.done" if done else "agent.session.turn.item.added"
         return {"type": name, **base, "output_index": event.get("output_index", 0), "item": item}, \
             (item if done else None)
-    if event.get("item_id") not in shown:
+    if event.get("item_id") not in shown.ids:
         return None, None
     where = {"item_id": event["item_id"], "output_index": event.get("output_index", 0)}
     if kind in _SAME_SHAPE:

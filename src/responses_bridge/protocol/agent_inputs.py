@@ -15,9 +15,9 @@ MAX_TEXT_CHARS = 1_000_000
 
 
 def not_served(what: str, param: str) -> APIError:
-    return invalid_request(f"{what} is not served yet by this bridge: sessions run with environment 'none' and "
-                           "agents whose tools are the client's own functions and MCP servers over HTTP.", param=param,
-                           code="unsupported_value")
+    return invalid_request(f"{what} is not served yet by this bridge: sessions run with environment 'none', "
+                           "'openai_hosted' or 'self_hosted' and agents whose tools are the client's own functions "
+                           "and MCP servers over HTTP.", param=param, code="unsupported_value")
 
 
 def known(body: dict[str, Any], fields: tuple[str, ...], prefix: str) -> None:
@@ -27,7 +27,9 @@ def known(body: dict[str, Any], fields: tuple[str, ...], prefix: str) -> None:
                                   code="unknown_parameter")
 
 
-def check_environment(environment: Any) -> None:
+def check_environment(environment: Any) -> str:
+    """The environment's ``type``: ``none``, ``openai_hosted`` or ``self_hosted`` (protocol/agent_environments.py
+    checks the rest of the last two)."""
     if environment is None:
         raise invalid_request("Missing required parameter: 'environment'.", param="environment",
                               code="missing_required_parameter")
@@ -35,12 +37,15 @@ def check_environment(environment: Any) -> None:
         raise invalid_request("Invalid type for 'environment': expected an object.", param="environment",
                               code="invalid_type")
     kind = environment.get("type")
-    if kind in ("openai_hosted", "self_hosted"):
-        raise not_served(f"Environment type '{kind}'", "environment.type")
+    if kind == "self_hosted":
+        return "self_hosted"
+    if kind == "openai_hosted":
+        return "openai_hosted"
     if kind != "none":
         raise invalid_request("Invalid value for 'environment.type': expected 'none', 'openai_hosted' or "
                               "'self_hosted'.", param="environment.type", code="invalid_value")
     known(environment, ("type",), "environment.")
+    return "none"
 
 
 def check_servable(config: dict[str, Any]) -> None:

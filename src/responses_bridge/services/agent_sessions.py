@@ -2,10 +2,12 @@
 cancel events in (with ``Idempotency-Key``); the event stream out; turns and items. A session's turns run in
 services/agent_turns.py, its events in services/agent_events.py.
 
-Served: the ``none`` environment (the model alone, no workspace), agents whose tools are the client's own functions
-(their calls wait for ``tool_result`` events: ``requires_action``), MCP servers with a credential of the session's
-vaults (``vault_ids``). An ``openai_hosted`` or ``self_hosted`` environment, other tools and subagents are refused
-with a 400 naming what is not served yet: never accepted and silently dropped.
+Served: the ``none`` environment (the model alone, no workspace), ``openai_hosted`` (a container for the
+session's life, the hosted shell over it, the files its turns leave as artifacts: services/agent_environments.py)
+and ``self_hosted`` (the client runs the commands), agents whose tools are the client's own functions (their calls
+wait for ``tool_result`` events: ``requires_action``) and MCP servers over HTTP, with a credential of the session's
+vaults (``vault_ids``). Other tools and subagents are refused with a 400 naming what is not served yet: never
+accepted and silently dropped.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 import orjson
 
 from .. import ids
+from ..protocol.agent_environments import hosted_plan, self_hosted
 from ..protocol.agent_inputs import (
     MAX_EVENTS_PER_CALL,
     cache_options,
@@ -38,11 +41,13 @@ from ..protocol.lists import list_of
 from ..protocol.request import check_metadata
 from ..store.base_agents import AgentStore
 from ..store.owners import new_owner_id
+from .agent_environments import SessionEnvironments, environment_state, session_not_found
 from .agent_events import SessionEvents
 from .agent_leases import SessionLeases
 from .agent_turns import ResponseStarter, SessionRunner, public
 from .agents import AgentService
 from .background import BackgroundService
+from .containers import ContainerService
 from .pagination import page_errors
 from .vaults import VaultService
 
@@ -51,10 +56,6 @@ POLL_SECONDS = 1.0  # a reader of a session another process runs reads the store
 SESSION_FIELDS = ("environment", "agent", "agent_id", "input", "metadata", "prompt_cache_options", "review",
                   "stream", "stream_options", "vault_ids")
 UPDATE_FIELDS = ("agent", "metadata", "prompt_cache_options", "review")
-
-
-def session_not_found(session_id: str) -> APIError:
-    return not_found(f"No session found with id '{session_id}'.", param="session_id", code="not_found")
 
 
 class _SessionLock:
@@ -67,8 +68,10 @@ class _SessionLock:
 
 class SessionService:
     def __init__(self, store: AgentStore, agents: AgentService, background: BackgroundService,
-                 start: ResponseStarter, *, vaults: VaultService | None = None) -> None:
+                 start: ResponseStarter, containers: ContainerService | None = None, *,
+                 vaults: VaultService | None = None) -> None:
         self.store = store
+        self.environments = SessionEnvironments(store, containers)
         self.agents = agents
         self.background = background
         self.start = start
@@ -84,7 +87,8 @@ class SessionService:
 
     async def create(self, body: dict[str, Any], *, tenant: str, authorization: str | None) -> dict[str, Any]:
         known(body, SESSION_FIELDS, "")
-        check_environment(body.get("environment"))
+        kind = check_environment(body.get("environment"))
+        hosted = hosted_plan(body["environment"]) if kind == "openai_hosted" else None
         agent = await self._agent(body, tenant)
         check_metadata(body.get("metadata"))
         stream = body.get("stream")
@@ -96,25 +100,42 @@ class SessionService:
                                   code="invalid_value")
         vault_ids = await self._vault_ids(body.get("vault_ids"), agent, tenant)
         if body.get("input") is None:
-            raise invalid_request("Missing required parameter: 'input' (a session with environment 'none' starts "
-                                  "with its first input).", param="input", code="missing_required_parameter")
+            raise invalid_request("Missing required parameter: 'input' (a session starts with its first input).",
+                                  param="input", code="missing_required_parameter")
         content = messages(body["input"], "input")
         if await self.store.count("session", tenant=tenant) >= MAX_SESSIONS_PER_TENANT:
             raise APIError(429, f"A project may keep at most {MAX_SESSIONS_PER_TENANT} sessions; delete some first.",
                            type="invalid_request_error", code="session_limit_reached")
         now = int(time.time())
+        session_id = ids.new_id("sess")
+        if kind == "self_hosted":
+            environment = self_hosted(body["environment"], session_id)
+        elif hosted is not None:
+            environment = await self.environments.provision(session_id, hosted, tenant=tenant)
+        else:
+            environment = {"type": "none"}
         session: dict[str, Any] = {
-            "id": ids.new_id("sess"), "object": "agent.session", "agent": agent, "created_at": now,
-            "environment": {"type": "none"}, "error": None, "last_active_at": now,
+            "id": session_id, "object": "agent.session", "agent": agent, "created_at": now,
+            "environment": environment, "error": None, "last_active_at": now,
             "metadata": dict(body.get("metadata") or {}), "required_actions": [], "status": "idle", "usage": None,
             "vault_ids": vault_ids, "prompt_cache_options": cache_options(body.get("prompt_cache_options")),
         }
         review = review_mode(body.get("review"))
         if review is not None:
             session["review"] = review
-        runner = await self._runner(session["id"], tenant)
-        await runner.events.emit({"type": "agent.session.created", "session": public(session)},
-                                 records=[runner.session_record(session)])
+        try:
+            runner = await self._runner(session["id"], tenant)
+            await runner.events.emit({"type": "agent.session.created", "session": public(session)},
+                                     records=[runner.session_record(session)])
+        except BaseException:
+            if hosted is not None:  # never a container without its session
+                await self.environments.release(session, tenant=tenant)
+            raise
+        if hosted is not None:  # made with the session: pending, then ready at once
+            for status in ("pending", "ready"):
+                await runner.events.emit({"type": f"agent.session.environment.{status}", "session_id": session_id,
+                                          "turn_id": None, "environment": environment_state(environment["id"],
+                                                                                            status)})
         await runner.submit(session, content, authorization)
         return public(session)
 
@@ -211,13 +232,14 @@ class SessionService:
     async def delete(self, session_id: str, *, tenant: str) -> dict[str, Any]:
         """The session, its turns, items and events go; its running turn is stopped and its turns' stored
         responses are deleted with it."""
-        await self._load(session_id, tenant)
+        stored = await self._load(session_id, tenant)
         runner = self.runners.pop(session_id, None)
         if runner is not None and runner.task is not None:
             runner.task.cancel()
         response_ids = await self._response_ids(session_id, tenant)
         if runner is not None and runner.response_id:
             response_ids.append(runner.response_id)
+        await self.environments.release(stored, tenant=tenant)
         if not await self.store.delete("session", session_id, tenant=tenant):
             raise session_not_found(session_id)
         self.events.forget(session_id)
@@ -306,7 +328,8 @@ class SessionService:
                 if stale is not None:
                     stale.active = False  # its readers read the store
             log_ = await self.events.log_of(session_id, tenant)
-            runner = SessionRunner(self.store, self.background, self.start, log_, session_id, tenant)
+            runner = SessionRunner(self.store, self.background, self.start, log_, session_id, tenant,
+                                   self.environments)
             runner.on_idle = self._idle
             runner.locked = functools.partial(self._locked, session_id)
             runner.vaults = self.vaults

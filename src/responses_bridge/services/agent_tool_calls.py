@@ -1,13 +1,15 @@
-"""The calls of the client's own functions a session's turn is waiting on: opened when the model's call is complete
-(before the client is shown it), answered by ``agent.session.input.tool_result`` events, and handed as
-``function_call_output`` input to the turn's next response once none is left open."""
+"""The calls of the client's own functions (and, in a ``self_hosted`` session, its shell's commands: a
+``function_call`` required action named ``shell``) a session's turn is waiting on: opened when the model's call is
+complete (before the client is shown it), answered by ``agent.session.input.tool_result`` events, and handed as
+``function_call_output`` (a command's: ``shell_call_output``) input to the turn's next response once none is left
+open."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-from ..protocol.agent_events import call_output_input
+from ..protocol.agent_events import call_output_input, command_output_input
 from ..protocol.errors import APIError
 
 MAX_OPEN_CALLS = 128
@@ -37,8 +39,11 @@ class ToolCalls:
         self.open[str(call["call_id"])] = call
 
     def answer(self, result: dict[str, Any]) -> None:
-        self.open.pop(result["call_id"], None)
-        self.answers.append(call_output_input(result))
+        call = self.open.pop(result["call_id"], None)
+        if call is not None and "command_item" in call:  # a command of a self_hosted session
+            self.answers.append(command_output_input(call, result))
+        else:
+            self.answers.append(call_output_input(result))
         self.wake()
 
     def required_actions(self) -> list[dict[str, Any]]:

@@ -21,9 +21,12 @@ import structlog
 
 from .. import ids
 from ..protocol.agent_events import (
+    CLIENT_CALL,
     TERMINAL,
+    Shown,
     add_usage,
     call_output_item,
+    result_text,
     token_usage,
     translate,
     turn_error,
@@ -32,6 +35,7 @@ from ..protocol.agent_events import (
 from ..protocol.agent_inputs import response_tools
 from ..protocol.errors import APIError
 from ..store.base_agents import AgentStore, Record
+from .agent_environments import SessionEnvironments, environment_state, hosted_container, shell_tool
 from .agent_events import SessionLog
 from .agent_tool_calls import ToolCalls, unknown_call
 from .background import BackgroundService
@@ -47,6 +51,8 @@ door (adapters/http/agents_routes.py), which knows the routes and upstream clien
 
 MAX_QUEUED_TURNS = 32  # a session's input waiting behind its running turn, held in memory until it runs
 RESTARTED = "The server restarted before this turn ended; it was not finished and will not be resumed."
+EXPIRED = ("The session's environment expired (its container was unused too long or deleted); start a new "
+           "session.")
 
 
 @dataclass
@@ -74,8 +80,10 @@ class SessionRunner:
     """The turns of one session in this process: a queue and the task working it."""
 
     def __init__(self, store: AgentStore, background: BackgroundService, start: ResponseStarter,
-                 events: SessionLog, session_id: str, tenant: str) -> None:
+                 events: SessionLog, session_id: str, tenant: str,
+                 environments: SessionEnvironments | None = None) -> None:
         self.store = store
+        self.environments = environments
         self.background = background
         self.start = start
         self.events = events
@@ -232,6 +240,9 @@ class SessionRunner:
                 await self.events.emit({"type": "agent.session.turn.item.added", "session_id": self.session_id,
                                         "turn_id": turn["id"], "output_index": None, "item": message})
             await self.events.flush(records)  # the turn, its input and the events so far: one write
+        if not await self._environment_alive(session, turn["id"]):
+            await self._end(entry, "failed", {"code": "sandbox_error", "message": EXPIRED}, None)
+            return
         turn_input = [{"type": "message", "role": "user", "content": message["content"]}
                       for message in entry.messages]
         total: dict[str, Any] | None = None
@@ -274,6 +285,18 @@ class SessionRunner:
         else:
             await self._end(entry, "failed", turn_error(response.get("error")), total)
 
+    async def _environment_alive(self, session: dict[str, Any], turn_id: str) -> bool:
+        """An ``openai_hosted`` session's container is still there; when it is not (unused past its expiry, or
+        deleted through the Containers API), ``agent.session.environment.expired`` says so."""
+        container_id = hosted_container(session)
+        if container_id is None or self.environments is None:
+            return True
+        if await self.environments.alive(session, tenant=self.tenant):
+            return True
+        await self.events.emit({"type": "agent.session.environment.expired", "session_id": self.session_id,
+                                "turn_id": turn_id, "environment": environment_state(container_id, "expired")})
+        return False
+
     async def _wait_for_results(self, entry: QueuedTurn) -> list[dict[str, Any]] | None:
         """The turn's response left calls of the client's functions: the session requires action until every
         result came (they may have come already). The results as the next response's input; None: cancelled."""
@@ -304,6 +327,14 @@ class SessionRunner:
         call = entry.calls.open.get(result["call_id"]) if entry is not None else None
         if entry is None or call is None or call["turn_id"] != result["turn_id"]:
             raise unknown_call(result["call_id"])
+        if "command_item" in call:  # a command the client ran: its command_execution item is done
+            entry.calls.answer(result)
+            ran = dict(call["command_item"], status="completed" if result["success"] else "failed",
+                       output=result_text(result.get("output")) or result.get("error"))
+            await self.events.emit({"type": "agent.session.turn.item.done", "session_id": self.session_id,
+                                    "turn_id": call["turn_id"], "output_index": 0, "item": ran},
+                                   records=[self.item_record(ran)])
+            return
         item = call_output_item(ids.new_id("fco"), call, result)
         entry.calls.answer(result)
         done = dict(call, status="completed" if result["success"] else "failed")
@@ -324,8 +355,14 @@ class SessionRunner:
         reasoning = {key: value for key, value in agent["reasoning"].items() if value is not None}
         if reasoning:
             body["reasoning"] = reasoning
-        if agent["tools"]:
-            body["tools"] = response_tools(agent["tools"])
+        tools = response_tools(agent["tools"]) if agent["tools"] else []
+        container_id = hosted_container(session)
+        if container_id is not None:  # the session's container, the hosted shell's
+            tools.append(shell_tool(container_id))
+        elif session["environment"]["type"] == "self_hosted":  # the client's shell: its commands wait for it
+            tools.append({"type": "shell", "environment": {"type": "local"}})
+        if tools:
+            body["tools"] = tools
         previous = (session.get("_private") or {}).get("last_response_id")
         if previous:
             body["previous_response_id"] = previous
@@ -351,7 +388,7 @@ class SessionRunner:
     async def _follow(self, entry: QueuedTurn) -> dict[str, Any]:
         """Tell the turn's response events in the session's log; its terminal event."""
         assert self.response_id is not None
-        turn_id, shown = entry.turn["id"], set[str]()
+        turn_id, shown = entry.turn["id"], Shown()
         final: dict[str, Any] = {}
         async for data in self.background.events_after(self.response_id, -1, tenant=self.tenant):
             for frame in split_frames(data):
@@ -365,6 +402,8 @@ class SessionRunner:
                 said, item = translate(event, self.session_id, turn_id, shown)
                 if item is not None and item["type"] == "function_call":
                     entry.calls.opened(item)  # before the client can see it: its result is expected from now
+                elif item is not None and CLIENT_CALL in item:  # a command the client runs (self_hosted)
+                    entry.calls.opened({**item.pop(CLIENT_CALL), "command_item": item})
                 if said is not None:  # a finished item is stored with the event that shows it
                     await self.events.emit(said, records=None if item is None else [self.item_record(item)])
         return final
@@ -375,11 +414,15 @@ class SessionRunner:
         turn.update(status=status, error=error, usage=usage, completed_at=int(time.time()))
         event = {"type": f"agent.session.turn.{status}", "session_id": self.session_id, "turn_id": turn["id"],
                  "turn": public(turn), "usage": usage}
-        if entry.changes is None:
+        publishing = status == "completed" and self.environments is not None
+        if entry.changes is None and not publishing:
             await self.events.emit(event, records=[self.turn_record(turn)])
             return
         async with self._changing(entry) as session:  # with the session's state after the turn's last response
-            await self.events.emit(event, records=[self.turn_record(turn), self.session_record(session)])
+            artifacts = [] if self.environments is None or status != "completed" else \
+                await self.environments.publish(session, turn["id"], tenant=self.tenant)
+            await self.events.emit(event, records=[self.turn_record(turn), self.session_record(session),
+                                                   *artifacts])
 
 
 def _text_format(text_format: dict[str, Any]) -> dict[str, Any]:

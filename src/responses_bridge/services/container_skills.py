@@ -51,6 +51,7 @@ class ResolvedSkill:
     description: str
     data: bytes | None = None
     blob_id: str | None = None
+    version: str | None = None  # a reference's concrete version (a session's environment shows it)
 
 
 class ContainerSkills:
@@ -117,7 +118,7 @@ class ContainerSkills:
         found = await self.store.get_version(skill_id, number, tenant=tenant)
         if found is None:
             raise version_not_found(wanted if wanted is not None else number, f"{where}.version")
-        return ResolvedSkill(found.name, found.description, blob_id=found.blob_id)
+        return ResolvedSkill(found.name, found.description, blob_id=found.blob_id, version=str(number))
 
     async def _copy(self, skill: ResolvedSkill) -> tuple[str, int]:
         """Keep the skill's zip as a new blob: (its id, its size)."""

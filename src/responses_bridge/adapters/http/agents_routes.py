@@ -19,6 +19,7 @@ from ...services.agent_events import KEEPALIVE
 from ...services.agent_sessions import SessionService
 from ...services.vaults import VaultService
 from .automations_routes import AutomationRoutes
+from .downloads import send_blob
 from .identity import request_tenant
 from .params import json_object, json_reply, metadata_query, page_query
 from .routes import api_routes
@@ -52,7 +53,7 @@ class AgentRoutes:
         self.agents = runtime.agents
         self.vaults = VaultService(runtime.agents.store, runtime.sealer)
         self.sessions = SessionService(runtime.agents.store, runtime.agents, runtime.background,
-                                       turn_starter(runtime), vaults=self.vaults)
+                                       turn_starter(runtime), runtime.containers, vaults=self.vaults)
         self.automations = AutomationRoutes(runtime.agents, self.sessions)
 
     def register(self, app: web.Application) -> None:
@@ -75,6 +76,10 @@ class AgentRoutes:
             routes.get(f"{session}/turns/{{turn_id}}", self.retrieve_turn)
             routes.get(f"{session}/turns/{{turn_id}}/items", self.list_turn_items)
             routes.get(f"{session}/items", self.list_items)
+            routes.get(f"{session}/artifacts", self.list_artifacts)
+            routes.get(f"{session}/artifacts/{{artifact_id}}", self.retrieve_artifact)
+            routes.get(f"{session}/artifacts/{{artifact_id}}/content", self.artifact_content)
+            routes.delete(f"{session}/artifacts/{{artifact_id}}", self.delete_artifact)
             routes.post("/agents", self.create)
             routes.get("/agents", self.list)
             routes.get("/agents/{agent_id}", self.retrieve)
@@ -175,6 +180,30 @@ class AgentRoutes:
         return json_reply(await self.sessions.list_items(request.match_info["session_id"], turn_id=None,
                                                          **page_query(request, before=False),
                                                          tenant=request_tenant(request)))
+
+    # --- artifacts ------------------------------------------------------------------------------------------
+
+    async def list_artifacts(self, request: web.Request) -> web.Response:
+        return json_reply(await self.sessions.environments.list_artifacts(
+            request.match_info["session_id"], environment_id=request.query.get("environment_id"),
+            **page_query(request, before=False), tenant=request_tenant(request)))
+
+    async def retrieve_artifact(self, request: web.Request) -> web.Response:
+        return json_reply(await self.sessions.environments.retrieve(request.match_info["session_id"],
+                                                                    request.match_info["artifact_id"],
+                                                                    tenant=request_tenant(request)))
+
+    async def artifact_content(self, request: web.Request) -> web.StreamResponse:
+        """The artifact's bytes, a chunk at a time (opened before the answer starts: a 404 stays JSON)."""
+        reader, artifact = await self.sessions.environments.open(request.match_info["session_id"],
+                                                                 request.match_info["artifact_id"],
+                                                                 tenant=request_tenant(request))
+        return await send_blob(request, reader, artifact["path"].rsplit("/", 1)[-1])
+
+    async def delete_artifact(self, request: web.Request) -> web.Response:
+        return json_reply(await self.sessions.environments.delete(request.match_info["session_id"],
+                                                                  request.match_info["artifact_id"],
+                                                                  tenant=request_tenant(request)))
 
 
 async def _sse(request: web.Request, frames: AsyncIterator[bytes]) -> web.StreamResponse:

@@ -1,0 +1,152 @@
+"""A session's ``openai_hosted`` environment checked: what the bridge can give it (a container on the configured
+sandbox backend, its size a memory tier, network by the egress proxy's policy) and, refused by name, what it cannot
+(a desktop and its browser, prewarmed environments and templates, files, plugins, setup commands, environment
+variables, capability directories, packages: no package index is configured for containers). Its ``skills`` are the
+container's (services/container_skills.py checks and reads them), laid out read-only at ``/mnt/skills/<name>/``.
+
+The environment's shape as the session shows it is the SDK's ``EnvironmentResourceOpenAIHosted``; its ``id`` is the
+container's (``cntr_…``), which is also each artifact's ``environment_id``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .. import ids
+from .errors import APIError, invalid_request
+
+HOSTED_FIELDS = ("type", "capability_directories", "container_size", "desktop", "env", "environment_id",
+                 "environment_template_id", "files", "network", "packages", "plugins", "setup_commands", "skills")
+MEMORY_TIERS = {"small": "1g", "medium": "4g", "large": "16g"}  # container_size -> the container's memory_limit
+PACKAGE_KINDS = ("npm", "python", "system")
+
+
+def _refused(what: str, param: str) -> APIError:
+    return invalid_request(f"{what} is not served by this bridge in an 'openai_hosted' environment (its container "
+                           "runs the hosted shell on the bridge's sandbox).", param=param, code="unsupported_value")
+
+
+@dataclass(frozen=True)
+class HostedPlan:
+    """What a session's container is made with."""
+
+    container_size: str
+    memory_limit: str
+    access: str  # "disabled" or "restricted"
+    allowed_domains: tuple[str, ...]
+    skills: list[Any] | None = None  # as given: the container's skills (checked when they are resolved)
+
+    def network_policy(self) -> dict[str, Any] | None:
+        """As the Containers API's ``network_policy`` (services/container_network.py checks it)."""
+        if self.access == "disabled":
+            return None
+        return {"type": "allowlist", "allowed_domains": list(self.allowed_domains)}
+
+    def resource(self, environment_id: str, skills: list[dict[str, Any]]) -> dict[str, Any]:
+        """The session's ``environment`` (the SDK's ``EnvironmentResourceOpenAIHosted``)."""
+        return {"id": environment_id, "type": "openai_hosted", "capability_directories": [], "files": [],
+                "network": {"access": self.access, "allowed_domains": list(self.allowed_domains)},
+                "packages": {kind: [] for kind in PACKAGE_KINDS}, "plugins": [], "skills": skills,
+                "container_size": self.container_size, "desktop": {"enabled": False}}
+
+
+def self_hosted(environment: dict[str, Any], session_id: str) -> dict[str, Any]:
+    """A ``self_hosted`` environment (the SDK's ``EnvironmentResourceSelfHosted``): the client runs the model's
+    commands, handed to it as the session's required actions; ``remote_url`` is where it takes them and gives their
+    results: the session's event stream (the bridge does not serve ``codex exec-server``'s protocol)."""
+    for key in environment:
+        if key not in ("type", "workspace_directory", "capability_directories"):
+            raise invalid_request(f"Unknown parameter: 'environment.{key}'.", param=f"environment.{key}",
+                                  code="unknown_parameter")
+    directory = environment.get("workspace_directory")
+    if not isinstance(directory, str) or not directory.startswith("/") or len(directory) > 4096:
+        raise invalid_request("Invalid value for 'environment.workspace_directory': expected an absolute path.",
+                              param="environment.workspace_directory", code="invalid_value")
+    if not _empty(environment.get("capability_directories")):
+        raise invalid_request("Capability directories ('capability_directories') are not served by this bridge in "
+                              "a 'self_hosted' environment.", param="environment.capability_directories",
+                              code="unsupported_value")
+    return {"id": ids.new_id("env"), "type": "self_hosted", "capability_directories": [],
+            "workspace_directory": directory, "remote_url": f"/v1/agents/sessions/{session_id}/events"}
+
+
+def _empty(value: Any) -> bool:
+    return value is None or value == [] or value == {}
+
+
+def hosted_plan(environment: dict[str, Any]) -> HostedPlan:
+    for key in environment:
+        if key not in HOSTED_FIELDS:
+            raise invalid_request(f"Unknown parameter: 'environment.{key}'.", param=f"environment.{key}",
+                                  code="unknown_parameter")
+    desktop = environment.get("desktop")
+    if desktop is not None:
+        if not isinstance(desktop, dict) or not isinstance(desktop.get("enabled"), bool):
+            raise invalid_request("Invalid value for 'environment.desktop': expected {\"enabled\": boolean}.",
+                                  param="environment.desktop", code="invalid_value")
+        if desktop["enabled"]:
+            raise _refused("A desktop and its browser ('desktop.enabled')", "environment.desktop.enabled")
+    for key, what in (("environment_id", "A prewarmed environment ('environment_id')"),
+                      ("environment_template_id", "An environment template ('environment_template_id')")):
+        if environment.get(key) is not None:
+            raise _refused(what, f"environment.{key}")
+    for key, what in (("files", "Environment files ('files')"), ("plugins", "Plugins ('plugins')"),
+                      ("setup_commands", "Setup commands ('setup_commands')"),
+                      ("env", "Environment variables ('env')"),
+                      ("capability_directories", "Capability directories ('capability_directories')")):
+        if not _empty(environment.get(key)):
+            raise _refused(what, f"environment.{key}")
+    packages = environment.get("packages")
+    if packages is not None:
+        if not isinstance(packages, dict):
+            raise invalid_request("Invalid type for 'environment.packages': expected an object.",
+                                  param="environment.packages", code="invalid_type")
+        for kind in packages:
+            if kind not in PACKAGE_KINDS:
+                raise invalid_request(f"Unknown parameter: 'environment.packages.{kind}'.",
+                                      param=f"environment.packages.{kind}", code="unknown_parameter")
+            if not _empty(packages[kind]):
+                raise _refused("Installing packages (no package index is configured for containers)",
+                               f"environment.packages.{kind}")
+    size = environment.get("container_size", "medium")
+    if size not in MEMORY_TIERS:
+        raise invalid_request("Invalid value for 'environment.container_size': expected 'small', 'medium' or "
+                              "'large'.", param="environment.container_size", code="invalid_value")
+    access, allowed = _network(environment.get("network"))
+    skills = environment.get("skills")
+    return HostedPlan(size, MEMORY_TIERS[size], access, allowed, skills if skills else None)
+
+
+def _network(network: Any) -> tuple[str, tuple[str, ...]]:
+    """``(access, allowed domains)``; without ``network``, no network (as a container's default)."""
+    if network is None:
+        return "disabled", ()
+    if not isinstance(network, dict):
+        raise invalid_request("Invalid type for 'environment.network': expected an object.",
+                              param="environment.network", code="invalid_type")
+    for key in network:
+        if key not in ("access", "allowed_domains", "blocked_domains"):
+            raise invalid_request(f"Unknown parameter: 'environment.network.{key}'.",
+                                  param=f"environment.network.{key}", code="unknown_parameter")
+    access = network.get("access")
+    if access not in ("enabled", "disabled", "restricted"):
+        raise invalid_request("Invalid value for 'environment.network.access': expected 'enabled', 'disabled' or "
+                              "'restricted'.", param="environment.network.access", code="invalid_value")
+    if not _empty(network.get("blocked_domains")):
+        raise _refused("Blocked domains (the egress proxy allows listed domains only; use 'allowed_domains')",
+                       "environment.network.blocked_domains")
+    if access == "enabled":
+        raise _refused("Unrestricted network access (the egress proxy allows listed domains only; use 'access': "
+                       "'restricted' with 'allowed_domains')", "environment.network.access")
+    allowed = network.get("allowed_domains")
+    if access == "disabled":
+        if not _empty(allowed):
+            raise invalid_request("'environment.network.allowed_domains' requires 'access': 'restricted'.",
+                                  param="environment.network.allowed_domains", code="invalid_value")
+        return "disabled", ()
+    if not isinstance(allowed, list) or not allowed or not all(isinstance(domain, str) for domain in allowed):
+        raise invalid_request("'environment.network.access': 'restricted' needs 'allowed_domains', a non-empty "
+                              "array of domains.", param="environment.network.allowed_domains",
+                              code="invalid_value")
+    return "restricted", tuple(allowed)

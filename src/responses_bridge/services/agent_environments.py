@@ -1,0 +1,223 @@
+"""A session's ``openai_hosted`` environment and its artifacts.
+
+The environment is a container of the Containers API (services/containers.py) made with the session: its memory
+tier from ``container_size``, its network policy from ``network`` (the egress proxy's allowlist), expiring after
+:data:`KEEP_MINUTES` without use, the longest a container may be kept idle; every turn uses it, so it lives as long
+as the session is used and is deleted with the session. The agent's turns get the hosted ``shell`` tool over it (a
+``container_reference``), and the files a turn leaves in its workspace (``/mnt/data``) are published as the
+session's artifacts when the turn completes.
+
+An artifact is immutable: its bytes are copied from the container file into a blob of its own, so a later turn
+changing or deleting the file leaves the artifact as it was. A session's artifacts hold at most a container's bytes
+in all (``container_bytes``, counted as they are published), :data:`MAX_ARTIFACTS_PER_TURN` a turn and
+:data:`MAX_ARTIFACTS_PER_SESSION` in all: files past these are not published. Artifacts are records of the session (kind
+``artifact``, ``scope`` its environment id), deleted with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from .. import ids
+from ..protocol.agent_environments import HostedPlan
+from ..protocol.errors import APIError, invalid_request, not_found
+from ..protocol.lists import list_of
+from ..store.base import BlobReader
+from ..store.base_agents import AgentStore, Record
+from .containers import ContainerService
+from .files import new_file_id
+from .pagination import page_errors
+
+KEEP_MINUTES = 10080  # the longest ``expires_after.minutes`` of a container
+MAX_ARTIFACTS_PER_TURN = 100
+MAX_ARTIFACTS_PER_SESSION = 1000
+READ_CHUNK = 1 << 20
+
+
+def session_not_found(session_id: str) -> APIError:
+    return not_found(f"No session found with id '{session_id}'.", param="session_id", code="not_found")
+
+
+def artifact_not_found(artifact_id: str) -> APIError:
+    return not_found(f"No artifact found with id '{artifact_id[:200]}'.", param="artifact_id", code="not_found")
+
+
+def hosted_container(session: dict[str, Any]) -> str | None:
+    """The id of the session's container (None: not an ``openai_hosted`` session)."""
+    environment = session.get("environment") or {}
+    return environment.get("id") if environment.get("type") == "openai_hosted" else None
+
+
+def environment_state(environment_id: str, status: str, error: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"id": environment_id, "type": "openai_hosted", "status": status, "error": error}
+
+
+def shell_tool(container_id: str) -> dict[str, Any]:
+    return {"type": "shell", "environment": {"type": "container_reference", "container_id": container_id}}
+
+
+async def _chunks(reader: BlobReader) -> AsyncIterator[bytes]:
+    try:
+        while chunk := await reader.read(READ_CHUNK):
+            yield chunk
+    finally:
+        await reader.aclose()
+
+
+class SessionEnvironments:
+    def __init__(self, store: AgentStore, containers: ContainerService | None) -> None:
+        self.store = store
+        self.containers = containers
+
+    def _service(self) -> ContainerService:
+        if self.containers is None:
+            raise invalid_request("Environment type 'openai_hosted' needs the bridge's sandbox, which this server "
+                                  "does not run.", param="environment.type", code="unsupported_value")
+        return self.containers
+
+    async def provision(self, session_id: str, plan: HostedPlan, *, tenant: str) -> dict[str, Any]:
+        """A new container for the session; its ``environment`` resource."""
+        containers = self._service()
+        policy = containers.network.parse(plan.network_policy(), "environment.network")
+        skills = await containers.resolve_skills(plan.skills, tenant=tenant, param="environment.skills")
+        container = await containers.new_container(f"agent session {session_id}", tenant=tenant,
+                                                   minutes=KEEP_MINUTES, memory_limit=plan.memory_limit,
+                                                   network=policy, skills=skills)
+        shown: list[dict[str, Any]] = []
+        for entry, skill in zip(plan.skills or [], skills, strict=True):
+            if entry["type"] == "skill_reference":  # the SDK's HostedSkillReference
+                shown.append({"type": "skill_reference", "skill_id": entry["skill_id"], "name": skill.name,
+                              "description": skill.description, "version": skill.version or ""})
+            else:
+                shown.append({"type": "inline", "name": skill.name, "description": skill.description})
+        return plan.resource(container.id, shown)
+
+    async def alive(self, session: dict[str, Any], *, tenant: str) -> bool:
+        """The session's container is still there (used now, so it stays as long again)."""
+        container_id = hosted_container(session)
+        if container_id is None or self.containers is None:
+            return container_id is None
+        if await self.containers.live(container_id, tenant=tenant) is None:
+            return False
+        await self.containers.touch(container_id, tenant=tenant)
+        return True
+
+    async def publish(self, session: dict[str, Any], turn_id: str, *, tenant: str) -> list[Record]:
+        """The files the turn left in the session's container that are not published yet, as artifacts (their
+        records to store with the turn's end). A file is published once per version: a changed file is a new
+        container file, so a new artifact."""
+        container_id = hosted_container(session)
+        if container_id is None or self.containers is None:
+            return []
+        private = session.setdefault("_private", {})
+        published: list[str] = private.setdefault("published_files", [])
+        room = self.containers.container_bytes - int(private.get("artifact_bytes", 0))  # a container's worth
+        seen = set(published)
+        records: list[Record] = []
+        after = None
+        while len(records) < MAX_ARTIFACTS_PER_TURN and len(published) < MAX_ARTIFACTS_PER_SESSION:
+            found, has_more = await self.containers.store.list_files(container_id, tenant=tenant, after=after,
+                                                                     limit=100, order="asc")
+            for file in found:
+                if file.id in seen or file.source != "assistant" or file.bytes > room:
+                    continue
+                if len(records) >= MAX_ARTIFACTS_PER_TURN or len(published) >= MAX_ARTIFACTS_PER_SESSION:
+                    break
+                reader = await self.containers.blobs.open(file.blob_id)
+                if reader is None:  # replaced meanwhile
+                    continue
+                blob_id = new_file_id()
+                writer = await self.containers.blobs.writer(blob_id)
+                size = 0
+                try:
+                    async for chunk in _chunks(reader):
+                        size += len(chunk)
+                        await writer.write(chunk)
+                    await writer.publish()
+                except BaseException:
+                    await writer.discard()
+                    raise
+                artifact = {"id": ids.new_id("art"), "object": "agent.session.artifact",
+                            "created_at": int(time.time()), "environment_id": container_id, "path": file.path,
+                            "session_id": session["id"], "size_bytes": size, "turn_id": turn_id,
+                            "_private": {"blob_id": blob_id}}
+                records.append(Record("artifact", artifact["id"], artifact, parent=session["id"],
+                                      scope=container_id))
+                room -= size
+                private["artifact_bytes"] = int(private.get("artifact_bytes", 0)) + size
+                published.append(file.id)
+                seen.add(file.id)
+            if not has_more or not found:
+                break
+            after = found[-1].id
+        return records
+
+    # --- the artifact routes (each of a session of ``tenant``'s: another's is a 404) --------------------------
+
+    async def _session(self, session_id: str, tenant: str) -> None:
+        if await self.store.get("session", session_id, tenant=tenant) is None:
+            raise session_not_found(session_id)
+
+    async def list_artifacts(self, session_id: str, *, environment_id: str | None, after: str | None,
+                             limit: int, order: str, tenant: str) -> dict[str, Any]:
+        await self._session(session_id, tenant)
+        with page_errors("artifact"):
+            page = await self.store.page("artifact", tenant=tenant, parent=session_id, scope=environment_id,
+                                         after=after, limit=limit, order=order)
+        return list_of([_public(artifact) for artifact in page.data], has_more=page.has_more)
+
+    async def retrieve(self, session_id: str, artifact_id: str, *, tenant: str) -> dict[str, Any]:
+        return _public(await self._get(session_id, artifact_id, tenant=tenant))
+
+    async def _get(self, session_id: str, artifact_id: str, *, tenant: str) -> dict[str, Any]:
+        await self._session(session_id, tenant)
+        artifact = await self.store.get("artifact", artifact_id, tenant=tenant)
+        if artifact is None or artifact.get("session_id") != session_id:
+            raise artifact_not_found(artifact_id)
+        return artifact
+
+    async def open(self, session_id: str, artifact_id: str, *, tenant: str) -> tuple[BlobReader, dict[str, Any]]:
+        """The artifact's bytes (opened: one deleted meanwhile is a 404) and the artifact."""
+        artifact = await self._get(session_id, artifact_id, tenant=tenant)
+        reader = None if self.containers is None else \
+            await self.containers.blobs.open(artifact["_private"]["blob_id"])
+        if reader is None:  # deleted meanwhile
+            raise artifact_not_found(artifact_id)
+        return reader, _public(artifact)
+
+    async def delete(self, session_id: str, artifact_id: str, *, tenant: str) -> dict[str, Any]:
+        artifact = await self._get(session_id, artifact_id, tenant=tenant)
+        if not await self.store.delete("artifact", artifact_id, tenant=tenant):
+            raise artifact_not_found(artifact_id)
+        await self._remove([artifact["_private"]["blob_id"]])
+        return {"id": artifact_id, "object": "agent.session.artifact.deleted", "deleted": True}
+
+    async def release(self, session: dict[str, Any], *, tenant: str) -> None:
+        """The session is deleted: its container and its artifacts' bytes go too (the records go with it)."""
+        blobs: list[str] = []
+        after = None
+        while True:
+            page = await self.store.page("artifact", tenant=tenant, parent=session["id"], after=after, limit=100,
+                                         order="asc")
+            blobs += [artifact["_private"]["blob_id"] for artifact in page.data]
+            if not page.has_more or not page.data:
+                break
+            after = page.data[-1]["id"]
+        await self._remove(blobs)
+        container_id = hosted_container(session)
+        if container_id is not None and self.containers is not None:
+            with contextlib.suppress(APIError):  # expired already
+                await self.containers.delete(container_id, tenant=tenant)
+
+    async def _remove(self, blobs: list[str]) -> None:
+        if self.containers is not None:
+            for blob_id in blobs:
+                await self.containers.blobs.remove(blob_id)
+
+
+def _public(artifact: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in artifact.items() if key != "_private"}
+
