@@ -258,7 +258,10 @@ class AutomationService:
             raise invalid_request("Invalid value for 'target.type': expected 'new_session' or 'existing_session'.",
                                   param="target.type", code="invalid_value")
         known(target, NEW_SESSION_FIELDS, "target.")
-        check_environment(target.get("environment"))
+        if check_environment(target.get("environment")) != "none":  # a firing's session starts with no workspace
+            raise invalid_request("An automation's sessions run with environment 'none' in this bridge: its "
+                                  "'openai_hosted' and 'self_hosted' environments are not served yet.",
+                                  param="target.environment.type", code="unsupported_value")
         if target.get("vault_ids"):
             raise not_served("Vaults ('vault_ids')", "target.vault_ids")
         check_metadata(target.get("metadata"), "target.metadata")

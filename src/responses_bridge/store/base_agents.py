@@ -20,6 +20,8 @@ from typing import Any, Protocol
 
 KINDS = ("agent", "session", "turn", "item", "key", "artifact", "automation", "invocation", "vault",
          "vault_credential")
+OWNED_KINDS = {"automation": "invocation", "vault": "vault_credential"}
+"""The records that go with their parent when it is deleted (a session's are the stores' ``CHILD_KINDS``)."""
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from ..base_agents import Record, RecordPage
+from ..base_agents import OWNED_KINDS, Record, RecordPage
 from ..records import InvalidCursor, check_page_args
 from .database import PostgresDatabase
 
@@ -20,7 +20,7 @@ _SEQ = "SELECT seq FROM agent_records WHERE kind = $1 AND id = $2 AND tenant = $
 _DELETE = "DELETE FROM agent_records WHERE kind = $1 AND id = $2 AND tenant = $3"
 _DELETE_CHILDREN = "DELETE FROM agent_records WHERE parent = $1 AND tenant = $2 AND kind = ANY($3::text[])"
 _DELETE_EVENTS = "DELETE FROM agent_session_events WHERE session_id = $1 AND tenant = $2"
-_DELETE_CREDENTIALS = "DELETE FROM agent_records WHERE parent = $1 AND tenant = $2 AND kind = 'vault_credential'"
+_DELETE_CHILDREN_OF_KIND = "DELETE FROM agent_records WHERE parent = $1 AND tenant = $2 AND kind = $3"
 _COUNT = "SELECT count(*) FROM agent_records WHERE kind = $1 AND tenant = $2"
 _UNFINISHED = ("SELECT tenant, body::text FROM agent_records WHERE kind = 'session' "
                "AND body->>'status' IN ('in_progress', 'requires_action') LIMIT $1")
@@ -106,11 +106,10 @@ class PostgresAgentStore:
                 await conn.execute(_DELETE_CHILDREN, record_id, tenant, CHILD_KINDS)
                 await conn.execute(_DELETE_EVENTS, record_id, tenant)
                 await conn.execute("DELETE FROM agent_session_owners WHERE session_id = $1", record_id)
+            if kind in OWNED_KINDS:  # an automation's invocations, a vault's credentials
+                await conn.execute(_DELETE_CHILDREN_OF_KIND, record_id, tenant, OWNED_KINDS[kind])
             if kind == "automation":
-                await conn.execute(_DELETE_CHILDREN, record_id, tenant, ["invocation"])
                 await conn.execute("DELETE FROM agent_automation_firings WHERE automation_id = $1", record_id)
-            if kind == "vault":  # its credentials go with it
-                await conn.execute(_DELETE_CREDENTIALS, record_id, tenant)
             return True
 
     async def count(self, kind: str, *, tenant: str) -> int:

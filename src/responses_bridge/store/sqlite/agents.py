@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from ..base_agents import Record, RecordPage
+from ..base_agents import OWNED_KINDS, Record, RecordPage
 from ..records import InvalidCursor, check_page_args
 from .responses import SQLiteResponseStore
 from .transactions import transaction
@@ -23,7 +23,7 @@ _DELETE = "DELETE FROM agent_records WHERE kind = ? AND id = ? AND tenant = ?"
 _DELETE_CHILDREN = ("DELETE FROM agent_records WHERE parent = ? AND tenant = ? AND kind IN "
                     f"({', '.join('?' for _ in CHILD_KINDS)})")
 _DELETE_EVENTS = "DELETE FROM agent_session_events WHERE session_id = ? AND tenant = ?"
-_DELETE_CREDENTIALS = "DELETE FROM agent_records WHERE parent = ? AND tenant = ? AND kind = 'vault_credential'"
+_DELETE_CHILDREN_OF_KIND = "DELETE FROM agent_records WHERE parent = ? AND tenant = ? AND kind = ?"
 _COUNT = "SELECT count(*) FROM agent_records WHERE kind = ? AND tenant = ?"
 _UNFINISHED = ("SELECT tenant, body FROM agent_records WHERE kind = 'session' "
                "AND json_extract(body, '$.status') IN ('in_progress', 'requires_action') LIMIT ?")
@@ -114,11 +114,10 @@ class SQLiteAgentStore:
                     conn.execute(_DELETE_CHILDREN, (record_id, tenant, *CHILD_KINDS))
                     conn.execute(_DELETE_EVENTS, (record_id, tenant))
                     conn.execute("DELETE FROM agent_session_owners WHERE session_id = ?", (record_id,))
+                if kind in OWNED_KINDS:  # an automation's invocations, a vault's credentials
+                    conn.execute(_DELETE_CHILDREN_OF_KIND, (record_id, tenant, OWNED_KINDS[kind]))
                 if kind == "automation":
-                    conn.execute(_DELETE_CHILDREN, (record_id, tenant, "invocation", "invocation", "invocation"))
                     conn.execute("DELETE FROM agent_automation_firings WHERE automation_id = ?", (record_id,))
-                if kind == "vault":  # its credentials go with it
-                    conn.execute(_DELETE_CREDENTIALS, (record_id, tenant))
                 return True
 
         return await self._db.run_write("delete_agent_record", delete)
