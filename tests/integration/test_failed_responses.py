@@ -87,16 +87,16 @@ async def test_a_streamed_failure_and_its_stored_response_validate(door_url: str
     prompt, reasons = FAILURES[failure]
     async with aiohttp.ClientSession(base_url=door_url) as http:
         async with http.post("/v1/responses", json={"model": "fake-model", "input": prompt, "stream": True}) as r:
-            if r.status != 200:  # Envoy's own reply: an error body, not a Response
-                assert "reply" in reasons[door_name], r.status
-                try:
-                    body = await r.json()
-                except aiohttp.ClientPayloadError:  # the cut reached the client: Envoy reset the stream it began
-                    assert failure == "cut" and door_name == ENVOY
-                    return
-                assert set(body["error"]) == {"message", "type", "param", "code"}
+            try:
+                raw = await r.read()
+            except aiohttp.ClientPayloadError:  # the cut reached the client: Envoy reset the stream it began
+                assert failure == "cut" and door_name == ENVOY
                 return
-            events = parse_sse(await r.read())
+            if r.status != 200:  # Envoy's own reply: an error body, not a Response
+                assert "reply" in reasons[door_name], raw
+                assert set(json.loads(raw)["error"]) == {"message", "type", "param", "code"}
+                return
+            events = parse_sse(raw)
         check_sequence(events)
         for event in events:
             strict_event(event)
