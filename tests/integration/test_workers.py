@@ -70,18 +70,42 @@ def log_lines(log: Path) -> list[dict]:
 
 
 @asynccontextmanager
+async def worker(tmp: Path, upstream: str, index: int) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Worker ``index`` of 2 on a port of its own, ready: (its url, its process). Another test process may take the
+    port between ``free_port()`` and the worker's bind (the worker then stops, saying so): that port is given up
+    and another tried, at most three times."""
+    for attempt in range(3):
+        port = free_port()
+        with serve(tmp, upstream, "--http-port", str(port), "--no-extproc", "--workers", "2",
+                   env={WORKER_ENV: f"{index}/2"}, log_name=f"w{index}.log") as (process, log):
+            url = f"http://127.0.0.1:{port}"
+            if await _ready(f"{url}/health", process):
+                yield url, process
+                return
+            said = log.read_text(errors="replace")
+            if "Address already in use" not in said or attempt == 2:
+                raise RuntimeError(f"worker {index} did not start: {said[-2000:]}")
+
+
+async def _ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> bool:
+    """True once ``url`` answers 200; False if the process stopped first."""
+    deadline = time.monotonic() + timeout
+    while process.poll() is None:
+        try:
+            await wait_http(url, timeout=1)
+            return True
+        except TimeoutError:
+            if time.monotonic() > deadline:
+                raise
+    return False
+
+
+@asynccontextmanager
 async def two_workers(tmp: Path, upstream: str) -> AsyncIterator[tuple[str, str, subprocess.Popen[bytes]]]:
     """Workers 0 and 1 of 2, each on its own HTTP port: (url of 0, url of 1, process of 0)."""
-    ports = free_port(), free_port()
-    urls = [f"http://127.0.0.1:{port}" for port in ports]
-    with serve(tmp, upstream, "--http-port", str(ports[0]), "--no-extproc", "--workers", "2",
-               env={WORKER_ENV: "0/2"}, log_name="w0.log") as (first, _):
-        await wait_http(f"{urls[0]}/health", timeout=60)
-        with serve(tmp, upstream, "--http-port", str(ports[1]), "--no-extproc", "--workers", "2",
-                   env={WORKER_ENV: "1/2"}, log_name="w1.log") as (second, _):
-            await wait_http(f"{urls[1]}/health", timeout=60)
-            assert first.poll() is None and second.poll() is None
-            yield urls[0], urls[1], first
+    async with worker(tmp, upstream, 0) as (zero, first), worker(tmp, upstream, 1) as (one, second):
+        assert first.poll() is None and second.poll() is None
+        yield zero, one, first
 
 
 def sdk(url: str) -> openai.AsyncOpenAI:
