@@ -11,10 +11,8 @@ import openai
 import pytest
 
 from responses_bridge.devtools.procs import ManagedProcess, free_port, wait_http
-from responses_bridge.envoy_config import render_bootstrap
 from tests.support.bridge import PYTHON, Sidecar, UpstreamLog, running_sidecar
-from tests.support.envoy import start_envoy
-from tests.support.gateway import Gateway
+from tests.support.gateway import Gateway, envoy_before
 
 
 @pytest.fixture(scope="session")
@@ -38,14 +36,8 @@ async def sidecar(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture(scope="session")
 async def envoy_url(sidecar: Sidecar) -> AsyncIterator[str]:
-    listen_port = free_port()
-    envoy = await start_envoy(render_bootstrap(listen_port=listen_port, extproc_port=sidecar.extproc_port,
-                                               http_port=int(sidecar.http_url.rsplit(":", 1)[1]),
-                                               upstream=sidecar.upstream_url, admin_port=0))
-    try:
-        yield f"http://127.0.0.1:{listen_port}"
-    finally:
-        envoy.stop()
+    async with envoy_before(sidecar) as envoy:
+        yield envoy
 
 
 @pytest.fixture(params=["http", "envoy"])

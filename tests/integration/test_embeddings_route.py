@@ -17,12 +17,10 @@ import pytest
 import tiktoken
 
 from responses_bridge.devtools.fake_embeddings import embed
-from responses_bridge.devtools.procs import free_port
-from responses_bridge.envoy_config import render_bootstrap
 from tests.support.bridge import running_sidecar
-from tests.support.envoy import start_envoy
 from tests.support.fuzz import Tally
 from tests.support.fuzz_embeddings import run_embeddings
+from tests.support.gateway import envoy_before
 
 MODEL = "tokenlearn-static-model"
 ERROR_KEYS = {"message", "type", "param", "code"}
@@ -152,14 +150,8 @@ async def upstream_embedder(fake_upstream: str, tmp_path_factory: pytest.TempPat
     """A sidecar whose embedder is the fake upstream's ``fake-embedding``, and an Envoy in front of it."""
     env = {"RESPONSES_BRIDGE_EMBEDDING_MODEL": UPSTREAM_MODEL}
     async with running_sidecar(str(tmp_path_factory.mktemp("embedder")), fake_upstream, env=env) as sidecar:
-        listen_port = free_port()
-        envoy = await start_envoy(render_bootstrap(listen_port=listen_port, extproc_port=sidecar.extproc_port,
-                                                   http_port=int(sidecar.http_url.rsplit(":", 1)[1]),
-                                                   upstream=sidecar.upstream_url, admin_port=0))
-        try:
-            yield {"http": sidecar.http_url, "envoy": f"http://127.0.0.1:{listen_port}"}
-        finally:
-            envoy.stop()
+        async with envoy_before(sidecar) as envoy:
+            yield {"http": sidecar.http_url, "envoy": envoy}
 
 
 async def test_the_upstream_model_is_passed_through(upstream_embedder: dict[str, str], door: str) -> None:

@@ -18,11 +18,10 @@ import pytest
 from openai.types.responses import ResponseItem
 from pydantic import TypeAdapter
 
-from responses_bridge.devtools.procs import free_port
-from responses_bridge.envoy_config import Auth, render_bootstrap
+from responses_bridge.envoy_config import Auth
 from tests.integration.test_tenant_isolation import create_key
 from tests.support.bridge import Sidecar, UpstreamLog, running_sidecar
-from tests.support.envoy import start_envoy
+from tests.support.gateway import envoy_before
 from tests.support.schema import check_stream, validate_event, validate_response
 from tests.unit.test_retrieval_extract import pdf_with_text
 
@@ -188,14 +187,8 @@ async def reading(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture(scope="module")
 async def reading_envoy(reading: Sidecar) -> AsyncIterator[str]:
-    listen_port = free_port()
-    envoy = await start_envoy(render_bootstrap(listen_port=listen_port, extproc_port=reading.extproc_port,
-                                               http_port=int(reading.http_url.rsplit(":", 1)[1]),
-                                               upstream=reading.upstream_url, admin_port=0, auth=Auth(mode="keys")))
-    try:
-        yield f"http://127.0.0.1:{listen_port}"
-    finally:
-        envoy.stop()
+    async with envoy_before(reading, auth=Auth(mode="keys")) as envoy:
+        yield envoy
 
 
 @pytest.fixture

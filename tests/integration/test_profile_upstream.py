@@ -13,9 +13,8 @@ import openai
 import pytest
 
 from responses_bridge.devtools.procs import ManagedProcess, free_port, wait_http
-from responses_bridge.envoy_config import render_bootstrap
 from tests.support.bridge import PYTHON, Sidecar, UpstreamLog, running_sidecar
-from tests.support.envoy import start_envoy
+from tests.support.gateway import envoy_before
 
 WEATHER: Any = {"type": "function", "name": "get_weather", "description": "Weather for a city",
                 "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
@@ -52,14 +51,8 @@ async def generic(quirky_upstream: str, tmp_path_factory: pytest.TempPathFactory
 
 @pytest.fixture(scope="module")
 async def profiled_envoy(profiled: Sidecar) -> AsyncIterator[str]:
-    listen_port = free_port()
-    envoy = await start_envoy(render_bootstrap(listen_port=listen_port, extproc_port=profiled.extproc_port,
-                                               http_port=int(profiled.http_url.rsplit(":", 1)[1]),
-                                               upstream=profiled.upstream_url, admin_port=0))
-    try:
-        yield f"http://127.0.0.1:{listen_port}"
-    finally:
-        envoy.stop()
+    async with envoy_before(profiled) as envoy:
+        yield envoy
 
 
 @pytest.fixture(params=["http", "envoy"])

@@ -18,10 +18,8 @@ import aiohttp
 import openai
 import pytest
 
-from responses_bridge.devtools.procs import free_port
-from responses_bridge.envoy_config import render_bootstrap
 from tests.support.bridge import Sidecar, UpstreamLog, running_sidecar
-from tests.support.envoy import start_envoy
+from tests.support.gateway import envoy_before
 
 MODERATION: Any = {"model": "omni-moderation-latest", "policy": {"input": {"mode": "block"}}}
 CACHE_OPTIONS: Any = {"mode": "explicit", "ttl": "12h"}
@@ -108,14 +106,8 @@ async def strict(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -
 
 @pytest.fixture(scope="module")
 async def strict_envoy(strict: Sidecar) -> AsyncIterator[str]:
-    listen_port = free_port()
-    envoy = await start_envoy(render_bootstrap(listen_port=listen_port, extproc_port=strict.extproc_port,
-                                               http_port=int(strict.http_url.rsplit(":", 1)[1]),
-                                               upstream=strict.upstream_url, admin_port=0))
-    try:
-        yield f"http://127.0.0.1:{listen_port}"
-    finally:
-        envoy.stop()
+    async with envoy_before(strict) as envoy:
+        yield envoy
 
 
 @pytest.fixture(params=["http", "envoy"])

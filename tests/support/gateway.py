@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from responses_bridge.envoy_config import HTTP_CLUSTER, render_bootstrap
 from tests.support.bridge import Sidecar, running_sidecar
@@ -24,6 +25,20 @@ class Gateway:
         """Requests Envoy has sent to the sidecar's HTTP door so far."""
         stats = await self.envoy.stats("cluster.")
         return int(stats.get(f"cluster.{HTTP_CLUSTER}.upstream_rq_total", 0))
+
+
+@asynccontextmanager
+async def envoy_before(sidecar: Sidecar, **bootstrap: Any) -> AsyncIterator[str]:
+    """An Envoy in front of a running sidecar (its processor and HTTP door, the sidecar's upstream as the cluster),
+    ready; yields its listener's URL, without /v1. ``bootstrap`` goes to ``render_bootstrap`` (``auth=`` …)."""
+    listen_port = free_port()
+    envoy = await start_envoy(render_bootstrap(listen_port=listen_port, extproc_port=sidecar.extproc_port,
+                                               http_port=int(sidecar.http_url.rsplit(":", 1)[1]),
+                                               upstream=sidecar.upstream_url, admin_port=0, **bootstrap))
+    try:
+        yield f"http://127.0.0.1:{listen_port}"
+    finally:
+        envoy.stop()
 
 
 @asynccontextmanager

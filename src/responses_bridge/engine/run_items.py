@@ -12,19 +12,9 @@ from .server_tools import ServerCallReader, mcp_call_error, mcp_call_item, serve
 from .tools import CallTarget
 
 
-class _Builder(Protocol):
-    """What these methods use of the builder they are part of."""
-
-    _pending: dict[int, ServerCallReader]
-    _run_items: dict[int, dict[str, Any]]
-
-    def _close_open(self, status: str = "completed") -> None: ...
-
-    def _place(self, item: dict[str, Any]) -> int: ...
-
-    def _emit_run(self, event: dict[str, Any]) -> None: ...
-
-    def _complete_pending(self, output_index: int, completed: str, failed: bool, fields: dict[str, Any]) -> None: ...
+class ShellOutputItem(Protocol):
+    """The builder's shell-output methods, named once: the run's live shell output (run/tools/shell.py) calls
+    them as the sandbox prints."""
 
     def open_shell_call_output(self, call_id: str, *,
                                max_output_length: int | None) -> tuple[int, dict[str, Any]]: ...
@@ -37,6 +27,21 @@ class _Builder(Protocol):
 
     def close_shell_call_output(self, item: dict[str, Any], output_index: int, outputs: list[dict[str, Any]],
                                 status: str) -> None: ...
+
+
+class _Builder(ShellOutputItem, Protocol):
+    """What these methods use of the builder they are part of."""
+
+    _pending: dict[int, ServerCallReader]
+    _run_items: dict[int, dict[str, Any]]
+
+    def _close_open(self, status: str = "completed") -> None: ...
+
+    def _place(self, item: dict[str, Any]) -> int: ...
+
+    def _emit_run(self, event: dict[str, Any]) -> None: ...
+
+    def _complete_pending(self, output_index: int, completed: str, failed: bool, fields: dict[str, Any]) -> None: ...
 
 
 class RunItems:

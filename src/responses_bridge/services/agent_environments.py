@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 from .. import ids
@@ -28,13 +27,12 @@ from ..protocol.lists import list_of
 from ..store.base import BlobReader
 from ..store.base_agents import AgentStore, Record
 from .containers import ContainerService
-from .files import new_file_id
 from .pagination import page_errors
+from .skills import copy_blob
 
 KEEP_MINUTES = 10080  # the longest ``expires_after.minutes`` of a container
 MAX_ARTIFACTS_PER_TURN = 100
 MAX_ARTIFACTS_PER_SESSION = 1000
-READ_CHUNK = 1 << 20
 
 
 def session_not_found(session_id: str) -> APIError:
@@ -57,14 +55,6 @@ def environment_state(environment_id: str, status: str, error: dict[str, Any] | 
 
 def shell_tool(container_id: str) -> dict[str, Any]:
     return {"type": "shell", "environment": {"type": "container_reference", "container_id": container_id}}
-
-
-async def _chunks(reader: BlobReader) -> AsyncIterator[bytes]:
-    try:
-        while chunk := await reader.read(READ_CHUNK):
-            yield chunk
-    finally:
-        await reader.aclose()
 
 
 class SessionEnvironments:
@@ -129,17 +119,7 @@ class SessionEnvironments:
                 reader = await self.containers.blobs.open(file.blob_id)
                 if reader is None:  # replaced meanwhile
                     continue
-                blob_id = new_file_id()
-                writer = await self.containers.blobs.writer(blob_id)
-                size = 0
-                try:
-                    async for chunk in _chunks(reader):
-                        size += len(chunk)
-                        await writer.write(chunk)
-                    await writer.publish()
-                except BaseException:
-                    await writer.discard()
-                    raise
+                blob_id, size = await copy_blob(self.containers.blobs, reader)
                 artifact = {"id": ids.new_id("art"), "object": "agent.session.artifact",
                             "created_at": int(time.time()), "environment_id": container_id, "path": file.path,
                             "session_id": session["id"], "size_bytes": size, "turn_id": turn_id,

@@ -26,7 +26,6 @@ from ..store.base import FileBytes
 from ..store.base_skills import ContainerSkill, SkillStore
 from ..store.records import StorageLimitExceeded
 from .file_quota import storage_limit_error
-from .files import new_file_id
 from .skill_bundle import (
     MAX_DESCRIPTION,
     MAX_ZIP_BYTES,
@@ -35,11 +34,10 @@ from .skill_bundle import (
     read_zip,
 )
 from .skill_cache import SkillCache
-from .skills import keep_blob, remove_blobs, skill_not_found, version_not_found, version_number
+from .skills import copy_blob, keep_blob, remove_blobs, skill_not_found, version_not_found, version_number
 
 MAX_CONTAINER_SKILLS = 20
 DEFAULT_CACHE_BYTES = 1 << 30
-READ_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,20 +126,7 @@ class ContainerSkills:
         if reader is None:  # the version was deleted since it was resolved
             raise not_found(f"The skill '{skill.name}' was deleted while the container was made.", param="skills",
                             code="not_found")
-        blob_id = new_file_id()
-        writer = await self.blobs.writer(blob_id)
-        size = 0
-        try:
-            while chunk := await reader.read(READ_CHUNK):
-                size += len(chunk)
-                await writer.write(chunk)
-            await writer.publish()
-        except BaseException:
-            await writer.discard()
-            raise
-        finally:
-            await reader.aclose()
-        return blob_id, size
+        return await copy_blob(self.blobs, reader)
 
     async def attach(self, container_id: str, skills: Sequence[ResolvedSkill], *, tenant: str) -> None:
         """Keep ``skills`` as the container's own (blobs, then their rows in one transaction)."""

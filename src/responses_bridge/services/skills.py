@@ -97,6 +97,25 @@ async def keep_blob(blobs: FileBytes, data: bytes) -> str:
     return blob_id
 
 
+async def copy_blob(blobs: FileBytes, reader: BlobReader) -> tuple[str, int]:
+    """A new blob holding what ``reader`` reads (closed after), published whole or not at all; its id and size.
+    Copies are what keep a container's skill or a session's artifact apart from the bytes it came from."""
+    blob_id = new_file_id()
+    writer = await blobs.writer(blob_id)
+    size = 0
+    try:
+        while chunk := await reader.read(READ_CHUNK):
+            size += len(chunk)
+            await writer.write(chunk)
+        await writer.publish()
+    except BaseException:
+        await writer.discard()
+        raise
+    finally:
+        await reader.aclose()
+    return blob_id, size
+
+
 async def remove_blobs(blobs: FileBytes, blob_ids: Sequence[str]) -> None:
     for blob in blob_ids:
         try:

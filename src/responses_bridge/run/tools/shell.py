@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ...engine.request_translation import shell_output_text
+from ...engine.run_items import ShellOutputItem
 from ...protocol.errors import invalid_request
 from ...sandbox import SandboxResult
 from ...sandbox.egress_policy import NetworkPolicy, parse_policy
@@ -182,22 +183,6 @@ class ShellRun:
             parts.append(f"[files written: {listed}{f' and {more} more' if more > 0 else ''}]")
         parts.extend(f"[{note}]" for note in self.notes)
         return "\n".join(parts) if parts else "(no commands were given)"
-
-
-class ShellOutputItem(Protocol):
-    """What :class:`LiveShellOutput` needs of the output builder (engine/run_items.py)."""
-
-    def open_shell_call_output(self, call_id: str, *,
-                               max_output_length: int | None) -> tuple[int, dict[str, Any]]: ...
-
-    def shell_output_delta(self, item: dict[str, Any], output_index: int, command_index: int, stdout: str,
-                           stderr: str) -> None: ...
-
-    def shell_output_done(self, item: dict[str, Any], output_index: int, command_index: int,
-                          output: dict[str, Any]) -> None: ...
-
-    def close_shell_call_output(self, item: dict[str, Any], output_index: int, outputs: list[dict[str, Any]],
-                                status: str) -> None: ...
 
 
 class LiveShellOutput:
