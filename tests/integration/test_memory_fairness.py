@@ -16,7 +16,6 @@ Envoy.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -25,9 +24,8 @@ import aiohttp
 import openai
 import pytest
 
-from responses_bridge.envoy_config import render_bootstrap
-from tests.support.bridge import Sidecar, running_sidecar
-from tests.support.envoy import free_port, have_envoy, start_envoy
+from tests.support.envoy import have_envoy
+from tests.support.gateway import Gateway, running_gateway
 from tests.support.streams import held_stream
 
 pytestmark = pytest.mark.store_free  # its subject is the memory budget: the sidecar keeps its own SQLite file
@@ -41,41 +39,20 @@ IDLE = 24  # more idle bodies than a share holds (32 MiB / ~1.9 MiB: 17)
 LARGE = "hold this [stall_after=1:120000] " + "x" * (500 << 10)  # ~14.6 MiB of the budget: two fit in a share
 
 
-@dataclass
-class Stack:
-    envoy_url: str
-    sidecar: Sidecar
-
-
 @pytest.fixture(scope="module")
-async def stack(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+async def stack(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gateway]:
     if not have_envoy():
         pytest.skip("envoy binary not available")
-    listen_port = free_port()
     env = {"RESPONSES_BRIDGE_MEMORY_BUDGET_BYTES": str(BUDGET),
            "RESPONSES_BRIDGE_REQUEST_BODY_TIMEOUT": str(BODY_TIMEOUT)}
-    async with running_sidecar(str(tmp_path_factory.mktemp("fairness")), fake_upstream, "--upstream-via",
-                               f"http://127.0.0.1:{listen_port}/v1", env=env, own_sqlite=True) as sidecar:
-        envoy = await start_envoy(render_bootstrap(
-            listen_port=listen_port, extproc_port=sidecar.extproc_port,
-            http_port=int(sidecar.http_url.rsplit(":", 1)[1]), upstream=fake_upstream, admin_port=0))
-        try:
-            yield Stack(f"http://127.0.0.1:{listen_port}", sidecar)
-        finally:
-            envoy.stop()
+    async with running_gateway(str(tmp_path_factory.mktemp("fairness")), fake_upstream, env=env,
+                               own_sqlite=True) as gateway:
+        yield gateway
 
 
 def sdk(base: str, key: str) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0, timeout=60)
 
-
-async def held_bytes(sidecar: Sidecar) -> int:
-    """The budget the sidecar's requests hold now (its ``/metrics`` gauge)."""
-    async with aiohttp.ClientSession() as session, session.get(f"{sidecar.http_url}/metrics") as response:
-        text = await response.text()
-    found = re.search(r"^responses_bridge_memory_budget_held_bytes(?:\{[^}]*\})? (\S+)$", text, re.M)
-    assert found, "no memory budget gauge in /metrics"
-    return int(float(found.group(1)))
 
 
 async def until(condition: Any, what: str) -> None:
@@ -128,19 +105,19 @@ async def _read_answer(reader: asyncio.StreamReader) -> Answer:
 
 
 @pytest.fixture(params=[("http", "/v1/responses"), ("envoy", "/v1/containers")], ids=["http", "envoy-containers"])
-def idle_target(request: pytest.FixtureRequest, stack: Stack) -> tuple[str, str]:
+def idle_target(request: pytest.FixtureRequest, stack: Gateway) -> tuple[str, str]:
     door, path = request.param
-    return (stack.sidecar.http_url if door == "http" else stack.envoy_url), path
+    return stack.door_url(door), path
 
 
 async def test_idle_bodies_hold_a_step_each_the_others_are_served_and_each_is_closed_with_its_bytes_returned(
-        stack: Stack, idle_target: tuple[str, str]) -> None:
+        stack: Gateway, idle_target: tuple[str, str]) -> None:
     base, path = idle_target
     sidecar = stack.sidecar
     idle = [await IdleBody.open(base, path, "sk-attacker") for _ in range(IDLE)]
     try:
         async def a_share_is_held() -> bool:
-            return await held_bytes(sidecar) >= (32 * MiB // STEP_COST) * STEP_COST
+            return await stack.held_bytes() >= (32 * MiB // STEP_COST) * STEP_COST
         await until(a_share_is_held, "the idle bodies hold their share")
         # while they are held: another caller is served, through the same door and the other, and probes answer
         for door in {base, sidecar.http_url}:
@@ -171,17 +148,17 @@ async def test_idle_bodies_hold_a_step_each_the_others_are_served_and_each_is_cl
             assert answer.headers.get("connection") == "close"
 
     async def all_given_back() -> bool:
-        return await held_bytes(sidecar) == 0
+        return await stack.held_bytes() == 0
     await until(all_given_back, "the idle bodies' budget came back")
 
 
 @pytest.fixture(params=["http", "envoy"])
-def door_url(request: pytest.FixtureRequest, stack: Stack) -> str:
-    return stack.sidecar.http_url if request.param == "http" else stack.envoy_url
+def door_url(request: pytest.FixtureRequest, stack: Gateway) -> str:
+    return stack.door_url(request.param)
 
 
 async def test_a_caller_at_its_share_is_refused_naming_it_and_another_is_served_on_both_doors(
-        stack: Stack, door_url: str) -> None:
+        stack: Gateway, door_url: str) -> None:
     streams: list[Any] = []
     async with sdk(door_url, "sk-attacker") as attacker, sdk(door_url, "sk-victim") as victim:
         try:
@@ -199,18 +176,18 @@ async def test_a_caller_at_its_share_is_refused_naming_it_and_another_is_served_
                 await stream.close()
 
     async def all_given_back() -> bool:
-        return await held_bytes(stack.sidecar) == 0
+        return await stack.held_bytes() == 0
     await until(all_given_back, "the held streams' budget came back")
 
 
-async def test_an_idle_upload_through_envoy_is_closed_and_the_others_keep_uploading(stack: Stack) -> None:
+async def test_an_idle_upload_through_envoy_is_closed_and_the_others_keep_uploading(stack: Gateway) -> None:
     """Uploads stream to disk and hold no budget, but an idle one still held its tenant's slot and a connection
     for as long as it liked; through Envoy (which streams these routes to the HTTP door) it is now answered and
     closed like any other body."""
-    idle = await IdleBody.open(stack.envoy_url, "/v1/files", "sk-attacker",
+    idle = await IdleBody.open(stack.url, "/v1/files", "sk-attacker",
                                "multipart/form-data; boundary=held", "--held\r\n")
     try:
-        async with sdk(stack.envoy_url, "sk-victim") as victim:
+        async with sdk(stack.url, "sk-victim") as victim:
             uploaded = await victim.files.create(file=("notes.txt", b"still served"), purpose="user_data")
             assert uploaded.bytes == len(b"still served") and not idle.answer.done()
         answer = await asyncio.wait_for(idle.answer, 120)

@@ -12,18 +12,15 @@ Envoy (the ext_proc door's body phase).
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import aiohttp
 import openai
 import orjson
 import pytest
 
-from responses_bridge.envoy_config import render_bootstrap
-from tests.support.bridge import Sidecar, running_sidecar
-from tests.support.envoy import free_port, have_envoy, start_envoy
+from tests.support.envoy import have_envoy
+from tests.support.gateway import Gateway, running_gateway
 
 pytestmark = pytest.mark.store_free  # its subject is the memory budget: the sidecar keeps its own SQLite file
 
@@ -45,42 +42,19 @@ def hold_body() -> bytes:
     return encoded
 
 
-@dataclass
-class Stack:
-    envoy_url: str
-    sidecar: Sidecar
-
-    def url(self, door: str) -> str:
-        return self.sidecar.http_url if door == "http" else self.envoy_url
-
-
 @pytest.fixture(scope="module")
-async def stack(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+async def stack(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gateway]:
     if not have_envoy():
         pytest.skip("envoy binary not available")
-    listen_port = free_port()
     env = {"RESPONSES_BRIDGE_MEMORY_BUDGET_BYTES": str(BUDGET)}
-    async with running_sidecar(str(tmp_path_factory.mktemp("fairness-many")), fake_upstream, "--upstream-via",
-                               f"http://127.0.0.1:{listen_port}/v1", env=env, own_sqlite=True) as sidecar:
-        envoy = await start_envoy(render_bootstrap(
-            listen_port=listen_port, extproc_port=sidecar.extproc_port,
-            http_port=int(sidecar.http_url.rsplit(":", 1)[1]), upstream=fake_upstream, admin_port=0))
-        try:
-            yield Stack(f"http://127.0.0.1:{listen_port}", sidecar)
-        finally:
-            envoy.stop()
+    async with running_gateway(str(tmp_path_factory.mktemp("fairness-many")), fake_upstream, env=env,
+                               own_sqlite=True) as gateway:
+        yield gateway
 
 
 def sdk(base: str, key: str) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0, timeout=60)
 
-
-async def held_bytes(sidecar: Sidecar) -> int:
-    async with aiohttp.ClientSession() as session, session.get(f"{sidecar.http_url}/metrics") as response:
-        text = await response.text()
-    found = re.search(r"^responses_bridge_memory_budget_held_bytes(?:\{[^}]*\})? (\S+)$", text, re.M)
-    assert found, "no memory budget gauge in /metrics"
-    return int(float(found.group(1)))
 
 
 async def hold_all_it_may(session: aiohttp.ClientSession, base: str, key: str,
@@ -107,8 +81,8 @@ async def hold_all_it_may(session: aiohttp.ClientSession, base: str, key: str,
 @pytest.mark.parametrize("door", ["http", "envoy"])
 @pytest.mark.parametrize("attackers", [2, 3])
 async def test_another_caller_is_answered_as_alone_beside_two_and_three_attackers(
-        stack: Stack, door: str, attackers: int) -> None:
-    base = stack.url(door)
+        stack: Gateway, door: str, attackers: int) -> None:
+    base = stack.door_url(door)
     streams: list[aiohttp.ClientResponse] = []
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session, \
             sdk(base, "sk-victim") as victim:
@@ -116,7 +90,7 @@ async def test_another_caller_is_answered_as_alone_beside_two_and_three_attacker
             refusals = [await hold_all_it_may(session, base, f"sk-attacker-{at}", streams) for at in range(attackers)]
             assert len(streams) >= attackers + 2, "the attackers held less than the attack needs"
             assert all(refused and set(refused) == {"memory_share_exceeded"} for refused in refusals), refusals
-            assert await held_bytes(stack.sidecar) >= BUDGET * 2 // 3  # 191 MiB by two, 223 MiB by three
+            assert await stack.held_bytes() >= BUDGET * 2 // 3  # 191 MiB by two, 223 MiB by three
             answers = [await victim.responses.create(model=MODEL, input=f"victim {at} {VICTIM}") for at in range(6)]
             together = await asyncio.gather(*(victim.responses.create(model=MODEL, input=f"together {at} {VICTIM}")
                                               for at in range(3)))
@@ -126,7 +100,7 @@ async def test_another_caller_is_answered_as_alone_beside_two_and_three_attacker
     assert [answer.status for answer in [*answers, *together]] == ["completed"] * 9
 
     async def given_back() -> bool:
-        return await held_bytes(stack.sidecar) == 0
+        return await stack.held_bytes() == 0
     for _ in range(300):
         if await given_back():
             break

@@ -13,19 +13,15 @@ Through the HTTP door and through Envoy (which hands multi-agent requests to the
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
-import aiohttp
 import openai
 import psutil
 import pytest
 
 from responses_bridge.devtools.procs import process_rss_mb
-from responses_bridge.envoy_config import render_bootstrap
-from tests.support.bridge import Sidecar, running_sidecar
-from tests.support.envoy import free_port, have_envoy, start_envoy
+from tests.support.envoy import have_envoy
+from tests.support.gateway import Gateway, running_gateway
 
 pytestmark = [pytest.mark.skipif(not have_envoy(), reason="envoy binary not available"), pytest.mark.store_free]
 
@@ -38,38 +34,14 @@ TOOLS = [{"type": "function", "name": f"lookup_{at}", "description": "d" * (32 <
 STALL_MS = 2500
 
 
-@dataclass
-class Stack:
-    sidecar: Sidecar
-    envoy_url: str
-    upstream_port: int  # where the sidecar's own upstream calls go: Envoy's listener (upstream_via)
-
-    def url(self, door: str) -> str:
-        return self.sidecar.http_url if door == "http" else self.envoy_url
-
-
 @pytest.fixture(scope="module")
-async def stack(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    listen_port = free_port()
+async def stack(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gateway]:
     env = {"RESPONSES_BRIDGE_MEMORY_BUDGET_BYTES": str(4 << 30),
            "RESPONSES_BRIDGE_UPSTREAM_RESPONSE_CONNECTIONS": str(PER_RESPONSE)}
-    async with running_sidecar(str(tmp_path_factory.mktemp("subagent-budget")), fake_upstream, "--upstream-via",
-                               f"http://127.0.0.1:{listen_port}/v1", env=env, own_sqlite=True) as sidecar:
-        envoy = await start_envoy(render_bootstrap(
-            listen_port=listen_port, extproc_port=sidecar.extproc_port,
-            http_port=int(sidecar.http_url.rsplit(":", 1)[1]), upstream=fake_upstream, admin_port=0))
-        try:
-            yield Stack(sidecar, f"http://127.0.0.1:{listen_port}", listen_port)
-        finally:
-            envoy.stop()
+    async with running_gateway(str(tmp_path_factory.mktemp("subagent-budget")), fake_upstream, env=env,
+                               own_sqlite=True) as gateway:
+        yield gateway
 
-
-async def held_bytes(sidecar: Sidecar) -> int:
-    async with aiohttp.ClientSession() as session, session.get(f"{sidecar.http_url}/metrics") as response:
-        text = await response.text()
-    found = re.search(r"^responses_bridge_memory_budget_held_bytes(?:\{[^}]*\})? (\S+)$", text, re.M)
-    assert found, "no memory budget gauge in /metrics"
-    return int(float(found.group(1)))
 
 
 def upstream_connections(pid: int, port: int) -> int:
@@ -80,23 +52,23 @@ def upstream_connections(pid: int, port: int) -> int:
 
 @pytest.mark.parametrize("door", ["http", "envoy"])
 async def test_64_subagents_are_charged_for_what_they_hold_and_open_at_most_the_responses_upstream_calls(
-        stack: Stack, door: str) -> None:
+        stack: Gateway, door: str) -> None:
     pid = stack.sidecar.process.pid
-    assert await held_bytes(stack.sidecar) == 0
+    assert await stack.held_bytes() == 0
     before = process_rss_mb(pid)
     spawns = "\n".join(f"spawn: task {at} {{stall={STALL_MS}}}" for at in range(SUBAGENTS))
-    async with openai.AsyncOpenAI(base_url=f"{stack.url(door)}/v1", api_key="sk-client", max_retries=0,
+    async with openai.AsyncOpenAI(base_url=f"{stack.door_url(door)}/v1", api_key="sk-client", max_retries=0,
                                   timeout=300) as client:
         request = asyncio.create_task(client.beta.responses.create(
             model="fake-model", input=spawns, tools=TOOLS,  # type: ignore[arg-type]
             multi_agent={"enabled": True, "max_concurrent_subagents": SUBAGENTS}, betas=BETA))
         grown, charged, most_connections = 0.0, 0, 0
         while not request.done():  # sampled while the subagents are held (bounded by the request's own end)
-            held = await held_bytes(stack.sidecar)
+            held = await stack.held_bytes()
             growth = process_rss_mb(pid) - before
             if growth > grown:
                 grown, charged = growth, held
-            most_connections = max(most_connections, upstream_connections(pid, stack.upstream_port))
+            most_connections = max(most_connections, upstream_connections(pid, stack.listen_port))
             await asyncio.sleep(0.2)
         response = await request
     assert response.status == "completed", response
@@ -105,4 +77,4 @@ async def test_64_subagents_are_charged_for_what_they_hold_and_open_at_most_the_
     assert 0 < most_connections <= PER_RESPONSE, most_connections
     print(f"grew {grown:.0f} MB while the budget held {charged / 1e6:.0f} MB; {most_connections} upstream calls")
     assert grown * 1e6 <= charged, f"grew {grown:.0f} MB while the budget held {charged / 1e6:.0f} MB"
-    assert await held_bytes(stack.sidecar) == 0  # all given back
+    assert await stack.held_bytes() == 0  # all given back

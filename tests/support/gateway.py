@@ -4,11 +4,14 @@ model call to pass through Envoy (server-side tools run by the HTTP door, routed
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import aiohttp
 
 from responses_bridge.envoy_config import HTTP_CLUSTER, render_bootstrap
 from tests.support.bridge import Sidecar, running_sidecar
@@ -20,6 +23,24 @@ class Gateway:
     sidecar: Sidecar
     url: str  # Envoy's listener, without /v1
     envoy: EnvoyProcess
+
+    def door_url(self, door: str) -> str:
+        """The sidecar's HTTP door for ``"http"``, Envoy's listener for ``"envoy"`` (the suites' door params)."""
+        return self.sidecar.http_url if door == "http" else self.url
+
+    @property
+    def listen_port(self) -> int:
+        """Envoy's listener port: where the sidecar's own model calls go (``--upstream-via``)."""
+        return int(self.url.rsplit(":", 1)[1])
+
+    async def held_bytes(self) -> int:
+        """What the sidecar's memory budget holds now (its ``/metrics`` gauge)."""
+        async with aiohttp.ClientSession() as session, \
+                session.get(f"{self.sidecar.http_url}/metrics") as response:
+            text = await response.text()
+        found = re.search(r"^responses_bridge_memory_budget_held_bytes(?:\{[^}]*\})? (\S+)$", text, re.M)
+        assert found, "no memory budget gauge in /metrics"
+        return int(float(found.group(1)))
 
     async def sidecar_requests(self) -> int:
         """Requests Envoy has sent to the sidecar's HTTP door so far."""
@@ -43,12 +64,12 @@ async def envoy_before(sidecar: Sidecar, **bootstrap: Any) -> AsyncIterator[str]
 
 @asynccontextmanager
 async def running_gateway(tmp_dir: str, upstream_url: str, *extra: str, env: dict[str, str] | None = None,
-                          log_file: Path | None = None) -> AsyncIterator[Gateway]:
+                          log_file: Path | None = None, own_sqlite: bool = False) -> AsyncIterator[Gateway]:
     """Sidecar (with ``extra`` arguments and ``env``, logging to ``log_file`` if given) and Envoy, both ready,
     both stopped on exit."""
     listen_port = free_port()  # first: the sidecar makes its own model calls through this listener
     async with running_sidecar(tmp_dir, upstream_url, "--upstream-via", f"http://127.0.0.1:{listen_port}/v1",
-                               *extra, env=env, log_file=log_file) as sidecar:
+                               *extra, env=env, log_file=log_file, own_sqlite=own_sqlite) as sidecar:
         envoy = await start_envoy(render_bootstrap(
             listen_port=listen_port, extproc_port=sidecar.extproc_port,
             http_port=int(sidecar.http_url.rsplit(":", 1)[1]), upstream=upstream_url, admin_port=0))
