@@ -28,6 +28,7 @@ _RESERVED_NAMES = ("CODEX_", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY
                    "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS", "CURL_CA_BUNDLE")
 _HOST = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*\Z")
 MAX_SECRET_CHARS = 16_384
+MAX_FIELD_CHARS = 2_048
 
 
 def vault_not_found(vault_id: str) -> APIError:
@@ -74,13 +75,13 @@ def parse_auth(value: Any, param: str = "auth") -> tuple[dict[str, Any], dict[st
                 {"token": _secret(auth.get("token"), f"{param}.token")})
     if kind == "mcp_oauth":
         known(auth, ("type", "access_token", "mcp_server_url", "expires_at", "refresh"), f"{param}.")
+        public = {"type": kind, "mcp_server_url": server_url(auth.get("mcp_server_url"), f"{param}.mcp_server_url"),
+                  "expires_at": _timestamp(auth.get("expires_at"), f"{param}.expires_at"), "refresh": None}
+        secret = {"token": _secret(auth.get("access_token"), f"{param}.access_token")}
         if auth.get("refresh") is not None:
-            raise invalid_request(f"'{param}.refresh' (refreshing an OAuth access token at its token endpoint) is "
-                                  "not served yet by this bridge; store the access token alone and rotate it.",
-                                  param=f"{param}.refresh", code="unsupported_value")
-        return ({"type": kind, "mcp_server_url": server_url(auth.get("mcp_server_url"), f"{param}.mcp_server_url"),
-                 "expires_at": _timestamp(auth.get("expires_at"), f"{param}.expires_at"), "refresh": None},
-                {"token": _secret(auth.get("access_token"), f"{param}.access_token")})
+            public["refresh"], sealed = _parse_refresh(auth["refresh"], f"{param}.refresh")
+            secret.update(sealed)
+        return public, secret
     if kind == "environment_variable":
         known(auth, ("type", "networking", "secret_name", "secret_value"), f"{param}.")
         return ({"type": kind, "networking": _networking(auth.get("networking"), f"{param}.networking"),
@@ -105,16 +106,71 @@ def rotate_auth(public: dict[str, Any], secret: dict[str, Any], value: Any,
         known(auth, ("type", "secret_value"), f"{param}.")
         return public, {"value": _secret(auth.get("secret_value"), f"{param}.secret_value")}
     known(auth, ("type", "access_token", "expires_at", "refresh"), f"{param}.")
-    if auth.get("refresh") is not None:
-        raise invalid_request(f"'{param}.refresh' is not served yet by this bridge (no OAuth refresh).",
-                              param=f"{param}.refresh", code="unsupported_value")
     public, secret = dict(public), dict(secret)
+    if auth.get("refresh") is not None:
+        public["refresh"], secret = _rotate_refresh(public.get("refresh"), secret, auth["refresh"],
+                                                    f"{param}.refresh")
     if auth.get("access_token") is not None:
         secret["token"] = _secret(auth["access_token"], f"{param}.access_token")
         public["expires_at"] = None  # a new token without an expiry clears the old one's (as the types say)
     if "expires_at" in auth:
         public["expires_at"] = _timestamp(auth["expires_at"], f"{param}.expires_at")
     return public, secret
+
+
+def _parse_refresh(value: Any, param: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """A create's ``refresh``: ``(public, secret)`` — the refresh token and a client secret are write-only."""
+    refresh = _object(value, param)
+    known(refresh, ("client_id", "refresh_token", "token_endpoint", "token_endpoint_auth", "resource", "scope"),
+          f"{param}.")
+    endpoint_auth = _object(refresh.get("token_endpoint_auth"), f"{param}.token_endpoint_auth")
+    kind = endpoint_auth.get("type")
+    where = f"{param}.token_endpoint_auth"
+    if kind not in ENDPOINT_AUTH_TYPES:
+        raise invalid_request(f"Invalid value for '{where}.type': expected one of {', '.join(ENDPOINT_AUTH_TYPES)}.",
+                              param=f"{where}.type", code="invalid_value")
+    sealed = {"refresh_token": _secret(refresh.get("refresh_token"), f"{param}.refresh_token")}
+    if kind == "none":
+        known(endpoint_auth, ("type",), f"{where}.")
+    else:
+        known(endpoint_auth, ("type", "client_secret"), f"{where}.")
+        sealed["client_secret"] = _secret(endpoint_auth.get("client_secret"), f"{where}.client_secret")
+    public = {"client_id": _text(refresh.get("client_id"), f"{param}.client_id", required=True),
+              "resource": _text(refresh.get("resource"), f"{param}.resource"),
+              "scope": _text(refresh.get("scope"), f"{param}.scope"),
+              "token_endpoint": server_url(refresh.get("token_endpoint"), f"{param}.token_endpoint"),
+              "token_endpoint_auth": {"type": kind}}
+    return public, sealed
+
+
+def _rotate_refresh(public: dict[str, Any] | None, sealed: dict[str, Any], value: Any,
+                    param: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A rotation's ``refresh``: a new refresh token (omitted or null keeps it), scope (omitted keeps it, null
+    stops sending one), a new client secret for the credential's own endpoint method."""
+    if public is None:
+        raise invalid_request(f"Invalid '{param}': this credential has no refresh configuration to rotate; create "
+                              "a new credential with one.", param=param, code="invalid_value")
+    refresh = _object(value, param)
+    known(refresh, ("refresh_token", "scope", "token_endpoint_auth"), f"{param}.")
+    public, sealed = dict(public), dict(sealed)
+    if refresh.get("refresh_token") is not None:
+        sealed["refresh_token"] = _secret(refresh["refresh_token"], f"{param}.refresh_token")
+    if "scope" in refresh:
+        public["scope"] = _text(refresh["scope"], f"{param}.scope")
+    if refresh.get("token_endpoint_auth") is not None:
+        where = f"{param}.token_endpoint_auth"
+        endpoint_auth = _object(refresh["token_endpoint_auth"], where)
+        method = public["token_endpoint_auth"]["type"]
+        if endpoint_auth.get("type") != method:
+            raise invalid_request(f"Invalid value for '{where}.type': this credential's token endpoint method is "
+                                  f"'{method}' and cannot change.", param=f"{where}.type", code="invalid_value")
+        if method == "none":
+            known(endpoint_auth, ("type",), f"{where}.")
+        else:
+            known(endpoint_auth, ("type", "client_secret"), f"{where}.")
+            if endpoint_auth.get("client_secret") is not None:
+                sealed["client_secret"] = _secret(endpoint_auth["client_secret"], f"{where}.client_secret")
+    return public, sealed
 
 
 def server_url(value: Any, param: str) -> str:
@@ -204,4 +260,17 @@ def _object(value: Any, param: str) -> dict[str, Any]:
                               code="missing_required_parameter")
     if not isinstance(value, dict):
         raise invalid_request(f"Invalid type for '{param}': expected an object.", param=param, code="invalid_type")
+    return value
+
+
+def _text(value: Any, param: str, *, required: bool = False) -> str | None:
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise invalid_request(f"Missing required parameter: '{param}'." if value is None else
+                              f"Invalid '{param}': expected a non-empty string.", param=param,
+                              code="missing_required_parameter" if value is None else "invalid_value")
+    if len(value) > MAX_FIELD_CHARS or any(char in value for char in "\r\n\0"):
+        raise invalid_request(f"Invalid '{param}': one line of at most {MAX_FIELD_CHARS} characters.", param=param,
+                              code="invalid_value")
     return value

@@ -17,10 +17,14 @@ alone is empty.
 
 from __future__ import annotations
 
+import asyncio
 import time
+import weakref
+from datetime import UTC, datetime
 from typing import Any
 
 from .. import ids
+from ..host_policy import HostPolicy
 from ..protocol.agent_inputs import known
 from ..protocol.errors import APIError, invalid_request
 from ..protocol.lists import list_of
@@ -40,6 +44,7 @@ from ..sandbox.egress_policy import DomainSecret, match_entry
 from ..sealing import Sealer
 from ..store.base_agents import AgentStore
 from .pagination import page_errors
+from .vault_oauth import GuardedTokenEndpoint, TokenEndpoint, refresh_due, refresh_token
 
 PURPOSE = "vault_credential"
 MAX_VAULTS_PER_TENANT = 1_000
@@ -53,9 +58,13 @@ def public_credential(record: dict[str, Any]) -> dict[str, Any]:
 
 
 class VaultService:
-    def __init__(self, store: AgentStore, sealer: Sealer) -> None:
+    def __init__(self, store: AgentStore, sealer: Sealer, token_endpoint: TokenEndpoint | None = None) -> None:
+        """``token_endpoint``: where OAuth refreshes go (services/vault_oauth.py); by default reached under the
+        MCP clients' host policy with nothing listed (public addresses only)."""
         self.store = store
         self.sealer = sealer
+        self.token_endpoint = token_endpoint or GuardedTokenEndpoint(HostPolicy())
+        self._refreshing: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     # --- vaults ---------------------------------------------------------------------------------------------
 
@@ -206,7 +215,30 @@ class VaultService:
         """The bearer token of ``credential_id`` for an MCP server at ``server_url``, opened for one request
         (:meth:`check_mcp_credential` says when it may not be used)."""
         record = await self.check_mcp_credential(vault_ids, credential_id, server_url, tenant=tenant, param=param)
+        if refresh_due(record["auth"], datetime.now(UTC)):
+            record = await self._refresh(record, tenant=tenant, param=param)
         return str(self.sealer.open(PURPOSE, record[_SEALED])["token"])
+
+    async def _refresh(self, record: dict[str, Any], *, tenant: str, param: str) -> dict[str, Any]:
+        """The credential with a fresh access token, stored. One refresh at a time per credential in a process;
+        the record is read again under the lock, so a refresh another turn (or replica) made is used, not
+        repeated with a refresh token the endpoint may already have rotated away."""
+        lock = self._refreshing.setdefault(record["id"], asyncio.Lock())
+        async with lock:
+            current = await self.store.get("vault_credential", record["id"], tenant=tenant)
+            if current is None:
+                raise invalid_request(f"Invalid '{param}': the credential was deleted.", param=param,
+                                      code="invalid_value")
+            now = datetime.now(UTC)
+            if not refresh_due(current["auth"], now):
+                return current
+            public, secret = await refresh_token(self.token_endpoint, current["auth"],
+                                                 self.sealer.open(PURPOSE, current[_SEALED]), param=param, now=now)
+            current["auth"], current[_SEALED] = public, self.sealer.seal(PURPOSE, secret)
+            current["updated_at"] = max(int(time.time()), current["updated_at"])
+            await self.store.put("vault_credential", current["id"], current, tenant=tenant,
+                                 parent=current["vault_id"])
+            return current
 
     async def domain_secrets(self, vault_ids: list[str], allowed_domains: list[str], *,
                              tenant: str) -> list[DomainSecret]:

@@ -14,9 +14,11 @@ from typing import Any
 
 from aiohttp import web
 
+from ...host_policy import HostPolicy
 from ...runtime import Runtime
 from ...services.agent_events import KEEPALIVE
 from ...services.agent_sessions import SessionService
+from ...services.vault_oauth import GuardedTokenEndpoint
 from ...services.vaults import VaultService
 from .automations_routes import AutomationRoutes
 from .downloads import send_blob
@@ -51,7 +53,8 @@ class AgentRoutes:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.agents = runtime.agents
-        self.vaults = VaultService(runtime.agents.store, runtime.sealer)
+        self.vaults = VaultService(runtime.agents.store, runtime.sealer, GuardedTokenEndpoint(
+            HostPolicy.parse(runtime.settings.mcp_allowed_hosts)))  # OAuth refreshes reach what MCP calls may
         self.sessions = SessionService(runtime.agents.store, runtime.agents, runtime.background,
                                        turn_starter(runtime), runtime.containers, vaults=self.vaults)
         self.automations = AutomationRoutes(runtime.agents, self.sessions)

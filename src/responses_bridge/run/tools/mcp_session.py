@@ -210,7 +210,7 @@ def _transport(server: MCPServer, limits: MCPLimits, policy: HostPolicy, watch: 
             # Reads may wait as long as a whole operation: the call timeout is enforced per call (so an SSE
             # stream's silence between calls is not an error), the total one around everything.
             timeout=httpx2.Timeout(limits.total_timeout, connect=limits.connect_timeout),
-            transport=_WatchedTransport(_guarded_transport(policy), watch, limits.max_message_bytes),
+            transport=_WatchedTransport(guarded_transport(policy), watch, limits.max_message_bytes),
             trust_env=False,  # no proxy from the environment: the address connected to is the one checked
             follow_redirects=False,
         )
@@ -270,7 +270,7 @@ class GuardedNetworkBackend(httpcore2.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
-def _guarded_transport(policy: HostPolicy) -> httpx2.AsyncHTTPTransport:
+def guarded_transport(policy: HostPolicy) -> httpx2.AsyncHTTPTransport:
     """httpx's own transport over a connection pool whose sockets come from :class:`GuardedNetworkBackend`.
 
     httpx does not take a network backend as an argument, so its pool is replaced by one built with the same
