@@ -15,7 +15,7 @@ from openai._streaming import SSEDecoder
 
 from responses_bridge.services.agent_events import KEEPALIVE, SessionEvents
 from responses_bridge.store import open as store_open
-from responses_bridge.store.base_agents import AgentStore
+from responses_bridge.store.base_agents import AgentStore, Record
 from responses_bridge.store.records import InvalidCursor
 from tests.unit.store_kinds import KINDS, postgres_database_url
 
@@ -77,6 +77,24 @@ async def test_records_are_their_tenants_paged_and_deleted_with_their_session(
         await store.put("agent", "agent_1", {"id": "agent_1"}, tenant="a")
         assert await store.delete("agent", "agent_1", tenant="a")
         assert await store.get("session", "s0", tenant="a") is not None  # a session outlives its agent
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_record_holding_nul_characters_is_stored_both_ways(kind: str, request: pytest.FixtureRequest,
+                                                                   tmp_path: Path) -> None:
+    """A NUL in any string of a record (an automation's input, say): SQLite keeps it; PostgreSQL's jsonb cannot
+    hold one (it refused the whole record: a 500), so there it is U+FFFD, as in every text column."""
+    body = {"id": "a1", "metadata": {"k\x00": "v\x00"}, "input": [{"text": "a\x00b"}], "plain": "\\u0000"}
+    async with agent_store(kind, request, tmp_path) as store:
+        await store.put("automation", "a1", body, tenant="a")
+        await store.commit("s1", [Record("automation", "a2", {**body, "id": "a2"})], [], tenant="a")
+        stand_in = "\x00" if kind == "sqlite" else "\ufffd"
+        for record_id in ("a1", "a2"):
+            found = await store.get("automation", record_id, tenant="a")
+            assert found is not None
+            assert found["input"] == [{"text": f"a{stand_in}b"}]
+            assert found["metadata"] == {f"k{stand_in}": f"v{stand_in}"}
+            assert found["plain"] == "\\u0000"  # a backslash and 'u0000' as written, in either store
 
 
 async def test_a_reader_gets_every_event_once_across_what_left_memory(tmp_path: Path,

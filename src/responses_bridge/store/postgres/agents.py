@@ -10,6 +10,7 @@ import orjson
 from ..base_agents import OWNED_KINDS, Record, RecordPage
 from ..records import InvalidCursor, check_page_args
 from .database import PostgresDatabase
+from .sql import pg_json
 
 CHILD_KINDS = ["turn", "item", "key", "artifact"]  # what goes with its session (an agent's sessions outlive it)
 
@@ -54,13 +55,13 @@ class PostgresAgentStore:
     async def put(self, kind: str, record_id: str, body: dict[str, Any], *, tenant: str, parent: str | None = None,
                   scope: str | None = None) -> None:
         async with self._db.transaction("put_agent_record") as conn:
-            await conn.execute(_PUT, kind, record_id, tenant, parent, scope, orjson.dumps(body).decode())
+            await conn.execute(_PUT, kind, record_id, tenant, parent, scope, pg_json(body))
 
     async def commit(self, session_id: str, records: list[Record], events: list[tuple[int, str, bytes]], *,
                      tenant: str) -> None:
         async with self._db.transaction("commit_agent_records") as conn:
             if records:
-                await conn.executemany(_PUT, [(r.kind, r.id, tenant, r.parent, r.scope, orjson.dumps(r.body).decode())
+                await conn.executemany(_PUT, [(r.kind, r.id, tenant, r.parent, r.scope, pg_json(r.body))
                                               for r in records])
             if events:
                 await conn.executemany(_APPEND, [(session_id, sequence, event_id, tenant, frame)

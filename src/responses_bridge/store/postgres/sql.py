@@ -7,6 +7,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
+import orjson
+
 from ..records import InvalidCursor, LeaseLost
 
 if TYPE_CHECKING:
@@ -26,6 +28,23 @@ def pg_texts(values: Iterable[str | None]) -> list[str | None]:
     """A ``text[]`` parameter's elements, each as :func:`pg_text` (asyncpg encodes arrays of text itself, past the
     pool's text codec)."""
     return [None if value is None else pg_text(value) for value in values]
+
+
+def pg_json(value: object) -> str:
+    """``value`` as JSON text a ``jsonb`` column takes: jsonb refuses the ``\\u0000`` escape, so every NUL in a
+    string (key or value) is :data:`NUL_STAND_IN`, as in text columns. Only a document holding one is walked."""
+    text = orjson.dumps(value).decode()
+    return orjson.dumps(_without_nul(value)).decode() if "\\u0000" in text else text
+
+
+def _without_nul(value: object) -> object:
+    if isinstance(value, str):
+        return pg_text(value)
+    if isinstance(value, dict):
+        return {pg_text(key): _without_nul(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(item) for item in value]
+    return value
 
 
 _NAMED = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
