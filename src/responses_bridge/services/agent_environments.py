@@ -1,7 +1,9 @@
 """A session's ``openai_hosted`` environment and its artifacts.
 
 The environment is a container of the Containers API (services/containers.py) made with the session: its memory
-tier from ``container_size``, its network policy from ``network`` (the egress proxy's allowlist), expiring after
+tier from ``container_size``, its network policy from ``network`` (the egress proxy's allowlist, or its block list
+where the deployment allows one) with the session's vaults' ``environment_variable`` credentials as its domain
+secrets (sealed in the container's row as a ``network_policy``'s are), expiring after
 :data:`KEEP_MINUTES` without use, the longest a container may be kept idle; every turn uses it, so it lives as long
 as the session is used and is deleted with the session. The agent's turns get the hosted ``shell`` tool over it (a
 ``container_reference``), and the files a turn leaves in its workspace (``/mnt/data``) are published as the
@@ -19,17 +21,21 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from .. import ids
 from ..protocol.agent_environments import HostedPlan
 from ..protocol.errors import APIError, invalid_request, not_found
 from ..protocol.lists import list_of
+from ..sandbox.egress_policy import NetworkPolicy
+from ..sandbox.egress_scope import block_list, check_secrets
 from ..store.base import BlobReader
 from ..store.base_agents import AgentStore, Record
 from .containers import ContainerService
 from .files import new_file_id
 from .pagination import page_errors
+from .vaults import VaultService
 
 KEEP_MINUTES = 10080  # the longest ``expires_after.minutes`` of a container
 MAX_ARTIFACTS_PER_TURN = 100
@@ -68,9 +74,11 @@ async def _chunks(reader: BlobReader) -> AsyncIterator[bytes]:
 
 
 class SessionEnvironments:
-    def __init__(self, store: AgentStore, containers: ContainerService | None) -> None:
+    def __init__(self, store: AgentStore, containers: ContainerService | None,
+                 vaults: VaultService | None = None) -> None:
         self.store = store
         self.containers = containers
+        self.vaults = vaults  # the session's vaults' credentials: its container's domain secrets
 
     def _service(self) -> ContainerService:
         if self.containers is None:
@@ -78,10 +86,30 @@ class SessionEnvironments:
                                   "does not run.", param="environment.type", code="unsupported_value")
         return self.containers
 
-    async def provision(self, session_id: str, plan: HostedPlan, *, tenant: str) -> dict[str, Any]:
+    async def network(self, plan: HostedPlan, vault_ids: list[str], *, tenant: str) -> NetworkPolicy | None:
+        """The container's network policy: the plan's allowlist or block list, checked against what the
+        deployment allows (a 400 naming the setting), with the session's vaults' ``environment_variable``
+        credentials as its domain secrets (held to the policy's bounds; a 400 naming ``vault_ids``)."""
+        containers = self._service()
+        if plan.block_list:
+            policy: NetworkPolicy | None = block_list(list(plan.blocked_domains),
+                                                      "environment.network.blocked_domains")
+            containers.network.check_allowed(policy, "environment.network.access" if plan.access == "enabled"
+                                              else "environment.network.blocked_domains")
+        else:
+            policy = containers.network.parse(plan.network_policy(), "environment.network")
+        if policy is None or not vault_ids or self.vaults is None:
+            return policy
+        found = await self.vaults.domain_secrets(vault_ids, [] if policy.blocked else list(policy.domains),
+                                                 tenant=tenant,
+                                                 blocked=list(policy.domains) if policy.blocked else None)
+        return replace(policy, secrets=check_secrets(found, "vault_ids")) if found else policy
+
+    async def provision(self, session_id: str, plan: HostedPlan, *, tenant: str,
+                        vault_ids: list[str] | None = None) -> dict[str, Any]:
         """A new container for the session; its ``environment`` resource."""
         containers = self._service()
-        policy = containers.network.parse(plan.network_policy(), "environment.network")
+        policy = await self.network(plan, vault_ids or [], tenant=tenant)
         skills = await containers.resolve_skills(plan.skills, tenant=tenant, param="environment.skills")
         container = await containers.new_container(f"agent session {session_id}", tenant=tenant,
                                                    minutes=KEEP_MINUTES, memory_limit=plan.memory_limit,
