@@ -18,6 +18,7 @@ from responses_bridge.sandbox.egress_policy import (
     stored_form,
 )
 from responses_bridge.sandbox.egress_scope import block_list, check_secrets, within
+from responses_bridge.services.agent_environments import network_within
 
 
 def allowlist(*domains: str) -> NetworkPolicy:
@@ -45,7 +46,7 @@ def test_a_block_list_lets_through_every_host_but_its_names_and_those_under_them
 
 
 @pytest.mark.parametrize("value", [["*.example.com"], ["exa mple.com"], [7], "example.com",
-                                   ["d%d.example" % n for n in range(MAX_DOMAINS + 1)]])
+                                   [f"d{n}.example" for n in range(MAX_DOMAINS + 1)]])
 def test_a_bad_block_list_is_a_400_naming_it(value: object) -> None:
     with pytest.raises(APIError) as raised:
         block_list(value, "environment.network.blocked_domains")
@@ -109,3 +110,26 @@ def test_vault_secrets_are_held_to_the_policys_bounds() -> None:
             check_secrets(secrets, "vault_ids")
         assert raised.value.status == 400 and raised.value.param == "vault_ids"
         assert not any(secret.value in str(raised.value) for secret in secrets if len(secret.value) > 3)
+
+
+@pytest.mark.parametrize(("inner", "outer", "expected"), [
+    ({"access": "disabled"}, {"access": "enabled"}, True),
+    (None, {"access": "restricted", "allowed_domains": ["a.example"]}, True),
+    ({"access": "enabled"}, {"access": "restricted", "blocked_domains": ["a.example"]}, False),
+    ({"access": "restricted", "blocked_domains": ["a.example"]}, {"access": "enabled"}, True),
+    ({"access": "restricted", "allowed_domains": ["b.example"]},
+     {"access": "restricted", "blocked_domains": ["a.example"]}, True),
+    ({"access": "restricted", "allowed_domains": ["A.example", "b.example"]},
+     {"access": "restricted", "allowed_domains": ["a.example"]}, False),
+    ({"access": "restricted", "allowed_domains": ["A.example"]},
+     {"access": "restricted", "allowed_domains": ["a.example", "b.example"]}, True),
+    ({"access": "restricted", "allowed_domains": ["a.example"]}, {"access": "disabled"}, False),
+])
+def test_an_environments_network_within_its_templates(inner: object, outer: object, expected: bool) -> None:
+    assert network_within(inner, outer) is expected
+
+
+def test_a_network_that_is_not_one_is_a_400_naming_it() -> None:
+    with pytest.raises(APIError) as raised:
+        network_within({"access": "restricted", "blocked_domains": ["*.a.example"]}, None)
+    assert raised.value.param == "environment.network.blocked_domains[0]"

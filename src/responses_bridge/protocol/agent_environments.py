@@ -121,12 +121,12 @@ def hosted_plan(environment: dict[str, Any]) -> HostedPlan:
     if size not in MEMORY_TIERS:
         raise invalid_request("Invalid value for 'environment.container_size': expected 'small', 'medium' or "
                               "'large'.", param="environment.container_size", code="invalid_value")
-    access, allowed, blocked = _network(environment.get("network"))
+    access, allowed, blocked = network_of(environment.get("network"))
     skills = environment.get("skills")
     return HostedPlan(size, MEMORY_TIERS[size], access, allowed, skills if skills else None, blocked)
 
 
-def _network(network: Any) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+def network_of(network: Any) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
     """``(access, allowed domains, blocked domains)``; without ``network``, no network (as a container's
     default). ``enabled`` and ``blocked_domains`` are allowed where the deployment allows them
     (services/container_network.py)."""

@@ -25,11 +25,11 @@ from dataclasses import replace
 from typing import Any
 
 from .. import ids
-from ..protocol.agent_environments import HostedPlan
+from ..protocol.agent_environments import HostedPlan, network_of
 from ..protocol.errors import APIError, invalid_request, not_found
 from ..protocol.lists import list_of
-from ..sandbox.egress_policy import NetworkPolicy
-from ..sandbox.egress_scope import block_list, check_secrets
+from ..sandbox.egress_policy import NetworkPolicy, parse_policy
+from ..sandbox.egress_scope import block_list, check_secrets, within
 from ..store.base import BlobReader
 from ..store.base_agents import AgentStore, Record
 from .containers import ContainerService
@@ -71,6 +71,24 @@ async def _chunks(reader: BlobReader) -> AsyncIterator[bytes]:
             yield chunk
     finally:
         await reader.aclose()
+
+
+def network_policy_of(network: Any) -> NetworkPolicy | None:
+    """An environment's ``network`` (the SDK's ``{access, allowed_domains, blocked_domains}``) as the egress
+    proxy's policy, checked (400s naming ``environment.network…``), without the deployment's say (see
+    :meth:`SessionEnvironments.network`); None: no network."""
+    access, allowed, blocked = network_of(network)
+    if access == "disabled":
+        return None
+    if access == "enabled" or not allowed:
+        return block_list(list(blocked), "environment.network.blocked_domains")
+    return parse_policy({"type": "allowlist", "allowed_domains": list(allowed)}, "environment.network")
+
+
+def network_within(inner: Any, outer: Any) -> bool:
+    """Whether the ``network`` ``inner`` lets through only hosts ``outer`` does — an environment's network over
+    its template's may narrow it, never broaden it ("network overrides cannot broaden its policy")."""
+    return within(network_policy_of(inner), network_policy_of(outer))
 
 
 class SessionEnvironments:
