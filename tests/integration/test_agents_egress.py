@@ -261,6 +261,50 @@ async def test_a_block_list_lets_through_every_host_but_its_own(door: aiohttp.Cl
     assert strict(AgentSession, found["_session"]).environment.network.access == "enabled"  # type: ignore[union-attr]
 
 
+async def next_turn(door: aiohttp.ClientSession, session_id: str, text: str, after: str) -> list[tuple[str, Any]]:
+    """Another turn of the session, its events read from ``after`` until the session is idle."""
+    async with door.post(f"/v1/agents/sessions/{session_id}/events", json={"events": [
+            {"type": "agent.session.input.message",
+             "input": [{"role": "user", "content": [{"type": "input_text", "text": text}]}]}]}) as answer:
+        assert answer.status == 202, await answer.text()
+    async with door.get(f"/v1/agents/sessions/{session_id}/events", headers={"Last-Event-ID": after}) as answer:
+        return frames(await read_until_idle(answer))
+
+
+async def test_each_turn_uses_the_credential_as_it_is_now(door: aiohttp.ClientSession, sdk: openai.AsyncOpenAI,
+                                                          test_host: LocalHost) -> None:
+    vault_id = await vault_with(sdk, {"type": "limited", "allowed_hosts": ["127.0.0.1"]}, "ROTATED_TOKEN")
+    [credential] = (await sdk.beta.agents.vaults.credentials.list(vault_id)).data
+    agent = await sdk.beta.agents.create(model=MODEL)
+    script = python(FETCH + f"""
+    token = os.environ.get("ROTATED_TOKEN", "unset")
+    print(json.dumps({{"fetch": fetch("http://127.0.0.1:{test_host.port}/echo", {{"Authorization": token}})}}))
+    """)
+    async with door.post("/v1/agents/sessions", json={
+            "agent_id": agent.id, "vault_ids": [vault_id], "input": script, "stream": True, "environment": {
+                "type": "openai_hosted", "network": {"access": "restricted", "allowed_domains": ["127.0.0.1"]}}}
+            ) as answer:
+        events = frames(await read_until_idle(answer))
+    session_id = events[0][1]["session"]["id"]
+    assert test_host.seen[-1]["Authorization"] == SECRET
+
+    await sdk.beta.agents.vaults.credentials.update(credential.id, vault_id=vault_id, auth={  # type: ignore[arg-type]
+        "type": "environment_variable", "secret_value": SECRET + "-rotated"})
+    events = await next_turn(door, session_id, script, events[-1][0])
+    assert test_host.seen[-1]["Authorization"] == SECRET + "-rotated"
+    [output] = [event["item"]["output"] for _, event in events if event["type"] == "agent.session.turn.item.done"
+                and event["item"]["type"] == "command_execution"]
+    assert SECRET not in output
+
+    await sdk.beta.agents.vaults.delete(vault_id)
+    seen = len(test_host.seen)
+    events = await next_turn(door, session_id, script, events[-1][0])
+    assert [event["type"] for _, event in events][-2:] == ["agent.session.turn.completed", "agent.session.idle"]
+    assert len(test_host.seen) == seen + 1
+    assert test_host.seen[-1]["Authorization"] == "unset"  # no credential in the container any more
+    await sdk.beta.agents.sessions.delete(session_id)
+
+
 @pytest.mark.parametrize(("network", "networking", "param"), [
     ({"access": "enabled"}, {"type": "unrestricted"}, "vault_ids"),
     ({"access": "restricted", "blocked_domains": ["a.example"]}, {"type": "unrestricted"}, "vault_ids"),

@@ -141,6 +141,31 @@ class SessionEnvironments:
                 shown.append({"type": "inline", "name": skill.name, "description": skill.description})
         return plan.resource(container.id, shown)
 
+    async def refresh_credentials(self, session: dict[str, Any], *, tenant: str) -> None:
+        """Before each of a turn's model calls: the session's container gets its vaults' credentials as they are
+        now — a rotated value from then on, a deleted credential or vault no longer put into requests (as an MCP
+        credential is opened anew for each turn). Credentials that no longer fit the policy's bounds are the
+        400 naming ``vault_ids`` that fails the turn."""
+        container_id = hosted_container(session)
+        vault_ids = list(session.get("vault_ids") or [])
+        if container_id is None or self.containers is None or self.vaults is None or not vault_ids:
+            return
+        container = await self.containers.live(container_id, tenant=tenant)
+        if container is None:
+            return  # expired: the turn's shell call says so
+        try:
+            current = self.containers.network.opened(container)
+        except ValueError:
+            return  # sealed with another key: every call in it fails, saying so (container_runs.py)
+        if current is None:
+            return
+        found = await self.vaults.domain_secrets(vault_ids, [] if current.blocked else list(current.domains),
+                                                 tenant=tenant,
+                                                 blocked=list(current.domains) if current.blocked else None)
+        fresh = replace(current, secrets=check_secrets(found, "vault_ids"))
+        if fresh != current:
+            await self.containers.set_network(container_id, fresh, tenant=tenant)
+
     async def alive(self, session: dict[str, Any], *, tenant: str) -> bool:
         """The session's container is still there (used now, so it stays as long again)."""
         container_id = hosted_container(session)
