@@ -251,6 +251,8 @@ async def test_a_block_list_lets_through_every_host_but_its_own(door: aiohttp.Cl
     assert found["blocked"] == [403, "denied_domain"] and found["under"] == [403, "denied_domain"]
     network = strict(AgentSession, found["_session"]).environment.network  # type: ignore[union-attr]
     assert network.access == "restricted" and network.allowed_domains == []
+    async with door.get(f"/v1/containers/{found['_session']['environment']['id']}") as answer:
+        assert (await answer.json())["network_policy"] == {"type": "allowlist"}  # no form there for a block list
 
     _, found = await run_session(door, {"agent_id": agent.id, "input": script, "environment": {
         "type": "openai_hosted", "network": {"access": "restricted", "blocked_domains": ["127.0.0.1"]}}})
