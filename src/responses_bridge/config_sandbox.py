@@ -57,6 +57,11 @@ class CodeSandboxSettings(BaseSettings):
     code_egress_allowlist: bool = Field(default=True, description=(
         "allow `allowlist` network policies on containers: the code reaches the listed domains through the "
         "bridge's egress proxy and nothing else; false: an `allowlist` policy is a 400, sandboxes have no network"))
+    code_egress_unrestricted: bool = Field(default=False, description=(
+        "allow an agent session's `openai_hosted` environment a network that is not an allowlist: `access: "
+        "enabled` (every host) or `restricted` with `blocked_domains` (every host but those), still through the "
+        "egress proxy and its address rules (public addresses, and code_egress_allowed_targets); false: those are "
+        "a 400 naming this setting; needs code_egress_allowlist"))
     code_egress_allowed_targets: str = Field(default="", description=(
         "addresses beyond public ones the egress proxy may reach, comma-separated: a CIDR opens all its ports, "
         "`address:port` one (a loopback address only so, keeping the bridge's own ports closed); unset: public only"))

@@ -404,7 +404,8 @@ async def _open_code_interpreter(settings: Settings, store: ContainerStore, file
                                   skills=ContainerSkills(skills, files.contents, max_stored_bytes=stored_bytes,
                                                          workdir=workdir,
                                                          cache_bytes=settings.code_skills_cache_bytes),
-                                  network=NetworkPolicies(sealer, enabled=settings.code_egress_allowlist))
+                                  network=NetworkPolicies(sealer, enabled=settings.code_egress_allowlist,
+                                                          unrestricted=settings.code_egress_unrestricted))
     await containers.start()
     sandbox = await open_backend(settings, limits, share=lambda tenant: settings.sandbox_share(tenant, limits.slots),
                                  egress=_egress_settings(settings))

@@ -210,6 +210,18 @@ async def test_a_use_restarts_the_expiry(stores: Stores) -> None:
     assert await store.get_container("cntr_1", T + 110, tenant=A) is None
 
 
+async def test_a_live_containers_network_policy_is_replaced_for_its_tenant_only(stores: Stores) -> None:
+    store = stores.containers
+    await store.create_container(a_container("cntr_net", minutes=1), tenant=A, max_containers=None)
+    assert not await store.set_container_network("cntr_net", '{"type": "allowlist"}', LIVE, tenant=B)
+    assert not await store.set_container_network("cntr_net", '{"type": "allowlist"}', T + 60, tenant=A)  # expired
+    assert await store.set_container_network("cntr_net", '{"type": "allowlist"}', T + 30, tenant=A)
+    found = await store.get_container("cntr_net", T + 30, tenant=A)
+    assert found is not None and found.network_policy == '{"type": "allowlist"}'
+    assert await store.set_container_network("cntr_net", None, T + 30, tenant=A)
+    assert (await store.get_container("cntr_net", T + 30, tenant=A)).network_policy is None  # type: ignore[union-attr]
+
+
 # -- files ------------------------------------------------------------------------------------------------------
 
 async def test_a_file_at_a_taken_path_replaces_the_row_under_the_new_id(stores: Stores) -> None:

@@ -1,5 +1,6 @@
 """A session's ``openai_hosted`` environment checked: what the bridge can give it (a container on the configured
-sandbox backend, its size a memory tier, network by the egress proxy's policy) and, refused by name, what it cannot
+sandbox backend, its size a memory tier, network by the egress proxy's policy: an allowlist, or a block list
+where the deployment allows it) and, refused by name, what it cannot
 (a desktop and its browser, prewarmed environments and templates, files, plugins, setup commands, environment
 variables, capability directories, packages: no package index is configured for containers). Its ``skills`` are the
 container's (services/container_skills.py checks and reads them), laid out read-only at ``/mnt/skills/<name>/``.
@@ -33,13 +34,20 @@ class HostedPlan:
 
     container_size: str
     memory_limit: str
-    access: str  # "disabled" or "restricted"
+    access: str  # "disabled", "restricted" or "enabled"
     allowed_domains: tuple[str, ...]
     skills: list[Any] | None = None  # as given: the container's skills (checked when they are resolved)
+    blocked_domains: tuple[str, ...] = ()  # as given (sandbox/egress_scope.block_list checks them)
+
+    @property
+    def block_list(self) -> bool:
+        """Every host but ``blocked_domains`` (``enabled``, or ``restricted`` with ``blocked_domains``)."""
+        return self.access == "enabled" or (self.access == "restricted" and not self.allowed_domains)
 
     def network_policy(self) -> dict[str, Any] | None:
-        """As the Containers API's ``network_policy`` (services/container_network.py checks it)."""
-        if self.access == "disabled":
+        """As the Containers API's ``network_policy`` (services/container_network.py checks it): an allowlist,
+        None without network; a block list has none (services/agent_environments.py makes it)."""
+        if self.access == "disabled" or self.block_list:
             return None
         return {"type": "allowlist", "allowed_domains": list(self.allowed_domains)}
 
@@ -113,15 +121,17 @@ def hosted_plan(environment: dict[str, Any]) -> HostedPlan:
     if size not in MEMORY_TIERS:
         raise invalid_request("Invalid value for 'environment.container_size': expected 'small', 'medium' or "
                               "'large'.", param="environment.container_size", code="invalid_value")
-    access, allowed = _network(environment.get("network"))
+    access, allowed, blocked = network_of(environment.get("network"))
     skills = environment.get("skills")
-    return HostedPlan(size, MEMORY_TIERS[size], access, allowed, skills if skills else None)
+    return HostedPlan(size, MEMORY_TIERS[size], access, allowed, skills if skills else None, blocked)
 
 
-def _network(network: Any) -> tuple[str, tuple[str, ...]]:
-    """``(access, allowed domains)``; without ``network``, no network (as a container's default)."""
+def network_of(network: Any) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    """``(access, allowed domains, blocked domains)``; without ``network``, no network (as a container's
+    default). ``enabled`` and ``blocked_domains`` are allowed where the deployment allows them
+    (services/container_network.py)."""
     if network is None:
-        return "disabled", ()
+        return "disabled", (), ()
     if not isinstance(network, dict):
         raise invalid_request("Invalid type for 'environment.network': expected an object.",
                               param="environment.network", code="invalid_type")
@@ -133,20 +143,22 @@ def _network(network: Any) -> tuple[str, tuple[str, ...]]:
     if access not in ("enabled", "disabled", "restricted"):
         raise invalid_request("Invalid value for 'environment.network.access': expected 'enabled', 'disabled' or "
                               "'restricted'.", param="environment.network.access", code="invalid_value")
-    if not _empty(network.get("blocked_domains")):
-        raise _refused("Blocked domains (the egress proxy allows listed domains only; use 'allowed_domains')",
-                       "environment.network.blocked_domains")
-    if access == "enabled":
-        raise _refused("Unrestricted network access (the egress proxy allows listed domains only; use 'access': "
-                       "'restricted' with 'allowed_domains')", "environment.network.access")
-    allowed = network.get("allowed_domains")
-    if access == "disabled":
-        if not _empty(allowed):
-            raise invalid_request("'environment.network.allowed_domains' requires 'access': 'restricted'.",
-                                  param="environment.network.allowed_domains", code="invalid_value")
-        return "disabled", ()
-    if not isinstance(allowed, list) or not allowed or not all(isinstance(domain, str) for domain in allowed):
-        raise invalid_request("'environment.network.access': 'restricted' needs 'allowed_domains', a non-empty "
-                              "array of domains.", param="environment.network.allowed_domains",
+    allowed, blocked = network.get("allowed_domains"), network.get("blocked_domains")
+    for key, value in (("allowed_domains", allowed), ("blocked_domains", blocked)):
+        if access != "restricted" and not _empty(value):
+            raise invalid_request(f"'environment.network.{key}' requires 'access': 'restricted'.",
+                                  param=f"environment.network.{key}", code="invalid_value")
+        if value is not None and (not isinstance(value, list) or not all(isinstance(x, str) for x in value)):
+            raise invalid_request(f"Invalid type for 'environment.network.{key}': expected an array of domains.",
+                                  param=f"environment.network.{key}", code="invalid_type")
+    if access != "restricted":
+        return access, (), ()
+    if not _empty(allowed) and not _empty(blocked):
+        raise invalid_request("'environment.network.blocked_domains' cannot be combined with a non-empty "
+                              "'allowed_domains'.", param="environment.network.blocked_domains",
                               code="invalid_value")
-    return "restricted", tuple(allowed)
+    if _empty(allowed) and _empty(blocked):
+        raise invalid_request("'environment.network.access': 'restricted' needs 'allowed_domains' or "
+                              "'blocked_domains', a non-empty array of domains.",
+                              param="environment.network.allowed_domains", code="invalid_value")
+    return "restricted", tuple(allowed or ()), tuple(blocked or ())

@@ -8,7 +8,8 @@ code reaches nothing but this proxy, and the proxy decides for every connection:
 
 1. the request head is parsed strictly (egress_http.py): ``CONNECT host:port`` (HTTPS, a tunnel) or an absolute
    ``http://`` request (plain HTTP, forwarded one request per connection);
-2. the host must match the policy's ``allowed_domains`` (an IP literal only when listed itself): else a 403;
+2. the host must match the policy's ``allowed_domains`` (an IP literal only when listed itself), or, under an
+   agent environment's block list, be none of its names nor under one: else a 403;
 3. the name is resolved here, on the bridge's side, and every address must pass the deployment's rules
    (egress_policy.EgressRules: the same SSRF rules as MCP and web search, widened only by
    ``RESPONSES_BRIDGE_CODE_EGRESS_ALLOWED_TARGETS``): else a 403. The proxy connects to the address it checked, so
@@ -16,7 +17,8 @@ code reaches nothing but this proxy, and the proxy decides for every connection:
 4. bytes (both ways, per connection and per call), connections per call, per tenant and per process
    (egress_limits.py) and each connection's time are bounded; the call's end closes every connection;
 5. each connection is logged (host, port, bytes, outcome — never a path, a header or a payload) and counted
-   (``responses_bridge_egress_connections_total`` by allowlist entry and outcome, ``…_egress_bytes_total``).
+   (``responses_bridge_egress_connections_total`` by allowlist entry — ``*`` under a block list — and outcome,
+   ``…_egress_bytes_total``).
 
 Domain secrets are put into the header values of requests to the hosts they are for, never into bodies: a body is
 the code's data, often echoed back by the server (a form, a paste, a search), and a value swapped into it would
@@ -270,7 +272,9 @@ class EgressProxy:
             raise Refused(403, "bytes_limit", f"this call has moved its {self.limits.call_bytes} bytes")
         entry = self.policy.entry_for(where.host)
         if entry is None:
-            raise Refused(403, "denied_domain", f"{where.host[:255]} is not in the container's allowed domains")
+            raise Refused(403, "denied_domain", f"{where.host[:255]} is " + (
+                "blocked by the container's policy" if self.policy.blocked else
+                "not in the container's allowed domains"))
         seen.entry = entry
         secrets = self.policy.secrets_for(where.host)
         if secrets:

@@ -110,22 +110,46 @@ class DomainSecret:
 
 @dataclass(frozen=True, slots=True)
 class NetworkPolicy:
-    """An ``allowlist`` policy, normalized: ``domains`` are entries as :func:`normalize_host` gives them (a
-    wildcard keeps its ``*.``)."""
+    """A policy, normalized: ``domains`` are entries as :func:`normalize_host` gives them (a wildcard keeps its
+    ``*.``). An ``allowlist`` (``blocked`` false) lets through the hosts its entries match and no other; a block
+    list (``blocked`` true: an agent environment's ``blocked_domains``, or none at all for ``access: enabled``)
+    lets through every host but each listed name and the names under it. Either way the deployment's rules
+    (:class:`EgressRules`) decide which addresses may be reached."""
 
     domains: tuple[str, ...]
     secrets: tuple[DomainSecret, ...] = ()
+    blocked: bool = False
 
     def entry_for(self, host: str) -> str | None:
-        """The allowlist entry that lets ``host`` (normalized) through, or None."""
+        """The entry that lets ``host`` (normalized) through (:data:`ANY_HOST` under a block list), or None."""
+        if self.blocked:
+            return None if blocked_by(self.domains, host) else ANY_HOST
         return match_entry(self.domains, host)
 
     def secrets_for(self, host: str) -> list[DomainSecret]:
         return [secret for secret in self.secrets if match_entry((secret.domain,), host) is not None]
 
     def public(self) -> dict[str, Any]:
-        """The policy as a container shows it: the domains, never a secret (OpenAI shows none either)."""
+        """The policy as a container shows it: the domains, never a secret (OpenAI shows none either). A block
+        list has no form in the Containers API: it shows as an ``allowlist`` without ``allowed_domains`` (the
+        agent session's environment tells its ``network``)."""
+        if self.blocked:
+            return {"type": "allowlist"}
         return {"type": "allowlist", "allowed_domains": list(self.domains)}
+
+
+ANY_HOST = "*"
+"""The entry a block list lets a host through by (what the proxy's log line and metric name it by)."""
+
+
+def blocked_by(blocked: Sequence[str], host: str) -> str | None:
+    """The entry of a block list that blocks the normalized ``host``: the name itself or one it is under (an IP
+    literal: only itself), or None."""
+    literal = is_ip_literal(host)
+    for entry in blocked:
+        if entry == host or (not literal and host.endswith("." + entry)):
+            return entry
+    return None
 
 
 def match_entry(entries: Sequence[str], host: str) -> str | None:
@@ -242,15 +266,18 @@ def _secrets(value: object, domains: tuple[str, ...], param: str) -> tuple[Domai
 def stored_form(policy: NetworkPolicy, seal: Any) -> dict[str, Any]:
     """The policy as the store keeps it: each secret's value sealed by ``seal(value) -> str`` (never in plain
     text in a row)."""
-    return {"type": "allowlist", "allowed_domains": list(policy.domains),
-            "domain_secrets": [{"domain": s.domain, "name": s.name, "sealed": seal(s.value)} for s in policy.secrets]}
+    secrets = [{"domain": s.domain, "name": s.name, "sealed": seal(s.value)} for s in policy.secrets]
+    if policy.blocked:
+        return {"type": "blocklist", "blocked_domains": list(policy.domains), "domain_secrets": secrets}
+    return {"type": "allowlist", "allowed_domains": list(policy.domains), "domain_secrets": secrets}
 
 
 def from_stored(value: Mapping[str, Any], unseal: Any) -> NetworkPolicy:
     """The policy :func:`stored_form` kept, its secrets opened by ``unseal(sealed) -> str``."""
-    return NetworkPolicy(tuple(value.get("allowed_domains") or ()),
+    blocked = value.get("type") == "blocklist"
+    return NetworkPolicy(tuple(value.get("blocked_domains" if blocked else "allowed_domains") or ()),
                          tuple(DomainSecret(s["domain"], s["name"], unseal(s["sealed"]))
-                               for s in value.get("domain_secrets") or ()))
+                               for s in value.get("domain_secrets") or ()), blocked=blocked)
 
 
 def new_placeholder() -> str:

@@ -1,7 +1,9 @@
 """A session's ``openai_hosted`` environment and its artifacts.
 
 The environment is a container of the Containers API (services/containers.py) made with the session: its memory
-tier from ``container_size``, its network policy from ``network`` (the egress proxy's allowlist), expiring after
+tier from ``container_size``, its network policy from ``network`` (the egress proxy's allowlist, or its block list
+where the deployment allows one) with the session's vaults' ``environment_variable`` credentials as its domain
+secrets (sealed in the container's row as a ``network_policy``'s are), expiring after
 :data:`KEEP_MINUTES` without use, the longest a container may be kept idle; every turn uses it, so it lives as long
 as the session is used and is deleted with the session. The agent's turns get the hosted ``shell`` tool over it (a
 ``container_reference``), and the files a turn leaves in its workspace (``/mnt/data``) are published as the
@@ -18,17 +20,21 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import replace
 from typing import Any
 
 from .. import ids
-from ..protocol.agent_environments import HostedPlan
+from ..protocol.agent_environments import HostedPlan, network_of
 from ..protocol.errors import APIError, invalid_request, not_found
 from ..protocol.lists import list_of
+from ..sandbox.egress_policy import NetworkPolicy, parse_policy
+from ..sandbox.egress_scope import block_list, check_secrets, within
 from ..store.base import BlobReader
 from ..store.base_agents import AgentStore, Record
 from .containers import ContainerService
 from .pagination import page_errors
 from .skills import copy_blob
+from .vaults import VaultService
 
 KEEP_MINUTES = 10080  # the longest ``expires_after.minutes`` of a container
 MAX_ARTIFACTS_PER_TURN = 100
@@ -57,10 +63,30 @@ def shell_tool(container_id: str) -> dict[str, Any]:
     return {"type": "shell", "environment": {"type": "container_reference", "container_id": container_id}}
 
 
+def network_policy_of(network: Any) -> NetworkPolicy | None:
+    """An environment's ``network`` (the SDK's ``{access, allowed_domains, blocked_domains}``) as the egress
+    proxy's policy, checked (400s naming ``environment.network…``), without the deployment's say (see
+    :meth:`SessionEnvironments.network`); None: no network."""
+    access, allowed, blocked = network_of(network)
+    if access == "disabled":
+        return None
+    if access == "enabled" or not allowed:
+        return block_list(list(blocked), "environment.network.blocked_domains")
+    return parse_policy({"type": "allowlist", "allowed_domains": list(allowed)}, "environment.network")
+
+
+def network_within(inner: Any, outer: Any) -> bool:
+    """Whether the ``network`` ``inner`` lets through only hosts ``outer`` does — an environment's network over
+    its template's may narrow it, never broaden it ("network overrides cannot broaden its policy")."""
+    return within(network_policy_of(inner), network_policy_of(outer))
+
+
 class SessionEnvironments:
-    def __init__(self, store: AgentStore, containers: ContainerService | None) -> None:
+    def __init__(self, store: AgentStore, containers: ContainerService | None,
+                 vaults: VaultService | None = None) -> None:
         self.store = store
         self.containers = containers
+        self.vaults = vaults  # the session's vaults' credentials: its container's domain secrets
 
     def _service(self) -> ContainerService:
         if self.containers is None:
@@ -68,10 +94,30 @@ class SessionEnvironments:
                                   "does not run.", param="environment.type", code="unsupported_value")
         return self.containers
 
-    async def provision(self, session_id: str, plan: HostedPlan, *, tenant: str) -> dict[str, Any]:
+    async def network(self, plan: HostedPlan, vault_ids: list[str], *, tenant: str) -> NetworkPolicy | None:
+        """The container's network policy: the plan's allowlist or block list, checked against what the
+        deployment allows (a 400 naming the setting), with the session's vaults' ``environment_variable``
+        credentials as its domain secrets (held to the policy's bounds; a 400 naming ``vault_ids``)."""
+        containers = self._service()
+        if plan.block_list:
+            policy: NetworkPolicy | None = block_list(list(plan.blocked_domains),
+                                                      "environment.network.blocked_domains")
+            containers.network.check_allowed(policy, "environment.network.access" if plan.access == "enabled"
+                                              else "environment.network.blocked_domains")
+        else:
+            policy = containers.network.parse(plan.network_policy(), "environment.network")
+        if policy is None or not vault_ids or self.vaults is None:
+            return policy
+        found = await self.vaults.domain_secrets(vault_ids, [] if policy.blocked else list(policy.domains),
+                                                 tenant=tenant,
+                                                 blocked=list(policy.domains) if policy.blocked else None)
+        return replace(policy, secrets=check_secrets(found, "vault_ids")) if found else policy
+
+    async def provision(self, session_id: str, plan: HostedPlan, *, tenant: str,
+                        vault_ids: list[str] | None = None) -> dict[str, Any]:
         """A new container for the session; its ``environment`` resource."""
         containers = self._service()
-        policy = containers.network.parse(plan.network_policy(), "environment.network")
+        policy = await self.network(plan, vault_ids or [], tenant=tenant)
         skills = await containers.resolve_skills(plan.skills, tenant=tenant, param="environment.skills")
         container = await containers.new_container(f"agent session {session_id}", tenant=tenant,
                                                    minutes=KEEP_MINUTES, memory_limit=plan.memory_limit,
@@ -84,6 +130,31 @@ class SessionEnvironments:
             else:
                 shown.append({"type": "inline", "name": skill.name, "description": skill.description})
         return plan.resource(container.id, shown)
+
+    async def refresh_credentials(self, session: dict[str, Any], *, tenant: str) -> None:
+        """Before each of a turn's model calls: the session's container gets its vaults' credentials as they are
+        now — a rotated value from then on, a deleted credential or vault no longer put into requests (as an MCP
+        credential is opened anew for each turn). Credentials that no longer fit the policy's bounds are the
+        400 naming ``vault_ids`` that fails the turn."""
+        container_id = hosted_container(session)
+        vault_ids = list(session.get("vault_ids") or [])
+        if container_id is None or self.containers is None or self.vaults is None or not vault_ids:
+            return
+        container = await self.containers.live(container_id, tenant=tenant)
+        if container is None:
+            return  # expired: the turn's shell call says so
+        try:
+            current = self.containers.network.opened(container)
+        except ValueError:
+            return  # sealed with another key: every call in it fails, saying so (container_runs.py)
+        if current is None:
+            return
+        found = await self.vaults.domain_secrets(vault_ids, [] if current.blocked else list(current.domains),
+                                                 tenant=tenant,
+                                                 blocked=list(current.domains) if current.blocked else None)
+        fresh = replace(current, secrets=check_secrets(found, "vault_ids"))
+        if fresh != current:
+            await self.containers.set_network(container_id, fresh, tenant=tenant)
 
     async def alive(self, session: dict[str, Any], *, tenant: str) -> bool:
         """The session's container is still there (used now, so it stays as long again)."""

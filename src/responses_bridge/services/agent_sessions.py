@@ -71,7 +71,7 @@ class SessionService:
                  start: ResponseStarter, containers: ContainerService | None = None, *,
                  vaults: VaultService | None = None) -> None:
         self.store = store
-        self.environments = SessionEnvironments(store, containers)
+        self.environments = SessionEnvironments(store, containers, vaults)
         self.agents = agents
         self.background = background
         self.start = start
@@ -111,7 +111,7 @@ class SessionService:
         if kind == "self_hosted":
             environment = self_hosted(body["environment"], session_id)
         elif hosted is not None:
-            environment = await self.environments.provision(session_id, hosted, tenant=tenant)
+            environment = await self.environments.provision(session_id, hosted, tenant=tenant, vault_ids=vault_ids)
         else:
             environment = {"type": "none"}
         session: dict[str, Any] = {

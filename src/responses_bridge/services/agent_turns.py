@@ -248,6 +248,8 @@ class SessionRunner:
         total: dict[str, Any] | None = None
         while True:  # one response, then another with the client's tool results, until no call is left open
             try:
+                if self.environments is not None:  # the container's vault credentials as they are now
+                    await self.environments.refresh_credentials(session, tenant=self.tenant)
                 request = await self._credentialed(session, self._request(session, turn_input))
                 self.response_id = await self.start(request, self.tenant, entry.authorization)
             except APIError as error:

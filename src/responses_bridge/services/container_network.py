@@ -23,11 +23,13 @@ PURPOSE = "container_domain_secret"
 
 class NetworkPolicies:
     """``sealer``: the deployment's; ``enabled``: whether ``allowlist`` policies are allowed at all
-    (``RESPONSES_BRIDGE_CODE_EGRESS_ALLOWLIST``)."""
+    (``RESPONSES_BRIDGE_CODE_EGRESS_ALLOWLIST``); ``unrestricted``: whether an agent environment's block list (or
+    ``access: enabled``) is (``RESPONSES_BRIDGE_CODE_EGRESS_UNRESTRICTED``, and only with allowlists)."""
 
-    def __init__(self, sealer: Sealer | None = None, *, enabled: bool = False) -> None:
+    def __init__(self, sealer: Sealer | None = None, *, enabled: bool = False, unrestricted: bool = False) -> None:
         self.sealer = sealer
         self.enabled = enabled and sealer is not None
+        self.unrestricted = unrestricted and self.enabled
 
     def parse(self, value: object, param: str) -> NetworkPolicy | None:
         """The wire's ``network_policy`` checked (400s naming the field); an ``allowlist`` where the deployment
@@ -42,6 +44,11 @@ class NetworkPolicies:
             raise invalid_request(f"Invalid value for '{param}': this server allows no network access from "
                                   "containers (RESPONSES_BRIDGE_CODE_EGRESS_ALLOWLIST=false); use "
                                   "{\"type\": \"disabled\"}.", param=param, code="network_policy_not_allowed")
+        if policy is not None and policy.blocked and not self.unrestricted:
+            raise invalid_request(f"Invalid value for '{param}': this server allows containers only the domains "
+                                  "they list (RESPONSES_BRIDGE_CODE_EGRESS_UNRESTRICTED=false); use 'access': "
+                                  "'restricted' with 'allowed_domains'.", param=param,
+                                  code="network_policy_not_allowed")
 
     def stored(self, policy: NetworkPolicy | None) -> str | None:
         if policy is None:

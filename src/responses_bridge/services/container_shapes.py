@@ -32,6 +32,8 @@ def network_policy_object(container: StoredContainer) -> dict[str, Any]:
     if not container.network_policy:
         return {"type": "disabled"}
     stored = orjson.loads(container.network_policy)
+    if stored.get("type") == "blocklist":  # an agent session's: no form in this API (the session tells it)
+        return {"type": "allowlist"}
     return {"type": "allowlist", "allowed_domains": list(stored.get("allowed_domains") or ())}
 
 

@@ -245,6 +245,11 @@ class ContainerService:
     async def touch(self, container_id: str, *, tenant: str) -> None:
         await self.store.touch_container(container_id, self.now(), tenant=tenant)
 
+    async def set_network(self, container_id: str, network: NetworkPolicy | None, *, tenant: str) -> bool:
+        """Replace a live container's policy (sealed as when it was made); False: gone."""
+        return await self.store.set_container_network(container_id, self.network.stored(network), self.now(),
+                                                      tenant=tenant)
+
     # -- files ----------------------------------------------------------------------------------------------------
 
     async def container_for_files(self, container_id: str, *, tenant: str) -> StoredContainer:

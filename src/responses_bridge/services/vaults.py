@@ -40,7 +40,7 @@ from ..protocol.vaults import (
     same_server,
     vault_not_found,
 )
-from ..sandbox.egress_policy import DomainSecret, match_entry
+from ..sandbox.egress_policy import DomainSecret, blocked_by, match_entry
 from ..sealing import Sealer
 from ..store.base_agents import AgentStore
 from .pagination import page_errors
@@ -241,13 +241,15 @@ class VaultService:
             return current
 
     async def domain_secrets(self, vault_ids: list[str], allowed_domains: list[str], *,
-                             tenant: str) -> list[DomainSecret]:
+                             tenant: str, blocked: list[str] | None = None) -> list[DomainSecret]:
         """The ``environment_variable`` credentials of a session's vaults as the egress proxy's domain secrets
         (sandbox/egress_policy.py), for an environment whose network policy allows ``allowed_domains``: a
         ``limited`` credential for each of its ``allowed_hosts`` the policy allows, an ``unrestricted`` one for
         each allowed domain. The sandbox sees the placeholder under ``secret_name``; the proxy puts the value in
         requests to those hosts and masks it in what comes back. A vault deleted since the session began is
-        skipped."""
+        skipped. ``blocked``: the policy is a block list instead (every host but those): a ``limited``
+        credential goes to its hosts that are not blocked, and an ``unrestricted`` one, which needs an
+        allowlist to say where it goes, is a 400 naming ``vault_ids``."""
         allowed = [domain.lower() for domain in allowed_domains]
         found: list[DomainSecret] = []
         for vault_id in vault_ids:
@@ -258,18 +260,25 @@ class VaultService:
                 page = await self.store.page("vault_credential", tenant=tenant, parent=vault_id, after=after,
                                              limit=100, order="asc")
                 for record in page.data:
-                    found.extend(self._secrets_of(record, allowed))
+                    found.extend(self._secrets_of(record, allowed, blocked))
                 if not page.has_more or not page.data:
                     break
                 after = page.data[-1]["id"]
         return found
 
-    def _secrets_of(self, record: dict[str, Any], allowed: list[str]) -> list[DomainSecret]:
+    def _secrets_of(self, record: dict[str, Any], allowed: list[str],
+                    blocked: list[str] | None) -> list[DomainSecret]:
         auth = record["auth"]
         if auth["type"] != "environment_variable":
             return []
         networking = auth["networking"]
-        if networking["type"] == "limited":
+        if blocked is not None:
+            if networking["type"] != "limited":
+                raise invalid_request(f"Invalid 'vault_ids': credential '{record['id']}' is 'unrestricted', which "
+                                      "needs the environment's network 'restricted' with 'allowed_domains'.",
+                                      param="vault_ids", code="invalid_value")
+            domains = [host for host in networking["allowed_hosts"] if blocked_by(blocked, host) is None]
+        elif networking["type"] == "limited":
             domains = [host for host in networking["allowed_hosts"] if match_entry(allowed, host) is not None]
         else:
             domains = list(allowed)

@@ -265,6 +265,12 @@ class ContainerStore(Protocol):
         """Set ``last_active_at`` (a use restarts the expiry); False when the container is gone or expired."""
         ...
 
+    async def set_container_network(self, container_id: str, network_policy: str | None, now: int, *,
+                                    tenant: str) -> bool:
+        """Replace a live container's stored network policy (an agent session's vault credentials changed):
+        False when it is not the tenant's or not live."""
+        ...
+
     async def delete_container(self, container_id: str, *, tenant: str) -> list[str] | None:
         """Delete the container and its files' rows; the blob ids to remove, None when there was none."""
         ...

@@ -99,6 +99,13 @@ class PostgresContainerStore:
                                         f"WHERE {_LIVE} AND id = $2 AND tenant = $3", now, container_id, tenant)
         return not status.endswith(" 0")
 
+    async def set_container_network(self, container_id: str, network_policy: str | None, now: int, *,
+                                    tenant: str) -> bool:
+        async with self._db.acquire("set_container_network") as conn:
+            status = await conn.execute(f"UPDATE containers SET network_policy = $4 WHERE {_LIVE} AND id = $2 "
+                                        f"AND tenant = $3", now, container_id, tenant, network_policy)
+        return not status.endswith(" 0")
+
     async def delete_container(self, container_id: str, *, tenant: str) -> list[str] | None:
         async with self._db.transaction("delete_container") as conn:
             found = await conn.fetchval("SELECT id FROM containers WHERE id = $1 AND tenant = $2 FOR UPDATE",

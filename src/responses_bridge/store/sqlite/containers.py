@@ -117,6 +117,14 @@ class SQLiteContainerStore:
                 f"AND tenant = :tenant AND {_LIVE}", {"id": container_id, "tenant": tenant, "now": now})
             return cursor.rowcount > 0
 
+    async def set_container_network(self, container_id: str, network_policy: str | None, now: int, *,
+                                    tenant: str) -> bool:
+        async with self._db.writing() as conn:
+            cursor = await conn.execute(
+                f"UPDATE containers SET network_policy = :policy WHERE id = :id AND tenant = :tenant AND {_LIVE}",
+                {"id": container_id, "tenant": tenant, "now": now, "policy": network_policy})
+            return cursor.rowcount > 0
+
     async def delete_container(self, container_id: str, *, tenant: str) -> list[str] | None:
         def delete(conn: sqlite3.Connection) -> list[str] | None:
             conn.execute("BEGIN IMMEDIATE")
