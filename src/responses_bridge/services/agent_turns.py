@@ -37,6 +37,7 @@ from ..protocol.errors import APIError
 from ..store.base_agents import AgentStore, Record
 from .agent_environments import SessionEnvironments, environment_state, hosted_container, shell_tool
 from .agent_events import SessionLog
+from .agent_subagent_tree import SubagentTree
 from .agent_tool_calls import ToolCalls, unknown_call
 from .background import BackgroundService
 from .background_frames import split_frames
@@ -363,6 +364,8 @@ class SessionRunner:
             tools.append({"type": "shell", "environment": {"type": "local"}})
         if tools:
             body["tools"] = tools
+        if agent["multi_agent"]["enabled"]:  # the bridge's tree of subagents (services/agent_subagent_tree.py)
+            body["multi_agent"] = dict(agent["multi_agent"])
         previous = (session.get("_private") or {}).get("last_response_id")
         if previous:
             body["previous_response_id"] = previous
@@ -390,6 +393,8 @@ class SessionRunner:
         assert self.response_id is not None
         turn_id, shown = entry.turn["id"], Shown()
         final: dict[str, Any] = {}
+        session = await self.session()
+        tree = SubagentTree(session, turn_id) if session["agent"]["multi_agent"]["enabled"] else None
         async for data in self.background.events_after(self.response_id, -1, tenant=self.tenant):
             for frame in split_frames(data):
                 start = frame.find(b"data: ")
@@ -399,6 +404,11 @@ class SessionRunner:
                 if event.get("type") in TERMINAL:
                     final = event
                     continue
+                told = tree.take(event) if tree is not None else None
+                if told is not None:  # the subagents' doings, told as the session's subagents and their turns
+                    for said_by_tree, records in told:
+                        await self.events.emit(said_by_tree, records=records or None)
+                    continue
                 said, item = translate(event, self.session_id, turn_id, shown)
                 if item is not None and item["type"] == "function_call":
                     entry.calls.opened(item)  # before the client can see it: its result is expected from now
@@ -406,6 +416,8 @@ class SessionRunner:
                     entry.calls.opened({**item.pop(CLIENT_CALL), "command_item": item})
                 if said is not None:  # a finished item is stored with the event that shows it
                     await self.events.emit(said, records=None if item is None else [self.item_record(item)])
+        for said_by_tree, records in tree.finish() if tree is not None else ():
+            await self.events.emit(said_by_tree, records=records or None)
         return final
 
     async def _end(self, entry: QueuedTurn, status: str, error: dict[str, Any] | None,

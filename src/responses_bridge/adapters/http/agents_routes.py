@@ -14,15 +14,20 @@ from typing import Any
 
 from aiohttp import web
 
+from ...protocol.errors import APIError
+from ...protocol.multi_agent import BetaSurface
+from ...run.response_run import ResponseRun
 from ...runtime import Runtime
 from ...services.agent_events import KEEPALIVE
 from ...services.agent_sessions import SessionService
+from ...services.agent_subagents import SubagentService
 from ...services.vaults import VaultService
 from .automations_routes import AutomationRoutes
 from .downloads import send_blob
 from .identity import request_tenant
 from .params import json_object, json_reply, metadata_query, page_query
 from .routes import api_routes
+from .subagent_routes import SubagentRoutes
 from .vault_routes import VaultRoutes
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -40,6 +45,12 @@ def turn_starter(runtime: Runtime) -> Any:
         else:
             run = runtime.new_run(tool_loop=True, tenant=tenant)
             authorization = runtime.upstream_authorization(client_authorization)
+        if "multi_agent" in body:  # the agent's subagents: the turn's response is on the multi-agent beta
+            if not isinstance(run, ResponseRun):
+                raise APIError(400, f"Subagents are not served for model '{body.get('model')}': its upstream is a "
+                               "native Responses API, which the bridge relays without its tool loop.",
+                               param="agent.multi_agent.enabled", code="unsupported_value")
+            run.beta = BetaSurface(query=True, header=True)
         call = await run.begin(body)
         started = await runtime.background.start(run, call, authorization, upstream)
         return started.response_id
@@ -62,6 +73,7 @@ class AgentRoutes:
         app.on_startup.append(self._recover)
         app.on_cleanup.append(self._close)
         VaultRoutes(self.vaults).register(app)  # vaults and their credentials (vault_routes.py)
+        SubagentRoutes(SubagentService(self.agents.store)).register(app)  # a session's subagents (subagent_routes.py)
         with api_routes(app) as routes:
             sessions = "/agents/sessions"
             session = f"{sessions}/{{session_id}}"
