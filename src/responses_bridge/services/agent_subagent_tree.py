@@ -199,13 +199,14 @@ class SubagentTree:
     # --- subagents and their turns --------------------------------------------------------------------------
 
     def _open(self, name: str, task: str) -> list[Told]:
-        record = {"id": ids.new_id("subagent"), "object": "agent.session.subagent", "closed_at": None,
+        sub_id = ids.new_id("subagent")
+        record: dict[str, Any] = {"id": sub_id, "object": "agent.session.subagent", "closed_at": None,
                   "instructions": [{"type": "output_text", "text": task}], "name": name, "opened_at": int(time.time()),
                   "parent_agent_id": self.root_id, "session_id": self.session_id, "status": "active"}
         subagent = _Subagent(record)
         self.subagents[name] = subagent
         return [({"type": "agent.session.subagent.created", "subagent": dict(record)},
-                 [Record("subagent", record["id"], dict(record), parent=self.session_id)]), *self._start(subagent)]
+                 [Record("subagent", sub_id, dict(record), parent=self.session_id)]), *self._start(subagent)]
 
     def _turn_record(self, subagent: _Subagent, turn: dict[str, Any]) -> Record:
         return Record("subagent_turn", turn["id"], dict(turn), parent=subagent.record["id"])
