@@ -14,7 +14,8 @@ learns nothing about sessions; this module reads that output as it streams and s
   ``wait_agent`` a ``wait_for_subagents_call``, ``interrupt_agent`` an ``interrupt_subagent_call``; ``list_agents``
   only reads the tree and shows no item;
 - a subagent's own items are items of its turn, which ends (``agent.session.turn.completed`` / ``.failed`` /
-  ``.cancelled``) where the root collects its result; an ``agent_message`` is the SDK's item of that name;
+  ``.cancelled``) where the root collects its result; an ``agent_message`` is the SDK's item of that name (told by
+  ``item.added`` alone, whole, as the SDK's types have it);
 - the tree lives as long as the response: when it ends, a turn never collected is ``cancelled`` and every
   subagent it opened is closed (``agent.session.subagent.closed``).
 
@@ -177,8 +178,9 @@ class SubagentTree:
         shown = {"id": item.get("id"), "type": "agent_message", "content": [{"type": "output_text", "text": text}],
                  "sender_agent_id": self._id_of(author), "recipient_agent_id": self._id_of(item.get("recipient")),
                  "turn_id": self.turn_id}
-        return [({"type": "agent.session.turn.item.added", **self._base(), "output_index": index, "item": shown}, []),
-                ({"type": "agent.session.turn.item.done", **self._base(), "output_index": index, "item": shown},
+        # added only, and whole: the SDK's items of ``item.done`` are what an agent outputs, not what passes between
+        # agents (as a client's function_call_output)
+        return [({"type": "agent.session.turn.item.added", **self._base(), "output_index": index, "item": shown},
                  [self._item_record(shown)])]
 
     def _subagent_item(self, event: dict[str, Any], name: str) -> list[Told]:
