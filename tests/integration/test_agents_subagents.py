@@ -1,0 +1,225 @@
+"""A session's subagents (``multi_agent.enabled``) through both doors: the agent's turn spawns subagents over the
+bridge's own tree, one of which calls an MCP server's tool; the session's stream tells them (created, their turns
+and items, closed), and ``client.beta.agents.sessions.subagents`` reads them back — subagents, their turns and
+items, the tenant's own. Every 2xx answer and every event is validated strictly with the SDK's own types."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+from openai.types.beta import Subagent
+from openai.types.beta.agents.sessions import Turn
+
+from responses_bridge.devtools.procs import free_port
+from responses_bridge.envoy_config import render_bootstrap
+from tests.integration.test_agents_api import _ITEMS, BETA, MODEL, frames, read_until_idle, strict
+from tests.support.bridge import Sidecar, running_sidecar
+from tests.support.envoy import start_envoy
+from tests.support.mcp_server import MCPTestServer, running_mcp_server
+
+ALPHA, OTHER = "alpha", "other"
+
+
+@pytest.fixture(scope="module")
+async def mcp() -> AsyncIterator[MCPTestServer]:
+    async with running_mcp_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+async def sidecar(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sidecar]:
+    """Tenants by the ``x-tenant-id`` header; MCP servers on this host allowed."""
+    async with running_sidecar(str(tmp_path_factory.mktemp("agents-subagents")), fake_upstream,
+                               env={"RESPONSES_BRIDGE_MCP_ALLOWED_HOSTS": "127.0.0.1",
+                                    "RESPONSES_BRIDGE_AUTH": "header"},
+                               ready_headers={"x-tenant-id": ALPHA}) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+async def envoy(sidecar: Sidecar) -> AsyncIterator[str]:
+    listen_port = free_port()
+    proxy = await start_envoy(render_bootstrap(listen_port=listen_port, extproc_port=sidecar.extproc_port,
+                                               http_port=int(sidecar.http_url.rsplit(":", 1)[1]),
+                                               upstream=sidecar.upstream_url, admin_port=0))
+    try:
+        yield f"http://127.0.0.1:{listen_port}"
+    finally:
+        proxy.stop()
+
+
+@pytest.fixture(params=["http", "envoy"])
+def base(request: pytest.FixtureRequest, sidecar: Sidecar) -> str:
+    return sidecar.http_url if request.param == "http" else str(request.getfixturevalue("envoy"))
+
+
+@pytest.fixture
+async def http(base: str) -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(base, headers={**BETA, "x-tenant-id": ALPHA},
+                                     timeout=aiohttp.ClientTimeout(total=90)) as session:
+        yield session
+
+
+@pytest.fixture
+async def sdk(base: str) -> AsyncIterator[openai.AsyncOpenAI]:
+    async with openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="sk-client", max_retries=0, timeout=90,
+                                  default_headers={"x-tenant-id": ALPHA}) as client:
+        yield client
+
+
+async def _get(http: aiohttp.ClientSession, path: str, **params: str) -> Any:
+    async with http.get(path, params=params) as answer:
+        assert answer.status == 200, await answer.text()
+        return await answer.json()
+
+
+def _page(raw: dict[str, Any], kind: Any) -> list[Any]:
+    """A list answer: its shape, and each entry strictly the SDK's ``kind``."""
+    assert raw["object"] == "list" and isinstance(raw["has_more"], bool)
+    return [strict(kind, entry) for entry in raw["data"]]
+
+
+async def _session(http: aiohttp.ClientSession, agent: dict[str, Any] | str, text: str) -> list[dict[str, Any]]:
+    """A session over ``agent`` (an inline agent, or a saved one's id) whose first turn is ``text``: its events."""
+    named = {"agent_id": agent} if isinstance(agent, str) else {"agent": agent}
+    async with http.post("/v1/agents/sessions", json={**named, "environment": {"type": "none"},
+                                                      "input": text, "stream": True}) as answer:
+        assert answer.status == 200, await answer.text()
+        return [event for _, event in frames(await read_until_idle(answer))]
+
+
+def _mcp_tool(mcp: MCPTestServer) -> dict[str, Any]:
+    return {"type": "mcp", "server_label": "tools", "allowed_tools": ["echo"],
+            "transport": {"type": "http", "server_url": mcp.http_url}}
+
+
+async def test_a_sessions_subagent_calls_a_tool_and_is_read_back(http: aiohttp.ClientSession,
+                                                                 sdk: openai.AsyncOpenAI, mcp: MCPTestServer) -> None:
+    agent = await sdk.beta.agents.create(model=MODEL, tools=[_mcp_tool(mcp)],  # type: ignore[list-item]
+                                         multi_agent={"enabled": True, "max_concurrent_subagents": 2})
+    events = await _session(http, agent.id, "spawn: call tools__echo over_the_wire")
+    session_id = events[0]["session"]["id"]
+    root_turn = next(e["turn"] for e in events if e["type"] == "agent.session.turn.created")
+    assert root_turn["subagent_id"] is None
+
+    created = [e["subagent"] for e in events if e["type"] == "agent.session.subagent.created"]
+    assert len(created) == 1 and created[0]["status"] == "active" and created[0]["parent_agent_id"] == agent.id
+    subagent_id = created[0]["id"]
+    sub_turns = [e for e in events if e["type"].startswith("agent.session.turn.") and "turn" in e
+                 and e["turn"]["subagent_id"] == subagent_id]
+    assert [e["type"] for e in sub_turns] == ["agent.session.turn.created", "agent.session.turn.in_progress",
+                                             "agent.session.turn.completed"]
+    sub_turn_id = sub_turns[0]["turn_id"]
+    sub_items = [e["item"] for e in events if e["type"] == "agent.session.turn.item.done"
+                 and e["turn_id"] == sub_turn_id]
+    assert [item["type"] for item in sub_items] == ["mcp_call", "message"]
+    assert sub_items[0]["name"] == "echo" and "over_the_wire" in sub_items[0]["output"]
+    closed = [e["subagent"] for e in events if e["type"] == "agent.session.subagent.closed"]
+    assert [(s["id"], s["status"]) for s in closed] == [(subagent_id, "closed")]
+    types = [e["type"] for e in events]
+    assert types.index("agent.session.subagent.closed") < types.index("agent.session.idle")
+    root_end = next(e for e in events if e["type"] == "agent.session.turn.completed"
+                    and e["turn_id"] == root_turn["id"])
+    assert root_end["turn"]["status"] == "completed"
+    text = "".join(e["delta"] for e in events if e["type"] == "agent.session.turn.output_text.delta")
+    assert "over_the_wire" in text  # the root read its subagent's result
+
+    # read back: the subagent, its turn and its items, strictly the SDK's types
+    base = f"/v1/agents/sessions/{session_id}/subagents"
+    [listed] = _page(await _get(http, base), Subagent)
+    assert (listed.id, listed.status, listed.name, listed.session_id) == (subagent_id, "closed", "agent_1",
+                                                                          session_id)
+    assert listed.closed_at is not None and listed.instructions[0].text == "call tools__echo over_the_wire"
+    assert strict(Subagent, await _get(http, f"{base}/{subagent_id}")) == listed
+    [turn] = _page(await _get(http, f"{base}/{subagent_id}/turns"), Turn)
+    assert (turn.id, turn.subagent_id, turn.agent_id, turn.status) == (sub_turn_id, subagent_id, subagent_id,
+                                                                       "completed")
+    assert strict(Turn, await _get(http, f"{base}/{subagent_id}/turns/{sub_turn_id}")).id == sub_turn_id
+    items = _page(await _get(http, f"{base}/{subagent_id}/items", order="asc"), _ITEMS)
+    assert [item.type for item in items] == ["mcp_call", "message"]
+    assert all(item.turn_id == sub_turn_id for item in items)
+    turn_items = _page(await _get(http, f"{base}/{subagent_id}/turns/{sub_turn_id}/items", order="asc"), _ITEMS)
+    assert [item.id for item in turn_items] == [item.id for item in items]
+
+    # the SDK's own methods read the same
+    subagents = sdk.beta.agents.sessions.subagents
+    assert [s.id async for s in subagents.list(session_id)] == [subagent_id]
+    assert (await subagents.retrieve(subagent_id, session_id=session_id)).status == "closed"
+    assert [t.id async for t in subagents.turns.list(subagent_id, session_id=session_id)] == [sub_turn_id]
+    assert (await subagents.turns.retrieve(sub_turn_id, session_id=session_id, subagent_id=subagent_id)).status \
+        == "completed"
+    assert [i.type async for i in subagents.items.list(subagent_id, session_id=session_id, order="asc")] == [
+        "mcp_call", "message"]
+    assert len([i async for i in subagents.turns.items.list(sub_turn_id, session_id=session_id,
+                                                            subagent_id=subagent_id)]) == 2
+
+    # the session's own turns and items are the root agent's
+    assert [t.id async for t in sdk.beta.agents.sessions.turns.list(session_id)] == [root_turn["id"]]
+    root_items = _page(await _get(http, f"/v1/agents/sessions/{session_id}/items", order="asc"), _ITEMS)
+    kinds = [item.type for item in root_items]
+    assert kinds[0] == "message" and kinds[-1] == "message" and "mcp_call" not in kinds
+    assert {"create_subagent_call", "wait_for_subagents_call", "agent_message"} <= set(kinds)
+    spawn = next(item for item in root_items if item.type == "create_subagent_call")
+    assert (spawn.agent_id, spawn.status, spawn.model) == (agent.id, "completed", MODEL)
+    wait = next(item for item in root_items if item.type == "wait_for_subagents_call")
+    assert wait.recipient_agent_ids == [subagent_id] and wait.sender_agent_id == agent.id
+    answer = next(item for item in root_items if item.type == "agent_message")
+    assert (answer.sender_agent_id, answer.recipient_agent_id) == (subagent_id, agent.id)
+
+
+async def test_a_failing_subagent_fails_its_own_turn_alone(http: aiohttp.ClientSession) -> None:
+    events = await _session(http, {"model": MODEL, "multi_agent": {"enabled": True}},
+                            "spawn: fine\nspawn: broken {error=503}")
+    ended = {e["turn"]["subagent_id"]: e for e in events
+             if e["type"] in ("agent.session.turn.completed", "agent.session.turn.failed")}
+    names = {e["subagent"]["id"]: e["subagent"]["instructions"][0]["text"] for e in events
+             if e["type"] == "agent.session.subagent.created"}
+    by_task = {names[sub_id]: event for sub_id, event in ended.items() if sub_id is not None}
+    assert by_task["fine"]["type"] == "agent.session.turn.completed"
+    failed = by_task["broken [error=503]"]
+    assert failed["type"] == "agent.session.turn.failed" and failed["turn"]["error"]["message"].startswith(
+        "The subagent failed")
+    assert ended[None]["type"] == "agent.session.turn.completed"  # the root's turn goes on with the result
+
+
+async def test_out_of_range_settings_are_a_400_naming_them(http: aiohttp.ClientSession) -> None:
+    async with http.post("/v1/agents/sessions", json={
+            "agent": {"model": MODEL, "multi_agent": {"enabled": True, "max_concurrent_subagents": 65}},
+            "environment": {"type": "none"}, "input": "x"}) as answer:
+        assert answer.status == 400
+        error = (await answer.json())["error"]
+    assert error["param"] == "agent.multi_agent.max_concurrent_subagents" and error["type"] == "invalid_request_error"
+
+
+async def test_another_tenants_or_sessions_subagents_are_404s(sidecar: Sidecar) -> None:
+    async with aiohttp.ClientSession(sidecar.http_url, headers={**BETA, "x-tenant-id": ALPHA},
+                                     timeout=aiohttp.ClientTimeout(total=90)) as mine:
+        events = await _session(mine, {"model": MODEL, "multi_agent": {"enabled": True}}, "spawn: mine")
+        session_id = events[0]["session"]["id"]
+        subagent_id = next(e["subagent"]["id"] for e in events if e["type"] == "agent.session.subagent.created")
+        turn_id = next(e["turn_id"] for e in events if e["type"] == "agent.session.turn.created"
+                       and e["turn"]["subagent_id"] == subagent_id)
+        other_session = (await _session(mine, {"model": MODEL}, "plain"))[0]["session"]["id"]
+        paths = [f"/v1/agents/sessions/{session_id}/subagents", f"/v1/agents/sessions/{session_id}/subagents/"
+                 f"{subagent_id}", f"/v1/agents/sessions/{session_id}/subagents/{subagent_id}/items",
+                 f"/v1/agents/sessions/{session_id}/subagents/{subagent_id}/turns",
+                 f"/v1/agents/sessions/{session_id}/subagents/{subagent_id}/turns/{turn_id}",
+                 f"/v1/agents/sessions/{session_id}/subagents/{subagent_id}/turns/{turn_id}/items"]
+        for path in paths:
+            async with mine.get(path) as answer:
+                assert answer.status == 200, path
+        # the same tenant, under another session: the subagent is not there
+        for path in paths[1:]:
+            async with mine.get(path.replace(session_id, other_session)) as answer:
+                assert answer.status == 404, path
+                assert set((await answer.json())["error"]) == {"message", "type", "param", "code"}
+        async with mine.get(f"/v1/agents/sessions/{session_id}/subagents/{subagent_id}/turns/turn_nope") as answer:
+            assert answer.status == 404
+    async with aiohttp.ClientSession(sidecar.http_url, headers={**BETA, "x-tenant-id": OTHER}) as theirs:
+        for path in paths:
+            async with theirs.get(path) as answer:
+                assert answer.status == 404, path
