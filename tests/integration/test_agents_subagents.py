@@ -5,6 +5,7 @@ items, the tenant's own. Every 2xx answer and every event is validated strictly 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -169,6 +170,35 @@ async def test_a_sessions_subagent_calls_a_tool_and_is_read_back(http: aiohttp.C
     assert wait.recipient_agent_ids == [subagent_id] and wait.sender_agent_id == agent.id
     answer = next(item for item in root_items if item.type == "agent_message")
     assert (answer.sender_agent_id, answer.recipient_agent_id) == (subagent_id, agent.id)
+
+
+async def test_a_subagent_reaches_an_mcp_server_with_the_sessions_vault_credential(
+        sidecar: Sidecar, mcp: MCPTestServer) -> None:
+    secret = "sk-subagent-vault-token"
+    async with aiohttp.ClientSession(sidecar.http_url, headers={**BETA, "x-tenant-id": ALPHA},
+                                     timeout=aiohttp.ClientTimeout(total=90)) as http:
+        async with http.post("/v1/vaults", json={"name": "tools"}) as answer:
+            vault = await answer.json()
+        async with http.post(f"/v1/vaults/{vault['id']}/credentials", json={"name": "mcp", "auth": {
+                "type": "static_bearer", "token": secret, "mcp_server_url": mcp.http_url}}) as answer:
+            assert answer.status == 200, await answer.text()
+            credential = await answer.json()
+        tool = {**_mcp_tool(mcp), "allowed_tools": ["authorization_digest"], "credential_id": credential["id"]}
+        async with http.post("/v1/agents/sessions", json={
+                "agent": {"model": MODEL, "tools": [tool], "multi_agent": {"enabled": True}},
+                "environment": {"type": "none"}, "vault_ids": [vault["id"]], "stream": True,
+                "input": "spawn: call tools__authorization_digest"}) as answer:
+            assert answer.status == 200, await answer.text()
+            raw = await read_until_idle(answer)
+    events = [event for _, event in frames(raw)]
+    subagent_id = next(e["subagent"]["id"] for e in events if e["type"] == "agent.session.subagent.created")
+    sub_turn = next(e["turn_id"] for e in events if e["type"] == "agent.session.turn.created"
+                    and e["turn"]["subagent_id"] == subagent_id)
+    [call] = [e["item"] for e in events if e["type"] == "agent.session.turn.item.done"
+              and e["item"]["type"] == "mcp_call"]
+    assert call["turn_id"] == sub_turn  # the subagent's call, with the session's credential as its bearer token
+    assert call["output"] == hashlib.sha256(f"Bearer {secret}".encode()).hexdigest()
+    assert secret.encode() not in raw
 
 
 async def test_a_failing_subagent_fails_its_own_turn_alone(http: aiohttp.ClientSession) -> None:
