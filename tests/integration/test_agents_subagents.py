@@ -5,7 +5,9 @@ items, the tenant's own. Every 2xx answer and every event is validated strictly 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,8 +23,10 @@ from tests.integration.test_agents_api import _ITEMS, BETA, MODEL, frames, read_
 from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.envoy import start_envoy
 from tests.support.mcp_server import MCPTestServer, running_mcp_server
+from tests.support.postgres import store_from_env
 
 ALPHA, OTHER = "alpha", "other"
+TIMEOUT = aiohttp.ClientTimeout(total=30)
 
 
 @pytest.fixture(scope="module")
@@ -253,3 +257,38 @@ async def test_another_tenants_or_sessions_subagents_are_404s(sidecar: Sidecar) 
         for path in paths:
             async with theirs.get(path) as answer:
                 assert answer.status == 404, path
+
+
+async def test_subagents_left_running_by_a_stopped_sidecar_are_closed(
+        fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Their turn failed and the subagent closed: at the next start alone on SQLite, or by the next input once the
+    stopped replica's lease ran out on PostgreSQL (tests/integration/test_agents_restart.py)."""
+    directory = str(tmp_path_factory.mktemp("subagents-restart"))
+    db = ["--db", os.path.join(directory, "bridge.db")]
+    env = {"RESPONSES_BRIDGE_BACKGROUND_LEASE_SECONDS": "2"}
+    async with running_sidecar(directory, fake_upstream, *db, extproc=False, env=env) as first:
+        async with aiohttp.ClientSession(first.http_url, headers=BETA, timeout=TIMEOUT) as http:
+            async with http.post("/v1/agents/sessions", json={
+                    "agent": {"model": MODEL, "multi_agent": {"enabled": True}}, "environment": {"type": "none"},
+                    "input": "spawn: slow {stall=60000}"}) as answer:
+                assert answer.status == 200
+                session_id = (await answer.json())["id"]
+            subagents = f"/v1/agents/sessions/{session_id}/subagents"
+            for _ in range(200):  # until the subagent runs
+                if (await _get(http, subagents))["data"]:
+                    break
+                await asyncio.sleep(0.05)
+    async with running_sidecar(directory, fake_upstream, *db, extproc=False, env=env) as second:
+        async with aiohttp.ClientSession(second.http_url, headers=BETA, timeout=TIMEOUT) as http:
+            if store_from_env() == "postgres":
+                await asyncio.sleep(2.5)
+                async with http.post(f"/v1/agents/sessions/{session_id}/events", json={"events": [
+                        {"type": "agent.session.input.cancel"}]}) as answer:
+                    assert answer.status == 202
+            [subagent] = _page(await _get(http, subagents), Subagent)
+            [turn] = _page(await _get(http, f"{subagents}/{subagent.id}/turns"), Turn)
+            async with http.get(f"/v1/agents/sessions/{session_id}/events", params={"until_idle": "true"}) as answer:
+                told = [event["type"] for _, event in frames(await answer.read())]
+    assert subagent.status == "closed" and subagent.closed_at is not None
+    assert turn.status == "failed" and turn.error is not None and "restarted" in turn.error.message
+    assert "agent.session.subagent.closed" in told

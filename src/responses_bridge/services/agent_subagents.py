@@ -9,13 +9,17 @@ that the session's own lists of turns and items stay the root agent's, and a ses
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from ..protocol.errors import not_found
 from ..protocol.lists import list_of
-from ..store.base_agents import AgentStore
+from ..store.base_agents import AgentStore, Record
 from .agent_environments import session_not_found
+from .agent_subagent_tree import Told
 from .pagination import page_errors
+
+OPEN_TURN = ("queued", "in_progress", "waiting")
 
 
 class SubagentService:
@@ -71,3 +75,30 @@ class SubagentService:
             page = await self.store.page("subagent_item", tenant=tenant, parent=subagent_id, scope=turn_id,
                                          after=after, limit=limit, order=order)
         return list_of(page.data, has_more=page.has_more)
+
+
+async def left_open(store: AgentStore, session_id: str, error: dict[str, Any], *, tenant: str) -> list[Told]:
+    """A stopped process left the session's turn running: the subagents it had opened are closed, and their turns
+    still running failed with ``error`` (the events that say so, with the records they store)."""
+    told: list[Told] = []
+    now = int(time.time())
+    for subagent in await _every(store, "subagent", session_id, tenant):
+        if subagent.get("status") != "active":
+            continue
+        for turn in await _every(store, "subagent_turn", subagent["id"], tenant):
+            if turn.get("status") in OPEN_TURN:
+                turn.update(status="failed", error=error, completed_at=now)
+                told.append(({"type": "agent.session.turn.failed", "session_id": session_id, "turn_id": turn["id"],
+                              "turn": dict(turn), "usage": None},
+                             [Record("subagent_turn", turn["id"], turn, parent=subagent["id"])]))
+        subagent.update(status="closed", closed_at=now)
+        told.append(({"type": "agent.session.subagent.closed", "subagent": dict(subagent)},
+                     [Record("subagent", subagent["id"], subagent, parent=session_id)]))
+    return told
+
+
+async def _every(store: AgentStore, kind: str, parent: str, tenant: str) -> list[dict[str, Any]]:
+    """The newest hundred records of ``kind`` under ``parent``: where any still open is (one response opens at most
+    64 subagents, and closes them when it ends, so only the last one's can be open; a subagent's open turn is its
+    newest)."""
+    return (await store.page(kind, tenant=tenant, parent=parent, limit=100, order="desc")).data

@@ -38,6 +38,7 @@ from ..store.base_agents import AgentStore, Record
 from .agent_environments import SessionEnvironments, environment_state, hosted_container, shell_tool
 from .agent_events import SessionLog
 from .agent_subagent_tree import SubagentTree
+from .agent_subagents import left_open
 from .agent_tool_calls import ToolCalls, unknown_call
 from .background import BackgroundService
 from .background_frames import split_frames
@@ -204,6 +205,9 @@ class SessionRunner:
             if not page.has_more or not page.data:
                 break
             after = page.data[-1]["id"]
+        for said, records in await left_open(self.store, self.session_id, {
+                "code": "server_error", "message": RESTARTED}, tenant=self.tenant):
+            await self.events.emit(said, records=records)
         session.update(status="idle", required_actions=[], last_active_at=int(time.time()))
         await self.save_session(session)
         await self.events.emit({"type": "agent.session.idle", "session": public(session)}, durable=True)
