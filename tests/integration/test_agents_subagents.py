@@ -15,10 +15,12 @@ import aiohttp
 import openai
 import pytest
 from openai.types.beta import Subagent
-from openai.types.beta.agents.sessions import Turn
+from openai.types.beta.agents.sessions import SessionArtifact, Turn
 
 from responses_bridge.devtools.procs import free_port
 from responses_bridge.envoy_config import render_bootstrap
+from responses_bridge.sandbox.cgroups import CgroupParent
+from responses_bridge.sandbox.doctor import check_bubblewrap
 from tests.integration.test_agents_api import _ITEMS, BETA, MODEL, frames, read_until_idle, strict
 from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.envoy import start_envoy
@@ -203,6 +205,30 @@ async def test_a_subagent_reaches_an_mcp_server_with_the_sessions_vault_credenti
     assert call["turn_id"] == sub_turn  # the subagent's call, with the session's credential as its bearer token
     assert call["output"] == hashlib.sha256(f"Bearer {secret}".encode()).hexdigest()
     assert secret.encode() not in raw
+
+
+@pytest.mark.skipif(check_bubblewrap()[1] is not None, reason="bubblewrap cannot sandbox here")
+@pytest.mark.skipif(CgroupParent.find() is None, reason="no cgroup per call here: shell is refused")
+async def test_a_subagent_runs_commands_in_the_sessions_container(http: aiohttp.ClientSession) -> None:
+    async with http.post("/v1/agents/sessions", json={
+            "agent": {"model": MODEL, "multi_agent": {"enabled": True}},
+            "environment": {"type": "openai_hosted", "container_size": "small"}, "stream": True,
+            "input": "spawn: sh: echo from_sub > /mnt/data/sub.txt && cat /mnt/data/sub.txt"}) as answer:
+        assert answer.status == 200, await answer.text()
+        events = [event for _, event in frames(await read_until_idle(answer))]
+    session_id = events[0]["session"]["id"]
+    subagent_id = next(e["subagent"]["id"] for e in events if e["type"] == "agent.session.subagent.created")
+    sub_turn = next(e["turn_id"] for e in events if e["type"] == "agent.session.turn.created"
+                    and e["turn"]["subagent_id"] == subagent_id)
+    [command] = [e["item"] for e in events if e["type"] == "agent.session.turn.item.done"
+                 and e["item"]["type"] == "command_execution"]
+    assert command["turn_id"] == sub_turn and command["exit_code"] == 0 and "from_sub" in command["output"]
+    # the file it wrote is the session's container's: published as the root turn's artifact
+    listed = _page(await _get(http, f"/v1/agents/sessions/{session_id}/artifacts"), SessionArtifact)
+    root_turn = next(e["turn_id"] for e in events if e["type"] == "agent.session.turn.created")
+    assert [(artifact.path, artifact.turn_id) for artifact in listed] == [("/mnt/data/sub.txt", root_turn)]
+    items = _page(await _get(http, f"/v1/agents/sessions/{session_id}/subagents/{subagent_id}/items"), _ITEMS)
+    assert "command_execution" in [item.type for item in items]
 
 
 async def test_a_failing_subagent_fails_its_own_turn_alone(http: aiohttp.ClientSession) -> None:
