@@ -26,6 +26,7 @@ from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.envoy import start_envoy
 from tests.support.mcp_server import MCPTestServer, running_mcp_server
 from tests.support.postgres import store_from_env
+from tests.support.upstreams import running_deployment
 
 ALPHA, OTHER = "alpha", "other"
 TIMEOUT = aiohttp.ClientTimeout(total=30)
@@ -318,3 +319,19 @@ async def test_subagents_left_running_by_a_stopped_sidecar_are_closed(
     assert subagent.status == "closed" and subagent.closed_at is not None
     assert turn.status == "failed" and turn.error is not None and "restarted" in turn.error.message
     assert "agent.session.subagent.closed" in told
+
+
+async def test_subagents_on_a_native_responses_upstream_fail_the_turn_naming_them(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A model routed to a native Responses backend: the bridge relays it without its tool loop, so it has no tree
+    to run; the turn fails with the 400's message, naming the agent's field (and a plain agent works there)."""
+    async with running_deployment(str(tmp_path_factory.mktemp("subagents-native"))) as deployment:
+        for base in (deployment.http_url, deployment.envoy_url):
+            async with aiohttp.ClientSession(base, headers=BETA, timeout=TIMEOUT) as http:
+                events = await _session(http, {"model": "native-1", "multi_agent": {"enabled": True}}, "spawn: x")
+                [failed] = [e["turn"] for e in events if e["type"] == "agent.session.turn.failed"]
+                assert failed["error"]["code"] == "invalid_request"
+                assert "('agent.multi_agent.enabled') are not served for model 'native-1'" in failed["error"]["message"]
+                assert "subagent" not in {e["type"].split(".")[2] for e in events if e["type"].count(".") > 2}
+                plain = await _session(http, {"model": "native-1"}, "hello")
+                assert any(e["type"] == "agent.session.turn.completed" for e in plain)

@@ -47,9 +47,10 @@ def turn_starter(runtime: Runtime) -> Any:
             authorization = runtime.upstream_authorization(client_authorization)
         if "multi_agent" in body:  # the agent's subagents: the turn's response is on the multi-agent beta
             if not isinstance(run, ResponseRun):
-                raise APIError(400, f"Subagents are not served for model '{body.get('model')}': its upstream is a "
-                               "native Responses API, which the bridge relays without its tool loop.",
-                               param="agent.multi_agent.enabled", code="unsupported_value")
+                raise APIError(400, "Subagents ('agent.multi_agent.enabled') are not served for model "
+                               f"'{str(body.get('model'))[:200]}': its upstream is a native Responses API, which the "
+                               "bridge relays without its tool loop.", param="agent.multi_agent.enabled",
+                               code="unsupported_value")
             run.beta = BetaSurface(query=True, header=True)
         call = await run.begin(body)
         started = await runtime.background.start(run, call, authorization, upstream)
