@@ -232,6 +232,34 @@ async def test_a_subagent_runs_commands_in_the_sessions_container(http: aiohttp.
     assert "command_execution" in [item.type for item in items]
 
 
+async def test_each_turn_opens_subagents_of_its_own(http: aiohttp.ClientSession, sdk: openai.AsyncOpenAI) -> None:
+    agent = await sdk.beta.agents.create(model=MODEL, multi_agent={"enabled": True})
+    stream = await sdk.beta.agents.sessions.create(agent_id=agent.id, environment={"type": "none"}, stream=True,
+                                                   input="spawn: first")
+    seen = [event async for event in stream]  # the SDK's own stream: its first turn, to the session's idle
+    assert seen[-1].type == "agent.session.idle"
+    session_id = seen[0].session.id  # type: ignore[union-attr]
+    await sdk.beta.agents.sessions.events.create(session_id, events=[{
+        "type": "agent.session.input.message",
+        "input": [{"role": "user", "content": [{"type": "input_text", "text": "spawn: second"}]}]}])
+    async with http.get(f"/v1/agents/sessions/{session_id}/events",
+                        headers={"Last-Event-ID": seen[-1].event_id}) as answer:
+        second = [event for _, event in frames(await read_until_idle(answer))]
+    assert [e["subagent"]["instructions"][0]["text"] for e in second
+            if e["type"] == "agent.session.subagent.created"] == ["second"]
+    listed = _page(await _get(http, f"/v1/agents/sessions/{session_id}/subagents"), Subagent)
+    assert [(s.instructions[0].text, s.status) for s in listed] == [("second", "closed"), ("first", "closed")]
+    ascending = _page(await _get(http, f"/v1/agents/sessions/{session_id}/subagents", order="asc", limit="1"),
+                      Subagent)
+    assert [s.id for s in ascending] == [listed[1].id]
+    # each turn's subagent answered its own task; the second turn's root had the first's calls in its context
+    for subagent, task in zip(listed, ("second", "first"), strict=True):
+        [item] = _page(await _get(http, f"/v1/agents/sessions/{session_id}/subagents/{subagent.id}/items"),
+                       _ITEMS)
+        assert item.content[0].text == f"Echo: {task}"
+    assert len([t async for t in sdk.beta.agents.sessions.turns.list(session_id)]) == 2
+
+
 async def test_a_failing_subagent_fails_its_own_turn_alone(http: aiohttp.ClientSession) -> None:
     events = await _session(http, {"model": MODEL, "multi_agent": {"enabled": True}},
                             "spawn: fine\nspawn: broken {error=503}")
