@@ -263,7 +263,7 @@ class SessionRunner:
             if self.cancelling:
                 with contextlib.suppress(APIError):
                     await self.background.cancel(self.response_id, tenant=self.tenant)
-            response = (await self._follow(entry)).get("response") or {}
+            response = (await self._follow(entry, session)).get("response") or {}
             usage = token_usage(response.get("usage"))
             total = add_usage(total, usage)
             status = str(response.get("status") or "failed")
@@ -392,12 +392,12 @@ class SessionRunner:
                     tenant=self.tenant, param=f"agent.tools[{index}].credential_id")
         return body
 
-    async def _follow(self, entry: QueuedTurn) -> dict[str, Any]:
-        """Tell the turn's response events in the session's log; its terminal event."""
+    async def _follow(self, entry: QueuedTurn, session: dict[str, Any]) -> dict[str, Any]:
+        """Tell the turn's response events in the session's log (``session``: as the response's request was made
+        from it); its terminal event."""
         assert self.response_id is not None
         turn_id, shown = entry.turn["id"], Shown()
         final: dict[str, Any] = {}
-        session = await self.session()
         tree = SubagentTree(session, turn_id) if session["agent"]["multi_agent"]["enabled"] else None
         async for data in self.background.events_after(self.response_id, -1, tenant=self.tenant):
             for frame in split_frames(data):
