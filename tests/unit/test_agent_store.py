@@ -97,6 +97,31 @@ async def test_a_record_holding_nul_characters_is_stored_both_ways(kind: str, re
             assert found["plain"] == "\\u0000"  # a backslash and 'u0000' as written, in either store
 
 
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_sessions_subagents_their_turns_and_items_go_with_it_alone(
+        kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    async with agent_store(kind, request, tmp_path) as store:
+        for session, subagent in (("s1", "sub1"), ("s2", "sub2")):
+            await store.put("session", session, {"id": session}, tenant="a", parent="agent_1")
+            await store.put("subagent", subagent, {"id": subagent}, tenant="a", parent=session)
+            await store.put("subagent_turn", f"{subagent}_t", {"id": f"{subagent}_t"}, tenant="a", parent=subagent)
+            for item in ("i1", "i2"):
+                await store.put("subagent_item", f"{subagent}_{item}", {"id": item}, tenant="a", parent=subagent,
+                                scope=f"{subagent}_t" if item == "i1" else "other")
+        # another tenant's record under a parent of the same id is its own, and stays
+        await store.put("subagent_turn", "theirs_t", {"id": "theirs_t"}, tenant="b", parent="sub1")
+        page = await store.page("subagent_item", tenant="a", parent="sub1", scope="sub1_t")
+        assert [r["id"] for r in page.data] == ["i1"]
+        assert await store.delete("session", "s1", tenant="a")
+        for record_kind, record_id in (("subagent", "sub1"), ("subagent_turn", "sub1_t"),
+                                       ("subagent_item", "sub1_i1"), ("subagent_item", "sub1_i2")):
+            assert await store.get(record_kind, record_id, tenant="a") is None
+        for record_kind, record_id in (("subagent", "sub2"), ("subagent_turn", "sub2_t"),
+                                       ("subagent_item", "sub2_i1"), ("subagent_item", "sub2_i2")):
+            assert await store.get(record_kind, record_id, tenant="a") is not None
+        assert await store.get("subagent_turn", "theirs_t", tenant="b") is not None
+
+
 async def test_a_reader_gets_every_event_once_across_what_left_memory(tmp_path: Path,
                                                                       request: pytest.FixtureRequest) -> None:
     async with agent_store("sqlite", request, tmp_path) as store:

@@ -51,7 +51,7 @@ def check_environment(environment: Any) -> str:
 def check_servable(config: dict[str, Any]) -> None:
     """What a session's turn cannot run yet is refused by name, never dropped: tools other than the client's own
     functions and MCP servers over HTTP, a function deferred to tool search or run without waiting (``async``), an
-    MCP server reached from an environment, with request metadata or required to start, subagents. (An MCP
+    MCP server reached from an environment, with request metadata or required to start. (An MCP
     server's vault ``credential_id`` is checked against the session's vaults: services/agent_sessions.py.)"""
     for index, tool in enumerate(config["tools"]):
         where = f"agent.tools[{index}]"
@@ -63,8 +63,6 @@ def check_servable(config: dict[str, Any]) -> None:
             _check_mcp(tool, where)
         else:
             raise not_served(f"Tool type '{tool['type']}' in a session", f"{where}.type")
-    if config["multi_agent"]["enabled"]:
-        raise not_served("Subagents ('multi_agent.enabled')", "agent.multi_agent.enabled")
 
 
 def _check_mcp(tool: dict[str, Any], where: str) -> None:

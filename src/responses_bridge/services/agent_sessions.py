@@ -6,8 +6,9 @@ Served: the ``none`` environment (the model alone, no workspace), ``openai_hoste
 session's life, the hosted shell over it, the files its turns leave as artifacts: services/agent_environments.py)
 and ``self_hosted`` (the client runs the commands), agents whose tools are the client's own functions (their calls
 wait for ``tool_result`` events: ``requires_action``) and MCP servers over HTTP, with a credential of the session's
-vaults (``vault_ids``). Other tools and subagents are refused with a 400 naming what is not served yet: never
-accepted and silently dropped.
+vaults (``vault_ids``), and the agent's subagents (``multi_agent``: each turn's response runs the bridge's tree,
+told as the session's subagents in services/agent_subagent_tree.py). Other tools are refused with a 400 naming what
+is not served yet: never accepted and silently dropped.
 """
 
 from __future__ import annotations

@@ -37,6 +37,8 @@ from ..protocol.errors import APIError
 from ..store.base_agents import AgentStore, Record
 from .agent_environments import SessionEnvironments, environment_state, hosted_container, shell_tool
 from .agent_events import SessionLog
+from .agent_subagent_tree import SubagentTree
+from .agent_subagents import left_open
 from .agent_tool_calls import ToolCalls, unknown_call
 from .background import BackgroundService
 from .background_frames import split_frames
@@ -203,6 +205,9 @@ class SessionRunner:
             if not page.has_more or not page.data:
                 break
             after = page.data[-1]["id"]
+        for said, records in await left_open(self.store, self.session_id, {
+                "code": "server_error", "message": RESTARTED}, tenant=self.tenant):
+            await self.events.emit(said, records=records)
         session.update(status="idle", required_actions=[], last_active_at=int(time.time()))
         await self.save_session(session)
         await self.events.emit({"type": "agent.session.idle", "session": public(session)}, durable=True)
@@ -260,7 +265,7 @@ class SessionRunner:
             if self.cancelling:
                 with contextlib.suppress(APIError):
                     await self.background.cancel(self.response_id, tenant=self.tenant)
-            response = (await self._follow(entry)).get("response") or {}
+            response = (await self._follow(entry, session)).get("response") or {}
             usage = token_usage(response.get("usage"))
             total = add_usage(total, usage)
             status = str(response.get("status") or "failed")
@@ -365,6 +370,8 @@ class SessionRunner:
             tools.append({"type": "shell", "environment": {"type": "local"}})
         if tools:
             body["tools"] = tools
+        if agent["multi_agent"]["enabled"]:  # the bridge's tree of subagents (services/agent_subagent_tree.py)
+            body["multi_agent"] = dict(agent["multi_agent"])
         previous = (session.get("_private") or {}).get("last_response_id")
         if previous:
             body["previous_response_id"] = previous
@@ -387,11 +394,13 @@ class SessionRunner:
                     tenant=self.tenant, param=f"agent.tools[{index}].credential_id")
         return body
 
-    async def _follow(self, entry: QueuedTurn) -> dict[str, Any]:
-        """Tell the turn's response events in the session's log; its terminal event."""
+    async def _follow(self, entry: QueuedTurn, session: dict[str, Any]) -> dict[str, Any]:
+        """Tell the turn's response events in the session's log (``session``: as the response's request was made
+        from it); its terminal event."""
         assert self.response_id is not None
         turn_id, shown = entry.turn["id"], Shown()
         final: dict[str, Any] = {}
+        tree = SubagentTree(session, turn_id) if session["agent"]["multi_agent"]["enabled"] else None
         async for data in self.background.events_after(self.response_id, -1, tenant=self.tenant):
             for frame in split_frames(data):
                 start = frame.find(b"data: ")
@@ -401,6 +410,11 @@ class SessionRunner:
                 if event.get("type") in TERMINAL:
                     final = event
                     continue
+                told = tree.take(event) if tree is not None else None
+                if told is not None:  # the subagents' doings, told as the session's subagents and their turns
+                    for said_by_tree, records in told:
+                        await self.events.emit(said_by_tree, records=records or None)
+                    continue
                 said, item = translate(event, self.session_id, turn_id, shown)
                 if item is not None and item["type"] == "function_call":
                     entry.calls.opened(item)  # before the client can see it: its result is expected from now
@@ -408,6 +422,8 @@ class SessionRunner:
                     entry.calls.opened({**item.pop(CLIENT_CALL), "command_item": item})
                 if said is not None:  # a finished item is stored with the event that shows it
                     await self.events.emit(said, records=None if item is None else [self.item_record(item)])
+        for said_by_tree, records in tree.finish() if tree is not None else ():
+            await self.events.emit(said_by_tree, records=records or None)
         return final
 
     async def _end(self, entry: QueuedTurn, status: str, error: dict[str, Any] | None,

@@ -15,9 +15,13 @@ from typing import Any
 from aiohttp import web
 
 from ...host_policy import HostPolicy
+from ...protocol.errors import APIError
+from ...protocol.multi_agent import BetaSurface
+from ...run.response_run import ResponseRun
 from ...runtime import Runtime
 from ...services.agent_events import KEEPALIVE
 from ...services.agent_sessions import SessionService
+from ...services.agent_subagents import SubagentService
 from ...services.vault_oauth import GuardedTokenEndpoint
 from ...services.vaults import VaultService
 from .automations_routes import AutomationRoutes
@@ -25,6 +29,7 @@ from .downloads import send_blob
 from .identity import request_tenant
 from .params import json_object, json_reply, metadata_query, page_query
 from .routes import api_routes
+from .subagent_routes import SubagentRoutes
 from .vault_routes import VaultRoutes
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -42,6 +47,13 @@ def turn_starter(runtime: Runtime) -> Any:
         else:
             run = runtime.new_run(tool_loop=True, tenant=tenant)
             authorization = runtime.upstream_authorization(client_authorization)
+        if "multi_agent" in body:  # the agent's subagents: the turn's response is on the multi-agent beta
+            if not isinstance(run, ResponseRun):
+                raise APIError(400, "Subagents ('agent.multi_agent.enabled') are not served for model "
+                               f"'{str(body.get('model'))[:200]}': its upstream is a native Responses API, which the "
+                               "bridge relays without its tool loop.", param="agent.multi_agent.enabled",
+                               code="unsupported_value")
+            run.beta = BetaSurface(query=True, header=True)
         call = await run.begin(body)
         started = await runtime.background.start(run, call, authorization, upstream)
         return started.response_id
@@ -65,6 +77,7 @@ class AgentRoutes:
         app.on_startup.append(self._recover)
         app.on_cleanup.append(self._close)
         VaultRoutes(self.vaults).register(app)  # vaults and their credentials (vault_routes.py)
+        SubagentRoutes(SubagentService(self.agents.store)).register(app)  # a session's subagents (subagent_routes.py)
         with api_routes(app) as routes:
             sessions = "/agents/sessions"
             session = f"{sessions}/{{session_id}}"

@@ -12,7 +12,11 @@ from ..records import InvalidCursor, check_page_args
 from .database import PostgresDatabase
 from .sql import pg_json
 
-CHILD_KINDS = ["turn", "item", "key", "artifact"]  # what goes with its session (an agent's sessions outlive it)
+CHILD_KINDS = ["turn", "item", "key", "artifact", "subagent"]  # what goes with its session (an agent's sessions
+# outlive it), and with each of its subagents its turns and items:
+_DELETE_SUBAGENTS_RECORDS = (
+    "DELETE FROM agent_records WHERE tenant = $1 AND kind IN ('subagent_turn', 'subagent_item') AND parent IN "
+    "(SELECT id FROM agent_records WHERE kind = 'subagent' AND parent = $2 AND tenant = $1)")
 
 _PUT = ("INSERT INTO agent_records (kind, id, tenant, parent, scope, body) VALUES ($1, $2, $3, $4, $5, $6::jsonb) "
         "ON CONFLICT (kind, id) DO UPDATE SET body = excluded.body WHERE agent_records.tenant = excluded.tenant")
@@ -104,6 +108,7 @@ class PostgresAgentStore:
             if await conn.execute(_DELETE, kind, record_id, tenant) == "DELETE 0":
                 return False
             if kind == "session":
+                await conn.execute(_DELETE_SUBAGENTS_RECORDS, tenant, record_id)
                 await conn.execute(_DELETE_CHILDREN, record_id, tenant, CHILD_KINDS)
                 await conn.execute(_DELETE_EVENTS, record_id, tenant)
                 await conn.execute("DELETE FROM agent_session_owners WHERE session_id = $1", record_id)

@@ -13,7 +13,11 @@ from ..records import InvalidCursor, check_page_args
 from .responses import SQLiteResponseStore
 from .transactions import transaction
 
-CHILD_KINDS = ("turn", "item", "key", "artifact")  # what goes with its session (an agent's sessions outlive it)
+CHILD_KINDS = ("turn", "item", "key", "artifact", "subagent")  # what goes with its session (an agent's sessions
+# outlive it), and with each of its subagents its turns and items:
+_DELETE_SUBAGENTS_RECORDS = (
+    "DELETE FROM agent_records WHERE tenant = ? AND kind IN ('subagent_turn', 'subagent_item') AND parent IN "
+    "(SELECT id FROM agent_records WHERE kind = 'subagent' AND parent = ? AND tenant = ?)")
 
 _PUT = ("INSERT INTO agent_records (kind, id, tenant, parent, scope, body) VALUES (?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (kind, id) DO UPDATE SET body = excluded.body WHERE agent_records.tenant = excluded.tenant")
@@ -111,6 +115,7 @@ class SQLiteAgentStore:
                 if conn.execute(_DELETE, (kind, record_id, tenant)).rowcount == 0:
                     return False
                 if kind == "session":
+                    conn.execute(_DELETE_SUBAGENTS_RECORDS, (tenant, record_id, tenant))
                     conn.execute(_DELETE_CHILDREN, (record_id, tenant, *CHILD_KINDS))
                     conn.execute(_DELETE_EVENTS, (record_id, tenant))
                     conn.execute("DELETE FROM agent_session_owners WHERE session_id = ?", (record_id,))
