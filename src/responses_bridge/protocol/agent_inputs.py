@@ -1,11 +1,12 @@
 """The Agents API's session inputs checked: a session's environment, input messages and their content parts, the
-events a client posts (message, tool result, cancel), and what sessions do not serve yet, each refused with a 400
-that names it."""
+events a client posts (message, tool result, MCP approval, cancel), and what sessions do not serve yet, each refused
+with a 400 that names it."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from .agent_approvals import approval_result, approval_rule
 from .errors import APIError, invalid_request
 
 MAX_EVENTS_PER_CALL = 16
@@ -80,7 +81,8 @@ def _check_mcp(tool: dict[str, Any], where: str) -> None:
 
 def response_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """An agent's tools (those :func:`check_servable` lets through) as a response's: the client's functions, and
-    MCP servers the bridge's tool loop calls without asking for approval (sessions take no approvals yet)."""
+    MCP servers the bridge's tool loop calls, asking the client's approval for every tool that does not say it
+    only reads (protocol/agent_approvals.py)."""
     found: list[dict[str, Any]] = []
     for tool in tools:
         if tool["type"] == "function":
@@ -89,7 +91,8 @@ def response_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         transport = tool["transport"]
         mcp: dict[str, Any] = {"type": "mcp", "server_label": tool["server_label"],
-                               "server_url": transport["server_url"], "require_approval": "never"}
+                               "server_url": transport["server_url"],
+                               "require_approval": approval_rule()}
         if transport.get("headers"):
             mcp["headers"] = transport["headers"]
         if tool.get("allowed_tools") is not None:
@@ -201,7 +204,9 @@ def input_event(event: Any, param: str) -> tuple[str, Any]:
         return "message", messages(event.get("input"), f"{param}.input")
     if kind == "agent.session.input.tool_result":
         return "tool_result", tool_result(event, param)
-    if kind in ("agent.session.input.mcp_approval_request_result",
-                "agent.session.input.computer_use_approval_request_result"):
-        raise not_served(f"Event type '{kind}'", f"{param}.type")
+    if kind == "agent.session.input.mcp_approval_request_result":
+        return "approval", approval_result(event, param)
+    if kind == "agent.session.input.computer_use_approval_request_result":
+        raise not_served(f"Event type '{kind}' (the bridge has no computer use: no desktop or browser)",
+                         f"{param}.type")
     raise invalid_request(f"Invalid value for '{param}.type'.", param=f"{param}.type", code="invalid_value")

@@ -286,6 +286,8 @@ class SessionService:
                     await runner.cancel()
                 elif kind == "tool_result":
                     await runner.tool_result(content)
+                elif kind == "approval":
+                    await runner.approval(content)
                 else:
                     await runner.submit(session, content, authorization)
 

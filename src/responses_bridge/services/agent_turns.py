@@ -37,7 +37,7 @@ from ..protocol.errors import APIError
 from ..store.base_agents import AgentStore, Record
 from .agent_environments import SessionEnvironments, environment_state, hosted_container, shell_tool
 from .agent_events import SessionLog
-from .agent_tool_calls import ToolCalls, unknown_call
+from .agent_tool_calls import ToolCalls, unknown_approval, unknown_call
 from .background import BackgroundService
 from .background_frames import split_frames
 from .vaults import VaultService
@@ -301,13 +301,13 @@ class SessionRunner:
         """The turn's response left calls of the client's functions: the session requires action until every
         result came (they may have come already). The results as the next response's input; None: cancelled."""
         calls = entry.calls
-        if calls.open and not self.cancelling:
+        if calls.waiting and not self.cancelling:
             entry.turn["status"] = "waiting"
             async with self._changing(entry) as session:
                 session["status"], session["required_actions"] = "requires_action", calls.required_actions()
                 await self.events.emit({"type": "agent.session.requires_action", "session": public(session)},
                                        records=[self.turn_record(entry.turn), self.session_record(session)])
-            while calls.open and not self.cancelling:
+            while calls.waiting and not self.cancelling:
                 await calls.wait()
             entry.turn["status"] = "in_progress" if not self.cancelling else "waiting"
             async with self._changing() as session:
@@ -343,6 +343,12 @@ class SessionRunner:
         await self.events.emit({"type": "agent.session.turn.item.added", "session_id": self.session_id,
                                 "turn_id": call["turn_id"], "output_index": None, "item": item},
                                records=[self.item_record(done), self.item_record(item)])
+
+    async def approval(self, result: dict[str, Any]) -> None:
+        """The client's decision on an MCP call the running turn holds (a 400 for any other request id)."""
+        if self.current is None:
+            raise unknown_approval(result["request_id"])
+        self.current.calls.decide(result["request_id"], result["decision"])
 
     def _request(self, session: dict[str, Any], turn_input: list[dict[str, Any]]) -> dict[str, Any]:
         agent = session["agent"]
@@ -404,6 +410,9 @@ class SessionRunner:
                     entry.calls.opened(item)  # before the client can see it: its result is expected from now
                 elif item is not None and CLIENT_CALL in item:  # a command the client runs (self_hosted)
                     entry.calls.opened({**item.pop(CLIENT_CALL), "command_item": item})
+                elif event.get("type") == "response.output_item.done" and \
+                        (event.get("item") or {}).get("type") == "mcp_approval_request":
+                    entry.calls.asked({**event["item"], "turn_id": turn_id})  # a call held for the client's word
                 if said is not None:  # a finished item is stored with the event that shows it
                     await self.events.emit(said, records=None if item is None else [self.item_record(item)])
         return final
