@@ -34,6 +34,7 @@ from ..protocol.agent_inputs import (
     messages,
     not_served,
     review_mode,
+    session_tools,
 )
 from ..protocol.agents import SESSION_AGENT_FIELDS, apply_config, default_config, require_model
 from ..protocol.errors import APIError, invalid_request, not_found
@@ -181,7 +182,7 @@ class SessionService:
         require_model(config, "agent.model")
         check_servable(config)
         return {"id": base["id"], "name": base.get("name"),
-                **{key: config[key] for key in SESSION_AGENT_FIELDS}}
+                **{key: config[key] for key in SESSION_AGENT_FIELDS}, "tools": session_tools(config["tools"])}
 
     async def get(self, session_id: str, *, tenant: str) -> dict[str, Any]:
         return public(await self._load(session_id, tenant))
@@ -208,7 +209,7 @@ class SessionService:
                                       prefix="agent.")
                 check_servable(config)
                 await self.check_credentials(config, session.get("vault_ids") or [], tenant)
-                session["agent"] = config
+                session["agent"] = {**config, "tools": session_tools(config["tools"])}
             if "metadata" in body:
                 check_metadata(body["metadata"])
                 session["metadata"] = dict(body["metadata"] or {})

@@ -384,9 +384,10 @@ class SessionRunner:
             return body
         if self.vaults is None:
             raise APIError(400, "This server keeps no vaults.", param="vault_ids", code="unsupported_value")
-        for index, (tool, sent) in enumerate(zip(tools, body["tools"], strict=True)):
-            if tool["type"] == "mcp" and tool.get("credential_id"):
-                sent["authorization"] = await self.vaults.mcp_token(
+        sent_by_label = {sent["server_label"]: sent for sent in body["tools"] if sent["type"] == "mcp"}
+        for index, tool in enumerate(tools):
+            if tool["type"] == "mcp" and tool.get("credential_id"):  # the response's tools are not one for one
+                sent_by_label[tool["server_label"]]["authorization"] = await self.vaults.mcp_token(
                     session.get("vault_ids") or [], tool["credential_id"], tool["transport"]["server_url"],
                     tenant=self.tenant, param=f"agent.tools[{index}].credential_id")
         return body

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import structlog
 
 from .. import ids
-from ..protocol.agent_inputs import check_environment, check_servable, known, messages, not_served
+from ..protocol.agent_inputs import check_environment, check_servable, known, messages, not_served, session_tools
 from ..protocol.agents import SESSION_AGENT_FIELDS, apply_config, default_config, require_model
 from ..protocol.automations import (
     EXISTING_SESSION_FIELDS,
@@ -335,7 +335,7 @@ class AutomationService:
                                       code="invalid_type")
             config = apply_config(default_config(), agent, SESSION_AGENT_FIELDS, prefix="target.agent.")
             require_model(config, "target.agent.model")
-            inline = {key: config[key] for key in SESSION_AGENT_FIELDS}
+            inline = {key: config[key] for key in SESSION_AGENT_FIELDS} | {"tools": session_tools(config["tools"])}
         check_servable(config)
         return {"type": "new_session", "agent": inline, "agent_id": agent_id, "environment": {"type": "none"},
                 "input": [{"type": "message", "role": "user", "content": content} for content in contents],
