@@ -154,3 +154,16 @@ async def test_tools_a_session_cannot_run_are_refused(door: aiohttp.ClientSessio
         assert answer.status == 400
         error = (await answer.json())["error"]
     assert error["param"] == param and words in error["message"] and error["code"] == "unsupported_value"
+
+
+async def test_a_program_never_makes_a_call_that_needs_approval(door: aiohttp.ClientSession,
+                                                                mcp: MCPTestServer) -> None:
+    tools = [{"type": "programmatic_tool_calling", "enabled": True},
+             {"type": "mcp", "server_label": "tools", "allowed_tools": ["echo"],
+              "transport": {"type": "http", "server_url": mcp.http_url}}]
+    _, events = await run_session(door, tools, 'js: const a = await tools.tools__echo({text: "k1"}); return a')
+    assert "agent.session.requires_action" not in [e["type"] for e in events]
+    assert not [e for e in events if e["type"].startswith("agent.session.turn.item")
+                and e["item"]["type"] == "mcp_call"]
+    assert "Program stopped: it calls 'tools__echo', an MCP tool that needs the client's approval" in \
+        answer_text(events)
