@@ -1,7 +1,8 @@
 """Automations that target an existing session (``target.type: "existing_session"``), through both doors: each
 invocation delivers the automation's instructions to the session as a message of the user, queued behind a turn
 that runs as any input is; ``GET /v1/agents/automations?session_id=`` lists them; a session deleted before an
-occurrence fails its invocation with the session's error; another tenant's session cannot be targeted. Every 2xx
+occurrence fails its invocation with the session's error; another tenant's session cannot be targeted; an agent's
+``automations`` tool makes such automations for its own session (``created_by: {"type": "agent"}``). Every 2xx
 answer is validated strictly with the SDK's types."""
 
 from __future__ import annotations
@@ -141,3 +142,44 @@ async def test_another_tenants_session_cannot_be_targeted(tenanted: Sidecar) -> 
     assert [a async for a in clients[OTHER].beta.agents.automations.list(session_id=mine.id)] == []
     for client in clients.values():
         await client.close()
+
+
+async def test_an_agents_automations_tool_schedules_its_own_session(beta_client: openai.AsyncOpenAI,
+                                                                  http: aiohttp.ClientSession) -> None:
+    sessions, automations = beta_client.beta.agents.sessions, beta_client.beta.agents.automations
+    run_at = int(time.time()) + 3
+    session = await sessions.create(agent={"model": MODEL, "tools": [{"type": "automations"}]},
+                                    environment={"type": "none"},
+                                    input=f'call create_automation [args={{"name": "plants", "instructions": '
+                                          f'"water the plants", "run_at": {run_at}}}]')
+
+    async def idle(turns: int) -> bool:
+        return (await sessions.retrieve(session.id)).status == "idle" and \
+            [t.status async for t in sessions.turns.list(session.id)] == ["completed"] * turns
+
+    await until(lambda: idle(1))
+    [made] = [a async for a in automations.list(session_id=session.id)]
+    status, raw = await raw_json(http, "GET", f"/v1/agents/automations/{made.id}")
+    got = strict(Automation, raw)
+    assert status == 200 and got.created_by.type == "agent" and got.created_by.session_id == session.id
+    assert got.created_by.tool_call_id and (got.type, got.name, got.run_at) == ("once", "plants", run_at)
+    assert got.target.type == "existing_session" and got.target.instructions == "water the plants"
+    items = [item async for item in sessions.items.list(session.id, order="asc")]
+    assert [item.type for item in items] == ["message", "message"]  # the bridge's own call is no client's item
+    assert items[1].content[0].text.startswith(f'Tool result: {{"automation_id":"{made.id}"')  # type: ignore
+
+    invocation = await delivered(http, made.id)
+    assert invocation["status"] == "completed" and invocation["session_id"] == session.id
+    await until(lambda: idle(2))
+    items = [item async for item in sessions.items.list(session.id, order="asc")]
+    assert [item.content[0].text for item in items[2:]] == ["water the plants", "Echo: water the plants"]  # type: ignore
+
+    await sessions.events.create(session.id, events=[{"type": "agent.session.input.message", "input": [
+        {"role": "user", "content": [{"type": "input_text", "text":
+                                      'call create_automation [args={"name": "x", "instructions": "y", '
+                                      '"run_at": 1000}]'}]}]}])
+    await until(lambda: idle(3))
+    items = [item async for item in sessions.items.list(session.id, order="desc", limit=1)]
+    assert items[0].content[0].text.startswith("Tool result: The automation was not created: ")  # type: ignore
+    assert len([a async for a in automations.list(session_id=session.id)]) == 1
+    await automations.delete(made.id)

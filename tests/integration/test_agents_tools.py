@@ -2,7 +2,8 @@
 search: a ``web_search_call`` item; ``mode: "disabled"`` offers none), ``tool_search`` (the server's search over
 the agent's deferred functions, the one found then called by the client; the session shows the agent's tools
 without it, as the SDK's ``AgentTool`` has no such variant), ``programmatic_tool_calling`` (a program
-the model writes calls the agent's MCP tools); ``computer_use`` and the ``automations`` tool are refused by name.
+the model writes calls the agent's MCP tools); ``computer_use`` is refused by name (the ``automations`` tool:
+test_agents_automations_sessions.py).
 Every event and item is validated strictly with the SDK's types."""
 
 from __future__ import annotations
@@ -145,7 +146,8 @@ async def test_a_program_calls_the_agents_mcp_tools(door: aiohttp.ClientSession,
 
 @pytest.mark.parametrize(("tools", "param", "words"), [
     ([{"type": "computer_use"}], "agent.tools[0].type", "no desktop or browser"),
-    ([{"type": "automations"}], "agent.tools[0].type", "'automations'"),
+    ([{"type": "automations"}, {"type": "function", "name": "create_automation", "description": "",
+                                  "parameters": {}}], "agent.tools[0].type", "'create_automation'"),
 ])
 async def test_tools_a_session_cannot_run_are_refused(door: aiohttp.ClientSession, tools: list[dict[str, Any]],
                                                       param: str, words: str) -> None:
@@ -153,7 +155,8 @@ async def test_tools_a_session_cannot_run_are_refused(door: aiohttp.ClientSessio
                                                       "environment": {"type": "none"}, "input": "x"}) as answer:
         assert answer.status == 400
         error = (await answer.json())["error"]
-    assert error["param"] == param and words in error["message"] and error["code"] == "unsupported_value"
+    assert error["param"] == param and words in error["message"]
+    assert error["code"] == ("unsupported_value" if tools[0]["type"] == "computer_use" else "invalid_value")
 
 
 async def test_a_program_never_makes_a_call_that_needs_approval(door: aiohttp.ClientSession,

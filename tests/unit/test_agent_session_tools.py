@@ -12,6 +12,7 @@ from openai.types.responses import ResponseInputItemParam
 from pydantic import TypeAdapter
 
 from responses_bridge.protocol.agent_approvals import approval_action, approval_answer, approval_result
+from responses_bridge.protocol.agent_automations_tool import automation_body
 from responses_bridge.protocol.agent_inputs import check_servable, input_event, response_tools, session_tools
 from responses_bridge.protocol.agents import apply_config, default_config
 from responses_bridge.protocol.errors import APIError
@@ -91,9 +92,16 @@ def test_deferred_functions_bring_the_servers_tool_search_and_programs_may_call_
     assert off == []
 
 
-@pytest.mark.parametrize("kind", ["computer_use", "automations"])
-def test_tools_without_a_bridge_behind_them_are_refused(kind: str) -> None:
-    config = {**default_config(), "tools": agent_tools({"type": kind})}
+def test_computer_use_is_refused_and_automations_is_a_function() -> None:
+    config = {**default_config(), "tools": agent_tools({"type": "computer_use"})}
     with pytest.raises(APIError) as caught:
         check_servable(config)
     assert caught.value.param == "agent.tools[0].type" and caught.value.code == "unsupported_value"
+    [function] = response_tools(agent_tools({"type": "automations"}))
+    assert function["type"] == "function" and function["name"] == "create_automation"
+    assert automation_body('{"name": "n", "instructions": "i", "run_at": 5}', "sess_1") == {
+        "type": "once", "name": "n", "run_at": 5,
+        "target": {"type": "existing_session", "session_id": "sess_1", "instructions": "i"}}
+    assert automation_body('{"name": "n", "instructions": "i", "expression": "0 9 * * *", "timezone": "UTC"}',
+                           "sess_1")["type"] == "periodic"  # type: ignore[index]
+    assert str(automation_body("[1]", "sess_1")).startswith("The automation was not created")

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from .agent_approvals import approval_result, approval_rule
+from .agent_automations_tool import FUNCTION_NAME, automation_function
 from .errors import APIError, invalid_request
 
 MAX_EVENTS_PER_CALL = 16
@@ -15,7 +16,7 @@ MAX_PARTS = 64
 MAX_TEXT_CHARS = 1_000_000
 
 
-SERVED_TOOLS = ("function", "mcp", "web_search", "tool_search", "programmatic_tool_calling")
+SERVED_TOOLS = ("function", "mcp", "web_search", "tool_search", "programmatic_tool_calling", "automations")
 """The agent tool types a session's turn runs."""
 
 
@@ -56,7 +57,7 @@ def check_environment(environment: Any) -> str:
 
 def check_servable(config: dict[str, Any]) -> None:
     """What a session's turn cannot run is refused by name, never dropped: ``computer_use`` (the bridge has no
-    desktop or browser) and the ``automations`` tool; a function run without waiting (``async``); an MCP server
+    desktop or browser); a function run without waiting (``async``); an MCP server
     reached from an environment, with request metadata or required to start; subagents. (An MCP server's vault
     ``credential_id`` is checked against the session's vaults: services/agent_sessions.py.)"""
     for index, tool in enumerate(config["tools"]):
@@ -66,6 +67,11 @@ def check_servable(config: dict[str, Any]) -> None:
                 raise not_served("A function with 'async': true", f"{where}.async")
         elif tool["type"] == "mcp":
             _check_mcp(tool, where)
+        elif tool["type"] == "automations" and any(
+                other["type"] == "function" and other["name"] == FUNCTION_NAME for other in config["tools"]):
+            raise invalid_request(f"The 'automations' tool offers the model a function named '{FUNCTION_NAME}': "
+                                  "the agent's own function of that name would be hidden by it.",
+                                  param=f"{where}.type", code="invalid_value")
         elif tool["type"] == "computer_use":
             raise not_served("Tool type 'computer_use' in a session (the bridge has no desktop or browser to "
                              "use)", f"{where}.type")
@@ -98,8 +104,9 @@ def response_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
     as for ``POST /v1/responses``: the client's functions (deferred ones found by the server's ``tool_search``);
     MCP servers, asking the client's approval for every tool that does not say it only reads
     (protocol/agent_approvals.py); the bridge's ``web_search`` (``mode: "cached"`` its cache-only search,
-    ``"disabled"`` no search offered); and with ``programmatic_tool_calling`` enabled, the bridge's programs, which
-    may call every one of these tools."""
+    ``"disabled"`` no search offered); with ``programmatic_tool_calling`` enabled, the bridge's programs, which
+    may call every one of these tools; and ``automations``, a function the session runs itself
+    (protocol/agent_automations_tool.py)."""
     programs = any(tool["type"] == "programmatic_tool_calling" and tool["enabled"] for tool in tools)
     callers = {"allowed_callers": ["direct", "programmatic"]} if programs else {}
     found: list[dict[str, Any]] = []
@@ -114,6 +121,8 @@ def response_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
             found.append({**_mcp_tool(tool), **callers})
         elif tool["type"] == "web_search" and tool["mode"] != "disabled":
             found.append({**_web_search_tool(tool), **callers})
+        elif tool["type"] == "automations":
+            found.append(automation_function())
     if any(tool["type"] == "function" and tool.get("defer_loading") for tool in tools):
         found.append({"type": "tool_search"})  # the server's search, which finds the deferred functions
     if programs:

@@ -17,7 +17,7 @@ import contextlib
 import functools
 import hashlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -77,6 +77,8 @@ class SessionService:
         self.background = background
         self.start = start
         self.vaults = vaults  # a session's ``vault_ids`` and its MCP tools' ``credential_id`` (services/vaults.py)
+        # the agents' ``automations`` tool (services/automations.py sets it): tenant, session, call id, arguments
+        self.agent_automations: Callable[[str, str, str, str], Awaitable[str]] | None = None
         # several workers or replicas on one database: a session's turns run where its lease is (claim_session)
         self.shared = background.leases.shared
         self.leases = SessionLeases(store, background.lease_owner or new_owner_id(), background.leases.lease_seconds)
@@ -336,6 +338,7 @@ class SessionService:
             runner.on_idle = self._idle
             runner.locked = functools.partial(self._locked, session_id)
             runner.vaults = self.vaults
+            runner.automations = self.agent_automations
             self.runners[session_id] = runner
             runner.events.active = True
             if self.shared:  # claimed while its turns say they run: their process stopped (its lease ran out)

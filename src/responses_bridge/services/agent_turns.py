@@ -20,6 +20,7 @@ import orjson
 import structlog
 
 from .. import ids
+from ..protocol.agent_automations_tool import FUNCTION_NAME
 from ..protocol.agent_events import (
     CLIENT_CALL,
     TERMINAL,
@@ -98,6 +99,8 @@ class SessionRunner:
         # the session's lock (the service's): an update of the session never crosses a change made here
         self.locked: Callable[[], contextlib.AbstractAsyncContextManager[Any]] = contextlib.nullcontext
         self.vaults: VaultService | None = None  # where an MCP tool's ``credential_id`` is opened (the service's)
+        # the agent's ``automations`` tool, run here (the service's): tenant, session, call id, arguments -> output
+        self.automations: Callable[[str, str, str, str], Awaitable[str]] | None = None
 
     @property
     def busy(self) -> bool:
@@ -407,6 +410,10 @@ class SessionRunner:
                     final = event
                     continue
                 said, item = translate(event, self.session_id, turn_id, shown)
+                if item is not None and item["type"] == "function_call" and item["name"] == FUNCTION_NAME and \
+                        any(tool["type"] == "automations" for tool in (await self.session())["agent"]["tools"]):
+                    await self._automate(entry, item)  # the bridge's own function: no item, no client call
+                    continue
                 if item is not None and item["type"] == "function_call":
                     entry.calls.opened(item)  # before the client can see it: its result is expected from now
                 elif item is not None and CLIENT_CALL in item:  # a command the client runs (self_hosted)
@@ -417,6 +424,14 @@ class SessionRunner:
                 if said is not None:  # a finished item is stored with the event that shows it
                     await self.events.emit(said, records=None if item is None else [self.item_record(item)])
         return final
+
+    async def _automate(self, entry: QueuedTurn, call: dict[str, Any]) -> None:
+        """The ``automations`` tool's call, made now; its output goes to the turn's next response."""
+        arguments = orjson.dumps(call["arguments"]).decode() if not isinstance(call["arguments"], str) \
+            else call["arguments"]
+        output = "The automation was not created: this server makes no automations." if self.automations is None \
+            else await self.automations(self.tenant, self.session_id, str(call["call_id"]), arguments)
+        entry.calls.answers.append({"type": "function_call_output", "call_id": call["call_id"], "output": output})
 
     async def _end(self, entry: QueuedTurn, status: str, error: dict[str, Any] | None,
                    usage: dict[str, Any] | None) -> None:

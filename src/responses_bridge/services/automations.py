@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+import orjson
 import structlog
 
 from .. import ids
+from ..protocol.agent_automations_tool import automation_body
 from ..protocol.agent_inputs import check_environment, check_servable, known, messages, not_served, session_tools
 from ..protocol.agents import SESSION_AGENT_FIELDS, apply_config, default_config, require_model
 from ..protocol.automations import (
@@ -58,7 +61,14 @@ MAX_INSTRUCTIONS_CHARS = 256 * 1024  # as an agent's instructions: one record ne
 SCAN_PAGE = 100  # automations read at a time when a list is filtered on the session they target
 
 
+AgentAutomations = Callable[[str, str, str, str], Awaitable[str]]
+"""Makes the automation an agent's ``automations`` tool asks for: (tenant, session id, tool call id, the call's
+JSON arguments) -> what the model reads as the call's output."""
+
+
 class SessionStarter(Protocol):
+    agent_automations: AgentAutomations | None
+
     async def create(self, body: dict[str, Any], *, tenant: str, authorization: str | None) -> dict[str, Any]: ...
 
     async def get(self, session_id: str, *, tenant: str) -> dict[str, Any]: ...
@@ -72,10 +82,12 @@ class AutomationService:
         self.store = store
         self.agents = agents
         self.sessions = sessions
+        sessions.agent_automations = self.create_by_agent  # the sessions' agents' ``automations`` tool
 
     # --- the API ---------------------------------------------------------------------------------------------
 
-    async def create(self, body: dict[str, Any], *, tenant: str) -> dict[str, Any]:
+    async def create(self, body: dict[str, Any], *, tenant: str,
+                     created_by: dict[str, Any] | None = None) -> dict[str, Any]:
         kind = body.get("type")
         if kind not in ("periodic", "once"):
             raise invalid_request("Invalid value for 'type': expected 'periodic' or 'once'.", param="type",
@@ -84,7 +96,7 @@ class AutomationService:
         now = time.time()
         automation: dict[str, Any] = {
             "id": ids.new_id("auto"), "object": "agent.automation", "created_at": int(now),
-            "created_by": {"type": "developer"}, "metadata": self._metadata(body.get("metadata")),
+            "created_by": created_by or {"type": "developer"}, "metadata": self._metadata(body.get("metadata")),
             "name": check_name(body.get("name")), "status": "active", "pause_reason": None,
             "target": await self._target(body.get("target"), tenant), "type": kind,
         }
@@ -99,6 +111,21 @@ class AutomationService:
                            "first.", type="invalid_request_error", code="automation_limit_reached")
         await self.store.put("automation", automation["id"], automation, tenant=tenant)
         return public(automation)
+
+    async def create_by_agent(self, tenant: str, session_id: str, call_id: str, arguments: str) -> str:
+        """An agent's ``automations`` tool call: an automation that targets the calling session, made by the agent
+        (``created_by``); the model reads what was made, or the refusal's message, as the call's output."""
+        body = automation_body(arguments, session_id)
+        if isinstance(body, str):
+            return body
+        try:
+            made = await self.create(body, tenant=tenant, created_by={"type": "agent", "session_id": session_id,
+                                                                      "tool_call_id": call_id})
+        except APIError as exc:
+            return f"The automation was not created: {exc.message}"
+        return orjson.dumps({"automation_id": made["id"], "type": made["type"], "name": made["name"],
+                             "run_at": made.get("run_at"), "expression": made.get("expression"),
+                             "timezone": made.get("timezone")}).decode()
 
     async def get(self, automation_id: str, *, tenant: str) -> dict[str, Any]:
         return public(await self._load(automation_id, tenant))
