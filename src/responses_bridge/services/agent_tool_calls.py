@@ -62,6 +62,10 @@ class ToolCalls:
         self.wake()
         return request
 
+    def made(self, call_id: str, output: str) -> None:
+        """A call the session made itself (the ``automations`` tool's): its output goes to the next response."""
+        self.answers.append({"type": "function_call_output", "call_id": call_id, "output": output})
+
     def opened(self, call: dict[str, Any]) -> None:
         if len(self.open) + len(self.approvals) >= MAX_OPEN_CALLS:
             raise APIError(500, f"The model made more than {MAX_OPEN_CALLS} calls at once.", type="server_error",

@@ -301,8 +301,9 @@ class SessionRunner:
         return False
 
     async def _wait_for_results(self, entry: QueuedTurn) -> list[dict[str, Any]] | None:
-        """The turn's response left calls of the client's functions: the session requires action until every
-        result came (they may have come already). The results as the next response's input; None: cancelled."""
+        """The turn's response left calls of the client's functions, or MCP calls held for its approval: the
+        session requires action until every result and decision came (they may have come already). They are the
+        next response's input; None: cancelled. (The ``automations`` tool's calls were made already.)"""
         calls = entry.calls
         if calls.waiting and not self.cancelling:
             entry.turn["status"] = "waiting"
@@ -431,7 +432,7 @@ class SessionRunner:
             else call["arguments"]
         output = "The automation was not created: this server makes no automations." if self.automations is None \
             else await self.automations(self.tenant, self.session_id, str(call["call_id"]), arguments)
-        entry.calls.answers.append({"type": "function_call_output", "call_id": call["call_id"], "output": output})
+        entry.calls.made(str(call["call_id"]), output)
 
     async def _end(self, entry: QueuedTurn, status: str, error: dict[str, Any] | None,
                    usage: dict[str, Any] | None) -> None:
