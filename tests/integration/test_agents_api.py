@@ -353,7 +353,7 @@ async def test_session_refusals(http: aiohttp.ClientSession) -> None:
     for body, param in [({"agent": {"model": MODEL}, "environment": {"type": "none"}}, "input"),
                         ({"environment": {"type": "none"}, "input": "x"}, "agent"),
                         ({"agent_id": "agent_missing", "environment": {"type": "none"}, "input": "x"}, "agent_id"),
-                        ({"agent": {"model": MODEL, "tools": [{"type": "web_search"}]},
+                        ({"agent": {"model": MODEL, "tools": [{"type": "computer_use"}]},
                           "environment": {"type": "none"}, "input": "x"}, "agent.tools[0].type")]:
         async with http.post("/v1/agents/sessions", json=body, headers=BETA) as answer:
             raw = await answer.json()

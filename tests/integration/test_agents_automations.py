@@ -126,8 +126,6 @@ async def test_automation_bad_input(http: aiohttp.ClientSession) -> None:
             ({"type": "once", "name": "x", "run_at": soon, "target": TARGET, "expression": "* * * * *"},
              "expression"),
             ({"type": "once", "name": "x", "run_at": soon,
-              "target": {"type": "existing_session", "session_id": "sess_1", "instructions": "go"}}, "target.type"),
-            ({"type": "once", "name": "x", "run_at": soon,
               "target": {**TARGET, "environment": {"type": "self_hosted"}}}, "target.environment.type"),
             ({"type": "once", "name": "x", "run_at": soon,
               "target": {**TARGET, "environment": {"type": "openai_hosted"}}}, "target.environment.type"),

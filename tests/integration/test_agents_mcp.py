@@ -1,5 +1,6 @@
-"""A session's agent with an MCP server over HTTP: the bridge's tool loop calls it inside the turn (no approval
-asked), the call shown as the SDK's ``mcp_call`` item, through both doors; what sessions cannot reach is refused."""
+"""A session's agent with an MCP server over HTTP: the bridge's tool loop calls it inside the turn (a read-only
+tool without asking for approval: test_agents_approvals.py has the others), the call shown as the SDK's ``mcp_call``
+item, through both doors; what sessions cannot reach is refused."""
 
 from __future__ import annotations
 
@@ -53,21 +54,21 @@ async def door(door_base: str) -> AsyncIterator[aiohttp.ClientSession]:
 
 
 async def test_an_mcp_servers_tool_called_inside_a_turn(door: aiohttp.ClientSession, mcp: MCPTestServer) -> None:
-    tool = {"type": "mcp", "server_label": "tools", "allowed_tools": ["echo"],
+    tool = {"type": "mcp", "server_label": "tools", "allowed_tools": ["lookup"],
             "transport": {"type": "http", "server_url": mcp.http_url}}
     async with door.post("/v1/agents", json={"model": MODEL, "tools": [tool]}) as answer:
         assert answer.status == 200, await answer.text()
         agent = await answer.json()
     async with door.post("/v1/agents/sessions", json={
             "agent_id": agent["id"], "environment": {"type": "none"}, "stream": True,
-            "input": 'call tools__echo [args={"text": "over the wire"}]'}) as answer:
+            "input": 'call tools__lookup [args={"key": "over the wire"}]'}) as answer:
         assert answer.status == 200, await answer.text()
         events = [event for _, event in frames(await read_until_idle(answer))]
     done = [event["item"] for event in events if event["type"] == "agent.session.turn.item.done"]
     assert [item["type"] for item in done] == ["mcp_call", "message"]
     call = done[0]
     assert (call["server_label"], call["name"], call["arguments"], call["status"]) == (
-        "tools", "echo", {"text": "over the wire"}, "completed")
+        "tools", "lookup", {"key": "over the wire"}, "completed")
     assert "over the wire" in call["output"]
     text = "".join(e["delta"] for e in events if e["type"] == "agent.session.turn.output_text.delta")
     assert text.startswith("Tool result:") and "over the wire" in text

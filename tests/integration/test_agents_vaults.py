@@ -17,7 +17,8 @@ from openai.types.beta.agents.vaults import Credential, CredentialDeleted
 
 from responses_bridge.devtools.procs import free_port
 from responses_bridge.envoy_config import render_bootstrap
-from tests.integration.test_agents_api import BETA, MODEL, frames, read_until_idle, strict
+from tests.integration.test_agents_api import BETA, MODEL, frames, strict
+from tests.integration.test_agents_approvals import read_approving
 from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.envoy import start_envoy
 from tests.support.mcp_server import MCPTestServer, running_mcp_server
@@ -156,7 +157,7 @@ async def test_a_sessions_mcp_server_reached_with_its_vaults_credential(
             "agent_id": agent["id"], "environment": {"type": "none"}, "vault_ids": [vault["id"]],
             "stream": True, "input": "call tools__authorization_digest"}) as answer:
         assert answer.status == 200, await answer.text()
-        raw = await read_until_idle(answer)
+        raw = await read_approving(door, answer)  # the tools do not say they only read: each call is approved
     seen.bodies.append(raw)
     first = frames(raw)
     events = [event for _, event in first]
@@ -174,7 +175,7 @@ async def test_a_sessions_mcp_server_reached_with_its_vaults_credential(
     assert status == 202
     async with door.get(f"/v1/agents/sessions/{session_id}/events", params={"until_idle": "true",
                                                                                    "after": first[-1][0]}) as answer:
-        raw = await answer.read()
+        raw = await read_approving(door, answer)
     seen.bodies.append(raw)
     whoami = [event["item"]["output"] for _, event in frames(raw)
               if event["type"] == "agent.session.turn.item.done" and event["item"]["type"] == "mcp_call"]

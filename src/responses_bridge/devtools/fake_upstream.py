@@ -59,7 +59,9 @@ Directives are bracketed tokens anywhere in the text of the LAST USER message (s
 text that gets echoed. Unknown bracketed text is left alone.
 
 1. Echo (default). The answer is ``"Echo: " + <last user text, directives removed, stripped>``. When
-   the last message is a ``tool`` message the answer is ``"Tool result: " + <its content>`` instead.
+   the last message is a ``tool`` message the answer is ``"Tool result: " + <its content>`` instead; when it is
+   a ``system`` or ``developer`` message after a user message (a note the client added after the conversation,
+   such as an Agents session's word that a call was denied), ``"Noted: " + <its content>``.
    With no user message at all: ``"Echo: "``. Directives of the last user message still apply.
    A summarising call (the bridge's compaction: a system message starting ``You compact conversations``)
    is answered like a model would, shorter than what it read: ``"Summary: "`` + the first 6 words of each
@@ -905,6 +907,8 @@ def _answer_text(body: dict[str, Any], messages: list[dict[str, Any]], user_text
         return _summary(user_text)
     if last.get("role") == "tool":
         prefix, subject = "Tool result: ", _content_text(last.get("content"))
+    elif last.get("role") in ("system", "developer") and any(m.get("role") == "user" for m in messages):
+        prefix, subject = "Noted: ", _content_text(last.get("content"))
     else:
         prefix, subject = "Echo: ", user_text
     fmt = body.get("response_format")

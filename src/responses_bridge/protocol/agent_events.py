@@ -58,12 +58,30 @@ def session_item(item: dict[str, Any], turn_id: str, *, done: bool) -> dict[str,
         return {"id": item.get("id"), "type": "mcp_call", "server_label": item.get("server_label"),
                 "name": item.get("name"), "arguments": parsed, "output": item.get("output"),
                 "error": item.get("error"), "status": state, "turn_id": turn_id}
+    if kind == "web_search_call":
+        state = "incomplete" if item.get("status") in ("failed", "incomplete") else (
+            "completed" if done else "in_progress")
+        return {"id": item.get("id"), "type": "web_search_call", "action": _search_action(item.get("action")),
+                "status": state, "turn_id": turn_id}
     if kind == "reasoning":
         summary = [{"type": "summary_text", "text": part.get("text", "")} for part in item.get("summary") or []
                    if isinstance(part, dict)]
         return {"id": item.get("id"), "type": "reasoning", "summary": summary, "status": status,
                 "turn_id": turn_id}
     return None
+
+
+_ACTION_KEYS = {"search": ("query", "queries"), "open_page": ("url",), "find_in_page": ("pattern", "url")}
+
+
+def _search_action(action: Any) -> dict[str, Any] | None:
+    """A ``web_search_call``'s action as the SDK's ``WebSearchAction`` (its sources are the response's to show)."""
+    if not isinstance(action, dict):
+        return None
+    keys = _ACTION_KEYS.get(str(action.get("type")))
+    if keys is None:
+        return {"type": "other"}
+    return {"type": action["type"], **{key: action[key] for key in keys if action.get(key) is not None}}
 
 
 def _command(event: dict[str, Any], base: dict[str, Any],

@@ -1,11 +1,13 @@
 """The Agents API's session inputs checked: a session's environment, input messages and their content parts, the
-events a client posts (message, tool result, cancel), and what sessions do not serve yet, each refused with a 400
-that names it."""
+events a client posts (message, tool result, MCP approval, cancel), and what sessions do not serve yet, each refused
+with a 400 that names it."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from .agent_approvals import approval_result, approval_rule
+from .agent_automations_tool import FUNCTION_NAME, automation_function
 from .errors import APIError, invalid_request
 
 MAX_EVENTS_PER_CALL = 16
@@ -14,10 +16,15 @@ MAX_PARTS = 64
 MAX_TEXT_CHARS = 1_000_000
 
 
+SERVED_TOOLS = ("function", "mcp", "web_search", "tool_search", "programmatic_tool_calling", "automations")
+"""The agent tool types a session's turn runs."""
+
+
 def not_served(what: str, param: str) -> APIError:
     return invalid_request(f"{what} is not served yet by this bridge: sessions run with environment 'none', "
-                           "'openai_hosted' or 'self_hosted' and agents whose tools are the client's own functions "
-                           "and MCP servers over HTTP.", param=param, code="unsupported_value")
+                           "'openai_hosted' or 'self_hosted' and agents whose tools are the client's own functions, "
+                           "MCP servers over HTTP, web_search, tool_search and programmatic_tool_calling.",
+                           param=param, code="unsupported_value")
 
 
 def known(body: dict[str, Any], fields: tuple[str, ...], prefix: str) -> None:
@@ -49,19 +56,26 @@ def check_environment(environment: Any) -> str:
 
 
 def check_servable(config: dict[str, Any]) -> None:
-    """What a session's turn cannot run yet is refused by name, never dropped: tools other than the client's own
-    functions and MCP servers over HTTP, a function deferred to tool search or run without waiting (``async``), an
-    MCP server reached from an environment, with request metadata or required to start. (An MCP
-    server's vault ``credential_id`` is checked against the session's vaults: services/agent_sessions.py.)"""
+    """What a session's turn cannot run is refused by name, never dropped: ``computer_use`` (the bridge has no
+    desktop or browser); a function run without waiting (``async``); an MCP server reached from an environment, with
+    request metadata or required to start. (An MCP server's vault ``credential_id`` is checked against the session's
+    vaults: services/agent_sessions.py.)"""
     for index, tool in enumerate(config["tools"]):
         where = f"agent.tools[{index}]"
         if tool["type"] == "function":
-            for flag in ("defer_loading", "async"):
-                if tool.get(flag):
-                    raise not_served(f"A function with '{flag}': true", f"{where}.{flag}")
+            if tool.get("async"):
+                raise not_served("A function with 'async': true", f"{where}.async")
         elif tool["type"] == "mcp":
             _check_mcp(tool, where)
-        else:
+        elif tool["type"] == "automations" and any(
+                other["type"] == "function" and other["name"] == FUNCTION_NAME for other in config["tools"]):
+            raise invalid_request(f"The 'automations' tool offers the model a function named '{FUNCTION_NAME}': "
+                                  "the agent's own function of that name would be hidden by it.",
+                                  param=f"{where}.type", code="invalid_value")
+        elif tool["type"] == "computer_use":
+            raise not_served("Tool type 'computer_use' in a session (the bridge has no desktop or browser to "
+                             "use)", f"{where}.type")
+        elif tool["type"] not in SERVED_TOOLS:
             raise not_served(f"Tool type '{tool['type']}' in a session", f"{where}.type")
 
 
@@ -76,24 +90,64 @@ def _check_mcp(tool: dict[str, Any], where: str) -> None:
         raise not_served("An MCP server 'required' to start before the first turn", f"{where}.required")
 
 
+def session_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The agent's tools as its session holds and shows them (the SDK's ``AgentTool``, which has no ``tool_search``
+    variant): without ``tool_search``, whose effect is the session's deferred functions — each turn offers the
+    server's tool search whenever a function is deferred (:func:`response_tools`)."""
+    return [tool for tool in tools if tool["type"] != "tool_search"]
+
+
 def response_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """An agent's tools (those :func:`check_servable` lets through) as a response's: the client's functions, and
-    MCP servers the bridge's tool loop calls without asking for approval (sessions take no approvals yet)."""
+    """An agent's tools (those :func:`check_servable` lets through) as a response's, run by the bridge's tool loop
+    as for ``POST /v1/responses``: the client's functions (deferred ones found by the server's ``tool_search``);
+    MCP servers, asking the client's approval for every tool that does not say it only reads
+    (protocol/agent_approvals.py); the bridge's ``web_search`` (``mode: "cached"`` its cache-only search,
+    ``"disabled"`` no search offered); with ``programmatic_tool_calling`` enabled, the bridge's programs, which
+    may call every one of these tools; and ``automations``, a function the session runs itself
+    (protocol/agent_automations_tool.py)."""
+    programs = any(tool["type"] == "programmatic_tool_calling" and tool["enabled"] for tool in tools)
+    callers = {"allowed_callers": ["direct", "programmatic"]} if programs else {}
     found: list[dict[str, Any]] = []
     for tool in tools:
         if tool["type"] == "function":
-            found.append({"type": "function", "name": tool["name"], "description": tool["description"],
-                          "parameters": tool["parameters"], "strict": False})
-            continue
-        transport = tool["transport"]
-        mcp: dict[str, Any] = {"type": "mcp", "server_label": tool["server_label"],
-                               "server_url": transport["server_url"], "require_approval": "never"}
-        if transport.get("headers"):
-            mcp["headers"] = transport["headers"]
-        if tool.get("allowed_tools") is not None:
-            mcp["allowed_tools"] = tool["allowed_tools"]
-        found.append(mcp)
+            function: dict[str, Any] = {"type": "function", "name": tool["name"], "description": tool["description"],
+                                        "parameters": tool["parameters"], "strict": False, **callers}
+            if tool.get("defer_loading"):
+                function["defer_loading"] = True
+            found.append(function)
+        elif tool["type"] == "mcp":
+            found.append({**_mcp_tool(tool), **callers})
+        elif tool["type"] == "web_search" and tool["mode"] != "disabled":
+            found.append({**_web_search_tool(tool), **callers})
+        elif tool["type"] == "automations":
+            found.append(automation_function())
+    if any(tool["type"] == "function" and tool.get("defer_loading") for tool in tools):
+        found.append({"type": "tool_search"})  # the server's search, which finds the deferred functions
+    if programs:
+        found.append({"type": "programmatic_tool_calling"})
     return found
+
+
+def _mcp_tool(tool: dict[str, Any]) -> dict[str, Any]:
+    transport = tool["transport"]
+    mcp: dict[str, Any] = {"type": "mcp", "server_label": tool["server_label"],
+                           "server_url": transport["server_url"], "require_approval": approval_rule()}
+    if transport.get("headers"):
+        mcp["headers"] = transport["headers"]
+    if tool.get("allowed_tools") is not None:
+        mcp["allowed_tools"] = tool["allowed_tools"]
+    return mcp
+
+
+def _web_search_tool(tool: dict[str, Any]) -> dict[str, Any]:
+    search: dict[str, Any] = {"type": "web_search", "search_context_size": tool["context_size"],
+                              "external_web_access": tool["mode"] == "live"}
+    location = {key: value for key, value in (tool.get("location") or {}).items() if value is not None}
+    if location:
+        search["user_location"] = {"type": "approximate", **location}
+    if tool.get("allowed_domains"):
+        search["filters"] = {"allowed_domains": tool["allowed_domains"]}
+    return search
 
 
 def cache_options(value: Any) -> dict[str, Any] | None:
@@ -199,7 +253,9 @@ def input_event(event: Any, param: str) -> tuple[str, Any]:
         return "message", messages(event.get("input"), f"{param}.input")
     if kind == "agent.session.input.tool_result":
         return "tool_result", tool_result(event, param)
-    if kind in ("agent.session.input.mcp_approval_request_result",
-                "agent.session.input.computer_use_approval_request_result"):
-        raise not_served(f"Event type '{kind}'", f"{param}.type")
+    if kind == "agent.session.input.mcp_approval_request_result":
+        return "approval", approval_result(event, param)
+    if kind == "agent.session.input.computer_use_approval_request_result":
+        raise not_served(f"Event type '{kind}' (the bridge has no computer use: no desktop or browser)",
+                         f"{param}.type")
     raise invalid_request(f"Invalid value for '{param}.type'.", param=f"{param}.type", code="invalid_value")

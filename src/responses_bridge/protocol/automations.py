@@ -26,6 +26,7 @@ MAX_EXPRESSION_CHARS = 256
 PERIODIC_FIELDS = ("type", "name", "expression", "timezone", "target", "metadata")
 ONCE_FIELDS = ("type", "name", "run_at", "target", "metadata")
 UPDATE_FIELDS = ("name", "metadata", "target", "expression", "timezone", "run_at")
+EXISTING_SESSION_FIELDS = ("type", "session_id", "instructions")
 NEW_SESSION_FIELDS = ("type", "agent", "agent_id", "environment", "input", "metadata", "vault_ids")
 _WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _NUMERIC_DAYS = re.compile(r"^(\*|\d+(?:-\d+)?)(?:/(\d+))?$")
@@ -126,7 +127,8 @@ def public(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def invocation(invocation_id: str, automation: dict[str, Any], scheduled_at: int) -> dict[str, Any]:
-    """A scheduled invocation, ``queued`` until its session exists."""
+    """A scheduled invocation, ``queued`` until its session exists (an existing session's: until its input is
+    delivered)."""
     return {"id": invocation_id, "object": "agent.automation.invocation", "automation_id": automation["id"],
             "created_at": int(time.time()), "error": None, "scheduled_at": scheduled_at, "session_id": None,
             "skip_reason": None, "source": {"type": "automation", "automation": public(automation)},

@@ -18,7 +18,7 @@ import contextlib
 import functools
 import hashlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -35,6 +35,7 @@ from ..protocol.agent_inputs import (
     messages,
     not_served,
     review_mode,
+    session_tools,
 )
 from ..protocol.agents import SESSION_AGENT_FIELDS, apply_config, default_config, require_model
 from ..protocol.errors import APIError, invalid_request, not_found
@@ -77,6 +78,8 @@ class SessionService:
         self.background = background
         self.start = start
         self.vaults = vaults  # a session's ``vault_ids`` and its MCP tools' ``credential_id`` (services/vaults.py)
+        # the agents' ``automations`` tool (services/automations.py sets it): tenant, session, call id, arguments
+        self.agent_automations: Callable[[str, str, str, str], Awaitable[str]] | None = None
         # several workers or replicas on one database: a session's turns run where its lease is (claim_session)
         self.shared = background.leases.shared
         self.leases = SessionLeases(store, background.lease_owner or new_owner_id(), background.leases.lease_seconds)
@@ -182,7 +185,7 @@ class SessionService:
         require_model(config, "agent.model")
         check_servable(config)
         return {"id": base["id"], "name": base.get("name"),
-                **{key: config[key] for key in SESSION_AGENT_FIELDS}}
+                **{key: config[key] for key in SESSION_AGENT_FIELDS}, "tools": session_tools(config["tools"])}
 
     async def get(self, session_id: str, *, tenant: str) -> dict[str, Any]:
         return public(await self._load(session_id, tenant))
@@ -209,7 +212,7 @@ class SessionService:
                                       prefix="agent.")
                 check_servable(config)
                 await self.check_credentials(config, session.get("vault_ids") or [], tenant)
-                session["agent"] = config
+                session["agent"] = {**config, "tools": session_tools(config["tools"])}
             if "metadata" in body:
                 check_metadata(body["metadata"])
                 session["metadata"] = dict(body["metadata"] or {})
@@ -287,6 +290,8 @@ class SessionService:
                     await runner.cancel()
                 elif kind == "tool_result":
                     await runner.tool_result(content)
+                elif kind == "approval":
+                    await runner.approval(content)
                 else:
                     await runner.submit(session, content, authorization)
 
@@ -334,6 +339,7 @@ class SessionService:
             runner.on_idle = self._idle
             runner.locked = functools.partial(self._locked, session_id)
             runner.vaults = self.vaults
+            runner.automations = self.agent_automations
             self.runners[session_id] = runner
             runner.events.active = True
             if self.shared:  # claimed while its turns say they run: their process stopped (its lease ran out)

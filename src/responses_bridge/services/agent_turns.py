@@ -20,6 +20,7 @@ import orjson
 import structlog
 
 from .. import ids
+from ..protocol.agent_automations_tool import FUNCTION_NAME
 from ..protocol.agent_events import (
     CLIENT_CALL,
     TERMINAL,
@@ -39,7 +40,7 @@ from .agent_environments import SessionEnvironments, environment_state, hosted_c
 from .agent_events import SessionLog
 from .agent_subagent_tree import SubagentTree
 from .agent_subagents import left_open
-from .agent_tool_calls import ToolCalls, unknown_call
+from .agent_tool_calls import ToolCalls, unknown_approval, unknown_call
 from .background import BackgroundService
 from .background_frames import split_frames
 from .vaults import VaultService
@@ -100,6 +101,8 @@ class SessionRunner:
         # the session's lock (the service's): an update of the session never crosses a change made here
         self.locked: Callable[[], contextlib.AbstractAsyncContextManager[Any]] = contextlib.nullcontext
         self.vaults: VaultService | None = None  # where an MCP tool's ``credential_id`` is opened (the service's)
+        # the agent's ``automations`` tool, run here (the service's): tenant, session, call id, arguments -> output
+        self.automations: Callable[[str, str, str, str], Awaitable[str]] | None = None
 
     @property
     def busy(self) -> bool:
@@ -305,16 +308,17 @@ class SessionRunner:
         return False
 
     async def _wait_for_results(self, entry: QueuedTurn) -> list[dict[str, Any]] | None:
-        """The turn's response left calls of the client's functions: the session requires action until every
-        result came (they may have come already). The results as the next response's input; None: cancelled."""
+        """The turn's response left calls of the client's functions, or MCP calls held for its approval: the
+        session requires action until every result and decision came (they may have come already). They are the
+        next response's input; None: cancelled. (The ``automations`` tool's calls were made already.)"""
         calls = entry.calls
-        if calls.open and not self.cancelling:
+        if calls.waiting and not self.cancelling:
             entry.turn["status"] = "waiting"
             async with self._changing(entry) as session:
                 session["status"], session["required_actions"] = "requires_action", calls.required_actions()
                 await self.events.emit({"type": "agent.session.requires_action", "session": public(session)},
                                        records=[self.turn_record(entry.turn), self.session_record(session)])
-            while calls.open and not self.cancelling:
+            while calls.waiting and not self.cancelling:
                 await calls.wait()
             entry.turn["status"] = "in_progress" if not self.cancelling else "waiting"
             async with self._changing() as session:
@@ -350,6 +354,12 @@ class SessionRunner:
         await self.events.emit({"type": "agent.session.turn.item.added", "session_id": self.session_id,
                                 "turn_id": call["turn_id"], "output_index": None, "item": item},
                                records=[self.item_record(done), self.item_record(item)])
+
+    async def approval(self, result: dict[str, Any]) -> None:
+        """The client's decision on an MCP call the running turn holds (a 400 for any other request id)."""
+        if self.current is None:
+            raise unknown_approval(result["request_id"])
+        self.current.calls.decide(result["request_id"], result["decision"])
 
     def _request(self, session: dict[str, Any], turn_input: list[dict[str, Any]]) -> dict[str, Any]:
         agent = session["agent"]
@@ -387,9 +397,10 @@ class SessionRunner:
             return body
         if self.vaults is None:
             raise APIError(400, "This server keeps no vaults.", param="vault_ids", code="unsupported_value")
-        for index, (tool, sent) in enumerate(zip(tools, body["tools"], strict=True)):
-            if tool["type"] == "mcp" and tool.get("credential_id"):
-                sent["authorization"] = await self.vaults.mcp_token(
+        sent_by_label = {sent["server_label"]: sent for sent in body["tools"] if sent["type"] == "mcp"}
+        for index, tool in enumerate(tools):
+            if tool["type"] == "mcp" and tool.get("credential_id"):  # the response's tools are not one for one
+                sent_by_label[tool["server_label"]]["authorization"] = await self.vaults.mcp_token(
                     session.get("vault_ids") or [], tool["credential_id"], tool["transport"]["server_url"],
                     tenant=self.tenant, param=f"agent.tools[{index}].credential_id")
         return body
@@ -416,15 +427,30 @@ class SessionRunner:
                         await self.events.emit(said_by_tree, records=records or None)
                     continue
                 said, item = translate(event, self.session_id, turn_id, shown)
+                if item is not None and item["type"] == "function_call" and item["name"] == FUNCTION_NAME and \
+                        any(tool["type"] == "automations" for tool in (await self.session())["agent"]["tools"]):
+                    await self._automate(entry, item)  # the bridge's own function: no item, no client call
+                    continue
                 if item is not None and item["type"] == "function_call":
                     entry.calls.opened(item)  # before the client can see it: its result is expected from now
                 elif item is not None and CLIENT_CALL in item:  # a command the client runs (self_hosted)
                     entry.calls.opened({**item.pop(CLIENT_CALL), "command_item": item})
+                elif event.get("type") == "response.output_item.done" and \
+                        (event.get("item") or {}).get("type") == "mcp_approval_request":
+                    entry.calls.asked({**event["item"], "turn_id": turn_id})  # a call held for the client's word
                 if said is not None:  # a finished item is stored with the event that shows it
                     await self.events.emit(said, records=None if item is None else [self.item_record(item)])
         for said_by_tree, records in tree.finish() if tree is not None else ():
             await self.events.emit(said_by_tree, records=records or None)
         return final
+
+    async def _automate(self, entry: QueuedTurn, call: dict[str, Any]) -> None:
+        """The ``automations`` tool's call, made now; its output goes to the turn's next response."""
+        arguments = orjson.dumps(call["arguments"]).decode() if not isinstance(call["arguments"], str) \
+            else call["arguments"]
+        output = "The automation was not created: this server makes no automations." if self.automations is None \
+            else await self.automations(self.tenant, self.session_id, str(call["call_id"]), arguments)
+        entry.calls.made(str(call["call_id"]), output)
 
     async def _end(self, entry: QueuedTurn, status: str, error: dict[str, Any] | None,
                    usage: dict[str, Any] | None) -> None:

@@ -1,7 +1,9 @@
 """Automations of the Agents API (``client.beta.agents.automations``): create, retrieve, update, list, delete,
 pause and resume, a tenant's own; and the scheduler that fires them, each firing an invocation that starts a
 session with the automation's target (its agent, environment, input and metadata) through the session service, as
-a client's ``POST /v1/agents/sessions`` would.
+a client's ``POST /v1/agents/sessions`` would — or, for an ``existing_session`` target, delivers its
+``instructions`` to that session as a message of the user, as a client's ``agent.session.input.message`` event would
+(queued behind a running turn as any input is; a session deleted meanwhile fails the invocation).
 
 Every process serving the HTTP door runs the scheduler (:meth:`AutomationService.tick`, once a second, on the
 second: occurrences fall on whole seconds, so one is fired within moments of its time). An occurrence is fired by
@@ -17,14 +19,18 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+import orjson
 import structlog
 
 from .. import ids
-from ..protocol.agent_inputs import check_environment, check_servable, known, messages, not_served
+from ..protocol.agent_automations_tool import automation_body
+from ..protocol.agent_inputs import check_environment, check_servable, known, messages, not_served, session_tools
 from ..protocol.agents import SESSION_AGENT_FIELDS, apply_config, default_config, require_model
 from ..protocol.automations import (
+    EXISTING_SESSION_FIELDS,
     NEW_SESSION_FIELDS,
     ONCE_FIELDS,
     PERIODIC_FIELDS,
@@ -51,8 +57,24 @@ MAX_AUTOMATIONS_PER_TENANT = 10_000
 TICK_SECONDS = 0.01  # the pause between two ticks, each of which first waits for the next whole second
 
 
+MAX_INSTRUCTIONS_CHARS = 256 * 1024  # as an agent's instructions: one record never stalls other writers
+SCAN_PAGE = 100  # automations read at a time when a list is filtered on the session they target
+
+
+AgentAutomations = Callable[[str, str, str, str], Awaitable[str]]
+"""Makes the automation an agent's ``automations`` tool asks for: (tenant, session id, tool call id, the call's
+JSON arguments) -> what the model reads as the call's output."""
+
+
 class SessionStarter(Protocol):
+    agent_automations: AgentAutomations | None
+
     async def create(self, body: dict[str, Any], *, tenant: str, authorization: str | None) -> dict[str, Any]: ...
+
+    async def get(self, session_id: str, *, tenant: str) -> dict[str, Any]: ...
+
+    async def post_events(self, session_id: str, body: dict[str, Any], *, idempotency_key: str | None,
+                          tenant: str, authorization: str | None) -> None: ...
 
 
 class AutomationService:
@@ -60,10 +82,12 @@ class AutomationService:
         self.store = store
         self.agents = agents
         self.sessions = sessions
+        sessions.agent_automations = self.create_by_agent  # the sessions' agents' ``automations`` tool
 
     # --- the API ---------------------------------------------------------------------------------------------
 
-    async def create(self, body: dict[str, Any], *, tenant: str) -> dict[str, Any]:
+    async def create(self, body: dict[str, Any], *, tenant: str,
+                     created_by: dict[str, Any] | None = None) -> dict[str, Any]:
         kind = body.get("type")
         if kind not in ("periodic", "once"):
             raise invalid_request("Invalid value for 'type': expected 'periodic' or 'once'.", param="type",
@@ -72,7 +96,7 @@ class AutomationService:
         now = time.time()
         automation: dict[str, Any] = {
             "id": ids.new_id("auto"), "object": "agent.automation", "created_at": int(now),
-            "created_by": {"type": "developer"}, "metadata": self._metadata(body.get("metadata")),
+            "created_by": created_by or {"type": "developer"}, "metadata": self._metadata(body.get("metadata")),
             "name": check_name(body.get("name")), "status": "active", "pause_reason": None,
             "target": await self._target(body.get("target"), tenant), "type": kind,
         }
@@ -87,6 +111,21 @@ class AutomationService:
                            "first.", type="invalid_request_error", code="automation_limit_reached")
         await self.store.put("automation", automation["id"], automation, tenant=tenant)
         return public(automation)
+
+    async def create_by_agent(self, tenant: str, session_id: str, call_id: str, arguments: str) -> str:
+        """An agent's ``automations`` tool call: an automation that targets the calling session, made by the agent
+        (``created_by``); the model reads what was made, or the refusal's message, as the call's output."""
+        body = automation_body(arguments, session_id)
+        if isinstance(body, str):
+            return body
+        try:
+            made = await self.create(body, tenant=tenant, created_by={"type": "agent", "session_id": session_id,
+                                                                      "tool_call_id": call_id})
+        except APIError as exc:
+            return f"The automation was not created: {exc.message}"
+        return orjson.dumps({"automation_id": made["id"], "type": made["type"], "name": made["name"],
+                             "run_at": made.get("run_at"), "expression": made.get("expression"),
+                             "timezone": made.get("timezone")}).decode()
 
     async def get(self, automation_id: str, *, tenant: str) -> dict[str, Any]:
         return public(await self._load(automation_id, tenant))
@@ -123,13 +162,30 @@ class AutomationService:
 
     async def list_automations(self, *, after: str | None, limit: int, order: str, session_id: str | None,
                                tenant: str) -> dict[str, Any]:
-        """``session_id`` matches automations that target an existing session: this bridge makes none (such a
-        target is refused), so that filter lists nothing."""
+        """``session_id`` lists the automations that target that existing session."""
         if session_id is not None:
-            return list_of([], has_more=False)
+            return await self._targeting(session_id, after=after, limit=limit, order=order, tenant=tenant)
         with page_errors("automation"):
             page = await self.store.page("automation", tenant=tenant, after=after, limit=limit, order=order)
         return list_of([public(record) for record in page.data], has_more=page.has_more)
+
+    async def _targeting(self, session_id: str, *, after: str | None, limit: int, order: str,
+                         tenant: str) -> dict[str, Any]:
+        """A page of the automations whose target is ``session_id``, read through the tenant's automations in the
+        list's order (at most :data:`MAX_AUTOMATIONS_PER_TENANT`, a page at a time) until the page is full."""
+        found: list[dict[str, Any]] = []
+        cursor = after
+        while len(found) <= limit:
+            with page_errors("automation"):
+                page = await self.store.page("automation", tenant=tenant, after=cursor, limit=SCAN_PAGE,
+                                             order=order)
+            found += [public(record) for record in page.data
+                      if record["target"]["type"] == "existing_session"
+                      and record["target"]["session_id"] == session_id]
+            if not page.has_more or not page.data:
+                break
+            cursor = page.data[-1]["id"]
+        return list_of(found[:limit], has_more=len(found) > limit)
 
     async def delete(self, automation_id: str, *, tenant: str) -> dict[str, Any]:
         """The automation and its invocations go; the sessions they started stay."""
@@ -211,6 +267,9 @@ class AutomationService:
     async def _deliver(self, record: dict[str, Any], automation: dict[str, Any], tenant: str) -> None:
         await self.store.put("invocation", record["id"], record, tenant=tenant, parent=automation["id"])
         target = automation["target"]
+        if target["type"] == "existing_session":
+            await self._notify(record, automation, tenant)
+            return
         body: dict[str, Any] = {"environment": target["environment"], "metadata": target["metadata"],
                                 "input": [{"role": "user", "content": message["content"]}
                                           for message in target["input"]]}
@@ -225,6 +284,24 @@ class AutomationService:
             record.update(status="failed", error={"code": exc.code or "invocation_failed", "message": exc.message})
         else:
             record.update(status="completed", session_id=session["id"])
+        await self.store.put("invocation", record["id"], record, tenant=tenant, parent=automation["id"])
+
+    async def _notify(self, record: dict[str, Any], automation: dict[str, Any], tenant: str) -> None:
+        """An existing session's invocation: the instructions as a message of the user, a turn of the session's
+        (queued behind the one running). The invocation's id is the input's idempotency key, so a delivery is
+        never made twice; a session deleted or failed meanwhile fails the invocation with the session's 4xx."""
+        target = automation["target"]
+        record["session_id"] = target["session_id"]
+        message = {"type": "agent.session.input.message", "input": [
+            {"role": "user", "content": [{"type": "input_text", "text": target["instructions"]}]}]}
+        try:
+            await self.sessions.post_events(target["session_id"], {"events": [message]},
+                                            idempotency_key=record["id"], tenant=tenant, authorization=None)
+        except APIError as exc:
+            log.warning("automation_invocation_failed", automation_id=automation["id"], code=exc.code)
+            record.update(status="failed", error={"code": exc.code or "invocation_failed", "message": exc.message})
+        else:
+            record["status"] = "completed"
         await self.store.put("invocation", record["id"], record, tenant=tenant, parent=automation["id"])
 
     # --- helpers ---------------------------------------------------------------------------------------------
@@ -253,7 +330,7 @@ class AutomationService:
             raise invalid_request("Missing required parameter: 'target' (an object).", param="target",
                                   code="missing_required_parameter")
         if target.get("type") == "existing_session":
-            raise not_served("An automation that targets an existing session ('existing_session')", "target.type")
+            return await self._existing_session(target, tenant)
         if target.get("type") != "new_session":
             raise invalid_request("Invalid value for 'target.type': expected 'new_session' or 'existing_session'.",
                                   param="target.type", code="invalid_value")
@@ -285,8 +362,31 @@ class AutomationService:
                                       code="invalid_type")
             config = apply_config(default_config(), agent, SESSION_AGENT_FIELDS, prefix="target.agent.")
             require_model(config, "target.agent.model")
-            inline = {key: config[key] for key in SESSION_AGENT_FIELDS}
+            inline = {key: config[key] for key in SESSION_AGENT_FIELDS} | {"tools": session_tools(config["tools"])}
         check_servable(config)
         return {"type": "new_session", "agent": inline, "agent_id": agent_id, "environment": {"type": "none"},
                 "input": [{"type": "message", "role": "user", "content": content} for content in contents],
                 "metadata": dict(target.get("metadata") or {}), "vault_ids": []}
+
+    async def _existing_session(self, target: dict[str, Any], tenant: str) -> dict[str, Any]:
+        """The SDK's ``AutomationTargetResourceExistingSession``: a session of the tenant's (a 404 naming
+        ``target.session_id`` otherwise) and the instructions each invocation delivers to it."""
+        known(target, EXISTING_SESSION_FIELDS, "target.")
+        session_id, instructions = target.get("session_id"), target.get("instructions")
+        if not isinstance(session_id, str) or not session_id:
+            raise invalid_request("Missing required parameter: 'target.session_id'.", param="target.session_id",
+                                  code="missing_required_parameter")
+        if not isinstance(instructions, str) or not instructions.strip():
+            raise invalid_request("Missing required parameter: 'target.instructions' (a non-empty string).",
+                                  param="target.instructions", code="missing_required_parameter")
+        if len(instructions) > MAX_INSTRUCTIONS_CHARS:
+            raise invalid_request(f"'target.instructions' is longer than {MAX_INSTRUCTIONS_CHARS} characters.",
+                                  param="target.instructions", code="string_above_max_length")
+        try:
+            await self.sessions.get(session_id, tenant=tenant)
+        except APIError as exc:
+            if exc.status != 404:
+                raise
+            raise APIError(404, f"No session found with id '{session_id}'.", param="target.session_id",
+                           code="not_found") from None
+        return {"type": "existing_session", "session_id": session_id, "instructions": instructions}
