@@ -1,7 +1,9 @@
 """A session's ``openai_hosted`` environment checked: what the bridge can give it (a container on the configured
 sandbox backend, its size a memory tier, network by the egress proxy's policy) and, refused by name, what it cannot
-(a desktop and its browser, prewarmed environments and templates, files, plugins, setup commands, environment
-variables, capability directories, packages: no package index is configured for containers). Its ``skills`` are the
+(a desktop and its browser, prewarmed environments, plugins, capability directories, packages: no package index is
+configured for containers). Its ``files``, ``setup_commands`` and ``env`` are checked in protocol/environment_fields.py
+and given to the container by services/environment_setup.py; a template (``environment_template_id``) is resolved
+into the environment before it is checked here (services/environment_templates.py). Its ``skills`` are the
 container's (services/container_skills.py checks and reads them), laid out read-only at ``/mnt/skills/<name>/``.
 
 The environment's shape as the session shows it is the SDK's ``EnvironmentResourceOpenAIHosted``; its ``id`` is the
@@ -10,10 +12,11 @@ container's (``cntr_…``), which is also each artifact's ``environment_id``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .. import ids
+from .environment_fields import check_env, check_files, check_setup_commands
 from .errors import APIError, invalid_request
 
 HOSTED_FIELDS = ("type", "capability_directories", "container_size", "desktop", "env", "environment_id",
@@ -36,6 +39,10 @@ class HostedPlan:
     access: str  # "disabled" or "restricted"
     allowed_domains: tuple[str, ...]
     skills: list[Any] | None = None  # as given: the container's skills (checked when they are resolved)
+    # placed, run and given to commands by services/environment_setup.py (protocol/environment_fields.py checks)
+    files: list[dict[str, Any]] = field(default_factory=list)
+    setup_commands: list[dict[str, str]] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
 
     def network_policy(self) -> dict[str, Any] | None:
         """As the Containers API's ``network_policy`` (services/container_network.py checks it)."""
@@ -43,9 +50,10 @@ class HostedPlan:
             return None
         return {"type": "allowlist", "allowed_domains": list(self.allowed_domains)}
 
-    def resource(self, environment_id: str, skills: list[dict[str, Any]]) -> dict[str, Any]:
+    def resource(self, environment_id: str, skills: list[dict[str, Any]],
+                 files: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """The session's ``environment`` (the SDK's ``EnvironmentResourceOpenAIHosted``)."""
-        return {"id": environment_id, "type": "openai_hosted", "capability_directories": [], "files": [],
+        return {"id": environment_id, "type": "openai_hosted", "capability_directories": [], "files": files or [],
                 "network": {"access": self.access, "allowed_domains": list(self.allowed_domains)},
                 "packages": {kind: [] for kind in PACKAGE_KINDS}, "plugins": [], "skills": skills,
                 "container_size": self.container_size, "desktop": {"enabled": False}}
@@ -91,9 +99,7 @@ def hosted_plan(environment: dict[str, Any]) -> HostedPlan:
                       ("environment_template_id", "An environment template ('environment_template_id')")):
         if environment.get(key) is not None:
             raise _refused(what, f"environment.{key}")
-    for key, what in (("files", "Environment files ('files')"), ("plugins", "Plugins ('plugins')"),
-                      ("setup_commands", "Setup commands ('setup_commands')"),
-                      ("env", "Environment variables ('env')"),
+    for key, what in (("plugins", "Plugins ('plugins')"),
                       ("capability_directories", "Capability directories ('capability_directories')")):
         if not _empty(environment.get(key)):
             raise _refused(what, f"environment.{key}")
@@ -115,7 +121,11 @@ def hosted_plan(environment: dict[str, Any]) -> HostedPlan:
                               "'large'.", param="environment.container_size", code="invalid_value")
     access, allowed = _network(environment.get("network"))
     skills = environment.get("skills")
-    return HostedPlan(size, MEMORY_TIERS[size], access, allowed, skills if skills else None)
+    return HostedPlan(size, MEMORY_TIERS[size], access, allowed, skills if skills else None,
+                      files=check_files(environment.get("files"), "environment.files"),
+                      setup_commands=check_setup_commands(environment.get("setup_commands"),
+                                                          "environment.setup_commands"),
+                      env=check_env(environment.get("env"), "environment.env"))
 
 
 def _network(network: Any) -> tuple[str, tuple[str, ...]]:

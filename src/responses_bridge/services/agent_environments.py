@@ -28,6 +28,7 @@ from ..protocol.lists import list_of
 from ..store.base import BlobReader
 from ..store.base_agents import AgentStore, Record
 from .containers import ContainerService
+from .environment_setup import SetupShell, equip
 from .files import new_file_id
 from .pagination import page_errors
 
@@ -71,6 +72,7 @@ class SessionEnvironments:
     def __init__(self, store: AgentStore, containers: ContainerService | None) -> None:
         self.store = store
         self.containers = containers
+        self.shell: SetupShell | None = None  # runs setup commands (services/environment_setup.py)
 
     def _service(self) -> ContainerService:
         if self.containers is None:
@@ -78,12 +80,14 @@ class SessionEnvironments:
                                   "does not run.", param="environment.type", code="unsupported_value")
         return self.containers
 
-    async def provision(self, session_id: str, plan: HostedPlan, *, tenant: str) -> dict[str, Any]:
-        """A new container for the session; its ``environment`` resource."""
+    async def provision(self, session_id: str, plan: HostedPlan, *, tenant: str,
+                        name: str | None = None) -> dict[str, Any]:
+        """A new container for the session (``name``: a standalone environment's); its ``environment``
+        resource, its files placed and setup commands run (services/environment_setup.py)."""
         containers = self._service()
         policy = containers.network.parse(plan.network_policy(), "environment.network")
         skills = await containers.resolve_skills(plan.skills, tenant=tenant, param="environment.skills")
-        container = await containers.new_container(f"agent session {session_id}", tenant=tenant,
+        container = await containers.new_container(name or f"agent session {session_id}", tenant=tenant,
                                                    minutes=KEEP_MINUTES, memory_limit=plan.memory_limit,
                                                    network=policy, skills=skills)
         shown: list[dict[str, Any]] = []
@@ -93,7 +97,9 @@ class SessionEnvironments:
                               "description": skill.description, "version": skill.version or ""})
             else:
                 shown.append({"type": "inline", "name": skill.name, "description": skill.description})
-        return plan.resource(container.id, shown)
+        files = await equip(containers, self.shell, self.store, container, plan, shown, tenant=tenant,
+                            session_id=None if name else session_id)
+        return plan.resource(container.id, shown, files)
 
     async def alive(self, session: dict[str, Any], *, tenant: str) -> bool:
         """The session's container is still there (used now, so it stays as long again)."""
@@ -208,6 +214,8 @@ class SessionEnvironments:
             after = page.data[-1]["id"]
         await self._remove(blobs)
         container_id = hosted_container(session)
+        if container_id is not None:
+            await self.store.delete("environment", container_id, tenant=tenant)  # its record (environment_setup.py)
         if container_id is not None and self.containers is not None:
             with contextlib.suppress(APIError):  # expired already
                 await self.containers.delete(container_id, tenant=tenant)
