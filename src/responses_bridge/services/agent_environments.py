@@ -28,7 +28,7 @@ from ..protocol.lists import list_of
 from ..store.base import BlobReader
 from ..store.base_agents import AgentStore, Record
 from .containers import ContainerService
-from .environment_setup import SetupShell, equip
+from .environment_setup import EnvironmentSetup, equip
 from .files import new_file_id
 from .pagination import page_errors
 
@@ -72,7 +72,7 @@ class SessionEnvironments:
     def __init__(self, store: AgentStore, containers: ContainerService | None) -> None:
         self.store = store
         self.containers = containers
-        self.shell: SetupShell | None = None  # runs setup commands (services/environment_setup.py)
+        self.setup: EnvironmentSetup | None = None  # setup commands and env (services/environment_setup.py)
 
     def _service(self) -> ContainerService:
         if self.containers is None:
@@ -97,7 +97,7 @@ class SessionEnvironments:
                               "description": skill.description, "version": skill.version or ""})
             else:
                 shown.append({"type": "inline", "name": skill.name, "description": skill.description})
-        files = await equip(containers, self.shell, self.store, container, plan, shown, tenant=tenant,
+        files = await equip(containers, self.setup, self.store, container, plan, shown, tenant=tenant,
                             session_id=None if name else session_id)
         return plan.resource(container.id, shown, files)
 

@@ -27,11 +27,13 @@ from ..protocol.environment_fields import (
     workspace_path,
 )
 from ..protocol.errors import APIError, invalid_request
+from ..sealing import Sealer
 from ..store.base_agents import AgentStore
 from ..store.records import StoredContainer, StoredContainerFile
 from .containers import ContainerService
 
 ENVIRONMENT = "environment"  # the agents' store's kind of an environment's record
+ENV_PURPOSE = "environment_env"
 READ_CHUNK = 1 << 20
 MAX_LIST_LIMIT = 100
 SCAN_LIMIT = 100
@@ -127,17 +129,44 @@ async def run_setup(shell: SetupShell | None, container_id: str, commands: list[
                            type="invalid_request_error", param=f"{param}[{index}]", code="setup_command_failed")
 
 
-async def equip(containers: ContainerService, shell: SetupShell | None, store: AgentStore,
+class EnvironmentSetup:
+    """The hosted shell setup commands run on, and the sealer an environment's ``env`` is kept with (its record's
+    ``_sealed_env``: confidential, never in plaintext in the store or its statements' log lines)."""
+
+    def __init__(self, shell: SetupShell | None, sealer: Sealer, store: AgentStore) -> None:
+        self.shell = shell
+        self.sealer = sealer
+        self.store = store
+
+    def seal(self, env: Mapping[str, str]) -> str | None:
+        return self.sealer.seal(ENV_PURPOSE, dict(env)) if env else None
+
+    async def env_for(self, container_id: str, tenant: str) -> Mapping[str, str]:
+        """The variables every command in the container gets: its environment's ``env`` (none for a container
+        that is no Agents API environment)."""
+        record = await self.store.get(ENVIRONMENT, container_id, tenant=tenant)
+        if record is None or not record.get("_sealed_env"):
+            return {}
+        env: dict[str, str] = self.sealer.open(ENV_PURPOSE, record["_sealed_env"])
+        return env
+
+
+async def equip(containers: ContainerService, setup: EnvironmentSetup | None, store: AgentStore,
                 container: StoredContainer, plan: HostedPlan, skills: list[dict[str, Any]], *, tenant: str,
                 session_id: str | None) -> list[dict[str, Any]]:
     """A new environment's container given its files, then its setup commands run; its record stored (kind
     ``environment``, scope ``session`` or ``standalone``: what ``/v1/agents/environments`` shows and whose files
     it serves). Anything failing takes the container with it: never an environment half made."""
+    if setup is None and (plan.setup_commands or plan.env):
+        raise invalid_request("Setup commands and environment variables need the bridge's hosted shell, which this "
+                              "server does not run.", param="environment.setup_commands" if plan.setup_commands
+                              else "environment.env", code="unsupported_value")
     try:
         files = await place_files(containers, container, plan.files, tenant=tenant)
-        await run_setup(shell, container.id, plan.setup_commands, plan.env, tenant=tenant)
+        await run_setup(setup.shell if setup else None, container.id, plan.setup_commands, plan.env, tenant=tenant)
         record = {"id": container.id, "object": "agent.environment", "type": "openai_hosted",
-                  "created_at": container.created_at, "files": files, "skills": skills, "session_id": session_id}
+                  "created_at": container.created_at, "files": files, "skills": skills, "session_id": session_id,
+                  "_sealed_env": setup.seal(plan.env) if setup else None}
         await store.put(ENVIRONMENT, container.id, record, tenant=tenant, parent=session_id,
                         scope="session" if session_id else "standalone")
     except BaseException:

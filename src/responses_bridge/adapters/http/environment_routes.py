@@ -7,18 +7,24 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ...run.tools.shell import HostedShellService
 from ...sealing import Sealer
 from ...services.agent_sessions import SessionService
+from ...services.environment_setup import EnvironmentSetup
 from ...services.environment_templates import TemplateService
 from ...services.hosted_environments import EnvironmentService
+from ...services.hosted_shell import HostedShell
 from .identity import request_tenant
 from .params import int_query, json_object, json_reply, page_query
 from .routes import api_routes
 
 
 class EnvironmentRoutes:
-    def __init__(self, sessions: SessionService, shell: object, sealer: Sealer) -> None:
-        sessions.environments.shell = shell  # type: ignore[assignment]  # the hosted shell runs setup commands
+    def __init__(self, sessions: SessionService, shell: HostedShellService | None, sealer: Sealer) -> None:
+        setup = EnvironmentSetup(shell, sealer, sessions.store)
+        sessions.environments.setup = setup  # setup commands and env (services/environment_setup.py)
+        if isinstance(shell, HostedShell):
+            shell.env_for = setup.env_for  # an environment's env for every command of its container
         sessions.templates = self.templates = TemplateService(sessions.store, sealer)
         self.environments = EnvironmentService(sessions.store, sessions.environments, self.templates)
 
