@@ -239,9 +239,33 @@ async def test_standalone_environments_and_their_files(client: openai.AsyncOpenA
         ("/workspace/in/upload.bin", 10), ("/workspace/made.txt", 5), ("/workspace/seed.txt", 8)]
     container = await client.containers.retrieve(made.id)  # the environment is a container of /v1/containers
     assert container.id == made.id
-    await client.containers.delete(made.id)
-    assert (await environments.retrieve(made.id)).status == "expired"
-    async with http.get(f"/v1/agents/environments/{made.id}/files") as answer:
+
+    # a session takes the environment as it is (environment_id), alone: its files are the agent's
+    agent = await client.beta.agents.create(model=MODEL)
+    for extra, param in (({"files": []}, "environment.files"),
+                         ({"environment_template_id": template.id}, "environment.environment_id")):
+        async with http.post("/v1/agents/sessions", json={"agent_id": agent.id, "input": "x", "environment": {
+                "type": "openai_hosted", "environment_id": made.id, **extra}}) as answer:
+            assert answer.status == 400 and (await answer.json())["error"]["param"] == param
+    body = {"agent_id": agent.id, "stream": True, "input": "sh: cat /workspace/seed.txt /workspace/made.txt",
+            "environment": {"type": "openai_hosted", "environment_id": made.id}}
+    async with http.post("/v1/agents/sessions", json=body) as answer:
+        assert answer.status == 200, await answer.text()
+        events = frames(await read_until_idle(answer))
+    [command] = commands(events)
+    assert command["output"] == "seed twomade\n"
+    session = strict(AgentSession, events[0][1]["session"])
+    assert session.environment.id == made.id and session.environment.files == made.files  # type: ignore[union-attr]
+    async with http.post("/v1/agents/sessions", json={**body, "stream": False}) as answer:
+        error = (await answer.json())["error"]
+        assert answer.status == 400 and error["code"] == "environment_in_use", error
+    await client.beta.agents.sessions.delete(session.id)  # the environment goes with the session that took it
+    for gone in (environments.retrieve(made.id), environments.files.list(made.id)):
+        with pytest.raises(openai.NotFoundError):
+            await gone
+    await client.containers.delete(other.id)  # an environment whose container expired is there, expired
+    assert (await environments.retrieve(other.id)).status == "expired"
+    async with http.get(f"/v1/agents/environments/{other.id}/files") as answer:
         assert answer.status == 400 and (await answer.json())["error"]["code"] == "environment_expired"
 
 
@@ -280,6 +304,10 @@ async def test_what_an_environment_cannot_have_is_a_400_and_nothing_is_made(gate
         cases: list[tuple[str, dict[str, Any], int, str]] = [
             ("/v1/agents/environments", {"environment": {"type": "openai_hosted"}, "vault_ids": ["vault_1"]},
              400, "vault_ids"),
+            ("/v1/agents/environments", {"environment": {"type": "openai_hosted", "environment_id": "cntr_1"}},
+             400, "environment.environment_id"),
+            ("/v1/agents/sessions", {"agent_id": agent["id"], "input": "x", "environment": {
+                "type": "openai_hosted", "environment_id": "cntr_missing"}}, 404, "environment.environment_id"),
             ("/v1/agents/environments", {"environment": {"type": "self_hosted"}}, 400, "environment.type"),
             ("/v1/agents/environments", {"environment": {"type": "openai_hosted", "environment_template_id":
                                                           "envtpl_missing"}}, 404,

@@ -1,10 +1,11 @@
-"""A session's ``openai_hosted`` environment checked: what the bridge can give it (a container on the configured
-sandbox backend, its size a memory tier, network by the egress proxy's policy) and, refused by name, what it cannot
-(a desktop and its browser, prewarmed environments, plugins, capability directories, packages: no package index is
-configured for containers). Its ``files``, ``setup_commands`` and ``env`` are checked in protocol/environment_fields.py
-and given to the container by services/environment_setup.py; a template (``environment_template_id``) is resolved
-into the environment before it is checked here (services/environment_templates.py). Its ``skills`` are the
-container's (services/container_skills.py checks and reads them), laid out read-only at ``/mnt/skills/<name>/``.
+"""A session's ``openai_hosted`` environment checked: what the bridge can give it (a container on the configured sandbox
+backend, its size a memory tier, network by the egress proxy's policy) and, refused by name, what it cannot (a
+desktop and its browser, plugins, capability directories, packages: no package index is configured for containers).
+With ``environment_id`` the session takes an existing standalone environment, asking nothing else. Its ``files``,
+``setup_commands`` and ``env`` are checked in protocol/environment_fields.py and given to the container by
+services/environment_setup.py; a template (``environment_template_id``) is resolved into the environment before it is
+checked here (services/environment_templates.py). Its ``skills`` are the container's (services/container_skills.py
+checks and reads them), laid out read-only at ``/mnt/skills/<name>/``.
 
 The environment's shape as the session shows it is the SDK's ``EnvironmentResourceOpenAIHosted``; its ``id`` is the
 container's (``cntr_…``), which is also each artifact's ``environment_id``.
@@ -43,6 +44,7 @@ class HostedPlan:
     files: list[dict[str, Any]] = field(default_factory=list)
     setup_commands: list[dict[str, str]] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    environment_id: str | None = None  # an existing environment the session takes (services/environment_setup.py)
 
     def network_policy(self) -> dict[str, Any] | None:
         """As the Containers API's ``network_policy`` (services/container_network.py checks it)."""
@@ -95,10 +97,10 @@ def hosted_plan(environment: dict[str, Any]) -> HostedPlan:
                                   param="environment.desktop", code="invalid_value")
         if desktop["enabled"]:
             raise _refused("A desktop and its browser ('desktop.enabled')", "environment.desktop.enabled")
-    for key, what in (("environment_id", "A prewarmed environment ('environment_id')"),
-                      ("environment_template_id", "An environment template ('environment_template_id')")):
-        if environment.get(key) is not None:
-            raise _refused(what, f"environment.{key}")
+    if environment.get("environment_template_id") is not None:  # resolved before (environment_templates.py)
+        raise _refused("An environment template ('environment_template_id')", "environment.environment_template_id")
+    if environment.get("environment_id") is not None:
+        return _existing(environment)
     for key, what in (("plugins", "Plugins ('plugins')"),
                       ("capability_directories", "Capability directories ('capability_directories')")):
         if not _empty(environment.get(key)):
@@ -126,6 +128,20 @@ def hosted_plan(environment: dict[str, Any]) -> HostedPlan:
                       setup_commands=check_setup_commands(environment.get("setup_commands"),
                                                           "environment.setup_commands"),
                       env=check_env(environment.get("env"), "environment.env"))
+
+
+def _existing(environment: dict[str, Any]) -> HostedPlan:
+    """A session taking an existing standalone environment (``environment_id``): nothing else may be asked."""
+    environment_id = environment["environment_id"]
+    if not isinstance(environment_id, str) or len(environment_id) > 200:
+        raise invalid_request("Invalid value for 'environment.environment_id': expected an environment ID.",
+                              param="environment.environment_id", code="invalid_value")
+    for key, value in environment.items():
+        if key not in ("type", "environment_id") and value is not None:
+            raise invalid_request(f"'environment.{key}' cannot be combined with 'environment.environment_id' (an "
+                                  "existing environment keeps its own configuration).", param=f"environment.{key}",
+                                  code="invalid_value")
+    return HostedPlan("medium", MEMORY_TIERS["medium"], "disabled", (), environment_id=environment_id)
 
 
 def _network(network: Any) -> tuple[str, tuple[str, ...]]:

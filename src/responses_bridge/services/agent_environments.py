@@ -85,6 +85,11 @@ class SessionEnvironments:
         """A new container for the session (``name``: a standalone environment's); its ``environment``
         resource, its files placed and setup commands run (services/environment_setup.py)."""
         containers = self._service()
+        if plan.environment_id is not None:  # an existing environment, taken
+            if self.setup is None:
+                raise invalid_request("An existing environment ('environment_id') is not served here.",
+                                      param="environment.environment_id", code="unsupported_value")
+            return await self.setup.attach(containers, plan.environment_id, session_id, tenant=tenant)
         policy = containers.network.parse(plan.network_policy(), "environment.network")
         skills = await containers.resolve_skills(plan.skills, tenant=tenant, param="environment.skills")
         container = await containers.new_container(name or f"agent session {session_id}", tenant=tenant,

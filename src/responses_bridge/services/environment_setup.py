@@ -11,6 +11,7 @@ neither a command's body nor its output is returned, logged or stored, as they m
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import shlex
@@ -137,6 +138,35 @@ class EnvironmentSetup:
         self.shell = shell
         self.sealer = sealer
         self.store = store
+        self._taking: dict[str, asyncio.Lock] = {}
+
+    async def attach(self, containers: ContainerService, environment_id: str, session_id: str, *,
+                     tenant: str) -> dict[str, Any]:
+        """A standalone environment of the tenant's taken by a session (``environment_id``): its resource, as it
+        was made; it is the session's from now on (deleted with it) and no other session may take it. Two
+        sessions asking for it at once in this process: one gets it (across replicas the last write wins)."""
+        lock = self._taking.setdefault(environment_id, asyncio.Lock())
+        try:
+            async with lock:
+                record = await self.store.get(ENVIRONMENT, environment_id, tenant=tenant)
+                if record is None or record.get("resource") is None:
+                    raise APIError(404, f"No environment found with id '{environment_id[:200]}'.",
+                                   type="invalid_request_error", param="environment.environment_id",
+                                   code="not_found")
+                if record.get("session_id"):
+                    raise invalid_request(f"The environment '{environment_id}' is already a session's.",
+                                          param="environment.environment_id", code="environment_in_use")
+                if await containers.live(environment_id, tenant=tenant) is None:
+                    raise invalid_request(f"The environment '{environment_id}' has expired.",
+                                          param="environment.environment_id", code="environment_expired")
+                record["session_id"] = session_id
+                await self.store.put(ENVIRONMENT, environment_id, record, tenant=tenant, scope="standalone")
+                await containers.touch(environment_id, tenant=tenant)
+        finally:
+            if not lock.locked():
+                self._taking.pop(environment_id, None)
+        resource: dict[str, Any] = record["resource"]
+        return resource
 
     def seal(self, env: Mapping[str, str]) -> str | None:
         return self.sealer.seal(ENV_PURPOSE, dict(env)) if env else None

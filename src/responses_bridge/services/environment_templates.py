@@ -114,5 +114,9 @@ class TemplateService:
                                   param="environment.environment_template_id", code="invalid_type")
         if environment.get("type") != "openai_hosted":
             return environment  # the type's own check names what is wrong
+        if environment.get("environment_id") is not None:
+            raise invalid_request("'environment.environment_id' cannot be combined with a template (an existing "
+                                  "environment keeps its own configuration).", param="environment.environment_id",
+                                  code="invalid_value")
         record = await self._record(template_id, tenant, "environment.environment_template_id")
         return apply_template(self._params(record), environment)

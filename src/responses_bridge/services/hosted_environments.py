@@ -56,8 +56,14 @@ class EnvironmentService:
         if await self.store.count(ENVIRONMENT, tenant=tenant) >= MAX_ENVIRONMENTS_PER_TENANT:
             raise APIError(429, f"A project may keep at most {MAX_ENVIRONMENTS_PER_TENANT} environments; let some "
                            "expire first.", type="invalid_request_error", code="environment_limit_reached")
+        if plan.environment_id is not None:
+            raise invalid_request("'environment.environment_id' names an existing environment: a new one cannot be "
+                                  "made from it.", param="environment.environment_id", code="invalid_value")
         resource = await self.environments.provision("", plan, tenant=tenant, name="agent environment")
-        return await self.retrieve(resource["id"], tenant=tenant)
+        record = await self._record(resource["id"], tenant)
+        record["resource"] = resource  # what a session taking it (environment_id) shows
+        await self.store.put(ENVIRONMENT, resource["id"], record, tenant=tenant, scope="standalone")
+        return await self._info(record, tenant)
 
     async def _record(self, environment_id: str, tenant: str) -> dict[str, Any]:
         record = await self.store.get(ENVIRONMENT, environment_id, tenant=tenant)
