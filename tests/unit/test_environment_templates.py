@@ -6,10 +6,12 @@ services/environment_setup.py)."""
 from __future__ import annotations
 
 import base64
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from openai.types.beta.agents.environments import EnvironmentTemplate
 from pydantic import TypeAdapter
@@ -25,7 +27,12 @@ from responses_bridge.protocol.environment_fields import (
 )
 from responses_bridge.protocol.environment_templates import apply_template, check_params, template_object
 from responses_bridge.protocol.errors import APIError
+from responses_bridge.sealing import Sealer
+from responses_bridge.services import environment_templates
 from responses_bridge.services.environment_setup import setup_script
+from responses_bridge.services.environment_templates import TemplateService
+from tests.unit.store_kinds import KINDS
+from tests.unit.test_agent_store import agent_store
 
 
 def b64(data: bytes) -> str:
@@ -140,3 +147,43 @@ def test_the_setup_script_runs_in_its_cwd_with_env_and_stops_the_rest_after_a_fa
     assert run({"command": "exit 3", "cwd": "/workspace"}, {}).returncode == 3
     assert run({"command": "touch after", "cwd": "/workspace"}, {}).returncode == 125  # skipped
     assert not (data / "after").exists()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_templates_are_sealed_bounded_and_their_tenants(kind: str, request: pytest.FixtureRequest,
+                                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    monkeypatch.setattr(environment_templates, "MAX_TEMPLATES_PER_TENANT", 2)
+    async with agent_store(kind, request, tmp_path) as store:
+        service = TemplateService(store, Sealer(os.urandom(32)))
+        made = await service.create({"name": "t", "env": {"TOKEN": "t0k3n-at-rest"},
+                                     "setup_commands": [{"command": "echo setup-at-rest"}]}, tenant="a")
+        raw = orjson.dumps(await store.get("environment_template", made["id"], tenant="a"))
+        assert b"t0k3n-at-rest" not in raw and b"setup-at-rest" not in raw and b"TOKEN" not in raw
+        if kind == "sqlite":
+            assert b"t0k3n-at-rest" not in b"".join(path.read_bytes() for path in tmp_path.glob("agents.db*"))
+        # what a session resolves is what was given
+        resolved = await service.resolve({"type": "openai_hosted", "environment_template_id": made["id"]},
+                                         tenant="a")
+        assert resolved["env"] == {"TOKEN": "t0k3n-at-rest"}
+        assert resolved["setup_commands"] == [{"command": "echo setup-at-rest"}]
+        # another tenant's template is not found, not listed, not usable, not changed
+        for call in (service.get(made["id"], tenant="b"), service.update(made["id"], {"name": "x"}, tenant="b"),
+                     service.delete(made["id"], tenant="b"),
+                     service.resolve({"type": "openai_hosted", "environment_template_id": made["id"]},
+                                     tenant="b")):
+            with pytest.raises(APIError) as caught:
+                await call
+            assert caught.value.status == 404
+        assert (await service.list_templates(after=None, limit=20, order="desc", tenant="b"))["data"] == []
+        # an update replaces what it names, null resets, the rest is kept
+        updated = await service.update(made["id"], {"env": None, "name": None}, tenant="a")
+        assert updated["name"] is None
+        resolved = await service.resolve({"type": "openai_hosted", "environment_template_id": made["id"]},
+                                         tenant="a")
+        assert "env" not in resolved and resolved["setup_commands"] == [{"command": "echo setup-at-rest"}]
+        await service.create({}, tenant="a")
+        with pytest.raises(APIError) as caught:
+            await service.create({}, tenant="a")
+        assert caught.value.status == 429 and caught.value.code == "template_limit_reached"
+        await service.create({}, tenant="b")  # a tenant's bound is its own
