@@ -233,6 +233,12 @@ async def test_standalone_environments_and_their_files(client: openai.AsyncOpenA
     replaced = await environments.files.create(made.id, type="inline", path="/workspace/seed.txt",
                                                data=base64.b64encode(b"seed two").decode())
     assert replaced.size_bytes == 8 and replaced.environment_id == made.id
+    for bad, param in (({"type": "inline", "path": "/etc/passwd", "data": ""}, "path"),
+                       ({"type": "file_id", "path": "/workspace/x", "file_id": "file-missing"}, "file_id"),
+                       ({"type": "inline", "path": "/workspace/x"}, "data")):
+        async with http.post(f"/v1/agents/environments/{made.id}/files", json=bad) as answer:
+            error = (await answer.json())["error"]
+            assert answer.status in (400, 404) and error["param"] == param, error
     async with http.get(f"/v1/agents/environments/{made.id}/files?order=asc") as answer:
         listed = await answer.json()
     assert [(strict(EnvironmentFile, entry).path, entry["size_bytes"]) for entry in listed["data"]] == [

@@ -25,7 +25,12 @@ from responses_bridge.protocol.environment_fields import (
     container_path,
     workspace_path,
 )
-from responses_bridge.protocol.environment_templates import apply_template, check_params, template_object
+from responses_bridge.protocol.environment_templates import (
+    apply_template,
+    check_params,
+    shown_fields,
+    template_object,
+)
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.sealing import Sealer
 from responses_bridge.services import environment_templates
@@ -117,7 +122,8 @@ def test_a_template_is_shown_without_its_confidential_fields() -> None:
               "skills": [{"type": "skill_reference", "skill_id": "skill_1"}],
               "packages": {"python": []}}
     check_params(params)
-    shown = template_object({"id": "envtpl_1", "name": None, "created_at": 1, "updated_at": 2}, params)
+    shown = template_object({"id": "envtpl_1", "name": None, "created_at": 1, "updated_at": 2,
+                             "shown": shown_fields(params)})
     TypeAdapter(EnvironmentTemplate).validate_python(shown, strict=True)
     text = repr(shown)
     assert "t0k3n" not in text and "TOKEN" not in text and "hidden" not in text and b64(b"secret bytes") not in text

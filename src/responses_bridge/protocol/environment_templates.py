@@ -58,8 +58,15 @@ def check_params(params: dict[str, Any]) -> None:
                               code="template_too_large")
 
 
-def template_object(record: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
-    """The SDK's ``EnvironmentTemplate`` of a stored template and its (opened) fields."""
+def template_object(record: dict[str, Any]) -> dict[str, Any]:
+    """The SDK's ``EnvironmentTemplate`` of a stored template (its :func:`shown_fields` kept with it)."""
+    return {"id": record["id"], "object": "agent.environment.template", "created_at": record["created_at"],
+            "name": record.get("name"), "updated_at": record["updated_at"], **record["shown"]}
+
+
+def shown_fields(params: dict[str, Any]) -> dict[str, Any]:
+    """What a template shows of its (checked) fields: metadata only, computed once when they are set, so reading
+    a template neither opens its sealed fields nor decodes its inline files."""
     plan = hosted_plan({"type": "openai_hosted", **params})
     skills = []
     for skill in params.get("skills") or []:
@@ -70,13 +77,10 @@ def template_object(record: dict[str, Any], params: dict[str, Any]) -> dict[str,
             skills.append({"type": "inline", "name": skill.get("name", ""),
                            "description": skill.get("description", "")})
     packages = params.get("packages") or {}
-    return {"id": record["id"], "object": "agent.environment.template", "capability_directories": [],
-            "created_at": record["created_at"], "files": [file_metadata(file) for file in plan.files],
-            "name": record.get("name"),
+    return {"capability_directories": [], "files": [file_metadata(file) for file in plan.files],
             "network": {"access": plan.access, "allowed_domains": list(plan.allowed_domains)},
             "packages": {kind: list(packages.get(kind) or []) for kind in PACKAGE_KINDS}, "plugins": [],
-            "skills": skills, "updated_at": record["updated_at"],
-            "desktop": {"enabled": bool((params.get("desktop") or {}).get("enabled"))}}
+            "skills": skills, "desktop": {"enabled": bool((params.get("desktop") or {}).get("enabled"))}}
 
 
 def apply_template(params: dict[str, Any], environment: dict[str, Any]) -> dict[str, Any]:

@@ -217,12 +217,14 @@ async def upload(containers: ContainerService, container: StoredContainer, body:
     """``POST …/files``: one file (the SDK's ``HostedEnvironmentFileParam``), replacing a file at its path."""
     if not isinstance(body, dict):
         raise invalid_request("Invalid type for body: expected an object.", param=None, code="invalid_type")
-    [entry] = check_files([body], "file")
     try:
+        [entry] = check_files([body], "file")
         stored = await place_file(containers, container, entry, tenant=tenant, param="file")
     except APIError as error:  # the body is the file: name its fields without the list's prefix
-        if error.param and error.param.startswith("file."):
-            error.param = error.param[len("file."):]
+        for prefix in ("file[0].", "file."):
+            if error.param and error.param.startswith(prefix):
+                error.param = error.param[len(prefix):]
+                error.message = error.message.replace(f"'{prefix}", "'")
         raise
     return environment_file(container.id, stored)
 

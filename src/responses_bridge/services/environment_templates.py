@@ -23,6 +23,7 @@ from ..protocol.environment_templates import (
     apply_template,
     check_name,
     check_params,
+    shown_fields,
     template_not_found,
     template_object,
 )
@@ -48,8 +49,9 @@ class TemplateService:
         params: dict[str, Any] = self.sealer.open(PURPOSE, record["_sealed"])
         return params
 
-    def _shown(self, record: dict[str, Any]) -> dict[str, Any]:
-        return template_object(record, self._params(record))
+    def _set(self, record: dict[str, Any], params: dict[str, Any]) -> None:
+        record["_sealed"] = self.sealer.seal(PURPOSE, params)
+        record["shown"] = shown_fields(params)
 
     async def create(self, body: dict[str, Any], *, tenant: str) -> dict[str, Any]:
         known(body, TEMPLATE_FIELDS, "")
@@ -60,10 +62,10 @@ class TemplateService:
             raise APIError(429, f"A project may keep at most {MAX_TEMPLATES_PER_TENANT} environment templates; "
                            "delete some first.", type="invalid_request_error", code="template_limit_reached")
         now = int(time.time())
-        record: dict[str, Any] = {"id": ids.new_id("envtpl"), "name": name, "created_at": now, "updated_at": now,
-                                  "_sealed": self.sealer.seal(PURPOSE, params)}
+        record: dict[str, Any] = {"id": ids.new_id("envtpl"), "name": name, "created_at": now, "updated_at": now}
+        self._set(record, params)
         await self.store.put(KIND, record["id"], record, tenant=tenant)
-        return template_object(record, params)
+        return template_object(record)
 
     async def _record(self, template_id: str, tenant: str, param: str = "template_id") -> dict[str, Any]:
         record = await self.store.get(KIND, template_id, tenant=tenant) if isinstance(template_id, str) else None
@@ -72,7 +74,7 @@ class TemplateService:
         return record
 
     async def get(self, template_id: str, *, tenant: str) -> dict[str, Any]:
-        return self._shown(await self._record(template_id, tenant))
+        return template_object(await self._record(template_id, tenant))
 
     async def update(self, template_id: str, body: dict[str, Any], *, tenant: str) -> dict[str, Any]:
         """Each field given replaces the template's; null resets it to its default; an omitted one is kept."""
@@ -88,15 +90,15 @@ class TemplateService:
         check_params(params)
         if "name" in body:
             record["name"] = check_name(body["name"])
-        record["_sealed"] = self.sealer.seal(PURPOSE, params)
+        self._set(record, params)
         record["updated_at"] = max(int(time.time()), record["updated_at"])
         await self.store.put(KIND, template_id, record, tenant=tenant)
-        return template_object(record, params)
+        return template_object(record)
 
     async def list_templates(self, *, after: str | None, limit: int, order: str, tenant: str) -> dict[str, Any]:
         with page_errors("environment template"):
             page = await self.store.page(KIND, tenant=tenant, after=after, limit=limit, order=order)
-        return list_of([self._shown(record) for record in page.data], has_more=page.has_more)
+        return list_of([template_object(record) for record in page.data], has_more=page.has_more)
 
     async def delete(self, template_id: str, *, tenant: str) -> dict[str, Any]:
         if not isinstance(template_id, str) or not await self.store.delete(KIND, template_id, tenant=tenant):
