@@ -152,6 +152,8 @@ async def test_a_session_from_a_template_starts_with_its_files(client: openai.As
     assert [(file.type, file.path, file.size_bytes) for file in environment.files] == [
         ("inline", "/workspace/data/a.txt", 6), ("file_id", "/workspace/docs/notes.txt", 15)]
     assert environment.files[1].file_id == prepared.uploaded_file_ids[0]  # type: ignore[union-attr]
+    # what the setup commands made is the environment's start, not an artifact of the first turn
+    assert (await client.beta.agents.sessions.artifacts.list(session_id)).data == []
 
     # the session's environment is one of /v1/agents/environments: its live files, and one uploaded between turns
     files_api = client.beta.agents.environments.files

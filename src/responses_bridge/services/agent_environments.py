@@ -28,7 +28,7 @@ from ..protocol.lists import list_of
 from ..store.base import BlobReader
 from ..store.base_agents import AgentStore, Record
 from .containers import ContainerService
-from .environment_setup import EnvironmentSetup, equip
+from .environment_setup import EnvironmentSetup, equip, setup_files
 from .files import new_file_id
 from .pagination import page_errors
 
@@ -126,7 +126,7 @@ class SessionEnvironments:
         private = session.setdefault("_private", {})
         published: list[str] = private.setdefault("published_files", [])
         room = self.containers.container_bytes - int(private.get("artifact_bytes", 0))  # a container's worth
-        seen = set(published)
+        seen = set(published) | set(await setup_files(self.store, container_id, tenant=tenant))  # the start's
         records: list[Record] = []
         after = None
         while len(records) < MAX_ARTIFACTS_PER_TURN and len(published) < MAX_ARTIFACTS_PER_SESSION:

@@ -38,6 +38,7 @@ ENV_PURPOSE = "environment_env"
 READ_CHUNK = 1 << 20
 MAX_LIST_LIMIT = 100
 SCAN_LIMIT = 100
+MAX_SETUP_FILES = 1000
 
 
 class SetupShell(Protocol):
@@ -196,7 +197,8 @@ async def equip(containers: ContainerService, setup: EnvironmentSetup | None, st
         await run_setup(setup.shell if setup else None, container.id, plan.setup_commands, plan.env, tenant=tenant)
         record = {"id": container.id, "object": "agent.environment", "type": "openai_hosted",
                   "created_at": container.created_at, "files": files, "skills": skills, "session_id": session_id,
-                  "_sealed_env": setup.seal(plan.env) if setup else None}
+                  "_sealed_env": setup.seal(plan.env) if setup else None,
+                  "setup_files": await _made_files(containers, container.id, tenant) if plan.setup_commands else []}
         await store.put(ENVIRONMENT, container.id, record, tenant=tenant, parent=session_id,
                         scope="session" if session_id else "standalone")
     except BaseException:
@@ -204,6 +206,28 @@ async def equip(containers: ContainerService, setup: EnvironmentSetup | None, st
             await containers.delete(container.id, tenant=tenant)
         raise
     return files
+
+
+async def _made_files(containers: ContainerService, container_id: str, tenant: str) -> list[str]:
+    """The container files the setup commands made (the commands' own, ``source: assistant``): the environment's
+    start, never a turn's artifacts. At most :data:`MAX_SETUP_FILES` (a session publishes no more artifacts)."""
+    made: list[str] = []
+    after = None
+    while len(made) < MAX_SETUP_FILES:
+        found, has_more = await containers.store.list_files(container_id, tenant=tenant, after=after,
+                                                            limit=SCAN_LIMIT, order="asc")
+        made += [file.id for file in found if file.source == "assistant"][:MAX_SETUP_FILES - len(made)]
+        if not has_more or not found:
+            break
+        after = found[-1].id
+    return made
+
+
+async def setup_files(store: AgentStore, container_id: str, *, tenant: str) -> list[str]:
+    """The ids of the files an environment's setup commands made (none for a container that is no Agents API
+    environment)."""
+    record = await store.get(ENVIRONMENT, container_id, tenant=tenant)
+    return list(record.get("setup_files") or []) if record is not None else []
 
 
 def environment_file(environment_id: str, stored: StoredContainerFile) -> dict[str, Any]:
