@@ -5,6 +5,7 @@ services/environment_setup.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import subprocess
@@ -34,7 +35,7 @@ from responses_bridge.protocol.environment_templates import (
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.sealing import Sealer
 from responses_bridge.services import environment_templates
-from responses_bridge.services.environment_setup import setup_script
+from responses_bridge.services.environment_setup import ENVIRONMENT, UNCLAIMED, EnvironmentSetup, setup_script
 from responses_bridge.services.environment_templates import TemplateService
 from tests.unit.store_kinds import KINDS
 from tests.unit.test_agent_store import agent_store
@@ -193,3 +194,35 @@ async def test_templates_are_sealed_bounded_and_their_tenants(kind: str, request
             await service.create({}, tenant="a")
         assert caught.value.status == 429 and caught.value.code == "template_limit_reached"
         await service.create({}, tenant="b")  # a tenant's bound is its own
+
+
+class _LiveContainers:
+    """What attach asks of the containers: each is live, a use is nothing."""
+
+    async def live(self, container_id: str, *, tenant: str) -> object:
+        return object()
+
+    async def touch(self, container_id: str, *, tenant: str) -> None:
+        return None
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_one_session_alone_takes_a_standalone_environment(kind: str, request: pytest.FixtureRequest,
+                                                                tmp_path: Path) -> None:
+    """Sessions asking for one environment at once, through as many processes' services (replicas on one
+    database): the store's delete of its unclaimed record gives it to one of them."""
+    async with agent_store(kind, request, tmp_path) as store:
+        resource = {"id": "cntr_1", "type": "openai_hosted"}
+        await store.put(ENVIRONMENT, "cntr_1", {"id": "cntr_1", "resource": resource}, tenant="a",
+                        scope="standalone")
+        await store.put(UNCLAIMED, "cntr_1", {"id": "cntr_1"}, tenant="a")
+        replicas = [EnvironmentSetup(None, Sealer(os.urandom(32)), store) for _ in range(6)]
+        outcomes = await asyncio.gather(*(
+            replica.attach(_LiveContainers(), "cntr_1", f"sess_{n}", tenant="a")  # type: ignore[arg-type]
+            for n, replica in enumerate(replicas)), return_exceptions=True)
+        taken = [outcome for outcome in outcomes if not isinstance(outcome, BaseException)]
+        refused_codes = [outcome.code for outcome in outcomes if isinstance(outcome, APIError)]
+        assert taken == [resource] and refused_codes == ["environment_in_use"] * 5
+        with pytest.raises(APIError) as caught:  # another tenant's is not found
+            await replicas[0].attach(_LiveContainers(), "cntr_1", "sess_x", tenant="b")  # type: ignore[arg-type]
+        assert caught.value.status == 404

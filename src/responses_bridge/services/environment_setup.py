@@ -11,7 +11,6 @@ neither a command's body nor its output is returned, logged or stored, as they m
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import shlex
@@ -35,6 +34,7 @@ from .containers import ContainerService
 
 ENVIRONMENT = "environment"  # the agents' store's kind of an environment's record
 ENV_PURPOSE = "environment_env"
+UNCLAIMED = "environment_unclaimed"  # a standalone environment no session took yet (its id, nothing else)
 READ_CHUNK = 1 << 20
 MAX_LIST_LIMIT = 100
 SCAN_LIMIT = 100
@@ -139,33 +139,25 @@ class EnvironmentSetup:
         self.shell = shell
         self.sealer = sealer
         self.store = store
-        self._taking: dict[str, asyncio.Lock] = {}
 
     async def attach(self, containers: ContainerService, environment_id: str, session_id: str, *,
                      tenant: str) -> dict[str, Any]:
         """A standalone environment of the tenant's taken by a session (``environment_id``): its resource, as it
-        was made; it is the session's from now on (deleted with it) and no other session may take it. Two
-        sessions asking for it at once in this process: one gets it (across replicas the last write wins)."""
-        lock = self._taking.setdefault(environment_id, asyncio.Lock())
-        try:
-            async with lock:
-                record = await self.store.get(ENVIRONMENT, environment_id, tenant=tenant)
-                if record is None or record.get("resource") is None:
-                    raise APIError(404, f"No environment found with id '{environment_id[:200]}'.",
-                                   type="invalid_request_error", param="environment.environment_id",
-                                   code="not_found")
-                if record.get("session_id"):
-                    raise invalid_request(f"The environment '{environment_id}' is already a session's.",
-                                          param="environment.environment_id", code="environment_in_use")
-                if await containers.live(environment_id, tenant=tenant) is None:
-                    raise invalid_request(f"The environment '{environment_id}' has expired.",
-                                          param="environment.environment_id", code="environment_expired")
-                record["session_id"] = session_id
-                await self.store.put(ENVIRONMENT, environment_id, record, tenant=tenant, scope="standalone")
-                await containers.touch(environment_id, tenant=tenant)
-        finally:
-            if not lock.locked():
-                self._taking.pop(environment_id, None)
+        was made; it is the session's from now on (deleted with it) and no other session may take it. The claim is
+        the delete of its :data:`UNCLAIMED` record, which one request alone makes, on any replica."""
+        record = await self.store.get(ENVIRONMENT, environment_id, tenant=tenant)
+        if record is None or record.get("resource") is None:
+            raise APIError(404, f"No environment found with id '{environment_id[:200]}'.",
+                           type="invalid_request_error", param="environment.environment_id", code="not_found")
+        if await containers.live(environment_id, tenant=tenant) is None:
+            raise invalid_request(f"The environment '{environment_id}' has expired.",
+                                  param="environment.environment_id", code="environment_expired")
+        if not await self.store.delete(UNCLAIMED, environment_id, tenant=tenant):
+            raise invalid_request(f"The environment '{environment_id}' is already a session's.",
+                                  param="environment.environment_id", code="environment_in_use")
+        record["session_id"] = session_id
+        await self.store.put(ENVIRONMENT, environment_id, record, tenant=tenant, scope="standalone")
+        await containers.touch(environment_id, tenant=tenant)
         resource: dict[str, Any] = record["resource"]
         return resource
 

@@ -19,7 +19,7 @@ from ..protocol.errors import APIError, invalid_request, not_found
 from ..protocol.lists import list_of
 from ..store.base_agents import AgentStore
 from .agent_environments import SessionEnvironments
-from .environment_setup import ENVIRONMENT, list_files, upload
+from .environment_setup import ENVIRONMENT, UNCLAIMED, list_files, upload
 from .environment_templates import TemplateService
 from .pagination import page_errors
 
@@ -63,6 +63,7 @@ class EnvironmentService:
         record = await self._record(resource["id"], tenant)
         record["resource"] = resource  # what a session taking it (environment_id) shows
         await self.store.put(ENVIRONMENT, resource["id"], record, tenant=tenant, scope="standalone")
+        await self.store.put(UNCLAIMED, resource["id"], {"id": resource["id"]}, tenant=tenant)
         return await self._info(record, tenant)
 
     async def _record(self, environment_id: str, tenant: str) -> dict[str, Any]:
@@ -101,6 +102,7 @@ class EnvironmentService:
             for record in page.data:
                 if containers is None or await containers.live(record["id"], tenant=tenant) is None:
                     await self.store.delete(ENVIRONMENT, record["id"], tenant=tenant)
+                    await self.store.delete(UNCLAIMED, record["id"], tenant=tenant)
             if not page.has_more or not page.data:
                 return
             after = page.data[-1]["id"]

@@ -3,7 +3,7 @@ turns, items and idempotency keys as JSON records, and each session's event log.
 
 Every record is a JSON object of one ``kind`` (``agent``, ``session``, ``turn``, ``item``, ``key``,
 ``artifact``, ``automation``, ``invocation``, ``vault``, ``vault_credential``, ``environment_template``,
-``environment``), owned by one tenant, listed in the
+``environment``, ``environment_unclaimed``), owned by one tenant, listed in the
 order it was first stored. ``parent`` ties a record to the one it belongs to (a turn, an item, a key or an artifact
 to its session; a session to its root agent, for the ``agent_id`` filter; an invocation to its automation; a
 credential to its vault); ``scope`` narrows a list further (an item's turn, an artifact's environment). The service
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 KINDS = ("agent", "session", "turn", "item", "key", "artifact", "automation", "invocation", "vault",
-         "vault_credential", "environment_template", "environment")
+         "vault_credential", "environment_template", "environment", "environment_unclaimed")
 OWNED_KINDS = {"automation": "invocation", "vault": "vault_credential"}
 """The records that go with their parent when it is deleted (a session's are the stores' ``CHILD_KINDS``)."""
 
