@@ -12,6 +12,8 @@ import openai
 
 from tests.integration import test_agent_sandbox_e2e as pods
 from tests.integration.test_agent_sandbox_e2e import Stack, no_claims_left
+from tests.integration.test_agents_api import BETA, frames, read_until_idle
+from tests.integration.test_agents_hosted import commands
 from tests.integration.test_shell_e2e import AUTO, _call_and_output, run_action
 from tests.integration.test_skills import skill_zip
 from tests.integration.test_skills_shell import INLINE, with_skills
@@ -104,3 +106,24 @@ async def test_skills_are_laid_out_read_only_run_from_the_shell_and_not_kept(cli
     files = await client.containers.files.list(call.environment.container_id)  # type: ignore[union-attr]
     assert [file.path for file in files.data] == ["/mnt/data/out.txt"]
     await client.skills.delete(made.id)
+
+
+async def test_an_agent_environments_files_setup_and_env_on_pods(client: openai.AsyncOpenAI, base_url: str,
+                                                                stack: Stack) -> None:
+    """A session from a template on the pod backend: its files in the pod's /mnt/data, its setup commands run there
+    before the first turn, its env given to them and to the agent's own commands."""
+    template = await client.beta.agents.environments.templates.create(
+        files=[{"type": "inline", "path": "/workspace/in/a.txt", "data": "YWxwaGEK"}],  # alpha
+        env={"WHO": "pods"}, setup_commands=[{"command": "cat a.txt > b.txt && echo \"$WHO\" >> b.txt",
+                                              "cwd": "/workspace/in"}])
+    agent = await client.beta.agents.create(model="fake-model")
+    body = {"agent_id": agent.id, "stream": True, "input": "sh: cat /mnt/data/in/b.txt && echo \"$WHO\"",
+            "environment": {"type": "openai_hosted", "environment_template_id": template.id}}
+    async with aiohttp.ClientSession(base_url) as http, \
+            http.post("/v1/agents/sessions", json=body, headers=BETA) as answer:
+        assert answer.status == 200, await answer.text()
+        events = frames(await read_until_idle(answer))
+    [command] = commands(events)
+    assert command["exit_code"] == 0 and command["output"] == "alpha\npods\npods\n", command
+    await client.beta.agents.sessions.delete(events[0][1]["session"]["id"])
+    assert await no_claims_left(stack.cluster) == []

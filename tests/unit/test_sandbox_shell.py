@@ -50,6 +50,16 @@ async def test_commands_run_in_order_in_mnt_data_each_with_its_own_output_and_ex
 
 
 @needs_cgroup_sandbox
+async def test_the_jobs_env_is_every_commands_and_workspace_is_mnt_data() -> None:
+    job = ShellJob(['printf "%s|%s" "$GREETING" "$LANG"', "echo hi > /workspace/w.txt && readlink /workspace",
+                    'sh -c \'echo "$GREETING"\''], env={"GREETING": "it's `x` $HOME"})
+    outputs, _, after = await _shell(_sandbox(), job)
+    assert outputs[0].stdout == "it's `x` $HOME|C.UTF-8"  # beside the sandbox's own variables, never expanded
+    assert outputs[1].stdout == "/mnt/data\n" and after["w.txt"] == b"hi\n"
+    assert outputs[2].stdout == "it's `x` $HOME\n"  # and their children's
+
+
+@needs_cgroup_sandbox
 async def test_a_command_past_its_time_is_a_timeout_and_the_next_one_still_runs() -> None:
     job = ShellJob(["echo before; sleep 30 & sleep 30; echo never", "echo after"], timeout_ms=500)
     outputs, result, _ = await _shell(_sandbox(), job)

@@ -1,9 +1,12 @@
 """A session's ``openai_hosted`` environment checked: what the bridge can give it (a container on the configured
-sandbox backend, its size a memory tier, network by the egress proxy's policy: an allowlist, or a block list
-where the deployment allows it) and, refused by name, what it cannot
-(a desktop and its browser, prewarmed environments and templates, files, plugins, setup commands, environment
-variables, capability directories, packages: no package index is configured for containers). Its ``skills`` are the
-container's (services/container_skills.py checks and reads them), laid out read-only at ``/mnt/skills/<name>/``.
+sandbox backend, its size a memory tier, network by the egress proxy's policy: an allowlist, or a block list where
+the deployment allows it) and, refused by name, what it cannot (a desktop and its browser, plugins, capability
+directories, packages: no package index is configured for containers). With ``environment_id`` the session takes an
+existing standalone environment, asking nothing else. Its ``files``, ``setup_commands`` and ``env`` are checked in
+protocol/environment_fields.py and given to the container by services/environment_setup.py; a template
+(``environment_template_id``) is resolved into the environment before it is checked here
+(services/environment_templates.py). Its ``skills`` are the container's (services/container_skills.py checks and
+reads them), laid out read-only at ``/mnt/skills/<name>/``.
 
 The environment's shape as the session shows it is the SDK's ``EnvironmentResourceOpenAIHosted``; its ``id`` is the
 container's (``cntr_…``), which is also each artifact's ``environment_id``.
@@ -11,10 +14,11 @@ container's (``cntr_…``), which is also each artifact's ``environment_id``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .. import ids
+from .environment_fields import check_env, check_files, check_setup_commands
 from .errors import APIError, invalid_request
 
 HOSTED_FIELDS = ("type", "capability_directories", "container_size", "desktop", "env", "environment_id",
@@ -38,6 +42,11 @@ class HostedPlan:
     allowed_domains: tuple[str, ...]
     skills: list[Any] | None = None  # as given: the container's skills (checked when they are resolved)
     blocked_domains: tuple[str, ...] = ()  # as given (sandbox/egress_scope.block_list checks them)
+    # placed, run and given to commands by services/environment_setup.py (protocol/environment_fields.py checks)
+    files: list[dict[str, Any]] = field(default_factory=list)
+    setup_commands: list[dict[str, str]] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    environment_id: str | None = None  # an existing environment the session takes (services/environment_setup.py)
 
     @property
     def block_list(self) -> bool:
@@ -51,9 +60,10 @@ class HostedPlan:
             return None
         return {"type": "allowlist", "allowed_domains": list(self.allowed_domains)}
 
-    def resource(self, environment_id: str, skills: list[dict[str, Any]]) -> dict[str, Any]:
+    def resource(self, environment_id: str, skills: list[dict[str, Any]],
+                 files: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """The session's ``environment`` (the SDK's ``EnvironmentResourceOpenAIHosted``)."""
-        return {"id": environment_id, "type": "openai_hosted", "capability_directories": [], "files": [],
+        return {"id": environment_id, "type": "openai_hosted", "capability_directories": [], "files": files or [],
                 "network": {"access": self.access, "allowed_domains": list(self.allowed_domains)},
                 "packages": {kind: [] for kind in PACKAGE_KINDS}, "plugins": [], "skills": skills,
                 "container_size": self.container_size, "desktop": {"enabled": False}}
@@ -95,13 +105,11 @@ def hosted_plan(environment: dict[str, Any]) -> HostedPlan:
                                   param="environment.desktop", code="invalid_value")
         if desktop["enabled"]:
             raise _refused("A desktop and its browser ('desktop.enabled')", "environment.desktop.enabled")
-    for key, what in (("environment_id", "A prewarmed environment ('environment_id')"),
-                      ("environment_template_id", "An environment template ('environment_template_id')")):
-        if environment.get(key) is not None:
-            raise _refused(what, f"environment.{key}")
-    for key, what in (("files", "Environment files ('files')"), ("plugins", "Plugins ('plugins')"),
-                      ("setup_commands", "Setup commands ('setup_commands')"),
-                      ("env", "Environment variables ('env')"),
+    if environment.get("environment_template_id") is not None:  # resolved before (environment_templates.py)
+        raise _refused("An environment template ('environment_template_id')", "environment.environment_template_id")
+    if environment.get("environment_id") is not None:
+        return _existing(environment)
+    for key, what in (("plugins", "Plugins ('plugins')"),
                       ("capability_directories", "Capability directories ('capability_directories')")):
         if not _empty(environment.get(key)):
             raise _refused(what, f"environment.{key}")
@@ -123,7 +131,25 @@ def hosted_plan(environment: dict[str, Any]) -> HostedPlan:
                               "'large'.", param="environment.container_size", code="invalid_value")
     access, allowed, blocked = network_of(environment.get("network"))
     skills = environment.get("skills")
-    return HostedPlan(size, MEMORY_TIERS[size], access, allowed, skills if skills else None, blocked)
+    return HostedPlan(size, MEMORY_TIERS[size], access, allowed, skills if skills else None, blocked,
+                      files=check_files(environment.get("files"), "environment.files"),
+                      setup_commands=check_setup_commands(environment.get("setup_commands"),
+                                                          "environment.setup_commands"),
+                      env=check_env(environment.get("env"), "environment.env"))
+
+
+def _existing(environment: dict[str, Any]) -> HostedPlan:
+    """A session taking an existing standalone environment (``environment_id``): nothing else may be asked."""
+    environment_id = environment["environment_id"]
+    if not isinstance(environment_id, str) or len(environment_id) > 200:
+        raise invalid_request("Invalid value for 'environment.environment_id': expected an environment ID.",
+                              param="environment.environment_id", code="invalid_value")
+    for key, value in environment.items():
+        if key not in ("type", "environment_id") and value is not None:
+            raise invalid_request(f"'environment.{key}' cannot be combined with 'environment.environment_id' (an "
+                                  "existing environment keeps its own configuration).", param=f"environment.{key}",
+                                  code="invalid_value")
+    return HostedPlan("medium", MEMORY_TIERS["medium"], "disabled", (), environment_id=environment_id)
 
 
 def network_of(network: Any) -> tuple[str, tuple[str, ...], tuple[str, ...]]:

@@ -40,6 +40,8 @@ from pathlib import Path
 from .limits import MIB, SandboxLimits
 
 DATA_DIR = "/mnt/data"
+WORKSPACE = "/workspace"
+"""The Agents API's name for an environment's workspace: a symlink to :data:`DATA_DIR` in every call."""
 LAUNCHER = "/opt/sandbox/launcher.py"
 LAUNCHER_SOURCE = Path(__file__).with_name("launcher.py")
 VENV = "/opt/venv"
@@ -147,7 +149,8 @@ def bwrap_command(bwrap: str, limits: SandboxLimits, *, control_fd: int, info_fd
     arguments += ["--tmpfs", "/", *_system_binds(), *(_proc() if proc else []), "--dev", "/dev",
                   "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
                   "--size", str(TMP_BYTES), "--tmpfs", "/tmp",
-                  "--size", str(limits.container_bytes + DATA_SLACK_BYTES), "--tmpfs", DATA_DIR]
+                  "--size", str(limits.container_bytes + DATA_SLACK_BYTES), "--tmpfs", DATA_DIR,
+                  "--symlink", DATA_DIR, WORKSPACE]  # an Agents API environment's workspace is /mnt/data
     for source, target in [*python_binds(), *((root, root) for root in extra_roots)]:
         arguments += ["--ro-bind", source, target]
     for tree, target in read_only:

@@ -195,10 +195,12 @@ def _run_shell(source: str) -> int:
     """Run a shell job's commands in order, each with ``/bin/sh -c`` in ``/mnt/data``; a record per command on
     stdout. The job (JSON): ``commands``; ``timeout``: seconds per command; ``budget``: seconds for them all (the
     bridge's own limit ends the call a little after it); ``keep``: bytes kept of each command's stdout and of its
-    stderr; ``room``: bytes of records in all (the bridge keeps no more of the call's stdout)."""
+    stderr; ``room``: bytes of records in all (the bridge keeps no more of the call's stdout); ``env``: variables
+    every command gets (exported before the first is forked)."""
     import json
 
     job = json.loads(source)
+    os.environ.update({str(name): str(value) for name, value in (job.get("env") or {}).items()})
     deadline = time.monotonic() + float(job["budget"])
     room = int(job["room"])
     # the commands' own /proc entries are theirs (exec makes each dumpable again); this process's descriptors,

@@ -13,8 +13,8 @@ failure of the call. Shell needs processes: only in the sandbox's cgroup mode (r
 from __future__ import annotations
 
 import codecs
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -34,11 +34,13 @@ SIGKILL_STATUS = 137
 class ShellJob:
     """The commands of one shell call and its limits: ``timeout_ms`` per command (None: the call's own);
     ``max_output_length``: characters kept of each command's stdout and of its stderr (None: the sandbox's
-    output limit)."""
+    output limit); ``env``: variables every command gets besides the sandbox's own (an Agents API environment's
+    ``env``)."""
 
     commands: Sequence[str]
     timeout_ms: int | None = None
     max_output_length: int | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +76,7 @@ def job_source(job: ShellJob, call: SandboxSession) -> str:
     if job.max_output_length is not None:
         keep = min(keep, max(job.max_output_length, 0) * 4)  # a character is at most four bytes of UTF-8
     return orjson.dumps({"commands": list(job.commands), "timeout": per_command, "budget": budget, "keep": keep,
-                         "room": room}).decode()
+                         "room": room, "env": dict(job.env)}).decode()
 
 
 def read_records(raw: bytes, job: ShellJob, result: SandboxResult) -> list[CommandOutput]:

@@ -32,6 +32,7 @@ from ..sandbox.egress_scope import block_list, check_secrets, within
 from ..store.base import BlobReader
 from ..store.base_agents import AgentStore, Record
 from .containers import ContainerService
+from .environment_setup import EnvironmentSetup, equip, setup_files
 from .pagination import page_errors
 from .skills import copy_blob
 from .vaults import VaultService
@@ -87,6 +88,7 @@ class SessionEnvironments:
         self.store = store
         self.containers = containers
         self.vaults = vaults  # the session's vaults' credentials: its container's domain secrets
+        self.setup: EnvironmentSetup | None = None  # setup commands and env (services/environment_setup.py)
 
     def _service(self) -> ContainerService:
         if self.containers is None:
@@ -113,13 +115,19 @@ class SessionEnvironments:
                                                  blocked=list(policy.domains) if policy.blocked else None)
         return replace(policy, secrets=check_secrets(found, "vault_ids")) if found else policy
 
-    async def provision(self, session_id: str, plan: HostedPlan, *, tenant: str,
-                        vault_ids: list[str] | None = None) -> dict[str, Any]:
-        """A new container for the session; its ``environment`` resource."""
+    async def provision(self, session_id: str, plan: HostedPlan, *, tenant: str, vault_ids: list[str] | None = None,
+                        name: str | None = None) -> dict[str, Any]:
+        """A new container for the session (``name``: a standalone environment's); its ``environment``
+        resource, its files placed and setup commands run (services/environment_setup.py)."""
         containers = self._service()
+        if plan.environment_id is not None:  # an existing environment, taken
+            if self.setup is None:
+                raise invalid_request("An existing environment ('environment_id') is not served here.",
+                                      param="environment.environment_id", code="unsupported_value")
+            return await self.setup.attach(containers, plan.environment_id, session_id, tenant=tenant)
         policy = await self.network(plan, vault_ids or [], tenant=tenant)
         skills = await containers.resolve_skills(plan.skills, tenant=tenant, param="environment.skills")
-        container = await containers.new_container(f"agent session {session_id}", tenant=tenant,
+        container = await containers.new_container(name or f"agent session {session_id}", tenant=tenant,
                                                    minutes=KEEP_MINUTES, memory_limit=plan.memory_limit,
                                                    network=policy, skills=skills)
         shown: list[dict[str, Any]] = []
@@ -129,7 +137,9 @@ class SessionEnvironments:
                               "description": skill.description, "version": skill.version or ""})
             else:
                 shown.append({"type": "inline", "name": skill.name, "description": skill.description})
-        return plan.resource(container.id, shown)
+        files = await equip(containers, self.setup, self.store, container, plan, shown, tenant=tenant,
+                            session_id=None if name else session_id)
+        return plan.resource(container.id, shown, files)
 
     async def refresh_credentials(self, session: dict[str, Any], *, tenant: str) -> None:
         """Before each of a turn's model calls: the session's container gets its vaults' credentials as they are
@@ -176,7 +186,7 @@ class SessionEnvironments:
         private = session.setdefault("_private", {})
         published: list[str] = private.setdefault("published_files", [])
         room = self.containers.container_bytes - int(private.get("artifact_bytes", 0))  # a container's worth
-        seen = set(published)
+        seen = set(published) | set(await setup_files(self.store, container_id, tenant=tenant))  # the start's
         records: list[Record] = []
         after = None
         while len(records) < MAX_ARTIFACTS_PER_TURN and len(published) < MAX_ARTIFACTS_PER_SESSION:
@@ -259,6 +269,8 @@ class SessionEnvironments:
             after = page.data[-1]["id"]
         await self._remove(blobs)
         container_id = hosted_container(session)
+        if container_id is not None:
+            await self.store.delete("environment", container_id, tenant=tenant)  # its record (environment_setup.py)
         if container_id is not None and self.containers is not None:
             with contextlib.suppress(APIError):  # expired already
                 await self.containers.delete(container_id, tenant=tenant)

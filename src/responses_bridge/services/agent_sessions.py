@@ -50,6 +50,7 @@ from .agent_turns import ResponseStarter, SessionRunner, public
 from .agents import AgentService
 from .background import BackgroundService
 from .containers import ContainerService
+from .environment_templates import TemplateService
 from .pagination import page_errors
 from .vaults import VaultService
 
@@ -74,6 +75,7 @@ class SessionService:
                  vaults: VaultService | None = None) -> None:
         self.store = store
         self.environments = SessionEnvironments(store, containers, vaults)
+        self.templates: TemplateService | None = None  # ``environment_template_id`` (environment_routes.py sets it)
         self.agents = agents
         self.background = background
         self.start = start
@@ -91,6 +93,8 @@ class SessionService:
 
     async def create(self, body: dict[str, Any], *, tenant: str, authorization: str | None) -> dict[str, Any]:
         known(body, SESSION_FIELDS, "")
+        if self.templates is not None:
+            body = {**body, "environment": await self.templates.resolve(body.get("environment"), tenant=tenant)}
         kind = check_environment(body.get("environment"))
         hosted = hosted_plan(body["environment"]) if kind == "openai_hosted" else None
         agent = await self._agent(body, tenant)

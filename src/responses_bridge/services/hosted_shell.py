@@ -8,7 +8,8 @@ only the outcome of a call (:class:`ShellRun`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import dataclasses
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from ..run.tools.shell import ShellRun, ShellToolOptions, shell_job
@@ -31,6 +32,8 @@ class HostedShell:
 
     def __init__(self, runs: ContainerRuns) -> None:
         self.runs = runs
+        # a container's variables for every command (an Agents API environment's ``env``: hosted_environments.py)
+        self.env_for: Callable[[str, str], Awaitable[Mapping[str, str]]] | None = None
 
     async def check(self, options: ShellToolOptions, *, tenant: str) -> list[ResolvedSkill]:
         """Every refusal, before anything is made: shell cannot run here (no sandbox, or the single-process
@@ -65,6 +68,8 @@ class HostedShell:
         changed. Never raises but for cancellation: a container gone, the sandbox refusing, a storage failure
         are the call's failure."""
         job = shell_job(action)
+        if self.env_for is not None:
+            job = dataclasses.replace(job, env=await self.env_for(container_id, tenant))
         commands = [command for command in action.get("commands") or () if isinstance(command, str)]
         dropped = len(commands) - len(job.commands)
         if not job.commands:

@@ -26,6 +26,7 @@ from ...services.vault_oauth import GuardedTokenEndpoint
 from ...services.vaults import VaultService
 from .automations_routes import AutomationRoutes
 from .downloads import send_blob
+from .environment_routes import EnvironmentRoutes
 from .identity import request_tenant
 from .params import json_object, json_reply, metadata_query, page_query
 from .routes import api_routes
@@ -78,6 +79,8 @@ class AgentRoutes:
         app.on_cleanup.append(self._close)
         VaultRoutes(self.vaults).register(app)  # vaults and their credentials (vault_routes.py)
         SubagentRoutes(SubagentService(self.agents.store)).register(app)  # a session's subagents (subagent_routes.py)
+        EnvironmentRoutes(self.sessions, self.runtime.server_tools.services.shell,  # before /agents/{id}
+                          self.runtime.sealer).register(app)
         with api_routes(app) as routes:
             sessions = "/agents/sessions"
             session = f"{sessions}/{{session_id}}"

@@ -146,6 +146,7 @@ class PodSession:
         """A shell job (sandbox/shell.py's JSON): each command in turn, a record each, as the launcher writes them."""
         job = orjson.loads(source)
         room, keep = int(job["room"]), int(job["keep"])
+        env = {**self._env, **{str(name): str(value) for name, value in (job.get("env") or {}).items()}}
         started = time.monotonic()
         records = bytearray()
         outcome: Outcome = "ok"
@@ -155,7 +156,7 @@ class PodSession:
                 record = _record(index, "skipped", 0, b"", b"", 0, 0)
                 outcome = "timeout"
             else:
-                ran = await run_process(self._stub, ["/bin/sh", "-c", str(command)], cwd=self._data, env=self._env,
+                ran = await run_process(self._stub, ["/bin/sh", "-c", str(command)], cwd=self._data, env=env,
                                         seconds=min(float(job["timeout"]), left), keep=keep)
                 if self.first_output is None:
                     self.first_output = ran.first_output
