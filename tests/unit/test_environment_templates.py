@@ -35,6 +35,7 @@ from responses_bridge.protocol.environment_templates import (
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.sealing import Sealer
 from responses_bridge.services import environment_templates
+from responses_bridge.services.agent_environments import network_within
 from responses_bridge.services.environment_setup import ENVIRONMENT, UNCLAIMED, EnvironmentSetup, setup_script
 from responses_bridge.services.environment_templates import TemplateService
 from tests.unit.store_kinds import KINDS
@@ -95,25 +96,38 @@ def test_setup_commands_and_env_are_checked() -> None:
     assert refused(lambda: check_env({"A": None}, "env")).param == "env.A"
 
 
+def applied(params: dict, **environment: object) -> dict:
+    return apply_template(params, {"type": "openai_hosted", **environment}, within=network_within)
+
+
 def test_a_template_applies_under_the_sessions_own_fields() -> None:
     params = {"files": [{"type": "inline", "path": "/workspace/t", "data": ""}], "env": {"A": "1"},
               "network": {"access": "restricted", "allowed_domains": ["example.com", "Example.org"]}}
-    merged = apply_template(params, {"type": "openai_hosted", "environment_template_id": "envtpl_1",
-                                     "env": {"B": "2"}, "files": None, "container_size": "small"})
+    merged = applied(params, environment_template_id="envtpl_1", env={"B": "2"}, files=None, container_size="small")
     assert merged == {"type": "openai_hosted", "files": params["files"], "env": {"B": "2"},
                       "network": params["network"], "container_size": "small"}
-    narrowed = apply_template(params, {"type": "openai_hosted", "network": {
-        "access": "restricted", "allowed_domains": ["example.org"]}})
+    narrowed = applied(params, network={"access": "restricted", "allowed_domains": ["example.org"]})
     assert hosted_plan(narrowed).allowed_domains == ("example.org",)
-    assert hosted_plan(apply_template(params, {"type": "openai_hosted",
-                                               "network": {"access": "disabled"}})).access == "disabled"
-    for network in ({"access": "restricted", "allowed_domains": ["example.com", "example.net"]},):
-        error = refused(lambda network=network: apply_template(params, {"type": "openai_hosted",
-                                                                        "network": network}))
-        assert error.param == "environment.network" and "example.net" in error.message
-    error = refused(lambda: apply_template({}, {"type": "openai_hosted", "network": {
-        "access": "restricted", "allowed_domains": ["example.com"]}}))
+    assert hosted_plan(applied(params, network={"access": "disabled"})).access == "disabled"
+    error = refused(lambda: applied(params, network={"access": "restricted",
+                                                     "allowed_domains": ["example.com", "example.net"]}))
+    assert error.param == "environment.network" and "example.net" in error.message
+    error = refused(lambda: applied({}, network={"access": "restricted", "allowed_domains": ["example.com"]}))
     assert error.param == "environment.network"
+
+
+def test_a_template_with_a_block_list_is_narrowed_never_broadened() -> None:
+    blocking = {"network": {"access": "restricted", "blocked_domains": ["evil.example"]}}
+    # an allowlist clear of the blocked names, or a longer block list, is narrower
+    applied(blocking, network={"access": "restricted", "allowed_domains": ["example.com"]})
+    applied(blocking, network={"access": "restricted", "blocked_domains": ["evil.example", "worse.example"]})
+    # a name under a blocked one, an open network or a shorter block list broadens it
+    for network in ({"access": "restricted", "allowed_domains": ["api.evil.example"]}, {"access": "enabled"},
+                    {"access": "restricted", "blocked_domains": ["other.example"]}):
+        assert refused(lambda network=network: applied(blocking, network=network)).param == "environment.network"
+    # an allowlist template never holds a block list
+    allowing = {"network": {"access": "restricted", "allowed_domains": ["example.com"]}}
+    assert refused(lambda: applied(allowing, network={"access": "enabled"})).param == "environment.network"
 
 
 def test_a_template_is_shown_without_its_confidential_fields() -> None:

@@ -13,6 +13,7 @@ its ``network`` may narrow the template's policy but never broaden it: a templat
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -83,21 +84,22 @@ def shown_fields(params: dict[str, Any]) -> dict[str, Any]:
             "skills": skills, "desktop": {"enabled": bool((params.get("desktop") or {}).get("enabled"))}}
 
 
-def apply_template(params: dict[str, Any], environment: dict[str, Any]) -> dict[str, Any]:
+def apply_template(params: dict[str, Any], environment: dict[str, Any], *,
+                   within: Callable[[Any, Any], bool]) -> dict[str, Any]:
     """``environment`` (a session's or a standalone environment's, with ``environment_template_id``) over the
-    template's ``params``: the environment to check and make."""
+    template's ``params``: the environment to check and make. ``within(inner, outer)`` says whether the network
+    ``inner`` lets through only hosts ``outer`` does (services/agent_environments.network_within: allowlists and
+    block lists alike)."""
     merged: dict[str, Any] = {"type": "openai_hosted", **params}
     for key, value in environment.items():
         if key not in ("type", "environment_template_id") and value is not None:
             merged[key] = value
-    if environment.get("network") is not None:
-        base = hosted_plan({"type": "openai_hosted", "network": params.get("network")})
-        asked = hosted_plan({"type": "openai_hosted", "network": environment["network"]})
-        allowed = {domain.lower() for domain in base.allowed_domains}
-        broader = [domain for domain in asked.allowed_domains if domain.lower() not in allowed]
-        if asked.access != "disabled" and (base.access == "disabled" or broader):
-            what = f"domain '{broader[0][:200]}'" if broader else "network access"
-            raise invalid_request(f"Invalid value for 'environment.network': the template's policy does not allow "
-                                  f"{what}; a session may narrow its template's network, never broaden it.",
-                                  param="environment.network", code="invalid_value")
+    asked = environment.get("network")
+    if asked is not None and not within(asked, params.get("network")):
+        broader = [domain for domain in hosted_plan({"type": "openai_hosted", "network": asked}).allowed_domains
+                   if not within({"access": "restricted", "allowed_domains": [domain]}, params.get("network"))]
+        what = f"domain '{broader[0][:200]}'" if broader else "network access"
+        raise invalid_request(f"Invalid value for 'environment.network': the template's policy does not allow "
+                              f"{what}; a session may narrow its template's network, never broaden it.",
+                              param="environment.network", code="invalid_value")
     return merged

@@ -31,6 +31,7 @@ from ..protocol.errors import APIError, invalid_request
 from ..protocol.lists import list_of
 from ..sealing import Sealer
 from ..store.base_agents import AgentStore
+from .agent_environments import network_within
 from .pagination import page_errors
 
 KIND = "environment_template"
@@ -121,4 +122,4 @@ class TemplateService:
                                   "environment keeps its own configuration).", param="environment.environment_id",
                                   code="invalid_value")
         record = await self._record(template_id, tenant, "environment.environment_template_id")
-        return apply_template(self._params(record), environment)
+        return apply_template(self._params(record), environment, within=network_within)
