@@ -291,7 +291,6 @@ async def test_standalone_environments_and_their_files(client: openai.AsyncOpenA
     ({"desktop": {"enabled": True}}, "desktop.enabled"),
     ({"plugins": [{"type": "inline"}]}, "plugins"),
     ({"capability_directories": ["/workspace/caps"]}, "capability_directories"),
-    ({"network": {"access": "enabled"}}, "network.access"),
     ({"shared": True}, "shared"),
 ])
 async def test_what_a_template_cannot_hold_is_a_400_naming_it(http: aiohttp.ClientSession, body: dict[str, Any],

@@ -101,7 +101,7 @@ async def _session(http: aiohttp.ClientSession, agent: dict[str, Any] | str, tex
 
 
 def _mcp_tool(mcp: MCPTestServer) -> dict[str, Any]:
-    return {"type": "mcp", "server_label": "tools", "allowed_tools": ["echo"],
+    return {"type": "mcp", "server_label": "tools", "allowed_tools": ["lookup"],
             "transport": {"type": "http", "server_url": mcp.http_url}}
 
 
@@ -109,7 +109,7 @@ async def test_a_sessions_subagent_calls_a_tool_and_is_read_back(http: aiohttp.C
                                                                  sdk: openai.AsyncOpenAI, mcp: MCPTestServer) -> None:
     agent = await sdk.beta.agents.create(model=MODEL, tools=[_mcp_tool(mcp)],  # type: ignore[list-item]
                                          multi_agent={"enabled": True, "max_concurrent_subagents": 2})
-    events = await _session(http, agent.id, "spawn: call tools__echo over_the_wire")
+    events = await _session(http, agent.id, "spawn: call tools__lookup over_the_wire")
     session_id = events[0]["session"]["id"]
     root_turn = next(e["turn"] for e in events if e["type"] == "agent.session.turn.created")
     assert root_turn["subagent_id"] is None
@@ -125,7 +125,7 @@ async def test_a_sessions_subagent_calls_a_tool_and_is_read_back(http: aiohttp.C
     sub_items = [e["item"] for e in events if e["type"] == "agent.session.turn.item.done"
                  and e["turn_id"] == sub_turn_id]
     assert [item["type"] for item in sub_items] == ["mcp_call", "message"]
-    assert sub_items[0]["name"] == "echo" and "over_the_wire" in sub_items[0]["output"]
+    assert sub_items[0]["name"] == "lookup" and "over_the_wire" in sub_items[0]["output"]
     closed = [e["subagent"] for e in events if e["type"] == "agent.session.subagent.closed"]
     assert [(s["id"], s["status"]) for s in closed] == [(subagent_id, "closed")]
     types = [e["type"] for e in events]
@@ -141,7 +141,7 @@ async def test_a_sessions_subagent_calls_a_tool_and_is_read_back(http: aiohttp.C
     [listed] = _page(await _get(http, base), Subagent)
     assert (listed.id, listed.status, listed.name, listed.session_id) == (subagent_id, "closed", "agent_1",
                                                                           session_id)
-    assert listed.closed_at is not None and listed.instructions[0].text == "call tools__echo over_the_wire"
+    assert listed.closed_at is not None and listed.instructions[0].text == "call tools__lookup over_the_wire"
     assert strict(Subagent, await _get(http, f"{base}/{subagent_id}")) == listed
     [turn] = _page(await _get(http, f"{base}/{subagent_id}/turns"), Turn)
     assert (turn.id, turn.subagent_id, turn.agent_id, turn.status) == (sub_turn_id, subagent_id, subagent_id,
@@ -273,6 +273,21 @@ async def test_a_failing_subagent_fails_its_own_turn_alone(http: aiohttp.ClientS
     assert failed["type"] == "agent.session.turn.failed" and failed["turn"]["error"]["message"].startswith(
         "The subagent failed")
     assert ended[None]["type"] == "agent.session.turn.completed"  # the root's turn goes on with the result
+
+
+async def test_a_subagents_call_that_needs_approval_fails_its_piece_of_work_uncalled(
+        http: aiohttp.ClientSession, mcp: MCPTestServer) -> None:
+    """``echo`` does not say it only reads: a session asks the client before calling it, which it cannot do for a
+    subagent (its calls are not the session's required actions) — the subagent's turn fails saying so, the call is
+    never made, and the root's turn goes on with that result."""
+    tool = {**_mcp_tool(mcp), "allowed_tools": ["echo"]}
+    events = await _session(http, {"model": MODEL, "tools": [tool], "multi_agent": {"enabled": True}},
+                            "spawn: call tools__echo never_asked")
+    failed = [e for e in events if e["type"] == "agent.session.turn.failed" and e["turn"]["subagent_id"]]
+    assert len(failed) == 1 and "must approve" in failed[0]["turn"]["error"]["message"]
+    assert not [e for e in events if e["type"] == "agent.session.turn.item.done" and e["item"]["type"] == "mcp_call"]
+    assert not [e for e in events if e["type"] == "agent.session.requires_action"]
+    assert events[-1]["type"] == "agent.session.idle"
 
 
 async def test_out_of_range_settings_are_a_400_naming_them(http: aiohttp.ClientSession) -> None:

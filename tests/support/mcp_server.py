@@ -65,14 +65,15 @@ def build_server() -> MCPServer:
     def big(size: int = BIG_DEFAULT) -> str:
         return "x" * size
 
-    @server.tool(description="The credentials this request carried.")
+    @server.tool(description="The credentials this request carried.", annotations=ToolAnnotations(read_only_hint=True))
     def whoami(ctx: Context) -> str:
         request = ctx.request_context.request
         headers = getattr(request, "headers", {}) or {}
         return (f"authorization={headers.get('authorization')} x-api-key={headers.get('x-api-key')} "
                 f"host={headers.get('host')}")
 
-    @server.tool(description="The SHA-256 (hex) of the Authorization header this request carried.")
+    @server.tool(description="The SHA-256 (hex) of the Authorization header this request carried.",
+                 annotations=ToolAnnotations(read_only_hint=True))
     def authorization_digest(ctx: Context) -> str:
         request = ctx.request_context.request
         headers = getattr(request, "headers", {}) or {}

@@ -186,8 +186,9 @@ def answer_of(status: int, body: bytes, items: list[dict[str, Any]]) -> Subagent
     if waiting:  # its response ended for the client to run a tool: nobody will, and the call cannot stay open
         dropped = {id(item) for item in waiting}
         names = ", ".join(sorted({str(item.get("name")) for item in waiting if item["type"] != "program"}))
-        return SubagentAnswer(f"The subagent failed: it called {names or 'a tool'}, which the client runs; a "
-                              "subagent can use only the tools the bridge runs.", "failed", usage, items,
+        return SubagentAnswer(f"The subagent failed: it called {names or 'a tool'}, which the client runs or must "
+                              "approve; a subagent can use only the tools the bridge runs unasked.", "failed", usage,
+                              items,
                               [item for item in output if id(item) not in dropped])
     text = "\n".join(part.get("text", "") for item in output if item.get("type") == "message"
                      for part in item.get("content") or () if part.get("type") == "output_text")
@@ -205,9 +206,10 @@ _LEFT_OPEN = frozenset({"function_call", "custom_tool_call", "shell_call", "loca
 def left_open(output: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The calls in a response's output that no output answers: what it ended with for its client to run, and the
     programs waiting on those (the hosted shell's calls come with their outputs, a finished program with its
-    ``program_output``)."""
+    ``program_output``), and the MCP calls it holds for the client's approval, which nobody can give a subagent."""
     answered = {item.get("call_id") for item in output if str(item.get("type", "")).endswith("_output")}
-    return [item for item in output if item.get("type") in _LEFT_OPEN and item.get("call_id") not in answered]
+    return [item for item in output if (item.get("type") in _LEFT_OPEN and item.get("call_id") not in answered)
+            or item.get("type") == "mcp_approval_request"]
 
 
 def chat_usage(usage: object) -> dict[str, Any] | None:
