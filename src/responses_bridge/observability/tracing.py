@@ -11,13 +11,18 @@ Calls the sidecar makes itself carry ``traceparent`` onwards.
 
 When tracing is off (the default), :data:`ENABLED` is False and :func:`span` returns one shared do-nothing
 context manager: no span objects, no context switches, nothing on any path.
+
+An agent session's turn is kept as a trace of its own whether or not spans are exported (:func:`keep`,
+kept_traces.py): inside it, and only there, the same spans are made with tracing off, caught by the keeper rather
+than an exporter. A plain response outside a session makes none, exported or not, as before.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
+from contextvars import ContextVar
 from contextlib import AbstractContextManager
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -26,6 +31,8 @@ if TYPE_CHECKING:  # the types only: OpenTelemetry itself is imported when traci
     from opentelemetry.context import Context
     from opentelemetry.sdk.trace.export import SpanExporter
     from opentelemetry.trace import Span
+
+    from .kept_traces import KeptTrace
 
 ENABLED = False
 """True once :func:`configure_tracing` installed an exporter; read it as ``tracing.ENABLED`` (it changes)."""
@@ -46,7 +53,9 @@ class SpanKind:
 
 
 _NOOP: AbstractContextManager[None] = contextlib.nullcontext()
-_otel: ModuleType | None = None  # observability/otel.py, once tracing is on
+_otel: ModuleType | None = None  # observability/otel.py, once tracing is on (or a turn is kept)
+_keeping: ContextVar[bool] = ContextVar("responses_bridge_keeping", default=False)  # inside keep()
+_KEEPING_MISSING: str | None = None  # why turns cannot be kept (OpenTelemetry not installed), once known
 
 
 def configure_tracing(environ: Mapping[str, str] = os.environ, *, exporter: SpanExporter | None = None) -> bool:
@@ -94,17 +103,80 @@ def inject(headers: MutableMapping[str, str], context: Context | None = None) ->
 
 def span(name: str, attributes: Mapping[str, Any] | None = None, *,
          kind: str = SpanKind.INTERNAL) -> AbstractContextManager[Any]:
-    """A child of the current span for the ``with`` block (an exception marks it failed)."""
-    if _otel is None:
+    """A child of the current span for the ``with`` block (an exception marks it failed); ``None`` as the
+    ``with`` target when no span is made."""
+    if _otel is None or not (ENABLED or _keeping.get()):
         return _NOOP
     return _otel.span(name, attributes, kind)
 
 
 def span_in(name: str, parent: Context, attributes: Mapping[str, Any] | None = None) -> AbstractContextManager[Any]:
     """Like :func:`span`, as a child of ``parent`` rather than of the current span."""
-    if _otel is None:
+    if _otel is None or not (ENABLED or _keeping.get()):
         return _NOOP
     return _otel.span(name, attributes, SpanKind.INTERNAL, parent)
+
+
+def recording() -> bool:
+    """Spans are made here (exported, or a kept turn's): what :func:`start_span` callers check."""
+    return _otel is not None and (ENABLED or _keeping.get())
+
+
+def keeping_now() -> bool:
+    """Inside :func:`keep` (this task, or a task it started)."""
+    return _keeping.get()
+
+
+def keeping_available() -> bool:
+    """Turns can be kept as traces: OpenTelemetry is installed (the ``otel`` extra), exported or not."""
+    return _load_keeping() is None
+
+
+def keeping_missing() -> str:
+    """Why turns are not kept, for the error of the route that lists them."""
+    return _load_keeping() or ""
+
+
+def _load_keeping() -> str | None:
+    global _otel, _KEEPING_MISSING
+    if _otel is not None:
+        return None
+    if _KEEPING_MISSING is not None:
+        return _KEEPING_MISSING
+    try:
+        from . import otel
+    except ImportError as error:
+        _KEEPING_MISSING = f"OpenTelemetry is not installed ({error.name}): {MISSING_EXTRA}"
+        return _KEEPING_MISSING
+    otel.configure_keeping()
+    _otel = otel
+    return None
+
+
+@contextlib.contextmanager
+def keep(name: str, attributes: Mapping[str, Any]) -> Iterator[KeptTrace | None]:
+    """Inside the block, the spans made here and in the tasks started here are a trace of their own, rooted at
+    a span ``name`` and kept (``KeptTrace.finish`` ends it and gives the OTLP JSON); None, and nothing kept,
+    without OpenTelemetry. A trace not finished in the block ends failed and is not kept."""
+    if _load_keeping() is not None:
+        yield None
+        return
+    assert _otel is not None
+    token = _keeping.set(True)
+    kept = _otel.keep(name, attributes)
+    try:
+        with _otel.use(kept.root):
+            yield kept
+    finally:
+        kept.close()
+        _keeping.reset(token)
+
+
+def fail(span_: Any, error: str) -> None:
+    """Marks ``span_`` (a ``with`` target of :func:`span`, maybe None) failed, for an outcome that raised
+    nothing."""
+    if span_ is not None and _otel is not None:
+        _otel.fail(span_, error)
 
 
 def start_span(name: str, parent: Context | None = None, attributes: Mapping[str, Any] | None = None, *,
@@ -139,7 +211,12 @@ __all__ = [
     "context_with",
     "end",
     "extract",
+    "fail",
     "inject",
+    "keep",
+    "keeping_available",
+    "keeping_now",
+    "recording",
     "shutdown_tracing",
     "span",
     "span_in",
