@@ -72,6 +72,10 @@ def keep(name: str, attributes: Mapping[str, Any]) -> KeptTrace:
     return KEEPER.open(_tracer, name, attributes)
 
 
+def current() -> Span:
+    return trace.get_current_span()
+
+
 def fail(span_: Span, error: str) -> None:
     span_.set_status(Status(StatusCode.ERROR, error))
 

@@ -22,8 +22,8 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator, Mapping, MutableMapping
-from contextvars import ContextVar
 from contextlib import AbstractContextManager
+from contextvars import ContextVar
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -172,6 +172,12 @@ def keep(name: str, attributes: Mapping[str, Any]) -> Iterator[KeptTrace | None]
         _keeping.reset(token)
 
 
+def fail_current(error: str) -> None:
+    """Marks the current span failed (a tool call's, from inside the tool: an outcome that raised nothing)."""
+    if _otel is not None and (ENABLED or _keeping.get()):
+        _otel.fail(_otel.current(), error)
+
+
 def fail(span_: Any, error: str) -> None:
     """Marks ``span_`` (a ``with`` target of :func:`span`, maybe None) failed, for an outcome that raised
     nothing."""
@@ -212,6 +218,7 @@ __all__ = [
     "end",
     "extract",
     "fail",
+    "fail_current",
     "inject",
     "keep",
     "keeping_available",

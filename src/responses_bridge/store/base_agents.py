@@ -2,12 +2,12 @@
 turns, items and idempotency keys as JSON records, and each session's event log.
 
 Every record is a JSON object of one ``kind`` (``agent``, ``session``, ``turn``, ``item``, ``key``,
-``artifact``, ``automation``, ``invocation``, ``vault``, ``vault_credential``), owned by one tenant, listed in the
-order it was first stored. ``parent`` ties a record to the one it belongs to (a turn, an item, a key or an artifact
-to its session; a session to its root agent, for the ``agent_id`` filter; an invocation to its automation; a
-credential to its vault); ``scope`` narrows a list further (an item's turn, an artifact's environment). The service
-decides what the records say: the store keeps them, pages them and never reads them beyond the metadata filter of a
-list and the scheduler's :meth:`AgentStore.due_automations`.
+``artifact``, ``automation``, ``invocation``, ``vault``, ``vault_credential``, ``trace``), owned by one
+tenant, listed in the order it was first stored. ``parent`` ties a record to the one it belongs to (a turn, an
+item, a key, an artifact or a turn's trace to its session; a session to its root agent, for the ``agent_id``
+filter; an invocation to its automation; a credential to its vault); ``scope`` narrows a list further (an item's
+turn, an artifact's environment). The service decides what the records say: the store keeps them, pages them
+and never reads them beyond the metadata filter of a list and the scheduler's :meth:`AgentStore.due_automations`.
 
 A session's events are kept apart, one row per event numbered from 0 by the service, each the SSE frame exactly as
 it was sent, so a resumed stream is byte for byte what a live reader got.
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 KINDS = ("agent", "session", "turn", "item", "key", "artifact", "automation", "invocation", "vault",
-         "vault_credential")
+         "vault_credential", "trace")
 OWNED_KINDS = {"automation": "invocation", "vault": "vault_credential"}
 """The records that go with their parent when it is deleted (a session's are the stores' ``CHILD_KINDS``)."""
 

@@ -23,6 +23,7 @@ from .downloads import send_blob
 from .identity import request_tenant
 from .params import json_object, json_reply, metadata_query, page_query
 from .routes import api_routes
+from .trace_routes import TraceRoutes
 from .vault_routes import VaultRoutes
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -62,6 +63,7 @@ class AgentRoutes:
         app.on_startup.append(self._recover)
         app.on_cleanup.append(self._close)
         VaultRoutes(self.vaults).register(app)  # vaults and their credentials (vault_routes.py)
+        TraceRoutes(self.agents.store).register(app)  # a session's traces (trace_routes.py)
         with api_routes(app) as routes:
             sessions = "/agents/sessions"
             session = f"{sessions}/{{session_id}}"

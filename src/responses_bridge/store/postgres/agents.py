@@ -11,7 +11,7 @@ from ..base_agents import OWNED_KINDS, Record, RecordPage
 from ..records import InvalidCursor, check_page_args
 from .database import PostgresDatabase
 
-CHILD_KINDS = ["turn", "item", "key", "artifact"]  # what goes with its session (an agent's sessions outlive it)
+CHILD_KINDS = ["turn", "item", "key", "artifact", "trace"]  # go with their session (an agent's sessions outlive it)
 
 _PUT = ("INSERT INTO agent_records (kind, id, tenant, parent, scope, body) VALUES ($1, $2, $3, $4, $5, $6::jsonb) "
         "ON CONFLICT (kind, id) DO UPDATE SET body = excluded.body WHERE agent_records.tenant = excluded.tenant")

@@ -13,7 +13,7 @@ from ..records import InvalidCursor, check_page_args
 from .responses import SQLiteResponseStore
 from .transactions import transaction
 
-CHILD_KINDS = ("turn", "item", "key", "artifact")  # what goes with its session (an agent's sessions outlive it)
+CHILD_KINDS = ("turn", "item", "key", "artifact", "trace")  # go with their session (an agent's sessions outlive it)
 
 _PUT = ("INSERT INTO agent_records (kind, id, tenant, parent, scope, body) VALUES (?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (kind, id) DO UPDATE SET body = excluded.body WHERE agent_records.tenant = excluded.tenant")
