@@ -64,9 +64,11 @@ class KeptTrace:
         if self.otlp is not None:
             return self.otlp
         spans = sorted(self.spans, key=lambda span: span.start_time or 0)
-        while spans and len(orjson.dumps(otlp_json(spans))) > MAX_TRACE_BYTES - 4096:  # room for the root
+        encoded = otlp_json(spans)  # once: the trimming below is for a turn past the bound only
+        while spans and len(orjson.dumps(encoded)) > MAX_TRACE_BYTES - 4096:  # room for the root
             self.dropped += len(spans) - len(spans) // 2
             spans = spans[:len(spans) // 2]
+            encoded = otlp_json(spans)
         self.root.set_attributes(dict(attributes))
         if self.dropped:
             self.root.set_attribute(DROPPED, self.dropped)
@@ -75,7 +77,8 @@ class KeptTrace:
         self._keeper.forget(self)
         self.root.end()
         root: ReadableSpan = self.root  # type: ignore[assignment]  # the SDK's spans are readable ones
-        self.otlp = otlp_json([root, *spans])
+        # the root in a resourceSpans entry of its own, first (OTLP lets a resource come in several)
+        self.otlp = {"resourceSpans": [*otlp_json([root])["resourceSpans"], *encoded.get("resourceSpans", ())]}
         return self.otlp
 
     def close(self) -> None:

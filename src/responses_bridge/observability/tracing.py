@@ -102,10 +102,11 @@ def inject(headers: MutableMapping[str, str], context: Context | None = None) ->
 
 
 def span(name: str, attributes: Mapping[str, Any] | None = None, *,
-         kind: str = SpanKind.INTERNAL) -> AbstractContextManager[Any]:
+         kind: str = SpanKind.INTERNAL, kept: bool = True) -> AbstractContextManager[Any]:
     """A child of the current span for the ``with`` block (an exception marks it failed); ``None`` as the
-    ``with`` target when no span is made."""
-    if _otel is None or not (ENABLED or _keeping.get()):
+    ``with`` target when no span is made. ``kept=False``: made only when spans are exported, never for a kept
+    turn alone (a store operation: many a turn, none of them what the turn did)."""
+    if _otel is None or not (ENABLED or (kept and _keeping.get())):
         return _NOOP
     return _otel.span(name, attributes, kind)
 
