@@ -152,6 +152,36 @@ async def test_a_turns_trace_accounts_for_every_model_and_tool_call(beta_client:
     assert not any(span["name"].startswith("store ") for span in spans)
 
 
+async def test_a_self_hosted_sessions_commands_are_tool_spans(beta_client: openai.AsyncOpenAI,
+                                                                http: aiohttp.ClientSession) -> None:
+    agent = await beta_client.beta.agents.create(model=MODEL, instructions="Use the shell.")
+    body = {"agent_id": agent.id, "stream": True, "input": "sh: echo private-note-5521",
+            "environment": {"type": "self_hosted", "workspace_directory": "/srv/work"}}
+    async with http.post("/v1/agents/sessions", json=body, headers=BETA) as answer:
+        raw = b""
+        async for chunk in answer.content.iter_any():
+            raw += chunk
+            if b"event: agent.session.requires_action\n" in raw and raw.endswith(b"\n\n"):
+                break
+    first = frames(raw)
+    session_id = first[0][1]["session"]["id"]
+    [action] = next(event for _, event in first
+                    if event["type"] == "agent.session.requires_action")["session"]["required_actions"]
+    await beta_client.beta.agents.sessions.events.create(session_id, events=[{
+        "type": "agent.session.input.tool_result", "call_id": action["call_id"], "turn_id": action["turn_id"],
+        "success": True, "output": "private-note-5521\n"}])
+    async with http.get(f"/v1/agents/sessions/{session_id}/events",
+                        headers={**BETA, "Last-Event-ID": first[-1][0]}) as answer:
+        await read_until_idle(answer)
+    [trace] = (await list_traces(http, session_id))["data"]
+    assert "private-note-5521" not in orjson.dumps(trace["otlp"]).decode()  # neither the command nor its output
+    spans = spans_of(trace["otlp"])
+    [shell] = [span for span in spans if attributes(span).get("gen_ai.operation.name") == "execute_tool"]
+    assert shell["name"] == "tool shell" and shell["status"] == {}
+    assert attributes(shell)["gen_ai.tool.call.id"] == action["call_id"]
+    assert len([span for span in spans if attributes(span).get("gen_ai.operation.name") == "chat"]) == 2
+
+
 @pytest.fixture(scope="module")
 async def tenanted(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sidecar]:
     async with running_sidecar(str(tmp_path_factory.mktemp("traces-tenancy")), fake_upstream, extproc=False,
