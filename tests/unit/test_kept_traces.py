@@ -68,6 +68,20 @@ async def test_a_turn_keeps_its_spans_and_its_tasks_spans_with_hex_ids() -> None
     assert spans[1]["kind"] == 1  # enums as integers
 
 
+def test_a_failures_stack_and_credentials_stay_out_of_the_trace() -> None:
+    with tracing.keep("invoke_agent a", {}) as kept:
+        assert kept is not None
+        with pytest.raises(ConnectionError):
+            with tracing.span("tool mcp"):
+                raise ConnectionError("refused: Authorization: Bearer tok_abcdef123456 at https://u:pw@mcp.test/")
+        otlp = kept.finish({})
+    [_, failed] = spans_of(otlp)
+    text = orjson.dumps(otlp).decode()
+    assert "tok_abcdef123456" not in text and ":pw@" not in text and "Traceback" not in text
+    assert failed["status"]["code"] == 2 and "ConnectionError" in failed["status"]["message"]  # type: ignore[index]
+    assert failed.get("events", []) == []
+
+
 def test_a_turns_spans_are_bounded_in_number() -> None:
     with tracing.keep("invoke_agent a", {}) as kept:
         assert kept is not None

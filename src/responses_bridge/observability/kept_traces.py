@@ -11,7 +11,7 @@ out first). Store operations are not kept: they are many per turn and say nothin
 
 The encoding is the OTLP exporter's own (``opentelemetry-exporter-otlp-proto-common``), made JSON by protobuf's
 ``json_format`` with what the OTLP/JSON mapping changes from protobuf's: trace and span ids in hex, enums as
-integers.
+integers. A trace goes to the tenant: exceptions' events are left out and failures' messages masked.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.util.types import Attributes
 
+from ..redact import mask_text
 from . import tracing
 
 MAX_SPANS = 512
@@ -154,7 +155,9 @@ class KeepingSampler(Sampler):
 
 
 def otlp_json(spans: Sequence[ReadableSpan]) -> dict[str, Any]:
-    """``spans`` as an OTLP JSON ``ExportTraceServiceRequest`` (``resourceSpans``)."""
+    """``spans`` as an OTLP JSON ``ExportTraceServiceRequest`` (``resourceSpans``), as the tenant may see them: no
+    ``exception`` event (a stack trace of the bridge's, and an exception's text may quote what it was given), a
+    failure's message masked of credential-shaped text (redact.py)."""
     message: dict[str, Any] = json_format.MessageToDict(encode_spans(spans), use_integers_for_enums=True)
     for resource in message.get("resourceSpans", ()):
         for scope in resource.get("scopeSpans", ()):
@@ -162,6 +165,11 @@ def otlp_json(spans: Sequence[ReadableSpan]) -> dict[str, Any]:
                 _hex_ids(span)
                 for link in span.get("links", ()):
                     _hex_ids(link)
+                if "events" in span:
+                    span["events"] = [event for event in span["events"] if event.get("name") != "exception"]
+                status = span.get("status")
+                if status and "message" in status:
+                    status["message"] = mask_text(status["message"])
     return message
 
 
