@@ -108,12 +108,17 @@ def test_a_trace_is_bounded_in_bytes_keeping_the_earliest_spans() -> None:
     assert int(attribute(spans[0], kept_traces.DROPPED)) == 120 - (len(spans) - 1)  # type: ignore[arg-type]
 
 
-def test_a_turn_that_does_not_finish_keeps_nothing() -> None:
+def test_a_turn_that_does_not_finish_holds_nothing_after() -> None:
     with pytest.raises(RuntimeError):
         with tracing.keep("invoke_agent a", {}) as kept:
             assert kept is not None and KEEPER.keeping == 1
+            with tracing.span("chat m"):
+                pass
             raise RuntimeError("the turn broke")
     assert KEEPER.keeping == 0
+    otlp = kept.finish({"responses_bridge.turn.status": "failed"})  # the session's failure ends the turn after
+    root, chat = spans_of(otlp)
+    assert root["status"] == {"message": "the turn was interrupted", "code": 2} and chat["name"] == "chat m"
 
 
 def test_kept_turns_are_recorded_whatever_the_exporters_sampler(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -51,6 +51,7 @@ class KeptTrace:
         self.trace_id = root.get_span_context().trace_id
         self.spans: list[ReadableSpan] = []
         self.dropped = 0
+        self.closed = False  # the root span ended
         self.otlp: dict[str, Any] | None = None
 
     def add(self, span: ReadableSpan) -> None:
@@ -64,30 +65,35 @@ class KeptTrace:
         ``ExportTraceServiceRequest``. Called once; the trace is no longer kept after it."""
         if self.otlp is not None:
             return self.otlp
+        ended = self.closed  # the turn's block ended first (the session failed): its root as it ended
+        self.closed = True
         spans = sorted(self.spans, key=lambda span: span.start_time or 0)
         encoded = otlp_json(spans)  # once: the trimming below is for a turn past the bound only
         while spans and len(orjson.dumps(encoded)) > MAX_TRACE_BYTES - 4096:  # room for the root
             self.dropped += len(spans) - len(spans) // 2
             spans = spans[:len(spans) // 2]
             encoded = otlp_json(spans)
-        self.root.set_attributes(dict(attributes))
-        if self.dropped:
-            self.root.set_attribute(DROPPED, self.dropped)
-        if error is not None:
-            self.root.set_status(Status(StatusCode.ERROR, error))
-        self._keeper.forget(self)
-        self.root.end()
+        if not ended:
+            self.root.set_attributes(dict(attributes))
+            if self.dropped:
+                self.root.set_attribute(DROPPED, self.dropped)
+            if error is not None:
+                self.root.set_status(Status(StatusCode.ERROR, error))
+            self._keeper.forget(self)
+            self.root.end()
         root: ReadableSpan = self.root  # type: ignore[assignment]  # the SDK's spans are readable ones
         # the root in a resourceSpans entry of its own, first (OTLP lets a resource come in several)
         self.otlp = {"resourceSpans": [*otlp_json([root])["resourceSpans"], *encoded.get("resourceSpans", ())]}
         return self.otlp
 
     def close(self) -> None:
-        """The turn's keeping ends without a trace (the turn never got to its end here): the root span ends
-        failed, nothing is kept."""
-        if self.otlp is None:
+        """The turn's block ended before its trace was finished (it raised, or was cancelled): the root span
+        ends failed and no more spans are kept; a :meth:`finish` after it (the session's failure ends the turn)
+        gives what was kept."""
+        if not self.closed:
+            self.closed = True
             self._keeper.forget(self)
-            self.root.set_status(Status(StatusCode.ERROR, "the turn did not end here"))
+            self.root.set_status(Status(StatusCode.ERROR, "the turn was interrupted"))
             self.root.end()
 
 
