@@ -57,7 +57,7 @@ async def test_a_page_over_16_mib_asks_for_fewer() -> None:
     with pytest.raises(APIError) as refused:
         await listed(store, limit=17)
     assert (refused.value.status, refused.value.param) == (400, "limit")
-    assert max(store.reads) <= agent_traces.READ_AT_ONCE  # never all of a page's traces held at once
+    assert max(store.reads) <= agent_traces.READ_AT_ONCE  # the store is read a few traces at a time
 
 
 async def test_another_tenants_session_is_not_found() -> None:
