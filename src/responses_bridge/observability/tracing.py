@@ -4,7 +4,8 @@ sampler, batch delays, ``OTEL_SDK_DISABLED``, ``OTEL_PROPAGATORS``). Spans go ou
 
 Spans: one per request (``POST /v1/responses`` and the other routes on the HTTP door; ``extproc`` for an ext_proc
 stream), one per ext_proc phase (``extproc request_body``, ``extproc response_headers``, ``extproc
-response_body``…), one per upstream call, one per server-side tool call, one per store operation. A request's
+response_body``…), one per model call the bridge makes (``chat <model>``: model, tokens, finish reason —
+gen_ai.py) holding its upstream call's, one per server-side tool call, one per store operation. A request's
 span is the child of the trace context its headers carry: W3C ``traceparent`` (Envoy's, or the client's that
 Envoy passed on), else b3 (``b3`` or ``x-b3-*``), so Envoy's span of the request and the bridge's share one trace.
 Calls the sidecar makes itself carry ``traceparent`` onwards.
