@@ -264,13 +264,21 @@ async def test_trace_joins_the_callers_traceparent(stack: Stack, door: str) -> N
     expected = [root, upstream_span, "store save"]
     if door == "envoy":
         expected += ["extproc request_body", "extproc response_headers", "extproc response_body"]
+    else:  # the model call the bridge makes itself: its span (model, tokens) holds the HTTP call's
+        expected.append("chat fake-model")
     spans = await stack.collector.trace(trace_id, *expected)
     by_name = {span.name: span for span in spans}
     assert set(expected) <= set(by_name), sorted(by_name)
     request_span = by_name[root]
     assert request_span.parent_span_id == parent_id  # the caller's span (passed on by Envoy) is the parent
     assert request_span.kind == 2  # SERVER
-    assert by_name[upstream_span].parent_span_id == request_span.span_id
+    if door == "envoy":
+        assert by_name[upstream_span].parent_span_id == request_span.span_id
+    else:
+        chat = by_name["chat fake-model"]
+        assert chat.parent_span_id == request_span.span_id and by_name[upstream_span].parent_span_id == chat.span_id
+        assert chat.attributes["gen_ai.request.model"] == "fake-model"
+        assert int(chat.attributes["gen_ai.usage.output_tokens"]) > 0  # type: ignore[call-overload]
     ids = {span.span_id for span in spans}
     assert by_name["store save"].parent_span_id in ids  # the save runs inside the request's spans
     if door == "envoy":

@@ -122,3 +122,23 @@ async def test_the_sidecar_starts_without_each_extra(extra: str, tmp_path: Path)
         process.terminate()
         output = process.communicate(timeout=30)[0].decode(errors="replace")
     assert "Traceback" not in output, output[-2000:]
+
+
+def test_without_the_otel_extra_no_turn_is_kept_and_listing_traces_says_why() -> None:
+    result = run_blocked("otel", """
+        import asyncio
+        from responses_bridge.observability import tracing
+        from responses_bridge.protocol.errors import APIError
+        from responses_bridge.services.agent_traces import SessionTraces
+        assert not tracing.keeping_available()
+        with tracing.keep("invoke_agent a", {}) as kept:
+            assert kept is None
+            with tracing.span("chat m") as span:
+                assert span is None
+        try:
+            asyncio.run(SessionTraces(None).list_traces("sess_1", after=None, limit=20, order="desc", tenant=""))
+        except APIError as error:
+            print(error.status, error.param, error)
+    """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("400 session_id ") and "pip install 'responses-bridge[otel]'" in result.stdout

@@ -198,8 +198,8 @@ class AiohttpUpstreamClient:
             kwargs["headers"] = {**self._headers, **kwargs.get("headers", {})}  # type: ignore[dict-item]
         upstream = self._metrics(path)
         with tracing.span(f"upstream {method} {path if '://' not in path else urlsplit(path).path}",
-                          {"server.address": urlsplit(self._base).netloc, "responses_bridge.upstream": self.name,
-                           "http.request.method": method},
+                          {"server.address": urlsplit(self._base).netloc.rpartition("@")[2],  # no user info
+                           "responses_bridge.upstream": self.name, "http.request.method": method},
                           kind=tracing.SpanKind.CLIENT) as span:
             if tracing.ENABLED:  # the upstream's own spans join this one
                 headers = dict(kwargs.get("headers") or {})  # type: ignore[call-overload]

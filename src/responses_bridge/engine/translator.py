@@ -376,6 +376,12 @@ class Translator(ClientStream, CompactionTurns):
         assert self._body is not None, "build_first_request(loop=True) comes first"
         return self._upstream_request(self._body, self._events is not None)
 
+    def call_facts(self) -> tuple[str | None, dict[str, Any] | None, str | None]:
+        """The upstream call whose answer was just read: the model it asked, its usage, its finish reason (what
+        its span says, observability/gen_ai.py)."""
+        builder = self.builder
+        return self._options.upstream_model or self.request.model, builder.usage, builder.finish_reason
+
     @property
     def builder(self) -> OutputBuilder:
         return self._builder

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, MutableMapping
 from contextlib import AbstractContextManager
 from typing import Any
@@ -15,6 +16,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
+from .kept_traces import KEEPER, KeepingSampler, KeptTrace
+
 SERVICE_NAME = "responses-bridge"
 KINDS = {"internal": SpanKind.INTERNAL, "server": SpanKind.SERVER, "client": SpanKind.CLIENT}
 
@@ -26,8 +29,7 @@ _provider: TracerProvider | None = None
 def configure(environ: Mapping[str, str], endpoint_variables: tuple[str, ...],
               exporter: SpanExporter | None = None) -> None:
     """Installs the tracer provider: OTLP/HTTP to the configured endpoint, or ``exporter`` (tests pass an in-memory
-    one, exported span by span)."""
-    global _tracer, _provider
+    one, exported span by span); a kept turn's spans (kept_traces.py) are caught besides."""
     if exporter is None:
         try:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -42,13 +44,40 @@ def configure(environ: Mapping[str, str], endpoint_variables: tuple[str, ...],
         processor: SimpleSpanProcessor | BatchSpanProcessor = BatchSpanProcessor(OTLPSpanExporter())
     else:
         processor = SimpleSpanProcessor(exporter)
+    _install(environ, processor)
+
+
+def configure_keeping(environ: Mapping[str, str] | None = None) -> None:
+    """A provider for kept turns only (kept_traces.py), when no exporter is configured; configure() replaces it
+    with one that has both."""
+    if _provider is None:
+        _install(environ if environ is not None else os.environ, None)
+
+
+def _install(environ: Mapping[str, str], processor: SimpleSpanProcessor | BatchSpanProcessor | None) -> None:
+    global _tracer, _provider
     attributes: dict[str, Any] = {} if environ.get("OTEL_SERVICE_NAME") else {"service.name": SERVICE_NAME}
     provider = TracerProvider(resource=Resource.create(attributes))  # adds OTEL_RESOURCE_ATTRIBUTES, ...
-    provider.add_span_processor(processor)
+    provider.sampler = KeepingSampler(provider.sampler)  # OTEL_TRACES_SAMPLER's, but a kept turn is recorded
+    provider.add_span_processor(KEEPER)
+    if processor is not None:
+        provider.add_span_processor(processor)
     if _provider is not None:
         _provider.shutdown()
     _provider = provider
     _tracer = provider.get_tracer("responses_bridge")
+
+
+def keep(name: str, attributes: Mapping[str, Any]) -> KeptTrace:
+    return KEEPER.open(_tracer, name, attributes)
+
+
+def current() -> Span:
+    return trace.get_current_span()
+
+
+def fail(span_: Span, error: str) -> None:
+    span_.set_status(Status(StatusCode.ERROR, error))
 
 
 def shutdown() -> None:

@@ -4,21 +4,27 @@ sampler, batch delays, ``OTEL_SDK_DISABLED``, ``OTEL_PROPAGATORS``). Spans go ou
 
 Spans: one per request (``POST /v1/responses`` and the other routes on the HTTP door; ``extproc`` for an ext_proc
 stream), one per ext_proc phase (``extproc request_body``, ``extproc response_headers``, ``extproc
-response_body``…), one per upstream call, one per server-side tool call, one per store operation. A request's
+response_body``…), one per model call the bridge makes (``chat <model>``: model, tokens, finish reason —
+gen_ai.py) holding its upstream call's, one per server-side tool call, one per store operation. A request's
 span is the child of the trace context its headers carry: W3C ``traceparent`` (Envoy's, or the client's that
 Envoy passed on), else b3 (``b3`` or ``x-b3-*``), so Envoy's span of the request and the bridge's share one trace.
 Calls the sidecar makes itself carry ``traceparent`` onwards.
 
 When tracing is off (the default), :data:`ENABLED` is False and :func:`span` returns one shared do-nothing
 context manager: no span objects, no context switches, nothing on any path.
+
+An agent session's turn is kept as a trace of its own whether or not spans are exported (:func:`keep`,
+kept_traces.py): inside it, and only there, the same spans are made with tracing off, caught by the keeper rather
+than an exporter. A plain response outside a session makes none, exported or not, as before.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import AbstractContextManager
+from contextvars import ContextVar
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +32,8 @@ if TYPE_CHECKING:  # the types only: OpenTelemetry itself is imported when traci
     from opentelemetry.context import Context
     from opentelemetry.sdk.trace.export import SpanExporter
     from opentelemetry.trace import Span
+
+    from .kept_traces import KeptTrace
 
 ENABLED = False
 """True once :func:`configure_tracing` installed an exporter; read it as ``tracing.ENABLED`` (it changes)."""
@@ -46,7 +54,9 @@ class SpanKind:
 
 
 _NOOP: AbstractContextManager[None] = contextlib.nullcontext()
-_otel: ModuleType | None = None  # observability/otel.py, once tracing is on
+_otel: ModuleType | None = None  # observability/otel.py, once tracing is on (or a turn is kept)
+_keeping: ContextVar[bool] = ContextVar("responses_bridge_keeping", default=False)  # inside keep()
+_KEEPING_MISSING: str | None = None  # why turns cannot be kept (OpenTelemetry not installed), once known
 
 
 def configure_tracing(environ: Mapping[str, str] = os.environ, *, exporter: SpanExporter | None = None) -> bool:
@@ -93,18 +103,88 @@ def inject(headers: MutableMapping[str, str], context: Context | None = None) ->
 
 
 def span(name: str, attributes: Mapping[str, Any] | None = None, *,
-         kind: str = SpanKind.INTERNAL) -> AbstractContextManager[Any]:
-    """A child of the current span for the ``with`` block (an exception marks it failed)."""
-    if _otel is None:
+         kind: str = SpanKind.INTERNAL, kept: bool = True) -> AbstractContextManager[Any]:
+    """A child of the current span for the ``with`` block (an exception marks it failed); ``None`` as the
+    ``with`` target when no span is made. ``kept=False``: made only when spans are exported, never for a kept
+    turn alone (a store operation: many a turn, none of them what the turn did)."""
+    if _otel is None or not (ENABLED or (kept and _keeping.get())):
         return _NOOP
     return _otel.span(name, attributes, kind)
 
 
 def span_in(name: str, parent: Context, attributes: Mapping[str, Any] | None = None) -> AbstractContextManager[Any]:
     """Like :func:`span`, as a child of ``parent`` rather than of the current span."""
-    if _otel is None:
+    if _otel is None or not (ENABLED or _keeping.get()):
         return _NOOP
     return _otel.span(name, attributes, SpanKind.INTERNAL, parent)
+
+
+def recording() -> bool:
+    """Spans are made here (exported, or a kept turn's): what :func:`start_span` callers check."""
+    return _otel is not None and (ENABLED or _keeping.get())
+
+
+def keeping_now() -> bool:
+    """Inside :func:`keep` (this task, or a task it started)."""
+    return _keeping.get()
+
+
+def keeping_available() -> bool:
+    """Turns can be kept as traces: OpenTelemetry is installed (the ``otel`` extra), exported or not."""
+    return _load_keeping() is None
+
+
+def keeping_missing() -> str:
+    """Why turns are not kept, for the error of the route that lists them."""
+    return _load_keeping() or ""
+
+
+def _load_keeping() -> str | None:
+    global _otel, _KEEPING_MISSING
+    if _otel is not None:
+        return None
+    if _KEEPING_MISSING is not None:
+        return _KEEPING_MISSING
+    try:
+        from . import otel
+    except ImportError as error:
+        _KEEPING_MISSING = f"OpenTelemetry is not installed ({error.name}): {MISSING_EXTRA}"
+        return _KEEPING_MISSING
+    otel.configure_keeping()
+    _otel = otel
+    return None
+
+
+@contextlib.contextmanager
+def keep(name: str, attributes: Mapping[str, Any]) -> Iterator[KeptTrace | None]:
+    """Inside the block, the spans made here and in the tasks started here are a trace of their own, rooted at
+    a span ``name`` and kept (``KeptTrace.finish`` ends it and gives the OTLP JSON); None, and nothing kept,
+    without OpenTelemetry. A trace not finished in the block ends failed and is not kept."""
+    if _load_keeping() is not None:
+        yield None
+        return
+    assert _otel is not None
+    token = _keeping.set(True)
+    kept = _otel.keep(name, attributes)
+    try:
+        with _otel.use(kept.root):
+            yield kept
+    finally:
+        kept.close()
+        _keeping.reset(token)
+
+
+def fail_current(error: str) -> None:
+    """Marks the current span failed (a tool call's, from inside the tool: an outcome that raised nothing)."""
+    if _otel is not None and (ENABLED or _keeping.get()):
+        _otel.fail(_otel.current(), error)
+
+
+def fail(span_: Any, error: str) -> None:
+    """Marks ``span_`` (a ``with`` target of :func:`span`, maybe None) failed, for an outcome that raised
+    nothing."""
+    if span_ is not None and _otel is not None:
+        _otel.fail(span_, error)
 
 
 def start_span(name: str, parent: Context | None = None, attributes: Mapping[str, Any] | None = None, *,
@@ -139,7 +219,13 @@ __all__ = [
     "context_with",
     "end",
     "extract",
+    "fail",
+    "fail_current",
     "inject",
+    "keep",
+    "keeping_available",
+    "keeping_now",
+    "recording",
     "shutdown_tracing",
     "span",
     "span_in",

@@ -22,11 +22,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import structlog
 
 from ..engine.wire import Reply, UpstreamRequest
+from ..observability import gen_ai, tracing
 from ..protocol.errors import APIError, shut_down_mid_response
 from .runs import Run
 from .upstream import UpstreamClient, UpstreamFailure
@@ -95,18 +96,21 @@ async def drive(run: Run, call: UpstreamRequest | None, upstream: UpstreamClient
                     if pending:
                         await sink.write(pending)
                 while call is not None:
-                    async with upstream.chat(call, authorization) as answer:
-                        head = run.on_upstream_headers(answer.status, answer.content_type)
-                        if head is not None:
-                            await sink.open(head)
-                        async for chunk in answer.chunks():
-                            out = run.on_upstream_chunk(chunk)
-                            if out:
-                                await sink.write(out)
-                            elif run.upstream_failed:  # e.g. an event over the size limit: the rest is dropped anyway
-                                break
-                            if run.backlog:  # a long event: see catch_up
-                                await catch_up(run, sink.write)
+                    with tracing.span("chat", kind=tracing.SpanKind.CLIENT) as span:  # the model call
+                        async with upstream.chat(call, authorization) as answer:
+                            head = run.on_upstream_headers(answer.status, answer.content_type)
+                            if head is not None:
+                                await sink.open(head)
+                            async for chunk in answer.chunks():
+                                out = run.on_upstream_chunk(chunk)
+                                if out:
+                                    await sink.write(out)
+                                elif run.upstream_failed:  # e.g. an event over the size limit: the rest is dropped
+                                    break
+                                if run.backlog:  # a long event: see catch_up
+                                    await catch_up(run, sink.write)
+                        if span is not None:
+                            _told(span, run)
                     call = run.retry_request() or await _kept_alive(run.next_turn(sink.write), sink, keepalive)
                     pending = run.take_pending_bytes()
                     if pending:
@@ -119,6 +123,17 @@ async def drive(run: Run, call: UpstreamRequest | None, upstream: UpstreamClient
     except ShutdownDeadline:
         sink.ending()
         return await run.fail(shut_down_mid_response())
+
+
+def _told(span: Any, run: Run) -> None:
+    """The model call's span says what the call did (only when a span is made: no work otherwise)."""
+    attributes = run.call_attributes()
+    span.set_attributes(attributes)
+    model = attributes.get(gen_ai.REQUEST_MODEL)
+    if model:
+        span.update_name(f"chat {model}")
+    if run.upstream_failed:
+        tracing.fail(span, "the upstream's answer failed")
 
 
 async def catch_up(run: Run, write: Callable[[bytes], Awaitable[None]]) -> None:

@@ -28,6 +28,7 @@ from ..engine.native_relay import NativeRelay
 from ..engine.options import EngineOptions
 from ..engine.sse import DONE_FRAME
 from ..engine.wire import JSON_CONTENT_TYPE, SSE_CONTENT_TYPE, Reply, UpstreamRequest
+from ..observability import gen_ai
 from ..protocol.errors import APIError, not_found
 from ..protocol.multi_agent import NOT_BETA
 from ..protocol.request import ResponsesRequest, parse_json_object, parse_request_object
@@ -36,13 +37,9 @@ from ..store.base import ResponseStore
 from ..store.records import LeaseLost
 from .file_inputs import FileLoader, FileResolution, prepare_input
 from .history import ConversationHistory, load_conversation
-from .runs import BeforePersist
+from .runs import BeforePersist, not_begun
 
 log = structlog.get_logger("responses_bridge.run.native")
-
-
-def _not_begun(chunk: bytes) -> bytes:
-    raise RuntimeError("on_upstream_chunk before begin()")
 
 
 class NativeRun:
@@ -57,7 +54,7 @@ class NativeRun:
         self.stop_between_turns: Callable[[], bool] | None = None  # never asked: the backend runs its own loop
         self.beta = NOT_BETA  # the multi-agent beta surface (protocol/multi_agent.py): refused for a native backend
         self.save_fence: dict[str, str] = {}  # a background run's lease (store/base.py: save_response) or nothing
-        self.on_upstream_chunk: Callable[[bytes], bytes] = _not_begun
+        self.on_upstream_chunk: Callable[[bytes], bytes] = not_begun
         self.backlog: Collection[object] = ()  # the backend's events are relayed as they come: never any
         self._store = store
         self._conversations = conversations
@@ -181,6 +178,15 @@ class NativeRun:
 
     def take_pending_bytes(self) -> bytes:
         return b""
+
+    def call_attributes(self) -> dict[str, Any]:
+        """The backend ran its own loop: its one call is the whole response, its usage the response's."""
+        relay = self.relay
+        if relay is None:
+            return {}
+        response = relay.response or {}
+        model = self._options.upstream_model or relay.request.model
+        return gen_ai.model_call(model, response.get("usage"), response.get("status"), relay.response_id)
 
     def release(self) -> None:
         """The memory the files resolved for the backend reserved goes back (every end of the run calls it)."""

@@ -46,7 +46,7 @@ import structlog
 from ..engine.options import EngineOptions
 from ..engine.translator import Translator
 from ..engine.wire import JSON_CONTENT_TYPE, Framing, Reply, UpstreamRequest
-from ..observability import metrics
+from ..observability import gen_ai, metrics
 from ..protocol.errors import APIError, not_found
 from ..protocol.multi_agent import NOT_BETA
 from ..protocol.request import ResponsesRequest, parse_request, parse_request_object
@@ -56,7 +56,7 @@ from ..store.records import LeaseLost
 from .file_inputs import FileLoader, FileResolution, PreparedInput, prepare_input
 from .history import ConversationHistory, PromptRenderer, conversation_and_prompt
 from .multi_agent import offer_agents
-from .runs import BeforePersist
+from .runs import BeforePersist, not_begun, nothing_left
 from .server_tools import CheckedTools, ServerToolRun, ServerTools, offers_server_tools, write_events
 from .subagents import Admission, Charge, attach_agents, wants_agents
 from .upstream_gate import UpstreamGate
@@ -72,14 +72,6 @@ LONG_FRAME_BYTES = 64 * 1024
 requests before the next; a response of ordinary size ends without a pass of the loop more."""
 
 log = structlog.get_logger("responses_bridge.run")
-
-def _not_begun(chunk: bytes) -> bytes:
-    raise RuntimeError("on_upstream_chunk before begin()")
-
-
-def _nothing_left() -> bytes:
-    return b""
-
 
 class ResponseRun:
     on_upstream_chunk: Callable[[bytes], bytes]
@@ -126,9 +118,9 @@ class ResponseRun:
         self._options = options
         self._sealer = sealer
         self.translator: Translator | None = None
-        self.on_upstream_chunk = _not_begun
+        self.on_upstream_chunk = not_begun
         self.backlog = ()
-        self.catch_up = _nothing_left
+        self.catch_up = nothing_left
 
     def use_options(self, options: EngineOptions) -> None:
         """Another upstream dialect for this run (a routed request's), before :meth:`begin`."""
@@ -352,6 +344,13 @@ class ResponseRun:
         """The client's bytes the tool phase made (server call items and their events); b"" when none."""
         pending, self._pending_bytes = self._pending_bytes, b""
         return pending
+
+    def call_attributes(self) -> dict[str, Any]:
+        translator = self.translator
+        if translator is None:
+            return {}
+        model, usage, finish_reason = translator.call_facts()
+        return gen_ai.model_call(model, usage, finish_reason, translator.response_id)
 
     def release(self) -> None:
         """The run stops with nothing more to store (a background response deleted while it ran): free what

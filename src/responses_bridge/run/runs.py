@@ -94,6 +94,10 @@ class Run(Protocol):
     def take_pending_bytes(self) -> bytes:
         """The client's bytes the tool phase made."""
 
+    def call_attributes(self) -> dict[str, Any]:
+        """The model call whose answer was just read, for its span: model, tokens, finish reason
+        (observability/gen_ai.py). Asked only when a span is made."""
+
     async def finish(self) -> Reply:
         """The upstream body ended: complete, persist, and return the rest of the client's bytes."""
 
@@ -112,3 +116,13 @@ class Run(Protocol):
 
     def release(self) -> None:
         """The run stops with nothing more to store: free what it holds."""
+
+
+def not_begun(chunk: bytes) -> bytes:
+    """A run's ``on_upstream_chunk`` before ``begin``."""
+    raise RuntimeError("on_upstream_chunk before begin()")
+
+
+def nothing_left() -> bytes:
+    """A run's ``catch_up`` with no backlog."""
+    return b""

@@ -32,7 +32,7 @@ from ..engine.server_tools import image_request_of
 from ..engine.tools import ToolPlan
 from ..engine.turn_result import TurnCall, TurnResult
 from ..engine.turns import ToolResult
-from ..observability import metrics, tracing
+from ..observability import gen_ai, metrics, tracing
 from ..protocol.request import ResponsesRequest
 from .cancellation import raise_if_cancelled
 from .programs.calls import ProgramCalls
@@ -252,6 +252,8 @@ class CallRunner:
         server = self.servers.get(target.namespace or "")
         output, error = await self._call_mcp(server, target.name or "", call.arguments)
         self.builder.complete_mcp_call(call.output_index, output=output, error=error)
+        if error is not None:  # the call's span says it failed; the error's text stays with the model
+            tracing.fail_current("the MCP server answered an error")
         return ToolResult(call.call_id, mcp_result_text(output, error))
 
     async def run_approved(self, approved: list[ApprovedCall]) -> list[dict[str, Any]]:
@@ -386,6 +388,8 @@ class CallRunner:
         raise_if_cancelled()
         self.container_files.extend(run.changed)
         live.close(run.items(), run.status)
+        if run.status != "completed":
+            tracing.fail_current(f"the commands ended {run.status}")
         return ToolResult(call.call_id, run.text_for_model())
 
     async def _flushing(self, wake: asyncio.Event, work: Awaitable[T]) -> T:
@@ -467,7 +471,8 @@ class CallRunner:
 async def _observed(kind: str, call: TurnCall, run: Callable[[TurnCall], Awaitable[ToolResult]]) -> ToolResult:
     """One tool call, in its own span and counted (``responses_bridge_tool_calls_total``); ``error`` when it
     raised (a failure the tool reports to the model is still a call made)."""
-    attributes = {"responses_bridge.tool": kind, "responses_bridge.tool.name": call.target.name or kind}  # type: ignore[union-attr]
+    name = call.target.name  # type: ignore[union-attr]  # an MCP server's tool; the model's name for the others
+    attributes = {"responses_bridge.tool.name": name or kind, **gen_ai.tool_call(name or call.name, kind, call.call_id)}
     with tracing.span(f"tool {kind}", attributes):
         try:
             result = await run(call)

@@ -20,6 +20,7 @@ import orjson
 import structlog
 
 from .. import ids
+from ..observability import tracing
 from ..protocol.agent_automations_tool import FUNCTION_NAME
 from ..protocol.agent_events import (
     CLIENT_CALL,
@@ -41,6 +42,7 @@ from .agent_events import SessionLog
 from .agent_subagent_tree import SubagentTree
 from .agent_subagents import left_open
 from .agent_tool_calls import ToolCalls, unknown_approval, unknown_call
+from .agent_traces import TurnTrace, turn_span
 from .background import BackgroundService
 from .background_frames import split_frames
 from .vaults import VaultService
@@ -65,6 +67,8 @@ class QueuedTurn:
     authorization: str | None = field(repr=False)  # the caller's, for the upstream; never stored
     calls: ToolCalls = field(default_factory=ToolCalls)
     changes: dict[str, Any] | None = None  # what the turn's last response changes of the session, not stored yet
+    span: tuple[str, dict[str, Any]] = ("invoke_agent", {})  # its root span's name and attributes (agent_traces)
+    trace: TurnTrace = field(default_factory=lambda: TurnTrace(None))
 
 
 def new_turn(session: dict[str, Any]) -> dict[str, Any]:
@@ -146,7 +150,7 @@ class SessionRunner:
         self.check_room(1)
         turn = new_turn(session)
         messages = [user_item(ids.message_id(), parts, turn["id"]) for parts in content]
-        self.queue.append(QueuedTurn(turn, messages, authorization))
+        self.queue.append(QueuedTurn(turn, messages, authorization, span=turn_span(session, turn)))
         await self.events.emit({"type": "agent.session.turn.created", "session_id": self.session_id,
                                 "turn_id": turn["id"], "turn": public(turn)}, records=[self.turn_record(turn)])
         if self.task is None or self.task.done():
@@ -175,7 +179,7 @@ class SessionRunner:
                 while self.queue:
                     self.current = self.queue.pop(0)
                     self.cancelling = False
-                    await self._run(self.current)
+                    await self._kept(self.current)
                     self.current, self.response_id = None, None
                 async with self._changing() as session:
                     if session["status"] == "in_progress":
@@ -232,6 +236,12 @@ class SessionRunner:
                                        records=[self.session_record(session)])
         except Exception:
             log.exception("agent_session_fail_not_stored", session_id=self.session_id)
+
+    async def _kept(self, entry: QueuedTurn) -> None:
+        """The turn, the spans it makes kept as its trace (services/agent_traces.py)."""
+        with tracing.keep(*entry.span) as kept:
+            entry.trace = TurnTrace(kept)
+            await self._run(entry)
 
     async def _run(self, entry: QueuedTurn) -> None:
         turn = entry.turn
@@ -338,6 +348,7 @@ class SessionRunner:
         call = entry.calls.open.get(result["call_id"]) if entry is not None else None
         if entry is None or call is None or call["turn_id"] != result["turn_id"]:
             raise unknown_call(result["call_id"])
+        entry.trace.call_answered(result["call_id"], bool(result["success"]))
         if "command_item" in call:  # a command the client ran: its command_execution item is done
             entry.calls.answer(result)
             ran = dict(call["command_item"], status="completed" if result["success"] else "failed",
@@ -433,8 +444,11 @@ class SessionRunner:
                     continue
                 if item is not None and item["type"] == "function_call":
                     entry.calls.opened(item)  # before the client can see it: its result is expected from now
+                    entry.trace.call_opened(str(item["call_id"]), str(item["name"]))
                 elif item is not None and CLIENT_CALL in item:  # a command the client runs (self_hosted)
-                    entry.calls.opened({**item.pop(CLIENT_CALL), "command_item": item})
+                    client_call = item.pop(CLIENT_CALL)
+                    entry.calls.opened({**client_call, "command_item": item})
+                    entry.trace.call_opened(str(client_call["call_id"]), "shell")
                 elif event.get("type") == "response.output_item.done" and \
                         (event.get("item") or {}).get("type") == "mcp_approval_request":
                     entry.calls.asked({**event["item"], "turn_id": turn_id})  # a call held for the client's word
@@ -458,15 +472,17 @@ class SessionRunner:
         turn.update(status=status, error=error, usage=usage, completed_at=int(time.time()))
         event = {"type": f"agent.session.turn.{status}", "session_id": self.session_id, "turn_id": turn["id"],
                  "turn": public(turn), "usage": usage}
+        trace = entry.trace.record(self.session_id, turn, usage)  # published with the turn's end, in one write
+        traces = [trace] if trace is not None else []
         publishing = status == "completed" and self.environments is not None
         if entry.changes is None and not publishing:
-            await self.events.emit(event, records=[self.turn_record(turn)])
+            await self.events.emit(event, records=[self.turn_record(turn), *traces])
             return
         async with self._changing(entry) as session:  # with the session's state after the turn's last response
             artifacts = [] if self.environments is None or status != "completed" else \
                 await self.environments.publish(session, turn["id"], tenant=self.tenant)
             await self.events.emit(event, records=[self.turn_record(turn), self.session_record(session),
-                                                   *artifacts])
+                                                   *artifacts, *traces])
 
 
 def _text_format(text_format: dict[str, Any]) -> dict[str, Any]:

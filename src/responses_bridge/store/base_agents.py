@@ -1,15 +1,15 @@
 """The store of the Agents API (services/agents.py, services/agent_sessions.py): reusable agents, sessions, their
 turns, items and idempotency keys as JSON records, and each session's event log.
 
-Every record is a JSON object of one ``kind`` (``agent``, ``session``, ``turn``, ``item``, ``key``,
-``artifact``, ``automation``, ``invocation``, ``vault``, ``vault_credential``, ``subagent``, ``subagent_turn``,
-``subagent_item``, ``environment_template``, ``environment``, ``environment_unclaimed``), owned by one tenant, listed
-in the order it was first stored. ``parent`` ties a record to the one it belongs to (a turn, an item, a key, an
-artifact or a subagent to its session; a session to its root agent, for the ``agent_id`` filter; an invocation to its
-automation; a credential to its vault; a subagent's turns and items to it); ``scope`` narrows a list further (an
-item's turn, an artifact's environment). The service decides what the records say: the store keeps them, pages them
-and never reads them beyond the metadata filter of a
-list and the scheduler's :meth:`AgentStore.due_automations`.
+Every record is a JSON object of one ``kind`` (``agent``, ``session``, ``turn``, ``item``, ``key``, ``artifact``,
+``automation``, ``invocation``, ``vault``, ``vault_credential``, ``subagent``, ``subagent_turn``, ``subagent_item``,
+``environment_template``, ``environment``, ``environment_unclaimed``, ``trace``), owned by one tenant, listed in the
+order it was first stored. ``parent`` ties a record to the one it belongs to (a turn, an item, a key, an artifact, a
+subagent or a turn's trace to its session; a session to its root agent, for the ``agent_id`` filter; an invocation
+to its automation; a credential to its vault; a subagent's turns and items to it); ``scope`` narrows a list further
+(an item's turn, an artifact's environment). The service decides what the records say: the store keeps them, pages
+them and never reads them beyond the metadata filter of a list and the scheduler's
+:meth:`AgentStore.due_automations`.
 
 A session's events are kept apart, one row per event numbered from 0 by the service, each the SSE frame exactly as
 it was sent, so a resumed stream is byte for byte what a live reader got.
@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 KINDS = ("agent", "session", "turn", "item", "key", "artifact", "automation", "invocation", "vault",
          "vault_credential", "subagent", "subagent_turn", "subagent_item", "environment_template", "environment",
-         "environment_unclaimed")
+         "environment_unclaimed", "trace")
 OWNED_KINDS = {"automation": "invocation", "vault": "vault_credential"}
 """The records that go with their parent when it is deleted (a session's are the stores' ``CHILD_KINDS``)."""
 

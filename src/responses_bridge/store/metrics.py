@@ -56,7 +56,8 @@ def timed(operation: str) -> Iterator[None]:
     """Times the block, and traces it as a ``store <operation>`` span when tracing is on."""
     started = time.perf_counter()
     try:
-        with tracing.span(f"store {operation}", {"db.system.name": "sqlite", "db.operation.name": operation}):
+        with tracing.span(f"store {operation}", {"db.system.name": "sqlite", "db.operation.name": operation},
+                          kept=False):
             yield
     finally:
         OPERATION_SECONDS.labels(operation).observe(time.perf_counter() - started)

@@ -31,6 +31,7 @@ from .identity import request_tenant
 from .params import json_object, json_reply, metadata_query, page_query
 from .routes import api_routes
 from .subagent_routes import SubagentRoutes
+from .trace_routes import TraceRoutes
 from .vault_routes import VaultRoutes
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -81,6 +82,7 @@ class AgentRoutes:
         SubagentRoutes(SubagentService(self.agents.store)).register(app)  # a session's subagents (subagent_routes.py)
         EnvironmentRoutes(self.sessions, self.runtime.server_tools.services.shell,  # before /agents/{id}
                           self.runtime.sealer).register(app)
+        TraceRoutes(self.agents.store).register(app)  # a session's traces (trace_routes.py)
         with api_routes(app) as routes:
             sessions = "/agents/sessions"
             session = f"{sessions}/{{session_id}}"

@@ -12,8 +12,8 @@ from ..records import InvalidCursor, check_page_args
 from .database import PostgresDatabase
 from .sql import pg_json
 
-CHILD_KINDS = ["turn", "item", "key", "artifact", "subagent"]  # what goes with its session (an agent's sessions
-# outlive it), and with each of its subagents its turns and items:
+CHILD_KINDS = ["turn", "item", "key", "artifact", "subagent", "trace"]
+# what goes with its session (an agent's sessions outlive it), and with each of its subagents its turns and items:
 _DELETE_SUBAGENTS_RECORDS = (
     "DELETE FROM agent_records WHERE tenant = $1 AND kind IN ('subagent_turn', 'subagent_item') AND parent IN "
     "(SELECT id FROM agent_records WHERE kind = 'subagent' AND parent = $2 AND tenant = $1)")

@@ -13,8 +13,8 @@ from ..records import InvalidCursor, check_page_args
 from .responses import SQLiteResponseStore
 from .transactions import transaction
 
-CHILD_KINDS = ("turn", "item", "key", "artifact", "subagent")  # what goes with its session (an agent's sessions
-# outlive it), and with each of its subagents its turns and items:
+CHILD_KINDS = ("turn", "item", "key", "artifact", "subagent", "trace")
+# what goes with its session (an agent's sessions outlive it), and with each of its subagents its turns and items:
 _DELETE_SUBAGENTS_RECORDS = (
     "DELETE FROM agent_records WHERE tenant = ? AND kind IN ('subagent_turn', 'subagent_item') AND parent IN "
     "(SELECT id FROM agent_records WHERE kind = 'subagent' AND parent = ? AND tenant = ?)")
