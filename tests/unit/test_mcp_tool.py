@@ -48,6 +48,7 @@ SECRET_TOKEN = "tok-secret-51ab77"
 SECRET_IN_URL = "url-secret-0c93e2"  # MCP server URLs often carry a key in their query or path
 LOCAL = "127.0.0.1,::1"
 ALL_TOOLS = ["add", "echo", "lookup", "slow", "fail", "big", "whoami", "authorization_digest"]
+READ_ONLY = ["lookup", "whoami", "authorization_digest"]  # the test server's tools that say they only read
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +197,7 @@ async def test_allowed_tools_filter_the_listing(mcp_server: MCPTestServer) -> No
     names = await tools.list_tools(server_for(mcp_server.http_url, allowed_tools=["echo", "add", "absent"]))
     assert [tool.name for tool in names] == ["add", "echo"]
     read_only = await tools.list_tools(server_for(mcp_server.http_url, allowed_tools={"read_only": True}))
-    assert [tool.name for tool in read_only] == ["lookup"]
+    assert [tool.name for tool in read_only] == READ_ONLY
 
 
 async def test_a_tool_outside_allowed_tools_is_not_called(mcp_server: MCPTestServer) -> None:
@@ -210,7 +211,7 @@ async def test_a_read_only_filter_holds_for_calls(mcp_server: MCPTestServer) -> 
     server = server_for(mcp_server.http_url, allowed_tools={"read_only": True})
     unlisted = await tools.call_tool(server, "lookup", {"key": "k"})
     assert unlisted.output is None and "allowed_tools" in (unlisted.error or "")  # nothing listed yet
-    assert [tool.name for tool in await tools.list_tools(server)] == ["lookup"]
+    assert [tool.name for tool in await tools.list_tools(server)] == READ_ONLY
     assert await tools.call_tool(server, "lookup", {"key": "k"}) == MCPCallResult(output="value of k")
     refused = await tools.call_tool(server, "add", {"a": 1, "b": 2})
     assert refused.output is None and "allowed_tools" in (refused.error or "")
