@@ -183,3 +183,40 @@ async def test_an_agents_automations_tool_schedules_its_own_session(beta_client:
     assert items[0].content[0].text.startswith("Tool result: The automation was not created: ")  # type: ignore
     assert len([a async for a in automations.list(session_id=session.id)]) == 1
     await automations.delete(made.id)
+
+
+async def test_a_sessions_agent_keeps_a_bounded_number_of_automations(beta_client: openai.AsyncOpenAI) -> None:
+    """A model that calls its ``automations`` tool in a loop fills its session's bound, not the tenant's: past
+    MAX_AGENT_AUTOMATIONS_PER_SESSION the call is refused (as its output), and a deleted one makes room."""
+    from responses_bridge.services.automations import MAX_AGENT_AUTOMATIONS_PER_SESSION
+
+    sessions, automations = beta_client.beta.agents.sessions, beta_client.beta.agents.automations
+    ask = 'call create_automation [args={"name": "n", "instructions": "i", "run_at": 4102444800}]'
+    session = await sessions.create(agent={"model": MODEL, "tools": [{"type": "automations"}]},
+                                    environment={"type": "none"}, input=ask)
+
+    async def last_output(turns: int) -> str:
+        async def idle() -> bool:
+            return (await sessions.retrieve(session.id)).status == "idle" and \
+                [t.status async for t in sessions.turns.list(session.id)] == ["completed"] * turns
+        await until(idle)
+        item = (await sessions.items.list(session.id, order="desc", limit=1)).data[0]
+        return str(item.content[0].text)  # type: ignore[union-attr]
+
+    turns = 1
+    assert (await last_output(turns)).startswith('Tool result: {"automation_id"')
+    for _ in range(MAX_AGENT_AUTOMATIONS_PER_SESSION):
+        turns += 1
+        await sessions.events.create(session.id, events=[{"type": "agent.session.input.message", "input": [
+            {"role": "user", "content": [{"type": "input_text", "text": ask}]}]}])
+        said = await last_output(turns)
+    refused = "Tool result: The automation was not created: this session's agent keeps"
+    assert said.startswith(f"{refused} {MAX_AGENT_AUTOMATIONS_PER_SESSION} automations already")
+    made = [a async for a in automations.list(session_id=session.id)]
+    assert len(made) == MAX_AGENT_AUTOMATIONS_PER_SESSION
+    await automations.delete(made[0].id)
+    await sessions.events.create(session.id, events=[{"type": "agent.session.input.message", "input": [
+        {"role": "user", "content": [{"type": "input_text", "text": ask}]}]}])
+    assert (await last_output(turns + 1)).startswith('Tool result: {"automation_id"')
+    for automation in [a async for a in automations.list(session_id=session.id)]:
+        await automations.delete(automation.id)

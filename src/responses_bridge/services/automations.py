@@ -54,6 +54,7 @@ from .pagination import page_errors
 log = structlog.get_logger(__name__)
 
 MAX_AUTOMATIONS_PER_TENANT = 10_000
+MAX_AGENT_AUTOMATIONS_PER_SESSION = 20  # what a session's model may schedule for itself, kept at once
 TICK_SECONDS = 0.01  # the pause between two ticks, each of which first waits for the next whole second
 
 
@@ -118,6 +119,9 @@ class AutomationService:
         body = automation_body(arguments, session_id)
         if isinstance(body, str):
             return body
+        if await self._made_by_agent(session_id, tenant) >= MAX_AGENT_AUTOMATIONS_PER_SESSION:
+            return (f"The automation was not created: this session's agent keeps {MAX_AGENT_AUTOMATIONS_PER_SESSION} "
+                    "automations already (the most it may); delete some first.")
         try:
             made = await self.create(body, tenant=tenant, created_by={"type": "agent", "session_id": session_id,
                                                                       "tool_call_id": call_id})
@@ -186,6 +190,19 @@ class AutomationService:
                 break
             cursor = page.data[-1]["id"]
         return list_of(found[:limit], has_more=len(found) > limit)
+
+    async def _made_by_agent(self, session_id: str, tenant: str) -> int:
+        """How many of the tenant's automations the agent of ``session_id`` made (read a page at a time, at most
+        :data:`MAX_AUTOMATIONS_PER_TENANT`): a model calling its tool in a loop fills its own bound, not the
+        tenant's."""
+        count, cursor = 0, None
+        while True:
+            page = await self.store.page("automation", tenant=tenant, after=cursor, limit=SCAN_PAGE, order="asc")
+            count += sum(1 for record in page.data if record["created_by"].get("type") == "agent"
+                         and record["created_by"].get("session_id") == session_id)
+            if not page.has_more or not page.data:
+                return count
+            cursor = page.data[-1]["id"]
 
     async def delete(self, automation_id: str, *, tenant: str) -> dict[str, Any]:
         """The automation and its invocations go; the sessions they started stay."""
