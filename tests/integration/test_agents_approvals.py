@@ -15,11 +15,9 @@ import pytest
 from openai.types.beta import AgentSession
 from openai.types.beta.agents.sessions import Turn
 
-from responses_bridge.devtools.procs import free_port
-from responses_bridge.envoy_config import render_bootstrap
 from tests.integration.test_agents_api import _ITEMS, BETA, MODEL, frames, read_until_idle, strict
 from tests.support.bridge import Sidecar, running_sidecar
-from tests.support.envoy import start_envoy
+from tests.support.gateway import envoy_before
 from tests.support.mcp_server import MCPTestServer, running_mcp_server
 
 
@@ -38,14 +36,8 @@ async def mcp_sidecar(fake_upstream: str, tmp_path_factory: pytest.TempPathFacto
 
 @pytest.fixture(scope="module")
 async def mcp_envoy(mcp_sidecar: Sidecar) -> AsyncIterator[str]:
-    listen_port = free_port()
-    envoy = await start_envoy(render_bootstrap(listen_port=listen_port, extproc_port=mcp_sidecar.extproc_port,
-                                               http_port=int(mcp_sidecar.http_url.rsplit(":", 1)[1]),
-                                               upstream=mcp_sidecar.upstream_url, admin_port=0))
-    try:
-        yield f"http://127.0.0.1:{listen_port}"
-    finally:
-        envoy.stop()
+    async with envoy_before(mcp_sidecar) as url:
+        yield url
 
 
 @pytest.fixture(params=["http", "envoy"])

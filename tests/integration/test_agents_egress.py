@@ -25,13 +25,12 @@ from aiohttp import web
 from openai.types.beta import AgentSession
 from openai.types.beta.agents.sessions import Turn
 
-from responses_bridge.devtools.procs import free_port
-from responses_bridge.envoy_config import render_bootstrap
 from responses_bridge.sandbox.cgroups import CgroupParent
 from responses_bridge.sandbox.doctor import check_bubblewrap
 from tests.integration.test_agents_api import BETA, MODEL, frames, read_until_idle, strict
 from tests.support.bridge import Sidecar, running_sidecar
-from tests.support.envoy import have_envoy, start_envoy
+from tests.support.envoy import have_envoy
+from tests.support.gateway import envoy_before
 
 pytestmark = [pytest.mark.skipif(not have_envoy(), reason="envoy binary not available"),
               pytest.mark.skipif(check_bubblewrap()[1] is not None, reason="bubblewrap cannot sandbox here"),
@@ -115,14 +114,8 @@ async def sidecar(fake_upstream: str, bridge_dir: Path, test_host: LocalHost,
 
 @pytest.fixture(scope="module")
 async def envoy(sidecar: Sidecar) -> AsyncIterator[str]:
-    listen_port = free_port()
-    proxy = await start_envoy(render_bootstrap(listen_port=listen_port, extproc_port=sidecar.extproc_port,
-                                               http_port=int(sidecar.http_url.rsplit(":", 1)[1]),
-                                               upstream=sidecar.upstream_url, admin_port=0))
-    try:
-        yield f"http://127.0.0.1:{listen_port}"
-    finally:
-        proxy.stop()
+    async with envoy_before(sidecar) as url:
+        yield url
 
 
 @pytest.fixture(params=["http", "envoy"])

@@ -17,13 +17,11 @@ import pytest
 from openai.types.beta import Subagent
 from openai.types.beta.agents.sessions import SessionArtifact, Turn
 
-from responses_bridge.devtools.procs import free_port
-from responses_bridge.envoy_config import render_bootstrap
 from responses_bridge.sandbox.cgroups import CgroupParent
 from responses_bridge.sandbox.doctor import check_bubblewrap
 from tests.integration.test_agents_api import _ITEMS, BETA, MODEL, frames, read_until_idle, strict
 from tests.support.bridge import Sidecar, running_sidecar
-from tests.support.envoy import start_envoy
+from tests.support.gateway import envoy_before
 from tests.support.mcp_server import MCPTestServer, running_mcp_server
 from tests.support.postgres import store_from_env
 from tests.support.upstreams import running_deployment
@@ -50,14 +48,8 @@ async def sidecar(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture(scope="module")
 async def envoy(sidecar: Sidecar) -> AsyncIterator[str]:
-    listen_port = free_port()
-    proxy = await start_envoy(render_bootstrap(listen_port=listen_port, extproc_port=sidecar.extproc_port,
-                                               http_port=int(sidecar.http_url.rsplit(":", 1)[1]),
-                                               upstream=sidecar.upstream_url, admin_port=0))
-    try:
-        yield f"http://127.0.0.1:{listen_port}"
-    finally:
-        proxy.stop()
+    async with envoy_before(sidecar) as url:
+        yield url
 
 
 @pytest.fixture(params=["http", "envoy"])

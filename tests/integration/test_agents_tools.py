@@ -14,12 +14,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from responses_bridge.devtools.procs import free_port
-from responses_bridge.envoy_config import render_bootstrap
 from tests.integration.test_agents_api import _ITEMS, BETA, MODEL, frames, read_until_idle, strict
 from tests.integration.test_agents_approvals import read_until
 from tests.support.bridge import Sidecar, running_sidecar
-from tests.support.envoy import start_envoy
+from tests.support.gateway import envoy_before
 from tests.support.mcp_server import MCPTestServer, running_mcp_server
 from tests.support.search_server import SearchServer
 
@@ -46,14 +44,8 @@ async def tools_sidecar(fake_upstream: str, search: SearchServer,
 
 @pytest.fixture(scope="module")
 async def tools_envoy(tools_sidecar: Sidecar) -> AsyncIterator[str]:
-    listen_port = free_port()
-    envoy = await start_envoy(render_bootstrap(listen_port=listen_port, extproc_port=tools_sidecar.extproc_port,
-                                               http_port=int(tools_sidecar.http_url.rsplit(":", 1)[1]),
-                                               upstream=tools_sidecar.upstream_url, admin_port=0))
-    try:
-        yield f"http://127.0.0.1:{listen_port}"
-    finally:
-        envoy.stop()
+    async with envoy_before(tools_sidecar) as url:
+        yield url
 
 
 @pytest.fixture(params=["http", "envoy"])

@@ -15,12 +15,10 @@ import pytest
 from openai.types.beta.agents import Vault, VaultDeleted
 from openai.types.beta.agents.vaults import Credential, CredentialDeleted
 
-from responses_bridge.devtools.procs import free_port
-from responses_bridge.envoy_config import render_bootstrap
 from tests.integration.test_agents_api import BETA, MODEL, frames, strict
 from tests.integration.test_agents_approvals import read_approving
 from tests.support.bridge import Sidecar, running_sidecar
-from tests.support.envoy import start_envoy
+from tests.support.gateway import envoy_before
 from tests.support.mcp_server import MCPTestServer, running_mcp_server
 
 SECRET = "vault-token-5c7e2a91d04b"
@@ -47,14 +45,8 @@ async def sidecar(fake_upstream: str, bridge_dir: Path) -> AsyncIterator[Sidecar
 
 @pytest.fixture(scope="module")
 async def envoy(sidecar: Sidecar) -> AsyncIterator[str]:
-    listen_port = free_port()
-    proxy = await start_envoy(render_bootstrap(listen_port=listen_port, extproc_port=sidecar.extproc_port,
-                                               http_port=int(sidecar.http_url.rsplit(":", 1)[1]),
-                                               upstream=sidecar.upstream_url, admin_port=0))
-    try:
-        yield f"http://127.0.0.1:{listen_port}"
-    finally:
-        proxy.stop()
+    async with envoy_before(sidecar) as url:
+        yield url
 
 
 @pytest.fixture(params=["http", "envoy"])
