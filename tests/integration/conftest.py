@@ -13,6 +13,7 @@ import pytest
 from responses_bridge.devtools.procs import ManagedProcess, free_port, wait_http
 from tests.support.bridge import PYTHON, Sidecar, UpstreamLog, running_sidecar
 from tests.support.gateway import Gateway, envoy_before
+from tests.support.mcp_server import MCPTestServer, running_mcp_server
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +33,13 @@ async def fake_upstream() -> AsyncIterator[str]:
 async def sidecar(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sidecar]:
     async with running_sidecar(str(tmp_path_factory.mktemp("sidecar")), fake_upstream) as started:
         yield started
+
+
+@pytest.fixture(scope="module")
+async def mcp() -> AsyncIterator[MCPTestServer]:
+    """The real MCP test server (tests/support/mcp_server.py), one a module."""
+    async with running_mcp_server() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

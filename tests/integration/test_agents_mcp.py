@@ -12,13 +12,7 @@ import pytest
 from tests.integration.test_agents_api import _ITEMS, BETA, MODEL, frames, read_until_idle, strict
 from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.gateway import envoy_before
-from tests.support.mcp_server import MCPTestServer, running_mcp_server
-
-
-@pytest.fixture(scope="module")
-async def mcp() -> AsyncIterator[MCPTestServer]:
-    async with running_mcp_server() as server:
-        yield server
+from tests.support.mcp_server import MCPTestServer
 
 
 @pytest.fixture(scope="module")

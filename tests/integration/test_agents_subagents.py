@@ -22,18 +22,12 @@ from responses_bridge.sandbox.doctor import check_bubblewrap
 from tests.integration.test_agents_api import _ITEMS, BETA, MODEL, frames, read_until_idle, strict
 from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.gateway import envoy_before
-from tests.support.mcp_server import MCPTestServer, running_mcp_server
+from tests.support.mcp_server import MCPTestServer
 from tests.support.postgres import store_from_env
 from tests.support.upstreams import running_deployment
 
 ALPHA, OTHER = "alpha", "other"
 TIMEOUT = aiohttp.ClientTimeout(total=30)
-
-
-@pytest.fixture(scope="module")
-async def mcp() -> AsyncIterator[MCPTestServer]:
-    async with running_mcp_server() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

@@ -18,14 +18,8 @@ from tests.integration.test_agents_api import _ITEMS, BETA, MODEL, frames, read_
 from tests.integration.test_agents_approvals import read_until
 from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.gateway import envoy_before
-from tests.support.mcp_server import MCPTestServer, running_mcp_server
+from tests.support.mcp_server import MCPTestServer
 from tests.support.search_server import SearchServer
-
-
-@pytest.fixture(scope="module")
-async def mcp() -> AsyncIterator[MCPTestServer]:
-    async with running_mcp_server() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

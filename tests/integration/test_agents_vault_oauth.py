@@ -23,7 +23,7 @@ from tests.integration.test_agents_api import BETA, MODEL, frames, read_until_id
 from tests.integration.test_agents_vaults import Seen
 from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.gateway import envoy_before
-from tests.support.mcp_server import MCPTestServer, running_mcp_server
+from tests.support.mcp_server import MCPTestServer
 
 STALE = "stale-access-1f0e3b"
 REFRESH = "refresh-token-8a71c2"
@@ -67,12 +67,6 @@ async def endpoint() -> AsyncIterator[TokenEndpoint]:
     found.url = f"http://127.0.0.1:{port}/oauth/token"
     yield found
     await runner.cleanup()
-
-
-@pytest.fixture(scope="module")
-async def mcp() -> AsyncIterator[MCPTestServer]:
-    async with running_mcp_server() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

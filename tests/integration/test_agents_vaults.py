@@ -19,15 +19,9 @@ from tests.integration.test_agents_api import BETA, MODEL, frames, strict
 from tests.integration.test_agents_approvals import read_approving
 from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.gateway import envoy_before
-from tests.support.mcp_server import MCPTestServer, running_mcp_server
+from tests.support.mcp_server import MCPTestServer
 
 SECRET = "vault-token-5c7e2a91d04b"
-
-
-@pytest.fixture(scope="module")
-async def mcp() -> AsyncIterator[MCPTestServer]:
-    async with running_mcp_server() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ import pytest
 
 from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.envoy import EnvoyProcess, free_port, have_envoy, start_envoy
-from tests.support.mcp_server import MCPTestServer, running_mcp_server
+from tests.support.mcp_server import MCPTestServer
 from tests.support.sdk_strict import failure_reason
 
 pytestmark = [pytest.mark.envoy, pytest.mark.skipif(not have_envoy(), reason="no envoy binary")]
@@ -91,12 +91,6 @@ async def _warm_up(deployed: Deployment) -> str:
             session.post(f"{deployed.sidecar.http_url}/v1/responses", json=body) as answer:
         assert answer.status == 200, await answer.text()
         return str((await answer.json())["id"])
-
-
-@pytest.fixture(scope="module")
-async def mcp() -> AsyncIterator[MCPTestServer]:
-    async with running_mcp_server() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

@@ -15,18 +15,12 @@ import pytest
 from tests.integration.test_tool_loop import check_events
 from tests.support.bridge import Sidecar, UpstreamLog, running_sidecar
 from tests.support.gateway import envoy_before
-from tests.support.mcp_server import MCPTestServer, running_mcp_server
+from tests.support.mcp_server import MCPTestServer
 from tests.support.schema import validate_response
 
 pytest.importorskip("py_mini_racer")
 
 MODEL = "fake-model"
-
-
-@pytest.fixture(scope="module")
-async def mcp() -> AsyncIterator[MCPTestServer]:
-    async with running_mcp_server() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ import orjson
 import pytest
 
 from tests.support.bridge import Sidecar, UpstreamLog, running_sidecar
-from tests.support.mcp_server import MCPTestServer, running_mcp_server
+from tests.support.mcp_server import MCPTestServer
 from tests.support.schema import parse_sse, validate_response
 from tests.support.sdk_strict import failure_reason
 from tests.support.search_server import SearchServer
@@ -30,12 +30,6 @@ from tests.unit.test_server_tool_turns import _event_adapter, _item_adapter, che
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
 MCP_CALL_TIMEOUT = 3.0
-
-
-@pytest.fixture(scope="module")
-async def mcp() -> AsyncIterator[MCPTestServer]:
-    async with running_mcp_server() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

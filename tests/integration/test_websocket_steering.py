@@ -18,7 +18,7 @@ from openai.types.beta.beta_response_steer_pending_event import BetaResponseStee
 
 from responses_bridge.adapters.http.websocket_steering import MAX_PENDING_STEERS
 from tests.support.bridge import Sidecar, UpstreamLog, running_sidecar
-from tests.support.mcp_server import MCPTestServer, running_mcp_server
+from tests.support.mcp_server import MCPTestServer
 from tests.support.sdk_strict import strict_ws_event
 
 MODEL = "fake-model"
@@ -250,12 +250,6 @@ async def test_a_response_waiting_for_tool_output_keeps_the_input_for_the_next_c
     # the tool result stays right after its call (as Chat Completions requires), the queued input follows
     assert [m["role"] for m in body["messages"][-3:]] == ["assistant", "tool", "user"]
     assert body["messages"][-2]["content"] == "sunny" and last_user_text(body) == "also say hi"
-
-
-@pytest.fixture(scope="module")
-async def mcp() -> AsyncIterator[MCPTestServer]:
-    async with running_mcp_server() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")
