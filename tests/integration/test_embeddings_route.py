@@ -1,6 +1,9 @@
 """``POST /v1/embeddings`` through both doors, with the real ``openai`` SDK: the local static model answered by
 the sidecar (every input form, float and base64, ``dimensions``, usage, refusals), an upstream embedding model
-passed through, and generated requests (tests/support/fuzz_embeddings.py) that never get a 5xx."""
+passed through, and generated requests (tests/support/fuzz_embeddings.py) that never get a 5xx.
+
+Its sidecars run on SQLite files of their own (the suite's shared sidecar follows the store switch): embeddings are
+computed or passed through, never stored, so the PostgreSQL pass of scripts/test leaves the module out."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import base64
 import math
 import struct
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -24,8 +28,38 @@ from tests.support.envoy import start_envoy
 from tests.support.fuzz import Tally
 from tests.support.fuzz_embeddings import run_embeddings
 
+pytestmark = pytest.mark.store_free  # embeddings are never stored; its sidecars are on SQLite files of their own
+
 MODEL = "tokenlearn-static-model"
 ERROR_KEYS = {"message", "type", "param", "code"}
+
+
+@asynccontextmanager
+async def doors(fake_upstream: str, tmp_dir: str, env: dict[str, str] | None = None) -> AsyncIterator[dict[str, str]]:
+    """A sidecar on its own SQLite file and an Envoy in front of it: each door's URL (without /v1)."""
+    async with running_sidecar(tmp_dir, fake_upstream, env=env, own_sqlite=True) as sidecar:
+        listen_port = free_port()
+        envoy = await start_envoy(render_bootstrap(listen_port=listen_port, extproc_port=sidecar.extproc_port,
+                                                   http_port=int(sidecar.http_url.rsplit(":", 1)[1]),
+                                                   upstream=sidecar.upstream_url, admin_port=0))
+        try:
+            yield {"http": sidecar.http_url, "envoy": f"http://127.0.0.1:{listen_port}"}
+        finally:
+            envoy.stop()
+
+
+@pytest.fixture(scope="module")
+async def local_embedder(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
+        dict[str, str]]:
+    """A sidecar with the default (local, static) embedding model, and an Envoy in front of it."""
+    async with doors(fake_upstream, str(tmp_path_factory.mktemp("local"))) as urls:
+        yield urls
+
+
+@pytest.fixture
+def base_url(door: str, local_embedder: dict[str, str]) -> str:
+    """The conftest's ``client`` and ``http`` reach the local embedder's doors (not the suite's shared sidecar)."""
+    return local_embedder[door]
 
 
 def _cl100k() -> Any:
@@ -151,15 +185,8 @@ async def upstream_embedder(fake_upstream: str, tmp_path_factory: pytest.TempPat
         dict[str, str]]:
     """A sidecar whose embedder is the fake upstream's ``fake-embedding``, and an Envoy in front of it."""
     env = {"RESPONSES_BRIDGE_EMBEDDING_MODEL": UPSTREAM_MODEL}
-    async with running_sidecar(str(tmp_path_factory.mktemp("embedder")), fake_upstream, env=env) as sidecar:
-        listen_port = free_port()
-        envoy = await start_envoy(render_bootstrap(listen_port=listen_port, extproc_port=sidecar.extproc_port,
-                                                   http_port=int(sidecar.http_url.rsplit(":", 1)[1]),
-                                                   upstream=sidecar.upstream_url, admin_port=0))
-        try:
-            yield {"http": sidecar.http_url, "envoy": f"http://127.0.0.1:{listen_port}"}
-        finally:
-            envoy.stop()
+    async with doors(fake_upstream, str(tmp_path_factory.mktemp("embedder")), env) as urls:
+        yield urls
 
 
 async def test_the_upstream_model_is_passed_through(upstream_embedder: dict[str, str], door: str) -> None:
