@@ -44,15 +44,16 @@ async def doors_over(upstream: str, tmp_dir: str) -> AsyncIterator[Doors]:
             envoy.stop()
 
 
-@pytest.fixture
-async def live(fake_upstream: str, tmp_path: Path) -> AsyncIterator[Doors]:
-    async for doors in doors_over(fake_upstream, str(tmp_path)):
+# one stack of each for the module: every test sends requests of its own, which leave nothing another reads
+@pytest.fixture(scope="module")
+async def live(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Doors]:
+    async for doors in doors_over(fake_upstream, str(tmp_path_factory.mktemp("live"))):
         yield doors
 
 
-@pytest.fixture
-async def down(tmp_path: Path) -> AsyncIterator[Doors]:
-    async for doors in doors_over(f"http://127.0.0.1:{free_port()}/v1", str(tmp_path)):
+@pytest.fixture(scope="module")
+async def down(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Doors]:
+    async for doors in doors_over(f"http://127.0.0.1:{free_port()}/v1", str(tmp_path_factory.mktemp("down"))):
         yield doors
 
 
