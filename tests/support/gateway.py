@@ -28,12 +28,12 @@ class Gateway:
 
 @asynccontextmanager
 async def running_gateway(tmp_dir: str, upstream_url: str, *extra: str, env: dict[str, str] | None = None,
-                          log_file: Path | None = None) -> AsyncIterator[Gateway]:
+                          log_file: Path | None = None, own_sqlite: bool = False) -> AsyncIterator[Gateway]:
     """Sidecar (with ``extra`` arguments and ``env``, logging to ``log_file`` if given) and Envoy, both ready,
-    both stopped on exit."""
+    both stopped on exit; ``own_sqlite``: the sidecar on its own SQLite file (tests/support/bridge.py)."""
     listen_port = free_port()  # first: the sidecar makes its own model calls through this listener
     async with running_sidecar(tmp_dir, upstream_url, "--upstream-via", f"http://127.0.0.1:{listen_port}/v1",
-                               *extra, env=env, log_file=log_file) as sidecar:
+                               *extra, env=env, log_file=log_file, own_sqlite=own_sqlite) as sidecar:
         envoy = await start_envoy(render_bootstrap(
             listen_port=listen_port, extproc_port=sidecar.extproc_port,
             http_port=int(sidecar.http_url.rsplit(":", 1)[1]), upstream=upstream_url, admin_port=0))
