@@ -13,6 +13,8 @@ from responses_bridge.config import Settings, env_names
 from responses_bridge.serve import FLAGS
 from tests.support.cli import cli
 
+pytestmark = pytest.mark.store_free  # a clean environment (tests/support/cli.py): none reads the store switch
+
 
 def test_every_setting_without_a_flag_says_what_it_is_for(tmp_path: Path) -> None:
     result = cli(tmp_path, "serve", "--help")

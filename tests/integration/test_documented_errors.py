@@ -18,7 +18,10 @@ from responses_bridge.envoy_config import render_bootstrap
 from tests.support.bridge import running_sidecar
 from tests.support.envoy import have_envoy, start_envoy
 
-pytestmark = [pytest.mark.envoy, pytest.mark.skipif(not have_envoy(), reason="envoy binary not available")]
+# its sidecars run on their own SQLite files: the statuses and codes of a failing model server are the doors' own,
+# whatever the store (a failed response's storage is test_failed_responses.py's, on both stores)
+pytestmark = [pytest.mark.envoy, pytest.mark.skipif(not have_envoy(), reason="envoy binary not available"),
+              pytest.mark.store_free]
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "troubleshooting.md"
 
@@ -30,7 +33,7 @@ class Doors:
 
 
 async def doors_over(upstream: str, tmp_dir: str) -> AsyncIterator[Doors]:
-    async with running_sidecar(tmp_dir, upstream) as sidecar:
+    async with running_sidecar(tmp_dir, upstream, own_sqlite=True) as sidecar:
         listen = free_port()
         envoy = await start_envoy(render_bootstrap(listen_port=listen, extproc_port=sidecar.extproc_port,
                                                    http_port=int(sidecar.http_url.rsplit(":", 1)[1]),
@@ -41,15 +44,16 @@ async def doors_over(upstream: str, tmp_dir: str) -> AsyncIterator[Doors]:
             envoy.stop()
 
 
-@pytest.fixture
-async def live(fake_upstream: str, tmp_path: Path) -> AsyncIterator[Doors]:
-    async for doors in doors_over(fake_upstream, str(tmp_path)):
+# one stack of each for the module: every test sends requests of its own, which leave nothing another reads
+@pytest.fixture(scope="module")
+async def live(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Doors]:
+    async for doors in doors_over(fake_upstream, str(tmp_path_factory.mktemp("live"))):
         yield doors
 
 
-@pytest.fixture
-async def down(tmp_path: Path) -> AsyncIterator[Doors]:
-    async for doors in doors_over(f"http://127.0.0.1:{free_port()}/v1", str(tmp_path)):
+@pytest.fixture(scope="module")
+async def down(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Doors]:
+    async for doors in doors_over(f"http://127.0.0.1:{free_port()}/v1", str(tmp_path_factory.mktemp("down"))):
         yield doors
 
 

@@ -1,6 +1,9 @@
 """``POST /v1/embeddings`` through both doors, with the real ``openai`` SDK: the local static model answered by
 the sidecar (every input form, float and base64, ``dimensions``, usage, refusals), an upstream embedding model
-passed through, and generated requests (tests/support/fuzz_embeddings.py) that never get a 5xx."""
+passed through, and generated requests (tests/support/fuzz_embeddings.py) that never get a 5xx.
+
+Its sidecars run on SQLite files of their own (the suite's shared sidecar follows the store switch): embeddings are
+computed or passed through, never stored, so the PostgreSQL pass of scripts/test leaves the module out."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import base64
 import math
 import struct
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -22,8 +26,32 @@ from tests.support.fuzz import Tally
 from tests.support.fuzz_embeddings import run_embeddings
 from tests.support.gateway import envoy_before
 
+pytestmark = pytest.mark.store_free  # embeddings are never stored; its sidecars are on SQLite files of their own
+
 MODEL = "tokenlearn-static-model"
 ERROR_KEYS = {"message", "type", "param", "code"}
+
+
+@asynccontextmanager
+async def doors(fake_upstream: str, tmp_dir: str, env: dict[str, str] | None = None) -> AsyncIterator[dict[str, str]]:
+    """A sidecar on its own SQLite file and an Envoy in front of it: each door's URL (without /v1)."""
+    async with running_sidecar(tmp_dir, fake_upstream, env=env, own_sqlite=True) as sidecar, \
+            envoy_before(sidecar) as envoy:
+        yield {"http": sidecar.http_url, "envoy": envoy}
+
+
+@pytest.fixture(scope="module")
+async def local_embedder(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
+        dict[str, str]]:
+    """A sidecar with the default (local, static) embedding model, and an Envoy in front of it."""
+    async with doors(fake_upstream, str(tmp_path_factory.mktemp("local"))) as urls:
+        yield urls
+
+
+@pytest.fixture
+def base_url(door: str, local_embedder: dict[str, str]) -> str:
+    """The conftest's ``client`` and ``http`` reach the local embedder's doors (not the suite's shared sidecar)."""
+    return local_embedder[door]
 
 
 def _cl100k() -> Any:
@@ -149,9 +177,8 @@ async def upstream_embedder(fake_upstream: str, tmp_path_factory: pytest.TempPat
         dict[str, str]]:
     """A sidecar whose embedder is the fake upstream's ``fake-embedding``, and an Envoy in front of it."""
     env = {"RESPONSES_BRIDGE_EMBEDDING_MODEL": UPSTREAM_MODEL}
-    async with running_sidecar(str(tmp_path_factory.mktemp("embedder")), fake_upstream, env=env) as sidecar:
-        async with envoy_before(sidecar) as envoy:
-            yield {"http": sidecar.http_url, "envoy": envoy}
+    async with doors(fake_upstream, str(tmp_path_factory.mktemp("embedder")), env) as urls:
+        yield urls
 
 
 async def test_the_upstream_model_is_passed_through(upstream_embedder: dict[str, str], door: str) -> None:

@@ -15,6 +15,8 @@ from responses_bridge.env_check import known_names
 from tests.support.bridge import PYTHON
 from tests.support.cli import clean_env, cli, one_line
 
+pytestmark = pytest.mark.store_free  # a clean environment (tests/support/cli.py): none reads the store switch
+
 TYPOS = {"RESPONSES_BRIDGE_UPSTREM": "http://127.0.0.1:9/v1", "RESPONSE_BRIDGE_HTTP_PORT": "18080",
          "RESPONSES_BRIGDE_DB": "x.db"}
 

@@ -16,6 +16,8 @@ from tests.support.bridge import PYTHON, log_lines
 from tests.support.cli import clean_env
 from tests.unit.test_extproc_servicer import request_body
 
+pytestmark = pytest.mark.store_free  # on :memory:, in a clean environment: none reads the store switch
+
 
 async def envoy_requests(port: int, count: int) -> None:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:

@@ -7,9 +7,13 @@ import asyncio
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from responses_bridge.devtools.procs import free_port
 from tests.support.bridge import PYTHON
 from tests.support.cli import clean_env
+
+pytestmark = pytest.mark.store_free  # a clean environment (tests/support/cli.py): none reads the store switch
 
 
 async def test_urls_with_passwords_are_logged_masked(tmp_path: Path) -> None:

@@ -23,6 +23,8 @@ from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.envoy import free_port, have_envoy, start_envoy
 from tests.support.streams import held_stream
 
+pytestmark = pytest.mark.store_free  # its subject is the memory budget: the sidecar keeps its own SQLite file
+
 MODEL = "fake-model"
 BUDGET = 3 << 20
 LARGE = "hold this [stall_after=1:120000] " + "x" * (120 << 10)  # 120 KiB: 30 times that is past the budget
@@ -36,7 +38,7 @@ async def stack(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) ->
     async with running_sidecar(str(tmp_path_factory.mktemp("memory")), fake_upstream, "--upstream-via",
                                f"http://127.0.0.1:{listen_port}/v1",
                                env={"RESPONSES_BRIDGE_MEMORY_BUDGET_BYTES": str(BUDGET),
-                                    "RESPONSES_BRIDGE_MEMORY_BUDGET_SHARE": "1"}) as sidecar:
+                                    "RESPONSES_BRIDGE_MEMORY_BUDGET_SHARE": "1"}, own_sqlite=True) as sidecar:
         envoy = await start_envoy(render_bootstrap(
             listen_port=listen_port, extproc_port=sidecar.extproc_port,
             http_port=int(sidecar.http_url.rsplit(":", 1)[1]), upstream=fake_upstream, admin_port=0))

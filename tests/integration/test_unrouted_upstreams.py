@@ -10,10 +10,13 @@ import subprocess
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from responses_bridge.devtools.procs import free_port, wait_http
 from tests.support.bridge import PYTHON, log_lines
 from tests.support.cli import clean_env, one_line
+
+pytestmark = pytest.mark.store_free  # a clean environment (tests/support/cli.py): none reads the store switch
 
 
 def test_no_route_to_any_upstream_stops_the_start(tmp_path: Path) -> None:

@@ -23,7 +23,9 @@ from responses_bridge.envoy_config import ROUTE_HEADER
 from tests.support.envoy import have_envoy
 from tests.support.gateway import Gateway, running_gateway
 
-pytestmark = pytest.mark.skipif(not have_envoy(), reason="envoy binary not available")
+# embeddings and the model list are never stored: the sidecar keeps its own SQLite file, and the PostgreSQL pass of
+# scripts/test leaves the module out
+pytestmark = [pytest.mark.skipif(not have_envoy(), reason="envoy binary not available"), pytest.mark.store_free]
 
 UPSTREAM_MODEL = "fake-embedding"
 LOCAL_MODEL = "tokenlearn-static-model"
@@ -32,7 +34,8 @@ ERROR_KEYS = {"message", "type", "param", "code"}
 
 @pytest.fixture(scope="module")
 async def gateway(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gateway]:
-    async with running_gateway(str(tmp_path_factory.mktemp("upstream-embeddings")), fake_upstream) as started:
+    async with running_gateway(str(tmp_path_factory.mktemp("upstream-embeddings")), fake_upstream,
+                               own_sqlite=True) as started:
         yield started
 
 

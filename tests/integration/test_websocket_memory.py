@@ -23,6 +23,8 @@ import pytest
 from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.memory import reset_peak, status_kb
 
+pytestmark = pytest.mark.store_free  # its turns are store: false and its subject is memory: its own SQLite file
+
 MODEL = "fake-model"
 MiB = 1024 * 1024
 QUEUED = 14
@@ -42,7 +44,7 @@ async def ws_sidecar(fake_upstream: str, tmp_path_factory: pytest.TempPathFactor
     env = {"RESPONSES_BRIDGE_MAX_REQUEST_BYTES": str(128 * MiB), "RESPONSES_BRIDGE_TENANT_MAX_CONCURRENT_REQUESTS": "1",
            "RESPONSES_BRIDGE_MAX_INPUT_ITEMS": "300000"}  # each frame holds some 200,000 items
     async with running_sidecar(str(tmp_path_factory.mktemp("ws-memory")), fake_upstream, env=env,
-                               extproc=False) as started:
+                               extproc=False, own_sqlite=True) as started:
         yield started
 
 

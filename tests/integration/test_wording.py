@@ -10,9 +10,13 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from responses_bridge.devtools.procs import free_port
 from tests.support.bridge import PYTHON, log_lines
 from tests.support.cli import clean_env, cli
+
+pytestmark = pytest.mark.store_free  # a clean environment (tests/support/cli.py): none reads the store switch
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -29,10 +29,11 @@ class Sidecar:
     process: ManagedProcess
 
 
-def keys_command(db: str, *args: str) -> subprocess.CompletedProcess[str]:
+def keys_command(db: str, *args: str, own_sqlite: bool = False) -> subprocess.CompletedProcess[str]:
     """``responses-bridge keys …`` on the database of the sidecar started with ``--db db``: the same PostgreSQL
-    database when the run puts sidecars there (:func:`sidecar_env`), else that SQLite file."""
-    env = {**os.environ, "RESPONSES_BRIDGE_DB": "", **sidecar_env(db)}
+    database when the run puts sidecars there (:func:`sidecar_env`), else that SQLite file. ``own_sqlite``: that
+    SQLite file whatever the switch says (for a sidecar started with ``own_sqlite``, which it then does not read)."""
+    env = {**os.environ, "RESPONSES_BRIDGE_DB": "", **({} if own_sqlite else sidecar_env(db))}
     return subprocess.run([PYTHON, "-m", "responses_bridge", "keys", *args, "--db", db], capture_output=True,
                           text=True, timeout=60, check=False, env=env)
 

@@ -66,7 +66,7 @@ async def envoy_before(sidecar: Sidecar, **bootstrap: Any) -> AsyncIterator[str]
 async def running_gateway(tmp_dir: str, upstream_url: str, *extra: str, env: dict[str, str] | None = None,
                           log_file: Path | None = None, own_sqlite: bool = False) -> AsyncIterator[Gateway]:
     """Sidecar (with ``extra`` arguments and ``env``, logging to ``log_file`` if given) and Envoy, both ready,
-    both stopped on exit."""
+    both stopped on exit; ``own_sqlite``: the sidecar on its own SQLite file (tests/support/bridge.py)."""
     listen_port = free_port()  # first: the sidecar makes its own model calls through this listener
     async with running_sidecar(tmp_dir, upstream_url, "--upstream-via", f"http://127.0.0.1:{listen_port}/v1",
                                *extra, env=env, log_file=log_file, own_sqlite=own_sqlite) as sidecar:
