@@ -2,7 +2,8 @@
 sandbox backend, its size a memory tier, network by the egress proxy's policy: an allowlist, or a block list
 where the deployment allows it) and, refused by name, what it cannot
 (a desktop and its browser, prewarmed environments and templates, files, plugins, setup commands, environment
-variables, capability directories, packages: no package index is configured for containers). Its ``skills`` are the
+variables, capability directories, ``system`` packages). Its ``python`` and ``npm`` packages are installed at its
+start from the operator's indexes (protocol/environment_packages.py checks them). Its ``skills`` are the
 container's (services/container_skills.py checks and reads them), laid out read-only at ``/mnt/skills/<name>/``.
 
 The environment's shape as the session shows it is the SDK's ``EnvironmentResourceOpenAIHosted``; its ``id`` is the
@@ -15,12 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import ids
+from .environment_packages import checked_packages
 from .errors import APIError, invalid_request
 
 HOSTED_FIELDS = ("type", "capability_directories", "container_size", "desktop", "env", "environment_id",
                  "environment_template_id", "files", "network", "packages", "plugins", "setup_commands", "skills")
 MEMORY_TIERS = {"small": "1g", "medium": "4g", "large": "16g"}  # container_size -> the container's memory_limit
-PACKAGE_KINDS = ("npm", "python", "system")
 
 
 def _refused(what: str, param: str) -> APIError:
@@ -38,6 +39,8 @@ class HostedPlan:
     allowed_domains: tuple[str, ...]
     skills: list[Any] | None = None  # as given: the container's skills (checked when they are resolved)
     blocked_domains: tuple[str, ...] = ()  # as given (sandbox/egress_scope.block_list checks them)
+    python_packages: tuple[str, ...] = ()  # installed at the start (protocol/environment_packages.py checks them)
+    npm_packages: tuple[str, ...] = ()
 
     @property
     def block_list(self) -> bool:
@@ -55,7 +58,8 @@ class HostedPlan:
         """The session's ``environment`` (the SDK's ``EnvironmentResourceOpenAIHosted``)."""
         return {"id": environment_id, "type": "openai_hosted", "capability_directories": [], "files": [],
                 "network": {"access": self.access, "allowed_domains": list(self.allowed_domains)},
-                "packages": {kind: [] for kind in PACKAGE_KINDS}, "plugins": [], "skills": skills,
+                "packages": {"npm": list(self.npm_packages), "python": list(self.python_packages), "system": []},
+                "plugins": [], "skills": skills,
                 "container_size": self.container_size, "desktop": {"enabled": False}}
 
 
@@ -105,25 +109,15 @@ def hosted_plan(environment: dict[str, Any]) -> HostedPlan:
                       ("capability_directories", "Capability directories ('capability_directories')")):
         if not _empty(environment.get(key)):
             raise _refused(what, f"environment.{key}")
-    packages = environment.get("packages")
-    if packages is not None:
-        if not isinstance(packages, dict):
-            raise invalid_request("Invalid type for 'environment.packages': expected an object.",
-                                  param="environment.packages", code="invalid_type")
-        for kind in packages:
-            if kind not in PACKAGE_KINDS:
-                raise invalid_request(f"Unknown parameter: 'environment.packages.{kind}'.",
-                                      param=f"environment.packages.{kind}", code="unknown_parameter")
-            if not _empty(packages[kind]):
-                raise _refused("Installing packages (no package index is configured for containers)",
-                               f"environment.packages.{kind}")
+    python, npm = checked_packages(environment.get("packages"))
     size = environment.get("container_size", "medium")
     if size not in MEMORY_TIERS:
         raise invalid_request("Invalid value for 'environment.container_size': expected 'small', 'medium' or "
                               "'large'.", param="environment.container_size", code="invalid_value")
     access, allowed, blocked = network_of(environment.get("network"))
     skills = environment.get("skills")
-    return HostedPlan(size, MEMORY_TIERS[size], access, allowed, skills if skills else None, blocked)
+    return HostedPlan(size, MEMORY_TIERS[size], access, allowed, skills if skills else None, blocked, python,
+                      npm)
 
 
 def network_of(network: Any) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
