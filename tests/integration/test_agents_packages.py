@@ -36,6 +36,7 @@ pytestmark = [pytest.mark.skipif(not have_envoy(), reason="envoy binary not avai
               pytest.mark.skipif(CgroupParent.find() is None, reason="no cgroup per call here: shell is refused")]
 
 WHEEL = "tinypkg-1.0-py3-none-any.whl"
+NODE_PACKAGE = {"name": "tinynode", "version": "1.0.0", "main": "index.js", "bin": {"tinynodebin": "cli.js"}}
 
 
 def tiny_wheel() -> bytes:
@@ -58,12 +59,12 @@ def tiny_wheel() -> bytes:
 
 
 def tiny_tarball() -> bytes:
-    """An npm package ``tinynode`` whose ``main`` exports ``'node-42'``."""
+    """An npm package ``tinynode`` whose ``main`` exports ``'node-42'``, with a command ``tinynodebin``."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        for path, data in {"package/package.json": json.dumps({"name": "tinynode", "version": "1.0.0",
-                                                                "main": "index.js"}).encode(),
-                           "package/index.js": b"module.exports = 'node-42';\n"}.items():
+        for path, data in {"package/package.json": json.dumps(NODE_PACKAGE).encode(),
+                           "package/index.js": b"module.exports = 'node-42';\n",
+                           "package/cli.js": b"#!/usr/bin/env node\nconsole.log('bin-42');\n"}.items():
             info = tarfile.TarInfo(path)
             info.size, info.mode = len(data), 0o644
             archive.addfile(info, io.BytesIO(data))
@@ -100,8 +101,9 @@ async def indexes() -> AsyncIterator[Indexes]:
         dist = {"tarball": f"http://127.0.0.1:{found.port}/npm/tinynode/-/tinynode-1.0.0.tgz",
                 "shasum": hashlib.sha1(tarball).hexdigest(),
                 "integrity": "sha512-" + base64.b64encode(hashlib.sha512(tarball).digest()).decode()}
+        manifest = {**NODE_PACKAGE, "dist": dist}  # a registry's version document: the package.json and dist
         return web.json_response({"name": "tinynode", "dist-tags": {"latest": "1.0.0"},
-                                  "versions": {"1.0.0": {"name": "tinynode", "version": "1.0.0", "dist": dist}}})
+                                  "versions": {"1.0.0": manifest}})
 
     async def npm_tarball(request: web.Request) -> web.Response:
         found.seen.append(request.path)
@@ -163,13 +165,13 @@ async def test_packages_from_the_operators_indexes_serve_every_later_command(bas
         seen = len(indexes.seen)
         events = await start(http, {"packages": {"python": ["tinypkg==1.0"], "npm": ["tinynode@1.0.0"]}},
                              "python3 -c 'import tinypkg; print(tinypkg.WORD)' && tinyword && "
-                             "node -e 'console.log(require(\"tinynode\"))' && ls -A /mnt/data | wc -l")
+                             "node -e 'console.log(require(\"tinynode\"))' && tinynodebin && ls -A /mnt/data | wc -l")
         kinds = [event["type"] for _, event in events]
         assert kinds[:3] == ["agent.session.created", "agent.session.environment.pending",
                              "agent.session.environment.ready"], kinds
         assert events[2][1]["environment"]["error"] is None
         [command] = commands(events)
-        assert command["exit_code"] == 0 and command["output"] == "tiny-42\ntiny-42\nnode-42\n0\n", command
+        assert command["exit_code"] == 0 and command["output"] == "tiny-42\ntiny-42\nnode-42\nbin-42\n0\n", command
         assert {"/simple/tinypkg/", f"/files/{WHEEL}", "/npm/tinynode"} <= set(indexes.seen[seen:])
         session_id = events[0][1]["session"]["id"]
         session = await sdk.beta.agents.sessions.retrieve(session_id)

@@ -18,6 +18,7 @@ from responses_bridge.services.environment_packages import (
     InstallFailed,
     PackageIndexes,
     _naming,
+    _read_modes,
     _unpack,
     _zip_tree,
     install_command,
@@ -150,3 +151,28 @@ def test_a_kept_tree_comes_back_with_links_inside_it_only(tmp_path: Path) -> Non
     with pytest.raises(OSError):
         _unpack(archive, tmp_path / "cache" / "again", 3)
     assert not (tmp_path / "cache" / "again").exists()
+
+
+def test_the_installs_own_record_gives_back_modes_and_links_a_transfer_lost(tmp_path: Path) -> None:
+    """A pod's file API brings the install's files back without modes or links: the install's record of them
+    (NUL-separated, beside the tree) makes them again, a link out of the tree still left out."""
+    tree = tmp_path / "tree"
+    (tree / "python" / "bin").mkdir(parents=True)
+    (tree / "python" / "bin" / "tool").write_text("#!/usr/bin/python3\n")  # 0644: its x bit lost
+    (tree / "npm" / "node_modules" / "pkg").mkdir(parents=True)
+    (tree / "npm" / "node_modules" / "pkg" / "cli.js").write_text("#!/usr/bin/env node\n")
+    modes = tmp_path / "modes"
+    modes.write_bytes(b"x\0python/bin/tool\0x\0npm/node_modules/pkg/cli.js\0"
+                      b"l\0npm/node_modules/.bin/pkg\0../pkg/cli.js\0l\0npm/node_modules/.bin/out\0/etc/passwd\0"
+                      b"l\0npm/../../escape\0x\0")
+    recorded = _read_modes(modes)
+    assert recorded[0] == {"python/bin/tool", "npm/node_modules/pkg/cli.js"}
+    _zip_tree(tree, tmp_path / "kept.zip", 1 << 20, recorded)
+    (tmp_path / "cache").mkdir()
+    root = _unpack(tmp_path / "kept.zip", tmp_path / "cache" / "blob", 1 << 20).path
+    assert (root / "python" / "bin" / "tool").stat().st_mode & 0o777 == 0o755
+    assert os.readlink(root / "npm" / "node_modules" / ".bin" / "pkg") == "../pkg/cli.js"
+    assert (root / "npm" / "node_modules" / ".bin" / "pkg").resolve() == \
+        (root / "npm" / "node_modules" / "pkg" / "cli.js").resolve()
+    assert not os.path.lexists(root / "npm" / "node_modules" / ".bin" / "out")
+    assert _read_modes(tmp_path / "missing") == (set(), {})

@@ -52,6 +52,8 @@ log = structlog.get_logger(__name__)
 SETTING = "RESPONSES_BRIDGE_PACKAGE_INDEXES"
 PACKAGES_DIR = "/mnt/packages"
 INSTALL_DIR = "/mnt/data/.packages"  # in the install's own call only
+MODES_FILE = "/mnt/data/.packages-modes"
+MAX_MODES_BYTES = 16 << 20
 MAX_FILES = 50_000
 MAX_OUTPUT = 4000  # characters of the install's output kept for its error
 CACHE_BUDGET = 1 << 30
@@ -106,6 +108,11 @@ def install_command(python: tuple[str, ...], npm: tuple[str, ...], indexes: Pack
         steps.append(" ".join(["npm install --no-audit --no-fund --no-update-notifier --loglevel=error",
                                f"--prefix={INSTALL_DIR}/npm", "--cache=/mnt/data/.tmp/npm",
                                f"--registry={shlex.quote(indexes.npm)}", *map(shlex.quote, npm)]))
+    # what a backend's file transfer may not carry back (a pod's file API: no mode, no link): the scripts'
+    # executable bits and the links (npm's node_modules/.bin), as NUL-separated records beside the tree, the
+    # links then removed (a pod's file API cannot read one back; _zip_tree makes them again)
+    steps.append(f"cd {INSTALL_DIR} && (find . -type f -perm /111 -printf 'x\\0%P\\0' "
+                 f"&& find . -type l -printf 'l\\0%P\\0%l\\0') > {MODES_FILE} && find . -type l -delete")
     return "\n".join(steps)
 
 
@@ -169,7 +176,7 @@ class EnvironmentPackages:
                     said = (ran.stderr.strip() or ran.stdout.strip()) if ran is not None else ""
                     why = said or result.note or f"the install ended ({result.outcome})"
                     raise InstallFailed(_naming(why[-MAX_OUTPUT:], python + npm))
-                blob_id, size, files = await self._keep(call.data / ".packages")
+                blob_id, size, files = await self._keep(call.data / ".packages", call.data / ".packages-modes")
         except SandboxBusy:
             raise InstallFailed("no sandbox was free for the install in time") from None
         except SandboxUnavailable as refused:
@@ -181,11 +188,12 @@ class EnvironmentPackages:
         log.info("environment_packages_installed", container_id=container.id, python=len(python), npm=len(npm),
                  files=files, bytes=size, seconds=round(time.monotonic() - started, 3))
 
-    async def _keep(self, tree: Path) -> tuple[str, int, int]:
+    async def _keep(self, tree: Path, modes: Path) -> tuple[str, int, int]:
         """The installed tree zipped into a new blob: (its id, the tree's bytes, its files)."""
         with tempfile.TemporaryDirectory(prefix="rb-packages-") as staging:
             archive = Path(staging) / "packages.zip"
-            size, files = await asyncio.to_thread(_zip_tree, tree, archive, self.containers.container_bytes)
+            size, files = await asyncio.to_thread(_zip_tree, tree, archive, self.containers.container_bytes,
+                                                  _read_modes(modes))
             blob_id = new_file_id()
             writer = await self.containers.blobs.writer(blob_id)
             try:
@@ -273,12 +281,49 @@ def _naming(said: str, entries: tuple[str, ...]) -> str:
     return f"Installing the packages ({', '.join(entries)}) failed: {said}"
 
 
-def _zip_tree(tree: Path, archive: Path, max_bytes: int) -> tuple[int, int]:
-    """Zip ``tree`` (regular files, directories, links that stay inside it); raises InstallFailed past the
+def _read_modes(path: Path) -> tuple[set[str], dict[str, str]]:
+    """The install's records of its executables and links (:func:`install_command`); none when it left none."""
+    try:
+        with path.open("rb") as source:
+            raw = source.read(MAX_MODES_BYTES + 1)
+    except OSError:
+        return set(), {}
+    if len(raw) > MAX_MODES_BYTES:
+        raise InstallFailed("the packages hold too many files")
+    fields = raw.decode("utf-8", "replace").split("\0")
+    executables: set[str] = set()
+    links: dict[str, str] = {}
+    at = 0
+    while at + 1 < len(fields):
+        if fields[at] == "x":
+            executables.add(fields[at + 1])
+            at += 2
+        elif fields[at] == "l" and at + 2 < len(fields):
+            links[fields[at + 1]] = fields[at + 2]
+            at += 3
+        else:
+            break
+    return executables, links
+
+
+def _zip_tree(tree: Path, archive: Path, max_bytes: int,
+              modes: tuple[set[str], dict[str, str]] = (set(), {})) -> tuple[int, int]:
+    """Zip ``tree`` (regular files, directories, links that stay inside it; ``modes``: the install's own record
+    of its executables and links, for a backend whose transfer kept neither); raises InstallFailed past the
     bounds."""
     size = files = 0
     root = tree.resolve()
+    executables, links = modes
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as out:
+        for relative, target in sorted(links.items()):
+            path = tree / relative
+            if ".." in PurePosixPath(relative).parts or os.path.lexists(path) or os.path.isabs(target) \
+                    or not (path.parent / target).resolve().is_relative_to(root):
+                continue  # kept already (a backend that keeps links), or pointing out of the tree
+            entry = zipfile.ZipInfo(relative)
+            entry.external_attr = (stat.S_IFLNK | 0o777) << 16
+            out.writestr(entry, target)
+            files += 1
         for directory, names, found in os.walk(tree):
             for name in sorted(names + found):
                 path = Path(directory) / name
@@ -299,7 +344,13 @@ def _zip_tree(tree: Path, archive: Path, max_bytes: int) -> tuple[int, int]:
                     size += info.st_size
                     if size > max_bytes:
                         raise InstallFailed(f"the packages take more than {max_bytes} bytes (a container's)")
-                    out.write(path, relative)
+                    entry = zipfile.ZipInfo.from_file(path, relative)
+                    mode = info.st_mode | (0o111 if relative in executables else 0)
+                    entry.external_attr = (stat.S_IFREG | (mode & 0o777)) << 16
+                    entry.compress_type = zipfile.ZIP_DEFLATED
+                    with path.open("rb") as source, out.open(entry, "w") as sink:
+                        while chunk := source.read(CHUNK):
+                            sink.write(chunk)
     return size, files
 
 
