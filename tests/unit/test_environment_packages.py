@@ -176,3 +176,16 @@ def test_the_installs_own_record_gives_back_modes_and_links_a_transfer_lost(tmp_
         (root / "npm" / "node_modules" / "pkg" / "cli.js").resolve()
     assert not os.path.lexists(root / "npm" / "node_modules" / ".bin" / "out")
     assert _read_modes(tmp_path / "missing") == (set(), {})
+
+
+def test_an_installer_missing_from_a_bubblewrap_sandbox_is_a_400_naming_the_kind(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from responses_bridge.sandbox import Sandbox
+    from responses_bridge.services import environment_packages
+
+    sandbox = object.__new__(Sandbox)  # the check reads no state of it: its /usr is this host's
+    monkeypatch.setattr(environment_packages.shutil, "which", lambda tool, path=None: None if tool == "npm" else tool)
+    packages = EnvironmentPackages(None, sandbox, PackageIndexes(("https://x/simple",), "https://r"))  # type: ignore[arg-type]
+    with pytest.raises(APIError) as refused:
+        packages.check(hosted_plan({"type": "openai_hosted", "packages": {"npm": ["lodash"]}}))
+    assert refused.value.param == "environment.packages.npm" and "needs npm" in refused.value.message

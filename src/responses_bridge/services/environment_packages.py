@@ -24,6 +24,7 @@ import contextlib
 import os
 import re
 import shlex
+import shutil
 import stat
 import tempfile
 import time
@@ -37,7 +38,7 @@ import structlog
 
 from ..protocol.agent_environments import HostedPlan
 from ..protocol.errors import invalid_request
-from ..sandbox import SandboxBusy, SandboxUnavailable
+from ..sandbox import Sandbox, SandboxBusy, SandboxUnavailable
 from ..sandbox.backend import SandboxBackend
 from ..sandbox.egress_policy import NetworkPolicy, parse_policy
 from ..sandbox.scratch import private_dir, scratch_root
@@ -58,6 +59,7 @@ MAX_FILES = 50_000
 MAX_OUTPUT = 4000  # characters of the install's output kept for its error
 CACHE_BUDGET = 1 << 30
 PREFIX = "packages-"
+SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"  # where a bubblewrap call's commands look (sandbox/command.py)
 CHUNK = 1 << 20
 
 
@@ -144,12 +146,25 @@ class EnvironmentPackages:
                     f"Installing {kind} packages ('environment.packages.{kind}') needs a package index the operator "
                     f"allows, and this server has none for {kind} ({SETTING}).",
                     param=f"environment.packages.{kind}", code="unsupported_value")
+            missing = self._missing_tool(kind) if asked else None
+            if missing is not None:
+                raise invalid_request(f"Installing {kind} packages ('environment.packages.{kind}') needs {missing} in "
+                                      "the sandbox, which this server does not have.",
+                                      param=f"environment.packages.{kind}", code="unsupported_value")
             if asked:
                 why = self.sandbox.refusal("shell", network=True)
                 if why is not None:
                     raise invalid_request(f"Installing packages ('environment.packages.{kind}') cannot run on this "
                                           f"server: {why}.", param=f"environment.packages.{kind}",
                                           code="unsupported_value")
+
+    def _missing_tool(self, kind: str) -> str | None:
+        """The installer a kind needs, where the sandbox is bubblewrap on this host (its ``/usr`` is the host's:
+        sandbox/command.py) and lacks it; a pod's image is not known here (a missing installer fails the install)."""
+        if not isinstance(self.sandbox, Sandbox):
+            return None
+        tool = "npm" if kind == "npm" else "python3"
+        return None if shutil.which(tool, path=SANDBOX_PATH) else tool
 
     def policy(self) -> NetworkPolicy:
         """The install's own network: the index hosts and nothing else."""
