@@ -15,14 +15,11 @@ from responses_bridge.protocol.errors import APIError
 from responses_bridge.services.environment_packages import (
     SETTING,
     EnvironmentPackages,
-    InstallFailed,
     PackageIndexes,
     _naming,
-    _read_modes,
-    _unpack,
-    _zip_tree,
     install_command,
 )
+from responses_bridge.services.package_trees import InstallFailed, read_modes, unpack_tree, zip_tree
 
 
 @pytest.mark.parametrize("entry", ["requests", "numpy>=2,<3", "Django[argon2]==5.0.1",
@@ -136,10 +133,10 @@ def test_a_kept_tree_comes_back_with_links_inside_it_only(tmp_path: Path) -> Non
     os.symlink("/etc/passwd", tree / "npm" / "node_modules" / ".bin" / "outside")
     os.symlink("../../../../escape", tree / "npm" / "node_modules" / ".bin" / "up")
     archive = tmp_path / "kept.zip"
-    size, _ = _zip_tree(tree, archive, 1 << 20)
+    size, _ = zip_tree(tree, archive, 1 << 20)
     assert size == len("X = 1\n") + len("#!/usr/bin/env node\n")
     (tmp_path / "cache").mkdir()
-    root = _unpack(archive, tmp_path / "cache" / "blob", 1 << 20).path
+    root = unpack_tree(archive, tmp_path / "cache" / "blob", 1 << 20).path
     assert (root / "python" / "pkg" / "__init__.py").read_text() == "X = 1\n"
     assert os.readlink(root / "npm" / "node_modules" / ".bin" / "tool") == "../tool/cli.js"
     assert not (root / "npm" / "node_modules" / ".bin" / "outside").is_symlink()
@@ -147,9 +144,9 @@ def test_a_kept_tree_comes_back_with_links_inside_it_only(tmp_path: Path) -> Non
     assert (root / "npm" / "node_modules" / "tool" / "cli.js").stat().st_mode & 0o777 == 0o755
     assert (root / "python" / "pkg" / "__init__.py").stat().st_mode & 0o777 == 0o644
     with pytest.raises(InstallFailed):
-        _zip_tree(tree, tmp_path / "small.zip", 3)
+        zip_tree(tree, tmp_path / "small.zip", 3)
     with pytest.raises(OSError):
-        _unpack(archive, tmp_path / "cache" / "again", 3)
+        unpack_tree(archive, tmp_path / "cache" / "again", 3)
     assert not (tmp_path / "cache" / "again").exists()
 
 
@@ -165,17 +162,17 @@ def test_the_installs_own_record_gives_back_modes_and_links_a_transfer_lost(tmp_
     modes.write_bytes(b"x\0python/bin/tool\0x\0npm/node_modules/pkg/cli.js\0"
                       b"l\0npm/node_modules/.bin/pkg\0../pkg/cli.js\0l\0npm/node_modules/.bin/out\0/etc/passwd\0"
                       b"l\0npm/../../escape\0x\0")
-    recorded = _read_modes(modes)
+    recorded = read_modes(modes)
     assert recorded[0] == {"python/bin/tool", "npm/node_modules/pkg/cli.js"}
-    _zip_tree(tree, tmp_path / "kept.zip", 1 << 20, recorded)
+    zip_tree(tree, tmp_path / "kept.zip", 1 << 20, recorded)
     (tmp_path / "cache").mkdir()
-    root = _unpack(tmp_path / "kept.zip", tmp_path / "cache" / "blob", 1 << 20).path
+    root = unpack_tree(tmp_path / "kept.zip", tmp_path / "cache" / "blob", 1 << 20).path
     assert (root / "python" / "bin" / "tool").stat().st_mode & 0o777 == 0o755
     assert os.readlink(root / "npm" / "node_modules" / ".bin" / "pkg") == "../pkg/cli.js"
     assert (root / "npm" / "node_modules" / ".bin" / "pkg").resolve() == \
         (root / "npm" / "node_modules" / "pkg" / "cli.js").resolve()
     assert not os.path.lexists(root / "npm" / "node_modules" / ".bin" / "out")
-    assert _read_modes(tmp_path / "missing") == (set(), {})
+    assert read_modes(tmp_path / "missing") == (set(), {})
 
 
 def test_an_installer_missing_from_a_bubblewrap_sandbox_is_a_400_naming_the_kind(

@@ -13,8 +13,8 @@ process (a cache in the bridge's scratch directory, as skills are) and bound rea
 where the sandbox's environment points ``PYTHONPATH``, ``NODE_PATH`` and ``PATH`` on both backends
 (sandbox/command.py, sandbox/agent_sandbox/session.py).
 
-What an install may leave is bounded: at most the container's bytes and :data:`MAX_FILES` files; a symbolic link
-is kept only when it points inside the tree (npm's ``node_modules/.bin``).
+What an install may leave is bounded: at most the container's bytes and 50,000 files (package_trees.py); a
+symbolic link is kept only when it points inside the tree (npm's ``node_modules/.bin``).
 """
 
 from __future__ import annotations
@@ -25,13 +25,11 @@ import os
 import re
 import shlex
 import shutil
-import stat
 import tempfile
 import time
-import zipfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import structlog
@@ -47,6 +45,7 @@ from ..sandbox.trees import remove_tree, sweep
 from ..store.records import StoredContainer
 from .containers import ContainerService
 from .files import new_file_id
+from .package_trees import InstallFailed, TreeEntry, read_modes, unpack_tree, zip_tree
 
 log = structlog.get_logger(__name__)
 
@@ -54,8 +53,6 @@ SETTING = "RESPONSES_BRIDGE_PACKAGE_INDEXES"
 PACKAGES_DIR = "/mnt/packages"
 INSTALL_DIR = "/mnt/data/.packages"  # in the install's own call only
 MODES_FILE = "/mnt/data/.packages-modes"
-MAX_MODES_BYTES = 16 << 20
-MAX_FILES = 50_000
 MAX_OUTPUT = 4000  # characters of the install's output kept for its error
 CACHE_BUDGET = 1 << 30
 PREFIX = "packages-"
@@ -118,10 +115,6 @@ def install_command(python: tuple[str, ...], npm: tuple[str, ...], indexes: Pack
     return "\n".join(steps)
 
 
-class InstallFailed(Exception):
-    """The install did not leave packages; the message names the package where the output does."""
-
-
 class EnvironmentPackages:
     """Installs an environment's packages in its container and lays them out for the container's later calls."""
 
@@ -132,7 +125,7 @@ class EnvironmentPackages:
         self.indexes = indexes
         self.workdir = workdir
         self.cache_bytes = cache_bytes
-        self._entries: dict[str, _Entry] = {}
+        self._entries: dict[str, TreeEntry] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._root: Path | None = None
 
@@ -207,8 +200,8 @@ class EnvironmentPackages:
         """The installed tree zipped into a new blob: (its id, the tree's bytes, its files)."""
         with tempfile.TemporaryDirectory(prefix="rb-packages-") as staging:
             archive = Path(staging) / "packages.zip"
-            size, files = await asyncio.to_thread(_zip_tree, tree, archive, self.containers.container_bytes,
-                                                  _read_modes(modes))
+            size, files = await asyncio.to_thread(zip_tree, tree, archive, self.containers.container_bytes,
+                                                  read_modes(modes))
             blob_id = new_file_id()
             writer = await self.containers.blobs.writer(blob_id)
             try:
@@ -238,14 +231,14 @@ class EnvironmentPackages:
             entry.used_at = time.monotonic()
             await self._evict()
 
-    async def _entry(self, blob_id: str) -> _Entry | None:
+    async def _entry(self, blob_id: str) -> TreeEntry | None:
         async with self._locks.setdefault(blob_id, asyncio.Lock()):
             entry = self._entries.get(blob_id)
             if entry is None:
                 root = await self._cache_root()
                 try:
                     async with self.containers.blobs.local_copy(blob_id) as source:
-                        entry = await asyncio.to_thread(_unpack, source, root / blob_id,
+                        entry = await asyncio.to_thread(unpack_tree, source, root / blob_id,
                                                         self.containers.container_bytes)
                 except FileNotFoundError:
                     return None
@@ -277,14 +270,6 @@ class EnvironmentPackages:
             await asyncio.to_thread(remove_tree, entry.path)
 
 
-@dataclass(slots=True)
-class _Entry:
-    path: Path
-    bytes: int
-    users: int = 0
-    used_at: float = 0.0
-
-
 def _naming(said: str, entries: tuple[str, ...]) -> str:
     """The install's error, naming the first package its output names."""
     lowered = said.lower()
@@ -294,124 +279,6 @@ def _naming(said: str, entries: tuple[str, ...]) -> str:
         if name and name.lower() in lowered:
             return f"Installing the package '{entry}' failed: {said}"
     return f"Installing the packages ({', '.join(entries)}) failed: {said}"
-
-
-def _read_modes(path: Path) -> tuple[set[str], dict[str, str]]:
-    """The install's records of its executables and links (:func:`install_command`); none when it left none."""
-    try:
-        with path.open("rb") as source:
-            raw = source.read(MAX_MODES_BYTES + 1)
-    except OSError:
-        return set(), {}
-    if len(raw) > MAX_MODES_BYTES:
-        raise InstallFailed("the packages hold too many files")
-    fields = raw.decode("utf-8", "replace").split("\0")
-    executables: set[str] = set()
-    links: dict[str, str] = {}
-    at = 0
-    while at + 1 < len(fields):
-        if fields[at] == "x":
-            executables.add(fields[at + 1])
-            at += 2
-        elif fields[at] == "l" and at + 2 < len(fields):
-            links[fields[at + 1]] = fields[at + 2]
-            at += 3
-        else:
-            break
-    return executables, links
-
-
-def _zip_tree(tree: Path, archive: Path, max_bytes: int,
-              modes: tuple[set[str], dict[str, str]] = (set(), {})) -> tuple[int, int]:
-    """Zip ``tree`` (regular files, directories, links that stay inside it; ``modes``: the install's own record
-    of its executables and links, for a backend whose transfer kept neither); raises InstallFailed past the
-    bounds."""
-    size = files = 0
-    root = tree.resolve()
-    executables, links = modes
-    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as out:
-        for relative, target in sorted(links.items()):
-            path = tree / relative
-            if ".." in PurePosixPath(relative).parts or os.path.lexists(path) or os.path.isabs(target) \
-                    or not (path.parent / target).resolve().is_relative_to(root):
-                continue  # kept already (a backend that keeps links), or pointing out of the tree
-            entry = zipfile.ZipInfo(relative)
-            entry.external_attr = (stat.S_IFLNK | 0o777) << 16
-            out.writestr(entry, target)
-            files += 1
-        for directory, names, found in os.walk(tree):
-            for name in sorted(names + found):
-                path = Path(directory) / name
-                relative = path.relative_to(tree).as_posix()
-                info = os.lstat(path)
-                files += 1
-                if files > MAX_FILES:
-                    raise InstallFailed(f"the packages hold more than {MAX_FILES} files")
-                if stat.S_ISLNK(info.st_mode):
-                    target = os.readlink(path)
-                    inside = (path.parent / target).resolve()
-                    if os.path.isabs(target) or not inside.is_relative_to(root):
-                        continue
-                    entry = zipfile.ZipInfo(relative)
-                    entry.external_attr = (stat.S_IFLNK | 0o777) << 16
-                    out.writestr(entry, target)
-                elif stat.S_ISREG(info.st_mode):
-                    size += info.st_size
-                    if size > max_bytes:
-                        raise InstallFailed(f"the packages take more than {max_bytes} bytes (a container's)")
-                    entry = zipfile.ZipInfo.from_file(path, relative)
-                    mode = info.st_mode | (0o111 if relative in executables else 0)
-                    entry.external_attr = (stat.S_IFREG | (mode & 0o777)) << 16
-                    entry.compress_type = zipfile.ZIP_DEFLATED
-                    with path.open("rb") as source, out.open(entry, "w") as sink:
-                        while chunk := source.read(CHUNK):
-                            sink.write(chunk)
-    return size, files
-
-
-def _unpack(source: Path, target: Path, max_bytes: int) -> _Entry:
-    """Unpack a kept tree into ``target`` (files 0644 or 0755, directories 0755, links only inside it), each
-    entry checked on what it declares before a byte is written."""
-    staging = target.with_name(f".unpacking-{target.name}")
-    remove_tree(staging)
-    staging.mkdir(mode=0o755)
-    written = 0
-    try:
-        with zipfile.ZipFile(source) as archive:
-            for info in archive.infolist():
-                parts = PurePosixPath(info.filename).parts
-                if not parts or info.filename.startswith("/") or any(part in ("..", "") for part in parts):
-                    raise OSError(f"a kept package tree names {info.filename[:100]!r}")
-                path = staging.joinpath(*parts)
-                for parent in reversed(path.relative_to(staging).parents):
-                    made = staging / parent
-                    if not made.is_dir():
-                        made.mkdir(mode=0o755)
-                mode = info.external_attr >> 16
-                if stat.S_ISLNK(mode):
-                    link = archive.read(info).decode()
-                    if os.path.isabs(link) or not (path.parent / link).resolve().is_relative_to(staging.resolve()):
-                        continue
-                    os.symlink(link, path)
-                    continue
-                if info.is_dir():
-                    path.mkdir(mode=0o755, exist_ok=True)
-                    continue
-                written += info.file_size
-                if written > max_bytes:
-                    raise OSError("a kept package tree is larger than a container")
-                with archive.open(info) as data, open(path, "xb") as out:
-                    while chunk := data.read(CHUNK):
-                        out.write(chunk)
-                os.chmod(path, 0o755 if mode & 0o111 else 0o644)
-        for directory, _, _ in os.walk(staging):
-            os.chmod(directory, 0o755)
-        remove_tree(target)
-        os.rename(staging, target)
-    except BaseException:
-        remove_tree(staging)
-        raise
-    return _Entry(target, written, used_at=time.monotonic())
 
 
 def _alive(name: str) -> bool:
