@@ -65,6 +65,12 @@ class CodeSandboxSettings(BaseSettings):
     code_egress_allowed_targets: str = Field(default="", description=(
         "addresses beyond public ones the egress proxy may reach, comma-separated: a CIDR opens all its ports, "
         "`address:port` one (a loopback address only so, keeping the bridge's own ports closed); unset: public only"))
+    package_indexes: str = Field(default="", description=(
+        "the package indexes an agent session's `openai_hosted` environment installs its `packages` from at its "
+        "start, comma-separated `python=URL` (a PEP 503 simple index; the first is pip's index, the others extra "
+        "ones) and `npm=URL` (the registry, at most one): reached through the egress proxy for the install alone "
+        "(its address rules apply: public addresses, and code_egress_allowed_targets); unset: `packages` is a 400 "
+        "naming this setting; needs code_egress_allowlist"))
     code_egress_max_bytes: int = Field(default=64 << 20, ge=1, description="egress bytes of one call, both ways")
     code_egress_connection_bytes: int = Field(default=32 << 20, ge=1, description="bytes of one egress connection")
     code_egress_max_connections: int = Field(default=64, ge=1, description="egress connections of one call")
@@ -85,6 +91,14 @@ class CodeSandboxSettings(BaseSettings):
         if value is not None:
             from .sandbox.delegation import parse_user
             parse_user(value)
+        return value
+
+    @field_validator("package_indexes")
+    @classmethod
+    def _check_package_indexes(cls, value: str) -> str:
+        if value.strip():  # a ValueError names the entry
+            from .services.environment_packages import PackageIndexes
+            PackageIndexes.parse(value)
         return value
 
     @field_validator("code_egress_allowed_targets")

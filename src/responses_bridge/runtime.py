@@ -389,6 +389,7 @@ async def _open_code_interpreter(settings: Settings, store: ContainerStore, file
     from .services.code_interpreter import CodeInterpreter
     from .services.container_runs import ContainerRuns
     from .services.container_skills import ContainerSkills
+    from .services.environment_packages import EnvironmentPackages, PackageIndexes
     from .services.hosted_shell import HostedShell
 
     limits = settings.sandbox_limits()
@@ -435,6 +436,9 @@ async def _open_code_interpreter(settings: Settings, store: ContainerStore, file
         log.warning("sandbox_scratch_unsafe", cause=str(error),
                     fix="remove what stands there, or set RESPONSES_BRIDGE_CODE_WORKDIR to an existing directory "
                         "the bridge may write in")
+    indexes = PackageIndexes.parse(settings.package_indexes) if settings.package_indexes.strip() else None
+    containers.packages = EnvironmentPackages(containers, sandbox, indexes, workdir=workdir,
+                                              cache_bytes=settings.code_skills_cache_bytes)
     runs = ContainerRuns(containers, sandbox)  # one container → sandbox path (and its skills), for both leaves
     server_tools.services.code = CodeInterpreter(containers, sandbox, runs)
     server_tools.services.shell = HostedShell(runs)

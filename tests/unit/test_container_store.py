@@ -222,6 +222,20 @@ async def test_a_live_containers_network_policy_is_replaced_for_its_tenant_only(
     assert (await store.get_container("cntr_net", T + 30, tenant=A)).network_policy is None  # type: ignore[union-attr]
 
 
+async def test_a_containers_packages_blob_is_kept_known_and_deleted_with_it(stores: Stores) -> None:
+    store = stores.containers
+    await store.create_container(a_container("cntr_pkg"), tenant=A, max_containers=None)
+    assert not await store.set_container_packages("cntr_pkg", "file-packages", LIVE, tenant=B)
+    assert not await store.set_container_packages("cntr_pkg", "file-packages", EXPIRY, tenant=A)  # expired
+    assert await store.set_container_packages("cntr_pkg", "file-packages", LIVE, tenant=A)
+    found = await store.get_container("cntr_pkg", LIVE, tenant=A)
+    assert found is not None and found.packages_blob == "file-packages"
+    assert await stores.files.known_ids(["file-packages", "file-other"]) == {"file-packages"}  # never swept
+    assert await store.delete_container("cntr_pkg", tenant=B) is None
+    assert await store.delete_container("cntr_pkg", tenant=A) == ["file-packages"]
+    assert await stores.files.known_ids(["file-packages"]) == set()
+
+
 # -- files ------------------------------------------------------------------------------------------------------
 
 async def test_a_file_at_a_taken_path_replaces_the_row_under_the_new_id(stores: Stores) -> None:

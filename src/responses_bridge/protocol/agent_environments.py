@@ -1,8 +1,9 @@
 """A session's ``openai_hosted`` environment checked: what the bridge can give it (a container on the configured
 sandbox backend, its size a memory tier, network by the egress proxy's policy: an allowlist, or a block list where
 the deployment allows it) and, refused by name, what it cannot (a desktop and its browser, plugins, capability
-directories, packages: no package index is configured for containers). With ``environment_id`` the session takes an
-existing standalone environment, asking nothing else. Its ``files``, ``setup_commands`` and ``env`` are checked in
+directories, ``system`` packages). Its ``python`` and ``npm`` packages are installed at its start from the operator's
+indexes (protocol/environment_packages.py checks them). With ``environment_id`` the session takes an existing
+standalone environment, asking nothing else. Its ``files``, ``setup_commands`` and ``env`` are checked in
 protocol/environment_fields.py and given to the container by services/environment_setup.py; a template
 (``environment_template_id``) is resolved into the environment before it is checked here
 (services/environment_templates.py). Its ``skills`` are the container's (services/container_skills.py checks and
@@ -19,12 +20,12 @@ from typing import Any
 
 from .. import ids
 from .environment_fields import check_env, check_files, check_setup_commands
+from .environment_packages import checked_packages
 from .errors import APIError, invalid_request
 
 HOSTED_FIELDS = ("type", "capability_directories", "container_size", "desktop", "env", "environment_id",
                  "environment_template_id", "files", "network", "packages", "plugins", "setup_commands", "skills")
 MEMORY_TIERS = {"small": "1g", "medium": "4g", "large": "16g"}  # container_size -> the container's memory_limit
-PACKAGE_KINDS = ("npm", "python", "system")
 
 
 def _refused(what: str, param: str) -> APIError:
@@ -47,6 +48,8 @@ class HostedPlan:
     setup_commands: list[dict[str, str]] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     environment_id: str | None = None  # an existing environment the session takes (services/environment_setup.py)
+    python_packages: tuple[str, ...] = ()  # installed at the start (protocol/environment_packages.py checks them)
+    npm_packages: tuple[str, ...] = ()
 
     @property
     def block_list(self) -> bool:
@@ -65,7 +68,8 @@ class HostedPlan:
         """The session's ``environment`` (the SDK's ``EnvironmentResourceOpenAIHosted``)."""
         return {"id": environment_id, "type": "openai_hosted", "capability_directories": [], "files": files or [],
                 "network": {"access": self.access, "allowed_domains": list(self.allowed_domains)},
-                "packages": {kind: [] for kind in PACKAGE_KINDS}, "plugins": [], "skills": skills,
+                "packages": {"npm": list(self.npm_packages), "python": list(self.python_packages), "system": []},
+                "plugins": [], "skills": skills,
                 "container_size": self.container_size, "desktop": {"enabled": False}}
 
 
@@ -113,18 +117,7 @@ def hosted_plan(environment: dict[str, Any]) -> HostedPlan:
                       ("capability_directories", "Capability directories ('capability_directories')")):
         if not _empty(environment.get(key)):
             raise _refused(what, f"environment.{key}")
-    packages = environment.get("packages")
-    if packages is not None:
-        if not isinstance(packages, dict):
-            raise invalid_request("Invalid type for 'environment.packages': expected an object.",
-                                  param="environment.packages", code="invalid_type")
-        for kind in packages:
-            if kind not in PACKAGE_KINDS:
-                raise invalid_request(f"Unknown parameter: 'environment.packages.{kind}'.",
-                                      param=f"environment.packages.{kind}", code="unknown_parameter")
-            if not _empty(packages[kind]):
-                raise _refused("Installing packages (no package index is configured for containers)",
-                               f"environment.packages.{kind}")
+    python, npm = checked_packages(environment.get("packages"))
     size = environment.get("container_size", "medium")
     if size not in MEMORY_TIERS:
         raise invalid_request("Invalid value for 'environment.container_size': expected 'small', 'medium' or "
@@ -135,7 +128,8 @@ def hosted_plan(environment: dict[str, Any]) -> HostedPlan:
                       files=check_files(environment.get("files"), "environment.files"),
                       setup_commands=check_setup_commands(environment.get("setup_commands"),
                                                           "environment.setup_commands"),
-                      env=check_env(environment.get("env"), "environment.env"))
+                      env=check_env(environment.get("env"), "environment.env"), python_packages=python,
+                      npm_packages=npm)
 
 
 def _existing(environment: dict[str, Any]) -> HostedPlan:

@@ -18,8 +18,9 @@ from typing import Any
 
 import orjson
 
-from .agent_environments import PACKAGE_KINDS, hosted_plan
+from .agent_environments import hosted_plan
 from .environment_fields import file_metadata
+from .environment_packages import PACKAGE_KINDS
 from .errors import APIError, invalid_request, not_found
 
 TEMPLATE_FIELDS = ("capability_directories", "desktop", "env", "files", "name", "network", "packages", "plugins",

@@ -55,8 +55,17 @@ SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 ETC_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives", "/etc/fonts",
              "/etc/localtime", "/etc/mime.types", "/etc/ssl/certs")
 
+PACKAGES_DIR = "/mnt/packages"
+"""An agent environment's packages, bound read-only where it has some (services/environment_packages.py)."""
+PACKAGE_PATHS = {
+    "PYTHONPATH": f"{PACKAGES_DIR}/python",
+    "NODE_PATH": f"{PACKAGES_DIR}/npm/node_modules",
+}
+PACKAGE_BINS = f"{PACKAGES_DIR}/python/bin:{PACKAGES_DIR}/npm/node_modules/.bin"
+
 ENVIRONMENT = {
-    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "PATH": f"{PACKAGE_BINS}:/usr/local/bin:/usr/bin:/bin",
+    **PACKAGE_PATHS,
     "HOME": "/tmp",
     "LANG": "C.UTF-8",
     "LC_ALL": "C.UTF-8",

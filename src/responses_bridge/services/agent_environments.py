@@ -1,7 +1,8 @@
 """A session's ``openai_hosted`` environment and its artifacts.
 
 The environment is a container of the Containers API (services/containers.py) made with the session: its memory
-tier from ``container_size``, its network policy from ``network`` (the egress proxy's allowlist, or its block list
+tier from ``container_size``, its ``packages`` installed at its start (environment_packages.py), its network
+policy from ``network`` (the egress proxy's allowlist, or its block list
 where the deployment allows one) with the session's vaults' ``environment_variable`` credentials as its domain
 secrets (sealed in the container's row as a ``network_policy``'s are), expiring after
 :data:`KEEP_MINUTES` without use, the longest a container may be kept idle; every turn uses it, so it lives as long
@@ -32,6 +33,7 @@ from ..sandbox.egress_scope import block_list, check_secrets, within
 from ..store.base import BlobReader
 from ..store.base_agents import AgentStore, Record
 from .containers import ContainerService
+from .environment_packages import InstallFailed
 from .environment_setup import EnvironmentSetup, equip, setup_files
 from .pagination import page_errors
 from .skills import copy_blob
@@ -125,6 +127,11 @@ class SessionEnvironments:
                 raise invalid_request("An existing environment ('environment_id') is not served here.",
                                       param="environment.environment_id", code="unsupported_value")
             return await self.setup.attach(containers, plan.environment_id, session_id, tenant=tenant)
+        if plan.python_packages or plan.npm_packages:  # a 400 naming the setting where the operator allows none
+            if containers.packages is None:
+                raise invalid_request("Installing packages needs the bridge's sandbox, which this server does not "
+                                      "run.", param="environment.packages", code="unsupported_value")
+            containers.packages.check(plan)
         policy = await self.network(plan, vault_ids or [], tenant=tenant)
         skills = await containers.resolve_skills(plan.skills, tenant=tenant, param="environment.skills")
         container = await containers.new_container(name or f"agent session {session_id}", tenant=tenant,
@@ -140,6 +147,22 @@ class SessionEnvironments:
         files = await equip(containers, self.setup, self.store, container, plan, shown, tenant=tenant,
                             session_id=None if name else session_id)
         return plan.resource(container.id, shown, files)
+
+    async def install(self, session: dict[str, Any], plan: HostedPlan, *, tenant: str) -> dict[str, Any] | None:
+        """The environment's packages installed in its container at its start (services/environment_packages.py):
+        None when done (or none asked for), else the environment's error, naming the package — kept on the
+        session, so that its turns fail saying so."""
+        container_id = hosted_container(session)
+        packages = self.containers.packages if self.containers is not None else None
+        if container_id is None or packages is None or not (plan.python_packages or plan.npm_packages):
+            return None
+        try:
+            await packages.install(container_id, plan.python_packages, plan.npm_packages, tenant=tenant)
+        except InstallFailed as failed:
+            error = {"code": "package_install_failed", "type": "invalid_request_error", "message": str(failed)}
+            session.setdefault("_private", {})["environment_error"] = error
+            return error
+        return None
 
     async def refresh_credentials(self, session: dict[str, Any], *, tenant: str) -> None:
         """Before each of a turn's model calls: the session's container gets its vaults' credentials as they are

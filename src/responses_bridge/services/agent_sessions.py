@@ -139,13 +139,20 @@ class SessionService:
             if hosted is not None:  # never a container without its session
                 await self.environments.release(session, tenant=tenant)
             raise
-        if hosted is not None:  # made with the session: pending, then ready at once
-            for status in ("pending", "ready"):
-                await runner.events.emit({"type": f"agent.session.environment.{status}", "session_id": session_id,
-                                          "turn_id": None, "environment": environment_state(environment["id"],
-                                                                                            status)})
+        if hosted is not None:  # made with the session: pending, its packages installed, then ready (or failed)
+            await self._environment_event(runner, session_id, environment_state(environment["id"], "pending"))
+            error = await self.environments.install(session, hosted, tenant=tenant)
+            state = environment_state(environment["id"], "failed" if error else "ready", error)
+            await self._environment_event(runner, session_id, state,
+                                          records=[runner.session_record(session)] if error else None)
         await runner.submit(session, content, authorization)
         return public(session)
+
+    @staticmethod
+    async def _environment_event(runner: SessionRunner, session_id: str, state: dict[str, Any],
+                                 records: list[Any] | None = None) -> None:
+        await runner.events.emit({"type": f"agent.session.environment.{state['status']}", "session_id": session_id,
+                                  "turn_id": None, "environment": state}, records=records)
 
     async def _vault_ids(self, value: Any, agent: dict[str, Any], tenant: str) -> list[str]:
         """The session's vaults (the tenant's own), and every MCP tool's ``credential_id`` found in them for that

@@ -258,6 +258,10 @@ class SessionRunner:
                 await self.events.emit({"type": "agent.session.turn.item.added", "session_id": self.session_id,
                                         "turn_id": turn["id"], "output_index": None, "item": message})
             await self.events.flush(records)  # the turn, its input and the events so far: one write
+        failed = session.get("_private", {}).get("environment_error")
+        if failed is not None:  # its packages could not be installed at its start (agent_environments.py)
+            await self._end(entry, "failed", {"code": "sandbox_error", "message": failed["message"]}, None)
+            return
         if not await self._environment_alive(session, turn["id"]):
             await self._end(entry, "failed", {"code": "sandbox_error", "message": EXPIRED}, None)
             return

@@ -8,8 +8,9 @@ interpreter (services/code_interpreter.py) and the hosted shell (services/hosted
     ran = await runs.run(container_id, tenant=…, job="shell", work=lambda call: …)   # never raises but cancel
 
 A run holds the container's lock (one run at a time per container on a replica: the files are laid out and written
-back whole), lays the container's skills out read-only at ``/mnt/skills/<name>/`` (services/container_skills.py),
-takes a sandbox slot, lays the container's files out in the call's ``/mnt/data``, does the leaf's ``work`` in the
+back whole), lays the container's skills out read-only at ``/mnt/skills/<name>/`` (services/container_skills.py)
+and an agent environment's packages at ``/mnt/packages`` (services/environment_packages.py), takes a sandbox slot,
+lays the container's files out in the call's ``/mnt/data``, does the leaf's ``work`` in the
 started call under the container's network policy (its egress proxy: sandbox/egress.py; none: no network at
 all), and writes back what changed (container_workspace.py). Whatever a call's tree gets
 besides the container's files — read-only trees such as skills, a way out through the egress proxy — is added here,
@@ -19,7 +20,7 @@ so every leaf gets it by construction.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
@@ -163,6 +164,16 @@ class ContainerRuns:
             return contextlib.nullcontext([])
         return skills.laid_out(container_id, tenant=tenant)
 
+    @contextlib.asynccontextmanager
+    async def _trees(self, container: StoredContainer, tenant: str) -> AsyncIterator[list[tuple[Path, str]]]:
+        """Every read-only tree of one call: the container's skills, and the packages installed at its start
+        (``/mnt/packages``: services/environment_packages.py)."""
+        packages = self.containers.packages
+        installed: contextlib.AbstractAsyncContextManager[list[tuple[Path, str]]] = \
+            packages.laid_out(container) if packages is not None else contextlib.nullcontext([])
+        async with self._skills(container.id, tenant) as skills, installed as trees:
+            yield [*skills, *trees]
+
     async def skills_note(self, container_id: str, *, tenant: str) -> str:
         """What a tool's description tells the model of the container's skills (protocol/skills_note.py)."""
         skills = self.containers.skills
@@ -183,7 +194,7 @@ class ContainerRuns:
         try:
             async with self.containers.lock(container.id), self.sandbox.call(
                     tenant=tenant, job=job, network=network,  # skills unpacked once the call has its slot
-                    prepare=lambda: self._skills(container.id, tenant), memory_limit=container.memory_limit) as call:
+                    prepare=lambda: self._trees(container, tenant), memory_limit=container.memory_limit) as call:
                 space = Workspace(self.containers, container, tenant, call.data, owner=call.identity)
                 await space.lay_out()
                 value = await work(call)

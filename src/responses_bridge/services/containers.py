@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -50,6 +50,9 @@ from .container_shapes import (
 from .container_skills import ContainerSkills, ResolvedSkill
 from .files import FileService, new_file_id
 from .pagination import check_page
+
+if TYPE_CHECKING:
+    from .environment_packages import EnvironmentPackages
 
 log = structlog.get_logger(__name__)
 
@@ -85,6 +88,7 @@ class ContainerService:
                  network: NetworkPolicies | None = None) -> None:
         self.store = store
         self.skills = skills
+        self.packages: EnvironmentPackages | None = None  # an agent environment's (environment_packages.py)
         self.network = network or NetworkPolicies()
         self.blobs = blobs
         self.files = files

@@ -271,8 +271,14 @@ class ContainerStore(Protocol):
         False when it is not the tenant's or not live."""
         ...
 
+    async def set_container_packages(self, container_id: str, blob_id: str, now: int, *, tenant: str) -> bool:
+        """Keep the packages installed in a live container (``StoredContainer.packages_blob``): False when it is not
+        the tenant's or not live (the caller removes the blob then)."""
+        ...
+
     async def delete_container(self, container_id: str, *, tenant: str) -> list[str] | None:
-        """Delete the container and its files' rows; the blob ids to remove, None when there was none."""
+        """Delete the container and its files' rows; the blob ids to remove (its packages' among them), None when
+        there was none."""
         ...
 
     async def count_containers(self, now: int, *, tenant: str) -> int: ...

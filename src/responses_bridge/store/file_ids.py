@@ -27,6 +27,6 @@ def check_file_id(file_id: str) -> str:
 
 
 BLOB_OWNERS = (("files", "id"), ("container_files", "blob_id"), ("skill_versions", "blob_id"),
-               ("container_skills", "blob_id"), ("upload_parts", "blob_id"))
+               ("container_skills", "blob_id"), ("upload_parts", "blob_id"), ("containers", "packages_blob"))
 """Every table whose rows name stored bytes, and the column that does (the same on both databases): bytes none of them
 names are orphans for the sweep."""

@@ -48,6 +48,10 @@ if TYPE_CHECKING:
     from .settings import AgentSandboxConfig
 
 log = structlog.get_logger(__name__)
+EXEC_BATCH = 200  # paths per chmod (or links per shell) of a call's read-only trees (within any argv limit)
+MAKE_LINKS = 'while [ "$#" -gt 1 ]; do mkdir -p -- "${2%/*}" && ln -s -- "$1" "$2" || exit 1; shift 2; done'
+"""Each (target, link) pair of its arguments made a symbolic link, its directory first (one holding links only
+was not uploaded)."""
 DEFAULT_TIER = "1g"
 NO_EGRESS_DOOR = ("RESPONSES_BRIDGE_AGENT_SANDBOX_EGRESS_LISTEN is unset, so the sandbox pods have no way out: only "
                   "network_policy 'disabled' runs here")
@@ -197,12 +201,31 @@ class AgentSandboxBackend:
         return environment
 
     async def _lay_out_read_only(self, sandbox: Any, stub: Any, binds: Sequence[tuple[Path, str]]) -> None:
-        """The call's read-only trees (a container's skills at ``/mnt/skills/<name>``) written into the pod beside
-        ``/mnt/data`` — never collected back — and their write permissions taken away. The runtime and the code
+        """The call's read-only trees (a container's skills at ``/mnt/skills/<name>``, an agent environment's
+        packages at ``/mnt/packages``) written into the pod beside ``/mnt/data`` — never collected back — with
+        their executables' x bits and their inner links made again (the file API carries neither), and their
+        write permissions taken away. The runtime and the code
         share the pod's uid, so the code could give them back: what it then changes there lives only as long as
         its call, and never reaches the skill (the store keeps it; the next call gets a fresh copy)."""
+        executables: list[str] = []
+        links: list[str] = []
         for tree, target in binds:
             await transfer.upload_tree(sandbox.files, tree, transfer.pod_path(target, self.runtime_root))
+            executables += [f"{target}/{path}" for path in await asyncio.to_thread(transfer.executable_files, tree)]
+            for path, points_to in await asyncio.to_thread(transfer.inner_links, tree):
+                links += [points_to, f"{target}/{path}"]
+        for start in range(0, len(links), 2 * EXEC_BATCH):  # nor links: made again (an npm package's .bin)
+            ran = await run_process(stub, ["/bin/sh", "-c", MAKE_LINKS, "sh", *links[start:start + 2 * EXEC_BATCH]],
+                                    cwd="", env={}, seconds=self.limits.timeout, keep=4096)
+            if ran.exit_code != 0:
+                raise SandboxUnavailable(f"the call's read-only trees' links could not be made in the pod "
+                                         f"({ran.err.text().strip()[:200] or ran.exit_code})")
+        for start in range(0, len(executables), EXEC_BATCH):  # the file API writes no mode: a script's x bit again
+            ran = await run_process(stub, ["chmod", "a+x", "--", *executables[start:start + EXEC_BATCH]], cwd="",
+                                    env={}, seconds=self.limits.timeout, keep=4096)
+            if ran.exit_code != 0:
+                raise SandboxUnavailable(f"the call's read-only trees' scripts could not be made executable in the "
+                                         f"pod ({ran.err.text().strip()[:200] or ran.exit_code})")
         # each tree and the directory holding them (/mnt/skills: no new entry there either), never /mnt itself
         roots = sorted({target if str(Path(target).parent) in ("/", "/mnt") else str(Path(target).parent)
                         for _, target in binds})

@@ -26,6 +26,7 @@ import orjson
 from k8s_agent_sandbox.exceptions import SandboxError
 
 from ..backend import JobKind
+from ..command import PACKAGE_BINS, PACKAGE_PATHS
 from ..identity import SandboxIdentity
 from ..limits import SandboxLimits
 from ..result import Outcome, SandboxResult, SandboxUnavailable, ended_by_memory, note_for
@@ -36,7 +37,9 @@ SIGKILL_STATUS = 137
 """A command the runtime reports ended by a signal (-1, Go's ``ExitCode()``), as a shell reports a killed one."""
 
 WRITE_BACK_GRACE_SECONDS = 5.0
-ENV = {"HOME": "/tmp", "MPLBACKEND": "Agg", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
+ENV = {"HOME": "/tmp", "MPLBACKEND": "Agg", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1",
+       # an agent environment's packages, where it has some (bound as on bubblewrap: ../command.py)
+       "PATH": f"{PACKAGE_BINS}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", **PACKAGE_PATHS}
 
 
 class PodSession:

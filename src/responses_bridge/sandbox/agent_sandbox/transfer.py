@@ -53,6 +53,25 @@ def staged_files(root: Path) -> list[str]:
     return sorted(found)
 
 
+def executable_files(root: Path) -> list[str]:
+    """Of :func:`staged_files`, those executable on the host (an installed package's scripts, a skill's)."""
+    return [path for path in staged_files(root) if os.stat(root / path, follow_symlinks=False).st_mode & 0o111]
+
+
+def inner_links(root: Path) -> list[tuple[str, str]]:
+    """The symbolic links under ``root`` that point inside it, relatively: (relative path, target)."""
+    found: list[tuple[str, str]] = []
+    resolved = root.resolve()
+    for directory, names, files in os.walk(root):
+        for name in names + files:
+            path = Path(directory) / name
+            if path.is_symlink():
+                target = os.readlink(path)
+                if not os.path.isabs(target) and (path.parent / target).resolve().is_relative_to(resolved):
+                    found.append((str(path.relative_to(root)), target))
+    return sorted(found)
+
+
 async def _bounded(jobs: list[Callable[[], Awaitable[None]]]) -> None:
     gate = asyncio.Semaphore(PARALLEL)
 

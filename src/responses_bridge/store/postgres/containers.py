@@ -26,7 +26,7 @@ from .database import PostgresDatabase
 from .quota import lock_tenant_quota, stored_bytes
 from .sql import pg_texts
 
-_CONTAINER = "id, name, created_at, last_active_at, expires_minutes, memory_limit, network_policy"
+_CONTAINER = "id, name, created_at, last_active_at, expires_minutes, memory_limit, network_policy, packages_blob"
 _FILE = "id, container_id, path, bytes, created_at, source, blob_id"
 _LIVE = "last_active_at + expires_minutes * 60 > $1"
 _TENANT_BYTES = ("SELECT coalesce(sum(f.bytes), 0) FROM container_files AS f JOIN containers AS c "
@@ -36,7 +36,8 @@ _OWNED = "container_id IN (SELECT id FROM containers WHERE id = $1 AND tenant = 
 
 def _container(row: Any) -> StoredContainer:
     return StoredContainer(id=row[0], name=row[1], created_at=int(row[2]), last_active_at=int(row[3]),
-                           expires_minutes=int(row[4]), memory_limit=row[5], network_policy=row[6])
+                           expires_minutes=int(row[4]), memory_limit=row[5], network_policy=row[6],
+                           packages_blob=row[7])
 
 
 def _file(row: Any) -> StoredContainerFile:
@@ -59,8 +60,9 @@ class PostgresContainerStore:
                 if live >= max_containers:
                     raise ContainerLimitExceeded(max_containers)
             await conn.execute(f"INSERT INTO containers ({_CONTAINER}, tenant) VALUES ($1, $2, $3, $4, $5, $6, $7, "
-                               "$8)", container.id, container.name, container.created_at, container.last_active_at,
-                               container.expires_minutes, container.memory_limit, container.network_policy, tenant)
+                               "$8, $9)", container.id, container.name, container.created_at,
+                               container.last_active_at, container.expires_minutes, container.memory_limit,
+                               container.network_policy, container.packages_blob, tenant)
 
     async def get_container(self, container_id: str, now: int, *, tenant: str) -> StoredContainer | None:
         async with self._db.acquire("get_container") as conn:
@@ -106,18 +108,25 @@ class PostgresContainerStore:
                                         f"AND tenant = $3", now, container_id, tenant, network_policy)
         return not status.endswith(" 0")
 
+    async def set_container_packages(self, container_id: str, blob_id: str, now: int, *, tenant: str) -> bool:
+        async with self._db.acquire("set_container_packages") as conn:
+            status = await conn.execute(f"UPDATE containers SET packages_blob = $4 WHERE {_LIVE} AND id = $2 "
+                                        f"AND tenant = $3", now, container_id, tenant, blob_id)
+        return not status.endswith(" 0")
+
     async def delete_container(self, container_id: str, *, tenant: str) -> list[str] | None:
         async with self._db.transaction("delete_container") as conn:
-            found = await conn.fetchval("SELECT id FROM containers WHERE id = $1 AND tenant = $2 FOR UPDATE",
-                                        container_id, tenant)
+            found = await conn.fetchrow("SELECT id, packages_blob FROM containers WHERE id = $1 AND tenant = $2 "
+                                        "FOR UPDATE", container_id, tenant)
             if found is None:
                 return None
+            installed = [str(found[1])] if found[1] else []  # the packages installed at its start
             rows = await conn.fetch("DELETE FROM container_files WHERE container_id = $1 RETURNING blob_id",
                                     container_id)
             rows += await conn.fetch(  # the skills it was made with (store/postgres/skills.py)
                 "DELETE FROM container_skills WHERE container_id = $1 RETURNING blob_id", container_id)
             await conn.execute("DELETE FROM containers WHERE id = $1", container_id)
-        return [str(row[0]) for row in rows]
+        return [str(row[0]) for row in rows] + installed
 
     async def count_containers(self, now: int, *, tenant: str) -> int:
         async with self._db.acquire("count_containers") as conn:

@@ -233,6 +233,14 @@ MIGRATIONS.append((
 MIGRATIONS.extend(UPLOAD_MIGRATIONS)  # 17: the Uploads API's uploads and parts; 18: their completion claims
 MIGRATIONS.append((19, AGENT_TABLES))  # the Agents API: agents, sessions, turns, items, session events
 MIGRATIONS.append((22, AUTOMATION_TABLES))  # the Agents API's automations: one claimed row per firing
+MIGRATIONS.append((
+    23,
+    [
+        # The packages installed at an agent environment's start, as SQLite's migration 24: the blob holding
+        # the zip of their tree (store/file_ids.py's BLOB_OWNERS); NULL: none.
+        "ALTER TABLE containers ADD COLUMN packages_blob text",
+    ],
+))
 
 
 def latest_version(migrations: Sequence[Migration] = MIGRATIONS) -> int:

@@ -29,7 +29,7 @@ from .quota import stored_bytes
 from .responses import SQLiteResponseStore
 from .transactions import transaction
 
-_CONTAINER = "id, name, created_at, last_active_at, expires_minutes, memory_limit, network_policy"
+_CONTAINER = "id, name, created_at, last_active_at, expires_minutes, memory_limit, network_policy, packages_blob"
 _FILE = "f.id, f.container_id, f.path, f.bytes, f.created_at, f.source, f.blob_id"
 _LIVE = "last_active_at + expires_minutes * 60 > :now"
 _OWNED = "container_id IN (SELECT id FROM containers WHERE id = :container AND tenant = :tenant)"
@@ -39,7 +39,8 @@ _TENANT_BYTES = ("SELECT coalesce(sum(f.bytes), 0) FROM container_files AS f JOI
 
 def _container(row: Sequence[Any]) -> StoredContainer:
     return StoredContainer(id=row[0], name=row[1], created_at=int(row[2]), last_active_at=int(row[3]),
-                           expires_minutes=int(row[4]), memory_limit=row[5], network_policy=row[6])
+                           expires_minutes=int(row[4]), memory_limit=row[5], network_policy=row[6],
+                           packages_blob=row[7])
 
 
 def _file(row: Sequence[Any]) -> StoredContainerFile:
@@ -72,9 +73,10 @@ class SQLiteContainerStore:
                                         {"tenant": tenant, "now": container.created_at}).fetchone()[0]
                     if int(live) >= max_containers:
                         raise ContainerLimitExceeded(max_containers)
-                conn.execute(f"INSERT INTO containers ({_CONTAINER}, tenant) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                conn.execute(f"INSERT INTO containers ({_CONTAINER}, tenant) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                              (container.id, container.name, container.created_at, container.last_active_at,
-                              container.expires_minutes, container.memory_limit, container.network_policy, tenant))
+                              container.expires_minutes, container.memory_limit, container.network_policy,
+                              container.packages_blob, tenant))
 
         await self._db.run_write("create_container", create)
 
@@ -125,16 +127,27 @@ class SQLiteContainerStore:
                 {"id": container_id, "tenant": tenant, "now": now, "policy": network_policy})
             return cursor.rowcount > 0
 
+    async def set_container_packages(self, container_id: str, blob_id: str, now: int, *, tenant: str) -> bool:
+        async with self._db.writing() as conn:
+            cursor = await conn.execute(
+                f"UPDATE containers SET packages_blob = :blob WHERE id = :id AND tenant = :tenant AND {_LIVE}",
+                {"id": container_id, "tenant": tenant, "now": now, "blob": blob_id})
+            return cursor.rowcount > 0
+
     async def delete_container(self, container_id: str, *, tenant: str) -> list[str] | None:
         def delete(conn: sqlite3.Connection) -> list[str] | None:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 key = {"container": container_id, "tenant": tenant}
+                installed = [str(row[0]) for row in conn.execute(  # the packages installed at its start
+                    "SELECT packages_blob FROM containers WHERE id = :container AND tenant = :tenant "
+                    "AND packages_blob IS NOT NULL", key)]
                 # the files through their container's tenant, before it: another tenant's try deletes nothing
                 blobs = [str(row[0]) for row in conn.execute(
                     f"DELETE FROM container_files WHERE {_OWNED} RETURNING blob_id", key)]
                 blobs += [str(row[0]) for row in conn.execute(  # the skills it was made with (store/sqlite/skills.py)
                     f"DELETE FROM container_skills WHERE {_OWNED} RETURNING blob_id", key)]
+                blobs += installed
                 deleted = conn.execute("DELETE FROM containers WHERE id = :container AND tenant = :tenant",
                                        key).rowcount
             except BaseException:

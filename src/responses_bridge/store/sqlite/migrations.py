@@ -390,6 +390,14 @@ MIGRATIONS: list[Migration] = [
     (19, UPLOAD_CLAIM_COLUMNS),
     (20, AGENT_TABLES),  # the Agents API: agents, sessions, turns, items, session events
     (23, AUTOMATION_TABLES),  # the Agents API's automations: one claimed row per firing
+    (
+        24,
+        [
+            # The packages installed at an agent environment's start (services/environment_packages.py): the
+            # blob holding the zip of their tree (store/file_ids.py's BLOB_OWNERS); NULL: none.
+            "ALTER TABLE containers ADD COLUMN packages_blob TEXT",
+        ],
+    ),
 ]
 
 LATEST_VERSION: int = MIGRATIONS[-1][0]

@@ -1,0 +1,91 @@
+"""An ``openai_hosted`` environment's ``packages`` checked: what pip and npm are handed at the environment's start
+(services/environment_packages.py installs them).
+
+Each entry is a package, never an option or a place: a Python requirement specifier (PEP 508: a name, extras,
+a version specifier, a marker) without a direct reference (``name @ url``), an npm package name (scoped or not)
+with an optional version or range. Whatever starts with ``-`` (``--index-url``, ``-e``), a path, a URL, a git or
+file reference is a 400 naming the entry: an entry that chose where packages come from would go around the
+operator's indexes (``RESPONSES_BRIDGE_PACKAGE_INDEXES``). ``system`` packages are refused: installing them needs
+root in the container, which the sandbox never gives.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from packaging.requirements import InvalidRequirement, Requirement
+
+from .errors import invalid_request
+
+PACKAGE_KINDS = ("npm", "python", "system")  # the kinds an environment's ``packages`` names
+MAX_PACKAGES = 50
+"""Entries of one kind (``python``, ``npm``) an environment may ask for."""
+MAX_ENTRY = 200
+NPM_NAME = re.compile(r"(?:@[a-z0-9][a-z0-9._~-]*/)?[a-z0-9][a-z0-9._~-]*")
+NPM_VERSION = re.compile(r"[0-9A-Za-z.^~<>=*|+ -]+")  # a version, a range or a dist-tag: no ':' or '/' (no URL)
+PYTHON_FORBIDDEN = re.compile(r"[/\\:@]")  # outside a marker's quotes: a path, a URL, a direct reference
+
+
+def python_package(entry: Any, param: str) -> str:
+    """A requirement specifier pip may be handed as one argument, normalized by ``packaging``."""
+    if not isinstance(entry, str) or not entry.strip() or len(entry) > MAX_ENTRY:
+        raise _invalid(param, f"expected a requirement specifier of at most {MAX_ENTRY} characters")
+    text = entry.strip()
+    if text.startswith("-"):
+        raise _invalid(param, "an option is not a package (the indexes are the operator's)")
+    try:
+        requirement = Requirement(text)
+    except InvalidRequirement:
+        raise _invalid(param, "expected a requirement specifier (such as 'requests' or 'numpy>=2,<3')") from None
+    head = text.split(";", 1)[0]
+    if requirement.url is not None or PYTHON_FORBIDDEN.search(head):
+        raise _invalid(param, "a path, URL or direct reference is not a package from the operator's indexes")
+    return str(requirement)
+
+
+def npm_package(entry: Any, param: str) -> str:
+    """An npm package name with an optional ``@version`` (or range, or dist-tag)."""
+    if not isinstance(entry, str) or not entry or len(entry) > MAX_ENTRY:
+        raise _invalid(param, f"expected an npm package name of at most {MAX_ENTRY} characters")
+    if entry.startswith("-"):
+        raise _invalid(param, "an option is not a package (the registry is the operator's)")
+    at = entry.find("@", 1)  # a scope's '@' comes first
+    name, version = (entry, None) if at < 0 else (entry[:at], entry[at + 1:])
+    if not NPM_NAME.fullmatch(name) or (version is not None and not NPM_VERSION.fullmatch(version)):
+        raise _invalid(param, "expected an npm package name with an optional @version (no path, URL, git or file "
+                              "reference)")
+    return entry
+
+
+def _invalid(param: str, why: str) -> Exception:
+    return invalid_request(f"Invalid value for '{param}': {why}.", param=param, code="invalid_value")
+
+
+def checked_packages(value: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``environment.packages`` as ``(python, npm)``, each entry checked (a 400 naming it); ``system`` refused."""
+    if value is None:
+        return (), ()
+    if not isinstance(value, dict):
+        raise invalid_request("Invalid type for 'environment.packages': expected an object.",
+                              param="environment.packages", code="invalid_type")
+    found: dict[str, tuple[str, ...]] = {}
+    for kind, entries in value.items():
+        param = f"environment.packages.{kind}"
+        if kind not in ("python", "npm", "system"):
+            raise invalid_request(f"Unknown parameter: '{param}'.", param=param, code="unknown_parameter")
+        if entries is None or entries == []:
+            continue
+        if not isinstance(entries, list):
+            raise invalid_request(f"Invalid type for '{param}': expected an array of packages.", param=param,
+                                  code="invalid_type")
+        if kind == "system":
+            raise invalid_request("System packages ('environment.packages.system') are not served by this bridge: "
+                                  "installing them needs root in the container, which its sandbox never gives. "
+                                  "Use 'python' or 'npm' packages.", param=param, code="unsupported_value")
+        if len(entries) > MAX_PACKAGES:
+            raise invalid_request(f"Invalid value for '{param}': at most {MAX_PACKAGES} packages.", param=param,
+                                  code="invalid_value")
+        check = python_package if kind == "python" else npm_package
+        found[kind] = tuple(check(entry, f"{param}[{position}]") for position, entry in enumerate(entries))
+    return found.get("python", ()), found.get("npm", ())
