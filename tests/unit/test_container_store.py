@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 
 from responses_bridge.store.base import ContainerStore, FileStore
+from responses_bridge.store.base_agents import AgentStore
 from responses_bridge.store.postgres import PostgresDatabase
+from responses_bridge.store.postgres.agents import PostgresAgentStore
 from responses_bridge.store.postgres.containers import PostgresContainerStore
 from responses_bridge.store.postgres.files import PostgresFileStore
 from responses_bridge.store.records import (
@@ -28,6 +30,7 @@ from responses_bridge.store.records import (
     StoredFile,
     UnknownCursor,
 )
+from responses_bridge.store.sqlite.agents import SQLiteAgentStore
 from responses_bridge.store.sqlite.containers import SQLiteContainerStore
 from responses_bridge.store.sqlite.files import SQLiteFileStore
 from tests.unit.store_kinds import KINDS, postgres_database, postgres_database_url, sqlite_database
@@ -44,16 +47,17 @@ class Stores:
     kind: str
     containers: ContainerStore
     files: FileStore
+    agents: AgentStore
 
 
 @pytest.fixture(params=KINDS)
 async def stores(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stores]:
     if request.param == "sqlite":
         async with sqlite_database(tmp_path) as db:
-            yield Stores("sqlite", SQLiteContainerStore(db), SQLiteFileStore(db))
+            yield Stores("sqlite", SQLiteContainerStore(db), SQLiteFileStore(db), SQLiteAgentStore(db))
     else:
         async with postgres_database(request) as pg:
-            yield Stores("postgres", PostgresContainerStore(pg), PostgresFileStore(pg))
+            yield Stores("postgres", PostgresContainerStore(pg), PostgresFileStore(pg), PostgresAgentStore(pg))
 
 
 def a_container(container_id: str, *, at: int = T, minutes: int = MINUTES,
@@ -476,3 +480,16 @@ async def test_container_blobs_are_known_to_the_files_sweep(stores: Stores) -> N
     assert await stores.files.known_ids(asked) == {"file-container", "file-upload"}
     await store.delete_container("cntr_1", tenant=A)
     assert await stores.files.known_ids(asked) == {"file-upload"}
+
+
+async def test_a_sessions_artifact_bytes_are_known_to_the_files_sweep(stores: Stores) -> None:
+    """An artifact keeps its bytes in its record's ``_private.blob_id`` (services/agent_environments.py): the sweep
+    took them for an orphan and removed them an hour after the turn."""
+    artifact = {"id": "art_1", "object": "agent.session.artifact", "_private": {"blob_id": "file-artifact"}}
+    await stores.agents.put("artifact", "art_1", artifact, tenant=A, parent="sess_1", scope="cntr_1")
+    await stores.agents.put("session", "sess_1", {"id": "sess_1", "_private": {"last_response_id": "resp_1"}},
+                            tenant=A)
+    asked = ["file-artifact", "file-other", "resp_1"]
+    assert await stores.files.known_ids(asked) == {"file-artifact"}
+    await stores.agents.delete("session", "sess_1", tenant=A)  # its artifacts go with it, and their bytes' claim
+    assert await stores.files.known_ids(asked) == set()

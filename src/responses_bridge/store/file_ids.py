@@ -29,4 +29,11 @@ def check_file_id(file_id: str) -> str:
 BLOB_OWNERS = (("files", "id"), ("container_files", "blob_id"), ("skill_versions", "blob_id"),
                ("container_skills", "blob_id"), ("upload_parts", "blob_id"), ("containers", "packages_blob"))
 """Every table whose rows name stored bytes, and the column that does (the same on both databases): bytes none of them
-names are orphans for the sweep."""
+names are orphans for the sweep. With :data:`SQLITE_RECORD_BLOBS` or :data:`POSTGRES_RECORD_BLOBS`, each database's
+whole list."""
+
+SQLITE_RECORD_BLOBS = ("agent_records", "json_extract(body, '$._private.blob_id')")
+POSTGRES_RECORD_BLOBS = ("agent_records", "(body #>> '{_private,blob_id}')")
+"""The bytes an Agents API record keeps (a session's artifact: ``_private.blob_id`` of its JSON body), as each
+database reads them; the expression is indexed as written (both stores' migrations), so the sweep's look-ups stay
+index reads."""

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..file_ids import BLOB_OWNERS, ORPHAN_GRACE_SECONDS, STALE_UPLOAD_SECONDS, check_file_id
+from ..file_ids import BLOB_OWNERS, ORPHAN_GRACE_SECONDS, POSTGRES_RECORD_BLOBS, STALE_UPLOAD_SECONDS, check_file_id
 from ..records import KnownIds
 from .database import PostgresDatabase
 
@@ -48,7 +48,8 @@ CROSS JOIN LATERAL (
 ) AS c
 WHERE c.upto <= parts.bytes
 """
-_OWNED = " UNION ALL ".join(f"SELECT 1 FROM {table} WHERE {column} = b.file_id" for table, column in BLOB_OWNERS)
+_OWNED = " UNION ALL ".join(f"SELECT 1 FROM {table} WHERE {column} = b.file_id"
+                            for table, column in (*BLOB_OWNERS, POSTGRES_RECORD_BLOBS))
 _SWEEP = f"""
 DELETE FROM file_blobs AS b
 WHERE deleted_at IS NULL AND (

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..file_ids import BLOB_OWNERS
+from ..file_ids import BLOB_OWNERS, POSTGRES_RECORD_BLOBS
 from ..records import StoredFile, UnknownCursor
 from .database import PostgresDatabase
 from .quota import STORED_BYTES, check_stored_bytes
@@ -110,7 +110,7 @@ class PostgresFileStore:
         if not file_ids:
             return set()
         sql = " UNION ALL ".join(f"SELECT {column} FROM {table} WHERE {column} = ANY($1::text[])"
-                                 for table, column in BLOB_OWNERS)
+                                 for table, column in (*BLOB_OWNERS, POSTGRES_RECORD_BLOBS))
         async with self._db.acquire("known_file_ids") as conn:
             rows = await conn.fetch(sql, pg_texts(file_ids))
         return {str(row[0]) for row in rows}

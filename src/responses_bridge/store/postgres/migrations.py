@@ -241,6 +241,14 @@ MIGRATIONS.append((
         "ALTER TABLE containers ADD COLUMN packages_blob text",
     ],
 ))
+MIGRATIONS.append((
+    24,
+    [
+        # As SQLite's migration 25: the bytes a session's artifact keeps, read by the files' sweep (store/file_ids.py's
+        # POSTGRES_RECORD_BLOBS, the same expression).
+        "CREATE INDEX IF NOT EXISTS agent_records_blob ON agent_records ((body #>> '{_private,blob_id}'))",
+    ],
+))
 
 
 def latest_version(migrations: Sequence[Migration] = MIGRATIONS) -> int:

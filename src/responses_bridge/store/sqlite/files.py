@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from ..file_ids import BLOB_OWNERS
+from ..file_ids import BLOB_OWNERS, SQLITE_RECORD_BLOBS
 from ..records import StoredFile, UnknownCursor
 from .quota import STORED_BYTES, check_stored_bytes
 from .responses import SQLiteResponseStore
@@ -106,13 +106,14 @@ class SQLiteFileStore:
         """Which of ``file_ids`` have a row (expired or not), or are the bytes of another row that keeps them in the
         same place (:data:`~responses_bridge.store.file_ids.BLOB_OWNERS`): the files on disk that are no orphans."""
         known: set[str] = set()
-        batch_size = 999 // len(BLOB_OWNERS)  # within SQLite's bound-parameter limit
+        owners = (*BLOB_OWNERS, SQLITE_RECORD_BLOBS)
+        batch_size = 999 // len(owners)  # within SQLite's bound-parameter limit
         async with self._db.reading() as conn:
             for start in range(0, len(file_ids), batch_size):
                 batch = list(file_ids[start:start + batch_size])
                 marks = ", ".join("?" * len(batch))
                 sql = " UNION ALL ".join(f"SELECT {column} FROM {table} WHERE {column} IN ({marks})"
-                                         for table, column in BLOB_OWNERS)
-                rows = await conn.execute_fetchall(sql, batch * len(BLOB_OWNERS))
+                                         for table, column in owners)
+                rows = await conn.execute_fetchall(sql, batch * len(owners))
                 known.update(str(row[0]) for row in rows)
         return known

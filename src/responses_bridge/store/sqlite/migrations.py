@@ -398,6 +398,14 @@ MIGRATIONS: list[Migration] = [
             "ALTER TABLE containers ADD COLUMN packages_blob TEXT",
         ],
     ),
+    (
+        25,
+        [
+            # The bytes a session's artifact keeps, read by the files' sweep (store/file_ids.py's
+            # SQLITE_RECORD_BLOBS, the same expression): without it, the sweep took an artifact's bytes for an orphan.
+            "CREATE INDEX IF NOT EXISTS agent_records_blob ON agent_records (json_extract(body, '$._private.blob_id'))",
+        ],
+    ),
 ]
 
 LATEST_VERSION: int = MIGRATIONS[-1][0]
