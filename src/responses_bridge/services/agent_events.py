@@ -4,9 +4,10 @@ disconnect.
 
 Like a background response's log (services/background_run.py), events are shown to live readers from memory at
 once and written to the store in batches by a writer task, off the path of the text deltas: a delta never waits
-for the database. A frame leaves memory only once it is durable, so a reader that finds it gone finds it in the
-store; a reader resuming after event ``n`` reads the store, then memory, and never sees an event twice or misses
-one. The terminal events of a turn (and a session's idle or failed) are made durable before they are shown.
+for the database, and a burst of them is one write (services/write_behind.py). A frame leaves memory only once it
+is durable, so a reader that finds it gone finds it in the store; a reader resuming after event ``n`` reads the
+store, then memory, and never sees an event twice or misses one. The terminal events of a turn (and a session's
+idle or failed) are made durable before they are shown.
 
 A frame is ``id: <event_id>\\nevent: <type>\\ndata: <JSON>\\n\\n``: the ``id`` field is the cursor a reconnecting
 client sends back (``Last-Event-ID``, or ``?after=<event_id>``).
@@ -24,6 +25,7 @@ import structlog
 
 from .. import ids
 from ..store.base_agents import AgentStore, Record
+from .write_behind import WriteBehind
 
 log = structlog.get_logger("responses_bridge.agents")
 
@@ -54,7 +56,7 @@ class SessionLog:
         self.active = False  # a runner emits into it: kept in memory while it is
         self._changed = asyncio.Event()
         self._lock = asyncio.Lock()
-        self._writer: asyncio.Task[None] | None = None
+        self._writes = WriteBehind(self._flush_quietly)  # batched, behind the readers (write_behind.py)
         self.shown_until = next_sequence  # frames numbered below it are shown to readers
         self._holding = 0  # durable emits being written: frames after them wait to be shown too
 
@@ -65,23 +67,42 @@ class SessionLog:
     async def emit(self, event: dict[str, Any], *, durable: bool = False, records: list[Record] | None = None) -> str:
         """Number ``event``, show it to readers and have it written; ``durable``: written before it is shown;
         ``records``: stored in the same transaction as it (and every event before it), which makes it durable."""
+        event_id = self._append(event)
+        if records is not None or durable or len(self.frames) - self.saved > MAX_UNSAVED:
+            await self._held(records or [])
+        else:
+            self._writes.soon()
+        self._show()
+        return event_id
+
+    async def emit_together(self, events: list[dict[str, Any]], *, records: list[Record]) -> None:
+        """``events``, in order, stored in one transaction with ``records`` before any of them is shown: a turn's
+        end and the session's idle that follows it are one write, not two."""
+        for event in events:
+            self._append(event)
+        await self._held(records)
+        self._show()
+
+    def _append(self, event: dict[str, Any]) -> str:
         event_id = ids.new_id("sevt")
         event = {"event_id": event_id, **event}
         sequence = self.next_sequence
         self.frames.append((sequence, event_id, frame_of(event_id, event)))
         self.ids[event_id] = sequence
-        if records is not None or durable or len(self.frames) - self.saved > MAX_UNSAVED:
-            self._holding += 1
-            try:
-                await self.flush(records or [])
-            finally:
-                self._holding -= 1
-        elif self._writer is None or self._writer.done():
-            self._writer = asyncio.ensure_future(self._flush_quietly())
+        return event_id
+
+    async def _held(self, records: list[Record]) -> None:
+        """Every frame so far written (with ``records``) while the frames after the shown ones wait."""
+        self._holding += 1
+        try:
+            await self.flush(records)
+        finally:
+            self._holding -= 1
+
+    def _show(self) -> None:
         if not self._holding:
             self.shown_until = self.next_sequence
             self._wake()
-        return event_id
 
     async def flush(self, records: list[Record] | None = None) -> None:
         async with self._lock:

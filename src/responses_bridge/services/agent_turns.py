@@ -98,6 +98,8 @@ class SessionRunner:
         # the session's lock (the service's): an update of the session never crosses a change made here
         self.locked: Callable[[], contextlib.AbstractAsyncContextManager[Any]] = contextlib.nullcontext
         self.vaults: VaultService | None = None  # where an MCP tool's ``credential_id`` is opened (the service's)
+        self._may_idle = False  # the running turn's end may leave the session idle (no other turn queued)
+        self._idled = False  # it did: the turn's end told agent.session.idle too
 
     @property
     def busy(self) -> bool:
@@ -169,9 +171,14 @@ class SessionRunner:
             while self.queue:
                 while self.queue:
                     self.current = self.queue.pop(0)
-                    self.cancelling = False
-                    await self._run(self.current)
+                    self.cancelling, self._idled, self._may_idle = False, False, True
+                    try:
+                        await self._run(self.current)
+                    finally:
+                        self._may_idle = False
                     self.current, self.response_id = None, None
+                if self._idled:  # the last turn's end made the session idle, in the same write
+                    continue
                 async with self._changing() as session:
                     if session["status"] == "in_progress":
                         session["status"] = "idle"
@@ -415,14 +422,23 @@ class SessionRunner:
         event = {"type": f"agent.session.turn.{status}", "session_id": self.session_id, "turn_id": turn["id"],
                  "turn": public(turn), "usage": usage}
         publishing = status == "completed" and self.environments is not None
-        if entry.changes is None and not publishing:
+        # the last turn of the queue: the session's idle is stored with the turn's end, one write and one read of
+        # the session instead of two each
+        idling = self._may_idle and entry is self.current and not self.queue
+        if entry.changes is None and not publishing and not idling:
             await self.events.emit(event, records=[self.turn_record(turn)])
             return
         async with self._changing(entry) as session:  # with the session's state after the turn's last response
             artifacts = [] if self.environments is None or status != "completed" else \
                 await self.environments.publish(session, turn["id"], tenant=self.tenant)
-            await self.events.emit(event, records=[self.turn_record(turn), self.session_record(session),
-                                                   *artifacts])
+            records = [self.turn_record(turn), self.session_record(session), *artifacts]
+            if not (idling and session["status"] == "in_progress" and not self.queue):
+                await self.events.emit(event, records=records)
+                return
+            session["status"], session["last_active_at"] = "idle", int(time.time())
+            self._idled = True
+            await self.events.emit_together([event, {"type": "agent.session.idle", "session": public(session)}],
+                                            records=records)
 
 
 def _text_format(text_format: dict[str, Any]) -> dict[str, Any]:
