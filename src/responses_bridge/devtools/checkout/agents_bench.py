@@ -16,14 +16,17 @@ machine hits every kind alike:
 
 Reported: each kind's median time and its ratio to ``chained`` and to the door's floor; then CPU per request
 (bench_cost.py's batches: each kind alone, the CPU its processes spent, the sidecar's and Envoy's apart, medians of
-the rounds). The figures that carry between machines are the ratios. Usage: ``scripts/bench-agents [--rounds N]
-[--door http|envoy|both] [--cost-rounds N] [--cost-requests N]``.
+the rounds; read from the scheduler's nanosecond counts). The figures that carry between machines are the ratios.
+``--base-src DIR`` runs a second sidecar from another source tree beside this one, its HTTP door measured in the
+same rounds (before and after a change, on the same machine at the same time). Usage: ``scripts/bench-agents
+[--rounds N] [--door http|envoy|both] [--cost-rounds N] [--cost-requests N] [--base-src DIR]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
@@ -35,9 +38,8 @@ from typing import Any
 import aiohttp
 import orjson
 
-from ..procs import ManagedProcess, free_port, wait_http
+from ..procs import ManagedProcess, descendants, free_port, wait_http
 from .bench import FLOORS, _start_envoy, bootstrap_renderer
-from .bench_cost import cpu_seconds
 
 BETA = {"OpenAI-Beta": "agents=v1"}
 TEXT = "hello there [chunks=20]"
@@ -56,6 +58,28 @@ class Door:
     times: dict[str, list[float]] = field(default_factory=dict)
     cpu: dict[str, list[float]] = field(default_factory=dict)
     envoy_cpu: dict[str, list[float]] = field(default_factory=dict)
+
+
+def cpu_seconds(processes: list[ManagedProcess]) -> float:
+    """CPU seconds spent so far by ``processes``, their descendants and every thread of each, from the scheduler's
+    own nanosecond count (``/proc/<pid>/task/<tid>/schedstat``): the clock ticks of ``/proc/<pid>/stat`` (10 ms) are
+    coarser than a whole session turn."""
+    total = 0
+    for process in processes:
+        if not process.alive():
+            continue
+        for pid in (process.pid, *descendants(process.pid)):
+            try:
+                tasks = os.listdir(f"/proc/{pid}/task")
+            except OSError:  # ended meanwhile
+                continue
+            for tid in tasks:
+                try:
+                    with open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as stat:
+                        total += int(stat.read().split()[0])
+                except (OSError, ValueError, IndexError):
+                    continue
+    return total / 1e9
 
 
 async def _read_to_idle(answer: aiohttp.ClientResponse) -> bytes:
@@ -176,8 +200,13 @@ def report(doors: list[Door], rounds: int, cost_rounds: int) -> None:
     for door in doors:
         times = {kind: statistics.median(spent) for kind, spent in door.times.items()}
         second, background = times["session, second turn"] / times["chained"], times["background"] / times["response"]
-        print(f"{door.name}: a session's second turn over a chained response {second:.2f}x, a background response "
-              f"over a response {background:.2f}x")
+        line = (f"{door.name}: a session's second turn over a chained response {second:.2f}x, a background response "
+                f"over a response {background:.2f}x")
+        if door.cpu:
+            used = {kind: statistics.median(spent) for kind, spent in door.cpu.items()}
+            line += (f"; CPU {used['session, second turn'] / used['chained']:.2f}x and "
+                     f"{used['background'] / used['response']:.2f}x")
+        print(line)
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -194,15 +223,26 @@ async def main(args: argparse.Namespace) -> None:
                                   "--db", f"{tmp}/bench.db", "--log-level", "warning"]
                                  + ([] if envoy_wanted else ["--no-extproc"]), "sidecar", quiet=False)
         processes = [upstream, http_floor, sidecar]
+        base, base_port = None, free_port()
+        if args.base_src:  # the same sidecar from another source tree, its HTTP door beside this one's
+            base = ManagedProcess([sys.executable, "-m", "responses_bridge", "serve", "--upstream", upstream_url,
+                                   "--http-port", str(base_port), "--no-extproc", "--db", f"{tmp}/base.db",
+                                   "--log-level", "warning"], "base sidecar", quiet=False,
+                                  env={"PYTHONPATH": args.base_src})
         try:
             for process in processes:
                 process.start()
             for port, process in ((upstream_port, upstream), (floor_port, http_floor), (http_port, sidecar)):
                 await wait_http(f"http://127.0.0.1:{port}/health", process=process)
             doors = []
+            floor_url = f"http://127.0.0.1:{floor_port}/v1/chat/completions"
+            if base is not None:
+                processes.insert(3, base)
+                base.start()
+                await wait_http(f"http://127.0.0.1:{base_port}/health", process=base)
+                doors.append(Door("http (base)", f"http://127.0.0.1:{base_port}", floor_url, [base], [http_floor]))
             if args.door in ("http", "both"):
-                doors.append(Door("http", f"http://127.0.0.1:{http_port}",
-                                  f"http://127.0.0.1:{floor_port}/v1/chat/completions", [sidecar], [http_floor]))
+                doors.append(Door("http", f"http://127.0.0.1:{http_port}", floor_url, [sidecar], [http_floor]))
             if envoy_wanted:
                 envoy_port, envoy_floor_port, _ = await _start_envoy(tmp, bootstrap_renderer([]), processes,
                                                                      upstream_url, http_port, extproc_port, None)
@@ -228,9 +268,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--door", choices=("http", "envoy", "both"), default="both", help="the doors measured")
     parser.add_argument("--cost-rounds", type=int, default=3, help="rounds of the CPU section; 0 skips it")
     parser.add_argument("--cost-requests", type=int, default=20, help="requests a kind in one CPU round")
+    parser.add_argument("--base-src", metavar="DIR",
+                        help="also run the sidecar from another checkout's src (git archive <commit> src | tar -x "
+                        "-C DIR), its HTTP door measured beside this one's in the same rounds: before and after")
     args = parser.parse_args(argv)
     if args.rounds_positional is not None:
         args.rounds = args.rounds_positional
+    if args.base_src:
+        args.base_src = os.path.join(os.path.abspath(args.base_src), "src")
     return args
 
 
