@@ -142,7 +142,7 @@ def _value(stream: BinaryIO, kind: int) -> object:
     raise SystemExit(f"real-model: unknown GGUF value type {kind}")
 
 
-def server_argv(python: Path, model: Path, port: int, context: int) -> list[str]:
+def server_argv(python: Path, model: Path, port: int, context: int, threads: int = 2) -> list[str]:
     return [str(python), "-m", "llama_cpp.server", "--model", str(model), "--model_alias", MODEL_ALIAS,
-            "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(context), "--n_threads", "2",
+            "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(context), "--n_threads", str(threads),
             "--chat_format", "chatml-function-calling", "--logits_all", "false"]

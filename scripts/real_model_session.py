@@ -43,13 +43,16 @@ from tests.support.gateway import running_gateway
 from tests.support.sdk_strict import strict_object, strict_session_event
 
 BETA = {"OpenAI-Beta": "agents=v1"}
-INSTRUCTIONS = ("You are a careful programmer working in a Linux container. Use the shell tool to run commands; "
-                "keep every file you make in /mnt/data. Answer briefly once the commands are done.")
+INSTRUCTIONS = ("You are a programmer working in a Linux container. You act only by calling the shell function; "
+                "never show code or commands for the user to run. To run commands, answer exactly like this:\n"
+                "functions.shell:\n"
+                '{"commands": ["echo hello > /mnt/data/hello.txt", "cat /mnt/data/hello.txt"]}\n'
+                "Keep every file in /mnt/data. Once the commands are done, answer in one short sentence.")
 TASK = [
-    "Write a Python program /mnt/data/primes.py that prints the prime numbers below 50, one per line. Then run it "
-    "with python3 and save what it prints in /mnt/data/primes.txt.",
-    "How many primes are in /mnt/data/primes.txt? Count its lines with the shell, and write the count in "
-    "/mnt/data/count.txt.",
+    "Use the shell to create /mnt/data/primes.py, a Python program that prints the prime numbers below 50, one "
+    "per line; then run python3 /mnt/data/primes.py > /mnt/data/primes.txt",
+    "Use the shell to count the lines of /mnt/data/primes.txt with wc -l and write the count in "
+    "/mnt/data/count.txt",
 ]
 PRIMES = "".join(f"{n}\n" for n in range(2, 50) if all(n % d for d in range(2, n)))
 
@@ -84,6 +87,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--door", choices=("envoy", "http", "both"), default="envoy",
                         help="the door the client calls: Envoy (default), the sidecar's HTTP door, or both in turn")
     parser.add_argument("--context", type=int, default=8192, help="the model's context, tokens (--n_ctx)")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="the model's threads (--n_threads): 1 on a machine busy with other work, where two "
+                        "threads waiting on each other slow decoding down far more than one alone")
     parser.add_argument("--turn-timeout", type=float, default=900, help="seconds a turn may take to reach idle")
     parser.add_argument("--json", metavar="FILE", help="write the figures there as JSON")
     parser.add_argument("--keep-logs", metavar="DIR", help="keep the sidecar's and the model's logs there")
@@ -209,7 +215,8 @@ async def main(args: argparse.Namespace) -> int:
     logs = Path(args.keep_logs) if args.keep_logs else Path(tempfile.mkdtemp(prefix="rb-real-model-"))
     logs.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    server = ManagedProcess(real_model.server_argv(python, weights, port, args.context), "llama-cpp-python",
+    server = ManagedProcess(real_model.server_argv(python, weights, port, args.context, args.threads),
+                            "llama-cpp-python",
                             log_file=logs / "model.log")
     server.start()
     results: list[SessionResult] = []
