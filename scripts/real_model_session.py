@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 import tempfile
 import time
@@ -43,15 +44,18 @@ from tests.support.gateway import running_gateway
 from tests.support.sdk_strict import strict_object, strict_session_event
 
 BETA = {"OpenAI-Beta": "agents=v1"}
-INSTRUCTIONS = ("You are a programmer working in a Linux container. You act only by calling the shell function; "
-                "never show code or commands for the user to run. To run commands, answer exactly like this:\n"
-                "functions.shell:\n"
-                '{"commands": ["echo hello > /mnt/data/hello.txt", "cat /mnt/data/hello.txt"]}\n'
-                "Keep every file in /mnt/data. Once the commands are done, answer in one short sentence.")
+INSTRUCTIONS = ("You are a programmer working in a Linux container. You act only by calling the shell function "
+                "with the commands to run: never show code or commands to the user, never say what a command would "
+                "print before it ran. Keep every file in /mnt/data. Once the commands are done, answer in one short "
+                "sentence.")
+# A 1.5B model under the bridge's prompt-described tools answers in prose unless the message names the call's form
+# (it claimed a file it never wrote), and copies any concrete call it is shown (it ran the instructions' example
+# sixteen times): the first turn names the form, the second asks it to find the command.
 TASK = [
-    "Use the shell to create /mnt/data/primes.py, a Python program that prints the prime numbers below 50, one "
-    "per line; then run python3 /mnt/data/primes.py > /mnt/data/primes.txt",
-    "Use the shell to count the lines of /mnt/data/primes.txt with wc -l and write the count in "
+    'Reply with functions.shell: and the JSON {"commands": [...]} of the commands that write /mnt/data/primes.py, a '
+    "Python program printing the prime numbers below 50 one per line, and then run python3 /mnt/data/primes.py > "
+    "/mnt/data/primes.txt",
+    "Now use functions.shell again: count the lines of /mnt/data/primes.txt and write the count in "
     "/mnt/data/count.txt",
 ]
 PRIMES = "".join(f"{n}\n" for n in range(2, 50) if all(n % d for d in range(2, n)))
@@ -91,6 +95,9 @@ def parse_args() -> argparse.Namespace:
                         help="the model's threads (--n_threads): 1 on a machine busy with other work, where two "
                         "threads waiting on each other slow decoding down far more than one alone")
     parser.add_argument("--turn-timeout", type=float, default=900, help="seconds a turn may take to reach idle")
+    parser.add_argument("--max-turns", type=int, default=6,
+                        help="model calls a turn's tool loop may make (RESPONSES_BRIDGE_MAX_TURNS; the last is "
+                        "offered no tools): a small model may call the same command again and again")
     parser.add_argument("--json", metavar="FILE", help="write the figures there as JSON")
     parser.add_argument("--keep-logs", metavar="DIR", help="keep the sidecar's and the model's logs there")
     return parser.parse_args()
@@ -190,6 +197,24 @@ async def run_session(base_url: str, door: str, model: str, turn_timeout: float)
         return result
 
 
+_PERF = re.compile(r"llama_perf_context_print: +(prompt eval|eval) time = +([0-9.]+) ms / +([0-9]+) ")
+
+
+def model_figures(log: Path) -> dict[str, float]:
+    """What the model server itself counted (its ``llama_perf`` lines): llama-cpp-python sends no usage in a
+    stream, so a turn's ``usage`` is null and the tokens are read here."""
+    totals = {"calls": 0.0, "prompt_tokens": 0.0, "prompt_ms": 0.0, "generated_tokens": 0.0, "generate_ms": 0.0}
+    for kind, milliseconds, count in _PERF.findall(log.read_text(errors="replace")):
+        if kind == "prompt eval":
+            totals["calls"] += 1
+            totals["prompt_tokens"] += int(count)
+            totals["prompt_ms"] += float(milliseconds)
+        else:
+            totals["generated_tokens"] += int(count)
+            totals["generate_ms"] += float(milliseconds)
+    return totals
+
+
 def report(result: SessionResult) -> None:
     print(f"\n{result.door}: session {result.session_id}, {result.events} events, every one strictly the SDK's")
     for turn in result.turns:
@@ -223,7 +248,8 @@ async def main(args: argparse.Namespace) -> int:
     try:
         await wait_http(f"http://127.0.0.1:{port}/v1/models", timeout=180, process=server)
         real_model.say(f"model ready on port {port}; logs in {logs}")
-        env = {"RESPONSES_BRIDGE_PROFILE": "llamacpp", "RESPONSES_BRIDGE_CODE_TIMEOUT": "60"}
+        env = {"RESPONSES_BRIDGE_PROFILE": "llamacpp", "RESPONSES_BRIDGE_CODE_TIMEOUT": "60",
+               "RESPONSES_BRIDGE_MAX_TURNS": str(args.max_turns)}
         with tempfile.TemporaryDirectory(prefix="rb-real-model-") as tmp:
             async with running_gateway(tmp, f"http://127.0.0.1:{port}/v1", "--log-level", "info", env=env,
                                        log_file=logs / "sidecar.log") as gateway:
@@ -235,9 +261,16 @@ async def main(args: argparse.Namespace) -> int:
                     results.append(result)
     finally:
         server.stop()
+    model = model_figures(logs / "model.log")
+    if model["calls"]:
+        read = model["prompt_tokens"] / max(model["prompt_ms"], 1) * 1000
+        made = model["generated_tokens"] / max(model["generate_ms"], 1) * 1000
+        print(f"\nthe model: {model['calls']:.0f} calls, {model['prompt_tokens']:.0f} prompt tokens read "
+              f"({read:.1f}/s; the rest came from its cache), {model['generated_tokens']:.0f} generated "
+              f"({made:.1f}/s)")
     if args.json:
-        Path(args.json).write_bytes(orjson.dumps([asdict(result) for result in results],
-                                                 option=orjson.OPT_INDENT_2))
+        Path(args.json).write_bytes(orjson.dumps({"sessions": [asdict(result) for result in results],
+                                                  "model": model}, option=orjson.OPT_INDENT_2))
     return 1 if any(result.problems for result in results) else 0
 
 
