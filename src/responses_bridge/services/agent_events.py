@@ -16,6 +16,7 @@ client sends back (``Last-Event-ID``, or ``?after=<event_id>``).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -33,6 +34,7 @@ STORE_PAGE = 500
 KEEPALIVE = b": keep-alive\n"
 """A comment line with no blank line after it: a blank line would dispatch an event, and the SDK's decoder, which
 keeps the last ``id`` as the spec says, would read an empty event with that id and fail on its empty data."""
+RECENT_LOGS = 10_000  # idle sessions whose last event is remembered (about 150 bytes each)
 MAX_UNSAVED = 10_000  # frames waiting for the writer; past it an emit waits for the writer (memory stays bounded)
 
 
@@ -161,12 +163,19 @@ class SessionEvents:
         self.store = store
         self.logs: dict[str, SessionLog] = {}
         self.poll = poll  # shared database: a log no process here writes is read from the store this often
+        # the last event of the logs let go of lately: (tenant, its sequence, its id). A session's next input and the
+        # client's stream after that event (the usual next two requests) then ask the store for neither
+        self.recent: collections.OrderedDict[str, tuple[str, int, str]] = collections.OrderedDict()
 
     async def log_of(self, session_id: str, tenant: str) -> SessionLog:
         """The session's live log (the caller has found the session to be ``tenant``'s)."""
         found = self.logs.get(session_id)
         if found is None:
-            last = await self.store.last_event(session_id, tenant=tenant)
+            recent = self.recent.pop(session_id, None)
+            if recent is not None and recent[0] == tenant and self.poll is None:  # no other process writes it
+                last = recent[1]
+            else:
+                last = await self.store.last_event(session_id, tenant=tenant)
             found = self.logs.setdefault(session_id, SessionLog(self.store, session_id, tenant, last + 1))
         if found.tenant != tenant:
             raise LookupError(session_id)  # never: session ids are random and every caller checks the owner first
@@ -177,6 +186,9 @@ class SessionEvents:
         live = self.logs.get(session_id)
         if live is not None and live.tenant == tenant and event_id in live.ids:
             return live.ids[event_id]
+        recent = self.recent.get(session_id)
+        if recent is not None and recent[0] == tenant and recent[2] == event_id:  # an event's number never changes
+            return recent[1]
         return await self.store.event_sequence(session_id, event_id, tenant=tenant)
 
     async def follow(self, session_id: str, after: int, *, tenant: str, until_idle: bool,
@@ -196,9 +208,15 @@ class SessionEvents:
     def release(self, live: SessionLog) -> None:
         """A log nobody writes or reads leaves memory (its frames are all stored: the last emit was durable)."""
         if live.readers == 0 and not live.active and live.saved == len(live.frames):
+            last = live.frames[-1] if live.frames else None
             live._trim(every=True)
             if self.logs.get(live.session_id) is live:
                 del self.logs[live.session_id]
+                if last is not None and not live.closed:
+                    self.recent[live.session_id] = (live.tenant, last[0], last[1])
+                    self.recent.move_to_end(live.session_id)
+                    while len(self.recent) > RECENT_LOGS:
+                        self.recent.popitem(last=False)
 
     async def _follow(self, live: SessionLog, after: int, *, until_idle: bool,
                       keepalive: float) -> AsyncIterator[bytes]:
@@ -247,6 +265,7 @@ class SessionEvents:
                     return
 
     def forget(self, session_id: str) -> None:
+        self.recent.pop(session_id, None)
         live = self.logs.pop(session_id, None)
         if live is not None:
             live.close()
