@@ -14,7 +14,9 @@ options; never in CI: its first run installs minutes of things).
    without a shell command or a session without an artifact is a failure (exit 1).
 
 Printed (and with ``--json FILE`` written): per turn, the seconds from the input to idle, to the first event and
-to the first text, the model calls it made (shell commands + 1), its tokens (the turn's ``usage``); the artifacts.
+to the first text, the model calls it made (shell commands + 1), its tokens (the turn's ``usage``: null from
+llama-cpp-python, which sends none in a stream); the artifacts; and the tokens the model server itself counted
+(its ``llama_perf`` lines: prompt tokens read, tokens generated, and their rates).
 """
 
 from __future__ import annotations
