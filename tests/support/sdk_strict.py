@@ -6,6 +6,8 @@ SDK's model lacks anywhere inside it (the SDK's models keep unknown keys as extr
     for event in parse_sse(raw):
         strict_event(event)                       # or strict_event(event, beta=True)
     strict_response(body)
+    strict_session_event(event)               # an Agents API session's stream (``AgentSessionEvent``)
+    strict_object(Agent, body)                # any other 2xx answer, as the SDK type named
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import openai.types.responses as sdk
 import openai.types.responses.response_text_delta_event as text_delta
 import openai.types.responses.response_text_done_event as text_done
+from openai.types.beta.agent_session_event import AgentSessionEvent
 from openai.types.beta.beta_response import BetaResponse
 from openai.types.beta.beta_response_stream_event import BetaResponseStreamEvent
 from openai.types.beta.beta_responses_server_event import BetaResponsesServerEvent
@@ -76,6 +79,30 @@ def strict_event(event: dict[str, Any], *, beta: bool = False) -> Any:
     parsed = _events(beta).validate_python(event, strict=True)
     assert parsed.type == event["type"], f"the SDK reads {event['type']!r} as {parsed.type!r}"
     extras = _extras(parsed, event["type"])
+    assert not extras, f"keys the SDK does not define: {extras}"
+    return parsed
+
+
+@cache
+def _session_events() -> TypeAdapter[Any]:
+    return TypeAdapter(AgentSessionEvent)
+
+
+def strict_session_event(event: dict[str, Any]) -> Any:
+    """One event of an Agents API session's stream as ``client.beta.agents.sessions.events.stream()`` reads it
+    (the SDK's ``AgentSessionEvent`` union), strictly, under its own ``type``, with no key the SDK's model lacks."""
+    parsed = _session_events().validate_python(event, strict=True)
+    assert parsed.type == event["type"], f"the SDK reads {event['type']!r} as {parsed.type!r}"
+    extras = _extras(parsed, event["type"])
+    assert not extras, f"keys the SDK does not define: {extras}"
+    return parsed
+
+
+def strict_object(kind: Any, obj: dict[str, Any]) -> Any:
+    """A 2xx answer's JSON as the SDK's type ``kind`` (a model or a union) reads it, strictly, with no key the
+    SDK's model lacks."""
+    parsed = TypeAdapter(kind).validate_python(obj, strict=True)
+    extras = _extras(parsed, getattr(kind, "__name__", "object"))
     assert not extras, f"keys the SDK does not define: {extras}"
     return parsed
 

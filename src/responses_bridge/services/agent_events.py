@@ -4,9 +4,10 @@ disconnect.
 
 Like a background response's log (services/background_run.py), events are shown to live readers from memory at
 once and written to the store in batches by a writer task, off the path of the text deltas: a delta never waits
-for the database. A frame leaves memory only once it is durable, so a reader that finds it gone finds it in the
-store; a reader resuming after event ``n`` reads the store, then memory, and never sees an event twice or misses
-one. The terminal events of a turn (and a session's idle or failed) are made durable before they are shown.
+for the database, and a burst of them is one write (services/write_behind.py). A frame leaves memory only once it
+is durable, so a reader that finds it gone finds it in the store; a reader resuming after event ``n`` reads the
+store, then memory, and never sees an event twice or misses one. The terminal events of a turn (and a session's
+idle or failed) are made durable before they are shown.
 
 A frame is ``id: <event_id>\\nevent: <type>\\ndata: <JSON>\\n\\n``: the ``id`` field is the cursor a reconnecting
 client sends back (``Last-Event-ID``, or ``?after=<event_id>``).
@@ -15,6 +16,7 @@ client sends back (``Last-Event-ID``, or ``?after=<event_id>``).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -24,6 +26,7 @@ import structlog
 
 from .. import ids
 from ..store.base_agents import AgentStore, Record
+from .write_behind import WriteBehind
 
 log = structlog.get_logger("responses_bridge.agents")
 
@@ -31,6 +34,7 @@ STORE_PAGE = 500
 KEEPALIVE = b": keep-alive\n"
 """A comment line with no blank line after it: a blank line would dispatch an event, and the SDK's decoder, which
 keeps the last ``id`` as the spec says, would read an empty event with that id and fail on its empty data."""
+RECENT_LOGS = 10_000  # idle sessions whose last event is remembered (about 150 bytes each)
 MAX_UNSAVED = 10_000  # frames waiting for the writer; past it an emit waits for the writer (memory stays bounded)
 
 
@@ -54,7 +58,7 @@ class SessionLog:
         self.active = False  # a runner emits into it: kept in memory while it is
         self._changed = asyncio.Event()
         self._lock = asyncio.Lock()
-        self._writer: asyncio.Task[None] | None = None
+        self._writes = WriteBehind(self._flush_quietly)  # batched, behind the readers (write_behind.py)
         self.shown_until = next_sequence  # frames numbered below it are shown to readers
         self._holding = 0  # durable emits being written: frames after them wait to be shown too
 
@@ -65,23 +69,42 @@ class SessionLog:
     async def emit(self, event: dict[str, Any], *, durable: bool = False, records: list[Record] | None = None) -> str:
         """Number ``event``, show it to readers and have it written; ``durable``: written before it is shown;
         ``records``: stored in the same transaction as it (and every event before it), which makes it durable."""
+        event_id = self._append(event)
+        if records is not None or durable or len(self.frames) - self.saved > MAX_UNSAVED:
+            await self._held(records or [])
+        else:
+            self._writes.soon()
+        self._show()
+        return event_id
+
+    async def emit_together(self, events: list[dict[str, Any]], *, records: list[Record]) -> None:
+        """``events``, in order, stored in one transaction with ``records`` before any of them is shown: a turn's
+        end and the session's idle that follows it are one write, not two."""
+        for event in events:
+            self._append(event)
+        await self._held(records)
+        self._show()
+
+    def _append(self, event: dict[str, Any]) -> str:
         event_id = ids.new_id("sevt")
         event = {"event_id": event_id, **event}
         sequence = self.next_sequence
         self.frames.append((sequence, event_id, frame_of(event_id, event)))
         self.ids[event_id] = sequence
-        if records is not None or durable or len(self.frames) - self.saved > MAX_UNSAVED:
-            self._holding += 1
-            try:
-                await self.flush(records or [])
-            finally:
-                self._holding -= 1
-        elif self._writer is None or self._writer.done():
-            self._writer = asyncio.ensure_future(self._flush_quietly())
+        return event_id
+
+    async def _held(self, records: list[Record]) -> None:
+        """Every frame so far written (with ``records``) while the frames after the shown ones wait."""
+        self._holding += 1
+        try:
+            await self.flush(records)
+        finally:
+            self._holding -= 1
+
+    def _show(self) -> None:
         if not self._holding:
             self.shown_until = self.next_sequence
             self._wake()
-        return event_id
 
     async def flush(self, records: list[Record] | None = None) -> None:
         async with self._lock:
@@ -140,12 +163,19 @@ class SessionEvents:
         self.store = store
         self.logs: dict[str, SessionLog] = {}
         self.poll = poll  # shared database: a log no process here writes is read from the store this often
+        # the last event of the logs let go of lately: (tenant, its sequence, its id). A session's next input and the
+        # client's stream after that event (the usual next two requests) then ask the store for neither
+        self.recent: collections.OrderedDict[str, tuple[str, int, str]] = collections.OrderedDict()
 
     async def log_of(self, session_id: str, tenant: str) -> SessionLog:
         """The session's live log (the caller has found the session to be ``tenant``'s)."""
         found = self.logs.get(session_id)
         if found is None:
-            last = await self.store.last_event(session_id, tenant=tenant)
+            recent = self.recent.pop(session_id, None)
+            if recent is not None and recent[0] == tenant and self.poll is None:  # no other process writes it
+                last = recent[1]
+            else:
+                last = await self.store.last_event(session_id, tenant=tenant)
             found = self.logs.setdefault(session_id, SessionLog(self.store, session_id, tenant, last + 1))
         if found.tenant != tenant:
             raise LookupError(session_id)  # never: session ids are random and every caller checks the owner first
@@ -156,6 +186,9 @@ class SessionEvents:
         live = self.logs.get(session_id)
         if live is not None and live.tenant == tenant and event_id in live.ids:
             return live.ids[event_id]
+        recent = self.recent.get(session_id)
+        if recent is not None and recent[0] == tenant and recent[2] == event_id:  # an event's number never changes
+            return recent[1]
         return await self.store.event_sequence(session_id, event_id, tenant=tenant)
 
     async def follow(self, session_id: str, after: int, *, tenant: str, until_idle: bool,
@@ -175,9 +208,15 @@ class SessionEvents:
     def release(self, live: SessionLog) -> None:
         """A log nobody writes or reads leaves memory (its frames are all stored: the last emit was durable)."""
         if live.readers == 0 and not live.active and live.saved == len(live.frames):
+            last = live.frames[-1] if live.frames else None
             live._trim(every=True)
             if self.logs.get(live.session_id) is live:
                 del self.logs[live.session_id]
+                if last is not None and not live.closed:
+                    self.recent[live.session_id] = (live.tenant, last[0], last[1])
+                    self.recent.move_to_end(live.session_id)
+                    while len(self.recent) > RECENT_LOGS:
+                        self.recent.popitem(last=False)
 
     async def _follow(self, live: SessionLog, after: int, *, until_idle: bool,
                       keepalive: float) -> AsyncIterator[bytes]:
@@ -226,6 +265,7 @@ class SessionEvents:
                     return
 
     def forget(self, session_id: str) -> None:
+        self.recent.pop(session_id, None)
         live = self.logs.pop(session_id, None)
         if live is not None:
             live.close()

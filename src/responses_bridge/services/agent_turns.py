@@ -34,15 +34,15 @@ from ..protocol.agent_events import (
     turn_error,
     user_item,
 )
-from ..protocol.agent_inputs import response_tools
 from ..protocol.errors import APIError
 from ..store.base_agents import AgentStore, Record
-from .agent_environments import SessionEnvironments, environment_state, hosted_container, shell_tool
+from .agent_environments import SessionEnvironments, environment_state, hosted_container
 from .agent_events import SessionLog
 from .agent_subagent_tree import SubagentTree
 from .agent_subagents import left_open
 from .agent_tool_calls import ToolCalls, unknown_approval, unknown_call
 from .agent_traces import TurnTrace, turn_span
+from .agent_turn_request import turn_request
 from .background import BackgroundService
 from .background_frames import split_frames
 from .vaults import VaultService
@@ -107,6 +107,8 @@ class SessionRunner:
         self.vaults: VaultService | None = None  # where an MCP tool's ``credential_id`` is opened (the service's)
         # the agent's ``automations`` tool, run here (the service's): tenant, session, call id, arguments -> output
         self.automations: Callable[[str, str, str, str], Awaitable[str]] | None = None
+        self._may_idle = False  # the running turn's end may leave the session idle (no other turn queued)
+        self._idled = False  # it did: the turn's end told agent.session.idle too
 
     @property
     def busy(self) -> bool:
@@ -178,9 +180,14 @@ class SessionRunner:
             while self.queue:
                 while self.queue:
                     self.current = self.queue.pop(0)
-                    self.cancelling = False
-                    await self._kept(self.current)
+                    self.cancelling, self._idled, self._may_idle = False, False, True
+                    try:
+                        await self._kept(self.current)
+                    finally:
+                        self._may_idle = False
                     self.current, self.response_id = None, None
+                if self._idled:  # the last turn's end made the session idle, in the same write
+                    continue
                 async with self._changing() as session:
                     if session["status"] == "in_progress":
                         session["status"] = "idle"
@@ -272,7 +279,7 @@ class SessionRunner:
             try:
                 if self.environments is not None:  # the container's vault credentials as they are now
                     await self.environments.refresh_credentials(session, tenant=self.tenant)
-                request = await self._credentialed(session, self._request(session, turn_input))
+                request = await self._credentialed(session, turn_request(session, turn_input))
                 self.response_id = await self.start(request, self.tenant, entry.authorization)
             except APIError as error:
                 await self._end(entry, "failed", turn_error({"code": error.code, "message": error.message},
@@ -376,32 +383,6 @@ class SessionRunner:
             raise unknown_approval(result["request_id"])
         self.current.calls.decide(result["request_id"], result["decision"])
 
-    def _request(self, session: dict[str, Any], turn_input: list[dict[str, Any]]) -> dict[str, Any]:
-        agent = session["agent"]
-        body: dict[str, Any] = {
-            "model": agent["model"], "background": True, "stream": True, "store": True, "input": turn_input,
-            "text": {"format": _text_format(agent["text"]["format"]), "verbosity": agent["text"]["verbosity"]},
-        }
-        if agent.get("instructions"):
-            body["instructions"] = agent["instructions"]
-        reasoning = {key: value for key, value in agent["reasoning"].items() if value is not None}
-        if reasoning:
-            body["reasoning"] = reasoning
-        tools = response_tools(agent["tools"]) if agent["tools"] else []
-        container_id = hosted_container(session)
-        if container_id is not None:  # the session's container, the hosted shell's
-            tools.append(shell_tool(container_id))
-        elif session["environment"]["type"] == "self_hosted":  # the client's shell: its commands wait for it
-            tools.append({"type": "shell", "environment": {"type": "local"}})
-        if tools:
-            body["tools"] = tools
-        if agent["multi_agent"]["enabled"]:  # the bridge's tree of subagents (services/agent_subagent_tree.py)
-            body["multi_agent"] = dict(agent["multi_agent"])
-        previous = (session.get("_private") or {}).get("last_response_id")
-        if previous:
-            body["previous_response_id"] = previous
-        return body
-
     async def _credentialed(self, session: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
         """``body`` with each MCP tool's vault credential as its ``authorization`` (the bridge's MCP client sends
         it as ``Authorization: Bearer``), opened now, for this response only: a rotated or deleted credential is
@@ -479,17 +460,20 @@ class SessionRunner:
         trace = entry.trace.record(self.session_id, turn, usage)  # published with the turn's end, in one write
         traces = [trace] if trace is not None else []
         publishing = status == "completed" and self.environments is not None
-        if entry.changes is None and not publishing:
+        # the last turn of the queue: the session's idle is stored with the turn's end, one write and one read of
+        # the session instead of two each
+        idling = self._may_idle and entry is self.current and not self.queue
+        if entry.changes is None and not publishing and not idling:
             await self.events.emit(event, records=[self.turn_record(turn), *traces])
             return
         async with self._changing(entry) as session:  # with the session's state after the turn's last response
             artifacts = [] if self.environments is None or status != "completed" else \
                 await self.environments.publish(session, turn["id"], tenant=self.tenant)
-            await self.events.emit(event, records=[self.turn_record(turn), self.session_record(session),
-                                                   *artifacts, *traces])
-
-
-def _text_format(text_format: dict[str, Any]) -> dict[str, Any]:
-    if text_format.get("type") == "json_schema":
-        return {"type": "json_schema", "name": "output", "schema": text_format["schema"]}
-    return {"type": "text"}
+            records = [self.turn_record(turn), self.session_record(session), *artifacts, *traces]
+            if not (idling and session["status"] == "in_progress" and not self.queue):
+                await self.events.emit(event, records=records)
+                return
+            session["status"], session["last_active_at"] = "idle", int(time.time())
+            self._idled = True
+            await self.events.emit_together([event, {"type": "agent.session.idle", "session": public(session)}],
+                                            records=records)

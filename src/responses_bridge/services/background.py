@@ -334,8 +334,7 @@ class BackgroundService:
             run.stop_reason = "deleted"
             run.task.cancel()
         await asyncio.wait([run.task])
-        if run._writer is not None:
-            await asyncio.wait([run._writer])
+        await run.writes_settled()
 
     async def close(self) -> None:
         """Shutdown: runs still going are ended as failed (stored), so none is left ``in_progress``."""

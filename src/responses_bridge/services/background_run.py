@@ -19,6 +19,7 @@ from ..run.upstream import UpstreamClient
 from ..store.base import EventLog, ResponseStore
 from ..store.records import LeaseLost
 from .background_frames import _TERMINAL, split_frames
+from .write_behind import WriteBehind
 
 log = structlog.get_logger("responses_bridge.background")
 
@@ -63,7 +64,7 @@ class BackgroundRun:
         self.started = False  # run() has begun: cancelling the task now goes through its handlers
         self._changed = asyncio.Event()
         self._flush_lock = asyncio.Lock()
-        self._writer: asyncio.Task[None] | None = None
+        self._writes = WriteBehind(self._flush_quietly)  # the log's writes, in batches, behind its readers
         self._tentative: int | None = None  # sequence number of the first frame made durable by before_persist
 
     # --- frames ----------------------------------------------------------------------------------------------
@@ -77,14 +78,18 @@ class BackgroundRun:
                 self.frames.append(frame)
 
     def add(self, data: bytes) -> None:
-        """Frames the response run returned: reported to readers now, written to the store soon."""
+        """Frames the response run returned: reported to readers now, written to the store soon (write_behind.py)."""
         if data:
             self._record(data)
         if self.visible != len(self.frames):
             self.visible = len(self.frames)
             self._wake()
-        if self.saved < len(self.frames) and (self._writer is None or self._writer.done()):
-            self._writer = asyncio.ensure_future(self._flush_quietly())
+        if self.saved < len(self.frames):
+            self._writes.soon()
+
+    async def writes_settled(self) -> None:
+        """Every frame the run's writer has to write is written (or failed to be), its wait cut short."""
+        await self._writes.settle()
 
     async def _add_now(self, data: bytes) -> None:
         """``add`` for the tool loop: the calls' announcements reach readers before the calls run."""
@@ -151,8 +156,7 @@ class BackgroundRun:
             stored = await self._stored_status()
             if stored is None or stored in _TERMINAL:
                 self.add(reply.body)
-                if self._writer is not None:
-                    await asyncio.shield(self._writer)
+                await self.writes_settled()
                 return
             # the terminal save failed: end the run for its readers now, then store the truth when the store can
             self._take_back_unstored(reply.body)

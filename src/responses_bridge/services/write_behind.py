@@ -1,0 +1,66 @@
+"""Writing an event log behind its readers, in batches: the writer of a background run's log (background_run.py) and
+of a session's log (agent_events.py).
+
+Readers are served from memory at once; the store only has to catch up. Started at once, a writer wrote the first
+frame of a burst alone, then the next few, then the rest: four or five round trips to the database for a 20-chunk
+answer, and one per token for a model that sends a token every 30 ms — each a hop to the database's thread and a
+transaction, paid for nothing, since no reader waits for them. So the writer waits :data:`WRITE_DELAY` after the
+first unsaved frame and writes everything that came meanwhile in one go: at most about ten writes a second per log,
+one for a whole burst. Whoever needs the frames durable now (a terminal event stored before it is shown, a run
+ending, a delete) cuts the wait short with :meth:`WriteBehind.settle`, or writes them itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+WRITE_DELAY = 0.1  # seconds from a log's first unsaved frame to its write
+
+
+class WriteBehind:
+    """One log's writer task: ``write`` (which must not raise, and writes every unsaved frame) run once
+    :data:`WRITE_DELAY` has passed since :meth:`soon` was first called, or at once when :meth:`settle` asks."""
+
+    def __init__(self, write: Callable[[], Awaitable[None]], delay: float = WRITE_DELAY) -> None:
+        self._write = write
+        self._delay = delay
+        self.task: asyncio.Task[None] | None = None
+        self._timer: asyncio.Future[None] | None = None
+        self._hurried = False  # settle() came before the scheduled write began its wait
+
+    def soon(self) -> None:
+        """Frames are waiting: a write within the delay (the one already scheduled or running picks them up)."""
+        if self.task is None or self.task.done():
+            self._hurried = False
+            self.task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        if self._hurried:
+            await self._write()
+            return
+        loop = asyncio.get_running_loop()
+        timer = self._timer = loop.create_future()
+        handle = loop.call_later(self._delay, _resolve, timer)
+        try:
+            await timer
+        finally:
+            handle.cancel()
+            self._timer = None
+        await self._write()
+
+    def hurry(self) -> None:
+        """A scheduled write starts now instead of at the end of its delay."""
+        self._hurried = True
+        _resolve(self._timer)
+
+    async def settle(self) -> None:
+        """The scheduled or running write, done (started now if it was waiting)."""
+        self.hurry()
+        if self.task is not None and not self.task.done():
+            await asyncio.wait([self.task])
+
+
+def _resolve(timer: asyncio.Future[None] | None) -> None:
+    if timer is not None and not timer.done():
+        timer.set_result(None)
