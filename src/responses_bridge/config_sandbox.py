@@ -97,7 +97,7 @@ class CodeSandboxSettings(BaseSettings):
     @classmethod
     def _check_package_indexes(cls, value: str) -> str:
         if value.strip():  # a ValueError names the entry
-            from .services.environment_packages import PackageIndexes
+            from .protocol.environment_packages import PackageIndexes
             PackageIndexes.parse(value)
         return value
 

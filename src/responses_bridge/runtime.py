@@ -380,6 +380,7 @@ async def _open_code_interpreter(settings: Settings, store: ContainerStore, file
     the code interpreter and the hosted shell over it and the sandbox (with the egress proxy of allowlist
     policies). The sandbox is checked once here (bubblewrap making its namespaces); where it cannot run, the code
     interpreter is still offered, and refuses each request naming the cause (never code run unsandboxed)."""
+    from .protocol.environment_packages import PackageIndexes
     from .sandbox import Sandbox
     from .sandbox.backends import open_backend
     from .sandbox.host import PROC_FIX
@@ -389,7 +390,7 @@ async def _open_code_interpreter(settings: Settings, store: ContainerStore, file
     from .services.code_interpreter import CodeInterpreter
     from .services.container_runs import ContainerRuns
     from .services.container_skills import ContainerSkills
-    from .services.environment_packages import EnvironmentPackages, PackageIndexes
+    from .services.environment_packages import EnvironmentPackages
     from .services.hosted_shell import HostedShell
 
     limits = settings.sandbox_limits()

@@ -10,12 +10,11 @@ from pathlib import Path
 import pytest
 
 from responses_bridge.protocol.agent_environments import hosted_plan
-from responses_bridge.protocol.environment_packages import MAX_PACKAGES, checked_packages
+from responses_bridge.protocol.environment_packages import MAX_PACKAGES, PackageIndexes, checked_packages
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.services.environment_packages import (
     SETTING,
     EnvironmentPackages,
-    PackageIndexes,
     _naming,
     install_command,
 )

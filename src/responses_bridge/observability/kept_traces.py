@@ -31,7 +31,7 @@ from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.util.types import Attributes
 
 from ..redact import mask_text
-from . import tracing
+from .keeping import keeping_now
 
 MAX_SPANS = 512
 """Spans kept per turn (its root included): a turn of many model and tool calls makes a few per call."""
@@ -152,7 +152,7 @@ class KeepingSampler(Sampler):
     def should_sample(self, parent_context: Context | None, trace_id: int, name: str,
                       kind: SpanKind | None = None, attributes: Attributes = None,
                       links: Sequence[Link] | None = None, trace_state: Any = None) -> SamplingResult:
-        if tracing.keeping_now():
+        if keeping_now():
             return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes)
         return self._sampler.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
 

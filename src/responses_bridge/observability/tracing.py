@@ -24,9 +24,10 @@ import contextlib
 import os
 from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import AbstractContextManager
-from contextvars import ContextVar
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
+
+from .keeping import KEEPING, keeping_now
 
 if TYPE_CHECKING:  # the types only: OpenTelemetry itself is imported when tracing is configured (otel.py)
     from opentelemetry.context import Context
@@ -55,7 +56,6 @@ class SpanKind:
 
 _NOOP: AbstractContextManager[None] = contextlib.nullcontext()
 _otel: ModuleType | None = None  # observability/otel.py, once tracing is on (or a turn is kept)
-_keeping: ContextVar[bool] = ContextVar("responses_bridge_keeping", default=False)  # inside keep()
 _KEEPING_MISSING: str | None = None  # why turns cannot be kept (OpenTelemetry not installed), once known
 
 
@@ -107,26 +107,21 @@ def span(name: str, attributes: Mapping[str, Any] | None = None, *,
     """A child of the current span for the ``with`` block (an exception marks it failed); ``None`` as the
     ``with`` target when no span is made. ``kept=False``: made only when spans are exported, never for a kept
     turn alone (a store operation: many a turn, none of them what the turn did)."""
-    if _otel is None or not (ENABLED or (kept and _keeping.get())):
+    if _otel is None or not (ENABLED or (kept and KEEPING.get())):
         return _NOOP
     return _otel.span(name, attributes, kind)
 
 
 def span_in(name: str, parent: Context, attributes: Mapping[str, Any] | None = None) -> AbstractContextManager[Any]:
     """Like :func:`span`, as a child of ``parent`` rather than of the current span."""
-    if _otel is None or not (ENABLED or _keeping.get()):
+    if _otel is None or not (ENABLED or KEEPING.get()):
         return _NOOP
     return _otel.span(name, attributes, SpanKind.INTERNAL, parent)
 
 
 def recording() -> bool:
     """Spans are made here (exported, or a kept turn's): what :func:`start_span` callers check."""
-    return _otel is not None and (ENABLED or _keeping.get())
-
-
-def keeping_now() -> bool:
-    """Inside :func:`keep` (this task, or a task it started)."""
-    return _keeping.get()
+    return _otel is not None and (ENABLED or KEEPING.get())
 
 
 def keeping_available() -> bool:
@@ -164,19 +159,19 @@ def keep(name: str, attributes: Mapping[str, Any]) -> Iterator[KeptTrace | None]
         yield None
         return
     assert _otel is not None
-    token = _keeping.set(True)
+    token = KEEPING.set(True)
     kept = _otel.keep(name, attributes)
     try:
         with _otel.use(kept.root):
             yield kept
     finally:
         kept.close()
-        _keeping.reset(token)
+        KEEPING.reset(token)
 
 
 def fail_current(error: str) -> None:
     """Marks the current span failed (a tool call's, from inside the tool: an outcome that raised nothing)."""
-    if _otel is not None and (ENABLED or _keeping.get()):
+    if _otel is not None and (ENABLED or KEEPING.get()):
         _otel.fail(_otel.current(), error)
 
 

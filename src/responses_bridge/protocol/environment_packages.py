@@ -12,7 +12,9 @@ root in the container, which the sandbox never gives.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from packaging.requirements import InvalidRequirement, Requirement
 
@@ -89,3 +91,34 @@ def checked_packages(value: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
         check = python_package if kind == "python" else npm_package
         found[kind] = tuple(check(entry, f"{param}[{position}]") for position, entry in enumerate(entries))
     return found.get("python", ()), found.get("npm", ())
+
+
+@dataclass(frozen=True, slots=True)
+class PackageIndexes:
+    """The operator's indexes: pip's (the first is ``--index-url``, the others ``--extra-index-url``) and npm's
+    registry."""
+
+    python: tuple[str, ...] = ()
+    npm: str | None = None
+
+    @classmethod
+    def parse(cls, value: str) -> PackageIndexes:
+        """``python=URL,npm=URL`` (http or https URLs); a ValueError naming the entry otherwise."""
+        python: list[str] = []
+        npm: list[str] = []
+        for entry in (part.strip() for part in value.split(",")):
+            if not entry:
+                continue
+            kind, _, url = entry.partition("=")
+            found = urlsplit(url.strip())
+            if kind.strip() not in ("python", "npm") or found.scheme not in ("http", "https") \
+                    or not found.hostname or found.username or found.password:
+                raise ValueError(f"{entry!r}: expected python=URL or npm=URL, an http(s) URL without credentials")
+            (python if kind.strip() == "python" else npm).append(url.strip())
+        if len(npm) > 1:
+            raise ValueError("at most one npm=URL (npm installs from one registry)")
+        return cls(tuple(python), npm[0] if npm else None)
+
+    def hosts(self) -> list[str]:
+        urls = [*self.python, *([self.npm] if self.npm else [])]
+        return sorted({urlsplit(url).hostname or "" for url in urls} - {""})

@@ -20,12 +20,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Any, Protocol
 
 import structlog
 
 from .. import ids
 from ..periodic import Periodic
+from ..protocol.agent_environments import HostedPlan
 from ..protocol.errors import APIError, invalid_request, not_found
 from ..sandbox.egress_policy import NetworkPolicy
 from ..sandbox.limits import MEMORY_LIMITS
@@ -51,8 +54,17 @@ from .container_skills import ContainerSkills, ResolvedSkill
 from .files import FileService, new_file_id
 from .pagination import check_page
 
-if TYPE_CHECKING:
-    from .environment_packages import EnvironmentPackages
+
+class ContainerPackages(Protocol):
+    """What is asked of an agent environment's packages (services/environment_packages.py) by the containers'
+    callers: checked before a container is made, installed at its start, laid out read-only in each call."""
+
+    def check(self, plan: HostedPlan) -> None: ...
+
+    async def install(self, container_id: str, python: tuple[str, ...], npm: tuple[str, ...], *,
+                      tenant: str) -> None: ...
+
+    def laid_out(self, container: StoredContainer) -> AbstractAsyncContextManager[list[tuple[Path, str]]]: ...
 
 log = structlog.get_logger(__name__)
 
@@ -88,7 +100,7 @@ class ContainerService:
                  network: NetworkPolicies | None = None) -> None:
         self.store = store
         self.skills = skills
-        self.packages: EnvironmentPackages | None = None  # an agent environment's (environment_packages.py)
+        self.packages: ContainerPackages | None = None  # an agent environment's (environment_packages.py)
         self.network = network or NetworkPolicies()
         self.blobs = blobs
         self.files = files

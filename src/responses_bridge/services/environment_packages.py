@@ -28,13 +28,12 @@ import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import structlog
 
 from ..protocol.agent_environments import HostedPlan
+from ..protocol.environment_packages import PackageIndexes
 from ..protocol.errors import invalid_request
 from ..sandbox import Sandbox, SandboxBusy, SandboxUnavailable
 from ..sandbox.backend import SandboxBackend
@@ -58,37 +57,6 @@ CACHE_BUDGET = 1 << 30
 PREFIX = "packages-"
 SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"  # where a bubblewrap call's commands look (sandbox/command.py)
 CHUNK = 1 << 20
-
-
-@dataclass(frozen=True, slots=True)
-class PackageIndexes:
-    """The operator's indexes: pip's (the first is ``--index-url``, the others ``--extra-index-url``) and npm's
-    registry."""
-
-    python: tuple[str, ...] = ()
-    npm: str | None = None
-
-    @classmethod
-    def parse(cls, value: str) -> PackageIndexes:
-        """``python=URL,npm=URL`` (http or https URLs); a ValueError naming the entry otherwise."""
-        python: list[str] = []
-        npm: list[str] = []
-        for entry in (part.strip() for part in value.split(",")):
-            if not entry:
-                continue
-            kind, _, url = entry.partition("=")
-            found = urlsplit(url.strip())
-            if kind.strip() not in ("python", "npm") or found.scheme not in ("http", "https") \
-                    or not found.hostname or found.username or found.password:
-                raise ValueError(f"{entry!r}: expected python=URL or npm=URL, an http(s) URL without credentials")
-            (python if kind.strip() == "python" else npm).append(url.strip())
-        if len(npm) > 1:
-            raise ValueError("at most one npm=URL (npm installs from one registry)")
-        return cls(tuple(python), npm[0] if npm else None)
-
-    def hosts(self) -> list[str]:
-        urls = [*self.python, *([self.npm] if self.npm else [])]
-        return sorted({urlsplit(url).hostname or "" for url in urls} - {""})
 
 
 def install_command(python: tuple[str, ...], npm: tuple[str, ...], indexes: PackageIndexes) -> str:
