@@ -280,3 +280,22 @@ def sweep_stale(parent: Path | None) -> int:
     """Remove the directories an earlier version (which laid ``/mnt/data`` out on disk) left in ``parent`` (the
     system's temporary directory when None): how many were removed. Only this uid's own, never through a link."""
     return sweep(parent or Path(tempfile.gettempdir()), STALE_PREFIX)
+
+
+def process_cache_dir(workdir: Path | str | None, prefix: str) -> Path:
+    """This process's own private directory ``<prefix><pid>`` under the scratch root, emptied (a process of this
+    pid before us: a restart in a namespace), after sweeping the directories of processes that are gone — the one
+    place a per-process cache (unpacked skills, package trees) starts from."""
+    from .cgroups import process_alive
+    from .scratch import private_dir, scratch_root
+
+    def alive(name: str) -> bool:
+        owner = name[len(prefix):]
+        return not owner.isdigit() or int(owner) == os.getpid() or process_alive(int(owner))
+
+    scratch = scratch_root(workdir)
+    sweep(scratch, prefix, keep=alive)
+    root = private_dir(scratch, f"{prefix}{os.getpid()}")
+    for leftover in root.iterdir():
+        remove_tree(leftover)
+    return root

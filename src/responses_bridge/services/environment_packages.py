@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
 import shlex
 import shutil
@@ -38,9 +37,8 @@ from ..protocol.errors import invalid_request
 from ..sandbox import Sandbox, SandboxBusy, SandboxUnavailable
 from ..sandbox.backend import SandboxBackend
 from ..sandbox.egress_policy import NetworkPolicy, parse_policy
-from ..sandbox.scratch import private_dir, scratch_root
 from ..sandbox.shell import ShellJob, run_shell
-from ..sandbox.trees import remove_tree, sweep
+from ..sandbox.trees import process_cache_dir, remove_tree
 from ..store.records import StoredContainer
 from .containers import ContainerService
 from .files import new_file_id
@@ -215,15 +213,7 @@ class EnvironmentPackages:
 
     async def _cache_root(self) -> Path:
         if self._root is None:
-            def make() -> Path:
-                scratch = scratch_root(self.workdir)
-                sweep(scratch, PREFIX, keep=_alive)  # the trees of processes that are gone
-                root = private_dir(scratch, f"{PREFIX}{os.getpid()}")
-                for leftover in root.iterdir():
-                    remove_tree(leftover)
-                return root
-
-            self._root = await asyncio.to_thread(make)
+            self._root = await asyncio.to_thread(process_cache_dir, self.workdir, PREFIX)
         return self._root
 
     async def _evict(self) -> None:
@@ -248,9 +238,3 @@ def _naming(said: str, entries: tuple[str, ...]) -> str:
             return f"Installing the package '{entry}' failed: {said}"
     return f"Installing the packages ({', '.join(entries)}) failed: {said}"
 
-
-def _alive(name: str) -> bool:
-    from ..sandbox.cgroups import process_alive
-
-    owner = name[len(PREFIX):]
-    return not owner.isdigit() or int(owner) == os.getpid() or process_alive(int(owner))

@@ -29,9 +29,7 @@ from pathlib import Path
 import structlog
 
 from ..protocol.skills_note import SKILLS_DIR
-from ..sandbox.cgroups import process_alive
-from ..sandbox.scratch import private_dir, scratch_root
-from ..sandbox.trees import remove_tree, sweep
+from ..sandbox.trees import process_cache_dir, remove_tree
 from ..store.base import FileBytes
 from ..store.base_skills import ContainerSkill
 from .skill_bundle import MAX_ZIP_BYTES
@@ -132,15 +130,7 @@ class SkillCache:
 
     async def _cache_root(self) -> Path:
         if self._root is None:
-            def make() -> Path:
-                scratch = scratch_root(self.workdir)
-                sweep(scratch, PREFIX, keep=_alive)  # the caches of processes that are gone
-                root = private_dir(scratch, f"{PREFIX}{os.getpid()}")
-                for leftover in root.iterdir():  # a process of this pid before us (a restart in a namespace)
-                    remove_tree(leftover)
-                return root
-
-            self._root = await asyncio.to_thread(make)
+            self._root = await asyncio.to_thread(process_cache_dir, self.workdir, PREFIX)
         return self._root
 
     async def _evict(self) -> None:
@@ -174,7 +164,3 @@ def _unpack_into(root: Path, digest: str, source: Path) -> _Entry:
     log.info("skill_unpacked", digest=digest[:16], files=files, bytes=size)
     return _Entry(target, size, used_at=time.monotonic())
 
-
-def _alive(name: str) -> bool:
-    owner = name[len(PREFIX):]
-    return not owner.isdigit() or int(owner) == os.getpid() or process_alive(int(owner))
