@@ -27,10 +27,10 @@ from openai.types.beta.agents.sessions import Turn
 
 from responses_bridge.sandbox.cgroups import CgroupParent
 from responses_bridge.sandbox.doctor import check_bubblewrap
-from tests.integration.test_agents_api import BETA, MODEL, frames, read_until_idle, strict
+from tests.integration.test_agents_api import MODEL, frames, read_until_idle, strict
+from tests.support.agent_doors import base_fixture, door_fixture, envoy_fixture, sdk_fixture  # noqa: F401
 from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.envoy import have_envoy
-from tests.support.gateway import envoy_before
 
 pytestmark = [pytest.mark.skipif(not have_envoy(), reason="envoy binary not available"),
               pytest.mark.skipif(check_bubblewrap()[1] is not None, reason="bubblewrap cannot sandbox here"),
@@ -110,29 +110,6 @@ async def sidecar(fake_upstream: str, bridge_dir: Path, test_host: LocalHost,
                                     "OTEL_BSP_SCHEDULE_DELAY": "50"},
                                log_file=bridge_dir / "sidecar.log") as started:
         yield started
-
-
-@pytest.fixture(scope="module")
-async def envoy(sidecar: Sidecar) -> AsyncIterator[str]:
-    async with envoy_before(sidecar) as url:
-        yield url
-
-
-@pytest.fixture(params=["http", "envoy"])
-def base(request: pytest.FixtureRequest, sidecar: Sidecar) -> str:
-    return sidecar.http_url if request.param == "http" else str(request.getfixturevalue("envoy"))
-
-
-@pytest.fixture
-async def door(base: str) -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(base, headers=BETA, timeout=aiohttp.ClientTimeout(total=90)) as http:
-        yield http
-
-
-@pytest.fixture
-async def sdk(base: str) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="sk-client", max_retries=0, timeout=90) as client:
-        yield client
 
 
 def python(script: str) -> str:

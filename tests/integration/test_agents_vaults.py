@@ -17,8 +17,8 @@ from openai.types.beta.agents.vaults import Credential, CredentialDeleted
 
 from tests.integration.test_agents_api import BETA, MODEL, frames, strict
 from tests.integration.test_agents_approvals import read_approving
+from tests.support.agent_doors import base_fixture, door_fixture, envoy_fixture, sdk_fixture  # noqa: F401
 from tests.support.bridge import Sidecar, running_sidecar
-from tests.support.gateway import envoy_before
 from tests.support.mcp_server import MCPTestServer
 
 SECRET = "vault-token-5c7e2a91d04b"
@@ -35,29 +35,6 @@ async def sidecar(fake_upstream: str, bridge_dir: Path) -> AsyncIterator[Sidecar
                                env={"RESPONSES_BRIDGE_MCP_ALLOWED_HOSTS": "127.0.0.1"},
                                log_file=bridge_dir / "sidecar.log", own_sqlite=True) as started:
         yield started
-
-
-@pytest.fixture(scope="module")
-async def envoy(sidecar: Sidecar) -> AsyncIterator[str]:
-    async with envoy_before(sidecar) as url:
-        yield url
-
-
-@pytest.fixture(params=["http", "envoy"])
-def base(request: pytest.FixtureRequest, sidecar: Sidecar) -> str:
-    return sidecar.http_url if request.param == "http" else str(request.getfixturevalue("envoy"))
-
-
-@pytest.fixture
-async def door(base: str) -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(base, headers=BETA, timeout=aiohttp.ClientTimeout(total=60)) as http:
-        yield http
-
-
-@pytest.fixture
-async def sdk(base: str) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="sk-client", max_retries=0, timeout=60) as client:
-        yield client
 
 
 class Seen:
