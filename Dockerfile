@@ -13,7 +13,7 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
-COPY scripts/image-venv scripts/restore_otel_proto.py /usr/local/bin/
+COPY scripts/image-venv /usr/local/bin/
 RUN image-venv /src /opt/responses-bridge
 
 # Run stage: the same base (the venv's interpreter links to it), the venv, a non-root user, /data for SQLite.

@@ -21,7 +21,6 @@ elif [ ! -f "$stamp" ]; then
   echo "installing responses-bridge${EXTRAS:+[$EXTRAS]} into $VENV" >&2
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT${EXTRAS:+[$EXTRAS]}"
-  "$VENV/bin/python" "$ROOT/scripts/restore_otel_proto.py"
   touch "$stamp"
 fi
 export PATH="$VENV/bin:$PATH"

@@ -2,23 +2,31 @@
 cannot be pulled). ``hadolint`` lints it, and the image's contents are proved by running its own steps: the build
 stage's ``scripts/image-venv`` makes a clean venv from the wheel, and the run stage's environment, entry point and
 ``HEALTHCHECK`` are read from the Dockerfile and run against that venv (the entry point's init, ``tini``, only where
-this machine has it)."""
+this machine has it). That venv is also what ``pip install 'responses-bridge[all]'`` gives a user, nothing run
+after the install: every extra imports in it, and its ``serve`` exports traces to a collector; and a plain install
+from the source checkout builds the same wheel."""
 
 from __future__ import annotations
 
 import asyncio
+import gzip
+import hashlib
 import json
 import os
+import secrets
 import shlex
 import shutil
 import subprocess
 import sys
+import textwrap
 import tomllib
+import zipfile
 from collections.abc import Awaitable
 from pathlib import Path
 
 import openai
 import pytest
+from aiohttp import web
 from dockerfile_parse import DockerfileParser
 
 from responses_bridge.devtools.procs import ManagedProcess, free_port, wait_http
@@ -148,12 +156,141 @@ async def test_entry_point_serves_and_healthcheck_passes(image_venv: Path, tmp_p
     assert (await probe()).returncode != 0
 
 
-def test_the_venv_can_export_traces_and_serve_ext_proc(image_venv: Path) -> None:
-    """Both the OTLP exporter's message classes and the ext_proc stubs import, whichever order pip installed the
-    two packages that ship ``opentelemetry/proto`` in (scripts/restore_otel_proto.py)."""
-    subprocess.run([str(image_venv / "bin" / "python"), "-c",
-                    "import opentelemetry.exporter.otlp.proto.http.trace_exporter, "
-                    "envoy.service.ext_proc.v3.external_processor_pb2"], check=True)
+# Each extra's modules as the bridge uses them, run in the installed venv with nothing run after the install.
+EVERY_EXTRA = textwrap.dedent("""
+    import importlib.metadata, sys
+    # otel: the OTLP/HTTP exporter (its protobuf message classes) and the b3 propagator, and the bridge's side
+    import opentelemetry.exporter.otlp.proto.http.trace_exporter, opentelemetry.propagators.b3
+    import responses_bridge.observability.otel
+    # postgres: the driver, pgvector's codec for it, and the store
+    import asyncpg, pgvector.asyncpg, responses_bridge.store.postgres.database
+    # retrieval: PDF text and the local embedder (its Rust encoder loaded by an embedding)
+    import pypdf
+    from responses_bridge.services.retrieval.embedders import _local_encode
+    assert _local_encode(["an installed embedder"]).shape[0] == 1
+    # programs: the embedded V8
+    from py_mini_racer import MiniRacer
+    assert MiniRacer().eval("6 * 7") == 42
+    # agent-sandbox: the client, its process service's stubs, and the backend on them
+    import responses_bridge.sandbox.agent_sandbox.backend
+    from k8s_agent_sandbox.commands._process_stubs import process_pb2
+    # sandbox: what the code interpreter's Python offers the model's code
+    import matplotlib, pandas
+    matplotlib.use("Agg")
+    import matplotlib.pyplot
+    # the ext_proc door's own messages, and nothing else shipping a copy of opentelemetry-proto's files
+    import responses_bridge.adapters.extproc.server
+    owners = {dist.metadata["Name"] for dist in importlib.metadata.distributions()
+              for path in dist.files or () if str(path).startswith("opentelemetry/proto/")}
+    assert owners == {"opentelemetry-proto"}, owners
+    print("ok")
+""")
+
+
+def test_every_extra_imports_in_the_installed_venv(image_venv: Path) -> None:
+    """``pip install responses-bridge[all]`` as a user runs it (the image's step, nothing after it): pip finds no
+    conflict, and every extra's modules import and work (the OTLP exporter broke here while xds-protos shipped an
+    older ``opentelemetry/proto``)."""
+    python = str(image_venv / "bin" / "python")
+    check = subprocess.run([python, "-m", "pip", "check"], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    result = subprocess.run([python, "-c", EVERY_EXTRA], capture_output=True, text=True, cwd=image_venv)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+class TraceCollector:
+    """An OTLP/HTTP trace receiver on loopback: ``POST /v1/traces``, each body kept as the exporter sent it."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+
+    async def receive(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.bodies.append(gzip.decompress(body) if request.headers.get("Content-Encoding") == "gzip" else body)
+        return web.Response(body=b"", content_type="application/x-protobuf")
+
+    def spans(self, trace_id: str) -> dict[str, object]:
+        """The spans of one trace by name, decoded with opentelemetry-proto's own message."""
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+        found: dict[str, object] = {}
+        for body in self.bodies:
+            for resource_spans in ExportTraceServiceRequest.FromString(body).resource_spans:
+                service = {kv.key: kv.value.string_value for kv in resource_spans.resource.attributes}
+                for scope_spans in resource_spans.scope_spans:
+                    for span in scope_spans.spans:
+                        if span.trace_id.hex() == trace_id:
+                            assert service["service.name"] == "responses-bridge"
+                            found[span.name] = span
+        return found
+
+
+async def test_serve_exports_a_requests_spans_to_the_configured_collector(image_venv: Path, tmp_path: Path) -> None:
+    """The installed venv's ``serve`` with OTEL_EXPORTER_OTLP_ENDPOINT set starts, and a request's spans (the
+    request's, the model call's) arrive at the collector in the caller's trace."""
+    collector = TraceCollector()
+    app = web.Application()
+    app.router.add_post("/v1/traces", collector.receive)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    collector_port, upstream_port, http_port = free_port(), free_port(), free_port()
+    await web.TCPSite(runner, "127.0.0.1", collector_port).start()
+    bin_dir = image_venv / "bin"
+    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+           "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector_port}", "OTEL_BSP_SCHEDULE_DELAY": "50"}
+    upstream = ManagedProcess([str(bin_dir / "responses-bridge"), "fake-upstream", "--port", str(upstream_port)],
+                              "image-otel-upstream", env=env)
+    sidecar = ManagedProcess([str(bin_dir / "responses-bridge"), "serve", "--no-extproc", "--http-port",
+                              str(http_port), "--db", str(tmp_path / "bridge.db"),
+                              "--upstream", f"http://127.0.0.1:{upstream_port}/v1"], "image-otel-sidecar",
+                             quiet=False, env=env)
+    trace_id = secrets.token_hex(16)
+    upstream.start()
+    sidecar.start()
+    try:
+        await wait_http(f"http://127.0.0.1:{upstream_port}/health", process=upstream)
+        await wait_http(f"http://127.0.0.1:{http_port}/health/ready", process=sidecar)
+        client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{http_port}/v1", api_key="unused")
+        response = await client.responses.create(
+            model="fake-model", input="trace me", extra_headers={"traceparent": f"00-{trace_id}-{'1' * 16}-01"})
+        assert response.status == "completed"
+        expected = {"POST /v1/responses", "chat fake-model"}
+        for _ in range(200):  # the batch processor exports every 50 ms
+            if expected <= set(collector.spans(trace_id)):
+                break
+            await asyncio.sleep(0.1)
+        spans = collector.spans(trace_id)
+        assert expected <= set(spans), (sorted(spans), len(collector.bodies))
+    finally:
+        sidecar.stop()
+        upstream.stop()
+        await runner.cleanup()
+
+
+def test_a_plain_install_from_the_checkout_installs_what_the_image_holds(image_venv: Path, tmp_path: Path) -> None:
+    """``pip install '<checkout>[all]'`` (not editable) builds a wheel from the source tree itself, with whatever
+    else lies in it (egg-info of an editable install, caches, protos/): that wheel must hold exactly the files,
+    byte for byte, and the dependencies of the one the image venv above was installed from and tested."""
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check", "--no-deps",
+                    "--wheel-dir", str(tmp_path), str(ROOT)], check=True)
+    [wheel] = tmp_path.glob("responses_bridge-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        from_checkout = {name: hashlib.sha256(archive.read(name)).hexdigest() for name in archive.namelist()
+                         if name.startswith("responses_bridge/")}
+        requires = sorted(line for line in archive.read(next(name for name in archive.namelist()
+                                                                 if name.endswith(".dist-info/METADATA"))).decode()
+                          .splitlines() if line.startswith("Requires-Dist:"))
+    script = textwrap.dedent("""
+        import hashlib, importlib.metadata as m, json
+        dist = m.distribution("responses-bridge")
+        files = {str(p): hashlib.sha256(p.locate().read_bytes()).hexdigest() for p in dist.files
+                 if str(p).startswith("responses_bridge/") and "__pycache__" not in str(p)}
+        print(json.dumps([files, sorted("Requires-Dist: " + r for r in dist.requires or [])]))
+    """)
+    installed, installed_requires = json.loads(subprocess.run(
+        [str(image_venv / "bin" / "python"), "-c", script], capture_output=True, text=True, check=True).stdout)
+    assert from_checkout == installed
+    assert requires == installed_requires and not any("xds-protos" in line for line in requires)
 
 
 def test_development_tooling_stays_out_of_the_installed_package(image_venv: Path) -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from envoy.service.ext_proc.v3 import external_processor_pb2_grpc
 
+from responses_bridge.adapters.extproc import service as external_processor_pb2_grpc
 from responses_bridge.devtools.procs import free_port, wait_http
 from tests.support.bridge import PYTHON, log_lines
 from tests.support.cli import clean_env

@@ -22,8 +22,8 @@ from typing import Any
 import grpc
 import orjson
 import pytest
-from envoy.service.ext_proc.v3 import external_processor_pb2_grpc
 
+from responses_bridge.adapters.extproc import service as external_processor_pb2_grpc
 from responses_bridge.envoy_config import OBSERVED_HEADERS, render_bootstrap
 from tests.integration.test_auth_keys import Stack, start_stack
 from tests.support.bridge import UpstreamLog

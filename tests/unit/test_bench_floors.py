@@ -15,11 +15,10 @@ import orjson
 import pytest
 import yaml
 from aiohttp import web
-from envoy.extensions.filters.http.ext_proc.v3.processing_mode_pb2 import ProcessingMode
-from envoy.service.ext_proc.v3 import external_processor_pb2_grpc
-from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingRequest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from responses_bridge.adapters.extproc import service as external_processor_pb2_grpc
+from responses_bridge.adapters.extproc._pb.ext_proc_pb2 import ProcessingMode, ProcessingRequest
 from responses_bridge.devtools import fake_server
 from responses_bridge.devtools.checkout import floors
 from responses_bridge.envoy_config import EXTPROC_CLUSTER, EXTPROC_SERVICE, render_bootstrap, to_yaml

@@ -14,11 +14,11 @@ from typing import Any
 import grpc
 import orjson
 import pytest
-from envoy.extensions.filters.http.ext_proc.v3.processing_mode_pb2 import ProcessingMode
-from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingRequest, ProcessingResponse
 from prometheus_client import REGISTRY
 
-from responses_bridge.adapters.extproc.decode import SERVICE, Undecodable, decode_request
+from responses_bridge.adapters.extproc._pb.ext_proc_pb2 import ProcessingMode, ProcessingRequest, ProcessingResponse
+from responses_bridge.adapters.extproc.decode import Undecodable, decode_request
+from responses_bridge.adapters.extproc.service import SERVICE
 from responses_bridge.adapters.extproc.servicer import ExtProcServicer
 from responses_bridge.config import Settings
 from responses_bridge.runtime import Runtime

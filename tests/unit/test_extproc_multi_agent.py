@@ -8,8 +8,8 @@ from typing import Any
 
 import orjson
 import pytest
-from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingRequest
 
+from responses_bridge.adapters.extproc._pb.ext_proc_pb2 import ProcessingRequest
 from responses_bridge.config import Settings
 from responses_bridge.runtime import Runtime
 from responses_bridge.store import SQLiteResponseStore

@@ -15,12 +15,11 @@ from typing import Any
 import grpc
 import orjson
 import pytest
-from envoy.extensions.filters.http.ext_proc.v3.processing_mode_pb2 import ProcessingMode
-from envoy.service.ext_proc.v3 import external_processor_pb2_grpc
-from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingRequest, ProcessingResponse
 
 from responses_bridge.adapters.extproc import messages, request_phase, response_phase
+from responses_bridge.adapters.extproc import service as external_processor_pb2_grpc
 from responses_bridge.adapters.extproc import stream as servicer_module
+from responses_bridge.adapters.extproc._pb.ext_proc_pb2 import ProcessingMode, ProcessingRequest, ProcessingResponse
 from responses_bridge.adapters.extproc.stream import _Stream
 from responses_bridge.config import Settings
 from responses_bridge.run.response_run import ResponseRun

@@ -19,6 +19,7 @@ import pytest
 from responses_bridge.devtools.procs import free_port, wait_http
 
 BLOCKER = textwrap.dedent("""
+    import importlib.metadata
     import sys
 
     class Blocked:
@@ -28,15 +29,26 @@ BLOCKER = textwrap.dedent("""
             return None
 
     sys.meta_path.insert(0, Blocked())
+    _distribution = importlib.metadata.distribution
+
+    def distribution(name):  # their metadata is absent too: extras.py tells absent from installed-but-broken by it
+        if name.lower().replace("_", "-").startswith(BLOCKED_DISTRIBUTIONS):
+            raise importlib.metadata.PackageNotFoundError(name)
+        return _distribution(name)
+
+    importlib.metadata.distribution = distribution
 """)
 
 EXTRAS = {"postgres": ("asyncpg", "pgvector"), "otel": ("opentelemetry",),
           "retrieval": ("pypdf", "static_model")}
+DISTRIBUTIONS = {"postgres": ("asyncpg", "pgvector"), "otel": ("opentelemetry-",),
+                 "retrieval": ("pypdf", "tokenlearn-static-model")}
 
 
 def run_blocked(extra: str, code: str, env: dict[str, str] | None = None,
                 timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    program = f"BLOCKED = {EXTRAS[extra]!r}\n{BLOCKER}\n{textwrap.dedent(code)}"
+    program = (f"BLOCKED = {EXTRAS[extra]!r}\nBLOCKED_DISTRIBUTIONS = {DISTRIBUTIONS[extra]!r}\n{BLOCKER}\n"
+               f"{textwrap.dedent(code)}")
     return subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})}, check=False)
 
@@ -112,7 +124,8 @@ def test_without_the_retrieval_extra_pdfs_and_embedding_say_which_extra(tmp_path
 async def test_the_sidecar_starts_without_each_extra(extra: str, tmp_path: Path) -> None:
     """Nothing a plain start needs comes from an extra: the HTTP door answers /health without it."""
     port = free_port()
-    program = (f"BLOCKED = {EXTRAS[extra]!r}\n{BLOCKER}\nfrom responses_bridge.cli import main\n"
+    program = (f"BLOCKED = {EXTRAS[extra]!r}\nBLOCKED_DISTRIBUTIONS = {DISTRIBUTIONS[extra]!r}\n{BLOCKER}\n"
+               "from responses_bridge.cli import main\n"
                f"sys.exit(main(['serve', '--upstream', 'http://127.0.0.1:9/v1', '--db', {str(tmp_path / 'b.db')!r}, "
                f"'--http-port', '{port}', '--no-extproc']))")
     process = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

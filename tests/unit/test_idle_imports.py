@@ -25,9 +25,9 @@ import aiohttp
 import grpc
 import orjson
 import pytest
-from envoy.service.ext_proc.v3 import external_processor_pb2_grpc
-from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingResponse
 
+from responses_bridge.adapters.extproc import service as external_processor_pb2_grpc
+from responses_bridge.adapters.extproc._pb.ext_proc_pb2 import ProcessingResponse
 from responses_bridge.devtools import fake_server
 from responses_bridge.devtools.procs import free_port, wait_http
 from tests.unit.test_extproc_servicer import request_body, request_headers, response_body, response_headers

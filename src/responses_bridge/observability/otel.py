@@ -34,13 +34,12 @@ def configure(environ: Mapping[str, str], endpoint_variables: tuple[str, ...],
         try:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         except ImportError as error:
-            # xds-protos (the ext_proc stubs) ships an older copy of ``opentelemetry/proto``; installed after
-            # opentelemetry-proto it replaces the exporter's message classes. The project's install scripts put
-            # them back; say how, rather than failing the start with a bare import error.
+            from ..extras import explain, install_command  # not installed, or installed and broken: which
+
             raise RuntimeError(
-                f"tracing is configured ({', '.join(endpoint_variables)}) but the OTLP exporter cannot be imported "
-                f"({error}); reinstall its message classes: pip install --force-reinstall --no-deps "
-                "opentelemetry-proto") from error
+                f"tracing is configured ({', '.join(endpoint_variables)}): " + explain(
+                    "otel", "opentelemetry.exporter.otlp.proto.http.trace_exporter", error,
+                    f"the OTLP exporter is not installed: {install_command('otel')}")) from error
         processor: SimpleSpanProcessor | BatchSpanProcessor = BatchSpanProcessor(OTLPSpanExporter())
     else:
         processor = SimpleSpanProcessor(exporter)

@@ -44,6 +44,8 @@ TRACE_HEADERS = ("traceparent", "tracestate", "b3", "x-b3-traceid", "x-b3-spanid
                  "x-b3-sampled", "x-b3-flags")
 """The headers a request's trace context may come in (Envoy forwards them to the ext_proc door: envoy_config)."""
 MISSING_EXTRA = "pip install 'responses-bridge[otel]'"
+_NOT_INSTALLED = f"OpenTelemetry is not installed: {MISSING_EXTRA}"
+_OTEL_MODULE = "responses_bridge.observability.otel"
 
 
 class SpanKind:
@@ -72,8 +74,10 @@ def configure_tracing(environ: Mapping[str, str] = os.environ, *, exporter: Span
     try:
         from . import otel
     except ImportError as error:
-        raise RuntimeError(f"tracing is configured ({', '.join(ENDPOINT_VARIABLES)}) but OpenTelemetry is not "
-                           f"installed ({error.name}): {MISSING_EXTRA}") from None
+        from ..extras import explain  # why: not installed, or installed and broken (only on this failure)
+
+        raise RuntimeError(f"tracing is configured ({', '.join(ENDPOINT_VARIABLES)}): "
+                           + explain("otel", _OTEL_MODULE, error, _NOT_INSTALLED)) from None
     otel.configure(environ, ENDPOINT_VARIABLES, exporter)
     _otel = otel
     ENABLED = True
@@ -143,7 +147,9 @@ def _load_keeping() -> str | None:
     try:
         from . import otel
     except ImportError as error:
-        _KEEPING_MISSING = f"OpenTelemetry is not installed ({error.name}): {MISSING_EXTRA}"
+        from ..extras import explain
+
+        _KEEPING_MISSING = explain("otel", _OTEL_MODULE, error, _NOT_INSTALLED, public=True)
         return _KEEPING_MISSING
     otel.configure_keeping()
     _otel = otel

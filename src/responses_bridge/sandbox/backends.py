@@ -26,10 +26,12 @@ async def open_backend(settings: BackendConfig, limits: SandboxLimits, *, share:
     if settings.code_sandbox_backend == "agent-sandbox":
         try:
             from .agent_sandbox.backend import AgentSandboxBackend
-        except ImportError:
+        except ImportError as error:
+            from ..extras import explain
             from .agent_sandbox import MISSING_EXTRA
             from .agent_sandbox.refused import RefusedBackend
-            return RefusedBackend(limits, MISSING_EXTRA)
+            return RefusedBackend(limits, explain("agent-sandbox", "responses_bridge.sandbox.agent_sandbox.backend",
+                                                  error, MISSING_EXTRA, public=True))
         from .agent_sandbox.checks import log_at_start
 
         backend = AgentSandboxBackend.from_settings(settings, limits, share=share, egress=egress)

@@ -136,9 +136,10 @@ async def _open_postgres(database_url: str) -> StoreSet:
         from .postgres.uploads import PostgresUploadStore
         from .postgres.vector_stores import PostgresVectorStoreStore
     except ImportError as error:
-        if error.name not in ("asyncpg", "pgvector") and not (error.name or "").startswith(("asyncpg.", "pgvector.")):
-            raise
-        raise DatabaseUnavailable(MISSING_EXTRA) from None
+        from ..extras import explain  # the extra not installed, or installed and its import broken: which
+
+        raise DatabaseUnavailable(explain("postgres", "responses_bridge.store.postgres", error, MISSING_EXTRA)) \
+            from error
     db = PostgresDatabase(database_url)
     responses = PostgresResponseStore(db)
     await responses.open()

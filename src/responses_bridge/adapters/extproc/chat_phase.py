@@ -15,12 +15,12 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
-from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingRequest, ProcessingResponse
 
 from ...engine.chat_record import ChatRecorder
 from ...engine.upstream_errors import upstream_error
 from ...protocol.errors import APIError
 from . import messages as m
+from ._pb.ext_proc_pb2 import ProcessingRequest, ProcessingResponse
 from .response_phase import ResponsePhase
 from .stream_state import JSON
 

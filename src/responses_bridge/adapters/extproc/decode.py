@@ -14,13 +14,13 @@ under way with its terminal bytes. Decoding a good message costs one function ca
 from __future__ import annotations
 
 import grpc
-from envoy.service.ext_proc.v3 import external_processor_pb2_grpc
-from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingRequest, ProcessingResponse
 from google.protobuf import empty_pb2
 from google.protobuf.message import DecodeError
 from google.protobuf.unknown_fields import UnknownFieldSet
 
-SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
+from ._pb.ext_proc_pb2 import ProcessingRequest
+from .service import ExternalProcessorServicer, add_processor_handler
+
 _PHASES = {field.number: field.name for field in ProcessingRequest.DESCRIPTOR.oneofs_by_name["request"].fields}
 
 
@@ -56,9 +56,6 @@ def _phase_of(data: bytes) -> str | None:
     return None
 
 
-def add_processor(servicer: external_processor_pb2_grpc.ExternalProcessorServicer, server: grpc.aio.Server) -> None:
+def add_processor(servicer: ExternalProcessorServicer, server: grpc.aio.Server) -> None:
     """``add_ExternalProcessorServicer_to_server`` with :func:`decode_request` as the request deserializer."""
-    handler = grpc.stream_stream_rpc_method_handler(
-        servicer.Process, request_deserializer=decode_request,
-        response_serializer=ProcessingResponse.SerializeToString)
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"Process": handler}),))
+    add_processor_handler(servicer.Process, server, request_deserializer=decode_request)

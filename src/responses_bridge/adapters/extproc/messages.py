@@ -9,16 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from envoy.config.core.v3.base_pb2 import HeaderValueOption
-from envoy.extensions.filters.http.ext_proc.v3.processing_mode_pb2 import ProcessingMode
-from envoy.service.ext_proc.v3.external_processor_pb2 import (
-    CommonResponse,
-    HeaderMutation,
-    HttpHeaders,
-    ProcessingRequest,
-    ProcessingResponse,
-)
-
 from ...envoy_config import (
     CREDENTIALS_NAMESPACE,
     IMMEDIATE_RESPONSE_DETAILS,
@@ -31,6 +21,15 @@ from ...envoy_config import (
     UPSTREAM_KEY,
 )
 from ..pieces import PIECE_BYTES, joined_pieces
+from ._pb.ext_proc_pb2 import (
+    CommonResponse,
+    HeaderMutation,
+    HeaderValueOption,
+    HttpHeaders,
+    ProcessingMode,
+    ProcessingRequest,
+    ProcessingResponse,
+)
 
 OVERWRITE = HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 STREAMED = ProcessingMode.STREAMED

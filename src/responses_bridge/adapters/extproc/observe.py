@@ -21,7 +21,6 @@ from typing import Any
 
 import grpc
 import structlog
-from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingRequest, ProcessingResponse
 
 from ...envoy_config import OBSERVED_HEADERS
 from ...observability import metrics, tracing
@@ -34,6 +33,7 @@ from ...observability.logs import (
     watch_upstream,
 )
 from . import messages as m
+from ._pb.ext_proc_pb2 import ProcessingRequest, ProcessingResponse
 
 log = structlog.get_logger("responses_bridge.extproc")
 

@@ -14,10 +14,9 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Iterable
 
-from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingResponse, StreamedBodyResponse
-
 from ..pieces import PIECE_BYTES
 from . import messages as m
+from ._pb.ext_proc_pb2 import ProcessingResponse, StreamedBodyResponse
 
 Write = Callable[[ProcessingResponse], Awaitable[None]]
 

@@ -8,7 +8,6 @@ import asyncio
 from collections.abc import Collection
 
 import structlog
-from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingRequest, ProcessingResponse
 
 from ...engine.builtin_tools import runs_server_tools
 from ...engine.sse import DONE_FRAME
@@ -25,6 +24,7 @@ from ...services.identity import SIDECAR_HEADER
 from ...services.limits import RETRY_AFTER_SECONDS, request_too_large
 from ...services.memory_budget import RETRY_LATER
 from . import messages as m
+from ._pb.ext_proc_pb2 import ProcessingRequest, ProcessingResponse
 from .routing import Routing, _sidecar_header
 from .stream_state import CHAT_PATHS, JSON, REQUEST_REMOVE, RESPONSES_PATHS, background_stream_wait
 

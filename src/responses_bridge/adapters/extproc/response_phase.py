@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from time import perf_counter
 
 import structlog
-from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingRequest, ProcessingResponse
 
 from ...engine.sse import DONE_FRAME, encode_event
 from ...engine.wire import SSE_CONTENT_TYPE, Reply
@@ -17,6 +16,7 @@ from ...run.drive import catch_up
 from ...run.runs import Run
 from ..pieces import PIECE_BYTES, joined_pieces
 from . import messages as m
+from ._pb.ext_proc_pb2 import ProcessingRequest, ProcessingResponse
 from .retry import retried_reply
 from .stream_state import JSON, SHUTDOWN_ERROR, Responses, StreamState
 

@@ -5,13 +5,13 @@ credentials change), and the hand-off of a request with server-side tools to the
 from __future__ import annotations
 
 import orjson
-from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingResponse
 
 from ...observability.logs import note_upstream
 from ...protocol.errors import APIError
 from ...protocol.request import parse_json_object
 from ...services.identity import SIDECAR_HEADER
 from . import messages as m
+from ._pb.ext_proc_pb2 import ProcessingResponse
 from .chat_phase import ChatPhase
 from .stream_state import JSON, REFUSED
 

@@ -43,14 +43,14 @@ from time import perf_counter
 
 import grpc
 import structlog
-from envoy.service.ext_proc.v3 import external_processor_pb2_grpc
-from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingResponse
 
 from ...envoy_config import HANDS_OFF_METADATA
 from ...runtime import Runtime
+from ._pb.ext_proc_pb2 import ProcessingResponse
 from .decode import Undecodable
 from .observe import StreamObservation
 from .outbox import Outbox
+from .service import ExternalProcessorServicer
 from .stream import _Stream
 
 log = structlog.get_logger("responses_bridge.extproc")
@@ -61,7 +61,7 @@ CLOSE_WAIT = 5.0
 """Seconds a drain waits, after ending the remaining streams, for Envoy to close them."""
 
 
-class ExtProcServicer(external_processor_pb2_grpc.ExternalProcessorServicer):
+class ExtProcServicer(ExternalProcessorServicer):
     """``upstream_path_prefix`` is the path of the upstream's base URL (``/v1`` for ``http://host/v1``): the
     rewritten request goes to ``<prefix>/chat/completions`` on the route's upstream cluster."""
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 import asyncio
 
 import structlog
-from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingRequest
 
 from ...envoy_config import CLIENT_CONTEXT_HEADERS
 from ...protocol.errors import APIError
 from ...protocol.multi_agent import beta_surface
 from . import messages as m
+from ._pb.ext_proc_pb2 import ProcessingRequest
 from .request_phase import RequestPhase
 from .stream_state import JSON, SHUTDOWN_ERROR, Responses
 

@@ -7,8 +7,6 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingResponse
-
 from ...engine.chat_record import ChatRecorder
 from ...protocol.errors import shut_down_mid_response, shutting_down
 from ...run.runs import Run
@@ -17,6 +15,7 @@ from ...services.limits import UNLIMITED
 from ...services.memory_budget import Held
 from ...store.base import DEFAULT_TENANT
 from ...upstreams import Route
+from ._pb.ext_proc_pb2 import ProcessingResponse
 from .observe import StreamObservation
 
 RESPONSES_PATHS = frozenset(("/v1/responses", "/responses"))

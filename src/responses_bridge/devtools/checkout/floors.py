@@ -35,10 +35,10 @@ from typing import Any
 import aiohttp
 import grpc
 from aiohttp import web
-from envoy.service.ext_proc.v3 import external_processor_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from ... import event_loop
+from ...adapters.extproc import service as external_processor_pb2_grpc
 from ...adapters.extproc.messages import CONTINUE_BY_PHASE, FULL_DUPLEX_STREAMED, streamed_body
 from ...adapters.extproc.server import server_options
 from ...config import field_default

@@ -200,8 +200,10 @@ def run_program(code: str, tool_names: list[str], results: list[str], *, seed: i
     worker thread). Never raises for anything the program does; :class:`ProgramsUnavailable` without the extra."""
     try:
         from py_mini_racer import JSEvalException, JSOOMException, JSTimeoutException, mini_racer
-    except ImportError:
-        raise ProgramsUnavailable(MISSING_EXTRA) from None
+    except ImportError as error:
+        from ...extras import explain  # the extra not installed, or installed and its import broken: which
+
+        raise ProgramsUnavailable(explain("programs", "py_mini_racer", error, MISSING_EXTRA, public=True)) from None
     config = {"clock": int(clock_ms), "seed": int(seed) & 0xFFFFFFFF, "results": results, "names": tool_names,
               "maxOutput": limits.max_output, "maxCalls": MAX_CALLS}
     prelude = _PRELUDE.replace("__CONFIG__", json.dumps(config))

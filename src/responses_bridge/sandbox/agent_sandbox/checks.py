@@ -22,9 +22,11 @@ def doctor(settings: AgentSandboxConfig) -> int:
     """Print the cluster's checks; 0 when calls can be claimed in every pool, else 1."""
     try:
         from .doctor import diagnose_cluster
-    except ImportError:
+    except ImportError as error:
+        from ...extras import explain
         from . import MISSING_EXTRA
-        print(f"FAIL  agent-sandbox  {MISSING_EXTRA}")
+        why = explain("agent-sandbox", "responses_bridge.sandbox.agent_sandbox.doctor", error, MISSING_EXTRA)
+        print(f"FAIL  agent-sandbox  {why}")
         return 1
     findings = asyncio.run(diagnose_cluster(settings))
     width = max(len(finding.name) for finding in findings)

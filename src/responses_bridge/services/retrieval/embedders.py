@@ -126,9 +126,16 @@ def local_embedder_name(model_dir: str | None = None) -> str:
 
 
 def _local_encode(texts: list[str]) -> np.ndarray:
-    """The static model's unit vectors for ``texts``."""
+    """The static model's unit vectors for ``texts``. Its package was found at start; an encoder that fails to
+    import (a wheel for another platform, say) is an :class:`EmbeddingError` naming the failed import."""
     import numpy as np
-    from static_model._static_model import encode_batch
+    try:
+        from static_model._static_model import encode_batch
+    except ImportError as error:
+        from ...extras import explain
+
+        raise EmbeddingError(explain("retrieval", "static_model._static_model", error, MISSING_EXTRA,
+                                     public=True)) from None
 
     model_dir = _local_model_dir()
     rows: list[list[float]] = []

@@ -195,9 +195,12 @@ def _pdf(path: Path, budget: Budget) -> str:
     try:
         from pypdf import PdfReader
         from pypdf.errors import PyPdfError
-    except ImportError:
-        raise ExtractionError("server_error", "Reading PDF files needs the retrieval extra, which is not installed "
-                              "here: pip install 'responses-bridge[retrieval]'.") from None
+    except ImportError as error:
+        from ...extras import explain  # the extra not installed, or installed and its import broken: which
+
+        raise ExtractionError("server_error", explain(
+            "retrieval", "pypdf", error, "Reading PDF files needs the retrieval extra, which is not installed here: "
+            "pip install 'responses-bridge[retrieval]'", public=True) + ".") from None
 
     pages: list[str] = []
     try:
