@@ -46,10 +46,9 @@ class Sequences:
         olds = list(found)
         self.new = [found[old] for old in olds]
         self.longest = max((len(old) for old in olds), default=0)
-        contained = any(other != old and other in old for old in olds for other in olds)
-        self._automaton = BytesAhoCorasick(
-            olds, matchkind=MatchKind.LeftmostLongest if contained else MatchKind.Standard,
-            implementation=Implementation.ContiguousNFA) if olds else None
+        self._automaton = _automaton(olds, MatchKind.Standard) if olds else None
+        if self._automaton is not None and _contained(self._automaton, olds):
+            self._automaton = _automaton(olds, MatchKind.LeftmostLongest)
         self._by_lead: dict[bytes, list[bytes]] = {}
         for old in olds:
             if len(old) > LEAD:
@@ -84,6 +83,19 @@ class Sequences:
             if data[short:] in self._beginnings:
                 return short
         return end
+
+
+def _automaton(olds: list[bytes], kind: MatchKind) -> BytesAhoCorasick:
+    return BytesAhoCorasick(olds, matchkind=kind, implementation=Implementation.ContiguousNFA)
+
+
+def _contained(automaton: BytesAhoCorasick, olds: list[bytes]) -> bool:
+    """Whether one of ``olds`` (all different) holds another, found by the automaton in one pass over them: a
+    sequence inside another misses its first byte or its last, so it is found in what is left of it without one
+    of them, where the sequence itself is too long to be. Linear in their bytes (comparing each pair took ~16 s
+    for the 400 sequences of 32 secrets of 8 KiB and their encodings: sandbox/egress_secrets.py)."""
+    return any(automaton.find_matches_as_indexes(old[1:]) or automaton.find_matches_as_indexes(old[:-1])
+               for old in olds if len(old) > 1)
 
 
 class StreamReplace:
