@@ -17,16 +17,18 @@ judged on every head the server sends (egress_answer.py), so an interim ``100 Co
 answer hides nothing.
 
 A server that returns the secret in a common encoding is masked as well (:func:`encodings`): base64, standard and
-URL-safe, padded or not, and inside a longer base64 text at each of its three alignments (the characters the
-secret alone decides; the one at each end that it shares with its neighbours carries at most 4 of its bits);
+URL-safe, padded or not, and inside a longer base64 text at each of its three alignments (the characters the secret
+alone decides; the one at each end that it shares with its neighbours carries at most 4 of its bits);
 percent-encoding, upper and lower hex digits, of the characters RFC 3986 escapes (Python's ``quote``, JavaScript's
 ``encodeURIComponent`` but for ``!'()*``) or of every one but letters and digits; and hex, lower and upper. An
-encoder that escapes some other set of characters of the secret is not covered. Each is written over with a mask of its own length.
+encoder that escapes some other set of characters of the secret is not covered. Each is written over with a mask of
+its own length.
 
 What this cannot protect against: code that makes the server transform the secret otherwise before returning it (a
 server that hashes, encrypts, compresses inside a body it says is plain, splits or reverses what it received, or
-echoes it one byte per request), and the secret's use itself — the code can make any request the credential allows on the allowed domain. A domain secret keeps the
-value out of the sandbox; it does not limit what the code does with the access.
+echoes it one byte per request), and the secret's use itself — the code can make any request the credential allows
+on the allowed domain. A domain secret keeps the value out of the sandbox; it does not limit what the code does with
+the access.
 """
 
 from __future__ import annotations
