@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from . import config_file
 from .config_agent_sandbox import AgentSandboxSettings
+from .config_automations import AutomationSettings
 from .config_endpoints import EndpointSettings
 from .config_errors import EnvJSONError, JsonEnvSource, SettingsError, Sources, explain, explain_json
 from .config_pools import PoolSettings
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from .run.tools.web_search_base import WebSearchSettings
     from .sandbox import SandboxLimits
 
-class Settings(PoolSettings, AgentSandboxSettings, CodeSandboxSettings, EndpointSettings):
+class Settings(PoolSettings, AgentSandboxSettings, AutomationSettings, CodeSandboxSettings, EndpointSettings):
     model_config = SettingsConfigDict(env_prefix="RESPONSES_BRIDGE_", extra="ignore")
 
     stream_via_sidecar: bool = Field(default=False, description=(

@@ -6,8 +6,10 @@ a client's ``POST /v1/agents/sessions`` would — or, for an ``existing_session`
 (queued behind a running turn as any input is; a session deleted meanwhile fails the invocation).
 
 Every process serving the HTTP door runs the scheduler (:meth:`AutomationService.tick`, once a second, on the
-second: occurrences fall on whole seconds, so one is fired within moments of its time). An occurrence is fired by
-whichever process first inserts its row (the automation, the occurrence) in the database
+second: occurrences fall on whole seconds, so one is fired within moments of its time), within the bounds of
+automation_bounds.py: occurrences dealt across tenants in turn, a few at once, each tenant's at most its rate; an
+invocation refers to its automation's version rather than copying it, and is kept within a count and an age. An
+occurrence is fired by whichever process first inserts its row (the automation, the occurrence) in the database
 (:meth:`AgentStore.claim_firing`): exactly one invocation per occurrence across workers on SQLite and replicas on
 PostgreSQL, no lock in memory. The schedule is kept in the stored automation (``_next_at``, the next occurrence), so
 it survives restarts: occurrences missed while no process ran are fired once, for the first missed one, and the
@@ -49,6 +51,7 @@ from ..protocol.lists import list_of
 from ..protocol.request import check_metadata
 from ..store.base_agents import AgentStore
 from .agents import AgentService
+from .automation_bounds import AutomationBounds, check_rate, over_rate, version_of, with_sources
 from .pagination import page_errors
 
 log = structlog.get_logger(__name__)
@@ -79,10 +82,13 @@ class SessionStarter(Protocol):
 
 
 class AutomationService:
-    def __init__(self, store: AgentStore, agents: AgentService, sessions: SessionStarter) -> None:
+    def __init__(self, store: AgentStore, agents: AgentService, sessions: SessionStarter,
+                 bounds: AutomationBounds | None = None) -> None:
         self.store = store
         self.agents = agents
         self.sessions = sessions
+        self.bounds = bounds or AutomationBounds()
+        self._swept = 0.0  # when invocations past their age were last forgotten
         sessions.agent_automations = self.create_by_agent  # the sessions' agents' ``automations`` tool
 
     # --- the API ---------------------------------------------------------------------------------------------
@@ -103,6 +109,7 @@ class AutomationService:
         }
         if kind == "periodic":
             trigger = schedule(body.get("expression"), body.get("timezone"))
+            check_rate(trigger, now, self.bounds.tenant_per_minute)
             automation.update(expression=body["expression"], timezone=body["timezone"],
                               _next_at=next_occurrence(trigger, now))
         else:
@@ -155,6 +162,7 @@ class AutomationService:
             expression = body.get("expression", automation["expression"])
             timezone = body.get("timezone", automation["timezone"])
             trigger = schedule(expression, timezone)
+            check_rate(trigger, now, self.bounds.tenant_per_minute)
             automation.update(expression=expression, timezone=timezone, _next_at=next_occurrence(trigger, now))
         if not periodic and "run_at" in body:
             if automation["status"] == "completed":
@@ -237,13 +245,17 @@ class AutomationService:
         with page_errors("invocation"):
             page = await self.store.page("invocation", tenant=tenant, parent=automation_id, after=after,
                                          limit=limit, order=order)
-        return list_of(page.data, has_more=page.has_more)
+        return list_of(await with_sources(self.store, automation_id, page.data, tenant=tenant),
+                       has_more=page.has_more)
 
     async def get_invocation(self, automation_id: str, invocation_id: str, *, tenant: str) -> dict[str, Any]:
         found = await self.store.get("invocation", invocation_id, tenant=tenant)
         if found is None or found.get("automation_id") != automation_id:
             raise invocation_not_found(invocation_id)
-        return found
+        shown = await with_sources(self.store, automation_id, [found], tenant=tenant)
+        if not shown:
+            raise invocation_not_found(invocation_id)
+        return shown[0]
 
     # --- the scheduler ---------------------------------------------------------------------------------------
 
@@ -254,20 +266,32 @@ class AutomationService:
         return await self.fire_due()
 
     async def fire_due(self, now: float | None = None) -> int:
-        """Fire every occurrence due by ``now``; the number this process fired (another may have fired some)."""
+        """Fire the occurrences due by ``now``, at most the tick's bound of them dealt across tenants in turn,
+        a bounded number at once; the number this process fired (another may have fired some). Once a minute,
+        forget the invocations past their age."""
         now = time.time() if now is None else now
-        fired = 0
-        for tenant, automation in await self.store.due_automations(now):
-            try:
-                fired += await self._fire(automation, tenant, now)
-            except Exception:  # one automation's failure never holds back the others
-                log.exception("automation_firing_failed", automation_id=automation["id"])
+        gate = asyncio.Semaphore(self.bounds.concurrency)
+
+        async def fire(tenant: str, automation: dict[str, Any]) -> int:
+            async with gate:
+                try:
+                    return await self._fire(automation, tenant, now)
+                except Exception:  # one automation's failure never holds back the others
+                    log.exception("automation_firing_failed", automation_id=automation["id"])
+                    return 0
+
+        due = await self.store.due_automations(now, self.bounds.tick_occurrences)
+        fired = sum(await asyncio.gather(*(fire(tenant, automation) for tenant, automation in due)))
+        if now - self._swept >= 60:
+            self._swept = now
+            await self.store.forget_expired(now - self.bounds.invocation_days * 86400, settled=now - 60)
         return fired
 
     async def _fire(self, automation: dict[str, Any], tenant: str, now: float) -> int:
         scheduled_at = int(automation["_next_at"])
         invocation_id = ids.new_id("ainv")
-        claimed = await self.store.claim_firing(automation["id"], scheduled_at, invocation_id)
+        claimed = await self.store.claim_firing(automation["id"], scheduled_at, invocation_id, tenant=tenant,
+                                                now=now, per_minute=self.bounds.tenant_per_minute)
         # every process that saw the occurrence due moves the schedule past it, with the same result: one stopped
         # between its claim and this line leaves the next to do it
         if automation["type"] == "periodic":
@@ -276,10 +300,22 @@ class AutomationService:
                                                 next_occurrence(trigger, max(now, scheduled_at)), "active")
         else:
             await self.store.advance_automation(automation["id"], scheduled_at, None, "completed")
-        if not claimed:
+        if claimed is None:
             return 0
-        await self._deliver(invocation(invocation_id, automation, scheduled_at), automation, tenant)
-        return 1
+        digest, snapshot = version_of(automation)
+        await self.store.keep_version(automation["id"], digest, snapshot, tenant=tenant, now=now)
+        record = invocation(invocation_id, automation, scheduled_at)
+        del record["source"]  # put back from the version on read (automation_bounds.with_sources)
+        record["_source_version"] = digest
+        if claimed == "over_rate":
+            log.warning("automation_invocation_over_rate", automation_id=automation["id"])
+            record.update(status="failed", error=over_rate(self.bounds.tenant_per_minute))
+            await self.store.put("invocation", record["id"], record, tenant=tenant, parent=automation["id"])
+        else:
+            await self._deliver(record, automation, tenant)
+        await self.store.forget_invocations(automation["id"], keep=self.bounds.invocations_kept, tenant=tenant,
+                                            settled=now - 60)
+        return 1 if claimed == "fired" else 0
 
     async def _deliver(self, record: dict[str, Any], automation: dict[str, Any], tenant: str) -> None:
         await self.store.put("invocation", record["id"], record, tenant=tenant, parent=automation["id"])

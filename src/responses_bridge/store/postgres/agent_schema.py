@@ -52,3 +52,23 @@ AUTOMATION_TABLES: Sequence[str] = [
     )
     """,
 ]
+
+# Automations bounded, as on SQLite (store/sqlite/agent_schema.py's AUTOMATION_BOUND_TABLES).
+AUTOMATION_BOUND_TABLES: Sequence[str] = [
+    "ALTER TABLE agent_automation_firings ADD COLUMN tenant text",
+    "ALTER TABLE agent_automation_firings ADD COLUMN fired_at double precision",
+    "ALTER TABLE agent_automation_firings ADD COLUMN accepted boolean",
+    "CREATE INDEX agent_automation_firings_rate ON agent_automation_firings (tenant, fired_at)",
+    """
+    CREATE TABLE agent_automation_versions (
+        automation_id text NOT NULL,
+        digest        text NOT NULL,
+        tenant        text NOT NULL,
+        created_at    double precision NOT NULL,
+        body          jsonb NOT NULL,
+        PRIMARY KEY (automation_id, digest)
+    )
+    """,
+    "CREATE INDEX agent_records_invocation_age ON agent_records (((body->>'created_at')::bigint)) "
+    "WHERE kind = 'invocation'",
+]

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 Migration = tuple[int, Sequence[str]]
 
-from .agent_schema import AGENT_TABLES, AUTOMATION_TABLES  # noqa: E402
+from .agent_schema import AGENT_TABLES, AUTOMATION_BOUND_TABLES, AUTOMATION_TABLES  # noqa: E402
 from .container_schema import CONTAINER_MIGRATIONS  # noqa: E402  (after Migration, which it follows)
 from .retrieval_schema import RETRIEVAL_MIGRATIONS  # noqa: E402  (after Migration, which it follows)
 from .skill_schema import SKILL_MIGRATIONS  # noqa: E402
@@ -249,6 +249,7 @@ MIGRATIONS.append((
         "CREATE INDEX IF NOT EXISTS agent_records_blob ON agent_records ((body #>> '{_private,blob_id}'))",
     ],
 ))
+MIGRATIONS.append((26, AUTOMATION_BOUND_TABLES))  # as SQLite's 27: automations bounded
 
 
 def latest_version(migrations: Sequence[Migration] = MIGRATIONS) -> int:

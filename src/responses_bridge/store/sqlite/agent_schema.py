@@ -53,3 +53,26 @@ AUTOMATION_TABLES: Sequence[str] = [
     ) WITHOUT ROWID
     """,
 ]
+
+# Automations bounded (services/automation_bounds.py): each firing says whose it was, when it was fired and
+# whether the tenant's rate let it through (the rate counts those of the last minute); an invocation refers to the
+# version of its automation it fired (one row per distinct snapshot, not a copy per invocation); invocations are
+# forgotten by age through their own index.
+AUTOMATION_BOUND_TABLES: Sequence[str] = [
+    "ALTER TABLE agent_automation_firings ADD COLUMN tenant TEXT",
+    "ALTER TABLE agent_automation_firings ADD COLUMN fired_at REAL",
+    "ALTER TABLE agent_automation_firings ADD COLUMN accepted INTEGER",
+    "CREATE INDEX agent_automation_firings_rate ON agent_automation_firings (tenant, fired_at)",
+    """
+    CREATE TABLE agent_automation_versions (
+        automation_id TEXT NOT NULL,
+        digest        TEXT NOT NULL,
+        tenant        TEXT NOT NULL,
+        created_at    REAL NOT NULL,
+        body          TEXT NOT NULL,
+        PRIMARY KEY (automation_id, digest)
+    ) WITHOUT ROWID
+    """,
+    "CREATE INDEX agent_records_invocation_age ON agent_records (json_extract(body, '$.created_at')) "
+    "WHERE kind = 'invocation'",
+]

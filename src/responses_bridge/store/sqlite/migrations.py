@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import aiosqlite
 
-from .agent_schema import AGENT_TABLES, AUTOMATION_TABLES
+from .agent_schema import AGENT_TABLES, AUTOMATION_BOUND_TABLES, AUTOMATION_TABLES
 from .schema import FIRST_STEPS, Migration
 from .upload_schema import UPLOAD_CLAIM_COLUMNS, UPLOAD_TABLES
 
@@ -405,7 +405,7 @@ MIGRATIONS: list[Migration] = [
             # SQLITE_RECORD_BLOBS, the same expression): without it, the sweep took an artifact's bytes for an orphan.
             "CREATE INDEX IF NOT EXISTS agent_records_blob ON agent_records (json_extract(body, '$._private.blob_id'))",
         ],
-    ),
+    ),    (27, AUTOMATION_BOUND_TABLES),  # automations bounded: firings' tenant and rate, versions, invocations' age
 ]
 
 LATEST_VERSION: int = MIGRATIONS[-1][0]
