@@ -190,7 +190,8 @@ class Settings(PoolSettings, AgentSandboxSettings, AutomationSettings, CodeSandb
     tenant_max_request_bytes: int | None = Field(default=None, ge=1, description=(
         "default per-tenant limit of one request body, in bytes (413); none: only max_request_bytes"))
     tenant_max_stored_bytes: int | None = Field(default=None, ge=0, description=(
-        "default per-tenant limit of stored bytes, files, container files and skills together; none: no limit"))
+        "default per-tenant limit of stored bytes, files, container files, skills and what the Agents API keeps "
+        "(its records, artifacts and installed packages) together; none: no limit"))
     retention_days: float | None = Field(default=None, gt=0, description=(
         "default time-to-live of stored responses and conversations, purged in the background; none: kept until "
         "deleted (OpenAI keeps 30 days)"))

@@ -19,8 +19,13 @@ _DELETE_SUBAGENTS_RECORDS = (
     "DELETE FROM agent_records WHERE tenant = $1 AND kind IN ('subagent_turn', 'subagent_item') AND parent IN "
     "(SELECT id FROM agent_records WHERE kind = 'subagent' AND parent = $2 AND tenant = $1)")
 
-_PUT = ("INSERT INTO agent_records (kind, id, tenant, parent, scope, body) VALUES ($1, $2, $3, $4, $5, $6::jsonb) "
-        "ON CONFLICT (kind, id) DO UPDATE SET body = excluded.body WHERE agent_records.tenant = excluded.tenant")
+# ``bytes``: what the record counts in its tenant's max_stored_bytes (store/postgres/quota.py), its JSON and an
+# artifact's kept bytes
+_PUT = ("INSERT INTO agent_records (kind, id, tenant, parent, scope, body, bytes) VALUES ($1, $2, $3, $4, $5, "
+        "$6::jsonb, octet_length($6::jsonb::text) + CASE WHEN $1 = 'artifact' "
+        "THEN coalesce(($6::jsonb->>'size_bytes')::bigint, 0) ELSE 0 END) "
+        "ON CONFLICT (kind, id) DO UPDATE SET body = excluded.body, bytes = excluded.bytes "
+        "WHERE agent_records.tenant = excluded.tenant")
 _GET = "SELECT body::text FROM agent_records WHERE kind = $1 AND id = $2 AND tenant = $3"
 _SEQ = "SELECT seq FROM agent_records WHERE kind = $1 AND id = $2 AND tenant = $3"
 _DELETE = "DELETE FROM agent_records WHERE kind = $1 AND id = $2 AND tenant = $3"

@@ -23,8 +23,8 @@ _FIRE = ("INSERT INTO agent_automation_firings (automation_id, scheduled_at, inv
          "accepted) SELECT $1, $2, $3, $4::text, $5::float8, (SELECT count(*) FROM agent_automation_firings "
          "WHERE tenant = $4::text AND fired_at > $5::float8 - 60 AND accepted) < $6 "
          "ON CONFLICT DO NOTHING RETURNING accepted")
-_KEEP_VERSION = ("INSERT INTO agent_automation_versions (automation_id, digest, tenant, created_at, body) "
-                 "VALUES ($1, $2, $3, $4, $5::jsonb) ON CONFLICT DO NOTHING")
+_KEEP_VERSION = ("INSERT INTO agent_automation_versions (automation_id, digest, tenant, created_at, body, bytes) "
+                 "VALUES ($1, $2, $3, $4, $5::jsonb, octet_length($5::jsonb::text)) ON CONFLICT DO NOTHING")
 _VERSIONS = ("SELECT digest, body::text FROM agent_automation_versions WHERE automation_id = $1 AND tenant = $2 "
              "AND digest = ANY($3::text[])")
 _FORGET_BEYOND = ("DELETE FROM agent_records WHERE tenant = $1 AND kind = 'invocation' AND parent = $2 AND seq <= "

@@ -20,8 +20,12 @@ _DELETE_SUBAGENTS_RECORDS = (
     "DELETE FROM agent_records WHERE tenant = ? AND kind IN ('subagent_turn', 'subagent_item') AND parent IN "
     "(SELECT id FROM agent_records WHERE kind = 'subagent' AND parent = ? AND tenant = ?)")
 
-_PUT = ("INSERT INTO agent_records (kind, id, tenant, parent, scope, body) VALUES (?, ?, ?, ?, ?, ?) "
-        "ON CONFLICT (kind, id) DO UPDATE SET body = excluded.body WHERE agent_records.tenant = excluded.tenant")
+# ``bytes``: what the record counts in its tenant's max_stored_bytes (store/sqlite/quota.py), its JSON and an
+# artifact's kept bytes
+_PUT = ("INSERT INTO agent_records (kind, id, tenant, parent, scope, body, bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, "
+        "length(CAST(?6 AS BLOB)) + CASE WHEN ?1 = 'artifact' THEN coalesce(json_extract(?6, '$.size_bytes'), 0) "
+        "ELSE 0 END) ON CONFLICT (kind, id) DO UPDATE SET body = excluded.body, bytes = excluded.bytes "
+        "WHERE agent_records.tenant = excluded.tenant")
 _GET = "SELECT body FROM agent_records WHERE kind = ? AND id = ? AND tenant = ?"
 _SEQ = "SELECT seq FROM agent_records WHERE kind = ? AND id = ? AND tenant = ?"
 _DELETE = "DELETE FROM agent_records WHERE kind = ? AND id = ? AND tenant = ?"

@@ -24,8 +24,8 @@ _FIRE = ("INSERT INTO agent_automation_firings (automation_id, scheduled_at, inv
          "accepted) SELECT ?1, ?2, ?3, ?4, ?5, (SELECT count(*) FROM agent_automation_firings "
          "WHERE tenant = ?4 AND fired_at > ?5 - 60 AND accepted = 1) < ?6 WHERE true ON CONFLICT DO NOTHING")
 _FIRED = "SELECT accepted FROM agent_automation_firings WHERE automation_id = ? AND scheduled_at = ?"
-_KEEP_VERSION = ("INSERT INTO agent_automation_versions (automation_id, digest, tenant, created_at, body) "
-                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
+_KEEP_VERSION = ("INSERT INTO agent_automation_versions (automation_id, digest, tenant, created_at, body, bytes) "
+                 "VALUES (?1, ?2, ?3, ?4, ?5, length(CAST(?5 AS BLOB))) ON CONFLICT DO NOTHING")
 _VERSIONS = ("SELECT digest, body FROM agent_automation_versions WHERE automation_id = ? AND tenant = ? "
              "AND digest IN (SELECT value FROM json_each(?))")
 _FORGET_BEYOND = ("DELETE FROM agent_records WHERE tenant = ?1 AND kind = 'invocation' AND parent = ?2 AND seq <= "

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import aiosqlite
 
-from .agent_schema import AGENT_TABLES, AUTOMATION_BOUND_TABLES, AUTOMATION_TABLES
+from .agent_schema import AGENT_TABLES, AUTOMATION_BOUND_TABLES, AUTOMATION_TABLES, STORED_BYTES_COLUMNS
 from .schema import FIRST_STEPS, Migration
 from .upload_schema import UPLOAD_CLAIM_COLUMNS, UPLOAD_TABLES
 
@@ -406,6 +406,7 @@ MIGRATIONS: list[Migration] = [
             "CREATE INDEX IF NOT EXISTS agent_records_blob ON agent_records (json_extract(body, '$._private.blob_id'))",
         ],
     ),    (27, AUTOMATION_BOUND_TABLES),  # automations bounded: firings' tenant and rate, versions, invocations' age
+    (28, STORED_BYTES_COLUMNS),  # the Agents API's records and installed packages count in max_stored_bytes
 ]
 
 LATEST_VERSION: int = MIGRATIONS[-1][0]
