@@ -20,7 +20,7 @@ class AutomationSettings(BaseSettings):
     automation_concurrency: int = Field(default=16, ge=1, description=(
         "occurrences a scheduler tick fires at once (each starts a session or delivers a message); the tick ends "
         "when all of its occurrences have"))
-    automation_tenant_per_minute: int = Field(default=120, ge=1, description=(
+    automation_tenant_per_minute: int = Field(default=600, ge=1, description=(
         "occurrences one tenant's automations may fire in any minute, all of its automations together, across "
         "every worker and replica (counted in the database); past it an occurrence's invocation is `failed` "
         "with `rate_limit_exceeded`, and an automation whose schedule alone fires more often is a 400 at create "

@@ -38,7 +38,7 @@ class AutomationBounds:
 
     tick_occurrences: int = 100
     concurrency: int = 16
-    tenant_per_minute: int = 120
+    tenant_per_minute: int = 600
     invocations_kept: int = 100
     invocation_days: float = 30.0
 

@@ -29,11 +29,8 @@ import structlog
 
 from .. import ids
 from ..protocol.agent_automations_tool import automation_body
-from ..protocol.agent_inputs import check_environment, check_servable, known, messages, not_served, session_tools
-from ..protocol.agents import SESSION_AGENT_FIELDS, apply_config, default_config, require_model
+from ..protocol.agent_inputs import known
 from ..protocol.automations import (
-    EXISTING_SESSION_FIELDS,
-    NEW_SESSION_FIELDS,
     ONCE_FIELDS,
     PERIODIC_FIELDS,
     UPDATE_FIELDS,
@@ -52,6 +49,7 @@ from ..protocol.request import check_metadata
 from ..store.base_agents import AgentStore
 from .agents import AgentService
 from .automation_bounds import AutomationBounds, check_rate, over_rate, version_of, with_sources
+from .automation_targets import AutomationTargets
 from .pagination import page_errors
 
 log = structlog.get_logger(__name__)
@@ -61,7 +59,6 @@ MAX_AGENT_AUTOMATIONS_PER_SESSION = 20  # what a session's model may schedule fo
 TICK_SECONDS = 0.01  # the pause between two ticks, each of which first waits for the next whole second
 
 
-MAX_INSTRUCTIONS_CHARS = 256 * 1024  # as an agent's instructions: one record never stalls other writers
 SCAN_PAGE = 100  # automations read at a time when a list is filtered on the session they target
 
 
@@ -88,6 +85,7 @@ class AutomationService:
         self.agents = agents
         self.sessions = sessions
         self.bounds = bounds or AutomationBounds()
+        self.targets = AutomationTargets(agents, sessions)
         self._swept = 0.0  # when invocations past their age were last forgotten
         sessions.agent_automations = self.create_by_agent  # the sessions' agents' ``automations`` tool
 
@@ -105,7 +103,7 @@ class AutomationService:
             "id": ids.new_id("auto"), "object": "agent.automation", "created_at": int(now),
             "created_by": created_by or {"type": "developer"}, "metadata": self._metadata(body.get("metadata")),
             "name": check_name(body.get("name")), "status": "active", "pause_reason": None,
-            "target": await self._target(body.get("target"), tenant), "type": kind,
+            "target": await self.targets.check(body.get("target"), tenant), "type": kind,
         }
         if kind == "periodic":
             trigger = schedule(body.get("expression"), body.get("timezone"))
@@ -156,7 +154,7 @@ class AutomationService:
         if "metadata" in body:
             automation["metadata"] = self._metadata(body["metadata"])
         if "target" in body:
-            target = await self._target(body["target"], tenant)
+            target = await self.targets.check(body["target"], tenant)
             automation["target"] = target
         if periodic and ("expression" in body or "timezone" in body):
             expression = body.get("expression", automation["expression"])
@@ -375,71 +373,3 @@ class AutomationService:
         if automation["status"] == "completed":
             raise invalid_request(f"A completed automation cannot be {verb}.", param="automation_id",
                                   code="invalid_value")
-
-    async def _target(self, target: Any, tenant: str) -> dict[str, Any]:
-        """The SDK's ``AutomationTargetResourceNewSession`` of a request's target, checked as a session's create
-        would check it, so that a firing starts a session that the bridge serves."""
-        if not isinstance(target, dict):
-            raise invalid_request("Missing required parameter: 'target' (an object).", param="target",
-                                  code="missing_required_parameter")
-        if target.get("type") == "existing_session":
-            return await self._existing_session(target, tenant)
-        if target.get("type") != "new_session":
-            raise invalid_request("Invalid value for 'target.type': expected 'new_session' or 'existing_session'.",
-                                  param="target.type", code="invalid_value")
-        known(target, NEW_SESSION_FIELDS, "target.")
-        if check_environment(target.get("environment")) != "none":  # a firing's session starts with no workspace
-            raise invalid_request("An automation's sessions run with environment 'none' in this bridge: its "
-                                  "'openai_hosted' and 'self_hosted' environments are not served yet.",
-                                  param="target.environment.type", code="unsupported_value")
-        if target.get("vault_ids"):
-            raise not_served("Vaults ('vault_ids')", "target.vault_ids")
-        check_metadata(target.get("metadata"), "target.metadata")
-        if target.get("input") is None or isinstance(target.get("input"), str):
-            raise invalid_request("Invalid value for 'target.input': expected a non-empty array of messages.",
-                                  param="target.input", code="invalid_value")
-        contents = messages(target["input"], "target.input")
-        agent_id, agent = target.get("agent_id"), target.get("agent")
-        if (agent_id is None) == (agent is None):
-            raise invalid_request("Provide exactly one of 'target.agent' and 'target.agent_id'.",
-                                  param="target.agent_id", code="invalid_value")
-        if agent_id is not None:
-            if not isinstance(agent_id, str):
-                raise invalid_request("Invalid type for 'target.agent_id': expected a string.",
-                                      param="target.agent_id", code="invalid_type")
-            config = apply_config(await self.agents.get(agent_id, tenant=tenant), {}, SESSION_AGENT_FIELDS)
-            inline = None
-        else:
-            if not isinstance(agent, dict):
-                raise invalid_request("Invalid type for 'target.agent': expected an object.", param="target.agent",
-                                      code="invalid_type")
-            config = apply_config(default_config(), agent, SESSION_AGENT_FIELDS, prefix="target.agent.")
-            require_model(config, "target.agent.model")
-            inline = {key: config[key] for key in SESSION_AGENT_FIELDS} | {"tools": session_tools(config["tools"])}
-        check_servable(config)
-        return {"type": "new_session", "agent": inline, "agent_id": agent_id, "environment": {"type": "none"},
-                "input": [{"type": "message", "role": "user", "content": content} for content in contents],
-                "metadata": dict(target.get("metadata") or {}), "vault_ids": []}
-
-    async def _existing_session(self, target: dict[str, Any], tenant: str) -> dict[str, Any]:
-        """The SDK's ``AutomationTargetResourceExistingSession``: a session of the tenant's (a 404 naming
-        ``target.session_id`` otherwise) and the instructions each invocation delivers to it."""
-        known(target, EXISTING_SESSION_FIELDS, "target.")
-        session_id, instructions = target.get("session_id"), target.get("instructions")
-        if not isinstance(session_id, str) or not session_id:
-            raise invalid_request("Missing required parameter: 'target.session_id'.", param="target.session_id",
-                                  code="missing_required_parameter")
-        if not isinstance(instructions, str) or not instructions.strip():
-            raise invalid_request("Missing required parameter: 'target.instructions' (a non-empty string).",
-                                  param="target.instructions", code="missing_required_parameter")
-        if len(instructions) > MAX_INSTRUCTIONS_CHARS:
-            raise invalid_request(f"'target.instructions' is longer than {MAX_INSTRUCTIONS_CHARS} characters.",
-                                  param="target.instructions", code="string_above_max_length")
-        try:
-            await self.sessions.get(session_id, tenant=tenant)
-        except APIError as exc:
-            if exc.status != 404:
-                raise
-            raise APIError(404, f"No session found with id '{session_id}'.", param="target.session_id",
-                           code="not_found") from None
-        return {"type": "existing_session", "session_id": session_id, "instructions": instructions}
