@@ -27,6 +27,14 @@ OWNED_KINDS = {"automation": "invocation", "vault": "vault_credential"}
 """The records that go with their parent when it is deleted (a session's are the stores' ``CHILD_KINDS``)."""
 
 
+def charged_bytes(kind: str, body: dict[str, Any], text: str) -> int:
+    """What a record counts in its tenant's ``max_stored_bytes``: its JSON ``text``'s bytes, and an artifact's
+    kept bytes (``size_bytes``: its blob). ``isascii`` is O(1), so JSON that is ASCII, as most is, is not encoded
+    again to be counted."""
+    stored = len(text) if text.isascii() else len(text.encode())
+    return stored + (int(body.get("size_bytes") or 0) if kind == "artifact" else 0)
+
+
 @dataclass(frozen=True)
 class Record:
     """A record to store (:meth:`AgentStore.commit`)."""

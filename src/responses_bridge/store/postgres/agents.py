@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from ..base_agents import OWNED_KINDS, Record, RecordPage
+from ..base_agents import OWNED_KINDS, Record, RecordPage, charged_bytes
 from ..records import InvalidCursor, check_page_args
 from .automations import PostgresAutomationRecords
 from .database import PostgresDatabase
@@ -20,11 +20,9 @@ _DELETE_SUBAGENTS_RECORDS = (
     "(SELECT id FROM agent_records WHERE kind = 'subagent' AND parent = $2 AND tenant = $1)")
 
 # ``bytes``: what the record counts in its tenant's max_stored_bytes (store/postgres/quota.py), its JSON and an
-# artifact's kept bytes
+# artifact's kept bytes (base_agents.charged_bytes: counted here, not by the server re-reading the jsonb as text)
 _PUT = ("INSERT INTO agent_records (kind, id, tenant, parent, scope, body, bytes) VALUES ($1, $2, $3, $4, $5, "
-        "$6::jsonb, octet_length($6::jsonb::text) + CASE WHEN $1 = 'artifact' "
-        "THEN coalesce(($6::jsonb->>'size_bytes')::bigint, 0) ELSE 0 END) "
-        "ON CONFLICT (kind, id) DO UPDATE SET body = excluded.body, bytes = excluded.bytes "
+        "$6::jsonb, $7) ON CONFLICT (kind, id) DO UPDATE SET body = excluded.body, bytes = excluded.bytes "
         "WHERE agent_records.tenant = excluded.tenant")
 _GET = "SELECT body::text FROM agent_records WHERE kind = $1 AND id = $2 AND tenant = $3"
 _SEQ = "SELECT seq FROM agent_records WHERE kind = $1 AND id = $2 AND tenant = $3"
@@ -57,14 +55,17 @@ class PostgresAgentStore(PostgresAutomationRecords):
     async def put(self, kind: str, record_id: str, body: dict[str, Any], *, tenant: str, parent: str | None = None,
                   scope: str | None = None) -> None:
         async with self._db.transaction("put_agent_record") as conn:
-            await conn.execute(_PUT, kind, record_id, tenant, parent, scope, pg_json(body))
+            text = pg_json(body)
+            await conn.execute(_PUT, kind, record_id, tenant, parent, scope, text, charged_bytes(kind, body, text))
 
     async def commit(self, session_id: str, records: list[Record], events: list[tuple[int, str, bytes]], *,
                      tenant: str) -> None:
         async with self._db.transaction("commit_agent_records") as conn:
             if records:
-                await conn.executemany(_PUT, [(r.kind, r.id, tenant, r.parent, r.scope, pg_json(r.body))
-                                              for r in records])
+                texts = [pg_json(r.body) for r in records]
+                await conn.executemany(_PUT, [(r.kind, r.id, tenant, r.parent, r.scope, text,
+                                               charged_bytes(r.kind, r.body, text))
+                                              for r, text in zip(records, texts, strict=True)])
             if events:
                 await conn.executemany(_APPEND, [(session_id, sequence, event_id, tenant, frame)
                                                  for sequence, event_id, frame in events])
