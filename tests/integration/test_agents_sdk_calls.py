@@ -3,8 +3,9 @@ door, and an Envoy in front), every 2xx validated strictly: a session made witho
 its first input event); the create answer of a session whose first turn is queued (``in_progress``, not ``idle``);
 ``capability_directories`` of a self-hosted and a hosted environment and of a template (checked, shown, their skills
 and ``AGENTS.md`` told to the model); ``item_reference`` and ``{"id"}`` input items naming any item the tenant stored
-(a response's input or output, a conversation's item) without ``previous_response_id``, another tenant's a 404
-like a missing one. The sidecar authenticates with the bridge's keys, so two tenants share it."""
+(a response's input or output, a conversation's item) without ``previous_response_id``, in a response's input
+and in a conversation's new items, another tenant's a 404 like a missing one. The sidecar authenticates with the
+bridge's keys, so two tenants share it."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import openai
 import pytest
 from openai.types.beta import AgentSession
 from openai.types.beta.agents.environments import EnvironmentTemplate
+from openai.types.conversations import ConversationItemList
 
 from responses_bridge.envoy_config import Auth
 from responses_bridge.sandbox.cgroups import CgroupParent
@@ -277,6 +279,14 @@ async def test_an_item_reference_names_any_item_the_tenant_stored(door: aiohttp.
                                                            ("message", noted)]
     assert items[0].content[0].text == first.output_text  # type: ignore[union-attr]
 
+    # a conversation's new items may name any stored item too
+    status, added = await call(door, "POST", f"/v1/conversations/{conversation.id}/items",
+                               {"items": [{"type": "item_reference", "id": said}]})
+    assert status == 200, added
+    strict(ConversationItemList, added)
+    assert [(item["type"], item["id"]) for item in added["data"]] == [("message", said)]
+
+    theirs = await other.conversations.create()
     for client, wanted in ((other, said), (other, noted), (sdk, "msg_never_stored")):  # another tenant's: missing
         with pytest.raises(openai.NotFoundError) as caught:
             await client.responses.create(model=MODEL, input=[{"type": "item_reference", "id": wanted}])
@@ -284,3 +294,7 @@ async def test_an_item_reference_names_any_item_the_tenant_stored(door: aiohttp.
         assert isinstance(error, dict)
         assert (error["code"], error["param"], error["type"]) == ("item_not_found", "input[0].id",
                                                                  "invalid_request_error")
+    with pytest.raises(openai.NotFoundError) as caught:
+        await other.conversations.items.create(theirs.id, items=[{"type": "item_reference", "id": said}])
+    assert isinstance(caught.value.body, dict)
+    assert (caught.value.body["code"], caught.value.body["param"]) == ("item_not_found", "items[0].id")
