@@ -136,7 +136,8 @@ async def test_a_session_made_without_input_is_idle_until_its_first_input(door: 
                                                                     "environment": environment})
     assert status == 200, made
     assert strict(AgentSession, made).status == "idle"
-    session = await sdk.beta.agents.sessions.create(agent={"model": MODEL}, environment=environment)  # type: ignore[arg-type]
+    session = await sdk.beta.agents.sessions.create(agent={"model": MODEL},
+                                                    environment=environment)  # type: ignore[arg-type]
     assert session.status == "idle"
     assert (await sdk.beta.agents.sessions.turns.list(session.id)).data == []
     assert (await sdk.beta.agents.sessions.retrieve(session.id)).status == "idle"
@@ -223,6 +224,27 @@ def inline(path: str, data: bytes) -> dict[str, Any]:
     return {"type": "inline", "path": path, "data": base64.b64encode(data).decode()}
 
 
+@pytest.mark.skipif(check_bubblewrap()[1] is not None, reason="bubblewrap cannot sandbox here")
+@pytest.mark.skipif(CgroupParent.find() is None, reason="no cgroup per call here")
+async def test_a_templates_directories_are_its_sessions(door: aiohttp.ClientSession, sdk: openai.AsyncOpenAI) -> None:
+    """A hosted session made from a template, without input: idle, no turn (no sandbox call), the template's
+    directories its own."""
+    template = await sdk.beta.agents.environments.templates.create(capability_directories=["caps"])
+    environment = {"type": "openai_hosted", "environment_template_id": template.id}
+    status, made = await call(door, "POST", "/v1/agents/sessions", {"agent": {"model": MODEL},
+                                                                    "environment": environment})
+    assert status == 200, made
+    session = strict(AgentSession, made)
+    shown = session.environment
+    assert session.status == "idle" and shown.capability_directories == ["/workspace/caps"]  # type: ignore[union-attr]
+    assert (await sdk.beta.agents.sessions.turns.list(session.id)).data == []
+    status, made = await call(door, "POST", "/v1/agents/sessions", {"agent": {"model": MODEL}, "environment": {
+        **environment, "capability_directories": ["other"]}})  # the session's own replace the template's
+    assert status == 200 and made["environment"]["capability_directories"] == ["/workspace/other"], made
+    for session_id in (session.id, made["id"]):
+        await sdk.beta.agents.sessions.delete(session_id)
+
+
 def _runtime_unreachable() -> bool:
     """Can the sandbox's uid not reach the Python runtime every call binds (a runtime under /root)?"""
     identity = SandboxIdentity.for_process()
@@ -245,7 +267,8 @@ async def test_a_hosted_environments_capabilities_are_offered(door: aiohttp.Clie
         "agent": {"model": MODEL, "instructions": "Use the shell."}, "environment": environment,
         "input": f"hello {marker}"})
     assert status == 200, made
-    assert strict(AgentSession, made).environment.capability_directories == ["/workspace/caps"]  # type: ignore[union-attr]
+    shown = strict(AgentSession, made).environment
+    assert shown.capability_directories == ["/workspace/caps"]  # type: ignore[union-attr]
     events = await until_idle(door, made["id"])
     assert [event["type"] for _, event in events][-2:] == ["agent.session.turn.completed", "agent.session.idle"], \
         events[-2][1]["turn"]["error"]
