@@ -38,8 +38,9 @@ from typing import Any
 import aiohttp
 import orjson
 
-from ..procs import ManagedProcess, descendants, free_port, wait_http
+from ..procs import ManagedProcess, free_port, wait_http
 from .bench import FLOORS, _start_envoy, bootstrap_renderer
+from .process_memory import descendants
 
 BETA = {"OpenAI-Beta": "agents=v1"}
 TEXT = "hello there [chunks=20]"

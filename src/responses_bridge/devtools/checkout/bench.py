@@ -46,6 +46,7 @@ from . import bench_ab, bench_memory, bench_soak
 from .bench_cost import BRIDGE_LISTENER, CostTarget, measure_costs, summarise_costs
 from .bench_report import RssPeak, print_report, summarise
 from .bench_requests import post, synthetic_body, wait_healthy
+from .process_memory import tree_rss_mb
 
 FLOORS = "responses_bridge.devtools.checkout.floors"
 
@@ -209,7 +210,7 @@ async def bench(args: argparse.Namespace) -> dict:
                 return await bench_memory.measure_memory(args, sidecar, doors, websocket_url)
             if args.soak is not None:
                 return await bench_soak.soak(args, sidecar, doors, websocket_url)
-            rss = RssPeak(sidecar.tree_rss_mb())
+            rss = RssPeak(tree_rss_mb(sidecar))
             costs = _cost_targets(args, targets, processes, ports[2] if render is not None else None)
             return await _measure(args, targets, sidecar, rss, extra, costs)
         finally:
@@ -350,7 +351,7 @@ async def _measure(args: argparse.Namespace, targets: list[Target], sidecar: Man
         throughput: dict[str, float] = {}
         if not args.replay:
             for target in targets:
-                probe = functools.partial(rss.probe, sidecar) if target.name in ("http", "envoy") else None
+                probe = (lambda: rss.probe(tree_rss_mb(sidecar))) if target.name in ("http", "envoy") else None
                 throughput[target.name] = await _throughput(session, target, bodies[(target.name, "json")],
                                                             args.concurrency, args.throughput_requests, probe)
         if costs:

@@ -29,7 +29,8 @@ from typing import Any
 
 import aiohttp
 
-from ..procs import ManagedProcess, descendants
+from ..procs import ManagedProcess
+from .process_memory import descendants
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 KINDS = ("json", "bursted", "paced")
