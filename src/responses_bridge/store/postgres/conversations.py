@@ -15,7 +15,7 @@ import asyncpg
 import orjson
 
 from ..items import item_rows
-from ..listing import bound_params, bounds, page_sql
+from ..listing import bound_params, bounds, page_sql, trim_page
 from ..records import ConversationPage, InvalidCursor, ItemPage, StoredConversation, check_page_args
 from .database import PostgresDatabase
 from .responses import append_conversation_rows
@@ -86,10 +86,7 @@ class PostgresConversationStore:
             params = {**bound_params(page, limit + 1), "tenant": tenant}
             text, values = numbered(sql, params)
             rows = list(await conn.fetch(text, *values))
-        has_more = len(rows) > limit
-        del rows[limit:]
-        if page.backward:
-            rows.reverse()
+        has_more = trim_page(rows, limit, backward=page.backward)
         return ConversationPage(data=[_conversation(row) for row in rows], has_more=has_more)
 
     async def update_conversation(self, conversation_id: str, metadata: dict[str, Any], *,

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ..items import MAX_CHAIN_DEPTH, item_rows
-from ..listing import bounds, responses_page
+from ..listing import bounds, responses_page, trim_page
 from ..records import InvalidCursor, ItemPage, ResponseFilter, ResponseIdTaken, ResponsePage, check_page_args
 from .database import PostgresDatabase
 from .sql import check_lease, columns, numbered, pg_texts, resolve_keys
@@ -207,10 +207,7 @@ class PostgresResponseStore:
             sql, params = responses_page(tenant, where or ResponseFilter(), page, limit + 1)
             text, values = numbered(sql, params)
             rows = list(await conn.fetch(text, *values))
-        has_more = len(rows) > limit
-        del rows[limit:]
-        if page.backward:
-            rows.reverse()
+        has_more = trim_page(rows, limit, backward=page.backward)
         return ResponsePage(data=[bytes(row[1]) for row in rows], ids=[row[0] for row in rows], has_more=has_more)
 
     async def load_history(self, response_id: str, *, tenant: str) -> list[dict[str, Any]] | None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from ..listing import bound_params, bounds, page_sql
+from ..listing import bound_params, bounds, page_sql, trim_page
 from ..records import ChatCompletionPage, StoredChatCompletion, check_page_args
 from .responses import SQLiteResponseStore, distinct_tenants_sql, resolve_keys
 from .transactions import purge_ranges
@@ -75,8 +75,7 @@ class SQLiteChatCompletionStore:
                 params[f"mk{n}"], params[f"mv{n}"] = key, value
             sql = page_sql(_COLUMNS, "chat_completions", ("created_at", "id"), conditions, page)
             rows = list(await conn.execute_fetchall(sql, params))
-        has_more = len(rows) > limit
-        del rows[limit:]
+        has_more = trim_page(rows, limit)
         return ChatCompletionPage(data=[_record(row) for row in rows], has_more=has_more)
 
     async def update_chat_completion(self, completion_id: str, metadata: dict[str, Any], *,

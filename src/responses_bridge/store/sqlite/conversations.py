@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from ..items import item_rows
-from ..listing import Bounds, bound_params, bounds, page_sql
+from ..listing import Bounds, bound_params, bounds, page_sql, trim_page
 from ..records import ConversationPage, InvalidCursor, ItemPage, StoredConversation, check_page_args
 from .response_rows import append_conversation_rows
 from .responses import SQLiteResponseStore, distinct_tenants_sql, resolve_keys
@@ -77,10 +77,7 @@ class SQLiteConversationStore:
             page = bounds(order == "asc", after_key, before_key, after_given=after is not None,
                           before_given=before is not None)
             rows = list(await conn.execute_fetchall(*conversations_page(page, limit + 1, tenant)))
-        has_more = len(rows) > limit
-        del rows[limit:]
-        if page.backward:
-            rows.reverse()
+        has_more = trim_page(rows, limit, backward=page.backward)
         return ConversationPage(data=[_conversation(row) for row in rows], has_more=has_more)
 
     async def update_conversation(self, conversation_id: str, metadata: dict[str, Any], *,

@@ -30,7 +30,7 @@ import platformdirs
 
 from .. import metrics
 from ..items import MAX_CHAIN_DEPTH
-from ..listing import bounds, responses_page
+from ..listing import bounds, responses_page, trim_page
 from ..records import InvalidCursor, ItemPage, ResponseFilter, ResponsePage, check_page_args
 from .db_thread import on_db_thread as _on_db_thread
 from .migrations import LATEST_VERSION, migrate
@@ -400,10 +400,7 @@ class SQLiteResponseStore:
             sql, params = responses_page(tenant, where or ResponseFilter(), page, limit + 1,
                                          metadata_join=METADATA_JOIN)
             rows = list(await conn.execute_fetchall(sql, params))
-        has_more = len(rows) > limit
-        del rows[limit:]
-        if page.backward:
-            rows.reverse()
+        has_more = trim_page(rows, limit, backward=page.backward)
         return ResponsePage(data=[row[1] for row in rows], ids=[row[0] for row in rows], has_more=has_more)
 
     async def load_history(self, response_id: str, *, tenant: str) -> list[dict[str, Any]] | None:
