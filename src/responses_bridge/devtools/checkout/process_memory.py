@@ -4,6 +4,7 @@ of it, and the processes under it. The demo never asks, so this stays out of the
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 
 from ..procs import ManagedProcess
 
@@ -28,9 +29,15 @@ def process_status_mb(pid: int, key: str) -> float:
 def tree_rss_mb(process: ManagedProcess) -> dict[int, float]:
     """Resident set size in MB of the process and of every process under it (a server's workers), by pid;
     :func:`process_rss_mb` of its pid counts the first process only. Empty once the process has exited."""
-    if not process.alive():
-        return {}
-    return {pid: process_rss_mb(pid) for pid in (process.pid, *descendants(process.pid))}
+    return {pid: process_rss_mb(pid) for pid in tree_pids([process])}
+
+
+def tree_pids(processes: Iterable[ManagedProcess]) -> Iterator[int]:
+    """The pid of each process still alive, each followed by the pids of the processes under it."""
+    for process in processes:
+        if process.alive():
+            yield process.pid
+            yield from descendants(process.pid)
 
 
 def descendants(pid: int) -> list[int]:
