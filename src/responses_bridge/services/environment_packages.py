@@ -38,11 +38,12 @@ from ..sandbox import Sandbox, SandboxBusy, SandboxUnavailable
 from ..sandbox.backend import SandboxBackend
 from ..sandbox.egress_policy import NetworkPolicy, parse_policy
 from ..sandbox.shell import ShellJob, run_shell
-from ..sandbox.trees import process_cache_dir, remove_tree
+from ..sandbox.trees import process_cache_dir
 from ..store.records import StoredContainer
 from .containers import ContainerService
 from .files import new_file_id
-from .package_trees import InstallFailed, TreeEntry, read_modes, unpack_tree, zip_tree
+from .package_trees import InstallFailed, read_modes, unpack_tree, zip_tree
+from .tree_cache import TreeEntry, evict_unused
 
 log = structlog.get_logger(__name__)
 
@@ -217,15 +218,7 @@ class EnvironmentPackages:
         return self._root
 
     async def _evict(self) -> None:
-        total = sum(entry.bytes for entry in self._entries.values())
-        for blob_id, entry in sorted(self._entries.items(), key=lambda item: item[1].used_at):
-            if total <= self.cache_bytes:
-                break
-            if entry.users or self._locks.get(blob_id, asyncio.Lock()).locked():
-                continue
-            del self._entries[blob_id]
-            total -= entry.bytes
-            await asyncio.to_thread(remove_tree, entry.path)
+        await evict_unused(self._entries, self._locks, self.cache_bytes)
 
 
 def _naming(said: str, entries: tuple[str, ...]) -> str:
