@@ -28,12 +28,12 @@ from pathlib import Path
 import structlog
 
 from ..protocol.skills_note import SKILLS_DIR
-from ..sandbox.trees import process_cache_dir, remove_tree
+from ..sandbox.trees import remove_tree
 from ..store.base import FileBytes
 from ..store.base_skills import ContainerSkill
 from .skill_bundle import MAX_ZIP_BYTES
 from .skill_unpack import unpack_kept
-from .tree_cache import TreeEntry, evict_unused
+from .tree_cache import TreeCache, TreeEntry
 
 log = structlog.get_logger(__name__)
 
@@ -47,13 +47,17 @@ class SkillCache:
 
     def __init__(self, blobs: FileBytes, *, budget: int, workdir: Path | None = None) -> None:
         self.blobs = blobs
-        self.budget = budget
-        self.workdir = workdir
         self.unpacked = 0  # skills unpacked since the start (the metric tests and the closing note count)
-        self._entries: dict[str, TreeEntry] = {}
+        self._trees = TreeCache(PREFIX, workdir, budget)
         self._digests: dict[str, str] = {}  # blob id -> its content's digest (a blob never changes)
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._root: Path | None = None
+
+    @property
+    def workdir(self) -> Path | None:
+        return self._trees.workdir
+
+    @workdir.setter
+    def workdir(self, workdir: Path | None) -> None:
+        self._trees.workdir = workdir
 
     @contextlib.asynccontextmanager
     async def bound(self, skills: Sequence[ContainerSkill]) -> AsyncIterator[list[tuple[Path, str]]]:
@@ -84,14 +88,14 @@ class SkillCache:
             if digest is None:
                 return None
             self._digests[blob_id] = digest
-        lock = self._locks.setdefault(digest, asyncio.Lock())
+        lock = self._trees.lock(digest)
         async with lock:
-            entry = self._entries.get(digest)
+            entry = self._trees.entries.get(digest)
             if entry is None:
                 entry = await self._unpack(blob_id, digest)
                 if entry is None:
                     return None
-                self._entries[digest] = entry
+                self._trees.entries[digest] = entry
             return entry
 
     async def _digest(self, blob_id: str) -> str | None:
@@ -111,7 +115,7 @@ class SkillCache:
         return digest.hexdigest()
 
     async def _unpack(self, blob_id: str, digest: str) -> TreeEntry | None:
-        root = await self._cache_root()
+        root = await self._trees.root()
         try:
             async with self.blobs.local_copy(blob_id) as source:  # streamed from the file (skill_unpack.py)
                 entry = await asyncio.to_thread(_unpack_into, root, digest, source)
@@ -120,13 +124,8 @@ class SkillCache:
         self.unpacked += 1
         return entry
 
-    async def _cache_root(self) -> Path:
-        if self._root is None:
-            self._root = await asyncio.to_thread(process_cache_dir, self.workdir, PREFIX)
-        return self._root
-
     async def _evict(self) -> None:
-        await evict_unused(self._entries, self._locks, self.budget)
+        await self._trees.evict()
 
 
 def _unpack_into(root: Path, digest: str, source: Path) -> TreeEntry:
