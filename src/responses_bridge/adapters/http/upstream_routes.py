@@ -44,6 +44,19 @@ def refuse_returning_call(request: web.Request, runtime: Runtime) -> None:
                        "this version's `responses-bridge envoy-config`.", type="server_error", code="upstream_loop")
 
 
+def passthrough_cut(request: web.Request, response: web.StreamResponse | None, failure: UpstreamFailure,
+                    event: str, upstream: str) -> web.StreamResponse:
+    """A passed-through answer's upstream failing: before anything was sent the client gets the error (raised);
+    once the answer was on its way it ends cut, as the upstream's own did (a clean end would tell the client a
+    truncated answer was whole), logged as ``event``."""
+    if response is None or not response.prepared:
+        raise failure.error from None
+    log.warning(event, upstream=upstream, error=failure.error.message)
+    if request.transport is not None:
+        request.transport.abort()
+    return response
+
+
 def with_embedder(body: dict[str, Any], embedder: dict[str, Any] | None) -> dict[str, Any]:
     """An OpenAI model list with the deployment's embedder after the upstreams' models, unless listed already."""
     data = body.get("data")
@@ -130,14 +143,7 @@ class UpstreamRoutes:
                     async for chunk in answer.chunks():
                         await response.write(chunk)
         except UpstreamFailure as failure:
-            if response is None or not response.prepared:  # nothing sent yet: the client gets the error
-                raise failure.error from None
-            # the answer was already on its way: it ends cut, as the upstream's own did (a clean end would tell
-            # the client a truncated answer was whole)
-            log.warning("chat_completions_passthrough_cut", upstream=route.upstream.name, error=failure.error.message)
-            if request.transport is not None:
-                request.transport.abort()
-            return response
+            return passthrough_cut(request, response, failure, "chat_completions_passthrough_cut", route.upstream.name)
         await response.write_eof()
         return response
 
