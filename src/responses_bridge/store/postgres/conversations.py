@@ -16,7 +16,7 @@ import orjson
 
 from ..items import item_rows
 from ..listing import bound_params, bounds, page_sql, trim_page
-from ..records import ConversationPage, InvalidCursor, ItemPage, StoredConversation, check_page_args
+from ..records import ConversationPage, InvalidCursor, ItemPage, StoredConversation, check_page_args, item_page
 from .database import PostgresDatabase
 from .responses import append_conversation_rows
 from .sql import numbered, resolve_keys
@@ -132,10 +132,8 @@ class PostgresConversationStore:
             sql += f" ORDER BY seq {'ASC' if ascending else 'DESC'} LIMIT ${len(args)}"
             rows = await conn.fetch(sql, *args)
         data = [orjson.loads(record[0]) for record in rows]
-        has_more = len(data) > limit
-        del data[limit:]
-        return ItemPage(data=data, first_id=data[0].get("id") if data else None,
-                        last_id=data[-1].get("id") if data else None, has_more=has_more)
+        has_more = trim_page(data, limit)
+        return item_page(data, has_more)
 
     async def get_item(self, conversation_id: str, item_id: str, *, tenant: str) -> dict[str, Any] | None:
         async with self._db.acquire("get_conversation_item") as conn:

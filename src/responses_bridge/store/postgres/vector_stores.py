@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ..listing import trim_page
 from ..records import (
     FileCounts,
     InvalidCursor,
@@ -33,7 +34,7 @@ from ..records import (
     check_page_args,
 )
 from .database import PostgresDatabase
-from .sql import pg_texts
+from .sql import page_bounds, pg_texts
 
 if TYPE_CHECKING:
     from .migrations import Connection
@@ -132,22 +133,6 @@ async def _attach(conn: Connection, vector_store_id: str, created_at: int, files
     return [seqs[f.file_id] for f in files]
 
 
-def _page_bounds(ascending: bool, after_seq: int | None, before_seq: int | None, args: list[Any],
-                 column: str) -> tuple[str, bool]:
-    """The seq conditions of a page (appending their values to ``args``) and the scan direction: in descending
-    order ``after`` means a lower seq; with only ``before`` the scan runs backwards from the cursor."""
-    lower, upper = (after_seq, before_seq) if ascending else (before_seq, after_seq)
-    sql = ""
-    if lower is not None:
-        args.append(lower)
-        sql += f" AND {column} > ${len(args)}"
-    if upper is not None:
-        args.append(upper)
-        sql += f" AND {column} < ${len(args)}"
-    backward = before_seq is not None and after_seq is None
-    return sql, ascending != backward
-
-
 async def _cursor(conn: Connection, sql: str, args: tuple[Any, ...], param: str,
                   value: str | None) -> int | None:
     if value is None:
@@ -159,10 +144,7 @@ async def _cursor(conn: Connection, sql: str, args: tuple[Any, ...], param: str,
 
 
 def _finish_page(data: list[Any], limit: int, *, backward: bool) -> Page:
-    has_more = len(data) > limit
-    del data[limit:]
-    if backward:
-        data.reverse()
+    has_more = trim_page(data, limit, backward=backward)
     return Page(data=data, has_more=has_more)
 
 
@@ -199,7 +181,7 @@ class PostgresVectorStoreStore:
             after_seq = await _cursor(conn, resolve, (after, tenant), "after", after)
             before_seq = await _cursor(conn, resolve, (before, tenant), "before", before)
             args: list[Any] = [limit + 1, tenant]
-            bounds, scan_ascending = _page_bounds(order == "asc", after_seq, before_seq, args, "s.seq")
+            bounds, scan_ascending = page_bounds(order == "asc", after_seq, before_seq, args, "s.seq")
             rows = await conn.fetch(f"{_STORE_SELECT} WHERE s.tenant = $2 {bounds} GROUP BY s.seq "
                                     f"ORDER BY s.seq {'ASC' if scan_ascending else 'DESC'} LIMIT $1", *args)
         return _finish_page([_store(row) for row in rows], limit, backward=before is not None and after is None)
@@ -285,7 +267,7 @@ class PostgresVectorStoreStore:
         async with self._db.acquire("list_vector_store_files") as conn:
             after_seq = await _cursor(conn, resolve, (vector_store_id, after, tenant), "after", after)
             before_seq = await _cursor(conn, resolve, (vector_store_id, before, tenant), "before", before)
-            bounds, scan_ascending = _page_bounds(order == "asc", after_seq, before_seq, args, "f.seq")
+            bounds, scan_ascending = page_bounds(order == "asc", after_seq, before_seq, args, "f.seq")
             rows = await conn.fetch(f"SELECT {_FILE_COLUMNS} FROM vector_store_files AS f WHERE {where} {bounds} "
                                     f"ORDER BY f.seq {'ASC' if scan_ascending else 'DESC'} LIMIT $2", *args)
         return _finish_page([_file(row) for row in rows], limit, backward=before is not None and after is None)

@@ -16,7 +16,7 @@ import orjson
 
 from ..items import item_rows
 from ..listing import Bounds, bound_params, bounds, page_sql, trim_page
-from ..records import ConversationPage, InvalidCursor, ItemPage, StoredConversation, check_page_args
+from ..records import ConversationPage, InvalidCursor, ItemPage, StoredConversation, check_page_args, item_page
 from .response_rows import append_conversation_rows
 from .responses import SQLiteResponseStore, distinct_tenants_sql, resolve_keys
 from .transactions import purge_ranges, transaction
@@ -130,10 +130,8 @@ class SQLiteConversationStore:
             rows = await conn.execute_fetchall(sql, {"id": conversation_id, "after": after_seq, "tenant": tenant,
                                                      "fetch": limit + 1})
         data = [orjson.loads(row[0]) for row in rows]
-        has_more = len(data) > limit
-        del data[limit:]
-        return ItemPage(data=data, first_id=data[0].get("id") if data else None,
-                        last_id=data[-1].get("id") if data else None, has_more=has_more)
+        has_more = trim_page(data, limit)
+        return item_page(data, has_more)
 
     async def get_item(self, conversation_id: str, item_id: str, *, tenant: str) -> dict[str, Any] | None:
         async with self._db.reading() as conn:

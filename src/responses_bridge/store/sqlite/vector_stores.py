@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from ..listing import trim_page
 from ..records import (
     FileCounts,
     InvalidCursor,
@@ -389,8 +390,5 @@ def _bound_values(order: str, after_seq: int | None, before_seq: int | None) -> 
 
 
 def _finish_page(data: list[Any], limit: int, *, backward: bool) -> Page:
-    has_more = len(data) > limit
-    del data[limit:]
-    if backward:
-        data.reverse()
+    has_more = trim_page(data, limit, backward=backward)
     return Page(data=data, has_more=has_more)
