@@ -31,10 +31,9 @@ from ...runtime import Runtime
 from ...services.embeddings import EmbeddingService, upstream_error
 from .params import read_body
 from .routes import api_routes
-from .upstream_routes import passthrough_cut, refuse_returning_call
+from .upstream_routes import ERROR_BODY_BYTES, answer_head, passthrough_cut, refuse_returning_call
 
 EMBEDDINGS_PATH = "embeddings"
-MAX_ERROR_BYTES = 64 * 1024  # of an upstream's refusal: enough for any message, nothing to hold for long
 
 
 class EmbeddingRoutes:
@@ -71,12 +70,7 @@ class EmbeddingRoutes:
         try:
             async with client.chat(UpstreamRequest(EMBEDDINGS_PATH, raw, False), authorization) as answer:
                 if answer.status != 200:
-                    refusal = bytearray()
-                    async for chunk in answer.chunks():
-                        refusal += chunk[:MAX_ERROR_BYTES - len(refusal)]
-                        if len(refusal) >= MAX_ERROR_BYTES:
-                            break
-                    raise upstream_error(answer.status, bytes(refusal))
+                    raise upstream_error(answer.status, await answer_head(answer, ERROR_BODY_BYTES))
                 response = web.StreamResponse(status=200)
                 response.content_type = (answer.content_type or "application/json").split(";")[0]
                 await response.prepare(request)

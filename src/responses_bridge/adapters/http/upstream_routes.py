@@ -67,20 +67,26 @@ def with_embedder(body: dict[str, Any], embedder: dict[str, Any] | None) -> dict
     return {**body, "data": [*data, embedder]}
 
 
-ERROR_BODY_BYTES = 64 * 1024
+ERROR_BODY_BYTES = 64 * 1024  # of an upstream's error answer: enough for any message, nothing to hold for long
 """What is read of an upstream's error answer: enough for any error object, never a whole stray page."""
+
+
+async def answer_head(answer: UpstreamAnswer, limit: int) -> bytes:
+    """The first ``limit`` bytes of an upstream's (error) answer, the rest left unread: enough for any message,
+    nothing to hold for long."""
+    held = bytearray()
+    async for chunk in answer.chunks():
+        held += chunk[:limit - len(held)]
+        if len(held) >= limit:
+            break
+    return bytes(held)
 
 
 async def _error_answer(answer: UpstreamAnswer) -> web.Response:
     """An upstream's error answer in OpenAI's shape: one already in it passes unchanged (status and body, a client
     of that backend expects its own codes); anything else (a proxy's HTML page, a plain-text 500) is made into
     one as every other route makes it — a 4xx keeps its status, a 5xx is a 502 (engine/upstream_errors.py)."""
-    held = bytearray()
-    async for chunk in answer.chunks():
-        held += chunk[:ERROR_BODY_BYTES - len(held)]
-        if len(held) >= ERROR_BODY_BYTES:
-            break
-    body = bytes(held)
+    body = await answer_head(answer, ERROR_BODY_BYTES)
     try:
         decoded = orjson.loads(body)
     except orjson.JSONDecodeError:
