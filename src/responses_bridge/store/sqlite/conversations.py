@@ -17,6 +17,7 @@ import orjson
 from ..items import item_rows
 from ..listing import Bounds, bound_params, bounds, page_sql, trim_page
 from ..records import ConversationPage, InvalidCursor, ItemPage, StoredConversation, check_page_args, item_page
+from .reads import read_row
 from .response_rows import append_conversation_rows
 from .responses import SQLiteResponseStore, distinct_tenants_sql, resolve_keys
 from .transactions import purge_ranges, transaction
@@ -63,11 +64,9 @@ class SQLiteConversationStore:
         await self._db.run_write("create_conversation", create)
 
     async def get_conversation(self, conversation_id: str, *, tenant: str) -> StoredConversation | None:
-        async with self._db.reading() as conn:
-            rows = list(await conn.execute_fetchall(
-                "SELECT id, created_at, metadata FROM conversations WHERE id = ? AND tenant = ?",
-                (conversation_id, tenant)))
-        return _conversation(rows[0]) if rows else None
+        row = await read_row(self._db, "SELECT id, created_at, metadata FROM conversations WHERE id = ? AND tenant = ?",
+                             (conversation_id, tenant))
+        return _conversation(row) if row is not None else None
 
     async def list_conversations(self, *, tenant: str, after: str | None = None, before: str | None = None,
                                  limit: int = 20, order: str = "desc") -> ConversationPage:
