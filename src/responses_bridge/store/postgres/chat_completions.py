@@ -56,9 +56,9 @@ class PostgresChatCompletionStore:
                                orjson.dumps(record.messages))
 
     async def get_chat_completion(self, completion_id: str, *, tenant: str) -> StoredChatCompletion | None:
-        async with self._db.acquire("get_chat_completion") as conn:
-            row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM chat_completions WHERE tenant = $1 AND id = $2",
-                                      tenant, completion_id)
+        row = await self._db.fetch_row("get_chat_completion",
+                                       f"SELECT {_COLUMNS} FROM chat_completions WHERE tenant = $1 AND id = $2",
+                                       tenant, completion_id)
         return _record(row) if row is not None else None
 
     async def list_chat_completions(self, *, tenant: str, after: str | None = None, limit: int = 20,

@@ -70,8 +70,7 @@ class PostgresConversationStore:
             await append_conversation_rows(conn, conversation_id, tenant, rows, active_at=int(created_at))
 
     async def get_conversation(self, conversation_id: str, *, tenant: str) -> StoredConversation | None:
-        async with self._db.acquire("get_conversation") as conn:
-            row = await conn.fetchrow(_GET, conversation_id, tenant)
+        row = await self._db.fetch_row("get_conversation", _GET, conversation_id, tenant)
         return _conversation(row) if row is not None else None
 
     async def list_conversations(self, *, tenant: str, after: str | None = None, before: str | None = None,

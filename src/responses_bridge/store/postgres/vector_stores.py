@@ -168,9 +168,9 @@ class PostgresVectorStoreStore:
             return await _attach(conn, store.id, store.created_at, files, tenant)
 
     async def get_store(self, vector_store_id: str, *, tenant: str) -> StoredVectorStore | None:
-        async with self._db.acquire("get_vector_store") as conn:
-            row = await conn.fetchrow(f"{_STORE_SELECT} WHERE s.id = $1 AND s.tenant = $2 GROUP BY s.seq",
-                                      vector_store_id, tenant)
+        row = await self._db.fetch_row("get_vector_store",
+                                       f"{_STORE_SELECT} WHERE s.id = $1 AND s.tenant = $2 GROUP BY s.seq",
+                                       vector_store_id, tenant)
         return _store(row) if row is not None else None
 
     async def list_stores(self, *, tenant: str, limit: int, order: str, after: str | None = None,
@@ -227,10 +227,9 @@ class PostgresVectorStoreStore:
             return seqs
 
     async def get_file(self, vector_store_id: str, file_id: str, *, tenant: str) -> StoredVectorStoreFile | None:
-        async with self._db.acquire("get_vector_store_file") as conn:
-            row = await conn.fetchrow(f"SELECT {_FILE_COLUMNS} FROM vector_store_files AS f "
-                                      f"WHERE f.vector_store_id = $1 AND f.file_id = $2 AND {_owned(1, 3)}",
-                                      vector_store_id, file_id, tenant)
+        row = await self._db.fetch_row("get_vector_store_file", f"SELECT {_FILE_COLUMNS} FROM vector_store_files AS f "
+                                       f"WHERE f.vector_store_id = $1 AND f.file_id = $2 AND {_owned(1, 3)}",
+                                       vector_store_id, file_id, tenant)
         return _file(row) if row is not None else None
 
     async def current_seq(self, vector_store_id: str, file_id: str) -> int | None:
@@ -242,8 +241,8 @@ class PostgresVectorStoreStore:
 
     async def get_file_by_seq(self, seq: int) -> StoredVectorStoreFile | None:
         """Across tenants: workers only (ingestion)."""
-        async with self._db.acquire("get_vector_store_file") as conn:
-            row = await conn.fetchrow(f"SELECT {_FILE_COLUMNS} FROM vector_store_files AS f WHERE f.seq = $1", seq)
+        row = await self._db.fetch_row("get_vector_store_file",
+                                       f"SELECT {_FILE_COLUMNS} FROM vector_store_files AS f WHERE f.seq = $1", seq)
         return _file(row) if row is not None else None
 
     async def list_files(self, vector_store_id: str, *, tenant: str, limit: int, order: str,
@@ -342,9 +341,9 @@ class PostgresVectorStoreStore:
     # -- batches ---------------------------------------------------------------------------------------------
 
     async def get_batch(self, vector_store_id: str, batch_id: str, *, tenant: str) -> StoredFileBatch | None:
-        async with self._db.acquire("get_vector_store_file_batch") as conn:
-            row = await conn.fetchrow(f"{_BATCH_SELECT} WHERE b.id = $1 AND b.vector_store_id = $2 "
-                                      f"AND {_owned(2, 3)} GROUP BY b.seq", batch_id, vector_store_id, tenant)
+        row = await self._db.fetch_row("get_vector_store_file_batch",
+                                       f"{_BATCH_SELECT} WHERE b.id = $1 AND b.vector_store_id = $2 "
+                                       f"AND {_owned(2, 3)} GROUP BY b.seq", batch_id, vector_store_id, tenant)
         return _batch(row) if row is not None else None
 
     async def cancel_batch(self, vector_store_id: str, batch_id: str, *, tenant: str) -> bool:
