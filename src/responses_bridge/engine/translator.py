@@ -200,20 +200,6 @@ class Translator(ClientStream, CompactionTurns):
         dropped, so a door that can stop reading it may do so and call ``finish`` at once."""
         return self._error is not None
 
-    @property
-    def response_id(self) -> str:
-        return str(self.response["id"])
-
-    @property
-    def input_items(self) -> list[dict[str, Any]]:
-        """The request's input items as they are stored (with the response, and in its conversation)."""
-        return self.request.input_items
-
-    @property
-    def finished_turn(self) -> bool:
-        """Did the response end completed or incomplete (the turns that join a conversation)?"""
-        return self.response["status"] in ("completed", "incomplete")
-
     # --- request -------------------------------------------------------------------------------------------------
 
     def _fit_window(self, chat: dict[str, Any]) -> dict[str, Any]:
