@@ -22,8 +22,8 @@ class Loader:
         self.released: list[str] = []
 
     async def load_file(self, file_id: str, *, tenant: str, max_bytes: int, want_text: bool, pdf_as_file: bool,
-                        param: str) -> LoadedFile:
-        assert tenant == "t"
+                        param: str, max_text_chars: int) -> LoadedFile:
+        assert tenant == "t" and max_text_chars > 0
         self.loads.append((file_id, want_text, max_bytes))
         name, media, data = self.files[file_id]
         if len(data) > max_bytes:

@@ -32,12 +32,15 @@ class BoundExceeded(Exception):
 
 
 class Budget:
-    """One file's allowance, spent as its extractor reads and produces."""
+    """One file's allowance, spent as its extractor reads and produces. ``max_text_chars``: less than
+    :data:`MAX_TEXT_CHARS` where the file is one of several a request names, whose text is bounded in all (what
+    the request's earlier files left: run/file_inputs.py)."""
 
-    __slots__ = ("_deadline", "read_bytes", "text_chars")
+    __slots__ = ("_deadline", "max_text_chars", "read_bytes", "text_chars")
 
-    def __init__(self, seconds: float = MAX_SECONDS) -> None:
+    def __init__(self, seconds: float = MAX_SECONDS, max_text_chars: int = MAX_TEXT_CHARS) -> None:
         self._deadline = time.monotonic() + seconds
+        self.max_text_chars = min(max_text_chars, MAX_TEXT_CHARS)
         self.read_bytes = 0
         self.text_chars = 0
 
@@ -53,9 +56,13 @@ class Budget:
 
     def spend_text(self, count: int) -> None:
         self.text_chars += count
-        if self.text_chars > MAX_TEXT_CHARS:
-            raise BoundExceeded(f"The file holds more than {MAX_TEXT_CHARS:,} characters of text; it is too large "
-                                "to index.")
+        if self.text_chars <= self.max_text_chars:
+            return
+        if self.max_text_chars < MAX_TEXT_CHARS:
+            raise BoundExceeded(f"The files this request names hold more than {MAX_TEXT_CHARS:,} characters of "
+                                f"text in all (this one more than the {max(0, self.max_text_chars):,} left).")
+        raise BoundExceeded(f"The file holds more than {MAX_TEXT_CHARS:,} characters of text; it is too large "
+                            "to index.")
 
 
 class BoundedReader(io.RawIOBase):

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from xml.parsers import expat
 
-from .bounds import BoundedReader, BoundExceeded, Budget
+from .bounds import MAX_TEXT_CHARS, BoundedReader, BoundExceeded, Budget
 
 TEXT_EXTENSIONS = frozenset({
     ".txt", ".text", ".md", ".markdown", ".rst", ".log", ".tex", ".xml", ".yaml", ".yml", ".toml", ".ini",
@@ -51,13 +51,14 @@ class ExtractionError(Exception):
         self.message = message
 
 
-def extract_text(path: Path, filename: str) -> str:
-    """The file's text. Synchronous and CPU-bound (a large PDF takes seconds): callers run it in a thread."""
+def extract_text(path: Path, filename: str, max_text_chars: int = MAX_TEXT_CHARS) -> str:
+    """The file's text, at most ``max_text_chars`` characters of it (else ``invalid_file``). Synchronous and
+    CPU-bound (a large PDF takes seconds): callers run it in a thread."""
     extension = Path(filename).suffix.lower()
     if extension not in SUPPORTED_EXTENSIONS:
         shown = extension or "(none)"
         raise ExtractionError("unsupported_file", f"Files with extension {shown} are not supported for search.")
-    budget = Budget()
+    budget = Budget(max_text_chars=max_text_chars)
     try:
         if extension == ".pdf":
             text = _pdf(path, budget)
