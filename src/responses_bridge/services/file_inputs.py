@@ -8,9 +8,12 @@ pipeline does for search (services/retrieval/extract.py: the same kinds, the sam
 text bounded over all the files of the request, not per file).
 
 A file's text can be far larger than the file: a 10 KB DOCX held 10 million characters, and 16 requests naming it
-grew the sidecar to 510 MB while the budget held 4.7 MiB for them (30 times the 10 KB). So the text, once
-extracted, is held in the budget as well, for the request's holder, at :data:`TEXT_COST` times the memory its
-string takes, until the response lets the file go; past the holder's room the request is the budget's 503.
+grew the sidecar to 510 MB while the budget held 4.7 MiB for them (30 times the 10 KB). So the text is held in the
+budget as well, for the request's holder, at :data:`TEXT_COST` per character as the extraction gives it (a step
+ahead: services/retrieval/bounds.py; the extraction's thread waits for the budget's answer), then at
+:data:`TEXT_COST` times the memory its string takes, until the response lets the file go; past the holder's room
+the extraction stops and the request is the budget's 503. Charged only once extracted, twelve requests extracting
+at once grew the sidecar by twice a 128 MiB budget before any was refused.
 """
 
 from __future__ import annotations
@@ -18,12 +21,13 @@ from __future__ import annotations
 import asyncio
 import mimetypes
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from ..protocol.errors import APIError, invalid_request, not_found
 from ..protocol.file_refs import LoadedFile
 from .files import FileService
-from .memory_budget import MemoryBudget
+from .memory_budget import MemoryBudget, Reservation
 
 READ_BYTES = 1024 * 1024
 TEXT_COST = 4
@@ -74,20 +78,22 @@ class FileInputs:
         as_text = want_text and extension in SUPPORTED_EXTENSIONS and not (pdf_as_file and extension == ".pdf")
         holder = self._memory.holder(tenant, None)
         reservation = await self._memory.reserve(size, holder=holder)
+        hold = _TextHold(self._memory, holder, asyncio.get_running_loop())
         try:
             if as_text:
-                text = await self._text(file_id, filename, param, max_text_chars)
-                held = await self._memory.charge(holder, TEXT_COST * sys.getsizeof(text))  # or the 503: text let go
+                text = await self._text(file_id, filename, param, max_text_chars, hold)
+                await hold.top_up(text)  # or the 503: the text is let go
 
                 def release() -> None:
                     reservation.release()
-                    held.release()
+                    hold.release()
 
                 return LoadedFile(filename, media_type_of(filename, b""), size, b"", text, release=release)
             data = await self._read(file_id, tenant, size)
             return LoadedFile(filename, media_type_of(filename, data[:16]), size, data, release=reservation.release)
         except BaseException:
             reservation.release()
+            hold.release()
             raise
 
     async def _read(self, file_id: str, tenant: str, size: int) -> bytes:
@@ -102,18 +108,62 @@ class FileInputs:
             raise APIError(500, f"File '{file_id}' could not be read whole.", code="server_error")
         return bytes(data)
 
-    async def _text(self, file_id: str, filename: str, param: str, max_text_chars: int) -> str:
+    async def _text(self, file_id: str, filename: str, param: str, max_text_chars: int, hold: _TextHold) -> str:
         from .retrieval.extract import ExtractionError
 
         try:
             async with self._files.local_copy(file_id) as path:
-                return await asyncio.to_thread(_extract, path, filename, max_text_chars)
+                work = asyncio.get_running_loop().run_in_executor(None, _extract, path, filename, max_text_chars,
+                                                                  hold.take)
+                try:
+                    return await asyncio.shield(work)
+                except asyncio.CancelledError:  # the thread goes on to its next step: what it took goes after it
+                    hold.stopped = True
+                    work.add_done_callback(lambda _: hold.release())
+                    raise
         except ExtractionError as error:
             raise invalid_request(f"File '{file_id}' cannot be given to the model as text: {error.message}",
                                   param=param, code=error.code) from None
 
 
-def _extract(path: Path, filename: str, max_text_chars: int) -> str:
+class _Abandoned(Exception):
+    """The request went away while its file's text was extracted: the extraction stops."""
+
+
+class _TextHold:
+    """What a file's text holds of the memory budget: taken as the extraction gives it (:meth:`take`, in the
+    extraction's thread, which waits for the budget's answer on the event loop; the budget's 503 stops it), made
+    up to the string's size once it is whole (:meth:`top_up`), given back together (:meth:`release`)."""
+
+    def __init__(self, memory: MemoryBudget, holder: str, loop: asyncio.AbstractEventLoop) -> None:
+        self._memory = memory
+        self._holder = holder
+        self._loop = loop
+        self._held: list[Reservation] = []
+        self._asked = 0
+        self.stopped = False
+
+    def take(self, chars: int) -> None:
+        if self.stopped:
+            raise _Abandoned
+        size = TEXT_COST * chars
+        self._held.append(asyncio.run_coroutine_threadsafe(self._memory.charge(self._holder, size),
+                                                           self._loop).result())
+        self._asked += size
+
+    async def top_up(self, text: str) -> None:
+        size = TEXT_COST * sys.getsizeof(text) - self._asked  # a wide string takes 2 or 4 bytes a character
+        if size > 0:
+            self._held.append(await self._memory.charge(self._holder, size))
+            self._asked += size
+
+    def release(self) -> None:
+        held, self._held = self._held, []
+        for reservation in held:
+            reservation.release()
+
+
+def _extract(path: Path, filename: str, max_text_chars: int, on_text: Callable[[int], None]) -> str:
     from .retrieval.extract import extract_text
 
-    return extract_text(path, filename, max_text_chars)
+    return extract_text(path, filename, max_text_chars, on_text)
