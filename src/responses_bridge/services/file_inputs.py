@@ -113,8 +113,8 @@ class FileInputs:
 
         try:
             async with self._files.local_copy(file_id) as path:
-                work = asyncio.get_running_loop().run_in_executor(None, _extract, path, filename, max_text_chars,
-                                                                  hold.take)
+                work = asyncio.get_running_loop().run_in_executor(
+                    None, _extract, path, filename, max_text_chars, hold.take if self._memory.total else None)
                 try:
                     return await asyncio.shield(work)
                 except asyncio.CancelledError:  # the thread goes on to its next step: what it took goes after it
@@ -163,7 +163,7 @@ class _TextHold:
             reservation.release()
 
 
-def _extract(path: Path, filename: str, max_text_chars: int, on_text: Callable[[int], None]) -> str:
+def _extract(path: Path, filename: str, max_text_chars: int, on_text: Callable[[int], None] | None) -> str:
     from .retrieval.extract import extract_text
 
     return extract_text(path, filename, max_text_chars, on_text)
