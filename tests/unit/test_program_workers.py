@@ -1,6 +1,7 @@
 """Programs in their worker processes (run/programs/worker.py, pool.py, host.py): every byte a program can touch,
 ArrayBuffers included, is bounded by the kernel in the worker, never held by the bridge; a worker that ends is
-replaced; slots are shared fairly among tenants and a program's bound is held in the memory budget while it runs."""
+replaced; slots are shared fairly among tenants and a program's bound is held in the memory budget while it runs,
+its answer (bounded) while the response keeps it."""
 
 from __future__ import annotations
 
