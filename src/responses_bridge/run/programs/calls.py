@@ -179,9 +179,9 @@ class ProgramCalls:
             return run
         if len(server) < len(pending):
             return _stopped(run, "it waits for client tools and the bridge's own tools at once")
-        approved = next((call for call in server if self.plan.targets[call.name].approval), None)
-        if approved is not None:  # a program cannot wait for the client's approval: the call is never made
-            return _stopped(run, f"it calls '{approved.name}', an MCP tool that needs the client's approval; "
+        needs_approval = next((call for call in server if self.plan.targets[call.name].approval), None)
+        if needs_approval is not None:  # a program cannot wait for the client's approval: the call is never made
+            return _stopped(run, f"it calls '{needs_approval.name}', an MCP tool that needs the client's approval; "
                                  "programs call only tools that do not")
         if rounds + 1 > MAX_ROUNDS:
             return _stopped(run, f"more than {MAX_ROUNDS} rounds of calls to the bridge's tools")
