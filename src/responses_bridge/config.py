@@ -328,6 +328,18 @@ class Settings(PoolSettings, AgentSandboxSettings, CodeSandboxSettings, Endpoint
         check_references(self.upstreams, self.models, self.default_upstream)
         return self
 
+    @model_validator(mode="after")
+    def _program_memory_fits(self) -> Settings:
+        """A program bound set above what one tenant may hold of the memory budget stops the start, naming both
+        (program_memory.py); unset, it is derived to fit (:meth:`program_memory`)."""
+        if "program_memory_bytes" in self.model_fields_set:
+            from .program_memory import no_room
+
+            problem = no_room(self.program_memory_bytes, self.memory_budget(), self.memory_budget_share)
+            if problem is not None:
+                raise ValueError(problem)
+        return self
+
     def router(self) -> Router:
         """The per-model routes; without ``upstreams``, the one ``upstream`` for every model. Raises ValueError
         when an ``api_key_env`` names a variable that is not set."""
@@ -390,6 +402,15 @@ class Settings(PoolSettings, AgentSandboxSettings, CodeSandboxSettings, Endpoint
 
             return default_budget(self.worker_count())
         return self.memory_budget_bytes // self.worker_count() if self.memory_budget_bytes else 0
+
+    def program_memory(self) -> int:
+        """One program's memory bound: as set, else derived from what one tenant may hold of this process's memory
+        budget (program_memory.py)."""
+        if "program_memory_bytes" in self.model_fields_set:
+            return self.program_memory_bytes
+        from .program_memory import derived_bound
+
+        return derived_bound(self.memory_budget(), self.memory_budget_share)
 
     def _worker_share(self, total: int) -> int:
         """This process's part of a sidecar-wide count (0: one per core) when ``workers`` share it: at least 1."""

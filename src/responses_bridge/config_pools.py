@@ -48,4 +48,6 @@ class PoolSettings(BaseSettings):
         "memory one program may hold: its worker process's writable memory beyond V8's own fixed part (the heap, "
         "at most 128 MiB of it, and every ArrayBuffer and typed array), bounded by the kernel (RLIMIT_DATA), and "
         "reserved in the memory budget for the program's tenant while it runs; past it the allocation fails or "
-        "the program ends `incomplete` naming the bound"))
+        "the program ends `incomplete` naming the bound. Unset: this or half what one tenant may hold of the memory "
+        "budget (`memory_budget_bytes` × `memory_budget_share`), whichever is less; set above what a tenant may "
+        "hold (less the 2 MiB its request holds), the start stops naming both (docs/operations.md has the table)"))

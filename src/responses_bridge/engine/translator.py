@@ -44,7 +44,6 @@ from . import auto_compaction, compaction, prewarm, reasoning, truncation
 from .long_events import LONG_EVENT_BYTES, parsed, step
 from .options import EngineOptions
 from .output_builder import OutputBuilder, UpstreamProtocolError, completion_as_chunk
-from .programs import program_signer
 from .prompt_tools import PromptToolCalls, as_prompt_tools
 from .request_translation import build_chat_request, plan_request_tools
 from .response_object import new_response
@@ -132,7 +131,6 @@ class Translator(ClientStream, CompactionTurns):
         open_responses_names = open_responses_names or options.event_names == "open-responses"
         self._builder = OutputBuilder(self.response, encoder_for(self._events, open_responses_names),
                                       targets=targets, summary=reasoning.wants_summary(p.reasoning), seal=seal)
-        self._builder.program_sign = program_signer(sealer) if sealer is not None else None
         self._decoder = None
         # the work on_upstream_chunk left for catch_up (engine/long_events.py): the chunks a long event was cut
         # into, and the payloads after it. One object for the translator's life, emptied in place, so a door can
