@@ -12,9 +12,10 @@ from pydantic import Field
 from pydantic_settings import BaseSettings
 
 STREAM_MEMORY_BYTES = 64 * 1024
-"""What one open stream is allowed of the memory budget when the upstream pool is sized: three times what one
-costs ``serve`` (about 20 KiB of resident memory each, 5,000 streams open at once, scripts/bench-streams), for
-longer events and the output a stream holds until it is stored."""
+"""What one open stream is counted at when the upstream pool is sized from the memory budget: a little above what
+one costs ``serve`` on the HTTP door (about 50 KiB of resident memory with 600 or 5,000 open: its client's and its
+upstream call's connections and its run; about 17 KiB through Envoy; scripts/bench-streams). The budget is half
+the process's memory, so the other half is left for everything else."""
 STREAM_DESCRIPTORS = 2
 """Descriptors one stream of the HTTP door holds: its client's connection and its upstream call's."""
 STREAM_DESCRIPTOR_SHARE = 2

@@ -1,9 +1,10 @@
 """``scripts/bench-streams``: one tenant's N concurrent slow streams on each door, and what each costs ``serve``.
 
 An LLM gateway in front of a GPU cluster holds thousands of long streams at once. This opens ``--streams`` streamed
-``POST /v1/responses`` of one tenant (``auth: none``) at once, each ``--chunks`` chunks ``--delay`` ms apart from the
-fake upstream, on the HTTP door and then through Envoy (the bootstrap ``envoy-config`` renders, with its circuit
-breakers at ``--envoy-max-requests``, 0 the default), one door after the other against one sidecar started with its
+``POST /v1/responses`` of one tenant (``auth: none``), each ``--chunks`` chunks ``--delay`` ms apart from the fake
+upstream, opened evenly over ``--ramp`` seconds (less than a stream lasts, so all are open at once), on the HTTP
+door and then through Envoy (the bootstrap ``envoy-config`` renders, with its circuit breakers at
+``--envoy-max-requests``, 0 the default), one door after the other against one sidecar started with its
 defaults. Per door it reports how many streams ended ``response.completed`` and how many did not (a failed event,
 an HTTP error, a broken connection), the sidecar's resident memory once every stream was open over before, per
 stream, and its CPU time (user + system, all its processes) over the run, per stream. The figures are for
@@ -41,6 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "in turn); default 600")
     parser.add_argument("--chunks", type=int, default=20, help="chunks per stream (default 20)")
     parser.add_argument("--delay", type=int, default=1000, help="milliseconds between chunks (default 1000)")
+    parser.add_argument("--ramp", type=float, default=5.0, help="seconds over which the streams are opened, "
+                        "evenly (default 5; shorter than a stream, so all are open at once)")
     parser.add_argument("--doors", nargs="+", choices=("http", "envoy"), default=["http", "envoy"])
     parser.add_argument("--envoy-max-requests", type=int, default=0,
                         help="the bootstrap's circuit breakers (0: the default of envoy-config; 1024: Envoy's own)")
@@ -76,8 +79,10 @@ class Sidecar:
         return total
 
 
-async def one_stream(session: aiohttp.ClientSession, url: str, body: bytes, opened: list[int]) -> str:
-    """How the stream ended: its last event's type, ``http <status> <error code>`` or the exception's name."""
+async def one_stream(session: aiohttp.ClientSession, url: str, body: bytes, opened: list[int], after: float) -> str:
+    """How the stream ended: its last event's type, ``http <status> <error code>`` or the exception's name. It
+    starts ``after`` seconds from now."""
+    await asyncio.sleep(after)
     counted = False
     try:
         async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as response:
@@ -93,7 +98,8 @@ async def one_stream(session: aiohttp.ClientSession, url: str, body: bytes, open
                     last = event["type"]
             if last == "response.failed":
                 error = event["response"].get("error") or {}
-                SAMPLES.setdefault(f"failed {error.get('code')}", str(error.get("message")))
+                message = str(error.get("message"))
+                SAMPLES.setdefault(f"failed {error.get('code')} {message.split(':')[0]}", message)
             return last
     except (TimeoutError, aiohttp.ClientError) as exc:
         return type(exc).__name__
@@ -112,14 +118,15 @@ def error_code(body: bytes) -> str:
         return body[:60].decode(errors="replace")
 
 
-async def measure(sidecar: Sidecar, url: str, streams: int, body: bytes) -> dict[str, Any]:
+async def measure(sidecar: Sidecar, url: str, streams: int, body: bytes, ramp: float) -> dict[str, Any]:
     await asyncio.sleep(1.0)  # the previous run's connections closed, the allocator settled
     before_rss, before_cpu, started = sidecar.rss_mib(), sidecar.cpu_seconds(), time.monotonic()
     opened = [0]
     peak_open, rss_all_open = 0, before_rss
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None)) as session:
-        tasks = [asyncio.create_task(one_stream(session, url, body, opened)) for _ in range(streams)]
+        tasks = [asyncio.create_task(one_stream(session, url, body, opened, ramp * at / streams))
+                 for at in range(streams)]
         pending: set[asyncio.Task[str]] = set(tasks)
         while pending:
             _done, pending = await asyncio.wait(pending, timeout=0.25)
@@ -181,7 +188,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             sidecar = Sidecar(process)
             for streams in args.streams:
                 for door in args.doors:
-                    result = {"door": door, **await measure(sidecar, doors[door], streams, body)}
+                    result = {"door": door, **await measure(sidecar, doors[door], streams, body, args.ramp)}
                     results.append(result)
                     print_result(result)
         finally:
