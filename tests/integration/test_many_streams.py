@@ -3,7 +3,8 @@
 The upstream pool was a fixed 256 places: the 257th stream waited ``upstream_connect_timeout`` and ended
 ``response.failed``, though an open stream costs ``serve`` about 20 KiB. Its default is now derived from the
 descriptor limit and the memory budget (config_pools.py). The streams here are short (a few chunks) but all open
-at once; the connect timeout is lowered only so that a stream refused a place would fail in one second, not ten.
+at once; the connect timeout is lowered only so that a stream refused a place fails before the first streams end
+(5 s, not 10), keeping the test short.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from tests.support.bridge import Sidecar, running_sidecar
 pytestmark = pytest.mark.store_free  # the sidecar keeps its own SQLite file; the subject is its pools
 
 STREAMS = 600
-INPUT = "one two three four [chunks=4] [delay=600]"
-"""Four chunks 0.6 s apart: every stream is still open when the last of them starts, so a pool of 256 places
-refuses 344 of them."""
+INPUT = "one two three four [chunks=4] [delay=2000]"
+"""Four chunks 2 s apart: every stream is still open when the last of them has waited the connect timeout, so a
+pool of 256 places refuses 344 of them."""
 
 
 @pytest.fixture(scope="module")
@@ -32,19 +33,22 @@ async def sidecar_with_defaults(fake_upstream: str, tmp_path_factory: pytest.Tem
     if resource.getrlimit(resource.RLIMIT_NOFILE)[1] < 4 * STREAMS + 1024:
         pytest.skip("the descriptor limit leaves the sidecar fewer places than the test's streams")
     async with running_sidecar(str(tmp_path_factory.mktemp("streams")), fake_upstream, extproc=False,
-                               env={"RESPONSES_BRIDGE_UPSTREAM_CONNECT_TIMEOUT": "1"}, own_sqlite=True) as sidecar:
+                               env={"RESPONSES_BRIDGE_UPSTREAM_CONNECT_TIMEOUT": "5"}, own_sqlite=True) as sidecar:
         yield sidecar
 
 
 async def last_event(session: aiohttp.ClientSession, url: str) -> str:
-    """The type of the stream's last event."""
+    """The type of the stream's last event (a failure's with its error message's first words)."""
     body = {"model": "fake-model", "input": INPUT, "stream": True}
     async with session.post(f"{url}/v1/responses", json=body) as response:
         assert response.status == 200, await response.text()
         last = ""
         async for line in response.content:
             if line.startswith(b"data: {"):  # not the closing data: [DONE]
-                last = json.loads(line[6:])["type"]
+                event = json.loads(line[6:])
+                last = event["type"]
+                if last == "response.failed":
+                    last += ": " + str((event["response"].get("error") or {}).get("message"))[:60]
         return last
 
 
