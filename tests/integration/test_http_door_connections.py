@@ -1,6 +1,7 @@
 """The HTTP door's bounds on connections that send no request: a head sent a byte at a time is answered 408 and
-closed at ``http_head_timeout`` (adapters/http/head_deadline.py) while other connections are served, and a
-connection idle past ``http_keepalive_timeout`` is closed. Real sockets on loopback against the sidecar started
+closed at ``http_head_timeout`` (adapters/http/head_deadline.py) while other connections are served (and Envoy,
+rendered from the same setting, answers it alike), and a connection idle past ``http_keepalive_timeout`` is
+closed. Real sockets on loopback against the sidecar started
 as users start it."""
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
+from responses_bridge.envoy_config.timeouts import EnvoyTimeouts
 from tests.support.bridge import Sidecar, running_sidecar
+from tests.support.envoy import have_envoy
+from tests.support.gateway import envoy_before
 
 pytestmark = pytest.mark.store_free  # the sidecar keeps its own SQLite file; the subject is the door's sockets
 
@@ -29,7 +33,7 @@ CLOSED_WITHIN = 60.0  # only how long a test waits before it fails, not a bound 
 async def door(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sidecar]:
     env = {"RESPONSES_BRIDGE_HTTP_HEAD_TIMEOUT": HEAD_TIMEOUT,
            "RESPONSES_BRIDGE_HTTP_KEEPALIVE_TIMEOUT": KEEPALIVE_TIMEOUT}
-    async with running_sidecar(str(tmp_path_factory.mktemp("door")), fake_upstream, env=env, extproc=False,
+    async with running_sidecar(str(tmp_path_factory.mktemp("door")), fake_upstream, env=env,
                                own_sqlite=True) as sidecar:
         yield sidecar
 
@@ -51,12 +55,17 @@ async def slow_head(port: int, started: asyncio.Event | None = None) -> bytes:
             await asyncio.sleep(BYTE_EVERY)
 
     sender = asyncio.create_task(trickle())
+    received = bytearray()
     try:
-        return await asyncio.wait_for(reader.read(), CLOSED_WITHIN)  # to the end: the door closed the connection
+        while chunk := await asyncio.wait_for(reader.read(65536), CLOSED_WITHIN):  # until the door closes
+            received += chunk
+    except ConnectionResetError:
+        pass  # a byte still coming met the closed socket: what was answered had been read already
     finally:
         sender.cancel()
         await asyncio.gather(sender, return_exceptions=True)  # its writes fail once the door has closed
         writer.close()
+    return bytes(received)
 
 
 def assert_head_timeout(answer: bytes) -> None:
@@ -112,3 +121,11 @@ async def test_a_kept_alive_connection_is_served_again_then_closed_when_idle(doo
         assert await asyncio.wait_for(reader.read(), CLOSED_WITHIN) == b""  # then idle: closed
     finally:
         writer.close()
+
+
+@pytest.mark.skipif(not have_envoy(), reason="no envoy binary")
+async def test_envoy_answers_a_slow_head_at_the_same_deadline_with_the_same_error(door: Sidecar) -> None:
+    """Envoy's ``request_headers_timeout``, rendered from ``http_head_timeout``, and its local reply in the door's
+    words."""
+    async with envoy_before(door, timeouts=EnvoyTimeouts(request_headers=float(HEAD_TIMEOUT))) as url:
+        assert_head_timeout(await slow_head(int(url.rsplit(":", 1)[1])))

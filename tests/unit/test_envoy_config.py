@@ -500,8 +500,8 @@ def test_every_cluster_s_circuit_breakers_hold_the_streams_the_sidecar_holds(mon
 
 def test_the_head_deadline_and_the_door_s_keepalive_are_the_http_door_s_settings(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """Envoy cuts a slow request head at the HTTP door's ``http_head_timeout`` (its answer in the door's words),
-    and drops its idle connections to the door at half the door's ``http_keepalive_timeout``, so the door never
+    """Envoy cuts a slow request head at the HTTP door's ``http_head_timeout`` (its 408 in the door's words), and
+    drops its idle connections to the door at half the door's ``http_keepalive_timeout``, so the door never
     closes one Envoy is about to reuse."""
     monkeypatch.setenv("RESPONSES_BRIDGE_HTTP_HEAD_TIMEOUT", "7")
     monkeypatch.setenv("RESPONSES_BRIDGE_HTTP_KEEPALIVE_TIMEOUT", "30")
