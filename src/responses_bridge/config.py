@@ -238,6 +238,11 @@ class Settings(PoolSettings, AgentSandboxSettings, CodeSandboxSettings, Endpoint
     envoy_connect_timeout: float = Field(default=5.0, gt=0, description=(
         "`envoy-config --connect-timeout`: seconds Envoy tries to connect to the upstream, the processor or the "
         "HTTP door"))
+    envoy_max_requests: int = Field(default=0, ge=0, description=(
+        "`envoy-config --max-requests`: the circuit breakers of every cluster Envoy renders (the upstream's, the "
+        "processor's, the HTTP door's): requests in flight, requests waiting for a connection and connections, "
+        "each; past it Envoy answers 503 at once (its own default, 1,024, refuses the 1,025th concurrent stream). "
+        "0: 10,000 per worker of `workers`, what one process is sized to hold (docs/operations.md, Sizing)"))
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
@@ -321,6 +326,16 @@ class Settings(PoolSettings, AgentSandboxSettings, CodeSandboxSettings, Endpoint
             name = "BRAVE_API_KEY" if self.web_search == "brave" else "TAVILY_API_KEY"
             raise ValueError(f"RESPONSES_BRIDGE_WEB_SEARCH={self.web_search} needs {name} "
                              f"(or RESPONSES_BRIDGE_{name}) in the environment")
+        return self
+
+    @model_validator(mode="after")
+    def _derived_pools(self) -> Settings:
+        if not self.upstream_max_connections:  # 0: sized from this process's descriptors and memory
+            from .config_pools import stream_capacity
+            from .memory_limits import default_budget
+
+            self.upstream_max_connections = stream_capacity(self.memory_budget() or default_budget(
+                self.worker_count()))
         return self
 
     @model_validator(mode="after")
