@@ -6,8 +6,34 @@ admits tenants by the one fair-share rule (fair_share.py, stated in docs/operati
 
 from __future__ import annotations
 
+import resource
+
 from pydantic import Field
 from pydantic_settings import BaseSettings
+
+STREAM_MEMORY_BYTES = 64 * 1024
+"""What one open stream is counted at when the upstream pool is sized from the memory budget: a little above what
+one costs ``serve`` on the HTTP door (about 50 KiB of resident memory with 600 or 5,000 open: its client's and its
+upstream call's connections and its run; about 17 KiB through Envoy; scripts/bench-streams). The budget is half
+the process's memory, so the other half is left for everything else."""
+STREAM_DESCRIPTORS = 2
+"""Descriptors one stream of the HTTP door holds: its client's connection and its upstream call's."""
+STREAM_DESCRIPTOR_SHARE = 2
+"""The part of the descriptor limit the streams may take (1/2): the rest is the store's, the listeners', the
+logs' and the code sandbox's (its egress door and proxies size their caps from the same limit)."""
+STREAMS_FLOOR = 256
+"""Never fewer upstream places than this, whatever the limits say (the fixed default before it was derived)."""
+
+
+def stream_capacity(memory_budget: int) -> int:
+    """How many streams one process holds: its descriptors (the soft ``RLIMIT_NOFILE``, which ``serve`` has
+    raised to the hard one) and its ``memory_budget`` bytes, each divided by what one stream costs, the smaller;
+    at least :data:`STREAMS_FLOOR`. The default of ``upstream_max_connections``."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    by_descriptors = (1 << 20 if soft == resource.RLIM_INFINITY else soft) // STREAM_DESCRIPTOR_SHARE \
+        // STREAM_DESCRIPTORS
+    by_memory = memory_budget // STREAM_MEMORY_BYTES if memory_budget else by_descriptors
+    return max(STREAMS_FLOOR, min(by_descriptors, by_memory))
 
 
 class PoolSettings(BaseSettings):
@@ -26,10 +52,13 @@ class PoolSettings(BaseSettings):
         "others less, by the fair-share rule (docs/operations.md), so several tenants never take it all; past it "
         "that tenant's new requests wait up to 2 s, then get 503 `memory_share_exceeded` with Retry-After while "
         "the others are served; 1: no share, first come first served"))
-    upstream_max_connections: int = Field(default=256, ge=1, description=(
-        "the sidecar's own upstream model calls open at once, every tenant's together (each upstream's connection "
-        "pool is bounded by it too); a call that finds none within `upstream_connect_timeout` fails with 503 "
-        "`upstream_connections_exceeded`. Shared by the fair-share rule (see docs/operations.md)"))
+    upstream_max_connections: int = Field(default=0, ge=0, description=(
+        "the sidecar's own upstream model calls open at once in one process, every tenant's together (each "
+        "upstream's connection pool is bounded by it too); a call that finds none within "
+        "`upstream_connect_timeout` fails with 503 `upstream_connections_exceeded`. Shared by the fair-share rule "
+        "(see docs/operations.md). 0: what the process holds, derived at start from its descriptor limit (half "
+        "of it, two per stream) and its memory budget (64 KiB per stream), the smaller, at least 256 "
+        "(docs/operations.md, Sizing)"))
     upstream_tenant_connections: int = Field(default=0, ge=0, description=(
         "of `upstream_max_connections`, what one tenant's calls may hold when it is alone; beside other tenants "
         "less, by the fair-share rule, so several tenants never take them all; 0: half where tenants are told apart "
@@ -48,4 +77,6 @@ class PoolSettings(BaseSettings):
         "memory one program may hold: its worker process's writable memory beyond V8's own fixed part (the heap, "
         "at most 128 MiB of it, and every ArrayBuffer and typed array), bounded by the kernel (RLIMIT_DATA), and "
         "reserved in the memory budget for the program's tenant while it runs; past it the allocation fails or "
-        "the program ends `incomplete` naming the bound"))
+        "the program ends `incomplete` naming the bound. Unset: this or half what one tenant may hold of the memory "
+        "budget (`memory_budget_bytes` × `memory_budget_share`), whichever is less; set above what a tenant may "
+        "hold (less the 2 MiB its request holds), the start stops naming both (docs/operations.md has the table)"))

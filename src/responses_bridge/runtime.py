@@ -25,6 +25,7 @@ from .engine.wire import Framing
 from .observability import metrics
 from .observability.logs import note_upstream
 from .periodic import Periodic
+from .program_memory import no_room
 from .run.programs.host import ProgramBounds, ProgramHost
 from .run.response_run import ResponseRun
 from .run.runs import Run
@@ -42,7 +43,7 @@ from .services.file_inputs import FileInputs
 from .services.files import FileService, files_directory
 from .services.identity import Identity, sidecar_token
 from .services.limits import TenantLimits
-from .services.memory_budget import COST_PER_BODY_BYTE, MemoryBudget, Reservation
+from .services.memory_budget import MemoryBudget, Reservation
 from .services.prompts import PromptService
 from .services.retention import RetentionService
 from .services.retrieval.embedders import Embedder, embedder_from_settings
@@ -336,16 +337,19 @@ class Runtime:
 
 
 def program_host(settings: Settings, memory: MemoryBudget, sealer: Sealer) -> ProgramHost:
-    """Where programs run: their slots shared by tenant as sandboxes' are, each program's memory bound held in the
-    memory budget for its tenant while it runs (the run reaches the budget only through this hold)."""
+    """Where programs run: their slots shared by tenant as sandboxes' are, each program's memory bound (derived from
+    the budget unless set: program_memory.py) held in the memory budget for its tenant while it runs, and its answer
+    while the response keeps it (the run reaches the budget only through this hold)."""
     slots = settings.program_slots
+    bound = settings.program_memory()
+    problem = no_room(bound, memory.total, memory.share)
+    if problem is not None:  # only a budget below the setting's floor comes here: a bound set too high stops the start
+        log.warning("programs_without_memory", why=problem)
 
     async def hold(tenant: str, size: int) -> Reservation:
-        # the budget counts body bytes at COST_PER_BODY_BYTE each: this many stand for the program's bound
-        return await memory.reserve(-(-size // COST_PER_BODY_BYTE), holder=tenant)
+        return await memory.charge(tenant, size)
 
-    return ProgramHost(program_signer(sealer),
-                       ProgramBounds(slots, settings.program_slot_wait, settings.program_memory_bytes),
+    return ProgramHost(program_signer(sealer), ProgramBounds(slots, settings.program_slot_wait, bound),
                        share=lambda tenant: slots if settings.auth == "none" else max(1, slots - 1), hold=hold)
 
 

@@ -46,11 +46,7 @@ def test_the_first_event_is_the_first_byte_that_is_not_a_comment(head: bytes, st
 
 
 def test_the_sidecar_rss_sums_its_processes_and_keeps_each_one() -> None:
-    class Sidecar:  # a sidecar that started a worker after its idle reading
-        def tree_rss_mb(self) -> dict[int, float]:
-            return {100: 12.0, 101: 5.0}
-
     rss = RssPeak({100: 10.0})
-    rss.probe(Sidecar())  # type: ignore[arg-type]
+    rss.probe({100: 12.0, 101: 5.0})  # a sidecar that started a worker after its idle reading
     assert rss.summary() == {"idle": 10.0, "under_load": 17.0, "processes": 2, "per_process": {
         "100": {"idle": 10.0, "under_load": 12.0}, "101": {"idle": 0.0, "under_load": 5.0}}}
