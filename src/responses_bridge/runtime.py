@@ -190,7 +190,8 @@ class Runtime:
                           failure="metrics_refresh_failed", first_delay=0, failure_level="warning")
         gauges.start()
         return cls(settings=settings, store=stores.responses, options=settings.engine_options(), sealer=sealer,
-                   conversations=ConversationService(stores.conversations), prompts=PromptService(stores.prompts),
+                   conversations=ConversationService(stores.conversations, stores.responses),
+                   prompts=PromptService(stores.prompts),
                    chat_completions=ChatCompletionService(
                        stores.chat_completions, enabled=settings.store_chat_completions),
                    upstream=upstream, clients=clients, router=settings.router(), server_tools=server_tools,

@@ -199,7 +199,8 @@ class ResponseRun:
                                 param="previous_response_id", code="previous_response_not_found")
             history = loaded
         # item references and call outputs made whole (stored so); files resolved for the upstream only
-        prepared = await prepare_input(request, history, prompt, self._files, self._options, self.tenant)
+        prepared = await prepare_input(request, history, prompt, self._files, self._options, self.tenant,
+                                       items=self._store)
         self._file_resolution = prepared.files
         try:
             return await self._translate(request, prepared, large)

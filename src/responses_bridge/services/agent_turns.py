@@ -298,12 +298,15 @@ class SessionRunner:
             return
         turn_input = [{"type": "message", "role": "user", "content": message["content"]}
                       for message in entry.messages]
+        # the skills and AGENTS.md of the environment's capability directories, as they are when the turn starts
+        capabilities = await self.environments.capabilities(session, tenant=self.tenant) \
+            if self.environments is not None else ""
         total: dict[str, Any] | None = None
         while True:  # one response, then another with the client's tool results, until no call is left open
             try:
                 if self.environments is not None:  # the container's vault credentials as they are now
                     await self.environments.refresh_credentials(session, tenant=self.tenant)
-                request = await self._credentialed(session, turn_request(session, turn_input))
+                request = await self._credentialed(session, turn_request(session, turn_input, capabilities))
                 self.response_id = await self.start(request, self.tenant, entry.authorization)
             except APIError as error:
                 await self._end(entry, "failed", turn_error({"code": error.code, "message": error.message},

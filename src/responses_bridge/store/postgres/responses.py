@@ -12,7 +12,7 @@ in the same statement.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -22,6 +22,7 @@ from ..listing import bounds, responses_page, trim_page
 from ..records import InvalidCursor, ItemPage, ResponseFilter, ResponseIdTaken, ResponsePage, check_page_args, item_page
 from .database import PostgresDatabase
 from .sql import check_lease, columns, numbered, page_bounds, pg_texts, resolve_keys
+from .stored_items import find_items
 
 if TYPE_CHECKING:
     from .migrations import Connection
@@ -206,6 +207,10 @@ class PostgresResponseStore:
         if not rows:
             return None
         return [orjson.loads(row[0]) for row in rows if row[0] is not None]
+
+    async def find_items(self, item_ids: Sequence[str], *, tenant: str) -> dict[str, dict[str, Any]]:
+        async with self.db.acquire("find_items") as conn:
+            return await find_items(conn, item_ids, tenant)
 
     async def response_tenants(self) -> list[str]:
         """Across tenants: workers only (retention). Every tenant owning at least one stored response."""

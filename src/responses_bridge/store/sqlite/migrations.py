@@ -406,6 +406,15 @@ MIGRATIONS: list[Migration] = [
             "CREATE INDEX IF NOT EXISTS agent_records_blob ON agent_records (json_extract(body, '$._private.blob_id'))",
         ],
     ),
+    (
+        26,
+        [
+            # An ``item_reference`` to any item the tenant stored (store/sqlite/stored_items.py): the items found by
+            # id alone, without the response or conversation that holds them.
+            "CREATE INDEX IF NOT EXISTS response_items_by_item ON response_items (item_id)",
+            "CREATE INDEX IF NOT EXISTS conversation_items_by_item ON conversation_items (item_id)",
+        ],
+    ),
 ]
 
 LATEST_VERSION: int = MIGRATIONS[-1][0]

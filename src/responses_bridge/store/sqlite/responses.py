@@ -20,7 +20,7 @@ import functools
 import itertools
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,6 +36,7 @@ from .db_thread import on_db_thread as _on_db_thread
 from .migrations import LATEST_VERSION, migrate
 from .private_files import make_private_database, make_private_directory
 from .response_rows import _Save, _save_row, _write_saves
+from .stored_items import find_items
 from .transactions import purge_ranges
 
 T = TypeVar("T")
@@ -406,6 +407,10 @@ class SQLiteResponseStore:
         return [orjson.loads(row[3]) for row in found]
 
     # -- retention (across tenants: workers only) ------------------------------------------------------------
+
+    async def find_items(self, item_ids: Sequence[str], *, tenant: str) -> dict[str, dict[str, Any]]:
+        async with self._read("find_items") as conn:
+            return await find_items(conn, item_ids, tenant)
 
     async def response_tenants(self) -> list[str]:
         """Across tenants: workers only (retention). One index seek per tenant (a loose scan of the listing
