@@ -28,8 +28,9 @@ import aiohttp
 import orjson
 
 from ...descriptors import raise_descriptor_limit
-from ..procs import ManagedProcess, descendants, envoy_binary, free_port, process_rss_mb, wait_http
+from ..procs import ManagedProcess, envoy_binary, free_port, wait_http
 from .bench_requests import wait_healthy
+from .process_memory import descendants, process_rss_mb
 
 TICKS = os.sysconf("SC_CLK_TCK")
 SAMPLES: dict[str, str] = {}
