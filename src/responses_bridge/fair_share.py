@@ -382,14 +382,14 @@ class FairPool:
         return True
 
     def largest(self) -> tuple[str, Any] | None:
-        """The largest holding of all not already being taken back (the oldest among equals): the memory
-        backstop's next to end."""
+        """The largest holding of all not already being taken back (the newest among equals: it has done the least
+        work): the memory backstop's next to end."""
         found: tuple[str, Any] | None = None
         most = -1
         for tenant, state in self.tenants.items():
             for holding in state.holdings:
                 size = self._size(holding)
-                if size > most and not was_taken_back(self._task(holding)):
+                if size >= most and self._task(holding) is not None and not was_taken_back(self._task(holding)):
                     found, most = (tenant, holding), size
         return found
 
