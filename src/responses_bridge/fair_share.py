@@ -101,7 +101,7 @@ class _Tenant:
         self.holds = 0
         self.waiting = 0
         self.reclaiming = 0
-        self.holdings: list[Any] = []  # what may be taken back, oldest first
+        self.holdings: dict[Any, int] = {}  # what may be taken back (oldest first): how many times it is held
 
 
 class _Waiter:
@@ -185,31 +185,31 @@ class FairPool:
     def enlist(self, tenant: str, holding: Any) -> None:
         state = self.tenants.get(tenant)
         if state is not None and holding is not None:
-            state.holdings.append(holding)
+            state.holdings[holding] = state.holdings.get(holding, 0) + 1
 
     def discharge(self, tenant: str, holding: Any) -> None:
-        """``holding`` no longer held (call before :meth:`give` of its size)."""
+        """``holding`` no longer held (call before :meth:`give` of its size). O(1)."""
         state = self.tenants.get(tenant)
         if state is None:
             return
-        try:
-            state.holdings.remove(holding)
-        except ValueError:
+        count = state.holdings.pop(holding, 0)
+        if not count:
             return
+        if count > 1:
+            state.holdings[holding] = count - 1
         self._reclaimed(state, holding)
 
     def discharge_current(self, tenant: str) -> None:
-        """A unit pool's release by ``tenant`` (its :meth:`give` follows): the current task's holding, else one
-        whose task ended, else the oldest."""
+        """A unit pool's release by ``tenant`` (its :meth:`give` follows): the current task's holding (O(1)), else
+        one whose task ended, else the oldest."""
         state = self.tenants.get(tenant)
         if state is None or not state.holdings:
             return
         holdings = state.holdings
         task = current_task()
         if task not in holdings:
-            task = next((held for held in holdings if held.done()), holdings[0])
-        holdings.remove(task)
-        self._reclaimed(state, task)
+            task = next((held for held in holdings if held.done()), next(iter(holdings)))
+        self.discharge(tenant, task)
 
     def _reclaimed(self, state: _Tenant, holding: Any) -> None:
         if state.reclaiming and was_taken_back(self._task(holding)):

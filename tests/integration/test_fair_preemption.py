@@ -46,6 +46,7 @@ class Greedy:
     key: str
     held: int = 0
     ended: list[str] = field(default_factory=list)
+    preempted_ids: list[str] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def settled(self, enough: int) -> bool:
@@ -93,8 +94,10 @@ async def _hold(session: aiohttp.ClientSession, url: str, tenant: Greedy, at: in
                     holding = True
                     tenant.held += 1
                 if line.startswith(b"data: ") and b'"response.failed"' in line:
-                    error = orjson.loads(line[6:])["response"]["error"]  # a listed code, the reason leading its text
+                    failed = orjson.loads(line[6:])["response"]
+                    error = failed["error"]  # a listed code, the reason leading its text
                     tenant.ended.append(f"failed:{error['code']}:{error['message'].split(':')[0]}")
+                    tenant.preempted_ids.append(failed["id"])
         finally:
             if holding:
                 tenant.held -= 1
@@ -155,6 +158,12 @@ async def test_upstream_places_a_victim_is_answered_as_alone_beside_greedy_tenan
     assert set(ended) <= {"failed:server_error:preempted_for_fairness", "503:upstream_connections_exceeded"}, ended
     if greedy > 2:  # taken back to their fair share for the later ones (alone 8 each: two fill the pool)
         assert "failed:server_error:preempted_for_fairness" in ended
+        taken = next(tenant for tenant in tenants if tenant.preempted_ids)
+        async with openai.AsyncOpenAI(base_url=f"{upstream_stack.sidecar.http_url}/v1", api_key=taken.key,
+                                      max_retries=0) as owner:
+            stored = await owner.responses.retrieve(taken.preempted_ids[0])
+        assert stored.status == "failed" and stored.error is not None  # stored so, never completed
+        assert stored.error.message.startswith("preempted_for_fairness: ")
 
 
 @pytest.mark.parametrize("together", [False, True], ids=["one-after-another", "together"])

@@ -20,7 +20,7 @@ from responses_bridge.run.upstream import UpstreamFailure
 from responses_bridge.run.upstream_gate import UpstreamGate
 from responses_bridge.run.upstream_scope import upstream_scope
 from responses_bridge.sandbox.egress_limits import ConnectionShares
-from responses_bridge.sandbox.slots import FairSlots
+from responses_bridge.sandbox.slots import FairSlots, busy_note
 from responses_bridge.services.memory_budget import SHARE_EXCEEDED, MemoryBudget
 
 MiB = 1 << 20
@@ -353,3 +353,21 @@ async def test_a_subagent_cancelled_while_it_waits_for_its_responses_place_takes
     upstream.go.set()
     assert await first == "answered" and await waiting[1] == "answered"
     assert gate.slots.busy == 0 and upstream.most == 1
+
+
+async def test_a_sandbox_refusal_says_nothing_of_what_other_tenants_hold() -> None:
+    """Main told a tenant refused a sandbox that "1 of them" was its own, its share, whoever held them; the note
+    now says the tenant's share only when it holds it, and never a count of anyone's."""
+    slots = FairSlots(1, lambda tenant: 1, what="sandbox slots")
+    other = unit(slots, "other")
+    await settle()
+    why = await slots.acquire_or_why("asker", 0.01)  # holds nothing: the other tenant holds its share, 1 of 1
+    assert why == "full"
+    note = busy_note(why, 1, 0.01)
+    assert "this tenant" not in note and "share" not in note and "of them" not in note, note
+    own = FairSlots(2, lambda tenant: 1, what="sandbox slots")
+    mine = unit(own, "asker")
+    await settle()
+    why = await own.acquire_or_why("asker", 0.01)  # at its own share alone
+    assert why == "share" and "this tenant's runs hold its fair share" in busy_note(why, 2, 0.01)
+    await end([other, mine])
