@@ -25,7 +25,9 @@ import openai
 import orjson
 import pytest
 
+from responses_bridge.envoy_config import Auth, render_bootstrap
 from tests.support.bridge import Sidecar, keys_command, running_sidecar
+from tests.support.envoy import free_port, have_envoy, start_envoy
 
 MODEL = "fake-model"
 GREEDY = 8
@@ -37,6 +39,12 @@ PAD = "x" * 1800  # a request of about 2 KB: ~60 KiB of the budget
 class Stack:
     sidecar: Sidecar
     keys: dict[str, str]
+    envoy_url: str = ""
+
+    @property
+    def url(self) -> str:
+        """Where clients send: Envoy (the ext_proc door) when there is one, else the HTTP door."""
+        return self.envoy_url or self.sidecar.http_url
 
 
 @dataclass
@@ -54,22 +62,44 @@ class Greedy:
         return self.held >= enough or self.held + len(self.ended) >= STREAMS
 
 
-async def _stack(fake_upstream: str, tmp: str, env: dict[str, str]) -> AsyncIterator[Stack]:
+async def _stack(fake_upstream: str, tmp: str, env: dict[str, str], envoy: bool = False) -> AsyncIterator[Stack]:
     db = f"{tmp}/bridge.db"
     keys = {}
     for tenant in [*(f"greedy{at}" for at in range(GREEDY)), "victim"]:
         made = keys_command(db, "create", "--tenant", tenant)
         assert made.returncode == 0, made.stderr
         keys[tenant] = made.stdout.strip()
-    async with running_sidecar(tmp, fake_upstream, "--db", db, extproc=False,
+    if not envoy:
+        async with running_sidecar(tmp, fake_upstream, "--db", db, extproc=False,
+                                   env={"RESPONSES_BRIDGE_AUTH": "keys", **env}) as sidecar:
+            yield Stack(sidecar, keys)
+        return
+    listen_port = free_port()
+    async with running_sidecar(tmp, fake_upstream, "--db", db, "--upstream-via", f"http://127.0.0.1:{listen_port}/v1",
                                env={"RESPONSES_BRIDGE_AUTH": "keys", **env}) as sidecar:
-        yield Stack(sidecar, keys)
+        proxy = await start_envoy(render_bootstrap(
+            listen_port=listen_port, extproc_port=sidecar.extproc_port,
+            http_port=int(sidecar.http_url.rsplit(":", 1)[1]), upstream=fake_upstream, admin_port=0,
+            auth=Auth("keys")))
+        try:
+            yield Stack(sidecar, keys, f"http://127.0.0.1:{listen_port}")
+        finally:
+            proxy.stop()
 
 
 @pytest.fixture(scope="module")
 async def upstream_stack(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
     async for stack in _stack(fake_upstream, str(tmp_path_factory.mktemp("fair-upstream")), {
             "RESPONSES_BRIDGE_UPSTREAM_MAX_CONNECTIONS": "16", "RESPONSES_BRIDGE_UPSTREAM_CONNECT_TIMEOUT": "3"}):
+        yield stack
+
+
+@pytest.fixture(scope="module")
+async def envoy_memory_stack(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    if not have_envoy():
+        pytest.skip("envoy binary not available")
+    async for stack in _stack(fake_upstream, str(tmp_path_factory.mktemp("fair-envoy")), {
+            "RESPONSES_BRIDGE_MEMORY_BUDGET_BYTES": str(1 << 20)}, envoy=True):
         yield stack
 
 
@@ -113,7 +143,7 @@ async def _until(condition: object, what: str) -> None:
 
 
 async def _victim_answers(stack: Stack, count: int) -> list[str]:
-    async with openai.AsyncOpenAI(base_url=f"{stack.sidecar.http_url}/v1", api_key=stack.keys["victim"],
+    async with openai.AsyncOpenAI(base_url=f"{stack.url}/v1", api_key=stack.keys["victim"],
                                   max_retries=0, timeout=60) as victim:
         outcomes = []
         for at in range(count):
@@ -129,7 +159,7 @@ async def _victim_answers(stack: Stack, count: int) -> list[str]:
 async def _attack(stack: Stack, greedy: int, together: bool, enough: int) -> tuple[list[Greedy], list[str]]:
     """``greedy`` tenants' streams held (each tenant's ``enough`` held before the next comes, one after another),
     then the victim's requests; what each side saw."""
-    url = f"{stack.sidecar.http_url}/v1/responses"
+    url = f"{stack.url}/v1/responses"
     tenants = [Greedy(stack.keys[f"greedy{at}"]) for at in range(greedy)]
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=180)) as session:
         try:
@@ -176,3 +206,17 @@ async def test_memory_budget_a_victim_is_answered_as_alone_beside_greedy_tenants
     ended = [outcome for tenant in tenants for outcome in tenant.ended]
     assert set(ended) <= {"failed:server_error:preempted_for_fairness", "503:memory_share_exceeded",
                           "503:preempted_for_fairness"}, ended
+
+
+@pytest.mark.parametrize("greedy", [2, 4])
+async def test_through_envoy_a_victim_is_answered_as_alone_beside_greedy_tenants(
+        envoy_memory_stack: Stack, greedy: int) -> None:
+    """The ext_proc door holds a translated stream's budget in its gRPC stream: one taken back ends with a 503
+    (or, its answer begun, Envoy resets it), and the victim's requests through Envoy are answered."""
+    tenants, outcomes = await _attack(envoy_memory_stack, greedy, False, 1)
+    assert outcomes.count("completed") >= 9 and not [one for one in outcomes if one.startswith("503")], outcomes
+    ended = [outcome for tenant in tenants for outcome in tenant.ended]
+    assert set(ended) <= {"failed:server_error:preempted_for_fairness", "503:memory_share_exceeded",
+                          "503:preempted_for_fairness", "503:server_overloaded"}, ended
+    if greedy > 2:
+        assert any(outcome.endswith("preempted_for_fairness") for outcome in ended), ended
