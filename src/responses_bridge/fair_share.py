@@ -40,6 +40,7 @@ PREEMPTED = "preempted_for_fairness"
 
 Reason = Literal["share", "full", "queue"]
 log = structlog.get_logger("responses_bridge.fair_share")
+IDLE_KEPT = 256
 
 _TAKEN_BACK: weakref.WeakKeyDictionary[asyncio.Task[Any], str] = weakref.WeakKeyDictionary()
 
@@ -142,7 +143,8 @@ class FairPool:
         self.units = units
         self.held = 0
         self.reclaiming = 0
-        self.tenants: dict[str, _Tenant] = {}
+        self.tenants: dict[str, _Tenant] = {}  # the n: tenants holding or waiting
+        self._idle: dict[str, _Tenant] = {}
         self.waiters: list[_Waiter] = []
         self.preempted = 0
         self.on_preempt: Callable[[str, str, int], None] | None = None  # (tenant, why, size): metrics and a log
@@ -156,19 +158,20 @@ class FairPool:
         """n: the tenants holding or waiting, ``tenant`` counted."""
         return len(self.tenants) + (tenant not in self.tenants)
 
-    def try_take(self, tenant: str, size: int) -> bool:
-        """``size`` for ``tenant`` at once if the pool has room, nobody waits and it stays within its cap (O(1))."""
+    def try_take(self, tenant: str, size: int) -> _Tenant | None:
+        """``size`` for ``tenant`` at once if the pool has room, nobody waits and it stays within its cap (O(1));
+        its state (truthy) if so."""
         if self.waiters or size > self.capacity - self.held:
-            return False
+            return None
         state = self.tenants.get(tenant)
         holds = state.holds if state is not None else 0
-        if holds + size > self.cap(tenant) and holds:  # past its cap alone (a first holding larger than it runs)
-            return False
+        if holds and holds + size > self.cap(tenant):  # past its cap alone (a first holding larger than it runs)
+            return None
         if state is None:
-            state = self.tenants[tenant] = _Tenant()
+            state = self._join(tenant)
         state.holds += size
         self.held += size
-        return True
+        return state
 
     def give(self, tenant: str, size: int) -> None:
         """``size`` of ``tenant``'s back; the waiters it fits served."""
@@ -177,7 +180,7 @@ class FairPool:
         if state is not None:
             state.holds -= size
             if state.holds <= 0 and not state.waiting:
-                del self.tenants[tenant]
+                self._retire(tenant, state)
         if self.waiters:
             self._dispatch()
 
@@ -231,7 +234,7 @@ class FairPool:
             return
         state = self.tenants.get(tenant)
         if state is None:
-            state = self.tenants[tenant] = _Tenant()
+            state = self._join(tenant)
         if not self.waiters and self._fits(tenant, state, size):
             self._grant(state, size)
             return
@@ -277,7 +280,23 @@ class FairPool:
 
     def _leave_if_idle(self, tenant: str, state: _Tenant) -> None:
         if state.holds <= 0 and not state.waiting and self.tenants.get(tenant) is state:
-            del self.tenants[tenant]
+            self._retire(tenant, state)
+
+    def _join(self, tenant: str) -> _Tenant:
+        """``tenant`` becomes one of the n (its state kept from before, if it was)."""
+        state: _Tenant | None = self._idle.pop(tenant, None)
+        if state is None:
+            state = _Tenant()
+        self.tenants[tenant] = state
+        return state
+
+    def _retire(self, tenant: str, state: _Tenant) -> None:
+        """``tenant`` holds and waits for nothing: no longer one of the n; its state kept for its next request (a
+        few: no allocation on the hot path for a tenant sending one request after another)."""
+        del self.tenants[tenant]
+        if len(self._idle) < IDLE_KEPT and not state.holdings:
+            state.reclaiming = 0
+            self._idle[tenant] = state
 
     def _at_share(self, tenant: str, state: _Tenant, size: int) -> bool:
         """Is ``tenant`` refused by what it holds itself: its cap alone, or at least its fair share?"""
@@ -352,7 +371,7 @@ class FairPool:
         wait: egress connections are admitted or refused as they are accepted)."""
         state = self.tenants.get(tenant)
         if state is None:
-            state = self.tenants[tenant] = _Tenant()
+            state = self._join(tenant)
         self._grant(state, size)
 
     def _take_back(self, tenant: str) -> bool:
@@ -414,10 +433,13 @@ class FairSlots:
 
     def try_acquire(self, tenant: str) -> bool:
         """A slot for ``tenant`` at once, if nobody waits and the pool has one free within its share."""
-        if self.pool.try_take(tenant, 1):
-            self.pool.enlist(tenant, current_task())
-            return True
-        return False
+        state = self.pool.try_take(tenant, 1)
+        if state is None:
+            return False
+        task = current_task()
+        if task is not None:
+            state.holdings[task] = state.holdings.get(task, 0) + 1
+        return True
 
     async def acquire(self, tenant: str, timeout: float) -> bool:
         """Wait for a slot at most ``timeout`` seconds (taking one back from a tenant above its fair share when
@@ -436,5 +458,13 @@ class FairSlots:
         return None
 
     def release(self, tenant: str) -> None:
-        self.pool.discharge_current(tenant)
-        self.pool.give(tenant, 1)
+        pool = self.pool
+        state = pool.tenants.get(tenant)
+        if state is not None and state.holdings:
+            task = current_task()
+            count = state.holdings.get(task, 0) if task is not None else 0
+            if count == 1 and not state.reclaiming:  # the usual release: by the task that took it, nothing owed
+                del state.holdings[task]
+            else:
+                pool.discharge_current(tenant)
+        pool.give(tenant, 1)
