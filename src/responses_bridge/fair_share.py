@@ -299,9 +299,14 @@ class FairPool:
             self._idle[tenant] = state
 
     def _at_share(self, tenant: str, state: _Tenant, size: int) -> bool:
-        """Is ``tenant`` refused by what it holds itself: its cap alone, or at least its fair share?"""
-        return bool(state.holds) and (state.holds + size > self.cap(tenant)
-                                      or fair_holds(self.capacity, state.holds, self._present(tenant)))
+        """Is ``tenant`` refused by what it holds itself: its own cap (less than the pool), or at least its fair
+        share beside others? (Alone against the whole pool, the pool is what is full.)"""
+        if not state.holds:
+            return False
+        cap = self.cap(tenant)
+        present = self._present(tenant)
+        return (cap < self.capacity and state.holds + size > cap) or (
+            present > 1 and fair_holds(self.capacity, state.holds, present))
 
     def _fits(self, tenant: str, state: _Tenant, size: int) -> bool:
         return size <= self.capacity - self.held and (state.holds + size <= self.cap(tenant) or not state.holds)
