@@ -72,9 +72,9 @@ def absorb_preemption() -> str | None:
     """In an ``except CancelledError`` of the current task: if the cancellation was the bridge taking its work back
     (and nothing else cancelled it too), undo it and return why (the pool); else None (re-raise)."""
     task = asyncio.current_task()
-    if task is None or task not in _TAKEN_BACK:
+    why = _TAKEN_BACK.pop(task, None) if task is not None else None  # answered once: the task may hold again
+    if why is None or task is None:
         return None
-    why = _TAKEN_BACK[task]
     if task.cancelling() and task.uncancel() > 0:
         return None  # cancelled for another reason as well (the client went away): that wins
     return why
@@ -144,6 +144,7 @@ class FairPool:
         self.held = 0
         self.reclaiming = 0
         self.tenants: dict[str, _Tenant] = {}  # the n: tenants holding or waiting
+        self._taking: dict[Any, int] = {}  # holdings being taken back: the room each will give back
         self._idle: dict[str, _Tenant] = {}
         self.waiters: list[_Waiter] = []
         self.preempted = 0
@@ -215,8 +216,8 @@ class FairPool:
         self.discharge(tenant, task)
 
     def _reclaimed(self, state: _Tenant, holding: Any) -> None:
-        if state.reclaiming and was_taken_back(self._task(holding)):
-            size = min(self._size(holding), state.reclaiming)
+        if state.reclaiming:
+            size = self._taking.pop(holding, 0)
             state.reclaiming -= size
             self.reclaiming -= size
 
@@ -386,7 +387,7 @@ class FairPool:
         for holding in state.holdings:
             task = self._task(holding)
             size = self._size(holding)
-            if task is not None and not was_taken_back(task) and size >= best_size:
+            if task is not None and holding not in self._taking and not was_taken_back(task) and size >= best_size:
                 best, best_size = holding, size
         if best is None:
             return False
@@ -395,8 +396,9 @@ class FairPool:
     def take_back(self, tenant: str, holding: Any, reason: str) -> bool:
         """End ``holding`` of ``tenant``'s (its room comes back when its work has stopped)."""
         size = self._size(holding)
-        if not take_back_task(self._task(holding), self.what):
+        if holding in self._taking or not take_back_task(self._task(holding), self.what):
             return False
+        self._taking[holding] = size
         state = self.tenants[tenant]
         state.reclaiming += size
         self.reclaiming += size
@@ -413,7 +415,8 @@ class FairPool:
         for tenant, state in self.tenants.items():
             for holding in state.holdings:
                 size = self._size(holding)
-                if size >= most and self._task(holding) is not None and not was_taken_back(self._task(holding)):
+                if size >= most and holding not in self._taking and self._task(holding) is not None \
+                        and not was_taken_back(self._task(holding)):
                     found, most = (tenant, holding), size
         return found
 
