@@ -358,8 +358,8 @@ class FairPool:
         state = self.tenants.get(tenant)
         holds = state.holds if state is not None else 0
         tenants = self._present(tenant)
-        if fair_holds(self.capacity, holds, tenants):
-            return False
+        if fair_holds(self.capacity, holds, tenants) or (holds and holds + size > self.cap(tenant)):
+            return False  # at its fair share, or at its own cap: nothing taken back that it could not use
         took = False
         while self.capacity - self.held + self.reclaiming < size:
             chosen, most = None, holds + size  # taken from only while it would still hold more than the asker

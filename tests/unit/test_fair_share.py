@@ -371,3 +371,18 @@ async def test_a_sandbox_refusal_says_nothing_of_what_other_tenants_hold() -> No
     why = await own.acquire_or_why("asker", 0.01)  # at its own share alone
     assert why == "share" and "this tenant's runs hold its fair share" in busy_note(why, 2, 0.01)
     await end([other, mine])
+
+
+async def test_nothing_is_taken_back_for_a_tenant_at_its_own_cap() -> None:
+    slots = FairSlots(4, lambda tenant: 1 if tenant == "capped" else 4)
+    hog = [unit(slots, "hog") for _ in range(4)]
+    await settle()
+    capped = [unit(slots, "capped", 0.05) for _ in range(2)]
+    await settle()
+    assert capped[0].outcome == "held" and slots.held("hog") == 3  # its one unit, taken back for it
+    for _ in range(20):
+        await asyncio.sleep(0.02)
+        if capped[1].outcome != "waiting":
+            break
+    assert capped[1].outcome == "refused:share" and slots.held("hog") == 3  # past its cap: nothing more taken
+    await end(hog, capped)
