@@ -10,7 +10,7 @@ back. The rule, with ``C`` the pool's capacity and ``n`` the tenants holding or 
   tenant may hold alone: the pool's share setting) — the pool is used fully while nobody else wants it;
 * the pool is full and the asker holds less than ``C / n`` (its fair share): the bridge takes room back from the
   tenant holding the most above its ``C / n`` — its largest holding, the newest among equals (a request answered
-  503 / a stream ended with ``response.failed``, code ``preempted_for_fairness``: :func:`take_back_task`), until
+  503 / a stream ended with ``response.failed``, code ``preempted_for_fairness``: preemption.py), until
   the asker fits; tenants at or under their share are never taken from, nor one that would not still hold more
   than the asker then holds (with more tenants than units, a unit is never passed back and forth);
 * otherwise the request waits in the pool's queue, bounded (:attr:`FairPool.queue`): room given back goes to the
@@ -26,66 +26,19 @@ nobody waiting) is O(1): a count per tenant; the holders are scanned only when t
 from __future__ import annotations
 
 import asyncio
-import weakref
 from collections.abc import Callable
 from typing import Any, Literal
 
 import structlog
 
 from .observability.metrics import POOL_PREEMPTED
-from .protocol.errors import APIError
+from .preemption import PREEMPTED, current_task, take_back_task, was_taken_back
 
-PREEMPTED = "preempted_for_fairness"
-"""The error code of work the bridge took back (fairness, or the memory backstop: services/memory_watch.py)."""
+__all__ = ["PREEMPTED", "FairPool", "FairSlots", "Reason", "Refused", "fair_holds"]
 
 Reason = Literal["share", "full", "queue"]
 log = structlog.get_logger("responses_bridge.fair_share")
 IDLE_KEPT = 256
-
-_TAKEN_BACK: weakref.WeakKeyDictionary[asyncio.Task[Any], str] = weakref.WeakKeyDictionary()
-
-
-def current_task() -> asyncio.Task[Any] | None:
-    """The running task, or None outside one (nothing to take back then)."""
-    try:
-        return asyncio.current_task()
-    except RuntimeError:
-        return None
-
-
-def take_back_task(task: asyncio.Task[Any] | None, why: str) -> bool:
-    """End the work of ``task`` because the bridge takes back what it holds (``why``: which pool, said in the
-    error): it is cancelled, and whoever catches the cancellation asks :func:`absorb_preemption` whether it was
-    this, to answer ``preempted_for_fairness`` rather than treat it as a client gone away. False: nothing to end."""
-    if task is None or task.done() or task in _TAKEN_BACK:
-        return False
-    _TAKEN_BACK[task] = why
-    task.cancel(PREEMPTED)
-    return True
-
-
-def was_taken_back(task: asyncio.Task[Any] | None) -> bool:
-    return task is not None and task in _TAKEN_BACK
-
-
-def absorb_preemption() -> str | None:
-    """In an ``except CancelledError`` of the current task: if the cancellation was the bridge taking its work back
-    (and nothing else cancelled it too), undo it and return why (the pool); else None (re-raise)."""
-    task = asyncio.current_task()
-    why = _TAKEN_BACK.pop(task, None) if task is not None else None  # answered once: the task may hold again
-    if why is None or task is None:
-        return None
-    if task.cancelling() and task.uncancel() > 0:
-        return None  # cancelled for another reason as well (the client went away): that wins
-    return why
-
-
-def preempted_error(why: str) -> APIError:
-    """The answer of work taken back: a retryable 503 (``Retry-After`` where an HTTP answer is still to give)."""
-    return APIError(503, f"This request was ended to give {why} back: the bridge takes it back from the caller "
-                    "holding the most above its fair share when another holds less than its own, or when the "
-                    "process's real memory passes its high watermark; retry shortly.", type="server_error",
-                    code=PREEMPTED)
 
 
 def _counted(what: str) -> Callable[[str, str, int], None]:

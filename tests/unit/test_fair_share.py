@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
-from responses_bridge.fair_share import absorb_preemption
+from responses_bridge.preemption import absorb_preemption
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.protocol.request import parse_request_object
 from responses_bridge.run.subagents import COST_PER_SHARED_BYTE, subagent_worker

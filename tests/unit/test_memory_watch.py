@@ -10,7 +10,7 @@ import pytest
 import structlog
 
 from responses_bridge.allocator import resident_bytes
-from responses_bridge.fair_share import absorb_preemption
+from responses_bridge.preemption import absorb_preemption
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.services.memory_budget import MemoryBudget, Reservation
 from responses_bridge.services.memory_watch import MemoryWatch

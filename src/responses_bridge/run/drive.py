@@ -27,8 +27,8 @@ from typing import Any, Protocol, TypeVar
 import structlog
 
 from ..engine.wire import Reply, UpstreamRequest
-from ..fair_share import absorb_preemption, preempted_error
 from ..observability import gen_ai, tracing
+from ..preemption import absorb_preemption, preempted_error
 from ..protocol.errors import APIError, shut_down_mid_response
 from .runs import Run
 from .upstream import UpstreamClient, UpstreamFailure

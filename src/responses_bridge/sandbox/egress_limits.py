@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..fair_share import FairPool, current_task
+from ..fair_share import FairPool
 from ..observability import metrics
+from ..preemption import current_task
 
 BRIDGE_FLOOR = 16
 """The cap never goes below this, whatever the descriptor limit."""

@@ -32,8 +32,9 @@ import hashlib
 
 import structlog
 
-from ..fair_share import PREEMPTED, FairPool, Refused, current_task
+from ..fair_share import FairPool, Refused
 from ..observability.metrics import MEMORY_HELD, MEMORY_PREEMPTED, MEMORY_REFUSED
+from ..preemption import PREEMPTED, current_task
 from ..protocol.errors import APIError
 from ..store.base import DEFAULT_TENANT
 

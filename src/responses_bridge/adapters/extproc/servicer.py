@@ -47,7 +47,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc
 from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingResponse
 
 from ...envoy_config import HANDS_OFF_METADATA
-from ...fair_share import absorb_preemption
+from ...preemption import absorb_preemption
 from ...runtime import Runtime
 from .decode import Undecodable
 from .observe import StreamObservation

@@ -11,7 +11,7 @@ import structlog
 from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingRequest, ProcessingResponse
 
 from ...envoy_config import CLIENT_CONTEXT_HEADERS
-from ...fair_share import preempted_error
+from ...preemption import preempted_error
 from ...protocol.errors import APIError
 from ...protocol.multi_agent import beta_surface
 from ...services.limits import RETRY_AFTER_SECONDS

@@ -13,7 +13,7 @@ import asyncio
 
 from aiohttp import web
 
-from ...fair_share import absorb_preemption, preempted_error
+from ...preemption import absorb_preemption, preempted_error
 from ...protocol.errors import APIError
 from ...services.limits import Slot, TenantLimits
 from ...services.memory_budget import Held, MemoryBudget
