@@ -42,26 +42,41 @@ class PoolSettings(BaseSettings):
 
     memory_budget_bytes: int | None = Field(default=None, ge=0, description=(
         "memory the requests in flight of the sidecar may hold together, estimated as 30 times each body's bytes "
-        "(what a request costs parsed, translated and stored, at most); past it new requests wait up to 2 s, then "
-        "get 503 `server_overloaded` with Retry-After; WebSocket turns count from when they are queued. Unset: half "
+        "(what a request costs parsed, translated and stored, at most); past it a tenant under its fair share takes "
+        "room back from the one most above its own (docs/operations.md), others wait up to 2 s in a bounded "
+        "queue, then get 503 `server_overloaded` with Retry-After; WebSocket turns count from when they are "
+        "queued. Unset: half "
         "the container's memory limit (else the machine's); with several workers each takes its share; 0: no "
         "budget"))
     memory_budget_share: float = Field(default=0.5, gt=0, le=1, description=(
         "the part of the memory budget one tenant's requests in flight may hold together when it is alone (with "
         "`auth: none`, one caller's, told apart by its Authorization key; callers sending none share one); beside "
-        "others less, by the fair-share rule (docs/operations.md), so several tenants never take it all; past it "
-        "that tenant's new requests wait up to 2 s, then get 503 `memory_share_exceeded` with Retry-After while "
-        "the others are served; 1: no share, first come first served"))
+        "others an equal part, by the fair-share rule (docs/operations.md), so several tenants never take it all; "
+        "past it that tenant's new requests wait up to 2 s, then get 503 `memory_share_exceeded` with Retry-After "
+        "while the others are served; 1: no share alone, an equal part beside others"))
+    memory_watch_interval: float = Field(default=1.0, ge=0, description=(
+        "seconds between readings of the process's real memory (cgroup v2 `memory.current` with one worker in a "
+        "cgroup with a limit, else its RSS) by the memory backstop: past `memory_high_watermark_bytes` new "
+        "requests get 503 `server_overloaded` and the largest request held is ended each reading (503 / "
+        "`response.failed`, `preempted_for_fairness`) until it is under `memory_low_watermark_bytes`; 0: off"))
+    memory_high_watermark_bytes: int = Field(default=0, ge=0, description=(
+        "the real memory past which the memory backstop acts (see `memory_watch_interval`); 0: the process's use "
+        "at start plus 64 MiB plus its memory budget"))
+    memory_low_watermark_bytes: int = Field(default=0, ge=0, description=(
+        "the real memory under which the memory backstop admits new requests again; 0: the process's use at "
+        "start plus 64 MiB plus three quarters of its memory budget"))
     upstream_max_connections: int = Field(default=0, ge=0, description=(
         "the sidecar's own upstream model calls open at once in one process, every tenant's together (each "
         "upstream's connection pool is bounded by it too); a call that finds none within "
-        "`upstream_connect_timeout` fails with 503 `upstream_connections_exceeded`. Shared by the fair-share rule "
-        "(see docs/operations.md). 0: what the process holds, derived at start from its descriptor limit (half "
-        "of it, two per stream) and its memory budget (64 KiB per stream), the smaller, at least 256 "
+        "`upstream_connect_timeout` (or finds 4 calls per connection waiting) fails with 503 "
+        "`upstream_connections_exceeded`. Shared by the fair-share rule, which takes a call back for a tenant under "
+        "its share (see docs/operations.md). 0: what the process holds, derived at start from its descriptor limit "
+        "(half of it, two per stream) and its memory budget (64 KiB per stream), the smaller, at least 256 "
         "(docs/operations.md, Sizing)"))
     upstream_tenant_connections: int = Field(default=0, ge=0, description=(
         "of `upstream_max_connections`, what one tenant's calls may hold when it is alone; beside other tenants "
-        "less, by the fair-share rule, so several tenants never take them all; 0: half where tenants are told apart "
+        "an equal part, by the fair-share rule, so several tenants never take them all; 0: half where tenants are "
+        "told apart "
         "(auth keys or header), all of them with auth none"))
     upstream_response_connections: int = Field(default=8, ge=1, description=(
         "upstream model calls one response may have open at once, its own turn and its subagents' together (the "

@@ -44,6 +44,7 @@ from .services.files import FileService, files_directory
 from .services.identity import Identity, sidecar_token
 from .services.limits import TenantLimits
 from .services.memory_budget import MemoryBudget, Reservation
+from .services.memory_watch import MemoryWatch, default_source
 from .services.prompts import PromptService
 from .services.retention import RetentionService
 from .services.retrieval.embedders import Embedder, embedder_from_settings
@@ -105,11 +106,18 @@ class Runtime:
     memory: MemoryBudget = field(init=False, repr=False)
     # the sidecar's own upstream calls at once: bridge-wide, per tenant and per response (run/upstream_gate.py)
     upstream_gate: UpstreamGate = field(init=False, repr=False)
+    # the real memory of the process against the budget: the backstop (services/memory_watch.py)
+    memory_watch: MemoryWatch = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.limits = TenantLimits(self.settings)
         self.memory = MemoryBudget(self.settings.memory_budget(), self.settings.memory_budget_share,
                                    by_client_key=self.settings.auth == "none")
+        settings = self.settings
+        self.memory_watch = MemoryWatch(self.memory, source=default_source(settings.worker_count()),
+                                        high=settings.memory_high_watermark_bytes,
+                                        low=settings.memory_low_watermark_bytes,
+                                        interval=settings.memory_watch_interval)
         self.upstream_gate = UpstreamGate(self.settings.upstream_max_connections, self.settings.upstream_share,
                                           self.settings.upstream_response_connections,
                                           self.settings.upstream_connect_timeout)
@@ -200,11 +208,17 @@ class Runtime:
                    files=files, uploads=uploads, embedder=embedder, chunks=stores.chunks, vector_stores=vector_stores,
                    containers=containers, skills=skills,
                    background=background, agents=AgentService(stores.agents),
-                   retention=retention, trimmer=trimmer, gauges=gauges)
+                   retention=retention, trimmer=trimmer, gauges=gauges).watching()
+
+    def watching(self) -> Runtime:
+        """This runtime with its memory backstop started (it reads the process's use at start)."""
+        self.memory_watch.start()
+        return self
 
     async def close(self) -> None:
         await self.retention.stop()
         await self.trimmer.stop()
+        await self.memory_watch.stop()
         await self.gauges.stop()
         await self.background.close()  # runs still going are stored as failed before the store closes
         await self.upstream.close()

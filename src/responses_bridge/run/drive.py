@@ -28,6 +28,7 @@ import structlog
 
 from ..engine.wire import Reply, UpstreamRequest
 from ..observability import gen_ai, tracing
+from ..preemption import absorb_preemption, preempted_error
 from ..protocol.errors import APIError, shut_down_mid_response
 from .runs import Run
 from .upstream import UpstreamClient, UpstreamFailure
@@ -123,6 +124,12 @@ async def drive(run: Run, call: UpstreamRequest | None, upstream: UpstreamClient
     except ShutdownDeadline:
         sink.ending()
         return await run.fail(shut_down_mid_response())
+    except asyncio.CancelledError:  # the bridge took back what the run held (fair_share.py): it fails saying so
+        why = absorb_preemption()
+        if why is None:
+            raise
+        sink.ending()
+        return await run.fail(preempted_error(why))
 
 
 def _told(span: Any, run: Run) -> None:

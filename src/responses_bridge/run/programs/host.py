@@ -2,9 +2,11 @@
 process's memory budget while it runs, and a worker process (pool.py) bounded at that memory.
 
 Slots (``RESPONSES_BRIDGE_PROGRAM_SLOTS``) are :class:`~responses_bridge.sandbox.slots.FairSlots`: with tenants, one
-tenant holds at most all but one of them, and a freed slot goes to the waiting tenant that holds the fewest — so
-however many programs one tenant queues (``while (true) {}`` each), another tenant's program waits at most for one
-program to end (its time bound), never behind the queue. A program that gets no slot within
+tenant holds at most all but one of them; with all busy, a tenant under its fair share takes the slot of the newest
+program of the tenant holding the most above its own (its run is cancelled; the slot comes back when its worker
+stops, within the time bound), and a freed slot goes to the waiting tenant that holds the fewest — so however many
+programs one tenant queues (``while (true) {}`` each), another tenant's program waits at most for one program to
+end, never behind the queue. A program that gets no slot within
 ``RESPONSES_BRIDGE_PROGRAM_SLOT_WAIT`` seconds ends ``incomplete`` saying so. While it runs, the program's bound
 (``RESPONSES_BRIDGE_PROGRAM_MEMORY_BYTES``) is reserved for its tenant in the memory budget — the run cannot import
 services/, so the budget is reached through :data:`MemoryHold`, given by the composition root (runtime.py); a
@@ -87,7 +89,7 @@ class ProgramHost:
 
     def __post_init__(self) -> None:
         total = self.bounds.slots
-        self.slots = FairSlots(total, self.share or (lambda tenant: total))
+        self.slots = FairSlots(total, self.share or (lambda tenant: total), what="program slots")
         self.pool = WorkerPool(self.bounds.memory_bytes, keep=total, setting=MEMORY_SETTING,
                                answer_bytes=self.bounds.memory_bytes // ANSWER_COST)
         # a thread per slot waits on its worker: a program's seconds never hold the default executor's threads
@@ -100,10 +102,13 @@ class ProgramHost:
     async def run(self, tenant: str, code: str, names: list[str], results: list[str], *, seed: int,
                   clock_ms: int) -> ProgramRun:
         """Run one program for ``tenant`` once it has a slot and its memory; what it came to."""
-        if not await self.slots.acquire(tenant, self.bounds.slot_wait):
+        why = await self.slots.acquire_or_why(tenant, self.bounds.slot_wait)
+        if why is not None:
+            busy = (f"this tenant's other programs hold its fair share of the {self.bounds.slots} slots"
+                    if why == "share" else f"all {self.bounds.slots} slots are busy")
             return ProgramRun("incomplete", limit="slots", result=(
                 f"Program stopped: no program slot came free within {self.bounds.slot_wait:g} s ({WAIT_SETTING}): "
-                f"this tenant's other programs hold its share of the {self.bounds.slots} slots ({SLOTS_SETTING})."))
+                f"{busy} ({SLOTS_SETTING})."))
         held: Releasable | None = None
         try:
             if self.hold is not None:
