@@ -17,7 +17,13 @@ from .configuration_updates import UNSET, configured
 from .content_parts import chat_part, user_content
 from .multi_agent_tools import ROOT_AGENT
 from .options import EngineOptions
-from .programs import check_programs_answered, made_by_program_run, program_call_ids, program_tool_call
+from .programs import (
+    RUN_ITEM_TYPES,
+    check_programs_answered,
+    made_by_program_run,
+    program_call_ids,
+    program_tool_call,
+)
 from .served_fields import check_served_fields, reasoning_in_context
 from .server_tools import image_replay_note
 from .tools import CUSTOM_INPUT, ToolPlan, loaded_tools, plan_tools
@@ -30,9 +36,21 @@ def plan_request_tools(request: ResponsesRequest, history: list[dict[str, Any]],
     ``served``: the server-side tool types the caller's tool loop runs (``builtin_tools.SERVED_TOOL_TYPES``)."""
     plan = plan_tools(request.params.tools, options.unsupported_tools,
                       loaded=loaded_tools(history, request.input_items) or None, served=served)
-    plan.program_calls = program_call_ids(history, request.input_items)
-    check_programs_answered(request.params.tools or (), history, request.input_items)
+    if not _messages_only(history, request.input_items):  # programs' calls and outputs are other items
+        plan.program_calls = program_call_ids(history, request.input_items)
+        check_programs_answered(request.params.tools or (), history, request.input_items)
     return plan
+
+
+def _messages_only(*item_lists: list[dict[str, Any]]) -> bool:
+    """Are these items all messages? Then none is a program's call or output or a ``configuration_update``, and
+    the passes that look for those are skipped: a request that uses neither feature (most have one message of
+    input) pays one look at each item's type for both."""
+    for items in item_lists:
+        for item in items:
+            if item.get("type") != "message":
+                return False
+    return True
 
 
 def build_chat_request(
@@ -80,7 +98,8 @@ def build_chat_request(
         response_format = _response_format(p.text.format, options)
         if response_format is not None:
             body["response_format"] = response_format
-    _apply_configuration_updates(body, history, request.input_items, options)
+    if not _messages_only(history, request.input_items):
+        _apply_configuration_updates(body, history, request.input_items, options)
     if p.text is not None and p.text.verbosity is not None:
         body["verbosity"] = p.text.verbosity  # OpenAI's Chat Completions has it; other servers ignore it
     set_turn_tools(body, request.params.tool_choice, request.params.parallel_tool_calls, plan, first=True)
@@ -143,7 +162,7 @@ def items_to_messages(items: list[dict[str, Any]], messages: list[dict[str, Any]
     for item in items:
         kind = item["type"]
         if (plan.program_calls and item.get("call_id") in plan.program_calls and kind != "program") \
-                or made_by_program_run(item):
+                or (kind in RUN_ITEM_TYPES and made_by_program_run(item)):
             continue  # a program's own tool call or its output: the model sees the program and its output only
         if "agent" in item and item["agent"]["agent_name"] != ROOT_AGENT:
             continue  # a subagent's own turns (multi-agent): the root read its result through wait_agent

@@ -44,7 +44,7 @@ from . import auto_compaction, compaction, prewarm, reasoning, truncation
 from .long_events import LONG_EVENT_BYTES, parsed, step
 from .options import EngineOptions
 from .output_builder import OutputBuilder, UpstreamProtocolError, completion_as_chunk
-from .programs import program_signer
+from .programs import PROGRAM_TOOL, program_signer
 from .prompt_tools import PromptToolCalls, as_prompt_tools
 from .request_translation import build_chat_request, plan_request_tools
 from .response_object import new_response
@@ -132,7 +132,8 @@ class Translator(ClientStream, CompactionTurns):
         open_responses_names = open_responses_names or options.event_names == "open-responses"
         self._builder = OutputBuilder(self.response, encoder_for(self._events, open_responses_names),
                                       targets=targets, summary=reasoning.wants_summary(p.reasoning), seal=seal)
-        self._builder.program_sign = program_signer(sealer) if sealer is not None else None
+        if sealer is not None and _offers_programs(p.tools):  # only a program's call is signed
+            self._builder.program_sign = program_signer(sealer)
         self._decoder = None
         # the work on_upstream_chunk left for catch_up (engine/long_events.py): the chunks a long event was cut
         # into, and the payloads after it. One object for the translator's life, emptied in place, so a door can
@@ -422,3 +423,8 @@ class Translator(ClientStream, CompactionTurns):
             return APIError(502, str(exc), type="server_error", code="server_error")
         self._buffer = []
         return None
+
+
+def _offers_programs(tools: list[Any] | None) -> bool:
+    """Does the request offer ``programmatic_tool_calling``, the only way the model gets to call a program?"""
+    return bool(tools) and any(isinstance(tool, dict) and tool.get("type") == PROGRAM_TOOL for tool in tools or ())
