@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from ..protocol.errors import invalid_request
+from ..protocol.input_items import messages_only
 from ..protocol.request import ResponsesRequest
 from .computer_tool import computer_call_arguments, screenshot_message
 from .configuration_updates import UNSET, configured
@@ -36,21 +37,10 @@ def plan_request_tools(request: ResponsesRequest, history: list[dict[str, Any]],
     ``served``: the server-side tool types the caller's tool loop runs (``builtin_tools.SERVED_TOOL_TYPES``)."""
     plan = plan_tools(request.params.tools, options.unsupported_tools,
                       loaded=loaded_tools(history, request.input_items) or None, served=served)
-    if not _messages_only(history, request.input_items):  # programs' calls and outputs are other items
+    if not messages_only(history, request.input_items):  # programs' calls and outputs are other items
         plan.program_calls = program_call_ids(history, request.input_items)
         check_programs_answered(request.params.tools or (), history, request.input_items)
     return plan
-
-
-def _messages_only(*item_lists: list[dict[str, Any]]) -> bool:
-    """Are these items all messages? Then none is a program's call or output or a ``configuration_update``, and
-    the passes that look for those are skipped: a request that uses neither feature (most have one message of
-    input) pays one look at each item's type for both."""
-    for items in item_lists:
-        for item in items:
-            if item.get("type") != "message":
-                return False
-    return True
 
 
 def build_chat_request(
@@ -98,7 +88,7 @@ def build_chat_request(
         response_format = _response_format(p.text.format, options)
         if response_format is not None:
             body["response_format"] = response_format
-    if not _messages_only(history, request.input_items):
+    if not messages_only(history, request.input_items):
         _apply_configuration_updates(body, history, request.input_items, options)
     if p.text is not None and p.text.verbosity is not None:
         body["verbosity"] = p.text.verbosity  # OpenAI's Chat Completions has it; other servers ignore it

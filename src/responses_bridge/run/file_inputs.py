@@ -30,6 +30,7 @@ from ..engine.state import RenderedPrompt
 from ..protocol.call_outputs import pair_call_outputs
 from ..protocol.errors import APIError, invalid_request
 from ..protocol.file_refs import LoadedFile
+from ..protocol.input_items import messages_only
 from ..protocol.item_references import has_references, resolve_references
 from ..protocol.request import ResponsesRequest
 
@@ -56,9 +57,10 @@ async def prepare_input(request: ResponsesRequest, history: list[dict[str, Any]]
     """The request's input made whole once its history is loaded, for every run kind: ``item_reference`` items
     replaced by the items they name (in the stored input too), call outputs without ``call_id`` paired
     (protocol/call_outputs.py), and the parts naming a file resolved for the upstream (here)."""
-    if has_references(request.input_items):
-        request.input_items[:] = resolve_references(history, request.input_items)
-    pair_call_outputs(history, request.input_items)
+    if not messages_only(request.input_items):  # references and call outputs are items of their own
+        if has_references(request.input_items):
+            request.input_items[:] = resolve_references(history, request.input_items)
+        pair_call_outputs(history, request.input_items)
     prompt_items = prompt.input_items if prompt is not None else []
     if not (names_files(history) or names_files(request.input_items) or names_files(prompt_items)):
         return PreparedInput(history, None, prompt, None)
