@@ -43,6 +43,7 @@ THIS_TREE = Path(__file__).resolve().parents[4]  # the checkout this benchmark r
 SIDES = ("A", "B", "A'")
 CONTROL = "A'/A"
 SLICES = 10  # of the throughput section, dealt in turn
+ROUNDS_SHOWN = ("cpu_ms_per_json", "envoy_cpu_ms_per_json", "json_per_s")  # printed round by round too
 FIGURES = ("cpu_ms_per_json", "cpu_us_per_chunk_bursted", "cpu_us_per_chunk_paced", "envoy_cpu_ms_per_json",
            "messages_per_json", "messages_per_chunk", "json_p50_ms", "stream_p50_ms", "json_per_s",
            "cpu_ms_per_json_concurrent")
@@ -246,9 +247,9 @@ async def _burst(session: aiohttp.ClientSession, target: CostTarget, concurrency
     return time.perf_counter() - started
 
 
-def _ratios(by_round: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+def _ratios(by_round: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, Any]]:
     """Per figure: A's median, B's, and the medians over the rounds of B/A and A'/A."""
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, dict[str, Any]] = {}
     for figure in FIGURES:
         if figure not in by_round[0]["A"]:
             continue
@@ -256,7 +257,8 @@ def _ratios(by_round: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, 
         usable = [(a, b, c) for a, b, c in pairs if a > 0]
         out[figure] = {"A": statistics.median(a for a, _, _ in pairs), "B": statistics.median(b for _, b, _ in pairs),
                        "B/A": statistics.median(b / a for a, b, _ in usable) if usable else float("nan"),
-                       CONTROL: statistics.median(c / a for a, _, c in usable) if usable else float("nan")}
+                       CONTROL: statistics.median(c / a for a, _, c in usable) if usable else float("nan"),
+                       "rounds": [[round(b / a, 3), round(c / a, 3)] for a, b, c in usable]}
     return out
 
 
@@ -275,6 +277,10 @@ def print_ab(results: dict[str, Any]) -> None:
         for figure, v in figures.items():
             print(f"{figure:<32}{_cell(v['A'], 10, '.3f')}{_cell(v['B'], 10, '.3f')}{_cell(v['B/A'], 8, '.2f')}"
                   f"{_cell(v[CONTROL], 8, '.2f')}")
+        for figure in ROUNDS_SHOWN:  # each round's pair: how far the medians can be trusted
+            if figure in figures:
+                pairs = " ".join(f"{b:.2f}/{c:.2f}" for b, c in figures[figure]["rounds"])
+                print(f"  {figure} by round (B/A / A'/A): {pairs}")
 
 
 def _cell(value: float | None, width: int, spec: str) -> str:
