@@ -65,3 +65,4 @@ def test_the_ab_report_keeps_each_rounds_pair_beside_the_medians() -> None:
     figure = _ratios(rounds)["cpu_ms_per_json"]
     assert figure["rounds"] == [[0.9, 1.1], [1.1, 1.0], [1.0, 0.9]]
     assert figure["B/A"] == 1.0 and figure["A'/A"] == 1.0 and figure["A"] == 1.0 and figure["B"] == 1.0
+    assert figure["B/mean(A,A')"] == pytest.approx(2 * 1.0 / 1.9)  # rounds: 0.857, 1.1, 1.053
