@@ -248,7 +248,7 @@ bridge makes otherwise is ``<prefix>_<hex>``): these items have no ``caller`` fi
 must not read them back as calls of its own."""
 
 
-_RUN_ITEM_TYPES = frozenset({"mcp_call", "web_search_call", "file_search_call", "code_interpreter_call",
+RUN_ITEM_TYPES = frozenset({"mcp_call", "web_search_call", "file_search_call", "code_interpreter_call",
                              "image_generation_call", "shell_call", "shell_call_output"})
 
 
@@ -259,7 +259,7 @@ def program_run_id(item_id: str) -> str:
 
 def made_by_program_run(item: Mapping[str, Any]) -> bool:
     """Is this an item of a program's call of the bridge's own tools (or that call's output)?"""
-    if item.get("type") not in _RUN_ITEM_TYPES:
+    if item.get("type") not in RUN_ITEM_TYPES:
         return False
     for key in ("id", "call_id"):
         value = item.get(key)

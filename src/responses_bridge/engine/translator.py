@@ -406,3 +406,4 @@ class Translator(ClientStream, CompactionTurns):
             return APIError(502, str(exc), type="server_error", code="server_error")
         self._buffer = []
         return None
+

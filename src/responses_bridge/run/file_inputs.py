@@ -31,6 +31,7 @@ from ..engine.state import RenderedPrompt
 from ..protocol.call_outputs import pair_call_outputs
 from ..protocol.errors import APIError, invalid_request
 from ..protocol.file_refs import LoadedFile
+from ..protocol.input_items import messages_only
 from ..protocol.item_references import ItemFinder, has_references, resolve_stored
 from ..protocol.request import ResponsesRequest
 
@@ -63,9 +64,10 @@ async def prepare_input(request: ResponsesRequest, history: list[dict[str, Any]]
     replaced by the items they name (in the stored input too; one not in the history is looked up among the
     tenant's stored ``items``), call outputs without ``call_id`` paired (protocol/call_outputs.py), and the parts
     naming a file resolved for the upstream (here)."""
-    if has_references(request.input_items):
-        request.input_items[:] = await resolve_stored(history, request.input_items, items, tenant=tenant)
-    pair_call_outputs(history, request.input_items)
+    if not messages_only(request.input_items):  # references and call outputs are items of their own
+        if has_references(request.input_items):
+            request.input_items[:] = await resolve_stored(history, request.input_items, items, tenant=tenant)
+        pair_call_outputs(history, request.input_items)
     prompt_items = prompt.input_items if prompt is not None else []
     if not (names_files(history) or names_files(request.input_items) or names_files(prompt_items)):
         return PreparedInput(history, None, prompt, None)
