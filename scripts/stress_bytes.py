@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import aiohttp
 import orjson
 
+from responses_bridge.devtools.checkout.process_memory import process_rss_mb
 from responses_bridge.devtools.procs import ManagedProcess, envoy_binary, free_port, wait_http
 from responses_bridge.envoy_config import render_bootstrap
 
@@ -172,14 +173,14 @@ def large_body(mib: int) -> bytes:
 
 async def memory(session: aiohttp.ClientSession, sidecar: ManagedProcess, base: str, count: int,
                  body: bytes) -> dict[str, float]:
-    idle = sidecar.rss_mb()
+    idle = process_rss_mb(sidecar.pid)
     peak = idle
     sampling = True
 
     async def sample() -> None:
         nonlocal peak
         while sampling:
-            peak = max(peak, sidecar.rss_mb())
+            peak = max(peak, process_rss_mb(sidecar.pid))
             await asyncio.sleep(0.02)
 
     sampler = asyncio.create_task(sample())
@@ -191,14 +192,14 @@ async def memory(session: aiohttp.ClientSession, sidecar: ManagedProcess, base: 
                 answer = await response.read()
                 if response.status != 200:
                     raise RuntimeError(f"a large request answered {response.status}: {answer[:300]!r}")
-            after_each.append(sidecar.rss_mb())
+            after_each.append(process_rss_mb(sidecar.pid))
     finally:
         sampling = False
         await sampler
     quiet: list[float] = []  # what the process still holds once it is quiet, each second for SETTLE_SECONDS
     for _ in range(SETTLE_SECONDS):
         await asyncio.sleep(1.0)
-        quiet.append(sidecar.rss_mb())
+        quiet.append(process_rss_mb(sidecar.pid))
     settled = quiet[-1]
     return {"idle_mb": idle, "peak_mb": peak, "after_each_mb": after_each, "quiet_mb": quiet, "settled_mb": settled,
             "settled_over_idle_mb": settled - idle}

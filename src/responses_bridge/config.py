@@ -240,6 +240,11 @@ class Settings(PoolSettings, AgentSandboxSettings, AutomationSettings, CodeSandb
     envoy_connect_timeout: float = Field(default=5.0, gt=0, description=(
         "`envoy-config --connect-timeout`: seconds Envoy tries to connect to the upstream, the processor or the "
         "HTTP door"))
+    envoy_max_requests: int = Field(default=0, ge=0, description=(
+        "`envoy-config --max-requests`: the circuit breakers of every cluster Envoy renders (the upstream's, the "
+        "processor's, the HTTP door's): requests in flight, requests waiting for a connection and connections, "
+        "each; past it Envoy answers 503 at once (its own default, 1,024, refuses the 1,025th concurrent stream). "
+        "0: 10,000 per worker of `workers`, what one process is sized to hold (docs/operations.md, Sizing)"))
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
@@ -326,8 +331,30 @@ class Settings(PoolSettings, AgentSandboxSettings, AutomationSettings, CodeSandb
         return self
 
     @model_validator(mode="after")
+    def _derived_pools(self) -> Settings:
+        if not self.upstream_max_connections:  # 0: sized from this process's descriptors and memory
+            from .config_pools import stream_capacity
+            from .memory_limits import default_budget
+
+            self.upstream_max_connections = stream_capacity(self.memory_budget() or default_budget(
+                self.worker_count()))
+        return self
+
+    @model_validator(mode="after")
     def _upstream_references(self) -> Settings:
         check_references(self.upstreams, self.models, self.default_upstream)
+        return self
+
+    @model_validator(mode="after")
+    def _program_memory_fits(self) -> Settings:
+        """A program bound set above what one tenant may hold of the memory budget stops the start, naming both
+        (program_memory.py); unset, it is derived to fit (:meth:`program_memory`)."""
+        if "program_memory_bytes" in self.model_fields_set:
+            from .program_memory import no_room
+
+            problem = no_room(self.program_memory_bytes, self.memory_budget(), self.memory_budget_share)
+            if problem is not None:
+                raise ValueError(problem)
         return self
 
     def router(self) -> Router:
@@ -392,6 +419,15 @@ class Settings(PoolSettings, AgentSandboxSettings, AutomationSettings, CodeSandb
 
             return default_budget(self.worker_count())
         return self.memory_budget_bytes // self.worker_count() if self.memory_budget_bytes else 0
+
+    def program_memory(self) -> int:
+        """One program's memory bound: as set, else derived from what one tenant may hold of this process's memory
+        budget (program_memory.py)."""
+        if "program_memory_bytes" in self.model_fields_set:
+            return self.program_memory_bytes
+        from .program_memory import derived_bound
+
+        return derived_bound(self.memory_budget(), self.memory_budget_share)
 
     def _worker_share(self, total: int) -> int:
         """This process's part of a sidecar-wide count (0: one per core) when ``workers`` share it: at least 1."""

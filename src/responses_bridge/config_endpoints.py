@@ -34,6 +34,15 @@ class EndpointSettings(BaseSettings):
     upstream_via: str | None = None
     http_host: str = "127.0.0.1"
     http_port: int = DEFAULT_HTTP_PORT
+    http_head_timeout: float = Field(default=10.0, ge=0, description=(
+        "seconds a request's head (request line and headers) may take to reach the HTTP door, from its first "
+        "byte: a slower head is answered 408 `request_timeout` and its connection closed, so clients sending a "
+        "byte at a time hold no descriptor and task for long; `envoy-config` renders it as Envoy's "
+        "`request_headers_timeout`; 0: no bound"))
+    http_keepalive_timeout: float = Field(default=75.0, gt=0, description=(
+        "seconds an HTTP door connection may stay open with no request on it (a new one that sends nothing, one "
+        "kept alive between requests) before the door closes it; `envoy-config` has Envoy drop its own idle "
+        "connections to the door after half of it, so the door never closes one Envoy is about to reuse"))
     extproc_host: str = "127.0.0.1"
     extproc_port: int = DEFAULT_EXTPROC_PORT
     extproc_uds: str | None = Field(default=None, description=(

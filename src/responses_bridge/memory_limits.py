@@ -10,11 +10,12 @@ CGROUP_LIMITS = (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/
 
 def default_budget(workers: int) -> int:
     """Half of the memory this process may use (its cgroup's limit, else the machine's), per worker."""
-    limit = _cgroup_limit() or _machine_memory()
+    limit = cgroup_limit() or _machine_memory()
     return max(64 << 20, limit // 2 // max(1, workers)) if limit else 0
 
 
-def _cgroup_limit() -> int | None:
+def cgroup_limit() -> int | None:
+    """The cgroup's memory limit (v2, else v1), or None where there is none."""
     for path in CGROUP_LIMITS:
         try:
             text = path.read_text().strip()

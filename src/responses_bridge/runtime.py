@@ -25,6 +25,7 @@ from .engine.wire import Framing
 from .observability import metrics
 from .observability.logs import note_upstream
 from .periodic import Periodic
+from .program_memory import no_room
 from .run.programs.host import ProgramBounds, ProgramHost
 from .run.response_run import ResponseRun
 from .run.runs import Run
@@ -42,7 +43,8 @@ from .services.file_inputs import FileInputs
 from .services.files import FileService, files_directory
 from .services.identity import Identity, sidecar_token
 from .services.limits import TenantLimits
-from .services.memory_budget import COST_PER_BODY_BYTE, MemoryBudget, Reservation
+from .services.memory_budget import MemoryBudget, Reservation
+from .services.memory_watch import MemoryWatch, default_source
 from .services.prompts import PromptService
 from .services.retention import RetentionService
 from .services.retrieval.embedders import Embedder, embedder_from_settings
@@ -104,11 +106,18 @@ class Runtime:
     memory: MemoryBudget = field(init=False, repr=False)
     # the sidecar's own upstream calls at once: bridge-wide, per tenant and per response (run/upstream_gate.py)
     upstream_gate: UpstreamGate = field(init=False, repr=False)
+    # the real memory of the process against the budget: the backstop (services/memory_watch.py)
+    memory_watch: MemoryWatch = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.limits = TenantLimits(self.settings)
         self.memory = MemoryBudget(self.settings.memory_budget(), self.settings.memory_budget_share,
                                    by_client_key=self.settings.auth == "none")
+        settings = self.settings
+        self.memory_watch = MemoryWatch(self.memory, source=default_source(settings.worker_count()),
+                                        high=settings.memory_high_watermark_bytes,
+                                        low=settings.memory_low_watermark_bytes,
+                                        interval=settings.memory_watch_interval)
         self.upstream_gate = UpstreamGate(self.settings.upstream_max_connections, self.settings.upstream_share,
                                           self.settings.upstream_response_connections,
                                           self.settings.upstream_connect_timeout)
@@ -189,7 +198,8 @@ class Runtime:
                           failure="metrics_refresh_failed", first_delay=0, failure_level="warning")
         gauges.start()
         return cls(settings=settings, store=stores.responses, options=settings.engine_options(), sealer=sealer,
-                   conversations=ConversationService(stores.conversations), prompts=PromptService(stores.prompts),
+                   conversations=ConversationService(stores.conversations, stores.responses),
+                   prompts=PromptService(stores.prompts),
                    chat_completions=ChatCompletionService(
                        stores.chat_completions, enabled=settings.store_chat_completions),
                    upstream=upstream, clients=clients, router=settings.router(), server_tools=server_tools,
@@ -198,11 +208,17 @@ class Runtime:
                    files=files, uploads=uploads, embedder=embedder, chunks=stores.chunks, vector_stores=vector_stores,
                    containers=containers, skills=skills,
                    background=background, agents=AgentService(stores.agents),
-                   retention=retention, trimmer=trimmer, gauges=gauges)
+                   retention=retention, trimmer=trimmer, gauges=gauges).watching()
+
+    def watching(self) -> Runtime:
+        """This runtime with its memory backstop started (it reads the process's use at start)."""
+        self.memory_watch.start()
+        return self
 
     async def close(self) -> None:
         await self.retention.stop()
         await self.trimmer.stop()
+        await self.memory_watch.stop()
         await self.gauges.stop()
         await self.background.close()  # runs still going are stored as failed before the store closes
         await self.upstream.close()
@@ -335,16 +351,19 @@ class Runtime:
 
 
 def program_host(settings: Settings, memory: MemoryBudget, sealer: Sealer) -> ProgramHost:
-    """Where programs run: their slots shared by tenant as sandboxes' are, each program's memory bound held in the
-    memory budget for its tenant while it runs (the run reaches the budget only through this hold)."""
+    """Where programs run: their slots shared by tenant as sandboxes' are, each program's memory bound (derived from
+    the budget unless set: program_memory.py) held in the memory budget for its tenant while it runs, and its answer
+    while the response keeps it (the run reaches the budget only through this hold)."""
     slots = settings.program_slots
+    bound = settings.program_memory()
+    problem = no_room(bound, memory.total, memory.share)
+    if problem is not None:  # only a budget below the setting's floor comes here: a bound set too high stops the start
+        log.warning("programs_without_memory", why=problem)
 
     async def hold(tenant: str, size: int) -> Reservation:
-        # the budget counts body bytes at COST_PER_BODY_BYTE each: this many stand for the program's bound
-        return await memory.reserve(-(-size // COST_PER_BODY_BYTE), holder=tenant)
+        return await memory.charge(tenant, size)
 
-    return ProgramHost(program_signer(sealer),
-                       ProgramBounds(slots, settings.program_slot_wait, settings.program_memory_bytes),
+    return ProgramHost(program_signer(sealer), ProgramBounds(slots, settings.program_slot_wait, bound),
                        share=lambda tenant: slots if settings.auth == "none" else max(1, slots - 1), hold=hold)
 
 

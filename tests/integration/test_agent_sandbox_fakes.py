@@ -1,7 +1,7 @@
-"""The test doubles of the agent-sandbox backend, driven by the real ``k8s-agent-sandbox`` client: the fake
-Kubernetes API (devtools/fake_kube.py) creates, watches and deletes the CRDs' objects and readies a claim with a
-pod IP; the stand-in pod (devtools/standin_pod.py) serves the runtime's file REST API and gRPC ProcessService and
-runs what it is given in bubblewrap. What the backend's own tests stand on must behave as the client expects."""
+"""The test doubles of the agent-sandbox backend, driven by the real ``k8s-agent-sandbox`` client: the fake Kubernetes
+API (devtools/checkout/fake_kube.py) creates, watches and deletes the CRDs' objects and readies a claim with a pod
+IP; the stand-in pod (devtools/checkout/standin_pod.py) serves the runtime's file REST API and gRPC ProcessService
+and runs what it is given in bubblewrap. What the backend's own tests stand on must behave as the client expects."""
 
 from __future__ import annotations
 

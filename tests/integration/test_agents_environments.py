@@ -290,7 +290,7 @@ async def test_standalone_environments_and_their_files(client: openai.AsyncOpenA
     ({"env": {"A": 1}}, "env.A"),
     ({"desktop": {"enabled": True}}, "desktop.enabled"),
     ({"plugins": [{"type": "inline"}]}, "plugins"),
-    ({"capability_directories": ["/workspace/caps"]}, "capability_directories"),
+    ({"capability_directories": ["/etc/caps"]}, "capability_directories[0]"),
     ({"shared": True}, "shared"),
 ])
 async def test_what_a_template_cannot_hold_is_a_400_naming_it(http: aiohttp.ClientSession, body: dict[str, Any],

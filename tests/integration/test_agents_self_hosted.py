@@ -93,7 +93,7 @@ async def test_a_self_hosted_environment_is_checked(http: aiohttp.ClientSession)
                                ({"type": "self_hosted", "workspace_directory": "relative"},
                                 "environment.workspace_directory"),
                                ({"type": "self_hosted", "workspace_directory": "/w",
-                                 "capability_directories": ["/w/skills"]}, "environment.capability_directories"),
+                                 "capability_directories": ["../skills"]}, "environment.capability_directories[0]"),
                                ({"type": "self_hosted", "workspace_directory": "/w", "remote": True},
                                 "environment.remote")]:
         body = {"agent": {"model": MODEL}, "input": "x", "environment": environment}

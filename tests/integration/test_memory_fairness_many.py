@@ -4,9 +4,9 @@ a real sidecar (``auth: none``: callers told apart by their key) with a 256 MiB 
 Two, then three attackers each hold as many legal requests with a slow answer (a stream the fake upstream stalls)
 as the budget lets them, 31.9 MiB of the budget each (17 steps of the HTTP door's reading). With a fixed share of a
 half, two of them held 255 of the 256 MiB and every request of another caller was refused (503). With the
-fair-share rule, each attacker is given room only while it leaves free at least half what it then holds: the
-victim's requests, one after another and then together, are all answered — through the HTTP door and through
-Envoy (the ext_proc door's body phase).
+fair-share rule (fair_share.py), a caller under its fair share takes room back from the one holding the most above
+its own: the victim's requests, one after another and then together, are all answered — through the HTTP door and
+through Envoy (the ext_proc door's body phase).
 """
 
 from __future__ import annotations
@@ -89,7 +89,11 @@ async def test_another_caller_is_answered_as_alone_beside_two_and_three_attacker
         try:
             refusals = [await hold_all_it_may(session, base, f"sk-attacker-{at}", streams) for at in range(attackers)]
             assert len(streams) >= attackers + 2, "the attackers held less than the attack needs"
-            assert all(refused and set(refused) == {"memory_share_exceeded"} for refused in refusals), refusals
+            # refused for its own share, or (the last, under its share) for a budget full of work it may not take
+            # back without leaving another under what it would then hold
+            assert all(refused and set(refused) <= {"memory_share_exceeded", "server_overloaded"}
+                       for refused in refusals), refusals
+            assert set(refusals[0]) == {"memory_share_exceeded"}, refusals
             assert await stack.held_bytes() >= BUDGET * 2 // 3  # 191 MiB by two, 223 MiB by three
             answers = [await victim.responses.create(model=MODEL, input=f"victim {at} {VICTIM}") for at in range(6)]
             together = await asyncio.gather(*(victim.responses.create(model=MODEL, input=f"together {at} {VICTIM}")

@@ -23,7 +23,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from responses_bridge.devtools.procs import descendants, free_port, process_status_mb
+from responses_bridge.devtools.checkout.process_memory import descendants, process_status_mb
+from responses_bridge.devtools.procs import free_port
 from responses_bridge.envoy_config import Auth, render_bootstrap
 from responses_bridge.run.programs.isolate import DEFAULT_TIMEOUT
 from tests.support.bridge import Sidecar, keys_command, running_sidecar

@@ -19,7 +19,7 @@ import openai
 import psutil
 import pytest
 
-from responses_bridge.devtools.procs import process_rss_mb
+from responses_bridge.devtools.checkout.process_memory import process_rss_mb
 from tests.support.envoy import have_envoy
 from tests.support.gateway import Gateway, running_gateway
 

@@ -46,11 +46,19 @@ def test_the_first_event_is_the_first_byte_that_is_not_a_comment(head: bytes, st
 
 
 def test_the_sidecar_rss_sums_its_processes_and_keeps_each_one() -> None:
-    class Sidecar:  # a sidecar that started a worker after its idle reading
-        def tree_rss_mb(self) -> dict[int, float]:
-            return {100: 12.0, 101: 5.0}
-
     rss = RssPeak({100: 10.0})
-    rss.probe(Sidecar())  # type: ignore[arg-type]
+    rss.probe({100: 12.0, 101: 5.0})  # a sidecar that started a worker after its idle reading
     assert rss.summary() == {"idle": 10.0, "under_load": 17.0, "processes": 2, "per_process": {
         "100": {"idle": 10.0, "under_load": 12.0}, "101": {"idle": 0.0, "under_load": 5.0}}}
+
+
+def test_the_ab_report_keeps_each_rounds_pair_beside_the_medians() -> None:
+    from responses_bridge.devtools.checkout.bench_ab import _ratios
+
+    rounds = [{"A": {"cpu_ms_per_json": 1.0}, "B": {"cpu_ms_per_json": 0.9}, "A'": {"cpu_ms_per_json": 1.1}},
+              {"A": {"cpu_ms_per_json": 2.0}, "B": {"cpu_ms_per_json": 2.2}, "A'": {"cpu_ms_per_json": 2.0}},
+              {"A": {"cpu_ms_per_json": 1.0}, "B": {"cpu_ms_per_json": 1.0}, "A'": {"cpu_ms_per_json": 0.9}}]
+    figure = _ratios(rounds)["cpu_ms_per_json"]
+    assert figure["rounds"] == [[0.9, 1.1], [1.1, 1.0], [1.0, 0.9]]
+    assert figure["B/A"] == 1.0 and figure["A'/A"] == 1.0 and figure["A"] == 1.0 and figure["B"] == 1.0
+    assert figure["B/mean(A,A')"] == pytest.approx(2 * 1.0 / 1.9)  # rounds: 0.857, 1.1, 1.053

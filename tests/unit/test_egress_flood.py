@@ -94,9 +94,9 @@ async def test_the_connection_past_the_limit_is_refused_before_its_head(host: Ho
 
 
 async def test_every_calls_connections_together_stay_under_the_bridges_cap(host: Host) -> None:
-    """Four tenants' floods of 8 against a cap of 10 hold 5, 3, 1 and 1 by the fair-share rule (alone 5; then each
-    no more than twice what it leaves; a tenant holding none gets a free one): the whole cap, never past it, and a
-    fifth tenant's connection is refused naming the bridge's cap."""
+    """Four tenants' floods of 8 against a cap of 10 (alone 5 each): the first two take the cap, then each
+    newcomer is given connections taken back from the tenants above their fair share (C / n) — the whole cap, never
+    past it once the taken-back ones are closed, each near 10 / 4 — and a fifth tenant's call is still relayed."""
     limits = EgressLimits(connections=64, bridge_connections=10)
     tenants = ("t1", "t2", "t3", "t4", "t5")
     proxies = [await _proxy(host, limits, tenant) for tenant in tenants]
@@ -104,25 +104,23 @@ async def test_every_calls_connections_together_stay_under_the_bridges_cap(host:
         writers = []
         for proxy in proxies[:4]:
             writers += await _flood(proxy, 8)
-            await asyncio.sleep(0.2)  # each flood counted before the next tenant's (the order the shares follow)
+            await asyncio.sleep(0.2)  # each flood counted before the next tenant's, the taken-back ones closed
         held = [SHARES.held(tenant) for tenant in tenants[:4]]
-        reader, writer = await asyncio.open_unix_connection(proxies[4].socket_path)
-        refused = await asyncio.wait_for(reader.read(), 5)
-        writer.close()
+        answer = await exchange(proxies[4], f"GET http://app.test:{host.port}/echo-headers HTTP/1.1\r\n\r\n"
+                                .encode())
         for one in writers:
             one.close()
     finally:
         for proxy in proxies:
             await proxy.close()
-    assert held == [5, 3, 1, 1], held
-    assert b"X-Egress-Outcome: bridge_connection_limit" in refused
+    assert sum(held) == 10 and min(held) >= 2 and max(held) <= 3, held
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
 
 
 async def test_one_tenants_calls_hold_only_its_share_and_another_tenants_call_gets_its_connections(
         host: Host) -> None:
     """The flood the bridge-wide cap once lost to: one tenant's 4 calls trying 8 connections each, with a cap of
-    16. They hold its share, 8; the other tenant's call gets what the fair-share rule gives a second tenant at once
-    (5: it then leaves 3, more than half what it holds), each relayed."""
+    16. They hold its share, 8; the other tenant's call gets its connections, each relayed."""
     limits = EgressLimits(connections=8, bridge_connections=16)
     greedy = [await _proxy(host, limits, "greedy") for _ in range(5)]
     other = await _proxy(host, limits, "other")
@@ -147,8 +145,8 @@ async def test_one_tenants_calls_hold_only_its_share_and_another_tenants_call_ge
 async def test_another_tenants_call_is_relayed_beside_two_and_three_flooding_tenants(
         host: Host, attackers: int) -> None:
     """With a fixed half each, two tenants' floods took the cap of 16 whole and a third tenant's call was refused
-    (``bridge_connection_limit``). By the fair-share rule the floods hold 8, 5 (and 2): the victim's call is
-    relayed."""
+    (``bridge_connection_limit``). By the fair-share rule a third flood is given connections taken back from the
+    first two, and the victim's call is relayed as well."""
     limits = EgressLimits(connections=64, bridge_connections=16)
     floods = [await _proxy(host, limits, f"attacker-{at}") for at in range(attackers)]
     victim = await _proxy(host, limits, "victim")
@@ -164,5 +162,5 @@ async def test_another_tenants_call_is_relayed_beside_two_and_three_flooding_ten
     finally:
         for proxy in (*floods, victim):
             await proxy.close()
-    assert held == [8, 5, 2][:attackers], held
+    assert sum(held) <= 16 and min(held) >= 16 // (attackers + 1), held
     assert answer.startswith(b"HTTP/1.1 200"), answer[:200]

@@ -459,3 +459,61 @@ def test_the_rendered_timeouts_are_settings(monkeypatch: pytest.MonkeyPatch) -> 
     assert load_settings().json_keepalive_interval() == 1.25
     assert load_settings(json_keepalive_seconds=1).json_keepalive_interval() == 1
     assert load_settings(json_keepalive_seconds=0).json_keepalive_interval() == 0
+
+
+def _rendered_command(*argv: str) -> dict:
+    parser = argparse.ArgumentParser()
+    envoy_config.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["envoy-config", *argv])
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert args.func(args) == 0
+    return yaml.safe_load(out.getvalue())
+
+
+def _breakers(config: dict) -> dict[str, tuple[int, int, int]]:
+    """(max_requests, max_pending_requests, max_connections) of each cluster, by name."""
+    found = {}
+    for cluster in config["static_resources"]["clusters"]:
+        (threshold,) = cluster["circuit_breakers"]["thresholds"]
+        assert threshold["priority"] == "DEFAULT"
+        found[cluster["name"]] = (threshold["max_requests"], threshold["max_pending_requests"],
+                                  threshold["max_connections"])
+    return found
+
+
+def test_every_cluster_s_circuit_breakers_hold_the_streams_the_sidecar_holds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Envoy's default breakers (1,024 requests a cluster) answered the 1,025th concurrent stream a 503: every
+    cluster the bootstrap renders (the upstream's, the processor's, the HTTP door's) holds 10,000 per worker by
+    default, or what ``envoy_max_requests`` / ``--max-requests`` says."""
+    names = {"llm_upstream", "responses_bridge_extproc", "responses_bridge_http", "responses_bridge_files"}
+    assert _breakers(_rendered_command()) == dict.fromkeys(names, (10_000, 10_000, 10_000))
+    assert set(_breakers(_rendered_command("--workers", "3")).values()) == {(30_000, 30_000, 30_000)}
+    monkeypatch.setenv("RESPONSES_BRIDGE_ENVOY_MAX_REQUESTS", "4000")
+    assert set(_breakers(_rendered_command()).values()) == {(4000, 4000, 4000)}
+    assert set(_breakers(_rendered_command("--max-requests", "25000")).values()) == {(25_000, 25_000, 25_000)}
+    several = bootstrap_dict(**dict(DEMO, upstreams=[UpstreamSpec(name="a", url="http://10.0.0.1:8000/v1"),
+                                                     UpstreamSpec(name="b", url="http://10.0.0.2:8000/v1")]),
+                             max_requests=7)
+    assert len(_breakers(several)) == 5 and set(_breakers(several).values()) == {(7, 7, 7)}
+
+
+def test_the_head_deadline_and_the_door_s_keepalive_are_the_http_door_s_settings(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Envoy cuts a slow request head at the HTTP door's ``http_head_timeout`` (its 408 in the door's words), and
+    drops its idle connections to the door at half the door's ``http_keepalive_timeout``, so the door never
+    closes one Envoy is about to reuse."""
+    monkeypatch.setenv("RESPONSES_BRIDGE_HTTP_HEAD_TIMEOUT", "7")
+    monkeypatch.setenv("RESPONSES_BRIDGE_HTTP_KEEPALIVE_TIMEOUT", "30")
+    config = _rendered_command()
+    for listener in config["static_resources"]["listeners"]:
+        hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+        assert hcm["request_headers_timeout"] == "7s"
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    head = next(mapper["body_format_override"]["json_format"]["error"] for mapper in hcm["local_reply_config"][
+        "mappers"] if "request_header_timeout" in str(mapper["filter"]))
+    assert head["code"] == "request_timeout" and "within 7 s" in head["message"]
+    clusters = {cluster["name"]: cluster for cluster in config["static_resources"]["clusters"]}
+    for name in ("responses_bridge_http", "responses_bridge_files"):
+        options = clusters[name]["typed_extension_protocol_options"]
+        assert next(iter(options.values()))["common_http_protocol_options"]["idle_timeout"] == "15s"

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
 import pytest
 
-from responses_bridge.fair_share import FairShare
+from responses_bridge.preemption import absorb_preemption
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.protocol.request import parse_request_object
 from responses_bridge.run.subagents import COST_PER_SHARED_BYTE, subagent_worker
@@ -20,7 +20,7 @@ from responses_bridge.run.upstream import UpstreamFailure
 from responses_bridge.run.upstream_gate import UpstreamGate
 from responses_bridge.run.upstream_scope import upstream_scope
 from responses_bridge.sandbox.egress_limits import ConnectionShares
-from responses_bridge.sandbox.slots import FairSlots
+from responses_bridge.sandbox.slots import FairSlots, busy_note
 from responses_bridge.services.memory_budget import SHARE_EXCEEDED, MemoryBudget
 
 MiB = 1 << 20
@@ -28,115 +28,216 @@ TOOLS = [{"type": "function", "name": f"lookup_{at}", "description": "d" * 4096,
           "parameters": {"type": "object", "properties": {}}} for at in range(16)]
 
 
-def greedy(rule: FairShare, holdings: dict[str, int], tenant: str, unit: int) -> int:
-    """``tenant`` takes ``unit`` after ``unit`` until the rule refuses; what it then holds."""
-    while rule.admits(sum(holdings.values()), holdings.get(tenant, 0), unit):
-        holdings[tenant] = holdings.get(tenant, 0) + unit
-    return holdings.get(tenant, 0)
+class Holder:
+    """One piece of work of ``tenant``'s: a task that takes a unit (or ``size`` of a memory budget) and holds it
+    until it is taken back (``outcome``: ``preempted`` and the pool named) or the test ends it."""
+
+    def __init__(self, acquire: Callable[[], Awaitable[Any]], release: Callable[[Any], None]) -> None:
+        self.outcome = "waiting"
+        self.task = asyncio.create_task(self._hold(acquire, release))
+
+    async def _hold(self, acquire: Callable[[], Awaitable[Any]], release: Callable[[Any], None]) -> None:
+        try:
+            got = await acquire()
+        except APIError as refused:
+            self.outcome = f"refused:{refused.code}"
+            return
+        except asyncio.CancelledError:
+            self.outcome = f"preempted:{absorb_preemption()}"
+            return
+        if got is False or isinstance(got, str):
+            self.outcome = f"refused:{got}"
+            return
+        self.outcome = "held"
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            why = absorb_preemption()
+            if why is None:
+                raise
+            self.outcome = f"preempted:{why}"
+        finally:
+            release(got)
 
 
-@pytest.mark.parametrize("attackers", [1, 2, 3, 5])
-def test_any_number_of_greedy_tenants_leave_the_next_one_room(attackers: int) -> None:
-    rule = FairShare(1024, 512)
-    holdings: dict[str, int] = {}
-    for n in range(attackers):
-        greedy(rule, holdings, f"attacker{n}", 1)
-    assert holdings["attacker0"] == 512  # alone: the share setting, as before
-    free = 1024 - sum(holdings.values())
-    assert free >= 1024 // (2 * 3 ** (attackers - 1))  # each left at least half what it took: 1/2, 1/6, 1/18 ...
-    assert rule.admits(sum(holdings.values()), 0, 1), "the next tenant was starved"
-    assert greedy(rule, holdings, "victim", 1) >= free // 3
+def unit(slots: FairSlots, tenant: str, wait: float = 30) -> Holder:
+    return Holder(lambda: slots.acquire_or_why(tenant, wait), lambda got: slots.release(tenant))
 
 
-def test_the_old_fixed_share_was_starved_by_two() -> None:
-    """What the rule replaces: each at most half, so two take it all (the attack of issue 56)."""
-    capacity, share = 1024, 512
-    holdings = {"a": share, "b": share}
-    assert sum(holdings.values()) == capacity
-    assert not FairShare(capacity, share).admits(sum(holdings.values()), 0, 1)  # and the rule never lets it be
-    rule = FairShare(capacity, share)
-    assert not rule.admits(512, 0, 512) and rule.admits(512, 0, 341) and not rule.admits(512, 0, 342)
+async def settle() -> None:
+    for _ in range(50):
+        await asyncio.sleep(0)
 
 
-def test_one_tenant_alone_reaches_its_cap_and_a_single_tenant_pool_all_of_it() -> None:
-    assert greedy(FairShare(40, 20), {}, "a", 1) == 20
-    assert greedy(FairShare(40, 40), {}, "a", 1) == 40
-    assert greedy(FairShare(4, 3, floor=1), {}, "a", 1) == 3
+def held(holders: list[Holder]) -> int:
+    return sum(holder.outcome == "held" for holder in holders)
 
 
-def test_a_unit_pool_gives_a_newcomer_its_first_unit_whenever_one_is_free() -> None:
-    rule = FairShare(4, 3, floor=1)
-    holdings = {"a": 3}
-    assert greedy(rule, holdings, "b", 1) == 1
-    assert not rule.admits(4, 0, 1)  # full: the third waits for a unit to be given back
+async def end(*groups: list[Holder]) -> None:
+    tasks = [holder.task for group in groups for holder in group]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def test_a_tenants_own_ceiling_is_kept() -> None:
-    rule = FairShare(8, 7, floor=1)
-    assert not rule.admits(0, 2, 1, cap=2) and rule.admits(0, 1, 1, cap=2)
+@pytest.mark.parametrize("greedy", [2, 4, 8])
+@pytest.mark.parametrize("together", [False, True], ids=["one-after-another", "together"])
+async def test_greedy_tenants_never_starve_the_next_one_in_a_pool_of_16(greedy: int, together: bool) -> None:
+    """Main's rule: 4 greedy tenants wanting 10 each held 8+5+2+1 of 16 and a 5th got nothing; now each greedy
+    tenant is taken back to its C/n, the newcomer served at once, and nobody at or under its share loses a unit."""
+    slots = FairSlots(16, lambda tenant: 8)
+    tenants = [f"greedy{at}" for at in range(greedy)]
+    holders: dict[str, list[Holder]] = {tenant: [] for tenant in tenants}
+    for tenant in tenants:
+        holders[tenant] += [unit(slots, tenant) for _ in range(10)]
+        if not together:
+            await settle()
+    await settle()
+    assert slots.busy == 16
+    fair = 16 // (greedy + 1)
+    victim = [unit(slots, "victim") for _ in range(fair + 1)]
+    await settle()
+    assert held(victim) >= fair, [holder.outcome for holder in victim]  # served at once, each up to C/n
+    for tenant in tenants:
+        outcomes = [holder.outcome for holder in holders[tenant]]
+        assert slots.held(tenant) >= min(fair, 8) - 1, (tenant, outcomes)
+        assert all(outcome in ("held", "waiting", "preempted:slots") for outcome in outcomes), outcomes
+    assert slots.busy <= 16
+    await end(victim, *holders.values())
+    assert slots.busy == 0
 
 
-def test_by_share_tells_a_tenants_share_from_a_full_pool() -> None:
-    rule = FairShare(100, 50)
-    assert rule.by_share(50, 0, 40)  # room for it, but it would leave less than half what it holds
-    assert not rule.by_share(100, 0, 1)  # no room at all: the pool is full
-    assert not rule.by_share(50, 0, 10)  # admitted
+async def test_a_tenant_at_or_under_its_share_is_never_taken_from() -> None:
+    slots = FairSlots(16, lambda tenant: 16)
+    small = [unit(slots, "small") for _ in range(4)]  # 4 of 16: under its share of 16/3 however the pool fills
+    big = [unit(slots, "big") for _ in range(12)]
+    await settle()
+    newcomer = [unit(slots, "newcomer") for _ in range(5)]
+    await settle()
+    assert [holder.outcome for holder in small] == ["held"] * 4
+    assert held(newcomer) == 5 and slots.held("big") == 7
+    assert sum(holder.outcome == "preempted:slots" for holder in big) == 5
+    assert [holder.outcome for holder in big[-5:]] == ["preempted:slots"] * 5  # the newest first
+    await end(small, big, newcomer)
 
 
-async def test_memory_budget_two_and_three_attackers_leave_a_victim_served() -> None:
-    for attackers in (2, 3):
-        budget = MemoryBudget(1024 * MiB)
-        held = []
-        for n in range(attackers):
-            for _ in range(2):  # each attacker's 18 MiB bodies: 540 MiB each, a share at most
-                try:
-                    held.append(await budget.reserve(18 * MiB, holder=f"attacker{n}", wait=0.01))
-                except APIError as refused:  # past its fair share
-                    assert refused.code == SHARE_EXCEEDED
-        assert budget.held_by("attacker0") == 512 * MiB
-        for _ in range(6):  # the victim's ordinary requests, one after another, each answered
-            (await budget.reserve(256 << 10, holder="victim", wait=0.01)).release()
-        together = [await budget.reserve(256 << 10, holder="victim", wait=0.01) for _ in range(6)]
-        assert budget.held_by("victim") == 6 * 30 * (256 << 10)
-        for reservation in [*held, *together]:
-            reservation.release()
-        assert budget.held == 0
+async def test_a_tenant_holding_nothing_is_never_told_it_holds_its_share() -> None:
+    slots = FairSlots(2, lambda tenant: 2, queue=1)
+    first = [unit(slots, "a") for _ in range(2)]
+    await settle()
+    waiting = unit(slots, "b", wait=0.05)  # under its share: a's newest is taken back for it
+    await settle()
+    assert waiting.outcome == "held" and slots.held("a") == 1
+    third = unit(slots, "c", wait=0.05)  # a holds 1 = 2/3 rounded: at its share, b at its: c waits, then is refused
+    for _ in range(20):
+        await asyncio.sleep(0.02)
+        if third.outcome != "waiting":
+            break
+    assert third.outcome in ("refused:full", "held"), third.outcome
+    again = unit(slots, "a", wait=0.05)
+    for _ in range(20):
+        await asyncio.sleep(0.02)
+        if again.outcome != "waiting":
+            break
+    assert again.outcome in ("refused:share", "refused:queue"), again.outcome
+    await end(first, [waiting, third, again])
 
 
-async def test_memory_budget_freed_room_goes_to_the_holder_that_holds_least() -> None:
-    budget = MemoryBudget(100, 0.5)
-    budget.share_bytes = 50  # whole bytes, for the arithmetic
-    first = await budget._take("a", 50)
-    waiting = asyncio.create_task(budget._take("b", 40, wait=5))
-    await asyncio.sleep(0)
-    assert not waiting.done()  # 40 would leave 10 free, less than half what it holds
-    budget._give_back("a", first)
-    assert await waiting == 40 and budget.held_by("b") == 40
+async def test_the_queue_is_bounded_and_its_places_are_fair() -> None:
+    slots = FairSlots(2, lambda tenant: 2, queue=3)
+    hog = [unit(slots, "hog") for _ in range(2)]
+    await settle()
+    hog_waits = [unit(slots, "hog") for _ in range(3)]  # the queue full of the hog's own
+    await settle()
+    extra = unit(slots, "hog")  # past the bound: refused at once, saying so
+    await settle()
+    assert extra.outcome == "refused:queue"
+    other = unit(slots, "other")  # takes a unit back from the hog, and its place in the queue is never refused
+    await settle()
+    assert other.outcome == "held"
+    assert [holder.outcome for holder in hog_waits].count("refused:queue") <= 1
+    await end(hog, hog_waits, [extra, other])
+    assert slots.busy == 0
 
 
-def test_egress_connection_shares_leave_a_victim_a_connection_with_three_attackers() -> None:
+def budget_holder(budget: MemoryBudget, holder: str, size: int) -> Holder:
+    return Holder(lambda: budget.reserve(size, holder=holder, wait=30), lambda got: got.release())
+
+
+@pytest.mark.parametrize("together", [False, True], ids=["one-after-another", "together"])
+async def test_memory_eight_greedy_tenants_leave_the_ninth_served(together: bool) -> None:
+    """The geometric rule left 64 KiB of 256 MiB after 8 tenants, and a 9th's small requests got 0/20."""
+    budget = MemoryBudget(256 * MiB)
+    greedy: list[Holder] = []
+    for at in range(8):
+        greedy += [budget_holder(budget, f"greedy{at}", 64 << 10) for _ in range(80)]  # 1.9 MiB each
+        if not together:
+            await settle()
+    await settle()
+    assert budget.held >= 256 * MiB - 2 * MiB
+    answered = 0
+    for _ in range(20):  # the 9th's ordinary requests, one after another
+        (await budget.reserve(2048, holder="victim", wait=5)).release()
+        answered += 1
+    together_now = [await budget.reserve(2048, holder="victim", wait=5) for _ in range(5)]
+    assert answered == 20 and budget.held_by("victim") == 5 * 2048 * 30
+    for reservation in together_now:
+        reservation.release()
+    assert all(holder.outcome in ("held", "waiting", "preempted:request memory") for holder in greedy)
+    await end(greedy)
+    assert budget.held == 0
+
+
+async def test_memory_share_refusal_only_for_a_holder_at_its_share() -> None:
+    budget = MemoryBudget(100 * MiB)
+    hog = await budget.charge("a", 50 * MiB)
+    with pytest.raises(APIError) as caught:
+        await budget.reserve(1 * MiB, holder="a", wait=0.01)  # past its alone cap: its share
+    assert caught.value.code == SHARE_EXCEEDED
+    budget.refusing = True  # the memory backstop: no new room, and a holder holding nothing is told the server's
+    with pytest.raises(APIError) as caught:
+        await budget.reserve(1024, holder="b", wait=0.01)
+    assert caught.value.code == "server_overloaded"
+    budget.refusing = False
+    hog.release()
+    assert budget.held == 0
+
+
+async def test_egress_connection_shares_leave_a_victim_a_connection_with_three_attackers() -> None:
     shares = ConnectionShares()
-    for attacker in ("a", "b", "c"):
-        while shares.admit(attacker, share=20, cap=40) is None:
-            pass
-    assert shares.held("a") == 20 and shares.held("b") < 20 and shares.held("c") < shares.held("b")
-    assert shares.admit("victim", share=20, cap=40) is None
-    refused = None
-    while refused is None:
-        refused = shares.admit("a", share=20, cap=40)
-    assert refused.outcome == "tenant_connection_limit" and "TENANT_CONNECTIONS" in refused.message
+
+    def connection(tenant: str) -> Holder:
+        async def admit() -> Any:
+            refused = shares.admit(tenant, share=20, cap=40)
+            return refused.outcome if refused is not None else True
+        return Holder(admit, lambda got: shares.release(tenant))
+
+    attackers = {tenant: [connection(tenant) for _ in range(30)] for tenant in ("a", "b", "c")}
+    await settle()
+    assert shares.total <= 40 and shares.held("a") <= 20
+    for tenant, holders in attackers.items():
+        assert 12 <= shares.held(tenant) <= 14, (tenant, shares.held(tenant))  # each about 40 / 3
+        refusals = {holder.outcome for holder in holders if holder.outcome.startswith("refused")}
+        assert refusals <= {"refused:tenant_connection_limit"}, refusals
+    victim = [connection("victim") for _ in range(5)]
+    await settle()
+    assert held(victim) == 5 and shares.total <= 40
+    await end(victim, *attackers.values())
+    assert shares.total == 0
 
 
 async def test_sandbox_slots_keep_their_api_and_the_next_tenant_gets_the_free_slot() -> None:
     slots = FairSlots(4, lambda tenant: 3)
-    for _ in range(3):
-        assert await slots.acquire("a", 0.01)
-    assert not await slots.acquire("a", 0.01)  # its share
-    assert await slots.acquire("b", 0.01)  # the one left, at once
-    waiting = asyncio.create_task(slots.acquire("c", 5))
-    await asyncio.sleep(0)
-    slots.release("a")
-    assert await waiting and slots.held("c") == 1
+    first = [unit(slots, "a", 0.01) for _ in range(4)]
+    await settle()
+    assert held(first) == 3
+    b = unit(slots, "b", 0.01)  # the one left, at once
+    await settle()
+    assert b.outcome == "held"
+    c = unit(slots, "c", 5)  # under its share: a's newest is taken back for it
+    await settle()
+    assert c.outcome == "held" and slots.held("a") == 2 and slots.held("c") == 1
+    await end(first, [b, c])
 
 
 class _CountingUpstream:
@@ -164,6 +265,10 @@ async def _turn(client: Any) -> str:
             return "answered"
     except UpstreamFailure as failure:
         return failure.error.code or ""
+    except asyncio.CancelledError:  # drive.py's part: the run fails preempted_for_fairness
+        if absorb_preemption() is None:
+            raise
+        return "preempted"
 
 
 async def test_one_response_holds_at_most_its_places_and_its_other_subagents_wait() -> None:
@@ -184,20 +289,21 @@ async def test_upstream_places_are_shared_fairly_and_a_call_without_one_is_refus
     gate = UpstreamGate(12, lambda tenant: 6, per_response=64, wait=0.05)
     attackers = [asyncio.create_task(_turn(gate.around(upstream, tenant)))  # type: ignore[arg-type]
                  for tenant in ("a", "b", "c") for _ in range(12)]
-    for _ in range(20):
-        await asyncio.sleep(0)
+    await settle()
     held = [gate.slots.held(tenant) for tenant in ("a", "b", "c")]
-    assert held[0] == 6 and sum(held) < 12, held  # alone 6; then each no more than twice what it leaves
+    assert held == [4, 4, 4], held  # alone 6; beside the others an equal part, taken back from the first ones
     victim = asyncio.create_task(_turn(gate.around(upstream, "victim")))  # type: ignore[arg-type]
-    for _ in range(20):
-        await asyncio.sleep(0)
+    await settle()
     assert gate.slots.held("victim") == 1  # at once, beside three tenants that want all of them
     await asyncio.sleep(0.2)  # past the wait: the attackers' calls that found no place are refused
     upstream.go.set()
-    refused = [code for code in await asyncio.gather(*attackers) if code != "answered"]
+    outcomes = await asyncio.gather(*attackers)
+    refused = [code for code in outcomes if code not in ("answered", "preempted")]
     assert refused and set(refused) == {"upstream_connections_exceeded"}
+    assert "preempted" in outcomes
     assert await victim == "answered"
     assert "RESPONSES_BRIDGE_UPSTREAM_MAX_CONNECTIONS" in gate.refused().message
+    assert "share" not in gate.refused("full").message and "share" in gate.refused("share").message
 
 
 async def test_a_subagent_without_room_in_the_budget_fails_saying_so_and_holds_nothing() -> None:
@@ -247,3 +353,36 @@ async def test_a_subagent_cancelled_while_it_waits_for_its_responses_place_takes
     upstream.go.set()
     assert await first == "answered" and await waiting[1] == "answered"
     assert gate.slots.busy == 0 and upstream.most == 1
+
+
+async def test_a_sandbox_refusal_says_nothing_of_what_other_tenants_hold() -> None:
+    """Main told a tenant refused a sandbox that "1 of them" was its own, its share, whoever held them; the note
+    now says the tenant's share only when it holds it, and never a count of anyone's."""
+    slots = FairSlots(1, lambda tenant: 1, what="sandbox slots")
+    other = unit(slots, "other")
+    await settle()
+    why = await slots.acquire_or_why("asker", 0.01)  # holds nothing: the other tenant holds its share, 1 of 1
+    assert why == "full"
+    note = busy_note(why, 1, 0.01)
+    assert "this tenant" not in note and "share" not in note and "of them" not in note, note
+    own = FairSlots(2, lambda tenant: 1, what="sandbox slots")
+    mine = unit(own, "asker")
+    await settle()
+    why = await own.acquire_or_why("asker", 0.01)  # at its own share alone
+    assert why == "share" and "this tenant's runs hold its fair share" in busy_note(why, 2, 0.01)
+    await end([other, mine])
+
+
+async def test_nothing_is_taken_back_for_a_tenant_at_its_own_cap() -> None:
+    slots = FairSlots(4, lambda tenant: 1 if tenant == "capped" else 4)
+    hog = [unit(slots, "hog") for _ in range(4)]
+    await settle()
+    capped = [unit(slots, "capped", 0.05) for _ in range(2)]
+    await settle()
+    assert capped[0].outcome == "held" and slots.held("hog") == 3  # its one unit, taken back for it
+    for _ in range(20):
+        await asyncio.sleep(0.02)
+        if capped[1].outcome != "waiting":
+            break
+    assert capped[1].outcome == "refused:share" and slots.held("hog") == 3  # past its cap: nothing more taken
+    await end(hog, capped)

@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 
 from responses_bridge.protocol.errors import APIError
-from responses_bridge.services.file_inputs import FileInputs, media_type_of
+from responses_bridge.services.file_inputs import TEXT_COST, FileInputs, media_type_of
 from responses_bridge.services.files import FileService
 from responses_bridge.services.memory_budget import COST_PER_BODY_BYTE, MemoryBudget
 from responses_bridge.store import SQLiteResponseStore
 from responses_bridge.store.sqlite.files import SQLiteFileStore
 
 PARAM = "input[0].content[1].file_id"
+CHARS = 1_000_000
 
 
 @pytest.fixture
@@ -41,7 +42,7 @@ async def test_a_file_is_read_reserved_and_given_back(files: FileService) -> Non
     data = b"\x89PNG\r\n\x1a\n" + b"x" * 100
     file_id = await upload(files, data, "dot.png")
     loaded = await inputs.load_file(file_id, tenant="a", max_bytes=1000, want_text=False, pdf_as_file=False,
-                                    param=PARAM)
+                                    param=PARAM, max_text_chars=CHARS)
     assert (loaded.data, loaded.media_type, loaded.size, loaded.text) == (data, "image/png", len(data), None)
     assert budget.held == len(data) * COST_PER_BODY_BYTE
     loaded.release()
@@ -52,14 +53,35 @@ async def test_text_is_extracted_and_a_pdf_kept_where_the_backend_reads_files(fi
     inputs = FileInputs(files, MemoryBudget(1 << 30))
     text_id = await upload(files, b"# Lamps\nnorth depot", "notes.md")
     loaded = await inputs.load_file(text_id, tenant="a", max_bytes=1000, want_text=True, pdf_as_file=False,
-                                    param=PARAM)
+                                    param=PARAM, max_text_chars=CHARS)
     assert (loaded.text, loaded.data) == ("# Lamps\nnorth depot", b"")
     pdf_id = await upload(files, b"%PDF-1.4 not really", "r.pdf")
-    kept = await inputs.load_file(pdf_id, tenant="a", max_bytes=1000, want_text=True, pdf_as_file=True, param=PARAM)
+    kept = await inputs.load_file(pdf_id, tenant="a", max_bytes=1000, want_text=True, pdf_as_file=True, param=PARAM,
+                                  max_text_chars=CHARS)
     assert (kept.media_type, kept.text) == ("application/pdf", None)
     with pytest.raises(APIError) as caught:  # a PDF that gives no text, where the backend reads none
-        await inputs.load_file(pdf_id, tenant="a", max_bytes=1000, want_text=True, pdf_as_file=False, param=PARAM)
+        await inputs.load_file(pdf_id, tenant="a", max_bytes=1000, want_text=True, pdf_as_file=False, param=PARAM,
+                               max_text_chars=CHARS)
     assert (caught.value.status, caught.value.param, caught.value.code) == (400, PARAM, "invalid_file")
+
+
+async def test_a_files_text_is_held_at_its_size_and_bounded_by_what_the_request_has_left(
+        files: FileService) -> None:
+    """A small file giving a great deal of text holds that text in the budget (not 30 times its stored bytes only),
+    until released; past the characters the request's files may still give it is refused, holding nothing."""
+    budget = MemoryBudget(1 << 30, 1.0)
+    inputs = FileInputs(files, budget)
+    text_id = await upload(files, b"z" * 20_000, "many.txt")
+    loaded = await inputs.load_file(text_id, tenant="a", max_bytes=1 << 20, want_text=True, pdf_as_file=False,
+                                    param=PARAM, max_text_chars=CHARS)
+    assert budget.held >= 20_000 * COST_PER_BODY_BYTE + 20_000 * TEXT_COST
+    loaded.release()
+    assert budget.held == 0
+    with pytest.raises(APIError) as caught:
+        await inputs.load_file(text_id, tenant="a", max_bytes=1 << 20, want_text=True, pdf_as_file=False,
+                               param=PARAM, max_text_chars=19_999)
+    assert (caught.value.status, caught.value.code) == (400, "invalid_file") and "in all" in caught.value.message
+    assert budget.held == 0
 
 
 async def test_another_tenants_file_and_a_file_past_the_bound(files: FileService) -> None:
@@ -67,12 +89,14 @@ async def test_another_tenants_file_and_a_file_past_the_bound(files: FileService
     inputs = FileInputs(files, budget)
     theirs = await upload(files, b"secret", "s.txt", tenant="b")
     with pytest.raises(APIError) as caught:
-        await inputs.load_file(theirs, tenant="a", max_bytes=1000, want_text=True, pdf_as_file=False, param=PARAM)
+        await inputs.load_file(theirs, tenant="a", max_bytes=1000, want_text=True, pdf_as_file=False, param=PARAM,
+                               max_text_chars=CHARS)
     assert (caught.value.status, caught.value.param, caught.value.code) == (404, PARAM, "not_found")
     assert caught.value.message == (await _files_404(files, theirs)).message
     big = await upload(files, b"y" * 2000, "big.txt")
     with pytest.raises(APIError) as caught:
-        await inputs.load_file(big, tenant="a", max_bytes=1999, want_text=True, pdf_as_file=False, param=PARAM)
+        await inputs.load_file(big, tenant="a", max_bytes=1999, want_text=True, pdf_as_file=False, param=PARAM,
+                               max_text_chars=CHARS)
     assert (caught.value.status, caught.value.code) == (400, "file_too_large")
     assert budget.held == 0
 

@@ -10,7 +10,12 @@ import pytest
 from responses_bridge.engine.options import EngineOptions
 from responses_bridge.protocol.errors import APIError
 from responses_bridge.protocol.file_refs import LoadedFile
-from responses_bridge.run.file_inputs import MAX_REQUEST_FILE_BYTES, FileResolution, names_files
+from responses_bridge.run.file_inputs import (
+    MAX_REQUEST_FILE_BYTES,
+    MAX_REQUEST_TEXT_CHARS,
+    FileResolution,
+    names_files,
+)
 
 PDF = b"%PDF-1.4 lamps"
 
@@ -19,12 +24,14 @@ class Loader:
     def __init__(self, files: dict[str, tuple[str, str, bytes]]) -> None:
         self.files = files  # id -> (filename, media type, bytes)
         self.loads: list[tuple[str, bool, int]] = []
+        self.text_left: list[int] = []  # max_text_chars of each load
         self.released: list[str] = []
 
     async def load_file(self, file_id: str, *, tenant: str, max_bytes: int, want_text: bool, pdf_as_file: bool,
-                        param: str) -> LoadedFile:
-        assert tenant == "t"
+                        param: str, max_text_chars: int) -> LoadedFile:
+        assert tenant == "t" and max_text_chars > 0
         self.loads.append((file_id, want_text, max_bytes))
+        self.text_left.append(max_text_chars)
         name, media, data = self.files[file_id]
         if len(data) > max_bytes:
             raise APIError(400, "too large", param=param, code="file_too_large")
@@ -83,6 +90,8 @@ async def test_a_file_is_read_once_the_bound_shrinks_and_the_memory_goes_back() 
     resolved = await resolution.resolve(items, "input")
     assert resolved[1]["output"][0]["type"] == "input_text"
     assert loader.loads == [("file-t", True, MAX_REQUEST_FILE_BYTES), ("file-i", False, MAX_REQUEST_FILE_BYTES - 5)]
+    # the text the request's files give is bounded in all, not per file: the second file may give what is left
+    assert loader.text_left == [MAX_REQUEST_TEXT_CHARS, MAX_REQUEST_TEXT_CHARS - len("hello")]
     resolution.release()
     resolution.release()  # idempotent
     assert sorted(loader.released) == ["file-i", "file-t"]

@@ -1,6 +1,7 @@
 """Programs in their worker processes (run/programs/worker.py, pool.py, host.py): every byte a program can touch,
 ArrayBuffers included, is bounded by the kernel in the worker, never held by the bridge; a worker that ends is
-replaced; slots are shared fairly among tenants and a program's bound is held in the memory budget while it runs."""
+replaced; slots are shared fairly among tenants and a program's bound is held in the memory budget while it runs,
+its answer (bounded) while the response keeps it."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from collections.abc import Iterator
 import pytest
 
 from responses_bridge.engine.programs import program_signer
+from responses_bridge.preemption import was_taken_back
 from responses_bridge.run.programs.host import ProgramBounds, ProgramHost
-from responses_bridge.run.programs.isolate import Limits
+from responses_bridge.run.programs.isolate import Limits, ProgramRun
 from responses_bridge.run.programs.pool import WorkerPool
 from responses_bridge.sealing import Sealer
 from responses_bridge.services.memory_budget import COST_PER_BODY_BYTE, MemoryBudget, Reservation
@@ -100,7 +102,8 @@ def test_a_worker_that_ends_ends_its_program_naming_the_bound_and_is_replaced(po
 
 async def test_one_tenants_queue_never_holds_anothers_program_past_one_time_bound() -> None:
     """Eight endless programs of one tenant that may hold both slots: the other tenant's one-line program takes the
-    first slot freed (one time bound), not a place behind the queue (four time bounds)."""
+    first slot freed (one time bound), not a place behind the queue (four time bounds) — the hog's newest program
+    taken back for it (fair_share.py: its run is cancelled, preempted_for_fairness), or ended by its time bound."""
     host = ProgramHost(SIGN, ProgramBounds(slots=2, slot_wait=60, timeout=2.0), share=lambda tenant: 2)
     try:
         await host.run("warm", "return 1", [], [], seed=1, clock_ms=0)  # a worker started before the clock runs
@@ -112,8 +115,9 @@ async def test_one_tenants_queue_never_holds_anothers_program_past_one_time_boun
         waited = time.monotonic() - started
         assert run.result == "mine"
         assert waited < 2 * 2.0, waited  # one program's time bound (and a worker's start), not the queue's 8 s
-        outcomes = await asyncio.gather(*hogs)
-        assert all(outcome.limit == "time" for outcome in outcomes)
+        outcomes = await asyncio.gather(*hogs, return_exceptions=True)
+        assert all(outcome.limit == "time" if isinstance(outcome, ProgramRun) else was_taken_back(hog)
+                   for hog, outcome in zip(hogs, outcomes, strict=True)), outcomes
     finally:
         host.close()
 
@@ -176,3 +180,52 @@ def test_an_idle_worker_is_stopped_and_a_program_after_starts_another() -> None:
         assert workers.started == 2
     finally:
         workers.close()
+
+
+WIDE = 'const big = "x".repeat(1 << 18); await Promise.all([1, 2, 3, 4].map(i => tools.t({a: big + i})))'
+"""Four pending calls of 256 KiB of arguments each: an answer of about 1 MiB."""
+
+
+def test_an_answer_past_what_a_program_may_return_is_never_read() -> None:
+    workers = WorkerPool(BOUND, keep=1, setting="RESPONSES_BRIDGE_PROGRAM_MEMORY_BYTES", answer_bytes=512 << 10)
+    try:
+        run = workers.run(WIDE, ["t"], [], seed=1, clock_ms=0, limits=Limits())
+        assert (run.status, run.limit, run.calls) == ("incomplete", "answer", []), run
+        assert "more than a program may return (0.5 MiB" in run.result and "PROGRAM_MEMORY_BYTES" in run.result
+        assert workers.run("return 3", [], [], seed=1, clock_ms=0, limits=Limits()).result == "3"  # another worker
+    finally:
+        workers.close()
+
+
+async def test_what_a_program_answered_is_held_for_its_tenant_until_let_go() -> None:
+    """Its bound is given back when it ends; its answer (the calls' arguments) is held in the budget at
+    ANSWER_COST per byte until the response lets it go, and a budget with no room for it ends the program
+    incomplete, naming the budget, holding nothing."""
+    from responses_bridge.run.programs.host import ANSWER_COST
+
+    budget = MemoryBudget(1 << 30, 1.0)
+
+    async def charge(tenant: str, size: int) -> Reservation:
+        return await budget.charge(tenant, size)
+
+    host = ProgramHost(SIGN, ProgramBounds(slots=1, memory_bytes=BOUND, timeout=2.0), hold=charge)
+    try:
+        run = await host.run("acme", WIDE, ["t"], [], seed=1, clock_ms=0)
+        assert run.status == "suspended" and len(run.pending) == 4, run
+        assert run.answer_bytes > 1 << 20 and budget.held_by("acme") == run.answer_bytes * ANSWER_COST
+        run.release()
+        run.release()
+        assert budget.held == 0
+        taken = MemoryBudget(2 << 20, 1.0)  # the room the bound gave back, taken by another caller meanwhile
+        await taken.charge("other", 2 << 20)
+
+        async def bound_then_none(tenant: str, size: int) -> Reservation:
+            return await (budget if size == BOUND else taken).charge(tenant, size)
+
+        host.hold = bound_then_none
+        refused = await host.run("acme", WIDE, ["t"], [], seed=1, clock_ms=0)
+        assert (refused.status, refused.limit, refused.calls) == ("incomplete", "memory_budget", []), refused
+        assert "no room to keep what it returned" in refused.result
+        assert budget.held == 0 and taken.held_by("acme") == 0
+    finally:
+        host.close()

@@ -207,14 +207,30 @@ async def test_one_tenant_s_endless_loops_leave_a_slot_for_another(mode: str) ->
 
 async def test_a_freed_slot_goes_to_the_tenant_holding_fewest() -> None:
     slots = FairSlots(2, lambda tenant: 2)
-    assert await slots.acquire("a", 1) and await slots.acquire("a", 1)
-    second_a = asyncio.create_task(slots.acquire("a", 5))
-    first_b = asyncio.create_task(slots.acquire("b", 5))
+    released = {tenant: asyncio.Event() for tenant in ("a", "b", "a2", "c")}
+
+    async def run(tenant: str, name: str) -> bool:
+        got = await slots.acquire(tenant, 5)
+        await released[name].wait()
+        slots.release(tenant)
+        return got
+
+    first_a, first_b = asyncio.create_task(run("a", "a")), asyncio.create_task(run("b", "b"))
     await asyncio.sleep(0)
-    slots.release("a")
-    assert await first_b and not second_a.done()  # b came later but holds none
-    slots.release("b")
-    assert await second_a and slots.held("a") == 2
+    second_a = asyncio.create_task(run("a", "a2"))
+    await asyncio.sleep(0)
+    first_c = asyncio.create_task(run("c", "c"))  # holds none, but no tenant holds more than one: it waits
+    await asyncio.sleep(0)
+    assert slots.held("c") == 0
+    released["b"].set()
+    await first_b
+    assert slots.held("c") == 1 and slots.held("a") == 1  # c came later than a's second but holds none
+    released["a"].set()
+    await first_a
+    assert slots.held("a") == 1
+    for name in ("a2", "c"):
+        released[name].set()
+    assert await second_a and await first_c and slots.busy == 0
 
 
 async def test_a_waiter_that_times_out_holds_nothing() -> None:

@@ -132,6 +132,19 @@ class AiohttpUpstreamClient:
         self._session: aiohttp.ClientSession | None = None
         self.max_answer_bytes = settings.max_event_bytes  # a whole JSON answer read by read_answer()
         self._max_connections = settings.upstream_max_connections
+        self._spans: dict[tuple[str, str], tuple[str, dict[str, str]]] = {}  # see _span_of
+
+    def _span_of(self, method: str, path: str) -> tuple[str, dict[str, str]]:
+        """The name and attributes of a call's span: made once per method and relative path (a few per process),
+        not on every call, since every call asks for them whether tracing is on or not."""
+        found = self._spans.get((method, path))
+        if found is None:
+            found = (f"upstream {method} {path if '://' not in path else urlsplit(path).path}",
+                     {"server.address": urlsplit(self._base).netloc.rpartition("@")[2],  # no user info
+                      "responses_bridge.upstream": self.name, "http.request.method": method})
+            if "://" not in path and len(self._spans) < 64:  # an absolute URL may be any: not kept
+                self._spans[(method, path)] = found
+        return found
 
     def _metrics(self, path: str) -> metrics.Upstream:
         """This upstream's series for a call to ``path``: in the mode the request noted (``passthrough`` for the
@@ -197,10 +210,8 @@ class AiohttpUpstreamClient:
         if self._headers:
             kwargs["headers"] = {**self._headers, **kwargs.get("headers", {})}  # type: ignore[dict-item]
         upstream = self._metrics(path)
-        with tracing.span(f"upstream {method} {path if '://' not in path else urlsplit(path).path}",
-                          {"server.address": urlsplit(self._base).netloc.rpartition("@")[2],  # no user info
-                           "responses_bridge.upstream": self.name, "http.request.method": method},
-                          kind=tracing.SpanKind.CLIENT) as span:
+        name, attributes = self._span_of(method, path)
+        with tracing.span(name, attributes, kind=tracing.SpanKind.CLIENT) as span:
             if tracing.ENABLED:  # the upstream's own spans join this one
                 headers = dict(kwargs.get("headers") or {})  # type: ignore[call-overload]
                 tracing.inject(headers)

@@ -38,18 +38,24 @@ _FENCED_SHELL = re.compile(r"```[ \t]*(?:sh|bash|shell)[ \t]*\r?\n(.*?)^[ \t]*``
 _SH = re.compile(r"^[ \t]*(?:(?:please[ \t,]+)?sh:|\$)[ \t]*(\S[^\r\n]*)", re.IGNORECASE | re.MULTILINE)
 
 
+def _requested(fenced: re.Pattern[str], line: re.Pattern[str], text: str) -> str | None:
+    """What a message asks to run: the first ``fenced`` block, else the rest of the first ``line`` match (without
+    the backticks around it); None for neither, or nothing in them."""
+    block = fenced.search(text)
+    if block is not None:
+        return block.group(1).rstrip() or None
+    found = line.search(text)
+    if found is None:
+        return None
+    asked = found.group(1).strip()
+    if len(asked) > 1 and asked.startswith("`") and asked.endswith("`"):
+        asked = asked.strip("`").strip()
+    return asked or None
+
+
 def requested_command(text: str) -> str | None:
     """The shell command a user's message asks to run, or None."""
-    fenced = _FENCED_SHELL.search(text)
-    if fenced is not None:
-        return fenced.group(1).rstrip() or None
-    line = _SH.search(text)
-    if line is None:
-        return None
-    command = line.group(1).strip()
-    if len(command) > 1 and command.startswith("`") and command.endswith("`"):
-        command = command.strip("`").strip()
-    return command or None
+    return _requested(_FENCED_SHELL, _SH, text)
 
 
 def _shell_tool(functions: list[dict[str, Any]]) -> str | None:
@@ -76,17 +82,7 @@ def wanted_call(body: dict[str, Any], functions: list[dict[str, Any]], text: str
 
 def requested_code(text: str) -> str | None:
     """The code a user's message asks to run, or None."""
-    fenced = _FENCED.search(text)
-    if fenced is not None:
-        code = fenced.group(1).rstrip()
-        return code or None
-    run = _RUN.search(text)
-    if run is None:
-        return None
-    code = run.group(1).strip()
-    if len(code) > 1 and code.startswith("`") and code.endswith("`"):
-        code = code.strip("`").strip()
-    return code or None
+    return _requested(_FENCED, _RUN, text)
 
 
 def _code_parameter(fn: dict[str, Any]) -> str | None:

@@ -60,13 +60,16 @@ def create_app(*, chunk_count: int | None = None, chunk_delay: float = 0.0,
 
 # Cancelling handlers when their client disconnects keeps stalled requests from delaying shutdown.
 _RUNNER_OPTIONS: dict[str, Any] = {"handler_cancellation": True, "shutdown_timeout": 1.0}
+BACKLOG = 4096
+"""As a model server's (uvicorn's is 2,048): thousands of streams opened at once are queued, not dropped to the
+client's SYN retries, which a bridge's short connect timeout would read as the model being down."""
 
 
 async def start(host: str = "127.0.0.1", port: int = 0, **app_kwargs: Any) -> tuple[web.AppRunner, int]:
     """Starts the fake in the running loop; returns the runner (call ``cleanup()``) and the bound port."""
     runner = web.AppRunner(create_app(**app_kwargs), access_log=None, **_RUNNER_OPTIONS)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    await web.TCPSite(runner, host, port, backlog=BACKLOG).start()
     return runner, runner.addresses[0][1]
 
 
@@ -74,7 +77,7 @@ def run(host: str, port: int, **app_kwargs: Any) -> None:
     """Serves until interrupted; what the ``fake-upstream`` CLI command calls."""
     web.run_app(create_app(**app_kwargs), host=host, port=port, access_log=None,
                 print=lambda *_: print(f"fake upstream listening on http://{host}:{port}/v1", flush=True),
-                loop=new_loop_from_environment(), **_RUNNER_OPTIONS)
+                loop=new_loop_from_environment(), backlog=BACKLOG, **_RUNNER_OPTIONS)
 
 
 def main(argv: list[str] | None = None) -> None:

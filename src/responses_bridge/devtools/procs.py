@@ -1,4 +1,5 @@
-"""Child processes for the demo, the benchmark and the tests: start, wait until ready, stop cleanly."""
+"""Child processes for the demo, the benchmark and the tests: start, wait until ready, stop cleanly. What the
+benchmarks and tests read of a running process (its memory, its children) is checkout/process_memory.py."""
 
 from __future__ import annotations
 
@@ -115,54 +116,6 @@ class ManagedProcess:
             self.process.wait()
         except ProcessLookupError:
             pass
-
-    def rss_mb(self) -> float:
-        """Resident set size in MB, from /proc (Linux)."""
-        return process_rss_mb(self.pid)
-
-    def tree_rss_mb(self) -> dict[int, float]:
-        """Resident set size in MB of this process and of every process under it (a server's workers), by pid;
-        :meth:`rss_mb` counts the first process only. Linux (/proc); empty once the process has exited."""
-        if not self.alive():
-            return {}
-        return {pid: process_rss_mb(pid) for pid in (self.pid, *descendants(self.pid))}
-
-
-def process_rss_mb(pid: int) -> float:
-    """VmRSS of one process in MB, 0.0 if it is gone (or not Linux)."""
-    return process_status_mb(pid, "VmRSS")
-
-
-def process_status_mb(pid: int, key: str) -> float:
-    """A kB field of one process's /proc/PID/status (``VmRSS``, ``VmHWM``: its peak) in MB, 0.0 if it is gone."""
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith(f"{key}:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
-def descendants(pid: int) -> list[int]:
-    """The processes under ``pid`` (children, their children, ...), from each /proc/PID/stat's parent pid."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
-        except (OSError, IndexError):
-            continue  # gone since the listing
-        children.setdefault(int(fields[1]), []).append(int(entry))
-    found, queue = [], list(children.get(pid, ()))
-    while queue:
-        child = queue.pop(0)
-        found.append(child)
-        queue.extend(children.get(child, ()))
-    return found
 
 
 async def wait_http(url: str, timeout: float = 30.0, process: ManagedProcess | None = None,

@@ -12,6 +12,13 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
+
+def one_string_parameter(name: str, description: str) -> dict[str, Any]:
+    """The JSON schema of a function whose one argument, required, is the string ``name``."""
+    return {"type": "object", "properties": {name: {"type": "string", "description": description}},
+            "required": [name]}
+
+
 SHELL_PARAMETERS: dict[str, Any] = {
     "type": "object",
     "properties": {
@@ -51,11 +58,7 @@ APPLY_PATCH_PARAMETERS: dict[str, Any] = {
     "required": ["type", "path"],
 }
 APPLY_PATCH_DESCRIPTION = "Creates, updates or deletes one file of the user's workspace with a diff."
-TOOL_SEARCH_PARAMETERS: dict[str, Any] = {
-    "type": "object",
-    "properties": {"query": {"type": "string", "description": "What the needed tool should do."}},
-    "required": ["query"],
-}
+TOOL_SEARCH_PARAMETERS = one_string_parameter("query", "What the needed tool should do.")
 TOOL_SEARCH_DESCRIPTION = ("Searches for more tools. Call it when none of the offered tools fits the task; the "
                            "tools it finds are offered from the next turn on.")
 HOSTED_SHELL_DESCRIPTION = ("Runs shell commands in a sandboxed Linux container and returns each command's stdout, "
@@ -118,30 +121,18 @@ def runs_server_tools(tools: object, served: Collection[str]) -> bool:
 WEB_SEARCH_NAME = "web_search"
 WEB_SEARCH_DESCRIPTION = ("Searches the web and returns numbered sources (title, URL, excerpt). Use it for current "
                           "events and facts you are not sure of; cite the sources you use.")
-WEB_SEARCH_PARAMETERS: dict[str, Any] = {
-    "type": "object",
-    "properties": {"query": {"type": "string", "description": "The search query."}},
-    "required": ["query"],
-}
+WEB_SEARCH_PARAMETERS = one_string_parameter("query", "The search query.")
 FILE_SEARCH_NAME = "file_search"
 FILE_SEARCH_DESCRIPTION = ("Searches the user's uploaded files and returns numbered excerpts with their file names. "
                            "Use it for questions the files may answer; cite the excerpts you use by their markers.")
-FILE_SEARCH_PARAMETERS: dict[str, Any] = {
-    "type": "object",
-    "properties": {"query": {"type": "string", "description": "What to look for in the files."}},
-    "required": ["query"],
-}
+FILE_SEARCH_PARAMETERS = one_string_parameter("query", "What to look for in the files.")
 CODE_NAME = "python"
 CODE_DESCRIPTION = ("Runs Python 3 code in a sandbox and returns what it printed (stdout, stderr, or the traceback) "
                     "and the files it wrote. The working directory is /mnt/data, which holds the user's files and "
                     "keeps every file written there for later calls; each call starts a fresh interpreter, so save "
                     "what a later call needs to /mnt/data. numpy is installed; there is no network. Mention the "
                     "path (/mnt/data/…) of a file you made for the user.")
-CODE_PARAMETERS: dict[str, Any] = {
-    "type": "object",
-    "properties": {"code": {"type": "string", "description": "The Python code to run."}},
-    "required": ["code"],
-}
+CODE_PARAMETERS = one_string_parameter("code", "The Python code to run.")
 IMAGE_NAME = "image_generation"
 IMAGE_DESCRIPTION = ("Generates one image from a text description and shows it to the user. Describe the image "
                      "fully in the prompt (subject, style, composition, text in it); you get a short note, not "

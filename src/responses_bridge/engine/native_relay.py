@@ -25,7 +25,7 @@ from ..sealing import Sealer
 from . import compaction
 from .event_frames import CANCELLED_EVENT
 from .response_error import response_error
-from .response_object import fill_usage_details, new_response
+from .response_object import ResponseReads, fill_usage_details, new_response
 from .sse import DONE, DONE_FRAME, EventTooLarge, SSEDecoder, encode_event
 from .upstream_errors import upstream_error
 from .wire import JSON_CONTENT_TYPE, SSE_CONTENT_TYPE, Reply, UpstreamRequest
@@ -37,7 +37,7 @@ BACKEND_FIELDS = ("status", "output", "usage", "error", "incomplete_details", "c
 """What the backend's response object says that the bridge's takes over; the rest is the bridge's own."""
 
 
-class NativeRelay:
+class NativeRelay(ResponseReads):
     """One native response. ``history``: the items the backend must see before the request's own input."""
 
     def __init__(self, request: ResponsesRequest, raw: dict[str, Any], history: list[dict[str, Any]], *,
@@ -74,18 +74,6 @@ class NativeRelay:
         self.ended = False
         self.error: APIError | None = None
         self.committed = False  # a JSON answer whose 200 went out early: it ends as a Response (the translator's)
-
-    @property
-    def response_id(self) -> str:
-        return str(self.response["id"])
-
-    @property
-    def input_items(self) -> list[dict[str, Any]]:
-        return self.request.input_items
-
-    @property
-    def finished_turn(self) -> bool:
-        return self.response["status"] in ("completed", "incomplete")
 
     def upstream_request(self) -> UpstreamRequest:
         """The backend's request: the client's, self-contained and unstored."""

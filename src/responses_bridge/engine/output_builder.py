@@ -49,6 +49,12 @@ __all__ = ["Encoder", "OutputBuilder", "UpstreamProtocolError", "completion_as_c
 class OutputBuilder(EventFrames, ToolCallStream, RunItems):
     """Accumulates one response's output and, when given an encoder, emits its events."""
 
+    # Set on the instance only by the requests that use them, read from the class (None) by the others: an
+    # instance keeps its attributes in CPython's compact shared-key form only up to 29 of them, and past that
+    # every builder gets a full dict of its own (five times the memory, slower to make and to read, per chunk).
+    cite: Callable[[str], list[dict[str, Any]]] | None = None  # citations for output_text (after a web search)
+    program_sign: Callable[[bytes], str] | None = None  # keys programs' fingerprints (engine/programs.py)
+
     def __init__(self, response: dict[str, Any], encode: Encoder | None, *,
                  summary: bool = False,
                  seal: Callable[[dict[str, Any]], str] | None = None,
@@ -83,11 +89,9 @@ class OutputBuilder(EventFrames, ToolCallStream, RunItems):
         self._pieces: list[str] = []
         self._logprobs: list[dict[str, Any]] | None = None
         self._tool_calls: dict[int, _ToolCall] = {}
-        # the tool loop: citations for output_text parts (set by the run after a web search), calls of this
-        # turn, where this turn's items start, usage of earlier turns, server calls awaiting their outcome,
-        # items made by the run (output_index → item), events and items held until the stream opens
-        self.cite: Callable[[str], list[dict[str, Any]]] | None = None
-        self.program_sign: Callable[[bytes], str] | None = None  # keys programs' fingerprints (engine/programs.py)
+        # the tool loop: calls of this turn, where this turn's items start, usage of earlier turns, server calls
+        # awaiting their outcome, items made by the run (output_index → item), events and items held until the
+        # stream opens
         self._turn_calls: list[TurnCall] = []
         self._turn_start = 0
         self._usage_past: dict[str, Any] | None = None

@@ -32,8 +32,10 @@ class ProgramReader(ServerCallReader):
     def close(self, arguments: str, status: str) -> list[Event]:
         code = program_code(arguments)
         self.item["code"] = code
-        # without the bridge's key (an engine used alone) no fingerprint is made: such a program is never resumed
-        self.item["fingerprint"] = fingerprint(code, ProgramWorld.new(), self.sign) if self.sign is not None else ""
+        # without a signer (an engine used alone: the run's programs set the tenant's) no fingerprint is made: such
+        # a program is never resumed
+        self.item["fingerprint"] = (fingerprint(code, ProgramWorld.new(), self.sign, self.item["call_id"])
+                                    if self.sign is not None else "")
         return []
 
 

@@ -12,10 +12,14 @@ Replayed history: a ``program`` item is the model's call of ``program`` and its 
 result; the program's own calls and their outputs are not the model's and are not shown to it.
 
 The fingerprint: the clock and seed the program sees (so that running it again makes the same calls) and an HMAC
-binding them to its code, keyed with the bridge's sealing key (``Sealer.mac``). It is not secret, but only the
-bridge can make one: a ``program`` item is run again only if the bridge made it, never with code a client chose
-(or in another world than the one its recorded calls were made in); any deployment holding the same key
-(a restart, another replica) accepts it.
+binding them to its code, its ``call_id`` and the tenant it was made for, keyed with the bridge's sealing key
+(``Sealer.mac``). It is not secret, but only the bridge can make one: a ``program`` item is run again only if the
+bridge made it, never with code a client chose (or in another world than the one its recorded calls were made in),
+and only for the tenant it was made for: another tenant that got hold of the item (its code and fingerprint) is
+refused as a forged item is, rather than running it in the first tenant's world (its pinned clock and seed). Any
+deployment holding the same key (a restart, another replica) accepts it. The response a program belongs to is not
+bound: a stateless resume (``store: false``) sends the items back in a request of its own, which names no earlier
+response; within one tenant, running an item again is what a resume is.
 """
 
 from __future__ import annotations
@@ -49,8 +53,9 @@ _DESCRIPTION = (
     "resolves to the tool's output (a string; JSON.parse it when it is JSON). Calls may run in parallel "
     "(`await Promise.all([...])`) and in loops. `text(...)` adds to the program's result; the returned value is "
     "added last. There is no network, filesystem, console, timer or module: only the tools below.\n\nTools:\n")
-FINGERPRINT_PREFIX = "pf2."
-"""``pf1.`` fingerprints were an unkeyed hash anyone could compute: they are refused."""
+FINGERPRINT_PREFIX = "pf3."
+"""``pf1.`` fingerprints were an unkeyed hash anyone could compute, ``pf2.`` ones bound no tenant: both are
+refused."""
 FINGERPRINT_PURPOSE = "program fingerprint"
 
 ProgramSigner = Callable[[bytes], str]
@@ -59,6 +64,17 @@ ProgramSigner = Callable[[bytes], str]
 
 def program_signer(sealer: Sealer) -> ProgramSigner:
     return functools.partial(sealer.mac, FINGERPRINT_PURPOSE)
+
+
+def tenant_signer(sign: ProgramSigner, tenant: str) -> ProgramSigner:
+    """``sign`` for one tenant's programs: what it makes, no other tenant's signer accepts (the tenant is part of
+    the keyed material, length-prefixed so no two tenants' materials can be spelled alike)."""
+    scope = f"{len(tenant)}:{tenant}\0".encode()
+
+    def sign_for_tenant(message: bytes) -> str:
+        return sign(scope + message)
+
+    return sign_for_tenant
 
 
 def callable_by_programs(tool: Mapping[str, Any]) -> bool:
@@ -139,14 +155,17 @@ class ProgramWorld:
         return cls(int(time.time() * 1000), secrets.randbits(32))
 
 
-def fingerprint(code: str, world: ProgramWorld, sign: ProgramSigner) -> str:
+def fingerprint(code: str, world: ProgramWorld, sign: ProgramSigner, call_id: str = "") -> str:
+    """The fingerprint of the program ``call_id`` (its item's) of ``code``; ``sign``: :func:`tenant_signer`'s for
+    the response's tenant."""
     payload = base64.urlsafe_b64encode(json.dumps([world.clock_ms, world.seed]).encode()).decode().rstrip("=")
-    return f"{FINGERPRINT_PREFIX}{payload}.{_digest(code, world, sign)}"
+    return f"{FINGERPRINT_PREFIX}{payload}.{_digest(code, world, sign, call_id)}"
 
 
-def open_fingerprint(code: str, value: object, param: str, sign: ProgramSigner) -> ProgramWorld:
+def open_fingerprint(code: str, value: object, param: str, sign: ProgramSigner, call_id: str = "") -> ProgramWorld:
     """The world a ``program`` item's fingerprint recorded; a 400 naming ``param`` unless this bridge (its sealing
-    key) made it for ``code``."""
+    key) made it for ``code`` and ``call_id`` under ``sign`` (the tenant's: another tenant's item is refused as a
+    forged one is, in the same words)."""
     if isinstance(value, str) and value.startswith(FINGERPRINT_PREFIX) and value.count(".") == 2:
         payload, digest = value[len(FINGERPRINT_PREFIX):].split(".")
         world: ProgramWorld | None
@@ -155,15 +174,15 @@ def open_fingerprint(code: str, value: object, param: str, sign: ProgramSigner) 
             world = ProgramWorld(int(clock_ms), int(seed))
         except (ValueError, TypeError):
             world = None
-        if world is not None and hmac.compare_digest(digest.encode(), _digest(code, world, sign).encode()):
+        if world is not None and hmac.compare_digest(digest.encode(), _digest(code, world, sign, call_id).encode()):
             return world
     raise invalid_request(f"Invalid '{param}': the program's fingerprint was not made by this bridge for its code "
                           "(send the program item back as it was returned).", param=param,
                           code="invalid_program_fingerprint")
 
 
-def _digest(code: str, world: ProgramWorld, sign: ProgramSigner) -> str:
-    return sign(json.dumps([code, world.clock_ms, world.seed]).encode())
+def _digest(code: str, world: ProgramWorld, sign: ProgramSigner, call_id: str) -> str:
+    return sign(json.dumps([code, world.clock_ms, world.seed, call_id]).encode())
 
 
 def program_item(call_id: str) -> dict[str, Any]:
@@ -229,7 +248,7 @@ bridge makes otherwise is ``<prefix>_<hex>``): these items have no ``caller`` fi
 must not read them back as calls of its own."""
 
 
-_RUN_ITEM_TYPES = frozenset({"mcp_call", "web_search_call", "file_search_call", "code_interpreter_call",
+RUN_ITEM_TYPES = frozenset({"mcp_call", "web_search_call", "file_search_call", "code_interpreter_call",
                              "image_generation_call", "shell_call", "shell_call_output"})
 
 
@@ -240,7 +259,7 @@ def program_run_id(item_id: str) -> str:
 
 def made_by_program_run(item: Mapping[str, Any]) -> bool:
     """Is this an item of a program's call of the bridge's own tools (or that call's output)?"""
-    if item.get("type") not in _RUN_ITEM_TYPES:
+    if item.get("type") not in RUN_ITEM_TYPES:
         return False
     for key in ("id", "call_id"):
         value = item.get(key)

@@ -11,13 +11,20 @@ from typing import Any
 import orjson
 
 from ..protocol.errors import invalid_request
+from ..protocol.input_items import messages_only
 from ..protocol.request import ResponsesRequest
 from .computer_tool import computer_call_arguments, screenshot_message
 from .configuration_updates import UNSET, configured
 from .content_parts import chat_part, user_content
 from .multi_agent_tools import ROOT_AGENT
 from .options import EngineOptions
-from .programs import check_programs_answered, made_by_program_run, program_call_ids, program_tool_call
+from .programs import (
+    RUN_ITEM_TYPES,
+    check_programs_answered,
+    made_by_program_run,
+    program_call_ids,
+    program_tool_call,
+)
 from .served_fields import check_served_fields, reasoning_in_context
 from .server_tools import image_replay_note
 from .tools import CUSTOM_INPUT, ToolPlan, loaded_tools, plan_tools
@@ -30,8 +37,9 @@ def plan_request_tools(request: ResponsesRequest, history: list[dict[str, Any]],
     ``served``: the server-side tool types the caller's tool loop runs (``builtin_tools.SERVED_TOOL_TYPES``)."""
     plan = plan_tools(request.params.tools, options.unsupported_tools,
                       loaded=loaded_tools(history, request.input_items) or None, served=served)
-    plan.program_calls = program_call_ids(history, request.input_items)
-    check_programs_answered(request.params.tools or (), history, request.input_items)
+    if not messages_only(history, request.input_items):  # programs' calls and outputs are other items
+        plan.program_calls = program_call_ids(history, request.input_items)
+        check_programs_answered(request.params.tools or (), history, request.input_items)
     return plan
 
 
@@ -80,7 +88,8 @@ def build_chat_request(
         response_format = _response_format(p.text.format, options)
         if response_format is not None:
             body["response_format"] = response_format
-    _apply_configuration_updates(body, history, request.input_items, options)
+    if not messages_only(history, request.input_items):
+        _apply_configuration_updates(body, history, request.input_items, options)
     if p.text is not None and p.text.verbosity is not None:
         body["verbosity"] = p.text.verbosity  # OpenAI's Chat Completions has it; other servers ignore it
     set_turn_tools(body, request.params.tool_choice, request.params.parallel_tool_calls, plan, first=True)
@@ -143,7 +152,7 @@ def items_to_messages(items: list[dict[str, Any]], messages: list[dict[str, Any]
     for item in items:
         kind = item["type"]
         if (plan.program_calls and item.get("call_id") in plan.program_calls and kind != "program") \
-                or made_by_program_run(item):
+                or (kind in RUN_ITEM_TYPES and made_by_program_run(item)):
             continue  # a program's own tool call or its output: the model sees the program and its output only
         if "agent" in item and item["agent"]["agent_name"] != ROOT_AGENT:
             continue  # a subagent's own turns (multi-agent): the root read its result through wait_agent

@@ -178,3 +178,27 @@ def convert_usage(usage: dict[str, Any] | None) -> dict[str, Any] | None:
         },
         "total_tokens": usage.get("total_tokens") or prompt + completion,
     }
+
+
+class ResponseReads:
+    """What the run and the doors read of the response one request makes, the same whether the translator
+    (engine/translator_state.py) or the native relay (engine/native_relay.py) makes it."""
+
+    __slots__ = ()
+
+    request: ResponsesRequest
+    response: dict[str, Any]
+
+    @property
+    def response_id(self) -> str:
+        return str(self.response["id"])
+
+    @property
+    def input_items(self) -> list[dict[str, Any]]:
+        """The request's input items as they are stored (with the response, and in its conversation)."""
+        return self.request.input_items
+
+    @property
+    def finished_turn(self) -> bool:
+        """Did the response end completed or incomplete (the turns that join a conversation)?"""
+        return self.response["status"] in ("completed", "incomplete")

@@ -44,7 +44,6 @@ from . import auto_compaction, compaction, prewarm, reasoning, truncation
 from .long_events import LONG_EVENT_BYTES, parsed, step
 from .options import EngineOptions
 from .output_builder import OutputBuilder, UpstreamProtocolError, completion_as_chunk
-from .programs import program_signer
 from .prompt_tools import PromptToolCalls, as_prompt_tools
 from .request_translation import build_chat_request, plan_request_tools
 from .response_object import new_response
@@ -132,7 +131,6 @@ class Translator(ClientStream, CompactionTurns):
         open_responses_names = open_responses_names or options.event_names == "open-responses"
         self._builder = OutputBuilder(self.response, encoder_for(self._events, open_responses_names),
                                       targets=targets, summary=reasoning.wants_summary(p.reasoning), seal=seal)
-        self._builder.program_sign = program_signer(sealer) if sealer is not None else None
         self._decoder = None
         # the work on_upstream_chunk left for catch_up (engine/long_events.py): the chunks a long event was cut
         # into, and the payloads after it. One object for the translator's life, emptied in place, so a door can
@@ -199,20 +197,6 @@ class Translator(ClientStream, CompactionTurns):
         """The upstream's answer already failed (too large, not SSE, not JSON): the rest of its body would be
         dropped, so a door that can stop reading it may do so and call ``finish`` at once."""
         return self._error is not None
-
-    @property
-    def response_id(self) -> str:
-        return str(self.response["id"])
-
-    @property
-    def input_items(self) -> list[dict[str, Any]]:
-        """The request's input items as they are stored (with the response, and in its conversation)."""
-        return self.request.input_items
-
-    @property
-    def finished_turn(self) -> bool:
-        """Did the response end completed or incomplete (the turns that join a conversation)?"""
-        return self.response["status"] in ("completed", "incomplete")
 
     # --- request -------------------------------------------------------------------------------------------------
 
@@ -422,3 +406,4 @@ class Translator(ClientStream, CompactionTurns):
             return APIError(502, str(exc), type="server_error", code="server_error")
         self._buffer = []
         return None
+

@@ -18,6 +18,7 @@ from .auto_compaction import PendingCompaction
 from .options import EngineOptions
 from .output_builder import OutputBuilder
 from .prompt_tools import PromptToolCalls
+from .response_object import ResponseReads
 from .sse import SSEDecoder
 from .tools import ToolPlan
 from .wire import Framing
@@ -27,7 +28,7 @@ from .wire import Framing
 MALFORMED = (AttributeError, TypeError, KeyError, IndexError, ValueError)
 
 
-class TranslatorState:
+class TranslatorState(ResponseReads):
     __slots__ = ("_options", "request", "response", "_builder", "_decoder", "_upstream_status", "_upstream_sse",
                  "_buffer", "_head_sent", "_error", "_ended", "_sealer", "_events", "_retry_chat", "_compacting",
                  "_buffered", "_translated", "_terminal_head", "plan", "context", "_chat", "_body", "_turn_closed",

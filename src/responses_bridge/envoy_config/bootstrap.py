@@ -7,11 +7,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .clusters import _extproc_cluster, _files_cluster, _http_cluster, _upstream_cluster
+from .clusters import _extproc_cluster, _files_cluster, _http_cluster, _upstream_cluster, with_circuit_breakers
 from .filters import Auth
 from .listeners import _internal_listener, _listener, _loopback_like
 from .local_replies import processor_place
-from .names import _TYPE, MAX_DOWNSTREAM_CONNECTIONS, UpstreamURL, _socket, upstream_cluster
+from .names import _TYPE, MAX_DOWNSTREAM_CONNECTIONS, REQUESTS_PER_WORKER, UpstreamURL, _socket, upstream_cluster
 from .timeouts import EnvoyTimeouts
 
 if TYPE_CHECKING:
@@ -23,7 +23,8 @@ def render_bootstrap(*, listen_port: int, extproc_port: int, http_port: int, ups
                      extproc_address: str = "127.0.0.1", sidecar_address: str = "127.0.0.1",
                      ca_file: str | None = None, upstreams: Sequence[UpstreamSpec] = (),
                      internal_port: int | None = None, auth: Auth | None = None, extproc_uds: str | None = None,
-                     workers: int = 1, chat_store: bool = True, timeouts: EnvoyTimeouts | None = None) -> str:
+                     workers: int = 1, chat_store: bool = True, timeouts: EnvoyTimeouts | None = None,
+                     max_requests: int = 0) -> str:
     """A complete Envoy v3 bootstrap, as YAML. ``ca_file`` (https upstreams only) defaults to the system CA
     bundle. ``upstreams``: several upstreams routed per model (one cluster each); empty: ``upstream`` alone.
     ``internal_port``: the internal listener's (several upstreams only), by default ``listen_port + 1``.
@@ -31,12 +32,15 @@ def render_bootstrap(*, listen_port: int, extproc_port: int, http_port: int, ups
     the processor's Unix socket (``serve --extproc-uds``) instead of ``extproc_address``:``extproc_port``;
     ``workers``: the sidecar's ``serve --workers`` (one processor endpoint each); ``chat_store``: its
     ``store_chat_completions`` (off: the chat route never reaches the processor but to pick an upstream or check a
-    key); ``timeouts``: the ``envoy_*`` timeout settings (timeouts.py), their defaults when None."""
+    key); ``timeouts``: the ``envoy_*`` timeout settings (timeouts.py), their defaults when None;
+    ``max_requests``: every cluster's circuit breakers (``envoy_max_requests``; 0: :data:`REQUESTS_PER_WORKER` per
+    worker)."""
     return to_yaml(bootstrap_dict(
         listen_port=listen_port, extproc_port=extproc_port, http_port=http_port, upstream=upstream,
         admin_port=admin_port, listen_address=listen_address, extproc_address=extproc_address,
         sidecar_address=sidecar_address, ca_file=ca_file, upstreams=upstreams, internal_port=internal_port,
         auth=auth, extproc_uds=extproc_uds, workers=workers, chat_store=chat_store, timeouts=timeouts,
+        max_requests=max_requests,
     ), header=_header(", ".join(f"{spec.name}={spec.url}" for spec in upstreams) or upstream,
                       internal_listener_port(listen_port, internal_port) if upstreams else None))
 
@@ -64,11 +68,12 @@ def bootstrap_dict(*, listen_port: int, extproc_port: int, http_port: int, upstr
                    sidecar_address: str = "127.0.0.1", ca_file: str | None = None,
                    upstreams: Sequence[UpstreamSpec] = (), internal_port: int | None = None,
                    auth: Auth | None = None, extproc_uds: str | None = None, workers: int = 1,
-                   chat_store: bool = True, timeouts: EnvoyTimeouts | None = None) -> dict[str, Any]:
+                   chat_store: bool = True, timeouts: EnvoyTimeouts | None = None,
+                   max_requests: int = 0) -> dict[str, Any]:
     up = UpstreamURL(upstreams[0].url if upstreams else upstream)
     auth = auth or Auth()
     timeouts = timeouts or EnvoyTimeouts()
-    connect = timeouts.connect
+    connect, door_idle = timeouts.connect, timeouts.door_idle
     if upstreams:
         upstream_clusters = [_upstream_cluster(UpstreamURL(spec.url), ca_file, upstream_cluster(spec.name),
                                                connect=connect) for spec in upstreams]
@@ -93,12 +98,12 @@ def bootstrap_dict(*, listen_port: int, extproc_port: int, http_port: int, upstr
                 *([_internal_listener(_loopback_like(listen_address), internal_listener_port(
                     listen_port, internal_port), upstreams, timeouts)] if upstreams else []),
             ],
-            "clusters": [
+            "clusters": with_circuit_breakers([
                 *upstream_clusters,
                 _extproc_cluster(extproc_address, extproc_port, uds=extproc_uds, workers=workers, connect=connect),
-                _http_cluster(sidecar_address, http_port, connect=connect),
-                _files_cluster(sidecar_address, http_port, connect=connect),
-            ],
+                _http_cluster(sidecar_address, http_port, connect=connect, idle=door_idle),
+                _files_cluster(sidecar_address, http_port, connect=connect, idle=door_idle),
+            ], max_requests or REQUESTS_PER_WORKER * max(1, workers)),
         },
     }
 

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     pass
 
 DEFAULT_CONNECT = EnvoyTimeouts().connect
+DEFAULT_DOOR_IDLE = EnvoyTimeouts().door_idle
 
 
 def _cluster_base(name: str, address: str, port: int, *, dns: bool, connect: float) -> dict[str, Any]:
@@ -42,12 +43,28 @@ def _cluster_base(name: str, address: str, port: int, *, dns: bool, connect: flo
     }
 
 
-def _http_protocol_options(http2: bool = False) -> dict[str, Any]:
+def _http_protocol_options(http2: bool = False, idle: float | None = None) -> dict[str, Any]:
+    """``idle``: seconds Envoy keeps an unused connection of the pool (Envoy's default: an hour)."""
     explicit: dict[str, Any] = {"http2_protocol_options": {}} if http2 else {"http_protocol_options": {}}
     return {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
         "@type": _TYPE + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+        **({"common_http_protocol_options": {"idle_timeout": duration(idle)}} if idle is not None else {}),
         "explicit_http_config": explicit,
     }}
+
+
+def circuit_breakers(requests: int) -> dict[str, Any]:
+    """Envoy's circuit breakers of one cluster at ``requests`` (``envoy_max_requests``): requests in flight,
+    requests waiting for a connection, connections. Envoy's defaults (1,024 each) answer the 1,025th concurrent
+    stream an immediate 503, which an LLM gateway holding thousands of long streams must not."""
+    return {"thresholds": [{"priority": "DEFAULT", "max_connections": requests, "max_pending_requests": requests,
+                            "max_requests": requests}]}
+
+
+def with_circuit_breakers(clusters: list[dict[str, Any]], requests: int) -> list[dict[str, Any]]:
+    for cluster in clusters:
+        cluster["circuit_breakers"] = circuit_breakers(requests)
+    return clusters
 
 
 def _upstream_cluster(up: UpstreamURL, ca_file: str | None, name: str = UPSTREAM_CLUSTER, *,
@@ -98,21 +115,24 @@ def _extproc_cluster(address: str, port: int, *, uds: str | None = None, workers
     return cluster
 
 
-def _http_cluster(address: str, port: int, *, connect: float = DEFAULT_CONNECT) -> dict[str, Any]:
+def _http_cluster(address: str, port: int, *, connect: float = DEFAULT_CONNECT,
+                  idle: float = DEFAULT_DOOR_IDLE) -> dict[str, Any]:
+    """``idle``: under the door's keep-alive timeout (timeouts.py ``door_idle``)."""
     cluster = _cluster_base(HTTP_CLUSTER, address, port, dns=not _is_ip(address), connect=connect)
-    cluster["typed_extension_protocol_options"] = _http_protocol_options()
+    cluster["typed_extension_protocol_options"] = _http_protocol_options(idle=idle)
     cluster["health_checks"] = [_health_check({"http_health_check": {"path": "/health"}})]
     return cluster
 
 
-def _files_cluster(address: str, port: int, *, connect: float = DEFAULT_CONNECT) -> dict[str, Any]:
+def _files_cluster(address: str, port: int, *, connect: float = DEFAULT_CONNECT,
+                   idle: float = DEFAULT_DOOR_IDLE) -> dict[str, Any]:
     """The HTTP door again, for uploads: a connection buffer of 1 MiB instead of the 65 MiB the other routes need
     for whole Responses bodies, so Envoy holds about that much of an upload whose client sends faster than the
     door writes to disk, not up to 65 MiB of it per upload. No health check of its own: the door is the one the
     ``sidecar`` cluster checks."""
     cluster = _cluster_base(FILES_CLUSTER, address, port, dns=not _is_ip(address), connect=connect)
     cluster["per_connection_buffer_limit_bytes"] = FILES_BUFFER_BYTES
-    cluster["typed_extension_protocol_options"] = _http_protocol_options()
+    cluster["typed_extension_protocol_options"] = _http_protocol_options(idle=idle)
     return cluster
 
 

@@ -85,6 +85,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         timeouts.add_argument(flag, type=float, default=None, metavar="SECONDS", dest=field,
                               help=f"{meaning} (default: the configuration's `{field}`, else "
                                    f"{field_default(field):g})")
+    parser.add_argument("--max-requests", type=int, default=None, metavar="N", dest="envoy_max_requests",
+                        help="every cluster's circuit breakers: requests in flight, pending and connections (default: "
+                             "the configuration's `envoy_max_requests`, else 10,000 per worker)")
     identity = parser.add_argument_group(
         "identity", "how callers are identified; must match the sidecar's RESPONSES_BRIDGE_AUTH")
     identity.add_argument("--auth", choices=("none", "keys", "header"), default=None,
@@ -138,8 +141,9 @@ def _run(args: argparse.Namespace) -> int:
 
     # the settings `serve` starts with (flags > environment > file > defaults): the same upstreams and ports; a
     # mistake in them is the one line cli.main prints
-    settings = load_settings({"upstream": "--upstream", **{field: flag for flag, field, _ in TIMEOUT_FLAGS}},
-                             config=args.config, upstream=args.upstream,
+    settings = load_settings({"upstream": "--upstream", "envoy_max_requests": "--max-requests",
+                              **{field: flag for flag, field, _ in TIMEOUT_FLAGS}},
+                             config=args.config, upstream=args.upstream, envoy_max_requests=args.envoy_max_requests,
                              **{field: getattr(args, field) for _, field, _ in TIMEOUT_FLAGS})
     try:
         auth = _auth(args, settings.auth, settings.tenant_header)
@@ -153,7 +157,8 @@ def _run(args: argparse.Namespace) -> int:
             internal_port=args.internal_port, auth=auth,
             extproc_uds=args.extproc_uds if args.extproc_uds is not None else settings.extproc_uds,
             workers=worker_count(args.workers) if args.workers is not None else settings.worker_count(),
-            chat_store=settings.store_chat_completions, timeouts=EnvoyTimeouts.from_settings(settings))
+            chat_store=settings.store_chat_completions, timeouts=EnvoyTimeouts.from_settings(settings),
+            max_requests=settings.envoy_max_requests)
         text = render(args.format, options, Placement(
             namespace=args.namespace, root_namespace=args.istio_root_namespace, service=args.service,
             gateway=args.gateway,

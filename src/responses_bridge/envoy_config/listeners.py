@@ -41,7 +41,7 @@ def _listener(address: str, port: int, up: UpstreamURL, sidecar: tuple[str, int]
     auth = auth or Auth()
     return _http_listener("responses_bridge", address, port, _route_config(up, upstreams, auth, chat_store), [
         *_identity_filters(auth), _client_credentials_filter(auth), _route_offered_filter(), _ext_proc_filter(timeouts),
-        _hold_for_route_filter()], timeouts.stream_idle, {
+        _hold_for_route_filter()], timeouts, {
             # the whole request head (URL and headers); over it, a 431. The sidecar reads longer lines
             # (adapters/http/parser_errors.py), so it never refuses a head that Envoy forwarded.
             "max_request_headers_kb": 60,
@@ -72,14 +72,14 @@ def _internal_listener(address: str, port: int, upstreams: Sequence[UpstreamSpec
                                                 "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]})
     return _http_listener(INTERNAL_LISTENER, address, port, {
         "name": INTERNAL_LISTENER, "request_headers_to_remove": [ROUTE_HEADER],
-        "virtual_hosts": [{"name": "sidecar", "domains": ["*"], "routes": routes}]}, [], timeouts.stream_idle, {})
+        "virtual_hosts": [{"name": "sidecar", "domains": ["*"], "routes": routes}]}, [], timeouts, {})
 
 
 def _http_listener(name: str, address: str, port: int, route_config: dict[str, Any],
-                   filters: list[dict[str, Any]], stream_idle: float, options: dict[str, Any]) -> dict[str, Any]:
+                   filters: list[dict[str, Any]], timeouts: EnvoyTimeouts, options: dict[str, Any]) -> dict[str, Any]:
     """A listener of one HTTP connection manager: ``filters`` before the router, ``options`` on top of what every
     listener of the bridge has (no ceiling on a whole request: LLM streams may last minutes; at most
-    ``stream_idle`` seconds of silence, ``envoy_stream_idle_timeout``)."""
+    ``envoy_stream_idle_timeout`` seconds of silence; a request head within ``http_head_timeout``)."""
     return {
         "name": name,
         "address": _socket(address, port),
@@ -90,8 +90,9 @@ def _http_listener(name: str, address: str, port: int, route_config: dict[str, A
                 "@type": _TYPE + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                 "stat_prefix": name,
                 "codec_type": "AUTO",
-                "stream_idle_timeout": duration(stream_idle),
+                "stream_idle_timeout": duration(timeouts.stream_idle),
                 "request_timeout": "0s",
+                "request_headers_timeout": duration(timeouts.request_headers),
                 **options,
                 "route_config": route_config,
                 "http_filters": [*filters, {

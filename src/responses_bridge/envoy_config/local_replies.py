@@ -132,6 +132,9 @@ def _local_reply_config(sidecar: tuple[str, int], processor: tuple[str, str] = (
         # the same answers as the HTTP door's (adapters/http/errors.py, parser_errors.py)
         mapper([status("EQ", UNSUPPORTED_ENCODING_STATUS)], "This Content-Encoding is not supported: send the "
                "request body uncompressed.", "invalid_request_error", "unsupported_content_encoding"),
+        mapper([details("request_header_timeout"), status("EQ", 408)],
+               f"The request headers did not arrive within {shown(timeouts.request_headers)} "
+               "(RESPONSES_BRIDGE_HTTP_HEAD_TIMEOUT).", "invalid_request_error", "request_timeout"),
         mapper([status("EQ", 431)], "The request line or headers are larger than this server accepts.",
                "invalid_request_error", "request_header_fields_too_large"),
         mapper([details("path_normalization_failed"), status("EQ", 400)], "The request path is not valid.",

@@ -93,6 +93,9 @@ FILES_BUFFER_BYTES = 1024 * 1024
 
 
 MAX_DOWNSTREAM_CONNECTIONS = 50_000
+REQUESTS_PER_WORKER = 10_000
+"""The streams one process of the sidecar is sized to hold (docs/operations.md, Sizing): the default of every
+cluster's circuit breakers is this per worker of ``serve --workers`` (``envoy_max_requests``)."""
 
 
 BUFFER_LIMIT_BYTES = 64 * 1024 * 1024 + 1024 * 1024  # the bridge's 64 MiB request limit, plus headroom

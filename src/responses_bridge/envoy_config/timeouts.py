@@ -20,17 +20,24 @@ class EnvoyTimeouts:
     """Seconds. ``stream_idle``: the connection manager's ``stream_idle_timeout`` (0: none), the longest silence
     of a request, both ways; ``message`` / ``max_message``: the ext_proc filter's ``message_timeout`` (how long
     Envoy waits for each processor answer) and ``max_message_timeout``; ``connect``: every cluster's
-    ``connect_timeout``. The defaults are the settings' (a unit test holds them equal)."""
+    ``connect_timeout``; ``request_headers``: the connection manager's ``request_headers_timeout`` (0: none), the
+    HTTP door's ``http_head_timeout``, so a head a byte at a time is cut at the same bound on both doors;
+    ``door_idle``: how long Envoy keeps an idle connection to the HTTP door, half the door's
+    ``http_keepalive_timeout`` (the door must never close a connection Envoy is about to reuse: that request would
+    be a 503). The defaults are the settings' (a unit test holds them equal)."""
 
     stream_idle: float = 300.0
     message: float = 30.0
     max_message: float = 300.0
     connect: float = 5.0
+    request_headers: float = 10.0
+    door_idle: float = 37.5
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EnvoyTimeouts:
         return cls(stream_idle=settings.envoy_stream_idle_timeout, message=settings.envoy_message_timeout,
-                   max_message=settings.envoy_max_message_timeout, connect=settings.envoy_connect_timeout)
+                   max_message=settings.envoy_max_message_timeout, connect=settings.envoy_connect_timeout,
+                   request_headers=settings.http_head_timeout, door_idle=settings.http_keepalive_timeout / 2)
 
 
 def duration(seconds: float) -> str:

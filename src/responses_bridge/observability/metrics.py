@@ -187,6 +187,17 @@ MEMORY_REFUSED = Counter("responses_bridge_memory_budget_refused_total",
 MEMORY_HELD = Gauge("responses_bridge_memory_budget_held_bytes",
                     "Bytes of the memory budget the requests in flight hold (their bodies' estimated cost)",
                     multiprocess_mode="livesum")
+MEMORY_PREEMPTED = Counter("responses_bridge_memory_budget_preempted_total",
+                           "Requests ended to take their memory back, by reason (preempted_for_fairness: for a "
+                           "caller under its fair share; memory_high_watermark: the memory backstop)", ["reason"])
+MEMORY_REAL = Gauge("responses_bridge_memory_real_bytes",
+                    "The process's real memory as the memory backstop last read it (cgroup memory.current, else RSS)",
+                    multiprocess_mode="liveall")
+MEMORY_BACKSTOP = Gauge("responses_bridge_memory_backstop_active",
+                        "1 while real memory is past the backstop's high watermark (new work refused, the largest "
+                        "requests ended until it is under the low watermark)", multiprocess_mode="livemax")
+POOL_PREEMPTED = Counter("responses_bridge_fair_share_preempted_total",
+                         "Work ended to give a shared pool's room to a tenant under its fair share, by pool", ["pool"])
 # Request bodies that arrived too slowly (services/body_pace.py): answered 408 and their connections closed.
 BODY_TIMEOUTS = Counter("responses_bridge_request_body_timeouts_total",
                         "Requests answered 408 because their body did not arrive within its deadline "

@@ -1,8 +1,10 @@
 """A session's ``openai_hosted`` environment checked: what the bridge can give it (a container on the configured
 sandbox backend, its size a memory tier, network by the egress proxy's policy: an allowlist, or a block list where
-the deployment allows it) and, refused by name, what it cannot (a desktop and its browser, plugins, capability
-directories, ``system`` packages). Its ``python`` and ``npm`` packages are installed at its start from the operator's
-indexes (protocol/environment_packages.py checks them). With ``environment_id`` the session takes an existing
+the deployment allows it) and, refused by name, what it cannot (a desktop and its browser, plugins, ``system``
+packages). Its ``capability_directories`` are paths in its workspace (protocol/capability_directories.py), whose
+skills and ``AGENTS.md`` each turn offers the agent (services/capability_directories.py). Its ``python`` and
+``npm`` packages are installed at its start from the operator's indexes (protocol/environment_packages.py checks
+them). With ``environment_id`` the session takes an existing
 standalone environment, asking nothing else. Its ``files``, ``setup_commands`` and ``env`` are checked in
 protocol/environment_fields.py and given to the container by services/environment_setup.py; a template
 (``environment_template_id``) is resolved into the environment before it is checked here
@@ -15,10 +17,12 @@ container's (``cntr_…``), which is also each artifact's ``environment_id``.
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
 from .. import ids
+from .capability_directories import check_directories
 from .environment_fields import check_env, check_files, check_setup_commands
 from .environment_packages import checked_packages
 from .errors import APIError, invalid_request
@@ -50,6 +54,7 @@ class HostedPlan:
     environment_id: str | None = None  # an existing environment the session takes (services/environment_setup.py)
     python_packages: tuple[str, ...] = ()  # installed at the start (protocol/environment_packages.py checks them)
     npm_packages: tuple[str, ...] = ()
+    capability_directories: tuple[str, ...] = ()  # absolute paths under /workspace (capability_directories.py)
 
     @property
     def block_list(self) -> bool:
@@ -66,7 +71,8 @@ class HostedPlan:
     def resource(self, environment_id: str, skills: list[dict[str, Any]],
                  files: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """The session's ``environment`` (the SDK's ``EnvironmentResourceOpenAIHosted``)."""
-        return {"id": environment_id, "type": "openai_hosted", "capability_directories": [], "files": files or [],
+        return {"id": environment_id, "type": "openai_hosted",
+                "capability_directories": list(self.capability_directories), "files": files or [],
                 "network": {"access": self.access, "allowed_domains": list(self.allowed_domains)},
                 "packages": {"npm": list(self.npm_packages), "python": list(self.python_packages), "system": []},
                 "plugins": [], "skills": skills,
@@ -76,7 +82,8 @@ class HostedPlan:
 def self_hosted(environment: dict[str, Any], session_id: str) -> dict[str, Any]:
     """A ``self_hosted`` environment (the SDK's ``EnvironmentResourceSelfHosted``): the client runs the model's
     commands, handed to it as the session's required actions; ``remote_url`` is where it takes them and gives their
-    results: the session's event stream (the bridge does not serve ``codex exec-server``'s protocol)."""
+    results: the session's event stream (the bridge does not serve ``codex exec-server``'s protocol). Its
+    ``capability_directories`` are on the client's machine: absolute, or relative to ``workspace_directory``."""
     for key in environment:
         if key not in ("type", "workspace_directory", "capability_directories"):
             raise invalid_request(f"Unknown parameter: 'environment.{key}'.", param=f"environment.{key}",
@@ -85,11 +92,9 @@ def self_hosted(environment: dict[str, Any], session_id: str) -> dict[str, Any]:
     if not isinstance(directory, str) or not directory.startswith("/") or len(directory) > 4096:
         raise invalid_request("Invalid value for 'environment.workspace_directory': expected an absolute path.",
                               param="environment.workspace_directory", code="invalid_value")
-    if not _empty(environment.get("capability_directories")):
-        raise invalid_request("Capability directories ('capability_directories') are not served by this bridge in "
-                              "a 'self_hosted' environment.", param="environment.capability_directories",
-                              code="unsupported_value")
-    return {"id": ids.new_id("env"), "type": "self_hosted", "capability_directories": [],
+    directories = check_directories(environment.get("capability_directories"),
+                                    "environment.capability_directories", base=posixpath.normpath(directory))
+    return {"id": ids.new_id("env"), "type": "self_hosted", "capability_directories": list(directories),
             "workspace_directory": directory, "remote_url": f"/v1/agents/sessions/{session_id}/events"}
 
 
@@ -113,10 +118,10 @@ def hosted_plan(environment: dict[str, Any]) -> HostedPlan:
         raise _refused("An environment template ('environment_template_id')", "environment.environment_template_id")
     if environment.get("environment_id") is not None:
         return _existing(environment)
-    for key, what in (("plugins", "Plugins ('plugins')"),
-                      ("capability_directories", "Capability directories ('capability_directories')")):
-        if not _empty(environment.get(key)):
-            raise _refused(what, f"environment.{key}")
+    if not _empty(environment.get("plugins")):
+        raise _refused("Plugins ('plugins')", "environment.plugins")
+    directories = check_directories(environment.get("capability_directories"),
+                                    "environment.capability_directories")
     python, npm = checked_packages(environment.get("packages"))
     size = environment.get("container_size", "medium")
     if size not in MEMORY_TIERS:
@@ -129,7 +134,7 @@ def hosted_plan(environment: dict[str, Any]) -> HostedPlan:
                       setup_commands=check_setup_commands(environment.get("setup_commands"),
                                                           "environment.setup_commands"),
                       env=check_env(environment.get("env"), "environment.env"), python_packages=python,
-                      npm_packages=npm)
+                      npm_packages=npm, capability_directories=directories)
 
 
 def _existing(environment: dict[str, Any]) -> HostedPlan:

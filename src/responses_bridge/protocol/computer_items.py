@@ -83,11 +83,17 @@ def clean_action(action: dict[str, Any]) -> dict[str, Any]:
     return cleaned
 
 
-def computer_call(item: dict[str, Any], param: str) -> dict[str, Any]:
+def _call_id(item: dict[str, Any], param: str) -> str:
+    """The call's ``call_id``, a non-empty string: a 400 naming ``param.call_id`` otherwise."""
     call_id = item.get("call_id")
     if not isinstance(call_id, str) or not call_id:
         raise invalid_request(f"Missing required parameter: '{param}.call_id'.", param=f"{param}.call_id",
                               code="missing_required_parameter")
+    return call_id
+
+
+def computer_call(item: dict[str, Any], param: str) -> dict[str, Any]:
+    call_id = _call_id(item, param)
     status = item.get("status")
     normalized: dict[str, Any] = {"type": "computer_call", "id": item_id(item, param, "cu"), "call_id": call_id}
     if item.get("action") is not None or item.get("actions") is None:  # one of the two at least
@@ -110,10 +116,7 @@ def computer_call(item: dict[str, Any], param: str) -> dict[str, Any]:
 
 
 def computer_call_output(item: dict[str, Any], param: str) -> dict[str, Any]:
-    call_id = item.get("call_id")
-    if not isinstance(call_id, str) or not call_id:
-        raise invalid_request(f"Missing required parameter: '{param}.call_id'.", param=f"{param}.call_id",
-                              code="missing_required_parameter")
+    call_id = _call_id(item, param)
     output = item.get("output")
     if not isinstance(output, dict) or output.get("type") != "computer_screenshot":
         raise invalid_request(f"Invalid value for '{param}.output': expected {{'type': 'computer_screenshot', "

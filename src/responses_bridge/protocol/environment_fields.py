@@ -71,15 +71,21 @@ def _object(value: Any, param: str, fields: tuple[str, ...]) -> dict[str, Any]:
     return value
 
 
-def check_files(value: Any, param: str) -> list[dict[str, Any]]:
-    """The files as given (``inline`` data checked to be standard base64), each path once, none a directory of
-    another, :data:`MAX_FILES` at most and :data:`MAX_INLINE_BYTES` of inline data together."""
+def _bounded_array(value: Any, param: str, most: int, noun: str) -> list[Any]:
+    """An optional array (none given: empty) of ``most`` entries at most: a 400 naming ``param`` otherwise."""
     if value is None:
         return []
     if not isinstance(value, list):
         raise _bad(f"Invalid type for '{param}': expected an array.", param, "invalid_type")
-    if len(value) > MAX_FILES:
-        raise _bad(f"'{param}' may list at most {MAX_FILES} files.", param, "array_above_max_length")
+    if len(value) > most:
+        raise _bad(f"'{param}' may list at most {most} {noun}.", param, "array_above_max_length")
+    return value
+
+
+def check_files(value: Any, param: str) -> list[dict[str, Any]]:
+    """The files as given (``inline`` data checked to be standard base64), each path once, none a directory of
+    another, :data:`MAX_FILES` at most and :data:`MAX_INLINE_BYTES` of inline data together."""
+    value = _bounded_array(value, param, MAX_FILES, "files")
     files: list[dict[str, Any]] = []
     paths: set[str] = set()
     inline = 0
@@ -133,12 +139,7 @@ def file_metadata(file: dict[str, Any]) -> dict[str, Any]:
 
 def check_setup_commands(value: Any, param: str) -> list[dict[str, str]]:
     """The commands in order, each with its ``cwd`` (``/workspace`` by default)."""
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise _bad(f"Invalid type for '{param}': expected an array.", param, "invalid_type")
-    if len(value) > MAX_SETUP_COMMANDS:
-        raise _bad(f"'{param}' may list at most {MAX_SETUP_COMMANDS} commands.", param, "array_above_max_length")
+    value = _bounded_array(value, param, MAX_SETUP_COMMANDS, "commands")
     commands: list[dict[str, str]] = []
     for index, entry in enumerate(value):
         where = f"{param}[{index}]"

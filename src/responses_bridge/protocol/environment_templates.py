@@ -79,7 +79,8 @@ def shown_fields(params: dict[str, Any]) -> dict[str, Any]:
             skills.append({"type": "inline", "name": skill.get("name", ""),
                            "description": skill.get("description", "")})
     packages = params.get("packages") or {}
-    return {"capability_directories": [], "files": [file_metadata(file) for file in plan.files],
+    return {"capability_directories": list(plan.capability_directories),
+            "files": [file_metadata(file) for file in plan.files],
             "network": {"access": plan.access, "allowed_domains": list(plan.allowed_domains)},
             "packages": {kind: list(packages.get(kind) or []) for kind in PACKAGE_KINDS}, "plugins": [],
             "skills": skills, "desktop": {"enabled": bool((params.get("desktop") or {}).get("enabled"))}}

@@ -350,3 +350,14 @@ def _reasoning_text(part: Any, kind: str, param: str) -> dict[str, Any]:
                 "text": part["text"]}
     raise invalid_request(f"Invalid value for '{param}': expected an object with 'text'.", param=param,
                           code="invalid_type")
+
+
+def messages_only(*item_lists: list[dict[str, Any]]) -> bool:
+    """Are these items all messages? Most requests' are (one message of input): then the passes that look for
+    other items (references, call outputs, a program's calls, ``configuration_update``) are skipped, and a request
+    that uses none of those features pays one look at each item's type for all of them."""
+    for items in item_lists:
+        for item in items:
+            if item.get("type") != "message":
+                return False
+    return True

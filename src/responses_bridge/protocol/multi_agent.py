@@ -59,8 +59,11 @@ NOT_BETA = BetaSurface()
 
 def beta_surface(query: Mapping[str, str], headers: Mapping[str, str]) -> BetaSurface:
     """The request's :class:`BetaSurface`: ``?beta=true`` and ``openai-beta`` naming ``responses_multi_agent=v1``
-    (the header may list several betas, comma-separated)."""
+    (the header may list several betas, comma-separated). A request naming none of the three (nearly every one)
+    gets the shared :data:`NOT_BETA`, nothing made for it."""
     named = headers.get(BETA_HEADER) or ""
+    if not named and not query and not headers.get(OPEN_RESPONSES_VERSION_HEADER):
+        return NOT_BETA
     return BetaSurface(query=str(query.get("beta", "")).lower() == "true",
                        header=BETA_VALUE in (part.strip() for part in named.split(",")),
                        open_responses=bool(headers.get(OPEN_RESPONSES_VERSION_HEADER)))
@@ -70,6 +73,8 @@ def query_of(path: str) -> dict[str, str]:
     """The query parameters of a request path (``/v1/responses?beta=true``), the last of a repeated name."""
     _, _, query = path.partition("?")
     found: dict[str, str] = {}
+    if not query:
+        return found
     for pair in query.split("&"):
         name, _, value = pair.partition("=")
         if name:

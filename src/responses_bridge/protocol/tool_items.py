@@ -43,6 +43,15 @@ def _str(item: dict[str, Any], key: str, param: str, *, required: bool = True) -
     return require_str(item, key, param)
 
 
+def _objects_or_none(item: dict[str, Any], key: str, param: str) -> list[dict[str, Any]] | None:
+    """An optional array of objects (a call's ``results`` or ``outputs``): a 400 naming ``param.key`` otherwise."""
+    value: list[dict[str, Any]] | None = item.get(key)
+    if value is not None and (not isinstance(value, list) or not all(isinstance(entry, dict) for entry in value)):
+        raise invalid_request(f"Invalid '{param}.{key}': expected an array of objects or null.",
+                              param=f"{param}.{key}")
+    return value
+
+
 def _int(value: Any, param: str) -> int | None:
     if value is None:
         return None
@@ -284,11 +293,7 @@ def file_search_call(item: dict[str, Any], param: str) -> dict[str, Any]:
     if not isinstance(queries, list) or not all(isinstance(query, str) for query in queries):
         raise invalid_request(f"Missing or invalid '{param}.queries': expected an array of strings.",
                               param=f"{param}.queries")
-    results = item.get("results")
-    if results is not None and (not isinstance(results, list)
-                                or not all(isinstance(result, dict) for result in results)):
-        raise invalid_request(f"Invalid '{param}.results': expected an array of objects or null.",
-                              param=f"{param}.results")
+    results = _objects_or_none(item, "results", param)
     return {"type": "file_search_call", "id": item_id(item, param, "fs"), "queries": list(queries),
             "status": _status(item, ("in_progress", "searching", "completed", "incomplete", "failed")),
             "results": [dict(result) for result in results] if results is not None else None}
@@ -302,11 +307,7 @@ def code_interpreter_call(item: dict[str, Any], param: str) -> dict[str, Any]:
     if not isinstance(container, str):
         raise invalid_request(f"Missing or invalid '{param}.container_id': expected a string.",
                               param=f"{param}.container_id")
-    outputs = item.get("outputs")
-    if outputs is not None and (not isinstance(outputs, list)
-                                or not all(isinstance(output, dict) for output in outputs)):
-        raise invalid_request(f"Invalid '{param}.outputs': expected an array of objects or null.",
-                              param=f"{param}.outputs")
+    outputs = _objects_or_none(item, "outputs", param)
     return {"type": "code_interpreter_call", "id": item_id(item, param, "ci"), "code": code or "",
             "container_id": container,
             "status": _status(item, ("in_progress", "interpreting", "completed", "incomplete", "failed")),

@@ -28,6 +28,7 @@ import structlog
 
 from ..engine.wire import Reply, UpstreamRequest
 from ..observability import gen_ai, tracing
+from ..preemption import absorb_preemption, preempted_error
 from ..protocol.errors import APIError, shut_down_mid_response
 from .runs import Run
 from .upstream import UpstreamClient, UpstreamFailure
@@ -123,6 +124,12 @@ async def drive(run: Run, call: UpstreamRequest | None, upstream: UpstreamClient
     except ShutdownDeadline:
         sink.ending()
         return await run.fail(shut_down_mid_response())
+    except asyncio.CancelledError:  # the bridge took back what the run held (fair_share.py): it fails saying so
+        why = absorb_preemption()
+        if why is None:
+            raise
+        sink.ending()
+        return await run.fail(preempted_error(why))
 
 
 def _told(span: Any, run: Run) -> None:
@@ -148,17 +155,43 @@ async def catch_up(run: Run, write: Callable[[bytes], Awaitable[None]]) -> None:
 
 
 async def _kept_alive(work: Awaitable[T], sink: TurnSink, every: float) -> T:
-    """``work``, with ``sink.keepalive()`` every ``every`` seconds it runs. Cancelling this cancels it."""
-    task = asyncio.ensure_future(work)
+    """``work``, with ``sink.keepalive()`` every ``every`` seconds it runs. Cancelling this cancels it.
+
+    ``work`` is awaited in this task, under a timer: the keep-alive task starts only once ``every`` seconds have
+    passed. Most turns have nothing to do here (no server-side tool: every plain request's ``next_turn``) and
+    answer at once; they pay for one timer, not for a task of their own and a wait on it. A keep-alive that fails
+    (the client went away) cancels the work and is raised in its place, as when it ran in this task."""
+    loop = asyncio.get_running_loop()
+    waiting = asyncio.current_task()
+    keeper: list[asyncio.Task[None]] = []
+
+    def start() -> None:
+        keeper.append(loop.create_task(_keep_alive(sink, every, waiting)))
+
+    timer = loop.call_later(every, start)
+    try:
+        return await work
+    except asyncio.CancelledError:
+        failed = keeper[0].exception() if keeper and keeper[0].done() and not keeper[0].cancelled() else None
+        if failed is not None:
+            raise failed from None
+        raise
+    finally:
+        timer.cancel()
+        if keeper and not keeper[0].done():
+            keeper[0].cancel()
+
+
+async def _keep_alive(sink: TurnSink, every: float, waiting: asyncio.Task[Any] | None) -> None:
+    """``sink.keepalive()`` now and every ``every`` seconds, until cancelled; a failure cancels ``waiting``."""
     try:
         while True:
-            done, _ = await asyncio.wait((task,), timeout=every)
-            if done:
-                return task.result()
             await sink.keepalive()
-    finally:
-        if not task.done():
-            task.cancel()
+            await asyncio.sleep(every)
+    except Exception:
+        if waiting is not None:
+            waiting.cancel()
+        raise
 
 
 class BufferSink:

@@ -14,8 +14,9 @@ What the upstream gets is what it reads (no backend can fetch the bridge's files
   any other kind on another backend is a 400 naming the part's ``file_id``.
 
 The stored items keep the parts as sent (``file_id``, ``detail``): only the upstream's copy is resolved. One
-request inlines at most :data:`MAX_REQUEST_FILE_BYTES` of files in all, each file read once however often it is
-named, and reserves the request memory each holds until the response ends (services/file_inputs.py).
+request inlines at most :data:`MAX_REQUEST_FILE_BYTES` of files in all and :data:`MAX_REQUEST_TEXT_CHARS` of their
+extracted text in all, each file read once however often it is named, and reserves the request memory each holds
+(its text too) until the response ends (services/file_inputs.py).
 """
 
 from __future__ import annotations
@@ -30,13 +31,18 @@ from ..engine.state import RenderedPrompt
 from ..protocol.call_outputs import pair_call_outputs
 from ..protocol.errors import APIError, invalid_request
 from ..protocol.file_refs import LoadedFile
-from ..protocol.item_references import has_references, resolve_references
+from ..protocol.input_items import messages_only
+from ..protocol.item_references import ItemFinder, has_references, resolve_stored
 from ..protocol.request import ResponsesRequest
 
 MAX_REQUEST_FILE_BYTES = 32 * 1024 * 1024
 """Bytes of stored files one request may inline, in all. OpenAI takes 50 MB; here the request sent upstream must
 stay within what the bridge takes from a client (64 MiB: ``RESPONSES_BRIDGE_MAX_REQUEST_BYTES``' default, and
 Envoy's buffer for the body the sidecar hands it), and a file goes as base64, a third larger."""
+MAX_REQUEST_TEXT_CHARS = 24_000_000
+"""Characters of text one request's files may give, in all: what one file may give for search
+(services/retrieval/bounds.py), no longer per file — a small file can hold a great deal of text (a 10 KB DOCX, 10
+million characters), and the files one request names are summed."""
 
 
 @dataclass
@@ -52,13 +58,16 @@ class PreparedInput:
 
 
 async def prepare_input(request: ResponsesRequest, history: list[dict[str, Any]], prompt: RenderedPrompt | None,
-                        loader: FileLoader | None, options: EngineOptions, tenant: str) -> PreparedInput:
+                        loader: FileLoader | None, options: EngineOptions, tenant: str, *,
+                        items: ItemFinder | None = None) -> PreparedInput:
     """The request's input made whole once its history is loaded, for every run kind: ``item_reference`` items
-    replaced by the items they name (in the stored input too), call outputs without ``call_id`` paired
-    (protocol/call_outputs.py), and the parts naming a file resolved for the upstream (here)."""
-    if has_references(request.input_items):
-        request.input_items[:] = resolve_references(history, request.input_items)
-    pair_call_outputs(history, request.input_items)
+    replaced by the items they name (in the stored input too; one not in the history is looked up among the
+    tenant's stored ``items``), call outputs without ``call_id`` paired (protocol/call_outputs.py), and the parts
+    naming a file resolved for the upstream (here)."""
+    if not messages_only(request.input_items):  # references and call outputs are items of their own
+        if has_references(request.input_items):
+            request.input_items[:] = await resolve_stored(history, request.input_items, items, tenant=tenant)
+        pair_call_outputs(history, request.input_items)
     prompt_items = prompt.input_items if prompt is not None else []
     if not (names_files(history) or names_files(request.input_items) or names_files(prompt_items)):
         return PreparedInput(history, None, prompt, None)
@@ -79,9 +88,10 @@ async def prepare_input(request: ResponsesRequest, history: list[dict[str, Any]]
 
 class FileLoader(Protocol):
     async def load_file(self, file_id: str, *, tenant: str, max_bytes: int, want_text: bool, pdf_as_file: bool,
-                        param: str) -> LoadedFile:
+                        param: str, max_text_chars: int) -> LoadedFile:
         """``tenant``'s file read (404 ``not_found`` for an unknown one, another tenant's among them; 400
-        ``file_too_large`` past ``max_bytes``); see services/file_inputs.py."""
+        ``file_too_large`` past ``max_bytes``, ``invalid_file`` past ``max_text_chars`` of text; the memory
+        budget's 503 when its holder has no room for the text); see services/file_inputs.py."""
 
 
 class FileResolution:
@@ -93,6 +103,7 @@ class FileResolution:
         self._tenant = tenant
         self._loaded: dict[tuple[str, bool], LoadedFile] = {}
         self._bytes = 0
+        self._chars = 0  # characters of text the loaded files gave
         self._urls: dict[int, str] = {}  # a loaded file's data URL, by the file's identity
 
     @property
@@ -173,9 +184,11 @@ class FileResolution:
             return self._loaded[key]
         file = await self._loader.load_file(file_id, tenant=self._tenant,
                                             max_bytes=MAX_REQUEST_FILE_BYTES - self._bytes, want_text=text,
-                                            pdf_as_file=self._options.openai_fields, param=param)
+                                            pdf_as_file=self._options.openai_fields, param=param,
+                                            max_text_chars=MAX_REQUEST_TEXT_CHARS - self._chars)
         self._loaded[key] = file
         self._bytes += file.size
+        self._chars += len(file.text or "")
         return file
 
 

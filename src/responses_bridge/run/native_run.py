@@ -127,7 +127,8 @@ class NativeRun:
                                param=f"tools[{index}].type", code="unsupported_parameter")
         history = await self._history(request)
         # the backend knows none of the bridge's items and files: references, call outputs and files made whole
-        prepared = await prepare_input(request, history, None, self._files, self._options, self.tenant)
+        prepared = await prepare_input(request, history, None, self._files, self._options, self.tenant,
+                                       items=self._store)
         self._file_resolution = prepared.files
         try:
             self.relay = NativeRelay(request, raw, prepared.history, upstream_model=self._upstream_model,

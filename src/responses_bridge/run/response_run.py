@@ -56,6 +56,7 @@ from ..store.records import LeaseLost
 from .file_inputs import FileLoader, FileResolution, PreparedInput, prepare_input
 from .history import ConversationHistory, PromptRenderer, conversation_and_prompt
 from .multi_agent import offer_agents
+from .programs.host import Releasable
 from .runs import BeforePersist, not_begun, nothing_left
 from .server_tools import CheckedTools, ServerToolRun, ServerTools, offers_server_tools, write_events
 from .subagents import Admission, Charge, attach_agents, wants_agents
@@ -103,6 +104,7 @@ class ResponseRun:
         self._prompts = prompts  # None: 'prompt' is refused
         self._files = files  # None: parts naming a file (file_id) are refused
         self._file_resolution: FileResolution | None = None  # the files this run's upstream copy holds
+        self._kept: list[Releasable] = []  # programs' answers held in the memory budget until the items go
         self._conversation_id: str | None = None
         # framing: None gives events (SSE) only to requests with ``stream: true``; "json" always emits events as
         # JSON lines (WebSocket mode). Background requests always get SSE events (they are stored for replay).
@@ -197,7 +199,8 @@ class ResponseRun:
                                 param="previous_response_id", code="previous_response_not_found")
             history = loaded
         # item references and call outputs made whole (stored so); files resolved for the upstream only
-        prepared = await prepare_input(request, history, prompt, self._files, self._options, self.tenant)
+        prepared = await prepare_input(request, history, prompt, self._files, self._options, self.tenant,
+                                       items=self._store)
         self._file_resolution = prepared.files
         try:
             return await self._translate(request, prepared, large)
@@ -356,6 +359,14 @@ class ResponseRun:
         """The run stops with nothing more to store (a background response deleted while it ran): free what
         the tool loop holds (the tool search index)."""
         self._close_tools()
+        self._let_go()
+
+    def _let_go(self) -> None:
+        """The response's items are let go (its answer made and stored): what the programs' answers among them
+        held of the memory budget comes back (run/programs/host.py)."""
+        kept, self._kept = self._kept, []
+        for answer in kept:
+            answer.release()
 
     def _release_files(self) -> None:
         resolution, self._file_resolution = self._file_resolution, None
@@ -366,6 +377,7 @@ class ResponseRun:
         self._release_files()  # every end of the run closes its tools: the files' memory goes with them
         tool_run, self._tool_run = self._tool_run, None
         if tool_run is not None:
+            self._kept += tool_run.runner.programs.take_held()  # items of the answer still to be made: _let_go
             tool_run.close()
 
     def retry_request(self) -> UpstreamRequest | None:
@@ -389,18 +401,21 @@ class ResponseRun:
         """The upstream body ended. Completes, persists and returns the rest of the client's bytes."""
         translator = self._begun()
         self._close_tools()
-        error = translator.complete()
-        if error is not None:
-            return await self._fail(error)
-        while size := translator.encode_terminal():  # each may carry the whole output: see engine/event_frames.py
-            if size > LONG_FRAME_BYTES:
-                await asyncio.sleep(0)
-        if not await self._persist():
-            translator.drop_pending()  # the unsent completed event would be a lie
-            return await self._fail(APIError(500, "The response could not be stored.", code="server_error"),
-                                    persist=False)
-        metrics.record_usage(translator.response)
-        return translator.success_reply()
+        try:
+            error = translator.complete()
+            if error is not None:
+                return await self._fail(error)
+            while size := translator.encode_terminal():  # each may carry the whole output (event_frames.py)
+                if size > LONG_FRAME_BYTES:
+                    await asyncio.sleep(0)
+            if not await self._persist():
+                translator.drop_pending()  # the unsent completed event would be a lie
+                return await self._fail(APIError(500, "The response could not be stored.", code="server_error"),
+                                        persist=False)
+            metrics.record_usage(translator.response)
+            return translator.success_reply()
+        finally:
+            self._let_go()
 
     async def fail(self, error: APIError) -> Reply:
         """The upstream call failed before its body ended (unreachable, timed out, cut)."""
@@ -409,22 +424,28 @@ class ResponseRun:
     async def _fail(self, error: APIError, *, persist: bool = True) -> Reply:
         translator = self.translator
         self._close_tools()
-        if translator is None:
-            return Reply(error.status, JSON_CONTENT_TYPE, error.body())
-        reply = translator.fail(error)
-        if reply is not None:
-            return reply
-        if persist:
-            await self._persist()
-        return translator.terminal_reply()
+        try:
+            if translator is None:
+                return Reply(error.status, JSON_CONTENT_TYPE, error.body())
+            reply = translator.fail(error)
+            if reply is not None:
+                return reply
+            if persist:
+                await self._persist()
+            return translator.terminal_reply()
+        finally:
+            self._let_go()
 
     async def cancel(self) -> Reply:
         """A background response cancelled by its owner: ``status: cancelled``, persisted, terminal events."""
         translator = self._begun()
         self._close_tools()
-        translator.cancel()
-        await self._persist()
-        return translator.terminal_reply()
+        try:
+            translator.cancel()
+            await self._persist()
+            return translator.terminal_reply()
+        finally:
+            self._let_go()
 
     def commit(self) -> None:
         """See :meth:`Run.commit`."""
@@ -434,10 +455,13 @@ class ResponseRun:
     async def abandon(self) -> None:
         """The client went away: record the response as failed rather than leave it unwritten."""
         self._close_tools()
-        if self.translator is None or not self.translator.abandon():
-            return
-        log.info("response_abandoned", response_id=self.translator.response_id)
-        await asyncio.shield(self._persist())
+        try:
+            if self.translator is None or not self.translator.abandon():
+                return
+            log.info("response_abandoned", response_id=self.translator.response_id)
+            await asyncio.shield(self._persist())
+        finally:
+            self._let_go()
 
     def _begun(self) -> Translator:
         translator = self.translator

@@ -461,6 +461,7 @@ class CallRunner:
         return ToolResult(call.call_id, text)
 
     def close(self) -> None:
+        self.programs.release()  # what programs answered, unless the run took it to release later (take_held)
         if self.agents is not None:
             self.agents.close()
         if self.index is not None:

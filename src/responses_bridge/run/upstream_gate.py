@@ -10,10 +10,12 @@ first:
   own earlier calls to end;
 * one of the bridge's (``RESPONSES_BRIDGE_UPSTREAM_MAX_CONNECTIONS``), given by the fair-share rule of every shared
   pool (fair_share.py): alone a tenant may hold ``RESPONSES_BRIDGE_UPSTREAM_TENANT_CONNECTIONS`` of them (0: half
-  where tenants are told apart, all of them with ``auth: none``), beside others no more than twice what it leaves
-  free, and a tenant holding none gets a free one at once. A call that finds none within the connect timeout
-  fails with 503 ``upstream_connections_exceeded`` naming the settings (a subagent's turn: that subagent fails
-  saying so, as its result).
+  where tenants are told apart, all of them with ``auth: none``); with all of them busy, a tenant holding less than
+  its fair share (the places over the tenants holding or waiting) is given the place of the newest call of the
+  tenant holding the most above its own — that call's response fails ``preempted_for_fairness`` — and others wait
+  in a bounded queue (:data:`QUEUE_PER_PLACE` per place). A call that finds none within the connect timeout, or
+  past the queue's bound, fails with 503 ``upstream_connections_exceeded`` saying which (a subagent's turn: that
+  subagent fails saying so, as its result).
 
 The place is held from the call's start until its answer is read or dropped; compaction, token counting and the
 model list (short calls, bounded by the answer size) do not take one.
@@ -28,18 +30,20 @@ from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 
 from ..engine.wire import UpstreamRequest
-from ..fair_share import FairSlots
+from ..fair_share import FairSlots, Reason
 from ..protocol.errors import APIError
 from .upstream import UpstreamAnswer, UpstreamClient, UpstreamFailure, UpstreamResponse
 
 EXCEEDED = "upstream_connections_exceeded"
+QUEUE_PER_PLACE = 4
+"""Calls that may wait for a place, per place: past it the tenant waiting most loses its newest wait."""
 
 
 class UpstreamGate:
     """The bridge's places for upstream calls (one per process), and how many one response may hold."""
 
     def __init__(self, total: int, share: Callable[[str], int], per_response: int, wait: float) -> None:
-        self.slots = FairSlots(total, share)
+        self.slots = FairSlots(total, share, what="upstream connections", queue=QUEUE_PER_PLACE * total)
         self.per_response = per_response
         self.wait = wait
 
@@ -50,11 +54,21 @@ class UpstreamGate:
             return client
         return GatedUpstream(client, self, tenant)
 
-    def refused(self) -> APIError:
-        return APIError(503, f"This tenant's upstream calls hold their share of the bridge's {self.slots.total} "
-                        "upstream connections (RESPONSES_BRIDGE_UPSTREAM_MAX_CONNECTIONS, RESPONSES_BRIDGE_UPSTREAM_"
-                        f"TENANT_CONNECTIONS) and none came free within {self.wait:g} s; retry shortly.",
-                        type="server_error", code=EXCEEDED)
+    def refused(self, why: Reason = "share") -> APIError:
+        """The 503 of a call that got no place: the tenant's share when it holds at least its fair share, the
+        bridge's places when it holds less (others' calls it may not take back), the queue when that is full."""
+        total = self.slots.total
+        if why == "share":
+            said = (f"This tenant's upstream calls hold their fair share of the bridge's {total} upstream "
+                    "connections (RESPONSES_BRIDGE_UPSTREAM_MAX_CONNECTIONS, RESPONSES_BRIDGE_UPSTREAM_TENANT_"
+                    f"CONNECTIONS) and none came free within {self.wait:g} s")
+        elif why == "queue":
+            said = (f"The bridge's {total} upstream connections (RESPONSES_BRIDGE_UPSTREAM_MAX_CONNECTIONS) are all "
+                    f"busy and its queue of {self.slots.pool.queue} waiting calls is full")
+        else:
+            said = (f"The bridge's {total} upstream connections (RESPONSES_BRIDGE_UPSTREAM_MAX_CONNECTIONS) stayed "
+                    f"busy for {self.wait:g} s")
+        return APIError(503, said + "; retry shortly.", type="server_error", code=EXCEEDED)
 
 
 class GatedUpstream:
@@ -131,8 +145,10 @@ class _GatedChat:
         gate = owner._gate
         await owner._take_place()
         try:
-            if not gate.slots.try_acquire(owner.tenant) and not await gate.slots.acquire(owner.tenant, gate.wait):
-                raise UpstreamFailure(gate.refused())
+            if not gate.slots.try_acquire(owner.tenant):
+                why = await gate.slots.acquire_or_why(owner.tenant, gate.wait)
+                if why is not None:
+                    raise UpstreamFailure(gate.refused(why))
         except BaseException:
             owner._give_place()
             raise

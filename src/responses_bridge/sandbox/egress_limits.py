@@ -6,19 +6,19 @@ Every call's proxy of one process counts its connections here as it accepts them
 was one pool: one tenant's few calls holding their 64 connections each took all of it, and every other tenant's
 call was refused; with a fixed half each, two tenants did the same. A tenant is admitted by the fair-share rule of
 every shared pool (fair_share.py): alone its calls hold at most its share (``code_egress_tenant_connections``; by
-default half the cap where tenants are told apart, all of it where there is one); beside others, one more only
-while it leaves free at least its ratio times what it then holds (with the default half: as many as it holds), and
-a tenant holding none is given a free connection at once — so however many tenants flood, another's call finds
-connections. The refusal names the share, and a connection ended gives its place back at once.
+default half the cap where tenants are told apart, all of it where there is one); with the cap reached, a tenant
+holding less than its fair share (the cap over the tenants holding connections) is still served and the newest
+connection of the tenant holding the most above its own is closed — so however many tenants flood, another's call
+finds connections. The refusal names the share, and a connection ended gives its place back at once.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 
-from ..fair_share import FairShare
+from ..fair_share import FairPool
 from ..observability import metrics
+from ..preemption import current_task
 
 BRIDGE_FLOOR = 16
 """The cap never goes below this, whatever the descriptor limit."""
@@ -69,40 +69,55 @@ class Refusal:
 
 
 class ConnectionShares:
-    """Connections served now, by tenant: one per process (:data:`SHARES`), shared by every call's proxy."""
+    """Connections served now, by tenant: one per process (:data:`SHARES`), shared by every call's proxy by the
+    fair-share rule (fair_share.py). A connection is held by its handler's task: taking it back for a tenant
+    holding less than its share closes it."""
 
     def __init__(self) -> None:
-        self.total = 0
-        self._by_tenant: Counter[str] = Counter()
-        self._rule = FairShare(0, 0, floor=1)
+        self._share = 0
+        self._pool = FairPool(0, lambda tenant: self._share, what="egress connections", queue=1, units=True)
+        self._pool.on_preempt = lambda tenant, reason, size: metrics.POOL_PREEMPTED.labels("egress").inc()
+
+    @property
+    def total(self) -> int:
+        return self._pool.held
 
     def held(self, tenant: str) -> int:
-        return self._by_tenant[tenant]
+        return self._pool.holds(tenant)
 
     def admit(self, tenant: str, *, share: int, cap: int) -> Refusal | None:
-        """Count one more of ``tenant``'s connections, or say why not: past its fair share (alone: ``share``), or
-        the process's ``cap`` reached (by its own connections and the others')."""
-        rule = self._rule
-        if rule.capacity != cap or rule.cap != share:
-            rule = self._rule = FairShare(cap, share, floor=1)
-        holds = self._by_tenant[tenant]
-        if rule.by_share(self.total, holds, 1):
+        """Count one more of ``tenant``'s connections, or say why not: past its share alone (``share``), or the
+        process's ``cap`` reached while it holds at least its fair share. A tenant holding less than its fair share
+        of a full cap is admitted at once, and the newest connection of the tenant holding the most above its own
+        is closed to make up for it."""
+        pool = self._pool
+        pool.capacity, self._share = cap, max(1, min(share, cap))
+        if pool.try_take(tenant, 1):
+            self._admitted(tenant)
+            return None
+        holds = pool.holds(tenant)
+        if holds >= self._share:
             return Refusal("tenant_connection_limit", f"this tenant's calls hold {holds} egress connections, its "
-                           f"share of the bridge's {cap} while others hold some (alone {share}: "
+                           f"share of the bridge's {cap} (alone {self._share}: "
                            "RESPONSES_BRIDGE_CODE_EGRESS_TENANT_CONNECTIONS); try again when one ends")
-        if self.total >= cap:
-            return Refusal("bridge_connection_limit", f"the bridge holds all its {cap} egress connections "
-                           "(RESPONSES_BRIDGE_CODE_EGRESS_BRIDGE_CONNECTIONS); try again later")
-        self.total += 1
-        self._by_tenant[tenant] += 1
+        if pool.make_room(tenant, 1):
+            pool.force(tenant, 1)
+            self._admitted(tenant)
+            return None
+        if holds:
+            return Refusal("tenant_connection_limit", f"this tenant's calls hold {holds} egress connections, its "
+                           f"fair share of the bridge's {cap} while other tenants hold the rest; try again when "
+                           "one ends")
+        return Refusal("bridge_connection_limit", f"the bridge holds all its {cap} egress connections "
+                       "(RESPONSES_BRIDGE_CODE_EGRESS_BRIDGE_CONNECTIONS); try again later")
+
+    def _admitted(self, tenant: str) -> None:
+        self._pool.enlist(tenant, current_task())
         metrics.EGRESS_OPEN.inc()
-        return None
 
     def release(self, tenant: str) -> None:
-        self.total -= 1
-        self._by_tenant[tenant] -= 1
-        if self._by_tenant[tenant] <= 0:
-            del self._by_tenant[tenant]
+        self._pool.discharge_current(tenant)
+        self._pool.give(tenant, 1)
         metrics.EGRESS_OPEN.dec()
 
 

@@ -43,7 +43,7 @@ from .identity import SandboxIdentity
 from .limits import SandboxLimits
 from .result import SandboxBusy, SandboxResult, SandboxUnavailable
 from .seccomp import SeccompUnavailable, compiled_filter
-from .slots import FairSlots
+from .slots import FairSlots, busy_note
 
 log = structlog.get_logger(__name__)
 SHELL_NEEDS_PROCESSES = (
@@ -98,7 +98,7 @@ class Sandbox:
                 self.seccomp = compiled_filter(single_process=cgroups is None)
             except SeccompUnavailable as missing:
                 self.unavailable = f"no seccomp filter can be made: {missing}"
-        self.slots = FairSlots(limits.slots, share or (lambda tenant: limits.slots))
+        self.slots = FairSlots(limits.slots, share or (lambda tenant: limits.slots), what="sandbox slots")
 
     @property
     def address_space(self) -> int:
@@ -250,12 +250,11 @@ class Sandbox:
         if refused is not None or self.bwrap is None:
             metrics.sandbox_run("refused", None, job=job)
             raise SandboxUnavailable(refused or "bubblewrap (bwrap) was not found")
-        if not await self.slots.acquire(tenant, self.limits.timeout):
+        why = await self.slots.acquire_or_why(tenant, self.limits.timeout)
+        if why is not None:
             metrics.sandbox_run("refused", None, job=job)
-            held = self.slots.held(tenant)
-            raise SandboxBusy(SandboxResult("refused", "", "", note=(
-                f"Execution did not start: all {self.limits.slots} sandboxes stayed busy for "
-                f"{self.limits.timeout:g} s" + (f" ({held} of them this tenant's, its share)." if held else "."))))
+            raise SandboxBusy(SandboxResult("refused", "", "", note=busy_note(why, self.limits.slots,
+                                                                              self.limits.timeout)))
         name = f"run-{os.getpid()}-{next(_CALLS)}"
         proxy = None if network is None or self.egress is None else EgressProxy(
             network, self.egress.rules, self.egress.limits, tenant=tenant)

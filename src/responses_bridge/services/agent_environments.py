@@ -35,6 +35,7 @@ from ..sandbox.egress_policy import NetworkPolicy, parse_policy
 from ..sandbox.egress_scope import block_list, check_secrets, within
 from ..store.base import BlobReader
 from ..store.base_agents import AgentStore, Record
+from .capability_directories import environment_note
 from .containers import ContainerService
 from .environment_packages import InstallFailed
 from .environment_setup import EnvironmentSetup, equip, setup_files
@@ -189,6 +190,13 @@ class SessionEnvironments:
             session.setdefault("_private", {})["environment_error"] = error
             return error
         return None
+
+    async def capabilities(self, session: dict[str, Any], *, tenant: str) -> str:
+        """What a turn starting now tells the agent of its environment's capability directories
+        (services/capability_directories.py); empty for none."""
+        containers = self.containers
+        return await environment_note(session, containers.store if containers else None,
+                                      containers.blobs if containers else None, tenant=tenant)
 
     async def refresh_credentials(self, session: dict[str, Any], *, tenant: str) -> None:
         """Before each of a turn's model calls: the session's container gets its vaults' credentials as they are

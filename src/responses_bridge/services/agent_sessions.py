@@ -61,6 +61,19 @@ SESSION_FIELDS = ("environment", "agent", "agent_id", "input", "metadata", "prom
 UPDATE_FIELDS = ("agent", "metadata", "prompt_cache_options", "review")
 
 
+def _first_input(body: dict[str, Any], kind: str) -> list[list[dict[str, Any]]] | None:
+    """The session's first input (each message's parts), or None: a session made without input is idle with no
+    turn until its first input event. As the SDK says, ``input`` is required for the ``none`` environment, and for
+    a streamed create of any environment but ``self_hosted`` (whose stream waits for the client's input)."""
+    if body.get("input") is not None:
+        return messages(body["input"], "input")
+    if kind == "none" or (body.get("stream") is True and kind != "self_hosted"):
+        why = "the 'none' environment" if kind == "none" else "a streamed session that is not 'self_hosted'"
+        raise invalid_request(f"Missing required parameter: 'input' (required for {why}).", param="input",
+                              code="missing_required_parameter")
+    return None
+
+
 class _SessionLock:
     __slots__ = ("lock", "users")
 
@@ -107,10 +120,7 @@ class SessionService:
             raise invalid_request("'stream_options' is only allowed when 'stream' is true.", param="stream_options",
                                   code="invalid_value")
         vault_ids = await self._vault_ids(body.get("vault_ids"), agent, tenant)
-        if body.get("input") is None:
-            raise invalid_request("Missing required parameter: 'input' (a session starts with its first input).",
-                                  param="input", code="missing_required_parameter")
-        content = messages(body["input"], "input")
+        content = _first_input(body, kind)
         if await self.store.count("session", tenant=tenant) >= MAX_SESSIONS_PER_TENANT:
             raise APIError(429, f"A project may keep at most {MAX_SESSIONS_PER_TENANT} sessions; delete some first.",
                            type="invalid_request_error", code="session_limit_reached")
@@ -145,8 +155,21 @@ class SessionService:
             state = environment_state(environment["id"], "failed" if error else "ready", error)
             await self._environment_event(runner, session_id, state,
                                           records=[runner.session_record(session)] if error else None)
-        await runner.submit(session, content, authorization)
+        if content is not None:  # its first turn, queued: the session is in progress from its answer on
+            async with self._locked(session_id):
+                await runner.submit(session, content, authorization)
+                await self._in_progress(runner, session)
         return public(session)
+
+    @staticmethod
+    async def _in_progress(runner: SessionRunner, session: dict[str, Any]) -> None:
+        """An idle session that was just given a turn is in progress, stored so (under the session's lock, which
+        its turn's start waits for, and which then finds it so and says nothing more): an answer or a retrieve
+        right after the input never says ``idle`` while the turn waits to start."""
+        if session["status"] == "idle":
+            session["status"] = "in_progress"
+            await runner.events.emit({"type": "agent.session.in_progress", "session": public(session)},
+                                     records=[runner.session_record(session)])
 
     @staticmethod
     async def _environment_event(runner: SessionRunner, session_id: str, state: dict[str, Any],
@@ -305,6 +328,7 @@ class SessionService:
                     await runner.approval(content)
                 else:
                     await runner.submit(session, content, authorization)
+                    await self._in_progress(runner, session)
 
     async def _replayed(self, session_id: str, key: str, body: dict[str, Any], tenant: str) -> bool:
         """True when ``key`` was used on this session already with this body (nothing is done again); a 409 when

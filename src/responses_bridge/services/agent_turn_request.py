@@ -9,17 +9,20 @@ from ..protocol.agent_inputs import response_tools
 from .agent_environments import hosted_container, shell_tool
 
 
-def turn_request(session: dict[str, Any], turn_input: list[dict[str, Any]]) -> dict[str, Any]:
+def turn_request(session: dict[str, Any], turn_input: list[dict[str, Any]], capabilities: str = "") -> dict[str, Any]:
     """The background response a turn of ``session`` starts: the agent's model, instructions, reasoning, text
     format and tools (the session's container's shell, or the client's in a ``self_hosted`` environment; the
-    subagents' tree), chained on the session's last response."""
+    subagents' tree), chained on the session's last response. ``capabilities``: what the agent is told of its
+    environment's capability directories (services/capability_directories.py), after its instructions (each
+    turn's own: instructions are not carried along a chain)."""
     agent = session["agent"]
     body: dict[str, Any] = {
         "model": agent["model"], "background": True, "stream": True, "store": True, "input": turn_input,
         "text": {"format": _text_format(agent["text"]["format"]), "verbosity": agent["text"]["verbosity"]},
     }
-    if agent.get("instructions"):
-        body["instructions"] = agent["instructions"]
+    instructions = "\n\n".join(part for part in (agent.get("instructions"), capabilities) if part)
+    if instructions:
+        body["instructions"] = instructions
     reasoning = {key: value for key, value in agent["reasoning"].items() if value is not None}
     if reasoning:
         body["reasoning"] = reasoning

@@ -5,6 +5,14 @@ session's log (protocol/agent_events.py); the turn loop learns nothing about age
 
 Input that arrives while a turn runs is queued as a turn of its own (``queued``), run in order once the current one
 ends; a cancel ends the running turn (its response cancelled) and every queued one.
+
+A queued turn's input waits in the store, not in memory: it is stored with the turn's record when the turn is
+queued (under ``_private``, which no reader is shown) and read back when the turn starts, whose first write replaces
+that record with the turn's without it (the messages become the turn's items then). Held in memory, 32 queued
+inputs of 8 MB each held 245 MiB per session, which no budget counted; charged to the memory budget instead, the
+input would be counted twice while the request that brings it holds its body's own reservation (30 times its bytes,
+up to a share), so a body over a thirtieth of a share would be refused even alone. Stored, waiting costs nothing,
+and a session holds at most its running turn's input.
 """
 
 from __future__ import annotations
@@ -54,7 +62,9 @@ ResponseStarter = Callable[[dict[str, Any], str, "str | None"], Awaitable[str]]
 door (adapters/http/agents_routes.py), which knows the routes and upstream clients."""
 
 
-MAX_QUEUED_TURNS = 32  # a session's input waiting behind its running turn, held in memory until it runs
+MAX_QUEUED_TURNS = 32  # a session's input waiting behind its running turn, stored until it runs
+QUEUED_INPUT = "input"  # where a queued turn's record keeps its messages until it starts (under ``_private``)
+LOST_INPUT = "The turn's input could not be read back from the store; send it again."
 RESTARTED = "The server restarted before this turn ended; it was not finished and will not be resumed."
 EXPIRED = ("The session's environment expired (its container was unused too long or deleted); start a new "
            "session.")
@@ -63,7 +73,7 @@ EXPIRED = ("The session's environment expired (its container was unused too long
 @dataclass
 class QueuedTurn:
     turn: dict[str, Any]
-    messages: list[dict[str, Any]]  # the user's messages, as the session's items
+    messages: list[dict[str, Any]]  # the user's messages, as the session's items: read from the store at its start
     authorization: str | None = field(repr=False)  # the caller's, for the upstream; never stored
     calls: ToolCalls = field(default_factory=ToolCalls)
     changes: dict[str, Any] | None = None  # what the turn's last response changes of the session, not stored yet
@@ -152,9 +162,10 @@ class SessionRunner:
         self.check_room(1)
         turn = new_turn(session)
         messages = [user_item(ids.message_id(), parts, turn["id"]) for parts in content]
-        self.queue.append(QueuedTurn(turn, messages, authorization, span=turn_span(session, turn)))
+        waiting = {**turn, "_private": {QUEUED_INPUT: messages}}  # the input waits in the store, not here
+        self.queue.append(QueuedTurn(turn, [], authorization, span=turn_span(session, turn)))
         await self.events.emit({"type": "agent.session.turn.created", "session_id": self.session_id,
-                                "turn_id": turn["id"], "turn": public(turn)}, records=[self.turn_record(turn)])
+                                "turn_id": turn["id"], "turn": public(turn)}, records=[self.turn_record(waiting)])
         if self.task is None or self.task.done():
             self.task = asyncio.create_task(self._work(), name=f"agent-session:{self.session_id}")
 
@@ -250,8 +261,21 @@ class SessionRunner:
             entry.trace = TurnTrace(kept)
             await self._run(entry)
 
+    async def _queued_input(self, entry: QueuedTurn) -> bool:
+        """The turn's messages, read back from its stored record (:meth:`submit`); False when they are gone."""
+        if entry.messages:
+            return True
+        stored = await self.store.get("turn", entry.turn["id"], tenant=self.tenant)
+        if stored is None:
+            raise asyncio.CancelledError  # the session was deleted meanwhile
+        entry.messages = (stored.get("_private") or {}).get(QUEUED_INPUT) or []
+        return bool(entry.messages)
+
     async def _run(self, entry: QueuedTurn) -> None:
         turn = entry.turn
+        if not await self._queued_input(entry):
+            await self._end(entry, "failed", {"code": "server_error", "message": LOST_INPUT}, None)
+            return
         records = [self.turn_record(turn), *(self.item_record(message) for message in entry.messages)]
         async with self._changing() as session:
             if session["status"] != "in_progress":
@@ -274,12 +298,15 @@ class SessionRunner:
             return
         turn_input = [{"type": "message", "role": "user", "content": message["content"]}
                       for message in entry.messages]
+        # the skills and AGENTS.md of the environment's capability directories, as they are when the turn starts
+        capabilities = await self.environments.capabilities(session, tenant=self.tenant) \
+            if self.environments is not None else ""
         total: dict[str, Any] | None = None
         while True:  # one response, then another with the client's tool results, until no call is left open
             try:
                 if self.environments is not None:  # the container's vault credentials as they are now
                     await self.environments.refresh_credentials(session, tenant=self.tenant)
-                request = await self._credentialed(session, turn_request(session, turn_input))
+                request = await self._credentialed(session, turn_request(session, turn_input, capabilities))
                 self.response_id = await self.start(request, self.tenant, entry.authorization)
             except APIError as error:
                 await self._end(entry, "failed", turn_error({"code": error.code, "message": error.message},
@@ -454,6 +481,7 @@ class SessionRunner:
     async def _end(self, entry: QueuedTurn, status: str, error: dict[str, Any] | None,
                    usage: dict[str, Any] | None) -> None:
         turn = entry.turn
+        (turn.get("_private") or {}).pop(QUEUED_INPUT, None)  # a turn read back from the store: its input goes
         turn.update(status=status, error=error, usage=usage, completed_at=int(time.time()))
         event = {"type": f"agent.session.turn.{status}", "session_id": self.session_id, "turn_id": turn["id"],
                  "turn": public(turn), "usage": usage}

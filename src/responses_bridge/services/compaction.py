@@ -27,7 +27,7 @@ from ..engine.options import EngineOptions
 from ..engine.response_object import convert_usage
 from ..protocol.call_outputs import pair_call_outputs
 from ..protocol.errors import APIError, invalid_request, not_found
-from ..protocol.item_references import resolve_references
+from ..protocol.item_references import resolve_stored
 from ..protocol.request import parse_json_object, parse_request_object
 from ..run.file_inputs import FileLoader, FileResolution, names_files
 from ..run.upstream import UpstreamClient, UpstreamFailure
@@ -83,8 +83,9 @@ class CompactionService:
                 raise not_found(f"Previous response with id '{previous}' not found.", param="previous_response_id",
                                 code="previous_response_not_found")
             items = loaded
-        # references become the items they name, outputs without call_id their call's (as for a create)
-        inputs = resolve_references(items, request.input_items)
+        # references become the items they name (any the tenant stored), outputs without call_id their call's (as
+        # for a create)
+        inputs = await resolve_stored(items, request.input_items, self.store, tenant=tenant)
         pair_call_outputs(items, inputs)
         items = items + inputs
         if not items:

@@ -14,7 +14,7 @@ from .. import ids
 from ..protocol.call_outputs import pair_call_outputs, unpaired
 from ..protocol.errors import APIError, invalid_request, not_found
 from ..protocol.input_items import normalize_input
-from ..protocol.item_references import has_references, resolve_references
+from ..protocol.item_references import ItemFinder, has_references, resolve_stored
 from ..protocol.lists import list_body, list_of
 from ..protocol.request import check_metadata, metadata_update
 from ..store.base import ConversationStore
@@ -45,11 +45,13 @@ def render_item(item: dict[str, Any], include: list[str] | None) -> dict[str, An
     return dict(item, content=parts)
 
 
-def _pair(earlier: list[dict[str, Any]], items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``items`` with their references resolved (protocol/item_references.py) and their call outputs sent without
-    call_id paired (protocol/call_outputs.py) against ``earlier`` items; errors name ``items``."""
+async def _pair(earlier: list[dict[str, Any]], items: list[dict[str, Any]], finder: ItemFinder | None,
+                tenant: str) -> list[dict[str, Any]]:
+    """``items`` with their references resolved (protocol/item_references.py: among ``earlier`` items, else any
+    item the tenant stored, found by ``finder``) and their call outputs sent without call_id paired
+    (protocol/call_outputs.py) against ``earlier`` items; errors name ``items``."""
     try:
-        items = resolve_references(earlier, items)
+        items = await resolve_stored(earlier, items, finder, tenant=tenant)
         pair_call_outputs(earlier, items)
         return items
     except APIError as error:
@@ -84,8 +86,9 @@ def _not_found(conversation_id: str) -> APIError:
 class ConversationService:
     """Implements the run's :class:`~responses_bridge.run.history.ConversationHistory` too."""
 
-    def __init__(self, store: ConversationStore) -> None:
+    def __init__(self, store: ConversationStore, items: ItemFinder | None = None) -> None:
         self.store = store
+        self.items = items  # any item the tenant stored, for a reference the conversation does not hold
 
     # -- engine ------------------------------------------------------------------------------------------------
 
@@ -101,7 +104,7 @@ class ConversationService:
         metadata = body.get("metadata")
         check_metadata(metadata)
         items = _items(body.get("items"))
-        items = _pair([], items)
+        items = await _pair([], items, self.items, tenant)
         conversation = StoredConversation(id=conversation_id(), created_at=int(time.time()),
                                           metadata=metadata or {})
         await self.store.create_conversation(conversation.id, conversation.created_at, conversation.metadata, items,
@@ -140,11 +143,11 @@ class ConversationService:
             raise invalid_request("Missing required parameter: 'items'.", param="items",
                                   code="missing_required_parameter")
         items = _items(body["items"])
-        if unpaired(items) or has_references(items):  # they answer or name the conversation's items
+        if unpaired(items) or has_references(items):  # they answer or name the conversation's (or stored) items
             earlier = await self.store.load_items(conversation_id, tenant=tenant)
             if earlier is None:
                 raise _not_found(conversation_id)
-            items = _pair(earlier, items)
+            items = await _pair(earlier, items, self.items, tenant)
         if not await self.store.append_items(conversation_id, items, tenant=tenant):
             raise _not_found(conversation_id)
         return _page(ItemPage(data=items, first_id=items[0]["id"] if items else None,

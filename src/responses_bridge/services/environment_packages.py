@@ -38,11 +38,11 @@ from ..sandbox import Sandbox, SandboxBusy, SandboxUnavailable
 from ..sandbox.backend import SandboxBackend
 from ..sandbox.egress_policy import NetworkPolicy, parse_policy
 from ..sandbox.shell import ShellJob, run_shell
-from ..sandbox.trees import process_cache_dir, remove_tree
 from ..store.records import StorageLimitExceeded, StoredContainer
 from .containers import ContainerService
 from .files import new_file_id
-from .package_trees import InstallFailed, TreeEntry, read_modes, unpack_tree, zip_tree
+from .package_trees import InstallFailed, read_modes, unpack_tree, zip_tree
+from .tree_cache import TreeCache, TreeEntry
 
 log = structlog.get_logger(__name__)
 
@@ -89,11 +89,7 @@ class EnvironmentPackages:
         self.containers = containers
         self.sandbox = sandbox
         self.indexes = indexes
-        self.workdir = workdir
-        self.cache_bytes = cache_bytes
-        self._entries: dict[str, TreeEntry] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._root: Path | None = None
+        self._trees = TreeCache(PREFIX, workdir, cache_bytes)
 
     def check(self, plan: HostedPlan) -> None:
         """A 400 naming the setting (and the field) where the operator configured no index for a kind asked for,
@@ -205,34 +201,21 @@ class EnvironmentPackages:
             await self._evict()
 
     async def _entry(self, blob_id: str) -> TreeEntry | None:
-        async with self._locks.setdefault(blob_id, asyncio.Lock()):
-            entry = self._entries.get(blob_id)
+        async with self._trees.lock(blob_id):
+            entry = self._trees.entries.get(blob_id)
             if entry is None:
-                root = await self._cache_root()
+                root = await self._trees.root()
                 try:
                     async with self.containers.blobs.local_copy(blob_id) as source:
                         entry = await asyncio.to_thread(unpack_tree, source, root / blob_id,
                                                         self.containers.container_bytes)
                 except FileNotFoundError:
                     return None
-                self._entries[blob_id] = entry
+                self._trees.entries[blob_id] = entry
             return entry
 
-    async def _cache_root(self) -> Path:
-        if self._root is None:
-            self._root = await asyncio.to_thread(process_cache_dir, self.workdir, PREFIX)
-        return self._root
-
     async def _evict(self) -> None:
-        total = sum(entry.bytes for entry in self._entries.values())
-        for blob_id, entry in sorted(self._entries.items(), key=lambda item: item[1].used_at):
-            if total <= self.cache_bytes:
-                break
-            if entry.users or self._locks.get(blob_id, asyncio.Lock()).locked():
-                continue
-            del self._entries[blob_id]
-            total -= entry.bytes
-            await asyncio.to_thread(remove_tree, entry.path)
+        await self._trees.evict()
 
 
 def _naming(said: str, entries: tuple[str, ...]) -> str:

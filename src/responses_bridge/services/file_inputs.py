@@ -4,21 +4,36 @@ The run asks (run/file_inputs.py's ``FileLoader``); this reads the file through 
 tenant's file, or one expired or deleted, is the same 404 as ``GET /v1/files/{id}``), after checking its size
 against what one request may inline and reserving the request memory it will hold (the same budget and cost per
 byte as a request body that carried it inline: services/memory_budget.py), and extracts its text as the retrieval
-pipeline does for search (services/retrieval/extract.py: the same kinds, the same bounds).
+pipeline does for search (services/retrieval/extract.py: the same kinds, the same bounds, but the characters of
+text bounded over all the files of the request, not per file).
+
+A file's text can be far larger than the file: a 10 KB DOCX held 10 million characters, and 16 requests naming it
+grew the sidecar to 510 MB while the budget held 4.7 MiB for them (30 times the 10 KB). So the text is held in the
+budget as well, for the request's holder, at :data:`TEXT_COST` per character as the extraction gives it (a step
+ahead: services/retrieval/bounds.py; the extraction's thread waits for the budget's answer), then at
+:data:`TEXT_COST` times the memory its string takes, until the response lets the file go; past the holder's room
+the extraction stops and the request is the budget's 503. Charged only once extracted, twelve requests extracting
+at once grew the sidecar by twice a 128 MiB budget before any was refused.
 """
 
 from __future__ import annotations
 
 import asyncio
 import mimetypes
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from ..protocol.errors import APIError, invalid_request, not_found
 from ..protocol.file_refs import LoadedFile
 from .files import FileService
-from .memory_budget import MemoryBudget
+from .memory_budget import MemoryBudget, Reservation
 
 READ_BYTES = 1024 * 1024
+TEXT_COST = 4
+"""Bytes held per byte of a file's extracted text while the request keeps it: the text, the part made of it
+(headed with the file's name), the upstream body it goes in and that body's encoding; the extraction's own pieces
+come and go before."""
 
 _MAGIC = ((b"%PDF-", "application/pdf"), (b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"),
           (b"GIF87a", "image/gif"), (b"GIF89a", "image/gif"))
@@ -44,9 +59,10 @@ class FileInputs:
         self._memory = memory
 
     async def load_file(self, file_id: str, *, tenant: str, max_bytes: int, want_text: bool, pdf_as_file: bool,
-                        param: str) -> LoadedFile:
+                        param: str, max_text_chars: int) -> LoadedFile:
         """The file, read. ``want_text``: a file of a kind the retrieval pipeline extracts comes as its text
-        (``data`` empty), except a PDF with ``pdf_as_file`` (the backend reads PDFs): its bytes."""
+        (``data`` empty), at most ``max_text_chars`` characters of it, except a PDF with ``pdf_as_file`` (the
+        backend reads PDFs): its bytes."""
         from .retrieval.extract import SUPPORTED_EXTENSIONS
 
         found = await self._files.get(file_id, tenant=tenant)
@@ -60,15 +76,24 @@ class FileInputs:
         filename = str(found["filename"])
         extension = Path(filename).suffix.lower()
         as_text = want_text and extension in SUPPORTED_EXTENSIONS and not (pdf_as_file and extension == ".pdf")
-        reservation = await self._memory.reserve(size, holder=self._memory.holder(tenant, None))
+        holder = self._memory.holder(tenant, None)
+        reservation = await self._memory.reserve(size, holder=holder)
+        hold = _TextHold(self._memory, holder, asyncio.get_running_loop())
         try:
             if as_text:
-                return LoadedFile(filename, media_type_of(filename, b""), size, b"",
-                                  await self._text(file_id, filename, param), release=reservation.release)
+                text = await self._text(file_id, filename, param, max_text_chars, hold)
+                await hold.top_up(text)  # or the 503: the text is let go
+
+                def release() -> None:
+                    reservation.release()
+                    hold.release()
+
+                return LoadedFile(filename, media_type_of(filename, b""), size, b"", text, release=release)
             data = await self._read(file_id, tenant, size)
             return LoadedFile(filename, media_type_of(filename, data[:16]), size, data, release=reservation.release)
         except BaseException:
             reservation.release()
+            hold.release()
             raise
 
     async def _read(self, file_id: str, tenant: str, size: int) -> bytes:
@@ -83,18 +108,62 @@ class FileInputs:
             raise APIError(500, f"File '{file_id}' could not be read whole.", code="server_error")
         return bytes(data)
 
-    async def _text(self, file_id: str, filename: str, param: str) -> str:
+    async def _text(self, file_id: str, filename: str, param: str, max_text_chars: int, hold: _TextHold) -> str:
         from .retrieval.extract import ExtractionError
 
         try:
             async with self._files.local_copy(file_id) as path:
-                return await asyncio.to_thread(_extract, path, filename)
+                work = asyncio.get_running_loop().run_in_executor(
+                    None, _extract, path, filename, max_text_chars, hold.take if self._memory.total else None)
+                try:
+                    return await asyncio.shield(work)
+                except asyncio.CancelledError:  # the thread goes on to its next step: what it took goes after it
+                    hold.stopped = True
+                    work.add_done_callback(lambda _: hold.release())
+                    raise
         except ExtractionError as error:
             raise invalid_request(f"File '{file_id}' cannot be given to the model as text: {error.message}",
                                   param=param, code=error.code) from None
 
 
-def _extract(path: Path, filename: str) -> str:
+class _Abandoned(Exception):
+    """The request went away while its file's text was extracted: the extraction stops."""
+
+
+class _TextHold:
+    """What a file's text holds of the memory budget: taken as the extraction gives it (:meth:`take`, in the
+    extraction's thread, which waits for the budget's answer on the event loop; the budget's 503 stops it), made
+    up to the string's size once it is whole (:meth:`top_up`), given back together (:meth:`release`)."""
+
+    def __init__(self, memory: MemoryBudget, holder: str, loop: asyncio.AbstractEventLoop) -> None:
+        self._memory = memory
+        self._holder = holder
+        self._loop = loop
+        self._held: list[Reservation] = []
+        self._asked = 0
+        self.stopped = False
+
+    def take(self, chars: int) -> None:
+        if self.stopped:
+            raise _Abandoned
+        size = TEXT_COST * chars
+        self._held.append(asyncio.run_coroutine_threadsafe(self._memory.charge(self._holder, size),
+                                                           self._loop).result())
+        self._asked += size
+
+    async def top_up(self, text: str) -> None:
+        size = TEXT_COST * sys.getsizeof(text) - self._asked  # a wide string takes 2 or 4 bytes a character
+        if size > 0:
+            self._held.append(await self._memory.charge(self._holder, size))
+            self._asked += size
+
+    def release(self) -> None:
+        held, self._held = self._held, []
+        for reservation in held:
+            reservation.release()
+
+
+def _extract(path: Path, filename: str, max_text_chars: int, on_text: Callable[[int], None] | None) -> str:
     from .retrieval.extract import extract_text
 
-    return extract_text(path, filename)
+    return extract_text(path, filename, max_text_chars, on_text)

@@ -11,13 +11,15 @@ handler's life (adapters/http/params.py, limits.py), the ext_proc door for the g
 
 Each holder (the tenant; with ``RESPONSES_BRIDGE_AUTH=none``, the caller's key: :meth:`MemoryBudget.holder`) is admitted
 by the fair-share rule every shared pool uses (fair_share.py): alone it may hold its share of the budget
-(``RESPONSES_BRIDGE_MEMORY_BUDGET_SHARE``, half by default); beside others, it is given more only while it leaves free
-at least half what it then holds, so however many callers hold their most, the next one finds room at once. Past that,
-or past the budget, new work waits up to :data:`WAIT_SECONDS` for room (room freed goes first to the waiting holder that
-holds least), then gets a 503 with ``Retry-After`` (the openai SDKs retry it): ``server_overloaded`` for the whole
-budget, ``memory_share_exceeded`` naming the share for a holder at its own. A request larger than a share runs when its
-holder holds nothing else, rather than never. How long a body may take to arrive is bounded (services/body_pace.py), so
-an idle connection gives its steps back.
+(``RESPONSES_BRIDGE_MEMORY_BUDGET_SHARE``, half by default); with the budget full, a holder holding less than the
+budget over the holders present is given room taken back from the one holding the most above that — its largest
+request ends with 503 / ``response.failed`` ``preempted_for_fairness`` — so however many callers came before, the
+next one is served. Otherwise new work waits in a bounded queue (:data:`QUEUE`) up to :data:`WAIT_SECONDS` for room
+(room freed goes first to the waiting holder that holds least), then gets a 503 with ``Retry-After`` (the openai SDKs
+retry it): ``memory_share_exceeded`` for a holder holding at least its fair share, ``server_overloaded`` otherwise.
+A request larger than a share runs when its holder holds nothing else, rather than never. How long a body may take
+to arrive is bounded (services/body_pace.py), so an idle connection gives its steps back. Real memory is watched too
+(services/memory_watch.py): past its high watermark the budget refuses new room (:attr:`MemoryBudget.refusing`).
 
 The budget defaults to half of what the process may use: the cgroup's memory limit (a container's, a pod's), else
 the machine's memory, shared among the workers.
@@ -28,19 +30,25 @@ from __future__ import annotations
 import asyncio
 import hashlib
 
-from ..fair_share import FairShare
-from ..observability.metrics import MEMORY_HELD, MEMORY_REFUSED
+import structlog
+
+from ..fair_share import FairPool, Refused
+from ..observability.metrics import MEMORY_HELD, MEMORY_PREEMPTED, MEMORY_REFUSED
+from ..preemption import PREEMPTED, current_task
 from ..protocol.errors import APIError
 from ..store.base import DEFAULT_TENANT
 
 OVERLOADED = "server_overloaded"
 SHARE_EXCEEDED = "memory_share_exceeded"
-RETRY_LATER = frozenset((OVERLOADED, SHARE_EXCEEDED))
-"""The codes of the budget's 503s, answered with ``Retry-After``."""
+RETRY_LATER = frozenset((OVERLOADED, SHARE_EXCEEDED, PREEMPTED))
+"""The codes of the budget's 503s (and of work taken back for fairness), answered with ``Retry-After``."""
 COST_PER_BODY_BYTE = 30
 WAIT_SECONDS = 2.0
 DEFAULT_SHARE = 0.5
 STEP_BYTES = 64 * 1024
+QUEUE = 1024
+"""Requests that may wait for room at once; past it the tenant waiting most loses its newest place (fair_share.py)."""
+log = structlog.get_logger("responses_bridge.memory")
 """Body bytes reserved at a time as a body arrives (about 2 MiB of the budget)."""
 
 
@@ -54,25 +62,29 @@ def share_exceeded(share: float) -> APIError:
     MEMORY_REFUSED.inc()
     return APIError(503, f"This caller's requests in flight hold its fair share of the server's request memory "
                     f"(alone at most {share:.0%} of it: RESPONSES_BRIDGE_MEMORY_BUDGET_SHARE; beside other callers "
-                    "no more than it leaves to them); other callers are still served. Retry when some of them have "
-                    "ended.", type="server_error", code=SHARE_EXCEEDED)
+                    "an equal part of it); other callers are still served. Retry when some of them have ended.",
+                    type="server_error", code=SHARE_EXCEEDED)
 
 
 class Reservation:
     """Bytes of the budget one request holds for one holder; :meth:`release` is idempotent, so every exit path may
-    call it."""
+    call it. ``task``: the work that holds it, ended if the bridge takes the room back (fair_share.py)."""
 
-    __slots__ = ("_budget", "bytes", "holder")
+    __slots__ = ("_budget", "bytes", "holder", "task")
 
     def __init__(self, budget: MemoryBudget | None, size: int, holder: str = DEFAULT_TENANT) -> None:
         self._budget = budget
         self.bytes = size
         self.holder = holder
+        self.task: asyncio.Task[object] | None = None
+        if budget is not None and size:
+            self.task = current_task()
+            budget.pool.enlist(holder, self)
 
     def release(self) -> None:
         budget, self._budget = self._budget, None
         if budget is not None:
-            budget._give_back(self.holder, self.bytes)
+            budget._give_back(self.holder, self.bytes, self)
 
 
 NOTHING = Reservation(None, 0)
@@ -141,30 +153,31 @@ class Held:
         self._reservation.release()
 
 
-class _Waiter:
-    __slots__ = ("future", "holder", "size")
-
-    def __init__(self, holder: str, size: int) -> None:
-        self.holder = holder
-        self.size = size
-        self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-
 class MemoryBudget:
     """The process's reservations against ``total`` bytes (0: no budget), each holder's admitted by the fair-share
     rule (fair_share.py) with ``share`` of it as what one holder may hold alone.
     ``by_client_key``: there are no tenants (``auth: none``), so a caller's key tells callers apart
-    (:meth:`holder`)."""
+    (:meth:`holder`). ``queue``: how many requests may wait for room at once."""
 
-    def __init__(self, total: int, share: float = DEFAULT_SHARE, *, by_client_key: bool = False) -> None:
+    def __init__(self, total: int, share: float = DEFAULT_SHARE, *, by_client_key: bool = False,
+                 queue: int = QUEUE) -> None:
         self.total = total
         self.share = share
         self.share_bytes = max(1, int(total * share)) if total else 0
-        self.held = 0
-        self.by_holder: dict[str, int] = {}
         self._by_client_key = by_client_key
-        self._waiters: list[_Waiter] = []
-        self._rule = FairShare(total, self.share_bytes)
+        self.pool = FairPool(total, lambda holder: self.share_bytes, what="request memory", queue=queue)
+        self.pool.on_preempt = _preempted
+        self.refusing = False
+        """Set by the memory backstop (memory_watch.py) while real memory is past its high watermark: no new
+        room is given."""
+
+    @property
+    def held(self) -> int:
+        return self.pool.held
+
+    @property
+    def by_holder(self) -> dict[str, int]:
+        return {holder: state.holds for holder, state in self.pool.tenants.items() if state.holds}
 
     def holder(self, tenant: str, authorization: str | None) -> str:
         """Whose share a request counts against: its tenant; with no tenants (``auth: none``: everyone is the
@@ -179,7 +192,7 @@ class MemoryBudget:
         return "client:" + hashlib.blake2b(key.encode(errors="replace"), digest_size=16).hexdigest()
 
     def held_by(self, holder: str) -> int:
-        return self.by_holder.get(holder, 0)
+        return self.pool.holds(holder)
 
     async def reserve(self, body_bytes: int, *, holder: str = DEFAULT_TENANT, wait: float = WAIT_SECONDS
                       ) -> Reservation:
@@ -199,63 +212,42 @@ class MemoryBudget:
         size = min(size, self.share_bytes)
         return Reservation(self, await self._take(holder, size), holder)
 
-    def _fits(self, holder: str, size: int) -> bool:
-        return self._rule.admits(self.held, self.by_holder.get(holder, 0), size)
-
-    def _grant(self, holder: str, size: int) -> int:
-        self.held += size
-        self.by_holder[holder] = self.by_holder.get(holder, 0) + size
-        MEMORY_HELD.set(self.held)
-        return size
-
     def _try_take(self, holder: str, size: int) -> int | None:
         if not size:
             return 0
-        return self._grant(holder, size) if self._fits(holder, size) else None
+        if self.refusing:
+            return None
+        if self.pool.try_take(holder, size):
+            MEMORY_HELD.set(self.pool.held)
+            return size
+        return None
 
     async def _take(self, holder: str, size: int, wait: float = WAIT_SECONDS) -> int:
+        if not size:
+            return 0
+        if self.refusing:
+            raise overloaded()
         taken = self._try_take(holder, size)
         if taken is not None:
             return taken
-        waiter = _Waiter(holder, size)
-        self._waiters.append(waiter)
         try:
-            async with asyncio.timeout(wait):
-                await asyncio.shield(waiter.future)
-        except TimeoutError:
-            pass
-        except BaseException:  # the request went away while it waited: nothing may stay held for it
-            if waiter.future.done():
-                self._give_back(holder, size)
-            else:
-                self._forget(waiter)
-            raise
-        if not waiter.future.done():  # no room came in time
-            self._forget(waiter)
-            if self._rule.by_share(self.held, self.by_holder.get(holder, 0), size):
-                raise share_exceeded(self.share)
-            raise overloaded()
+            await self.pool.take(holder, size, wait)
+        except Refused as refused:
+            if refused.reason == "share":
+                raise share_exceeded(self.share) from None
+            raise overloaded() from None
+        MEMORY_HELD.set(self.pool.held)
         return size
 
-    def _forget(self, waiter: _Waiter) -> None:
-        waiter.future.cancel()
-        self._waiters.remove(waiter)
+    def _give_back(self, holder: str, size: int, reservation: Reservation | None = None) -> None:
+        if reservation is not None:
+            self.pool.discharge(holder, reservation)
+        self.pool.give(holder, size)
+        MEMORY_HELD.set(self.pool.held)
 
-    def _give_back(self, holder: str, size: int) -> None:
-        self.held -= size
-        left = self.by_holder.get(holder, 0) - size
-        if left > 0:
-            self.by_holder[holder] = left
-        else:
-            self.by_holder.pop(holder, None)
-        MEMORY_HELD.set(self.held)
-        if self._waiters:
-            self._wake()
 
-    def _wake(self) -> None:
-        """Room came back: the waiters it fits, the holders that hold least first."""
-        for waiter in sorted(self._waiters, key=lambda waiter: self.by_holder.get(waiter.holder, 0)):
-            if self._fits(waiter.holder, waiter.size):
-                self._grant(waiter.holder, waiter.size)
-                self._waiters.remove(waiter)
-                waiter.future.set_result(None)
+def _preempted(holder: str, reason: str, size: int) -> None:
+    """A request's room taken back (fairness, or the backstop): counted and logged (no tenant label: unbounded)."""
+    MEMORY_PREEMPTED.labels(reason).inc()
+    log.warning("memory_taken_back", reason=reason, holder_bytes=size,
+                holder=holder if not holder.startswith("client:") else "client")

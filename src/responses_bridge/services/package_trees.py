@@ -13,10 +13,10 @@ import os
 import stat
 import time
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from ..sandbox.trees import remove_tree
+from .tree_cache import TreeEntry
 
 MAX_FILES = 50_000
 MAX_MODES_BYTES = 16 << 20
@@ -25,14 +25,6 @@ CHUNK = 1 << 20
 
 class InstallFailed(Exception):
     """The install did not leave packages; the message names the package where the output does."""
-
-
-@dataclass(slots=True)
-class TreeEntry:
-    path: Path
-    bytes: int
-    users: int = 0
-    used_at: float = 0.0
 
 
 def read_modes(path: Path) -> tuple[set[str], dict[str, str]]:

@@ -23,30 +23,22 @@ import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
 from ..protocol.skills_note import SKILLS_DIR
-from ..sandbox.trees import process_cache_dir, remove_tree
+from ..sandbox.trees import remove_tree
 from ..store.base import FileBytes
 from ..store.base_skills import ContainerSkill
 from .skill_bundle import MAX_ZIP_BYTES
 from .skill_unpack import unpack_kept
+from .tree_cache import TreeCache, TreeEntry
 
 log = structlog.get_logger(__name__)
 
 PREFIX = "skills-"
 READ_CHUNK = 1 << 20
-
-
-@dataclass(slots=True)
-class _Entry:
-    path: Path
-    bytes: int
-    users: int = 0
-    used_at: float = 0.0
 
 
 class SkillCache:
@@ -55,19 +47,23 @@ class SkillCache:
 
     def __init__(self, blobs: FileBytes, *, budget: int, workdir: Path | None = None) -> None:
         self.blobs = blobs
-        self.budget = budget
-        self.workdir = workdir
         self.unpacked = 0  # skills unpacked since the start (the metric tests and the closing note count)
-        self._entries: dict[str, _Entry] = {}
+        self._trees = TreeCache(PREFIX, workdir, budget)
         self._digests: dict[str, str] = {}  # blob id -> its content's digest (a blob never changes)
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._root: Path | None = None
+
+    @property
+    def workdir(self) -> Path | None:
+        return self._trees.workdir
+
+    @workdir.setter
+    def workdir(self, workdir: Path | None) -> None:
+        self._trees.workdir = workdir
 
     @contextlib.asynccontextmanager
     async def bound(self, skills: Sequence[ContainerSkill]) -> AsyncIterator[list[tuple[Path, str]]]:
         """Each skill unpacked (once) and held for the call: the (host directory, ``/mnt/skills/<name>``) binds.
         A skill whose blob is gone (its container deleted meanwhile) is left out."""
-        held: list[_Entry] = []
+        held: list[TreeEntry] = []
         binds: list[tuple[Path, str]] = []
         try:
             for skill in skills:
@@ -85,21 +81,21 @@ class SkillCache:
                 entry.used_at = now
             await self._evict()
 
-    async def _entry(self, blob_id: str) -> _Entry | None:
+    async def _entry(self, blob_id: str) -> TreeEntry | None:
         digest = self._digests.get(blob_id)
         if digest is None:
             digest = await self._digest(blob_id)
             if digest is None:
                 return None
             self._digests[blob_id] = digest
-        lock = self._locks.setdefault(digest, asyncio.Lock())
+        lock = self._trees.lock(digest)
         async with lock:
-            entry = self._entries.get(digest)
+            entry = self._trees.entries.get(digest)
             if entry is None:
                 entry = await self._unpack(blob_id, digest)
                 if entry is None:
                     return None
-                self._entries[digest] = entry
+                self._trees.entries[digest] = entry
             return entry
 
     async def _digest(self, blob_id: str) -> str | None:
@@ -118,8 +114,8 @@ class SkillCache:
             await reader.aclose()
         return digest.hexdigest()
 
-    async def _unpack(self, blob_id: str, digest: str) -> _Entry | None:
-        root = await self._cache_root()
+    async def _unpack(self, blob_id: str, digest: str) -> TreeEntry | None:
+        root = await self._trees.root()
         try:
             async with self.blobs.local_copy(blob_id) as source:  # streamed from the file (skill_unpack.py)
                 entry = await asyncio.to_thread(_unpack_into, root, digest, source)
@@ -128,27 +124,11 @@ class SkillCache:
         self.unpacked += 1
         return entry
 
-    async def _cache_root(self) -> Path:
-        if self._root is None:
-            self._root = await asyncio.to_thread(process_cache_dir, self.workdir, PREFIX)
-        return self._root
-
     async def _evict(self) -> None:
-        """Past the budget, remove the least recently used entries no call holds."""
-        total = sum(entry.bytes for entry in self._entries.values())
-        if total <= self.budget:
-            return
-        for digest, entry in sorted(self._entries.items(), key=lambda item: item[1].used_at):
-            if total <= self.budget:
-                break
-            if entry.users or self._locks.get(digest, asyncio.Lock()).locked():
-                continue
-            del self._entries[digest]
-            total -= entry.bytes
-            await asyncio.to_thread(remove_tree, entry.path)
+        await self._trees.evict()
 
 
-def _unpack_into(root: Path, digest: str, source: Path) -> _Entry:
+def _unpack_into(root: Path, digest: str, source: Path) -> TreeEntry:
     """Extract into a temporary directory of the cache, then rename it to its digest: an entry is whole or
     absent. Its files are world-readable (0644/0755) for the sandbox's unprivileged uid, and the bridge's own."""
     staging = root / f".unpacking-{secrets.token_hex(8)}"
@@ -162,5 +142,5 @@ def _unpack_into(root: Path, digest: str, source: Path) -> _Entry:
         remove_tree(staging)
         raise
     log.info("skill_unpacked", digest=digest[:16], files=files, bytes=size)
-    return _Entry(target, size, used_at=time.monotonic())
+    return TreeEntry(target, size, used_at=time.monotonic())
 

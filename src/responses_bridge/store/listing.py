@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     from .records import ResponseFilter
@@ -57,6 +57,19 @@ def page_sql(select: str, source: str, key: tuple[str, str], conditions: Sequenc
     if where:
         sql += " WHERE " + " AND ".join(where)
     return sql + f" ORDER BY {created} {direction}, {ident} {direction} LIMIT :fetch"
+
+
+Row = TypeVar("Row")
+
+
+def trim_page(rows: list[Row], limit: int, *, backward: bool = False) -> bool:
+    """Cuts the ``limit + 1`` rows a page statement read down to the page, in the order the client asked for (a
+    backward read, ``Bounds.backward``, reversed); True when there was a row past it (``has_more``)."""
+    has_more = len(rows) > limit
+    del rows[limit:]
+    if backward:
+        rows.reverse()
+    return has_more
 
 
 def bound_params(page: Bounds, fetch: int) -> dict[str, object]:

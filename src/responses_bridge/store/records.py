@@ -52,6 +52,12 @@ class ItemPage:
     has_more: bool
 
 
+def item_page(data: list[dict[str, Any]], has_more: bool) -> ItemPage:
+    """The page of ``data`` (already trimmed and in order), its first and last item's ids as its cursors."""
+    return ItemPage(data=data, first_id=data[0].get("id") if data else None,
+                    last_id=data[-1].get("id") if data else None, has_more=has_more)
+
+
 @dataclass(frozen=True, slots=True)
 class ResponseFilter:
     """What ``GET /v1/responses`` narrows the list to; every field given must match (None: any)."""

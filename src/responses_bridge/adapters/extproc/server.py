@@ -49,6 +49,12 @@ class ExtProcDoor:
         await self.server.stop(grace)
 
 
+PENDING_CALLS = 1 << 16
+"""New calls gRPC core keeps for the server before the event loop takes them up. Its defaults (1,000, and 3,000 at
+once) cancel the rest (Envoy answers ``processor_unavailable``, ``CANCELLED``): 5,000 streams opened at once through
+Envoy lost 1,002 so. Envoy's circuit breakers (``envoy_max_requests``) bound how many come instead."""
+
+
 def server_options(max_request_bytes: int) -> list[tuple[str, int]]:
     """The gRPC server's options, for requests of up to ``max_request_bytes``. Also what the benchmark's no-op
     processor runs with (devtools/checkout/floors.py), so that its floor is this server's."""
@@ -59,6 +65,8 @@ def server_options(max_request_bytes: int) -> list[tuple[str, int]]:
         ("grpc.so_reuseport", 0),  # a second server on a taken port must fail, not share it
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.server.max_pending_requests", PENDING_CALLS),
+        ("grpc.server.max_pending_requests_hard_limit", PENDING_CALLS),
     ]
 
 

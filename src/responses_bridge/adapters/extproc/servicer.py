@@ -45,6 +45,7 @@ import grpc
 import structlog
 
 from ...envoy_config import HANDS_OFF_METADATA
+from ...preemption import absorb_preemption
 from ...runtime import Runtime
 from ._pb.ext_proc_pb2 import ProcessingResponse
 from .decode import Undecodable
@@ -152,8 +153,12 @@ class ExtProcServicer(ExternalProcessorServicer):
                     break
             await outbox.flush()  # returning ends the gRPC stream: not before every reply is written
         except asyncio.CancelledError:
-            await stream.abandon()  # Envoy reset the stream: the client went away
-            raise
+            why = absorb_preemption()  # the bridge took back what it held (fair_share.py), or Envoy reset it
+            if why is None:
+                await stream.abandon()  # Envoy reset the stream: the client went away
+                raise
+            await send(await stream.preempted(why), queued=False)
+            await outbox.flush()
         except Exception:  # the stream broke (a write failed, a bug): it must not end as OK
             log.warning("extproc_stream_broken", exc_info=True)
             await stream.abandon()

@@ -10,10 +10,12 @@ import asyncio
 import structlog
 
 from ...envoy_config import CLIENT_CONTEXT_HEADERS
+from ...preemption import preempted_error
 from ...protocol.errors import APIError
 from ...protocol.multi_agent import beta_surface
+from ...services.limits import RETRY_AFTER_SECONDS
 from . import messages as m
-from ._pb.ext_proc_pb2 import ProcessingRequest
+from ._pb.ext_proc_pb2 import ProcessingRequest, ProcessingResponse
 from .request_phase import RequestPhase
 from .stream_state import JSON, SHUTDOWN_ERROR, Responses
 
@@ -180,6 +182,19 @@ class _Stream(RequestPhase):
             pass  # the task goes on; the handler is being torn down anyway
         except Exception:
             log.warning("extproc_abandon_failed", exc_info=True)
+
+
+    async def preempted(self, why: str) -> list[ProcessingResponse]:
+        """The bridge took back what this stream held (fair_share.py): its response recorded as failed saying so,
+        and the client answered a retryable 503 (Envoy resets the stream instead if the answer has begun)."""
+        error = preempted_error(why)
+        if not self.done and self.run is not None:
+            self.done = True
+            try:
+                await self.run.fail(error)
+            except Exception:  # a run not begun has nothing to record: the answer still goes out
+                log.info("extproc_preempted_not_recorded", exc_info=True)
+        return [m.immediate_response(error.status, error.body(), JSON, [("retry-after", str(RETRY_AFTER_SECONDS))])]
 
 
 _BACKGROUND: set[asyncio.Future[None]] = set()

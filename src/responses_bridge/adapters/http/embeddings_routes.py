@@ -20,7 +20,6 @@ import asyncio
 from typing import Any
 
 import orjson
-import structlog
 from aiohttp import web
 
 from ...engine.wire import UpstreamRequest
@@ -32,12 +31,9 @@ from ...runtime import Runtime
 from ...services.embeddings import EmbeddingService, upstream_error
 from .params import read_body
 from .routes import api_routes
-from .upstream_routes import refuse_returning_call
-
-log = structlog.get_logger("responses_bridge.http")
+from .upstream_routes import ERROR_BODY_BYTES, answer_head, passthrough_cut, refuse_returning_call
 
 EMBEDDINGS_PATH = "embeddings"
-MAX_ERROR_BYTES = 64 * 1024  # of an upstream's refusal: enough for any message, nothing to hold for long
 
 
 class EmbeddingRoutes:
@@ -74,24 +70,13 @@ class EmbeddingRoutes:
         try:
             async with client.chat(UpstreamRequest(EMBEDDINGS_PATH, raw, False), authorization) as answer:
                 if answer.status != 200:
-                    refusal = bytearray()
-                    async for chunk in answer.chunks():
-                        refusal += chunk[:MAX_ERROR_BYTES - len(refusal)]
-                        if len(refusal) >= MAX_ERROR_BYTES:
-                            break
-                    raise upstream_error(answer.status, bytes(refusal))
+                    raise upstream_error(answer.status, await answer_head(answer, ERROR_BODY_BYTES))
                 response = web.StreamResponse(status=200)
                 response.content_type = (answer.content_type or "application/json").split(";")[0]
                 await response.prepare(request)
                 async for chunk in answer.chunks():
                     await response.write(chunk)
         except UpstreamFailure as failure:
-            if response is None or not response.prepared:
-                raise failure.error from None
-            # the vectors were on their way: the answer ends cut, as the upstream's did, never as if whole
-            log.warning("embeddings_passthrough_cut", upstream=route.upstream.name, error=failure.error.message)
-            if request.transport is not None:
-                request.transport.abort()
-            return response
+            return passthrough_cut(request, response, failure, "embeddings_passthrough_cut", route.upstream.name)
         await response.write_eof()
         return response

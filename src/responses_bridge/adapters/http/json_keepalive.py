@@ -37,27 +37,70 @@ async def answer_kept_alive(request: web.Request, run: Run, work: Awaitable[Repl
                             ) -> tuple[Reply, web.StreamResponse | None]:
     """The run's reply (``work``: the driver), and the response it was committed to if the request took longer
     than ``every`` seconds (None: answer it as usual). The first wait is shorter by the time the request has
-    already taken (its body, the run's set-up): the proxy's idle clock started when the request did. Cancelling
-    this (the client went away) cancels ``work`` and waits for it to unwind, so that whatever records the
-    abandoned run runs after the run has stopped."""
-    task = asyncio.ensure_future(work)
-    stream: web.StreamResponse | None = None
-    wait = max(0.0, every - (time.perf_counter() - request[STARTED]))
+    already taken (its body, the run's set-up): the proxy's idle clock started when the request did.
+
+    ``work`` is awaited in this task, under a timer; the task that commits and writes the whitespace (:class:`_Keeper`)
+    starts only when the first wait is over. A request that ends sooner (nearly every one) pays for one timer, not
+    for a task of its own and a wait on it. Cancelling this (the client went away) cancels ``work`` where it is, so
+    whatever records the abandoned run runs after the run has stopped; a write of the keeper that fails cancels
+    ``work`` too, and its error is raised in its place."""
+    keeper = _Keeper(request, run, every)
+    first = max(0.0, every - (time.perf_counter() - request[STARTED]))
+    timer = asyncio.get_running_loop().call_later(first, keeper.start)
     try:
-        while True:
-            done, _ = await asyncio.wait((task,), timeout=wait)
-            wait = every
-            if done:
-                return task.result(), stream
-            if stream is None:
-                run.commit()  # before the status goes out: a failure from here on is a failed Response
-                stream = web.StreamResponse(status=200, headers=HEADERS)
-                stream.content_type = "application/json"
-                await stream.prepare(request)
-                log.info("json_keepalive_committed", response_id=run.response_id,
-                         after_seconds=round(time.perf_counter() - request[STARTED], 3))
-            await stream.write(WHITESPACE)
+        reply = await work
+    except asyncio.CancelledError:
+        if keeper.failure is not None:
+            raise keeper.failure from None
+        raise
     finally:
-        if not task.done():
+        timer.cancel()
+        await keeper.stop()
+    return reply, keeper.stream
+
+
+class _Keeper:
+    """The whitespace writer of a run that outlasted the first wait: commits the run, sends the status and the
+    headers, then a newline every ``every`` seconds until :meth:`stop` (which lets a write under way finish)."""
+
+    def __init__(self, request: web.Request, run: Run, every: float) -> None:
+        self.request, self.run, self.every = request, run, every
+        self.waiting = asyncio.current_task()  # the request's task, awaiting the run
+        self.stream: web.StreamResponse | None = None  # once prepared
+        self.failure: Exception | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._sleeping = False
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._keep())
+
+    async def stop(self) -> None:
+        task = self._task
+        if task is None or task.done():
+            return
+        self._stopping = True
+        if self._sleeping:
             task.cancel()
-            await asyncio.wait((task,))
+        await asyncio.wait((task,))
+
+    async def _keep(self) -> None:
+        try:
+            self.run.commit()  # before the status goes out: a failure from here on is a failed Response
+            stream = web.StreamResponse(status=200, headers=HEADERS)
+            stream.content_type = "application/json"
+            await stream.prepare(self.request)
+            self.stream = stream
+            log.info("json_keepalive_committed", response_id=self.run.response_id,
+                     after_seconds=round(time.perf_counter() - self.request[STARTED], 3))
+            while not self._stopping:
+                await stream.write(WHITESPACE)
+                if self._stopping:
+                    return
+                self._sleeping = True
+                await asyncio.sleep(self.every)
+                self._sleeping = False
+        except Exception as error:  # noqa: BLE001 - the client went away: the run is cancelled, this raised for it
+            self.failure = error
+            if self.waiting is not None:
+                self.waiting.cancel()

@@ -9,8 +9,11 @@ that end work, a cancel or a ``DELETE`` (a tenant at its limit must be able to s
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
+from ...preemption import absorb_preemption, preempted_error
 from ...protocol.errors import APIError
 from ...services.limits import Slot, TenantLimits
 from ...services.memory_budget import Held, MemoryBudget
@@ -48,6 +51,11 @@ def limits_middleware(limits: TenantLimits, memory: MemoryBudget, *, body_timeou
             watch = request[BODY_WATCH] = BodyWatch(request, body_timeout, body_min_rate)
         try:
             response = await handler(request)
+        except asyncio.CancelledError:  # the bridge took back what the request held (fair_share.py), before the
+            why = absorb_preemption()  # run could answer for itself (reading its body): a retryable 503
+            if why is None or getattr(request.writer, "output_size", False):
+                raise
+            return error_response(preempted_error(why))
         except BodyTooSlow as slow:
             return await answer_too_slow(request, slow)
         except Exception:

@@ -22,6 +22,7 @@ from ...run.response_run import LARGE_BODY_BYTES
 from ...run.upstream import UpstreamClient
 from ...runtime import Runtime
 from ...services import listing
+from ...services.limits import RETRY_AFTER_SECONDS
 from ...services.pagination import page_errors
 from ..pieces import PIECE_BYTES, write_in_pieces
 from . import background_routes, websocket
@@ -211,7 +212,10 @@ async def _deliver(request: web.Request, reply: Reply, stream: web.StreamRespons
             stream = await _open_stream(request, reply.body)
             await stream.write_eof()
             return stream
-        return web.Response(status=reply.status, body=reply.body, content_type=reply.content_type.split(";")[0])
+        answer = web.Response(status=reply.status, body=reply.body, content_type=reply.content_type.split(";")[0])
+        if reply.status == 503:  # the run's retryable failures (work taken back, no upstream place): the SDKs retry
+            answer.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return answer
     await _write(stream, reply.body)
     await stream.write_eof()
     return stream

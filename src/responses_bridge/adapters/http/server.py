@@ -7,10 +7,14 @@ from aiohttp import web
 from ...runtime import Runtime
 from .app import create_app
 from .drain import DRAIN
-from .parser_errors import PARSER_OPTIONS, use_openai_errors
+from .head_deadline import use_head_deadline
+from .parser_errors import PARSER_OPTIONS
 
 CLOSE_TIMEOUT_SECONDS = 1.0
 """Once drained, what aiohttp still waits for handlers that did not end (they are cancelled after it)."""
+LISTEN_BACKLOG = 4096
+"""Connections the kernel queues before the door accepts them (capped by ``net.core.somaxconn``, 4,096 on
+current kernels): thousands of clients that open their streams at once are queued, not dropped to SYN retries."""
 
 
 class HttpDoor:
@@ -42,11 +46,15 @@ async def start_http_server(runtime: Runtime, host: str, port: int, *, reuse_por
     client disconnects, which cancels the upstream call they are waiting on. ``reuse_port``: one of several workers
     on the same port (``SO_REUSEPORT``: the kernel spreads connections over them)."""
     app = create_app(runtime)
+    settings = runtime.settings
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=CLOSE_TIMEOUT_SECONDS,
-                           **PARSER_OPTIONS)
+                           keepalive_timeout=settings.http_keepalive_timeout, **PARSER_OPTIONS)
     await runner.setup()
-    use_openai_errors(runner)  # even what aiohttp's parser refuses is answered in the OpenAI shape
-    site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True, reuse_port=reuse_port or None)
+    # a head slower than http_head_timeout is answered 408 and closed; even what aiohttp's parser refuses is
+    # answered in the OpenAI shape
+    use_head_deadline(runner, settings.http_head_timeout)
+    site = web.TCPSite(runner, host, port, backlog=LISTEN_BACKLOG, reuse_address=True,
+                       reuse_port=reuse_port or None)
     try:
         await site.start()
     except OSError:

@@ -44,6 +44,19 @@ def refuse_returning_call(request: web.Request, runtime: Runtime) -> None:
                        "this version's `responses-bridge envoy-config`.", type="server_error", code="upstream_loop")
 
 
+def passthrough_cut(request: web.Request, response: web.StreamResponse | None, failure: UpstreamFailure,
+                    event: str, upstream: str) -> web.StreamResponse:
+    """A passed-through answer's upstream failing: before anything was sent the client gets the error (raised);
+    once the answer was on its way it ends cut, as the upstream's own did (a clean end would tell the client a
+    truncated answer was whole), logged as ``event``."""
+    if response is None or not response.prepared:
+        raise failure.error from None
+    log.warning(event, upstream=upstream, error=failure.error.message)
+    if request.transport is not None:
+        request.transport.abort()
+    return response
+
+
 def with_embedder(body: dict[str, Any], embedder: dict[str, Any] | None) -> dict[str, Any]:
     """An OpenAI model list with the deployment's embedder after the upstreams' models, unless listed already."""
     data = body.get("data")
@@ -54,20 +67,26 @@ def with_embedder(body: dict[str, Any], embedder: dict[str, Any] | None) -> dict
     return {**body, "data": [*data, embedder]}
 
 
-ERROR_BODY_BYTES = 64 * 1024
+ERROR_BODY_BYTES = 64 * 1024  # of an upstream's error answer: enough for any message, nothing to hold for long
 """What is read of an upstream's error answer: enough for any error object, never a whole stray page."""
+
+
+async def answer_head(answer: UpstreamAnswer, limit: int) -> bytes:
+    """The first ``limit`` bytes of an upstream's (error) answer, the rest left unread: enough for any message,
+    nothing to hold for long."""
+    held = bytearray()
+    async for chunk in answer.chunks():
+        held += chunk[:limit - len(held)]
+        if len(held) >= limit:
+            break
+    return bytes(held)
 
 
 async def _error_answer(answer: UpstreamAnswer) -> web.Response:
     """An upstream's error answer in OpenAI's shape: one already in it passes unchanged (status and body, a client
     of that backend expects its own codes); anything else (a proxy's HTML page, a plain-text 500) is made into
     one as every other route makes it — a 4xx keeps its status, a 5xx is a 502 (engine/upstream_errors.py)."""
-    held = bytearray()
-    async for chunk in answer.chunks():
-        held += chunk[:ERROR_BODY_BYTES - len(held)]
-        if len(held) >= ERROR_BODY_BYTES:
-            break
-    body = bytes(held)
+    body = await answer_head(answer, ERROR_BODY_BYTES)
     try:
         decoded = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -130,14 +149,7 @@ class UpstreamRoutes:
                     async for chunk in answer.chunks():
                         await response.write(chunk)
         except UpstreamFailure as failure:
-            if response is None or not response.prepared:  # nothing sent yet: the client gets the error
-                raise failure.error from None
-            # the answer was already on its way: it ends cut, as the upstream's own did (a clean end would tell
-            # the client a truncated answer was whole)
-            log.warning("chat_completions_passthrough_cut", upstream=route.upstream.name, error=failure.error.message)
-            if request.transport is not None:
-                request.transport.abort()
-            return response
+            return passthrough_cut(request, response, failure, "chat_completions_passthrough_cut", route.upstream.name)
         await response.write_eof()
         return response
 

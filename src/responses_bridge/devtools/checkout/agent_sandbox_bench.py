@@ -27,7 +27,7 @@ from pathlib import Path
 from ...config import Settings
 from ...sandbox import Sandbox, SandboxLimits
 from ...sandbox.backend import SandboxBackend
-from ..fake_cluster import fake_cluster
+from .fake_cluster import fake_cluster
 
 CALLS = {"print": "print('ok')", "file": "open('out.txt', 'w').write('x' * 100_000)\nprint('ok')"}
 CRDS = Path(__file__).resolve().parents[4] / "tests" / "deploy" / "crds" / "agent-sandbox-2fd412d.yaml"

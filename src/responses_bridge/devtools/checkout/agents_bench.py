@@ -38,8 +38,9 @@ from typing import Any
 import aiohttp
 import orjson
 
-from ..procs import ManagedProcess, descendants, free_port, wait_http
-from .bench import FLOORS, _start_envoy, bootstrap_renderer
+from ..procs import ManagedProcess, free_port, wait_http
+from .bench import _start_envoy, bench_processes, bootstrap_renderer
+from .process_memory import tree_pids
 
 BETA = {"OpenAI-Beta": "agents=v1"}
 TEXT = "hello there [chunks=20]"
@@ -65,20 +66,17 @@ def cpu_seconds(processes: list[ManagedProcess]) -> float:
     own nanosecond count (``/proc/<pid>/task/<tid>/schedstat``): the clock ticks of ``/proc/<pid>/stat`` (10 ms) are
     coarser than a whole session turn."""
     total = 0
-    for process in processes:
-        if not process.alive():
+    for pid in tree_pids(processes):
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:  # ended meanwhile
             continue
-        for pid in (process.pid, *descendants(process.pid)):
+        for tid in tasks:
             try:
-                tasks = os.listdir(f"/proc/{pid}/task")
-            except OSError:  # ended meanwhile
+                with open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as stat:
+                    total += int(stat.read().split()[0])
+            except (OSError, ValueError, IndexError):
                 continue
-            for tid in tasks:
-                try:
-                    with open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as stat:
-                        total += int(stat.read().split()[0])
-                except (OSError, ValueError, IndexError):
-                    continue
     return total / 1e9
 
 
@@ -211,18 +209,10 @@ def report(doors: list[Door], rounds: int, cost_rounds: int) -> None:
 
 async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="rb-bench-agents-") as tmp:
-        upstream_port, floor_port, http_port, extproc_port = free_port(), free_port(), free_port(), free_port()
-        upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
         envoy_wanted = args.door in ("envoy", "both")
-        upstream = ManagedProcess([sys.executable, "-m", "responses_bridge", "fake-upstream",
-                                   "--port", str(upstream_port)], "fake-upstream")
-        http_floor = ManagedProcess([sys.executable, "-m", FLOORS, "http-proxy", "--port", str(floor_port),
-                                     "--upstream", upstream_url], "http-floor")
-        sidecar = ManagedProcess([sys.executable, "-m", "responses_bridge", "serve", "--upstream", upstream_url,
-                                  "--http-port", str(http_port), "--extproc-port", str(extproc_port),
-                                  "--db", f"{tmp}/bench.db", "--log-level", "warning"]
-                                 + ([] if envoy_wanted else ["--no-extproc"]), "sidecar", quiet=False)
-        processes = [upstream, http_floor, sidecar]
+        (upstream_port, floor_port, http_port, extproc_port), processes = bench_processes(tmp, (), envoy_wanted)
+        upstream, http_floor, sidecar = processes
+        upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
         base, base_port = None, free_port()
         if args.base_src:  # the same sidecar from another source tree, its HTTP door beside this one's
             base = ManagedProcess([sys.executable, "-m", "responses_bridge", "serve", "--upstream", upstream_url,

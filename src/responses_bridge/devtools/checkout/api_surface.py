@@ -140,8 +140,9 @@ BEHAVIOUR: dict[Section, dict[str, tuple[str, str]]] = {
         "custom_tool_call_output": ("forwarded", "as a tool message"),
         "custom_tool_call": ("forwarded", "as a call of the function the tool is offered as"),
         "compaction_trigger": ("served", "answered with one `compaction` item"),
-        "item_reference": ("enforced", "replaced by the item it names among what the request continues (its "
-                           "chain or conversation) and the input before it; else a 404 `item_not_found`"),
+        "item_reference": ("enforced", "replaced by the item it names: among what the request continues (its "
+                           "chain or conversation) and the input before it, else among every item the tenant "
+                           "stored; else a 404 `item_not_found`"),
         "program": ("enforced", "programmatic tool calling's program, resumed"),
         "program_output": ("enforced", "programmatic tool calling's program output"),
     },

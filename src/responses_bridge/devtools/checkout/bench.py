@@ -34,7 +34,7 @@ import shlex
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +46,7 @@ from . import bench_ab, bench_memory, bench_soak
 from .bench_cost import BRIDGE_LISTENER, CostTarget, measure_costs, summarise_costs
 from .bench_report import RssPeak, print_report, summarise
 from .bench_requests import post, synthetic_body, wait_healthy
+from .process_memory import tree_rss_mb
 
 FLOORS = "responses_bridge.devtools.checkout.floors"
 
@@ -175,17 +176,9 @@ async def bench(args: argparse.Namespace) -> dict:
         raise SystemExit("responses-bridge bench: --extproc-uds is the ext_proc door's: measure it with --envoy")
     render = bootstrap_renderer(extra) if args.envoy else None
     with tempfile.TemporaryDirectory(prefix="rb-bench-") as tmp:
-        upstream_port, floor_port, http_port, extproc_port = free_port(), free_port(), free_port(), free_port()
+        (upstream_port, floor_port, http_port, extproc_port), processes = bench_processes(tmp, extra, args.envoy)
+        upstream, http_floor, sidecar = processes
         upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
-        upstream = ManagedProcess([sys.executable, "-m", "responses_bridge", "fake-upstream",
-                                   "--port", str(upstream_port)], "fake-upstream")
-        http_floor = ManagedProcess([sys.executable, "-m", FLOORS, "http-proxy", "--port", str(floor_port),
-                                     "--upstream", upstream_url], "http-floor")
-        sidecar = ManagedProcess([sys.executable, "-m", "responses_bridge", "serve", "--upstream", upstream_url,
-                                  "--http-port", str(http_port), "--extproc-port", str(extproc_port),
-                                  "--db", os.path.join(tmp, "bench.db"), "--log-level", "warning", *extra]
-                                 + ([] if args.envoy else ["--no-extproc"]), "sidecar", quiet=False)
-        processes = [upstream, http_floor, sidecar]
         try:
             for process in processes:
                 process.start()
@@ -209,12 +202,30 @@ async def bench(args: argparse.Namespace) -> dict:
                 return await bench_memory.measure_memory(args, sidecar, doors, websocket_url)
             if args.soak is not None:
                 return await bench_soak.soak(args, sidecar, doors, websocket_url)
-            rss = RssPeak(sidecar.tree_rss_mb())
+            rss = RssPeak(tree_rss_mb(sidecar))
             costs = _cost_targets(args, targets, processes, ports[2] if render is not None else None)
             return await _measure(args, targets, sidecar, rss, extra, costs)
         finally:
             for process in reversed(processes):
                 process.stop()
+
+
+def bench_processes(tmp: str, extra: Sequence[str], extproc: bool) -> tuple[tuple[int, int, int, int],
+                                                                            list[ManagedProcess]]:
+    """The fake upstream, the HTTP floor (a proxy that adds nothing) before it and the sidecar under measure (its
+    state in ``tmp``, ``extra`` arguments to serve, the ext_proc door only when ``extproc``), not started yet; and
+    their ports: upstream, floor, the sidecar's HTTP and ext_proc."""
+    upstream_port, floor_port, http_port, extproc_port = free_port(), free_port(), free_port(), free_port()
+    upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
+    upstream = ManagedProcess([sys.executable, "-m", "responses_bridge", "fake-upstream",
+                               "--port", str(upstream_port)], "fake-upstream")
+    http_floor = ManagedProcess([sys.executable, "-m", FLOORS, "http-proxy", "--port", str(floor_port),
+                                 "--upstream", upstream_url], "http-floor")
+    sidecar = ManagedProcess([sys.executable, "-m", "responses_bridge", "serve", "--upstream", upstream_url,
+                              "--http-port", str(http_port), "--extproc-port", str(extproc_port),
+                              "--db", os.path.join(tmp, "bench.db"), "--log-level", "warning", *extra]
+                             + ([] if extproc else ["--no-extproc"]), "sidecar", quiet=False)
+    return (upstream_port, floor_port, http_port, extproc_port), [upstream, http_floor, sidecar]
 
 
 async def _start_envoy(tmp: str, render: Callable[..., str], processes: list[ManagedProcess], upstream_url: str,
@@ -350,7 +361,7 @@ async def _measure(args: argparse.Namespace, targets: list[Target], sidecar: Man
         throughput: dict[str, float] = {}
         if not args.replay:
             for target in targets:
-                probe = functools.partial(rss.probe, sidecar) if target.name in ("http", "envoy") else None
+                probe = (lambda: rss.probe(tree_rss_mb(sidecar))) if target.name in ("http", "envoy") else None
                 throughput[target.name] = await _throughput(session, target, bodies[(target.name, "json")],
                                                             args.concurrency, args.throughput_requests, probe)
         if costs:

@@ -2,9 +2,10 @@
 side by side, and a control.
 
 Sequential runs of one tree, then the other, compare two patches of a shared machine as much as two trees. Here three
-sidecars run at once on one fake upstream: ``A`` (this tree, as ``bench`` would run it), ``B`` (the other tree's
-``src`` first on ``PYTHONPATH``, and/or other settings), and ``A'``, a second ``A``: the control, whose ratio to ``A``
-says how far two identical sidecars drift on this machine in this run. With ``--envoy`` each has its own Envoy,
+sidecars run at once on one fake upstream: ``A`` (this tree), ``B`` (the other tree, and/or other settings), and
+``A'``, a second ``A``: the control, whose ratio to ``A`` says how far two identical sidecars drift on this machine
+in this run. Each tree runs installed, not from its checkout: a wheel of it in a venv of its own
+(bench_install.py), so the two are imported alike. With ``--envoy`` each has its own Envoy,
 with the bootstrap *its own tree's* ``envoy-config`` renders (a tree is compared with the processing modes it ships).
 
 Each round deals every door's requests to A, B and A' in turn (latency: JSON and streamed; then ``--cost-requests``
@@ -35,19 +36,23 @@ import aiohttp
 from ...envoy_config import EXTPROC_CLUSTER
 from ..procs import ManagedProcess, envoy_binary, free_port, wait_http
 from .bench_cost import BRIDGE_LISTENER, CostTarget, cpu_seconds, measure_costs, summarise_costs
+from .bench_install import installed_python
 from .bench_requests import post, synthetic_body, wait_healthy
 
+THIS_TREE = Path(__file__).resolve().parents[4]  # the checkout this benchmark runs from (not in the wheel)
 SIDES = ("A", "B", "A'")
 CONTROL = "A'/A"
+BOTH = "B/mean(A,A')"
 SLICES = 10  # of the throughput section, dealt in turn
+ROUNDS_SHOWN = ("cpu_ms_per_json", "envoy_cpu_ms_per_json", "json_per_s")  # printed round by round too
 FIGURES = ("cpu_ms_per_json", "cpu_us_per_chunk_bursted", "cpu_us_per_chunk_paced", "envoy_cpu_ms_per_json",
            "messages_per_json", "messages_per_chunk", "json_p50_ms", "stream_p50_ms", "json_per_s",
            "cpu_ms_per_json_concurrent")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ab-tree", metavar="PATH", help="A/B: side B runs the checkout at PATH (its src first on "
-                        "PYTHONPATH, this venv), beside A (this tree) and a control A'")
+    parser.add_argument("--ab-tree", metavar="PATH", help="A/B: side B runs the checkout at PATH, beside A (this "
+                        "tree) and a control A'; each tree installed (not editable) into a venv of its own")
     parser.add_argument("--ab-env", action="append", default=[], metavar="NAME=VALUE",
                         help="A/B: side B runs with this environment variable (repeatable), e.g. "
                         "RESPONSES_BRIDGE_EVENT_LOOP=asyncio")
@@ -73,15 +78,12 @@ class Side:
     """One sidecar of the comparison (and its Envoy), started on fresh ports."""
 
     def __init__(self, name: str, tmp: str, upstream_url: str, extra: list[str], env: dict[str, str],
-                 tree: str | None) -> None:
-        self.name, self.tmp, self.upstream_url, self.tree = name, tmp, upstream_url, tree
+                 python: Path) -> None:
+        self.name, self.tmp, self.upstream_url, self.python = name, tmp, upstream_url, str(python)
         self.http_port, self.extproc_port = free_port(), free_port()
         self.env = dict(env)
-        if tree is not None:
-            self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(tree, "src")),
-                                                                   os.environ.get("PYTHONPATH")]))
         db = os.path.join(tmp, f"bench-{self.http_port}.db")
-        self.sidecar = ManagedProcess([sys.executable, "-m", "responses_bridge", "serve", "--upstream", upstream_url,
+        self.sidecar = ManagedProcess([self.python, "-m", "responses_bridge", "serve", "--upstream", upstream_url,
                                        "--http-port", str(self.http_port), "--extproc-port", str(self.extproc_port),
                                        "--db", db, "--log-level", "warning", *extra], f"sidecar {name}",
                                       quiet=False, env=self.env)
@@ -95,7 +97,7 @@ class Side:
             return
         self.envoy_port, self.admin_port = free_port(), free_port()
         rendered = await asyncio.to_thread(subprocess.run, [
-            sys.executable, "-m", "responses_bridge", "envoy-config", "--listen-port", str(self.envoy_port),
+            self.python, "-m", "responses_bridge", "envoy-config", "--listen-port", str(self.envoy_port),
             "--extproc-port", str(self.extproc_port), "--http-port", str(self.http_port),
             "--upstream", self.upstream_url, "--admin-port", str(self.admin_port)],
             capture_output=True, text=True, check=True, env={**os.environ, **self.env})
@@ -128,9 +130,11 @@ async def run_ab(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
         upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
         upstream = ManagedProcess([sys.executable, "-m", "responses_bridge", "fake-upstream", "--port",
                                    str(upstream_port)], "fake-upstream")
-        sides = [Side("A", tmp, upstream_url, extra, {}, None),
-                 Side("B", tmp, upstream_url, b_extra, _env_of(args.ab_env), args.ab_tree),
-                 Side("A'", tmp, upstream_url, extra, {}, None)]
+        python_a = await asyncio.to_thread(installed_python, THIS_TREE)
+        python_b = await asyncio.to_thread(installed_python, Path(args.ab_tree)) if args.ab_tree else python_a
+        sides = [Side("A", tmp, upstream_url, extra, {}, python_a),
+                 Side("B", tmp, upstream_url, b_extra, _env_of(args.ab_env), python_b),
+                 Side("A'", tmp, upstream_url, extra, {}, python_a)]
         try:
             upstream.start()
             await wait_http(f"http://127.0.0.1:{upstream_port}/health", process=upstream)
@@ -155,6 +159,7 @@ async def run_ab(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
                 side.stop()
             upstream.stop()
     return {"ab": {"tree": args.ab_tree, "env": args.ab_env, "sidecar_args": args.ab_sidecar_arg,
+                   "installed": {"A": str(python_a), "B": str(python_b)},
                    "rounds": len(next(iter(rounds.values()))),
                    "doors": {door: _ratios(by_round) for door, by_round in rounds.items()}}}
 
@@ -243,9 +248,9 @@ async def _burst(session: aiohttp.ClientSession, target: CostTarget, concurrency
     return time.perf_counter() - started
 
 
-def _ratios(by_round: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+def _ratios(by_round: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, Any]]:
     """Per figure: A's median, B's, and the medians over the rounds of B/A and A'/A."""
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, dict[str, Any]] = {}
     for figure in FIGURES:
         if figure not in by_round[0]["A"]:
             continue
@@ -253,7 +258,10 @@ def _ratios(by_round: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, 
         usable = [(a, b, c) for a, b, c in pairs if a > 0]
         out[figure] = {"A": statistics.median(a for a, _, _ in pairs), "B": statistics.median(b for _, b, _ in pairs),
                        "B/A": statistics.median(b / a for a, b, _ in usable) if usable else float("nan"),
-                       CONTROL: statistics.median(c / a for a, _, c in usable) if usable else float("nan")}
+                       CONTROL: statistics.median(c / a for a, _, c in usable) if usable else float("nan"),
+                       # B over the mean of the two A's: what drifts between A and A' falls on half the base
+                       BOTH: statistics.median(2 * b / (a + c) for a, b, c in usable) if usable else float("nan"),
+                       "rounds": [[round(b / a, 3), round(c / a, 3)] for a, b, c in usable]}
     return out
 
 
@@ -264,11 +272,18 @@ def print_ab(results: dict[str, Any]) -> None:
                                    *(f"serve {arg}" for arg in ab["sidecar_args"])]))
     print(f"A/B: A = this tree, B = {what}, A' = a second A (the control); medians over {ab['rounds']} rounds "
           "of the ratios within each round")
+    if "installed" in ab:
+        print(f"each tree installed (not editable) into its own venv: A and A' {ab['installed']['A']}, "
+              f"B {ab['installed']['B']}")
     for door, figures in ab["doors"].items():
-        print(f"\n{door + ' door':<32}{'A':>10}{'B':>10}{'B/A':>8}{CONTROL:>8}")
+        print(f"\n{door + ' door':<32}{'A':>10}{'B':>10}{'B/A':>8}{CONTROL:>8}{BOTH:>15}")
         for figure, v in figures.items():
             print(f"{figure:<32}{_cell(v['A'], 10, '.3f')}{_cell(v['B'], 10, '.3f')}{_cell(v['B/A'], 8, '.2f')}"
-                  f"{_cell(v[CONTROL], 8, '.2f')}")
+                  f"{_cell(v[CONTROL], 8, '.2f')}{_cell(v[BOTH], 15, '.2f')}")
+        for figure in ROUNDS_SHOWN:  # each round's pair: how far the medians can be trusted
+            if figure in figures:
+                pairs = " ".join(f"{b:.2f}/{c:.2f}" for b, c in figures[figure]["rounds"])
+                print(f"  {figure} by round (B/A / A'/A): {pairs}")
 
 
 def _cell(value: float | None, width: int, spec: str) -> str:

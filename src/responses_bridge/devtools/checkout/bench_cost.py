@@ -29,7 +29,8 @@ from typing import Any
 
 import aiohttp
 
-from ..procs import ManagedProcess, descendants
+from ..procs import ManagedProcess
+from .process_memory import tree_pids
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 KINDS = ("json", "bursted", "paced")
@@ -40,16 +41,13 @@ BRIDGE_LISTENER = "responses_bridge"  # the stat prefix of the bootstrap's clien
 def cpu_seconds(processes: Sequence[ManagedProcess]) -> float:
     """User + system CPU seconds of each process and all its live descendants, summed."""
     total = 0
-    for process in processes:
-        if not process.alive():
+    for pid in tree_pids(processes):
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()
+        except OSError:  # ended meanwhile
             continue
-        for pid in (process.pid, *descendants(process.pid)):
-            try:
-                with open(f"/proc/{pid}/stat", "rb") as stat:
-                    fields = stat.read().rsplit(b")", 1)[1].split()
-            except OSError:  # ended meanwhile
-                continue
-            total += int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15 of stat(5)
+        total += int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15 of stat(5)
     return total / CLOCK_TICKS
 
 

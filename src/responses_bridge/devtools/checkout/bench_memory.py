@@ -23,7 +23,8 @@ from typing import Any
 import aiohttp
 import orjson
 
-from ..procs import ManagedProcess, descendants, process_rss_mb, process_status_mb
+from ..procs import ManagedProcess
+from .process_memory import descendants, process_rss_mb, process_status_mb
 
 MIB = 1024 * 1024
 PEAK_PER_BODY, PEAK_SLACK_MIB, AFTER_MIB = 30, 64, 48

@@ -13,8 +13,6 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..procs import ManagedProcess
-
 ADDED = (("http", "http-floor"), ("http", "direct"), ("http-floor", "direct"),
          ("envoy", "envoy-floor"), ("envoy", "envoy-direct"), ("envoy", "direct"), ("envoy-floor", "envoy-direct"))
 """(target, baseline): the door over its floor, over the upstream; the floor itself over the upstream."""
@@ -39,8 +37,8 @@ class RssPeak:
         self.peak = dict(self.idle)
         self.peak_sum = sum(self.idle.values())
 
-    def probe(self, process: ManagedProcess) -> None:
-        now = process.tree_rss_mb()
+    def probe(self, now: dict[int, float]) -> None:
+        """Takes one reading (process_memory.tree_rss_mb's, by pid) into the peaks."""
         self.peak_sum = max(self.peak_sum, sum(now.values()))
         for pid, mb in now.items():
             self.peak[pid] = max(self.peak.get(pid, 0.0), mb)

@@ -16,6 +16,11 @@ the model reads that and the response goes on. A program calls the request's fun
 tools (MCP, searches, code interpreter, hosted shell, image generation) whose ``allowed_callers`` include
 ``programmatic``; calls of the bridge's tools are made here, one after another, each round of them followed by
 another run of the program, and streamed as the model's calls of them are.
+
+A program's fingerprint is its tenant's (engine/programs.py: :func:`tenant_signer`): the items a response of one
+tenant makes are resumed for that tenant only. What a run answered is held in the memory budget while the response
+keeps it (host.py): the last run of each program until the response is let go (:meth:`ProgramCalls.take_held`),
+an earlier run of the same program as soon as the next one answers.
 """
 
 from __future__ import annotations
@@ -26,11 +31,13 @@ from typing import Any
 
 from ...engine.output_builder import OutputBuilder
 from ...engine.programs import (
+    ProgramSigner,
     made_by_program,
     open_fingerprint,
     program_call_names,
     program_function_call,
     program_output_item,
+    tenant_signer,
 )
 from ...engine.tools import ToolPlan
 from ...engine.turn_result import TurnCall
@@ -64,11 +71,25 @@ class ProgramCalls:
     suspended: bool = False
     names: list[str] = field(default_factory=list)
     server_names: set[str] = field(default_factory=set)
+    held: list[ProgramRun] = field(default_factory=list)  # the runs whose answers the response keeps
 
     def __post_init__(self) -> None:
         self.names = program_call_names(self.request.params.tools or (), self.plan.targets)
         self.server_names = {name for name in self.names
                              if (target := self.plan.targets.get(name)) is not None and target.server}
+        if self.host is not None:  # the programs this response makes are fingerprinted for its tenant
+            self.builder.program_sign = self._sign
+
+    def take_held(self) -> list[ProgramRun]:
+        """The runs whose answers are still held in the memory budget: the caller releases them once the
+        response's items are let go (after its answer is written and stored)."""
+        held, self.held = self.held, []
+        return held
+
+    def release(self) -> None:
+        """Give back what the runs' answers hold of the memory budget (idempotent)."""
+        for run in self.take_held():
+            run.release()
 
     async def run_call(self, call: TurnCall) -> ToolResult:
         """The model's call of ``program`` in this turn (its item done, with code and fingerprint)."""
@@ -77,7 +98,8 @@ class ProgramCalls:
             return self._outcome(call.call_id, ProgramRun(
                 "incomplete", result='Program stopped: the call carried no code; call program with '
                                      '{"code": "<the JavaScript program>"}.', limit="no_code"))[0]
-        world = open_fingerprint(item["code"], item["fingerprint"], "program.fingerprint", self._host.sign)
+        world = open_fingerprint(item["code"], item["fingerprint"], "program.fingerprint", self._sign,
+                                 item["call_id"])
         run = await self._drive(item["code"], [], world.seed, world.clock_ms)
         return self._outcome(call.call_id, run)[0]
 
@@ -89,7 +111,7 @@ class ProgramCalls:
         for index, item in enumerate(self.request.input_items):  # sent back by the client: made by this bridge?
             if item.get("type") == "program":
                 open_fingerprint(item["code"], item.get("fingerprint"), f"input[{index}].fingerprint",
-                                 self._host.sign)
+                                 self._sign, item["call_id"])
         finished = {item["call_id"] for item in history if item.get("type") == "program_output"}
         outputs = {item["call_id"]: item for item in history if item.get("type") == "function_call_output"}
         for program in history:
@@ -104,7 +126,7 @@ class ProgramCalls:
             if missing:
                 raise mismatch(call_id, f"no function_call_output for its call '{missing[0][:100]}'")
             world = open_fingerprint(program["code"], program.get("fingerprint"), f"program '{call_id[:100]}'",
-                                     self._host.sign)
+                                     self._sign, call_id)
             results = [_output_text(outputs[call["call_id"]]) for call in calls]
             recorded = [ToolCall(call["name"], call["arguments"]) for call in calls]
             run = await self._drive(program["code"], results, world.seed, world.clock_ms, recorded, call_id)
@@ -120,36 +142,62 @@ class ProgramCalls:
         before the first such call: its output could not be replayed in a later request."""
         results = list(results)
         rounds = 0
-        while True:
-            run = await self._run(code, results, seed, clock_ms)
-            if recorded is not None:
-                check_replay(run.calls, recorded, call_id)
-                recorded = None  # the replay is judged once: what follows is new
-            pending = run.pending
-            if not pending:
-                return run
-            server = [call for call in pending if call.name in self.server_names]
-            if not server:
-                if rounds:
-                    return _stopped(run, "it waits for a client tool after calling the bridge's own tools, whose "
-                                         "outputs cannot be replayed in a later request")
-                return run
-            if len(server) < len(pending):
-                return _stopped(run, "it waits for client tools and the bridge's own tools at once")
-            held = next((call for call in server if self.plan.targets[call.name].approval), None)
-            if held is not None:  # a program cannot wait for the client's approval: the call is never made
-                return _stopped(run, f"it calls '{held.name}', an MCP tool that needs the client's approval; "
-                                     "programs call only tools that do not")
-            rounds += 1
-            if rounds > MAX_ROUNDS:
-                return _stopped(run, f"more than {MAX_ROUNDS} rounds of calls to the bridge's tools")
-            for call in server:
-                results.append((await self._server_call(call)).content)
+        run: ProgramRun | None = None
+        try:
+            while True:
+                if run is not None:
+                    run.release()  # each run answers with every call made so far: the last one is what is kept
+                run = await self._run(code, results, seed, clock_ms)
+                if recorded is not None and run.answer_bytes:  # a run the bridge's bounds ended has no calls
+                    check_replay(run.calls, recorded, call_id)
+                    recorded = None  # the replay is judged once: what follows is new
+                pending = run.pending
+                if not pending:
+                    return self._kept(run)
+                stopped = await self._round(run, pending, results, rounds)
+                if stopped is not None:
+                    return self._kept(stopped)
+                rounds += 1
+        except BaseException:
+            if run is not None:
+                run.release()
+            raise
+
+    def _kept(self, run: ProgramRun) -> ProgramRun:
+        self.held.append(run)
+        return run
+
+    async def _round(self, run: ProgramRun, pending: list[ToolCall], results: list[str],
+                     rounds: int) -> ProgramRun | None:
+        """One round of the calls ``run`` waits for: their outputs appended to ``results`` when they are all the
+        bridge's own tools; else what the program comes to now (``run`` waiting for client tools, or stopped)."""
+        server = [call for call in pending if call.name in self.server_names]
+        if not server:
+            if rounds:
+                return _stopped(run, "it waits for a client tool after calling the bridge's own tools, whose "
+                                     "outputs cannot be replayed in a later request")
+            return run
+        if len(server) < len(pending):
+            return _stopped(run, "it waits for client tools and the bridge's own tools at once")
+        needs_approval = next((call for call in server if self.plan.targets[call.name].approval), None)
+        if needs_approval is not None:  # a program cannot wait for the client's approval: the call is never made
+            return _stopped(run, f"it calls '{needs_approval.name}', an MCP tool that needs the client's approval; "
+                                 "programs call only tools that do not")
+        if rounds + 1 > MAX_ROUNDS:
+            return _stopped(run, f"more than {MAX_ROUNDS} rounds of calls to the bridge's tools")
+        for call in server:
+            results.append((await self._server_call(call)).content)
+        return None
 
     async def _server_call(self, call: ToolCall) -> ToolResult:
         target = self.plan.targets[call.name]
         call_id, index, item = self.builder.start_server_call(target, call.arguments)
         return await self.server_job(TurnCall(call_id, call.name, call.arguments, target, index, item, "completed"))
+
+    @property
+    def _sign(self) -> ProgramSigner:
+        """What fingerprints this tenant's programs (engine/programs.py)."""
+        return tenant_signer(self._host.sign, self.tenant)
 
     @property
     def _host(self) -> ProgramHost:
@@ -173,8 +221,11 @@ class ProgramCalls:
 
 
 def _stopped(run: ProgramRun, why: str) -> ProgramRun:
+    """``run`` stopped by the bridge, ``why``; the stopped run holds what ``run`` held of the memory budget."""
+    let_go, run.let_go = run.let_go, None
     return ProgramRun("incomplete", result=(run.result + "\n" if run.result else "") + f"Program stopped: {why}.",
-                      calls=run.calls, recorded=run.recorded, limit="bridge_tools")
+                      calls=run.calls, recorded=run.recorded, limit="bridge_tools", answer_bytes=run.answer_bytes,
+                      let_go=let_go)
 
 
 def _output_text(item: dict[str, Any]) -> str:

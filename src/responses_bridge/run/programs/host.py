@@ -2,13 +2,23 @@
 process's memory budget while it runs, and a worker process (pool.py) bounded at that memory.
 
 Slots (``RESPONSES_BRIDGE_PROGRAM_SLOTS``) are :class:`~responses_bridge.sandbox.slots.FairSlots`: with tenants, one
-tenant holds at most all but one of them, and a freed slot goes to the waiting tenant that holds the fewest — so
-however many programs one tenant queues (``while (true) {}`` each), another tenant's program waits at most for one
-program to end (its time bound), never behind the queue. A program that gets no slot within
+tenant holds at most all but one of them; with all busy, a tenant under its fair share takes the slot of the newest
+program of the tenant holding the most above its own (its run is cancelled; the slot comes back when its worker
+stops, within the time bound), and a freed slot goes to the waiting tenant that holds the fewest — so however many
+programs one tenant queues (``while (true) {}`` each), another tenant's program waits at most for one program to
+end, never behind the queue. A program that gets no slot within
 ``RESPONSES_BRIDGE_PROGRAM_SLOT_WAIT`` seconds ends ``incomplete`` saying so. While it runs, the program's bound
 (``RESPONSES_BRIDGE_PROGRAM_MEMORY_BYTES``) is reserved for its tenant in the memory budget — the run cannot import
 services/, so the budget is reached through :data:`MemoryHold`, given by the composition root (runtime.py); a
 budget with no room ends the program ``incomplete`` as well, naming it.
+
+When the program ends its bound comes back, but what it answered stays in the bridge: its tool calls' arguments and
+its result, read from the worker, parsed, and kept as the response's items until the response is let go (16
+requests whose programs each sent 20 arguments of 1 MiB grew a sidecar on a 1 GiB budget to 1.5 GB, uncharged). So
+a program's answer is bounded (``WorkerPool.answer_bytes``: :data:`ANSWER_COST` of it fill the program's memory
+bound, which is held while the answer is read and parsed), and once the bound is given back the answer is held in
+the budget for the tenant at :data:`ANSWER_COST` per byte (:attr:`ProgramRun.let_go`) until the response lets it
+go; a budget with no room for it ends the program ``incomplete``, naming it, and the answer is dropped.
 """
 
 from __future__ import annotations
@@ -30,6 +40,12 @@ DEFAULT_SLOTS = 4
 DEFAULT_MEMORY_BYTES = 256 << 20
 """What one program may hold beyond V8's own fixed reservations (its heap and its ArrayBuffers together)."""
 DEFAULT_SLOT_WAIT = 30.0
+ANSWER_COST = 4
+"""Bytes the bridge holds per byte of a program's answer while it keeps it: the frame as read, the strings parsed
+from it, the response items made of them and their copy in the response's answer or stored row."""
+ANSWER_UNCHARGED = 64 << 10
+"""An answer smaller than this is not held in the budget on its own: the request's own reservation covers it, and a
+tenant at its share is not made to wait for a few bytes."""
 SLOTS_SETTING = "RESPONSES_BRIDGE_PROGRAM_SLOTS"
 MEMORY_SETTING = "RESPONSES_BRIDGE_PROGRAM_MEMORY_BYTES"
 WAIT_SETTING = "RESPONSES_BRIDGE_PROGRAM_SLOT_WAIT"
@@ -73,8 +89,9 @@ class ProgramHost:
 
     def __post_init__(self) -> None:
         total = self.bounds.slots
-        self.slots = FairSlots(total, self.share or (lambda tenant: total))
-        self.pool = WorkerPool(self.bounds.memory_bytes, keep=total, setting=MEMORY_SETTING)
+        self.slots = FairSlots(total, self.share or (lambda tenant: total), what="program slots")
+        self.pool = WorkerPool(self.bounds.memory_bytes, keep=total, setting=MEMORY_SETTING,
+                               answer_bytes=self.bounds.memory_bytes // ANSWER_COST)
         # a thread per slot waits on its worker: a program's seconds never hold the default executor's threads
         self._threads = ThreadPoolExecutor(max_workers=total, thread_name_prefix="program")
 
@@ -85,10 +102,13 @@ class ProgramHost:
     async def run(self, tenant: str, code: str, names: list[str], results: list[str], *, seed: int,
                   clock_ms: int) -> ProgramRun:
         """Run one program for ``tenant`` once it has a slot and its memory; what it came to."""
-        if not await self.slots.acquire(tenant, self.bounds.slot_wait):
+        why = await self.slots.acquire_or_why(tenant, self.bounds.slot_wait)
+        if why is not None:
+            busy = (f"this tenant's other programs hold its fair share of the {self.bounds.slots} slots"
+                    if why == "share" else f"all {self.bounds.slots} slots are busy")
             return ProgramRun("incomplete", limit="slots", result=(
                 f"Program stopped: no program slot came free within {self.bounds.slot_wait:g} s ({WAIT_SETTING}): "
-                f"this tenant's other programs hold its share of the {self.bounds.slots} slots ({SLOTS_SETTING})."))
+                f"{busy} ({SLOTS_SETTING})."))
         held: Releasable | None = None
         try:
             if self.hold is not None:
@@ -106,7 +126,22 @@ class ProgramHost:
                 held.release()
             self.slots.release(tenant)
             raise
-        return await _until_done(running, functools.partial(self._end, tenant, held))
+        return await self._keep(tenant, await _until_done(running, functools.partial(self._end, tenant, held)))
+
+    async def _keep(self, tenant: str, run: ProgramRun) -> ProgramRun:
+        """``run`` with its answer held in the memory budget for ``tenant`` (:attr:`ProgramRun.let_go`), now that
+        its bound is given back; an ``incomplete`` run saying why when the budget has no room for it."""
+        size = run.answer_bytes * ANSWER_COST
+        if self.hold is None or run.answer_bytes < ANSWER_UNCHARGED:
+            return run
+        try:
+            held = await self.hold(tenant, size)
+        except APIError as refused:
+            return ProgramRun("incomplete", limit="memory_budget", result=(
+                "Program stopped: the bridge's memory budget has no room to keep what it returned (its tool calls' "
+                f"arguments and its result: {size / (1 << 20):.1f} MiB held): {refused.message}"))
+        run.let_go = held.release
+        return run
 
     def _end(self, tenant: str, held: Releasable | None) -> None:
         if held is not None:

@@ -81,6 +81,14 @@ class ProgramRun:
     calls: list[ToolCall] = field(default_factory=list)
     recorded: int = 0
     limit: str | None = None
+    answer_bytes: int = 0  # the worker's answer frame, what the calls and result were parsed from (pool.py)
+    let_go: Any = None  # gives back the memory budget the answer holds while it is kept (host.py), or None
+
+    def release(self) -> None:
+        """The run's answer is let go: what it held of the memory budget comes back (idempotent)."""
+        let_go, self.let_go = self.let_go, None
+        if let_go is not None:
+            let_go()
 
     @property
     def pending(self) -> list[ToolCall]:

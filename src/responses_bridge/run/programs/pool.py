@@ -42,6 +42,10 @@ class WorkerGone(Exception):
     """The worker ended, or sent something that is not an answer."""
 
 
+class AnswerTooLarge(Exception):
+    """The worker's answer (the program's calls' arguments and its result) is larger than a program may return."""
+
+
 class _Worker:
     __slots__ = ("last_used", "process", "runs")
 
@@ -66,14 +70,18 @@ class _Worker:
         except OSError as error:  # it ended while idle
             raise WorkerGone(str(error)) from None
 
-    def read(self, deadline: float) -> dict[str, Any]:
+    def read(self, deadline: float, limit: int = MAX_FRAME) -> dict[str, Any]:
+        """The next frame, refused from its header when it is larger than ``limit`` (never read then)."""
         head = self._read_exactly(HEADER.size, deadline)
         (size,) = HEADER.unpack(head)
         if size > MAX_FRAME:
             raise WorkerGone(f"a frame of {size} bytes")
+        if size > limit:
+            raise AnswerTooLarge(size)
         value = orjson.loads(self._read_exactly(size, deadline))
         if not isinstance(value, dict):
             raise WorkerGone("an answer that is not an object")
+        value["answer_bytes"] = size
         return value
 
     def _read_exactly(self, size: int, deadline: float) -> bytes:
@@ -102,11 +110,14 @@ class _Worker:
 
 
 class WorkerPool:
-    """Workers bounded at ``bound`` bytes each (beyond V8's own); at most ``keep`` kept idle."""
+    """Workers bounded at ``bound`` bytes each (beyond V8's own); at most ``keep`` kept idle. ``answer_bytes``: the
+    largest answer a program may send back (its calls' arguments and its result, as JSON): the bridge parses and
+    keeps it, in its own memory, so it is bounded per program (host.py holds it in the memory budget)."""
 
     def __init__(self, bound: int, *, keep: int, max_runs: int = MAX_RUNS, idle_seconds: float = IDLE_SECONDS,
-                 setting: str = "") -> None:
+                 setting: str = "", answer_bytes: int = MAX_FRAME) -> None:
         self.bound = bound
+        self.answer_bytes = min(answer_bytes, MAX_FRAME)
         self.keep = keep
         self.max_runs = max_runs
         self.idle_seconds = idle_seconds
@@ -129,10 +140,15 @@ class WorkerPool:
                "limits": asdict(limits)}
         try:
             worker.send(job)
-            answer = worker.read(time.monotonic() + limits.timeout + GRACE_SECONDS)
+            answer = worker.read(time.monotonic() + limits.timeout + GRACE_SECONDS, self.answer_bytes)
         except TimeoutError:
             worker.stop()
             return _ended("time", f"the program ran past its time limit ({limits.timeout:g} s)")
+        except AnswerTooLarge as error:
+            worker.stop()  # the answer is never read: the worker goes with it
+            return _ended("answer", f"its tool calls' arguments and its result came to {_mib(error.args[0])} of "
+                                    f"JSON, more than a program may return ({_mib(self.answer_bytes)}: a part of "
+                                    f"its memory bound{self._named()})")
         except (WorkerGone, ValueError) as error:
             worker.stop()
             log.warning("program worker ended", returncode=worker.process.returncode, why=str(error))
@@ -142,7 +158,8 @@ class WorkerPool:
         self._give_back(worker)
         return ProgramRun(status=answer["status"], result=str(answer["result"]),
                           calls=[ToolCall(str(name), str(arguments)) for name, arguments in answer["calls"]],
-                          recorded=int(answer["recorded"]), limit=answer["limit"])
+                          recorded=int(answer["recorded"]), limit=answer["limit"],
+                          answer_bytes=int(answer["answer_bytes"]))
 
     def close(self) -> None:
         """Stop the idle workers (a worker running a program stops when its answer is not wanted)."""
@@ -209,6 +226,10 @@ class WorkerPool:
                 self._idle.append(worker)
                 return
         worker.stop()
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1 << 20):.1f} MiB"
 
 
 def _ended(limit: str, message: str) -> ProgramRun:

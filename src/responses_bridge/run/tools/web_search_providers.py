@@ -139,6 +139,16 @@ class _HTTPProvider:
                  ms=round((time.monotonic() - started) * 1000))
         return results
 
+    def _results(self, raw: Any, what: str, excerpt_key: str, *, max_results: int, domains: tuple[str, ...],
+                 started: float) -> list[SearchResult]:
+        """The answer's list of hits (``raw``; ``what`` names it in the error when it is not a list) as results:
+        url, title and the excerpt under ``excerpt_key``, kept to the allowed domains and ``max_results``."""
+        if not isinstance(raw, list):
+            raise self._shape_error(what)
+        results = [made for item in raw if isinstance(item, dict)
+                   if (made := make_result(item.get("url"), item.get("title"), item.get(excerpt_key)))]
+        return self._searched(keep(results, max_results=max_results, domains=domains), started)
+
     def _shape_error(self, what: str) -> WebSearchError:
         error = WebSearchError(f"{self.name} answered JSON without {what}")
         log.warning("web_search_failed", provider=self.name, error=str(error))
@@ -168,11 +178,8 @@ class SearXNGProvider(_HTTPProvider):
             params["language"] = f"{COUNTRY_LANGUAGE[country]}-{country}"
         answer = await self._fetch_json("GET", self._url, params=params, headers={"Accept": "application/json"})
         raw = answer.get("results") if isinstance(answer, dict) else None
-        if not isinstance(raw, list):
-            raise self._shape_error("a 'results' list")
-        results = [made for item in raw if isinstance(item, dict)
-                   if (made := make_result(item.get("url"), item.get("title"), item.get("content")))]
-        return self._searched(keep(results, max_results=max_results, domains=domains), started)
+        return self._results(raw, "a 'results' list", "content", max_results=max_results, domains=domains,
+                             started=started)
 
 
 class BraveProvider(_HTTPProvider):
@@ -208,11 +215,8 @@ class BraveProvider(_HTTPProvider):
         raw = web.get("results") if isinstance(web, dict) else None
         if raw is None:
             raw = []
-        if not isinstance(raw, list):
-            raise self._shape_error("a 'web.results' list")
-        results = [made for item in raw if isinstance(item, dict)
-                   if (made := make_result(item.get("url"), item.get("title"), item.get("description")))]
-        return self._searched(keep(results, max_results=max_results, domains=domains), started)
+        return self._results(raw, "a 'web.results' list", "description", max_results=max_results, domains=domains,
+                             started=started)
 
 
 class TavilyProvider(_HTTPProvider):
@@ -242,8 +246,5 @@ class TavilyProvider(_HTTPProvider):
                    "Authorization": f"Bearer {self._settings.api_key or ''}"}
         answer = await self._fetch_json("POST", self._url, body=body, headers=headers)
         raw = answer.get("results") if isinstance(answer, dict) else None
-        if not isinstance(raw, list):
-            raise self._shape_error("a 'results' list")
-        results = [made for item in raw if isinstance(item, dict)
-                   if (made := make_result(item.get("url"), item.get("title"), item.get("content")))]
-        return self._searched(keep(results, max_results=max_results, domains=domains), started)
+        return self._results(raw, "a 'results' list", "content", max_results=max_results, domains=domains,
+                             started=started)

@@ -37,7 +37,7 @@ from ..egress import EgressProxy, EgressSettings
 from ..egress_policy import NetworkPolicy
 from ..limits import SandboxLimits
 from ..result import SandboxBusy, SandboxResult, SandboxUnavailable
-from ..slots import FairSlots
+from ..slots import FairSlots, busy_note
 from . import transfer
 from .door_admission import DoorLimits
 from .egress_door import EgressDoor
@@ -74,7 +74,7 @@ class AgentSandboxBackend:
         self.ready_timeout = ready_timeout
         self.python = python
         self.unavailable: str | None = None if pools else "RESPONSES_BRIDGE_AGENT_SANDBOX_POOLS names no warm pool"
-        self.slots = FairSlots(limits.slots, share or (lambda tenant: limits.slots))
+        self.slots = FairSlots(limits.slots, share or (lambda tenant: limits.slots), what="sandbox slots")
         self.egress = egress
         self.door = door
         self.door_refused = NO_EGRESS_DOOR
@@ -153,11 +153,11 @@ class AgentSandboxBackend:
         if refused is not None:
             metrics.sandbox_run("refused", None, job=job)
             raise SandboxUnavailable(refused)
-        if not await self.slots.acquire(tenant, self.limits.timeout):
+        why = await self.slots.acquire_or_why(tenant, self.limits.timeout)
+        if why is not None:
             metrics.sandbox_run("refused", None, job=job)
-            raise SandboxBusy(SandboxResult("refused", "", "", note=(
-                f"Execution did not start: all {self.limits.slots} sandboxes stayed busy for "
-                f"{self.limits.timeout:g} s.")))
+            raise SandboxBusy(SandboxResult("refused", "", "", note=busy_note(why, self.limits.slots,
+                                                                              self.limits.timeout)))
         pool = self.pools[memory_limit or DEFAULT_TIER]
         metrics.SANDBOX_LIVE.inc()
         try:

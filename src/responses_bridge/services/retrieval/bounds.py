@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Callable
 from typing import IO
 
 MAX_DECOMPRESSED_BYTES = 64 * 1024 * 1024
@@ -31,13 +32,25 @@ class BoundExceeded(Exception):
         self.message = message
 
 
+TEXT_STEP = 1 << 20
+"""Characters of text :attr:`Budget.on_text` is told of at a time, ahead of their coming."""
+
+
 class Budget:
-    """One file's allowance, spent as its extractor reads and produces."""
+    """One file's allowance, spent as its extractor reads and produces. ``max_text_chars``: less than
+    :data:`MAX_TEXT_CHARS` where the file is one of several a request names, whose text is bounded in all (what
+    the request's earlier files left: run/file_inputs.py). ``on_text``: told of the text's characters a step
+    (:data:`TEXT_STEP`) ahead as they come, so a caller holds their memory before it is taken (a request's memory
+    budget: services/file_inputs.py); what it raises stops the extraction."""
 
-    __slots__ = ("_deadline", "read_bytes", "text_chars")
+    __slots__ = ("_deadline", "_told", "max_text_chars", "on_text", "read_bytes", "text_chars")
 
-    def __init__(self, seconds: float = MAX_SECONDS) -> None:
+    def __init__(self, seconds: float = MAX_SECONDS, max_text_chars: int = MAX_TEXT_CHARS,
+                 on_text: Callable[[int], None] | None = None) -> None:
         self._deadline = time.monotonic() + seconds
+        self.max_text_chars = min(max_text_chars, MAX_TEXT_CHARS)
+        self.on_text = on_text
+        self._told = 0
         self.read_bytes = 0
         self.text_chars = 0
 
@@ -53,9 +66,16 @@ class Budget:
 
     def spend_text(self, count: int) -> None:
         self.text_chars += count
-        if self.text_chars > MAX_TEXT_CHARS:
+        if self.text_chars > self.max_text_chars:
+            if self.max_text_chars < MAX_TEXT_CHARS:
+                raise BoundExceeded(f"The files this request names hold more than {MAX_TEXT_CHARS:,} characters "
+                                    f"of text in all (this one more than the {max(0, self.max_text_chars):,} left).")
             raise BoundExceeded(f"The file holds more than {MAX_TEXT_CHARS:,} characters of text; it is too large "
                                 "to index.")
+        if self.on_text is not None and self.text_chars > self._told:
+            step = -(-(self.text_chars - self._told) // TEXT_STEP) * TEXT_STEP
+            self.on_text(step)
+            self._told += step
 
 
 class BoundedReader(io.RawIOBase):

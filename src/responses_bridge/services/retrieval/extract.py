@@ -17,12 +17,13 @@ import io
 import json
 import re
 import zipfile
+from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 from xml.parsers import expat
 
-from .bounds import BoundedReader, BoundExceeded, Budget
+from .bounds import MAX_TEXT_CHARS, BoundedReader, BoundExceeded, Budget
 
 TEXT_EXTENSIONS = frozenset({
     ".txt", ".text", ".md", ".markdown", ".rst", ".log", ".tex", ".xml", ".yaml", ".yml", ".toml", ".ini",
@@ -51,16 +52,19 @@ class ExtractionError(Exception):
         self.message = message
 
 
-def extract_text(path: Path, filename: str) -> str:
-    """The file's text. Synchronous and CPU-bound (a large PDF takes seconds): callers run it in a thread."""
+def extract_text(path: Path, filename: str, max_text_chars: int = MAX_TEXT_CHARS,
+                 on_text: Callable[[int], None] | None = None) -> str:
+    """The file's text, at most ``max_text_chars`` characters of it (else ``invalid_file``); ``on_text``: told of
+    the characters as they come (:class:`~.bounds.Budget`), and may stop the extraction by raising. Synchronous and
+    CPU-bound (a large PDF takes seconds): callers run it in a thread."""
     extension = Path(filename).suffix.lower()
     if extension not in SUPPORTED_EXTENSIONS:
         shown = extension or "(none)"
         raise ExtractionError("unsupported_file", f"Files with extension {shown} are not supported for search.")
-    budget = Budget()
+    budget = Budget(max_text_chars=max_text_chars, on_text=on_text)
     try:
         if extension == ".pdf":
-            text = _pdf(path, budget)
+            text = _pdf(path, budget)  # each spends the text it gives as it goes
         elif extension == ".docx":
             text = _docx(path, budget)
         else:
@@ -76,7 +80,7 @@ def extract_text(path: Path, filename: str) -> str:
                 text = _csv(raw, "\t" if extension == ".tsv" else ",")
             else:
                 text = raw
-        budget.spend_text(len(text))
+            budget.spend_text(len(text))
     except OSError as exc:
         raise ExtractionError("invalid_file", f"The file could not be read: {exc.strerror or exc}.") from exc
     except BoundExceeded as exc:

@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from ..listing import bound_params, bounds, page_sql
+from ..listing import bound_params, bounds, page_sql, trim_page
 from ..records import ChatCompletionPage, StoredChatCompletion, check_page_args
 from .database import PostgresDatabase
 from .sql import numbered, resolve_keys
@@ -56,9 +56,9 @@ class PostgresChatCompletionStore:
                                orjson.dumps(record.messages))
 
     async def get_chat_completion(self, completion_id: str, *, tenant: str) -> StoredChatCompletion | None:
-        async with self._db.acquire("get_chat_completion") as conn:
-            row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM chat_completions WHERE tenant = $1 AND id = $2",
-                                      tenant, completion_id)
+        row = await self._db.fetch_row("get_chat_completion",
+                                       f"SELECT {_COLUMNS} FROM chat_completions WHERE tenant = $1 AND id = $2",
+                                       tenant, completion_id)
         return _record(row) if row is not None else None
 
     async def list_chat_completions(self, *, tenant: str, after: str | None = None, limit: int = 20,
@@ -79,8 +79,7 @@ class PostgresChatCompletionStore:
             text, values = numbered(page_sql(_COLUMNS, "chat_completions", ("created_at", "id"), conditions, page),
                                     params)
             rows = list(await conn.fetch(text, *values))
-        has_more = len(rows) > limit
-        del rows[limit:]
+        has_more = trim_page(rows, limit)
         return ChatCompletionPage(data=[_record(row) for row in rows], has_more=has_more)
 
     async def update_chat_completion(self, completion_id: str, metadata: dict[str, Any], *,

@@ -65,9 +65,9 @@ class PostgresContainerStore:
                                container.network_policy, container.packages_blob, tenant)
 
     async def get_container(self, container_id: str, now: int, *, tenant: str) -> StoredContainer | None:
-        async with self._db.acquire("get_container") as conn:
-            row = await conn.fetchrow(f"SELECT {_CONTAINER} FROM containers WHERE {_LIVE} AND id = $2 "
-                                      "AND tenant = $3", now, container_id, tenant)
+        row = await self._db.fetch_row("get_container",
+                                       f"SELECT {_CONTAINER} FROM containers WHERE {_LIVE} AND id = $2 "
+                                       "AND tenant = $3", now, container_id, tenant)
         return _container(row) if row is not None else None
 
     async def list_containers(self, now: int, *, tenant: str, after: str | None, limit: int,
@@ -175,9 +175,9 @@ class PostgresContainerStore:
         return str(old[1]) if old is not None else None
 
     async def get_file(self, container_id: str, file_id: str, *, tenant: str) -> StoredContainerFile | None:
-        async with self._db.acquire("get_container_file") as conn:
-            row = await conn.fetchrow(f"SELECT {_FILE} FROM container_files WHERE {_OWNED} AND id = $3",
-                                      container_id, tenant, file_id)
+        row = await self._db.fetch_row("get_container_file",
+                                       f"SELECT {_FILE} FROM container_files WHERE {_OWNED} AND id = $3",
+                                       container_id, tenant, file_id)
         return _file(row) if row is not None else None
 
     async def list_files(self, container_id: str, *, tenant: str, after: str | None, limit: int,

@@ -15,8 +15,8 @@ import asyncpg
 import orjson
 
 from ..items import item_rows
-from ..listing import bound_params, bounds, page_sql
-from ..records import ConversationPage, InvalidCursor, ItemPage, StoredConversation, check_page_args
+from ..listing import bound_params, bounds, page_sql, trim_page
+from ..records import ConversationPage, InvalidCursor, ItemPage, StoredConversation, check_page_args, item_page
 from .database import PostgresDatabase
 from .responses import append_conversation_rows
 from .sql import numbered, resolve_keys
@@ -70,8 +70,7 @@ class PostgresConversationStore:
             await append_conversation_rows(conn, conversation_id, tenant, rows, active_at=int(created_at))
 
     async def get_conversation(self, conversation_id: str, *, tenant: str) -> StoredConversation | None:
-        async with self._db.acquire("get_conversation") as conn:
-            row = await conn.fetchrow(_GET, conversation_id, tenant)
+        row = await self._db.fetch_row("get_conversation", _GET, conversation_id, tenant)
         return _conversation(row) if row is not None else None
 
     async def list_conversations(self, *, tenant: str, after: str | None = None, before: str | None = None,
@@ -86,10 +85,7 @@ class PostgresConversationStore:
             params = {**bound_params(page, limit + 1), "tenant": tenant}
             text, values = numbered(sql, params)
             rows = list(await conn.fetch(text, *values))
-        has_more = len(rows) > limit
-        del rows[limit:]
-        if page.backward:
-            rows.reverse()
+        has_more = trim_page(rows, limit, backward=page.backward)
         return ConversationPage(data=[_conversation(row) for row in rows], has_more=has_more)
 
     async def update_conversation(self, conversation_id: str, metadata: dict[str, Any], *,
@@ -135,10 +131,8 @@ class PostgresConversationStore:
             sql += f" ORDER BY seq {'ASC' if ascending else 'DESC'} LIMIT ${len(args)}"
             rows = await conn.fetch(sql, *args)
         data = [orjson.loads(record[0]) for record in rows]
-        has_more = len(data) > limit
-        del data[limit:]
-        return ItemPage(data=data, first_id=data[0].get("id") if data else None,
-                        last_id=data[-1].get("id") if data else None, has_more=has_more)
+        has_more = trim_page(data, limit)
+        return item_page(data, has_more)
 
     async def get_item(self, conversation_id: str, item_id: str, *, tenant: str) -> dict[str, Any] | None:
         async with self._db.acquire("get_conversation_item") as conn:

@@ -131,6 +131,13 @@ class PostgresDatabase:
             async with pool.acquire() as conn:
                 yield conn
 
+    async def fetch_row(self, operation: str, sql: str, *args: object) -> asyncpg.Record | None:
+        """The first row ``sql`` selects on a pool connection (``acquire``'s), None when it selects none: the
+        lookup by id every PostgreSQL store makes."""
+        async with self.acquire(operation) as conn:
+            row: asyncpg.Record | None = await conn.fetchrow(sql, *args)
+        return row
+
     @contextlib.asynccontextmanager
     async def transaction(self, operation: str = "write", *,
                           isolation: Isolation = "read_committed") -> AsyncIterator[Connection]:

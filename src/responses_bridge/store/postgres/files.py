@@ -47,15 +47,15 @@ class PostgresFileStore:
                                tenant)
 
     async def get_file(self, file_id: str, now: int, *, tenant: str) -> StoredFile | None:
-        async with self._db.acquire("get_file") as conn:
-            row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM files WHERE {_LIVE} AND id = $2 AND tenant = $3",
-                                      now, file_id, tenant)
+        row = await self._db.fetch_row("get_file",
+                                       f"SELECT {_COLUMNS} FROM files WHERE {_LIVE} AND id = $2 AND tenant = $3",
+                                       now, file_id, tenant)
         return _row(row) if row is not None else None
 
     async def get_file_any_tenant(self, file_id: str, now: int) -> StoredFile | None:
         """A live file whoever owns it. Across tenants: workers only (ingestion of an attached file)."""
-        async with self._db.acquire("get_file") as conn:
-            row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM files WHERE {_LIVE} AND id = $2", now, file_id)
+        row = await self._db.fetch_row("get_file",
+                                       f"SELECT {_COLUMNS} FROM files WHERE {_LIVE} AND id = $2", now, file_id)
         return _row(row) if row is not None else None
 
     async def stored_bytes(self, now: int, *, tenant: str) -> int:

@@ -254,6 +254,15 @@ MIGRATIONS.append((
         "CREATE INDEX IF NOT EXISTS agent_records_blob ON agent_records ((body #>> '{_private,blob_id}'))",
     ],
 ))
+MIGRATIONS.append((
+    25,
+    [
+        # As SQLite's migration 26: an ``item_reference`` to any item the tenant stored
+        # (store/postgres/stored_items.py), the items found by id alone.
+        "CREATE INDEX IF NOT EXISTS response_items_by_item ON response_items (item_id)",
+        "CREATE INDEX IF NOT EXISTS conversation_items_by_item ON conversation_items (item_id)",
+    ],
+))
 MIGRATIONS.append((26, AUTOMATION_BOUND_TABLES))  # as SQLite's 27: automations bounded
 MIGRATIONS.append((27, STORED_BYTES_COLUMNS))  # as SQLite's 28: the Agents API's records count in max_stored_bytes
 

@@ -12,16 +12,17 @@ in the same statement.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from ..items import MAX_CHAIN_DEPTH, item_rows
-from ..listing import bounds, responses_page
-from ..records import InvalidCursor, ItemPage, ResponseFilter, ResponseIdTaken, ResponsePage, check_page_args
+from ..listing import bounds, responses_page, trim_page
+from ..records import InvalidCursor, ItemPage, ResponseFilter, ResponseIdTaken, ResponsePage, check_page_args, item_page
 from .database import PostgresDatabase
-from .sql import check_lease, columns, numbered, pg_texts, resolve_keys
+from .sql import check_lease, columns, numbered, page_bounds, pg_texts, resolve_keys
+from .stored_items import find_items
 
 if TYPE_CHECKING:
     from .migrations import Connection
@@ -173,28 +174,18 @@ class PostgresResponseStore:
                 raise InvalidCursor("after", after)
             if before is not None and before_pos is None:
                 raise InvalidCursor("before", before)
-            lower, upper = (after_pos, before_pos) if ascending else (before_pos, after_pos)
             backward = before is not None and after is None
-            sql = ("SELECT item FROM response_items WHERE response_id = $1 AND kind = 'input' "
-                   "AND response_id IN (SELECT id FROM responses WHERE id = $1 AND tenant = $2)")
             args: list[object] = [response_id, tenant]
-            if lower is not None:
-                args.append(lower)
-                sql += f" AND position > ${len(args)}"
-            if upper is not None:
-                args.append(upper)
-                sql += f" AND position < ${len(args)}"
-            direction = "ASC" if ascending != backward else "DESC"
+            bounds, scan_ascending = page_bounds(ascending, after_pos, before_pos, args, "position")
+            sql = ("SELECT item FROM response_items WHERE response_id = $1 AND kind = 'input' "
+                   "AND response_id IN (SELECT id FROM responses WHERE id = $1 AND tenant = $2)" + bounds)
+            direction = "ASC" if scan_ascending else "DESC"
             args.append(limit + 1)
             sql += f" ORDER BY position {direction} LIMIT ${len(args)}"
             rows = await conn.fetch(sql, *args)
         data = [orjson.loads(record[0]) for record in rows]
-        has_more = len(data) > limit
-        del data[limit:]
-        if backward:
-            data.reverse()
-        return ItemPage(data=data, first_id=data[0].get("id") if data else None,
-                        last_id=data[-1].get("id") if data else None, has_more=has_more)
+        has_more = trim_page(data, limit, backward=backward)
+        return item_page(data, has_more)
 
     async def list_responses(self, *, tenant: str, after: str | None = None, before: str | None = None,
                              limit: int = 20, order: str = "desc",
@@ -207,10 +198,7 @@ class PostgresResponseStore:
             sql, params = responses_page(tenant, where or ResponseFilter(), page, limit + 1)
             text, values = numbered(sql, params)
             rows = list(await conn.fetch(text, *values))
-        has_more = len(rows) > limit
-        del rows[limit:]
-        if page.backward:
-            rows.reverse()
+        has_more = trim_page(rows, limit, backward=page.backward)
         return ResponsePage(data=[bytes(row[1]) for row in rows], ids=[row[0] for row in rows], has_more=has_more)
 
     async def load_history(self, response_id: str, *, tenant: str) -> list[dict[str, Any]] | None:
@@ -219,6 +207,10 @@ class PostgresResponseStore:
         if not rows:
             return None
         return [orjson.loads(row[0]) for row in rows if row[0] is not None]
+
+    async def find_items(self, item_ids: Sequence[str], *, tenant: str) -> dict[str, dict[str, Any]]:
+        async with self.db.acquire("find_items") as conn:
+            return await find_items(conn, item_ids, tenant)
 
     async def response_tenants(self) -> list[str]:
         """Across tenants: workers only (retention). Every tenant owning at least one stored response."""

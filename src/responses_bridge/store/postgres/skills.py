@@ -55,9 +55,9 @@ class PostgresSkillStore:
             await _insert_version(conn, version, 1)
 
     async def get_skill(self, skill_id: str, *, tenant: str) -> StoredSkill | None:
-        async with self._db.acquire("get_skill") as conn:
-            row = await conn.fetchrow(f"SELECT {_SKILL} FROM skills AS s WHERE s.id = $1 AND s.tenant = $2",
-                                      skill_id, tenant)
+        row = await self._db.fetch_row("get_skill",
+                                       f"SELECT {_SKILL} FROM skills AS s WHERE s.id = $1 AND s.tenant = $2",
+                                       skill_id, tenant)
         return _skill(row) if row is not None else None
 
     async def list_skills(self, *, tenant: str, after: str | None, limit: int,
@@ -115,9 +115,9 @@ class PostgresSkillStore:
         return await self.get_version(version.skill_id, number, tenant=tenant)
 
     async def get_version(self, skill_id: str, version: int, *, tenant: str) -> StoredSkillVersion | None:
-        async with self._db.acquire("get_skill_version") as conn:
-            row = await conn.fetchrow(f"SELECT {_VERSION} FROM skill_versions AS v WHERE {_OWNED} AND "
-                                      "v.version = $3", skill_id, tenant, version)
+        row = await self._db.fetch_row("get_skill_version",
+                                       f"SELECT {_VERSION} FROM skill_versions AS v WHERE {_OWNED} AND "
+                                       "v.version = $3", skill_id, tenant, version)
         return _version(row) if row is not None else None
 
     async def list_versions(self, skill_id: str, *, tenant: str, after: int | None, limit: int,

@@ -14,6 +14,23 @@ from ..records import InvalidCursor, LeaseLost
 if TYPE_CHECKING:
     from .migrations import Connection
 
+def page_bounds(ascending: bool, after: int | None, before: int | None, args: list[object],
+                column: str) -> tuple[str, bool]:
+    """The conditions on an ordered ``column`` (a seq, a position) of one page, their values appended to ``args``
+    (numbered on), and the scan direction: in descending order ``after`` means a lower value; with only
+    ``before`` the scan runs backwards from that cursor (the page is reversed afterwards: listing.trim_page)."""
+    lower, upper = (after, before) if ascending else (before, after)
+    sql = ""
+    if lower is not None:
+        args.append(lower)
+        sql += f" AND {column} > ${len(args)}"
+    if upper is not None:
+        args.append(upper)
+        sql += f" AND {column} < ${len(args)}"
+    backward = before is not None and after is None
+    return sql, ascending != backward
+
+
 NUL_STAND_IN = "\ufffd"
 """What a NUL character in a text value becomes: PostgreSQL's text cannot hold U+0000 (SQLite's can)."""
 

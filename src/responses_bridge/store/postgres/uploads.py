@@ -87,9 +87,9 @@ class PostgresUploadStore:
                                upload.status, upload.file_id, tenant)
 
     async def get_upload(self, upload_id: str, *, tenant: str) -> StoredUpload | None:
-        async with self._db.acquire("get_upload") as conn:
-            row = await conn.fetchrow(f"SELECT {_UPLOAD} FROM uploads WHERE id = $1 AND tenant = $2", upload_id,
-                                      tenant)
+        row = await self._db.fetch_row("get_upload",
+                                       f"SELECT {_UPLOAD} FROM uploads WHERE id = $1 AND tenant = $2", upload_id,
+                                       tenant)
         return _upload(row) if row is not None else None
 
     async def add_part(self, part: StoredUploadPart, *, tenant: str, now: int, max_parts_bytes: int,

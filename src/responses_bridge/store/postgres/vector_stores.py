@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ..listing import trim_page
 from ..records import (
     FileCounts,
     InvalidCursor,
@@ -33,7 +34,7 @@ from ..records import (
     check_page_args,
 )
 from .database import PostgresDatabase
-from .sql import pg_texts
+from .sql import page_bounds, pg_texts
 
 if TYPE_CHECKING:
     from .migrations import Connection
@@ -132,22 +133,6 @@ async def _attach(conn: Connection, vector_store_id: str, created_at: int, files
     return [seqs[f.file_id] for f in files]
 
 
-def _page_bounds(ascending: bool, after_seq: int | None, before_seq: int | None, args: list[Any],
-                 column: str) -> tuple[str, bool]:
-    """The seq conditions of a page (appending their values to ``args``) and the scan direction: in descending
-    order ``after`` means a lower seq; with only ``before`` the scan runs backwards from the cursor."""
-    lower, upper = (after_seq, before_seq) if ascending else (before_seq, after_seq)
-    sql = ""
-    if lower is not None:
-        args.append(lower)
-        sql += f" AND {column} > ${len(args)}"
-    if upper is not None:
-        args.append(upper)
-        sql += f" AND {column} < ${len(args)}"
-    backward = before_seq is not None and after_seq is None
-    return sql, ascending != backward
-
-
 async def _cursor(conn: Connection, sql: str, args: tuple[Any, ...], param: str,
                   value: str | None) -> int | None:
     if value is None:
@@ -159,10 +144,7 @@ async def _cursor(conn: Connection, sql: str, args: tuple[Any, ...], param: str,
 
 
 def _finish_page(data: list[Any], limit: int, *, backward: bool) -> Page:
-    has_more = len(data) > limit
-    del data[limit:]
-    if backward:
-        data.reverse()
+    has_more = trim_page(data, limit, backward=backward)
     return Page(data=data, has_more=has_more)
 
 
@@ -186,9 +168,9 @@ class PostgresVectorStoreStore:
             return await _attach(conn, store.id, store.created_at, files, tenant)
 
     async def get_store(self, vector_store_id: str, *, tenant: str) -> StoredVectorStore | None:
-        async with self._db.acquire("get_vector_store") as conn:
-            row = await conn.fetchrow(f"{_STORE_SELECT} WHERE s.id = $1 AND s.tenant = $2 GROUP BY s.seq",
-                                      vector_store_id, tenant)
+        row = await self._db.fetch_row("get_vector_store",
+                                       f"{_STORE_SELECT} WHERE s.id = $1 AND s.tenant = $2 GROUP BY s.seq",
+                                       vector_store_id, tenant)
         return _store(row) if row is not None else None
 
     async def list_stores(self, *, tenant: str, limit: int, order: str, after: str | None = None,
@@ -199,7 +181,7 @@ class PostgresVectorStoreStore:
             after_seq = await _cursor(conn, resolve, (after, tenant), "after", after)
             before_seq = await _cursor(conn, resolve, (before, tenant), "before", before)
             args: list[Any] = [limit + 1, tenant]
-            bounds, scan_ascending = _page_bounds(order == "asc", after_seq, before_seq, args, "s.seq")
+            bounds, scan_ascending = page_bounds(order == "asc", after_seq, before_seq, args, "s.seq")
             rows = await conn.fetch(f"{_STORE_SELECT} WHERE s.tenant = $2 {bounds} GROUP BY s.seq "
                                     f"ORDER BY s.seq {'ASC' if scan_ascending else 'DESC'} LIMIT $1", *args)
         return _finish_page([_store(row) for row in rows], limit, backward=before is not None and after is None)
@@ -245,10 +227,9 @@ class PostgresVectorStoreStore:
             return seqs
 
     async def get_file(self, vector_store_id: str, file_id: str, *, tenant: str) -> StoredVectorStoreFile | None:
-        async with self._db.acquire("get_vector_store_file") as conn:
-            row = await conn.fetchrow(f"SELECT {_FILE_COLUMNS} FROM vector_store_files AS f "
-                                      f"WHERE f.vector_store_id = $1 AND f.file_id = $2 AND {_owned(1, 3)}",
-                                      vector_store_id, file_id, tenant)
+        row = await self._db.fetch_row("get_vector_store_file", f"SELECT {_FILE_COLUMNS} FROM vector_store_files AS f "
+                                       f"WHERE f.vector_store_id = $1 AND f.file_id = $2 AND {_owned(1, 3)}",
+                                       vector_store_id, file_id, tenant)
         return _file(row) if row is not None else None
 
     async def current_seq(self, vector_store_id: str, file_id: str) -> int | None:
@@ -260,8 +241,8 @@ class PostgresVectorStoreStore:
 
     async def get_file_by_seq(self, seq: int) -> StoredVectorStoreFile | None:
         """Across tenants: workers only (ingestion)."""
-        async with self._db.acquire("get_vector_store_file") as conn:
-            row = await conn.fetchrow(f"SELECT {_FILE_COLUMNS} FROM vector_store_files AS f WHERE f.seq = $1", seq)
+        row = await self._db.fetch_row("get_vector_store_file",
+                                       f"SELECT {_FILE_COLUMNS} FROM vector_store_files AS f WHERE f.seq = $1", seq)
         return _file(row) if row is not None else None
 
     async def list_files(self, vector_store_id: str, *, tenant: str, limit: int, order: str,
@@ -285,7 +266,7 @@ class PostgresVectorStoreStore:
         async with self._db.acquire("list_vector_store_files") as conn:
             after_seq = await _cursor(conn, resolve, (vector_store_id, after, tenant), "after", after)
             before_seq = await _cursor(conn, resolve, (vector_store_id, before, tenant), "before", before)
-            bounds, scan_ascending = _page_bounds(order == "asc", after_seq, before_seq, args, "f.seq")
+            bounds, scan_ascending = page_bounds(order == "asc", after_seq, before_seq, args, "f.seq")
             rows = await conn.fetch(f"SELECT {_FILE_COLUMNS} FROM vector_store_files AS f WHERE {where} {bounds} "
                                     f"ORDER BY f.seq {'ASC' if scan_ascending else 'DESC'} LIMIT $2", *args)
         return _finish_page([_file(row) for row in rows], limit, backward=before is not None and after is None)
@@ -360,9 +341,9 @@ class PostgresVectorStoreStore:
     # -- batches ---------------------------------------------------------------------------------------------
 
     async def get_batch(self, vector_store_id: str, batch_id: str, *, tenant: str) -> StoredFileBatch | None:
-        async with self._db.acquire("get_vector_store_file_batch") as conn:
-            row = await conn.fetchrow(f"{_BATCH_SELECT} WHERE b.id = $1 AND b.vector_store_id = $2 "
-                                      f"AND {_owned(2, 3)} GROUP BY b.seq", batch_id, vector_store_id, tenant)
+        row = await self._db.fetch_row("get_vector_store_file_batch",
+                                       f"{_BATCH_SELECT} WHERE b.id = $1 AND b.vector_store_id = $2 "
+                                       f"AND {_owned(2, 3)} GROUP BY b.seq", batch_id, vector_store_id, tenant)
         return _batch(row) if row is not None else None
 
     async def cancel_batch(self, vector_store_id: str, batch_id: str, *, tenant: str) -> bool:

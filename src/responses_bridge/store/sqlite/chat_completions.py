@@ -12,8 +12,9 @@ from typing import Any
 
 import orjson
 
-from ..listing import bound_params, bounds, page_sql
+from ..listing import bound_params, bounds, page_sql, trim_page
 from ..records import ChatCompletionPage, StoredChatCompletion, check_page_args
+from .reads import read_row
 from .responses import SQLiteResponseStore, distinct_tenants_sql, resolve_keys
 from .transactions import purge_ranges
 
@@ -52,10 +53,10 @@ class SQLiteChatCompletionStore:
             await conn.execute(_SAVE, values)
 
     async def get_chat_completion(self, completion_id: str, *, tenant: str) -> StoredChatCompletion | None:
-        async with self._db.reading() as conn:
-            rows = list(await conn.execute_fetchall(
-                f"SELECT {_COLUMNS} FROM chat_completions WHERE tenant = ? AND id = ?", (tenant, completion_id)))
-        return _record(rows[0]) if rows else None
+        row = await read_row(
+            self._db,
+            f"SELECT {_COLUMNS} FROM chat_completions WHERE tenant = ? AND id = ?", (tenant, completion_id))
+        return _record(row) if row is not None else None
 
     async def list_chat_completions(self, *, tenant: str, after: str | None = None, limit: int = 20,
                                     order: str = "asc", model: str | None = None,
@@ -75,8 +76,7 @@ class SQLiteChatCompletionStore:
                 params[f"mk{n}"], params[f"mv{n}"] = key, value
             sql = page_sql(_COLUMNS, "chat_completions", ("created_at", "id"), conditions, page)
             rows = list(await conn.execute_fetchall(sql, params))
-        has_more = len(rows) > limit
-        del rows[limit:]
+        has_more = trim_page(rows, limit)
         return ChatCompletionPage(data=[_record(row) for row in rows], has_more=has_more)
 
     async def update_chat_completion(self, completion_id: str, metadata: dict[str, Any], *,

@@ -26,6 +26,7 @@ from ..records import (
     parent_paths,
 )
 from .quota import check_stored_bytes, stored_bytes
+from .reads import read_row
 from .responses import SQLiteResponseStore
 from .transactions import transaction
 
@@ -81,11 +82,10 @@ class SQLiteContainerStore:
         await self._db.run_write("create_container", create)
 
     async def get_container(self, container_id: str, now: int, *, tenant: str) -> StoredContainer | None:
-        async with self._db.reading() as conn:
-            rows = list(await conn.execute_fetchall(
-                f"SELECT {_CONTAINER} FROM containers WHERE id = :id AND tenant = :tenant AND {_LIVE}",
-                {"id": container_id, "tenant": tenant, "now": now}))
-        return _container(rows[0]) if rows else None
+        row = await read_row(self._db,
+                             f"SELECT {_CONTAINER} FROM containers WHERE id = :id AND tenant = :tenant AND {_LIVE}",
+                             {"id": container_id, "tenant": tenant, "now": now})
+        return _container(row) if row is not None else None
 
     async def list_containers(self, now: int, *, tenant: str, after: str | None, limit: int,
                               order: str) -> tuple[list[StoredContainer], bool]:
@@ -214,11 +214,9 @@ class SQLiteContainerStore:
         return await self._db.run_write("put_container_file", put)
 
     async def get_file(self, container_id: str, file_id: str, *, tenant: str) -> StoredContainerFile | None:
-        async with self._db.reading() as conn:
-            rows = list(await conn.execute_fetchall(
-                f"SELECT {_FILE} FROM container_files AS f WHERE f.id = :id AND f.{_OWNED}",
-                {"id": file_id, "container": container_id, "tenant": tenant}))
-        return _file(rows[0]) if rows else None
+        row = await read_row(self._db, f"SELECT {_FILE} FROM container_files AS f WHERE f.id = :id AND f.{_OWNED}",
+                             {"id": file_id, "container": container_id, "tenant": tenant})
+        return _file(row) if row is not None else None
 
     async def list_files(self, container_id: str, *, tenant: str, after: str | None, limit: int,
                          order: str) -> tuple[list[StoredContainerFile], bool]:

@@ -15,8 +15,9 @@ from typing import Any
 import orjson
 
 from ..items import item_rows
-from ..listing import Bounds, bound_params, bounds, page_sql
-from ..records import ConversationPage, InvalidCursor, ItemPage, StoredConversation, check_page_args
+from ..listing import Bounds, bound_params, bounds, page_sql, trim_page
+from ..records import ConversationPage, InvalidCursor, ItemPage, StoredConversation, check_page_args, item_page
+from .reads import read_row
 from .response_rows import append_conversation_rows
 from .responses import SQLiteResponseStore, distinct_tenants_sql, resolve_keys
 from .transactions import purge_ranges, transaction
@@ -63,11 +64,9 @@ class SQLiteConversationStore:
         await self._db.run_write("create_conversation", create)
 
     async def get_conversation(self, conversation_id: str, *, tenant: str) -> StoredConversation | None:
-        async with self._db.reading() as conn:
-            rows = list(await conn.execute_fetchall(
-                "SELECT id, created_at, metadata FROM conversations WHERE id = ? AND tenant = ?",
-                (conversation_id, tenant)))
-        return _conversation(rows[0]) if rows else None
+        row = await read_row(self._db, "SELECT id, created_at, metadata FROM conversations WHERE id = ? AND tenant = ?",
+                             (conversation_id, tenant))
+        return _conversation(row) if row is not None else None
 
     async def list_conversations(self, *, tenant: str, after: str | None = None, before: str | None = None,
                                  limit: int = 20, order: str = "desc") -> ConversationPage:
@@ -77,10 +76,7 @@ class SQLiteConversationStore:
             page = bounds(order == "asc", after_key, before_key, after_given=after is not None,
                           before_given=before is not None)
             rows = list(await conn.execute_fetchall(*conversations_page(page, limit + 1, tenant)))
-        has_more = len(rows) > limit
-        del rows[limit:]
-        if page.backward:
-            rows.reverse()
+        has_more = trim_page(rows, limit, backward=page.backward)
         return ConversationPage(data=[_conversation(row) for row in rows], has_more=has_more)
 
     async def update_conversation(self, conversation_id: str, metadata: dict[str, Any], *,
@@ -133,10 +129,8 @@ class SQLiteConversationStore:
             rows = await conn.execute_fetchall(sql, {"id": conversation_id, "after": after_seq, "tenant": tenant,
                                                      "fetch": limit + 1})
         data = [orjson.loads(row[0]) for row in rows]
-        has_more = len(data) > limit
-        del data[limit:]
-        return ItemPage(data=data, first_id=data[0].get("id") if data else None,
-                        last_id=data[-1].get("id") if data else None, has_more=has_more)
+        has_more = trim_page(data, limit)
+        return item_page(data, has_more)
 
     async def get_item(self, conversation_id: str, item_id: str, *, tenant: str) -> dict[str, Any] | None:
         async with self._db.reading() as conn:

@@ -16,6 +16,7 @@ from typing import Any
 from ..file_ids import BLOB_OWNERS, SQLITE_RECORD_BLOBS
 from ..records import StoredFile, UnknownCursor
 from .quota import STORED_BYTES, check_stored_bytes
+from .reads import read_row
 from .responses import SQLiteResponseStore
 from .transactions import transaction
 
@@ -45,17 +46,14 @@ class SQLiteFileStore:
         await self._db.run_write("add_file", add)
 
     async def get_file(self, file_id: str, now: int, *, tenant: str) -> StoredFile | None:
-        async with self._db.reading() as conn:
-            rows = list(await conn.execute_fetchall(
-                f"SELECT {_COLUMNS} FROM files WHERE id = :id AND tenant = :tenant AND {_LIVE}",
-                {"id": file_id, "tenant": tenant, "now": now}))
-        return _row(rows[0]) if rows else None
+        row = await read_row(self._db, f"SELECT {_COLUMNS} FROM files WHERE id = :id AND tenant = :tenant AND {_LIVE}",
+                             {"id": file_id, "tenant": tenant, "now": now})
+        return _row(row) if row is not None else None
 
     async def get_file_any_tenant(self, file_id: str, now: int) -> StoredFile | None:
-        async with self._db.reading() as conn:
-            rows = list(await conn.execute_fetchall(f"SELECT {_COLUMNS} FROM files WHERE id = :id AND {_LIVE}",
-                                                    {"id": file_id, "now": now}))
-        return _row(rows[0]) if rows else None
+        row = await read_row(self._db, f"SELECT {_COLUMNS} FROM files WHERE id = :id AND {_LIVE}",
+                             {"id": file_id, "now": now})
+        return _row(row) if row is not None else None
 
     async def stored_bytes(self, now: int, *, tenant: str) -> int:
         async with self._db.reading() as conn:

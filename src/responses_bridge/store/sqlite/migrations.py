@@ -405,7 +405,17 @@ MIGRATIONS: list[Migration] = [
             # SQLITE_RECORD_BLOBS, the same expression): without it, the sweep took an artifact's bytes for an orphan.
             "CREATE INDEX IF NOT EXISTS agent_records_blob ON agent_records (json_extract(body, '$._private.blob_id'))",
         ],
-    ),    (27, AUTOMATION_BOUND_TABLES),  # automations bounded: firings' tenant and rate, versions, invocations' age
+    ),
+    (
+        26,
+        [
+            # An ``item_reference`` to any item the tenant stored (store/sqlite/stored_items.py): the items found by
+            # id alone, without the response or conversation that holds them.
+            "CREATE INDEX IF NOT EXISTS response_items_by_item ON response_items (item_id)",
+            "CREATE INDEX IF NOT EXISTS conversation_items_by_item ON conversation_items (item_id)",
+        ],
+    ),
+    (27, AUTOMATION_BOUND_TABLES),  # automations bounded: firings' tenant and rate, versions, invocations' age
     (28, STORED_BYTES_COLUMNS),  # the Agents API's records and installed packages count in max_stored_bytes
 ]
 

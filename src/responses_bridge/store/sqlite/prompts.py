@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from ..records import PromptVersionConflict, StoredPromptVersion
+from .reads import read_row
 from .responses import SQLiteResponseStore
 
 _COLUMNS = ("p.id, p.created_at, v.version, v.created_at, p.latest_version, p.default_version, v.body")
@@ -75,11 +76,9 @@ class SQLitePromptStore:
         return await self._get(prompt_id, tenant, "v.version = ?", version)
 
     async def _get(self, prompt_id: str, tenant: str, condition: str, *args: object) -> StoredPromptVersion | None:
-        async with self._db.reading() as conn:
-            rows = list(await conn.execute_fetchall(
-                f"SELECT {_COLUMNS} {_FROM} WHERE p.id = ? AND p.tenant = ? AND {condition}",
-                (prompt_id, tenant, *args)))
-        return _row(rows[0]) if rows else None
+        row = await read_row(self._db, f"SELECT {_COLUMNS} {_FROM} WHERE p.id = ? AND p.tenant = ? AND {condition}",
+                             (prompt_id, tenant, *args))
+        return _row(row) if row is not None else None
 
     async def list_prompts(self, *, tenant: str, after: str | None = None, limit: int = 20,
                            order: str = "desc") -> tuple[list[StoredPromptVersion], bool]:

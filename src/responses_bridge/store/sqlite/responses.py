@@ -20,7 +20,7 @@ import functools
 import itertools
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,12 +30,13 @@ import platformdirs
 
 from .. import metrics
 from ..items import MAX_CHAIN_DEPTH
-from ..listing import bounds, responses_page
-from ..records import InvalidCursor, ItemPage, ResponseFilter, ResponsePage, check_page_args
+from ..listing import bounds, responses_page, trim_page
+from ..records import InvalidCursor, ItemPage, ResponseFilter, ResponsePage, check_page_args, item_page
 from .db_thread import on_db_thread as _on_db_thread
 from .migrations import LATEST_VERSION, migrate
 from .private_files import make_private_database, make_private_directory
 from .response_rows import _Save, _save_row, _write_saves
+from .stored_items import find_items
 from .transactions import purge_ranges
 
 T = TypeVar("T")
@@ -378,16 +379,8 @@ class SQLiteResponseStore:
             bounds = {"id": response_id, "tenant": tenant, "lower": lower, "upper": upper, "fetch": limit + 1}
             rows = await conn.execute_fetchall(query, bounds)
         data = [orjson.loads(row[0]) for row in rows]
-        has_more = len(data) > limit
-        del data[limit:]
-        if backward:
-            data.reverse()
-        return ItemPage(
-            data=data,
-            first_id=data[0].get("id") if data else None,
-            last_id=data[-1].get("id") if data else None,
-            has_more=has_more,
-        )
+        has_more = trim_page(data, limit, backward=backward)
+        return item_page(data, has_more)
 
     async def list_responses(self, *, tenant: str, after: str | None = None, before: str | None = None,
                              limit: int = 20, order: str = "desc",
@@ -400,10 +393,7 @@ class SQLiteResponseStore:
             sql, params = responses_page(tenant, where or ResponseFilter(), page, limit + 1,
                                          metadata_join=METADATA_JOIN)
             rows = list(await conn.execute_fetchall(sql, params))
-        has_more = len(rows) > limit
-        del rows[limit:]
-        if page.backward:
-            rows.reverse()
+        has_more = trim_page(rows, limit, backward=page.backward)
         return ResponsePage(data=[row[1] for row in rows], ids=[row[0] for row in rows], has_more=has_more)
 
     async def load_history(self, response_id: str, *, tenant: str) -> list[dict[str, Any]] | None:
@@ -417,6 +407,10 @@ class SQLiteResponseStore:
         return [orjson.loads(row[3]) for row in found]
 
     # -- retention (across tenants: workers only) ------------------------------------------------------------
+
+    async def find_items(self, item_ids: Sequence[str], *, tenant: str) -> dict[str, dict[str, Any]]:
+        async with self._read("find_items") as conn:
+            return await find_items(conn, item_ids, tenant)
 
     async def response_tenants(self) -> list[str]:
         """Across tenants: workers only (retention). One index seek per tenant (a loose scan of the listing

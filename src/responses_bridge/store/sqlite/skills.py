@@ -16,6 +16,7 @@ from typing import Any
 from ..base_skills import ContainerSkill, DefaultVersionDeletion, StoredSkill, StoredSkillVersion, UnknownVersion
 from ..records import UnknownCursor
 from .quota import check_stored_bytes
+from .reads import read_row
 from .responses import SQLiteResponseStore
 from .transactions import transaction
 
@@ -61,10 +62,9 @@ class SQLiteSkillStore:
         await self._db.run_write("create_skill", create)
 
     async def get_skill(self, skill_id: str, *, tenant: str) -> StoredSkill | None:
-        async with self._db.reading() as conn:
-            rows = list(await conn.execute_fetchall(
-                f"SELECT {_SKILL} FROM skills AS s WHERE s.id = ? AND s.tenant = ?", (skill_id, tenant)))
-        return _skill(rows[0]) if rows else None
+        row = await read_row(self._db,
+                             f"SELECT {_SKILL} FROM skills AS s WHERE s.id = ? AND s.tenant = ?", (skill_id, tenant))
+        return _skill(row) if row is not None else None
 
     async def list_skills(self, *, tenant: str, after: str | None, limit: int,
                           order: str) -> tuple[list[StoredSkill], bool]:
@@ -135,11 +135,10 @@ class SQLiteSkillStore:
         return await self.get_version(version.skill_id, number, tenant=tenant)
 
     async def get_version(self, skill_id: str, version: int, *, tenant: str) -> StoredSkillVersion | None:
-        async with self._db.reading() as conn:
-            rows = list(await conn.execute_fetchall(
-                f"SELECT {_VERSION} FROM skill_versions AS v WHERE v.version = :version AND {_OWNED}",
-                {"version": version, "skill": skill_id, "tenant": tenant}))
-        return _version(rows[0]) if rows else None
+        row = await read_row(self._db,
+                             f"SELECT {_VERSION} FROM skill_versions AS v WHERE v.version = :version AND {_OWNED}",
+                             {"version": version, "skill": skill_id, "tenant": tenant})
+        return _version(row) if row is not None else None
 
     async def list_versions(self, skill_id: str, *, tenant: str, after: int | None, limit: int,
                             order: str) -> tuple[list[StoredSkillVersion], bool]:

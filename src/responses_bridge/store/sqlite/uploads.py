@@ -29,6 +29,7 @@ from ..base_uploads import (
 )
 from ..records import StoredFile
 from .quota import check_stored_bytes
+from .reads import read_row
 from .responses import SQLiteResponseStore
 from .transactions import transaction
 
@@ -88,10 +89,9 @@ class SQLiteUploadStore:
                  upload.mime_type, upload.file_expires_after, upload.status, upload.file_id, tenant))
 
     async def get_upload(self, upload_id: str, *, tenant: str) -> StoredUpload | None:
-        async with self._db.reading() as conn:
-            rows = list(await conn.execute_fetchall(f"SELECT {_UPLOAD} FROM uploads WHERE id = ? AND tenant = ?",
-                                                    (upload_id, tenant)))
-        return _upload(rows[0]) if rows else None
+        row = await read_row(self._db, f"SELECT {_UPLOAD} FROM uploads WHERE id = ? AND tenant = ?",
+                             (upload_id, tenant))
+        return _upload(row) if row is not None else None
 
     async def add_part(self, part: StoredUploadPart, *, tenant: str, now: int, max_parts_bytes: int,
                        max_parts: int, max_stored_bytes: int | None) -> None:

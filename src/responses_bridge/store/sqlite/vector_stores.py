@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from ..listing import trim_page
 from ..records import (
     FileCounts,
     InvalidCursor,
@@ -32,6 +33,7 @@ from ..records import (
     UnknownFile,
     check_page_args,
 )
+from .reads import read_row
 from .responses import SQLiteResponseStore
 from .transactions import transaction
 
@@ -144,10 +146,9 @@ class SQLiteVectorStoreStore:
         return await self._db.run_write("create_vector_store", create)
 
     async def get_store(self, vector_store_id: str, *, tenant: str) -> StoredVectorStore | None:
-        async with self._db.reading() as conn:
-            rows = list(await conn.execute_fetchall(f"{_STORE_SELECT} WHERE s.id = ? AND s.tenant = ? GROUP BY s.seq",
-                                                    (vector_store_id, tenant)))
-        return _store(rows[0]) if rows else None
+        row = await read_row(self._db, f"{_STORE_SELECT} WHERE s.id = ? AND s.tenant = ? GROUP BY s.seq",
+                             (vector_store_id, tenant))
+        return _store(row) if row is not None else None
 
     async def list_stores(self, *, tenant: str, limit: int, order: str, after: str | None = None,
                           before: str | None = None) -> Page:
@@ -204,11 +205,11 @@ class SQLiteVectorStoreStore:
         return await self._db.run_write("add_vector_store_files", add)
 
     async def get_file(self, vector_store_id: str, file_id: str, *, tenant: str) -> StoredVectorStoreFile | None:
-        async with self._db.reading() as conn:
-            rows = list(await conn.execute_fetchall(
-                f"SELECT {_FILE_COLUMNS} FROM vector_store_files AS f WHERE f.vector_store_id = :store "
-                f"AND f.file_id = :file AND {_OWNED}", {"store": vector_store_id, "file": file_id, "tenant": tenant}))
-        return _file(rows[0]) if rows else None
+        row = await read_row(
+            self._db,
+            f"SELECT {_FILE_COLUMNS} FROM vector_store_files AS f WHERE f.vector_store_id = :store "
+            f"AND f.file_id = :file AND {_OWNED}", {"store": vector_store_id, "file": file_id, "tenant": tenant})
+        return _file(row) if row is not None else None
 
     async def current_seq(self, vector_store_id: str, file_id: str) -> int | None:
         """Across tenants: workers only."""
@@ -220,10 +221,8 @@ class SQLiteVectorStoreStore:
 
     async def get_file_by_seq(self, seq: int) -> StoredVectorStoreFile | None:
         """Across tenants: workers only."""
-        async with self._db.reading() as conn:
-            rows = list(await conn.execute_fetchall(
-                f"SELECT {_FILE_COLUMNS} FROM vector_store_files AS f WHERE f.seq = ?", (seq,)))
-        return _file(rows[0]) if rows else None
+        row = await read_row(self._db, f"SELECT {_FILE_COLUMNS} FROM vector_store_files AS f WHERE f.seq = ?", (seq,))
+        return _file(row) if row is not None else None
 
     async def list_files(self, vector_store_id: str, *, tenant: str, limit: int, order: str,
                          after: str | None = None, before: str | None = None, status: str | None = None,
@@ -340,11 +339,11 @@ class SQLiteVectorStoreStore:
     # -- batches ---------------------------------------------------------------------------------------------
 
     async def get_batch(self, vector_store_id: str, batch_id: str, *, tenant: str) -> StoredFileBatch | None:
-        async with self._db.reading() as conn:
-            rows = list(await conn.execute_fetchall(
-                f"{_BATCH_SELECT} WHERE b.id = :batch AND b.vector_store_id = :store AND {_OWNED} GROUP BY b.seq",
-                {"batch": batch_id, "store": vector_store_id, "tenant": tenant}))
-        return _batch(rows[0]) if rows else None
+        row = await read_row(
+            self._db,
+            f"{_BATCH_SELECT} WHERE b.id = :batch AND b.vector_store_id = :store AND {_OWNED} GROUP BY b.seq",
+            {"batch": batch_id, "store": vector_store_id, "tenant": tenant})
+        return _batch(row) if row is not None else None
 
     async def cancel_batch(self, vector_store_id: str, batch_id: str, *, tenant: str) -> bool:
         """Mark the batch's files still in progress ``cancelled``, and the batch cancelled if any were (a batch
@@ -389,8 +388,5 @@ def _bound_values(order: str, after_seq: int | None, before_seq: int | None) -> 
 
 
 def _finish_page(data: list[Any], limit: int, *, backward: bool) -> Page:
-    has_more = len(data) > limit
-    del data[limit:]
-    if backward:
-        data.reverse()
+    has_more = trim_page(data, limit, backward=backward)
     return Page(data=data, has_more=has_more)

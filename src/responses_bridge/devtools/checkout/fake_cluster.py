@@ -1,6 +1,6 @@
-"""A cluster for the ``agent-sandbox`` backend without one, in this process: devtools/fake_kube.py's API server
+"""A cluster for the ``agent-sandbox`` backend without one, in this process: checkout/fake_kube.py's API server
 (with its controller) on loopback, a ``SandboxWarmPool`` object per pool name, and a stand-in pod
-(devtools/standin_pod.py) per claim — started when claimed, or taken from ``warm`` pods started ahead.
+(checkout/standin_pod.py) per claim — started when claimed, or taken from ``warm`` pods started ahead.
 
     async with fake_cluster(crds) as cluster:    # cluster.api_url, .kube, .pods, .settings (the bridge's env)
         ...
@@ -17,8 +17,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from ..procs import free_port
 from .fake_kube import FakeKube, load_resources
-from .procs import free_port
 from .standin_pod import StandInPods
 
 NAMESPACE = "sandboxes"

@@ -1,0 +1,60 @@
+"""What the benchmarks and the tests read of a running process from /proc (Linux): its resident memory, a peak
+of it, and the processes under it. The demo never asks, so this stays out of the installed package."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+
+from ..procs import ManagedProcess
+
+
+def process_rss_mb(pid: int) -> float:
+    """VmRSS of one process in MB, 0.0 if it is gone (or not Linux)."""
+    return process_status_mb(pid, "VmRSS")
+
+
+def process_status_mb(pid: int, key: str) -> float:
+    """A kB field of one process's /proc/PID/status (``VmRSS``, ``VmHWM``: its peak) in MB, 0.0 if it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith(f"{key}:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def tree_rss_mb(process: ManagedProcess) -> dict[int, float]:
+    """Resident set size in MB of the process and of every process under it (a server's workers), by pid;
+    :func:`process_rss_mb` of its pid counts the first process only. Empty once the process has exited."""
+    return {pid: process_rss_mb(pid) for pid in tree_pids([process])}
+
+
+def tree_pids(processes: Iterable[ManagedProcess]) -> Iterator[int]:
+    """The pid of each process still alive, each followed by the pids of the processes under it."""
+    for process in processes:
+        if process.alive():
+            yield process.pid
+            yield from descendants(process.pid)
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes under ``pid`` (children, their children, ...), from each /proc/PID/stat's parent pid."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+        except (OSError, IndexError):
+            continue  # gone since the listing
+        children.setdefault(int(fields[1]), []).append(int(entry))
+    found, queue = [], list(children.get(pid, ()))
+    while queue:
+        child = queue.pop(0)
+        found.append(child)
+        queue.extend(children.get(child, ()))
+    return found

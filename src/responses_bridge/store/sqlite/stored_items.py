@@ -1,0 +1,34 @@
+"""A tenant's stored items found by id wherever they are kept (a response's input and output items, a
+conversation's items): what an ``item_reference`` names outside the history its request continues
+(protocol/item_references.py).
+
+One statement for all the ids: each id is looked up by the ``item_id`` indexes of migration 26, one row of each
+table at most (an item a client sent again and again is stored as often, and one copy is what it names), and only
+rows whose response or conversation is the tenant's count, so another tenant's item is absent like a missing one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import aiosqlite
+import orjson
+
+_FIND_ITEMS = """
+SELECT wanted.value, COALESCE(
+    (SELECT i.item FROM response_items AS i JOIN responses AS r ON r.id = i.response_id
+     WHERE i.item_id = wanted.value AND r.tenant = :tenant LIMIT 1),
+    (SELECT c.item FROM conversation_items AS c JOIN conversations AS v ON v.id = c.conversation_id
+     WHERE c.item_id = wanted.value AND v.tenant = :tenant LIMIT 1))
+FROM json_each(:ids) AS wanted
+"""
+
+
+async def find_items(conn: aiosqlite.Connection, item_ids: Sequence[str], tenant: str) -> dict[str, dict[str, Any]]:
+    """``{id: item}`` for the ids ``tenant`` has an item of."""
+    if not item_ids:
+        return {}
+    rows = await conn.execute_fetchall(_FIND_ITEMS, {"ids": orjson.dumps(list(dict.fromkeys(item_ids))).decode(),
+                                                     "tenant": tenant})
+    return {row[0]: orjson.loads(row[1]) for row in rows if row[1] is not None}
