@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from . import config_file
 from .config_agent_sandbox import AgentSandboxSettings
+from .config_automations import AutomationSettings
 from .config_endpoints import EndpointSettings
 from .config_errors import EnvJSONError, JsonEnvSource, SettingsError, Sources, explain, explain_json
 from .config_pools import PoolSettings
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from .run.tools.web_search_base import WebSearchSettings
     from .sandbox import SandboxLimits
 
-class Settings(PoolSettings, AgentSandboxSettings, CodeSandboxSettings, EndpointSettings):
+class Settings(PoolSettings, AgentSandboxSettings, AutomationSettings, CodeSandboxSettings, EndpointSettings):
     model_config = SettingsConfigDict(env_prefix="RESPONSES_BRIDGE_", extra="ignore")
 
     stream_via_sidecar: bool = Field(default=False, description=(
@@ -189,7 +190,8 @@ class Settings(PoolSettings, AgentSandboxSettings, CodeSandboxSettings, Endpoint
     tenant_max_request_bytes: int | None = Field(default=None, ge=1, description=(
         "default per-tenant limit of one request body, in bytes (413); none: only max_request_bytes"))
     tenant_max_stored_bytes: int | None = Field(default=None, ge=0, description=(
-        "default per-tenant limit of stored bytes, files, container files and skills together; none: no limit"))
+        "default per-tenant limit of stored bytes, files, container files, skills and what the Agents API keeps "
+        "(its records, artifacts and installed packages) together; none: no limit"))
     retention_days: float | None = Field(default=None, gt=0, description=(
         "default time-to-live of stored responses and conversations, purged in the background; none: kept until "
         "deleted (OpenAI keeps 30 days)"))

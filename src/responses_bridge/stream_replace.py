@@ -6,7 +6,8 @@ The work per byte is the same whatever the sequences: a tenant chooses its domai
 checking each of them at each possible tail of each piece cost ~20 ms of CPU per 8 KiB read. Here one
 Aho-Corasick automaton over all the sequences (ahocorasick-rs, built once per set: :class:`Sequences`) finds every
 one in a single pass, in native code that releases the GIL; standard matching reports each match where it ends
-first and searches on after it, linear in the bytes (its leftmost kinds are not, on input made to defeat them).
+first and searches on after it, linear in the bytes (its leftmost kinds are not, on input made to defeat them). A set
+of sequences past :data:`GROUP_BYTES` is split over several automata, each built apart (the build holds the GIL).
 
 Each piece goes on at once but for the bytes at its end that may begin a sequence (a proper beginning of one),
 held until the next piece says — never more than the longest sequence less one byte, and in practice only a true
@@ -30,13 +31,19 @@ LEAD = 16
 """Bytes of a sequence's beginning looked for to find where one may begin: long enough to be rare in a stream."""
 EXACT_CHECKS = 4
 """Possible beginnings checked whole per piece; past them the stream is held from the next one."""
+GROUP_BYTES = 192 * 1024
+"""The most bytes of sequences one automaton is built over. ahocorasick-rs builds holding the GIL, ~0.5 s per MB
+of sequences here: the 5 MB of 32 secrets of 8 KiB with their encodings (sandbox/egress_secrets.py) stalled every
+coroutine of the process for 2.2 s in one build. In groups, no build holds it longer than ~0.1 s; a stream is
+searched once per group (one for any ordinary set of secrets: a 48-character token and its encodings are ~0.5
+KiB)."""
 
 
 class Sequences:
     """The ``old`` of ``pairs`` to find and the ``new`` each is written over with, compiled once: immutable, shared
     by every stream of them (one per connection of a call, and across threads)."""
 
-    __slots__ = ("_automaton", "_beginnings", "_by_lead", "longest", "new")
+    __slots__ = ("_automata", "_beginnings", "_by_lead", "longest", "new")
 
     def __init__(self, pairs: Iterable[tuple[bytes, bytes]]) -> None:
         found: dict[bytes, bytes] = {}
@@ -46,10 +53,7 @@ class Sequences:
         olds = list(found)
         self.new = [found[old] for old in olds]
         self.longest = max((len(old) for old in olds), default=0)
-        contained = any(other != old and other in old for old in olds for other in olds)
-        self._automaton = BytesAhoCorasick(
-            olds, matchkind=MatchKind.LeftmostLongest if contained else MatchKind.Standard,
-            implementation=Implementation.ContiguousNFA) if olds else None
+        self._automata = [(first, _compiled(group)) for first, group in _groups(olds)]
         self._by_lead: dict[bytes, list[bytes]] = {}
         for old in olds:
             if len(old) > LEAD:
@@ -60,8 +64,18 @@ class Sequences:
         return StreamReplace(self)
 
     def matches(self, data: bytes) -> list[tuple[int, int, int]]:
-        """(which, start, end) of every match in ``data``, in order, none overlapping."""
-        return self._automaton.find_matches_as_indexes(data) if self._automaton is not None else []
+        """(which, start, end) of every match in ``data``, in order, none overlapping: of several automata
+        (:data:`GROUP_BYTES`), the leftmost, and of those starting together the longest."""
+        if len(self._automata) == 1:
+            return self._automata[0][1].find_matches_as_indexes(data)
+        found = sorted(((first + which, start, end) for first, automaton in self._automata
+                        for which, start, end in automaton.find_matches_as_indexes(data)),
+                       key=lambda match: (match[1], match[1] - match[2]))
+        kept: list[tuple[int, int, int]] = []
+        for match in found:
+            if not kept or match[1] >= kept[-1][2]:
+                kept.append(match)
+        return kept
 
     def cut(self, data: bytes, start: int) -> int:
         """The first position from ``start`` where the rest of ``data`` may be a proper beginning of a sequence
@@ -84,6 +98,38 @@ class Sequences:
             if data[short:] in self._beginnings:
                 return short
         return end
+
+
+def _automaton(olds: list[bytes], kind: MatchKind) -> BytesAhoCorasick:
+    return BytesAhoCorasick(olds, matchkind=kind, implementation=Implementation.ContiguousNFA)
+
+
+def _compiled(olds: list[bytes]) -> BytesAhoCorasick:
+    """One group's automaton: standard matching, or leftmost-longest where one of them holds another."""
+    automaton = _automaton(olds, MatchKind.Standard)
+    return _automaton(olds, MatchKind.LeftmostLongest) if _contained(automaton, olds) else automaton
+
+
+def _groups(olds: list[bytes]) -> list[tuple[int, list[bytes]]]:
+    """``olds`` cut in order into groups of about :data:`GROUP_BYTES` (the index of each one's first, and it)."""
+    groups: list[tuple[int, list[bytes]]] = []
+    size = GROUP_BYTES
+    for at, old in enumerate(olds):
+        if size + len(old) > GROUP_BYTES:
+            groups.append((at, []))
+            size = 0
+        groups[-1][1].append(old)
+        size += len(old)
+    return groups
+
+
+def _contained(automaton: BytesAhoCorasick, olds: list[bytes]) -> bool:
+    """Whether one of ``olds`` (all different) holds another, found by the automaton in one pass over them: a
+    sequence inside another misses its first byte or its last, so it is found in what is left of it without one
+    of them, where the sequence itself is too long to be. Linear in their bytes (comparing each pair took ~16 s
+    for the 400 sequences of 32 secrets of 8 KiB and their encodings: sandbox/egress_secrets.py)."""
+    return any(automaton.find_matches_as_indexes(old[1:]) or automaton.find_matches_as_indexes(old[:-1])
+               for old in olds if len(old) > 1)
 
 
 class StreamReplace:

@@ -10,12 +10,14 @@ but those) and ``enabled`` (every host), where the deployment allows them
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from textwrap import dedent
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import openai
@@ -63,8 +65,18 @@ async def test_host() -> AsyncIterator[LocalHost]:
         host.seen.append(dict(request.headers))
         return web.Response(text=f"you sent {request.headers.get('Authorization', '')}")
 
+    async def encoded(request: web.Request) -> web.Response:
+        """The credential it got, encoded as a host may return it: base64 (inside a longer base64 text too),
+        percent-encoded and hex."""
+        raw = request.headers.get("Authorization", "").removeprefix("Bearer ").encode()
+        return web.Response(text="\n".join([
+            base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode().rstrip("="),
+            base64.b64encode(b'{"seen": "' + raw + b'"}').decode(), quote(raw.decode(), safe=""),
+            raw.hex(), raw.hex().upper()]))
+
     app = web.Application()
     app.router.add_get("/echo", echo)
+    app.router.add_get("/encoded", encoded)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -199,6 +211,37 @@ async def test_a_vault_credential_reaches_the_host_and_nothing_else_reveals_it(
     for path in bridge_dir.iterdir():
         if path.is_file():
             assert SECRET.encode() not in path.read_bytes(), path.name
+
+
+async def test_a_host_returning_the_credential_encoded_returns_it_masked(
+        door: aiohttp.ClientSession, sdk: openai.AsyncOpenAI, test_host: LocalHost) -> None:
+    """A host that answers with the credential base64-, percent- or hex-encoded: the command's output, and so the
+    session's items and store, hold none of those forms (the proxy masks each like the value)."""
+    vault_id = await vault_with(sdk, {"type": "limited", "allowed_hosts": ["127.0.0.1"]})
+    agent = await sdk.beta.agents.create(model=MODEL, instructions="Use the shell.")
+    environment = {"type": "openai_hosted", "container_size": "small",
+                   "network": {"access": "restricted", "allowed_domains": ["127.0.0.1"]}}
+    bodies, found = await run_session(door, {"agent_id": agent.id, "environment": environment,
+                                             "vault_ids": [vault_id], "input": python(FETCH + f"""
+    placeholder = os.environ["TRACKER_TOKEN"]
+    request = urllib.request.Request("http://127.0.0.1:{test_host.port}/encoded",
+                                     headers={{"Authorization": "Bearer " + placeholder}})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        print(json.dumps({{"encoded": answer.read().decode().split("\\n")}}))
+    """)})
+    assert test_host.seen[-1]["Authorization"] == f"Bearer {SECRET}"  # the host got the value
+    lines = found["encoded"]
+    assert len(lines) == 6
+    forms = [base64.b64encode(SECRET.encode()).decode(), base64.urlsafe_b64encode(SECRET.encode()).decode(),
+             quote(SECRET, safe=""), SECRET.encode().hex(), SECRET.encode().hex().upper()]
+    for line in lines:
+        padded = line + "=" * (-len(line) % 4)
+        for decode in (base64.b64decode, base64.urlsafe_b64decode):
+            with contextlib.suppress(ValueError):
+                assert SECRET.encode() not in decode(padded), line
+        assert SECRET.encode().hex() not in line.lower(), line
+    everything = b"".join(bodies)
+    assert not [form for form in forms if form.rstrip("=").encode() in everything]
 
 
 async def test_a_block_list_lets_through_every_host_but_its_own(door: aiohttp.ClientSession,

@@ -6,6 +6,7 @@ Real servers on 127.0.0.1, the proxy over its real Unix socket."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import gzip
 from collections.abc import AsyncIterator
 
@@ -14,7 +15,7 @@ from aiohttp import web
 
 from responses_bridge.sandbox.egress import EgressLimits, EgressProxy
 from responses_bridge.sandbox.egress_policy import EgressRules
-from responses_bridge.sandbox.egress_secrets import Unsecret, carries_credentials, mask_for
+from responses_bridge.sandbox.egress_secrets import Unsecret, carries_credentials, encodings, mask_for
 from tests.unit.test_egress_proxy import exchange, fake_dns, policy_of
 
 SECRET = "sk-live-0123456789abcdef"
@@ -33,6 +34,7 @@ class Reflector:
         app.router.add_route("*", "/reflect", self._reflect)
         app.router.add_get("/split", self._split)
         app.router.add_get("/gzip", self._gzip)
+        app.router.add_get("/encoded", self._encoded)
         self.runner = web.AppRunner(app)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
@@ -54,9 +56,48 @@ class Reflector:
         await response.write_eof()
         return response
 
+    async def _encoded(self, request: web.Request) -> web.Response:
+        """The credential it got, in every encoding :func:`encoded_forms` names, one a line."""
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        return web.Response(text="\n".join(encoded_forms(token).values()))
+
     async def _gzip(self, request: web.Request) -> web.Response:
         body = gzip.compress(request.headers.get("Authorization", "").encode())
         return web.Response(body=body, headers={"Content-Encoding": "gzip"})
+
+
+def encoded_forms(secret: str) -> dict[str, str]:
+    """``secret`` as a server may return it encoded: base64 in both alphabets, padded and not, alone and inside a
+    longer base64 text at each alignment; percent-encoded with upper and lower hex digits; hex, lower and upper."""
+    raw = secret.encode()
+    forms: dict[str, str] = {}
+    for name, encode in (("standard", base64.b64encode), ("url_safe", base64.urlsafe_b64encode)):
+        forms[f"base64_{name}"] = encode(raw).decode()
+        forms[f"base64_{name}_unpadded"] = encode(raw).decode().rstrip("=")
+        for before in range(3):
+            forms[f"base64_{name}_inside_{before}"] = encode(b"\xfb\xff"[:before] + b"{\"token\": \"" + raw +
+                                                             b"\", \"scope\": \"all\"}").decode()
+    forms["percent_upper"] = "".join(f"%{byte:02X}" if not chr(byte).isalnum() else chr(byte) for byte in raw)
+    forms["percent_lower"] = forms["percent_upper"].replace("%2D", "%2d").replace("%5F", "%5f").replace("%2E", "%2e")
+    forms["hex_lower"], forms["hex_upper"] = raw.hex(), raw.hex().upper()
+    return forms
+
+
+def revealed(secret: str, text: bytes) -> list[str]:
+    """The encodings of ``secret`` (:func:`encoded_forms`) ``text`` still reveals it through: one decoded from a
+    line of ``text`` (or, base64 inside a longer text, one whose decoding still holds the secret)."""
+    found = []
+    lines = text.decode("latin-1").split("\n")
+    for line in lines:
+        for decode in (base64.b64decode, base64.urlsafe_b64decode):
+            try:
+                if secret.encode() in decode(line + "=" * (-len(line) % 4)):
+                    found.append(line)
+            except ValueError:
+                pass
+        if secret.encode().hex() in line.lower() or secret in line.replace("%2d", "-").replace("%2D", "-"):
+            found.append(line)
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +140,42 @@ async def test_a_secret_split_across_the_servers_writes_is_still_written_over(pr
     answer = await exchange(proxy, _request(proxy, reflector.port, "/split"))
     assert SECRET.encode() not in answer and answer.endswith(b" after"), answer[-200:]
     assert f"before {mask_for(SECRET, proxy.environment()['API_KEY'])} after".encode() in answer
+
+
+SECRET_WITH_SYMBOLS = "sk-live_0123.4567~89ab/cd+ef?z=1&y"
+
+
+@pytest.mark.parametrize("secret", [SECRET, SECRET_WITH_SYMBOLS, SECRET_WITH_SYMBOLS[:-1], SECRET_WITH_SYMBOLS[:-2]])
+def test_every_encoding_of_a_secret_is_written_over_like_its_value(secret: str) -> None:
+    forms = encoded_forms(secret)
+    assert len(revealed(secret, "\n".join(forms.values()).encode())) >= len(forms)  # the check can fail
+    for name, form in forms.items():
+        for cut in (1, 7, len(form) // 2):
+            stream = Unsecret({secret: "PLACEHOLDER_VALUE_XYZ"})
+            text = f"before {form} after".encode()
+            written = stream.feed(text[:cut]) + stream.feed(text[cut:]) + stream.end()
+            assert len(written) == len(text), name  # same length: Content-Length stays true
+            assert not revealed(secret, written.removeprefix(b"before ").removesuffix(b" after")), (name, written)
+            assert secret.encode() not in written
+
+
+def test_the_encodings_masked_are_those_of_the_secret_alone() -> None:
+    found = encodings(SECRET_WITH_SYMBOLS)
+    assert SECRET_WITH_SYMBOLS not in found and len(found) == len(set(found))
+    assert SECRET_WITH_SYMBOLS.encode().hex() in found and SECRET_WITH_SYMBOLS.encode().hex().upper() in found
+    assert all(len(text) >= 4 for text in encodings("abc"))
+    ordinary = Unsecret({SECRET: "PLACEHOLDER"})  # text that only resembles an encoding goes through as it was
+    text = base64.b64encode(b"sk-live-0123456789abcdeX" * 2) + b" " + SECRET.encode().hex()[:-2].encode()
+    assert ordinary.feed(text) + ordinary.end() == text
+
+
+async def test_a_host_returning_the_credential_encoded_returns_it_masked(proxy: EgressProxy,
+                                                                        reflector: Reflector) -> None:
+    answer = await exchange(proxy, _request(proxy, reflector.port, "/encoded"))
+    assert answer.startswith((b"HTTP/1.1 200", b"HTTP/1.0 200")), answer[:200]
+    body = answer.partition(b"\r\n\r\n")[2]
+    assert len(body.split(b"\n")) == len(encoded_forms(SECRET))
+    assert not revealed(SECRET, body), body
 
 
 async def test_an_answer_the_proxy_cannot_scan_is_refused(proxy: EgressProxy, reflector: Reflector) -> None:

@@ -5,9 +5,11 @@ look like beginnings everywhere is held, not checked byte by byte."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from responses_bridge import stream_replace
 from responses_bridge.stream_replace import EXACT_CHECKS, LEAD, Sequences, StreamReplace
 
 
@@ -83,3 +85,20 @@ def test_a_stream_of_false_beginnings_is_held_after_a_few_checks() -> None:
 def test_no_sequences_pass_everything_on() -> None:
     replace = StreamReplace([])
     assert replace.feed(b"anything") == b"anything" and replace.end() == b""
+
+
+def test_sequences_over_several_automata_are_written_over_as_over_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past GROUP_BYTES the sequences are split over automata built apart: a stream cut anywhere comes out as with
+    one automaton, each sequence written over, one inside another written over whole."""
+    pairs = [(b"alpha-secret-one", b"AAAAAAAAAAAAAAAA"), (b"bravo-secret-two!", b"BBBBBBBBBBBBBBBBB"),
+             (b"secret", b"SSSSSS"), (b"charlie-3", b"CCCCCCCCC")]
+    raw = b"x alpha-secret-one y bravo-secret-two! z secret charlie-3 alpha-secret-on"
+    whole = StreamReplace(pairs)
+    expected = whole.feed(raw) + whole.end()
+    monkeypatch.setattr(stream_replace, "GROUP_BYTES", 20)
+    grouped = Sequences(pairs)
+    assert len(grouped._automata) == 3
+    for cut in range(1, len(raw)):
+        stream = grouped.stream()
+        assert stream.feed(raw[:cut]) + stream.feed(raw[cut:]) + stream.end() == expected
+    assert expected == b"x AAAAAAAAAAAAAAAA y BBBBBBBBBBBBBBBBB z SSSSSS CCCCCCCCC alpha-SSSSSS-on"

@@ -13,7 +13,10 @@ session's artifacts when the turn completes.
 An artifact is immutable: its bytes are copied from the container file into a blob of its own, so a later turn
 changing or deleting the file leaves the artifact as it was. A session's artifacts hold at most a container's bytes
 in all (``container_bytes``, counted as they are published), :data:`MAX_ARTIFACTS_PER_TURN` a turn and
-:data:`MAX_ARTIFACTS_PER_SESSION` in all: files past these are not published. Artifacts are records of the session (kind
+:data:`MAX_ARTIFACTS_PER_SESSION` in all: files past these are not published. An artifact's bytes count in its
+tenant's ``max_stored_bytes`` (its record's ``bytes``: store/sqlite/quota.py) as long as it is kept: a file that
+would pass the limit is not kept, the turn is, and says so (:func:`not_kept`, an ``error`` event of the session
+before the turn's end, naming the file; once per version of the file). Artifacts are records of the session (kind
 ``artifact``, ``scope`` its environment id), deleted with it.
 """
 
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .. import ids
@@ -43,6 +46,29 @@ from .vaults import VaultService
 KEEP_MINUTES = 10080  # the longest ``expires_after.minutes`` of a container
 MAX_ARTIFACTS_PER_TURN = 100
 MAX_ARTIFACTS_PER_SESSION = 1000
+
+
+MAX_REFUSED_REMEMBERED = 100  # files not kept, remembered per session so each is told once
+
+
+@dataclass
+class Published:
+    """What a turn's end publishes: the artifacts' records, and the files not kept for the tenant's storage limit
+    (``(path, bytes)``)."""
+
+    records: list[Record] = field(default_factory=list)
+    refused: list[tuple[str, int]] = field(default_factory=list)
+    limit: int = 0
+
+
+def not_kept(session_id: str, published: Published) -> list[dict[str, Any]]:
+    """The session's ``error`` events (the SDK's ``AgentSessionErrorEvent``) telling each file not kept as an
+    artifact, shown before the turn's end; the turn itself completes."""
+    return [{"type": "error", "session_id": session_id, "error": {
+        "type": "invalid_request_error", "code": "storage_limit_exceeded", "param": None,
+        "message": f"The artifact '{path[:512]}' ({size} bytes) was not kept: it would pass this project's storage "
+                   f"limit of {published.limit} bytes. The turn is kept; delete artifacts, files or sessions to "
+                   "make room."}} for path, size in published.refused]
 
 
 def session_not_found(session_id: str) -> APIError:
@@ -207,18 +233,23 @@ class SessionEnvironments:
         await self.containers.touch(container_id, tenant=tenant)
         return True
 
-    async def publish(self, session: dict[str, Any], turn_id: str, *, tenant: str) -> list[Record]:
+    async def publish(self, session: dict[str, Any], turn_id: str, *, tenant: str) -> Published:
         """The files the turn left in the session's container that are not published yet, as artifacts (their
-        records to store with the turn's end). A file is published once per version: a changed file is a new
-        container file, so a new artifact."""
+        records to store with the turn's end), and those not kept for the tenant's storage limit. A file is
+        published once per version: a changed file is a new container file, so a new artifact."""
         container_id = hosted_container(session)
         if container_id is None or self.containers is None:
-            return []
+            return Published()
         private = session.setdefault("_private", {})
         published: list[str] = private.setdefault("published_files", [])
+        refused: list[str] = private.setdefault("refused_files", [])
         room = self.containers.container_bytes - int(private.get("artifact_bytes", 0))  # a container's worth
-        seen = set(published) | set(await setup_files(self.store, container_id, tenant=tenant))  # the start's
-        records: list[Record] = []
+        seen = set(published) | set(refused) | set(await setup_files(self.store, container_id, tenant=tenant))
+        limit = self.containers.files.quota.limit(tenant)
+        used = 0 if limit is None else await self.containers.files.store.stored_bytes(int(time.time()),
+                                                                                     tenant=tenant)
+        outcome = Published(limit=limit or 0)
+        records = outcome.records
         after = None
         while len(records) < MAX_ARTIFACTS_PER_TURN and len(published) < MAX_ARTIFACTS_PER_SESSION:
             found, has_more = await self.containers.store.list_files(container_id, tenant=tenant, after=after,
@@ -228,6 +259,11 @@ class SessionEnvironments:
                     continue
                 if len(records) >= MAX_ARTIFACTS_PER_TURN or len(published) >= MAX_ARTIFACTS_PER_SESSION:
                     break
+                if limit is not None and used + file.bytes > limit:  # its copy would pass the tenant's bytes
+                    outcome.refused.append((file.path, file.bytes))
+                    refused[:] = [*refused, file.id][-MAX_REFUSED_REMEMBERED:]
+                    seen.add(file.id)
+                    continue
                 reader = await self.containers.blobs.open(file.blob_id)
                 if reader is None:  # replaced meanwhile
                     continue
@@ -239,13 +275,14 @@ class SessionEnvironments:
                 records.append(Record("artifact", artifact["id"], artifact, parent=session["id"],
                                       scope=container_id))
                 room -= size
+                used += size
                 private["artifact_bytes"] = int(private.get("artifact_bytes", 0)) + size
                 published.append(file.id)
                 seen.add(file.id)
             if not has_more or not found:
                 break
             after = found[-1].id
-        return records
+        return outcome
 
     # --- the artifact routes (each of a session of ``tenant``'s: another's is a 404) --------------------------
 

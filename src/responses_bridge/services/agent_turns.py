@@ -44,7 +44,7 @@ from ..protocol.agent_events import (
 )
 from ..protocol.errors import APIError
 from ..store.base_agents import AgentStore, Record
-from .agent_environments import SessionEnvironments, environment_state, hosted_container
+from .agent_environments import Published, SessionEnvironments, environment_state, hosted_container, not_kept
 from .agent_events import SessionLog
 from .agent_subagent_tree import SubagentTree
 from .agent_subagents import left_open
@@ -495,13 +495,14 @@ class SessionRunner:
             await self.events.emit(event, records=[self.turn_record(turn), *traces])
             return
         async with self._changing(entry) as session:  # with the session's state after the turn's last response
-            artifacts = [] if self.environments is None or status != "completed" else \
+            published = Published() if self.environments is None or status != "completed" else \
                 await self.environments.publish(session, turn["id"], tenant=self.tenant)
-            records = [self.turn_record(turn), self.session_record(session), *artifacts, *traces]
+            records = [self.turn_record(turn), self.session_record(session), *published.records, *traces]
+            told = not_kept(self.session_id, published)  # files not kept for the storage limit, before the end
             if not (idling and session["status"] == "in_progress" and not self.queue):
-                await self.events.emit(event, records=records)
+                await self.events.emit_together([*told, event], records=records)
                 return
             session["status"], session["last_active_at"] = "idle", int(time.time())
             self._idled = True
-            await self.events.emit_together([event, {"type": "agent.session.idle", "session": public(session)}],
-                                            records=records)
+            idle = {"type": "agent.session.idle", "session": public(session)}
+            await self.events.emit_together([*told, event, idle], records=records)

@@ -6,8 +6,10 @@ a client's ``POST /v1/agents/sessions`` would — or, for an ``existing_session`
 (queued behind a running turn as any input is; a session deleted meanwhile fails the invocation).
 
 Every process serving the HTTP door runs the scheduler (:meth:`AutomationService.tick`, once a second, on the
-second: occurrences fall on whole seconds, so one is fired within moments of its time). An occurrence is fired by
-whichever process first inserts its row (the automation, the occurrence) in the database
+second: occurrences fall on whole seconds, so one is fired within moments of its time), within the bounds of
+automation_bounds.py: occurrences dealt across tenants in turn, a few at once, each tenant's at most its rate; an
+invocation refers to its automation's version rather than copying it, and is kept within a count and an age. An
+occurrence is fired by whichever process first inserts its row (the automation, the occurrence) in the database
 (:meth:`AgentStore.claim_firing`): exactly one invocation per occurrence across workers on SQLite and replicas on
 PostgreSQL, no lock in memory. The schedule is kept in the stored automation (``_next_at``, the next occurrence), so
 it survives restarts: occurrences missed while no process ran are fired once, for the first missed one, and the
@@ -27,11 +29,8 @@ import structlog
 
 from .. import ids
 from ..protocol.agent_automations_tool import automation_body
-from ..protocol.agent_inputs import check_environment, check_servable, known, messages, not_served, session_tools
-from ..protocol.agents import SESSION_AGENT_FIELDS, apply_config, default_config, require_model
+from ..protocol.agent_inputs import known
 from ..protocol.automations import (
-    EXISTING_SESSION_FIELDS,
-    NEW_SESSION_FIELDS,
     ONCE_FIELDS,
     PERIODIC_FIELDS,
     UPDATE_FIELDS,
@@ -49,6 +48,8 @@ from ..protocol.lists import list_of
 from ..protocol.request import check_metadata
 from ..store.base_agents import AgentStore
 from .agents import AgentService
+from .automation_bounds import AutomationBounds, check_rate, over_rate, version_of, with_sources
+from .automation_targets import AutomationTargets
 from .pagination import page_errors
 
 log = structlog.get_logger(__name__)
@@ -58,7 +59,6 @@ MAX_AGENT_AUTOMATIONS_PER_SESSION = 20  # what a session's model may schedule fo
 TICK_SECONDS = 0.01  # the pause between two ticks, each of which first waits for the next whole second
 
 
-MAX_INSTRUCTIONS_CHARS = 256 * 1024  # as an agent's instructions: one record never stalls other writers
 SCAN_PAGE = 100  # automations read at a time when a list is filtered on the session they target
 
 
@@ -79,10 +79,14 @@ class SessionStarter(Protocol):
 
 
 class AutomationService:
-    def __init__(self, store: AgentStore, agents: AgentService, sessions: SessionStarter) -> None:
+    def __init__(self, store: AgentStore, agents: AgentService, sessions: SessionStarter,
+                 bounds: AutomationBounds | None = None) -> None:
         self.store = store
         self.agents = agents
         self.sessions = sessions
+        self.bounds = bounds or AutomationBounds()
+        self.targets = AutomationTargets(agents, sessions)
+        self._swept = 0.0  # when invocations past their age were last forgotten
         sessions.agent_automations = self.create_by_agent  # the sessions' agents' ``automations`` tool
 
     # --- the API ---------------------------------------------------------------------------------------------
@@ -99,10 +103,11 @@ class AutomationService:
             "id": ids.new_id("auto"), "object": "agent.automation", "created_at": int(now),
             "created_by": created_by or {"type": "developer"}, "metadata": self._metadata(body.get("metadata")),
             "name": check_name(body.get("name")), "status": "active", "pause_reason": None,
-            "target": await self._target(body.get("target"), tenant), "type": kind,
+            "target": await self.targets.check(body.get("target"), tenant), "type": kind,
         }
         if kind == "periodic":
             trigger = schedule(body.get("expression"), body.get("timezone"))
+            check_rate(trigger, now, self.bounds.tenant_per_minute)
             automation.update(expression=body["expression"], timezone=body["timezone"],
                               _next_at=next_occurrence(trigger, now))
         else:
@@ -149,12 +154,13 @@ class AutomationService:
         if "metadata" in body:
             automation["metadata"] = self._metadata(body["metadata"])
         if "target" in body:
-            target = await self._target(body["target"], tenant)
+            target = await self.targets.check(body["target"], tenant)
             automation["target"] = target
         if periodic and ("expression" in body or "timezone" in body):
             expression = body.get("expression", automation["expression"])
             timezone = body.get("timezone", automation["timezone"])
             trigger = schedule(expression, timezone)
+            check_rate(trigger, now, self.bounds.tenant_per_minute)
             automation.update(expression=expression, timezone=timezone, _next_at=next_occurrence(trigger, now))
         if not periodic and "run_at" in body:
             if automation["status"] == "completed":
@@ -237,13 +243,17 @@ class AutomationService:
         with page_errors("invocation"):
             page = await self.store.page("invocation", tenant=tenant, parent=automation_id, after=after,
                                          limit=limit, order=order)
-        return list_of(page.data, has_more=page.has_more)
+        return list_of(await with_sources(self.store, automation_id, page.data, tenant=tenant),
+                       has_more=page.has_more)
 
     async def get_invocation(self, automation_id: str, invocation_id: str, *, tenant: str) -> dict[str, Any]:
         found = await self.store.get("invocation", invocation_id, tenant=tenant)
         if found is None or found.get("automation_id") != automation_id:
             raise invocation_not_found(invocation_id)
-        return found
+        shown = await with_sources(self.store, automation_id, [found], tenant=tenant)
+        if not shown:
+            raise invocation_not_found(invocation_id)
+        return shown[0]
 
     # --- the scheduler ---------------------------------------------------------------------------------------
 
@@ -254,20 +264,32 @@ class AutomationService:
         return await self.fire_due()
 
     async def fire_due(self, now: float | None = None) -> int:
-        """Fire every occurrence due by ``now``; the number this process fired (another may have fired some)."""
+        """Fire the occurrences due by ``now``, at most the tick's bound of them dealt across tenants in turn,
+        a bounded number at once; the number this process fired (another may have fired some). Once a minute,
+        forget the invocations past their age."""
         now = time.time() if now is None else now
-        fired = 0
-        for tenant, automation in await self.store.due_automations(now):
-            try:
-                fired += await self._fire(automation, tenant, now)
-            except Exception:  # one automation's failure never holds back the others
-                log.exception("automation_firing_failed", automation_id=automation["id"])
+        gate = asyncio.Semaphore(self.bounds.concurrency)
+
+        async def fire(tenant: str, automation: dict[str, Any]) -> int:
+            async with gate:
+                try:
+                    return await self._fire(automation, tenant, now)
+                except Exception:  # one automation's failure never holds back the others
+                    log.exception("automation_firing_failed", automation_id=automation["id"])
+                    return 0
+
+        due = await self.store.due_automations(now, self.bounds.tick_occurrences)
+        fired = sum(await asyncio.gather(*(fire(tenant, automation) for tenant, automation in due)))
+        if now - self._swept >= 60:
+            self._swept = now
+            await self.store.forget_expired(now - self.bounds.invocation_days * 86400, settled=now - 60)
         return fired
 
     async def _fire(self, automation: dict[str, Any], tenant: str, now: float) -> int:
         scheduled_at = int(automation["_next_at"])
         invocation_id = ids.new_id("ainv")
-        claimed = await self.store.claim_firing(automation["id"], scheduled_at, invocation_id)
+        claimed = await self.store.claim_firing(automation["id"], scheduled_at, invocation_id, tenant=tenant,
+                                                now=now, per_minute=self.bounds.tenant_per_minute)
         # every process that saw the occurrence due moves the schedule past it, with the same result: one stopped
         # between its claim and this line leaves the next to do it
         if automation["type"] == "periodic":
@@ -276,10 +298,22 @@ class AutomationService:
                                                 next_occurrence(trigger, max(now, scheduled_at)), "active")
         else:
             await self.store.advance_automation(automation["id"], scheduled_at, None, "completed")
-        if not claimed:
+        if claimed is None:
             return 0
-        await self._deliver(invocation(invocation_id, automation, scheduled_at), automation, tenant)
-        return 1
+        digest, snapshot = version_of(automation)
+        await self.store.keep_version(automation["id"], digest, snapshot, tenant=tenant, now=now)
+        record = invocation(invocation_id, automation, scheduled_at)
+        del record["source"]  # put back from the version on read (automation_bounds.with_sources)
+        record["_source_version"] = digest
+        if claimed == "over_rate":
+            log.warning("automation_invocation_over_rate", automation_id=automation["id"])
+            record.update(status="failed", error=over_rate(self.bounds.tenant_per_minute))
+            await self.store.put("invocation", record["id"], record, tenant=tenant, parent=automation["id"])
+        else:
+            await self._deliver(record, automation, tenant)
+        await self.store.forget_invocations(automation["id"], keep=self.bounds.invocations_kept, tenant=tenant,
+                                            settled=now - 60)
+        return 1 if claimed == "fired" else 0
 
     async def _deliver(self, record: dict[str, Any], automation: dict[str, Any], tenant: str) -> None:
         await self.store.put("invocation", record["id"], record, tenant=tenant, parent=automation["id"])
@@ -339,71 +373,3 @@ class AutomationService:
         if automation["status"] == "completed":
             raise invalid_request(f"A completed automation cannot be {verb}.", param="automation_id",
                                   code="invalid_value")
-
-    async def _target(self, target: Any, tenant: str) -> dict[str, Any]:
-        """The SDK's ``AutomationTargetResourceNewSession`` of a request's target, checked as a session's create
-        would check it, so that a firing starts a session that the bridge serves."""
-        if not isinstance(target, dict):
-            raise invalid_request("Missing required parameter: 'target' (an object).", param="target",
-                                  code="missing_required_parameter")
-        if target.get("type") == "existing_session":
-            return await self._existing_session(target, tenant)
-        if target.get("type") != "new_session":
-            raise invalid_request("Invalid value for 'target.type': expected 'new_session' or 'existing_session'.",
-                                  param="target.type", code="invalid_value")
-        known(target, NEW_SESSION_FIELDS, "target.")
-        if check_environment(target.get("environment")) != "none":  # a firing's session starts with no workspace
-            raise invalid_request("An automation's sessions run with environment 'none' in this bridge: its "
-                                  "'openai_hosted' and 'self_hosted' environments are not served yet.",
-                                  param="target.environment.type", code="unsupported_value")
-        if target.get("vault_ids"):
-            raise not_served("Vaults ('vault_ids')", "target.vault_ids")
-        check_metadata(target.get("metadata"), "target.metadata")
-        if target.get("input") is None or isinstance(target.get("input"), str):
-            raise invalid_request("Invalid value for 'target.input': expected a non-empty array of messages.",
-                                  param="target.input", code="invalid_value")
-        contents = messages(target["input"], "target.input")
-        agent_id, agent = target.get("agent_id"), target.get("agent")
-        if (agent_id is None) == (agent is None):
-            raise invalid_request("Provide exactly one of 'target.agent' and 'target.agent_id'.",
-                                  param="target.agent_id", code="invalid_value")
-        if agent_id is not None:
-            if not isinstance(agent_id, str):
-                raise invalid_request("Invalid type for 'target.agent_id': expected a string.",
-                                      param="target.agent_id", code="invalid_type")
-            config = apply_config(await self.agents.get(agent_id, tenant=tenant), {}, SESSION_AGENT_FIELDS)
-            inline = None
-        else:
-            if not isinstance(agent, dict):
-                raise invalid_request("Invalid type for 'target.agent': expected an object.", param="target.agent",
-                                      code="invalid_type")
-            config = apply_config(default_config(), agent, SESSION_AGENT_FIELDS, prefix="target.agent.")
-            require_model(config, "target.agent.model")
-            inline = {key: config[key] for key in SESSION_AGENT_FIELDS} | {"tools": session_tools(config["tools"])}
-        check_servable(config)
-        return {"type": "new_session", "agent": inline, "agent_id": agent_id, "environment": {"type": "none"},
-                "input": [{"type": "message", "role": "user", "content": content} for content in contents],
-                "metadata": dict(target.get("metadata") or {}), "vault_ids": []}
-
-    async def _existing_session(self, target: dict[str, Any], tenant: str) -> dict[str, Any]:
-        """The SDK's ``AutomationTargetResourceExistingSession``: a session of the tenant's (a 404 naming
-        ``target.session_id`` otherwise) and the instructions each invocation delivers to it."""
-        known(target, EXISTING_SESSION_FIELDS, "target.")
-        session_id, instructions = target.get("session_id"), target.get("instructions")
-        if not isinstance(session_id, str) or not session_id:
-            raise invalid_request("Missing required parameter: 'target.session_id'.", param="target.session_id",
-                                  code="missing_required_parameter")
-        if not isinstance(instructions, str) or not instructions.strip():
-            raise invalid_request("Missing required parameter: 'target.instructions' (a non-empty string).",
-                                  param="target.instructions", code="missing_required_parameter")
-        if len(instructions) > MAX_INSTRUCTIONS_CHARS:
-            raise invalid_request(f"'target.instructions' is longer than {MAX_INSTRUCTIONS_CHARS} characters.",
-                                  param="target.instructions", code="string_above_max_length")
-        try:
-            await self.sessions.get(session_id, tenant=tenant)
-        except APIError as exc:
-            if exc.status != 404:
-                raise
-            raise APIError(404, f"No session found with id '{session_id}'.", param="target.session_id",
-                           code="not_found") from None
-        return {"type": "existing_session", "session_id": session_id, "instructions": instructions}

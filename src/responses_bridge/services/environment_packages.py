@@ -38,7 +38,7 @@ from ..sandbox import Sandbox, SandboxBusy, SandboxUnavailable
 from ..sandbox.backend import SandboxBackend
 from ..sandbox.egress_policy import NetworkPolicy, parse_policy
 from ..sandbox.shell import ShellJob, run_shell
-from ..store.records import StoredContainer
+from ..store.records import StorageLimitExceeded, StoredContainer
 from .containers import ContainerService
 from .files import new_file_id
 from .package_trees import InstallFailed, read_modes, unpack_tree, zip_tree
@@ -151,8 +151,15 @@ class EnvironmentPackages:
             raise InstallFailed("no sandbox was free for the install in time") from None
         except SandboxUnavailable as refused:
             raise InstallFailed(f"the sandbox is unavailable ({refused})") from None
-        if not await self.containers.store.set_container_packages(container.id, blob_id, self.containers.now(),
-                                                                  tenant=tenant):
+        try:
+            kept = await self.containers.store.set_container_packages(
+                container.id, blob_id, self.containers.now(), tenant=tenant, size=size,
+                max_stored_bytes=self.containers.files.quota.limit(tenant))
+        except StorageLimitExceeded as refused:  # the tree counts in the tenant's stored bytes, as files do
+            await self.containers.blobs.remove(blob_id)
+            raise InstallFailed(f"the installed packages ({size} bytes) would pass this project's storage limit of "
+                                f"{refused.limit} bytes ({refused.used} bytes in use)") from None
+        if not kept:
             await self.containers.blobs.remove(blob_id)
             raise InstallFailed("the environment's container is gone")
         log.info("environment_packages_installed", container_id=container.id, python=len(python), npm=len(npm),

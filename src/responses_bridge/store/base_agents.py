@@ -18,13 +18,21 @@ it was sent, so a resumed stream is byte for byte what a live reader got.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 KINDS = ("agent", "session", "turn", "item", "key", "artifact", "automation", "invocation", "vault",
          "vault_credential", "subagent", "subagent_turn", "subagent_item", "environment_template", "environment",
          "environment_unclaimed", "trace")
 OWNED_KINDS = {"automation": "invocation", "vault": "vault_credential"}
 """The records that go with their parent when it is deleted (a session's are the stores' ``CHILD_KINDS``)."""
+
+
+def charged_bytes(kind: str, body: dict[str, Any], text: str) -> int:
+    """What a record counts in its tenant's ``max_stored_bytes``: its JSON ``text``'s bytes, and an artifact's
+    kept bytes (``size_bytes``: its blob). ``isascii`` is O(1), so JSON that is ASCII, as most is, is not encoded
+    again to be counted."""
+    stored = len(text) if text.isascii() else len(text.encode())
+    return stored + (int(body.get("size_bytes") or 0) if kind == "artifact" else 0)
 
 
 @dataclass(frozen=True)
@@ -86,8 +94,10 @@ class AgentStore(Protocol):
     async def release_session(self, session_id: str, owner: str) -> None: ...
 
     async def due_automations(self, now: float, limit: int = 100) -> list[tuple[str, dict[str, Any]]]:
-        """Across tenants (the automations' scheduler): ``(tenant, automation)`` of active automations whose
-        ``_next_at`` is at or before ``now``, earliest first."""
+        """Across tenants (the automations' scheduler): ``(tenant, automation)`` of at most ``limit`` active
+        automations whose ``_next_at`` is at or before ``now``, dealt across tenants in turn: every tenant's
+        earliest (the earliest of them first), then every tenant's second, and so on — so a tenant with many due
+        never keeps another's first out of the ``limit``."""
         ...
 
     async def advance_automation(self, automation_id: str, scheduled_at: int, next_at: int | None,
@@ -96,9 +106,34 @@ class AgentStore(Protocol):
         in one statement that touches nothing else in it (a pause or an edit made meanwhile is kept)."""
         ...
 
-    async def claim_firing(self, automation_id: str, scheduled_at: int, invocation_id: str) -> bool:
-        """Insert the firing of ``automation_id`` at ``scheduled_at``: True for the one caller that inserted it,
-        False for every other (worker or replica) that found it there."""
+    async def claim_firing(self, automation_id: str, scheduled_at: int, invocation_id: str, *, tenant: str,
+                           now: float, per_minute: int) -> Literal["fired", "over_rate"] | None:
+        """Insert the firing of ``automation_id`` at ``scheduled_at`` (at ``now``): None for every caller (worker
+        or replica) that found it there; for the one that inserted it, ``fired`` while the tenant's firings let
+        through in the minute before ``now`` are fewer than ``per_minute``, else ``over_rate`` (counted in the
+        same transaction, so processes claiming at once count each other's)."""
+        ...
+
+    async def keep_version(self, automation_id: str, digest: str, body: dict[str, Any], *, tenant: str,
+                           now: float) -> None:
+        """Keep ``body``, a snapshot of the automation, as its version ``digest`` (kept once however many
+        invocations refer to it)."""
+        ...
+
+    async def automation_versions(self, automation_id: str, digests: list[str], *,
+                                  tenant: str) -> dict[str, dict[str, Any]]:
+        """The kept versions of ``digests`` of the tenant's automation, by digest."""
+        ...
+
+    async def forget_invocations(self, automation_id: str, *, keep: int, tenant: str, settled: float) -> int:
+        """Forget the automation's invocations but its ``keep`` newest, and its versions (kept before
+        ``settled``) no invocation refers to any more; how many invocations went."""
+        ...
+
+    async def forget_expired(self, before: float, *, settled: float, limit: int = 10_000) -> int:
+        """Across tenants: forget up to ``limit`` invocations made before ``before``, the firings claimed an hour
+        before ``settled`` (past any racing claim and any rate's minute), and the versions kept before ``settled``
+        no invocation refers to; how many invocations went."""
         ...
 
     async def append_events(self, session_id: str, events: list[tuple[int, str, bytes]], *, tenant: str) -> None:

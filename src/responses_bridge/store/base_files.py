@@ -271,9 +271,11 @@ class ContainerStore(Protocol):
         False when it is not the tenant's or not live."""
         ...
 
-    async def set_container_packages(self, container_id: str, blob_id: str, now: int, *, tenant: str) -> bool:
-        """Keep the packages installed in a live container (``StoredContainer.packages_blob``): False when it is not
-        the tenant's or not live (the caller removes the blob then)."""
+    async def set_container_packages(self, container_id: str, blob_id: str, now: int, *, tenant: str,
+                                     size: int = 0, max_stored_bytes: int | None = None) -> bool:
+        """Keep the packages installed in a live container (``StoredContainer.packages_blob``), counting ``size``
+        bytes in the tenant's stored bytes: False when it is not the tenant's or not live (the caller removes the
+        blob then); :class:`StorageLimitExceeded` when they would pass ``max_stored_bytes``."""
         ...
 
     async def delete_container(self, container_id: str, *, tenant: str) -> list[str] | None:

@@ -22,6 +22,7 @@ from ...runtime import Runtime
 from ...services.agent_events import KEEPALIVE
 from ...services.agent_sessions import SessionService
 from ...services.agent_subagents import SubagentService
+from ...services.automation_bounds import AutomationBounds
 from ...services.vault_oauth import GuardedTokenEndpoint
 from ...services.vaults import VaultService
 from .automations_routes import AutomationRoutes
@@ -71,7 +72,7 @@ class AgentRoutes:
             HostPolicy.parse(runtime.settings.mcp_allowed_hosts)))  # OAuth refreshes reach what MCP calls may
         self.sessions = SessionService(runtime.agents.store, runtime.agents, runtime.background,
                                        turn_starter(runtime), runtime.containers, vaults=self.vaults)
-        self.automations = AutomationRoutes(runtime.agents, self.sessions)
+        self.automations = AutomationRoutes(runtime.agents, self.sessions, AutomationBounds.of(runtime.settings))
 
     def register(self, app: web.Application) -> None:
         app[SESSIONS] = self.sessions

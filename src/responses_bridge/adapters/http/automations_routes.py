@@ -8,6 +8,7 @@ from aiohttp import web
 
 from ...periodic import Periodic
 from ...services.agents import AgentService
+from ...services.automation_bounds import AutomationBounds
 from ...services.automations import TICK_SECONDS, AutomationService, SessionStarter
 from .identity import request_tenant
 from .params import json_object, json_reply, page_query
@@ -15,8 +16,8 @@ from .routes import api_routes
 
 
 class AutomationRoutes:
-    def __init__(self, agents: AgentService, sessions: SessionStarter) -> None:
-        self.automations = AutomationService(agents.store, agents, sessions)
+    def __init__(self, agents: AgentService, sessions: SessionStarter, bounds: AutomationBounds) -> None:
+        self.automations = AutomationService(agents.store, agents, sessions, bounds)
         self.scheduler = Periodic(TICK_SECONDS, self.automations.tick, name="agent-automations",
                                   failure="automation_scheduler_failed")
 

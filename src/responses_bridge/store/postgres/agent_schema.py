@@ -52,3 +52,35 @@ AUTOMATION_TABLES: Sequence[str] = [
     )
     """,
 ]
+
+# Automations bounded, as on SQLite (store/sqlite/agent_schema.py's AUTOMATION_BOUND_TABLES).
+AUTOMATION_BOUND_TABLES: Sequence[str] = [
+    "ALTER TABLE agent_automation_firings ADD COLUMN tenant text",
+    "ALTER TABLE agent_automation_firings ADD COLUMN fired_at double precision",
+    "ALTER TABLE agent_automation_firings ADD COLUMN accepted boolean",
+    "CREATE INDEX agent_automation_firings_rate ON agent_automation_firings (tenant, fired_at)",
+    """
+    CREATE TABLE agent_automation_versions (
+        automation_id text NOT NULL,
+        digest        text NOT NULL,
+        tenant        text NOT NULL,
+        created_at    double precision NOT NULL,
+        body          jsonb NOT NULL,
+        bytes         bigint NOT NULL,
+        PRIMARY KEY (automation_id, digest)
+    )
+    """,
+    "CREATE INDEX agent_automation_versions_bytes ON agent_automation_versions (tenant, bytes)",
+    "CREATE INDEX agent_records_invocation_age ON agent_records (((body->>'created_at')::bigint)) "
+    "WHERE kind = 'invocation'",
+]
+
+# Everything a tenant stores counts in its ``max_stored_bytes``, as on SQLite (store/sqlite/agent_schema.py's
+# STORED_BYTES_COLUMNS).
+STORED_BYTES_COLUMNS: Sequence[str] = [
+    "ALTER TABLE agent_records ADD COLUMN bytes bigint NOT NULL DEFAULT 0",
+    "UPDATE agent_records SET bytes = octet_length(body::text) + CASE WHEN kind = 'artifact' "
+    "THEN coalesce((body->>'size_bytes')::bigint, 0) ELSE 0 END",
+    "CREATE INDEX agent_records_bytes ON agent_records (tenant, bytes)",
+    "ALTER TABLE containers ADD COLUMN packages_bytes bigint NOT NULL DEFAULT 0",
+]

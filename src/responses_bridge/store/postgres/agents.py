@@ -7,8 +7,9 @@ from typing import Any
 
 import orjson
 
-from ..base_agents import OWNED_KINDS, Record, RecordPage
+from ..base_agents import OWNED_KINDS, Record, RecordPage, charged_bytes
 from ..records import InvalidCursor, check_page_args
+from .automations import PostgresAutomationRecords
 from .database import PostgresDatabase
 from .sql import pg_json
 
@@ -18,8 +19,11 @@ _DELETE_SUBAGENTS_RECORDS = (
     "DELETE FROM agent_records WHERE tenant = $1 AND kind IN ('subagent_turn', 'subagent_item') AND parent IN "
     "(SELECT id FROM agent_records WHERE kind = 'subagent' AND parent = $2 AND tenant = $1)")
 
-_PUT = ("INSERT INTO agent_records (kind, id, tenant, parent, scope, body) VALUES ($1, $2, $3, $4, $5, $6::jsonb) "
-        "ON CONFLICT (kind, id) DO UPDATE SET body = excluded.body WHERE agent_records.tenant = excluded.tenant")
+# ``bytes``: what the record counts in its tenant's max_stored_bytes (store/postgres/quota.py), its JSON and an
+# artifact's kept bytes (base_agents.charged_bytes: counted here, not by the server re-reading the jsonb as text)
+_PUT = ("INSERT INTO agent_records (kind, id, tenant, parent, scope, body, bytes) VALUES ($1, $2, $3, $4, $5, "
+        "$6::jsonb, $7) ON CONFLICT (kind, id) DO UPDATE SET body = excluded.body, bytes = excluded.bytes "
+        "WHERE agent_records.tenant = excluded.tenant")
 _GET = "SELECT body::text FROM agent_records WHERE kind = $1 AND id = $2 AND tenant = $3"
 _SEQ = "SELECT seq FROM agent_records WHERE kind = $1 AND id = $2 AND tenant = $3"
 _DELETE = "DELETE FROM agent_records WHERE kind = $1 AND id = $2 AND tenant = $3"
@@ -34,14 +38,6 @@ _CLAIM = ("INSERT INTO agent_session_owners (session_id, owner, expires_at) VALU
           "WHERE agent_session_owners.owner = excluded.owner OR agent_session_owners.expires_at < $4 "
           "RETURNING session_id")
 _RELEASE = "DELETE FROM agent_session_owners WHERE session_id = $1 AND owner = $2"
-_DUE = ("SELECT tenant, body::text FROM agent_records WHERE kind = 'automation' "
-        "AND body->>'status' = 'active' AND (body->>'_next_at')::float8 <= $1 "
-        "ORDER BY (body->>'_next_at')::float8 LIMIT $2")
-_ADVANCE = ("UPDATE agent_records SET body = body || jsonb_build_object('_next_at', $1::bigint, 'status', $2::text) "
-            "WHERE kind = 'automation' AND id = $3 AND body->>'status' = 'active' "
-            "AND (body->>'_next_at')::bigint = $4 RETURNING id")
-_FIRE = ("INSERT INTO agent_automation_firings (automation_id, scheduled_at, invocation_id) VALUES ($1, $2, $3) "
-         "ON CONFLICT DO NOTHING RETURNING automation_id")
 _APPEND = ("INSERT INTO agent_session_events (session_id, sequence, event_id, tenant, frame) "
            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING")
 _AFTER = ("SELECT sequence, event_id, frame FROM agent_session_events WHERE session_id = $1 AND tenant = $2 "
@@ -50,7 +46,7 @@ _EVENT_SEQ = "SELECT sequence FROM agent_session_events WHERE session_id = $1 AN
 _LAST = "SELECT coalesce(max(sequence), -1) FROM agent_session_events WHERE session_id = $1 AND tenant = $2"
 
 
-class PostgresAgentStore:
+class PostgresAgentStore(PostgresAutomationRecords):
     """:class:`~responses_bridge.store.base_agents.AgentStore` on a :class:`PostgresDatabase`."""
 
     def __init__(self, db: PostgresDatabase) -> None:
@@ -59,14 +55,17 @@ class PostgresAgentStore:
     async def put(self, kind: str, record_id: str, body: dict[str, Any], *, tenant: str, parent: str | None = None,
                   scope: str | None = None) -> None:
         async with self._db.transaction("put_agent_record") as conn:
-            await conn.execute(_PUT, kind, record_id, tenant, parent, scope, pg_json(body))
+            text = pg_json(body)
+            await conn.execute(_PUT, kind, record_id, tenant, parent, scope, text, charged_bytes(kind, body, text))
 
     async def commit(self, session_id: str, records: list[Record], events: list[tuple[int, str, bytes]], *,
                      tenant: str) -> None:
         async with self._db.transaction("commit_agent_records") as conn:
             if records:
-                await conn.executemany(_PUT, [(r.kind, r.id, tenant, r.parent, r.scope, pg_json(r.body))
-                                              for r in records])
+                texts = [pg_json(r.body) for r in records]
+                await conn.executemany(_PUT, [(r.kind, r.id, tenant, r.parent, r.scope, text,
+                                               charged_bytes(r.kind, r.body, text))
+                                              for r, text in zip(records, texts, strict=True)])
             if events:
                 await conn.executemany(_APPEND, [(session_id, sequence, event_id, tenant, frame)
                                                  for sequence, event_id, frame in events])
@@ -116,6 +115,7 @@ class PostgresAgentStore:
                 await conn.execute(_DELETE_CHILDREN_OF_KIND, record_id, tenant, OWNED_KINDS[kind])
             if kind == "automation":
                 await conn.execute("DELETE FROM agent_automation_firings WHERE automation_id = $1", record_id)
+                await conn.execute("DELETE FROM agent_automation_versions WHERE automation_id = $1", record_id)
             return True
 
     async def count(self, kind: str, *, tenant: str) -> int:
@@ -134,20 +134,6 @@ class PostgresAgentStore:
     async def release_session(self, session_id: str, owner: str) -> None:
         async with self._db.transaction("release_agent_session") as conn:
             await conn.execute(_RELEASE, session_id, owner)
-
-    async def due_automations(self, now: float, limit: int = 100) -> list[tuple[str, dict[str, Any]]]:
-        async with self._db.acquire() as conn:
-            rows = await conn.fetch(_DUE, now, limit)
-        return [(str(row[0]), orjson.loads(row[1])) for row in rows]
-
-    async def advance_automation(self, automation_id: str, scheduled_at: int, next_at: int | None,
-                                 status: str) -> bool:
-        async with self._db.transaction("advance_automation") as conn:
-            return await conn.fetchval(_ADVANCE, next_at, status, automation_id, scheduled_at) is not None
-
-    async def claim_firing(self, automation_id: str, scheduled_at: int, invocation_id: str) -> bool:
-        async with self._db.transaction("claim_automation_firing") as conn:
-            return await conn.fetchval(_FIRE, automation_id, scheduled_at, invocation_id) is not None
 
     async def append_events(self, session_id: str, events: list[tuple[int, str, bytes]], *, tenant: str) -> None:
         if not events:

@@ -23,7 +23,7 @@ from ..records import (
     parent_paths,
 )
 from .database import PostgresDatabase
-from .quota import lock_tenant_quota, stored_bytes
+from .quota import check_stored_bytes, lock_tenant_quota, stored_bytes
 from .sql import pg_texts
 
 _CONTAINER = "id, name, created_at, last_active_at, expires_minutes, memory_limit, network_policy, packages_blob"
@@ -108,10 +108,13 @@ class PostgresContainerStore:
                                         f"AND tenant = $3", now, container_id, tenant, network_policy)
         return not status.endswith(" 0")
 
-    async def set_container_packages(self, container_id: str, blob_id: str, now: int, *, tenant: str) -> bool:
-        async with self._db.acquire("set_container_packages") as conn:
-            status = await conn.execute(f"UPDATE containers SET packages_blob = $4 WHERE {_LIVE} AND id = $2 "
-                                        f"AND tenant = $3", now, container_id, tenant, blob_id)
+    async def set_container_packages(self, container_id: str, blob_id: str, now: int, *, tenant: str,
+                                     size: int = 0, max_stored_bytes: int | None = None) -> bool:
+        async with self._db.transaction("set_container_packages") as conn:
+            await check_stored_bytes(conn, tenant, now, size, max_stored_bytes)
+            status = await conn.execute(f"UPDATE containers SET packages_blob = $4, packages_bytes = $5 "
+                                        f"WHERE {_LIVE} AND id = $2 AND tenant = $3", now, container_id, tenant,
+                                        blob_id, size)
         return not status.endswith(" 0")
 
     async def delete_container(self, container_id: str, *, tenant: str) -> list[str] | None:

@@ -29,7 +29,12 @@ if TYPE_CHECKING:
 
 Migration = tuple[int, Sequence[str]]
 
-from .agent_schema import AGENT_TABLES, AUTOMATION_TABLES  # noqa: E402
+from .agent_schema import (  # noqa: E402
+    AGENT_TABLES,
+    AUTOMATION_BOUND_TABLES,
+    AUTOMATION_TABLES,
+    STORED_BYTES_COLUMNS,
+)
 from .container_schema import CONTAINER_MIGRATIONS  # noqa: E402  (after Migration, which it follows)
 from .retrieval_schema import RETRIEVAL_MIGRATIONS  # noqa: E402  (after Migration, which it follows)
 from .skill_schema import SKILL_MIGRATIONS  # noqa: E402
@@ -258,6 +263,8 @@ MIGRATIONS.append((
         "CREATE INDEX IF NOT EXISTS conversation_items_by_item ON conversation_items (item_id)",
     ],
 ))
+MIGRATIONS.append((26, AUTOMATION_BOUND_TABLES))  # as SQLite's 27: automations bounded
+MIGRATIONS.append((27, STORED_BYTES_COLUMNS))  # as SQLite's 28: the Agents API's records count in max_stored_bytes
 
 
 def latest_version(migrations: Sequence[Migration] = MIGRATIONS) -> int:

@@ -40,6 +40,11 @@ async def lock_tenant_quota(conn: Connection, tenant: str) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", QUOTA_LOCK, tenant)
 
 
+AGENT_BYTES = ("(SELECT coalesce(sum(bytes), 0) FROM agent_records WHERE tenant = $2) + "
+               "(SELECT coalesce(sum(bytes), 0) FROM agent_automation_versions WHERE tenant = $2) + "
+               "(SELECT coalesce(sum(packages_bytes), 0) FROM containers WHERE tenant = $2)")
+"""What the Agents API keeps of the tenant's, as on SQLite (store/sqlite/quota.py's AGENT_BYTES)."""
+
 STORED_BYTES = ("SELECT (SELECT coalesce(sum(bytes), 0) FROM files WHERE tenant = $2 "
                 "AND (expires_at IS NULL OR expires_at > $1)) + "
                 "(SELECT coalesce(sum(f.bytes), 0) FROM container_files AS f JOIN containers AS c "
@@ -51,7 +56,8 @@ STORED_BYTES = ("SELECT (SELECT coalesce(sum(bytes), 0) FROM files WHERE tenant 
                 f"(SELECT coalesce(sum({CHARGED_PART_BYTES.format(column='p.bytes')}), 0) FROM upload_parts AS p "
                 "JOIN uploads AS u "
                 "ON u.id = p.upload_id WHERE u.tenant = $2) + "
-                "(SELECT coalesce(sum(completing_bytes), 0) FROM uploads WHERE tenant = $2 AND status = 'pending')")
+                "(SELECT coalesce(sum(completing_bytes), 0) FROM uploads WHERE tenant = $2 AND status = 'pending') + "
+                f"{AGENT_BYTES}")
 """The tenant's stored bytes at a time (``$1``: now, ``$2``: the tenant)."""
 
 

@@ -53,3 +53,39 @@ AUTOMATION_TABLES: Sequence[str] = [
     ) WITHOUT ROWID
     """,
 ]
+
+# Automations bounded (services/automation_bounds.py): each firing says whose it was, when it was fired and
+# whether the tenant's rate let it through (the rate counts those of the last minute); an invocation refers to the
+# version of its automation it fired (one row per distinct snapshot, not a copy per invocation); invocations are
+# forgotten by age through their own index.
+AUTOMATION_BOUND_TABLES: Sequence[str] = [
+    "ALTER TABLE agent_automation_firings ADD COLUMN tenant TEXT",
+    "ALTER TABLE agent_automation_firings ADD COLUMN fired_at REAL",
+    "ALTER TABLE agent_automation_firings ADD COLUMN accepted INTEGER",
+    "CREATE INDEX agent_automation_firings_rate ON agent_automation_firings (tenant, fired_at)",
+    """
+    CREATE TABLE agent_automation_versions (
+        automation_id TEXT NOT NULL,
+        digest        TEXT NOT NULL,
+        tenant        TEXT NOT NULL,
+        created_at    REAL NOT NULL,
+        body          TEXT NOT NULL,
+        bytes         INTEGER NOT NULL,
+        PRIMARY KEY (automation_id, digest)
+    ) WITHOUT ROWID
+    """,
+    "CREATE INDEX agent_automation_versions_bytes ON agent_automation_versions (tenant, bytes)",
+    "CREATE INDEX agent_records_invocation_age ON agent_records (json_extract(body, '$.created_at')) "
+    "WHERE kind = 'invocation'",
+]
+
+# Everything a tenant stores counts in its ``max_stored_bytes`` (store/sqlite/quota.py): each record's bytes (its
+# JSON, and an artifact's kept bytes too: store/base_agents.py's charged_bytes) in a column of its own, summed
+# through an index that holds it, so the sum never reads a record's body; a container's installed packages' bytes.
+STORED_BYTES_COLUMNS: Sequence[str] = [
+    "ALTER TABLE agent_records ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0",
+    "UPDATE agent_records SET bytes = length(CAST(body AS BLOB)) + CASE WHEN kind = 'artifact' "
+    "THEN coalesce(json_extract(body, '$.size_bytes'), 0) ELSE 0 END",
+    "CREATE INDEX agent_records_bytes ON agent_records (tenant, bytes)",
+    "ALTER TABLE containers ADD COLUMN packages_bytes INTEGER NOT NULL DEFAULT 0",
+]

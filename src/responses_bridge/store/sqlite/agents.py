@@ -10,6 +10,7 @@ import orjson
 
 from ..base_agents import OWNED_KINDS, Record, RecordPage
 from ..records import InvalidCursor, check_page_args
+from .automations import SQLiteAutomationRecords
 from .responses import SQLiteResponseStore
 from .transactions import transaction
 
@@ -19,8 +20,12 @@ _DELETE_SUBAGENTS_RECORDS = (
     "DELETE FROM agent_records WHERE tenant = ? AND kind IN ('subagent_turn', 'subagent_item') AND parent IN "
     "(SELECT id FROM agent_records WHERE kind = 'subagent' AND parent = ? AND tenant = ?)")
 
-_PUT = ("INSERT INTO agent_records (kind, id, tenant, parent, scope, body) VALUES (?, ?, ?, ?, ?, ?) "
-        "ON CONFLICT (kind, id) DO UPDATE SET body = excluded.body WHERE agent_records.tenant = excluded.tenant")
+# ``bytes``: what the record counts in its tenant's max_stored_bytes (store/sqlite/quota.py), its JSON and an
+# artifact's kept bytes
+_PUT = ("INSERT INTO agent_records (kind, id, tenant, parent, scope, body, bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, "
+        "length(CAST(?6 AS BLOB)) + CASE WHEN ?1 = 'artifact' THEN coalesce(json_extract(?6, '$.size_bytes'), 0) "
+        "ELSE 0 END) ON CONFLICT (kind, id) DO UPDATE SET body = excluded.body, bytes = excluded.bytes "
+        "WHERE agent_records.tenant = excluded.tenant")
 _GET = "SELECT body FROM agent_records WHERE kind = ? AND id = ? AND tenant = ?"
 _SEQ = "SELECT seq FROM agent_records WHERE kind = ? AND id = ? AND tenant = ?"
 _DELETE = "DELETE FROM agent_records WHERE kind = ? AND id = ? AND tenant = ?"
@@ -41,18 +46,10 @@ _AFTER = ("SELECT sequence, event_id, frame FROM agent_session_events WHERE sess
           "AND sequence > ? ORDER BY sequence LIMIT ?")
 _EVENT_SEQ = "SELECT sequence FROM agent_session_events WHERE session_id = ? AND event_id = ? AND tenant = ?"
 _LAST = "SELECT coalesce(max(sequence), -1) FROM agent_session_events WHERE session_id = ? AND tenant = ?"
-_DUE = ("SELECT tenant, body FROM agent_records WHERE kind = 'automation' "
-        "AND json_extract(body, '$.status') = 'active' AND json_extract(body, '$._next_at') <= ? "
-        "ORDER BY json_extract(body, '$._next_at') LIMIT ?")
-_ADVANCE = ("UPDATE agent_records SET body = json_set(body, '$._next_at', ?, '$.status', ?) "
-            "WHERE kind = 'automation' AND id = ? AND json_extract(body, '$.status') = 'active' "
-            "AND json_extract(body, '$._next_at') = ?")
-_FIRE = ("INSERT INTO agent_automation_firings (automation_id, scheduled_at, invocation_id) VALUES (?, ?, ?) "
-         "ON CONFLICT DO NOTHING")
 _METADATA = " AND EXISTS (SELECT 1 FROM json_each(body, '$.metadata') WHERE key = ? AND value = ?)"
 
 
-class SQLiteAgentStore:
+class SQLiteAgentStore(SQLiteAutomationRecords):
     """:class:`~responses_bridge.store.base_agents.AgentStore` sharing a :class:`SQLiteResponseStore`'s
     connections."""
 
@@ -123,6 +120,7 @@ class SQLiteAgentStore:
                     conn.execute(_DELETE_CHILDREN_OF_KIND, (record_id, tenant, OWNED_KINDS[kind]))
                 if kind == "automation":
                     conn.execute("DELETE FROM agent_automation_firings WHERE automation_id = ?", (record_id,))
+                    conn.execute("DELETE FROM agent_automation_versions WHERE automation_id = ?", (record_id,))
                 return True
 
         return await self._db.run_write("delete_agent_record", delete)
@@ -147,26 +145,6 @@ class SQLiteAgentStore:
     async def release_session(self, session_id: str, owner: str) -> None:
         async with self._db.writing() as conn:
             await conn.execute(_RELEASE, (session_id, owner))
-
-    async def due_automations(self, now: float, limit: int = 100) -> list[tuple[str, dict[str, Any]]]:
-        async with self._db.reading() as conn:
-            rows = await conn.execute_fetchall(_DUE, (now, limit))
-        return [(str(tenant), orjson.loads(body)) for tenant, body in rows]
-
-    async def advance_automation(self, automation_id: str, scheduled_at: int, next_at: int | None,
-                                 status: str) -> bool:
-        def advance(conn: sqlite3.Connection) -> bool:
-            with transaction(conn):
-                return conn.execute(_ADVANCE, (next_at, status, automation_id, scheduled_at)).rowcount > 0
-
-        return await self._db.run_write("advance_automation", advance)
-
-    async def claim_firing(self, automation_id: str, scheduled_at: int, invocation_id: str) -> bool:
-        def claim(conn: sqlite3.Connection) -> bool:
-            with transaction(conn):
-                return conn.execute(_FIRE, (automation_id, scheduled_at, invocation_id)).rowcount > 0
-
-        return await self._db.run_write("claim_automation_firing", claim)
 
     async def append_events(self, session_id: str, events: list[tuple[int, str, bytes]], *, tenant: str) -> None:
         if not events:

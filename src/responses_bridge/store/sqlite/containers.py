@@ -25,7 +25,7 @@ from ..records import (
     UnknownCursor,
     parent_paths,
 )
-from .quota import stored_bytes
+from .quota import check_stored_bytes, stored_bytes
 from .reads import read_row
 from .responses import SQLiteResponseStore
 from .transactions import transaction
@@ -127,12 +127,17 @@ class SQLiteContainerStore:
                 {"id": container_id, "tenant": tenant, "now": now, "policy": network_policy})
             return cursor.rowcount > 0
 
-    async def set_container_packages(self, container_id: str, blob_id: str, now: int, *, tenant: str) -> bool:
-        async with self._db.writing() as conn:
-            cursor = await conn.execute(
-                f"UPDATE containers SET packages_blob = :blob WHERE id = :id AND tenant = :tenant AND {_LIVE}",
-                {"id": container_id, "tenant": tenant, "now": now, "blob": blob_id})
-            return cursor.rowcount > 0
+    async def set_container_packages(self, container_id: str, blob_id: str, now: int, *, tenant: str,
+                                     size: int = 0, max_stored_bytes: int | None = None) -> bool:
+        def keep(conn: sqlite3.Connection) -> bool:
+            with transaction(conn):
+                check_stored_bytes(conn, tenant, now, size, max_stored_bytes)
+                return conn.execute(
+                    f"UPDATE containers SET packages_blob = :blob, packages_bytes = :size WHERE id = :id "
+                    f"AND tenant = :tenant AND {_LIVE}",
+                    {"id": container_id, "tenant": tenant, "now": now, "blob": blob_id, "size": size}).rowcount > 0
+
+        return await self._db.run_write("set_container_packages", keep)
 
     async def delete_container(self, container_id: str, *, tenant: str) -> list[str] | None:
         def delete(conn: sqlite3.Connection) -> list[str] | None:

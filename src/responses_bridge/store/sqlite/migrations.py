@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import aiosqlite
 
-from .agent_schema import AGENT_TABLES, AUTOMATION_TABLES
+from .agent_schema import AGENT_TABLES, AUTOMATION_BOUND_TABLES, AUTOMATION_TABLES, STORED_BYTES_COLUMNS
 from .schema import FIRST_STEPS, Migration
 from .upload_schema import UPLOAD_CLAIM_COLUMNS, UPLOAD_TABLES
 
@@ -415,6 +415,8 @@ MIGRATIONS: list[Migration] = [
             "CREATE INDEX IF NOT EXISTS conversation_items_by_item ON conversation_items (item_id)",
         ],
     ),
+    (27, AUTOMATION_BOUND_TABLES),  # automations bounded: firings' tenant and rate, versions, invocations' age
+    (28, STORED_BYTES_COLUMNS),  # the Agents API's records and installed packages count in max_stored_bytes
 ]
 
 LATEST_VERSION: int = MIGRATIONS[-1][0]

@@ -21,6 +21,13 @@ import sqlite3
 from ..base_uploads import CHARGED_PART_BYTES
 from ..records import StorageLimitExceeded
 
+AGENT_BYTES = ("(SELECT coalesce(sum(bytes), 0) FROM agent_records WHERE tenant = :tenant) + "
+               "(SELECT coalesce(sum(bytes), 0) FROM agent_automation_versions WHERE tenant = :tenant) + "
+               "(SELECT coalesce(sum(packages_bytes), 0) FROM containers WHERE tenant = :tenant)")
+"""What the Agents API keeps of the tenant's: its records (sessions, turns, items, artifacts with the bytes they
+keep, environments, templates, automations, invocations) and its automations' versions, each at its ``bytes``
+(summed through an index holding it), and its containers' installed packages."""
+
 STORED_BYTES = ("SELECT (SELECT coalesce(sum(bytes), 0) FROM files WHERE tenant = :tenant "
                 "AND (expires_at IS NULL OR expires_at > :now)) + "
                 "(SELECT coalesce(sum(f.bytes), 0) FROM container_files AS f JOIN containers AS c "
@@ -33,7 +40,8 @@ STORED_BYTES = ("SELECT (SELECT coalesce(sum(bytes), 0) FROM files WHERE tenant 
                 "JOIN uploads AS u "
                 "ON u.id = p.upload_id WHERE u.tenant = :tenant) + "
                 "(SELECT coalesce(sum(completing_bytes), 0) FROM uploads WHERE tenant = :tenant "
-                "AND status = 'pending')")
+                "AND status = 'pending') + "
+                f"{AGENT_BYTES}")
 """The tenant's stored bytes at ``:now`` (parameters ``tenant``, ``now``)."""
 
 
