@@ -43,7 +43,8 @@ SECRET = "vault-env-secret-9d2f6c1b7a"
 
 @dataclass
 class LocalHost:
-    """The host the session's code may reach: ``/echo`` answers with the ``Authorization`` it got."""
+    """The host the session's code may reach: ``/echo`` answers with the ``Authorization`` it got, ``/encoded`` with
+    it encoded; ``seen`` holds the headers of every request either got."""
 
     port: int
     seen: list[dict[str, str]] = field(default_factory=list)
@@ -68,6 +69,7 @@ async def test_host() -> AsyncIterator[LocalHost]:
     async def encoded(request: web.Request) -> web.Response:
         """The credential it got, encoded as a host may return it: base64 (inside a longer base64 text too),
         percent-encoded and hex."""
+        host.seen.append(dict(request.headers))
         raw = request.headers.get("Authorization", "").removeprefix("Bearer ").encode()
         return web.Response(text="\n".join([
             base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode().rstrip("="),
