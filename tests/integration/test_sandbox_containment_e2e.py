@@ -23,7 +23,10 @@ from tests.integration.test_code_interpreter_e2e import AUTO, OUTPUTS, logs_of, 
 from tests.integration.test_tenancy_containers import A, B, sdk
 from tests.support.bridge import Sidecar, running_sidecar
 
-pytestmark = pytest.mark.skipif(check_bubblewrap()[1] is not None, reason="bubblewrap cannot sandbox here")
+# the sandbox is the subject, not the store (containers' write-back runs on both stores in
+# tests/unit/test_containers_service.py): on SQLite files of its own, once (tests/conftest.py)
+pytestmark = [pytest.mark.skipif(check_bubblewrap()[1] is not None, reason="bubblewrap cannot sandbox here"),
+              pytest.mark.store_free]
 MODES = ["single-process"] + (["cgroup"] if check_bubblewrap()[1] is None and CgroupParent.find() else [])
 
 
@@ -42,7 +45,7 @@ async def bridge(request: pytest.FixtureRequest, fake_upstream: str, host_temp: 
            "RESPONSES_BRIDGE_CODE_TIMEOUT": "20", "RESPONSES_BRIDGE_CODE_CGROUP": str(request.param == "cgroup"),
            "TMPDIR": str(host_temp)}
     async with running_sidecar(str(tmp_path_factory.mktemp("containment")), fake_upstream, env=env, extproc=False,
-                               ready_headers={"x-tenant-id": A}) as sidecar:
+                               ready_headers={"x-tenant-id": A}, own_sqlite=True) as sidecar:
         yield sidecar
 
 

@@ -28,7 +28,8 @@ from tests.support.bridge import running_sidecar
 from tests.support.envoy import EnvoyProcess, free_port, have_envoy, start_envoy
 from tests.support.mcp_server import MCPTestServer, running_mcp_server
 
-pytestmark = pytest.mark.skipif(not have_envoy(), reason="envoy binary not available")
+# which door runs a request is the subject, not its store: on SQLite files of its own, once (tests/conftest.py)
+pytestmark = [pytest.mark.skipif(not have_envoy(), reason="envoy binary not available"), pytest.mark.store_free]
 
 SIDECAR_REQUESTS = f"cluster.{HTTP_CLUSTER}.upstream_rq_total"
 MODEL_CALLS = f"cluster.{UPSTREAM_CLUSTER}.upstream_rq_total"
@@ -52,7 +53,7 @@ async def gateway(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) 
     env = {"RESPONSES_BRIDGE_MCP_ALLOWED_HOSTS": "127.0.0.1"}
     async with running_mcp_server() as mcp, running_sidecar(
             str(tmp_path_factory.mktemp("routing")), fake_upstream, "--upstream-via",
-            f"http://127.0.0.1:{listen_port}/v1", env=env) as sidecar:
+            f"http://127.0.0.1:{listen_port}/v1", env=env, own_sqlite=True) as sidecar:
         envoy = await start_envoy(render_bootstrap(
             listen_port=listen_port, extproc_port=sidecar.extproc_port,
             http_port=int(sidecar.http_url.rsplit(":", 1)[1]), upstream=fake_upstream, admin_port=0))

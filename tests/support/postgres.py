@@ -26,7 +26,7 @@ import subprocess
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -217,6 +217,33 @@ def fresh_database(server: PostgresServer, prefix: str = "test") -> Iterator[str
     url = server.create_database(name)
     try:
         yield url
+    finally:
+        server.drop_database(name)
+
+
+_templates: dict[int, str] = {}
+"""By server port: the database this process migrated once, which :func:`migrated_database` copies."""
+
+
+@contextlib.asynccontextmanager
+async def migrated_database(server: PostgresServer, prefix: str = "test") -> AsyncIterator[str]:
+    """A new database already at the schema's latest version (its URL), dropped on exit: a copy (``CREATE DATABASE
+    … TEMPLATE``, a file copy) of one this process migrated once, instead of a migration per test (0.5 s on a quiet
+    machine, 3 s on a loaded one). For the tests whose subject is what the store does; how the schema comes to be
+    is tested on empty databases (:func:`fresh_database`: tests/unit/test_postgres_database.py, the replicas opening
+    one together, and every sidecar of the PostgreSQL pass)."""
+    if server.port not in _templates:
+        from responses_bridge.store.postgres import PostgresDatabase  # the store's import only where it is used
+
+        template = f"migrated_{os.getpid()}"
+        server.create_database(template)
+        async with PostgresDatabase(server.url(template)):
+            pass  # migrated on open; closed (no session left on it) before it is copied
+        _templates[server.port] = template
+    name = f"{prefix}_{os.getpid()}_{next(_databases)}"
+    server.psql(f'CREATE DATABASE "{name}" TEMPLATE "{_templates[server.port]}"')
+    try:
+        yield server.url(name)
     finally:
         server.drop_database(name)
 

@@ -13,7 +13,7 @@ import pytest
 
 from responses_bridge.store import SQLiteResponseStore
 from responses_bridge.store.postgres import PostgresDatabase
-from tests.support.postgres import fresh_database
+from tests.support.postgres import fresh_database, migrated_database
 
 KINDS = ["sqlite", "postgres"]
 
@@ -28,7 +28,10 @@ async def postgres_database_url(request: pytest.FixtureRequest) -> AsyncIterator
 
 @contextlib.asynccontextmanager
 async def postgres_database(request: pytest.FixtureRequest, **options: int) -> AsyncIterator[PostgresDatabase]:
-    async with postgres_database_url(request) as url, PostgresDatabase(url, **options) as db:
+    """An open database at the latest schema, a copy of one migrated once (tests/support/postgres.py); the
+    migration from empty is :func:`postgres_database_url`'s, for the tests about it."""
+    server = request.getfixturevalue("postgres_server")
+    async with migrated_database(server, "retrieval") as url, PostgresDatabase(url, **options) as db:
         yield db
 
 

@@ -68,7 +68,10 @@ def test_processes_starting_at_once_share_one_key(tmp_path) -> None:
     and all of them end up with the key that is in the file."""
     import multiprocessing
 
-    context = multiprocessing.get_context("spawn")
+    # forked from one server that has imported this module once (not 24 interpreters each importing the bridge):
+    # each child is still a process of its own, and the barrier still releases all six at the same instant
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
     for round_number in range(4):
         db = str(tmp_path / f"round{round_number}" / "bridge.db")
         count = 6
