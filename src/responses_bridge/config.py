@@ -21,6 +21,7 @@ from .config_endpoints import EndpointSettings
 from .config_errors import EnvJSONError, JsonEnvSource, SettingsError, Sources, explain, explain_json
 from .config_pools import PoolSettings
 from .config_sandbox import CodeSandboxSettings
+from .config_tools import ToolSettings
 from .engine.options import EngineOptions
 from .engine.profiles import SWITCHES, ProfileName, options_for
 from .protocol.request import DEFAULT_MAX_INPUT_ITEMS
@@ -28,12 +29,10 @@ from .tenants import TenantPolicy
 from .upstreams import ModelRoute, Router, UpstreamSpec, check_references, single_upstream
 
 if TYPE_CHECKING:
-    from .run.tools.image_generation import ImageSettings
-    from .run.tools.mcp_config import MCPLimits
-    from .run.tools.web_search_base import WebSearchSettings
     from .sandbox import SandboxLimits
 
-class Settings(PoolSettings, AgentSandboxSettings, AutomationSettings, CodeSandboxSettings, EndpointSettings):
+class Settings(PoolSettings, AgentSandboxSettings, AutomationSettings, CodeSandboxSettings, EndpointSettings,
+               ToolSettings):
     model_config = SettingsConfigDict(env_prefix="RESPONSES_BRIDGE_", extra="ignore")
 
     stream_via_sidecar: bool = Field(default=False, description=(
@@ -117,43 +116,6 @@ class Settings(PoolSettings, AgentSandboxSettings, AutomationSettings, CodeSandb
     unsupported_tools: Literal["drop", "reject"] = "drop"  # server-side tools it cannot run; see engine/tools.py
     context_window: int | None = Field(default=None, ge=1)  # tokens; see engine/truncation.py
     sealing_key: str | None = None  # urlsafe base64 of 32 bytes; see sealing.py
-    # The web_search tool (run/tools/web_search.py): "searxng:URL", "brave" or "tavily"; None: no web search,
-    # and a request's web_search tool falls under unsupported_tools.
-    web_search: str | None = None
-    web_search_url: str | None = None  # Brave's / Tavily's API base instead of the public one (a proxy, a fake)
-    brave_api_key: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("RESPONSES_BRIDGE_BRAVE_API_KEY", "BRAVE_API_KEY", "brave_api_key"))
-    tavily_api_key: SecretStr | None = Field(
-        default=None,
-        validation_alias=AliasChoices("RESPONSES_BRIDGE_TAVILY_API_KEY", "TAVILY_API_KEY", "tavily_api_key"))
-    web_search_timeout: float = 15.0  # one search, seconds
-    web_search_max_bytes: int = 2 * 1024 * 1024  # largest search answer read
-    # The image_generation tool (run/tools/image_generation.py): "upstream" when the upstream serves
-    # POST /v1/images/generations (each call goes to the upstream the response's model routes to); "off": a
-    # request's image_generation tool falls under unsupported_tools.
-    image_generation: Literal["off", "upstream"] = Field(default="off", description=(
-        "`upstream`: the `image_generation` tool runs in the tool loop, each call a `POST images/generations` to "
-        "the upstream the response's model routes to (every such upstream must serve it); `off`: the tool falls "
-        "under `unsupported_tools` (dropped or refused)"))
-    image_generation_model: str = Field(default="gpt-image-1", min_length=1, description=(
-        "the image model sent upstream when a request's image_generation tool names none"))
-    image_generation_timeout: float = Field(default=120.0, gt=0, description="one image generation call, seconds")
-    # The remote MCP tool (run/tools/mcp.py): hosts beyond the public internet it may reach, and its limits.
-    mcp_allowed_hosts: str = ""  # comma-separated host names, IPs or CIDRs; private/loopback denied unless listed
-    mcp_connect_timeout: float = Field(default=10.0, gt=0)
-    mcp_call_timeout: float = Field(default=60.0, gt=0)
-    mcp_total_timeout: float = Field(default=90.0, gt=0)
-    mcp_list_ttl: float = Field(default=300.0, ge=0)  # 0: list the server's tools on every request
-    mcp_max_output_bytes: int = Field(default=256 * 1024, gt=0)
-    # Embeddings for vector store search (services/retrieval/embedders.py): with a model named, the upstream's
-    # /v1/embeddings (at embedding_url, else the upstream's base URL); without, the local static model.
-    embedding_model: str | None = Field(default=None, description=(
-        "embedding model for vector stores, called at the upstream's `/v1/embeddings`; unset: the built-in local "
-        "embedder (no network)"))
-    embedding_url: str | None = Field(default=None, description=(
-        "base URL of the embeddings endpoint when it is not the upstream's"))
-    embedding_dimensions: int | None = Field(default=None, ge=1, description=(
-        "vector size asked of an upstream embedding model that can shorten its vectors"))
     max_turns: int = Field(default=16, ge=1)  # model turns of one tool loop; the last goes without tools
     stream_keepalive_seconds: float = Field(default=15.0, gt=0, description=(
         "an open event stream waiting on server-side work (MCP listings, tool calls) gets an SSE comment after "
@@ -312,24 +274,6 @@ class Settings(PoolSettings, AgentSandboxSettings, AutomationSettings, CodeSandb
             raise ValueError(f"{problem}; it must be {KEY_FORM}")
         return value
 
-    @field_validator("web_search")
-    @classmethod
-    def _check_web_search(cls, value: str | None) -> str | None:
-        if not value or not value.strip():
-            return None
-        from .run.tools.web_search_base import parse_provider_spec
-
-        parse_provider_spec(value)  # a typo stops the start-up, not the first search
-        return value.strip()
-
-    @model_validator(mode="after")
-    def _web_search_key(self) -> Settings:
-        if self.web_search in ("brave", "tavily") and self._web_search_key_value() is None:
-            name = "BRAVE_API_KEY" if self.web_search == "brave" else "TAVILY_API_KEY"
-            raise ValueError(f"RESPONSES_BRIDGE_WEB_SEARCH={self.web_search} needs {name} "
-                             f"(or RESPONSES_BRIDGE_{name}) in the environment")
-        return self
-
     @model_validator(mode="after")
     def _derived_pools(self) -> Settings:
         if not self.upstream_max_connections:  # 0: sized from this process's descriptors and memory
@@ -363,35 +307,6 @@ class Settings(PoolSettings, AgentSandboxSettings, AutomationSettings, CodeSandb
         if not self.upstreams:
             return Router([single_upstream(self.upstream, self.api_key)], [], None, single=True)
         return Router(self.upstreams, self.models, self.default_upstream)
-
-    def _web_search_key_value(self) -> str | None:
-        secret = {"brave": self.brave_api_key, "tavily": self.tavily_api_key}.get(self.web_search or "")
-        return (secret.get_secret_value() or None) if secret is not None else None
-
-    def web_search_settings(self) -> WebSearchSettings | None:
-        """What the web search provider needs; None when no provider is configured."""
-        if not self.web_search:
-            return None
-        from .run.tools.web_search_base import (
-            BRAVE_DEFAULT_BASE,
-            TAVILY_DEFAULT_BASE,
-            WebSearchSettings,
-            parse_provider_spec,
-        )
-
-        kind, searxng_url = parse_provider_spec(self.web_search)
-        default_base = {"brave": BRAVE_DEFAULT_BASE, "tavily": TAVILY_DEFAULT_BASE}.get(kind, "")
-        return WebSearchSettings(provider=kind, base_url=searxng_url or self.web_search_url or default_base,
-                                 api_key=self._web_search_key_value(), timeout=self.web_search_timeout,
-                                 max_response_bytes=self.web_search_max_bytes)
-
-    def image_settings(self) -> ImageSettings | None:
-        """What the image generation tool needs; None when it is off."""
-        if self.image_generation == "off":
-            return None
-        from .run.tools.image_generation import ImageSettings
-
-        return ImageSettings(model=self.image_generation_model, timeout=self.image_generation_timeout)
 
     def engine_options(self) -> EngineOptions:
         """The profile's switches, with those set explicitly (flag, environment or file) on top."""
@@ -437,18 +352,6 @@ class Settings(PoolSettings, AgentSandboxSettings, AutomationSettings, CodeSandb
         from .workers import usable_cpus
 
         return max(1, -(-(total or usable_cpus()) // workers))
-
-    def mcp_limits(self) -> MCPLimits:
-        from .run.tools.mcp_config import MCPLimits
-
-        return MCPLimits(
-            allowed_hosts=self.mcp_allowed_hosts,
-            connect_timeout=self.mcp_connect_timeout,
-            call_timeout=self.mcp_call_timeout,
-            total_timeout=self.mcp_total_timeout,
-            list_ttl=self.mcp_list_ttl,
-            max_output_bytes=self.mcp_max_output_bytes,
-        )
 
     def sandbox_share(self, tenant: str, slots: int) -> int:
         """How many of this process's ``slots`` sandbox slots ``tenant`` may hold at once: its ``max_sandboxes``,
