@@ -52,11 +52,11 @@ from ..protocol.multi_agent import NOT_BETA
 from ..protocol.request import ResponsesRequest, parse_request, parse_request_object
 from ..sealing import Sealer
 from ..store.base import ResponseStore
-from ..store.records import LeaseLost
 from .file_inputs import FileLoader, FileResolution, PreparedInput, prepare_input
 from .history import ConversationHistory, PromptRenderer, conversation_and_prompt
 from .multi_agent import offer_agents
 from .programs.host import Releasable
+from .response_persist import persist_response
 from .runs import BeforePersist, not_begun, nothing_left
 from .server_tools import CheckedTools, ServerToolRun, ServerTools, offers_server_tools, write_events
 from .subagents import Admission, Charge, attach_agents, wants_agents
@@ -474,50 +474,8 @@ class ResponseRun:
         translator = self._begun()
         if translator.compaction_turn:  # a compaction turn is never history: nothing to store, nothing to append
             return True
-        if not translator.request.params.store:
-            return await self._join_conversation(translator)
-        # The turn joins its conversation in the same transaction as the response is saved: a response that
-        # fails to save adds nothing to the conversation, and a stored turn is never missing from it.
-        joining = self._take_conversation(translator)
-        try:
-            if self.before_persist is not None:
-                await self.before_persist(translator.pending(), translator.sequence_number)
-            if joining is None:
-                await self._store.save_response(translator.response, translator.input_items, tenant=self.tenant,
-                                                **self.save_fence)
-            else:
-                await self._store.save_response(translator.response, translator.input_items, tenant=self.tenant,
-                                                conversation_id=joining, **self.save_fence)
-        except LeaseLost:  # a background run another process ended meanwhile (its lease ran out): its end stands
-            log.warning("background_lease_lost", response_id=translator.response_id)
-            return False
-        except Exception:  # the client must learn that its response is not retrievable
-            log.exception("store_failed", response_id=translator.response_id)
-            return False
-        return True
-
-    def _take_conversation(self, translator: Translator) -> str | None:
-        """The conversation a finished turn (completed or incomplete, never failed) joins, once."""
-        conversation_id = self._conversation_id
-        if conversation_id is None or not translator.finished_turn:
-            return None
-        self._conversation_id = None
-        return conversation_id
-
-    async def _join_conversation(self, translator: Translator) -> bool:
-        """A ``store: false`` turn still appends its input and output items to its conversation: the
-        conversation is the client's own state (a stored turn joins it inside ``save_response``)."""
-        conversation_id = self._take_conversation(translator)
-        if conversation_id is None:
-            return True
-        items = translator.input_items + translator.response["output"]
-        try:
-            joined = await self._conversations.append_items(  # type: ignore[union-attr]
-                conversation_id, items, tenant=self.tenant)
-        except Exception:
-            log.exception("conversation_append_failed", response_id=translator.response_id)
-            return False
-        if not joined:  # deleted while the response ran: the response itself is still good
-            log.warning("conversation_gone", response_id=translator.response_id, conversation_id=conversation_id)
-        return True
-
+        conversation_id = self._conversation_id if translator.finished_turn else None
+        if conversation_id is not None:  # a finished turn (completed or incomplete, never failed) joins it once
+            self._conversation_id = None
+        return await persist_response(translator, self._store, self._conversations, conversation_id,
+                                      tenant=self.tenant, before=self.before_persist, fence=self.save_fence)
