@@ -393,6 +393,10 @@ class ResponseRun:
         known yet (a JSON answer, or an upstream 4xx that is passed through as an error)."""
         return self._begun().on_upstream_headers(status, content_type)
 
+    def resume_as(self, response_id: str, created_at: int, next_sequence: int) -> None:
+        """See ``Translator.resume_as``: a background response resumed by another process (or a restarted one)."""
+        self._begun().resume_as(response_id, created_at, next_sequence)
+
     def queued(self) -> bytes:
         """A background response was accepted: ``response.created`` and ``response.queued`` (status queued)."""
         return self._begun().queued()
