@@ -224,17 +224,18 @@ class Runtime:
         if failed:
             log.warning("background_interrupted", count=len(failed), response_ids=failed[:20])
 
-    async def rebuild_background(self, body: dict[str, Any], client_authorization: str | None, *,
+    async def rebuild_background(self, body: dict[str, Any], *,
                                  tenant: str) -> tuple[Run, UpstreamRequest | None, str | None, UpstreamClient | None]:
         """A background request begun again, as ``POST /v1/responses`` begins it (adapters/http/responses_routes.py):
-        the run, its first call, what goes upstream as ``Authorization``, the routed client."""
+        the run, its first call, what goes upstream as ``Authorization`` (the configured key: a run that needed the
+        client's own is never resumed), the routed client."""
         if self.clients:
             route = self.route(body.get("model"))
             run = self.new_routed_run(route, tool_loop=True, tools=body.get("tools"), tenant=tenant)
             call = await run.begin(body)
-            return run, call, self.route_authorization(route, client_authorization), self.client_for(route)
+            return run, call, self.route_authorization(route, None), self.client_for(route)
         run = self.new_run(tool_loop=True, tenant=tenant)
-        return run, await run.begin(body), self.upstream_authorization(client_authorization), None
+        return run, await run.begin(body), self.upstream_authorization(None), None
 
     def watching(self) -> Runtime:
         """This runtime with its memory backstop started (it reads the process's use at start)."""

@@ -29,8 +29,9 @@ DELTAS_BEFORE_STOP = 3
 TIMEOUT = aiohttp.ClientTimeout(total=60)
 
 
-async def started(tmp_path, fake_upstream: str, db: str):
-    process, http_port, _ = start_sidecar(str(tmp_path), fake_upstream, "--db", db, env=ENV, extproc=False)
+async def started(tmp_path, fake_upstream: str, db: str, env: dict[str, str] | None = None):
+    process, http_port, _ = start_sidecar(str(tmp_path), fake_upstream, "--db", db, env={**ENV, **(env or {})},
+                                          extproc=False)
     base = f"http://127.0.0.1:{http_port}"
     await wait_http(f"{base}/health", process=process)
     return process, base
@@ -43,13 +44,20 @@ async def expected_text(base: str) -> str:
     return body["output"][0]["content"][0]["text"]
 
 
-async def read_until_deltas(answer: aiohttp.ClientResponse) -> list[dict]:
-    """The events of a live background stream until a few text deltas went by."""
+async def read_until_deltas(answer: aiohttp.ClientResponse, steps: int = 1) -> list[dict]:
+    """The events of a live background stream until a few text deltas went by in its ``steps``-th model call
+    (a resumed run starts its repeated call with another ``response.in_progress``)."""
     raw = b""
     while True:
-        raw += await answer.content.readuntil(b"\n\n")
+        chunk = await answer.content.readuntil(b"\n\n")
+        assert chunk, "the stream ended before the deltas came"
+        raw += chunk
         events, _ = parse_sse(raw)
-        if sum(event["type"] == "response.output_text.delta" for event in events) >= DELTAS_BEFORE_STOP:
+        kinds = [event["type"] for event in events]
+        if kinds.count("response.in_progress") < steps:
+            continue
+        current = kinds[len(kinds) - 1 - kinds[::-1].index("response.in_progress"):]
+        if current.count("response.output_text.delta") >= DELTAS_BEFORE_STOP:
             return events
 
 
@@ -144,3 +152,64 @@ async def test_sigterm_hands_the_run_off_and_a_reader_resumes_after_the_restart(
         assert whole[:last + 1] == seen  # what the first reader saw is what was stored
     finally:
         process.stop()
+
+
+async def start_and_kill(tmp_path, fake_upstream: str, db: str, env: dict[str, str],
+                         headers: dict[str, str] | None = None, response_id: str | None = None) -> str:
+    """A sidecar on ``db``; a background run started there (or ``response_id``, resumed there, followed) killed
+    with SIGKILL once a few of its text deltas went by. Returns the response id."""
+    process, http_port, _ = start_sidecar(str(tmp_path), fake_upstream, "--db", db, env={**ENV, **env},
+                                          extproc=False)
+    base = f"http://127.0.0.1:{http_port}"
+    try:
+        await wait_http(f"{base}/health", process=process)
+        async with aiohttp.ClientSession(timeout=TIMEOUT, headers=headers) as session:
+            if response_id is None:
+                answer = await session.post(f"{base}/v1/responses", json={
+                    "model": MODEL, "input": SLOW, "background": True, "stream": True})
+            else:  # the resumed run, followed live here until its repeated call streamed a little
+                answer = await session.get(f"{base}/v1/responses/{response_id}", params={"stream": "true"})
+            async with answer:
+                assert answer.status == 200, await answer.text()
+                seen = await read_until_deltas(answer, steps=1 if response_id is None else 2)
+                os.kill(process.pid, signal.SIGKILL)
+                process.process.wait()
+        return response_id or seen[0]["response"]["id"]
+    finally:
+        process.stop()
+
+
+async def test_a_run_resumed_too_often_fails_saying_so(tmp_path, fake_upstream: str) -> None:
+    db = str(tmp_path / "loop.db")
+    bounded = {"RESPONSES_BRIDGE_BACKGROUND_MAX_RESUMES": "1"}
+    response_id = await start_and_kill(tmp_path, fake_upstream, db, bounded)
+    await start_and_kill(tmp_path, fake_upstream, db, bounded, response_id=response_id)  # resumed once, killed
+    process, base = await started(tmp_path, fake_upstream, db, bounded)
+    try:
+        ended = await until_ended(base, response_id)
+        assert ended["status"] == "failed"
+        assert "resumed 1 times already" in ended["error"]["message"]
+        events, done = await stream_after(base, response_id, -1)
+        assert done and events[-1]["type"] == "response.failed"
+        assert [event["sequence_number"] for event in events] == list(range(len(events)))
+    finally:
+        process.stop()
+
+
+async def test_a_run_on_the_clients_own_upstream_credentials_is_not_resumed(tmp_path, fake_upstream: str) -> None:
+    """No upstream key is configured, so the client's Authorization went upstream: it is never stored, and
+    nobody could make the call again. The run fails as before, saying why; and its kept request is no reader's."""
+    db = str(tmp_path / "creds.db")
+    response_id = await start_and_kill(tmp_path, fake_upstream, db, {},
+                                       headers={"Authorization": "Bearer sk-client-own-key"})
+    process, base = await started(tmp_path, fake_upstream, db)
+    try:
+        ended = await until_ended(base, response_id)
+        assert ended["status"] == "failed"
+        assert "credentials" in ended["error"]["message"]
+        events, done = await stream_after(base, response_id, -5)  # below -1: still only the stream
+        assert done and events[0]["sequence_number"] == 0
+        assert [event["sequence_number"] for event in events] == list(range(len(events)))
+    finally:
+        process.stop()
+    assert b"sk-client-own-key" not in open(db, "rb").read()

@@ -165,8 +165,7 @@ class BackgroundService:
                            self.max_resumes)
         if isinstance(plan, str):
             return plan
-        response_run, call, authorization, upstream = await self.rebuild(
-            plan.body, plan.client_authorization, tenant=tenant)
+        response_run, call, authorization, upstream = await self.rebuild(plan.body, tenant=tenant)
         resume_as = getattr(response_run, "resume_as", None)
         if resume_as is None or not response_run.background:
             response_run.release()
@@ -225,11 +224,11 @@ class BackgroundService:
 
     async def start(self, response_run: Run, call: UpstreamRequest | None, authorization: str | None,
                     upstream: UpstreamClient | None = None, *, request_body: bytes | dict | None = None,
-                    client_authorization: str | None = None) -> BackgroundRun:
+                    client_credentials: bool = False) -> BackgroundRun:
         """``response_run`` has begun (a background request). Stores it as ``queued`` and starts its run, calling
-        ``upstream`` (the request's routed upstream; default: the service's). With ``request_body`` (and
-        ``client_authorization``, the client's header when it is what goes upstream) the request is kept, sealed,
-        so another process can resume the run (background_resume.py)."""
+        ``upstream`` (the request's routed upstream; default: the service's). With ``request_body`` the request is
+        kept, sealed, so another process can resume the run (background_resume.py); ``client_credentials``: the
+        upstream call carries the client's own ``Authorization`` (never kept: such a run is not resumed)."""
         run = BackgroundRun(self, response_run, call, authorization, upstream)
         response_run.before_persist = run._before_persist
         # kept, not written yet: an event log may store only the events of a stored response (PostgreSQL's
@@ -248,8 +247,9 @@ class BackgroundService:
         if request_body is not None and self.sealer is not None:
             try:
                 await self.events.append(run.response_id, [(REQUEST_SEQUENCE, sealed_request(
-                    self.sealer, request_body, client_authorization))], tenant=run.tenant, **run.fence)
-                run.resumable = True
+                    self.sealer, request_body, client_credentials=client_credentials))],
+                    tenant=run.tenant, **run.fence)
+                run.resumable = not client_credentials
             except Exception:  # the run goes on; it is only not resumable
                 log.warning("background_request_not_kept", response_id=run.response_id, exc_info=True)
         run.add(b"")  # created + queued: shown to readers, written by the writer

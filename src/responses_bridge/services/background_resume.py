@@ -3,10 +3,11 @@
 What makes a run resumable is in its event log, beside the frames readers follow, at sequence numbers no reader
 asks for (``starting_after`` is never below -1):
 
-* ``-1``: the request, sealed (``sealing.py``, purpose ``background-request``): the body as the client sent it and,
-  only when the client's own ``Authorization`` went upstream (no configured key), that header. Written right after
-  the ``queued`` row, before the POST is answered; a run without it (the ext_proc door's, an agent session's, one
-  that died between the two writes) is not resumed: it fails as before.
+* ``-1``: the request, sealed (``sealing.py``, purpose ``background-request``): the body as the client sent it,
+  and whether the upstream call carried the client's own ``Authorization`` (no key configured for the upstream).
+  Credentials are never stored, so such a run cannot be resumed: nobody could make its call again. Written right
+  after the ``queued`` row, before the POST is answered; a run without it (an agent session's, one that died
+  between the two writes) is not resumed: it fails as before.
 * ``-2``, ``-3``, …: one empty row per resume, written by the process that took the run over before it makes any
   call: the count that bounds a crash loop (``RESPONSES_BRIDGE_BACKGROUND_MAX_RESUMES``).
 
@@ -49,22 +50,23 @@ log is a server-side tool (web search, file search, MCP, code interpreter, shell
 
 class Rebuilder(Protocol):
     """Builds the run again from the stored request (the runtime does: it knows the routes and the doors'
-    credentials). Returns the begun run, its first call, the upstream authorization and the routed client."""
+    configured upstream keys). Returns the begun run, its first call, the upstream authorization and the routed
+    client."""
 
-    async def __call__(self, body: dict[str, Any], client_authorization: str | None, *,
+    async def __call__(self, body: dict[str, Any], *,
                        tenant: str) -> tuple[Run, UpstreamRequest | None, str | None, UpstreamClient | None]: ...
 
 
-def sealed_request(sealer: Sealer, body: bytes | dict[str, Any], client_authorization: str | None) -> bytes:
-    """The row kept at ``REQUEST_SEQUENCE``."""
+def sealed_request(sealer: Sealer, body: bytes | dict[str, Any], *, client_credentials: bool) -> bytes:
+    """The row kept at ``REQUEST_SEQUENCE``. ``client_credentials``: the upstream call carried the client's own
+    ``Authorization`` (which is not kept)."""
     decoded = orjson.loads(body) if isinstance(body, bytes) else body
-    return sealer.seal(REQUEST_PURPOSE, {"body": decoded, "authorization": client_authorization}).encode()
+    return sealer.seal(REQUEST_PURPOSE, {"body": decoded, "client_credentials": client_credentials}).encode()
 
 
 @dataclass
 class ResumePlan:
     body: dict[str, Any]
-    client_authorization: str | None
     frames: list[bytes]  # the stored stream, index == sequence_number
     resumes: int  # how many times the run was resumed before this one
 
@@ -102,8 +104,9 @@ def plan_resume(rows: list[tuple[int, bytes]], sealer: Sealer, max_resumes: int)
         opened = sealer.open(REQUEST_PURPOSE, request.decode())
     except (APIError, UnicodeDecodeError):  # another deployment's key, a damaged row: not resumable
         return "its kept request could not be read"
-    return ResumePlan(body=opened["body"], client_authorization=opened.get("authorization"), frames=frames,
-                      resumes=resumes)
+    if opened.get("client_credentials"):
+        return "its upstream call needs the client's own credentials, which are never stored"
+    return ResumePlan(body=opened["body"], frames=frames, resumes=resumes)
 
 
 def _item_type(frame: bytes) -> str | None:

@@ -198,13 +198,12 @@ class RequestPhase(Routing):
         route = self.route
         authorization = (self.runtime.upstream_authorization(self.authorization) if route is None
                          else self.runtime.route_authorization(route, self.authorization))
-        # the client's header is kept (sealed) only when it is what goes upstream, never a configured key
-        passed_through = self.authorization if authorization is not None and authorization == self.authorization \
-            else None
+        # the client's own header going upstream (never stored) makes the run one that cannot be resumed
+        client_credentials = authorization is not None and authorization == self.authorization
         try:
             started = await service.start(run, upstream, authorization,
                                           None if route is None else self.runtime.client_for(route),
-                                          request_body=kept, client_authorization=passed_through)
+                                          request_body=kept, client_credentials=client_credentials)
         except Exception:
             log.exception("extproc_background_start_failed")
             error = APIError(500, "The background response could not be started.", code="server_error")

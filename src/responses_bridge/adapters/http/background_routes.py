@@ -35,9 +35,8 @@ async def start(request: web.Request, runtime: Runtime, response_run: Run, call:
     if upstream is None:
         authorization = runtime.upstream_authorization(request.headers.get("Authorization"))
     header = request.headers.get("Authorization")
-    passed_through = header if header is not None and authorization == header else None  # never a configured key
     run = await service.start(response_run, call, authorization, upstream, request_body=request_body,
-                              client_authorization=passed_through)
+                              client_credentials=header is not None and authorization == header)
     slot = request_slot(request)
     if slot is not None:  # the run calls the upstream after this request ends: it keeps the tenant's slot
         slot.hold_until(run.task)
