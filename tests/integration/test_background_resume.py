@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from pathlib import Path
 
 import aiohttp
 
@@ -212,4 +213,4 @@ async def test_a_run_on_the_clients_own_upstream_credentials_is_not_resumed(tmp_
         assert [event["sequence_number"] for event in events] == list(range(len(events)))
     finally:
         process.stop()
-    assert b"sk-client-own-key" not in open(db, "rb").read()
+    assert b"sk-client-own-key" not in Path(db).read_bytes()
