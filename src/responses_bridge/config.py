@@ -200,7 +200,8 @@ class Settings(PoolSettings, AgentSandboxSettings, CodeSandboxSettings, Endpoint
     ingest_concurrency: int = Field(default=2, ge=1, description="vector store files ingested (extracted, chunked, "
                                     "embedded, indexed) at once; files left in progress resume on restart")
     # Background responses on a shared database (services/background.py): a replica's lease on each run it runs,
-    # renewed three times per period; a run whose lease ran out (its replica died) is failed by another replica.
+    # renewed three times per period; a run whose lease ran out (its replica died) is taken over by another
+    # (services/background_resume.py).
     background_lease_seconds: float = Field(default=30.0, gt=0, description=(
         "with a shared database: how long a background response stays its replica's without a heartbeat; after "
         "that another replica takes it over (resumes it, or fails it when it cannot be resumed)"))

@@ -14,7 +14,9 @@ the whole stream, and ``GET /v1/responses/{id}`` never says ``completed`` before
 
 Lifecycle in the store: ``queued`` (written before the POST is answered), ``in_progress`` (when the upstream
 answers), then ``completed`` / ``incomplete`` / ``failed`` / ``cancelled``. A process that dies mid-run leaves
-``queued``/``in_progress`` rows; the next start marks them ``failed`` (``RunLeases.fail_abandoned``).
+``queued``/``in_progress`` rows; the next start (or, shared, another replica's sweep) takes them over: resumed
+where the run can be (background_resume.py), ``failed`` otherwise. A drain hands its unfinished runs off the same
+way: their lease let go, their rows left ``in_progress``.
 
 Several replicas on one database (PostgreSQL). Who runs what goes through the store's
 :class:`~responses_bridge.store.background_runs.RunLeases`: a run is claimed (owner + lease) before its row is
@@ -22,9 +24,9 @@ stored, a heartbeat renews the leases of this replica's runs, and a sweep (at st
 only runs whose lease expired, each by one replica. A follower on another replica reads the stored event log as it
 grows (woken by the store's notifications, with polling as the fallback) until the terminal event; a cancel asked
 of another replica is recorded in the store, the owner stops its run, and the asker answers with the stored
-cancelled response. A run whose replica died is failed, not run again: its client saw events a second run would
-not reproduce (the model does not answer twice the same), tools it called may have had effects, and the client's
-upstream credentials, needed for the call, are never stored.
+cancelled response. A run whose replica died is resumed by one other replica (claimed with the same conditional
+write), from its kept request, while it is in its first model turn; one that started a server-side tool (which
+may have had effects) or that needs the client's own upstream credentials (never stored) is failed instead.
 
 A terminal save that fails (the store is full, locked, broken) must not leave the row ``in_progress``: the run
 ends for its readers at once (in memory, with the response run's ``response.failed``), and then keeps retrying, with
