@@ -306,9 +306,9 @@ async def shutdown(runtime: Runtime, stoppers: list[Callable[[], Awaitable[None]
     deadline with ``response.failed``; background runs still going then are handed off (their lease let go,
     for the next start or another replica to resume; services/background_resume.py), or failed
     (``server_shutdown``) when they cannot be resumed, which also ends the streams following them. The HTTP door
-    (``door``) closes only after all of that, and, for worker ``worker`` of ``serve --workers``, once every other worker has drained too (drain_barrier.py):
-    until then it keeps answering ``/health/*`` and ``/metrics`` (and a 503 to anything else), whichever door
-    held the streams. The store closes last."""
+    (``door``) closes only after all of that, and, for worker ``worker`` of ``serve --workers``, once every
+    other worker has drained too (drain_barrier.py): until then it keeps answering ``/health/*`` and ``/metrics``
+    (and a 503 to anything else), whichever door held the streams. The store closes last."""
     from .drain_barrier import done_draining
 
     runtime.draining = True
