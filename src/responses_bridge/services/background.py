@@ -254,6 +254,8 @@ class BackgroundService:
                 run.resumable = not client_credentials
             except Exception:  # the run goes on; it is only not resumable
                 log.warning("background_request_not_kept", response_id=run.response_id, exc_info=True)
+        if getattr(response_run, "background_body", None) is not None:  # kept: the run need not hold its bytes
+            response_run.background_body = None  # type: ignore[attr-defined]
         run.add(b"")  # created + queued: shown to readers, written by the writer
         run.task = asyncio.create_task(run.run(), name=f"background:{run.response_id}")
         log.info("background_started", response_id=run.response_id)

@@ -88,11 +88,10 @@ class ResponsesRoutes:
         else:
             run = self.runtime.new_run(tool_loop=True, tenant=tenant)
             run.beta = _beta(request)
-            body = await read_body(request)
-            call = await run.begin(body)
+            call = await run.begin(await read_body(request))  # the raw bytes die once parsed
             if run.background:  # its bytes are kept (sealed) so another process can resume it
-                return await background_routes.start(request, self.runtime, run, call, request_body=body)
-            del body  # the raw bytes die once parsed
+                return await background_routes.start(request, self.runtime, run, call,
+                                                     request_body=run.background_body)
             authorization = self.runtime.upstream_authorization(request.headers.get("Authorization"))
         sink = _EventStream(request)
         try:
