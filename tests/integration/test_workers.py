@@ -25,6 +25,7 @@ from pathlib import Path
 import aiohttp
 import openai
 import pytest
+from openai.types.responses import Response
 
 from responses_bridge import event_loop
 from responses_bridge.devtools.procs import free_port, wait_http
@@ -151,9 +152,12 @@ async def _read(session: aiohttp.ClientSession, url: str) -> bytes:
 
 async def test_the_run_of_a_killed_worker_is_finished_by_the_other(tmp_path: Path, fake_upstream: str) -> None:
     async with two_workers(tmp_path, fake_upstream) as (zero, one, first), sdk(one) as on_one:
-        async with sdk(zero) as on_zero:
-            started = await on_zero.responses.create(model=MODEL, input="[chunks=40] [delay=100] slow",
-                                                     background=True)
+        # no Authorization: with no upstream key configured the client's own would go upstream, and a run on
+        # credentials (never stored) is not resumed
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session, session.post(
+                f"{zero}/v1/responses", json={"model": MODEL, "input": "[chunks=40] [delay=100] slow",
+                                              "background": True}) as answer:
+            started = Response.model_validate(await answer.json())
         await wait_status(on_one, started.id, {"in_progress"})
         os.killpg(first.pid, signal.SIGKILL)  # no drain, no release: only its lease can tell
         ended = await wait_status(on_one, started.id, {"failed", "completed", "cancelled"}, timeout=8 * LEASE_SECONDS)
