@@ -164,10 +164,14 @@ class Settings(PoolSettings, AgentSandboxSettings, AutomationSettings, CodeSandb
     ingest_concurrency: int = Field(default=2, ge=1, description="vector store files ingested (extracted, chunked, "
                                     "embedded, indexed) at once; files left in progress resume on restart")
     # Background responses on a shared database (services/background.py): a replica's lease on each run it runs,
-    # renewed three times per period; a run whose lease ran out (its replica died) is failed by another replica.
+    # renewed three times per period; a run whose lease ran out (its replica died) is taken over by another
+    # (services/background_resume.py).
     background_lease_seconds: float = Field(default=30.0, gt=0, description=(
         "with a shared database: how long a background response stays its replica's without a heartbeat; after "
-        "that another replica fails it (`server_restarted`)"))
+        "that another replica takes it over (resumes it, or fails it when it cannot be resumed)"))
+    background_max_resumes: int = Field(default=3, ge=0, description=(
+        "how many times one background response may be resumed after its process stopped (killed, restarted, "
+        "drained) before it fails instead: a crash loop never repeats a poisonous step forever; 0: never resume"))
     ingest_lease_seconds: float = Field(default=60.0, gt=0, description=(
         "with a shared database: how long a replica's claim on a file it ingests lasts without renewal; after that "
         "another replica takes the file over (a replica that died mid-ingestion)"))

@@ -21,7 +21,7 @@ from .engine.builtin_tools import runs_server_tools
 from .engine.options import EngineOptions
 from .engine.profiles import options_for
 from .engine.programs import program_signer
-from .engine.wire import Framing
+from .engine.wire import Framing, UpstreamRequest
 from .observability import metrics
 from .observability.logs import note_upstream
 from .periodic import Periodic
@@ -197,7 +197,7 @@ class Runtime:
         gauges = Periodic(1.0 if metrics.MULTIPROCESS else 0, _refresh_gauges, name="metrics-gauges",
                           failure="metrics_refresh_failed", first_delay=0, failure_level="warning")
         gauges.start()
-        return cls(settings=settings, store=stores.responses, options=settings.engine_options(), sealer=sealer,
+        runtime = cls(settings=settings, store=stores.responses, options=settings.engine_options(), sealer=sealer,
                    conversations=ConversationService(stores.conversations, stores.responses),
                    prompts=PromptService(stores.prompts),
                    chat_completions=ChatCompletionService(
@@ -209,6 +209,33 @@ class Runtime:
                    containers=containers, skills=skills,
                    background=background, agents=AgentService(stores.agents),
                    retention=retention, trimmer=trimmer, gauges=gauges).watching()
+        await runtime.take_over_background()
+        return runtime
+
+    async def take_over_background(self) -> None:
+        """Background runs no process holds any more (a previous process of this database, or a replica whose
+        lease lapsed) are resumed from their kept request where possible (services/background_resume.py), failed
+        otherwise; the heartbeat's sweeps do the same from now on."""
+        background = self.background
+        background.rebuild = self.rebuild_background
+        background.sealer = self.sealer
+        background.max_resumes = self.settings.background_max_resumes
+        failed = await background.sweep()
+        if failed:
+            log.warning("background_interrupted", count=len(failed), response_ids=failed[:20])
+
+    async def rebuild_background(self, body: dict[str, Any], *,
+                                 tenant: str) -> tuple[Run, UpstreamRequest | None, str | None, UpstreamClient | None]:
+        """A background request begun again, as ``POST /v1/responses`` begins it (adapters/http/responses_routes.py):
+        the run, its first call, what goes upstream as ``Authorization`` (the configured key: a run that needed the
+        client's own is never resumed), the routed client."""
+        if self.clients:
+            route = self.route(body.get("model"))
+            run = self.new_routed_run(route, tool_loop=True, tools=body.get("tools"), tenant=tenant)
+            call = await run.begin(body)
+            return run, call, self.route_authorization(route, None), self.client_for(route)
+        run = self.new_run(tool_loop=True, tenant=tenant)
+        return run, await run.begin(body), self.upstream_authorization(None), None
 
     def watching(self) -> Runtime:
         """This runtime with its memory backstop started (it reads the process's use at start)."""
@@ -386,9 +413,7 @@ async def _open_background(settings: Settings, stores: StoreSet, database_url: s
 
         leases = SQLiteRunLeases(stores.sqlite, lease_seconds=settings.background_lease_seconds)
     background = BackgroundService(stores.responses, stores.events, upstream, leases)
-    interrupted = await background.open()
-    if interrupted:
-        log.warning("background_interrupted", count=len(interrupted), response_ids=interrupted[:20])
+    await background.open(sweep=False)  # the runtime sweeps once it can build runs again: take_over_background
     await upstream.start()
     return background
 

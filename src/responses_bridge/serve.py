@@ -303,11 +303,12 @@ async def shutdown(runtime: Runtime, stoppers: list[Callable[[], Awaitable[None]
     """Stop taking new work at once (``runtime.draining``: both doors refuse new requests, readiness fails),
     then drain the doors and the background runs together, so the whole shutdown takes the drain timeout
     plus a moment rather than one drain after another. Each door ends its own streams still running at the
-    deadline with ``response.failed``; background runs still going then are failed (``server_shutdown``),
-    which also ends the streams following them. The HTTP door (``door``) closes only after all of that, and,
-    for worker ``worker`` of ``serve --workers``, once every other worker has drained too (drain_barrier.py):
-    until then it keeps answering ``/health/*`` and ``/metrics`` (and a 503 to anything else), whichever door
-    held the streams. The store closes last."""
+    deadline with ``response.failed``; background runs still going then are handed off (their lease let go,
+    for the next start or another replica to resume; services/background_resume.py), or failed
+    (``server_shutdown``) when they cannot be resumed, which also ends the streams following them. The HTTP door
+    (``door``) closes only after all of that, and, for worker ``worker`` of ``serve --workers``, once every
+    other worker has drained too (drain_barrier.py): until then it keeps answering ``/health/*`` and ``/metrics``
+    (and a 503 to anything else), whichever door held the streams. The store closes last."""
     from .drain_barrier import done_draining
 
     runtime.draining = True
@@ -331,7 +332,7 @@ async def shutdown(runtime: Runtime, stoppers: list[Callable[[], Awaitable[None]
 
 
 async def _drain_background(runtime: Runtime, timeout: float) -> None:
-    """Background runs may finish within the drain timeout; those still running then are failed and stored."""
+    """Background runs may finish within the drain timeout; those still running then are handed off (or failed)."""
     service = runtime.background
     if service is None:
         return

@@ -17,7 +17,7 @@ One Python process runs on one core. With N workers the machine's cores all serv
 The supervisor (this module) imports neither aiohttp nor gRPC: it starts the workers as ``python -m
 responses_bridge serve`` with the same arguments and a marker in their environment, passes SIGTERM/SIGINT on to
 them (each drains as a lone sidecar does, and keeps its HTTP door answering probes until every worker has drained:
-drain_barrier.py), starts again a worker that died (a background run it held is failed by another worker once its
+drain_barrier.py), starts again a worker that died (a background run it held is resumed by another worker once its
 lease runs out, as for a replica), and stops all when one cannot start at all.
 """
 

@@ -240,6 +240,14 @@ class Translator(ClientStream, CompactionTurns):
 
     # --- upstream answer -----------------------------------------------------------------------------------------
 
+    def resume_as(self, response_id: str, created_at: int, next_sequence: int) -> None:
+        """A background response taken over from a process that stopped (services/background_resume.py): this
+        translation is that response again (its id, its creation time), and its events continue the stored
+        stream's numbering at ``next_sequence``."""
+        self.response["id"] = response_id
+        self.response["created_at"] = created_at
+        self._builder._sequence = next_sequence
+
     def on_upstream_headers(self, status: int, content_type: str | None) -> bytes | None:
         """Returns the bytes that open the client's event stream, or None when the client's status is not
         known yet (a JSON answer, or an upstream 4xx that is passed through as an error)."""

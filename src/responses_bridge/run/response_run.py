@@ -110,6 +110,9 @@ class ResponseRun:
         # JSON lines (WebSocket mode). Background requests always get SSE events (they are stored for replay).
         self._framing = framing
         self.before_persist: BeforePersist | None = None
+        # a background request's bytes, kept (sealed, in its event log) so another process can resume it
+        # (services/background_resume.py); any other request's bytes are let go once parsed
+        self.background_body: bytes | None = None
         self.stop_between_turns: Callable[[], bool] | None = None  # see Run.stop_between_turns
         self.beta = NOT_BETA  # how the request came (protocol/multi_agent.py): the door says, before begin
         self.admit_subagent: Admission | None = None  # the tenant's limits, taken by each subagent's work
@@ -185,8 +188,10 @@ class ResponseRun:
             parse = functools.partial(parse_request_object, body, max_input_items=self._options.max_input_items,
                                       unknown_fields=self._options.unknown_fields, beta=self.beta)
         request = await asyncio.to_thread(parse) if large else parse()
-        del body  # a large body is let go now, not after the history loads and the upstream call
         p = request.params
+        if p.background and isinstance(body, bytes):
+            self.background_body = body
+        del body  # a large body is let go now, not after the history loads and the upstream call
         if p.background and not p.store:
             raise APIError(400, "Background responses require 'store' to be true.", param="background",
                            code="invalid_value")
@@ -392,6 +397,10 @@ class ResponseRun:
         """Returns the bytes that open the client's event stream, or None when the client's status is not
         known yet (a JSON answer, or an upstream 4xx that is passed through as an error)."""
         return self._begun().on_upstream_headers(status, content_type)
+
+    def resume_as(self, response_id: str, created_at: int, next_sequence: int) -> None:
+        """See ``Translator.resume_as``: a background response resumed by another process (or a restarted one)."""
+        self._begun().resume_as(response_id, created_at, next_sequence)
 
     def queued(self) -> bytes:
         """A background response was accepted: ``response.created`` and ``response.queued`` (status queued)."""

@@ -14,7 +14,9 @@ the whole stream, and ``GET /v1/responses/{id}`` never says ``completed`` before
 
 Lifecycle in the store: ``queued`` (written before the POST is answered), ``in_progress`` (when the upstream
 answers), then ``completed`` / ``incomplete`` / ``failed`` / ``cancelled``. A process that dies mid-run leaves
-``queued``/``in_progress`` rows; the next start marks them ``failed`` (``RunLeases.fail_abandoned``).
+``queued``/``in_progress`` rows; the next start (or, shared, another replica's sweep) takes them over: resumed
+where the run can be (background_resume.py), ``failed`` otherwise. A drain hands its unfinished runs off the same
+way: their lease let go, their rows left ``in_progress``.
 
 Several replicas on one database (PostgreSQL). Who runs what goes through the store's
 :class:`~responses_bridge.store.background_runs.RunLeases`: a run is claimed (owner + lease) before its row is
@@ -22,9 +24,9 @@ stored, a heartbeat renews the leases of this replica's runs, and a sweep (at st
 only runs whose lease expired, each by one replica. A follower on another replica reads the stored event log as it
 grows (woken by the store's notifications, with polling as the fallback) until the terminal event; a cancel asked
 of another replica is recorded in the store, the owner stops its run, and the asker answers with the stored
-cancelled response. A run whose replica died is failed, not run again: its client saw events a second run would
-not reproduce (the model does not answer twice the same), tools it called may have had effects, and the client's
-upstream credentials, needed for the call, are never stored.
+cancelled response. A run whose replica died is resumed by one other replica (claimed with the same conditional
+write), from its kept request, while it is in its first model turn; one that started a server-side tool (which
+may have had effects) or that needs the client's own upstream credentials (never stored) is failed instead.
 
 A terminal save that fails (the store is full, locked, broken) must not leave the row ``in_progress``: the run
 ends for its readers at once (in memory, with the response run's ``response.failed``), and then keeps retrying, with
@@ -47,6 +49,7 @@ from ..observability import metrics
 from ..protocol.errors import APIError, not_found
 from ..run.runs import Run
 from ..run.upstream import UpstreamClient
+from ..sealing import Sealer
 from ..store.base import EventLog, ResponseStore, RunLeases
 from ..store.records import Closer
 from ..store.sqlite.background_runs import LocalRunLeases
@@ -59,11 +62,14 @@ from .background_frames import (
     is_terminal_frame,
     terminal_frame,
 )
+from .background_resume import ALL_ROWS, REQUEST_SEQUENCE, Rebuilder, plan_resume, sealed_request
 from .background_run import BackgroundRun, until_started
 
 log = structlog.get_logger("responses_bridge.background")
 
 SHUTDOWN_GRACE_SECONDS = 5.0
+
+MAX_RESUMES = 3  # the default of RESPONSES_BRIDGE_BACKGROUND_MAX_RESUMES
 
 FOLLOW_POLL_SECONDS = 1.0  # a follower on another replica reads the log this often when no notification came
 
@@ -79,13 +85,18 @@ class BackgroundService:
         self.runs: dict[str, BackgroundRun] = {}
         self._heartbeat: asyncio.Task[None] | None = None
         self._stopping: set[asyncio.Task[None]] = set()
+        # resuming (services/background_resume.py): set by the runtime once it can build runs again
+        self.rebuild: Rebuilder | None = None
+        self.sealer: Sealer | None = None
+        self.max_resumes = MAX_RESUMES
         metrics.watch_background(self)
 
-    async def open(self) -> list[str]:
-        """Fail the runs no process holds any more (alone on the database: every unfinished one; shared: those
-        whose lease expired), then listen for cancel requests and keep this replica's leases alive. Returns the
-        ids of the failed runs."""
-        failed = await self.leases.fail_abandoned(self._closer())
+    async def open(self, *, sweep: bool = True) -> list[str]:
+        """Take over the runs no process holds any more (alone on the database: every unfinished one; shared:
+        those whose lease expired; see :meth:`sweep`), then listen for cancel requests and keep this replica's
+        leases alive. Returns the ids of the failed runs. ``sweep=False``: the caller sweeps once it has set
+        ``rebuild`` (the runtime, which is made after this service)."""
+        failed = await self.sweep() if sweep else []
         await self.leases.start(self._cancel_requested)
         if self.leases.shared:
             self._heartbeat = asyncio.create_task(self._beat(), name="background:heartbeat")
@@ -111,11 +122,73 @@ class BackgroundService:
                     self._stop_soon(response_id, "cancel")
                 if loop.time() - last_sweep >= period:
                     last_sweep = loop.time()
-                    failed = await self.leases.fail_abandoned(self._closer())
+                    failed = await self.sweep()
                     if failed:
                         log.warning("background_abandoned", count=len(failed), response_ids=failed[:20])
             except Exception:  # the next beat retries; a lease outlives a few missed beats
                 log.exception("background_heartbeat_failed")
+
+    async def sweep(self) -> list[str]:
+        """Take over every run nobody holds: each is claimed by one process (``RunLeases.take_abandoned``), then
+        resumed here, or, when it cannot be (background_resume.py says why), failed as before. Without
+        ``rebuild`` every such run is failed. Returns the ids of the failed runs."""
+        if self.rebuild is None or self.sealer is None:
+            return await self.leases.fail_abandoned(self._closer())
+        failed: list[str] = []
+        for response_id, tenant, stored in await self.leases.take_abandoned():
+            try:
+                why = await self._resume(response_id, tenant, stored)
+            except Exception as exc:  # the request no longer begins (a file gone, a model unrouted...)
+                log.warning("background_resume_failed", response_id=response_id, exc_info=True)
+                why = f"it could not be started again ({getattr(exc, 'message', None) or type(exc).__name__})"
+            if why is None:
+                continue
+            await self._fail_taken(response_id, tenant, stored, why)
+            failed.append(response_id)
+        return failed
+
+    async def _fail_taken(self, response_id: str, tenant: str, stored: dict, why: str) -> None:
+        """A run taken over that is not resumed: failed, under this process's lease, then let go."""
+        self.runs.pop(response_id, None)
+        message = (ABANDONED_MESSAGE if self.leases.shared else INTERRUPTED_MESSAGE).replace(
+            "will not be resumed.", f"it was not resumed: {why}.")
+        response, frame = interrupted(message)(stored)
+        fence = {} if self.lease_owner is None else {"lease_owner": self.lease_owner}
+        try:
+            await self.events.end_response(response, frame, tenant=tenant, **fence)
+        finally:
+            await self.leases.release(response_id)
+        log.warning("background_not_resumed", response_id=response_id, reason=why)
+
+    async def _resume(self, response_id: str, tenant: str, stored: dict) -> str | None:
+        """Start ``response_id`` again from its stored request and stream (None), or say why not."""
+        assert self.rebuild is not None and self.sealer is not None
+        plan = plan_resume(await self.events.after(response_id, ALL_ROWS, tenant=tenant), self.sealer,
+                           self.max_resumes)
+        if isinstance(plan, str):
+            return plan
+        response_run, call, authorization, upstream = await self.rebuild(plan.body, tenant=tenant)
+        resume_as = getattr(response_run, "resume_as", None)
+        if resume_as is None or not response_run.background:
+            response_run.release()
+            return "its upstream's runs cannot be resumed"
+        resume_as(response_id, int(stored.get("created_at") or 0), len(plan.frames))
+        run = BackgroundRun(self, response_run, call, authorization, upstream)
+        response_run.before_persist = run._before_persist
+        run.resumable = True
+        run.frames = list(plan.frames)
+        run.saved = run.visible = len(run.frames)
+        self.runs[response_id] = run
+        try:  # counted before any call is made: a process that dies in the resumed run has used it up
+            await self.events.append(response_id, [(plan.marker, b"")], tenant=tenant, **run.fence)
+        except BaseException:
+            self.runs.pop(response_id, None)
+            response_run.release()
+            raise
+        run.task = asyncio.create_task(run.run(), name=f"background:{response_id}")
+        log.info("background_resumed", response_id=response_id, resumes=plan.resumes + 1,
+                 from_sequence=len(plan.frames))
+        return None
 
     def _cancel_requested(self, response_id: str) -> None:
         """Another replica asked to cancel a run (the store's notification)."""
@@ -152,9 +225,12 @@ class BackgroundService:
         return sum(1 for run in self.runs.values() if not run.done)
 
     async def start(self, response_run: Run, call: UpstreamRequest | None, authorization: str | None,
-                    upstream: UpstreamClient | None = None) -> BackgroundRun:
+                    upstream: UpstreamClient | None = None, *, request_body: bytes | dict | None = None,
+                    client_credentials: bool = False) -> BackgroundRun:
         """``response_run`` has begun (a background request). Stores it as ``queued`` and starts its run, calling
-        ``upstream`` (the request's routed upstream; default: the service's)."""
+        ``upstream`` (the request's routed upstream; default: the service's). With ``request_body`` the request is
+        kept, sealed, so another process can resume the run (background_resume.py); ``client_credentials``: the
+        upstream call carries the client's own ``Authorization`` (never kept: such a run is not resumed)."""
         run = BackgroundRun(self, response_run, call, authorization, upstream)
         response_run.before_persist = run._before_persist
         # kept, not written yet: an event log may store only the events of a stored response (PostgreSQL's
@@ -170,6 +246,16 @@ class BackgroundService:
             self.runs.pop(run.response_id, None)
             await self.leases.release(run.response_id)
             raise
+        if request_body is not None and self.sealer is not None:
+            try:
+                await self.events.append(run.response_id, [(REQUEST_SEQUENCE, sealed_request(
+                    self.sealer, request_body, client_credentials=client_credentials))],
+                    tenant=run.tenant, **run.fence)
+                run.resumable = not client_credentials
+            except Exception:  # the run goes on; it is only not resumable
+                log.warning("background_request_not_kept", response_id=run.response_id, exc_info=True)
+        if getattr(response_run, "background_body", None) is not None:  # kept: the run need not hold its bytes
+            response_run.background_body = None  # type: ignore[attr-defined]
         run.add(b"")  # created + queued: shown to readers, written by the writer
         run.task = asyncio.create_task(run.run(), name=f"background:{run.response_id}")
         log.info("background_started", response_id=run.response_id)
@@ -182,6 +268,7 @@ class BackgroundService:
 
     async def events_after(self, response_id: str, after: int, *, tenant: str) -> AsyncIterator[bytes]:
         """The response's event frames with ``sequence_number > after``, then live ones until it ends."""
+        after = max(after, -1)  # below -1: the rows that make a run resumable, never a reader's
         run = self._run(response_id, tenant)
         if run is None and self.leases.shared:  # maybe running on another replica: follow its stored log
             async for frames in self._follow_stored(response_id, after, tenant=tenant):
@@ -337,7 +424,8 @@ class BackgroundService:
         await run.writes_settled()
 
     async def close(self) -> None:
-        """Shutdown: runs still going are ended as failed (stored), so none is left ``in_progress``."""
+        """Shutdown: runs still going are handed off when resumable (left ``in_progress``, their lease let go),
+        otherwise ended as failed (stored)."""
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             await asyncio.wait([self._heartbeat])
@@ -351,7 +439,9 @@ class BackgroundService:
             await until_started(run)
         for run in runs:
             if not run.finishing or run.done:  # a run still retrying its terminal save is failed by the next start
-                run.stop_reason = "shutdown"
+                # a resumable run is handed off (its lease let go, its row left in_progress): the next start,
+                # or another replica's sweep, resumes it; any other is failed (server_shutdown)
+                run.stop_reason = "handoff" if run.resumable and not run.done else "shutdown"
                 run.task.cancel()  # type: ignore[union-attr]
         if runs:
             await asyncio.wait([run.task for run in runs if run.task is not None], timeout=SHUTDOWN_GRACE_SECONDS)

@@ -62,6 +62,7 @@ class BackgroundRun:
         self.accepted = b""  # the queued response, as the POST answers it
         self.task: asyncio.Task[None] | None = None
         self.started = False  # run() has begun: cancelling the task now goes through its handlers
+        self.resumable = False  # its request is kept: at shutdown it is handed off, not failed
         self._changed = asyncio.Event()
         self._flush_lock = asyncio.Lock()
         self._writes = WriteBehind(self._flush_quietly)  # the log's writes, in batches, behind its readers
@@ -142,6 +143,10 @@ class BackgroundRun:
                 if self.stop_reason in ("deleted", "lost"):
                     response_run.release()
                     return
+                if self.stop_reason == "handoff":  # shutdown: what readers saw is made durable, the rest is
+                    response_run.release()  # the resuming process's (services/background_resume.py)
+                    await self._hand_off()
+                    return
                 if self.stop_reason == "cancel":
                     reply = await response_run.cancel()
                 else:
@@ -167,6 +172,15 @@ class BackgroundRun:
             self.done = True
             self._wake()
             await self.service.run_ended(self)
+
+    async def _hand_off(self) -> None:
+        """Every frame shown to readers is stored before the lease goes: the resumed run numbers on after them."""
+        del self.frames[self.visible:]
+        try:
+            await self._flush()
+        except Exception:  # what is stored is what the resume continues from
+            log.warning("background_handoff_flush_failed", response_id=self.response_id, exc_info=True)
+        log.info("background_handed_off", response_id=self.response_id, next_sequence=self.saved)
 
     async def _opened(self, head: bytes) -> None:
         """The stream opened: its first events, and the response stored as ``in_progress``."""

@@ -339,6 +339,11 @@ class RunLeases(Protocol):
         """Across tenants: workers only. End every run no live process holds with ``close``, each exactly once
         (its terminal event written once); returns their ids."""
 
+    async def take_abandoned(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """Across tenants: workers only. Claim for this process the unfinished runs no live process holds (no
+        lease, or one that ran out), each by exactly one process (the claim is the same conditional write the
+        sweep's end is); returns ``(response_id, tenant, stored response)`` of each, now leased here."""
+
     async def close_abandoned(self, response_id: str, close: Closer, *, tenant: str) -> dict[str, Any] | None:
         """End ``tenant``'s ``response_id`` with ``close`` if it is unfinished and no live process holds it; the
         closed response, or None when it is finished, still held, or not the tenant's."""

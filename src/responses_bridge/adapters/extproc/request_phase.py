@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Collection
 
+import orjson
 import structlog
 
 from ...engine.builtin_tools import runs_server_tools
@@ -150,6 +151,7 @@ class RequestPhase(Routing):
                 beta = run.beta
                 self.run = run = self.runtime.new_routed_run(self.route, tenant=self.tenant)
                 run.beta = beta
+            kept = orjson.dumps(decoded) if decoded.get("background") is True else None  # to resume it elsewhere
             upstream = await run.begin(decoded, large=large)
         except APIError as error:
             self.done = True
@@ -165,7 +167,7 @@ class RequestPhase(Routing):
         assert upstream is not None  # no tool loop runs on this door, so begin() never defers its first call
         if run.background:  # runs in the sidecar; Envoy gets the answer now, the upstream is not called
             self.done = True
-            return await self._background(run, upstream)
+            return await self._background(run, upstream, kept)
         route = self.route
         prefix = self.prefix if route is None else upstream_path_prefix(route.upstream.url)
         set_headers = [
@@ -186,7 +188,7 @@ class RequestPhase(Routing):
             m.choose_upstream(reply, route.upstream.name + (NATIVE_SUFFIX if native else ""))
         return reply
 
-    async def _background(self, run: Run, upstream: UpstreamRequest) -> ProcessingResponse:
+    async def _background(self, run: Run, upstream: UpstreamRequest, kept: bytes | None) -> ProcessingResponse:
         """``background: true``: the run starts in the sidecar (its own upstream call goes through Envoy's
         passthrough route when ``upstream_via`` points there) and the client gets an immediate response: the
         queued response, or with ``stream: true`` the events. An immediate response cannot stream, so those are
@@ -194,13 +196,14 @@ class RequestPhase(Routing):
         cut short resumes with ``GET /v1/responses/{id}?stream=true&starting_after=N``."""
         service = self.runtime.background
         route = self.route
+        authorization = (self.runtime.upstream_authorization(self.authorization) if route is None
+                         else self.runtime.route_authorization(route, self.authorization))
+        # the client's own header going upstream (never stored) makes the run one that cannot be resumed
+        client_credentials = authorization is not None and authorization == self.authorization
         try:
-            if route is None:
-                started = await service.start(run, upstream, self.runtime.upstream_authorization(self.authorization))
-            else:
-                started = await service.start(run, upstream,
-                                              self.runtime.route_authorization(route, self.authorization),
-                                              self.runtime.client_for(route))
+            started = await service.start(run, upstream, authorization,
+                                          None if route is None else self.runtime.client_for(route),
+                                          request_body=kept, client_credentials=client_credentials)
         except Exception:
             log.exception("extproc_background_start_failed")
             error = APIError(500, "The background response could not be started.", code="server_error")

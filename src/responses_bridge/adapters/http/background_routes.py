@@ -26,13 +26,17 @@ def _service(runtime: Runtime) -> BackgroundService:
 
 
 async def start(request: web.Request, runtime: Runtime, response_run: Run, call: UpstreamRequest | None,
-                authorization: str | None = None, upstream: UpstreamClient | None = None) -> web.StreamResponse:
+                authorization: str | None = None, upstream: UpstreamClient | None = None, *,
+                request_body: bytes | None = None) -> web.StreamResponse:
     """``POST /v1/responses`` with ``background: true``: the queued response (JSON), or with ``stream: true`` the
-    events as they happen. ``authorization`` and ``upstream``: a routed request's (default: the one upstream's)."""
+    events as they happen. ``authorization`` and ``upstream``: a routed request's (default: the one upstream's).
+    ``request_body``: kept with the run, so another process can resume it (services/background_resume.py)."""
     service = _service(runtime)
     if upstream is None:
         authorization = runtime.upstream_authorization(request.headers.get("Authorization"))
-    run = await service.start(response_run, call, authorization, upstream)
+    header = request.headers.get("Authorization")
+    run = await service.start(response_run, call, authorization, upstream, request_body=request_body,
+                              client_credentials=header is not None and authorization == header)
     slot = request_slot(request)
     if slot is not None:  # the run calls the upstream after this request ends: it keeps the tenant's slot
         slot.hold_until(run.task)

@@ -77,19 +77,21 @@ class ResponsesRoutes:
             run = self.runtime.new_routed_run(route, tool_loop=True, tools=decoded.get("tools"),  # native, translated
                                               tenant=tenant)
             run.beta = _beta(request)
+            kept = orjson.dumps(decoded) if decoded.get("background") is True else None  # to resume it elsewhere
             call = await run.begin(decoded, large=large)
             del decoded
             upstream = self.clients[route.upstream.name]
             authorization = self.runtime.route_authorization(route, request.headers.get("Authorization"))
             if run.background:
                 return await background_routes.start(request, self.runtime, run, call, authorization,
-                                                     self.runtime.client_for(route))
+                                                     self.runtime.client_for(route), request_body=kept)
         else:
             run = self.runtime.new_run(tool_loop=True, tenant=tenant)
             run.beta = _beta(request)
             call = await run.begin(await read_body(request))  # the raw bytes die once parsed
-            if run.background:
-                return await background_routes.start(request, self.runtime, run, call)
+            if run.background:  # its bytes are kept (sealed) so another process can resume it
+                return await background_routes.start(request, self.runtime, run, call,
+                                                     request_body=run.background_body)
             authorization = self.runtime.upstream_authorization(request.headers.get("Authorization"))
         sink = _EventStream(request)
         try:

@@ -56,6 +56,9 @@ _NOTIFY = "SELECT pg_notify($1, $2)"
 _ABANDONED = ("SELECT r.id, r.response FROM responses r WHERE r.status IN ('queued', 'in_progress') "
               "AND NOT EXISTS (SELECT 1 FROM background_runs b WHERE b.response_id = r.id AND b.lease_until > now())")
 _SWEEP = _ABANDONED + " ORDER BY r.id LIMIT $1 FOR UPDATE OF r SKIP LOCKED"
+_TAKE = ("SELECT r.id, r.tenant, r.response FROM responses r WHERE r.status IN ('queued', 'in_progress') "
+         "AND NOT EXISTS (SELECT 1 FROM background_runs b WHERE b.response_id = r.id AND b.lease_until > now()) "
+         "ORDER BY r.id LIMIT $1 FOR UPDATE OF r SKIP LOCKED")
 _ONE = _ABANDONED + " AND r.id = $1 AND r.tenant = $2 FOR UPDATE OF r SKIP LOCKED"
 _LAST = "SELECT coalesce(max(sequence_number), -1) FROM response_events WHERE response_id = $1"
 _END = "UPDATE responses SET status = $2, response = $3 WHERE id = $1"
@@ -163,6 +166,15 @@ class PostgresRunLeases:
             ended.extend(str(row["id"]) for row in rows)
             if len(rows) < SWEEP_BATCH:
                 return ended
+
+    async def take_abandoned(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """The rows locked ``SKIP LOCKED`` and leased here in one transaction: a replica taking at once passes
+        them by, and once committed they are held (the lease), so each run is taken by one replica."""
+        async with self._db.transaction("background_take") as conn:
+            rows = await conn.fetch(_TAKE, SWEEP_BATCH)
+            for row in rows:
+                await conn.execute(_CLAIM, str(row["id"]), self.owner, self._lease_seconds)
+        return [(str(row["id"]), str(row["tenant"]), orjson.loads(bytes(row["response"]))) for row in rows]
 
     async def close_abandoned(self, response_id: str, close: Closer, *, tenant: str) -> dict[str, Any] | None:
         async with self._db.transaction("background_sweep") as conn:

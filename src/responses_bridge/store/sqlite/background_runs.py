@@ -91,6 +91,13 @@ class LocalRunLeases:
             failed.append(response["id"])
         return failed
 
+    async def take_abandoned(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """At start, every unfinished run is a dead process's (none can be running yet); never again after."""
+        if self._swept:
+            return []
+        self._swept = True
+        return [(str(stored.get("id")), tenant, stored) for tenant, stored in await self._events.unfinished()]
+
     async def close_abandoned(self, response_id: str, close: Closer, *, tenant: str) -> dict[str, Any] | None:
         """Only asked about a run this process does not have in memory, after the caller read it as ``tenant``'s:
         abandoned if unfinished."""
@@ -239,6 +246,12 @@ class SQLiteRunLeases:
             if len(batch) < SWEEP_BATCH:
                 return ended
 
+    async def take_abandoned(self) -> list[tuple[str, str, dict[str, Any]]]:
+        taken = await self._store.run_write("background_take", functools.partial(
+            _take, owner=self.owner, until=self._until(), limit=SWEEP_BATCH, now=time.time()))
+        self._held.update(response_id for response_id, _, _ in taken)
+        return taken
+
     async def close_abandoned(self, response_id: str, close: Closer, *, tenant: str) -> dict[str, Any] | None:
         return await self._store.run_write("background_sweep", functools.partial(
             _sweep_one, response_id=response_id, tenant=tenant, close=close, now=time.time()))
@@ -257,6 +270,18 @@ def _sweep(conn: sqlite3.Connection, *, close: Closer, limit: int, now: float) -
             _end_abandoned(conn, str(tenant), blob, close)
             ended.append(str(response_id))
     return ended
+
+
+def _take(conn: sqlite3.Connection, *, owner: str | None, until: float, limit: int,
+          now: float) -> list[tuple[str, str, dict[str, Any]]]:
+    """On the database thread, in one transaction (SQLite's file lock orders it against every other worker's):
+    lease up to ``limit`` runs nobody holds to ``owner``. A second worker taking at once finds them held."""
+    taken: list[tuple[str, str, dict[str, Any]]] = []
+    with transaction(conn):
+        for response_id, tenant, blob in conn.execute(_ABANDONED + " ORDER BY r.id LIMIT ?", (now, limit)).fetchall():
+            conn.execute(_CLAIM, (response_id, owner, until))
+            taken.append((str(response_id), str(tenant), orjson.loads(blob)))
+    return taken
 
 
 def _sweep_one(conn: sqlite3.Connection, *, response_id: str, tenant: str, close: Closer,
