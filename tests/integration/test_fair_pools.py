@@ -3,16 +3,17 @@ reach: the program slots, the sandbox slots and the egress connections (fair_sha
 a real sidecar's HTTP door with tenants told apart by ``x-tenant-id`` (``auth: header``).
 
 * Sandbox slots (``RESPONSES_BRIDGE_CODE_CONCURRENCY=8``, a tenant alone holds 7): each greedy tenant keeps four
-  calls sleeping in the sandbox, resubmitted as they end. With the rule that only admitted ("a tenant holding none
-  is given a free slot"), two greedy tenants held 7 + 1 and the victim's call waited until one of theirs reached its
-  time limit; now a greedy call is taken back (HTTP 503 ``preempted_for_fairness``) and no greedy call has reached
-  its time limit by the time the victim's ten calls are answered. (More slots than greedy tenants: a tenant holding
-  one slot is never taken from for one holding none, so with as many greedy tenants as slots the victim waits for
-  a run to end, as it does for places in test_fair_preemption.py.)
+  calls sleeping in the sandbox, resubmitted as they end, until every slot is busy; the victim's ten calls are then
+  answered, each by a greedy call taken back (HTTP 503 ``preempted_for_fairness``), and no greedy call reaches its
+  time limit (60 s) first. The rule that only admitted never took a run back: it kept a part of the slots free
+  (two greedy tenants never filled the eight here) and, once they were full, took nothing back for a newcomer.
+  (More slots than greedy tenants: a tenant holding one slot is never taken from for one holding none, so with as
+  many greedy tenants as slots the victim waits for a run to end, as with places in test_fair_preemption.py.)
 * Egress connections (``RESPONSES_BRIDGE_CODE_EGRESS_BRIDGE_CONNECTIONS=8``, a tenant alone holds 4): each greedy
-  tenant's call holds as many connections as it is given to a server that never answers. Two greedy tenants held
-  4 + 4 and the victim's connections were refused ``bridge_connection_limit``; now a greedy connection is closed for
-  each of the victim's and its ten calls' connections are answered.
+  tenant's call holds as many connections as it is given to a server that never answers. With the old rule four
+  greedy tenants filled the 8 and every one of the victim's connections was refused ``bridge_connection_limit``
+  (0 of 10); now a greedy connection is closed for each of the victim's, and its ten calls' connections are
+  answered.
 * Program slots (``RESPONSES_BRIDGE_PROGRAM_SLOTS=4``): each greedy tenant keeps three ``while (true) {}`` programs
   running, resubmitted as they end. A program taken back keeps its slot until its worker stops (within the program's
   time bound), so here the victim is answered after at most one program's bound under either rule (the old rule
