@@ -5,12 +5,16 @@
 * Upstream places (``RESPONSES_BRIDGE_UPSTREAM_MAX_CONNECTIONS=16``): with the rule "a tenant holding none gets a
   unit whenever one is free", 4 tenants of 10 streams held 8+5+2+1 and a 5th tenant got 10/10 503
   ``upstream_connections_exceeded``.
+  Beside 16 greedy tenants the pool has 32 places: with 16, every greedy tenant holds one, the victim's fair
+  share 16/17 is less than a place, and a tenant holding one is never taken from for one holding none (a place
+  would pass back and forth), so the victim waits out the pool's timeout — indivisible places cannot be shared by
+  more tenants than there are of them.
 * The memory budget (1 MiB, ~60 KiB a request): with the geometric rule, the room left after k tenants shrank to
   nothing and a later tenant's small requests got 503 ``memory_share_exceeded`` although it held nothing.
 
 Now each greedy tenant is taken back to its fair share (its newest streams end with ``response.failed``, the
 listed code ``server_error`` and the reason ``preempted_for_fairness`` leading its message: engine/response_error.py)
-and the victim, beside 2, 4 and 8 of them, is answered as alone.
+and the victim, beside 2, 4, 8 and 16 of them, is answered as alone.
 """
 
 from __future__ import annotations
@@ -30,8 +34,9 @@ from tests.support.bridge import Sidecar, keys_command, running_sidecar
 from tests.support.envoy import free_port, have_envoy, start_envoy
 
 MODEL = "fake-model"
-GREEDY = 8
+GREEDY = 16
 STREAMS = 10  # each greedy tenant's streams
+WIDE = 32  # upstream places beside 16 greedy tenants
 PAD = "x" * 1800  # a request of about 2 KB: ~60 KiB of the budget
 
 
@@ -91,6 +96,14 @@ async def _stack(fake_upstream: str, tmp: str, env: dict[str, str], envoy: bool 
 async def upstream_stack(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
     async for stack in _stack(fake_upstream, str(tmp_path_factory.mktemp("fair-upstream")), {
             "RESPONSES_BRIDGE_UPSTREAM_MAX_CONNECTIONS": "16", "RESPONSES_BRIDGE_UPSTREAM_CONNECT_TIMEOUT": "3"}):
+        yield stack
+
+
+@pytest.fixture(scope="module")
+async def wide_upstream_stack(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    """Places for 16 greedy tenants and the victim: one each is at least their ``C / n`` (see the module's text)."""
+    async for stack in _stack(fake_upstream, str(tmp_path_factory.mktemp("fair-upstream-wide")), {
+            "RESPONSES_BRIDGE_UPSTREAM_MAX_CONNECTIONS": str(WIDE), "RESPONSES_BRIDGE_UPSTREAM_CONNECT_TIMEOUT": "3"}):
         yield stack
 
 
@@ -184,10 +197,22 @@ async def _attack(stack: Stack, greedy: int, together: bool, enough: int) -> tup
 @pytest.mark.parametrize("greedy", [2, 4, 8])
 async def test_upstream_places_a_victim_is_answered_as_alone_beside_greedy_tenants(
         upstream_stack: Stack, greedy: int, together: bool) -> None:
-    tenants, outcomes = await _attack(upstream_stack, greedy, together, max(1, 16 // (greedy + 1)))
+    await _upstream_victim(upstream_stack, 16, greedy, together)
+
+
+@pytest.mark.parametrize("together", [False, True], ids=["one-after-another", "together"])
+async def test_upstream_places_a_victim_is_answered_as_alone_beside_16_greedy_tenants(
+        wide_upstream_stack: Stack, together: bool) -> None:
+    await _upstream_victim(wide_upstream_stack, WIDE, 16, together)
+
+
+async def _upstream_victim(upstream_stack: Stack, places: int, greedy: int, together: bool) -> None:
+    tenants, outcomes = await _attack(upstream_stack, greedy, together, max(1, places // (greedy + 1)))
     assert outcomes.count("completed") >= 9 and not [one for one in outcomes if one.startswith("503")], outcomes
     ended = [outcome for tenant in tenants for outcome in tenant.ended]
-    assert set(ended) <= {"failed:server_error:preempted_for_fairness", "503:upstream_connections_exceeded"}, ended
+    # a greedy stream whose wait for a place outlived the pool's timeout ends failed the same way (beside 16)
+    assert set(ended) <= {"failed:server_error:preempted_for_fairness", "503:upstream_connections_exceeded",
+                          "failed:server_error:upstream_connections_exceeded"}, ended
     if greedy > 2:  # taken back to their fair share for the later ones (alone 8 each: two fill the pool)
         assert "failed:server_error:preempted_for_fairness" in ended
         taken = next(tenant for tenant in tenants if tenant.preempted_ids)
@@ -199,15 +224,16 @@ async def test_upstream_places_a_victim_is_answered_as_alone_beside_greedy_tenan
 
 
 @pytest.mark.parametrize("together", [False, True], ids=["one-after-another", "together"])
-@pytest.mark.parametrize("greedy", [2, 4, 8])
+@pytest.mark.parametrize("greedy", [2, 4, 8, 16])
 async def test_memory_budget_a_victim_is_answered_as_alone_beside_greedy_tenants(
         memory_stack: Stack, greedy: int, together: bool) -> None:
     # each greedy tenant's requests cost ~60 KiB: a fair share of 1 MiB among 9 holds one or two
     tenants, outcomes = await _attack(memory_stack, greedy, together, 1)
     assert outcomes.count("completed") >= 9 and not [one for one in outcomes if one.startswith("503")], outcomes
     ended = [outcome for tenant in tenants for outcome in tenant.ended]
+    # beside 16, 160 streams outgrow the budget's queue: the greedy tenants' newest waiters are refused in its place
     assert set(ended) <= {"failed:server_error:preempted_for_fairness", "503:memory_share_exceeded",
-                          "503:preempted_for_fairness"}, ended
+                          "503:preempted_for_fairness", "503:server_overloaded"}, ended
 
 
 @pytest.mark.parametrize("greedy", [2, 4])

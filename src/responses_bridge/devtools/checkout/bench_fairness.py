@@ -1,5 +1,5 @@
 """``scripts/bench-fairness``: what a hostile caller's idle bodies cost another caller and the probes, as ratios
-(``--tenants``: what 2 and 3 attacking tenants cost another, base against this checkout: bench_fairness_many.py).
+(``--tenants``: what 2, 4 and 8 greedy tenants cost another, base against this checkout: bench_fairness_many.py).
 
 Starts the fake upstream and a sidecar (``auth: none``: callers told apart by their key) with a memory budget of
 ``--budget`` bytes (1 GiB: a 2 GiB pod's default), optionally behind a real Envoy (``--envoy``). Then, in one run:
@@ -53,12 +53,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sidecar-env", action="append", default=[], metavar="NAME=VALUE",
                         help="an environment variable for the sidecar (repeatable)")
     parser.add_argument("--tenants", action="store_true",
-                        help="the many-tenant attack instead (bench_fairness_many.py): a victim alone and beside "
-                        "--attackers tenants each holding one slow legal request of --hold-mib MiB")
-    parser.add_argument("--attackers", type=int, nargs="+", default=[2, 3], help="with --tenants: attacker counts")
-    parser.add_argument("--hold-mib", type=int, default=18, help="with --tenants: each attacker's request body")
+                        help="the many-tenant preemption case instead (bench_fairness_many.py): a victim tenant alone "
+                        "and beside --attackers greedy tenants (auth: keys), each holding --streams stalled streams "
+                        "of the --pool they exhaust")
+    parser.add_argument("--attackers", type=int, nargs="+", default=[2, 4, 8],
+                        help="with --tenants: greedy tenant counts")
+    parser.add_argument("--pool", choices=["upstream", "memory"], default="upstream",
+                        help="with --tenants: what the greedy tenants' stalled streams hold: upstream connections "
+                        "(16) or the memory budget (1 MiB)")
+    parser.add_argument("--streams", type=int, default=10, help="with --tenants: each greedy tenant's streams")
     parser.add_argument("--settle", type=float, default=4.0,
-                        help="with --tenants: seconds the attackers have to take what they may before the victim")
+                        help="with --tenants: seconds the greedy tenants have to take what they may before the victim")
     parser.add_argument("--base-src", metavar="DIR",
                         help="with --tenants: also run a sidecar from this checkout's src, side by side")
     return parser.parse_args(argv)

@@ -1,0 +1,274 @@
+"""A victim tenant beside 2 and 4 greedy tenants arriving together, for the pools test_fair_preemption.py does not
+reach: the program slots, the sandbox slots and the egress connections (fair_share.py's one rule), end to end through
+a real sidecar's HTTP door with tenants told apart by ``x-tenant-id`` (``auth: header``).
+
+* Sandbox slots (``RESPONSES_BRIDGE_CODE_CONCURRENCY=8``, a tenant alone holds 7): each greedy tenant keeps four
+  calls sleeping in the sandbox, resubmitted as they end, until every slot is busy; the victim's ten calls are then
+  answered, each by a greedy call taken back (HTTP 503 ``preempted_for_fairness``), and no greedy call reaches its
+  time limit (60 s) first. The rule that only admitted never took a run back: it kept a part of the slots free
+  (two greedy tenants never filled the eight here) and, once they were full, took nothing back for a newcomer.
+  (More slots than greedy tenants: a tenant holding one slot is never taken from for one holding none, so with as
+  many greedy tenants as slots the victim waits for a run to end, as with places in test_fair_preemption.py.)
+* Egress connections (``RESPONSES_BRIDGE_CODE_EGRESS_BRIDGE_CONNECTIONS=8``, a tenant alone holds 4): each greedy
+  tenant's call holds as many connections as it is given to a server that never answers. With the old rule four
+  greedy tenants filled the 8 and every one of the victim's connections was refused ``bridge_connection_limit``
+  (0 of 10); now a greedy connection is closed for each of the victim's, and its ten calls' connections are
+  answered.
+* Program slots (``RESPONSES_BRIDGE_PROGRAM_SLOTS=4``): each greedy tenant keeps three ``while (true) {}`` programs
+  running, resubmitted as they end. A program taken back keeps its slot until its worker stops (within the program's
+  time bound), so here the victim is answered after at most one program's bound under either rule (the old rule
+  gave a freed slot to the tenant holding fewest too); the test holds the new rule to that: every victim program
+  completes, and a greedy program ends by its bound or taken back, nothing else.
+
+The sidecars keep their own SQLite files: the pools are the process's, whatever the store (``store_free``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from textwrap import dedent
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from responses_bridge.sandbox.doctor import check_bubblewrap
+from tests.integration.test_code_interpreter_e2e import AUTO, OUTPUTS, run_code
+from tests.integration.test_egress_fairness import ALLOW, Hosts, through_socket
+from tests.support.bridge import Sidecar, running_sidecar
+
+pytestmark = pytest.mark.store_free
+
+MODEL = "fake-model"
+VICTIM = "victim"
+VICTIM_CALLS = 10
+SANDBOX_SLOTS = 8  # more than the greedy tenants: each holds 2 or more, so one can be taken from (below)
+PROGRAM_TOOLS = [{"type": "programmatic_tool_calling"}]
+needs_sandbox = pytest.mark.skipif(check_bubblewrap()[1] is not None, reason="bubblewrap cannot sandbox here")
+
+
+@dataclass
+class Greedy:
+    """One greedy tenant's requests: each of ``workers`` loops posts again as soon as its last one ended."""
+
+    tenant: str
+    ended: list[str] = field(default_factory=list)  # how each ended: "200" or "503:<code>"
+    ended_before_victim: list[str] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+async def post(url: str, tenant: str, body: dict[str, Any], timeout: float = 180) -> tuple[int, dict[str, Any]]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session, session.post(
+            f"{url}/v1/responses", json={"model": MODEL, **body}, headers={"x-tenant-id": tenant}) as reply:
+        return reply.status, await reply.json(content_type=None)
+
+
+def outcome(status: int, answer: dict[str, Any]) -> str:
+    return "200" if status == 200 else f"{status}:{(answer.get('error') or {}).get('code')}"
+
+
+async def _greedy_loop(url: str, greedy: Greedy, body: dict[str, Any], victim_done: asyncio.Event) -> None:
+    while True:
+        status, answer = await post(url, greedy.tenant, body)
+        greedy.ended.append(outcome(status, answer))
+        if not victim_done.is_set():
+            greedy.ended_before_victim.append(outcome(status, answer))
+
+
+@contextlib.asynccontextmanager
+async def greedy_tenants(url: str, count: int, workers: int, body: dict[str, Any],
+                         victim_done: asyncio.Event) -> AsyncIterator[list[Greedy]]:
+    tenants = [Greedy(f"greedy{at}") for at in range(count)]
+    for greedy in tenants:
+        greedy.tasks = [asyncio.create_task(_greedy_loop(url, greedy, body, victim_done)) for _ in range(workers)]
+    try:
+        yield tenants
+    finally:
+        for greedy in tenants:
+            for task in greedy.tasks:
+                task.cancel()
+            await asyncio.gather(*greedy.tasks, return_exceptions=True)
+
+
+async def _until(condition: Any, what: str, tries: int = 600) -> None:
+    """Bounded polling (not a timing check)."""
+    for _ in range(tries):
+        if condition():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"never: {what}")
+
+
+# -- sandbox and program slots: one sidecar -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+async def slots_sidecar(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sidecar]:
+    env = {"RESPONSES_BRIDGE_AUTH": "header", "RESPONSES_BRIDGE_CODE_CONCURRENCY": str(SANDBOX_SLOTS),
+           "RESPONSES_BRIDGE_CODE_TIMEOUT": "60", "RESPONSES_BRIDGE_PROGRAM_SLOTS": "4",
+           "RESPONSES_BRIDGE_PROGRAM_MEMORY_BYTES": str(64 << 20)}
+    async with running_sidecar(str(tmp_path_factory.mktemp("fair-slots")), fake_upstream, env=env, extproc=False,
+                               ready_headers={"x-tenant-id": VICTIM}, own_sqlite=True) as sidecar:
+        yield sidecar
+
+
+async def _gauge(url: str, name: str) -> float:
+    async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as reply:
+        text = await reply.text()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+async def _until_gauge(url: str, name: str, at_least: float) -> None:
+    """Bounded polling of a gauge (not a timing check)."""
+    for _ in range(600):
+        if await _gauge(url, name) >= at_least:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"never: {name} >= {at_least}")
+
+
+def _code_call(answer: dict[str, Any]) -> dict[str, Any]:
+    return next(item for item in answer["output"] if item["type"] == "code_interpreter_call")
+
+
+@needs_sandbox
+@pytest.mark.parametrize("greedy", [2, 4])
+async def test_sandbox_slots_a_victim_is_answered_as_alone_beside_greedy_tenants(
+        slots_sidecar: Sidecar, greedy: int) -> None:
+    url = slots_sidecar.http_url
+    sleeper = {"input": run_code("import time\ntime.sleep(600)"), "tools": [AUTO], "include": OUTPUTS}
+    victim_done = asyncio.Event()
+    outcomes = []
+    async with greedy_tenants(url, greedy, SANDBOX_SLOTS // 2, sleeper, victim_done) as tenants:
+        await _until_gauge(url, "responses_bridge_sandboxes_live", SANDBOX_SLOTS)  # every slot a greedy tenant's
+        for at in range(VICTIM_CALLS):
+            status, answer = await post(url, VICTIM, {"input": run_code(f"print({at})"), "tools": [AUTO],
+                                                      "include": OUTPUTS})
+            call = _code_call(answer) if status == 200 else {}
+            logs = "".join(out["logs"] for out in call.get("outputs") or () if out["type"] == "logs")
+            outcomes.append("completed" if call.get("status") == "completed" and logs.strip() == str(at)
+                            else outcome(status, answer))
+        victim_done.set()
+    assert outcomes.count("completed") >= VICTIM_CALLS - 1, outcomes
+    ended = [one for tenant in tenants for one in tenant.ended_before_victim]
+    # before, the victim's first call waited for a greedy call's time limit (60 s): one ended 200 before it was done
+    assert ended and set(ended) <= {"503:preempted_for_fairness"}, ended
+
+
+@pytest.mark.parametrize("greedy", [2, 4])
+async def test_program_slots_a_victim_is_answered_as_alone_beside_greedy_tenants(
+        slots_sidecar: Sidecar, greedy: int) -> None:
+    pytest.importorskip("py_mini_racer")
+    url = slots_sidecar.http_url
+    endless = {"input": "js: while (true) {}", "tools": PROGRAM_TOOLS, "store": False}
+    victim_done = asyncio.Event()
+    outcomes = []
+    async with greedy_tenants(url, greedy, 3, endless, victim_done) as tenants:
+        await asyncio.sleep(1.0)  # the greedy tenants' programs hold the slots and queue (as test_program_containment)
+        for at in range(VICTIM_CALLS):
+            status, answer = await post(url, VICTIM, {"input": f"js: return 'mine {at}'", "tools": PROGRAM_TOOLS,
+                                                      "store": False})
+            program = next((item for item in answer.get("output") or () if item["type"] == "program_output"), {})
+            outcomes.append("completed" if program.get("status") == "completed"
+                            and program.get("result") == f"mine {at}" else f"{outcome(status, answer)}:{program}")
+        victim_done.set()
+    assert outcomes.count("completed") >= VICTIM_CALLS - 1, outcomes
+    ended = [one for tenant in tenants for one in tenant.ended]
+    assert set(ended) <= {"200", "503:preempted_for_fairness"}, ended  # by its bound, or taken back
+
+
+# -- egress connections -----------------------------------------------------------------------------------------------
+
+EGRESS_CAP = 8
+
+
+@dataclass
+class EgressStack:
+    sidecar: Sidecar
+    hosts: Hosts
+
+
+@pytest.fixture(scope="module")
+async def egress_stack(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[EgressStack]:
+    hosts = Hosts()
+    await hosts.start()
+    env = {"RESPONSES_BRIDGE_AUTH": "header", "RESPONSES_BRIDGE_CODE_TIMEOUT": "90",
+           "RESPONSES_BRIDGE_CODE_CONCURRENCY": "8",  # every tenant's one call runs at once
+           "RESPONSES_BRIDGE_CODE_EGRESS_ALLOWED_TARGETS": f"127.0.0.1:{hosts.port}",
+           "RESPONSES_BRIDGE_CODE_EGRESS_BRIDGE_CONNECTIONS": str(EGRESS_CAP),
+           "RESPONSES_BRIDGE_CODE_EGRESS_MAX_CONNECTIONS": str(2 * VICTIM_CALLS),  # one call's, in all
+           "RESPONSES_BRIDGE_CODE_EGRESS_CONNECTION_TIMEOUT": "90"}
+    try:
+        async with running_sidecar(str(tmp_path_factory.mktemp("fair-egress")), fake_upstream, env=env, extproc=False,
+                                   ready_headers={"x-tenant-id": VICTIM}, own_sqlite=True) as sidecar:
+            yield EgressStack(sidecar, hosts)
+    finally:
+        hosts.release.set()
+        assert hosts.server is not None
+        hosts.server.close()
+
+
+def one_after_another(port: int, path: str, count: int) -> str:
+    """Code that asks ``path`` through the proxy's socket ``count`` times, one connection after another, and prints
+    each answer's head."""
+    return f"""
+        import json, socket
+        heads = []
+        for _ in range({count}):
+            try:
+                end = socket.socket(socket.AF_UNIX)
+                end.connect("/run/egress.sock")
+                end.sendall(b"GET http://127.0.0.1:{port}{path} HTTP/1.1\\r\\n\\r\\n")
+                data = b""
+                while piece := end.recv(65536):
+                    data += piece
+                heads.append(data.split(b"\\r\\n\\r\\n")[0].decode())
+            except OSError as error:
+                heads.append(type(error).__name__)
+        print(json.dumps(heads))
+    """
+
+
+async def _run(url: str, tenant: str, code: str) -> list[str]:
+    """Run ``code`` in a container of ``tenant``'s: the heads its last line prints."""
+    status, answer = await post(url, tenant, {"input": run_code(dedent(code)), "include": OUTPUTS,
+                                              "tools": [{"type": "code_interpreter", "container": ALLOW}]})
+    assert status == 200, answer
+    call = _code_call(answer)
+    assert call["status"] == "completed", call
+    logs = "".join(output["logs"] for output in call.get("outputs") or () if output["type"] == "logs")
+    heads: list[str] = orjson.loads(logs.strip().splitlines()[-1])
+    return heads
+
+
+@needs_sandbox
+@pytest.mark.parametrize("greedy", [2, 4])
+async def test_egress_connections_a_victim_is_answered_as_alone_beside_greedy_tenants(
+        egress_stack: EgressStack, greedy: int) -> None:
+    url, hosts = egress_stack.sidecar.http_url, egress_stack.hosts
+    hosts.held = 0
+    hosts.release.clear()
+    holders = [asyncio.create_task(_run(url, f"greedy{at}", through_socket(hosts.port, "/hold", EGRESS_CAP)))
+               for at in range(greedy)]
+    try:
+        await _until(lambda: hosts.held >= EGRESS_CAP, "the greedy tenants' connections filled the cap")
+        seen, steady = -1, 0
+        for _ in range(300):  # until their connections stop arriving (every call has tried all of its)
+            await asyncio.sleep(0.1)
+            steady = steady + 1 if hosts.held == seen else 0
+            seen = hosts.held
+            if steady >= 15:
+                break
+        # a call each: the proxy gives a connection back a moment after the code has read its end, so one call's
+        # connections one after another would overlap and hold the victim's fair share (8/5 beside four)
+        heads = [head for _ in range(VICTIM_CALLS) for head in await _run(url, VICTIM, one_after_another(
+            hosts.port, "/quick", 1))]
+    finally:
+        hosts.release.set()
+    held = [head for found in await asyncio.gather(*holders) for head in found]
+    # before: the greedy tenants held 4 + 4 of the 8 and every one of the victim's was refused bridge_connection_limit
+    assert sum(head.startswith("HTTP/1.0 200") for head in heads) >= VICTIM_CALLS - 1, heads
+    assert sum(head.startswith("HTTP/1.0 200") for head in held) <= EGRESS_CAP, held
