@@ -4,7 +4,8 @@ firing starts a session the bridge serves, or delivers to a session of the tenan
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 from ..protocol.agent_inputs import check_environment, check_servable, known, messages, not_served, session_tools
 from ..protocol.agents import SESSION_AGENT_FIELDS, apply_config, default_config, require_model
@@ -13,8 +14,21 @@ from ..protocol.errors import APIError, invalid_request
 from ..protocol.request import check_metadata
 from .agents import AgentService
 
-if TYPE_CHECKING:
-    from .automations import SessionStarter
+AgentAutomations = Callable[[str, str, str, str], Awaitable[str]]
+"""Makes the automation an agent's ``automations`` tool asks for: (tenant, session id, tool call id, the call's
+JSON arguments) -> what the model reads as the call's output."""
+
+
+class SessionStarter(Protocol):
+    agent_automations: AgentAutomations | None
+
+    async def create(self, body: dict[str, Any], *, tenant: str, authorization: str | None) -> dict[str, Any]: ...
+
+    async def get(self, session_id: str, *, tenant: str) -> dict[str, Any]: ...
+
+    async def post_events(self, session_id: str, body: dict[str, Any], *, idempotency_key: str | None,
+                          tenant: str, authorization: str | None) -> None: ...
+
 
 MAX_INSTRUCTIONS_CHARS = 256 * 1024  # as an agent's instructions: one record never stalls other writers
 

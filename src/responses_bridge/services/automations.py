@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 import structlog
@@ -49,7 +48,7 @@ from ..protocol.request import check_metadata
 from ..store.base_agents import AgentStore
 from .agents import AgentService
 from .automation_bounds import AutomationBounds, check_rate, over_rate, version_of, with_sources
-from .automation_targets import AutomationTargets
+from .automation_targets import AutomationTargets, SessionStarter
 from .pagination import page_errors
 
 log = structlog.get_logger(__name__)
@@ -60,22 +59,6 @@ TICK_SECONDS = 0.01  # the pause between two ticks, each of which first waits fo
 
 
 SCAN_PAGE = 100  # automations read at a time when a list is filtered on the session they target
-
-
-AgentAutomations = Callable[[str, str, str, str], Awaitable[str]]
-"""Makes the automation an agent's ``automations`` tool asks for: (tenant, session id, tool call id, the call's
-JSON arguments) -> what the model reads as the call's output."""
-
-
-class SessionStarter(Protocol):
-    agent_automations: AgentAutomations | None
-
-    async def create(self, body: dict[str, Any], *, tenant: str, authorization: str | None) -> dict[str, Any]: ...
-
-    async def get(self, session_id: str, *, tenant: str) -> dict[str, Any]: ...
-
-    async def post_events(self, session_id: str, body: dict[str, Any], *, idempotency_key: str | None,
-                          tenant: str, authorization: str | None) -> None: ...
 
 
 class AutomationService:
