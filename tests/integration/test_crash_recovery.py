@@ -148,8 +148,13 @@ async def test_kill_9_during_200_concurrent_responses(tmp_path, fake_upstream: s
                         frames = [frame for frame in text.split("\n\n") if frame]
                         assert frames[-1] == "data: [DONE]"
                         assert frames[-2].startswith("event: response.failed\n")
+        # background runs whose POST was answered into the kill (their ids never reached the client) are resumed
+        # too: at once on SQLite, once the dead process's leases ran out on PostgreSQL; none is left unfinished
         async with sidecar_stores(db) as stores:
-            assert await stores.events.unfinished() == []
+            deadline = asyncio.get_running_loop().time() + 60
+            while (left := await stores.events.unfinished()) and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.2)
+            assert left == []
         print(f"\ncrash test: {len(completed)} completed before the kill (all retrievable and identical), "
               f"{cut} requests cut, in flight after restart: {statuses}, restart to healthy {restart_seconds:.2f} s")
     finally:
