@@ -60,7 +60,7 @@ async def test_the_stream_has_the_shell_events_in_order(base_url: str) -> None:
 async def test_a_non_zero_exit_a_timeout_and_the_output_limit_are_outputs(client: openai.AsyncOpenAI) -> None:
     response = await client.responses.create(
         model="fake-model", tools=[AUTO],  # type: ignore[list-item]
-        input=run_action(commands=["ls /nowhere", "sleep 30", "echo still here"], timeout_ms=700,
+        input=run_action(commands=["ls /nowhere", "sleep 30", "echo still here"], timeout_ms=3000,
                          max_output_length=7))
     _, output = _call_and_output(response)
     missing, slow, after = output.output

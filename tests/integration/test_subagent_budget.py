@@ -31,7 +31,7 @@ SUBAGENTS = 64
 PER_RESPONSE = 8
 TOOLS = [{"type": "function", "name": f"lookup_{at}", "description": "d" * (32 << 10),
           "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}} for at in range(64)]  # 2 MiB
-STALL_MS = 1200  # each of the 8 waves held for a few of the 0.2 s samples below, no longer
+STALL_MS = 2500  # each of the 8 waves held across many of the 0.2 s samples below: RSS given back lags the charges
 
 
 @pytest.fixture(scope="module")
