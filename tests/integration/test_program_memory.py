@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 
 from tests.integration.test_program_containment import make_keys
-from tests.support.bridge import Sidecar, running_sidecar
+from tests.support.bridge import Sidecar, budget_held_bytes, running_sidecar
 from tests.support.cli import cli, one_line
 from tests.support.memory import reset_peak, status_kb
 from tests.support.schema import validate_response
@@ -70,12 +70,8 @@ async def post(stack: Stack, tenant: str, body: dict[str, Any]) -> tuple[int, di
             return response.status, answer
 
 
-async def budget_held(stack: Stack) -> float:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"{stack.sidecar.http_url}/metrics") as response:
-            text = await response.text()
-    return next(float(line.split()[-1]) for line in text.splitlines()
-                if line.startswith("responses_bridge_memory_budget_held_bytes "))
+async def budget_held(stack: Stack) -> int:
+    return await budget_held_bytes(stack.sidecar.http_url)
 
 
 def program_output(body: dict[str, Any]) -> dict[str, Any]:

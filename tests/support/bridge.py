@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Sequence
@@ -92,6 +93,15 @@ class UpstreamLog:
         entries = await self.entries()
         assert entries, "the upstream received no request"
         return entries[-1]["body"]
+
+
+async def budget_held_bytes(http_url: str) -> int:
+    """What a sidecar's memory budget holds now (its ``/metrics`` gauge), read at its HTTP door ``http_url``."""
+    async with aiohttp.ClientSession() as session, session.get(f"{http_url}/metrics") as response:
+        text = await response.text()
+    found = re.search(r"^responses_bridge_memory_budget_held_bytes(?:\{[^}]*\})? (\S+)$", text, re.M)
+    assert found, "no memory budget gauge in /metrics"
+    return int(float(found.group(1)))
 
 
 def log_lines(log_path: Path) -> list[dict[str, Any]]:

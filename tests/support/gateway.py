@@ -4,17 +4,14 @@ model call to pass through Envoy (server-side tools run by the HTTP door, routed
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from responses_bridge.envoy_config import HTTP_CLUSTER, render_bootstrap
-from tests.support.bridge import Sidecar, running_sidecar
+from tests.support.bridge import Sidecar, budget_held_bytes, running_sidecar
 from tests.support.envoy import EnvoyProcess, free_port, start_envoy
 
 
@@ -35,12 +32,7 @@ class Gateway:
 
     async def held_bytes(self) -> int:
         """What the sidecar's memory budget holds now (its ``/metrics`` gauge)."""
-        async with aiohttp.ClientSession() as session, \
-                session.get(f"{self.sidecar.http_url}/metrics") as response:
-            text = await response.text()
-        found = re.search(r"^responses_bridge_memory_budget_held_bytes(?:\{[^}]*\})? (\S+)$", text, re.M)
-        assert found, "no memory budget gauge in /metrics"
-        return int(float(found.group(1)))
+        return await budget_held_bytes(self.sidecar.http_url)
 
     async def sidecar_requests(self) -> int:
         """Requests Envoy has sent to the sidecar's HTTP door so far."""
