@@ -457,7 +457,17 @@ class OutputBuilder(EventFrames, ToolCallStream, RunItems):
         """Mark the response failed, keeping the partial output (items marked incomplete); emits
         ``response.failed``. Open items get no ``.done`` events: the response they belong to did not finish.
         ``code`` is the bridge's reason; the Response carries a code OpenAI's clients know (response_error.py)."""
-        self._deferred = []  # a failure after finish (the store refused it): the finished events never go out
+        self._end("failed", response_error(code, message, status=status), "response.failed")
+
+    def cancel(self) -> None:
+        """A background response cancelled by its owner: like ``fail`` (partial output kept, open items
+        incomplete) but ``status: cancelled`` and no error; emits ``response.failed`` carrying that response (no
+        SDK union has a ``response.cancelled`` stream event: event_frames.CANCELLED_EVENT)."""
+        self._end("cancelled", None, CANCELLED_EVENT)
+
+    def _end(self, status: str, error: dict[str, Any] | None, event: str) -> None:
+        """What ``fail`` and ``cancel`` share: open items closed incomplete without events, then ``event``."""
+        self._deferred = []  # an end after finish (the store refused it): the finished events never go out
         encode, self._encode = self._encode, None
         if self._open == "tools":  # a call still waiting for its name was never announced: leave it out
             self._tool_calls = {index: call for index, call in self._tool_calls.items() if call.item is not None}
@@ -465,29 +475,10 @@ class OutputBuilder(EventFrames, ToolCallStream, RunItems):
         self._settle_pending(announce=False)
         self._encode = encode
         response = self.response
-        response["status"] = "failed"
-        response["completed_at"] = None  # finish() may have run before a late failure (the store refused it)
+        response["status"] = status
+        response["completed_at"] = None  # finish() may have run before a late end (the store refused it)
         response["incomplete_details"] = None
-        response["error"] = response_error(code, message, status=status)
+        response["error"] = error
         response["usage"] = convert_usage(self.total_usage)
-        self.lifecycle("response.failed")
-
-    def cancel(self) -> None:
-        """A background response cancelled by its owner: like ``fail`` (partial output kept, open items
-        incomplete) but ``status: cancelled`` and no error; emits ``response.failed`` carrying that response (no
-        SDK union has a ``response.cancelled`` stream event: event_frames.CANCELLED_EVENT)."""
-        self._deferred = []
-        encode, self._encode = self._encode, None
-        if self._open == "tools":
-            self._tool_calls = {index: call for index, call in self._tool_calls.items() if call.item is not None}
-        self._close_open("incomplete")
-        self._settle_pending(announce=False)
-        self._encode = encode
-        response = self.response
-        response["status"] = "cancelled"
-        response["completed_at"] = None
-        response["incomplete_details"] = None
-        response["error"] = None
-        response["usage"] = convert_usage(self.total_usage)
-        self.lifecycle(CANCELLED_EVENT)
+        self.lifecycle(event)
 

@@ -74,6 +74,20 @@ class ServerCallReader(CallReader):
         super().__init__(item, output_index)
         self.pending = False
 
+    def _event(self, kind: str) -> Event:
+        """One of the call's events that carries nothing but its item and position (``in_progress``, ...)."""
+        return {"type": kind, "sequence_number": 0, "item_id": self.item["id"], "output_index": self.output_index}
+
+    def _await_run(self, status: str, running: str, event: str) -> list[Event]:
+        """The call's arguments are done: an incomplete call stays so (no event); a complete one awaits the run,
+        its item ``running`` meanwhile, announced by ``event``."""
+        if status != "completed":
+            self.item["status"] = "incomplete"
+            return []
+        self.pending = True
+        self.item["status"] = running
+        return [self._event(event)]
+
 
 class MCPCallReader(ServerCallReader):
     __slots__ = ()
@@ -91,8 +105,7 @@ class MCPCallReader(ServerCallReader):
             self.item["status"] = "incomplete"
             return events
         self.pending = True
-        events.append({"type": "response.mcp_call.in_progress", "sequence_number": 0, "item_id": self.item["id"],
-                       "output_index": self.output_index})
+        events.append(self._event("response.mcp_call.in_progress"))
         return events
 
 
@@ -108,18 +121,11 @@ class WebSearchReader(ServerCallReader):
     __slots__ = ()
 
     def opened(self) -> list[Event]:
-        return [{"type": "response.web_search_call.in_progress", "sequence_number": 0, "item_id": self.item["id"],
-                 "output_index": self.output_index}]
+        return [self._event("response.web_search_call.in_progress")]
 
     def close(self, arguments: str, status: str) -> list[Event]:
         self.item["action"] = {"type": "search", "query": search_query_of(arguments)}
-        if status != "completed":
-            self.item["status"] = "incomplete"
-            return []
-        self.pending = True
-        self.item["status"] = "searching"
-        return [{"type": "response.web_search_call.searching", "sequence_number": 0, "item_id": self.item["id"],
-                 "output_index": self.output_index}]
+        return self._await_run(status, "searching", "response.web_search_call.searching")
 
 
 def file_search_queries_of(arguments: str) -> list[str]:
@@ -136,18 +142,11 @@ class FileSearchReader(ServerCallReader):
     __slots__ = ()
 
     def opened(self) -> list[Event]:
-        return [{"type": "response.file_search_call.in_progress", "sequence_number": 0,
-                 "item_id": self.item["id"], "output_index": self.output_index}]
+        return [self._event("response.file_search_call.in_progress")]
 
     def close(self, arguments: str, status: str) -> list[Event]:
         self.item["queries"] = file_search_queries_of(arguments)
-        if status != "completed":
-            self.item["status"] = "incomplete"
-            return []
-        self.pending = True
-        self.item["status"] = "searching"
-        return [{"type": "response.file_search_call.searching", "sequence_number": 0, "item_id": self.item["id"],
-                 "output_index": self.output_index}]
+        return self._await_run(status, "searching", "response.file_search_call.searching")
 
 
 def code_of(arguments: str) -> str:
@@ -164,8 +163,7 @@ class CodeInterpreterReader(ServerCallReader):
         self.code = CodeStream()
 
     def opened(self) -> list[Event]:
-        return [{"type": "response.code_interpreter_call.in_progress", "sequence_number": 0,
-                 "item_id": self.item["id"], "output_index": self.output_index}]
+        return [self._event("response.code_interpreter_call.in_progress")]
 
     def feed(self, piece: str) -> list[Event]:
         delta = self.code.feed(piece)
@@ -187,14 +185,7 @@ class CodeInterpreterReader(ServerCallReader):
         self.item["code"] = code
         events.append({"type": "response.code_interpreter_call_code.done", "sequence_number": 0,
                        "item_id": self.item["id"], "output_index": self.output_index, "code": code})
-        if status != "completed":
-            self.item["status"] = "incomplete"
-            return events
-        self.pending = True
-        self.item["status"] = "interpreting"
-        events.append({"type": "response.code_interpreter_call.interpreting", "sequence_number": 0,
-                       "item_id": self.item["id"], "output_index": self.output_index})
-        return events
+        return events + self._await_run(status, "interpreting", "response.code_interpreter_call.interpreting")
 
 
 def image_request_of(arguments: str) -> tuple[str, str | None]:
@@ -209,17 +200,10 @@ class ImageGenerationReader(ServerCallReader):
     __slots__ = ()
 
     def opened(self) -> list[Event]:
-        return [{"type": "response.image_generation_call.in_progress", "sequence_number": 0,
-                 "item_id": self.item["id"], "output_index": self.output_index}]
+        return [self._event("response.image_generation_call.in_progress")]
 
     def close(self, arguments: str, status: str) -> list[Event]:
-        if status != "completed":
-            self.item["status"] = "incomplete"
-            return []
-        self.pending = True
-        self.item["status"] = "generating"
-        return [{"type": "response.image_generation_call.generating", "sequence_number": 0,
-                 "item_id": self.item["id"], "output_index": self.output_index}]
+        return self._await_run(status, "generating", "response.image_generation_call.generating")
 
 
 def image_replay_note(item: dict[str, Any]) -> str:

@@ -232,14 +232,7 @@ def _chat_filter(store: bool, keys: bool, several: bool, chosen: bool = False) -
 def _routing_only() -> dict[str, Any]:
     """``POST /v1/chat/completions`` with several upstreams and no stored chats: the processor sees the request's
     path and body, to pick the upstream from the model (the route then changes), and nothing of the answer."""
-    return {_EXT_PROC: {"@type": _TYPE + "envoy.config.route.v3.FilterConfig", "disabled": False, "config": {
-        "@type": _TYPE + "envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute", "overrides": {
-            "processing_mode": {"request_header_mode": "SEND", "request_body_mode": "BUFFERED",
-                                "request_trailer_mode": "SKIP", "response_header_mode": "SKIP",
-                                "response_body_mode": "NONE", "response_trailer_mode": "SKIP"}}}},
-            _BUFFER: {"@type": _TYPE + "envoy.config.route.v3.FilterConfig", "disabled": False, "config": {
-                "@type": _TYPE + "envoy.extensions.filters.http.buffer.v3.BufferPerRoute",
-                "buffer": {"max_request_bytes": BUFFER_LIMIT_BYTES}}}}
+    return _buffered_request(response_header_mode="SKIP", response_body_mode="NONE")
 
 
 def _chat_processing() -> dict[str, Any]:
@@ -248,11 +241,17 @@ def _chat_processing() -> dict[str, Any]:
     with ``store: true`` only, the answer's headers and its body as it streams (adapters/extproc/chat_phase.py);
     for any other it ends its stream after the body and the answer passes untouched. The per-upstream routes a
     request is routed on to carry the same, so the modes hold whichever route Envoy reads them from."""
+    return _buffered_request(response_header_mode="SEND", response_body_mode="STREAMED")
+
+
+def _buffered_request(*, response_header_mode: str, response_body_mode: str) -> dict[str, Any]:
+    """The per-route filter config of a chat completions route: the processor sees the request's headers and its
+    body buffered (within the buffer filter's limit), and of the answer what the two modes say."""
     return {_EXT_PROC: {"@type": _TYPE + "envoy.config.route.v3.FilterConfig", "disabled": False, "config": {
         "@type": _TYPE + "envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute", "overrides": {
             "processing_mode": {"request_header_mode": "SEND", "request_body_mode": "BUFFERED",
-                                "request_trailer_mode": "SKIP", "response_header_mode": "SEND",
-                                "response_body_mode": "STREAMED", "response_trailer_mode": "SKIP"}}}},
+                                "request_trailer_mode": "SKIP", "response_header_mode": response_header_mode,
+                                "response_body_mode": response_body_mode, "response_trailer_mode": "SKIP"}}}},
             _BUFFER: {"@type": _TYPE + "envoy.config.route.v3.FilterConfig", "disabled": False, "config": {
                 "@type": _TYPE + "envoy.extensions.filters.http.buffer.v3.BufferPerRoute",
                 "buffer": {"max_request_bytes": BUFFER_LIMIT_BYTES}}}}

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import ids
-from .errors import invalid_request
+from .errors import invalid_request, objects_in
 from .newer_fields import check_tool_callers
 from .request_checks import check_tool
 
@@ -32,11 +32,7 @@ def normalize_additional_tools(item: dict[str, Any], param: str) -> dict[str, An
     if not isinstance(tools, list):
         raise invalid_request(f"Invalid type for '{param}.tools': expected an array.", param=f"{param}.tools",
                               code="invalid_type")
-    for index, tool in enumerate(tools):
-        where = f"{param}.tools[{index}]"
-        if not isinstance(tool, dict):
-            raise invalid_request(f"Invalid type for '{where}': expected an object.", param=where,
-                                  code="invalid_type")
+    for where, tool in objects_in(tools, f"{param}.tools"):
         if tool.get("type") not in ADDABLE:
             raise invalid_request(f"Invalid value for '{where}.type': only tools the client runs (function, custom, "
                                   "namespace) can be added by an additional_tools item.", param=f"{where}.type",

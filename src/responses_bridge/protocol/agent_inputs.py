@@ -8,7 +8,7 @@ from typing import Any
 
 from .agent_approvals import approval_result, approval_rule
 from .agent_automations_tool import FUNCTION_NAME, automation_function
-from .errors import APIError, invalid_request
+from .errors import APIError, invalid_request, objects_in
 
 MAX_EVENTS_PER_CALL = 16
 MAX_MESSAGES = 16
@@ -201,11 +201,7 @@ def content_parts(content: Any, param: str) -> list[dict[str, Any]]:
         raise invalid_request(f"Invalid value for '{param}': expected 1 to {MAX_PARTS} content parts.",
                               param=param, code="invalid_value")
     parts = []
-    for index, part in enumerate(content):
-        where = f"{param}[{index}]"
-        if not isinstance(part, dict):
-            raise invalid_request(f"Invalid type for '{where}': expected an object.", param=where,
-                                  code="invalid_type")
+    for where, part in objects_in(content, param):
         key = {"input_text": "text", "input_image": "image_url"}.get(str(part.get("type")))
         if key is None:
             raise invalid_request(f"Invalid value for '{where}.type': expected 'input_text' or 'input_image'.",

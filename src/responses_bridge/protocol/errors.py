@@ -7,6 +7,7 @@ into that shape, so no code path has to build error bodies by hand.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -61,6 +62,16 @@ class APIError(Exception):
 
 def invalid_request(message: str, *, param: str | None = None, code: str | None = None) -> APIError:
     return APIError(400, message, param=param, code=code or "invalid_value" if param else code)
+
+
+def objects_in(entries: list[Any], param: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Each entry of the array at ``param`` with its own name (``param[i]``), as it is checked: a 400
+    ``invalid_type`` naming the first entry that is not a JSON object, when the iteration reaches it."""
+    for index, entry in enumerate(entries):
+        where = f"{param}[{index}]"
+        if not isinstance(entry, dict):
+            raise invalid_request(f"Invalid type for '{where}': expected an object.", param=where, code="invalid_type")
+        yield where, entry
 
 
 def not_found(message: str, *, param: str | None = None, code: str | None = None) -> APIError:

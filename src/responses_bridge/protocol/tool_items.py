@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from .computer_items import computer_call, computer_call_output
-from .errors import invalid_request
+from .errors import invalid_request, objects_in
 from .request_checks import item_id
 
 _CALL_STATUSES = ("in_progress", "completed", "incomplete")
@@ -121,11 +121,7 @@ def shell_call_output(item: dict[str, Any], param: str) -> dict[str, Any]:
         raise invalid_request(f"Invalid type for '{param}.output': expected an array.", param=f"{param}.output",
                               code="invalid_type")
     chunks = []
-    for index, chunk in enumerate(output):
-        where = f"{param}.output[{index}]"
-        if not isinstance(chunk, dict):
-            raise invalid_request(f"Invalid type for '{where}': expected an object.", param=where,
-                                  code="invalid_type")
+    for where, chunk in objects_in(output, f"{param}.output"):
         outcome = chunk.get("outcome")
         if isinstance(outcome, dict) and outcome.get("type") == "exit":
             outcome = {"type": "exit", "exit_code": _int(outcome.get("exit_code"), f"{where}.outcome.exit_code")

@@ -188,23 +188,12 @@ class CallRunner:
 
     def _job(self, call: TurnCall) -> Callable[[], Awaitable[ToolResult]]:
         kind = call.target.kind  # type: ignore[union-attr]
-        if kind == "mcp":
-            return lambda: _observed(kind, call, self._mcp_call)
-        if kind == "web_search":
-            return lambda: _observed(kind, call, self._web_search)
-        if kind == "file_search":
-            return lambda: _observed(kind, call, self._file_search)
-        if kind == "code_interpreter":
-            return lambda: _observed(kind, call, self._code_interpreter)
-        if kind == "image_generation":
-            return lambda: _observed(kind, call, self._image_generation)
-        if kind == "hosted_shell":
-            return lambda: _observed(kind, call, self._hosted_shell)
-        if kind == "multi_agent":
-            return lambda: _observed(kind, call, self._multi_agent)
-        if kind == "program":
-            return lambda: _observed(kind, call, self.programs.run_call)
-        return lambda: _observed(kind, call, self._tool_search)
+        runs: dict[str, Callable[[TurnCall], Awaitable[ToolResult]]] = {
+            "mcp": self._mcp_call, "web_search": self._web_search, "file_search": self._file_search,
+            "code_interpreter": self._code_interpreter, "image_generation": self._image_generation,
+            "hosted_shell": self._hosted_shell, "multi_agent": self._multi_agent, "program": self.programs.run_call}
+        run = runs.get(kind, self._tool_search)  # tool_search: the one kind left
+        return lambda: _observed(kind, call, run)
 
     async def _program_call(self, call: TurnCall) -> ToolResult:
         """A program's call of one of the bridge's tools: counted and bounded as the model's are."""

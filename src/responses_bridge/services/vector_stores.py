@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from .. import ids
-from ..protocol.errors import APIError, invalid_request, not_found
+from ..protocol.errors import APIError, invalid_request, not_found, objects_in
 from ..protocol.request import check_metadata
 from ..protocol.search_options import SearchOptions, parse_search_options
 from ..store.base import ChunkIndex, VectorStoreStore
@@ -245,11 +245,7 @@ class VectorStoreService:
             raise invalid_request(f"'files' may have at most {MAX_FILES_PER_BATCH} items; got {len(value)}.",
                                   param="files", code="array_above_max_length")
         files = []
-        for index, entry in enumerate(value):
-            param = f"files[{index}]"
-            if not isinstance(entry, dict):
-                raise invalid_request(f"Invalid type for '{param}': expected an object.", param=param,
-                                      code="invalid_type")
+        for param, entry in objects_in(value, "files"):
             if "file_id" not in entry:
                 raise invalid_request(f"Missing required parameter: '{param}.file_id'.", param=f"{param}.file_id",
                                       code="missing_required_parameter")

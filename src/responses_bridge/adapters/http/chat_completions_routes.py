@@ -4,44 +4,33 @@ too (its catch-all route); ``POST /v1/chat/completions`` itself is upstream_rout
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from aiohttp import web
 
 from ...services.chat_completions import ChatCompletionService
 from .identity import request_tenant
-from .params import json_object, json_reply, metadata_query, page_query
-from .routes import api_routes
+from .params import json_reply, metadata_query, page_query
+from .routes import answer, api_routes
 
 
+@dataclass(frozen=True)
 class ChatCompletionRoutes:
-    def __init__(self, service: ChatCompletionService) -> None:
-        self.service = service
+    service: ChatCompletionService
 
     def register(self, app: web.Application) -> None:
+        completion = "/chat/completions/{completion_id}"
         with api_routes(app) as routes:
-            base = "/chat/completions"
-            routes.get(base, self.list)
-            routes.get(f"{base}/{{completion_id}}", self.retrieve)
-            routes.post(f"{base}/{{completion_id}}", self.update)
-            routes.delete(f"{base}/{{completion_id}}", self.delete)
-            routes.get(f"{base}/{{completion_id}}/messages", self.messages)
+            routes.get("/chat/completions", self.list)
+            routes.get(completion, answer(self.service.get, "completion_id"))
+            routes.post(completion, answer(self.service.update, "completion_id", body="chat.completions.update"))
+            routes.delete(completion, answer(self.service.delete, "completion_id"))
+            routes.get(f"{completion}/messages", self.messages)
 
     async def list(self, request: web.Request) -> web.Response:
         return json_reply(await self.service.list(
             **page_query(request, before=False) | {"order": request.query.get("order", "asc")},
             model=request.query.get("model"), metadata=metadata_query(request), tenant=request_tenant(request)))
-
-    async def retrieve(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.get(request.match_info["completion_id"],
-                                                 tenant=request_tenant(request)))
-
-    async def update(self, request: web.Request) -> web.Response:
-        body = await json_object(request, fields="chat.completions.update")
-        return json_reply(await self.service.update(request.match_info["completion_id"], body,
-                                                    tenant=request_tenant(request)))
-
-    async def delete(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.delete(request.match_info["completion_id"],
-                                                    tenant=request_tenant(request)))
 
     async def messages(self, request: web.Request) -> web.Response:
         return json_reply(await self.service.messages(

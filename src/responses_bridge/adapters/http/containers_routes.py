@@ -6,6 +6,7 @@ naming a ``/v1/files`` file to copy."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import BodyPartReader, MultipartReader, web
@@ -19,42 +20,32 @@ from .downloads import send_blob
 from .identity import request_tenant
 from .multipart_form import malformed, part_chunks, read_to_end
 from .params import json_object, json_reply, page_query
-from .routes import api_routes
+from .routes import answer, api_routes
 
 READ_CHUNK = 1 << 20
 
 
+@dataclass(frozen=True)
 class ContainerRoutes:
-    def __init__(self, service: ContainerService) -> None:
-        self.service = service
+    service: ContainerService
 
     def register(self, app: web.Application) -> None:
+        container = "/containers/{container_id}"
+        file = f"{container}/files/{{file_id}}"
         with api_routes(app) as routes:
-            base = "/containers"
-            container = f"{base}/{{container_id}}"
-            routes.post(base, self.create)
-            routes.get(base, self.list)
-            routes.get(container, self.retrieve)
-            routes.delete(container, self.delete)
+            routes.post("/containers", answer(self.service.create, body="containers.create"))
+            routes.get("/containers", self.list)
+            routes.get(container, answer(self.service.retrieve, "container_id"))
+            routes.delete(container, answer(self.service.delete, "container_id"))
             routes.post(f"{container}/files", self.add_file)
             routes.get(f"{container}/files", self.list_files)
-            routes.get(f"{container}/files/{{file_id}}", self.retrieve_file)
-            routes.delete(f"{container}/files/{{file_id}}", self.delete_file)
-            routes.get(f"{container}/files/{{file_id}}/content", self.file_content)
-
-    async def create(self, request: web.Request) -> web.Response:
-        body = await json_object(request, fields="containers.create")
-        return json_reply(await self.service.create(body, tenant=request_tenant(request)))
+            routes.get(file, answer(self.service.retrieve_file, "container_id", "file_id"))
+            routes.delete(file, answer(self.service.delete_file, "container_id", "file_id"))
+            routes.get(f"{file}/content", self.file_content)
 
     async def list(self, request: web.Request) -> web.Response:
         return json_reply(await self.service.list(tenant=request_tenant(request), name=request.query.get("name"),
                                                   **page_query(request, limit=20, before=False)))
-
-    async def retrieve(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.retrieve(_container(request), tenant=request_tenant(request)))
-
-    async def delete(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.delete(_container(request), tenant=request_tenant(request)))
 
     async def add_file(self, request: web.Request) -> web.Response:
         tenant = request_tenant(request)
@@ -96,14 +87,6 @@ class ContainerRoutes:
     async def list_files(self, request: web.Request) -> web.Response:
         return json_reply(await self.service.list_files(_container(request), tenant=request_tenant(request),
                                                         **page_query(request, limit=20, before=False)))
-
-    async def retrieve_file(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.retrieve_file(_container(request), request.match_info["file_id"],
-                                                           tenant=request_tenant(request)))
-
-    async def delete_file(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.delete_file(_container(request), request.match_info["file_id"],
-                                                         tenant=request_tenant(request)))
 
     async def file_content(self, request: web.Request) -> web.StreamResponse:
         """The file's bytes, a chunk at a time; opened before the answer starts, so a file deleted meanwhile is

@@ -2,52 +2,37 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from aiohttp import web
 
 from ...services.conversations import ConversationService
 from .identity import request_tenant
 from .params import include_query, json_object, json_reply, page_query
-from .routes import api_routes
+from .routes import answer, api_routes
 
 
+@dataclass(frozen=True)
 class ConversationRoutes:
-    def __init__(self, service: ConversationService) -> None:
-        self.service = service
+    service: ConversationService
 
     def register(self, app: web.Application) -> None:
+        conversation = "/conversations/{conversation_id}"
         with api_routes(app) as routes:
-            base = "/conversations"
-            routes.post(base, self.create)
-            routes.get(base, self.list)
-            routes.get(f"{base}/{{conversation_id}}", self.retrieve)
-            routes.post(f"{base}/{{conversation_id}}", self.update)
-            routes.delete(f"{base}/{{conversation_id}}", self.delete)
-            routes.post(f"{base}/{{conversation_id}}/items", self.add_items)
-            routes.get(f"{base}/{{conversation_id}}/items", self.list_items)
-            routes.get(f"{base}/{{conversation_id}}/items/{{item_id}}", self.retrieve_item)
-            routes.delete(f"{base}/{{conversation_id}}/items/{{item_id}}", self.delete_item)
-
-    async def create(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.create(await json_object(request, optional=True,
-                                                                      fields="conversations.create"),
-                                                    tenant=request_tenant(request)))
+            routes.post("/conversations", answer(self.service.create, body="conversations.create", optional=True))
+            routes.get("/conversations", self.list)
+            routes.get(conversation, answer(self.service.get, "conversation_id"))
+            routes.post(conversation, answer(self.service.update, "conversation_id", body="conversations.update"))
+            routes.delete(conversation, answer(self.service.delete, "conversation_id"))
+            routes.post(f"{conversation}/items", self.add_items)
+            routes.get(f"{conversation}/items", self.list_items)
+            routes.get(f"{conversation}/items/{{item_id}}", self.retrieve_item)
+            routes.delete(f"{conversation}/items/{{item_id}}", answer(self.service.delete_item, "conversation_id",
+                                                                       "item_id"))
 
     async def list(self, request: web.Request) -> web.Response:
         return json_reply(await self.service.list_conversations(
             **page_query(request), tenant=request_tenant(request)))
-
-    async def retrieve(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.get(request.match_info["conversation_id"],
-                                                 tenant=request_tenant(request)))
-
-    async def update(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.update(request.match_info["conversation_id"],
-                                                    await json_object(request, fields="conversations.update"),
-                                                    tenant=request_tenant(request)))
-
-    async def delete(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.delete(request.match_info["conversation_id"],
-                                                    tenant=request_tenant(request)))
 
     async def add_items(self, request: web.Request) -> web.Response:
         return json_reply(await self.service.add_items(request.match_info["conversation_id"],
@@ -64,8 +49,3 @@ class ConversationRoutes:
         return json_reply(await self.service.get_item(request.match_info["conversation_id"],
                                                       request.match_info["item_id"], include_query(request),
                                                       tenant=request_tenant(request)))
-
-    async def delete_item(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.delete_item(request.match_info["conversation_id"],
-                                                         request.match_info["item_id"],
-                                                         tenant=request_tenant(request)))

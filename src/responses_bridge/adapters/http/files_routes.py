@@ -7,6 +7,7 @@ Envoy to this door without being held anywhere whole.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 from aiohttp import web
 from aiohttp.multipart import BadContentDispositionHeader, BadContentDispositionParam
@@ -16,25 +17,25 @@ from .downloads import send_blob
 from .file_uploads import create_file
 from .identity import request_tenant
 from .params import json_reply, page_query
-from .routes import api_routes
+from .routes import answer, api_routes
 
 
+@dataclass(frozen=True)
 class FileRoutes:
-    def __init__(self, service: FileService) -> None:
-        self.service = service
+    service: FileService
 
     def register(self, app: web.Application) -> None:
         # a client's malformed part header is its own 400, not a warning line in this process's log for each
         # distinct header a client cares to send
         for category in (BadContentDispositionHeader, BadContentDispositionParam):
             warnings.filterwarnings("ignore", category=category)
+        file = "/files/{file_id}"
         with api_routes(app) as routes:
-            base = "/files"
-            routes.post(base, self.create)
-            routes.get(base, self.list)
-            routes.get(f"{base}/{{file_id}}", self.retrieve)
-            routes.delete(f"{base}/{{file_id}}", self.delete)
-            routes.get(f"{base}/{{file_id}}/content", self.content)
+            routes.post("/files", self.create)
+            routes.get("/files", self.list)
+            routes.get(file, answer(self.service.retrieve, "file_id"))
+            routes.delete(file, answer(self.service.delete, "file_id"))
+            routes.get(f"{file}/content", self.content)
 
     async def create(self, request: web.Request) -> web.Response:
         return json_reply(await create_file(request, self.service))
@@ -42,12 +43,6 @@ class FileRoutes:
     async def list(self, request: web.Request) -> web.Response:
         return json_reply(await self.service.list(tenant=request_tenant(request), purpose=request.query.get("purpose"),
                                                   **page_query(request, limit=MAX_LIST_LIMIT, before=False)))
-
-    async def retrieve(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.retrieve(request.match_info["file_id"], tenant=request_tenant(request)))
-
-    async def delete(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.delete(request.match_info["file_id"], tenant=request_tenant(request)))
 
     async def content(self, request: web.Request) -> web.StreamResponse:
         """The bytes as uploaded, a chunk at a time (the write waits while the client is slower than the store).

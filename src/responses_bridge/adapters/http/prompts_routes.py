@@ -2,53 +2,33 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from aiohttp import web
 
 from ...services.prompts import PromptService
 from .identity import request_tenant
-from .params import json_object, json_reply, page_query
-from .routes import api_routes
+from .params import json_reply
+from .routes import answer, api_routes
 
 
+@dataclass(frozen=True)
 class PromptRoutes:
-    def __init__(self, service: PromptService) -> None:
-        self.service = service
+    service: PromptService
 
     def register(self, app: web.Application) -> None:
+        prompt = "/prompts/{prompt_id}"
+        update = answer(self.service.update, "prompt_id", body=True)
         with api_routes(app) as routes:
-            base = "/prompts"
-            routes.post(base, self.create)
-            routes.get(base, self.list)
-            routes.get(f"{base}/{{prompt_id}}", self.retrieve)
-            routes.post(f"{base}/{{prompt_id}}", self.update)
-            routes.put(f"{base}/{{prompt_id}}", self.update)  # the same update, by the verb the API plan names
-            routes.delete(f"{base}/{{prompt_id}}", self.delete)
-            routes.get(f"{base}/{{prompt_id}}/versions", self.versions)
-            routes.post(f"{base}/{{prompt_id}}/default_version", self.set_default_version)
-
-    async def create(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.create(await json_object(request), tenant=request_tenant(request)))
-
-    async def list(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.list(**page_query(request, before=False),
-                                                  tenant=request_tenant(request)))
+            routes.post("/prompts", answer(self.service.create, body=True))
+            routes.get("/prompts", answer(self.service.list, page=True))
+            routes.get(prompt, self.retrieve)
+            routes.post(prompt, update)
+            routes.put(prompt, update)  # the same update, by the verb the API plan names
+            routes.delete(prompt, answer(self.service.delete, "prompt_id"))
+            routes.get(f"{prompt}/versions", answer(self.service.versions, "prompt_id"))
+            routes.post(f"{prompt}/default_version", answer(self.service.set_default_version, "prompt_id", body=True))
 
     async def retrieve(self, request: web.Request) -> web.Response:
         return json_reply(await self.service.get(request.match_info["prompt_id"], request.query.get("version"),
                                                  tenant=request_tenant(request)))
-
-    async def update(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.update(request.match_info["prompt_id"], await json_object(request),
-                                                    tenant=request_tenant(request)))
-
-    async def delete(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.delete(request.match_info["prompt_id"], tenant=request_tenant(request)))
-
-    async def versions(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.versions(request.match_info["prompt_id"],
-                                                      tenant=request_tenant(request)))
-
-    async def set_default_version(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.set_default_version(request.match_info["prompt_id"],
-                                                                 await json_object(request),
-                                                                 tenant=request_tenant(request)))

@@ -12,6 +12,7 @@ or a folder) is refused, as a zip's link entry is.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 from aiohttp import BodyPartReader, web
 from aiohttp.helpers import parse_mimetype
@@ -23,8 +24,8 @@ from ...services.skills import MAX_LIST_LIMIT, SkillService
 from .downloads import send_blob
 from .identity import request_tenant
 from .multipart_form import cut_short, malformed, part_chunks
-from .params import json_object, json_reply, page_query
-from .routes import api_routes
+from .params import json_reply, page_query
+from .routes import answer, api_routes
 
 SKILL_CONTENT_TYPE = "application/zip"  # a skill's content is the zip bundle it was made from, or made into
 READ_CHUNK = 1 << 16
@@ -36,25 +37,24 @@ ARCHIVES_REFUSED = (".tar", ".tar.gz", ".tgz", ".gz", ".tar.bz2", ".tbz2", ".tar
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 
 
+@dataclass(frozen=True)
 class SkillRoutes:
-    def __init__(self, service: SkillService) -> None:
-        self.service = service
+    service: SkillService
 
     def register(self, app: web.Application) -> None:
+        skill = "/skills/{skill_id}"
+        version = f"{skill}/versions/{{version}}"
         with api_routes(app) as routes:
-            base = "/skills"
-            skill = f"{base}/{{skill_id}}"
-            version = f"{skill}/versions/{{version}}"
-            routes.post(base, self.create)
-            routes.get(base, self.list)
-            routes.get(skill, self.retrieve)
-            routes.post(skill, self.update)
-            routes.delete(skill, self.delete)
+            routes.post("/skills", self.create)
+            routes.get("/skills", self.list)
+            routes.get(skill, answer(self.service.retrieve, "skill_id"))
+            routes.post(skill, answer(self.service.update, "skill_id", body="skills.update"))
+            routes.delete(skill, answer(self.service.delete, "skill_id"))
             routes.get(f"{skill}/content", self.content)
             routes.post(f"{skill}/versions", self.create_version)
             routes.get(f"{skill}/versions", self.list_versions)
-            routes.get(version, self.retrieve_version)
-            routes.delete(version, self.delete_version)
+            routes.get(version, answer(self.service.retrieve_version, "skill_id", "version"))
+            routes.delete(version, answer(self.service.delete_version, "skill_id", "version"))
             routes.get(f"{version}/content", self.version_content)
 
     async def create(self, request: web.Request) -> web.Response:
@@ -64,16 +64,6 @@ class SkillRoutes:
     async def list(self, request: web.Request) -> web.Response:
         return json_reply(await self.service.list(tenant=request_tenant(request),
                                                   **page_query(request, limit=20, before=False)))
-
-    async def retrieve(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.retrieve(_skill(request), tenant=request_tenant(request)))
-
-    async def update(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.update(_skill(request), await json_object(request, fields="skills.update"),
-                                                    tenant=request_tenant(request)))
-
-    async def delete(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.delete(_skill(request), tenant=request_tenant(request)))
 
     async def content(self, request: web.Request) -> web.StreamResponse:
         reader, name = await self.service.open_content(_skill(request), None, tenant=request_tenant(request))
@@ -91,14 +81,6 @@ class SkillRoutes:
         query["order"] = request.query.get("order", "asc")
         return json_reply(await self.service.list_versions(_skill(request), tenant=request_tenant(request),
                                                            **query))
-
-    async def retrieve_version(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.retrieve_version(_skill(request), request.match_info["version"],
-                                                              tenant=request_tenant(request)))
-
-    async def delete_version(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.delete_version(_skill(request), request.match_info["version"],
-                                                            tenant=request_tenant(request)))
 
     async def version_content(self, request: web.Request) -> web.StreamResponse:
         reader, name = await self.service.open_content(_skill(request), request.match_info["version"],

@@ -4,59 +4,36 @@ store (services/agent_subagents.py). The Envoy door routes ``/v1/agents`` here (
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from aiohttp import web
 
 from ...services.agent_subagents import SubagentService
 from .identity import request_tenant
 from .params import json_reply, page_query
-from .routes import api_routes
+from .routes import answer, api_routes
 
 
+@dataclass(frozen=True)
 class SubagentRoutes:
-    def __init__(self, subagents: SubagentService) -> None:
-        self.subagents = subagents
+    subagents: SubagentService
 
     def register(self, app: web.Application) -> None:
+        subagent = "/agents/sessions/{session_id}/subagents/{subagent_id}"
         with api_routes(app) as routes:
-            subagents = "/agents/sessions/{session_id}/subagents"
-            subagent = f"{subagents}/{{subagent_id}}"
-            routes.get(subagents, self.list)
-            routes.get(subagent, self.retrieve)
+            routes.get("/agents/sessions/{session_id}/subagents",
+                       answer(self.subagents.list_subagents, "session_id", page=True))
+            routes.get(subagent, answer(self.subagents.get_subagent, "session_id", "subagent_id"))
             routes.get(f"{subagent}/items", self.list_items)
-            routes.get(f"{subagent}/turns", self.list_turns)
-            routes.get(f"{subagent}/turns/{{turn_id}}", self.retrieve_turn)
-            routes.get(f"{subagent}/turns/{{turn_id}}/items", self.list_turn_items)
-
-    async def list(self, request: web.Request) -> web.Response:
-        return json_reply(await self.subagents.list_subagents(request.match_info["session_id"],
-                                                              **page_query(request, before=False),
-                                                              tenant=request_tenant(request)))
-
-    async def retrieve(self, request: web.Request) -> web.Response:
-        return json_reply(await self.subagents.get_subagent(request.match_info["session_id"],
-                                                            request.match_info["subagent_id"],
-                                                            tenant=request_tenant(request)))
+            routes.get(f"{subagent}/turns", answer(self.subagents.list_turns, "session_id", "subagent_id", page=True))
+            routes.get(f"{subagent}/turns/{{turn_id}}",
+                       answer(self.subagents.get_turn, "session_id", "subagent_id", "turn_id"))
+            routes.get(f"{subagent}/turns/{{turn_id}}/items", self.list_items)
 
     async def list_items(self, request: web.Request) -> web.Response:
-        return json_reply(await self.subagents.list_items(request.match_info["session_id"],
-                                                          request.match_info["subagent_id"], turn_id=None,
-                                                          **page_query(request, before=False),
-                                                          tenant=request_tenant(request)))
-
-    async def list_turns(self, request: web.Request) -> web.Response:
-        return json_reply(await self.subagents.list_turns(request.match_info["session_id"],
-                                                          request.match_info["subagent_id"],
-                                                          **page_query(request, before=False),
-                                                          tenant=request_tenant(request)))
-
-    async def retrieve_turn(self, request: web.Request) -> web.Response:
-        return json_reply(await self.subagents.get_turn(request.match_info["session_id"],
-                                                        request.match_info["subagent_id"],
-                                                        request.match_info["turn_id"], tenant=request_tenant(request)))
-
-    async def list_turn_items(self, request: web.Request) -> web.Response:
+        """A subagent's items, or one of its turns' (the route with a ``turn_id``)."""
         return json_reply(await self.subagents.list_items(request.match_info["session_id"],
                                                           request.match_info["subagent_id"],
-                                                          turn_id=request.match_info["turn_id"],
+                                                          turn_id=request.match_info.get("turn_id"),
                                                           **page_query(request, before=False),
                                                           tenant=request_tenant(request)))

@@ -7,6 +7,7 @@ part of up to 64 MiB streams through Envoy to this door and on to the files' sto
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -15,23 +16,19 @@ from ...services.uploads import MAX_PART_BYTES, UploadService
 from .file_uploads import PART_FORM, answered_after_body, disk_error, read_form
 from .identity import request_tenant
 from .params import json_object, json_reply
-from .routes import api_routes
+from .routes import answer, api_routes
 
 
+@dataclass(frozen=True)
 class UploadRoutes:
-    def __init__(self, service: UploadService) -> None:
-        self.service = service
+    service: UploadService
 
     def register(self, app: web.Application) -> None:
         with api_routes(app) as routes:
-            routes.post("/uploads", self.create)
+            routes.post("/uploads", answer(self.service.create, body="uploads.create"))
             routes.post("/uploads/{upload_id}/parts", self.add_part)
             routes.post("/uploads/{upload_id}/complete", self.complete)
-            routes.post("/uploads/{upload_id}/cancel", self.cancel)
-
-    async def create(self, request: web.Request) -> web.Response:
-        body = await json_object(request, fields="uploads.create")
-        return json_reply(await self.service.create(body, tenant=request_tenant(request)))
+            routes.post("/uploads/{upload_id}/cancel", answer(self.service.cancel, "upload_id"))
 
     async def add_part(self, request: web.Request) -> web.Response:
         """The form's ``data`` streamed into a new part of a pending upload (checked before a byte is read)."""
@@ -54,6 +51,3 @@ class UploadRoutes:
                                                           tenant=request_tenant(request)))
         except OSError as exc:
             raise disk_error(exc) from None
-
-    async def cancel(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.cancel(request.match_info["upload_id"], tenant=request_tenant(request)))

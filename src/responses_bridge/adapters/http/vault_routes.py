@@ -4,13 +4,15 @@ routes ``/v1/vaults`` here (envoy_config/routes.py)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from aiohttp import web
 
 from ...protocol.vaults import statuses
 from ...services.vaults import VaultService
 from .identity import request_tenant
-from .params import json_object, json_reply, metadata_query, page_query
-from .routes import api_routes
+from .params import json_reply, metadata_query, page_query
+from .routes import answer, api_routes
 
 
 def status_query(request: web.Request) -> tuple[str, ...]:
@@ -18,27 +20,24 @@ def status_query(request: web.Request) -> tuple[str, ...]:
     return statuses([*request.query.getall("status", []), *request.query.getall("status[]", [])])
 
 
+@dataclass(frozen=True)
 class VaultRoutes:
-    def __init__(self, vaults: VaultService) -> None:
-        self.vaults = vaults
+    vaults: VaultService
 
     def register(self, app: web.Application) -> None:
+        vault = "/vaults/{vault_id}"
+        credential = f"{vault}/credentials/{{credential_id}}"
         with api_routes(app) as routes:
-            vault = "/vaults/{vault_id}"
-            credential = f"{vault}/credentials/{{credential_id}}"
-            routes.post("/vaults", self.create)
+            routes.post("/vaults", answer(self.vaults.create, body=True))
             routes.get("/vaults", self.list)
-            routes.get(vault, self.retrieve)
-            routes.post(vault, self.update)
-            routes.delete(vault, self.delete)
-            routes.post(f"{vault}/credentials", self.create_credential)
+            routes.get(vault, answer(self.vaults.get, "vault_id"))
+            routes.post(vault, answer(self.vaults.update, "vault_id", body=True))
+            routes.delete(vault, answer(self.vaults.delete, "vault_id"))
+            routes.post(f"{vault}/credentials", answer(self.vaults.create_credential, "vault_id", body=True))
             routes.get(f"{vault}/credentials", self.list_credentials)
-            routes.get(credential, self.retrieve_credential)
-            routes.post(credential, self.update_credential)
-            routes.delete(credential, self.delete_credential)
-
-    async def create(self, request: web.Request) -> web.Response:
-        return json_reply(await self.vaults.create(await json_object(request), tenant=request_tenant(request)))
+            routes.get(credential, answer(self.vaults.get_credential, "vault_id", "credential_id"))
+            routes.post(credential, answer(self.vaults.update_credential, "vault_id", "credential_id", body=True))
+            routes.delete(credential, answer(self.vaults.delete_credential, "vault_id", "credential_id"))
 
     async def list(self, request: web.Request) -> web.Response:
         return json_reply(await self.vaults.list_vaults(**page_query(request, before=False),
@@ -46,40 +45,9 @@ class VaultRoutes:
                                                         statuses=status_query(request),
                                                         tenant=request_tenant(request)))
 
-    async def retrieve(self, request: web.Request) -> web.Response:
-        return json_reply(await self.vaults.get(request.match_info["vault_id"], tenant=request_tenant(request)))
-
-    async def update(self, request: web.Request) -> web.Response:
-        return json_reply(await self.vaults.update(request.match_info["vault_id"], await json_object(request),
-                                                   tenant=request_tenant(request)))
-
-    async def delete(self, request: web.Request) -> web.Response:
-        return json_reply(await self.vaults.delete(request.match_info["vault_id"], tenant=request_tenant(request)))
-
-    async def create_credential(self, request: web.Request) -> web.Response:
-        return json_reply(await self.vaults.create_credential(request.match_info["vault_id"],
-                                                              await json_object(request),
-                                                              tenant=request_tenant(request)))
-
     async def list_credentials(self, request: web.Request) -> web.Response:
         return json_reply(await self.vaults.list_credentials(request.match_info["vault_id"],
                                                              **page_query(request, before=False),
                                                              metadata=metadata_query(request),
                                                              statuses=status_query(request),
                                                              tenant=request_tenant(request)))
-
-    async def retrieve_credential(self, request: web.Request) -> web.Response:
-        return json_reply(await self.vaults.get_credential(request.match_info["vault_id"],
-                                                           request.match_info["credential_id"],
-                                                           tenant=request_tenant(request)))
-
-    async def update_credential(self, request: web.Request) -> web.Response:
-        return json_reply(await self.vaults.update_credential(request.match_info["vault_id"],
-                                                              request.match_info["credential_id"],
-                                                              await json_object(request),
-                                                              tenant=request_tenant(request)))
-
-    async def delete_credential(self, request: web.Request) -> web.Response:
-        return json_reply(await self.vaults.delete_credential(request.match_info["vault_id"],
-                                                              request.match_info["credential_id"],
-                                                              tenant=request_tenant(request)))

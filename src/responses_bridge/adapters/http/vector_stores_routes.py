@@ -3,103 +3,54 @@ caller's tenant (the service and the store keep every tenant to its own)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 from ...services.vector_stores import VectorStoreService
 from .identity import request_tenant
-from .params import json_object, json_reply, page_query
-from .routes import api_routes
+from .params import json_reply, page_query
+from .routes import answer, api_routes
 
 
+@dataclass(frozen=True)
 class VectorStoreRoutes:
-    def __init__(self, service: VectorStoreService) -> None:
-        self.service = service
+    service: VectorStoreService
 
     def register(self, app: web.Application) -> None:
+        store = "/vector_stores/{vector_store_id}"
+        file = f"{store}/files/{{file_id}}"
+        batch = f"{store}/file_batches/{{batch_id}}"
         with api_routes(app) as routes:
-            base = "/vector_stores"
-            store = f"{base}/{{vector_store_id}}"
-            routes.post(base, self.create)
-            routes.get(base, self.list_stores)
-            routes.get(store, self.retrieve)
-            routes.post(store, self.update)
-            routes.delete(store, self.delete)
-            routes.post(f"{store}/search", self.search)
-            routes.post(f"{store}/files", self.add_file)
+            routes.post("/vector_stores", answer(self.service.create, body="vector_stores.create", optional=True))
+            routes.get("/vector_stores", self.list_stores)
+            routes.get(store, answer(self.service.get, "vector_store_id"))
+            routes.post(store, answer(self.service.update, "vector_store_id", body="vector_stores.update",
+                                      optional=True))
+            routes.delete(store, answer(self.service.delete, "vector_store_id"))
+            routes.post(f"{store}/search", answer(self.service.search_store, "vector_store_id",
+                                                  body="vector_stores.search"))
+            routes.post(f"{store}/files", answer(self.service.add_file, "vector_store_id",
+                                                 body="vector_stores.files.create"))
             routes.get(f"{store}/files", self.list_files)
-            routes.get(f"{store}/files/{{file_id}}", self.retrieve_file)
-            routes.post(f"{store}/files/{{file_id}}", self.update_file)
-            routes.delete(f"{store}/files/{{file_id}}", self.delete_file)
-            routes.get(f"{store}/files/{{file_id}}/content", self.file_content)
-            routes.post(f"{store}/file_batches", self.create_batch)
-            routes.get(f"{store}/file_batches/{{batch_id}}", self.retrieve_batch)
-            routes.post(f"{store}/file_batches/{{batch_id}}/cancel", self.cancel_batch)
-            routes.get(f"{store}/file_batches/{{batch_id}}/files", self.list_batch_files)
-
-    async def create(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.create(await json_object(request, optional=True,
-                                                                      fields="vector_stores.create"),
-                                                    tenant=request_tenant(request)))
+            routes.get(file, answer(self.service.get_file, "vector_store_id", "file_id"))
+            routes.post(file, answer(self.service.update_file, "vector_store_id", "file_id",
+                                     body="vector_stores.files.update"))
+            routes.delete(file, answer(self.service.delete_file, "vector_store_id", "file_id"))
+            routes.get(f"{file}/content", answer(self.service.file_content, "vector_store_id", "file_id"))
+            routes.post(f"{store}/file_batches", answer(self.service.create_batch, "vector_store_id",
+                                                        body="vector_stores.file_batches.create"))
+            routes.get(batch, answer(self.service.get_batch, "vector_store_id", "batch_id"))
+            routes.post(f"{batch}/cancel", answer(self.service.cancel_batch, "vector_store_id", "batch_id"))
+            routes.get(f"{batch}/files", self.list_batch_files)
 
     async def list_stores(self, request: web.Request) -> web.Response:
         return json_reply(await self.service.list_stores(tenant=request_tenant(request), **_page(request)))
 
-    async def retrieve(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.get(_store(request), tenant=request_tenant(request)))
-
-    async def update(self, request: web.Request) -> web.Response:
-        body = await json_object(request, optional=True, fields="vector_stores.update")
-        return json_reply(await self.service.update(_store(request), body,
-                                                    tenant=request_tenant(request)))
-
-    async def delete(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.delete(_store(request), tenant=request_tenant(request)))
-
-    async def search(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.search_store(_store(request),
-                                                          await json_object(request, fields="vector_stores.search"),
-                                                          tenant=request_tenant(request)))
-
-    async def add_file(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.add_file(_store(request),
-                                                      await json_object(request, fields="vector_stores.files.create"),
-                                                      tenant=request_tenant(request)))
-
     async def list_files(self, request: web.Request) -> web.Response:
         return json_reply(await self.service.list_files(_store(request), tenant=request_tenant(request),
                                                         status=request.query.get("filter"), **_page(request)))
-
-    async def retrieve_file(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.get_file(_store(request), request.match_info["file_id"],
-                                                      tenant=request_tenant(request)))
-
-    async def update_file(self, request: web.Request) -> web.Response:
-        body = await json_object(request, fields="vector_stores.files.update")
-        return json_reply(await self.service.update_file(_store(request), request.match_info["file_id"], body,
-                                                         tenant=request_tenant(request)))
-
-    async def delete_file(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.delete_file(_store(request), request.match_info["file_id"],
-                                                         tenant=request_tenant(request)))
-
-    async def file_content(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.file_content(_store(request), request.match_info["file_id"],
-                                                          tenant=request_tenant(request)))
-
-    async def create_batch(self, request: web.Request) -> web.Response:
-        body = await json_object(request, fields="vector_stores.file_batches.create")
-        return json_reply(await self.service.create_batch(_store(request), body,
-                                                          tenant=request_tenant(request)))
-
-    async def retrieve_batch(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.get_batch(_store(request), request.match_info["batch_id"],
-                                                       tenant=request_tenant(request)))
-
-    async def cancel_batch(self, request: web.Request) -> web.Response:
-        return json_reply(await self.service.cancel_batch(_store(request), request.match_info["batch_id"],
-                                                          tenant=request_tenant(request)))
 
     async def list_batch_files(self, request: web.Request) -> web.Response:
         return json_reply(await self.service.list_files(

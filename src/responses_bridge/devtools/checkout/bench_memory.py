@@ -24,7 +24,7 @@ import aiohttp
 import orjson
 
 from ..procs import ManagedProcess
-from .process_memory import descendants, process_rss_mb, process_status_mb
+from .process_memory import family_pids, family_rss_mb, process_status_mb
 
 MIB = 1024 * 1024
 PEAK_PER_BODY, PEAK_SLACK_MIB, AFTER_MIB = 30, 64, 48
@@ -53,10 +53,10 @@ class SidecarMemory:
         self.high_water_reset = False
 
     def pids(self) -> list[int]:
-        return [self.sidecar.pid, *descendants(self.sidecar.pid)]
+        return family_pids(self.sidecar.pid)
 
     def now(self) -> float:
-        return sum(process_rss_mb(pid) for pid in self.pids())
+        return family_rss_mb(self.sidecar.pid)
 
     def start_peak(self) -> None:
         """Reset each process's VmHWM (``5`` to clear_refs, Linux ≥ 4.0) and the sampled peak."""

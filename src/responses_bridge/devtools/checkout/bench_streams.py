@@ -30,7 +30,7 @@ import orjson
 from ...descriptors import raise_descriptor_limit
 from ..procs import ManagedProcess, envoy_binary, free_port, wait_http
 from .bench_requests import wait_healthy
-from .process_memory import descendants, process_rss_mb
+from .process_memory import family_pids, family_rss_mb
 
 TICKS = os.sysconf("SC_CLK_TCK")
 SAMPLES: dict[str, str] = {}
@@ -64,10 +64,10 @@ class Sidecar:
         self.process = process
 
     def pids(self) -> list[int]:
-        return [self.process.pid, *descendants(self.process.pid)]
+        return family_pids(self.process.pid)
 
     def rss_mib(self) -> float:
-        return sum(process_rss_mb(pid) for pid in self.pids())
+        return family_rss_mb(self.process.pid)
 
     def cpu_seconds(self) -> float:
         total = 0.0

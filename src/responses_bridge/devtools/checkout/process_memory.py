@@ -40,6 +40,16 @@ def tree_pids(processes: Iterable[ManagedProcess]) -> Iterator[int]:
             yield from descendants(process.pid)
 
 
+def family_pids(pid: int) -> list[int]:
+    """``pid`` and the processes under it (a server and its workers), alive or not."""
+    return [pid, *descendants(pid)]
+
+
+def family_rss_mb(pid: int) -> float:
+    """Resident set size in MB of ``pid`` and the processes under it, summed."""
+    return sum(process_rss_mb(member) for member in family_pids(pid))
+
+
 def descendants(pid: int) -> list[int]:
     """The processes under ``pid`` (children, their children, ...), from each /proc/PID/stat's parent pid."""
     children: dict[int, list[int]] = {}

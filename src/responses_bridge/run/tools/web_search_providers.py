@@ -62,12 +62,15 @@ class _HTTPProvider:
     """Session handling and the bounded JSON fetch the three providers share."""
 
     name = "web search"
+    path = "/search"  # the search endpoint, below the configured base URL
+    key_variable: str | None = None  # the environment variable holding the API key, named when it is refused
 
     def __init__(self, settings: WebSearchSettings, session: aiohttp.ClientSession | None = None) -> None:
         self._settings = settings
         self._session = session
         self._owns_session = session is None
         self._timeout = aiohttp.ClientTimeout(total=settings.timeout, connect=settings.connect_timeout)
+        self._url = settings.base_url.rstrip("/") + self.path
 
     async def aclose(self) -> None:
         """Closes the session this provider opened itself; a session it was given stays its owner's."""
@@ -128,7 +131,7 @@ class _HTTPProvider:
             raise error from exc
 
     def _hint(self, status: int) -> str:
-        return ""
+        return f" (is {self.key_variable} right?)" if self.key_variable and status in (401, 403) else ""
 
     def _failed(self, error: WebSearchError, started: float) -> None:
         log.warning("web_search_failed", provider=self.name, error=str(error),
@@ -186,13 +189,8 @@ class BraveProvider(_HTTPProvider):
     """The Brave Search API's web search (``X-Subscription-Token`` header)."""
 
     name = "Brave Search"
-
-    def __init__(self, settings: WebSearchSettings, session: aiohttp.ClientSession | None = None) -> None:
-        super().__init__(settings, session)
-        self._url = settings.base_url.rstrip("/") + "/res/v1/web/search"
-
-    def _hint(self, status: int) -> str:
-        return " (is BRAVE_API_KEY right?)" if status in (401, 403) else ""
+    path = "/res/v1/web/search"
+    key_variable = "BRAVE_API_KEY"
 
     async def search(self, query: str, *, max_results: int, user_location: dict[str, Any] | None,
                      allowed_domains: list[str] | None) -> list[SearchResult]:
@@ -223,13 +221,7 @@ class TavilyProvider(_HTTPProvider):
     """Tavily's search API (bearer key; domains passed natively as ``include_domains``)."""
 
     name = "Tavily"
-
-    def __init__(self, settings: WebSearchSettings, session: aiohttp.ClientSession | None = None) -> None:
-        super().__init__(settings, session)
-        self._url = settings.base_url.rstrip("/") + "/search"
-
-    def _hint(self, status: int) -> str:
-        return " (is TAVILY_API_KEY right?)" if status in (401, 403) else ""
+    key_variable = "TAVILY_API_KEY"
 
     async def search(self, query: str, *, max_results: int, user_location: dict[str, Any] | None,
                      allowed_domains: list[str] | None) -> list[SearchResult]:
