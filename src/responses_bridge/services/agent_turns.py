@@ -37,6 +37,7 @@ from ..protocol.agent_events import (
 )
 from ..protocol.errors import APIError
 from ..store.base_agents import AgentStore, Record
+from .agent_async_calls import async_functions, async_result, async_results, started
 from .agent_environments import Published, SessionEnvironments, environment_state, hosted_container, not_kept
 from .agent_events import SessionLog
 from .agent_subagent_tree import SubagentTree
@@ -274,6 +275,7 @@ class SessionRunner:
             try:
                 if self.environments is not None:  # the container's vault credentials as they are now
                     await self.environments.refresh_credentials(session, tenant=self.tenant)
+                turn_input = [*turn_input, *await async_results(self, session)]  # async calls' results
                 request = await self._credentialed(session, turn_request(session, turn_input, capabilities))
                 self.response_id = await self.start(request, self.tenant, entry.authorization)
             except APIError as error:
@@ -348,11 +350,14 @@ class SessionRunner:
             return None
         return calls.take_answers()
 
-    async def tool_result(self, result: dict[str, Any]) -> None:
-        """A client's result for an open call of the running turn (a 400 for any other call)."""
+    async def tool_result(self, result: dict[str, Any], session: dict[str, Any] | None = None) -> None:
+        """A client's result for an open call of the running turn, or for an ``async`` call (changing
+        ``session``, the caller's copy); a 400 for any other call."""
         entry = self.current
         call = entry.calls.open.get(result["call_id"]) if entry is not None else None
         if entry is None or call is None or call["turn_id"] != result["turn_id"]:
+            if await async_result(self, result, session):
+                return
             raise unknown_call(result["call_id"])
         entry.trace.call_answered(result["call_id"], bool(result["success"]))
         if "command_item" in call:  # a command the client ran: its command_execution item is done
@@ -403,6 +408,7 @@ class SessionRunner:
         turn_id, shown = entry.turn["id"], Shown()
         final: dict[str, Any] = {}
         tree = SubagentTree(session, turn_id) if session["agent"]["multi_agent"]["enabled"] else None
+        asynchronous = async_functions(session)
         async for data in self.background.events_after(self.response_id, -1, tenant=self.tenant):
             for frame in split_frames(data):
                 start = frame.find(b"data: ")
@@ -421,6 +427,9 @@ class SessionRunner:
                 if item is not None and item["type"] == "function_call" and item["name"] == FUNCTION_NAME and \
                         any(tool["type"] == "automations" for tool in (await self.session())["agent"]["tools"]):
                     await self._automate(entry, item)  # the bridge's own function: no item, no client call
+                    continue
+                if item is not None and item["type"] == "function_call" and item["name"] in asynchronous:
+                    await started(self, entry, item, said)  # the turn goes on without its result
                     continue
                 if item is not None and item["type"] == "function_call":
                     entry.calls.opened(item)  # before the client can see it: its result is expected from now
