@@ -166,7 +166,7 @@ def review_mode(value: Any) -> str | None:
     if value != "auto_review":
         raise invalid_request("Invalid value for 'review': expected 'none' or 'auto_review'.", param="review",
                               code="invalid_value")
-    raise not_served("Automatic action review ('review': 'auto_review')", "review")
+    return "auto_review"
 
 
 def messages(value: Any, param: str) -> list[list[dict[str, Any]]]:

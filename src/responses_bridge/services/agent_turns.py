@@ -38,6 +38,7 @@ from ..protocol.agent_events import (
 from ..protocol.errors import APIError
 from ..store.base_agents import AgentStore, Record
 from .agent_async_calls import async_functions, async_result, async_results, started
+from .agent_auto_review import auto_review
 from .agent_environments import Published, SessionEnvironments, environment_state, hosted_container, not_kept
 from .agent_events import SessionLog
 from .agent_subagent_tree import SubagentTree
@@ -252,6 +253,7 @@ class SessionRunner:
                 records.append(self.session_record(session))
                 await self.events.emit({"type": "agent.session.in_progress", "session": public(session)})
             turn["status"], turn["started_at"] = "in_progress", int(time.time())
+            entry.review = session.get("review")  # the turn keeps its mode if the session's changes
             await self.events.emit({"type": "agent.session.turn.in_progress", "session_id": self.session_id,
                                     "turn_id": turn["id"], "turn": public(turn)})
             for message in entry.messages:
@@ -287,7 +289,8 @@ class SessionRunner:
                 with contextlib.suppress(APIError):
                     await self.background.cancel(self.response_id, tenant=self.tenant)
             response = (await self._follow(entry, session)).get("response") or {}
-            usage = token_usage(response.get("usage"))
+            usage = add_usage(token_usage(response.get("usage")), entry.review_usage)  # with its reviews'
+            entry.review_usage = None
             total = add_usage(total, usage)
             status = str(response.get("status") or "failed")
             # stored with the turn's end, or when it waits
@@ -440,7 +443,11 @@ class SessionRunner:
                     entry.trace.call_opened(str(client_call["call_id"]), "shell")
                 elif event.get("type") == "response.output_item.done" and \
                         (event.get("item") or {}).get("type") == "mcp_approval_request":
-                    entry.calls.asked({**event["item"], "turn_id": turn_id})  # a call held for the client's word
+                    held = {**event["item"], "turn_id": turn_id}  # a call held for the client's word
+                    if entry.review == "auto_review":  # judged by a model call, never asked
+                        await auto_review(self, entry, session, held)
+                    else:
+                        entry.calls.asked(held)
                 if said is not None:  # a finished item is stored with the event that shows it
                     await self.events.emit(said, records=None if item is None else [self.item_record(item)])
         for said_by_tree, records in tree.finish() if tree is not None else ():
