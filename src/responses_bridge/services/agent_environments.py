@@ -154,7 +154,7 @@ class SessionEnvironments:
                 raise invalid_request("An existing environment ('environment_id') is not served here.",
                                       param="environment.environment_id", code="unsupported_value")
             return await self.setup.attach(containers, plan.environment_id, session_id, tenant=tenant)
-        if plan.python_packages or plan.npm_packages:  # a 400 naming the setting where the operator allows none
+        if plan.python_packages or plan.npm_packages or plan.system_packages:  # a 400 where the operator allows none
             if containers.packages is None:
                 raise invalid_request("Installing packages needs the bridge's sandbox, which this server does not "
                                       "run.", param="environment.packages", code="unsupported_value")
@@ -181,10 +181,12 @@ class SessionEnvironments:
         session, so that its turns fail saying so."""
         container_id = hosted_container(session)
         packages = self.containers.packages if self.containers is not None else None
-        if container_id is None or packages is None or not (plan.python_packages or plan.npm_packages):
+        if container_id is None or packages is None or \
+                not (plan.python_packages or plan.npm_packages or plan.system_packages):
             return None
         try:
-            await packages.install(container_id, plan.python_packages, plan.npm_packages, tenant=tenant)
+            await packages.install(container_id, plan.python_packages, plan.npm_packages, tenant=tenant,
+                                   system=plan.system_packages)
         except InstallFailed as failed:
             error = {"code": "package_install_failed", "type": "invalid_request_error", "message": str(failed)}
             session.setdefault("_private", {})["environment_error"] = error
