@@ -22,6 +22,7 @@ before the turn's end, naming the file; once per version of the file). Artifacts
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field, replace
@@ -38,6 +39,7 @@ from ..store.base_agents import AgentStore, Record
 from .capability_directories import environment_note
 from .containers import ContainerService
 from .environment_packages import InstallFailed
+from .environment_plugins import plugin_skills, refused_duplicate
 from .environment_setup import EnvironmentSetup, equip, setup_files
 from .pagination import page_errors
 from .skills import copy_blob
@@ -161,11 +163,16 @@ class SessionEnvironments:
             containers.packages.check(plan)
         policy = await self.network(plan, vault_ids or [], tenant=tenant)
         skills = await containers.resolve_skills(plan.skills, tenant=tenant, param="environment.skills")
+        offered = await asyncio.to_thread(plugin_skills, plan.plugins, "environment.plugins") if plan.plugins else []
+        for skill in offered:  # the plugins' skills, beside the environment's own
+            if any(other.name == skill.name for other in skills):
+                raise refused_duplicate(skill.name, "environment.plugins")
+            skills.append(skill)
         container = await containers.new_container(name or f"agent session {session_id}", tenant=tenant,
                                                    minutes=KEEP_MINUTES, memory_limit=plan.memory_limit,
                                                    network=policy, skills=skills)
         shown: list[dict[str, Any]] = []
-        for entry, skill in zip(plan.skills or [], skills, strict=True):
+        for entry, skill in zip(plan.skills or [], skills[:len(skills) - len(offered)], strict=True):
             if entry["type"] == "skill_reference":  # the SDK's HostedSkillReference
                 shown.append({"type": "skill_reference", "skill_id": entry["skill_id"], "name": skill.name,
                               "description": skill.description, "version": skill.version or ""})
