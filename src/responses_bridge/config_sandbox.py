@@ -68,9 +68,11 @@ class CodeSandboxSettings(BaseSettings):
     package_indexes: str = Field(default="", description=(
         "the package indexes an agent session's `openai_hosted` environment installs its `packages` from at its "
         "start, comma-separated `python=URL` (a PEP 503 simple index; the first is pip's index, the others extra "
-        "ones) and `npm=URL` (the registry, at most one): reached through the egress proxy for the install alone "
-        "(its address rules apply: public addresses, and code_egress_allowed_targets); unset: `packages` is a 400 "
-        "naming this setting; needs code_egress_allowlist"))
+        "ones), `npm=URL` (the registry, at most one) and `debian=[options] URL suite component...` (a Debian "
+        "repository for `system` packages, as a sources.list line without `deb`; signed by the Debian archive "
+        "keyring unless `[trusted=yes]` or `[signed-by=/path]`): reached through the egress proxy for the install "
+        "alone (its address rules apply: public addresses, and code_egress_allowed_targets); unset: `packages` is a "
+        "400 naming this setting; needs code_egress_allowlist"))
     code_egress_max_bytes: int = Field(default=64 << 20, ge=1, description="egress bytes of one call, both ways")
     code_egress_connection_bytes: int = Field(default=32 << 20, ge=1, description="bytes of one egress connection")
     code_egress_max_connections: int = Field(default=64, ge=1, description="egress connections of one call")

@@ -178,7 +178,7 @@ async def test_a_container_gone_is_an_expired_environment(gateway: Gateway) -> N
     ({"network": {"access": "restricted"}}, "environment.network.allowed_domains"),
     ({"packages": {"python": ["numpy"]}}, "environment.packages.python"),
     ({"skills": [{"type": "skill_reference", "skill_id": "skill_missing"}]}, "environment.skills[0].skill_id"),
-    ({"plugins": [{"type": "inline"}]}, "environment.plugins"),
+    ({"plugins": [{"type": "inline"}]}, "environment.plugins[0].name"),
     ({"environment_id": "env_1"}, "environment.environment_id"),
     ({"container_size": "huge"}, "environment.container_size"),
     ({"shared": True}, "environment.shared"),

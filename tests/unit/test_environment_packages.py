@@ -24,7 +24,7 @@ from responses_bridge.services.package_trees import InstallFailed, read_modes, u
 @pytest.mark.parametrize("entry", ["requests", "numpy>=2,<3", "Django[argon2]==5.0.1",
                                    "pywin32; sys_platform == 'win32'", "a.b-c_d~=1.2"])
 def test_python_requirement_specifiers_pass_normalized(entry: str) -> None:
-    python, npm = checked_packages({"python": [entry]})
+    python, npm, _ = checked_packages({"python": [entry]})
     assert len(python) == 1 and npm == ()
 
 
@@ -41,7 +41,7 @@ def test_python_options_paths_and_urls_are_400s_naming_the_entry(entry: object) 
 @pytest.mark.parametrize("entry", ["lodash", "lodash@4.17.21", "@types/node", "@types/node@^20", "left-pad@latest",
                                    "react@>=18 <19"])
 def test_npm_names_with_versions_pass(entry: str) -> None:
-    assert checked_packages({"npm": [entry]}) == ((), (entry,))
+    assert checked_packages({"npm": [entry]}) == ((), (entry,), ())
 
 
 @pytest.mark.parametrize("entry", ["--registry=https://x", "git+https://x/y.git", "x@file:../y", "x@http://y/z.tgz",
@@ -53,10 +53,12 @@ def test_npm_options_paths_and_urls_are_400s_naming_the_entry(entry: str) -> Non
 
 
 def test_system_packages_count_and_shape() -> None:
-    with pytest.raises(APIError) as refused:
-        checked_packages({"system": ["curl"]})
-    assert refused.value.param == "environment.packages.system" and refused.value.code == "unsupported_value"
-    assert "root" in refused.value.message
+    assert checked_packages({"system": ["curl", "jq=1.6-2.1", "libc6-dev"]}) == \
+        ((), (), ("curl", "jq=1.6-2.1", "libc6-dev"))
+    for entry in ("--allow-unauthenticated", "../x.deb", "Curl", "curl jq", "x", "curl=1.0;rm", 7):
+        with pytest.raises(APIError) as refused:
+            checked_packages({"system": ["curl", entry]})
+        assert refused.value.param == "environment.packages.system[1]" and refused.value.code == "invalid_value"
     with pytest.raises(APIError) as refused:
         checked_packages({"python": [f"p{n}" for n in range(MAX_PACKAGES + 1)]})
     assert refused.value.param == "environment.packages.python"
@@ -66,9 +68,23 @@ def test_system_packages_count_and_shape() -> None:
     with pytest.raises(APIError) as refused:
         checked_packages({"python": "requests"})
     assert refused.value.code == "invalid_type"
-    assert checked_packages({"python": [], "npm": None, "system": []}) == ((), ())
+    assert checked_packages({"python": [], "npm": None, "system": []}) == ((), (), ())
     plan = hosted_plan({"type": "openai_hosted", "packages": {"python": ["requests"], "npm": ["lodash"]}})
     assert plan.resource("cntr_1", [])["packages"] == {"npm": ["lodash"], "python": ["requests"], "system": []}
+
+
+def test_debian_repositories_are_sources_lines_signed_by_default() -> None:
+    indexes = PackageIndexes.parse("python=https://pypi.example/simple,"
+                                   "debian=https://deb.example/debian bookworm main contrib,"
+                                   "debian=[trusted=yes] http://10.0.0.5:8080/repo/ ./")
+    assert indexes.debian == ("[signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] https://deb.example/debian "
+                              "bookworm main contrib", "[trusted=yes] http://10.0.0.5:8080/repo/ ./")
+    assert indexes.hosts() == ["10.0.0.5", "deb.example", "pypi.example"]
+    for bad in ("debian=https://deb.example/debian", "debian=ftp://deb.example/debian bookworm main",
+                "debian=[arch=amd64] https://deb.example/debian bookworm", "debian=https://u:p@deb.example/d x",
+                "debian=https://deb.example/debian book'worm"):
+        with pytest.raises(ValueError):
+            PackageIndexes.parse(bad)
 
 
 def test_indexes_parse_and_name_the_bad_entry() -> None:

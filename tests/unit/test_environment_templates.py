@@ -147,7 +147,7 @@ def test_a_template_is_shown_without_its_confidential_fields() -> None:
     assert shown["skills"] == [{"type": "skill_reference", "skill_id": "skill_1", "version": None}]
     assert shown["network"] == {"access": "disabled", "allowed_domains": []}
     # a template's fields are an environment's, named without its prefix
-    assert refused(lambda: check_params({"plugins": [{}]})).param == "plugins"
+    assert refused(lambda: check_params({"plugins": [{}]})).param == "plugins[0]"
     assert refused(lambda: check_params({"env": {"1": "x"}})).param == "env.1"
 
 

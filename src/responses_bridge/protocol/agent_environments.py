@@ -1,10 +1,10 @@
 """A session's ``openai_hosted`` environment checked: what the bridge can give it (a container on the configured
 sandbox backend, its size a memory tier, network by the egress proxy's policy: an allowlist, or a block list where
-the deployment allows it) and, refused by name, what it cannot (a desktop and its browser, plugins, ``system``
-packages). Its ``capability_directories`` are paths in its workspace (protocol/capability_directories.py), whose
-skills and ``AGENTS.md`` each turn offers the agent (services/capability_directories.py). Its ``python`` and
-``npm`` packages are installed at its start from the operator's indexes (protocol/environment_packages.py checks
-them). With ``environment_id`` the session takes an existing
+the deployment allows it) and, refused by name, what it cannot (a desktop and its browser). Its
+``capability_directories`` are paths in its workspace (protocol/capability_directories.py), whose
+skills and ``AGENTS.md`` each turn offers the agent (services/capability_directories.py). Its ``python``,
+``npm`` and ``system`` packages are installed at its start from the operator's indexes
+(protocol/environment_packages.py checks them). With ``environment_id`` the session takes an existing
 standalone environment, asking nothing else. Its ``files``, ``setup_commands`` and ``env`` are checked in
 protocol/environment_fields.py and given to the container by services/environment_setup.py; a template
 (``environment_template_id``) is resolved into the environment before it is checked here
@@ -25,6 +25,7 @@ from .. import ids
 from .capability_directories import check_directories
 from .environment_fields import check_env, check_files, check_setup_commands
 from .environment_packages import checked_packages
+from .environment_plugins import checked_plugins, shown_plugins
 from .errors import APIError, invalid_request
 
 HOSTED_FIELDS = ("type", "capability_directories", "container_size", "desktop", "env", "environment_id",
@@ -54,7 +55,9 @@ class HostedPlan:
     environment_id: str | None = None  # an existing environment the session takes (services/environment_setup.py)
     python_packages: tuple[str, ...] = ()  # installed at the start (protocol/environment_packages.py checks them)
     npm_packages: tuple[str, ...] = ()
+    system_packages: tuple[str, ...] = ()  # Debian packages, unpacked (services/environment_packages.py)
     capability_directories: tuple[str, ...] = ()  # absolute paths under /workspace (capability_directories.py)
+    plugins: list[dict[str, Any]] = field(default_factory=list)  # their skills offered (environment_plugins.py)
 
     @property
     def block_list(self) -> bool:
@@ -74,8 +77,9 @@ class HostedPlan:
         return {"id": environment_id, "type": "openai_hosted",
                 "capability_directories": list(self.capability_directories), "files": files or [],
                 "network": {"access": self.access, "allowed_domains": list(self.allowed_domains)},
-                "packages": {"npm": list(self.npm_packages), "python": list(self.python_packages), "system": []},
-                "plugins": [], "skills": skills,
+                "packages": {"npm": list(self.npm_packages), "python": list(self.python_packages),
+                             "system": list(self.system_packages)},
+                "plugins": shown_plugins(self.plugins), "skills": skills,
                 "container_size": self.container_size, "desktop": {"enabled": False}}
 
 
@@ -118,11 +122,9 @@ def hosted_plan(environment: dict[str, Any]) -> HostedPlan:
         raise _refused("An environment template ('environment_template_id')", "environment.environment_template_id")
     if environment.get("environment_id") is not None:
         return _existing(environment)
-    if not _empty(environment.get("plugins")):
-        raise _refused("Plugins ('plugins')", "environment.plugins")
     directories = check_directories(environment.get("capability_directories"),
                                     "environment.capability_directories")
-    python, npm = checked_packages(environment.get("packages"))
+    python, npm, system = checked_packages(environment.get("packages"))
     size = environment.get("container_size", "medium")
     if size not in MEMORY_TIERS:
         raise invalid_request("Invalid value for 'environment.container_size': expected 'small', 'medium' or "
@@ -134,7 +136,8 @@ def hosted_plan(environment: dict[str, Any]) -> HostedPlan:
                       setup_commands=check_setup_commands(environment.get("setup_commands"),
                                                           "environment.setup_commands"),
                       env=check_env(environment.get("env"), "environment.env"), python_packages=python,
-                      npm_packages=npm, capability_directories=directories)
+                      npm_packages=npm, system_packages=system, capability_directories=directories,
+                      plugins=checked_plugins(environment.get("plugins"), "environment.plugins"))
 
 
 def _existing(environment: dict[str, Any]) -> HostedPlan:

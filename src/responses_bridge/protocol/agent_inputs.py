@@ -57,15 +57,12 @@ def check_environment(environment: Any) -> str:
 
 def check_servable(config: dict[str, Any]) -> None:
     """What a session's turn cannot run is refused by name, never dropped: ``computer_use`` (the bridge has no
-    desktop or browser); a function run without waiting (``async``); an MCP server reached from an environment, with
-    request metadata or required to start. (An MCP server's vault ``credential_id`` is checked against the session's
-    vaults: services/agent_sessions.py.)"""
+    desktop or browser); an MCP server reached from an environment, with request metadata or required to start. (A
+    function with ``async: true`` is served: services/agent_async_calls.py. An MCP server's vault
+    ``credential_id`` is checked against the session's vaults: services/agent_sessions.py.)"""
     for index, tool in enumerate(config["tools"]):
         where = f"agent.tools[{index}]"
-        if tool["type"] == "function":
-            if tool.get("async"):
-                raise not_served("A function with 'async': true", f"{where}.async")
-        elif tool["type"] == "mcp":
+        if tool["type"] == "mcp":
             _check_mcp(tool, where)
         elif tool["type"] == "automations" and any(
                 other["type"] == "function" and other["name"] == FUNCTION_NAME for other in config["tools"]):
@@ -169,7 +166,7 @@ def review_mode(value: Any) -> str | None:
     if value != "auto_review":
         raise invalid_request("Invalid value for 'review': expected 'none' or 'auto_review'.", param="review",
                               code="invalid_value")
-    raise not_served("Automatic action review ('review': 'auto_review')", "review")
+    return "auto_review"
 
 
 def messages(value: Any, param: str) -> list[list[dict[str, Any]]]:

@@ -21,6 +21,7 @@ import orjson
 from .agent_environments import hosted_plan
 from .environment_fields import file_metadata
 from .environment_packages import PACKAGE_KINDS
+from .environment_plugins import shown_plugins
 from .errors import APIError, invalid_request, not_found
 
 TEMPLATE_FIELDS = ("capability_directories", "desktop", "env", "files", "name", "network", "packages", "plugins",
@@ -82,7 +83,8 @@ def shown_fields(params: dict[str, Any]) -> dict[str, Any]:
     return {"capability_directories": list(plan.capability_directories),
             "files": [file_metadata(file) for file in plan.files],
             "network": {"access": plan.access, "allowed_domains": list(plan.allowed_domains)},
-            "packages": {kind: list(packages.get(kind) or []) for kind in PACKAGE_KINDS}, "plugins": [],
+            "packages": {kind: list(packages.get(kind) or []) for kind in PACKAGE_KINDS},
+            "plugins": shown_plugins(plan.plugins),
             "skills": skills, "desktop": {"enabled": bool((params.get("desktop") or {}).get("enabled"))}}
 
 

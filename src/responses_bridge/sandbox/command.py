@@ -32,6 +32,7 @@ it, and the environment adds the proxy variables and each domain secret's placeh
 from __future__ import annotations
 
 import os
+import platform
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -57,11 +58,16 @@ ETC_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/a
 
 PACKAGES_DIR = "/mnt/packages"
 """An agent environment's packages, bound read-only where it has some (services/environment_packages.py)."""
+SYSTEM_PACKAGES = f"{PACKAGES_DIR}/system"  # Debian packages unpacked: their usr/bin, usr/lib…
+MULTIARCH = {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu"}.get(platform.machine(), "")
 PACKAGE_PATHS = {
-    "PYTHONPATH": f"{PACKAGES_DIR}/python",
+    "PYTHONPATH": f"{PACKAGES_DIR}/python:{SYSTEM_PACKAGES}/usr/lib/python3/dist-packages",
     "NODE_PATH": f"{PACKAGES_DIR}/npm/node_modules",
+    "LD_LIBRARY_PATH": ":".join([*([f"{SYSTEM_PACKAGES}/usr/lib/{MULTIARCH}", f"{SYSTEM_PACKAGES}/lib/{MULTIARCH}"]
+                                   if MULTIARCH else []), f"{SYSTEM_PACKAGES}/usr/lib"]),
 }
-PACKAGE_BINS = f"{PACKAGES_DIR}/python/bin:{PACKAGES_DIR}/npm/node_modules/.bin"
+PACKAGE_BINS = (f"{PACKAGES_DIR}/python/bin:{PACKAGES_DIR}/npm/node_modules/.bin:{SYSTEM_PACKAGES}/usr/bin:"
+                f"{SYSTEM_PACKAGES}/bin")
 
 ENVIRONMENT = {
     "PATH": f"{PACKAGE_BINS}:/usr/local/bin:/usr/bin:/bin",

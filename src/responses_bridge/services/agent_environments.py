@@ -22,6 +22,7 @@ before the turn's end, naming the file; once per version of the file). Artifacts
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field, replace
@@ -38,6 +39,7 @@ from ..store.base_agents import AgentStore, Record
 from .capability_directories import environment_note
 from .containers import ContainerService
 from .environment_packages import InstallFailed
+from .environment_plugins import plugin_skills, refused_duplicate
 from .environment_setup import EnvironmentSetup, equip, setup_files
 from .pagination import page_errors
 from .skills import copy_blob
@@ -154,18 +156,23 @@ class SessionEnvironments:
                 raise invalid_request("An existing environment ('environment_id') is not served here.",
                                       param="environment.environment_id", code="unsupported_value")
             return await self.setup.attach(containers, plan.environment_id, session_id, tenant=tenant)
-        if plan.python_packages or plan.npm_packages:  # a 400 naming the setting where the operator allows none
+        if plan.python_packages or plan.npm_packages or plan.system_packages:  # a 400 where the operator allows none
             if containers.packages is None:
                 raise invalid_request("Installing packages needs the bridge's sandbox, which this server does not "
                                       "run.", param="environment.packages", code="unsupported_value")
             containers.packages.check(plan)
         policy = await self.network(plan, vault_ids or [], tenant=tenant)
         skills = await containers.resolve_skills(plan.skills, tenant=tenant, param="environment.skills")
+        offered = await asyncio.to_thread(plugin_skills, plan.plugins, "environment.plugins") if plan.plugins else []
+        for skill in offered:  # the plugins' skills, beside the environment's own
+            if any(other.name == skill.name for other in skills):
+                raise refused_duplicate(skill.name, "environment.plugins")
+            skills.append(skill)
         container = await containers.new_container(name or f"agent session {session_id}", tenant=tenant,
                                                    minutes=KEEP_MINUTES, memory_limit=plan.memory_limit,
                                                    network=policy, skills=skills)
         shown: list[dict[str, Any]] = []
-        for entry, skill in zip(plan.skills or [], skills, strict=True):
+        for entry, skill in zip(plan.skills or [], skills[:len(skills) - len(offered)], strict=True):
             if entry["type"] == "skill_reference":  # the SDK's HostedSkillReference
                 shown.append({"type": "skill_reference", "skill_id": entry["skill_id"], "name": skill.name,
                               "description": skill.description, "version": skill.version or ""})
@@ -181,10 +188,12 @@ class SessionEnvironments:
         session, so that its turns fail saying so."""
         container_id = hosted_container(session)
         packages = self.containers.packages if self.containers is not None else None
-        if container_id is None or packages is None or not (plan.python_packages or plan.npm_packages):
+        if container_id is None or packages is None or \
+                not (plan.python_packages or plan.npm_packages or plan.system_packages):
             return None
         try:
-            await packages.install(container_id, plan.python_packages, plan.npm_packages, tenant=tenant)
+            await packages.install(container_id, plan.python_packages, plan.npm_packages, tenant=tenant,
+                                   system=plan.system_packages)
         except InstallFailed as failed:
             error = {"code": "package_install_failed", "type": "invalid_request_error", "message": str(failed)}
             session.setdefault("_private", {})["environment_error"] = error

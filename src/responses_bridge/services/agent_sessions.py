@@ -324,7 +324,7 @@ class SessionService:
                 if kind == "cancel":
                     await runner.cancel()
                 elif kind == "tool_result":
-                    await runner.tool_result(content)
+                    await runner.tool_result(content, session)
                 elif kind == "approval":
                     await runner.approval(content)
                 else:

@@ -33,6 +33,8 @@ class QueuedTurn:
     changes: dict[str, Any] | None = None  # what the turn's last response changes of the session, not stored yet
     span: tuple[str, dict[str, Any]] = ("invoke_agent", {})  # its root span's name and attributes (agent_traces)
     trace: TurnTrace = field(default_factory=lambda: TurnTrace(None))
+    review: str | None = None  # the session's ``review`` when the turn started: its mode for the whole turn
+    review_usage: dict[str, Any] | None = None  # the automatic reviews' tokens, not yet in the turn's usage
 
 
 def new_turn(session: dict[str, Any]) -> dict[str, Any]:

@@ -37,6 +37,8 @@ from ..protocol.agent_events import (
 )
 from ..protocol.errors import APIError
 from ..store.base_agents import AgentStore, Record
+from .agent_async_calls import async_functions, async_result, async_results, started
+from .agent_auto_review import auto_review
 from .agent_environments import Published, SessionEnvironments, environment_state, hosted_container, not_kept
 from .agent_events import SessionLog
 from .agent_subagent_tree import SubagentTree
@@ -251,6 +253,7 @@ class SessionRunner:
                 records.append(self.session_record(session))
                 await self.events.emit({"type": "agent.session.in_progress", "session": public(session)})
             turn["status"], turn["started_at"] = "in_progress", int(time.time())
+            entry.review = session.get("review")  # the turn keeps its mode if the session's changes
             await self.events.emit({"type": "agent.session.turn.in_progress", "session_id": self.session_id,
                                     "turn_id": turn["id"], "turn": public(turn)})
             for message in entry.messages:
@@ -274,6 +277,7 @@ class SessionRunner:
             try:
                 if self.environments is not None:  # the container's vault credentials as they are now
                     await self.environments.refresh_credentials(session, tenant=self.tenant)
+                turn_input = [*turn_input, *await async_results(self, session)]  # async calls' results
                 request = await self._credentialed(session, turn_request(session, turn_input, capabilities))
                 self.response_id = await self.start(request, self.tenant, entry.authorization)
             except APIError as error:
@@ -285,7 +289,8 @@ class SessionRunner:
                 with contextlib.suppress(APIError):
                     await self.background.cancel(self.response_id, tenant=self.tenant)
             response = (await self._follow(entry, session)).get("response") or {}
-            usage = token_usage(response.get("usage"))
+            usage = add_usage(token_usage(response.get("usage")), entry.review_usage)  # with its reviews'
+            entry.review_usage = None
             total = add_usage(total, usage)
             status = str(response.get("status") or "failed")
             # stored with the turn's end, or when it waits
@@ -348,11 +353,14 @@ class SessionRunner:
             return None
         return calls.take_answers()
 
-    async def tool_result(self, result: dict[str, Any]) -> None:
-        """A client's result for an open call of the running turn (a 400 for any other call)."""
+    async def tool_result(self, result: dict[str, Any], session: dict[str, Any] | None = None) -> None:
+        """A client's result for an open call of the running turn, or for an ``async`` call (changing
+        ``session``, the caller's copy); a 400 for any other call."""
         entry = self.current
         call = entry.calls.open.get(result["call_id"]) if entry is not None else None
         if entry is None or call is None or call["turn_id"] != result["turn_id"]:
+            if await async_result(self, result, session):
+                return
             raise unknown_call(result["call_id"])
         entry.trace.call_answered(result["call_id"], bool(result["success"]))
         if "command_item" in call:  # a command the client ran: its command_execution item is done
@@ -403,6 +411,7 @@ class SessionRunner:
         turn_id, shown = entry.turn["id"], Shown()
         final: dict[str, Any] = {}
         tree = SubagentTree(session, turn_id) if session["agent"]["multi_agent"]["enabled"] else None
+        asynchronous = async_functions(session)
         async for data in self.background.events_after(self.response_id, -1, tenant=self.tenant):
             for frame in split_frames(data):
                 start = frame.find(b"data: ")
@@ -422,6 +431,9 @@ class SessionRunner:
                         any(tool["type"] == "automations" for tool in (await self.session())["agent"]["tools"]):
                     await self._automate(entry, item)  # the bridge's own function: no item, no client call
                     continue
+                if item is not None and item["type"] == "function_call" and item["name"] in asynchronous:
+                    await started(self, entry, item, said)  # the turn goes on without its result
+                    continue
                 if item is not None and item["type"] == "function_call":
                     entry.calls.opened(item)  # before the client can see it: its result is expected from now
                     entry.trace.call_opened(str(item["call_id"]), str(item["name"]))
@@ -431,7 +443,11 @@ class SessionRunner:
                     entry.trace.call_opened(str(client_call["call_id"]), "shell")
                 elif event.get("type") == "response.output_item.done" and \
                         (event.get("item") or {}).get("type") == "mcp_approval_request":
-                    entry.calls.asked({**event["item"], "turn_id": turn_id})  # a call held for the client's word
+                    held = {**event["item"], "turn_id": turn_id}  # a call held for the client's word
+                    if entry.review == "auto_review":  # judged by a model call, never asked
+                        await auto_review(self, entry, session, held)
+                    else:
+                        entry.calls.asked(held)
                 if said is not None:  # a finished item is stored with the event that shows it
                     await self.events.emit(said, records=None if item is None else [self.item_record(item)])
         for said_by_tree, records in tree.finish() if tree is not None else ():

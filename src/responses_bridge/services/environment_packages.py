@@ -57,11 +57,14 @@ SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"  # where a bubblewrap call's comma
 CHUNK = 1 << 20
 
 
-def install_command(python: tuple[str, ...], npm: tuple[str, ...], indexes: PackageIndexes) -> str:
+def install_command(python: tuple[str, ...], npm: tuple[str, ...], indexes: PackageIndexes,
+                    system: tuple[str, ...] = ()) -> str:
     """The one shell command of the install call (each entry one quoted argument, checked before:
     protocol/environment_packages.py)."""
     steps = ["set -e", f"mkdir -p {INSTALL_DIR}/python {INSTALL_DIR}/npm /mnt/data/.tmp",
              "export TMPDIR=/mnt/data/.tmp"]  # not /tmp: a wheel unpacks there, and /tmp is small
+    if system:
+        steps += system_steps(system, indexes.debian)
     if python:
         where = [f"--index-url={shlex.quote(indexes.python[0])}",
                  *(f"--extra-index-url={shlex.quote(url)}" for url in indexes.python[1:])]
@@ -81,6 +84,29 @@ def install_command(python: tuple[str, ...], npm: tuple[str, ...], indexes: Pack
     return "\n".join(steps)
 
 
+def system_steps(system: tuple[str, ...], sources: tuple[str, ...]) -> list[str]:
+    """Debian packages fetched with ``apt-get download`` (the named packages alone: resolving dependencies needs the
+    system's package database, which the sandbox does not see) from the operator's repositories, as the sandbox's
+    user with apt's own state under ``/mnt/data/.tmp/apt``, and unpacked with ``dpkg-deb -x`` into
+    ``system/`` of the tree (no maintainer script runs: nothing runs as root)."""
+    apt = "/mnt/data/.tmp/apt"
+    lines = " ".join(shlex.quote(f"deb {line}") for line in sources)
+    options = [f"-o Dir::Etc={apt}/etc", f"-o Dir::Etc::SourceList={apt}/etc/sources.list",
+               f"-o Dir::Etc::SourceParts={apt}/etc/none", f"-o Dir::State={apt}/state",
+               "-o Dir::State::status=/dev/null", f"-o Dir::Cache={apt}/cache", "-o Debug::NoLocking=1",
+               "-o Acquire::Retries=1"]
+    if any(line.startswith("[trusted=yes]") for line in sources):  # the operator's unsigned repository
+        options.append("-o Acquire::AllowInsecureRepositories=true")
+    apt_get = " ".join(["apt-get -q", *options])
+    return [f"mkdir -p {apt}/etc/none {apt}/state/lists/partial {apt}/cache/archives/partial {apt}/debs "
+            f"{INSTALL_DIR}/system",
+            f"printf '%s\\n' {lines} > {apt}/etc/sources.list",
+            f"{apt_get} update >&2",
+            f"cd {apt}/debs && {apt_get} download {' '.join(map(shlex.quote, system))} >&2 && cd /mnt/data",
+            f"for deb in {apt}/debs/*.deb; do dpkg-deb -x \"$deb\" {INSTALL_DIR}/system; done",
+            f"rm -rf {apt}"]
+
+
 class EnvironmentPackages:
     """Installs an environment's packages in its container and lays them out for the container's later calls."""
 
@@ -94,8 +120,10 @@ class EnvironmentPackages:
     def check(self, plan: HostedPlan) -> None:
         """A 400 naming the setting (and the field) where the operator configured no index for a kind asked for,
         before anything is made."""
-        for kind, asked in (("python", plan.python_packages), ("npm", plan.npm_packages)):
-            configured = bool(self.indexes and (self.indexes.python if kind == "python" else self.indexes.npm))
+        for kind, asked in (("python", plan.python_packages), ("npm", plan.npm_packages),
+                            ("system", plan.system_packages)):
+            configured = bool(self.indexes and {"python": self.indexes.python, "npm": self.indexes.npm,
+                                                "system": self.indexes.debian}[kind])
             if asked and not configured:
                 raise invalid_request(
                     f"Installing {kind} packages ('environment.packages.{kind}') needs a package index the operator "
@@ -118,8 +146,8 @@ class EnvironmentPackages:
         sandbox/command.py) and lacks it; a pod's image is not known here (a missing installer fails the install)."""
         if not isinstance(self.sandbox, Sandbox):
             return None
-        tool = "npm" if kind == "npm" else "python3"
-        return None if shutil.which(tool, path=SANDBOX_PATH) else tool
+        tools = {"npm": ("npm",), "python": ("python3",), "system": ("apt-get", "dpkg-deb")}[kind]
+        return next((tool for tool in tools if not shutil.which(tool, path=SANDBOX_PATH)), None)
 
     def policy(self) -> NetworkPolicy:
         """The install's own network: the index hosts and nothing else."""
@@ -129,13 +157,13 @@ class EnvironmentPackages:
         return policy
 
     async def install(self, container_id: str, python: tuple[str, ...], npm: tuple[str, ...], *,
-                      tenant: str) -> None:
+                      tenant: str, system: tuple[str, ...] = ()) -> None:
         """Run the install in the container and keep its tree; raises :class:`InstallFailed` saying why."""
         assert self.indexes is not None
         container = await self.containers.live(container_id, tenant=tenant)
         if container is None:
             raise InstallFailed("the environment's container is gone")
-        job = ShellJob([install_command(python, npm, self.indexes)], max_output_length=MAX_OUTPUT)
+        job = ShellJob([install_command(python, npm, self.indexes, system)], max_output_length=MAX_OUTPUT)
         started = time.monotonic()
         try:
             async with self.containers.lock(container.id), self.sandbox.call(
@@ -145,7 +173,7 @@ class EnvironmentPackages:
                 if ran is None or ran.exit_code != 0:
                     said = (ran.stderr.strip() or ran.stdout.strip()) if ran is not None else ""
                     why = said or result.note or f"the install ended ({result.outcome})"
-                    raise InstallFailed(_naming(why[-MAX_OUTPUT:], python + npm))
+                    raise InstallFailed(_naming(why[-MAX_OUTPUT:], python + npm + system))
                 blob_id, size, files = await self._keep(call.data / ".packages", call.data / ".packages-modes")
         except SandboxBusy:
             raise InstallFailed("no sandbox was free for the install in time") from None
@@ -163,7 +191,7 @@ class EnvironmentPackages:
             await self.containers.blobs.remove(blob_id)
             raise InstallFailed("the environment's container is gone")
         log.info("environment_packages_installed", container_id=container.id, python=len(python), npm=len(npm),
-                 files=files, bytes=size, seconds=round(time.monotonic() - started, 3))
+                 system=len(system), files=files, bytes=size, seconds=round(time.monotonic() - started, 3))
 
     async def _keep(self, tree: Path, modes: Path) -> tuple[str, int, int]:
         """The installed tree zipped into a new blob: (its id, the tree's bytes, its files)."""
@@ -223,7 +251,7 @@ def _naming(said: str, entries: tuple[str, ...]) -> str:
     lowered = said.lower()
     for entry in entries:
         at = entry.find("@", 1)  # an npm entry's version (a scope's '@' comes first)
-        name = re.split(r"[\[;<>=!~ ]", entry if at < 0 else entry[:at], maxsplit=1)[0]
+        name = re.split(r"[\[;<>=!~ ]", entry if at < 0 else entry[:at], maxsplit=1)[0]  # Debian's: before '='
         if name and name.lower() in lowered:
             return f"Installing the package '{entry}' failed: {said}"
     return f"Installing the packages ({', '.join(entries)}) failed: {said}"

@@ -76,7 +76,8 @@ class EnvironmentService:
         """The SDK's ``EnvironmentInfo``."""
         containers = self.environments.containers
         live = containers is not None and await containers.live(record["id"], tenant=tenant) is not None
-        return {"id": record["id"], "object": "agent.environment", "files": record["files"], "plugins": [],
+        return {"id": record["id"], "object": "agent.environment", "files": record["files"],
+                "plugins": (record.get("resource") or {}).get("plugins") or [],
                 "skills": record["skills"], "status": "ready" if live else "expired", "type": record["type"]}
 
     async def retrieve(self, environment_id: str, *, tenant: str) -> dict[str, Any]:

@@ -222,6 +222,12 @@ def _directory(data: bytes) -> tuple[int, int] | None:
 def read_zip(data: bytes, param: str = "files") -> SkillBundle:
     """A skill from one zip: its central directory bounded before zipfile parses it, every entry checked on what
     it declares before any is inflated, then inflated with its declared size as the cap."""
+    return bundle(zip_files(data, param), param)
+
+
+def zip_files(data: bytes, param: str = "files") -> list[SkillFile]:
+    """The files of a zip read as a skill's are (:func:`read_zip`), bounded alike, before any skill is made of them
+    (a plugin's zip holds several: services/environment_plugins.py)."""
     if len(data) > MAX_ZIP_BYTES:
         raise refused(f"A skill's zip may be at most {MAX_ZIP_BYTES} bytes.", param)
     declared_directory = _directory(data)
@@ -235,9 +241,8 @@ def read_zip(data: bytes, param: str = "files") -> SkillBundle:
         raise refused(f"The skill's zip cannot be read: {str(error)[:200]}.", param, "invalid_zip") from None
     with archive:
         wanted = checked_entries(archive, param)
-        files = [SkillFile(path, _inflate(archive, info, param), bool((info.external_attr >> 16) & 0o111))
-                 for info, path in wanted]
-    return bundle(files, param)
+        return [SkillFile(path, _inflate(archive, info, param), bool((info.external_attr >> 16) & 0o111))
+                for info, path in wanted]
 
 
 def checked_entries(archive: zipfile.ZipFile, param: str = "files") -> list[tuple[zipfile.ZipInfo, str]]:
