@@ -84,3 +84,12 @@ STORED_BYTES_COLUMNS: Sequence[str] = [
     "CREATE INDEX agent_records_bytes ON agent_records (tenant, bytes)",
     "ALTER TABLE containers ADD COLUMN packages_bytes bigint NOT NULL DEFAULT 0",
 ]
+
+# The scheduler's due automations through an index, as on SQLite (store/sqlite/agent_schema.py's
+# AUTOMATION_DUE_INDEX): a stored generated column, so the due query never reads (nor de-TOASTs) a body it does not
+# fire.
+AUTOMATION_DUE_INDEX: Sequence[str] = [
+    "ALTER TABLE agent_records ADD COLUMN due_at double precision GENERATED ALWAYS AS (CASE WHEN kind = 'automation' "
+    "AND body->>'status' = 'active' THEN (body->>'_next_at')::double precision END) STORED",
+    "CREATE INDEX agent_records_due ON agent_records (due_at, tenant) WHERE due_at IS NOT NULL",
+]

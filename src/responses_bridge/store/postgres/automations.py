@@ -11,10 +11,11 @@ import orjson
 
 from .database import PostgresDatabase
 
-_DUE = ("SELECT tenant, body::text FROM (SELECT tenant, body, (body->>'_next_at')::float8 AS next_at, "
-        "row_number() OVER (PARTITION BY tenant ORDER BY (body->>'_next_at')::float8, seq) AS turn "
-        "FROM agent_records WHERE kind = 'automation' AND body->>'status' = 'active' "
-        "AND (body->>'_next_at')::float8 <= $1) AS due ORDER BY turn, next_at LIMIT $2")
+# as on SQLite: the due automations' keys through the index on ``due_at``, the bodies of those chosen only
+_DUE = ("SELECT r.tenant, r.body::text FROM (SELECT seq, due_at, "
+        "row_number() OVER (PARTITION BY tenant ORDER BY due_at, seq) AS turn "
+        "FROM agent_records WHERE due_at <= $1 ORDER BY turn, due_at, seq LIMIT $2) AS due "
+        "JOIN agent_records AS r ON r.seq = due.seq ORDER BY due.turn, due.due_at, due.seq")
 _ADVANCE = ("UPDATE agent_records SET body = body || jsonb_build_object('_next_at', $1::bigint, 'status', $2::text) "
             "WHERE kind = 'automation' AND id = $3 AND body->>'status' = 'active' "
             "AND (body->>'_next_at')::bigint = $4 RETURNING id")

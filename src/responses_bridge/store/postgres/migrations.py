@@ -32,6 +32,7 @@ Migration = tuple[int, Sequence[str]]
 from .agent_schema import (  # noqa: E402
     AGENT_TABLES,
     AUTOMATION_BOUND_TABLES,
+    AUTOMATION_DUE_INDEX,
     AUTOMATION_TABLES,
     STORED_BYTES_COLUMNS,
 )
@@ -265,6 +266,7 @@ MIGRATIONS.append((
 ))
 MIGRATIONS.append((26, AUTOMATION_BOUND_TABLES))  # as SQLite's 27: automations bounded
 MIGRATIONS.append((27, STORED_BYTES_COLUMNS))  # as SQLite's 28: the Agents API's records count in max_stored_bytes
+MIGRATIONS.append((28, AUTOMATION_DUE_INDEX))  # as SQLite's 29: the due automations through an index
 
 
 def latest_version(migrations: Sequence[Migration] = MIGRATIONS) -> int:

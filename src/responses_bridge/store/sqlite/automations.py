@@ -13,10 +13,12 @@ import orjson
 from .responses import SQLiteResponseStore
 from .transactions import transaction
 
-_DUE = ("SELECT tenant, body FROM (SELECT tenant, body, json_extract(body, '$._next_at') AS next_at, "
-        "row_number() OVER (PARTITION BY tenant ORDER BY json_extract(body, '$._next_at'), seq) AS turn "
-        "FROM agent_records WHERE kind = 'automation' AND json_extract(body, '$.status') = 'active' "
-        "AND json_extract(body, '$._next_at') <= ?) ORDER BY turn, next_at LIMIT ?")
+# the due automations' keys through the index on ``due_at`` (agent_schema.py's AUTOMATION_DUE_INDEX), dealt
+# across tenants in turn; the bodies read of those chosen only
+_DUE = ("SELECT r.tenant, r.body FROM (SELECT seq, due_at, "
+        "row_number() OVER (PARTITION BY tenant ORDER BY due_at, seq) AS turn "
+        "FROM agent_records WHERE due_at <= ?1 ORDER BY turn, due_at, seq LIMIT ?2) AS due "
+        "JOIN agent_records AS r ON r.seq = due.seq ORDER BY due.turn, due.due_at, due.seq")
 _ADVANCE = ("UPDATE agent_records SET body = json_set(body, '$._next_at', ?, '$.status', ?) "
             "WHERE kind = 'automation' AND id = ? AND json_extract(body, '$.status') = 'active' "
             "AND json_extract(body, '$._next_at') = ?")

@@ -13,7 +13,13 @@ from collections.abc import Sequence
 
 import aiosqlite
 
-from .agent_schema import AGENT_TABLES, AUTOMATION_BOUND_TABLES, AUTOMATION_TABLES, STORED_BYTES_COLUMNS
+from .agent_schema import (
+    AGENT_TABLES,
+    AUTOMATION_BOUND_TABLES,
+    AUTOMATION_DUE_INDEX,
+    AUTOMATION_TABLES,
+    STORED_BYTES_COLUMNS,
+)
 from .schema import FIRST_STEPS, Migration
 from .upload_schema import UPLOAD_CLAIM_COLUMNS, UPLOAD_TABLES
 
@@ -417,6 +423,7 @@ MIGRATIONS: list[Migration] = [
     ),
     (27, AUTOMATION_BOUND_TABLES),  # automations bounded: firings' tenant and rate, versions, invocations' age
     (28, STORED_BYTES_COLUMNS),  # the Agents API's records and installed packages count in max_stored_bytes
+    (29, AUTOMATION_DUE_INDEX),  # the scheduler's due automations through an index, not every body a tick
 ]
 
 LATEST_VERSION: int = MIGRATIONS[-1][0]
