@@ -10,6 +10,7 @@ session's are."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -145,17 +146,38 @@ async def test_a_stdio_server_runs_in_the_environment(door: aiohttp.ClientSessio
 
 
 async def test_a_server_reached_from_the_environment(door: aiohttp.ClientSession, sdk: openai.AsyncOpenAI,
-                                                     mcp: MCPTestServer) -> None:
-    tool = {"type": "mcp", "server_label": "tools", "allowed_tools": ["lookup", "meta"],
+                                                     mcp: MCPTestServer, bridge_dir: Path) -> None:
+    vault = await sdk.beta.agents.vaults.create(name="tools")
+    credential = await sdk.beta.agents.vaults.credentials.create(vault.id, name="mcp", auth={
+        "type": "static_bearer", "token": SECRET, "mcp_server_url": mcp.http_url})
+    tool = {"type": "mcp", "server_label": "tools", "allowed_tools": ["lookup", "meta", "authorization_digest",
+                                                                      "whoami"],
             "connection_origin": "environment", "request_metadata": {"trace": "t-1"},
-            "transport": {"type": "http", "server_url": mcp.http_url}}
+            "credential_id": credential.id, "transport": {"type": "http", "server_url": mcp.http_url}}
     agent = await sdk.beta.agents.create(model=MODEL, tools=[tool])  # type: ignore[list-item]
     network = {"access": "restricted", "allowed_domains": ["127.0.0.1"]}
     events = await first_turn(door, {"agent_id": agent.id, "environment": hosted(network=network),
-                                     "input": "call tools__meta"})
+                                     "vault_ids": [vault.id], "input": "call tools__meta"})
     assert strict(AgentSession, events[0]["session"]).agent.tools[0].connection_origin == "environment"
     [call] = calls(events, 1)
     assert call["status"] == "completed" and own(json.loads(call["output"])) == {"trace": "t-1"}, call
+    # the tool's vault credential reached the server from the environment; a server echoing it does not hand it on
+    session_id = events[0]["session"]["id"]
+    for text, expected in (("call tools__authorization_digest", hashlib.sha256(f"Bearer {SECRET}".encode())
+                            .hexdigest()), ("call tools__whoami", "authorization=[redacted] ")):
+        async with door.post(f"/v1/agents/sessions/{session_id}/events", json={"events": [
+                {"type": "agent.session.input.message",
+                 "input": [{"role": "user", "content": [{"type": "input_text", "text": text}]}]}]}) as posted:
+            assert posted.status == 202
+        async with door.get(f"/v1/agents/sessions/{session_id}/events",
+                            params={"until_idle": "true", "after": events[-1]["event_id"]}) as answer:
+            raw = await read_until_idle(answer)
+        events = [event for _, event in frames(raw)]
+        assert calls(events)[-1]["output"].startswith(expected), calls(events)
+        assert SECRET.encode() not in raw
+    for path in bridge_dir.iterdir():  # nor the log (at debug) nor a file of the database
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path.name
 
     # without the environment's network the server is not reached (required: the turn fails, naming it)
     required = await sdk.beta.agents.create(model=MODEL, tools=[{**tool, "required": True}])  # type: ignore[list-item]
