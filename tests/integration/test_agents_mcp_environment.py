@@ -181,7 +181,8 @@ async def test_a_server_reached_from_the_environment(door: aiohttp.ClientSession
 
     # without the environment's network the server is not reached (required: the turn fails, naming it)
     required = await sdk.beta.agents.create(model=MODEL, tools=[{**tool, "required": True}])  # type: ignore[list-item]
-    events = await first_turn(door, {"agent_id": required.id, "environment": hosted(), "input": "call tools__meta"})
+    events = await first_turn(door, {"agent_id": required.id, "environment": hosted(), "vault_ids": [vault.id],
+                                     "input": "call tools__meta"})
     failed = [event for event in events if event["type"] == "agent.session.turn.failed"]
     assert len(failed) == 1 and not calls(events)
     error = strict(Turn, failed[0]["turn"]).error
