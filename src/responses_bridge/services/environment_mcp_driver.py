@@ -29,28 +29,34 @@ LIST_PAGES = 100
 def run(spec: dict[str, Any]) -> None:
     import anyio
 
-    answer = anyio.run(_answer, spec)
-    sys.stdout.write(MARK + answer + "\n")
+    anyio.run(_answer, spec)
+
+
+def _say(spec: dict[str, Any], answer: dict[str, Any]) -> None:
+    """Write the answer and end the job at once: a ``stdio`` server is not waited for to close (the sandbox ends
+    every process of the call with it), which would cost seconds a call for nothing."""
+    text = json.dumps(answer, separators=(",", ":"))
+    if len(text.encode()) > spec["max_bytes"]:
+        text = json.dumps({"too_large": len(text.encode())})
+    sys.stdout.write(MARK + text + "\n")
     sys.stdout.flush()
+    os._exit(0)
 
 
-async def _answer(spec: dict[str, Any]) -> str:
+async def _answer(spec: dict[str, Any]) -> None:
     import anyio
 
     try:
         with anyio.fail_after(spec["seconds"]):
-            result = await _operate(spec)
-        text = json.dumps({"result": result}, separators=(",", ":"))
+            await _operate(spec)
     except TimeoutError:
-        text = json.dumps({"error": f"no answer within {spec['seconds']:g} s", "timeout": True})
+        _say(spec, {"error": f"no answer within {spec['seconds']:g} s", "timeout": True})
     except Exception as error:  # noqa: BLE001 -- every failure is the bridge's to report, by its first line
-        text = json.dumps({"error": _first_line(error)})
-    if len(text.encode()) > spec["max_bytes"]:
-        return json.dumps({"too_large": len(text.encode())})
-    return text
+        _say(spec, {"error": _first_line(error)})
 
 
-async def _operate(spec: dict[str, Any]) -> Any:
+async def _operate(spec: dict[str, Any]) -> None:
+    """The operation, its answer said (:func:`_say`) while the connection is still open."""
     from mcp.client import Client
     from mcp_types import Implementation
 
@@ -67,9 +73,9 @@ async def _operate(spec: dict[str, Any]) -> Any:
                 cursor = page.next_cursor
                 if not cursor:
                     break
-            return tools
+            _say(spec, {"result": tools})
         called = await client.call_tool(spec["name"], spec["arguments"], meta=meta)
-        return called.model_dump(by_alias=True, mode="json", exclude_none=True)
+        _say(spec, {"result": called.model_dump(by_alias=True, mode="json", exclude_none=True)})
 
 
 def _transport(transport: dict[str, Any]) -> Any:
