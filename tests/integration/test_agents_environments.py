@@ -310,7 +310,7 @@ async def test_what_an_environment_cannot_have_is_a_400_and_nothing_is_made(gate
             before = len((await answer.json())["data"])
         cases: list[tuple[str, dict[str, Any], int, str]] = [
             ("/v1/agents/environments", {"environment": {"type": "openai_hosted"}, "vault_ids": ["vault_1"]},
-             400, "vault_ids"),
+             404, "vault_id"),
             ("/v1/agents/environments", {"environment": {"type": "openai_hosted", "environment_id": "cntr_1"}},
              400, "environment.environment_id"),
             ("/v1/agents/sessions", {"agent_id": agent["id"], "input": "x", "environment": {

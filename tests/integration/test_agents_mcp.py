@@ -1,6 +1,6 @@
 """A session's agent with an MCP server over HTTP: the bridge's tool loop calls it inside the turn (a read-only
 tool without asking for approval: test_agents_approvals.py has the others), the call shown as the SDK's ``mcp_call``
-item, through both doors; what sessions cannot reach is refused."""
+item, through both doors; a server in an environment without one is refused."""
 
 from __future__ import annotations
 
@@ -65,16 +65,16 @@ async def test_an_mcp_servers_tool_called_inside_a_turn(door: aiohttp.ClientSess
 
 
 @pytest.mark.parametrize(("change", "param"), [
-    ({"transport": {"type": "stdio", "command": "server"}}, "agent.tools[0].transport.type"),
+    ({"transport": {"type": "stdio", "command": "server", "cwd": "/workspace"}}, "agent.tools[0].transport.type"),
     ({"connection_origin": "environment"}, "agent.tools[0].connection_origin"),
-    ({"required": True}, "agent.tools[0].required"),
 ])
 async def test_mcp_servers_a_session_cannot_reach_are_refused(door: aiohttp.ClientSession, change: dict,
                                                               param: str) -> None:
+    """A server in the environment (test_agents_mcp_environment.py) needs one the bridge runs."""
     tool = {"type": "mcp", "server_label": "tools", "transport": {"type": "http", "server_url": "http://x"},
             **change}
     async with door.post("/v1/agents/sessions", json={"agent": {"model": MODEL, "tools": [tool]},
                                                       "environment": {"type": "none"}, "input": "x"}) as answer:
         assert answer.status == 400
         error = (await answer.json())["error"]
-    assert error["param"] == param and "not served yet" in error["message"]
+    assert error["param"] == param and "openai_hosted" in error["message"]

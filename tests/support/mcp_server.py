@@ -10,7 +10,8 @@ answers Streamable HTTP requests with plain JSON bodies instead of event streams
 - ``big(size)`` returns ``size`` bytes of text (1 MB by default);
 - ``whoami()`` returns the ``Authorization``, ``X-Api-Key`` and ``Host`` headers the request came with, so a test
   can see what the client sent; ``authorization_digest()`` the SHA-256 of the ``Authorization`` header, so a test
-  can see the credential arrived where the client masks it in what comes back.
+  can see the credential arrived where the client masks it in what comes back; ``meta()`` the request's ``_meta``
+  (an agent tool's ``request_metadata``).
 
 ``GET /health`` answers 200 once the server is up. The SSE app serves its stream at ``/sse`` and also at
 ``/events``, so a URL that does not end in ``/sse`` can exercise the client's fallback from Streamable HTTP.
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import json
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -78,6 +80,10 @@ def build_server() -> MCPServer:
         request = ctx.request_context.request
         headers = getattr(request, "headers", {}) or {}
         return hashlib.sha256((headers.get("authorization") or "").encode()).hexdigest()
+
+    @server.tool(description="The request's _meta, as JSON.", annotations=ToolAnnotations(read_only_hint=True))
+    def meta(ctx: Context) -> str:
+        return json.dumps(dict(ctx.request_context.meta or {}), sort_keys=True, default=str)
 
     @server.custom_route("/health", methods=["GET"])
     async def health(_: Request) -> Response:

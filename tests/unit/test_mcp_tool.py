@@ -5,6 +5,7 @@ Timeouts are short so that the failures are quick; nothing here asserts how long
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import socket
@@ -14,6 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
+import orjson
 import pytest
 import structlog
 from aiohttp import web
@@ -47,8 +49,8 @@ SECRET_HEADER = "hdr-secret-8d1f0c"
 SECRET_TOKEN = "tok-secret-51ab77"
 SECRET_IN_URL = "url-secret-0c93e2"  # MCP server URLs often carry a key in their query or path
 LOCAL = "127.0.0.1,::1"
-ALL_TOOLS = ["add", "echo", "lookup", "slow", "fail", "big", "whoami", "authorization_digest"]
-READ_ONLY = ["lookup", "whoami", "authorization_digest"]  # the test server's tools that say they only read
+ALL_TOOLS = ["add", "echo", "lookup", "slow", "fail", "big", "whoami", "authorization_digest", "meta"]
+READ_ONLY = ["lookup", "whoami", "authorization_digest", "meta"]  # the test server's that say they only read
 
 
 @pytest.fixture(scope="module")
@@ -190,6 +192,18 @@ async def test_headers_and_authorization_reach_the_server_with_the_original_host
                              f"host=localhost:{mcp_server.http_port}")
     digest = await tools.call_tool(server, "authorization_digest", {})
     assert digest.output == hashlib.sha256(f"Bearer {SECRET_TOKEN}".encode()).hexdigest()
+
+
+async def test_request_metadata_is_each_requests_meta(mcp_server: MCPTestServer) -> None:
+    """An overlay's ``meta`` (an agent tool's ``request_metadata``) reaches the server as the call's ``_meta``; a
+    server without it gets none of ours."""
+    tools = MCPTools(limits())
+    server = dataclasses.replace(server_for(mcp_server.http_url), meta={"team": "blue", "depth": 2})
+    result = await tools.call_tool(server, "meta", {})
+    meta = orjson.loads(result.output or "{}")
+    assert (meta.get("team"), meta.get("depth")) == ("blue", 2), result
+    plain = orjson.loads((await tools.call_tool(server_for(mcp_server.http_url), "meta", {})).output or "{}")
+    assert "team" not in plain and "depth" not in plain
 
 
 async def test_allowed_tools_filter_the_listing(mcp_server: MCPTestServer) -> None:

@@ -277,9 +277,9 @@ async def test_several_servers_are_listed_each_with_its_own_item(mcp_server: MCP
     await loop.prepare()
     listed = [(entry["server_label"], [tool["name"] for tool in entry["tools"]], bool(entry["error"]))
               for entry in loop.response["output"]]
-    read_only = ["lookup", "whoami", "authorization_digest"]  # the test server's tools that say they only read
+    read_only = ["lookup", "whoami", "authorization_digest", "meta"]  # the test server's that say they only read
     assert listed == [("streamable", ["add"], False), ("down", [], True), ("legacy", read_only, False)]
-    assert loop.offered() == {"streamable__add", "legacy__lookup", "legacy__whoami", "legacy__authorization_digest"}
+    assert loop.offered() == {"streamable__add", *(f"legacy__{name}" for name in read_only)}
     loop.finish()
 
 

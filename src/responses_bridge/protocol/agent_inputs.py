@@ -57,9 +57,10 @@ def check_environment(environment: Any) -> str:
 
 def check_servable(config: dict[str, Any]) -> None:
     """What a session's turn cannot run is refused by name, never dropped: ``computer_use`` (the bridge has no
-    desktop or browser); an MCP server reached from an environment, with request metadata or required to start. (A
-    function with ``async: true`` is served: services/agent_async_calls.py. An MCP server's vault
-    ``credential_id`` is checked against the session's vaults: services/agent_sessions.py.)"""
+    desktop or browser); a vault credential for an MCP server over ``stdio``. (A function with ``async: true`` is
+    served: services/agent_async_calls.py. An MCP server's vault ``credential_id`` is checked against the session's
+    vaults: services/agent_sessions.py; a server in the environment needs one the bridge runs:
+    :func:`check_environment_mcp`.)"""
     for index, tool in enumerate(config["tools"]):
         where = f"agent.tools[{index}]"
         if tool["type"] == "mcp":
@@ -77,14 +78,39 @@ def check_servable(config: dict[str, Any]) -> None:
 
 
 def _check_mcp(tool: dict[str, Any], where: str) -> None:
-    if tool["transport"]["type"] != "http":
-        raise not_served("An MCP server over 'stdio' (a command in the environment)", f"{where}.transport.type")
-    if tool["connection_origin"] != "service":
-        raise not_served("An MCP server reached from the environment", f"{where}.connection_origin")
-    if tool["request_metadata"]:
-        raise not_served("MCP 'request_metadata'", f"{where}.request_metadata")
-    if tool["required"]:
-        raise not_served("An MCP server 'required' to start before the first turn", f"{where}.required")
+    if tool["transport"]["type"] == "stdio" and tool.get("credential_id"):
+        raise invalid_request(f"'{where}.credential_id' names a vault credential for an MCP server's URL; a server "
+                              "over 'stdio' has none (its 'env_vars' take the environment's variables, a vault's "
+                              "'environment_variable' credentials among them).", param=f"{where}.credential_id",
+                              code="invalid_value")
+
+
+ENVIRONMENT_SERVER = "http://environment.invalid/mcp/"
+"""The ``server_url`` a turn's response gives an MCP server over ``stdio`` (with its label after it): a name that
+never resolves (RFC 2606), as the bridge's HTTP client never reaches it — the server runs in the session's
+environment (services/environment_mcp.py)."""
+
+
+def in_environment(tool: dict[str, Any]) -> bool:
+    """An MCP tool whose server runs in, or is reached from, the session's environment."""
+    return bool(tool["type"] == "mcp" and (tool["transport"]["type"] == "stdio"
+                                           or tool["connection_origin"] == "environment"))
+
+
+def check_environment_mcp(tools: list[dict[str, Any]], environment: str) -> None:
+    """An MCP server over ``stdio`` runs in the session's environment, and one reached from the environment
+    (``connection_origin: "environment"``) through its network: both need an environment the bridge runs
+    (``openai_hosted``); with ``none`` or ``self_hosted`` (the client's machine) the 400 names the field."""
+    if environment == "openai_hosted":
+        return
+    for index, tool in enumerate(tools):
+        if not in_environment(tool):
+            continue
+        where = f"agent.tools[{index}]"
+        param = f"{where}.transport.type" if tool["transport"]["type"] == "stdio" else f"{where}.connection_origin"
+        raise invalid_request(f"'{param}': the MCP server '{tool['server_label']}' runs in, or is reached from, the "
+                              f"session's environment, and environment '{environment}' is not one the bridge runs: "
+                              "use an 'openai_hosted' environment.", param=param, code="invalid_value")
 
 
 def session_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -127,8 +153,9 @@ def response_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _mcp_tool(tool: dict[str, Any]) -> dict[str, Any]:
     transport = tool["transport"]
-    mcp: dict[str, Any] = {"type": "mcp", "server_label": tool["server_label"],
-                           "server_url": transport["server_url"], "require_approval": approval_rule()}
+    url = transport["server_url"] if transport["type"] == "http" else ENVIRONMENT_SERVER + tool["server_label"]
+    mcp: dict[str, Any] = {"type": "mcp", "server_label": tool["server_label"], "server_url": url,
+                           "require_approval": approval_rule()}
     if transport.get("headers"):
         mcp["headers"] = transport["headers"]
     if tool.get("allowed_tools") is not None:

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 
 import structlog
@@ -60,6 +60,7 @@ from .response_persist import persist_response
 from .runs import BeforePersist, not_begun, nothing_left
 from .server_tools import CheckedTools, ServerToolRun, ServerTools, offers_server_tools, write_events
 from .subagents import Admission, Charge, attach_agents, wants_agents
+from .tools.mcp_config import MCPServerOverlay
 from .upstream_gate import UpstreamGate
 
 DEFAULT_MAX_TURNS = 16
@@ -92,6 +93,8 @@ class ResponseRun:
         self.tenant = tenant  # the owner of everything this run reads and stores (history, conversation, prompt)
         # server_tools: None keeps server-side tools under the unsupported-tool policy (no tool loop)
         self._server_tools = server_tools
+        # by server label, what the bridge adds to the request's mcp tools (an agent session's turn): never the wire's
+        self.mcp_overlays: Mapping[str, MCPServerOverlay] = {}
         self._max_turns = max_turns
         self._tool_run: ServerToolRun | None = None  # the loop of this response, when it offers server tools
         self._checked: CheckedTools | None = None  # its set-up, checked, while begin() left the rest for later
@@ -237,7 +240,8 @@ class ResponseRun:
                 agents or offers_server_tools(request, served)):
             # checked before anything is sent: a malformed or refused MCP tool is a 400 here
             checked = await self._server_tools.check(translator.request, translator.context, translator.plan,
-                                                     translator.builder, tenant=self.tenant)
+                                                     translator.builder, tenant=self.tenant,
+                                                     overlays=self.mcp_overlays)
             if agents:
                 offer_agents(translator.plan, translator.builder)
             self._large = large

@@ -32,7 +32,7 @@ cancellation propagates (and cancels the calls still running).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +45,7 @@ from ..protocol.request import ResponsesRequest
 from .server_tool_services import ServerToolServices
 from .server_tools_calls import CallRunner, TurnOutcome
 from .server_tools_setup import SetUp, storable_tools
+from .tools.mcp_config import MCPServerOverlay
 
 if TYPE_CHECKING:
     from ..engine.translator import Translator
@@ -72,12 +73,13 @@ class ServerTools:
         return await checked.connect()
 
     async def check(self, request: ResponsesRequest, history: list[dict[str, Any]], plan: ToolPlan,
-                    builder: OutputBuilder, *, tenant: str) -> CheckedTools:
+                    builder: OutputBuilder, *, tenant: str,
+                    overlays: Mapping[str, MCPServerOverlay] | None = None) -> CheckedTools:
         """The first half of :meth:`prepare`: every refusal (``APIError``), the echo's credentials removed. The
         response may begin after it; :meth:`CheckedTools.connect` does the rest (the servers' time)."""
         if isinstance(builder.response.get("tools"), list):  # the echo must not carry MCP credentials
             builder.response["tools"] = storable_tools(builder.response["tools"])
-        setup = SetUp(self.services, request, history, plan, builder, tenant=tenant)
+        setup = SetUp(self.services, request, history, plan, builder, tenant=tenant, overlays=overlays)
         await setup.check()
         return CheckedTools(self.services, request, plan, builder, setup, tenant)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
@@ -30,6 +30,7 @@ from .tools.code_interpreter import CodeToolOptions
 from .tools.file_search import FileSearchToolOptions
 from .tools.image_generation import ImageToolOptions
 from .tools.mcp import MCPServer, MCPToolError, MCPToolInfo, approval_required, parse_mcp_tool, tools_from_list_item
+from .tools.mcp_config import MCPServerOverlay
 from .tools.mcp_model import redact
 from .tools.shell import ShellToolOptions
 from .tools.tool_search import ToolIndex, is_server_tool_search, search_tool_function
@@ -89,8 +90,10 @@ class SetUp:
     ``file_options``) after :meth:`run`."""
 
     def __init__(self, services: ServerToolServices, request: ResponsesRequest, history: list[dict[str, Any]],
-                 plan: ToolPlan, builder: OutputBuilder, *, tenant: str) -> None:
+                 plan: ToolPlan, builder: OutputBuilder, *, tenant: str,
+                 overlays: Mapping[str, MCPServerOverlay] | None = None) -> None:
         self.services = services
+        self.overlays = overlays or {}
         self.tenant = tenant
         self.request = request
         self.history = history
@@ -219,6 +222,9 @@ class SetUp:
             if tool.get("type") != "mcp":
                 continue
             server = parse_mcp_tool(tool, position)
+            overlay = self.overlays.get(server.server_label)
+            if overlay is not None:
+                server = replace(server, meta=overlay.meta, connector=overlay.connector)
             if server.server_label in self.servers:
                 raise APIError(400, f"Two mcp tools have the server_label '{server.server_label}'; each MCP server "
                                "needs a label of its own.", param=server.param("server_label"),

@@ -29,6 +29,7 @@ from ..protocol.agent_inputs import (
     MAX_EVENTS_PER_CALL,
     cache_options,
     check_environment,
+    check_environment_mcp,
     check_servable,
     input_event,
     known,
@@ -51,6 +52,7 @@ from .agent_turns import ResponseStarter, SessionRunner
 from .agents import AgentService
 from .background import BackgroundService
 from .containers import ContainerService
+from .environment_mcp import SessionMCP
 from .environment_templates import TemplateService
 from .pagination import page_errors
 from .vaults import VaultService
@@ -94,6 +96,7 @@ class SessionService:
         self.background = background
         self.start = start
         self.vaults = vaults  # a session's ``vault_ids`` and its MCP tools' ``credential_id`` (services/vaults.py)
+        self.mcp: SessionMCP | None = None  # MCP servers in the environment, with metadata, required (the door's)
         # the agents' ``automations`` tool (services/automations.py sets it): tenant, session, call id, arguments
         self.agent_automations: Callable[[str, str, str, str], Awaitable[str]] | None = None
         # several workers or replicas on one database: a session's turns run where its lease is (claim_session)
@@ -112,6 +115,7 @@ class SessionService:
         kind = check_environment(body.get("environment"))
         hosted = hosted_plan(body["environment"]) if kind == "openai_hosted" else None
         agent = await self._agent(body, tenant)
+        check_environment_mcp(agent["tools"], kind)
         check_metadata(body.get("metadata"))
         stream = body.get("stream")
         if stream not in (None, True, False):
@@ -246,6 +250,7 @@ class SessionService:
                 config = apply_config(session["agent"], changes, ("model", "reasoning", "service_tier", "tools"),
                                       prefix="agent.")
                 check_servable(config)
+                check_environment_mcp(config["tools"], session["environment"]["type"])
                 await self.check_credentials(config, session.get("vault_ids") or [], tenant)
                 session["agent"] = {**config, "tools": session_tools(config["tools"])}
             if "metadata" in body:
@@ -375,6 +380,7 @@ class SessionService:
             runner.on_idle = self._idle
             runner.locked = functools.partial(self._locked, session_id)
             runner.vaults = self.vaults
+            runner.mcp = self.mcp
             runner.automations = self.agent_automations
             self.runners[session_id] = runner
             runner.events.active = True

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -36,6 +36,7 @@ from ..protocol.agent_events import (
     user_item,
 )
 from ..protocol.errors import APIError
+from ..run.tools.mcp_config import MCPServerOverlay
 from ..store.base_agents import AgentStore, Record
 from .agent_async_calls import async_functions, async_result, async_results, started
 from .agent_auto_review import auto_review
@@ -49,13 +50,15 @@ from .agent_turn_queue import LOST_INPUT, MAX_QUEUED_TURNS, QUEUED_INPUT, Queued
 from .agent_turn_request import turn_request
 from .background import BackgroundService
 from .background_frames import split_frames
+from .environment_mcp import SessionMCP
 from .vaults import VaultService
 
 log = structlog.get_logger("responses_bridge.agents")
 
-ResponseStarter = Callable[[dict[str, Any], str, "str | None"], Awaitable[str]]
-"""Starts a background response of ``body`` for ``tenant`` with the caller's ``Authorization``; its id. Given by the
-door (adapters/http/agents_routes.py), which knows the routes and upstream clients."""
+ResponseStarter = Callable[[dict[str, Any], str, "str | None", "Mapping[str, MCPServerOverlay]"], Awaitable[str]]
+"""Starts a background response of ``body`` for ``tenant`` with the caller's ``Authorization`` and what the bridge
+adds to its MCP tools (services/environment_mcp.py); its id. Given by the door (adapters/http/agents_routes.py),
+which knows the routes and upstream clients."""
 
 
 RESTARTED = "The server restarted before this turn ended; it was not finished and will not be resumed."
@@ -85,6 +88,7 @@ class SessionRunner:
         # the session's lock (the service's): an update of the session never crosses a change made here
         self.locked: Callable[[], contextlib.AbstractAsyncContextManager[Any]] = contextlib.nullcontext
         self.vaults: VaultService | None = None  # where an MCP tool's ``credential_id`` is opened (the service's)
+        self.mcp: SessionMCP | None = None  # the MCP servers in its environment, with metadata or required
         # the agent's ``automations`` tool, run here (the service's): tenant, session, call id, arguments -> output
         self.automations: Callable[[str, str, str, str], Awaitable[str]] | None = None
         self._may_idle = False  # the running turn's end may leave the session idle (no other turn queued)
@@ -279,7 +283,8 @@ class SessionRunner:
                     await self.environments.refresh_credentials(session, tenant=self.tenant)
                 turn_input = [*turn_input, *await async_results(self, session)]  # async calls' results
                 request = await self._credentialed(session, turn_request(session, turn_input, capabilities))
-                self.response_id = await self.start(request, self.tenant, entry.authorization)
+                overlays = await self.mcp.prepare(session, request, tenant=self.tenant) if self.mcp else {}
+                self.response_id = await self.start(request, self.tenant, entry.authorization, overlays)
             except APIError as error:
                 await self._end(entry, "failed", turn_error({"code": error.code, "message": error.message},
                                                             error.status), total)

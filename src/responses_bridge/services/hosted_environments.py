@@ -40,9 +40,7 @@ class EnvironmentService:
 
     async def create(self, body: dict[str, Any], *, tenant: str) -> dict[str, Any]:
         known(body, CREATE_FIELDS, "")
-        if body.get("vault_ids"):
-            raise invalid_request("Vaults on a standalone environment ('vault_ids') are not served by this bridge "
-                                  "(a session's own 'vault_ids' are).", param="vault_ids", code="unsupported_value")
+        vault_ids = await self._vault_ids(body.get("vault_ids"), tenant)
         environment = body.get("environment")
         if not isinstance(environment, dict):
             raise invalid_request("Missing required parameter: 'environment' (an object).", param="environment",
@@ -59,12 +57,25 @@ class EnvironmentService:
         if plan.environment_id is not None:
             raise invalid_request("'environment.environment_id' names an existing environment: a new one cannot be "
                                   "made from it.", param="environment.environment_id", code="invalid_value")
-        resource = await self.environments.provision("", plan, tenant=tenant, name="agent environment")
+        resource = await self.environments.provision("", plan, tenant=tenant, name="agent environment",
+                                                     vault_ids=vault_ids)
         record = await self._record(resource["id"], tenant)
         record["resource"] = resource  # what a session taking it (environment_id) shows
         await self.store.put(ENVIRONMENT, resource["id"], record, tenant=tenant, scope="standalone")
         await self.store.put(UNCLAIMED, resource["id"], {"id": resource["id"]}, tenant=tenant)
         return await self._info(record, tenant)
+
+    async def _vault_ids(self, value: Any, tenant: str) -> list[str]:
+        """The environment's vaults (the tenant's own; another tenant's is a 404): their ``environment_variable``
+        credentials go into its container's network policy as a session's vaults' do (sealed in the container's
+        row; put by the egress proxy into requests to their hosts, masked in what comes back)."""
+        vaults = self.environments.vaults
+        if vaults is None:
+            if value:
+                raise invalid_request("Vaults ('vault_ids') are not kept by this server.", param="vault_ids",
+                                      code="unsupported_value")
+            return []
+        return await vaults.check_session_vaults(value, tenant=tenant)
 
     async def _record(self, environment_id: str, tenant: str) -> dict[str, Any]:
         record = await self.store.get(ENVIRONMENT, environment_id, tenant=tenant)

@@ -9,7 +9,7 @@ route, its upstream client, the caller's credentials), handed to the sessions se
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -18,11 +18,14 @@ from ...host_policy import HostPolicy
 from ...protocol.errors import APIError
 from ...protocol.multi_agent import BetaSurface
 from ...run.response_run import ResponseRun
+from ...run.tools.mcp_config import MCPServerOverlay
 from ...runtime import Runtime
 from ...services.agent_events import KEEPALIVE
 from ...services.agent_sessions import SessionService
 from ...services.agent_subagents import SubagentService
 from ...services.automation_bounds import AutomationBounds
+from ...services.environment_mcp import SessionMCP
+from ...services.hosted_shell import HostedShell
 from ...services.vault_oauth import GuardedTokenEndpoint
 from ...services.vaults import VaultService
 from .automations_routes import AutomationRoutes
@@ -40,7 +43,8 @@ SESSIONS = web.AppKey("agent_sessions", SessionService)
 
 
 def turn_starter(runtime: Runtime) -> Any:
-    async def start(body: dict[str, Any], tenant: str, client_authorization: str | None) -> str:
+    async def start(body: dict[str, Any], tenant: str, client_authorization: str | None,
+                    overlays: Mapping[str, MCPServerOverlay]) -> str:
         upstream = None
         if runtime.clients:  # several upstreams: the agent's model picks one (upstreams.py)
             route = runtime.route(body.get("model"))
@@ -57,6 +61,13 @@ def turn_starter(runtime: Runtime) -> Any:
                                "bridge relays without its tool loop.", param="agent.multi_agent.enabled",
                                code="unsupported_value")
             run.beta = BetaSurface(query=True, header=True)
+        if overlays:
+            if not isinstance(run, ResponseRun):
+                raise APIError(400, "MCP servers in the session's environment or with 'request_metadata' are not "
+                               f"served for model '{str(body.get('model'))[:200]}': its upstream is a native "
+                               "Responses API, which the bridge relays without its tool loop.",
+                               param="agent.tools", code="unsupported_value")
+            run.mcp_overlays = overlays
         call = await run.begin(body)
         started = await runtime.background.start(run, call, authorization, upstream)
         return started.response_id
@@ -72,6 +83,9 @@ class AgentRoutes:
             HostPolicy.parse(runtime.settings.mcp_allowed_hosts)))  # OAuth refreshes reach what MCP calls may
         self.sessions = SessionService(runtime.agents.store, runtime.agents, runtime.background,
                                        turn_starter(runtime), runtime.containers, vaults=self.vaults)
+        shell = runtime.server_tools.services.shell
+        self.sessions.mcp = SessionMCP(runtime.server_tools.services.mcp,
+                                       shell if isinstance(shell, HostedShell) else None)  # where a sandbox runs
         self.automations = AutomationRoutes(runtime.agents, self.sessions, AutomationBounds.of(runtime.settings))
 
     def register(self, app: web.Application) -> None:

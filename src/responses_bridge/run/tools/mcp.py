@@ -81,6 +81,8 @@ class MCPTools:
         A host that does not resolve is not refused here: that is the server's failure, reported on the
         ``mcp_list_tools`` item like any unreachable server.
         """
+        if server.connector is not None:  # reached from an agent's environment, under its network policy
+            return
         param = server.param("server_url")
         try:
             parts = urlsplit(server.server_url)
@@ -101,7 +103,7 @@ class MCPTools:
         """Remember ``tools`` (a previous response's ``mcp_list_tools`` item) for the ``read_only`` check of calls.
         Such an item lists only what that request's ``allowed_tools`` let through, so it never stands in for the
         server's whole listing: :meth:`list_tools` of a request with other ``allowed_tools`` still lists."""
-        if self.cache.get(server, partial=True) is None:
+        if server.connector is None and self.cache.get(server, partial=True) is None:
             self.cache.put(server, tools, complete=False)
 
     async def list_tools(self, server: MCPServer) -> list[MCPToolInfo]:
@@ -109,16 +111,18 @@ class MCPTools:
 
         Raises :class:`MCPToolError` when the server cannot be listed (unreachable, refused, too slow, not MCP).
         """
-        tools = self.cache.get(server)
+        tools = self.cache.get(server) if server.connector is None else None
         if tools is None:
             from .mcp_session import list_server_tools
 
-            try:
-                tools = tuple(await list_server_tools(server, self.limits, self.policy))
+            try:  # a connector's server is its session's environment's: never in the process's cache
+                tools = tuple(await server.connector.list_tools(server) if server.connector is not None
+                              else await list_server_tools(server, self.limits, self.policy))
             except MCPToolError as failure:
                 log.info("mcp_list_tools_failed", server_label=server.server_label, error=str(failure))
                 raise
-            self.cache.put(server, tools)
+            if server.connector is None:
+                self.cache.put(server, tools)
             log.info("mcp_tools_listed", server_label=server.server_label, tools=len(tools))
         return [tool for tool in tools if server.allows(tool.name, tool.read_only)]
 
@@ -131,7 +135,9 @@ class MCPTools:
         from .mcp_session import call_server_tool
 
         try:
-            text, is_error = await call_server_tool(server, self.limits, self.policy, name, arguments)
+            text, is_error = await server.connector.call_tool(server, name, arguments) \
+                if server.connector is not None else \
+                await call_server_tool(server, self.limits, self.policy, name, arguments)
         except MCPToolError as failure:
             log.info("mcp_call_failed", server_label=server.server_label, tool=name, error=str(failure))
             return MCPCallResult(error=str(failure), error_item=failure.item_error())

@@ -15,9 +15,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ...protocol.errors import APIError
+
+if TYPE_CHECKING:
+    from .mcp_model import MCPToolInfo
 
 _LABEL = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # RFC 7230 token for header names; values may hold any visible character, spaces and tabs, never CR/LF/NUL.
@@ -91,12 +94,39 @@ class MCPServer:
     require_approval: ApprovalRule = field(default_factory=ApprovalRule)
     server_description: str | None = None
     defer_loading: bool = False
+    # bridge-side only, never from a request's wire (MCPServerOverlay): the ``_meta`` sent with each request, and
+    # the way the server is reached when the bridge's own HTTP client does not reach it (an agent environment's)
+    meta: Mapping[str, Any] | None = field(default=None, repr=False)
+    connector: MCPConnector | None = field(default=None, repr=False, compare=False)
 
     def param(self, name: str) -> str:
         return f"tools[{self.index}].{name}"
 
     def allows(self, name: str, read_only: bool | None) -> bool:
         return self.allowed_tools is None or self.allowed_tools.matches(name, read_only)
+
+
+class MCPConnector(Protocol):
+    """How a server the bridge's HTTP client does not reach itself is used: an MCP server over ``stdio`` run in an
+    agent session's environment, or one reached from inside it (services/environment_mcp.py). Each raises
+    ``MCPToolError`` (a sentence for the item, never a credential) when the server cannot be used."""
+
+    async def list_tools(self, server: MCPServer) -> list[MCPToolInfo]: ...
+
+    async def call_tool(self, server: MCPServer, name: str, arguments: Mapping[str, Any]) -> tuple[str, bool]:
+        """The call's output rendered as text, and whether the tool reported an error."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class MCPServerOverlay:
+    """What the bridge itself adds to one ``mcp`` tool of a response it starts (an agent session's turn), by
+    ``server_label``: never read from a request, so a client of ``/v1/responses`` cannot set it. ``meta``: the
+    tool's ``request_metadata``, sent as each request's ``_meta``; ``connector``: how the server is reached, in
+    place of the bridge's HTTP client and its host policy (the environment's policy applies instead)."""
+
+    meta: Mapping[str, Any] | None = None
+    connector: MCPConnector | None = None
 
 
 def approval_required(server: MCPServer, tool_name: str, *, read_only: bool | None = None) -> bool:

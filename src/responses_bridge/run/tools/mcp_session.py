@@ -62,7 +62,7 @@ async def list_server_tools(server: MCPServer, limits: MCPLimits, policy: HostPo
         tools: list[MCPToolInfo] = []
         cursor: str | None = None
         for _ in range(_LIST_PAGE_CAP):
-            page = await client.list_tools(cursor=cursor)
+            page = await client.list_tools(cursor=cursor, meta=_meta(server))
             for tool in page.tools:
                 annotations = tool.annotations.model_dump(by_alias=True, exclude_none=True, mode="json") \
                     if tool.annotations is not None else None
@@ -83,11 +83,16 @@ async def call_server_tool(server: MCPServer, limits: MCPLimits, policy: HostPol
 
     async def call(client: Client) -> CallToolResult:
         with anyio.move_on_after(limits.call_timeout):
-            return await client.call_tool(name, dict(arguments))
+            return await client.call_tool(name, dict(arguments), meta=_meta(server))
         raise _CallTimedOut(limits.call_timeout)
 
     result = await _operate(server, limits, policy, f"call tool '{name}'", call)
     return render_content(result), result.is_error
+
+
+def _meta(server: MCPServer) -> Any:
+    """The ``_meta`` of each request's params: an agent tool's ``request_metadata`` (None: no ``_meta``)."""
+    return dict(server.meta) if server.meta else None
 
 
 def render_content(result: CallToolResult) -> str:
