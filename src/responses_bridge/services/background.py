@@ -177,7 +177,11 @@ class BackgroundService:
         response_run.before_persist = run._before_persist
         run.resumable = True
         run.frames = list(plan.frames)
-        run.saved = run.visible = len(run.frames)
+        run.saved = run.visible = run.released = len(run.frames)
+        run.record_steps(self.sealer, plan.recorded)
+        response_run.resumed = plan.steps  # type: ignore[attr-defined]
+        if response_run.response is not None:  # the completed steps' items: the repeated step's stream opens on them
+            response_run.response["output"][:] = plan.steps.output
         self.runs[response_id] = run
         try:  # counted before any call is made: a process that dies in the resumed run has used it up
             await self.events.append(response_id, [(plan.marker, b"")], tenant=tenant, **run.fence)
@@ -252,6 +256,8 @@ class BackgroundService:
                     self.sealer, request_body, client_credentials=client_credentials))],
                     tenant=run.tenant, **run.fence)
                 run.resumable = not client_credentials
+                if run.resumable:
+                    run.record_steps(self.sealer)
             except Exception:  # the run goes on; it is only not resumable
                 log.warning("background_request_not_kept", response_id=run.response_id, exc_info=True)
         if getattr(response_run, "background_body", None) is not None:  # kept: the run need not hold its bytes
@@ -422,6 +428,13 @@ class BackgroundService:
             run.task.cancel()
         await asyncio.wait([run.task])
         await run.writes_settled()
+
+    def drain(self) -> None:
+        """The process drains: every resumable run stops at its next step boundary (its step recorded, its lease
+        let go: background_steps.py ``HandOff``), so the restarted process or another replica resumes it at once
+        rather than at the drain deadline; a run that reaches none in time is handed off by :meth:`close`."""
+        for run in self.runs.values():
+            run.draining = run.resumable
 
     async def close(self) -> None:
         """Shutdown: runs still going are handed off when resumable (left ``in_progress``, their lease let go),
