@@ -102,9 +102,10 @@ async def resumed_first_call(run: ResponseRun, checked: CheckedTools, state: Res
     checked.setup.approved = []  # approved calls were made before the restart (a resume refuses such runs)
     tool_run = run._tool_run = await checked.connect()
     attach_agents(tool_run, translator, run._subagent_run, run.tenant, run.admit_subagent, run.charge_memory)
-    builder.take()  # the set-up's items and events are in the stored stream already: not shown twice
-    builder._sequence = sequence
-    del builder.output[kept:]
+    if _listed_before(builder.output[:kept], builder.output[kept:]):
+        builder.take()  # the set-up's items and events are in the stored stream already: not shown twice
+        builder._sequence = sequence
+        del builder.output[kept:]
     call = await run._first_request(run._large)
     if call is None:
         return None
@@ -121,6 +122,13 @@ async def resumed_first_call(run: ResponseRun, checked: CheckedTools, state: Res
     if state.interrupted is not None:
         call = await _finish_turn(run, tool_run, state)
     return call
+
+
+def _listed_before(stored: list[dict[str, Any]], listed: list[dict[str, Any]]) -> bool:
+    """Were the listings the set-up made again stored already? (No: the process stopped while listing, before
+    any model call; they are shown as new.)"""
+    labels = {item.get("server_label") for item in stored if item.get("type") == "mcp_list_tools"}
+    return all(item.get("server_label") in labels for item in listed)
 
 
 async def _finish_turn(run: ResponseRun, tool_run: ServerToolRun, state: ResumedSteps) -> UpstreamRequest | None:

@@ -6,8 +6,8 @@ the model reads, and a row nobody could forge decides what a resumed run sends),
 below -1); a delete removes them with the log.
 
 They are written in the writes the run makes anyway: a ``turn`` with the events that announce its calls (that
-write is awaited: the calls run only once it is durable), a ``step`` with the events of the calls' outcomes, in
-the run's next batch, before any event of the next model call.
+write is awaited when a call may have effects: such calls run only once it is durable), a ``step`` with the
+events of the calls' outcomes, in the run's next batch, before any event of the next model call.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..protocol.errors import APIError
-from ..run.step_resume import NOT_RESUMABLE, ResumedSteps
+from ..run.step_resume import NOT_RESUMABLE, SAFE_TO_REPEAT, ResumedSteps
 from ..sealing import Sealer
 
 if TYPE_CHECKING:
@@ -27,8 +27,9 @@ STEP_BASE = -(2**20)
 STEP_PURPOSE = "background-step"
 
 
-class HandOff(Exception):
-    """Raised at a step boundary of a draining process: the run is handed off there (services/background.py)."""
+class HandOff(BaseException):
+    """Raised at a step boundary of a draining process: the run is handed off there (background_run.py). Not an
+    ``Exception``: like a cancellation it must pass the handlers that fail a run (the driver's set-up one)."""
 
 
 class StepLog:
@@ -45,8 +46,13 @@ class StepLog:
         self._next += 1
 
     async def turn_began(self, record: dict[str, Any]) -> None:
+        """Written before the calls run when one of them may have effects; a turn of searches only goes with the
+        run's next batch (lost in a crash, the model call is made again, and so are the searches: reads)."""
         self._keep("turn", record)
-        await self._run.flush_now()
+        if any(call["item"] is not None and call["target"][0] not in SAFE_TO_REPEAT for call in record["calls"]):
+            await self._run.flush_now()
+        else:
+            self._run.add(b"")
 
     def step_done(self, record: dict[str, Any]) -> None:
         run = self._run
