@@ -215,3 +215,39 @@ async def test_an_interrupted_call_with_effects_is_not_made_again(tmp_path, fake
     assert call["status"] == "failed" and "interrupted by a server restart" in str(call["error"])
     assert "interrupted by a server restart" in ended["output"][2]["content"][0]["text"]
     assert [roles[-1] for roles in await model_calls(fake_upstream, marker)] == ["user", "tool"]
+
+
+async def test_a_search_a_restart_interrupted_is_made_again(tmp_path, fake_upstream: str,
+                                                             search: SearchServer) -> None:
+    """``kill -9`` while the search runs: a read, safe to repeat, so the restarted process searches again (on its
+    own search backend here) and goes on; the model call that asked for it is not made again."""
+    marker = f"w{uuid.uuid4().hex[:10]}"
+    db = str(tmp_path / "reread.db")
+    async with SearchServer(mode="slow") as held:
+        process, base = await started(tmp_path, fake_upstream, db, held)
+        try:
+            async with aiohttp.ClientSession(timeout=TIMEOUT) as session, session.post(
+                    f"{base}/v1/responses", json=searching(marker)) as answer:
+                raw = b""
+                while b"response.web_search_call.searching" not in raw:  # shown once stored
+                    chunk = await answer.content.readuntil(b"\n\n")
+                    assert chunk, "the stream ended before the search began"
+                    raw += chunk
+                while searches(held, marker) == 0:
+                    await asyncio.sleep(0.05)
+                await asyncio.sleep(0.5)  # the turn's record goes with the run's next batch (0.1 s)
+                os.kill(process.pid, signal.SIGKILL)
+                process.process.wait()
+        finally:
+            process.stop()
+        held.release()
+    seen, _ = parse_sse(raw)
+    process, base = await started(tmp_path, fake_upstream, db, search)
+    try:
+        ended = await check_finished_once(base, seen[0]["response"]["id"], seen)
+    finally:
+        process.stop()
+    assert [item["type"] for item in ended["output"]] == ["web_search_call", "message"]
+    assert ended["output"][0]["status"] == "completed"
+    assert searches(search, marker) == 1  # searched again after the restart
+    assert [roles[-1] for roles in await model_calls(fake_upstream, marker)] == ["user", "tool"]
