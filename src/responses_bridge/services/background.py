@@ -7,10 +7,11 @@ start runs here: the HTTP door answers the POST itself, the ext_proc door with a
 Events. The response run emits SSE frames, numbered by ``sequence_number`` from 0 with no gaps, so a frame's index in
 ``BackgroundRun.frames`` is its sequence number. Frames are kept in memory while the run lasts (live readers
 follow them) and written to ``response_events`` in batches by a writer task, off the hot path: the upstream
-chunk loop never waits for the database. Before the response's terminal state is stored, every event up to and
-including the terminal one is made durable (the response run's ``before_persist`` hook), and live readers are only
-shown a frame once the response run has returned it, so a reader that saw ``response.completed`` can always replay
-the whole stream, and ``GET /v1/responses/{id}`` never says ``completed`` before the stream is stored.
+chunk loop never waits for the database. Live readers are shown a frame only once it is stored and the response
+run has returned it: a reader that saw an event can resume after it on any process, after any crash. Before the
+response's terminal state is stored, every event up to and including the terminal one is made durable (the
+response run's ``before_persist`` hook), so a reader that saw ``response.completed`` can always replay the whole
+stream, and ``GET /v1/responses/{id}`` never says ``completed`` before the stream is stored.
 
 Lifecycle in the store: ``queued`` (written before the POST is answered), ``in_progress`` (when the upstream
 answers), then ``completed`` / ``incomplete`` / ``failed`` / ``cancelled``. A process that dies mid-run leaves
@@ -25,8 +26,9 @@ only runs whose lease expired, each by one replica. A follower on another replic
 grows (woken by the store's notifications, with polling as the fallback) until the terminal event; a cancel asked
 of another replica is recorded in the store, the owner stops its run, and the asker answers with the stored
 cancelled response. A run whose replica died is resumed by one other replica (claimed with the same conditional
-write), from its kept request, while it is in its first model turn; one that started a server-side tool (which
-may have had effects) or that needs the client's own upstream credentials (never stored) is failed instead.
+write), from its kept request and its last completed tool loop step (background_steps.py); one that needs the
+client's own upstream credentials (never stored), or whose steps a restart cannot rebuild, is failed instead. A
+drain hands runs off at their next step boundary (:meth:`BackgroundService.drain`).
 
 A terminal save that fails (the store is full, locked, broken) must not leave the row ``in_progress``: the run
 ends for its readers at once (in memory, with the response run's ``response.failed``), and then keeps retrying, with

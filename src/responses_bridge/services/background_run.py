@@ -70,7 +70,7 @@ class BackgroundRun:
         self.released = 0  # frames[:released] the response run has returned (readers may see them once stored)
         self._changed = asyncio.Event()
         self._flush_lock = asyncio.Lock()
-        self._writes = WriteBehind(self._flush_quietly)  # the log's writes, in batches, behind its readers
+        self._writes = WriteBehind(self._flush_quietly)  # the log's writes, in batches, before its readers see them
         self._tentative: int | None = None  # sequence number of the first frame made durable by before_persist
 
     # --- frames ----------------------------------------------------------------------------------------------
@@ -120,7 +120,7 @@ class BackgroundRun:
     def record_steps(self, sealer: Sealer, recorded: int = 0) -> None:
         """Record the tool loop's steps (run/step_resume.py) so a resume continues after them; ``recorded``: the
         records kept already (a resumed run's). A run that compacts its context rewrites what it sends: not kept."""
-        translator = self.response_run.translator  # type: ignore[attr-defined]
+        translator = getattr(self.response_run, "translator", None)  # a native backend's run has no tool loop here
         if translator is not None and translator.compact_threshold is None:
             self.response_run.steps = StepLog(self, sealer, recorded)  # type: ignore[attr-defined]
 
