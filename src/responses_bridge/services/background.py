@@ -91,6 +91,7 @@ class BackgroundService:
         self.rebuild: Rebuilder | None = None
         self.sealer: Sealer | None = None
         self.max_resumes = MAX_RESUMES
+        self.draining = False  # runs resumed or started from now on are handed off at their first step boundary
         metrics.watch_background(self)
 
     async def open(self, *, sweep: bool = True) -> list[str]:
@@ -181,6 +182,7 @@ class BackgroundService:
         run.frames = list(plan.frames)
         run.saved = run.visible = run.released = len(run.frames)
         run.record_steps(self.sealer, plan.recorded)
+        run.draining = self.draining
         response_run.resumed = plan.steps  # type: ignore[attr-defined]
         if response_run.response is not None:  # the completed steps' items: the repeated step's stream opens on them
             response_run.response["output"][:] = plan.steps.output
@@ -260,6 +262,7 @@ class BackgroundService:
                 run.resumable = not client_credentials
                 if run.resumable:
                     run.record_steps(self.sealer)
+                    run.draining = self.draining
             except Exception:  # the run goes on; it is only not resumable
                 log.warning("background_request_not_kept", response_id=run.response_id, exc_info=True)
         if getattr(response_run, "background_body", None) is not None:  # kept: the run need not hold its bytes
@@ -435,6 +438,7 @@ class BackgroundService:
         """The process drains: every resumable run stops at its next step boundary (its step recorded, its lease
         let go: background_steps.py ``HandOff``), so the restarted process or another replica resumes it at once
         rather than at the drain deadline; a run that reaches none in time is handed off by :meth:`close`."""
+        self.draining = True
         for run in self.runs.values():
             run.draining = run.resumable
 
