@@ -332,10 +332,12 @@ async def shutdown(runtime: Runtime, stoppers: list[Callable[[], Awaitable[None]
 
 
 async def _drain_background(runtime: Runtime, timeout: float) -> None:
-    """Background runs may finish within the drain timeout; those still running then are handed off (or failed)."""
+    """Background runs may finish within the drain timeout, or are handed off at their next step boundary; those
+    still running then are handed off (or failed)."""
     service = runtime.background
     if service is None:
         return
+    service.drain()
     tasks = [run.task for run in service.runs.values() if run.task is not None and not run.task.done()]
     if tasks:
         await asyncio.wait(tasks, timeout=timeout)

@@ -79,6 +79,10 @@ class SearchServer:
         if self._runner is not None:
             await self._runner.cleanup()
 
+    def release(self) -> None:
+        """``mode="slow"``: the searches waiting, and any later one, are answered (with no results) now."""
+        self._release.set()
+
     async def _record(self, request: web.Request) -> RecordedRequest:
         body = await request.read()
         recorded = RecordedRequest(request.method, request.path, dict(request.query), dict(request.headers),

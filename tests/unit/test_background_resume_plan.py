@@ -1,5 +1,6 @@
-"""What decides whether a background run is resumed (services/background_resume.py): its kept request, how often
-it was resumed, and whether its stream shows a server-side tool step (never run twice)."""
+"""What decides whether a background run is resumed (services/background_resume.py), and from where: its kept
+request, how often it was resumed, its recorded tool loop steps (services/background_steps.py) and the stored
+output they reach."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 from responses_bridge.engine.sse import encode_event
 from responses_bridge.sealing import Sealer
 from responses_bridge.services.background_resume import ResumePlan, plan_resume, sealed_request
+from responses_bridge.services.background_steps import STEP_BASE, STEP_PURPOSE
 
 SEALER = Sealer(os.urandom(32))
 BODY = {"model": "m", "input": "hi", "background": True}
@@ -43,10 +45,70 @@ def test_resumes_are_counted_and_bounded() -> None:
     assert plan_resume(rows, SEALER, 2) == "it was resumed 2 times already and did not finish (the limit is 2)"
 
 
-def test_a_server_side_tool_step_is_never_run_twice() -> None:
+def test_server_calls_of_the_call_in_flight_never_started() -> None:
+    """A turn is recorded before any of its server calls runs: items in the stream without one are the model
+    call in flight's, whose calls never ran; that call is made again."""
     for tool in ("web_search_call", "file_search_call", "mcp_call", "code_interpreter_call", "shell_call"):
-        why = plan_resume([kept(), *stream("message", tool)], SEALER, 3)
-        assert isinstance(why, str) and tool in why
+        plan = plan_resume([kept(), *stream("message", tool)], SEALER, 3)
+        assert isinstance(plan, ResumePlan) and plan.steps.output == [] and plan.steps.interrupted is None
+
+
+def test_calls_approved_at_set_up_are_never_run_twice() -> None:
+    """An approved MCP call runs at set-up, before any turn is recorded: such a run is not resumed."""
+    approving = dict(BODY, input=[{"type": "mcp_approval_response", "approval_request_id": "mcpr_1",
+                                   "approve": True}])
+    rows = [(-1, sealed_request(SEALER, approving, client_credentials=False)), *stream("mcp_call")]
+    why = plan_resume(rows, SEALER, 3)
+    assert isinstance(why, str) and "mcp_call" in why
+    assert isinstance(plan_resume([rows[0], *stream("mcp_list_tools")], SEALER, 3), ResumePlan)
+
+
+def done(sequence: int, index: int, item: dict) -> bytes:
+    return frame(sequence, "response.output_item.done", output_index=index, item=item)
+
+
+def record(n: int, kind: str, **fields: object) -> tuple[int, bytes]:
+    return STEP_BASE - n, SEALER.seal(STEP_PURPOSE, {"kind": kind, **fields}).encode()
+
+
+SEARCH = {"id": "ws_1", "type": "web_search_call", "status": "in_progress", "action": {"type": "search"}}
+MCP = {"id": "mcp_1", "type": "mcp_call", "name": "slow", "server_label": "t", "arguments": "{}",
+       "status": "in_progress"}
+
+
+def turn(*calls: tuple[str, int, dict]) -> dict:
+    return {"message": {"role": "assistant", "content": None}, "output": 1 + max(index for _, index, _ in calls),
+            "calls_made": 0, "calls": [{"call_id": f"call_{index}", "name": name, "arguments": "{}",
+                                        "output_index": index, "status": "completed", "item": item,
+                                        "target": [item["type"].removesuffix("_call"), None, None, False]}
+                                       for name, index, item in calls]}
+
+
+def test_completed_steps_are_what_a_resume_starts_from() -> None:
+    frames = [*(row for _, row in stream()), done(3, 0, dict(SEARCH, status="completed")),
+              frame(4, "response.output_item.added", output_index=1, item={"type": "message"})]
+    step = {"results": [["call_0", "found"]], "turns": 2, "exhausted": False, "calls_made": 1,
+            "exhausted_sent": False, "output": 1, "usage": None}
+    rows = [record(1, "step", **step), record(0, "turn", **turn(("web_search", 0, SEARCH))), kept(),
+            *enumerate(frames)]
+    plan = plan_resume(rows, SEALER, 3)
+    assert isinstance(plan, ResumePlan) and plan.recorded == 2
+    assert plan.steps.interrupted is None and [s["results"] for _, s in plan.steps.steps] == [[["call_0", "found"]]]
+    assert plan.steps.output == [dict(SEARCH, status="completed")]  # the call in flight's message is not kept
+    assert plan.steps.done == {0}
+
+
+def test_an_interrupted_turn_is_settled_and_unknown_records_are_refused() -> None:
+    frames = [*(row for _, row in stream()), frame(3, "response.output_item.added", output_index=0, item=MCP)]
+    rows = [record(0, "turn", **turn(("mcp", 0, MCP))), kept(), *enumerate(frames)]
+    plan = plan_resume(rows, SEALER, 3)
+    assert isinstance(plan, ResumePlan) and plan.steps.interrupted is not None and plan.steps.done == set()
+    assert "gap" in plan_resume([record(1, "turn", **turn(("mcp", 0, MCP))), *rows[1:]], SEALER, 3)  # type: ignore[operator]
+    subagent = turn(("spawn_agent", 0, MCP))
+    subagent["calls"][0]["target"][0] = "multi_agent"
+    assert "multi_agent" in plan_resume([record(0, "turn", **subagent), *rows[1:]], SEALER, 3)  # type: ignore[operator]
+    forged = (STEP_BASE, Sealer(os.urandom(32)).seal(STEP_PURPOSE, {"kind": "turn"}).encode())
+    assert "could not be read" in plan_resume([forged, *rows[1:]], SEALER, 3)  # type: ignore[operator]
 
 
 def test_what_cannot_be_resumed_says_why() -> None:

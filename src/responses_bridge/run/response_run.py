@@ -59,6 +59,7 @@ from .programs.host import Releasable
 from .response_persist import persist_response
 from .runs import BeforePersist, not_begun, nothing_left
 from .server_tools import CheckedTools, ServerToolRun, ServerTools, offers_server_tools, write_events
+from .step_resume import ResumedSteps, StepRecorder, resumed_first_call, step_record, turn_record
 from .subagents import Admission, Charge, attach_agents, wants_agents
 from .tools.mcp_config import MCPServerOverlay
 from .upstream_gate import UpstreamGate
@@ -117,6 +118,8 @@ class ResponseRun:
         # (services/background_resume.py); any other request's bytes are let go once parsed
         self.background_body: bytes | None = None
         self.stop_between_turns: Callable[[], bool] | None = None  # see Run.stop_between_turns
+        self.steps: StepRecorder | None = None  # a background run's checkpoints (run/step_resume.py)
+        self.resumed: ResumedSteps | None = None  # what a resumed run starts from (run/step_resume.py)
         self.beta = NOT_BETA  # how the request came (protocol/multi_agent.py): the door says, before begin
         self.admit_subagent: Admission | None = None  # the tenant's limits, taken by each subagent's work
         self.upstream_gate: UpstreamGate | None = None  # the bridge's upstream places (run/upstream_gate.py)
@@ -264,6 +267,8 @@ class ResponseRun:
         """:meth:`begin` returned None: list the MCP servers, make the calls the request approved, and return the
         first upstream call. The events of the listings and calls wait in :meth:`take_pending_bytes`."""
         checked, self._checked = self._checked, None
+        if checked is not None and self.resumed is not None:
+            return await resumed_first_call(self, checked, self.resumed)
         if checked is None and self._tool_run is not None and self._tool_run.suspended:
             return None  # set up already (WebSocket mode): a resumed program waits again, no turn is made
         assert checked is not None, "first_call() without a deferred begin()"
@@ -320,6 +325,8 @@ class ResponseRun:
             if announced:
                 await write(announced)
             tool_run.runner.live = functools.partial(write_events, translator, write)
+        if self.steps is not None and turn.server_calls:  # durable before any of them runs
+            await self.steps.turn_began(turn_record(turn, tool_run))
         try:
             outcome = await tool_run.run_turn(turn)
         finally:
@@ -334,6 +341,8 @@ class ResponseRun:
         # the last allowed turn goes without tools, so the model answers with what it has (as max_tool_calls)
         exhausted = outcome.tools_exhausted or self._turns >= self._max_turns
         call = translator.follow_up(turn, outcome.results, tools_exhausted=exhausted)
+        if self.steps is not None:
+            self.steps.step_done(step_record(outcome.results, tool_run, self._turns, exhausted))
         log.info("tool_loop_turn", response_id=translator.response_id, turn=self._turns,
                  server_calls=len(turn.server_calls))
         if translator.compact_threshold is not None and await asyncio.to_thread(translator.over_threshold):

@@ -7,10 +7,11 @@ start runs here: the HTTP door answers the POST itself, the ext_proc door with a
 Events. The response run emits SSE frames, numbered by ``sequence_number`` from 0 with no gaps, so a frame's index in
 ``BackgroundRun.frames`` is its sequence number. Frames are kept in memory while the run lasts (live readers
 follow them) and written to ``response_events`` in batches by a writer task, off the hot path: the upstream
-chunk loop never waits for the database. Before the response's terminal state is stored, every event up to and
-including the terminal one is made durable (the response run's ``before_persist`` hook), and live readers are only
-shown a frame once the response run has returned it, so a reader that saw ``response.completed`` can always replay
-the whole stream, and ``GET /v1/responses/{id}`` never says ``completed`` before the stream is stored.
+chunk loop never waits for the database. Live readers are shown a frame only once it is stored and the response
+run has returned it: a reader that saw an event can resume after it on any process, after any crash. Before the
+response's terminal state is stored, every event up to and including the terminal one is made durable (the
+response run's ``before_persist`` hook), so a reader that saw ``response.completed`` can always replay the whole
+stream, and ``GET /v1/responses/{id}`` never says ``completed`` before the stream is stored.
 
 Lifecycle in the store: ``queued`` (written before the POST is answered), ``in_progress`` (when the upstream
 answers), then ``completed`` / ``incomplete`` / ``failed`` / ``cancelled``. A process that dies mid-run leaves
@@ -25,8 +26,9 @@ only runs whose lease expired, each by one replica. A follower on another replic
 grows (woken by the store's notifications, with polling as the fallback) until the terminal event; a cancel asked
 of another replica is recorded in the store, the owner stops its run, and the asker answers with the stored
 cancelled response. A run whose replica died is resumed by one other replica (claimed with the same conditional
-write), from its kept request, while it is in its first model turn; one that started a server-side tool (which
-may have had effects) or that needs the client's own upstream credentials (never stored) is failed instead.
+write), from its kept request and its last completed tool loop step (background_steps.py); one that needs the
+client's own upstream credentials (never stored), or whose steps a restart cannot rebuild, is failed instead. A
+drain hands runs off at their next step boundary (:meth:`BackgroundService.drain`).
 
 A terminal save that fails (the store is full, locked, broken) must not leave the row ``in_progress``: the run
 ends for its readers at once (in memory, with the response run's ``response.failed``), and then keeps retrying, with
@@ -89,6 +91,7 @@ class BackgroundService:
         self.rebuild: Rebuilder | None = None
         self.sealer: Sealer | None = None
         self.max_resumes = MAX_RESUMES
+        self.draining = False  # runs resumed or started from now on are handed off at their first step boundary
         metrics.watch_background(self)
 
     async def open(self, *, sweep: bool = True) -> list[str]:
@@ -177,7 +180,12 @@ class BackgroundService:
         response_run.before_persist = run._before_persist
         run.resumable = True
         run.frames = list(plan.frames)
-        run.saved = run.visible = len(run.frames)
+        run.saved = run.visible = run.released = len(run.frames)
+        run.record_steps(self.sealer, plan.recorded)
+        run.draining = self.draining
+        response_run.resumed = plan.steps  # type: ignore[attr-defined]
+        if response_run.response is not None:  # the completed steps' items: the repeated step's stream opens on them
+            response_run.response["output"][:] = plan.steps.output
         self.runs[response_id] = run
         try:  # counted before any call is made: a process that dies in the resumed run has used it up
             await self.events.append(response_id, [(plan.marker, b"")], tenant=tenant, **run.fence)
@@ -252,6 +260,9 @@ class BackgroundService:
                     self.sealer, request_body, client_credentials=client_credentials))],
                     tenant=run.tenant, **run.fence)
                 run.resumable = not client_credentials
+                if run.resumable:
+                    run.record_steps(self.sealer)
+                    run.draining = self.draining
             except Exception:  # the run goes on; it is only not resumable
                 log.warning("background_request_not_kept", response_id=run.response_id, exc_info=True)
         if getattr(response_run, "background_body", None) is not None:  # kept: the run need not hold its bytes
@@ -422,6 +433,14 @@ class BackgroundService:
             run.task.cancel()
         await asyncio.wait([run.task])
         await run.writes_settled()
+
+    def drain(self) -> None:
+        """The process drains: every resumable run stops at its next step boundary (its step recorded, its lease
+        let go: background_steps.py ``HandOff``), so the restarted process or another replica resumes it at once
+        rather than at the drain deadline; a run that reaches none in time is handed off by :meth:`close`."""
+        self.draining = True
+        for run in self.runs.values():
+            run.draining = run.resumable
 
     async def close(self) -> None:
         """Shutdown: runs still going are handed off when resumable (left ``in_progress``, their lease let go),

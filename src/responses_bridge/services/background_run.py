@@ -16,9 +16,11 @@ from ..protocol.errors import APIError
 from ..run.drive import drive
 from ..run.runs import Run
 from ..run.upstream import UpstreamClient
+from ..sealing import Sealer
 from ..store.base import EventLog, ResponseStore
 from ..store.records import LeaseLost
 from .background_frames import _TERMINAL, split_frames
+from .background_steps import HandOff, StepLog
 from .write_behind import WriteBehind
 
 log = structlog.get_logger("responses_bridge.background")
@@ -54,7 +56,7 @@ class BackgroundRun:
         self.fence: dict[str, str] = {} if service.lease_owner is None else {"lease_owner": service.lease_owner}
         response_run.save_fence = self.fence
         self.frames: list[bytes] = []  # index == sequence_number
-        self.visible = 0  # frames[:visible] have been reported (readers may see them)
+        self.visible = 0  # frames[:visible] are stored and were returned: readers may see them
         self.saved = 0  # frames[:saved] are durable
         self.done = False
         self.finishing = False  # finish() has begun: a cancel now comes too late
@@ -63,9 +65,12 @@ class BackgroundRun:
         self.task: asyncio.Task[None] | None = None
         self.started = False  # run() has begun: cancelling the task now goes through its handlers
         self.resumable = False  # its request is kept: at shutdown it is handed off, not failed
+        self.rows: list[tuple[int, bytes]] = []  # its step records, written with the next batch (background_steps.py)
+        self.draining = False  # the process drains: the run is handed off at its next step boundary
+        self.released = 0  # frames[:released] the response run has returned (readers may see them once stored)
         self._changed = asyncio.Event()
         self._flush_lock = asyncio.Lock()
-        self._writes = WriteBehind(self._flush_quietly)  # the log's writes, in batches, behind its readers
+        self._writes = WriteBehind(self._flush_quietly)  # the log's writes, in batches, before its readers see them
         self._tentative: int | None = None  # sequence number of the first frame made durable by before_persist
 
     # --- frames ----------------------------------------------------------------------------------------------
@@ -79,14 +84,23 @@ class BackgroundRun:
                 self.frames.append(frame)
 
     def add(self, data: bytes) -> None:
-        """Frames the response run returned: reported to readers now, written to the store soon (write_behind.py)."""
+        """Frames the response run returned: written to the store soon (write_behind.py), shown to readers once
+        they are stored (:meth:`_show`). Batching delays what a reader sees, never what the store keeps: a reader
+        that saw an event can always resume after it, on any process."""
         if data:
             self._record(data)
-        if self.visible != len(self.frames):
-            self.visible = len(self.frames)
-            self._wake()
-        if self.saved < len(self.frames):
+        self.released = len(self.frames)
+        if self.saved < len(self.frames) or self.rows:
             self._writes.soon()
+        else:
+            self._show()
+
+    def _show(self) -> None:
+        """Readers may see every returned frame that is stored."""
+        shown = min(self.saved, self.released)
+        if shown > self.visible:
+            self.visible = shown
+            self._wake()
 
     async def writes_settled(self) -> None:
         """Every frame the run's writer has to write is written (or failed to be), its wait cut short."""
@@ -103,13 +117,31 @@ class BackgroundRun:
     async def wait(self) -> None:
         await self._changed.wait()
 
+    def record_steps(self, sealer: Sealer, recorded: int = 0) -> None:
+        """Record the tool loop's steps (run/step_resume.py) so a resume continues after them; ``recorded``: the
+        records kept already (a resumed run's). A run that compacts its context rewrites what it sends: not kept."""
+        translator = getattr(self.response_run, "translator", None)  # a native backend's run has no tool loop here
+        if translator is not None and translator.compact_threshold is None:
+            self.response_run.steps = StepLog(self, sealer, recorded)  # type: ignore[attr-defined]
+
+    async def flush_now(self) -> None:
+        """Every frame and record so far, durable on return."""
+        await self._flush()
+
     async def _flush(self) -> None:
         async with self._flush_lock:
-            while self.saved < len(self.frames):
+            while self.saved < len(self.frames) or self.rows:
                 end = len(self.frames)
+                rows, self.rows = self.rows, []
                 batch = [(sequence, self.frames[sequence]) for sequence in range(self.saved, end)]
-                await self.service.events.append(self.response_id, batch, tenant=self.tenant, **self.fence)
+                try:
+                    await self.service.events.append(self.response_id, batch + rows, tenant=self.tenant,
+                                                     **self.fence)
+                except BaseException:
+                    self.rows[:0] = rows
+                    raise
                 self.saved = end
+                self._show()
 
     async def _flush_quietly(self) -> None:
         try:
@@ -153,6 +185,11 @@ class BackgroundRun:
                     reply = await response_run.fail(APIError(
                         503, "The server shut down before this background response completed.",
                         type="server_error", code="server_shutdown"))
+            except HandOff:  # a draining process, at a step boundary: what it recorded is the resume's
+                self.finishing = True
+                response_run.release()
+                await self._hand_off()
+                return
             except Exception as exc:
                 log.exception("background_run_failed", response_id=self.response_id)
                 self.finishing = True
@@ -174,8 +211,8 @@ class BackgroundRun:
             await self.service.run_ended(self)
 
     async def _hand_off(self) -> None:
-        """Every frame shown to readers is stored before the lease goes: the resumed run numbers on after them."""
-        del self.frames[self.visible:]
+        """Every frame the run made, and its step records, are stored before the lease goes: the resumed run
+        continues after them (what readers saw was stored before they saw it)."""
         try:
             await self._flush()
         except Exception:  # what is stored is what the resume continues from
@@ -208,7 +245,7 @@ class BackgroundRun:
             event: dict[str, Any] = orjson.loads(frame[frame.index(b"\ndata: ") + 7:])
             event["sequence_number"] = start + offset
             self.frames.append(encode_event(event))
-        self.visible = len(self.frames)
+        self.visible = self.released = len(self.frames)
         self._tentative = start
 
     async def _settle(self) -> None:
