@@ -102,7 +102,7 @@ async def auto_review(runner: SessionRunner, entry: QueuedTurn, session: dict[st
     response: dict[str, Any] = {}
     try:
         response_id = await runner.start(review_request(session, task, request), runner.tenant,
-                                         entry.authorization)
+                                         entry.authorization, {})  # the review's call names no MCP server
         entry.turn.setdefault("_private", {"response_ids": []})["response_ids"].append(response_id)
         async for data in runner.background.events_after(response_id, -1, tenant=runner.tenant):
             for frame in split_frames(data):
