@@ -28,17 +28,16 @@ must deliver: every failure becomes an OpenAI-shaped error or a ``response.faile
 hangs and never sees raw chat chunks. The response is persisted *before* its terminal bytes are returned, so a
 client that saw ``response.completed`` can always retrieve it.
 
-Who drives a run: the HTTP door (``adapters/http/responses_routes.py``), WebSocket mode
-(``adapters/http/websocket.py``), the ext_proc door (``adapters/extproc/servicer.py``, Envoy making the upstream
-call) and background runs (``services/background.py``). The upstream calls the sidecar makes itself go through
-the :class:`~responses_bridge.run.upstream.UpstreamClient` interface.
+Driven by the HTTP door, WebSocket mode, the ext_proc door (Envoy making the upstream call) and background runs;
+the upstream calls the sidecar makes itself go through :class:`~responses_bridge.run.upstream.UpstreamClient`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from typing import Any
 
 import structlog
@@ -422,8 +421,7 @@ class ResponseRun:
     async def finish(self) -> Reply:
         """The upstream body ended. Completes, persists and returns the rest of the client's bytes."""
         translator = self._begun()
-        self._close_tools()
-        try:
+        with self._ending():
             error = translator.complete()
             if error is not None:
                 return await self._fail(error)
@@ -436,8 +434,6 @@ class ResponseRun:
                                         persist=False)
             metrics.record_usage(translator.response)
             return translator.success_reply()
-        finally:
-            self._let_go()
 
     async def fail(self, error: APIError) -> Reply:
         """The upstream call failed before its body ended (unreachable, timed out, cut)."""
@@ -445,8 +441,7 @@ class ResponseRun:
 
     async def _fail(self, error: APIError, *, persist: bool = True) -> Reply:
         translator = self.translator
-        self._close_tools()
-        try:
+        with self._ending():
             if translator is None:
                 return Reply(error.status, JSON_CONTENT_TYPE, error.body())
             reply = translator.fail(error)
@@ -455,19 +450,14 @@ class ResponseRun:
             if persist:
                 await self._persist()
             return translator.terminal_reply()
-        finally:
-            self._let_go()
 
     async def cancel(self) -> Reply:
         """A background response cancelled by its owner: ``status: cancelled``, persisted, terminal events."""
         translator = self._begun()
-        self._close_tools()
-        try:
+        with self._ending():
             translator.cancel()
             await self._persist()
             return translator.terminal_reply()
-        finally:
-            self._let_go()
 
     def commit(self) -> None:
         """See :meth:`Run.commit`."""
@@ -476,12 +466,19 @@ class ResponseRun:
 
     async def abandon(self) -> None:
         """The client went away: record the response as failed rather than leave it unwritten."""
-        self._close_tools()
-        try:
+        with self._ending():
             if self.translator is None or not self.translator.abandon():
                 return
             log.info("response_abandoned", response_id=self.translator.response_id)
             await asyncio.shield(self._persist())
+
+    @contextlib.contextmanager
+    def _ending(self) -> Iterator[None]:
+        """Every end of the run (finished, failed, cancelled, abandoned): its tools closed first, what its answer
+        held let go last, whatever happens between."""
+        self._close_tools()
+        try:
+            yield
         finally:
             self._let_go()
 
