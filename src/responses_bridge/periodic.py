@@ -28,6 +28,12 @@ class Periodic:
         self._failure_level = failure_level
         self._task: asyncio.Task[None] | None = None
 
+    @classmethod
+    def purge(cls, kind: str, interval: float, job: Callable[[], Awaitable[object]]) -> Periodic:
+        """The purge of one kind of expired object (``files``, ``containers``, ``uploads``): its task named
+        ``<kind>-purge``, a failed run logged as ``<kind>_purge_failed``, the names every purge has."""
+        return cls(interval, job, name=f"{kind}-purge", failure=f"{kind}_purge_failed")
+
     def start(self) -> None:
         if self.interval > 0 and self._task is None:
             self._task = asyncio.create_task(self._forever(), name=self._name)

@@ -13,50 +13,43 @@ from collections.abc import Collection
 from typing import Any
 
 
+def object_schema(properties: dict[str, Any], *required: str) -> dict[str, Any]:
+    """The JSON schema of a function's arguments: an object of ``properties``, those named ``required`` required
+    (the one wrapper every built-in's schema has, written once)."""
+    return {"type": "object", "properties": properties, "required": list(required)}
+
+
 def one_string_parameter(name: str, description: str) -> dict[str, Any]:
     """The JSON schema of a function whose one argument, required, is the string ``name``."""
-    return {"type": "object", "properties": {name: {"type": "string", "description": description}},
-            "required": [name]}
+    return object_schema({name: {"type": "string", "description": description}}, name)
 
 
-SHELL_PARAMETERS: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "commands": {"type": "array", "items": {"type": "string"},
-                     "description": "The shell commands to run, in order."},
-        "timeout_ms": {"type": "integer", "description": "Optional wall-clock limit for the commands, in ms."},
-        "max_output_length": {"type": "integer",
-                              "description": "Optional limit on the characters of output to return."},
-    },
-    "required": ["commands"],
-}
+SHELL_PARAMETERS = object_schema({
+    "commands": {"type": "array", "items": {"type": "string"},
+                 "description": "The shell commands to run, in order."},
+    "timeout_ms": {"type": "integer", "description": "Optional wall-clock limit for the commands, in ms."},
+    "max_output_length": {"type": "integer",
+                          "description": "Optional limit on the characters of output to return."},
+}, "commands")
 SHELL_DESCRIPTION = ("Runs shell commands on the user's machine and returns their stdout, stderr and exit code. "
                      "Use it to inspect files, run programs and tests.")
-LOCAL_SHELL_PARAMETERS: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "command": {"type": "array", "items": {"type": "string"},
-                    "description": "The command to run, as its argument vector (e.g. [\"ls\", \"-la\"])."},
-        "working_directory": {"type": "string", "description": "Optional directory to run the command in."},
-        "timeout_ms": {"type": "integer", "description": "Optional wall-clock limit for the command, in ms."},
-        "env": {"type": "object", "additionalProperties": {"type": "string"},
-                "description": "Optional environment variables to set for the command."},
-    },
-    "required": ["command"],
-}
+LOCAL_SHELL_PARAMETERS = object_schema({
+    "command": {"type": "array", "items": {"type": "string"},
+                "description": "The command to run, as its argument vector (e.g. [\"ls\", \"-la\"])."},
+    "working_directory": {"type": "string", "description": "Optional directory to run the command in."},
+    "timeout_ms": {"type": "integer", "description": "Optional wall-clock limit for the command, in ms."},
+    "env": {"type": "object", "additionalProperties": {"type": "string"},
+            "description": "Optional environment variables to set for the command."},
+}, "command")
 LOCAL_SHELL_DESCRIPTION = ("Runs one command on the user's machine and returns its output. Use it to inspect files, "
                            "run programs and tests.")
-APPLY_PATCH_PARAMETERS: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "type": {"type": "string", "enum": ["create_file", "update_file", "delete_file"],
-                 "description": "What to do with the file."},
-        "path": {"type": "string", "description": "The file's path."},
-        "diff": {"type": "string", "description": "For create_file and update_file: the diff to apply, in the "
-                                                  "V4A format (lines starting with '+', '-' or ' ')."},
-    },
-    "required": ["type", "path"],
-}
+APPLY_PATCH_PARAMETERS = object_schema({
+    "type": {"type": "string", "enum": ["create_file", "update_file", "delete_file"],
+             "description": "What to do with the file."},
+    "path": {"type": "string", "description": "The file's path."},
+    "diff": {"type": "string", "description": "For create_file and update_file: the diff to apply, in the "
+                                              "V4A format (lines starting with '+', '-' or ' ')."},
+}, "type", "path")
 APPLY_PATCH_DESCRIPTION = "Creates, updates or deletes one file of the user's workspace with a diff."
 TOOL_SEARCH_PARAMETERS = one_string_parameter("query", "What the needed tool should do.")
 TOOL_SEARCH_DESCRIPTION = ("Searches for more tools. Call it when none of the offered tools fits the task; the "
@@ -148,4 +141,4 @@ def image_parameters(choose_size: bool) -> dict[str, Any]:
     if choose_size:
         properties["size"] = {"type": "string", "enum": list(IMAGE_SIZES),
                               "description": "Optional: square, portrait or landscape."}
-    return {"type": "object", "properties": properties, "required": ["prompt"]}
+    return object_schema(properties, "prompt")

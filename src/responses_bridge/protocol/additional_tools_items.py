@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import ids
-from .errors import invalid_request, objects_in
+from .errors import invalid_request, invalid_type, objects_in
 from .newer_fields import check_tool_callers
 from .request_checks import check_tool
 
@@ -26,12 +26,10 @@ def normalize_additional_tools(item: dict[str, Any], param: str) -> dict[str, An
                               param=f"{param}.role", code="invalid_value")
     given = item.get("id")
     if given is not None and not isinstance(given, str):
-        raise invalid_request(f"Invalid type for '{param}.id': expected a string.", param=f"{param}.id",
-                              code="invalid_type")
+        raise invalid_type(f"{param}.id", "a string")
     tools = item.get("tools")
     if not isinstance(tools, list):
-        raise invalid_request(f"Invalid type for '{param}.tools': expected an array.", param=f"{param}.tools",
-                              code="invalid_type")
+        raise invalid_type(f"{param}.tools", "an array")
     for where, tool in objects_in(tools, f"{param}.tools"):
         if tool.get("type") not in ADDABLE:
             raise invalid_request(f"Invalid value for '{where}.type': only tools the client runs (function, custom, "

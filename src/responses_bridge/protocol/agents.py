@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from .errors import APIError, invalid_request
+from .errors import APIError, array_within, invalid_request, invalid_type, missing_parameter
 from .request import check_metadata
 
 MAX_TOOLS_BYTES = 3 * 1024 * 1024
@@ -63,13 +63,17 @@ def apply_config(config: dict[str, Any], body: dict[str, Any], fields: tuple[str
     return resolved
 
 
+def _too_long(param: str, limit: int) -> APIError:
+    return invalid_request(f"'{param}' is longer than {limit} characters.", param=param,
+                           code="string_above_max_length")
+
+
 def _model(value: Any, config: dict[str, Any], param: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise invalid_request(f"Invalid value for '{param}': expected a model name.", param=param,
                               code="invalid_value")
     if len(value) > MAX_MODEL_CHARS:
-        raise invalid_request(f"'{param}' is longer than {MAX_MODEL_CHARS} characters.", param=param,
-                              code="string_above_max_length")
+        raise _too_long(param, MAX_MODEL_CHARS)
     return value
 
 
@@ -78,11 +82,9 @@ def _optional_text(limit: int) -> Any:
         if value is None:
             return None
         if not isinstance(value, str):
-            raise invalid_request(f"Invalid type for '{param}': expected a string.", param=param,
-                                  code="invalid_type")
+            raise invalid_type(param, "a string")
         if len(value) > limit:
-            raise invalid_request(f"'{param}' is longer than {limit} characters.", param=param,
-                                  code="string_above_max_length")
+            raise _too_long(param, limit)
         return value
 
     return check
@@ -95,7 +97,7 @@ def _metadata(value: Any, config: dict[str, Any], param: str) -> dict[str, str]:
 
 def _object(value: Any, param: str) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise invalid_request(f"Invalid type for '{param}': expected an object.", param=param, code="invalid_type")
+        raise invalid_type(param, "an object")
     return value
 
 
@@ -181,8 +183,7 @@ def _compaction(value: Any, config: dict[str, Any], param: str) -> dict[str, Any
     _known(value, ("async",), param)
     background = value.get("async")
     if background is not None and not isinstance(background, bool):
-        raise invalid_request(f"Invalid type for '{param}.async': expected a boolean.", param=f"{param}.async",
-                              code="invalid_type")
+        raise invalid_type(f"{param}.async", "a boolean")
     return {"async": bool(background)}
 
 
@@ -192,8 +193,7 @@ def _experimental(value: Any, config: dict[str, Any], param: str) -> dict[str, A
     merged = dict(config.get("experimental") or {"time_awareness": False})
     if "time_awareness" in value:
         if not isinstance(value["time_awareness"], bool):
-            raise invalid_request(f"Invalid type for '{param}.time_awareness': expected a boolean.",
-                                  param=f"{param}.time_awareness", code="invalid_type")
+            raise invalid_type(f"{param}.time_awareness", "a boolean")
         merged["time_awareness"] = value["time_awareness"]
     return merged
 
@@ -201,11 +201,7 @@ def _experimental(value: Any, config: dict[str, Any], param: str) -> dict[str, A
 def _tools(value: Any, config: dict[str, Any], param: str) -> list[dict[str, Any]]:
     if value is None:
         return []
-    if not isinstance(value, list):
-        raise invalid_request(f"Invalid type for '{param}': expected an array.", param=param, code="invalid_type")
-    if len(value) > MAX_TOOLS:
-        raise invalid_request(f"'{param}' may have at most {MAX_TOOLS} tools; got {len(value)}.", param=param,
-                              code="array_above_max_length")
+    array_within(value, param, MAX_TOOLS, items="tools")
     if len(orjson.dumps(value)) > MAX_TOOLS_BYTES:
         raise invalid_request(f"'{param}' must fit within {MAX_TOOLS_BYTES} bytes of compact JSON.", param=param,
                               code="invalid_value")
@@ -249,8 +245,7 @@ def _flag(tool: dict[str, Any], key: str, param: str, default: bool = False) -> 
     if value is None:
         return default
     if not isinstance(value, bool):
-        raise invalid_request(f"Invalid type for '{param}.{key}': expected a boolean.", param=f"{param}.{key}",
-                              code="invalid_type")
+        raise invalid_type(f"{param}.{key}", "a boolean")
     return value
 
 
@@ -258,8 +253,7 @@ def _strings(value: Any, param: str) -> list[str] | None:
     if value is None:
         return None
     if not isinstance(value, list) or not all(isinstance(entry, str) for entry in value):
-        raise invalid_request(f"Invalid type for '{param}': expected an array of strings.", param=param,
-                              code="invalid_type")
+        raise invalid_type(param, "an array of strings")
     return list(value)
 
 
@@ -356,8 +350,7 @@ _FIELD_CHECKS: dict[str, Any] = {
 
 def require_model(config: dict[str, Any], param: str = "model") -> None:
     if not config.get("model"):
-        raise invalid_request(f"Missing required parameter: '{param}'.", param=param,
-                              code="missing_required_parameter")
+        raise missing_parameter(param)
 
 
 def render_agent(agent_id: str, config: dict[str, Any], created_at: int, updated_at: int) -> dict[str, Any]:

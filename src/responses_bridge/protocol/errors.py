@@ -64,6 +64,29 @@ def invalid_request(message: str, *, param: str | None = None, code: str | None 
     return APIError(400, message, param=param, code=code or "invalid_value" if param else code)
 
 
+def missing_parameter(param: str) -> APIError:
+    """The 400 ``missing_required_parameter`` naming ``param``, in the one wording every check uses."""
+    return invalid_request(f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
+
+
+def invalid_type(param: str, expected: str) -> APIError:
+    """The 400 ``invalid_type`` of a value at ``param`` that is not ``expected`` ("a string", "an array of
+    strings"), in the one wording every check uses."""
+    return invalid_request(f"Invalid type for '{param}': expected {expected}.", param=param, code="invalid_type")
+
+
+def array_within(value: Any, param: str, limit: int, *, items: str = "items",
+                 expected: str = "an array") -> list[Any]:
+    """``value`` when it is a JSON array of at most ``limit`` entries; else the 400 naming ``param``:
+    ``invalid_type`` (not ``expected``) or ``array_above_max_length`` (more ``items`` than ``limit``)."""
+    if not isinstance(value, list):
+        raise invalid_type(param, expected)
+    if len(value) > limit:
+        raise invalid_request(f"'{param}' may have at most {limit} {items}; got {len(value)}.", param=param,
+                              code="array_above_max_length")
+    return value
+
+
 def objects_in(entries: list[Any], param: str) -> Iterator[tuple[str, dict[str, Any]]]:
     """Each entry of the array at ``param`` with its own name (``param[i]``), as it is checked: a 400
     ``invalid_type`` naming the first entry that is not a JSON object, when the iteration reaches it."""

@@ -14,7 +14,7 @@ from .. import ids
 from . import multi_agent_items, tool_items
 from .additional_tools_items import normalize_additional_tools
 from .configuration_items import normalize_configuration_update
-from .errors import invalid_request
+from .errors import invalid_request, invalid_type, missing_parameter
 from .program_items import PROGRAM_KINDS, normalize_caller, normalize_program_item
 from .request_checks import MESSAGE_ROLES, check_tool
 from .tool_items import require_str as _require_str
@@ -38,7 +38,7 @@ def _message(item_id: str, role: str, content: list[dict[str, Any]], phase: str 
 
 def _normalize_item(item: Any, param: str) -> dict[str, Any]:
     if not isinstance(item, dict):
-        raise invalid_request(f"Invalid type for '{param}': expected an object.", param=param, code="invalid_type")
+        raise invalid_type(param, "an object")
     normalized = _normalize_kind(item, param)
     if "agent" in item:  # the multi-agent beta's author of the item, kept: another agent's items are not the model's
         agent = multi_agent_items.agent_field(item, param)
@@ -76,8 +76,7 @@ def _normalize_kind(item: dict[str, Any], param: str) -> dict[str, Any]:
     if isinstance(kind, str) and (kind in tool_items.NORMALIZERS or kind == "custom_tool_call_output"):
         return _normalize_client_tool_item(kind, item, param)
     if kind is None:
-        raise invalid_request(f"Missing required parameter: '{param}.type'.", param=f"{param}.type",
-                              code="missing_required_parameter")
+        raise missing_parameter(f"{param}.type")
     raise invalid_request(
         f"Unsupported input item type '{kind}' at '{param}'. Supported: message, function_call, "
         "function_call_output, program, program_output, configuration_update, additional_tools, reasoning, "
@@ -115,8 +114,7 @@ def _optional_id(item: dict[str, Any], param: str, make: Callable[[], str]) -> s
     if value is None or value == "":
         return make()
     if not isinstance(value, str):
-        raise invalid_request(f"Invalid type for '{param}.id': expected a string.", param=f"{param}.id",
-                              code="invalid_type")
+        raise invalid_type(f"{param}.id", "a string")
     return value
 
 
@@ -134,11 +132,9 @@ def _normalize_message(item: dict[str, Any], param: str) -> dict[str, Any]:
     elif isinstance(content, list):
         parts = [_normalize_part(part, f"{param}.content[{i}]", role) for i, part in enumerate(content)]
     elif content is None:
-        raise invalid_request(f"Missing required parameter: '{param}.content'.", param=f"{param}.content",
-                              code="missing_required_parameter")
+        raise missing_parameter(f"{param}.content")
     else:
-        raise invalid_request(f"Invalid type for '{param}.content': expected a string or an array.",
-                              param=f"{param}.content", code="invalid_type")
+        raise invalid_type(f"{param}.content", "a string or an array")
     phase = item.get("phase")
     return _message(_optional_id(item, param, ids.message_id), role, parts,
                     phase if isinstance(phase, str) else None)
@@ -154,7 +150,7 @@ def _normalize_part(part: Any, param: str, role: str) -> dict[str, Any]:
     if isinstance(part, str):
         return _text_part("output_text" if role == "assistant" else "input_text", part)
     if not isinstance(part, dict):
-        raise invalid_request(f"Invalid type for '{param}': expected an object.", param=param, code="invalid_type")
+        raise invalid_type(param, "an object")
     kind = part.get("type")
     if kind in ("input_text", "output_text", "text"):  # tuples: ``kind`` may be any JSON value, even a list
         text = _require_str(part, "text", param)
@@ -191,8 +187,7 @@ def _optional_str(part: dict[str, Any], key: str, param: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise invalid_request(f"Invalid type for '{param}.{key}': expected a string.", param=f"{param}.{key}",
-                              code="invalid_type")
+        raise invalid_type(f"{param}.{key}", "a string")
     return value
 
 
@@ -250,8 +245,7 @@ def _normalize_file(part: dict[str, Any], param: str) -> dict[str, Any]:
 def _normalize_audio(part: dict[str, Any], param: str) -> dict[str, Any]:
     audio = part.get("input_audio")
     if not isinstance(audio, dict):
-        raise invalid_request(f"Missing required parameter: '{param}.input_audio'.", param=f"{param}.input_audio",
-                              code="missing_required_parameter")
+        raise missing_parameter(f"{param}.input_audio")
     where = f"{param}.input_audio"
     data = _require_str(audio, "data", where)
     audio_format = audio.get("format")
@@ -266,8 +260,7 @@ def _normalize_function_call(item: dict[str, Any], param: str) -> dict[str, Any]
     if isinstance(arguments, (dict, list)):
         arguments = orjson.dumps(arguments).decode()
     elif not isinstance(arguments, str):
-        raise invalid_request(f"Invalid type for '{param}.arguments': expected a string.",
-                              param=f"{param}.arguments", code="invalid_type")
+        raise invalid_type(f"{param}.arguments", "a string")
     normalized = {
         "type": "function_call",
         "id": _optional_id(item, param, ids.function_call_id),
@@ -282,8 +275,7 @@ def _normalize_function_call(item: dict[str, Any], param: str) -> dict[str, Any]
     run_async = item.get("async")
     if run_async is not None:  # the client runs the call asynchronously: kept, listed and sent back as it came
         if not isinstance(run_async, bool):
-            raise invalid_request(f"Invalid type for '{param}.async': expected a boolean.", param=f"{param}.async",
-                                  code="invalid_type")
+            raise invalid_type(f"{param}.async", "a boolean")
         normalized["async"] = run_async
     caller = normalize_caller(item, param)
     if caller is not None:  # a call a program made: the program's, never shown to the model as its own
@@ -298,8 +290,7 @@ def _normalize_function_call_output(item: dict[str, Any], param: str) -> dict[st
     elif isinstance(output, (dict, int, float, bool)):
         output = orjson.dumps(output).decode()  # lenient: some clients send the tool's JSON result unserialised
     elif not isinstance(output, str):
-        raise invalid_request(f"Missing required parameter: '{param}.output'.", param=f"{param}.output",
-                              code="missing_required_parameter")
+        raise missing_parameter(f"{param}.output")
     status = item.get("status")
     if status is not None and status not in CALL_STATUSES:
         raise invalid_request(f"Invalid value for '{param}.status': {str(status)[:100]!r}. Supported: "
@@ -328,8 +319,7 @@ def _normalize_function_call_output(item: dict[str, Any], param: str) -> dict[st
 def _normalize_reasoning(item: dict[str, Any], param: str) -> dict[str, Any]:
     summary = item.get("summary") or []
     if not isinstance(summary, list):
-        raise invalid_request(f"Invalid type for '{param}.summary': expected an array.", param=f"{param}.summary",
-                              code="invalid_type")
+        raise invalid_type(f"{param}.summary", "an array")
     normalized: dict[str, Any] = {
         "type": "reasoning",
         "id": _optional_id(item, param, ids.reasoning_id),

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from .computer_items import computer_call, computer_call_output
-from .errors import invalid_request, objects_in
+from .errors import invalid_request, invalid_type, missing_parameter, objects_in
 from .request_checks import item_id
 
 _CALL_STATUSES = ("in_progress", "completed", "incomplete")
@@ -30,10 +30,8 @@ def require_str(item: dict[str, Any], key: str, param: str) -> str:
     value = item.get(key)
     if not isinstance(value, str):
         if value is None:
-            raise invalid_request(f"Missing required parameter: '{param}.{key}'.", param=f"{param}.{key}",
-                                  code="missing_required_parameter")
-        raise invalid_request(f"Invalid type for '{param}.{key}': expected a string.", param=f"{param}.{key}",
-                              code="invalid_type")
+            raise missing_parameter(f"{param}.{key}")
+        raise invalid_type(f"{param}.{key}", "a string")
     return value
 
 
@@ -56,7 +54,7 @@ def _int(value: Any, param: str) -> int | None:
     if value is None:
         return None
     if type(value) is not int:
-        raise invalid_request(f"Invalid type for '{param}': expected an integer.", param=param, code="invalid_type")
+        raise invalid_type(param, "an integer")
     return value
 
 
@@ -65,8 +63,7 @@ def _action(item: dict[str, Any], param: str) -> dict[str, Any]:
     """A shell call's required ``action`` object."""
     action = item.get("action")
     if not isinstance(action, dict):
-        raise invalid_request(f"Missing required parameter: '{param}.action'.", param=f"{param}.action",
-                              code="missing_required_parameter")
+        raise missing_parameter(f"{param}.action")
     return action
 
 
@@ -89,8 +86,7 @@ def shell_call(item: dict[str, Any], param: str) -> dict[str, Any]:
     action = _action(item, param)
     commands = action.get("commands")
     if not isinstance(commands, list) or not all(isinstance(command, str) for command in commands):
-        raise invalid_request(f"Invalid type for '{param}.action.commands': expected an array of strings.",
-                              param=f"{param}.action.commands", code="invalid_type")
+        raise invalid_type(f"{param}.action.commands", "an array of strings")
     normalized = {"type": "shell_call", "id": item_id(item, param, "sh"), "call_id": _str(item, "call_id", param),
                   "action": {"commands": list(commands),
                              "timeout_ms": _int(action.get("timeout_ms"), f"{param}.action.timeout_ms"),
@@ -118,8 +114,7 @@ def _shell_environment(environment: Any, param: str) -> dict[str, Any] | None:
 def shell_call_output(item: dict[str, Any], param: str) -> dict[str, Any]:
     output = item.get("output")
     if not isinstance(output, list):
-        raise invalid_request(f"Invalid type for '{param}.output': expected an array.", param=f"{param}.output",
-                              code="invalid_type")
+        raise invalid_type(f"{param}.output", "an array")
     chunks = []
     for where, chunk in objects_in(output, f"{param}.output"):
         outcome = chunk.get("outcome")
@@ -142,12 +137,10 @@ def local_shell_call(item: dict[str, Any], param: str) -> dict[str, Any]:
     action = _action(item, param)
     command = action.get("command")
     if not isinstance(command, list) or not all(isinstance(part, str) for part in command):
-        raise invalid_request(f"Invalid type for '{param}.action.command': expected an array of strings.",
-                              param=f"{param}.action.command", code="invalid_type")
+        raise invalid_type(f"{param}.action.command", "an array of strings")
     env = action.get("env") or {}
     if not isinstance(env, dict) or not all(isinstance(value, str) for value in env.values()):
-        raise invalid_request(f"Invalid type for '{param}.action.env': expected an object of strings.",
-                              param=f"{param}.action.env", code="invalid_type")
+        raise invalid_type(f"{param}.action.env", "an object of strings")
     return {"type": "local_shell_call", "id": item_id(item, param, "lsh"), "call_id": _str(item, "call_id", param),
             "action": {"type": "exec", "command": list(command), "env": dict(env),
                        "timeout_ms": _int(action.get("timeout_ms"), f"{param}.action.timeout_ms"),
@@ -161,8 +154,7 @@ def local_shell_call_output(item: dict[str, Any], param: str) -> dict[str, Any]:
     OpenAI's guide sends it as ``call_id``. Either is accepted; it is kept in ``id``, the SDK's shape."""
     call_id = item.get("call_id") if item.get("call_id") is not None else item.get("id")
     if not isinstance(call_id, str) or not call_id:
-        raise invalid_request(f"Missing required parameter: '{param}.call_id'.", param=f"{param}.call_id",
-                              code="missing_required_parameter")
+        raise missing_parameter(f"{param}.call_id")
     return {"type": "local_shell_call_output", "id": call_id, "output": _str(item, "output", param),
             "status": _status(item)}
 
@@ -218,8 +210,7 @@ def _tools(item: dict[str, Any], param: str, key: str, expected: str) -> list[di
     tools = item.get("tools")
     if not isinstance(tools, list) or not all(isinstance(tool, dict) and isinstance(tool.get(key), str)
                                               for tool in tools):
-        raise invalid_request(f"Invalid type for '{param}.tools': expected {expected}.", param=f"{param}.tools",
-                              code="invalid_type")
+        raise invalid_type(f"{param}.tools", expected)
     return tools
 
 
@@ -237,8 +228,7 @@ def tool_search_output(item: dict[str, Any], param: str) -> dict[str, Any]:
 def _object_or_none(item: dict[str, Any], key: str, param: str) -> Any:
     value = item.get(key)
     if value is not None and not isinstance(value, (dict, str)):
-        raise invalid_request(f"Invalid type for '{param}.{key}': expected an object.", param=f"{param}.{key}",
-                              code="invalid_type")
+        raise invalid_type(f"{param}.{key}", "an object")
     return value
 
 

@@ -109,8 +109,7 @@ class ContainerService:
         self._max_containers = max_containers
         self._max_stored_bytes = max_stored_bytes
         self._clock = clock
-        self._purger = Periodic(purge_interval, self.purge_expired, name="containers-purge",
-                                failure="containers_purge_failed")
+        self._purger = Periodic.purge("containers", purge_interval, self.purge_expired)
         self._locks: dict[str, asyncio.Lock] = {}
 
     def now(self) -> int:

@@ -12,7 +12,7 @@ from typing import Any
 
 from .. import ids
 from ..protocol.call_outputs import pair_call_outputs, unpaired
-from ..protocol.errors import APIError, invalid_request, not_found
+from ..protocol.errors import APIError, array_within, invalid_request, not_found
 from ..protocol.input_items import normalize_input
 from ..protocol.item_references import ItemFinder, has_references, resolve_stored
 from ..protocol.lists import list_body, list_of
@@ -64,13 +64,9 @@ async def _pair(earlier: list[dict[str, Any]], items: list[dict[str, Any]], find
 def _items(value: Any, param: str = "items") -> list[dict[str, Any]]:
     if value is None:
         return []
-    if not isinstance(value, list):
-        raise invalid_request(f"Invalid type for '{param}': expected an array.", param=param, code="invalid_type")
-    if len(value) > MAX_ITEMS_PER_CALL:
-        raise invalid_request(f"'{param}' may have at most {MAX_ITEMS_PER_CALL} items; got {len(value)}.",
-                              param=param, code="array_above_max_length")
+    items = array_within(value, param, MAX_ITEMS_PER_CALL)
     try:
-        return normalize_input(value)
+        return normalize_input(items)
     except APIError as error:  # the parser names input[i]; here the list is called items
         if error.param and error.param.startswith("input"):
             error.param = param + error.param[len("input"):]

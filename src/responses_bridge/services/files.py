@@ -223,8 +223,7 @@ class FileService:
         self.quota = StorageQuota(max_stored_bytes, self._stored_bytes)
         self.max_bytes = max_bytes
         self._clock = clock
-        self._purger = Periodic(purge_interval, self._purge_and_collect, name="files-purge",
-                                failure="files_purge_failed")
+        self._purger = Periodic.purge("files", purge_interval, self._purge_and_collect)
         self._deletion_hooks: list[Callable[[str], Awaitable[None]]] = []
 
     def on_delete(self, hook: Callable[[str], Awaitable[None]]) -> None:

@@ -148,8 +148,7 @@ class UploadService:
         self.files = files
         self.max_parts = max_parts
         self._clock = clock
-        self._purger = Periodic(purge_interval, self.purge_expired, name="uploads-purge",
-                                failure="uploads_purge_failed")
+        self._purger = Periodic.purge("uploads", purge_interval, self.purge_expired)
 
     def _now(self) -> int:
         return int(self._clock())

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..protocol.errors import APIError, invalid_request, not_found
+from ..protocol.errors import APIError, array_within, invalid_request, invalid_type, not_found
 from ..protocol.lists import list_body
 from ..store.records import STATUSES, FileCounts, Page, StoredFileBatch, StoredVectorStore, StoredVectorStoreFile
 from .retrieval.search import MAX_QUERY_CHARS
@@ -98,7 +98,7 @@ def check_attributes(value: Any, param: str = "attributes") -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise invalid_request(f"Invalid type for '{param}': expected an object.", param=param, code="invalid_type")
+        raise invalid_type(param, "an object")
     if len(value) > MAX_ATTRIBUTES:
         raise invalid_request(f"'{param}' may have at most {MAX_ATTRIBUTES} keys; got {len(value)}.", param=param)
     for key, item in value.items():
@@ -120,7 +120,7 @@ def expires_after(value: Any) -> dict[str, Any] | None:
         return None
     param = "expires_after"
     if not isinstance(value, dict):
-        raise invalid_request(f"Invalid type for '{param}': expected an object.", param=param, code="invalid_type")
+        raise invalid_type(param, "an object")
     if value.get("anchor") != "last_active_at":
         raise invalid_request("Invalid value for 'expires_after.anchor': expected 'last_active_at'.",
                               param="expires_after.anchor")
@@ -135,7 +135,7 @@ def store_name(value: Any, param: str = "name") -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise invalid_request(f"Invalid type for '{param}': expected a string.", param=param, code="invalid_type")
+        raise invalid_type(param, "a string")
     if len(value) > MAX_NAME:
         raise invalid_request(f"'{param}' may be at most {MAX_NAME} characters long.", param=param)
     return value
@@ -151,13 +151,8 @@ def check_file_id(value: Any, param: str) -> str:
 def check_file_ids(value: Any, param: str, limit: int) -> list[str]:
     if value is None:
         return []
-    if not isinstance(value, list):
-        raise invalid_request(f"Invalid type for '{param}': expected an array of file ids.", param=param,
-                              code="invalid_type")
-    if len(value) > limit:
-        raise invalid_request(f"'{param}' may have at most {limit} items; got {len(value)}.", param=param,
-                              code="array_above_max_length")
-    return [check_file_id(item, f"{param}[{index}]") for index, item in enumerate(value)]
+    return [check_file_id(item, f"{param}[{index}]")
+            for index, item in enumerate(array_within(value, param, limit, expected="an array of file ids"))]
 
 
 def status_filter(value: str | None) -> str | None:

@@ -80,12 +80,16 @@ class UploadCompleting(Exception):
         self.until = until
 
 
-class UploadTooManyParts(Exception):
-    """The upload holds ``limit`` parts, the most one may."""
+class UploadLimitReached(Exception):
+    """One of an upload's bounds is reached; ``limit``: that bound."""
 
     def __init__(self, limit: int) -> None:
         super().__init__(limit)
         self.limit = limit
+
+
+class UploadTooManyParts(UploadLimitReached):
+    """The upload holds ``limit`` parts, the most one may."""
 
 
 class UploadNotPending(Exception):
@@ -97,12 +101,8 @@ class UploadNotPending(Exception):
         self.status = status
 
 
-class UploadPartsFull(Exception):
+class UploadPartsFull(UploadLimitReached):
     """The upload's parts would hold more than ``limit`` bytes."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(limit)
-        self.limit = limit
 
 
 def pending_upload(upload: StoredUpload | None, upload_id: str, now: int) -> StoredUpload:

@@ -11,7 +11,7 @@ from aiohttp import web
 from ...services.chat_completions import ChatCompletionService
 from .identity import request_tenant
 from .params import json_reply, metadata_query, page_query
-from .routes import answer, api_routes
+from .routes import answer, object_routes
 
 
 @dataclass(frozen=True)
@@ -19,12 +19,9 @@ class ChatCompletionRoutes:
     service: ChatCompletionService
 
     def register(self, app: web.Application) -> None:
-        completion = "/chat/completions/{completion_id}"
-        with api_routes(app) as routes:
-            routes.get("/chat/completions", self.list)
-            routes.get(completion, answer(self.service.get, "completion_id"))
-            routes.post(completion, answer(self.service.update, "completion_id", body="chat.completions.update"))
-            routes.delete(completion, answer(self.service.delete, "completion_id"))
+        update = answer(self.service.update, "completion_id", body="chat.completions.update")
+        with object_routes(app, "/chat/completions", "completion_id", listing=self.list, retrieve=self.service.get,
+                           update=update, delete=self.service.delete) as (routes, completion):
             routes.get(f"{completion}/messages", self.messages)
 
     async def list(self, request: web.Request) -> web.Response:

@@ -20,7 +20,7 @@ from .downloads import send_blob
 from .identity import request_tenant
 from .multipart_form import malformed, part_chunks, read_to_end
 from .params import json_object, json_reply, page_query
-from .routes import answer, api_routes
+from .routes import answer, object_routes
 
 READ_CHUNK = 1 << 20
 
@@ -30,17 +30,12 @@ class ContainerRoutes:
     service: ContainerService
 
     def register(self, app: web.Application) -> None:
-        container = "/containers/{container_id}"
-        file = f"{container}/files/{{file_id}}"
-        with api_routes(app) as routes:
-            routes.post("/containers", answer(self.service.create, body="containers.create"))
-            routes.get("/containers", self.list)
-            routes.get(container, answer(self.service.retrieve, "container_id"))
-            routes.delete(container, answer(self.service.delete, "container_id"))
-            routes.post(f"{container}/files", self.add_file)
-            routes.get(f"{container}/files", self.list_files)
-            routes.get(file, answer(self.service.retrieve_file, "container_id", "file_id"))
-            routes.delete(file, answer(self.service.delete_file, "container_id", "file_id"))
+        with object_routes(app, "/containers", "container_id",
+                           create=answer(self.service.create, body="containers.create"), listing=self.list,
+                           retrieve=self.service.retrieve, delete=self.service.delete) as (routes, container):
+            file = routes.objects(f"{container}/files", "container_id", "file_id", create=self.add_file,
+                                  listing=self.list_files, retrieve=self.service.retrieve_file,
+                                  delete=self.service.delete_file)
             routes.get(f"{file}/content", self.file_content)
 
     async def list(self, request: web.Request) -> web.Response:

@@ -9,7 +9,7 @@ from aiohttp import web
 from ...services.conversations import ConversationService
 from .identity import request_tenant
 from .params import include_query, json_object, json_reply, page_query
-from .routes import answer, api_routes
+from .routes import answer, object_routes
 
 
 @dataclass(frozen=True)
@@ -17,13 +17,11 @@ class ConversationRoutes:
     service: ConversationService
 
     def register(self, app: web.Application) -> None:
-        conversation = "/conversations/{conversation_id}"
-        with api_routes(app) as routes:
-            routes.post("/conversations", answer(self.service.create, body="conversations.create", optional=True))
-            routes.get("/conversations", self.list)
-            routes.get(conversation, answer(self.service.get, "conversation_id"))
-            routes.post(conversation, answer(self.service.update, "conversation_id", body="conversations.update"))
-            routes.delete(conversation, answer(self.service.delete, "conversation_id"))
+        create = answer(self.service.create, body="conversations.create", optional=True)
+        update = answer(self.service.update, "conversation_id", body="conversations.update")
+        with object_routes(app, "/conversations", "conversation_id", create=create, listing=self.list,
+                           retrieve=self.service.get, update=update,
+                           delete=self.service.delete) as (routes, conversation):
             routes.post(f"{conversation}/items", self.add_items)
             routes.get(f"{conversation}/items", self.list_items)
             routes.get(f"{conversation}/items/{{item_id}}", self.retrieve_item)

@@ -17,7 +17,7 @@ from .downloads import send_blob
 from .file_uploads import create_file
 from .identity import request_tenant
 from .params import json_reply, page_query
-from .routes import answer, api_routes
+from .routes import object_routes
 
 
 @dataclass(frozen=True)
@@ -29,12 +29,8 @@ class FileRoutes:
         # distinct header a client cares to send
         for category in (BadContentDispositionHeader, BadContentDispositionParam):
             warnings.filterwarnings("ignore", category=category)
-        file = "/files/{file_id}"
-        with api_routes(app) as routes:
-            routes.post("/files", self.create)
-            routes.get("/files", self.list)
-            routes.get(file, answer(self.service.retrieve, "file_id"))
-            routes.delete(file, answer(self.service.delete, "file_id"))
+        with object_routes(app, "/files", "file_id", create=self.create, listing=self.list,
+                           retrieve=self.service.retrieve, delete=self.service.delete) as (routes, file):
             routes.get(f"{file}/content", self.content)
 
     async def create(self, request: web.Request) -> web.Response:

@@ -25,6 +25,7 @@ from .identity import request_tenant
 from .params import json_object, json_reply, page_query
 
 API_PREFIXES = ("/v1", "")
+ServiceCall = Callable[..., Awaitable[Any]]
 
 
 class RouteTable:
@@ -45,6 +46,28 @@ class RouteTable:
     def delete(self, path: str, handler: Handler) -> None:
         self.entries.append(("DELETE", path, handler))
 
+    def objects(self, collection: str, *ids: str, create: Handler | None = None, listing: Handler | None = None,
+                retrieve: ServiceCall | None = None, update: Handler | None = None,
+                delete: ServiceCall | None = None) -> str:
+        """The routes every kind of stored object has, each where given, in the API's order: POST ``collection``
+        (``create``), GET ``collection`` (``listing``), then on one object, ``collection/{<the last of ids>}``,
+        GET (``retrieve``, a service call answered with the path's ``ids``), POST (``update``) and DELETE
+        (``delete``, answered like ``retrieve``). Returns the one object's path, for the kind's other routes;
+        written once instead of in each kind's route class (and again for the objects inside an object: a
+        container's files, a skill's versions)."""
+        item = f"{collection}/{{{ids[-1]}}}"
+        if create is not None:
+            self.post(collection, create)
+        if listing is not None:
+            self.get(collection, listing)
+        if retrieve is not None:
+            self.get(item, answer(retrieve, *ids))
+        if update is not None:
+            self.post(item, update)
+        if delete is not None:
+            self.delete(item, answer(delete, *ids))
+        return item
+
 
 @contextmanager
 def api_routes(app: web.Application) -> Iterator[RouteTable]:
@@ -53,6 +76,18 @@ def api_routes(app: web.Application) -> Iterator[RouteTable]:
     for prefix in API_PREFIXES:
         for method, path, handler in table.entries:
             app.router.add_route(method, prefix + path, handler)
+
+
+@contextmanager
+def object_routes(app: web.Application, collection: str, id_name: str, *, create: Handler | None = None,
+                  listing: Handler | None = None, retrieve: ServiceCall | None = None,
+                  update: Handler | None = None,
+                  delete: ServiceCall | None = None) -> Iterator[tuple[RouteTable, str]]:
+    """:func:`api_routes` opened with :meth:`RouteTable.objects`' routes of one kind of stored object; yields the
+    table, for the kind's other routes, and the one object's path they build on."""
+    with api_routes(app) as routes:
+        yield routes, routes.objects(collection, id_name, create=create, listing=listing, retrieve=retrieve,
+                                     update=update, delete=delete)
 
 
 def answer(call: Callable[..., Awaitable[Any]], *ids: str, body: str | bool = False, optional: bool = False,

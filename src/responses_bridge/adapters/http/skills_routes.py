@@ -25,7 +25,7 @@ from .downloads import send_blob
 from .identity import request_tenant
 from .multipart_form import cut_short, malformed, part_chunks
 from .params import json_reply, page_query
-from .routes import answer, api_routes
+from .routes import answer, object_routes
 
 SKILL_CONTENT_TYPE = "application/zip"  # a skill's content is the zip bundle it was made from, or made into
 READ_CHUNK = 1 << 16
@@ -42,19 +42,14 @@ class SkillRoutes:
     service: SkillService
 
     def register(self, app: web.Application) -> None:
-        skill = "/skills/{skill_id}"
-        version = f"{skill}/versions/{{version}}"
-        with api_routes(app) as routes:
-            routes.post("/skills", self.create)
-            routes.get("/skills", self.list)
-            routes.get(skill, answer(self.service.retrieve, "skill_id"))
-            routes.post(skill, answer(self.service.update, "skill_id", body="skills.update"))
-            routes.delete(skill, answer(self.service.delete, "skill_id"))
+        update = answer(self.service.update, "skill_id", body="skills.update")
+        with object_routes(app, "/skills", "skill_id", create=self.create, listing=self.list,
+                           retrieve=self.service.retrieve, update=update,
+                           delete=self.service.delete) as (routes, skill):
             routes.get(f"{skill}/content", self.content)
-            routes.post(f"{skill}/versions", self.create_version)
-            routes.get(f"{skill}/versions", self.list_versions)
-            routes.get(version, answer(self.service.retrieve_version, "skill_id", "version"))
-            routes.delete(version, answer(self.service.delete_version, "skill_id", "version"))
+            version = routes.objects(f"{skill}/versions", "skill_id", "version", create=self.create_version,
+                                     listing=self.list_versions, retrieve=self.service.retrieve_version,
+                                     delete=self.service.delete_version)
             routes.get(f"{version}/content", self.version_content)
 
     async def create(self, request: web.Request) -> web.Response:

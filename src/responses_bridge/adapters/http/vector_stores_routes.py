@@ -11,7 +11,7 @@ from aiohttp import web
 from ...services.vector_stores import VectorStoreService
 from .identity import request_tenant
 from .params import json_reply, page_query
-from .routes import answer, api_routes
+from .routes import answer, object_routes
 
 
 @dataclass(frozen=True)
@@ -19,25 +19,21 @@ class VectorStoreRoutes:
     service: VectorStoreService
 
     def register(self, app: web.Application) -> None:
-        store = "/vector_stores/{vector_store_id}"
-        file = f"{store}/files/{{file_id}}"
-        batch = f"{store}/file_batches/{{batch_id}}"
-        with api_routes(app) as routes:
-            routes.post("/vector_stores", answer(self.service.create, body="vector_stores.create", optional=True))
-            routes.get("/vector_stores", self.list_stores)
-            routes.get(store, answer(self.service.get, "vector_store_id"))
-            routes.post(store, answer(self.service.update, "vector_store_id", body="vector_stores.update",
-                                      optional=True))
-            routes.delete(store, answer(self.service.delete, "vector_store_id"))
+        create = answer(self.service.create, body="vector_stores.create", optional=True)
+        update = answer(self.service.update, "vector_store_id", body="vector_stores.update", optional=True)
+        with object_routes(app, "/vector_stores", "vector_store_id", create=create, listing=self.list_stores,
+                           retrieve=self.service.get, update=update,
+                           delete=self.service.delete) as (routes, store):
+            batch = f"{store}/file_batches/{{batch_id}}"
             routes.post(f"{store}/search", answer(self.service.search_store, "vector_store_id",
                                                   body="vector_stores.search"))
-            routes.post(f"{store}/files", answer(self.service.add_file, "vector_store_id",
-                                                 body="vector_stores.files.create"))
-            routes.get(f"{store}/files", self.list_files)
-            routes.get(file, answer(self.service.get_file, "vector_store_id", "file_id"))
-            routes.post(file, answer(self.service.update_file, "vector_store_id", "file_id",
-                                     body="vector_stores.files.update"))
-            routes.delete(file, answer(self.service.delete_file, "vector_store_id", "file_id"))
+            file = routes.objects(
+                f"{store}/files", "vector_store_id", "file_id",
+                create=answer(self.service.add_file, "vector_store_id", body="vector_stores.files.create"),
+                listing=self.list_files, retrieve=self.service.get_file,
+                update=answer(self.service.update_file, "vector_store_id", "file_id",
+                              body="vector_stores.files.update"),
+                delete=self.service.delete_file)
             routes.get(f"{file}/content", answer(self.service.file_content, "vector_store_id", "file_id"))
             routes.post(f"{store}/file_batches", answer(self.service.create_batch, "vector_store_id",
                                                         body="vector_stores.file_batches.create"))
