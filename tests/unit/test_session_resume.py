@@ -46,6 +46,8 @@ def test_a_server_side_call_started_without_a_result_is_told_as_interrupted_neve
     assert "not made again" in kept[0]["content"]
     pending_mcp = carried([_added({**MCP, "output": None})])
     assert pending_mcp[0]["role"] == "developer" and "'delete' on MCP server 'files'" in pending_mcp[0]["content"]
+    spawned = carried([_added({"id": "ma_1", "type": "multi_agent_call", "call_id": "c1", "action": "spawn_agent"})])
+    assert "multi_agent_call (spawn_agent)" in spawned[0]["content"]  # an action that is a word, not an object
 
 
 def test_a_command_with_its_output_is_carried_whole_and_a_search_started_is_left_to_repeat() -> None:

@@ -67,6 +67,8 @@ SAFE_TO_REPEAT = frozenset({"web_search_call", "file_search_call", "mcp_list_too
 NOT_STEPS = CLIENT_ITEM_TYPES | {"mcp_approval_request", "mcp_list_tools"}
 RESTARTED = ("The server restarted while this turn waited for the client's tool results or decisions, which were held "
              "by the stopped process; it was not finished and will not be resumed.")
+SUBAGENT_RESTARTED = ("The server restarted while this subagent's turn ran; it was not finished, and the session's "
+                      "turn went on without it.")
 INTERRUPTED = ("The server running this turn stopped while these tool calls were being made; they were not made "
                "again and their results are unknown (they may or may not have taken effect): {calls}.")
 
@@ -128,8 +130,9 @@ def _call_name(item: dict[str, Any]) -> str:
     name = item.get("name")
     label = item.get("server_label")
     said = f"{kind} '{name}'" + (f" on MCP server '{label}'" if label else "") if name else kind
-    action = item.get("action") or {}
-    command = action.get("commands") or item.get("code") or item.get("arguments")
+    action = item.get("action")
+    command = (action.get("commands") if isinstance(action, dict) else action) or item.get("code") or \
+        item.get("arguments")
     return said + (f" ({str(command)[:500]})" if command else "")
 
 
@@ -208,7 +211,7 @@ class SessionResumer:
                               turn.get("usage"))
         if waiting or any(entry.resuming for entry in entries):  # the stopped process's subagents: ended
             for said, records in await left_open(runner.store, runner.session_id, {
-                    "code": "server_error", "message": RESTARTED}, tenant=runner.tenant):
+                    "code": "server_error", "message": SUBAGENT_RESTARTED}, tenant=runner.tenant):
                 await runner.events.emit(said, records=records)
         if not entries:
             session.update(status="idle", required_actions=[], last_active_at=int(time.time()))
