@@ -42,8 +42,10 @@ DELTAS_BEFORE_STOP = 3
 
 
 @asynccontextmanager
-async def sidecar(tmp_path: Path, fake_upstream: str, db: str) -> AsyncIterator[tuple[ManagedProcess, str]]:
-    process, http_port, _ = start_sidecar(str(tmp_path), fake_upstream, "--db", db, env=ENV, extproc=False)
+async def sidecar(tmp_path: Path, fake_upstream: str, db: str,
+                  env: dict[str, str] | None = None) -> AsyncIterator[tuple[ManagedProcess, str]]:
+    process, http_port, _ = start_sidecar(str(tmp_path), fake_upstream, "--db", db, env={**ENV, **(env or {})},
+                                          extproc=False)
     base = f"http://127.0.0.1:{http_port}"
     try:
         await wait_http(f"{base}/health", process=process)
@@ -62,9 +64,19 @@ def frames(raw: bytes) -> list[tuple[str, str, dict[str, Any]]]:
     return found
 
 
-async def read_until_deltas(answer: aiohttp.ClientResponse) -> bytes:
+def _deltas_since_start(raw: bytes, resumed: bool) -> int:
+    """Text deltas read (``resumed``: since the ``agent.session.turn.in_progress`` that starts a resumed step)."""
+    kinds = [kind for _, kind, _ in frames(raw)]
+    if resumed:
+        if "agent.session.turn.in_progress" not in kinds:
+            return 0
+        kinds = kinds[kinds.index("agent.session.turn.in_progress"):]
+    return kinds.count("agent.session.turn.output_text.delta")
+
+
+async def read_until_deltas(answer: aiohttp.ClientResponse, *, resumed: bool = False) -> bytes:
     raw = b""
-    while sum(1 for _, kind, _ in frames(raw) if kind == "agent.session.turn.output_text.delta") < DELTAS_BEFORE_STOP:
+    while _deltas_since_start(raw, resumed) < DELTAS_BEFORE_STOP:
         chunk = await answer.content.readuntil(b"\n\n")
         assert chunk, "the stream ended before the turn streamed"
         raw += chunk
@@ -116,8 +128,10 @@ async def test_a_running_turn_and_its_queued_input_survive_the_sidecar(how: str,
         _, base = other
         seen_before = frames(before)
         async with aiohttp.ClientSession(base, headers=BETA, timeout=TIMEOUT) as http:
-            async with http.get(f"/v1/agents/sessions/{session_id}/events", params={"until_idle": "true"},
-                                headers={"Last-Event-ID": seen_before[-1][0]}) as answer:
+            cursor = {"headers": {"Last-Event-ID": seen_before[-1][0]}} if how == "term" else \
+                {"params": {"until_idle": "true", "after": seen_before[-1][0]}}  # the SDK's two ways to resume
+            async with http.get(f"/v1/agents/sessions/{session_id}/events", **{"params": {"until_idle": "true"},
+                                                                                **cursor}) as answer:
                 assert answer.status == 200, await answer.text()
                 after = frames(await answer.read())
             async with http.get(f"/v1/agents/sessions/{session_id}/events", params={"until_idle": "true"}) as answer:
@@ -142,3 +156,39 @@ async def test_a_running_turn_and_its_queued_input_survive_the_sidecar(how: str,
     assert len(answers) == 3 and all(len(texts) == 1 for texts in answers), answers
     assert answers[0][0].startswith("Echo: first")
     assert answers[1:] == [["Echo: second"], ["Echo: third"]]
+
+
+async def test_a_turn_resumed_past_the_limit_fails_saying_so_and_the_queue_goes_on(fake_upstream: str,
+                                                                                   tmp_path: Path) -> None:
+    """``RESPONSES_BRIDGE_BACKGROUND_MAX_RESUMES`` bounds a crash loop: killed again in its resumed run, the turn
+    is not resumed a second time; it fails naming the limit, and the input queued behind it is answered."""
+    db = str(tmp_path / "bridge.db")
+    env = {"RESPONSES_BRIDGE_BACKGROUND_MAX_RESUMES": "1"}
+    async with sidecar(tmp_path / "a", fake_upstream, db, env) as (first, base):
+        async with aiohttp.ClientSession(base, headers=BETA, timeout=TIMEOUT) as http:
+            async with http.post("/v1/agents/sessions", json={
+                    "agent": {"model": "fake-model"}, "environment": {"type": "none"}, "input": SLOW}) as answer:
+                session_id = (await answer.json())["id"]
+            async with http.post(f"/v1/agents/sessions/{session_id}/events", json={"events": [
+                    {"type": "agent.session.input.message",
+                     "input": [{"role": "user", "content": [{"type": "input_text", "text": "next"}]}]}]}) as answer:
+                assert answer.status == 202
+            async with http.get(f"/v1/agents/sessions/{session_id}/events") as reading:
+                last = frames(await read_until_deltas(reading))[-1][0]
+                stop(first, "kill")
+    async with sidecar(tmp_path / "b", fake_upstream, db, env) as (second, base):  # resumed once: killed again
+        async with aiohttp.ClientSession(base, headers=BETA, timeout=TIMEOUT) as http:
+            async with http.get(f"/v1/agents/sessions/{session_id}/events",
+                                headers={"Last-Event-ID": last}) as reading:
+                await read_until_deltas(reading, resumed=True)
+                stop(second, "kill")
+    async with sidecar(tmp_path / "c", fake_upstream, db, env) as (_, base):
+        async with aiohttp.ClientSession(base, headers=BETA, timeout=TIMEOUT) as http:
+            async with http.get(f"/v1/agents/sessions/{session_id}/events",
+                                params={"until_idle": "true"}) as answer:
+                kinds = [kind for _, kind, _ in frames(await answer.read())]
+            async with http.get(f"/v1/agents/sessions/{session_id}/turns", params={"order": "asc"}) as answer:
+                turns = (await answer.json())["data"]
+    assert [turn["status"] for turn in turns] == ["failed", "completed"]
+    assert "RESPONSES_BRIDGE_BACKGROUND_MAX_RESUMES" in turns[0]["error"]["message"]
+    assert kinds.count("agent.session.turn.failed") == 1 and kinds.count("agent.session.turn.completed") == 1
