@@ -50,7 +50,7 @@ from .agent_turn_request import turn_request
 from .background import BackgroundService
 from .background_frames import split_frames
 from .environment_mcp import SessionMCP
-from .session_resume import RESUMES, STEP_INPUT, STEP_RESPONSE, HandOff, is_boundary, private, resumed_input
+from .session_resume import STEP_INPUT, STEP_RESPONSE, HandOff, begin_resumed, is_boundary, private
 from .vaults import VaultService
 
 log = structlog.get_logger("responses_bridge.agents")
@@ -232,14 +232,10 @@ class SessionRunner:
     async def _run(self, entry: QueuedTurn) -> None:
         turn = entry.turn
         if entry.resuming:  # a stopped process's turn, continued from its step in flight (session_resume.py)
-            turn_input = await resumed_input(self, turn)
-            if isinstance(turn_input, str):
-                await self._end(entry, "failed", {"code": "server_error", "message": turn_input}, None)
-                return
-            private(turn)[RESUMES] = int(private(turn).get(RESUMES) or 0) + 1  # counted before any call
-            await self.events.emit({"type": "agent.session.turn.in_progress", "session_id": self.session_id,
-                                    "turn_id": turn["id"], "turn": public(turn)}, records=[self.turn_record(turn)])
-            await self._steps(entry, await self.session(), turn_input)
+            resumed = await begin_resumed(self, entry)
+            if resumed is not None:  # the session's review mode as it is now (its value at the start was not kept)
+                entry.review = (session := await self.session()).get("review")
+                await self._steps(entry, session, resumed)
             return
         if not await self._queued_input(entry):
             await self._end(entry, "failed", {"code": "server_error", "message": LOST_INPUT}, None)

@@ -162,6 +162,20 @@ async def resumed_input(runner: SessionRunner, turn: dict[str, Any]) -> list[dic
     return [*step, *carried(frames)]
 
 
+async def begin_resumed(runner: SessionRunner, entry: QueuedTurn) -> list[dict[str, Any]] | None:
+    """The resumed turn's step input, its resume counted and told before any call is made; None: it failed
+    instead (past the limit, or its input gone), saying why."""
+    turn = entry.turn
+    step = await resumed_input(runner, turn)
+    if isinstance(step, str):
+        await runner._end(entry, "failed", {"code": "server_error", "message": step}, None)
+        return None
+    private(turn)[RESUMES] = int(private(turn).get(RESUMES) or 0) + 1
+    await runner.events.emit({"type": "agent.session.turn.in_progress", "session_id": runner.session_id,
+                              "turn_id": turn["id"], "turn": public(turn)}, records=[runner.turn_record(turn)])
+    return step
+
+
 async def stop_response(runner: SessionRunner, response_id: str | None) -> None:
     """The turn's response stops without an end of its own: what its readers saw is stored, the rest is the
     resumed step's (services/background_run.py, ``handoff``)."""
