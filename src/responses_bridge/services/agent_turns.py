@@ -50,7 +50,7 @@ from .agent_turn_request import turn_request
 from .background import BackgroundService
 from .background_frames import split_frames
 from .environment_mcp import SessionMCP
-from .session_resume import STEP_INPUT, STEP_RESPONSE, HandOff, begin_resumed, is_boundary, private
+from .session_resume import HandOff, begin_resumed, forget_steps, is_boundary, record_step, started_step, stop_response
 from .vaults import VaultService
 
 log = structlog.get_logger("responses_bridge.agents")
@@ -93,7 +93,6 @@ class SessionRunner:
         self._may_idle = False  # the running turn's end may leave the session idle (no other turn queued)
         self._idled = False  # it did: the turn's end told agent.session.idle too
         self.handing_off = False  # a drain: stop at the next step boundary (services/session_resume.py)
-        self.handed_response: str | None = None  # the response in flight when it stopped there
 
     @property
     def busy(self) -> bool:
@@ -185,7 +184,7 @@ class SessionRunner:
         except asyncio.CancelledError:
             return
         except HandOff:
-            self.handed_response = self.response_id
+            await stop_response(self, self.response_id)
             return
         except Exception as exc:
             log.exception("agent_session_failed", session_id=self.session_id)
@@ -265,8 +264,7 @@ class SessionRunner:
                                            for message in entry.messages])
 
     async def _steps(self, entry: QueuedTurn, session: dict[str, Any], turn_input: list[dict[str, Any]]) -> None:
-        """The turn's responses from ``turn_input`` on, each step recorded before and after its start, so another
-        process can continue it (session_resume.py)."""
+        """The turn's responses from ``turn_input`` on, each step recorded as it starts (session_resume.py)."""
         turn, first = entry.turn, not entry.resuming
         # the skills and AGENTS.md of the environment's capability directories, as they are when the turn starts
         capabilities = await self.environments.capabilities(session, tenant=self.tenant) \
@@ -281,17 +279,15 @@ class SessionRunner:
                 if self.handing_off:
                     raise HandOff
                 if not first:  # the first step's input is the turn's messages, stored with its start
-                    private(turn).update({STEP_INPUT: turn_input, STEP_RESPONSE: None})
-                    await self.store.put("turn", turn["id"], turn, tenant=self.tenant, parent=self.session_id)
+                    await record_step(self, turn, turn_input)
                 overlays = await self.mcp.prepare(session, request, tenant=self.tenant) if self.mcp else {}
                 self.response_id = await self.start(request, self.tenant, entry.authorization, overlays)
             except APIError as error:
                 await self._end(entry, "failed", turn_error({"code": error.code, "message": error.message},
                                                             error.status), total)
                 return
-            private(turn)["response_ids"].append(self.response_id)
-            private(turn)[STEP_RESPONSE], first = self.response_id, False
-            await self.events.flush([self.turn_record(turn)])  # with the events so far
+            await started_step(self, turn, self.response_id)
+            first = False
             if self.cancelling:
                 with contextlib.suppress(APIError):
                     await self.background.cancel(self.response_id, tenant=self.tenant)
@@ -476,8 +472,7 @@ class SessionRunner:
     async def _end(self, entry: QueuedTurn, status: str, error: dict[str, Any] | None,
                    usage: dict[str, Any] | None) -> None:
         turn = entry.turn
-        for kept in (QUEUED_INPUT, STEP_INPUT, STEP_RESPONSE):  # its input, and how it was to be resumed, go
-            (turn.get("_private") or {}).pop(kept, None)
+        forget_steps(turn)  # its queued input, and how it was to be resumed, go
         turn.update(status=status, error=error, usage=usage, completed_at=int(time.time()))
         event = {"type": f"agent.session.turn.{status}", "session_id": self.session_id, "turn_id": turn["id"],
                  "turn": public(turn), "usage": usage}

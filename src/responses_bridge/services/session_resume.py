@@ -46,7 +46,6 @@ from ..protocol.errors import APIError
 from .agent_subagents import left_open
 from .agent_traces import turn_span
 from .agent_turn_queue import QUEUED_INPUT, QueuedTurn, public
-from .background_resume import CLIENT_ITEM_TYPES
 from .background_run import until_started
 
 if TYPE_CHECKING:
@@ -60,6 +59,8 @@ STEP_RESPONSE = "step_response"
 RESUMES = "resumes"
 HANDOFF_SHARE = 0.5  # of the drain timeout: how long a drain waits for its turns' next step boundary
 
+CLIENT_ITEM_TYPES = frozenset({"message", "reasoning", "function_call", "custom_tool_call"})
+"""Output items of the model's own turn: none is a server-side step with effects."""
 RESULT_ITEMS = frozenset({"mcp_call", "code_interpreter_call", "web_search_call", "file_search_call",
                           "image_generation_call"})
 """Server-side items that hold their call's result once done (``*_output`` items are results too)."""
@@ -160,6 +161,25 @@ async def resumed_input(runner: SessionRunner, turn: dict[str, Any]) -> list[dic
     frames = [] if not response_id else [frame for _, frame in await runner.background.events.after(
         response_id, -1, tenant=runner.tenant)]
     return [*step, *carried(frames)]
+
+
+async def record_step(runner: SessionRunner, turn: dict[str, Any], step_input: list[dict[str, Any]]) -> None:
+    """Before a later step's response starts: its input (the first step's is the turn's messages)."""
+    private(turn).update({STEP_INPUT: step_input, STEP_RESPONSE: None})
+    await runner.store.put("turn", turn["id"], turn, tenant=runner.tenant, parent=runner.session_id)
+
+
+async def started_step(runner: SessionRunner, turn: dict[str, Any], response_id: str) -> None:
+    """Right after a step's response started: its id, stored with the session's events so far (one write)."""
+    private(turn)["response_ids"].append(response_id)
+    private(turn)[STEP_RESPONSE] = response_id
+    await runner.events.flush([runner.turn_record(turn)])
+
+
+def forget_steps(turn: dict[str, Any]) -> None:
+    """A turn that ended keeps neither its queued input nor how it was to be resumed."""
+    for kept in (QUEUED_INPUT, STEP_INPUT, STEP_RESPONSE):
+        (turn.get("_private") or {}).pop(kept, None)
 
 
 async def begin_resumed(runner: SessionRunner, entry: QueuedTurn) -> list[dict[str, Any]] | None:
@@ -302,7 +322,7 @@ class SessionResumer:
                 runner.task.cancel()  # mid-step: the model call in flight is made again where it resumes
                 await asyncio.wait([runner.task])
             with contextlib.suppress(Exception):
-                await stop_response(runner, response_id or runner.handed_response)
+                await stop_response(runner, response_id)
             try:
                 await runner.events.flush()
                 if self.service.shared:
