@@ -317,8 +317,9 @@ async def test_another_tenants_or_sessions_subagents_are_404s(sidecar: Sidecar) 
 
 async def test_subagents_left_running_by_a_stopped_sidecar_are_closed(
         fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Their turn failed and the subagent closed: at the next start alone on SQLite, or by the next input once the
-    stopped replica's lease ran out on PostgreSQL (tests/integration/test_agents_restart.py)."""
+    """Their turn failed and the subagent closed when the session's turn is resumed without them: at the next start
+    alone on SQLite, or once the stopped replica's lease ran out on PostgreSQL (tests/integration/
+    test_agents_durable.py); the resumed turn (which spawns its own) is cancelled here."""
     directory = str(tmp_path_factory.mktemp("subagents-restart"))
     db = ["--db", os.path.join(directory, "bridge.db")]
     env = {"RESPONSES_BRIDGE_BACKGROUND_LEASE_SECONDS": "2"}
@@ -334,14 +335,15 @@ async def test_subagents_left_running_by_a_stopped_sidecar_are_closed(
                 if (await _get(http, subagents))["data"]:
                     break
                 await asyncio.sleep(0.05)
+            first_id = (await _get(http, subagents))["data"][0]["id"]
     async with running_sidecar(directory, fake_upstream, *db, extproc=False, env=env) as second:
         async with aiohttp.ClientSession(second.http_url, headers=BETA, timeout=TIMEOUT) as http:
             if store_from_env() == "postgres":
                 await asyncio.sleep(2.5)
-                async with http.post(f"/v1/agents/sessions/{session_id}/events", json={"events": [
-                        {"type": "agent.session.input.cancel"}]}) as answer:
-                    assert answer.status == 202
-            [subagent] = _page(await _get(http, subagents), Subagent)
+            async with http.post(f"/v1/agents/sessions/{session_id}/events", json={"events": [
+                    {"type": "agent.session.input.cancel"}]}) as answer:
+                assert answer.status == 202
+            [subagent] = [found for found in _page(await _get(http, subagents), Subagent) if found.id == first_id]
             [turn] = _page(await _get(http, f"{subagents}/{subagent.id}/turns"), Turn)
             async with http.get(f"/v1/agents/sessions/{session_id}/events", params={"until_idle": "true"}) as answer:
                 told = [event["type"] for _, event in frames(await answer.read())]

@@ -161,6 +161,7 @@ async def test_a_silent_stream_is_kept_alive_without_an_empty_event_for_the_sdk(
         events = SessionEvents(store)
         live = await events.log_of("sess_2", "a")
         await live.emit({"type": "agent.session.turn.output_text.delta", "delta": "one"})
+        await live.flush()  # an event is shown once it is stored
         follower = events.follow("sess_2", -1, tenant="a", until_idle=True, keepalive=0.05)
         first = await anext(follower)
         assert await anext(follower) == b""  # silence: the door writes KEEPALIVE

@@ -2,12 +2,14 @@
 with no gaps, kept as the SSE frame it was sent as, and followed by any number of readers, resumable after a
 disconnect.
 
-Like a background response's log (services/background_run.py), events are shown to live readers from memory at
-once and written to the store in batches by a writer task, off the path of the text deltas: a delta never waits
-for the database, and a burst of them is one write (services/write_behind.py). A frame leaves memory only once it
-is durable, so a reader that finds it gone finds it in the store; a reader resuming after event ``n`` reads the
-store, then memory, and never sees an event twice or misses one. The terminal events of a turn (and a session's
-idle or failed) are made durable before they are shown.
+Events are written to the store in batches by a writer task, off the path of the text deltas: a delta never waits
+for the database, and a burst of them is one write (services/write_behind.py). A frame is shown to live readers
+only once it is stored (the batch that wrote it shows it): batching delays what a reader sees by up to the write
+delay, never what the store keeps, so a reader that saw event ``n`` can resume after it from any process, even
+after this one was killed (services/session_resume.py). A frame leaves memory only once it is durable, so a
+reader that finds it gone finds it in the store; a reader resuming after event ``n`` reads the store, then
+memory, and never sees an event twice or misses one. The terminal events of a turn (and a session's idle or
+failed) are written before the call that emits them returns.
 
 A frame is ``id: <event_id>\\nevent: <type>\\ndata: <JSON>\\n\\n``: the ``id`` field is the cursor a reconnecting
 client sends back (``Last-Event-ID``, or ``?after=<event_id>``).
@@ -58,23 +60,21 @@ class SessionLog:
         self.active = False  # a runner emits into it: kept in memory while it is
         self._changed = asyncio.Event()
         self._lock = asyncio.Lock()
-        self._writes = WriteBehind(self._flush_quietly)  # batched, behind the readers (write_behind.py)
-        self.shown_until = next_sequence  # frames numbered below it are shown to readers
-        self._holding = 0  # durable emits being written: frames after them wait to be shown too
+        self._writes = WriteBehind(self._flush_quietly)  # batched; readers see what it wrote (write_behind.py)
+        self.shown_until = next_sequence  # frames numbered below it are stored, so shown to readers
 
     @property
     def next_sequence(self) -> int:
         return self.first + len(self.frames)
 
     async def emit(self, event: dict[str, Any], *, durable: bool = False, records: list[Record] | None = None) -> str:
-        """Number ``event``, show it to readers and have it written; ``durable``: written before it is shown;
+        """Number ``event`` and have it written, then shown to readers; ``durable``: written before this returns;
         ``records``: stored in the same transaction as it (and every event before it), which makes it durable."""
         event_id = self._append(event)
         if records is not None or durable or len(self.frames) - self.saved > MAX_UNSAVED:
-            await self._held(records or [])
+            await self.flush(records or [])
         else:
             self._writes.soon()
-        self._show()
         return event_id
 
     async def emit_together(self, events: list[dict[str, Any]], *, records: list[Record]) -> None:
@@ -82,8 +82,7 @@ class SessionLog:
         end and the session's idle that follows it are one write, not two."""
         for event in events:
             self._append(event)
-        await self._held(records)
-        self._show()
+        await self.flush(records)
 
     def _append(self, event: dict[str, Any]) -> str:
         event_id = ids.new_id("sevt")
@@ -93,17 +92,11 @@ class SessionLog:
         self.ids[event_id] = sequence
         return event_id
 
-    async def _held(self, records: list[Record]) -> None:
-        """Every frame so far written (with ``records``) while the frames after the shown ones wait."""
-        self._holding += 1
-        try:
-            await self.flush(records)
-        finally:
-            self._holding -= 1
-
     def _show(self) -> None:
-        if not self._holding:
-            self.shown_until = self.next_sequence
+        """Readers may see every stored frame (and no other)."""
+        stored = self.first + self.saved
+        if stored > self.shown_until:
+            self.shown_until = stored
             self._wake()
 
     async def flush(self, records: list[Record] | None = None) -> None:
@@ -116,6 +109,7 @@ class SessionLog:
                 end = len(self.frames)
                 await self.store.append_events(self.session_id, self.frames[self.saved:end], tenant=self.tenant)
                 self.saved = end
+            self._show()
             self._trim()
 
     def _trim(self, *, every: bool = False) -> None:

@@ -58,8 +58,10 @@ class SessionLeases:
         """Renew the leases of the sessions running here, several times a lease period; a lease found taken
         (this process stalled past it) stops the session's runner here: its events would collide with the new
         owner's."""
-        while running:
+        while True:  # looked at after the sleep: the first claim starts it before its runner is registered
             await asyncio.sleep(self.lease_seconds / 3)
+            if not running:
+                return
             for session_id, runner in list(running.items()):
                 now = time.time()
                 try:

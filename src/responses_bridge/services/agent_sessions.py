@@ -55,6 +55,7 @@ from .containers import ContainerService
 from .environment_mcp import SessionMCP
 from .environment_templates import TemplateService
 from .pagination import page_errors
+from .session_resume import SessionResumer
 from .vaults import VaultService
 
 MAX_SESSIONS_PER_TENANT = 100_000
@@ -105,6 +106,7 @@ class SessionService:
         self.events = SessionEvents(store, poll=POLL_SECONDS if self.shared else None)
         self.runners: dict[str, SessionRunner] = {}
         self._locks: dict[str, _SessionLock] = {}
+        self.resumer = SessionResumer(self)  # turns a stopped process left, and the drain's hand-off
 
     # --- sessions ------------------------------------------------------------------------------------------
 
@@ -387,7 +389,7 @@ class SessionService:
             if self.shared:  # claimed while its turns say they run: their process stopped (its lease ran out)
                 stored = await self.store.get("session", session_id, tenant=tenant)
                 if stored is not None and stored["status"] in ("in_progress", "requires_action"):
-                    await runner.abandoned(stored)
+                    await self.resumer.resume(runner, stored)
         runner.events.active = True
         return runner
 
@@ -444,20 +446,29 @@ class SessionService:
         return list_of(page.data, has_more=page.has_more)
 
     async def recover(self) -> int:
-        """At start, alone on the database: the turns a stopped process left running or waiting are failed and
-        their sessions idle again (their responses were failed by the background service). Shared by replicas,
-        a session's turn may be running on another one: nothing is touched (see docs/agents.md)."""
+        """At start, alone on the database: the turns a stopped process left are resumed here, their queued input
+        after them (services/session_resume.py). Shared by replicas, a session's turn may be running on another
+        one: a sweep (now, then every third of a lease period) resumes the sessions whose lease lapsed."""
         if self.background.leases.shared:
+            self.resumer.start_sweeps()
             return 0
         recovered = 0
         for tenant, session in await self.store.unfinished_sessions():
-            runner = await self._runner(session["id"], tenant)
-            await runner.abandoned(session)
-            self._idle(runner)
+            async with self._locked(session["id"]):
+                runner = await self._runner(session["id"], tenant)
+                await self.resumer.resume(runner, session)
+                if not runner.busy:
+                    self._idle(runner)
             recovered += 1
         return recovered
 
+    async def hand_off(self, drain_timeout: float) -> None:
+        """A drain: the running turns stop at their next step boundary and are let go, for another process (or
+        the next start) to resume (services/session_resume.py)."""
+        await self.resumer.hand_off(drain_timeout)
+
     async def close(self) -> None:
+        self.resumer.close()
         self.leases.close()
         for runner in list(self.runners.values()):
             if runner.task is not None and not runner.task.done():

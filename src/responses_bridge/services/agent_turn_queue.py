@@ -35,6 +35,7 @@ class QueuedTurn:
     trace: TurnTrace = field(default_factory=lambda: TurnTrace(None))
     review: str | None = None  # the session's ``review`` when the turn started: its mode for the whole turn
     review_usage: dict[str, Any] | None = None  # the automatic reviews' tokens, not yet in the turn's usage
+    resuming: bool = False  # a stopped process's running turn, continued from its step in flight
 
 
 def new_turn(session: dict[str, Any]) -> dict[str, Any]:

@@ -43,7 +43,6 @@ from .agent_auto_review import auto_review
 from .agent_environments import Published, SessionEnvironments, environment_state, hosted_container, not_kept
 from .agent_events import SessionLog
 from .agent_subagent_tree import SubagentTree
-from .agent_subagents import left_open
 from .agent_tool_calls import unknown_approval, unknown_call
 from .agent_traces import TurnTrace, turn_span
 from .agent_turn_queue import LOST_INPUT, MAX_QUEUED_TURNS, QUEUED_INPUT, QueuedTurn, new_turn, public
@@ -51,6 +50,7 @@ from .agent_turn_request import turn_request
 from .background import BackgroundService
 from .background_frames import split_frames
 from .environment_mcp import SessionMCP
+from .session_resume import HandOff, begin_resumed, forget_steps, is_boundary, record_step, started_step, stop_response
 from .vaults import VaultService
 
 log = structlog.get_logger("responses_bridge.agents")
@@ -61,7 +61,6 @@ adds to its MCP tools (services/environment_mcp.py); its id. Given by the door (
 which knows the routes and upstream clients."""
 
 
-RESTARTED = "The server restarted before this turn ended; it was not finished and will not be resumed."
 EXPIRED = ("The session's environment expired (its container was unused too long or deleted); start a new "
            "session.")
 
@@ -93,6 +92,7 @@ class SessionRunner:
         self.automations: Callable[[str, str, str, str], Awaitable[str]] | None = None
         self._may_idle = False  # the running turn's end may leave the session idle (no other turn queued)
         self._idled = False  # it did: the turn's end told agent.session.idle too
+        self.handing_off = False  # a drain: stop at the next step boundary (services/session_resume.py)
 
     @property
     def busy(self) -> bool:
@@ -162,8 +162,8 @@ class SessionRunner:
 
     async def _work(self) -> None:
         try:
-            while self.queue:
-                while self.queue:
+            while self.queue and not self.handing_off:
+                while self.queue and not self.handing_off:
                     self.current = self.queue.pop(0)
                     self.cancelling, self._idled, self._may_idle = False, False, True
                     try:
@@ -171,7 +171,7 @@ class SessionRunner:
                     finally:
                         self._may_idle = False
                     self.current, self.response_id = None, None
-                if self._idled:  # the last turn's end made the session idle, in the same write
+                if self._idled or self.handing_off:  # the last turn's end made the session idle, in the same write
                     continue
                 async with self._changing() as session:
                     if session["status"] == "in_progress":
@@ -183,6 +183,9 @@ class SessionRunner:
                 # at the queue to the task's end, so a submit either sees this task done or is seen here
         except asyncio.CancelledError:
             return
+        except HandOff:
+            await stop_response(self, self.response_id)
+            return
         except Exception as exc:
             log.exception("agent_session_failed", session_id=self.session_id)
             await self._fail_session(exc)
@@ -190,26 +193,6 @@ class SessionRunner:
             self.current, self.response_id = None, None
             if not self.queue and self.on_idle is not None:
                 self.on_idle(self)
-
-    async def abandoned(self, session: dict[str, Any]) -> None:
-        """The process that ran this session's turns stopped: its unfinished turns fail, the session is idle."""
-        after = None
-        while True:
-            page = await self.store.page("turn", tenant=self.tenant, parent=self.session_id, after=after,
-                                         limit=100, order="asc")
-            for turn in page.data:
-                if turn["status"] in ("queued", "in_progress", "waiting"):
-                    await self._end(QueuedTurn(turn, [], None), "failed", {
-                        "code": "server_error", "message": RESTARTED}, turn.get("usage"))
-            if not page.has_more or not page.data:
-                break
-            after = page.data[-1]["id"]
-        for said, records in await left_open(self.store, self.session_id, {
-                "code": "server_error", "message": RESTARTED}, tenant=self.tenant):
-            await self.events.emit(said, records=records)
-        session.update(status="idle", required_actions=[], last_active_at=int(time.time()))
-        await self.save_session(session)
-        await self.events.emit({"type": "agent.session.idle", "session": public(session)}, durable=True)
 
     async def _fail_session(self, exc: Exception) -> None:
         """Something the session cannot go on from (never the model's own failure: that fails a turn only): the
@@ -247,6 +230,12 @@ class SessionRunner:
 
     async def _run(self, entry: QueuedTurn) -> None:
         turn = entry.turn
+        if entry.resuming:  # a stopped process's turn, continued from its step in flight (session_resume.py)
+            resumed = await begin_resumed(self, entry)
+            if resumed is not None:  # the session's review mode as it is now (its value at the start was not kept)
+                entry.review = (session := await self.session()).get("review")
+                await self._steps(entry, session, resumed)
+            return
         if not await self._queued_input(entry):
             await self._end(entry, "failed", {"code": "server_error", "message": LOST_INPUT}, None)
             return
@@ -271,8 +260,12 @@ class SessionRunner:
         if not await self._environment_alive(session, turn["id"]):
             await self._end(entry, "failed", {"code": "sandbox_error", "message": EXPIRED}, None)
             return
-        turn_input = [{"type": "message", "role": "user", "content": message["content"]}
-                      for message in entry.messages]
+        await self._steps(entry, session, [{"type": "message", "role": "user", "content": message["content"]}
+                                           for message in entry.messages])
+
+    async def _steps(self, entry: QueuedTurn, session: dict[str, Any], turn_input: list[dict[str, Any]]) -> None:
+        """The turn's responses from ``turn_input`` on, each step recorded as it starts (session_resume.py)."""
+        turn, first = entry.turn, not entry.resuming
         # the skills and AGENTS.md of the environment's capability directories, as they are when the turn starts
         capabilities = await self.environments.capabilities(session, tenant=self.tenant) \
             if self.environments is not None else ""
@@ -283,13 +276,18 @@ class SessionRunner:
                     await self.environments.refresh_credentials(session, tenant=self.tenant)
                 turn_input = [*turn_input, *await async_results(self, session)]  # async calls' results
                 request = await self._credentialed(session, turn_request(session, turn_input, capabilities))
+                if self.handing_off:
+                    raise HandOff
+                if not first:  # the first step's input is the turn's messages, stored with its start
+                    await record_step(self, turn, turn_input)
                 overlays = await self.mcp.prepare(session, request, tenant=self.tenant) if self.mcp else {}
                 self.response_id = await self.start(request, self.tenant, entry.authorization, overlays)
             except APIError as error:
                 await self._end(entry, "failed", turn_error({"code": error.code, "message": error.message},
                                                             error.status), total)
                 return
-            turn.setdefault("_private", {"response_ids": []})["response_ids"].append(self.response_id)
+            await started_step(self, turn, self.response_id)
+            first = False
             if self.cancelling:
                 with contextlib.suppress(APIError):
                     await self.background.cancel(self.response_id, tenant=self.tenant)
@@ -424,6 +422,8 @@ class SessionRunner:
                     continue
                 event = orjson.loads(frame[start + 6:])
                 if event.get("type") in TERMINAL:
+                    if self.handing_off and event.get("type") == "response.failed":
+                        raise HandOff  # the drain ended it under us: the step is made again elsewhere
                     final = event
                     continue
                 told = tree.take(event) if tree is not None else None
@@ -455,6 +455,8 @@ class SessionRunner:
                         entry.calls.asked(held)
                 if said is not None:  # a finished item is stored with the event that shows it
                     await self.events.emit(said, records=None if item is None else [self.item_record(item)])
+                if self.handing_off and is_boundary(event):
+                    raise HandOff
         for said_by_tree, records in tree.finish() if tree is not None else ():
             await self.events.emit(said_by_tree, records=records or None)
         return final
@@ -470,7 +472,7 @@ class SessionRunner:
     async def _end(self, entry: QueuedTurn, status: str, error: dict[str, Any] | None,
                    usage: dict[str, Any] | None) -> None:
         turn = entry.turn
-        (turn.get("_private") or {}).pop(QUEUED_INPUT, None)  # a turn read back from the store: its input goes
+        forget_steps(turn)  # its queued input, and how it was to be resumed, go
         turn.update(status=status, error=error, usage=usage, completed_at=int(time.time()))
         event = {"type": f"agent.session.turn.{status}", "session_id": self.session_id, "turn_id": turn["id"],
                  "turn": public(turn), "usage": usage}

@@ -9,6 +9,7 @@ route, its upstream client, the caller's credentials), handed to the sessions se
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -30,6 +31,7 @@ from ...services.vault_oauth import GuardedTokenEndpoint
 from ...services.vaults import VaultService
 from .automations_routes import AutomationRoutes
 from .downloads import send_blob
+from .drain import DRAIN
 from .environment_routes import EnvironmentRoutes
 from .identity import request_tenant
 from .params import json_object, json_reply, metadata_query, page_query
@@ -87,6 +89,7 @@ class AgentRoutes:
         self.sessions.mcp = SessionMCP(runtime.server_tools.services.mcp,
                                        shell if isinstance(shell, HostedShell) else None)  # where a sandbox runs
         self.automations = AutomationRoutes(runtime.agents, self.sessions, AutomationBounds.of(runtime.settings))
+        self._handing_off: list[asyncio.Future[None]] = []
 
     def register(self, app: web.Application) -> None:
         app[SESSIONS] = self.sessions
@@ -128,8 +131,13 @@ class AgentRoutes:
         answers 503 until it is) has nothing to recover from and must still start."""
         if self.runtime.store.is_open:
             await self.sessions.recover()
+        # a drain hands the running turns off (services/session_resume.py) while the door drains
+        app[DRAIN].on_drain(lambda: self._handing_off.append(asyncio.ensure_future(
+            self.sessions.hand_off(self.runtime.settings.drain_timeout))))
 
     async def _close(self, app: web.Application) -> None:
+        if self._handing_off:
+            await asyncio.wait(self._handing_off)
         await self.sessions.close()
 
     # --- agents ---------------------------------------------------------------------------------------------

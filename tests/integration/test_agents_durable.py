@@ -1,0 +1,194 @@
+"""An Agents session's turn outlives its sidecar: ``kill -9``, and a SIGTERM whose drain timeout is shorter than the
+turn, while the turn runs with two more inputs queued behind it and a client reads the session's event stream.
+
+On SQLite the sidecar is started again on the same file, and the restarted process resumes the turn at its start;
+on PostgreSQL (``--store=postgres``) a second replica runs beside the first from the start, and takes the session
+over (after a kill, once the dead process's lease lapsed; after a SIGTERM, as soon as the drain let it go).
+Either way: every accepted input is answered exactly once (three turns, each ``completed`` once, each with one
+answer, in order; no turn ever ``failed``), and the reader, resuming with ``Last-Event-ID`` on the process that
+survived, gets the rest of the stream without a gap or a repeat (what it read before and after is the whole stored
+log, in order). A SIGTERM ends the reader's stream cleanly on the draining process.
+
+The Agents API is served by the HTTP door only (Envoy routes ``/v1/agents`` to it), so the door a client used does
+not change what survives; the turn itself runs as a background response inside the sidecar.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from responses_bridge.devtools.procs import ManagedProcess, wait_http
+from tests.support.bridge import start_sidecar
+from tests.support.postgres import store_from_env
+
+BETA = {"OpenAI-Beta": "agents=v1"}
+ENV = {
+    "RESPONSES_BRIDGE_BACKGROUND_LEASE_SECONDS": "1",  # a dead replica's sessions are taken over soon
+    "RESPONSES_BRIDGE_DRAIN_TIMEOUT": "1",  # shorter than the turn
+}
+SLOW = "first [chunks=40] [delay=100]"  # 4 s of streaming: the stop lands mid-way
+TIMEOUT = aiohttp.ClientTimeout(total=90)
+DELTAS_BEFORE_STOP = 3
+
+
+@asynccontextmanager
+async def sidecar(tmp_path: Path, fake_upstream: str, db: str,
+                  env: dict[str, str] | None = None) -> AsyncIterator[tuple[ManagedProcess, str]]:
+    process, http_port, _ = start_sidecar(str(tmp_path), fake_upstream, "--db", db, env={**ENV, **(env or {})},
+                                          extproc=False)
+    base = f"http://127.0.0.1:{http_port}"
+    try:
+        await wait_http(f"{base}/health", process=process)
+        yield process, base
+    finally:
+        process.stop()
+
+
+def frames(raw: bytes) -> list[tuple[str, str, dict[str, Any]]]:
+    """``(event id, event type, event)`` of each SSE frame."""
+    found = []
+    for frame in raw.split(b"\n\n"):
+        fields = dict(line.split(b": ", 1) for line in frame.split(b"\n") if b": " in line and line[:1] != b":")
+        if b"data" in fields:
+            found.append((fields[b"id"].decode(), fields[b"event"].decode(), orjson.loads(fields[b"data"])))
+    return found
+
+
+def _deltas_since_start(raw: bytes, resumed: bool) -> int:
+    """Text deltas read (``resumed``: since the ``agent.session.turn.in_progress`` that starts a resumed step)."""
+    kinds = [kind for _, kind, _ in frames(raw)]
+    if resumed:
+        if "agent.session.turn.in_progress" not in kinds:
+            return 0
+        kinds = kinds[kinds.index("agent.session.turn.in_progress"):]
+    return kinds.count("agent.session.turn.output_text.delta")
+
+
+async def read_until_deltas(answer: aiohttp.ClientResponse, *, resumed: bool = False) -> bytes:
+    raw = b""
+    while _deltas_since_start(raw, resumed) < DELTAS_BEFORE_STOP:
+        chunk = await answer.content.readuntil(b"\n\n")
+        assert chunk, "the stream ended before the turn streamed"
+        raw += chunk
+    return raw
+
+
+async def read_to_end(answer: aiohttp.ClientResponse) -> bytes:
+    """The rest of a stream the server ends: a clean end (the chunked body's last chunk), not a cut connection,
+    which aiohttp raises as a payload error."""
+    return await answer.content.read()
+
+
+def stop(process: ManagedProcess, how: str) -> None:
+    assert process.pid is not None
+    os.killpg(process.pid, signal.SIGKILL if how == "kill" else signal.SIGTERM)
+
+
+@pytest.mark.parametrize("how", ["kill", "term"])
+async def test_a_running_turn_and_its_queued_input_survive_the_sidecar(how: str, fake_upstream: str,
+                                                                      tmp_path: Path) -> None:
+    db = str(tmp_path / "bridge.db")
+    shared = store_from_env() == "postgres"
+    async with AsyncExitStack() as stack:
+        first, first_base = await stack.enter_async_context(sidecar(tmp_path / "a", fake_upstream, db))
+        other = await stack.enter_async_context(sidecar(tmp_path / "b", fake_upstream, db)) if shared else None
+        async with aiohttp.ClientSession(first_base, headers=BETA, timeout=TIMEOUT) as http:
+            async with http.post("/v1/agents/sessions", json={
+                    "agent": {"model": "fake-model"}, "environment": {"type": "none"}, "input": SLOW}) as answer:
+                assert answer.status == 200, await answer.text()
+                session_id = (await answer.json())["id"]
+            for text in ("second", "third"):  # queued behind the running turn
+                async with http.post(f"/v1/agents/sessions/{session_id}/events", json={"events": [
+                        {"type": "agent.session.input.message",
+                         "input": [{"role": "user", "content": [{"type": "input_text", "text": text}]}]}]}) as answer:
+                    assert answer.status == 202, await answer.text()
+            async with http.get(f"/v1/agents/sessions/{session_id}/events") as reading:
+                before = await read_until_deltas(reading)
+                stop(first, how)
+                if how == "term":  # the draining process ends its readers' streams cleanly
+                    before += await read_to_end(reading)
+        if how == "kill":
+            assert first.process is not None
+            first.process.wait()
+        else:
+            assert first.process is not None
+            await asyncio.get_running_loop().run_in_executor(None, first.process.wait, 30)
+        if other is None:  # SQLite: the restarted process resumes its own
+            other = await stack.enter_async_context(sidecar(tmp_path / "c", fake_upstream, db))
+        _, base = other
+        seen_before = frames(before)
+        async with aiohttp.ClientSession(base, headers=BETA, timeout=TIMEOUT) as http:
+            cursor = {"headers": {"Last-Event-ID": seen_before[-1][0]}} if how == "term" else \
+                {"params": {"until_idle": "true", "after": seen_before[-1][0]}}  # the SDK's two ways to resume
+            async with http.get(f"/v1/agents/sessions/{session_id}/events", **{"params": {"until_idle": "true"},
+                                                                                **cursor}) as answer:
+                assert answer.status == 200, await answer.text()
+                after = frames(await answer.read())
+            async with http.get(f"/v1/agents/sessions/{session_id}/events", params={"until_idle": "true"}) as answer:
+                whole = frames(await answer.read())
+            async with http.get(f"/v1/agents/sessions/{session_id}/turns", params={"order": "asc"}) as answer:
+                turns = (await answer.json())["data"]
+            answers = []
+            for turn in turns:
+                async with http.get(f"/v1/agents/sessions/{session_id}/turns/{turn['id']}/items",
+                                    params={"order": "asc"}) as answer:
+                    items = (await answer.json())["data"]
+                answers.append([item["content"][0]["text"] for item in items
+                                if item["type"] == "message" and item["role"] == "assistant"])
+    # the reader: what it saw, then the rest, is the whole log, each event once
+    assert [event_id for event_id, _, _ in seen_before + after] == [event_id for event_id, _, _ in whole]
+    kinds = [kind for _, kind, _ in whole]
+    assert "agent.session.turn.failed" not in kinds and "agent.session.failed" not in kinds
+    assert kinds.count("agent.session.turn.completed") == 3
+    resumed = [event["turn_id"] for _, kind, event in after if kind == "agent.session.turn.in_progress"]
+    assert resumed[0] == turns[0]["id"]  # the first turn continued where the other process left it
+    assert [turn["status"] for turn in turns] == ["completed"] * 3
+    assert len(answers) == 3 and all(len(texts) == 1 for texts in answers), answers
+    assert answers[0][0].startswith("Echo: first")
+    assert answers[1:] == [["Echo: second"], ["Echo: third"]]
+
+
+async def test_a_turn_resumed_past_the_limit_fails_saying_so_and_the_queue_goes_on(fake_upstream: str,
+                                                                                   tmp_path: Path) -> None:
+    """``RESPONSES_BRIDGE_BACKGROUND_MAX_RESUMES`` bounds a crash loop: killed again in its resumed run, the turn
+    is not resumed a second time; it fails naming the limit, and the input queued behind it is answered."""
+    db = str(tmp_path / "bridge.db")
+    env = {"RESPONSES_BRIDGE_BACKGROUND_MAX_RESUMES": "1"}
+    async with sidecar(tmp_path / "a", fake_upstream, db, env) as (first, base):
+        async with aiohttp.ClientSession(base, headers=BETA, timeout=TIMEOUT) as http:
+            async with http.post("/v1/agents/sessions", json={
+                    "agent": {"model": "fake-model"}, "environment": {"type": "none"}, "input": SLOW}) as answer:
+                session_id = (await answer.json())["id"]
+            async with http.post(f"/v1/agents/sessions/{session_id}/events", json={"events": [
+                    {"type": "agent.session.input.message",
+                     "input": [{"role": "user", "content": [{"type": "input_text", "text": "next"}]}]}]}) as answer:
+                assert answer.status == 202
+            async with http.get(f"/v1/agents/sessions/{session_id}/events") as reading:
+                last = frames(await read_until_deltas(reading))[-1][0]
+                stop(first, "kill")
+    async with sidecar(tmp_path / "b", fake_upstream, db, env) as (second, base):  # resumed once: killed again
+        async with aiohttp.ClientSession(base, headers=BETA, timeout=TIMEOUT) as http:
+            async with http.get(f"/v1/agents/sessions/{session_id}/events",
+                                headers={"Last-Event-ID": last}) as reading:
+                await read_until_deltas(reading, resumed=True)
+                stop(second, "kill")
+    async with sidecar(tmp_path / "c", fake_upstream, db, env) as (_, base):
+        async with aiohttp.ClientSession(base, headers=BETA, timeout=TIMEOUT) as http:
+            async with http.get(f"/v1/agents/sessions/{session_id}/events",
+                                params={"until_idle": "true"}) as answer:
+                kinds = [kind for _, kind, _ in frames(await answer.read())]
+            async with http.get(f"/v1/agents/sessions/{session_id}/turns", params={"order": "asc"}) as answer:
+                turns = (await answer.json())["data"]
+    assert [turn["status"] for turn in turns] == ["failed", "completed"]
+    assert "RESPONSES_BRIDGE_BACKGROUND_MAX_RESUMES" in turns[0]["error"]["message"]
+    assert kinds.count("agent.session.turn.failed") == 1 and kinds.count("agent.session.turn.completed") == 1
