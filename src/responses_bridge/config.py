@@ -170,8 +170,9 @@ class Settings(PoolSettings, AgentSandboxSettings, AutomationSettings, CodeSandb
         "with a shared database: how long a background response stays its replica's without a heartbeat; after "
         "that another replica takes it over (resumes it, or fails it when it cannot be resumed)"))
     background_max_resumes: int = Field(default=3, ge=0, description=(
-        "how many times one background response may be resumed after its process stopped (killed, restarted, "
-        "drained) before it fails instead: a crash loop never repeats a poisonous step forever; 0: never resume"))
+        "how many times one background response, or one Agents session turn, may be resumed after its process "
+        "stopped (killed, restarted, drained) before it fails instead: a crash loop never repeats a poisonous step "
+        "forever; 0: never resume"))
     ingest_lease_seconds: float = Field(default=60.0, gt=0, description=(
         "with a shared database: how long a replica's claim on a file it ingests lasts without renewal; after that "
         "another replica takes the file over (a replica that died mid-ingestion)"))
