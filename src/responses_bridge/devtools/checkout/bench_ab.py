@@ -93,8 +93,11 @@ class Side:
     async def start(self, with_envoy: bool) -> None:
         self.sidecar.start()
         await wait_http(f"http://127.0.0.1:{self.http_port}/health", process=self.sidecar)
-        if not with_envoy:
-            return
+        if with_envoy:
+            await self.start_envoy()
+
+    async def start_envoy(self) -> None:
+        """This side's Envoy in front of its (started) sidecar."""
         self.envoy_port, self.admin_port = free_port(), free_port()
         rendered = await asyncio.to_thread(subprocess.run, [
             self.python, "-m", "responses_bridge", "envoy-config", "--listen-port", str(self.envoy_port),

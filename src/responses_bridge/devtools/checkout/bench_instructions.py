@@ -1,0 +1,128 @@
+"""``scripts/bench-instructions``: the instructions a sidecar executes per plain request, this tree against another,
+counted by valgrind's callgrind — a figure the machine's load does not move.
+
+CPU time per request on a shared 2-core machine spreads by ±10 % from round to round even side by side
+(bench_ab.py's control), so a difference of 1–2 % is below what one run resolves. Instructions are counted, not
+timed: each side's ``serve`` runs under callgrind (every thread of it, its user space), installed from a wheel of
+its tree as ``bench --ab-tree`` installs it (bench_install.py). After a warm-up the counters are dumped and zeroed
+(``callgrind_control --dump``), the measured requests are sent, and a second dump holds them alone: its total over
+the requests is the figure. With ``--envoy`` the same requests go through an Envoy in front of each side (Envoy is
+not counted, only the sidecar's ext_proc door). What still varies from run to run is timing-driven work (gRPC's
+poller wakes, a timer that fires or not): a couple of percent on the ext_proc door, less on the HTTP door — so the
+sides alternate, ``--rounds`` times, and the report gives each round's ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import aiohttp
+
+from ..procs import ManagedProcess, free_port, wait_http
+from .bench_ab import THIS_TREE, Side
+from .bench_install import installed_python
+from .bench_requests import post, synthetic_body
+
+_TOTALS = re.compile(rb"^(?:summary|totals):\s+(\d+)", re.M)
+_START_SECONDS = 900.0  # an interpreter importing the bridge under callgrind: ~50× its usual time
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scripts/bench-instructions", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ab-tree", default=None, help="the other tree (a checkout); default: this tree twice")
+    parser.add_argument("--requests", type=int, default=300, help="measured JSON requests per side and door")
+    parser.add_argument("--warmup", type=int, default=30, help="requests sent before the counters are zeroed")
+    parser.add_argument("--rounds", type=int, default=1, help="sidecars started per side, A and B alternating")
+    parser.add_argument("--envoy", action="store_true", help="also through Envoy (the ext_proc door)")
+    return parser
+
+
+def _dump(pid: int, out_dir: Path) -> int:
+    """Dump and zero ``pid``'s counters; the instructions of the dump just written."""
+    before = set(out_dir.iterdir())
+    subprocess.run(["callgrind_control", "--dump", str(pid)], check=True, capture_output=True, timeout=600)
+    written = sorted(set(out_dir.iterdir()) - before, key=lambda path: path.stat().st_mtime)
+    if not written:
+        raise RuntimeError("callgrind wrote no dump")
+    found = _TOTALS.search(written[-1].read_bytes())
+    if found is None:
+        raise RuntimeError(f"no totals in {written[-1]}")
+    return int(found.group(1))
+
+
+async def _side(name: str, python: Path, tmp: str, upstream_url: str, args: argparse.Namespace
+                ) -> dict[str, float]:
+    """One sidecar of ``python``'s tree under callgrind: instructions per JSON request, by door."""
+    side = Side(name, tmp, upstream_url, [], {}, python)
+    out_dir = Path(tmp, f"callgrind-{side.http_port}")
+    await asyncio.to_thread(out_dir.mkdir)
+    side.sidecar = ManagedProcess(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_dir}/out.%p",
+                                   "--trace-children=no", *side.sidecar.argv],
+                                  f"sidecar {name} (callgrind)", env=side.env)
+    body = synthetic_body(True, False, 1)
+    figures: dict[str, float] = {}
+    try:
+        side.sidecar.start()
+        await wait_http(f"http://127.0.0.1:{side.http_port}/health", timeout=_START_SECONDS, process=side.sidecar)
+        doors = {"http": f"http://127.0.0.1:{side.http_port}/v1/responses"}
+        if args.envoy:
+            await side.start_envoy()
+            doors["envoy"] = f"http://127.0.0.1:{side.envoy_port}/v1/responses"
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
+            for door, url in doors.items():
+                for _ in range(args.warmup):
+                    await post(session, url, body, f"{name} {door}")
+                await asyncio.to_thread(_dump, side.sidecar.pid, out_dir)
+                for _ in range(args.requests):
+                    await post(session, url, body, f"{name} {door}")
+                figures[door] = await asyncio.to_thread(_dump, side.sidecar.pid, out_dir) / args.requests
+    finally:
+        side.stop()
+    return figures
+
+
+async def run(args: argparse.Namespace) -> list[dict[str, dict[str, float]]]:
+    """Each round's figures by side (A: this tree, B: ``--ab-tree``)."""
+    for tool in ("valgrind", "callgrind_control"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"scripts/bench-instructions: {tool} is not installed (apt-get install valgrind)")
+    with tempfile.TemporaryDirectory(prefix="rb-bench-instr-") as tmp:
+        upstream_port = free_port()
+        upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
+        upstream = ManagedProcess([sys.executable, "-m", "responses_bridge", "fake-upstream", "--port",
+                                   str(upstream_port)], "fake-upstream")
+        python_a = await asyncio.to_thread(installed_python, THIS_TREE)
+        python_b = await asyncio.to_thread(installed_python, Path(args.ab_tree)) if args.ab_tree else python_a
+        upstream.start()
+        rounds = []
+        try:
+            await wait_http(f"http://127.0.0.1:{upstream_port}/health", process=upstream)
+            for index in range(max(1, args.rounds)):
+                order = [("A", python_a), ("B", python_b)][::1 if index % 2 == 0 else -1]
+                rounds.append({name: await _side(name, python, tmp, upstream_url, args) for name, python in order})
+        finally:
+            upstream.stop()
+    return rounds
+
+
+def main() -> int:
+    args = _parser().parse_args()
+    rounds = asyncio.run(run(args))
+    print(f"instructions per JSON request (callgrind, {args.requests} requests after {args.warmup}, the sidecar's "
+          "every thread); B: " + (args.ab_tree or "this tree again"))
+    for index, figures in enumerate(rounds):
+        for door in figures["A"]:
+            a, b = figures["A"][door], figures["B"][door]
+            print(f"  round {index + 1} {door:6} A {a / 1e6:7.3f} M   B {b / 1e6:7.3f} M   A/B {a / b:6.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
