@@ -1,7 +1,7 @@
 """What the processes a test run starts cost: a pytest plugin, off unless loaded (``-p tests.support.spawn_log``),
 that writes one JSON line per child reaped — its command, the test module that started it, its wall time and the
 CPU it and everything it waited for used (user + system, from ``wait4``'s rusage) — to the file
-``RESPONSES_BRIDGE_SPAWN_LOG`` names (appended, so xdist workers share it). Why: a suite's minutes are mostly the
+``SPAWN_LOG`` names (appended, so xdist workers share it). Why: a suite's minutes are mostly the
 interpreters, servers and CLIs its tests start, and which of them to make cheaper is a question of count × cost.
 
 ``python -m tests.support.spawn_log FILE`` sums such a file by kind of process (docs/development.md's figures).
@@ -21,10 +21,11 @@ import threading
 import time
 from typing import Any
 
-_ENV = "RESPONSES_BRIDGE_SPAWN_LOG"
+_ENV = "SPAWN_LOG"  # not RESPONSES_BRIDGE_*: tests/conftest.py clears those, and the sidecars would warn of it
 _started: dict[int, tuple[list[str], float, str]] = {}
 _lock = threading.Lock()
 _current_module = ["(collection)"]
+_log_path: list[str] = []
 _real_waitpid = os.waitpid
 
 
@@ -47,10 +48,8 @@ def _record(pid: int, usage: Any) -> None:
     line = {"argv": argv[:12], "module": module, "wall": round(time.monotonic() - started, 3) if started else None,
             "cpu": round(usage.ru_utime + usage.ru_stime, 3), "user": round(usage.ru_utime, 3),
             "sys": round(usage.ru_stime, 3), "maxrss_kb": usage.ru_maxrss}
-    path = os.environ.get(_ENV)
-    if path:
-        with open(path, "a") as log:
-            log.write(json.dumps(line) + "\n")
+    with open(_log_path[0], "a") as log:
+        log.write(json.dumps(line) + "\n")
 
 
 _real_execute_child = subprocess.Popen._execute_child  # type: ignore[attr-defined]
@@ -65,6 +64,7 @@ def _execute_child(self: subprocess.Popen[Any], args: Any, *rest: Any, **kwargs:
 def pytest_configure(config: Any) -> None:
     if not os.environ.get(_ENV):
         return
+    _log_path.append(os.environ[_ENV])
     os.waitpid = _waitpid
     subprocess.Popen._execute_child = _execute_child  # type: ignore[attr-defined]
 
