@@ -12,6 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from . import startup_gc
 from .settings_error import SettingsError
 
 COMMAND_MODULES = {"serve": ".serve", "fake-upstream": None, "envoy-config": ".envoy_config", "demo": ".devtools.demo",
@@ -200,7 +201,18 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:  # this process is the command: its start runs without the cyclic collector (startup_gc.py)
+        startup_gc.pause()
+    try:
+        return _run(argv)
+    finally:
+        startup_gc.resume()
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = build_parser(sys.argv[1:] if argv is None else argv).parse_args(argv)
+    if args.command != "serve":  # serve resumes it once its doors are open (serve.py); the others have started
+        startup_gc.resume()
     try:
         if hasattr(args, "strict_env"):  # a command that reads settings: mistyped variable names first (env_check.py)
             from .env_check import check_environment

@@ -73,11 +73,18 @@ def pytest_runtest_logstart(nodeid: str, location: Any) -> None:
     _current_module[0] = nodeid.split("::", 1)[0]
 
 
+WORKER = "pytest-xdist worker"
+"""An xdist worker (execnet's ``python -u -c …``), reaped by the controller: its CPU holds every child it reaped,
+so it is shown apart and left out of the total."""
+
+
 def _kind(argv: list[str]) -> str:
     """A process's kind: the CLI command it ran (``serve``, ``fake-upstream``, ``keys`` …) or the program."""
     if not argv:
         return "?"
     program = os.path.basename(argv[0])
+    if argv[1:3] == ["-u", "-c"]:
+        return WORKER
     if "-m" in argv:
         after = argv[argv.index("-m") + 1:]
         if after and after[0] == "responses_bridge" and len(after) > 1:
@@ -102,12 +109,15 @@ def summarize(path: str) -> str:
         entry[0] += 1
         entry[1] += line["cpu"]
         entry[2] += line["wall"] or 0.0
+    workers = totals.pop(WORKER, None)
     rows = sorted(totals.items(), key=lambda item: -item[1][1])
     all_cpu = sum(entry[1] for _, entry in rows)
     out = [f"{'kind':48} {'starts':>7} {'cpu s':>9} {'cpu/start':>9} {'share':>6}"]
     for kind, (count, cpu, _wall) in rows:
         out.append(f"{kind[:48]:48} {int(count):7} {cpu:9.1f} {cpu / count:9.3f} {cpu / all_cpu:6.1%}")
     out.append(f"{'all':48} {int(sum(e[0] for _, e in rows)):7} {all_cpu:9.1f}")
+    if workers is not None:
+        out.append(f"{WORKER + 's, their children included':48} {int(workers[0]):7} {workers[1]:9.1f}")
     return "\n".join(out)
 
 
