@@ -8,28 +8,57 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib
 import sys
 from collections.abc import Sequence
-from importlib.metadata import PackageNotFoundError, version
 
-from . import serve
-from .config import SettingsError
+from . import startup_gc
+from .settings_error import SettingsError
+
+COMMAND_MODULES = {"serve": ".serve", "fake-upstream": None, "envoy-config": ".envoy_config", "demo": ".devtools.demo",
+                   "config": ".config_command", "probe": ".probe.command", "keys": ".keys_command",
+                   "doctor": ".doctor_command", "bench": ".devtools.checkout.bench"}
+"""Each command, in ``--help``'s order, and the module whose ``add_parser`` registers it (None: this file's).
+A command's module is imported only when that command runs, or when the commands are listed: a process started
+for one (every ``serve`` and ``fake-upstream`` of a test run, each ``keys`` call) does not load the others' —
+the demo's and the benchmark's imports alone were a fifth of ``serve``'s start."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The whole command line; given the arguments it will parse, only the command they name (when they name
+    one), which parses them the same."""
     parser = argparse.ArgumentParser(
         prog="responses-bridge",
         description="The Open Responses API in front of any Chat Completions backend.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action=_PrintVersion)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    serve.add_parser(commands)
-    _add_fake_upstream(commands)
-    _add_optional_commands(commands)
+    chosen = _named_command(argv)
+    for name, module in COMMAND_MODULES.items():
+        if chosen is None or name == chosen:
+            _add_command(commands, name, module)
     _complete(parser)
     for name in SETTINGS_COMMANDS:
-        _add_strict_env(commands.choices[name])
+        if name in commands.choices:
+            _add_strict_env(commands.choices[name])
     return parser
+
+
+def _named_command(argv: Sequence[str] | None) -> str | None:
+    """The command ``argv`` runs, when its first word is one (options before it are the top level's: --help,
+    --version, which list or need no command)."""
+    if not argv or argv[0] not in COMMAND_MODULES:
+        return None
+    return argv[0]
+
+
+def _add_command(commands: argparse._SubParsersAction, name: str, module: str | None) -> None:
+    if module is None:
+        _add_fake_upstream(commands)
+    elif name == "bench":
+        _add_bench(commands)
+    else:
+        importlib.import_module(module, __package__).add_parser(commands)
 
 
 SETTINGS_COMMANDS = ("serve", "envoy-config", "demo", "config", "probe", "keys", "doctor")
@@ -123,15 +152,8 @@ def _add_fake_upstream(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _add_optional_commands(commands: argparse._SubParsersAction) -> None:
-    """Commands whose modules register themselves: the Envoy configuration, the demo and the benchmark, the
-    configuration file's show/check, the upstream probe, the bridge's API keys and the sandbox's doctor."""
-    from . import config_command, doctor_command, envoy_config, keys_command
-    from .devtools import demo
-    from .probe import command as probe_command
-
-    for module in (envoy_config, demo, config_command, probe_command, keys_command, doctor_command):
-        module.add_parser(commands)
+def _add_bench(commands: argparse._SubParsersAction) -> None:
+    """The benchmark, which ships only in a source checkout; an installed package says where it is instead."""
     try:
         from .devtools.checkout import bench
     except ImportError:  # an installed package: the benchmarks ship only in a source checkout
@@ -155,7 +177,23 @@ def _add_checkout_only(commands: argparse._SubParsersAction, name: str, purpose:
     parser.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
 
 
+class _PrintVersion(argparse.Action):
+    """argparse's ``version`` action, the version read from the package's metadata only when asked for (reading
+    it loads importlib.metadata, which no command needs)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
+                 default: str = argparse.SUPPRESS, help: str = "show program's version number and exit") -> None:
+        super().__init__(option_strings=option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        print(f"{parser.prog} {_version()}")
+        parser.exit()
+
+
 def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
         return version("responses-bridge")
     except PackageNotFoundError:  # run from a source tree that was never installed
@@ -163,7 +201,18 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    if argv is None:  # this process is the command: its start runs without the cyclic collector (startup_gc.py)
+        startup_gc.pause()
+    try:
+        return _run(argv)
+    finally:
+        startup_gc.resume()
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    args = build_parser(sys.argv[1:] if argv is None else argv).parse_args(argv)
+    if args.command != "serve":  # serve resumes it once its doors are open (serve.py); the others have started
+        startup_gc.resume()
     try:
         if hasattr(args, "strict_env"):  # a command that reads settings: mistyped variable names first (env_check.py)
             from .env_check import check_environment

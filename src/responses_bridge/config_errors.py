@@ -26,12 +26,9 @@ from pydantic_settings import EnvSettingsSource
 
 from .config_help import expected
 from .redact import MASK, mask_text, secret_name
+from .settings_error import SettingsError as SettingsError  # re-exported: config.py and its callers name it here
 
 _LONGEST_VALUE = 80
-
-
-class SettingsError(ValueError):
-    """A setting with a value it cannot take; the message is one line naming the flag, variable or file."""
 
 
 class EnvJSONError(Exception):

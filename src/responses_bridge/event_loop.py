@@ -21,7 +21,7 @@ import os
 from collections.abc import Callable, Coroutine
 from typing import Any, Literal, TypeVar
 
-from .config_errors import SettingsError
+from .settings_error import SettingsError
 
 EventLoopChoice = Literal["auto", "uvloop", "asyncio"]
 EVENT_LOOP_ENV = "RESPONSES_BRIDGE_EVENT_LOOP"

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
-from . import config_file, event_loop
+from . import config_file, event_loop, startup_gc
 from .config import Settings, SettingsError, env_names, load_settings
 from .config_help import environment_help, user_default
 from .descriptors import raise_descriptor_limit
@@ -107,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"responses-bridge serve: {problem}", file=sys.stderr)
             return 2
         configure_logging(settings.log_level, settings.log_format)
+        startup_gc.resume()  # the supervisor only watches its workers, which start with it paused again
         return supervise(count, sys.argv[1:])
     configure_logging(settings.log_level, settings.log_format, worker=slot.index if slot is not None else None)
     if delegated is not None:
@@ -225,6 +226,7 @@ async def serve(settings: Settings, *, http: bool = True, extproc: bool = True,
                  http=f"{settings.http_host}:{settings.http_port}" if http else None,
                  extproc=(f"unix:{uds}" if uds else f"{host}:{port}") if extproc else None,
                  loop=event_loop.running_loop_name())
+        startup_gc.resume()  # started: the collector back on, what the start built frozen (startup_gc.py)
         warn_if_open(settings, http=http, extproc=extproc)
         for name in check_routing(settings).unreached:
             log.warning("upstream_unrouted", upstream=name,

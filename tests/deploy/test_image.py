@@ -100,8 +100,12 @@ def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     argv = shlex.split(instructions("RUN")[0])
     assert argv[0] == "image-venv"
+    # PIP_COMPILE=0, pip's --no-compile (PIP_NO_COMPILE=1 would turn compiling on: pip takes the value, not the
+    # name): its byte-compiling of every installed file (pandas, matplotlib, grpc, ...) is a large part of the
+    # install's CPU, and what the tests below prove does not hang on it: the modules they import compile when first
+    # imported. The image's own build (the Dockerfile's RUN) compiles them, as a user's pip install does.
     subprocess.run([str(ROOT / "scripts" / "image-venv"), str(source), str(venv)], check=True,
-                   env={**os.environ, "PYTHON": sys.executable})
+                   env={**os.environ, "PYTHON": sys.executable, "PIP_COMPILE": "0"})
     shutil.rmtree(source)  # the image has no source tree: nothing below may lean on it
     return venv
 
