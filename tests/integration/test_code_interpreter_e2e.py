@@ -322,15 +322,18 @@ async def test_envoy_hands_code_interpreter_requests_to_the_http_door(gateway: G
 
 
 async def test_generated_containers_requests_get_openai_shaped_answers(client: openai.AsyncOpenAI,
-                                                                       base_url: str) -> None:
+                                                                       base_url: str, gateway: Gateway) -> None:
+    """300 through the HTTP door, which checks them; through Envoy, which streams the Containers API to that door
+    unread (envoy_config/routes.py ``_files_routes``), the first 60 of the same (derandomized) draws (before: 300)."""
     import asyncio
 
     from tests.support.fuzz import Tally
     from tests.support.fuzz_containers import run_containers
 
+    examples = 60 if base_url == gateway.url else 300
     container = await client.containers.create(name="fuzzed")
-    tally = await asyncio.to_thread(run_containers, Tally(base_url), container.id, 300)
-    assert tally.sent >= 250 and all(status < 500 for status in tally.statuses), tally.statuses
+    tally = await asyncio.to_thread(run_containers, Tally(base_url), container.id, examples)
+    assert tally.sent >= examples * 5 // 6 and all(status < 500 for status in tally.statuses), tally.statuses
     assert tally.statuses[200] > 0 and tally.statuses[400] > 0 and tally.statuses[404] > 0, tally.statuses
 
 
