@@ -7,12 +7,6 @@ a request carrying a ``shell`` tool with a container environment is routed by En
 ``local`` shell stays the client's, on the ext_proc path). The fake upstream calls the bridge's ``shell`` function
 when the user writes ``sh: <command>`` (as a person would) or ``call shell [args64=…]`` (the whole action), then
 answers ``Tool result: <what the tool returned>``.
-
-What the door changes is the routing (a hosted shell to the HTTP door, a local one kept on the ext_proc path) and
-the answer's way back: the round trips, streams, the background and WebSocket modes and the refusals go through
-both doors. What the sandbox does with the commands (exit codes, time limits, files kept in a container, a
-container carried on by a conversation, files copied in) is the same whichever door the request came in by, so
-those tests run on the HTTP door alone (``SANDBOX_ONLY``).
 """
 
 from __future__ import annotations
@@ -57,9 +51,6 @@ async def gateway(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) 
 @pytest.fixture(params=["http", "envoy"])
 def base_url(request: pytest.FixtureRequest, gateway: Gateway) -> str:
     return gateway.url if request.param == "envoy" else gateway.sidecar.http_url
-
-
-SANDBOX_ONLY = pytest.mark.parametrize("base_url", ["http"], indirect=True)  # the door is not the point
 
 
 @pytest.fixture
@@ -147,7 +138,6 @@ async def test_the_output_reaches_the_client_as_the_command_prints(base_url: str
     assert events[-1]["response"]["output"][1]["output"][1]["stdout"] == "first second"
 
 
-@SANDBOX_ONLY
 async def test_a_non_zero_exit_and_a_timeout_are_outputs(client: openai.AsyncOpenAI) -> None:
     response = await client.responses.create(
         model="fake-model", tools=[AUTO],  # type: ignore[list-item]
@@ -163,7 +153,6 @@ async def test_a_non_zero_exit_and_a_timeout_are_outputs(client: openai.AsyncOpe
     assert "(timed out)" in response.output[-1].content[0].text  # type: ignore[union-attr]
 
 
-@SANDBOX_ONLY
 async def test_a_file_is_there_for_the_next_command_and_the_next_call(client: openai.AsyncOpenAI) -> None:
     container = await client.containers.create(name="shell state")
     tools = [{"type": "shell", "environment": {"type": "container_reference", "container_id": container.id}}]
@@ -180,7 +169,6 @@ async def test_a_file_is_there_for_the_next_command_and_the_next_call(client: op
     assert [file.path for file in files.data] == ["/mnt/data/state.txt"]
 
 
-@SANDBOX_ONLY
 async def test_an_auto_container_goes_on_with_the_conversation(client: openai.AsyncOpenAI) -> None:
     first = await client.responses.create(model="fake-model", input="sh: echo kept > note.txt",
                                           tools=[AUTO])  # type: ignore[list-item]
@@ -275,7 +263,6 @@ async def test_websocket_mode_runs_commands(base_url: str) -> None:
     assert done["item"]["output"][0]["stdout"] == "over the socket\n"
 
 
-@SANDBOX_ONLY
 async def test_container_auto_copies_its_files_in_and_echoes_its_memory_limit(client: openai.AsyncOpenAI) -> None:
     file = await client.files.create(file=("notes.txt", b"from the files api"), purpose="user_data")
     tools = [{"type": "shell", "environment": {"type": "container_auto", "file_ids": [file.id], "memory_limit": "4g"}}]
