@@ -9,7 +9,8 @@ strict mode.
 What the door changes is that hand-off and the answer's way back: a JSON answer, a stream, the refusals, and the
 WebSocket go through both doors. What the tree does once the HTTP door runs it (a subagent's failure or its client
 tool, the usage summed, a continuation replaying the calls, background runs and their cancelling) is the same
-whichever door the request came in by, so those tests run on the HTTP door alone (``TREE_ONLY``).
+whichever door the request came in by, so those tests run on the HTTP door alone (``TREE_ONLY``) — but for the
+client tool's, whose request the ext_proc door scans for served tools before it hands it off.
 """
 
 from __future__ import annotations
@@ -180,7 +181,7 @@ async def test_a_failing_subagent_is_its_result_not_the_roots_crash(doors: Doors
     assert "## agent_2 (failed)\nThe subagent failed" in waited
 
 
-@TREE_ONLY
+@pytest.mark.parametrize("door", ["http", "envoy"])  # the ext_proc door reads the tools first
 async def test_a_subagent_that_calls_a_client_tool_fails_and_its_call_is_not_the_clients(doors: Doors,
                                                                                            door: str) -> None:
     weather = {"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}
