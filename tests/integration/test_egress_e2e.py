@@ -268,7 +268,7 @@ async def test_generated_network_policies_never_fail_the_server(stack: Stack) ->
     """Generated ``POST /v1/containers`` bodies with hostile ``network_policy`` values: 400s in OpenAI's shape or
     made containers, never a status of 500 or more. 300 through the HTTP door, which checks them; the first 60 of
     the same (derandomized) run through Envoy, which passes the route's bodies to that door unread: enough to see
-    no hostile body turns into an Envoy-side failure (before, 300 through each: half the module's work)."""
+    no hostile body turns into an Envoy-side failure (before, 300 through each: two fifths of the module's work)."""
     import asyncio
 
     from tests.support.fuzz import Tally
