@@ -7,6 +7,11 @@ header, over HTTP and over HTTPS (the proxy intercepting TLS for that host with 
 verifying the host's certificate against a test authority the bridge trusts), while the code, its files, its
 ``/proc`` and every answer of the bridge hold only a placeholder. The hosted shell under a policy (its
 ``container_auto.network_policy``) gets the same: it takes the same container → sandbox path.
+
+Envoy hands these requests (server-side tools) to the HTTP door and passes its answer back: the secrets' tests and
+the refusals go through both doors (a secret must not come back by either). What the sandbox can reach under a
+policy, and a conversation's container kept under the same one, is the egress proxy's and the sandbox's, the same
+whichever door the request came in by: those run on the HTTP door alone (``SANDBOX_ONLY``).
 """
 
 from __future__ import annotations
@@ -95,6 +100,9 @@ async def stack(fake_upstream: str, test_host: LoopbackHost,
         yield Stack(gateway.sidecar, gateway.url, gateway.envoy, test_host, log)
 
 
+SANDBOX_ONLY = pytest.mark.parametrize("client", ["http"], indirect=True)  # the door is not the point
+
+
 @pytest.fixture(params=["http", "envoy"])
 async def client(request: pytest.FixtureRequest, stack: Stack) -> AsyncIterator[openai.AsyncOpenAI]:
     base = stack.envoy_url if request.param == "envoy" else stack.sidecar.http_url
@@ -148,6 +156,7 @@ async def run(client: openai.AsyncOpenAI, code: str, container: Any) -> dict[str
     return dict(orjson.loads(logs.strip().splitlines()[-1]), _response=response.model_dump_json(), _logs=logs)
 
 
+@SANDBOX_ONLY
 async def test_the_allowed_host_is_reached_and_nothing_else(client: openai.AsyncOpenAI, stack: Stack) -> None:
     host, bridge = stack.host.port, stack.bridge_port
     before = len(stack.host.seen)
@@ -226,6 +235,7 @@ async def test_the_echo_of_tools_hides_a_secret_given_on_an_auto_container(clien
     assert SECRET not in stored.model_dump_json()
 
 
+@SANDBOX_ONLY
 async def test_the_disabled_policy_has_no_network(client: openai.AsyncOpenAI, stack: Stack) -> None:
     host = stack.host.port
     for container in ({"type": "auto"}, {"type": "auto", "network_policy": {"type": "disabled"}}):
@@ -255,16 +265,18 @@ async def test_a_bad_policy_is_a_400_naming_its_field(client: openai.AsyncOpenAI
 
 
 async def test_generated_network_policies_never_fail_the_server(stack: Stack) -> None:
-    """300 generated ``POST /v1/containers`` bodies with hostile ``network_policy`` values through each door: 400s
-    in OpenAI's shape or made containers, never a status of 500 or more."""
+    """Generated ``POST /v1/containers`` bodies with hostile ``network_policy`` values: 400s in OpenAI's shape or
+    made containers, never a status of 500 or more. 300 through the HTTP door, which checks them; the first 60 of
+    the same (derandomized) run through Envoy, which passes the route's bodies to that door unread: enough to see
+    no hostile body turns into an Envoy-side failure (before, 300 through each: two fifths of the module's work)."""
     import asyncio
 
     from tests.support.fuzz import Tally
     from tests.support.fuzz_containers import run_network_policies
 
-    for base in (stack.sidecar.http_url, stack.envoy_url):
-        tally = await asyncio.to_thread(run_network_policies, Tally(base), 300)
-        assert tally.sent >= 300 and all(status < 500 for status in tally.statuses), tally.statuses
+    for base, examples in ((stack.sidecar.http_url, 300), (stack.envoy_url, 60)):
+        tally = await asyncio.to_thread(run_network_policies, Tally(base), examples)
+        assert tally.sent >= examples and all(status < 500 for status in tally.statuses), tally.statuses
         assert tally.statuses[200] > 0 and tally.statuses[400] > 0, tally.statuses
 
 
@@ -305,6 +317,7 @@ async def shell(client: openai.AsyncOpenAI, script: str, environment: dict[str, 
                 _stdout=command.stdout, _id=response.id)
 
 
+@SANDBOX_ONLY
 @needs_shell
 async def test_the_shell_reaches_the_allowed_host_and_nothing_else(client: openai.AsyncOpenAI, stack: Stack) -> None:
     host, bridge = stack.host.port, stack.bridge_port
@@ -357,6 +370,7 @@ async def test_a_domain_secret_reaches_the_host_from_the_shell_and_never_the_san
     assert SECRET not in stack.log.read_text(errors="replace")
 
 
+@SANDBOX_ONLY
 @needs_shell
 async def test_a_shell_conversation_keeps_its_container_only_under_the_same_policy(
         client: openai.AsyncOpenAI) -> None:

@@ -4,6 +4,11 @@ program's worker is bounded by the kernel); one tenant's queue of endless progra
 program longer than one program's time bound. (A waiting program resuming across a restart, which is the store's,
 is test_program_restart.py's.)
 
+Envoy hands a request with ``programmatic_tool_calling`` (a server-side tool) to the sidecar's HTTP door, which
+runs the tool loop and its programs and whose answer Envoy passes back: the refusal of a forged program is checked
+through both doors; what the programs' workers and slots do (memory bounds, the queue's fairness) is the same
+whichever door the request came in by, so those run on the HTTP door alone (``PROGRAMS_ONLY``).
+
 The sidecar, its keys included, is on a SQLite file of its own: programs, their slots and their workers' memory
 are the process's, whatever the store, so the PostgreSQL pass of scripts/test leaves the module out."""
 
@@ -89,6 +94,9 @@ def door(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+PROGRAMS_ONLY = pytest.mark.parametrize("door", ["http"])  # the door is not the point: the HTTP door runs both
+
+
 async def post(url: str, key: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
         async with session.post(f"{url}/v1/responses", headers={"Authorization": f"Bearer {key}"},
@@ -129,6 +137,7 @@ def _sidecar_tree_peak(pid: int, stop: threading.Event, peaks: dict[int, float])
         time.sleep(0.01)
 
 
+@PROGRAMS_ONLY
 async def test_hostile_buffers_never_grow_the_sidecar(stack: Stack, door: str) -> None:
     """Four programs at once, each keeping 20 filled 64 MiB buffers (5 GiB in all): before, the sidecar held them
     all (82 MiB -> 4.9 GiB); now each program's worker stops at its bound and the sidecar holds none."""
@@ -157,6 +166,7 @@ async def test_hostile_buffers_never_grow_the_sidecar(stack: Stack, door: str) -
     assert worker_peak < (PROGRAM_MEMORY >> 20) * 1.05 + 160  # the bound, beyond V8's own resident part
 
 
+@PROGRAMS_ONLY
 @pytest.mark.parametrize("attackers", [["acme"], ["acme", "gamma"]], ids=["one-attacker", "two-attackers"])
 async def test_a_tenants_queue_of_endless_programs_never_holds_another_tenants_program(
         stack: Stack, door: str, attackers: list[str]) -> None:
