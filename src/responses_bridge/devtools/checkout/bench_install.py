@@ -48,6 +48,7 @@ def installed_python(tree: Path, log: bool = True) -> Path:
     venv = Path(platformdirs.user_cache_dir("responses-bridge"), "bench-ab", tree_digest(tree))
     python = venv / "bin" / "python"
     if (venv / _DONE).is_file():
+        _see_dependencies(python)  # the venv that made it may be gone: the running one's, each time
         return python
     if log:
         print(f"bench A/B: installing {tree} into {venv}", file=sys.stderr, flush=True)
@@ -62,12 +63,19 @@ def installed_python(tree: Path, log: bool = True) -> Path:
         subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
                         scratch], check=True)
     # after the install: with the running venv in sight, pip would take its editable bridge for the one to replace
-    own = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                              capture_output=True, text=True, check=True).stdout.strip())
-    (own / "_bench_deps.pth").write_text("".join(f"{path}\n" for path in site.getsitepackages()))
+    own = _see_dependencies(python)
     where = subprocess.run([str(python), "-c", "import responses_bridge; print(responses_bridge.__file__)"],
                            capture_output=True, text=True, check=True).stdout.strip()
     if not Path(where).is_relative_to(own):
         raise SystemExit(f"responses-bridge bench: {venv} imports the bridge from {where}, not its own install")
     (venv / _DONE).write_text(f"{tree}\n")
     return python
+
+
+def _see_dependencies(python: Path) -> Path:
+    """Point ``python``'s venv at the running benchmark's site-packages for its dependencies; its own
+    site-packages."""
+    own = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                              capture_output=True, text=True, check=True).stdout.strip())
+    (own / "_bench_deps.pth").write_text("".join(f"{path}\n" for path in site.getsitepackages()))
+    return own
