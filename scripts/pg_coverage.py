@@ -6,6 +6,11 @@ modules, largest cost first: the lines of src/responses_bridge/store/postgres th
 other module covers, and whether it is marked ``store_proven`` (left out of the PostgreSQL pass); then the lines the
 two passes cover together with and without the marked modules. A module marked store_proven that covers a line no
 module still running covers is listed as a mistake, and the exit is 1.
+
+``--all-measured``: the same over every measured file (the whole store package, runtime.py, serve.py,
+keys_command.py, services/ingestion.py, run on PostgreSQL), a stricter test than the PostgreSQL store's own lines.
+``--suggest``: which unmarked modules could be left out too (largest first, each checked against what would be
+left), and the fewest modules still running that cover each one's lines (the names its mark would give).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import coverage
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES = "/responses_bridge/store/postgres/"
 MARKED = re.compile(r"pytest\.mark\.store_proven\b")
+Line = tuple[str, int]
 
 
 def module_seconds(junit: Path) -> dict[str, float]:
@@ -34,45 +40,90 @@ def module_seconds(junit: Path) -> dict[str, float]:
     return seconds
 
 
-def main(out: Path) -> int:
+def covered(out: Path, everything: bool) -> tuple[dict[str, set[Line]], set[Line]]:
+    """Lines by context, and the statements of the files looked at."""
     cov = coverage.Coverage(data_file=str(out / "data" / ".coverage"), config_file=str(out / "coveragerc"))
     cov.combine(keep=True)
-    cov.save()
     data = cov.get_data()
-    lines: dict[str, set[tuple[str, int]]] = defaultdict(set)
-    statements: set[tuple[str, int]] = set()
+    lines: dict[str, set[Line]] = defaultdict(set)
+    statements: set[Line] = set()
     for path in data.measured_files():
-        if POSTGRES not in path:
+        marker = "/responses_bridge/" if everything else POSTGRES
+        if marker not in path:
             continue
-        name = path[path.index(POSTGRES) + 1:]
+        name = path[path.index(marker) + 1:]
         statements |= {(name, line) for line in cov.analysis2(path)[1]}
         for line, contexts in data.contexts_by_lineno(path).items():
             for context in contexts:
                 lines[context].add((name, line))
+    return lines, statements
+
+
+def cover_with(missing: set[Line], candidates: dict[str, set[Line]]) -> list[str]:
+    """The fewest candidates (greedy) whose lines hold ``missing``."""
+    chosen: list[str] = []
+    while missing:
+        best = max(candidates, key=lambda name: len(candidates[name] & missing))
+        if not candidates[best] & missing:
+            break
+        chosen.append(best)
+        missing = missing - candidates[best]
+    return chosen
+
+
+def proofs(context: str) -> list[str]:
+    """The contexts of the modules a store_proven mark names (they must keep running)."""
+    text = (ROOT / context.removeprefix("postgres:")).read_text()
+    mark = re.search(r"store_proven\((.*?)reason=", text, re.S)
+    named = re.findall(r"[\"'](tests/[^\"']+\.py)[\"']", mark.group(1)) if mark else []
+    return [f"{'postgres' if name.startswith('tests/integration/') else 'sqlite'}:{name}" for name in named]
+
+
+def main(out: Path, everything: bool, suggest: bool) -> int:
+    lines, statements = covered(out, everything)
     pg_modules = sorted(context for context in lines if context.startswith("postgres:"))
     sqlite_lines = set().union(*(lines[c] for c in lines if c.startswith("sqlite:")))
     marked = {c for c in pg_modules if MARKED.search((ROOT / c.removeprefix("postgres:")).read_text())}
     seconds = module_seconds(out / "postgres.xml")
-    everything = set().union(*lines.values())
+    cost = {c: seconds[c.removeprefix("postgres:")] for c in pg_modules}
+    every = set().union(*lines.values())
     kept = sqlite_lines.union(*(lines[c] for c in pg_modules if c not in marked))
-    print(f"src/responses_bridge/store/postgres: {len(statements)} statements")
+    scope = "the measured files" if everything else "src/responses_bridge/store/postgres"
+    print(f"{scope}: {len(statements)} statements")
     print(f"{'module (PostgreSQL pass)':60} {'s':>6} {'lines':>5} {'only':>5} {'not in sqlite':>13}  mark")
     mistakes = []
-    for context in sorted(pg_modules, key=lambda c: -seconds[c.removeprefix("postgres:")]):
+    for context in sorted(pg_modules, key=lambda c: -cost[c]):
         others = set().union(*(lines[c] for c in lines if c != context))
         own = lines[context]
         module = context.removeprefix("postgres:")
-        print(f"{module:60} {seconds[module]:6.1f} {len(own):5} {len(own - others):5} {len(own - sqlite_lines):13}"
+        print(f"{module:60} {cost[context]:6.1f} {len(own):5} {len(own - others):5} {len(own - sqlite_lines):13}"
               f"  {'store_proven' if context in marked else ''}")
         if context in marked and own - kept:
             mistakes.append((module, sorted(own - kept)))
     print(f"the sqlite pass's own PostgreSQL tests: {len(sqlite_lines)} lines")
-    print(f"both passes, every module: {len(everything)} of {len(statements)} lines")
-    print(f"both passes, the store_proven modules left out: {len(kept)} of {len(statements)} lines")
+    print(f"both passes, every module: {len(every)} of {len(statements)} lines")
+    print(f"both passes, the store_proven modules left out: {len(kept)} of {len(statements)} lines "
+          f"({sum(cost[c] for c in marked):.0f} of {sum(cost.values()):.0f} s of the pass's modules left out)")
     for module, missed in mistakes:
         print(f"MISTAKE: {module} is marked store_proven but alone covers {missed}")
+    if suggest:
+        dropped = set(marked)
+        named = {proof for c in marked for proof in proofs(c)}
+        total = set().union(*(lines[c] for c in lines if c))
+        for context in sorted(pg_modules, key=lambda c: -cost[c]):
+            if context in dropped or context in named:
+                continue
+            running = {c: lines[c] for c in lines if c and c not in dropped and c != context}
+            if set().union(*running.values()) >= total:
+                names = cover_with(set(lines[context]), running)
+                dropped.add(context)
+                named.update(names)
+                print(f"could leave out {context.removeprefix('postgres:')} ({cost[context]:.1f} s): covered by "
+                      + ", ".join(name.partition(":")[2] for name in names))
     return 1 if mistakes else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(Path(sys.argv[1])))
+    arguments = sys.argv[1:]
+    sys.exit(main(Path(next(a for a in arguments if not a.startswith("--"))), "--all-measured" in arguments,
+                  "--suggest" in arguments))
