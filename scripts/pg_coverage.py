@@ -22,6 +22,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import coverage
+from coverage.python import PythonFileReporter
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES = "/responses_bridge/store/postgres/"
@@ -52,10 +53,14 @@ def covered(out: Path, everything: bool) -> tuple[dict[str, set[Line]], set[Line
         if marker not in path:
             continue
         name = path[path.index(marker) + 1:]
-        statements |= {(name, line) for line in cov.analysis2(path)[1]}
+        executable = set(cov.analysis2(path)[1])
+        statements |= {(name, line) for line in executable}
+        # a statement over several lines is traced on each of them (Python 3.11): counted once, at its first line
+        reporter = PythonFileReporter(path, cov)
         for line, contexts in data.contexts_by_lineno(path).items():
-            for context in contexts:
-                lines[context].add((name, line))
+            for first in reporter.translate_lines([line]) & executable:
+                for context in contexts:
+                    lines[context].add((name, first))
     return lines, statements
 
 
