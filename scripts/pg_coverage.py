@@ -65,14 +65,17 @@ def covered(out: Path, everything: bool) -> tuple[dict[str, set[Line]], set[Line
 
 
 def cover_with(missing: set[Line], candidates: dict[str, set[Line]]) -> list[str]:
-    """The fewest candidates (greedy) whose lines hold ``missing``."""
+    """The fewest candidates (greedy) whose lines hold ``missing``: the sqlite pass's own PostgreSQL modules first
+    (they run anyway), then the PostgreSQL pass's."""
     chosen: list[str] = []
-    while missing:
-        best = max(candidates, key=lambda name: len(candidates[name] & missing))
-        if not candidates[best] & missing:
-            break
-        chosen.append(best)
-        missing = missing - candidates[best]
+    for allowed in (lambda name: name.startswith("sqlite:"), lambda name: True):
+        pool = {name: held for name, held in candidates.items() if allowed(name)}
+        while missing and pool:
+            best = max(pool, key=lambda name: len(pool[name] & missing))
+            if not pool[best] & missing:
+                break
+            chosen.append(best)
+            missing = missing - pool.pop(best)
     return chosen
 
 

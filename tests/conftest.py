@@ -19,8 +19,8 @@ whose PostgreSQL path — every line of src/responses_bridge/store/postgres thos
 the modules it names, which do run on PostgreSQL: ``pytest.mark.store_proven("tests/unit/test_x.py", ...,
 reason="...")``. The PostgreSQL pass leaves it out too (``--skip-store-proven``); it still runs in the sqlite pass.
 What is checked on every run: a module's mark, at least one module named and a reason; each named module exists and
-runs on PostgreSQL — an integration module marked neither ``store_free`` nor ``store_proven``, or a module of another
-suite that opens PostgreSQL itself (one of ``OWN_POSTGRES``'s fixtures or helpers). That the named modules cover the
+runs on PostgreSQL — an integration module marked neither ``store_free`` nor ``store_proven``, or a module that
+opens PostgreSQL itself (one of ``OWN_POSTGRES``'s fixtures or helpers). That the named modules cover the
 marked one's lines is measured, not checked here: ``scripts/pg-coverage`` (docs/development.md).
 """
 
@@ -128,13 +128,14 @@ def _check_proof(root: Path, module: str, named: str) -> None:
     if named == module or not path.is_file() or not path.name.startswith("test_"):
         raise pytest.UsageError(f"{module}: {STORE_PROVEN} names {named!r}, which is not another test module")
     text = path.read_text()
-    if named.startswith("tests/integration/"):
-        if LEFT_OUT.search(text):
-            raise pytest.UsageError(f"{module}: {STORE_PROVEN} names {named}, which the PostgreSQL pass leaves out "
-                                    "too")
-    elif not OWN_POSTGRES.search(text):
-        raise pytest.UsageError(f"{module}: {STORE_PROVEN} names {named}, which does not open PostgreSQL itself "
-                                "(none of its tests runs there)")
+    if OWN_POSTGRES.search(text):
+        return  # on PostgreSQL in the sqlite pass, whatever the switch says
+    integration = named.startswith("tests/integration/")
+    if integration and not LEFT_OUT.search(text):
+        return  # in the PostgreSQL pass
+    why = "the PostgreSQL pass leaves it out" if integration else "it does not open PostgreSQL itself"
+    raise pytest.UsageError(f"{module}: {STORE_PROVEN} names {named}, which runs on PostgreSQL in neither pass "
+                            f"({why})")
 
 
 def _order_modules(items: list[pytest.Item]) -> None:

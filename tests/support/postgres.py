@@ -93,7 +93,7 @@ class PostgresServer:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-SERVER_CPU_LOG = "RESPONSES_BRIDGE_TEST_PG_CPU_LOG"
+SERVER_CPU_LOG = "PG_TEST_CPU_LOG"  # not RESPONSES_BRIDGE_*: tests/conftest.py clears those
 """A file to which each server adds, as it stops, the CPU-seconds (user + system) its processes used: they are not
 the tests' children (pg_ctl detaches the server), so a measure of the tests' process tree leaves them out."""
 

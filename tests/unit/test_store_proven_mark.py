@@ -18,6 +18,8 @@ def root(tmp_path: Path) -> Path:
         "tests/integration/test_runs_there.py": "async def test_one(client): ...\n",
         "tests/integration/test_free.py": "pytestmark = pytest.mark.store_free\n",
         "tests/integration/test_proven.py": 'pytestmark = pytest.mark.store_proven("x", reason="y")\n',
+        "tests/integration/test_replicas.py": "pytestmark = pytest.mark.store_free\n"
+                                              "async def test_one(postgres_url): ...\n",
         "tests/unit/test_contract.py": "async def test_one(postgres_url): ...\n",
         "tests/unit/test_sqlite_only.py": "def test_one(tmp_path): ...\n",
         "tests/support/helpers.py": "from tests.support.postgres import postgres_url\n",
@@ -28,14 +30,15 @@ def root(tmp_path: Path) -> Path:
     return tmp_path
 
 
-@pytest.mark.parametrize("named", ["tests/integration/test_runs_there.py", "tests/unit/test_contract.py"])
+@pytest.mark.parametrize("named", ["tests/integration/test_runs_there.py", "tests/unit/test_contract.py",
+                                   "tests/integration/test_replicas.py"])  # store_free, on PostgreSQL by itself
 def test_a_module_that_runs_on_postgres_may_be_named(root: Path, named: str) -> None:
     _check_proof(root, "tests/integration/test_marked.py", named)
 
 
 @pytest.mark.parametrize(("named", "said"), [
-    ("tests/integration/test_free.py", "leaves out"),  # not on PostgreSQL in the pass
-    ("tests/integration/test_proven.py", "leaves out"),  # itself proven elsewhere: no chain of marks
+    ("tests/integration/test_free.py", "leaves it out"),  # not on PostgreSQL in the pass
+    ("tests/integration/test_proven.py", "leaves it out"),  # itself proven elsewhere: no chain of marks
     ("tests/unit/test_sqlite_only.py", "does not open PostgreSQL"),
     ("tests/integration/test_gone.py", "not another test module"),
     ("tests/support/helpers.py", "not another test module"),
