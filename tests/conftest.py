@@ -13,12 +13,23 @@ tests/support/postgres.py's ``store_from_env``: what puts a sidecar on PostgreSQ
 either setting, so scripts/test's PostgreSQL pass leaves it out (``--skip-store-free``). The mark is checked, not
 trusted: it must be the module's, its tests may not use the suite's shared sidecar (``SWITCHED_FIXTURES``), and a
 test of it that reads the switch anyway, in its set-up, body or teardown, errors at its teardown.
+
+``store_proven`` marks a module whose tests do read the switch (they start sidecars on PostgreSQL in that pass), but
+whose PostgreSQL path — every line of src/responses_bridge/store/postgres those tests cover there — is covered by
+the modules it names, which do run on PostgreSQL: ``pytest.mark.store_proven("tests/unit/test_x.py", ...,
+reason="...")``. The PostgreSQL pass leaves it out too (``--skip-store-proven``); it still runs in the sqlite pass.
+What is checked on every run: a module's mark, at least one module named and a reason; each named module exists and
+runs on PostgreSQL — an integration module marked neither ``store_free`` nor ``store_proven``, or a module that
+opens PostgreSQL itself (one of ``OWN_POSTGRES``'s fixtures or helpers). That the named modules cover the
+marked one's lines is measured, not checked here: ``scripts/pg-coverage`` (docs/development.md).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -30,6 +41,11 @@ __all__ = ["postgres_server", "postgres_url"]
 
 STORE_FREE = "store_free"
 RUNS_FIRST = "runs_first"
+STORE_PROVEN = "store_proven"
+OWN_POSTGRES = re.compile(r"\b(postgres_url|postgres_server|postgres_database|postgres_database_url|fresh_database|"
+                          r"migrated_database|store_kinds|support\.stores|support\.replicas)\b")
+"""What a module outside tests/integration uses when it runs on PostgreSQL whatever the store switch says."""
+LEFT_OUT = re.compile(r"pytest\.mark\.(store_free|store_proven)\b")
 SWITCHED_FIXTURES = frozenset({"sidecar"})
 """Session fixtures that start a sidecar on the switch's store: set up once, by whichever test asks first, so a
 test that uses them reads the switch whether or not it was the one that started them."""
@@ -42,6 +58,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help=f"the store the store and integration tests run on (default: ${STORE_ENV} or sqlite)")
     parser.addoption("--skip-store-free", action="store_true", default=False,
                      help=f"leave out the modules marked {STORE_FREE} (they run the same on either store)")
+    parser.addoption("--skip-store-proven", action="store_true", default=False,
+                     help=f"leave out the modules marked {STORE_PROVEN} (their PostgreSQL path is covered by the "
+                          "modules the mark names)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -67,11 +86,56 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             raise pytest.UsageError(f"{item.nodeid} is in a {STORE_FREE} module but uses {sorted(used)}, which "
                                     "starts a sidecar on the store the run asks for")
         free.append(item)
-    if free and config.getoption("--skip-store-free"):
-        config.hook.pytest_deselected(items=free)
-        left_out = {id(item) for item in free}
-        items[:] = [item for item in items if id(item) not in left_out]
+    proven = _store_proven(config, items)
+    left_out = (free if config.getoption("--skip-store-free") else []) + (
+        proven if config.getoption("--skip-store-proven") else [])
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        dropped = {id(item) for item in left_out}
+        items[:] = [item for item in items if id(item) not in dropped]
     _order_modules(items)
+
+
+def _store_proven(config: pytest.Config, items: list[pytest.Item]) -> list[pytest.Item]:
+    """The items of the modules marked ``store_proven``, their marks checked (the module docstring says how)."""
+    proven: list[pytest.Item] = []
+    checked: set[str] = set()
+    for item in items:
+        marks = list(item.iter_markers_with_node(STORE_PROVEN))
+        if not marks:
+            continue
+        proven.append(item)
+        if not all(isinstance(node, pytest.Module) for node, _ in marks):
+            raise pytest.UsageError(f"{item.nodeid}: {STORE_PROVEN} marks a whole module (its pytestmark), not a test")
+        module = item.nodeid.partition("::")[0]
+        if module in checked:
+            continue
+        checked.add(module)
+        mark = marks[0][1]
+        if item.get_closest_marker(STORE_FREE) is not None:
+            raise pytest.UsageError(f"{module}: marked both {STORE_FREE} and {STORE_PROVEN}: one says it never reads "
+                                    "the store switch, the other that it does")
+        if not mark.args or not str(mark.kwargs.get("reason", "")).strip():
+            raise pytest.UsageError(f"{module}: {STORE_PROVEN} names the modules that run its PostgreSQL path "
+                                    '(positional) and why (reason="...")')
+        for named in mark.args:
+            _check_proof(config.rootpath, module, str(named))
+    return proven
+
+
+def _check_proof(root: Path, module: str, named: str) -> None:
+    path = root / named
+    if named == module or not path.is_file() or not path.name.startswith("test_"):
+        raise pytest.UsageError(f"{module}: {STORE_PROVEN} names {named!r}, which is not another test module")
+    text = path.read_text()
+    if OWN_POSTGRES.search(text):
+        return  # on PostgreSQL in the sqlite pass, whatever the switch says
+    integration = named.startswith("tests/integration/")
+    if integration and not LEFT_OUT.search(text):
+        return  # in the PostgreSQL pass
+    why = "the PostgreSQL pass leaves it out" if integration else "it does not open PostgreSQL itself"
+    raise pytest.UsageError(f"{module}: {STORE_PROVEN} names {named}, which runs on PostgreSQL in neither pass "
+                            f"({why})")
 
 
 def _order_modules(items: list[pytest.Item]) -> None:

@@ -14,6 +14,12 @@ from pydantic import TypeAdapter
 from tests.support.bridge import UpstreamLog
 from tests.support.schema import validate_response
 
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_postgres_start.py",
+    "tests/integration/test_agents_automations_replicas.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
+
 MODEL = "fake-model"
 CLOCK = {"type": "function", "name": "get_time", "description": "The time now.",
          "parameters": {"type": "object", "properties": {"zone": {"type": "string"}}}}

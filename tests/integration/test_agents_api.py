@@ -24,6 +24,13 @@ from pydantic import TypeAdapter
 
 from tests.support.bridge import Sidecar, UpstreamLog, running_sidecar
 
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_agents_automations_replicas.py",
+    "tests/unit/test_agent_store.py",
+    "tests/integration/test_replicas.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
+
 MODEL = "fake-model"
 BETA = {"OpenAI-Beta": "agents=v1"}
 _EVENTS: TypeAdapter[Any] = TypeAdapter(AgentSessionEvent)

@@ -34,6 +34,12 @@ from tests.support.postgres import sidecar_env
 from tests.support.sidecar_state import database_bytes, sidecar_stores
 
 pytestmark = pytest.mark.skipif(not have_envoy(), reason="envoy binary not available")
+pytestmark = [pytestmark, pytest.mark.store_proven(
+    "tests/integration/test_agents_automations_replicas.py",
+    "tests/unit/test_store_contract.py",
+    "tests/integration/test_replicas_code.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)]
 
 MODEL = "fake-model"
 UPSTREAM_KEY = "sk-upstream-conf"

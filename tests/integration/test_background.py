@@ -14,6 +14,13 @@ from responses_bridge.envoy_config import render_bootstrap
 from tests.support.bridge import start_sidecar
 from tests.support.schema import check_stream
 
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_replicas.py",
+    "tests/integration/test_agents_automations_replicas.py",
+    "tests/unit/test_background_replicas.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
+
 MODEL = "fake-model"
 
 

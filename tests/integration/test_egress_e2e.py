@@ -39,6 +39,11 @@ from tests.support.tls_ca import make_test_ca
 
 pytestmark = [pytest.mark.skipif(not have_envoy(), reason="envoy binary not available"),
               pytest.mark.skipif(check_bubblewrap()[1] is not None, reason="bubblewrap cannot sandbox here")]
+pytestmark = [*pytestmark, pytest.mark.store_proven(
+    "tests/integration/test_replicas_code.py",
+    "tests/integration/test_postgres_start.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)]
 
 SECRET = "s3cret-Value-only-the-host-may-see"
 OUTPUTS = ["code_interpreter_call.outputs"]

@@ -23,6 +23,13 @@ from tests.support.gateway import Gateway, running_gateway
 from tests.support.schema import check_sequence, parse_sse
 from tests.support.sdk_strict import failure_reason, strict_event, strict_response, strict_ws_event
 
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_agents_automations_replicas.py",
+    "tests/integration/test_replicas.py",
+    "tests/unit/test_store_contract.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
+
 MAX_EVENT_BYTES = 65536
 
 # How the fake upstream fails a response (fake_upstream.py, 9 and 13), and the reasons each path can give for it:

@@ -25,6 +25,14 @@ from tests.support.gateway import envoy_before
 from tests.support.schema import check_stream, validate_event, validate_response
 from tests.unit.test_retrieval_extract import pdf_with_text
 
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_replicas_code.py",
+    "tests/unit/test_store_contract.py",
+    "tests/integration/test_agents_automations_replicas.py",
+    "tests/unit/test_postgres_file_bytes.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
+
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYGBgAAAABQABpfZFQAAAAABJRU5E"
                        "rkJggg==")
 NOTE = "The harbour lamps are kept in the north depot."

@@ -23,6 +23,15 @@ from tests.support.envoy import EnvoyProcess, start_envoy
 from tests.support.memory import reset_peak, status_kb
 from tests.support.sidecar_state import database_of, stored_files
 
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_replicas_retrieval.py",
+    "tests/unit/test_tenancy_files_store.py",
+    "tests/integration/test_agents_automations_replicas.py",
+    "tests/unit/test_postgres_file_bytes.py",
+    "tests/unit/test_file_service.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
+
 MiB = 1 << 20
 LIMIT = MiB  # the limited sidecar's RESPONSES_BRIDGE_MAX_FILE_BYTES
 ERROR_KEYS = {"message", "type", "param", "code"}

@@ -14,6 +14,13 @@ import aiohttp
 import pytest
 from yarl import URL
 
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_postgres_start.py",
+    "tests/integration/test_agents_automations_replicas.py",
+    "tests/unit/test_store_contract.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
+
 MODEL = "fake-model"
 ERROR_KEYS = {"message", "type", "param", "code"}
 

@@ -26,6 +26,14 @@ from openai.types.responses import Response
 
 from tests.support.schema import validate_response
 
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_postgres_start.py",
+    "tests/unit/test_store_contract.py",
+    "tests/integration/test_replicas_code.py",
+    "tests/integration/test_agents_automations_replicas.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
+
 MODEL = "fake-model"
 LIST_KEYS = {"object", "data", "first_id", "last_id", "has_more"}
 

@@ -36,6 +36,11 @@ from tests.support.schema import parse_sse
 from tests.support.sdk_strict import strict_event
 
 pytestmark = pytest.mark.skipif(not have_envoy(), reason="envoy binary not available")
+pytestmark = [pytestmark, pytest.mark.store_proven(
+    "tests/integration/test_agents_automations_replicas.py",
+    "tests/integration/test_replicas.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)]
 
 BETA = ["responses_multi_agent=v1"]
 BETA_HEADERS = {"openai-beta": "responses_multi_agent=v1"}

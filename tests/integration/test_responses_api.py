@@ -16,6 +16,13 @@ from tests.support.schema import (
     validate_response,
 )
 
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_postgres_start.py",
+    "tests/unit/test_store_contract.py",
+    "tests/integration/test_replicas_code.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
+
 WEATHER_TOOL = {
     "type": "function",
     "name": "get_weather",

@@ -16,6 +16,11 @@ import pytest
 from tests.support.bridge import UpstreamLog
 from tests.support.schema import check_stream, validate_response
 
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_agents_automations_replicas.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
+
 MODEL = "fake-model"
 
 BOGUS: list[tuple[dict[str, Any], str]] = [

@@ -32,6 +32,13 @@ from tests.unit.test_server_tool_turns import check_event, check_item_order
 pytestmark = [pytest.mark.skipif(not have_envoy(), reason="envoy binary not available"),
               pytest.mark.skipif(check_bubblewrap()[1] is not None, reason="bubblewrap cannot sandbox here"),
               pytest.mark.skipif(CgroupParent.find() is None, reason="no cgroup per call here: shell is refused")]
+pytestmark = [*pytestmark, pytest.mark.store_proven(
+    "tests/integration/test_replicas_code.py",
+    "tests/integration/test_agents_automations_replicas.py",
+    "tests/integration/test_replicas_retrieval.py",
+    "tests/integration/test_postgres_start.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)]
 
 AUTO = {"type": "shell", "environment": {"type": "container_auto"}}
 

@@ -28,6 +28,11 @@ from tests.support.search_server import SearchServer
 from tests.unit.test_server_tool_turns import _event_adapter, _item_adapter, check_event, check_item_order
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+pytestmark = [pytestmark, pytest.mark.store_proven(
+    "tests/integration/test_replicas.py",
+    "tests/integration/test_agents_automations_replicas.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)]
 
 MCP_CALL_TIMEOUT = 3.0
 

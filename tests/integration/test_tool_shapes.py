@@ -16,6 +16,12 @@ from responses_bridge.engine.compaction import SUMMARY_PREFIX
 from tests.support.bridge import UpstreamLog, running_sidecar
 from tests.support.schema import check_stream, validate_response
 
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_agents_automations_replicas.py",
+    "tests/unit/test_store_contract.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
+
 MODEL = "fake-model"
 CUSTOM = {"type": "custom", "name": "code_exec", "description": "Runs Python code.",
           "format": {"type": "grammar", "syntax": "regex", "definition": "[a-z]+"}}

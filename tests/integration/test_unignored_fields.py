@@ -21,6 +21,12 @@ import pytest
 from tests.support.bridge import Sidecar, UpstreamLog, running_sidecar
 from tests.support.gateway import envoy_before
 
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_agents_automations_replicas.py",
+    "tests/integration/test_replicas.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
+
 MODERATION: Any = {"model": "omni-moderation-latest", "policy": {"input": {"mode": "block"}}}
 CACHE_OPTIONS: Any = {"mode": "explicit", "ttl": "12h"}
 COMPUTER: Any = {"type": "computer_use_preview", "display_width": 1024, "display_height": 768, "environment": "linux"}

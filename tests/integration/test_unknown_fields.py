@@ -10,6 +10,13 @@ from typing import Any
 import aiohttp
 import pytest
 
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_replicas_retrieval.py",
+    "tests/integration/test_replicas.py",
+    "tests/unit/test_tenancy_files_store.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
+
 MODEL = "fake-model"
 SHELL = {"type": "shell", "environment": {"type": "container_auto"}}
 MISSPELLED: list[tuple[dict[str, Any], str, str]] = [

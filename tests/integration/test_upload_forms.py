@@ -9,6 +9,14 @@ from typing import Any
 import aiohttp
 import pytest
 
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_replicas_code.py",
+    "tests/unit/test_tenancy_files_store.py",
+    "tests/unit/test_containers_service.py",
+    "tests/integration/test_agents_automations_replicas.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
+
 BOUNDARY = "cutshortboundaryQ7x"
 ERROR_KEYS = {"message", "type", "param", "code"}
 HEADERS = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}

@@ -26,6 +26,13 @@ from tests.support.sdk_strict import failure_reason
 from tests.support.upstreams import Deployment, running_deployment
 
 pytestmark = pytest.mark.skipif(not have_envoy(), reason="envoy binary not available")
+pytestmark = [pytestmark, pytest.mark.store_proven(
+    "tests/integration/test_postgres_start.py",
+    "tests/integration/test_replicas_retrieval.py",
+    "tests/integration/test_replicas.py",
+    "tests/unit/test_store_contract.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)]
 
 
 @pytest.fixture(scope="module")

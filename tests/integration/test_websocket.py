@@ -12,6 +12,13 @@ from tests.support.bridge import UpstreamLog
 from tests.support.schema import check_sequence, validate_event
 from tests.support.sdk_strict import failure_reason, strict_ws_event
 
+pytestmark = pytest.mark.store_proven(
+    "tests/integration/test_postgres_start.py",
+    "tests/integration/test_replicas_code.py",
+    "tests/unit/test_store_contract.py",
+    reason="every store/postgres line it covers on PostgreSQL is covered by the modules named (scripts/pg-coverage)",
+)
+
 MODEL = "fake-model"
 TERMINAL = {"response.completed", "response.failed", "response.incomplete", "error"}
 

@@ -77,18 +77,46 @@ class PostgresServer:
         return done.stdout
 
     def psql(self, sql: str, database: str = "postgres") -> str:
+        """``sql`` run by psql (given on its stdin, so a backslash command such as ``\\gexec`` may end it)."""
         env = {**os.environ, "PGPASSWORD": PASSWORD}
         done = subprocess.run([str(_bin("psql")), "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-h", self.host,
-                               "-p", str(self.port), "-U", USER, "-d", database, "-c", sql],
+                               "-p", str(self.port), "-U", USER, "-d", database, "-f", "-"], input=sql,
                               env=env, capture_output=True, text=True, timeout=60, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"psql failed: {done.stderr.strip()}")
         return done.stdout.strip()
 
     def stop(self) -> None:
+        _note_server_cpu(self.directory / "data")
         subprocess.run([str(_bin("pg_ctl")), "-D", str(self.directory / "data"), "-m", "immediate", "-w", "stop"],
                        capture_output=True, timeout=60, check=False, user=self.system_user)
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+SERVER_CPU_LOG = "PG_TEST_CPU_LOG"  # not RESPONSES_BRIDGE_*: tests/conftest.py clears those
+"""A file to which each server adds, as it stops, the CPU-seconds (user + system) its processes used: they are not
+the tests' children (pg_ctl detaches the server), so a measure of the tests' process tree leaves them out."""
+
+
+def _note_server_cpu(data: Path) -> None:
+    log = os.environ.get(SERVER_CPU_LOG)
+    if not log:
+        return
+    try:
+        pid = (data / "postmaster.pid").read_text().split()[0]
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        ticks = sum(int(fields[index]) for index in (11, 12, 13, 14))  # utime stime cutime cstime (exited backends)
+        live = 0
+        for child in Path("/proc").iterdir():  # the backends and workers still running
+            if child.name.isdigit():
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    stat = (child / "stat").read_text().rpartition(")")[2].split()
+                    if stat[1] == pid:
+                        live += int(stat[11]) + int(stat[12])
+    except (OSError, IndexError, ValueError):
+        return
+    with open(log, "a") as file:
+        file.write(f"{(ticks + live) / os.sysconf('SC_CLK_TCK'):.2f}\n")
 
 
 def _bin(name: str) -> Path:
@@ -222,7 +250,43 @@ def fresh_database(server: PostgresServer, prefix: str = "test") -> Iterator[str
 
 
 _templates: dict[int, str] = {}
-"""By server port: the database this process migrated once, which :func:`migrated_database` copies."""
+"""By server port: the database this process migrated once, which :func:`migrated_database` and :func:`sidecar_env`
+copy."""
+
+
+def migrated_template(server: PostgresServer) -> str:
+    """The name of a database at the schema's latest version, migrated once per process and server and never
+    connected to again, so ``CREATE DATABASE … TEMPLATE`` (a file copy) can copy it. Migrated on a thread of its own:
+    callers are sync code running inside the tests' event loop."""
+    if server.port not in _templates:
+        import asyncio
+        import threading
+
+        from responses_bridge.store.postgres import PostgresDatabase  # the store's import only where it is used
+
+        template = f"migrated_{os.getpid()}"
+        server.create_database(template)
+
+        async def migrate() -> None:
+            async with PostgresDatabase(server.url(template)):
+                pass  # migrated on open; closed (no session left on it) before it is copied
+
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                asyncio.run(migrate())
+            except BaseException as exc:  # noqa: BLE001 — raised again in the caller's thread
+                failure.append(exc)
+
+        thread = threading.Thread(target=run, name="migrate-template")
+        thread.start()
+        thread.join()
+        if failure:
+            server.drop_database(template)
+            raise failure[0]
+        _templates[server.port] = template
+    return _templates[server.port]
 
 
 @contextlib.asynccontextmanager
@@ -230,18 +294,11 @@ async def migrated_database(server: PostgresServer, prefix: str = "test") -> Asy
     """A new database already at the schema's latest version (its URL), dropped on exit: a copy (``CREATE DATABASE
     … TEMPLATE``, a file copy) of one this process migrated once, instead of a migration per test (0.5 s on a quiet
     machine, 3 s on a loaded one). For the tests whose subject is what the store does; how the schema comes to be
-    is tested on empty databases (:func:`fresh_database`: tests/unit/test_postgres_database.py, the replicas opening
-    one together, and every sidecar of the PostgreSQL pass)."""
-    if server.port not in _templates:
-        from responses_bridge.store.postgres import PostgresDatabase  # the store's import only where it is used
-
-        template = f"migrated_{os.getpid()}"
-        server.create_database(template)
-        async with PostgresDatabase(server.url(template)):
-            pass  # migrated on open; closed (no session left on it) before it is copied
-        _templates[server.port] = template
+    is tested on empty databases (:func:`fresh_database`: tests/unit/test_postgres_database.py,
+    tests/integration/test_postgres_start.py, the replicas opening one together)."""
+    template = migrated_template(server)
     name = f"{prefix}_{os.getpid()}_{next(_databases)}"
-    server.psql(f'CREATE DATABASE "{name}" TEMPLATE "{_templates[server.port]}"')
+    server.psql(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
     try:
         yield server.url(name)
     finally:
@@ -283,7 +340,13 @@ def sidecar_env(db_path: str) -> dict[str, str]:
 
     A sidecar's ``--db`` path names its database: a sidecar restarted with the same path finds the same database
     (as a restarted replica finds the shared one), and two sidecars with different paths never share state.
-    ``:memory:`` always gets a new database."""
+    ``:memory:`` always gets a new database.
+
+    A new database is a copy of :func:`migrated_template`: a sidecar finds its schema at the latest version, as a
+    replica does after the first one started, instead of migrating it (0.5 s of CPU on a quiet machine, a few on a
+    loaded one, for each of the PostgreSQL pass's several hundred sidecars). Migrating an empty database is what
+    tests/unit/test_postgres_database.py, tests/integration/test_postgres_start.py and the replicas' tests
+    (:func:`fresh_database`) test."""
     if store_from_env() != "postgres":
         return {}
     try:
@@ -294,6 +357,8 @@ def sidecar_env(db_path: str) -> dict[str, str]:
         name = f"mem_{os.getpid()}_{next(_databases)}"
     else:
         name = "db_" + hashlib.sha256(os.path.abspath(db_path).encode()).hexdigest()[:24]
-    if not server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'"):
-        server.create_database(name)
+    template = migrated_template(server)
+    # one psql for "create it unless it is there" (a sidecar restarted on its path finds its database)
+    server.psql(f"SELECT format('CREATE DATABASE %I TEMPLATE %I', '{name}', '{template}') "
+                f"WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = '{name}') \\gexec")
     return {"RESPONSES_BRIDGE_DATABASE_URL": server.url(name)}
