@@ -14,6 +14,8 @@ from pathlib import Path
 
 from setuptools import find_namespace_packages
 
+from responses_bridge.cli import COMMAND_MODULES
+
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "responses_bridge"
 DEVTOOLS = f"{PACKAGE}.devtools"
@@ -61,6 +63,10 @@ def reached_by_users() -> set[str]:
     queue = sorted({target for name, path in installed.items() if not name.startswith(DEVTOOLS)
                     for target in imports_of(name, path, known) if target.startswith(DEVTOOLS)
                     and target in installed})  # a guarded import of a left-out module (the bench command's) is no root
+    # the CLI imports each command's module by name, when that command runs (cli.py's COMMAND_MODULES)
+    queue += sorted(f"{PACKAGE}{module}" for module in COMMAND_MODULES.values()
+                    if module is not None and f"{PACKAGE}{module}".startswith(DEVTOOLS)
+                    and f"{PACKAGE}{module}" in installed)
     reached: set[str] = set()
     while queue:
         name = queue.pop()
