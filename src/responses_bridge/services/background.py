@@ -177,7 +177,6 @@ class BackgroundService:
             return "its upstream's runs cannot be resumed"
         resume_as(response_id, int(stored.get("created_at") or 0), len(plan.frames))
         run = BackgroundRun(self, response_run, call, authorization, upstream)
-        run.client_credentials = client_credentials  # an agent session's turn asks (services/session_resume.py)
         response_run.before_persist = run._before_persist
         run.resumable = True
         run.frames = list(plan.frames)
