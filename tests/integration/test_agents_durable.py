@@ -192,3 +192,69 @@ async def test_a_turn_resumed_past_the_limit_fails_saying_so_and_the_queue_goes_
     assert [turn["status"] for turn in turns] == ["failed", "completed"]
     assert "RESPONSES_BRIDGE_BACKGROUND_MAX_RESUMES" in turns[0]["error"]["message"]
     assert kinds.count("agent.session.turn.failed") == 1 and kinds.count("agent.session.turn.completed") == 1
+
+
+@pytest.mark.parametrize("how", ["kill", "term"])
+async def test_a_turn_that_called_with_the_clients_credentials_is_not_resumed(how: str, fake_upstream: str,
+                                                                             tmp_path: Path) -> None:
+    """No upstream key is configured, so the turn's model call carries the client's own ``Authorization``, which is
+    never stored: after its process stopped nobody could make the call again. The turn fails saying so, the input
+    queued behind it fails saying so too (its credentials went with the stopped process), and no model call ever
+    goes out without the client's credentials; the session then takes new input, with them, as before."""
+    db = str(tmp_path / "bridge.db")
+    shared = store_from_env() == "postgres"
+    client = {**BETA, "Authorization": "Bearer sk-client-own"}
+    recorded = fake_upstream.removesuffix("/v1") + "/_fake/requests"  # what the fake upstream was sent
+    async with aiohttp.ClientSession() as fake:
+        async with fake.delete(recorded) as cleared:
+            assert cleared.status in (200, 204)
+    async with AsyncExitStack() as stack:
+        first, first_base = await stack.enter_async_context(sidecar(tmp_path / "a", fake_upstream, db))
+        other = await stack.enter_async_context(sidecar(tmp_path / "b", fake_upstream, db)) if shared else None
+        async with aiohttp.ClientSession(first_base, headers=client, timeout=TIMEOUT) as http:
+            async with http.post("/v1/agents/sessions", json={
+                    "agent": {"model": "fake-model"}, "environment": {"type": "none"}, "input": SLOW}) as answer:
+                assert answer.status == 200, await answer.text()
+                session_id = (await answer.json())["id"]
+            async with http.post(f"/v1/agents/sessions/{session_id}/events", json={"events": [
+                    {"type": "agent.session.input.message",
+                     "input": [{"role": "user", "content": [{"type": "input_text", "text": "queued"}]}]}]}) as answer:
+                assert answer.status == 202, await answer.text()
+            async with http.get(f"/v1/agents/sessions/{session_id}/events") as reading:
+                await read_until_deltas(reading)
+                stop(first, how)
+        assert first.process is not None
+        await asyncio.get_running_loop().run_in_executor(None, first.process.wait, 30)
+        if other is None:  # SQLite: the restarted process finds the turns
+            other = await stack.enter_async_context(sidecar(tmp_path / "c", fake_upstream, db))
+        _, base = other
+        async with aiohttp.ClientSession(base, headers=client, timeout=TIMEOUT) as http:
+            async with http.get(f"/v1/agents/sessions/{session_id}/events", params={"until_idle": "true"}) as answer:
+                seen = frames(await answer.read())
+            kinds = [kind for _, kind, _ in seen]
+            async with http.get(f"/v1/agents/sessions/{session_id}/turns", params={"order": "asc"}) as answer:
+                stopped = (await answer.json())["data"]
+            async with http.post(f"/v1/agents/sessions/{session_id}/events", json={"events": [
+                    {"type": "agent.session.input.message",
+                     "input": [{"role": "user", "content": [{"type": "input_text", "text": "again"}]}]}]}) as answer:
+                assert answer.status == 202, await answer.text()
+            async with http.get(f"/v1/agents/sessions/{session_id}/events",  # to the idle after the new turn
+                                params={"until_idle": "true", "after": seen[-1][0]}) as answer:
+                after_new_input = [kind for _, kind, _ in frames(await answer.read())]
+            async with http.get(f"/v1/agents/sessions/{session_id}/turns", params={"order": "asc"}) as answer:
+                turns = (await answer.json())["data"]
+        async with aiohttp.ClientSession() as fake:
+            async with fake.get(recorded) as answer:
+                calls = (await answer.json())["data"]
+    assert [turn["status"] for turn in stopped] == ["failed", "failed"]
+    running, queued = stopped[0]["error"]["message"], stopped[1]["error"]["message"]
+    assert "carried the client's own Authorization, which is never stored" in running
+    assert "configure the upstream key for durable turns" in running
+    assert "would carry the client's own Authorization" in queued and "send the input again" in queued
+    assert "agent.session.turn.completed" not in kinds and kinds.count("agent.session.turn.failed") == 2
+    assert kinds[-1] == "agent.session.idle"
+    assert [turn["status"] for turn in turns] == ["failed", "failed", "completed"]
+    assert after_new_input.count("agent.session.turn.completed") == 1
+    sent = [call for call in calls if call.get("path") == "/v1/chat/completions"]
+    assert len(sent) == 2, sent  # the first turn's call before the stop, then the new input's: none made again
+    assert {call["headers"].get("authorization") for call in sent} == {"Bearer sk-client-own"}

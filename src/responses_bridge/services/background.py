@@ -240,6 +240,7 @@ class BackgroundService:
         kept, sealed, so another process can resume the run (background_resume.py); ``client_credentials``: the
         upstream call carries the client's own ``Authorization`` (never kept: such a run is not resumed)."""
         run = BackgroundRun(self, response_run, call, authorization, upstream)
+        run.client_credentials = client_credentials  # an agent session's turn asks (services/session_resume.py)
         response_run.before_persist = run._before_persist
         # kept, not written yet: an event log may store only the events of a stored response (PostgreSQL's
         # checks the owner's row), so the writer starts once the queued row exists

@@ -10,6 +10,16 @@ shown), written as the turn goes:
   step was done (services/background_run.py keeps it).
 * ``resumes``: how many times the turn was resumed, written before a resumed turn makes any call: the bound of a
   crash loop (``RESPONSES_BRIDGE_BACKGROUND_MAX_RESUMES``, the background responses' setting).
+* ``client_credentials``: true once a response of the turn called the upstream with the client's own
+  ``Authorization`` (no upstream key configured), stored with that response's id; the credential itself never is.
+  It stays with the turn after it ends: it tells of the session's later turns too.
+
+Credentials are never stored, so nobody could make such a turn's model call again: as a background response
+whose call carried them (services/background_resume.py), a turn of a session any of whose turns recorded
+``client_credentials`` is not resumed after its process stopped. It fails saying why (``CREDENTIALS``), and so does
+every turn queued behind it (``QUEUED_CREDENTIALS``): its input was accepted, but the Authorization that came with
+it was held by the stopped process only; the session goes idle and takes new input (with its credentials) as
+before. No model call is ever made without the client's credentials.
 
 Who resumes: alone on the database (SQLite, one process) the next start (:meth:`SessionService.recover`); shared
 (PostgreSQL replicas, ``serve --workers``) any process whose sweep finds the session unfinished and its lease
@@ -66,6 +76,12 @@ RESULT_ITEMS = frozenset({"mcp_call", "code_interpreter_call", "web_search_call"
 """Server-side items that hold their call's result once done (``*_output`` items are results too)."""
 SAFE_TO_REPEAT = frozenset({"web_search_call", "file_search_call", "mcp_list_tools"})
 NOT_STEPS = CLIENT_ITEM_TYPES | {"mcp_approval_request", "mcp_list_tools"}
+CLIENT_CREDENTIALS = "client_credentials"
+CREDENTIALS = ("The server running this turn stopped, and the turn is not resumed: its upstream call carried the "
+               "client's own Authorization, which is never stored; configure the upstream key for durable turns.")
+QUEUED_CREDENTIALS = ("The server stopped before this turn started, and it is not run: its upstream call would carry "
+                      "the client's own Authorization, which came with its input and is never stored; send the input "
+                      "again, or configure the upstream key for durable turns.")
 RESTARTED = ("The server restarted while this turn waited for the client's tool results or decisions, which were held "
              "by the stopped process; it was not finished and will not be resumed.")
 SUBAGENT_RESTARTED = ("The server restarted while this subagent's turn ran; it was not finished, and the session's "
@@ -173,6 +189,9 @@ async def started_step(runner: SessionRunner, turn: dict[str, Any], response_id:
     """Right after a step's response started: its id, stored with the session's events so far (one write)."""
     private(turn)["response_ids"].append(response_id)
     private(turn)[STEP_RESPONSE] = response_id
+    run = runner.background.runs.get(response_id)
+    if run is not None and run.client_credentials:  # whether, never what: the credential is not kept
+        private(turn)[CLIENT_CREDENTIALS] = True
     await runner.events.flush([runner.turn_record(turn)])
 
 
@@ -209,6 +228,19 @@ async def stop_response(runner: SessionRunner, response_id: str | None) -> None:
     await asyncio.wait([run.task])
 
 
+async def fail_credentialed(runner: SessionRunner, entries: list[QueuedTurn]) -> None:
+    """The turns a stopped process left, of a session whose model calls carry the client's own ``Authorization``:
+    each fails saying why (the running one with ``CREDENTIALS``, the queued ones with ``QUEUED_CREDENTIALS``),
+    none makes a call. ``entries`` is emptied."""
+    for entry in entries:
+        message = CREDENTIALS if entry.resuming else QUEUED_CREDENTIALS
+        await runner._end(entry, "failed", {"code": "server_error", "message": message}, entry.turn.get("usage"))
+    if entries:
+        log.info("agent_session_not_resumed", session_id=runner.session_id, turns=len(entries),
+                 reason="client_credentials")
+    entries.clear()
+
+
 class SessionResumer:
     """The sessions' side of durability in one process: resumes (at start, by a shared sweep, on input that finds
     a stopped process's turn) and the drain's hand-off."""
@@ -225,11 +257,13 @@ class SessionResumer:
         as before, and the session goes on with the next."""
         entries: list[QueuedTurn] = []
         waiting: list[dict[str, Any]] = []
+        credentialed = False  # a turn of the session called the upstream with the client's own Authorization
         after = None
         while True:
             page = await runner.store.page("turn", tenant=runner.tenant, parent=runner.session_id, after=after,
                                            limit=100, order="asc")
             for turn in page.data:
+                credentialed = credentialed or bool(private(turn).get(CLIENT_CREDENTIALS))
                 if turn["status"] == "waiting":
                     waiting.append(turn)
                 elif turn["status"] in ("queued", "in_progress"):
@@ -247,6 +281,8 @@ class SessionResumer:
             for said, records in await left_open(runner.store, runner.session_id, {
                     "code": "server_error", "message": SUBAGENT_RESTARTED}, tenant=runner.tenant):
                 await runner.events.emit(said, records=records)
+        if credentialed:  # nobody could make their calls again: they fail, and the session takes new input
+            await fail_credentialed(runner, entries)
         if not entries:
             session.update(status="idle", required_actions=[], last_active_at=int(time.time()))
             await runner.events.emit({"type": "agent.session.idle", "session": public(session)},

@@ -71,7 +71,9 @@ def turn_starter(runtime: Runtime) -> Any:
                                param="agent.tools", code="unsupported_value")
             run.mcp_overlays = overlays
         call = await run.begin(body)
-        started = await runtime.background.start(run, call, authorization, upstream)
+        started = await runtime.background.start(  # the client's own credentials: the turn is not resumable
+            run, call, authorization, upstream,
+            client_credentials=client_authorization is not None and authorization == client_authorization)
         return started.response_id
 
     return start
