@@ -38,10 +38,10 @@ from ..engine.tools import CallTarget
 from ..engine.turn_result import TurnCall, TurnResult
 from ..engine.turns import ToolResult
 from ..engine.wire import UpstreamRequest
-from .subagents import attach_agents
+from .subagents import Admission, Charge, SubagentRun, attach_agents
 
 if TYPE_CHECKING:
-    from .response_run import ResponseRun
+    from ..engine.translator import Translator
     from .server_tools import CheckedTools, ServerToolRun
 
 SAFE_TO_REPEAT = frozenset({"web_search", "file_search"})
@@ -52,6 +52,27 @@ NOT_RESUMABLE = frozenset({"tool_search", "multi_agent", "program"})
 
 INTERRUPTED_RESULT = ("Error: this tool call was interrupted by a server restart before its result was recorded. "
                       "It may or may not have taken effect; check before repeating it.")
+
+
+class ResumableRun(Protocol):
+    """What a resume sets up again of a run (run/response_run.py's ResponseRun, declared here where it is used:
+    the run records its steps through this module, so the two do not import each other)."""
+
+    tenant: str
+    admit_subagent: Admission | None
+    charge_memory: Charge | None
+    steps: StepRecorder | None
+    _tool_run: ServerToolRun | None
+    _large: bool
+    _turns: int
+    _max_turns: int
+    _pending_bytes: bytes
+
+    def _begun(self) -> Translator: ...
+
+    def _subagent_run(self) -> SubagentRun: ...
+
+    async def _first_request(self, large: bool) -> UpstreamRequest | None: ...
 
 
 class StepRecorder(Protocol):
@@ -93,7 +114,7 @@ def step_record(results: list[ToolResult], tool_run: ServerToolRun, turns: int, 
             "output": len(tool_run.builder.output), "usage": tool_run.builder._usage_past}
 
 
-async def resumed_first_call(run: ResponseRun, checked: CheckedTools, state: ResumedSteps) -> UpstreamRequest | None:
+async def resumed_first_call(run: ResumableRun, checked: CheckedTools, state: ResumedSteps) -> UpstreamRequest | None:
     """``run.first_call`` of a resumed run: its tools set up again, its completed steps applied, the interrupted
     turn's calls settled; the next model call."""
     translator = run._begun()
@@ -131,7 +152,7 @@ def _listed_before(stored: list[dict[str, Any]], listed: list[dict[str, Any]]) -
     return all(item.get("server_label") in labels for item in listed)
 
 
-async def _finish_turn(run: ResponseRun, tool_run: ServerToolRun, state: ResumedSteps) -> UpstreamRequest | None:
+async def _finish_turn(run: ResumableRun, tool_run: ServerToolRun, state: ResumedSteps) -> UpstreamRequest | None:
     """The interrupted turn's calls settled (:func:`settle_interrupted`), recorded as its step, and the next call."""
     translator, builder = run._begun(), tool_run.builder
     record = state.interrupted

@@ -21,8 +21,8 @@ from ..protocol.agent_events import call_output_item, result_text
 from ..protocol.errors import APIError
 
 if TYPE_CHECKING:
+    from .agent_runner_view import TurnRunner
     from .agent_turn_queue import QueuedTurn
-    from .agent_turns import SessionRunner
 
 OPEN = "async_calls"  # session["_private"][OPEN]: call id -> the function_call item, no result yet
 RESULTS = "async_results"  # session["_private"][RESULTS]: developer messages for the next model call
@@ -82,7 +82,7 @@ def has_results(session: dict[str, Any]) -> bool:
     return bool((session.get("_private") or {}).get(RESULTS))
 
 
-async def started(runner: SessionRunner, entry: QueuedTurn, call: dict[str, Any], said: dict[str, Any] | None) -> None:
+async def started(runner: TurnRunner, entry: QueuedTurn, call: dict[str, Any], said: dict[str, Any] | None) -> None:
     """A call of an ``async`` function in the running turn's response: shown (stored with the session's state that
     keeps it open), and the model told at once that it runs on its own (the turn's next response hears it)."""
     async with runner._changing() as session:
@@ -95,7 +95,7 @@ async def started(runner: SessionRunner, entry: QueuedTurn, call: dict[str, Any]
             await runner.events.flush(records)
 
 
-async def async_result(runner: SessionRunner, result: dict[str, Any], session: dict[str, Any] | None) -> bool:
+async def async_result(runner: TurnRunner, result: dict[str, Any], session: dict[str, Any] | None) -> bool:
     """A client's result for an open ``async`` call of any of the session's turns (the caller holds the session's
     lock; ``session``: the caller's copy of it, changed here and stored, so the caller's later writes keep the
     change): the call's item done, its ``function_call_output`` added, the result kept for the session's next
@@ -117,7 +117,7 @@ async def async_result(runner: SessionRunner, result: dict[str, Any], session: d
     return True
 
 
-async def async_results(runner: SessionRunner, session: dict[str, Any]) -> list[dict[str, Any]]:
+async def async_results(runner: TurnRunner, session: dict[str, Any]) -> list[dict[str, Any]]:
     """The results of ``async`` calls that came since the session's last model call, taken from its stored state
     (``session``: as last read, so a session that never had one costs no read)."""
     if not has_results(session) and not async_functions(session):

@@ -26,8 +26,8 @@ from ..protocol.errors import APIError
 from .background_frames import split_frames
 
 if TYPE_CHECKING:
+    from .agent_runner_view import TurnRunner
     from .agent_turn_queue import QueuedTurn
-    from .agent_turns import SessionRunner
 
 REVIEWER = "auto_review"  # the ``sender_agent_id`` of the decision's item
 DECISION_FUNCTION = "review_decision"
@@ -93,7 +93,7 @@ def decision_answer(request: dict[str, Any], decision: str, reason: str) -> list
             {"type": "message", "role": "developer", "content": [{"type": "input_text", "text": note}]}]
 
 
-async def auto_review(runner: SessionRunner, entry: QueuedTurn, session: dict[str, Any],
+async def auto_review(runner: TurnRunner, entry: QueuedTurn, session: dict[str, Any],
                       request: dict[str, Any]) -> None:
     """Judge the held MCP call ``request`` of the running turn; its decision goes to the turn's next response and
     is told and stored as the turn's ``agent_message`` item."""

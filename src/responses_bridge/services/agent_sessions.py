@@ -47,8 +47,9 @@ from ..store.owners import new_owner_id
 from .agent_environments import SessionEnvironments, environment_state, session_not_found
 from .agent_events import SessionEvents
 from .agent_leases import SessionLeases
+from .agent_runner_view import ResponseStarter
 from .agent_turn_queue import public
-from .agent_turns import ResponseStarter, SessionRunner
+from .agent_turns import SessionRunner
 from .agents import AgentService
 from .background import BackgroundService
 from .containers import ContainerService

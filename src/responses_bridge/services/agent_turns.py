@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -36,12 +36,12 @@ from ..protocol.agent_events import (
     user_item,
 )
 from ..protocol.errors import APIError
-from ..run.tools.mcp_config import MCPServerOverlay
 from ..store.base_agents import AgentStore, Record
 from .agent_async_calls import async_functions, async_result, async_results, started
 from .agent_auto_review import auto_review
 from .agent_environments import Published, SessionEnvironments, environment_state, hosted_container, not_kept
 from .agent_events import SessionLog
+from .agent_runner_view import ResponseStarter
 from .agent_subagent_tree import SubagentTree
 from .agent_tool_calls import unknown_approval, unknown_call
 from .agent_traces import TurnTrace, turn_span
@@ -55,10 +55,6 @@ from .vaults import VaultService
 
 log = structlog.get_logger("responses_bridge.agents")
 
-ResponseStarter = Callable[[dict[str, Any], str, "str | None", "Mapping[str, MCPServerOverlay]"], Awaitable[str]]
-"""Starts a background response of ``body`` for ``tenant`` with the caller's ``Authorization`` and what the bridge
-adds to its MCP tools (services/environment_mcp.py); its id. Given by the door (adapters/http/agents_routes.py),
-which knows the routes and upstream clients."""
 
 
 EXPIRED = ("The session's environment expired (its container was unused too long or deleted); start a new "

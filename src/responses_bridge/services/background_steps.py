@@ -12,14 +12,11 @@ events of the calls' outcomes, in the run's next batch, before any event of the 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..protocol.errors import APIError
 from ..run.step_resume import NOT_RESUMABLE, SAFE_TO_REPEAT, ResumedSteps
 from ..sealing import Sealer
-
-if TYPE_CHECKING:
-    from .background_run import BackgroundRun
 
 STEP_BASE = -(2**20)
 """Record ``n`` of a run is kept at ``STEP_BASE - n``; rows between it and -1 count resumes."""
@@ -32,10 +29,25 @@ class HandOff(BaseException):
     ``Exception``: like a cancellation it must pass the handlers that fail a run (the driver's set-up one)."""
 
 
+class LoggedRun(Protocol):
+    """What a step log writes through of its run (background_run.py's BackgroundRun, declared here where it is
+    used: the run keeps its steps through this module, so the two do not import each other)."""
+
+    rows: list[tuple[int, bytes]]
+    draining: bool
+
+    @property
+    def response_run(self) -> Any: ...
+
+    def add(self, data: bytes) -> None: ...
+
+    async def flush_now(self) -> None: ...
+
+
 class StepLog:
     """A background run's :class:`~responses_bridge.run.step_resume.StepRecorder`: its event log."""
 
-    def __init__(self, run: BackgroundRun, sealer: Sealer, recorded: int = 0) -> None:
+    def __init__(self, run: LoggedRun, sealer: Sealer, recorded: int = 0) -> None:
         self._run = run
         self._sealer = sealer
         self._next = recorded  # the number of the next record

@@ -59,8 +59,7 @@ from .agent_turn_queue import QUEUED_INPUT, QueuedTurn, public
 from .background_run import until_started
 
 if TYPE_CHECKING:
-    from .agent_sessions import SessionService
-    from .agent_turns import SessionRunner
+    from .agent_runner_view import SessionHost, TurnRunner
 
 log = structlog.get_logger("responses_bridge.agents")
 
@@ -153,7 +152,7 @@ def _call_name(item: dict[str, Any]) -> str:
     return said + (f" ({str(command)[:500]})" if command else "")
 
 
-async def resumed_input(runner: SessionRunner, turn: dict[str, Any]) -> list[dict[str, Any]] | str:
+async def resumed_input(runner: TurnRunner, turn: dict[str, Any]) -> list[dict[str, Any]] | str:
     """The input of the step the turn continues from, or why it cannot be continued (its ``failed`` message)."""
     kept = private(turn)
     limit = runner.background.max_resumes
@@ -179,13 +178,13 @@ async def resumed_input(runner: SessionRunner, turn: dict[str, Any]) -> list[dic
     return [*step, *carried(frames)]
 
 
-async def record_step(runner: SessionRunner, turn: dict[str, Any], step_input: list[dict[str, Any]]) -> None:
+async def record_step(runner: TurnRunner, turn: dict[str, Any], step_input: list[dict[str, Any]]) -> None:
     """Before a later step's response starts: its input (the first step's is the turn's messages)."""
     private(turn).update({STEP_INPUT: step_input, STEP_RESPONSE: None})
     await runner.store.put("turn", turn["id"], turn, tenant=runner.tenant, parent=runner.session_id)
 
 
-async def started_step(runner: SessionRunner, turn: dict[str, Any], response_id: str) -> None:
+async def started_step(runner: TurnRunner, turn: dict[str, Any], response_id: str) -> None:
     """Right after a step's response started: its id, stored with the session's events so far (one write)."""
     private(turn)["response_ids"].append(response_id)
     private(turn)[STEP_RESPONSE] = response_id
@@ -201,7 +200,7 @@ def forget_steps(turn: dict[str, Any]) -> None:
         (turn.get("_private") or {}).pop(kept, None)
 
 
-async def begin_resumed(runner: SessionRunner, entry: QueuedTurn) -> list[dict[str, Any]] | None:
+async def begin_resumed(runner: TurnRunner, entry: QueuedTurn) -> list[dict[str, Any]] | None:
     """The resumed turn's step input, its resume counted and told before any call is made; None: it failed
     instead (past the limit, or its input gone), saying why."""
     turn = entry.turn
@@ -215,7 +214,7 @@ async def begin_resumed(runner: SessionRunner, entry: QueuedTurn) -> list[dict[s
     return step
 
 
-async def stop_response(runner: SessionRunner, response_id: str | None) -> None:
+async def stop_response(runner: TurnRunner, response_id: str | None) -> None:
     """The turn's response stops without an end of its own: what its readers saw is stored, the rest is the
     resumed step's (services/background_run.py, ``handoff``)."""
     run = runner.background.runs.get(response_id) if response_id else None
@@ -228,7 +227,7 @@ async def stop_response(runner: SessionRunner, response_id: str | None) -> None:
     await asyncio.wait([run.task])
 
 
-async def fail_credentialed(runner: SessionRunner, entries: list[QueuedTurn]) -> None:
+async def fail_credentialed(runner: TurnRunner, entries: list[QueuedTurn]) -> None:
     """The turns a stopped process left, of a session whose model calls carry the client's own ``Authorization``:
     each fails saying why (the running one with ``CREDENTIALS``, the queued ones with ``QUEUED_CREDENTIALS``),
     none makes a call. ``entries`` is emptied."""
@@ -245,12 +244,12 @@ class SessionResumer:
     """The sessions' side of durability in one process: resumes (at start, by a shared sweep, on input that finds
     a stopped process's turn) and the drain's hand-off."""
 
-    def __init__(self, service: SessionService) -> None:
+    def __init__(self, service: SessionHost) -> None:
         self.service = service
         self._sweeper: asyncio.Task[None] | None = None
         self.handed_off = False
 
-    async def resume(self, runner: SessionRunner, session: dict[str, Any]) -> None:
+    async def resume(self, runner: TurnRunner, session: dict[str, Any]) -> None:
         """``runner`` (this process's, holding the session's lease) takes the turns a stopped process left: the
         running one continues, the queued ones run after it in order. A turn that waited for the client's tool
         results or decisions (``waiting``) cannot be: what it waited for was held in the stopped process; it fails

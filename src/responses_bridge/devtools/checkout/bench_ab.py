@@ -96,8 +96,9 @@ class Side:
         if with_envoy:
             await self.start_envoy()
 
-    async def start_envoy(self) -> None:
-        """This side's Envoy in front of its (started) sidecar."""
+    async def start_envoy(self, healthy_within: float = 30.0) -> None:
+        """This side's Envoy in front of its (started) sidecar, its processor cluster healthy within
+        ``healthy_within`` seconds."""
         self.envoy_port, self.admin_port = free_port(), free_port()
         rendered = await asyncio.to_thread(subprocess.run, [
             self.python, "-m", "responses_bridge", "envoy-config", "--listen-port", str(self.envoy_port),
@@ -110,7 +111,7 @@ class Side:
                                      str(self.envoy_port), "--concurrency", "1"], f"envoy {self.name}")
         self.envoy.start()
         await wait_http(f"http://127.0.0.1:{self.admin_port}/ready", process=self.envoy)
-        await wait_healthy(self.admin_port, (EXTPROC_CLUSTER,), (self.envoy,))
+        await wait_healthy(self.admin_port, (EXTPROC_CLUSTER,), (self.envoy,), timeout=healthy_within)
 
     def stop(self) -> None:
         for process in (self.envoy, self.sidecar):

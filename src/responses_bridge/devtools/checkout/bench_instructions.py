@@ -73,7 +73,7 @@ async def _side(name: str, python: Path, tmp: str, upstream_url: str, args: argp
         await wait_http(f"http://127.0.0.1:{side.http_port}/health", timeout=_START_SECONDS, process=side.sidecar)
         doors = {"http": f"http://127.0.0.1:{side.http_port}/v1/responses"}
         if args.envoy:
-            await side.start_envoy()
+            await side.start_envoy(healthy_within=_START_SECONDS)
             doors["envoy"] = f"http://127.0.0.1:{side.envoy_port}/v1/responses"
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
             for door, url in doors.items():

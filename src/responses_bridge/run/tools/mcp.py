@@ -32,8 +32,8 @@ import structlog
 
 from ...host_policy import HostNotAllowed, HostPolicy, HostUnresolved, check_host
 from ...protocol.errors import APIError
-from .mcp_config import ApprovalRule, MCPLimits, MCPServer, ToolFilter, approval_required, parse_mcp_tool
-from .mcp_model import EMPTY_SCHEMA, MCPCallResult, MCPToolError, MCPToolInfo, mask_authorization, redact
+from .mcp_config import ApprovalRule, MCPLimits, MCPServer, MCPToolInfo, ToolFilter, approval_required, parse_mcp_tool
+from .mcp_model import EMPTY_SCHEMA, MCPCallResult, MCPToolError, mask_authorization, redact
 
 __all__ = [
     "ApprovalRule", "MCPCallResult", "MCPLimits", "MCPServer", "MCPToolError", "MCPToolInfo", "MCPTools",

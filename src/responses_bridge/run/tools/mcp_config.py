@@ -15,12 +15,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from ...protocol.errors import APIError
-
-if TYPE_CHECKING:
-    from .mcp_model import MCPToolInfo
 
 _LABEL = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # RFC 7230 token for header names; values may hold any visible character, spaces and tabs, never CR/LF/NUL.
@@ -104,6 +101,29 @@ class MCPServer:
 
     def allows(self, name: str, read_only: bool | None) -> bool:
         return self.allowed_tools is None or self.allowed_tools.matches(name, read_only)
+
+
+@dataclass(frozen=True, slots=True)
+class MCPToolInfo:
+    """One tool a server offers, as OpenAI's ``mcp_list_tools`` item lists it."""
+
+    name: str
+    description: str | None
+    input_schema: Mapping[str, Any]
+    annotations: Mapping[str, Any] | None = None
+
+    @property
+    def read_only(self) -> bool | None:
+        """The tool's ``readOnlyHint``, what ``read_only`` filters match against (a hint the server gives)."""
+        if not self.annotations:
+            return None
+        hint = self.annotations.get("readOnlyHint")
+        return hint if isinstance(hint, bool) else None
+
+    def as_item(self) -> dict[str, Any]:
+        """The entry of ``mcp_list_tools.tools`` (``openai`` SDK: ``McpListToolsTool``)."""
+        return {"name": self.name, "description": self.description, "input_schema": dict(self.input_schema),
+                "annotations": dict(self.annotations) if self.annotations is not None else None}
 
 
 class MCPConnector(Protocol):

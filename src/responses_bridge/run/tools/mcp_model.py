@@ -42,29 +42,6 @@ class MCPToolError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class MCPToolInfo:
-    """One tool a server offers, as OpenAI's ``mcp_list_tools`` item lists it."""
-
-    name: str
-    description: str | None
-    input_schema: Mapping[str, Any]
-    annotations: Mapping[str, Any] | None = None
-
-    @property
-    def read_only(self) -> bool | None:
-        """The tool's ``readOnlyHint``, what ``read_only`` filters match against (a hint the server gives)."""
-        if not self.annotations:
-            return None
-        hint = self.annotations.get("readOnlyHint")
-        return hint if isinstance(hint, bool) else None
-
-    def as_item(self) -> dict[str, Any]:
-        """The entry of ``mcp_list_tools.tools`` (``openai`` SDK: ``McpListToolsTool``)."""
-        return {"name": self.name, "description": self.description, "input_schema": dict(self.input_schema),
-                "annotations": dict(self.annotations) if self.annotations is not None else None}
-
-
-@dataclass(frozen=True, slots=True)
 class MCPCallResult:
     """The outcome of one ``tools/call``: exactly one of ``output`` and ``error`` is set. ``error_item``: the
     item's error as the SDK types it, where it is not the tool's own error text (``mcp_tool_execution_error``):

@@ -46,8 +46,8 @@ from mcp_types import (
 from pydantic import ValidationError
 
 from ...host_policy import HostNotAllowed, HostPolicy, HostUnresolved, check_host
-from .mcp_config import MCPLimits, MCPServer
-from .mcp_model import BAD_GATEWAY, EMPTY_SCHEMA, GATEWAY_TIMEOUT, MCPToolError, MCPToolInfo, first_line, redact
+from .mcp_config import MCPLimits, MCPServer, MCPToolInfo
+from .mcp_model import BAD_GATEWAY, EMPTY_SCHEMA, GATEWAY_TIMEOUT, MCPToolError, first_line, redact
 
 T = TypeVar("T")
 
