@@ -14,10 +14,13 @@ same file. Then it waits for everything to settle and checks each accepted run:
   ``failed``, its events numbered without a gap or a repeat, its answer whole (``Echo: …`` or ``Tool result: …``);
 * each accepted session input was answered by exactly one ``completed`` turn, and no turn ``failed``.
 
-A run is *lost* when it is not found, or has not ended by ``--settle`` seconds. *Resumed* counts the runs whose
+A run is *lost* when it is not found, or has not ended by ``--settle`` seconds. A run killed more often than
+``RESPONSES_BRIDGE_BACKGROUND_MAX_RESUMES`` allows (``--max-resumes``; a run opened just before a kill and resumed
+into the next rounds' kills) fails saying so, by design (a crash loop is bounded): counted as *limit*, apart from
+the other failures, and the inputs queued behind such a turn must still be answered. *Resumed* counts the runs whose
 stored stream shows a second start (a response's second ``response.in_progress``, a turn's second
 ``agent.session.turn.in_progress``). A POST the kill cut off before it was answered was never accepted and is not
-counted. The process exits 1 when any accepted run was lost, failed or ran twice.
+counted. The process exits 1 when any accepted run was lost, ran twice, or failed for any reason but the limit.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ from ..procs import ManagedProcess, free_port, wait_http
 BETA = {"OpenAI-Beta": "agents=v1"}
 TERMINAL = ("completed", "failed", "cancelled", "incomplete")
 KINDS = ("response", "search", "session")
+LIMIT = "(the limit is"
+"""In the error of a run the resume limit ended (a response's and a session turn's messages both say it so)."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -56,6 +61,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "kill (default 1.5: mid-way through the slow calls)")
     parser.add_argument("--settle", type=float, default=180.0, help="seconds the runs get to end after the last "
                         "restart (default 180)")
+    parser.add_argument("--max-resumes", type=int, default=None, help="the sidecar's "
+                        "RESPONSES_BRIDGE_BACKGROUND_MAX_RESUMES (default: its own, 3)")
+    parser.add_argument("--keep", metavar="DIR", default=None, help="keep the SQLite file in DIR (default: a "
+                        "temporary folder, removed)")
     parser.add_argument("--sidecar-log", metavar="FILE", default=None, help="the sidecar's log (default: none)")
     return parser.parse_args(argv)
 
@@ -200,8 +209,10 @@ async def check_response(http: aiohttp.ClientSession, base: str, run: Run, deadl
         events = sse_events(await answer.read())
     kinds = [event["type"] for event in events]
     run.resumed = kinds.count("response.in_progress") > 1
+    starts = f"{kinds.count('response.in_progress')} starts stored; "
     if body["status"] != "completed":
-        run.outcome, run.detail = "failed", f"{body['status']}: {(body.get('error') or {}).get('message')}"
+        run.outcome = "limit" if LIMIT in str((body.get("error") or {}).get("message")) else "failed"
+        run.detail = starts + f"{body['status']}: {(body.get('error') or {}).get('message')}"
         return
     numbers = [event["sequence_number"] for event in events]
     texts = [part.get("text", "") for item in body.get("output", []) if item.get("type") == "message"
@@ -232,27 +243,40 @@ async def check_session(http: aiohttp.ClientSession, base: str, run: Run, deadli
             run.outcome, run.detail = "lost", f"turns {[turn['status'] for turn in turns]}"
             return
         await asyncio.sleep(0.5)
-    answers: list[str] = []
+    answers: list[str] = []  # the completed turns' (a failed turn may hold what its interrupted call streamed)
+    shown: list[tuple[str, str, list[str]]] = []
     for turn in turns:
         async with http.get(f"{base}/v1/agents/sessions/{run.id}/turns/{turn['id']}/items", headers=BETA,
                             params={"order": "asc"}) as answer:
             items = (await answer.json())["data"]
-        answers += [part.get("text", "") for item in items if item["type"] == "message"
-                    and item["role"] == "assistant" for part in item.get("content", [])]
+        texts = [part.get("text", "") for item in items if item["type"] == "message"
+                 and item["role"] == "assistant" for part in item.get("content", [])]
+        ids = [item.get("id") for item in items if item["type"] == "message" and item["role"] == "assistant"]
+        shown.append((turn["id"], turn["status"], [f"{item_id} {len(text)} chars {text[:24]!r}"
+                                                   for item_id, text in zip(ids, texts, strict=False)]))
+        if turn["status"] == "completed":
+            answers += texts
     async with http.get(f"{base}/v1/agents/sessions/{run.id}/events", headers=BETA,
                         params={"until_idle": "true"}) as answer:
         starts = collections.Counter(event.get("turn_id") for event in sse_events(await answer.read())
                                      if event.get("type") == "agent.session.turn.in_progress")
     run.resumed = any(count > 1 for count in starts.values())
     failed = [turn for turn in turns if turn["status"] != "completed"]
+    limited = [turn for turn in failed if LIMIT in str((turn.get("error") or {}).get("message"))]
     counts = [sum(text.startswith(f"Echo: {run.marker} {label}") for text in answers) for label in run.inputs]
-    if failed:
+    if len(limited) < len(failed):
+        bad = next(turn for turn in failed if turn not in limited)
         run.outcome = "failed"
-        run.detail = f"turn {failed[0]['id']} {failed[0]['status']}: {(failed[0].get('error') or {}).get('message')}"
-    elif 0 in counts:
-        run.outcome, run.detail = "lost", f"inputs {run.inputs} answered {counts} times"
+        run.detail = f"turn {bad['id']} {bad['status']}: {(bad.get('error') or {}).get('message')}"
+    elif counts.count(0) != len(limited):  # the limit's turns unanswered, every other input answered
+        run.outcome, run.detail = "lost", f"inputs {run.inputs} answered {counts} times, {len(limited)} at the limit"
     elif any(count > 1 for count in counts):
-        run.outcome, run.detail = "twice", f"inputs {run.inputs} answered {counts} times"
+        run.outcome = "twice"
+        run.detail = f"inputs {run.inputs} answered {counts} times; turns {shown}; turn starts {dict(starts)}"
+    elif limited:
+        run.outcome = "limit"
+        turn = limited[0]
+        run.detail = f"turn {turn['id']}, {starts[turn['id']]} starts stored: {turn['error']['message']}"
     else:
         run.outcome = "completed"
 
@@ -295,12 +319,13 @@ def table(runs: list[Run], rounds: int) -> list[dict[str, Any]]:
         rows.append({"round": round_no, "accepted": len(mine),
                      "inputs": sum(len(run.inputs) for run in mine if run.kind == "session"),
                      "completed": outcomes["completed"], "failed": outcomes["failed"], "lost": outcomes["lost"],
-                     "twice": outcomes["twice"], "resumed": sum(run.resumed for run in mine)})
+                     "twice": outcomes["twice"], "limit": outcomes["limit"],
+                     "resumed": sum(run.resumed for run in mine)})
     return rows
 
 
 def print_report(runs: list[Run], rows: list[dict[str, Any]], search: SearXNG) -> None:
-    columns = ("round", "accepted", "inputs", "completed", "failed", "lost", "twice", "resumed")
+    columns = ("round", "accepted", "inputs", "completed", "failed", "lost", "twice", "limit", "resumed")
     print(" ".join(f"{name:>9}" for name in columns))
     for row in rows:
         print(" ".join(f"{row[name]:>9}" for name in columns))
@@ -312,8 +337,12 @@ def print_report(runs: list[Run], rows: list[dict[str, Any]], search: SearXNG) -
     repeated = sum(search.queries[run.marker] > 1 for run in searched)
     print(f"searches: {sum(search.queries[run.marker] for run in searched)} for {len(searched)} tool loops; "
           f"{repeated} made again (a search whose turn the kill lost is repeated by design: a read)")
+    limited = [run for run in runs if run.outcome == "limit"]
+    if limited:
+        print(f"{len(limited)} failed at the resume limit (by design), e.g. {limited[0].kind} {limited[0].id}: "
+              f"{limited[0].detail}")
     for run in runs:
-        if run.outcome != "completed":
+        if run.outcome not in ("completed", "limit"):
             print(f"  {run.outcome}: {run.kind} {run.id} (round {run.round}): {run.detail}")
 
 
@@ -324,7 +353,9 @@ async def probe(args: argparse.Namespace, workdir: str) -> tuple[list[Run], list
                                str(upstream_port)], "fake-upstream")
     search = SearXNG()
     upstream.start()
-    sidecar = Sidecar(f"http://127.0.0.1:{upstream_port}/v1", os.path.join(workdir, "bridge.db"), "", args.sidecar_log)
+    env = {} if args.max_resumes is None else {"RESPONSES_BRIDGE_BACKGROUND_MAX_RESUMES": str(args.max_resumes)}
+    sidecar = Sidecar(f"http://127.0.0.1:{upstream_port}/v1", os.path.join(workdir, "bridge.db"), "", args.sidecar_log,
+                      env)
     try:
         await wait_http(f"http://127.0.0.1:{upstream_port}/health", process=upstream)
         await search.start()
@@ -341,10 +372,14 @@ async def probe(args: argparse.Namespace, workdir: str) -> tuple[list[Run], list
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="crash-probe-") as workdir:
-        runs, rows, search = asyncio.run(probe(args, workdir))
+    if args.keep:
+        os.makedirs(args.keep, exist_ok=True)
+        runs, rows, search = asyncio.run(probe(args, args.keep))
+    else:
+        with tempfile.TemporaryDirectory(prefix="crash-probe-") as workdir:
+            runs, rows, search = asyncio.run(probe(args, workdir))
     print_report(runs, rows, search)
-    bad = [run for run in runs if run.outcome != "completed"]
+    bad = [run for run in runs if run.outcome not in ("completed", "limit")]
     return 1 if bad else 0
 
 
