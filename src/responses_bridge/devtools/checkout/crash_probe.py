@@ -63,6 +63,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "restart (default 180)")
     parser.add_argument("--max-resumes", type=int, default=None, help="the sidecar's "
                         "RESPONSES_BRIDGE_BACKGROUND_MAX_RESUMES (default: its own, 3)")
+    parser.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite", help="postgres: two "
+                        "replicas on a PostgreSQL the pgserver wheel runs (the [test] extra), one killed each round in "
+                        "turn, the other taking its runs over once their lease (1 s) lapsed (default sqlite: one "
+                        "sidecar, restarted on its file)")
+    parser.add_argument("--database-url", default=None, help="with --store postgres: this database instead of a "
+                        "new server's")
     parser.add_argument("--keep", metavar="DIR", default=None, help="keep the SQLite file in DIR (default: a "
                         "temporary folder, removed)")
     parser.add_argument("--sidecar-log", metavar="FILE", default=None, help="the sidecar's log (default: none)")
@@ -115,7 +121,7 @@ class Sidecar:
     """``serve`` on one SQLite file, started again (on a new port) after each kill."""
 
     def __init__(self, upstream: str, db: str, search_url: str, log_file: str | None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None) -> None:  # env: RESPONSES_BRIDGE_DATABASE_URL for PostgreSQL
         self.upstream, self.db, self.log_file = upstream, db, log_file
         self.env = {"RESPONSES_BRIDGE_WEB_SEARCH": f"searxng:{search_url}", **(env or {})}
         self.process: ManagedProcess | None = None
@@ -295,19 +301,22 @@ async def check(base: str, runs: list[Run], settle: float) -> None:
         await asyncio.gather(*(one(run) for run in runs))
 
 
-async def run_rounds(sidecar: Sidecar, args: argparse.Namespace) -> list[Run]:
-    """The rounds: load, ``kill -9`` mid-load, start again on the same file. The runs accepted, in order."""
+async def run_rounds(sidecars: list[Sidecar], args: argparse.Namespace) -> list[Run]:
+    """The rounds: load (spread over the replicas), ``kill -9`` of one mid-load (each in turn), start it again on
+    the same store. The runs accepted, in order."""
     runs: list[Run] = []
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as http:
         for round_no in range(1, args.rounds + 1):
             ramp = min(0.5, args.kill_after / 2)
-            tasks = [asyncio.create_task(open_run(http, sidecar.base, KINDS[at % len(KINDS)], round_no, args,
-                                                  ramp * at / max(1, args.load))) for at in range(args.load)]
+            tasks = [asyncio.create_task(open_run(http, sidecars[at % len(sidecars)].base, KINDS[at % len(KINDS)],
+                                                  round_no, args, ramp * at / max(1, args.load)))
+                     for at in range(args.load)]
             await asyncio.sleep(args.kill_after)
-            sidecar.kill()
+            victim = sidecars[(round_no - 1) % len(sidecars)]
+            victim.kill()
             runs += [run for run in await asyncio.gather(*tasks) if run is not None]
-            await sidecar.start()
+            await victim.start()
     return runs
 
 
@@ -354,20 +363,34 @@ async def probe(args: argparse.Namespace, workdir: str) -> tuple[list[Run], list
     search = SearXNG()
     upstream.start()
     env = {} if args.max_resumes is None else {"RESPONSES_BRIDGE_BACKGROUND_MAX_RESUMES": str(args.max_resumes)}
-    sidecar = Sidecar(f"http://127.0.0.1:{upstream_port}/v1", os.path.join(workdir, "bridge.db"), "", args.sidecar_log,
-                      env)
+    server = None
+    if args.store == "postgres":
+        url = args.database_url
+        if url is None:
+            from tests.support.postgres import start_server  # checkout-only: the tests' pgserver-run PostgreSQL
+
+            server = start_server()
+            server.create_database("crash_probe")
+            url = server.url("crash_probe")
+        env.update({"RESPONSES_BRIDGE_DATABASE_URL": url, "RESPONSES_BRIDGE_BACKGROUND_LEASE_SECONDS": "1"})
+    sidecars = [Sidecar(f"http://127.0.0.1:{upstream_port}/v1", os.path.join(workdir, f"bridge-{name}.db"), "",
+                        args.sidecar_log, dict(env)) for name in ("a", "b")[:2 if args.store == "postgres" else 1]]
     try:
         await wait_http(f"http://127.0.0.1:{upstream_port}/health", process=upstream)
         await search.start()
-        sidecar.env["RESPONSES_BRIDGE_WEB_SEARCH"] = f"searxng:{search.url}"
-        await sidecar.start()
-        runs = await run_rounds(sidecar, args)
-        await check(sidecar.base, runs, args.settle)
+        for sidecar in sidecars:
+            sidecar.env["RESPONSES_BRIDGE_WEB_SEARCH"] = f"searxng:{search.url}"
+            await sidecar.start()
+        runs = await run_rounds(sidecars, args)
+        await check(sidecars[0].base, runs, args.settle)
         return runs, table(runs, args.rounds), search
     finally:
-        sidecar.stop()
+        for sidecar in sidecars:
+            sidecar.stop()
         upstream.stop()
         await search.stop()
+        if server is not None:
+            server.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
