@@ -53,7 +53,7 @@ from ..run.runs import Run
 from ..run.upstream import UpstreamClient
 from ..sealing import Sealer
 from ..store.base import EventLog, ResponseStore, RunLeases
-from ..store.records import Closer
+from ..store.records import Closer, LeaseLost
 from ..store.sqlite.background_runs import LocalRunLeases
 from .background_frames import (
     _TERMINAL,
@@ -146,7 +146,11 @@ class BackgroundService:
                 why = f"it could not be started again ({getattr(exc, 'message', None) or type(exc).__name__})"
             if why is None:
                 continue
-            await self._fail_taken(response_id, tenant, stored, why)
+            try:
+                await self._fail_taken(response_id, tenant, stored, why)
+            except LeaseLost:  # another process ended the run meanwhile (its lease had run out): its end stands
+                log.warning("background_not_resumed_lease_lost", response_id=response_id, reason=why)
+                continue
             failed.append(response_id)
         return failed
 
