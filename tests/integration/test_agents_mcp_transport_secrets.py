@@ -27,11 +27,13 @@ from tests.support.agent_doors import base_fixture, door_fixture, envoy_fixture,
 from tests.support.bridge import Sidecar, running_sidecar
 from tests.support.envoy import have_envoy
 from tests.support.mcp_server import MCPTestServer
+from tests.support.sidecar_state import database_bytes
 
 pytestmark = pytest.mark.skipif(not have_envoy(), reason="envoy binary not available")
 sandboxed = pytest.mark.skipif(check_bubblewrap()[1] is not None or CgroupParent.find() is None,
                                reason="no bubblewrap sandbox with a cgroup per call here")
 
+DB = "bridge.db"
 SECRET = "transport-secret-7d41c09be2"
 ENV_SECRET = "stdio-env-secret-5f0a83d61c"
 
@@ -62,7 +64,7 @@ def bridge_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 async def sidecar(fake_upstream: str, bridge_dir: Path, mcp: MCPTestServer) -> AsyncIterator[Sidecar]:
-    async with running_sidecar(str(bridge_dir), fake_upstream, "--log-level", "debug",
+    async with running_sidecar(str(bridge_dir), fake_upstream, "--log-level", "debug", "--db", str(bridge_dir / DB),
                                env={"RESPONSES_BRIDGE_CODE_TIMEOUT": "30",
                                     "RESPONSES_BRIDGE_MCP_ALLOWED_HOSTS": "127.0.0.1"},
                                log_file=bridge_dir / "sidecar.log") as started:
@@ -114,10 +116,11 @@ async def shown(door: aiohttp.ClientSession, path: str) -> dict[str, Any]:
 
 
 def nowhere_on_disk(bridge_dir: Path) -> None:
-    for path in bridge_dir.iterdir():  # nor the log (at debug) nor a file of the database
-        if path.is_file():
-            data = path.read_bytes()
-            assert SECRET.encode() not in data and ENV_SECRET.encode() not in data, path.name
+    """Neither secret in the log (at debug), a file beside the database, or the database (SQLite's files, or a
+    data-only dump of the PostgreSQL database under ``--store=postgres``)."""
+    held = [(path.name, path.read_bytes()) for path in bridge_dir.iterdir() if path.is_file()]
+    for name, data in [*held, ("database", database_bytes(str(bridge_dir / DB)))]:
+        assert SECRET.encode() not in data and ENV_SECRET.encode() not in data, name
 
 
 async def test_an_http_servers_authorization(door: aiohttp.ClientSession, sdk: openai.AsyncOpenAI,
