@@ -77,7 +77,8 @@ class EnvironmentServer:
                 raise _not_mcp(server) from None
             annotations = tool.annotations.model_dump(by_alias=True, exclude_none=True, mode="json") \
                 if tool.annotations is not None else None
-            tools.append(MCPToolInfo(name=tool.name, description=tool.description,
+            description = mask(tool.description, self.env.values()) if tool.description else tool.description
+            tools.append(MCPToolInfo(name=tool.name, description=description,
                                      input_schema=tool.input_schema or {"type": "object", "properties": {}},
                                      annotations=annotations))
         return tools
