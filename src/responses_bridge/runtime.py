@@ -201,7 +201,7 @@ class Runtime:
                                      sidecar_token(settings.sealing_key, db_path)),
                    files=files, uploads=uploads, embedder=embedder, chunks=stores.chunks, vector_stores=vector_stores,
                    containers=containers, skills=skills,
-                   background=background, agents=AgentService(stores.agents),
+                   background=background, agents=AgentService(stores.agents, sealer),
                    retention=retention, trimmer=trimmer, gauges=gauges).watching()
         await runtime.take_over_background()
         return runtime

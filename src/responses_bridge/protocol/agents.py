@@ -10,6 +10,7 @@ so one record never stalls other writers.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -267,7 +268,7 @@ def _mcp_tool(tool: dict[str, Any], param: str) -> dict[str, Any]:
     transport = _object(tool.get("transport"), f"{param}.transport")
     where = f"{param}.transport"
     if transport.get("type") == "http":
-        _known(transport, ("type", "server_url", "headers"), where)
+        _known(transport, ("type", "server_url", "headers", "authorization"), where)
         if not isinstance(transport.get("server_url"), str):
             raise invalid_request(f"Missing '{where}.server_url'.", param=f"{where}.server_url",
                                   code="missing_required_parameter")
@@ -279,8 +280,9 @@ def _mcp_tool(tool: dict[str, Any], param: str) -> dict[str, Any]:
                                       "transport is stored and shown as it is; credentials belong in a vault "
                                       "(a tool's 'credential_id').", param=f"{where}.headers", code="invalid_value")
         stored: dict[str, Any] = {"type": "http", "server_url": transport["server_url"], "headers": headers}
+        secret = _authorization(transport.get("authorization"), f"{where}.authorization")
     elif transport.get("type") == "stdio":
-        _known(transport, ("type", "command", "args", "cwd", "env_vars"), where)
+        _known(transport, ("type", "command", "args", "cwd", "env_vars", "env"), where)
         if not isinstance(transport.get("command"), str):
             raise invalid_request(f"Missing '{where}.command'.", param=f"{where}.command",
                                   code="missing_required_parameter")
@@ -288,17 +290,59 @@ def _mcp_tool(tool: dict[str, Any], param: str) -> dict[str, Any]:
                   "args": _strings(transport.get("args"), f"{where}.args") or [],
                   "cwd": transport.get("cwd") if isinstance(transport.get("cwd"), str) else "",
                   "env_vars": _strings(transport.get("env_vars"), f"{where}.env_vars") or []}
+        secret = _env(transport.get("env"), f"{where}.env")
     else:
         raise invalid_request(f"Invalid value for '{where}.type': expected 'http' or 'stdio'.",
                               param=f"{where}.type", code="invalid_value")
     metadata = tool.get("request_metadata")
-    return {"type": "mcp", "server_label": label, "transport": stored,
+    checked = {"type": "mcp", "server_label": label, "transport": stored,
             "allowed_tools": _strings(tool.get("allowed_tools"), f"{param}.allowed_tools"),
             "connection_origin": _choice(tool.get("connection_origin") or "service", ("service", "environment"),
                                          f"{param}.connection_origin", nullable=False),
             "credential_id": tool.get("credential_id") if isinstance(tool.get("credential_id"), str) else None,
             "request_metadata": _object(metadata, f"{param}.request_metadata") if metadata is not None else {},
             "required": _flag(tool, "required", param)}
+    if secret:  # sealed before it is stored, never shown (services/agent_mcp_secrets.py)
+        checked[TRANSPORT_SECRET] = secret
+    return checked
+
+
+TRANSPORT_SECRET = "_transport_secret"
+"""Where a checked MCP tool holds its transport's secrets (``authorization``, ``env``) until the service seals them
+(services/agent_mcp_secrets.py): a key of the bridge's own, which no SDK type has and no answer shows."""
+MAX_SECRET_CHARS = 16_384
+MAX_ENV = 64
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,255}")
+
+
+def _authorization(value: Any, param: str) -> dict[str, Any]:
+    """An HTTP server's ``authorization`` (sent as ``Authorization: Bearer``): a non-empty value on one line."""
+    if value is None:
+        return {}
+    if not isinstance(value, str) or not value or len(value) > MAX_SECRET_CHARS \
+            or any(char in value for char in "\r\n\0"):
+        raise invalid_request(f"Invalid value for '{param}': expected a non-empty token on one line of at most "
+                              f"{MAX_SECRET_CHARS} characters.", param=param, code="invalid_value")
+    return {"authorization": value}
+
+
+def _env(value: Any, param: str) -> dict[str, Any]:
+    """A ``stdio`` server's ``env``: variable names to string values, set for its process."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(entry, str) for entry in value.values()):
+        raise invalid_type(param, "an object of variable names to string values")
+    if len(value) > MAX_ENV:
+        raise invalid_request(f"'{param}' may have at most {MAX_ENV} variables.", param=param,
+                              code="object_above_max_properties")
+    for name, text in value.items():
+        if not _ENV_NAME.fullmatch(name):
+            raise invalid_request(f"Invalid variable name in '{param}': expected letters, digits and '_', not "
+                                  "starting with a digit.", param=param, code="invalid_value")
+        if len(text) > MAX_SECRET_CHARS or "\0" in text:
+            raise invalid_request(f"Invalid value for '{param}.{name}': expected at most {MAX_SECRET_CHARS} "
+                                  "characters and no NUL.", param=f"{param}.{name}", code="invalid_value")
+    return {"env": dict(value)} if value else {}
 
 
 _CREDENTIAL_NAMES = ("authorization", "cookie", "key", "token", "secret", "password", "credential", "auth")

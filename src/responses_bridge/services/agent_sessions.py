@@ -47,6 +47,7 @@ from ..store.owners import new_owner_id
 from .agent_environments import SessionEnvironments, environment_state, session_not_found
 from .agent_events import SessionEvents
 from .agent_leases import SessionLeases
+from .agent_mcp_secrets import seal_tools
 from .agent_runner_view import ResponseStarter
 from .agent_turn_queue import public
 from .agent_turns import SessionRunner
@@ -217,13 +218,14 @@ class SessionService:
             if not isinstance(agent_id, str):
                 raise invalid_request("Invalid type for 'agent_id': expected a string.", param="agent_id",
                                       code="invalid_type")
-            base = await self.agents.get(agent_id, tenant=tenant)
+            base = await self.agents.stored(agent_id, tenant=tenant)  # its MCP transports' secrets still sealed
         elif overrides is None:
             raise invalid_request("Missing required parameter: 'agent' or 'agent_id'.", param="agent",
                                   code="missing_required_parameter")
         else:
             base = {**default_config(), "id": ids.new_id("agent")}
-        config = apply_config(base, overrides or {}, SESSION_AGENT_FIELDS, prefix="agent.")
+        config = seal_tools(apply_config(base, overrides or {}, SESSION_AGENT_FIELDS, prefix="agent."),
+                            self.agents.sealer)
         require_model(config, "agent.model")
         check_servable(config)
         return {"id": base["id"], "name": base.get("name"),
@@ -250,8 +252,9 @@ class SessionService:
                 if not isinstance(changes, dict):
                     raise invalid_request("Invalid type for 'agent': expected an object.", param="agent",
                                           code="invalid_type")
-                config = apply_config(session["agent"], changes, ("model", "reasoning", "service_tier", "tools"),
-                                      prefix="agent.")
+                config = seal_tools(apply_config(session["agent"], changes, ("model", "reasoning", "service_tier",
+                                                                             "tools"), prefix="agent."),
+                                    self.agents.sealer)
                 check_servable(config)
                 check_environment_mcp(config["tools"], session["environment"]["type"])
                 await self.check_credentials(config, session.get("vault_ids") or [], tenant)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import ids
+from .agent_mcp_secrets import shown_record
 from .agent_tool_calls import ToolCalls
 from .agent_traces import TurnTrace
 
@@ -46,5 +47,5 @@ def new_turn(session: dict[str, Any]) -> dict[str, Any]:
 
 
 def public(record: dict[str, Any]) -> dict[str, Any]:
-    """A stored record without the bridge's own fields (``_private``)."""
-    return {key: value for key, value in record.items() if key != "_private"}
+    """A stored record without the bridge's own fields (``_private``, a session's sealed MCP transport secrets)."""
+    return shown_record({key: value for key, value in record.items() if key != "_private"})

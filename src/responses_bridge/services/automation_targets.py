@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from ..protocol.agent_inputs import check_environment, check_servable, known, messages, not_served, session_tools
-from ..protocol.agents import SESSION_AGENT_FIELDS, apply_config, default_config, require_model
+from ..protocol.agents import SESSION_AGENT_FIELDS, TRANSPORT_SECRET, apply_config, default_config, require_model
 from ..protocol.automations import EXISTING_SESSION_FIELDS, NEW_SESSION_FIELDS
 from ..protocol.errors import APIError, invalid_request
 from ..protocol.request import check_metadata
@@ -77,6 +77,12 @@ class AutomationTargets:
                                       code="invalid_type")
             config = apply_config(default_config(), agent, SESSION_AGENT_FIELDS, prefix="target.agent.")
             require_model(config, "target.agent.model")
+            for index, tool in enumerate(config["tools"]):
+                if TRANSPORT_SECRET in tool:  # an automation is shown whole: its secrets would need sealing too
+                    raise invalid_request("An automation's inline agent may not carry an MCP transport's "
+                                          "'authorization' or 'env' yet: save the agent (they are sealed with it) "
+                                          "and name it in 'target.agent_id'.",
+                                          param=f"target.agent.tools[{index}].transport", code="unsupported_value")
             inline = {key: config[key] for key in SESSION_AGENT_FIELDS} | {"tools": session_tools(config["tools"])}
         check_servable(config)
         return {"type": "new_session", "agent": inline, "agent_id": agent_id, "environment": {"type": "none"},

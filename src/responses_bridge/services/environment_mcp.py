@@ -31,7 +31,9 @@ from ..protocol.errors import APIError
 from ..run.tools.mcp import MCPLimits, MCPToolError, MCPToolInfo, MCPTools, parse_mcp_tool
 from ..run.tools.mcp_config import MCPServer, MCPServerOverlay
 from ..run.tools.mcp_model import GATEWAY_TIMEOUT, first_line, redact
+from ..sealing import Sealer
 from .agent_environments import hosted_container
+from .agent_mcp_secrets import mask, opened, with_authorizations
 
 if TYPE_CHECKING:  # the sandbox's modules load where it runs, not with every session
     from ..sandbox.backend import SandboxSession
@@ -55,6 +57,7 @@ class EnvironmentServer:
     transport: Mapping[str, Any]  # the agent tool's (stdio: command, args, cwd, env_vars; http: server_url)
     limits: MCPLimits
     env_for: EnvFor | None = None
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)  # the tool's own ``env`` (a secret), opened
     listed: list[MCPToolInfo] | None = field(default=None, repr=False)  # the required check's, for the response
 
     async def list_tools(self, server: MCPServer) -> list[MCPToolInfo]:
@@ -74,7 +77,8 @@ class EnvironmentServer:
                 raise _not_mcp(server) from None
             annotations = tool.annotations.model_dump(by_alias=True, exclude_none=True, mode="json") \
                 if tool.annotations is not None else None
-            tools.append(MCPToolInfo(name=tool.name, description=tool.description,
+            description = mask(tool.description, self.env.values()) if tool.description else tool.description
+            tools.append(MCPToolInfo(name=tool.name, description=description,
                                      input_schema=tool.input_schema or {"type": "object", "properties": {}},
                                      annotations=annotations))
         return tools
@@ -89,12 +93,22 @@ class EnvironmentServer:
             result = CallToolResult.model_validate(answer)
         except ValueError:
             raise _not_mcp(server) from None
-        return render_content(result), result.is_error
+        return mask(render_content(result), self.env.values()), result.is_error
 
     async def _operate(self, server: MCPServer, operation: dict[str, Any]) -> Any:
         """One operation, one sandbox call: its answer (MCP's JSON), or :class:`MCPToolError`."""
         label = f"MCP server '{server.server_label}'"
         transport = await self._transport(server)
+        try:
+            return await self._run(server, label, transport, operation)
+        except MCPToolError as failure:  # what the server printed of its own ``env`` stays in it
+            if self.env and (masked := mask(str(failure), self.env.values())) != str(failure):
+                raise MCPToolError(masked, status=failure.status, connected=failure.connected,
+                                   protocol_code=failure.protocol_code) from None
+            raise
+
+    async def _run(self, server: MCPServer, label: str, transport: dict[str, Any],
+                   operation: dict[str, Any]) -> Any:
 
         async def work(call: SandboxSession) -> str:
             seconds = max(min(self.limits.call_timeout, call.seconds_for_code - 1.0), 0.5)
@@ -132,9 +146,10 @@ class EnvironmentServer:
             return {"type": "http", "url": server.server_url, "headers": dict(server.headers)}
         names = list(self.transport.get("env_vars") or [])
         env = dict(await self.env_for(self.container_id, self.tenant)) if names and self.env_for else {}
+        inherited = {name: env[name] for name in names if name in env}
         return {"type": "stdio", "command": self.transport["command"], "args": list(self.transport.get("args") or []),
-                "cwd": self.transport.get("cwd") or "", "env_vars": names,
-                "env": {name: env[name] for name in names if name in env}}
+                "cwd": self.transport.get("cwd") or "", "env_vars": [*names, *self.env],
+                "env": {**inherited, **self.env}}  # the tool's own ``env`` over the environment's variables
 
 
 def _not_mcp(server: MCPServer) -> MCPToolError:
@@ -146,9 +161,10 @@ class SessionMCP:
     """The process's part in a session's MCP servers: the sandbox's container runs, the environment's variables,
     and the MCP client of the tool loop (for ``required`` servers reached from the bridge)."""
 
-    def __init__(self, mcp: MCPTools, shell: HostedShell | None) -> None:
+    def __init__(self, mcp: MCPTools, shell: HostedShell | None, sealer: Sealer) -> None:
         self.mcp = mcp
         self.shell = shell  # its container runs, and (once the environments' routes set it) their variables
+        self.sealer = sealer  # opens the tools' MCP transport secrets (services/agent_mcp_secrets.py)
 
     async def prepare(self, session: dict[str, Any], request: dict[str, Any], *,
                       tenant: str) -> dict[str, MCPServerOverlay]:
@@ -156,6 +172,7 @@ class SessionMCP:
         ``required`` servers listed (an ``APIError`` naming the first that cannot be, which fails the turn)."""
         overlays: dict[str, MCPServerOverlay] = {}
         container_id = hosted_container(session)
+        with_authorizations(session["agent"]["tools"], request, self.sealer)
         for tool in session["agent"]["tools"]:
             if tool["type"] != "mcp":
                 continue
@@ -164,8 +181,9 @@ class SessionMCP:
                 if container_id is None or self.shell is None:  # refused at the start (check_environment_mcp)
                     raise APIError(400, f"The MCP server '{tool['server_label']}' needs the session's environment, "
                                    "which this server cannot run.", param="environment", code="invalid_request")
+                env = opened(tool, self.sealer).get("env") if tool["transport"]["type"] == "stdio" else None
                 connector = EnvironmentServer(self.shell.runs, container_id, tenant, tool["transport"],
-                                              self.mcp.limits, self.shell.env_for)
+                                              self.mcp.limits, self.shell.env_for, dict(env or {}))
             if connector is not None or tool.get("request_metadata"):
                 overlays[tool["server_label"]] = MCPServerOverlay(meta=tool.get("request_metadata") or None,
                                                                   connector=connector)

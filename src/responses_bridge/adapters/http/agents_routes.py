@@ -89,7 +89,8 @@ class AgentRoutes:
                                        turn_starter(runtime), runtime.containers, vaults=self.vaults)
         shell = runtime.server_tools.services.shell
         self.sessions.mcp = SessionMCP(runtime.server_tools.services.mcp,
-                                       shell if isinstance(shell, HostedShell) else None)  # where a sandbox runs
+                                       shell if isinstance(shell, HostedShell) else None,  # where a sandbox runs
+                                       runtime.agents.sealer)
         self.automations = AutomationRoutes(runtime.agents, self.sessions, AutomationBounds.of(runtime.settings))
         self._handing_off: list[asyncio.Future[None]] = []
 
