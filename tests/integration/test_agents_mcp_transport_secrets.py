@@ -146,7 +146,9 @@ async def test_an_http_servers_authorization(door: aiohttp.ClientSession, sdk: o
         assert output == expected and SECRET.encode() not in raw
         raw, output, _ = await turn(door, session_id, "call tools__whoami", last)
         assert output.startswith("authorization=[redacted] ") and SECRET.encode() not in raw, output
-        await shown(door, f"/v1/agents/sessions/{session_id}")
+        # a session's snapshot of an HTTP transport is the SDK's AgentTool's: no headers (the agent's type has them)
+        session = strict(AgentSession, await shown(door, f"/v1/agents/sessions/{session_id}"))
+        assert session.agent.tools[0].transport.model_dump() == {"type": "http", "server_url": mcp.http_url}
     await shown(door, "/v1/agents/sessions?limit=100")
     nowhere_on_disk(bridge_dir)
 

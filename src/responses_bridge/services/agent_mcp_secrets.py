@@ -50,13 +50,30 @@ def shown_agent(agent: dict[str, Any]) -> dict[str, Any]:
                                for tool in tools]}
 
 
+HTTP_SHOWN = frozenset({"server_url", "type"})
+"""What a session's snapshot shows of an HTTP transport: the SDK's ``McpTransportResourceHTTP`` (a session's
+``AgentTool``) has no ``headers``, which the agent it was made from (``PersistedMcpTransportResourceHTTP``) has;
+the snapshot keeps them for its calls."""
+
+
 def shown_record(record: dict[str, Any]) -> dict[str, Any]:
-    """A session (its ``agent``) as answered: :func:`shown_agent` of its snapshot."""
+    """A session (its ``agent``) as answered: :func:`shown_agent` of its snapshot, its HTTP transports as a
+    session's ``AgentTool`` types them."""
     agent = record.get("agent")
     if not isinstance(agent, dict):
         return record
     shown = shown_agent(agent)
+    tools = shown.get("tools") or []
+    if any(_extra_http(tool) for tool in tools):
+        shown = {**shown, "tools": [{**tool, "transport": {key: value for key, value in tool["transport"].items()
+                                                           if key in HTTP_SHOWN}} if _extra_http(tool) else tool
+                                    for tool in tools]}
     return record if shown is agent else {**record, "agent": shown}
+
+
+def _extra_http(tool: dict[str, Any]) -> bool:
+    transport = tool.get("transport") if tool.get("type") == "mcp" else None
+    return isinstance(transport, dict) and transport.get("type") == "http" and not HTTP_SHOWN.issuperset(transport)
 
 
 def opened(tool: dict[str, Any], sealer: Sealer) -> dict[str, Any]:
