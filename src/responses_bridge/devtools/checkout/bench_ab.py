@@ -28,10 +28,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import yaml
 
 from ...envoy_config import EXTPROC_CLUSTER
 from ..procs import ManagedProcess, envoy_binary, free_port, wait_http
@@ -96,9 +98,11 @@ class Side:
         if with_envoy:
             await self.start_envoy()
 
-    async def start_envoy(self, healthy_within: float = 30.0) -> None:
+    async def start_envoy(self, healthy_within: float = 30.0,
+                          edit: Callable[[dict[str, Any]], None] | None = None) -> None:
         """This side's Envoy in front of its (started) sidecar, its processor cluster healthy within
-        ``healthy_within`` seconds."""
+        ``healthy_within`` seconds; ``edit``: changes the rendered bootstrap first (its health checks gone, the
+        processor is not waited for)."""
         self.envoy_port, self.admin_port = free_port(), free_port()
         rendered = await asyncio.to_thread(subprocess.run, [
             self.python, "-m", "responses_bridge", "envoy-config", "--listen-port", str(self.envoy_port),
@@ -106,12 +110,18 @@ class Side:
             "--upstream", self.upstream_url, "--admin-port", str(self.admin_port)],
             capture_output=True, text=True, check=True, env={**os.environ, **self.env})
         path = os.path.join(self.tmp, f"envoy-{self.envoy_port}.yaml")
-        await asyncio.to_thread(Path(path).write_text, rendered.stdout)
+        text = rendered.stdout
+        if edit is not None:
+            bootstrap = yaml.safe_load(text)
+            edit(bootstrap)
+            text = yaml.safe_dump(bootstrap)
+        await asyncio.to_thread(Path(path).write_text, text)
         self.envoy = ManagedProcess([envoy_binary(), "-c", path, "--log-level", "error", "--base-id",
                                      str(self.envoy_port), "--concurrency", "1"], f"envoy {self.name}")
         self.envoy.start()
         await wait_http(f"http://127.0.0.1:{self.admin_port}/ready", process=self.envoy)
-        await wait_healthy(self.admin_port, (EXTPROC_CLUSTER,), (self.envoy,), timeout=healthy_within)
+        if edit is None:
+            await wait_healthy(self.admin_port, (EXTPROC_CLUSTER,), (self.envoy,), timeout=healthy_within)
 
     def stop(self) -> None:
         for process in (self.envoy, self.sidecar):
