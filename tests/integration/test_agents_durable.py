@@ -263,7 +263,20 @@ async def test_a_turn_that_called_with_the_clients_credentials_is_not_resumed(ho
     assert {call["headers"].get("authorization") for call in sent} == {"Bearer sk-client-own"}
 
 
-@pytest.mark.parametrize("told", ["told", "untold"])
+LOOKUP = {"type": "function", "name": "lookup", "description": "Look a word up",
+          "parameters": {"type": "object", "properties": {"word": {"type": "string"}}}}
+
+
+async def _read_until(answer: aiohttp.ClientResponse, event: bytes) -> bytes:
+    raw = b""
+    while event not in raw:
+        chunk = await answer.content.readuntil(b"\n\n")
+        assert chunk, "the stream ended before " + event.decode()
+        raw += chunk
+    return raw
+
+
+@pytest.mark.parametrize("told", ["told", "untold", "calls"])
 async def test_a_turn_whose_step_response_had_ended_is_ended_from_it_without_a_model_call(
         told: str, fake_upstream: str, tmp_path: Path) -> None:
     """The stored state a ``kill -9`` leaves when it lands between the end of a turn's step response and the turn's
@@ -271,17 +284,23 @@ async def test_a_turn_whose_step_response_had_ended_is_ended_from_it_without_a_m
     ``in_progress`` with that response as its step in flight, the session ``in_progress``. It is written here into
     a finished turn's rows (the log keeps that run's events: only what comes after the cursor is the restart's).
     The restarted process ends the turn from the stored response: one answer, ``completed`` once, the session idle,
-    and no model call made again. ``untold``: the answer's item was not stored yet, so the restart tells it."""
+    and no model call made again. ``untold``: the answer's item was not stored yet, so the restart tells it.
+    ``calls``: the response ended with a call of the client's function: the wait for its result is not rebuilt, the
+    turn fails saying so (still no model call), and the session goes idle."""
     db = str(tmp_path / "bridge.db")
     requests_url = fake_upstream.removesuffix("/v1") + "/_fake/requests"
     async with sidecar(tmp_path / "a", fake_upstream, db) as (_, base):
         async with aiohttp.ClientSession(base, headers=BETA, timeout=TIMEOUT) as http:
+            agent = {"model": "fake-model", "tools": [LOOKUP]} if told == "calls" else {"model": "fake-model"}
             async with http.post("/v1/agents/sessions", json={
-                    "agent": {"model": "fake-model"}, "environment": {"type": "none"}, "input": "once"}) as answer:
+                    "agent": agent, "environment": {"type": "none"},
+                    "input": "call lookup now" if told == "calls" else "once"}) as answer:
                 assert answer.status == 200, await answer.text()
                 session_id = (await answer.json())["id"]
-            async with http.get(f"/v1/agents/sessions/{session_id}/events", params={"until_idle": "true"}) as answer:
-                cursor = frames(await answer.read())[-1][0]
+            async with http.get(f"/v1/agents/sessions/{session_id}/events") as answer:
+                ending = b"event: agent.session.requires_action\n" if told == "calls" else \
+                    b"event: agent.session.idle\n"
+                cursor = frames(await _read_until(answer, ending))[-1][0]
             async with http.get(requests_url) as answer:
                 calls_before = len((await answer.json())["data"])
     stores = await open_stores(db, sidecar_env(db).get("RESPONSES_BRIDGE_DATABASE_URL"))
@@ -296,7 +315,7 @@ async def test_a_turn_whose_step_response_had_ended_is_ended_from_it_without_a_m
         kept[STEP_RESPONSE] = step
         turn.update(status="in_progress", usage=None, completed_at=None)
         await agents.put("turn", turn["id"], turn, tenant=TENANT, parent=session_id)
-        session["status"] = "in_progress"
+        session.update(status="in_progress", required_actions=[])
         await agents.put("session", session_id, session, tenant=TENANT, parent=session["agent"]["id"])
         if told == "untold":
             items = (await agents.page("item", tenant=TENANT, parent=session_id, scope=turn["id"], limit=10,
@@ -322,6 +341,11 @@ async def test_a_turn_whose_step_response_had_ended_is_ended_from_it_without_a_m
                 calls_after = len((await answer.json())["data"])
     kinds = [kind for _, kind, _ in after]
     assert calls_after == calls_before  # no model call made again
+    if told == "calls":
+        assert ended["status"] == "failed" and "not rebuilt" in ended["error"]["message"], ended
+        assert kinds.count("agent.session.turn.failed") == 1 and kinds[-1] == "agent.session.idle", kinds
+        assert session_now["status"] == "idle"
+        return
     assert kinds.count("agent.session.turn.completed") == 1 and kinds[-1] == "agent.session.idle", kinds
     assert kinds.count("agent.session.turn.item.done") == (1 if told == "untold" else 0), kinds
     assert "agent.session.turn.item.added" not in kinds  # it was told added before the stop
