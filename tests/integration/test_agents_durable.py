@@ -316,6 +316,8 @@ async def test_a_turn_whose_step_response_had_ended_is_ended_from_it_without_a_m
         turn.update(status="in_progress", usage=None, completed_at=None)
         await agents.put("turn", turn["id"], turn, tenant=TENANT, parent=session_id)
         session.update(status="in_progress", required_actions=[])
+        if told == "calls":  # stored when the turn waits, which it had not yet: the session's first turn
+            session["_private"].pop("last_response_id", None)
         await agents.put("session", session_id, session, tenant=TENANT, parent=session["agent"]["id"])
         if told == "untold":
             items = (await agents.page("item", tenant=TENANT, parent=session_id, scope=turn["id"], limit=10,
@@ -339,12 +341,20 @@ async def test_a_turn_whose_step_response_had_ended_is_ended_from_it_without_a_m
                 session_now = await answer.json()
             async with http.get(requests_url) as answer:
                 calls_after = len((await answer.json())["data"])
+            if told == "calls":  # the session takes the input again, chained on what came before the failed turn
+                async with http.post(f"/v1/agents/sessions/{session_id}/events", json={"events": [
+                        {"type": "agent.session.input.message",
+                         "input": [{"role": "user", "content": [{"type": "input_text", "text": "again"}]}]}]}) as sent:
+                    assert sent.status == 202, await sent.text()
+                async with http.get(f"/v1/agents/sessions/{session_id}/events",
+                                    params={"until_idle": "true", "after": after[-1][0]}) as answer:
+                    again = [kind for _, kind, _ in frames(await answer.read())]
     kinds = [kind for _, kind, _ in after]
     assert calls_after == calls_before  # no model call made again
     if told == "calls":
         assert ended["status"] == "failed" and "not rebuilt" in ended["error"]["message"], ended
         assert kinds.count("agent.session.turn.failed") == 1 and kinds[-1] == "agent.session.idle", kinds
-        assert session_now["status"] == "idle"
+        assert session_now["status"] == "idle" and again.count("agent.session.turn.completed") == 1, again
         return
     assert kinds.count("agent.session.turn.completed") == 1 and kinds[-1] == "agent.session.idle", kinds
     assert kinds.count("agent.session.turn.item.done") == (1 if told == "untold" else 0), kinds

@@ -27,6 +27,9 @@ lapsed (or let go by a drain), and takes the lease: that conditional write is wh
 session's input that waits behind the turn is stored already (services/agent_turn_queue.py); the resuming runner
 queues it again in order, each turn exactly once.
 
+A step whose response had already ended when the process stopped (the stop came between its end and the turn's)
+is not made again: the turn ends from the stored response (:func:`~.session_ended_step.ended_step`).
+
 What a resumed step does: the response in flight is made again, from the step's input, plus what its stored log
 shows it completed: each server-side call with its result (an MCP call, a code cell, a hosted shell command and
 its output, a search) is given to the model as done, never run again; a server-side call that had started but has
@@ -52,12 +55,12 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import structlog
 
-from ..protocol.agent_events import Shown, token_usage, translate
 from ..protocol.errors import APIError
 from .agent_subagents import left_open
 from .agent_traces import turn_span
 from .agent_turn_queue import QUEUED_INPUT, QueuedTurn, public
 from .background_run import until_started
+from .session_ended_step import ended_step
 
 if TYPE_CHECKING:
     from .agent_runner_view import SessionHost, TurnRunner
@@ -86,13 +89,6 @@ RESTARTED = ("The server restarted while this turn waited for the client's tool 
              "by the stopped process; it was not finished and will not be resumed.")
 SUBAGENT_RESTARTED = ("The server restarted while this subagent's turn ran; it was not finished, and the session's "
                       "turn went on without it.")
-ENDED_STEP = ("completed", "incomplete")
-"""A step response's own ends (the model's): ``failed`` and ``cancelled`` are also how a stopped or handed-off
-run is stored, so a step that ended so is made again."""
-CLIENT_PENDING = frozenset({"function_call", "custom_tool_call", "mcp_approval_request"})
-STEP_ENDED_WITH_CALLS = ("The server running this turn stopped after its response ended with calls for the client "
-                         "(tool calls or approvals), before the turn waited for them; that wait is not rebuilt, and "
-                         "the turn is not resumed. Send the input again.")
 INTERRUPTED = ("The server running this turn stopped while these tool calls were being made; they were not made "
                "again and their results are unknown (they may or may not have taken effect): {calls}.")
 
@@ -186,73 +182,6 @@ async def resumed_input(runner: TurnRunner, turn: dict[str, Any]) -> list[dict[s
     return [*step, *carried(frames)]
 
 
-async def ended_step(runner: TurnRunner, entry: QueuedTurn) -> bool:
-    """The stopped process's step response had already ended (the kill came between its end and the turn's): the
-    turn ends from it, no model call made again. Its output items the session's log has not told yet are told
-    (an item already stored is not told again), then the turn's end and the session's idle, with its usage and
-    ``last_response_id``. A response that left calls for the client ends the turn ``failed``
-    (``STEP_ENDED_WITH_CALLS``): the wait for them is not rebuilt. False: the step had not ended; it is resumed."""
-    turn = entry.turn
-    response_id = private(turn).get(STEP_RESPONSE)
-    stored = await runner.background.store.get_response(response_id, tenant=runner.tenant) if response_id else None
-    if stored is None or stored.get("status") not in ENDED_STEP:
-        return False
-    output = [item for item in stored.get("output") or [] if isinstance(item, dict)]
-    usage = token_usage(stored.get("usage"))
-    entry.changes = {"usage": usage, "last_response_id": response_id}
-    if any(item.get("type") in CLIENT_PENDING for item in output):
-        await runner._end(entry, "failed", {"code": "server_error", "message": STEP_ENDED_WITH_CALLS}, usage)
-        return True
-    kept, added = await _told_items(runner, turn["id"])
-    shown = Shown(ids=set(added))
-    for index, item in enumerate(output):
-        if str(item.get("id")) in kept:
-            continue
-        for kind in ("response.output_item.added", "response.output_item.done"):
-            if kind.endswith("added") and str(item.get("id")) in added:
-                continue
-            said, done = translate({"type": kind, "output_index": index, "item": item}, runner.session_id,
-                                   turn["id"], shown)
-            if said is not None:
-                await runner.events.emit(said, records=None if done is None else [runner.item_record(done)])
-    log.info("agent_turn_ended_from_stored_step", session_id=runner.session_id, turn_id=turn["id"],
-             response_id=response_id, status=stored["status"])
-    if stored["status"] == "completed":
-        await runner._end(entry, "completed", None, usage)
-    else:
-        reason = (stored.get("incomplete_details") or {}).get("reason")
-        code = "max_output_tokens" if reason == "max_output_tokens" else "context_length_exceeded"
-        await runner._end(entry, "failed", {"code": code, "message": f"The turn ended incomplete: {reason}."}, usage)
-    return True
-
-
-async def _told_items(runner: TurnRunner, turn_id: str) -> tuple[set[str], set[str]]:
-    """The turn's items stored (told done), and the ids its log told added."""
-    kept: set[str] = set()
-    after = None
-    while True:
-        page = await runner.store.page("item", tenant=runner.tenant, parent=runner.session_id, scope=turn_id,
-                                       after=after, limit=100, order="asc")
-        kept.update(str(item.get("id")) for item in page.data)
-        if not page.has_more or not page.data:
-            break
-        after = page.data[-1]["id"]
-    await runner.events.flush()
-    added: set[str] = set()
-    position = -1
-    while True:
-        rows = await runner.store.events_after(runner.session_id, position, tenant=runner.tenant)
-        for _, _, frame in rows:
-            if b"event: agent.session.turn.item.added\n" in frame and turn_id.encode() in frame:
-                event = orjson.loads(frame[frame.index(b"\ndata: ") + 7:])
-                if event.get("turn_id") == turn_id:
-                    added.add(str((event.get("item") or {}).get("id")))
-        if not rows:
-            break
-        position = rows[-1][0]
-    return kept, added
-
-
 async def record_step(runner: TurnRunner, turn: dict[str, Any], step_input: list[dict[str, Any]]) -> None:
     """Before a later step's response starts: its input (the first step's is the turn's messages)."""
     private(turn).update({STEP_INPUT: step_input, STEP_RESPONSE: None})
@@ -277,10 +206,10 @@ def forget_steps(turn: dict[str, Any]) -> None:
 
 async def begin_resumed(runner: TurnRunner, entry: QueuedTurn) -> list[dict[str, Any]] | None:
     """The resumed turn's step input, its resume counted and told before any call is made; None: it ended instead
-    (from its step response that had ended already, :func:`ended_step`), or failed (past the limit, or its input
-    gone), saying why."""
+    (from its step response that had ended already, :func:`~.session_ended_step.ended_step`), or failed (past the
+    limit, or its input gone), saying why."""
     turn = entry.turn
-    if await ended_step(runner, entry):  # the step had ended before the turn could: ended from it, no call made
+    if await ended_step(runner, entry, private(turn).get(STEP_RESPONSE)):  # ended from it: no call made again
         return None
     step = await resumed_input(runner, turn)
     if isinstance(step, str):
