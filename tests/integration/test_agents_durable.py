@@ -276,7 +276,7 @@ async def _read_until(answer: aiohttp.ClientResponse, event: bytes) -> bytes:
     return raw
 
 
-@pytest.mark.parametrize("told", ["told", "untold", "calls"])
+@pytest.mark.parametrize("told", ["told", "untold", "logged", "calls"])
 async def test_a_turn_whose_step_response_had_ended_is_ended_from_it_without_a_model_call(
         told: str, fake_upstream: str, tmp_path: Path) -> None:
     """The stored state a ``kill -9`` leaves when it lands between the end of a turn's step response and the turn's
@@ -285,6 +285,8 @@ async def test_a_turn_whose_step_response_had_ended_is_ended_from_it_without_a_m
     a finished turn's rows (the log keeps that run's events: only what comes after the cursor is the restart's).
     The restarted process ends the turn from the stored response: one answer, ``completed`` once, the session idle,
     and no model call made again. ``untold``: the answer's item was not stored yet, so the restart tells it.
+    ``logged``: the kill came before the response's end was stored, after its terminal event was (the next
+    start's sweep stores it ``failed``, "its stream had already ended"): the turn ends from that event.
     ``calls``: the response ended with a call of the client's function: the wait for its result is not rebuilt, the
     turn fails saying so (still no model call), and the session goes idle."""
     db = str(tmp_path / "bridge.db")
@@ -313,6 +315,11 @@ async def test_a_turn_whose_step_response_had_ended_is_ended_from_it_without_a_m
         step = kept["response_ids"][-1]
         assert (await stores.responses.get_response(step, tenant=TENANT) or {}).get("status") == "completed"
         kept[STEP_RESPONSE] = step
+        if told == "logged":
+            stored = await stores.responses.get_response(step, tenant=TENANT)
+            assert stored is not None
+            await stores.responses.save_response({**stored, "status": "failed", "error": {
+                "code": "server_error", "message": "its stream had already ended"}}, [], tenant=TENANT)
         turn.update(status="in_progress", usage=None, completed_at=None)
         await agents.put("turn", turn["id"], turn, tenant=TENANT, parent=session_id)
         session.update(status="in_progress", required_actions=[])

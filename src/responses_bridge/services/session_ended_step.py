@@ -5,7 +5,7 @@ answer the input twice (the turn keeping both answers), so the turn is ended fro
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
@@ -31,14 +31,19 @@ async def ended_step(runner: TurnRunner, entry: QueuedTurn, response_id: str | N
     """The stopped process's step response had already ended (the kill came between its end and the turn's): the
     turn ends from it, no model call made again. Its output items the session's log has not told yet are told
     (an item already stored is not told again), then the turn's end and the session's idle, with its usage and
-    ``last_response_id``. A response that left calls for the client ends the turn ``failed``
+    ``last_response_id``. The stored response, or the one its log's terminal event holds (:func:`_ended_in_log`).
+    A response that left calls for the client ends the turn ``failed``
     (``STEP_ENDED_WITH_CALLS``): the wait for them is not rebuilt, and the session's next turn chains on
     the response before it (one whose calls are never answered would be refused upstream). False: the step had
     not ended; it is resumed."""
     turn = entry.turn
-    stored = await runner.background.store.get_response(response_id, tenant=runner.tenant) if response_id else None
-    if stored is None or stored.get("status") not in ENDED_STEP:
+    if not response_id:
         return False
+    stored = await runner.background.store.get_response(response_id, tenant=runner.tenant)
+    if stored is None or stored.get("status") not in ENDED_STEP:
+        stored = await _ended_in_log(runner, response_id)
+        if stored is None:
+            return False
     output = [item for item in stored.get("output") or [] if isinstance(item, dict)]
     usage = token_usage(stored.get("usage"))
     if any(item.get("type") in CLIENT_PENDING for item in output):  # the session chains on as before this turn
@@ -67,6 +72,18 @@ async def ended_step(runner: TurnRunner, entry: QueuedTurn, response_id: str | N
         code = "max_output_tokens" if reason == "max_output_tokens" else "context_length_exceeded"
         await runner._end(entry, "failed", {"code": code, "message": f"The turn ended incomplete: {reason}."}, usage)
     return True
+
+
+async def _ended_in_log(runner: TurnRunner, response_id: str) -> dict[str, Any] | None:
+    """The response as its stored log's terminal event holds it, when that event is the model's own end: a run's
+    terminal event is made durable before its end is stored (services/background_run.py), so a kill between the
+    two leaves it ``in_progress`` (or failed by the next start's sweep, "its stream had already ended")."""
+    rows = await runner.background.events.after(response_id, -1, tenant=runner.tenant)
+    last = rows[-1][1] if rows else b""
+    if not last.startswith((b"event: response.completed\n", b"event: response.incomplete\n")):
+        return None
+    response = orjson.loads(last[last.index(b"\ndata: ") + 7:]).get("response")
+    return response if isinstance(response, dict) and response.get("status") in ENDED_STEP else None
 
 
 async def _told_items(runner: TurnRunner, turn_id: str) -> tuple[set[str], set[str]]:
