@@ -28,8 +28,11 @@ import orjson
 import pytest
 
 from responses_bridge.devtools.procs import ManagedProcess, wait_http
+from responses_bridge.services.session_resume import STEP_RESPONSE
+from responses_bridge.store.base import DEFAULT_TENANT as TENANT
+from responses_bridge.store.open import open_stores
 from tests.support.bridge import start_sidecar
-from tests.support.postgres import store_from_env
+from tests.support.postgres import sidecar_env, store_from_env
 
 BETA = {"OpenAI-Beta": "agents=v1"}
 ENV = {
@@ -258,3 +261,111 @@ async def test_a_turn_that_called_with_the_clients_credentials_is_not_resumed(ho
     sent = [call for call in calls if call.get("path") == "/v1/chat/completions"]
     assert len(sent) == 2, sent  # the first turn's call before the stop, then the new input's: none made again
     assert {call["headers"].get("authorization") for call in sent} == {"Bearer sk-client-own"}
+
+
+LOOKUP = {"type": "function", "name": "lookup", "description": "Look a word up",
+          "parameters": {"type": "object", "properties": {"word": {"type": "string"}}}}
+
+
+async def _read_until(answer: aiohttp.ClientResponse, event: bytes) -> bytes:
+    raw = b""
+    while event not in raw:
+        chunk = await answer.content.readuntil(b"\n\n")
+        assert chunk, "the stream ended before " + event.decode()
+        raw += chunk
+    return raw
+
+
+@pytest.mark.parametrize("told", ["told", "untold", "logged", "calls"])
+async def test_a_turn_whose_step_response_had_ended_is_ended_from_it_without_a_model_call(
+        told: str, fake_upstream: str, tmp_path: Path) -> None:
+    """The stored state a ``kill -9`` leaves when it lands between the end of a turn's step response and the turn's
+    own end (issue #64, found by scripts/crash-probe): the step response ``completed``, the turn still
+    ``in_progress`` with that response as its step in flight, the session ``in_progress``. It is written here into
+    a finished turn's rows (the log keeps that run's events: only what comes after the cursor is the restart's).
+    The restarted process ends the turn from the stored response: one answer, ``completed`` once, the session idle,
+    and no model call made again. ``untold``: the answer's item was not stored yet, so the restart tells it.
+    ``logged``: the kill came before the response's end was stored, after its terminal event was (the next
+    start's sweep stores it ``failed``, "its stream had already ended"): the turn ends from that event.
+    ``calls``: the response ended with a call of the client's function: the wait for its result is not rebuilt, the
+    turn fails saying so (still no model call), and the session goes idle."""
+    db = str(tmp_path / "bridge.db")
+    requests_url = fake_upstream.removesuffix("/v1") + "/_fake/requests"
+    async with sidecar(tmp_path / "a", fake_upstream, db) as (_, base):
+        async with aiohttp.ClientSession(base, headers=BETA, timeout=TIMEOUT) as http:
+            agent = {"model": "fake-model", "tools": [LOOKUP]} if told == "calls" else {"model": "fake-model"}
+            async with http.post("/v1/agents/sessions", json={
+                    "agent": agent, "environment": {"type": "none"},
+                    "input": "call lookup now" if told == "calls" else "once"}) as answer:
+                assert answer.status == 200, await answer.text()
+                session_id = (await answer.json())["id"]
+            async with http.get(f"/v1/agents/sessions/{session_id}/events") as answer:
+                ending = b"event: agent.session.requires_action\n" if told == "calls" else \
+                    b"event: agent.session.idle\n"
+                cursor = frames(await _read_until(answer, ending))[-1][0]
+            async with http.get(requests_url) as answer:
+                calls_before = len((await answer.json())["data"])
+    stores = await open_stores(db, sidecar_env(db).get("RESPONSES_BRIDGE_DATABASE_URL"))
+    try:
+        agents = stores.agents
+        session = await agents.get("session", session_id, tenant=TENANT)
+        assert session is not None and calls_before >= 1
+        (turn,) = (await agents.page("turn", tenant=TENANT, parent=session_id, limit=10, order="asc")).data
+        kept = turn["_private"]
+        step = kept["response_ids"][-1]
+        assert (await stores.responses.get_response(step, tenant=TENANT) or {}).get("status") == "completed"
+        kept[STEP_RESPONSE] = step
+        if told == "logged":
+            stored = await stores.responses.get_response(step, tenant=TENANT)
+            assert stored is not None
+            await stores.responses.save_response({**stored, "status": "failed", "error": {
+                "code": "server_error", "message": "its stream had already ended"}}, [], tenant=TENANT)
+        turn.update(status="in_progress", usage=None, completed_at=None)
+        await agents.put("turn", turn["id"], turn, tenant=TENANT, parent=session_id)
+        session.update(status="in_progress", required_actions=[])
+        if told == "calls":  # stored when the turn waits, which it had not yet: the session's first turn
+            session["_private"].pop("last_response_id", None)
+        await agents.put("session", session_id, session, tenant=TENANT, parent=session["agent"]["id"])
+        if told == "untold":
+            items = (await agents.page("item", tenant=TENANT, parent=session_id, scope=turn["id"], limit=10,
+                                       order="asc")).data
+            for item in items:
+                if item.get("role") == "assistant":
+                    assert await agents.delete("item", item["id"], tenant=TENANT)
+    finally:
+        await stores.close()
+    async with sidecar(tmp_path / "b", fake_upstream, db) as (_, base):
+        async with aiohttp.ClientSession(base, headers=BETA, timeout=TIMEOUT) as http:
+            async with http.get(f"/v1/agents/sessions/{session_id}/events",
+                                params={"until_idle": "true", "after": cursor}) as answer:
+                after = frames(await answer.read())
+            async with http.get(f"/v1/agents/sessions/{session_id}/turns/{turn['id']}") as answer:
+                ended = await answer.json()
+            async with http.get(f"/v1/agents/sessions/{session_id}/turns/{turn['id']}/items",
+                                params={"order": "asc"}) as answer:
+                items = (await answer.json())["data"]
+            async with http.get(f"/v1/agents/sessions/{session_id}") as answer:
+                session_now = await answer.json()
+            async with http.get(requests_url) as answer:
+                calls_after = len((await answer.json())["data"])
+            if told == "calls":  # the session takes the input again, chained on what came before the failed turn
+                async with http.post(f"/v1/agents/sessions/{session_id}/events", json={"events": [
+                        {"type": "agent.session.input.message",
+                         "input": [{"role": "user", "content": [{"type": "input_text", "text": "again"}]}]}]}) as sent:
+                    assert sent.status == 202, await sent.text()
+                async with http.get(f"/v1/agents/sessions/{session_id}/events",
+                                    params={"until_idle": "true", "after": after[-1][0]}) as answer:
+                    again = [kind for _, kind, _ in frames(await answer.read())]
+    kinds = [kind for _, kind, _ in after]
+    assert calls_after == calls_before  # no model call made again
+    if told == "calls":
+        assert ended["status"] == "failed" and "not rebuilt" in ended["error"]["message"], ended
+        assert kinds.count("agent.session.turn.failed") == 1 and kinds[-1] == "agent.session.idle", kinds
+        assert session_now["status"] == "idle" and again.count("agent.session.turn.completed") == 1, again
+        return
+    assert kinds.count("agent.session.turn.completed") == 1 and kinds[-1] == "agent.session.idle", kinds
+    assert kinds.count("agent.session.turn.item.done") == (1 if told == "untold" else 0), kinds
+    assert "agent.session.turn.item.added" not in kinds  # it was told added before the stop
+    answers = [item for item in items if item["type"] == "message" and item["role"] == "assistant"]
+    assert [item["content"][0]["text"] for item in answers] == ["Echo: once"]
+    assert ended["status"] == "completed" and ended["usage"] and session_now["status"] == "idle"

@@ -27,6 +27,9 @@ lapsed (or let go by a drain), and takes the lease: that conditional write is wh
 session's input that waits behind the turn is stored already (services/agent_turn_queue.py); the resuming runner
 queues it again in order, each turn exactly once.
 
+A step whose response had already ended when the process stopped (the stop came between its end and the turn's)
+is not made again: the turn ends from the stored response (:func:`~.session_ended_step.ended_step`).
+
 What a resumed step does: the response in flight is made again, from the step's input, plus what its stored log
 shows it completed: each server-side call with its result (an MCP call, a code cell, a hosted shell command and
 its output, a search) is given to the model as done, never run again; a server-side call that had started but has
@@ -57,6 +60,7 @@ from .agent_subagents import left_open
 from .agent_traces import turn_span
 from .agent_turn_queue import QUEUED_INPUT, QueuedTurn, public
 from .background_run import until_started
+from .session_ended_step import ended_step
 
 if TYPE_CHECKING:
     from .agent_runner_view import SessionHost, TurnRunner
@@ -201,9 +205,12 @@ def forget_steps(turn: dict[str, Any]) -> None:
 
 
 async def begin_resumed(runner: TurnRunner, entry: QueuedTurn) -> list[dict[str, Any]] | None:
-    """The resumed turn's step input, its resume counted and told before any call is made; None: it failed
-    instead (past the limit, or its input gone), saying why."""
+    """The resumed turn's step input, its resume counted and told before any call is made; None: it ended instead
+    (from its step response that had ended already, :func:`~.session_ended_step.ended_step`), or failed (past the
+    limit, or its input gone), saying why."""
     turn = entry.turn
+    if await ended_step(runner, entry, private(turn).get(STEP_RESPONSE)):  # ended from it: no call made again
+        return None
     step = await resumed_input(runner, turn)
     if isinstance(step, str):
         await runner._end(entry, "failed", {"code": "server_error", "message": step}, None)
