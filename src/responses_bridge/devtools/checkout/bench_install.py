@@ -17,6 +17,7 @@ second run of the same trees starts at once, and a tree edited since is installe
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import site
 import subprocess
@@ -64,6 +65,7 @@ def installed_python(tree: Path, log: bool = True) -> Path:
                         scratch], check=True)
     # after the install: with the running venv in sight, pip would take its editable bridge for the one to replace
     own = _see_dependencies(python)
+    _add_missing(python)
     where = subprocess.run([str(python), "-c", "import responses_bridge; print(responses_bridge.__file__)"],
                            capture_output=True, text=True, check=True).stdout.strip()
     if not Path(where).is_relative_to(own):
@@ -79,3 +81,15 @@ def _see_dependencies(python: Path) -> Path:
                               capture_output=True, text=True, check=True).stdout.strip())
     (own / "_bench_deps.pth").write_text("".join(f"{path}\n" for path in site.getsitepackages()))
     return own
+
+
+def _add_missing(python: Path) -> None:
+    """Install into ``python``'s venv what its tree requires and the running venv lacks (an older tree's own
+    dependencies: ee3dbcf's xds-protos), as ``pip check`` names them."""
+    check = subprocess.run([str(python), "-m", "pip", "check", "--disable-pip-version-check"], capture_output=True,
+                           text=True)
+    missing = re.findall(r"^responses-bridge \S+ requires ([A-Za-z0-9_.\-]+), which is not installed", check.stdout,
+                         re.M)
+    if missing:
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
+                        *sorted(set(missing))], check=True)
