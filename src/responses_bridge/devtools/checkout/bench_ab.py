@@ -136,22 +136,28 @@ class Side:
                           [self.sidecar], self.envoy, self.admin_port, BRIDGE_LISTENER)
 
 
+async def upstream_and_trees(ab_tree: str | None) -> tuple[ManagedProcess, str, Path, Path]:
+    """The fake upstream (not started yet) and its URL; the interpreters of this tree and of ``ab_tree`` (this one
+    again without it), each installed (bench_install.py)."""
+    upstream_port = free_port()
+    upstream = ManagedProcess([sys.executable, "-m", "responses_bridge", "fake-upstream", "--port",
+                               str(upstream_port)], "fake-upstream")
+    python_a = await asyncio.to_thread(installed_python, THIS_TREE)
+    python_b = await asyncio.to_thread(installed_python, Path(ab_tree)) if ab_tree else python_a
+    return upstream, f"http://127.0.0.1:{upstream_port}/v1", python_a, python_b
+
+
 async def run_ab(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
     b_extra = extra + [word for arg in args.ab_sidecar_arg for word in arg.split()]
     doors = ("http", "envoy") if args.envoy else ("http",)
     with tempfile.TemporaryDirectory(prefix="rb-bench-ab-") as tmp:
-        upstream_port = free_port()
-        upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
-        upstream = ManagedProcess([sys.executable, "-m", "responses_bridge", "fake-upstream", "--port",
-                                   str(upstream_port)], "fake-upstream")
-        python_a = await asyncio.to_thread(installed_python, THIS_TREE)
-        python_b = await asyncio.to_thread(installed_python, Path(args.ab_tree)) if args.ab_tree else python_a
+        upstream, upstream_url, python_a, python_b = await upstream_and_trees(args.ab_tree)
         sides = [Side("A", tmp, upstream_url, extra, {}, python_a),
                  Side("B", tmp, upstream_url, b_extra, _env_of(args.ab_env), python_b),
                  Side("A'", tmp, upstream_url, extra, {}, python_a)]
         try:
             upstream.start()
-            await wait_http(f"http://127.0.0.1:{upstream_port}/health", process=upstream)
+            await wait_http(f"{upstream_url.removesuffix('/v1')}/health", process=upstream)
             for side in sides:
                 await side.start(args.envoy)
             bodies = {"json": synthetic_body(True, False, args.chunks),

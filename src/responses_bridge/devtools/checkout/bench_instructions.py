@@ -26,9 +26,8 @@ from typing import Any
 
 import aiohttp
 
-from ..procs import ManagedProcess, free_port, wait_http
-from .bench_ab import THIS_TREE, Side
-from .bench_install import installed_python
+from ..procs import ManagedProcess, wait_http
+from .bench_ab import Side, upstream_and_trees
 from .bench_requests import post, synthetic_body
 
 _TOTALS = re.compile(rb"^(?:summary|totals):\s+(\d+)", re.M)
@@ -110,16 +109,11 @@ async def run(args: argparse.Namespace) -> list[dict[str, dict[str, float]]]:
         if shutil.which(tool) is None:
             raise SystemExit(f"scripts/bench-instructions: {tool} is not installed (apt-get install valgrind)")
     with tempfile.TemporaryDirectory(prefix="rb-bench-instr-") as tmp:
-        upstream_port = free_port()
-        upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
-        upstream = ManagedProcess([sys.executable, "-m", "responses_bridge", "fake-upstream", "--port",
-                                   str(upstream_port)], "fake-upstream")
-        python_a = await asyncio.to_thread(installed_python, THIS_TREE)
-        python_b = await asyncio.to_thread(installed_python, Path(args.ab_tree)) if args.ab_tree else python_a
+        upstream, upstream_url, python_a, python_b = await upstream_and_trees(args.ab_tree)
         upstream.start()
         rounds = []
         try:
-            await wait_http(f"http://127.0.0.1:{upstream_port}/health", process=upstream)
+            await wait_http(f"{upstream_url.removesuffix('/v1')}/health", process=upstream)
             for index in range(max(1, args.rounds)):
                 order = [("A", python_a), ("B", python_b)][::1 if index % 2 == 0 else -1]
                 rounds.append({name: await _side(name, python, tmp, upstream_url, args) for name, python in order})
