@@ -37,6 +37,7 @@ class QueuedTurn:
     review: str | None = None  # the session's ``review`` when the turn started: its mode for the whole turn
     review_usage: dict[str, Any] | None = None  # the automatic reviews' tokens, not yet in the turn's usage
     resuming: bool = False  # a stopped process's running turn, continued from its step in flight
+    waiting: bool = False  # a stopped process's turn waiting on the client, waiting on here (session_waiting.py)
 
 
 def new_turn(session: dict[str, Any]) -> dict[str, Any]:
