@@ -287,8 +287,9 @@ async def test_a_turn_whose_step_response_had_ended_is_ended_from_it_without_a_m
     and no model call made again. ``untold``: the answer's item was not stored yet, so the restart tells it.
     ``logged``: the kill came before the response's end was stored, after its terminal event was (the next
     start's sweep stores it ``failed``, "its stream had already ended"): the turn ends from that event.
-    ``calls``: the response ended with a call of the client's function: the wait for its result is not rebuilt, the
-    turn fails saying so (still no model call), and the session goes idle."""
+    ``calls``: the response ended with a call of the client's function: the turn begins the wait the stopped
+    process was about to (the session ``requires_action`` for that call, no model call made again), and the
+    client's result completes it, with one more model call."""
     db = str(tmp_path / "bridge.db")
     requests_url = fake_upstream.removesuffix("/v1") + "/_fake/requests"
     async with sidecar(tmp_path / "a", fake_upstream, db) as (_, base):
@@ -336,6 +337,16 @@ async def test_a_turn_whose_step_response_had_ended_is_ended_from_it_without_a_m
         await stores.close()
     async with sidecar(tmp_path / "b", fake_upstream, db) as (_, base):
         async with aiohttp.ClientSession(base, headers=BETA, timeout=TIMEOUT) as http:
+            if told == "calls":  # the wait begun again: the client answers the call, once
+                async with http.get(f"/v1/agents/sessions/{session_id}/events", params={"after": cursor}) as answer:
+                    waited = frames(await _read_until(answer, b"event: agent.session.requires_action\n"))
+                async with http.get(requests_url) as answer:
+                    calls_waiting = len((await answer.json())["data"])
+                (action,) = waited[-1][2]["session"]["required_actions"]
+                async with http.post(f"/v1/agents/sessions/{session_id}/events", json={"events": [{
+                        "type": "agent.session.input.tool_result", "call_id": action["call_id"],
+                        "turn_id": turn["id"], "success": True, "output": "a word"}]}) as sent:
+                    assert sent.status == 202, await sent.text()
             async with http.get(f"/v1/agents/sessions/{session_id}/events",
                                 params={"until_idle": "true", "after": cursor}) as answer:
                 after = frames(await answer.read())
@@ -348,21 +359,15 @@ async def test_a_turn_whose_step_response_had_ended_is_ended_from_it_without_a_m
                 session_now = await answer.json()
             async with http.get(requests_url) as answer:
                 calls_after = len((await answer.json())["data"])
-            if told == "calls":  # the session takes the input again, chained on what came before the failed turn
-                async with http.post(f"/v1/agents/sessions/{session_id}/events", json={"events": [
-                        {"type": "agent.session.input.message",
-                         "input": [{"role": "user", "content": [{"type": "input_text", "text": "again"}]}]}]}) as sent:
-                    assert sent.status == 202, await sent.text()
-                async with http.get(f"/v1/agents/sessions/{session_id}/events",
-                                    params={"until_idle": "true", "after": after[-1][0]}) as answer:
-                    again = [kind for _, kind, _ in frames(await answer.read())]
     kinds = [kind for _, kind, _ in after]
-    assert calls_after == calls_before  # no model call made again
     if told == "calls":
-        assert ended["status"] == "failed" and "not rebuilt" in ended["error"]["message"], ended
-        assert kinds.count("agent.session.turn.failed") == 1 and kinds[-1] == "agent.session.idle", kinds
-        assert session_now["status"] == "idle" and again.count("agent.session.turn.completed") == 1, again
+        assert calls_waiting == calls_before and calls_after == calls_before + 1  # the step not made again
+        assert action["call_id"] == "call_lookup_0" and action["name"] == "lookup", action
+        assert kinds.count("agent.session.requires_action") == 1 and "agent.session.turn.failed" not in kinds
+        assert kinds.count("agent.session.turn.completed") == 1 and kinds[-1] == "agent.session.idle", kinds
+        assert ended["status"] == "completed" and session_now["status"] == "idle", ended
         return
+    assert calls_after == calls_before  # no model call made again
     assert kinds.count("agent.session.turn.completed") == 1 and kinds[-1] == "agent.session.idle", kinds
     assert kinds.count("agent.session.turn.item.done") == (1 if told == "untold" else 0), kinds
     assert "agent.session.turn.item.added" not in kinds  # it was told added before the stop

@@ -1,11 +1,13 @@
 """A session's turn waiting on the client outlives its sidecar: ``kill -9``, and a SIGTERM (drain), while the
-session ``requires_action`` for a call of the client's function or a ``self_hosted`` session's shell command.
+session ``requires_action`` for a call of the client's function, a ``self_hosted`` session's shell command, or an
+MCP call held for the client's approval.
 
 On SQLite the sidecar is started again on the same file; on PostgreSQL (``--store=postgres``) a second replica runs
 beside the first from the start and takes the session over once the first's lease lapsed (or the drain let it go).
 Either way the session comes back as it was: ``requires_action`` with the same pending call, its turn ``waiting``,
-nothing told again (no second ``requires_action`` event, no turn ``failed``). The client's result, sent to the
-process that survived, completes the turn once: one more model call (with the result), one answer.
+nothing told again (no second ``requires_action`` event, no turn ``failed``). The client's result (or decision),
+sent to the process that survived, completes the turn once: one more model call (with the result), one answer,
+and an approved MCP call made once.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import aiohttp
 import pytest
 
 from tests.integration.test_agents_durable import BETA, LOOKUP, TIMEOUT, _read_until, frames, sidecar, stop
+from tests.support.mcp_server import MCPTestServer
 from tests.support.postgres import store_from_env
 
 REQUIRES_ACTION = b"event: agent.session.requires_action\n"
@@ -29,13 +32,16 @@ async def _requests_naming(http: aiohttp.ClientSession, requests_url: str, marke
 
 
 async def _send_result(http: aiohttp.ClientSession, session_id: str, action: dict) -> None:
-    """The client's result, sent until a process holds the session (a 409 ``session_busy`` until the dead
-    replica's lease lapsed and the survivor took the session)."""
+    """The client's result (an approval's decision), sent until a process holds the session (a 409
+    ``session_busy`` until the dead replica's lease lapsed and the survivor took the session)."""
     deadline = asyncio.get_running_loop().time() + 30
+    event = {"type": "agent.session.input.mcp_approval_request_result", "request_id": action["request_id"],
+             "response": {"type": "mcp_tool_call", "decision": "approve"}} \
+        if action["type"] == "mcp_approval_request" else \
+        {"type": "agent.session.input.tool_result", "call_id": action["call_id"], "turn_id": action["turn_id"],
+         "success": True, "output": "a word for a thing"}
     while True:
-        async with http.post(f"/v1/agents/sessions/{session_id}/events", json={"events": [{
-                "type": "agent.session.input.tool_result", "call_id": action["call_id"],
-                "turn_id": action["turn_id"], "success": True, "output": "a word for a thing"}]}) as answer:
+        async with http.post(f"/v1/agents/sessions/{session_id}/events", json={"events": [event]}) as answer:
             if answer.status == 202:
                 return
             assert answer.status == 409 and asyncio.get_running_loop().time() < deadline, await answer.text()
@@ -43,9 +49,9 @@ async def _send_result(http: aiohttp.ClientSession, session_id: str, action: dic
 
 
 @pytest.mark.parametrize("how", ["kill", "term"])
-@pytest.mark.parametrize("kind", ["function", "shell"])
+@pytest.mark.parametrize("kind", ["function", "shell", "approval"])
 async def test_a_turn_waiting_on_the_client_survives_the_sidecar(kind: str, how: str, fake_upstream: str,
-                                                                 tmp_path: Path) -> None:
+                                                                 tmp_path: Path, mcp: MCPTestServer) -> None:
     db = str(tmp_path / "bridge.db")
     shared = store_from_env() == "postgres"
     marker = f"waiting-{kind}-{how}"
@@ -55,12 +61,18 @@ async def test_a_turn_waiting_on_the_client_survives_the_sidecar(kind: str, how:
     if kind == "function":
         body = {"agent": {"model": "fake-model", "tools": [LOOKUP]}, "environment": {"type": "none"},
                 "input": f"call lookup now ({marker})"}
-    else:
+    elif kind == "shell":
         body = {"agent": {"model": "fake-model"}, "input": f"sh: echo {marker}",
                 "environment": {"type": "self_hosted", "workspace_directory": str(workspace)}}
+    else:
+        tool = {"type": "mcp", "server_label": "tools", "allowed_tools": ["echo"],
+                "transport": {"type": "http", "server_url": mcp.http_url}}
+        body = {"agent": {"model": "fake-model", "tools": [tool]}, "environment": {"type": "none"},
+                "input": f'call tools__echo [args={{"text": "{marker}"}}]'}
+    env = {"RESPONSES_BRIDGE_MCP_ALLOWED_HOSTS": "127.0.0.1"}
     async with AsyncExitStack() as stack:
-        first, first_base = await stack.enter_async_context(sidecar(tmp_path / "a", fake_upstream, db))
-        other = await stack.enter_async_context(sidecar(tmp_path / "b", fake_upstream, db)) if shared else None
+        first, first_base = await stack.enter_async_context(sidecar(tmp_path / "a", fake_upstream, db, env))
+        other = await stack.enter_async_context(sidecar(tmp_path / "b", fake_upstream, db, env)) if shared else None
         async with aiohttp.ClientSession(first_base, headers=BETA, timeout=TIMEOUT) as http:
             async with http.post("/v1/agents/sessions", json=body) as answer:
                 assert answer.status == 200, await answer.text()
@@ -74,7 +86,7 @@ async def test_a_turn_waiting_on_the_client_survives_the_sidecar(kind: str, how:
         assert first.process is not None
         await asyncio.get_running_loop().run_in_executor(None, first.process.wait, 30)
         if other is None:  # SQLite: the restarted process takes its own session back
-            other = await stack.enter_async_context(sidecar(tmp_path / "c", fake_upstream, db))
+            other = await stack.enter_async_context(sidecar(tmp_path / "c", fake_upstream, db, env))
         _, base = other
         (action,) = waiting["required_actions"]
         async with aiohttp.ClientSession(base, headers=BETA, timeout=TIMEOUT) as http:
@@ -100,3 +112,6 @@ async def test_a_turn_waiting_on_the_client_survives_the_sidecar(kind: str, how:
     assert calls_after == calls_before + 1  # one more model call, with the client's result
     answers = [item for item in items if item["type"] == "message" and item["role"] == "assistant"]
     assert len(answers) == 1, items
+    if kind == "approval":  # the approved call, made once, by the process that survived
+        (call,) = [item for item in items if item["type"] == "mcp_call"]
+        assert call["status"] == "completed" and marker in call["output"], call

@@ -233,9 +233,9 @@ class SessionRunner:
             return
         if entry.resuming:  # a stopped process's turn, continued from its step in flight (session_resume.py)
             resumed = await begin_resumed(self, entry)
-            if resumed is not None:  # the session's review mode as it is now (its value at the start was not kept)
+            if resumed is not None or entry.wait_first:  # the session's review mode as it is now (not kept)
                 entry.review = (session := await self.session()).get("review")
-                await self._steps(entry, session, resumed)
+                await self._steps(entry, session, resumed or [])
             return
         if not await self._queued_input(entry):
             await self._end(entry, "failed", {"code": "server_error", "message": LOST_INPUT}, None)
@@ -270,8 +270,8 @@ class SessionRunner:
         # the skills and AGENTS.md of the environment's capability directories, as they are when the turn starts
         capabilities = await self.environments.capabilities(session, tenant=self.tenant) \
             if self.environments is not None else ""
-        total: dict[str, Any] | None = kept_usage(turn) if entry.waiting else None
-        if entry.waiting:
+        total: dict[str, Any] | None = kept_usage(turn) if entry.waiting or entry.wait_first else None
+        if entry.waiting or entry.wait_first:  # a stopped process's wait, or the one it was about to begin
             answered = await wait_for_results(self, entry, total)
             if answered is None:
                 await self._end(entry, "cancelled", None, total)

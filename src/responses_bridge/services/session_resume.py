@@ -58,7 +58,7 @@ import structlog
 from ..protocol.errors import APIError
 from .agent_subagents import left_open
 from .agent_traces import turn_span
-from .agent_turn_queue import QUEUED_INPUT, QueuedTurn, public
+from .agent_turn_queue import QUEUED_INPUT, WAITING, QueuedTurn, public
 from .background_run import until_started
 from .session_ended_step import ended_step
 
@@ -70,7 +70,6 @@ log = structlog.get_logger("responses_bridge.agents")
 STEP_INPUT = "step_input"
 STEP_RESPONSE = "step_response"
 RESUMES = "resumes"
-WAITING = "waiting"  # what a turn waiting on the client waits on (services/session_waiting.py)
 HANDOFF_SHARE = 0.5  # of the drain timeout: how long a drain waits for its turns' next step boundary
 
 CLIENT_ITEM_TYPES = frozenset({"message", "reasoning", "function_call", "custom_tool_call"})
