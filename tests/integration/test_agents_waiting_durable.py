@@ -69,7 +69,9 @@ async def test_a_turn_waiting_on_the_client_survives_the_sidecar(kind: str, how:
                 "transport": {"type": "http", "server_url": mcp.http_url}}
         body = {"agent": {"model": "fake-model", "tools": [tool]}, "environment": {"type": "none"},
                 "input": f'call tools__echo [args={{"text": "{marker}"}}]'}
-    env = {"RESPONSES_BRIDGE_MCP_ALLOWED_HOSTS": "127.0.0.1"}
+    # a lease of 3 s, not the module's 1 s: a replica's loop held up that long on a busy machine loses its
+    # session to the other while alive, which is not what this test is about
+    env = {"RESPONSES_BRIDGE_MCP_ALLOWED_HOSTS": "127.0.0.1", "RESPONSES_BRIDGE_BACKGROUND_LEASE_SECONDS": "3"}
     async with AsyncExitStack() as stack:
         first, first_base = await stack.enter_async_context(sidecar(tmp_path / "a", fake_upstream, db, env))
         other = await stack.enter_async_context(sidecar(tmp_path / "b", fake_upstream, db, env)) if shared else None
