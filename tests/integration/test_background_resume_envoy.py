@@ -4,6 +4,9 @@ during its slow model call, or between a server-side call's result and the next 
 process started again on the same database (SQLite; on PostgreSQL with ``--store=postgres``, the same restart).
 It completes once, the recorded search is not made again, and a reader that saw its events through Envoy resumes
 them there with ``starting_after``: no gap, no repeat. (Two replicas on PostgreSQL: test_replicas_steps.py.)
+An Agents session's running turn with two inputs queued behind it, all sent through Envoy (which routes the
+Agents API to the HTTP door), survives the same stops: every input answered once, the reader resuming through
+Envoy with ``Last-Event-ID`` gets the rest of the session's stream without a gap or a repeat.
 
 One Envoy for the module, in front of fixed ports: each test's sidecar, and the one started again after the stop,
 listen on them, so the stack is not built again per test.
@@ -24,6 +27,7 @@ import pytest
 
 from responses_bridge.devtools.procs import ManagedProcess, free_port, wait_http
 from responses_bridge.envoy_config import render_bootstrap
+from tests.integration import test_agents_durable as sessions
 from tests.integration.test_background import parse_sse
 from tests.integration.test_background_resume import QUICK, SLOW, TIMEOUT, read_until_deltas
 from tests.integration.test_background_steps import check_finished_once, model_calls, searches, searching
@@ -133,3 +137,49 @@ async def test_a_run_stopped_behind_envoy_is_resumed_by_the_restarted_process(
         calls = await model_calls(fake_upstream, marker)
         assert calls[0][-1] == "user" and all(roles[-1] == "tool" for roles in calls[1:]), calls
         assert len(calls) <= 3  # only the call in flight made again
+
+
+@pytest.mark.parametrize("stop", ["kill", "term"])
+async def test_a_session_turn_stopped_behind_envoy_is_resumed_with_its_queued_input(
+        stop: str, tmp_path: Path, fake_upstream: str, door: Door, search: SearchServer) -> None:
+    db = str(tmp_path / "sessions.db")
+    process = await started(tmp_path, fake_upstream, db, door, search)
+    try:
+        async with aiohttp.ClientSession(door.url, headers=sessions.BETA, timeout=TIMEOUT) as http:
+            async with http.post("/v1/agents/sessions", json={
+                    "agent": {"model": "fake-model"}, "environment": {"type": "none"},
+                    "input": sessions.SLOW}) as answer:
+                assert answer.status == 200, await answer.text()
+                session_id = (await answer.json())["id"]
+            for text in ("second", "third"):  # queued behind the running turn
+                async with http.post(f"/v1/agents/sessions/{session_id}/events", json={"events": [
+                        {"type": "agent.session.input.message",
+                         "input": [{"role": "user", "content": [{"type": "input_text", "text": text}]}]}]}) as answer:
+                    assert answer.status == 202, await answer.text()
+            async with http.get(f"/v1/agents/sessions/{session_id}/events") as reading:
+                before = await sessions.read_until_deltas(reading)
+                sessions.stop(process, stop)
+                if stop == "term":  # the draining process ends its readers' streams cleanly
+                    before += await sessions.read_to_end(reading)
+        assert process.process is not None
+        await asyncio.get_running_loop().run_in_executor(None, process.process.wait, 60)
+    finally:
+        process.stop()
+    seen = sessions.frames(before)
+    process = await started(tmp_path, fake_upstream, db, door, search)
+    try:
+        async with aiohttp.ClientSession(door.url, headers=sessions.BETA, timeout=TIMEOUT) as http:
+            async with http.get(f"/v1/agents/sessions/{session_id}/events", params={"until_idle": "true"},
+                                headers={"Last-Event-ID": seen[-1][0]}) as answer:
+                assert answer.status == 200, await answer.text()
+                after = sessions.frames(await answer.read())
+            async with http.get(f"/v1/agents/sessions/{session_id}/events", params={"until_idle": "true"}) as answer:
+                whole = sessions.frames(await answer.read())
+            async with http.get(f"/v1/agents/sessions/{session_id}/turns", params={"order": "asc"}) as answer:
+                turns = (await answer.json())["data"]
+    finally:
+        process.stop()
+    assert [event_id for event_id, _, _ in seen + after] == [event_id for event_id, _, _ in whole]
+    kinds = [kind for _, kind, _ in whole]
+    assert "agent.session.turn.failed" not in kinds and kinds.count("agent.session.turn.completed") == 3, kinds
+    assert [turn["status"] for turn in turns] == ["completed"] * 3
