@@ -28,6 +28,7 @@ import orjson
 import pytest
 
 from responses_bridge.devtools.procs import ManagedProcess, wait_http
+from responses_bridge.services.agent_turn_queue import WAITING
 from responses_bridge.services.session_resume import STEP_RESPONSE
 from responses_bridge.store.base import DEFAULT_TENANT as TENANT
 from responses_bridge.store.open import open_stores
@@ -276,7 +277,7 @@ async def _read_until(answer: aiohttp.ClientResponse, event: bytes) -> bytes:
     return raw
 
 
-@pytest.mark.parametrize("told", ["told", "untold", "logged", "calls"])
+@pytest.mark.parametrize("told", ["told", "untold", "logged", "calls", "answered"])
 async def test_a_turn_whose_step_response_had_ended_is_ended_from_it_without_a_model_call(
         told: str, fake_upstream: str, tmp_path: Path) -> None:
     """The stored state a ``kill -9`` leaves when it lands between the end of a turn's step response and the turn's
@@ -289,19 +290,21 @@ async def test_a_turn_whose_step_response_had_ended_is_ended_from_it_without_a_m
     start's sweep stores it ``failed``, "its stream had already ended"): the turn ends from that event.
     ``calls``: the response ended with a call of the client's function: the turn begins the wait the stopped
     process was about to (the session ``requires_action`` for that call, no model call made again), and the
-    client's result completes it, with one more model call."""
+    client's result completes it, with one more model call. ``answered``: the client's result had come (and been
+    stored) before that wait began: nothing is waited for, the turn goes on with it."""
     db = str(tmp_path / "bridge.db")
     requests_url = fake_upstream.removesuffix("/v1") + "/_fake/requests"
     async with sidecar(tmp_path / "a", fake_upstream, db) as (_, base):
         async with aiohttp.ClientSession(base, headers=BETA, timeout=TIMEOUT) as http:
-            agent = {"model": "fake-model", "tools": [LOOKUP]} if told == "calls" else {"model": "fake-model"}
+            calls = told in ("calls", "answered")
+            agent = {"model": "fake-model", "tools": [LOOKUP]} if calls else {"model": "fake-model"}
             async with http.post("/v1/agents/sessions", json={
                     "agent": agent, "environment": {"type": "none"},
-                    "input": "call lookup now" if told == "calls" else "once"}) as answer:
+                    "input": "call lookup now" if calls else "once"}) as answer:
                 assert answer.status == 200, await answer.text()
                 session_id = (await answer.json())["id"]
             async with http.get(f"/v1/agents/sessions/{session_id}/events") as answer:
-                ending = b"event: agent.session.requires_action\n" if told == "calls" else \
+                ending = b"event: agent.session.requires_action\n" if calls else \
                     b"event: agent.session.idle\n"
                 cursor = frames(await _read_until(answer, ending))[-1][0]
             async with http.get(requests_url) as answer:
@@ -321,10 +324,13 @@ async def test_a_turn_whose_step_response_had_ended_is_ended_from_it_without_a_m
             assert stored is not None
             await stores.responses.save_response({**stored, "status": "failed", "error": {
                 "code": "server_error", "message": "its stream had already ended"}}, [], tenant=TENANT)
+        if told == "answered":  # the client answered the call as soon as it was shown, before the wait began
+            kept[WAITING] = {"answers": [{"type": "function_call_output", "call_id": "call_lookup_0",
+                                          "output": "a word"}]}
         turn.update(status="in_progress", usage=None, completed_at=None)
         await agents.put("turn", turn["id"], turn, tenant=TENANT, parent=session_id)
         session.update(status="in_progress", required_actions=[])
-        if told == "calls":  # stored when the turn waits, which it had not yet: the session's first turn
+        if calls:  # stored when the turn waits, which it had not yet: the session's first turn
             session["_private"].pop("last_response_id", None)
         await agents.put("session", session_id, session, tenant=TENANT, parent=session["agent"]["id"])
         if told == "untold":
@@ -360,6 +366,11 @@ async def test_a_turn_whose_step_response_had_ended_is_ended_from_it_without_a_m
             async with http.get(requests_url) as answer:
                 calls_after = len((await answer.json())["data"])
     kinds = [kind for _, kind, _ in after]
+    if told == "answered":  # no wait: the next step runs with the stored answer, once
+        assert calls_after == calls_before + 1 and "agent.session.requires_action" not in kinds, kinds
+        assert kinds.count("agent.session.turn.completed") == 1 and kinds[-1] == "agent.session.idle", kinds
+        assert ended["status"] == "completed" and session_now["status"] == "idle", ended
+        return
     if told == "calls":
         assert calls_waiting == calls_before and calls_after == calls_before + 1  # the step not made again
         assert action["call_id"] == "call_lookup_0" and action["name"] == "lookup", action

@@ -76,6 +76,7 @@ async def ended_step(runner: TurnRunner, entry: QueuedTurn, response_id: str | N
         await runner._end(entry, "failed", {"code": "server_error", "message": STEP_ENDED_WITH_CALLS}, usage)
         return True
     entry.changes = {"usage": usage, "last_response_id": response_id}
+    answered_before = list(((turn.get("_private") or {}).get(WAITING) or {}).get("answers") or [])
     kept, added = await _told_items(runner, turn["id"])
     shown = Shown(ids=set(added))
     for index, item in enumerate(output):
@@ -89,6 +90,7 @@ async def ended_step(runner: TurnRunner, entry: QueuedTurn, response_id: str | N
                 continue
             await runner.events.emit(said, records=None if done is None else [runner.item_record(done)])
     if waits:  # the wait the stopped process was about to begin: begun by the turn (session_waiting.py)
+        _answered(entry, answered_before)
         turn.setdefault("_private", {})[WAITING] = {"usage": usage}  # the turn's usage so far
         entry.wait_first = True
         log.info("agent_turn_waits_from_stored_step", session_id=runner.session_id, turn_id=turn["id"],
@@ -113,6 +115,19 @@ def _open(entry: QueuedTurn, item: dict[str, Any], done: dict[str, Any] | None) 
         entry.calls.opened({**done.pop(CLIENT_CALL), "command_item": done})
     elif item.get("type") == "mcp_approval_request":
         entry.calls.asked({**item, "turn_id": entry.turn["id"]})
+
+
+def _answered(entry: QueuedTurn, answers: list[dict[str, Any]]) -> None:
+    """The client's results and decisions the stopped process had stored for these calls before its wait began
+    (the client may answer a call as soon as it is shown): kept, their calls no longer waited on."""
+    calls, keep = entry.calls, False
+    for answer in answers:
+        call_id, request_id = answer.get("call_id"), answer.get("approval_request_id")
+        if call_id is not None or request_id is not None:
+            keep = calls.open.pop(str(call_id), None) is not None if call_id is not None else \
+                calls.approvals.pop(str(request_id), None) is not None
+        if keep:  # (a refusal's note, which has neither id, goes with the decision before it)
+            calls.answers.append(answer)
 
 
 async def _ended_in_log(runner: TurnRunner, response_id: str) -> dict[str, Any] | None:
