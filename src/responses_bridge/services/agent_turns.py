@@ -41,6 +41,7 @@ from .agent_async_calls import async_functions, async_result, async_results, sta
 from .agent_auto_review import auto_review
 from .agent_environments import Published, SessionEnvironments, environment_state, hosted_container, not_kept
 from .agent_events import SessionLog
+from .agent_executor_calls import run_on_executor
 from .agent_runner_view import ResponseStarter
 from .agent_subagent_tree import SubagentTree
 from .agent_tool_calls import unknown_approval, unknown_call
@@ -50,6 +51,7 @@ from .agent_turn_request import turn_request
 from .background import BackgroundService
 from .background_frames import split_frames
 from .environment_mcp import SessionMCP
+from .executor_hub import ExecutorHub
 from .session_resume import HandOff, begin_resumed, forget_steps, is_boundary, record_step, started_step, stop_response
 from .vaults import VaultService
 
@@ -86,6 +88,7 @@ class SessionRunner:
         self.mcp: SessionMCP | None = None  # the MCP servers in its environment, with metadata or required
         # the agent's ``automations`` tool, run here (the service's): tenant, session, call id, arguments -> output
         self.automations: Callable[[str, str, str, str], Awaitable[str]] | None = None
+        self.executors: ExecutorHub | None = None  # the exec-servers serving self_hosted environments (the service's)
         self._may_idle = False  # the running turn's end may leave the session idle (no other turn queued)
         self._idled = False  # it did: the turn's end told agent.session.idle too
         self.handing_off = False  # a drain: stop at the next step boundary (services/session_resume.py)
@@ -297,6 +300,7 @@ class SessionRunner:
                              if status in ("completed", "incomplete") else None}
             if status != "completed" or not entry.calls.pending:
                 break
+            await run_on_executor(self, entry, session)  # a self_hosted session's commands, on its exec-server
             answered = await self._wait_for_results(entry)
             if answered is None:
                 await self._end(entry, "cancelled", None, total)
