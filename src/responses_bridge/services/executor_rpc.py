@@ -16,9 +16,10 @@ import base64
 import contextlib
 import itertools
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import structlog
@@ -72,11 +73,46 @@ class _Capped:
         return b"".join(self.parts).decode("utf-8", "replace")
 
 
-class ExecutorConnection:
-    """One exec-server's websocket, as the bridge's JSON-RPC client. :meth:`serve` reads until it closes."""
+class Channel(Protocol):
+    """How JSON-RPC messages cross to one exec-server: text frames (its direct transport, :class:`DirectChannel`)
+    or Noise records in relay frames (executor_noise.py)."""
+
+    async def send(self, message: bytes) -> None: ...
+
+    def messages(self) -> AsyncIterator[bytes]: ...
+
+    async def close(self) -> None: ...
+
+
+class DirectChannel:
+    """``direct_jsonrpc_v1``: one JSON-RPC message per text frame."""
 
     def __init__(self, socket: web.WebSocketResponse) -> None:
         self.socket = socket
+
+    async def send(self, message: bytes) -> None:
+        if self.socket.closed:
+            raise ExecutorGone("the exec-server disconnected")
+        try:
+            await self.socket.send_str(message.decode())
+        except (ConnectionError, RuntimeError) as error:
+            raise ExecutorGone("the exec-server disconnected") from error
+
+    async def messages(self) -> AsyncIterator[bytes]:
+        async for message in self.socket:
+            if message.type == WSMsgType.TEXT:
+                yield message.data.encode()
+
+    async def close(self) -> None:
+        await self.socket.close()
+
+
+class ExecutorConnection:
+    """One exec-server, as the bridge's JSON-RPC client over its :class:`Channel`. :meth:`serve` reads until the
+    channel closes."""
+
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[Any]] = {}
         self.closed = asyncio.Event()
@@ -86,11 +122,9 @@ class ExecutorConnection:
     async def serve(self) -> None:
         """Read the exec-server's messages until the websocket closes; every request still waiting then fails."""
         try:
-            async for message in self.socket:
-                if message.type != WSMsgType.TEXT:
-                    continue  # binary frames are the Noise relay's, refused at registration; nothing to read here
+            async for message in self.channel.messages():
                 try:
-                    decoded = orjson.loads(message.data)
+                    decoded = orjson.loads(message)
                 except orjson.JSONDecodeError:
                     log.warning("executor_message_malformed")
                     continue
@@ -119,12 +153,13 @@ class ExecutorConnection:
             waiter.set_result(message.get("result"))
 
     async def _send(self, message: dict[str, Any]) -> None:
-        if self.socket.closed:
+        if self.closed.is_set():
             raise ExecutorGone("the exec-server disconnected")
-        try:
-            await self.socket.send_str(orjson.dumps(message).decode())
-        except (ConnectionError, RuntimeError) as error:
-            raise ExecutorGone("the exec-server disconnected") from error
+        await self.channel.send(orjson.dumps(message))
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.channel.close()
 
     async def call(self, method: str, params: dict[str, Any], timeout: float = CALL_TIMEOUT) -> Any:
         """``method``'s result; :class:`ExecutorError` for its JSON-RPC error, :class:`ExecutorGone` when the

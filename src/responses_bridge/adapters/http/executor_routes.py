@@ -35,7 +35,7 @@ from ...services.executor_hub import (
     key_owner,
     secret_access_key,
 )
-from ...services.executor_rpc import MAX_FRAME_BYTES, ExecutorConnection, ExecutorError, ExecutorGone
+from ...services.executor_rpc import MAX_FRAME_BYTES, DirectChannel, ExecutorConnection, ExecutorError, ExecutorGone
 from ...services.executor_sigv4 import SignatureRefused, verify
 from .identity import request_tenant
 from .params import json_reply, read_body
@@ -142,7 +142,7 @@ class ExecutorRoutes:
             raise _refused(429, "Too many exec-servers connected for this tenant.", "rate_limit_exceeded")
         socket = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, heartbeat=30)
         await socket.prepare(request)
-        connection = ExecutorConnection(socket)
+        connection = ExecutorConnection(DirectChannel(socket))
         reader = asyncio.ensure_future(connection.serve())
         self._serving.add(reader)
         try:
@@ -155,7 +155,7 @@ class ExecutorRoutes:
                 return socket
             replaced = self.hub.attach(claim, connection)
             if replaced is not None:  # a restarted exec-server of the same session takes its place
-                await replaced.socket.close()
+                await replaced.close()
             with contextlib.suppress(ExecutorGone):
                 await connection.initialized()
             log.info("executor_connected", tenant=tenant, session_id=session_id,
@@ -171,5 +171,4 @@ class ExecutorRoutes:
 
     async def _close_all(self, app: web.Application) -> None:
         for connection in self.hub.connections():
-            with contextlib.suppress(Exception):
-                await connection.socket.close()
+            await connection.close()
