@@ -14,6 +14,7 @@ import asyncio
 import base64
 import contextlib
 import os
+import signal
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -72,21 +73,25 @@ class FakeExecServer:
             return answer.status, await answer.json()
 
     async def serve(self, http: aiohttp.ClientSession, url: str, connected: asyncio.Event | None = None) -> None:
-        """Connect to the registry's websocket URL and answer the harness until it closes."""
-        async with http.ws_connect(url, headers=signed_headers("GET", url, b"", self.key_id, self.secret)) as ws:
-            async for message in ws:
-                if message.type != aiohttp.WSMsgType.TEXT:
-                    continue
-                request = orjson.loads(message.data)
-                if "id" not in request:
-                    if request.get("method") == "initialized" and connected is not None:
-                        connected.set()  # the bridge serves the environment through this connection now
-                    continue
-                self.requests.append(request["method"])
-                self._spawn(self._answer(ws, request))
-        for running in self.processes.values():
-            with contextlib.suppress(ProcessLookupError):
-                running.process.kill()
+        """Connect to the registry's websocket URL and answer the harness until it closes (or this is cancelled:
+        the commands still running are killed and reaped either way)."""
+        try:
+            async with http.ws_connect(url, headers=signed_headers("GET", url, b"", self.key_id, self.secret)) as ws:
+                async for message in ws:
+                    if message.type != aiohttp.WSMsgType.TEXT:
+                        continue
+                    request = orjson.loads(message.data)
+                    if "id" not in request:
+                        if request.get("method") == "initialized" and connected is not None:
+                            connected.set()  # the bridge serves the environment through this connection now
+                        continue
+                    self.requests.append(request["method"])
+                    self._spawn(self._answer(ws, request))
+        finally:
+            for running in self.processes.values():
+                _kill(running.process)
+            # the pumps end at their processes' end of output, the answers within a read's wait
+            await asyncio.wait_for(asyncio.gather(*self.tasks, return_exceptions=True), 30)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(work)
@@ -109,7 +114,8 @@ class FakeExecServer:
     async def _process_start(self, ws: Any, params: dict[str, Any]) -> dict[str, Any]:
         cwd = unquote(urlsplit(params["cwd"]).path)
         process = await asyncio.create_subprocess_exec(*params["argv"], cwd=cwd, env=params["env"],
-                                                       stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+                                                       stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                                                       start_new_session=True)  # killed as a group, children too
         running = self.processes[params["processId"]] = _Process(process)
         self._spawn(self._pump(ws, params["processId"], running))
         return {"processId": params["processId"], "sandboxType": "none"}
@@ -147,8 +153,13 @@ class FakeExecServer:
         running = self.processes[params["processId"]]
         if running.closed:
             return {"running": False}
-        running.process.kill()
+        _kill(running.process)
         return {"running": True}
+
+
+def _kill(process: asyncio.subprocess.Process) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 @contextlib.asynccontextmanager
