@@ -66,6 +66,9 @@ async def test_a_command_its_cap_and_its_timeout(connected: Connected, tmp_path:
     capped = await connection.run("head -c 100000 /dev/zero | tr '\\0' a", str(tmp_path), timeout_ms=None,
                                   output_cap=10)
     assert capped.stdout == "a" * 10 and capped.dropped == 100000 - 10 and capped.exit_code == 0
+    # a background job holding the output open: the command's outcome is its own, not the job's
+    left = await connection.run("(sleep 60 &); echo done", str(tmp_path), timeout_ms=30_000, output_cap=None)
+    assert (left.stdout, left.exit_code, left.timed_out) == ("done\n", 0, False)
     slow = await connection.run("sleep 30", str(tmp_path), timeout_ms=300, output_cap=None)
     assert slow.timed_out and slow.exit_code is None
     assert "process/terminate" in server.requests

@@ -132,8 +132,13 @@ class FakeExecServer:
                                                     "params": {"processId": process_id, **chunk}}).decode())
 
         assert running.process.stdout is not None and running.process.stderr is not None
-        await asyncio.gather(stream(running.process.stdout, "stdout"), stream(running.process.stderr, "stderr"))
-        running.exit_code = await running.process.wait()
+        readers = asyncio.gather(stream(running.process.stdout, "stdout"), stream(running.process.stderr, "stderr"))
+        while running.process.returncode is None:  # asyncio's wait() also waits for the output to close
+            await asyncio.sleep(0.02)
+        running.exit_code = running.process.returncode  # exited: a child it left may still hold its output
+        running.changed.set()
+        await readers
+        await running.process.wait()
         running.closed = True
         running.changed.set()
 
@@ -146,7 +151,8 @@ class FakeExecServer:
                 await asyncio.wait_for(running.changed.wait(), (params.get("waitMs") or 0) / 1000)
         chunks = [chunk for chunk in running.chunks if chunk["seq"] > after]
         next_seq = (chunks[-1]["seq"] if chunks else after) + 1
-        return {"chunks": chunks, "nextSeq": next_seq, "exited": running.closed, "exitCode": running.exit_code,
+        return {"chunks": chunks, "nextSeq": next_seq, "exited": running.exit_code is not None,
+                "exitCode": running.exit_code,
                 "closed": running.closed, "failure": None, "sandboxDenied": False}
 
     async def _process_terminate(self, ws: Any, params: dict[str, Any]) -> dict[str, Any]:

@@ -30,6 +30,7 @@ log = structlog.get_logger("responses_bridge.executor")
 MAX_FRAME_BYTES = 4 * 1024 * 1024  # one JSON-RPC message; a process/read asks for at most READ_BYTES of output
 READ_BYTES = 256 * 1024
 READ_WAIT_MS = 1000
+EXITED_QUIET_READS = 2  # empty reads after the process exited before its output is taken as ended
 CALL_TIMEOUT = 30.0  # seconds for one request's answer (a read waits READ_WAIT_MS at most)
 DEFAULT_OUTPUT_CAP = 1024 * 1024  # bytes kept of one command's stdout and of its stderr when the call sets no limit
 DEFAULT_COMMAND_TIMEOUT_MS = 10 * 60 * 1000
@@ -203,6 +204,7 @@ class ExecutorConnection:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (timeout_ms or DEFAULT_COMMAND_TIMEOUT_MS) / 1000
         after: int | None = None
+        quiet_after_exit = 0
         try:
             while True:
                 if loop.time() >= deadline:
@@ -223,7 +225,10 @@ class ExecutorConnection:
                     after = next_seq - 1
                 if read.get("failure"):
                     raise ExecutorError(str(read["failure"])[:2000])
-                if read.get("closed") or (read.get("exited") and not read.get("chunks")):
+                # closed: all its output was read; exited with nothing more for a few reads: a child it left holds
+                # its output open (a background job), which the command's own outcome does not wait for
+                quiet_after_exit = quiet_after_exit + 1 if read.get("exited") and not read.get("chunks") else 0
+                if read.get("closed") or quiet_after_exit > EXITED_QUIET_READS:
                     code = read.get("exitCode")
                     return CommandOutcome(stdout.text(), stderr.text(), code if isinstance(code, int) else None,
                                           dropped=stdout.dropped + stderr.dropped)
