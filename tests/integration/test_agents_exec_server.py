@@ -17,8 +17,11 @@ import aiohttp
 import openai
 import pytest
 
+from responses_bridge.devtools.procs import free_port
+from responses_bridge.envoy_config import Auth, render_bootstrap
 from tests.integration.test_agents_api import BETA, MODEL, frames, read_until_idle
-from tests.support.bridge import Sidecar, running_sidecar
+from tests.support.bridge import Sidecar, keys_command, running_sidecar
+from tests.support.envoy import start_envoy
 from tests.support.exec_server import FakeExecServer, real_codex, running_fake_exec_server, signed_headers
 
 
@@ -218,3 +221,58 @@ async def test_the_real_codex_exec_server(beta_client: openai.AsyncOpenAI, http:
               and event["item"]["type"] == "command_execution"]
     assert done["status"] == "completed" and done["exit_code"] == 0 and done["output"].endswith("real\n")
     assert (tmp_path / "real.txt").read_text() == "real\n"
+
+
+Keyed = tuple[str, str, dict[str, str]]
+
+
+@pytest.fixture(scope="module")
+async def keyed(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Keyed]:
+    """RESPONSES_BRIDGE_AUTH=keys, both doors (Envoy checking keys too): (HTTP door, Envoy door, tenant -> key)."""
+    directory = str(tmp_path_factory.mktemp("exec-keys"))
+    db = os.path.join(directory, "keys.db")
+    keys = {}
+    for tenant in (ALPHA, OTHER):
+        made = keys_command(db, "create", "--tenant", tenant)
+        assert made.returncode == 0, made.stderr
+        keys[tenant] = made.stdout.strip()
+    listen_port = free_port()
+    async with running_sidecar(directory, fake_upstream, "--db", db, "--upstream-via",
+                               f"http://127.0.0.1:{listen_port}/v1",
+                               env={**os.environ, "RESPONSES_BRIDGE_AUTH": "keys"}) as sidecar:
+        envoy = await start_envoy(render_bootstrap(
+            listen_port=listen_port, extproc_port=sidecar.extproc_port,
+            http_port=int(sidecar.http_url.rsplit(":", 1)[1]), upstream=fake_upstream, admin_port=0,
+            auth=Auth(mode="keys")))
+        try:
+            yield sidecar.http_url, f"http://127.0.0.1:{listen_port}", keys
+        finally:
+            envoy.stop()
+
+
+@pytest.mark.parametrize("through", ["http", "envoy"])
+async def test_with_bridge_keys(keyed: Keyed, through: str, tmp_path: Path) -> None:
+    """The credentials take the tenant's bridge key; the exec-server's own requests carry none (the middleware
+    leaves them to their signature), and another tenant's key reaches nothing of the session."""
+    base = keyed[0] if through == "http" else keyed[1]
+    keys = keyed[2]
+    async with openai.AsyncOpenAI(base_url=f"{base}/v1", api_key=keys[ALPHA], max_retries=0, timeout=60) as alpha, \
+            aiohttp.ClientSession(base) as http:
+        session_id, environment_id = await new_session(alpha, tmp_path)
+        assert (await credentials(http, session_id))[0] == 401  # no key
+        assert (await credentials(http, session_id, {"Authorization": f"Bearer {keys[OTHER]}"}))[0] == 404
+        status, creds = await credentials(http, session_id, {"Authorization": f"Bearer {keys[ALPHA]}"})
+        assert status == 200
+        for secret in (keys[ALPHA], keys[OTHER]):
+            assert secret not in str(creds)
+        async with running_fake_exec_server(base + creds["remote_path"], environment_id, creds["aws_access_key_id"],
+                                            creds["aws_secret_access_key"]):
+            await alpha.beta.agents.sessions.events.create(session_id, events=[{
+                "type": "agent.session.input.message",
+                "input": [{"role": "user", "content": [{"type": "input_text", "text": "sh: echo keyed"}]}]}])
+            async with http.get(f"/v1/agents/sessions/{session_id}/events",
+                                headers={**BETA, "Authorization": f"Bearer {keys[ALPHA]}"}) as answer:
+                events = [event for _, event in frames(await read_until_idle(answer))]
+    [done] = [event["item"] for event in events if event["type"] == "agent.session.turn.item.done"
+              and event["item"]["type"] == "command_execution"]
+    assert done["status"] == "completed" and done["output"] == "keyed\n"
