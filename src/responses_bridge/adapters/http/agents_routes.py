@@ -90,7 +90,7 @@ class AgentRoutes:
         shell = runtime.server_tools.services.shell
         self.sessions.mcp = SessionMCP(runtime.server_tools.services.mcp,
                                        shell if isinstance(shell, HostedShell) else None,  # where a sandbox runs
-                                       runtime.agents.sealer)
+                                       runtime.agents.sealer, runtime.agents.store)
         self.automations = AutomationRoutes(runtime.agents, self.sessions, AutomationBounds.of(runtime.settings))
         self._handing_off: list[asyncio.Future[None]] = []
 
