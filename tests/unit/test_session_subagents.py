@@ -171,8 +171,8 @@ async def test_a_later_turn_resumes_and_closes_a_kept_subagent_in_its_context() 
     [kept] = [record.body for record in first.records if record.kind == "subagent"][-1:]
     assert kept["status"] == "closed" and [item.get("content") for item in context_of(kept) or []] == [
         "remember kiwi", [{"type": "output_text", "text": "done: remember kiwi", "annotations": []}]]
-    assert "_private" not in [event for event in first.events
-                              if event["type"] == "agent.session.subagent.closed"][0]["subagent"]
+    assert "_private" not in next(event for event in first.events
+                                  if event["type"] == "agent.session.subagent.closed")["subagent"]
 
     # the next turn: its tree starts with the kept subagent, closed
     second = RootStream()
