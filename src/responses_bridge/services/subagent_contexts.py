@@ -69,9 +69,9 @@ async def kept_subagents(store: AgentStore, session: dict[str, Any], *, tenant: 
     kept: list[dict[str, Any]] = []
     names: set[str] = set()
     for record in page.data:
-        if context_of(record) is None:
+        if context_of(record) is None or record.get("status") != "closed":  # an open one is its turn's to close
             continue
-        if len(kept) < MAX_KEPT and record.get("status") == "closed" and record.get("name") not in names:
+        if len(kept) < MAX_KEPT and record.get("name") not in names:
             kept.append(record)
             names.add(str(record.get("name")))
             continue
