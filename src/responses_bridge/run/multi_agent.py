@@ -11,9 +11,9 @@ cancelled) cancels every subagent with it (:meth:`AgentTree.close`).
 the text of its ``multi_agent_call_output``. ``interrupt_agent`` with ``close`` closes a subagent (the SDK's
 ``multi_agent_call.action`` has no close of its own) and ``followup_task`` resumes a closed one in its context; an
 Agents API session starts each response's tree with its subagents of earlier responses, closed
-(:class:`KeptSubagent`, services/subagent_contexts.py). What the root's output shows of the tree goes to a :class:`TreeOutput`:
-the messages between agents, and each piece of a subagent's work (its own items) once, where ``wait_agent`` collects
-it — between the root's turns, never in the middle of one the root is streaming.
+(:class:`KeptSubagent`, services/subagent_contexts.py). What the root's output shows of the tree goes to a
+:class:`TreeOutput`: the messages between agents, and each piece of a subagent's work (its own items) once, where
+``wait_agent`` collects it — between the root's turns, never in the middle of one the root is streaming.
 """
 
 from __future__ import annotations
