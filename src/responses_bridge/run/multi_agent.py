@@ -149,7 +149,7 @@ class AgentTree:
                 agent.task.cancel()
                 await asyncio.wait((agent.task,))
             if parsed.get("close") is True and not agent.closed:
-                agent.closed = True
+                agent.closed, agent.reported = True, True  # nothing left to wait for
                 return f"{agent.name} {CLOSED}; followup_task resumes it."
             return f"{agent.name}: {agent.status}."
         return f"Error: unknown action {action!r}."
