@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ..protocol.agent_inputs import response_tools
-from ..protocol.agents import _mcp_tool as checked_mcp_tool
+from ..protocol.agents import checked_mcp_tool
 from ..protocol.environment_fields import container_path
 from ..protocol.errors import APIError, invalid_request
 from ..sealing import Sealer
