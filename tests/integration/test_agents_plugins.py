@@ -1,8 +1,8 @@
 """An ``openai_hosted`` environment's ``plugins`` (inline Codex plugin zips), through both doors with the SDK's
 strict types: a plugin's skills (each directory with a ``SKILL.md`` under its manifest's ``skills``) are laid out
 for the shell beside the environment's own, and the plugin is shown on the session, on a standalone environment
-and on a template. A plugin that brings MCP servers, declares another name, or offers no skill is a 400 naming
-it."""
+and on a template. A plugin that brings apps, declares another name, or offers neither skill nor MCP server is a
+400 naming it (its MCP servers: test_agents_plugin_mcp.py)."""
 
 from __future__ import annotations
 
@@ -98,8 +98,8 @@ async def test_a_plugins_skills_are_laid_out_and_the_plugin_shown(base_url: str)
 
 
 @pytest.mark.parametrize(("entry", "param", "code"), [
-    (plugin(files={"skills/greet/SKILL.md": GREET, ".mcp.json": b"{}"}), "environment.plugins[0]",
-     "unsupported_value"),
+    (plugin(files={"skills/greet/SKILL.md": GREET, ".app.json": b'{"apps": {"mail": {"id": "connector_1"}}}'}),
+     "environment.plugins[0]", "unsupported_value"),
     ({**plugin(), "name": "other-name"}, "environment.plugins[0].name", "invalid_value"),
     (plugin(files={"docs/README.md": b"nothing"}), "environment.plugins[0]", "invalid_value"),
     ({**plugin(), "source": {"type": "base64", "media_type": "application/zip", "data": "bm90IGEgemlw"}},

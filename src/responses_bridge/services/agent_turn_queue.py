@@ -37,6 +37,7 @@ class QueuedTurn:
     review: str | None = None  # the session's ``review`` when the turn started: its mode for the whole turn
     review_usage: dict[str, Any] | None = None  # the automatic reviews' tokens, not yet in the turn's usage
     resuming: bool = False  # a stopped process's running turn, continued from its step in flight
+    kept: list[dict[str, Any]] = field(default_factory=list)  # its step's resumable subagents (subagent_contexts)
 
 
 def new_turn(session: dict[str, Any]) -> dict[str, Any]:

@@ -53,6 +53,7 @@ from .background_frames import split_frames
 from .environment_mcp import SessionMCP
 from .executor_hub import ExecutorHub
 from .session_resume import HandOff, begin_resumed, forget_steps, is_boundary, record_step, started_step, stop_response
+from .subagent_contexts import kept_subagents
 from .vaults import VaultService
 
 log = structlog.get_logger("responses_bridge.agents")
@@ -274,7 +275,9 @@ class SessionRunner:
                 if self.environments is not None:  # the container's vault credentials as they are now
                     await self.environments.refresh_credentials(session, tenant=self.tenant)
                 turn_input = [*turn_input, *await async_results(self, session)]  # async calls' results
-                request = await self._credentialed(session, turn_request(session, turn_input, capabilities))
+                entry.kept = await kept_subagents(self.store, session, tenant=self.tenant)  # resumable ones
+                request = await self._credentialed(session, turn_request(session, turn_input, capabilities,
+                                                                         entry.kept))
                 if self.handing_off:
                     raise HandOff
                 if not first:  # the first step's input is the turn's messages, stored with its start
@@ -413,7 +416,7 @@ class SessionRunner:
         assert self.response_id is not None
         turn_id, shown = entry.turn["id"], Shown()
         final: dict[str, Any] = {}
-        tree = SubagentTree(session, turn_id) if session["agent"]["multi_agent"]["enabled"] else None
+        tree = SubagentTree(session, turn_id, entry.kept) if session["agent"]["multi_agent"]["enabled"] else None
         asynchronous = async_functions(session)
         async for data in self.background.events_after(self.response_id, -1, tenant=self.tenant):
             for frame in split_frames(data):

@@ -18,6 +18,7 @@ from aiohttp import web
 from ...host_policy import HostPolicy
 from ...protocol.errors import APIError
 from ...protocol.multi_agent import BetaSurface
+from ...run.multi_agent import KEPT_SUBAGENTS, KeptSubagent
 from ...run.response_run import ResponseRun
 from ...run.tools.mcp_config import MCPServerOverlay
 from ...runtime import Runtime
@@ -28,6 +29,7 @@ from ...services.automation_bounds import AutomationBounds
 from ...services.environment_mcp import SessionMCP
 from ...services.executor_hub import ExecutorHub
 from ...services.hosted_shell import HostedShell
+from ...services.subagent_contexts import KEPT_KEY
 from ...services.vault_oauth import GuardedTokenEndpoint
 from ...services.vaults import VaultService
 from .automations_routes import AutomationRoutes
@@ -72,10 +74,15 @@ def turn_starter(runtime: Runtime) -> Any:
                                "Responses API, which the bridge relays without its tool loop.",
                                param="agent.tools", code="unsupported_value")
             run.mcp_overlays = overlays
-        call = await run.begin(body)
-        started = await runtime.background.start(  # the client's own credentials: the turn is not resumable
-            run, call, authorization, upstream,
-            client_credentials=client_authorization is not None and authorization == client_authorization)
+        kept = KEPT_SUBAGENTS.set([KeptSubagent(str(entry["name"]), entry["context"])  # the tree's, closed
+                                   for entry in body.pop(KEPT_KEY, None) or ()])
+        try:
+            call = await run.begin(body)
+            started = await runtime.background.start(  # the client's own credentials: the turn is not resumable
+                run, call, authorization, upstream,
+                client_credentials=client_authorization is not None and authorization == client_authorization)
+        finally:
+            KEPT_SUBAGENTS.reset(kept)
         return started.response_id
 
     return start
@@ -92,7 +99,7 @@ class AgentRoutes:
         shell = runtime.server_tools.services.shell
         self.sessions.mcp = SessionMCP(runtime.server_tools.services.mcp,
                                        shell if isinstance(shell, HostedShell) else None,  # where a sandbox runs
-                                       runtime.agents.sealer)
+                                       runtime.agents.sealer, runtime.agents.store)
         self.executors = self.sessions.executors = ExecutorHub(runtime.sealer)  # exec-servers of self_hosted sessions
         self.automations = AutomationRoutes(runtime.agents, self.sessions, AutomationBounds.of(runtime.settings))
         self._handing_off: list[asyncio.Future[None]] = []
