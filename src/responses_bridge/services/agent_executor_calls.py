@@ -53,7 +53,7 @@ async def _run_call(connection: ExecutorConnection, arguments: dict[str, Any],
 async def run_on_executor(runner: SessionRunner, entry: QueuedTurn, session: dict[str, Any]) -> None:
     """Run the turn's open command calls on the session's exec-server, if one is connected."""
     environment = session.get("environment") or {}
-    hub = runner.executors
+    hub = runner.environments.executors if runner.environments is not None else None
     if hub is None or environment.get("type") != "self_hosted":
         return
     for call_id, call in list(entry.calls.open.items()):

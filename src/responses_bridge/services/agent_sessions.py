@@ -56,7 +56,6 @@ from .background import BackgroundService
 from .containers import ContainerService
 from .environment_mcp import SessionMCP
 from .environment_templates import TemplateService
-from .executor_hub import ExecutorHub
 from .pagination import page_errors
 from .session_resume import SessionResumer
 from .vaults import VaultService
@@ -103,7 +102,6 @@ class SessionService:
         self.mcp: SessionMCP | None = None  # MCP servers in the environment, with metadata, required (the door's)
         # the agents' ``automations`` tool (services/automations.py sets it): tenant, session, call id, arguments
         self.agent_automations: Callable[[str, str, str, str], Awaitable[str]] | None = None
-        self.executors: ExecutorHub | None = None  # exec-servers of self_hosted environments (the door's)
         # several workers or replicas on one database: a session's turns run where its lease is (claim_session)
         self.shared = background.leases.shared
         self.leases = SessionLeases(store, background.lease_owner or new_owner_id(), background.leases.lease_seconds)
@@ -390,7 +388,6 @@ class SessionService:
             runner.vaults = self.vaults
             runner.mcp = self.mcp
             runner.automations = self.agent_automations
-            runner.executors = self.executors
             self.runners[session_id] = runner
             runner.events.active = True
             if self.shared:  # claimed while its turns say they run: their process stopped (its lease ran out)

@@ -51,7 +51,6 @@ from .agent_turn_request import turn_request
 from .background import BackgroundService
 from .background_frames import split_frames
 from .environment_mcp import SessionMCP
-from .executor_hub import ExecutorHub
 from .session_resume import HandOff, begin_resumed, forget_steps, is_boundary, record_step, started_step, stop_response
 from .subagent_contexts import kept_subagents
 from .vaults import VaultService
@@ -89,7 +88,6 @@ class SessionRunner:
         self.mcp: SessionMCP | None = None  # the MCP servers in its environment, with metadata or required
         # the agent's ``automations`` tool, run here (the service's): tenant, session, call id, arguments -> output
         self.automations: Callable[[str, str, str, str], Awaitable[str]] | None = None
-        self.executors: ExecutorHub | None = None  # the exec-servers serving self_hosted environments (the service's)
         self._may_idle = False  # the running turn's end may leave the session idle (no other turn queued)
         self._idled = False  # it did: the turn's end told agent.session.idle too
         self.handing_off = False  # a drain: stop at the next step boundary (services/session_resume.py)

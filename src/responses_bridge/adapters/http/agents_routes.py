@@ -100,7 +100,8 @@ class AgentRoutes:
         self.sessions.mcp = SessionMCP(runtime.server_tools.services.mcp,
                                        shell if isinstance(shell, HostedShell) else None,  # where a sandbox runs
                                        runtime.agents.sealer, runtime.agents.store)
-        self.executors = self.sessions.executors = ExecutorHub(runtime.sealer)  # exec-servers of self_hosted sessions
+        self.executors = ExecutorHub(runtime.sealer)  # the exec-servers of self_hosted sessions (executor_routes.py)
+        self.sessions.environments.executors = self.executors
         self.automations = AutomationRoutes(runtime.agents, self.sessions, AutomationBounds.of(runtime.settings))
         self._handing_off: list[asyncio.Future[None]] = []
 
