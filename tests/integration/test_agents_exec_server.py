@@ -149,7 +149,17 @@ async def test_what_the_registry_refuses(beta_client: openai.AsyncOpenAI, http: 
         with pytest.raises(aiohttp.WSServerHandshakeError) as spent:  # the URL's token is spent
             await raw.ws_connect(url, headers=signed_headers("GET", url, b"", creds["aws_access_key_id"],
                                                              creds["aws_secret_access_key"]))
-        assert spent.value.status == 401
+        assert spent.value.status == 409  # codex registers again on a 409
+        # a second exec-server of the session is refused while the first serves (never displacing each other)
+        status, again = await server.register(raw)
+        assert status == 200
+        second = again["url"]
+        with pytest.raises(aiohttp.WSServerHandshakeError) as served:
+            await raw.ws_connect(second, headers=signed_headers("GET", second, b"", creds["aws_access_key_id"],
+                                                                creds["aws_secret_access_key"]))
+        assert served.value.status == 409 and not serving.done()
+        status, body = await server.register(raw, b"x" * 5000)  # bounded before its signature is checked
+        assert status == 413, body
         serving.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await serving

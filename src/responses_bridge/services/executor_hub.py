@@ -113,11 +113,15 @@ class ExecutorHub:
         return (claim.tenant, claim.environment_id) in self._connected or held < MAX_CONNECTED_PER_TENANT
 
     def attach(self, claim: Claim, connection: ExecutorConnection) -> ExecutorConnection | None:
-        """``connection`` serves the claim's environment from now on; returns the one it replaced (to close)."""
+        """``connection`` serves the claim's environment from now on, unless one serves it already: that one is
+        returned and kept (the first stays, so two exec-servers of a session never take turns displacing each
+        other; one whose socket died is gone within the websocket's heartbeat)."""
         key = (claim.tenant, claim.environment_id)
-        replaced = self._connected.get(key)
+        held = self._connected.get(key)
+        if held is not None and not held.closed.is_set():
+            return held
         self._connected[key] = connection
-        return replaced
+        return None
 
     def detach(self, claim: Claim, connection: ExecutorConnection) -> None:
         key = (claim.tenant, claim.environment_id)

@@ -37,6 +37,7 @@ from ...services.executor_hub import (
 )
 from ...services.executor_rpc import MAX_FRAME_BYTES, DirectChannel, ExecutorConnection, ExecutorError, ExecutorGone
 from ...services.executor_sigv4 import SignatureRefused, verify
+from .drain import DRAIN
 from .identity import request_tenant
 from .params import json_reply, read_body
 from .routes import api_routes
@@ -46,6 +47,7 @@ log = structlog.get_logger("responses_bridge.executor")
 EXECUTOR_PREFIX = "/v1/agents/executor/"
 """Paths the identity middleware leaves to these routes (they check a signature, not a bridge key)."""
 TRANSPORT = "direct_jsonrpc_v1"
+MAX_REGISTRATION_BYTES = 4096
 NOISE_REFUSED = ("This bridge serves `codex exec-server --remote` over its direct transport only: run it with "
                  "`--remote-transport direct --aws-sigv4` and the session's executor credentials "
                  "(POST /v1/agents/sessions/{session_id}/executor_credentials). The Noise relay "
@@ -61,6 +63,7 @@ class ExecutorRoutes:
         self.sessions = sessions
         self.hub = hub
         self._serving: set[asyncio.Task[None]] = set()
+        self._closing: list[asyncio.Future[None]] = []
 
     def register(self, app: web.Application) -> None:
         with api_routes(app) as routes:
@@ -70,6 +73,7 @@ class ExecutorRoutes:
                             self.register_direct)
         app.router.add_get(EXECUTOR_PREFIX + "connect/{registration_id}", self.connect)
         app.on_shutdown.append(self._close_all)
+        app.on_startup.append(self._on_drain)
 
     async def _self_hosted(self, session_id: str, tenant: str) -> dict[str, Any]:
         session = await self.sessions.get(session_id, tenant=tenant)  # another tenant's: the same 404
@@ -109,6 +113,9 @@ class ExecutorRoutes:
         return owner
 
     async def register_direct(self, request: web.Request) -> web.Response:
+        if request.content_length is None or request.content_length > MAX_REGISTRATION_BYTES:
+            raise _refused(413, f"A registration is a JSON body of at most {MAX_REGISTRATION_BYTES} bytes.",
+                           "request_too_large")  # read before its signature can be checked: bounded first
         body = await read_body(request)
         tenant, session_id = self._signed(request, body)
         environment_id = request.match_info["environment_id"]
@@ -137,7 +144,10 @@ class ExecutorRoutes:
         tenant, session_id = self._signed(request, b"")
         claim = self.hub.claim(request.match_info["registration_id"], request.query.get("token", ""))
         if claim is None or (claim.tenant, claim.session_id) != (tenant, session_id):
-            raise _refused(401, "Unknown or spent exec-server registration: register again.", "invalid_registration")
+            # a 409 makes codex register again (its URL outlived a restart, a drain or a disconnect)
+            raise _refused(409, "Unknown or spent exec-server registration: register again.", "invalid_registration")
+        if self.hub.connection(claim.tenant, claim.environment_id) is not None:
+            raise _refused(409, "Another exec-server serves this session's environment.", "environment_served")
         if not self.hub.may_connect(claim):
             raise _refused(429, "Too many exec-servers connected for this tenant.", "rate_limit_exceeded")
         socket = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, heartbeat=30)
@@ -153,9 +163,10 @@ class ExecutorRoutes:
                 await socket.close()
                 await reader
                 return socket
-            replaced = self.hub.attach(claim, connection)
-            if replaced is not None:  # a restarted exec-server of the same session takes its place
-                await replaced.close()
+            if self.hub.attach(claim, connection) is not None:  # another won the race meanwhile: the first stays
+                await connection.close()
+                await reader
+                return socket
             with contextlib.suppress(ExecutorGone):
                 await connection.initialized()
             log.info("executor_connected", tenant=tenant, session_id=session_id,
@@ -168,6 +179,10 @@ class ExecutorRoutes:
                 reader.cancel()
         log.info("executor_disconnected", tenant=tenant, session_id=session_id)
         return socket
+
+    async def _on_drain(self, app: web.Application) -> None:
+        """A draining process lets its exec-servers go at once: they register again, with the next process."""
+        app[DRAIN].on_drain(lambda: self._closing.append(asyncio.ensure_future(self._close_all(app))))
 
     async def _close_all(self, app: web.Application) -> None:
         for connection in self.hub.connections():
