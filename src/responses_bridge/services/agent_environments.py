@@ -41,6 +41,7 @@ from .containers import ContainerService
 from .environment_packages import InstallFailed
 from .environment_plugins import plugin_contents, refused_duplicate
 from .environment_setup import EnvironmentSetup, equip, setup_files
+from .executor_hub import ExecutorHub
 from .pagination import page_errors
 from .plugin_mcp import STORED, PluginServers, place_plugin_files, sealed
 from .skills import copy_blob
@@ -121,6 +122,7 @@ class SessionEnvironments:
         self.containers = containers
         self.vaults = vaults  # the session's vaults' credentials: its container's domain secrets
         self.setup: EnvironmentSetup | None = None  # setup commands and env (services/environment_setup.py)
+        self.executors: ExecutorHub | None = None  # exec-servers serving self_hosted ones (agent_executor_calls.py)
 
     def _service(self) -> ContainerService:
         if self.containers is None:

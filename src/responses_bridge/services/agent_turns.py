@@ -41,6 +41,7 @@ from .agent_async_calls import async_functions, async_result, async_results, sta
 from .agent_auto_review import auto_review
 from .agent_environments import Published, SessionEnvironments, environment_state, hosted_container, not_kept
 from .agent_events import SessionLog
+from .agent_executor_calls import run_on_executor
 from .agent_runner_view import ResponseStarter
 from .agent_subagent_tree import SubagentTree
 from .agent_tool_calls import unknown_approval, unknown_call
@@ -300,6 +301,7 @@ class SessionRunner:
                              if status in ("completed", "incomplete") else None}
             if status != "completed" or not entry.calls.pending:
                 break
+            await run_on_executor(self, entry, session)  # a self_hosted session's commands, on its exec-server
             answered = await self._wait_for_results(entry)
             if answered is None:
                 await self._end(entry, "cancelled", None, total)

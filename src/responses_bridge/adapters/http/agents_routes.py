@@ -27,6 +27,7 @@ from ...services.agent_sessions import SessionService
 from ...services.agent_subagents import SubagentService
 from ...services.automation_bounds import AutomationBounds
 from ...services.environment_mcp import SessionMCP
+from ...services.executor_hub import ExecutorHub
 from ...services.hosted_shell import HostedShell
 from ...services.subagent_contexts import KEPT_KEY
 from ...services.vault_oauth import GuardedTokenEndpoint
@@ -35,6 +36,7 @@ from .automations_routes import AutomationRoutes
 from .downloads import send_blob
 from .drain import DRAIN
 from .environment_routes import EnvironmentRoutes
+from .executor_routes import ExecutorRoutes
 from .identity import request_tenant
 from .params import json_object, json_reply, metadata_query, page_query
 from .routes import api_routes
@@ -98,6 +100,8 @@ class AgentRoutes:
         self.sessions.mcp = SessionMCP(runtime.server_tools.services.mcp,
                                        shell if isinstance(shell, HostedShell) else None,  # where a sandbox runs
                                        runtime.agents.sealer, runtime.agents.store)
+        self.executors = ExecutorHub(runtime.sealer)  # the exec-servers of self_hosted sessions (executor_routes.py)
+        self.sessions.environments.executors = self.executors
         self.automations = AutomationRoutes(runtime.agents, self.sessions, AutomationBounds.of(runtime.settings))
         self._handing_off: list[asyncio.Future[None]] = []
 
@@ -110,6 +114,7 @@ class AgentRoutes:
         SubagentRoutes(SubagentService(self.agents.store)).register(app)  # a session's subagents (subagent_routes.py)
         EnvironmentRoutes(self.sessions, self.runtime.server_tools.services.shell,  # before /agents/{id}
                           self.runtime.sealer).register(app)
+        ExecutorRoutes(self.sessions, self.executors).register(app)  # codex exec-server --remote
         TraceRoutes(self.agents.store).register(app)  # a session's traces (trace_routes.py)
         with api_routes(app) as routes:
             sessions = "/agents/sessions"
