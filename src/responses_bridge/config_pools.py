@@ -81,6 +81,12 @@ class PoolSettings(BaseSettings):
     upstream_response_connections: int = Field(default=8, ge=1, description=(
         "upstream model calls one response may have open at once, its own turn and its subagents' together (the "
         "multi-agent beta): the rest of its subagents wait for its earlier calls to end"))
+    fair_share_quantum: float = Field(default=2.0, ge=0, description=(
+        "seconds a unit of a shared pool (an upstream connection, a program or sandbox slot, an egress connection) "
+        "is held before it may be taken back for a tenant holding none when more tenants want the pool than it "
+        "has units (each tenant's fair share then less than one unit; docs/operations.md): units are then "
+        "time-shared a quantum at a time — work shorter than it is never taken back so, and a tenant whose unit "
+        "was taken back takes none back so within it; 0: at once"))
     program_slots: int = Field(default=4, ge=1, description=(
         "programs of programmatic tool calling running at once in one process, each in a worker process of its "
         "own; shared among tenants by the fair-share rule (docs/operations.md), so one tenant's programs never "
