@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from responses_bridge.fair_share import FairSlots
 from responses_bridge.fair_tenure import Tenure
+from responses_bridge.sandbox.egress_limits import ConnectionShares
 from tests.unit.test_fair_share import Holder, end, held, settle, unit
 
 QUANTUM = 60.0
@@ -137,3 +139,33 @@ def test_a_tenure_reads_the_process_quantum_unless_given_its_own() -> None:
         assert Tenure().quantum == 7.0 and Tenure(0.5).quantum == 0.5
     finally:
         set_quantum(before)
+
+
+async def test_egress_connections_beside_as_many_tenants_as_the_cap_a_victim_gets_one_held_past_its_quantum() -> None:
+    """Egress connections never wait: a victim's connection beside 4 tenants holding one each of a cap of 4 was
+    refused ``bridge_connection_limit``; now the connection held longest past its quantum is closed for it, and
+    while every one is younger the victim is refused as before."""
+    shares = ConnectionShares()
+    shares._pool.tenure = Tenure(QUANTUM)
+    shares._pool.since = shares._pool.tenure.since
+
+    def connection(tenant: str) -> Holder:
+        async def admit() -> Any:
+            refused = shares.admit(tenant, share=2, cap=4)
+            return refused.outcome if refused is not None else True
+        return Holder(admit, lambda got: shares.release(tenant))
+
+    attackers = {f"a{at}": [connection(f"a{at}")] for at in range(4)}
+    await settle()
+    assert shares.total == 4
+    early = connection("victim")
+    await settle()
+    assert early.outcome == "refused:bridge_connection_limit" and not preempted(attackers)
+    for tenant in attackers:
+        for holding in shares._pool.tenants[tenant].holdings:
+            shares._pool.since[holding] = time.monotonic() - 2 * QUANTUM
+    victim = connection("victim")
+    await settle()
+    assert victim.outcome == "held" and len(preempted(attackers)) == 1 and shares.total == 4
+    await end([early, victim], *attackers.values())
+    assert shares.total == 0
