@@ -18,10 +18,10 @@ back. The rule, with ``C`` the pool's capacity and ``n`` the tenants holding or 
   a quantum (fair_tenure.py): units are time-shared rather than passed back and forth;
 * otherwise the request waits in the pool's queue, bounded (:attr:`FairPool.queue`): room given back goes to the
   waiting tenant that holds least (among equals, the one it was taken back for, then first come first served);
-  past the bound, the waiter of the tenant
-  that holds and waits most is refused at once in its place (the asker itself when that is it), and a wait past the
-  pool's own timeout is refused too — the refusal says the tenant's share when it holds at least its ``C / n``, the
-  pool otherwise (a tenant holding nothing is never told it holds its share).
+  past the bound, the waiter of the tenant that holds and waits most is refused at once in its place (the asker
+  itself when that is it), and a wait past the pool's own timeout is refused too — the refusal says the tenant's
+  share when it holds at least its ``C / n``, the pool otherwise (a tenant holding nothing is never told it holds
+  its share).
 
 With n tenants wanting more, each converges to ``C / n``, whatever order they came in. The hot path (room free,
 nobody waiting) is O(1): a count per tenant; the holders are scanned only when the pool is full.
@@ -300,7 +300,7 @@ class FairPool:
             elif self.held >= self.capacity:
                 break
         if self.waiters:
-            barred = time.monotonic() - self.tenure.quantum
+            barred = time.monotonic() - self.tenure.quantum if self.units else float("inf")
             self._reclaim_for(min(self.waiters, key=lambda waiter: (
                 tenants[waiter.tenant].holds, tenants[waiter.tenant].taken_at > barred)))
 
