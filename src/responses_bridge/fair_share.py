@@ -285,9 +285,15 @@ class FairPool:
     def _dispatch(self) -> None:
         """Room came back: the waiters it fits, the tenants holding least first (among equals, one room is being
         taken back for first, then first come); then room taken back for the first one left, if it holds less
-        than its share (a tenant whose holding was just taken back after the others: see :meth:`_take_turn`)."""
+        than its share. In a unit pool, among tenants holding as little, one never taken from comes first, then
+        the one taken from longest ago (with more tenants than units the units go round them: see
+        :meth:`_take_turn`)."""
         tenants = self.tenants
-        order = sorted(self.waiters, key=lambda waiter: (tenants[waiter.tenant].holds, not waiter.owed))
+        if self.units:
+            order = sorted(self.waiters, key=lambda waiter: (
+                tenants[waiter.tenant].holds, not waiter.owed, tenants[waiter.tenant].taken_at))
+        else:
+            order = sorted(self.waiters, key=lambda waiter: (tenants[waiter.tenant].holds, not waiter.owed))
         for waiter in order:
             state = tenants[waiter.tenant]
             if waiter.future.done():
@@ -300,9 +306,8 @@ class FairPool:
             elif self.held >= self.capacity:
                 break
         if self.waiters:
-            barred = time.monotonic() - self.tenure.quantum if self.units else float("inf")
             self._reclaim_for(min(self.waiters, key=lambda waiter: (
-                tenants[waiter.tenant].holds, tenants[waiter.tenant].taken_at > barred)))
+                tenants[waiter.tenant].holds, tenants[waiter.tenant].taken_at if self.units else 0.0)))
 
     def _wake(self) -> None:
         """A holding's quantum has passed while tenants wait: room may now be taken back for one."""

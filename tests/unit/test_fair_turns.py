@@ -169,3 +169,20 @@ async def test_egress_connections_beside_as_many_tenants_as_the_cap_a_victim_get
     assert victim.outcome == "held" and len(preempted(attackers)) == 1 and shares.total == 4
     await end([early, victim], *attackers.values())
     assert shares.total == 0
+
+
+async def test_among_tenants_holding_none_one_never_taken_from_takes_its_turn_first() -> None:
+    """A greedy tenant holding none that queued first does not keep the victim waiting: the turn goes to the tenant
+    never taken from (then to the one taken from longest ago). With first come first served, 16 greedy tenants on
+    8 places kept the victim behind their queued requests past the pool's timeout (3 of 20 answered 503)."""
+    slots = FairSlots(2, lambda tenant: 2, quantum=QUANTUM)
+    greedy = await _greedy(slots, 2, 2)
+    waiting = unit(slots, "greedy2")  # every unit young: it waits
+    await settle()
+    assert waiting.outcome == "waiting"
+    slots.pool.tenants["greedy2"].taken_at = time.monotonic() - 10 * QUANTUM  # taken from once, long ago
+    backdate(slots, "greedy0")  # one unit past its quantum: one turn to give
+    victim = unit(slots, "victim")
+    await settle()
+    assert victim.outcome == "held" and waiting.outcome == "waiting" and len(preempted(greedy)) == 1
+    await end([victim, waiting], *greedy.values())
