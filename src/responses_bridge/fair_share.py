@@ -361,29 +361,16 @@ class FairPool:
         Takes back the holding held longest among those held at least a quantum (fair_tenure.py) — unless
         ``tenant`` lost one itself within a quantum — else wakes the pool when the first will have been."""
         now = time.monotonic()
-        quantum = self.tenure.quantum
-        if state is not None and now - state.taken_at < quantum:
-            self.tenure.wake(state.taken_at + quantum, self._wake)
+        tenure = self.tenure
+        if state is not None and now - state.taken_at < tenure.quantum:
+            tenure.wake(state.taken_at + tenure.quantum, self._wake)
             return False
-        found: tuple[str, Any] | None = None
-        oldest = soonest = float("inf")
-        for name, other in self.tenants.items():  # the pool is full: the one scan
-            if name == tenant or other.holds - other.reclaiming != size or size * tenants <= self.capacity:
-                continue
-            for holding in other.holdings:
-                task = self._task(holding)
-                if task is None or holding in self._taking or self._size(holding) != size or was_taken_back(task):
-                    continue
-                began = self.tenure.began(holding, now)
-                if began + quantum > now:
-                    soonest = min(soonest, began + quantum)
-                elif began < oldest:
-                    found, oldest = (name, holding), began
-        if found is None:
-            if soonest < float("inf"):
-                self.tenure.wake(soonest, self._wake)
-            return False
-        return self.take_back(found[0], found[1], PREEMPTED)
+        candidates = ((name, holding) for name, other in self.tenants.items()
+                      if name != tenant and other.holds - other.reclaiming == size and size * tenants > self.capacity
+                      for holding in other.holdings if holding not in self._taking and self._size(holding) == size
+                      and self._task(holding) is not None and not was_taken_back(self._task(holding)))
+        found = tenure.longest_held(candidates, now, self._wake)  # the pool is full: the one scan
+        return found is not None and self.take_back(found[0], found[1], PREEMPTED)
 
     def force(self, tenant: str, size: int) -> None:
         """``size`` for ``tenant`` past the capacity, while room taken back for it comes back (a pool that cannot

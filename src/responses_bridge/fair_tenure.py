@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 DEFAULT_QUANTUM = 2.0
@@ -56,12 +56,22 @@ class Tenure:
         if holding is not None:
             self.since[holding] = time.monotonic()
 
-    def began(self, holding: Any, now: float) -> float:
-        """When ``holding`` began: its stamp, or ``now`` for one the pool looks at for the first time."""
-        return self.since.setdefault(holding, now)
-
-    def forget(self, holding: Any) -> None:
-        self.since.pop(holding, None)
+    def longest_held(self, candidates: Iterable[tuple[str, Any]], now: float,
+                     wake: Callable[[], None]) -> tuple[str, Any] | None:
+        """Of ``candidates`` (tenant, holding), the one held longest among those held at least a quantum; None if
+        every one is younger, and then ``wake`` is called when the first will have been."""
+        quantum = self.quantum
+        found: tuple[str, Any] | None = None
+        oldest = soonest = float("inf")
+        for candidate in candidates:
+            began = self.since.setdefault(candidate[1], now)  # first looked at now: its tenure starts now
+            if began + quantum > now:
+                soonest = min(soonest, began + quantum)
+            elif began < oldest:
+                found, oldest = candidate, began
+        if found is None and soonest < float("inf"):
+            self.wake(soonest, wake)
+        return found
 
     def wake(self, at: float, call: Callable[[], None]) -> None:
         """``call`` at monotonic time ``at`` (or sooner, if a wake-up is already set for sooner)."""
