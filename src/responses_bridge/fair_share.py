@@ -359,18 +359,25 @@ class FairPool:
         """More tenants than units: every holder of one unit is above its ``C / n``, and ``tenant`` holds nothing
         (a unit pool's only: a memory reservation is not a unit, and bytes are shared out by the rule above).
         Takes back the holding held longest among those held at least a quantum (fair_tenure.py) — unless
-        ``tenant`` lost one itself within a quantum — else wakes the pool when the first will have been."""
+        ``tenant`` lost one itself within a quantum, or the pool's last turn was less than ``quantum / C`` ago —
+        else wakes the pool when the first will have been."""
         now = time.monotonic()
         tenure = self.tenure
         if state is not None and now - state.taken_at < tenure.quantum:
             tenure.wake(state.taken_at + tenure.quantum, self._wake)
+            return False
+        if now < tenure.next_turn:
+            tenure.wake(tenure.next_turn, self._wake)
             return False
         candidates = ((name, holding) for name, other in self.tenants.items()
                       if name != tenant and other.holds - other.reclaiming == size and size * tenants > self.capacity
                       for holding in other.holdings if holding not in self._taking and self._size(holding) == size
                       and self._task(holding) is not None and not was_taken_back(self._task(holding)))
         found = tenure.longest_held(candidates, now, self._wake)  # the pool is full: the one scan
-        return found is not None and self.take_back(found[0], found[1], PREEMPTED)
+        if found is None or not self.take_back(found[0], found[1], PREEMPTED):
+            return False
+        tenure.next_turn = now + tenure.quantum / max(1, self.capacity)
+        return True
 
     def force(self, tenant: str, size: int) -> None:
         """``size`` for ``tenant`` past the capacity, while room taken back for it comes back (a pool that cannot

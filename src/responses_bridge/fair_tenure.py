@@ -8,6 +8,10 @@ before it may be taken back for a tenant holding none, and a tenant a unit was t
 that rule within a quantum of losing it (it waits for a unit that comes free): units are time-shared, a quantum at
 a time, rather than thrown back and forth. Work shorter than a quantum is never taken back this way.
 
+The turns are paced, one every ``quantum / C`` at most: the units' tenures are then spread over the quantum
+rather than ending together (taken back at once, every unit would come of age at once, and a tenant arriving
+just after would wait a whole quantum); a newcomer waits about ``quantum / C`` for its turn.
+
 The stamps cost nothing while a pool is not contended: a holding taken on the fast path (room free, nobody
 waiting) is not stamped; it is stamped the first time the full pool looks at it, which can only make its tenure
 look shorter than it is (never taken back early). Holdings given on the slow path (after a wait) are stamped as
@@ -39,11 +43,12 @@ class Tenure:
     """When each holding of one pool began (``since``, as far as the pool knows), and a wake-up of the pool when a
     holding's quantum will have passed while a tenant waits for it. ``quantum`` None: the process's."""
 
-    __slots__ = ("_quantum", "_timer", "_when", "since")
+    __slots__ = ("_quantum", "_timer", "_when", "next_turn", "since")
 
     def __init__(self, quantum: float | None = None) -> None:
         self._quantum = quantum
         self.since: dict[Any, float] = {}
+        self.next_turn = 0.0  # monotonic: no turn before it (the pool's last turn plus quantum / C)
         self._timer: asyncio.TimerHandle | None = None
         self._when = 0.0
 

@@ -29,6 +29,11 @@ def backdate(slots: FairSlots, *tenants: str, by: float = 2 * QUANTUM) -> None:
             pool.since[holding] = time.monotonic() - by
 
 
+def paced(slots: FairSlots) -> None:
+    """As if ``quantum / C`` had passed since the pool's last turn (turns are paced: fair_tenure.py)."""
+    slots.pool.tenure.next_turn = 0.0
+
+
 async def _greedy(slots: FairSlots, count: int, each: int) -> dict[str, list[Holder]]:
     """``count`` greedy tenants each wanting ``each`` units, settled (each at its ``C / n``), and only the holders
     and waiters left: those taken back while they settled are dropped."""
@@ -82,6 +87,10 @@ async def test_the_unit_held_longest_goes_first_and_a_young_one_never() -> None:
     assert first.outcome == "held" and preempted(greedy) == ["greedy2"]
     second = unit(slots, "second")
     await settle()
+    assert second.outcome == "waiting"  # a unit is old enough, but the turns are paced (quantum / C apart)
+    paced(slots)
+    slots.pool._dispatch()  # (the pool's own wake-up, at that time)
+    await settle()
     assert second.outcome == "held" and sorted(preempted(greedy)) == ["greedy1", "greedy2"]
     third = unit(slots, "third", wait=0.1)  # greedy0's and greedy3's units and the newcomers' own are young
     await settle()
@@ -100,6 +109,7 @@ async def test_a_tenant_whose_unit_was_taken_back_waits_out_its_quantum_then_tak
     other = next(tenant for tenant in greedy if tenant != loser)
     backdate(slots, other)
     slots.pool.tenants[loser].taken_at -= 2 * QUANTUM  # its quantum since it lost its unit has passed
+    paced(slots)
     slots.pool._dispatch()  # (the pool's own wake-up, fair_tenure.Tenure.wake, at that time)
     await settle()
     # its turn: the other greedy tenant's unit, held past its quantum — never the victim's young one
